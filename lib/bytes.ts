@@ -1,0 +1,100 @@
+/** Byte helpers shared by the wire format, the key schedule and the transcript. */
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+export function utf8(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** Decodes UTF-8, throwing a TypeError on malformed input instead of substituting U+FFFD. */
+export function fromUtf8(bytes: Uint8Array): string {
+  return strictDecoder.decode(bytes);
+}
+
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** 8-byte big-endian unsigned integer (PROTOCOL §2: every integer in signed input). */
+export function u64be(value: number | bigint): Uint8Array {
+  const big = BigInt(value);
+  if (big < 0n || big > 0xffff_ffff_ffff_ffffn) throw new RangeError("u64 out of range");
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, big, false);
+  return out;
+}
+
+export function u32be(value: number): Uint8Array {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
+    throw new RangeError("u32 out of range");
+  }
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, value, false);
+  return out;
+}
+
+export function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Strict, canonical standard base64 (with padding); anything else is a TypeError. */
+export function fromBase64(text: string): Uint8Array {
+  if (!BASE64_RE.test(text)) throw new TypeError("invalid base64");
+  const binary = atob(text);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  if (toBase64(out) !== text) throw new TypeError("non-canonical base64");
+  return out;
+}
+
+export function toHex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export function fromHex(text: string): Uint8Array {
+  if (text.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(text)) throw new TypeError("invalid hex");
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/**
+ * Compares two byte strings without an early exit on the first difference.
+ * Best-effort under a JIT (as Deno std's timingSafeEqual documents), but it
+ * removes the gross data-dependent timing of `===` on strings or a loop that
+ * returns at the first mismatch. Length is not secret here.
+ */
+export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+export function randomBytes(length: number): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(length));
+}
+
+/** Best-effort wipe: the JS engine may hold other copies, but ours is gone. */
+export function wipe(...buffers: (Uint8Array | undefined)[]): void {
+  for (const buffer of buffers) buffer?.fill(0);
+}
+
+export async function sha256(...parts: Uint8Array[]): Promise<Uint8Array> {
+  const data = parts.length === 1 ? parts[0] : concat(...parts);
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as BufferSource));
+}

@@ -1,0 +1,45 @@
+/**
+ * securechat: argv to command. The only place that exits the process.
+ * Exit status: 0 success, 1 failure (a security or runtime error, with its code),
+ * 2 usage or I/O error.
+ */
+import "reflect-metadata";
+import { Command, CommanderError } from "commander";
+import denoJson from "./deno.json" with { type: "json" };
+import { registerCa } from "./commands/ca.ts";
+import { registerCert } from "./commands/cert.ts";
+import { registerServe } from "./commands/serve.ts";
+import { registerConnect } from "./commands/connect.ts";
+import { registerVerify } from "./commands/verify.ts";
+import { exitStatusOf, printError } from "./commands/_cli.ts";
+
+export function buildProgram(): Command {
+  const program = new Command("securechat")
+    .description("Secure chat over plain TCP with its own PKI, signed messages and receipts.")
+    .version(denoJson.version, "-V, --version")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)) });
+  registerCa(program);
+  registerCert(program);
+  registerServe(program);
+  registerConnect(program);
+  registerVerify(program);
+  return program;
+}
+
+if (import.meta.main) {
+  let status = 0;
+  try {
+    await buildProgram().parseAsync(Deno.args, { from: "user" });
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version arrive here with exitCode 0; usage errors are status 2.
+      status = error.exitCode === 0 ? 0 : 2;
+    } else {
+      printError(error);
+      status = exitStatusOf(error);
+    }
+  }
+  Deno.exit(status);
+}
