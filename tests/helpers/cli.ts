@@ -1,0 +1,66 @@
+/** Runs the real CLI (main.ts) as a subprocess, as users do. */
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CliOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+  stdin?: string;
+}
+
+/** The argv that starts the CLI: the same permission flags as `deno task start`. */
+export function cliCommand(args: string[]): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    "--allow-read",
+    "--allow-write",
+    "--allow-net",
+    "--allow-env",
+    "--allow-sys",
+    MAIN,
+    ...args,
+  ];
+}
+
+export async function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
+  const [cmd, ...rest] = cliCommand(args);
+  const child = new Deno.Command(cmd, {
+    args: rest,
+    cwd: options.cwd,
+    env: options.env,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const out = await child.output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Starts the CLI and returns the live child, for long-running commands such as `serve`. */
+export function spawnCli(
+  args: string[],
+  options: Omit<CliOptions, "stdin"> = {},
+): Deno.ChildProcess {
+  const [cmd, ...rest] = cliCommand(args);
+  return new Deno.Command(cmd, {
+    args: rest,
+    cwd: options.cwd,
+    env: options.env,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
