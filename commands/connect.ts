@@ -1,6 +1,207 @@
-import { Command } from "commander";
-import { subcommand } from "./_cli.ts";
+/** `securechat connect`: log in (or register) and chat from the terminal or a script. */
+import { Command, Option } from "commander";
+import { SecureChatError } from "../lib/errors.ts";
+import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
+import { loadIdentity } from "../lib/identity.ts";
+import { TrustStore } from "../lib/pki/validate.ts";
+import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
+import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import { info, positiveInt, subcommand } from "./_cli.ts";
+import { LineEditor, promptHidden, stdinLines } from "./_tty.ts";
+import { type History, openHistory } from "./_history.ts";
+
+interface ConnectOptions {
+  user: string;
+  register?: boolean;
+  email?: string;
+  host: string;
+  port: number;
+  serverName: string;
+  cert?: string;
+  key?: string;
+  ca: string;
+  crl?: string;
+  transcripts: string;
+  passwordFile?: string;
+  keyPasswordFile?: string;
+  history?: string;
+  handshakeTimeout: number;
+}
 
 export function registerConnect(program: Command): void {
-  subcommand(program, "connect", "(not yet implemented)");
+  subcommand(program, "connect", "log in to a securechat server and chat")
+    .requiredOption("-u, --user <name>", "your user name (the CN of your certificate)")
+    .option("--register", "create the account first (asks for an e-mail address with --email)")
+    .option("--email <address>", "e-mail address for --register")
+    .option("--host <host>", "server address", "127.0.0.1")
+    .option("--port <port>", "server port", positiveInt("--port", 65535), 65432)
+    .option("--server-name <name>", "name the server certificate must carry", "localhost")
+    .option("--cert <file>", "your certificate (default certs/<user>.pem)")
+    .option("--key <file>", "your private key (default certs/<user>.key)")
+    .option("--ca <file>", "CA certificate to trust", "certs/ca.pem")
+    .option("--crl <file>", "CRL to check the server against (default: ca.crl beside --ca)")
+    .option("--transcripts <dir>", "where to write the transcript and receipts", "transcripts")
+    .option(
+      "--password-file <file>",
+      "read the password from a file (else prompt or $SECURECHAT_PASSWORD)",
+    )
+    .option("--key-password-file <file>", "password of an encrypted private key")
+    .option("--history <file>", "also keep a local PLAINTEXT log of the chat (off by default)")
+    .addOption(
+      new Option("--handshake-timeout <ms>", "give up on a handshake after this long")
+        .argParser(positiveInt("--handshake-timeout")).default(10000),
+    )
+    .addHelpText(
+      "after",
+      `
+Password: from a hidden prompt on a terminal; otherwise from --password-file or
+the SECURECHAT_PASSWORD environment variable (never from a flag).
+Without a terminal each input line is one message and end of input closes the
+session cleanly (receipts exchanged). In the chat:
+${CHAT_HELP.replace(/^/gm, "  ")}
+
+Examples:
+  securechat connect --user alice --register --email alice@example.com
+  echo "hello" | SECURECHAT_PASSWORD=... securechat connect --user alice`,
+    )
+    .action((options: ConnectOptions) => connect(options));
+}
+
+async function connect(options: ConnectOptions): Promise<void> {
+  const interactive = Deno.stdin.isTerminal();
+  const identity = await loadIdentity(
+    options.cert ?? `certs/${options.user}.pem`,
+    options.key ?? `certs/${options.user}.key`,
+    options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
+  );
+  const trust = await TrustStore.load(options.ca, options.crl);
+  const credentials = await credentialsFor(options, interactive);
+  let tcp: Deno.TcpConn;
+  try {
+    tcp = await Deno.connect({ hostname: options.host, port: options.port });
+  } catch (cause) {
+    throw new SecureChatError("IO_ERROR", `cannot connect to ${options.host}:${options.port}`, {
+      cause,
+      hint: "is `securechat serve` running there?",
+    });
+  }
+  const established = await clientHandshake(new FrameConnection(tcp), {
+    identity,
+    trust,
+    serverName: options.serverName,
+    credentials,
+    timeoutMs: options.handshakeTimeout,
+  });
+  const session = await ChatSession.start(established, { transcriptDir: options.transcripts });
+  const history = options.history ? await openHistory(options.history) : undefined;
+  info(
+    `${
+      credentials.mode === "register" ? "registered and logged in" : "logged in"
+    } as ${session.username} ` +
+      `to ${established.peer.commonName}; session ${session.sessionId}`,
+  );
+
+  const editor = interactive ? new LineEditor(`${session.username}> `) : undefined;
+  const show = (line: string) => editor ? editor.print(line) : console.log(line);
+  const running = session.run({
+    onMessage: (message) => {
+      show(formatIncoming(message));
+      history?.record(message.ts, authorOf(message), textOf(message));
+    },
+    onRejected: (error, seqno) =>
+      info(`rejected message ${seqno}: ${error.code}: ${error.message}`),
+  });
+  const onSignal = () => void session.close().catch(() => {});
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    await Promise.race([chatInput(session, editor, show, history), running]);
+    editor?.stop();
+    await session.close().catch(() => {});
+    const end = await running;
+    await history?.close();
+    info(`transcript: ${end.transcriptPath}`);
+    if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
+    if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
+    if (end.outcome !== "closed") {
+      throw new SecureChatError(
+        (end.code as never) ?? "PROTOCOL_ERROR",
+        end.outcome === "peer_gone"
+          ? "the server closed the connection without receipts"
+          : end.message ?? "session failed",
+      );
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+  }
+}
+
+async function chatInput(
+  session: ChatSession,
+  editor: LineEditor | undefined,
+  show: (line: string) => void,
+  history: History | undefined,
+): Promise<void> {
+  for await (const line of editor ? editor.lines() : stdinLines()) {
+    if (session.closing) return;
+    const parsed = parseChatLine(line);
+    if (parsed.action === "quit") return;
+    if (parsed.action === "help") show(CHAT_HELP);
+    if (parsed.action === "error") show(`securechat: ${parsed.message}`);
+    if (parsed.action !== "send") continue;
+    await session.send(parsed.body);
+    if (parsed.body.kind === "text") {
+      history?.record(Date.now(), session.username, parsed.body.text, parsed.body.to);
+    }
+  }
+}
+
+function authorOf({ body }: ReceivedMessage): string {
+  return body.kind === "chat" ? body.from : "server";
+}
+
+function textOf({ body }: ReceivedMessage): string {
+  return body.kind === "chat" || body.kind === "notice" || body.kind === "text" ? body.text : "";
+}
+
+/** `[12:01:02] alice ✓ hello` — ✓: the signature on this message verified. */
+export function formatIncoming(message: ReceivedMessage): string {
+  const time = new Date(message.ts).toTimeString().slice(0, 8);
+  const { body } = message;
+  if (body.kind === "notice") return `[${time}] * ${body.text}`;
+  const to = body.kind === "chat" && body.to ? ` (to you)` : "";
+  return `[${time}] ${authorOf(message)}${to} \u2713 ${textOf(message)}`;
+}
+
+async function credentialsFor(options: ConnectOptions, interactive: boolean): Promise<Credentials> {
+  const password = await passwordFor(options, interactive);
+  if (!options.register) return { mode: "login", username: options.user, password };
+  const email = options.email ?? `${options.user}@localhost`;
+  return { mode: "register", username: options.user, password, email };
+}
+
+async function passwordFor(options: ConnectOptions, interactive: boolean): Promise<string> {
+  if (options.passwordFile) return await readSecretFile(options.passwordFile);
+  if (interactive) {
+    const password = await promptHidden(`password for ${options.user}: `);
+    if (password === null) throw new SecureChatError("USAGE", "no password given");
+    if (options.register && await promptHidden("repeat the password: ") !== password) {
+      throw new SecureChatError("USAGE", "the passwords differ");
+    }
+    return password;
+  }
+  const fromEnv = Deno.env.get("SECURECHAT_PASSWORD");
+  if (fromEnv) return fromEnv;
+  throw new SecureChatError("USAGE", "no password: stdin is not a terminal", {
+    hint: "set SECURECHAT_PASSWORD or use --password-file",
+  });
+}
+
+/** First line of a file, without its newline: the shape `echo secret > file` makes. */
+export async function readSecretFile(path: string): Promise<string> {
+  try {
+    return (await Deno.readTextFile(path)).split(/\r?\n/)[0];
+  } catch (cause) {
+    throw new SecureChatError("IO_ERROR", `cannot read ${path}`, { cause });
+  }
 }

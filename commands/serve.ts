@@ -1,6 +1,167 @@
-import { Command } from "commander";
-import { subcommand } from "./_cli.ts";
+/** `securechat serve`: run the chat server. */
+import { Command, Option } from "commander";
+import { createLogger, type LogFormat } from "../lib/log.ts";
+import { loadIdentity } from "../lib/identity.ts";
+import { TrustStore } from "../lib/pki/validate.ts";
+import { ChatServer } from "../lib/server/server.ts";
+import { OPERATOR_NAME } from "../lib/server/lobby.ts";
+import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
+import { openUserStore } from "../lib/store/open.ts";
+import { info, positiveInt, subcommand } from "./_cli.ts";
+import { readSecretFile } from "./connect.ts";
+import { LineEditor, stdinLines } from "./_tty.ts";
+
+interface ServeOptions {
+  host: string;
+  port: number;
+  cert: string;
+  key: string;
+  keyPasswordFile?: string;
+  ca: string;
+  crl?: string;
+  db?: string;
+  transcripts: string;
+  logFormat: LogFormat;
+  console?: boolean;
+  handshakeTimeout: number;
+  idleTimeout: number;
+  maxConnections: number;
+  maxPerAddress: number;
+  handshakeRate: number;
+  sendQueue: number;
+  messageRate: number;
+}
 
 export function registerServe(program: Command): void {
-  subcommand(program, "serve", "(not yet implemented)");
+  subcommand(program, "serve", "run the securechat server")
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .option("--port <port>", "port to listen on (0: any free port)", portNumber, 65432)
+    .option("--cert <file>", "server certificate", "certs/server.pem")
+    .option("--key <file>", "server private key", "certs/server.key")
+    .option("--key-password-file <file>", "password of an encrypted server key")
+    .option("--ca <file>", "CA certificate that issued the users' certificates", "certs/ca.pem")
+    .option("--crl <file>", "CRL of revoked certificates (default: ca.crl beside --ca, if present)")
+    .option(
+      "--db <url>",
+      "sqlite:PATH or mysql://user:pass@host:port/db (default: .env DB_*, else sqlite:data/securechat.db)",
+    )
+    .option("--transcripts <dir>", "where to write transcripts and receipts", "transcripts")
+    .addOption(
+      new Option("--log-format <format>", "log line format").choices(["text", "json"]).default(
+        "text",
+      ),
+    )
+    .option("--console", "read operator chat lines from stdin even when it is not a terminal")
+    .option(
+      "--handshake-timeout <ms>",
+      "drop a client that has not finished its handshake",
+      positiveInt("--handshake-timeout"),
+      10000,
+    )
+    .option(
+      "--idle-timeout <s>",
+      "close a session idle this long",
+      positiveInt("--idle-timeout"),
+      1800,
+    )
+    .option("--max-connections <n>", "connections in total", positiveInt("--max-connections"), 2048)
+    .option(
+      "--max-per-address <n>",
+      "connections per client address",
+      positiveInt("--max-per-address"),
+      64,
+    )
+    .option(
+      "--handshake-rate <n>",
+      "handshakes per second per address (burst 2x)",
+      positiveInt("--handshake-rate"),
+      10,
+    )
+    .option(
+      "--send-queue <bytes>",
+      "bytes queued to a client that stopped reading before it is dropped",
+      positiveInt("--send-queue"),
+      1048576,
+    )
+    .option(
+      "--message-rate <n>",
+      "chat messages per second per user (burst 2x)",
+      positiveInt("--message-rate"),
+      20,
+    )
+    .addHelpText(
+      "after",
+      `
+Logs one line per event to stdout (LISTEN, CONNECT, LOGIN, CLOSE and every
+rejection code: BAD_CERT, SIG_FAIL, REPLAY, STALE, DECRYPT_FAIL, AUTH_FAIL,
+PROTOCOL_ERROR, TIMEOUT, ...). SIGINT/SIGTERM close every session with receipts.
+The operator speaks as "${OPERATOR_NAME}" from a terminal (or with --console):
+${CHAT_HELP.replace(/^/gm, "  ")}
+
+Example:
+  securechat serve --port 65432 --db sqlite:data/securechat.db`,
+    )
+    .action((options: ServeOptions) => serve(options));
+}
+
+function portNumber(value: string): number {
+  return value === "0" ? 0 : positiveInt("--port", 65535)(value);
+}
+
+async function serve(options: ServeOptions): Promise<void> {
+  const log = createLogger(options.logFormat);
+  const identity = await loadIdentity(
+    options.cert,
+    options.key,
+    options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
+  );
+  const trust = await TrustStore.load(options.ca, options.crl);
+  const store = await openUserStore({ url: options.db, env: Deno.env.toObject() });
+  const server = ChatServer.listen({
+    hostname: options.host,
+    port: options.port,
+    identity,
+    trust,
+    store,
+    log,
+    handshakeTimeoutMs: options.handshakeTimeout,
+    sendQueueBytes: options.sendQueue,
+    session: { transcriptDir: options.transcripts, idleTimeoutMs: options.idleTimeout * 1000 },
+    admission: {
+      maxConnections: options.maxConnections,
+      maxConnectionsPerAddress: options.maxPerAddress,
+      handshakesPerSecond: options.handshakeRate,
+      handshakeBurst: options.handshakeRate * 2,
+    },
+    lobby: { messagesPerSecond: options.messageRate, messageBurst: options.messageRate * 2 },
+  });
+
+  const stopped = new Promise<void>((resolve) => {
+    const stop = () => {
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+  const interactive = Deno.stdin.isTerminal();
+  if (interactive || options.console) void operatorConsole(server, interactive);
+  await stopped;
+  info("shutting down: closing sessions with receipts");
+  await server.shutdown();
+  await store.close();
+}
+
+async function operatorConsole(server: ChatServer, interactive: boolean): Promise<void> {
+  const editor = interactive ? new LineEditor(`${OPERATOR_NAME}> `) : undefined;
+  for await (const line of editor ? editor.lines() : stdinLines()) {
+    const parsed = parseChatLine(line);
+    if (parsed.action === "help") info(CHAT_HELP);
+    if (parsed.action === "error") info(parsed.message);
+    if (parsed.action !== "send") continue;
+    const { body } = parsed;
+    if (body.kind === "who") info(`online: ${server.lobby.names().join(", ") || "nobody"}`);
+    if (body.kind === "text") await server.lobby.operatorSays(body.text, body.to);
+  }
 }

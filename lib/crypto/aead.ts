@@ -1,0 +1,89 @@
+/**
+ * AES-GCM record protection (AES-128-GCM in the protocol). Nonces are never
+ * random: each direction derives them from a static IV and a record counter
+ * exactly as TLS 1.3 does (RFC 8446 §5.3), so a nonce repeats only if a
+ * counter does, and the counter is a 64-bit integer that must never wrap.
+ */
+
+import { SecureChatError } from "../errors.ts";
+import { u64be } from "../bytes.ts";
+
+export const AES_KEY_BYTES = 16;
+export const GCM_NONCE_BYTES = 12;
+export const GCM_TAG_BYTES = 16;
+
+/** Key sizes the wrapper takes: the protocol uses 16; 24 and 32 are for test vectors. */
+const AES_KEY_SIZES: readonly number[] = [16, 24, 32];
+
+/**
+ * Imports a raw AES-GCM key, non-extractable. The caller owns and should wipe `raw`.
+ * @throws {RangeError} unless `raw` is 16, 24 or 32 bytes
+ */
+export async function importAesGcmKey(raw: Uint8Array): Promise<CryptoKey> {
+  if (!AES_KEY_SIZES.includes(raw.length)) throw new RangeError("AES key must be 16/24/32 bytes");
+  return await crypto.subtle.importKey("raw", raw as BufferSource, "AES-GCM", false, [
+    "encrypt",
+    "decrypt",
+  ]);
+}
+
+/**
+ * The per-record nonce: `iv` XOR (0x00000000 || u64be(counter)) (RFC 8446 §5.3).
+ * @throws {RangeError} if `iv` is not 12 bytes or `counter` is not an integer in 0..2^64-1
+ */
+export function counterNonce(iv: Uint8Array, counter: bigint | number): Uint8Array {
+  if (iv.length !== GCM_NONCE_BYTES) throw new RangeError("GCM IV must be 12 bytes");
+  const encoded = u64be(counter); // BigInt() and u64be reject non-integers and out-of-range values
+  const nonce = iv.slice();
+  for (let i = 0; i < encoded.length; i++) nonce[GCM_NONCE_BYTES - 8 + i] ^= encoded[i];
+  return nonce;
+}
+
+function gcmParams(nonce: Uint8Array, aad: Uint8Array): AesGcmParams {
+  return {
+    name: "AES-GCM",
+    iv: nonce as BufferSource,
+    additionalData: aad as BufferSource,
+    tagLength: 8 * GCM_TAG_BYTES,
+  };
+}
+
+/**
+ * Encrypts and authenticates; returns ciphertext || 16-byte tag.
+ * @throws {RangeError} if `nonce` is not 12 bytes
+ */
+export async function seal(
+  key: CryptoKey,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Promise<Uint8Array> {
+  if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("GCM nonce must be 12 bytes");
+  return new Uint8Array(
+    await crypto.subtle.encrypt(gcmParams(nonce, aad), key, plaintext as BufferSource),
+  );
+}
+
+/**
+ * Authenticates and decrypts ciphertext || tag. Every failure, including a
+ * wrong nonce length or input shorter than the tag, is the same DECRYPT_FAIL
+ * so the reason never leaks to a peer.
+ * @throws {SecureChatError} DECRYPT_FAIL
+ */
+export async function open(
+  key: CryptoKey,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Promise<Uint8Array> {
+  if (nonce.length !== GCM_NONCE_BYTES || ciphertext.length < GCM_TAG_BYTES) {
+    throw new SecureChatError("DECRYPT_FAIL", "record too short or bad nonce");
+  }
+  try {
+    return new Uint8Array(
+      await crypto.subtle.decrypt(gcmParams(nonce, aad), key, ciphertext as BufferSource),
+    );
+  } catch (cause) {
+    throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
+  }
+}

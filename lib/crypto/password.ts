@@ -1,0 +1,96 @@
+/**
+ * Password hashing for the user store: PBKDF2-HMAC-SHA256 through WebCrypto, which Deno runs
+ * off the JavaScript thread, so a hash in progress never stalls other sessions.
+ *
+ * Parameters travel with every hash (scheme, iterations, salt) so that the cost can be raised
+ * later: rows hashed under older parameters still verify and `needsRehash()` says to upgrade them.
+ */
+import { SecureChatError } from "../errors.ts";
+import { randomBytes, sha256, timingSafeEqual, utf8, wipe } from "../bytes.ts";
+
+/** OWASP Password Storage Cheat Sheet (2023 onwards): PBKDF2-HMAC-SHA256, 600,000 iterations. */
+export const PBKDF2_ITERATIONS = 600_000;
+export const SALT_BYTES = 16;
+const HASH_BYTES = 32;
+
+export const PASSWORD_MIN_BYTES = 8;
+export const PASSWORD_MAX_BYTES = 1024;
+
+/**
+ * `pbkdf2-sha256`: PBKDF2-HMAC-SHA256(NFC(password), salt, iterations), 32 bytes.
+ * `seed-sha256`: the seed's legacy SHA-256(salt || password), iterations 1; verify only.
+ */
+export interface PasswordHash {
+  scheme: "pbkdf2-sha256" | "seed-sha256";
+  iterations: number;
+  salt: Uint8Array;
+  hash: Uint8Array;
+}
+
+/**
+ * Applies the rules for a new password: 8–1024 bytes of UTF-8 after NFC normalisation.
+ * @throws INVALID_INPUT when it breaks them (the message never contains the password)
+ */
+export function checkNewPassword(password: string): void {
+  const length = utf8(password.normalize("NFC")).length;
+  if (length < PASSWORD_MIN_BYTES || length > PASSWORD_MAX_BYTES) {
+    throw new SecureChatError(
+      "INVALID_INPUT",
+      `password must be ${PASSWORD_MIN_BYTES} to ${PASSWORD_MAX_BYTES} bytes of UTF-8`,
+    );
+  }
+}
+
+/**
+ * Hashes a password under the current parameters with a fresh random salt.
+ * It does not apply the length rules (`checkNewPassword` does), because a login that upgrades
+ * a legacy row must re-hash whatever password that row was made with.
+ */
+export async function hashPassword(password: string): Promise<PasswordHash> {
+  const salt = randomBytes(SALT_BYTES);
+  const hash = await pbkdf2(password, salt, PBKDF2_ITERATIONS);
+  return { scheme: "pbkdf2-sha256", iterations: PBKDF2_ITERATIONS, salt, hash };
+}
+
+/**
+ * Whether `password` matches `stored`, compared in constant time.
+ * @throws INTERNAL when the stored parameters are unusable (a corrupt row, not a wrong password)
+ */
+export async function verifyPassword(password: string, stored: PasswordHash): Promise<boolean> {
+  let candidate: Uint8Array;
+  if (stored.scheme === "pbkdf2-sha256") {
+    if (!Number.isSafeInteger(stored.iterations) || stored.iterations < 1) {
+      throw new SecureChatError("INTERNAL", "stored password hash has invalid iterations");
+    }
+    candidate = await pbkdf2(password, stored.salt, stored.iterations);
+  } else if (stored.scheme === "seed-sha256") {
+    // The seed hashed the password as typed, without normalising it.
+    candidate = await sha256(stored.salt, utf8(password));
+  } else {
+    throw new SecureChatError("INTERNAL", "stored password hash has an unknown scheme");
+  }
+  return timingSafeEqual(candidate, stored.hash);
+}
+
+/** Whether a hash was made under weaker parameters than `hashPassword` uses now. */
+export function needsRehash(stored: PasswordHash): boolean {
+  return stored.scheme !== "pbkdf2-sha256" || stored.iterations < PBKDF2_ITERATIONS;
+}
+
+/** PBKDF2 over the NFC form, so the same password composed differently gives the same hash. */
+async function pbkdf2(password: string, salt: Uint8Array, iterations: number): Promise<Uint8Array> {
+  const bytes = utf8(password.normalize("NFC"));
+  try {
+    const key = await crypto.subtle.importKey("raw", bytes as BufferSource, "PBKDF2", false, [
+      "deriveBits",
+    ]);
+    const bits = await crypto.subtle.deriveBits(
+      { name: "PBKDF2", hash: "SHA-256", salt: salt as BufferSource, iterations },
+      key,
+      HASH_BYTES * 8,
+    );
+    return new Uint8Array(bits);
+  } finally {
+    wipe(bytes); // best-effort in JS: the engine may keep other copies
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * What both handshake roles share: one message in or out at a time, each added to
+ * the handshake transcript exactly as it travelled (PROTOCOL §3, §4).
+ */
+import type { z } from "zod";
+import { utf8 } from "../bytes.ts";
+import { type KexGroup, type KeyShare } from "../crypto/kex.ts";
+import { generateKeyShare } from "../crypto/kex.ts";
+import type { SigningKey, VerifyingKey } from "../crypto/signature.ts";
+import { isErrorCode, SecureChatError } from "../errors.ts";
+import type { ValidatedPeer } from "../pki/validate.ts";
+import type { FrameConnection } from "../wire/connection.ts";
+import { parseMessage, peerErrorOf, SealedSchema } from "../wire/messages.ts";
+import { toBase64 } from "../bytes.ts";
+import { HandshakeTranscript, type Role } from "./key_schedule.ts";
+import type { SealedChannel } from "./record.ts";
+
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** A party's long-term credential: its certificate and the key that signs for it. */
+export interface Identity {
+  certDer: Uint8Array;
+  signingKey: SigningKey;
+}
+
+/** Where the handshake gets randomness; tests replace it to replay the vectors of PROTOCOL §9. */
+export interface HandshakeRandomness {
+  nonce(): Uint8Array;
+  keyShare(group: KexGroup): Promise<KeyShare>;
+}
+
+export const systemRandomness: HandshakeRandomness = {
+  nonce: () => crypto.getRandomValues(new Uint8Array(32)),
+  keyShare: generateKeyShare,
+};
+
+/** The outcome of a completed handshake: everything the chat session needs. */
+export interface EstablishedSession {
+  role: Role;
+  conn: FrameConnection;
+  /** The sealed channel under the phase 2 control keys (close, receipts, errors). */
+  control: SealedChannel;
+  sessionId: string;
+  chatSendSecret: Uint8Array;
+  chatReceiveSecret: Uint8Array;
+  self: Identity;
+  peer: ValidatedPeer;
+  peerKey: VerifyingKey;
+  /** The authenticated user name (the client certificate's CN). */
+  username: string;
+  group: KexGroup;
+}
+
+/**
+ * One side's view of the handshake messages: every read has the handshake's
+ * remaining time as its deadline; every message is added to the transcript.
+ */
+export class HandshakeIo {
+  readonly transcript = new HandshakeTranscript();
+  #deadline: number;
+  sealed: SealedChannel | null = null;
+
+  constructor(readonly conn: FrameConnection, timeoutMs: number) {
+    this.#deadline = Date.now() + timeoutMs;
+  }
+
+  async #readPayload(): Promise<Uint8Array> {
+    const remaining = this.#deadline - Date.now();
+    if (remaining <= 0) throw new SecureChatError("TIMEOUT", "handshake did not complete in time");
+    const payload = await this.conn.read(remaining);
+    if (payload === null) {
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        "peer closed the connection during the handshake",
+      );
+    }
+    throwIfPeerError(payload);
+    return payload;
+  }
+
+  /** Reads a plaintext message of the given schema. */
+  async readPlain<S extends z.ZodTypeAny>(schema: S, record = true): Promise<z.output<S>> {
+    const payload = await this.#readPayload();
+    const message = parseMessage(payload, schema);
+    if (record) this.transcript.add(payload);
+    return message;
+  }
+
+  /** Reads a sealed frame and returns its inner message, parsed with the given schema. */
+  async readSealed<S extends z.ZodTypeAny>(schema: S, record = true): Promise<z.output<S>> {
+    const payload = await this.#readPayload();
+    const frame = parseMessage(payload, SealedSchema);
+    const inner = await this.#channel().open(frame.ct);
+    throwIfPeerError(inner);
+    const message = parseMessage(inner, schema);
+    if (record) this.transcript.add(inner);
+    return message;
+  }
+
+  sendPlain(message: unknown, record = true): void {
+    const payload = utf8(JSON.stringify(message));
+    this.conn.send(payload);
+    if (record) this.transcript.add(payload);
+  }
+
+  async sendSealed(message: unknown, record = true): Promise<void> {
+    const inner = utf8(JSON.stringify(message));
+    const ct = await this.#channel().seal(inner);
+    this.conn.send(utf8(JSON.stringify({ type: "sealed", ct: toBase64(ct) })));
+    if (record) this.transcript.add(inner);
+  }
+
+  /**
+   * Tells the peer why we are closing, sealed when a channel exists (so a passive
+   * observer learns nothing), then flushes. Best effort: the peer may be gone.
+   */
+  async sendError(error: SecureChatError): Promise<void> {
+    const message = { type: "error", code: error.code };
+    try {
+      if (this.sealed) await this.sendSealed(message, false);
+      else this.sendPlain(message, false);
+      await this.conn.flush(1000);
+    } catch {
+      // the peer is gone; the local log still has the code
+    }
+  }
+
+  #channel(): SealedChannel {
+    if (!this.sealed) throw new SecureChatError("INTERNAL", "no sealed channel yet");
+    return this.sealed;
+  }
+}
+
+/** An `error` message from the peer ends the handshake with the peer's code. */
+function throwIfPeerError(payload: Uint8Array): void {
+  const peerError = peerErrorOf(payload);
+  if (peerError) throw errorFromPeer(peerError.code);
+}
+
+/** The local error for an `error` message the peer sent: its code, marked as the peer's. */
+export function errorFromPeer(code: string): SecureChatError {
+  return new SecureChatError(
+    isErrorCode(code) ? code : "PROTOCOL_ERROR",
+    `peer ended the session: ${code.slice(0, 32)}`,
+    { cause: { fromPeer: true } },
+  );
+}
+
+export function isFromPeer(error: unknown): boolean {
+  return error instanceof SecureChatError &&
+    (error.cause as { fromPeer?: boolean } | undefined)?.fromPeer === true;
+}

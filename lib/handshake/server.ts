@@ -1,0 +1,257 @@
+/**
+ * The server side of the handshake (PROTOCOL §5), mirror of client.ts.
+ *
+ *   <- hello                          admit() runs here, before any expensive work
+ *   -> server_hello
+ *   -> {certificate, certificate_verify, finished}   sealed, server
+ *   <- {certificate, certificate_verify, finished}   sealed, client
+ *   <- login | register               authenticate(): CN must equal the user name
+ *   -> auth_ok
+ *   <- dh_client, certificate_verify
+ *   -> dh_server, certificate_verify
+ */
+import { timingSafeEqual, toBase64, toHex, wipe } from "../bytes.ts";
+import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
+import { importVerifyingKeySpki, sign, verify, type VerifyingKey } from "../crypto/signature.ts";
+import { SecureChatError } from "../errors.ts";
+import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import type { FrameConnection } from "../wire/connection.ts";
+import {
+  CertificateSchema,
+  CertificateVerifySchema,
+  DhClientSchema,
+  FinishedSchema,
+  HelloSchema,
+  LoginSchema,
+  PROTOCOL_VERSION,
+  RegisterSchema,
+} from "../wire/messages.ts";
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  type EstablishedSession,
+  HandshakeIo,
+  type HandshakeRandomness,
+  type Identity,
+  isFromPeer,
+  systemRandomness,
+} from "./common.ts";
+import {
+  derivePhase1,
+  deriveSession,
+  finishedMac,
+  type Phase1Secrets,
+  signatureInput,
+} from "./key_schedule.ts";
+import { SealedChannel } from "./record.ts";
+
+export type AuthRequest =
+  | { mode: "login"; username: string; password: string }
+  | { mode: "register"; username: string; password: string; email: string };
+
+export interface ServerHandshakeOptions {
+  identity: Identity;
+  trust: TrustStore;
+  groups?: readonly KexGroup[];
+  timeoutMs?: number;
+  randomness?: HandshakeRandomness;
+  /** Called once a well-formed hello arrived, before any signature or key agreement: throw RATE_LIMITED to refuse. */
+  admit?: () => void;
+  /**
+   * Checks the credentials of the user whose certificate is `peer`; the user name
+   * already equals the certificate's CN. Throws AUTH_FAIL, USER_EXISTS, INVALID_INPUT,
+   * DB_UNAVAILABLE or RATE_LIMITED.
+   */
+  authenticate: (request: AuthRequest, peer: ValidatedPeer) => Promise<{ registered: boolean }>;
+}
+
+/**
+ * Runs the server handshake to completion; on failure tells the client the code.
+ * @throws BAD_CERT, SIG_FAIL, HANDSHAKE_FAIL, BAD_KEY_SHARE, UNSUPPORTED, AUTH_FAIL,
+ *   USER_EXISTS, INVALID_INPUT, DB_UNAVAILABLE, RATE_LIMITED, PROTOCOL_ERROR, TIMEOUT
+ */
+export async function serverHandshake(
+  conn: FrameConnection,
+  options: ServerHandshakeOptions,
+): Promise<EstablishedSession> {
+  const hs = new ServerHandshake(conn, options);
+  try {
+    return await hs.run();
+  } catch (error) {
+    if (error instanceof SecureChatError && !isFromPeer(error)) await hs.io.sendError(error);
+    throw error;
+  } finally {
+    hs.wipe();
+  }
+}
+
+class ServerHandshake {
+  readonly io: HandshakeIo;
+  readonly #opts: ServerHandshakeOptions;
+  readonly #random: HandshakeRandomness;
+  #group!: KexGroup;
+  #phase1!: Phase1Secrets;
+  #client!: ValidatedPeer;
+  #clientKey!: VerifyingKey;
+  #username!: string;
+
+  constructor(conn: FrameConnection, options: ServerHandshakeOptions) {
+    this.#opts = options;
+    this.#random = options.randomness ?? systemRandomness;
+    this.io = new HandshakeIo(conn, options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  }
+
+  async run(): Promise<EstablishedSession> {
+    const clientShare = await this.readHello();
+    await this.sendServerHello(clientShare);
+    await this.sendServerAuthentication();
+    await this.readClientCertificate();
+    await this.readClientCertificateVerify();
+    await this.readClientFinished();
+    await this.readCredentials();
+    const dhClientShare = await this.readDhClient();
+    return await this.sendDhServer(dhClientShare);
+  }
+
+  async readHello(): Promise<Uint8Array> {
+    const hello = await this.io.readPlain(HelloSchema);
+    if (hello.version !== PROTOCOL_VERSION) {
+      throw new SecureChatError(
+        "UNSUPPORTED",
+        `protocol version ${hello.version} is not supported`,
+      );
+    }
+    const allowed = this.#opts.groups ?? KEX_GROUPS;
+    const group = hello.key_share.group as KexGroup;
+    // The share must be for a group the client itself listed and we allow; no
+    // fallback round trip, so there is nothing for an attacker to steer.
+    if (!hello.groups.includes(group) || !allowed.includes(group)) {
+      throw new SecureChatError("UNSUPPORTED", "no acceptable key agreement group offered");
+    }
+    this.#group = group;
+    this.#opts.admit?.();
+    return hello.key_share.pub;
+  }
+
+  async sendServerHello(clientShare: Uint8Array): Promise<void> {
+    const share = await this.#random.keyShare(this.#group);
+    const shared = await agree(share, clientShare);
+    this.io.sendPlain({
+      type: "server_hello",
+      version: PROTOCOL_VERSION,
+      nonce: toBase64(this.#random.nonce()),
+      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+    });
+    try {
+      this.#phase1 = await derivePhase1(shared, await this.io.transcript.hash());
+    } finally {
+      wipe(shared);
+    }
+    this.io.sealed = await SealedChannel.create(this.#phase1.s2c, this.#phase1.c2s);
+  }
+
+  async sendServerAuthentication(): Promise<void> {
+    const { identity } = this.#opts;
+    await this.io.sendSealed({ type: "certificate", cert: toBase64(identity.certDer) });
+    const signed = signatureInput("server", 1, await this.io.transcript.hash());
+    const sig = await sign(identity.signingKey, signed);
+    await this.io.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
+    const mac = await finishedMac(this.#phase1.serverFinishedKey, await this.io.transcript.hash());
+    await this.io.sendSealed({ type: "finished", mac: toBase64(mac) });
+  }
+
+  async readClientCertificate(): Promise<void> {
+    const { cert } = await this.io.readSealed(CertificateSchema);
+    // The user name is not known yet: it is matched against the CN at login.
+    this.#client = await validatePeerCertificate(this.#opts.trust, cert, { role: "client" });
+    this.#clientKey = await importVerifyingKeySpki(this.#client.spki);
+  }
+
+  async readClientCertificateVerify(): Promise<void> {
+    const signed = signatureInput("client", 1, await this.io.transcript.hash());
+    const { sig } = await this.io.readSealed(CertificateVerifySchema);
+    if (!await verify(this.#clientKey, signed, sig)) {
+      throw new SecureChatError("SIG_FAIL", "client handshake signature does not verify");
+    }
+  }
+
+  async readClientFinished(): Promise<void> {
+    const expected = await finishedMac(
+      this.#phase1.clientFinishedKey,
+      await this.io.transcript.hash(),
+    );
+    const { mac } = await this.io.readSealed(FinishedSchema);
+    if (!timingSafeEqual(mac, expected)) {
+      throw new SecureChatError("HANDSHAKE_FAIL", "client Finished does not match our keys");
+    }
+  }
+
+  async readCredentials(): Promise<void> {
+    const request = await this.io.readSealed(LoginSchema.or(RegisterSchema), false);
+    if (request.username !== this.#client.commonName) {
+      throw new SecureChatError("AUTH_FAIL", "user name differs from the certificate's CN");
+    }
+    const auth: AuthRequest = request.type === "register"
+      ? { mode: "register", ...request }
+      : { mode: "login", ...request };
+    const { registered } = await this.#opts.authenticate(auth, this.#client);
+    this.#username = request.username;
+    await this.io.sendSealed({ type: "auth_ok", username: this.#username, registered });
+  }
+
+  async readDhClient(): Promise<Uint8Array> {
+    const dh = await this.io.readSealed(DhClientSchema);
+    if (dh.key_share.group !== this.#group) {
+      throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
+    }
+    const signed = signatureInput("client", 2, await this.io.transcript.hash());
+    const { sig } = await this.io.readSealed(CertificateVerifySchema);
+    if (!await verify(this.#clientKey, signed, sig)) {
+      throw new SecureChatError("SIG_FAIL", "client phase 2 signature does not verify");
+    }
+    return dh.key_share.pub;
+  }
+
+  async sendDhServer(clientShare: Uint8Array): Promise<EstablishedSession> {
+    const share: KeyShare = await this.#random.keyShare(this.#group);
+    const shared = await agree(share, clientShare);
+    try {
+      await this.io.sendSealed({
+        type: "dh_server",
+        key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+      });
+      const signed = signatureInput("server", 2, await this.io.transcript.hash());
+      const sig = await sign(this.#opts.identity.signingKey, signed);
+      await this.io.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
+      const secrets = await deriveSession(
+        this.#phase1.handshakeSecret,
+        shared,
+        await this.io.transcript.hash(),
+      );
+      return {
+        role: "server",
+        conn: this.io.conn,
+        control: await SealedChannel.create(secrets.control.s2c, secrets.control.c2s),
+        sessionId: toHex(secrets.sessionId),
+        chatSendSecret: secrets.chat.s2c,
+        chatReceiveSecret: secrets.chat.c2s,
+        self: this.#opts.identity,
+        peer: this.#client,
+        peerKey: this.#clientKey,
+        username: this.#username,
+        group: this.#group,
+      };
+    } finally {
+      wipe(shared);
+    }
+  }
+
+  wipe(): void {
+    if (this.#phase1) {
+      wipe(
+        this.#phase1.handshakeSecret,
+        this.#phase1.clientFinishedKey,
+        this.#phase1.serverFinishedKey,
+      );
+    }
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Certificate revocation lists (RFC 5280 §5): parsing and checking one against its
+ * issuing CA, and signing ours. A CRL is verified once when loaded; lookups are then
+ * a set membership test on the hot path.
+ */
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { SecureChatError } from "../errors.ts";
+import { toHex } from "../bytes.ts";
+import {
+  children,
+  ctx,
+  encodeSmallInt,
+  parseTlv,
+  readBitString,
+  readBoolean,
+  readIntegerBytes,
+  readOid,
+  readTime,
+  SeqReader,
+  TAG,
+} from "./der.ts";
+import { type AlgorithmId, KU, OID, parseAlgorithmId, parseName, type ParsedCertificate } from "./certificate.ts";
+import { verifySignedData } from "./signature.ts";
+import { timingSafeEqual } from "../bytes.ts";
+
+export interface ParsedCrl {
+  tbs: Uint8Array;
+  signatureAlgorithm: AlgorithmId;
+  signature: Uint8Array;
+  issuerRaw: Uint8Array;
+  thisUpdate: Date;
+  nextUpdate?: Date;
+  crlNumber?: bigint;
+  /** Revoked serial numbers, hex of the INTEGER content octets. */
+  revoked: Set<string>;
+}
+
+function badCrl(reason: string): never {
+  throw new SecureChatError("BAD_CERT", `CRL ${reason}`);
+}
+
+/** Hex of a serial as compared with CRL entries: the DER INTEGER content octets. */
+export function serialHex(serial: Uint8Array): string {
+  return toHex(serial);
+}
+
+/**
+ * Parses a DER CRL.
+ * @throws BAD_CERT when malformed or carrying an unknown critical extension
+ */
+export function parseCrl(der: Uint8Array): ParsedCrl {
+  const outer = new SeqReader(parseTlv(der), "CertificateList");
+  const tbsTlv = outer.next(TAG.SEQUENCE, "tbsCertList");
+  const signatureAlgorithm = parseAlgorithmId(outer.next(TAG.SEQUENCE, "signatureAlgorithm"));
+  const signature = readBitString(outer.next(TAG.BIT_STRING, "signatureValue")).bytes;
+  outer.end("CertificateList");
+
+  const tbs = new SeqReader(tbsTlv, "tbsCertList");
+  tbs.optional(TAG.INTEGER);
+  const inner = parseAlgorithmId(tbs.next(TAG.SEQUENCE, "signature"));
+  if (!timingSafeEqual(inner.raw, signatureAlgorithm.raw)) badCrl("has mismatched signature algorithms");
+  const issuerRaw = parseName(tbs.next(TAG.SEQUENCE, "issuer")).raw;
+  const thisUpdate = readTime(tbs.any("thisUpdate"));
+  const nextTlv = tbs.optional(TAG.UTC_TIME) ?? tbs.optional(TAG.GENERALIZED_TIME);
+  const revoked = new Set<string>();
+  const list = tbs.optional(TAG.SEQUENCE);
+  for (const entry of list ? children(list) : []) {
+    const e = new SeqReader(entry, "revokedCertificate");
+    revoked.add(serialHex(readIntegerBytes(e.next(TAG.INTEGER, "userCertificate"))));
+    readTime(e.any("revocationDate"));
+    const entryExts = e.optional(TAG.SEQUENCE);
+    for (const ext of entryExts ? children(entryExts) : []) {
+      const [, maybeCritical] = children(ext);
+      if (maybeCritical?.tag === TAG.BOOLEAN && readBoolean(maybeCritical)) {
+        badCrl("entry has a critical extension");
+      }
+    }
+    e.end("revokedCertificate");
+  }
+  let crlNumber: bigint | undefined;
+  const exts = tbs.optional(ctx(0, true));
+  tbs.end("tbsCertList");
+  for (const ext of exts ? children(parseTlv(exts.value, TAG.SEQUENCE)) : []) {
+    const seq = new SeqReader(ext, "Extension");
+    const oid = readOid(seq.next(TAG.OID, "extnID"));
+    const criticalTlv = seq.optional(TAG.BOOLEAN);
+    const value = seq.next(TAG.OCTET_STRING, "extnValue").value;
+    const critical = criticalTlv ? readBoolean(criticalTlv) : false;
+    if (oid === OID.crlNumber) {
+      if (critical) badCrl("has a critical cRLNumber");
+      crlNumber = BigInt(`0x${toHex(readIntegerBytes(parseTlv(value, TAG.INTEGER)))}`);
+    } else if (critical && oid !== OID.authorityKeyId) {
+      badCrl(`has an unknown critical extension ${oid}`);
+    }
+  }
+  return {
+    tbs: tbsTlv.raw,
+    signatureAlgorithm,
+    signature,
+    issuerRaw,
+    thisUpdate,
+    nextUpdate: nextTlv && readTime(nextTlv),
+    crlNumber,
+    revoked,
+  };
+}
+
+/**
+ * Checks that `crl` was signed by `issuer`, which may sign CRLs, and carries what RFC
+ * 5280 §5 requires of a conforming CRL (a cRLNumber and a nextUpdate).
+ * @throws BAD_CERT
+ */
+export async function verifyCrl(crl: ParsedCrl, issuer: ParsedCertificate): Promise<void> {
+  if (!timingSafeEqual(crl.issuerRaw, issuer.subject.raw)) badCrl("is not issued by the CA");
+  if (issuer.keyUsage !== undefined && !(issuer.keyUsage & KU.cRLSign)) {
+    badCrl("issuer lacks keyUsage cRLSign");
+  }
+  if (crl.crlNumber === undefined) badCrl("lacks a cRLNumber");
+  if (!crl.nextUpdate) badCrl("lacks a nextUpdate");
+  if (!await verifySignedData(issuer, crl.signatureAlgorithm, crl.tbs, crl.signature)) {
+    badCrl("signature is invalid");
+  }
+}
+
+/** A CRL is current from thisUpdate until nextUpdate. @throws BAD_CERT */
+export function checkCrlCurrent(crl: ParsedCrl, time: Date): void {
+  if (time < crl.thisUpdate) badCrl("is not yet valid");
+  if (!crl.nextUpdate || time > crl.nextUpdate) badCrl("is out of date (past its nextUpdate)");
+}
+
+export interface CrlParams {
+  caCert: x509.X509Certificate;
+  caKey: CryptoKey;
+  signingAlgorithm: Algorithm | EcdsaParams;
+  crlNumber: number;
+  /** Serial numbers (hex) and when each was revoked. */
+  entries: { serial: string; revokedAt: Date }[];
+  thisUpdate: Date;
+  nextUpdate: Date;
+}
+
+/** Signs a v2 CRL with a cRLNumber and an authorityKeyIdentifier. */
+export async function createCrl(params: CrlParams): Promise<Uint8Array> {
+  const ski = params.caCert.getExtension(x509.SubjectKeyIdentifierExtension);
+  const extensions: x509.Extension[] = [
+    new x509.Extension(OID.crlNumber, false, encodeSmallInt(params.crlNumber) as BufferSource),
+  ];
+  if (ski) extensions.push(new x509.AuthorityKeyIdentifierExtension(ski.keyId));
+  const crl = await x509.X509CrlGenerator.create({
+    issuer: params.caCert.subjectName,
+    thisUpdate: params.thisUpdate,
+    nextUpdate: params.nextUpdate,
+    signingAlgorithm: params.signingAlgorithm,
+    signingKey: params.caKey,
+    extensions,
+    entries: params.entries.map((e) => ({ serialNumber: e.serial, revocationDate: e.revokedAt })),
+  });
+  return new Uint8Array(crl.rawData);
+}

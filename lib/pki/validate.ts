@@ -1,0 +1,122 @@
+/**
+ * securechat's certificate policy (PROTOCOL §5, docs/PKI.md "Validation"): a thin
+ * layer over the general path validator. Peers present one leaf, which must be
+ * issued directly by our root (pathLen 0), carry the EKU of its role, match the
+ * expected name and not be on the CA's CRL.
+ */
+import { SecureChatError } from "../errors.ts";
+import { sha256, toHex } from "../bytes.ts";
+import { commonNameOf, OID, parseCertificate, type ParsedCertificate } from "./certificate.ts";
+import { checkCertificateProfile, isSelfIssued, verifyPath } from "./path.ts";
+import { checkCrlCurrent, parseCrl, type ParsedCrl, serialHex, verifyCrl } from "./crl.ts";
+import { pemDecode } from "./pem.ts";
+import { pathExists, readTextFile } from "./files.ts";
+
+export type PeerRole = "server" | "client";
+
+export interface ValidatedPeer {
+  der: Uint8Array;
+  /** Hex SHA-256 of the DER. */
+  fingerprint: string;
+  commonName: string;
+  /** SubjectPublicKeyInfo DER. */
+  spki: Uint8Array;
+  notAfter: Date;
+  /** Hex of the serial number's INTEGER octets. */
+  serial: string;
+}
+
+/** Certificates above this are refused before parsing: ours are under 2 KiB. */
+export const MAX_CERTIFICATE_BYTES = 16 * 1024;
+
+const POLICY = { requireEku: true, requireKeyUsage: true, maxIntermediates: 0 } as const;
+
+function badCert(reason: string): never {
+  throw new SecureChatError("BAD_CERT", reason);
+}
+
+/** The root CA and its CRL, parsed and checked once, then shared by every handshake. */
+export class TrustStore {
+  readonly caDer: Uint8Array;
+  readonly caFingerprint: string;
+  readonly ca: ParsedCertificate;
+  readonly crl?: ParsedCrl;
+
+  private constructor(ca: ParsedCertificate, fingerprint: string, crl?: ParsedCrl) {
+    this.caDer = ca.der;
+    this.caFingerprint = fingerprint;
+    this.ca = ca;
+    this.crl = crl;
+  }
+
+  /**
+   * Reads `ca.pem` and the CRL (by default `ca.crl` beside it, if present).
+   * @throws IO_ERROR when a file cannot be read; BAD_CERT when the CA or CRL is unacceptable
+   */
+  static async load(caPemPath: string, crlPath?: string): Promise<TrustStore> {
+    const defaultCrl = caPemPath.replace(/[^/]*$/, "ca.crl");
+    const crlFile = crlPath ?? ((await pathExists(defaultCrl)) ? defaultCrl : undefined);
+    const crlPem = crlFile === undefined ? undefined : await readTextFile(crlFile);
+    return await TrustStore.fromPem(await readTextFile(caPemPath), crlPem);
+  }
+
+  /**
+   * @throws BAD_CERT when the CA is not a self-issued pathLen-0 root fit to be one,
+   *   or the CRL does not verify under it
+   */
+  static async fromPem(caPem: string, crlPem?: string): Promise<TrustStore> {
+    const ca = parseCertificate(pemDecode(caPem, "CERTIFICATE", "BAD_CERT"));
+    checkCertificateProfile(ca, "issuer", POLICY);
+    if (!isSelfIssued(ca)) badCert("trusted CA certificate is not a root (not self-issued)");
+    if (ca.basicConstraints?.pathLen !== 0) badCert("trusted CA certificate must have pathLen 0");
+    let crl: ParsedCrl | undefined;
+    if (crlPem !== undefined) {
+      crl = parseCrl(pemDecode(crlPem, "X509 CRL", "BAD_CERT"));
+      await verifyCrl(crl, ca);
+    }
+    return new TrustStore(ca, toHex(await sha256(ca.der)), crl);
+  }
+}
+
+/**
+ * Validates a peer's certificate for its role.
+ * @param opts.expectedName server role: the name the client dialled (DNS name or IP
+ *   literal, matched against SANs only); client role: the user name, matched against
+ *   the CN (optional, as login checks it later)
+ * @throws BAD_CERT with the reason; INTERNAL when a server role lacks expectedName
+ */
+export async function validatePeerCertificate(
+  store: TrustStore,
+  certDer: Uint8Array,
+  opts: { role: PeerRole; expectedName?: string; now?: Date },
+): Promise<ValidatedPeer> {
+  if (opts.role === "server" && opts.expectedName === undefined) {
+    throw new SecureChatError("INTERNAL", "server validation needs the expected name");
+  }
+  if (certDer.length > MAX_CERTIFICATE_BYTES) badCert("certificate is larger than 16 KiB");
+  const time = opts.now ?? new Date();
+  const leaf = parseCertificate(certDer);
+  await verifyPath(leaf, [], [store.ca], {
+    ...POLICY,
+    time,
+    eku: opts.role === "server" ? OID.serverAuth : OID.clientAuth,
+    serverName: opts.role === "server" ? opts.expectedName : undefined,
+  });
+  const commonName = commonNameOf(leaf.subject);
+  if (opts.role === "client" && opts.expectedName !== undefined && commonName !== opts.expectedName) {
+    badCert(`certificate is for user "${commonName}", not "${opts.expectedName}"`);
+  }
+  const serial = serialHex(leaf.serial);
+  if (store.crl) {
+    checkCrlCurrent(store.crl, time);
+    if (store.crl.revoked.has(serial)) badCert("certificate is revoked");
+  }
+  return {
+    der: certDer,
+    fingerprint: toHex(await sha256(certDer)),
+    commonName,
+    spki: leaf.spki,
+    notAfter: leaf.notAfter,
+    serial,
+  };
+}

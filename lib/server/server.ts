@@ -1,0 +1,209 @@
+/**
+ * The chat server: accepts TCP connections, runs each through admission, the
+ * handshake and a chat session, and joins it to the lobby. One connection's
+ * failure is logged with its code and never touches another's.
+ */
+import { codeOf, SecureChatError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { Identity } from "../handshake/common.ts";
+import { type AuthRequest, serverHandshake } from "../handshake/server.ts";
+import type { KexGroup } from "../crypto/kex.ts";
+import type { TrustStore } from "../pki/validate.ts";
+import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
+import type { UserStore } from "../store/user_store.ts";
+import { FrameConnection } from "../wire/connection.ts";
+import { encodeFrame } from "../wire/frame.ts";
+import { utf8 } from "../bytes.ts";
+import {
+  Admission,
+  type AdmissionLimits,
+  DEFAULT_ADMISSION,
+  LoginThrottle,
+  type LoginThrottleOptions,
+} from "./limits.ts";
+import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
+
+export interface ServerOptions {
+  hostname: string;
+  port: number;
+  identity: Identity;
+  trust: TrustStore;
+  store: UserStore;
+  log: Logger;
+  session: Omit<ChatSessionOptions, "startedAt">;
+  groups?: readonly KexGroup[];
+  handshakeTimeoutMs?: number;
+  sendQueueBytes?: number;
+  admission?: Partial<AdmissionLimits>;
+  loginThrottle?: LoginThrottleOptions;
+  lobby?: Partial<LobbyLimits>;
+}
+
+export class ChatServer {
+  readonly lobby: Lobby;
+  readonly #listener: Deno.TcpListener;
+  readonly #opts: ServerOptions;
+  readonly #admission: Admission;
+  readonly #throttle: LoginThrottle;
+  readonly #connections = new Set<Promise<void>>();
+  #accepting: Promise<void>;
+  #stopping = false;
+
+  private constructor(listener: Deno.TcpListener, opts: ServerOptions) {
+    this.#listener = listener;
+    this.#opts = opts;
+    this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
+    this.#throttle = new LoginThrottle(opts.loginThrottle);
+    this.lobby = new Lobby(opts.log, { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby });
+    this.#accepting = this.#acceptLoop();
+  }
+
+  /** @throws IO_ERROR when the address cannot be bound */
+  static listen(opts: ServerOptions): ChatServer {
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
+    } catch (cause) {
+      throw new SecureChatError("IO_ERROR", `cannot listen on ${opts.hostname}:${opts.port}`, {
+        cause,
+        hint: "is another server running on that port?",
+      });
+    }
+    const server = new ChatServer(listener, opts);
+    opts.log("LISTEN", { detail: `${opts.hostname}:${server.port}`, db: opts.store.description });
+    return server;
+  }
+
+  get port(): number {
+    return this.#listener.addr.port;
+  }
+
+  /** Stops accepting, closes every session with receipts, waits for them to finish. */
+  async shutdown(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.#listener.close();
+    await this.#accepting;
+    await this.lobby.closeAll();
+    await Promise.allSettled([...this.#connections]);
+    this.#opts.log("SHUTDOWN", {});
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (!this.#stopping) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#stopping || error instanceof Deno.errors.BadResource) return;
+        this.#opts.log("ACCEPT_ERROR", { detail: String(error) });
+        continue;
+      }
+      const task = this.#serve(conn).catch((error) => {
+        this.#opts.log("INTERNAL", { detail: String(error) });
+      });
+      this.#connections.add(task);
+      void task.finally(() => this.#connections.delete(task));
+    }
+  }
+
+  async #serve(tcp: Deno.TcpConn): Promise<void> {
+    const { log } = this.#opts;
+    const address = tcp.remoteAddr.hostname;
+    const peer = `${address}:${tcp.remoteAddr.port}`;
+    try {
+      this.#admission.connect(address);
+    } catch (error) {
+      log(codeOf(error), { peer, detail: (error as Error).message });
+      await refuse(tcp, codeOf(error));
+      return;
+    }
+    log("CONNECT", { peer });
+    try {
+      await this.#session(tcp, address, peer);
+    } finally {
+      this.#admission.disconnect(address);
+    }
+  }
+
+  async #session(tcp: Deno.TcpConn, address: string, peer: string): Promise<void> {
+    const { log } = this.#opts;
+    const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
+    let user: string | undefined;
+    let session: ChatSession;
+    try {
+      const established = await serverHandshake(conn, {
+        identity: this.#opts.identity,
+        trust: this.#opts.trust,
+        groups: this.#opts.groups,
+        timeoutMs: this.#opts.handshakeTimeoutMs,
+        admit: () => this.#admission.admitHandshake(address),
+        authenticate: (request) => {
+          user = request.username;
+          return this.#authenticate(request, address);
+        },
+      });
+      session = await ChatSession.start(established, {
+        ...this.#opts.session,
+        startedAt: Date.now(),
+      });
+    } catch (error) {
+      log(codeOf(error), { peer, user, detail: (error as Error).message });
+      conn.close();
+      return;
+    }
+    const sessionId = session.sessionId;
+    user = session.username;
+    log("LOGIN", { peer, user, session: sessionId, transcript: session.transcriptPath });
+    const member = new Member(session, peer, this.lobby.limits, (error) => {
+      log(error.code, { peer, user, session: sessionId, detail: error.message });
+      conn.close();
+    });
+    const running = session.run({
+      onMessage: ({ body }) => this.lobby.receive(member, body),
+      onRejected: (error, seqno) => {
+        log(error.code, { peer, user, session: sessionId, seqno, detail: error.message });
+      },
+    });
+    await this.lobby.join(member);
+    const end = await running;
+    await this.lobby.leave(member);
+    if (end.code) log(end.code, { peer, user, session: sessionId, detail: end.message });
+    log("CLOSE", {
+      peer,
+      user,
+      session: sessionId,
+      outcome: end.outcome,
+      receipt: end.receiptPath ?? "none",
+    });
+  }
+
+  async #authenticate(request: AuthRequest, address: string): Promise<{ registered: boolean }> {
+    const keys = [`user:${request.username.toLowerCase()}`, `addr:${address}`];
+    const delay = this.#throttle.delayFor(keys);
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+    try {
+      if (request.mode === "register") {
+        await this.#opts.store.register(request);
+      } else {
+        await this.#opts.store.login(request.username, request.password);
+      }
+    } catch (error) {
+      if (codeOf(error) === "AUTH_FAIL") this.#throttle.failed(keys);
+      throw error;
+    }
+    this.#throttle.succeeded(keys);
+    return { registered: request.mode === "register" };
+  }
+}
+
+/** Tells a refused peer why, in one plaintext error frame, and closes. */
+async function refuse(tcp: Deno.TcpConn, code: string): Promise<void> {
+  try {
+    await tcp.write(encodeFrame(utf8(JSON.stringify({ type: "error", code }))));
+  } catch {
+    // peer already gone
+  } finally {
+    tcp.close();
+  }
+}

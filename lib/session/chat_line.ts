@@ -1,0 +1,42 @@
+/** What a typed line means (issue #6): a chat line, or one of the slash commands. */
+import { MAX_TEXT_CHARS, type MsgBody } from "../wire/messages.ts";
+
+export type ChatLine =
+  | { action: "send"; body: MsgBody }
+  | { action: "quit" }
+  | { action: "help" }
+  | { action: "ignore" }
+  | { action: "error"; message: string };
+
+export const CHAT_HELP = [
+  "/msg <user> <text>  send to one user only",
+  "/who                list who is online",
+  "/help               this list",
+  "/quit or !!exit     end the session (receipts are exchanged)",
+  "anything else       goes to everyone in the lobby",
+].join("\n");
+
+export function parseChatLine(line: string): ChatLine {
+  const trimmed = line.trim();
+  if (trimmed === "") return { action: "ignore" };
+  if (trimmed === "/quit" || trimmed === "!!exit") return { action: "quit" };
+  if (trimmed === "/help") return { action: "help" };
+  if (trimmed === "/who") return { action: "send", body: { kind: "who" } };
+  const direct = /^\/msg\s+(\S+)\s+(.+)$/s.exec(trimmed);
+  if (direct) return text(direct[2], direct[1]);
+  if (trimmed.startsWith("/msg")) return { action: "error", message: "usage: /msg <user> <text>" };
+  if (/^\/[a-z]/i.test(trimmed)) {
+    return { action: "error", message: `unknown command ${trimmed.split(/\s/)[0]}; try /help` };
+  }
+  return text(line);
+}
+
+function text(value: string, to?: string): ChatLine {
+  if (value.length > MAX_TEXT_CHARS) {
+    return { action: "error", message: `message longer than ${MAX_TEXT_CHARS} characters` };
+  }
+  return {
+    action: "send",
+    body: to === undefined ? { kind: "text", text: value } : { kind: "text", text: value, to },
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * The schema and its migrations, for both engines. `schema_version` records every migration
+ * applied; opening a store applies the missing ones in order. Each statement is idempotent
+ * (IF NOT EXISTS, INSERT IGNORE) because MySQL commits DDL as it goes: a migration cut short
+ * is simply run again. schema.sql is the MySQL half written out for `mysql DB < schema.sql`;
+ * tests/store_mysql_test.ts checks the two give identical tables.
+ */
+import { SecureChatError } from "../errors.ts";
+import { type Dialect, query, type SqlDatabase } from "./sql.ts";
+
+interface Migration {
+  version: number;
+  sqlite: string[];
+  mysql: string[];
+}
+
+const VERSION_TABLE: Record<Dialect, string> = {
+  sqlite: `CREATE TABLE IF NOT EXISTS schema_version (
+  version INTEGER PRIMARY KEY,
+  applied_at INTEGER NOT NULL
+) STRICT`,
+  mysql: `CREATE TABLE IF NOT EXISTS schema_version (
+  version INT NOT NULL PRIMARY KEY,
+  applied_at BIGINT NOT NULL
+) ENGINE=InnoDB`,
+};
+
+const RECORD_VERSION: Record<Dialect, string> = {
+  sqlite: "INSERT OR IGNORE INTO schema_version (version, applied_at) VALUES (?, ?)",
+  mysql: "INSERT IGNORE INTO schema_version (version, applied_at) VALUES (?, ?)",
+};
+
+/*
+ * Times are Unix milliseconds in a BIGINT: the same in both engines, and no time zone to get
+ * wrong. Names and emails compare case-insensitively through their collation, so the unique
+ * keys themselves refuse "Alice" next to "alice" (SQLite's NOCASE folds ASCII only; user names
+ * are ASCII by rule).
+ */
+const MIGRATIONS: Migration[] = [{
+  version: 1,
+  sqlite: [`CREATE TABLE IF NOT EXISTS users (
+  id INTEGER PRIMARY KEY,
+  username TEXT NOT NULL COLLATE NOCASE UNIQUE,
+  email TEXT NOT NULL COLLATE NOCASE UNIQUE,
+  password_scheme TEXT NOT NULL,
+  password_iterations INTEGER NOT NULL,
+  password_salt BLOB NOT NULL,
+  password_hash BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  last_login_at INTEGER
+) STRICT`],
+  mysql: [`CREATE TABLE IF NOT EXISTS users (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  username VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
+  email VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL,
+  password_scheme VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  password_iterations INT UNSIGNED NOT NULL,
+  password_salt VARBINARY(64) NOT NULL,
+  password_hash VARBINARY(64) NOT NULL,
+  created_at BIGINT NOT NULL,
+  last_login_at BIGINT NULL,
+  UNIQUE KEY users_username (username),
+  UNIQUE KEY users_email (email)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci`],
+}];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+/**
+ * Brings the schema up to `SCHEMA_VERSION`.
+ * @throws DB_UNAVAILABLE the database cannot be reached
+ * @throws INTERNAL the database has a newer schema than this build knows, or DDL failed
+ */
+export async function migrate(db: SqlDatabase): Promise<void> {
+  await query(db, VERSION_TABLE[db.dialect]);
+  const [row] = await query(db, "SELECT MAX(version) AS version FROM schema_version");
+  const current = Number(row?.version ?? 0);
+  if (current > SCHEMA_VERSION) {
+    throw new SecureChatError(
+      "INTERNAL",
+      `user database schema is version ${current}, newer than this securechat (${SCHEMA_VERSION})`,
+      { hint: "upgrade securechat before pointing it at this database" },
+    );
+  }
+  for (const migration of MIGRATIONS) {
+    if (migration.version <= current) continue;
+    for (const statement of migration[db.dialect]) await query(db, statement);
+    await query(db, RECORD_VERSION[db.dialect], [migration.version, Date.now()]);
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * The little that the user store needs from a SQL engine, so that one store implementation
+ * (sql_user_store.ts) and one migration list (schema.ts) serve SQLite and MySQL alike.
+ */
+import { SecureChatError } from "../errors.ts";
+
+export type Dialect = "sqlite" | "mysql";
+/** Bound parameters only: statements never have values spliced into their text. */
+export type SqlValue = string | number | Uint8Array | null;
+export type SqlRow = Record<string, unknown>;
+
+/** How a failed statement failed, as far as callers need to know. */
+export type Failure = "duplicate" | "unavailable" | "other";
+
+export interface SqlDatabase {
+  readonly dialect: Dialect;
+  /** Where the data lives, without any password. */
+  readonly description: string;
+  /** Runs one statement with `?` placeholders; returns its rows (none for a write). */
+  execute(sql: string, params?: readonly SqlValue[]): Promise<SqlRow[]>;
+  /** Sorts an error thrown by `execute` into what the engine says it was. */
+  classify(error: unknown): Failure;
+  close(): Promise<void>;
+}
+
+/**
+ * Runs a statement and turns engine errors into securechat's codes. The store's only unique
+ * keys are the user name and the email, so a duplicate always means the account exists.
+ * @throws USER_EXISTS a unique key was violated
+ * @throws DB_UNAVAILABLE the engine cannot be reached or is busy; retrying later may work
+ * @throws INTERNAL any other failure (a bug, or a schema that is not ours)
+ */
+export async function query(
+  db: SqlDatabase,
+  sql: string,
+  params: readonly SqlValue[] = [],
+): Promise<SqlRow[]> {
+  try {
+    return await db.execute(sql, params);
+  } catch (error) {
+    switch (db.classify(error)) {
+      case "duplicate":
+        throw new SecureChatError("USER_EXISTS", "that user name or email is already taken", {
+          cause: error,
+        });
+      case "unavailable":
+        throw new SecureChatError(
+          "DB_UNAVAILABLE",
+          `the user database (${db.description}) is unavailable`,
+          { cause: error, hint: "try again in a moment; the server reconnects by itself" },
+        );
+      default:
+        throw new SecureChatError("INTERNAL", "user database query failed", { cause: error });
+    }
+  }
+}

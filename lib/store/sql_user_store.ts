@@ -1,0 +1,134 @@
+/** The UserStore over any SqlDatabase: validation, hashing and the queries, once for both. */
+import { SecureChatError } from "../errors.ts";
+import {
+  checkNewPassword,
+  hashPassword,
+  needsRehash,
+  PASSWORD_MAX_BYTES,
+  type PasswordHash,
+  PBKDF2_ITERATIONS,
+  SALT_BYTES,
+  verifyPassword,
+} from "../crypto/password.ts";
+import { checkAccountFields, isValidUserName } from "./account_rules.ts";
+import { query, type SqlDatabase, type SqlRow } from "./sql.ts";
+import type { Account, RegisterInput, UserStore } from "./user_store.ts";
+
+/**
+ * What an unknown user's password is checked against, so that "no such user" costs one full
+ * PBKDF2 like a real one. No password derives to all zeros in practice, so it never matches.
+ */
+const DUMMY_HASH: PasswordHash = {
+  scheme: "pbkdf2-sha256",
+  iterations: PBKDF2_ITERATIONS,
+  salt: new Uint8Array(SALT_BYTES),
+  hash: new Uint8Array(32),
+};
+
+const SCHEMES: readonly string[] = ["pbkdf2-sha256", "seed-sha256"] satisfies PasswordHash[
+  "scheme"
+][];
+
+export class SqlUserStore implements UserStore {
+  #db: SqlDatabase;
+
+  constructor(db: SqlDatabase) {
+    this.#db = db;
+  }
+
+  get description(): string {
+    return this.#db.description;
+  }
+
+  async register(input: RegisterInput): Promise<Account> {
+    checkAccountFields(input);
+    checkNewPassword(input.password);
+    const stored = await hashPassword(input.password);
+    const createdAt = Date.now();
+    await query(
+      this.#db,
+      `INSERT INTO users (username, email, password_scheme, password_iterations, password_salt,
+        password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      [
+        input.username,
+        input.email,
+        stored.scheme,
+        stored.iterations,
+        stored.salt,
+        stored.hash,
+        createdAt,
+      ],
+    );
+    return {
+      username: input.username,
+      email: input.email,
+      createdAt: new Date(createdAt),
+      lastLoginAt: null,
+    };
+  }
+
+  async login(username: string, password: string): Promise<Account> {
+    // An invalid name cannot exist, and a password longer in UTF-16 units than the byte limit
+    // is surely over it; neither reaches the database, but both still pay for a dummy hash.
+    const row = isValidUserName(username) && password.length <= PASSWORD_MAX_BYTES
+      ? (await query(
+        this.#db,
+        `SELECT id, username, email, password_scheme, password_iterations, password_salt,
+          password_hash, created_at, last_login_at FROM users WHERE username = ?`,
+        [username],
+      ))[0]
+      : undefined;
+    const stored = row ? storedHashOf(row) : DUMMY_HASH;
+    // A row under old parameters gets its new hash computed whether or not the password turns
+    // out right: a wrong guess then costs a full PBKDF2 too, like an unknown user's.
+    const [matches, upgraded] = await Promise.all([
+      verifyPassword(password, stored),
+      needsRehash(stored) ? hashPassword(password) : undefined,
+    ]);
+    if (!row || !matches) {
+      throw new SecureChatError("AUTH_FAIL", "wrong user name or password");
+    }
+    const now = Date.now();
+    if (upgraded) {
+      await query(
+        this.#db,
+        `UPDATE users SET password_scheme = ?, password_iterations = ?, password_salt = ?,
+          password_hash = ?, last_login_at = ? WHERE id = ?`,
+        [upgraded.scheme, upgraded.iterations, upgraded.salt, upgraded.hash, now, Number(row.id)],
+      );
+    } else {
+      await query(this.#db, "UPDATE users SET last_login_at = ? WHERE id = ?", [
+        now,
+        Number(row.id),
+      ]);
+    }
+    return {
+      username: String(row.username),
+      email: String(row.email),
+      createdAt: new Date(Number(row.created_at)),
+      lastLoginAt: new Date(now),
+    };
+  }
+
+  close(): Promise<void> {
+    return this.#db.close();
+  }
+}
+
+/** @throws INTERNAL a row whose hash columns are not ours (a corrupt or foreign table) */
+function storedHashOf(row: SqlRow): PasswordHash {
+  const { password_scheme: scheme, password_salt: salt, password_hash: hash } = row;
+  if (
+    typeof scheme !== "string" || !SCHEMES.includes(scheme) ||
+    !(salt instanceof Uint8Array) || !(hash instanceof Uint8Array)
+  ) {
+    throw new SecureChatError("INTERNAL", "a stored password hash is malformed");
+  }
+  return {
+    scheme: scheme as PasswordHash["scheme"],
+    iterations: Number(row.password_iterations),
+    // Copies: mysql2 hands out Node Buffers, and callers expect plain Uint8Arrays.
+    salt: new Uint8Array(salt),
+    hash: new Uint8Array(hash),
+  };
+}

@@ -1,0 +1,34 @@
+/** The user store contract: what the server codes against, whatever database is behind it. */
+
+export interface Account {
+  username: string;
+  email: string;
+  createdAt: Date;
+  /** The time of the latest successful login (after `login()`, that login), or null if none. */
+  lastLoginAt: Date | null;
+}
+
+export interface RegisterInput {
+  email: string;
+  username: string;
+  password: string;
+}
+
+export interface UserStore {
+  /**
+   * Creates an account in one INSERT, so a failure leaves nothing half written.
+   * @throws INVALID_INPUT a field breaks its rule (name, email shape, password length)
+   * @throws USER_EXISTS the user name or email is taken, compared case-insensitively
+   * @throws DB_UNAVAILABLE the database cannot be reached right now; retry later
+   */
+  register(input: RegisterInput): Promise<Account>;
+  /**
+   * Checks a password and records the login; a row under old hash parameters is re-hashed.
+   * @throws AUTH_FAIL unknown user or wrong password: the same error and about the same time
+   * @throws DB_UNAVAILABLE the database cannot be reached right now; retry later
+   */
+  login(username: string, password: string): Promise<Account>;
+  close(): Promise<void>;
+  /** Where the accounts live, e.g. "sqlite:data/securechat.db"; never carries a password. */
+  readonly description: string;
+}

@@ -1,0 +1,238 @@
+/**
+ * The transcript file format and the transcript hash (docs/TRANSCRIPT.md).
+ *
+ * A transcript is a JSON Lines file: line 1 is the header, every further line is
+ * one accepted `msg` frame of either direction, in arrival order. The transcript
+ * hash is defined canonically (per direction, in seqno order, over fixed-width and
+ * length-prefixed fields) so that both parties compute the same 32 bytes no matter
+ * how the two directions interleaved on arrival.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { z } from "zod";
+import { fromBase64, toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
+import { SecureChatError } from "../errors.ts";
+
+/** Version of the transcript file / hash format (not of the wire protocol). */
+export const TRANSCRIPT_VERSION = 1;
+/** Domain-separation label of the v1 transcript hash: ASCII, then one 0x00 byte. */
+export const TRANSCRIPT_HASH_LABEL = "securechat/transcript/v1";
+/** Hard limits a verifier applies before doing any work on a line. */
+export const MAX_CT_BYTES = 64 * 1024;
+export const MAX_SIG_BYTES = 1024;
+export const MAX_CERT_BYTES = 16 * 1024;
+/** A line longer than this cannot be a valid v1 line (header with two certs, or a msg). */
+export const MAX_LINE_BYTES = 64 * 1024 * 2;
+
+export type Direction = "c2s" | "s2c";
+export type Role = "client" | "server";
+
+/** The byte each direction contributes to the line encoding. */
+export const DIRECTION_BYTE: Record<Direction, number> = { c2s: 0x01, s2c: 0x02 };
+/** The role whose certificate key signs each direction. */
+export const SIGNER_ROLE: Record<Direction, Role> = { c2s: "client", s2c: "server" };
+
+const SESSION_ID_RE = /^[0-9a-f]{32}$/;
+const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
+const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/** Standard padded base64 of `min..max` bytes, decoded. */
+function b64(minBytes: number, maxBytes: number) {
+  return z.string().max(Math.ceil(maxBytes / 3) * 4).transform((text, ctx) => {
+    try {
+      const bytes = fromBase64(text);
+      if (bytes.length >= minBytes && bytes.length <= maxBytes) return bytes;
+      ctx.addIssue({ code: "custom", message: `expected ${minBytes}..${maxBytes} bytes` });
+    } catch {
+      ctx.addIssue({ code: "custom", message: "not canonical standard base64" });
+    }
+    return z.NEVER;
+  });
+}
+
+export const SessionIdSchema = z.string().regex(SESSION_ID_RE, "32 lowercase hex characters");
+export const FingerprintSchema = z.string().regex(FINGERPRINT_RE, "64 lowercase hex characters");
+
+/** Line 1 of a v1 transcript. Strict: unknown fields are rejected. */
+export const HeaderLineSchema = z.object({
+  type: z.literal("securechat-transcript"),
+  version: z.literal(TRANSCRIPT_VERSION),
+  protocol_version: z.number().int().min(0).max(0xffff_ffff),
+  session_id: SessionIdSchema,
+  role: z.enum(["client", "server"]),
+  started_at: uint(),
+  client_cert: b64(1, MAX_CERT_BYTES),
+  server_cert: b64(1, MAX_CERT_BYTES),
+}).strict();
+
+/**
+ * Every further line of a v1 transcript. Strict: a v1 verifier rejects unknown
+ * fields; relay authorship (`author`) will arrive with a new `version`.
+ */
+export const MessageLineSchema = z.object({
+  dir: z.enum(["c2s", "s2c"]),
+  seqno: uint().min(1),
+  ts: uint(),
+  ct: b64(1, MAX_CT_BYTES),
+  sig: b64(1, MAX_SIG_BYTES),
+  signer: FingerprintSchema,
+}).strict();
+
+export type HeaderLine = z.output<typeof HeaderLineSchema>;
+export type MessageLine = z.output<typeof MessageLineSchema>;
+
+export function sha256Sync(...parts: Uint8Array[]): Uint8Array {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p);
+  return new Uint8Array(h.digest());
+}
+
+export function fingerprintOf(certDer: Uint8Array): string {
+  return toHex(sha256Sync(certDer));
+}
+
+/** The data a msg signature covers (PROTOCOL): SHA-256(u64be(seqno) || u64be(ts) || ct). */
+export function messageDigest(seqno: number, ts: number, ct: Uint8Array): Uint8Array {
+  return sha256Sync(u64be(seqno), u64be(ts), ct);
+}
+
+/** The JSON text of the header line, without the newline. Field order is fixed. */
+export function encodeHeaderLine(h: {
+  protocolVersion: number;
+  sessionId: string;
+  role: Role;
+  startedAt: number;
+  clientCertDer: Uint8Array;
+  serverCertDer: Uint8Array;
+}): string {
+  return JSON.stringify({
+    type: "securechat-transcript",
+    version: TRANSCRIPT_VERSION,
+    protocol_version: h.protocolVersion,
+    session_id: h.sessionId,
+    role: h.role,
+    started_at: h.startedAt,
+    client_cert: toBase64(h.clientCertDer),
+    server_cert: toBase64(h.serverCertDer),
+  });
+}
+
+/** The JSON text of one message line, without the newline. Field order is fixed. */
+export function encodeMessageLine(
+  e: { dir: Direction; seqno: number; ts: number; ct: Uint8Array; sig: Uint8Array },
+  signerFingerprint: string,
+): string {
+  return JSON.stringify({
+    dir: e.dir,
+    seqno: e.seqno,
+    ts: e.ts,
+    ct: toBase64(e.ct),
+    sig: toBase64(e.sig),
+    signer: signerFingerprint,
+  });
+}
+
+/** What the transcript hash binds besides the messages. */
+export interface HashContext {
+  protocolVersion: number;
+  sessionId: string;
+  clientFingerprint: string;
+  serverFingerprint: string;
+}
+
+export interface HashState {
+  /** hex SHA-256 transcript hash */
+  transcriptSha256: string;
+  transcriptHash: Uint8Array;
+  c2s: number;
+  s2c: number;
+}
+
+/**
+ * The transcript hash, computed incrementally: one running SHA-256 per direction
+ * over that direction's line encodings in seqno order, then a fixed-width final
+ * block (docs/TRANSCRIPT.md §3). Lines must be added per direction in seqno order
+ * 1, 2, 3, ...; the caller enforces that.
+ */
+export class TranscriptHasher {
+  readonly #ctx: HashContext;
+  readonly #running: Record<Direction, Hash> = {
+    c2s: createHash("sha256"),
+    s2c: createHash("sha256"),
+  };
+  readonly counts: Record<Direction, number> = { c2s: 0, s2c: 0 };
+
+  constructor(ctx: HashContext) {
+    if (!SESSION_ID_RE.test(ctx.sessionId)) {
+      throw new SecureChatError("INVALID_INPUT", "session_id must be 32 lowercase hex characters");
+    }
+    this.#ctx = ctx;
+  }
+
+  /** Adds one line: DIR || u64be(seqno) || u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig. */
+  add(dir: Direction, seqno: number, ts: number, ct: Uint8Array, sig: Uint8Array): void {
+    const h = this.#running[dir];
+    h.update(Uint8Array.of(DIRECTION_BYTE[dir]));
+    h.update(u64be(seqno));
+    h.update(u64be(ts));
+    h.update(u32be(ct.length));
+    h.update(ct);
+    h.update(u32be(sig.length));
+    h.update(sig);
+    this.counts[dir]++;
+  }
+
+  /** The hash over everything added so far; the hasher stays usable. */
+  current(): HashState {
+    const dC2s = new Uint8Array(this.#running.c2s.copy().digest());
+    const dS2c = new Uint8Array(this.#running.s2c.copy().digest());
+    const hash = finalTranscriptHash(this.#ctx, this.counts.c2s, dC2s, this.counts.s2c, dS2c);
+    return {
+      transcriptHash: hash,
+      transcriptSha256: toHex(hash),
+      c2s: this.counts.c2s,
+      s2c: this.counts.s2c,
+    };
+  }
+}
+
+/** The final block (docs/TRANSCRIPT.md §3.3), exported for the test vectors. */
+export function finalTranscriptHash(
+  ctx: HashContext,
+  nC2s: number,
+  dC2s: Uint8Array,
+  nS2c: number,
+  dS2c: Uint8Array,
+): Uint8Array {
+  return sha256Sync(
+    utf8(TRANSCRIPT_HASH_LABEL),
+    Uint8Array.of(0),
+    u32be(ctx.protocolVersion),
+    hexBytes(ctx.sessionId, 16),
+    hexBytes(ctx.clientFingerprint, 32),
+    hexBytes(ctx.serverFingerprint, 32),
+    u64be(nC2s),
+    dC2s,
+    u64be(nS2c),
+    dS2c,
+  );
+}
+
+function hexBytes(hex: string, length: number): Uint8Array {
+  if (hex.length !== 2 * length || !/^[0-9a-f]*$/.test(hex)) {
+    throw new SecureChatError("INVALID_INPUT", `expected ${2 * length} lowercase hex characters`);
+  }
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** `<sessionId>-<role>` plus a sortable UTC start time: the base name of all three files. */
+export function baseNameOf(sessionId: string, role: Role, startedAt: number): string {
+  const t = new Date(startedAt).toISOString().replace(/[-:]/g, "").replace(/\.\d{3}Z$/, "Z");
+  return `${t}-${sessionId}-${role}`;
+}
+
+/** `<base>.log` → `<base>`; any other name is kept whole. */
+export function basePathOfLog(logPath: string): string {
+  return logPath.endsWith(".log") ? logPath.slice(0, -4) : logPath;
+}

@@ -1,0 +1,115 @@
+/**
+ * A framed connection: whole frames in, whole frames out, with a deadline on reads
+ * and a bounded send queue, so neither a silent peer nor one that stops reading
+ * can hold a session's resources forever.
+ */
+import { SecureChatError } from "../errors.ts";
+import { encodeFrame, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
+
+export interface ByteStreamConn {
+  readable: ReadableStream<Uint8Array>;
+  write(bytes: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+export const DEFAULT_SEND_QUEUE_BYTES = 1024 * 1024;
+
+export class FrameConnection {
+  readonly #conn: ByteStreamConn;
+  readonly #reader: FrameReader;
+  readonly #maxQueuedBytes: number;
+  #queued = 0;
+  #writing: Promise<void> = Promise.resolve();
+  #writeError: unknown = null;
+  #closed = false;
+
+  constructor(
+    conn: ByteStreamConn,
+    options: { maxFrameBytes?: number; maxQueuedBytes?: number } = {},
+  ) {
+    this.#conn = conn;
+    this.#reader = new FrameReader(conn.readable, options.maxFrameBytes ?? MAX_FRAME_BYTES);
+    this.#maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_SEND_QUEUE_BYTES;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Bytes accepted by `send` and not yet taken by the kernel. */
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+
+  /**
+   * Reads the next frame payload; null on a clean end of stream.
+   * @throws TIMEOUT when nothing complete arrives within `timeoutMs`, and the
+   *   reader's FRAME_TOO_LARGE / PROTOCOL_ERROR.
+   */
+  async read(timeoutMs?: number): Promise<Uint8Array | null> {
+    if (timeoutMs === undefined) return await this.#reader.read();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new SecureChatError("TIMEOUT", `no complete frame within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([this.#reader.read(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Queues one frame. Never waits for the peer: if the peer has stopped reading and
+   * the queue is full, the frame is refused with SLOW_CONSUMER instead.
+   */
+  send(payload: Uint8Array): void {
+    if (this.#writeError) throw this.#writeError;
+    if (this.#closed) throw new SecureChatError("PROTOCOL_ERROR", "connection is closed");
+    const wire = encodeFrame(payload);
+    if (this.#queued + wire.length > this.#maxQueuedBytes) {
+      throw new SecureChatError(
+        "SLOW_CONSUMER",
+        `peer is not reading: ${this.#queued} bytes already queued`,
+      );
+    }
+    this.#queued += wire.length;
+    this.#writing = this.#writing.then(async () => {
+      if (this.#writeError || this.#closed) return;
+      try {
+        let offset = 0;
+        while (offset < wire.length) offset += await this.#conn.write(wire.subarray(offset));
+      } catch (cause) {
+        this.#writeError = new SecureChatError("PROTOCOL_ERROR", "connection lost while writing", {
+          cause,
+        });
+      } finally {
+        this.#queued -= wire.length;
+      }
+    });
+  }
+
+  /** Resolves when everything queued so far has been written (or the write failed). */
+  async flush(timeoutMs = 5000): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#writing,
+      new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    void this.#reader.cancel();
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the peer
+    }
+  }
+}

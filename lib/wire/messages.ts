@@ -1,0 +1,189 @@
+/**
+ * Every message of the protocol as a zod schema (PROTOCOL §3). Parsing goes through
+ * `parseMessage` alone, so malformed input of any kind yields PROTOCOL_ERROR and
+ * nothing else. Objects are strict: an unknown field is as malformed as a missing one.
+ */
+import { z } from "zod";
+import { fromBase64, fromUtf8 } from "../bytes.ts";
+import { SecureChatError } from "../errors.ts";
+import { MAX_FRAME_BYTES } from "./frame.ts";
+
+export const PROTOCOL_VERSION = 1;
+
+/** Standard padded base64 decoded to bytes, with byte-length bounds. */
+function b64(minBytes: number, maxBytes: number) {
+  return z.string().max(Math.ceil(maxBytes / 3) * 4).transform((text, ctx) => {
+    try {
+      const bytes = fromBase64(text);
+      if (bytes.length >= minBytes && bytes.length <= maxBytes) return bytes;
+      ctx.addIssue({ code: "custom", message: `expected ${minBytes}..${maxBytes} bytes` });
+    } catch {
+      ctx.addIssue({ code: "custom", message: "invalid base64" });
+    }
+    return z.NEVER;
+  });
+}
+
+const uint = (max = Number.MAX_SAFE_INTEGER) => z.number().int().min(0).max(max);
+
+export const NONCE_BYTES = 32;
+const MAX_CERT_BYTES = 16 * 1024;
+const MAX_SIG_BYTES = 1024; // RSA-8192 at most; our keys are far smaller
+const MAX_SHARE_BYTES = 133; // a P-521 point would be the largest sane share
+
+export const KeyShareSchema = z.object({
+  group: z.string().min(1).max(16),
+  pub: b64(1, MAX_SHARE_BYTES),
+}).strict();
+
+// ---- plaintext frames (PROTOCOL §3.1) ----
+
+export const HelloSchema = z.object({
+  type: z.literal("hello"),
+  version: uint(0xffff),
+  nonce: b64(NONCE_BYTES, NONCE_BYTES),
+  groups: z.array(z.string().min(1).max(16)).min(1).max(8),
+  key_share: KeyShareSchema,
+}).strict();
+
+export const ServerHelloSchema = z.object({
+  type: z.literal("server_hello"),
+  version: uint(0xffff),
+  nonce: b64(NONCE_BYTES, NONCE_BYTES),
+  key_share: KeyShareSchema,
+}).strict();
+
+export const SealedSchema = z.object({
+  type: z.literal("sealed"),
+  ct: b64(16, MAX_FRAME_BYTES),
+}).strict();
+
+export const MAX_SEQNO = Number.MAX_SAFE_INTEGER;
+
+export const MsgSchema = z.object({
+  type: z.literal("msg"),
+  seqno: uint(MAX_SEQNO).min(1),
+  ts: uint(),
+  ct: b64(16, MAX_FRAME_BYTES),
+  sig: b64(1, MAX_SIG_BYTES),
+}).strict();
+
+export const ErrorSchema = z.object({
+  type: z.literal("error"),
+  code: z.string().min(1).max(32),
+  message: z.string().max(256).optional(),
+}).strict();
+
+// ---- messages inside `sealed` frames (PROTOCOL §3.2) ----
+
+export const CertificateSchema = z.object({
+  type: z.literal("certificate"),
+  cert: b64(1, MAX_CERT_BYTES),
+}).strict();
+
+export const CertificateVerifySchema = z.object({
+  type: z.literal("certificate_verify"),
+  sig: b64(1, MAX_SIG_BYTES),
+}).strict();
+
+export const FinishedSchema = z.object({
+  type: z.literal("finished"),
+  mac: b64(32, 32),
+}).strict();
+
+/** Limits on credentials travel in the schema; the store applies its own rules after. */
+const username = z.string().min(1).max(64);
+const password = z.string().min(1).max(1024);
+
+export const RegisterSchema = z.object({
+  type: z.literal("register"),
+  email: z.string().min(1).max(254),
+  username,
+  password,
+}).strict();
+
+export const LoginSchema = z.object({
+  type: z.literal("login"),
+  username,
+  password,
+}).strict();
+
+export const AuthOkSchema = z.object({
+  type: z.literal("auth_ok"),
+  username,
+  registered: z.boolean(),
+}).strict();
+
+export const DhClientSchema = z.object({ type: z.literal("dh_client"), key_share: KeyShareSchema })
+  .strict();
+export const DhServerSchema = z.object({ type: z.literal("dh_server"), key_share: KeyShareSchema })
+  .strict();
+
+export const CloseSchema = z.object({ type: z.literal("close") }).strict();
+
+/** The receipt's own fields are checked by lib/transcript; here only its envelope. */
+export const ReceiptEnvelopeSchema = z.object({ type: z.literal("receipt") }).passthrough();
+
+/**
+ * Parses one message and checks it is one of the expected types.
+ * @throws PROTOCOL_ERROR for bad UTF-8, bad JSON, a non-object, an unexpected type or a schema failure.
+ */
+export function parseMessage<S extends z.ZodTypeAny>(
+  payload: Uint8Array,
+  schema: S,
+  discriminator: "type" | "kind" = "type",
+): z.output<S> {
+  let value: unknown;
+  try {
+    value = JSON.parse(fromUtf8(payload));
+  } catch (cause) {
+    throw new SecureChatError("PROTOCOL_ERROR", "frame is not UTF-8 JSON", { cause });
+  }
+  const type = typeof value === "object" && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)[discriminator]
+    : undefined;
+  if (typeof type !== "string") {
+    throw new SecureChatError("PROTOCOL_ERROR", `not a JSON object with a ${discriminator}`);
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? ` (${issue.path.join(".")})` : "";
+    throw new SecureChatError(
+      "PROTOCOL_ERROR",
+      `unexpected or malformed '${type.slice(0, 32)}' message${where}: ${issue?.message ?? ""}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** An `error` frame from the peer is reported with its own code, not as a parse failure. */
+export function peerErrorOf(payload: Uint8Array): { code: string; message?: string } | null {
+  try {
+    const parsed = ErrorSchema.safeParse(JSON.parse(fromUtf8(payload)));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+// ---- the plaintext inside a `msg` ciphertext (PROTOCOL §6.2) ----
+
+export const MAX_TEXT_CHARS = 4000;
+const text = z.string().min(1).max(MAX_TEXT_CHARS);
+const peerName = z.string().min(1).max(64);
+
+export const MsgBodySchema = z.discriminatedUnion("kind", [
+  /** A line of chat; `to` makes it private to one user (server sessions relay it). */
+  z.object({ kind: z.literal("text"), text, to: peerName.optional() }).strict(),
+  /** A line relayed by the server: `from` is the author ("server" for the operator). */
+  z.object({ kind: z.literal("chat"), from: peerName, text, to: peerName.optional() }).strict(),
+  /** Server notices: joins, leaves, answers to commands. */
+  z.object({ kind: z.literal("notice"), text }).strict(),
+  /** A request for the list of users online. */
+  z.object({ kind: z.literal("who") }).strict(),
+  /** The sender's next message uses the next traffic key (PROTOCOL §4.4). */
+  z.object({ kind: z.literal("key_update") }).strict(),
+]);
+
+export type MsgBody = z.output<typeof MsgBodySchema>;

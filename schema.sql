@@ -1,0 +1,26 @@
+-- securechat user store, MySQL/MariaDB schema (version 1).
+-- Load with:  mysql secure_chat < schema.sql
+-- securechat also creates and migrates this schema itself on start (lib/store/schema.ts holds the
+-- same statements; tests/store_mysql_test.ts checks that both give identical tables).
+-- Times are Unix milliseconds. See docs/STORE.md.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+  version INT NOT NULL PRIMARY KEY,
+  applied_at BIGINT NOT NULL
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS users (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  username VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
+  email VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL,
+  password_scheme VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  password_iterations INT UNSIGNED NOT NULL,
+  password_salt VARBINARY(64) NOT NULL,
+  password_hash VARBINARY(64) NOT NULL,
+  created_at BIGINT NOT NULL,
+  last_login_at BIGINT NULL,
+  UNIQUE KEY users_username (username),
+  UNIQUE KEY users_email (email)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+INSERT IGNORE INTO schema_version (version, applied_at) VALUES (1, UNIX_TIMESTAMP() * 1000);

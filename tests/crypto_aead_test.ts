@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { SecureChatError } from "../lib/errors.ts";
+import { concat, randomBytes, toHex, u64be } from "../lib/bytes.ts";
+import {
+  AES_KEY_BYTES,
+  counterNonce,
+  GCM_NONCE_BYTES,
+  GCM_TAG_BYTES,
+  importAesGcmKey,
+  open,
+  seal,
+} from "../lib/crypto/aead.ts";
+
+async function assertDecryptFail(promise: Promise<unknown>, what: string): Promise<void> {
+  await assert.rejects(
+    promise,
+    (e) => e instanceof SecureChatError && e.code === "DECRYPT_FAIL",
+    what,
+  );
+}
+
+Deno.test("counterNonce() XORs u64be(counter) into the last 8 bytes of the IV", () => {
+  const iv = Uint8Array.from({ length: 12 }, (_, i) => 0xa0 + i);
+  for (const counter of [0n, 1n, 255n, 256n, 0x0102030405060708n, 0xffff_ffff_ffff_ffffn]) {
+    const expected = iv.slice();
+    u64be(counter).forEach((b, i) => expected[4 + i] ^= b);
+    assert.deepEqual(counterNonce(iv, counter), expected, `counter ${counter}`);
+  }
+  assert.deepEqual(counterNonce(iv, 0), iv, "counter 0 is the IV itself");
+  assert.deepEqual(counterNonce(iv, 7), counterNonce(iv, 7n), "number and bigint agree");
+});
+
+Deno.test("counterNonce() leaves the first 4 IV bytes and the IV argument untouched", () => {
+  const iv = randomBytes(GCM_NONCE_BYTES);
+  const copy = iv.slice();
+  const nonce = counterNonce(iv, 0xffff_ffff_ffff_ffffn);
+  assert.deepEqual(nonce.subarray(0, 4), iv.subarray(0, 4));
+  assert.deepEqual(iv, copy);
+});
+
+Deno.test("counterNonce() gives distinct nonces for distinct counters", () => {
+  const iv = randomBytes(GCM_NONCE_BYTES);
+  const counters = [0n, 1n, 2n, 255n, 256n, 2n ** 32n, 2n ** 63n, 2n ** 64n - 1n];
+  const seen = new Set(counters.map((c) => toHex(counterNonce(iv, c))));
+  assert.equal(seen.size, counters.length);
+});
+
+Deno.test("counterNonce() throws RangeError for bad counters and IV lengths", () => {
+  const iv = new Uint8Array(GCM_NONCE_BYTES);
+  const cases: [string, () => unknown][] = [
+    ["counter -1", () => counterNonce(iv, -1)],
+    ["counter -1n", () => counterNonce(iv, -1n)],
+    ["counter 2^64", () => counterNonce(iv, 2n ** 64n)],
+    ["counter 1.5", () => counterNonce(iv, 1.5)],
+    ["counter NaN", () => counterNonce(iv, NaN)],
+    ["11-byte IV", () => counterNonce(new Uint8Array(11), 0)],
+    ["13-byte IV", () => counterNonce(new Uint8Array(13), 0)],
+  ];
+  for (const [name, fn] of cases) assert.throws(fn, RangeError, name);
+});
+
+Deno.test("importAesGcmKey() takes 16/24/32-byte keys, non-extractable, and refuses others", async () => {
+  assert.equal(AES_KEY_BYTES, 16);
+  for (const size of [16, 24, 32]) {
+    const key = await importAesGcmKey(new Uint8Array(size));
+    assert.equal(key.extractable, false);
+    assert.equal((key.algorithm as AesKeyAlgorithm).length, 8 * size);
+  }
+  for (const size of [0, 15, 17, 31, 33, 64]) {
+    await assert.rejects(importAesGcmKey(new Uint8Array(size)), RangeError, `${size} bytes`);
+  }
+});
+
+Deno.test("seal() then open() round-trips and appends a 16-byte tag", async () => {
+  const key = await importAesGcmKey(randomBytes(AES_KEY_BYTES));
+  const nonce = counterNonce(randomBytes(GCM_NONCE_BYTES), 1);
+  for (const size of [0, 1, 15, 16, 17, 1000]) {
+    const plaintext = randomBytes(size);
+    const aad = randomBytes(size % 7);
+    const sealed = await seal(key, nonce, plaintext, aad);
+    assert.equal(sealed.length, size + GCM_TAG_BYTES);
+    assert.deepEqual(await open(key, nonce, sealed, aad), plaintext);
+  }
+});
+
+Deno.test("seal() throws RangeError for a nonce that is not 12 bytes", async () => {
+  const key = await importAesGcmKey(randomBytes(AES_KEY_BYTES));
+  for (const size of [0, 8, 11, 13, 16]) {
+    await assert.rejects(
+      seal(key, new Uint8Array(size), new Uint8Array(1), new Uint8Array()),
+      RangeError,
+      `${size}-byte nonce`,
+    );
+  }
+});
+
+Deno.test("open() throws DECRYPT_FAIL when any byte of ciphertext, tag, AAD or nonce flips", async () => {
+  const key = await importAesGcmKey(randomBytes(AES_KEY_BYTES));
+  const nonce = randomBytes(GCM_NONCE_BYTES);
+  const aad = randomBytes(13);
+  const sealed = await seal(key, nonce, randomBytes(20), aad);
+  const inputs = { sealed, aad, nonce };
+  for (const [field, bytes] of Object.entries(inputs)) {
+    for (let i = 0; i < bytes.length; i++) {
+      const tampered = { ...inputs, [field]: bytes.slice() };
+      tampered[field as keyof typeof inputs][i] ^= 0x01;
+      await assertDecryptFail(
+        open(key, tampered.nonce, tampered.sealed, tampered.aad),
+        `${field}[${i}]`,
+      );
+    }
+  }
+});
+
+Deno.test("open() throws DECRYPT_FAIL for truncated, extended or mis-sized input", async () => {
+  const key = await importAesGcmKey(randomBytes(AES_KEY_BYTES));
+  const otherKey = await importAesGcmKey(randomBytes(AES_KEY_BYTES));
+  const nonce = randomBytes(GCM_NONCE_BYTES);
+  const sealed = await seal(key, nonce, randomBytes(5), new Uint8Array());
+  const none = new Uint8Array();
+  const cases: [string, () => Promise<unknown>][] = [
+    ["wrong key", () => open(otherKey, nonce, sealed, none)],
+    ["drop last byte", () => open(key, nonce, sealed.subarray(0, sealed.length - 1), none)],
+    ["drop first byte", () => open(key, nonce, sealed.subarray(1), none)],
+    ["append a byte", () => open(key, nonce, concat(sealed, new Uint8Array(1)), none)],
+    ["empty input", () => open(key, nonce, none, none)],
+    ["15 bytes", () => open(key, nonce, sealed.subarray(0, 15), none)],
+    ["11-byte nonce", () => open(key, nonce.subarray(0, 11), sealed, none)],
+    ["13-byte nonce", () => open(key, concat(nonce, new Uint8Array(1)), sealed, none)],
+    ["added AAD", () => open(key, nonce, sealed, new Uint8Array(1))],
+  ];
+  for (const [name, run] of cases) await assertDecryptFail(run(), name);
+});

@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { fromHex, toHex, utf8 } from "../lib/bytes.ts";
+import { hkdfExpand, hkdfExtract, hmacSha256 } from "../lib/crypto/hkdf.ts";
+
+// Known answers: RFC 4231 §4.2 (test case 1) and RFC 5869 A.3 (empty salt and info).
+// The Wycheproof suite (tests/wycheproof_test.ts) carries the other 86 HKDF cases.
+const HMAC_VECTORS = [
+  {
+    name: "RFC 4231 test case 1",
+    key: "0b".repeat(20),
+    data: toHex(utf8("Hi There")),
+    mac: "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+  },
+  {
+    name: "empty key and message",
+    key: "",
+    data: "",
+    mac: "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad",
+  },
+];
+
+Deno.test("hmacSha256() matches known answers, including the empty key", async () => {
+  for (const v of HMAC_VECTORS) {
+    assert.equal(toHex(await hmacSha256(fromHex(v.key), fromHex(v.data))), v.mac, v.name);
+  }
+});
+
+Deno.test("hkdfExtract() and hkdfExpand() reproduce RFC 5869 A.3 (empty salt and info)", async () => {
+  const prk = await hkdfExtract(new Uint8Array(), fromHex("0b".repeat(22)));
+  assert.equal(toHex(prk), "19ef24a32c717b167f33a91d6f648bdf96596776afdb6377ac434c1c293ccb04");
+  assert.deepEqual(prk, await hkdfExtract(new Uint8Array(32), fromHex("0b".repeat(22))));
+  assert.equal(
+    toHex(await hkdfExpand(prk, new Uint8Array(), 42)),
+    "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8",
+  );
+});
+
+Deno.test("hkdfExpand() output of length L is the prefix of any longer output", async () => {
+  const prk = await hkdfExtract(utf8("salt"), utf8("ikm"));
+  const long = await hkdfExpand(prk, utf8("info"), 255 * 32);
+  for (const length of [0, 1, 31, 32, 33, 64, 100, 8159]) {
+    const okm = await hkdfExpand(prk, utf8("info"), length);
+    assert.equal(okm.length, length);
+    assert.deepEqual(okm, long.subarray(0, length), `length ${length}`);
+  }
+  assert.notDeepEqual(await hkdfExpand(prk, utf8("inf0"), 32), long.subarray(0, 32));
+});
+
+Deno.test("hkdfExpand() throws RangeError outside 0..8160 or for a non-integer length", async () => {
+  const prk = new Uint8Array(32);
+  for (const length of [-1, 8161, 1.5, NaN, Infinity]) {
+    await assert.rejects(hkdfExpand(prk, new Uint8Array(), length), RangeError, `${length}`);
+  }
+});

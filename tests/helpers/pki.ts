@@ -1,0 +1,47 @@
+/** A throwaway PKI for protocol tests, made through lib/pki (the same code as `ca init`/`cert issue`). */
+import { initCa, loadCaSigner } from "../../lib/pki/ca.ts";
+import { issueCertificate, type Profile } from "../../lib/pki/issue.ts";
+import type { KeyType } from "../../lib/pki/keys.ts";
+import { TrustStore } from "../../lib/pki/validate.ts";
+import { loadIdentity } from "../../lib/identity.ts";
+import type { Identity } from "../../lib/handshake/common.ts";
+
+export interface TestPki {
+  dir: string;
+  trust: TrustStore;
+  identity(name: string): Promise<Identity>;
+  issue(name: string, profile?: Profile, keyType?: KeyType): Promise<void>;
+}
+
+export async function makePki(
+  users: string[] = ["alice", "bob", "carol"],
+  keyType: KeyType = "ed25519",
+  dir?: string,
+): Promise<TestPki> {
+  const certDir = dir ?? await Deno.makeTempDir({ prefix: "securechat-pki-" });
+  await initCa(certDir, { name: "Test Root CA", days: 30, keyType }, false);
+  const ca = await loadCaSigner(certDir);
+  const issue = async (name: string, profile: Profile = "client", type: KeyType = keyType) => {
+    await issueCertificate(
+      certDir,
+      ca,
+      {
+        name,
+        profile,
+        dns: profile === "server" ? ["localhost"] : [],
+        ip: profile === "server" ? ["127.0.0.1"] : [],
+        days: 30,
+        keyType: type,
+      },
+      true,
+    );
+  };
+  await issue("server", "server");
+  for (const user of users) await issue(user);
+  return {
+    dir: certDir,
+    trust: await TrustStore.load(`${certDir}/ca.pem`),
+    identity: (name) => loadIdentity(`${certDir}/${name}.pem`, `${certDir}/${name}.key`),
+    issue,
+  };
+}

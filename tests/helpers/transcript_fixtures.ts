@@ -1,0 +1,577 @@
+/**
+ * Test PKI and transcripts made with the real tools: `openssl` issues a CA and
+ * client/server leaf certificates (the extensions the protocol requires), and
+ * transcripts are written by TranscriptWriter with lines really signed by the
+ * leaf keys.
+ */
+import { join } from "node:path";
+import { fromHex, randomBytes, toBase64, toHex } from "../../lib/bytes.ts";
+import { importSigningKeyPkcs8, sign, type SigningKey } from "../../lib/crypto/signature.ts";
+import { fingerprintOf, messageDigest } from "../../lib/transcript/format.ts";
+import type { Receipt } from "../../lib/transcript/receipt.ts";
+import { type TranscriptEntry, TranscriptWriter } from "../../lib/transcript/writer.ts";
+
+export type KeyAlg = "rsa" | "p256" | "ed25519";
+
+export interface Party {
+  name: string;
+  certPath: string;
+  keyPath: string;
+  certDer: Uint8Array;
+  pkcs8: Uint8Array;
+  signer: SigningKey;
+}
+
+export interface Pki {
+  dir: string;
+  caPath: string;
+  caPem: string;
+  caDer: Uint8Array;
+  client: Party;
+  server: Party;
+}
+
+export interface PkiOptions {
+  alg?: KeyAlg;
+  clientName?: string;
+  caName?: string;
+  /** openssl `YYYYMMDDHHMMSSZ`; default: from now, for `days`. */
+  notBefore?: string;
+  notAfter?: string;
+  /** Directory to create the PKI in; default a new temp dir. */
+  dir?: string;
+}
+
+const NEWKEY: Record<KeyAlg, string[]> = {
+  rsa: ["-newkey", "rsa:2048"],
+  p256: ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+  ed25519: ["-newkey", "ed25519"],
+};
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  const out = await new Deno.Command("openssl", { args, cwd, stdout: "piped", stderr: "piped" })
+    .output();
+  if (out.code !== 0) {
+    throw new Error(`openssl ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+export function pemToDer(pem: string): Uint8Array {
+  const body = pem.replace(/-----(BEGIN|END) [A-Z0-9 ]+-----/g, "").replace(/\s+/g, "");
+  const bin = atob(body);
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+function caConfig(dir: string, alg: KeyAlg): string {
+  return `[ ca ]
+default_ca = tca
+[ tca ]
+dir = ${dir}
+database = ${dir}/index.txt
+new_certs_dir = ${dir}/newcerts
+serial = ${dir}/serial
+default_md = ${alg === "ed25519" ? "default" : "sha256"}
+policy = pol
+unique_subject = no
+copy_extensions = none
+email_in_dn = no
+[ pol ]
+commonName = supplied
+[ ca_ext ]
+basicConstraints = critical,CA:TRUE,pathlen:0
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[ client_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer
+[ server_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer
+`;
+}
+
+/** A CA with one client (clientAuth, CN = user name) and one server (serverAuth, DNS:localhost). */
+export async function makePki(options: PkiOptions = {}): Promise<Pki> {
+  const alg = options.alg ?? "ed25519";
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "sc-pki-" });
+  await Deno.mkdir(join(dir, "newcerts"), { recursive: true });
+  await Deno.writeTextFile(join(dir, "index.txt"), "");
+  await Deno.writeTextFile(join(dir, "serial"), toHex(randomBytes(8)).replace(/^./, "1") + "\n");
+  await Deno.writeTextFile(join(dir, "ca.cnf"), caConfig(dir, alg));
+  const dates = options.notBefore && options.notAfter
+    ? ["-startdate", options.notBefore, "-enddate", options.notAfter]
+    : ["-days", "3650"];
+  const issue = async (name: string, file: string, ext: string, selfsign: boolean) => {
+    await openssl([
+      "req",
+      "-new",
+      ...NEWKEY[alg],
+      "-nodes",
+      "-keyout",
+      `${file}.key`,
+      "-out",
+      `${file}.csr`,
+      "-subj",
+      `/CN=${name}`,
+    ], dir);
+    await openssl([
+      "ca",
+      "-batch",
+      "-notext",
+      "-config",
+      "ca.cnf",
+      "-extensions",
+      ext,
+      ...(selfsign ? ["-selfsign", "-keyfile", `${file}.key`] : ["-cert", "ca.pem"]),
+      ...(selfsign ? [] : ["-keyfile", "ca.key"]),
+      "-in",
+      `${file}.csr`,
+      "-out",
+      `${file}.pem`,
+      ...dates,
+    ], dir);
+  };
+  await issue(options.caName ?? "SecureChat Test CA", "ca", "ca_ext", true);
+  await issue(options.clientName ?? "alice", "client", "client_ext", false);
+  await issue("localhost", "server", "server_ext", false);
+  const party = async (name: string, file: string): Promise<Party> => {
+    const certPem = await Deno.readTextFile(join(dir, `${file}.pem`));
+    const pkcs8 = pemToDer(await Deno.readTextFile(join(dir, `${file}.key`)));
+    return {
+      name,
+      certPath: join(dir, `${file}.pem`),
+      keyPath: join(dir, `${file}.key`),
+      certDer: pemToDer(certPem),
+      pkcs8,
+      signer: await importSigningKeyPkcs8(pkcs8),
+    };
+  };
+  const caPem = await Deno.readTextFile(join(dir, "ca.pem"));
+  return {
+    dir,
+    caPath: join(dir, "ca.pem"),
+    caPem,
+    caDer: pemToDer(caPem),
+    client: await party(options.clientName ?? "alice", "client"),
+    server: await party("localhost", "server"),
+  };
+}
+
+export interface SessionOptions {
+  /** Directory of the recording side's transcript. */
+  dir: string;
+  /** Which side records (default client). */
+  role?: "client" | "server";
+  /** Message directions in arrival order, or a count (alternating c2s, s2c). */
+  messages?: ("c2s" | "s2c")[] | number;
+  sessionId?: string;
+  startedAt?: number;
+  /** "both": own + peer receipt (the peer writes its own transcript in `<dir>/peer`); default. */
+  receipts?: "both" | "own" | "none";
+  /** Signatures made at once while generating (large transcripts). */
+  batch?: number;
+}
+
+export interface SessionResult {
+  sessionId: string;
+  logPath: string;
+  receiptPath?: string;
+  peerReceiptPath?: string;
+  ownReceipt?: Receipt;
+  peerReceipt?: Receipt;
+  /** The other side's transcript when receipts = "both". */
+  peerLogPath?: string;
+  entries: number;
+}
+
+export function directions(n: number): ("c2s" | "s2c")[] {
+  return Array.from({ length: n }, (_, i) => (i % 2 === 0 ? "c2s" : "s2c"));
+}
+
+/**
+ * Writes a session as both sides would: the recording side's transcript (and, with
+ * receipts "both", the peer's own transcript with a different arrival interleaving),
+ * with real signatures; ct is random bytes.
+ */
+export async function writeSession(pki: Pki, options: SessionOptions): Promise<SessionResult> {
+  const role = options.role ?? "client";
+  const dirs = typeof options.messages === "number"
+    ? directions(options.messages)
+    : options.messages ?? directions(6);
+  const sessionId = options.sessionId ?? toHex(randomBytes(16));
+  const startedAt = options.startedAt ?? Date.now();
+  const receipts = options.receipts ?? "both";
+  const header = {
+    sessionId,
+    clientCertDer: pki.client.certDer,
+    serverCertDer: pki.server.certDer,
+    startedAt,
+  };
+  const own = await TranscriptWriter.create(options.dir, { ...header, role });
+  const peerRole = role === "client" ? "server" : "client";
+  const peer = receipts === "both"
+    ? await TranscriptWriter.create(join(options.dir, "peer"), {
+      ...header,
+      role: peerRole,
+      startedAt: startedAt + 3,
+    })
+    : null;
+
+  const seq = { c2s: 0, s2c: 0 };
+  const plan = dirs.map((dir, i) => ({ dir, seqno: ++seq[dir], ts: startedAt + 10 + i * 7 }));
+  const batch = options.batch ?? 256;
+  const peerLater: TranscriptEntry[] = [];
+  for (let i = 0; i < plan.length; i += batch) {
+    const entries = await Promise.all(
+      plan.slice(i, i + batch).map(async (p) => {
+        const ct = randomBytes(16 + (p.seqno % 48));
+        const key = p.dir === "c2s" ? pki.client.signer : pki.server.signer;
+        const sig = await sign(key, messageDigest(p.seqno, p.ts, ct));
+        return { ...p, ct, sig } satisfies TranscriptEntry;
+      }),
+    );
+    for (const e of entries) {
+      await own.append(e);
+      if (!peer) continue;
+      // The peer sees a different interleaving: it holds back the s2c lines
+      // until the next c2s line (per-direction order stays the same).
+      if (e.dir === "s2c") peerLater.push(e);
+      else {
+        await peer.append(e);
+        for (const held of peerLater.splice(0)) await peer.append(held);
+      }
+    }
+  }
+  for (const held of peerLater.splice(0)) await peer?.append(held);
+
+  const result: SessionResult = { sessionId, logPath: own.path, entries: plan.length };
+  if (receipts === "none") {
+    await own.abort();
+    return result;
+  }
+  const mine = await own.createReceipt(role === "client" ? pki.client.signer : pki.server.signer);
+  if (!peer) {
+    const done = await own.finish(mine);
+    return { ...result, receiptPath: done.receiptPath, ownReceipt: mine };
+  }
+  const theirs = await peer.createReceipt(
+    peerRole === "client" ? pki.client.signer : pki.server.signer,
+  );
+  const peerCert = peerRole === "client" ? pki.client.certDer : pki.server.certDer;
+  const ownCert = role === "client" ? pki.client.certDer : pki.server.certDer;
+  const acceptedTheirs = await own.acceptPeerReceipt(structuredClone(theirs), peerCert);
+  const acceptedMine = await peer.acceptPeerReceipt(structuredClone(mine), ownCert);
+  const done = await own.finish(mine, acceptedTheirs);
+  await peer.finish(theirs, acceptedMine);
+  return {
+    ...result,
+    receiptPath: done.receiptPath,
+    peerReceiptPath: done.peerReceiptPath,
+    ownReceipt: mine,
+    peerReceipt: acceptedTheirs,
+    peerLogPath: peer.path,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Tamper cases, shared by the library and CLI tests.
+
+export interface TamperBase {
+  pki: Pki;
+  /** A valid 8-message session recorded by the client, with both receipts. */
+  session: SessionResult;
+  /** Its log lines (without newlines): 1 header, then c2s1 s2c1 c2s2 s2c2 ... s2c4. */
+  lines: string[];
+  /** Own receipt text of `session`. */
+  receipt: string;
+  /** Another session between the same parties (same CA), with its receipt. */
+  other: SessionResult;
+  /** A session under a different CA with the same names. */
+  foreign: SessionResult;
+  /** A key that belongs to nobody in the session. */
+  attacker: SigningKey;
+  attackerCertDer: Uint8Array;
+}
+
+export interface TamperCase {
+  name: string;
+  code: "TAMPERED" | "SIG_FAIL" | "BAD_CERT";
+  /** First bad line, or null when the problem is in the receipt. */
+  line: number | null;
+  reason: RegExp;
+  /** Log lines (no newlines) and the receipt to place beside the log (autodetected). */
+  make(base: TamperBase): Promise<{ lines: string[]; receipt?: string; torn?: boolean }>;
+}
+
+/** Builds the shared material for the tamper table. */
+export async function makeTamperBase(): Promise<TamperBase> {
+  const pki = await makePki({ alg: "ed25519" });
+  const foreignPki = await makePki({ alg: "ed25519", caName: "SecureChat Test CA" });
+  const work = await Deno.makeTempDir({ prefix: "sc-tamper-" });
+  const session = await writeSession(pki, { dir: join(work, "a"), messages: 8 });
+  const other = await writeSession(pki, { dir: join(work, "b"), messages: 8 });
+  const foreign = await writeSession(foreignPki, { dir: join(work, "c"), messages: 8 });
+  const text = await Deno.readTextFile(session.logPath);
+  return {
+    pki,
+    session,
+    lines: text.split("\n").slice(0, -1),
+    receipt: await Deno.readTextFile(session.receiptPath!),
+    other,
+    foreign,
+    attacker: foreignPki.client.signer,
+    attackerCertDer: foreignPki.client.certDer,
+  };
+}
+
+type Json = Record<string, unknown>;
+const edit = (line: string, f: (o: Json) => void): string => {
+  const o = JSON.parse(line) as Json;
+  f(o);
+  return JSON.stringify(o);
+};
+/** Replaces the base64 character at `i` by another valid one (canonical form kept). */
+const flipB64 = (s: string, i: number) =>
+  s.slice(0, i) + (s[i] === "A" ? "B" : "A") + s.slice(i + 1);
+
+export const TAMPER_CASES: TamperCase[] = [
+  {
+    name: "one changed character in a ciphertext",
+    code: "SIG_FAIL",
+    line: 4,
+    reason: /c2s seqno 2: signature does not verify/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[3] = edit(lines[3], (o) => (o.ct = flipB64(o.ct as string, 3)));
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "one changed character in a signature",
+    code: "SIG_FAIL",
+    line: 5,
+    reason: /s2c seqno 2: signature does not verify/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[4] = edit(lines[4], (o) => (o.sig = flipB64(o.sig as string, 10)));
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "one changed character in a seqno",
+    code: "TAMPERED",
+    line: 6,
+    reason: /c2s seqno 5, expected 3/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[5] = lines[5].replace('"seqno":3,', '"seqno":5,');
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "one changed character in a timestamp",
+    code: "SIG_FAIL",
+    line: 6,
+    reason: /c2s seqno 3: signature does not verify/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[5] = lines[5].replace(
+        /"ts":(\d+)(\d),/,
+        (_, a, d) => `"ts":${a}${(Number(d) + 1) % 10},`,
+      );
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "a timestamp moved before the previous one",
+    code: "TAMPERED",
+    line: 6,
+    reason: /c2s ts \d+ is before the previous c2s ts/,
+    make: (b) => {
+      const lines = [...b.lines];
+      const earlier = (JSON.parse(lines[3]) as Json).ts as number;
+      lines[5] = edit(lines[5], (o) => (o.ts = earlier - 1));
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "a deleted line",
+    code: "TAMPERED",
+    line: 5,
+    reason: /c2s seqno 3, expected 2/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines.splice(3, 1);
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "two lines swapped",
+    code: "TAMPERED",
+    line: 4,
+    reason: /c2s seqno 3, expected 2/,
+    make: (b) => {
+      const lines = [...b.lines];
+      [lines[3], lines[5]] = [lines[5], lines[3]];
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "an appended forged line",
+    code: "SIG_FAIL",
+    line: 10,
+    reason: /c2s seqno 5: signature does not verify with the client certificate/,
+    make: async (b) => {
+      const last = JSON.parse(b.lines[8]) as Json;
+      const ct = randomBytes(32);
+      const ts = (last.ts as number) + 1000;
+      const sig = await sign(b.attacker, messageDigest(5, ts, ct));
+      const forged = JSON.stringify({
+        dir: "c2s",
+        seqno: 5,
+        ts,
+        ct: toBase64(ct),
+        sig: toBase64(sig),
+        signer: (JSON.parse(b.lines[1]) as Json).signer,
+      });
+      return { lines: [...b.lines, forged], receipt: b.receipt };
+    },
+  },
+  {
+    name: "a deleted final line (only the receipt can tell)",
+    code: "TAMPERED",
+    line: null,
+    reason:
+      /receipt covers c2s 1\.\.4 and s2c 1\.\.4, the transcript has c2s 1\.\.4 and s2c 1\.\.3/,
+    make: (b) => Promise.resolve({ lines: b.lines.slice(0, -1), receipt: b.receipt }),
+  },
+  {
+    name: "a receipt for another transcript",
+    code: "TAMPERED",
+    line: null,
+    reason: /receipt is for session [0-9a-f]{32}, not/,
+    make: async (b) => ({ lines: b.lines, receipt: await Deno.readTextFile(b.other.receiptPath!) }),
+  },
+  {
+    name: "a receipt for another transcript, relabelled with this session_id",
+    code: "TAMPERED",
+    line: null,
+    reason: /does not match the recomputed/,
+    make: async (b) => {
+      const r = JSON.parse(await Deno.readTextFile(b.other.receiptPath!)) as Json;
+      r.session_id = b.session.sessionId;
+      return { lines: b.lines, receipt: JSON.stringify(r) };
+    },
+  },
+  {
+    name: "a receipt whose signature was altered",
+    code: "SIG_FAIL",
+    line: null,
+    reason: /receipt signature does not verify with the client's certificate/,
+    make: (b) => {
+      const r = JSON.parse(b.receipt) as Json;
+      r.sig = flipB64(r.sig as string, 5);
+      return Promise.resolve({ lines: b.lines, receipt: JSON.stringify(r) });
+    },
+  },
+  {
+    name: "a receipt signed by someone who is not a party",
+    code: "TAMPERED",
+    line: null,
+    reason: /not one of the two parties/,
+    make: async (b) => {
+      const r = JSON.parse(b.receipt) as Json;
+      r.signer = fingerprintOf(b.attackerCertDer);
+      r.sig = toBase64(await sign(b.attacker, fromHex(r.transcript_sha256 as string)));
+      return { lines: b.lines, receipt: JSON.stringify(r) };
+    },
+  },
+  {
+    name: "a transcript signed by a certificate from another CA",
+    code: "BAD_CERT",
+    line: 1,
+    reason: /client certificate/,
+    make: async (b) => ({
+      lines: (await Deno.readTextFile(b.foreign.logPath)).split("\n").slice(0, -1),
+    }),
+  },
+  {
+    name: "a truncated last line",
+    code: "TAMPERED",
+    line: 9,
+    reason: /truncated final line/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[8] = lines[8].slice(0, Math.floor(lines[8].length / 2));
+      return Promise.resolve({ lines, receipt: b.receipt, torn: true });
+    },
+  },
+  {
+    name: "a line whose signer field names the other party",
+    code: "TAMPERED",
+    line: 2,
+    reason: /not the client certificate/,
+    make: (b) => {
+      const lines = [...b.lines];
+      const serverFp = (JSON.parse(lines[2]) as Json).signer;
+      lines[1] = edit(lines[1], (o) => (o.signer = serverFp));
+      return Promise.resolve({ lines });
+    },
+  },
+  {
+    name: "an unknown field in a v1 line",
+    code: "TAMPERED",
+    line: 3,
+    reason: /malformed/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[2] = edit(lines[2], (o) => (o.author = "mallory"));
+      return Promise.resolve({ lines });
+    },
+  },
+  {
+    name: "an inserted empty line",
+    code: "TAMPERED",
+    line: 4,
+    reason: /not UTF-8 JSON/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines.splice(3, 0, "");
+      return Promise.resolve({ lines });
+    },
+  },
+  {
+    name: "certificates swapped in the header",
+    code: "BAD_CERT",
+    line: 1,
+    reason: /client certificate/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[0] = edit(lines[0], (o) => {
+        [o.client_cert, o.server_cert] = [o.server_cert, o.client_cert];
+      });
+      return Promise.resolve({ lines });
+    },
+  },
+];
+
+/** Writes a case as `<dir>/case.log` (+ `case.receipt.json`); returns the log path. */
+export async function writeCase(
+  dir: string,
+  made: { lines: string[]; receipt?: string; torn?: boolean },
+): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  const logPath = join(dir, "case.log");
+  await Deno.writeTextFile(logPath, made.lines.join("\n") + (made.torn ? "" : "\n"));
+  if (made.receipt !== undefined) {
+    await Deno.writeTextFile(join(dir, "case.receipt.json"), made.receipt);
+  }
+  return logPath;
+}

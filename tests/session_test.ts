@@ -1,0 +1,90 @@
+/** The handshake and a chat session end to end, in process, over real loopback TCP. */
+import assert from "node:assert/strict";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { serverHandshake } from "../lib/handshake/server.ts";
+import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import { SecureChatError } from "../lib/errors.ts";
+import { makePki } from "./helpers/pki.ts";
+
+const pki = await makePki(["alice"]);
+
+async function connectPair() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [serverTcp, clientTcp] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+  ]);
+  listener.close();
+  return { server: new FrameConnection(serverTcp), client: new FrameConnection(clientTcp) };
+}
+
+Deno.test("handshake and session: login, messages both ways, receipts", async () => {
+  const { server, client } = await connectPair();
+  const transcripts = await Deno.makeTempDir();
+  const passwords = new Map([["alice", "correct horse"]]);
+  const [s, c] = await Promise.all([
+    serverHandshake(server, {
+      identity: await pki.identity("server"),
+      trust: pki.trust,
+      authenticate: (req) => {
+        if (passwords.get(req.username) !== req.password) {
+          return Promise.reject(new SecureChatError("AUTH_FAIL", "no"));
+        }
+        return Promise.resolve({ registered: false });
+      },
+    }),
+    clientHandshake(client, {
+      identity: await pki.identity("alice"),
+      trust: pki.trust,
+      serverName: "localhost",
+      credentials: { mode: "login", username: "alice", password: "correct horse" },
+    }),
+  ]);
+  assert.equal(s.sessionId, c.sessionId);
+  assert.equal(s.username, "alice");
+  const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
+  const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
+  const atServer: ReceivedMessage[] = [];
+  const atClient: ReceivedMessage[] = [];
+  const serverRun = serverSession.run({ onMessage: (m) => void atServer.push(m) });
+  const clientRun = clientSession.run({ onMessage: (m) => void atClient.push(m) });
+  await clientSession.send({ kind: "text", text: "hello server" });
+  await serverSession.send({ kind: "notice", text: "hello alice" });
+  await clientSession.send({ kind: "text", text: "bye" });
+  await new Promise((r) => setTimeout(r, 100));
+  await clientSession.close();
+  const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
+  assert.equal(clientEnd.outcome, "closed", clientEnd.message);
+  assert.equal(serverEnd.outcome, "closed", serverEnd.message);
+  assert.deepEqual(atServer.map((m) => m.body), [
+    { kind: "text", text: "hello server" },
+    { kind: "text", text: "bye" },
+  ]);
+  assert.deepEqual(atClient.map((m) => m.body), [{ kind: "notice", text: "hello alice" }]);
+  assert.ok(clientEnd.receiptPath && clientEnd.peerReceiptPath);
+  assert.ok(serverEnd.receiptPath && serverEnd.peerReceiptPath);
+});
+
+Deno.test("clientHandshake() refuses a wrong password with AUTH_FAIL on both sides", async () => {
+  const { server, client } = await connectPair();
+  const results = await Promise.allSettled([
+    serverHandshake(server, {
+      identity: await pki.identity("server"),
+      trust: pki.trust,
+      authenticate: () => Promise.reject(new SecureChatError("AUTH_FAIL", "bad password")),
+    }),
+    clientHandshake(client, {
+      identity: await pki.identity("alice"),
+      trust: pki.trust,
+      serverName: "localhost",
+      credentials: { mode: "login", username: "alice", password: "wrong" },
+    }),
+  ]);
+  for (const r of results) {
+    assert.equal(r.status, "rejected");
+    assert.equal((r.reason as SecureChatError).code, "AUTH_FAIL");
+  }
+  server.close();
+  client.close();
+});

@@ -1,0 +1,418 @@
+/**
+ * One contract, two engines: every case below runs against SQLite and against a real MariaDB
+ * (started by tests/helpers/mariadb.ts, or SECURECHAT_TEST_MYSQL_URL).
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { codeOf } from "../lib/errors.ts";
+import { fromHex, toHex, utf8 } from "../lib/bytes.ts";
+import { PBKDF2_ITERATIONS, verifyPassword } from "../lib/crypto/password.ts";
+import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
+import { openMysql } from "../lib/store/mysql.ts";
+import { openSqlite } from "../lib/store/sqlite.ts";
+import { query, type SqlDatabase, type SqlRow } from "../lib/store/sql.ts";
+import type { UserStore } from "../lib/store/user_store.ts";
+import { mysqlTestTarget, startMariaDb, warnMysqlSkipped } from "./helpers/mariadb.ts";
+
+interface Context {
+  url: string;
+  /** The same database without the store around it, for reading and planting raw rows. */
+  raw: SqlDatabase;
+  /** A user name no other case uses (the MySQL database is shared by all cases). */
+  name(label: string): string;
+}
+
+interface Backend {
+  name: string;
+  ignore: boolean;
+  setup(): Promise<{ url: string; teardown(): Promise<void> }>;
+}
+
+const PASSWORD = "correct horse battery staple";
+
+async function withStore<T>(ctx: Context, body: (store: UserStore) => Promise<T>): Promise<T> {
+  const store = await openUserStore({ url: ctx.url, env: {} });
+  try {
+    return await body(store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<Error> {
+  const error = await promise.then(
+    () => assert.fail(`expected ${code}, but it succeeded`),
+    (e: unknown) => e,
+  );
+  assert.equal(codeOf(error), code, String(error));
+  return error as Error;
+}
+
+async function rowOf(ctx: Context, username: string): Promise<SqlRow | undefined> {
+  return (await query(ctx.raw, "SELECT * FROM users WHERE username = ?", [username]))[0];
+}
+
+function seedHash(salt: Uint8Array, password: string): Uint8Array {
+  // Written independently of lib/: what the seed stored (as hex) was SHA-256(salt || password).
+  return fromHex(createHash("sha256").update(salt).update(password, "utf8").digest("hex"));
+}
+
+async function plantRow(
+  ctx: Context,
+  username: string,
+  hash: { scheme: string; iterations: number; salt: Uint8Array; hash: Uint8Array },
+) {
+  await query(
+    ctx.raw,
+    `INSERT INTO users (username, email, password_scheme, password_iterations, password_salt,
+      password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    [username, `${username}@example.org`, hash.scheme, hash.iterations, hash.salt, hash.hash, 1],
+  );
+}
+
+async function medianMs(runs: number, fn: () => Promise<unknown>): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await fn().catch(() => {});
+    times.push(performance.now() - start);
+  }
+  return times.sort((a, b) => a - b)[Math.floor(runs / 2)];
+}
+
+const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
+  {
+    name: "register() returns the account and login() accepts its password",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("Alice");
+        const before = Date.now();
+        const account = await store.register({
+          email: `${username}@example.org`,
+          username,
+          password: PASSWORD,
+        });
+        assert.equal(account.username, username);
+        assert.equal(account.email, `${username}@example.org`);
+        assert.ok(account.createdAt.getTime() >= before);
+        assert.equal(account.lastLoginAt, null);
+        const login = await store.login(username, PASSWORD);
+        assert.equal(login.username, username);
+        assert.equal(login.createdAt.getTime(), account.createdAt.getTime());
+        assert.ok(login.lastLoginAt && login.lastLoginAt.getTime() >= account.createdAt.getTime());
+        assert.equal(
+          Number((await rowOf(ctx, username))?.last_login_at),
+          login.lastLoginAt.getTime(),
+        );
+      }),
+  },
+  {
+    name: "login() finds the user name in any case and returns it as registered",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("MixedCase");
+        await store.register({ email: `${username}@example.org`, username, password: PASSWORD });
+        assert.equal((await store.login(username.toUpperCase(), PASSWORD)).username, username);
+      }),
+  },
+  {
+    name: "register() refuses a taken user name or email, in any case, with USER_EXISTS",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("bob");
+        const email = `${username}@example.org`;
+        await store.register({ email, username, password: PASSWORD });
+        const other = ctx.name("other");
+        for (
+          const input of [
+            { email: `${other}@example.org`, username },
+            { email: `${other}@example.org`, username: username.toUpperCase() },
+            { email, username: other },
+            { email: email.toUpperCase(), username: other },
+          ]
+        ) {
+          await rejectsWith(store.register({ ...input, password: PASSWORD }), "USER_EXISTS");
+        }
+        assert.equal(await rowOf(ctx, other), undefined);
+      }),
+  },
+  {
+    name: "register() lets exactly one of two simultaneous claims on a name win",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("race");
+        const results = await Promise.allSettled([
+          store.register({ email: `a.${username}@example.org`, username, password: PASSWORD }),
+          store.register({
+            email: `b.${username}@example.org`,
+            username: username.toUpperCase(),
+            password: PASSWORD,
+          }),
+        ]);
+        assert.deepEqual(results.map((r) => r.status).sort(), ["fulfilled", "rejected"]);
+        const rejected = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+        assert.equal(codeOf(rejected.reason), "USER_EXISTS");
+      }),
+  },
+  {
+    name: "register() refuses invalid fields with INVALID_INPUT and stores nothing",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const ok = { email: "valid@example.org", username: ctx.name("valid"), password: PASSWORD };
+        const cases = [
+          { username: "ab" },
+          { username: "a".repeat(33) },
+          { username: "_leading" },
+          { username: "alice'; DROP TABLE users;--" },
+          { username: 'bob" OR 1=1 --' },
+          { username: "name with space" },
+          { username: "ünïcode" },
+          { email: "not-an-email" },
+          { email: "a@b" },
+          { email: `${"a".repeat(250)}@example.org` },
+          { password: "1234567" },
+          { password: "x".repeat(1025) },
+        ];
+        for (const bad of cases) {
+          await rejectsWith(store.register({ ...ok, ...bad }), "INVALID_INPUT");
+        }
+        assert.equal(await rowOf(ctx, ok.username), undefined);
+        // The table survived the injection-shaped names.
+        assert.ok(Array.isArray(await query(ctx.raw, "SELECT COUNT(*) AS n FROM users")));
+      }),
+  },
+  {
+    name: "register() stores quotes and SQL in fields as plain data",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("quote");
+        const email = `o'brien--${username};DROP.TABLE@example.org`;
+        await store.register({ email, username, password: `'); DROP TABLE users;--` });
+        assert.equal((await rowOf(ctx, username))?.email, email);
+        assert.equal((await store.login(username, `'); DROP TABLE users;--`)).email, email);
+      }),
+  },
+  {
+    name: "login() fails unknown user and wrong password alike with AUTH_FAIL",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("carol");
+        await store.register({ email: `${username}@example.org`, username, password: PASSWORD });
+        const attempts: [string, string][] = [
+          [username, "wrong password"],
+          [username, PASSWORD.toUpperCase()],
+          [username, PASSWORD + " "],
+          [username, ""],
+          [ctx.name("nobody"), PASSWORD],
+          ["alice'; DROP TABLE users;--", PASSWORD],
+          ["' OR '1'='1", "' OR '1'='1"],
+          ["", ""],
+          [username, "x".repeat(5000)],
+        ];
+        const messages = new Set<string>();
+        for (const [name, password] of attempts) {
+          messages.add((await rejectsWith(store.login(name, password), "AUTH_FAIL")).message);
+        }
+        assert.equal(messages.size, 1, `messages differ: ${[...messages].join(" | ")}`);
+        assert.ok((await rowOf(ctx, username))?.last_login_at === null);
+      }),
+  },
+  {
+    name: "login() takes about as long for an unknown user as for a wrong password",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("timing");
+        await store.register({ email: `${username}@example.org`, username, password: PASSWORD });
+        const wrong = await medianMs(5, () => store.login(username, "wrong password"));
+        const unknown = await medianMs(5, () => store.login(ctx.name("ghost"), "wrong password"));
+        const invalid = await medianMs(5, () => store.login("no such name!", "wrong password"));
+        // Without the dummy hash the unknown cases take ~1 ms against ~100 ms; the bounds are
+        // loose so that a busy CI machine does not make this flaky.
+        for (const other of [unknown, invalid]) {
+          assert.ok(
+            other > wrong * 0.5 && other < wrong * 2,
+            `wrong ${wrong} ms, other ${other} ms`,
+          );
+        }
+      }),
+  },
+  {
+    name: "register() stores a salted PBKDF2 hash and nothing plaintext-equivalent",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const [first, second] = [ctx.name("dave"), ctx.name("erin")];
+        for (const username of [first, second]) {
+          await store.register({ email: `${username}@example.org`, username, password: PASSWORD });
+        }
+        const [a, b] = [await rowOf(ctx, first), await rowOf(ctx, second)];
+        assert.ok(a && b);
+        assert.equal(a.password_scheme, "pbkdf2-sha256");
+        assert.equal(Number(a.password_iterations), PBKDF2_ITERATIONS);
+        const salt = new Uint8Array(a.password_salt as Uint8Array);
+        const hash = new Uint8Array(a.password_hash as Uint8Array);
+        assert.equal(salt.length, 16);
+        assert.equal(hash.length, 32);
+        // Same password, different salt and hash: no precomputation shortcut across users.
+        assert.notEqual(toHex(salt), toHex(new Uint8Array(b.password_salt as Uint8Array)));
+        assert.notEqual(toHex(hash), toHex(new Uint8Array(b.password_hash as Uint8Array)));
+        const plain = toHex(utf8(PASSWORD));
+        for (const [column, value] of Object.entries(a)) {
+          const text = value instanceof Uint8Array ? toHex(value) : String(value);
+          assert.ok(
+            !text.includes(plain) && !text.includes(PASSWORD),
+            `${column} holds the password`,
+          );
+        }
+        for (const fast of [seedHash(new Uint8Array(), PASSWORD), seedHash(salt, PASSWORD)]) {
+          assert.notEqual(toHex(hash), toHex(fast));
+        }
+        assert.ok(
+          await verifyPassword(PASSWORD, {
+            scheme: "pbkdf2-sha256",
+            iterations: PBKDF2_ITERATIONS,
+            salt,
+            hash,
+          }),
+        );
+      }),
+  },
+  {
+    name: "login() accepts a seed-scheme row and re-hashes it with PBKDF2",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("legacy");
+        const salt = crypto.getRandomValues(new Uint8Array(16));
+        await plantRow(ctx, username, {
+          scheme: "seed-sha256",
+          iterations: 1,
+          salt,
+          hash: seedHash(salt, "hunter2"),
+        });
+        await rejectsWith(store.login(username, "hunter3"), "AUTH_FAIL");
+        assert.equal((await rowOf(ctx, username))?.password_scheme, "seed-sha256");
+        // Shorter than today's minimum: an old password keeps working after the upgrade.
+        await store.login(username, "hunter2");
+        const row = await rowOf(ctx, username);
+        assert.ok(row);
+        assert.equal(row.password_scheme, "pbkdf2-sha256");
+        assert.equal(Number(row.password_iterations), PBKDF2_ITERATIONS);
+        const upgraded = {
+          scheme: "pbkdf2-sha256" as const,
+          iterations: PBKDF2_ITERATIONS,
+          salt: new Uint8Array(row.password_salt as Uint8Array),
+          hash: new Uint8Array(row.password_hash as Uint8Array),
+        };
+        assert.notEqual(toHex(upgraded.salt), toHex(salt));
+        assert.ok(await verifyPassword("hunter2", upgraded));
+        assert.ok(row.last_login_at !== null);
+        assert.equal((await store.login(username, "hunter2")).username, username);
+      }),
+  },
+  {
+    name: "login() raises a PBKDF2 row with too few iterations to today's count",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const username = ctx.name("weak");
+        const salt = crypto.getRandomValues(new Uint8Array(16));
+        const key = await crypto.subtle.importKey(
+          "raw",
+          utf8(PASSWORD) as BufferSource,
+          "PBKDF2",
+          false,
+          [
+            "deriveBits",
+          ],
+        );
+        const hash = new Uint8Array(
+          await crypto.subtle.deriveBits(
+            { name: "PBKDF2", hash: "SHA-256", salt, iterations: 1000 },
+            key,
+            256,
+          ),
+        );
+        await plantRow(ctx, username, { scheme: "pbkdf2-sha256", iterations: 1000, salt, hash });
+        await store.login(username, PASSWORD);
+        assert.equal(Number((await rowOf(ctx, username))?.password_iterations), PBKDF2_ITERATIONS);
+      }),
+  },
+  {
+    name: "openUserStore() finds accounts again after close and reopen",
+    run: async (ctx) => {
+      const username = ctx.name("frank");
+      await withStore(
+        ctx,
+        (store) =>
+          store.register({ email: `${username}@example.org`, username, password: PASSWORD }),
+      );
+      await withStore(ctx, (store) => store.login(username, PASSWORD));
+      const [row] = await query(ctx.raw, "SELECT MAX(version) AS v FROM schema_version");
+      assert.equal(Number(row.v), 1);
+    },
+  },
+  {
+    name: "description names the database without its password",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        const password = new URL(ctx.url.replace(/^sqlite:/, "file:")).password;
+        assert.equal(store.description, ctx.raw.description);
+        if (password) assert.ok(!store.description.includes(password));
+        assert.match(store.description, /^(sqlite:|mysql:\/\/[^:@]+@)/);
+        return Promise.resolve();
+      }),
+  },
+];
+
+function openRaw(url: string): SqlDatabase {
+  const target = resolveDatabase({ url });
+  return target.engine === "sqlite"
+    ? openSqlite(target.path, target.description)
+    : openMysql(target.config);
+}
+
+const mysqlTarget = mysqlTestTarget();
+warnMysqlSkipped(mysqlTarget, "the UserStore contract suite");
+
+const BACKENDS: Backend[] = [
+  {
+    name: "sqlite",
+    ignore: false,
+    async setup() {
+      const dir = await Deno.makeTempDir({ prefix: "securechat-store-" });
+      return {
+        url: `sqlite:${dir}/nested/securechat.db`,
+        teardown: () => Deno.remove(dir, { recursive: true }),
+      };
+    },
+  },
+  {
+    name: "mysql",
+    ignore: mysqlTarget.kind === "none",
+    async setup() {
+      if (mysqlTarget.kind === "url") return { url: mysqlTarget.url, teardown: async () => {} };
+      const server = await startMariaDb();
+      return { url: server.url, teardown: server.dispose };
+    },
+  },
+];
+
+for (const backend of BACKENDS) {
+  Deno.test({
+    name: `UserStore contract (${backend.name})`,
+    ignore: backend.ignore,
+    async fn(t) {
+      const { url, teardown } = await backend.setup();
+      // The schema comes from the first store opened; the raw handle only reads and plants rows.
+      await withStore({ url } as Context, () => Promise.resolve());
+      const raw = openRaw(url);
+      const run = toHex(crypto.getRandomValues(new Uint8Array(3)));
+      let n = 0;
+      const ctx: Context = { url, raw, name: (label) => `${label}_${run}_${n++}` };
+      try {
+        for (const c of CASES) await t.step(c.name, () => c.run(ctx));
+      } finally {
+        await raw.close();
+        await teardown();
+      }
+    },
+  });
+}

@@ -1,0 +1,152 @@
+/** The transcript hash against an independently computed vector (docs/TRANSCRIPT.md §3). */
+import assert from "node:assert/strict";
+import { fromBase64, toHex } from "../lib/bytes.ts";
+import {
+  baseNameOf,
+  basePathOfLog,
+  finalTranscriptHash,
+  type HashContext,
+  messageDigest,
+  TranscriptHasher,
+} from "../lib/transcript/format.ts";
+import { ReceiptSchema } from "../lib/transcript/receipt.ts";
+
+const vector = JSON.parse(
+  await Deno.readTextFile(new URL("./vectors/transcript/hash_v1.json", import.meta.url)),
+) as {
+  protocol_version: number;
+  session_id: string;
+  client_fingerprint: string;
+  server_fingerprint: string;
+  lines: { dir: "c2s" | "s2c"; seqno: number; ts: number; ct: string; sig: string }[];
+  c2s_count: number;
+  s2c_count: number;
+  d_c2s: string;
+  d_s2c: string;
+  transcript_sha256: string;
+  empty_transcript_sha256: string;
+  first_line_message_digest: string;
+};
+
+const ctx: HashContext = {
+  protocolVersion: vector.protocol_version,
+  sessionId: vector.session_id,
+  clientFingerprint: vector.client_fingerprint,
+  serverFingerprint: vector.server_fingerprint,
+};
+
+Deno.test("transcript hash: matches the vector computed from the spec in Python", () => {
+  const h = new TranscriptHasher(ctx);
+  for (const l of vector.lines) h.add(l.dir, l.seqno, l.ts, fromBase64(l.ct), fromBase64(l.sig));
+  const state = h.current();
+  assert.equal(state.transcriptSha256, vector.transcript_sha256);
+  assert.equal(state.c2s, vector.c2s_count);
+  assert.equal(state.s2c, vector.s2c_count);
+});
+
+Deno.test("transcript hash: independent of how the directions interleave", () => {
+  const c2s = vector.lines.filter((l) => l.dir === "c2s");
+  const s2c = vector.lines.filter((l) => l.dir === "s2c");
+  const h = new TranscriptHasher(ctx);
+  for (const l of [...s2c, ...c2s]) {
+    h.add(l.dir, l.seqno, l.ts, fromBase64(l.ct), fromBase64(l.sig));
+  }
+  assert.equal(h.current().transcriptSha256, vector.transcript_sha256);
+});
+
+Deno.test("transcript hash: empty transcript, and the final block alone", async () => {
+  assert.equal(
+    new TranscriptHasher(ctx).current().transcriptSha256,
+    vector.empty_transcript_sha256,
+  );
+  const { fromHex } = await import("../lib/bytes.ts");
+  const direct = finalTranscriptHash(
+    ctx,
+    vector.c2s_count,
+    fromHex(vector.d_c2s),
+    vector.s2c_count,
+    fromHex(vector.d_s2c),
+  );
+  assert.equal(toHex(direct), vector.transcript_sha256);
+});
+
+Deno.test("transcript hash: the current() snapshot does not disturb later lines", () => {
+  const h = new TranscriptHasher(ctx);
+  for (const l of vector.lines) {
+    h.current();
+    h.add(l.dir, l.seqno, l.ts, fromBase64(l.ct), fromBase64(l.sig));
+  }
+  assert.equal(h.current().transcriptSha256, vector.transcript_sha256);
+});
+
+Deno.test("transcript hash: every bound field changes it", () => {
+  const base = new TranscriptHasher(ctx).current().transcriptSha256;
+  const variants: HashContext[] = [
+    { ...ctx, protocolVersion: 2 },
+    { ...ctx, sessionId: "f".repeat(32) },
+    { ...ctx, clientFingerprint: ctx.serverFingerprint, serverFingerprint: ctx.clientFingerprint },
+  ];
+  for (const v of variants) {
+    assert.notEqual(new TranscriptHasher(v).current().transcriptSha256, base);
+  }
+  // A line moved to the other direction changes it too.
+  const a = new TranscriptHasher(ctx);
+  const b = new TranscriptHasher(ctx);
+  a.add("c2s", 1, 5, new Uint8Array(16), new Uint8Array(64));
+  b.add("s2c", 1, 5, new Uint8Array(16), new Uint8Array(64));
+  assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
+});
+
+Deno.test("transcript hash: length prefixes keep ct/sig boundaries unambiguous", () => {
+  const a = new TranscriptHasher(ctx);
+  const b = new TranscriptHasher(ctx);
+  a.add("c2s", 1, 5, new Uint8Array(17), new Uint8Array(64));
+  b.add("c2s", 1, 5, new Uint8Array(16), new Uint8Array(65));
+  assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
+});
+
+Deno.test("message digest: SHA-256(u64be(seqno) || u64be(ts) || ct)", () => {
+  const l = vector.lines[0];
+  assert.equal(
+    toHex(messageDigest(l.seqno, l.ts, fromBase64(l.ct))),
+    vector.first_line_message_digest,
+  );
+});
+
+Deno.test("file names: <UTC start>-<session_id>-<role>", () => {
+  const name = baseNameOf(vector.session_id, "server", Date.UTC(2024, 0, 2, 3, 4, 5, 678));
+  assert.equal(name, `20240102T030405Z-${vector.session_id}-server`);
+  assert.equal(basePathOfLog(`/t/${name}.log`), `/t/${name}`);
+});
+
+Deno.test("receipt schema: strict, versioned, canonical encodings", () => {
+  const good = {
+    type: "receipt",
+    version: 1,
+    session_id: vector.session_id,
+    peer: "client",
+    signer: vector.client_fingerprint,
+    first_seq: 1,
+    last_seq: 2,
+    c2s_count: 2,
+    s2c_count: 2,
+    transcript_sha256: vector.transcript_sha256,
+    sig: "AAAA",
+  };
+  assert.equal(ReceiptSchema.safeParse(good).success, true);
+  for (
+    const bad of [
+      { ...good, extra: 1 },
+      { ...good, version: 2 },
+      { ...good, peer: "mallory" },
+      { ...good, session_id: vector.session_id.toUpperCase() },
+      { ...good, transcript_sha256: vector.transcript_sha256.slice(2) },
+      { ...good, sig: "AAB=" }, // non-canonical: nonzero padding bits
+      { ...good, sig: "" },
+      { ...good, first_seq: -1 },
+      { ...good, last_seq: 1.5 },
+    ]
+  ) {
+    assert.equal(ReceiptSchema.safeParse(bad).success, false, JSON.stringify(bad));
+  }
+});

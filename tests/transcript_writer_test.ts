@@ -1,0 +1,246 @@
+/** TranscriptWriter: file format, modes, ordering, refusals, receipts, crash behaviour. */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { randomBytes, toHex } from "../lib/bytes.ts";
+import { sign } from "../lib/crypto/signature.ts";
+import { SecureChatError } from "../lib/errors.ts";
+import { fingerprintOf, messageDigest } from "../lib/transcript/format.ts";
+import { type TranscriptHeader, TranscriptWriter } from "../lib/transcript/writer.ts";
+import { makePki, type Pki, writeSession } from "./helpers/transcript_fixtures.ts";
+
+let pkiPromise: Promise<Pki> | undefined;
+const pki = () => (pkiPromise ??= makePki({ alg: "ed25519" }));
+
+async function header(role: "client" | "server" = "client"): Promise<TranscriptHeader> {
+  const p = await pki();
+  return {
+    sessionId: toHex(randomBytes(16)),
+    role,
+    clientCertDer: p.client.certDer,
+    serverCertDer: p.server.certDer,
+    startedAt: Date.now(),
+  };
+}
+
+async function entry(dir: "c2s" | "s2c", seqno: number, ts = Date.now()) {
+  const p = await pki();
+  const ct = randomBytes(40);
+  const key = dir === "c2s" ? p.client.signer : p.server.signer;
+  return { dir, seqno, ts, ct, sig: await sign(key, messageDigest(seqno, ts, ct)) };
+}
+
+const hasCode = (code: string) => (e: unknown) => e instanceof SecureChatError && e.code === code;
+
+Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = join(root, "transcripts");
+  const h = await header();
+  const w = await TranscriptWriter.create(dir, h);
+  assert.ok(w.path.startsWith(dir + "/") && w.path.endsWith(`-${h.sessionId}-client.log`));
+  await w.append(await entry("c2s", 1));
+  await w.append(await entry("s2c", 1));
+  const p = await pki();
+  const own = await w.createReceipt(p.client.signer);
+  const files = await w.finish(own);
+  if (Deno.build.os !== "windows") {
+    assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
+    assert.equal((await Deno.stat(w.path)).mode! & 0o777, 0o600);
+    assert.equal((await Deno.stat(files.receiptPath)).mode! & 0o777, 0o600);
+  }
+  assert.equal(files.receiptPath, w.path.replace(/\.log$/, ".receipt.json"));
+  assert.equal(files.peerReceiptPath, undefined);
+  const text = await Deno.readTextFile(w.path);
+  assert.ok(text.endsWith("\n"));
+  const lines = text.split("\n").slice(0, -1).map((l) => JSON.parse(l));
+  assert.equal(lines.length, 3);
+  assert.deepEqual(Object.keys(lines[0]), [
+    "type",
+    "version",
+    "protocol_version",
+    "session_id",
+    "role",
+    "started_at",
+    "client_cert",
+    "server_cert",
+  ]);
+  assert.equal(lines[0].session_id, h.sessionId);
+  assert.deepEqual(Object.keys(lines[1]), ["dir", "seqno", "ts", "ct", "sig", "signer"]);
+  assert.equal(lines[1].signer, fingerprintOf(p.client.certDer));
+  assert.equal(lines[2].signer, fingerprintOf(p.server.certDer));
+  const receipt = JSON.parse(await Deno.readTextFile(files.receiptPath));
+  assert.deepEqual(receipt, own);
+  assert.equal(receipt.peer, "client");
+  assert.equal(receipt.first_seq, 1); // the client received s2c 1..1
+  assert.equal(receipt.last_seq, 1);
+});
+
+Deno.test("writer: concurrent appends keep call order", async () => {
+  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header());
+  const entries = [];
+  for (let i = 1; i <= 50; i++) entries.push(await entry(i % 2 ? "c2s" : "s2c", Math.ceil(i / 2)));
+  await Promise.all(entries.map((e) => w.append(e)));
+  assert.deepEqual(w.counts, { c2s: 25, s2c: 25 });
+  await w.abort();
+  const lines = (await Deno.readTextFile(w.path)).split("\n").slice(1, -1).map((l) =>
+    JSON.parse(l)
+  );
+  assert.deepEqual(
+    lines.map((l) => `${l.dir}${l.seqno}`),
+    entries.map((e) => `${e.dir}${e.seqno}`),
+  );
+});
+
+Deno.test("writer: a seqno gap, a repeat or a backwards ts is PROTOCOL_ERROR and writes nothing", async () => {
+  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header());
+  const now = Date.now();
+  await w.append(await entry("c2s", 1, now));
+  await assert.rejects(w.append(await entry("c2s", 3, now)), hasCode("PROTOCOL_ERROR"));
+  await assert.rejects(w.append(await entry("c2s", 1, now)), hasCode("PROTOCOL_ERROR"));
+  await assert.rejects(w.append(await entry("c2s", 2, now - 1)), hasCode("PROTOCOL_ERROR"));
+  await assert.rejects(w.append(await entry("s2c", 0, now)), hasCode("PROTOCOL_ERROR"));
+  await w.append(await entry("c2s", 2, now)); // still usable: nothing was written
+  await w.abort();
+  assert.equal((await Deno.readTextFile(w.path)).split("\n").length, 4);
+});
+
+Deno.test("writer: an unusable directory is TRANSCRIPT_IO with a clear message", async () => {
+  const root = await Deno.makeTempDir();
+  await Deno.writeTextFile(join(root, "file"), "x");
+  await assert.rejects(
+    TranscriptWriter.create(join(root, "file", "sub"), await header()),
+    (e: unknown) =>
+      hasCode("TRANSCRIPT_IO")(e) &&
+      /cannot create transcript directory/.test((e as Error).message),
+  );
+});
+
+Deno.test("writer: the same session cannot be opened twice (no silent overwrite)", async () => {
+  const dir = await Deno.makeTempDir();
+  const h = await header();
+  const w = await TranscriptWriter.create(dir, h);
+  await assert.rejects(TranscriptWriter.create(dir, h), hasCode("TRANSCRIPT_IO"));
+  await w.abort();
+});
+
+Deno.test("writer: after abort, append fails and abort is idempotent", async () => {
+  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header());
+  await w.abort();
+  await w.abort();
+  await assert.rejects(w.append(await entry("c2s", 1)), hasCode("TRANSCRIPT_IO"));
+});
+
+Deno.test("writer: own receipt with a key that is not ours is refused", async () => {
+  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header("client"));
+  await assert.rejects(w.createReceipt((await pki()).server.signer), hasCode("INTERNAL"));
+  await w.abort();
+});
+
+Deno.test("writer: both sides compute the same hash whatever the interleaving", async () => {
+  const s = await writeSession(await pki(), { dir: await Deno.makeTempDir(), messages: 11 });
+  assert.equal(s.ownReceipt!.transcript_sha256, s.peerReceipt!.transcript_sha256);
+  assert.equal(s.peerReceipt!.peer, "server");
+  assert.equal(s.peerReceipt!.first_seq, 1); // the server received c2s 1..6
+  assert.equal(s.peerReceipt!.last_seq, 6);
+  const own = (await Deno.readTextFile(s.logPath)).split("\n");
+  const theirs = (await Deno.readTextFile(s.peerLogPath!)).split("\n");
+  assert.notDeepEqual(own.slice(1), theirs.slice(1), "arrival order differs between the sides");
+});
+
+Deno.test("writer: acceptPeerReceipt refuses bad peer receipts with the right code", async () => {
+  const p = await pki();
+  const h = await header("client");
+  const client = await TranscriptWriter.create(await Deno.makeTempDir(), h);
+  const server = await TranscriptWriter.create(await Deno.makeTempDir(), { ...h, role: "server" });
+  const other = await TranscriptWriter.create(await Deno.makeTempDir(), {
+    ...(await header("server")),
+  });
+  for (const e of [await entry("c2s", 1), await entry("s2c", 1)]) {
+    await client.append(e);
+    await server.append(e);
+  }
+  const good = await server.createReceipt(p.server.signer);
+  const ownReceipt = await client.createReceipt(p.client.signer);
+  const cases: [string, unknown, Uint8Array, string][] = [
+    ["malformed", { type: "receipt" }, p.server.certDer, "TAMPERED"],
+    ["other session", await other.createReceipt(p.server.signer), p.server.certDer, "TAMPERED"],
+    ["own receipt echoed", ownReceipt, p.client.certDer, "BAD_CERT"],
+    [
+      "altered sig",
+      { ...good, sig: (good.sig[0] === "A" ? "B" : "A") + good.sig.slice(1) },
+      p.server.certDer,
+      "SIG_FAIL",
+    ],
+    ["other hash", { ...good, transcript_sha256: "0".repeat(64) }, p.server.certDer, "TAMPERED"],
+    ["more messages claimed", { ...good, c2s_count: 2 }, p.server.certDer, "TAMPERED"],
+  ];
+  for (const [name, receipt, cert, code] of cases) {
+    await assert.rejects(client.acceptPeerReceipt(receipt, cert), hasCode(code), name);
+  }
+  const accepted = await client.acceptPeerReceipt(
+    JSON.parse(JSON.stringify(good)),
+    p.server.certDer,
+  );
+  const files = await client.finish(ownReceipt, accepted);
+  assert.ok(files.peerReceiptPath?.endsWith(".peer-receipt.json"));
+  await server.abort();
+  await other.abort();
+});
+
+Deno.test("writer: a process killed mid-session leaves only whole lines (or a torn last one)", async () => {
+  const p = await pki();
+  const dir = await Deno.makeTempDir();
+  const keyFile = join(dir, "client.pk8");
+  await Deno.writeFile(keyFile, p.client.pkcs8);
+  const h = await header();
+  const script = `
+    import { importSigningKeyPkcs8, sign } from "./lib/crypto/signature.ts";
+    import { messageDigest } from "./lib/transcript/format.ts";
+    import { TranscriptWriter } from "./lib/transcript/writer.ts";
+    const key = await importSigningKeyPkcs8(await Deno.readFile(${JSON.stringify(keyFile)}));
+    const w = await TranscriptWriter.create(${JSON.stringify(join(dir, "t"))}, {
+      sessionId: "${h.sessionId}", role: "client", startedAt: ${h.startedAt},
+      clientCertDer: Uint8Array.from(${JSON.stringify(Array.from(p.client.certDer))}),
+      serverCertDer: Uint8Array.from(${JSON.stringify(Array.from(p.server.certDer))}),
+    });
+    console.log(w.path);
+    const ct = crypto.getRandomValues(new Uint8Array(48 * 1024));
+    for (let seq = 1; ; seq++) {
+      const ts = Date.now();
+      await w.append({ dir: "c2s", seqno: seq, ts, ct, sig: await sign(key, messageDigest(seq, ts, ct)) });
+    }`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", script],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const first = await reader.read();
+  const path = (first.value ?? "").trim();
+  await new Promise((r) => setTimeout(r, 400));
+  child.kill("SIGKILL");
+  await child.status;
+  await reader.cancel();
+  await child.stderr.cancel();
+  const bytes = await Deno.readFile(path);
+  const text = new TextDecoder().decode(bytes);
+  const parts = text.split("\n");
+  const torn = parts.pop()!; // "" if the file ends with a newline
+  assert.ok(parts.length >= 3, `the child wrote some lines (${parts.length})`);
+  for (const [i, line] of parts.entries()) {
+    JSON.parse(line), assert.ok(line.length > 0, `line ${i + 1}`);
+  }
+  if (torn !== "") assert.throws(() => JSON.parse(torn));
+  // verify agrees: every whole line is valid, a torn tail is reported as such.
+  const { TrustStore } = await import("../lib/pki/validate.ts");
+  const { verifyTranscript } = await import("../lib/transcript/verify.ts");
+  const report = await verifyTranscript(path, { trust: TrustStore.fromPem(p.caPem) });
+  if (torn === "") {
+    assert.equal(report.ok, true, report.reason ?? "");
+  } else {
+    assert.equal(report.code, "TAMPERED");
+    assert.equal(report.firstBadLine, parts.length + 1);
+    assert.match(report.reason ?? "", /truncated final line/);
+  }
+  assert.equal(report.messages.c2s, parts.length - 1);
+});

@@ -1,0 +1,424 @@
+/**
+ * C2SP Wycheproof vectors (../shared/peer-suites/wycheproof) run through
+ * securechat's own wrappers in lib/crypto, one Deno.test per file.
+ *
+ * `valid` must be accepted with the expected output, `invalid` must be
+ * rejected (a throw or `false`), `acceptable` follows ACCEPTABLE_POLICY below.
+ * Cases whose parameters the wrappers cannot express are skipped and counted
+ * with the reason; every case of a file is accounted for (numberOfTests).
+ * Two files have no securechat wrapper and run on raw WebCrypto, labelled so.
+ */
+
+import assert from "node:assert/strict";
+import { concat, fromBase64, fromHex, timingSafeEqual } from "../lib/bytes.ts";
+import { importAesGcmKey, open, seal } from "../lib/crypto/aead.ts";
+import { hkdfExpand, hkdfExtract } from "../lib/crypto/hkdf.ts";
+import { agree, type KexGroup, keyShareFromPrivate } from "../lib/crypto/kex.ts";
+import {
+  ecdsaDerToP1363,
+  importSigningKeyPkcs8,
+  importVerifyingKeySpki,
+  sign,
+  verify,
+} from "../lib/crypto/signature.ts";
+
+const SUITE = new URL("../../shared/peer-suites/wycheproof/", import.meta.url);
+
+type Expectation = "accepted" | "rejected";
+/** What a wrapper did with one case; "wrong-output" always fails. */
+type Verdict = Expectation | "wrong-output" | { skip: string };
+type CaseRunner = (test: Case) => Promise<Verdict>;
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+interface Case {
+  tcId: number;
+  comment: string;
+  flags: string[];
+  result: "valid" | "invalid" | "acceptable";
+  [field: string]: Json;
+}
+
+interface SuiteFile {
+  file: string;
+  schema: string;
+  /** Set when the file runs on raw WebCrypto rather than a securechat wrapper. */
+  label?: string;
+  /** Per flag, what we do with an `acceptable` case carrying it; any "rejected" flag wins. */
+  policy?: Record<string, Expectation>;
+  /** Prepares one test group (e.g. imports its key) and returns its case runner or a skip. */
+  group: (group: Json) => Promise<CaseRunner | { skip: string }>;
+}
+
+// ---- the pinned policy for `acceptable` cases -------------------------------
+
+/**
+ * X25519 (RFC 7748): any 32-byte string is a public key; points on the twist
+ * and non-canonical u ≥ p are processed as the RFC says. What we refuse is a
+ * low-order point, which is exactly what gives the all-zero shared secret
+ * (wireguard-go's isZero, RFC 7748 §6.1).
+ */
+const X25519_POLICY: Record<string, Expectation> = {
+  ZeroSharedSecret: "rejected",
+  LowOrderPublic: "rejected",
+  Twist: "accepted",
+  NonCanonicalPublic: "accepted",
+  SmallPublicKey: "accepted",
+  SpecialPublicKey: "accepted",
+  EdgeCaseShared: "accepted",
+  EdgeCaseMultiplication: "accepted",
+};
+
+/** P-256 key shares are the uncompressed point only (docs/CRYPTO.md). */
+const P256_POLICY: Record<string, Expectation> = {
+  CompressedPublic: "rejected",
+  CompressedPoint: "rejected",
+};
+
+const ACCEPTABLE_POLICY_TABLE: Record<string, Record<string, Expectation>> = {
+  // PKCS#1 v1.5 verification re-encodes DigestInfo and compares (RFC 8017 §8.2.2),
+  // so the NULL-less encoding is refused.
+  "rsa_signature_2048_sha256_test.json": { MissingNull: "rejected" },
+  // e = 3 does not weaken the signer; the signature bytes must still match.
+  "rsa_pkcs1_2048_sig_gen_test.json": { SmallPublicKey: "accepted" },
+  "x25519_test.json": X25519_POLICY,
+  "x25519_asn_test.json": X25519_POLICY,
+  "x25519_jwk_test.json": X25519_POLICY,
+  "ecdh_secp256r1_ecpoint_test.json": P256_POLICY,
+  // Only the exact named-curve uncompressed SPKI reaches agree(); a damaged point in it is refused.
+  "ecdh_secp256r1_test.json": { ...P256_POLICY, InvalidAsn: "rejected" },
+};
+
+// ---- adapters from the vector encodings to our wrappers' inputs ------------
+
+function fromBase64Url(text: string): Uint8Array {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  return fromBase64(base64.padEnd(Math.ceil(base64.length / 4) * 4, "="));
+}
+
+/** Hex as a BufferSource, for the two files run on raw WebCrypto. */
+function source(hex: string): BufferSource {
+  return fromHex(hex) as BufferSource;
+}
+
+/** A 32-byte big-endian scalar from Wycheproof's hex, which may carry a sign byte or be short. */
+function scalar32(hex: string): Uint8Array {
+  const bytes = fromHex(hex);
+  const trimmed = bytes.subarray(Math.max(0, bytes.length - 32));
+  assert.ok(bytes.subarray(0, bytes.length - trimmed.length).every((b) => b === 0));
+  return concat(new Uint8Array(32 - trimmed.length), trimmed);
+}
+
+/** The bytes after a fixed DER prefix, or undefined for any other encoding. */
+function afterPrefix(hex: string, prefix: string, length: number): Uint8Array | undefined {
+  return hex.startsWith(prefix) && hex.length === prefix.length + 2 * length
+    ? fromHex(hex.slice(prefix.length))
+    : undefined;
+}
+
+/** Runs agree() and compares with the expected shared secret. */
+async function agreement(
+  group: KexGroup,
+  privateKey: Uint8Array,
+  publicKey: Uint8Array,
+  shared: string,
+): Promise<Verdict> {
+  let secret: Uint8Array;
+  try {
+    secret = await agree(await keyShareFromPrivate(group, privateKey), publicKey);
+  } catch {
+    return "rejected";
+  }
+  return timingSafeEqual(secret, fromHex(shared)) ? "accepted" : "wrong-output";
+}
+
+function verifyRunner(
+  decode: (sig: Uint8Array) => Uint8Array = (sig) => sig,
+): SuiteFile["group"] {
+  return async (group) => {
+    const key = await importVerifyingKeySpki(fromHex(group.publicKeyDer));
+    return async (test) => {
+      let signature: Uint8Array;
+      try {
+        signature = decode(fromHex(test.sig));
+      } catch {
+        return "rejected";
+      }
+      return await verify(key, fromHex(test.msg), signature) ? "accepted" : "rejected";
+    };
+  };
+}
+
+const NOT_A_SHARE = "key given in an encoding securechat never parses for a key share";
+const X25519_SPKI_PREFIX = "302a300506032b656e032100";
+const X25519_PKCS8_PREFIX = "302e020100300506032b656e04220420";
+const P256_SPKI_PREFIX = "3059301306072a8648ce3d020106082a8648ce3d030107034200";
+
+const FILES: SuiteFile[] = [
+  {
+    file: "rsa_signature_2048_sha256_test.json",
+    schema: "rsassa_pkcs1_verify_schema_v1.json",
+    group: verifyRunner(),
+  },
+  {
+    file: "rsa_pkcs1_2048_sig_gen_test.json",
+    schema: "rsassa_pkcs1_generate_schema_v1.json",
+    group: async (group) => {
+      if (group.sha !== "SHA-256") return { skip: `${group.sha}: securechat signs with SHA-256` };
+      const signer = await importSigningKeyPkcs8(fromHex(group.privateKeyPkcs8));
+      const verifier = await importVerifyingKeySpki(fromHex(group.keyDer));
+      return async (test) => {
+        const msg = fromHex(test.msg);
+        const signature = await sign(signer, msg);
+        if (!timingSafeEqual(signature, fromHex(test.sig))) return "wrong-output";
+        return await verify(verifier, msg, signature) ? "accepted" : "rejected";
+      };
+    },
+  },
+  ...["rsa_pss_2048_sha256_mgf1_0_test.json", "rsa_pss_2048_sha256_mgf1_32_test.json"].map(
+    (file): SuiteFile => ({
+      file,
+      schema: "rsassa_pss_verify_schema_v1.json",
+      label: "raw WebCrypto RSA-PSS: the protocol signs no PSS, so there is no wrapper; " +
+        "run as evidence for the X.509 validator",
+      group: async (group) => {
+        assert.equal(group.mgfSha, group.sha);
+        const params = { name: "RSA-PSS", hash: group.sha };
+        const key = await crypto.subtle.importKey(
+          "spki",
+          source(group.publicKeyDer),
+          params,
+          false,
+          ["verify"],
+        );
+        const algorithm = { name: "RSA-PSS", saltLength: Number(group.sLen) };
+        return async (test) => {
+          const ok = await crypto.subtle.verify(
+            algorithm,
+            key,
+            source(test.sig),
+            source(test.msg),
+          ).catch(() => false);
+          return ok ? "accepted" : "rejected";
+        };
+      },
+    }),
+  ),
+  {
+    file: "ecdsa_secp256r1_sha256_p1363_test.json",
+    schema: "ecdsa_p1363_verify_schema_v1.json",
+    group: verifyRunner(),
+  },
+  {
+    file: "ecdsa_secp256r1_sha256_test.json",
+    schema: "ecdsa_verify_schema_v1.json",
+    group: verifyRunner((der) => ecdsaDerToP1363(der)),
+  },
+  { file: "ed25519_test.json", schema: "eddsa_verify_schema_v1.json", group: verifyRunner() },
+  {
+    file: "x25519_test.json",
+    schema: "xdh_comp_schema_v1.json",
+    group: () =>
+      Promise.resolve((test) =>
+        agreement("x25519", fromHex(test.private), fromHex(test.public), test.shared)
+      ),
+  },
+  {
+    file: "x25519_asn_test.json",
+    schema: "xdh_asn_comp_schema_v1.json",
+    group: () =>
+      Promise.resolve((test) => {
+        const priv = afterPrefix(test.private, X25519_PKCS8_PREFIX, 32);
+        const pub = afterPrefix(test.public, X25519_SPKI_PREFIX, 32);
+        if (!priv || !pub) return Promise.resolve({ skip: `${NOT_A_SHARE} (non-X25519 ASN.1)` });
+        return agreement("x25519", priv, pub, test.shared);
+      }),
+  },
+  {
+    file: "x25519_jwk_test.json",
+    schema: "xdh_jwk_comp_schema_v1.json",
+    group: () =>
+      Promise.resolve((test) => {
+        const isX25519 = (jwk: Json) => jwk.kty === "OKP" && jwk.crv === "X25519";
+        if (!isX25519(test.public) || !isX25519(test.private) || !test.public.x) {
+          return Promise.resolve({ skip: `${NOT_A_SHARE} (JWK kty/crv/x fields)` });
+        }
+        const priv = fromBase64Url(test.private.d);
+        return agreement("x25519", priv, fromBase64Url(test.public.x), test.shared);
+      }),
+  },
+  {
+    file: "ecdh_secp256r1_ecpoint_test.json",
+    schema: "ecdh_ecpoint_test_schema_v1.json",
+    group: () =>
+      Promise.resolve((test) =>
+        agreement("p256", scalar32(test.private), fromHex(test.public), test.shared)
+      ),
+  },
+  {
+    file: "ecdh_secp256r1_webcrypto_test.json",
+    schema: "ecdh_webcrypto_test_schema_v1.json",
+    group: () =>
+      Promise.resolve((test) => {
+        // Our share has no curve label: a point labelled P-256K or P-384 is not ours to judge.
+        if (test.public.kty !== "EC" || test.public.crv !== "P-256") {
+          return Promise.resolve({ skip: `${NOT_A_SHARE} (JWK kty/crv labels)` });
+        }
+        const point = concat(
+          Uint8Array.of(0x04),
+          fromBase64Url(test.public.x),
+          fromBase64Url(test.public.y),
+        );
+        return agreement("p256", fromBase64Url(test.private.d), point, test.shared);
+      }),
+  },
+  {
+    file: "ecdh_secp256r1_test.json",
+    schema: "ecdh_test_schema_v1.json",
+    group: () =>
+      Promise.resolve((test) => {
+        const point = afterPrefix(test.public, P256_SPKI_PREFIX, 65);
+        if (!point) return Promise.resolve({ skip: `${NOT_A_SHARE} (SPKI variants)` });
+        return agreement("p256", scalar32(test.private), point, test.shared);
+      }),
+  },
+  {
+    file: "aes_gcm_test.json",
+    schema: "aead_test_schema_v1.json",
+    group: (group) => {
+      if (group.ivSize !== 96) {
+        return Promise.resolve({ skip: "IV ≠ 96 bits: the wrapper takes RFC 8446 nonces only" });
+      }
+      if (group.tagSize !== 128) return Promise.resolve({ skip: "tag ≠ 128 bits" });
+      return Promise.resolve(async (test) => {
+        const key = await importAesGcmKey(fromHex(test.key));
+        const [iv, aad, msg] = [fromHex(test.iv), fromHex(test.aad), fromHex(test.msg)];
+        const sealed = concat(fromHex(test.ct), fromHex(test.tag));
+        let opened: Uint8Array;
+        try {
+          opened = await open(key, iv, sealed, aad);
+        } catch {
+          return "rejected";
+        }
+        const resealed = await seal(key, iv, msg, aad);
+        return timingSafeEqual(opened, msg) && timingSafeEqual(resealed, sealed)
+          ? "accepted"
+          : "wrong-output";
+      });
+    },
+  },
+  {
+    file: "hkdf_sha256_test.json",
+    schema: "hkdf_test_schema_v1.json",
+    group: () =>
+      Promise.resolve(async (test) => {
+        let okm: Uint8Array;
+        try {
+          const prk = await hkdfExtract(fromHex(test.salt), fromHex(test.ikm));
+          okm = await hkdfExpand(prk, fromHex(test.info), test.size);
+        } catch {
+          return "rejected";
+        }
+        return timingSafeEqual(okm, fromHex(test.okm)) ? "accepted" : "wrong-output";
+      }),
+  },
+  {
+    file: "pbkdf2_hmacsha256_test.json",
+    schema: "pbkdf_test_schema.json",
+    label: "raw WebCrypto PBKDF2: lib/crypto/password.ts (another owner) wraps it",
+    group: () =>
+      Promise.resolve(async (test) => {
+        const password = await crypto.subtle.importKey(
+          "raw",
+          source(test.password),
+          "PBKDF2",
+          false,
+          ["deriveBits"],
+        );
+        const params = {
+          name: "PBKDF2",
+          hash: "SHA-256",
+          salt: source(test.salt),
+          iterations: test.iterationCount,
+        };
+        const dk = new Uint8Array(await crypto.subtle.deriveBits(params, password, 8 * test.dkLen));
+        return timingSafeEqual(dk, fromHex(test.dk)) ? "accepted" : "wrong-output";
+      }),
+  },
+];
+
+// ---- the loop --------------------------------------------------------------
+
+function expectationOf(file: string, test: Case): Expectation | string {
+  if (test.result === "valid") return "accepted";
+  if (test.result === "invalid") return "rejected";
+  const policy = ACCEPTABLE_POLICY_TABLE[file] ?? {};
+  const pinned = test.flags.filter((flag) => flag in policy).map((flag) => policy[flag]);
+  if (pinned.length === 0) return `no pinned policy for acceptable flags [${test.flags}]`;
+  return pinned.includes("rejected") ? "rejected" : "accepted";
+}
+
+async function runFile(entry: SuiteFile): Promise<void> {
+  const suite = JSON.parse(await Deno.readTextFile(new URL(entry.file, SUITE)));
+  assert.equal(suite.schema, entry.schema, `${entry.file}: schema changed`);
+  const counts = { valid: 0, invalid: 0, acceptedAcceptable: 0, rejectedAcceptable: 0 };
+  const skipped = new Map<string, number>();
+  const failures: string[] = [];
+  let seen = 0;
+  for (const group of suite.testGroups) {
+    const prepared = await entry.group(group);
+    for (const test of group.tests as Case[]) {
+      seen++;
+      const verdict = typeof prepared === "function" ? await prepared(test) : prepared;
+      if (typeof verdict === "object") {
+        skipped.set(verdict.skip, (skipped.get(verdict.skip) ?? 0) + 1);
+        continue;
+      }
+      const expected = expectationOf(entry.file, test);
+      if (verdict !== expected) {
+        failures.push(
+          `tcId ${test.tcId} (${test.result} [${test.flags}] ${test.comment}): ` +
+            `expected ${expected}, got ${verdict}`,
+        );
+      } else if (test.result === "valid") counts.valid++;
+      else if (test.result === "invalid") counts.invalid++;
+      else if (verdict === "accepted") counts.acceptedAcceptable++;
+      else counts.rejectedAcceptable++;
+    }
+  }
+  const skipText = [...skipped].map(([reason, n]) => `${n} × ${reason}`).join("; ");
+  console.log(
+    `wycheproof ${entry.file}${entry.label ? ` [${entry.label}]` : ""}: ` +
+      `${counts.valid} valid passed, ${counts.invalid} invalid rejected, ` +
+      `acceptable ${counts.acceptedAcceptable} accepted / ${counts.rejectedAcceptable} rejected ` +
+      `per policy, ${[...skipped.values()].reduce((a, b) => a + b, 0)} skipped` +
+      (skipText ? ` (${skipText})` : "") + `, ${failures.length} failed`,
+  );
+  assert.equal(seen, suite.numberOfTests, `${entry.file}: not every case was visited`);
+  assert.deepEqual(failures, []);
+}
+
+const present = await Deno.stat(SUITE).then(() => true, () => false);
+if (!present) {
+  console.warn(
+    `wycheproof: ${SUITE.pathname} is absent — SKIPPING every Wycheproof vector. ` +
+      "Clone the project beside ../shared to run them.",
+  );
+}
+
+for (const entry of FILES) {
+  Deno.test({
+    name: `wycheproof ${entry.file} matches our wrappers on every vector`,
+    ignore: !present,
+    fn: () => runFile(entry),
+  });
+}
+
+Deno.test({
+  name: "wycheproof suite: every relevant file in MANIFEST.json is run",
+  ignore: !present,
+  fn: async () => {
+    const manifest = JSON.parse(await Deno.readTextFile(new URL("MANIFEST.json", SUITE)));
+    assert.deepEqual(Object.keys(manifest.files).sort(), FILES.map((f) => f.file).sort());
+  },
+});
