@@ -1,6 +1,117 @@
+/** `securechat cert issue|revoke|crl|list|show`: leaf certificates under the CA. */
 import { Command } from "commander";
-import { subcommand } from "./_cli.ts";
+import { SecureChatError } from "../lib/errors.ts";
+import { loadCaSigner } from "../lib/pki/ca.ts";
+import { issueCertificate } from "../lib/pki/issue.ts";
+import { KEY_TYPES, readCertificateDer } from "../lib/pki/keys.ts";
+import { readInventory } from "../lib/pki/inventory.ts";
+import { DEFAULT_CRL_DAYS, revokeCertificates, writeCrl } from "../lib/pki/revoke.ts";
+import { describeCertificate } from "../lib/pki/describe.ts";
+import { caPasswordFor, parseKeyType, printFingerprint } from "./ca.ts";
+import { info, positiveInt, subcommand } from "./_cli.ts";
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+async function unlockCa(dir: string, passwordFile?: string) {
+  return await loadCaSigner(dir, await caPasswordFor(dir, passwordFile));
+}
 
 export function registerCert(program: Command): void {
-  subcommand(program, "cert", "(not yet implemented)");
+  const cert = subcommand(program, "cert", "Issue, revoke, list and inspect certificates.");
+
+  subcommand(cert, "issue", "Issue <name>.pem and <name>.key (0600), signed by the CA.")
+    .argument("<name>", "user name (client) or server name: 3-32 of [A-Za-z0-9_.-]")
+    .option("--server", "server profile: EKU serverAuth, SANs from --dns/--ip")
+    .option("--client", "client profile (default): EKU clientAuth, CN = user name")
+    .option("--dns <name>", "DNS SAN for --server (repeatable; default localhost)", collect, [])
+    .option("--ip <addr>", "IP SAN for --server (repeatable; default 127.0.0.1)", collect, [])
+    .option("--days <n>", "validity in days", positiveInt("--days", 3650), 365)
+    .option("--key-type <type>", `key type: ${KEY_TYPES.join("|")}`, parseKeyType, "rsa2048")
+    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
+    .option("--force", "replace existing files of that name")
+    .action(async (name: string, opts) => {
+      if (opts.server && opts.client) {
+        throw new SecureChatError("USAGE", "--server and --client are exclusive");
+      }
+      const profile = opts.server ? "server" : "client";
+      const ca = await unlockCa(opts.dir, opts.passwordFile);
+      const issued = await issueCertificate(opts.dir, ca, {
+        name,
+        profile,
+        dns: opts.dns,
+        ip: opts.ip,
+        days: opts.days,
+        keyType: opts.keyType,
+      }, Boolean(opts.force));
+      info(
+        `wrote ${issued.certPath} and ${issued.keyPath} (${profile}, serial ${issued.entry.serial})`,
+      );
+      printFingerprint(issued.entry.fingerprint);
+    });
+
+  subcommand(cert, "revoke", "Revoke certificates by name or serial and re-sign ca.crl.")
+    .argument("<name|serial>", "a name from `cert list`, or a serial in hex")
+    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
+    .option(
+      "--crl-days <n>",
+      "CRL lifetime (nextUpdate) in days",
+      positiveInt("--crl-days", 3650),
+      DEFAULT_CRL_DAYS,
+    )
+    .action(async (target: string, opts) => {
+      const ca = await unlockCa(opts.dir, opts.passwordFile);
+      const revoked = await revokeCertificates(opts.dir, ca, target, opts.crlDays);
+      if (revoked.length === 0) {
+        info(`"${target}" was already revoked; ${opts.dir}/ca.crl re-signed`);
+      }
+      for (const e of revoked) info(`revoked ${e.name} (serial ${e.serial})`);
+      info(`wrote ${opts.dir}/ca.crl`);
+    });
+
+  subcommand(cert, "crl", "Re-sign ca.crl with a fresh nextUpdate (run before it lapses).")
+    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
+    .option(
+      "--crl-days <n>",
+      "CRL lifetime (nextUpdate) in days",
+      positiveInt("--crl-days", 3650),
+      DEFAULT_CRL_DAYS,
+    )
+    .action(async (opts) => {
+      const ca = await unlockCa(opts.dir, opts.passwordFile);
+      await writeCrl(opts.dir, ca, await readInventory(opts.dir), opts.crlDays);
+      info(`wrote ${opts.dir}/ca.crl`);
+    });
+
+  subcommand(cert, "list", "List issued certificates.")
+    .option("--dir <dir>", "PKI directory", "certs")
+    .action(async (opts) => {
+      const { certificates } = await readInventory(opts.dir);
+      if (certificates.length === 0) info(`no certificates issued in ${opts.dir}`);
+      const now = new Date();
+      const rows = certificates.map((e) => [
+        e.name,
+        e.serial,
+        e.profile,
+        e.notAfter.slice(0, 10),
+        e.revokedAt
+          ? `revoked ${e.revokedAt.slice(0, 10)}`
+          : new Date(e.notAfter) < now
+          ? "expired"
+          : "valid",
+      ]);
+      const header = ["NAME", "SERIAL", "PROFILE", "EXPIRES", "STATUS"];
+      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+      for (const row of certificates.length ? [header, ...rows] : []) {
+        console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+      }
+    });
+
+  subcommand(cert, "show", "Print a certificate in human terms.")
+    .argument("<file.pem>", "certificate file (PEM)")
+    .action(async (file: string) => {
+      console.log(await describeCertificate(await readCertificateDer(file)));
+    });
 }

@@ -7,6 +7,7 @@ import { TrustStore } from "../lib/pki/validate.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
+import { OPERATOR_NAME } from "../lib/server/lobby.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
 import { LineEditor, promptHidden, stdinLines } from "./_tty.ts";
 import { type History, openHistory } from "./_history.ts";
@@ -93,7 +94,10 @@ async function connect(options: ConnectOptions): Promise<void> {
     credentials,
     timeoutMs: options.handshakeTimeout,
   });
-  const session = await ChatSession.start(established, { transcriptDir: options.transcripts });
+  const session = await ChatSession.start(established, {
+    transcriptDir: options.transcripts,
+    relayTrust: trust,
+  });
   const history = options.history ? await openHistory(options.history) : undefined;
   info(
     `${
@@ -106,8 +110,10 @@ async function connect(options: ConnectOptions): Promise<void> {
   const show = (line: string) => editor ? editor.print(line) : console.log(line);
   const running = session.run({
     onMessage: (message) => {
-      show(formatIncoming(message));
-      history?.record(message.ts, authorOf(message), textOf(message));
+      const line = formatIncoming(message);
+      if (line) show(line);
+      const shown = describe(message);
+      if (shown) history?.record(message.ts, shown.author, shown.text, shown.to);
     },
     onRejected: (error, seqno) =>
       info(`rejected message ${seqno}: ${error.code}: ${error.message}`),
@@ -156,28 +162,35 @@ async function chatInput(
   }
 }
 
-function authorOf({ body }: ReceivedMessage): string {
-  return body.kind === "chat" ? body.from : "server";
+/** Who wrote an incoming message and what it says; null for messages not meant for display. */
+function describe(message: ReceivedMessage): { author: string; text: string; to?: string } | null {
+  const { body, relayed } = message;
+  if (relayed) return { author: relayed.author, text: relayed.body.text, to: relayed.body.to };
+  if (body.kind === "operator") return { author: OPERATOR_NAME, text: body.text, to: body.to };
+  if (body.kind === "notice") return { author: "*", text: body.text };
+  return null;
 }
 
-function textOf({ body }: ReceivedMessage): string {
-  return body.kind === "chat" || body.kind === "notice" || body.kind === "text" ? body.text : "";
-}
-
-/** `[12:01:02] alice ✓ hello` — ✓: the signature on this message verified. */
-export function formatIncoming(message: ReceivedMessage): string {
+/**
+ * `[12:01:02] alice ✓ hello`: ✓ means the author's own signature verified — for a
+ * relayed line the user's, not just the server's (PROTOCOL §6.4).
+ */
+export function formatIncoming(message: ReceivedMessage): string | null {
+  const shown = describe(message);
+  if (!shown) return null;
   const time = new Date(message.ts).toTimeString().slice(0, 8);
-  const { body } = message;
-  if (body.kind === "notice") return `[${time}] * ${body.text}`;
-  const to = body.kind === "chat" && body.to ? ` (to you)` : "";
-  return `[${time}] ${authorOf(message)}${to} \u2713 ${textOf(message)}`;
+  if (shown.author === "*") return `[${time}] * ${shown.text}`;
+  const to = shown.to ? " (private)" : "";
+  return `[${time}] ${shown.author}${to} \u2713 ${shown.text}`;
 }
 
 async function credentialsFor(options: ConnectOptions, interactive: boolean): Promise<Credentials> {
+  if (options.register && !options.email) {
+    throw new SecureChatError("USAGE", "--register needs --email <address>");
+  }
   const password = await passwordFor(options, interactive);
   if (!options.register) return { mode: "login", username: options.user, password };
-  const email = options.email ?? `${options.user}@localhost`;
-  return { mode: "register", username: options.user, password, email };
+  return { mode: "register", username: options.user, password, email: options.email! };
 }
 
 async function passwordFor(options: ConnectOptions, interactive: boolean): Promise<string> {

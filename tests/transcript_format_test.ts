@@ -150,3 +150,18 @@ Deno.test("receipt schema: strict, versioned, canonical encodings", () => {
     assert.equal(ReceiptSchema.safeParse(bad).success, false, JSON.stringify(bad));
   }
 });
+
+Deno.test("golden transcript: a stored 2020 session still verifies (expired certs) with both receipts", async () => {
+  const { TrustStore } = await import("../lib/pki/validate.ts");
+  const { verifyTranscript } = await import("../lib/transcript/verify.ts");
+  const dir = new URL("./vectors/transcript/", import.meta.url).pathname;
+  const golden = JSON.parse(await Deno.readTextFile(`${dir}golden.json`));
+  const report = await verifyTranscript(`${dir}${golden.log}`, {
+    trust: await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
+  });
+  assert.equal(report.ok, true, report.reason ?? "");
+  assert.equal(report.transcriptSha256, golden.transcript_sha256);
+  assert.deepEqual(report.messages, { c2s: golden.c2s, s2c: golden.s2c });
+  assert.deepEqual(report.receipts.map((r) => r.status), ["valid", "valid"]);
+  assert.ok(report.signers.client!.notAfter < new Date().toISOString(), "certificate expired");
+});

@@ -234,7 +234,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
   // verify agrees: every whole line is valid, a torn tail is reported as such.
   const { TrustStore } = await import("../lib/pki/validate.ts");
   const { verifyTranscript } = await import("../lib/transcript/verify.ts");
-  const report = await verifyTranscript(path, { trust: TrustStore.fromPem(p.caPem) });
+  const report = await verifyTranscript(path, { trust: await TrustStore.fromPem(p.caPem) });
   if (torn === "") {
     assert.equal(report.ok, true, report.reason ?? "");
   } else {

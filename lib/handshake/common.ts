@@ -115,7 +115,7 @@ export class HandshakeIo {
    * observer learns nothing), then flushes. Best effort: the peer may be gone.
    */
   async sendError(error: SecureChatError): Promise<void> {
-    const message = { type: "error", code: error.code };
+    const message = errorMessageFor(error);
     try {
       if (this.sealed) await this.sendSealed(message, false);
       else this.sendPlain(message, false);
@@ -131,17 +131,29 @@ export class HandshakeIo {
   }
 }
 
+/** Codes whose human message helps the user and reveals nothing the code does not. */
+const EXPLAINED_CODES = new Set(["INVALID_INPUT", "USER_EXISTS", "UNSUPPORTED", "RATE_LIMITED"]);
+
+/** The `error` message for a local failure: the code, and the text only where it is safe. */
+export function errorMessageFor(
+  error: SecureChatError,
+): { type: "error"; code: string; message?: string } {
+  return EXPLAINED_CODES.has(error.code)
+    ? { type: "error", code: error.code, message: error.message.slice(0, 256) }
+    : { type: "error", code: error.code };
+}
+
 /** An `error` message from the peer ends the handshake with the peer's code. */
 function throwIfPeerError(payload: Uint8Array): void {
   const peerError = peerErrorOf(payload);
-  if (peerError) throw errorFromPeer(peerError.code);
+  if (peerError) throw errorFromPeer(peerError.code, peerError.message);
 }
 
 /** The local error for an `error` message the peer sent: its code, marked as the peer's. */
-export function errorFromPeer(code: string): SecureChatError {
+export function errorFromPeer(code: string, message?: string): SecureChatError {
   return new SecureChatError(
     isErrorCode(code) ? code : "PROTOCOL_ERROR",
-    `peer ended the session: ${code.slice(0, 32)}`,
+    `peer ended the session: ${code.slice(0, 32)}${message ? ` (${message})` : ""}`,
     { cause: { fromPeer: true } },
   );
 }

@@ -23,6 +23,7 @@ export const LABELS = {
   trafficKey: "key",
   trafficIv: "iv",
   trafficUpdate: "traffic upd",
+  messageKey: "msg key",
   signature: (role: Role, phase: 1 | 2) => `${role} signature phase${phase}`,
 } as const;
 

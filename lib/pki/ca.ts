@@ -58,7 +58,10 @@ export async function initCa(dir: string, opts: CaInitOptions, force: boolean): 
     extensions: [
       // pathLen 0: this CA signs leaves only; no intermediate can chain through it.
       new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+        true,
+      ),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
@@ -90,7 +93,9 @@ export async function isCaKeyEncrypted(dir: string): Promise<boolean> {
 export async function loadCaSigner(dir: string, password?: string): Promise<CaSigner> {
   const paths = caPaths(dir);
   if (!(await pathExists(paths.caCert))) {
-    throw new SecureChatError("IO_ERROR", `no CA in ${dir}`, { hint: "run `securechat ca init` first" });
+    throw new SecureChatError("IO_ERROR", `no CA in ${dir}`, {
+      hint: "run `securechat ca init` first",
+    });
   }
   const cert = new x509.X509Certificate(await readCertificateDer(paths.caCert) as BufferSource);
   const pkcs8 = await readPrivateKeyPkcs8(paths.caKey, password);

@@ -31,6 +31,7 @@ export const OID = {
   nameConstraints: "2.5.29.30",
   authorityInfoAccess: "1.3.6.1.5.5.7.1.1",
   crlNumber: "2.5.29.20",
+  policyConstraints: "2.5.29.36",
   serverAuth: "1.3.6.1.5.5.7.3.1",
   clientAuth: "1.3.6.1.5.5.7.3.2",
   anyExtendedKeyUsage: "2.5.29.37.0",
@@ -178,7 +179,7 @@ export function parseGeneralName(tlv: Tlv, inConstraint = false): GeneralName {
     case ctx(2): {
       const value = tlv.value.length ? ascii(tlv.value, "dNSName") : "";
       if (!inConstraint && !isValidDnsName(value, true)) malformed("invalid dNSName");
-      return { type: "dns", value: value.toLowerCase() };
+      return { type: "dns", value };
     }
     case ctx(7):
       if (

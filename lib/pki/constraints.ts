@@ -38,11 +38,15 @@ function dnsWithin(name: string, base: string): boolean {
   return base === "" || name === base || name.endsWith(`.${base}`);
 }
 
+const lower = (n: GeneralName): GeneralName =>
+  n.type === "dns" ? { ...n, value: n.value.toLowerCase() } : n;
+
 /**
  * Whether a name lies within a constraint: "all" (every name the SAN can stand for),
  * "some" (a wildcard that can stand for a name inside) or "none".
  */
-function within(name: GeneralName, c: GeneralName): "all" | "some" | "none" {
+function within(presented: GeneralName, constraint: GeneralName): "all" | "some" | "none" {
+  const [name, c] = [lower(presented), lower(constraint)];
   if (name.type === "dns" && c.type === "dns") {
     if (!name.value.startsWith("*.")) return dnsWithin(name.value, c.value) ? "all" : "none";
     // `*.X` stands for exactly the names L.X: all inside C if X is, and some if C is one of them.
@@ -75,6 +79,9 @@ function within(name: GeneralName, c: GeneralName): "all" | "some" | "none" {
 
 const JUDGED = new Set(["dns", "ip", "email"]);
 
+/** Name × constraint comparisons one certificate may cost (the limbo nc-dos cases). */
+const MAX_COMPARISONS = 1024;
+
 /**
  * Applies `nc` (from an issuer) to a certificate below it in the path.
  * @throws BAD_CERT naming the offending name
@@ -82,6 +89,10 @@ const JUDGED = new Set(["dns", "ip", "email"]);
 export function checkNameConstraints(nc: NameConstraints, cert: ParsedCertificate): void {
   const names: GeneralName[] = [...(cert.subjectAltName ?? [])];
   if (cert.subject.attributes.length) names.push({ type: "dn", value: cert.subject.raw });
+  const constraints = (nc.permitted?.length ?? 0) + (nc.excluded?.length ?? 0);
+  if (names.length * constraints > MAX_COMPARISONS) {
+    reject("too many names and name constraints to check");
+  }
   const label = (n: GeneralName) => "value" in n && typeof n.value === "string" ? n.value : n.type;
   for (const name of names) {
     const permitted = (nc.permitted ?? []).filter((c) => c.type === name.type);

@@ -6,7 +6,7 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { SecureChatError } from "../errors.ts";
-import { toHex } from "../bytes.ts";
+import { timingSafeEqual, toHex } from "../bytes.ts";
 import {
   children,
   ctx,
@@ -20,9 +20,15 @@ import {
   SeqReader,
   TAG,
 } from "./der.ts";
-import { type AlgorithmId, KU, OID, parseAlgorithmId, parseName, type ParsedCertificate } from "./certificate.ts";
+import {
+  type AlgorithmId,
+  KU,
+  OID,
+  parseAlgorithmId,
+  type ParsedCertificate,
+  parseName,
+} from "./certificate.ts";
 import { verifySignedData } from "./signature.ts";
-import { timingSafeEqual } from "../bytes.ts";
 
 export interface ParsedCrl {
   tbs: Uint8Array;
@@ -59,7 +65,9 @@ export function parseCrl(der: Uint8Array): ParsedCrl {
   const tbs = new SeqReader(tbsTlv, "tbsCertList");
   tbs.optional(TAG.INTEGER);
   const inner = parseAlgorithmId(tbs.next(TAG.SEQUENCE, "signature"));
-  if (!timingSafeEqual(inner.raw, signatureAlgorithm.raw)) badCrl("has mismatched signature algorithms");
+  if (!timingSafeEqual(inner.raw, signatureAlgorithm.raw)) {
+    badCrl("has mismatched signature algorithms");
+  }
   const issuerRaw = parseName(tbs.next(TAG.SEQUENCE, "issuer")).raw;
   const thisUpdate = readTime(tbs.any("thisUpdate"));
   const nextTlv = tbs.optional(TAG.UTC_TIME) ?? tbs.optional(TAG.GENERALIZED_TIME);

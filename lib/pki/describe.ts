@@ -88,7 +88,11 @@ export async function describeCertificate(der: Uint8Array, now = new Date()): Pr
     ],
     [
       "Basic constraints",
-      bc ? `CA:${bc.ca ? "TRUE" : "FALSE"}${bc.pathLen !== undefined ? `, pathLen:${bc.pathLen}` : ""}` : "(none)",
+      bc
+        ? `CA:${bc.ca ? "TRUE" : "FALSE"}${
+          bc.pathLen !== undefined ? `, pathLen:${bc.pathLen}` : ""
+        }`
+        : "(none)",
     ],
     ["SHA-256 fingerprint", colonHex(await sha256(der))],
   ];

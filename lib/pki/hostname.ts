@@ -65,13 +65,22 @@ export function parseIp(text: string): Uint8Array | null {
   return octets ? Uint8Array.from(octets) : null;
 }
 
+/** Text form of 4 or 16 address octets; IPv6 in RFC 5952 canonical form. */
 export function formatIp(octets: Uint8Array): string {
   if (octets.length === 4) return octets.join(".");
-  const groups: string[] = [];
-  for (let i = 0; i < octets.length; i += 2) {
-    groups.push(((octets[i] << 8) | octets[i + 1]).toString(16));
+  const groups: number[] = [];
+  for (let i = 0; i < octets.length; i += 2) groups.push((octets[i] << 8) | octets[i + 1]);
+  // RFC 5952 §4.2: compress the longest run of two or more zero groups, the first on a tie.
+  let best = { start: -1, length: 1 };
+  for (let i = 0; i < groups.length; i++) {
+    let j = i;
+    while (j < groups.length && groups[j] === 0) j++;
+    if (j - i > best.length) best = { start: i, length: j - i };
+    i = j;
   }
-  return groups.join(":");
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  if (best.start < 0) return hex(groups);
+  return `${hex(groups.slice(0, best.start))}::${hex(groups.slice(best.start + best.length))}`;
 }
 
 /** Does a presented dNSName (maybe `*.example.com`) match the reference name? */

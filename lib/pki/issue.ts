@@ -11,7 +11,7 @@ import { pemEncode } from "./pem.ts";
 import { OID } from "./certificate.ts";
 import { isValidDnsName, parseIp } from "./hostname.ts";
 import { isValidUserName } from "./names.ts";
-import { type CaSigner, caPaths } from "./ca.ts";
+import { caPaths, type CaSigner } from "./ca.ts";
 import { ensurePrivateDir, pathExists, writeFileAtomic } from "./files.ts";
 import { type InventoryEntry, recordIssued } from "./inventory.ts";
 
@@ -44,20 +44,28 @@ export function checkIssueOptions(opts: IssueOptions): void {
     throw new SecureChatError("USAGE", "--dns and --ip apply to --server certificates only");
   }
   for (const dns of opts.dns) {
-    if (!isValidDnsName(dns.toLowerCase(), true)) throw new SecureChatError("USAGE", `invalid DNS name "${dns}"`);
+    if (!isValidDnsName(dns.toLowerCase(), true)) {
+      throw new SecureChatError("USAGE", `invalid DNS name "${dns}"`);
+    }
   }
   for (const ip of opts.ip) {
     if (!parseIp(ip)) throw new SecureChatError("USAGE", `invalid IP address "${ip}"`);
   }
 }
 
-async function leafExtensions(opts: IssueOptions, publicKey: CryptoKey, ca: CaSigner): Promise<x509.Extension[]> {
+async function leafExtensions(
+  opts: IssueOptions,
+  publicKey: CryptoKey,
+  ca: CaSigner,
+): Promise<x509.Extension[]> {
   const caSki = ca.cert.getExtension(x509.SubjectKeyIdentifierExtension);
   if (!caSki) throw new SecureChatError("BAD_CERT", "CA certificate lacks a subjectKeyIdentifier");
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([opts.profile === "server" ? OID.serverAuth : OID.clientAuth]),
+    new x509.ExtendedKeyUsageExtension([
+      opts.profile === "server" ? OID.serverAuth : OID.clientAuth,
+    ]),
     await x509.SubjectKeyIdentifierExtension.create(publicKey),
     new x509.AuthorityKeyIdentifierExtension(caSki.keyId),
   ];
@@ -95,7 +103,9 @@ export async function issueCertificate(
   const certPath = `${dir}/${opts.name}.pem`;
   const keyPath = `${dir}/${opts.name}.key`;
   const { caCert } = caPaths(dir);
-  if (certPath === caCert) throw new SecureChatError("USAGE", `the name "${opts.name}" is reserved`);
+  if (certPath === caCert) {
+    throw new SecureChatError("USAGE", `the name "${opts.name}" is reserved`);
+  }
   if (!force && ((await pathExists(certPath)) || (await pathExists(keyPath)))) {
     throw new SecureChatError("USAGE", `${certPath} or ${keyPath} already exists`, {
       hint: "pass --force to replace it",

@@ -259,3 +259,13 @@ export async function importSigningKey(pkcs8: Uint8Array): Promise<CryptoKey> {
 export async function readCertificateDer(path: string): Promise<Uint8Array> {
   return pemDecode(await readTextFile(path), "CERTIFICATE", "IO_ERROR");
 }
+
+/**
+ * Reads a password file the way `openssl -passin file:` does: its first line.
+ * @throws IO_ERROR when unreadable; USAGE when the first line is empty
+ */
+export async function readPasswordFile(path: string): Promise<string> {
+  const password = (await readTextFile(path)).split(/\r?\n/, 1)[0];
+  if (!password) throw new SecureChatError("USAGE", `password file ${path} is empty`);
+  return password;
+}

@@ -6,7 +6,7 @@
  * numbers describe the code that guards the handshake.
  */
 import { SecureChatError } from "../errors.ts";
-import { dnsNameMatches, parseIp } from "./hostname.ts";
+import { dnsNameMatches, formatIp, parseIp } from "./hostname.ts";
 import { KU, OID, type ParsedCertificate } from "./certificate.ts";
 import { checkNameConstraints, checkNameConstraintsSyntax } from "./constraints.ts";
 import { verifySignedData } from "./signature.ts";
@@ -23,7 +23,7 @@ export interface PathPolicy {
   requireKeyUsage: boolean;
   /** The server name the client dialled: a DNS name or an IP literal, matched against SANs only. */
   serverName?: string;
-  /** Untrusted intermediates allowed between leaf and anchor. */
+  /** Untrusted intermediates allowed between leaf and anchor (self-issued ones are free). */
   maxIntermediates: number;
 }
 
@@ -43,7 +43,8 @@ const UNDERSTOOD_EXTENSIONS = new Set<string>([
   OID.nameConstraints,
 ]);
 
-type Position = "leaf" | "issuer";
+/** Where a certificate sits: anchors are trusted as given, so a few rules skip them. */
+export type Position = "leaf" | "intermediate" | "anchor";
 
 function describe(cert: ParsedCertificate, position: Position): string {
   if (position === "leaf") return "certificate";
@@ -78,10 +79,13 @@ export function checkCertificateProfile(
 ): void {
   if (cert.version !== 2) fail(cert, position, "is not X.509 v3");
   const serial = cert.serial;
-  if (serial[0] & 0x80 || serial.every((b) => b === 0)) {
+  // Anchors are trusted as configured; some long-lived roots predate these rules.
+  if (position !== "anchor" && (serial[0] & 0x80 || serial.every((b) => b === 0))) {
     fail(cert, position, "has a non-positive serial number");
   }
-  if (serial.length > 20) fail(cert, position, "has a serial number over 20 octets");
+  if (position !== "anchor" && serial.length > 20) {
+    fail(cert, position, "has a serial number over 20 octets");
+  }
   if (!timingSafeEqual(cert.signatureAlgorithm.raw, cert.tbsSignatureAlgorithm.raw)) {
     fail(cert, position, "has mismatched signature algorithm fields");
   }
@@ -95,12 +99,18 @@ export function checkCertificateProfile(
   for (const oid of [OID.authorityKeyId, OID.subjectKeyId, OID.extKeyUsage]) {
     if (crit(oid)) fail(cert, position, `marks extension ${oid} critical`);
   }
+  if (crit(OID.policyConstraints) === false) {
+    fail(cert, position, "has non-critical policyConstraints");
+  }
   const aki = cert.authorityKeyId;
   if (aki && (!aki.keyId || aki.hasIssuerAndSerial)) {
     fail(cert, position, "has an authorityKeyIdentifier without a plain key identifier");
   }
   if (isSelfIssued(cert)) {
-    if (aki && (!cert.subjectKeyId || !timingSafeEqual(aki.keyId!, cert.subjectKeyId))) {
+    const selfSigned = position === "anchor";
+    if (
+      selfSigned && aki && (!cert.subjectKeyId || !timingSafeEqual(aki.keyId!, cert.subjectKeyId))
+    ) {
       fail(
         cert,
         position,
@@ -127,6 +137,9 @@ export function checkCertificateProfile(
   checkPublicKey(cert, position);
   if (position === "leaf") {
     if (bc?.ca) fail(cert, position, "is a CA certificate, not an end-entity certificate");
+    if (cert.extKeyUsage?.includes(OID.anyExtendedKeyUsage)) {
+      fail(cert, position, "carries anyExtendedKeyUsage");
+    }
     if (ku === undefined ? policy.requireKeyUsage : !(ku & KU.digitalSignature)) {
       fail(cert, position, "lacks keyUsage digitalSignature");
     }
@@ -140,6 +153,9 @@ export function checkCertificateProfile(
   }
   if (cert.subject.attributes.length === 0) fail(cert, position, "has an empty subject");
   if (!cert.subjectKeyId) fail(cert, position, "lacks a subjectKeyIdentifier");
+  if (position === "anchor" && cert.extKeyUsage) {
+    fail(cert, position, "is a root with extendedKeyUsage");
+  }
 }
 
 function checkTime(cert: ParsedCertificate, position: Position, time: Date): void {
@@ -174,13 +190,46 @@ export function checkServerName(leaf: ParsedCertificate, name: string): void {
   if (!ok) fail(leaf, "leaf", `does not match the server name "${name}"`);
 }
 
+/** An IPv4 literal in the loose forms resolvers accept (hex integer, leading zeros), or strict IPv6. */
+function parseIpLoosely(text: string): Uint8Array | null {
+  if (/^0x[0-9a-f]{1,8}$/i.test(text)) {
+    const n = parseInt(text, 16);
+    return Uint8Array.of(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+  }
+  const dotted = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (dotted) return Uint8Array.from(dotted.slice(1).map(Number));
+  return parseIp(text);
+}
+
+/**
+ * A CN that names the same host as a SAN must be its exact canonical copy (CABF BR
+ * 7.1.4.3): a second spelling of a name is how confusion attacks on matchers start.
+ */
+function checkCnSpelling(leaf: ParsedCertificate): void {
+  for (const { oid, value } of leaf.subject.attributes) {
+    if (oid !== OID.commonName) continue;
+    const ip = parseIpLoosely(value);
+    for (const san of leaf.subjectAltName ?? []) {
+      const sameIp = ip && san.type === "ip" && san.value.length === ip.length &&
+        timingSafeEqual(san.value, ip) && value !== formatIp(san.value);
+      const sameDns = san.type === "dns" && san.value.toLowerCase() === value.toLowerCase() &&
+        san.value !== value;
+      if (sameIp || sameDns) {
+        fail(leaf, "leaf", `has a commonName "${value}" that misspells its SAN`);
+      }
+    }
+  }
+}
+
 /** Checks that depend on the whole path: path lengths and name constraints. */
 function checkPath(path: CertPath): void {
   for (let i = 1; i < path.length; i++) {
     const issuer = path[i];
     const below = path.slice(1, i).filter((c) => !isSelfIssued(c)).length;
     const pathLen = issuer.basicConstraints?.pathLen;
-    if (pathLen !== undefined && below > pathLen) fail(issuer, "issuer", "path length exceeded");
+    if (pathLen !== undefined && below > pathLen) {
+      fail(issuer, "intermediate", "path length exceeded");
+    }
     const nc = issuer.nameConstraints;
     if (!nc) continue;
     // Self-issued intermediates are exempt from their superiors' constraints; the leaf never is.
@@ -209,6 +258,7 @@ export async function verifyPath(
   checkTime(leaf, "leaf", policy.time);
   checkEku(leaf, "leaf", policy);
   if (policy.serverName !== undefined) checkServerName(leaf, policy.serverName);
+  checkCnSpelling(leaf);
 
   let budget = SIGNATURE_BUDGET;
   let firstError: unknown;
@@ -216,14 +266,18 @@ export async function verifyPath(
     const child = path[path.length - 1];
     const candidates = [
       ...anchors.map((c) => ({ cert: c, anchor: true })),
-      ...(path.length - 1 < policy.maxIntermediates ? intermediates : [])
-        .map((c) => ({ cert: c, anchor: false })),
+      ...intermediates.map((c) => ({ cert: c, anchor: false })),
     ].filter(({ cert }) => !path.includes(cert) && couldIssue(cert, child));
+    const depth = path.slice(1).filter((c) => !isSelfIssued(c)).length;
     for (const { cert, anchor } of candidates) {
+      const position = anchor ? "anchor" : "intermediate";
       try {
-        checkCertificateProfile(cert, "issuer", policy);
-        checkTime(cert, "issuer", policy.time);
-        checkEku(cert, "issuer", policy);
+        if (!anchor && !isSelfIssued(cert) && depth >= policy.maxIntermediates) {
+          fail(cert, position, "would exceed the maximum chain depth");
+        }
+        checkCertificateProfile(cert, position, policy);
+        checkTime(cert, position, policy.time);
+        checkEku(cert, position, policy);
         if (--budget < 0) throw new SecureChatError("BAD_CERT", "path building gave up");
         const signed = await verifySignedData(
           cert,
@@ -231,8 +285,9 @@ export async function verifyPath(
           child.tbs,
           child.signature,
         );
-        const position = path.length === 1 ? "leaf" : "issuer";
-        if (!signed) fail(child, position, "has an invalid signature");
+        if (!signed) {
+          fail(child, path.length === 1 ? "leaf" : "intermediate", "has an invalid signature");
+        }
         const candidatePath = [...path, cert];
         if (anchor) {
           checkPath(candidatePath);

@@ -1,11 +1,17 @@
 /** `cert revoke`: marking certificates revoked in the inventory and re-signing ca.crl. */
 import { SecureChatError } from "../errors.ts";
-import { type CaSigner, caPaths } from "./ca.ts";
+import { caPaths, type CaSigner } from "./ca.ts";
 import { createCrl } from "./crl.ts";
 import { signingAlgorithmOf } from "./keys.ts";
 import { pemEncode } from "./pem.ts";
 import { writeFileAtomic } from "./files.ts";
-import { findEntries, type Inventory, type InventoryEntry, readInventory, writeInventory } from "./inventory.ts";
+import {
+  findEntries,
+  type Inventory,
+  type InventoryEntry,
+  readInventory,
+  writeInventory,
+} from "./inventory.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 export const DEFAULT_CRL_DAYS = 30;
@@ -14,7 +20,12 @@ export const DEFAULT_CRL_DAYS = 30;
  * Signs `ca.crl` from the inventory's revoked entries, with the next CRL number.
  * @throws IO_ERROR
  */
-export async function writeCrl(dir: string, ca: CaSigner, inventory: Inventory, days: number): Promise<void> {
+export async function writeCrl(
+  dir: string,
+  ca: CaSigner,
+  inventory: Inventory,
+  days: number,
+): Promise<void> {
   const now = new Date(Math.floor(Date.now() / 1000) * 1000);
   inventory.crlNumber += 1;
   const der = await createCrl({

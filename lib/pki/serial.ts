@@ -13,7 +13,10 @@ export function randomSerialHex(): string {
 }
 
 /** notBefore five minutes ago, in whole seconds; notAfter `days` after now. */
-export function validityWindow(days: number, now = new Date()): { notBefore: Date; notAfter: Date } {
+export function validityWindow(
+  days: number,
+  now = new Date(),
+): { notBefore: Date; notAfter: Date } {
   const start = Math.floor(now.getTime() / 1000) * 1000;
   return { notBefore: new Date(start - CLOCK_SKEW_MS), notAfter: new Date(start + days * DAY_MS) };
 }

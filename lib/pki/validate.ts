@@ -66,7 +66,7 @@ export class TrustStore {
    */
   static async fromPem(caPem: string, crlPem?: string): Promise<TrustStore> {
     const ca = parseCertificate(pemDecode(caPem, "CERTIFICATE", "BAD_CERT"));
-    checkCertificateProfile(ca, "issuer", POLICY);
+    checkCertificateProfile(ca, "anchor", POLICY);
     if (!isSelfIssued(ca)) badCert("trusted CA certificate is not a root (not self-issued)");
     if (ca.basicConstraints?.pathLen !== 0) badCert("trusted CA certificate must have pathLen 0");
     let crl: ParsedCrl | undefined;
@@ -103,7 +103,9 @@ export async function validatePeerCertificate(
     serverName: opts.role === "server" ? opts.expectedName : undefined,
   });
   const commonName = commonNameOf(leaf.subject);
-  if (opts.role === "client" && opts.expectedName !== undefined && commonName !== opts.expectedName) {
+  if (
+    opts.role === "client" && opts.expectedName !== undefined && commonName !== opts.expectedName
+  ) {
     badCert(`certificate is for user "${commonName}", not "${opts.expectedName}"`);
   }
   const serial = serialHex(leaf.serial);

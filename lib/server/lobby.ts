@@ -6,8 +6,10 @@
  */
 import { codeOf, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { ChatSession } from "../session/session.ts";
-import type { MsgBody } from "../wire/messages.ts";
+import { toBase64 } from "../bytes.ts";
+import type { AuthorRecord } from "../session/relay.ts";
+import type { ChatSession, ReceivedMessage } from "../session/session.ts";
+import type { MsgBodyJson } from "../wire/messages.ts";
 import { TokenBucket } from "./limits.ts";
 
 export const OPERATOR_NAME = "server";
@@ -75,7 +77,8 @@ export class Lobby {
   }
 
   /** Handles one verified message from a member. */
-  async receive(from: Member, body: MsgBody): Promise<void> {
+  async receive(from: Member, message: ReceivedMessage): Promise<void> {
+    const { body } = message;
     if (body.kind === "who") {
       return await this.#deliver(from, {
         kind: "notice",
@@ -87,38 +90,60 @@ export class Lobby {
       this.log("RATE_LIMITED", { user: from.username, detail: "message dropped" });
       return await this.#deliver(from, { kind: "notice", text: "slow down: message dropped" });
     }
-    await this.#route(from.username, body.text, body.to, from);
+    // Forward the author's own signed message and its key (PROTOCOL §6.4).
+    const { seqno, ts, ct, sig } = message.sealed;
+    const cert = from.session.established.peer.der;
+    const relay: MsgBodyJson = {
+      kind: "relay",
+      cert: toBase64(cert),
+      seqno,
+      ts,
+      ct: toBase64(ct),
+      sig: toBase64(sig),
+      key: toBase64(message.messageKey),
+    };
+    await this.#route(relay, body.to, from, { cert, seqno, ts, ct, sig });
   }
 
   /** The operator speaks as `server` (serve's console). */
   async operatorSays(text: string, to?: string): Promise<void> {
-    await this.#route(OPERATOR_NAME, text, to);
+    await this.#route(
+      to === undefined ? { kind: "operator", text } : { kind: "operator", text, to },
+      to,
+    );
   }
 
   async closeAll(): Promise<void> {
     await Promise.all([...this.#members.values()].map((m) => m.session.close().catch(() => {})));
   }
 
-  async #route(from: string, text: string, to: string | undefined, sender?: Member): Promise<void> {
-    if (to === undefined) return await this.#broadcast({ kind: "chat", from, text }, sender);
+  async #route(
+    body: MsgBodyJson,
+    to: string | undefined,
+    sender?: Member,
+    author?: AuthorRecord,
+  ): Promise<void> {
+    if (to === undefined) return await this.#broadcast(body, sender, author);
     const target = this.#members.get(keyOf(to));
     if (!target) {
       if (sender) await this.#deliver(sender, { kind: "notice", text: `${to} is not online` });
       return;
     }
-    await this.#deliver(target, { kind: "chat", from, text, to: target.username });
+    await this.#deliver(target, body, author);
   }
 
-  async #broadcast(body: MsgBody, except?: Member): Promise<void> {
+  async #broadcast(body: MsgBodyJson, except?: Member, author?: AuthorRecord): Promise<void> {
     await Promise.all(
-      [...this.#members.values()].filter((m) => m !== except).map((m) => this.#deliver(m, body)),
+      [...this.#members.values()].filter((m) => m !== except).map((m) =>
+        this.#deliver(m, body, author)
+      ),
     );
   }
 
-  async #deliver(member: Member, body: MsgBody): Promise<void> {
+  async #deliver(member: Member, body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
     if (member.session.closing) return;
     try {
-      await member.session.send(body);
+      await member.session.send(body, author);
     } catch (error) {
       if (member.session.closing) return;
       const wrapped = error instanceof SecureChatError

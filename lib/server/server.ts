@@ -160,7 +160,7 @@ export class ChatServer {
       conn.close();
     });
     const running = session.run({
-      onMessage: ({ body }) => this.lobby.receive(member, body),
+      onMessage: (message) => this.lobby.receive(member, message),
       onRejected: (error, seqno) => {
         log(error.code, { peer, user, session: sessionId, seqno, detail: error.message });
       },

@@ -4,16 +4,16 @@
  * SHA-256(u64be(seqno) || u64be(ts) || ct).
  */
 import { concat, sha256, toBase64, u64be, utf8 } from "../bytes.ts";
-import { counterNonce, importAesGcmKey, open, seal } from "../crypto/aead.ts";
+import { importAesGcmKey, open, seal } from "../crypto/aead.ts";
 import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
-import { nextTrafficSecret, trafficKeys } from "../handshake/key_schedule.ts";
-import { type MsgBody, MsgBodySchema, parseMessage } from "../wire/messages.ts";
+import { expandLabel, LABELS, nextTrafficSecret } from "../handshake/key_schedule.ts";
+import { type MsgBody, type MsgBodyJson, MsgBodySchema, parseMessage } from "../wire/messages.ts";
 import { SequenceWindow } from "./replay.ts";
 
 export const MSG_AAD_LABEL = utf8("securechat/v1 msg");
 
-/** Update the key well before AES-GCM's 2^24-message-per-key bound for this use (issue #3). */
+/** Bounds how much one traffic secret protects, for forward secrecy within a session (§4.4). */
 export const DEFAULT_KEY_UPDATE_MESSAGES = 2 ** 20;
 export const DEFAULT_KEY_UPDATE_MS = 60 * 60 * 1000;
 export const DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000;
@@ -39,29 +39,68 @@ function msgAad(seqno: number, ts: number): Uint8Array {
   return concat(MSG_AAD_LABEL, u64be(seqno), u64be(ts));
 }
 
-class TrafficKey {
-  private constructor(
-    readonly secret: Uint8Array,
-    readonly key: CryptoKey,
-    readonly iv: Uint8Array,
-    readonly createdAt: number,
-  ) {}
+/**
+ * A direction's traffic secret. Every message gets its own key,
+ * K_n = ExpandLabel(S, "msg key", u64be(seqno), 16), used for that one message with
+ * an all-zero nonce: a key that encrypts once cannot repeat a nonce. One key per
+ * message is what lets the server disclose K_n to a relay recipient, who can then
+ * check the author's own signed ciphertext (PROTOCOL §6.4) while learning nothing
+ * about any other message.
+ */
+class TrafficSecret {
+  private constructor(readonly secret: Uint8Array, readonly createdAt: number) {}
 
-  static async from(secret: Uint8Array, now: number): Promise<TrafficKey> {
-    const { key, iv } = await trafficKeys(secret);
-    return new TrafficKey(secret, await importAesGcmKey(key), iv, now);
+  static from(secret: Uint8Array, now: number): TrafficSecret {
+    return new TrafficSecret(secret.slice(), now);
   }
 
-  async next(now: number): Promise<TrafficKey> {
-    const next = await TrafficKey.from(await nextTrafficSecret(this.secret), now);
-    this.secret.fill(0); // best effort: the old secret must not outlive its key
+  async next(now: number): Promise<TrafficSecret> {
+    const next = new TrafficSecret(await nextTrafficSecret(this.secret), now);
+    this.secret.fill(0); // best effort: the old secret must not outlive its use
     return next;
   }
 
-  /** The seqno is unique per direction and the key changes only forward, so nonces never repeat. */
-  nonce(seqno: number): Uint8Array {
-    return counterNonce(this.iv, seqno);
+  messageKey(seqno: number): Promise<Uint8Array> {
+    return messageKeyFor(this.secret, seqno);
   }
+}
+
+export function messageKeyFor(secret: Uint8Array, seqno: number): Promise<Uint8Array> {
+  return expandLabel(secret, LABELS.messageKey, u64be(seqno), 16);
+}
+
+const ZERO_NONCE = new Uint8Array(12);
+
+/** Encrypts a body under a message key (PROTOCOL §6.1). */
+export async function sealBody(
+  messageKey: Uint8Array,
+  seqno: number,
+  ts: number,
+  body: MsgBodyJson,
+): Promise<Uint8Array> {
+  const key = await importAesGcmKey(messageKey);
+  return await seal(key, ZERO_NONCE, utf8(JSON.stringify(body)), msgAad(seqno, ts));
+}
+
+/**
+ * Decrypts and parses a body under a message key.
+ * @throws DECRYPT_FAIL, PROTOCOL_ERROR
+ */
+export async function openBody(
+  messageKey: Uint8Array,
+  seqno: number,
+  ts: number,
+  ct: Uint8Array,
+): Promise<MsgBody> {
+  const key = await importAesGcmKey(messageKey);
+  const plaintext = await open(key, ZERO_NONCE, ct, msgAad(seqno, ts));
+  return parseMessage(plaintext, MsgBodySchema, "kind");
+}
+
+/** A message that passed every check, with its key (kept only as long as a relay needs it). */
+export interface OpenedMsg {
+  body: MsgBody;
+  messageKey: Uint8Array;
 }
 
 export interface SenderLimits {
@@ -71,11 +110,15 @@ export interface SenderLimits {
 
 export class ChatSender {
   #seqno = 0;
-  #traffic: TrafficKey;
+  #traffic: TrafficSecret;
   #underKey = 0;
   readonly #limits: Required<SenderLimits>;
 
-  private constructor(traffic: TrafficKey, readonly signingKey: SigningKey, limits: SenderLimits) {
+  private constructor(
+    traffic: TrafficSecret,
+    readonly signingKey: SigningKey,
+    limits: SenderLimits,
+  ) {
     this.#traffic = traffic;
     this.#limits = {
       keyUpdateMessages: limits.keyUpdateMessages ?? DEFAULT_KEY_UPDATE_MESSAGES,
@@ -84,7 +127,7 @@ export class ChatSender {
   }
 
   static async create(secret: Uint8Array, signingKey: SigningKey, limits: SenderLimits = {}) {
-    return new ChatSender(await TrafficKey.from(secret, Date.now()), signingKey, limits);
+    return new ChatSender(TrafficSecret.from(secret, Date.now()), signingKey, limits);
   }
 
   get lastSeqno(): number {
@@ -96,7 +139,7 @@ export class ChatSender {
    * under the old key. Returns every message to send, in order. Callers must not
    * interleave calls (the session serialises them).
    */
-  async seal(body: MsgBody, now = Date.now()): Promise<SealedMsg[]> {
+  async seal(body: MsgBodyJson, now = Date.now()): Promise<SealedMsg[]> {
     const out: SealedMsg[] = [];
     const due = this.#underKey >= this.#limits.keyUpdateMessages - 1 ||
       now - this.#traffic.createdAt >= this.#limits.keyUpdateMs;
@@ -107,14 +150,11 @@ export class ChatSender {
     return out;
   }
 
-  async #sealOne(body: MsgBody, ts: number): Promise<SealedMsg> {
+  async #sealOne(body: MsgBodyJson, ts: number): Promise<SealedMsg> {
     const seqno = ++this.#seqno;
-    const ct = await seal(
-      this.#traffic.key,
-      this.#traffic.nonce(seqno),
-      utf8(JSON.stringify(body)),
-      msgAad(seqno, ts),
-    );
+    const messageKey = await this.#traffic.messageKey(seqno);
+    const ct = await sealBody(messageKey, seqno, ts, body);
+    messageKey.fill(0);
     const sig = await sign(this.signingKey, await msgDigest(seqno, ts, ct));
     this.#underKey++;
     if (body.kind === "key_update") {
@@ -127,10 +167,10 @@ export class ChatSender {
 
 export class ChatReceiver {
   readonly #window = new SequenceWindow();
-  #traffic: TrafficKey;
+  #traffic: TrafficSecret;
 
   private constructor(
-    traffic: TrafficKey,
+    traffic: TrafficSecret,
     readonly peerKey: VerifyingKey,
     readonly maxSkewMs: number,
   ) {
@@ -138,7 +178,7 @@ export class ChatReceiver {
   }
 
   static async create(secret: Uint8Array, peerKey: VerifyingKey, maxSkewMs = DEFAULT_MAX_SKEW_MS) {
-    return new ChatReceiver(await TrafficKey.from(secret, Date.now()), peerKey, maxSkewMs);
+    return new ChatReceiver(TrafficSecret.from(secret, Date.now()), peerKey, maxSkewMs);
   }
 
   get lastSeqno(): number {
@@ -150,7 +190,7 @@ export class ChatReceiver {
    * Nothing changes unless every check passed.
    * @throws REPLAY, PROTOCOL_ERROR (gap, bad body), STALE, SIG_FAIL, DECRYPT_FAIL
    */
-  async open(m: SealedMsg, now = Date.now()): Promise<MsgBody> {
+  async open(m: SealedMsg, now = Date.now()): Promise<OpenedMsg> {
     this.#window.check(m.seqno);
     if (Math.abs(now - m.ts) > this.maxSkewMs) {
       throw new SecureChatError("STALE", `timestamp ${m.ts} is ${now - m.ts} ms from our clock`);
@@ -158,15 +198,10 @@ export class ChatReceiver {
     if (!await verify(this.peerKey, await msgDigest(m.seqno, m.ts, m.ct), m.sig)) {
       throw new SecureChatError("SIG_FAIL", `signature of message ${m.seqno} does not verify`);
     }
-    const plaintext = await open(
-      this.#traffic.key,
-      this.#traffic.nonce(m.seqno),
-      m.ct,
-      msgAad(m.seqno, m.ts),
-    );
-    const body = parseMessage(plaintext, MsgBodySchema, "kind");
+    const messageKey = await this.#traffic.messageKey(m.seqno);
+    const body = await openBody(messageKey, m.seqno, m.ts, m.ct);
     this.#window.accept(m.seqno);
     if (body.kind === "key_update") this.#traffic = await this.#traffic.next(m.ts);
-    return body;
+    return { body, messageKey };
   }
 }

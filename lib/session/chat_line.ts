@@ -1,8 +1,8 @@
 /** What a typed line means (issue #6): a chat line, or one of the slash commands. */
-import { MAX_TEXT_CHARS, type MsgBody } from "../wire/messages.ts";
+import { MAX_TEXT_CHARS, type MsgBodyJson } from "../wire/messages.ts";
 
 export type ChatLine =
-  | { action: "send"; body: MsgBody }
+  | { action: "send"; body: MsgBodyJson }
   | { action: "quit" }
   | { action: "help" }
   | { action: "ignore" }

@@ -6,13 +6,19 @@
  */
 import { toBase64, utf8 } from "../bytes.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
-import { errorFromPeer, type EstablishedSession, isFromPeer } from "../handshake/common.ts";
+import {
+  errorFromPeer,
+  errorMessageFor,
+  type EstablishedSession,
+  isFromPeer,
+} from "../handshake/common.ts";
 import type { Receipt } from "../transcript/receipt.ts";
 import { TranscriptWriter } from "../transcript/writer.ts";
 import {
   CloseSchema,
   ErrorSchema,
   type MsgBody,
+  type MsgBodyJson,
   MsgSchema,
   parseMessage,
   ReceiptEnvelopeSchema,
@@ -22,9 +28,12 @@ import {
   ChatReceiver,
   ChatSender,
   msgFrame,
+  type OpenedMsg,
   type SealedMsg,
   type SenderLimits,
 } from "./chat_channel.ts";
+import { type AuthorRecord, type RelayedText, RelayVerifier } from "./relay.ts";
+import type { TrustStore } from "../pki/validate.ts";
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
@@ -33,6 +42,8 @@ export const MAX_REJECTED_MESSAGES = 16;
 
 export interface ChatSessionOptions extends SenderLimits {
   transcriptDir: string;
+  /** Clients pass their trust store to check the authors of relayed messages (§6.4). */
+  relayTrust?: TrustStore;
   startedAt?: number;
   idleTimeoutMs?: number;
   closeTimeoutMs?: number;
@@ -43,6 +54,11 @@ export interface ReceivedMessage {
   body: MsgBody;
   seqno: number;
   ts: number;
+  /** The frame as received, and its one-message key: what a relay forwards (§6.4). */
+  sealed: SealedMsg;
+  messageKey: Uint8Array;
+  /** For a relay: the verified author and the author's text. */
+  relayed?: RelayedText;
 }
 
 export interface SessionHandlers {
@@ -69,6 +85,7 @@ export class ChatSession {
   readonly #receiver: ChatReceiver;
   readonly #transcript: TranscriptWriter;
   readonly #opts: ChatSessionOptions;
+  readonly #relays?: RelayVerifier;
   #sending: Promise<void> = Promise.resolve();
   #close: CloseState = { sent: false, received: false, receiptSent: false };
   #ownReceipt?: Receipt;
@@ -89,6 +106,7 @@ export class ChatSession {
     this.#receiver = receiver;
     this.#transcript = transcript;
     this.#opts = opts;
+    if (opts.relayTrust) this.#relays = new RelayVerifier(opts.relayTrust);
   }
 
   /** @throws TRANSCRIPT_IO when the transcript cannot be created: no session without a record */
@@ -126,13 +144,16 @@ export class ChatSession {
    * leave in order. Refused once the session is closing.
    * @throws PROTOCOL_ERROR when closing, SLOW_CONSUMER when the peer stopped reading, TRANSCRIPT_IO
    */
-  send(body: MsgBody): Promise<void> {
+  send(body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
     const next = this.#sending.then(async () => {
       if (this.#close.sent) throw new SecureChatError("PROTOCOL_ERROR", "session is closing");
       const dir = this.#est.role === "client" ? "c2s" : "s2c";
-      for (const m of await this.#sender.seal(body)) {
+      const sealed = await this.#sender.seal(body);
+      for (const [i, m] of sealed.entries()) {
         this.#est.conn.send(utf8(JSON.stringify(msgFrame(m))));
-        await this.#transcript.append({ dir, ...m });
+        // A key_update may precede the body; the author record belongs to the body alone.
+        const isBody = i === sealed.length - 1;
+        await this.#transcript.append({ dir, ...m, ...(isBody && author ? { author } : {}) });
       }
     });
     this.#sending = next.catch(() => {});
@@ -177,34 +198,65 @@ export class ChatSession {
 
   async #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> {
     const frame = parseMessage(payload, MsgSchema.or(SealedSchema).or(ErrorSchema));
-    if (frame.type === "error") throw errorFromPeer(frame.code);
+    if (frame.type === "error") throw errorFromPeer(frame.code, frame.message);
     if (frame.type === "sealed") return await this.#handleControl(frame.ct);
     if (this.#close.received) {
       throw new SecureChatError("PROTOCOL_ERROR", "message after the peer's close");
     }
     const m: SealedMsg = { seqno: frame.seqno, ts: frame.ts, ct: frame.ct, sig: frame.sig };
-    let body: MsgBody;
+    let opened: OpenedMsg;
     try {
-      body = await this.#receiver.open(m);
+      opened = await this.#receiver.open(m);
     } catch (error) {
-      const code = codeOf(error);
-      // A gap or an unreadable body is a broken stream, not one bad message.
-      if (code === "PROTOCOL_ERROR" || code === "INTERNAL") throw error;
-      handlers.onRejected?.(error as SecureChatError, m.seqno);
-      if (++this.#rejected >= MAX_REJECTED_MESSAGES) {
-        throw new SecureChatError(code, `${this.#rejected} rejected messages: ending the session`);
-      }
-      return;
+      return this.#reject(error, m.seqno, handlers);
     }
     const dir = this.#est.role === "client" ? "s2c" : "c2s";
-    await this.#transcript.append({ dir, ...m });
-    if (body.kind !== "key_update") await handlers.onMessage({ body, seqno: m.seqno, ts: m.ts });
+    let relayed: RelayedText | undefined;
+    if (opened.body.kind === "relay" && this.#relays) {
+      try {
+        relayed = await this.#relays.open(opened.body);
+      } catch (error) {
+        // The hop itself was genuine, so it is recorded (without an author); the
+        // forged or broken relay is neither shown nor attributed.
+        await this.#transcript.append({ dir, ...m });
+        return this.#reject(error, m.seqno, handlers);
+      }
+    }
+    await this.#transcript.append({ dir, ...m, ...(relayed ? { author: relayed.record } : {}) });
+    try {
+      if (opened.body.kind !== "key_update") {
+        await handlers.onMessage({
+          body: opened.body,
+          seqno: m.seqno,
+          ts: m.ts,
+          sealed: m,
+          messageKey: opened.messageKey,
+          relayed,
+        });
+      }
+    } finally {
+      opened.messageKey.fill(0);
+    }
+  }
+
+  /** A message that failed a check: logged by the caller, dropped, counted. */
+  #reject(error: unknown, seqno: number, handlers: SessionHandlers): void {
+    const code = codeOf(error);
+    // A gap or an unreadable body is a broken stream, not one bad message.
+    if (code === "PROTOCOL_ERROR" || code === "INTERNAL") throw error;
+    handlers.onRejected?.(error as SecureChatError, seqno);
+    if (++this.#rejected >= MAX_REJECTED_MESSAGES) {
+      throw new SecureChatError(code, `${this.#rejected} rejected messages: ending the session`);
+    }
   }
 
   async #handleControl(ct: Uint8Array): Promise<void> {
     const inner = await this.#est.control.open(ct);
     const message = parseMessage(inner, CloseSchema.or(ReceiptEnvelopeSchema).or(ErrorSchema));
-    if (message.type === "error") throw errorFromPeer((message as { code: string }).code);
+    if (message.type === "error") {
+      const { code, message: text } = message as { code: string; message?: string };
+      throw errorFromPeer(code, text);
+    }
     if (message.type === "close") {
       if (this.#close.received) throw new SecureChatError("PROTOCOL_ERROR", "second close");
       this.#close.received = true;
@@ -248,7 +300,7 @@ export class ChatSession {
     const code = error === undefined ? undefined : codeOf(error);
     if (error instanceof SecureChatError && !isFromPeer(error) && !this.#est.conn.closed) {
       try {
-        await this.#sendControl({ type: "error", code: error.code });
+        await this.#sendControl(errorMessageFor(error));
       } catch {
         // peer gone
       }

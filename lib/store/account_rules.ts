@@ -1,8 +1,6 @@
-/** Field rules for accounts. The user-name rule is shared with certificates (lib/pki/names.ts). */
+/** Field rules for new accounts; the user-name rule is the certificates' one (lib/pki/names.ts). */
 import { SecureChatError } from "../errors.ts";
 import { isValidUserName } from "../pki/names.ts";
-
-export { isValidUserName };
 
 export const EMAIL_MAX_LENGTH = 254; // RFC 5321's limit on a forward path
 
@@ -14,6 +12,7 @@ export function isValidEmail(email: string): boolean {
 }
 
 /**
+ * Checks the user name and email of a registration.
  * @throws INVALID_INPUT naming the field that broke its rule
  */
 export function checkAccountFields(fields: { email: string; username: string }): void {

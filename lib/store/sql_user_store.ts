@@ -10,7 +10,8 @@ import {
   SALT_BYTES,
   verifyPassword,
 } from "../crypto/password.ts";
-import { checkAccountFields, isValidUserName } from "./account_rules.ts";
+import { isValidUserName } from "../pki/names.ts";
+import { checkAccountFields } from "./account_rules.ts";
 import { query, type SqlDatabase, type SqlRow } from "./sql.ts";
 import type { Account, RegisterInput, UserStore } from "./user_store.ts";
 

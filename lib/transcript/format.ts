@@ -35,11 +35,29 @@ const SESSION_ID_RE = /^[0-9a-f]{32}$/;
 const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
 const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
+type NativeFromBase64 = (
+  text: string,
+  options: { alphabet: "base64"; lastChunkHandling: "strict" },
+) => Uint8Array;
+const nativeFromBase64 = (Uint8Array as unknown as { fromBase64?: NativeFromBase64 }).fromBase64;
+const B64_ALPHABET_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * Strict canonical standard base64 (the same acceptance as lib/bytes fromBase64:
+ * padding required, zero padding bits, no whitespace), using the engine's native
+ * decoder when present: verify decodes two fields on every line.
+ */
+export function decodeBase64Strict(text: string): Uint8Array {
+  if (!nativeFromBase64) return fromBase64(text);
+  if (text.length % 4 !== 0 || !B64_ALPHABET_RE.test(text)) throw new TypeError("invalid base64");
+  return nativeFromBase64(text, { alphabet: "base64", lastChunkHandling: "strict" });
+}
+
 /** Standard padded base64 of `min..max` bytes, decoded. */
 function b64(minBytes: number, maxBytes: number) {
   return z.string().max(Math.ceil(maxBytes / 3) * 4).transform((text, ctx) => {
     try {
-      const bytes = fromBase64(text);
+      const bytes = decodeBase64Strict(text);
       if (bytes.length >= minBytes && bytes.length <= maxBytes) return bytes;
       ctx.addIssue({ code: "custom", message: `expected ${minBytes}..${maxBytes} bytes` });
     } catch {
@@ -60,6 +78,8 @@ export const HeaderLineSchema = z.object({
   session_id: SessionIdSchema,
   role: z.enum(["client", "server"]),
   started_at: uint(),
+  /** Optional: the server name the client dialled / the server serves; matched by verify. */
+  server_name: z.string().min(1).max(253).optional(),
   client_cert: b64(1, MAX_CERT_BYTES),
   server_cert: b64(1, MAX_CERT_BYTES),
 }).strict();
@@ -103,6 +123,7 @@ export function encodeHeaderLine(h: {
   startedAt: number;
   clientCertDer: Uint8Array;
   serverCertDer: Uint8Array;
+  serverName?: string;
 }): string {
   return JSON.stringify({
     type: "securechat-transcript",
@@ -111,6 +132,7 @@ export function encodeHeaderLine(h: {
     session_id: h.sessionId,
     role: h.role,
     started_at: h.startedAt,
+    ...(h.serverName === undefined ? {} : { server_name: h.serverName }),
     client_cert: toBase64(h.clientCertDer),
     server_cert: toBase64(h.serverCertDer),
   });

@@ -8,7 +8,9 @@ import { basename } from "node:path";
 import { fromUtf8 } from "../bytes.ts";
 import { type ErrorCode, SecureChatError } from "../errors.ts";
 import { importVerifyingKeySpki, verify, type VerifyingKey } from "../crypto/signature.ts";
-import { type TrustStore, validatePeerCertificate } from "../pki/validate.ts";
+import { parseCertificate } from "../pki/certificate.ts";
+import { formatIp } from "../pki/hostname.ts";
+import { TrustStore, validatePeerCertificate } from "../pki/validate.ts";
 import {
   basePathOfLog,
   type Direction,
@@ -195,6 +197,9 @@ export async function verifyTranscript(
     ...(opts.receiptPath ? [opts.receiptPath] : []),
     ...(opts.receiptPaths ?? []),
   ].map((path) => ({ path, autodetected: false }));
+  for (const { path } of named) {
+    if (!await exists(path)) throw new SecureChatError("IO_ERROR", `cannot read receipt ${path}`);
+  }
   const receiptFiles = named.length > 0 || opts.autodetectReceipts === false ? named : [];
   if (named.length === 0 && opts.autodetectReceipts !== false) {
     const base = basePathOfLog(logPath);
@@ -347,11 +352,18 @@ async function checkLines(
   // Certificates are validated at the session's start, not now, so that a transcript
   // stays verifiable after its certificates expire (docs/TRANSCRIPT.md §6.1).
   const at = new Date(header.started_at);
+  const chainOnly = withoutCrl(opts.trust);
   const parties = {} as Record<Role, Party>;
   for (const role of ["client", "server"] as const) {
     const der = role === "client" ? header.client_cert : header.server_cert;
     try {
-      const peer = await validatePeerCertificate(opts.trust, der, { role, now: at });
+      const expectedName = role === "server" ? header.server_name ?? ownServerName(der) : undefined;
+      const peer = await validatePeerCertificate(chainOnly, der, { role, now: at, expectedName });
+      // Revocation: the CRL as known now applies whatever the session time; a CRL
+      // carries no compromise time we could compare with (docs/TRANSCRIPT.md §6.1).
+      if (opts.trust.crl?.revoked.has(peer.serial)) {
+        throw new SecureChatError("BAD_CERT", "certificate is revoked (on the CA's CRL)");
+      }
       const key = await importVerifyingKeySpki(peer.spki);
       const fingerprint = fingerprintOf(der);
       parties[role] = { fingerprint, key };
@@ -359,15 +371,15 @@ async function checkLines(
         role,
         commonName: peer.commonName,
         fingerprint,
-        serial: String(peer.serial),
-        notAfter: new Date(peer.notAfter as unknown as string | number | Date).toISOString(),
+        serial: peer.serial,
+        notAfter: peer.notAfter.toISOString(),
       };
     } catch (cause) {
       const message = cause instanceof Error ? cause.message : String(cause);
       return fail(
         1,
         "BAD_CERT",
-        `${role} certificate (at session start ${at.toISOString()}): ${message}`,
+        `${role} certificate (validated at session start ${at.toISOString()}): ${message}`,
       );
     }
   }
@@ -386,7 +398,16 @@ async function checkLines(
     lastTs: { c2s: 0, s2c: 0 },
   };
   const limit = Math.max(1, opts.concurrency ?? 32);
-  const inFlight = new Set<Promise<void>>();
+  // A counting window: at most `limit` verifications in flight; `wake` resumes the reader.
+  let active = 0;
+  let wake: (() => void) | null = null;
+  const settled = () => {
+    active--;
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const slot = () => new Promise<void>((resolve) => (wake = resolve));
   // Counts and time span of the lines before a line; each problem carries the
   // snapshot taken before its line, so the report counts only lines before it.
   type Snapshot = { c2s: number; s2c: number; first: number | null; last: number | null };
@@ -449,7 +470,8 @@ async function checkLines(
     const digest = messageDigest(line.seqno, line.ts, line.ct);
     const key = parties[SIGNER_ROLE[line.dir]].key;
     const dir = line.dir;
-    const task: Promise<void> = verify(key, digest, line.sig).then((ok) => {
+    active++;
+    const record = (ok: boolean) => {
       if (!ok && (!sigProblem || n < sigProblem.line)) {
         sigProblem = {
           line: n,
@@ -459,12 +481,11 @@ async function checkLines(
           before,
         };
       }
-    });
-    inFlight.add(task);
-    task.finally(() => inFlight.delete(task));
-    if (inFlight.size >= limit) await Promise.race(inFlight);
+    };
+    verify(key, digest, line.sig).then(record, () => record(false)).finally(settled);
+    while (active >= limit) await slot();
   }
-  await Promise.all(inFlight);
+  while (active > 0) await slot();
 
   const found = [lineProblem as Found | null, sigProblem as Found | null]
     .filter((p): p is Found => p !== null);
@@ -477,4 +498,26 @@ async function checkLines(
     return { problem: { line, code, reason }, state: null, parties };
   }
   return { problem: null, state: hasher.current(), parties };
+}
+
+/** The trust store minus its CRL: the chain is checked at the session time, revocation apart. */
+function withoutCrl(trust: TrustStore): TrustStore {
+  if (!trust.crl) return trust;
+  return Object.assign(Object.create(TrustStore.prototype), trust, { crl: undefined });
+}
+
+/**
+ * The name the server certificate is checked against when the header records none:
+ * its own first DNS or IP subjectAltName (so only chain, EKU, key usage and time are
+ * really checked; the header's server_name, when present, is matched for real).
+ */
+function ownServerName(der: Uint8Array): string {
+  try {
+    const san = parseCertificate(der).subjectAltName ?? [];
+    for (const name of san) {
+      if (name.type === "dns") return name.value;
+      if (name.type === "ip") return formatIp(name.value);
+    }
+  } catch { /* validatePeerCertificate reports the parse error */ }
+  return "";
 }

@@ -43,6 +43,11 @@ export interface TranscriptHeader {
   serverCertDer: Uint8Array;
   /** ms since the Unix epoch; certificates are validated at this time by `verify`. */
   startedAt: number;
+  /**
+   * Optional: the server's name (what the client dialled; the server's own
+   * --name). Recorded so verify can match it against the server certificate.
+   */
+  serverName?: string;
   /** Wire protocol version negotiated; defaults to lib/wire PROTOCOL_VERSION. */
   protocolVersion?: number;
 }

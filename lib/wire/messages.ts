@@ -173,17 +173,40 @@ export const MAX_TEXT_CHARS = 4000;
 const text = z.string().min(1).max(MAX_TEXT_CHARS);
 const peerName = z.string().min(1).max(64);
 
+export const TextBodySchema = z.object({ kind: z.literal("text"), text, to: peerName.optional() })
+  .strict();
+
+/**
+ * A user's message relayed by the server (PROTOCOL §6.4): the author's own `msg` as
+ * the server received it, the author's certificate, and that message's key, so the
+ * recipient can check the author's signature and read the author's own ciphertext.
+ */
+export const RelayBodySchema = z.object({
+  kind: z.literal("relay"),
+  cert: b64(1, MAX_CERT_BYTES),
+  seqno: uint(MAX_SEQNO).min(1),
+  ts: uint(),
+  ct: b64(16, MAX_FRAME_BYTES),
+  sig: b64(1, MAX_SIG_BYTES),
+  key: b64(16, 16),
+}).strict();
+
 export const MsgBodySchema = z.discriminatedUnion("kind", [
-  /** A line of chat; `to` makes it private to one user (server sessions relay it). */
-  z.object({ kind: z.literal("text"), text, to: peerName.optional() }).strict(),
-  /** A line relayed by the server: `from` is the author ("server" for the operator). */
-  z.object({ kind: z.literal("chat"), from: peerName, text, to: peerName.optional() }).strict(),
+  /** A line of chat from a user; `to` makes it private to one user. */
+  TextBodySchema,
+  RelayBodySchema,
+  /** The server operator speaking (serve's console); `to` when private. */
+  z.object({ kind: z.literal("operator"), text, to: peerName.optional() }).strict(),
   /** Server notices: joins, leaves, answers to commands. */
   z.object({ kind: z.literal("notice"), text }).strict(),
   /** A request for the list of users online. */
   z.object({ kind: z.literal("who") }).strict(),
-  /** The sender's next message uses the next traffic key (PROTOCOL §4.4). */
+  /** The sender's next message uses the next traffic secret (PROTOCOL §4.4). */
   z.object({ kind: z.literal("key_update") }).strict(),
 ]);
 
 export type MsgBody = z.output<typeof MsgBodySchema>;
+/** A body as it is written: binary fields as base64 strings. */
+export type MsgBodyJson = z.input<typeof MsgBodySchema>;
+export type TextBody = z.output<typeof TextBodySchema>;
+export type RelayBody = z.output<typeof RelayBodySchema>;

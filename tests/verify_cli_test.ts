@@ -1,0 +1,111 @@
+/**
+ * `securechat verify` through the real CLI (main.ts in a subprocess): reports,
+ * exit statuses, and the tamper table (code AND line number on stderr).
+ */
+import assert from "node:assert/strict";
+import { runCli } from "./helpers/cli.ts";
+import {
+  makeTamperBase,
+  TAMPER_CASES,
+  type TamperBase,
+  writeCase,
+  writeSession,
+} from "./helpers/transcript_fixtures.ts";
+
+let base: TamperBase | undefined;
+async function tamperBase(): Promise<TamperBase> {
+  base ??= await makeTamperBase();
+  return base;
+}
+
+Deno.test("cli verify: valid session, receipts found beside the log, human report", async () => {
+  const b = await tamperBase();
+  const r = await runCli(["verify", b.session.logPath, "--ca", b.pki.caPath]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /using .*\.receipt\.json \(found beside the log\)/);
+  assert.match(r.stdout, /messages +8 checked: c2s 4 \(client→server\), s2c 4 \(server→client\)/);
+  assert.match(r.stdout, new RegExp(`client +alice +sha256:${b.session.ownReceipt!.signer}`));
+  assert.match(r.stdout, /server +localhost +sha256:[0-9a-f]{64}/);
+  assert.match(
+    r.stdout,
+    /receipt .*receipt\.json \(found beside the log\): VALID, signed by the client alice/,
+  );
+  assert.match(
+    r.stdout,
+    /peer-receipt\.json \(found beside the log\): VALID, signed by the server/,
+  );
+  assert.match(r.stdout, /time span/);
+  assert.match(r.stdout, /ciphertext only/);
+  assert.match(r.stdout, /result +VALID \(confirmed by a signed receipt\)/);
+});
+
+Deno.test("cli verify: the peer's receipt named explicitly, --json report", async () => {
+  const b = await tamperBase();
+  const r = await runCli([
+    "verify",
+    b.session.peerLogPath!,
+    b.session.receiptPath!,
+    "--ca",
+    b.pki.caPath,
+    "--json",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.ok, true);
+  assert.equal(report.recordedBy, "server");
+  assert.equal(report.confirmed, true);
+  assert.deepEqual(report.messages, { c2s: 4, s2c: 4 });
+  assert.equal(report.receipts[0].signer, "client");
+  assert.equal(report.receipts[0].autodetected, false);
+  assert.equal(report.ciphertextOnly, true);
+});
+
+Deno.test("cli verify: no receipt says so plainly and still exits 0", async () => {
+  const b = await tamperBase();
+  const s = await writeSession(b.pki, { dir: await Deno.makeTempDir(), receipts: "none" });
+  const r = await runCli(["verify", s.logPath, "--ca", b.pki.caPath]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /receipt +NONE: no receipt confirms this record/);
+  assert.match(r.stdout, /result +VALID \(lines only: unconfirmed, no receipt\)/);
+});
+
+Deno.test("cli verify: usage and I/O errors exit 2", async () => {
+  const b = await tamperBase();
+  const missingLog = await runCli(["verify", "/nonexistent/s.log", "--ca", b.pki.caPath]);
+  assert.equal(missingLog.code, 2);
+  assert.match(missingLog.stderr, /IO_ERROR: cannot read transcript/);
+  const missingCa = await runCli(["verify", b.session.logPath, "--ca", "/nonexistent/ca.pem"]);
+  assert.equal(missingCa.code, 2, missingCa.stderr);
+  const missingReceipt = await runCli([
+    "verify",
+    b.session.logPath,
+    "/nonexistent/r.json",
+    "--ca",
+    b.pki.caPath,
+  ]);
+  assert.equal(missingReceipt.code, 2, missingReceipt.stderr);
+  const noArgs = await runCli(["verify"]);
+  assert.equal(noArgs.code, 2);
+  const extra = await runCli(["verify", "a", "b", "c"]);
+  assert.equal(extra.code, 2);
+});
+
+for (const c of TAMPER_CASES) {
+  Deno.test(`cli verify rejects: ${c.name} → exit 1, ${c.code}`, async () => {
+    const b = await tamperBase();
+    const dir = await Deno.makeTempDir({ prefix: "sc-cli-case-" });
+    const logPath = await writeCase(dir, await c.make(b));
+    const r = await runCli(["verify", logPath, "--ca", b.pki.caPath]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const where = c.line === null ? "receipt " : `line ${c.line}: `;
+    assert.match(r.stderr, new RegExp(`securechat: error: ${c.code}: case\\.log: ${where}`));
+    assert.match(r.stderr, c.reason);
+    assert.match(r.stdout, /result +INVALID/);
+    const json = await runCli(["verify", logPath, "--ca", b.pki.caPath, "--json"]);
+    assert.equal(json.code, 1);
+    const report = JSON.parse(json.stdout);
+    assert.equal(report.code, c.code);
+    assert.equal(report.firstBadLine, c.line);
+    assert.equal(report.ok, false);
+  });
+}
