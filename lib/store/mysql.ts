@@ -17,7 +17,10 @@ export interface MysqlConfig {
 
 /** Seconds, not the OS's minutes: a login against a dead server should fail promptly. */
 const CONNECT_TIMEOUT_MS = 5_000;
-const QUERY_TIMEOUT_MS = 10_000;
+const STATEMENT_TIMEOUT_MS = 10_000;
+
+/** A statement that got no answer in time: the server is hung or the network is partitioned. */
+class StatementTimeout extends Error {}
 
 /** Error codes that mean the server is unreachable, overloaded or restarting. */
 const UNAVAILABLE_CODES = new Set([
@@ -72,11 +75,28 @@ class MysqlDatabase implements SqlDatabase {
   async execute(sql: string, params: readonly SqlValue[] = []): Promise<SqlRow[]> {
     // mysql2 binds Buffers as binary, but a plain Uint8Array would be sent as an object.
     const values = params.map((p) => p instanceof Uint8Array ? Buffer.from(p) : p);
-    const [rows] = await this.#pool.execute({ sql, values, timeout: QUERY_TIMEOUT_MS });
-    return Array.isArray(rows) ? rows as SqlRow[] : [];
+    // Our own deadline over the whole statement: mysql2's `timeout` option does not cover
+    // waiting for a pooled connection or preparing the statement, and a stopped (not dead)
+    // server leaves either waiting forever. The statement itself may still complete later.
+    const statement = this.#pool.execute({ sql, values });
+    statement.catch(() => {}); // a late failure after the deadline has nobody to tell
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new StatementTimeout(`no answer within ${STATEMENT_TIMEOUT_MS} ms`)),
+        STATEMENT_TIMEOUT_MS,
+      );
+    });
+    try {
+      const [rows] = await Promise.race([statement, deadline]);
+      return Array.isArray(rows) ? rows as SqlRow[] : [];
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   classify(error: unknown): Failure {
+    if (error instanceof StatementTimeout) return "unavailable";
     const { code, fatal } = (error ?? {}) as { code?: unknown; fatal?: unknown };
     if (code === "ER_DUP_ENTRY") return "duplicate";
     return fatal === true || UNAVAILABLE_CODES.has(String(code)) ? "unavailable" : "other";

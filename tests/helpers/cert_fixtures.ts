@@ -1,0 +1,267 @@
+/**
+ * Bad certificates for the BAD_CERT tests, made with `openssl` (OpenSSL 3.0 has no
+ * `x509 -not_before`, so back- and forward-dated certificates come from `openssl ca`
+ * with `-startdate/-enddate`) and with lib/pki (a second, unrelated CA). Every file
+ * lands in the fixture PKI dir as `<name>.pem` / `<name>.key`, ready for
+ * `--cert/--key` of `serve` or `connect`.
+ *
+ * A control certificate (`ossl-good`), issued by the same openssl pipeline with sane
+ * dates, proves that a refusal comes from the one defect each fixture has and not
+ * from the way openssl encodes certificates.
+ */
+import { makePki, type TestPki } from "./pki.ts";
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  const out = await new Deno.Command("openssl", { args, cwd, stdout: "piped", stderr: "piped" })
+    .output();
+  if (out.code !== 0) {
+    throw new Error(
+      `openssl ${args.join(" ")} failed:\n${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+}
+
+/** openssl's UTCTime form YYMMDDHHMMSSZ (dates before 2050). */
+function utcTime(date: Date): string {
+  return date.toISOString().replace(/^\d\d(\d\d)-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d).*$/, "$1$2$3$4$5$6Z");
+}
+
+const DAY = 24 * 60 * 60 * 1000;
+
+const CA_CONFIG = `
+[ ca ]
+default_ca = local
+[ local ]
+dir = .
+database = ./index.txt
+new_certs_dir = ./newcerts
+serial = ./serial
+default_md = default
+policy = anything
+unique_subject = no
+copy_extensions = none
+email_in_dn = no
+[ anything ]
+commonName = supplied
+[ client_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[ server_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName = DNS:localhost,IP:127.0.0.1
+[ other_name_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName = DNS:other.example
+[ self_client_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[ self_server_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName = DNS:localhost,IP:127.0.0.1
+`;
+
+export interface OpensslLeaf {
+  /** File stem in the PKI dir: `<name>.pem`, `<name>.key`. */
+  name: string;
+  /** The subject CN. */
+  cn: string;
+  ext: "client_ext" | "server_ext" | "other_name_ext";
+  /** openssl genpkey algorithm: ED25519 (default), EC P-384, RSA... */
+  keyAlg?: string[];
+  notBefore?: Date;
+  notAfter?: Date;
+}
+
+/** Issues a leaf under the fixture PKI's own CA (ca.pem / ca.key) with `openssl ca`. */
+export async function opensslLeaf(pki: TestPki, leaf: OpensslLeaf): Promise<void> {
+  const work = `${pki.dir}/openssl-ca`;
+  await Deno.mkdir(`${work}/newcerts`, { recursive: true });
+  await Deno.writeTextFile(`${work}/ca.cnf`, CA_CONFIG);
+  await Deno.writeTextFile(`${work}/index.txt`, "", { append: true });
+  const key = `${pki.dir}/${leaf.name}.key`;
+  await openssl(["genpkey", ...(leaf.keyAlg ?? ["-algorithm", "ED25519"]), "-out", key], work);
+  await Deno.chmod(key, 0o600);
+  await openssl(
+    ["req", "-new", "-key", key, "-subj", `/CN=${leaf.cn}`, "-out", `${leaf.name}.csr`],
+    work,
+  );
+  const now = Date.now();
+  await openssl([
+    "ca",
+    "-batch",
+    "-config",
+    "ca.cnf",
+    "-cert",
+    `${pki.dir}/ca.pem`,
+    "-keyfile",
+    `${pki.dir}/ca.key`,
+    "-in",
+    `${leaf.name}.csr`,
+    "-out",
+    `${pki.dir}/${leaf.name}.pem`,
+    "-notext",
+    "-rand_serial",
+    "-extensions",
+    leaf.ext,
+    "-startdate",
+    utcTime(leaf.notBefore ?? new Date(now - 60_000)),
+    "-enddate",
+    utcTime(leaf.notAfter ?? new Date(now + 30 * DAY)),
+  ], work);
+}
+
+/** A self-signed leaf (its own issuer) with the given profile, made by `openssl req -x509`. */
+export async function opensslSelfSigned(
+  pki: TestPki,
+  name: string,
+  cn: string,
+  profile: "self_client_ext" | "self_server_ext",
+): Promise<void> {
+  const work = `${pki.dir}/openssl-ca`;
+  await Deno.mkdir(work, { recursive: true });
+  await Deno.writeTextFile(`${work}/ca.cnf`, CA_CONFIG);
+  const key = `${pki.dir}/${name}.key`;
+  await openssl(["genpkey", "-algorithm", "ED25519", "-out", key], work);
+  await Deno.chmod(key, 0o600);
+  await openssl([
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    key,
+    "-subj",
+    `/CN=${cn}`,
+    "-days",
+    "30",
+    "-config",
+    "ca.cnf",
+    "-extensions",
+    profile,
+    "-out",
+    `${pki.dir}/${name}.pem`,
+  ], work);
+}
+
+/** Copies `name`.pem/.key from another PKI dir into this one as `as`.pem/.key. */
+export async function importLeaf(from: TestPki, name: string, to: TestPki, as: string) {
+  await Deno.copyFile(`${from.dir}/${name}.pem`, `${to.dir}/${as}.pem`);
+  await Deno.copyFile(`${from.dir}/${name}.key`, `${to.dir}/${as}.key`);
+}
+
+export interface BadCertPki {
+  pki: TestPki;
+  /** The unrelated CA's PKI dir (removed by dispose()). */
+  other: TestPki;
+  dispose(): Promise<void>;
+}
+
+/**
+ * The fixture PKI (CA, `server`, the given users) plus, in the same dir:
+ *   ossl-good       client "alice", openssl-issued, valid (control)
+ *   ossl-server     server, openssl-issued, valid (control)
+ *   self-alice      client "alice", self-signed
+ *   self-server     server (SAN localhost), self-signed
+ *   other-alice     client "alice" from another CA
+ *   other-server    server (SAN localhost) from another CA
+ *   expired-alice   client "alice", valid 2020-01-01 .. 2020-02-01
+ *   future-alice    client "alice", valid from 10 days ahead
+ *   expired-server  server, expired
+ *   future-server   server, not yet valid
+ *   wrongname-server server cert with SAN other.example only
+ *   p384-alice      client "alice" with an ECDSA P-384 key (not a protocol algorithm)
+ *   rsa1024-alice   client "alice" with a 1024-bit RSA key (too weak)
+ */
+export async function makeBadCertPki(users: string[]): Promise<BadCertPki> {
+  const [pki, other] = await Promise.all([makePki(users), makePki(["alice"])]);
+  const dispose = async () => {
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+    await Deno.remove(other.dir, { recursive: true }).catch(() => {});
+  };
+  try {
+    await addBadCerts(pki, other);
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+  return { pki, other, dispose };
+}
+
+async function addBadCerts(pki: TestPki, other: TestPki): Promise<void> {
+  const now = Date.now();
+  await importLeaf(other, "alice", pki, "other-alice");
+  await importLeaf(other, "server", pki, "other-server");
+  await opensslSelfSigned(pki, "self-alice", "alice", "self_client_ext");
+  await opensslSelfSigned(pki, "self-server", "server", "self_server_ext");
+  // `openssl ca` keeps one index file: issue one after the other.
+  const leaves: OpensslLeaf[] = [
+    { name: "ossl-good", cn: "alice", ext: "client_ext" },
+    { name: "ossl-server", cn: "server", ext: "server_ext" },
+    {
+      name: "expired-alice",
+      cn: "alice",
+      ext: "client_ext",
+      notBefore: new Date("2020-01-01T00:00:00Z"),
+      notAfter: new Date("2020-02-01T00:00:00Z"),
+    },
+    {
+      name: "future-alice",
+      cn: "alice",
+      ext: "client_ext",
+      notBefore: new Date(now + 10 * DAY),
+      notAfter: new Date(now + 40 * DAY),
+    },
+    {
+      name: "expired-server",
+      cn: "server",
+      ext: "server_ext",
+      notBefore: new Date("2020-01-01T00:00:00Z"),
+      notAfter: new Date("2020-02-01T00:00:00Z"),
+    },
+    {
+      name: "future-server",
+      cn: "server",
+      ext: "server_ext",
+      notBefore: new Date(now + 10 * DAY),
+      notAfter: new Date(now + 40 * DAY),
+    },
+    { name: "wrongname-server", cn: "server", ext: "other_name_ext" },
+    {
+      name: "p384-alice",
+      cn: "alice",
+      ext: "client_ext",
+      keyAlg: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+    },
+    {
+      name: "rsa1024-alice",
+      cn: "alice",
+      ext: "client_ext",
+      keyAlg: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+    },
+  ];
+  for (const leaf of leaves) await opensslLeaf(pki, leaf);
+}
+
+/** Reads the DER of `<name>.pem` in the PKI dir. */
+export async function certDer(pki: TestPki, name: string): Promise<Uint8Array> {
+  const pem = await Deno.readTextFile(`${pki.dir}/${name}.pem`);
+  const b64 = pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}

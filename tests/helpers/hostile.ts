@@ -1,0 +1,551 @@
+/**
+ * A hostile client (issue 8): speaks the wire protocol (PROTOCOL §2–§6) from the lib/
+ * building blocks, and can misbehave at any step. The honest client steps are
+ * re-implemented here one method per step, each with hooks to change what it sends,
+ * so a test can say "do a real handshake up to step N, then send X":
+ *
+ *   const h = await HostileClient.connect(port, { identity, trust, username, password });
+ *   await h.upTo("certificate_verify");          // hello … client certificate, honestly
+ *   await h.sendCertificateVerify({ sig: new Uint8Array(10) });
+ *   const end = await h.expectEnd();             // the server's error code, if it sent one
+ *
+ * Below that, `RawConn` writes arbitrary bytes (split, truncated, with any length prefix).
+ */
+import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../../lib/bytes.ts";
+import { counterNonce, importAesGcmKey, seal } from "../../lib/crypto/aead.ts";
+import { agree, generateKeyShare, type KexGroup, type KeyShare } from "../../lib/crypto/kex.ts";
+import { importVerifyingKeySpki, sign, verify, type VerifyingKey } from "../../lib/crypto/signature.ts";
+import type { Identity } from "../../lib/handshake/common.ts";
+import {
+  derivePhase1,
+  deriveSession,
+  finishedMac,
+  HandshakeTranscript,
+  type Phase1Secrets,
+  type SessionSecrets,
+  signatureInput,
+  trafficKeys,
+} from "../../lib/handshake/key_schedule.ts";
+import { SealedChannel } from "../../lib/handshake/record.ts";
+import { type TrustStore, validatePeerCertificate } from "../../lib/pki/validate.ts";
+import { ChatReceiver, MSG_AAD_LABEL, msgDigest } from "../../lib/session/chat_channel.ts";
+import {
+  AuthOkSchema,
+  CertificateSchema,
+  CertificateVerifySchema,
+  DhServerSchema,
+  FinishedSchema,
+  type MsgBody,
+  parseMessage,
+  ServerHelloSchema,
+} from "../../lib/wire/messages.ts";
+
+export const encoder = new TextEncoder();
+
+/** JSON text of a message as UTF-8 bytes. */
+export function json(message: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(message));
+}
+
+/** u32be(length) || payload, with any length the test wants. */
+export function frame(payload: Uint8Array, length = payload.length): Uint8Array {
+  return concat(u32be(length), payload);
+}
+
+/** X25519 u-coordinates that are low-order (or reduce to one) under RFC 7748 decoding. */
+export const X25519_LOW_ORDER: Record<string, string> = {
+  "u=0": "00".repeat(32),
+  "u=1": "01" + "00".repeat(31),
+  "order 8 (e0eb7a7c...)": "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+  "order 8 (5f9c95bc...)": "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+  "u=p-1 (order 2)": "ec" + "ff".repeat(30) + "7f",
+  "u=p (non-canonical 0)": "ed" + "ff".repeat(30) + "7f",
+  "u=p+1 (non-canonical 1)": "ee" + "ff".repeat(30) + "7f",
+  "u=0 with the masked top bit set": "00".repeat(31) + "80",
+};
+
+/** A connection that writes anything and reads frames with a deadline. */
+export class RawConn {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #buffer = new Uint8Array(0);
+  #eof = false;
+  #pendingRead?: Promise<ReadableStreamReadResult<Uint8Array>>;
+
+  private constructor(readonly tcp: Deno.TcpConn) {
+    this.#reader = tcp.readable.getReader();
+  }
+
+  static async open(port: number, hostname = "127.0.0.1"): Promise<RawConn> {
+    const tcp = await Deno.connect({ hostname, port });
+    tcp.setNoDelay(true);
+    return new RawConn(tcp);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) offset += await this.tcp.write(bytes.subarray(offset));
+  }
+
+  /** Writes `bytes` in pieces of `size` bytes, pausing `delayMs` between them. */
+  async writeSplit(bytes: Uint8Array, size = 1, delayMs = 0): Promise<void> {
+    for (let i = 0; i < bytes.length; i += size) {
+      await this.write(bytes.subarray(i, i + size));
+      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+
+  /** One well-formed frame around `payload` (bytes, or any value sent as JSON). */
+  async sendFrame(payload: Uint8Array | object | string): Promise<void> {
+    await this.write(frame(toPayload(payload)));
+  }
+
+  async #more(deadline: number): Promise<boolean> {
+    if (this.#eof) return false;
+    this.#pendingRead ??= this.#reader.read();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()));
+    });
+    let result: ReadableStreamReadResult<Uint8Array> | "timeout";
+    try {
+      result = await Promise.race([this.#pendingRead, timeout]);
+    } catch {
+      result = { done: true, value: undefined };
+    } finally {
+      clearTimeout(timer);
+    }
+    if (result === "timeout") throw new Error("read timed out");
+    this.#pendingRead = undefined;
+    if (result.done) {
+      this.#eof = true;
+      return false;
+    }
+    this.#buffer = concat(this.#buffer, result.value);
+    return true;
+  }
+
+  /** The next frame's payload; null when the peer closed the connection. */
+  async readFrame(timeoutMs = 10_000): Promise<Uint8Array | null> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#buffer.length < 4) if (!await this.#more(deadline)) return null;
+    const length = new DataView(this.#buffer.buffer, this.#buffer.byteOffset, 4).getUint32(0);
+    while (this.#buffer.length < 4 + length) if (!await this.#more(deadline)) return null;
+    const payload = this.#buffer.slice(4, 4 + length);
+    this.#buffer = this.#buffer.slice(4 + length);
+    return payload;
+  }
+
+  /** True once the peer has closed (reading and discarding whatever else arrives). */
+  async closedWithin(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    try {
+      while (await this.#more(deadline)) this.#buffer = new Uint8Array(0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    try {
+      this.tcp.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+function toPayload(payload: Uint8Array | object | string): Uint8Array {
+  if (payload instanceof Uint8Array) return payload;
+  if (typeof payload === "string") return utf8(payload);
+  return json(payload);
+}
+
+/** The honest client's handshake steps, in order (PROTOCOL §5, client side). */
+export const STEPS = [
+  "hello",
+  "server_hello",
+  "server_flight",
+  "certificate",
+  "certificate_verify",
+  "finished",
+  "credentials",
+  "auth_ok",
+  "dh_client",
+  "certificate_verify2",
+  "dh_server",
+] as const;
+export type Step = typeof STEPS[number];
+
+export interface HostileOptions {
+  identity: Identity;
+  trust: TrustStore;
+  username: string;
+  password: string;
+  /** Register instead of logging in. */
+  email?: string;
+  group?: KexGroup;
+  serverName?: string;
+}
+
+/** A message override: replace the message, or edit the honest one. */
+export interface SendHooks {
+  /** Send these exact inner bytes instead (not added to the transcript). */
+  payload?: Uint8Array;
+  /** Edit the honest message before it is sent (and recorded). */
+  mutate?: (message: Record<string, unknown>) => unknown;
+}
+
+/** What the server said before it closed. */
+export interface EndOfConnection {
+  /** The code of the server's `error` message (plain or sealed), if one arrived. */
+  code?: string;
+  closed: boolean;
+  /** Every message read, decoded where possible (sealed ones as their inner JSON). */
+  messages: unknown[];
+}
+
+export class HostileClient {
+  readonly transcript = new HandshakeTranscript();
+  /** The sealed channel in use: phase 1 keys, then the control keys. */
+  channel?: SealedChannel;
+  share?: KeyShare;
+  phase1?: Phase1Secrets;
+  secrets?: SessionSecrets;
+  serverKey?: VerifyingKey;
+  sessionId?: string;
+  #dhShare?: KeyShare;
+  #done = new Set<Step>();
+  #seqno = 0;
+  #chatKey?: { key: CryptoKey; iv: Uint8Array };
+  #receiver?: ChatReceiver;
+  readonly group: KexGroup;
+
+  constructor(readonly conn: RawConn, readonly opts: HostileOptions) {
+    this.group = opts.group ?? "x25519";
+  }
+
+  static async connect(port: number, opts: HostileOptions): Promise<HostileClient> {
+    return new HostileClient(await RawConn.open(port), opts);
+  }
+
+  /** Runs every honest step before `step` that has not run yet. */
+  async upTo(step: Step): Promise<void> {
+    for (const s of STEPS.slice(0, STEPS.indexOf(step))) {
+      if (!this.#done.has(s)) await this.step(s);
+    }
+  }
+
+  /** Runs the whole honest handshake. */
+  async handshake(): Promise<void> {
+    await this.upTo("dh_server");
+    await this.step("dh_server");
+  }
+
+  /** Runs one honest step. */
+  async step(step: Step): Promise<void> {
+    switch (step) {
+      case "hello":
+        return await this.sendHello();
+      case "server_hello":
+        return await this.readServerHello();
+      case "server_flight":
+        return await this.readServerFlight();
+      case "certificate":
+        return await this.sendCertificate();
+      case "certificate_verify":
+        return await this.sendCertificateVerify();
+      case "finished":
+        return await this.sendFinished();
+      case "credentials":
+        return await this.sendCredentials();
+      case "auth_ok":
+        return await this.readAuthOk();
+      case "dh_client":
+        return await this.sendDhClient();
+      case "certificate_verify2":
+        return await this.sendCertificateVerify2();
+      case "dh_server":
+        return await this.readDhServer();
+    }
+  }
+
+  // ---- plaintext and sealed primitives ----
+
+  /** Sends a plaintext frame; a JSON message is recorded in the handshake transcript. */
+  async sendPlain(message: unknown, record = true): Promise<void> {
+    const payload = json(message);
+    await this.conn.sendFrame(payload);
+    if (record) this.transcript.add(payload);
+  }
+
+  /** Seals `inner` (bytes or a JSON message) under the current channel and sends it. */
+  async sendSealed(inner: Uint8Array | object, record = false): Promise<void> {
+    const bytes = inner instanceof Uint8Array ? inner : json(inner);
+    const ct = await this.#channel().seal(bytes);
+    await this.conn.sendFrame({ type: "sealed", ct: toBase64(ct) });
+    if (record) this.transcript.add(bytes);
+  }
+
+  async #sendHandshake(message: Record<string, unknown>, hooks: SendHooks = {}, record = true) {
+    if (hooks.payload) return await this.sendSealed(hooks.payload, false);
+    const edited = hooks.mutate ? hooks.mutate(structuredClone(message)) : message;
+    await this.sendSealed(json(edited), record);
+  }
+
+  async #readSealed(): Promise<Uint8Array> {
+    const payload = await this.conn.readFrame();
+    if (payload === null) throw new Error("server closed the connection");
+    const frame = JSON.parse(new TextDecoder().decode(payload));
+    if (frame.type !== "sealed") throw new Error(`expected sealed, got ${frame.type}`);
+    const inner = await this.#channel().open(fromBase64(frame.ct));
+    const message = JSON.parse(new TextDecoder().decode(inner));
+    if (message.type === "error") throw new Error(`server error ${message.code}`);
+    return inner;
+  }
+
+  #channel(): SealedChannel {
+    if (!this.channel) throw new Error("no sealed channel yet");
+    return this.channel;
+  }
+
+  // ---- the steps ----
+
+  async sendHello(o: {
+    version?: unknown;
+    groups?: unknown;
+    keyShare?: { group: string; pub: string };
+    nonce?: string;
+    mutate?: (m: Record<string, unknown>) => unknown;
+    /** Send it one byte per write. */
+    split?: boolean;
+  } = {}): Promise<void> {
+    this.#done.add("hello");
+    this.share = await generateKeyShare(this.group);
+    let message: unknown = {
+      type: "hello",
+      version: o.version ?? 1,
+      nonce: o.nonce ?? toBase64(crypto.getRandomValues(new Uint8Array(32))),
+      groups: o.groups ?? [this.group],
+      key_share: o.keyShare ?? { group: this.group, pub: toBase64(this.share.publicKey) },
+    };
+    if (o.mutate) message = o.mutate(message as Record<string, unknown>);
+    const payload = json(message);
+    if (o.split) await this.conn.writeSplit(frame(payload));
+    else await this.conn.sendFrame(payload);
+    this.transcript.add(payload);
+  }
+
+  async readServerHello(): Promise<void> {
+    this.#done.add("server_hello");
+    const payload = await this.conn.readFrame();
+    if (payload === null) throw new Error("server closed before server_hello");
+    const hello = parseMessage(payload, ServerHelloSchema);
+    this.transcript.add(payload);
+    const shared = await agree(this.share!, hello.key_share.pub);
+    this.phase1 = await derivePhase1(shared, await this.transcript.hash());
+    this.channel = await SealedChannel.create(this.phase1.c2s, this.phase1.s2c);
+  }
+
+  /** Reads and checks the server's certificate, certificate_verify and finished. */
+  async readServerFlight(): Promise<void> {
+    this.#done.add("server_flight");
+    const certInner = await this.#readSealed();
+    const { cert } = parseMessage(certInner, CertificateSchema);
+    this.transcript.add(certInner);
+    const server = await validatePeerCertificate(this.opts.trust, cert, {
+      role: "server",
+      expectedName: this.opts.serverName ?? "localhost",
+    });
+    this.serverKey = await importVerifyingKeySpki(server.spki);
+    const signed = signatureInput("server", 1, await this.transcript.hash());
+    const cvInner = await this.#readSealed();
+    const { sig } = parseMessage(cvInner, CertificateVerifySchema);
+    this.transcript.add(cvInner);
+    if (!await verify(this.serverKey, signed, sig)) throw new Error("server signature invalid");
+    const expected = await finishedMac(this.phase1!.serverFinishedKey, await this.transcript.hash());
+    const finInner = await this.#readSealed();
+    const { mac } = parseMessage(finInner, FinishedSchema);
+    this.transcript.add(finInner);
+    if (toBase64(mac) !== toBase64(expected)) throw new Error("server finished invalid");
+  }
+
+  async sendCertificate(o: SendHooks & { cert?: Uint8Array } = {}): Promise<void> {
+    this.#done.add("certificate");
+    const cert = o.cert ?? this.opts.identity.certDer;
+    await this.#sendHandshake({ type: "certificate", cert: toBase64(cert) }, o);
+  }
+
+  async sendCertificateVerify(o: SendHooks & { sig?: Uint8Array } = {}): Promise<void> {
+    this.#done.add("certificate_verify");
+    const signed = signatureInput("client", 1, await this.transcript.hash());
+    const sig = o.sig ?? await sign(this.opts.identity.signingKey, signed);
+    await this.#sendHandshake({ type: "certificate_verify", sig: toBase64(sig) }, o);
+  }
+
+  async sendFinished(o: SendHooks & { mac?: Uint8Array } = {}): Promise<void> {
+    this.#done.add("finished");
+    const mac = o.mac ??
+      await finishedMac(this.phase1!.clientFinishedKey, await this.transcript.hash());
+    await this.#sendHandshake({ type: "finished", mac: toBase64(mac) }, o);
+  }
+
+  async sendCredentials(o: SendHooks = {}): Promise<void> {
+    this.#done.add("credentials");
+    const { username, password, email } = this.opts;
+    const message = email === undefined
+      ? { type: "login", username, password }
+      : { type: "register", email, username, password };
+    await this.#sendHandshake(message, o, false);
+  }
+
+  async readAuthOk(): Promise<void> {
+    this.#done.add("auth_ok");
+    const inner = await this.#readSealed();
+    parseMessage(inner, AuthOkSchema);
+    this.transcript.add(inner);
+  }
+
+  async sendDhClient(o: SendHooks & { pub?: Uint8Array; group?: string } = {}): Promise<void> {
+    this.#done.add("dh_client");
+    this.#dhShare = await generateKeyShare(this.group);
+    await this.#sendHandshake({
+      type: "dh_client",
+      key_share: { group: o.group ?? this.group, pub: toBase64(o.pub ?? this.#dhShare.publicKey) },
+    }, o);
+  }
+
+  async sendCertificateVerify2(o: SendHooks & { sig?: Uint8Array } = {}): Promise<void> {
+    this.#done.add("certificate_verify2");
+    const signed = signatureInput("client", 2, await this.transcript.hash());
+    const sig = o.sig ?? await sign(this.opts.identity.signingKey, signed);
+    await this.#sendHandshake({ type: "certificate_verify", sig: toBase64(sig) }, o);
+  }
+
+  async readDhServer(): Promise<void> {
+    this.#done.add("dh_server");
+    const dhInner = await this.#readSealed();
+    const dh = parseMessage(dhInner, DhServerSchema);
+    this.transcript.add(dhInner);
+    const signed = signatureInput("server", 2, await this.transcript.hash());
+    const cvInner = await this.#readSealed();
+    const { sig } = parseMessage(cvInner, CertificateVerifySchema);
+    this.transcript.add(cvInner);
+    if (!await verify(this.serverKey!, signed, sig)) throw new Error("server phase 2 sig invalid");
+    const shared = await agree(this.#dhShare!, dh.key_share.pub);
+    this.secrets = await deriveSession(
+      this.phase1!.handshakeSecret,
+      shared,
+      await this.transcript.hash(),
+    );
+    this.sessionId = Array.from(this.secrets.sessionId, (b) => b.toString(16).padStart(2, "0"))
+      .join("");
+    this.channel = await SealedChannel.create(this.secrets.control.c2s, this.secrets.control.s2c);
+    const keys = await trafficKeys(this.secrets.chat.c2s);
+    this.#chatKey = { key: await importAesGcmKey(keys.key), iv: keys.iv };
+    this.#receiver = await ChatReceiver.create(this.secrets.chat.s2c, this.serverKey!);
+  }
+
+  // ---- chat (PROTOCOL §6) ----
+
+  /**
+   * Seals and signs one chat message as §6.1 says, then lets the test change any part:
+   * `seqno`/`ts` (also used for the AEAD and signature unless `signedSeqno` says otherwise),
+   * `ct`/`sig` replaced after signing, or `frame` to edit the JSON frame itself.
+   * The honest seqno counter advances only when `seqno` is not given.
+   */
+  async msgFrame(body: MsgBody | Uint8Array, o: {
+    seqno?: number;
+    ts?: number;
+    ct?: (ct: Uint8Array) => Uint8Array;
+    sig?: (sig: Uint8Array) => Uint8Array;
+    frame?: (f: Record<string, unknown>) => unknown;
+  } = {}): Promise<Uint8Array> {
+    if (!this.#chatKey) throw new Error("handshake not complete");
+    const seqno = o.seqno ?? ++this.#seqno;
+    const ts = o.ts ?? Date.now();
+    // Out-of-range seqnos still go on the wire as given; the crypto uses 0 for them.
+    const n = Number.isSafeInteger(seqno) && seqno >= 0 ? seqno : 0;
+    const plaintext = body instanceof Uint8Array ? body : json(body);
+    let ct = await seal(
+      this.#chatKey.key,
+      counterNonce(this.#chatKey.iv, n),
+      plaintext,
+      concat(MSG_AAD_LABEL, u64be(n), u64be(ts)),
+    );
+    let sig = await sign(this.opts.identity.signingKey, await msgDigest(n, ts, ct));
+    if (o.ct) ct = o.ct(ct);
+    if (o.sig) sig = o.sig(sig);
+    let message: unknown = { type: "msg", seqno, ts, ct: toBase64(ct), sig: toBase64(sig) };
+    if (o.frame) message = o.frame(message as Record<string, unknown>);
+    return json(message);
+  }
+
+  async sendMsg(body: MsgBody | Uint8Array, o: Parameters<HostileClient["msgFrame"]>[1] = {}) {
+    await this.conn.sendFrame(await this.msgFrame(body, o));
+  }
+
+  /** Reads frames until a `msg` whose body matches `test` arrives; returns its body. */
+  async readMsgUntil(test: (body: MsgBody) => boolean, timeoutMs = 10_000): Promise<MsgBody> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const payload = await this.conn.readFrame(Math.max(1, deadline - Date.now()));
+      if (payload === null) throw new Error("server closed the connection");
+      const m = JSON.parse(new TextDecoder().decode(payload));
+      if (m.type !== "msg") throw new Error(`unexpected ${m.type} frame`);
+      const body = await this.#receiver!.open({
+        seqno: m.seqno,
+        ts: m.ts,
+        ct: fromBase64(m.ct),
+        sig: fromBase64(m.sig),
+      });
+      if (test(body)) return body;
+    }
+  }
+
+  /**
+   * Reads what is left until the server closes (or `timeoutMs`), opening sealed frames
+   * with the current channel, and reports the code of the server's `error`.
+   */
+  async expectEnd(timeoutMs = 10_000): Promise<EndOfConnection> {
+    const deadline = Date.now() + timeoutMs;
+    const messages: unknown[] = [];
+    let code: string | undefined;
+    while (true) {
+      let payload: Uint8Array | null;
+      try {
+        payload = await this.conn.readFrame(Math.max(1, deadline - Date.now()));
+      } catch {
+        this.conn.close();
+        return { code, closed: false, messages };
+      }
+      if (payload === null) {
+        this.conn.close();
+        return { code, closed: true, messages };
+      }
+      let message: Record<string, unknown>;
+      try {
+        message = JSON.parse(new TextDecoder().decode(payload));
+      } catch {
+        messages.push(payload);
+        continue;
+      }
+      if (message.type === "sealed" && this.channel) {
+        try {
+          const inner = await this.channel.open(
+            fromBase64(message.ct as string),
+          );
+          message = JSON.parse(new TextDecoder().decode(inner));
+        } catch {
+          // not under our keys (e.g. we never read the server's flight in order)
+        }
+      }
+      messages.push(message);
+      if (message.type === "error") code = message.code as string;
+    }
+  }
+
+  close(): void {
+    this.conn.close();
+  }
+}
