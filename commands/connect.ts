@@ -96,6 +96,7 @@ async function connect(options: ConnectOptions): Promise<void> {
   });
   const session = await ChatSession.start(established, {
     transcriptDir: options.transcripts,
+    serverName: options.serverName,
     relayTrust: trust,
   });
   const history = options.history ? await openHistory(options.history) : undefined;

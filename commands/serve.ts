@@ -1,5 +1,6 @@
 /** `securechat serve`: run the chat server. */
 import { Command, Option } from "commander";
+import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
@@ -116,7 +117,11 @@ async function serve(options: ServeOptions): Promise<void> {
     options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
   );
   const trust = await TrustStore.load(options.ca, options.crl);
-  const store = await openUserStore({ url: options.db, env: Deno.env.toObject() });
+  const store = await openUserStore({ url: options.db }).catch((error) => {
+    // A malformed --db or DB_* set is the user's to fix: a usage error.
+    if (codeOf(error) !== "INVALID_INPUT") throw error;
+    throw new SecureChatError("USAGE", (error as Error).message, { cause: error });
+  });
   const server = ChatServer.listen({
     hostname: options.host,
     port: options.port,

@@ -104,6 +104,13 @@ export function formatReport(r: VerifyReport): string {
     `${total} checked: c2s ${r.messages.c2s} (client→server), s2c ${r.messages.s2c} ` +
       `(server→client); ${verdict}`,
   );
+  for (const a of r.authors) {
+    row(
+      "author",
+      `${a.commonName}  ${fp(a.fingerprint)}: ${a.messages} relayed message(s) carry ` +
+        `${a.commonName}'s own valid signature`,
+    );
+  }
   if (total > 0) row("time span", `${iso(r.span.first)} .. ${iso(r.span.last)}`);
   if (r.transcriptSha256) row("hash", `transcript_sha256 ${r.transcriptSha256}`);
   if (r.receipts.length === 0) {

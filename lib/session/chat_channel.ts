@@ -110,6 +110,7 @@ export interface SenderLimits {
 
 export class ChatSender {
   #seqno = 0;
+  #lastTs = 0;
   #traffic: TrafficSecret;
   #underKey = 0;
   readonly #limits: Required<SenderLimits>;
@@ -139,7 +140,10 @@ export class ChatSender {
    * under the old key. Returns every message to send, in order. Callers must not
    * interleave calls (the session serialises them).
    */
-  async seal(body: MsgBodyJson, now = Date.now()): Promise<SealedMsg[]> {
+  async seal(body: MsgBodyJson, clock = Date.now()): Promise<SealedMsg[]> {
+    // Timestamps never go backwards within a direction (§6.3), even if the clock does.
+    const now = Math.max(clock, this.#lastTs);
+    this.#lastTs = now;
     const out: SealedMsg[] = [];
     const due = this.#underKey >= this.#limits.keyUpdateMessages - 1 ||
       now - this.#traffic.createdAt >= this.#limits.keyUpdateMs;
@@ -167,6 +171,7 @@ export class ChatSender {
 
 export class ChatReceiver {
   readonly #window = new SequenceWindow();
+  #lastTs = 0;
   #traffic: TrafficSecret;
 
   private constructor(
@@ -195,12 +200,16 @@ export class ChatReceiver {
     if (Math.abs(now - m.ts) > this.maxSkewMs) {
       throw new SecureChatError("STALE", `timestamp ${m.ts} is ${now - m.ts} ms from our clock`);
     }
+    if (m.ts < this.#lastTs) {
+      throw new SecureChatError("STALE", `timestamp ${m.ts} is before the previous message's`);
+    }
     if (!await verify(this.peerKey, await msgDigest(m.seqno, m.ts, m.ct), m.sig)) {
       throw new SecureChatError("SIG_FAIL", `signature of message ${m.seqno} does not verify`);
     }
     const messageKey = await this.#traffic.messageKey(m.seqno);
     const body = await openBody(messageKey, m.seqno, m.ts, m.ct);
     this.#window.accept(m.seqno);
+    this.#lastTs = m.ts;
     if (body.kind === "key_update") this.#traffic = await this.#traffic.next(m.ts);
     return { body, messageKey };
   }

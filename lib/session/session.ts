@@ -42,6 +42,8 @@ export const MAX_REJECTED_MESSAGES = 16;
 
 export interface ChatSessionOptions extends SenderLimits {
   transcriptDir: string;
+  /** The name the client dialled, recorded so `verify` can match the server certificate. */
+  serverName?: string;
   /** Clients pass their trust store to check the authors of relayed messages (§6.4). */
   relayTrust?: TrustStore;
   startedAt?: number;
@@ -117,6 +119,7 @@ export class ChatSession {
       clientCertDer: est.role === "client" ? est.self.certDer : est.peer.der,
       serverCertDer: est.role === "server" ? est.self.certDer : est.peer.der,
       startedAt: opts.startedAt ?? Date.now(),
+      serverName: opts.serverName,
     });
     const sender = await ChatSender.create(est.chatSendSecret, est.self.signingKey, opts);
     const receiver = await ChatReceiver.create(est.chatReceiveSecret, est.peerKey, opts.maxSkewMs);

@@ -28,6 +28,8 @@ export type Role = "client" | "server";
 
 /** The byte each direction contributes to the line encoding. */
 export const DIRECTION_BYTE: Record<Direction, number> = { c2s: 0x01, s2c: 0x02 };
+/** Marks the author record of a relayed message in the hash encoding. */
+export const AUTHOR_BYTE = 0x03;
 /** The role whose certificate key signs each direction. */
 export const SIGNER_ROLE: Record<Direction, Role> = { c2s: "client", s2c: "server" };
 
@@ -85,9 +87,18 @@ export const HeaderLineSchema = z.object({
 }).strict();
 
 /**
- * Every further line of a v1 transcript. Strict: a v1 verifier rejects unknown
- * fields; relay authorship (`author`) will arrive with a new `version`.
+ * The author record of a relayed message (PROTOCOL §6.4): the author's own msg as
+ * the server received it, and the author's certificate. Never the message key.
  */
+export const AuthorSchema = z.object({
+  cert: b64(1, MAX_CERT_BYTES),
+  seqno: uint().min(1),
+  ts: uint(),
+  ct: b64(1, MAX_CT_BYTES),
+  sig: b64(1, MAX_SIG_BYTES),
+}).strict();
+
+/** Every further line of a v1 transcript. Strict: unknown fields are rejected. */
 export const MessageLineSchema = z.object({
   dir: z.enum(["c2s", "s2c"]),
   seqno: uint().min(1),
@@ -95,7 +106,18 @@ export const MessageLineSchema = z.object({
   ct: b64(1, MAX_CT_BYTES),
   sig: b64(1, MAX_SIG_BYTES),
   signer: FingerprintSchema,
+  /** Only on s2c lines that relay a user's message. */
+  author: AuthorSchema.optional(),
 }).strict();
+
+/** An author record as the writer takes it. */
+export interface AuthorEntry {
+  cert: Uint8Array;
+  seqno: number;
+  ts: number;
+  ct: Uint8Array;
+  sig: Uint8Array;
+}
 
 export type HeaderLine = z.output<typeof HeaderLineSchema>;
 export type MessageLine = z.output<typeof MessageLineSchema>;
@@ -140,9 +162,17 @@ export function encodeHeaderLine(h: {
 
 /** The JSON text of one message line, without the newline. Field order is fixed. */
 export function encodeMessageLine(
-  e: { dir: Direction; seqno: number; ts: number; ct: Uint8Array; sig: Uint8Array },
+  e: {
+    dir: Direction;
+    seqno: number;
+    ts: number;
+    ct: Uint8Array;
+    sig: Uint8Array;
+    author?: AuthorEntry;
+  },
   signerFingerprint: string,
 ): string {
+  const a = e.author;
   return JSON.stringify({
     dir: e.dir,
     seqno: e.seqno,
@@ -150,6 +180,17 @@ export function encodeMessageLine(
     ct: toBase64(e.ct),
     sig: toBase64(e.sig),
     signer: signerFingerprint,
+    ...(a
+      ? {
+        author: {
+          cert: toBase64(a.cert),
+          seqno: a.seqno,
+          ts: a.ts,
+          ct: toBase64(a.ct),
+          sig: toBase64(a.sig),
+        },
+      }
+      : {}),
   });
 }
 
@@ -190,16 +231,29 @@ export class TranscriptHasher {
     this.#ctx = ctx;
   }
 
-  /** Adds one line: DIR || u64be(seqno) || u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig. */
-  add(dir: Direction, seqno: number, ts: number, ct: Uint8Array, sig: Uint8Array): void {
+  /**
+   * Adds one line: DIR || u64be(seqno) || u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig,
+   * then, for a relayed message, AUTHOR(0x03) || u32be(|cert|) || cert || u64be(seqno) ||
+   * u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig of the author's message. 0x03 is
+   * never a DIR byte, so a line with an author cannot be read as two lines.
+   */
+  add(
+    dir: Direction,
+    seqno: number,
+    ts: number,
+    ct: Uint8Array,
+    sig: Uint8Array,
+    author?: AuthorEntry,
+  ): void {
     const h = this.#running[dir];
     h.update(Uint8Array.of(DIRECTION_BYTE[dir]));
-    h.update(u64be(seqno));
-    h.update(u64be(ts));
-    h.update(u32be(ct.length));
-    h.update(ct);
-    h.update(u32be(sig.length));
-    h.update(sig);
+    updateMessage(h, seqno, ts, ct, sig);
+    if (author) {
+      h.update(Uint8Array.of(AUTHOR_BYTE));
+      h.update(u32be(author.cert.length));
+      h.update(author.cert);
+      updateMessage(h, author.seqno, author.ts, author.ct, author.sig);
+    }
     this.counts[dir]++;
   }
 
@@ -215,6 +269,15 @@ export class TranscriptHasher {
       s2c: this.counts.s2c,
     };
   }
+}
+
+function updateMessage(h: Hash, seqno: number, ts: number, ct: Uint8Array, sig: Uint8Array) {
+  h.update(u64be(seqno));
+  h.update(u64be(ts));
+  h.update(u32be(ct.length));
+  h.update(ct);
+  h.update(u32be(sig.length));
+  h.update(sig);
 }
 
 /** The final block (docs/TRANSCRIPT.md §3.3), exported for the test vectors. */

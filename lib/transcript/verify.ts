@@ -10,7 +10,7 @@ import { type ErrorCode, SecureChatError } from "../errors.ts";
 import { importVerifyingKeySpki, verify, type VerifyingKey } from "../crypto/signature.ts";
 import { parseCertificate } from "../pki/certificate.ts";
 import { formatIp } from "../pki/hostname.ts";
-import { TrustStore, validatePeerCertificate } from "../pki/validate.ts";
+import { TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import {
   basePathOfLog,
   type Direction,
@@ -74,6 +74,8 @@ export interface VerifyReport {
   /** message lines that passed every check, per direction */
   messages: { c2s: number; s2c: number };
   signers: { client?: PartyReport; server?: PartyReport };
+  /** Authors of relayed messages whose own signatures verified (PROTOCOL §6.4). */
+  authors: { commonName: string; fingerprint: string; messages: number }[];
   /** first and last message ts (ms) among the lines that passed */
   span: { first: number | null; last: number | null };
   /** the recomputed transcript hash (hex), when every line is valid */
@@ -123,6 +125,10 @@ interface LineContext {
 type LineCheck = (line: MessageLine, ctx: LineContext) => string | null;
 
 const LINE_CHECKS: LineCheck[] = [
+  (line) =>
+    line.author && line.dir !== "s2c"
+      ? "a c2s line carries an author record (only relays do)"
+      : null,
   (line, ctx) => {
     const role = SIGNER_ROLE[line.dir];
     return line.signer === ctx.parties[role].fingerprint
@@ -167,6 +173,7 @@ function emptyReport(path: string): VerifyReport {
     startedAt: null,
     messages: { c2s: 0, s2c: 0 },
     signers: {},
+    authors: [],
     span: { first: null, last: null },
     transcriptSha256: null,
     receipts: [],
@@ -358,12 +365,7 @@ async function checkLines(
     const der = role === "client" ? header.client_cert : header.server_cert;
     try {
       const expectedName = role === "server" ? header.server_name ?? ownServerName(der) : undefined;
-      const peer = await validatePeerCertificate(chainOnly, der, { role, now: at, expectedName });
-      // Revocation: the CRL as known now applies whatever the session time; a CRL
-      // carries no compromise time we could compare with (docs/TRANSCRIPT.md §6.1).
-      if (opts.trust.crl?.revoked.has(peer.serial)) {
-        throw new SecureChatError("BAD_CERT", "certificate is revoked (on the CA's CRL)");
-      }
+      const peer = await validateAsOf(opts.trust, chainOnly, der, { role, now: at, expectedName });
       const key = await importVerifyingKeySpki(peer.spki);
       const fingerprint = fingerprintOf(der);
       parties[role] = { fingerprint, key };
@@ -397,6 +399,7 @@ async function checkLines(
     nextSeq: { c2s: 1, s2c: 1 },
     lastTs: { c2s: 0, s2c: 0 },
   };
+  const authors = new AuthorChecks(chainOnly, opts.trust);
   const limit = Math.max(1, opts.concurrency ?? 32);
   // A counting window: at most `limit` verifications in flight; `wake` resumes the reader.
   let active = 0;
@@ -462,7 +465,7 @@ async function checkLines(
     const before = { ...running };
     ctx.nextSeq[line.dir]++;
     ctx.lastTs[line.dir] = line.ts;
-    hasher.add(line.dir, line.seqno, line.ts, line.ct, line.sig);
+    hasher.add(line.dir, line.seqno, line.ts, line.ct, line.sig, line.author);
     running[line.dir]++;
     running.first = running.first === null ? line.ts : Math.min(running.first, line.ts);
     running.last = running.last === null ? line.ts : Math.max(running.last, line.ts);
@@ -483,6 +486,19 @@ async function checkLines(
       }
     };
     verify(key, digest, line.sig).then(record, () => record(false)).finally(settled);
+    if (line.author) {
+      const author = line.author;
+      active++;
+      const recordAuthor = (problem: { code: VerifyCode; reason: string } | null) => {
+        if (problem && (!sigProblem || n < sigProblem.line)) {
+          sigProblem = { line: n, ...problem, before };
+        }
+      };
+      authors.check(author, at).then(
+        recordAuthor,
+        (error) => recordAuthor({ code: "SIG_FAIL", reason: String(error) }),
+      ).finally(settled);
+    }
     while (active >= limit) await slot();
   }
   while (active > 0) await slot();
@@ -492,12 +508,85 @@ async function checkLines(
   const firstBad = found.sort((a, b) => a.line - b.line)[0] ?? null;
   const snap = firstBad ? firstBad.before : running;
   report.messages = { c2s: snap.c2s, s2c: snap.s2c };
+  report.authors = authors.summary();
   report.span = { first: snap.first, last: snap.last };
   if (firstBad) {
     const { line, code, reason } = firstBad;
     return { problem: { line, code, reason }, state: null, parties };
   }
   return { problem: null, state: hasher.current(), parties };
+}
+
+/**
+ * Checks the author records of relayed lines: the author's certificate (a client
+ * certificate of our CA, validated at the session start like the parties') and the
+ * author's own signature over their message. Certificates are validated once each.
+ */
+class AuthorChecks {
+  readonly #keys = new Map<string, Promise<{ key: VerifyingKey; commonName: string }>>();
+  readonly #counts = new Map<string, { commonName: string; messages: number }>();
+
+  constructor(readonly chainOnly: TrustStore, readonly trust: TrustStore) {}
+
+  async check(
+    author: NonNullable<MessageLine["author"]>,
+    at: Date,
+  ): Promise<{ code: VerifyCode; reason: string } | null> {
+    const fingerprint = fingerprintOf(author.cert);
+    let entry = this.#keys.get(fingerprint);
+    if (!entry) {
+      entry = this.#validate(author.cert, at);
+      this.#keys.set(fingerprint, entry);
+    }
+    let authorKey: { key: VerifyingKey; commonName: string };
+    try {
+      authorKey = await entry;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      return { code: "BAD_CERT", reason: `relayed author's certificate: ${message}` };
+    }
+    const digest = messageDigest(author.seqno, author.ts, author.ct);
+    if (!await verify(authorKey.key, digest, author.sig)) {
+      return {
+        code: "SIG_FAIL",
+        reason: `relayed message does not carry ${authorKey.commonName}'s signature ` +
+          "(the relayed ciphertext or the author record was altered, or forged)",
+      };
+    }
+    const count = this.#counts.get(fingerprint) ??
+      { commonName: authorKey.commonName, messages: 0 };
+    count.messages++;
+    this.#counts.set(fingerprint, count);
+    return null;
+  }
+
+  summary(): VerifyReport["authors"] {
+    return [...this.#counts].map(([fingerprint, c]) => ({ fingerprint, ...c }))
+      .sort((a, b) => a.commonName.localeCompare(b.commonName));
+  }
+
+  async #validate(der: Uint8Array, at: Date) {
+    const peer = await validateAsOf(this.trust, this.chainOnly, der, { role: "client", now: at });
+    return { key: await importVerifyingKeySpki(peer.spki), commonName: peer.commonName };
+  }
+}
+
+/**
+ * Validates a certificate as of the session time. Revocation is the exception: the CRL
+ * as known now applies whatever the session time, since a CRL carries no compromise
+ * time we could compare with (docs/TRANSCRIPT.md §6.1).
+ */
+async function validateAsOf(
+  trust: TrustStore,
+  chainOnly: TrustStore,
+  der: Uint8Array,
+  opts: { role: Role; now: Date; expectedName?: string },
+): Promise<ValidatedPeer> {
+  const peer = await validatePeerCertificate(chainOnly, der, opts);
+  if (trust.crl?.revoked.has(peer.serial)) {
+    throw new SecureChatError("BAD_CERT", "certificate is revoked (on the CA's CRL)");
+  }
+  return peer;
 }
 
 /** The trust store minus its CRL: the chain is checked at the session time, revocation apart. */

@@ -13,6 +13,7 @@ import { SecureChatError } from "../errors.ts";
 import type { SigningKey } from "../crypto/signature.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
 import {
+  type AuthorEntry,
   baseNameOf,
   type Direction,
   encodeHeaderLine,
@@ -60,6 +61,8 @@ export interface TranscriptEntry {
   ct: Uint8Array;
   /** The msg signature bytes exactly as on the wire. */
   sig: Uint8Array;
+  /** For an s2c relay: the author's own message (PROTOCOL §6.4). */
+  author?: AuthorEntry;
 }
 
 export interface FinishResult {
@@ -222,6 +225,9 @@ export class TranscriptWriter {
     if (!Number.isSafeInteger(ts) || ts < this.#lastTs[dir]) {
       throw new SecureChatError("PROTOCOL_ERROR", `transcript: ${dir} timestamp went backwards`);
     }
+    if (entry.author && dir !== "s2c") {
+      throw new SecureChatError("INVALID_INPUT", "transcript: only s2c lines relay an author");
+    }
     if (ct.length < 1 || ct.length > MAX_CT_BYTES || sig.length < 1 || sig.length > MAX_SIG_BYTES) {
       throw new SecureChatError("INVALID_INPUT", "transcript: ct or sig length out of range");
     }
@@ -232,7 +238,7 @@ export class TranscriptWriter {
       this.#failed = ioError(`cannot append to transcript ${this.path}`, cause);
       throw this.#failed;
     }
-    this.#hasher.add(dir, seqno, ts, ct, sig);
+    this.#hasher.add(dir, seqno, ts, ct, sig, entry.author);
     this.#lastTs[dir] = ts;
   }
 

@@ -23,7 +23,10 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 
 /** openssl's UTCTime form YYMMDDHHMMSSZ (dates before 2050). */
 function utcTime(date: Date): string {
-  return date.toISOString().replace(/^\d\d(\d\d)-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d).*$/, "$1$2$3$4$5$6Z");
+  return date.toISOString().replace(
+    /^\d\d(\d\d)-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d).*$/,
+    "$1$2$3$4$5$6Z",
+  );
 }
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -187,6 +190,7 @@ export interface BadCertPki {
  *   future-server   server, not yet valid
  *   wrongname-server server cert with SAN other.example only
  *   p384-alice      client "alice" with an ECDSA P-384 key (not a protocol algorithm)
+ *   ed448-alice     client "alice" with an Ed448 key (an algorithm the parser does not know)
  *   rsa1024-alice   client "alice" with a 1024-bit RSA key (too weak)
  */
 export async function makeBadCertPki(users: string[]): Promise<BadCertPki> {
@@ -249,6 +253,7 @@ async function addBadCerts(pki: TestPki, other: TestPki): Promise<void> {
       ext: "client_ext",
       keyAlg: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
     },
+    { name: "ed448-alice", cn: "alice", ext: "client_ext", keyAlg: ["-algorithm", "ED448"] },
     {
       name: "rsa1024-alice",
       cn: "alice",

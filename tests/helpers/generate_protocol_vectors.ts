@@ -44,10 +44,16 @@ import { issueCertificate } from "../../lib/pki/issue.ts";
 import type { KeyType } from "../../lib/pki/keys.ts";
 import { pemDecode } from "../../lib/pki/pem.ts";
 import { TrustStore } from "../../lib/pki/validate.ts";
-import { ChatSender, msgDigest, msgFrame, type SealedMsg } from "../../lib/session/chat_channel.ts";
+import {
+  ChatSender,
+  messageKeyFor,
+  msgDigest,
+  msgFrame,
+  type SealedMsg,
+} from "../../lib/session/chat_channel.ts";
 import type { ByteStreamConn } from "../../lib/wire/connection.ts";
 import { FrameConnection } from "../../lib/wire/connection.ts";
-import type { MsgBody } from "../../lib/wire/messages.ts";
+import type { MsgBodyJson } from "../../lib/wire/messages.ts";
 
 const OUT_DIR = new URL("../vectors/protocol/", import.meta.url);
 const EMPTY = new Uint8Array(0);
@@ -61,7 +67,10 @@ const PASSWORD = "correct horse battery staple";
  * ChatSender stamps its key with the real clock but is given fixed timestamps: without
  * this, a fixed `now` an hour past the real clock would insert an automatic key_update.
  */
-const NO_AUTO = { keyUpdateMessages: Number.MAX_SAFE_INTEGER, keyUpdateMs: Number.MAX_SAFE_INTEGER };
+const NO_AUTO = {
+  keyUpdateMessages: Number.MAX_SAFE_INTEGER,
+  keyUpdateMs: Number.MAX_SAFE_INTEGER,
+};
 
 // RFC 7748 §6.1 (X25519) and RFC 5903 §8.1 (P-256) test keys for phase 1, so ss1 is a
 // published known answer; phase 2 scalars are SHA-256 of a label (see README.md).
@@ -448,9 +457,19 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
     }
     hashes.push({ name, frame: frame.index, covers, hash: hex(hash), mac: hex(mac) });
   };
-  await signaturePoint("server_certificate_verify_1", "server", 1, find("s2c", "certificate_verify"));
+  await signaturePoint(
+    "server_certificate_verify_1",
+    "server",
+    1,
+    find("s2c", "certificate_verify"),
+  );
   await finishedPoint("server_finished", finServer, find("s2c", "finished"));
-  await signaturePoint("client_certificate_verify_1", "client", 1, find("c2s", "certificate_verify"));
+  await signaturePoint(
+    "client_certificate_verify_1",
+    "client",
+    1,
+    find("c2s", "certificate_verify"),
+  );
   await finishedPoint("client_finished", finClient, find("c2s", "finished"));
   await signaturePoint(
     "client_certificate_verify_2",
@@ -491,8 +510,13 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
   // ---- session frames: msgs through ChatSender with fixed timestamps, then close both ways
   const clientSender = await ChatSender.create(chatC2s0.slice(), clientId.signingKey, NO_AUTO);
   const serverSender = await ChatSender.create(chatS2c0.slice(), serverId.signingKey, NO_AUTO);
-  const plan: { dir: "c2s" | "s2c"; ts: number; body: MsgBody; secret: string }[] = [
-    { dir: "c2s", ts: T0 + 1000, body: { kind: "text", text: "hello, server" }, secret: "chat_c2s_0" },
+  const plan: { dir: "c2s" | "s2c"; ts: number; body: MsgBodyJson; secret: string }[] = [
+    {
+      dir: "c2s",
+      ts: T0 + 1000,
+      body: { kind: "text", text: "hello, server" },
+      secret: "chat_c2s_0",
+    },
     {
       dir: "s2c",
       ts: T0 + 1500,
@@ -529,12 +553,12 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
       innerType: step.body.kind,
       hashed: false,
     };
-    const keys = await trafficKeys(secretsByName[step.secret]);
     msgExtras.set(frame.index, {
       seqno: m.seqno,
       ts: m.ts,
-      traffic_secret: step.secret,
-      nonce: hex(counterNonce(keys.iv, m.seqno)),
+      chat_secret: step.secret,
+      message_key: hex(await messageKeyFor(secretsByName[step.secret], m.seqno)),
+      nonce: hex(new Uint8Array(12)),
       aad: hex(msgAad(m.seqno, m.ts)),
       ct: hex(m.ct),
       digest: hex(await msgDigest(m.seqno, m.ts, m.ct)),
@@ -575,7 +599,8 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
     return out;
   };
 
-  const p1pub = async (scalar: Uint8Array) => hex((await keyShareFromPrivate(group, scalar)).publicKey);
+  const p1pub = async (scalar: Uint8Array) =>
+    hex((await keyShareFromPrivate(group, scalar)).publicKey);
   const vector: Json = {
     description: scenario.description,
     spec: "docs/PROTOCOL.md (securechat protocol version 1), sections 2-6 and 9",
@@ -623,10 +648,12 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
       ctl_c2s: hex(ctl.c2s),
       ctl_s2c: hex(ctl.s2c),
     },
-    traffic_keys: {
-      chat_c2s_0: await traffic(chatC2s0),
-      chat_c2s_1: await traffic(chatC2s1),
-      chat_s2c_0: await traffic(chatS2c0),
+    chat_secrets: {
+      chat_c2s_0: hex(chatC2s0),
+      chat_c2s_1: hex(chatC2s1),
+      chat_s2c_0: hex(chatS2c0),
+    },
+    control_keys: {
       ctl_c2s: await traffic(ctl.c2s),
       ctl_s2c: await traffic(ctl.s2c),
     },
@@ -795,7 +822,10 @@ async function negatives(ed: Generated["ctx"], rsa: Generated["ctx"]): Promise<J
     idx(rsa, "s2c", "server_hello"),
     (m) => {
       const share = m.key_share as Json;
-      return { ...m, key_share: { ...share, pub: toBase64(flipByte(fromBase64Field(share, "pub"), 64)) } };
+      return {
+        ...m,
+        key_share: { ...share, pub: toBase64(flipByte(fromBase64Field(share, "pub"), 64)) },
+      };
     },
     "BAD_KEY_SHARE",
   );
@@ -922,7 +952,12 @@ async function negatives(ed: Generated["ctx"], rsa: Generated["ctx"]): Promise<J
     [m1.msg, { ...m3.msg, seqno: 2 }],
     "SIG_FAIL",
   );
-  chatCase("msg_ts_changed", "message 1 with ts + 1 ms", [{ ...m1.msg, ts: m1.msg.ts + 1 }], "SIG_FAIL");
+  chatCase(
+    "msg_ts_changed",
+    "message 1 with ts + 1 ms",
+    [{ ...m1.msg, ts: m1.msg.ts + 1 }],
+    "SIG_FAIL",
+  );
   chatCase(
     "msg_stale",
     "message 1 received 5 minutes and 1 ms after its ts",
@@ -952,7 +987,10 @@ async function negatives(ed: Generated["ctx"], rsa: Generated["ctx"]): Promise<J
       "DECRYPT_FAIL",
     );
     const bad = await ChatSender.create(ed.chatC2s0.slice(), ed.clientKey, NO_AUTO);
-    const [shout] = await bad.seal({ kind: "shout", text: "x" } as unknown as MsgBody, m1.msg.ts);
+    const [shout] = await bad.seal(
+      { kind: "shout", text: "x" } as unknown as MsgBodyJson,
+      m1.msg.ts,
+    );
     chatCase(
       "msg_body_unknown_kind",
       "a correctly sealed and signed message whose body has an unknown kind",

@@ -11,10 +11,16 @@
  *
  * Below that, `RawConn` writes arbitrary bytes (split, truncated, with any length prefix).
  */
+import assert from "node:assert/strict";
 import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../../lib/bytes.ts";
-import { counterNonce, importAesGcmKey, seal } from "../../lib/crypto/aead.ts";
+import { importAesGcmKey, seal } from "../../lib/crypto/aead.ts";
 import { agree, generateKeyShare, type KexGroup, type KeyShare } from "../../lib/crypto/kex.ts";
-import { importVerifyingKeySpki, sign, verify, type VerifyingKey } from "../../lib/crypto/signature.ts";
+import {
+  importVerifyingKeySpki,
+  sign,
+  verify,
+  type VerifyingKey,
+} from "../../lib/crypto/signature.ts";
 import type { Identity } from "../../lib/handshake/common.ts";
 import {
   derivePhase1,
@@ -24,11 +30,16 @@ import {
   type Phase1Secrets,
   type SessionSecrets,
   signatureInput,
-  trafficKeys,
 } from "../../lib/handshake/key_schedule.ts";
 import { SealedChannel } from "../../lib/handshake/record.ts";
 import { type TrustStore, validatePeerCertificate } from "../../lib/pki/validate.ts";
-import { ChatReceiver, MSG_AAD_LABEL, msgDigest } from "../../lib/session/chat_channel.ts";
+import {
+  ChatReceiver,
+  messageKeyFor,
+  MSG_AAD_LABEL,
+  msgDigest,
+  sealBody,
+} from "../../lib/session/chat_channel.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
@@ -36,9 +47,11 @@ import {
   DhServerSchema,
   FinishedSchema,
   type MsgBody,
+  type MsgBodyJson,
   parseMessage,
   ServerHelloSchema,
 } from "../../lib/wire/messages.ts";
+import type { LogEvent, ServerProcess } from "./server_process.ts";
 
 export const encoder = new TextEncoder();
 
@@ -67,7 +80,7 @@ export const X25519_LOW_ORDER: Record<string, string> = {
 /** A connection that writes anything and reads frames with a deadline. */
 export class RawConn {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #buffer = new Uint8Array(0);
+  #buffer: Uint8Array<ArrayBuffer> = new Uint8Array(0);
   #eof = false;
   #pendingRead?: Promise<ReadableStreamReadResult<Uint8Array>>;
 
@@ -81,7 +94,11 @@ export class RawConn {
     return new RawConn(tcp);
   }
 
+  /** Every chunk written, in order (a test can resend one verbatim). */
+  readonly sent: Uint8Array[] = [];
+
   async write(bytes: Uint8Array): Promise<void> {
+    this.sent.push(bytes.slice());
     let offset = 0;
     while (offset < bytes.length) offset += await this.tcp.write(bytes.subarray(offset));
   }
@@ -120,7 +137,7 @@ export class RawConn {
       this.#eof = true;
       return false;
     }
-    this.#buffer = concat(this.#buffer, result.value);
+    this.#buffer = concat(this.#buffer, result.value) as Uint8Array<ArrayBuffer>;
     return true;
   }
 
@@ -217,7 +234,6 @@ export class HostileClient {
   #dhShare?: KeyShare;
   #done = new Set<Step>();
   #seqno = 0;
-  #chatKey?: { key: CryptoKey; iv: Uint8Array };
   #receiver?: ChatReceiver;
   readonly group: KexGroup;
 
@@ -363,7 +379,10 @@ export class HostileClient {
     const { sig } = parseMessage(cvInner, CertificateVerifySchema);
     this.transcript.add(cvInner);
     if (!await verify(this.serverKey, signed, sig)) throw new Error("server signature invalid");
-    const expected = await finishedMac(this.phase1!.serverFinishedKey, await this.transcript.hash());
+    const expected = await finishedMac(
+      this.phase1!.serverFinishedKey,
+      await this.transcript.hash(),
+    );
     const finInner = await this.#readSealed();
     const { mac } = parseMessage(finInner, FinishedSchema);
     this.transcript.add(finInner);
@@ -441,38 +460,38 @@ export class HostileClient {
     this.sessionId = Array.from(this.secrets.sessionId, (b) => b.toString(16).padStart(2, "0"))
       .join("");
     this.channel = await SealedChannel.create(this.secrets.control.c2s, this.secrets.control.s2c);
-    const keys = await trafficKeys(this.secrets.chat.c2s);
-    this.#chatKey = { key: await importAesGcmKey(keys.key), iv: keys.iv };
     this.#receiver = await ChatReceiver.create(this.secrets.chat.s2c, this.serverKey!);
   }
 
   // ---- chat (PROTOCOL §6) ----
 
   /**
-   * Seals and signs one chat message as §6.1 says, then lets the test change any part:
-   * `seqno`/`ts` (also used for the AEAD and signature unless `signedSeqno` says otherwise),
-   * `ct`/`sig` replaced after signing, or `frame` to edit the JSON frame itself.
-   * The honest seqno counter advances only when `seqno` is not given.
+   * Seals and signs one chat message as §6.1 says (with the lib's own per-message key
+   * and body sealing), then lets the test change any part: `seqno`/`ts`, `ct`/`sig`
+   * replaced after signing, or `frame` to edit the JSON frame itself. The honest seqno
+   * counter advances only when `seqno` is not given.
    */
-  async msgFrame(body: MsgBody | Uint8Array, o: {
+  async msgFrame(body: MsgBodyJson | Uint8Array, o: {
     seqno?: number;
     ts?: number;
     ct?: (ct: Uint8Array) => Uint8Array;
     sig?: (sig: Uint8Array) => Uint8Array;
     frame?: (f: Record<string, unknown>) => unknown;
   } = {}): Promise<Uint8Array> {
-    if (!this.#chatKey) throw new Error("handshake not complete");
+    if (!this.secrets) throw new Error("handshake not complete");
     const seqno = o.seqno ?? ++this.#seqno;
     const ts = o.ts ?? Date.now();
     // Out-of-range seqnos still go on the wire as given; the crypto uses 0 for them.
     const n = Number.isSafeInteger(seqno) && seqno >= 0 ? seqno : 0;
-    const plaintext = body instanceof Uint8Array ? body : json(body);
-    let ct = await seal(
-      this.#chatKey.key,
-      counterNonce(this.#chatKey.iv, n),
-      plaintext,
-      concat(MSG_AAD_LABEL, u64be(n), u64be(ts)),
-    );
+    const messageKey = await messageKeyFor(this.secrets.chat.c2s, n);
+    let ct = body instanceof Uint8Array
+      ? await seal(
+        await importAesGcmKey(messageKey),
+        new Uint8Array(12),
+        body,
+        concat(MSG_AAD_LABEL, u64be(n), u64be(ts)),
+      )
+      : await sealBody(messageKey, n, ts, body);
     let sig = await sign(this.opts.identity.signingKey, await msgDigest(n, ts, ct));
     if (o.ct) ct = o.ct(ct);
     if (o.sig) sig = o.sig(sig);
@@ -481,7 +500,7 @@ export class HostileClient {
     return json(message);
   }
 
-  async sendMsg(body: MsgBody | Uint8Array, o: Parameters<HostileClient["msgFrame"]>[1] = {}) {
+  async sendMsg(body: MsgBodyJson | Uint8Array, o: Parameters<HostileClient["msgFrame"]>[1] = {}) {
     await this.conn.sendFrame(await this.msgFrame(body, o));
   }
 
@@ -493,7 +512,7 @@ export class HostileClient {
       if (payload === null) throw new Error("server closed the connection");
       const m = JSON.parse(new TextDecoder().decode(payload));
       if (m.type !== "msg") throw new Error(`unexpected ${m.type} frame`);
-      const body = await this.#receiver!.open({
+      const { body } = await this.#receiver!.open({
         seqno: m.seqno,
         ts: m.ts,
         ct: fromBase64(m.ct),
@@ -548,4 +567,47 @@ export class HostileClient {
   close(): void {
     this.conn.close();
   }
+}
+
+// ---- asserting what the server logged for one hostile connection ----
+
+/** The server log's `peer` for this connection. */
+export function peerOf(conn: RawConn): string {
+  const addr = conn.tcp.localAddr as Deno.NetAddr;
+  return `${addr.hostname}:${addr.port}`;
+}
+
+const NOT_A_CODE = new Set(["CONNECT", "LOGIN", "CLOSE", "SESSION_REPLACED"]);
+
+/**
+ * The first code (not CONNECT/LOGIN/CLOSE) the server logged for `conn` at or after
+ * log index `from`.
+ */
+export function serverCodeFor(
+  server: ServerProcess,
+  conn: RawConn,
+  from = 0,
+  timeoutMs = 10_000,
+): Promise<LogEvent> {
+  const peer = peerOf(conn);
+  return server.waitFor((e) => e.peer === peer && !NOT_A_CODE.has(e.event), timeoutMs, from);
+}
+
+/** Asserts the server logged `code` for `conn` and closed it; returns what the client read. */
+export async function expectRefused(
+  server: ServerProcess,
+  client: HostileClient,
+  code: string,
+  from: number,
+  o: { detail?: RegExp; clientSees?: string | null } = {},
+): Promise<EndOfConnection> {
+  const logged = await serverCodeFor(server, client.conn, from);
+  assert.equal(logged.event, code, `server logged ${JSON.stringify(logged)}`);
+  if (o.detail) assert.match(String(logged.detail), o.detail);
+  const end = await client.expectEnd();
+  assert.ok(end.closed, "the server did not close the connection");
+  if (o.clientSees !== null) {
+    assert.equal(end.code, o.clientSees ?? code, `client read ${JSON.stringify(end.messages)}`);
+  }
+  return end;
 }

@@ -183,7 +183,7 @@ export class FrameProxy {
   }
 
   async #pipe(id: number, dir: Direction, from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
-    let buffer = new Uint8Array(0);
+    let buffer: Uint8Array = new Uint8Array(0);
     let raw = false;
     let index = 0;
     const perType = new Map<string, number>();

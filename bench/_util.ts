@@ -1,0 +1,260 @@
+/**
+ * Shared pieces of the benchmark suite (issue 7): figures with their same-run
+ * reference, percentiles, a loopback pair, an in-memory user store, child processes.
+ */
+import { SecureChatError } from "../lib/errors.ts";
+import type { Account, RegisterInput, UserStore } from "../lib/store/user_store.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+
+export interface Options {
+  quick: boolean;
+}
+
+/** The figure a measurement is compared with, measured in the same run. */
+export interface Reference {
+  name: string;
+  value: number;
+  unit: string;
+}
+
+export interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  /** null only when the reference tool is missing (reason in `note`). */
+  reference: Reference | null;
+  /** value / reference.value */
+  ratio: number | null;
+  /** The target the issue sets for this ratio, if any. */
+  goal?: string;
+  note?: string;
+}
+
+export interface Section {
+  title: string;
+  figures: Figure[];
+  /** Raw measurements behind the figures (breakdowns, per-op timings, settings). */
+  details: Record<string, unknown>;
+}
+
+export function figure(
+  name: string,
+  value: number,
+  unit: string,
+  reference: Reference | null,
+  extra: { goal?: string; note?: string } = {},
+): Figure {
+  const ratio = reference && reference.value > 0 ? round(value / reference.value, 3) : null;
+  return { name, value: round(value, 3), unit, reference, ratio, ...extra };
+}
+
+export function ref(name: string, value: number, unit: string): Reference {
+  return { name, value: round(value, 3), unit };
+}
+
+export function round(x: number, digits = 3): number {
+  if (!Number.isFinite(x)) return x;
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export function percentile(samples: number[], p: number): number {
+  if (samples.length === 0) return NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+export function summary(samples: number[]) {
+  return {
+    n: samples.length,
+    p50: round(percentile(samples, 50)),
+    p99: round(percentile(samples, 99)),
+    max: round(Math.max(...samples)),
+    mean: round(samples.reduce((a, b) => a + b, 0) / samples.length),
+  };
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Times `op` alone: sequential calls for about `ms` milliseconds; returns ms per call. */
+export async function timeOp(op: () => Promise<unknown>, ms: number, min = 5): Promise<number> {
+  await op(); // warm-up
+  let n = 0;
+  const start = performance.now();
+  while (n < min || performance.now() - start < ms) {
+    await op();
+    n++;
+  }
+  return (performance.now() - start) / n;
+}
+
+/** Runs `op` with `concurrency` loops for `ms` milliseconds; returns calls per second. */
+export async function rateOf(
+  op: () => Promise<unknown>,
+  concurrency: number,
+  ms: number,
+): Promise<number> {
+  await op();
+  let n = 0;
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (performance.now() - start < ms) {
+      await op();
+      n++;
+    }
+  }));
+  return n / ((performance.now() - start) / 1000);
+}
+
+/** Two framed ends of one loopback TCP connection. */
+export async function loopbackPair(): Promise<{ server: FrameConnection; client: FrameConnection }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [serverTcp, clientTcp] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+  ]);
+  listener.close();
+  return { server: new FrameConnection(serverTcp), client: new FrameConnection(clientTcp) };
+}
+
+/**
+ * A user store without password hashing: stands in for an in-memory authenticate()
+ * wherever the bench needs the server's session path without PBKDF2.
+ */
+export class MemoryUserStore implements UserStore {
+  readonly description = "memory:bench";
+  readonly #passwords = new Map<string, string>();
+
+  register(input: RegisterInput): Promise<Account> {
+    this.#passwords.set(input.username, input.password);
+    return Promise.resolve({
+      username: input.username,
+      email: input.email,
+      createdAt: new Date(),
+      lastLoginAt: null,
+    });
+  }
+
+  login(username: string, password: string): Promise<Account> {
+    if (this.#passwords.get(username) !== password) {
+      return Promise.reject(new SecureChatError("AUTH_FAIL", "wrong user name or password"));
+    }
+    return Promise.resolve({
+      username,
+      email: `${username}@example.com`,
+      createdAt: new Date(),
+      lastLoginAt: new Date(),
+    });
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export const BENCH_PASSWORD = "bench password 123";
+
+/** Reads a child's stdout line by line. */
+export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of stream) {
+    pending += decoder.decode(chunk, { stream: true });
+    let i: number;
+    while ((i = pending.indexOf("\n")) >= 0) {
+      yield pending.slice(0, i);
+      pending = pending.slice(i + 1);
+    }
+  }
+  if (pending) yield pending;
+}
+
+/**
+ * A bench child process speaking JSON lines: `send(cmd)` writes one line to its stdin,
+ * `next()` returns its next JSON stdout line.
+ */
+export class JsonChild {
+  readonly #child: Deno.ChildProcess;
+  readonly #out: AsyncGenerator<string>;
+  readonly #in: WritableStreamDefaultWriter<Uint8Array>;
+
+  constructor(script: string, args: string[], denoFlags: string[] = []) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--allow-all", ...denoFlags, script, ...args],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#out = lines(this.#child.stdout);
+    this.#in = this.#child.stdin.getWriter();
+  }
+
+  async next(): Promise<Record<string, unknown>> {
+    while (true) {
+      const { value, done } = await this.#out.next();
+      if (done) throw new Error("bench child exited early");
+      try {
+        return JSON.parse(value);
+      } catch {
+        // not ours (a stray log line)
+      }
+    }
+  }
+
+  async request(cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
+    await this.#in.write(new TextEncoder().encode(JSON.stringify(cmd) + "\n"));
+    return await this.next();
+  }
+
+  async stop(): Promise<void> {
+    try {
+      await this.#in.close();
+    } catch {
+      // already gone
+    }
+    const timer = setTimeout(() => {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch {
+        // exited
+      }
+    }, 10_000);
+    await this.#child.status;
+    clearTimeout(timer);
+    // drain so the stream resources are released
+    for await (const _ of this.#out) { /* discard */ }
+  }
+}
+
+/** The commands a child reads from its stdin, one JSON object a line. */
+export async function* commands(): AsyncGenerator<Record<string, unknown>> {
+  for await (const line of lines(Deno.stdin.readable)) {
+    if (line.trim()) yield JSON.parse(line);
+  }
+}
+
+export function reply(value: unknown): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(value) + "\n"));
+}
+
+/** The soft RLIMIT_NOFILE this process (and its children) run under. */
+export async function openFileLimit(): Promise<number> {
+  try {
+    const out = await new Deno.Command("sh", { args: ["-c", "ulimit -n"], stdout: "piped" })
+      .output();
+    const n = Number(new TextDecoder().decode(out.stdout).trim());
+    return Number.isFinite(n) && n > 0 ? n : 1024;
+  } catch {
+    return 1024;
+  }
+}
+
+export async function commandOutput(cmd: string, args: string[]): Promise<string | null> {
+  try {
+    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
+  } catch {
+    return null;
+  }
+}
