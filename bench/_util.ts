@@ -108,7 +108,9 @@ export async function rateOf(
 }
 
 /** Two framed ends of one loopback TCP connection. */
-export async function loopbackPair(): Promise<{ server: FrameConnection; client: FrameConnection }> {
+export async function loopbackPair(): Promise<
+  { server: FrameConnection; client: FrameConnection }
+> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const [serverTcp, clientTcp] = await Promise.all([
     listener.accept(),

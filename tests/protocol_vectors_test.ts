@@ -200,7 +200,7 @@ function spkiOf(cert: Uint8Array): Uint8Array {
   };
   const children = (el: ReturnType<typeof tlv>) => {
     const out = [];
-    for (let o = el.body; o < el.end;) out.push(tlv(o)), o = out[out.length - 1].end;
+    for (let o = el.body; o < el.end; o = out[out.length - 1].end) out.push(tlv(o));
     return out;
   };
   const tbs = children(tlv(0))[0];

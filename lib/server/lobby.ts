@@ -44,6 +44,16 @@ export class Lobby {
 
   constructor(readonly log: Logger, readonly limits: LobbyLimits = DEFAULT_LOBBY_LIMITS) {}
 
+  /** Bytes queued toward all members and toward the worst one: what a stalled reader costs. */
+  queueStats(): { members: number; queuedBytes: number; maxQueuedBytes: number } {
+    const queued = [...this.#members.values()].map((m) => m.session.established.conn.queuedBytes);
+    return {
+      members: queued.length,
+      queuedBytes: queued.reduce((a, b) => a + b, 0),
+      maxQueuedBytes: Math.max(0, ...queued),
+    };
+  }
+
   names(): string[] {
     return [...this.#members.values()].map((m) => m.username).sort();
   }

@@ -157,7 +157,7 @@ export class ChatServer {
     log("LOGIN", { peer, user, session: sessionId, transcript: session.transcriptPath });
     const member = new Member(session, peer, this.lobby.limits, (error) => {
       log(error.code, { peer, user, session: sessionId, detail: error.message });
-      conn.close();
+      session.abort(error);
     });
     const running = session.run({
       onMessage: (message) => this.lobby.receive(member, message),

@@ -93,6 +93,7 @@ export class ChatSession {
   #ownReceipt?: Receipt;
   #peerReceipt?: Receipt;
   #rejected = 0;
+  #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
   #wake?: () => void;
 
@@ -153,7 +154,10 @@ export class ChatSession {
       const dir = this.#est.role === "client" ? "c2s" : "s2c";
       const sealed = await this.#sender.seal(body);
       for (const [i, m] of sealed.entries()) {
-        this.#est.conn.send(utf8(JSON.stringify(msgFrame(m))));
+        const frame = utf8(JSON.stringify(msgFrame(m)));
+        // A client follows the server's pace; the server never waits for one slow client.
+        if (this.#est.role === "client") await this.#est.conn.sendPaced(frame);
+        else this.#est.conn.send(frame);
         // A key_update may precede the body; the author record belongs to the body alone.
         const isBody = i === sealed.length - 1;
         await this.#transcript.append({ dir, ...m, ...(isBody && author ? { author } : {}) });
@@ -173,18 +177,25 @@ export class ChatSession {
     await this.#maybeSendReceipt();
   }
 
+  /** Ends the session now with `error` (e.g. SLOW_CONSUMER): no receipts, `run()` reports it. */
+  abort(error: SecureChatError): void {
+    this.#aborted ??= error;
+    this.#est.conn.close();
+  }
+
   /** Reads until the session ends; never throws. */
   async run(handlers: SessionHandlers): Promise<SessionEnd> {
     try {
       while (!(this.#close.receiptSent && this.#peerReceipt)) {
         const payload = await this.#nextFrame();
+        if (this.#aborted) return await this.#end("error", this.#aborted);
         if (payload === null) return await this.#end("peer_gone");
         await this.#handle(payload, handlers);
       }
       const files = await this.#transcript.finish(this.#ownReceipt!, this.#peerReceipt);
       return { outcome: "closed", transcriptPath: this.transcriptPath, ...files };
     } catch (error) {
-      return await this.#end("error", error);
+      return await this.#end("error", this.#aborted ?? error);
     } finally {
       clearTimeout(this.#closeTimer);
       await this.#est.conn.flush(1000);

@@ -92,6 +92,18 @@ export class FrameConnection {
     });
   }
 
+  /**
+   * Queues one frame, first waiting for the queue to drain if it is full: for a
+   * sender whose own pace should follow the peer's (a client typing or piping
+   * lines), where `send` would give up with SLOW_CONSUMER.
+   */
+  async sendPaced(payload: Uint8Array): Promise<void> {
+    while (this.#queued > 0 && this.#queued + payload.length + 4 > this.#maxQueuedBytes) {
+      await this.#writing;
+    }
+    this.send(payload);
+  }
+
   /** Resolves when everything queued so far has been written (or the write failed). */
   async flush(timeoutMs = 5000): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;

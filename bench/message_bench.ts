@@ -1,0 +1,300 @@
+/**
+ * Chat messages (issue 7): signed and encrypted `msg` frames (PROTOCOL §6) per second
+ * and their latency, over loopback, everything in this process:
+ *  - direct: one client ChatSession to one server ChatSession (sign, seal, send,
+ *    transcript append; the server verifies, opens and appends);
+ *  - relay: the real ChatServer and Lobby; one sender, R recipients; the server verifies
+ *    the author, re-signs per recipient, and every recipient verifies the hop signature
+ *    AND the author's signature (RelayVerifier, §6.4).
+ * Reference in the same run: the sender's signature operation (RSA-2048 PKCS#1 v1.5)
+ * timed alone — every message needs one, so it is the ceiling.
+ *
+ *   deno run -A bench/message_bench.ts [--quick]
+ */
+import { randomBytes } from "../lib/bytes.ts";
+import { sign } from "../lib/crypto/signature.ts";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { serverHandshake } from "../lib/handshake/server.ts";
+import type { Identity } from "../lib/handshake/common.ts";
+import { ChatServer } from "../lib/server/server.ts";
+import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import { rsaPki, type TestPki } from "./_pki.ts";
+import {
+  BENCH_PASSWORD,
+  figure,
+  loopbackPair,
+  MemoryUserStore,
+  type Options,
+  percentile,
+  rateOf,
+  ref,
+  round,
+  type Section,
+  sleep,
+  summary,
+  timeOp,
+} from "./_util.ts";
+
+const TEXT = "the quick brown fox jumps over the lazy dog, 64 bytes of chat..";
+
+/** Resolves waiters when a counter reaches a value. */
+class Arrivals {
+  readonly at = new Map<number, number>();
+  #waiters: { n: number; resolve: () => void }[] = [];
+  count = 0;
+
+  add(key: number): void {
+    this.at.set(key, performance.now());
+    this.count++;
+    this.#waiters = this.#waiters.filter((w) => {
+      if (this.count < w.n) return true;
+      w.resolve();
+      return false;
+    });
+  }
+
+  until(n: number, timeoutMs = 60_000): Promise<void> {
+    if (this.count >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`only ${this.count}/${n} arrived`)),
+        timeoutMs,
+      );
+      this.#waiters.push({
+        n,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+    });
+  }
+}
+
+async function direct(pki: TestPki, server: Identity, client: Identity, m: number, k: number) {
+  const transcripts = await Deno.makeTempDir({ prefix: "sc-bench-msg-" });
+  try {
+    const { server: sConn, client: cConn } = await loopbackPair();
+    const [s, c] = await Promise.all([
+      serverHandshake(sConn, {
+        identity: server,
+        trust: pki.trust,
+        authenticate: () => Promise.resolve({ registered: false }),
+      }),
+      clientHandshake(cConn, {
+        identity: client,
+        trust: pki.trust,
+        serverName: "localhost",
+        credentials: { mode: "login", username: "user1", password: BENCH_PASSWORD },
+      }),
+    ]);
+    const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
+    const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
+    const arrivals = new Arrivals();
+    const serverRun = serverSession.run({ onMessage: (msg) => arrivals.add(msg.seqno) });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+
+    // Latency: one message at a time, send() to the server's onMessage.
+    const latencies: number[] = [];
+    for (let i = 1; i <= k; i++) {
+      const t0 = performance.now();
+      await clientSession.send({ kind: "text", text: TEXT });
+      await arrivals.until(i);
+      latencies.push(arrivals.at.get(i)! - t0);
+    }
+    // Throughput: m messages queued at once; until the server accepted the last.
+    const t0 = performance.now();
+    const sends = [];
+    for (let i = 0; i < m; i++) sends.push(clientSession.send({ kind: "text", text: TEXT }));
+    await Promise.all(sends);
+    await arrivals.until(k + m);
+    const rate = m / ((performance.now() - t0) / 1000);
+
+    await clientSession.close();
+    await Promise.all([serverRun, clientRun]);
+    return { rate, latencies };
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+}
+
+async function relay(
+  pki: TestPki,
+  identities: Map<string, Identity>,
+  recipients: number,
+  m: number,
+  k: number,
+) {
+  const work = await Deno.makeTempDir({ prefix: "sc-bench-relay-" });
+  const store = new MemoryUserStore();
+  for (const name of identities.keys()) {
+    await store.register({
+      username: name,
+      email: `${name}@example.com`,
+      password: BENCH_PASSWORD,
+    });
+  }
+  const server = ChatServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    identity: await pki.identity("server"),
+    trust: pki.trust,
+    store,
+    log: () => {},
+    session: { transcriptDir: `${work}/server` },
+    admission: {
+      maxConnectionsPerAddress: 100_000,
+      maxConnections: 100_000,
+      handshakeBurst: 1e6,
+      handshakesPerSecond: 1e6,
+    },
+    lobby: { messagesPerSecond: 1e6, messageBurst: 1e6 },
+  });
+  const names = [...identities.keys()].slice(0, recipients + 1);
+  const arrivals = names.map(() => new Arrivals());
+  const clients: { session: ChatSession; run: Promise<SessionEnd> }[] = [];
+  try {
+    for (const [i, name] of names.entries()) {
+      const conn = new FrameConnection(
+        await Deno.connect({ hostname: "127.0.0.1", port: server.port }),
+      );
+      const est = await clientHandshake(conn, {
+        identity: identities.get(name)!,
+        trust: pki.trust,
+        serverName: "localhost",
+        credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
+      });
+      const session = await ChatSession.start(est, {
+        transcriptDir: `${work}/${name}`,
+        relayTrust: pki.trust,
+      });
+      const run = session.run({
+        onMessage: (msg: ReceivedMessage) => {
+          if (msg.relayed) arrivals[i].add(msg.relayed.record.seqno);
+        },
+      });
+      clients.push({ session, run });
+    }
+    await sleep(300); // join notices settle
+    const sender = clients[0].session;
+    const all = (n: number) => Promise.all(arrivals.slice(1).map((a) => a.until(n)));
+
+    const latencies: number[] = [];
+    for (let i = 1; i <= k; i++) {
+      const t0 = performance.now();
+      await sender.send({ kind: "text", text: TEXT });
+      await all(i);
+      for (const a of arrivals.slice(1)) latencies.push(a.at.get(i)! - t0);
+    }
+    const t0 = performance.now();
+    const sends = [];
+    for (let i = 0; i < m; i++) sends.push(sender.send({ kind: "text", text: TEXT }));
+    await Promise.all(sends);
+    await all(k + m);
+    const rate = m / ((performance.now() - t0) / 1000);
+    return { rate, latencies };
+  } finally {
+    await server.shutdown();
+    await Promise.allSettled(clients.map((c) => c.run));
+    await Deno.remove(work, { recursive: true });
+  }
+}
+
+export async function run(opts: Options, pki?: TestPki): Promise<Section> {
+  const recipients = opts.quick ? 2 : 4;
+  const m = opts.quick ? 150 : 2000;
+  const k = opts.quick ? 30 : 200;
+  const names = Array.from({ length: recipients + 1 }, (_, i) => `user${i + 1}`);
+  pki ??= await rsaPki(names);
+  const identities = new Map(
+    await Promise.all(names.map(async (n) => [n, await pki!.identity(n)] as const)),
+  );
+  const serverId = await pki.identity("server");
+  const sender = identities.get("user1")!;
+
+  // The limit: the sender's signature alone, sequential (one sender signs in order)
+  // and with two in flight (what both cores give).
+  const digest = randomBytes(32);
+  const signMs = await timeOp(() => sign(sender.signingKey, digest), opts.quick ? 300 : 1500);
+  const rawSign = 1000 / signMs;
+  const rawSignConcurrent = await rateOf(
+    () => sign(sender.signingKey, digest),
+    4,
+    opts.quick ? 300 : 1500,
+  );
+
+  const d = await direct(pki, serverId, sender, m, k);
+  const r = await relay(pki, identities, recipients, Math.round(m / 2), Math.round(k / 2));
+
+  const signRef = ref("RSA-2048 PKCS#1 v1.5 sign alone, sequential", rawSign, "signatures/s");
+  const dLat = percentile(d.latencies, 50);
+  return {
+    title: "Messages (signed + encrypted)",
+    figures: [
+      figure("direct: client -> server messages/s", d.rate, "messages/s", signRef, {
+        goal: ">= 0.8 of raw signing (issue 7)",
+      }),
+      figure("direct: latency p50", dLat, "ms", ref("one RSA sign alone", signMs, "ms")),
+      figure(
+        "direct: latency p99",
+        percentile(d.latencies, 99),
+        "ms",
+        ref("direct latency p50", dLat, "ms"),
+      ),
+      figure(
+        `relay: 1 sender -> ${recipients} recipients, messages/s (all delivered)`,
+        r.rate,
+        "messages/s",
+        signRef,
+        {
+          goal: ">= 0.8 of raw signing (issue 7)",
+        },
+      ),
+      figure(
+        `relay: deliveries/s (${recipients} per message)`,
+        r.rate * recipients,
+        "deliveries/s",
+        ref(
+          "RSA sign alone, 4 in parallel (server re-signs each delivery)",
+          rawSignConcurrent,
+          "signatures/s",
+        ),
+      ),
+      figure(
+        "relay: latency p50 (sender -> each recipient)",
+        percentile(r.latencies, 50),
+        "ms",
+        ref("direct latency p50", dLat, "ms"),
+      ),
+      figure(
+        "relay: latency p99",
+        percentile(r.latencies, 99),
+        "ms",
+        ref("direct latency p50", dLat, "ms"),
+      ),
+    ],
+    details: {
+      key_type: "RSA-2048",
+      messages_throughput: m,
+      messages_latency: k,
+      relay_recipients: recipients,
+      relay_messages_throughput: Math.round(m / 2),
+      raw_sign_ms: round(signMs, 4),
+      raw_sign_per_s_sequential: round(rawSign),
+      raw_sign_per_s_4_parallel: round(rawSignConcurrent),
+      direct_latency_ms: summary(d.latencies),
+      relay_latency_ms: summary(r.latencies),
+      signatures_per_relayed_message: `1 (author) + ${recipients} (server, one per hop)`,
+      verifications_per_relayed_message: `1 (server: author) + ${
+        2 * recipients
+      } (each recipient: hop + author)`,
+      note:
+        "sender, server and recipients share this process (2 cores); the server's sockets are lib's (Nagle on)",
+    },
+  };
+}
+
+if (import.meta.main) {
+  console.log(JSON.stringify(await run({ quick: Deno.args.includes("--quick") }), null, 2));
+}
