@@ -35,7 +35,11 @@ const admission = new Admission({
   handshakeBurst: 1_000_000,
   handshakesPerSecond: 1_000_000,
 });
-const lobby = new Lobby(() => {}, { ...DEFAULT_LOBBY_LIMITS, messagesPerSecond: 1e6, messageBurst: 1e6 });
+const lobby = new Lobby(() => {}, {
+  ...DEFAULT_LOBBY_LIMITS,
+  messagesPerSecond: 1e6,
+  messageBurst: 1e6,
+});
 let sessions = 0;
 let failures = 0;
 let lastError = "";

@@ -15,67 +15,98 @@ import { messageDigest } from "../lib/transcript/format.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { type KeyAlg, makePki, writeSession } from "../tests/helpers/transcript_fixtures.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    messages: { type: "string", default: "20000" },
-    alg: { type: "string", default: "rsa" },
-    concurrency: { type: "string", default: "32" },
-  },
-});
-const n = Number(values.messages);
-const alg = values.alg as KeyAlg;
-const concurrency = Number(values.concurrency);
-
-const pki = await makePki({ alg });
-const dir = await Deno.makeTempDir({ prefix: "sc-bench-" });
-const session = await writeSession(pki, { dir, messages: n, receipts: "own", batch: 1000 });
-const trust = await TrustStore.fromPem(pki.caPem);
-
-// Raw rate: the same verify() over 32-byte digests, sequential and with the same
-// concurrency window verify uses.
-const key = await importVerifyingKeySpki(parseCertificate(pki.client.certDer).spki);
-const samples = await Promise.all(
-  Array.from({ length: 512 }, async (_, i) => {
-    const digest = messageDigest(i + 1, Date.now(), randomBytes(64));
-    return { digest, sig: await sign(pki.client.signer, digest) };
-  }),
-);
-const rawN = Math.min(n, 20_000);
-let t = performance.now();
-for (let i = 0; i < rawN; i++) {
-  const s = samples[i % samples.length];
-  if (!await verify(key, s.digest, s.sig)) throw new Error("raw verify failed");
+export interface VerifyBenchOptions {
+  messages: number;
+  alg: KeyAlg;
+  concurrency: number;
 }
-const rawSequential = rawN / ((performance.now() - t) / 1000);
-t = performance.now();
-const inFlight = new Set<Promise<unknown>>();
-for (let i = 0; i < rawN; i++) {
-  const s = samples[i % samples.length];
-  const p = verify(key, s.digest, s.sig).finally(() => inFlight.delete(p));
-  inFlight.add(p);
-  if (inFlight.size >= concurrency) await Promise.race(inFlight);
+
+export interface VerifyBenchResult {
+  alg: KeyAlg;
+  messages: number;
+  concurrency: number;
+  cpus: number;
+  transcript_bytes: number;
+  verify_seconds: number;
+  verify_messages_per_second: number;
+  raw_signature_verifications_per_second_sequential: number;
+  raw_signature_verifications_per_second_concurrent: number;
+  verify_vs_raw_concurrent: number;
+  deno: string;
 }
-await Promise.all(inFlight);
-const rawConcurrent = rawN / ((performance.now() - t) / 1000);
 
-t = performance.now();
-const report = await verifyTranscript(session.logPath, { trust, concurrency });
-const seconds = (performance.now() - t) / 1000;
-if (!report.ok) throw new Error(`bench transcript did not verify: ${report.reason}`);
+/** Writes a transcript of `messages` lines, verifies it, and times the raw verify rate beside it. */
+export async function runVerifyBench(
+  { messages: n, alg, concurrency }: VerifyBenchOptions,
+): Promise<VerifyBenchResult> {
+  const pki = await makePki({ alg });
+  const dir = await Deno.makeTempDir({ prefix: "sc-bench-" });
+  const session = await writeSession(pki, { dir, messages: n, receipts: "own", batch: 1000 });
+  const trust = await TrustStore.fromPem(pki.caPem);
 
-const result = {
-  alg,
-  messages: n,
-  concurrency,
-  cpus: navigator.hardwareConcurrency,
-  transcript_bytes: (await Deno.stat(session.logPath)).size,
-  verify_seconds: Number(seconds.toFixed(3)),
-  verify_messages_per_second: Math.round(n / seconds),
-  raw_signature_verifications_per_second_sequential: Math.round(rawSequential),
-  raw_signature_verifications_per_second_concurrent: Math.round(rawConcurrent),
-  verify_vs_raw_concurrent: Number(((n / seconds) / rawConcurrent).toFixed(3)),
-  deno: Deno.version.deno,
-};
-console.log(JSON.stringify(result, null, 2));
-await Deno.remove(dir, { recursive: true });
+  // Raw rate: the same verify() over 32-byte digests, sequential and with the same
+  // concurrency window verify uses.
+  const key = await importVerifyingKeySpki(parseCertificate(pki.client.certDer).spki);
+  const samples = await Promise.all(
+    Array.from({ length: 512 }, async (_, i) => {
+      const digest = messageDigest(i + 1, Date.now(), randomBytes(64));
+      return { digest, sig: await sign(pki.client.signer, digest) };
+    }),
+  );
+  const rawN = Math.min(n, 20_000);
+  let t = performance.now();
+  for (let i = 0; i < rawN; i++) {
+    const s = samples[i % samples.length];
+    if (!await verify(key, s.digest, s.sig)) throw new Error("raw verify failed");
+  }
+  const rawSequential = rawN / ((performance.now() - t) / 1000);
+  t = performance.now();
+  const inFlight = new Set<Promise<unknown>>();
+  for (let i = 0; i < rawN; i++) {
+    const s = samples[i % samples.length];
+    const p = verify(key, s.digest, s.sig).finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    if (inFlight.size >= concurrency) await Promise.race(inFlight);
+  }
+  await Promise.all(inFlight);
+  const rawConcurrent = rawN / ((performance.now() - t) / 1000);
+
+  t = performance.now();
+  const report = await verifyTranscript(session.logPath, { trust, concurrency });
+  const seconds = (performance.now() - t) / 1000;
+  if (!report.ok) throw new Error(`bench transcript did not verify: ${report.reason}`);
+
+  const result: VerifyBenchResult = {
+    alg,
+    messages: n,
+    concurrency,
+    cpus: navigator.hardwareConcurrency,
+    transcript_bytes: (await Deno.stat(session.logPath)).size,
+    verify_seconds: Number(seconds.toFixed(3)),
+    verify_messages_per_second: Math.round(n / seconds),
+    raw_signature_verifications_per_second_sequential: Math.round(rawSequential),
+    raw_signature_verifications_per_second_concurrent: Math.round(rawConcurrent),
+    verify_vs_raw_concurrent: Number(((n / seconds) / rawConcurrent).toFixed(3)),
+    deno: Deno.version.deno,
+  };
+  await Deno.remove(dir, { recursive: true });
+  await Deno.remove(pki.dir, { recursive: true });
+  return result;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      messages: { type: "string", default: "20000" },
+      alg: { type: "string", default: "rsa" },
+      concurrency: { type: "string", default: "32" },
+    },
+  });
+  const result = await runVerifyBench({
+    messages: Number(values.messages),
+    alg: values.alg as KeyAlg,
+    concurrency: Number(values.concurrency),
+  });
+  console.log(JSON.stringify(result, null, 2));
+}

@@ -11,18 +11,16 @@
  *   -> dh_client, certificate_verify  sealed, phase 2
  *   <- dh_server, certificate_verify  sealed, phase 2
  */
-import { timingSafeEqual, toBase64, toHex, wipe } from "../bytes.ts";
+import { toBase64, toHex, wipe } from "../bytes.ts";
 import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
-import { importVerifyingKeySpki, sign, verify, type VerifyingKey } from "../crypto/signature.ts";
+import { importVerifyingKeySpki, type VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
-  CertificateVerifySchema,
   DhServerSchema,
-  FinishedSchema,
   PROTOCOL_VERSION,
   ServerHelloSchema,
 } from "../wire/messages.ts";
@@ -35,13 +33,7 @@ import {
   isFromPeer,
   systemRandomness,
 } from "./common.ts";
-import {
-  derivePhase1,
-  deriveSession,
-  finishedMac,
-  type Phase1Secrets,
-  signatureInput,
-} from "./key_schedule.ts";
+import { derivePhase1, deriveSession, type Phase1Secrets } from "./key_schedule.ts";
 import { SealedChannel } from "./record.ts";
 
 export type Credentials =
@@ -151,33 +143,16 @@ class ClientHandshake {
   }
 
   async readServerCertificateVerify(): Promise<void> {
-    const signed = signatureInput("server", 1, await this.io.transcript.hash());
-    const { sig } = await this.io.readSealed(CertificateVerifySchema);
-    if (!await verify(this.#serverKey, signed, sig)) {
-      throw new SecureChatError("SIG_FAIL", "server handshake signature does not verify");
-    }
+    await this.io.readCertificateVerify("server", 1, this.#serverKey);
   }
 
   async readServerFinished(): Promise<void> {
-    const expected = await finishedMac(
-      this.#phase1.serverFinishedKey,
-      await this.io.transcript.hash(),
-    );
-    const { mac } = await this.io.readSealed(FinishedSchema);
-    if (!timingSafeEqual(mac, expected)) {
-      throw new SecureChatError("HANDSHAKE_FAIL", "server Finished does not match our keys");
-    }
+    await this.io.readFinished("server", this.#phase1.serverFinishedKey);
   }
 
   /** Only now, with the server proven, does the client reveal who it is. */
   async sendClientAuthentication(): Promise<void> {
-    const { identity } = this.#opts;
-    await this.io.sendSealed({ type: "certificate", cert: toBase64(identity.certDer) });
-    const signed = signatureInput("client", 1, await this.io.transcript.hash());
-    const sig = await sign(identity.signingKey, signed);
-    await this.io.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
-    const mac = await finishedMac(this.#phase1.clientFinishedKey, await this.io.transcript.hash());
-    await this.io.sendSealed({ type: "finished", mac: toBase64(mac) });
+    await this.io.sendAuthentication("client", this.#opts.identity, this.#phase1.clientFinishedKey);
   }
 
   async sendCredentials(): Promise<void> {
@@ -203,9 +178,7 @@ class ClientHandshake {
       type: "dh_client",
       key_share: { group: this.#group, pub: toBase64(share.publicKey) },
     });
-    const signed = signatureInput("client", 2, await this.io.transcript.hash());
-    const sig = await sign(this.#opts.identity.signingKey, signed);
-    await this.io.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
+    await this.io.sendCertificateVerify("client", 2, this.#opts.identity.signingKey);
     return share;
   }
 
@@ -214,11 +187,7 @@ class ClientHandshake {
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
-    const signed = signatureInput("server", 2, await this.io.transcript.hash());
-    const { sig } = await this.io.readSealed(CertificateVerifySchema);
-    if (!await verify(this.#serverKey, signed, sig)) {
-      throw new SecureChatError("SIG_FAIL", "server phase 2 signature does not verify");
-    }
+    await this.io.readCertificateVerify("server", 2, this.#serverKey);
     const shared = await agree(share, dh.key_share.pub);
     try {
       const secrets = await deriveSession(

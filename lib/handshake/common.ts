@@ -3,16 +3,20 @@
  * the handshake transcript exactly as it travelled (PROTOCOL §3, §4).
  */
 import type { z } from "zod";
-import { utf8 } from "../bytes.ts";
-import { type KexGroup, type KeyShare } from "../crypto/kex.ts";
-import { generateKeyShare } from "../crypto/kex.ts";
-import type { SigningKey, VerifyingKey } from "../crypto/signature.ts";
+import { timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
+import { generateKeyShare, type KexGroup, type KeyShare } from "../crypto/kex.ts";
+import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
 import { isErrorCode, SecureChatError } from "../errors.ts";
 import type { ValidatedPeer } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
-import { parseMessage, peerErrorOf, SealedSchema } from "../wire/messages.ts";
-import { toBase64 } from "../bytes.ts";
-import { HandshakeTranscript, type Role } from "./key_schedule.ts";
+import {
+  CertificateVerifySchema,
+  FinishedSchema,
+  parseMessage,
+  peerErrorOf,
+  SealedSchema,
+} from "../wire/messages.ts";
+import { finishedMac, HandshakeTranscript, type Role, signatureInput } from "./key_schedule.ts";
 import type { SealedChannel } from "./record.ts";
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -108,6 +112,52 @@ export class HandshakeIo {
     const ct = await this.#channel().seal(inner);
     this.conn.send(utf8(JSON.stringify({ type: "sealed", ct: toBase64(ct) })));
     if (record) this.transcript.add(inner);
+  }
+
+  /** Signs the transcript so far for `role` and `phase` and sends certificate_verify (§4.6). */
+  async sendCertificateVerify(role: Role, phase: 1 | 2, key: SigningKey): Promise<void> {
+    const sig = await sign(key, signatureInput(role, phase, await this.transcript.hash()));
+    await this.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
+  }
+
+  /**
+   * Reads the peer's certificate_verify and checks it over the transcript so far.
+   * @throws SIG_FAIL
+   */
+  async readCertificateVerify(role: Role, phase: 1 | 2, key: VerifyingKey): Promise<void> {
+    const signed = signatureInput(role, phase, await this.transcript.hash());
+    const { sig } = await this.readSealed(CertificateVerifySchema);
+    if (!await verify(key, signed, sig)) {
+      throw new SecureChatError("SIG_FAIL", `${role} phase ${phase} signature does not verify`);
+    }
+  }
+
+  /** Sends finished: the MAC over the transcript so far under our finished key (§4.6). */
+  async sendFinished(finishedKey: Uint8Array): Promise<void> {
+    const mac = await finishedMac(finishedKey, await this.transcript.hash());
+    await this.sendSealed({ type: "finished", mac: toBase64(mac) });
+  }
+
+  /**
+   * Reads the peer's finished and compares it in constant time.
+   * @throws HANDSHAKE_FAIL
+   */
+  async readFinished(role: Role, finishedKey: Uint8Array): Promise<void> {
+    const expected = await finishedMac(finishedKey, await this.transcript.hash());
+    const { mac } = await this.readSealed(FinishedSchema);
+    if (!timingSafeEqual(mac, expected)) {
+      throw new SecureChatError("HANDSHAKE_FAIL", `${role} Finished does not match our keys`);
+    }
+  }
+
+  /**
+   * Phase 1 proof of identity (§5 server step 3, client step 6): our certificate,
+   * our signature over the handshake so far, and our Finished.
+   */
+  async sendAuthentication(role: Role, identity: Identity, finishedKey: Uint8Array) {
+    await this.sendSealed({ type: "certificate", cert: toBase64(identity.certDer) });
+    await this.sendCertificateVerify(role, 1, identity.signingKey);
+    await this.sendFinished(finishedKey);
   }
 
   /**

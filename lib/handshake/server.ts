@@ -10,17 +10,15 @@
  *   <- dh_client, certificate_verify
  *   -> dh_server, certificate_verify
  */
-import { timingSafeEqual, toBase64, toHex, wipe } from "../bytes.ts";
+import { toBase64, toHex, wipe } from "../bytes.ts";
 import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
-import { importVerifyingKeySpki, sign, verify, type VerifyingKey } from "../crypto/signature.ts";
+import { importVerifyingKeySpki, type VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
 import {
   CertificateSchema,
-  CertificateVerifySchema,
   DhClientSchema,
-  FinishedSchema,
   HelloSchema,
   LoginSchema,
   PROTOCOL_VERSION,
@@ -35,13 +33,7 @@ import {
   isFromPeer,
   systemRandomness,
 } from "./common.ts";
-import {
-  derivePhase1,
-  deriveSession,
-  finishedMac,
-  type Phase1Secrets,
-  signatureInput,
-} from "./key_schedule.ts";
+import { derivePhase1, deriveSession, type Phase1Secrets } from "./key_schedule.ts";
 import { SealedChannel } from "./record.ts";
 
 export type AuthRequest =
@@ -150,13 +142,7 @@ class ServerHandshake {
   }
 
   async sendServerAuthentication(): Promise<void> {
-    const { identity } = this.#opts;
-    await this.io.sendSealed({ type: "certificate", cert: toBase64(identity.certDer) });
-    const signed = signatureInput("server", 1, await this.io.transcript.hash());
-    const sig = await sign(identity.signingKey, signed);
-    await this.io.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
-    const mac = await finishedMac(this.#phase1.serverFinishedKey, await this.io.transcript.hash());
-    await this.io.sendSealed({ type: "finished", mac: toBase64(mac) });
+    await this.io.sendAuthentication("server", this.#opts.identity, this.#phase1.serverFinishedKey);
   }
 
   async readClientCertificate(): Promise<void> {
@@ -167,22 +153,11 @@ class ServerHandshake {
   }
 
   async readClientCertificateVerify(): Promise<void> {
-    const signed = signatureInput("client", 1, await this.io.transcript.hash());
-    const { sig } = await this.io.readSealed(CertificateVerifySchema);
-    if (!await verify(this.#clientKey, signed, sig)) {
-      throw new SecureChatError("SIG_FAIL", "client handshake signature does not verify");
-    }
+    await this.io.readCertificateVerify("client", 1, this.#clientKey);
   }
 
   async readClientFinished(): Promise<void> {
-    const expected = await finishedMac(
-      this.#phase1.clientFinishedKey,
-      await this.io.transcript.hash(),
-    );
-    const { mac } = await this.io.readSealed(FinishedSchema);
-    if (!timingSafeEqual(mac, expected)) {
-      throw new SecureChatError("HANDSHAKE_FAIL", "client Finished does not match our keys");
-    }
+    await this.io.readFinished("client", this.#phase1.clientFinishedKey);
   }
 
   async readCredentials(): Promise<void> {
@@ -203,11 +178,7 @@ class ServerHandshake {
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
-    const signed = signatureInput("client", 2, await this.io.transcript.hash());
-    const { sig } = await this.io.readSealed(CertificateVerifySchema);
-    if (!await verify(this.#clientKey, signed, sig)) {
-      throw new SecureChatError("SIG_FAIL", "client phase 2 signature does not verify");
-    }
+    await this.io.readCertificateVerify("client", 2, this.#clientKey);
     return dh.key_share.pub;
   }
 
@@ -219,9 +190,7 @@ class ServerHandshake {
         type: "dh_server",
         key_share: { group: this.#group, pub: toBase64(share.publicKey) },
       });
-      const signed = signatureInput("server", 2, await this.io.transcript.hash());
-      const sig = await sign(this.#opts.identity.signingKey, signed);
-      await this.io.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
+      await this.io.sendCertificateVerify("server", 2, this.#opts.identity.signingKey);
       const secrets = await deriveSession(
         this.#phase1.handshakeSecret,
         shared,

@@ -1,0 +1,156 @@
+/**
+ * The securechat benchmark suite (issue 7): session setup, messages, scale, verify,
+ * startup — every figure beside a reference measured in the same run, as a ratio.
+ * Prints a table and writes bench/results.json.
+ *
+ *   deno task bench            full run (several minutes: includes 10,000 sessions)
+ *   deno task bench --quick    under a minute; what CI runs (checks the bench works)
+ *   deno task bench --only setup,messages --out /tmp/r.json
+ */
+import { parseArgs } from "node:util";
+import { rsaPki } from "./_pki.ts";
+import { commandOutput, type Figure, type Section } from "./_util.ts";
+import * as setup from "./setup_bench.ts";
+import * as messages from "./message_bench.ts";
+import * as scale from "./scale_bench.ts";
+import * as startup from "./startup_bench.ts";
+import { runVerifyBench } from "./verify_bench.ts";
+import { figure, ref } from "./_util.ts";
+
+export const SECTIONS = ["setup", "messages", "scale", "verify", "startup"] as const;
+type SectionName = typeof SECTIONS[number];
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    out: { type: "string", default: new URL("./results.json", import.meta.url).pathname },
+  },
+});
+const quick = values.quick;
+const only = (values.only?.split(",") ?? SECTIONS) as SectionName[];
+
+async function verifySection(): Promise<Section> {
+  const r = await runVerifyBench({
+    messages: quick ? 2000 : 20000,
+    alg: "rsa",
+    concurrency: 32,
+  });
+  return {
+    title: "Verify (offline transcript verification)",
+    figures: [
+      figure(
+        `verify: messages verified/s (${r.messages}-line transcript)`,
+        r.verify_messages_per_second,
+        "messages/s",
+        ref(
+          "raw RSA-2048 verifications/s, 32 in flight",
+          r.raw_signature_verifications_per_second_concurrent,
+          "verifications/s",
+        ),
+      ),
+      figure(
+        "verify: messages verified/s",
+        r.verify_messages_per_second,
+        "messages/s",
+        ref(
+          "raw RSA-2048 verifications/s, sequential",
+          r.raw_signature_verifications_per_second_sequential,
+          "verifications/s",
+        ),
+      ),
+    ],
+    details: { ...r },
+  };
+}
+
+const started = performance.now();
+const pki = await rsaPki(Array.from({ length: 8 }, (_, i) => `user${i + 1}`));
+const sections: Partial<Record<SectionName, Section>> = {};
+try {
+  for (const name of only) {
+    const t0 = performance.now();
+    console.error(`bench: ${name}...`);
+    switch (name) {
+      case "setup":
+        sections.setup = await setup.run({ quick }, pki);
+        break;
+      case "messages":
+        sections.messages = await messages.run({ quick }, pki);
+        break;
+      case "scale":
+        sections.scale = await scale.run({ quick });
+        break;
+      case "verify":
+        sections.verify = await verifySection();
+        break;
+      case "startup":
+        sections.startup = await startup.run({ quick }, pki);
+        break;
+      default:
+        throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);
+    }
+    console.error(`bench: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+} finally {
+  await Deno.remove(pki.dir, { recursive: true });
+}
+
+const results = {
+  machine: {
+    os: `${Deno.build.os} ${Deno.osRelease()}`,
+    arch: Deno.build.arch,
+    cpus: navigator.hardwareConcurrency,
+    cpu_model: await cpuModel(),
+    memory_bytes: Deno.systemMemoryInfo().total,
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    openssl: await commandOutput("openssl", ["version"]),
+  },
+  date: new Date().toISOString(),
+  quick,
+  duration_seconds: Math.round((performance.now() - started) / 100) / 10,
+  sections,
+};
+await Deno.writeTextFile(values.out!, JSON.stringify(results, null, 2) + "\n");
+printTable(results.sections);
+console.log(`\nwrote ${values.out} (${results.duration_seconds} s${quick ? ", --quick" : ""})`);
+
+async function cpuModel(): Promise<string | null> {
+  try {
+    const info = await Deno.readTextFile("/proc/cpuinfo");
+    return info.match(/model name\s*:\s*(.*)/)?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function fmt(x: number | null | undefined): string {
+  if (x === null || x === undefined || !Number.isFinite(x)) return "-";
+  const a = Math.abs(x);
+  if (a >= 1e6) return `${(x / 1e6).toFixed(2)}M`;
+  if (a >= 1e4) return x.toFixed(0);
+  if (a >= 100) return x.toFixed(1);
+  return x.toFixed(2);
+}
+
+function printTable(all: Partial<Record<SectionName, Section>>): void {
+  for (const section of Object.values(all)) {
+    if (!section) continue;
+    console.log(`\n== ${section.title}`);
+    const rows = section.figures.map((f: Figure) => [
+      f.name,
+      `${fmt(f.value)} ${f.unit}`,
+      f.reference ? `${f.reference.name}: ${fmt(f.reference.value)} ${f.reference.unit}` : "-",
+      f.ratio === null ? "-" : f.ratio.toFixed(3),
+      f.goal ?? "",
+    ]);
+    const head = ["figure", "value", "reference (same run)", "ratio", "goal"];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+    const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join(" | ").trimEnd();
+    console.log(line(head));
+    console.log(widths.map((w) => "-".repeat(w)).join("-|-"));
+    for (const r of rows) console.log(line(r));
+  }
+}
