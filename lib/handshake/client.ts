@@ -13,7 +13,7 @@
  */
 import { toBase64, toHex, wipe } from "../bytes.ts";
 import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
-import { importVerifyingKeySpki, type VerifyingKey } from "../crypto/signature.ts";
+import type { VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
@@ -139,7 +139,7 @@ class ClientHandshake {
       role: "server",
       expectedName: this.#opts.serverName,
     });
-    this.#serverKey = await importVerifyingKeySpki(this.#server.spki);
+    this.#serverKey = this.#server.key;
   }
 
   async readServerCertificateVerify(): Promise<void> {

@@ -162,17 +162,18 @@ export class HandshakeIo {
 
   /**
    * Tells the peer why we are closing, sealed when a channel exists (so a passive
-   * observer learns nothing), then flushes. Best effort: the peer may be gone.
+   * observer learns nothing), and closes so that the message survives. Best effort:
+   * the peer may be gone.
    */
   async sendError(error: SecureChatError): Promise<void> {
     const message = errorMessageFor(error);
     try {
       if (this.sealed) await this.sendSealed(message, false);
       else this.sendPlain(message, false);
-      await this.conn.flush(1000);
     } catch {
       // the peer is gone; the local log still has the code
     }
+    await this.conn.lingerClose();
   }
 
   #channel(): SealedChannel {

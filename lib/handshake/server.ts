@@ -12,7 +12,7 @@
  */
 import { toBase64, toHex, wipe } from "../bytes.ts";
 import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
-import { importVerifyingKeySpki, type VerifyingKey } from "../crypto/signature.ts";
+import type { VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
@@ -149,7 +149,7 @@ class ServerHandshake {
     const { cert } = await this.io.readSealed(CertificateSchema);
     // The user name is not known yet: it is matched against the CN at login.
     this.#client = await validatePeerCertificate(this.#opts.trust, cert, { role: "client" });
-    this.#clientKey = await importVerifyingKeySpki(this.#client.spki);
+    this.#clientKey = this.#client.key;
   }
 
   async readClientCertificateVerify(): Promise<void> {

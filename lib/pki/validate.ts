@@ -12,6 +12,8 @@ import { checkCrlCurrent, parseCrl, type ParsedCrl, serialHex, verifyCrl } from 
 import { pemDecode } from "./pem.ts";
 import { pathExists, readTextFile } from "./files.ts";
 
+import { importVerifyingKeySpki, type VerifyingKey } from "../crypto/signature.ts";
+
 export type PeerRole = "server" | "client";
 
 export interface ValidatedPeer {
@@ -24,6 +26,8 @@ export interface ValidatedPeer {
   notAfter: Date;
   /** Hex of the serial number's INTEGER octets. */
   serial: string;
+  /** The key that verifies the peer's signatures, imported once here. */
+  key: VerifyingKey;
 }
 
 /** Certificates above this are refused before parsing: ours are under 2 KiB. */
@@ -120,5 +124,19 @@ export async function validatePeerCertificate(
     spki: leaf.spki,
     notAfter: leaf.notAfter,
     serial,
+    key: await protocolKeyOf(leaf.spki),
   };
+}
+
+/**
+ * The path validator accepts more key types than the protocol signs with (P-384 for
+ * x509-limbo, say); a peer whose key the protocol cannot use has a bad certificate.
+ */
+async function protocolKeyOf(spki: Uint8Array): Promise<VerifyingKey> {
+  try {
+    return await importVerifyingKeySpki(spki);
+  } catch (cause) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    return badCert(`certificate key cannot sign securechat messages: ${detail}`);
+  }
 }

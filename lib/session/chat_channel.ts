@@ -127,8 +127,14 @@ export class ChatSender {
     };
   }
 
-  static async create(secret: Uint8Array, signingKey: SigningKey, limits: SenderLimits = {}) {
-    return new ChatSender(TrafficSecret.from(secret, Date.now()), signingKey, limits);
+  /** `now` starts the key-update clock (§4.4); tests with a fixed clock pass theirs. */
+  static create(
+    secret: Uint8Array,
+    signingKey: SigningKey,
+    limits: SenderLimits = {},
+    now = Date.now(),
+  ): ChatSender {
+    return new ChatSender(TrafficSecret.from(secret, now), signingKey, limits);
   }
 
   get lastSeqno(): number {
@@ -182,7 +188,11 @@ export class ChatReceiver {
     this.#traffic = traffic;
   }
 
-  static async create(secret: Uint8Array, peerKey: VerifyingKey, maxSkewMs = DEFAULT_MAX_SKEW_MS) {
+  static create(
+    secret: Uint8Array,
+    peerKey: VerifyingKey,
+    maxSkewMs = DEFAULT_MAX_SKEW_MS,
+  ): ChatReceiver {
     return new ChatReceiver(TrafficSecret.from(secret, Date.now()), peerKey, maxSkewMs);
   }
 

@@ -5,7 +5,7 @@
  * cannot alter it or invent a message in a user's name without that user's key.
  */
 import { sha256, toHex } from "../bytes.ts";
-import { importVerifyingKeySpki, verify, type VerifyingKey } from "../crypto/signature.ts";
+import { verify, type VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { RelayBody, TextBody } from "../wire/messages.ts";
@@ -60,7 +60,7 @@ export class RelayVerifier {
     const cached = this.#authors.get(id);
     if (cached) return cached;
     const peer = await validatePeerCertificate(this.trust, cert, { role: "client" });
-    const entry = { peer, key: await importVerifyingKeySpki(peer.spki) };
+    const entry = { peer, key: peer.key };
     if (this.#authors.size > 1000) this.#authors.clear();
     this.#authors.set(id, entry);
     return entry;

@@ -122,8 +122,8 @@ export class ChatSession {
       startedAt: opts.startedAt ?? Date.now(),
       serverName: opts.serverName,
     });
-    const sender = await ChatSender.create(est.chatSendSecret, est.self.signingKey, opts);
-    const receiver = await ChatReceiver.create(est.chatReceiveSecret, est.peerKey, opts.maxSkewMs);
+    const sender = ChatSender.create(est.chatSendSecret, est.self.signingKey, opts);
+    const receiver = ChatReceiver.create(est.chatReceiveSecret, est.peerKey, opts.maxSkewMs);
     return new ChatSession(est, sender, receiver, transcript, opts);
   }
 
@@ -318,6 +318,7 @@ export class ChatSession {
       } catch {
         // peer gone
       }
+      await this.#est.conn.lingerClose();
     }
     const end: SessionEnd = {
       outcome,

@@ -7,7 +7,7 @@
 import { basename } from "node:path";
 import { fromUtf8 } from "../bytes.ts";
 import { type ErrorCode, SecureChatError } from "../errors.ts";
-import { importVerifyingKeySpki, verify, type VerifyingKey } from "../crypto/signature.ts";
+import { verify, type VerifyingKey } from "../crypto/signature.ts";
 import { parseCertificate } from "../pki/certificate.ts";
 import { formatIp } from "../pki/hostname.ts";
 import { TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
@@ -366,7 +366,7 @@ async function checkLines(
     try {
       const expectedName = role === "server" ? header.server_name ?? ownServerName(der) : undefined;
       const peer = await validateAsOf(opts.trust, chainOnly, der, { role, now: at, expectedName });
-      const key = await importVerifyingKeySpki(peer.spki);
+      const key = peer.key;
       const fingerprint = fingerprintOf(der);
       parties[role] = { fingerprint, key };
       report.signers[role] = {
@@ -567,7 +567,7 @@ class AuthorChecks {
 
   async #validate(der: Uint8Array, at: Date) {
     const peer = await validateAsOf(this.trust, this.chainOnly, der, { role: "client", now: at });
-    return { key: await importVerifyingKeySpki(peer.spki), commonName: peer.commonName };
+    return { key: peer.key, commonName: peer.commonName };
   }
 }
 

@@ -10,6 +10,8 @@ export interface ByteStreamConn {
   readable: ReadableStream<Uint8Array>;
   write(bytes: Uint8Array): Promise<number>;
   close(): void;
+  /** Half-close: no more writes from us, reads go on (Deno.TcpConn has it). */
+  closeWrite?(): Promise<void>;
 }
 
 export const DEFAULT_SEND_QUEUE_BYTES = 1024 * 1024;
@@ -112,6 +114,27 @@ export class FrameConnection {
       new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
     ]);
     clearTimeout(timer);
+  }
+
+  /**
+   * Closes after a last frame (an `error`) without destroying it: flushes, shuts our
+   * sending side, then reads and drops whatever the peer still sends until it closes
+   * or `ms` pass. Closing with unread data makes the kernel answer with a reset,
+   * which can discard our last frame before the peer has read it.
+   */
+  async lingerClose(ms = 500): Promise<void> {
+    if (this.#closed) return;
+    const deadline = Date.now() + ms;
+    await this.flush(ms);
+    try {
+      await this.#conn.closeWrite?.();
+      while (Date.now() < deadline && await this.read(deadline - Date.now()) !== null) {
+        // drop it: the session is over
+      }
+    } catch {
+      // timeout, reset or garbage: nothing more to wait for
+    }
+    this.close();
   }
 
   close(): void {
