@@ -50,10 +50,8 @@ export async function sessionCryptoOps(pki: TestPki, clientName = "user1") {
     "RSA-2048 sign": { op: () => sign(server.signingKey, signed), perSide: 2 },
     "RSA-2048 verify": { op: () => verify(serverKey, signed, sig), perSide: 2 },
     "certificate validation + key import": {
-      op: async () => {
-        const peer = await validatePeerCertificate(pki.trust, client.certDer, { role: "client" });
-        return await importVerifyingKeySpki(peer.spki);
-      },
+      // validatePeerCertificate imports the peer's key itself (once per validation).
+      op: () => validatePeerCertificate(pki.trust, client.certDer, { role: "client" }),
       perSide: 1,
     },
     "X25519 key generation": { op: () => generateKeyShare("x25519"), perSide: 2 },

@@ -296,5 +296,11 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
 }
 
 if (import.meta.main) {
-  console.log(JSON.stringify(await run({ quick: Deno.args.includes("--quick") }), null, 2));
+  const pki = await rsaPki(["user1", "user2", "user3", "user4", "user5"]);
+  try {
+    const section = await run({ quick: Deno.args.includes("--quick") }, pki);
+    console.log(JSON.stringify(section, null, 2));
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
 }

@@ -415,6 +415,20 @@ function breakdown(
 }
 
 if (import.meta.main) {
-  const section = await run({ quick: Deno.args.includes("--quick") });
-  console.log(JSON.stringify(section, null, 2));
+  const pki = await rsaPki([
+    "user1",
+    "user2",
+    "user3",
+    "user4",
+    "user5",
+    "user6",
+    "user7",
+    "user8",
+  ]);
+  try {
+    const section = await run({ quick: Deno.args.includes("--quick") }, pki);
+    console.log(JSON.stringify(section, null, 2));
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
 }

@@ -17,7 +17,7 @@ Deno.test("slow consumer: a recipient that never reads is dropped; the others ke
   const pki = await makePki(["alice", "bob", "stuck"], "ed25519");
   const server = await ServerProcess.start({
     pkiDir: pki.dir,
-    args: ["--send-queue", "65536", "--message-rate", "5000"],
+    args: ["--send-queue", "262144", "--message-rate", "5000"],
   });
   let stuckTcp: Deno.TcpConn | undefined;
   try {
@@ -48,7 +48,12 @@ Deno.test("slow consumer: a recipient that never reads is dropped; the others ke
     // Enough long lines to fill the kernel's socket buffers toward "stuck" many times over.
     const filler = "x".repeat(3900);
     const total = 2500;
-    for (let i = 1; i <= total; i++) await alice.send(`${i} ${filler}`);
+    for (let i = 1; i <= total; i++) {
+      await alice.send(`${i} ${filler}`);
+      // bob reads, only slower on a loaded machine: let him catch up now and then, so
+      // only the reader that never reads can overflow its queue.
+      if (i % 100 === 0) await bob.waitForLine((l) => l.includes(`alice ✓ ${i} x`), 60_000);
+    }
     const dropped = await server.waitFor(
       (e) => e.event === "SLOW_CONSUMER" && e.user === "stuck",
       60_000,
