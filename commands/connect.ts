@@ -87,6 +87,7 @@ async function connect(options: ConnectOptions): Promise<void> {
       hint: "is `securechat serve` running there?",
     });
   }
+  tcp.setNoDelay(true); // see lib/server/server.ts: small frames, answered at once
   const established = await clientHandshake(new FrameConnection(tcp), {
     identity,
     trust,

@@ -130,7 +130,7 @@ try {
     `${fs.transcripts}/carol`,
   );
   await carol.session.send({ kind: "text", text: "after the fuzz" });
-  await bob.waitFor((m) => m.relayed?.body.text === "after the fuzz");
+  await bob.waitFor((m) => m.kind === "relay" && m.text === "after the fuzz");
   const ends = [await carol.finish(), await bob.finish()];
   if (ends.some((e) => e.outcome !== "closed")) {
     failed = true;

@@ -286,7 +286,9 @@ Deno.test("faults: serve SIGKILLed mid-session: every transcript verifies up to 
       clientErrors.push(end.stderr.split("\n").filter((l) => l.includes("error")).join(" "));
     }
     const outcomes: Record<string, VerifyOutcome> = {};
-    for (const dir of ["transcripts", "alice-transcripts", "bob-transcripts"]) {
+    for (
+      const dir of ["transcripts", "transcripts-clients", "alice-transcripts", "bob-transcripts"]
+    ) {
       for (const log of await logsIn(join(workDir, dir))) {
         outcomes[`${dir}/${log.split("/").pop()}`] = await verifyCli(log, ca);
       }

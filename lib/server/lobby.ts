@@ -21,8 +21,13 @@ export interface LobbyLimits {
 
 export const DEFAULT_LOBBY_LIMITS: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40 };
 
+/** Relayed messages of one sender being signed and queued at once, at most. */
+export const RELAY_WINDOW = 32;
+
 export class Member {
   readonly bucket: TokenBucket;
+  /** This member's relays still being delivered (see RELAY_WINDOW). */
+  readonly inFlight = new Set<Promise<void>>();
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -112,7 +117,12 @@ export class Lobby {
       sig: toBase64(sig),
       key: toBase64(message.messageKey),
     };
-    await this.#route(relay, body.to, from, { cert, seqno, ts, ct, sig });
+    // Deliveries are numbered in order the moment they start, so the sender's next
+    // message need not wait for this fan-out; a window bounds what is in flight.
+    const delivery = this.#route(relay, body.to, from, { cert, seqno, ts, ct, sig });
+    from.inFlight.add(delivery);
+    void delivery.finally(() => from.inFlight.delete(delivery));
+    while (from.inFlight.size >= RELAY_WINDOW) await Promise.race(from.inFlight);
   }
 
   /** The operator speaks as `server` (serve's console). */

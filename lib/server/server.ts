@@ -108,6 +108,9 @@ export class ChatServer {
   }
 
   async #serve(tcp: Deno.TcpConn): Promise<void> {
+    // Handshake flights are small frames answered at once: Nagle's algorithm with
+    // delayed ACKs would add ~40 ms per round trip (docs/PERFORMANCE.md).
+    tcp.setNoDelay(true);
     const { log } = this.#opts;
     const address = tcp.remoteAddr.hostname;
     const peer = `${address}:${tcp.remoteAddr.port}`;

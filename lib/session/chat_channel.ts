@@ -40,31 +40,12 @@ function msgAad(seqno: number, ts: number): Uint8Array {
 }
 
 /**
- * A direction's traffic secret. Every message gets its own key,
- * K_n = ExpandLabel(S, "msg key", u64be(seqno), 16), used for that one message with
- * an all-zero nonce: a key that encrypts once cannot repeat a nonce. One key per
- * message is what lets the server disclose K_n to a relay recipient, who can then
- * check the author's own signed ciphertext (PROTOCOL §6.4) while learning nothing
- * about any other message.
+ * Every message gets its own key, K_n = ExpandLabel(S, "msg key", u64be(seqno), 16),
+ * used for that one message with an all-zero nonce: a key that encrypts once cannot
+ * repeat a nonce. One key per message is what lets the server disclose K_n to a relay
+ * recipient, who can then check the author's own signed ciphertext (PROTOCOL §6.4)
+ * while learning nothing about any other message.
  */
-class TrafficSecret {
-  private constructor(readonly secret: Uint8Array, readonly createdAt: number) {}
-
-  static from(secret: Uint8Array, now: number): TrafficSecret {
-    return new TrafficSecret(secret.slice(), now);
-  }
-
-  async next(now: number): Promise<TrafficSecret> {
-    const next = new TrafficSecret(await nextTrafficSecret(this.secret), now);
-    this.secret.fill(0); // best effort: the old secret must not outlive its use
-    return next;
-  }
-
-  messageKey(seqno: number): Promise<Uint8Array> {
-    return messageKeyFor(this.secret, seqno);
-  }
-}
-
 export function messageKeyFor(secret: Uint8Array, seqno: number): Promise<Uint8Array> {
   return expandLabel(secret, LABELS.messageKey, u64be(seqno), 16);
 }
@@ -108,19 +89,29 @@ export interface SenderLimits {
   keyUpdateMs?: number;
 }
 
+/**
+ * Numbers, encrypts and signs outgoing messages. Numbering (seqno, timestamp and
+ * which traffic secret applies) happens synchronously in call order; encryption and
+ * signing then run concurrently, so a burst of messages keeps both cores signing
+ * while the session sends them in seqno order.
+ */
 export class ChatSender {
   #seqno = 0;
   #lastTs = 0;
-  #traffic: TrafficSecret;
+  /** The secret for the next message numbered; a promise while a key update derives it. */
+  #secret: Promise<Uint8Array>;
+  #secretSince: number;
   #underKey = 0;
   readonly #limits: Required<SenderLimits>;
 
   private constructor(
-    traffic: TrafficSecret,
+    secret: Uint8Array,
+    now: number,
     readonly signingKey: SigningKey,
     limits: SenderLimits,
   ) {
-    this.#traffic = traffic;
+    this.#secret = Promise.resolve(secret.slice());
+    this.#secretSince = now;
     this.#limits = {
       keyUpdateMessages: limits.keyUpdateMessages ?? DEFAULT_KEY_UPDATE_MESSAGES,
       keyUpdateMs: limits.keyUpdateMs ?? DEFAULT_KEY_UPDATE_MS,
@@ -134,7 +125,7 @@ export class ChatSender {
     limits: SenderLimits = {},
     now = Date.now(),
   ): ChatSender {
-    return new ChatSender(TrafficSecret.from(secret, now), signingKey, limits);
+    return new ChatSender(secret, now, signingKey, limits);
   }
 
   get lastSeqno(): number {
@@ -142,35 +133,45 @@ export class ChatSender {
   }
 
   /**
-   * Seals one body; when the key is due for an update, first seals a `key_update`
-   * under the old key. Returns every message to send, in order. Callers must not
-   * interleave calls (the session serialises them).
+   * Seals one body; when the secret is due for an update, first a `key_update` under
+   * the old one. Returns every message to send, in seqno order. Calls may overlap:
+   * each is numbered when it is made.
    */
-  async seal(body: MsgBodyJson, clock = Date.now()): Promise<SealedMsg[]> {
+  seal(body: MsgBodyJson, clock = Date.now()): Promise<SealedMsg[]> {
     // Timestamps never go backwards within a direction (§6.3), even if the clock does.
     const now = Math.max(clock, this.#lastTs);
     this.#lastTs = now;
-    const out: SealedMsg[] = [];
+    const jobs: Promise<SealedMsg>[] = [];
     const due = this.#underKey >= this.#limits.keyUpdateMessages - 1 ||
-      now - this.#traffic.createdAt >= this.#limits.keyUpdateMs;
-    if (due && body.kind !== "key_update") {
-      out.push(await this.#sealOne({ kind: "key_update" }, now));
-    }
-    out.push(await this.#sealOne(body, now));
-    return out;
+      now - this.#secretSince >= this.#limits.keyUpdateMs;
+    if (due && body.kind !== "key_update") jobs.push(this.#number({ kind: "key_update" }, now));
+    jobs.push(this.#number(body, now));
+    return Promise.all(jobs);
   }
 
-  async #sealOne(body: MsgBodyJson, ts: number): Promise<SealedMsg> {
+  /** Synchronous bookkeeping first, so the order of calls is the order of seqnos. */
+  #number(body: MsgBodyJson, ts: number): Promise<SealedMsg> {
     const seqno = ++this.#seqno;
-    const messageKey = await this.#traffic.messageKey(seqno);
+    const secret = this.#secret;
+    this.#underKey++;
+    if (body.kind === "key_update") {
+      this.#secret = secret.then(nextTrafficSecret);
+      this.#secretSince = ts;
+      this.#underKey = 0;
+    }
+    return this.#encryptAndSign(body, seqno, ts, secret);
+  }
+
+  async #encryptAndSign(
+    body: MsgBodyJson,
+    seqno: number,
+    ts: number,
+    secret: Promise<Uint8Array>,
+  ): Promise<SealedMsg> {
+    const messageKey = await messageKeyFor(await secret, seqno);
     const ct = await sealBody(messageKey, seqno, ts, body);
     messageKey.fill(0);
     const sig = await sign(this.signingKey, await msgDigest(seqno, ts, ct));
-    this.#underKey++;
-    if (body.kind === "key_update") {
-      this.#traffic = await this.#traffic.next(ts);
-      this.#underKey = 0;
-    }
     return { seqno, ts, ct, sig };
   }
 }
@@ -178,14 +179,14 @@ export class ChatSender {
 export class ChatReceiver {
   readonly #window = new SequenceWindow();
   #lastTs = 0;
-  #traffic: TrafficSecret;
+  #secret: Uint8Array;
 
   private constructor(
-    traffic: TrafficSecret,
+    secret: Uint8Array,
     readonly peerKey: VerifyingKey,
     readonly maxSkewMs: number,
   ) {
-    this.#traffic = traffic;
+    this.#secret = secret.slice();
   }
 
   static create(
@@ -193,7 +194,7 @@ export class ChatReceiver {
     peerKey: VerifyingKey,
     maxSkewMs = DEFAULT_MAX_SKEW_MS,
   ): ChatReceiver {
-    return new ChatReceiver(TrafficSecret.from(secret, Date.now()), peerKey, maxSkewMs);
+    return new ChatReceiver(secret, peerKey, maxSkewMs);
   }
 
   get lastSeqno(): number {
@@ -216,11 +217,15 @@ export class ChatReceiver {
     if (!await verify(this.peerKey, await msgDigest(m.seqno, m.ts, m.ct), m.sig)) {
       throw new SecureChatError("SIG_FAIL", `signature of message ${m.seqno} does not verify`);
     }
-    const messageKey = await this.#traffic.messageKey(m.seqno);
+    const messageKey = await messageKeyFor(this.#secret, m.seqno);
     const body = await openBody(messageKey, m.seqno, m.ts, m.ct);
     this.#window.accept(m.seqno);
     this.#lastTs = m.ts;
-    if (body.kind === "key_update") this.#traffic = await this.#traffic.next(m.ts);
+    if (body.kind === "key_update") {
+      const next = await nextTrafficSecret(this.#secret);
+      this.#secret.fill(0); // best effort: the old secret must not outlive its use
+      this.#secret = next;
+    }
     return { body, messageKey };
   }
 }

@@ -149,10 +149,15 @@ export class ChatSession {
    * @throws PROTOCOL_ERROR when closing, SLOW_CONSUMER when the peer stopped reading, TRANSCRIPT_IO
    */
   send(body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
+    if (this.#close.sent) {
+      return Promise.reject(new SecureChatError("PROTOCOL_ERROR", "session is closing"));
+    }
+    // Numbered now, encrypted and signed concurrently; sent and recorded in order.
+    const sealing = this.#sender.seal(body);
+    sealing.catch(() => {}); // handled when its turn comes; not an unhandled rejection before
     const next = this.#sending.then(async () => {
-      if (this.#close.sent) throw new SecureChatError("PROTOCOL_ERROR", "session is closing");
       const dir = this.#est.role === "client" ? "c2s" : "s2c";
-      const sealed = await this.#sender.seal(body);
+      const sealed = await sealing;
       for (const [i, m] of sealed.entries()) {
         const frame = utf8(JSON.stringify(msgFrame(m)));
         // A client follows the server's pace; the server never waits for one slow client.
