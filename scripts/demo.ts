@@ -5,7 +5,12 @@
  * Each step is the real CLI, run as a subprocess, and printed before it runs.
  */
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-net", "--allow-env", "--allow-sys"];
+const PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env=SECURECHAT_PASSWORD,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
+];
 const dir = Deno.args[0] ?? await Deno.makeTempDir({ prefix: "securechat-demo-" });
 const decoder = new TextDecoder();
 

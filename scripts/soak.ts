@@ -17,6 +17,7 @@ import { ChatServer } from "../lib/server/server.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import {
   fakeStore,
+  fullGc,
   HonestClient,
   type LoggedEvent,
   type MemorySample,
@@ -145,7 +146,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         const text = `${users[i]}#${k}`;
         await c!.session.send({ kind: "text", text });
         sent[i].push(text);
-        await new Promise((resolve) => setTimeout(resolve, meanGap * (0.5 + r.u32() / 2 ** 32)));
+        const gap = meanGap * (0.5 + r.u32() / 2 ** 32);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(gap, until - Date.now())));
       }
     }));
     lap("chat");
@@ -231,7 +233,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       baseline,
       peak,
       after,
-      gcAvailable: typeof (globalThis as { gc?: unknown }).gc === "function",
+      gcAvailable: fullGc !== undefined,
       timings,
     };
   } finally {
@@ -251,7 +253,7 @@ export function formatSoak(r: SoakReport): string {
     `after: lobby ${r.lobbyAfter}, queued ${r.queuedAfter} B, INTERNAL ${r.internalLogged}`,
     `heap: baseline ${mb(r.baseline.heapUsed)}, peak ${mb(r.peak.heapUsed)}, after ${
       mb(r.after.heapUsed)
-    } (${r.gcAvailable ? "after full GC" : "no --expose-gc: V8 collects lazily"})`,
+    } (${r.gcAvailable ? "after full GCs" : "no GC available: V8 collects lazily"})`,
     `rss: baseline ${mb(r.baseline.rss)}, after ${mb(r.after.rss)}`,
     `timings (ms): ${JSON.stringify(r.timings)}`,
   ].join("\n");

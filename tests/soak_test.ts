@@ -13,7 +13,8 @@ import { formatSoak, runSoak } from "../scripts/soak.ts";
 import { MiB } from "./helpers/fuzz.ts";
 
 Deno.test({
-  name: "soak: 100 clients chat for 10 s: exactly-once delivery, clean closes, all transcripts verify",
+  name:
+    "soak: 100 clients chat for 10 s: exactly-once delivery, clean closes, all transcripts verify",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {

@@ -13,17 +13,21 @@ export interface CliOptions {
   stdin?: string;
 }
 
-/** The argv that starts the CLI: the same permission flags as `deno task start`. */
+/** The permissions of `deno task start`/`install`/`compile`: the tests run with no more. */
+export const CLI_PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env=SECURECHAT_PASSWORD,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
+];
+
+/** The argv that starts the CLI. */
 export function cliCommand(args: string[]): string[] {
   return [
     Deno.execPath(),
     "run",
     "--quiet",
-    "--allow-read",
-    "--allow-write",
-    "--allow-net",
-    "--allow-env",
-    "--allow-sys",
+    ...CLI_PERMISSIONS,
     MAIN,
     ...args,
   ];

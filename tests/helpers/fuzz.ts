@@ -12,6 +12,8 @@
  * `SECURECHAT_FUZZ_SEED=<seed>`.
  */
 import assert from "node:assert/strict";
+import v8 from "node:v8";
+import vm from "node:vm";
 import type { z } from "zod";
 import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../../lib/bytes.ts";
 import { generateKeyShare } from "../../lib/crypto/kex.ts";
@@ -761,11 +763,28 @@ export interface MemorySample {
   rss: number;
 }
 
-/** Heap and RSS, after a full GC when `--v8-flags=--expose-gc` made one available. */
+/**
+ * A full garbage collection, if one can be had: `--v8-flags=--expose-gc` puts `gc` on
+ * globalThis; without it, the flag is set at run time through node:v8 and `gc` fetched
+ * from a fresh context (the usual Node trick, which Deno's V8 honours). Undefined if
+ * neither works.
+ */
+export const fullGc: (() => void) | undefined = (() => {
+  const exposed = (globalThis as { gc?: () => void }).gc;
+  if (typeof exposed === "function") return exposed;
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc");
+    return typeof gc === "function" ? gc as () => void : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Heap and RSS, after full GCs when `fullGc` is available. */
 export async function memorySample(): Promise<MemorySample> {
-  const gc = (globalThis as { gc?: () => void }).gc;
   for (let i = 0; i < 3; i++) {
-    gc?.();
+    fullGc?.();
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   const { heapUsed, rss } = Deno.memoryUsage();
