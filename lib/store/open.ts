@@ -6,7 +6,7 @@ import { isAbsolute, join } from "node:path";
 import { parseEnv } from "node:util";
 import { SecureChatError } from "../errors.ts";
 import { migrate } from "./schema.ts";
-import { type MysqlConfig, openMysql } from "./mysql.ts";
+import type { MysqlConfig } from "./mysql.ts";
 import { openSqlite } from "./sqlite.ts";
 import { SqlUserStore } from "./sql_user_store.ts";
 import type { UserStore } from "./user_store.ts";
@@ -37,9 +37,11 @@ export type DatabaseTarget =
  */
 export async function openUserStore(options: OpenUserStoreOptions = {}): Promise<UserStore> {
   const target = resolveDatabase(options);
+  // mysql2 is loaded only when asked for: most runs use SQLite, and every command
+  // would otherwise pay for parsing the driver at start-up.
   const db = target.engine === "sqlite"
     ? openSqlite(target.path, target.description)
-    : openMysql(target.config);
+    : (await import("./mysql.ts")).openMysql(target.config);
   try {
     await migrate(db);
   } catch (error) {
