@@ -28,6 +28,7 @@ interface ConnectOptions {
   keyPasswordFile?: string;
   history?: string;
   handshakeTimeout: number;
+  keyUpdate: number;
 }
 
 export function registerConnect(program: Command): void {
@@ -48,6 +49,12 @@ export function registerConnect(program: Command): void {
       "read the password from a file (else prompt or $SECURECHAT_PASSWORD)",
     )
     .option("--key-password-file <file>", "password of an encrypted private key")
+    .option(
+      "--key-update <s>",
+      "update our chat key after this many seconds (PROTOCOL §4.4)",
+      positiveInt("--key-update"),
+      3600,
+    )
     .option("--history <file>", "also keep a local PLAINTEXT log of the chat (off by default)")
     .addOption(
       new Option("--handshake-timeout <ms>", "give up on a handshake after this long")
@@ -99,6 +106,7 @@ async function connect(options: ConnectOptions): Promise<void> {
     transcriptDir: options.transcripts,
     serverName: options.serverName,
     relayTrust: trust,
+    keyUpdateMs: options.keyUpdate * 1000,
   });
   const history = options.history ? await openHistory(options.history) : undefined;
   info(

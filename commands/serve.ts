@@ -31,6 +31,7 @@ interface ServeOptions {
   handshakeRate: number;
   sendQueue: number;
   messageRate: number;
+  keyUpdate: number;
 }
 
 export function registerServe(program: Command): void {
@@ -110,7 +111,10 @@ function portNumber(value: string): number {
 }
 
 async function serve(options: ServeOptions): Promise<void> {
-  const log = createLogger(options.logFormat);
+  const interactive = Deno.stdin.isTerminal();
+  // On a terminal the operator types while events arrive: log lines go above the prompt.
+  const editor = interactive ? new LineEditor(`${OPERATOR_NAME}> `) : undefined;
+  const log = createLogger(options.logFormat, editor ? (line) => editor.print(line) : undefined);
   const identity = await loadIdentity(
     options.cert,
     options.key,
@@ -131,7 +135,11 @@ async function serve(options: ServeOptions): Promise<void> {
     log,
     handshakeTimeoutMs: options.handshakeTimeout,
     sendQueueBytes: options.sendQueue,
-    session: { transcriptDir: options.transcripts, idleTimeoutMs: options.idleTimeout * 1000 },
+    session: {
+      transcriptDir: options.transcripts,
+      idleTimeoutMs: options.idleTimeout * 1000,
+      keyUpdateMs: options.keyUpdate * 1000,
+    },
     admission: {
       maxConnections: options.maxConnections,
       maxConnectionsPerAddress: options.maxPerAddress,
@@ -150,23 +158,22 @@ async function serve(options: ServeOptions): Promise<void> {
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
   });
-  const interactive = Deno.stdin.isTerminal();
-  if (interactive || options.console) void operatorConsole(server, interactive);
+  if (editor || options.console) void operatorConsole(server, editor);
   await stopped;
   info("shutting down: closing sessions with receipts");
   await server.shutdown();
   await store.close();
 }
 
-async function operatorConsole(server: ChatServer, interactive: boolean): Promise<void> {
-  const editor = interactive ? new LineEditor(`${OPERATOR_NAME}> `) : undefined;
+async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise<void> {
+  const say = (text: string) => editor ? editor.print(text) : info(text);
   for await (const line of editor ? editor.lines() : stdinLines()) {
     const parsed = parseChatLine(line);
-    if (parsed.action === "help") info(CHAT_HELP);
-    if (parsed.action === "error") info(parsed.message);
+    if (parsed.action === "help") say(CHAT_HELP);
+    if (parsed.action === "error") say(parsed.message);
     if (parsed.action !== "send") continue;
     const { body } = parsed;
-    if (body.kind === "who") info(`online: ${server.lobby.names().join(", ") || "nobody"}`);
+    if (body.kind === "who") say(`online: ${server.lobby.names().join(", ") || "nobody"}`);
     if (body.kind === "text") await server.lobby.operatorSays(body.text, body.to);
   }
 }

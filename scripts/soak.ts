@@ -159,6 +159,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     while (relays() < expectedDeliveries && Date.now() < drainUntil) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
+    clearInterval(sampler);
     lap("drain");
     const deliveries = relays();
     log(`soak: ${total} messages sent, ${deliveries}/${expectedDeliveries} relays received`);

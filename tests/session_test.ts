@@ -5,6 +5,7 @@ import { serverHandshake } from "../lib/handshake/server.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { SecureChatError } from "../lib/errors.ts";
+import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { makePki } from "./helpers/pki.ts";
 
 const pki = await makePki(["alice"]);
@@ -87,4 +88,45 @@ Deno.test("clientHandshake() refuses a wrong password with AUTH_FAIL on both sid
   }
   server.close();
   client.close();
+});
+
+Deno.test("ChatSession: with 2 messages per key, every message still arrives and the record verifies", async () => {
+  const { server, client } = await connectPair();
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const [s, c] = await Promise.all([
+      serverHandshake(server, {
+        identity: await pki.identity("server"),
+        trust: pki.trust,
+        authenticate: () => Promise.resolve({ registered: false }),
+      }),
+      clientHandshake(client, {
+        identity: await pki.identity("alice"),
+        trust: pki.trust,
+        serverName: "localhost",
+        credentials: { mode: "login", username: "alice", password: "pw" },
+      }),
+    ]);
+    const limits = { transcriptDir: transcripts, keyUpdateMessages: 2 };
+    const serverSession = await ChatSession.start(s, limits);
+    const clientSession = await ChatSession.start(c, limits);
+    const got: string[] = [];
+    const serverRun = serverSession.run({
+      onMessage: ({ body }) => void (body.kind === "text" && got.push(body.text)),
+    });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+    const texts = Array.from({ length: 7 }, (_, i) => `message ${i + 1}`);
+    await Promise.all(texts.map((text) => clientSession.send({ kind: "text", text })));
+    await clientSession.close();
+    const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
+    assert.equal(clientEnd.outcome, "closed", clientEnd.message);
+    assert.deepEqual(got, texts);
+    // A key protects at most 2 messages, the key_update that ends it included: each text
+    // after the first is preceded by a key_update, so 7 texts make 13 c2s lines.
+    const report = await verifyTranscript(serverEnd.transcriptPath, { trust: pki.trust });
+    assert.equal(report.ok, true, report.reason ?? "");
+    assert.equal(report.messages.c2s, 13);
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
 });

@@ -165,7 +165,6 @@ export const CORPUS: Record<string, unknown> = {
 };
 
 /** Every schema parseMessage is used with, and the discriminator it is used with. */
-// deno-lint-ignore no-explicit-any
 export const SCHEMAS: [string, z.ZodTypeAny, "type" | "kind"][] = [
   ["hello", HelloSchema, "type"],
   ["server_hello", ServerHelloSchema, "type"],
