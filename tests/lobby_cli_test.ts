@@ -88,6 +88,16 @@ Deno.test("lobby: three users, lobby lines once each in order, /msg private, /wh
       ) => [a.commonName, a.messages]),
     );
     assert.deepEqual(authors, { alice: 6, carol: 3 });
+
+    // The server's side of every session verifies too, confirmed by both receipts.
+    for (const entry of Deno.readDirSync(server.transcripts)) {
+      if (!entry.name.endsWith(".log")) continue;
+      const path = `${server.transcripts}/${entry.name}`;
+      const result = await runCli(["verify", path, "--ca", `${pki.dir}/ca.pem`, "--json"]);
+      assert.equal(result.code, 0, result.stdout + result.stderr);
+      const receipts = JSON.parse(result.stdout).receipts;
+      assert.deepEqual(receipts.map((r: { status: string }) => r.status), ["valid", "valid"]);
+    }
   } finally {
     for (const c of Object.values(clients)) await c?.end().catch(() => {});
     await server.dispose();
