@@ -93,9 +93,10 @@ export class ChatSession {
   #ownReceipt?: Receipt;
   #peerReceipt?: Receipt;
   #rejected = 0;
+  /** Set when the close starts: no message may be numbered after it. */
+  #stopped = false;
   #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
-  #wake?: () => void;
 
   private constructor(
     est: EstablishedSession,
@@ -140,7 +141,7 @@ export class ChatSession {
     return this.#transcript.path;
   }
   get closing(): boolean {
-    return this.#close.sent || this.#close.received;
+    return this.#stopped || this.#close.received;
   }
 
   /**
@@ -149,7 +150,7 @@ export class ChatSession {
    * @throws PROTOCOL_ERROR when closing, SLOW_CONSUMER when the peer stopped reading, TRANSCRIPT_IO
    */
   send(body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
-    if (this.#close.sent) {
+    if (this.#stopped) {
       return Promise.reject(new SecureChatError("PROTOCOL_ERROR", "session is closing"));
     }
     // Numbered now, encrypted and signed concurrently; sent and recorded in order.
@@ -174,12 +175,21 @@ export class ChatSession {
 
   /** Starts the close exchange; `run()` resolves once receipts are exchanged or time runs out. */
   async close(): Promise<void> {
-    await this.#sending;
-    if (this.#close.sent) return;
-    this.#close.sent = true;
-    await this.#sendControl({ type: "close" });
+    await this.#sendClose();
     this.#armCloseTimer();
     await this.#maybeSendReceipt();
+  }
+
+  /**
+   * Stops new messages at once, lets those already numbered go out, then sends
+   * `close`: nothing of ours can follow it on the wire (PROTOCOL §7).
+   */
+  async #sendClose(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await this.#sending;
+    await this.#sendControl({ type: "close" });
+    this.#close.sent = true;
   }
 
   /** Ends the session now with `error` (e.g. SLOW_CONSUMER): no receipts, `run()` reports it. */
@@ -279,11 +289,7 @@ export class ChatSession {
     if (message.type === "close") {
       if (this.#close.received) throw new SecureChatError("PROTOCOL_ERROR", "second close");
       this.#close.received = true;
-      if (!this.#close.sent) {
-        await this.#sending;
-        this.#close.sent = true;
-        await this.#sendControl({ type: "close" });
-      }
+      await this.#sendClose();
       this.#armCloseTimer();
       await this.#maybeSendReceipt();
       return;
