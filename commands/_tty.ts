@@ -76,8 +76,16 @@ export class LineEditor {
     }
   }
 
+  /** Ends the editor from outside (a signal, the session ending) and gives the terminal back. */
   stop(): void {
+    if (!this.#running) return;
     this.#running = false;
+    try {
+      Deno.stdin.setRaw(false);
+      writeTty("\r\x1b[K");
+    } catch {
+      // stdin is gone: nothing to restore
+    }
   }
 }
 

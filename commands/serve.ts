@@ -149,7 +149,7 @@ async function serve(options: ServeOptions): Promise<void> {
     lobby: { messagesPerSecond: options.messageRate, messageBurst: options.messageRate * 2 },
   });
 
-  const stopped = new Promise<void>((resolve) => {
+  const signalled = new Promise<void>((resolve) => {
     const stop = () => {
       Deno.removeSignalListener("SIGINT", stop);
       Deno.removeSignalListener("SIGTERM", stop);
@@ -158,8 +158,11 @@ async function serve(options: ServeOptions): Promise<void> {
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
   });
-  if (editor || options.console) void operatorConsole(server, editor);
-  await stopped;
+  const operator = editor || options.console ? operatorConsole(server, editor) : undefined;
+  // On a terminal the editor reads Ctrl-C and Ctrl-D itself (raw mode): they end the
+  // console, and that stops the server as the signal would.
+  await Promise.race(editor && operator ? [signalled, operator] : [signalled]);
+  editor?.stop();
   info("shutting down: closing sessions with receipts");
   await server.shutdown();
   await store.close();
