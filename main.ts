@@ -3,7 +3,6 @@
  * Exit status: 0 success, 1 failure (a security or runtime error, with its code),
  * 2 usage or I/O error.
  */
-import "reflect-metadata";
 import { Command, CommanderError } from "commander";
 import denoJson from "./deno.json" with { type: "json" };
 import { registerCa } from "./commands/ca.ts";

@@ -6,7 +6,6 @@
 import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
 import { fromHex, utf8 } from "../lib/bytes.ts";
-import { initCa, isCaKeyEncrypted } from "../lib/pki/ca.ts";
 import { KEY_TYPES, type KeyType, readPasswordFile } from "../lib/pki/keys.ts";
 import { colonHex } from "../lib/pki/describe.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
@@ -65,6 +64,8 @@ export async function caPasswordFor(
   dir: string,
   passwordFile?: string,
 ): Promise<string | undefined> {
+  // lib/pki/ca.ts loads @peculiar/x509: only commands that sign with the CA import it.
+  const { isCaKeyEncrypted } = await import("../lib/pki/ca.ts");
   if (!(await isCaKeyEncrypted(dir))) return undefined;
   if (passwordFile !== undefined) return await readPasswordFile(passwordFile);
   return await promptHidden("securechat: CA key password: ");
@@ -85,6 +86,7 @@ export function registerCa(program: Command): void {
     .option("--encrypt", "encrypt ca.key, prompting for the password")
     .option("--force", "replace an existing CA")
     .action(async (opts) => {
+      const { initCa } = await import("../lib/pki/ca.ts");
       const password = await newCaPassword(opts);
       const fingerprint = await initCa(
         opts.dir,

@@ -1,19 +1,34 @@
 /** `securechat cert issue|revoke|crl|list|show`: leaf certificates under the CA. */
 import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { issueCertificate } from "../lib/pki/issue.ts";
 import { KEY_TYPES, readCertificateDer } from "../lib/pki/keys.ts";
 import { readInventory } from "../lib/pki/inventory.ts";
-import { DEFAULT_CRL_DAYS, revokeCertificates, writeCrl } from "../lib/pki/revoke.ts";
 import { describeCertificate } from "../lib/pki/describe.ts";
 import { caPasswordFor, parseKeyType, printFingerprint } from "./ca.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+const DEFAULT_CRL_DAYS = 30;
+
+// The signing modules (lib/pki/ca.ts, issue.ts, revoke.ts) load @peculiar/x509, which
+// costs more than the rest of startup; they are imported only by the actions that sign.
 
 async function unlockCa(dir: string, passwordFile?: string) {
+  const { loadCaSigner } = await import("../lib/pki/ca.ts");
   return await loadCaSigner(dir, await caPasswordFor(dir, passwordFile));
+}
+
+/** A subcommand that re-signs ca.crl: the CA key's options and the CRL lifetime. */
+function crlSigningCommand(parent: Command, name: string, description: string): Command {
+  return subcommand(parent, name, description)
+    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
+    .option(
+      "--crl-days <n>",
+      "CRL lifetime (nextUpdate) in days",
+      positiveInt("--crl-days", 3650),
+      DEFAULT_CRL_DAYS,
+    );
 }
 
 export function registerCert(program: Command): void {
@@ -35,6 +50,7 @@ export function registerCert(program: Command): void {
         throw new SecureChatError("USAGE", "--server and --client are exclusive");
       }
       const profile = opts.server ? "server" : "client";
+      const { issueCertificate } = await import("../lib/pki/issue.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       const issued = await issueCertificate(opts.dir, ca, {
         name,
@@ -50,17 +66,10 @@ export function registerCert(program: Command): void {
       printFingerprint(issued.entry.fingerprint);
     });
 
-  subcommand(cert, "revoke", "Revoke certificates by name or serial and re-sign ca.crl.")
+  crlSigningCommand(cert, "revoke", "Revoke certificates by name or serial and re-sign ca.crl.")
     .argument("<name|serial>", "a name from `cert list`, or a serial in hex")
-    .option("--dir <dir>", "PKI directory", "certs")
-    .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
-    .option(
-      "--crl-days <n>",
-      "CRL lifetime (nextUpdate) in days",
-      positiveInt("--crl-days", 3650),
-      DEFAULT_CRL_DAYS,
-    )
     .action(async (target: string, opts) => {
+      const { revokeCertificates } = await import("../lib/pki/revoke.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       const revoked = await revokeCertificates(opts.dir, ca, target, opts.crlDays);
       if (revoked.length === 0) {
@@ -70,16 +79,9 @@ export function registerCert(program: Command): void {
       info(`wrote ${opts.dir}/ca.crl`);
     });
 
-  subcommand(cert, "crl", "Re-sign ca.crl with a fresh nextUpdate (run before it lapses).")
-    .option("--dir <dir>", "PKI directory", "certs")
-    .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
-    .option(
-      "--crl-days <n>",
-      "CRL lifetime (nextUpdate) in days",
-      positiveInt("--crl-days", 3650),
-      DEFAULT_CRL_DAYS,
-    )
+  crlSigningCommand(cert, "crl", "Re-sign ca.crl with a fresh nextUpdate (run before it lapses).")
     .action(async (opts) => {
+      const { writeCrl } = await import("../lib/pki/revoke.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       await writeCrl(opts.dir, ca, await readInventory(opts.dir), opts.crlDays);
       info(`wrote ${opts.dir}/ca.crl`);

@@ -8,39 +8,20 @@
 import assert from "node:assert/strict";
 import type { CliResult } from "./helpers/cli.ts";
 import { makeBadCertPki } from "./helpers/cert_fixtures.ts";
-import {
-  Bystander,
-  errorCodeOf,
-  registerUser,
-  runConnect,
-  ServerProcess,
-} from "./helpers/server_process.ts";
+import { errorCodeOf, registerUser, runConnect, ServerProcess } from "./helpers/server_process.ts";
+import { startSharedServer } from "./helpers/shared_server.ts";
 
 const fixtures = await makeBadCertPki(["alice", "bob"]);
 const { pki } = fixtures;
-const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--handshake-rate", "1000"] });
-globalThis.addEventListener("unload", () => {
-  try {
-    server.child.kill("SIGKILL");
-    Deno.removeSync(server.workDir, { recursive: true });
-    Deno.removeSync(fixtures.pki.dir, { recursive: true });
-    Deno.removeSync(fixtures.other.dir, { recursive: true });
-  } catch {
-    // already gone
-  }
-});
 const PASSWORDS: Record<string, string> = { alice: "alice-password-1", bob: "bob-password-1" };
-await registerUser(server, pki.dir, "alice", PASSWORDS.alice);
-await registerUser(server, pki.dir, "bob", PASSWORDS.bob);
+const shared = await startSharedServer({
+  pkiDir: pki.dir,
+  alsoRemove: [fixtures.other.dir],
+  users: PASSWORDS,
+});
+const { server } = shared;
 const clientDir = `${server.workDir}/clients`;
-
-const bystander = () =>
-  Bystander.join(server, {
-    user: "bob",
-    password: PASSWORDS.bob,
-    pkiDir: pki.dir,
-    transcripts: `${server.workDir}/bob`,
-  });
+const bystander = () => shared.bystander("bob", PASSWORDS.bob);
 
 /** The code `serve` logged for the connection that failed, by the first event after `from`. */
 async function loggedCode(
@@ -284,14 +265,4 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "serve shuts down cleanly on SIGTERM after all of the above (exit 0)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const status = await server.stop();
-    assert.equal(status.code, 0, server.otherOutput.join("\n"));
-    await server.dispose();
-    await fixtures.dispose();
-  },
-});
+shared.testShutdown();

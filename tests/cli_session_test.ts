@@ -8,29 +8,12 @@
 import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
 import { FrameProxy } from "./helpers/proxy.ts";
-import {
-  Bystander,
-  errorCodeOf,
-  LiveClient,
-  runConnect,
-  ServerProcess,
-} from "./helpers/server_process.ts";
+import { errorCodeOf, LiveClient, runConnect } from "./helpers/server_process.ts";
+import { startSharedServer } from "./helpers/shared_server.ts";
 
 const pki = await makePki(["alice", "bob", "carol"]);
-const server = await ServerProcess.start({
-  pkiDir: pki.dir,
-  console: true,
-  args: ["--handshake-rate", "1000"],
-});
-globalThis.addEventListener("unload", () => {
-  try {
-    server.child.kill("SIGKILL");
-    Deno.removeSync(server.workDir, { recursive: true });
-    Deno.removeSync(pki.dir, { recursive: true });
-  } catch {
-    // already gone
-  }
-});
+const shared = await startSharedServer({ pkiDir: pki.dir, console: true });
+const { server } = shared;
 
 const PASSWORDS = { alice: "Alice-s3cret-passw0rd", bob: "bob-password-1" };
 const dirs = { alice: `${server.workDir}/alice`, bob: `${server.workDir}/bob` };
@@ -192,12 +175,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const bob = await Bystander.join(server, {
-      user: "bob",
-      password: PASSWORDS.bob,
-      pkiDir: pki.dir,
-      transcripts: dirs.bob,
-    });
+    const bob = await shared.bystander("bob", PASSWORDS.bob);
     const from = server.mark();
     const wrong = await runConnect({
       port: server.port,
@@ -237,14 +215,4 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "serve shuts down cleanly on SIGTERM (exit 0)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const status = await server.stop();
-    assert.equal(status.code, 0, server.otherOutput.join("\n"));
-    await server.dispose();
-    await Deno.remove(pki.dir, { recursive: true });
-  },
-});
+shared.testShutdown();

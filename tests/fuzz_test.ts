@@ -5,6 +5,8 @@
  * concurrent workers interleave differently).
  */
 import assert from "node:assert/strict";
+import { SecureChatError } from "../lib/errors.ts";
+import { FrameReader } from "../lib/wire/frame.ts";
 import {
   formatStats,
   fuzzFrameReaderOnce,
@@ -52,6 +54,38 @@ Deno.test("fuzz: FrameReader yields exactly the model's frames and only FRAME_TO
   assert.ok(
     (stats.null ?? 0) > 0 && (stats.FRAME_TOO_LARGE ?? 0) > 0 && (stats.PROTOCOL_ERROR ?? 0) > 0,
   );
+});
+
+Deno.test("fuzz: a byte stream that fails (ECONNRESET) is a PROTOCOL_ERROR from FrameReader, never a raw error", async () => {
+  const rng = new Rng(SEED ^ 0xdead);
+  for (let i = 0; i < 50; i++) {
+    // Some whole frames, then part of one, then the stream errors as a reset socket does.
+    const good = rng.range(0, 3);
+    const chunks: Uint8Array[] = [];
+    for (let f = 0; f < good; f++) chunks.push(new Uint8Array([0, 0, 0, 2, 0x7b, 0x7d]));
+    if (rng.chance(0.5)) chunks.push(new Uint8Array([0, 0, 0, 9, 1, 2]).slice(0, rng.range(1, 6)));
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (const c of chunks) controller.enqueue(c);
+        controller.error(
+          new Deno.errors.ConnectionReset("Connection reset by peer (os error 104)"),
+        );
+      },
+    });
+    const reader = new FrameReader(stream);
+    let frames = 0;
+    let thrown: unknown;
+    try {
+      while (await reader.read() !== null) frames++;
+    } catch (error) {
+      thrown = error;
+    }
+    assert.ok(frames <= good);
+    assert.ok(
+      thrown instanceof SecureChatError && thrown.code === "PROTOCOL_ERROR",
+      `FrameReader let through ${String(thrown)}: a reset peer becomes INTERNAL ("a bug") upstream`,
+    );
+  }
 });
 
 Deno.test("fuzz: parseMessage with every schema throws nothing but PROTOCOL_ERROR", () => {

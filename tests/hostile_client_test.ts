@@ -17,34 +17,23 @@ import {
   HostileClient,
   json,
   peerOf,
+  type RefusalCase,
+  runRefusalTable,
   serverCodeFor,
   X25519_LOW_ORDER,
 } from "./helpers/hostile.ts";
-import { Bystander, pollUntil, registerUser, ServerProcess } from "./helpers/server_process.ts";
+import { pollUntil, registerUser, ServerProcess } from "./helpers/server_process.ts";
+import { cleanUpAtExit, startSharedServer } from "./helpers/shared_server.ts";
 
 const fixtures = await makeBadCertPki(["alice", "bob", "mallory"]);
 const { pki } = fixtures;
-const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--handshake-rate", "1000"] });
-let timeoutServer: ServerProcess | undefined;
-globalThis.addEventListener("unload", () => {
-  for (const s of [server, timeoutServer]) {
-    try {
-      s?.child.kill("SIGKILL");
-      if (s) Deno.removeSync(s.workDir, { recursive: true });
-    } catch {
-      // already gone
-    }
-  }
-  try {
-    Deno.removeSync(fixtures.pki.dir, { recursive: true });
-    Deno.removeSync(fixtures.other.dir, { recursive: true });
-  } catch {
-    // already removed
-  }
-});
 const PASSWORDS = { bob: "bob-password-1", mallory: "mallory-password-1" };
-await registerUser(server, pki.dir, "bob", PASSWORDS.bob);
-await registerUser(server, pki.dir, "mallory", PASSWORDS.mallory);
+const shared = await startSharedServer({
+  pkiDir: pki.dir,
+  alsoRemove: [fixtures.other.dir],
+  users: PASSWORDS,
+});
+const { server } = shared;
 
 const mallory = async (port = server.port) =>
   await HostileClient.connect(port, {
@@ -54,43 +43,12 @@ const mallory = async (port = server.port) =>
     password: PASSWORDS.mallory,
   });
 
-const bystander = (s = server) =>
-  Bystander.join(s, {
-    user: "bob",
-    password: PASSWORDS.bob,
-    pkiDir: pki.dir,
-    transcripts: `${s.workDir}/bob`,
-  });
+const bystander = (s = server) => shared.bystander("bob", PASSWORDS.bob, s);
 
 const bytes = (n: number, fill = 0x5a) => new Uint8Array(n).fill(fill);
 
-interface Case {
-  name: string;
-  code: string;
-  run(h: HostileClient): Promise<void>;
-  detail?: RegExp;
-  clientSees?: string | null;
-}
-
-async function runTable(t: Deno.TestContext, cases: Case[]): Promise<void> {
-  const bob = await bystander();
-  try {
-    for (const c of cases) {
-      await t.step(`${c.name} → ${c.code}`, async () => {
-        const from = server.mark();
-        const h = await mallory();
-        try {
-          await c.run(h);
-          await expectRefused(server, h, c.code, from, c);
-        } finally {
-          h.close();
-        }
-      });
-    }
-  } finally {
-    await bob.finish();
-  }
-}
+const runTable = (t: Deno.TestContext, cases: RefusalCase[]) =>
+  runRefusalTable(t, server, () => mallory(), bystander, cases);
 
 Deno.test({
   name: "hostile handshake: certificates, signatures, Finished, credentials, phase 2",
@@ -608,11 +566,11 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
-    timeoutServer = await ServerProcess.start({
+    const ts = await ServerProcess.start({
       pkiDir: pki.dir,
       args: ["--handshake-timeout", "1000", "--handshake-rate", "1000"],
     });
-    const ts = timeoutServer;
+    cleanUpAtExit(ts);
     try {
       await registerUser(ts, pki.dir, "bob", PASSWORDS.bob);
       const bob = await bystander(ts);
@@ -649,15 +607,6 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "serve shuts down cleanly on SIGTERM after all of the above (exit 0)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const status = await server.stop();
-    assert.equal(status.code, 0, server.otherOutput.join("\n"));
-    assert.equal(server.events((e) => e.event === "INTERNAL").length, 0, "no INTERNAL errors");
-    await server.dispose();
-    await fixtures.dispose();
-  },
+shared.testShutdown((s) => {
+  assert.equal(s.events((e) => e.event === "INTERNAL").length, 0, "no INTERNAL errors");
 });

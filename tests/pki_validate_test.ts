@@ -16,83 +16,59 @@ const dir = await Deno.makeTempDir({ prefix: "securechat-pki-" });
 const certs = `${dir}/certs`;
 await initCa(certs, { name: "SecureChat Root CA", days: 30, keyType: "p256" }, false);
 const ca = await loadCaSigner(certs);
-await issueCertificate(certs, ca, {
-  name: "server",
-  profile: "server",
-  dns: [],
-  ip: [],
-  days: 30,
-  keyType: "p256",
-}, false);
-await issueCertificate(certs, ca, {
-  name: "alice",
-  profile: "client",
-  dns: [],
-  ip: [],
-  days: 30,
-  keyType: "p256",
-}, false);
-await issueCertificate(certs, ca, {
-  name: "mallory",
-  profile: "client",
-  dns: [],
-  ip: [],
-  days: 30,
-  keyType: "p256",
-}, false);
+const LEAVES = [["server", "server"], ["alice", "client"], ["mallory", "client"]] as const;
+for (const [name, profile] of LEAVES) {
+  await issueCertificate(certs, ca, {
+    name,
+    profile,
+    dns: [],
+    ip: [],
+    days: 30,
+    keyType: "p256",
+  }, false);
+}
 
 const LEAF_EXT = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n" +
   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always";
 const SERVER_EXT =
   `${LEAF_EXT}\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1`;
 
+/** A self-signed P-256 certificate `<name>.pem`/`.key` in `dir` with the given extensions. */
+async function opensslSelfSigned(name: string, cn: string, ...extensions: string[]) {
+  await opensslOk(
+    dir,
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.pem`,
+    "-subj",
+    `/CN=${cn}`,
+    "-days",
+    "30",
+    ...extensions.flatMap((ext) => ["-addext", ext]),
+  );
+}
+
 // Another CA with the very same name as ours, made by openssl.
-await opensslOk(
-  dir,
-  "req",
-  "-x509",
-  "-newkey",
-  "ec",
-  "-pkeyopt",
-  "ec_paramgen_curve:P-256",
-  "-nodes",
-  "-keyout",
-  "other.key",
-  "-out",
-  "other.pem",
-  "-subj",
-  "/CN=SecureChat Root CA",
-  "-days",
-  "30",
-  "-addext",
+await opensslSelfSigned(
+  "other",
+  "SecureChat Root CA",
   "basicConstraints=critical,CA:TRUE,pathlen:0",
-  "-addext",
   "keyUsage=critical,keyCertSign,cRLSign",
 );
-await opensslOk(
-  dir,
-  "req",
-  "-x509",
-  "-newkey",
-  "ec",
-  "-pkeyopt",
-  "ec_paramgen_curve:P-256",
-  "-nodes",
-  "-keyout",
-  "selfsigned.key",
-  "-out",
-  "selfsigned.pem",
-  "-subj",
-  "/CN=localhost",
-  "-days",
-  "30",
-  "-addext",
+await opensslSelfSigned(
+  "selfsigned",
+  "localhost",
   "basicConstraints=critical,CA:FALSE",
-  "-addext",
   "keyUsage=critical,digitalSignature",
-  "-addext",
   "extendedKeyUsage=serverAuth",
-  "-addext",
   "subjectAltName=DNS:localhost",
 );
 const caFiles = { caCert: `${certs}/ca.pem`, caKey: `${certs}/ca.key` };

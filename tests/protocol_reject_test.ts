@@ -10,37 +10,21 @@ import assert from "node:assert/strict";
 import { fromHex, toBase64 } from "../lib/bytes.ts";
 import { generateKeyShare } from "../lib/crypto/kex.ts";
 import { makePki } from "./helpers/pki.ts";
-import { Bystander, registerUser, ServerProcess } from "./helpers/server_process.ts";
+import { startSharedServer } from "./helpers/shared_server.ts";
 import {
   encoder,
-  expectRefused,
   frame,
   HostileClient,
   json,
+  type RefusalCase,
+  runRefusalTable,
   serverCodeFor,
   X25519_LOW_ORDER,
 } from "./helpers/hostile.ts";
 
 const pki = await makePki(["bob", "mallory"]);
-const server = await ServerProcess.start({
-  pkiDir: pki.dir,
-  // Dozens of hostile handshakes from one address: lift the per-address rate limit.
-  args: ["--handshake-rate", "1000"],
-});
-globalThis.addEventListener("unload", () => {
-  try {
-    server.child.kill("SIGKILL");
-  } catch {
-    // already stopped
-  }
-  try {
-    Deno.removeSync(pki.dir, { recursive: true });
-    Deno.removeSync(server.workDir, { recursive: true });
-  } catch {
-    // already removed
-  }
-});
-await registerUser(server, pki.dir, "bob", "bob-password-1");
+const shared = await startSharedServer({ pkiDir: pki.dir, users: { bob: "bob-password-1" } });
+const { server } = shared;
 
 const hostile = async () =>
   await HostileClient.connect(server.port, {
@@ -50,44 +34,10 @@ const hostile = async () =>
     password: "whatever-password",
   });
 
-const bystander = () =>
-  Bystander.join(server, {
-    user: "bob",
-    password: "bob-password-1",
-    pkiDir: pki.dir,
-    transcripts: `${server.workDir}/bob`,
-  });
+const bystander = () => shared.bystander("bob", "bob-password-1");
 
-interface Case {
-  name: string;
-  code: string;
-  run(h: HostileClient): Promise<void>;
-  /** What the log's detail should say, to show the refusal has the right reason. */
-  detail?: RegExp;
-  /** The code the client reads in the server's error frame (default: `code`; null: none). */
-  clientSees?: string | null;
-}
-
-/** Runs the table, one hostile connection per case, bob logged in throughout. */
-async function runTable(t: Deno.TestContext, cases: Case[]): Promise<void> {
-  const bob = await bystander();
-  try {
-    for (const c of cases) {
-      await t.step(`${c.name} → ${c.code}`, async () => {
-        const from = server.mark();
-        const h = await hostile();
-        try {
-          await c.run(h);
-          await expectRefused(server, h, c.code, from, c);
-        } finally {
-          h.close();
-        }
-      });
-    }
-  } finally {
-    await bob.finish();
-  }
-}
+const runTable = (t: Deno.TestContext, cases: RefusalCase[]) =>
+  runRefusalTable(t, server, hostile, bystander, cases);
 
 const raw = (bytes: Uint8Array) => async (h: HostileClient) => await h.conn.write(bytes);
 const payload = (p: Uint8Array | string) => async (h: HostileClient) =>
@@ -414,7 +364,7 @@ Deno.test({
     const p256 = await generateKeyShare("p256");
     const offCurve = p256.publicKey.slice();
     offCurve[64] ^= 1;
-    const cases: Case[] = [
+    const cases: RefusalCase[] = [
       { name: "hello version 0", code: "UNSUPPORTED", run: helloWith((m) => m.version = 0) },
       { name: "hello version 2", code: "UNSUPPORTED", run: helloWith((m) => m.version = 2) },
       {
@@ -430,7 +380,7 @@ Deno.test({
         code: "UNSUPPORTED",
         run: helloWith((m) => m.groups = ["p256"]),
       },
-      ...Object.entries(X25519_LOW_ORDER).map(([name, hex]): Case => ({
+      ...Object.entries(X25519_LOW_ORDER).map(([name, hex]): RefusalCase => ({
         name: `X25519 low-order share ${name}`,
         code: "BAD_KEY_SHARE",
         run: helloWith((m) => m.key_share = { group: "x25519", pub: toBase64(fromHex(hex)) }),
@@ -522,16 +472,7 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "serve shuts down cleanly on SIGTERM after all of the above (exit 0)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const status = await server.stop();
-    assert.equal(status.code, 0, server.otherOutput.join("\n"));
-    assert.ok(server.events((e) => e.event === "SHUTDOWN").length === 1);
-    assert.equal(server.events((e) => e.event === "INTERNAL").length, 0, "no INTERNAL errors");
-    await Deno.remove(server.workDir, { recursive: true });
-    await Deno.remove(pki.dir, { recursive: true });
-  },
+shared.testShutdown((s) => {
+  assert.ok(s.events((e) => e.event === "SHUTDOWN").length === 1);
+  assert.equal(s.events((e) => e.event === "INTERNAL").length, 0, "no INTERNAL errors");
 });

@@ -17,30 +17,14 @@ import {
   nth,
   type Rule,
 } from "./helpers/proxy.ts";
-import {
-  Bystander,
-  errorCodeOf,
-  type LogEvent,
-  registerUser,
-  runConnect,
-  ServerProcess,
-} from "./helpers/server_process.ts";
+import { errorCodeOf, type LogEvent, runConnect } from "./helpers/server_process.ts";
+import { startSharedServer } from "./helpers/shared_server.ts";
 import type { CliResult } from "./helpers/cli.ts";
 
 const pki = await makePki(["alice", "bob"]);
-const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--handshake-rate", "1000"] });
-globalThis.addEventListener("unload", () => {
-  try {
-    server.child.kill("SIGKILL");
-    Deno.removeSync(server.workDir, { recursive: true });
-    Deno.removeSync(pki.dir, { recursive: true });
-  } catch {
-    // already gone
-  }
-});
 const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-1" };
-await registerUser(server, pki.dir, "alice", PASSWORDS.alice);
-await registerUser(server, pki.dir, "bob", PASSWORDS.bob);
+const shared = await startSharedServer({ pkiDir: pki.dir, users: PASSWORDS });
+const { server } = shared;
 
 /** Alice, through a proxy with `rules`, says `lines`; returns her result and the proxy. */
 async function aliceThrough(rules: Rule[], lines: string[]) {
@@ -64,6 +48,11 @@ async function aliceSession(from: number): Promise<LogEvent> {
   return await server.waitFor((e) => e.event === "LOGIN" && e.user === "alice", 10_000, from);
 }
 
+/** The first `event` the server logged after `from` for alice's session `login`. */
+function sessionEvent(login: LogEvent, event: string, from: number): Promise<LogEvent> {
+  return server.waitFor((e) => e.event === event && e.session === login.session, 10_000, from);
+}
+
 const uniq = () => crypto.randomUUID().slice(0, 8);
 
 Deno.test({
@@ -71,12 +60,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
-    const bob = await Bystander.join(server, {
-      user: "bob",
-      password: PASSWORDS.bob,
-      pkiDir: pki.dir,
-      transcripts: `${server.workDir}/bob`,
-    });
+    const bob = await shared.bystander("bob", PASSWORDS.bob);
     const seenByBob = (text: string) => bob.client.lines((l) => l.includes(text)).length;
     try {
       await t.step("a duplicated msg frame → REPLAY; bob gets the line exactly once", async () => {
@@ -86,22 +70,14 @@ Deno.test({
         assert.equal(result.code, 0, result.stderr);
         assert.equal(proxy.framesOf("c2s", "msg").length, 1, "alice sent one msg frame");
         const login = await aliceSession(from);
-        const replay = await server.waitFor(
-          (e) => e.event === "REPLAY" && e.session === login.session,
-          10_000,
-          from,
-        );
+        const replay = await sessionEvent(login, "REPLAY", from);
         assert.equal(replay.seqno, 1);
         await bob.client.waitForLine((l) => l.includes(line));
         await new Promise((resolve) => setTimeout(resolve, 300));
         assert.equal(seenByBob(line), 1, "delivered exactly once");
         assert.match(bob.client.lines((l) => l.includes(line))[0], /alice \u2713/);
         // The duplicate was never recorded, so both transcripts agree and receipts match.
-        const close = await server.waitFor(
-          (e) => e.event === "CLOSE" && e.session === login.session,
-          10_000,
-          from,
-        );
+        const close = await sessionEvent(login, "CLOSE", from);
         assert.equal(close.outcome, "closed");
       });
 
@@ -119,11 +95,7 @@ Deno.test({
             two,
           ]);
           const login = await aliceSession(from);
-          const rejected = await server.waitFor(
-            (e) => e.event === "SIG_FAIL" && e.session === login.session,
-            10_000,
-            from,
-          );
+          const rejected = await sessionEvent(login, "SIG_FAIL", from);
           assert.equal(rejected.seqno, 2);
           await bob.client.waitForLine((l) => l.includes(one));
           await new Promise((resolve) => setTimeout(resolve, 300));
@@ -132,11 +104,7 @@ Deno.test({
           // Alice recorded "two" as sent; the server rejected it. The receipts over the
           // two transcripts cannot match, and the close exchange says so (PROTOCOL §7.4).
           assertTampered(result);
-          await server.waitFor(
-            (e) => e.event === "TAMPERED" && e.session === login.session,
-            10_000,
-            from,
-          );
+          await sessionEvent(login, "TAMPERED", from);
         });
       }
 
@@ -147,11 +115,7 @@ Deno.test({
           const [a, b] = [`a-${uniq()}`, `b-${uniq()}`];
           const { result } = await aliceThrough([nth("c2s", "msg", 1, drop)], [a, b]);
           const login = await aliceSession(from);
-          const gap = await server.waitFor(
-            (e) => e.event === "PROTOCOL_ERROR" && e.session === login.session,
-            10_000,
-            from,
-          );
+          const gap = await sessionEvent(login, "PROTOCOL_ERROR", from);
           assert.match(String(gap.detail), /skips/);
           assert.notEqual(result.code, 0);
           assert.equal(errorCodeOf(result), "PROTOCOL_ERROR", result.stderr);
@@ -274,12 +238,7 @@ Deno.test({
         fromPeer: false,
       },
     ];
-    const bob = await Bystander.join(server, {
-      user: "bob",
-      password: PASSWORDS.bob,
-      pkiDir: pki.dir,
-      transcripts: `${server.workDir}/bob`,
-    });
+    const bob = await shared.bystander("bob", PASSWORDS.bob);
     try {
       for (const c of cases) {
         await t.step(`${c.name} → client ${c.client}, server logs ${c.server}`, async () => {
@@ -311,14 +270,4 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "serve shuts down cleanly on SIGTERM after all of the above (exit 0)",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const status = await server.stop();
-    assert.equal(status.code, 0, server.otherOutput.join("\n"));
-    await server.dispose();
-    await Deno.remove(pki.dir, { recursive: true });
-  },
-});
+shared.testShutdown();

@@ -4,19 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "./helpers/cli.ts";
-import {
-  makeTamperBase,
-  TAMPER_CASES,
-  type TamperBase,
-  writeCase,
-  writeSession,
-} from "./helpers/transcript_fixtures.ts";
-
-let base: TamperBase | undefined;
-async function tamperBase(): Promise<TamperBase> {
-  base ??= await makeTamperBase();
-  return base;
-}
+import { TAMPER_CASES, writeCase, writeSession } from "./helpers/transcript_fixtures.ts";
+import { tamperBase } from "./helpers/tamper_base.ts";
 
 Deno.test("cli verify: valid session, receipts found beside the log, human report", async () => {
   const b = await tamperBase();

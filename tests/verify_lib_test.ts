@@ -6,20 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
-import {
-  makePki,
-  makeTamperBase,
-  TAMPER_CASES,
-  type TamperBase,
-  writeCase,
-  writeSession,
-} from "./helpers/transcript_fixtures.ts";
-
-let base: TamperBase | undefined;
-async function tamperBase(): Promise<TamperBase> {
-  base ??= await makeTamperBase();
-  return base;
-}
+import { makePki, TAMPER_CASES, writeCase, writeSession } from "./helpers/transcript_fixtures.ts";
+import { tamperBase } from "./helpers/tamper_base.ts";
 
 Deno.test("verify: a valid session with both receipts is confirmed", async () => {
   const b = await tamperBase();

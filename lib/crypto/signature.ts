@@ -5,7 +5,15 @@
  */
 
 import { SecureChatError } from "../errors.ts";
-import { childrenOf, oidToString, readSequence, TAG_OID, unsignedIntegerBytes } from "./asn1.ts";
+import {
+  malformed,
+  parseDerAs,
+  parseTlv,
+  readOid,
+  readUnsignedIntegerBytes,
+  SeqReader,
+  TAG,
+} from "../der.ts";
 
 export type SignatureAlgorithm = "rsa-pkcs1-sha256" | "ecdsa-p256-sha256" | "ed25519";
 
@@ -58,15 +66,14 @@ const WEBCRYPTO: Record<SignatureAlgorithm, WebCryptoParams> = {
  * there: WebCrypto parses the key material itself.
  */
 function detectAlgorithm(der: Uint8Array, index: number, what: string): SignatureAlgorithm {
-  let oid: string;
-  let curve: string | undefined;
-  try {
-    const [algorithm, params] = childrenOf(readSequence(der)[index] ?? missing());
-    oid = oidToString(algorithm ?? missing());
-    curve = params?.tag === TAG_OID ? oidToString(params) : undefined;
-  } catch (cause) {
-    throw new SecureChatError("INVALID_INPUT", `malformed ${what}`, { cause });
-  }
+  const { oid, curve } = parseDerAs("INVALID_INPUT", () => {
+    const key = new SeqReader(parseTlv(der), what);
+    for (let i = 0; i < index; i++) key.any("field before the AlgorithmIdentifier");
+    const id = new SeqReader(key.next(TAG.SEQUENCE, "AlgorithmIdentifier"), "AlgorithmIdentifier");
+    const oid = readOid(id.next(TAG.OID, "algorithm"));
+    const params = id.optional(TAG.OID);
+    return { oid, curve: params && readOid(params) };
+  }, `malformed ${what}`);
   switch (oid) {
     case OID_RSA_ENCRYPTION:
       return "rsa-pkcs1-sha256";
@@ -78,10 +85,6 @@ function detectAlgorithm(der: Uint8Array, index: number, what: string): Signatur
     default:
       throw new SecureChatError("UNSUPPORTED", "key algorithm is not RSA, ECDSA P-256 or Ed25519");
   }
-}
-
-function missing(): never {
-  throw new TypeError("DER: element missing");
 }
 
 async function importKey(
@@ -190,17 +193,15 @@ export async function verify(
  * @throws {SecureChatError} SIG_FAIL for anything but canonical DER with r, s < 2^(8·size)
  */
 export function ecdsaDerToP1363(der: Uint8Array, size = P256_SCALAR_BYTES): Uint8Array {
-  try {
-    const parts = readSequence(der);
-    if (parts.length !== 2) throw new TypeError("ECDSA-Sig-Value must hold exactly r and s");
+  return parseDerAs("SIG_FAIL", () => {
+    const parts = new SeqReader(parseTlv(der), "ECDSA-Sig-Value");
     const out = new Uint8Array(2 * size);
-    parts.forEach((part, i) => {
-      const magnitude = unsignedIntegerBytes(part);
-      if (magnitude.length > size) throw new TypeError("ECDSA integer too large");
+    for (const [i, name] of ["r", "s"].entries()) {
+      const magnitude = readUnsignedIntegerBytes(parts.next(TAG.INTEGER, name));
+      if (magnitude.length > size) malformed(`ECDSA ${name} too large`);
       out.set(magnitude, (i + 1) * size - magnitude.length);
-    });
+    }
+    parts.end("ECDSA-Sig-Value");
     return out;
-  } catch (cause) {
-    throw new SecureChatError("SIG_FAIL", "malformed DER ECDSA signature", { cause });
-  }
+  }, "malformed DER ECDSA signature");
 }

@@ -7,6 +7,7 @@ import {
   children,
   ctx,
   malformed,
+  parseDerAs,
   parseTlv,
   readBitString,
   readBoolean,
@@ -17,7 +18,7 @@ import {
   SeqReader,
   TAG,
   type Tlv,
-} from "./der.ts";
+} from "../der.ts";
 import { isValidDnsName, isValidEmail } from "./hostname.ts";
 
 export const OID = {
@@ -327,16 +328,30 @@ function parseExtension(cert: ParsedCertificate, oid: string, value: Uint8Array)
   }
 }
 
+/** The SIGNED{} envelope a certificate and a CRL share (RFC 5280 §4.1.1, §5.1.1). */
+export function parseSigned(der: Uint8Array, what: string, tbsWhat: string) {
+  const outer = new SeqReader(parseTlv(der), what);
+  const tbs = outer.next(TAG.SEQUENCE, tbsWhat);
+  const signatureAlgorithm = parseAlgorithmId(outer.next(TAG.SEQUENCE, "signatureAlgorithm"));
+  const signature = readBitString(outer.next(TAG.BIT_STRING, "signatureValue"));
+  outer.end(what);
+  return { tbs, signatureAlgorithm, signature };
+}
+
 /**
  * Parses a DER certificate.
  * @throws BAD_CERT when the DER is not a well-formed X.509 certificate
  */
 export function parseCertificate(der: Uint8Array): ParsedCertificate {
-  const outer = new SeqReader(parseTlv(der), "Certificate");
-  const tbsTlv = outer.next(TAG.SEQUENCE, "tbsCertificate");
-  const signatureAlgorithm = parseAlgorithmId(outer.next(TAG.SEQUENCE, "signatureAlgorithm"));
-  const sigBits = readBitString(outer.next(TAG.BIT_STRING, "signatureValue"));
-  outer.end("Certificate");
+  return parseDerAs("BAD_CERT", () => parseCertificateDer(der));
+}
+
+function parseCertificateDer(der: Uint8Array): ParsedCertificate {
+  const { tbs: tbsTlv, signatureAlgorithm, signature: sigBits } = parseSigned(
+    der,
+    "Certificate",
+    "tbsCertificate",
+  );
 
   const tbs = new SeqReader(tbsTlv, "tbsCertificate");
   const versionTlv = tbs.optional(ctx(0, true));

@@ -1,25 +1,23 @@
 /**
  * Certificate revocation lists (RFC 5280 §5): parsing and checking one against its
- * issuing CA, and signing ours. A CRL is verified once when loaded; lookups are then
- * a set membership test on the hot path.
+ * issuing CA. A CRL is verified once when loaded; lookups are then a set membership
+ * test on the hot path. Signing ours is crl_sign.ts, kept apart so that every command
+ * that only checks certificates starts without loading the x509 generator.
  */
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { SecureChatError } from "../errors.ts";
 import { timingSafeEqual, toHex } from "../bytes.ts";
 import {
   children,
   ctx,
-  encodeSmallInt,
+  parseDerAs,
   parseTlv,
-  readBitString,
   readBoolean,
   readIntegerBytes,
   readOid,
   readTime,
   SeqReader,
   TAG,
-} from "./der.ts";
+} from "../der.ts";
 import {
   type AlgorithmId,
   KU,
@@ -27,6 +25,7 @@ import {
   parseAlgorithmId,
   type ParsedCertificate,
   parseName,
+  parseSigned,
 } from "./certificate.ts";
 import { verifySignedData } from "./signature.ts";
 
@@ -56,11 +55,13 @@ export function serialHex(serial: Uint8Array): string {
  * @throws BAD_CERT when malformed or carrying an unknown critical extension
  */
 export function parseCrl(der: Uint8Array): ParsedCrl {
-  const outer = new SeqReader(parseTlv(der), "CertificateList");
-  const tbsTlv = outer.next(TAG.SEQUENCE, "tbsCertList");
-  const signatureAlgorithm = parseAlgorithmId(outer.next(TAG.SEQUENCE, "signatureAlgorithm"));
-  const signature = readBitString(outer.next(TAG.BIT_STRING, "signatureValue")).bytes;
-  outer.end("CertificateList");
+  return parseDerAs("BAD_CERT", () => parseCrlDer(der));
+}
+
+function parseCrlDer(der: Uint8Array): ParsedCrl {
+  const signed = parseSigned(der, "CertificateList", "tbsCertList");
+  const { tbs: tbsTlv, signatureAlgorithm } = signed;
+  const signature = signed.signature.bytes;
 
   const tbs = new SeqReader(tbsTlv, "tbsCertList");
   tbs.optional(TAG.INTEGER);
@@ -135,34 +136,4 @@ export async function verifyCrl(crl: ParsedCrl, issuer: ParsedCertificate): Prom
 export function checkCrlCurrent(crl: ParsedCrl, time: Date): void {
   if (time < crl.thisUpdate) badCrl("is not yet valid");
   if (!crl.nextUpdate || time > crl.nextUpdate) badCrl("is out of date (past its nextUpdate)");
-}
-
-export interface CrlParams {
-  caCert: x509.X509Certificate;
-  caKey: CryptoKey;
-  signingAlgorithm: Algorithm | EcdsaParams;
-  crlNumber: number;
-  /** Serial numbers (hex) and when each was revoked. */
-  entries: { serial: string; revokedAt: Date }[];
-  thisUpdate: Date;
-  nextUpdate: Date;
-}
-
-/** Signs a v2 CRL with a cRLNumber and an authorityKeyIdentifier. */
-export async function createCrl(params: CrlParams): Promise<Uint8Array> {
-  const ski = params.caCert.getExtension(x509.SubjectKeyIdentifierExtension);
-  const extensions: x509.Extension[] = [
-    new x509.Extension(OID.crlNumber, false, encodeSmallInt(params.crlNumber) as BufferSource),
-  ];
-  if (ski) extensions.push(new x509.AuthorityKeyIdentifierExtension(ski.keyId));
-  const crl = await x509.X509CrlGenerator.create({
-    issuer: params.caCert.subjectName,
-    thisUpdate: params.thisUpdate,
-    nextUpdate: params.nextUpdate,
-    signingAlgorithm: params.signingAlgorithm,
-    signingKey: params.caKey,
-    extensions,
-    entries: params.entries.map((e) => ({ serialNumber: e.serial, revocationDate: e.revokedAt })),
-  });
-  return new Uint8Array(crl.rawData);
 }

@@ -11,13 +11,14 @@ import {
   encodeOid,
   encodeSmallInt,
   malformed,
+  parseDerAs,
   parseTlv,
   readOid,
   readSmallInt,
   SeqReader,
   TAG,
   type Tlv,
-} from "./der.ts";
+} from "../der.ts";
 import { pemDecode, pemEncode } from "./pem.ts";
 import { readTextFile } from "./files.ts";
 
@@ -149,9 +150,11 @@ function readPbes2(algorithm: Tlv) {
  * @throws AUTH_FAIL for a wrong password; BAD_CERT (malformed DER) for a corrupt structure
  */
 export async function decryptPkcs8(encrypted: Uint8Array, password: string): Promise<Uint8Array> {
-  const info = new SeqReader(parseTlv(encrypted), "EncryptedPrivateKeyInfo");
-  const params = readPbes2(info.next(TAG.SEQUENCE, "encryptionAlgorithm"));
-  const ciphertext = info.next(TAG.OCTET_STRING, "encryptedData").value;
+  const { params, ciphertext } = parseDerAs("BAD_CERT", () => {
+    const info = new SeqReader(parseTlv(encrypted), "EncryptedPrivateKeyInfo");
+    const params = readPbes2(info.next(TAG.SEQUENCE, "encryptionAlgorithm"));
+    return { params, ciphertext: info.next(TAG.OCTET_STRING, "encryptedData").value };
+  });
   const key = await pbkdf2Key(
     password,
     params.salt,

@@ -1,7 +1,7 @@
 /** `cert revoke`: marking certificates revoked in the inventory and re-signing ca.crl. */
 import { SecureChatError } from "../errors.ts";
 import { caPaths, type CaSigner } from "./ca.ts";
-import { createCrl } from "./crl.ts";
+import { createCrl } from "./crl_sign.ts";
 import { signingAlgorithmOf } from "./keys.ts";
 import { pemEncode } from "./pem.ts";
 import { writeFileAtomic } from "./files.ts";
@@ -14,7 +14,6 @@ import {
 } from "./inventory.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
-export const DEFAULT_CRL_DAYS = 30;
 
 /**
  * Signs `ca.crl` from the inventory's revoked entries, with the next CRL number.

@@ -4,7 +4,8 @@
  * import only at load time.
  */
 import { SecureChatError } from "../errors.ts";
-import { malformed, parseTlv, readIntegerBytes, SeqReader, TAG } from "./der.ts";
+import { TAG } from "../der.ts";
+import { ecdsaDerToP1363 } from "../crypto/signature.ts";
 import type { AlgorithmId, ParsedCertificate } from "./certificate.ts";
 
 type Hash = "SHA-256" | "SHA-384" | "SHA-512";
@@ -57,17 +58,12 @@ function importIssuerKey(issuer: ParsedCertificate, hash?: Hash): Promise<Crypto
 
 /** X.509 carries ECDSA signatures as DER SEQUENCE{r, s}; WebCrypto wants fixed-size r||s. */
 function ecdsaDerToRaw(signature: Uint8Array, size: number): Uint8Array {
-  const seq = new SeqReader(parseTlv(signature), "ECDSA signature");
-  const out = new Uint8Array(2 * size);
-  for (const [i, what] of ["r", "s"].entries()) {
-    let int = readIntegerBytes(seq.next(TAG.INTEGER, what));
-    if (int[0] & 0x80) malformed("negative ECDSA signature component");
-    if (int[0] === 0 && int.length > 1) int = int.subarray(1);
-    if (int.length > size) malformed("oversized ECDSA signature component");
-    out.set(int, (i + 1) * size - int.length);
+  try {
+    return ecdsaDerToP1363(signature, size);
+  } catch (cause) {
+    // An undecodable signature makes the certificate malformed, not merely unverified.
+    throw new SecureChatError("BAD_CERT", "malformed DER: ECDSA signature", { cause });
   }
-  seq.end("ECDSA signature");
-  return out;
 }
 
 /**

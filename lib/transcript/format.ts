@@ -9,8 +9,9 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { z } from "zod";
-import { fromBase64, toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
+import { toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
+import { base64Bytes } from "../wire/schema.ts";
 
 /** Version of the transcript file / hash format (not of the wire protocol). */
 export const TRANSCRIPT_VERSION = 1;
@@ -37,38 +38,6 @@ const SESSION_ID_RE = /^[0-9a-f]{32}$/;
 const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
 const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
-type NativeFromBase64 = (
-  text: string,
-  options: { alphabet: "base64"; lastChunkHandling: "strict" },
-) => Uint8Array;
-const nativeFromBase64 = (Uint8Array as unknown as { fromBase64?: NativeFromBase64 }).fromBase64;
-const B64_ALPHABET_RE = /^[A-Za-z0-9+/]*={0,2}$/;
-
-/**
- * Strict canonical standard base64 (the same acceptance as lib/bytes fromBase64:
- * padding required, zero padding bits, no whitespace), using the engine's native
- * decoder when present: verify decodes two fields on every line.
- */
-export function decodeBase64Strict(text: string): Uint8Array {
-  if (!nativeFromBase64) return fromBase64(text);
-  if (text.length % 4 !== 0 || !B64_ALPHABET_RE.test(text)) throw new TypeError("invalid base64");
-  return nativeFromBase64(text, { alphabet: "base64", lastChunkHandling: "strict" });
-}
-
-/** Standard padded base64 of `min..max` bytes, decoded. */
-function b64(minBytes: number, maxBytes: number) {
-  return z.string().max(Math.ceil(maxBytes / 3) * 4).transform((text, ctx) => {
-    try {
-      const bytes = decodeBase64Strict(text);
-      if (bytes.length >= minBytes && bytes.length <= maxBytes) return bytes;
-      ctx.addIssue({ code: "custom", message: `expected ${minBytes}..${maxBytes} bytes` });
-    } catch {
-      ctx.addIssue({ code: "custom", message: "not canonical standard base64" });
-    }
-    return z.NEVER;
-  });
-}
-
 export const SessionIdSchema = z.string().regex(SESSION_ID_RE, "32 lowercase hex characters");
 export const FingerprintSchema = z.string().regex(FINGERPRINT_RE, "64 lowercase hex characters");
 
@@ -82,8 +51,8 @@ export const HeaderLineSchema = z.object({
   started_at: uint(),
   /** Optional: the server name the client dialled / the server serves; matched by verify. */
   server_name: z.string().min(1).max(253).optional(),
-  client_cert: b64(1, MAX_CERT_BYTES),
-  server_cert: b64(1, MAX_CERT_BYTES),
+  client_cert: base64Bytes(1, MAX_CERT_BYTES),
+  server_cert: base64Bytes(1, MAX_CERT_BYTES),
 }).strict();
 
 /**
@@ -91,11 +60,11 @@ export const HeaderLineSchema = z.object({
  * the server received it, and the author's certificate. Never the message key.
  */
 export const AuthorSchema = z.object({
-  cert: b64(1, MAX_CERT_BYTES),
+  cert: base64Bytes(1, MAX_CERT_BYTES),
   seqno: uint().min(1),
   ts: uint(),
-  ct: b64(1, MAX_CT_BYTES),
-  sig: b64(1, MAX_SIG_BYTES),
+  ct: base64Bytes(1, MAX_CT_BYTES),
+  sig: base64Bytes(1, MAX_SIG_BYTES),
 }).strict();
 
 /** Every further line of a v1 transcript. Strict: unknown fields are rejected. */
@@ -103,8 +72,8 @@ export const MessageLineSchema = z.object({
   dir: z.enum(["c2s", "s2c"]),
   seqno: uint().min(1),
   ts: uint(),
-  ct: b64(1, MAX_CT_BYTES),
-  sig: b64(1, MAX_SIG_BYTES),
+  ct: base64Bytes(1, MAX_CT_BYTES),
+  sig: base64Bytes(1, MAX_SIG_BYTES),
   signer: FingerprintSchema,
   /** Only on s2c lines that relay a user's message. */
   author: AuthorSchema.optional(),

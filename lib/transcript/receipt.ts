@@ -8,6 +8,7 @@ import { z } from "zod";
 import { fromBase64, fromHex, timingSafeEqual, toBase64 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { parseCertificate } from "../pki/certificate.ts";
+import { base64Text } from "../wire/schema.ts";
 import {
   importVerifyingKeySpki,
   sign,
@@ -26,13 +27,6 @@ import {
 export const RECEIPT_VERSION = 1;
 
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const canonicalB64 = z.string().min(1).max(Math.ceil(MAX_SIG_BYTES / 3) * 4).refine((text) => {
-  try {
-    return fromBase64(text).length > 0;
-  } catch {
-    return false;
-  }
-}, "not canonical standard base64");
 
 /**
  * The receipt object, exactly as sent (inside a sealed frame) and stored.
@@ -53,7 +47,7 @@ export const ReceiptSchema = z.object({
   c2s_count: count,
   s2c_count: count,
   transcript_sha256: FingerprintSchema,
-  sig: canonicalB64,
+  sig: base64Text(1, MAX_SIG_BYTES),
 }).strict();
 
 export type Receipt = z.infer<typeof ReceiptSchema>;

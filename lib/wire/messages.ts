@@ -4,25 +4,12 @@
  * nothing else. Objects are strict: an unknown field is as malformed as a missing one.
  */
 import { z } from "zod";
-import { fromBase64, fromUtf8 } from "../bytes.ts";
+import { fromUtf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { MAX_FRAME_BYTES } from "./frame.ts";
+import { base64Bytes } from "./schema.ts";
 
 export const PROTOCOL_VERSION = 1;
-
-/** Standard padded base64 decoded to bytes, with byte-length bounds. */
-function b64(minBytes: number, maxBytes: number) {
-  return z.string().max(Math.ceil(maxBytes / 3) * 4).transform((text, ctx) => {
-    try {
-      const bytes = fromBase64(text);
-      if (bytes.length >= minBytes && bytes.length <= maxBytes) return bytes;
-      ctx.addIssue({ code: "custom", message: `expected ${minBytes}..${maxBytes} bytes` });
-    } catch {
-      ctx.addIssue({ code: "custom", message: "invalid base64" });
-    }
-    return z.NEVER;
-  });
-}
 
 const uint = (max = Number.MAX_SAFE_INTEGER) => z.number().int().min(0).max(max);
 
@@ -33,7 +20,7 @@ const MAX_SHARE_BYTES = 133; // a P-521 point would be the largest sane share
 
 export const KeyShareSchema = z.object({
   group: z.string().min(1).max(16),
-  pub: b64(1, MAX_SHARE_BYTES),
+  pub: base64Bytes(1, MAX_SHARE_BYTES),
 }).strict();
 
 // ---- plaintext frames (PROTOCOL §3.1) ----
@@ -41,7 +28,7 @@ export const KeyShareSchema = z.object({
 export const HelloSchema = z.object({
   type: z.literal("hello"),
   version: uint(0xffff),
-  nonce: b64(NONCE_BYTES, NONCE_BYTES),
+  nonce: base64Bytes(NONCE_BYTES, NONCE_BYTES),
   groups: z.array(z.string().min(1).max(16)).min(1).max(8),
   key_share: KeyShareSchema,
 }).strict();
@@ -49,13 +36,13 @@ export const HelloSchema = z.object({
 export const ServerHelloSchema = z.object({
   type: z.literal("server_hello"),
   version: uint(0xffff),
-  nonce: b64(NONCE_BYTES, NONCE_BYTES),
+  nonce: base64Bytes(NONCE_BYTES, NONCE_BYTES),
   key_share: KeyShareSchema,
 }).strict();
 
 export const SealedSchema = z.object({
   type: z.literal("sealed"),
-  ct: b64(16, MAX_FRAME_BYTES),
+  ct: base64Bytes(16, MAX_FRAME_BYTES),
 }).strict();
 
 export const MAX_SEQNO = Number.MAX_SAFE_INTEGER;
@@ -64,8 +51,8 @@ export const MsgSchema = z.object({
   type: z.literal("msg"),
   seqno: uint(MAX_SEQNO).min(1),
   ts: uint(),
-  ct: b64(16, MAX_FRAME_BYTES),
-  sig: b64(1, MAX_SIG_BYTES),
+  ct: base64Bytes(16, MAX_FRAME_BYTES),
+  sig: base64Bytes(1, MAX_SIG_BYTES),
 }).strict();
 
 export const ErrorSchema = z.object({
@@ -78,17 +65,17 @@ export const ErrorSchema = z.object({
 
 export const CertificateSchema = z.object({
   type: z.literal("certificate"),
-  cert: b64(1, MAX_CERT_BYTES),
+  cert: base64Bytes(1, MAX_CERT_BYTES),
 }).strict();
 
 export const CertificateVerifySchema = z.object({
   type: z.literal("certificate_verify"),
-  sig: b64(1, MAX_SIG_BYTES),
+  sig: base64Bytes(1, MAX_SIG_BYTES),
 }).strict();
 
 export const FinishedSchema = z.object({
   type: z.literal("finished"),
-  mac: b64(32, 32),
+  mac: base64Bytes(32, 32),
 }).strict();
 
 /** Limits on credentials travel in the schema; the store applies its own rules after. */
@@ -183,12 +170,12 @@ export const TextBodySchema = z.object({ kind: z.literal("text"), text, to: peer
  */
 export const RelayBodySchema = z.object({
   kind: z.literal("relay"),
-  cert: b64(1, MAX_CERT_BYTES),
+  cert: base64Bytes(1, MAX_CERT_BYTES),
   seqno: uint(MAX_SEQNO).min(1),
   ts: uint(),
-  ct: b64(16, MAX_FRAME_BYTES),
-  sig: b64(1, MAX_SIG_BYTES),
-  key: b64(16, 16),
+  ct: base64Bytes(16, MAX_FRAME_BYTES),
+  sig: base64Bytes(1, MAX_SIG_BYTES),
+  key: base64Bytes(16, 16),
 }).strict();
 
 export const MsgBodySchema = z.discriminatedUnion("kind", [

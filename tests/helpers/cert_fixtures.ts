@@ -31,6 +31,18 @@ function utcTime(date: Date): string {
 
 const DAY = 24 * 60 * 60 * 1000;
 
+/** The extensions of every fixture leaf; they differ only in EKU and subjectAltName. */
+function leafExtensions(eku: "clientAuth" | "serverAuth", san?: string): string {
+  return [
+    "basicConstraints = critical,CA:FALSE",
+    "keyUsage = critical,digitalSignature",
+    `extendedKeyUsage = ${eku}`,
+    "subjectKeyIdentifier = hash",
+    "authorityKeyIdentifier = keyid:always",
+    ...(san ? [`subjectAltName = ${san}`] : []),
+  ].join("\n");
+}
+
 const CA_CONFIG = `
 [ ca ]
 default_ca = local
@@ -47,38 +59,11 @@ email_in_dn = no
 [ anything ]
 commonName = supplied
 [ client_ext ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
+${leafExtensions("clientAuth")}
 [ server_ext ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-subjectAltName = DNS:localhost,IP:127.0.0.1
+${leafExtensions("serverAuth", "DNS:localhost,IP:127.0.0.1")}
 [ other_name_ext ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-subjectAltName = DNS:other.example
-[ self_client_ext ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-[ self_server_ext ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-subjectAltName = DNS:localhost,IP:127.0.0.1
+${leafExtensions("serverAuth", "DNS:other.example")}
 `;
 
 export interface OpensslLeaf {
@@ -136,7 +121,7 @@ export async function opensslSelfSigned(
   pki: TestPki,
   name: string,
   cn: string,
-  profile: "self_client_ext" | "self_server_ext",
+  profile: "client_ext" | "server_ext",
 ): Promise<void> {
   const work = `${pki.dir}/openssl-ca`;
   await Deno.mkdir(work, { recursive: true });
@@ -171,9 +156,8 @@ export async function importLeaf(from: TestPki, name: string, to: TestPki, as: s
 
 export interface BadCertPki {
   pki: TestPki;
-  /** The unrelated CA's PKI dir (removed by dispose()). */
+  /** The unrelated CA's PKI dir; the caller removes it along with `pki`. */
   other: TestPki;
-  dispose(): Promise<void>;
 }
 
 /**
@@ -195,57 +179,43 @@ export interface BadCertPki {
  */
 export async function makeBadCertPki(users: string[]): Promise<BadCertPki> {
   const [pki, other] = await Promise.all([makePki(users), makePki(["alice"])]);
-  const dispose = async () => {
-    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
-    await Deno.remove(other.dir, { recursive: true }).catch(() => {});
-  };
   try {
     await addBadCerts(pki, other);
   } catch (error) {
-    await dispose();
+    for (const dir of [pki.dir, other.dir]) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
     throw error;
   }
-  return { pki, other, dispose };
+  return { pki, other };
 }
 
 async function addBadCerts(pki: TestPki, other: TestPki): Promise<void> {
   const now = Date.now();
   await importLeaf(other, "alice", pki, "other-alice");
   await importLeaf(other, "server", pki, "other-server");
-  await opensslSelfSigned(pki, "self-alice", "alice", "self_client_ext");
-  await opensslSelfSigned(pki, "self-server", "server", "self_server_ext");
+  await opensslSelfSigned(pki, "self-alice", "alice", "client_ext");
+  await opensslSelfSigned(pki, "self-server", "server", "server_ext");
   // `openssl ca` keeps one index file: issue one after the other.
   const leaves: OpensslLeaf[] = [
     { name: "ossl-good", cn: "alice", ext: "client_ext" },
     { name: "ossl-server", cn: "server", ext: "server_ext" },
-    {
-      name: "expired-alice",
-      cn: "alice",
-      ext: "client_ext",
-      notBefore: new Date("2020-01-01T00:00:00Z"),
-      notAfter: new Date("2020-02-01T00:00:00Z"),
-    },
-    {
-      name: "future-alice",
-      cn: "alice",
-      ext: "client_ext",
-      notBefore: new Date(now + 10 * DAY),
-      notAfter: new Date(now + 40 * DAY),
-    },
-    {
-      name: "expired-server",
-      cn: "server",
-      ext: "server_ext",
-      notBefore: new Date("2020-01-01T00:00:00Z"),
-      notAfter: new Date("2020-02-01T00:00:00Z"),
-    },
-    {
-      name: "future-server",
-      cn: "server",
-      ext: "server_ext",
-      notBefore: new Date(now + 10 * DAY),
-      notAfter: new Date(now + 40 * DAY),
-    },
+    ...([["alice", "client_ext"], ["server", "server_ext"]] as const).flatMap(([cn, ext]) => [
+      {
+        name: `expired-${cn}`,
+        cn,
+        ext,
+        notBefore: new Date("2020-01-01T00:00:00Z"),
+        notAfter: new Date("2020-02-01T00:00:00Z"),
+      },
+      {
+        name: `future-${cn}`,
+        cn,
+        ext,
+        notBefore: new Date(now + 10 * DAY),
+        notAfter: new Date(now + 40 * DAY),
+      },
+    ]),
     { name: "wrongname-server", cn: "server", ext: "other_name_ext" },
     {
       name: "p384-alice",

@@ -591,18 +591,20 @@ function terminalFor(peer: string) {
     e.peer === peer && (e.event === "CLOSE" || (!e.session && !NOT_TERMINAL.has(e.event)));
 }
 
+/** The first event at or after index `from` passing `test`, waiting up to `timeoutMs`. */
 async function waitForLog(
   logs: LoggedEvent[],
   test: (e: LoggedEvent) => boolean,
   timeoutMs: number,
+  from: number,
 ): Promise<LoggedEvent | undefined> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const found = logs.find(test);
+    const found = logs.slice(from).find(test);
     if (found) return found;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  return logs.find(test);
+  return logs.slice(from).find(test);
 }
 
 /** An honest inner message for a sealed handshake step, as the hostile client would send it. */
@@ -682,6 +684,9 @@ export async function fuzzServerOnce(
   ctx: LiveFuzzContext,
   target: ServerTarget = rng.pick(SERVER_TARGETS),
 ): Promise<LiveOutcome> {
+  // Ephemeral ports are reused over thousands of connections: only look at what this
+  // connection can have caused, from here on.
+  const from = ctx.logs.length;
   const h = await HostileClient.connect(ctx.port, {
     ...ctx.client,
     group: rng.chance(0.8) ? "x25519" : "p256",
@@ -738,20 +743,21 @@ export async function fuzzServerOnce(
   } finally {
     h.close();
   }
-  const end = await waitForLog(ctx.logs, terminalFor(peer), ctx.endWithinMs);
+  const end = await waitForLog(ctx.logs, terminalFor(peer), ctx.endWithinMs, from);
   if (!end) {
-    const seen = ctx.logs.filter((e) => e.peer === peer);
+    const seen = ctx.logs.slice(from).filter((e) => e.peer === peer);
     throw new Error(
       `server did not log the end of ${peer} (${target}) within ${ctx.endWithinMs} ms: ${
         JSON.stringify(seen)
       }`,
     );
   }
-  const internal = ctx.logs.find((e) => e.peer === peer && e.event === "INTERNAL");
+  const mine = ctx.logs.slice(from, ctx.logs.indexOf(end, from) + 1).filter((e) => e.peer === peer);
+  const internal = mine.find((e) => e.event === "INTERNAL");
   if (internal) {
     throw new Error(`server logged INTERNAL for ${target}: ${JSON.stringify(internal)}`);
   }
-  const first = ctx.logs.find((e) => e.peer === peer && !NOT_TERMINAL.has(e.event));
+  const first = mine.find((e) => !NOT_TERMINAL.has(e.event));
   return { target, code: first?.event ?? end.event, closedByServer };
 }
 

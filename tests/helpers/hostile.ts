@@ -51,7 +51,7 @@ import {
   parseMessage,
   ServerHelloSchema,
 } from "../../lib/wire/messages.ts";
-import type { LogEvent, ServerProcess } from "./server_process.ts";
+import type { Bystander, LogEvent, ServerProcess } from "./server_process.ts";
 
 export const encoder = new TextEncoder();
 
@@ -610,4 +610,45 @@ export async function expectRefused(
     assert.equal(end.code, o.clientSees ?? code, `client read ${JSON.stringify(end.messages)}`);
   }
   return end;
+}
+
+/** One row of a refusal table: what the hostile client does, and the code it earns. */
+export interface RefusalCase {
+  name: string;
+  code: string;
+  run(h: HostileClient): Promise<void>;
+  /** What the log's detail should say, to show the refusal has the right reason. */
+  detail?: RegExp;
+  /** The code the client reads in the server's error frame (default: `code`; null: none). */
+  clientSees?: string | null;
+}
+
+/**
+ * Runs the table as steps, one hostile connection (from `connect`) per case, with an
+ * honest `bystander` logged in throughout and closing cleanly at the end.
+ */
+export async function runRefusalTable(
+  t: Deno.TestContext,
+  server: ServerProcess,
+  connect: () => Promise<HostileClient>,
+  bystander: () => Promise<Bystander>,
+  cases: RefusalCase[],
+): Promise<void> {
+  const bob = await bystander();
+  try {
+    for (const c of cases) {
+      await t.step(`${c.name} → ${c.code}`, async () => {
+        const from = server.mark();
+        const h = await connect();
+        try {
+          await c.run(h);
+          await expectRefused(server, h, c.code, from, c);
+        } finally {
+          h.close();
+        }
+      });
+    }
+  } finally {
+    await bob.finish();
+  }
 }

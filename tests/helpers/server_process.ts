@@ -63,6 +63,27 @@ export async function pollUntil<T>(
   }
 }
 
+/** `child`'s exit status within `timeoutMs`; null if it had to be SIGKILLed instead. */
+async function exitWithin(
+  child: Deno.ChildProcess,
+  timeoutMs: number,
+): Promise<Deno.CommandStatus | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const status = await Promise.race([
+    child.status,
+    new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), timeoutMs)),
+  ]);
+  clearTimeout(timer);
+  if (status === null) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+  return status;
+}
+
 export interface ServerStartOptions {
   /** Directory holding ca.pem and the server certificate (a makePki dir). */
   pkiDir: string;
@@ -190,19 +211,7 @@ export class ServerProcess {
     } catch {
       // already exited
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const status = await Promise.race([
-      this.#exit!,
-      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), timeoutMs)),
-    ]);
-    clearTimeout(timer);
-    if (status === null) {
-      try {
-        this.child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    const status = await exitWithin(this.child, timeoutMs);
     const final = await this.#exit!;
     try {
       await this.#stdin.close();
@@ -332,19 +341,7 @@ export class LiveClient {
     } catch {
       // already closed
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const status = await Promise.race([
-      this.child.status,
-      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), timeoutMs)),
-    ]);
-    clearTimeout(timer);
-    if (status === null) {
-      try {
-        this.child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    const status = await exitWithin(this.child, timeoutMs);
     const final = await this.child.status;
     await Promise.all(this.#pumps);
     return {

@@ -1,11 +1,17 @@
 /**
- * A strict DER reader and a tiny DER writer. Certificates arrive from the network, so
- * the reader accepts only canonical DER (definite, minimal lengths; low tag numbers)
- * and every parse failure leaves through `malformed()`, so hostile input always
- * yields BAD_CERT and never a TypeError from deep inside.
+ * The one strict DER reader (and a tiny writer), shared by certificate parsing and
+ * signature-key import. Certificates, keys and signatures arrive from the network, so
+ * only canonical DER is accepted (definite, minimal lengths; low tag numbers; minimal
+ * integers): two encodings of one value are how signature malleability and parser
+ * confusion start.
+ *
+ * Every parse failure leaves through `malformed()` as a DerError, never a TypeError from
+ * deep inside. What a malformed input means is the caller's to say (a bad certificate,
+ * a forged signature, bad user input), so callers turn it into their own code with
+ * {@link parseDerAs}.
  */
-import { SecureChatError } from "../errors.ts";
-import { concat } from "../bytes.ts";
+import { type ErrorCode, SecureChatError } from "./errors.ts";
+import { concat } from "./bytes.ts";
 
 export const TAG = {
   BOOLEAN: 0x01,
@@ -37,8 +43,26 @@ export interface Tlv {
   raw: Uint8Array;
 }
 
+/** Input that is not canonical DER, or not the structure the caller expects. */
+export class DerError extends Error {
+  override name = "DerError";
+}
+
 export function malformed(what: string): never {
-  throw new SecureChatError("BAD_CERT", `malformed DER: ${what}`);
+  throw new DerError(`malformed DER: ${what}`);
+}
+
+/**
+ * Runs `parse`, turning a DerError into a SecureChatError with `code` (and `message`,
+ * when given); any other error passes through untouched.
+ */
+export function parseDerAs<T>(code: ErrorCode, parse: () => T, message?: string): T {
+  try {
+    return parse();
+  } catch (cause) {
+    if (!(cause instanceof DerError)) throw cause;
+    throw new SecureChatError(code, message ?? cause.message, { cause });
+  }
 }
 
 /** Reads the one TLV at `offset`; returns it and the offset after it. */
@@ -50,8 +74,8 @@ function readAt(buf: Uint8Array, offset: number): [Tlv, number] {
   let header = 2;
   if (length & 0x80) {
     const octets = length & 0x7f;
-    // Four length octets cover any certificate we would accept; 0x80 is BER indefinite.
-    if (octets === 0 || octets > 4) malformed("unsupported length form");
+    // Three length octets (16 MiB) cover anything we would accept; 0x80 is BER indefinite.
+    if (octets === 0 || octets > 3) malformed("unsupported length form");
     if (offset + 2 + octets > buf.length) malformed("truncated length");
     length = 0;
     for (let i = 0; i < octets; i++) length = length * 256 + buf[offset + 2 + i];
@@ -142,6 +166,13 @@ export function readIntegerBytes(tlv: Tlv): Uint8Array {
     malformed("non-minimal INTEGER");
   }
   return v;
+}
+
+/** The magnitude of a non-negative INTEGER, without the sign octet. */
+export function readUnsignedIntegerBytes(tlv: Tlv): Uint8Array {
+  const v = readIntegerBytes(tlv);
+  if (v[0] & 0x80) malformed("negative INTEGER");
+  return v[0] === 0 && v.length > 1 ? v.subarray(1) : v;
 }
 
 /** A small non-negative INTEGER (versions, path lengths, iteration counts). */
