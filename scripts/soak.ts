@@ -147,7 +147,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         await c!.session.send({ kind: "text", text });
         sent[i].push(text);
         const gap = meanGap * (0.5 + r.u32() / 2 ** 32);
-        await new Promise((resolve) => setTimeout(resolve, Math.min(gap, until - Date.now())));
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.max(0, Math.min(gap, until - Date.now())))
+        );
       }
     }));
     lap("chat");

@@ -11,11 +11,10 @@
  *   -> dh_client, certificate_verify  sealed, phase 2
  *   <- dh_server, certificate_verify  sealed, phase 2
  */
-import { toBase64, toHex, wipe } from "../bytes.ts";
+import { toBase64 } from "../bytes.ts";
 import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
-import type { VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
-import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
 import {
   AuthOkSchema,
@@ -25,30 +24,22 @@ import {
   ServerHelloSchema,
 } from "../wire/messages.ts";
 import {
+  type Credentials,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   type EstablishedSession,
   HandshakeIo,
+  type HandshakeOptions,
   type HandshakeRandomness,
-  type Identity,
-  isFromPeer,
+  runHandshake,
   systemRandomness,
 } from "./common.ts";
-import { derivePhase1, deriveSession, type Phase1Secrets } from "./key_schedule.ts";
-import { SealedChannel } from "./record.ts";
 
-export type Credentials =
-  | { mode: "login"; username: string; password: string }
-  | { mode: "register"; username: string; password: string; email: string };
+export type { Credentials };
 
-export interface ClientHandshakeOptions {
-  identity: Identity;
-  trust: TrustStore;
+export interface ClientHandshakeOptions extends HandshakeOptions {
   /** The name the user dialled; the server certificate must carry it as a SAN. */
   serverName: string;
   credentials: Credentials;
-  groups?: readonly KexGroup[];
-  timeoutMs?: number;
-  randomness?: HandshakeRandomness;
 }
 
 /**
@@ -57,19 +48,12 @@ export interface ClientHandshakeOptions {
  *   USER_EXISTS, INVALID_INPUT, DB_UNAVAILABLE, RATE_LIMITED (the last five from the server),
  *   PROTOCOL_ERROR, TIMEOUT
  */
-export async function clientHandshake(
+export function clientHandshake(
   conn: FrameConnection,
   options: ClientHandshakeOptions,
 ): Promise<EstablishedSession> {
   const hs = new ClientHandshake(conn, options);
-  try {
-    return await hs.run();
-  } catch (error) {
-    if (error instanceof SecureChatError && !isFromPeer(error)) await hs.io.sendError(error);
-    throw error;
-  } finally {
-    hs.wipe();
-  }
+  return runHandshake(hs.io, () => hs.run());
 }
 
 class ClientHandshake {
@@ -79,16 +63,14 @@ class ClientHandshake {
   readonly #groups: readonly KexGroup[];
   #share!: KeyShare;
   #group!: KexGroup;
-  #phase1!: Phase1Secrets;
   #server!: ValidatedPeer;
-  #serverKey!: VerifyingKey;
   #username!: string;
 
   constructor(conn: FrameConnection, options: ClientHandshakeOptions) {
     this.#opts = options;
     this.#random = options.randomness ?? systemRandomness;
     this.#groups = options.groups ?? KEX_GROUPS;
-    this.io = new HandshakeIo(conn, options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    this.io = new HandshakeIo("client", conn, options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
   }
 
   async run(): Promise<EstablishedSession> {
@@ -124,13 +106,7 @@ class ClientHandshake {
     if (hello.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "server answered with a group we did not offer");
     }
-    const shared = await agree(this.#share, hello.key_share.pub);
-    try {
-      this.#phase1 = await derivePhase1(shared, await this.io.transcript.hash());
-    } finally {
-      wipe(shared);
-    }
-    this.io.sealed = await SealedChannel.create(this.#phase1.c2s, this.#phase1.s2c);
+    await this.io.enterPhase1(await agree(this.#share, hello.key_share.pub));
   }
 
   async readServerCertificate(): Promise<void> {
@@ -139,20 +115,19 @@ class ClientHandshake {
       role: "server",
       expectedName: this.#opts.serverName,
     });
-    this.#serverKey = this.#server.key;
   }
 
   async readServerCertificateVerify(): Promise<void> {
-    await this.io.readCertificateVerify("server", 1, this.#serverKey);
+    await this.io.readCertificateVerify(1, this.#server.key);
   }
 
   async readServerFinished(): Promise<void> {
-    await this.io.readFinished("server", this.#phase1.serverFinishedKey);
+    await this.io.readFinished();
   }
 
   /** Only now, with the server proven, does the client reveal who it is. */
   async sendClientAuthentication(): Promise<void> {
-    await this.io.sendAuthentication("client", this.#opts.identity, this.#phase1.clientFinishedKey);
+    await this.io.sendAuthentication(this.#opts.identity);
   }
 
   async sendCredentials(): Promise<void> {
@@ -178,7 +153,7 @@ class ClientHandshake {
       type: "dh_client",
       key_share: { group: this.#group, pub: toBase64(share.publicKey) },
     });
-    await this.io.sendCertificateVerify("client", 2, this.#opts.identity.signingKey);
+    await this.io.sendCertificateVerify(2, this.#opts.identity.signingKey);
     return share;
   }
 
@@ -187,39 +162,12 @@ class ClientHandshake {
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
-    await this.io.readCertificateVerify("server", 2, this.#serverKey);
-    const shared = await agree(share, dh.key_share.pub);
-    try {
-      const secrets = await deriveSession(
-        this.#phase1.handshakeSecret,
-        shared,
-        await this.io.transcript.hash(),
-      );
-      return {
-        role: "client",
-        conn: this.io.conn,
-        control: await SealedChannel.create(secrets.control.c2s, secrets.control.s2c),
-        sessionId: toHex(secrets.sessionId),
-        chatSendSecret: secrets.chat.c2s,
-        chatReceiveSecret: secrets.chat.s2c,
-        self: this.#opts.identity,
-        peer: this.#server,
-        peerKey: this.#serverKey,
-        username: this.#username,
-        group: this.#group,
-      };
-    } finally {
-      wipe(shared);
-    }
-  }
-
-  wipe(): void {
-    if (this.#phase1) {
-      wipe(
-        this.#phase1.handshakeSecret,
-        this.#phase1.clientFinishedKey,
-        this.#phase1.serverFinishedKey,
-      );
-    }
+    await this.io.readCertificateVerify(2, this.#server.key);
+    return await this.io.establish(await agree(share, dh.key_share.pub), {
+      self: this.#opts.identity,
+      peer: this.#server,
+      username: this.#username,
+      group: this.#group,
+    });
   }
 }

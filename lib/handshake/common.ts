@@ -3,11 +3,11 @@
  * the handshake transcript exactly as it travelled (PROTOCOL §3, §4).
  */
 import type { z } from "zod";
-import { timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
+import { timingSafeEqual, toBase64, toHex, utf8, wipe } from "../bytes.ts";
 import { generateKeyShare, type KexGroup, type KeyShare } from "../crypto/kex.ts";
 import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
 import { isErrorCode, SecureChatError } from "../errors.ts";
-import type { ValidatedPeer } from "../pki/validate.ts";
+import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
 import {
   CertificateVerifySchema,
@@ -16,8 +16,16 @@ import {
   peerErrorOf,
   SealedSchema,
 } from "../wire/messages.ts";
-import { finishedMac, HandshakeTranscript, type Role, signatureInput } from "./key_schedule.ts";
-import type { SealedChannel } from "./record.ts";
+import {
+  derivePhase1,
+  deriveSession,
+  finishedMac,
+  HandshakeTranscript,
+  type Phase1Secrets,
+  type Role,
+  signatureInput,
+} from "./key_schedule.ts";
+import { SealedChannel } from "./record.ts";
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -38,6 +46,20 @@ export const systemRandomness: HandshakeRandomness = {
   keyShare: generateKeyShare,
 };
 
+/** What the client proves the user with, inside the phase 1 channel (never hashed). */
+export type Credentials =
+  | { mode: "login"; username: string; password: string }
+  | { mode: "register"; username: string; password: string; email: string };
+
+/** What both roles are configured with. */
+export interface HandshakeOptions {
+  identity: Identity;
+  trust: TrustStore;
+  groups?: readonly KexGroup[];
+  timeoutMs?: number;
+  randomness?: HandshakeRandomness;
+}
+
 /** The outcome of a completed handshake: everything the chat session needs. */
 export interface EstablishedSession {
   role: Role;
@@ -56,16 +78,99 @@ export interface EstablishedSession {
 }
 
 /**
- * One side's view of the handshake messages: every read has the handshake's
- * remaining time as its deadline; every message is added to the transcript.
+ * Runs one side's steps. On a failure of our own, the peer is told the code before
+ * the connection closes (a code the peer sent us is not echoed back); the phase 1
+ * secrets are wiped whatever happens.
+ */
+export async function runHandshake(
+  io: HandshakeIo,
+  steps: () => Promise<EstablishedSession>,
+): Promise<EstablishedSession> {
+  try {
+    return await steps();
+  } catch (error) {
+    if (error instanceof SecureChatError && !isFromPeer(error)) await io.sendError(error);
+    throw error;
+  } finally {
+    io.wipe();
+  }
+}
+
+/**
+ * One side's view of the handshake: every read has the handshake's remaining time
+ * as its deadline; every message is added to the transcript; the key schedule's
+ * state (PROTOCOL §4) lives here, oriented by our role.
  */
 export class HandshakeIo {
   readonly transcript = new HandshakeTranscript();
   #deadline: number;
+  #phase1?: Phase1Secrets;
   sealed: SealedChannel | null = null;
 
-  constructor(readonly conn: FrameConnection, timeoutMs: number) {
+  constructor(readonly role: Role, readonly conn: FrameConnection, timeoutMs: number) {
     this.#deadline = Date.now() + timeoutMs;
+  }
+
+  /** After server_hello: phase 1 keys from ss1 and H(hello, server_hello) (§4.1). */
+  async enterPhase1(shared: Uint8Array): Promise<void> {
+    try {
+      this.#phase1 = await derivePhase1(shared, await this.transcript.hash());
+    } finally {
+      wipe(shared);
+    }
+    const { c2s, s2c } = this.#phase1;
+    this.sealed = this.role === "client"
+      ? await SealedChannel.create(c2s, s2c)
+      : await SealedChannel.create(s2c, c2s);
+  }
+
+  /** After the last phase 2 message: the session, from ss2 and Hfinal (§4.2). */
+  async establish(
+    shared: Uint8Array,
+    parties: Pick<EstablishedSession, "self" | "peer" | "username" | "group">,
+  ): Promise<EstablishedSession> {
+    try {
+      const secrets = await deriveSession(
+        this.#secrets().handshakeSecret,
+        shared,
+        await this.transcript.hash(),
+      );
+      const [send, receive] = this.role === "client"
+        ? ["c2s", "s2c"] as const
+        : ["s2c", "c2s"] as const;
+      return {
+        role: this.role,
+        conn: this.conn,
+        control: await SealedChannel.create(secrets.control[send], secrets.control[receive]),
+        sessionId: toHex(secrets.sessionId),
+        chatSendSecret: secrets.chat[send],
+        chatReceiveSecret: secrets.chat[receive],
+        peerKey: parties.peer.key,
+        ...parties,
+      };
+    } finally {
+      wipe(shared);
+    }
+  }
+
+  /** Best effort (JS may keep copies): the phase 1 secrets are not needed after the handshake. */
+  wipe(): void {
+    const p = this.#phase1;
+    if (p) wipe(p.handshakeSecret, p.clientFinishedKey, p.serverFinishedKey);
+  }
+
+  #secrets(): Phase1Secrets {
+    if (!this.#phase1) throw new SecureChatError("INTERNAL", "no phase 1 keys yet");
+    return this.#phase1;
+  }
+
+  #peerRole(): Role {
+    return this.role === "client" ? "server" : "client";
+  }
+
+  #finishedKey(role: Role): Uint8Array {
+    const p = this.#secrets();
+    return role === "client" ? p.clientFinishedKey : p.serverFinishedKey;
   }
 
   async #readPayload(): Promise<Uint8Array> {
@@ -114,9 +219,9 @@ export class HandshakeIo {
     if (record) this.transcript.add(inner);
   }
 
-  /** Signs the transcript so far for `role` and `phase` and sends certificate_verify (§4.6). */
-  async sendCertificateVerify(role: Role, phase: 1 | 2, key: SigningKey): Promise<void> {
-    const sig = await sign(key, signatureInput(role, phase, await this.transcript.hash()));
+  /** Signs the transcript so far for our role and `phase` and sends certificate_verify (§4.6). */
+  async sendCertificateVerify(phase: 1 | 2, key: SigningKey): Promise<void> {
+    const sig = await sign(key, signatureInput(this.role, phase, await this.transcript.hash()));
     await this.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
   }
 
@@ -124,7 +229,8 @@ export class HandshakeIo {
    * Reads the peer's certificate_verify and checks it over the transcript so far.
    * @throws SIG_FAIL
    */
-  async readCertificateVerify(role: Role, phase: 1 | 2, key: VerifyingKey): Promise<void> {
+  async readCertificateVerify(phase: 1 | 2, key: VerifyingKey): Promise<void> {
+    const role = this.#peerRole();
     const signed = signatureInput(role, phase, await this.transcript.hash());
     const { sig } = await this.readSealed(CertificateVerifySchema);
     if (!await verify(key, signed, sig)) {
@@ -133,8 +239,8 @@ export class HandshakeIo {
   }
 
   /** Sends finished: the MAC over the transcript so far under our finished key (§4.6). */
-  async sendFinished(finishedKey: Uint8Array): Promise<void> {
-    const mac = await finishedMac(finishedKey, await this.transcript.hash());
+  async sendFinished(): Promise<void> {
+    const mac = await finishedMac(this.#finishedKey(this.role), await this.transcript.hash());
     await this.sendSealed({ type: "finished", mac: toBase64(mac) });
   }
 
@@ -142,8 +248,9 @@ export class HandshakeIo {
    * Reads the peer's finished and compares it in constant time.
    * @throws HANDSHAKE_FAIL
    */
-  async readFinished(role: Role, finishedKey: Uint8Array): Promise<void> {
-    const expected = await finishedMac(finishedKey, await this.transcript.hash());
+  async readFinished(): Promise<void> {
+    const role = this.#peerRole();
+    const expected = await finishedMac(this.#finishedKey(role), await this.transcript.hash());
     const { mac } = await this.readSealed(FinishedSchema);
     if (!timingSafeEqual(mac, expected)) {
       throw new SecureChatError("HANDSHAKE_FAIL", `${role} Finished does not match our keys`);
@@ -154,10 +261,10 @@ export class HandshakeIo {
    * Phase 1 proof of identity (§5 server step 3, client step 6): our certificate,
    * our signature over the handshake so far, and our Finished.
    */
-  async sendAuthentication(role: Role, identity: Identity, finishedKey: Uint8Array) {
+  async sendAuthentication(identity: Identity) {
     await this.sendSealed({ type: "certificate", cert: toBase64(identity.certDer) });
-    await this.sendCertificateVerify(role, 1, identity.signingKey);
-    await this.sendFinished(finishedKey);
+    await this.sendCertificateVerify(1, identity.signingKey);
+    await this.sendFinished();
   }
 
   /**

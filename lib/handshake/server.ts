@@ -10,11 +10,10 @@
  *   <- dh_client, certificate_verify
  *   -> dh_server, certificate_verify
  */
-import { toBase64, toHex, wipe } from "../bytes.ts";
-import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
-import type { VerifyingKey } from "../crypto/signature.ts";
+import { toBase64 } from "../bytes.ts";
+import { agree, KEX_GROUPS, type KexGroup } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
-import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
 import {
   CertificateSchema,
@@ -25,27 +24,17 @@ import {
   RegisterSchema,
 } from "../wire/messages.ts";
 import {
+  type Credentials,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   type EstablishedSession,
   HandshakeIo,
+  type HandshakeOptions,
   type HandshakeRandomness,
-  type Identity,
-  isFromPeer,
+  runHandshake,
   systemRandomness,
 } from "./common.ts";
-import { derivePhase1, deriveSession, type Phase1Secrets } from "./key_schedule.ts";
-import { SealedChannel } from "./record.ts";
 
-export type AuthRequest =
-  | { mode: "login"; username: string; password: string }
-  | { mode: "register"; username: string; password: string; email: string };
-
-export interface ServerHandshakeOptions {
-  identity: Identity;
-  trust: TrustStore;
-  groups?: readonly KexGroup[];
-  timeoutMs?: number;
-  randomness?: HandshakeRandomness;
+export interface ServerHandshakeOptions extends HandshakeOptions {
   /** Called once a well-formed hello arrived, before any signature or key agreement: throw RATE_LIMITED to refuse. */
   admit?: () => void;
   /**
@@ -53,7 +42,7 @@ export interface ServerHandshakeOptions {
    * already equals the certificate's CN. Throws AUTH_FAIL, USER_EXISTS, INVALID_INPUT,
    * DB_UNAVAILABLE or RATE_LIMITED.
    */
-  authenticate: (request: AuthRequest, peer: ValidatedPeer) => Promise<{ registered: boolean }>;
+  authenticate: (request: Credentials, peer: ValidatedPeer) => Promise<{ registered: boolean }>;
 }
 
 /**
@@ -61,19 +50,12 @@ export interface ServerHandshakeOptions {
  * @throws BAD_CERT, SIG_FAIL, HANDSHAKE_FAIL, BAD_KEY_SHARE, UNSUPPORTED, AUTH_FAIL,
  *   USER_EXISTS, INVALID_INPUT, DB_UNAVAILABLE, RATE_LIMITED, PROTOCOL_ERROR, TIMEOUT
  */
-export async function serverHandshake(
+export function serverHandshake(
   conn: FrameConnection,
   options: ServerHandshakeOptions,
 ): Promise<EstablishedSession> {
   const hs = new ServerHandshake(conn, options);
-  try {
-    return await hs.run();
-  } catch (error) {
-    if (error instanceof SecureChatError && !isFromPeer(error)) await hs.io.sendError(error);
-    throw error;
-  } finally {
-    hs.wipe();
-  }
+  return runHandshake(hs.io, () => hs.run());
 }
 
 class ServerHandshake {
@@ -81,15 +63,13 @@ class ServerHandshake {
   readonly #opts: ServerHandshakeOptions;
   readonly #random: HandshakeRandomness;
   #group!: KexGroup;
-  #phase1!: Phase1Secrets;
   #client!: ValidatedPeer;
-  #clientKey!: VerifyingKey;
   #username!: string;
 
   constructor(conn: FrameConnection, options: ServerHandshakeOptions) {
     this.#opts = options;
     this.#random = options.randomness ?? systemRandomness;
-    this.io = new HandshakeIo(conn, options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    this.io = new HandshakeIo("server", conn, options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
   }
 
   async run(): Promise<EstablishedSession> {
@@ -133,31 +113,25 @@ class ServerHandshake {
       nonce: toBase64(this.#random.nonce()),
       key_share: { group: this.#group, pub: toBase64(share.publicKey) },
     });
-    try {
-      this.#phase1 = await derivePhase1(shared, await this.io.transcript.hash());
-    } finally {
-      wipe(shared);
-    }
-    this.io.sealed = await SealedChannel.create(this.#phase1.s2c, this.#phase1.c2s);
+    await this.io.enterPhase1(shared);
   }
 
   async sendServerAuthentication(): Promise<void> {
-    await this.io.sendAuthentication("server", this.#opts.identity, this.#phase1.serverFinishedKey);
+    await this.io.sendAuthentication(this.#opts.identity);
   }
 
   async readClientCertificate(): Promise<void> {
     const { cert } = await this.io.readSealed(CertificateSchema);
     // The user name is not known yet: it is matched against the CN at login.
     this.#client = await validatePeerCertificate(this.#opts.trust, cert, { role: "client" });
-    this.#clientKey = this.#client.key;
   }
 
   async readClientCertificateVerify(): Promise<void> {
-    await this.io.readCertificateVerify("client", 1, this.#clientKey);
+    await this.io.readCertificateVerify(1, this.#client.key);
   }
 
   async readClientFinished(): Promise<void> {
-    await this.io.readFinished("client", this.#phase1.clientFinishedKey);
+    await this.io.readFinished();
   }
 
   async readCredentials(): Promise<void> {
@@ -165,7 +139,7 @@ class ServerHandshake {
     if (request.username !== this.#client.commonName) {
       throw new SecureChatError("AUTH_FAIL", "user name differs from the certificate's CN");
     }
-    const auth: AuthRequest = request.type === "register"
+    const auth: Credentials = request.type === "register"
       ? { mode: "register", ...request }
       : { mode: "login", ...request };
     const { registered } = await this.#opts.authenticate(auth, this.#client);
@@ -178,49 +152,23 @@ class ServerHandshake {
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
-    await this.io.readCertificateVerify("client", 2, this.#clientKey);
+    await this.io.readCertificateVerify(2, this.#client.key);
     return dh.key_share.pub;
   }
 
   async sendDhServer(clientShare: Uint8Array): Promise<EstablishedSession> {
-    const share: KeyShare = await this.#random.keyShare(this.#group);
+    const share = await this.#random.keyShare(this.#group);
     const shared = await agree(share, clientShare);
-    try {
-      await this.io.sendSealed({
-        type: "dh_server",
-        key_share: { group: this.#group, pub: toBase64(share.publicKey) },
-      });
-      await this.io.sendCertificateVerify("server", 2, this.#opts.identity.signingKey);
-      const secrets = await deriveSession(
-        this.#phase1.handshakeSecret,
-        shared,
-        await this.io.transcript.hash(),
-      );
-      return {
-        role: "server",
-        conn: this.io.conn,
-        control: await SealedChannel.create(secrets.control.s2c, secrets.control.c2s),
-        sessionId: toHex(secrets.sessionId),
-        chatSendSecret: secrets.chat.s2c,
-        chatReceiveSecret: secrets.chat.c2s,
-        self: this.#opts.identity,
-        peer: this.#client,
-        peerKey: this.#clientKey,
-        username: this.#username,
-        group: this.#group,
-      };
-    } finally {
-      wipe(shared);
-    }
-  }
-
-  wipe(): void {
-    if (this.#phase1) {
-      wipe(
-        this.#phase1.handshakeSecret,
-        this.#phase1.clientFinishedKey,
-        this.#phase1.serverFinishedKey,
-      );
-    }
+    await this.io.sendSealed({
+      type: "dh_server",
+      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+    });
+    await this.io.sendCertificateVerify(2, this.#opts.identity.signingKey);
+    return await this.io.establish(shared, {
+      self: this.#opts.identity,
+      peer: this.#client,
+      username: this.#username,
+      group: this.#group,
+    });
   }
 }

@@ -5,8 +5,8 @@
  */
 import { codeOf, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Identity } from "../handshake/common.ts";
-import { type AuthRequest, serverHandshake } from "../handshake/server.ts";
+import type { Credentials, Identity } from "../handshake/common.ts";
+import { serverHandshake } from "../handshake/server.ts";
 import type { KexGroup } from "../crypto/kex.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
@@ -181,7 +181,7 @@ export class ChatServer {
     });
   }
 
-  async #authenticate(request: AuthRequest, address: string): Promise<{ registered: boolean }> {
+  async #authenticate(request: Credentials, address: string): Promise<{ registered: boolean }> {
     const keys = [`user:${request.username.toLowerCase()}`, `addr:${address}`];
     const delay = this.#throttle.delayFor(keys);
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
