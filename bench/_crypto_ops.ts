@@ -28,7 +28,8 @@ export interface CryptoOp {
   perSide: number;
 }
 
-export async function sessionCryptoOps(pki: TestPki, clientName = "user1") {
+/** `label`: the key type's name for the op names ("RSA-2048", "Ed25519"). */
+export async function sessionCryptoOps(pki: TestPki, label: string, clientName = "user1") {
   const server = await pki.identity("server");
   const client = await pki.identity(clientName);
   const serverKey = await importVerifyingKeySpki(parseCertificate(server.certDer).spki);
@@ -47,8 +48,8 @@ export async function sessionCryptoOps(pki: TestPki, clientName = "user1") {
   const transcript = randomBytes(4000);
 
   const ops: Record<string, CryptoOp> = {
-    "RSA-2048 sign": { op: () => sign(server.signingKey, signed), perSide: 2 },
-    "RSA-2048 verify": { op: () => verify(serverKey, signed, sig), perSide: 2 },
+    [`${label} sign`]: { op: () => sign(server.signingKey, signed), perSide: 2 },
+    [`${label} verify`]: { op: () => verify(serverKey, signed, sig), perSide: 2 },
     "certificate validation + key import": {
       // validatePeerCertificate imports the peer's key itself (once per validation).
       op: () => validatePeerCertificate(pki.trust, client.certDer, { role: "client" }),

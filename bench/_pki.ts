@@ -1,6 +1,7 @@
 /**
- * Bench PKI: RSA-2048 throughout (the project's default key type, and the key type of
- * the openssl reference), made through lib/pki like `ca init` / `cert issue`.
+ * Bench PKI, made through lib/pki like `ca init` / `cert issue`: RSA-2048 throughout
+ * (the project's default key type) or Ed25519 throughout (`--key-type ed25519`); the
+ * openssl references use the same files.
  */
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
@@ -16,6 +17,29 @@ export type { TestPki };
 
 export function rsaPki(users: string[], dir?: string): Promise<TestPki> {
   return makePki(users, "rsa2048", dir);
+}
+
+export function ed25519Pki(users: string[], dir?: string): Promise<TestPki> {
+  return makePki(users, "ed25519", dir);
+}
+
+/** The key types the setup and message benches compare, with their display names. */
+export const BENCH_KEY_TYPES = [
+  { type: "rsa2048", label: "RSA-2048", sign: "RSA-2048 PKCS#1 v1.5 sign" },
+  { type: "ed25519", label: "Ed25519", sign: "Ed25519 sign" },
+] as const;
+export type BenchKeyType = typeof BENCH_KEY_TYPES[number]["type"];
+
+/** One PKI per key type, same user names in each. */
+export type Pkis = Record<BenchKeyType, TestPki>;
+
+export async function benchPkis(users: string[]): Promise<Pkis> {
+  const [rsa2048, ed25519] = await Promise.all([rsaPki(users), ed25519Pki(users)]);
+  return { rsa2048, ed25519 };
+}
+
+export async function removePkis(pkis: Pkis): Promise<void> {
+  for (const pki of Object.values(pkis)) await Deno.remove(pki.dir, { recursive: true });
 }
 
 /**

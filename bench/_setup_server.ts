@@ -4,7 +4,9 @@
  * checked either by the real user store (SQLite, PBKDF2-SHA256 at 600,000 iterations,
  * exactly what ChatServer's authenticate does) or by an in-memory authenticate().
  *
- *   deno run -A bench/_setup_server.ts <pkiDir> <memory|store> <workDir> <user,...> <nagle|nodelay>
+ * Accepted sockets get TCP_NODELAY, as ChatServer sets it (lib/server/server.ts).
+ *
+ *   deno run -A bench/_setup_server.ts <pkiDir> <memory|store> <workDir> <user,...>
  *
  * Prints {"port":N} once listening; reads JSON commands on stdin ({"cmd":"stats"});
  * exits when stdin closes.
@@ -18,9 +20,7 @@ import type { UserStore } from "../lib/store/user_store.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { BENCH_PASSWORD, commands, reply } from "./_util.ts";
 
-const [pkiDir, mode, workDir, userList, tcp] = Deno.args;
-/** "nodelay": set TCP_NODELAY on accepted sockets (lib does not: the shipped behaviour is "nagle"). */
-const noDelay = tcp === "nodelay";
+const [pkiDir, mode, workDir, userList] = Deno.args;
 const users = userList.split(",");
 const identity = await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`);
 const trust = await TrustStore.load(`${pkiDir}/ca.pem`);
@@ -52,7 +52,7 @@ reply({ port: listener.addr.port });
 
 (async () => {
   for await (const tcp of listener) {
-    if (noDelay) tcp.setNoDelay(true);
+    tcp.setNoDelay(true); // as ChatServer#serve does
     const conn = new FrameConnection(tcp);
     serverHandshake(conn, { identity, trust, authenticate })
       .then(() => handshakes++, () => failures++)

@@ -107,17 +107,56 @@ export async function rateOf(
   return n / ((performance.now() - start) / 1000);
 }
 
-/** Two framed ends of one loopback TCP connection. */
+/**
+ * A client's TCP connection as `securechat connect` makes it: TCP_NODELAY on
+ * (commands/connect.ts); ChatServer sets it on every accepted socket too.
+ */
+export async function connectLikeClient(port: number): Promise<Deno.TcpConn> {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  tcp.setNoDelay(true);
+  return tcp;
+}
+
+/**
+ * Two framed ends of one loopback TCP connection, both with TCP_NODELAY as the shipped
+ * ends have it (ChatServer on accept, `connect` after dialling).
+ */
 export async function loopbackPair(): Promise<
   { server: FrameConnection; client: FrameConnection }
 > {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const [serverTcp, clientTcp] = await Promise.all([
     listener.accept(),
-    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    connectLikeClient(listener.addr.port),
   ]);
+  serverTcp.setNoDelay(true);
   listener.close();
   return { server: new FrameConnection(serverTcp), client: new FrameConnection(clientTcp) };
+}
+
+/**
+ * OpenSSL's own signing rate for one key type on this machine (`openssl speed`, one
+ * core): the sign/s column. Null when openssl is missing or prints something else.
+ */
+export async function opensslSignRate(
+  alg: "rsa2048" | "ed25519",
+  seconds: number,
+): Promise<{ signPerSecond: number; verifyPerSecond: number; command: string } | null> {
+  const args = ["speed", "-seconds", String(seconds), alg];
+  const out = await commandOutput("openssl", args);
+  if (!out) return null;
+  // "rsa 2048 bits 0.000251s 0.000016s   3991.0  61325.0"
+  // " 253 bits EdDSA (Ed25519)   0.0000s   0.0001s  26382.0   9791.0"
+  const line = out.split("\n").find((l) =>
+    alg === "rsa2048" ? /^rsa\s+2048 bits/.test(l) : /\(Ed25519\)/.test(l)
+  );
+  const m = line?.match(/([\d.]+)\s+([\d.]+)\s*$/);
+  if (!m) return null;
+  return {
+    signPerSecond: Number(m[1]),
+    verifyPerSecond: Number(m[2]),
+    command: `openssl ${args.join(" ")}`,
+  };
 }
 
 /**

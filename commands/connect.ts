@@ -165,7 +165,12 @@ async function chatInput(
     if (parsed.action === "help") show(CHAT_HELP);
     if (parsed.action === "error") show(`securechat: ${parsed.message}`);
     if (parsed.action !== "send") continue;
-    await session.send(parsed.body);
+    try {
+      await session.send(parsed.body);
+    } catch (error) {
+      if (session.closing) return; // the session ended under us: run() reports why
+      throw error;
+    }
     if (parsed.body.kind === "text") {
       history?.record(Date.now(), session.username, parsed.body.text, parsed.body.to);
     }

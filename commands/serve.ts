@@ -5,6 +5,7 @@ import { createLogger, type LogFormat } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
+import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { openUserStore } from "../lib/store/open.ts";
@@ -32,6 +33,8 @@ interface ServeOptions {
   sendQueue: number;
   messageRate: number;
   keyUpdate: number;
+  loginDelay: number;
+  loginLockout: number;
 }
 
 export function registerServe(program: Command): void {
@@ -91,6 +94,24 @@ export function registerServe(program: Command): void {
       positiveInt("--message-rate"),
       20,
     )
+    .option(
+      "--key-update <s>",
+      "update each chat key after this many seconds (PROTOCOL §4.4)",
+      positiveInt("--key-update"),
+      3600,
+    )
+    .option(
+      "--login-delay <ms>",
+      "delay after a failed login, doubled per failure (up to 8 s)",
+      positiveInt("--login-delay"),
+      250,
+    )
+    .option(
+      "--login-lockout <n>",
+      "failed logins per user or address before refusing for 15 minutes",
+      positiveInt("--login-lockout"),
+      20,
+    )
     .addHelpText(
       "after",
       `
@@ -147,6 +168,11 @@ async function serve(options: ServeOptions): Promise<void> {
       handshakeBurst: options.handshakeRate * 2,
     },
     lobby: { messagesPerSecond: options.messageRate, messageBurst: options.messageRate * 2 },
+    loginThrottle: {
+      ...DEFAULT_LOGIN_THROTTLE,
+      baseDelayMs: options.loginDelay,
+      lockoutFailures: options.loginLockout,
+    },
   });
 
   const signalled = new Promise<void>((resolve) => {

@@ -95,6 +95,8 @@ export class ChatSession {
   #rejected = 0;
   /** Set when the close starts: no message may be numbered after it. */
   #stopped = false;
+  /** Set when the session ends without the close exchange: nothing more is sent or recorded. */
+  #ended = false;
   #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
 
@@ -115,14 +117,21 @@ export class ChatSession {
 
   /** @throws TRANSCRIPT_IO when the transcript cannot be created: no session without a record */
   static async start(est: EstablishedSession, opts: ChatSessionOptions): Promise<ChatSession> {
-    const transcript = await TranscriptWriter.create(opts.transcriptDir, {
-      sessionId: est.sessionId,
-      role: est.role,
-      clientCertDer: est.role === "client" ? est.self.certDer : est.peer.der,
-      serverCertDer: est.role === "server" ? est.self.certDer : est.peer.der,
-      startedAt: opts.startedAt ?? Date.now(),
-      serverName: opts.serverName,
-    });
+    let transcript: TranscriptWriter;
+    try {
+      transcript = await TranscriptWriter.create(opts.transcriptDir, {
+        sessionId: est.sessionId,
+        role: est.role,
+        clientCertDer: est.role === "client" ? est.self.certDer : est.peer.der,
+        serverCertDer: est.role === "server" ? est.self.certDer : est.peer.der,
+        startedAt: opts.startedAt ?? Date.now(),
+        serverName: opts.serverName,
+      });
+    } catch (error) {
+      // The peer has finished its handshake and waits to chat: tell it why not.
+      if (error instanceof SecureChatError) await sendControlError(est, error);
+      throw error;
+    }
     const sender = ChatSender.create(est.chatSendSecret, est.self.signingKey, opts);
     const receiver = ChatReceiver.create(est.chatReceiveSecret, est.peerKey, opts.maxSkewMs);
     return new ChatSession(est, sender, receiver, transcript, opts);
@@ -141,7 +150,7 @@ export class ChatSession {
     return this.#transcript.path;
   }
   get closing(): boolean {
-    return this.#stopped || this.#close.received;
+    return this.#stopped || this.#close.received || this.#ended;
   }
 
   /**
@@ -150,7 +159,7 @@ export class ChatSession {
    * @throws PROTOCOL_ERROR when closing, SLOW_CONSUMER when the peer stopped reading, TRANSCRIPT_IO
    */
   send(body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
-    if (this.#stopped) {
+    if (this.#stopped || this.#ended) {
       return Promise.reject(new SecureChatError("PROTOCOL_ERROR", "session is closing"));
     }
     // Numbered now, encrypted and signed concurrently; sent and recorded in order.
@@ -195,6 +204,7 @@ export class ChatSession {
   /** Ends the session now with `error` (e.g. SLOW_CONSUMER): no receipts, `run()` reports it. */
   abort(error: SecureChatError): void {
     this.#aborted ??= error;
+    this.#ended = true;
     this.#est.conn.close();
   }
 
@@ -308,9 +318,8 @@ export class ChatSession {
     this.#close.receiptSent = true;
   }
 
-  async #sendControl(message: unknown): Promise<void> {
-    const ct = await this.#est.control.seal(utf8(JSON.stringify(message)));
-    this.#est.conn.send(utf8(JSON.stringify({ type: "sealed", ct: toBase64(ct) })));
+  #sendControl(message: unknown): Promise<void> {
+    return sendControl(this.#est, message);
   }
 
   #armCloseTimer(): void {
@@ -322,14 +331,10 @@ export class ChatSession {
 
   /** Ends without the full exchange: keep what we have, tell the peer why where we can. */
   async #end(outcome: "peer_gone" | "error", error?: unknown): Promise<SessionEnd> {
+    this.#ended = true;
     const code = error === undefined ? undefined : codeOf(error);
     if (error instanceof SecureChatError && !isFromPeer(error) && !this.#est.conn.closed) {
-      try {
-        await this.#sendControl(errorMessageFor(error));
-      } catch {
-        // peer gone
-      }
-      await this.#est.conn.lingerClose();
+      await sendControlError(this.#est, error);
     }
     const end: SessionEnd = {
       outcome,
@@ -344,4 +349,20 @@ export class ChatSession {
     }
     return end;
   }
+}
+
+/** One sealed control message (close, receipt, error) under the control keys (§3.2). */
+async function sendControl(est: EstablishedSession, message: unknown): Promise<void> {
+  const ct = await est.control.seal(utf8(JSON.stringify(message)));
+  est.conn.send(utf8(JSON.stringify({ type: "sealed", ct: toBase64(ct) })));
+}
+
+/** Tells the peer why the session ends, then closes so that the message survives. */
+async function sendControlError(est: EstablishedSession, error: SecureChatError): Promise<void> {
+  try {
+    await sendControl(est, errorMessageFor(error));
+  } catch {
+    // the peer is gone; the local log still has the code
+  }
+  await est.conn.lingerClose();
 }

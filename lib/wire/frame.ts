@@ -65,6 +65,15 @@ export class FrameReader {
     }
   }
 
+  /** A reset or broken connection is the peer's doing, like a write failure: not a bug. */
+  async #readChunk(): Promise<ReadableStreamReadResult<Uint8Array>> {
+    try {
+      return await this.#reader.read();
+    } catch (cause) {
+      throw new SecureChatError("PROTOCOL_ERROR", "connection lost while reading", { cause });
+    }
+  }
+
   /** Collects chunks and joins them once, so a frame sent one byte at a time stays linear. */
   async #fill(wanted: number): Promise<boolean> {
     if (this.#buffer.length >= wanted) return true;
@@ -72,7 +81,7 @@ export class FrameReader {
     let have = this.#buffer.length;
     let ended = false;
     while (have < wanted) {
-      const { value, done } = await this.#reader.read();
+      const { value, done } = await this.#readChunk();
       if (done) {
         ended = true;
         break;
