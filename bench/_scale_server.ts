@@ -48,6 +48,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
   const address = tcp.remoteAddr.hostname;
   const peer = `${address}:${tcp.remoteAddr.port}`;
   admission.connect(address);
+  tcp.setNoDelay(true); // as ChatServer#serve does
   const conn = new FrameConnection(tcp);
   try {
     const est = await serverHandshake(conn, {

@@ -1,6 +1,7 @@
 /**
- * The securechat benchmark suite (issue 7): session setup, messages, scale, verify,
- * startup — every figure beside a reference measured in the same run, as a ratio.
+ * The securechat benchmark suite (issue 7): signing, session setup, messages, scale,
+ * verify, startup — every figure beside a reference measured in the same run, as a
+ * ratio. Setup and messages run with RSA-2048 (the default) and Ed25519 keys.
  * Prints a table and writes bench/results.json.
  *
  *   deno task bench            full run (several minutes: includes 10,000 sessions)
@@ -8,8 +9,9 @@
  *   deno task bench --only setup,messages --out /tmp/r.json
  */
 import { parseArgs } from "node:util";
-import { rsaPki } from "./_pki.ts";
+import { benchPkis, removePkis } from "./_pki.ts";
 import { commandOutput, type Figure, type Section } from "./_util.ts";
+import * as signing from "./signing_bench.ts";
 import * as setup from "./setup_bench.ts";
 import * as messages from "./message_bench.ts";
 import * as scale from "./scale_bench.ts";
@@ -17,7 +19,7 @@ import * as startup from "./startup_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
 
-export const SECTIONS = ["setup", "messages", "scale", "verify", "startup"] as const;
+export const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup"] as const;
 type SectionName = typeof SECTIONS[number];
 
 const { values } = parseArgs({
@@ -33,7 +35,7 @@ const only = (values.only?.split(",") ?? SECTIONS) as SectionName[];
 
 async function verifySection(): Promise<Section> {
   const r = await runVerifyBench({
-    messages: quick ? 2000 : 20000,
+    messages: quick ? 1000 : 20000,
     alg: "rsa",
     concurrency: 32,
   });
@@ -66,18 +68,21 @@ async function verifySection(): Promise<Section> {
 }
 
 const started = performance.now();
-const pki = await rsaPki(Array.from({ length: 8 }, (_, i) => `user${i + 1}`));
+const pkis = await benchPkis(Array.from({ length: 8 }, (_, i) => `user${i + 1}`));
 const sections: Partial<Record<SectionName, Section>> = {};
 try {
   for (const name of only) {
     const t0 = performance.now();
     console.error(`bench: ${name}...`);
     switch (name) {
+      case "signing":
+        sections.signing = await signing.run({ quick }, pkis);
+        break;
       case "setup":
-        sections.setup = await setup.run({ quick }, pki);
+        sections.setup = await setup.run({ quick }, pkis);
         break;
       case "messages":
-        sections.messages = await messages.run({ quick }, pki);
+        sections.messages = await messages.run({ quick }, pkis);
         break;
       case "scale":
         sections.scale = await scale.run({ quick });
@@ -86,7 +91,7 @@ try {
         sections.verify = await verifySection();
         break;
       case "startup":
-        sections.startup = await startup.run({ quick }, pki);
+        sections.startup = await startup.run({ quick }, pkis.rsa2048);
         break;
       default:
         throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);
@@ -94,7 +99,7 @@ try {
     console.error(`bench: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 } finally {
-  await Deno.remove(pki.dir, { recursive: true });
+  await removePkis(pkis);
 }
 
 const results = {

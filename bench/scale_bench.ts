@@ -18,6 +18,7 @@ import { FrameConnection } from "../lib/wire/connection.ts";
 import { mintClientIdentities, rsaPki } from "./_pki.ts";
 import {
   BENCH_PASSWORD,
+  connectLikeClient,
   type Figure,
   figure,
   JsonChild,
@@ -66,7 +67,7 @@ export async function run(opts: Options & { levels?: number[] }): Promise<Sectio
   try {
     const { port } = await child.next() as { port: number };
     const connect = async (name: string, identity: Identity) => {
-      const conn = new FrameConnection(await Deno.connect({ hostname: "127.0.0.1", port }));
+      const conn = new FrameConnection(await connectLikeClient(port));
       try {
         const est = await clientHandshake(conn, {
           identity,

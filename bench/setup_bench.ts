@@ -162,7 +162,7 @@ export async function opensslRate(
           "-new",
           "-tls1_3",
           "-time",
-          String(seconds),
+          String(Math.max(1, Math.floor(seconds))), // s_time takes whole seconds
           "-cert",
           `${pki.dir}/${user}.pem`,
           "-key",
@@ -281,7 +281,7 @@ async function keyTypeRun(
 
 export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
   const concurrency = opts.quick ? 4 : 8;
-  const seconds = opts.quick ? 2 : 6;
+  const seconds = opts.quick ? 1.5 : 6;
   const users = Array.from({ length: concurrency }, (_, i) => `user${i + 1}`);
   const ownPkis = !pkis;
   pkis ??= await benchPkis(users);
@@ -322,7 +322,11 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
     const r = runs[kt.type]!;
     const L = kt.label;
     const opensslRef = r.openssl
-      ? ref(`openssl s_time TLS1.3 mTLS ${L}, ${concurrency} clients`, r.openssl.rate, "handshakes/s")
+      ? ref(
+        `openssl s_time TLS1.3 mTLS ${L}, ${concurrency} clients`,
+        r.openssl.rate,
+        "handshakes/s",
+      )
       : null;
     const noTls = r.openssl ? {} : { note: "openssl not found: no TLS reference" };
     const goal = { goal: ">= 0.5 of openssl (issue 7)", ...noTls };
@@ -331,7 +335,11 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
       r.rawRate,
       "sessions/s",
     );
-    const seqRef = ref(`raw crypto of one ${L} session (both sides), sequential`, 2 * r.sideMs, "ms");
+    const seqRef = ref(
+      `raw crypto of one ${L} session (both sides), sequential`,
+      2 * r.sideMs,
+      "ms",
+    );
     const m = r.memory;
     figures.push(
       figure(`${L}: setup rate, in-memory auth, ${N}`, m.cN.rate, "sessions/s", opensslRef, goal),

@@ -36,7 +36,7 @@ function syncRate(op: () => unknown, ms: number): number {
 }
 
 export async function run(opts: Options, pkis: Pkis): Promise<Section> {
-  const ms = opts.quick ? 300 : 1500;
+  const ms = opts.quick ? 150 : 1500;
   const opensslSeconds = opts.quick ? 1 : 2;
   const digest = randomBytes(32);
   const figures = [];

@@ -5,7 +5,10 @@
 import assert from "node:assert/strict";
 
 const RUN = new URL("../bench/run.ts", import.meta.url).pathname;
-const SECTIONS = ["setup", "messages", "scale", "verify", "startup"];
+const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup"];
+/** Sections compared for each key type the toolkit offers (figure names start with it). */
+const PER_KEY_TYPE = ["signing", "setup", "messages"];
+const KEY_TYPES = ["RSA-2048", "Ed25519"];
 
 function assertPositive(x: unknown, what: string): void {
   assert.ok(typeof x === "number" && Number.isFinite(x) && x > 0, `${what} = ${x}`);
@@ -47,6 +50,25 @@ Deno.test({
           }
           assertPositive(f.reference.value, `${what} reference`);
           assertPositive(f.ratio, `${what} ratio`);
+        }
+      }
+      for (const name of PER_KEY_TYPE) {
+        for (const keyType of KEY_TYPES) {
+          const figures = report.sections[name].figures.filter((f: { name: string }) =>
+            f.name.startsWith(`${keyType}: `)
+          );
+          assert.ok(figures.length > 0, `section ${name} has no ${keyType} figures`);
+        }
+      }
+      // The issue's two targets are stated on figures for both key types.
+      for (const keyType of KEY_TYPES) {
+        for (const name of ["setup", "messages"]) {
+          assert.ok(
+            report.sections[name].figures.some((f: { name: string; goal?: string }) =>
+              f.name.startsWith(`${keyType}: `) && typeof f.goal === "string"
+            ),
+            `${name}: no ${keyType} figure carries the target`,
+          );
         }
       }
     } finally {
