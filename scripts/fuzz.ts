@@ -12,7 +12,6 @@ import {
   fuzzSchemasOnce,
   fuzzSeed,
   fuzzServerLoop,
-  HonestClient,
   memorySample,
   MiB,
   Rng,
@@ -66,13 +65,7 @@ const fs = await startFuzzServer([
   "carol",
 ]);
 try {
-  const bob = await HonestClient.login(
-    fs.server.port,
-    fs.pki,
-    "bob",
-    fs.password,
-    `${fs.transcripts}/bob`,
-  );
+  const bob = await fs.login("bob");
   const rng = new Rng(seed ^ 0x11fe);
   const before = await memorySample();
   const start = Date.now();
@@ -122,13 +115,7 @@ try {
     failed = true;
     console.error("INTERNAL logged:", fs.logs.filter((e) => e.event === "INTERNAL"));
   }
-  const carol = await HonestClient.login(
-    fs.server.port,
-    fs.pki,
-    "carol",
-    fs.password,
-    `${fs.transcripts}/carol`,
-  );
+  const carol = await fs.login("carol");
   await carol.session.send({ kind: "text", text: "after the fuzz" });
   await bob.waitFor((m) => m.kind === "relay" && m.text === "after the fuzz");
   const ends = [await carol.finish(), await bob.finish()];

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { runCli } from "./helpers/cli.ts";
 import { mysqlTestTarget, startMariaDb, warnMysqlSkipped } from "./helpers/mariadb.ts";
 import { makePki, type TestPki } from "./helpers/pki.ts";
-import { HonestClient, liveContext, startFuzzServer } from "./helpers/fuzz.ts";
+import { liveContext, startFuzzServer } from "./helpers/fuzz.ts";
 import { HostileClient } from "./helpers/hostile.ts";
 import {
   Bystander,
@@ -439,13 +439,7 @@ Deno.test({
   fn: async () => {
     const fs = await startFuzzServer(["fuzz0", "bob"]);
     try {
-      const bob = await HonestClient.login(
-        fs.server.port,
-        fs.pki,
-        "bob",
-        fs.password,
-        `${fs.transcripts}/bob`,
-      );
+      const bob = await fs.login("bob");
       const ctx = await liveContext(fs, 0);
       for (let i = 0; i < 20; i++) {
         const h = await HostileClient.connect(fs.server.port, ctx.client);

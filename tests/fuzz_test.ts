@@ -14,7 +14,6 @@ import {
   fuzzSeed,
   fuzzServerLoop,
   fuzzServerOnce,
-  HonestClient,
   liveContext,
   memorySample,
   MiB,
@@ -103,13 +102,7 @@ Deno.test({
   fn: async () => {
     const fs = await startFuzzServer(["fuzz0", "fuzz1", "fuzz2", "fuzz3", "bob", "carol"]);
     try {
-      const bob = await HonestClient.login(
-        fs.server.port,
-        fs.pki,
-        "bob",
-        fs.password,
-        `${fs.transcripts}/bob`,
-      );
+      const bob = await fs.login("bob");
       const rng = new Rng(SEED ^ 0x11fe);
       const ctx = await liveContext(fs, 0);
       // Every target at least once, in order, then random ones; warm up before measuring.
@@ -140,13 +133,7 @@ Deno.test({
       assert.ok(after.heapUsed - before.heapUsed < 32 * MiB, "heap growth under 32 MiB");
 
       // The bystander carried on, and a fresh honest user still gets in and is heard.
-      const carol = await HonestClient.login(
-        fs.server.port,
-        fs.pki,
-        "carol",
-        fs.password,
-        `${fs.transcripts}/carol`,
-      );
+      const carol = await fs.login("carol");
       await carol.session.send({ kind: "text", text: "still here after the fuzz" });
       await bob.waitFor((m) => m.kind === "relay" && m.text === "still here after the fuzz");
       assert.equal((await carol.finish()).outcome, "closed");

@@ -902,6 +902,8 @@ export interface FuzzServer {
   transcripts: string;
   password: string;
   handshakeTimeoutMs: number;
+  /** Logs `user` in honestly, its transcripts in `<transcripts>/<user>`. */
+  login(user: string): Promise<HonestClient>;
   dispose(): Promise<void>;
 }
 
@@ -946,6 +948,7 @@ export async function startFuzzServer(
     transcripts,
     password,
     handshakeTimeoutMs,
+    login: (user) => HonestClient.login(server.port, pki, user, password, `${transcripts}/${user}`),
     async dispose() {
       await server.shutdown();
       await Deno.remove(transcripts, { recursive: true }).catch(() => {});
