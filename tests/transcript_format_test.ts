@@ -165,3 +165,24 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
   assert.deepEqual(report.receipts.map((r) => r.status), ["valid", "valid"]);
   assert.ok(report.signers.client!.notAfter < new Date().toISOString(), "certificate expired");
 });
+
+Deno.test("transcript hash: a relayed line's author record, against the spec computed in Python", async () => {
+  const authored = JSON.parse(
+    await Deno.readTextFile(new URL("./vectors/transcript/hash_author_v1.json", import.meta.url)),
+  );
+  const { line } = authored;
+  const author = {
+    cert: fromBase64(line.author.cert),
+    seqno: line.author.seqno,
+    ts: line.author.ts,
+    ct: fromBase64(line.author.ct),
+    sig: fromBase64(line.author.sig),
+  };
+  const h = new TranscriptHasher(ctx);
+  h.add(line.dir, line.seqno, line.ts, fromBase64(line.ct), fromBase64(line.sig), author);
+  assert.equal(h.current().transcriptSha256, authored.transcript_sha256);
+  // Without the record the same line hashes differently: the author is bound, not decoration.
+  const bare = new TranscriptHasher(ctx);
+  bare.add(line.dir, line.seqno, line.ts, fromBase64(line.ct), fromBase64(line.sig));
+  assert.notEqual(bare.current().transcriptSha256, authored.transcript_sha256);
+});
