@@ -152,29 +152,42 @@ async function connect(options: ConnectOptions): Promise<void> {
   }
 }
 
+/**
+ * Lines piped in are sent with up to this many in flight: each is numbered at once and
+ * signed while earlier ones travel, so a script is not held to one signature at a time.
+ */
+const SENDS_IN_FLIGHT = 32;
+
 async function chatInput(
   session: ChatSession,
   editor: LineEditor | undefined,
   show: (line: string) => void,
   history: History | undefined,
 ): Promise<void> {
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
   for await (const line of editor ? editor.lines() : stdinLines()) {
-    if (session.closing) return;
+    if (session.closing || failure !== undefined) break;
     const parsed = parseChatLine(line);
-    if (parsed.action === "quit") return;
+    if (parsed.action === "quit") break;
     if (parsed.action === "help") show(CHAT_HELP);
     if (parsed.action === "error") show(`securechat: ${parsed.message}`);
     if (parsed.action !== "send") continue;
-    try {
-      await session.send(parsed.body);
-    } catch (error) {
-      if (session.closing) return; // the session ended under us: run() reports why
-      throw error;
-    }
-    if (parsed.body.kind === "text") {
-      history?.record(Date.now(), session.username, parsed.body.text, parsed.body.to);
-    }
+    const { body } = parsed;
+    const sending: Promise<void> = session.send(body).then(
+      () => {
+        if (body.kind === "text") history?.record(Date.now(), session.username, body.text, body.to);
+      },
+      (error) => {
+        failure ??= error;
+      },
+    ).finally(() => inFlight.delete(sending));
+    inFlight.add(sending);
+    while (inFlight.size >= SENDS_IN_FLIGHT) await Promise.race(inFlight);
   }
+  await Promise.all(inFlight);
+  // A send failing because the session ended under us is not the error: run() says why.
+  if (failure !== undefined && !session.closing) throw failure;
 }
 
 /** Who wrote an incoming message and what it says; null for messages not meant for display. */
