@@ -8,9 +8,9 @@ import { basename } from "node:path";
 import { fromUtf8 } from "../bytes.ts";
 import { type ErrorCode, SecureChatError } from "../errors.ts";
 import { verify, type VerifyingKey } from "../crypto/signature.ts";
-import { parseCertificate } from "../pki/certificate.ts";
-import { formatIp } from "../pki/hostname.ts";
-import { TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import type { TrustStore } from "../pki/validate.ts";
+import { AuthorChecks } from "./authors.ts";
+import { ownServerName, TrustAtSessionTime } from "./trust_at.ts";
 import {
   basePathOfLog,
   type Direction,
@@ -359,13 +359,13 @@ async function checkLines(
   // Certificates are validated at the session's start, not now, so that a transcript
   // stays verifiable after its certificates expire (docs/TRANSCRIPT.md §6.1).
   const at = new Date(header.started_at);
-  const chainOnly = withoutCrl(opts.trust);
+  const trustAt = new TrustAtSessionTime(opts.trust);
   const parties = {} as Record<Role, Party>;
   for (const role of ["client", "server"] as const) {
     const der = role === "client" ? header.client_cert : header.server_cert;
     try {
       const expectedName = role === "server" ? header.server_name ?? ownServerName(der) : undefined;
-      const peer = await validateAsOf(opts.trust, chainOnly, der, { role, now: at, expectedName });
+      const peer = await trustAt.validate(der, { role, now: at, expectedName });
       const key = peer.key;
       const fingerprint = fingerprintOf(der);
       parties[role] = { fingerprint, key };
@@ -399,7 +399,7 @@ async function checkLines(
     nextSeq: { c2s: 1, s2c: 1 },
     lastTs: { c2s: 0, s2c: 0 },
   };
-  const authors = new AuthorChecks(chainOnly, opts.trust);
+  const authors = new AuthorChecks(trustAt);
   const limit = Math.max(1, opts.concurrency ?? 32);
   // A counting window: at most `limit` verifications in flight; `wake` resumes the reader.
   let active = 0;
@@ -515,98 +515,4 @@ async function checkLines(
     return { problem: { line, code, reason }, state: null, parties };
   }
   return { problem: null, state: hasher.current(), parties };
-}
-
-/**
- * Checks the author records of relayed lines: the author's certificate (a client
- * certificate of our CA, validated at the session start like the parties') and the
- * author's own signature over their message. Certificates are validated once each.
- */
-class AuthorChecks {
-  readonly #keys = new Map<string, Promise<{ key: VerifyingKey; commonName: string }>>();
-  readonly #counts = new Map<string, { commonName: string; messages: number }>();
-
-  constructor(readonly chainOnly: TrustStore, readonly trust: TrustStore) {}
-
-  async check(
-    author: NonNullable<MessageLine["author"]>,
-    at: Date,
-  ): Promise<{ code: VerifyCode; reason: string } | null> {
-    const fingerprint = fingerprintOf(author.cert);
-    let entry = this.#keys.get(fingerprint);
-    if (!entry) {
-      entry = this.#validate(author.cert, at);
-      this.#keys.set(fingerprint, entry);
-    }
-    let authorKey: { key: VerifyingKey; commonName: string };
-    try {
-      authorKey = await entry;
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      return { code: "BAD_CERT", reason: `relayed author's certificate: ${message}` };
-    }
-    const digest = messageDigest(author.seqno, author.ts, author.ct);
-    if (!await verify(authorKey.key, digest, author.sig)) {
-      return {
-        code: "SIG_FAIL",
-        reason: `relayed message does not carry ${authorKey.commonName}'s signature ` +
-          "(the relayed ciphertext or the author record was altered, or forged)",
-      };
-    }
-    const count = this.#counts.get(fingerprint) ??
-      { commonName: authorKey.commonName, messages: 0 };
-    count.messages++;
-    this.#counts.set(fingerprint, count);
-    return null;
-  }
-
-  summary(): VerifyReport["authors"] {
-    return [...this.#counts].map(([fingerprint, c]) => ({ fingerprint, ...c }))
-      .sort((a, b) => a.commonName.localeCompare(b.commonName));
-  }
-
-  async #validate(der: Uint8Array, at: Date) {
-    const peer = await validateAsOf(this.trust, this.chainOnly, der, { role: "client", now: at });
-    return { key: peer.key, commonName: peer.commonName };
-  }
-}
-
-/**
- * Validates a certificate as of the session time. Revocation is the exception: the CRL
- * as known now applies whatever the session time, since a CRL carries no compromise
- * time we could compare with (docs/TRANSCRIPT.md §6.1).
- */
-async function validateAsOf(
-  trust: TrustStore,
-  chainOnly: TrustStore,
-  der: Uint8Array,
-  opts: { role: Role; now: Date; expectedName?: string },
-): Promise<ValidatedPeer> {
-  const peer = await validatePeerCertificate(chainOnly, der, opts);
-  if (trust.crl?.revoked.has(peer.serial)) {
-    throw new SecureChatError("BAD_CERT", "certificate is revoked (on the CA's CRL)");
-  }
-  return peer;
-}
-
-/** The trust store minus its CRL: the chain is checked at the session time, revocation apart. */
-function withoutCrl(trust: TrustStore): TrustStore {
-  if (!trust.crl) return trust;
-  return Object.assign(Object.create(TrustStore.prototype), trust, { crl: undefined });
-}
-
-/**
- * The name the server certificate is checked against when the header records none:
- * its own first DNS or IP subjectAltName (so only chain, EKU, key usage and time are
- * really checked; the header's server_name, when present, is matched for real).
- */
-function ownServerName(der: Uint8Array): string {
-  try {
-    const san = parseCertificate(der).subjectAltName ?? [];
-    for (const name of san) {
-      if (name.type === "dns") return name.value;
-      if (name.type === "ip") return formatIp(name.value);
-    }
-  } catch { /* validatePeerCertificate reports the parse error */ }
-  return "";
 }
