@@ -489,6 +489,7 @@ class Client:
         self.transcript = Transcript()
         self.state_lock = threading.Lock()
         self.closing = False           # we sent close
+        self.close_started = None
         self.peer_closed = threading.Event()
         self.peer_receipt = threading.Event()
         self.receipt_ok = None
@@ -761,7 +762,7 @@ class Client:
             # The hop message itself is genuine: recorded, but (per §6.4) without an author record.
             log(f"relay rejected: {e.code} {e.detail}")
             return None, None
-        to = f" (private)" if "to" in inner else ""
+        to = " (private)" if "to" in inner else ""
         return record, f"{cn}: {inner['text']}{to}"
 
     # -- close and receipts (§7, TRANSCRIPT §4)
@@ -789,8 +790,11 @@ class Client:
             raise ProtoError("TAMPERED", "receipt version")
         if r["session_id"] != self.session_id.hex():
             raise ProtoError("TAMPERED", "receipt is for another session")
-        if r["peer"] != "server" or r["signer"] != hashlib.sha256(self.server_der).hexdigest():
-            raise ProtoError("BAD_CERT", "receipt not by the server certificate")
+        certs = {"client": self.my_der, "server": self.server_der}
+        if r["peer"] not in certs or r["signer"] != hashlib.sha256(certs[r["peer"]]).hexdigest():
+            raise ProtoError("TAMPERED", "receipt signer is not the certificate of its role")
+        if r["peer"] != "server":
+            raise ProtoError("BAD_CERT", "receipt not made by the server")
         n_c2s, n_s2c = self.transcript.n["c2s"], self.transcript.n["s2c"]
         if (r["first_seq"], r["last_seq"]) != ((1 if n_c2s else 0), n_c2s):
             raise ProtoError("TAMPERED", "receipt first_seq/last_seq")
@@ -832,11 +836,29 @@ class Client:
             if self.closing:
                 return
             self.closing = True
+            self.close_started = time.monotonic()
             self.send_sealed({"type": "close"})
 
     def send_receipt(self):
         th = self.transcript.final(self.session_id, self.my_der, self.server_der)
         self.send_sealed(self.make_receipt(th))
+
+    def stdin_loop(self):
+        try:
+            for line in sys.stdin:
+                if self.fatal is not None or self.closing:
+                    return
+                line = line.rstrip("\n").rstrip("\r")
+                if line:
+                    self.send_text(line)
+            if self.fatal is None:
+                self.start_close()
+        except ProtoError as e:
+            self.fatal = e
+            self.peer_receipt.set()
+        except OSError as e:
+            self.fatal = ProtoError("PROTOCOL_ERROR", f"socket: {e}")
+            self.peer_receipt.set()
 
     def reader(self):
         try:
@@ -867,22 +889,15 @@ class Client:
         self.conn = Conn(sock)
         self.handshake()
         out(f"SESSION {self.session_id.hex()} registered={str(self.registered).lower()}")
-        t = threading.Thread(target=self.reader, daemon=True)
-        t.start()
-        for line in sys.stdin:
-            if self.fatal is not None:
-                break
-            line = line.rstrip("\n").rstrip("\r")
-            if not line:
-                continue
-            self.send_text(line)
-        if self.fatal is None:
-            self.start_close()
-        if not self.peer_receipt.wait(timeout=10):
-            raise ProtoError("TIMEOUT", "close/receipt exchange")
+        threading.Thread(target=self.reader, daemon=True).start()
+        threading.Thread(target=self.stdin_loop, daemon=True).start()
+        # Either end of input (ours) or a close from the server starts the close (§7).
+        while not self.peer_receipt.wait(timeout=0.1):
+            if self.close_started is not None and time.monotonic() - self.close_started > 10:
+                raise ProtoError("TIMEOUT", "close/receipt exchange")
         if self.fatal is not None:
             raise self.fatal
-        # Our receipt went out before the server's arrived (we send ours on its close).
+        # Both receipts are exchanged (ours went out when the server's close arrived).
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.settimeout(3)
