@@ -166,23 +166,46 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
   assert.ok(report.signers.client!.notAfter < new Date().toISOString(), "certificate expired");
 });
 
-Deno.test("transcript hash: a relayed line's author record, against the spec computed in Python", async () => {
-  const authored = JSON.parse(
-    await Deno.readTextFile(new URL("./vectors/transcript/hash_author_v1.json", import.meta.url)),
-  );
-  const { line } = authored;
-  const author = {
-    cert: fromBase64(line.author.cert),
-    seqno: line.author.seqno,
-    ts: line.author.ts,
-    ct: fromBase64(line.author.ct),
-    sig: fromBase64(line.author.sig),
-  };
-  const h = new TranscriptHasher(ctx);
-  h.add(line.dir, line.seqno, line.ts, fromBase64(line.ct), fromBase64(line.sig), author);
-  assert.equal(h.current().transcriptSha256, authored.transcript_sha256);
-  // Without the record the same line hashes differently: the author is bound, not decoration.
-  const bare = new TranscriptHasher(ctx);
-  bare.add(line.dir, line.seqno, line.ts, fromBase64(line.ct), fromBase64(line.sig));
-  assert.notEqual(bare.current().transcriptSha256, authored.transcript_sha256);
+Deno.test("transcript hash: a relayed line's author record is not hashed", async () => {
+  const { TranscriptWriter } = await import("../lib/transcript/writer.ts");
+  const { makePki } = await import("./helpers/pki.ts");
+  const pki = await makePki(["alice"], "ed25519");
+  const dir = await Deno.makeTempDir();
+  try {
+    const alice = await pki.identity("alice");
+    const server = await pki.identity("server");
+    const header = {
+      sessionId: vector.session_id,
+      clientCertDer: alice.certDer,
+      serverCertDer: server.certDer,
+      startedAt: 1_700_000_000_000,
+    };
+    // The recipient records an author record only when it verified (PROTOCOL §6.4); the
+    // server always does. Their hashes must agree, or the receipts would not.
+    const withAuthor = await TranscriptWriter.create(`${dir}/a`, { ...header, role: "server" });
+    const without = await TranscriptWriter.create(`${dir}/b`, { ...header, role: "client" });
+    const line = {
+      dir: "s2c" as const,
+      seqno: 1,
+      ts: 1_700_000_000_500,
+      ct: new Uint8Array(40),
+      sig: new Uint8Array(64),
+    };
+    const author = {
+      cert: alice.certDer,
+      seqno: 5,
+      ts: 1_700_000_000_400,
+      ct: new Uint8Array(33),
+      sig: new Uint8Array(64),
+    };
+    await withAuthor.append({ ...line, author });
+    await without.append(line);
+    assert.equal(withAuthor.currentHash().transcriptSha256, without.currentHash().transcriptSha256);
+    assert.match(await Deno.readTextFile(withAuthor.path), /"author":/);
+    await withAuthor.abort();
+    await without.abort();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(pki.dir, { recursive: true });
+  }
 });

@@ -154,6 +154,7 @@ class ClientHandshake {
       key_share: { group: this.#group, pub: toBase64(share.publicKey) },
     });
     await this.io.sendCertificateVerify(2, this.#opts.identity.signingKey);
+    this.io.peerSwitchedToControlKeys();
     return share;
   }
 

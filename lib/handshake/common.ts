@@ -105,6 +105,7 @@ export class HandshakeIo {
   readonly transcript = new HandshakeTranscript();
   #deadline: number;
   #phase1?: Phase1Secrets;
+  #peerOnControlKeys = false;
   sealed: SealedChannel | null = null;
 
   constructor(readonly role: Role, readonly conn: FrameConnection, timeoutMs: number) {
@@ -151,6 +152,15 @@ export class HandshakeIo {
     } finally {
       wipe(shared);
     }
+  }
+
+  /**
+   * The client's phase 2 certificate_verify is out: the server now reads under the
+   * control keys, which the client cannot derive before dh_server. An error from here
+   * on goes in a plaintext frame (PROTOCOL §3.2).
+   */
+  peerSwitchedToControlKeys(): void {
+    this.#peerOnControlKeys = true;
   }
 
   /** Best effort (JS may keep copies): the phase 1 secrets are not needed after the handshake. */
@@ -275,7 +285,7 @@ export class HandshakeIo {
   async sendError(error: SecureChatError): Promise<void> {
     const message = errorMessageFor(error);
     try {
-      if (this.sealed) await this.sendSealed(message, false);
+      if (this.sealed && !this.#peerOnControlKeys) await this.sendSealed(message, false);
       else this.sendPlain(message, false);
     } catch {
       // the peer is gone; the local log still has the code

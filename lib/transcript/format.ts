@@ -29,8 +29,7 @@ export type Role = "client" | "server";
 
 /** The byte each direction contributes to the line encoding. */
 export const DIRECTION_BYTE: Record<Direction, number> = { c2s: 0x01, s2c: 0x02 };
-/** Marks the author record of a relayed message in the hash encoding. */
-export const AUTHOR_BYTE = 0x03;
+
 /** The role whose certificate key signs each direction. */
 export const SIGNER_ROLE: Record<Direction, Role> = { c2s: "client", s2c: "server" };
 
@@ -201,28 +200,20 @@ export class TranscriptHasher {
   }
 
   /**
-   * Adds one line: DIR || u64be(seqno) || u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig,
-   * then, for a relayed message, AUTHOR(0x03) || u32be(|cert|) || cert || u64be(seqno) ||
-   * u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig of the author's message. 0x03 is
-   * never a DIR byte, so a line with an author cannot be read as two lines.
+   * Adds one line: DIR || u64be(seqno) || u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig.
+   * A relayed line's author record is not hashed: it carries its own signature, and the
+   * recipient records it only if it verified, so both sides still hash the same bytes
+   * (docs/TRANSCRIPT.md §3.1).
    */
-  add(
-    dir: Direction,
-    seqno: number,
-    ts: number,
-    ct: Uint8Array,
-    sig: Uint8Array,
-    author?: AuthorEntry,
-  ): void {
+  add(dir: Direction, seqno: number, ts: number, ct: Uint8Array, sig: Uint8Array): void {
     const h = this.#running[dir];
     h.update(Uint8Array.of(DIRECTION_BYTE[dir]));
-    updateMessage(h, seqno, ts, ct, sig);
-    if (author) {
-      h.update(Uint8Array.of(AUTHOR_BYTE));
-      h.update(u32be(author.cert.length));
-      h.update(author.cert);
-      updateMessage(h, author.seqno, author.ts, author.ct, author.sig);
-    }
+    h.update(u64be(seqno));
+    h.update(u64be(ts));
+    h.update(u32be(ct.length));
+    h.update(ct);
+    h.update(u32be(sig.length));
+    h.update(sig);
     this.counts[dir]++;
   }
 
@@ -238,15 +229,6 @@ export class TranscriptHasher {
       s2c: this.counts.s2c,
     };
   }
-}
-
-function updateMessage(h: Hash, seqno: number, ts: number, ct: Uint8Array, sig: Uint8Array) {
-  h.update(u64be(seqno));
-  h.update(u64be(ts));
-  h.update(u32be(ct.length));
-  h.update(ct);
-  h.update(u32be(sig.length));
-  h.update(sig);
 }
 
 /** The final block (docs/TRANSCRIPT.md §3.3), exported for the test vectors. */

@@ -465,7 +465,7 @@ async function checkLines(
     const before = { ...running };
     ctx.nextSeq[line.dir]++;
     ctx.lastTs[line.dir] = line.ts;
-    hasher.add(line.dir, line.seqno, line.ts, line.ct, line.sig, line.author);
+    hasher.add(line.dir, line.seqno, line.ts, line.ct, line.sig);
     running[line.dir]++;
     running.first = running.first === null ? line.ts : Math.min(running.first, line.ts);
     running.last = running.last === null ? line.ts : Math.max(running.last, line.ts);

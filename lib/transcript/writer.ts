@@ -238,7 +238,7 @@ export class TranscriptWriter {
       this.#failed = ioError(`cannot append to transcript ${this.path}`, cause);
       throw this.#failed;
     }
-    this.#hasher.add(dir, seqno, ts, ct, sig, entry.author);
+    this.#hasher.add(dir, seqno, ts, ct, sig);
     this.#lastTs[dir] = ts;
   }
 

@@ -449,13 +449,10 @@ class Transcript:
         self.n = {"c2s": 0, "s2c": 0}
         self.lock = threading.Lock()
 
-    def add(self, direction, seqno, ts, ct, sig, author=None):
+    def add(self, direction, seqno, ts, ct, sig):
+        # TRANSCRIPT §3.1: a relay's author record is not part of the hash.
         enc = (b"\x01" if direction == "c2s" else b"\x02") + u64(seqno) + u64(ts) + \
             u32(len(ct)) + ct + u32(len(sig)) + sig
-        if author is not None:
-            a_cert, a_seq, a_ts, a_ct, a_sig = author
-            enc += b"\x03" + u32(len(a_cert)) + a_cert + u64(a_seq) + u64(a_ts) + \
-                u32(len(a_ct)) + a_ct + u32(len(a_sig)) + a_sig
         with self.lock:
             if seqno != self.n[direction] + 1:
                 raise ProtoError("INTERNAL", "transcript out of order")
@@ -696,11 +693,10 @@ class Client:
         # 5. body
         body = parse_json(pt)
         kind = body.get("kind")
-        author = None
         shown = None
         if kind == "relay":
             strict(body, ["kind", "cert", "seqno", "ts", "ct", "sig", "key"])
-            author, shown = self.check_relay(body)
+            _, shown = self.check_relay(body)
         elif kind in ("operator",):
             strict(body, ["kind", "text"], ["to"])
             if not isinstance(body["text"], str):
@@ -717,7 +713,7 @@ class Client:
             raise ProtoError("PROTOCOL_ERROR", f"body kind {kind!r} from the server")
         # accepted
         self.seq_rx, self.ts_rx = seq, ts
-        self.transcript.add("s2c", seq, ts, ct, sig, author)
+        self.transcript.add("s2c", seq, ts, ct, sig)
         if kind == "key_update":
             self.chat_rx = expand_label(self.chat_rx, "traffic upd", b"", 32)
             out("KEY_UPDATE s2c")
