@@ -135,7 +135,10 @@ async function serve(options: ServeOptions): Promise<void> {
   const interactive = Deno.stdin.isTerminal();
   // On a terminal the operator types while events arrive: log lines go above the prompt.
   const editor = interactive ? new LineEditor(`${OPERATOR_NAME}> `) : undefined;
-  const log = createLogger(options.logFormat, editor ? (line) => editor.print(line) : undefined);
+  const log = createLogger(
+    options.logFormat,
+    editor ? (line) => editor.print(line) : (line) => console.log(line),
+  );
   const identity = await loadIdentity(
     options.cert,
     options.key,

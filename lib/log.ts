@@ -18,7 +18,7 @@ export type Logger = (event: string, fields?: LogFields) => void;
 
 export function createLogger(
   format: LogFormat,
-  write: (line: string) => void = (line) => console.log(line),
+  write: (line: string) => void,
 ): Logger {
   return (event, fields = {}) => {
     const time = new Date().toISOString();
