@@ -1,0 +1,23 @@
+/** What a typed line means (lib/session/chat_line.ts). */
+import assert from "node:assert/strict";
+import { parseChatLine } from "../lib/session/chat_line.ts";
+
+const CASES: [string, ReturnType<typeof parseChatLine>][] = [
+  ["hello all", { action: "send", body: { kind: "text", text: "hello all" } }],
+  ["  spaced  ", { action: "send", body: { kind: "text", text: "  spaced  " } }],
+  ["/msg bob hi there", { action: "send", body: { kind: "text", text: "hi there", to: "bob" } }],
+  ["/msg bob", { action: "error", message: "usage: /msg <user> <text>" }],
+  ["/who", { action: "send", body: { kind: "who" } }],
+  ["/help", { action: "help" }],
+  ["/quit", { action: "quit" }],
+  ["!!exit", { action: "quit" }],
+  ["", { action: "ignore" }],
+  ["/nope x", { action: "error", message: "unknown command /nope; try /help" }],
+  ["x".repeat(4001), { action: "error", message: "message longer than 4000 characters" }],
+];
+
+for (const [line, expected] of CASES) {
+  Deno.test(`parseChatLine(${JSON.stringify(line.slice(0, 20))}) is ${expected.action}`, () => {
+    assert.deepEqual(parseChatLine(line), expected);
+  });
+}
