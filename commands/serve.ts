@@ -145,7 +145,11 @@ async function serve(options: ServeOptions): Promise<void> {
     options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
   );
   const trust = await TrustStore.load(options.ca, options.crl);
-  const store = await openUserStore({ url: options.db }).catch((error) => {
+  const store = await openUserStore({
+    url: options.db,
+    // Start anyway: logins fail DB_UNAVAILABLE until the database is back (issue #4).
+    onUnavailableAtOpen: (error) => log("DB_UNAVAILABLE", { detail: error.message }),
+  }).catch((error) => {
     // A malformed --db or DB_* set is the user's to fix: a usage error.
     if (codeOf(error) !== "INVALID_INPUT") throw error;
     throw new SecureChatError("USAGE", (error as Error).message, { cause: error });

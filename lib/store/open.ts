@@ -4,7 +4,7 @@
  */
 import { isAbsolute, join } from "node:path";
 import { parseEnv } from "node:util";
-import { SecureChatError } from "../errors.ts";
+import { codeOf, SecureChatError } from "../errors.ts";
 import { migrate } from "./schema.ts";
 import type { MysqlConfig } from "./mysql.ts";
 import { openSqlite } from "./sqlite.ts";
@@ -23,6 +23,12 @@ export interface OpenUserStoreOptions {
   env?: Record<string, string | undefined>;
   /** Where relative SQLite paths and `.env` are found; the working directory by default. */
   baseDir?: string;
+  /**
+   * A server passes this to start even while its database is down: the store is returned
+   * anyway, told with the DB_UNAVAILABLE error, and brings the schema up to date at the
+   * first operation that reaches the database (until then each one fails DB_UNAVAILABLE).
+   */
+  onUnavailableAtOpen?: (error: SecureChatError) => void;
 }
 
 export type DatabaseTarget =
@@ -45,6 +51,10 @@ export async function openUserStore(options: OpenUserStoreOptions = {}): Promise
   try {
     await migrate(db);
   } catch (error) {
+    if (options.onUnavailableAtOpen && codeOf(error) === "DB_UNAVAILABLE") {
+      options.onUnavailableAtOpen(error as SecureChatError);
+      return new SqlUserStore(db, () => migrate(db));
+    }
     await db.close();
     throw error;
   }
