@@ -32,7 +32,7 @@ interface ConnectOptions {
 }
 
 export function registerConnect(program: Command): void {
-  subcommand(program, "connect", "log in to a securechat server and chat")
+  subcommand(program, "connect", "Log in to a server and chat.")
     .requiredOption("-u, --user <name>", "your user name (the CN of your certificate)")
     .option("--register", "create the account first (asks for an e-mail address with --email)")
     .option("--email <address>", "e-mail address for --register")

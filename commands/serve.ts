@@ -38,7 +38,7 @@ interface ServeOptions {
 }
 
 export function registerServe(program: Command): void {
-  subcommand(program, "serve", "run the securechat server")
+  subcommand(program, "serve", "Run the chat server.")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0: any free port)", portNumber, 65432)
     .option("--cert <file>", "server certificate", "certs/server.pem")

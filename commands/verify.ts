@@ -19,7 +19,7 @@ interface VerifyFlags {
 }
 
 export function registerVerify(program: Command): void {
-  subcommand(program, "verify", "Verify a session transcript and its receipt with only the CA")
+  subcommand(program, "verify", "Verify a session transcript and its receipt with only the CA.")
     .argument("<session.log>", "transcript written by serve/connect --transcripts DIR")
     .argument(
       "[receipt.json]",
