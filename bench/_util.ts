@@ -1,9 +1,7 @@
 /**
  * Shared pieces of the benchmark suite (issue 7): figures with their same-run
- * reference, percentiles, a loopback pair, an in-memory user store, child processes.
+ * reference, percentiles, a loopback pair, child processes.
  */
-import { SecureChatError } from "../lib/errors.ts";
-import type { Account, RegisterInput, UserStore } from "../lib/store/user_store.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 
 export interface Options {
@@ -157,41 +155,6 @@ export async function opensslSignRate(
     verifyPerSecond: Number(m[2]),
     command: `openssl ${args.join(" ")}`,
   };
-}
-
-/**
- * A user store without password hashing: stands in for an in-memory authenticate()
- * wherever the bench needs the server's session path without PBKDF2.
- */
-export class MemoryUserStore implements UserStore {
-  readonly description = "memory:bench";
-  readonly #passwords = new Map<string, string>();
-
-  register(input: RegisterInput): Promise<Account> {
-    this.#passwords.set(input.username, input.password);
-    return Promise.resolve({
-      username: input.username,
-      email: input.email,
-      createdAt: new Date(),
-      lastLoginAt: null,
-    });
-  }
-
-  login(username: string, password: string): Promise<Account> {
-    if (this.#passwords.get(username) !== password) {
-      return Promise.reject(new SecureChatError("AUTH_FAIL", "wrong user name or password"));
-    }
-    return Promise.resolve({
-      username,
-      email: `${username}@example.com`,
-      createdAt: new Date(),
-      lastLoginAt: new Date(),
-    });
-  }
-
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
 }
 
 export const BENCH_PASSWORD = "bench password 123";

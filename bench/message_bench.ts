@@ -31,7 +31,6 @@ import {
   type Figure,
   figure,
   loopbackPair,
-  MemoryUserStore,
   type Options,
   percentile,
   rateOf,
@@ -42,6 +41,7 @@ import {
   summary,
   timeOp,
 } from "./_util.ts";
+import { sharedPasswordStore } from "../tests/helpers/memory_store.ts";
 
 const TEXT = "the quick brown fox jumps over the lazy dog, 64 bytes of chat..";
 /** Sends in flight for "pipelined" (the lobby's RELAY_WINDOW is the same size). */
@@ -152,14 +152,7 @@ async function relay(
   k: number,
 ) {
   const work = await Deno.makeTempDir({ prefix: "sc-bench-relay-" });
-  const store = new MemoryUserStore();
-  for (const name of identities.keys()) {
-    await store.register({
-      username: name,
-      email: `${name}@example.com`,
-      password: BENCH_PASSWORD,
-    });
-  }
+  const store = sharedPasswordStore(BENCH_PASSWORD);
   const server = ChatServer.listen({
     hostname: "127.0.0.1",
     port: 0,

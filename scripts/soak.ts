@@ -16,7 +16,6 @@ import { parseArgs } from "node:util";
 import { ChatServer } from "../lib/server/server.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import {
-  fakeStore,
   fullGc,
   HonestClient,
   type LoggedEvent,
@@ -25,6 +24,7 @@ import {
   MiB,
   Rng,
 } from "../tests/helpers/fuzz.ts";
+import { sharedPasswordStore } from "../tests/helpers/memory_store.ts";
 import { makePki } from "../tests/helpers/pki.ts";
 
 export interface SoakOptions {
@@ -107,7 +107,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     port: 0,
     identity: await pki.identity("server"),
     trust: pki.trust,
-    store: fakeStore(password),
+    store: sharedPasswordStore(password),
     log: (event, fields = {}) => {
       // Only what the checks need: an in-memory log of every relay would itself be a leak.
       if (event !== "CONNECT" && event !== "LOGIN") logs.push({ event, ...fields });

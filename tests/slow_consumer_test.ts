@@ -7,7 +7,7 @@ import { clientHandshake } from "../lib/handshake/client.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { ChatSession } from "../lib/session/session.ts";
-import type { UserStore } from "../lib/store/user_store.ts";
+import { sharedPasswordStore } from "./helpers/memory_store.ts";
 import { makePki } from "./helpers/pki.ts";
 import { LiveClient, registerUser, ServerProcess } from "./helpers/server_process.ts";
 
@@ -91,7 +91,7 @@ Deno.test("slow consumer: the server's queue toward a stalled reader never excee
     port: 0,
     identity: await pki.identity("server"),
     trust: pki.trust,
-    store: acceptAnyPassword,
+    store: sharedPasswordStore(PASSWORD),
     log: (event, fields) => void log.push({ event, user: fields?.user }),
     session: { transcriptDir: transcripts },
     sendQueueBytes: queueCap,
@@ -137,16 +137,3 @@ Deno.test("slow consumer: the server's queue toward a stalled reader never excee
     await Deno.remove(pki.dir, { recursive: true });
   }
 });
-
-const acceptAnyPassword: UserStore = {
-  description: "test",
-  register: () => Promise.reject(new Error("not used")),
-  login: (username) =>
-    Promise.resolve({
-      username,
-      email: `${username}@example.com`,
-      createdAt: new Date(),
-      lastLoginAt: null,
-    }),
-  close: () => Promise.resolve(),
-};

@@ -50,6 +50,7 @@ import { ChatSession, type ReceivedMessage, type SessionEnd } from "../../lib/se
 import type { UserStore } from "../../lib/store/user_store.ts";
 import { FrameConnection } from "../../lib/wire/connection.ts";
 import { HostileClient, type HostileOptions, RawConn, X25519_LOW_ORDER } from "./hostile.ts";
+import { sharedPasswordStore } from "./memory_store.ts";
 import { makePki, type TestPki } from "./pki.ts";
 
 // ---------------------------------------------------------------- PRNG and seeds
@@ -806,24 +807,6 @@ export function formatStats(stats: Stats): string {
 
 // ---------------------------------------------------------------- an in-process server to fuzz
 
-/** Accepts `password` for every user; registration is refused (the name is "taken"). */
-export function fakeStore(password: string): UserStore {
-  return {
-    description: "fuzz:memory",
-    register: () => Promise.reject(new SecureChatError("USER_EXISTS", "taken")),
-    login: (username, given) =>
-      given === password
-        ? Promise.resolve({
-          username,
-          email: `${username}@example.com`,
-          createdAt: new Date(0),
-          lastLoginAt: new Date(),
-        })
-        : Promise.reject(new SecureChatError("AUTH_FAIL", "wrong user name or password")),
-    close: () => Promise.resolve(),
-  };
-}
-
 /** A received message as the tests need it: its kind, text and (for a relay) verified author. */
 export interface Seen {
   kind: string;
@@ -925,7 +908,7 @@ export async function startFuzzServer(
     port: 0,
     identity: await pki.identity("server"),
     trust: pki.trust,
-    store: fakeStore(password),
+    store: sharedPasswordStore(password),
     log: (event, fields = {}) => {
       logs.push({ event, ...fields });
       if (o.echo) console.log(JSON.stringify({ event, ...fields }));
