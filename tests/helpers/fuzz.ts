@@ -47,7 +47,6 @@ import {
 import { ChatServer } from "../../lib/server/server.ts";
 import { clientHandshake } from "../../lib/handshake/client.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../../lib/session/session.ts";
-import type { UserStore } from "../../lib/store/user_store.ts";
 import { FrameConnection } from "../../lib/wire/connection.ts";
 import { HostileClient, type HostileOptions, RawConn, X25519_LOW_ORDER } from "./hostile.ts";
 import { sharedPasswordStore } from "./memory_store.ts";
