@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { concat, fromBase64, fromHex, timingSafeEqual } from "../lib/bytes.ts";
 import { importAesGcmKey, open, seal } from "../lib/crypto/aead.ts";
 import { hkdfExpand, hkdfExtract } from "../lib/crypto/hkdf.ts";
-import { agree, type KexGroup, keyShareFromPrivate } from "../lib/crypto/kex.ts";
+import { agree, type EcdhCurve, keyShareFromPrivate } from "../lib/crypto/ecdh.ts";
 import { type MlKem768, nobleMlKem768, webCryptoMlKem768 } from "../lib/crypto/mlkem.ts";
 import { ml_kem768 as rawNoble } from "@noble/post-quantum/ml-kem.js";
 import {
@@ -121,7 +121,7 @@ function afterPrefix(hex: string, prefix: string, length: number): Uint8Array | 
 
 /** Runs agree() and compares with the expected shared secret. */
 async function agreement(
-  group: KexGroup,
+  group: EcdhCurve,
   privateKey: Uint8Array,
   publicKey: Uint8Array,
   shared: string,

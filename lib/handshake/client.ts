@@ -12,7 +12,7 @@
  *   <- dh_server, certificate_verify  sealed, phase 2
  */
 import { toBase64 } from "../bytes.ts";
-import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
+import { type ClientKeyShare, KEX_GROUPS, type KexGroup, keyAgreement } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
@@ -61,7 +61,7 @@ class ClientHandshake {
   readonly #opts: ClientHandshakeOptions;
   readonly #random: HandshakeRandomness;
   readonly #groups: readonly KexGroup[];
-  #share!: KeyShare;
+  #share!: ClientKeyShare;
   #group!: KexGroup;
   #server!: ValidatedPeer;
   #username!: string;
@@ -88,14 +88,18 @@ class ClientHandshake {
 
   async sendHello(): Promise<void> {
     this.#group = this.#groups[0];
-    this.#share = await this.#random.keyShare(this.#group);
+    this.#share = await this.#newShare();
     this.io.sendPlain({
       type: "hello",
       version: PROTOCOL_VERSION,
       nonce: toBase64(this.#random.nonce()),
       groups: [...this.#groups],
-      key_share: { group: this.#group, pub: toBase64(this.#share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(this.#share.share) },
     });
+  }
+
+  #newShare(): Promise<ClientKeyShare> {
+    return keyAgreement(this.#group).generate(this.#random.keyShareSecret(this.#group));
   }
 
   async readServerHello(): Promise<void> {
@@ -106,7 +110,7 @@ class ClientHandshake {
     if (hello.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "server answered with a group we did not offer");
     }
-    await this.io.enterPhase1(await agree(this.#share, hello.key_share.pub));
+    await this.io.enterPhase1(await this.#share.complete(hello.key_share.pub));
   }
 
   async readServerCertificate(): Promise<void> {
@@ -147,24 +151,24 @@ class ClientHandshake {
     this.#username = ok.username;
   }
 
-  async sendDhClient(): Promise<KeyShare> {
-    const share = await this.#random.keyShare(this.#group);
+  async sendDhClient(): Promise<ClientKeyShare> {
+    const share = await this.#newShare();
     await this.io.sendSealed({
       type: "dh_client",
-      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(share.share) },
     });
     await this.io.sendCertificateVerify(2, this.#opts.identity.signingKey);
     this.io.peerSwitchedToControlKeys();
     return share;
   }
 
-  async readDhServer(share: KeyShare): Promise<EstablishedSession> {
+  async readDhServer(share: ClientKeyShare): Promise<EstablishedSession> {
     const dh = await this.io.readSealed(DhServerSchema);
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
     await this.io.readCertificateVerify(2, this.#server.key);
-    return await this.io.establish(await agree(share, dh.key_share.pub), {
+    return await this.io.establish(await share.complete(dh.key_share.pub), {
       self: this.#opts.identity,
       peer: this.#server,
       username: this.#username,

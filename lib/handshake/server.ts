@@ -11,7 +11,7 @@
  *   -> dh_server, certificate_verify
  */
 import { toBase64 } from "../bytes.ts";
-import { agree, KEX_GROUPS, type KexGroup } from "../crypto/kex.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement, type ServerKeyShare } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
@@ -105,15 +105,19 @@ class ServerHandshake {
   }
 
   async sendServerHello(clientShare: Uint8Array): Promise<void> {
-    const share = await this.#random.keyShare(this.#group);
-    const shared = await agree(share, clientShare);
+    const { share, sharedSecret } = await this.#respond(clientShare);
     this.io.sendPlain({
       type: "server_hello",
       version: PROTOCOL_VERSION,
       nonce: toBase64(this.#random.nonce()),
-      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(share) },
     });
-    await this.io.enterPhase1(shared);
+    await this.io.enterPhase1(sharedSecret);
+  }
+
+  #respond(clientShare: Uint8Array): Promise<ServerKeyShare> {
+    const secret = this.#random.keyShareSecret(this.#group);
+    return keyAgreement(this.#group).respond(clientShare, secret);
   }
 
   async sendServerAuthentication(): Promise<void> {
@@ -157,14 +161,13 @@ class ServerHandshake {
   }
 
   async sendDhServer(clientShare: Uint8Array): Promise<EstablishedSession> {
-    const share = await this.#random.keyShare(this.#group);
-    const shared = await agree(share, clientShare);
+    const { share, sharedSecret } = await this.#respond(clientShare);
     await this.io.sendSealed({
       type: "dh_server",
-      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(share) },
     });
     await this.io.sendCertificateVerify(2, this.#opts.identity.signingKey);
-    return await this.io.establish(shared, {
+    return await this.io.establish(sharedSecret, {
       self: this.#opts.identity,
       peer: this.#client,
       username: this.#username,

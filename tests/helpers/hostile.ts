@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../../lib/bytes.ts";
 import { importAesGcmKey, seal } from "../../lib/crypto/aead.ts";
-import { agree, generateKeyShare, type KexGroup, type KeyShare } from "../../lib/crypto/kex.ts";
+import { type ClientKeyShare, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
 import {
   importVerifyingKeySpki,
   sign,
@@ -226,12 +226,12 @@ export class HostileClient {
   readonly transcript = new HandshakeTranscript();
   /** The sealed channel in use: phase 1 keys, then the control keys. */
   channel?: SealedChannel;
-  share?: KeyShare;
+  share?: ClientKeyShare;
   phase1?: Phase1Secrets;
   secrets?: SessionSecrets;
   serverKey?: VerifyingKey;
   sessionId?: string;
-  #dhShare?: KeyShare;
+  #dhShare?: ClientKeyShare;
   #done = new Set<Step>();
   #seqno = 0;
   #receiver?: ChatReceiver;
@@ -337,13 +337,13 @@ export class HostileClient {
     split?: boolean;
   } = {}): Promise<void> {
     this.#done.add("hello");
-    this.share = await generateKeyShare(this.group);
+    this.share = await keyAgreement(this.group).generate();
     let message: unknown = {
       type: "hello",
       version: o.version ?? 1,
       nonce: o.nonce ?? toBase64(crypto.getRandomValues(new Uint8Array(32))),
       groups: o.groups ?? [this.group],
-      key_share: o.keyShare ?? { group: this.group, pub: toBase64(this.share.publicKey) },
+      key_share: o.keyShare ?? { group: this.group, pub: toBase64(this.share.share) },
     };
     if (o.mutate) message = o.mutate(message as Record<string, unknown>);
     const payload = json(message);
@@ -358,7 +358,7 @@ export class HostileClient {
     if (payload === null) throw new Error("server closed before server_hello");
     const hello = parseMessage(payload, ServerHelloSchema);
     this.transcript.add(payload);
-    const shared = await agree(this.share!, hello.key_share.pub);
+    const shared = await this.share!.complete(hello.key_share.pub);
     this.phase1 = await derivePhase1(shared, await this.transcript.hash());
     this.channel = await SealedChannel.create(this.phase1.c2s, this.phase1.s2c);
   }
@@ -427,10 +427,10 @@ export class HostileClient {
 
   async sendDhClient(o: SendHooks & { pub?: Uint8Array; group?: string } = {}): Promise<void> {
     this.#done.add("dh_client");
-    this.#dhShare = await generateKeyShare(this.group);
+    this.#dhShare = await keyAgreement(this.group).generate();
     await this.#sendHandshake({
       type: "dh_client",
-      key_share: { group: o.group ?? this.group, pub: toBase64(o.pub ?? this.#dhShare.publicKey) },
+      key_share: { group: o.group ?? this.group, pub: toBase64(o.pub ?? this.#dhShare.share) },
     }, o);
   }
 
@@ -451,7 +451,7 @@ export class HostileClient {
     const { sig } = parseMessage(cvInner, CertificateVerifySchema);
     this.transcript.add(cvInner);
     if (!await verify(this.serverKey!, signed, sig)) throw new Error("server phase 2 sig invalid");
-    const shared = await agree(this.#dhShare!, dh.key_share.pub);
+    const shared = await this.#dhShare!.complete(dh.key_share.pub);
     this.secrets = await deriveSession(
       this.phase1!.handshakeSecret,
       shared,
