@@ -1,16 +1,29 @@
 /** `securechat connect`: log in (or register) and chat from the terminal or a script. */
 import { Command, Option } from "commander";
-import { SecureChatError } from "../lib/errors.ts";
+import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
-import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import { OPERATOR_NAME } from "../lib/server/lobby.ts";
+import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
 import { LineEditor, promptHidden, stdinLines } from "./_tty.ts";
 import { type History, openHistory } from "./_history.ts";
+import {
+  Backoff,
+  describeServer,
+  isPermanent,
+  LineSource,
+  parseServers,
+  RelayDedupe,
+  type ServerAddress,
+  ServerRotation,
+  sleep,
+  STOPPED,
+  worthReconnecting,
+} from "./_reconnect.ts";
 
 interface ConnectOptions {
   user: string;
@@ -29,6 +42,9 @@ interface ConnectOptions {
   history?: string;
   handshakeTimeout: number;
   keyUpdate: number;
+  server?: string[];
+  reconnect?: boolean;
+  reconnectAttempts: number;
 }
 
 export function registerConnect(program: Command): void {
@@ -38,6 +54,18 @@ export function registerConnect(program: Command): void {
     .option("--email <address>", "e-mail address for --register")
     .option("--host <host>", "server address", "127.0.0.1")
     .option("--port <port>", "server port", positiveInt("--port", 65535), 65432)
+    .option(
+      "--server <host:port>",
+      "a server to use (repeatable: tried from a random one onward; implies --reconnect)",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option("--reconnect", "log in again, with backoff, when the connection drops")
+    .option(
+      "--reconnect-attempts <n>",
+      "failed reconnection attempts in a row before giving up",
+      positiveInt("--reconnect-attempts"),
+      20,
+    )
     .option("--server-name <name>", "name the server certificate must carry", "localhost")
     .option("--cert <file>", "your certificate (default certs/<user>.pem)")
     .option("--key <file>", "your private key (default certs/<user>.key)")
@@ -84,12 +112,86 @@ async function connect(options: ConnectOptions): Promise<void> {
     options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
   );
   const trust = await TrustStore.load(options.ca, options.crl);
-  const credentials = await credentialsFor(options, interactive);
+  let credentials = await credentialsFor(options, interactive);
+  const servers = parseServers(options.server, options.host, options.port);
+  const reconnect = options.reconnect === true || servers.length > 1;
+  const rotation = new ServerRotation(servers);
+  const backoff = new Backoff();
+  const history = options.history ? await openHistory(options.history) : undefined;
+  const editor = interactive ? new LineEditor(`${options.user}> `) : undefined;
+  const show = (line: string) => editor ? editor.print(line) : console.log(line);
+  const input = new LineSource(editor ? editor.lines() : stdinLines());
+  const dedupe = new RelayDedupe();
+  try {
+    for (let sessions = 0;; sessions++) {
+      let session: ChatSession;
+      try {
+        session = await openSession(rotation.current(), options, identity, trust, credentials);
+      } catch (error) {
+        if (!reconnect || isPermanent(error) || backoff.failures >= options.reconnectAttempts) {
+          throw error;
+        }
+        const wait = backoff.next();
+        info(
+          `cannot log in at ${describeServer(rotation.current())}: ${codeOf(error)}; ` +
+            `trying again in ${(wait / 1000).toFixed(1)} s`,
+        );
+        rotation.advance();
+        await sleep(wait);
+        continue;
+      }
+      backoff.reset();
+      info(
+        `${sessions > 0 ? "reconnected: " : ""}${
+          credentials.mode === "register" ? "registered and logged in" : "logged in"
+        } as ${session.username} to ${session.established.peer.commonName} at ` +
+          `${describeServer(rotation.current())}; session ${session.sessionId}`,
+      );
+      // The account exists from now on: a reconnection logs in.
+      if (credentials.mode === "register") credentials = { ...credentials, mode: "login" };
+      const { end, userQuit, takenOver } = await chat(session, input, show, history, dedupe);
+      info(`transcript: ${end.transcriptPath}`);
+      if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
+      if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
+      if (!userQuit && reconnect && worthReconnecting(end, takenOver)) {
+        info(
+          `connection to ${describeServer(rotation.current())} lost (${
+            end.outcome === "closed" ? "the server closed it" : end.code ?? "cut off"
+          }); reconnecting`,
+        );
+        rotation.advance();
+        await sleep(backoff.next());
+        continue;
+      }
+      if (end.outcome !== "closed") {
+        throw new SecureChatError(
+          (end.code as never) ?? "PROTOCOL_ERROR",
+          end.outcome === "peer_gone"
+            ? "the server closed the connection without receipts"
+            : end.message ?? "session failed",
+        );
+      }
+      return;
+    }
+  } finally {
+    editor?.stop();
+    await history?.close();
+  }
+}
+
+/** Dials one server, runs the handshake and starts the session (its transcript). */
+async function openSession(
+  server: ServerAddress,
+  options: ConnectOptions,
+  identity: Awaited<ReturnType<typeof loadIdentity>>,
+  trust: TrustStore,
+  credentials: Credentials,
+): Promise<ChatSession> {
   let tcp: Deno.TcpConn;
   try {
-    tcp = await Deno.connect({ hostname: options.host, port: options.port });
+    tcp = await Deno.connect({ hostname: server.host, port: server.port });
   } catch (cause) {
-    throw new SecureChatError("IO_ERROR", `cannot connect to ${options.host}:${options.port}`, {
+    throw new SecureChatError("IO_ERROR", `cannot connect to ${describeServer(server)}`, {
       cause,
       hint: "is `securechat serve` running there?",
     });
@@ -102,24 +204,27 @@ async function connect(options: ConnectOptions): Promise<void> {
     credentials,
     timeoutMs: options.handshakeTimeout,
   });
-  const session = await ChatSession.start(established, {
+  return await ChatSession.start(established, {
     transcriptDir: options.transcripts,
     serverName: options.serverName,
     relayTrust: trust,
     keyUpdateMs: options.keyUpdate * 1000,
   });
-  const history = options.history ? await openHistory(options.history) : undefined;
-  info(
-    `${
-      credentials.mode === "register" ? "registered and logged in" : "logged in"
-    } as ${session.username} ` +
-      `to ${established.peer.commonName}; session ${session.sessionId}`,
-  );
+}
 
-  const editor = interactive ? new LineEditor(`${session.username}> `) : undefined;
-  const show = (line: string) => editor ? editor.print(line) : console.log(line);
+/** One session: shows what arrives, sends what is typed, until either side ends it. */
+async function chat(
+  session: ChatSession,
+  input: LineSource,
+  show: (line: string) => void,
+  history: History | undefined,
+  dedupe: RelayDedupe,
+): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
+  let takenOver = false;
   const running = session.run({
     onMessage: (message) => {
+      if (message.relayed && dedupe.seenBefore(message.relayed.record)) return;
+      if (message.body.kind === "notice" && message.body.text === TAKEOVER_NOTICE) takenOver = true;
       const line = formatIncoming(message);
       if (line) show(line);
       const shown = describe(message);
@@ -128,25 +233,16 @@ async function connect(options: ConnectOptions): Promise<void> {
     onRejected: (error, seqno) =>
       info(`rejected message ${seqno}: ${error.code}: ${error.message}`),
   });
-  const onSignal = () => void session.close().catch(() => {});
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    void session.close().catch(() => {});
+  };
   Deno.addSignalListener("SIGINT", onSignal);
   try {
-    await Promise.race([chatInput(session, editor, show, history), running]);
-    editor?.stop();
-    await session.close().catch(() => {});
-    const end = await running;
-    await history?.close();
-    info(`transcript: ${end.transcriptPath}`);
-    if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
-    if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
-    if (end.outcome !== "closed") {
-      throw new SecureChatError(
-        (end.code as never) ?? "PROTOCOL_ERROR",
-        end.outcome === "peer_gone"
-          ? "the server closed the connection without receipts"
-          : end.message ?? "session failed",
-      );
-    }
+    const userQuit = await chatInput(session, input, running, show, history);
+    if (userQuit) await session.close().catch(() => {});
+    return { end: await running, userQuit: userQuit || interrupted, takenOver };
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
   }
@@ -158,18 +254,29 @@ async function connect(options: ConnectOptions): Promise<void> {
  */
 const SENDS_IN_FLIGHT = 32;
 
+/** Sends each input line; true when the user ended the chat, false when the session ended. */
 async function chatInput(
   session: ChatSession,
-  editor: LineEditor | undefined,
+  input: LineSource,
+  running: Promise<SessionEnd>,
   show: (line: string) => void,
   history: History | undefined,
-): Promise<void> {
+): Promise<boolean> {
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
-  for await (const line of editor ? editor.lines() : stdinLines()) {
-    if (session.closing || failure !== undefined) break;
+  let userQuit = false;
+  for (;;) {
+    const line = await input.next(running);
+    if (line === STOPPED) break;
+    if (line === null || session.closing || failure !== undefined) {
+      userQuit = line === null;
+      break;
+    }
     const parsed = parseChatLine(line);
-    if (parsed.action === "quit") break;
+    if (parsed.action === "quit") {
+      userQuit = true;
+      break;
+    }
     if (parsed.action === "help") show(CHAT_HELP);
     if (parsed.action === "error") show(`securechat: ${parsed.message}`);
     if (parsed.action !== "send") continue;
@@ -186,8 +293,13 @@ async function chatInput(
     while (inFlight.size >= SENDS_IN_FLIGHT) await Promise.race(inFlight);
   }
   await Promise.all(inFlight);
-  // A send failing because the session ended under us is not the error: run() says why.
-  if (failure !== undefined && !session.closing) throw failure;
+  // A send failing because the connection dropped under us is not the error: run() says why,
+  // once it has noticed too.
+  if (failure !== undefined && !session.closing) {
+    const ended = await Promise.race([running.then(() => true), sleep(1000).then(() => false)]);
+    if (!ended) throw failure;
+  }
+  return userQuit;
 }
 
 /** Who wrote an incoming message and what it says; null for messages not meant for display. */

@@ -5,10 +5,19 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
-import { LiveClient, registerUser } from "./helpers/server_process.ts";
+import { LiveClient, pollUntil, registerUser } from "./helpers/server_process.ts";
 import { runCli } from "./helpers/cli.ts";
 import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
-import { warnSkipped } from "./helpers/local_service.ts";
+import { findExecutable, warnSkipped } from "./helpers/local_service.ts";
+import { connect as natsConnect } from "nats";
+import { fromBase64 } from "../lib/bytes.ts";
+import {
+  parseClusterMessage,
+  RECORD_STREAM,
+  RecordEnvelopeSchema,
+} from "../lib/cluster/messages.ts";
+import { decodeClusterRecord } from "../lib/server/cluster_record.ts";
+import { openBody } from "../lib/session/chat_channel.ts";
 
 const unavailable = clusterUnavailable();
 if (unavailable) warnSkipped("the cluster tests", unavailable);
@@ -101,4 +110,190 @@ Deno.test("serve --cluster refuses SQLite, a missing --node and a URL that is no
   } finally {
     await Deno.remove(pki.dir, { recursive: true });
   }
+});
+
+/** Every user text the cluster acknowledged: the stream's relays, decrypted, with their author. */
+async function acknowledgedTexts(natsUrl: string): Promise<{ author: string; text: string }[]> {
+  const nc = await natsConnect({ servers: natsUrl });
+  try {
+    const jsm = await nc.jetstreamManager();
+    const last = (await jsm.streams.info(RECORD_STREAM)).state.last_seq;
+    const texts: { author: string; text: string }[] = [];
+    for (let seq = 1; seq <= last; seq++) {
+      const envelope = parseClusterMessage(
+        (await jsm.streams.getMessage(RECORD_STREAM, { seq })).data,
+        RecordEnvelopeSchema,
+      );
+      const { body } = decodeClusterRecord(envelope.record);
+      if (body.kind !== "relay") continue;
+      const opened = await openBody(
+        fromBase64(body.key as string),
+        body.seqno,
+        body.ts,
+        fromBase64(body.ct as string),
+      );
+      if (opened.kind === "text") texts.push({ author: envelope.from!, text: opened.text });
+    }
+    return texts;
+  } finally {
+    await nc.close();
+  }
+}
+
+const SPREAD = ["ann", "ben", "cat", "dan", "eve", "fay"] as const;
+
+Deno.test({
+  name:
+    "cluster: three nodes behind haproxy, kill -9 one mid-chat: every acknowledged line arrives once, transcripts verify, users are back",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const pki = await makePki([...SPREAD], "ed25519");
+    const cluster = await startTestCluster({
+      pkiDir: pki.dir,
+      nodes: 3,
+      haproxy: true,
+      args: ["--message-rate", "200"],
+    });
+    const clients = new Map<string, LiveClient>();
+    const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
+    try {
+      for (const user of SPREAD) {
+        await registerUser(cluster.nodes[0], pki.dir, user, password(user));
+      }
+      for (const user of SPREAD) {
+        clients.set(
+          user,
+          await LiveClient.login({
+            port: cluster.haproxy!.port,
+            user,
+            password: password(user),
+            pkiDir: pki.dir,
+            transcripts: transcripts(user),
+            args: ["--reconnect"],
+          }),
+        );
+      }
+      // Round robin spread them: every node has users.
+      const nodeOf = new Map<string, number>();
+      for (const [i, node] of cluster.nodes.entries()) {
+        for (const e of node.events((e) => e.event === "LOGIN")) nodeOf.set(String(e.user), i);
+      }
+      for (const i of [0, 1, 2]) {
+        assert.ok([...nodeOf.values()].includes(i), `no user on node ${i + 1}`);
+      }
+      const ann = clients.get("ann")!;
+      const everyone = new RegExp(`online: ${[...SPREAD].sort().join(", ")}$`);
+      const who = async (client: LiveClient) => {
+        const from = client.stdout.length;
+        await client.send("/who");
+        return await client.waitForLine((l) => l.includes("* online:"), 10_000, from);
+      };
+      assert.match(await who(ann), everyone);
+
+      // Everyone talks; half-way through, the node holding ann is SIGKILLed.
+      const victim = nodeOf.get("ann")!;
+      const LINES = 30;
+      const talk = async (user: string, from: number, to: number) => {
+        for (let i = from; i <= to; i++) {
+          await clients.get(user)!.send(`${user} says ${i}`).catch((error) => {
+            throw new Error(`${user} exited:\n${clients.get(user)!.stderr.join("\n")}`, {
+              cause: error,
+            });
+          });
+          await new Promise((resolve) => setTimeout(resolve, 40));
+        }
+      };
+      await Promise.all(SPREAD.map((user) => talk(user, 1, LINES / 2)));
+      cluster.nodes[victim].child.kill("SIGKILL");
+      await Promise.all(SPREAD.map((user) => talk(user, LINES / 2 + 1, LINES)));
+
+      // The victim's users come back through haproxy on the other nodes.
+      const victims = SPREAD.filter((user) => nodeOf.get(user) === victim);
+      for (const user of victims) {
+        await pollUntil(
+          () => clients.get(user)!.stderr.find((l) => l.includes("reconnected")),
+          30_000,
+          () => `${user} did not reconnect:\n${clients.get(user)!.stderr.join("\n")}`,
+        );
+      }
+      for (let tries = 0; !everyone.test(await who(ann)); tries++) {
+        assert.ok(tries < 50, "not everyone is back in /who");
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+
+      // Every acknowledged line reaches every other user exactly once.
+      const acknowledged = await acknowledgedTexts(cluster.nats.url);
+      assert.ok(acknowledged.length >= SPREAD.length * LINES / 2, `${acknowledged.length} acked`);
+      const shown = (reader: string, author: string, text: string) =>
+        clients.get(reader)!.lines((l) => l.endsWith(`${author} \u2713 ${text}`)).length;
+      await pollUntil(
+        () =>
+          acknowledged.every(({ author, text }) =>
+            SPREAD.every((reader) => reader === author || shown(reader, author, text) >= 1)
+          ) || undefined,
+        30_000,
+        () => {
+          const missing = acknowledged.flatMap(({ author, text }) =>
+            SPREAD.filter((r) => r !== author && shown(r, author, text) === 0).map((r) =>
+              `${r} lacks ${author}: ${text}`
+            )
+          );
+          const readers = new Set(missing.map((m) => m.split(" ")[0]));
+          const tails = [...readers].map((r) =>
+            `${r} (node ${nodeOf.get(r)! + 1}, victim ${victim + 1}) stderr:\n${
+              clients.get(r)!.stderr.join("\n")
+            }\nstdout tail:\n${clients.get(r)!.stdout.slice(-15).join("\n")}`
+          );
+          const nodeLogs = cluster.nodes.map((n, i) =>
+            `node ${i + 1}:\n${
+              n.logs.filter((e) => !["CONNECT", "LOGIN"].includes(e.event)).map((e) =>
+                JSON.stringify(e)
+              ).join("\n")
+            }`
+          );
+          return `missing:\n${missing.slice(0, 20).join("\n")}\n${tails.join("\n")}\n${
+            nodeLogs.join("\n")
+          }`;
+        },
+      );
+      for (const { author, text } of acknowledged) {
+        for (const reader of SPREAD.filter((r) => r !== author)) {
+          assert.equal(shown(reader, author, text), 1, `${reader} saw "${author}: ${text}" twice`);
+        }
+      }
+
+      for (const [user, client] of clients) {
+        const result = await client.end();
+        assert.equal(result.code, 0, `${user}: ${result.stderr}`);
+      }
+      // Every transcript verifies: the cut-off ones line by line, the rest with receipts.
+      const logs = SPREAD.flatMap((user) =>
+        [...Deno.readDirSync(transcripts(user))].filter((e) => e.name.endsWith(".log"))
+          .map((e) => `${transcripts(user)}/${e.name}`)
+      );
+      assert.ok(logs.length > SPREAD.length, "the victims' reconnections have transcripts too");
+      for (const log of logs) {
+        const verified = await runCli(["verify", log, "--ca", `${pki.dir}/ca.pem`]);
+        assert.equal(verified.code, 0, `${log}:\n${verified.stdout}${verified.stderr}`);
+      }
+    } finally {
+      await Promise.all([...clients.values()].map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "deploy/haproxy.cfg is a valid haproxy configuration",
+  ignore: findExecutable("haproxy") === undefined && Deno.env.get("CI") !== "true",
+  async fn() {
+    const cfg = new URL("../deploy/haproxy.cfg", import.meta.url).pathname;
+    const out = await new Deno.Command(findExecutable("haproxy") ?? "haproxy", {
+      args: ["-c", "-f", cfg],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  },
 });

@@ -44,8 +44,11 @@ export interface ClusterOptions {
 }
 
 export const DEFAULT_HEARTBEAT_MS = 500;
-/** How long records stay in the stream: what a late replay or the offline queue can reach. */
-export const RECORD_MAX_AGE_MS = 24 * 60 * 60 * 1000;
+/**
+ * How long records stay in the stream: what a late replay can reach. They carry message keys
+ * (docs/DEPLOY.md §4.7), so not longer than a replay needs.
+ */
+export const RECORD_MAX_AGE_MS = 60 * 60 * 1000;
 /** JetStream drops a re-published record with the same id within this window. */
 export const DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 /** At most this many records are replayed to one user taking over from a lost node. */

@@ -20,6 +20,8 @@ import { type ClusterRecord, decodeClusterRecord, encodeClusterRecord } from "./
 import { TokenBucket } from "./limits.ts";
 
 export const OPERATOR_NAME = "server";
+/** The notice that ends a session because its user logged in again; clients do not reconnect. */
+export const TAKEOVER_NOTICE = "you logged in elsewhere; closing";
 
 export interface LobbyLimits {
   messagesPerSecond: number;
@@ -317,7 +319,7 @@ export class Lobby {
       session: previous.session.sessionId,
       ...(node ? { detail: `logged in on node ${node}` } : {}),
     });
-    await this.#deliver(previous, { kind: "notice", text: "you logged in elsewhere; closing" });
+    await this.#deliver(previous, { kind: "notice", text: TAKEOVER_NOTICE });
     void previous.session.close().catch(() => {});
   }
 

@@ -47,7 +47,8 @@ backend nodes
   balance roundrobin
   option httpchk GET /health
   http-check expect status 200
-  default-server inter 300ms fall 2 rise 1 on-marked-down shutdown-sessions
+  timeout check 2s
+  default-server inter 1s fastinter 250ms fall 3 rise 2
 ${
     backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check port ${b.healthPort}`).join(
       "\n",
