@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
-import { LiveClient, pollUntil, registerUser } from "./helpers/server_process.ts";
+import {
+  errorCodeOf,
+  LiveClient,
+  pollUntil,
+  registerUser,
+  runConnect,
+} from "./helpers/server_process.ts";
 import { runCli } from "./helpers/cli.ts";
 import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
 import { findExecutable, warnSkipped } from "./helpers/local_service.ts";
@@ -26,11 +32,16 @@ const USERS = ["alice", "bob", "carol"] as const;
 const password = (user: string) => `${user}-password-123`;
 
 Deno.test({
-  name: "cluster: lobby, private and /who across two nodes; a login on another node takes over",
+  name:
+    "cluster: lobby, private and /who across two nodes; a login on another node takes over; a lockout holds on both",
   ignore: unavailable !== undefined,
   async fn() {
     const pki = await makePki([...USERS], "ed25519");
-    const cluster = await startTestCluster({ pkiDir: pki.dir, nodes: 2 });
+    const cluster = await startTestCluster({
+      pkiDir: pki.dir,
+      nodes: 2,
+      args: ["--login-lockout", "3", "--login-delay", "1"],
+    });
     const clients: LiveClient[] = [];
     try {
       const [n1, n2] = cluster.nodes;
@@ -67,6 +78,26 @@ Deno.test({
       assert.equal(first.code, 0, first.stderr);
       await alice.send("after the takeover");
       await carol2.waitForLine((l) => l.includes("alice ✓ after the takeover"));
+
+      // Three wrong passwords for bob on node 1 lock him out on node 2 as well.
+      for (let i = 0; i < 3; i++) {
+        const wrong = await runConnect({
+          port: n1.port,
+          user: "bob",
+          password: "not-bobs-password",
+          pkiDir: pki.dir,
+          transcripts: `${n1.workDir}/bob-transcripts`,
+        });
+        assert.equal(errorCodeOf(wrong), "AUTH_FAIL", wrong.stderr);
+      }
+      const locked = await runConnect({
+        port: n2.port,
+        user: "bob",
+        password: password("bob"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/bob-transcripts`,
+      });
+      assert.equal(errorCodeOf(locked), "RATE_LIMITED", locked.stderr);
 
       for (const client of [alice, bob, carol2]) {
         const result = await client.end();
