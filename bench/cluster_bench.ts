@@ -133,7 +133,11 @@ async function relay(
 export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
   const binary = natsServerBinary();
   if (!("path" in binary)) {
-    return { title: "Cluster (one node vs three)", figures: [], details: { skipped: binary.reason } };
+    return {
+      title: "Cluster (one node vs three)",
+      figures: [],
+      details: { skipped: binary.reason },
+    };
   }
   const recipients = opts.quick ? 3 : 6;
   const m = opts.quick ? 150 : 2000;
