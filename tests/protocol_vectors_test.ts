@@ -26,7 +26,8 @@ import {
 } from "../lib/bytes.ts";
 import { importAesGcmKey, open, seal } from "../lib/crypto/aead.ts";
 import { hkdfExpand, hkdfExtract, hmacSha256 } from "../lib/crypto/hkdf.ts";
-import { agree, type KexGroup, keyShareFromPrivate } from "../lib/crypto/kex.ts";
+import { agree, keyShareFromPrivate } from "../lib/crypto/ecdh.ts";
+import type { KexGroup } from "../lib/crypto/kex.ts";
 import {
   importSigningKeyPkcs8,
   importVerifyingKeySpki,
@@ -583,12 +584,12 @@ function fixedRandomness(party: Party): HandshakeRandomness {
   const scalars = [party.eph1_private, party.eph2_private];
   return {
     nonce: () => fromHex(party.nonce),
-    // The group is the one asked for: a tampered hello may make the server ask for another
+    // Whatever group asks: a tampered hello may make the server ask for another
     // (the valid replays prove it is the vector's group by their byte-for-byte output).
-    keyShare: (group) => {
+    keyShareSecret: () => {
       const next = scalars.shift();
       assert.ok(next, "no more than two ephemeral key shares");
-      return keyShareFromPrivate(group, fromHex(next));
+      return fromHex(next);
     },
   };
 }

@@ -18,7 +18,8 @@
 import { concat, fromHex, sha256, toBase64, toHex, utf8 } from "../../lib/bytes.ts";
 import { counterNonce, importAesGcmKey, open, seal } from "../../lib/crypto/aead.ts";
 import { hkdfExtract } from "../../lib/crypto/hkdf.ts";
-import { agree, type KexGroup, keyShareFromPrivate } from "../../lib/crypto/kex.ts";
+import { agree, keyShareFromPrivate } from "../../lib/crypto/ecdh.ts";
+import type { KexGroup } from "../../lib/crypto/kex.ts";
 import { importSigningKeyPkcs8, sign, type SigningKey } from "../../lib/crypto/signature.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import { clientHandshake, type Credentials } from "../../lib/handshake/client.ts";
@@ -197,10 +198,10 @@ function fixedRandomness(
   const queue = [...scalars];
   return {
     nonce: () => nonce.slice(),
-    keyShare: (g) => {
+    keyShareSecret: (g) => {
       const scalar = queue.shift();
       if (g !== group || !scalar) throw new Error(`unexpected key share request for ${g}`);
-      return keyShareFromPrivate(g, scalar);
+      return scalar;
     },
   };
 }
