@@ -28,6 +28,7 @@ import { importAesGcmKey, open, seal } from "../lib/crypto/aead.ts";
 import { hkdfExpand, hkdfExtract, hmacSha256 } from "../lib/crypto/hkdf.ts";
 import { agree, keyShareFromPrivate } from "../lib/crypto/ecdh.ts";
 import type { KexGroup } from "../lib/crypto/kex.ts";
+import { ml_kem768 as rawNoble } from "@noble/post-quantum/ml-kem.js";
 import {
   importSigningKeyPkcs8,
   importVerifyingKeySpki,
@@ -129,7 +130,11 @@ interface NegativeCase {
 }
 
 const DIR = new URL("./vectors/protocol/", import.meta.url);
-const VECTOR_FILES = ["handshake_ed25519_x25519.json", "handshake_rsa2048_p256.json"];
+const VECTOR_FILES = [
+  "handshake_ed25519_x25519.json",
+  "handshake_rsa2048_p256.json",
+  "handshake_ed25519_x25519mlkem768.json",
+];
 
 async function loadJson<T>(name: string): Promise<T> {
   return JSON.parse(await Deno.readTextFile(new URL(name, DIR))) as T;
@@ -239,13 +244,59 @@ async function partiesOf(v: Vector) {
   };
 }
 
-// Published ECDH known answers for the phase 1 scalars (RFC 7748 §6.1, RFC 5903 §8.1).
-const KNOWN_SS1: Record<KexGroup, string> = {
+// Published ECDH known answers for the phase 1 scalars (RFC 7748 §6.1, RFC 5903 §8.1); the
+// hybrid's X25519 half uses the RFC 7748 keys too.
+const KNOWN_SS1: Record<"x25519" | "p256", string> = {
   x25519: "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742",
   p256: "d6840f6b42f6edafd13116e0e12565202fef8e9ece7dce03812464d04b9442de",
 };
 
 // ------------------------------------------------------------------ 1. independent recomputation
+
+interface Agreement {
+  clientShare: Uint8Array;
+  serverShare: Uint8Array;
+  secret: Uint8Array;
+}
+
+/**
+ * One key agreement of §4.5 from the fixed private material, with the primitives alone (not
+ * lib/crypto/kex.ts): ECDH both ways, or for x25519mlkem768 ML-KEM-768 on raw noble plus X25519,
+ * laid out ek ‖ x25519 / ct ‖ x25519 / ss_ML-KEM ‖ ss_X25519.
+ */
+async function agreement(
+  group: KexGroup,
+  clientHex: string,
+  serverHex: string,
+): Promise<Agreement> {
+  const [client, server] = [fromHex(clientHex), fromHex(serverHex)];
+  if (group === "x25519mlkem768") {
+    assert.equal(client.length, 64 + 32, "client: ML-KEM seed d‖z, X25519 scalar");
+    assert.equal(server.length, 32 + 32, "server: ML-KEM randomness m, X25519 scalar");
+    const { publicKey: ek, secretKey: dk } = rawNoble.keygen(client.subarray(0, 64));
+    const { cipherText, sharedSecret } = rawNoble.encapsulate(ek, server.subarray(0, 32));
+    assert.equal(hx(rawNoble.decapsulate(cipherText, dk)), hx(sharedSecret), "ML-KEM round trip");
+    const x = await agreement("x25519", hx(client.subarray(64)), hx(server.subarray(32)));
+    return {
+      clientShare: concat(ek, x.clientShare),
+      serverShare: concat(cipherText, x.serverShare),
+      secret: concat(sharedSecret, x.secret),
+    };
+  }
+  const [c, s] = [
+    await keyShareFromPrivate(group, client),
+    await keyShareFromPrivate(group, server),
+  ];
+  const secret = await agree(c, s.publicKey);
+  assert.equal(hx(await agree(s, c.publicKey)), hx(secret), "ECDH symmetric");
+  return { clientShare: c.publicKey, serverShare: s.publicKey, secret };
+}
+
+const SHARE_BYTES: Record<KexGroup, { client: number; server: number }> = {
+  x25519mlkem768: { client: 1216, server: 1120 },
+  x25519: { client: 32, server: 32 },
+  p256: { client: 65, server: 65 },
+};
 
 async function recomputeEverything(v: Vector): Promise<void> {
   const ks = v.key_schedule;
@@ -254,17 +305,16 @@ async function recomputeEverything(v: Vector): Promise<void> {
   const frames = v.frames;
   assert.deepEqual(frames.map((f) => f.index), frames.map((_, i) => i), "frames in order");
 
-  // Ephemeral public keys from the fixed private scalars (§4.5).
-  const share = (hexScalar: string) => keyShareFromPrivate(group, fromHex(hexScalar));
-  const c1 = await share(v.inputs.client.eph1_private);
-  const s1 = await share(v.inputs.server.eph1_private);
-  const c2 = await share(v.inputs.client.eph2_private);
-  const s2 = await share(v.inputs.server.eph2_private);
-  assert.equal(hx(c1.publicKey), v.inputs.client.eph1_public);
-  assert.equal(hx(s1.publicKey), v.inputs.server.eph1_public);
-  assert.equal(hx(c2.publicKey), v.inputs.client.eph2_public);
-  assert.equal(hx(s2.publicKey), v.inputs.server.eph2_public);
-  assert.equal(c1.publicKey.length, group === "x25519" ? 32 : 65);
+  // Key shares and secrets from the fixed private material (§4.5).
+  const { client, server } = v.inputs;
+  const phase1 = await agreement(group, client.eph1_private, server.eph1_private);
+  const phase2 = await agreement(group, client.eph2_private, server.eph2_private);
+  assert.equal(hx(phase1.clientShare), client.eph1_public);
+  assert.equal(hx(phase1.serverShare), server.eph1_public);
+  assert.equal(hx(phase2.clientShare), client.eph2_public);
+  assert.equal(hx(phase2.serverShare), server.eph2_public);
+  assert.equal(phase1.clientShare.length, SHARE_BYTES[group].client);
+  assert.equal(phase1.serverShare.length, SHARE_BYTES[group].server);
 
   // hello and server_hello (§3.1).
   const hello = json(fromHex(frames[0].payload_hex));
@@ -285,10 +335,11 @@ async function recomputeEverything(v: Vector): Promise<void> {
   assert.equal(hx(fromBase64(serverHello.key_share.pub)), v.inputs.server.eph1_public);
 
   // §4.1 phase 1.
-  const ss1 = await agree(c1, fromBase64(serverHello.key_share.pub));
-  assert.equal(hx(await agree(s1, fromBase64(hello.key_share.pub))), hx(ss1), "ECDH symmetric");
+  const ss1 = phase1.secret;
   assert.equal(hx(ss1), ks.ss1, "ss1");
-  assert.equal(hx(ss1), KNOWN_SS1[group], "ss1 is the RFC known answer");
+  if (group === "x25519mlkem768") {
+    assert.equal(hx(ss1.subarray(32)), KNOWN_SS1.x25519, "ss1's X25519 half is the RFC answer");
+  } else assert.equal(hx(ss1), KNOWN_SS1[group], "ss1 is the RFC known answer");
   const h1 = await H([fromHex(frames[0].payload_hex), fromHex(frames[1].payload_hex)]);
   assert.equal(hx(h1), ks.H1, "H1");
   const hs = await hkdfExtract(utf8("securechat/v1"), ss1);
@@ -442,8 +493,9 @@ async function recomputeEverything(v: Vector): Promise<void> {
   // §4.2 phase 2.
   const { hash: hFinal } = await checkPoint("Hfinal", null);
   assert.equal(hx(hFinal), ks.Hfinal, "Hfinal");
-  const ss2 = await agree(c2, dhServerPub!);
-  assert.equal(hx(await agree(s2, dhClientPub!)), hx(ss2), "ECDH symmetric");
+  assert.equal(hx(dhClientPub!), hx(phase2.clientShare));
+  assert.equal(hx(dhServerPub!), hx(phase2.serverShare));
+  const ss2 = phase2.secret;
   assert.equal(hx(ss2), ks.ss2, "ss2");
   const derived = await expandLabel(hs, "derived", EMPTY, 32);
   assert.equal(hx(derived), ks.derived, "derived");

@@ -54,6 +54,8 @@ function sessionEvent(login: LogEvent, event: string, from: number): Promise<Log
 }
 
 const uniq = () => crypto.randomUUID().slice(0, 8);
+/** Any 32 bytes of high order are a usable X25519 public key for the attacker. */
+const ATTACKER_X25519 = crypto.getRandomValues(new Uint8Array(32));
 
 Deno.test({
   name: "proxy: tampering with alice's chat messages",
@@ -229,13 +231,46 @@ Deno.test({
         fromPeer: true,
       },
       {
-        // The client's hello is hashed into the keys: editing it (here, the group list,
-        // a downgrade attempt) leaves the two sides with different keys.
-        name: "the client's hello groups rewritten (downgrade attempt)",
-        rule: nth("c2s", "hello", 1, editJson((m) => ({ ...m, groups: ["x25519"] }))),
+        // The client's hello is hashed into the keys: editing it (here, reordering the
+        // group list) leaves the two sides with different keys.
+        name: "the client's hello groups reordered",
+        rule: nth(
+          "c2s",
+          "hello",
+          1,
+          editJson((m) => ({ ...m, groups: ["x25519mlkem768", "p256", "x25519"] })),
+        ),
         client: "DECRYPT_FAIL",
         server: "DECRYPT_FAIL",
         fromPeer: false,
+      },
+      {
+        // Downgrade: the hybrid struck from the offer. The share is still the hybrid's,
+        // which the hello no longer lists: the server refuses, nothing falls back.
+        name: "the hybrid stripped from the client's hello groups (downgrade attempt)",
+        rule: nth("c2s", "hello", 1, editJson((m) => ({ ...m, groups: ["x25519", "p256"] }))),
+        client: "UNSUPPORTED",
+        server: "UNSUPPORTED",
+        fromPeer: false,
+      },
+      {
+        // Downgrade with the attacker's own X25519 share in place of the hybrid one: the
+        // server accepts x25519, but alice sent no x25519 share and refuses the answer.
+        name:
+          "the hybrid stripped from hello, groups and share (downgrade to the attacker's x25519)",
+        rule: nth(
+          "c2s",
+          "hello",
+          1,
+          editJson((m) => ({
+            ...m,
+            groups: ["x25519", "p256"],
+            key_share: { group: "x25519", pub: toBase64(ATTACKER_X25519) },
+          })),
+        ),
+        client: "UNSUPPORTED",
+        server: "UNSUPPORTED",
+        fromPeer: true,
       },
     ];
     const bob = await shared.bystander("bob", PASSWORDS.bob);

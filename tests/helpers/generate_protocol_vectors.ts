@@ -18,8 +18,7 @@
 import { concat, fromHex, sha256, toBase64, toHex, utf8 } from "../../lib/bytes.ts";
 import { counterNonce, importAesGcmKey, open, seal } from "../../lib/crypto/aead.ts";
 import { hkdfExtract } from "../../lib/crypto/hkdf.ts";
-import { agree, keyShareFromPrivate } from "../../lib/crypto/ecdh.ts";
-import type { KexGroup } from "../../lib/crypto/kex.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
 import { importSigningKeyPkcs8, sign, type SigningKey } from "../../lib/crypto/signature.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import { clientHandshake, type Credentials } from "../../lib/handshake/client.ts";
@@ -75,7 +74,7 @@ const NO_AUTO = {
 
 // RFC 7748 §6.1 (X25519) and RFC 5903 §8.1 (P-256) test keys for phase 1, so ss1 is a
 // published known answer; phase 2 scalars are SHA-256 of a label (see README.md).
-const PHASE1_SCALARS: Record<KexGroup, { client: string; server: string }> = {
+const RFC_SCALARS = {
   x25519: {
     client: "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
     server: "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
@@ -85,6 +84,41 @@ const PHASE1_SCALARS: Record<KexGroup, { client: string; server: string }> = {
     server: "c6ef9c5d78ae012a011164acb397ce2088685d8f06bf9be0b283ab46476bee53",
   },
 };
+
+/**
+ * The hybrid's fixed material is its ML-KEM part followed by the RFC 7748 X25519
+ * scalar (so the X25519 half of ss1 is the published answer): the client's is the
+ * ML-KEM seed d‖z (64 bytes), the server's the encapsulation randomness m (32 bytes).
+ */
+async function phase1Secrets(group: KexGroup): Promise<{ client: Uint8Array; server: Uint8Array }> {
+  if (group !== "x25519mlkem768") {
+    return {
+      client: fromHex(RFC_SCALARS[group].client),
+      server: fromHex(RFC_SCALARS[group].server),
+    };
+  }
+  return {
+    client: concat(
+      await labelledScalar("x25519mlkem768 client phase 1 ml-kem d"),
+      await labelledScalar("x25519mlkem768 client phase 1 ml-kem z"),
+      fromHex(RFC_SCALARS.x25519.client),
+    ),
+    server: concat(
+      await labelledScalar("x25519mlkem768 server phase 1 ml-kem m"),
+      fromHex(RFC_SCALARS.x25519.server),
+    ),
+  };
+}
+
+/** Phase 2: SHA-256 of a label per 32-byte part (the hybrid: d, z, x25519 / m, x25519). */
+async function phase2Secret(group: KexGroup, role: "client" | "server"): Promise<Uint8Array> {
+  if (group !== "x25519mlkem768") return await labelledScalar(`${group} ${role} phase 2`);
+  const parts = role === "client" ? ["ml-kem d", "ml-kem z", "x25519"] : ["ml-kem m", "x25519"];
+  const bytes = await Promise.all(
+    parts.map((p) => labelledScalar(`${group} ${role} phase 2 ${p}`)),
+  );
+  return concat(...bytes);
+}
 
 interface Scenario {
   file: string;
@@ -115,6 +149,14 @@ const SCENARIOS: Scenario[] = [
       password: PASSWORD,
       email: "alice@example.org",
     },
+  },
+  {
+    file: "handshake_ed25519_x25519mlkem768.json",
+    description:
+      "Complete session: Ed25519 certificates, the X25519+ML-KEM-768 hybrid, login; one msg each way, a key_update, close both ways",
+    keyType: "ed25519",
+    groups: ["x25519mlkem768", "x25519", "p256"],
+    credentials: { mode: "login", username: "alice", password: PASSWORD },
   },
 ];
 
@@ -331,10 +373,10 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
 
   const clientNonce = Uint8Array.from({ length: 32 }, (_, i) => i);
   const serverNonce = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);
-  const c1 = fromHex(PHASE1_SCALARS[group].client);
-  const s1 = fromHex(PHASE1_SCALARS[group].server);
-  const c2 = await labelledScalar(`${group} client phase 2`);
-  const s2 = await labelledScalar(`${group} server phase 2`);
+  const { client: c1, server: s1 } = await phase1Secrets(group);
+  const c2 = await phase2Secret(group, "client");
+  const s2 = await phase2Secret(group, "server");
+  const kex = keyAgreement(group);
 
   const log: Written[] = [];
   const { client, server } = pipe(log);
@@ -367,7 +409,7 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
   // ---- phase 1, recomputed from the two plaintext frames
   const [hello, serverHello] = log;
   const serverPub = fromBase64Field(parse(serverHello.payload), "key_share", "pub");
-  const ss1 = await agree(await keyShareFromPrivate(group, c1), serverPub);
+  const ss1 = await (await kex.generate(c1)).complete(serverPub);
   const h1 = await hashOf([hello.payload, serverHello.payload]);
   const hs = await hkdfExtract(PHASE1_SALT, ss1);
   const hsKeys = {
@@ -489,7 +531,7 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
 
   // ---- phase 2
   const dhServerPub = fromBase64Field(parse(find("s2c", "dh_server").inner!), "key_share", "pub");
-  const ss2 = await agree(await keyShareFromPrivate(group, c2), dhServerPub);
+  const ss2 = await (await kex.generate(c2)).complete(dhServerPub);
   const derived = await expandLabel(hs, LABELS.derived, EMPTY, 32);
   const master = await hkdfExtract(derived, ss2);
   const session = await deriveSession(hs, ss2, final.hash);
@@ -600,8 +642,10 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
     return out;
   };
 
-  const p1pub = async (scalar: Uint8Array) =>
-    hex((await keyShareFromPrivate(group, scalar)).publicKey);
+  // The server's share may depend on the client's (the hybrid's ML-KEM ciphertext).
+  const clientShare = async (secret: Uint8Array) => (await kex.generate(secret)).share;
+  const serverShare = async (secret: Uint8Array, client: Uint8Array) =>
+    hex((await kex.respond(await clientShare(client), secret)).share);
   const vector: Json = {
     description: scenario.description,
     spec: "docs/PROTOCOL.md (securechat protocol version 1), sections 2-6 and 9",
@@ -610,21 +654,21 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Generate
     inputs: {
       group,
       client_groups: scenario.groups,
-      server_groups: ["x25519", "p256"],
+      server_groups: [...KEX_GROUPS],
       credentials: scenario.credentials,
       client: {
         nonce: hex(clientNonce),
         eph1_private: hex(c1),
-        eph1_public: await p1pub(c1),
+        eph1_public: hex(await clientShare(c1)),
         eph2_private: hex(c2),
-        eph2_public: await p1pub(c2),
+        eph2_public: hex(await clientShare(c2)),
       },
       server: {
         nonce: hex(serverNonce),
         eph1_private: hex(s1),
-        eph1_public: await p1pub(s1),
+        eph1_public: await serverShare(s1, c1),
         eph2_private: hex(s2),
-        eph2_public: await p1pub(s2),
+        eph2_public: await serverShare(s2, c2),
       },
       pki,
     },
