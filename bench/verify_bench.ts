@@ -13,7 +13,7 @@ import { parseCertificate } from "../lib/pki/certificate.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { messageDigest } from "../lib/transcript/format.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
-import { type KeyAlg, makePki, writeSession } from "../tests/helpers/transcript_fixtures.ts";
+import { type KeyAlg, makePki, writeSession } from "../testkit/transcript_fixtures.ts";
 
 export interface VerifyBenchOptions {
   messages: number;

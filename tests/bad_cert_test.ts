@@ -6,9 +6,9 @@
  * defect its certificate has. bob, an honest user, stays logged in throughout.
  */
 import assert from "node:assert/strict";
-import type { CliResult } from "./helpers/cli.ts";
+import type { CliResult } from "../testkit/cli.ts";
 import { makeBadCertPki } from "./helpers/cert_fixtures.ts";
-import { errorCodeOf, registerUser, runConnect, ServerProcess } from "./helpers/server_process.ts";
+import { errorCodeOf, registerUser, runConnect, ServerProcess } from "../testkit/server_process.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
 
 const fixtures = await makeBadCertPki(["alice", "bob"]);

@@ -15,15 +15,15 @@ import { Buffer } from "node:buffer";
 import { SecureChatError } from "../lib/errors.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { openUserStore } from "../lib/store/open.ts";
-import { HostileClient, RawConn } from "./helpers/hostile.ts";
-import { makePki, type TestPki } from "./helpers/pki.ts";
-import { type LoggedEvent } from "./helpers/fuzz.ts";
+import { HostileClient, RawConn } from "../testkit/hostile.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
+import { type LoggedEvent } from "../testkit/fuzz.ts";
 import {
   LiveClient,
   type LogEvent,
   registerUser,
   ServerProcess,
-} from "./helpers/server_process.ts";
+} from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 

@@ -1,6 +1,6 @@
 /**
  * Issue 8, the hostile-client library at work: a client that runs the real handshake up
- * to a chosen step and then misbehaves (tests/helpers/hostile.ts), against a real `serve`
+ * to a chosen step and then misbehaves (testkit/hostile.ts), against a real `serve`
  * process. Every case asserts the code the server LOGGED for that connection, and bob,
  * an honest `connect` logged in throughout, still gets answers and closes with receipts.
  */
@@ -21,8 +21,8 @@ import {
   runRefusalTable,
   serverCodeFor,
   X25519_LOW_ORDER,
-} from "./helpers/hostile.ts";
-import { pollUntil, registerUser, ServerProcess } from "./helpers/server_process.ts";
+} from "../testkit/hostile.ts";
+import { pollUntil, registerUser, ServerProcess } from "../testkit/server_process.ts";
 import { cleanUpAtExit, startSharedServer } from "./helpers/shared_server.ts";
 
 const fixtures = await makeBadCertPki(["alice", "bob", "mallory"]);

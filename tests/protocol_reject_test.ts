@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { fromHex, toBase64 } from "../lib/bytes.ts";
 import { generateKeyShare } from "../lib/crypto/ecdh.ts";
 import { keyAgreement } from "../lib/crypto/kex.ts";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
 import {
   encoder,
@@ -21,7 +21,7 @@ import {
   runRefusalTable,
   serverCodeFor,
   X25519_LOW_ORDER,
-} from "./helpers/hostile.ts";
+} from "../testkit/hostile.ts";
 
 const pki = await makePki(["bob", "mallory"]);
 const shared = await startSharedServer({ pkiDir: pki.dir, users: { bob: "bob-password-1" } });

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { toBase64 } from "../lib/bytes.ts";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 import {
   drop,
   duplicate,
@@ -17,9 +17,9 @@ import {
   nth,
   type Rule,
 } from "./helpers/proxy.ts";
-import { errorCodeOf, type LogEvent, runConnect } from "./helpers/server_process.ts";
+import { errorCodeOf, type LogEvent, runConnect } from "../testkit/server_process.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
-import type { CliResult } from "./helpers/cli.ts";
+import type { CliResult } from "../testkit/cli.ts";
 
 const pki = await makePki(["alice", "bob"]);
 const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-1" };

@@ -10,8 +10,8 @@ import { ChatSender, messageKeyFor } from "../lib/session/chat_channel.ts";
 import { ChatSession } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import type { MsgBodyJson } from "../lib/wire/messages.ts";
-import { runCli, spawnCli } from "./helpers/cli.ts";
-import { makePki } from "./helpers/pki.ts";
+import { runCli, spawnCli } from "../testkit/cli.ts";
+import { makePki } from "../testkit/pki.ts";
 
 Deno.test("relay: bob rejects a relayed message the server altered or forged, with SIG_FAIL", async () => {
   const pki = await makePki(["alice", "bob"], "ed25519");

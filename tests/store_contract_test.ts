@@ -12,7 +12,7 @@ import { openMysql } from "../lib/store/mysql.ts";
 import { openSqlite } from "../lib/store/sqlite.ts";
 import { query, type SqlDatabase, type SqlRow } from "../lib/store/sql.ts";
 import type { UserStore } from "../lib/store/user_store.ts";
-import { mysqlTestTarget, startMariaDb, warnMysqlSkipped } from "./helpers/mariadb.ts";
+import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
 
 interface Context {
   url: string;
@@ -370,7 +370,6 @@ function openRaw(url: string): SqlDatabase {
 }
 
 const mysqlTarget = mysqlTestTarget();
-warnMysqlSkipped(mysqlTarget, "the UserStore contract suite");
 
 const BACKENDS: Backend[] = [
   {
@@ -386,7 +385,7 @@ const BACKENDS: Backend[] = [
   },
   {
     name: "mysql",
-    ignore: mysqlTarget.kind === "none",
+    ignore: skipMysql(mysqlTarget, "the UserStore contract suite", "any"),
     async setup() {
       if (mysqlTarget.kind === "url") return { url: mysqlTarget.url, teardown: async () => {} };
       const server = await startMariaDb();

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
-import { makePki, TAMPER_CASES, writeCase, writeSession } from "./helpers/transcript_fixtures.ts";
+import { makePki, TAMPER_CASES, writeCase, writeSession } from "../testkit/transcript_fixtures.ts";
 import { tamperBase } from "./helpers/tamper_base.ts";
 
 Deno.test("verify: a valid session with both receipts is confirmed", async () => {

@@ -12,16 +12,16 @@
  * Below that, `RawConn` writes arbitrary bytes (split, truncated, with any length prefix).
  */
 import assert from "node:assert/strict";
-import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../../lib/bytes.ts";
-import { importAesGcmKey, seal } from "../../lib/crypto/aead.ts";
-import { type ClientKeyShare, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
+import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../lib/bytes.ts";
+import { importAesGcmKey, seal } from "../lib/crypto/aead.ts";
+import { type ClientKeyShare, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
 import {
   importVerifyingKeySpki,
   sign,
   verify,
   type VerifyingKey,
-} from "../../lib/crypto/signature.ts";
-import type { Identity } from "../../lib/handshake/common.ts";
+} from "../lib/crypto/signature.ts";
+import type { Identity } from "../lib/handshake/common.ts";
 import {
   derivePhase1,
   deriveSession,
@@ -30,16 +30,16 @@ import {
   type Phase1Secrets,
   type SessionSecrets,
   signatureInput,
-} from "../../lib/handshake/key_schedule.ts";
-import { SealedChannel } from "../../lib/handshake/record.ts";
-import { type TrustStore, validatePeerCertificate } from "../../lib/pki/validate.ts";
+} from "../lib/handshake/key_schedule.ts";
+import { SealedChannel } from "../lib/handshake/record.ts";
+import { type TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
 import {
   ChatReceiver,
   messageKeyFor,
   MSG_AAD_LABEL,
   msgDigest,
   sealBody,
-} from "../../lib/session/chat_channel.ts";
+} from "../lib/session/chat_channel.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
@@ -50,7 +50,7 @@ import {
   type MsgBodyJson,
   parseMessage,
   ServerHelloSchema,
-} from "../../lib/wire/messages.ts";
+} from "../lib/wire/messages.ts";
 import type { Bystander, LogEvent, ServerProcess } from "./server_process.ts";
 
 export const encoder = new TextEncoder();

@@ -1,5 +1,5 @@
 /**
- * The real `serve` and `connect` commands as subprocesses (tests/helpers/cli.ts), for
+ * The real `serve` and `connect` commands as subprocesses (testkit/cli.ts), for
  * tests that must prove behaviour through processes and TCP rather than in-process
  * calls. `serve` runs with `--log-format json`; its log lines are parsed as they
  * arrive so a test can wait for the code the server logged.

@@ -15,14 +15,14 @@ import assert from "node:assert/strict";
 import v8 from "node:v8";
 import vm from "node:vm";
 import type { z } from "zod";
-import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../../lib/bytes.ts";
-import { generateKeyShare } from "../../lib/crypto/ecdh.ts";
-import { keyAgreement } from "../../lib/crypto/kex.ts";
-import { sign } from "../../lib/crypto/signature.ts";
-import { SecureChatError } from "../../lib/errors.ts";
-import { finishedMac, signatureInput } from "../../lib/handshake/key_schedule.ts";
-import type { LogFields } from "../../lib/log.ts";
-import { FrameReader, MAX_FRAME_BYTES } from "../../lib/wire/frame.ts";
+import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../lib/bytes.ts";
+import { generateKeyShare } from "../lib/crypto/ecdh.ts";
+import { keyAgreement } from "../lib/crypto/kex.ts";
+import { sign } from "../lib/crypto/signature.ts";
+import { SecureChatError } from "../lib/errors.ts";
+import { finishedMac, signatureInput } from "../lib/handshake/key_schedule.ts";
+import type { LogFields } from "../lib/log.ts";
+import { FrameReader, MAX_FRAME_BYTES } from "../lib/wire/frame.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
@@ -44,11 +44,11 @@ import {
   SealedSchema,
   ServerHelloSchema,
   TextBodySchema,
-} from "../../lib/wire/messages.ts";
-import { ChatServer } from "../../lib/server/server.ts";
-import { clientHandshake } from "../../lib/handshake/client.ts";
-import { ChatSession, type ReceivedMessage, type SessionEnd } from "../../lib/session/session.ts";
-import { FrameConnection } from "../../lib/wire/connection.ts";
+} from "../lib/wire/messages.ts";
+import { ChatServer } from "../lib/server/server.ts";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
 import { HostileClient, type HostileOptions, RawConn, X25519_LOW_ORDER } from "./hostile.ts";
 import { sharedPasswordStore } from "./memory_store.ts";
 import { makePki, type TestPki } from "./pki.ts";

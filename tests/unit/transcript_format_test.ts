@@ -1,6 +1,6 @@
 /** The transcript hash against an independently computed vector (docs/TRANSCRIPT.md §3). */
 import assert from "node:assert/strict";
-import { fromBase64, toHex } from "../lib/bytes.ts";
+import { fromBase64, toHex } from "../../lib/bytes.ts";
 import {
   baseNameOf,
   basePathOfLog,
@@ -8,11 +8,11 @@ import {
   type HashContext,
   messageDigest,
   TranscriptHasher,
-} from "../lib/transcript/format.ts";
-import { ReceiptSchema } from "../lib/transcript/receipt.ts";
+} from "../../lib/transcript/format.ts";
+import { ReceiptSchema } from "../../lib/transcript/receipt.ts";
 
 const vector = JSON.parse(
-  await Deno.readTextFile(new URL("./vectors/transcript/hash_v1.json", import.meta.url)),
+  await Deno.readTextFile(new URL("../vectors/transcript/hash_v1.json", import.meta.url)),
 ) as {
   protocol_version: number;
   session_id: string;
@@ -59,7 +59,7 @@ Deno.test("transcript hash: empty transcript, and the final block alone", async 
     new TranscriptHasher(ctx).current().transcriptSha256,
     vector.empty_transcript_sha256,
   );
-  const { fromHex } = await import("../lib/bytes.ts");
+  const { fromHex } = await import("../../lib/bytes.ts");
   const direct = finalTranscriptHash(
     ctx,
     vector.c2s_count,
@@ -152,9 +152,9 @@ Deno.test("receipt schema: strict, versioned, canonical encodings", () => {
 });
 
 Deno.test("golden transcript: a stored 2020 session still verifies (expired certs) with both receipts", async () => {
-  const { TrustStore } = await import("../lib/pki/validate.ts");
-  const { verifyTranscript } = await import("../lib/transcript/verify.ts");
-  const dir = new URL("./vectors/transcript/", import.meta.url).pathname;
+  const { TrustStore } = await import("../../lib/pki/validate.ts");
+  const { verifyTranscript } = await import("../../lib/transcript/verify.ts");
+  const dir = new URL("../vectors/transcript/", import.meta.url).pathname;
   const golden = JSON.parse(await Deno.readTextFile(`${dir}golden.json`));
   const report = await verifyTranscript(`${dir}${golden.log}`, {
     trust: await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
@@ -167,8 +167,8 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
 });
 
 Deno.test("transcript hash: a relayed line's author record is not hashed", async () => {
-  const { TranscriptWriter } = await import("../lib/transcript/writer.ts");
-  const { makePki } = await import("./helpers/pki.ts");
+  const { TranscriptWriter } = await import("../../lib/transcript/writer.ts");
+  const { makePki } = await import("../../testkit/pki.ts");
   const pki = await makePki(["alice"], "ed25519");
   const dir = await Deno.makeTempDir();
   try {

@@ -11,11 +11,11 @@
  */
 
 import assert from "node:assert/strict";
-import { concat, fromBase64, fromHex, timingSafeEqual } from "../lib/bytes.ts";
-import { importAesGcmKey, open, seal } from "../lib/crypto/aead.ts";
-import { hkdfExpand, hkdfExtract } from "../lib/crypto/hkdf.ts";
-import { agree, type EcdhCurve, keyShareFromPrivate } from "../lib/crypto/ecdh.ts";
-import { type MlKem768, nobleMlKem768, webCryptoMlKem768 } from "../lib/crypto/mlkem.ts";
+import { concat, fromBase64, fromHex, timingSafeEqual } from "../../lib/bytes.ts";
+import { importAesGcmKey, open, seal } from "../../lib/crypto/aead.ts";
+import { hkdfExpand, hkdfExtract } from "../../lib/crypto/hkdf.ts";
+import { agree, type EcdhCurve, keyShareFromPrivate } from "../../lib/crypto/ecdh.ts";
+import { type MlKem768, nobleMlKem768, webCryptoMlKem768 } from "../../lib/crypto/mlkem.ts";
 import { ml_kem768 as rawNoble } from "@noble/post-quantum/ml-kem.js";
 import {
   ecdsaDerToP1363,
@@ -23,9 +23,10 @@ import {
   importVerifyingKeySpki,
   sign,
   verify,
-} from "../lib/crypto/signature.ts";
+} from "../../lib/crypto/signature.ts";
+import { PEER_SUITES, peerSuiteMissing, skipUnless } from "../helpers/optional_suites.ts";
 
-const SUITE = new URL("../../shared/peer-suites/wycheproof/", import.meta.url);
+const SUITE = new URL("wycheproof/", PEER_SUITES);
 
 type Expectation = "accepted" | "rejected";
 /** What a wrapper did with one case; "wrong-output" always fails. */
@@ -484,27 +485,21 @@ async function runFile(entry: SuiteFile): Promise<void> {
   assert.deepEqual(failures, []);
 }
 
-const present = await Deno.stat(SUITE).then(() => true, () => false);
-if (!present) {
-  console.warn(
-    `wycheproof: ${SUITE.pathname} is absent — SKIPPING every Wycheproof vector. ` +
-      "Clone the project beside ../shared to run them.",
-  );
-}
+const skip = skipUnless("wycheproof", peerSuiteMissing("wycheproof/"), "every Wycheproof vector");
 
 for (const entry of FILES) {
   Deno.test({
     name: `wycheproof ${entry.file}${
       entry.file.startsWith("mlkem") ? ` (${entry.label?.split(" ")[0]})` : ""
     } matches our wrappers on every vector`,
-    ignore: !present,
+    ignore: skip,
     fn: () => runFile(entry),
   });
 }
 
 Deno.test({
   name: "wycheproof suite: every relevant file in MANIFEST.json is run",
-  ignore: !present,
+  ignore: skip,
   fn: async () => {
     const manifest = JSON.parse(await Deno.readTextFile(new URL("MANIFEST.json", SUITE)));
     const run = [...new Set(FILES.map((f) => f.file))].sort();

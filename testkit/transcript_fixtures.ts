@@ -5,11 +5,11 @@
  * leaf keys.
  */
 import { join } from "node:path";
-import { fromHex, randomBytes, toBase64, toHex } from "../../lib/bytes.ts";
-import { importSigningKeyPkcs8, sign, type SigningKey } from "../../lib/crypto/signature.ts";
-import { fingerprintOf, messageDigest } from "../../lib/transcript/format.ts";
-import type { Receipt } from "../../lib/transcript/receipt.ts";
-import { type TranscriptEntry, TranscriptWriter } from "../../lib/transcript/writer.ts";
+import { fromHex, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
+import { importSigningKeyPkcs8, sign, type SigningKey } from "../lib/crypto/signature.ts";
+import { fingerprintOf, messageDigest } from "../lib/transcript/format.ts";
+import type { Receipt } from "../lib/transcript/receipt.ts";
+import { type TranscriptEntry, TranscriptWriter } from "../lib/transcript/writer.ts";
 
 export type KeyAlg = "rsa" | "p256" | "ed25519";
 

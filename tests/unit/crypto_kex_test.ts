@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { SecureChatError } from "../lib/errors.ts";
-import { concat, fromHex, toHex } from "../lib/bytes.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import { concat, fromHex, toHex } from "../../lib/bytes.ts";
 import {
   agree,
   type EcdhCurve,
   generateKeyShare,
   keyShareFromPrivate,
-} from "../lib/crypto/ecdh.ts";
-import { KEX_GROUPS, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
+} from "../../lib/crypto/ecdh.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
 import { ml_kem768 as rawNoble } from "@noble/post-quantum/ml-kem.js";
 
 function isCode(code: string) {
