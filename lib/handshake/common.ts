@@ -29,6 +29,12 @@ import { SealedChannel } from "./record.ts";
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
+/**
+ * How long a side whose write failed waits for the `error` the peer sent before closing.
+ * It is normally already received; the bound only covers a peer that closed without one.
+ */
+export const PEER_ERROR_GRACE_MS = 1000;
+
 /** A party's long-term credential: its certificate and the key that signs for it. */
 export interface Identity {
   certDer: Uint8Array;
@@ -81,7 +87,9 @@ export interface EstablishedSession {
 /**
  * Runs one side's steps. On a failure of our own, the peer is told the code before
  * the connection closes (a code the peer sent us is not echoed back); the phase 1
- * secrets are wiped whatever happens.
+ * secrets are wiped whatever happens. A write that failed because the peer refused us
+ * and closed is reported with the peer's code: we pipeline several messages, so a write
+ * can fail before we read the peer's `error`.
  */
 export async function runHandshake(
   io: HandshakeIo,
@@ -89,7 +97,10 @@ export async function runHandshake(
 ): Promise<EstablishedSession> {
   try {
     return await steps();
-  } catch (error) {
+  } catch (caught) {
+    const error = caught !== null && caught === io.conn.writeError
+      ? await io.readPendingPeerError() ?? caught
+      : caught;
     if (error instanceof SecureChatError && !isFromPeer(error)) await io.sendError(error);
     throw error;
   } finally {
@@ -292,6 +303,31 @@ export class HandshakeIo {
       // the peer is gone; the local log still has the code
     }
     await this.conn.lingerClose();
+  }
+
+  /**
+   * After a failed write: the peer's `error` (plain, or sealed under the keys we read with)
+   * among the frames it sent before closing, read for at most PEER_ERROR_GRACE_MS and
+   * within the handshake's deadline; undefined when there is none.
+   */
+  async readPendingPeerError(): Promise<SecureChatError | undefined> {
+    const deadline = Math.min(this.#deadline, Date.now() + PEER_ERROR_GRACE_MS);
+    try {
+      while (deadline > Date.now()) {
+        const payload = await this.conn.read(deadline - Date.now());
+        if (payload === null) return undefined;
+        const plain = peerErrorOf(payload);
+        if (plain) return errorFromPeer(plain.code, plain.message);
+        if (this.sealed) {
+          const inner = await this.sealed.open(parseMessage(payload, SealedSchema).ct);
+          const sealed = peerErrorOf(inner);
+          if (sealed) return errorFromPeer(sealed.code, sealed.message);
+        }
+      }
+    } catch {
+      // a reset, a timeout or a frame we cannot open: there is no error to report
+    }
+    return undefined;
   }
 
   #channel(): SealedChannel {
