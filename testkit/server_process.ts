@@ -359,6 +359,7 @@ export async function registerUser(
   user: string,
   password: string,
 ): Promise<void> {
+  const mark = server.mark();
   const result = await runConnect({
     port: server.port,
     user,
@@ -368,6 +369,9 @@ export async function registerUser(
     registerEmail: `${user}@example.com`,
   });
   assert.equal(result.code, 0, `register ${user} failed:\n${result.stderr}`);
+  // The client may exit before the server has ended the session: until the server logs
+  // its CLOSE, the connection still holds a slot the caller may be about to count on.
+  await server.waitFor((e) => e.event === "CLOSE" && e.user === user, 10_000, mark);
 }
 
 /**
