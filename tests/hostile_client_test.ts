@@ -560,15 +560,18 @@ Deno.test({
   },
 });
 
+/** Long enough for bob's real login (a PBKDF2) on a busy machine, short for the test. */
+const HANDSHAKE_TIMEOUT_MS = 3000;
+
 Deno.test({
   name:
-    "a client that never finishes its handshake is dropped with TIMEOUT (--handshake-timeout 1000)",
+    `a client that never finishes its handshake is dropped with TIMEOUT (--handshake-timeout ${HANDSHAKE_TIMEOUT_MS})`,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
     const ts = await ServerProcess.start({
       pkiDir: pki.dir,
-      args: ["--handshake-timeout", "1000", "--handshake-rate", "1000"],
+      args: ["--handshake-timeout", String(HANDSHAKE_TIMEOUT_MS), "--handshake-rate", "1000"],
     });
     cleanUpAtExit(ts);
     try {
@@ -589,8 +592,10 @@ Deno.test({
               const started = Date.now();
               await stall(h);
               await expectRefused(ts, h, "TIMEOUT", from);
+              // The logged TIMEOUT says why; the time only that it was not early (load
+              // can only make it later).
               const took = Date.now() - started;
-              assert.ok(took >= 900 && took < 5000, `dropped after ${took} ms`);
+              assert.ok(took >= HANDSHAKE_TIMEOUT_MS - 100, `dropped after ${took} ms`);
             } finally {
               h.close();
             }
