@@ -4,17 +4,18 @@
  * messages and /who; a second login on another node ends the first; a lockout holds on all.
  */
 import assert from "node:assert/strict";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 import {
   errorCodeOf,
   LiveClient,
   pollUntil,
   registerUser,
   runConnect,
-} from "./helpers/server_process.ts";
-import { runCli } from "./helpers/cli.ts";
+} from "../testkit/server_process.ts";
+import { runCli } from "../testkit/cli.ts";
 import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
-import { findExecutable, warnSkipped } from "./helpers/local_service.ts";
+import { findExecutable } from "../testkit/local_service.ts";
+import { skipUnless } from "./helpers/optional_suites.ts";
 import { connect as natsConnect } from "nats";
 import { fromBase64 } from "../lib/bytes.ts";
 import {
@@ -25,8 +26,7 @@ import {
 import { decodeClusterRecord } from "../lib/server/cluster_record.ts";
 import { openBody } from "../lib/session/chat_channel.ts";
 
-const unavailable = clusterUnavailable();
-if (unavailable) warnSkipped("the cluster tests", unavailable);
+const skipCluster = skipUnless("cluster", clusterUnavailable(), "the cluster tests");
 
 const USERS = ["alice", "bob", "carol"] as const;
 const password = (user: string) => `${user}-password-123`;
@@ -34,7 +34,7 @@ const password = (user: string) => `${user}-password-123`;
 Deno.test({
   name:
     "cluster: lobby, private and /who across two nodes; a login on another node takes over; a lockout holds on both",
-  ignore: unavailable !== undefined,
+  ignore: skipCluster,
   async fn() {
     const pki = await makePki([...USERS], "ed25519");
     const cluster = await startTestCluster({
@@ -176,7 +176,7 @@ const SPREAD = ["ann", "ben", "cat", "dan", "eve", "fay"] as const;
 Deno.test({
   name:
     "cluster: three nodes behind haproxy, kill -9 one mid-chat: every acknowledged line arrives once, transcripts verify, users are back",
-  ignore: unavailable !== undefined,
+  ignore: skipCluster,
   async fn() {
     const pki = await makePki([...SPREAD], "ed25519");
     const cluster = await startTestCluster({
@@ -317,7 +317,11 @@ Deno.test({
 
 Deno.test({
   name: "deploy/haproxy.cfg is a valid haproxy configuration",
-  ignore: findExecutable("haproxy") === undefined && Deno.env.get("CI") !== "true",
+  ignore: skipUnless(
+    "cluster",
+    findExecutable("haproxy") ? undefined : "haproxy is not installed",
+    "the deploy/haproxy.cfg check",
+  ),
   async fn() {
     const cfg = new URL("../deploy/haproxy.cfg", import.meta.url).pathname;
     const out = await new Deno.Command(findExecutable("haproxy") ?? "haproxy", {

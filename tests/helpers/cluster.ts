@@ -4,9 +4,9 @@
  */
 import { type Haproxy, haproxyBinary, startHaproxy } from "./haproxy.ts";
 import { type MariaDb, mysqlTestTarget, startMariaDb } from "./mariadb.ts";
-import { type NatsServer, natsServerBinary, startNats } from "./nats.ts";
-import { freePort } from "./local_service.ts";
-import { ServerProcess } from "./server_process.ts";
+import { type NatsServer, natsServerBinary, startNats } from "../../testkit/nats.ts";
+import { freePort } from "../../testkit/local_service.ts";
+import { ServerProcess } from "../../testkit/server_process.ts";
 
 export interface TestCluster {
   db: MariaDb;
@@ -20,8 +20,8 @@ export interface TestCluster {
 }
 
 /**
- * Why the cluster tests cannot run here, or undefined when they can. Under CI (CI=true) the
- * tests run anyway and fail on the missing part: CI must not skip them.
+ * Why the cluster tests cannot run here, or undefined when they can (CI requires them:
+ * optional_suites.ts).
  */
 export function clusterUnavailable(): string | undefined {
   const missing = [
@@ -29,7 +29,7 @@ export function clusterUnavailable(): string | undefined {
     "path" in natsServerBinary() ? undefined : "nats-server",
     "path" in haproxyBinary() ? undefined : "haproxy",
   ].filter(Boolean);
-  if (missing.length === 0 || Deno.env.get("CI") === "true") return undefined;
+  if (missing.length === 0) return undefined;
   return `needs ${missing.join(", ")} (apt-get install mariadb-server nats-server haproxy)`;
 }
 

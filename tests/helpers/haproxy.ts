@@ -4,7 +4,7 @@
  * a failed connect retried on another node.
  */
 import { join } from "node:path";
-import { findExecutable, freePort, stopChild, waitForPort } from "./local_service.ts";
+import { findExecutable, freePort, stopChild, waitForPort } from "../../testkit/local_service.ts";
 
 export interface HaproxyBackend {
   name: string;

@@ -4,7 +4,7 @@
  * SECURECHAT_TEST_MYSQL_URL is set, that server instead (then it cannot be stopped or restarted).
  */
 import { join } from "node:path";
-import { findExecutable, freePort } from "./local_service.ts";
+import { findExecutable, freePort } from "../../testkit/local_service.ts";
 import { skipUnless } from "./optional_suites.ts";
 
 export const MYSQL_URL_ENV = "SECURECHAT_TEST_MYSQL_URL";

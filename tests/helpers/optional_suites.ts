@@ -1,7 +1,8 @@
 /**
  * Suites that need something from outside the repository: the peer suites in ../shared
  * (x509-limbo, Wycheproof), a local MariaDB, openssl, python3 with `cryptography` for the
- * clean-room interop client, the right to mount a tmpfs (the full-disk fault test). Where it is missing, the tests are skipped with `ignore:`
+ * clean-room interop client, the right to mount a tmpfs (the full-disk fault test),
+ * nats-server and haproxy with MariaDB (the cluster tests). Where it is missing, the tests are skipped with `ignore:`
  * decided when the file loads, the reason printed, and `deno test` counts them as ignored.
  *
  * CI must not go green without them: SECURECHAT_CI_REQUIRE (comma-separated suite names,
@@ -18,6 +19,7 @@ export const OPTIONAL_SUITES = [
   "openssl",
   "interop",
   "tmpfs",
+  "cluster",
 ] as const;
 export type OptionalSuite = typeof OPTIONAL_SUITES[number];
 
