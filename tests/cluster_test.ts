@@ -183,13 +183,23 @@ Deno.test({
       pkiDir: pki.dir,
       nodes: 3,
       haproxy: true,
+      proxyProtocol: true,
       args: ["--message-rate", "200"],
     });
     const clients = new Map<string, LiveClient>();
     const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
     try {
+      // Through haproxy: with PROXY headers on, the nodes take no direct loopback connection.
       for (const user of SPREAD) {
-        await registerUser(cluster.nodes[0], pki.dir, user, password(user));
+        const result = await runConnect({
+          port: cluster.haproxy!.port,
+          user,
+          password: password(user),
+          pkiDir: pki.dir,
+          transcripts: `${transcripts(user)}-register`,
+          registerEmail: `${user}@example.com`,
+        });
+        assert.equal(result.code, 0, result.stderr);
       }
       for (const user of SPREAD) {
         clients.set(

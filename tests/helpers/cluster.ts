@@ -37,6 +37,9 @@ export async function startTestCluster(opts: {
   pkiDir: string;
   nodes: number;
   haproxy?: boolean;
+  /** haproxy sends PROXY v2 headers and the nodes trust 127.0.0.1 for them (then every
+   * connection to a node must come through haproxy). */
+  proxyProtocol?: boolean;
   /** Extra `serve` flags for every node. */
   args?: string[];
 }): Promise<TestCluster> {
@@ -66,11 +69,12 @@ export async function startTestCluster(opts: {
         `n${i + 1}`,
         "--health-port",
         String(healthPorts[i]),
-        // Behind one balancer every user comes from its address (docs/DEPLOY.md).
+        // Every test user comes from 127.0.0.1.
         "--max-per-address",
         "10000",
         "--handshake-rate",
         "1000",
+        ...(opts.proxyProtocol ? ["--trusted-proxy", "127.0.0.1"] : []),
         ...(opts.args ?? []),
       ],
     });
@@ -91,6 +95,7 @@ export async function startTestCluster(opts: {
     if (opts.haproxy) {
       haproxy = await startHaproxy(
         nodes.map((n, i) => ({ name: `n${i + 1}`, port: n.port, healthPort: healthPorts[i] })),
+        opts.proxyProtocol,
       );
     }
   } catch (error) {
