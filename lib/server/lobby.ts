@@ -281,6 +281,8 @@ export class Lobby {
         if (member.session.closing) return;
         if (!this.#recipients(envelope).includes(member)) continue;
         const record = decodeClusterRecord(envelope.record);
+        // Join and leave notices of the past would only mislead; messages are what was missed.
+        if (record.body.kind === "notice") continue;
         void this.#deliver(member, record.body, record.author);
         count++;
       }
