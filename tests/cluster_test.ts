@@ -146,7 +146,7 @@ Deno.test("serve --cluster refuses SQLite, a missing --node and a URL that is no
 Deno.test({
   name:
     "cluster: NATS down — health 503, lines refused with a notice; NATS back — health 200, lines flow again",
-  ignore: unavailable !== undefined,
+  ignore: skipCluster,
   async fn() {
     const pki = await makePki(["alice", "bob"], "ed25519");
     const cluster = await startTestCluster({ pkiDir: pki.dir, nodes: 2 });

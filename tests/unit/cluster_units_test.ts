@@ -7,18 +7,18 @@ import {
   RelayDedupe,
   STOPPED,
   worthReconnecting,
-} from "../commands/_reconnect.ts";
-import { resolveClusterConfig } from "../lib/cluster/config.ts";
+} from "../../commands/_reconnect.ts";
+import { resolveClusterConfig } from "../../lib/cluster/config.ts";
 import {
   encodeClusterMessage,
   parseClusterMessage,
   PresenceSchema,
   RecordEnvelopeSchema,
   SUBJECTS,
-} from "../lib/cluster/messages.ts";
-import { decodeClusterRecord, encodeClusterRecord } from "../lib/server/cluster_record.ts";
-import { codeOf } from "../lib/errors.ts";
-import { blockLength, parseProxyHeader } from "../lib/server/proxy_protocol.ts";
+} from "../../lib/cluster/messages.ts";
+import { decodeClusterRecord, encodeClusterRecord } from "../../lib/server/cluster_record.ts";
+import { codeOf } from "../../lib/errors.ts";
+import { blockLength, parseProxyHeader } from "../../lib/server/proxy_protocol.ts";
 
 Deno.test("Backoff.next() doubles up to the cap, each wait jittered within [d/2, d]", () => {
   for (const random of [() => 0, () => 0.999999]) {
