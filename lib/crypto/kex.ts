@@ -132,6 +132,10 @@ function splitSecret(
   return [secret.subarray(0, first), secret.subarray(first)];
 }
 
+function x25519Share(scalar: Uint8Array | undefined) {
+  return scalar ? keyShareFromPrivate("x25519", scalar) : generateKeyShare("x25519");
+}
+
 /** The two 32-byte secrets, ML-KEM's first; the parts are wiped (best-effort in JS). */
 function combine(mlkemSecret: Uint8Array, x25519Secret: Uint8Array): Uint8Array {
   const secret = concat(mlkemSecret, x25519Secret);
@@ -154,10 +158,8 @@ const HYBRID: KeyAgreement = Object.freeze({
   group: "x25519mlkem768",
   async generate(secret?: Uint8Array) {
     const [seed, scalar] = splitSecret(secret, MLKEM768_SEED_BYTES);
-    const kem = await mlKem768.generateKeyPair(seed);
-    const dh = scalar
-      ? await keyShareFromPrivate("x25519", scalar)
-      : await generateKeyShare("x25519");
+    // The halves are independent: run them side by side (WebCrypto works off the JS thread).
+    const [kem, dh] = await Promise.all([mlKem768.generateKeyPair(seed), x25519Share(scalar)]);
     const share = concat(kem.encapsulationKey, dh.publicKey);
     return oneShot("x25519mlkem768", share, async (serverShare) => {
       if (serverShare.length !== HYBRID_SERVER_SHARE_BYTES) {
@@ -166,9 +168,11 @@ const HYBRID: KeyAgreement = Object.freeze({
           `x25519mlkem768 server share must be ${HYBRID_SERVER_SHARE_BYTES} bytes`,
         );
       }
-      const ciphertext = serverShare.subarray(0, MLKEM768_CIPHERTEXT_BYTES);
-      const x25519Secret = await agree(dh, serverShare.subarray(MLKEM768_CIPHERTEXT_BYTES));
-      return combine(await kem.decapsulate(ciphertext), x25519Secret);
+      const [mlkemSecret, x25519Secret] = await Promise.all([
+        kem.decapsulate(serverShare.subarray(0, MLKEM768_CIPHERTEXT_BYTES)),
+        agree(dh, serverShare.subarray(MLKEM768_CIPHERTEXT_BYTES)),
+      ]);
+      return combine(mlkemSecret, x25519Secret);
     });
   },
   async respond(clientShare: Uint8Array, secret?: Uint8Array) {
@@ -185,11 +189,10 @@ const HYBRID: KeyAgreement = Object.freeze({
     const [message, scalar] = splitSecret(secret, MLKEM768_MESSAGE_BYTES);
     // Fixed randomness m needs the noble backend: WebCrypto cannot take it.
     const kem = message ? nobleMlKem768 : mlKem768;
-    const dh = scalar
-      ? await keyShareFromPrivate("x25519", scalar)
-      : await generateKeyShare("x25519");
-    const x25519Secret = await agree(dh, peerX25519);
-    const { ciphertext, sharedSecret } = await kem.encapsulate(encapsulationKey, message);
+    const [{ ciphertext, sharedSecret }, [dh, x25519Secret]] = await Promise.all([
+      kem.encapsulate(encapsulationKey, message),
+      x25519Share(scalar).then(async (dh) => [dh, await agree(dh, peerX25519)] as const),
+    ]);
     return {
       share: concat(ciphertext, dh.publicKey),
       sharedSecret: combine(sharedSecret, x25519Secret),
