@@ -30,6 +30,8 @@ export interface Figure {
 
 export interface Section {
   title: string;
+  /** Why the section did not run (a tool it compares with is missing); figures are then empty. */
+  skipped?: string;
   figures: Figure[];
   /** Raw measurements behind the figures (breakdowns, per-op timings, settings). */
   details: Record<string, unknown>;
@@ -192,6 +194,10 @@ export class JsonChild {
     }).spawn();
     this.#out = lines(this.#child.stdout);
     this.#in = this.#child.stdin.getWriter();
+  }
+
+  get pid(): number {
+    return this.#child.pid;
   }
 
   async next(): Promise<Record<string, unknown>> {

@@ -1,7 +1,8 @@
 /**
  * The securechat benchmark suite (issue 7): signing, session setup, messages, scale,
- * verify, startup, cluster — every figure beside a reference measured in the same run, as a
- * ratio. Setup and messages run with RSA-2048 (the default) and Ed25519 keys.
+ * verify, startup, cluster, peer (against InspIRCd, issue 18) — every figure beside a
+ * reference measured in the same run, as a ratio. Setup and messages run with RSA-2048
+ * (the default) and Ed25519 keys.
  * Prints a table and writes bench/results.json.
  *
  *   deno task bench            full run (several minutes: includes 10,000 sessions)
@@ -17,6 +18,7 @@ import * as messages from "./message_bench.ts";
 import * as scale from "./scale_bench.ts";
 import * as startup from "./startup_bench.ts";
 import * as cluster from "./cluster_bench.ts";
+import * as peer from "./peer_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
 
@@ -28,6 +30,7 @@ export const SECTIONS = [
   "verify",
   "startup",
   "cluster",
+  "peer",
 ] as const;
 type SectionName = typeof SECTIONS[number];
 
@@ -105,6 +108,9 @@ try {
       case "cluster":
         sections.cluster = await cluster.run({ quick }, pkis);
         break;
+      case "peer":
+        sections.peer = await peer.run({ quick }, pkis.rsa2048);
+        break;
       default:
         throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);
     }
@@ -156,6 +162,10 @@ function printTable(all: Partial<Record<SectionName, Section>>): void {
   for (const section of Object.values(all)) {
     if (!section) continue;
     console.log(`\n== ${section.title}`);
+    if (section.skipped) {
+      console.log(`SKIPPED: ${section.skipped}`);
+      continue;
+    }
     const rows = section.figures.map((f: Figure) => [
       f.name,
       `${fmt(f.value)} ${f.unit}`,
