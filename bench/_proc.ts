@@ -76,3 +76,28 @@ export class Budget {
     return !this.#done;
   }
 }
+
+/**
+ * CPU seconds of a process's live threads, summed by thread name (comm): in Deno,
+ * "main" runs JavaScript, "tokio-runtime-w" the I/O reactor and off-thread ops such
+ * as WebCrypto, "V8 DefaultWorke" the GC and compiler helpers. Threads that exited
+ * are not counted (the process total in sampleProcess is).
+ */
+export async function threadCpu(pid: number): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+    let stat: string;
+    try {
+      stat = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/stat`);
+    } catch {
+      continue; // exited meanwhile
+    }
+    const name = Number(task.name) === pid
+      ? "main"
+      : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const seconds = (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLOCK_TICKS_PER_SECOND;
+    out[name] = (out[name] ?? 0) + seconds;
+  }
+  return out;
+}

@@ -44,12 +44,20 @@ export function figure(
   reference: Reference | null,
   extra: { goal?: string; note?: string } = {},
 ): Figure {
-  const ratio = reference && reference.value > 0 ? round(value / reference.value, 3) : null;
+  const ratio = reference && reference.value > 0 ? significant(value / reference.value) : null;
   return { name, value: round(value, 3), unit, reference, ratio, ...extra };
 }
 
 export function ref(name: string, value: number, unit: string): Reference {
   return { name, value: round(value, 3), unit };
+}
+
+/**
+ * Three decimals, or three significant digits below 1: a ratio of 0.0007 (our relay
+ * rate beside InspIRCd's) must not print as 0.
+ */
+function significant(x: number): number {
+  return Math.abs(x) >= 1 || x === 0 ? round(x, 3) : Number(x.toPrecision(3));
 }
 
 export function round(x: number, digits = 3): number {

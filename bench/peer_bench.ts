@@ -34,8 +34,10 @@ import type { MsgBodyJson } from "../lib/wire/messages.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { findInspircd, GNUTLS_PRIORITY, Inspircd, INSPIRCD_INSTALL_HINT } from "./_inspircd.ts";
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
-import { mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
-import { Budget, cpuDuring, sampleProcess } from "./_proc.ts";
+import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
+import { deliveryCosts, opCosts } from "./_op_costs.ts";
+import { Budget, cpuDuring, sampleProcess, threadCpu } from "./_proc.ts";
+import { summarize } from "./cpu_profile.ts";
 import {
   BENCH_PASSWORD,
   connectLikeClient,
@@ -58,6 +60,7 @@ const WINDOW = 32;
 const IRC_BATCH = 256;
 const IRC_IN_FLIGHT = 8192;
 const SERVER_SCRIPT = new URL("./_peer_server.ts", import.meta.url).pathname;
+const HANDSHAKE_SERVER_SCRIPT = new URL("./_setup_server.ts", import.meta.url).pathname;
 
 interface Phase {
   /** Sessions set up, messages delivered (counted at the recipients) or connections held. */
@@ -74,14 +77,17 @@ const cpuMicrosPer = (p: Phase) => (p.cpuSeconds / p.units) * 1e6;
 
 // ---------------------------------------------------------------- securechat
 
+/** Where `--profile` writes our server's V8 CPU profile for each phase, if asked. */
+let profileDir: string | undefined;
+
 class OurServer {
   private constructor(readonly child: JsonChild, readonly port: number, readonly dir: string) {}
 
-  static async start(pki: TestPki): Promise<OurServer> {
+  static async start(pki: TestPki, phase: string): Promise<OurServer> {
     const dir = await Deno.makeTempDir({ prefix: "sc-bench-peer-" });
-    const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`], [
-      "--v8-flags=--expose-gc",
-    ]);
+    const flags = ["--v8-flags=--expose-gc"];
+    if (profileDir) flags.push("--cpu-prof", `--cpu-prof-dir=${profileDir}/${phase}`);
+    const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`], flags);
     const { port } = await child.next() as { port: number };
     return new OurServer(child, port, dir);
   }
@@ -172,31 +178,53 @@ async function sendWhile(
   return sent;
 }
 
+/** The CPU seconds each named thread of `pid` adds while `work` runs. */
+async function threadsDuring<T>(
+  pid: number,
+  work: () => Promise<T>,
+): Promise<{ result: T; threads: Record<string, number> }> {
+  const before = await threadCpu(pid);
+  const result = await work();
+  const after = await threadCpu(pid);
+  const threads = Object.fromEntries(
+    Object.entries(after).map(([name, s]) => [name, round(s - (before[name] ?? 0), 2)])
+      .filter(([, s]) => (s as number) > 0),
+  );
+  return { result, threads };
+}
+
 async function ourSetup(pki: TestPki, ids: Map<string, Identity>, span: Span): Promise<Phase> {
-  const server = await OurServer.start(pki);
+  const server = await OurServer.start(pki, "setup");
   try {
     const names = [...ids.keys()].slice(0, SETUP_CLIENTS);
     await closeCleanly(await ourLogin(server, pki, names[0], ids.get(names[0])!)); // warm-up
     const latencies: number[] = [];
-    const m = await cpuDuring(server.pid, async () => {
-      let n = 0;
-      const budget = budgetFor(server.pid, span);
-      await Promise.all(names.map(async (name) => {
-        while (await budget.more()) {
-          const t1 = performance.now();
-          const client = await ourLogin(server, pki, name, ids.get(name)!);
-          latencies.push(performance.now() - t1);
-          n++;
-          await closeCleanly(client);
-        }
-      }));
-      return n;
-    });
+    const { result: m, threads } = await threadsDuring(
+      server.pid,
+      () =>
+        cpuDuring(server.pid, async () => {
+          let n = 0;
+          const budget = budgetFor(server.pid, span);
+          await Promise.all(names.map(async (name) => {
+            while (await budget.more()) {
+              const t1 = performance.now();
+              const client = await ourLogin(server, pki, name, ids.get(name)!);
+              latencies.push(performance.now() - t1);
+              n++;
+              await closeCleanly(client);
+            }
+          }));
+          return n;
+        }),
+    );
     return {
       units: m.result,
       wallSeconds: m.wallSeconds,
       cpuSeconds: m.cpuSeconds,
-      extra: { login_latency_ms_p50: round(percentile(latencies, 50)) },
+      extra: {
+        login_latency_ms_p50: round(percentile(latencies, 50)),
+        server_thread_cpu_seconds: threads,
+      },
     };
   } finally {
     await server.stop();
@@ -209,6 +237,60 @@ async function closeCleanly(client: OurClient): Promise<void> {
   if (end.outcome !== "closed") throw new Error(`peer bench: session ended ${end.outcome}`);
 }
 
+/**
+ * The handshake and login alone, no chat session: `_setup_server.ts` (the real
+ * serverHandshake, in-memory password check) closes each connection once the
+ * handshake is done. What the issue's setup goal compares with a TLS handshake.
+ */
+async function ourHandshakes(
+  pki: TestPki,
+  ids: Map<string, Identity>,
+  span: Span,
+): Promise<Phase> {
+  const dir = await Deno.makeTempDir({ prefix: "sc-bench-peer-hs-" });
+  const names = [...ids.keys()].slice(0, SETUP_CLIENTS);
+  const child = new JsonChild(HANDSHAKE_SERVER_SCRIPT, [pki.dir, "memory", dir, names.join(",")]);
+  try {
+    const { port } = await child.next() as { port: number };
+    const once = async (name: string) => {
+      const conn = new FrameConnection(await connectLikeClient(port));
+      try {
+        await clientHandshake(conn, {
+          identity: ids.get(name)!,
+          trust: pki.trust,
+          serverName: "localhost",
+          credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
+        });
+      } finally {
+        conn.close();
+      }
+    };
+    await once(names[0]); // warm-up
+    const done = async () => {
+      const s = await child.request({ cmd: "stats" }) as { handshakes: number; failures: number };
+      return s.handshakes + s.failures;
+    };
+    const m = await cpuDuring(child.pid, async () => {
+      let n = 0;
+      const budget = budgetFor(child.pid, span);
+      await Promise.all(names.map(async (name) => {
+        while (await budget.more()) {
+          await once(name);
+          n++;
+        }
+      }));
+      // The server's side of the last handshakes finishes after the client's.
+      const t0 = performance.now();
+      while (await done() < n + 1 && performance.now() - t0 < 10_000) await sleep(5);
+      return n;
+    });
+    return { units: m.result, wallSeconds: m.wallSeconds, cpuSeconds: m.cpuSeconds };
+  } finally {
+    await child.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** One sender, `recipients` counting what reaches them; `to` for a direct message. */
 async function ourFanOut(
   pki: TestPki,
@@ -216,7 +298,7 @@ async function ourFanOut(
   recipients: number,
   span: Span,
 ): Promise<Phase> {
-  const server = await OurServer.start(pki);
+  const server = await OurServer.start(pki, recipients === 1 ? "direct" : "relay");
   const clients: OurClient[] = [];
   try {
     const names = [...ids.keys()].slice(0, recipients + 1);
@@ -231,16 +313,25 @@ async function ourFanOut(
     const warmUp = new Budget(server.pid, 50, 0);
     const base = await sendWhile(sender.session, body, () => warmUp.more());
     await until(() => receivers.every((r) => r.received.relayed >= base), "warm-up delivered");
-    const m = await cpuDuring(server.pid, async () => {
-      const budget = budgetFor(server.pid, span);
-      const sent = await sendWhile(sender.session, body, () => budget.more());
-      await until(
-        () => receivers.every((r) => r.received.relayed >= base + sent),
-        "every relayed message delivered",
-      );
-      return sent;
-    });
-    return { units: m.result * recipients, wallSeconds: m.wallSeconds, cpuSeconds: m.cpuSeconds };
+    const { result: m, threads } = await threadsDuring(
+      server.pid,
+      () =>
+        cpuDuring(server.pid, async () => {
+          const budget = budgetFor(server.pid, span);
+          const sent = await sendWhile(sender.session, body, () => budget.more());
+          await until(
+            () => receivers.every((r) => r.received.relayed >= base + sent),
+            "every relayed message delivered",
+          );
+          return sent;
+        }),
+    );
+    return {
+      units: m.result * recipients,
+      wallSeconds: m.wallSeconds,
+      cpuSeconds: m.cpuSeconds,
+      extra: { server_thread_cpu_seconds: threads },
+    };
   } finally {
     await server.stop();
     await Promise.allSettled(clients.map((c) => c.run));
@@ -248,7 +339,7 @@ async function ourFanOut(
 }
 
 async function ourIdle(pki: TestPki, n: number): Promise<Phase> {
-  const server = await OurServer.start(pki);
+  const server = await OurServer.start(pki, "idle");
   const clients: OurClient[] = [];
   try {
     const names = Array.from({ length: n + 1 }, (_, i) => `idle${i}`);
@@ -290,6 +381,33 @@ async function ourIdle(pki: TestPki, n: number): Promise<Phase> {
 }
 
 // ---------------------------------------------------------------- InspIRCd
+
+/** TLS handshakes alone: connect (client certificate verified), QUIT, closed. */
+async function ircHandshakes(
+  binary: string,
+  files: TlsFiles,
+  tls: IrcTls,
+  span: Span,
+): Promise<Phase> {
+  const server = await Inspircd.start(binary, files);
+  try {
+    await (await IrcClient.connect(server.port, tls)).quit(); // warm-up
+    const m = await cpuDuring(server.pid, async () => {
+      let n = 0;
+      const budget = budgetFor(server.pid, span);
+      await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
+        while (await budget.more()) {
+          await (await IrcClient.connect(server.port, tls)).quit();
+          n++;
+        }
+      }));
+      return n;
+    });
+    return { units: m.result, wallSeconds: m.wallSeconds, cpuSeconds: m.cpuSeconds };
+  } finally {
+    await server.stop();
+  }
+}
 
 async function ircSetup(
   binary: string,
@@ -473,12 +591,14 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     // Phases alternate between the servers so that drifting load on a shared
     // machine falls on both alike.
     const theirs = {
+      handshake: await ircHandshakes(binary, files, tls, span),
       setup: await ircSetup(binary, files, tls, span),
       direct: await ircFanOut(binary, files, tls, 1, span),
       relay: await ircFanOut(binary, files, tls, RELAY_RECIPIENTS, span),
       idle: await ircIdle(binary, files, tls, idle),
     };
     const ours = {
+      handshake: await ourHandshakes(pki, ids, span),
       setup: await ourSetup(pki, ids, span),
       direct: await ourFanOut(pki, ids, 1, span),
       relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
@@ -489,15 +609,25 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     const peer = (what: string) => `InspIRCd ${what}`;
     const figures = [
       figure(
-        "server CPU per session set up (handshake, login, leave with receipts)",
-        cpuMicrosPer(ours.setup),
+        "server CPU per handshake + login (certificate auth, in-memory password check)",
+        cpuMicrosPer(ours.handshake),
         "µs",
         ref(
-          peer("per TLS 1.3 mTLS handshake + registration + QUIT"),
-          cpuMicrosPer(theirs.setup),
+          peer("per TLS 1.3 handshake with a client certificate"),
+          cpuMicrosPer(theirs.handshake),
           "µs",
         ),
         { goal: "<= 2 (issue 18)" },
+      ),
+      figure(
+        "server CPU per session (handshake, login, lobby join/leave, close with receipts)",
+        cpuMicrosPer(ours.setup),
+        "µs",
+        ref(
+          peer("per session: TLS handshake, registration, welcome, QUIT"),
+          cpuMicrosPer(theirs.setup),
+          "µs",
+        ),
       ),
       figure(
         `server CPU per relay delivery (1 sender -> ${RELAY_RECIPIENTS})`,
@@ -557,6 +687,8 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         shapes: {
           duration: `each phase at least ${span.ms} ms and until the server used ` +
             `${span.minCpuSeconds} s of CPU`,
+          handshake: `${SETUP_CLIENTS} clients at once: ours the handshake + login ` +
+            "(_setup_server.ts), IRC the TLS handshake + QUIT",
           setup: `${SETUP_CLIENTS} clients at once`,
           direct_and_relay: `sent for the phase, then until all delivered; ours ${WINDOW} sends ` +
             `in flight, IRC ${IRC_BATCH} lines a write and at most ${IRC_IN_FLIGHT} undelivered`,
@@ -576,7 +708,56 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
   }
 }
 
+/**
+ * `--profile DIR`: our server's phases alone, each with a V8 CPU profile of the
+ * server (JavaScript thread) and its CPU per thread, summarised: where the time per
+ * session and per delivery goes (docs/PERFORMANCE.md, issue 18).
+ */
+async function profile(dir: string, quick: boolean): Promise<Record<string, unknown>> {
+  profileDir = dir;
+  const users = Array.from({ length: SETUP_CLIENTS }, (_, i) => `user${i + 1}`);
+  const pki = await rsaPki(users);
+  const edPki = await ed25519Pki(users);
+  try {
+    const identities = async (p: TestPki) =>
+      new Map(await Promise.all(users.map(async (n) => [n, await p.identity(n)] as const)));
+    const ids = await identities(pki);
+    const span: Span = { ms: quick ? 1000 : 5000, minCpuSeconds: 0 };
+    const phases: Record<string, Phase> = {
+      setup: await ourSetup(pki, ids, span),
+      direct: await ourFanOut(pki, ids, 1, span),
+      relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
+    };
+    // The same relay with Ed25519 keys everywhere: what RSA-2048 signing costs per delivery.
+    profileDir = undefined;
+    const relayEd25519 = await ourFanOut(edPki, await identities(edPki), RELAY_RECIPIENTS, span);
+    const out: Record<string, unknown> = {
+      relay_ed25519: phaseDetails(relayEd25519),
+      op_cpu_us: await opCosts(pki, quick),
+      delivery_cpu_us: {
+        "RSA-2048": await deliveryCosts(pki, quick),
+        Ed25519: await deliveryCosts(edPki, quick),
+      },
+    };
+    for (const [phase, p] of Object.entries(phases)) {
+      const files = [...Deno.readDirSync(`${dir}/${phase}`)].filter((f) =>
+        f.name.endsWith(".cpuprofile")
+      );
+      const summary = summarize(
+        JSON.parse(Deno.readTextFileSync(`${dir}/${phase}/${files[0].name}`)),
+      );
+      out[phase] = { ...phaseDetails(p), profile: summary };
+    }
+    return out;
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+    await Deno.remove(edPki.dir, { recursive: true });
+  }
+}
+
 if (import.meta.main) {
-  const section = await run({ quick: Deno.args.includes("--quick") });
-  console.log(JSON.stringify(section, null, 2));
+  const quick = Deno.args.includes("--quick");
+  const at = Deno.args.indexOf("--profile");
+  const result = at >= 0 ? await profile(Deno.args[at + 1], quick) : await run({ quick });
+  console.log(JSON.stringify(result, null, 2));
 }

@@ -170,7 +170,7 @@ function printTable(all: Partial<Record<SectionName, Section>>): void {
       f.name,
       `${fmt(f.value)} ${f.unit}`,
       f.reference ? `${f.reference.name}: ${fmt(f.reference.value)} ${f.reference.unit}` : "-",
-      f.ratio === null ? "-" : f.ratio.toFixed(3),
+      f.ratio === null ? "-" : Math.abs(f.ratio) >= 1 ? f.ratio.toFixed(3) : `${f.ratio}`,
       f.goal ?? "",
     ]);
     const head = ["figure", "value", "reference (same run)", "ratio", "goal"];
