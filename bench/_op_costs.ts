@@ -2,7 +2,7 @@
  * CPU time per operation, this process, all threads (/proc/self/stat): the pieces a
  * relay delivery is made of, through lib/ as the server calls them (WebCrypto: each
  * call hops to a worker thread and back) and, beside them, the synchronous
- * node:crypto equivalents. `--profile` in peer_bench.ts prints them next to the
+ * node:crypto equivalents. `--breakdown` in peer_bench.ts prints them next to the
  * measured CPU per delivery, so the sum can be compared with the whole.
  */
 import { createCipheriv, createHash, createPrivateKey, sign as nodeSign } from "node:crypto";

@@ -26,6 +26,7 @@
  * includes their close (receipts exchanged).
  *
  *   deno run -A bench/peer_bench.ts [--quick]
+ *   deno run -A bench/peer_bench.ts --breakdown [--quick]   where our CPU goes (see below)
  */
 import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
@@ -37,7 +38,6 @@ import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
 import { Budget, cpuDuring, sampleProcess, threadCpu } from "./_proc.ts";
-import { summarize } from "./cpu_profile.ts";
 import {
   BENCH_PASSWORD,
   connectLikeClient,
@@ -77,17 +77,14 @@ const cpuMicrosPer = (p: Phase) => (p.cpuSeconds / p.units) * 1e6;
 
 // ---------------------------------------------------------------- securechat
 
-/** Where `--profile` writes our server's V8 CPU profile for each phase, if asked. */
-let profileDir: string | undefined;
-
 class OurServer {
   private constructor(readonly child: JsonChild, readonly port: number, readonly dir: string) {}
 
-  static async start(pki: TestPki, phase: string): Promise<OurServer> {
+  static async start(pki: TestPki): Promise<OurServer> {
     const dir = await Deno.makeTempDir({ prefix: "sc-bench-peer-" });
-    const flags = ["--v8-flags=--expose-gc"];
-    if (profileDir) flags.push("--cpu-prof", `--cpu-prof-dir=${profileDir}/${phase}`);
-    const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`], flags);
+    const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`], [
+      "--v8-flags=--expose-gc",
+    ]);
     const { port } = await child.next() as { port: number };
     return new OurServer(child, port, dir);
   }
@@ -194,7 +191,7 @@ async function threadsDuring<T>(
 }
 
 async function ourSetup(pki: TestPki, ids: Map<string, Identity>, span: Span): Promise<Phase> {
-  const server = await OurServer.start(pki, "setup");
+  const server = await OurServer.start(pki);
   try {
     const names = [...ids.keys()].slice(0, SETUP_CLIENTS);
     await closeCleanly(await ourLogin(server, pki, names[0], ids.get(names[0])!)); // warm-up
@@ -298,7 +295,7 @@ async function ourFanOut(
   recipients: number,
   span: Span,
 ): Promise<Phase> {
-  const server = await OurServer.start(pki, recipients === 1 ? "direct" : "relay");
+  const server = await OurServer.start(pki);
   const clients: OurClient[] = [];
   try {
     const names = [...ids.keys()].slice(0, recipients + 1);
@@ -339,7 +336,7 @@ async function ourFanOut(
 }
 
 async function ourIdle(pki: TestPki, n: number): Promise<Phase> {
-  const server = await OurServer.start(pki, "idle");
+  const server = await OurServer.start(pki);
   const clients: OurClient[] = [];
   try {
     const names = Array.from({ length: n + 1 }, (_, i) => `idle${i}`);
@@ -709,12 +706,14 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
 }
 
 /**
- * `--profile DIR`: our server's phases alone, each with a V8 CPU profile of the
- * server (JavaScript thread) and its CPU per thread, summarised: where the time per
- * session and per delivery goes (docs/PERFORMANCE.md, issue 18).
+ * `--breakdown`: where our server's CPU per session and per delivery goes, in CPU
+ * time rather than samples: the server's CPU per thread in each phase, the relay
+ * again with Ed25519 keys everywhere (what RSA-2048 signing costs), and the CPU of
+ * each piece of a delivery measured alone (_op_costs.ts). A V8 `--cpu-prof` of the
+ * server was tried first and is not used: it samples wall time, and on a shared
+ * machine it charged waiting to whichever op ran last (docs/PERFORMANCE.md).
  */
-async function profile(dir: string, quick: boolean): Promise<Record<string, unknown>> {
-  profileDir = dir;
+async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
   const users = Array.from({ length: SETUP_CLIENTS }, (_, i) => `user${i + 1}`);
   const pki = await rsaPki(users);
   const edPki = await ed25519Pki(users);
@@ -722,33 +721,22 @@ async function profile(dir: string, quick: boolean): Promise<Record<string, unkn
     const identities = async (p: TestPki) =>
       new Map(await Promise.all(users.map(async (n) => [n, await p.identity(n)] as const)));
     const ids = await identities(pki);
-    const span: Span = { ms: quick ? 1000 : 5000, minCpuSeconds: 0 };
+    const span: Span = quick ? { ms: 1000, minCpuSeconds: 0.1 } : { ms: 3000, minCpuSeconds: 2 };
     const phases: Record<string, Phase> = {
+      handshake: await ourHandshakes(pki, ids, span),
       setup: await ourSetup(pki, ids, span),
       direct: await ourFanOut(pki, ids, 1, span),
       relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
+      relay_ed25519: await ourFanOut(edPki, await identities(edPki), RELAY_RECIPIENTS, span),
     };
-    // The same relay with Ed25519 keys everywhere: what RSA-2048 signing costs per delivery.
-    profileDir = undefined;
-    const relayEd25519 = await ourFanOut(edPki, await identities(edPki), RELAY_RECIPIENTS, span);
-    const out: Record<string, unknown> = {
-      relay_ed25519: phaseDetails(relayEd25519),
+    return {
+      phases: Object.fromEntries(Object.entries(phases).map(([k, p]) => [k, phaseDetails(p)])),
       op_cpu_us: await opCosts(pki, quick),
       delivery_cpu_us: {
         "RSA-2048": await deliveryCosts(pki, quick),
         Ed25519: await deliveryCosts(edPki, quick),
       },
     };
-    for (const [phase, p] of Object.entries(phases)) {
-      const files = [...Deno.readDirSync(`${dir}/${phase}`)].filter((f) =>
-        f.name.endsWith(".cpuprofile")
-      );
-      const summary = summarize(
-        JSON.parse(Deno.readTextFileSync(`${dir}/${phase}/${files[0].name}`)),
-      );
-      out[phase] = { ...phaseDetails(p), profile: summary };
-    }
-    return out;
   } finally {
     await Deno.remove(pki.dir, { recursive: true });
     await Deno.remove(edPki.dir, { recursive: true });
@@ -757,7 +745,6 @@ async function profile(dir: string, quick: boolean): Promise<Record<string, unkn
 
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
-  const at = Deno.args.indexOf("--profile");
-  const result = at >= 0 ? await profile(Deno.args[at + 1], quick) : await run({ quick });
+  const result = Deno.args.includes("--breakdown") ? await breakdown(quick) : await run({ quick });
   console.log(JSON.stringify(result, null, 2));
 }
