@@ -32,6 +32,8 @@ export interface Section {
   title: string;
   /** Why the section did not run (a tool it compares with is missing); figures are then empty. */
   skipped?: string;
+  /** When this section was measured (ISO 8601); with --merge, sections of a file differ. */
+  measured_at?: string;
   figures: Figure[];
   /** Raw measurements behind the figures (breakdowns, per-op timings, settings). */
   details: Record<string, unknown>;

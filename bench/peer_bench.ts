@@ -368,6 +368,7 @@ async function ourIdle(pki: TestPki, n: number): Promise<Phase> {
         rss_after: after.rssBytes,
         // Where the RSS goes: the V8 heap in use, and memory outside it (buffers).
         v8_heap_used_bytes_per_connection: per("heapUsed"),
+        v8_heap_committed_bytes_per_connection: per("heapTotal"),
         external_bytes_per_connection: per("external"),
       },
     };

@@ -8,6 +8,7 @@
  *   deno task bench            full run (several minutes: includes 10,000 sessions)
  *   deno task bench --quick    under a minute; what CI runs (checks the bench works)
  *   deno task bench --only setup,messages --out /tmp/r.json
+ *   deno task bench --only peer --merge   re-measure one section, keep the others in the file
  */
 import { parseArgs } from "node:util";
 import { benchPkis, removePkis } from "./_pki.ts";
@@ -39,6 +40,7 @@ const { values } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     only: { type: "string" },
+    merge: { type: "boolean", default: false },
     out: { type: "string", default: new URL("./results.json", import.meta.url).pathname },
   },
 });
@@ -114,12 +116,18 @@ try {
       default:
         throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);
     }
+    sections[name]!.measured_at = new Date().toISOString();
     console.error(`bench: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 } finally {
   await removePkis(pkis);
 }
 
+// --merge: the sections of this run replace theirs in the existing file; the others
+// stay, each with its own measured_at.
+const kept = values.merge
+  ? JSON.parse(await Deno.readTextFile(values.out!).catch(() => "{}")).sections ?? {}
+  : {};
 const results = {
   machine: {
     os: `${Deno.build.os} ${Deno.osRelease()}`,
@@ -134,10 +142,10 @@ const results = {
   date: new Date().toISOString(),
   quick,
   duration_seconds: Math.round((performance.now() - started) / 100) / 10,
-  sections,
+  sections: { ...kept, ...sections } as Partial<Record<SectionName, Section>>,
 };
 await Deno.writeTextFile(values.out!, JSON.stringify(results, null, 2) + "\n");
-printTable(results.sections);
+printTable(sections);
 console.log(`\nwrote ${values.out} (${results.duration_seconds} s${quick ? ", --quick" : ""})`);
 
 async function cpuModel(): Promise<string | null> {
