@@ -19,26 +19,11 @@
  */
 import { lines } from "./_util.ts";
 
-export const INSPIRCD_INSTALL_HINT =
-  "install it from Debian: apt-get install inspircd (then it is /usr/sbin/inspircd)";
+export { findInspircd, INSPIRCD_INSTALL_HINT } from "../testkit/inspircd.ts";
 
 /** The GnuTLS priority string: TLS 1.3, X25519, AES-128-GCM, any signature scheme. */
 export const GNUTLS_PRIORITY =
   "NONE:+VERS-TLS1.3:+AES-128-GCM:+AEAD:+GROUP-X25519:+SIGN-ALL:+CTYPE-X509:+COMP-NULL";
-
-/** The `inspircd` binary: on PATH, or where Debian puts it (/usr/sbin is often off PATH). */
-export async function findInspircd(): Promise<string | null> {
-  const dirs = [...(Deno.env.get("PATH") ?? "").split(":").filter(Boolean), "/usr/sbin"];
-  for (const dir of dirs) {
-    try {
-      const info = await Deno.stat(`${dir}/inspircd`);
-      if (info.isFile) return `${dir}/inspircd`;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
 
 export interface InspircdFiles {
   port: number;

@@ -2,7 +2,7 @@
  * Child process of the peer bench (issue 18): securechat's real ChatServer — admission,
  * handshake, chat sessions with transcripts, the lobby — in a process of its own, so
  * the bench can read its CPU time and RSS from /proc as it reads InspIRCd's. Logins
- * are checked by the in-memory store (tests/helpers/memory_store.ts: no PBKDF2,
+ * are checked by the in-memory store (testkit/memory_store.ts: no PBKDF2,
  * which would dominate setup and is not what the comparison is about); admission and
  * lobby rate limits are lifted as InspIRCd's flood control is switched off.
  *
@@ -15,7 +15,7 @@
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
-import { sharedPasswordStore } from "../tests/helpers/memory_store.ts";
+import { sharedPasswordStore } from "../testkit/memory_store.ts";
 import { BENCH_PASSWORD, commands, reply, sleep } from "./_util.ts";
 
 const [pkiDir, transcriptDir] = Deno.args;

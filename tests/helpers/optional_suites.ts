@@ -2,7 +2,8 @@
  * Suites that need something from outside the repository: the peer suites in ../shared
  * (x509-limbo, Wycheproof), a local MariaDB, openssl, python3 with `cryptography` for the
  * clean-room interop client, the right to mount a tmpfs (the full-disk fault test),
- * nats-server and haproxy with MariaDB (the cluster tests). Where it is missing, the tests are skipped with `ignore:`
+ * nats-server and haproxy with MariaDB (the cluster tests), InspIRCd (the bench's peer
+ * section, run by the bench smoke test). Where it is missing, the tests are skipped with `ignore:`
  * decided when the file loads, the reason printed, and `deno test` counts them as ignored.
  *
  * CI must not go green without them: SECURECHAT_CI_REQUIRE (comma-separated suite names,
@@ -20,6 +21,7 @@ export const OPTIONAL_SUITES = [
   "interop",
   "tmpfs",
   "cluster",
+  "inspircd",
 ] as const;
 export type OptionalSuite = typeof OPTIONAL_SUITES[number];
 
