@@ -64,9 +64,18 @@ Deno.test({
   fn: async (t) => {
     const bob = await shared.bystander("bob", PASSWORDS.bob);
     const seenByBob = (text: string) => bob.client.lines((l) => l.includes(text)).length;
+    const aliceLeft = () => bob.client.lines((l) => l.includes("* alice left")).length;
+    /**
+     * Resolves once bob has printed the lobby's "alice left" for alice's next session (the
+     * (before + 1)th): the lobby queues it to bob after every relay of that session, so
+     * whatever bob was going to get from alice has arrived by then.
+     */
+    const bobHasAllFromAlice = (before: number) =>
+      bob.client.waitForLine(() => aliceLeft() > before);
     try {
       await t.step("a duplicated msg frame → REPLAY; bob gets the line exactly once", async () => {
         const from = server.mark();
+        const left = aliceLeft();
         const line = `once-${uniq()}`;
         const { result, proxy } = await aliceThrough([nth("c2s", "msg", 1, duplicate)], [line]);
         assert.equal(result.code, 0, result.stderr);
@@ -74,8 +83,7 @@ Deno.test({
         const login = await aliceSession(from);
         const replay = await sessionEvent(login, "REPLAY", from);
         assert.equal(replay.seqno, 1);
-        await bob.client.waitForLine((l) => l.includes(line));
-        await new Promise((resolve) => setTimeout(resolve, 300));
+        await bobHasAllFromAlice(left);
         assert.equal(seenByBob(line), 1, "delivered exactly once");
         assert.match(bob.client.lines((l) => l.includes(line))[0], /alice \u2713/);
         // The duplicate was never recorded, so both transcripts agree and receipts match.
@@ -91,6 +99,7 @@ Deno.test({
       ) {
         await t.step(`${what} of alice's 2nd msg → SIG_FAIL; bob never sees it`, async () => {
           const from = server.mark();
+          const left = aliceLeft();
           const [one, two] = [`one-${uniq()}`, `two-${uniq()}`];
           const { result } = await aliceThrough([nth("c2s", "msg", 2, flipBitIn(field, 77))], [
             one,
@@ -99,8 +108,7 @@ Deno.test({
           const login = await aliceSession(from);
           const rejected = await sessionEvent(login, "SIG_FAIL", from);
           assert.equal(rejected.seqno, 2);
-          await bob.client.waitForLine((l) => l.includes(one));
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await bobHasAllFromAlice(left);
           assert.equal(seenByBob(one), 1);
           assert.equal(seenByBob(two), 0, "the tampered message was relayed");
           // Alice recorded "two" as sent; the server rejected it. The receipts over the
@@ -114,6 +122,7 @@ Deno.test({
         "alice's 1st msg dropped → PROTOCOL_ERROR (a gap ends the session)",
         async () => {
           const from = server.mark();
+          const left = aliceLeft();
           const [a, b] = [`a-${uniq()}`, `b-${uniq()}`];
           const { result } = await aliceThrough([nth("c2s", "msg", 1, drop)], [a, b]);
           const login = await aliceSession(from);
@@ -121,7 +130,7 @@ Deno.test({
           assert.match(String(gap.detail), /skips/);
           assert.notEqual(result.code, 0);
           assert.equal(errorCodeOf(result), "PROTOCOL_ERROR", result.stderr);
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await bobHasAllFromAlice(left);
           assert.equal(seenByBob(a) + seenByBob(b), 0);
         },
       );

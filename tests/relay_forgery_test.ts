@@ -82,7 +82,8 @@ Deno.test("relay: bob rejects a relayed message the server altered or forged, wi
     await session.send(relay(altered));
     await session.send(forgedRelay);
     await session.send({ kind: "notice", text: "still here" });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // No pause before bob's end of input: bob's close may cross these on the wire, and
+    // bob still reads and records everything sent before the server's close (PROTOCOL §7).
     await bob.stdin.close();
     const [out] = await Promise.all([bob.output(), running]);
     const stdout = new TextDecoder().decode(out.stdout);
