@@ -587,13 +587,13 @@ export interface LiveFuzzContext {
 const NOT_TERMINAL = new Set(["CONNECT", "LOGIN", "SESSION_REPLACED"]);
 
 /** The server has finished with this peer: a handshake code (no session) or CLOSE. */
-function terminalFor(peer: string) {
+export function terminalFor(peer: string) {
   return (e: LoggedEvent) =>
     e.peer === peer && (e.event === "CLOSE" || (!e.session && !NOT_TERMINAL.has(e.event)));
 }
 
 /** The first event at or after index `from` passing `test`, waiting up to `timeoutMs`. */
-async function waitForLog(
+export async function waitForLog(
   logs: LoggedEvent[],
   test: (e: LoggedEvent) => boolean,
   timeoutMs: number,

@@ -11,7 +11,7 @@ import { runCli } from "../testkit/cli.ts";
 import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
-import { liveContext, startFuzzServer } from "../testkit/fuzz.ts";
+import { liveContext, startFuzzServer, terminalFor, waitForLog } from "../testkit/fuzz.ts";
 import { HostileClient } from "../testkit/hostile.ts";
 import {
   Bystander,
@@ -451,9 +451,12 @@ Deno.test({
       const bob = await fs.login("bob");
       const ctx = await liveContext(fs, 0);
       for (let i = 0; i < 20; i++) {
+        const from = fs.logs.length;
         const h = await HostileClient.connect(fs.server.port, ctx.client);
+        const local = h.conn.tcp.localAddr as Deno.NetAddr;
         await h.handshake();
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        // In the lobby once welcomed: bob's burst is then relayed to it.
+        await h.readMsgUntil((b) => b.kind === "notice" && b.text.startsWith("welcome"));
         const burst = Array.from(
           { length: 40 },
           (_, k) => bob.session.send({ kind: "text", text: `m${i}-${k}` }),
@@ -461,7 +464,10 @@ Deno.test({
         await new Promise((resolve) => setTimeout(resolve, i % 4));
         h.close(); // gone, while the lobby is relaying bob's burst to it
         await Promise.all(burst);
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        // Everything the server logs about this connection is in before the next one.
+        const peer = `${local.hostname}:${local.port}`;
+        const end = await waitForLog(fs.logs, terminalFor(peer), 10_000, from);
+        assert.ok(end, `the server logged the end of ${peer}`);
       }
       const spurious = fs.logs.filter((e) => e.event === "TRANSCRIPT_IO");
       assert.deepEqual(

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { runCli } from "../testkit/cli.ts";
-import { openssl } from "./pki_openssl.ts";
+import { openssl } from "./helpers/openssl.ts";
 import { readCertificateDer } from "../lib/pki/keys.ts";
 import { TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
 
