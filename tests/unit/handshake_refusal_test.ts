@@ -78,14 +78,19 @@ Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fa
 
   // The client signs its certificate_verify only after the server has refused and closed,
   // so the frames that follow its certificate meet a closed pipe.
+  let held = 0;
   const realSign = crypto.subtle.sign;
   crypto.subtle.sign = async function (
     this: SubtleCrypto,
     ...args: Parameters<SubtleCrypto["sign"]>
   ) {
-    if (args[1] === alice.signingKey.key) await serverEnd.closed;
+    if (args[1] === alice.signingKey.key) {
+      held++;
+      await serverEnd.closed;
+    }
     return await realSign.apply(this, args);
   } as SubtleCrypto["sign"];
+  const clientConn = new FrameConnection(clientEnd);
   try {
     const [server, client] = await Promise.allSettled([
       serverHandshake(new FrameConnection(serverEnd), {
@@ -93,13 +98,16 @@ Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fa
         trust: pki.trust,
         authenticate: () => Promise.resolve({ registered: false }),
       }),
-      clientHandshake(new FrameConnection(clientEnd), {
+      clientHandshake(clientConn, {
         identity: alice,
         trust: pki.trust,
         serverName: "localhost",
         credentials: { mode: "login", username: "alice", password: "a-long-password" },
       }),
     ]);
+    // The race really happened: the client signed through the hold, and a write failed.
+    assert.ok(held > 0, "the client's certificate_verify was not signed through the hold");
+    assert.ok(clientConn.writeError, "no client write failed: the race was not reproduced");
     assert.equal(server.status, "rejected");
     assert.equal(codeOf(server.reason), "BAD_CERT");
     assert.equal(client.status, "rejected");
