@@ -5,14 +5,17 @@
  * first bad line), 2 usage or I/O error.
  */
 import { Command } from "commander";
-import { basename } from "node:path";
+import { basename, join } from "node:path";
+import { pkiDir } from "./_home.ts";
+import { formatFingerprint, formatSerial } from "../lib/pki/describe.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { type VerifyReport, verifyTranscript } from "../lib/transcript/verify.ts";
 import { info, subcommand } from "./_cli.ts";
+import { safeJson, safeText } from "../lib/safe_text.ts";
 
 interface VerifyFlags {
-  ca: string;
+  ca?: string;
   crl?: string;
   json?: boolean;
   concurrency?: string;
@@ -26,7 +29,7 @@ export function registerVerify(program: Command): void {
       "receipt to check (own or peer's); default: <base>.receipt.json and " +
         "<base>.peer-receipt.json beside the log, if present",
     )
-    .option("--ca <file>", "CA certificate (PEM)", "certs/ca.pem")
+    .option("--ca <file>", "CA certificate (PEM) (default: ca.pem in the PKI directory)")
     .option("--crl <file>", "certificate revocation list (PEM) to apply")
     .option("--json", "print a machine-readable report on stdout")
     .addHelpText(
@@ -45,19 +48,20 @@ async function runVerify(
   receiptPath: string | undefined,
   flags: VerifyFlags,
 ): Promise<void> {
+  const ca = flags.ca ?? join(await pkiDir(undefined), "ca.pem");
   let trust: TrustStore;
   try {
-    trust = await TrustStore.load(flags.ca, flags.crl);
+    trust = await TrustStore.load(ca, flags.crl);
   } catch (cause) {
     if (cause instanceof SecureChatError && cause.code !== "INTERNAL") throw cause;
-    throw new SecureChatError("IO_ERROR", `cannot load CA ${flags.ca}`, {
+    throw new SecureChatError("IO_ERROR", `cannot load CA ${ca}`, {
       cause,
       hint: "pass the CA certificate with --ca FILE",
     });
   }
   const report = await verifyTranscript(logPath, { trust, receiptPath });
   if (flags.json) {
-    console.log(JSON.stringify(report, null, 2));
+    console.log(safeJson(report, 2));
   } else {
     for (const r of report.receipts) {
       if (r.autodetected) info(`using ${r.path} (found beside the log)`);
@@ -74,12 +78,13 @@ async function runVerify(
 }
 
 const iso = (ms: number | null) => (ms === null ? "-" : new Date(ms).toISOString());
-const fp = (hex: string | undefined) => (hex ? `sha256:${hex}` : "-");
+const fp = (hex: string | undefined) => (hex ? formatFingerprint(hex) : "-");
 
 /** The short human report. */
 export function formatReport(r: VerifyReport): string {
   const out: string[] = [];
-  const row = (k: string, v: string) => out.push(`${k.padEnd(11)} ${v}`);
+  // Names come from certificates and reasons may quote the file: every value is made safe.
+  const row = (k: string, v: string) => out.push(`${k.padEnd(11)} ${safeText(v)}`);
   row("transcript", r.path);
   if (r.sessionId) {
     row(
@@ -92,7 +97,12 @@ export function formatReport(r: VerifyReport): string {
   for (const role of ["client", "server"] as const) {
     const s = r.signers[role];
     if (s) {
-      row(role, `${s.commonName}  ${fp(s.fingerprint)}  (serial ${s.serial}, until ${s.notAfter})`);
+      row(
+        role,
+        `${s.commonName}  ${fp(s.fingerprint)}  (serial ${
+          formatSerial(s.serial)
+        }, until ${s.notAfter})`,
+      );
     }
   }
   const total = r.messages.c2s + r.messages.s2c;

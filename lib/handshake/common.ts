@@ -205,7 +205,7 @@ export class HandshakeIo {
         "peer closed the connection during the handshake",
       );
     }
-    throwIfPeerError(payload);
+    throwIfPeerError(payload, false);
     return payload;
   }
 
@@ -222,7 +222,7 @@ export class HandshakeIo {
     const payload = await this.#readPayload();
     const frame = parseMessage(payload, SealedSchema);
     const inner = await this.#channel().open(frame.ct);
-    throwIfPeerError(inner);
+    throwIfPeerError(inner, true);
     const message = parseMessage(inner, schema);
     if (record) this.transcript.add(inner);
     return message;
@@ -349,18 +349,30 @@ export function errorMessageFor(
 }
 
 /** An `error` message from the peer ends the handshake with the peer's code. */
-function throwIfPeerError(payload: Uint8Array): void {
+function throwIfPeerError(payload: Uint8Array, authenticated: boolean): void {
   const peerError = peerErrorOf(payload);
-  if (peerError) throw errorFromPeer(peerError.code, peerError.message);
+  if (peerError) throw errorFromPeer(peerError.code, peerError.message, authenticated);
 }
 
-/** The local error for an `error` message the peer sent: its code, marked as the peer's. */
-export function errorFromPeer(code: string, message?: string): SecureChatError {
-  return new SecureChatError(
-    isErrorCode(code) ? code : "PROTOCOL_ERROR",
-    `peer ended the session: ${code.slice(0, 32)}${message ? ` (${message})` : ""}`,
-    { cause: { fromPeer: true } },
-  );
+/**
+ * The local error for an `error` message the peer sent: its code, marked as the peer's.
+ * A plaintext `error` (`authenticated` false) may come from anyone on the path, so its
+ * text is dropped and the error says so: only the code is kept (PROTOCOL §8.1).
+ */
+export function errorFromPeer(
+  code: string,
+  message: string | undefined,
+  authenticated: boolean,
+): SecureChatError {
+  const shownCode = code.slice(0, 32);
+  const detail = authenticated
+    ? message
+    : "an unauthenticated plaintext error: anyone on the network path could have sent it, " +
+      "so its text is not shown";
+  const text = `peer ended the session: ${shownCode}${detail ? ` (${detail})` : ""}`;
+  return new SecureChatError(isErrorCode(code) ? code : "PROTOCOL_ERROR", text, {
+    cause: { fromPeer: true, authenticated },
+  });
 }
 
 export function isFromPeer(error: unknown): boolean {

@@ -39,7 +39,7 @@ export class Member {
   readonly bucket: TokenBucket;
   /** This member's relays still being delivered (see RELAY_WINDOW). */
   readonly inFlight = new Set<Promise<void>>();
-  /** Login time: of two sessions of one user, the newer one stays. */
+  /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
   readonly since = Date.now();
   /**
    * Stream records held back while older ones are replayed to this member (a takeover from a
@@ -117,6 +117,26 @@ export class Lobby {
       (this.#cluster?.remoteUsers().some((remote) => keyOf(remote) === keyOf(name)) ?? false);
   }
 
+  /** Who is online, from where and since when: the operator's `/who`. */
+  members(): { username: string; peer: string; since: number }[] {
+    return [...this.#members.values()]
+      .map(({ username, peer, since }) => ({ username, peer, since }))
+      .sort((a, b) => a.username.localeCompare(b.username));
+  }
+
+  /**
+   * The operator ends a member's session: a notice saying so, then a clean close
+   * (receipts exchanged). False when nobody of that name is online.
+   */
+  async kick(name: string): Promise<boolean> {
+    const member = this.#members.get(keyOf(name));
+    if (!member) return false;
+    this.log("KICKED", { user: member.username, session: member.session.sessionId });
+    await this.#deliver(member, { kind: "notice", text: "the operator closed your session" });
+    void member.session.close().catch(() => {});
+    return true;
+  }
+
   /**
    * Adds a member. A user logging in a second time takes over: the older session
    * is closed cleanly (receipts exchanged) with a notice saying why — on this node
@@ -184,16 +204,22 @@ export class Lobby {
     while (from.inFlight.size >= RELAY_WINDOW) await Promise.race(from.inFlight);
   }
 
-  /** The operator speaks as `server` (serve's console). */
-  async operatorSays(text: string, to?: string): Promise<void> {
+  /** The operator speaks as `server` (serve's console); false when `to` is not online. */
+  async operatorSays(text: string, to?: string): Promise<boolean> {
+    if (to !== undefined && !this.#isOnline(to)) return false;
     await this.#route(
       to === undefined ? { kind: "operator", text } : { kind: "operator", text, to },
       to,
     );
+    return true;
   }
 
-  async closeAll(): Promise<void> {
-    await Promise.all([...this.#members.values()].map((m) => m.session.close().catch(() => {})));
+  /** Closes every session cleanly (receipts exchanged), first telling each member why. */
+  async closeAll(why: string): Promise<void> {
+    await Promise.all([...this.#members.values()].map(async (m) => {
+      await this.#deliver(m, { kind: "notice", text: why });
+      await m.session.close().catch(() => {});
+    }));
   }
 
   async #route(

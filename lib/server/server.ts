@@ -107,7 +107,7 @@ export class ChatServer {
     this.#stopping = true;
     this.#listener.close();
     await this.#accepting;
-    await this.lobby.closeAll();
+    await this.lobby.closeAll("the server is shutting down; this session is closed with receipts");
     await Promise.allSettled([...this.#connections]);
     await this.#opts.cluster?.close();
     this.#opts.log("SHUTDOWN", {});

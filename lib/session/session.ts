@@ -237,7 +237,7 @@ export class ChatSession {
 
   async #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> {
     const frame = parseMessage(payload, MsgSchema.or(SealedSchema).or(ErrorSchema));
-    if (frame.type === "error") throw errorFromPeer(frame.code, frame.message);
+    if (frame.type === "error") throw errorFromPeer(frame.code, frame.message, false);
     if (frame.type === "sealed") return await this.#handleControl(frame.ct);
     if (this.#close.received) {
       throw new SecureChatError("PROTOCOL_ERROR", "message after the peer's close");
@@ -294,7 +294,7 @@ export class ChatSession {
     const message = parseMessage(inner, CloseSchema.or(ReceiptEnvelopeSchema).or(ErrorSchema));
     if (message.type === "error") {
       const { code, message: text } = message as { code: string; message?: string };
-      throw errorFromPeer(code, text);
+      throw errorFromPeer(code, text, true);
     }
     if (message.type === "close") {
       if (this.#close.received) throw new SecureChatError("PROTOCOL_ERROR", "second close");
