@@ -19,6 +19,7 @@ import { readSecretFile } from "./connect.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
 import { layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
+import { isValidUserName } from "../lib/pki/names.ts";
 
 interface ServeFlags {
   host?: string;
@@ -343,7 +344,8 @@ async function joinCluster(config: ClusterConfig, log: Logger): Promise<ClusterL
 const OPERATOR_HELP = CHAT_HELP.replace(
   "/who                list who is online",
   "/who                who is online, from which address, since when\n" +
-    "/kick <user>        close a user's session (receipts are exchanged)",
+    "/kick <user>        close a user's session (receipts are exchanged)\n" +
+    "/unlock <user|addr> end a lockout after too many failed logins",
 ).replace(
   "end the session (receipts are exchanged)",
   "stop the server (sessions close with receipts)",
@@ -365,6 +367,19 @@ async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise
     for (const line of text.split("\n")) editor ? editor.print(safeText(line)) : info(line);
   };
   for await (const line of editor ? editor.lines() : stdinLines()) {
+    const unlock = /^\/unlock(?:\s+(\S+))?\s*$/.exec(line.trim());
+    if (unlock) {
+      if (!unlock[1]) say("usage: /unlock <user|address>");
+      else {
+        // A user name has no ':' or only letters, digits, '_', '.', '-'; anything else is an address.
+        const address = isValidUserName(unlock[1]) && !/^[0-9.]+$/.test(unlock[1])
+          ? undefined
+          : unlock[1];
+        server.unlock(address ? { address } : { user: unlock[1] });
+        say(`failed logins of ${unlock[1]} forgiven: its lockout is over`);
+      }
+      continue;
+    }
     const kick = /^\/kick(?:\s+(\S+))?\s*$/.exec(line.trim());
     if (kick) {
       if (!kick[1]) say("usage: /kick <user>");

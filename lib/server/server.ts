@@ -219,6 +219,19 @@ export class ChatServer {
     });
   }
 
+  /**
+   * The operator forgives a user's (or an address's) failed logins: the lockout ends now,
+   * on every node of a cluster, instead of when the window passes.
+   */
+  unlock(target: { user: string } | { address: string }): void {
+    const keys = "user" in target
+      ? [`user:${target.user.toLowerCase()}`]
+      : [`addr:${target.address}`];
+    this.#throttle.succeeded(keys);
+    this.#opts.cluster?.authSucceeded(keys);
+    this.#opts.log("UNLOCKED", "user" in target ? { user: target.user } : { peer: target.address });
+  }
+
   async #authenticate(request: Credentials, address: string): Promise<{ registered: boolean }> {
     const keys = [`user:${request.username.toLowerCase()}`, `addr:${address}`];
     const delay = this.#throttle.delayFor(keys);
