@@ -20,7 +20,7 @@ import {
 const { pki, other } = await makeBadCertPki(["alice", "bob", "carol", "dave"]);
 
 /** A port nothing listens on: a check that dialled would fail "cannot connect" instead. */
-async function deadPort(): Promise<number> {
+function deadPort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
   listener.close();
@@ -102,7 +102,7 @@ const LOCAL_CASES: LocalCase[] = [
 ];
 
 Deno.test("connect: local mistakes are named before dialling, each with the next step", async (t) => {
-  const port = await deadPort();
+  const port = deadPort();
   for (const c of LOCAL_CASES) {
     await t.step(c.name, async () => {
       const result = await runConnect({

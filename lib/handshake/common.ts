@@ -317,11 +317,11 @@ export class HandshakeIo {
         const payload = await this.conn.read(deadline - Date.now());
         if (payload === null) return undefined;
         const plain = peerErrorOf(payload);
-        if (plain) return errorFromPeer(plain.code, plain.message);
+        if (plain) return errorFromPeer(plain.code, plain.message, false);
         if (this.sealed) {
           const inner = await this.sealed.open(parseMessage(payload, SealedSchema).ct);
           const sealed = peerErrorOf(inner);
-          if (sealed) return errorFromPeer(sealed.code, sealed.message);
+          if (sealed) return errorFromPeer(sealed.code, sealed.message, true);
         }
       }
     } catch {

@@ -256,15 +256,18 @@ Deno.test("Lobby.receive(): at most RELAY_WINDOW relays of one sender in flight"
   assert.equal(bob.session.relays().length, RELAY_WINDOW);
 });
 
-Deno.test("Lobby.queueStats() and closeAll()", async () => {
+Deno.test("Lobby.queueStats() and closeAll(why): each member is told why, then closed", async () => {
   const { lobby, join } = setup();
   const alice = await join("alice");
   const bob = await join("bob");
   alice.session.queuedBytes = 100;
   bob.session.queuedBytes = 300;
   assert.deepEqual(lobby.queueStats(), { members: 2, queuedBytes: 400, maxQueuedBytes: 300 });
-  await lobby.closeAll();
+  await lobby.closeAll("the server is shutting down");
   assert.deepEqual([alice.session.closeCalls, bob.session.closeCalls], [1, 1]);
+  for (const member of [alice, bob]) {
+    assert.equal(member.session.notices().at(-1), "the server is shutting down");
+  }
   assert.deepEqual(new Lobby(() => {}).queueStats(), {
     members: 0,
     queuedBytes: 0,
