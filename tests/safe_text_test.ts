@@ -10,7 +10,7 @@ import { layoutLine } from "../commands/_screen.ts";
 import { formatReport } from "../commands/verify.ts";
 import type { VerifyReport } from "../lib/transcript/verify.ts";
 import { runCli } from "../testkit/cli.ts";
-import { openssl } from "./pki_openssl.ts";
+import { openssl } from "./helpers/openssl.ts";
 
 /** [input, shown]: what each kind of hostile character becomes. */
 const VECTORS: [string, string][] = [
