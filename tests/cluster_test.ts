@@ -13,7 +13,7 @@ import {
   runConnect,
 } from "../testkit/server_process.ts";
 import { runCli } from "../testkit/cli.ts";
-import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
+import { clusterUnavailable, startTestCluster, type TestCluster } from "./helpers/cluster.ts";
 import { findExecutable } from "../testkit/local_service.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { connect as natsConnect } from "nats";
@@ -228,17 +228,7 @@ Deno.test({
       }
       const marks = cluster.nodes.map((n) => n.mark());
       for (const user of ["ann", "ben"]) {
-        clients.set(
-          user,
-          await LiveClient.login({
-            port: cluster.haproxy!.port,
-            user,
-            password: password(user),
-            pkiDir: pki.dir,
-            transcripts: transcripts(user),
-            args: ["--reconnect"],
-          }),
-        );
+        clients.set(user, await loginThroughBalancer(cluster, pki.dir, user, transcripts(user)));
       }
       const onNode = (i: number) =>
         cluster.nodes[i].events((e) => e.event === "LOGIN", marks[i]).map((e) => String(e.user));
@@ -283,6 +273,23 @@ Deno.test({
     }
   },
 });
+
+/** A `connect --reconnect` through the cluster's haproxy, logged in. */
+function loginThroughBalancer(
+  cluster: TestCluster,
+  pkiDir: string,
+  user: string,
+  transcripts: string,
+): Promise<LiveClient> {
+  return LiveClient.login({
+    port: cluster.haproxy!.port,
+    user,
+    password: password(user),
+    pkiDir,
+    transcripts,
+    args: ["--reconnect"],
+  });
+}
 
 /** Resolves once the async `test` holds, polling every 100 ms. */
 async function eventually(test: () => Promise<boolean>, timeoutMs: number, what: string) {
@@ -352,17 +359,7 @@ Deno.test({
         assert.equal(result.code, 0, result.stderr);
       }
       for (const user of SPREAD) {
-        clients.set(
-          user,
-          await LiveClient.login({
-            port: cluster.haproxy!.port,
-            user,
-            password: password(user),
-            pkiDir: pki.dir,
-            transcripts: transcripts(user),
-            args: ["--reconnect"],
-          }),
-        );
+        clients.set(user, await loginThroughBalancer(cluster, pki.dir, user, transcripts(user)));
       }
       // Round robin spread them: every node has users.
       const nodeOf = new Map<string, number>();
