@@ -25,6 +25,9 @@ class PipeEnd implements ByteStreamConn {
   /** Resolves when this end has been closed. */
   readonly closed: Promise<void>;
   peer!: PipeEnd;
+  /** Writes after this many are accepted but never arrive (as if lost in a reset). */
+  deliverWrites = Infinity;
+  #writes = 0;
   #input!: ReadableStreamDefaultController<Uint8Array>;
   #inputOpen = true;
   #writable = true;
@@ -48,7 +51,9 @@ class PipeEnd implements ByteStreamConn {
     if (!this.#writable || !this.peer.#writable) {
       return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
     }
-    if (this.peer.#inputOpen) this.peer.#input.enqueue(bytes.slice());
+    if (this.peer.#inputOpen && ++this.#writes <= this.deliverWrites) {
+      this.peer.#input.enqueue(bytes.slice());
+    }
     return Promise.resolve(bytes.length);
   }
 
@@ -70,14 +75,17 @@ class PipeEnd implements ByteStreamConn {
   }
 }
 
-Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fails first", async () => {
+/**
+ * A client with a certificate the server does not trust, whose certificate_verify is signed
+ * only after the server has refused and closed: its next writes fail before it reads.
+ * `serverFramesDelivered` drops what the server sends after that many frames.
+ */
+async function refusedWhileWriting(serverFramesDelivered = Infinity) {
   const pki = await makePki(["alice"]);
   const rogue = await makePki(["alice"]); // a client certificate from a CA the server does not trust
   const alice = await rogue.identity("alice");
   const [clientEnd, serverEnd] = PipeEnd.pair();
-
-  // The client signs its certificate_verify only after the server has refused and closed,
-  // so the frames that follow its certificate meet a closed pipe.
+  serverEnd.deliverWrites = serverFramesDelivered;
   let held = 0;
   const realSign = crypto.subtle.sign;
   crypto.subtle.sign = async function (
@@ -112,11 +120,23 @@ Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fa
     assert.equal(codeOf(server.reason), "BAD_CERT");
     assert.equal(client.status, "rejected");
     assert.ok(client.reason instanceof SecureChatError);
-    assert.equal(client.reason.code, "BAD_CERT", client.reason.message);
-    assert.match(client.reason.message, /peer ended the session: BAD_CERT/);
+    return client.reason;
   } finally {
     crypto.subtle.sign = realSign;
     await Deno.remove(pki.dir, { recursive: true });
     await Deno.remove(rogue.dir, { recursive: true });
   }
+}
+
+Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fails first", async () => {
+  const error = await refusedWhileWriting();
+  assert.equal(error.code, "BAD_CERT", error.message);
+  assert.match(error.message, /peer ended the session: BAD_CERT/);
+});
+
+Deno.test("clientHandshake() reports the lost connection when the server's error never arrives", async () => {
+  // server_hello, certificate, certificate_verify, finished arrive; the error does not.
+  const error = await refusedWhileWriting(4);
+  assert.equal(error.code, "PROTOCOL_ERROR", error.message);
+  assert.match(error.message, /connection lost while writing/);
 });
