@@ -66,7 +66,7 @@ export class SenderChain {
     if (ck.length !== E2E_KEY_BYTES) throw new RangeError("chain key is 32 bytes");
     this.author = author;
     this.id = id;
-    this.#ck = ck;
+    this.#ck = ck.slice(); // ours to wipe as the chain moves
     this.#n = n;
   }
 
