@@ -24,6 +24,7 @@ import {
 import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
 import type { ClusterLink } from "../cluster/link.ts";
 import { readProxyHeader } from "./proxy_protocol.ts";
+import type { TicketAuthority } from "../resumption/ticket.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -46,6 +47,8 @@ export interface ServerOptions {
    * the client, whose address the per-address limits then use.
    */
   trustedProxies?: readonly string[];
+  /** Issues and redeems session resumption tickets (docs/DEPLOY.md §8); none without it. */
+  tickets?: TicketAuthority;
 }
 
 export class ChatServer {
@@ -171,6 +174,7 @@ export class ChatServer {
     const { log } = this.#opts;
     const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let user: string | undefined;
+    let method: "password" | "ticket" | undefined;
     let session: ChatSession;
     try {
       const established = await serverHandshake(conn, {
@@ -179,9 +183,10 @@ export class ChatServer {
         groups: this.#opts.groups,
         timeoutMs: this.#opts.handshakeTimeoutMs,
         admit: () => this.#admission.admitHandshake(address),
-        authenticate: (request) => {
+        authenticate: (request, client) => {
           user = request.username;
-          return this.#authenticate(request, address);
+          method = request.mode === "resume" ? "ticket" : "password";
+          return this.#authenticate(request, address, client.fingerprint);
         },
       });
       session = await ChatSession.start(established, {
@@ -195,7 +200,7 @@ export class ChatServer {
     }
     const sessionId = session.sessionId;
     user = session.username;
-    log("LOGIN", { peer, user, session: sessionId, transcript: session.transcriptPath });
+    log("LOGIN", { peer, user, method, session: sessionId, transcript: session.transcriptPath });
     const member = new Member(session, peer, this.lobby.limits, (error) => {
       log(error.code, { peer, user, session: sessionId, detail: error.message });
       session.abort(error);
@@ -229,13 +234,26 @@ export class ChatServer {
     this.#opts.log("UNLOCKED", "user" in target ? { user: target.user } : { peer: target.address });
   }
 
-  async #authenticate(request: Credentials, address: string): Promise<{ registered: boolean }> {
+  /**
+   * Checks a password, a registration or a resumption ticket (bound to the certificate with
+   * SHA-256 `certFingerprint`), and issues the next ticket when the server has an authority.
+   */
+  async #authenticate(
+    request: Credentials,
+    address: string,
+    certFingerprint: string,
+  ): Promise<{ registered: boolean; ticket?: Uint8Array }> {
     const keys = [`user:${request.username.toLowerCase()}`, `addr:${address}`];
     const delay = this.#throttle.delayFor(keys);
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
     try {
       if (request.mode === "register") {
         await this.#opts.store.register(request);
+      } else if (request.mode === "resume") {
+        if (!this.#opts.tickets) {
+          throw new SecureChatError("AUTH_FAIL", "this server issues no resumption tickets");
+        }
+        await this.#opts.tickets.redeem(request.ticket, request.username, certFingerprint);
       } else {
         await this.#opts.store.login(request.username, request.password);
       }
@@ -248,7 +266,16 @@ export class ChatServer {
     }
     this.#throttle.succeeded(keys);
     this.#opts.cluster?.authSucceeded(keys);
-    return { registered: request.mode === "register" };
+    // No ticket (the ticket store is down) only costs the next login a password hash.
+    const ticket = !request.wantTicket ? undefined : await this.#opts.tickets
+      ?.issue(request.username, certFingerprint)
+      .catch((error) =>
+        void this.#opts.log(codeOf(error), {
+          user: request.username,
+          detail: `no resumption ticket issued: ${(error as Error).message}`,
+        })
+      );
+    return { registered: request.mode === "register", ...(ticket ? { ticket } : {}) };
   }
 }
 
