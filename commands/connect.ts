@@ -6,6 +6,10 @@ import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { SeenStore } from "../lib/session/relay.ts";
+import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
+import { canonicalName, recipientUser } from "../lib/message/record.ts";
+import { join } from "node:path";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
@@ -102,10 +106,17 @@ async function connect(options: ConnectOptions): Promise<void> {
     credentials,
     timeoutMs: options.handshakeTimeout,
   });
+  // Relay high-water marks outlive the session (PROTOCOL §6.4).
+  const seen = await SeenStore.load(
+    join(options.transcripts, `${canonicalName(options.user)}.seen.json`),
+    2 * DEFAULT_MAX_SKEW_MS,
+  );
   const session = await ChatSession.start(established, {
     transcriptDir: options.transcripts,
     serverName: options.serverName,
     relayTrust: trust,
+    seen,
+    keepKeys: true,
     keyUpdateMs: options.keyUpdate * 1000,
   });
   const history = options.history ? await openHistory(options.history) : undefined;
@@ -120,13 +131,15 @@ async function connect(options: ConnectOptions): Promise<void> {
   const show = (line: string) => editor ? editor.print(line) : console.log(line);
   const running = session.run({
     onMessage: (message) => {
+      if (message.type === "refused") {
+        info(`message ${message.of} refused by the server: ${message.code}`);
+        return;
+      }
       const line = formatIncoming(message);
       if (line) show(line);
       const shown = describe(message);
       if (shown) history?.record(message.ts, shown.author, shown.text, shown.to);
     },
-    onRejected: (error, seqno) =>
-      info(`rejected message ${seqno}: ${error.code}: ${error.message}`),
   });
   const onSignal = () => void session.close().catch(() => {});
   Deno.addSignalListener("SIGINT", onSignal);
@@ -135,6 +148,7 @@ async function connect(options: ConnectOptions): Promise<void> {
     editor?.stop();
     await session.close().catch(() => {});
     const end = await running;
+    await seen.save();
     await history?.close();
     info(`transcript: ${end.transcriptPath}`);
     if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
@@ -173,10 +187,11 @@ async function chatInput(
     if (parsed.action === "help") show(CHAT_HELP);
     if (parsed.action === "error") show(`securechat: ${parsed.message}`);
     if (parsed.action !== "send") continue;
-    const { body } = parsed;
-    const sending: Promise<void> = session.send(body).then(
+    const { body, to } = parsed;
+    const sending: Promise<void> = session.send(body, to).then(
       () => {
-        if (body.kind === "text") history?.record(Date.now(), session.username, body.text, body.to);
+        const privateTo = recipientUser(to) ?? undefined;
+        if (body.kind === "text") history?.record(Date.now(), session.username, body.text, privateTo);
       },
       (error) => {
         failure ??= error;
@@ -192,9 +207,15 @@ async function chatInput(
 
 /** Who wrote an incoming message and what it says; null for messages not meant for display. */
 function describe(message: ReceivedMessage): { author: string; text: string; to?: string } | null {
-  const { body, relayed } = message;
-  if (relayed) return { author: relayed.author, text: relayed.body.text, to: relayed.body.to };
-  if (body.kind === "operator") return { author: OPERATOR_NAME, text: body.text, to: body.to };
+  if (message.type === "relay") {
+    const { relayed } = message;
+    return { author: relayed.author, text: relayed.text, to: relayed.private ? "you" : undefined };
+  }
+  if (message.type !== "msg") return null;
+  const { body } = message;
+  if (body.kind === "operator") {
+    return { author: OPERATOR_NAME, text: body.text, to: body.private ? "you" : undefined };
+  }
   if (body.kind === "notice") return { author: "*", text: body.text };
   return null;
 }

@@ -7,6 +7,7 @@ import { TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
+import { recipientUser } from "../lib/message/record.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { openUserStore } from "../lib/store/open.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
@@ -208,8 +209,8 @@ async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise
     if (parsed.action === "help") say(CHAT_HELP);
     if (parsed.action === "error") say(parsed.message);
     if (parsed.action !== "send") continue;
-    const { body } = parsed;
+    const { body, to } = parsed;
     if (body.kind === "who") say(`online: ${server.lobby.names().join(", ") || "nobody"}`);
-    if (body.kind === "text") await server.lobby.operatorSays(body.text, body.to);
+    if (body.kind === "text") server.lobby.operatorSays(body.text, recipientUser(to) ?? undefined);
   }
 }

@@ -1,15 +1,22 @@
 /**
- * The lobby (issue #6): every logged-in user hears every other one; `/msg`-style
- * bodies with `to` go to one user. Each hop is its own session, so relaying means
- * re-encrypting and re-signing for every recipient. A recipient that stops reading
- * is dropped (SLOW_CONSUMER) rather than allowed to hold the others back.
+ * The lobby (issue #6): every logged-in user hears every other one; records
+ * addressed `user:x` go to one user. The server forwards the author's own signed
+ * record (PROTOCOL §6.4): serialised once, sealed per recipient, never signed by the
+ * server. A recipient that stops reading is dropped (SLOW_CONSUMER) rather than
+ * allowed to hold the others back.
  */
+import { toBase64 } from "../bytes.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { toBase64 } from "../bytes.ts";
-import type { AuthorRecord } from "../session/relay.ts";
+import {
+  type Body,
+  canonicalName,
+  LOBBY,
+  type PreparedRelay,
+  prepareRelay,
+  recipientUser,
+} from "../message/record.ts";
 import type { ChatSession, ReceivedMessage } from "../session/session.ts";
-import type { MsgBodyJson } from "../wire/messages.ts";
 import { TokenBucket } from "./limits.ts";
 
 export const OPERATOR_NAME = "server";
@@ -21,13 +28,10 @@ export interface LobbyLimits {
 
 export const DEFAULT_LOBBY_LIMITS: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40 };
 
-/** Relayed messages of one sender being signed and queued at once, at most. */
-export const RELAY_WINDOW = 32;
-
 export class Member {
   readonly bucket: TokenBucket;
-  /** This member's relays still being delivered (see RELAY_WINDOW). */
-  readonly inFlight = new Set<Promise<void>>();
+  /** The member's certificate as relays carry it, encoded once. */
+  readonly certBase64: string;
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -36,13 +40,14 @@ export class Member {
     readonly drop: (error: SecureChatError) => void,
   ) {
     this.bucket = new TokenBucket(limits.messageBurst, limits.messagesPerSecond);
+    this.certBase64 = toBase64(session.established.peer.der);
   }
   get username(): string {
     return this.session.username;
   }
 }
 
-const keyOf = (name: string) => name.toLowerCase();
+const keyOf = canonicalName;
 
 export class Lobby {
   readonly #members = new Map<string, Member>();
@@ -75,101 +80,97 @@ export class Lobby {
         user: previous.username,
         session: previous.session.sessionId,
       });
-      await this.#deliver(previous, { kind: "notice", text: "you logged in elsewhere; closing" });
+      this.#notify(previous, { kind: "notice", text: "you logged in elsewhere; closing" });
       void previous.session.close().catch(() => {});
     }
-    await this.#broadcast({ kind: "notice", text: `${member.username} joined` }, member);
-    await this.#deliver(member, {
+    this.#broadcast({ kind: "notice", text: `${member.username} joined` }, member);
+    this.#notify(member, {
       kind: "notice",
       text: `welcome ${member.username}; online: ${this.names().join(", ")}`,
     });
+    await Promise.resolve();
   }
 
   async leave(member: Member): Promise<void> {
     if (this.#members.get(keyOf(member.username)) !== member) return;
     this.#members.delete(keyOf(member.username));
-    await this.#broadcast({ kind: "notice", text: `${member.username} left` });
+    this.#broadcast({ kind: "notice", text: `${member.username} left` });
+    await Promise.resolve();
   }
 
-  /** Handles one verified message from a member. */
-  async receive(from: Member, message: ReceivedMessage): Promise<void> {
-    const { body } = message;
-    if (body.kind === "who") {
-      return await this.#deliver(from, {
-        kind: "notice",
-        text: `online: ${this.names().join(", ")}`,
-      });
-    }
-    if (body.kind !== "text") return; // clients have nothing else to say to the lobby
+  /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
+  receive(from: Member, message: ReceivedMessage): void {
+    if (message.type !== "msg") return; // clients send nothing else
     if (!from.bucket.take()) {
-      this.log("RATE_LIMITED", { user: from.username, detail: "message dropped" });
-      return await this.#deliver(from, { kind: "notice", text: "slow down: message dropped" });
+      // Every kind counts, and a refusal costs no signature (issue 11 item 6).
+      this.log("RATE_LIMITED", { user: from.username, detail: `message ${message.seqno} refused` });
+      return this.#refuse(from, message.seqno, "RATE_LIMITED");
     }
-    // Forward the author's own signed message and its key (PROTOCOL §6.4).
-    const { seqno, ts, ct, sig } = message.sealed;
-    const cert = from.session.established.peer.der;
-    const relay: MsgBodyJson = {
-      kind: "relay",
-      cert: toBase64(cert),
-      seqno,
-      ts,
-      ct: toBase64(ct),
-      sig: toBase64(sig),
-      key: toBase64(message.messageKey),
-    };
-    // Deliveries are numbered in order the moment they start, so the sender's next
-    // message need not wait for this fan-out; a window bounds what is in flight.
-    const delivery = this.#route(relay, body.to, from, { cert, seqno, ts, ct, sig });
-    from.inFlight.add(delivery);
-    void delivery.finally(() => from.inFlight.delete(delivery));
-    while (from.inFlight.size >= RELAY_WINDOW) await Promise.race(from.inFlight);
+    const { body, record } = message;
+    if (body.kind === "who") {
+      return this.#notify(from, { kind: "notice", text: `online: ${this.names().join(", ")}` });
+    }
+    if (body.kind !== "text") return;
+    const prepared = prepareRelay(
+      from.certBase64,
+      from.session.established.peer.der,
+      message.recordJson,
+      record,
+      message.k,
+    );
+    if (record.to === LOBBY) {
+      for (const m of this.#members.values()) if (m !== from) this.#relay(m, prepared);
+      return;
+    }
+    const target = this.#members.get(recipientUser(record.to) ?? "");
+    if (!target) return this.#refuse(from, message.seqno, "NOT_ONLINE");
+    this.#relay(target, prepared);
   }
 
-  /** The operator speaks as `server` (serve's console). */
-  async operatorSays(text: string, to?: string): Promise<void> {
-    await this.#route(
-      to === undefined ? { kind: "operator", text } : { kind: "operator", text, to },
-      to,
-    );
+  /** The operator speaks as `server` (serve's console); unsigned, covered by the receipts. */
+  operatorSays(text: string, to?: string): void {
+    if (to === undefined) {
+      for (const m of this.#members.values()) this.#notify(m, { kind: "operator", text });
+      return;
+    }
+    const target = this.#members.get(keyOf(to));
+    if (target) this.#notify(target, { kind: "operator", text, private: true });
   }
 
   async closeAll(): Promise<void> {
     await Promise.all([...this.#members.values()].map((m) => m.session.close().catch(() => {})));
   }
 
-  async #route(
-    body: MsgBodyJson,
-    to: string | undefined,
-    sender?: Member,
-    author?: AuthorRecord,
-  ): Promise<void> {
-    if (to === undefined) return await this.#broadcast(body, sender, author);
-    const target = this.#members.get(keyOf(to));
-    if (!target) {
-      if (sender) await this.#deliver(sender, { kind: "notice", text: `${to} is not online` });
-      return;
-    }
-    await this.#deliver(target, body, author);
+  #broadcast(body: Body, except?: Member): void {
+    for (const m of this.#members.values()) if (m !== except) this.#notify(m, body);
   }
 
-  async #broadcast(body: MsgBodyJson, except?: Member, author?: AuthorRecord): Promise<void> {
-    await Promise.all(
-      [...this.#members.values()].filter((m) => m !== except).map((m) =>
-        this.#deliver(m, body, author)
-      ),
-    );
+  #notify(member: Member, body: Body): void {
+    this.#deliver(member, () => void member.session.send(body).catch((e) => this.#failed(member, e)));
   }
 
-  async #deliver(member: Member, body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
+  #relay(member: Member, prepared: PreparedRelay): void {
+    this.#deliver(member, () => member.session.relay(prepared));
+  }
+
+  #refuse(member: Member, of: number, code: "RATE_LIMITED" | "NOT_ONLINE"): void {
+    this.#deliver(member, () => member.session.refuse(of, code));
+  }
+
+  #deliver(member: Member, action: () => void): void {
     if (member.session.closing) return;
     try {
-      await member.session.send(body, author);
+      action();
     } catch (error) {
-      if (member.session.closing) return;
-      const wrapped = error instanceof SecureChatError
-        ? error
-        : new SecureChatError(codeOf(error), String(error));
-      member.drop(wrapped);
+      this.#failed(member, error);
     }
+  }
+
+  #failed(member: Member, error: unknown): void {
+    if (member.session.closing) return;
+    const wrapped = error instanceof SecureChatError
+      ? error
+      : new SecureChatError(codeOf(error), String(error));
+    member.drop(wrapped);
   }
 }

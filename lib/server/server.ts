@@ -164,9 +164,6 @@ export class ChatServer {
     });
     const running = session.run({
       onMessage: (message) => this.lobby.receive(member, message),
-      onRejected: (error, seqno) => {
-        log(error.code, { peer, user, session: sessionId, seqno, detail: error.message });
-      },
     });
     await this.lobby.join(member);
     const end = await running;
