@@ -366,6 +366,15 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
+def utc(obj, name):
+    """An X.509 time as an aware UTC datetime, on cryptography before and after 42 (`*_utc`)."""
+    aware = getattr(obj, name + "_utc", None)
+    if aware is not None:
+        return aware
+    naive = getattr(obj, name)
+    return None if naive is None else naive.replace(tzinfo=datetime.timezone.utc)
+
+
 class Trust:
     def __init__(self, ca_path, crl_path=None):
         with open(ca_path, "rb") as f:
@@ -430,7 +439,7 @@ class Trust:
         self._check_sig(cert)
         now = utcnow()
         for c, what in ((cert, "certificate"), (self.ca, "CA")):
-            if not (c.not_valid_before_utc <= now <= c.not_valid_after_utc):
+            if not (utc(c, "not_valid_before") <= now <= utc(c, "not_valid_after")):
                 raise ProtoError("BAD_CERT", f"{what} not valid now")
         try:
             if exts.get_extension_for_class(x509.BasicConstraints).value.ca:
@@ -471,7 +480,7 @@ class Trust:
         if role == "client" and cn is None:
             raise ProtoError("BAD_CERT", "client certificate without exactly one CN")
         if self.crl is not None:
-            nu = self.crl.next_update_utc
+            nu = utc(self.crl, "next_update")
             if nu is None or nu < now:
                 raise ProtoError("BAD_CERT", "CRL is out of date")
             if self.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
