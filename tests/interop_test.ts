@@ -323,10 +323,18 @@ for (const { keyType, group } of CASES) {
           l.includes('"type":"relay"') && l.includes('"to":"user:alice"')
         ) + 1;
         assert.ok(privateLine > 1, `no private relay line in ${pyLog}`);
-        const reveal = await runCli(["verify", "--ca", ca, pyLog, "--reveal", String(privateLine)]);
-        assert.equal(reveal.code, 0, `--reveal failed:\n${reveal.stdout}\n${reveal.stderr}`);
         const opening = `${tmp}/opening.json`;
-        await Deno.writeTextFile(opening, reveal.stdout.slice(reveal.stdout.indexOf("{")));
+        const reveal = await runCli([
+          "verify",
+          "--ca",
+          ca,
+          pyLog,
+          "--reveal",
+          String(privateLine),
+          "--out",
+          opening,
+        ]);
+        assert.equal(reveal.code, 0, `--reveal failed:\n${reveal.stdout}\n${reveal.stderr}`);
         const vo = await runCli(["verify", "--ca", ca, "--opening", opening]);
         assert.equal(vo.code, 0, `--opening failed:\n${vo.stdout}\n${vo.stderr}`);
         assert.ok(vo.stdout.includes("bob privately, a second later"), vo.stdout);
