@@ -5,8 +5,8 @@
  * bob → Python, lobby and private, each author verified by the other implementation; receipts
  * exchanged; `securechat verify` accepts the server's transcript of the Python session, the
  * Python client's own transcript (and an opening made from its `.keys`), and bob's transcript
- * carrying Python-signed author records. tests/interop/check_vectors.py recomputes
- * tests/vectors/protocol from the primitives, independently of lib/.
+ * carrying Python-signed author records. tests/interop/probe.py sends every fault the docs define
+ * a code for and expects that code from the real server.
  */
 import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
@@ -14,6 +14,7 @@ import { runCli, spawnCli } from "./helpers/cli.ts";
 
 const PYTHON = "/usr/bin/python3";
 const CLIENT_PY = new URL("./interop/client.py", import.meta.url).pathname;
+const PROBE_PY = new URL("./interop/probe.py", import.meta.url).pathname;
 
 function pythonHasCryptography(): boolean {
   try {
@@ -261,6 +262,11 @@ for (const { keyType, group } of CASES) {
           "bob shows alice's private line with ✓",
         );
 
+        // A private line to nobody online: refused, and the refusal is a line of both
+        // transcripts (PROTOCOL §6.5).
+        await py.send("/msg nobody-online are you there?");
+        await py.out.waitFor((l) => l === "REFUSED 3 NOT_ONLINE", "python sees its refusal");
+
         // bob → Python, lobby and private, author verified by Python; across server key updates.
         await bob.send(`hello from deno bob ${keyType}`);
         await py.out.waitFor(
@@ -305,8 +311,9 @@ for (const { keyType, group } of CASES) {
         assert.equal(peerReceipt.signer_role, "client");
         assert.equal(peerReceipt.transcript_sha256, pyHash);
         const vs = await verifyConfirmedByBoth(ca, log);
-        // c2s: the two Python records (key updates are record-layer, not lines: §4.4)
-        assert.match(vs, /c2s 2 /, vs);
+        // c2s: the three Python records (key updates are record-layer, not lines: §4.4)
+        assert.match(vs, /c2s 3 /, vs);
+        assert.match(vs, /refused\s+c2s 3 was refused by the server \(NOT_ONLINE\)/, vs);
         assert.match(vs, /author\s+bob .*: 2 signed record/, vs);
 
         // The Python client's own transcript (TRANSCRIPT §2): the same hash, both receipts.
@@ -314,7 +321,8 @@ for (const { keyType, group } of CASES) {
         const vp = await verifyConfirmedByBoth(ca, pyLog);
         assert.ok(vp.includes(`transcript_sha256 ${pyHash}`), vp);
         assert.match(vp, /author\s+bob .*: 2 signed record/, vp);
-        assert.match(vp, /author\s+alice .*: 2 signed record/, vp);
+        assert.match(vp, /author\s+alice .*: 3 signed record/, vp);
+        assert.match(vp, /refused\s+c2s 3 was refused by the server \(NOT_ONLINE\)/, vp);
 
         // An opening of bob's private line from the Python client's .keys (TRANSCRIPT §6),
         // checked by a third party with only the CA.
@@ -364,3 +372,78 @@ for (const { keyType, group } of CASES) {
     },
   });
 }
+
+Deno.test({
+  name: "interop: clean-room conformance probes — each doc-defined fault gets its documented code",
+  ignore: !HAVE_PYTHON,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-probe-" });
+    const certs = `${tmp}/certs`;
+    await Deno.mkdir(certs);
+    let server: Proc | undefined;
+    try {
+      await makePki(["alice", "carol"], "ed25519", certs);
+      const ca = `${certs}/ca.pem`;
+      // One address makes every probe's handshake: lift the per-address handshake rate.
+      server = wrap(
+        spawnCli([
+          "serve",
+          "--port",
+          "0",
+          "--log-format",
+          "json",
+          "--handshake-rate",
+          "1000",
+          "--db",
+          `sqlite:${tmp}/t.db`,
+          "--transcripts",
+          `${tmp}/tr`,
+          "--ca",
+          ca,
+          "--cert",
+          `${certs}/server.pem`,
+          "--key",
+          `${certs}/server.key`,
+        ]),
+        "server",
+      );
+      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
+      const port = Number(String(JSON.parse(listen).detail).split(":").pop());
+      const out = await new Deno.Command(PYTHON, {
+        args: [
+          PROBE_PY,
+          "--port",
+          String(port),
+          "--ca",
+          ca,
+          "--certs",
+          certs,
+          "--password-env",
+          "INTEROP_PW",
+        ],
+        env: { INTEROP_PW: "alice-probe-password" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      const err = new TextDecoder().decode(out.stderr);
+      const probes = text.split("\n").filter((l) => l.startsWith("PROBE "));
+      const failed = probes.filter((l) => !/^PROBE \S+ OK /.test(l));
+      assert.deepEqual(failed, [], `probes failed:\n${text}\n${err}`);
+      assert.ok(probes.length >= 50, `only ${probes.length} probes ran:\n${text}\n${err}`);
+      assert.equal(out.code, 0, `probe.py exited ${out.code}:\n${text}\n${err}`);
+    } finally {
+      if (server) {
+        await closeStdin(server);
+        try {
+          server.child.kill("SIGTERM");
+        } catch { /* exited */ }
+        await server.child.status;
+        await Promise.all([server.out.done, server.err.done]);
+      }
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});

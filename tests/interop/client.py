@@ -569,6 +569,17 @@ def parse_record(obj):
     return rec
 
 
+def make_record(author_key, sid, to, seqno, ts, body, k):
+    """A signed c2s record (§6.1): (decoded values, wire JSON object)."""
+    ct = seal_body(k, body)
+    rec = {"sid": sid, "dir": "c2s", "to": to, "seqno": seqno, "ts": ts, "ct": ct,
+           "c": commitment(k, body), "sig": None}
+    rec["sig"] = sign(author_key, statement(rec))
+    wire = {"sid": sid.hex(), "dir": "c2s", "to": to, "seqno": seqno, "ts": ts, "ct": b64e(ct),
+            "c": b64e(rec["c"]), "sig": b64e(rec["sig"])}
+    return rec, wire
+
+
 def check_content(rec, k):
     """§6.3 step 5 / §6.4 step 5: open ct under k, compare the commitment; returns the body."""
     body = open_body(k, rec["ct"])
@@ -666,9 +677,12 @@ class RecordDirection:
         self.switch(next_traffic_secret(self.secret))
 
     def seal(self, content):
+        return self.seal_inner(pad_inner(content))
+
+    def seal_inner(self, inner):
         if self.n >= RECORD_LIMIT:
             raise ProtoError("INTERNAL", "record counter limit; a key_update was due")
-        payload = self.aead.encrypt(counter_nonce(self.iv, self.n), pad_inner(content), RECORD_AAD)
+        payload = self.aead.encrypt(counter_nonce(self.iv, self.n), inner, RECORD_AAD)
         self.n += 1
         return payload
 
@@ -907,6 +921,10 @@ class Client:
         except Exception:
             pass
 
+    def tamper(self, step, msg):
+        """Hook for tests/interop/probe.py, which sends doc-defined faults; the client sends `msg`."""
+        return msg
+
     # -- handshake (§5, client side), one step per message
     def handshake(self):
         a = self.args
@@ -916,9 +934,9 @@ class Client:
 
         # 1. hello
         share1 = KeyShare(self.group)
-        hello = enc_json({"type": "hello", "version": PROTOCOL_VERSION,
-                          "nonce": b64e(os.urandom(32)), "groups": groups,
-                          "key_share": share1.wire()})
+        hello = enc_json(self.tamper("hello", {
+            "type": "hello", "version": PROTOCOL_VERSION, "nonce": b64e(os.urandom(32)),
+            "groups": groups, "key_share": share1.wire()}))
         self.conn.write_frame(hello)
         hashed.append(hello)
 
@@ -964,18 +982,22 @@ class Client:
         hashed.append(content)
 
         # 6. our certificate, certificate_verify, finished
-        hashed.append(self.send_content({"type": "certificate", "cert": b64e(self.my_der)}))
+        hashed.append(self.send_content(self.tamper("certificate", {
+            "type": "certificate", "cert": b64e(self.my_der)})))
         sig = sign(self.my_key, CLIENT_SIG_LABEL + b"\x00" + handshake_hash(hashed))
-        hashed.append(self.send_content({"type": "certificate_verify", "sig": b64e(sig)}))
+        hashed.append(self.send_content(self.tamper("certificate_verify", {
+            "type": "certificate_verify", "sig": b64e(sig)})))
         mac = finished_mac(hs.fin_client, handshake_hash(hashed))
-        hashed.append(self.send_content({"type": "finished", "mac": b64e(mac)}))
+        hashed.append(self.send_content(self.tamper("finished", {
+            "type": "finished", "mac": b64e(mac)})))
 
         # 7. login or register: not hashed
         if a.register:
-            self.send_content({"type": "register", "email": a.register, "username": a.user,
-                               "password": self.password})
+            auth = {"type": "register", "email": a.register, "username": a.user,
+                    "password": self.password}
         else:
-            self.send_content({"type": "login", "username": a.user, "password": self.password})
+            auth = {"type": "login", "username": a.user, "password": self.password}
+        self.send_content(self.tamper("auth", auth))
 
         # 8. auth_ok
         content, m = self.expect("auth_ok", ["username", "registered"])
@@ -986,7 +1008,8 @@ class Client:
 
         # 9. dh_client
         share2 = KeyShare(self.group)
-        hashed.append(self.send_content({"type": "dh_client", "key_share": share2.wire()}))
+        hashed.append(self.send_content(self.tamper("dh_client", {
+            "type": "dh_client", "key_share": share2.wire()})))
 
         # 10. dh_server; ss2 and master
         content, m = self.expect("dh_server", ["key_share"])
@@ -1007,8 +1030,8 @@ class Client:
 
         # 12. our phase 2 finished under the handshake key; then c2s switches to app_c2s_0
         with self.state_lock:
-            self.send_content({"type": "finished",
-                               "mac": b64e(finished_mac(ms.fin2_client, hfinal))})
+            self.send_content(self.tamper("finished2", {
+                "type": "finished", "mac": b64e(finished_mac(ms.fin2_client, hfinal))}))
             self.tx.switch(ms.app_c2s_0)
         self.seq_tx, self.ts_tx = 0, 0
         self.seq_rx, self.ts_rx = 0, 0
@@ -1024,14 +1047,8 @@ class Client:
             ts = max(now_ms(), self.ts_tx)  # never backwards (§6)
             self.ts_tx = ts
             k = os.urandom(32)
-            body_bytes = enc_json(body)
-            ct = seal_body(k, body_bytes)
-            rec = {"sid": self.session_id, "dir": "c2s", "to": to, "seqno": self.seq_tx, "ts": ts,
-                   "ct": ct, "c": commitment(k, body_bytes), "sig": None}
-            rec["sig"] = sign(self.my_key, statement(rec))
-            wire_rec = {"sid": self.session_id.hex(), "dir": "c2s", "to": to,
-                        "seqno": self.seq_tx, "ts": ts, "ct": b64e(ct), "c": b64e(rec["c"]),
-                        "sig": b64e(rec["sig"])}
+            rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
+                                        enc_json(body), k)
             self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
             self.transcript.add("c2s", self.seq_tx, ts,
                                 {"dir": "c2s", "type": "msg", "record": wire_rec},
