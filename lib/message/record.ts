@@ -214,15 +214,22 @@ const ZERO_NONCE = new Uint8Array(12);
  * no key ever encrypts twice and the fixed nonce cannot repeat under it.
  */
 export function sealContent(body: Body): SealedContent {
-  const plaintext = utf8(JSON.stringify(body));
-  const k = randomFillSync(new Uint8Array(CONTENT_KEY_BYTES));
-  return { k, ct: sealSync(contentKey(k), ZERO_NONCE, plaintext, LABEL.contentAad), c: commitment(k, plaintext) };
+  return sealPlaintext(utf8(JSON.stringify(body)));
 }
 
-/** As {@link sealContent} with a given key: test vectors only. */
-export function sealContentWithKey(body: Body, k: Uint8Array): SealedContent {
-  const plaintext = utf8(JSON.stringify(body));
-  return { k, ct: sealSync(contentKey(k), ZERO_NONCE, plaintext, LABEL.contentAad), c: commitment(k, plaintext) };
+/**
+ * {@link sealContent} over given plaintext bytes; `k` only for test vectors (a
+ * caller that passes a key must never pass it twice).
+ */
+export function sealPlaintext(
+  plaintext: Uint8Array,
+  k = randomFillSync(new Uint8Array(CONTENT_KEY_BYTES)),
+): SealedContent {
+  return {
+    k,
+    ct: sealSync(contentKey(k), ZERO_NONCE, plaintext, LABEL.contentAad),
+    c: commitment(k, plaintext),
+  };
 }
 
 /**
