@@ -114,7 +114,7 @@ def raw_hello(args, payload):
 def hello_obj(group="x25519", groups=None, version=2, pub=None, nonce=None):
     share = sc.KeyShare(group)
     return {"type": "hello", "version": version, "nonce": sc.b64e(nonce or os.urandom(32)),
-            "groups": groups or [group], "key_share": {"group": group,
+            "groups": [group] if groups is None else groups, "key_share": {"group": group,
                                                      "pub": sc.b64e(pub or share.pub)}}
 
 
@@ -229,6 +229,16 @@ def _(a):
     return raw_hello(a.args, sc.enc_json(h))
 
 
+@probe("hello_nine_groups", "peer:PROTOCOL_ERROR")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(groups=["x25519"] + ["p256"] * 8)))
+
+
+@probe("hello_no_groups", "peer:PROTOCOL_ERROR")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(groups=[])))
+
+
 @probe("frame_length_zero", "peer:FRAME_TOO_LARGE")
 def _(a):
     conn = socket.create_connection((a.args.host, a.args.port), timeout=10)
@@ -258,6 +268,12 @@ def _(a):
         der = sc.x509.load_pem_x509_certificate(f.read()).public_bytes(
             sc.serialization.Encoding.DER)
     a.tampers["certificate"] = lambda m: {**m, "cert": sc.b64e(der)}
+    a.session()
+
+
+@probe("client_certificate_over_16_kib", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.tampers["certificate"] = lambda m: {**m, "cert": sc.b64e(bytes(16 * 1024 + 1))}
     a.session()
 
 
