@@ -114,8 +114,8 @@ def raw_hello(args, payload):
 def hello_obj(group="x25519", groups=None, version=2, pub=None, nonce=None):
     share = sc.KeyShare(group)
     return {"type": "hello", "version": version, "nonce": sc.b64e(nonce or os.urandom(32)),
-            "groups": [group] if groups is None else groups, "key_share": {"group": group,
-                                                     "pub": sc.b64e(pub or share.pub)}}
+            "groups": [group] if groups is None else groups,
+            "key_share": {"group": group, "pub": sc.b64e(pub or share.pub)}}
 
 
 PROBES = []
