@@ -921,6 +921,17 @@ class Client:
         except Exception:
             pass
 
+    # Time and randomness; tests/interop/check_vectors.py replaces them with a vector's inputs.
+    def now(self):
+        return now_ms()
+
+    def random(self, n):
+        return os.urandom(n)
+
+    def ephemeral(self, phase):
+        """A fresh key share for phase 1 or 2 (§4.5)."""
+        return KeyShare(self.group)
+
     def tamper(self, step, msg):
         """Hook for tests/interop/probe.py, which sends doc-defined faults; the client sends `msg`."""
         return msg
@@ -933,9 +944,9 @@ class Client:
         hashed = []
 
         # 1. hello
-        share1 = KeyShare(self.group)
+        share1 = self.ephemeral(1)
         hello = enc_json(self.tamper("hello", {
-            "type": "hello", "version": PROTOCOL_VERSION, "nonce": b64e(os.urandom(32)),
+            "type": "hello", "version": PROTOCOL_VERSION, "nonce": b64e(self.random(32)),
             "groups": groups, "key_share": share1.wire()}))
         self.conn.write_frame(hello)
         hashed.append(hello)
@@ -953,7 +964,7 @@ class Client:
         b64d(sh["nonce"], size=32)
         self.session_time = want_int(sh, "time")
         server_pub1 = parse_share(sh["key_share"], self.group)
-        if abs(now_ms() - self.session_time) > SKEW_MS:
+        if abs(self.now() - self.session_time) > SKEW_MS:
             raise ProtoError("STALE", "server_hello time outside the allowed skew")
         ss1 = share1.agree(server_pub1)
         hashed.append(sh_bytes)
@@ -1007,7 +1018,7 @@ class Client:
         hashed.append(content)
 
         # 9. dh_client
-        share2 = KeyShare(self.group)
+        share2 = self.ephemeral(2)
         hashed.append(self.send_content(self.tamper("dh_client", {
             "type": "dh_client", "key_share": share2.wire()})))
 
@@ -1044,9 +1055,9 @@ class Client:
             if self.close_sent:
                 return
             self.seq_tx += 1
-            ts = max(now_ms(), self.ts_tx)  # never backwards (§6)
+            ts = max(self.now(), self.ts_tx)  # never backwards (§6)
             self.ts_tx = ts
-            k = os.urandom(32)
+            k = self.random(32)
             rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
                                         enc_json(body), k)
             self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
@@ -1082,7 +1093,7 @@ class Client:
             raise ProtoError("REPLAY", f"s2c seqno {seqno} after {self.seq_rx}")
         if seqno > self.seq_rx + 1:
             raise ProtoError("PROTOCOL_ERROR", f"s2c seqno gap: {seqno} after {self.seq_rx}")
-        if ts < self.ts_rx or abs(now_ms() - ts) > SKEW_MS:
+        if ts < self.ts_rx or abs(self.now() - ts) > SKEW_MS:
             raise ProtoError("STALE", f"s2c ts {ts}")
 
     def accept_hop(self, seqno, ts):
