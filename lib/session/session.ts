@@ -19,6 +19,7 @@ import {
   bodyFits,
   decodeRecord,
   isClientRecipient,
+  LOBBY,
   type MessageRecord,
   MsgMessageSchema,
   openContent,
@@ -208,7 +209,9 @@ export class ChatSession {
    * @returns the seqno given to it
    * @throws PROTOCOL_ERROR when closing, SLOW_CONSUMER when the peer stopped reading, TRANSCRIPT_IO
    */
-  send(body: Body, to = userRecipient(this.#est.username)): Promise<number> {
+  send(body: Body, to?: string): Promise<number> {
+    // A client's default is the lobby; the server's records always go to its one user.
+    to ??= this.#est.role === "client" ? LOBBY : userRecipient(this.#est.username);
     let numbered: { seqno: number; ts: number };
     try {
       numbered = this.#number();
@@ -466,7 +469,7 @@ export class ChatSession {
   }
 
   #sendControl(message: unknown): void {
-    this.#est.conn.send(this.#est.records.seal(utf8(JSON.stringify(message))));
+    this.#est.conn.send(this.#sealWithUpdate(utf8(JSON.stringify(message))));
   }
 
   #armCloseTimer(): void {
