@@ -9,7 +9,7 @@
  */
 import { randomBytes, sha256 } from "../lib/bytes.ts";
 import { counterNonce, importAesGcmKey, open, seal } from "../lib/crypto/aead.ts";
-import { agree, generateKeyShare } from "../lib/crypto/kex.ts";
+import { agree, generateKeyShare } from "../lib/crypto/ecdh.ts";
 import { importVerifyingKeySpki, sign, verify } from "../lib/crypto/signature.ts";
 import {
   derivePhase1,

@@ -1,6 +1,6 @@
 /**
  * The securechat benchmark suite (issue 7): signing, session setup, messages, scale,
- * verify, startup — every figure beside a reference measured in the same run, as a
+ * verify, startup, cluster — every figure beside a reference measured in the same run, as a
  * ratio. Setup and messages run with RSA-2048 (the default) and Ed25519 keys.
  * Prints a table and writes bench/results.json.
  *
@@ -16,10 +16,19 @@ import * as setup from "./setup_bench.ts";
 import * as messages from "./message_bench.ts";
 import * as scale from "./scale_bench.ts";
 import * as startup from "./startup_bench.ts";
+import * as cluster from "./cluster_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
 
-export const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup"] as const;
+export const SECTIONS = [
+  "signing",
+  "setup",
+  "messages",
+  "scale",
+  "verify",
+  "startup",
+  "cluster",
+] as const;
 type SectionName = typeof SECTIONS[number];
 
 const { values } = parseArgs({
@@ -92,6 +101,9 @@ try {
         break;
       case "startup":
         sections.startup = await startup.run({ quick }, pkis.rsa2048);
+        break;
+      case "cluster":
+        sections.cluster = await cluster.run({ quick }, pkis);
         break;
       default:
         throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);

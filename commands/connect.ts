@@ -1,20 +1,32 @@
 /** `securechat connect`: log in (or register) and chat from the terminal or a script. */
 import { Command, Option } from "commander";
-import { SecureChatError } from "../lib/errors.ts";
+import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
-import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { SeenStore } from "../lib/session/relay.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
 import { canonicalName, recipientUser } from "../lib/message/record.ts";
 import { join } from "node:path";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import { OPERATOR_NAME } from "../lib/server/lobby.ts";
+import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
 import { LineEditor, promptHidden, stdinLines } from "./_tty.ts";
 import { type History, openHistory } from "./_history.ts";
+import {
+  Backoff,
+  describeServer,
+  isPermanent,
+  LineSource,
+  parseServers,
+  type ServerAddress,
+  ServerRotation,
+  sleep,
+  STOPPED,
+  worthReconnecting,
+} from "./_reconnect.ts";
 
 interface ConnectOptions {
   user: string;
@@ -33,6 +45,9 @@ interface ConnectOptions {
   history?: string;
   handshakeTimeout: number;
   keyUpdate: number;
+  server?: string[];
+  reconnect?: boolean;
+  reconnectAttempts: number;
 }
 
 export function registerConnect(program: Command): void {
@@ -42,6 +57,18 @@ export function registerConnect(program: Command): void {
     .option("--email <address>", "e-mail address for --register")
     .option("--host <host>", "server address", "127.0.0.1")
     .option("--port <port>", "server port", positiveInt("--port", 65535), 65432)
+    .option(
+      "--server <host:port>",
+      "a server to use (repeatable: tried from a random one onward; implies --reconnect)",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option("--reconnect", "log in again, with backoff, when the connection drops")
+    .option(
+      "--reconnect-attempts <n>",
+      "failed reconnection attempts in a row before giving up",
+      positiveInt("--reconnect-attempts"),
+      20,
+    )
     .option("--server-name <name>", "name the server certificate must carry", "localhost")
     .option("--cert <file>", "your certificate (default certs/<user>.pem)")
     .option("--key <file>", "your private key (default certs/<user>.key)")
@@ -88,12 +115,93 @@ async function connect(options: ConnectOptions): Promise<void> {
     options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
   );
   const trust = await TrustStore.load(options.ca, options.crl);
-  const credentials = await credentialsFor(options, interactive);
+  let credentials = await credentialsFor(options, interactive);
+  const servers = parseServers(options.server, options.host, options.port);
+  const reconnect = options.reconnect === true || servers.length > 1;
+  const rotation = new ServerRotation(servers);
+  const backoff = new Backoff();
+  const history = options.history ? await openHistory(options.history) : undefined;
+  const editor = interactive ? new LineEditor(`${options.user}> `) : undefined;
+  const show = (line: string) => editor ? editor.print(line) : console.log(line);
+  const input = new LineSource(editor ? editor.lines() : stdinLines());
+  // Relay high-water marks outlive every session (PROTOCOL §6.4): a record seen in an
+  // earlier session — a failover replay, or a server re-delivering it — is not shown again.
+  const seen = await SeenStore.load(
+    join(options.transcripts, `${canonicalName(options.user)}.seen.json`),
+    2 * DEFAULT_MAX_SKEW_MS,
+  );
+  try {
+    for (let sessions = 0;; sessions++) {
+      let session: ChatSession;
+      try {
+        session = await openSession(rotation.current(), options, identity, trust, credentials, seen);
+      } catch (error) {
+        if (!reconnect || isPermanent(error) || backoff.failures >= options.reconnectAttempts) {
+          throw error;
+        }
+        const wait = backoff.next();
+        info(
+          `cannot log in at ${describeServer(rotation.current())}: ${codeOf(error)}; ` +
+            `trying again in ${(wait / 1000).toFixed(1)} s`,
+        );
+        rotation.advance();
+        await sleep(wait);
+        continue;
+      }
+      backoff.reset();
+      info(
+        `${sessions > 0 ? "reconnected: " : ""}${
+          credentials.mode === "register" ? "registered and logged in" : "logged in"
+        } as ${session.username} to ${session.established.peer.commonName} at ` +
+          `${describeServer(rotation.current())}; session ${session.sessionId}`,
+      );
+      // The account exists from now on: a reconnection logs in.
+      if (credentials.mode === "register") credentials = { ...credentials, mode: "login" };
+      const { end, userQuit, takenOver } = await chat(session, input, show, history);
+      await seen.save();
+      info(`transcript: ${end.transcriptPath}`);
+      if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
+      if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
+      if (!userQuit && reconnect && worthReconnecting(end, takenOver)) {
+        info(
+          `connection to ${describeServer(rotation.current())} lost (${
+            end.outcome === "closed" ? "the server closed it" : end.code ?? "cut off"
+          }); reconnecting`,
+        );
+        rotation.advance();
+        await sleep(backoff.next());
+        continue;
+      }
+      if (end.outcome !== "closed") {
+        throw new SecureChatError(
+          (end.code as never) ?? "PROTOCOL_ERROR",
+          end.outcome === "peer_gone"
+            ? "the server closed the connection without receipts"
+            : end.message ?? "session failed",
+        );
+      }
+      return;
+    }
+  } finally {
+    editor?.stop();
+    await history?.close();
+  }
+}
+
+/** Dials one server, runs the handshake and starts the session (its transcript). */
+async function openSession(
+  server: ServerAddress,
+  options: ConnectOptions,
+  identity: Awaited<ReturnType<typeof loadIdentity>>,
+  trust: TrustStore,
+  credentials: Credentials,
+  seen: SeenStore,
+): Promise<ChatSession> {
   let tcp: Deno.TcpConn;
   try {
-    tcp = await Deno.connect({ hostname: options.host, port: options.port });
+    tcp = await Deno.connect({ hostname: server.host, port: server.port });
   } catch (cause) {
-    throw new SecureChatError("IO_ERROR", `cannot connect to ${options.host}:${options.port}`, {
+    throw new SecureChatError("IO_ERROR", `cannot connect to ${describeServer(server)}`, {
       cause,
       hint: "is `securechat serve` running there?",
     });
@@ -106,12 +214,7 @@ async function connect(options: ConnectOptions): Promise<void> {
     credentials,
     timeoutMs: options.handshakeTimeout,
   });
-  // Relay high-water marks outlive the session (PROTOCOL §6.4).
-  const seen = await SeenStore.load(
-    join(options.transcripts, `${canonicalName(options.user)}.seen.json`),
-    2 * DEFAULT_MAX_SKEW_MS,
-  );
-  const session = await ChatSession.start(established, {
+  return await ChatSession.start(established, {
     transcriptDir: options.transcripts,
     serverName: options.serverName,
     relayTrust: trust,
@@ -119,48 +222,43 @@ async function connect(options: ConnectOptions): Promise<void> {
     keepKeys: true,
     keyUpdateMs: options.keyUpdate * 1000,
   });
-  const history = options.history ? await openHistory(options.history) : undefined;
-  info(
-    `${
-      credentials.mode === "register" ? "registered and logged in" : "logged in"
-    } as ${session.username} ` +
-      `to ${established.peer.commonName}; session ${session.sessionId}`,
-  );
+}
 
-  const editor = interactive ? new LineEditor(`${session.username}> `) : undefined;
-  const show = (line: string) => editor ? editor.print(line) : console.log(line);
+/** One session: shows what arrives, sends what is typed, until either side ends it. */
+async function chat(
+  session: ChatSession,
+  input: LineSource,
+  show: (line: string) => void,
+  history: History | undefined,
+): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
+  let takenOver = false;
   const running = session.run({
     onMessage: (message) => {
       if (message.type === "refused") {
         info(`message ${message.of} refused by the server: ${message.code}`);
         return;
       }
+      if (message.type === "relay" && message.relayed.duplicate) return; // shown before
+      if (
+        message.type === "msg" && message.body.kind === "notice" &&
+        message.body.text === TAKEOVER_NOTICE
+      ) takenOver = true;
       const line = formatIncoming(message);
       if (line) show(line);
       const shown = describe(message);
       if (shown) history?.record(message.ts, shown.author, shown.text, shown.to);
     },
   });
-  const onSignal = () => void session.close().catch(() => {});
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    void session.close().catch(() => {});
+  };
   Deno.addSignalListener("SIGINT", onSignal);
   try {
-    await Promise.race([chatInput(session, editor, show, history), running]);
-    editor?.stop();
-    await session.close().catch(() => {});
-    const end = await running;
-    await seen.save();
-    await history?.close();
-    info(`transcript: ${end.transcriptPath}`);
-    if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
-    if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
-    if (end.outcome !== "closed") {
-      throw new SecureChatError(
-        (end.code as never) ?? "PROTOCOL_ERROR",
-        end.outcome === "peer_gone"
-          ? "the server closed the connection without receipts"
-          : end.message ?? "session failed",
-      );
-    }
+    const userQuit = await chatInput(session, input, running, show, history);
+    if (userQuit) await session.close().catch(() => {});
+    return { end: await running, userQuit: userQuit || interrupted, takenOver };
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
   }
@@ -172,18 +270,29 @@ async function connect(options: ConnectOptions): Promise<void> {
  */
 const SENDS_IN_FLIGHT = 32;
 
+/** Sends each input line; true when the user ended the chat, false when the session ended. */
 async function chatInput(
   session: ChatSession,
-  editor: LineEditor | undefined,
+  input: LineSource,
+  running: Promise<SessionEnd>,
   show: (line: string) => void,
   history: History | undefined,
-): Promise<void> {
+): Promise<boolean> {
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
-  for await (const line of editor ? editor.lines() : stdinLines()) {
-    if (session.closing || failure !== undefined) break;
+  let userQuit = false;
+  for (;;) {
+    const line = await input.next(running);
+    if (line === STOPPED) break;
+    if (line === null || session.closing || failure !== undefined) {
+      userQuit = line === null;
+      break;
+    }
     const parsed = parseChatLine(line);
-    if (parsed.action === "quit") break;
+    if (parsed.action === "quit") {
+      userQuit = true;
+      break;
+    }
     if (parsed.action === "help") show(CHAT_HELP);
     if (parsed.action === "error") show(`securechat: ${parsed.message}`);
     if (parsed.action !== "send") continue;
@@ -201,8 +310,13 @@ async function chatInput(
     while (inFlight.size >= SENDS_IN_FLIGHT) await Promise.race(inFlight);
   }
   await Promise.all(inFlight);
-  // A send failing because the session ended under us is not the error: run() says why.
-  if (failure !== undefined && !session.closing) throw failure;
+  // A send failing because the connection dropped under us is not the error: run() says why,
+  // once it has noticed too.
+  if (failure !== undefined && !session.closing) {
+    const ended = await Promise.race([running.then(() => true), sleep(1000).then(() => false)]);
+    if (!ended) throw failure;
+  }
+  return userQuit;
 }
 
 /** Who wrote an incoming message and what it says; null for messages not meant for display. */

@@ -1,7 +1,7 @@
 /** `securechat serve`: run the chat server. */
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
-import { createLogger, type LogFormat } from "../lib/log.ts";
+import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
@@ -9,7 +9,10 @@ import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
 import { recipientUser } from "../lib/message/record.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
-import { openUserStore } from "../lib/store/open.ts";
+import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
+import { type ClusterConfig, resolveClusterConfig } from "../lib/cluster/config.ts";
+import { ClusterLink, redactUrl } from "../lib/cluster/link.ts";
+import { serveHealth } from "../lib/server/health.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
 import { readSecretFile } from "./connect.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
@@ -36,6 +39,9 @@ interface ServeOptions {
   keyUpdate: number;
   loginDelay: number;
   loginLockout: number;
+  cluster?: string[];
+  node?: string;
+  healthPort?: number;
 }
 
 export function registerServe(program: Command): void {
@@ -52,6 +58,20 @@ export function registerServe(program: Command): void {
       "sqlite:PATH or mysql://user:pass@host:port/db (default: .env DB_*, else sqlite:data/securechat.db)",
     )
     .option("--transcripts <dir>", "where to write transcripts and receipts", "transcripts")
+    .option(
+      "--cluster <url>",
+      "join a cluster through NATS (nats://host:4222; repeat for each NATS server; needs --node and a mysql:// --db; default .env SECURECHAT_CLUSTER)",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option(
+      "--node <name>",
+      "this node's name, unique in the cluster (default .env SECURECHAT_NODE)",
+    )
+    .option(
+      "--health-port <port>",
+      "answer GET /health on this port for a load balancer (200 ok, 503 unavailable)",
+      portNumber,
+    )
     .addOption(
       new Option("--log-format <format>", "log line format").choices(["text", "json"]).default(
         "text",
@@ -122,8 +142,13 @@ PROTOCOL_ERROR, TIMEOUT, ...). SIGINT/SIGTERM close every session with receipts.
 The operator speaks as "${OPERATOR_NAME}" from a terminal (or with --console):
 ${CHAT_HELP.replace(/^/gm, "  ")}
 
-Example:
-  securechat serve --port 65432 --db sqlite:data/securechat.db`,
+Several nodes behind a load balancer share one MariaDB and one NATS with
+JetStream (docs/DEPLOY.md, deploy/haproxy.cfg).
+
+Examples:
+  securechat serve --port 65432 --db sqlite:data/securechat.db
+  securechat serve --cluster nats://10.0.0.9:4222 --node n1 --health-port 8081 \
+    --db mysql://chat:secret@10.0.0.8:3306/secure_chat`,
     )
     .action((options: ServeOptions) => serve(options));
 }
@@ -146,6 +171,7 @@ async function serve(options: ServeOptions): Promise<void> {
     options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
   );
   const trust = await TrustStore.load(options.ca, options.crl);
+  const clusterConfig = clusterConfigOf(options);
   const store = await openUserStore({
     url: options.db,
     // Start anyway: logins fail DB_UNAVAILABLE until the database is back (issue #4).
@@ -155,7 +181,9 @@ async function serve(options: ServeOptions): Promise<void> {
     if (codeOf(error) !== "INVALID_INPUT") throw error;
     throw new SecureChatError("USAGE", (error as Error).message, { cause: error });
   });
+  const cluster = clusterConfig ? await joinCluster(clusterConfig, log) : undefined;
   const server = ChatServer.listen({
+    cluster,
     hostname: options.host,
     port: options.port,
     identity,
@@ -183,6 +211,12 @@ async function serve(options: ServeOptions): Promise<void> {
     },
   });
 
+  await server.startCluster();
+  const health = options.healthPort === undefined
+    ? undefined
+    : serveHealth(options.host, options.healthPort, () => server.healthy);
+  if (health) log("HEALTH", { detail: `${options.host}:${health.port}` });
+
   const signalled = new Promise<void>((resolve) => {
     const stop = () => {
       Deno.removeSignalListener("SIGINT", stop);
@@ -198,8 +232,41 @@ async function serve(options: ServeOptions): Promise<void> {
   await Promise.race(editor && operator ? [signalled, operator] : [signalled]);
   editor?.stop();
   info("shutting down: closing sessions with receipts");
+  await health?.close();
   await server.shutdown();
   await store.close();
+}
+
+/**
+ * The cluster this node joins, if any. Every node must see the same accounts, so a cluster
+ * on SQLite (one node's file) is refused before anything starts.
+ * @throws USAGE
+ */
+function clusterConfigOf(options: ServeOptions): ClusterConfig | undefined {
+  const config = resolveClusterConfig({ cluster: options.cluster, node: options.node });
+  if (!config) return undefined;
+  let engine: string;
+  try {
+    engine = resolveDatabase({ url: options.db }).engine;
+  } catch (error) {
+    throw new SecureChatError("USAGE", (error as Error).message, { cause: error });
+  }
+  if (engine !== "mysql") {
+    throw new SecureChatError(
+      "USAGE",
+      "--cluster needs a database every node shares: SQLite is one node's file",
+      { hint: "pass --db mysql://user:pass@host:3306/db (MariaDB), or set DB_HOST and friends" },
+    );
+  }
+  return config;
+}
+
+async function joinCluster(config: ClusterConfig, log: Logger): Promise<ClusterLink> {
+  const link = await ClusterLink.connect({ ...config, log });
+  log("CLUSTER", {
+    detail: `node ${config.node} on ${config.servers.map(redactUrl).join(", ")}`,
+  });
+  return link;
 }
 
 async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise<void> {

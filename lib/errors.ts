@@ -20,6 +20,7 @@ export const ERROR_CODES = [
   "USER_EXISTS", // registration of a taken user name or email
   "INVALID_INPUT", // a field that failed validation (name rules, lengths)
   "DB_UNAVAILABLE", // the user store cannot be reached right now
+  "CLUSTER_UNAVAILABLE", // a cluster node cannot reach NATS right now (docs/DEPLOY.md)
   "SLOW_CONSUMER", // a recipient stopped reading and its queue overflowed
   "TOO_MANY_CONNECTIONS", // connection cap reached
   "TRANSCRIPT_IO", // transcript could not be written

@@ -9,7 +9,7 @@ const PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net",
-  "--allow-env=SECURECHAT_PASSWORD,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
+  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
 ];
 const dir = Deno.args[0] ?? await Deno.makeTempDir({ prefix: "securechat-demo-" });
 const decoder = new TextDecoder();

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 
 const RUN = new URL("../bench/run.ts", import.meta.url).pathname;
-const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup"];
+const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup", "cluster"];
 /** Sections compared for each key type the toolkit offers (figure names start with it). */
 const PER_KEY_TYPE = ["signing", "setup", "messages"];
 const KEY_TYPES = ["RSA-2048", "Ed25519"];

@@ -3,11 +3,11 @@ import { SecureChatError } from "../lib/errors.ts";
 import { concat, fromHex, toHex } from "../lib/bytes.ts";
 import {
   agree,
+  type EcdhCurve,
   generateKeyShare,
-  KEX_GROUPS,
-  type KexGroup,
   keyShareFromPrivate,
-} from "../lib/crypto/kex.ts";
+} from "../lib/crypto/ecdh.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
 
 function isCode(code: string) {
   return (e: unknown) => e instanceof SecureChatError && e.code === code;
@@ -15,7 +15,7 @@ function isCode(code: string) {
 
 // RFC 7748 §6.1 (X25519) and RFC 5903 §8.1 (P-256 ECDH, shared secret = x-coordinate).
 const KNOWN_ANSWERS: {
-  group: KexGroup;
+  group: EcdhCurve;
   a: string;
   aPublic: string;
   b: string;
@@ -61,9 +61,9 @@ Deno.test("keyShareFromPrivate() and agree() reproduce the RFC 7748 / RFC 5903 v
 
 Deno.test("generateKeyShare() makes shares in the wire encoding that agree both ways", async () => {
   const publicLength = { x25519: 32, p256: 65 };
-  for (const group of KEX_GROUPS) {
+  for (const group of ["x25519", "p256"] as const) {
     const [a, b] = [await generateKeyShare(group), await generateKeyShare(group)];
-    assert.equal(a.group, group);
+    assert.equal(a.curve, group);
     assert.equal(a.publicKey.length, publicLength[group]);
     if (group === "p256") assert.equal(a.publicKey[0], 0x04);
     assert.equal(a.privateKey.extractable, false);
@@ -75,14 +75,52 @@ Deno.test("generateKeyShare() makes shares in the wire encoding that agree both 
 });
 
 Deno.test("generateKeyShare() and keyShareFromPrivate() refuse an unknown group with UNSUPPORTED", async () => {
-  const bogus = "x448" as KexGroup;
+  const bogus = "x448" as EcdhCurve;
   await assert.rejects(generateKeyShare(bogus), isCode("UNSUPPORTED"));
   await assert.rejects(keyShareFromPrivate(bogus, new Uint8Array(32)), isCode("UNSUPPORTED"));
 });
 
+Deno.test("keyAgreement(): generate(), respond() and complete() agree in every group", async () => {
+  for (const group of KEX_GROUPS) {
+    const kex = keyAgreement(group);
+    const client = await kex.generate();
+    assert.equal(client.group, group);
+    const server = await kex.respond(client.share);
+    assert.deepEqual(await client.complete(server.share), server.sharedSecret, group);
+    await assert.rejects(client.complete(server.share), isCode("INTERNAL"), "second use");
+  }
+  assert.throws(() => keyAgreement("x448" as KexGroup), isCode("UNSUPPORTED"));
+});
+
+Deno.test("keyAgreement(): a fixed secret reproduces the RFC 7748 / RFC 5903 vectors", async () => {
+  for (const v of KNOWN_ANSWERS) {
+    const kex = keyAgreement(v.group);
+    const client = await kex.generate(fromHex(v.a));
+    assert.equal(toHex(client.share), v.aPublic, v.group);
+    const server = await kex.respond(client.share, fromHex(v.b));
+    assert.equal(toHex(server.share), v.bPublic, v.group);
+    assert.equal(toHex(server.sharedSecret), v.shared, v.group);
+    assert.equal(toHex(await client.complete(server.share)), v.shared, v.group);
+  }
+});
+
+Deno.test("keyAgreement(): malformed shares are BAD_KEY_SHARE on both sides", async () => {
+  for (const group of KEX_GROUPS) {
+    const kex = keyAgreement(group);
+    const good = (await kex.generate()).share;
+    for (const bad of [good.subarray(1), new Uint8Array(0), concat(good, Uint8Array.of(0))]) {
+      await assert.rejects(kex.respond(bad), isCode("BAD_KEY_SHARE"), `${group} respond`);
+      const client = await kex.generate();
+      await assert.rejects(client.complete(bad), isCode("BAD_KEY_SHARE"), `${group} complete`);
+    }
+  }
+  const lowOrder = new Uint8Array(32); // u = 0
+  await assert.rejects(keyAgreement("x25519").respond(lowOrder), isCode("BAD_KEY_SHARE"));
+});
+
 Deno.test("keyShareFromPrivate() refuses wrong-length or out-of-range scalars with BAD_KEY_SHARE", async () => {
   const n = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
-  const cases: [KexGroup, string][] = [
+  const cases: [EcdhCurve, string][] = [
     ["x25519", "00".repeat(31)],
     ["x25519", "00".repeat(33)],
     ["p256", "01".repeat(31)],

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { fromHex, toBase64 } from "../lib/bytes.ts";
-import { generateKeyShare } from "../lib/crypto/kex.ts";
+import { generateKeyShare } from "../lib/crypto/ecdh.ts";
 import { makePki } from "./helpers/pki.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
 import {

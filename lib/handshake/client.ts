@@ -13,7 +13,7 @@
  *   -> finished                       phase 2: c2s then writes under the app keys
  */
 import { toBase64 } from "../bytes.ts";
-import { agree, KEX_GROUPS, type KexGroup, type KeyShare } from "../crypto/kex.ts";
+import { type ClientKeyShare, KEX_GROUPS, type KexGroup, keyAgreement } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
@@ -63,7 +63,7 @@ class ClientHandshake {
   readonly #opts: ClientHandshakeOptions;
   readonly #random: HandshakeRandomness;
   readonly #groups: readonly KexGroup[];
-  #share!: KeyShare;
+  #share!: ClientKeyShare;
   #group!: KexGroup;
   #server!: ValidatedPeer;
   #username!: string;
@@ -93,14 +93,18 @@ class ClientHandshake {
 
   async sendHello(): Promise<void> {
     this.#group = this.#groups[0];
-    this.#share = await this.#random.keyShare(this.#group);
+    this.#share = await this.#newShare();
     this.io.sendPlain({
       type: "hello",
       version: PROTOCOL_VERSION,
       nonce: toBase64(this.#random.nonce()),
       groups: [...this.#groups],
-      key_share: { group: this.#group, pub: toBase64(this.#share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(this.#share.share) },
     });
+  }
+
+  #newShare(): Promise<ClientKeyShare> {
+    return keyAgreement(this.#group).generate(this.#random.keyShareSecret(this.#group));
   }
 
   async readServerHello(): Promise<void> {
@@ -116,7 +120,7 @@ class ClientHandshake {
       throw new SecureChatError("STALE", "server clock is outside the allowed skew of ours");
     }
     this.#sessionTime = hello.time;
-    this.io.enterPhase1(await agree(this.#share, hello.key_share.pub));
+    this.io.enterPhase1(await this.#share.complete(hello.key_share.pub));
   }
 
   async readServerCertificate(): Promise<void> {
@@ -157,21 +161,21 @@ class ClientHandshake {
     this.#username = ok.username;
   }
 
-  async sendDhClient(): Promise<KeyShare> {
-    const share = await this.#random.keyShare(this.#group);
+  async sendDhClient(): Promise<ClientKeyShare> {
+    const share = await this.#newShare();
     this.io.sendSealed({
       type: "dh_client",
-      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(share.share) },
     });
     return share;
   }
 
-  async readDhServer(share: KeyShare): Promise<void> {
+  async readDhServer(share: ClientKeyShare): Promise<void> {
     const dh = await this.io.readSealed(DhServerSchema);
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
-    this.io.enterPhase2(await agree(share, dh.key_share.pub));
+    this.io.enterPhase2(await share.complete(dh.key_share.pub));
   }
 
   /** The server's phase 2 Finished; then s2c reads under the application keys. */

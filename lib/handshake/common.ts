@@ -4,7 +4,7 @@
  */
 import type { z } from "zod";
 import { timingSafeEqual, toBase64, toHex, utf8, wipe } from "../bytes.ts";
-import { generateKeyShare, type KexGroup, type KeyShare } from "../crypto/kex.ts";
+import type { KexGroup } from "../crypto/kex.ts";
 import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
 import { isErrorCode, SecureChatError } from "../errors.ts";
 import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
@@ -42,13 +42,14 @@ export interface Identity {
  */
 export interface HandshakeRandomness {
   nonce(): Uint8Array;
-  keyShare(group: KexGroup): Promise<KeyShare>;
+  /** Fixed private key material for the next key share (see KeyAgreement), or undefined for fresh. */
+  keyShareSecret(group: KexGroup): Uint8Array | undefined;
   now(): number;
 }
 
 export const systemRandomness: HandshakeRandomness = {
   nonce: () => crypto.getRandomValues(new Uint8Array(32)),
-  keyShare: generateKeyShare,
+  keyShareSecret: () => undefined,
   now: () => Date.now(),
 };
 

@@ -12,7 +12,7 @@
  *   <- finished                       phase 2: c2s then reads under the app keys
  */
 import { toBase64 } from "../bytes.ts";
-import { agree, KEX_GROUPS, type KexGroup } from "../crypto/kex.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement, type ServerKeyShare } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
@@ -108,17 +108,21 @@ class ServerHandshake {
   }
 
   async sendServerHello(clientShare: Uint8Array): Promise<void> {
-    const share = await this.#random.keyShare(this.#group);
-    const shared = await agree(share, clientShare);
+    const { share, sharedSecret } = await this.#respond(clientShare);
     this.#sessionTime = this.#random.now();
     this.io.sendPlain({
       type: "server_hello",
       version: PROTOCOL_VERSION,
       nonce: toBase64(this.#random.nonce()),
       time: this.#sessionTime,
-      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(share) },
     });
-    this.io.enterPhase1(shared);
+    this.io.enterPhase1(sharedSecret);
+  }
+
+  #respond(clientShare: Uint8Array): Promise<ServerKeyShare> {
+    const secret = this.#random.keyShareSecret(this.#group);
+    return keyAgreement(this.#group).respond(clientShare, secret);
   }
 
   async sendServerAuthentication(): Promise<void> {
@@ -162,13 +166,12 @@ class ServerHandshake {
 
   /** dh_server and our phase 2 Finished; then s2c writes under the application keys. */
   async sendDhServer(clientShare: Uint8Array): Promise<ReturnType<HandshakeIo["deriveSession"]>> {
-    const share = await this.#random.keyShare(this.#group);
-    const shared = await agree(share, clientShare);
+    const { share, sharedSecret } = await this.#respond(clientShare);
     this.io.sendSealed({
       type: "dh_server",
-      key_share: { group: this.#group, pub: toBase64(share.publicKey) },
+      key_share: { group: this.#group, pub: toBase64(share) },
     });
-    this.io.enterPhase2(shared);
+    this.io.enterPhase2(sharedSecret);
     this.io.sendFinished(2);
     const app = this.io.deriveSession();
     this.io.records!.switchSend(app.app.s2c);

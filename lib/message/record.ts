@@ -223,7 +223,7 @@ export function sealContent(body: Body): SealedContent {
  */
 export function sealPlaintext(
   plaintext: Uint8Array,
-  k = randomFillSync(new Uint8Array(CONTENT_KEY_BYTES)),
+  k: Uint8Array = randomFillSync(new Uint8Array(CONTENT_KEY_BYTES)),
 ): SealedContent {
   return {
     k,

@@ -22,6 +22,7 @@ import {
   type LoginThrottleOptions,
 } from "./limits.ts";
 import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
+import type { ClusterLink } from "../cluster/link.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -37,6 +38,8 @@ export interface ServerOptions {
   admission?: Partial<AdmissionLimits>;
   loginThrottle?: LoginThrottleOptions;
   lobby?: Partial<LobbyLimits>;
+  /** This node's link to the others (docs/DEPLOY.md); absent for a single server. */
+  cluster?: ClusterLink;
 }
 
 export class ChatServer {
@@ -54,7 +57,7 @@ export class ChatServer {
     this.#opts = opts;
     this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
     this.#throttle = new LoginThrottle(opts.loginThrottle);
-    this.lobby = new Lobby(opts.log, { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby });
+    this.lobby = new Lobby(opts.log, { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby }, opts.cluster);
     this.#accepting = this.#acceptLoop();
   }
 
@@ -78,6 +81,20 @@ export class ChatServer {
     return this.#listener.addr.port;
   }
 
+  /** Joins the cluster: starts taking records, logins and lockouts from the other nodes. */
+  async startCluster(): Promise<void> {
+    await this.#opts.cluster?.start({
+      ...this.lobby.clusterHandlers(),
+      authFailed: (keys) => this.#throttle.failed(keys),
+      authSucceeded: (keys) => this.#throttle.succeeded(keys),
+    });
+  }
+
+  /** Listening, and in a cluster connected to it: what `serve --health-port` reports. */
+  get healthy(): boolean {
+    return !this.#stopping && (this.#opts.cluster?.healthy ?? true);
+  }
+
   /** Stops accepting, closes every session with receipts, waits for them to finish. */
   async shutdown(): Promise<void> {
     if (this.#stopping) return;
@@ -86,6 +103,7 @@ export class ChatServer {
     await this.#accepting;
     await this.lobby.closeAll();
     await Promise.allSettled([...this.#connections]);
+    await this.#opts.cluster?.close();
     this.#opts.log("SHUTDOWN", {});
   }
 
@@ -189,10 +207,14 @@ export class ChatServer {
         await this.#opts.store.login(request.username, request.password);
       }
     } catch (error) {
-      if (codeOf(error) === "AUTH_FAIL") this.#throttle.failed(keys);
+      if (codeOf(error) === "AUTH_FAIL") {
+        this.#throttle.failed(keys);
+        this.#opts.cluster?.authFailed(keys);
+      }
       throw error;
     }
     this.#throttle.succeeded(keys);
+    this.#opts.cluster?.authSucceeded(keys);
     return { registered: request.mode === "register" };
   }
 }

@@ -29,6 +29,11 @@ export interface RelayedText {
   /** true when addressed to us alone (`user:<us>`), false for the lobby. */
   private: boolean;
   record: MessageRecord;
+  /**
+   * Accepted in an earlier session already (a failover replay, or a server re-delivering
+   * it): genuine and recorded, but not to be shown as new (PROTOCOL §6.4).
+   */
+  duplicate: boolean;
 }
 
 /** Per author (certificate fingerprint) and author session: the highest seqno and its ts. */
@@ -76,15 +81,10 @@ export class SeenStore {
     return store;
   }
 
-  /** @throws REPLAY when `seqno` is not above the author session's mark */
-  check(fingerprint: string, sid: string, seqno: number): void {
+  /** True when a record at or above `seqno` of this author session was accepted before. */
+  has(fingerprint: string, sid: string, seqno: number): boolean {
     const mark = this.#marks[fingerprint]?.[sid];
-    if (mark && seqno <= mark.seqno) {
-      throw new SecureChatError(
-        "REPLAY",
-        `relayed record ${sid.slice(0, 8)}…/${seqno} was accepted before (up to ${mark.seqno})`,
-      );
-    }
+    return mark !== undefined && seqno <= mark.seqno;
   }
 
   accept(fingerprint: string, sid: string, seqno: number, ts: number): void {
@@ -144,6 +144,8 @@ export interface RelayContext {
 /** Checks relayed records in the order of PROTOCOL §6.4. */
 export class RelayVerifier {
   readonly #authors = new Map<string, Promise<{ peer: ValidatedPeer; key: VerifyingKey }>>();
+  /** This session's marks: within one session the server never relays a record twice. */
+  readonly #inSession = new Map<string, number>();
   readonly #me: string;
 
   constructor(readonly ctx: RelayContext) {
@@ -185,9 +187,18 @@ export class RelayVerifier {
     if (record.ts > relay.ts + maxSkewMs) {
       throw new SecureChatError("STALE", "relayed record is dated after its relay");
     }
-    seen.check(fingerprint, record.sid, record.seqno);
-    seen.accept(fingerprint, record.sid, record.seqno, record.ts);
+    const authorSession = `${fingerprint}/${record.sid}`;
+    if (record.seqno <= (this.#inSession.get(authorSession) ?? 0)) {
+      throw new SecureChatError(
+        "REPLAY",
+        `relayed record ${record.sid.slice(0, 8)}…/${record.seqno} repeats one of this session`,
+      );
+    }
+    this.#inSession.set(authorSession, record.seqno);
+    const duplicate = seen.has(fingerprint, record.sid, record.seqno);
+    if (!duplicate) seen.accept(fingerprint, record.sid, record.seqno, record.ts);
     return {
+      duplicate,
       author: peer.commonName,
       fingerprint,
       text: body.text,

@@ -3,7 +3,7 @@
  * a `.env` file), else the default SQLite file.
  */
 import { isAbsolute, join } from "node:path";
-import { parseEnv } from "node:util";
+import { readEnvKeys } from "../env.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import { migrate } from "./schema.ts";
 import type { MysqlConfig } from "./mysql.ts";
@@ -68,7 +68,7 @@ export async function openUserStore(options: OpenUserStoreOptions = {}): Promise
 export function resolveDatabase(options: OpenUserStoreOptions = {}): DatabaseTarget {
   const baseDir = options.baseDir ?? Deno.cwd();
   if (options.url !== undefined) return parseDatabaseUrl(options.url, baseDir);
-  const env = options.env ?? readEnv(baseDir);
+  const env = options.env ?? readEnvKeys(baseDir, DB_KEYS);
   if (env.DB_HOST) return { engine: "mysql", config: mysqlConfigFromEnv(env) };
   return parseDatabaseUrl(DEFAULT_DB_URL, baseDir);
 }
@@ -119,17 +119,6 @@ function mysqlConfigFromEnv(env: Record<string, string | undefined>): MysqlConfi
     throw invalid("DB_PORT must be a port number from 1 to 65535");
   }
   return { host: DB_HOST, port, user: DB_USER, password: DB_PASSWORD ?? "", database: DB_NAME };
-}
-
-/** The DB_* keys: the real environment wins over `.env`, as with dotenv. */
-function readEnv(baseDir: string): Record<string, string | undefined> {
-  let fromFile: Record<string, string | undefined> = {};
-  try {
-    fromFile = parseEnv(Deno.readTextFileSync(join(baseDir, ".env")));
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-  return Object.fromEntries(DB_KEYS.map((key) => [key, Deno.env.get(key) ?? fromFile[key]]));
 }
 
 function invalid(message: string): SecureChatError {

@@ -18,7 +18,7 @@ export const CLI_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net",
-  "--allow-env=SECURECHAT_PASSWORD,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
+  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
 ];
 
 /** The argv that starts the CLI. */

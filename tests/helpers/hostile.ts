@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { concat, fromBase64, toBase64, toHex, u32be, utf8 } from "../../lib/bytes.ts";
-import { agree, generateKeyShare, type KexGroup, type KeyShare } from "../../lib/crypto/kex.ts";
+import { type ClientKeyShare, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
 import {
   importVerifyingKeySpki,
   sign,
@@ -228,14 +228,14 @@ export class HostileClient {
   readonly transcript = new HandshakeTranscript();
   /** The record layer in use: handshake keys, then (per direction) the application keys. */
   records?: RecordLayer;
-  share?: KeyShare;
+  share?: ClientKeyShare;
   phase1?: Phase1Secrets;
   master?: MasterSecrets;
   app?: { c2s: Uint8Array; s2c: Uint8Array };
   serverKey?: VerifyingKey;
   sessionId?: string;
   sessionTime?: number;
-  #dhShare?: KeyShare;
+  #dhShare?: ClientKeyShare;
   #done = new Set<Step>();
   #seqno = 0;
   readonly group: KexGroup;
@@ -338,13 +338,13 @@ export class HostileClient {
     split?: boolean;
   } = {}): Promise<void> {
     this.#done.add("hello");
-    this.share = await generateKeyShare(this.group);
+    this.share = await keyAgreement(this.group).generate();
     let message: unknown = {
       type: "hello",
       version: o.version ?? 2,
       nonce: o.nonce ?? toBase64(crypto.getRandomValues(new Uint8Array(32))),
       groups: o.groups ?? [this.group],
-      key_share: o.keyShare ?? { group: this.group, pub: toBase64(this.share.publicKey) },
+      key_share: o.keyShare ?? { group: this.group, pub: toBase64(this.share.share) },
     };
     if (o.mutate) message = o.mutate(message as Record<string, unknown>);
     const payload = json(message);
@@ -360,7 +360,7 @@ export class HostileClient {
     const hello = parseMessage(payload, ServerHelloSchema);
     this.transcript.add(payload);
     this.sessionTime = hello.time;
-    const shared = await agree(this.share!, hello.key_share.pub);
+    const shared = await this.share!.complete(hello.key_share.pub);
     this.phase1 = derivePhase1(shared, this.transcript.hash());
     this.records = new RecordLayer(this.phase1.c2s, this.phase1.s2c);
   }
@@ -425,10 +425,10 @@ export class HostileClient {
 
   async sendDhClient(o: SendHooks & { pub?: Uint8Array; group?: string } = {}): Promise<void> {
     this.#done.add("dh_client");
-    this.#dhShare = await generateKeyShare(this.group);
+    this.#dhShare = await keyAgreement(this.group).generate();
     await this.#sendHandshake({
       type: "dh_client",
-      key_share: { group: o.group ?? this.group, pub: toBase64(o.pub ?? this.#dhShare.publicKey) },
+      key_share: { group: o.group ?? this.group, pub: toBase64(o.pub ?? this.#dhShare.share) },
     }, o);
   }
 
@@ -440,7 +440,7 @@ export class HostileClient {
     this.transcript.add(dhInner);
     this.master = deriveMaster(
       this.phase1!.handshakeSecret,
-      await agree(this.#dhShare!, dh.key_share.pub),
+      await this.#dhShare!.complete(dh.key_share.pub),
     );
     const expected = finishedMac(this.master.serverFinishedKey, this.transcript.hash());
     const finInner = await this.readRecord();

@@ -4,6 +4,7 @@
  * SECURECHAT_TEST_MYSQL_URL is set, that server instead (then it cannot be stopped or restarted).
  */
 import { join } from "node:path";
+import { findExecutable, freePort } from "./local_service.ts";
 
 export const MYSQL_URL_ENV = "SECURECHAT_TEST_MYSQL_URL";
 const DATABASE = "securechat_test";
@@ -158,25 +159,4 @@ async function run(command: string, args: string[], stdin?: string): Promise<str
     throw new Error(`${command} failed (${out.code}): ${decoder.decode(out.stderr).slice(-2000)}`);
   }
   return decoder.decode(out.stdout);
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-/** sbin directories are often missing from PATH, and mariadbd lives in /usr/sbin on Debian. */
-function findExecutable(name: string): string | undefined {
-  const dirs = [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/sbin", "/usr/local/sbin"];
-  for (const dir of dirs.filter(Boolean)) {
-    const path = join(dir, name);
-    try {
-      if (Deno.statSync(path).isFile) return path;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
 }

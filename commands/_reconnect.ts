@@ -1,0 +1,140 @@
+/**
+ * `connect` across drops (docs/DEPLOY.md §6): the servers to try, jittered exponential backoff,
+ * which endings are worth a new login, the input lines carried from one session to the next,
+ * and dropping relayed messages a replay after a failover shows twice.
+ */
+import { codeOf, type ErrorCode, SecureChatError } from "../lib/errors.ts";
+import type { SessionEnd } from "../lib/session/session.ts";
+
+export interface ServerAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * `--server host:port` values (`[v6addr]:port`; a bare host takes `defaultPort`), or the single
+ * `--host/--port` pair when there are none.
+ * @throws USAGE a malformed value
+ */
+export function parseServers(
+  values: readonly string[] | undefined,
+  host: string,
+  defaultPort: number,
+): ServerAddress[] {
+  if (!values?.length) return [{ host, port: defaultPort }];
+  return values.map((value) => {
+    const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s\[\]]+))(?::(\d{1,5}))?$/.exec(value);
+    const port = match?.[3] === undefined ? defaultPort : Number(match[3]);
+    if (!match || port < 1 || port > 65535) {
+      throw new SecureChatError("USAGE", `--server takes host:port, not "${value}"`, {
+        hint: "e.g. --server chat.example.com:65432 --server 10.0.0.12:65432",
+      });
+    }
+    return { host: match[1] ?? match[2], port };
+  });
+}
+
+export const describeServer = (s: ServerAddress) =>
+  s.host.includes(":") ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+
+/**
+ * Refusals that would only fail again: a wrong password or certificate, a name taken, a
+ * protocol the server does not speak, an attack on the connection, our own disk.
+ */
+const PERMANENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "AUTH_FAIL",
+  "BAD_CERT",
+  "USER_EXISTS",
+  "INVALID_INPUT",
+  "USAGE",
+  "UNSUPPORTED",
+  "SIG_FAIL",
+  "HANDSHAKE_FAIL",
+  "BAD_KEY_SHARE",
+  "TAMPERED",
+  "TRANSCRIPT_IO",
+]);
+
+export function isPermanent(error: unknown): boolean {
+  return PERMANENT.has(codeOf(error));
+}
+
+/**
+ * A session worth replacing: cut off or failed for a passing reason, or closed by the server
+ * (a node stopping) — but not when this user logged in elsewhere, which would only take the
+ * other session back.
+ */
+export function worthReconnecting(end: SessionEnd, takenOver: boolean): boolean {
+  if (takenOver) return false;
+  if (end.outcome === "closed" || end.outcome === "peer_gone") return true;
+  return !PERMANENT.has((end.code ?? "INTERNAL") as ErrorCode);
+}
+
+/**
+ * Exponential backoff with jitter: attempt n waits a random time in [d/2, d], d = base·2^n
+ * capped at max, so users cut off together do not all come back in the same instant.
+ */
+export class Backoff {
+  #attempt = 0;
+  constructor(
+    readonly baseMs = 250,
+    readonly maxMs = 10_000,
+    readonly random: () => number = Math.random,
+  ) {}
+
+  get failures(): number {
+    return this.#attempt;
+  }
+
+  next(): number {
+    const ceiling = Math.min(this.maxMs, this.baseMs * 2 ** this.#attempt++);
+    return Math.round(ceiling / 2 + this.random() * (ceiling / 2));
+  }
+
+  reset(): void {
+    this.#attempt = 0;
+  }
+}
+
+/**
+ * The servers in the order to try them: from a random one onward, so clients given the same
+ * list spread over it, then round the list on each failure.
+ */
+export class ServerRotation {
+  #index: number;
+  constructor(readonly servers: readonly ServerAddress[], random: () => number = Math.random) {
+    this.#index = Math.floor(random() * servers.length);
+  }
+  current(): ServerAddress {
+    return this.servers[this.#index];
+  }
+  advance(): void {
+    this.#index = (this.#index + 1) % this.servers.length;
+  }
+}
+
+export const STOPPED: unique symbol = Symbol("stopped");
+
+/**
+ * Input lines that outlive a session: a read still waiting when the session ends is kept and
+ * its line goes to the next session, never lost.
+ */
+export class LineSource {
+  readonly #lines: AsyncIterator<string>;
+  #pending?: Promise<IteratorResult<string>>;
+  constructor(lines: AsyncIterable<string>) {
+    this.#lines = lines[Symbol.asyncIterator]();
+  }
+
+  /** The next line; null at the end of input; STOPPED if `until` settles first. */
+  async next(until: Promise<unknown>): Promise<string | null | typeof STOPPED> {
+    this.#pending ??= this.#lines.next();
+    const stopped = until.then((): typeof STOPPED => STOPPED, (): typeof STOPPED => STOPPED);
+    const result = await Promise.race([this.#pending, stopped]);
+    if (result === STOPPED) return STOPPED;
+    this.#pending = undefined;
+    return result.done ? null : result.value;
+  }
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

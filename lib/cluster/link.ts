@@ -1,0 +1,434 @@
+/**
+ * One node's link to the rest of the cluster over NATS (docs/DEPLOY.md): the JetStream stream
+ * that carries every record to deliver, each node's presence heartbeat, and the events that
+ * must hold on every node (a login that takes over a session, failed logins). No protocol of
+ * our own beyond the subjects and schemas in messages.ts.
+ */
+import {
+  connect,
+  type ConsumerMessages,
+  DeliverPolicy,
+  DiscardPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  nanos,
+  type NatsConnection,
+  RetentionPolicy,
+  StorageType,
+  type Subscription,
+} from "nats";
+import { codeOf, SecureChatError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import {
+  AuthEventSchema,
+  CLUSTER_VERSION,
+  encodeClusterMessage,
+  type LoginEvent,
+  LoginEventSchema,
+  parseClusterMessage,
+  type Presence,
+  PresenceSchema,
+  RECORD_STREAM,
+  type RecordEnvelope,
+  RecordEnvelopeSchema,
+  SUBJECTS,
+} from "./messages.ts";
+
+export interface ClusterOptions {
+  /** nats:// URLs of one NATS cluster; the client fails over between them. */
+  servers: string[];
+  node: string;
+  log: Logger;
+  /** How often each node sends its presence; a node silent for 3 beats is gone. */
+  heartbeatMs?: number;
+}
+
+export const DEFAULT_HEARTBEAT_MS = 500;
+/**
+ * How long records stay in the stream: what a late replay can reach. They carry message keys
+ * (docs/DEPLOY.md §4.7), so not longer than a replay needs.
+ */
+export const RECORD_MAX_AGE_MS = 60 * 60 * 1000;
+/** JetStream drops a re-published record with the same id within this window. */
+export const DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
+/** At most this many records are replayed to one user taking over from a lost node. */
+export const MAX_REPLAY = 1000;
+/** A silent node's last presence is kept this long, to replay to its users. */
+const DEPARTED_KEEP_MS = 10 * 60 * 1000;
+const PUBLISH_TIMEOUT_MS = 2000;
+
+export interface LocalUser {
+  name: string;
+  session: string;
+  /** Login time, ms: the newer of two sessions of one user wins a takeover. */
+  since: number;
+}
+
+export interface ClusterHandlers {
+  /** A record from the stream, in stream order; a returned promise holds the next one back. */
+  record(envelope: RecordEnvelope, seq: number): void | Promise<void>;
+  /** A user logged in on another node. */
+  login(event: LoginEvent): void;
+  authFailed(keys: string[]): void;
+  authSucceeded(keys: string[]): void;
+  /** This node's members, for the presence heartbeat. */
+  localUsers(): LocalUser[];
+}
+
+/** Where a user was last seen on another node, and how far that node had delivered. */
+export interface LastSeen {
+  node: string;
+  session: string;
+  cursor: number;
+}
+
+interface Peer {
+  presence: Presence;
+  /** Our clock when we heard it: liveness never trusts another node's clock. */
+  heardAt: number;
+}
+
+export class ClusterLink {
+  readonly node: string;
+  readonly #nc: NatsConnection;
+  readonly #js: JetStreamClient;
+  readonly #jsm: JetStreamManager;
+  readonly #log: Logger;
+  readonly #heartbeatMs: number;
+  readonly #peers = new Map<string, Peer>();
+  readonly #subscriptions: Subscription[] = [];
+  #handlers?: ClusterHandlers;
+  #messages?: ConsumerMessages;
+  #consuming?: Promise<void>;
+  #timer?: ReturnType<typeof setInterval>;
+  /** The last stream sequence handed to this node's sessions. */
+  #processed: number;
+  /** #processed as of the previous heartbeat: what a heartbeat reports (see #beat). */
+  #lagged: number;
+  #connected = true;
+  #closed = false;
+
+  private constructor(
+    nc: NatsConnection,
+    jsm: JetStreamManager,
+    startSeq: number,
+    opts: ClusterOptions,
+  ) {
+    this.node = opts.node;
+    this.#nc = nc;
+    this.#js = nc.jetstream();
+    this.#jsm = jsm;
+    this.#log = opts.log;
+    this.#heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.#processed = this.#lagged = startSeq;
+  }
+
+  /**
+   * Connects to NATS and makes sure the record stream exists.
+   * @throws CLUSTER_UNAVAILABLE NATS (or its JetStream) cannot be reached
+   */
+  static async connect(opts: ClusterOptions): Promise<ClusterLink> {
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: opts.servers,
+        name: `securechat-${opts.node}`,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+      });
+    } catch (cause) {
+      throw new SecureChatError(
+        "CLUSTER_UNAVAILABLE",
+        `cannot reach NATS at ${opts.servers.map(redactUrl).join(", ")}`,
+        { cause, hint: "start nats-server -js, or check --cluster" },
+      );
+    }
+    try {
+      const jsm = await nc.jetstreamManager();
+      const lastSeq = await ensureStream(jsm);
+      return new ClusterLink(nc, jsm, lastSeq, opts);
+    } catch (cause) {
+      await nc.close();
+      throw new SecureChatError("CLUSTER_UNAVAILABLE", "NATS has no usable JetStream", {
+        cause,
+        hint: "run nats-server with -js (JetStream enabled)",
+      });
+    }
+  }
+
+  /** Starts consuming records from where the stream stood at connect, and the heartbeat. */
+  async start(handlers: ClusterHandlers): Promise<void> {
+    this.#handlers = handlers;
+    for (
+      const [subject, handle] of [
+        [SUBJECTS.presence, (data: Uint8Array) => this.#onPresence(data)],
+        [SUBJECTS.login, (data: Uint8Array) => this.#onLogin(data)],
+        [SUBJECTS.authFailed, (data: Uint8Array) => this.#onAuth(data, "failed")],
+        [SUBJECTS.authSucceeded, (data: Uint8Array) => this.#onAuth(data, "succeeded")],
+      ] as const
+    ) {
+      this.#subscriptions.push(this.#nc.subscribe(subject, {
+        callback: (error, msg) => {
+          if (!error) this.#guard(subject, () => handle(msg.data));
+        },
+      }));
+    }
+    const consumer = await this.#js.consumers.get(RECORD_STREAM, {
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: this.#processed + 1,
+    });
+    this.#messages = await consumer.consume();
+    this.#consuming = this.#consume(this.#messages);
+    void this.#watchStatus();
+    this.#timer = setInterval(() => this.#beat(), this.#heartbeatMs);
+    this.announcePresence();
+  }
+
+  /** Connected to NATS right now: what the health check reports. */
+  get healthy(): boolean {
+    return this.#connected && !this.#closed;
+  }
+
+  /** The last stream sequence handed to this node's sessions. */
+  get processed(): number {
+    return this.#processed;
+  }
+
+  /**
+   * Stores a record in the stream; resolves once JetStream has it (the point from which no
+   * node crash loses it). `id` makes a retried publish a no-op.
+   * @throws CLUSTER_UNAVAILABLE no acknowledgement from JetStream in time
+   */
+  async publishRecord(envelope: Omit<RecordEnvelope, "v" | "node">, id: string): Promise<number> {
+    const subject = envelope.to === undefined ? SUBJECTS.lobby : SUBJECTS.user(envelope.to);
+    const data = encodeClusterMessage({ v: CLUSTER_VERSION, node: this.node, ...envelope });
+    try {
+      const ack = await this.#js.publish(subject, data, {
+        msgID: `${this.node}:${id}`,
+        timeout: PUBLISH_TIMEOUT_MS,
+      });
+      return ack.seq;
+    } catch (cause) {
+      throw new SecureChatError("CLUSTER_UNAVAILABLE", "the record stream did not acknowledge", {
+        cause,
+      });
+    }
+  }
+
+  /** Tells every node that `user` logged in here, so older sessions elsewhere end. */
+  announceLogin(user: string, session: string, at: number): void {
+    this.#forget(user, this.node);
+    this.#publish(SUBJECTS.login, { user, session, at });
+  }
+
+  authFailed(keys: string[]): void {
+    this.#publish(SUBJECTS.authFailed, { keys });
+  }
+
+  authSucceeded(keys: string[]): void {
+    this.#publish(SUBJECTS.authSucceeded, { keys });
+  }
+
+  /** Sends this node's membership now rather than at the next beat (a join or a leave). */
+  announcePresence(): void {
+    if (!this.#handlers) return;
+    this.#publish(SUBJECTS.presence, {
+      at: Date.now(),
+      cursor: this.#lagged,
+      users: this.#handlers.localUsers(),
+    });
+  }
+
+  /** Users on the other live nodes. */
+  remoteUsers(now = Date.now()): string[] {
+    const names: string[] = [];
+    for (const peer of this.#peers.values()) {
+      if (this.#alive(peer, now)) names.push(...peer.presence.users.map((u) => u.name));
+    }
+    return names;
+  }
+
+  /**
+   * Where `user` was last listed by another node (alive or gone), other than in `session`: a
+   * session there may have lost records the stream still holds.
+   */
+  lastSeen(user: string, session: string): LastSeen | undefined {
+    const key = user.toLowerCase();
+    for (const peer of this.#peers.values()) {
+      const entry = peer.presence.users.find((u) => u.name.toLowerCase() === key);
+      if (entry && entry.session !== session) {
+        return { node: peer.presence.node, session: entry.session, cursor: peer.presence.cursor };
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * The records with stream sequence in (after, upTo], oldest first; at most MAX_REPLAY of the
+   * newest. Records the stream no longer holds are skipped.
+   */
+  async *replay(after: number, upTo: number): AsyncGenerator<[RecordEnvelope, number]> {
+    const first = Math.max(after + 1, upTo - MAX_REPLAY + 1);
+    if (first > after + 1) {
+      this.#log("REPLAY_TRUNCATED", { detail: `records ${after + 1}..${first - 1} not replayed` });
+    }
+    for (let seq = first; seq <= upTo; seq++) {
+      let data: Uint8Array;
+      try {
+        data = (await this.#jsm.streams.getMessage(RECORD_STREAM, { seq })).data;
+      } catch {
+        continue; // aged out or never stored under this number
+      }
+      try {
+        yield [parseClusterMessage(data, RecordEnvelopeSchema), seq];
+      } catch (error) {
+        this.#log(codeOf(error), { detail: `stream record ${seq}: ${(error as Error).message}` });
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#messages?.stop();
+    await this.#consuming;
+    for (const subscription of this.#subscriptions) subscription.unsubscribe();
+    await this.#nc.drain().catch(() => {});
+  }
+
+  async #consume(messages: ConsumerMessages): Promise<void> {
+    for await (const m of messages) {
+      let envelope: RecordEnvelope;
+      try {
+        envelope = parseClusterMessage(m.data, RecordEnvelopeSchema);
+      } catch (error) {
+        this.#log(codeOf(error), { detail: `stream record ${m.seq}: ${(error as Error).message}` });
+        this.#processed = m.seq;
+        continue;
+      }
+      const pending = this.#handlers!.record(envelope, m.seq);
+      this.#processed = m.seq;
+      if (pending) await pending;
+    }
+  }
+
+  async #watchStatus(): Promise<void> {
+    for await (const status of this.#nc.status()) {
+      if (status.type === "disconnect") {
+        this.#connected = false;
+        this.#log("CLUSTER_UNAVAILABLE", {
+          detail: `lost NATS at ${redactUrl(String(status.data))}`,
+        });
+      }
+      if (status.type === "reconnect") {
+        this.#connected = true;
+        this.#log("CLUSTER_RECONNECTED", { detail: redactUrl(String(status.data)) });
+      }
+    }
+  }
+
+  /**
+   * A heartbeat reports the cursor of the previous beat, not the current one: records handed
+   * to a session just before a crash may still sit in its send queue, so a node replaying to
+   * that session's user starts a beat earlier (the client drops what it already has).
+   */
+  #beat(): void {
+    this.announcePresence();
+    this.#lagged = this.#processed;
+    const now = Date.now();
+    for (const [node, peer] of this.#peers) {
+      if (now - peer.heardAt > DEPARTED_KEEP_MS) this.#peers.delete(node);
+    }
+  }
+
+  #alive(peer: Peer, now: number): boolean {
+    return now - peer.heardAt <= 3 * this.#heartbeatMs;
+  }
+
+  #onPresence(data: Uint8Array): void {
+    const presence = parseClusterMessage(data, PresenceSchema);
+    if (presence.node === this.node) return;
+    this.#peers.set(presence.node, { presence, heardAt: Date.now() });
+  }
+
+  #onLogin(data: Uint8Array): void {
+    const event = parseClusterMessage(data, LoginEventSchema);
+    if (event.node === this.node) return;
+    this.#forget(event.user, event.node);
+    this.#handlers?.login(event);
+  }
+
+  /**
+   * Drops `user` from what the other nodes last said, but `node`'s: the user has a new
+   * session there, so an old entry (a lost node's above all) must not cause a second replay.
+   * A node that still has the user lists it again at its next beat.
+   */
+  #forget(user: string, node: string): void {
+    const key = user.toLowerCase();
+    for (const peer of this.#peers.values()) {
+      if (peer.presence.node === node) continue;
+      peer.presence.users = peer.presence.users.filter((u) => u.name.toLowerCase() !== key);
+    }
+  }
+
+  #onAuth(data: Uint8Array, outcome: "failed" | "succeeded"): void {
+    const event = parseClusterMessage(data, AuthEventSchema);
+    if (event.node === this.node) return;
+    if (outcome === "failed") this.#handlers?.authFailed(event.keys);
+    else this.#handlers?.authSucceeded(event.keys);
+  }
+
+  #publish(subject: string, fields: Record<string, unknown>): void {
+    if (this.#closed) return;
+    try {
+      this.#nc.publish(
+        subject,
+        encodeClusterMessage({ v: CLUSTER_VERSION, node: this.node, ...fields }),
+      );
+    } catch (error) {
+      this.#log("CLUSTER_UNAVAILABLE", { detail: `${subject}: ${(error as Error).message}` });
+    }
+  }
+
+  /** A bad message from NATS is logged with its code and dropped, never thrown into nats.js. */
+  #guard(subject: string, handle: () => void): void {
+    try {
+      handle();
+    } catch (error) {
+      this.#log(codeOf(error), { detail: `${subject}: ${(error as Error).message}` });
+    }
+  }
+}
+
+/** Creates the record stream if missing; returns its last sequence (0 when empty). */
+async function ensureStream(jsm: JetStreamManager): Promise<number> {
+  try {
+    return (await jsm.streams.info(RECORD_STREAM)).state.last_seq;
+  } catch {
+    // not there yet: create it (a node racing us to it gets the same configuration)
+  }
+  const info = await jsm.streams.add({
+    name: RECORD_STREAM,
+    subjects: [SUBJECTS.recordWildcard],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(RECORD_MAX_AGE_MS),
+    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+  });
+  return info.state.last_seq;
+}
+
+/** A NATS URL for logs: user and password removed. */
+export function redactUrl(url: string | undefined): string {
+  if (!url) return "?";
+  try {
+    const parsed = new URL(url.includes("://") ? url : `nats://${url}`);
+    parsed.username = "";
+    parsed.password = "";
+    return parsed.toString().replace(/\/$/, "");
+  } catch {
+    return "(unparsable URL)";
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * What cluster nodes say to each other over NATS (docs/DEPLOY.md "Subjects"): the subject
+ * names, one schema per message, and the one parser every received message goes through.
+ * Nodes trust each other (NATS is inside the deployment's trust boundary), but a malformed
+ * message is still refused with a code rather than acted on.
+ */
+import { z } from "zod";
+import { fromUtf8, toHex, utf8 } from "../bytes.ts";
+import { SecureChatError } from "../errors.ts";
+import { isValidUserName } from "../pki/names.ts";
+
+/** Version of every message below; a node refuses other versions. */
+export const CLUSTER_VERSION = 1;
+
+/** The JetStream stream holding every record that must reach its recipients. */
+export const RECORD_STREAM = "SECURECHAT_RECORDS";
+export const SUBJECTS = {
+  /**
+   * Stream subjects: one for the lobby, one per private recipient (the lower-cased name in
+   * hex, since a name may hold `.`, NATS's token separator), so the offline queue can later
+   * be a consumer filtered on one user's subject.
+   */
+  lobby: "securechat.record.lobby",
+  user: (name: string) => `securechat.record.user.${toHex(utf8(name.toLowerCase()))}`,
+  recordWildcard: "securechat.record.>",
+  /** Core NATS: each node's membership snapshot, every heartbeat and on change. */
+  presence: "securechat.presence",
+  /** Core NATS: a user logged in on some node; older sessions elsewhere end. */
+  login: "securechat.session.login",
+  /** Core NATS: failed and successful logins, so lockouts hold on every node. */
+  authFailed: "securechat.auth.failed",
+  authSucceeded: "securechat.auth.succeeded",
+} as const;
+
+/** `--node` names: also NATS connection names and log fields. */
+export const NODE_NAME_RE = /^[A-Za-z0-9_-]{1,32}$/;
+
+const node = z.string().regex(NODE_NAME_RE);
+const userName = z.string().refine(isValidUserName, "not a valid user name");
+const sessionId = z.string().min(1).max(128);
+const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const version = z.literal(CLUSTER_VERSION);
+
+/**
+ * One record to deliver, published to the stream. `record` is the lobby's prepared message,
+ * opaque here; `from` (the author, skipped on delivery) and `to` (a private recipient) route it.
+ */
+export const RecordEnvelopeSchema = z.object({
+  v: version,
+  node,
+  from: userName.optional(),
+  to: userName.optional(),
+  record: z.unknown(),
+}).strict();
+
+export const PresenceSchema = z.object({
+  v: version,
+  node,
+  /** The node's clock when it sent this; receivers use their own clock for liveness. */
+  at: seq,
+  /** Every record up to this stream sequence was handed to this node's sessions. */
+  cursor: seq,
+  users: z.array(z.object({ name: userName, session: sessionId, since: seq }).strict())
+    .max(100_000),
+}).strict();
+
+export const LoginEventSchema = z.object({
+  v: version,
+  node,
+  user: userName,
+  session: sessionId,
+  at: seq,
+}).strict();
+
+export const AuthEventSchema = z.object({
+  v: version,
+  node,
+  keys: z.array(z.string().min(1).max(300)).min(1).max(8),
+}).strict();
+
+export type RecordEnvelope = z.infer<typeof RecordEnvelopeSchema>;
+export type Presence = z.infer<typeof PresenceSchema>;
+export type LoginEvent = z.infer<typeof LoginEventSchema>;
+export type AuthEvent = z.infer<typeof AuthEventSchema>;
+
+/**
+ * The one chokepoint for what arrives from NATS.
+ * @throws PROTOCOL_ERROR not JSON, or not the schema's shape
+ */
+export function parseClusterMessage<S extends z.ZodTypeAny>(
+  data: Uint8Array,
+  schema: S,
+): z.output<S> {
+  let json: unknown;
+  try {
+    json = JSON.parse(fromUtf8(data));
+  } catch (cause) {
+    throw new SecureChatError("PROTOCOL_ERROR", "cluster message is not UTF-8 JSON", { cause });
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    throw new SecureChatError(
+      "PROTOCOL_ERROR",
+      `malformed cluster message: ${parsed.error.issues[0]?.message}`,
+    );
+  }
+  return parsed.data;
+}
+
+export function encodeClusterMessage(message: unknown): Uint8Array {
+  return utf8(JSON.stringify(message));
+}

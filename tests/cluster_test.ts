@@ -1,0 +1,325 @@
+/**
+ * Issue 15: several `serve` nodes as one chat, on a real MariaDB, nats-server (JetStream) and
+ * haproxy started from the Debian packages. Users on different nodes share the lobby, private
+ * messages and /who; a second login on another node ends the first; a lockout holds on all.
+ */
+import assert from "node:assert/strict";
+import { makePki } from "./helpers/pki.ts";
+import {
+  errorCodeOf,
+  LiveClient,
+  pollUntil,
+  registerUser,
+  runConnect,
+} from "./helpers/server_process.ts";
+import { runCli } from "./helpers/cli.ts";
+import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
+import { findExecutable, warnSkipped } from "./helpers/local_service.ts";
+import { connect as natsConnect } from "nats";
+import { fromBase64 } from "../lib/bytes.ts";
+import {
+  parseClusterMessage,
+  RECORD_STREAM,
+  RecordEnvelopeSchema,
+} from "../lib/cluster/messages.ts";
+import { decodeClusterRecord } from "../lib/server/cluster_record.ts";
+import { decodeRecord, openContent } from "../lib/message/record.ts";
+
+const unavailable = clusterUnavailable();
+if (unavailable) warnSkipped("the cluster tests", unavailable);
+
+const USERS = ["alice", "bob", "carol"] as const;
+const password = (user: string) => `${user}-password-123`;
+
+Deno.test({
+  name:
+    "cluster: lobby, private and /who across two nodes; a login on another node takes over; a lockout holds on both",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const pki = await makePki([...USERS], "ed25519");
+    const cluster = await startTestCluster({
+      pkiDir: pki.dir,
+      nodes: 2,
+      args: ["--login-lockout", "3", "--login-delay", "1"],
+    });
+    const clients: LiveClient[] = [];
+    try {
+      const [n1, n2] = cluster.nodes;
+      for (const user of USERS) await registerUser(n1, pki.dir, user, password(user));
+      const login = async (user: string, port: number) => {
+        const client = await LiveClient.login({
+          port,
+          user,
+          password: password(user),
+          pkiDir: pki.dir,
+          transcripts: `${n1.workDir}/${user}-transcripts`,
+        });
+        clients.push(client);
+        return client;
+      };
+      const alice = await login("alice", n1.port);
+      const bob = await login("bob", n2.port);
+      await alice.send("hello from node 1");
+      await bob.waitForLine((l) => l.includes("alice ✓ hello from node 1"));
+      await bob.send("/msg alice private from node 2");
+      await alice.waitForLine((l) => l.includes("bob (private) ✓ private from node 2"));
+      const mark = alice.stdout.length;
+      await alice.send("/who");
+      assert.match(
+        await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark),
+        /online: alice, bob$/,
+      );
+
+      // carol logs in on node 1, then again on node 2: the first session ends cleanly.
+      const carol1 = await login("carol", n1.port);
+      const carol2 = await login("carol", n2.port);
+      await carol1.waitForLine((l) => l.includes("you logged in elsewhere"));
+      const first = await carol1.end();
+      assert.equal(first.code, 0, first.stderr);
+      await alice.send("after the takeover");
+      await carol2.waitForLine((l) => l.includes("alice ✓ after the takeover"));
+
+      // Three wrong passwords for bob on node 1 lock him out on node 2 as well.
+      for (let i = 0; i < 3; i++) {
+        const wrong = await runConnect({
+          port: n1.port,
+          user: "bob",
+          password: "not-bobs-password",
+          pkiDir: pki.dir,
+          transcripts: `${n1.workDir}/bob-transcripts`,
+        });
+        assert.equal(errorCodeOf(wrong), "AUTH_FAIL", wrong.stderr);
+      }
+      const locked = await runConnect({
+        port: n2.port,
+        user: "bob",
+        password: password("bob"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/bob-transcripts`,
+      });
+      assert.equal(errorCodeOf(locked), "RATE_LIMITED", locked.stderr);
+
+      for (const client of [alice, bob, carol2]) {
+        const result = await client.end();
+        assert.equal(result.code, 0, result.stderr);
+      }
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("serve --cluster refuses SQLite, a missing --node and a URL that is not nats://", async () => {
+  const pki = await makePki([], "ed25519");
+  try {
+    const serve = (args: string[]) =>
+      runCli([
+        "serve",
+        "--port",
+        "0",
+        "--ca",
+        `${pki.dir}/ca.pem`,
+        "--cert",
+        `${pki.dir}/server.pem`,
+        "--key",
+        `${pki.dir}/server.key`,
+        ...args,
+      ], { cwd: pki.dir });
+    const sqlite = await serve(["--cluster", "nats://127.0.0.1:4222", "--node", "n1"]);
+    assert.equal(sqlite.code, 2, sqlite.stderr);
+    assert.match(sqlite.stderr, /--cluster needs a database every node shares: SQLite/);
+    const mysql = ["--db", "mysql://u:p@127.0.0.1:3306/db"];
+    const noNode = await serve(["--cluster", "nats://127.0.0.1:4222", ...mysql]);
+    assert.equal(noNode.code, 2, noNode.stderr);
+    assert.match(noNode.stderr, /--cluster needs --node NAME/);
+    const badUrl = await serve(["--cluster", "http://secret@x", "--node", "n1", ...mysql]);
+    assert.equal(badUrl.code, 2, badUrl.stderr);
+    assert.match(badUrl.stderr, /--cluster takes NATS URLs/);
+    assert.doesNotMatch(badUrl.stderr, /secret/);
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+/** Every user text the cluster acknowledged: the stream's relays, decrypted, with their author. */
+async function acknowledgedTexts(natsUrl: string): Promise<{ author: string; text: string }[]> {
+  const nc = await natsConnect({ servers: natsUrl });
+  try {
+    const jsm = await nc.jetstreamManager();
+    const last = (await jsm.streams.info(RECORD_STREAM)).state.last_seq;
+    const texts: { author: string; text: string }[] = [];
+    for (let seq = 1; seq <= last; seq++) {
+      const envelope = parseClusterMessage(
+        (await jsm.streams.getMessage(RECORD_STREAM, { seq })).data,
+        RecordEnvelopeSchema,
+      );
+      const record = decodeClusterRecord(envelope.record);
+      if (!("relay" in record)) continue;
+      const opened = openContent(decodeRecord(record.relay.record), fromBase64(record.relay.k));
+      if (opened.kind === "text") texts.push({ author: envelope.from!, text: opened.text });
+    }
+    return texts;
+  } finally {
+    await nc.close();
+  }
+}
+
+const SPREAD = ["ann", "ben", "cat", "dan", "eve", "fay"] as const;
+
+Deno.test({
+  name:
+    "cluster: three nodes behind haproxy, kill -9 one mid-chat: every acknowledged line arrives once, transcripts verify, users are back",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const pki = await makePki([...SPREAD], "ed25519");
+    const cluster = await startTestCluster({
+      pkiDir: pki.dir,
+      nodes: 3,
+      haproxy: true,
+      args: ["--message-rate", "200"],
+    });
+    const clients = new Map<string, LiveClient>();
+    const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
+    try {
+      for (const user of SPREAD) {
+        await registerUser(cluster.nodes[0], pki.dir, user, password(user));
+      }
+      for (const user of SPREAD) {
+        clients.set(
+          user,
+          await LiveClient.login({
+            port: cluster.haproxy!.port,
+            user,
+            password: password(user),
+            pkiDir: pki.dir,
+            transcripts: transcripts(user),
+            args: ["--reconnect"],
+          }),
+        );
+      }
+      // Round robin spread them: every node has users.
+      const nodeOf = new Map<string, number>();
+      for (const [i, node] of cluster.nodes.entries()) {
+        for (const e of node.events((e) => e.event === "LOGIN")) nodeOf.set(String(e.user), i);
+      }
+      for (const i of [0, 1, 2]) {
+        assert.ok([...nodeOf.values()].includes(i), `no user on node ${i + 1}`);
+      }
+      const ann = clients.get("ann")!;
+      const everyone = new RegExp(`online: ${[...SPREAD].sort().join(", ")}$`);
+      const who = async (client: LiveClient) => {
+        const from = client.stdout.length;
+        await client.send("/who");
+        return await client.waitForLine((l) => l.includes("* online:"), 10_000, from);
+      };
+      assert.match(await who(ann), everyone);
+
+      // Everyone talks; half-way through, the node holding ann is SIGKILLed.
+      const victim = nodeOf.get("ann")!;
+      const LINES = 30;
+      const talk = async (user: string, from: number, to: number) => {
+        for (let i = from; i <= to; i++) {
+          await clients.get(user)!.send(`${user} says ${i}`).catch((error) => {
+            throw new Error(`${user} exited:\n${clients.get(user)!.stderr.join("\n")}`, {
+              cause: error,
+            });
+          });
+          await new Promise((resolve) => setTimeout(resolve, 40));
+        }
+      };
+      await Promise.all(SPREAD.map((user) => talk(user, 1, LINES / 2)));
+      cluster.nodes[victim].child.kill("SIGKILL");
+      await Promise.all(SPREAD.map((user) => talk(user, LINES / 2 + 1, LINES)));
+
+      // The victim's users come back through haproxy on the other nodes.
+      const victims = SPREAD.filter((user) => nodeOf.get(user) === victim);
+      for (const user of victims) {
+        await pollUntil(
+          () => clients.get(user)!.stderr.find((l) => l.includes("reconnected")),
+          30_000,
+          () => `${user} did not reconnect:\n${clients.get(user)!.stderr.join("\n")}`,
+        );
+      }
+      for (let tries = 0; !everyone.test(await who(ann)); tries++) {
+        assert.ok(tries < 50, "not everyone is back in /who");
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+
+      // Every acknowledged line reaches every other user exactly once.
+      const acknowledged = await acknowledgedTexts(cluster.nats.url);
+      assert.ok(acknowledged.length >= SPREAD.length * LINES / 2, `${acknowledged.length} acked`);
+      const shown = (reader: string, author: string, text: string) =>
+        clients.get(reader)!.lines((l) => l.endsWith(`${author} \u2713 ${text}`)).length;
+      await pollUntil(
+        () =>
+          acknowledged.every(({ author, text }) =>
+            SPREAD.every((reader) => reader === author || shown(reader, author, text) >= 1)
+          ) || undefined,
+        30_000,
+        () => {
+          const missing = acknowledged.flatMap(({ author, text }) =>
+            SPREAD.filter((r) => r !== author && shown(r, author, text) === 0).map((r) =>
+              `${r} lacks ${author}: ${text}`
+            )
+          );
+          const readers = new Set(missing.map((m) => m.split(" ")[0]));
+          const tails = [...readers].map((r) =>
+            `${r} (node ${nodeOf.get(r)! + 1}, victim ${victim + 1}) stderr:\n${
+              clients.get(r)!.stderr.join("\n")
+            }\nstdout tail:\n${clients.get(r)!.stdout.slice(-15).join("\n")}`
+          );
+          const nodeLogs = cluster.nodes.map((n, i) =>
+            `node ${i + 1}:\n${
+              n.logs.filter((e) => !["CONNECT", "LOGIN"].includes(e.event)).map((e) =>
+                JSON.stringify(e)
+              ).join("\n")
+            }`
+          );
+          return `missing:\n${missing.slice(0, 20).join("\n")}\n${tails.join("\n")}\n${
+            nodeLogs.join("\n")
+          }`;
+        },
+      );
+      for (const { author, text } of acknowledged) {
+        for (const reader of SPREAD.filter((r) => r !== author)) {
+          assert.equal(shown(reader, author, text), 1, `${reader} saw "${author}: ${text}" twice`);
+        }
+      }
+
+      for (const [user, client] of clients) {
+        const result = await client.end();
+        assert.equal(result.code, 0, `${user}: ${result.stderr}`);
+      }
+      // Every transcript verifies: the cut-off ones line by line, the rest with receipts.
+      const logs = SPREAD.flatMap((user) =>
+        [...Deno.readDirSync(transcripts(user))].filter((e) => e.name.endsWith(".log"))
+          .map((e) => `${transcripts(user)}/${e.name}`)
+      );
+      assert.ok(logs.length > SPREAD.length, "the victims' reconnections have transcripts too");
+      for (const log of logs) {
+        const verified = await runCli(["verify", log, "--ca", `${pki.dir}/ca.pem`]);
+        assert.equal(verified.code, 0, `${log}:\n${verified.stdout}${verified.stderr}`);
+      }
+    } finally {
+      await Promise.all([...clients.values()].map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "deploy/haproxy.cfg is a valid haproxy configuration",
+  ignore: findExecutable("haproxy") === undefined && Deno.env.get("CI") !== "true",
+  async fn() {
+    const cfg = new URL("../deploy/haproxy.cfg", import.meta.url).pathname;
+    const out = await new Deno.Command(findExecutable("haproxy") ?? "haproxy", {
+      args: ["-c", "-f", cfg],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  },
+});

@@ -1,0 +1,157 @@
+/** The pure parts of issue 15: reconnect policy, relay dedupe, cluster config and messages. */
+import assert from "node:assert/strict";
+import {
+  Backoff,
+  LineSource,
+  parseServers,
+  STOPPED,
+  worthReconnecting,
+} from "../commands/_reconnect.ts";
+import { resolveClusterConfig } from "../lib/cluster/config.ts";
+import {
+  encodeClusterMessage,
+  parseClusterMessage,
+  PresenceSchema,
+  RecordEnvelopeSchema,
+  SUBJECTS,
+} from "../lib/cluster/messages.ts";
+import { decodeClusterRecord, encodeClusterRecord } from "../lib/server/cluster_record.ts";
+import { codeOf } from "../lib/errors.ts";
+
+Deno.test("Backoff.next() doubles up to the cap, each wait jittered within [d/2, d]", () => {
+  for (const random of [() => 0, () => 0.999999]) {
+    const backoff = new Backoff(250, 10_000, random);
+    const waits = Array.from({ length: 8 }, () => backoff.next());
+    const ceilings = [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000];
+    waits.forEach((wait, i) => {
+      assert.ok(wait >= ceilings[i] / 2 && wait <= ceilings[i], `${wait} vs ${ceilings[i]}`);
+    });
+    backoff.reset();
+    assert.ok(backoff.next() <= 250);
+  }
+});
+
+Deno.test("parseServers() takes host:port, [v6]:port and bare hosts; refuses the rest with USAGE", () => {
+  assert.deepEqual(parseServers(undefined, "h", 1), [{ host: "h", port: 1 }]);
+  assert.deepEqual(parseServers(["a.example:5", "[::1]:6", "b"], "h", 7), [
+    { host: "a.example", port: 5 },
+    { host: "::1", port: 6 },
+    { host: "b", port: 7 },
+  ]);
+  for (const bad of ["a:0", "a:70000", "a b:1", "::1:5", ":5", "a:5:6"]) {
+    assert.throws(() => parseServers([bad], "h", 1), (e) => codeOf(e) === "USAGE", bad);
+  }
+});
+
+Deno.test("worthReconnecting(): drops and passing failures yes; takeover and refusals no", () => {
+  const end = (outcome: "closed" | "peer_gone" | "error", code?: string) => ({
+    outcome,
+    code,
+    transcriptPath: "t",
+  });
+  assert.equal(worthReconnecting(end("peer_gone"), false), true);
+  assert.equal(worthReconnecting(end("closed"), false), true);
+  assert.equal(worthReconnecting(end("error", "TIMEOUT"), false), true);
+  assert.equal(worthReconnecting(end("closed"), true), false);
+  for (const code of ["AUTH_FAIL", "BAD_CERT", "SIG_FAIL", "TAMPERED"]) {
+    assert.equal(worthReconnecting(end("error", code), false), false, code);
+  }
+});
+
+Deno.test("LineSource.next() keeps a read that outlived its session for the next one", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  async function* lines() {
+    await gate;
+    yield "typed while reconnecting";
+  }
+  const source = new LineSource(lines());
+  assert.equal(await source.next(Promise.resolve()), STOPPED);
+  release();
+  assert.equal(await source.next(new Promise(() => {})), "typed while reconnecting");
+  assert.equal(await source.next(new Promise(() => {})), null);
+});
+
+Deno.test("resolveClusterConfig(): flags over .env keys; node name and nats:// URLs checked", () => {
+  assert.equal(resolveClusterConfig({}, {}), undefined);
+  assert.deepEqual(
+    resolveClusterConfig({}, {
+      SECURECHAT_CLUSTER: "nats://a:1, nats://b:2",
+      SECURECHAT_NODE: "n1",
+    }),
+    { servers: ["nats://a:1", "nats://b:2"], node: "n1" },
+  );
+  assert.deepEqual(
+    resolveClusterConfig({ cluster: ["nats://c:3"], node: "x" }, { SECURECHAT_NODE: "n1" }),
+    { servers: ["nats://c:3"], node: "x" },
+  );
+  for (
+    const [flags, env] of [
+      [{ node: "n1" }, {}],
+      [{ cluster: ["nats://a:1"] }, {}],
+      [{ cluster: ["nats://a:1"], node: "bad name" }, {}],
+      [{ cluster: ["tcp://a:1"], node: "n1" }, {}],
+    ] as const
+  ) {
+    assert.throws(
+      () => resolveClusterConfig(flags as never, env),
+      (e) => codeOf(e) === "USAGE",
+      JSON.stringify(flags),
+    );
+  }
+});
+
+Deno.test("parseClusterMessage() refuses wrong versions, unknown members and bad names", () => {
+  const presence = { v: 1, node: "n1", at: 1, cursor: 0, users: [] };
+  assert.deepEqual(parseClusterMessage(encodeClusterMessage(presence), PresenceSchema), presence);
+  for (
+    const bad of [
+      { ...presence, v: 2 },
+      { ...presence, extra: 1 },
+      { ...presence, node: "n.1" },
+      { ...presence, users: [{ name: "../x", session: "s", since: 1 }] },
+    ]
+  ) {
+    assert.throws(
+      () => parseClusterMessage(encodeClusterMessage(bad), PresenceSchema),
+      (e) => codeOf(e) === "PROTOCOL_ERROR",
+    );
+  }
+  assert.throws(
+    () => parseClusterMessage(new Uint8Array([0xff]), RecordEnvelopeSchema),
+    (e) => codeOf(e) === "PROTOCOL_ERROR",
+  );
+  // A name with a dot still makes one NATS token.
+  assert.equal(SUBJECTS.user("A.b"), "securechat.record.user.612e62");
+});
+
+Deno.test("decodeClusterRecord() returns what encodeClusterRecord() wrote; refuses foreign bodies", () => {
+  const b64 = (n: number) => btoa(String.fromCharCode(...new Uint8Array(n).fill(3)));
+  const relay = {
+    cert: b64(2),
+    record: {
+      sid: "0a".repeat(16),
+      dir: "c2s" as const,
+      to: "lobby",
+      seqno: 3,
+      ts: 4,
+      ct: b64(16),
+      c: b64(32),
+      sig: b64(64),
+    },
+    k: b64(32),
+  };
+  const body = { kind: "notice" as const, text: "hi" };
+  assert.deepEqual(decodeClusterRecord(encodeClusterRecord({ relay })), { relay });
+  assert.deepEqual(decodeClusterRecord(encodeClusterRecord({ body })), { body });
+  for (
+    const bad of [
+      { body: { kind: "nope" } },
+      { body, extra: 1 },
+      { relay: { ...relay, k: b64(16) } },
+      "x",
+    ]
+  ) {
+    assert.throws(() => decodeClusterRecord(bad), (e) => codeOf(e) === "PROTOCOL_ERROR");
+  }
+});

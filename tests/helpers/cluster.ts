@@ -1,0 +1,114 @@
+/**
+ * A real cluster for tests: a throwaway MariaDB and `nats-server -js`, N `serve` nodes sharing
+ * them (each with a health port), and optionally haproxy in front, as docs/DEPLOY.md describes.
+ */
+import { type Haproxy, haproxyBinary, startHaproxy } from "./haproxy.ts";
+import { type MariaDb, mysqlTestTarget, startMariaDb } from "./mariadb.ts";
+import { type NatsServer, natsServerBinary, startNats } from "./nats.ts";
+import { freePort } from "./local_service.ts";
+import { ServerProcess } from "./server_process.ts";
+
+export interface TestCluster {
+  db: MariaDb;
+  nats: NatsServer;
+  nodes: ServerProcess[];
+  healthPorts: number[];
+  haproxy?: Haproxy;
+  /** Starts node `i` again (after a kill), same name, health port and work dir. */
+  restartNode(i: number): Promise<ServerProcess>;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Why the cluster tests cannot run here, or undefined when they can. Under CI (CI=true) the
+ * tests run anyway and fail on the missing part: CI must not skip them.
+ */
+export function clusterUnavailable(): string | undefined {
+  const missing = [
+    mysqlTestTarget().kind === "local" ? undefined : "mariadbd",
+    "path" in natsServerBinary() ? undefined : "nats-server",
+    "path" in haproxyBinary() ? undefined : "haproxy",
+  ].filter(Boolean);
+  if (missing.length === 0 || Deno.env.get("CI") === "true") return undefined;
+  return `needs ${missing.join(", ")} (apt-get install mariadb-server nats-server haproxy)`;
+}
+
+export async function startTestCluster(opts: {
+  pkiDir: string;
+  nodes: number;
+  haproxy?: boolean;
+  /** Extra `serve` flags for every node. */
+  args?: string[];
+}): Promise<TestCluster> {
+  const db = await startMariaDb();
+  const nats = await startNats().catch(async (error) => {
+    await db.dispose();
+    throw error;
+  });
+  const nodes: ServerProcess[] = [];
+  const healthPorts: number[] = [];
+  // Fixed ports, so a restarted node is where the balancer expects it.
+  const chatPorts: number[] = [];
+  const workDirs: string[] = [];
+  let haproxy: Haproxy | undefined;
+  const startNode = (i: number) =>
+    ServerProcess.start({
+      pkiDir: opts.pkiDir,
+      workDir: workDirs[i],
+      args: [
+        "--port",
+        String(chatPorts[i]),
+        "--db",
+        db.url,
+        "--cluster",
+        nats.url,
+        "--node",
+        `n${i + 1}`,
+        "--health-port",
+        String(healthPorts[i]),
+        // Behind one balancer every user comes from its address (docs/DEPLOY.md).
+        "--max-per-address",
+        "10000",
+        "--handshake-rate",
+        "1000",
+        ...(opts.args ?? []),
+      ],
+    });
+  const dispose = async () => {
+    await haproxy?.dispose();
+    await Promise.all(nodes.map((n) => n.stop().catch(() => {})));
+    await nats.dispose();
+    await db.dispose();
+    for (const dir of workDirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  try {
+    for (let i = 0; i < opts.nodes; i++) {
+      healthPorts.push(freePort());
+      chatPorts.push(freePort());
+      workDirs.push(await Deno.makeTempDir({ prefix: `securechat-node${i + 1}-` }));
+      nodes.push(await startNode(i));
+    }
+    if (opts.haproxy) {
+      haproxy = await startHaproxy(
+        nodes.map((n, i) => ({ name: `n${i + 1}`, port: n.port, healthPort: healthPorts[i] })),
+      );
+    }
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+  return {
+    db,
+    nats,
+    nodes,
+    healthPorts,
+    get haproxy() {
+      return haproxy;
+    },
+    restartNode: async (i) => {
+      nodes[i] = await startNode(i);
+      return nodes[i];
+    },
+    dispose,
+  };
+}
