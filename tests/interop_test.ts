@@ -6,7 +6,10 @@
  * exchanged; `securechat verify` accepts the server's transcript of the Python session, the
  * Python client's own transcript (and an opening made from its `.keys`), and bob's transcript
  * carrying Python-signed author records. tests/interop/probe.py sends every fault the docs define
- * a code for and expects that code from the real server.
+ * a code for (and negative.json's server cases) and expects that code from the real server.
+ * tests/interop/check_vectors.py recomputes tests/vectors/protocol with the Python primitives,
+ * replays the Python client against the recorded server frames byte for byte, and runs
+ * negative.json's client cases against it.
  */
 import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
@@ -15,6 +18,7 @@ import { runCli, spawnCli } from "./helpers/cli.ts";
 const PYTHON = "/usr/bin/python3";
 const CLIENT_PY = new URL("./interop/client.py", import.meta.url).pathname;
 const PROBE_PY = new URL("./interop/probe.py", import.meta.url).pathname;
+const VECTORS_PY = new URL("./interop/check_vectors.py", import.meta.url).pathname;
 
 function pythonHasCryptography(): boolean {
   try {
@@ -432,7 +436,7 @@ Deno.test({
       const probes = text.split("\n").filter((l) => l.startsWith("PROBE "));
       const failed = probes.filter((l) => !/^PROBE \S+ OK /.test(l));
       assert.deepEqual(failed, [], `probes failed:\n${text}\n${err}`);
-      assert.ok(probes.length >= 50, `only ${probes.length} probes ran:\n${text}\n${err}`);
+      assert.ok(probes.length >= 70, `only ${probes.length} probes ran:\n${text}\n${err}`);
       assert.equal(out.code, 0, `probe.py exited ${out.code}:\n${text}\n${err}`);
     } finally {
       if (server) {
@@ -445,5 +449,32 @@ Deno.test({
       }
       await Deno.remove(tmp, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name:
+    "interop: the clean-room client recomputes and replays tests/vectors/protocol byte for byte",
+  ignore: !HAVE_PYTHON,
+  async fn() {
+    const out = await new Deno.Command(PYTHON, {
+      args: [VECTORS_PY],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    const err = new TextDecoder().decode(out.stderr);
+    const lines = text.split("\n").filter((l) => /^(VECTOR|NEGATIVE) /.test(l));
+    const failed = lines.filter((l) => !/^(VECTOR \S+|NEGATIVE '[^']+') OK /.test(l));
+    assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
+    const negative = JSON.parse(
+      await Deno.readTextFile(new URL("./vectors/protocol/negative.json", import.meta.url)),
+    );
+    const clientCases = negative.cases.filter((c: { target: string }) =>
+      c.target.startsWith("s2c")
+    );
+    assert.equal(lines.filter((l) => l.startsWith("VECTOR ")).length, 2, text);
+    assert.equal(lines.filter((l) => l.startsWith("NEGATIVE ")).length, clientCases.length, text);
+    assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });

@@ -16,6 +16,7 @@ One output line per probe: `PROBE <name> OK <observed>` or `PROBE <name> FAIL ex
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -635,6 +636,61 @@ def _(a):
     a.session()
 
 
+# ---- negative.json's server cases (tests/vectors/protocol/README.md), as data
+def negative_case(case):
+    """A probe for one `c2s …` case: a fresh valid record in a live session, edited as `set`
+    says before or after signing, sent; the server must end the session with `code`."""
+    def run(a):
+        a.session()
+        target, edits = case["target"], dict(case["set"])
+        rec, wire, k = a.record(body=(json.loads(edits.pop("body")) if "body" in edits else None))
+        if target in ("c2s record", "c2s k", "c2s body"):
+            for field, value in edits.items():
+                if field == "k":
+                    k = bytes(b ^ 0xFF for b in k)
+                    continue
+                if value == "flip":
+                    raw = bytearray(rec[field])
+                    raw[-1] ^= 0x01
+                    rec[field], wire[field] = bytes(raw), sc.b64e(bytes(raw))
+                elif field == "sid":
+                    rec[field], wire[field] = bytes.fromhex(value), value
+                else:
+                    rec[field], wire[field] = value, value
+            if case["sign"] == "after edit":
+                a.resign(rec, wire)
+            a.send_msg(wire, k)
+        elif target == "c2s twice":
+            a.send_msg(wire, k)
+            a.send_msg(wire, k)
+        elif target == "c2s duplicate member":
+            content = sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
+            a.send_content_raw(content[:-1] + b',"k":' + json.dumps(sc.b64e(k)).encode() + b"}")
+        elif target == "c2s frame twice":
+            payload = a.tx.seal(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+            a.conn.write_frame(payload)
+            a.conn.write_frame(payload)
+        elif target == "c2s plaintext":
+            a.conn.write_frame(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+        elif target == "c2s padding":
+            inner = bytearray(sc.pad_inner(sc.enc_json(
+                {"type": "msg", "record": wire, "k": sc.b64e(k)})))
+            inner[-1] = 1
+            a.conn.write_frame(a.tx.seal_inner(bytes(inner)))
+        else:
+            return f"unknown target {target!r}"
+        return a.await_error()
+    return run
+
+
+def load_negative(path):
+    with open(path) as f:
+        for case in json.load(f)["cases"]:
+            if case["target"].startswith("c2s"):
+                name = "vector:" + re.sub(r"\W+", "_", case["name"]).strip("_")
+                PROBES.append((name, "peer:" + case["code"], "alice", negative_case(case)))
+
+
 def main():
     p = argparse.ArgumentParser(description="securechat v2 server conformance probes")
     p.add_argument("--host", default="127.0.0.1")
@@ -644,7 +700,16 @@ def main():
     p.add_argument("--password-env", required=True)
     p.add_argument("--server-name", default="localhost")
     p.add_argument("--only", default="")
+    p.add_argument("--negative", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "protocol", "negative.json"),
+        help="negative.json whose `c2s …` cases run as probes too")
     args = p.parse_args()
+    # before the credential probes, whose failed logins slow the address down
+    first_credential = next(i for i, pr in enumerate(PROBES) if pr[0] == "register_invalid_email")
+    credential_probes = PROBES[first_credential:]
+    del PROBES[first_credential:]
+    load_negative(args.negative)
+    PROBES.extend(credential_probes)
     only = set(filter(None, args.only.split(",")))
     failed = 0
     for name, expected, user, fn in PROBES:
