@@ -66,6 +66,13 @@ def private_key(pem):
 
 # ---------------------------------------------------------------- pass 1: recompute
 
+# README: phase 1 uses the RFC 7748 §6.1 and RFC 5903 §8.1 test keys, whose shared secrets are
+# published (X25519: K; P-256: the x-coordinate of the shared point).
+PUBLISHED_SS1 = {
+    "x25519": "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742",
+    "p256": "d6840f6b42f6edafd13116e0e12565202fef8e9ece7dce03812464d04b9442de",
+}
+
 def recompute(v):
     """Recomputes the session of scenario `v` from its inputs and frames."""
     inp, pki, group = v["inputs"], v["inputs"]["pki"], v["inputs"]["group"]
@@ -73,6 +80,16 @@ def recompute(v):
 
     def share(side, phase):
         return sc.KeyShare(group, unhex(inp[side][f"eph{phase}_private"]))
+
+    # The fixed inputs are what README.md says they are.
+    for side in ("client", "server"):
+        eq(f"{side} nonce derivation", unhex(inp[side]["nonce"]),
+           hashlib.sha256(f"{side} nonce".encode()).digest())
+        eq(f"{side} eph2 derivation", unhex(inp[side]["eph2_private"]),
+           hashlib.sha256(f"securechat/v2 test vector {group} {side} eph2".encode()).digest())
+    for r in v["records"]:
+        eq(f"record {r['name']} k derivation", unhex(r["k"]),
+           hashlib.sha256(f"securechat/v2 test vector k {r['name']}".encode()).digest())
 
     for side in ("client", "server"):
         for phase in (1, 2):
@@ -90,6 +107,7 @@ def recompute(v):
     ss1 = share("client", 1).agree(unhex(inp["server"]["eph_public"][0]))
     eq("ss1 from the server's side", share("server", 1).agree(unhex(inp["client"]["eph_public"][0])),
        ss1)
+    eq("ss1 is the published answer", ss1.hex(), PUBLISHED_SS1[group])
     hashed = [hello, sh]
     hs = sc.HandshakeSecrets(ss1, sc.handshake_hash(hashed))
 
