@@ -157,10 +157,12 @@ for (const { keyType, group } of CASES) {
       try {
         await makePki(["alice", "bob"], keyType, certs);
         const ca = `${certs}/ca.pem`;
-        // --key-update 1: the server updates its traffic key after one second (PROTOCOL §4.4)
+        // --key-update 1: the server updates its traffic key after one second (PROTOCOL §4.4);
+        // --console: the operator types on the server's stdin (`operator` bodies, §6.2)
         server = wrap(
           spawnCli([
             "serve",
+            "--console",
             "--port",
             "0",
             "--log-format",
@@ -286,6 +288,15 @@ for (const { keyType, group } of CASES) {
         assert.ok(
           py.out.lines.includes("KEY_UPDATE s2c"),
           `the server should have updated its key (--key-update 1):\n${py.out.text()}`,
+        );
+
+        // The operator, to everyone and to alice only (PROTOCOL §6.2 `operator`, `private`).
+        await server.send("the operator speaks");
+        await py.out.waitFor((l) => l === "OPERATOR: the operator speaks", "python: operator");
+        await server.send("/msg alice the operator, privately");
+        await py.out.waitFor(
+          (l) => l === "OPERATOR (private): the operator, privately",
+          "python: private operator line",
         );
 
         // Close both; each side must get and check the other's receipt.
