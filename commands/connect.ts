@@ -134,7 +134,14 @@ async function connect(options: ConnectOptions): Promise<void> {
     for (let sessions = 0;; sessions++) {
       let session: ChatSession;
       try {
-        session = await openSession(rotation.current(), options, identity, trust, credentials, seen);
+        session = await openSession(
+          rotation.current(),
+          options,
+          identity,
+          trust,
+          credentials,
+          seen,
+        );
       } catch (error) {
         if (!reconnect || isPermanent(error) || backoff.failures >= options.reconnectAttempts) {
           throw error;
@@ -300,7 +307,9 @@ async function chatInput(
     const sending: Promise<void> = session.send(body, to).then(
       () => {
         const privateTo = recipientUser(to) ?? undefined;
-        if (body.kind === "text") history?.record(Date.now(), session.username, body.text, privateTo);
+        if (body.kind === "text") {
+          history?.record(Date.now(), session.username, body.text, privateTo);
+        }
       },
       (error) => {
         failure ??= error;

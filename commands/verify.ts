@@ -133,9 +133,13 @@ async function runCheckOpening(path: string, trust: TrustStore, flags: VerifyFla
   const said = "text" in opened.body ? opened.body.text : `(${opened.body.kind})`;
   console.log(
     [
-      `opening     VALID: the record carries ${sanitize(opened.author)}'s signature and the revealed content matches its commitment`,
+      `opening     VALID: the record carries ${
+        sanitize(opened.author)
+      }'s signature and the revealed content matches its commitment`,
       `author      ${sanitize(opened.author)}  sha256:${opened.authorFingerprint}`,
-      `record      session ${r.sid}, ${r.dir} seqno ${r.seqno}, to ${sanitize(r.to)}, signed at ${result.ts}`,
+      `record      session ${r.sid}, ${r.dir} seqno ${r.seqno}, to ${
+        sanitize(r.to)
+      }, signed at ${result.ts}`,
       `said        ${sanitize(said)}`,
     ].join("\n"),
   );
@@ -163,7 +167,9 @@ export function formatReport(r: VerifyReport): string {
     row(
       "time",
       `${iso(r.sessionTime)} (session time: certificates judged at it; ` +
-        `${r.ok && r.confirmedBy.length > 0 ? "signed by the receipts" : "not confirmed by a receipt"})`,
+        `${
+          r.ok && r.confirmedBy.length > 0 ? "signed by the receipts" : "not confirmed by a receipt"
+        })`,
     );
   }
   for (const role of ["client", "server"] as const) {
@@ -172,7 +178,9 @@ export function formatReport(r: VerifyReport): string {
       const revoked = s.revokedFrom ? `; revoked later, from ${s.revokedFrom}` : "";
       row(
         role,
-        `${s.commonName}  ${fp(s.fingerprint)}  (serial ${s.serial}, until ${s.notAfter}${revoked})`,
+        `${s.commonName}  ${
+          fp(s.fingerprint)
+        }  (serial ${s.serial}, until ${s.notAfter}${revoked})`,
       );
     }
   }
@@ -200,7 +208,9 @@ export function formatReport(r: VerifyReport): string {
     row(
       "crl",
       `revocations known up to ${r.crl.thisUpdate}` +
-        (r.crl.stale ? ` (STALE: past its nextUpdate ${r.crl.nextUpdate}; later revocations unknown)` : ""),
+        (r.crl.stale
+          ? ` (STALE: past its nextUpdate ${r.crl.nextUpdate}; later revocations unknown)`
+          : ""),
     );
   }
   if (total > 0) row("time span", `${iso(r.span.first)} .. ${iso(r.span.last)}`);
@@ -242,6 +252,8 @@ export function formatReport(r: VerifyReport): string {
         ? `VALID, confirmed by the ${by[0]} only (no receipt of the ${
           by[0] === "client" ? "server" : "client"
         } covers every line)`
+        : r.receipts.length === 0
+        ? "VALID (lines only: unconfirmed, no receipt)"
         : "VALID (lines only: unconfirmed, no receipt covers every line)",
     );
   } else {

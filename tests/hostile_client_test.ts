@@ -266,7 +266,9 @@ Deno.test({
           await h.upTo("finished2");
           const input = signatureInput("client", h.transcript.hash());
           const sig = await sign(h.opts.identity.signingKey, input);
-          await h.sendFinished2({ payload: json({ type: "certificate_verify", sig: toBase64(sig) }) });
+          await h.sendFinished2({
+            payload: json({ type: "certificate_verify", sig: toBase64(sig) }),
+          });
         },
       },
     ]);
@@ -397,9 +399,11 @@ Deno.test({
         name: "seqno 1e400 (Infinity once parsed)",
         code: "PROTOCOL_ERROR",
         run: async (h) => {
-          const content = new TextDecoder().decode(await h.msgContent({ kind: "who" }, {
-            to: "server",
-          }));
+          const content = new TextDecoder().decode(
+            await h.msgContent({ kind: "who" }, {
+              to: "server",
+            }),
+          );
           await h.sendSealed(utf8(content.replace('"seqno":1', '"seqno":1e400')));
         },
       },
@@ -458,7 +462,8 @@ Deno.test({
       {
         name: "a client sending a relay",
         code: "PROTOCOL_ERROR",
-        run: (h) => h.sendSealed({ type: "refused", seqno: 1, ts: Date.now(), of: 1, code: "RATE_LIMITED" }),
+        run: (h) =>
+          h.sendSealed({ type: "refused", seqno: 1, ts: Date.now(), of: 1, code: "RATE_LIMITED" }),
       },
       {
         name: "a plaintext hello after the handshake",
@@ -518,17 +523,22 @@ Deno.test({
         });
       }
 
-      await t.step("a good record after the handshake is answered (the table is not vacuous)", async () => {
-        const h = await mallory();
-        try {
-          await h.handshake();
-          await h.sendMsg({ kind: "who" }, { to: "server" });
-          const body = await h.readMsgUntil((b) => b.kind === "notice" && b.text.startsWith("online:"));
-          assert.ok(body.kind === "notice" && body.text.includes("mallory"));
-        } finally {
-          h.close();
-        }
-      });
+      await t.step(
+        "a good record after the handshake is answered (the table is not vacuous)",
+        async () => {
+          const h = await mallory();
+          try {
+            await h.handshake();
+            await h.sendMsg({ kind: "who" }, { to: "server" });
+            const body = await h.readMsgUntil((b) =>
+              b.kind === "notice" && b.text.startsWith("online:")
+            );
+            assert.ok(body.kind === "notice" && body.text.includes("mallory"));
+          } finally {
+            h.close();
+          }
+        },
+      );
     } finally {
       await bob.finish();
     }

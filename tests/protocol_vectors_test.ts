@@ -78,7 +78,16 @@ interface Vector {
     k: string;
     body: string;
     statement_hex: string | null;
-    record: { sid: string; dir: Dir; to: string; seqno: number; ts: number; ct: string; c: string; sig?: string };
+    record: {
+      sid: string;
+      dir: Dir;
+      to: string;
+      seqno: number;
+      ts: number;
+      ct: string;
+      c: string;
+      sig?: string;
+    };
   }[];
   frames: Frame[];
 }
@@ -103,14 +112,22 @@ const trafficKeys = (secret: Uint8Array) => ({
   key: expandLabel(secret, "key", EMPTY, 16),
   iv: expandLabel(secret, "iv", EMPTY, 12),
 });
-function openRecord(keys: { key: Uint8Array; iv: Uint8Array }, counter: number, payload: Uint8Array) {
+function openRecord(
+  keys: { key: Uint8Array; iv: Uint8Array },
+  counter: number,
+  payload: Uint8Array,
+) {
   const inner = openSync(keys.key, counterNonce(keys.iv, counter), payload, RECORD_AAD);
   assert.equal(inner.length % 256, 0, "inner padded to 256");
   const n = new DataView(inner.buffer, inner.byteOffset).getUint32(0);
   assert.ok(inner.subarray(4 + n).every((b) => b === 0), "zero padding");
   return inner.subarray(4, 4 + n);
 }
-function sealRecord(keys: { key: Uint8Array; iv: Uint8Array }, counter: number, content: Uint8Array) {
+function sealRecord(
+  keys: { key: Uint8Array; iv: Uint8Array },
+  counter: number,
+  content: Uint8Array,
+) {
   const inner = new Uint8Array(Math.ceil((content.length + 4) / 256) * 256);
   inner.set(u32be(content.length));
   inner.set(content, 4);
@@ -124,7 +141,10 @@ for (const file of FILES) {
     const { group, pki } = v.inputs;
     const frames = v.frames.map((f) => ({ ...f, payload: fromHex(f.payload_hex) }));
     const share = async (hexKey: string) => await keyShareFromPrivate(group, fromHex(hexKey));
-    const ss1 = await agree(await share(v.inputs.client.eph1_private), (await share(v.inputs.server.eph1_private)).publicKey);
+    const ss1 = await agree(
+      await share(v.inputs.client.eph1_private),
+      (await share(v.inputs.server.eph1_private)).publicKey,
+    );
     const hashed: Uint8Array[] = [frames[0].payload, frames[1].payload];
     const H1 = H(hashed);
     const hs = hmacSha256Sync(utf8("securechat/v2"), ss1);
@@ -137,15 +157,24 @@ for (const file of FILES) {
       server: expandLabel(hs, "server finished", H1, 32),
     };
     const certKey = async (pem: string) =>
-      await importVerifyingKeySpki(parseCertificate(pemDecode(pem, "CERTIFICATE", "BAD_CERT")).spki);
-    const keys = { server: await certKey(pki.server_cert_pem), client: await certKey(pki.client_cert_pem) };
+      await importVerifyingKeySpki(
+        parseCertificate(pemDecode(pem, "CERTIFICATE", "BAD_CERT")).spki,
+      );
+    const keys = {
+      server: await certKey(pki.server_cert_pem),
+      client: await certKey(pki.client_cert_pem),
+    };
     const counters = { c2s: 0, s2c: 0 };
     let master: Uint8Array | undefined;
     let app: Record<Dir, Uint8Array> | undefined;
     const seen: string[] = [];
     for (const f of frames.slice(2).filter((f) => f.key === "hs")) {
       const content = openRecord(hsKeys[f.dir], counters[f.dir]++, f.payload);
-      assert.deepEqual(sealRecord(hsKeys[f.dir], counters[f.dir] - 1, content), f.payload, "re-seals byte for byte");
+      assert.deepEqual(
+        sealRecord(hsKeys[f.dir], counters[f.dir] - 1, content),
+        f.payload,
+        "re-seals byte for byte",
+      );
       const m = json(content);
       seen.push(`${f.dir} ${m.type}`);
       const role = f.dir === "c2s" ? "client" : "server";
@@ -156,27 +185,45 @@ for (const file of FILES) {
       if (m.type === "finished") {
         const phase2 = master !== undefined;
         const key = phase2 ? expandLabel(master!, `${role} finished 2`, EMPTY, 32) : fin1[role];
-        assert.equal(toHex(fromBase64(m.mac)), toHex(hmacSha256Sync(key, H(hashed))), `${role} Finished`);
+        assert.equal(
+          toHex(fromBase64(m.mac)),
+          toHex(hmacSha256Sync(key, H(hashed))),
+          `${role} Finished`,
+        );
       }
       if (m.type === "login" || m.type === "register") continue; // never hashed
       hashed.push(content);
       if (m.type === "dh_server") {
         const dhClient = json(hashed[hashed.length - 2]);
         assert.equal(dhClient.type, "dh_client");
-        const ss2 = await agree(await share(v.inputs.server.eph2_private), fromBase64(dhClient.key_share.pub));
+        const ss2 = await agree(
+          await share(v.inputs.server.eph2_private),
+          fromBase64(dhClient.key_share.pub),
+        );
         master = hmacSha256Sync(expandLabel(hs, "derived", EMPTY, 32), ss2);
       }
       if (m.type === "finished" && role === "server" && master) {
         const hFinal = H(hashed);
         assert.equal(toHex(expandLabel(master, "session id", hFinal, 16)), v.session_id);
-        app = { c2s: expandLabel(master, "app c2s", hFinal, 32), s2c: expandLabel(master, "app s2c", hFinal, 32) };
+        app = {
+          c2s: expandLabel(master, "app c2s", hFinal, 32),
+          s2c: expandLabel(master, "app s2c", hFinal, 32),
+        };
       }
     }
     assert.deepEqual(seen, [
-      "s2c certificate", "s2c certificate_verify", "s2c finished",
-      "c2s certificate", "c2s certificate_verify", "c2s finished",
-      `c2s ${v.inputs.credentials.mode}`, "s2c auth_ok", "c2s dh_client",
-      "s2c dh_server", "s2c finished", "c2s finished",
+      "s2c certificate",
+      "s2c certificate_verify",
+      "s2c finished",
+      "c2s certificate",
+      "c2s certificate_verify",
+      "c2s finished",
+      `c2s ${v.inputs.credentials.mode}`,
+      "s2c auth_ok",
+      "c2s dh_client",
+      "s2c dh_server",
+      "s2c finished",
+      "c2s finished",
     ]);
     // The session: application keys, a c2s key update (PROTOCOL §4.4).
     const appKeys = {
@@ -204,8 +251,16 @@ for (const file of FILES) {
       }
       const to = utf8(r.record.to);
       const st = concat(
-        utf8("securechat/v2 message\0"), u32be(2), fromHex(r.record.sid), Uint8Array.of(1),
-        u32be(to.length), to, u64be(r.record.seqno), u64be(r.record.ts), c, sha256(ct),
+        utf8("securechat/v2 message\0"),
+        u32be(2),
+        fromHex(r.record.sid),
+        Uint8Array.of(1),
+        u32be(to.length),
+        to,
+        u64be(r.record.seqno),
+        u64be(r.record.ts),
+        c,
+        sha256(ct),
       );
       assert.equal(toHex(st), r.statement_hex, `${r.name} statement`);
       assert.ok(await verify(keys.client, st, fromBase64(r.record.sig!)), `${r.name} signature`);
@@ -218,7 +273,10 @@ for (const file of FILES) {
     for (const role of ["client", "server"] as const) {
       const mine: Dir = role === "client" ? "c2s" : "s2c";
       const written: Uint8Array[] = [];
-      const conn = replayConn(hsFrames.filter((f) => f.dir !== mine).map((f) => fromHex(f.payload_hex)), written);
+      const conn = replayConn(
+        hsFrames.filter((f) => f.dir !== mine).map((f) => fromHex(f.payload_hex)),
+        written,
+      );
       await runSide(v, role, conn);
       assert.deepEqual(
         written.map(toHex),
@@ -251,7 +309,11 @@ function replayConn(incoming: Uint8Array[], written: Uint8Array[]): FrameConnect
 function fixedRandomness(v: Vector, role: "client" | "server"): HandshakeRandomness {
   const p = v.inputs[role];
   const queue = [fromHex(p.eph1_private), fromHex(p.eph2_private)];
-  return { nonce: () => fromHex(p.nonce), keyShareSecret: () => queue.shift(), now: () => v.inputs.time };
+  return {
+    nonce: () => fromHex(p.nonce),
+    keyShareSecret: () => queue.shift(),
+    now: () => v.inputs.time,
+  };
 }
 
 async function identity(certPem: string, keyPem: string): Promise<Identity> {
@@ -331,7 +393,15 @@ async function c2sRecord(c: EstablishedSession, key: Identity, nc: NegativeCase,
   const { k, ct, c: commitment } = nc.set.body
     ? sealPlaintext(utf8(nc.set.body))
     : sealContent({ kind: "text", text: "negative" });
-  const r: MessageRecord = { sid: c.sessionId, dir: "c2s", to: LOBBY, seqno, ts: Date.now(), ct, c: commitment };
+  const r: MessageRecord = {
+    sid: c.sessionId,
+    dir: "c2s",
+    to: LOBBY,
+    seqno,
+    ts: Date.now(),
+    ct,
+    c: commitment,
+  };
   const edit = () => {
     if (nc.set.sid) r.sid = nc.set.sid;
     if (nc.set.dir) r.dir = nc.set.dir as Dir;
@@ -429,7 +499,10 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
       ct,
       c: commitment,
     };
-    r.sig = await signRecord(nc.set.signer === "server" ? serverId.signingKey : clientId.signingKey, r);
+    r.sig = await signRecord(
+      nc.set.signer === "server" ? serverId.signingKey : clientId.signingKey,
+      r,
+    );
     const relay = (seqno: number) =>
       JSON.stringify({
         type: "relay",
@@ -453,10 +526,16 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
 async function resealTampered(n: number): Promise<Uint8Array> {
   const { group } = v0.inputs;
   const share = async (h: string) => await keyShareFromPrivate(group, fromHex(h));
-  const ss1 = await agree(await share(v0.inputs.client.eph1_private), (await share(v0.inputs.server.eph1_private)).publicKey);
+  const ss1 = await agree(
+    await share(v0.inputs.client.eph1_private),
+    (await share(v0.inputs.server.eph1_private)).publicKey,
+  );
   const H1 = H([fromHex(v0.frames[0].payload_hex), fromHex(v0.frames[1].payload_hex)]);
   const hs = hmacSha256Sync(utf8("securechat/v2"), ss1);
-  const keys = { key: expandLabel(hs, "hs s2c key", H1, 16), iv: expandLabel(hs, "hs s2c iv", H1, 12) };
+  const keys = {
+    key: expandLabel(hs, "hs s2c key", H1, 16),
+    iv: expandLabel(hs, "hs s2c iv", H1, 12),
+  };
   const s2c = v0.frames.filter((f) => f.dir === "s2c" && f.key === "hs");
   const m = json(openRecord(keys, n, fromHex(s2c[n].payload_hex)));
   const field = m.type === "finished" ? "mac" : "sig";
@@ -470,7 +549,9 @@ for (const nc of negatives.cases) {
     sanitizeResources: false,
     sanitizeOps: false,
     fn: async () => {
-      const code = nc.target.startsWith("c2s") ? await serverEndsWith(nc) : await clientEndsWith(nc);
+      const code = nc.target.startsWith("c2s")
+        ? await serverEndsWith(nc)
+        : await clientEndsWith(nc);
       assert.equal(code, nc.code);
     },
   });
@@ -478,7 +559,17 @@ for (const nc of negatives.cases) {
 
 Deno.test("negative vectors: every binding of PROTOCOL §6 has a case", () => {
   const names = negatives.cases.map((c) => c.name).join("\n");
-  for (const binding of ["session", "direction", "recipient", "commitment", "replay", "padding", "before this session"]) {
+  for (
+    const binding of [
+      "session",
+      "direction",
+      "recipient",
+      "commitment",
+      "replay",
+      "padding",
+      "before this session",
+    ]
+  ) {
     assert.match(names, new RegExp(binding), binding);
   }
   void sign; // the cases sign with lib/crypto/signature through signRecord

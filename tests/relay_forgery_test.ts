@@ -136,15 +136,27 @@ Deno.test({
           r.record.ct[3] ^= 0x01;
           return r;
         }, "SIG_FAIL"],
-        ["a record in alice's name signed with the server's key", () =>
-          aliceSays("alice never said this", { signer: server }), "SIG_FAIL"],
-        ["alice's private record to carol handed to bob", () =>
-          aliceSays("for carol only", { to: userRecipient("carol") }), "TAMPERED"],
-        ["alice's record from a session an hour ago", () =>
-          aliceSays("old news", { ts: Date.now() - 60 * 60 * 1000, sid: "ab".repeat(16) }), "REPLAY"],
+        [
+          "a record in alice's name signed with the server's key",
+          () => aliceSays("alice never said this", { signer: server }),
+          "SIG_FAIL",
+        ],
+        [
+          "alice's private record to carol handed to bob",
+          () => aliceSays("for carol only", { to: userRecipient("carol") }),
+          "TAMPERED",
+        ],
+        [
+          "alice's record from a session an hour ago",
+          () => aliceSays("old news", { ts: Date.now() - 60 * 60 * 1000, sid: "ab".repeat(16) }),
+          "REPLAY",
+        ],
         // issue 12: "re-delivered alice's old signed message in bob's *next* session"
-        ["the genuine record of bob's previous session, re-delivered", () =>
-          Promise.resolve(genuine), "REPLAY"],
+        [
+          "the genuine record of bob's previous session, re-delivered",
+          () => Promise.resolve(genuine),
+          "REPLAY",
+        ],
       ];
       for (const [name, make, code] of cases) {
         await t.step(`${name} → ${code}, session ended, nothing shown`, async () => {

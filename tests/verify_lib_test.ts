@@ -204,11 +204,17 @@ Deno.test("verify: a party that drops the peer's last line and re-signs only its
   assert.deepEqual(report.confirmedBy, ["client"], "never 'both' from one party's receipt");
   assert.match(formatReport(report), /VALID, confirmed by the client only/);
   // The server's genuine receipt, which covers the dropped line, gives it away.
-  await Deno.writeTextFile(join(dir, "case.peer-receipt.json"), b.session.peerReceipt ? encodeReceiptFile(b.session.peerReceipt) : "");
+  await Deno.writeTextFile(
+    join(dir, "case.peer-receipt.json"),
+    b.session.peerReceipt ? encodeReceiptFile(b.session.peerReceipt) : "",
+  );
   const caught = await verifyTranscript(logPath, { trust });
   assert.equal(caught.ok, false);
   assert.equal(caught.code, "TAMPERED");
-  assert.match(caught.reason ?? "", /case\.peer-receipt\.json: receipt covers c2s 1\.\.4 and s2c 1\.\.4/);
+  assert.match(
+    caught.reason ?? "",
+    /case\.peer-receipt\.json: receipt covers c2s 1\.\.4 and s2c 1\.\.4/,
+  );
 });
 
 Deno.test("verify: a receipt over a prefix says which lines it confirms, and is not 'both'", async () => {
@@ -219,14 +225,20 @@ Deno.test("verify: a receipt over a prefix says which lines it confirms, and is 
   extra.record.seqno = 5;
   const dir = await Deno.makeTempDir({ prefix: "sc-prefix-" });
   const logPath = await writeCase(dir, { lines: [...b.lines, JSON.stringify(extra)] });
-  await Deno.writeTextFile(join(dir, "case.receipt.json"), encodeReceiptFile(b.session.peerReceipt!));
+  await Deno.writeTextFile(
+    join(dir, "case.receipt.json"),
+    encodeReceiptFile(b.session.peerReceipt!),
+  );
   const report = await verifyTranscript(logPath, { trust });
   assert.equal(report.ok, true, report.reason ?? "");
   assert.equal(report.receipts[0].status, "valid");
   assert.equal(report.receipts[0].complete, false);
   assert.deepEqual([report.receipts[0].c2sCount, report.receipts[0].s2cCount], [4, 4]);
   assert.deepEqual(report.confirmedBy, []);
-  assert.match(formatReport(report), /the server confirms c2s 1\.\.4, s2c 1\.\.4 \(NOT every line\)/);
+  assert.match(
+    formatReport(report),
+    /the server confirms c2s 1\.\.4, s2c 1\.\.4 \(NOT every line\)/,
+  );
 });
 
 Deno.test("verify: relayed records are attributed to their author; one moved to another recipient fails", async () => {
@@ -236,16 +248,24 @@ Deno.test("verify: relayed records are attributed to their author; one moved to 
   const s = await writeSession(pki, { dir, messages: 8, relayAuthor: pki.others[0] });
   const report = await verifyTranscript(s.logPath, { trust });
   assert.equal(report.ok, true, report.reason ?? "");
-  assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 4], ["bob", 2]]);
+  assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 4], [
+    "bob",
+    2,
+  ]]);
   assert.deepEqual(report.confirmedBy, ["client", "server"]);
   const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
   const at = lines.findIndex((l) => l.includes('"type":"relay"'));
   const moved = [...lines];
   moved[at] = moved[at].replace('"to":"lobby"', '"to":"user:carol"');
-  const bad = await verifyTranscript(await writeCase(join(dir, "moved"), { lines: moved }), { trust });
+  const bad = await verifyTranscript(await writeCase(join(dir, "moved"), { lines: moved }), {
+    trust,
+  });
   assert.equal(bad.code, "TAMPERED");
   assert.equal(bad.firstBadLine, at + 1);
-  assert.match(bad.reason ?? "", /relayed record addressed to user:carol, not to user:alice or the lobby/);
+  assert.match(
+    bad.reason ?? "",
+    /relayed record addressed to user:carol, not to user:alice or the lobby/,
+  );
 });
 
 Deno.test("verify: revocation is judged by date (issue 11 item 12)", async (t) => {
@@ -266,26 +286,35 @@ Deno.test("verify: revocation is judged by date (issue 11 item 12)", async (t) =
   });
   const crl = await revoke(pki, pki.others[0]);
   const trust = await TrustStore.fromPem(pki.caPem, crl);
-  await t.step("bob revoked now: alice's older transcript stays VALID, bob's lines still his", async () => {
-    const report = await verifyTranscript(before.logPath, { trust });
-    assert.equal(report.ok, true, report.reason ?? "");
-    assert.deepEqual(report.authors.map((a) => a.commonName), ["alice", "bob"]);
-    assert.deepEqual(report.unattributed, []);
-    assert.ok(report.crl && !report.crl.stale);
-  });
-  await t.step("records bob signed after his revocation are not attributed; the record stays VALID", async () => {
-    const after = await writeSession(pki, {
-      dir: join(dir, "after"),
-      messages: 8,
-      startedAt: Date.now() + 5_000,
-      relayAuthor: pki.others[0],
-    });
-    const report = await verifyTranscript(after.logPath, { trust });
-    assert.equal(report.ok, true, report.reason ?? "");
-    assert.deepEqual(report.authors.map((a) => a.commonName), ["alice"]);
-    assert.equal(report.unattributed.length, 2);
-    assert.match(report.unattributed[0].reason, /bob's certificate is distrusted from .* before this record was signed/);
-  });
+  await t.step(
+    "bob revoked now: alice's older transcript stays VALID, bob's lines still his",
+    async () => {
+      const report = await verifyTranscript(before.logPath, { trust });
+      assert.equal(report.ok, true, report.reason ?? "");
+      assert.deepEqual(report.authors.map((a) => a.commonName), ["alice", "bob"]);
+      assert.deepEqual(report.unattributed, []);
+      assert.ok(report.crl && !report.crl.stale);
+    },
+  );
+  await t.step(
+    "records bob signed after his revocation are not attributed; the record stays VALID",
+    async () => {
+      const after = await writeSession(pki, {
+        dir: join(dir, "after"),
+        messages: 8,
+        startedAt: Date.now() + 5_000,
+        relayAuthor: pki.others[0],
+      });
+      const report = await verifyTranscript(after.logPath, { trust });
+      assert.equal(report.ok, true, report.reason ?? "");
+      assert.deepEqual(report.authors.map((a) => a.commonName), ["alice"]);
+      assert.equal(report.unattributed.length, 2);
+      assert.match(
+        report.unattributed[0].reason,
+        /bob's certificate is distrusted from .* before this record was signed/,
+      );
+    },
+  );
   await t.step("a party revoked before the session time: BAD_CERT at line 1", async () => {
     const crl2 = await revoke(pki, pki.client);
     const trust2 = await TrustStore.fromPem(pki.caPem, crl2);

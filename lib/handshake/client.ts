@@ -83,7 +83,7 @@ class ClientHandshake {
     await this.readServerCertificateVerify();
     await this.readServerFinished();
     await this.sendClientAuthentication();
-    await this.sendCredentials();
+    this.sendCredentials();
     await this.readAuthOk();
     const phase2 = await this.sendDhClient();
     await this.readDhServer(phase2);
@@ -144,7 +144,7 @@ class ClientHandshake {
     await this.io.sendAuthentication(this.#opts.identity);
   }
 
-  async sendCredentials(): Promise<void> {
+  sendCredentials(): void {
     const c = this.#opts.credentials;
     const message = c.mode === "register"
       ? { type: "register", email: c.email, username: c.username, password: c.password }

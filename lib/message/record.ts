@@ -332,7 +332,14 @@ export type LineJson = z.output<typeof LineSchema>;
 /** A transcript line as the session hands it to the writer. */
 export type Line =
   | { dir: Direction; type: "msg"; record: MessageRecord }
-  | { dir: "s2c"; type: "relay"; seqno: number; ts: number; cert: Uint8Array; record: MessageRecord }
+  | {
+    dir: "s2c";
+    type: "relay";
+    seqno: number;
+    ts: number;
+    cert: Uint8Array;
+    record: MessageRecord;
+  }
   | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
 
 export function lineSeqno(line: Line | LineJson): number {
@@ -500,5 +507,11 @@ export function prepareRefused(
 
 /** A line read back from a transcript, as the writer and the verifier hash it. */
 export function prepareLine(line: Line, json: string): PreparedLine {
-  return { dir: line.dir, seqno: lineSeqno(line), ts: lineTs(line), json, enc: [lineEncoding(line)] };
+  return {
+    dir: line.dir,
+    seqno: lineSeqno(line),
+    ts: lineTs(line),
+    json,
+    enc: [lineEncoding(line)],
+  };
 }

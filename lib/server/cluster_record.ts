@@ -49,7 +49,9 @@ export function decodeClusterRecord(value: unknown): ClusterRecord {
 }
 
 /** A relay from the stream, serialised once for every local recipient. */
-export function preparedRelayOf(relay: { cert: string; record: RecordJson; k: string }): PreparedRelay {
+export function preparedRelayOf(
+  relay: { cert: string; record: RecordJson; k: string },
+): PreparedRelay {
   return prepareRelay(
     relay.cert,
     fromBase64(relay.cert),

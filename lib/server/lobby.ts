@@ -143,7 +143,11 @@ export class Lobby {
     this.#cluster?.announceLogin(member.username, member.session.sessionId, member.since);
     this.#cluster?.announcePresence();
     if (replay) void this.#replay(member, replay.after, replay.upTo);
-    await this.#route({ body: { kind: "notice", text: `${member.username} joined` } }, undefined, member);
+    await this.#route(
+      { body: { kind: "notice", text: `${member.username} joined` } },
+      undefined,
+      member,
+    );
     this.#notify(member, {
       kind: "notice",
       text: `welcome ${member.username}; online: ${this.names().join(", ")}`,
@@ -155,7 +159,11 @@ export class Lobby {
     this.#members.delete(keyOf(member.username));
     this.#cluster?.announcePresence();
     if (!member.replaced) {
-      await this.#route({ body: { kind: "notice", text: `${member.username} left` } }, undefined, member);
+      await this.#route(
+        { body: { kind: "notice", text: `${member.username} left` } },
+        undefined,
+        member,
+      );
     }
   }
   /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
@@ -192,7 +200,9 @@ export class Lobby {
     }
     // In a cluster the delivery is the publish to the stream; an id of the author's session
     // and seqno makes a retried publish a no-op, and a window bounds what is in flight.
-    const delivery = this.#route(relay, to, from, { id: `${from.session.sessionId}:${message.seqno}` });
+    const delivery = this.#route(relay, to, from, {
+      id: `${from.session.sessionId}:${message.seqno}`,
+    });
     from.inFlight.add(delivery);
     void delivery.finally(() => from.inFlight.delete(delivery));
     while (from.inFlight.size >= RELAY_WINDOW) await Promise.race(from.inFlight);
@@ -228,7 +238,9 @@ export class Lobby {
     sender?: Member,
     { id = crypto.randomUUID() as string } = {},
   ): Promise<void> {
-    if (!this.#cluster) return this.#deliverRecord(this.#localRecipients(sender?.username, to), record);
+    if (!this.#cluster) {
+      return this.#deliverRecord(this.#localRecipients(sender?.username, to), record);
+    }
     try {
       await this.#cluster.publishRecord({
         from: sender?.username,
@@ -336,7 +348,10 @@ export class Lobby {
   }
 
   #notify(member: Member, body: Body): void {
-    this.#deliver(member, () => void member.session.send(body).catch((e) => this.#failed(member, e)));
+    this.#deliver(
+      member,
+      () => void member.session.send(body).catch((e) => this.#failed(member, e)),
+    );
   }
 
   #relay(member: Member, prepared: PreparedRelay): void {

@@ -107,7 +107,9 @@ export class SeenStore {
     try {
       const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
       try {
-        await file.write(new TextEncoder().encode(JSON.stringify({ version: 1, authors: this.#marks })));
+        await file.write(
+          new TextEncoder().encode(JSON.stringify({ version: 1, authors: this.#marks })),
+        );
         await file.sync();
       } finally {
         file.close();

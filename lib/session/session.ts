@@ -31,8 +31,8 @@ import {
   type RecordJson,
   type RefusalCode,
   RefusedMessageSchema,
-  RelayMessageSchema,
   relayFor,
+  RelayMessageSchema,
   sealContent,
   signRecord,
   userRecipient,
@@ -130,7 +130,11 @@ export class ChatSession {
   #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
 
-  private constructor(est: EstablishedSession, transcript: TranscriptWriter, opts: ChatSessionOptions) {
+  private constructor(
+    est: EstablishedSession,
+    transcript: TranscriptWriter,
+    opts: ChatSessionOptions,
+  ) {
     this.#est = est;
     this.#transcript = transcript;
     this.#opts = opts;
@@ -219,7 +223,14 @@ export class ChatSession {
       return Promise.reject(error);
     }
     const { k, ct, c } = sealContent(body);
-    const record: MessageRecord = { sid: this.sessionId, dir: this.#sendDir, to, ...numbered, ct, c };
+    const record: MessageRecord = {
+      sid: this.sessionId,
+      dir: this.#sendDir,
+      to,
+      ...numbered,
+      ct,
+      c,
+    };
     if (this.#est.role === "server") {
       try {
         this.#emit(prepareMsg("s2c", record, k));
@@ -264,7 +275,9 @@ export class ChatSession {
     const records = this.#est.records;
     const limit = this.#opts.keyUpdateRecords ?? DEFAULT_KEY_UPDATE_RECORDS;
     const age = Date.now() - this.#keySince;
-    if (records.sentUnderKey >= limit - 1 || age >= (this.#opts.keyUpdateMs ?? DEFAULT_KEY_UPDATE_MS)) {
+    if (
+      records.sentUnderKey >= limit - 1 || age >= (this.#opts.keyUpdateMs ?? DEFAULT_KEY_UPDATE_MS)
+    ) {
       this.#est.conn.send(records.seal(utf8('{"type":"key_update"}')));
       records.updateSend();
       this.#keySince = Date.now();
@@ -388,7 +401,10 @@ export class ChatSession {
     }
     if (dir === "c2s") {
       if (!await verifyRecord(this.#est.peerKey, record)) {
-        throw new SecureChatError("SIG_FAIL", `signature of message ${record.seqno} does not verify`);
+        throw new SecureChatError(
+          "SIG_FAIL",
+          `signature of message ${record.seqno} does not verify`,
+        );
       }
     } else if (record.sig) {
       throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
@@ -403,7 +419,7 @@ export class ChatSession {
     }
     const { wire: _wire, line } = prepareMsg(dir, record, k);
     this.#accept(record.seqno, record.ts);
-    this.#transcript.append(line);
+    this.#transcript.appendReceived(line);
     return {
       type: "msg",
       seqno: record.seqno,
@@ -430,7 +446,7 @@ export class ChatSession {
       relayed.record,
       fromBase64(message.k),
     );
-    this.#transcript.append(relayFor(prepared, message.seqno, message.ts).line);
+    this.#transcript.appendReceived(relayFor(prepared, message.seqno, message.ts).line);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
   }
 
@@ -441,7 +457,9 @@ export class ChatSession {
       throw new SecureChatError("PROTOCOL_ERROR", `refusal of message ${message.of} never sent`);
     }
     this.#accept(message.seqno, message.ts);
-    this.#transcript.append(prepareRefused(message.seqno, message.ts, message.of, message.code).line);
+    this.#transcript.appendReceived(
+      prepareRefused(message.seqno, message.ts, message.of, message.code).line,
+    );
     return { ...message };
   }
 
@@ -504,7 +522,9 @@ export class ChatSession {
 
 const CONTROL = [CloseSchema, KeyUpdateSchema, ReceiptEnvelopeSchema, ErrorSchema] as const;
 /** What a server may read from a client after the handshake. */
-const CLIENT_MESSAGES = MsgMessageSchema.or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(CONTROL[3]);
+const CLIENT_MESSAGES = MsgMessageSchema.or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(
+  CONTROL[3],
+);
 /** What a client may read from the server after the handshake. */
 const SERVER_MESSAGES = MsgMessageSchema.or(RelayMessageSchema).or(RefusedMessageSchema)
   .or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(CONTROL[3]);

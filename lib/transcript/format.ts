@@ -12,12 +12,7 @@ import { createHash, type Hash } from "node:crypto";
 import { z } from "zod";
 import { toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import {
-  type Direction,
-  MAX_CERT_BYTES,
-  MAX_CT_BYTES,
-  MAX_SIG_BYTES,
-} from "../message/record.ts";
+import { type Direction, MAX_CERT_BYTES, MAX_CT_BYTES, MAX_SIG_BYTES } from "../message/record.ts";
 import { base64Bytes } from "../wire/schema.ts";
 
 /** Version of the transcript file / hash format (not of the wire protocol). */

@@ -107,7 +107,10 @@ export async function checkOpening(value: unknown, trust: TrustStore): Promise<O
     );
   }
   if (!await verifyRecord(author.key, record)) {
-    throw new SecureChatError("SIG_FAIL", `the record does not carry ${author.commonName}'s signature`);
+    throw new SecureChatError(
+      "SIG_FAIL",
+      `the record does not carry ${author.commonName}'s signature`,
+    );
   }
   const body = openContent(record, fromBase64(parsed.data.k));
   return { author: author.commonName, authorFingerprint: author.fingerprint, record, body };
@@ -124,7 +127,10 @@ export async function readOpening(path: string): Promise<unknown> {
   try {
     return parseStrictJson(text.trimEnd());
   } catch (cause) {
-    throw new SecureChatError("TAMPERED", `opening is not strict JSON: ${(cause as Error).message}`);
+    throw new SecureChatError(
+      "TAMPERED",
+      `opening is not strict JSON: ${(cause as Error).message}`,
+    );
   }
 }
 
@@ -133,7 +139,11 @@ async function findKey(keysPath: string, dir: string, seqno: number): Promise<Ui
   try {
     for await (const raw of readLines(file, 1024)) {
       if (!raw.complete || raw.overlong) continue;
-      const entry = parseStrictJson(fromUtf8(raw.bytes)) as { dir?: unknown; seqno?: unknown; k?: unknown };
+      const entry = parseStrictJson(fromUtf8(raw.bytes)) as {
+        dir?: unknown;
+        seqno?: unknown;
+        k?: unknown;
+      };
       if (entry.dir === dir && entry.seqno === seqno && typeof entry.k === "string") {
         return fromBase64(entry.k);
       }

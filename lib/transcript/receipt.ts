@@ -82,7 +82,10 @@ export function parseReceipt(value: unknown): Receipt {
     try {
       value = parseStrictJson(value);
     } catch (cause) {
-      throw new SecureChatError("TAMPERED", `receipt is not strict JSON: ${(cause as Error).message}`);
+      throw new SecureChatError(
+        "TAMPERED",
+        `receipt is not strict JSON: ${(cause as Error).message}`,
+      );
     }
   }
   const parsed = ReceiptSchema.safeParse(value);

@@ -474,7 +474,8 @@ async function checkLines(
       report.unattributed.push({
         line: n,
         commonName: party.commonName,
-        reason: `${party.commonName}'s certificate is distrusted from ${revokedFrom.toISOString()}, ` +
+        reason:
+          `${party.commonName}'s certificate is distrusted from ${revokedFrom.toISOString()}, ` +
           `before this record was signed (${new Date(record.ts).toISOString()})`,
       });
       return;
@@ -638,7 +639,11 @@ function checkSequence(
     const why = seqno < want
       ? "a replayed, duplicated or reordered line"
       : "a deleted or reordered line before it";
-    return { line: 0, code: "TAMPERED", reason: `${dir} seqno ${seqno}, expected ${want} (${why})` };
+    return {
+      line: 0,
+      code: "TAMPERED",
+      reason: `${dir} seqno ${seqno}, expected ${want} (${why})`,
+    };
   }
   if (ts < lastTs[dir]) {
     return {
@@ -656,7 +661,9 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
   if (line.type === "msg") {
     const r = line.record;
     if (r.sid !== header.session_id) {
-      return tampered(`record of session ${r.sid}, not ${header.session_id} (moved from another session)`);
+      return tampered(
+        `record of session ${r.sid}, not ${header.session_id} (moved from another session)`,
+      );
     }
     if (r.dir !== line.dir) return tampered(`a ${r.dir} record on a ${line.dir} line`);
     if (line.dir === "c2s") {
@@ -672,7 +679,9 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
     const r = line.record;
     if (r.dir !== "c2s") return tampered("a relayed record must be a user's (c2s)");
     if (r.to !== LOBBY && r.to !== me) {
-      return tampered(`relayed record addressed to ${r.to.slice(0, 80)}, not to ${me} or the lobby`);
+      return tampered(
+        `relayed record addressed to ${r.to.slice(0, 80)}, not to ${me} or the lobby`,
+      );
     }
     if (!r.sig) return { line: 0, code: "SIG_FAIL", reason: "relayed record without a signature" };
     if (r.ts < header.session_time - VERIFY_SKEW_MS) {

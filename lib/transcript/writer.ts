@@ -230,6 +230,17 @@ export class TranscriptWriter {
     this.#flushTimer ??= setTimeout(() => this.#flush(), 0);
   }
 
+  /**
+   * Records a message we received, written before it is acted on (relayed, shown): a
+   * message that cannot be recorded is refused, and nothing it would cause happens.
+   * @throws TRANSCRIPT_IO, PROTOCOL_ERROR as {@link append}
+   */
+  appendReceived(line: PreparedLine): void {
+    this.append(line);
+    this.#flush();
+    if (this.#failed) throw this.#failed;
+  }
+
   /** Writes the pending batch now. A failure is kept and thrown by the next append or finish. */
   #flush(): void {
     clearTimeout(this.#flushTimer);

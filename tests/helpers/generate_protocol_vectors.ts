@@ -17,7 +17,6 @@ import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { clientHandshake, type Credentials } from "../../lib/handshake/client.ts";
 import type { HandshakeRandomness, Identity } from "../../lib/handshake/common.ts";
 import { serverHandshake } from "../../lib/handshake/server.ts";
-import { RecordLayer } from "../../lib/handshake/record.ts";
 import {
   type Body,
   encodeRecord,
@@ -218,7 +217,6 @@ function pipe(log: Written[]): { client: FrameConnection; server: FrameConnectio
   };
 }
 
-
 // ---------------------------------------------------------------- one scenario
 
 type Json = Record<string, unknown>;
@@ -240,7 +238,10 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
   const trust = await TrustStore.fromPem(pki.ca_cert_pem);
   const serverId = await identityOf(pki.server_cert_pem, pki.server_key_pem);
   const clientId = await identityOf(pki.client_cert_pem, pki.client_key_pem);
-  const nonces = { client: await sha256(utf8("client nonce")), server: await sha256(utf8("server nonce")) };
+  const nonces = {
+    client: await sha256(utf8("client nonce")),
+    server: await sha256(utf8("server nonce")),
+  };
   const scalars = {
     client: [hexBytes(PHASE1_SCALARS[group].client), await labelledScalar(`${group} client eph2`)],
     server: [hexBytes(PHASE1_SCALARS[group].server), await labelledScalar(`${group} server eph2`)],
@@ -272,7 +273,8 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
   // The session: records made with fixed content keys and times, sealed by the parties'
   // own record layers (so the counters and keys are the real ones).
   const sid = c.sessionId;
-  const contentKey = async (name: string) => await sha256(utf8(`securechat/v2 test vector k ${name}`));
+  const contentKey = async (name: string) =>
+    await sha256(utf8(`securechat/v2 test vector k ${name}`));
   const records: Json[] = [];
   const session: { dir: "c2s" | "s2c"; content: string }[] = [];
   const make = async (
@@ -306,7 +308,13 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
   await make("c2s 2", "c2s", TO_SERVER, 2, T0 + 2000, { kind: "who" });
   session.push({
     dir: "s2c",
-    content: JSON.stringify({ type: "refused", seqno: 2, ts: T0 + 2001, of: 2, code: "RATE_LIMITED" }),
+    content: JSON.stringify({
+      type: "refused",
+      seqno: 2,
+      ts: T0 + 2001,
+      of: 2,
+      code: "RATE_LIMITED",
+    }),
   });
   session.push({ dir: "c2s", content: '{"type":"close"}' });
   session.push({ dir: "s2c", content: '{"type":"close"}' });
@@ -314,7 +322,13 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
   const frames: FrameOut[] = [];
   const hsEnd = { c2s: -1, s2c: -1 };
   for (const [i, w] of log.entries()) {
-    frames.push({ index: i, dir: w.dir, key: i < 2 ? "none" : "hs", content_hex: "", payload_hex: hex(w.payload) });
+    frames.push({
+      index: i,
+      dir: w.dir,
+      key: i < 2 ? "none" : "hs",
+      content_hex: "",
+      payload_hex: hex(w.payload),
+    });
     hsEnd[w.dir] = i;
   }
   const counters = { c2s: 0, s2c: 0 };
@@ -380,26 +394,146 @@ const NEGATIVES = {
   description: "Tampered v2 sessions and records, each with the one error code it must produce " +
     "(PROTOCOL §3.2, §4.6, §6.3, §6.4); the test builds each from a fresh valid one",
   cases: [
-    { name: "record moved from another session (sid)", target: "c2s record", set: { sid: "ff".repeat(16) }, sign: "after edit", code: "TAMPERED" },
-    { name: "record moved to the other direction", target: "c2s record", set: { dir: "s2c" }, sign: "after edit", code: "TAMPERED" },
-    { name: "record addressed to an invalid recipient set", target: "c2s record", set: { to: "everyone" }, sign: "after edit", code: "TAMPERED" },
-    { name: "recipient changed after signing (moved recipient)", target: "c2s record", set: { to: "user:carol" }, sign: "before edit", code: "SIG_FAIL" },
-    { name: "commitment changed after signing", target: "c2s record", set: { c: "flip" }, sign: "before edit", code: "SIG_FAIL" },
-    { name: "signed commitment that does not match the content", target: "c2s record", set: { c: "flip" }, sign: "after edit", code: "TAMPERED" },
-    { name: "ciphertext changed after signing", target: "c2s record", set: { ct: "flip" }, sign: "before edit", code: "SIG_FAIL" },
-    { name: "another content key", target: "c2s k", set: { k: "flip" }, sign: "after edit", code: "DECRYPT_FAIL" },
-    { name: "seqno of an accepted record again (replay in the session)", target: "c2s twice", set: {}, sign: "after edit", code: "REPLAY" },
-    { name: "a server-only body kind from a client", target: "c2s body", set: { body: '{"kind":"notice","text":"x"}' }, sign: "after edit", code: "PROTOCOL_ERROR" },
-    { name: "a duplicate member in the msg", target: "c2s duplicate member", set: {}, sign: "after edit", code: "PROTOCOL_ERROR" },
-    { name: "the same sealed frame twice on the wire", target: "c2s frame twice", set: {}, sign: "after edit", code: "DECRYPT_FAIL" },
-    { name: "a plaintext frame where a record is due", target: "c2s plaintext", set: {}, sign: "after edit", code: "DECRYPT_FAIL" },
-    { name: "non-zero record padding", target: "c2s padding", set: {}, sign: "after edit", code: "PROTOCOL_ERROR" },
-    { name: "server phase 2 Finished MAC flipped", target: "s2c handshake", set: { flip: "phase 2 finished" }, sign: "after edit", code: "HANDSHAKE_FAIL" },
-    { name: "server certificate_verify flipped", target: "s2c handshake", set: { flip: "certificate_verify" }, sign: "after edit", code: "SIG_FAIL" },
-    { name: "relayed record moved to another recipient", target: "s2c relay", set: { to: "user:carol" }, sign: "after edit", code: "TAMPERED" },
-    { name: "relayed record from before this session (an old message replayed)", target: "s2c relay", set: { ts: "one hour before the session" }, sign: "after edit", code: "REPLAY" },
-    { name: "the same relayed record twice in one session", target: "s2c relay twice", set: {}, sign: "after edit", code: "REPLAY" },
-    { name: "relayed record signed by someone else", target: "s2c relay", set: { signer: "server" }, sign: "after edit", code: "SIG_FAIL" },
+    {
+      name: "record moved from another session (sid)",
+      target: "c2s record",
+      set: { sid: "ff".repeat(16) },
+      sign: "after edit",
+      code: "TAMPERED",
+    },
+    {
+      name: "record moved to the other direction",
+      target: "c2s record",
+      set: { dir: "s2c" },
+      sign: "after edit",
+      code: "TAMPERED",
+    },
+    {
+      name: "record addressed to an invalid recipient set",
+      target: "c2s record",
+      set: { to: "everyone" },
+      sign: "after edit",
+      code: "TAMPERED",
+    },
+    {
+      name: "recipient changed after signing (moved recipient)",
+      target: "c2s record",
+      set: { to: "user:carol" },
+      sign: "before edit",
+      code: "SIG_FAIL",
+    },
+    {
+      name: "commitment changed after signing",
+      target: "c2s record",
+      set: { c: "flip" },
+      sign: "before edit",
+      code: "SIG_FAIL",
+    },
+    {
+      name: "signed commitment that does not match the content",
+      target: "c2s record",
+      set: { c: "flip" },
+      sign: "after edit",
+      code: "TAMPERED",
+    },
+    {
+      name: "ciphertext changed after signing",
+      target: "c2s record",
+      set: { ct: "flip" },
+      sign: "before edit",
+      code: "SIG_FAIL",
+    },
+    {
+      name: "another content key",
+      target: "c2s k",
+      set: { k: "flip" },
+      sign: "after edit",
+      code: "DECRYPT_FAIL",
+    },
+    {
+      name: "seqno of an accepted record again (replay in the session)",
+      target: "c2s twice",
+      set: {},
+      sign: "after edit",
+      code: "REPLAY",
+    },
+    {
+      name: "a server-only body kind from a client",
+      target: "c2s body",
+      set: { body: '{"kind":"notice","text":"x"}' },
+      sign: "after edit",
+      code: "PROTOCOL_ERROR",
+    },
+    {
+      name: "a duplicate member in the msg",
+      target: "c2s duplicate member",
+      set: {},
+      sign: "after edit",
+      code: "PROTOCOL_ERROR",
+    },
+    {
+      name: "the same sealed frame twice on the wire",
+      target: "c2s frame twice",
+      set: {},
+      sign: "after edit",
+      code: "DECRYPT_FAIL",
+    },
+    {
+      name: "a plaintext frame where a record is due",
+      target: "c2s plaintext",
+      set: {},
+      sign: "after edit",
+      code: "DECRYPT_FAIL",
+    },
+    {
+      name: "non-zero record padding",
+      target: "c2s padding",
+      set: {},
+      sign: "after edit",
+      code: "PROTOCOL_ERROR",
+    },
+    {
+      name: "server phase 2 Finished MAC flipped",
+      target: "s2c handshake",
+      set: { flip: "phase 2 finished" },
+      sign: "after edit",
+      code: "HANDSHAKE_FAIL",
+    },
+    {
+      name: "server certificate_verify flipped",
+      target: "s2c handshake",
+      set: { flip: "certificate_verify" },
+      sign: "after edit",
+      code: "SIG_FAIL",
+    },
+    {
+      name: "relayed record moved to another recipient",
+      target: "s2c relay",
+      set: { to: "user:carol" },
+      sign: "after edit",
+      code: "TAMPERED",
+    },
+    {
+      name: "relayed record from before this session (an old message replayed)",
+      target: "s2c relay",
+      set: { ts: "one hour before the session" },
+      sign: "after edit",
+      code: "REPLAY",
+    },
+    {
+      name: "the same relayed record twice in one session",
+      target: "s2c relay twice",
+      set: {},
+      sign: "after edit",
+      code: "REPLAY",
+    },
+    {
+      name: "relayed record signed by someone else",
+      target: "s2c relay",
+      set: { signer: "server" },
+      sign: "after edit",
+      code: "SIG_FAIL",
+    },
   ],
 };
 
@@ -409,5 +543,8 @@ for (const scenario of SCENARIOS) {
   await Deno.writeTextFile(new URL(scenario.file, OUT_DIR), JSON.stringify(vector, null, 2) + "\n");
   console.log(`wrote ${scenario.file}`);
 }
-await Deno.writeTextFile(new URL("negative.json", OUT_DIR), JSON.stringify(NEGATIVES, null, 2) + "\n");
+await Deno.writeTextFile(
+  new URL("negative.json", OUT_DIR),
+  JSON.stringify(NEGATIVES, null, 2) + "\n",
+);
 console.log("wrote negative.json");

@@ -26,13 +26,15 @@ const s = await writeSession(pki, {
   relayAuthor: pki.others[0],
 });
 const base = s.logPath.replace(/\.log$/, "");
-for (const [from, to] of [
-  [`${base}.log`, "golden.log"],
-  [`${base}.receipt.json`, "golden.receipt.json"],
-  [`${base}.peer-receipt.json`, "golden.peer-receipt.json"],
-  [`${base}.keys`, "golden.keys"],
-  [pki.caPath, "golden_ca.pem"],
-]) await Deno.copyFile(from, join(out, to));
+for (
+  const [from, to] of [
+    [`${base}.log`, "golden.log"],
+    [`${base}.receipt.json`, "golden.receipt.json"],
+    [`${base}.peer-receipt.json`, "golden.peer-receipt.json"],
+    [`${base}.keys`, "golden.keys"],
+    [pki.caPath, "golden_ca.pem"],
+  ]
+) await Deno.copyFile(from, join(out, to));
 const python = await new Deno.Command("python3", {
   args: [join(out, "transcript_hash_v2.py"), "log", join(out, "golden.log")],
   stdout: "piped",
