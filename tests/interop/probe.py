@@ -598,12 +598,65 @@ def _(a):
     return a.await_error()
 
 
+@probe("second_close", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §7 step 2: a second close is PROTOCOL_ERROR
+    a.send_content({"type": "close"})
+    a.send_content({"type": "close"})
+    return a.await_error()
+
+
+@probe("key_update_after_own_close_then_receipts", "receipts")
+def _(a):
+    a.session()  # §7 step 2: a key_update is record-layer and stays allowed after close
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    a.start_close()
+    with a.state_lock:
+        a.send_content({"type": "key_update"})
+        a.tx.update()
+    while a.receipt_hash is None:
+        _, m = a.read_content()
+        {"close": a.on_close, "receipt": a.on_receipt, "msg": a.on_msg,
+         "key_update": lambda m: a.rx.update()}[m["type"]](m)
+    a.conn.sock.settimeout(2)
+    try:  # the server, holding our receipt, closes without an error
+        more = a.conn.sock.recv(1)
+    except OSError:
+        more = b"?"
+    return "receipts" if more == b"" else "the server sent more after the receipts"
+
+
+@probe("msg_to_non_canonical_user", "peer:TAMPERED")
+def _(a):
+    a.session()  # §6.1: the recipient set is "user:" + canonical (lower-case) name
+    _, wire, k = a.record(to="user:ALICE")
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
 @probe("private_to_offline_user_refused", "refused:NOT_ONLINE:of=1")
 def _(a):
     a.session()  # §6.5: a refusal, not an error; the session goes on
     _, wire, k = a.record(to="user:nobody-here")
     a.send_msg(wire, k)
     return a.await_error()
+
+
+@probe("private_to_self_comes_back_as_relay", "relay")
+def _(a):
+    a.session()  # §6.4: a private record to its own author comes back as a relay
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    a.send_record("user:" + a.my_name, {"kind": "text", "text": "a note to myself"})
+    while True:
+        _, m = a.read_content()
+        if m["type"] == "relay":
+            a.on_relay(m)  # every client check of §6.4 passes on our own record
+            return "relay"
+        if m["type"] != "msg":
+            return f"unexpected {m['type']}"
+        a.on_msg(m)
 
 
 # ---- credentials (§5 server step 7); last, because failed logins slow the address down
@@ -705,7 +758,8 @@ def main():
         help="negative.json whose `c2s …` cases run as probes too")
     args = p.parse_args()
     # before the credential probes, whose failed logins slow the address down
-    first_credential = next(i for i, pr in enumerate(PROBES) if pr[0] == "register_invalid_email")
+    first_credential = next(
+        (i for i, pr in enumerate(PROBES) if pr[0] == "register_invalid_email"), len(PROBES))
     credential_probes = PROBES[first_credential:]
     del PROBES[first_credential:]
     load_negative(args.negative)
