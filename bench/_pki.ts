@@ -11,7 +11,7 @@ import { loadCaSigner } from "../lib/pki/ca.ts";
 import { OID } from "../lib/pki/certificate.ts";
 import { signingAlgorithmOf } from "../lib/pki/keys.ts";
 import { randomSerialHex, validityWindow } from "../lib/pki/serial.ts";
-import { makePki, type TestPki } from "../tests/helpers/pki.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
 
 export type { TestPki };
 

@@ -30,6 +30,10 @@ export interface Figure {
 
 export interface Section {
   title: string;
+  /** Why the section did not run (a tool it compares with is missing); figures are then empty. */
+  skipped?: string;
+  /** When this section was measured (ISO 8601); with --merge, sections of a file differ. */
+  measured_at?: string;
   figures: Figure[];
   /** Raw measurements behind the figures (breakdowns, per-op timings, settings). */
   details: Record<string, unknown>;
@@ -42,12 +46,20 @@ export function figure(
   reference: Reference | null,
   extra: { goal?: string; note?: string } = {},
 ): Figure {
-  const ratio = reference && reference.value > 0 ? round(value / reference.value, 3) : null;
+  const ratio = reference && reference.value > 0 ? significant(value / reference.value) : null;
   return { name, value: round(value, 3), unit, reference, ratio, ...extra };
 }
 
 export function ref(name: string, value: number, unit: string): Reference {
   return { name, value: round(value, 3), unit };
+}
+
+/**
+ * Three decimals, or three significant digits below 1: a ratio of 0.0007 (our relay
+ * rate beside InspIRCd's) must not print as 0.
+ */
+function significant(x: number): number {
+  return Math.abs(x) >= 1 || x === 0 ? round(x, 3) : Number(x.toPrecision(3));
 }
 
 export function round(x: number, digits = 3): number {
@@ -192,6 +204,10 @@ export class JsonChild {
     }).spawn();
     this.#out = lines(this.#child.stdout);
     this.#in = this.#child.stdin.getWriter();
+  }
+
+  get pid(): number {
+    return this.#child.pid;
   }
 
   async next(): Promise<Record<string, unknown>> {

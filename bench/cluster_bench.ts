@@ -29,8 +29,8 @@ import {
   sleep,
   summary,
 } from "./_util.ts";
-import { sharedPasswordStore } from "../tests/helpers/memory_store.ts";
-import { natsServerBinary, startNats } from "../tests/helpers/nats.ts";
+import { sharedPasswordStore } from "../testkit/memory_store.ts";
+import { natsServerBinary, startNats } from "../testkit/nats.ts";
 
 const TEXT = "the quick brown fox jumps over the lazy dog, 64 bytes of chat..";
 const WINDOW = 32;

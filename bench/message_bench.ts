@@ -41,7 +41,7 @@ import {
   summary,
   timeOp,
 } from "./_util.ts";
-import { sharedPasswordStore } from "../tests/helpers/memory_store.ts";
+import { sharedPasswordStore } from "../testkit/memory_store.ts";
 
 const TEXT = "the quick brown fox jumps over the lazy dog, 64 bytes of chat..";
 /** Sends in flight for "pipelined" (the lobby's RELAY_WINDOW is the same size). */

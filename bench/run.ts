@@ -1,12 +1,14 @@
 /**
  * The securechat benchmark suite (issue 7): signing, session setup, messages, scale,
- * verify, startup, cluster — every figure beside a reference measured in the same run, as a
- * ratio. Setup and messages run with RSA-2048 (the default) and Ed25519 keys.
+ * verify, startup, cluster, peer (against InspIRCd, issue 18) — every figure beside a
+ * reference measured in the same run, as a ratio. Setup and messages run with RSA-2048
+ * (the default) and Ed25519 keys.
  * Prints a table and writes bench/results.json.
  *
  *   deno task bench            full run (several minutes: includes 10,000 sessions)
  *   deno task bench --quick    under a minute; what CI runs (checks the bench works)
  *   deno task bench --only setup,messages --out /tmp/r.json
+ *   deno task bench --only peer --merge   re-measure one section, keep the others in the file
  */
 import { parseArgs } from "node:util";
 import { benchPkis, removePkis } from "./_pki.ts";
@@ -17,6 +19,7 @@ import * as messages from "./message_bench.ts";
 import * as scale from "./scale_bench.ts";
 import * as startup from "./startup_bench.ts";
 import * as cluster from "./cluster_bench.ts";
+import * as peer from "./peer_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
 
@@ -28,6 +31,7 @@ export const SECTIONS = [
   "verify",
   "startup",
   "cluster",
+  "peer",
 ] as const;
 type SectionName = typeof SECTIONS[number];
 
@@ -36,6 +40,7 @@ const { values } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     only: { type: "string" },
+    merge: { type: "boolean", default: false },
     out: { type: "string", default: new URL("./results.json", import.meta.url).pathname },
   },
 });
@@ -105,15 +110,24 @@ try {
       case "cluster":
         sections.cluster = await cluster.run({ quick }, pkis);
         break;
+      case "peer":
+        sections.peer = await peer.run({ quick }, pkis.rsa2048);
+        break;
       default:
         throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);
     }
+    sections[name]!.measured_at = new Date().toISOString();
     console.error(`bench: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 } finally {
   await removePkis(pkis);
 }
 
+// --merge: the sections of this run replace theirs in the existing file; the others
+// stay, each with its own measured_at.
+const kept = values.merge
+  ? JSON.parse(await Deno.readTextFile(values.out!).catch(() => "{}")).sections ?? {}
+  : {};
 const results = {
   machine: {
     os: `${Deno.build.os} ${Deno.osRelease()}`,
@@ -128,10 +142,10 @@ const results = {
   date: new Date().toISOString(),
   quick,
   duration_seconds: Math.round((performance.now() - started) / 100) / 10,
-  sections,
+  sections: { ...kept, ...sections } as Partial<Record<SectionName, Section>>,
 };
 await Deno.writeTextFile(values.out!, JSON.stringify(results, null, 2) + "\n");
-printTable(results.sections);
+printTable(sections);
 console.log(`\nwrote ${values.out} (${results.duration_seconds} s${quick ? ", --quick" : ""})`);
 
 async function cpuModel(): Promise<string | null> {
@@ -156,11 +170,15 @@ function printTable(all: Partial<Record<SectionName, Section>>): void {
   for (const section of Object.values(all)) {
     if (!section) continue;
     console.log(`\n== ${section.title}`);
+    if (section.skipped) {
+      console.log(`SKIPPED: ${section.skipped}`);
+      continue;
+    }
     const rows = section.figures.map((f: Figure) => [
       f.name,
       `${fmt(f.value)} ${f.unit}`,
       f.reference ? `${f.reference.name}: ${fmt(f.reference.value)} ${f.reference.unit}` : "-",
-      f.ratio === null ? "-" : f.ratio.toFixed(3),
+      f.ratio === null ? "-" : Math.abs(f.ratio) >= 1 ? f.ratio.toFixed(3) : `${f.ratio}`,
       f.goal ?? "",
     ]);
     const head = ["figure", "value", "reference (same run)", "ratio", "goal"];

@@ -8,6 +8,10 @@
  * `connect` after dialling). Both key types the toolkit offers: RSA-2048 (default) and
  * Ed25519 (`--key-type ed25519`), each with its own CA, server and users.
  *
+ * Key agreement: the default group x25519mlkem768 (hybrid, issue 14), and beside it in
+ * the same server process, alternating rounds, the same setup with plain x25519; the
+ * bytes each handshake puts on the wire in both groups; the hybrid's own cost.
+ *
  * References measured in the same run, per key type:
  *  - openssl s_server / s_time, TLS 1.3, mutual authentication (-Verify 1, client
  *    certificate), the same keys and CA, same number of concurrent clients;
@@ -18,6 +22,9 @@
  */
 import { sessionCryptoOps } from "./_crypto_ops.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
+import { mlKem768, nobleMlKem768 } from "../lib/crypto/mlkem.ts";
+import type { ByteStreamConn } from "../lib/wire/connection.ts";
 import { hashPassword, PBKDF2_ITERATIONS } from "../lib/crypto/password.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import {
@@ -53,6 +60,29 @@ interface LoadResult {
   rate: number;
   latenciesMs: number[];
   failures: number;
+  seconds: number;
+}
+
+/** One client handshake (login) over loopback; `groups` as the client offers them. */
+async function handshakeOnce(
+  port: number,
+  pki: TestPki,
+  { name, identity }: { name: string; identity: Identity },
+  groups: readonly KexGroup[] = KEX_GROUPS,
+  wrap: (tcp: Deno.TcpConn) => ByteStreamConn = (tcp) => tcp,
+): Promise<void> {
+  const conn = new FrameConnection(wrap(await connectLikeClient(port)));
+  try {
+    await clientHandshake(conn, {
+      identity,
+      trust: pki.trust,
+      serverName: "localhost",
+      credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
+      groups,
+    });
+  } finally {
+    conn.close();
+  }
 }
 
 /** `concurrency` clients, each handshaking in a loop for `ms`; per-handshake latency. */
@@ -62,24 +92,14 @@ async function clientLoad(
   identities: { name: string; identity: Identity }[],
   concurrency: number,
   ms: number,
+  groups: readonly KexGroup[] = KEX_GROUPS,
 ): Promise<LoadResult> {
   const latenciesMs: number[] = [];
   let failures = 0;
   const once = async (w: number) => {
-    const { name, identity } = identities[w % identities.length];
     const t0 = performance.now();
-    const conn = new FrameConnection(await connectLikeClient(port));
-    try {
-      await clientHandshake(conn, {
-        identity,
-        trust: pki.trust,
-        serverName: "localhost",
-        credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
-      });
-      return performance.now() - t0;
-    } finally {
-      conn.close();
-    }
+    await handshakeOnce(port, pki, identities[w % identities.length], groups);
+    return performance.now() - t0;
   };
   await once(0); // warm-up: first-use code paths on both sides
   const start = performance.now();
@@ -93,7 +113,7 @@ async function clientLoad(
     }
   }));
   const seconds = (performance.now() - start) / 1000;
-  return { rate: latenciesMs.length / seconds, latenciesMs, failures };
+  return { rate: latenciesMs.length / seconds, latenciesMs, failures, seconds };
 }
 
 function freePort(): number {
@@ -193,6 +213,55 @@ export async function opensslRate(
   }
 }
 
+/** One whole exchange of `group` (client generate, server respond, client complete). */
+async function exchangeOnce(group: KexGroup): Promise<void> {
+  const kex = keyAgreement(group);
+  const client = await kex.generate();
+  await client.complete((await kex.respond(client.share)).share);
+}
+
+/** ML-KEM-768 keygen + encaps + decaps on one backend of lib/crypto/mlkem.ts. */
+async function mlkemRoundTrip(kem: typeof mlKem768): Promise<void> {
+  const pair = await kem.generateKeyPair();
+  await pair.decapsulate((await kem.encapsulate(pair.encapsulationKey)).ciphertext);
+}
+
+/**
+ * ML-KEM-768 keygen + encaps + decaps in ms from `openssl speed`, or why there is none.
+ * OpenSSL ≥ 3.5 prints one row per KEM with the three times in seconds ("0.000021s").
+ */
+async function opensslMlkemMs(): Promise<{ ms: number } | { note: string }> {
+  const kems = await commandOutput("openssl", ["list", "-kem-algorithms"]);
+  if (kems === null) return { note: "openssl not found: no ML-KEM reference" };
+  if (!/ML-?KEM-?768/i.test(kems)) {
+    return {
+      note: "ML-KEM-768 not found in this OpenSSL (`openssl list -kem-algorithms` lists RSA " +
+        "only; OpenSSL has ML-KEM from 3.5): no openssl speed reference",
+    };
+  }
+  const speed = await commandOutput("openssl", ["speed", "-seconds", "1", "ML-KEM-768"]);
+  const row = speed?.split("\n").find((line) =>
+    /ML-?KEM-?768/i.test(line) && /\d\.\d+s/.test(line)
+  );
+  const times = row?.match(/\d+\.\d+(?=s\b)/g)?.slice(0, 3).map(Number);
+  return times?.length === 3
+    ? { ms: 1000 * times.reduce((a, b) => a + b, 0) }
+    : { note: "openssl speed ML-KEM-768 output not found in the expected form" };
+}
+
+/** The hybrid's own cost: ms per exchange (both sides) and ML-KEM alone per backend. */
+async function keyAgreementCost(opMs: number) {
+  return {
+    hybridExchangeMs: await timeOp(() => exchangeOnce("x25519mlkem768"), opMs, 20),
+    x25519ExchangeMs: await timeOp(() => exchangeOnce("x25519"), opMs, 20),
+    p256ExchangeMs: await timeOp(() => exchangeOnce("p256"), opMs, 20),
+    mlkemMs: await timeOp(() => mlkemRoundTrip(mlKem768), opMs, 20),
+    mlkemBackend: mlKem768.backend,
+    mlkemNobleMs: await timeOp(() => mlkemRoundTrip(nobleMlKem768), opMs, 20),
+    openssl: await opensslMlkemMs(),
+  };
+}
+
 /** Event-loop stall while password hashes run: the longest gap between 1 ms timer ticks. */
 async function pbkdf2LoopLag(parallel: number): Promise<{ hashMs: number; maxLagMs: number }> {
   let maxLag = 0;
@@ -212,12 +281,91 @@ async function pbkdf2LoopLag(parallel: number): Promise<{ hashMs: number; maxLag
 interface KeyTypeRun {
   label: string;
   memory: { c1: LoadResult; cN: LoadResult; serverRss: number };
+  groups: GroupComparison;
   store?: { c1: LoadResult; cN: LoadResult; serverRss: number };
   perOp: Record<string, { ms: number; perSide: number }>;
   sideMs: number;
   rawRate: number;
   openssl: { rate: number; version: string } | null;
   openssl1: { rate: number; version: string } | null;
+}
+
+/** Bytes one handshake puts on the wire in each direction (frames with their length prefix). */
+async function handshakeBytes(
+  port: number,
+  pki: TestPki,
+  who: { name: string; identity: Identity },
+  groups: readonly KexGroup[],
+): Promise<{ c2s: number; s2c: number }> {
+  const bytes = { c2s: 0, s2c: 0 };
+  await handshakeOnce(port, pki, who, groups, (tcp) => ({
+    readable: tcp.readable.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, out) {
+          bytes.s2c += chunk.length;
+          out.enqueue(chunk);
+        },
+      }),
+    ),
+    write: async (b) => {
+      const n = await tcp.write(b);
+      bytes.c2s += n;
+      return n;
+    },
+    close: () => tcp.close(),
+    closeWrite: () => tcp.closeWrite(),
+  }));
+  return bytes;
+}
+
+interface GroupComparison {
+  /** Setup rate of the default group (hybrid) and of plain x25519, same server, same rounds. */
+  hybrid: LoadResult;
+  x25519: LoadResult;
+  rounds: number;
+  bytes: { hybrid: { c2s: number; s2c: number }; x25519: { c2s: number; s2c: number } };
+}
+
+/**
+ * The hybrid against plain x25519 on one server child (it accepts both), in alternating
+ * rounds so that load from outside the bench hits both alike; latencies pooled per group.
+ */
+async function groupComparison(
+  pki: TestPki,
+  workDir: string,
+  users: string[],
+  identities: { name: string; identity: Identity }[],
+  concurrency: number,
+  seconds: number,
+  rounds: number,
+): Promise<GroupComparison> {
+  const dir = await Deno.makeTempDir({ dir: workDir, prefix: "groups-" });
+  const child = new JsonChild(SERVER, [pki.dir, "memory", dir, users.join(",")]);
+  try {
+    const { port } = await child.next() as { port: number };
+    const pooled = {
+      hybrid: { rate: 0, latenciesMs: [], failures: 0, seconds: 0 } as LoadResult,
+      x25519: { rate: 0, latenciesMs: [], failures: 0, seconds: 0 } as LoadResult,
+    };
+    const offers = [["hybrid", KEX_GROUPS], ["x25519", ["x25519"]]] as const;
+    const roundMs = (seconds * 1000) / rounds;
+    for (let i = 0; i < rounds; i++) {
+      for (const [key, groups] of offers) {
+        const r = await clientLoad(port, pki, identities, concurrency, roundMs, groups);
+        pooled[key].latenciesMs.push(...r.latenciesMs);
+        pooled[key].failures += r.failures;
+        pooled[key].seconds += r.seconds;
+      }
+    }
+    for (const r of Object.values(pooled)) r.rate = r.latenciesMs.length / r.seconds;
+    const bytes = {
+      hybrid: await handshakeBytes(port, pki, identities[0], KEX_GROUPS),
+      x25519: await handshakeBytes(port, pki, identities[0], ["x25519"]),
+    };
+    return { ...pooled, rounds, bytes };
+  } finally {
+    await child.stop();
+  }
 }
 
 /** One server child (`mode`), a 1-client run then a `concurrency`-client run. */
@@ -257,6 +405,15 @@ async function keyTypeRun(
     users.map(async (name) => ({ name, identity: await pki.identity(name) })),
   );
   const memory = await serverRun(pki, "memory", workDir, users, identities, concurrency, seconds);
+  const groups = await groupComparison(
+    pki,
+    workDir,
+    users,
+    identities,
+    concurrency,
+    seconds,
+    opts.quick ? 2 : 6,
+  );
   // The real store costs one PBKDF2 per login whatever the key type: measured once (RSA).
   const store = type === "rsa2048"
     ? await serverRun(pki, "store", workDir, users, identities, concurrency, seconds)
@@ -276,7 +433,7 @@ async function keyTypeRun(
   const openssl = await opensslRate(pki, users[0], concurrency, seconds);
   // Quick runs skip the 1-client openssl figure (details only) to stay under a minute.
   const openssl1 = opts.quick ? null : await opensslRate(pki, users[0], 1, seconds / 2);
-  return { label, memory, store, perOp, sideMs, rawRate, openssl, openssl1 };
+  return { label, memory, groups, store, perOp, sideMs, rawRate, openssl, openssl1 };
 }
 
 export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
@@ -314,6 +471,7 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
     seconds * (opts.quick ? 250 : 500),
   );
   const lag = await pbkdf2LoopLag(4);
+  const kexCost = await keyAgreementCost(opMs);
 
   const N = `${concurrency} clients`;
   const p = (r: LoadResult, q: number) => percentile(r.latenciesMs, q);
@@ -341,6 +499,32 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
       "ms",
     );
     const m = r.memory;
+    const g = r.groups;
+    const total = (b: { c2s: number; s2c: number }) => b.c2s + b.s2c;
+    figures.push(
+      figure(
+        `${L}: setup rate, x25519mlkem768 (default), in-memory auth, ${N}`,
+        g.hybrid.rate,
+        "sessions/s",
+        ref(
+          `same with x25519 only, alternating rounds (${g.rounds} each)`,
+          g.x25519.rate,
+          "sessions/s",
+        ),
+        { goal: ">= 0.9 (issue 14)" },
+      ),
+      figure(
+        `${L}: handshake bytes on the wire (both directions), x25519mlkem768`,
+        total(g.bytes.hybrid),
+        "bytes",
+        ref("same handshake with x25519", total(g.bytes.x25519), "bytes"),
+        {
+          note: `the hybrid adds ${total(g.bytes.hybrid) - total(g.bytes.x25519)} bytes ` +
+            `(c2s +${g.bytes.hybrid.c2s - g.bytes.x25519.c2s}, ` +
+            `s2c +${g.bytes.hybrid.s2c - g.bytes.x25519.s2c})`,
+        },
+      ),
+    );
     figures.push(
       figure(`${L}: setup rate, in-memory auth, ${N}`, m.cN.rate, "sessions/s", opensslRef, goal),
       figure(`${L}: setup rate, in-memory auth, ${N}`, m.cN.rate, "sessions/s", rawRef),
@@ -391,6 +575,29 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
   }
   figures.push(
     figure(
+      "x25519mlkem768 key agreement per handshake (2 exchanges, both sides)",
+      2 * kexCost.hybridExchangeMs,
+      "ms",
+      ref("x25519, same", 2 * kexCost.x25519ExchangeMs, "ms"),
+    ),
+    figure(
+      `ML-KEM-768 keygen + encaps + decaps, ${kexCost.mlkemBackend} (the one used)`,
+      kexCost.mlkemMs,
+      "ms",
+      ref("same on @noble/post-quantum (the fallback for browsers)", kexCost.mlkemNobleMs, "ms"),
+    ),
+    figure(
+      `ML-KEM-768 keygen + encaps + decaps, ${kexCost.mlkemBackend}`,
+      kexCost.mlkemMs,
+      "ms",
+      "ms" in kexCost.openssl
+        ? ref("openssl speed ML-KEM-768, keygen + encaps + decaps", kexCost.openssl.ms, "ms")
+        : null,
+      "note" in kexCost.openssl ? { note: kexCost.openssl.note } : {},
+    ),
+  );
+  figures.push(
+    figure(
       "event-loop stall during 4 parallel PBKDF2 hashes",
       Math.max(lag.maxLagMs, 0.001),
       "ms",
@@ -413,7 +620,13 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
         server_rss_bytes: x.serverRss,
       });
       return [kt.type, {
-        key_type: `${r.label} (server, clients, CA); X25519 key agreement`,
+        key_type: `${r.label} (server, clients, CA); x25519mlkem768 key agreement`,
+        groups: {
+          rounds: r.groups.rounds,
+          x25519mlkem768: load(r.groups.hybrid),
+          x25519: load(r.groups.x25519),
+          handshake_bytes: r.groups.bytes,
+        },
         openssl_rate: r.openssl ? round(r.openssl.rate) : null,
         openssl_rate_1_client: r.openssl1 ? round(r.openssl1.rate) : null,
         runs: {
@@ -437,6 +650,15 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
         "TCP_NODELAY on both ends, as shipped (ChatServer on accept, connect after dialling)",
       openssl: runs.rsa2048?.openssl?.version ?? "not found",
       ...perKeyType,
+      key_agreement_ms: {
+        x25519mlkem768_exchange: round(kexCost.hybridExchangeMs, 4),
+        x25519_exchange: round(kexCost.x25519ExchangeMs, 4),
+        p256_exchange: round(kexCost.p256ExchangeMs, 4),
+        mlkem768_roundtrip: round(kexCost.mlkemMs, 4),
+        mlkem768_roundtrip_noble: round(kexCost.mlkemNobleMs, 4),
+        mlkem_backend: kexCost.mlkemBackend,
+        openssl_mlkem768_roundtrip: kexCost.openssl,
+      },
       pbkdf2_ms: round(pbkdf2Ms),
       pbkdf2_rate_parallel: round(rawRateStore),
       pbkdf2_event_loop: lag,

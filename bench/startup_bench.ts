@@ -7,7 +7,7 @@
  *
  *   deno run -A bench/startup_bench.ts [--quick]
  */
-import { cliCommand } from "../tests/helpers/cli.ts";
+import { cliCommand } from "../testkit/cli.ts";
 import { rsaPki, type TestPki } from "./_pki.ts";
 import {
   figure,

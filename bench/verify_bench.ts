@@ -12,7 +12,7 @@ import { importVerifyingKeySpki, sign, verify } from "../lib/crypto/signature.ts
 import { parseCertificate } from "../lib/pki/certificate.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
-import { type KeyAlg, makePki, writeSession } from "../tests/helpers/transcript_fixtures.ts";
+import { type KeyAlg, makePki, writeSession } from "../testkit/transcript_fixtures.ts";
 
 export interface VerifyBenchOptions {
   messages: number;

@@ -42,6 +42,7 @@ interface ServeOptions {
   cluster?: string[];
   node?: string;
   healthPort?: number;
+  trustedProxy?: string[];
 }
 
 export function registerServe(program: Command): void {
@@ -66,6 +67,11 @@ export function registerServe(program: Command): void {
     .option(
       "--node <name>",
       "this node's name, unique in the cluster (default .env SECURECHAT_NODE)",
+    )
+    .option(
+      "--trusted-proxy <address>",
+      "a load balancer's address whose connections start with a PROXY protocol v2 header (repeatable)",
+      (value: string, previous: string[] = []) => [...previous, ipAddress(value)],
     )
     .option(
       "--health-port <port>",
@@ -153,6 +159,12 @@ Examples:
     .action((options: ServeOptions) => serve(options));
 }
 
+/** An IP address as Deno reports a peer's (`--trusted-proxy` is compared with it). */
+function ipAddress(value: string): string {
+  if (/^(\d{1,3}\.){3}\d{1,3}$/.test(value) || /^[0-9a-fA-F:]+$/.test(value)) return value;
+  throw new SecureChatError("USAGE", `--trusted-proxy takes an IP address, not "${value}"`);
+}
+
 function portNumber(value: string): number {
   return value === "0" ? 0 : positiveInt("--port", 65535)(value);
 }
@@ -184,6 +196,7 @@ async function serve(options: ServeOptions): Promise<void> {
   const cluster = clusterConfig ? await joinCluster(clusterConfig, log) : undefined;
   const server = ChatServer.listen({
     cluster,
+    trustedProxies: options.trustedProxy,
     hostname: options.host,
     port: options.port,
     identity,

@@ -207,12 +207,16 @@ const TIME_RE = {
 export function readTime(tlv: Tlv): Date {
   const re = TIME_RE[tlv.tag as keyof typeof TIME_RE];
   if (!re) malformed("bad time tag");
+  // Both forms are at most 15 octets; a longer value must not reach the decoder whole.
+  if (tlv.value.length > 15) malformed("bad time format");
   const m = re.exec(String.fromCharCode(...tlv.value));
   if (!m) malformed("bad time format");
   let year = Number(m[1]);
   if (tlv.tag === TAG.UTC_TIME) year += year < 50 ? 2000 : 1900;
   const [mo, d, h, mi, s] = m.slice(2).map(Number);
-  const date = new Date(Date.UTC(year, mo - 1, d, h, mi, s));
+  const date = new Date(Date.UTC(2000, mo - 1, d, h, mi, s));
+  // Date.UTC reads years 0-99 as 1900-1999; GeneralizedTime means the year as written.
+  date.setUTCFullYear(year, mo - 1, d);
   if (date.getUTCMonth() !== mo - 1 || date.getUTCDate() !== d || h > 23 || mi > 59 || s > 59) {
     malformed("invalid date");
   }

@@ -1,7 +1,7 @@
 /**
  * The long fuzz run (issue 8): `deno task fuzz --seconds 300 [--seed N] [--workers 4]`.
  * Splits the time between the frame reader, every schema and a live in-process server
- * (see tests/helpers/fuzz.ts), prints the seed first and the outcome counts and memory
+ * (see testkit/fuzz.ts), prints the seed first and the outcome counts and memory
  * at the end. Exits 1 on any failure; an unhandled rejection kills the process (exit 1).
  * Replay: `--seed N` or SECURECHAT_FUZZ_SEED=N.
  */
@@ -17,7 +17,7 @@ import {
   Rng,
   startFuzzServer,
   type Stats,
-} from "../tests/helpers/fuzz.ts";
+} from "../testkit/fuzz.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

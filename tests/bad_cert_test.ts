@@ -6,9 +6,9 @@
  * defect its certificate has. bob, an honest user, stays logged in throughout.
  */
 import assert from "node:assert/strict";
-import type { CliResult } from "./helpers/cli.ts";
+import type { CliResult } from "../testkit/cli.ts";
 import { makeBadCertPki } from "./helpers/cert_fixtures.ts";
-import { errorCodeOf, registerUser, runConnect, ServerProcess } from "./helpers/server_process.ts";
+import { errorCodeOf, registerUser, runConnect, ServerProcess } from "../testkit/server_process.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
 
 const fixtures = await makeBadCertPki(["alice", "bob"]);
@@ -136,7 +136,7 @@ Deno.test({
         });
       }
       await t.step(
-        "the client is told why: 5 × expired certificate all exit with BAD_CERT (known bug)",
+        "the client is told why: 5 × expired certificate all exit with BAD_CERT",
         async () => {
           const codes: (string | undefined)[] = [];
           for (let i = 0; i < 5; i++) {
@@ -161,16 +161,11 @@ Deno.test({
 });
 
 /**
- * The client must exit with the server's code. Known bug (see the report): the client
- * pipelines certificate, certificate_verify, finished and login; when the server refuses
- * the certificate and closes, a write can fail first and the client reports
- * PROTOCOL_ERROR "connection lost while writing" instead of the server's sealed code.
- * The table tolerates that race; the dedicated step above insists on the right code.
+ * The client must exit with the server's code, even when one of its pipelined writes
+ * failed first (tests/unit/handshake_refusal_test.ts reproduces that race).
  */
 function assertClientCode(result: CliResult, code: string): void {
-  const got = errorCodeOf(result);
-  if (got === "PROTOCOL_ERROR" && /connection lost while writing/.test(result.stderr)) return;
-  assert.equal(got, code, result.stderr);
+  assert.equal(errorCodeOf(result), code, result.stderr);
 }
 
 interface ServerCertCase {

@@ -1,11 +1,23 @@
 /**
  * The bench works (issue 7): `bench/run.ts --quick` as a subprocess writes a JSON
  * report with every section and only finite positive numbers. Never asserts a speed.
+ * The peer section (issue 18) needs InspIRCd: whether it must run or must say it was
+ * skipped is decided here, before the run, from whether `inspircd` is installed.
  */
 import assert from "node:assert/strict";
+import { findInspircd, INSPIRCD_INSTALL_HINT } from "../testkit/inspircd.ts";
+import { skipUnless } from "./helpers/optional_suites.ts";
 
 const RUN = new URL("../bench/run.ts", import.meta.url).pathname;
+// Without InspIRCd the peer section must report itself skipped; where CI requires it
+// (SECURECHAT_CI_REQUIRE), its absence is a failing test of its own.
+const PEER_SKIPPED = skipUnless(
+  "inspircd",
+  await findInspircd() ? undefined : `inspircd is not installed; ${INSPIRCD_INSTALL_HINT}`,
+  "the bench's peer section (the smoke run checks that it says so)",
+);
 const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup", "cluster"];
+if (!PEER_SKIPPED) SECTIONS.push("peer");
 /** Sections compared for each key type the toolkit offers (figure names start with it). */
 const PER_KEY_TYPE = ["signing", "setup", "messages"];
 const KEY_TYPES = ["RSA-2048", "Ed25519"];
@@ -51,6 +63,15 @@ Deno.test({
           assertPositive(f.reference.value, `${what} reference`);
           assertPositive(f.ratio, `${what} ratio`);
         }
+      }
+      if (PEER_SKIPPED) {
+        assert.match(report.sections.peer?.skipped ?? "", /inspircd not found/);
+        assert.equal(report.sections.peer.figures.length, 0);
+      } else {
+        // The issue's three goals are stated, and the peer's version is recorded.
+        const goals = report.sections.peer.figures.filter((f: { goal?: string }) => f.goal);
+        assert.equal(goals.length, 3, "peer: the three goals of issue 18");
+        assert.match(report.sections.peer.details.peer.version, /^InspIRCd-3\./);
       }
       for (const name of PER_KEY_TYPE) {
         for (const keyType of KEY_TYPES) {

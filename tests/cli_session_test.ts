@@ -6,9 +6,9 @@
  * Then a wrong password and an unknown user: AUTH_FAIL, indistinguishable to the client.
  */
 import assert from "node:assert/strict";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 import { FrameProxy } from "./helpers/proxy.ts";
-import { errorCodeOf, LiveClient, runConnect } from "./helpers/server_process.ts";
+import { errorCodeOf, LiveClient, runConnect } from "../testkit/server_process.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
 
 const pki = await makePki(["alice", "bob", "carol"]);

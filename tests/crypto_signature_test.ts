@@ -10,6 +10,7 @@ import {
   signatureLength,
   verify,
 } from "../lib/crypto/signature.ts";
+import { skipUnless } from "./helpers/optional_suites.ts";
 
 function isCode(code: string) {
   return (e: unknown) => e instanceof SecureChatError && e.code === code;
@@ -35,7 +36,11 @@ const EXPECTED_LENGTH: Record<SignatureAlgorithm, number> = {
 
 const hasOpenssl = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
   .output().then((o) => o.success, () => false);
-if (!hasOpenssl) console.warn("crypto_signature_test: openssl not found — SKIPPING key tests");
+const skipOpenssl = skipUnless(
+  "openssl",
+  hasOpenssl ? undefined : "openssl is not on PATH",
+  "the signature tests on openssl-made keys",
+);
 
 async function openssl(dir: string, ...args: string[]): Promise<void> {
   const out = await new Deno.Command("openssl", { args, cwd: dir, stderr: "piped" }).output();
@@ -94,7 +99,7 @@ async function keyPair(algorithm: SignatureAlgorithm) {
 }
 
 function keyTest(name: string, fn: () => Promise<void>): void {
-  Deno.test({ name, ignore: !hasOpenssl, fn });
+  Deno.test({ name, ignore: skipOpenssl, fn });
 }
 
 keyTest(

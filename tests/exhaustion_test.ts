@@ -15,15 +15,16 @@ import { Buffer } from "node:buffer";
 import { SecureChatError } from "../lib/errors.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { openUserStore } from "../lib/store/open.ts";
-import { HostileClient, RawConn } from "./helpers/hostile.ts";
-import { makePki, type TestPki } from "./helpers/pki.ts";
-import { type LoggedEvent } from "./helpers/fuzz.ts";
+import type { UserStore } from "../lib/store/user_store.ts";
+import { HostileClient, RawConn } from "../testkit/hostile.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
+import { type LoggedEvent } from "../testkit/fuzz.ts";
 import {
   LiveClient,
   type LogEvent,
   registerUser,
   ServerProcess,
-} from "./helpers/server_process.ts";
+} from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 
@@ -191,16 +192,18 @@ Deno.test("exhaustion: the total connection cap refuses every address with TOO_M
   }
 });
 
+const HANDSHAKE_TIMEOUT_MS = 4000;
+
 Deno.test("exhaustion: silent connections are dropped with TIMEOUT, freeing slots for a real user", async () => {
   const pki = await makePki(["alice"], "ed25519");
   const server = await ServerProcess.start({
     pkiDir: pki.dir,
-    args: ["--handshake-timeout", "1000", "--max-per-address", "5"],
+    // Long enough for a real login (a PBKDF2) on a busy machine, short for the test.
+    args: ["--handshake-timeout", String(HANDSHAKE_TIMEOUT_MS), "--max-per-address", "5"],
   });
   const idle: Deno.TcpConn[] = [];
   try {
-    await registerUser(server, pki.dir, "alice", PASSWORD);
-    await server.waitFor((e) => e.event === "CLOSE" && e.user === "alice"); // its slot is free
+    await registerUser(server, pki.dir, "alice", PASSWORD); // returns once its slot is free
     const mark = server.mark();
     // Five silent connections from 127.0.0.1 fill its slots: right now a sixth is refused.
     for (let i = 0; i < 5; i++) {
@@ -214,7 +217,7 @@ Deno.test("exhaustion: silent connections are dropped with TIMEOUT, freeing slot
     );
     sixth.close();
     // After the handshake timeout each is dropped with TIMEOUT...
-    const timeouts = await pollCount(server, mark, "TIMEOUT", 5, 5000);
+    const timeouts = await pollCount(server, mark, "TIMEOUT", 5, HANDSHAKE_TIMEOUT_MS + 10_000);
     for (const t of timeouts) assert.match(String(t.detail), /handshake did not complete|within/);
     // ...and a real user gets in.
     await provesRealUserGetsIn(server, pki, "alice");
@@ -242,7 +245,7 @@ async function pollCount(
   return server.events((e) => e.event === event, from);
 }
 
-Deno.test("exhaustion: brute force through serve: AUTH_FAIL logged, each attempt slower than the last", async () => {
+Deno.test("exhaustion: brute force through serve: AUTH_FAIL logged, each attempt held for its delay", async () => {
   const pki = await makePki(["alice"], "ed25519");
   const server = await ServerProcess.start({ pkiDir: pki.dir });
   try {
@@ -270,14 +273,13 @@ Deno.test("exhaustion: brute force through serve: AUTH_FAIL logged, each attempt
       took.push(Date.parse(fail.time) - Date.parse(connect.time));
     }
     console.log(`serve defaults: CONNECT -> AUTH_FAIL per attempt: ${took.join(", ")} ms`);
-    // 250 ms x 2^(n-1) before attempts 2, 3, 4 (PROTOCOL §8.2), on top of the same work
-    // (a handshake and one PBKDF2, whose time varies under load): each attempt takes at least
-    // its delay, each longer than the one before, and the growth is the doubling's.
+    // 250 ms x 2^(n-1) before attempts 2, 3, 4 (PROTOCOL §8.2), on top of a handshake and
+    // a PBKDF2 whose time depends on the machine's load: each attempt takes at least its
+    // delay. (Only lower bounds: load can only add; LoginThrottle's schedule itself is
+    // pinned exactly in tests/unit/limits_test.ts.)
     for (const [i, delay] of [0, 250, 500, 1000].entries()) {
       assert.ok(took[i] >= delay, `attempt ${i + 1} took ${took[i]} ms < its ${delay} ms delay`);
     }
-    for (let i = 1; i < 4; i++) assert.ok(took[i] > took[i - 1], `each attempt slower: ${took}`);
-    assert.ok(took[3] - took[1] >= 500, `the delay doubles (ideal +750 ms): ${took}`);
   } finally {
     await server.dispose();
     await Deno.remove(pki.dir, { recursive: true });
@@ -290,8 +292,19 @@ async function inProcessServer(
   o: Partial<Parameters<typeof ChatServer.listen>[0]>,
 ) {
   const transcripts = await Deno.makeTempDir({ prefix: "securechat-exhaust-" });
-  const store = await openUserStore({ url: "sqlite::memory:" });
-  await store.register({ email: "alice@example.com", username: "alice", password: PASSWORD });
+  const sqlite = await openUserStore({ url: "sqlite::memory:" });
+  await sqlite.register({ email: "alice@example.com", username: "alice", password: PASSWORD });
+  // Counts the passwords the store is asked to check, so a test can see what was skipped.
+  let passwordChecks = 0;
+  const store: UserStore = {
+    description: sqlite.description,
+    register: (input) => sqlite.register(input),
+    login: (username, password) => {
+      passwordChecks++;
+      return sqlite.login(username, password);
+    },
+    close: () => sqlite.close(),
+  };
   const logs: LoggedEvent[] = [];
   const server = ChatServer.listen({
     hostname: "127.0.0.1",
@@ -306,6 +319,7 @@ async function inProcessServer(
   return {
     server,
     logs,
+    passwordChecks: () => passwordChecks,
     async dispose() {
       await server.shutdown();
       await store.close();
@@ -316,7 +330,7 @@ async function inProcessServer(
 
 Deno.test("exhaustion: a login brute force is slowed down, then RATE_LIMITED, even for the right password", async () => {
   const pki = await makePki(["alice"], "ed25519");
-  const { server, logs, dispose } = await inProcessServer(pki, {
+  const { server, logs, passwordChecks, dispose } = await inProcessServer(pki, {
     loginThrottle: { baseDelayMs: 100, maxDelayMs: 800, lockoutFailures: 6, windowMs: 60_000 },
   });
   try {
@@ -341,16 +355,17 @@ Deno.test("exhaustion: a login brute force is slowed down, then RATE_LIMITED, ev
       times.push(Math.round(ms));
     }
     console.log(`per-attempt time with delays 0,100,200,400,800,800 ms: ${times.join(", ")} ms`);
+    // Lower bounds only: load can only add (the exact schedule: tests/unit/limits_test.ts).
     for (const [i, expected] of [0, 100, 200, 400, 800, 800].entries()) {
       assert.ok(times[i] >= expected, `attempt ${i + 1} took ${times[i]} ms, delay ${expected}`);
     }
-    assert.ok(times[4] > times[1] + 500, "the delay grows");
+    assert.equal(passwordChecks(), 6);
     // Locked: refused before the password is even checked, the right one included.
     for (const password of ["wrong-again", PASSWORD]) {
-      const { code, ms } = await attempt(password);
+      const { code } = await attempt(password);
       assert.equal(code, "RATE_LIMITED");
-      assert.ok(ms < 400, `a locked-out attempt is answered at once (${ms} ms)`);
     }
+    assert.equal(passwordChecks(), 6, "no password was checked while locked out");
     await waitUntil(() => logs.filter((e) => e.user === "alice").length >= 8);
     const codes = logs.filter((e) => e.user === "alice").map((e) => e.event);
     assert.deepEqual(codes, [...Array(6).fill("AUTH_FAIL"), "RATE_LIMITED", "RATE_LIMITED"]);
@@ -365,7 +380,8 @@ Deno.test("exhaustion: a login brute force is slowed down, then RATE_LIMITED, ev
 Deno.test("exhaustion: handshakes per address are rate limited on hello, before any signing", async () => {
   const pki = await makePki(["alice"], "ed25519");
   const { server, logs, dispose } = await inProcessServer(pki, {
-    admission: { handshakeBurst: 3, handshakesPerSecond: 1 },
+    // No refill worth counting during the test, however slow the machine.
+    admission: { handshakeBurst: 3, handshakesPerSecond: 0.001 },
   });
   try {
     const identity = await pki.identity("alice");

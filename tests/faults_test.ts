@@ -7,11 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { runCli } from "./helpers/cli.ts";
-import { mysqlTestTarget, startMariaDb, warnMysqlSkipped } from "./helpers/mariadb.ts";
-import { makePki, type TestPki } from "./helpers/pki.ts";
-import { liveContext, startFuzzServer } from "./helpers/fuzz.ts";
-import { HostileClient } from "./helpers/hostile.ts";
+import { runCli } from "../testkit/cli.ts";
+import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
+import { skipUnless } from "./helpers/optional_suites.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
+import { liveContext, startFuzzServer, terminalFor, waitForLog } from "../testkit/fuzz.ts";
+import { HostileClient } from "../testkit/hostile.ts";
 import {
   Bystander,
   errorCodeOf,
@@ -19,7 +20,7 @@ import {
   registerUser,
   runConnect,
   ServerProcess,
-} from "./helpers/server_process.ts";
+} from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 
@@ -66,13 +67,10 @@ async function verifyCli(log: string, ca: string): Promise<VerifyOutcome> {
 
 // ------------------------------------------------------------------ database
 
-const mysql = mysqlTestTarget();
-warnMysqlSkipped(mysql, "faults_test: the database stop/restart test");
-
 Deno.test({
   name:
     "faults: MariaDB stopped: sessions keep chatting, new logins get DB_UNAVAILABLE; restarted: logins work",
-  ignore: mysql.kind !== "local",
+  ignore: skipMysql(mysqlTestTarget(), "the faults database stop/restart test", "local"),
   fn: async () => {
     const db = await startMariaDb();
     const pki = await makePki(["alice", "bob", "carol"], "ed25519");
@@ -123,7 +121,7 @@ async function handshakeChild(dir: string, port: number, pki: TestPki, step: str
   const lib = (p: string) => new URL(p, import.meta.url).href;
   await Deno.writeTextFile(
     script,
-    `import { HostileClient } from "${lib("./helpers/hostile.ts")}";
+    `import { HostileClient } from "${lib("../testkit/hostile.ts")}";
 import { loadIdentity } from "${lib("../lib/identity.ts")}";
 import { TrustStore } from "${lib("../lib/pki/validate.ts")}";
 const h = await HostileClient.connect(${port}, {
@@ -353,33 +351,44 @@ Deno.test("faults: an unwritable --transcripts: TRANSCRIPT_IO logged and told to
   }
 });
 
-async function tryMountTmpfs(dir: string, size: string): Promise<string | null> {
+/** Mounts a small tmpfs on `dir`; throws with mount's stderr when it cannot. */
+function mountTmpfs(dir: string, size: string): void {
+  const out = new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr).trim());
+}
+
+/** Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN), tried once at load. */
+function tmpfsMissing(): string | undefined {
+  const probe = Deno.makeTempDirSync({ prefix: "securechat-tmpfs-probe-" });
   try {
-    const out = await new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    return out.success ? null : new TextDecoder().decode(out.stderr).trim();
+    mountTmpfs(probe, "64k");
+    new Deno.Command("umount", { args: [probe] }).outputSync();
+    return undefined;
   } catch (error) {
-    return String(error);
+    return `cannot mount a tmpfs (${error instanceof Error ? error.message : error})`;
+  } finally {
+    Deno.removeSync(probe);
   }
 }
 
-Deno.test("faults: a full disk: TRANSCRIPT_IO logged and told to the client, nothing crashes", async (t) => {
+Deno.test({
+  name: "faults: a full disk: TRANSCRIPT_IO logged and told to the client, nothing crashes",
+  ignore: skipUnless("tmpfs", tmpfsMissing(), "the full-disk test"),
+  fn: fullDisk,
+});
+
+async function fullDisk(t: Deno.TestContext) {
   const pki = await makePki(["alice", "bob", "carol"], "ed25519");
   const dir = await Deno.makeTempDir({ prefix: "securechat-faults-" });
   const small = join(dir, "small");
   await Deno.mkdir(small);
-  const why = await tryMountTmpfs(small, "256k");
-  if (why !== null) {
-    console.warn(`\n!!! SKIPPING the full-disk test: cannot mount a tmpfs (${why}) !!!\n`);
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(pki.dir, { recursive: true });
-    return;
-  }
   let server: ServerProcess | undefined;
   try {
+    mountTmpfs(small, "256k");
     server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--transcripts", small] });
     for (const user of ["alice", "bob", "carol"]) {
       await registerUser(server, pki.dir, user, PASSWORD);
@@ -427,7 +436,7 @@ Deno.test("faults: a full disk: TRANSCRIPT_IO logged and told to the client, not
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(pki.dir, { recursive: true });
   }
-});
+}
 
 // ------------------------------------------------------------------ a race found by the fuzzer
 
@@ -442,9 +451,12 @@ Deno.test({
       const bob = await fs.login("bob");
       const ctx = await liveContext(fs, 0);
       for (let i = 0; i < 20; i++) {
+        const from = fs.logs.length;
         const h = await HostileClient.connect(fs.server.port, ctx.client);
+        const local = h.conn.tcp.localAddr as Deno.NetAddr;
         await h.handshake();
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        // In the lobby once welcomed: bob's burst is then relayed to it.
+        await h.readMsgUntil((b) => b.kind === "notice" && b.text.startsWith("welcome"));
         const burst = Array.from(
           { length: 40 },
           (_, k) => bob.session.send({ kind: "text", text: `m${i}-${k}` }),
@@ -452,7 +464,10 @@ Deno.test({
         await new Promise((resolve) => setTimeout(resolve, i % 4));
         h.close(); // gone, while the lobby is relaying bob's burst to it
         await Promise.all(burst);
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        // Everything the server logs about this connection is in before the next one.
+        const peer = `${local.hostname}:${local.port}`;
+        const end = await waitForLog(fs.logs, terminalFor(peer), 10_000, from);
+        assert.ok(end, `the server logged the end of ${peer}`);
       }
       const spurious = fs.logs.filter((e) => e.event === "TRANSCRIPT_IO");
       assert.deepEqual(

@@ -22,7 +22,7 @@ import {
   SERVER_TARGETS,
   startFuzzServer,
   type Stats,
-} from "./helpers/fuzz.ts";
+} from "../testkit/fuzz.ts";
 
 const SEED = fuzzSeed();
 console.log(`fuzz seed ${SEED} (replay: SECURECHAT_FUZZ_SEED=${SEED})`);
@@ -128,7 +128,7 @@ Deno.test({
       );
       assert.ok(result.done >= 100, `only ${result.done} connections fuzzed`);
       assert.ok(!fs.logs.some((e) => e.event === "INTERNAL"), "no INTERNAL logged");
-      // Measured after full GCs (tests/helpers/fuzz.ts fullGc): hundreds of dead connections
+      // Measured after full GCs (testkit/fuzz.ts fullGc): hundreds of dead connections
       // must leave nothing behind on the server side.
       assert.ok(after.heapUsed - before.heapUsed < 32 * MiB, "heap growth under 32 MiB");
 

@@ -1,6 +1,6 @@
 /**
  * Issue 8, the hostile-client library at work: a client that runs the real handshake up
- * to a chosen step and then misbehaves (tests/helpers/hostile.ts), against a real `serve`
+ * to a chosen step and then misbehaves (testkit/hostile.ts), against a real `serve`
  * process. Every case asserts the code the server LOGGED for that connection, and bob,
  * an honest `connect` logged in throughout, still gets answers and closes with receipts.
  */
@@ -23,8 +23,8 @@ import {
   runRefusalTable,
   serverCodeFor,
   X25519_LOW_ORDER,
-} from "./helpers/hostile.ts";
-import { pollUntil, registerUser, ServerProcess } from "./helpers/server_process.ts";
+} from "../testkit/hostile.ts";
+import { pollUntil, registerUser, ServerProcess } from "../testkit/server_process.ts";
 import { cleanUpAtExit, startSharedServer } from "./helpers/shared_server.ts";
 
 const fixtures = await makeBadCertPki(["alice", "bob", "mallory"]);
@@ -602,15 +602,18 @@ Deno.test({
   },
 });
 
+/** Long enough for bob's real login (a PBKDF2) on a busy machine, short for the test. */
+const HANDSHAKE_TIMEOUT_MS = 3000;
+
 Deno.test({
   name:
-    "a client that never finishes its handshake is dropped with TIMEOUT (--handshake-timeout 1000)",
+    `a client that never finishes its handshake is dropped with TIMEOUT (--handshake-timeout ${HANDSHAKE_TIMEOUT_MS})`,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
     const ts = await ServerProcess.start({
       pkiDir: pki.dir,
-      args: ["--handshake-timeout", "1000", "--handshake-rate", "1000"],
+      args: ["--handshake-timeout", String(HANDSHAKE_TIMEOUT_MS), "--handshake-rate", "1000"],
     });
     cleanUpAtExit(ts);
     try {
@@ -631,8 +634,10 @@ Deno.test({
               const started = Date.now();
               await stall(h);
               await expectRefused(ts, h, "TIMEOUT", from);
+              // The logged TIMEOUT says why; the time only that it was not early (load
+              // can only make it later).
               const took = Date.now() - started;
-              assert.ok(took >= 900 && took < 5000, `dropped after ${took} ms`);
+              assert.ok(took >= HANDSHAKE_TIMEOUT_MS - 100, `dropped after ${took} ms`);
             } finally {
               h.close();
             }

@@ -12,8 +12,9 @@
  * negative.json's client cases against it.
  */
 import assert from "node:assert/strict";
-import { makePki } from "./helpers/pki.ts";
-import { runCli, spawnCli } from "./helpers/cli.ts";
+import { makePki } from "../testkit/pki.ts";
+import { runCli, spawnCli } from "../testkit/cli.ts";
+import { skipUnless } from "./helpers/optional_suites.ts";
 
 const PYTHON = "/usr/bin/python3";
 const CLIENT_PY = new URL("./interop/client.py", import.meta.url).pathname;
@@ -33,12 +34,13 @@ function pythonHasCryptography(): boolean {
   }
 }
 
-const HAVE_PYTHON = pythonHasCryptography();
-if (!HAVE_PYTHON) {
-  console.warn(
-    `interop_test: SKIPPED — ${PYTHON} with the 'cryptography' package is not available`,
-  );
-}
+const skipInterop = skipUnless(
+  "interop",
+  pythonHasCryptography()
+    ? undefined
+    : `${PYTHON} with the 'cryptography' package is not available`,
+  "the clean-room Python interop client",
+);
 
 /** Collects a child's output line by line, so a test can wait for a line. */
 class LineCollector {
@@ -145,7 +147,7 @@ const CASES = [
 for (const { keyType, group } of CASES) {
   Deno.test({
     name: `interop: clean-room Python client ↔ securechat serve/connect (${keyType}, ${group})`,
-    ignore: !HAVE_PYTHON,
+    ignore: skipInterop,
     sanitizeResources: true,
     sanitizeOps: true,
     async fn() {
@@ -390,7 +392,7 @@ for (const { keyType, group } of CASES) {
 
 Deno.test({
   name: "interop: clean-room conformance probes — each doc-defined fault gets its documented code",
-  ignore: !HAVE_PYTHON,
+  ignore: skipInterop,
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {

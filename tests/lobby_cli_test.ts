@@ -3,9 +3,9 @@
  * messages, /who, and bob's transcript proving who wrote what with only the CA.
  */
 import assert from "node:assert/strict";
-import { makePki } from "./helpers/pki.ts";
-import { runCli } from "./helpers/cli.ts";
-import { LiveClient, registerUser, ServerProcess } from "./helpers/server_process.ts";
+import { makePki } from "../testkit/pki.ts";
+import { runCli } from "../testkit/cli.ts";
+import { LiveClient, registerUser, ServerProcess } from "../testkit/server_process.ts";
 
 const USERS = ["alice", "bob", "carol"] as const;
 const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12", carol: "carol-password-3" };

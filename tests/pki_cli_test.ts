@@ -3,8 +3,8 @@
  * openssl agrees with it, and how they refuse.
  */
 import assert from "node:assert/strict";
-import { runCli } from "./helpers/cli.ts";
-import { openssl } from "./pki_openssl.ts";
+import { runCli } from "../testkit/cli.ts";
+import { openssl } from "./helpers/openssl.ts";
 import { readCertificateDer } from "../lib/pki/keys.ts";
 import { TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
 

@@ -10,7 +10,7 @@ import { issueCertificate } from "../lib/pki/issue.ts";
 import { readCertificateDer } from "../lib/pki/keys.ts";
 import { revokeCertificates } from "../lib/pki/revoke.ts";
 import { MAX_CERTIFICATE_BYTES, TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
-import { opensslIssue, opensslOk } from "./pki_openssl.ts";
+import { opensslIssue, opensslOk } from "./helpers/openssl.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "securechat-pki-" });
 const certs = `${dir}/certs`;

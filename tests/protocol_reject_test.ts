@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import { fromHex, toBase64 } from "../lib/bytes.ts";
 import { generateKeyShare } from "../lib/crypto/ecdh.ts";
-import { makePki } from "./helpers/pki.ts";
+import { keyAgreement } from "../lib/crypto/kex.ts";
+import { makePki } from "../testkit/pki.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
 import {
   encoder,
@@ -20,7 +21,7 @@ import {
   runRefusalTable,
   serverCodeFor,
   X25519_LOW_ORDER,
-} from "./helpers/hostile.ts";
+} from "../testkit/hostile.ts";
 
 const pki = await makePki(["bob", "mallory"]);
 const shared = await startSharedServer({ pkiDir: pki.dir, users: { bob: "bob-password-1" } });
@@ -43,6 +44,21 @@ const raw = (bytes: Uint8Array) => async (h: HostileClient) => await h.conn.writ
 const payload = (p: Uint8Array | string) => async (h: HostileClient) =>
   await h.conn.write(frame(typeof p === "string" ? encoder.encode(p) : p));
 const b64 = (n: number, fill = 7) => toBase64(new Uint8Array(n).fill(fill));
+
+/** Malformed variants of a good x25519mlkem768 client share (ek ‖ X25519), each named. */
+function hybridShares(good: Uint8Array): [string, Uint8Array][] {
+  const unreduced = good.slice();
+  unreduced[1150] = 0xff;
+  unreduced[1151] = 0xff; // the last coefficient of t̂: 4095 ≥ q (FIPS 203 §7.2)
+  const lowOrder = good.slice();
+  lowOrder.fill(0, 1184); // X25519 part u = 0
+  return [
+    ["1215 bytes", good.subarray(0, 1215)],
+    ["the ML-KEM key alone (1184 bytes)", good.subarray(0, 1184)],
+    ["an ML-KEM coefficient ≥ q", unreduced],
+    ["a low-order X25519 part", lowOrder],
+  ];
+}
 
 /** A well-formed hello (x25519) as a plain object, for edits. */
 async function helloObject(): Promise<Record<string, unknown>> {
@@ -237,9 +253,9 @@ Deno.test({
         run: helloWith((m) => m.groups = "x25519"),
       },
       {
-        name: "key_share.pub of 200 bytes (schema bound)",
+        name: "key_share.pub of 1217 bytes (schema bound: the hybrid's 1216 is the largest)",
         code: "PROTOCOL_ERROR",
-        run: helloWith((m) => (m.key_share as Record<string, unknown>).pub = b64(200)),
+        run: helloWith((m) => (m.key_share as Record<string, unknown>).pub = b64(1217)),
       },
       { name: 'type "HELLO"', code: "PROTOCOL_ERROR", run: helloWith((m) => m.type = "HELLO") },
     ]),
@@ -364,6 +380,7 @@ Deno.test({
     const p256 = await generateKeyShare("p256");
     const offCurve = p256.publicKey.slice();
     offCurve[64] ^= 1;
+    const hybrid = (await keyAgreement("x25519mlkem768").generate()).share;
     const cases: RefusalCase[] = [
       { name: "hello version 0", code: "UNSUPPORTED", run: helloWith((m) => m.version = 0) },
       { name: "hello version 1", code: "UNSUPPORTED", run: helloWith((m) => m.version = 1) },
@@ -438,6 +455,14 @@ Deno.test({
           };
         }),
       },
+      ...hybridShares(hybrid).map(([name, share]): RefusalCase => ({
+        name: `x25519mlkem768 share: ${name}`,
+        code: "BAD_KEY_SHARE",
+        run: helloWith((m) => {
+          m.groups = ["x25519mlkem768"];
+          m.key_share = { group: "x25519mlkem768", pub: toBase64(share) };
+        }),
+      })),
     ];
     await runTable(t, cases);
   },

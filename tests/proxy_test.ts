@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { toBase64 } from "../lib/bytes.ts";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 import {
   type Action,
   drop,
@@ -18,7 +18,7 @@ import {
   nth,
   type Rule,
 } from "./helpers/proxy.ts";
-import { errorCodeOf, type LogEvent, runConnect } from "./helpers/server_process.ts";
+import { errorCodeOf, type LogEvent, runConnect } from "../testkit/server_process.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
 
 const pki = await makePki(["alice", "bob"]);
@@ -54,6 +54,8 @@ function sessionEvent(login: LogEvent, event: string, from: number): Promise<Log
 }
 
 const uniq = () => crypto.randomUUID().slice(0, 8);
+/** Any 32 bytes of high order are a usable X25519 public key for the attacker. */
+const ATTACKER_X25519 = crypto.getRandomValues(new Uint8Array(32));
 
 Deno.test({
   name: "proxy: tampering with alice's chat messages",
@@ -62,6 +64,14 @@ Deno.test({
   fn: async (t) => {
     const bob = await shared.bystander("bob", PASSWORDS.bob);
     const seenByBob = (text: string) => bob.client.lines((l) => l.includes(text)).length;
+    const aliceLeft = () => bob.client.lines((l) => l.includes("* alice left")).length;
+    /**
+     * Resolves once bob has printed the lobby's "alice left" for alice's next session (the
+     * (before + 1)th): the lobby queues it to bob after every relay of that session, so
+     * whatever bob was going to get from alice has arrived by then.
+     */
+    const bobHasAllFromAlice = (before: number) =>
+      bob.client.waitForLine(() => aliceLeft() > before);
     try {
       // After server_hello every frame is a sealed record with a counter nonce (PROTOCOL
       // §3.2): c2s frames 0–6 are the handshake (hello … phase 2 finished), 7 on the session.
@@ -69,13 +79,14 @@ Deno.test({
         "alice's 1st record duplicated → DECRYPT_FAIL; bob gets the line exactly once",
         async () => {
           const from = server.mark();
+          const left = aliceLeft();
           const line = `once-${uniq()}`;
           const { result } = await aliceThrough([atC2s(7, duplicate)], [line, `after-${uniq()}`]);
           assert.notEqual(result.code, 0);
           const login = await aliceSession(from);
           await sessionEvent(login, "DECRYPT_FAIL", from);
           await bob.client.waitForLine((l) => l.includes(line));
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await bobHasAllFromAlice(left);
           assert.equal(seenByBob(line), 1, "delivered exactly once");
           assert.match(bob.client.lines((l) => l.includes(line))[0], /alice \u2713/);
           assert.equal(errorCodeOf(result), "DECRYPT_FAIL", result.stderr);
@@ -86,12 +97,13 @@ Deno.test({
         "a bit flipped in alice's 2nd record → DECRYPT_FAIL; bob never sees it",
         async () => {
           const from = server.mark();
+          const left = aliceLeft();
           const [one, two] = [`one-${uniq()}`, `two-${uniq()}`];
           const { result } = await aliceThrough([atC2s(8, flipByte(40))], [one, two]);
           const login = await aliceSession(from);
           await sessionEvent(login, "DECRYPT_FAIL", from);
           await bob.client.waitForLine((l) => l.includes(one));
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await bobHasAllFromAlice(left);
           assert.equal(seenByBob(one), 1);
           assert.equal(seenByBob(two), 0, "the tampered message was relayed");
           assert.equal(errorCodeOf(result), "DECRYPT_FAIL", result.stderr);
@@ -102,13 +114,14 @@ Deno.test({
         "alice's 1st record dropped → DECRYPT_FAIL (the counter nonce shows the gap)",
         async () => {
           const from = server.mark();
+          const left = aliceLeft();
           const [a, b] = [`a-${uniq()}`, `b-${uniq()}`];
           const { result } = await aliceThrough([atC2s(7, drop)], [a, b]);
           const login = await aliceSession(from);
           await sessionEvent(login, "DECRYPT_FAIL", from);
           assert.notEqual(result.code, 0);
           assert.equal(errorCodeOf(result), "DECRYPT_FAIL", result.stderr);
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await bobHasAllFromAlice(left);
           assert.equal(seenByBob(a) + seenByBob(b), 0);
         },
       );
@@ -225,13 +238,46 @@ Deno.test({
         fromPeer: true,
       },
       {
-        // The client's hello is hashed into the keys: editing it (here, the group list,
-        // a downgrade attempt) leaves the two sides with different keys.
-        name: "the client's hello groups rewritten (downgrade attempt)",
-        rule: nth("c2s", "hello", 1, editJson((m) => ({ ...m, groups: ["x25519"] }))),
+        // The client's hello is hashed into the keys: editing it (here, reordering the
+        // group list) leaves the two sides with different keys.
+        name: "the client's hello groups reordered",
+        rule: nth(
+          "c2s",
+          "hello",
+          1,
+          editJson((m) => ({ ...m, groups: ["x25519mlkem768", "p256", "x25519"] })),
+        ),
         client: "DECRYPT_FAIL",
         server: "DECRYPT_FAIL",
         fromPeer: false,
+      },
+      {
+        // Downgrade: the hybrid struck from the offer. The share is still the hybrid's,
+        // which the hello no longer lists: the server refuses, nothing falls back.
+        name: "the hybrid stripped from the client's hello groups (downgrade attempt)",
+        rule: nth("c2s", "hello", 1, editJson((m) => ({ ...m, groups: ["x25519", "p256"] }))),
+        client: "UNSUPPORTED",
+        server: "UNSUPPORTED",
+        fromPeer: false,
+      },
+      {
+        // Downgrade with the attacker's own X25519 share in place of the hybrid one: the
+        // server accepts x25519, but alice sent no x25519 share and refuses the answer.
+        name:
+          "the hybrid stripped from hello, groups and share (downgrade to the attacker's x25519)",
+        rule: nth(
+          "c2s",
+          "hello",
+          1,
+          editJson((m) => ({
+            ...m,
+            groups: ["x25519", "p256"],
+            key_share: { group: "x25519", pub: toBase64(ATTACKER_X25519) },
+          })),
+        ),
+        client: "UNSUPPORTED",
+        server: "UNSUPPORTED",
+        fromPeer: true,
       },
     ];
     const bob = await shared.bystander("bob", PASSWORDS.bob);

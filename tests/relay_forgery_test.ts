@@ -22,8 +22,8 @@ import {
 } from "../lib/message/record.ts";
 import { ChatSession } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import { runCli, spawnCli } from "./helpers/cli.ts";
-import { makePki } from "./helpers/pki.ts";
+import { runCli, spawnCli } from "../testkit/cli.ts";
+import { makePki } from "../testkit/pki.ts";
 
 const pki = await makePki(["alice", "bob", "carol"], "ed25519");
 const alice = await pki.identity("alice");

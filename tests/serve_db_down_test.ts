@@ -3,16 +3,13 @@
  * DB_UNAVAILABLE, and they work once the database is back — without a restart.
  */
 import assert from "node:assert/strict";
-import { makePki } from "./helpers/pki.ts";
-import { mysqlTestTarget, startMariaDb, warnMysqlSkipped } from "./helpers/mariadb.ts";
-import { errorCodeOf, runConnect, ServerProcess } from "./helpers/server_process.ts";
-
-const target = mysqlTestTarget();
-warnMysqlSkipped(target, "serve with its database down at start");
+import { makePki } from "../testkit/pki.ts";
+import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
+import { errorCodeOf, runConnect, ServerProcess } from "../testkit/server_process.ts";
 
 Deno.test({
   name: "serve: starts with the database down, logins DB_UNAVAILABLE, then recover by themselves",
-  ignore: target.kind !== "local", // needs a server it can stop and start
+  ignore: skipMysql(mysqlTestTarget(), "serve with its database down at start", "local"),
   fn: async () => {
     const pki = await makePki(["alice"], "ed25519");
     const db = await startMariaDb();

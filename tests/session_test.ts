@@ -6,9 +6,35 @@ import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 
 const pki = await makePki(["alice"]);
+
+/** A session's received messages; `count(n)` resolves once n have arrived, or rejects after 10 s. */
+function inbox(what: string) {
+  const messages: ReceivedMessage[] = [];
+  const waiting: { n: number; resolve: () => void }[] = [];
+  return {
+    messages,
+    onMessage(message: ReceivedMessage) {
+      messages.push(message);
+      for (const w of waiting.filter((w) => messages.length >= w.n)) w.resolve();
+    },
+    count(n: number): Promise<void> {
+      if (messages.length >= n) return Promise.resolve();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      return Promise.race([
+        new Promise<void>((resolve) => waiting.push({ n, resolve })),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`${what}: ${messages.length} of ${n} messages arrived`)),
+            10_000,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+    },
+  };
+}
 
 async function connectPair() {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -46,24 +72,26 @@ Deno.test("handshake and session: login, messages both ways, receipts", async ()
   assert.equal(s.username, "alice");
   const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
   const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
-  const atServer: ReceivedMessage[] = [];
-  const atClient: ReceivedMessage[] = [];
-  const serverRun = serverSession.run({ onMessage: (m) => void atServer.push(m) });
-  const clientRun = clientSession.run({ onMessage: (m) => void atClient.push(m) });
+  const atServer = inbox("at the server");
+  const atClient = inbox("at the client");
+  const serverRun = serverSession.run({ onMessage: atServer.onMessage });
+  const clientRun = clientSession.run({ onMessage: atClient.onMessage });
   await clientSession.send({ kind: "text", text: "hello server" });
   await serverSession.send({ kind: "notice", text: "hello alice" });
   await clientSession.send({ kind: "text", text: "bye" });
-  await new Promise((r) => setTimeout(r, 100));
+  // Close only once everything sent has arrived: a close crossing the server's notice is
+  // its own case (PROTOCOL, closes that cross), not this one.
+  await Promise.all([atServer.count(2), atClient.count(1)]);
   await clientSession.close();
   const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
   assert.equal(clientEnd.outcome, "closed", clientEnd.message);
   assert.equal(serverEnd.outcome, "closed", serverEnd.message);
   const bodies = (ms: ReceivedMessage[]) => ms.map((m) => m.type === "msg" ? m.body : m.type);
-  assert.deepEqual(bodies(atServer), [
+  assert.deepEqual(bodies(atServer.messages), [
     { kind: "text", text: "hello server" },
     { kind: "text", text: "bye" },
   ]);
-  assert.deepEqual(bodies(atClient), [{ kind: "notice", text: "hello alice" }]);
+  assert.deepEqual(bodies(atClient.messages), [{ kind: "notice", text: "hello alice" }]);
   assert.ok(clientEnd.receiptPath && clientEnd.peerReceiptPath);
   assert.ok(serverEnd.receiptPath && serverEnd.peerReceiptPath);
 });

@@ -7,9 +7,9 @@ import { clientHandshake } from "../lib/handshake/client.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { ChatSession } from "../lib/session/session.ts";
-import { sharedPasswordStore } from "./helpers/memory_store.ts";
-import { makePki } from "./helpers/pki.ts";
-import { LiveClient, registerUser, ServerProcess } from "./helpers/server_process.ts";
+import { sharedPasswordStore } from "../testkit/memory_store.ts";
+import { makePki } from "../testkit/pki.ts";
+import { LiveClient, registerUser, ServerProcess } from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 

@@ -1,17 +1,17 @@
 /**
  * Issue 8, soak (short CI run; `deno task soak --clients 300 --seconds 120` runs a long one).
- * 100 in-process clients chat through one in-process ChatServer for 10 s; see scripts/soak.ts
+ * 100 in-process clients chat through one in-process ChatServer for 10 s; see testkit/soak.ts
  * for what is checked.
  *
- * Memory: `deno test` passes no --expose-gc, so tests/helpers/fuzz.ts turns the flag on at
+ * Memory: `deno test` passes no --expose-gc, so testkit/fuzz.ts turns the flag on at
  * run time (node:v8 setFlagsFromString) and takes `gc` from a fresh node:vm context; the
  * heap is then measured after full GCs, before the clients log in and after everyone left
  * and every reference to the clients was dropped. It must be back within 24 MiB (seen: +3
  * MiB after a 300+ MiB peak). Without a GC the bound would have to be hundreds of MiB.
  */
 import assert from "node:assert/strict";
-import { formatSoak, runSoak } from "../scripts/soak.ts";
-import { MiB } from "./helpers/fuzz.ts";
+import { formatSoak, runSoak } from "../testkit/soak.ts";
+import { MiB } from "../testkit/fuzz.ts";
 
 Deno.test({
   name:

@@ -5,18 +5,9 @@
 import assert from "node:assert/strict";
 import { codeOf } from "../lib/errors.ts";
 import { openUserStore } from "../lib/store/open.ts";
-import { type MariaDb, mysqlTestTarget, startMariaDb } from "./helpers/mariadb.ts";
+import { type MariaDb, mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
 
-const target = mysqlTestTarget();
-if (target.kind !== "local") {
-  console.warn(
-    `\n!!! SKIPPING the MariaDB restart and schema.sql tests: they start their own mariadbd (${
-      target.kind === "none"
-        ? target.reason
-        : "a SECURECHAT_TEST_MYSQL_URL server cannot be restarted"
-    }) !!!\n`,
-  );
-}
+const skip = skipMysql(mysqlTestTarget(), "the restart and schema.sql tests", "local");
 
 const PASSWORD = "correct horse battery staple";
 
@@ -30,7 +21,7 @@ function urlFor(server: MariaDb, database: string): string {
 
 Deno.test({
   name: "MariaDB user store",
-  ignore: target.kind !== "local",
+  ignore: skip,
   async fn(t) {
     const server = await startMariaDb();
     try {

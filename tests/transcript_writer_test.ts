@@ -13,7 +13,7 @@ import {
   userRecipient,
 } from "../lib/message/record.ts";
 import { type TranscriptHeader, TranscriptWriter } from "../lib/transcript/writer.ts";
-import { makePki, type Pki, writeSession } from "./helpers/transcript_fixtures.ts";
+import { makePki, type Pki, writeSession } from "../testkit/transcript_fixtures.ts";
 
 let pkiPromise: Promise<Pki> | undefined;
 const pki = () => (pkiPromise ??= makePki({ alg: "ed25519" }));
@@ -249,7 +249,12 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const first = await reader.read();
   const path = (first.value ?? "").trim();
-  await new Promise((r) => setTimeout(r, 400));
+  // Kill it once a few lines are on disk, whatever the machine's speed: mid-write, likely.
+  const deadline = Date.now() + 20_000;
+  while (countNewlines(await Deno.readFile(path)) < 3) {
+    assert.ok(Date.now() < deadline, "the child wrote 3 lines within 20 s");
+    await new Promise((r) => setTimeout(r, 10));
+  }
   child.kill("SIGKILL");
   await child.status;
   await reader.cancel();
@@ -296,3 +301,7 @@ Deno.test({
     assert.equal(fds(), before);
   },
 });
+
+function countNewlines(bytes: Uint8Array): number {
+  return bytes.reduce((n, b) => n + (b === 0x0a ? 1 : 0), 0);
+}

@@ -3,8 +3,8 @@
  * exit statuses, and the tamper table (code AND line number on stderr).
  */
 import assert from "node:assert/strict";
-import { runCli } from "./helpers/cli.ts";
-import { TAMPER_CASES, writeCase, writeSession } from "./helpers/transcript_fixtures.ts";
+import { runCli } from "../testkit/cli.ts";
+import { TAMPER_CASES, writeCase, writeSession } from "../testkit/transcript_fixtures.ts";
 import { tamperBase } from "./helpers/tamper_base.ts";
 
 Deno.test("cli verify: valid session, receipts found beside the log, human report", async () => {

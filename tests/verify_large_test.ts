@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
-import { makePki, writeSession } from "./helpers/transcript_fixtures.ts";
+import { makePki, writeSession } from "../testkit/transcript_fixtures.ts";
 
 const N = 100_000;
 

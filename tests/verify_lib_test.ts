@@ -16,7 +16,7 @@ import {
   TAMPER_CASES,
   writeCase,
   writeSession,
-} from "./helpers/transcript_fixtures.ts";
+} from "../testkit/transcript_fixtures.ts";
 import { tamperBase } from "./helpers/tamper_base.ts";
 
 Deno.test("verify: a valid session with both receipts is confirmed", async () => {

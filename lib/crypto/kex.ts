@@ -8,6 +8,7 @@
  * Every check on the peer's bytes happens inside; all fail as BAD_KEY_SHARE.
  */
 
+import { concat, wipe } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import {
   agree,
@@ -15,12 +16,26 @@ import {
   type EcdhCurve,
   generateKeyShare,
   keyShareFromPrivate,
+  X25519_PUBLIC_KEY_BYTES,
 } from "./ecdh.ts";
+import {
+  checkEncapsulationKey,
+  mlKem768,
+  MLKEM768_CIPHERTEXT_BYTES,
+  MLKEM768_ENCAPSULATION_KEY_BYTES,
+  MLKEM768_MESSAGE_BYTES,
+  MLKEM768_SEED_BYTES,
+  nobleMlKem768,
+} from "./mlkem.ts";
 
-export type KexGroup = "x25519" | "p256";
+export type KexGroup = "x25519mlkem768" | "x25519" | "p256";
 
-/** Preference order: X25519 first (constant-time by construction, no point validation to get wrong). */
-export const KEX_GROUPS: readonly KexGroup[] = Object.freeze(["x25519", "p256"]);
+/**
+ * Preference order: the post-quantum hybrid first, so a session recorded today
+ * stays secret against a future quantum computer; then X25519 (constant-time by
+ * construction, no point validation to get wrong), then P-256.
+ */
+export const KEX_GROUPS: readonly KexGroup[] = Object.freeze(["x25519mlkem768", "x25519", "p256"]);
 
 /** The client's half of one key agreement. */
 export interface ClientKeyShare {
@@ -46,13 +61,16 @@ export interface KeyAgreement {
   readonly group: KexGroup;
   /**
    * A fresh client share. `secret` fixes the private key material, for test
-   * vectors only (DH groups: the 32-byte private scalar, see ecdh.ts).
+   * vectors only (DH groups: the 32-byte private scalar, see ecdh.ts; the
+   * hybrid: the 64-byte ML-KEM seed d‖z, then the X25519 scalar).
    * @throws {SecureChatError} BAD_KEY_SHARE for an unusable `secret`
    */
   generate(secret?: Uint8Array): Promise<ClientKeyShare>;
   /**
    * The server's share and the shared secret for the client's share; the
-   * client's share is checked before any key is made.
+   * client's share is checked before any key is made. `secret` is for test
+   * vectors only (DH groups: the private scalar; the hybrid: the 32-byte
+   * ML-KEM encapsulation randomness m, then the X25519 scalar).
    * @throws {SecureChatError} BAD_KEY_SHARE for a malformed or low-order share
    *   or an unusable `secret`
    */
@@ -97,7 +115,93 @@ function ecdhGroup(curve: EcdhCurve): KeyAgreement {
   });
 }
 
+// X25519MLKEM768 as laid out by draft-ietf-tls-ecdhe-mlkem §3 (ML-KEM first everywhere).
+const HYBRID_CLIENT_SHARE_BYTES = MLKEM768_ENCAPSULATION_KEY_BYTES + X25519_PUBLIC_KEY_BYTES; // 1216
+const HYBRID_SERVER_SHARE_BYTES = MLKEM768_CIPHERTEXT_BYTES + X25519_PUBLIC_KEY_BYTES; // 1120
+const X25519_SCALAR_BYTES = 32;
+
+/** Splits fixed vector material into its two parts, or two undefineds for fresh keys. */
+function splitSecret(
+  secret: Uint8Array | undefined,
+  first: number,
+): [Uint8Array, Uint8Array] | [undefined, undefined] {
+  if (secret === undefined) return [undefined, undefined];
+  if (secret.length !== first + X25519_SCALAR_BYTES) {
+    throw new SecureChatError("BAD_KEY_SHARE", "hybrid key material has the wrong length");
+  }
+  return [secret.subarray(0, first), secret.subarray(first)];
+}
+
+function x25519Share(scalar: Uint8Array | undefined) {
+  return scalar ? keyShareFromPrivate("x25519", scalar) : generateKeyShare("x25519");
+}
+
+/** The two 32-byte secrets, ML-KEM's first; the parts are wiped (best-effort in JS). */
+function combine(mlkemSecret: Uint8Array, x25519Secret: Uint8Array): Uint8Array {
+  const secret = concat(mlkemSecret, x25519Secret);
+  wipe(mlkemSecret, x25519Secret);
+  return secret;
+}
+
+/**
+ * `x25519mlkem768`: X25519 and ML-KEM-768 side by side, secret = ss_ML-KEM ‖
+ * ss_X25519 (64 bytes), which the key schedule feeds to HKDF-Extract like any
+ * other group's secret. It stays secret while either part holds: X25519 if
+ * ML-KEM falls to cryptanalysis, ML-KEM if a quantum computer breaks X25519.
+ * Concatenation is a sound combiner here because both shares are in the
+ * signed, hashed transcript the keys are derived with (PROTOCOL §4.1).
+ *
+ * client share = ek (1184) ‖ X25519 public key (32)
+ * server share = ML-KEM ciphertext (1088) ‖ X25519 public key (32)
+ */
+const HYBRID: KeyAgreement = Object.freeze({
+  group: "x25519mlkem768",
+  async generate(secret?: Uint8Array) {
+    const [seed, scalar] = splitSecret(secret, MLKEM768_SEED_BYTES);
+    // The halves are independent: run them side by side (WebCrypto works off the JS thread).
+    const [kem, dh] = await Promise.all([mlKem768.generateKeyPair(seed), x25519Share(scalar)]);
+    const share = concat(kem.encapsulationKey, dh.publicKey);
+    return oneShot("x25519mlkem768", share, async (serverShare) => {
+      if (serverShare.length !== HYBRID_SERVER_SHARE_BYTES) {
+        throw new SecureChatError(
+          "BAD_KEY_SHARE",
+          `x25519mlkem768 server share must be ${HYBRID_SERVER_SHARE_BYTES} bytes`,
+        );
+      }
+      const [mlkemSecret, x25519Secret] = await Promise.all([
+        kem.decapsulate(serverShare.subarray(0, MLKEM768_CIPHERTEXT_BYTES)),
+        agree(dh, serverShare.subarray(MLKEM768_CIPHERTEXT_BYTES)),
+      ]);
+      return combine(mlkemSecret, x25519Secret);
+    });
+  },
+  async respond(clientShare: Uint8Array, secret?: Uint8Array) {
+    if (clientShare.length !== HYBRID_CLIENT_SHARE_BYTES) {
+      throw new SecureChatError(
+        "BAD_KEY_SHARE",
+        `x25519mlkem768 client share must be ${HYBRID_CLIENT_SHARE_BYTES} bytes`,
+      );
+    }
+    const encapsulationKey = clientShare.subarray(0, MLKEM768_ENCAPSULATION_KEY_BYTES);
+    const peerX25519 = clientShare.subarray(MLKEM768_ENCAPSULATION_KEY_BYTES);
+    checkEncapsulationKey(encapsulationKey);
+    checkPublicKey("x25519", peerX25519);
+    const [message, scalar] = splitSecret(secret, MLKEM768_MESSAGE_BYTES);
+    // Fixed randomness m needs the noble backend: WebCrypto cannot take it.
+    const kem = message ? nobleMlKem768 : mlKem768;
+    const [{ ciphertext, sharedSecret }, [dh, x25519Secret]] = await Promise.all([
+      kem.encapsulate(encapsulationKey, message),
+      x25519Share(scalar).then(async (dh) => [dh, await agree(dh, peerX25519)] as const),
+    ]);
+    return {
+      share: concat(ciphertext, dh.publicKey),
+      sharedSecret: combine(sharedSecret, x25519Secret),
+    };
+  },
+});
+
 const GROUPS: Readonly<Record<KexGroup, KeyAgreement>> = Object.freeze({
+  x25519mlkem768: HYBRID,
   x25519: ecdhGroup("x25519"),
   p256: ecdhGroup("p256"),
 });

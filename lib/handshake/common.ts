@@ -30,6 +30,12 @@ import { RecordLayer } from "./record.ts";
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
+/**
+ * How long a side whose write failed waits for the `error` the peer sent before closing.
+ * It is normally already received; the bound only covers a peer that closed without one.
+ */
+export const PEER_ERROR_GRACE_MS = 1000;
+
 /** A party's long-term credential: its certificate and the key that signs for it. */
 export interface Identity {
   certDer: Uint8Array;
@@ -91,7 +97,9 @@ export interface EstablishedSession {
 /**
  * Runs one side's steps. On a failure of our own, the peer is told the code before
  * the connection closes (a code the peer sent us is not echoed back); the handshake
- * secrets are wiped whatever happens.
+ * secrets are wiped whatever happens. A write that failed because the peer refused us
+ * and closed is reported with the peer's code: we pipeline several messages, so a write
+ * can fail before we read the peer's `error`.
  */
 export async function runHandshake(
   io: HandshakeIo,
@@ -99,7 +107,10 @@ export async function runHandshake(
 ): Promise<EstablishedSession> {
   try {
     return await steps();
-  } catch (error) {
+  } catch (caught) {
+    const error = caught !== null && caught === io.conn.writeError
+      ? await io.readPendingPeerError() ?? caught
+      : caught;
     if (error instanceof SecureChatError && !isFromPeer(error)) await io.sendError(error);
     throw error;
   } finally {
@@ -298,6 +309,33 @@ export class HandshakeIo {
       // the peer is gone; the local log still has the code
     }
     await this.conn.lingerClose();
+  }
+
+  /**
+   * After a failed write: the peer's `error` (sealed under the key we read with, or in
+   * plaintext while no record of the peer has opened, PROTOCOL §3.3) among the frames it
+   * sent before closing, read for at most PEER_ERROR_GRACE_MS and within the handshake's
+   * deadline; undefined when there is none.
+   */
+  async readPendingPeerError(): Promise<SecureChatError | undefined> {
+    const deadline = Math.min(this.#deadline, Date.now() + PEER_ERROR_GRACE_MS);
+    try {
+      while (deadline > Date.now()) {
+        const payload = await this.conn.read(deadline - Date.now());
+        if (payload === null) return undefined;
+        let content: Uint8Array | undefined;
+        try {
+          content = this.records?.open(payload);
+        } catch {
+          if (this.#peerSealed) return undefined;
+        }
+        const error = peerErrorOf(content ?? payload);
+        if (error) return errorFromPeer(error.code, error.message, content !== undefined);
+      }
+    } catch {
+      // a reset or a timeout: there is no error to report
+    }
+    return undefined;
   }
 
   #records(): RecordLayer {

@@ -305,7 +305,10 @@ export class Lobby {
       for await (const [envelope] of this.#cluster!.replay(after, upTo)) {
         if (member.session.closing) return;
         if (!this.#localRecipients(envelope.from, envelope.to).includes(member)) continue;
-        this.#deliverRecord([member], decodeClusterRecord(envelope.record));
+        const record = decodeClusterRecord(envelope.record);
+        // Join and leave notices of the past would only mislead; messages are what was missed.
+        if ("body" in record && record.body.kind === "notice") continue;
+        this.#deliverRecord([member], record);
         count++;
       }
     } catch (error) {

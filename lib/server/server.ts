@@ -23,6 +23,7 @@ import {
 } from "./limits.ts";
 import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
 import type { ClusterLink } from "../cluster/link.ts";
+import { readProxyHeader } from "./proxy_protocol.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -40,6 +41,11 @@ export interface ServerOptions {
   lobby?: Partial<LobbyLimits>;
   /** This node's link to the others (docs/DEPLOY.md); absent for a single server. */
   cluster?: ClusterLink;
+  /**
+   * Addresses of load balancers whose connections start with a PROXY protocol v2 header naming
+   * the client, whose address the per-address limits then use.
+   */
+  trustedProxies?: readonly string[];
 }
 
 export class ChatServer {
@@ -130,8 +136,22 @@ export class ChatServer {
     // delayed ACKs would add ~40 ms per round trip (docs/PERFORMANCE.md).
     tcp.setNoDelay(true);
     const { log } = this.#opts;
-    const address = tcp.remoteAddr.hostname;
-    const peer = `${address}:${tcp.remoteAddr.port}`;
+    let address = tcp.remoteAddr.hostname;
+    let peer = `${address}:${tcp.remoteAddr.port}`;
+    if (this.#opts.trustedProxies?.includes(address)) {
+      // A balancer we trust says who the client is (docs/DEPLOY.md §5).
+      try {
+        const client = await readProxyHeader(tcp, this.#opts.handshakeTimeoutMs ?? 10_000);
+        if (client.hostname !== undefined) {
+          address = client.hostname;
+          peer = `${client.hostname}:${client.port}`;
+        }
+      } catch (error) {
+        log(codeOf(error), { peer, detail: (error as Error).message });
+        tcp.close();
+        return;
+      }
+    }
     try {
       this.#admission.connect(address);
     } catch (error) {

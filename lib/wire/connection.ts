@@ -22,7 +22,7 @@ export class FrameConnection {
   readonly #maxQueuedBytes: number;
   #queued = 0;
   #writing: Promise<void> = Promise.resolve();
-  #writeError: unknown = null;
+  #writeError: SecureChatError | null = null;
   #closed = false;
 
   constructor(
@@ -36,6 +36,14 @@ export class FrameConnection {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * The error every `send` throws once a write has failed (the peer is gone), else null.
+   * Frames the peer sent before it went may still be read.
+   */
+  get writeError(): SecureChatError | null {
+    return this.#writeError;
   }
 
   /** Bytes accepted by `send` and not yet taken by the kernel. */

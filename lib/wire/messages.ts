@@ -16,7 +16,7 @@ const uint = (max = Number.MAX_SAFE_INTEGER) => z.number().int().min(0).max(max)
 export const NONCE_BYTES = 32;
 const MAX_CERT_BYTES = 16 * 1024;
 const MAX_SIG_BYTES = 1024; // RSA-8192 at most; our keys are far smaller
-const MAX_SHARE_BYTES = 133; // a P-521 point would be the largest sane share
+const MAX_SHARE_BYTES = 1216; // x25519mlkem768: ML-KEM-768 ek (1184) + X25519 (32)
 
 export const KeyShareSchema = z.object({
   group: z.string().min(1).max(16),

@@ -9,7 +9,7 @@
  * dates, proves that a refusal comes from the one defect each fixture has and not
  * from the way openssl encodes certificates.
  */
-import { makePki, type TestPki } from "./pki.ts";
+import { makePki, type TestPki } from "../../testkit/pki.ts";
 
 async function openssl(args: string[], cwd: string): Promise<void> {
   const out = await new Deno.Command("openssl", { args, cwd, stdout: "piped", stderr: "piped" })

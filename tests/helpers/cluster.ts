@@ -4,9 +4,9 @@
  */
 import { type Haproxy, haproxyBinary, startHaproxy } from "./haproxy.ts";
 import { type MariaDb, mysqlTestTarget, startMariaDb } from "./mariadb.ts";
-import { type NatsServer, natsServerBinary, startNats } from "./nats.ts";
-import { freePort } from "./local_service.ts";
-import { ServerProcess } from "./server_process.ts";
+import { type NatsServer, natsServerBinary, startNats } from "../../testkit/nats.ts";
+import { freePort } from "../../testkit/local_service.ts";
+import { ServerProcess } from "../../testkit/server_process.ts";
 
 export interface TestCluster {
   db: MariaDb;
@@ -20,8 +20,8 @@ export interface TestCluster {
 }
 
 /**
- * Why the cluster tests cannot run here, or undefined when they can. Under CI (CI=true) the
- * tests run anyway and fail on the missing part: CI must not skip them.
+ * Why the cluster tests cannot run here, or undefined when they can (CI requires them:
+ * optional_suites.ts).
  */
 export function clusterUnavailable(): string | undefined {
   const missing = [
@@ -29,7 +29,7 @@ export function clusterUnavailable(): string | undefined {
     "path" in natsServerBinary() ? undefined : "nats-server",
     "path" in haproxyBinary() ? undefined : "haproxy",
   ].filter(Boolean);
-  if (missing.length === 0 || Deno.env.get("CI") === "true") return undefined;
+  if (missing.length === 0) return undefined;
   return `needs ${missing.join(", ")} (apt-get install mariadb-server nats-server haproxy)`;
 }
 
@@ -37,6 +37,9 @@ export async function startTestCluster(opts: {
   pkiDir: string;
   nodes: number;
   haproxy?: boolean;
+  /** haproxy sends PROXY v2 headers and the nodes trust 127.0.0.1 for them (then every
+   * connection to a node must come through haproxy). */
+  proxyProtocol?: boolean;
   /** Extra `serve` flags for every node. */
   args?: string[];
 }): Promise<TestCluster> {
@@ -66,11 +69,12 @@ export async function startTestCluster(opts: {
         `n${i + 1}`,
         "--health-port",
         String(healthPorts[i]),
-        // Behind one balancer every user comes from its address (docs/DEPLOY.md).
+        // Every test user comes from 127.0.0.1.
         "--max-per-address",
         "10000",
         "--handshake-rate",
         "1000",
+        ...(opts.proxyProtocol ? ["--trusted-proxy", "127.0.0.1"] : []),
         ...(opts.args ?? []),
       ],
     });
@@ -91,6 +95,7 @@ export async function startTestCluster(opts: {
     if (opts.haproxy) {
       haproxy = await startHaproxy(
         nodes.map((n, i) => ({ name: `n${i + 1}`, port: n.port, healthPort: healthPorts[i] })),
+        opts.proxyProtocol,
       );
     }
   } catch (error) {

@@ -10,8 +10,7 @@
  *
  * A script, not a test: nothing in the test suite imports or runs it.
  */
-import { sha256, toHex, utf8 } from "../../lib/bytes.ts";
-import { keyShareFromPrivate } from "../../lib/crypto/ecdh.ts";
+import { concat, sha256, toHex, utf8 } from "../../lib/bytes.ts";
 import type { KexGroup } from "../../lib/crypto/kex.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { clientHandshake, type Credentials } from "../../lib/handshake/client.ts";
@@ -44,7 +43,7 @@ const PASSWORD = "correct horse battery staple";
 
 // RFC 7748 §6.1 (X25519) and RFC 5903 §8.1 (P-256) test keys for phase 1, so ss1 is a
 // published known answer; phase 2 scalars are SHA-256 of a label (see README.md).
-const PHASE1_SCALARS: Record<KexGroup, { client: string; server: string }> = {
+const PHASE1_SCALARS: Record<"x25519" | "p256", { client: string; server: string }> = {
   x25519: {
     client: "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
     server: "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
@@ -54,6 +53,28 @@ const PHASE1_SCALARS: Record<KexGroup, { client: string; server: string }> = {
     server: "c6ef9c5d78ae012a011164acb397ce2088685d8f06bf9be0b283ab46476bee53",
   },
 };
+
+/**
+ * A side's fixed key material (PROTOCOL §4.5, README.md): the ECDH scalar; for the hybrid its
+ * ML-KEM part first — the client's seed d‖z (64 bytes), the server's encapsulation
+ * randomness m (32 bytes) — then the X25519 scalar (for phase 1 the RFC 7748 one).
+ */
+async function secrets(group: KexGroup, role: "client" | "server"): Promise<Uint8Array[]> {
+  if (group !== "x25519mlkem768") {
+    return [hexBytes(PHASE1_SCALARS[group][role]), await labelledScalar(`${group} ${role} eph2`)];
+  }
+  const mlkem = role === "client" ? ["ml-kem d", "ml-kem z"] : ["ml-kem m"];
+  const phase = async (n: 1 | 2) => {
+    const parts = await Promise.all(
+      mlkem.map((p) => labelledScalar(`${group} ${role} phase ${n} ${p}`)),
+    );
+    const x = n === 1
+      ? hexBytes(PHASE1_SCALARS.x25519[role])
+      : await labelledScalar(`${group} ${role} phase 2 x25519`);
+    return concat(...parts, x);
+  };
+  return [await phase(1), await phase(2)];
+}
 
 interface Scenario {
   file: string;
@@ -84,6 +105,14 @@ const SCENARIOS: Scenario[] = [
       password: PASSWORD,
       email: "alice@example.org",
     },
+  },
+  {
+    file: "handshake_ed25519_x25519mlkem768.json",
+    description: "Complete v2 session: Ed25519 certificates, the X25519+ML-KEM-768 hybrid, " +
+      "login; records both ways, a key update, a refusal, close and receipts both ways",
+    keyType: "ed25519",
+    groups: ["x25519mlkem768", "x25519", "p256"],
+    credentials: { mode: "login", username: "alice", password: PASSWORD },
   },
 ];
 
@@ -243,11 +272,9 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
     server: await sha256(utf8("server nonce")),
   };
   const scalars = {
-    client: [hexBytes(PHASE1_SCALARS[group].client), await labelledScalar(`${group} client eph2`)],
-    server: [hexBytes(PHASE1_SCALARS[group].server), await labelledScalar(`${group} server eph2`)],
+    client: await secrets(group, "client"),
+    server: await secrets(group, "server"),
   };
-  const publics = async (s: Uint8Array[]) =>
-    await Promise.all(s.map(async (k) => hex((await keyShareFromPrivate(group, k)).publicKey)));
 
   const log: Written[] = [];
   const { client, server } = pipe(log);
@@ -367,13 +394,11 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
         nonce: hex(nonces.client),
         eph1_private: hex(scalars.client[0]),
         eph2_private: hex(scalars.client[1]),
-        eph_public: await publics(scalars.client),
       },
       server: {
         nonce: hex(nonces.server),
         eph1_private: hex(scalars.server[0]),
         eph2_private: hex(scalars.server[1]),
-        eph_public: await publics(scalars.server),
       },
       pki,
     },

@@ -9,7 +9,7 @@
  * A script, not part of the test suite; every run makes new keys, so commit its output.
  */
 import { join } from "node:path";
-import { makePki, writeSession } from "./transcript_fixtures.ts";
+import { makePki, writeSession } from "../../testkit/transcript_fixtures.ts";
 
 const out = new URL("../vectors/transcript/", import.meta.url).pathname;
 const pki = await makePki({

@@ -4,7 +4,7 @@
  * a failed connect retried on another node.
  */
 import { join } from "node:path";
-import { findExecutable, freePort, stopChild, waitForPort } from "./local_service.ts";
+import { findExecutable, freePort, stopChild, waitForPort } from "../../testkit/local_service.ts";
 
 export interface HaproxyBackend {
   name: string;
@@ -27,7 +27,12 @@ export function haproxyBinary(): { path: string } | { reason: string } {
 }
 
 /** The configuration the tests run: deploy/haproxy.cfg with loopback addresses. */
-export function haproxyConfig(port: number, backends: readonly HaproxyBackend[]): string {
+export function haproxyConfig(
+  port: number,
+  backends: readonly HaproxyBackend[],
+  proxyProtocol = false,
+): string {
+  const send = proxyProtocol ? " send-proxy-v2" : "";
   return `global
   maxconn 4096
 
@@ -50,21 +55,23 @@ backend nodes
   timeout check 2s
   default-server inter 1s fastinter 250ms fall 3 rise 2
 ${
-    backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check port ${b.healthPort}`).join(
-      "\n",
-    )
+    backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check port ${b.healthPort}${send}`)
+      .join("\n")
   }
 `;
 }
 
-/** Starts haproxy and waits until its frontend listens. */
-export async function startHaproxy(backends: readonly HaproxyBackend[]): Promise<Haproxy> {
+/** Starts haproxy and waits until its frontend listens; `proxyProtocol` adds send-proxy-v2. */
+export async function startHaproxy(
+  backends: readonly HaproxyBackend[],
+  proxyProtocol = false,
+): Promise<Haproxy> {
   const binary = haproxyBinary();
   if (!("path" in binary)) throw new Error(binary.reason);
   const dir = await Deno.makeTempDir({ prefix: "securechat-haproxy-" });
   const port = freePort();
   const config = join(dir, "haproxy.cfg");
-  await Deno.writeTextFile(config, haproxyConfig(port, backends));
+  await Deno.writeTextFile(config, haproxyConfig(port, backends, proxyProtocol));
   // -db: stay in the foreground, so the child is haproxy itself and SIGTERM stops it.
   const child = new Deno.Command(binary.path, {
     args: ["-db", "-f", config],

@@ -4,7 +4,8 @@
  * SECURECHAT_TEST_MYSQL_URL is set, that server instead (then it cannot be stopped or restarted).
  */
 import { join } from "node:path";
-import { findExecutable, freePort } from "./local_service.ts";
+import { findExecutable, freePort } from "../../testkit/local_service.ts";
+import { skipUnless } from "./optional_suites.ts";
 
 export const MYSQL_URL_ENV = "SECURECHAT_TEST_MYSQL_URL";
 const DATABASE = "securechat_test";
@@ -43,11 +44,17 @@ export function mysqlTestTarget(): MysqlTestTarget {
   };
 }
 
-/** Says loudly, once per test file, that MySQL tests will not run here. */
-export function warnMysqlSkipped(target: MysqlTestTarget, what: string): void {
-  if (target.kind === "none") {
-    console.warn(`\n!!! SKIPPING ${what} against MySQL/MariaDB: ${target.reason} !!!\n`);
-  }
+/**
+ * The `ignore:` flag for `what` (see optional_suites.ts): "any" runs against a URL or a local
+ * server, "local" needs a mariadbd of its own that it can stop and restart.
+ */
+export function skipMysql(target: MysqlTestTarget, what: string, needs: "any" | "local"): boolean {
+  const missing = target.kind === "none"
+    ? target.reason
+    : needs === "local" && target.kind === "url"
+    ? `it starts its own mariadbd, and ${MYSQL_URL_ENV} names a server it cannot restart`
+    : undefined;
+  return skipUnless("mariadb", missing, `${what} against MySQL/MariaDB`);
 }
 
 export async function startMariaDb(): Promise<MariaDb> {

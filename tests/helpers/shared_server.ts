@@ -5,7 +5,7 @@
  * the run ends early, an unload handler still does.
  */
 import assert from "node:assert/strict";
-import { Bystander, registerUser, ServerProcess } from "./server_process.ts";
+import { Bystander, registerUser, ServerProcess } from "../../testkit/server_process.ts";
 
 export interface SharedServerOptions {
   pkiDir: string;

@@ -1,7 +1,7 @@
 /** The transcript hash against an independently computed vector (docs/TRANSCRIPT.md §3). */
 import assert from "node:assert/strict";
-import { fromHex, toHex } from "../lib/bytes.ts";
-import { decodeLine, type LineJson, LineSchema, prepareLine } from "../lib/message/record.ts";
+import { fromHex, toHex } from "../../lib/bytes.ts";
+import { decodeLine, type LineJson, LineSchema, prepareLine } from "../../lib/message/record.ts";
 import {
   baseNameOf,
   basePathOfLog,
@@ -9,12 +9,12 @@ import {
   fingerprintOf,
   type HashContext,
   TranscriptHasher,
-} from "../lib/transcript/format.ts";
-import { ReceiptSchema } from "../lib/transcript/receipt.ts";
-import { fromBase64 } from "../lib/bytes.ts";
+} from "../../lib/transcript/format.ts";
+import { ReceiptSchema } from "../../lib/transcript/receipt.ts";
+import { fromBase64 } from "../../lib/bytes.ts";
 
 const vector = JSON.parse(
-  await Deno.readTextFile(new URL("./vectors/transcript/hash_v2.json", import.meta.url)),
+  await Deno.readTextFile(new URL("../vectors/transcript/hash_v2.json", import.meta.url)),
 ) as {
   protocol_version: number;
   session_id: string;
@@ -152,9 +152,9 @@ Deno.test("receipt schema: strict, versioned, canonical encodings", () => {
 });
 
 Deno.test("golden transcript: a stored 2020 session still verifies (expired certs), confirmed by both, and opens", async () => {
-  const { TrustStore } = await import("../lib/pki/validate.ts");
-  const { verifyTranscript } = await import("../lib/transcript/verify.ts");
-  const dir = new URL("./vectors/transcript/", import.meta.url).pathname;
+  const { TrustStore } = await import("../../lib/pki/validate.ts");
+  const { verifyTranscript } = await import("../../lib/transcript/verify.ts");
+  const dir = new URL("../vectors/transcript/", import.meta.url).pathname;
   const golden = JSON.parse(await Deno.readTextFile(`${dir}golden.json`));
   const report = await verifyTranscript(`${dir}${golden.log}`, {
     trust: await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
@@ -167,7 +167,7 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
   assert.deepEqual(report.authors.map((a) => a.commonName), ["alice", "bob"]);
   assert.ok(report.signers.client!.notAfter < new Date().toISOString(), "certificate expired");
   // bob's relayed line (the first relay) opens to what bob said, with only the CA.
-  const { checkOpening, makeOpening } = await import("../lib/transcript/opening.ts");
+  const { checkOpening, makeOpening } = await import("../../lib/transcript/opening.ts");
   const lines = (await Deno.readTextFile(`${dir}${golden.log}`)).split("\n");
   const relayLine = lines.findIndex((l) => l.includes('"type":"relay"')) + 1;
   const opening = await makeOpening(`${dir}${golden.log}`, relayLine, `${dir}${golden.keys}`);

@@ -6,17 +6,18 @@ import {
   parseServers,
   STOPPED,
   worthReconnecting,
-} from "../commands/_reconnect.ts";
-import { resolveClusterConfig } from "../lib/cluster/config.ts";
+} from "../../commands/_reconnect.ts";
+import { resolveClusterConfig } from "../../lib/cluster/config.ts";
 import {
   encodeClusterMessage,
   parseClusterMessage,
   PresenceSchema,
   RecordEnvelopeSchema,
   SUBJECTS,
-} from "../lib/cluster/messages.ts";
-import { decodeClusterRecord, encodeClusterRecord } from "../lib/server/cluster_record.ts";
-import { codeOf } from "../lib/errors.ts";
+} from "../../lib/cluster/messages.ts";
+import { decodeClusterRecord, encodeClusterRecord } from "../../lib/server/cluster_record.ts";
+import { codeOf } from "../../lib/errors.ts";
+import { blockLength, parseProxyHeader } from "../../lib/server/proxy_protocol.ts";
 
 Deno.test("Backoff.next() doubles up to the cap, each wait jittered within [d/2, d]", () => {
   for (const random of [() => 0, () => 0.999999]) {
@@ -154,4 +155,37 @@ Deno.test("decodeClusterRecord() returns what encodeClusterRecord() wrote; refus
   ) {
     assert.throws(() => decodeClusterRecord(bad), (e) => codeOf(e) === "PROTOCOL_ERROR");
   }
+});
+
+Deno.test("parseProxyHeader() reads PROXY v2 TCP over IPv4 and IPv6, LOCAL; refuses the rest", () => {
+  const SIG = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+  const header = (verCmd: number, fam: number, block: number[]) => {
+    const fixed = new Uint8Array([...SIG, verCmd, fam, block.length >> 8, block.length & 0xff]);
+    return [fixed, new Uint8Array(block)] as const;
+  };
+  const v4 = [192, 0, 2, 7, 10, 0, 0, 1, 0xc3, 0x50, 0xff, 0x98];
+  assert.deepEqual(parseProxyHeader(...header(0x21, 0x11, v4)), {
+    hostname: "192.0.2.7",
+    port: 50000,
+  });
+  const v6 = [...Array(15).fill(0), 1, ...Array(16).fill(0), 0x00, 0x50, 0x00, 0x51];
+  assert.deepEqual(parseProxyHeader(...header(0x21, 0x21, v6)), {
+    hostname: "0:0:0:0:0:0:0:1",
+    port: 80,
+  });
+  assert.deepEqual(parseProxyHeader(...header(0x20, 0x00, [])), {}, "LOCAL: the balancer itself");
+  const refused: (readonly [Uint8Array, Uint8Array])[] = [
+    header(0x11, 0x11, v4), // version 1 bits
+    header(0x22, 0x11, v4), // unknown command
+    header(0x21, 0x11, v4.slice(0, 8)), // IPv4 block too short
+    header(0x21, 0x12, v4), // UDP
+    header(0x21, 0x31, v4), // AF_UNIX
+    [new Uint8Array(16), new Uint8Array()], // no signature
+    [header(0x21, 0x11, v4)[0], new Uint8Array(3)], // length mismatch
+  ];
+  for (const [fixed, block] of refused) {
+    assert.throws(() => parseProxyHeader(fixed, block), (e) => codeOf(e) === "PROTOCOL_ERROR");
+  }
+  const [tooLong] = header(0x21, 0x11, Array(513).fill(0));
+  assert.throws(() => blockLength(tooLong), (e) => codeOf(e) === "PROTOCOL_ERROR");
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { codeOf } from "../lib/errors.ts";
-import { fromHex, fromUtf8, toHex } from "../lib/bytes.ts";
+import { codeOf } from "../../lib/errors.ts";
+import { fromHex, fromUtf8, toHex } from "../../lib/bytes.ts";
 import {
   checkNewPassword,
   hashPassword,
@@ -9,7 +9,8 @@ import {
   type PasswordHash,
   PBKDF2_ITERATIONS,
   verifyPassword,
-} from "../lib/crypto/password.ts";
+} from "../../lib/crypto/password.ts";
+import { PEER_SUITES, peerSuiteMissing, skipUnless } from "../helpers/optional_suites.ts";
 
 const PASSWORD = "correct horse battery staple";
 
@@ -56,27 +57,18 @@ Deno.test("verifyPassword() checks seed-scheme rows as SHA-256(salt || password)
   assert.equal(await verifyPassword("hunter2", { ...stored, salt: new Uint8Array(16) }), false);
 });
 
-const WYCHEPROOF = new URL(
-  "../../shared/peer-suites/wycheproof/pbkdf2_hmacsha256_test.json",
-  import.meta.url,
-);
-const haveWycheproof = (() => {
-  try {
-    return Deno.statSync(WYCHEPROOF).isFile;
-  } catch {
-    console.warn(
-      `\n!!! SKIPPING Wycheproof PBKDF2 vectors: ${WYCHEPROOF.pathname} not found !!!\n`,
-    );
-    return false;
-  }
-})();
+const WYCHEPROOF_PBKDF2 = "wycheproof/pbkdf2_hmacsha256_test.json";
 
 Deno.test({
   name: "verifyPassword() agrees with Wycheproof's PBKDF2-HMAC-SHA256 vectors",
-  ignore: !haveWycheproof,
+  ignore: skipUnless(
+    "wycheproof",
+    peerSuiteMissing(WYCHEPROOF_PBKDF2),
+    "Wycheproof's PBKDF2 vectors",
+  ),
   async fn() {
     const suite: { testGroups: { tests: Record<string, unknown>[] }[] } = JSON.parse(
-      await Deno.readTextFile(WYCHEPROOF),
+      await Deno.readTextFile(new URL(WYCHEPROOF_PBKDF2, PEER_SUITES)),
     );
     let used = 0;
     for (const test of suite.testGroups.flatMap((g) => g.tests)) {

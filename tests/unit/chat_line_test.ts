@@ -1,6 +1,6 @@
 /** What a typed line means (lib/session/chat_line.ts). */
 import assert from "node:assert/strict";
-import { parseChatLine } from "../lib/session/chat_line.ts";
+import { parseChatLine } from "../../lib/session/chat_line.ts";
 
 const CASES: [string, ReturnType<typeof parseChatLine>][] = [
   ["hello all", { action: "send", body: { kind: "text", text: "hello all" }, to: "lobby" }],

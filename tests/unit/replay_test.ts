@@ -1,7 +1,7 @@
 /** The sequence window (lib/session/replay.ts, PROTOCOL §6.3). */
 import assert from "node:assert/strict";
-import { SecureChatError } from "../lib/errors.ts";
-import { SequenceWindow } from "../lib/session/replay.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import { SequenceWindow } from "../../lib/session/replay.ts";
 
 function codeOf(fn: () => void): string {
   try {

@@ -1,10 +1,10 @@
 /** A throwaway PKI for protocol tests, made through lib/pki (the same code as `ca init`/`cert issue`). */
-import { initCa, loadCaSigner } from "../../lib/pki/ca.ts";
-import { issueCertificate, type Profile } from "../../lib/pki/issue.ts";
-import type { KeyType } from "../../lib/pki/keys.ts";
-import { TrustStore } from "../../lib/pki/validate.ts";
-import { loadIdentity } from "../../lib/identity.ts";
-import type { Identity } from "../../lib/handshake/common.ts";
+import { initCa, loadCaSigner } from "../lib/pki/ca.ts";
+import { issueCertificate, type Profile } from "../lib/pki/issue.ts";
+import type { KeyType } from "../lib/pki/keys.ts";
+import { TrustStore } from "../lib/pki/validate.ts";
+import { loadIdentity } from "../lib/identity.ts";
+import type { Identity } from "../lib/handshake/common.ts";
 
 export interface TestPki {
   dir: string;

@@ -12,15 +12,15 @@
  * Below that, `RawConn` writes arbitrary bytes (split, truncated, with any length prefix).
  */
 import assert from "node:assert/strict";
-import { concat, fromBase64, toBase64, toHex, u32be, utf8 } from "../../lib/bytes.ts";
-import { type ClientKeyShare, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
+import { concat, fromBase64, toBase64, toHex, u32be, utf8 } from "../lib/bytes.ts";
+import { type ClientKeyShare, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
 import {
   importVerifyingKeySpki,
   sign,
   verify,
   type VerifyingKey,
-} from "../../lib/crypto/signature.ts";
-import type { Identity } from "../../lib/handshake/common.ts";
+} from "../lib/crypto/signature.ts";
+import type { Identity } from "../lib/handshake/common.ts";
 import {
   deriveMaster,
   derivePhase1,
@@ -30,8 +30,8 @@ import {
   type MasterSecrets,
   type Phase1Secrets,
   signatureInput,
-} from "../../lib/handshake/key_schedule.ts";
-import { RecordLayer } from "../../lib/handshake/record.ts";
+} from "../lib/handshake/key_schedule.ts";
+import { RecordLayer } from "../lib/handshake/record.ts";
 import {
   type Body,
   decodeRecord,
@@ -42,8 +42,8 @@ import {
   sealContent,
   sealPlaintext,
   signRecord,
-} from "../../lib/message/record.ts";
-import { type TrustStore, validatePeerCertificate } from "../../lib/pki/validate.ts";
+} from "../lib/message/record.ts";
+import { type TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
@@ -52,7 +52,7 @@ import {
   FinishedSchema,
   parseMessage,
   ServerHelloSchema,
-} from "../../lib/wire/messages.ts";
+} from "../lib/wire/messages.ts";
 import type { Bystander, LogEvent, ServerProcess } from "./server_process.ts";
 
 export const encoder = new TextEncoder();

@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { SecureChatError } from "../lib/errors.ts";
-import { timingSafeEqual } from "../lib/bytes.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import { timingSafeEqual } from "../../lib/bytes.ts";
 import {
   checkEncapsulationKey,
   type MlKem768,
@@ -15,7 +15,7 @@ import {
   MLKEM768_ENCAPSULATION_KEY_BYTES,
   nobleMlKem768,
   webCryptoMlKem768,
-} from "../lib/crypto/mlkem.ts";
+} from "../../lib/crypto/mlkem.ts";
 
 const BACKENDS: [string, MlKem768 | undefined][] = [
   ["webcrypto", webCryptoMlKem768],

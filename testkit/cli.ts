@@ -1,5 +1,5 @@
 /** Runs the real CLI (main.ts) as a subprocess, as users do. */
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 export interface CliResult {
   code: number;

@@ -1,7 +1,7 @@
 /** Admission limits and login slow-down (lib/server/limits.ts, PROTOCOL §8.2). */
 import assert from "node:assert/strict";
-import { SecureChatError } from "../lib/errors.ts";
-import { Admission, LoginThrottle, TokenBucket } from "../lib/server/limits.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import { Admission, LoginThrottle, TokenBucket } from "../../lib/server/limits.ts";
 
 const codeOf = (fn: () => unknown) => {
   try {

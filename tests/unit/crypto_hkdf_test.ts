@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { fromHex, toHex, utf8 } from "../lib/bytes.ts";
-import { hkdfExpand, hkdfExtract, hmacSha256 } from "../lib/crypto/hkdf.ts";
+import { fromHex, toHex, utf8 } from "../../lib/bytes.ts";
+import { hkdfExpand, hkdfExtract, hmacSha256 } from "../../lib/crypto/hkdf.ts";
 
 // Known answers: RFC 4231 §4.2 (test case 1) and RFC 5869 A.3 (empty salt and info).
 // The Wycheproof suite (tests/wycheproof_test.ts) carries the other 86 HKDF cases.

@@ -1,5 +1,5 @@
 /**
- * The real `serve` and `connect` commands as subprocesses (tests/helpers/cli.ts), for
+ * The real `serve` and `connect` commands as subprocesses (testkit/cli.ts), for
  * tests that must prove behaviour through processes and TCP rather than in-process
  * calls. `serve` runs with `--log-format json`; its log lines are parsed as they
  * arrive so a test can wait for the code the server logged.
@@ -359,6 +359,7 @@ export async function registerUser(
   user: string,
   password: string,
 ): Promise<void> {
+  const mark = server.mark();
   const result = await runConnect({
     port: server.port,
     user,
@@ -368,6 +369,9 @@ export async function registerUser(
     registerEmail: `${user}@example.com`,
   });
   assert.equal(result.code, 0, `register ${user} failed:\n${result.stderr}`);
+  // The client may exit before the server has ended the session: until the server logs
+  // its CLOSE, the connection still holds a slot the caller may be about to count on.
+  await server.waitFor((e) => e.event === "CLOSE" && e.user === user, 10_000, mark);
 }
 
 /**

@@ -15,14 +15,14 @@ import assert from "node:assert/strict";
 import v8 from "node:v8";
 import vm from "node:vm";
 import type { z } from "zod";
-import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../../lib/bytes.ts";
-import { generateKeyShare } from "../../lib/crypto/ecdh.ts";
-import { keyAgreement } from "../../lib/crypto/kex.ts";
-import { sign } from "../../lib/crypto/signature.ts";
-import { SecureChatError } from "../../lib/errors.ts";
-import { finishedMac, signatureInput } from "../../lib/handshake/key_schedule.ts";
-import type { LogFields } from "../../lib/log.ts";
-import { FrameReader, MAX_FRAME_BYTES } from "../../lib/wire/frame.ts";
+import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../lib/bytes.ts";
+import { generateKeyShare } from "../lib/crypto/ecdh.ts";
+import { keyAgreement } from "../lib/crypto/kex.ts";
+import { sign } from "../lib/crypto/signature.ts";
+import { SecureChatError } from "../lib/errors.ts";
+import { finishedMac, signatureInput } from "../lib/handshake/key_schedule.ts";
+import type { LogFields } from "../lib/log.ts";
+import { FrameReader, MAX_FRAME_BYTES } from "../lib/wire/frame.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
@@ -40,17 +40,17 @@ import {
   ReceiptEnvelopeSchema,
   RegisterSchema,
   ServerHelloSchema,
-} from "../../lib/wire/messages.ts";
+} from "../lib/wire/messages.ts";
 import {
   BodySchema,
   MsgMessageSchema,
   RefusedMessageSchema,
   RelayMessageSchema,
-} from "../../lib/message/record.ts";
-import { ChatServer } from "../../lib/server/server.ts";
-import { clientHandshake } from "../../lib/handshake/client.ts";
-import { ChatSession, type ReceivedMessage, type SessionEnd } from "../../lib/session/session.ts";
-import { FrameConnection } from "../../lib/wire/connection.ts";
+} from "../lib/message/record.ts";
+import { ChatServer } from "../lib/server/server.ts";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
 import { HostileClient, type HostileOptions, RawConn, X25519_LOW_ORDER } from "./hostile.ts";
 import { sharedPasswordStore } from "./memory_store.ts";
 import { makePki, type TestPki } from "./pki.ts";
@@ -591,13 +591,13 @@ export interface LiveFuzzContext {
 const NOT_TERMINAL = new Set(["CONNECT", "LOGIN", "SESSION_REPLACED"]);
 
 /** The server has finished with this peer: a handshake code (no session) or CLOSE. */
-function terminalFor(peer: string) {
+export function terminalFor(peer: string) {
   return (e: LoggedEvent) =>
     e.peer === peer && (e.event === "CLOSE" || (!e.session && !NOT_TERMINAL.has(e.event)));
 }
 
 /** The first event at or after index `from` passing `test`, waiting up to `timeoutMs`. */
-async function waitForLog(
+export async function waitForLog(
   logs: LoggedEvent[],
   test: (e: LoggedEvent) => boolean,
   timeoutMs: number,

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
-import { SecureChatError } from "../lib/errors.ts";
-import { concat, fromHex, toHex } from "../lib/bytes.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import { concat, fromHex, toHex } from "../../lib/bytes.ts";
 import {
   agree,
   type EcdhCurve,
   generateKeyShare,
   keyShareFromPrivate,
-} from "../lib/crypto/ecdh.ts";
-import { KEX_GROUPS, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
+} from "../../lib/crypto/ecdh.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
+import { ml_kem768 as rawNoble } from "@noble/post-quantum/ml-kem.js";
 
 function isCode(code: string) {
   return (e: unknown) => e instanceof SecureChatError && e.code === code;
@@ -42,8 +43,8 @@ const KNOWN_ANSWERS: {
   },
 ];
 
-Deno.test("KEX_GROUPS lists x25519 first, then p256", () => {
-  assert.deepEqual([...KEX_GROUPS], ["x25519", "p256"]);
+Deno.test("KEX_GROUPS lists the hybrid first, then x25519, then p256", () => {
+  assert.deepEqual([...KEX_GROUPS], ["x25519mlkem768", "x25519", "p256"]);
   assert.ok(Object.isFrozen(KEX_GROUPS));
 });
 
@@ -189,4 +190,55 @@ Deno.test("agree() refuses malformed, compressed and off-curve P-256 points with
     await assert.rejects(agree(share, point), isCode("BAD_KEY_SHARE"), name);
   }
   assert.equal((await agree(share, peer)).length, 32, "the unmodified point is accepted");
+});
+
+Deno.test("x25519mlkem768: ek ‖ X25519 out, ct ‖ X25519 back, ss_ML-KEM ‖ ss_X25519 (draft-ietf-tls-ecdhe-mlkem layout)", async () => {
+  const x = KNOWN_ANSWERS.find((v) => v.group === "x25519")!;
+  const seed = Uint8Array.from({ length: 64 }, (_, i) => i);
+  const m = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);
+  const kex = keyAgreement("x25519mlkem768");
+  const client = await kex.generate(concat(seed, fromHex(x.a)));
+  const server = await kex.respond(client.share, concat(m, fromHex(x.b)));
+
+  // Computed independently: raw noble for ML-KEM, the RFC 7748 answers for X25519.
+  const { publicKey: ek, secretKey: dk } = rawNoble.keygen(seed);
+  const { cipherText, sharedSecret } = rawNoble.encapsulate(ek, m);
+  assert.equal(toHex(client.share), toHex(ek) + x.aPublic);
+  assert.equal(client.share.length, 1216);
+  assert.equal(toHex(server.share), toHex(cipherText) + x.bPublic);
+  assert.equal(server.share.length, 1120);
+  assert.equal(toHex(server.sharedSecret), toHex(sharedSecret) + x.shared);
+  assert.equal(toHex(await client.complete(server.share)), toHex(server.sharedSecret));
+  assert.deepEqual(rawNoble.decapsulate(cipherText, dk), sharedSecret);
+});
+
+Deno.test("x25519mlkem768: a bad half anywhere is BAD_KEY_SHARE; a wrong ciphertext changes the secret", async () => {
+  const kex = keyAgreement("x25519mlkem768");
+  const client = await kex.generate();
+  const ek = client.share.subarray(0, 1184);
+  const lowOrder = new Uint8Array(32); // u = 0: all-zero X25519 secret
+
+  const unreduced = client.share.slice();
+  unreduced[0] = 0xff;
+  unreduced[1] |= 0x0f; // first coefficient 4095 ≥ q
+  await assert.rejects(kex.respond(unreduced), isCode("BAD_KEY_SHARE"), "modulus check");
+  await assert.rejects(kex.respond(concat(ek, lowOrder)), isCode("BAD_KEY_SHARE"), "low order");
+  await assert.rejects(kex.respond(ek), isCode("BAD_KEY_SHARE"), "ek alone");
+
+  const server = await kex.respond(client.share);
+  const ct = server.share.subarray(0, 1088);
+  await assert.rejects(client.complete(concat(ct, lowOrder)), isCode("BAD_KEY_SHARE"));
+  const other = await kex.generate();
+  await assert.rejects(other.complete(ct), isCode("BAD_KEY_SHARE"), "ct alone");
+
+  // FIPS 203 implicit rejection: a tampered ciphertext is not an error, the
+  // secret simply differs, and the handshake's Finished fails instead.
+  const third = await kex.generate();
+  const answer = await kex.respond(third.share);
+  const tampered = answer.share.slice();
+  tampered[7] ^= 1;
+  const secret = await third.complete(tampered);
+  assert.equal(secret.length, 64);
+  assert.notEqual(toHex(secret.subarray(0, 32)), toHex(answer.sharedSecret.subarray(0, 32)));
+  assert.equal(toHex(secret.subarray(32)), toHex(answer.sharedSecret.subarray(32)));
 });

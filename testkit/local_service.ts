@@ -68,8 +68,3 @@ export async function stopChild(
   }
   await child.status;
 }
-
-/** Says loudly, once per test file, that tests needing `what` will not run here, and why. */
-export function warnSkipped(what: string, reason: string): void {
-  console.warn(`\n!!! SKIPPING ${what}: ${reason} !!!\n`);
-}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { SecureChatError } from "../lib/errors.ts";
-import { concat, randomBytes, toHex, u64be } from "../lib/bytes.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import { concat, randomBytes, toHex, u64be } from "../../lib/bytes.ts";
 import {
   AES_KEY_BYTES,
   counterNonce,
@@ -9,7 +9,7 @@ import {
   importAesGcmKey,
   open,
   seal,
-} from "../lib/crypto/aead.ts";
+} from "../../lib/crypto/aead.ts";
 
 async function assertDecryptFail(promise: Promise<unknown>, what: string): Promise<void> {
   await assert.rejects(

@@ -5,8 +5,8 @@
  * leaf keys.
  */
 import { join } from "node:path";
-import { fromHex, randomBytes, toBase64, toHex } from "../../lib/bytes.ts";
-import { importSigningKeyPkcs8, sign, type SigningKey } from "../../lib/crypto/signature.ts";
+import { fromHex, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
+import { importSigningKeyPkcs8, sign, type SigningKey } from "../lib/crypto/signature.ts";
 import {
   encodeRecord,
   LOBBY,
@@ -18,10 +18,10 @@ import {
   sealContent,
   signRecord,
   userRecipient,
-} from "../../lib/message/record.ts";
-import { fingerprintOf } from "../../lib/transcript/format.ts";
-import { type Receipt, receiptSignedData } from "../../lib/transcript/receipt.ts";
-import { TranscriptWriter } from "../../lib/transcript/writer.ts";
+} from "../lib/message/record.ts";
+import { fingerprintOf } from "../lib/transcript/format.ts";
+import { type Receipt, receiptSignedData } from "../lib/transcript/receipt.ts";
+import { TranscriptWriter } from "../lib/transcript/writer.ts";
 
 export type KeyAlg = "rsa" | "p256" | "ed25519";
 

@@ -1,6 +1,6 @@
 /** The event log: one event per line whatever the fields hold (lib/log.ts). */
 import assert from "node:assert/strict";
-import { createLogger } from "../lib/log.ts";
+import { createLogger } from "../../lib/log.ts";
 
 function capture(format: "text" | "json") {
   const lines: string[] = [];

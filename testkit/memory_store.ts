@@ -4,8 +4,8 @@
  * store (lib/store) pays ~80 ms of PBKDF2 per login, which would drown what these
  * measure; its own behaviour is pinned by tests/store_*.ts.
  */
-import { SecureChatError } from "../../lib/errors.ts";
-import type { Account, UserStore } from "../../lib/store/user_store.ts";
+import { SecureChatError } from "../lib/errors.ts";
+import type { Account, UserStore } from "../lib/store/user_store.ts";
 
 export function sharedPasswordStore(password: string): UserStore {
   const account = (username: string): Account => ({

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { isValidEmail } from "../lib/store/account_rules.ts";
+import { isValidEmail } from "../../lib/store/account_rules.ts";
 
 Deno.test("isValidEmail() checks a basic shape up to 254 characters", () => {
   const local = "a".repeat(64);

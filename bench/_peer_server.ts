@@ -1,0 +1,50 @@
+/**
+ * Child process of the peer bench (issue 18): securechat's real ChatServer — admission,
+ * handshake, chat sessions with transcripts, the lobby — in a process of its own, so
+ * the bench can read its CPU time and RSS from /proc as it reads InspIRCd's. Logins
+ * are checked by the in-memory store (testkit/memory_store.ts: no PBKDF2,
+ * which would dominate setup and is not what the comparison is about); admission and
+ * lobby rate limits are lifted as InspIRCd's flood control is switched off.
+ *
+ *   deno run -A --v8-flags=--expose-gc bench/_peer_server.ts <pkiDir> <transcriptDir>
+ *
+ * Prints {"port":N}; answers {"cmd":"gc"} after full garbage collections with
+ * Deno.memoryUsage(); exits when stdin closes (without closing sessions: the bench
+ * has measured what it wanted by then).
+ */
+import { loadIdentity } from "../lib/identity.ts";
+import { TrustStore } from "../lib/pki/validate.ts";
+import { ChatServer } from "../lib/server/server.ts";
+import { sharedPasswordStore } from "../testkit/memory_store.ts";
+import { BENCH_PASSWORD, commands, reply, sleep } from "./_util.ts";
+
+const [pkiDir, transcriptDir] = Deno.args;
+const server = ChatServer.listen({
+  hostname: "127.0.0.1",
+  port: 0,
+  identity: await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`),
+  trust: await TrustStore.load(`${pkiDir}/ca.pem`),
+  store: sharedPasswordStore(BENCH_PASSWORD),
+  log: () => {},
+  session: { transcriptDir },
+  admission: {
+    maxConnections: 1_000_000,
+    maxConnectionsPerAddress: 1_000_000,
+    handshakeBurst: 1_000_000,
+    handshakesPerSecond: 1_000_000,
+  },
+  lobby: { messagesPerSecond: 1e6, messageBurst: 1e6 },
+});
+reply({ port: server.port });
+
+const gc = (globalThis as { gc?: () => void }).gc;
+for await (const cmd of commands()) {
+  if (cmd.cmd === "gc") {
+    for (let i = 0; i < 3; i++) {
+      gc?.();
+      await sleep(50);
+    }
+    reply({ gc: gc !== undefined, memory: Deno.memoryUsage() });
+  }
+}
+Deno.exit(0);

@@ -1,0 +1,114 @@
+/**
+ * The refusal race (issue 19): the client pipelines certificate, certificate_verify, finished
+ * and login. When the server refuses the certificate it sends its `error` and closes, and a
+ * slow client then finds its next write failing before it reads anything. The user must see
+ * the server's code (BAD_CERT), not "connection lost while writing".
+ *
+ * Deterministic: the two sides talk over an in-memory pipe whose writes fail once the other
+ * end has closed (as a socket's do after the peer's reset) while what was already delivered
+ * stays readable (as Linux keeps the receive queue); the client's certificate_verify
+ * signature is held until the server has closed.
+ */
+import assert from "node:assert/strict";
+import { codeOf, SecureChatError } from "../../lib/errors.ts";
+import { clientHandshake } from "../../lib/handshake/client.ts";
+import { serverHandshake } from "../../lib/handshake/server.ts";
+import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
+import { makePki } from "../../testkit/pki.ts";
+
+/**
+ * One end of an in-memory byte stream with a socket's close semantics: after either end
+ * closes, writes fail with EPIPE; what was delivered before stays readable.
+ */
+class PipeEnd implements ByteStreamConn {
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Resolves when this end has been closed. */
+  readonly closed: Promise<void>;
+  peer!: PipeEnd;
+  #input!: ReadableStreamDefaultController<Uint8Array>;
+  #inputOpen = true;
+  #writable = true;
+  #markClosed!: () => void;
+
+  constructor() {
+    this.readable = new ReadableStream({
+      start: (controller) => void (this.#input = controller),
+      cancel: () => void (this.#inputOpen = false),
+    });
+    this.closed = new Promise((resolve) => this.#markClosed = resolve);
+  }
+
+  static pair(): [PipeEnd, PipeEnd] {
+    const [a, b] = [new PipeEnd(), new PipeEnd()];
+    [a.peer, b.peer] = [b, a];
+    return [a, b];
+  }
+
+  write(bytes: Uint8Array): Promise<number> {
+    if (!this.#writable || !this.peer.#writable) {
+      return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
+    }
+    if (this.peer.#inputOpen) this.peer.#input.enqueue(bytes.slice());
+    return Promise.resolve(bytes.length);
+  }
+
+  closeWrite(): Promise<void> {
+    this.peer.#endInput();
+    return Promise.resolve();
+  }
+
+  close(): void {
+    this.#writable = false;
+    this.peer.#endInput();
+    this.#endInput();
+    this.#markClosed();
+  }
+
+  #endInput(): void {
+    if (this.#inputOpen) this.#input.close();
+    this.#inputOpen = false;
+  }
+}
+
+Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fails first", async () => {
+  const pki = await makePki(["alice"]);
+  const rogue = await makePki(["alice"]); // a client certificate from a CA the server does not trust
+  const alice = await rogue.identity("alice");
+  const [clientEnd, serverEnd] = PipeEnd.pair();
+
+  // The client signs its certificate_verify only after the server has refused and closed,
+  // so the frames that follow its certificate meet a closed pipe.
+  const realSign = crypto.subtle.sign;
+  crypto.subtle.sign = async function (
+    this: SubtleCrypto,
+    ...args: Parameters<SubtleCrypto["sign"]>
+  ) {
+    if (args[1] === alice.signingKey.key) await serverEnd.closed;
+    return await realSign.apply(this, args);
+  } as SubtleCrypto["sign"];
+  try {
+    const [server, client] = await Promise.allSettled([
+      serverHandshake(new FrameConnection(serverEnd), {
+        identity: await pki.identity("server"),
+        trust: pki.trust,
+        authenticate: () => Promise.resolve({ registered: false }),
+      }),
+      clientHandshake(new FrameConnection(clientEnd), {
+        identity: alice,
+        trust: pki.trust,
+        serverName: "localhost",
+        credentials: { mode: "login", username: "alice", password: "a-long-password" },
+      }),
+    ]);
+    assert.equal(server.status, "rejected");
+    assert.equal(codeOf(server.reason), "BAD_CERT");
+    assert.equal(client.status, "rejected");
+    assert.ok(client.reason instanceof SecureChatError);
+    assert.equal(client.reason.code, "BAD_CERT", client.reason.message);
+    assert.match(client.reason.message, /peer ended the session: BAD_CERT/);
+  } finally {
+    crypto.subtle.sign = realSign;
+    await Deno.remove(pki.dir, { recursive: true });
+    await Deno.remove(rogue.dir, { recursive: true });
+  }
+});

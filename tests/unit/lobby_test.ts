@@ -1,0 +1,210 @@
+/**
+ * lib/server/lobby.ts directly, with stand-in sessions that record what the lobby sends:
+ * who hears what, takeover by a second login, relays (the author's record forwarded once
+ * serialised, never signed by the server), private records, refusals (rate limit, not
+ * online), dropping a member whose sends fail.
+ */
+import assert from "node:assert/strict";
+import { fromBase64, toBase64, toHex } from "../../lib/bytes.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import type { LogFields } from "../../lib/log.ts";
+import {
+  type Body,
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  type PreparedRelay,
+  type RefusalCode,
+  relayFor,
+  sealContent,
+  TO_SERVER,
+  userRecipient,
+} from "../../lib/message/record.ts";
+import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
+import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
+
+/** The part of ChatSession the lobby uses, recording every send. */
+class FakeSession {
+  readonly notices: string[] = [];
+  readonly operator: { text: string; private?: true }[] = [];
+  readonly relays: PreparedRelay[] = [];
+  readonly refusals: { of: number; code: RefusalCode }[] = [];
+  readonly cert: Uint8Array;
+  closing = false;
+  closeCalls = 0;
+  /** What the next sends throw, if set. */
+  failure: unknown;
+
+  constructor(readonly username: string, readonly sessionId = crypto.randomUUID()) {
+    this.cert = new TextEncoder().encode(`certificate of ${username}`);
+  }
+
+  get established() {
+    return { conn: { queuedBytes: 0 }, peer: { der: this.cert } };
+  }
+
+  send(body: Body): Promise<number> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (body.kind === "notice") this.notices.push(body.text);
+    if (body.kind === "operator") this.operator.push({ text: body.text, private: body.private });
+    return Promise.resolve(1);
+  }
+
+  relay(prepared: PreparedRelay): void {
+    if (this.failure !== undefined) throw this.failure;
+    this.relays.push(prepared);
+  }
+
+  refuse(of: number, code: RefusalCode): void {
+    this.refusals.push({ of, code });
+  }
+
+  close(): Promise<void> {
+    this.closeCalls++;
+    this.closing = true;
+    return Promise.resolve();
+  }
+}
+
+function setup(limits: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40 }) {
+  const logged: { event: string; fields?: LogFields }[] = [];
+  const lobby = new Lobby((event, fields) => void logged.push({ event, fields }), limits);
+  const join = async (username: string) => {
+    const session = new FakeSession(username);
+    const dropped: SecureChatError[] = [];
+    const member = new Member(
+      session as unknown as ChatSession,
+      `127.0.0.1:${40000 + logged.length}`,
+      limits,
+      (error) => void dropped.push(error),
+    );
+    await lobby.join(member);
+    return { session, member, dropped };
+  };
+  return { lobby, logged, join };
+}
+
+let seqno = 0;
+/** A verified record from a member, as the session hands it to the lobby. */
+function message(body: Body, to: string): ReceivedMessage {
+  seqno++;
+  const { k, ct, c } = sealContent(body);
+  const record: MessageRecord = {
+    sid: toHex(new Uint8Array(16)),
+    dir: "c2s",
+    to,
+    seqno,
+    ts: Date.now(),
+    ct,
+    c,
+    sig: new Uint8Array(64).fill(7),
+  };
+  return { type: "msg", seqno, ts: record.ts, body, record, recordJson: encodeRecord(record), k };
+}
+
+const wire = (p: PreparedRelay) => JSON.parse(relayFor(p, 9, 1).wire);
+
+Deno.test("Lobby.join(): the newcomer is welcomed with who is online, the others told", async () => {
+  const { lobby, join } = setup();
+  const alice = await join("alice");
+  const bob = await join("bob");
+  assert.deepEqual(alice.session.notices, ["welcome alice; online: alice", "bob joined"]);
+  assert.deepEqual(bob.session.notices, ["welcome bob; online: alice, bob"]);
+  assert.deepEqual(lobby.names(), ["alice", "bob"]);
+});
+
+Deno.test("Lobby.join(): a second login takes over, case-insensitively; the old leave is a no-op", async () => {
+  const { lobby, logged, join } = setup();
+  const first = await join("alice");
+  const bob = await join("bob");
+  const second = await join("Alice");
+  assert.deepEqual(lobby.names(), ["Alice", "bob"]);
+  assert.equal(first.session.notices.at(-1), "you logged in elsewhere; closing");
+  assert.equal(first.session.closeCalls, 1);
+  assert.ok(logged.some((e) => e.event === "SESSION_REPLACED"));
+  await lobby.leave(first.member);
+  assert.deepEqual(lobby.names(), ["Alice", "bob"]);
+  await lobby.leave(second.member);
+  assert.deepEqual(lobby.names(), ["bob"]);
+  assert.equal(bob.session.notices.at(-1), "Alice left");
+});
+
+Deno.test("Lobby.receive(): a text reaches every other member as the author's record, serialised once, no server signature", async () => {
+  const { lobby, join } = setup();
+  const alice = await join("alice");
+  const bob = await join("bob");
+  const carol = await join("carol");
+  const m = message({ kind: "text", text: "hello all" }, LOBBY);
+  await lobby.receive(alice.member, m);
+  assert.equal(alice.session.relays.length, 0, "never echoed to its author");
+  assert.equal(bob.session.relays.length, 1);
+  assert.strictEqual(bob.session.relays[0], carol.session.relays[0], "one serialisation for all");
+  const relay = wire(bob.session.relays[0]);
+  assert.deepEqual(relay.record, m.type === "msg" ? m.recordJson : null);
+  assert.equal(relay.cert, toBase64(alice.session.cert));
+  assert.deepEqual(fromBase64(relay.k), m.type === "msg" ? m.k : null);
+  assert.deepEqual(Object.keys(relay), ["type", "seqno", "ts", "cert", "record", "k"]);
+});
+
+Deno.test("Lobby.receive(): user:x reaches one member, case-insensitively; one not online is refused", async () => {
+  const { lobby, join } = setup();
+  const alice = await join("alice");
+  const bob = await join("BOB");
+  const carol = await join("carol");
+  await lobby.receive(alice.member, message({ kind: "text", text: "psst" }, userRecipient("bob")));
+  const absent = message({ kind: "text", text: "hello?" }, userRecipient("dave"));
+  await lobby.receive(alice.member, absent);
+  assert.equal(bob.session.relays.length, 1);
+  assert.equal(carol.session.relays.length, 0);
+  assert.deepEqual(alice.session.refusals, [{ of: absent.seqno, code: "NOT_ONLINE" }]);
+});
+
+Deno.test("Lobby.receive(): who answers the asker alone", async () => {
+  const { lobby, join } = setup();
+  const alice = await join("alice");
+  const bob = await join("bob");
+  const before = bob.session.notices.length;
+  await lobby.receive(alice.member, message({ kind: "who" }, TO_SERVER));
+  assert.equal(alice.session.notices.at(-1), "online: alice, bob");
+  assert.equal(bob.session.notices.length, before);
+});
+
+Deno.test("Lobby.receive(): past the burst every kind is refused by seqno with RATE_LIMITED, relayed to nobody", async () => {
+  const { lobby, logged, join } = setup({ messagesPerSecond: 0.001, messageBurst: 2 });
+  const alice = await join("alice");
+  const bob = await join("bob");
+  const sent = [1, 2, 3].map((i) => message({ kind: "text", text: `t${i}` }, LOBBY));
+  for (const m of sent) await lobby.receive(alice.member, m);
+  const who = message({ kind: "who" }, TO_SERVER);
+  await lobby.receive(alice.member, who);
+  assert.equal(bob.session.relays.length, 2);
+  assert.deepEqual(alice.session.refusals, [
+    { of: sent[2].seqno, code: "RATE_LIMITED" },
+    { of: who.seqno, code: "RATE_LIMITED" },
+  ]);
+  assert.equal(logged.filter((e) => e.event === "RATE_LIMITED").length, 2);
+});
+
+Deno.test("Lobby: a member whose send fails is dropped with that code; the others still hear", async () => {
+  const { lobby, join } = setup();
+  const alice = await join("alice");
+  const bob = await join("bob");
+  const carol = await join("carol");
+  bob.session.failure = new SecureChatError("SLOW_CONSUMER", "queue full");
+  await lobby.receive(alice.member, message({ kind: "text", text: "x" }, LOBBY));
+  assert.deepEqual(bob.dropped.map((e) => e.code), ["SLOW_CONSUMER"]);
+  assert.equal(carol.session.relays.length, 1);
+});
+
+Deno.test("Lobby.operatorSays(): to everyone, or privately to one member", async () => {
+  const { lobby, join } = setup();
+  const alice = await join("alice");
+  const bob = await join("bob");
+  await lobby.operatorSays("maintenance at noon");
+  await lobby.operatorSays("a word", "BOB");
+  assert.deepEqual(alice.session.operator, [{ text: "maintenance at noon", private: undefined }]);
+  assert.deepEqual(bob.session.operator, [
+    { text: "maintenance at noon", private: undefined },
+    { text: "a word", private: true },
+  ]);
+});
