@@ -78,36 +78,55 @@ def recompute(v):
     inp, pki, group = v["inputs"], v["inputs"]["pki"], v["inputs"]["group"]
     frames = v["frames"]
 
-    def share(side, phase):
-        return sc.KeyShare(group, unhex(inp[side][f"eph{phase}_private"]))
+    hybrid = group == sc.HYBRID
 
-    # The fixed inputs are what README.md says they are.
+    # The fixed inputs are what README.md says they are (it says nothing of the hybrid's
+    # ML-KEM seeds: interop finding 17).
     for side in ("client", "server"):
         eq(f"{side} nonce derivation", unhex(inp[side]["nonce"]),
            hashlib.sha256(f"{side} nonce".encode()).digest())
-        eq(f"{side} eph2 derivation", unhex(inp[side]["eph2_private"]),
-           hashlib.sha256(f"securechat/v2 test vector {group} {side} eph2".encode()).digest())
+        if not hybrid:
+            eq(f"{side} eph2 derivation", unhex(inp[side]["eph2_private"]),
+               hashlib.sha256(f"securechat/v2 test vector {group} {side} eph2".encode()).digest())
     for r in v["records"]:
         eq(f"record {r['name']} k derivation", unhex(r["k"]),
            hashlib.sha256(f"securechat/v2 test vector k {r['name']}".encode()).digest())
 
-    for side in ("client", "server"):
-        for phase in (1, 2):
-            eq(f"{side} eph{phase} public", share(side, phase).pub,
-               unhex(inp[side]["eph_public"][phase - 1]))
+    def client_share(phase):
+        return sc.KeyShare(group, unhex(inp["client"][f"eph{phase}_private"]))
+
+    def server_answer(phase, client_pub):
+        """The server's share and secret for `client_pub` (§4.5: every group is a KEM)."""
+        private = unhex(inp["server"][f"eph{phase}_private"])
+        if hybrid:  # private = m || X25519 scalar (finding 17)
+            return sc.hybrid_respond(client_pub, private)
+        share = sc.KeyShare(group, private)
+        return share.pub, share.agree(client_pub)
+
+    def exchange(phase, client_pub_wire, server_pub_wire, what):
+        """Checks both shares on the wire against the inputs; returns the secret, derived by the
+        client from the server's share and by the server from the client's: they must agree."""
+        mine = client_share(phase)
+        eq(f"{what} client share", client_pub_wire, mine.pub)
+        server_pub, server_ss = server_answer(phase, client_pub_wire)
+        eq(f"{what} server share", server_pub_wire, server_pub)
+        for side, pub in (("client", mine.pub), ("server", server_pub)):
+            if "eph_public" in inp[side]:
+                eq(f"{what} {side} eph_public", pub, unhex(inp[side]["eph_public"][phase - 1]))
+        ss = mine.agree(server_pub_wire)
+        eq(f"{what} secret from the server's side", server_ss, ss)
+        return ss
 
     hello, sh = unhex(frames[0]["payload_hex"]), unhex(frames[1]["payload_hex"])
     h, s = sc.parse_json(hello), sc.parse_json(sh)
     eq("hello nonce", sc.b64d(h["nonce"]), unhex(inp["client"]["nonce"]))
     eq("hello groups", h["groups"], inp["client_groups"])
-    eq("hello share", sc.b64d(h["key_share"]["pub"]), unhex(inp["client"]["eph_public"][0]))
     eq("server_hello nonce", sc.b64d(s["nonce"]), unhex(inp["server"]["nonce"]))
     eq("server_hello time", s["time"], v["session_time"])
-    eq("server_hello share", sc.b64d(s["key_share"]["pub"]), unhex(inp["server"]["eph_public"][0]))
-    ss1 = share("client", 1).agree(unhex(inp["server"]["eph_public"][0]))
-    eq("ss1 from the server's side", share("server", 1).agree(unhex(inp["client"]["eph_public"][0])),
-       ss1)
-    eq("ss1 is the published answer", ss1.hex(), PUBLISHED_SS1[group])
+    ss1 = exchange(1, sc.b64d(h["key_share"]["pub"]), sc.b64d(s["key_share"]["pub"]), "phase 1")
+    # the X25519 (or P-256) half of ss1 is the published answer of the RFC test keys
+    eq("ss1 is the published answer", ss1[-32:].hex(), PUBLISHED_SS1[
+        "x25519" if hybrid else group])
     hashed = [hello, sh]
     hs = sc.HandshakeSecrets(ss1, sc.handshake_hash(hashed))
 
@@ -173,14 +192,11 @@ def recompute(v):
     eq("auth_ok", (m["username"], m["registered"]), (creds["username"], creds["mode"] == "register"))
     hashed.append(content)
     content, m = next_msg("c2s", "dh_client")
-    eq("dh_client share", sc.b64d(m["key_share"]["pub"]), unhex(inp["client"]["eph_public"][1]))
+    dh_client = sc.b64d(m["key_share"]["pub"])
     hashed.append(content)
     content, m = next_msg("s2c", "dh_server")
-    eq("dh_server share", sc.b64d(m["key_share"]["pub"]), unhex(inp["server"]["eph_public"][1]))
+    ss2 = exchange(2, dh_client, sc.b64d(m["key_share"]["pub"]), "phase 2")
     hashed.append(content)
-    ss2 = share("client", 2).agree(unhex(inp["server"]["eph_public"][1]))
-    eq("ss2 from the server's side", share("server", 2).agree(unhex(inp["client"]["eph_public"][1])),
-       ss2)
     ms = sc.MasterSecrets(hs.hs, ss2)
     check_mac(*next_msg("s2c", "finished"), ms.fin2_server, "server phase 2 finished")
     hfinal = sc.handshake_hash(hashed)
@@ -284,6 +300,9 @@ class VectorClient(sc.Client):
             raise AssertionError(f"unexpected request for {n} random bytes")
         return self.randomness.pop(0)
 
+    def offered_groups(self):
+        return self.v["inputs"]["client_groups"]
+
     def ephemeral(self, phase):
         return sc.KeyShare(self.group, unhex(self.v["inputs"]["client"][f"eph{phase}_private"]))
 
@@ -368,8 +387,8 @@ def s2c_handshake_case(v, case, workdir):
     inp = v["inputs"]
     what = case["set"]["flip"]
     # Find the frame by opening the s2c handshake frames in order.
-    ss1 = sc.KeyShare(inp["group"], unhex(inp["client"]["eph1_private"])).agree(
-        unhex(inp["server"]["eph_public"][0]))
+    server_share = sc.b64d(sc.parse_json(unhex(v["frames"][1]["payload_hex"]))["key_share"]["pub"])
+    ss1 = sc.KeyShare(inp["group"], unhex(inp["client"]["eph1_private"])).agree(server_share)
     hs = sc.HandshakeSecrets(ss1, sc.handshake_hash(
         [unhex(v["frames"][0]["payload_hex"]), unhex(v["frames"][1]["payload_hex"])]))
     rx = sc.RecordDirection(hs.key_s2c, hs.iv_s2c)
