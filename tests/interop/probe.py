@@ -203,6 +203,38 @@ def _(a):
     return raw_hello(a.args, sc.enc_json(hello_obj(group="p256", pub=bytes(full))))
 
 
+@probe("hello_hybrid_share_1215_bytes", "peer:BAD_KEY_SHARE")
+def _(a):
+    pub = sc.KeyShare(sc.HYBRID).pub
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=pub[:-1])))
+
+
+@probe("hello_hybrid_share_over_schema_bound", "peer:PROTOCOL_ERROR")
+def _(a):
+    pub = sc.KeyShare(sc.HYBRID).pub
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=pub + b"\0")))
+
+
+@probe("hello_hybrid_ek_coefficient_not_below_q", "peer:BAD_KEY_SHARE")
+def _(a):
+    pub = bytearray(sc.KeyShare(sc.HYBRID).pub)
+    pub[0], pub[1] = 0xFF, pub[1] | 0x0F  # the first 12-bit coefficient becomes 4095 >= q
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=bytes(pub))))
+
+
+@probe("hello_hybrid_x25519_low_order", "peer:BAD_KEY_SHARE")
+def _(a):
+    pub = sc.KeyShare(sc.HYBRID).pub
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=pub[:-32] + bytes(32))))
+
+
+@probe("hybrid_session", "session")
+def _(a):
+    a.args.group = a.group = sc.HYBRID
+    a.session()
+    return "session"
+
+
 @probe("hello_nonce_31_bytes", "peer:PROTOCOL_ERROR")
 def _(a):
     return raw_hello(a.args, sc.enc_json(hello_obj(nonce=bytes(31))))
