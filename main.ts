@@ -10,6 +10,9 @@ import { registerCert } from "./commands/cert.ts";
 import { registerServe } from "./commands/serve.ts";
 import { registerConnect } from "./commands/connect.ts";
 import { registerVerify } from "./commands/verify.ts";
+import { registerPaths } from "./commands/paths.ts";
+import { registerCompletion } from "./commands/completion.ts";
+import { registerUser } from "./commands/user.ts";
 import { exitStatusOf, printError } from "./commands/_cli.ts";
 
 export function buildProgram(): Command {
@@ -24,13 +27,19 @@ export function buildProgram(): Command {
   registerServe(program);
   registerConnect(program);
   registerVerify(program);
+  registerUser(program);
+  registerPaths(program);
+  registerCompletion(program);
   return program;
 }
 
 if (import.meta.main) {
   let status = 0;
   try {
-    await buildProgram().parseAsync(Deno.args, { from: "user" });
+    // `deno task start -- --help` passes the `--` through: it separates the task's own
+    // flags from ours, and is not an argument of securechat.
+    const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
+    await buildProgram().parseAsync(args, { from: "user" });
   } catch (error) {
     if (error instanceof CommanderError) {
       // --help and --version arrive here with exitCode 0; usage errors are status 2.

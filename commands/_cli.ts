@@ -5,6 +5,8 @@
  */
 import { Command } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
+import { safeText } from "../lib/safe_text.ts";
+import { describePrivateDirChange, ensurePrivateDir } from "../lib/private_dir.ts";
 
 /** Status for an error thrown by a command action: usage and I/O are 2, the rest 1. */
 export function exitStatusOf(error: unknown): number {
@@ -12,15 +14,29 @@ export function exitStatusOf(error: unknown): number {
   return code === "USAGE" || code === "IO_ERROR" ? 2 : 1;
 }
 
+/** Error messages may quote the peer or a file: printed through `safeText` (issue 11 item 1). */
 export function printError(error: unknown): void {
   const code = codeOf(error);
-  const message = error instanceof Error ? error.message : String(error);
-  const hint = error instanceof SecureChatError && error.hint ? `\nhint: ${error.hint}` : "";
+  const message = safeText(error instanceof Error ? error.message : String(error));
+  const hint = error instanceof SecureChatError && error.hint
+    ? `\nhint: ${safeText(error.hint)}`
+    : "";
   console.error(`securechat: error: ${code}: ${message}${hint}`);
 }
 
+/** One diagnostic line on stderr; `message` may quote untrusted text, so it is made safe. */
 export function info(message: string): void {
-  console.error(`securechat: ${message}`);
+  console.error(`securechat: ${safeText(message)}`);
+}
+
+/**
+ * Makes `dir` owner-only before a command writes secrets into it, saying so when an
+ * existing directory had to be tightened (issue 11 item 10).
+ * @throws IO_ERROR when it cannot be made private (the hint says how)
+ */
+export async function privateDir(dir: string): Promise<void> {
+  const note = describePrivateDirChange(dir, await ensurePrivateDir(dir));
+  if (note) info(note);
 }
 
 /** A subcommand with the shared conventions: help on error, exit override, strict options. */

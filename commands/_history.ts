@@ -4,6 +4,7 @@
  * file reads the conversation. Off by default; the file is created 0600.
  */
 import { SecureChatError } from "../lib/errors.ts";
+import { safeJson, safeText } from "../lib/safe_text.ts";
 
 export interface History {
   record(ts: number, author: string, text: string, to?: string): void;
@@ -21,9 +22,10 @@ export async function openHistory(path: string): Promise<History> {
   let writing = Promise.resolve();
   return {
     record(ts, author, text, to) {
-      const line = `${new Date(ts).toISOString()}\t${author}${to ? ` -> ${to}` : ""}\t${
-        JSON.stringify(text)
-      }\n`;
+      // Read back with `cat` or `less`: nothing in it may act on a terminal (issue 11 item 1).
+      const line = `${new Date(ts).toISOString()}\t${safeText(author)}${
+        to ? ` -> ${safeText(to)}` : ""
+      }\t${safeJson(text)}\n`;
       writing = writing.then(() => file.write(encoder.encode(line))).then(() => {});
     },
     async close() {

@@ -1,17 +1,23 @@
 /**
- * Terminal input: hidden password prompts and a line editor that keeps the line
- * being typed intact while messages are printed above it.
+ * Terminal input: hidden password prompts, and the line editor of `connect` and the
+ * operator console. The editor is Node's `readline` (maintained, and it works in Deno):
+ * arrow keys move, Home/End, Ctrl-A/E/U/W/K, history with Up/Down (in memory only: a
+ * history file would be one more plaintext copy of the chat), lines wider than the
+ * terminal. Output printed while someone types goes above the prompt and the half-typed
+ * line is redrawn unchanged.
  */
+import * as readline from "node:readline";
+import process from "node:process";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function writeTty(text: string): void {
-  Deno.stdout.writeSync(encoder.encode(text));
-}
-
-/** Reads one line from the terminal with echo off. Ctrl-C or Ctrl-D abort (null). */
+/**
+ * Reads one line from the terminal with echo off; the question goes to stderr so stdout
+ * stays data. Ctrl-C or Ctrl-D (or end of input) abort: null.
+ */
 export async function promptHidden(question: string): Promise<string | null> {
-  writeTty(question);
+  Deno.stderr.writeSync(encoder.encode(question));
   Deno.stdin.setRaw(true);
   const chars: string[] = [];
   const buffer = new Uint8Array(64);
@@ -19,7 +25,7 @@ export async function promptHidden(question: string): Promise<string | null> {
     while (true) {
       const n = await Deno.stdin.read(buffer);
       if (n === null) return null;
-      for (const ch of decoder.decode(buffer.subarray(0, n))) {
+      for (const ch of decoder.decode(buffer.subarray(0, n), { stream: true })) {
         if (ch === "\r" || ch === "\n") return chars.join("");
         if (ch === "\x03" || ch === "\x04") return null;
         if (ch === "\x7f" || ch === "\b") chars.pop();
@@ -28,64 +34,96 @@ export async function promptHidden(question: string): Promise<string | null> {
     }
   } finally {
     Deno.stdin.setRaw(false);
-    writeTty("\n");
+    Deno.stderr.writeSync(encoder.encode("\n"));
+    chars.fill("");
   }
 }
 
-/**
- * A raw-mode line editor: `print` shows output above the prompt without losing
- * what the user has typed so far.
- */
+/** An interactive line editor on the terminal (stdin and stdout must both be one). */
 export class LineEditor {
-  #line: string[] = [];
-  #running = true;
+  readonly #rl: readline.Interface;
+  readonly #entered: string[] = [];
+  #wake?: () => void;
+  #ended = false;
 
-  constructor(readonly prompt: string) {}
+  constructor(prompt: string) {
+    this.#rl = readline.createInterface({
+      input: process.stdin,
+      output: process.stdout,
+      prompt,
+      terminal: true,
+      historySize: 1000,
+      removeHistoryDuplicates: true,
+    });
+    this.#rl.on("line", (line: string) => {
+      this.#entered.push(line);
+      this.#wake?.();
+    });
+    this.#rl.on("close", () => {
+      this.#ended = true;
+      this.#wake?.();
+    });
+    // Ctrl-C ends the chat cleanly (receipts exchanged), like Ctrl-D on an empty line.
+    this.#rl.on("SIGINT", () => this.stop());
+  }
 
+  /** What has been typed but not entered yet. */
+  get pending(): string {
+    return this.#ended ? "" : this.#rl.line;
+  }
+
+  /**
+   * Shows `text` above the prompt and redraws the prompt with the half-typed line and the
+   * cursor where they were. readline only knows how to clear what it drew itself (the
+   * prompt may span several rows), so it is first asked to redraw an empty line.
+   */
   print(text: string): void {
-    writeTty(`\r\x1b[K${text}\n${this.prompt}${this.#line.join("")}`);
+    if (this.#ended) {
+      process.stdout.write(`${text}\n`);
+      return;
+    }
+    const rl = this.#rl as readline.Interface & { line: string; cursor: number };
+    const { line, cursor } = rl;
+    rl.line = "";
+    rl.cursor = 0;
+    rl.prompt(true);
+    readline.cursorTo(process.stdout, 0);
+    readline.clearLine(process.stdout, 0);
+    process.stdout.write(`${text}\n`);
+    rl.line = line;
+    rl.cursor = cursor;
+    rl.prompt(true);
   }
 
-  /** Yields each entered line; ends on Ctrl-D (empty line) or Ctrl-C. */
+  /** Yields each entered line; ends on Ctrl-D on an empty line, Ctrl-C or `stop()`. */
   async *lines(): AsyncGenerator<string> {
-    Deno.stdin.setRaw(true);
-    writeTty(this.prompt);
-    const buffer = new Uint8Array(256);
-    try {
-      while (this.#running) {
-        const n = await Deno.stdin.read(buffer);
-        if (n === null) return;
-        for (const ch of decoder.decode(buffer.subarray(0, n), { stream: true })) {
-          if (ch === "\x03" || (ch === "\x04" && this.#line.length === 0)) return;
-          if (ch === "\r" || ch === "\n") {
-            const line = this.#line.join("");
-            this.#line = [];
-            writeTty(`\r\n${this.prompt}`);
-            yield line;
-          } else if (ch === "\x7f" || ch === "\b") {
-            if (this.#line.pop() !== undefined) writeTty("\b \b");
-          } else if (ch >= " ") {
-            this.#line.push(ch);
-            writeTty(ch);
-          }
-        }
+    this.#rl.prompt();
+    while (true) {
+      const line = this.#entered.shift();
+      if (line !== undefined) {
+        yield line;
+        if (!this.#ended) this.#rl.prompt();
+        continue;
       }
-    } finally {
-      Deno.stdin.setRaw(false);
-      writeTty("\r\x1b[K");
+      if (this.#ended) return;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+      this.#wake = undefined;
     }
   }
 
-  /** Ends the editor from outside (a signal, the session ending) and gives the terminal back. */
+  /** Ends the editor (a signal, the session ending) and gives the terminal back. */
   stop(): void {
-    if (!this.#running) return;
-    this.#running = false;
-    try {
-      Deno.stdin.setRaw(false);
-      writeTty("\r\x1b[K");
-    } catch {
-      // stdin is gone: nothing to restore
-    }
+    if (this.#ended) return;
+    // Leave no prompt behind: redraw it empty, then clear that row.
+    const rl = this.#rl as readline.Interface & { line: string; cursor: number };
+    rl.line = "";
+    rl.cursor = 0;
+    rl.prompt(true);
+    readline.cursorTo(process.stdout, 0);
+    readline.clearLine(process.stdout, 0);
+    this.#ended = true;
+    this.#rl.close();
+    this.#wake?.();
   }
 }
 

@@ -5,10 +5,11 @@
  */
 import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
-import { fromHex, utf8 } from "../lib/bytes.ts";
+import { promptHidden } from "./_tty.ts";
 import { KEY_TYPES, type KeyType, readPasswordFile } from "../lib/pki/keys.ts";
-import { colonHex } from "../lib/pki/describe.ts";
-import { info, positiveInt, subcommand } from "./_cli.ts";
+import { formatFingerprint } from "../lib/pki/describe.ts";
+import { pkiDir } from "./_home.ts";
+import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
 
 export function parseKeyType(value: string): KeyType {
   if (!(KEY_TYPES as readonly string[]).includes(value)) {
@@ -17,31 +18,15 @@ export function parseKeyType(value: string): KeyType {
   return value as KeyType;
 }
 
-/** Reads a line from the terminal without echo (raw mode), for passwords. */
-async function promptHidden(question: string): Promise<string> {
+/** A password typed at the terminal with echo off; refused when there is no terminal. */
+async function promptPassword(question: string): Promise<string> {
   if (!Deno.stdin.isTerminal()) {
     throw new SecureChatError("USAGE", "a password is needed but stdin is not a terminal", {
       hint: "pass --password-file FILE",
     });
   }
-  Deno.stderr.writeSync(utf8(question));
-  Deno.stdin.setRaw(true);
-  const bytes: number[] = [];
-  try {
-    const buf = new Uint8Array(1);
-    while (await Deno.stdin.read(buf) === 1) {
-      const b = buf[0];
-      if (b === 0x0d || b === 0x0a) break;
-      if (b === 0x03) throw new SecureChatError("USAGE", "cancelled");
-      if (b === 0x7f || b === 0x08) bytes.pop();
-      else bytes.push(b);
-    }
-  } finally {
-    Deno.stdin.setRaw(false);
-    Deno.stderr.writeSync(utf8("\n"));
-  }
-  const password = new TextDecoder().decode(Uint8Array.from(bytes));
-  bytes.fill(0);
+  const password = await promptHidden(question);
+  if (password === null) throw new SecureChatError("USAGE", "cancelled");
   if (!password) throw new SecureChatError("USAGE", "empty password");
   return password;
 }
@@ -52,8 +37,8 @@ async function newCaPassword(
 ): Promise<string | undefined> {
   if (opts.passwordFile !== undefined) return await readPasswordFile(opts.passwordFile);
   if (!opts.encrypt) return undefined;
-  const first = await promptHidden("securechat: new CA key password: ");
-  if (first !== await promptHidden("securechat: repeat password: ")) {
+  const first = await promptPassword("securechat: new CA key password: ");
+  if (first !== await promptPassword("securechat: repeat password: ")) {
     throw new SecureChatError("USAGE", "passwords do not match");
   }
   return first;
@@ -68,17 +53,17 @@ export async function caPasswordFor(
   const { isCaKeyEncrypted } = await import("../lib/pki/ca.ts");
   if (!(await isCaKeyEncrypted(dir))) return undefined;
   if (passwordFile !== undefined) return await readPasswordFile(passwordFile);
-  return await promptHidden("securechat: CA key password: ");
+  return await promptPassword("securechat: CA key password: ");
 }
 
 export function printFingerprint(hex: string): void {
-  console.log(`SHA-256 fingerprint: ${colonHex(fromHex(hex))}`);
+  console.log(`Fingerprint: ${formatFingerprint(hex)}`);
 }
 
 export function registerCa(program: Command): void {
   const ca = subcommand(program, "ca", "Manage the root certificate authority.");
   subcommand(ca, "init", "Create the root CA: <dir>/ca.pem and <dir>/ca.key (0600).")
-    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--dir <dir>", "PKI directory (default: certs/ in the home)")
     .option("--name <name>", "CA common name", "SecureChat Root CA")
     .option("--days <n>", "validity in days", positiveInt("--days", 36500), 3650)
     .option("--key-type <type>", `key type: ${KEY_TYPES.join("|")}`, parseKeyType, "rsa2048")
@@ -86,8 +71,10 @@ export function registerCa(program: Command): void {
     .option("--encrypt", "encrypt ca.key, prompting for the password")
     .option("--force", "replace an existing CA")
     .action(async (opts) => {
+      opts.dir = await pkiDir(opts.dir);
       const { initCa } = await import("../lib/pki/ca.ts");
       const password = await newCaPassword(opts);
+      await privateDir(opts.dir);
       const fingerprint = await initCa(
         opts.dir,
         { name: opts.name, days: opts.days, keyType: opts.keyType, password },

@@ -3,9 +3,18 @@ import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
 import { KEY_TYPES, readCertificateDer } from "../lib/pki/keys.ts";
 import { readInventory } from "../lib/pki/inventory.ts";
-import { describeCertificate } from "../lib/pki/describe.ts";
+import {
+  certificateText,
+  describeCertificate,
+  formatFingerprint,
+  formatSerial,
+} from "../lib/pki/describe.ts";
+import { isValidUserName } from "../lib/pki/names.ts";
+import { join } from "node:path";
 import { caPasswordFor, parseKeyType, printFingerprint } from "./ca.ts";
-import { info, positiveInt, subcommand } from "./_cli.ts";
+import { pkiDir } from "./_home.ts";
+import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
+import { safeJson, safeText } from "../lib/safe_text.ts";
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 const DEFAULT_CRL_DAYS = 30;
@@ -13,7 +22,9 @@ const DEFAULT_CRL_DAYS = 30;
 // The signing modules (lib/pki/ca.ts, issue.ts, revoke.ts) load @peculiar/x509, which
 // costs more than the rest of startup; they are imported only by the actions that sign.
 
+/** The CA, unlocked to sign something new into `dir` (which is made private first). */
 async function unlockCa(dir: string, passwordFile?: string) {
+  await privateDir(dir);
   const { loadCaSigner } = await import("../lib/pki/ca.ts");
   return await loadCaSigner(dir, await caPasswordFor(dir, passwordFile));
 }
@@ -21,7 +32,7 @@ async function unlockCa(dir: string, passwordFile?: string) {
 /** A subcommand that re-signs ca.crl: the CA key's options and the CRL lifetime. */
 function crlSigningCommand(parent: Command, name: string, description: string): Command {
   return subcommand(parent, name, description)
-    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--dir <dir>", "PKI directory (default: certs/ in the home)")
     .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
     .option(
       "--crl-days <n>",
@@ -42,10 +53,11 @@ export function registerCert(program: Command): void {
     .option("--ip <addr>", "IP SAN for --server (repeatable; default 127.0.0.1)", collect, [])
     .option("--days <n>", "validity in days", positiveInt("--days", 3650), 365)
     .option("--key-type <type>", `key type: ${KEY_TYPES.join("|")}`, parseKeyType, "rsa2048")
-    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--dir <dir>", "PKI directory (default: certs/ in the home)")
     .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
     .option("--force", "replace existing files of that name")
     .action(async (name: string, opts) => {
+      opts.dir = await pkiDir(opts.dir);
       if (opts.server && opts.client) {
         throw new SecureChatError("USAGE", "--server and --client are exclusive");
       }
@@ -69,6 +81,7 @@ export function registerCert(program: Command): void {
   crlSigningCommand(cert, "revoke", "Revoke certificates by name or serial and re-sign ca.crl.")
     .argument("<name|serial>", "a name from `cert list`, or a serial in hex")
     .action(async (target: string, opts) => {
+      opts.dir = await pkiDir(opts.dir);
       const { revokeCertificates } = await import("../lib/pki/revoke.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       const revoked = await revokeCertificates(opts.dir, ca, target, opts.crlDays);
@@ -81,6 +94,7 @@ export function registerCert(program: Command): void {
 
   crlSigningCommand(cert, "crl", "Re-sign ca.crl with a fresh nextUpdate (run before it lapses).")
     .action(async (opts) => {
+      opts.dir = await pkiDir(opts.dir);
       const { writeCrl } = await import("../lib/pki/revoke.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       await writeCrl(opts.dir, ca, await readInventory(opts.dir), opts.crlDays);
@@ -88,32 +102,58 @@ export function registerCert(program: Command): void {
     });
 
   subcommand(cert, "list", "List issued certificates.")
-    .option("--dir <dir>", "PKI directory", "certs")
+    .option("--dir <dir>", "PKI directory (default: certs/ in the home)")
+    .option("--json", "print a JSON array instead of a table")
     .action(async (opts) => {
+      opts.dir = await pkiDir(opts.dir);
       const { certificates } = await readInventory(opts.dir);
-      if (certificates.length === 0) info(`no certificates issued in ${opts.dir}`);
       const now = new Date();
-      const rows = certificates.map((e) => [
+      const listed = certificates.map((e) => ({
+        name: e.name,
+        serial: formatSerial(e.serial),
+        profile: e.profile,
+        notAfter: e.notAfter,
+        status: e.revokedAt ? "revoked" : new Date(e.notAfter) < now ? "expired" : "valid",
+        ...(e.revokedAt ? { revokedAt: e.revokedAt } : {}),
+        fingerprint: formatFingerprint(e.fingerprint),
+      }));
+      if (opts.json) return console.log(safeJson(listed, 2));
+      if (certificates.length === 0) info(`no certificates issued in ${opts.dir}`);
+      const rows = listed.map((e) => [
         e.name,
         e.serial,
         e.profile,
         e.notAfter.slice(0, 10),
-        e.revokedAt
-          ? `revoked ${e.revokedAt.slice(0, 10)}`
-          : new Date(e.notAfter) < now
-          ? "expired"
-          : "valid",
+        e.revokedAt ? `revoked ${e.revokedAt.slice(0, 10)}` : e.status,
       ]);
       const header = ["NAME", "SERIAL", "PROFILE", "EXPIRES", "STATUS"];
       const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
       for (const row of certificates.length ? [header, ...rows] : []) {
-        console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+        console.log(row.map((cell, i) => safeText(cell).padEnd(widths[i])).join("  ").trimEnd());
       }
     });
 
-  subcommand(cert, "show", "Print a certificate in human terms.")
-    .argument("<file.pem>", "certificate file (PEM)")
-    .action(async (file: string) => {
-      console.log(await describeCertificate(await readCertificateDer(file)));
+  subcommand(cert, "show", "Print a certificate in human terms (revoked ones say so).")
+    .argument("<name|file.pem>", "a name from `cert list`, or a certificate file (PEM)")
+    .option("--dir <dir>", "PKI directory for a name (default: certs/ in the home)")
+    .option("--json", "print the facts as JSON")
+    .action(async (target: string, opts) => {
+      opts.dir = await pkiDir(opts.dir);
+      const file = await certificateFile(target, opts.dir);
+      const facts = await describeCertificate(await readCertificateDer(file));
+      // The CA's record says whether it was revoked (a certificate cannot say so itself).
+      const { certificates } = await readInventory(opts.dir);
+      const revoked = certificates.find((e) => formatSerial(e.serial) === facts.serial)?.revokedAt;
+      if (revoked) Object.assign(facts, { status: "revoked", revokedAt: revoked });
+      console.log(opts.json ? safeJson(facts, 2) : certificateText(facts));
     });
+}
+
+/** `cert show alice` means `<dir>/alice.pem`; anything that exists as a file is that file. */
+async function certificateFile(target: string, dir: string): Promise<string> {
+  if (await Deno.stat(target).then((s) => s.isFile, () => false)) return target;
+  if (isValidUserName(target)) return join(dir, `${target}.pem`);
+  throw new SecureChatError("IO_ERROR", `no certificate file ${target}`, {
+    hint: "give a name from `securechat cert list` or the path of a .pem file",
+  });
 }

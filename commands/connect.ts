@@ -1,20 +1,27 @@
 /** `securechat connect`: log in (or register) and chat from the terminal or a script. */
+import { join } from "node:path";
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
-import { loadIdentity } from "../lib/identity.ts";
-import { TrustStore } from "../lib/pki/validate.ts";
+import type { Identity } from "../lib/handshake/common.ts";
+import type { TrustStore } from "../lib/pki/validate.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { SeenStore } from "../lib/session/relay.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
 import { canonicalName, recipientUser } from "../lib/message/record.ts";
-import { join } from "node:path";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
-import { info, positiveInt, subcommand } from "./_cli.ts";
+import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
 import { LineEditor, promptHidden, stdinLines } from "./_tty.ts";
 import { type History, openHistory } from "./_history.ts";
+import { clock, layoutLine, type Screen, screenOf } from "./_screen.ts";
+import { safeText } from "../lib/safe_text.ts";
+import { loadSettings, type Settings } from "./_home.ts";
+import { withAdvice } from "./_advice.ts";
+import { preflight } from "./_preflight.ts";
+import { isValidEmail } from "../lib/store/account_rules.ts";
+import { checkNewPassword } from "../lib/crypto/password.ts";
 import {
   Backoff,
   describeServer,
@@ -28,18 +35,19 @@ import {
   worthReconnecting,
 } from "./_reconnect.ts";
 
-interface ConnectOptions {
-  user: string;
+interface ConnectFlags {
+  user?: string;
   register?: boolean;
   email?: string;
-  host: string;
-  port: number;
-  serverName: string;
+  host?: string;
+  port?: number;
+  serverName?: string;
+  dir?: string;
   cert?: string;
   key?: string;
-  ca: string;
+  ca?: string;
   crl?: string;
-  transcripts: string;
+  transcripts?: string;
   passwordFile?: string;
   keyPasswordFile?: string;
   history?: string;
@@ -48,15 +56,55 @@ interface ConnectOptions {
   server?: string[];
   reconnect?: boolean;
   reconnectAttempts: number;
+  /** Commander's negation of --no-preflight: true unless that flag is given. */
+  preflight: boolean;
+}
+
+/** The flags with the config file and the home filled in: what `connect` runs with. */
+interface ConnectOptions extends ConnectFlags {
+  user: string;
+  host: string;
+  port: number;
+  serverName: string;
+  cert: string;
+  key: string;
+  ca: string;
+  transcripts: string;
+}
+
+/**
+ * Flag, else config file, else built-in default (issue 17 item 1).
+ * @throws USAGE without a user name
+ */
+export function connectOptions(flags: ConnectFlags, settings: Settings): ConnectOptions {
+  const config = settings.config.connect ?? {};
+  const user = flags.user ?? config.user;
+  if (!user) {
+    throw new SecureChatError("USAGE", "no user name", {
+      hint: `pass --user NAME, or set "connect": {"user": NAME} in ${settings.home.configFile}`,
+    });
+  }
+  const dir = flags.dir ?? settings.certs;
+  return {
+    ...flags,
+    user,
+    host: flags.host ?? config.host ?? "127.0.0.1",
+    port: flags.port ?? config.port ?? 65432,
+    serverName: flags.serverName ?? config["server-name"] ?? "localhost",
+    cert: flags.cert ?? join(dir, `${user}.pem`),
+    key: flags.key ?? join(dir, `${user}.key`),
+    ca: flags.ca ?? join(dir, "ca.pem"),
+    transcripts: flags.transcripts ?? settings.transcripts,
+  };
 }
 
 export function registerConnect(program: Command): void {
   subcommand(program, "connect", "Log in to a server and chat.")
-    .requiredOption("-u, --user <name>", "your user name (the CN of your certificate)")
+    .option("-u, --user <name>", "your user name (the CN of your certificate)")
     .option("--register", "create the account first (asks for an e-mail address with --email)")
     .option("--email <address>", "e-mail address for --register")
-    .option("--host <host>", "server address", "127.0.0.1")
-    .option("--port <port>", "server port", positiveInt("--port", 65535), 65432)
+    .option("--host <host>", "server address (default 127.0.0.1)")
+    .option("--port <port>", "server port (default 65432)", positiveInt("--port", 65535))
     .option(
       "--server <host:port>",
       "a server to use (repeatable: tried from a random one onward; implies --reconnect)",
@@ -69,12 +117,16 @@ export function registerConnect(program: Command): void {
       positiveInt("--reconnect-attempts"),
       20,
     )
-    .option("--server-name <name>", "name the server certificate must carry", "localhost")
-    .option("--cert <file>", "your certificate (default certs/<user>.pem)")
-    .option("--key <file>", "your private key (default certs/<user>.key)")
-    .option("--ca <file>", "CA certificate to trust", "certs/ca.pem")
+    .option("--server-name <name>", "name the server certificate must carry (default localhost)")
+    .option("--dir <dir>", "PKI directory with ca.pem and <user>.pem/.key (default: the home's)")
+    .option("--cert <file>", "your certificate (default <dir>/<user>.pem)")
+    .option("--key <file>", "your private key (default <dir>/<user>.key)")
+    .option("--ca <file>", "CA certificate to trust (default <dir>/ca.pem)")
     .option("--crl <file>", "CRL to check the server against (default: ca.crl beside --ca)")
-    .option("--transcripts <dir>", "where to write the transcript and receipts", "transcripts")
+    .option(
+      "--transcripts <dir>",
+      "where to write the transcript and receipts (default: the home's)",
+    )
     .option(
       "--password-file <file>",
       "read the password from a file (else prompt or $SECURECHAT_PASSWORD)",
@@ -87,6 +139,10 @@ export function registerConnect(program: Command): void {
       3600,
     )
     .option("--history <file>", "also keep a local PLAINTEXT log of the chat (off by default)")
+    .option(
+      "--no-preflight",
+      "dial even if the local checks of certificate, key and password fail (the server decides)",
+    )
     .addOption(
       new Option("--handshake-timeout <ms>", "give up on a handshake after this long")
         .argParser(positiveInt("--handshake-timeout")).default(10000),
@@ -104,24 +160,36 @@ Examples:
   securechat connect --user alice --register --email alice@example.com
   echo "hello" | SECURECHAT_PASSWORD=... securechat connect --user alice`,
     )
-    .action((options: ConnectOptions) => connect(options));
+    .action(async (flags: ConnectFlags) => {
+      try {
+        await connect(connectOptions(flags, await loadSettings()));
+      } catch (error) {
+        throw withAdvice(error);
+      }
+    });
 }
 
 async function connect(options: ConnectOptions): Promise<void> {
   const interactive = Deno.stdin.isTerminal();
-  const identity = await loadIdentity(
-    options.cert ?? `certs/${options.user}.pem`,
-    options.key ?? `certs/${options.user}.key`,
-    options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
-  );
-  const trust = await TrustStore.load(options.ca, options.crl);
+  const { identity, trust } = await preflight({
+    ...options,
+    keyPassword: options.keyPasswordFile
+      ? await readSecretFile(options.keyPasswordFile)
+      : undefined,
+    skipChecks: !options.preflight,
+  });
+  await privateDir(options.transcripts);
   let credentials = await credentialsFor(options, interactive);
   const servers = parseServers(options.server, options.host, options.port);
   const reconnect = options.reconnect === true || servers.length > 1;
   const rotation = new ServerRotation(servers);
   const backoff = new Backoff();
   const history = options.history ? await openHistory(options.history) : undefined;
-  const editor = interactive ? new LineEditor(`${options.user}> `) : undefined;
+  // The editor needs a terminal on both sides; with stdout piped, stdin is read line by line.
+  const editor = interactive && Deno.stdout.isTerminal()
+    ? new LineEditor(`${options.user}> `)
+    : undefined;
+  const screen = screenOf();
   const show = (line: string) => editor ? editor.print(line) : console.log(line);
   const input = new LineSource(editor ? editor.lines() : stdinLines());
   // Relay high-water marks outlive every session (PROTOCOL §6.4): a record seen in an
@@ -164,7 +232,7 @@ async function connect(options: ConnectOptions): Promise<void> {
       );
       // The account exists from now on: a reconnection logs in.
       if (credentials.mode === "register") credentials = { ...credentials, mode: "login" };
-      const { end, userQuit, takenOver } = await chat(session, input, show, history);
+      const { end, userQuit, takenOver } = await chat(session, input, show, history, screen);
       await seen.save();
       info(`transcript: ${end.transcriptPath}`);
       if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
@@ -190,7 +258,10 @@ async function connect(options: ConnectOptions): Promise<void> {
       return;
     }
   } finally {
+    // The session may end under a half-typed line (the server shut down): say what was lost.
+    const unsent = editor?.pending;
     editor?.stop();
+    if (unsent) info(`not sent (the session ended first): ${unsent}`);
     await history?.close();
   }
 }
@@ -199,7 +270,7 @@ async function connect(options: ConnectOptions): Promise<void> {
 async function openSession(
   server: ServerAddress,
   options: ConnectOptions,
-  identity: Awaited<ReturnType<typeof loadIdentity>>,
+  identity: Identity,
   trust: TrustStore,
   credentials: Credentials,
   seen: SeenStore,
@@ -237,6 +308,7 @@ async function chat(
   input: LineSource,
   show: (line: string) => void,
   history: History | undefined,
+  screen: Screen,
 ): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
   let takenOver = false;
   const running = session.run({
@@ -250,7 +322,7 @@ async function chat(
         message.type === "msg" && message.body.kind === "notice" &&
         message.body.text === TAKEOVER_NOTICE
       ) takenOver = true;
-      const line = formatIncoming(message);
+      const line = formatIncoming(message, screen);
       if (line) show(line);
       const shown = describe(message);
       if (shown) history?.record(message.ts, shown.author, shown.text, shown.to);
@@ -301,7 +373,7 @@ async function chatInput(
       break;
     }
     if (parsed.action === "help") show(CHAT_HELP);
-    if (parsed.action === "error") show(`securechat: ${parsed.message}`);
+    if (parsed.action === "error") show(safeText(`securechat: ${parsed.message}`));
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;
     const sending: Promise<void> = session.send(body, to).then(
@@ -345,23 +417,51 @@ function describe(message: ReceivedMessage): { author: string; text: string; to?
 
 /**
  * `[12:01:02] alice ✓ hello`: ✓ means the author's own signature verified — for a
- * relayed line the user's, not just the server's (PROTOCOL §6.4).
+ * relayed line the user's, not just the server's (PROTOCOL §6.4). Notices from the
+ * server are `[12:01:02] * text`. The text is laid out by `layoutLine`, so it can never
+ * look like the head of another line (issue 11 item 1).
  */
-export function formatIncoming(message: ReceivedMessage): string | null {
+export function formatIncoming(message: ReceivedMessage, screen: Screen): string | null {
   const shown = describe(message);
   if (!shown) return null;
-  const time = new Date(message.ts).toTimeString().slice(0, 8);
-  if (shown.author === "*") return `[${time}] * ${shown.text}`;
+  if (shown.author === "*") return layoutLine(screen, `${clock(message.ts)} *`, shown.text);
   const to = shown.to ? " (private)" : "";
-  return `[${time}] ${shown.author}${to} \u2713 ${shown.text}`;
+  return layoutLine(
+    screen,
+    `${clock(message.ts)} ${safeText(shown.author)}${to} \u2713`,
+    shown.text,
+  );
 }
 
 async function credentialsFor(options: ConnectOptions, interactive: boolean): Promise<Credentials> {
   if (options.register && !options.email) {
     throw new SecureChatError("USAGE", "--register needs --email <address>");
   }
+  // The server's own rules, checked here first so a typo costs no round trip (issue 17 item 3).
+  if (options.register && !isValidEmail(options.email!)) {
+    throw new SecureChatError(
+      "USAGE",
+      `--email ${options.email} does not look like name@example.org`,
+    );
+  }
   const password = await passwordFor(options, interactive);
-  if (!options.register) return { mode: "login", username: options.user, password };
+  if (password === "") {
+    throw new SecureChatError("USAGE", "the password is empty", {
+      hint: "check --password-file or SECURECHAT_PASSWORD",
+    });
+  }
+  if (!options.register || !options.preflight) {
+    return options.register
+      ? { mode: "register", username: options.user, password, email: options.email! }
+      : { mode: "login", username: options.user, password };
+  }
+  try {
+    checkNewPassword(password);
+  } catch (error) {
+    throw new SecureChatError("USAGE", (error as Error).message, {
+      hint: "choose a longer password (a passphrase of a few words is easy to type)",
+    });
+  }
   return { mode: "register", username: options.user, password, email: options.email! };
 }
 

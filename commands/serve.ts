@@ -1,4 +1,5 @@
 /** `securechat serve`: run the chat server. */
+import { join } from "node:path";
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
@@ -13,20 +14,25 @@ import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
 import { type ClusterConfig, resolveClusterConfig } from "../lib/cluster/config.ts";
 import { ClusterLink, redactUrl } from "../lib/cluster/link.ts";
 import { serveHealth } from "../lib/server/health.ts";
-import { info, positiveInt, subcommand } from "./_cli.ts";
+import { databaseOf, loadSettings, type Settings } from "./_home.ts";
+import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
 import { readSecretFile } from "./connect.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
+import { layoutLine, type Screen, screenOf } from "./_screen.ts";
+import { safeText } from "../lib/safe_text.ts";
+import { isValidUserName } from "../lib/pki/names.ts";
 
-interface ServeOptions {
-  host: string;
-  port: number;
-  cert: string;
-  key: string;
+interface ServeFlags {
+  host?: string;
+  port?: number;
+  dir?: string;
+  cert?: string;
+  key?: string;
   keyPasswordFile?: string;
-  ca: string;
+  ca?: string;
   crl?: string;
   db?: string;
-  transcripts: string;
+  transcripts?: string;
   logFormat: LogFormat;
   console?: boolean;
   handshakeTimeout: number;
@@ -45,20 +51,52 @@ interface ServeOptions {
   trustedProxy?: string[];
 }
 
+/** The flags with the config file and the home filled in: what `serve` runs with. */
+interface ServeOptions extends ServeFlags {
+  host: string;
+  port: number;
+  cert: string;
+  key: string;
+  ca: string;
+  transcripts: string;
+  /** The user store: --db, else the config file's, else DB_*, else the home's SQLite file. */
+  database: { url?: string; defaultUrl: string };
+}
+
+/** Flag, else config file, else built-in default (issue 17 item 1). */
+export function serveOptions(flags: ServeFlags, settings: Settings): ServeOptions {
+  const config = settings.config.serve ?? {};
+  const dir = flags.dir ?? settings.certs;
+  return {
+    ...flags,
+    host: flags.host ?? config.host ?? "127.0.0.1",
+    port: flags.port ?? config.port ?? 65432,
+    cert: flags.cert ?? join(dir, "server.pem"),
+    key: flags.key ?? join(dir, "server.key"),
+    ca: flags.ca ?? join(dir, "ca.pem"),
+    transcripts: flags.transcripts ?? settings.transcripts,
+    database: databaseOf(flags.db, settings),
+  };
+}
+
 export function registerServe(program: Command): void {
   subcommand(program, "serve", "Run the chat server.")
-    .option("--host <host>", "address to listen on", "127.0.0.1")
-    .option("--port <port>", "port to listen on (0: any free port)", portNumber, 65432)
-    .option("--cert <file>", "server certificate", "certs/server.pem")
-    .option("--key <file>", "server private key", "certs/server.key")
+    .option("--host <host>", "address to listen on (default 127.0.0.1)")
+    .option("--port <port>", "port to listen on, 0 for any free port (default 65432)", portNumber)
+    .option("--dir <dir>", "PKI directory with ca.pem and server.pem/.key (default: the home's)")
+    .option("--cert <file>", "server certificate (default <dir>/server.pem)")
+    .option("--key <file>", "server private key (default <dir>/server.key)")
     .option("--key-password-file <file>", "password of an encrypted server key")
-    .option("--ca <file>", "CA certificate that issued the users' certificates", "certs/ca.pem")
+    .option(
+      "--ca <file>",
+      "CA certificate that issued the users' certificates (default <dir>/ca.pem)",
+    )
     .option("--crl <file>", "CRL of revoked certificates (default: ca.crl beside --ca, if present)")
     .option(
       "--db <url>",
-      "sqlite:PATH or mysql://user:pass@host:port/db (default: .env DB_*, else sqlite:data/securechat.db)",
+      "sqlite:PATH or mysql://user:pass@host:port/db (default: .env DB_*, else securechat.db in the home)",
     )
-    .option("--transcripts <dir>", "where to write transcripts and receipts", "transcripts")
+    .option("--transcripts <dir>", "where to write transcripts and receipts (default: the home's)")
     .option(
       "--cluster <url>",
       "join a cluster through NATS (nats://host:4222; repeat for each NATS server; needs --node and a mysql:// --db; default .env SECURECHAT_CLUSTER)",
@@ -146,7 +184,7 @@ Logs one line per event to stdout (LISTEN, CONNECT, LOGIN, CLOSE and every
 rejection code: BAD_CERT, SIG_FAIL, REPLAY, STALE, DECRYPT_FAIL, AUTH_FAIL,
 PROTOCOL_ERROR, TIMEOUT, ...). SIGINT/SIGTERM close every session with receipts.
 The operator speaks as "${OPERATOR_NAME}" from a terminal (or with --console):
-${CHAT_HELP.replace(/^/gm, "  ")}
+${OPERATOR_HELP.replace(/^/gm, "  ")}
 
 Several nodes behind a load balancer share one MariaDB and one NATS with
 JetStream (docs/DEPLOY.md, deploy/haproxy.cfg).
@@ -156,7 +194,19 @@ Examples:
   securechat serve --cluster nats://10.0.0.9:4222 --node n1 --health-port 8081 \
     --db mysql://chat:secret@10.0.0.8:3306/secure_chat`,
     )
-    .action((options: ServeOptions) => serve(options));
+    .action(async (flags: ServeFlags) => await serve(serveOptions(flags, await loadSettings())));
+}
+
+/**
+ * A log line on the operator's terminal: its time and event word are the head, the
+ * fields (already quoted by the logger) wrap under it, so a long field cannot begin a
+ * row that looks like another event (issue 11 item 1).
+ */
+function layoutLogLine(screen: Screen, line: string): string {
+  const cut = line.indexOf(" ", line.indexOf(" ") + 1);
+  return cut < 0
+    ? layoutLine(screen, line, "")
+    : layoutLine(screen, line.slice(0, cut), line.slice(cut + 1));
 }
 
 /** An IP address as Deno reports a peer's (`--trusted-proxy` is compared with it). */
@@ -170,12 +220,13 @@ function portNumber(value: string): number {
 }
 
 async function serve(options: ServeOptions): Promise<void> {
-  const interactive = Deno.stdin.isTerminal();
+  const interactive = Deno.stdin.isTerminal() && Deno.stdout.isTerminal();
   // On a terminal the operator types while events arrive: log lines go above the prompt.
   const editor = interactive ? new LineEditor(`${OPERATOR_NAME}> `) : undefined;
+  const screen = screenOf();
   const log = createLogger(
     options.logFormat,
-    editor ? (line) => editor.print(line) : (line) => console.log(line),
+    editor ? (line) => editor.print(layoutLogLine(screen, line)) : (line) => console.log(line),
   );
   const identity = await loadIdentity(
     options.cert,
@@ -184,8 +235,13 @@ async function serve(options: ServeOptions): Promise<void> {
   );
   const trust = await TrustStore.load(options.ca, options.crl);
   const clusterConfig = clusterConfigOf(options);
+  // An existing transcripts directory is tightened (or serve refuses) now; one that does not
+  // exist yet is made 0700 with the first session, which reports TRANSCRIPT_IO if it cannot.
+  if (await Deno.stat(options.transcripts).then(() => true, () => false)) {
+    await privateDir(options.transcripts);
+  }
   const store = await openUserStore({
-    url: options.db,
+    ...options.database,
     // Start anyway: logins fail DB_UNAVAILABLE until the database is back (issue #4).
     onUnavailableAtOpen: (error) => log("DB_UNAVAILABLE", { detail: error.message }),
   }).catch((error) => {
@@ -240,9 +296,12 @@ async function serve(options: ServeOptions): Promise<void> {
     Deno.addSignalListener("SIGTERM", stop);
   });
   const operator = editor || options.console ? operatorConsole(server, editor) : undefined;
-  // On a terminal the editor reads Ctrl-C and Ctrl-D itself (raw mode): they end the
-  // console, and that stops the server as the signal would.
-  await Promise.race(editor && operator ? [signalled, operator] : [signalled]);
+  // `/quit` stops the server as the signal would; so do Ctrl-C and Ctrl-D on a terminal
+  // (the editor reads them itself). The end of a piped --console input does not.
+  const quit = operator?.then((why) =>
+    editor || why === "quit" ? undefined : new Promise(() => {})
+  );
+  await Promise.race(quit ? [signalled, quit] : [signalled]);
   editor?.stop();
   info("shutting down: closing sessions with receipts");
   await health?.close();
@@ -260,7 +319,7 @@ function clusterConfigOf(options: ServeOptions): ClusterConfig | undefined {
   if (!config) return undefined;
   let engine: string;
   try {
-    engine = resolveDatabase({ url: options.db }).engine;
+    engine = resolveDatabase(options.database).engine;
   } catch (error) {
     throw new SecureChatError("USAGE", (error as Error).message, { cause: error });
   }
@@ -282,15 +341,68 @@ async function joinCluster(config: ClusterConfig, log: Logger): Promise<ClusterL
   return link;
 }
 
-async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise<void> {
-  const say = (text: string) => editor ? editor.print(text) : info(text);
+/** The operator's commands: the chat's, plus /kick, and a /who that says where and since when. */
+const OPERATOR_HELP = CHAT_HELP.replace(
+  "/who                list who is online",
+  "/who                who is online, from which address, since when\n" +
+    "/kick <user>        close a user's session (receipts are exchanged)\n" +
+    "/unlock <user|addr> end a lockout after too many failed logins",
+).replace(
+  "end the session (receipts are exchanged)",
+  "stop the server (sessions close with receipts)",
+);
+
+function since(ms: number): string {
+  const minutes = Math.floor((Date.now() - ms) / 60_000);
+  const ago = minutes < 1
+    ? "just now"
+    : minutes < 120
+    ? `${minutes} min`
+    : `${Math.floor(minutes / 60)} h`;
+  return `since ${new Date(ms).toTimeString().slice(0, 8)} (${ago})`;
+}
+
+/** Reads operator lines until /quit ("quit") or the end of input ("eof"). */
+async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise<"quit" | "eof"> {
+  const say = (text: string) => {
+    for (const line of text.split("\n")) editor ? editor.print(safeText(line)) : info(line);
+  };
   for await (const line of editor ? editor.lines() : stdinLines()) {
+    const unlock = /^\/unlock(?:\s+(\S+))?\s*$/.exec(line.trim());
+    if (unlock) {
+      if (!unlock[1]) say("usage: /unlock <user|address>");
+      else {
+        // A user name has no ':' or only letters, digits, '_', '.', '-'; anything else is an address.
+        const address = isValidUserName(unlock[1]) && !/^[0-9.]+$/.test(unlock[1])
+          ? undefined
+          : unlock[1];
+        server.unlock(address ? { address } : { user: unlock[1] });
+        say(`failed logins of ${unlock[1]} forgiven: its lockout is over`);
+      }
+      continue;
+    }
+    const kick = /^\/kick(?:\s+(\S+))?\s*$/.exec(line.trim());
+    if (kick) {
+      if (!kick[1]) say("usage: /kick <user>");
+      else if (!await server.lobby.kick(kick[1])) say(`${kick[1]} is not online`);
+      else say(`closed ${kick[1]}'s session`);
+      continue;
+    }
     const parsed = parseChatLine(line);
-    if (parsed.action === "help") say(CHAT_HELP);
+    if (parsed.action === "quit") return "quit";
+    if (parsed.action === "help") say(OPERATOR_HELP);
     if (parsed.action === "error") say(parsed.message);
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;
-    if (body.kind === "who") say(`online: ${server.lobby.names().join(", ") || "nobody"}`);
-    if (body.kind === "text") server.lobby.operatorSays(body.text, recipientUser(to) ?? undefined);
+    if (body.kind === "who") {
+      const members = server.lobby.members();
+      say(members.length === 0 ? "online: nobody" : `online: ${members.length}`);
+      for (const m of members) say(`  ${m.username}  ${m.peer}  ${since(m.since)}`);
+    }
+    const user = recipientUser(to) ?? undefined;
+    if (body.kind === "text" && !await server.lobby.operatorSays(body.text, user)) {
+      say(`${user} is not online: not sent`);
+    }
   }
+  return "eof";
 }

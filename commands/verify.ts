@@ -6,16 +6,19 @@
  * Exit: 0 valid, 1 invalid or tampered (naming the first bad line), 2 usage or I/O error.
  */
 import { Command } from "commander";
-import { basename } from "node:path";
+import { basename, join } from "node:path";
+import { pkiDir } from "./_home.ts";
+import { formatFingerprint, formatSerial } from "../lib/pki/describe.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { type VerifyReport, verifyTranscript } from "../lib/transcript/verify.ts";
 import { checkOpening, makeOpening, readOpening } from "../lib/transcript/opening.ts";
 import { basePathOfLog } from "../lib/transcript/format.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
+import { safeJson, safeText } from "../lib/safe_text.ts";
 
 interface VerifyFlags {
-  ca: string;
+  ca?: string;
   crl?: string;
   json?: boolean;
   reveal?: number;
@@ -32,7 +35,7 @@ export function registerVerify(program: Command): void {
       "receipt to check (own or peer's); default: <base>.receipt.json and " +
         "<base>.peer-receipt.json beside the log, if present",
     )
-    .option("--ca <file>", "CA certificate (PEM)", "certs/ca.pem")
+    .option("--ca <file>", "CA certificate (PEM) (default: ca.pem in the PKI directory)")
     .option("--crl <file>", "certificate revocation list (PEM) to apply")
     .option("--json", "print a machine-readable report on stdout")
     .option(
@@ -63,12 +66,13 @@ export function registerVerify(program: Command): void {
 }
 
 async function loadTrust(flags: VerifyFlags): Promise<TrustStore> {
+  const ca = flags.ca ?? join(await pkiDir(undefined), "ca.pem");
   let trust: TrustStore;
   try {
-    trust = await TrustStore.load(flags.ca, flags.crl);
+    trust = await TrustStore.load(ca, flags.crl);
   } catch (cause) {
     if (cause instanceof SecureChatError && cause.code !== "INTERNAL") throw cause;
-    throw new SecureChatError("IO_ERROR", `cannot load CA ${flags.ca}`, {
+    throw new SecureChatError("IO_ERROR", `cannot load CA ${ca}`, {
       cause,
       hint: "pass the CA certificate with --ca FILE",
     });
@@ -84,7 +88,7 @@ async function runVerify(
 ): Promise<void> {
   const report = await verifyTranscript(logPath, { trust, receiptPath });
   if (flags.json) {
-    console.log(JSON.stringify(report, null, 2));
+    console.log(safeJson(report, 2));
   } else {
     for (const r of report.receipts) {
       if (r.autodetected) info(`using ${r.path} (found beside the log)`);
@@ -145,18 +149,17 @@ async function runCheckOpening(path: string, trust: TrustStore, flags: VerifyFla
   );
 }
 
-/** Other people's text never reaches the terminal raw (issue 11): controls shown as escapes. */
-function sanitize(text: string): string {
-  return JSON.stringify(text).slice(1, -1);
-}
+/** Other people's text never reaches the terminal raw (issue 11): the one sanitiser. */
+const sanitize = (text: string) => safeText(text);
 
 const iso = (ms: number | null) => (ms === null ? "-" : new Date(ms).toISOString());
-const fp = (hex: string | undefined) => (hex ? `sha256:${hex}` : "-");
+const fp = (hex: string | undefined) => (hex ? formatFingerprint(hex) : "-");
 
 /** The short human report. */
 export function formatReport(r: VerifyReport): string {
   const out: string[] = [];
-  const row = (k: string, v: string) => out.push(`${k.padEnd(11)} ${v}`);
+  // Names come from certificates and reasons may quote the file: every value is made safe.
+  const row = (k: string, v: string) => out.push(`${k.padEnd(11)} ${safeText(v)}`);
   row("transcript", r.path);
   if (r.sessionId) {
     row(
@@ -178,9 +181,9 @@ export function formatReport(r: VerifyReport): string {
       const revoked = s.revokedFrom ? `; revoked later, from ${s.revokedFrom}` : "";
       row(
         role,
-        `${s.commonName}  ${
-          fp(s.fingerprint)
-        }  (serial ${s.serial}, until ${s.notAfter}${revoked})`,
+        `${s.commonName}  ${fp(s.fingerprint)}  (serial ${
+          formatSerial(s.serial)
+        }, until ${s.notAfter}${revoked})`,
       );
     }
   }

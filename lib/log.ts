@@ -4,6 +4,8 @@
  * per line for machines. Callers pass only public facts: never a password, key or
  * plaintext (PROTOCOL §8 lists what each event carries).
  */
+import { safeJson } from "./safe_text.ts";
+
 export type LogFormat = "text" | "json";
 
 export interface LogFields {
@@ -24,7 +26,7 @@ export function createLogger(
     const time = new Date().toISOString();
     const defined = Object.entries(fields).filter(([, v]) => v !== undefined);
     if (format === "json") {
-      write(JSON.stringify({ time, event, ...Object.fromEntries(defined) }));
+      write(safeJson({ time, event, ...Object.fromEntries(defined) }));
       return;
     }
     const rest = defined.map(([k, v]) => `${k}=${quote(String(v))}`).join(" ");
@@ -32,7 +34,11 @@ export function createLogger(
   };
 }
 
-/** Quotes a value that contains spaces, quotes or control characters, so one event stays one line. */
+/**
+ * Quotes a value that contains anything but a few safe ASCII characters, so one event
+ * stays one line and a value (a peer's error text, say) cannot act on the operator's
+ * terminal (issue 11 item 1).
+ */
 function quote(value: string): string {
-  return /^[\w.:@/+=,-]*$/.test(value) && value !== "" ? value : JSON.stringify(value);
+  return /^[\w.:@/+=,-]*$/.test(value) && value !== "" ? value : safeJson(value);
 }

@@ -2,41 +2,60 @@
  * `deno task demo`: everything a new user does, end to end, in a fresh directory:
  * a CA and certificates, a server on the embedded SQLite store, two users who
  * register and chat through the server, and every transcript verified offline.
- * Each step is the real CLI, run as a subprocess, and printed before it runs.
+ * Each step is the real CLI, run as a subprocess. It prints one line per step and a
+ * summary; `--verbose` shows every command and its whole output.
+ *
+ *   deno task demo [--verbose] [DIR]
  */
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net",
-  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
+  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_HOME,XDG_CONFIG_HOME,XDG_DATA_HOME,HOME,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
 ];
-const dir = Deno.args[0] ?? await Deno.makeTempDir({ prefix: "securechat-demo-" });
+const verbose = Deno.args.includes("--verbose");
+const dir = Deno.args.find((a) => a !== "--verbose") ??
+  await Deno.makeTempDir({ prefix: "securechat-demo-" });
 const decoder = new TextDecoder();
 
 function command(args: string[], env: Record<string, string> = {}) {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...PERMISSIONS, MAIN, ...args],
     cwd: dir,
-    env,
+    // The demo's directory is its home: it never touches the user's own (issue 17 item 1).
+    env: { SECURECHAT_HOME: dir, ...env },
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   });
 }
 
-async function step(title: string, args: string[], input = "", env: Record<string, string> = {}) {
-  console.log(
-    `\n$ securechat ${args.join(" ")}${input ? `   # stdin: ${JSON.stringify(input)}` : ""}`,
-  );
+/** Prints `text` indented: everything with --verbose, else only when something failed. */
+function detail(text: string, always = false): void {
+  if ((verbose || always) && text) console.log(text.replace(/^/gm, "  "));
+}
+
+async function step(
+  title: string,
+  args: string[],
+  input = "",
+  env: Record<string, string> = {},
+  summarised = false,
+) {
+  const shown = `securechat ${args.join(" ")}${
+    input ? `   # stdin: ${JSON.stringify(input)}` : ""
+  }`;
+  if (verbose) console.log(`\n$ ${shown}`);
   const child = command(args, env).spawn();
   const writer = child.stdin.getWriter();
   await writer.write(new TextEncoder().encode(input));
   await writer.close();
   const out = await child.output();
   const text = (decoder.decode(out.stdout) + decoder.decode(out.stderr)).trimEnd();
-  if (text) console.log(text.replace(/^/gm, "  "));
+  detail(text, out.code !== 0);
   if (out.code !== 0) throw new Error(`${title} failed with exit status ${out.code}`);
+  if (!verbose && !summarised) console.log(`  ok  ${title}`);
   return text;
 }
 
@@ -63,11 +82,12 @@ async function chat(
     // the client ended early: its output below says why
   }
   const out = await child.output();
-  console.log(`\n--- ${user}'s screen ---`);
-  console.log(
-    (decoder.decode(out.stdout) + decoder.decode(out.stderr)).trimEnd().replace(/^/gm, "  "),
-  );
+  const screen = decoder.decode(out.stdout).trimEnd();
+  if (verbose) console.log(`\n--- ${user}'s screen ---`);
+  detail(`${screen}\n${decoder.decode(out.stderr).trimEnd()}`, out.code !== 0);
   if (out.code !== 0) throw new Error(`${user}'s session failed with exit status ${out.code}`);
+  const heard = screen.split("\n").filter((l) => / \u2713 /.test(l)).length;
+  if (!verbose) console.log(`  ok  ${user} chatted: ${heard} signed line(s) received and verified`);
 }
 
 console.log(`securechat demo in ${dir}`);
@@ -76,7 +96,7 @@ await step("server certificate", ["cert", "issue", "server", "--server"]);
 await step("alice's certificate", ["cert", "issue", "alice"]);
 await step("bob's certificate", ["cert", "issue", "bob"]);
 
-console.log("\n$ securechat serve --port 0 --console   # in the background");
+if (verbose) console.log("\n$ securechat serve --port 0 --console   # in the background");
 const server = command(["serve", "--port", "0", "--console"]).spawn();
 const serverOut = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
 let serverLog = "";
@@ -130,14 +150,26 @@ server.kill("SIGTERM");
 await operator.close().catch(() => {});
 await drainServer;
 await server.status;
-console.log("\n--- server log ---");
-console.log(serverLog.trimEnd().replace(/^/gm, "  "));
+if (verbose) console.log("\n--- server log ---");
+detail(serverLog.trimEnd());
+if (!verbose) {
+  const events = serverLog.trimEnd().split("\n").length;
+  console.log(`  ok  server: ${events} log lines, stopped with receipts for every session`);
+}
 
 const logs: string[] = [];
 for await (const entry of Deno.readDir(`${dir}/transcripts`)) {
   if (entry.name.endsWith(".log")) logs.push(entry.name);
 }
 for (const name of logs.sort()) {
-  await step(`verify ${name}`, ["verify", `transcripts/${name}`, "--ca", "certs/ca.pem"]);
+  await step(
+    `verify ${name}`,
+    ["verify", `transcripts/${name}`, "--ca", "certs/ca.pem"],
+    "",
+    {},
+    true,
+  );
 }
+if (!verbose) console.log(`  ok  verify: all ${logs.length} transcripts (client and server side)`);
 console.log(`\ndemo complete: ${logs.length} transcripts verified; files are in ${dir}`);
+if (!verbose) console.log("every command and its output: deno task demo --verbose");

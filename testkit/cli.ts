@@ -18,7 +18,7 @@ export const CLI_PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-net",
-  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
+  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_HOME,XDG_CONFIG_HOME,XDG_DATA_HOME,HOME,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
 ];
 
 /** The argv that starts the CLI. */
@@ -33,12 +33,29 @@ export function cliCommand(args: string[]): string[] {
   ];
 }
 
+let sharedHome: string | undefined;
+
+/**
+ * The environment of every CLI run: tests never touch the real home. A run with a `cwd`
+ * uses it as SECURECHAT_HOME (its certs/, transcripts/ and data/ are the checkout layout);
+ * others share one temporary home per test module. `options.env` overrides either.
+ */
+export function cliEnv(options: { cwd?: string; env?: Record<string, string> }) {
+  const home = options.cwd ?? (sharedHome ??= Deno.makeTempDirSync({ prefix: "securechat-home-" }));
+  return {
+    SECURECHAT_HOME: home,
+    XDG_CONFIG_HOME: `${home}/.config`,
+    XDG_DATA_HOME: `${home}/.local/share`,
+    ...options.env,
+  };
+}
+
 export async function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   const [cmd, ...rest] = cliCommand(args);
   const child = new Deno.Command(cmd, {
     args: rest,
     cwd: options.cwd,
-    env: options.env,
+    env: cliEnv(options),
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
@@ -62,7 +79,7 @@ export function spawnCli(
   return new Deno.Command(cmd, {
     args: rest,
     cwd: options.cwd,
-    env: options.env,
+    env: cliEnv(options),
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",

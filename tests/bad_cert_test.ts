@@ -121,6 +121,9 @@ Deno.test({
             cert: `${pki.dir}/${c.cert}.pem`,
             key: `${pki.dir}/${c.cert}.key`,
             transcripts: clientDir,
+            // connect would refuse these itself (tests/connect_errors_test.ts); here the
+            // server must.
+            args: ["--no-preflight"],
           }, ["/who"]);
           if (c.code === null) {
             assert.equal(result.code, 0, result.stderr);
@@ -148,6 +151,7 @@ Deno.test({
               cert: `${pki.dir}/expired-alice.pem`,
               key: `${pki.dir}/expired-alice.key`,
               transcripts: clientDir,
+              args: ["--no-preflight"],
             }, ["/who"]);
             codes.push(errorCodeOf(result));
           }

@@ -13,7 +13,7 @@ import {
   runConnect,
 } from "../testkit/server_process.ts";
 import { runCli } from "../testkit/cli.ts";
-import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
+import { clusterUnavailable, startTestCluster, type TestCluster } from "./helpers/cluster.ts";
 import { findExecutable } from "../testkit/local_service.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { connect as natsConnect } from "nats";
@@ -213,6 +213,84 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cluster: a rolling restart — SIGTERM ends a node's sessions with receipts, its users reconnect through haproxy",
+  ignore: skipCluster,
+  async fn() {
+    const pki = await makePki(["ann", "ben"], "ed25519");
+    const cluster = await startTestCluster({ pkiDir: pki.dir, nodes: 2, haproxy: true });
+    const clients = new Map<string, LiveClient>();
+    const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
+    try {
+      for (const user of ["ann", "ben"]) {
+        await registerUser(cluster.nodes[0], pki.dir, user, password(user));
+      }
+      const marks = cluster.nodes.map((n) => n.mark());
+      for (const user of ["ann", "ben"]) {
+        clients.set(user, await loginThroughBalancer(cluster, pki.dir, user, transcripts(user)));
+      }
+      const onNode = (i: number) =>
+        cluster.nodes[i].events((e) => e.event === "LOGIN", marks[i]).map((e) => String(e.user));
+      const stopped = onNode(0).includes("ann") ? 0 : 1;
+      const moved = onNode(stopped).filter((u) => u === "ann" || u === "ben");
+      assert.ok(moved.length > 0);
+      const status = await cluster.nodes[stopped].stop();
+      assert.equal(status.code, 0);
+      for (const user of moved) {
+        const client = clients.get(user)!;
+        await pollUntil(
+          () => client.stderr.find((l) => l.includes("reconnected")),
+          30_000,
+          () => `${user} did not reconnect:\n${client.stderr.join("\n")}`,
+        );
+        // The session the node ended closed with both receipts.
+        assert.ok(
+          client.stderr.some((l) => /server's receipt: /.test(l)),
+          client.stderr.join("\n"),
+        );
+      }
+      const other = cluster.nodes[1 - stopped];
+      await other.waitFor((e) => e.event === "LOGIN" && e.user === moved[0]);
+      const [ann, ben] = [clients.get("ann")!, clients.get("ben")!];
+      const from = ben.stdout.length;
+      await eventually(
+        async () => {
+          await ann.send("after the restart");
+          return ben.stdout.slice(from).some((l) => l.endsWith("ann \u2713 after the restart"));
+        },
+        15_000,
+        "ben hears ann after the restart",
+      );
+      for (const [user, client] of clients) {
+        const result = await client.end();
+        assert.equal(result.code, 0, `${user}: ${result.stderr}`);
+      }
+    } finally {
+      await Promise.all([...clients.values()].map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+/** A `connect --reconnect` through the cluster's haproxy, logged in. */
+function loginThroughBalancer(
+  cluster: TestCluster,
+  pkiDir: string,
+  user: string,
+  transcripts: string,
+): Promise<LiveClient> {
+  return LiveClient.login({
+    port: cluster.haproxy!.port,
+    user,
+    password: password(user),
+    pkiDir,
+    transcripts,
+    args: ["--reconnect"],
+  });
+}
+
 /** Resolves once the async `test` holds, polling every 100 ms. */
 async function eventually(test: () => Promise<boolean>, timeoutMs: number, what: string) {
   const deadline = Date.now() + timeoutMs;
@@ -276,17 +354,7 @@ Deno.test({
         assert.equal(result.code, 0, result.stderr);
       }
       for (const user of SPREAD) {
-        clients.set(
-          user,
-          await LiveClient.login({
-            port: cluster.haproxy!.port,
-            user,
-            password: password(user),
-            pkiDir: pki.dir,
-            transcripts: transcripts(user),
-            args: ["--reconnect"],
-          }),
-        );
+        clients.set(user, await loginThroughBalancer(cluster, pki.dir, user, transcripts(user)));
       }
       // Round robin spread them: every node has users.
       const nodeOf = new Map<string, number>();

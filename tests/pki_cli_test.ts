@@ -30,10 +30,10 @@ for (const keyType of ["rsa2048", "ed25519", "p256"]) {
   Deno.test(`ca init and cert issue (${keyType}) make certificates openssl verifies`, async () => {
     const cwd = await Deno.makeTempDir();
     const init = await okCli(cwd, "ca", "init", "--key-type", keyType);
-    assert.match(init.stdout, /SHA-256 fingerprint: ([0-9A-F]{2}:){31}[0-9A-F]{2}/);
+    assert.match(init.stdout, /Fingerprint: sha256:[0-9a-f]{64}\n/);
     assert.match(init.stderr, /NOT encrypted/);
     const issued = await okCli(cwd, "cert", "issue", "srv", "--server", "--key-type", keyType);
-    assert.match(issued.stdout, /SHA-256 fingerprint/);
+    assert.match(issued.stdout, /Fingerprint: sha256:/);
     await okCli(cwd, "cert", "issue", "alice", "--key-type", keyType);
 
     for (const [file, purpose] of [["srv.pem", "sslserver"], ["alice.pem", "sslclient"]]) {
@@ -173,7 +173,7 @@ Deno.test("cert revoke, cert list and cert show report certificates in human ter
       /Key:\s+ECDSA P-256/,
       /Serial:/,
       /Valid until:/,
-      /SHA-256 fingerprint:/,
+      /Fingerprint:\s+sha256:[0-9a-f]{64}/,
     ]
   ) {
     assert.match(show, line);
@@ -181,7 +181,8 @@ Deno.test("cert revoke, cert list and cert show report certificates in human ter
   const openssl256 =
     (await openssl(cwd, "x509", "-in", "certs/chat.pem", "-noout", "-fingerprint", "-sha256"))
       .stdout;
-  assert.ok(show.includes(openssl256.split("=")[1].trim()), "same fingerprint as openssl");
+  const opensslHex = openssl256.split("=")[1].trim().replaceAll(":", "").toLowerCase();
+  assert.ok(show.includes(`sha256:${opensslHex}`), "same fingerprint as openssl");
 });
 
 const USAGE_ERRORS: { name: string; args: string[] }[] = [

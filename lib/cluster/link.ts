@@ -173,11 +173,7 @@ export class ClusterLink {
         },
       }));
     }
-    const consumer = await this.#js.consumers.get(RECORD_STREAM, {
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: this.#processed + 1,
-    });
-    this.#messages = await consumer.consume();
+    this.#messages = await this.#openConsumer();
     this.#consuming = this.#consume(this.#messages);
     void this.#watchStatus();
     this.#timer = setInterval(() => this.#beat(), this.#heartbeatMs);
@@ -295,6 +291,30 @@ export class ClusterLink {
     await this.#consuming;
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
     await this.#nc.drain().catch(() => {});
+  }
+
+  /**
+   * The ordered consumer from where the stream stood at connect. JetStream API calls time out
+   * on a loaded server, so a few attempts are made before giving up.
+   * @throws CLUSTER_UNAVAILABLE
+   */
+  async #openConsumer(attempts = 3): Promise<ConsumerMessages> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        const consumer = await this.#js.consumers.get(RECORD_STREAM, {
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: this.#processed + 1,
+        });
+        return await consumer.consume();
+      } catch (cause) {
+        if (attempt >= attempts) {
+          throw new SecureChatError("CLUSTER_UNAVAILABLE", "cannot read the record stream", {
+            cause,
+          });
+        }
+        this.#log("CLUSTER_UNAVAILABLE", { detail: `record stream consumer: ${cause}; retrying` });
+      }
+    }
   }
 
   async #consume(messages: ConsumerMessages): Promise<void> {

@@ -363,20 +363,24 @@ function throwIfPeerError(payload: Uint8Array, authenticated: boolean): void {
 }
 
 /**
- * The local error for an `error` message the peer sent: its code, marked as the
- * peer's. An unauthenticated (plaintext) error could come from anyone on the path:
- * only its code is kept, never its text (PROTOCOL §3.3).
+ * The local error for an `error` message the peer sent: its code, marked as the peer's.
+ * A plaintext `error` (`authenticated` false) may come from anyone on the path, so its
+ * text is dropped and the error says so: only the code is kept (PROTOCOL §8.1).
  */
 export function errorFromPeer(
   code: string,
-  message?: string,
-  authenticated = true,
+  message: string | undefined,
+  authenticated: boolean,
 ): SecureChatError {
-  const known = isErrorCode(code) ? code : "PROTOCOL_ERROR";
-  const text = authenticated
-    ? `peer ended the session: ${code.slice(0, 32)}${message ? ` (${message})` : ""}`
-    : `connection refused with ${known} (unauthenticated: sent before any keys)`;
-  return new SecureChatError(known, text, { cause: { fromPeer: true } });
+  const shownCode = code.slice(0, 32);
+  const detail = authenticated
+    ? message
+    : "an unauthenticated plaintext error: anyone on the network path could have sent it, " +
+      "so its text is not shown";
+  const text = `peer ended the session: ${shownCode}${detail ? ` (${detail})` : ""}`;
+  return new SecureChatError(isErrorCode(code) ? code : "PROTOCOL_ERROR", text, {
+    cause: { fromPeer: true, authenticated },
+  });
 }
 
 export function isFromPeer(error: unknown): boolean {

@@ -17,7 +17,8 @@ import {
   signingAlgorithmOf,
 } from "./keys.ts";
 import { pemEncode } from "./pem.ts";
-import { ensurePrivateDir, pathExists, readTextFile, writeFileAtomic } from "./files.ts";
+import { ensurePrivateDir } from "../private_dir.ts";
+import { pathExists, readTextFile, writeFileAtomic } from "./files.ts";
 import { randomSerialHex, validityWindow } from "./serial.ts";
 
 export function caPaths(dir: string): { caCert: string; caKey: string; crl: string } {

@@ -3,6 +3,7 @@ import { sha256, toHex } from "../bytes.ts";
 import { type GeneralName, KU, type Name, OID, parseCertificate } from "./certificate.ts";
 import { formatIp } from "./hostname.ts";
 import { signatureAlgorithmName } from "./signature.ts";
+import { safeText } from "../safe_text.ts";
 
 const ATTRIBUTE_NAMES: Record<string, string> = {
   "2.5.4.3": "CN",
@@ -48,16 +49,46 @@ function formatGeneralName(n: GeneralName): string {
   }
 }
 
-/** Colon-separated upper-case hex, the way openssl and step print fingerprints. */
-export function colonHex(bytes: Uint8Array): string {
-  return toHex(bytes).toUpperCase().match(/../g)?.join(":") ?? "";
+/**
+ * The one printed form of a serial everywhere (`ca init`, `cert issue/list/show`,
+ * `verify`): lower-case hex of the DER INTEGER's octets, as `cert revoke` takes it.
+ */
+export function formatSerial(hex: string): string {
+  return hex.toLowerCase();
+}
+
+/** The one printed form of a certificate fingerprint: `sha256:` and lower-case hex. */
+export function formatFingerprint(hex: string): string {
+  return `sha256:${hex.toLowerCase()}`;
+}
+
+/** What `cert show` prints (as text, or as JSON with `--json`). */
+export interface CertificateFacts {
+  subject: string;
+  issuer: string;
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  /** Against the clock (and, where the caller knows it, the CA's record of revocations). */
+  status: "valid" | "expired" | "not yet valid" | "revoked";
+  revokedAt?: string;
+  key: string;
+  signature: string;
+  subjectAltNames: string[];
+  extendedKeyUsage: string[];
+  keyUsage: string[];
+  basicConstraints: string | null;
+  fingerprint: string;
 }
 
 /**
- * Describes a certificate as "label: value" lines.
+ * The facts of a certificate in human terms.
  * @throws BAD_CERT when the DER is malformed
  */
-export async function describeCertificate(der: Uint8Array, now = new Date()): Promise<string> {
+export async function describeCertificate(
+  der: Uint8Array,
+  now = new Date(),
+): Promise<CertificateFacts> {
   const cert = parseCertificate(der);
   const key = cert.publicKey;
   const keyText = key.kind === "rsa"
@@ -67,35 +98,53 @@ export async function describeCertificate(der: Uint8Array, now = new Date()): Pr
     : key.kind === "ed25519"
     ? "Ed25519"
     : key.description;
-  const status = now < cert.notBefore ? "not yet valid" : now > cert.notAfter ? "expired" : "valid";
   const bc = cert.basicConstraints;
   const ku = cert.keyUsage;
+  return {
+    subject: formatName(cert.subject),
+    issuer: formatName(cert.issuer),
+    serial: formatSerial(toHex(cert.serial)),
+    notBefore: cert.notBefore.toISOString(),
+    notAfter: cert.notAfter.toISOString(),
+    status: now < cert.notBefore ? "not yet valid" : now > cert.notAfter ? "expired" : "valid",
+    key: keyText,
+    signature: signatureAlgorithmName(cert.signatureAlgorithm.oid),
+    subjectAltNames: cert.subjectAltName?.map(formatGeneralName) ?? [],
+    extendedKeyUsage: cert.extKeyUsage?.map((o) => EKU_NAMES[o] ?? o) ?? [],
+    keyUsage: ku === undefined
+      ? []
+      : Object.entries(KU).filter(([, bit]) => ku & bit).map(([n]) => n),
+    basicConstraints: bc
+      ? `CA:${bc.ca ? "TRUE" : "FALSE"}${bc.pathLen !== undefined ? `, pathLen:${bc.pathLen}` : ""}`
+      : null,
+    fingerprint: formatFingerprint(toHex(await sha256(der))),
+  };
+}
+
+/** `cert show`'s text: "label: value" lines, every value made safe for a terminal. */
+export function certificateText(facts: CertificateFacts): string {
+  const list = (items: string[]) => items.join(", ") || "(none)";
+  const status = facts.status === "revoked" && facts.revokedAt
+    ? `revoked ${facts.revokedAt}`
+    : facts.status;
   const lines: [string, string][] = [
-    ["Subject", formatName(cert.subject)],
-    ["Issuer", formatName(cert.issuer)],
-    ["Serial", colonHex(cert.serial)],
-    ["Valid from", cert.notBefore.toISOString()],
-    ["Valid until", `${cert.notAfter.toISOString()} (${status})`],
-    ["Key", keyText],
-    ["Signature", signatureAlgorithmName(cert.signatureAlgorithm.oid)],
-    ["SANs", cert.subjectAltName?.map(formatGeneralName).join(", ") ?? "(none)"],
-    ["EKU", cert.extKeyUsage?.map((o) => EKU_NAMES[o] ?? o).join(", ") ?? "(none)"],
-    [
-      "Key usage",
-      ku === undefined
-        ? "(none)"
-        : Object.entries(KU).filter(([, bit]) => ku & bit).map(([n]) => n).join(", "),
-    ],
-    [
-      "Basic constraints",
-      bc
-        ? `CA:${bc.ca ? "TRUE" : "FALSE"}${
-          bc.pathLen !== undefined ? `, pathLen:${bc.pathLen}` : ""
-        }`
-        : "(none)",
-    ],
-    ["SHA-256 fingerprint", colonHex(await sha256(der))],
+    ["Subject", facts.subject],
+    ["Issuer", facts.issuer],
+    ["Serial", facts.serial],
+    ["Valid from", facts.notBefore],
+    ["Valid until", facts.notAfter],
+    ["Status", status],
+    ["Key", facts.key],
+    ["Signature", facts.signature],
+    ["SANs", list(facts.subjectAltNames)],
+    ["EKU", list(facts.extendedKeyUsage)],
+    ["Key usage", list(facts.keyUsage)],
+    ["Basic constraints", facts.basicConstraints ?? "(none)"],
+    ["Fingerprint", facts.fingerprint],
   ];
   const width = Math.max(...lines.map(([label]) => label.length)) + 1;
-  return lines.map(([label, value]) => `${`${label}:`.padEnd(width)} ${value}`).join("\n");
+  // Names and SANs are the issuer's bytes: each value is made safe for a terminal.
+  return lines.map(([label, value]) => `${`${label}:`.padEnd(width)} ${safeText(value)}`).join(
+    "\n",
+  );
 }

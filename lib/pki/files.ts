@@ -21,21 +21,6 @@ export async function pathExists(path: string): Promise<boolean> {
 }
 
 /**
- * Creates `dir` (mode 0700) if missing.
- * @throws IO_ERROR
- */
-export async function ensurePrivateDir(dir: string): Promise<void> {
-  if (await pathExists(dir)) return;
-  try {
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    // mkdir's mode is filtered by the umask; set it exactly.
-    await Deno.chmod(dir, 0o700);
-  } catch (error) {
-    throw ioError("create directory", dir, error);
-  }
-}
-
-/**
  * Writes `data` to `path` via a temporary file and a rename, with `mode` set before
  * any byte is written.
  * @throws IO_ERROR

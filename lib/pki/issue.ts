@@ -12,7 +12,8 @@ import { OID } from "./certificate.ts";
 import { isValidDnsName, parseIp } from "./hostname.ts";
 import { isValidUserName } from "./names.ts";
 import { caPaths, type CaSigner } from "./ca.ts";
-import { ensurePrivateDir, pathExists, writeFileAtomic } from "./files.ts";
+import { ensurePrivateDir } from "../private_dir.ts";
+import { pathExists, writeFileAtomic } from "./files.ts";
 import { type InventoryEntry, recordIssued } from "./inventory.ts";
 
 export type Profile = "server" | "client";

@@ -51,7 +51,7 @@ export class Member {
   readonly inFlight = new Set<Promise<void>>();
   /** The member's certificate as relays carry it, encoded once. */
   readonly certBase64: string;
-  /** Login time: of two sessions of one user, the newer one stays. */
+  /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
   readonly since = Date.now();
   /**
    * Stream records held back while older ones are replayed to this member (a takeover from a
@@ -127,6 +127,26 @@ export class Lobby {
   #isOnline(name: string): boolean {
     return this.#members.has(keyOf(name)) ||
       (this.#cluster?.remoteUsers().some((remote) => keyOf(remote) === keyOf(name)) ?? false);
+  }
+
+  /** Who is online, from where and since when: the operator's `/who`. */
+  members(): { username: string; peer: string; since: number }[] {
+    return [...this.#members.values()]
+      .map(({ username, peer, since }) => ({ username, peer, since }))
+      .sort((a, b) => a.username.localeCompare(b.username));
+  }
+
+  /**
+   * The operator ends a member's session: a notice saying so, then a clean close
+   * (receipts exchanged). False when nobody of that name is online.
+   */
+  kick(name: string): Promise<boolean> {
+    const member = this.#members.get(keyOf(name));
+    if (!member) return Promise.resolve(false);
+    this.log("KICKED", { user: member.username, session: member.session.sessionId });
+    this.#notify(member, { kind: "notice", text: "the operator closed your session" });
+    void member.session.close().catch(() => {});
+    return Promise.resolve(true);
   }
 
   /**
@@ -208,17 +228,22 @@ export class Lobby {
     while (from.inFlight.size >= RELAY_WINDOW) await Promise.race(from.inFlight);
   }
 
-  /** The operator speaks as `server` (serve's console); unsigned, covered by the receipts. */
-  async operatorSays(text: string, to?: string): Promise<void> {
+  /** The operator speaks as `server` (serve's console); false when `to` is not online. */
+  async operatorSays(text: string, to?: string): Promise<boolean> {
+    if (to !== undefined && !this.#isOnline(to)) return false;
     const body: Body = to === undefined
       ? { kind: "operator", text }
       : { kind: "operator", text, private: true };
-    if (to !== undefined && !this.#isOnline(to)) return;
     await this.#route({ body }, to);
+    return true;
   }
 
-  async closeAll(): Promise<void> {
-    await Promise.all([...this.#members.values()].map((m) => m.session.close().catch(() => {})));
+  /** Closes every session cleanly (receipts exchanged), first telling each member why. */
+  async closeAll(why: string): Promise<void> {
+    await Promise.all([...this.#members.values()].map(async (m) => {
+      this.#notify(m, { kind: "notice", text: why });
+      await m.session.close().catch(() => {});
+    }));
   }
 
   /** This node's members a record from `from` (a user name) to `to` (one user, or all) reaches. */

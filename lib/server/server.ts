@@ -107,7 +107,7 @@ export class ChatServer {
     this.#stopping = true;
     this.#listener.close();
     await this.#accepting;
-    await this.lobby.closeAll();
+    await this.lobby.closeAll("the server is shutting down; this session is closed with receipts");
     await Promise.allSettled([...this.#connections]);
     await this.#opts.cluster?.close();
     this.#opts.log("SHUTDOWN", {});
@@ -214,6 +214,19 @@ export class ChatServer {
       outcome: end.outcome,
       receipt: end.receiptPath ?? "none",
     });
+  }
+
+  /**
+   * The operator forgives a user's (or an address's) failed logins: the lockout ends now,
+   * on every node of a cluster, instead of when the window passes.
+   */
+  unlock(target: { user: string } | { address: string }): void {
+    const keys = "user" in target
+      ? [`user:${target.user.toLowerCase()}`]
+      : [`addr:${target.address}`];
+    this.#throttle.succeeded(keys);
+    this.#opts.cluster?.authSucceeded(keys);
+    this.#opts.log("UNLOCKED", "user" in target ? { user: target.user } : { peer: target.address });
   }
 
   async #authenticate(request: Credentials, address: string): Promise<{ registered: boolean }> {

@@ -347,7 +347,7 @@ export class ChatSession {
     );
     switch (message.type) {
       case "error":
-        throw errorFromPeer(message.code, message.message);
+        throw errorFromPeer(message.code, message.message, true);
       case "key_update":
         this.#est.records.updateReceive();
         return;

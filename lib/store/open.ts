@@ -2,14 +2,15 @@
  * Picks and opens the user store: `--db` URL first, then the DB_* keys (from the environment or
  * a `.env` file), else the default SQLite file.
  */
-import { isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
 import { readEnvKeys } from "../env.ts";
+import { ensurePrivateDir } from "../private_dir.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import { migrate } from "./schema.ts";
 import type { MysqlConfig } from "./mysql.ts";
 import { openSqlite } from "./sqlite.ts";
 import { SqlUserStore } from "./sql_user_store.ts";
-import type { UserStore } from "./user_store.ts";
+import type { AccountAdmin, UserStore } from "./user_store.ts";
 
 export const DEFAULT_DB_URL = "sqlite:data/securechat.db";
 const DB_KEYS = ["DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME"] as const;
@@ -19,6 +20,8 @@ const URL_FORMS = "sqlite:PATH or mysql://user:password@host:port/database";
 export interface OpenUserStoreOptions {
   /** `sqlite:PATH` (relative to baseDir; `sqlite::memory:` too) or `mysql://user:pass@host:port/db`. */
   url?: string;
+  /** The store when neither `url` nor the DB_* keys name one; DEFAULT_DB_URL by default. */
+  defaultUrl?: string;
   /** The DB_* keys; by default the process environment over `baseDir/.env`. */
   env?: Record<string, string | undefined>;
   /** Where relative SQLite paths and `.env` are found; the working directory by default. */
@@ -41,10 +44,16 @@ export type DatabaseTarget =
  * @throws DB_UNAVAILABLE the database cannot be reached or opened now
  * @throws INTERNAL the database holds a schema newer than this build
  */
-export async function openUserStore(options: OpenUserStoreOptions = {}): Promise<UserStore> {
+export async function openUserStore(
+  options: OpenUserStoreOptions = {},
+): Promise<UserStore & AccountAdmin> {
   const target = resolveDatabase(options);
   // mysql2 is loaded only when asked for: most runs use SQLite, and every command
   // would otherwise pay for parsing the driver at start-up.
+  // The SQLite file holds password hashes: its directory is owner-only (issue 11 item 10).
+  if (target.engine === "sqlite" && target.path !== ":memory:") {
+    await ensurePrivateDir(dirname(target.path));
+  }
   const db = target.engine === "sqlite"
     ? openSqlite(target.path, target.description)
     : (await import("./mysql.ts")).openMysql(target.config);
@@ -70,7 +79,7 @@ export function resolveDatabase(options: OpenUserStoreOptions = {}): DatabaseTar
   if (options.url !== undefined) return parseDatabaseUrl(options.url, baseDir);
   const env = options.env ?? readEnvKeys(baseDir, DB_KEYS);
   if (env.DB_HOST) return { engine: "mysql", config: mysqlConfigFromEnv(env) };
-  return parseDatabaseUrl(DEFAULT_DB_URL, baseDir);
+  return parseDatabaseUrl(options.defaultUrl ?? DEFAULT_DB_URL, baseDir);
 }
 
 function parseDatabaseUrl(url: string, baseDir: string): DatabaseTarget {

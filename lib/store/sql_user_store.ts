@@ -13,7 +13,7 @@ import {
 import { isValidUserName } from "../pki/names.ts";
 import { checkAccountFields } from "./account_rules.ts";
 import { query, type SqlDatabase, type SqlRow } from "./sql.ts";
-import type { Account, RegisterInput, UserStore } from "./user_store.ts";
+import type { Account, AccountAdmin, RegisterInput, UserStore } from "./user_store.ts";
 
 /**
  * What an unknown user's password is checked against, so that "no such user" costs one full
@@ -30,7 +30,7 @@ const SCHEMES: readonly string[] = ["pbkdf2-sha256", "seed-sha256"] satisfies Pa
   "scheme"
 ][];
 
-export class SqlUserStore implements UserStore {
+export class SqlUserStore implements UserStore, AccountAdmin {
   #db: SqlDatabase;
   /** A schema migration still owed because the database was down at open (open.ts). */
   #migrate?: () => Promise<void>;
@@ -125,6 +125,52 @@ export class SqlUserStore implements UserStore {
 
   close(): Promise<void> {
     return this.#db.close();
+  }
+
+  async list(): Promise<Account[]> {
+    await this.#ready();
+    const rows = await query(
+      this.#db,
+      "SELECT username, email, created_at, last_login_at FROM users ORDER BY username",
+      [],
+    );
+    return rows.map((row) => ({
+      username: String(row.username),
+      email: String(row.email),
+      createdAt: new Date(Number(row.created_at)),
+      lastLoginAt: row.last_login_at === null ? null : new Date(Number(row.last_login_at)),
+    }));
+  }
+
+  async setPassword(username: string, password: string): Promise<void> {
+    await this.#ready();
+    checkNewPassword(password);
+    const id = await this.#idOf(username);
+    if (id === undefined) {
+      throw new SecureChatError("INVALID_INPUT", `no account named ${username}`);
+    }
+    const stored = await hashPassword(password);
+    await query(
+      this.#db,
+      `UPDATE users SET password_scheme = ?, password_iterations = ?, password_salt = ?,
+        password_hash = ? WHERE id = ?`,
+      [stored.scheme, stored.iterations, stored.salt, stored.hash, id],
+    );
+  }
+
+  async remove(username: string): Promise<boolean> {
+    await this.#ready();
+    const id = await this.#idOf(username);
+    if (id === undefined) return false;
+    await query(this.#db, "DELETE FROM users WHERE id = ?", [id]);
+    return true;
+  }
+
+  /** The row id of an account (names compare case-insensitively, as everywhere). */
+  async #idOf(username: string): Promise<number | undefined> {
+    if (!isValidUserName(username)) return undefined;
+    const [row] = await query(this.#db, "SELECT id FROM users WHERE username = ?", [username]);
+    return row === undefined ? undefined : Number(row.id);
   }
 }
 

@@ -32,3 +32,21 @@ export interface UserStore {
   /** Where the accounts live, e.g. "sqlite:data/securechat.db"; never carries a password. */
   readonly description: string;
 }
+
+/** Account administration for the operator (`securechat user`); the server does not need it. */
+export interface AccountAdmin {
+  /** Every account, by user name. */
+  list(): Promise<Account[]>;
+  /**
+   * Replaces an account's password (a fresh salt and the current hash parameters).
+   * @throws INVALID_INPUT no such account, or the password breaks the length rule
+   * @throws DB_UNAVAILABLE the database cannot be reached right now
+   */
+  setPassword(username: string, password: string): Promise<void>;
+  /**
+   * Deletes an account; its name and e-mail address can then be registered again.
+   * @returns false when there was no such account
+   * @throws DB_UNAVAILABLE the database cannot be reached right now
+   */
+  remove(username: string): Promise<boolean>;
+}

@@ -12,6 +12,7 @@
 import { join } from "node:path";
 import { timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
+import { ensurePrivateDir } from "../private_dir.ts";
 import type { SigningKey } from "../crypto/signature.ts";
 import type { PreparedLine } from "../message/record.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
@@ -60,7 +61,6 @@ export interface FinishResult {
   peerReceiptPath?: string;
 }
 
-const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
 
 function ioError(what: string, cause: unknown): SecureChatError {
@@ -135,19 +135,10 @@ export class TranscriptWriter {
       clientFingerprint: fingerprints.client,
       serverFingerprint: fingerprints.server,
     });
-    let created = false;
     try {
-      await Deno.mkdir(dir, { recursive: true, mode: DIR_MODE });
-      created = true;
+      await ensurePrivateDir(dir);
     } catch (cause) {
-      if (!(cause instanceof Deno.errors.AlreadyExists)) {
-        throw ioError(`cannot create transcript directory ${dir}`, cause);
-      }
-    }
-    try {
-      if (created && Deno.build.os !== "windows") await Deno.chmod(dir, DIR_MODE); // umask-proof
-    } catch (cause) {
-      throw ioError(`cannot set mode 0700 on ${dir}`, cause);
+      throw ioError(`cannot create transcript directory ${dir}`, cause);
     }
     const basePath = join(dir, baseNameOf(header.sessionId, header.role, header.startedAt));
     const path = `${basePath}.log`;

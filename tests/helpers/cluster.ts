@@ -6,7 +6,7 @@ import { type Haproxy, haproxyBinary, startHaproxy } from "./haproxy.ts";
 import { type MariaDb, mysqlTestTarget, startMariaDb } from "./mariadb.ts";
 import { type NatsServer, natsServerBinary, startNats } from "../../testkit/nats.ts";
 import { freePort } from "../../testkit/local_service.ts";
-import { ServerProcess } from "../../testkit/server_process.ts";
+import { logIs, ServerProcess } from "../../testkit/server_process.ts";
 
 export interface TestCluster {
   db: MariaDb;
@@ -54,7 +54,14 @@ export async function startTestCluster(opts: {
   const chatPorts: number[] = [];
   const workDirs: string[] = [];
   let haproxy: Haproxy | undefined;
-  const startNode = (i: number) =>
+  // A node is up once it has joined the cluster and serves its health port (HEALTH follows
+  // startCluster); if it died instead, the wait fails with its output.
+  const startNode = async (i: number) => {
+    const node = await startServe(i);
+    await node.waitFor(logIs("HEALTH"), 30_000);
+    return node;
+  };
+  const startServe = (i: number) =>
     ServerProcess.start({
       pkiDir: opts.pkiDir,
       workDir: workDirs[i],

@@ -25,6 +25,9 @@ class PipeEnd implements ByteStreamConn {
   /** Resolves when this end has been closed. */
   readonly closed: Promise<void>;
   peer!: PipeEnd;
+  /** Writes after this many are accepted but never arrive (as if lost in a reset). */
+  deliverWrites = Infinity;
+  #writes = 0;
   #input!: ReadableStreamDefaultController<Uint8Array>;
   #inputOpen = true;
   #writable = true;
@@ -48,7 +51,9 @@ class PipeEnd implements ByteStreamConn {
     if (!this.#writable || !this.peer.#writable) {
       return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
     }
-    if (this.peer.#inputOpen) this.peer.#input.enqueue(bytes.slice());
+    if (this.peer.#inputOpen && ++this.#writes <= this.deliverWrites) {
+      this.peer.#input.enqueue(bytes.slice());
+    }
     return Promise.resolve(bytes.length);
   }
 
@@ -70,22 +75,30 @@ class PipeEnd implements ByteStreamConn {
   }
 }
 
-Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fails first", async () => {
+/**
+ * A client with a certificate the server does not trust, whose certificate_verify is signed
+ * only after the server has refused and closed: its next writes fail before it reads.
+ * `serverFramesDelivered` drops what the server sends after that many frames.
+ */
+async function refusedWhileWriting(serverFramesDelivered = Infinity) {
   const pki = await makePki(["alice"]);
   const rogue = await makePki(["alice"]); // a client certificate from a CA the server does not trust
   const alice = await rogue.identity("alice");
   const [clientEnd, serverEnd] = PipeEnd.pair();
-
-  // The client signs its certificate_verify only after the server has refused and closed,
-  // so the frames that follow its certificate meet a closed pipe.
+  serverEnd.deliverWrites = serverFramesDelivered;
+  let held = 0;
   const realSign = crypto.subtle.sign;
   crypto.subtle.sign = async function (
     this: SubtleCrypto,
     ...args: Parameters<SubtleCrypto["sign"]>
   ) {
-    if (args[1] === alice.signingKey.key) await serverEnd.closed;
+    if (args[1] === alice.signingKey.key) {
+      held++;
+      await serverEnd.closed;
+    }
     return await realSign.apply(this, args);
   } as SubtleCrypto["sign"];
+  const clientConn = new FrameConnection(clientEnd);
   try {
     const [server, client] = await Promise.allSettled([
       serverHandshake(new FrameConnection(serverEnd), {
@@ -93,22 +106,37 @@ Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fa
         trust: pki.trust,
         authenticate: () => Promise.resolve({ registered: false }),
       }),
-      clientHandshake(new FrameConnection(clientEnd), {
+      clientHandshake(clientConn, {
         identity: alice,
         trust: pki.trust,
         serverName: "localhost",
         credentials: { mode: "login", username: "alice", password: "a-long-password" },
       }),
     ]);
+    // The race really happened: the client signed through the hold, and a write failed.
+    assert.ok(held > 0, "the client's certificate_verify was not signed through the hold");
+    assert.ok(clientConn.writeError, "no client write failed: the race was not reproduced");
     assert.equal(server.status, "rejected");
     assert.equal(codeOf(server.reason), "BAD_CERT");
     assert.equal(client.status, "rejected");
     assert.ok(client.reason instanceof SecureChatError);
-    assert.equal(client.reason.code, "BAD_CERT", client.reason.message);
-    assert.match(client.reason.message, /peer ended the session: BAD_CERT/);
+    return client.reason;
   } finally {
     crypto.subtle.sign = realSign;
     await Deno.remove(pki.dir, { recursive: true });
     await Deno.remove(rogue.dir, { recursive: true });
   }
+}
+
+Deno.test("clientHandshake() reports the server's BAD_CERT when its own write fails first", async () => {
+  const error = await refusedWhileWriting();
+  assert.equal(error.code, "BAD_CERT", error.message);
+  assert.match(error.message, /peer ended the session: BAD_CERT/);
+});
+
+Deno.test("clientHandshake() reports the lost connection when the server's error never arrives", async () => {
+  // server_hello, certificate, certificate_verify, finished arrive; the error does not.
+  const error = await refusedWhileWriting(4);
+  assert.equal(error.code, "PROTOCOL_ERROR", error.message);
+  assert.match(error.message, /connection lost while writing/);
 });

@@ -1,0 +1,179 @@
+/**
+ * Issue 17 item 2 in a real terminal: `connect` under tmux (a pty), driven by key
+ * presses, while bob (a pipe) reads what alice sends. Arrow keys edit instead of
+ * inserting `^[[D`, Up recalls history, Ctrl-U and Ctrl-W delete, an incoming line is
+ * printed above a half-typed line without disturbing it (also one wider than the
+ * terminal, leaving no stale rows), and Ctrl-D on an empty line ends with receipts.
+ */
+import assert from "node:assert/strict";
+import { cliCommand, cliEnv } from "../testkit/cli.ts";
+import { makePki } from "../testkit/pki.ts";
+import { LiveClient, pollUntil, registerUser, ServerProcess } from "../testkit/server_process.ts";
+
+const hasTmux = await new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" })
+  .output().then((out) => out.success, () => false);
+if (!hasTmux) {
+  console.error("line editor pty test skipped: tmux is not installed (.ci/run installs it)");
+}
+
+const WIDTH = 100;
+
+/** A tmux server of our own (its own socket), holding one window of WIDTH columns. */
+class Tmux {
+  readonly socket = `securechat-test-${crypto.randomUUID().slice(0, 8)}`;
+
+  async run(...args: string[]): Promise<string> {
+    const out = await new Deno.Command("tmux", {
+      args: ["-L", this.socket, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(`tmux ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+    }
+    return new TextDecoder().decode(out.stdout);
+  }
+
+  start(command: string): Promise<string> {
+    return this.run("new-session", "-d", "-s", "t", "-x", String(WIDTH), "-y", "30", command);
+  }
+
+  /** Key names as tmux knows them ("Left", "C-u", "Enter") or literal text. */
+  async keys(...keys: string[]): Promise<void> {
+    for (const key of keys) {
+      await this.run("send-keys", "-t", "t", key);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+  }
+
+  /** The visible screen, trailing blank rows dropped. */
+  async screen(): Promise<string[]> {
+    const rows = (await this.run("capture-pane", "-p", "-t", "t")).split("\n").map((r) =>
+      r.trimEnd()
+    );
+    while (rows.length && rows.at(-1) === "") rows.pop();
+    return rows;
+  }
+
+  async waitFor(
+    test: (rows: string[]) => boolean,
+    what: string,
+    timeoutMs = 15_000,
+  ): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    let last: string[] = [];
+    while (Date.now() < deadline) {
+      last = await this.screen();
+      if (test(last)) return last;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new Error(`timed out waiting for ${what}; screen:\n${last.join("\n")}`);
+  }
+
+  async kill(): Promise<void> {
+    await this.run("kill-server").catch(() => {});
+  }
+}
+
+const quote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
+
+Deno.test({
+  name: "connect in a terminal: arrows, history, Ctrl-U/W, incoming lines above the half-typed one",
+  ignore: !hasTmux,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const pki = await makePki(["alice", "bob"]);
+    const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--message-rate", "100"] });
+    const tmux = new Tmux();
+    let bob: LiveClient | undefined;
+    try {
+      await registerUser(server, pki.dir, "alice", "alice-password-1");
+      await registerUser(server, pki.dir, "bob", "bob-password-12");
+      bob = await LiveClient.login({
+        port: server.port,
+        user: "bob",
+        password: "bob-password-12",
+        pkiDir: pki.dir,
+        transcripts: `${server.workDir}/bob`,
+      });
+      await Deno.writeTextFile(`${server.workDir}/alice.pw`, "alice-password-1\n");
+      const argv = cliCommand([
+        "connect",
+        "--user",
+        "alice",
+        "--port",
+        String(server.port),
+        "--dir",
+        pki.dir,
+        "--transcripts",
+        `${server.workDir}/alice`,
+        "--password-file",
+        `${server.workDir}/alice.pw`,
+      ]);
+      const env = Object.entries(cliEnv({})).map(([k, v]) => `${k}=${quote(v)}`).join(" ");
+      await tmux.start(`env ${env} ${argv.map(quote).join(" ")}; echo EXIT=$?; sleep 60`);
+      await tmux.waitFor((rows) => rows.at(-1) === "alice>", "the prompt");
+
+      const fromBob = (text: string) => (l: string) => l.endsWith(`alice \u2713 ${text}`);
+      // Arrow keys move the cursor: "hllo", three Lefts, "e" → "hello".
+      await tmux.keys("hllo", "Left", "Left", "Left", "e", "Enter");
+      await bob.waitForLine(fromBob("hello"));
+      // Up recalls the last line.
+      await tmux.keys("Up", "Enter");
+      await pollUntil(
+        () => bob!.lines(fromBob("hello")).length === 2 || undefined,
+        10_000,
+        () => bob!.stdout.join("\n"),
+      );
+      // Ctrl-U deletes the line, Ctrl-W the last word.
+      await tmux.keys("garbage", "C-u", "clean", "Enter");
+      await bob.waitForLine(fromBob("clean"));
+      await tmux.keys("one two", "C-w", "three", "Enter");
+      await bob.waitForLine(fromBob("one three"));
+
+      // An incoming line goes above the half-typed line, which stays as it was.
+      await tmux.keys("half typed");
+      await tmux.waitFor((rows) => rows.at(-1) === "alice> half typed", "the half-typed line");
+      await bob.send("incoming while alice types");
+      const rows = await tmux.waitFor(
+        (r) => r.some((row) => row.endsWith("bob \u2713 incoming while alice types")),
+        "bob's line",
+      );
+      assert.equal(rows.at(-1), "alice> half typed", rows.join("\n"));
+      assert.ok(rows.at(-2)!.endsWith("bob \u2713 incoming while alice types"), rows.join("\n"));
+      await tmux.keys(" and done", "Enter");
+      await bob.waitForLine(fromBob("half typed and done"));
+
+      // A half-typed line wider than the terminal: redrawn whole, no stale rows left.
+      const long = "x".repeat(WIDTH + 30);
+      await tmux.keys(long);
+      await tmux.waitFor((r) => r.join("").endsWith(long), "the long line");
+      await bob.send("over a long line");
+      const after = await tmux.waitFor(
+        (r) => r.some((row) => row.endsWith("bob \u2713 over a long line")),
+        "bob's second line",
+      );
+      const xRows = after.filter((row) => row.includes("xxxxxxxxxx"));
+      assert.equal(xRows.length, 2, `the long line spans two rows, once:\n${after.join("\n")}`);
+      assert.equal(after.slice(-2).join(""), `alice> ${long}`);
+      await tmux.keys("C-u");
+
+      assert.deepEqual(
+        bob.lines((l) => l.includes(" alice \u2713 ")).map((l) => l.split(" alice \u2713 ")[1]),
+        ["hello", "hello", "clean", "one three", "half typed and done"],
+        "exactly the entered lines, nothing half-typed, no escape sequence",
+      );
+      // Ctrl-D on an empty line closes the session cleanly.
+      await tmux.keys("C-d");
+      const end = await tmux.waitFor((r) => r.some((row) => row.startsWith("EXIT=")), "the exit");
+      assert.ok(end.includes("EXIT=0"), end.join("\n"));
+      assert.ok(end.some((row) => row.includes("server's receipt:")), end.join("\n"));
+    } finally {
+      await tmux.kill();
+      await bob?.end();
+      await server.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
