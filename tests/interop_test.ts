@@ -6,7 +6,10 @@
  * exchanged; `securechat verify` accepts the server's transcript of the Python session, the
  * Python client's own transcript (and an opening made from its `.keys`), and bob's transcript
  * carrying Python-signed author records. tests/interop/probe.py sends every fault the docs define
- * a code for and expects that code from the real server.
+ * a code for (and negative.json's server cases) and expects that code from the real server.
+ * tests/interop/check_vectors.py recomputes tests/vectors/protocol with the Python primitives,
+ * replays the Python client against the recorded server frames byte for byte, and runs
+ * negative.json's client cases against it.
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
@@ -16,6 +19,7 @@ import { skipUnless } from "./helpers/optional_suites.ts";
 const PYTHON = "/usr/bin/python3";
 const CLIENT_PY = new URL("./interop/client.py", import.meta.url).pathname;
 const PROBE_PY = new URL("./interop/probe.py", import.meta.url).pathname;
+const VECTORS_PY = new URL("./interop/check_vectors.py", import.meta.url).pathname;
 
 function pythonHasCryptography(): boolean {
   try {
@@ -136,6 +140,7 @@ async function verifyConfirmedByBoth(ca: string, log: string): Promise<string> {
 }
 
 const CASES = [
+  { keyType: "ed25519", group: "x25519mlkem768" },
   { keyType: "ed25519", group: "x25519" },
   { keyType: "rsa2048", group: "p256" },
 ] as const;
@@ -155,10 +160,12 @@ for (const { keyType, group } of CASES) {
       try {
         await makePki(["alice", "bob"], keyType, certs);
         const ca = `${certs}/ca.pem`;
-        // --key-update 1: the server updates its traffic key after one second (PROTOCOL §4.4)
+        // --key-update 1: the server updates its traffic key after one second (PROTOCOL §4.4);
+        // --console: the operator types on the server's stdin (`operator` bodies, §6.2)
         server = wrap(
           spawnCli([
             "serve",
+            "--console",
             "--port",
             "0",
             "--log-format",
@@ -284,6 +291,15 @@ for (const { keyType, group } of CASES) {
         assert.ok(
           py.out.lines.includes("KEY_UPDATE s2c"),
           `the server should have updated its key (--key-update 1):\n${py.out.text()}`,
+        );
+
+        // The operator, to everyone and to alice only (PROTOCOL §6.2 `operator`, `private`).
+        await server.send("the operator speaks");
+        await py.out.waitFor((l) => l === "OPERATOR: the operator speaks", "python: operator");
+        await server.send("/msg alice the operator, privately");
+        await py.out.waitFor(
+          (l) => l === "OPERATOR (private): the operator, privately",
+          "python: private operator line",
         );
 
         // Close both; each side must get and check the other's receipt.
@@ -434,7 +450,7 @@ Deno.test({
       const probes = text.split("\n").filter((l) => l.startsWith("PROBE "));
       const failed = probes.filter((l) => !/^PROBE \S+ OK /.test(l));
       assert.deepEqual(failed, [], `probes failed:\n${text}\n${err}`);
-      assert.ok(probes.length >= 50, `only ${probes.length} probes ran:\n${text}\n${err}`);
+      assert.ok(probes.length >= 70, `only ${probes.length} probes ran:\n${text}\n${err}`);
       assert.equal(out.code, 0, `probe.py exited ${out.code}:\n${text}\n${err}`);
     } finally {
       if (server) {
@@ -447,5 +463,34 @@ Deno.test({
       }
       await Deno.remove(tmp, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name:
+    "interop: the clean-room client recomputes and replays tests/vectors/protocol byte for byte",
+  ignore: skipInterop,
+  async fn() {
+    const out = await new Deno.Command(PYTHON, {
+      args: [VECTORS_PY],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    const err = new TextDecoder().decode(out.stderr);
+    const lines = text.split("\n").filter((l) => /^(VECTOR|NEGATIVE) /.test(l));
+    const failed = lines.filter((l) => !/^(VECTOR \S+|NEGATIVE '[^']+') OK /.test(l));
+    assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
+    const negative = JSON.parse(
+      await Deno.readTextFile(new URL("./vectors/protocol/negative.json", import.meta.url)),
+    );
+    const clientCases = negative.cases.filter((c: { target: string }) =>
+      c.target.startsWith("s2c")
+    );
+    const scenarios = [...Deno.readDirSync(new URL("./vectors/protocol/", import.meta.url))]
+      .filter((e) => e.name.endsWith(".json") && e.name !== "negative.json");
+    assert.equal(lines.filter((l) => l.startsWith("VECTOR ")).length, scenarios.length, text);
+    assert.equal(lines.filter((l) => l.startsWith("NEGATIVE ")).length, clientCases.length, text);
+    assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });

@@ -66,7 +66,9 @@ TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
 SKEW_MS = 5 * 60 * 1000                      # §8.2
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
-GROUPS = ("x25519", "p256")                  # §4.5, our preference order
+GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
+HYBRID = "x25519mlkem768"
+MAX_SHARE_BYTES = 1216                       # §3.1: the schema bound of a `pub`
 DIR_CODE = {"c2s": 1, "s2c": 2}              # §6.1 statement, TRANSCRIPT §3.1
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -269,16 +271,241 @@ def finished_mac(key, h):
     return hmac.new(key, h, hashlib.sha256).digest()
 
 
+# ---------------------------------------------------------------- ML-KEM-768 (FIPS 203), for §3.1's hybrid
+# Written from FIPS 203 (algorithms cited by number); pure Python because the `cryptography`
+# package has no ML-KEM. Speed is irrelevant for a test client (~0.1 s per operation).
+
+MLKEM_Q, MLKEM_N, MLKEM_K, MLKEM_ETA, MLKEM_DU, MLKEM_DV = 3329, 256, 3, 2, 10, 4
+MLKEM_EK_BYTES, MLKEM_CT_BYTES = 384 * MLKEM_K + 32, 32 * (MLKEM_DU * MLKEM_K + MLKEM_DV)
+
+
+def _bitrev7(i):
+    return int(f"{i:07b}"[::-1], 2)
+
+
+_ZETAS = [pow(17, _bitrev7(i), MLKEM_Q) for i in range(128)]
+_GAMMAS = [pow(17, 2 * _bitrev7(i) + 1, MLKEM_Q) for i in range(128)]
+
+
+def _ntt(f):  # Algorithm 9
+    f, i, length = list(f), 1, 128
+    while length >= 2:
+        for start in range(0, 256, 2 * length):
+            zeta = _ZETAS[i]
+            i += 1
+            for j in range(start, start + length):
+                t = zeta * f[j + length] % MLKEM_Q
+                f[j + length] = (f[j] - t) % MLKEM_Q
+                f[j] = (f[j] + t) % MLKEM_Q
+        length //= 2
+    return f
+
+
+def _ntt_inv(f):  # Algorithm 10
+    f, i, length = list(f), 127, 2
+    while length <= 128:
+        for start in range(0, 256, 2 * length):
+            zeta = _ZETAS[i]
+            i -= 1
+            for j in range(start, start + length):
+                t = f[j]
+                f[j] = (t + f[j + length]) % MLKEM_Q
+                f[j + length] = zeta * (f[j + length] - t) % MLKEM_Q
+        length *= 2
+    return [x * 3303 % MLKEM_Q for x in f]
+
+
+def _ntt_mul(f, g):  # Algorithms 11, 12
+    h = [0] * 256
+    for i in range(128):
+        a0, a1, b0, b1 = f[2 * i], f[2 * i + 1], g[2 * i], g[2 * i + 1]
+        h[2 * i] = (a0 * b0 + a1 * b1 * _GAMMAS[i]) % MLKEM_Q
+        h[2 * i + 1] = (a0 * b1 + a1 * b0) % MLKEM_Q
+    return h
+
+
+def _add(f, g):
+    return [(a + b) % MLKEM_Q for a, b in zip(f, g)]
+
+
+def _byte_encode(f, d):  # Algorithm 5
+    bits = 0
+    for i, x in enumerate(f):
+        bits |= (x % (1 << d)) << (d * i)
+    return bits.to_bytes(32 * d, "little")
+
+
+def _byte_decode(b, d):  # Algorithm 6 (d = 12 reduces mod q)
+    bits, m = int.from_bytes(b, "little"), (1 << d) if d < 12 else MLKEM_Q
+    return [((bits >> (d * i)) & ((1 << d) - 1)) % m for i in range(256)]
+
+
+def _compress(f, d):
+    return [((x << d) + MLKEM_Q // 2) // MLKEM_Q % (1 << d) for x in f]
+
+
+def _decompress(f, d):
+    return [(y * MLKEM_Q + (1 << (d - 1))) >> d for y in f]
+
+
+def _sample_ntt(seed):  # Algorithm 7
+    out, length = [], 840
+    while True:
+        stream = hashlib.shake_128(seed).digest(length)
+        out, pos = [], 0
+        while len(out) < 256 and pos + 3 <= len(stream):
+            c0, c1, c2 = stream[pos], stream[pos + 1], stream[pos + 2]
+            pos += 3
+            for d in (c0 + 256 * (c1 % 16), c1 // 16 + 16 * c2):
+                if d < MLKEM_Q and len(out) < 256:
+                    out.append(d)
+        if len(out) == 256:
+            return out
+        length *= 2
+
+
+def _cbd(b):  # Algorithm 8, eta = 2
+    bits = int.from_bytes(b, "little")
+    f = []
+    for i in range(256):
+        w = (bits >> (4 * i)) & 0xF
+        f.append(((w & 1) + ((w >> 1) & 1) - ((w >> 2) & 1) - ((w >> 3) & 1)) % MLKEM_Q)
+    return f
+
+
+def _prf(s, n):
+    return hashlib.shake_256(s + bytes([n])).digest(64 * MLKEM_ETA)
+
+
+def _matrix(rho):
+    return [[_sample_ntt(rho + bytes([j, i])) for j in range(MLKEM_K)] for i in range(MLKEM_K)]
+
+
+def _pke_keygen(d):  # Algorithm 13
+    g = hashlib.sha3_512(d + bytes([MLKEM_K])).digest()
+    rho, sigma = g[:32], g[32:]
+    a = _matrix(rho)
+    s = [_ntt(_cbd(_prf(sigma, i))) for i in range(MLKEM_K)]
+    e = [_ntt(_cbd(_prf(sigma, MLKEM_K + i))) for i in range(MLKEM_K)]
+    t = []
+    for i in range(MLKEM_K):
+        acc = e[i]
+        for j in range(MLKEM_K):
+            acc = _add(acc, _ntt_mul(a[i][j], s[j]))
+        t.append(acc)
+    ek = b"".join(_byte_encode(x, 12) for x in t) + rho
+    return ek, b"".join(_byte_encode(x, 12) for x in s)
+
+
+def _pke_encrypt(ek, m, r):  # Algorithm 14
+    t = [_byte_decode(ek[384 * i:384 * (i + 1)], 12) for i in range(MLKEM_K)]
+    a = _matrix(ek[384 * MLKEM_K:])
+    y = [_ntt(_cbd(_prf(r, i))) for i in range(MLKEM_K)]
+    e1 = [_cbd(_prf(r, MLKEM_K + i)) for i in range(MLKEM_K)]
+    e2 = _cbd(_prf(r, 2 * MLKEM_K))
+    u = []
+    for i in range(MLKEM_K):
+        acc = [0] * 256
+        for j in range(MLKEM_K):
+            acc = _add(acc, _ntt_mul(a[j][i], y[j]))
+        u.append(_add(_ntt_inv(acc), e1[i]))
+    acc = [0] * 256
+    for j in range(MLKEM_K):
+        acc = _add(acc, _ntt_mul(t[j], y[j]))
+    mu = _decompress(_byte_decode(m, 1), 1)
+    v = _add(_add(_ntt_inv(acc), e2), mu)
+    return b"".join(_byte_encode(_compress(x, MLKEM_DU), MLKEM_DU) for x in u) + \
+        _byte_encode(_compress(v, MLKEM_DV), MLKEM_DV)
+
+
+def _pke_decrypt(dk_pke, c):  # Algorithm 15
+    step = 32 * MLKEM_DU
+    u = [_decompress(_byte_decode(c[step * i:step * (i + 1)], MLKEM_DU), MLKEM_DU)
+         for i in range(MLKEM_K)]
+    v = _decompress(_byte_decode(c[step * MLKEM_K:], MLKEM_DV), MLKEM_DV)
+    s = [_byte_decode(dk_pke[384 * i:384 * (i + 1)], 12) for i in range(MLKEM_K)]
+    acc = [0] * 256
+    for i in range(MLKEM_K):
+        acc = _add(acc, _ntt_mul(s[i], _ntt(u[i])))
+    w = [(a - b) % MLKEM_Q for a, b in zip(v, _ntt_inv(acc))]
+    return _byte_encode(_compress(w, 1), 1)
+
+
+def mlkem_keygen(seed):
+    """ML-KEM.KeyGen_internal(d, z) (Algorithm 16) from the 64-byte seed d || z: (ek, dk)."""
+    d, z = seed[:32], seed[32:]
+    ek, dk_pke = _pke_keygen(d)
+    return ek, dk_pke + ek + hashlib.sha3_256(ek).digest() + z
+
+
+def mlkem_ek_ok(ek):
+    """FIPS 203 §7.2 input checks: the length, and every coefficient of t̂ below q."""
+    return len(ek) == MLKEM_EK_BYTES and all(
+        _byte_encode(_byte_decode(ek[384 * i:384 * (i + 1)], 12), 12) == ek[384 * i:384 * (i + 1)]
+        for i in range(MLKEM_K))
+
+
+def mlkem_encaps(ek, m):
+    """ML-KEM.Encaps_internal(ek, m) (Algorithm 17): (shared secret, ciphertext)."""
+    g = hashlib.sha3_512(m + hashlib.sha3_256(ek).digest()).digest()
+    return g[:32], _pke_encrypt(ek, m, g[32:])
+
+
+def mlkem_decaps(dk, c):
+    """ML-KEM.Decaps_internal(dk, c) (Algorithm 18), with implicit rejection."""
+    dk_pke, ek = dk[:384 * MLKEM_K], dk[384 * MLKEM_K:768 * MLKEM_K + 32]
+    h, z = dk[768 * MLKEM_K + 32:768 * MLKEM_K + 64], dk[768 * MLKEM_K + 64:]
+    m = _pke_decrypt(dk_pke, c)
+    g = hashlib.sha3_512(m + h).digest()
+    k_bar = hashlib.shake_256(z + c).digest(32)
+    return g[:32] if hmac.compare_digest(_pke_encrypt(ek, m, g[32:]), c) else k_bar
+
+
 # ---------------------------------------------------------------- key agreement (§4.5)
 
+def _x25519_agree(priv, peer_pub):
+    """§4.5 X25519: 32 bytes, and never the all-zero secret."""
+    if len(peer_pub) != 32:
+        raise ProtoError("BAD_KEY_SHARE", "x25519 share is not 32 bytes")
+    try:
+        ss = priv.exchange(x25519.X25519PublicKey.from_public_bytes(peer_pub))
+    except ValueError:  # OpenSSL refuses the all-zero result itself
+        raise ProtoError("BAD_KEY_SHARE", "all-zero x25519 secret")
+    if hmac.compare_digest(ss, bytes(32)):
+        raise ProtoError("BAD_KEY_SHARE", "all-zero x25519 secret")
+    return ss
+
+
+def _x25519_key(scalar):
+    priv = (x25519.X25519PrivateKey.from_private_bytes(scalar) if scalar
+            else x25519.X25519PrivateKey.generate())
+    return priv, priv.public_key().public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)
+
+
+def hybrid_respond(client_pub, private=None):
+    """The server side of x25519mlkem768 (§3.1, §4.5), for checking vectors: encapsulate to the
+    client's ek and answer with ct || X25519 pub. private = m (32) || X25519 scalar (32)."""
+    if len(client_pub) != MLKEM_EK_BYTES + 32 or not mlkem_ek_ok(client_pub[:MLKEM_EK_BYTES]):
+        raise ProtoError("BAD_KEY_SHARE", "hybrid client share")
+    m = private[:32] if private else os.urandom(32)
+    ss_kem, ct = mlkem_encaps(client_pub[:MLKEM_EK_BYTES], m)
+    xpriv, xpub = _x25519_key(private[32:] if private else None)
+    return ct + xpub, ss_kem + _x25519_agree(xpriv, client_pub[MLKEM_EK_BYTES:])
+
+
 class KeyShare:
+    """The client's side of one group (§3.1, §4.5): a share to send, then the secret from the
+    server's answer."""
+
     def __init__(self, group, private=None):
         self.group = group
-        if group == "x25519":
-            self.priv = (x25519.X25519PrivateKey.from_private_bytes(private) if private
-                         else x25519.X25519PrivateKey.generate())
-            self.pub = self.priv.public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        if group == HYBRID:  # private = ML-KEM seed d || z (64) || X25519 scalar (32)
+            self.dk_ek = mlkem_keygen(private[:64] if private else os.urandom(64))
+            self.priv, xpub = _x25519_key(private[64:] if private else None)
+            self.pub = self.dk_ek[0] + xpub
+        elif group == "x25519":
+            self.priv, self.pub = _x25519_key(private)
         elif group == "p256":
             self.priv = (ec.derive_private_key(int.from_bytes(private, "big"), ec.SECP256R1())
                          if private else ec.generate_private_key(ec.SECP256R1()))
@@ -295,16 +522,14 @@ class KeyShare:
         priv, self.priv = self.priv, None
         if priv is None:
             raise ProtoError("INTERNAL", "ephemeral key reused")
+        if self.group == HYBRID:  # ss = ss_ML-KEM || ss_X25519
+            if len(peer_pub) != MLKEM_CT_BYTES + 32:
+                raise ProtoError("BAD_KEY_SHARE", "hybrid server share is not 1120 bytes")
+            (_, dk), self.dk_ek = self.dk_ek, None
+            return mlkem_decaps(dk, peer_pub[:MLKEM_CT_BYTES]) + \
+                _x25519_agree(priv, peer_pub[MLKEM_CT_BYTES:])
         if self.group == "x25519":
-            if len(peer_pub) != 32:
-                raise ProtoError("BAD_KEY_SHARE", "x25519 share is not 32 bytes")
-            try:
-                ss = priv.exchange(x25519.X25519PublicKey.from_public_bytes(peer_pub))
-            except ValueError:  # OpenSSL refuses the all-zero result itself
-                raise ProtoError("BAD_KEY_SHARE", "all-zero x25519 secret")
-            if hmac.compare_digest(ss, bytes(32)):
-                raise ProtoError("BAD_KEY_SHARE", "all-zero x25519 secret")
-            return ss
+            return _x25519_agree(priv, peer_pub)
         if len(peer_pub) != 65 or peer_pub[0] != 4:
             raise ProtoError("BAD_KEY_SHARE", "p256 share is not a 65-byte uncompressed point")
         try:  # from_encoded_point refuses points off the curve
@@ -320,7 +545,7 @@ def parse_share(obj, group):
     g = want_str(obj, "group")
     if g != group:
         raise ProtoError("UNSUPPORTED", f"group {g!r}, the session's is {group!r}")
-    return b64d(obj["pub"], max_size=65)
+    return b64d(obj["pub"], max_size=MAX_SHARE_BYTES)
 
 
 # ---------------------------------------------------------------- signatures (§4.6, CRYPTO.md)
@@ -928,6 +1153,10 @@ class Client:
     def random(self, n):
         return os.urandom(n)
 
+    def offered_groups(self):
+        """hello.groups: ours in preference order, the one we send a share for first (§4.5)."""
+        return [self.group] + [g for g in GROUPS if g != self.group]
+
     def ephemeral(self, phase):
         """A fresh key share for phase 1 or 2 (§4.5)."""
         return KeyShare(self.group)
@@ -940,7 +1169,7 @@ class Client:
     def handshake(self):
         a = self.args
         self.group = a.group
-        groups = [a.group] + [g for g in GROUPS if g != a.group]
+        groups = self.offered_groups()
         hashed = []
 
         # 1. hello

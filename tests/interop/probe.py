@@ -16,6 +16,7 @@ One output line per probe: `PROBE <name> OK <observed>` or `PROBE <name> FAIL ex
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -200,6 +201,38 @@ def _(a):
     full = bytearray(sc.KeyShare("p256").pub)
     full[64] ^= 1
     return raw_hello(a.args, sc.enc_json(hello_obj(group="p256", pub=bytes(full))))
+
+
+@probe("hello_hybrid_share_1215_bytes", "peer:BAD_KEY_SHARE")
+def _(a):
+    pub = sc.KeyShare(sc.HYBRID).pub
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=pub[:-1])))
+
+
+@probe("hello_hybrid_share_over_schema_bound", "peer:PROTOCOL_ERROR")
+def _(a):
+    pub = sc.KeyShare(sc.HYBRID).pub
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=pub + b"\0")))
+
+
+@probe("hello_hybrid_ek_coefficient_not_below_q", "peer:BAD_KEY_SHARE")
+def _(a):
+    pub = bytearray(sc.KeyShare(sc.HYBRID).pub)
+    pub[0], pub[1] = 0xFF, pub[1] | 0x0F  # the first 12-bit coefficient becomes 4095 >= q
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=bytes(pub))))
+
+
+@probe("hello_hybrid_x25519_low_order", "peer:BAD_KEY_SHARE")
+def _(a):
+    pub = sc.KeyShare(sc.HYBRID).pub
+    return raw_hello(a.args, sc.enc_json(hello_obj(group=sc.HYBRID, pub=pub[:-32] + bytes(32))))
+
+
+@probe("hybrid_session", "session")
+def _(a):
+    a.args.group = a.group = sc.HYBRID
+    a.session()
+    return "session"
 
 
 @probe("hello_nonce_31_bytes", "peer:PROTOCOL_ERROR")
@@ -597,12 +630,65 @@ def _(a):
     return a.await_error()
 
 
+@probe("second_close", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §7 step 2: a second close is PROTOCOL_ERROR
+    a.send_content({"type": "close"})
+    a.send_content({"type": "close"})
+    return a.await_error()
+
+
+@probe("key_update_after_own_close_then_receipts", "receipts")
+def _(a):
+    a.session()  # §7 step 2: a key_update is record-layer and stays allowed after close
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    a.start_close()
+    with a.state_lock:
+        a.send_content({"type": "key_update"})
+        a.tx.update()
+    while a.receipt_hash is None:
+        _, m = a.read_content()
+        {"close": a.on_close, "receipt": a.on_receipt, "msg": a.on_msg,
+         "key_update": lambda m: a.rx.update()}[m["type"]](m)
+    a.conn.sock.settimeout(2)
+    try:  # the server, holding our receipt, closes without an error
+        more = a.conn.sock.recv(1)
+    except OSError:
+        more = b"?"
+    return "receipts" if more == b"" else "the server sent more after the receipts"
+
+
+@probe("msg_to_non_canonical_user", "peer:TAMPERED")
+def _(a):
+    a.session()  # §6.1: the recipient set is "user:" + canonical (lower-case) name
+    _, wire, k = a.record(to="user:ALICE")
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
 @probe("private_to_offline_user_refused", "refused:NOT_ONLINE:of=1")
 def _(a):
     a.session()  # §6.5: a refusal, not an error; the session goes on
     _, wire, k = a.record(to="user:nobody-here")
     a.send_msg(wire, k)
     return a.await_error()
+
+
+@probe("private_to_self_comes_back_as_relay", "relay")
+def _(a):
+    a.session()  # §6.4: a private record to its own author comes back as a relay
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    a.send_record("user:" + a.my_name, {"kind": "text", "text": "a note to myself"})
+    while True:
+        _, m = a.read_content()
+        if m["type"] == "relay":
+            a.on_relay(m)  # every client check of §6.4 passes on our own record
+            return "relay"
+        if m["type"] != "msg":
+            return f"unexpected {m['type']}"
+        a.on_msg(m)
 
 
 # ---- credentials (§5 server step 7); last, because failed logins slow the address down
@@ -635,6 +721,61 @@ def _(a):
     a.session()
 
 
+# ---- negative.json's server cases (tests/vectors/protocol/README.md), as data
+def negative_case(case):
+    """A probe for one `c2s …` case: a fresh valid record in a live session, edited as `set`
+    says before or after signing, sent; the server must end the session with `code`."""
+    def run(a):
+        a.session()
+        target, edits = case["target"], dict(case["set"])
+        rec, wire, k = a.record(body=(json.loads(edits.pop("body")) if "body" in edits else None))
+        if target in ("c2s record", "c2s k", "c2s body"):
+            for field, value in edits.items():
+                if field == "k":
+                    k = bytes(b ^ 0xFF for b in k)
+                    continue
+                if value == "flip":
+                    raw = bytearray(rec[field])
+                    raw[-1] ^= 0x01
+                    rec[field], wire[field] = bytes(raw), sc.b64e(bytes(raw))
+                elif field == "sid":
+                    rec[field], wire[field] = bytes.fromhex(value), value
+                else:
+                    rec[field], wire[field] = value, value
+            if case["sign"] == "after edit":
+                a.resign(rec, wire)
+            a.send_msg(wire, k)
+        elif target == "c2s twice":
+            a.send_msg(wire, k)
+            a.send_msg(wire, k)
+        elif target == "c2s duplicate member":
+            content = sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
+            a.send_content_raw(content[:-1] + b',"k":' + json.dumps(sc.b64e(k)).encode() + b"}")
+        elif target == "c2s frame twice":
+            payload = a.tx.seal(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+            a.conn.write_frame(payload)
+            a.conn.write_frame(payload)
+        elif target == "c2s plaintext":
+            a.conn.write_frame(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+        elif target == "c2s padding":
+            inner = bytearray(sc.pad_inner(sc.enc_json(
+                {"type": "msg", "record": wire, "k": sc.b64e(k)})))
+            inner[-1] = 1
+            a.conn.write_frame(a.tx.seal_inner(bytes(inner)))
+        else:
+            return f"unknown target {target!r}"
+        return a.await_error()
+    return run
+
+
+def load_negative(path):
+    with open(path) as f:
+        for case in json.load(f)["cases"]:
+            if case["target"].startswith("c2s"):
+                name = "vector:" + re.sub(r"\W+", "_", case["name"]).strip("_")
+                PROBES.append((name, "peer:" + case["code"], "alice", negative_case(case)))
+
+
 def main():
     p = argparse.ArgumentParser(description="securechat v2 server conformance probes")
     p.add_argument("--host", default="127.0.0.1")
@@ -644,7 +785,17 @@ def main():
     p.add_argument("--password-env", required=True)
     p.add_argument("--server-name", default="localhost")
     p.add_argument("--only", default="")
+    p.add_argument("--negative", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "protocol", "negative.json"),
+        help="negative.json whose `c2s …` cases run as probes too")
     args = p.parse_args()
+    # before the credential probes, whose failed logins slow the address down
+    first_credential = next(
+        (i for i, pr in enumerate(PROBES) if pr[0] == "register_invalid_email"), len(PROBES))
+    credential_probes = PROBES[first_credential:]
+    del PROBES[first_credential:]
+    load_negative(args.negative)
+    PROBES.extend(credential_probes)
     only = set(filter(None, args.only.split(",")))
     failed = 0
     for name, expected, user, fn in PROBES:

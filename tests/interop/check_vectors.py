@@ -1,0 +1,495 @@
+#!/usr/bin/python3
+"""Checks tests/vectors/protocol (PROTOCOL §9) with the clean-room client alone.
+
+For each scenario file, two independent passes:
+
+1. Recompute. From the recorded inputs and frames: both ephemeral public keys, ss1 from either
+   side, H1, the handshake keys; open every sealed frame with the key and counter its position
+   implies, check its padding and re-seal it to the recorded payload byte for byte; every handshake
+   hash, both certificate_verify signatures (verified, and recomputed byte for byte: Ed25519 and
+   RSA PKCS#1 v1.5 are deterministic), all four Finished MACs, ss2, master, Hfinal, session_id,
+   the application keys and the key update; every message record's ct, c, statement and signature.
+2. Replay. The client state machine of client.py, given the vector's nonce, ephemeral keys, clock
+   and content keys, reads the recorded server frames and must write the recorded client frames
+   byte for byte.
+
+Then negative.json's cases whose target is the client (`s2c …`) run against the replayed client;
+the `c2s …` cases target a server and are run by probe.py against a real one.
+
+Usage: check_vectors.py [DIR]   (default: ../vectors/protocol beside this file)
+Prints one line per scenario and per case; exit 0 only if every check passed.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import struct
+import sys
+import tempfile
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import client as sc  # noqa: E402
+
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+
+
+class Mismatch(Exception):
+    pass
+
+
+def unhex(s):
+    return bytes.fromhex(s)
+
+
+CHECKED = [0]  # every value compared against the vector, for the summary line
+
+
+def eq(what, got, want):
+    CHECKED[0] += 1
+    if got != want:
+        g = got.hex() if isinstance(got, bytes) else got
+        w = want.hex() if isinstance(want, bytes) else want
+        raise Mismatch(f"{what}: computed {str(g)[:96]}, recorded {str(w)[:96]}")
+
+
+def cert_der(pem):
+    return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
+
+
+def private_key(pem):
+    return serialization.load_pem_private_key(pem.encode(), None)
+
+
+# ---------------------------------------------------------------- pass 1: recompute
+
+# README: phase 1 uses the RFC 7748 §6.1 and RFC 5903 §8.1 test keys, whose shared secrets are
+# published (X25519: K; P-256: the x-coordinate of the shared point).
+PUBLISHED_SS1 = {
+    "x25519": "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742",
+    "p256": "d6840f6b42f6edafd13116e0e12565202fef8e9ece7dce03812464d04b9442de",
+}
+
+def recompute(v):
+    """Recomputes the session of scenario `v` from its inputs and frames."""
+    inp, pki, group = v["inputs"], v["inputs"]["pki"], v["inputs"]["group"]
+    frames = v["frames"]
+
+    hybrid = group == sc.HYBRID
+
+    # The fixed inputs are what README.md says they are (it says nothing of the hybrid's
+    # ML-KEM seeds: interop finding 17).
+    for side in ("client", "server"):
+        eq(f"{side} nonce derivation", unhex(inp[side]["nonce"]),
+           hashlib.sha256(f"{side} nonce".encode()).digest())
+        if not hybrid:
+            eq(f"{side} eph2 derivation", unhex(inp[side]["eph2_private"]),
+               hashlib.sha256(f"securechat/v2 test vector {group} {side} eph2".encode()).digest())
+    for r in v["records"]:
+        eq(f"record {r['name']} k derivation", unhex(r["k"]),
+           hashlib.sha256(f"securechat/v2 test vector k {r['name']}".encode()).digest())
+
+    def client_share(phase):
+        return sc.KeyShare(group, unhex(inp["client"][f"eph{phase}_private"]))
+
+    def server_answer(phase, client_pub):
+        """The server's share and secret for `client_pub` (§4.5: every group is a KEM)."""
+        private = unhex(inp["server"][f"eph{phase}_private"])
+        if hybrid:  # private = m || X25519 scalar (finding 17)
+            return sc.hybrid_respond(client_pub, private)
+        share = sc.KeyShare(group, private)
+        return share.pub, share.agree(client_pub)
+
+    def exchange(phase, client_pub_wire, server_pub_wire, what):
+        """Checks both shares on the wire against the inputs; returns the secret, derived by the
+        client from the server's share and by the server from the client's: they must agree."""
+        mine = client_share(phase)
+        eq(f"{what} client share", client_pub_wire, mine.pub)
+        server_pub, server_ss = server_answer(phase, client_pub_wire)
+        eq(f"{what} server share", server_pub_wire, server_pub)
+        for side, pub in (("client", mine.pub), ("server", server_pub)):
+            if "eph_public" in inp[side]:
+                eq(f"{what} {side} eph_public", pub, unhex(inp[side]["eph_public"][phase - 1]))
+        ss = mine.agree(server_pub_wire)
+        eq(f"{what} secret from the server's side", server_ss, ss)
+        return ss
+
+    hello, sh = unhex(frames[0]["payload_hex"]), unhex(frames[1]["payload_hex"])
+    h, s = sc.parse_json(hello), sc.parse_json(sh)
+    eq("hello nonce", sc.b64d(h["nonce"]), unhex(inp["client"]["nonce"]))
+    eq("hello groups", h["groups"], inp["client_groups"])
+    eq("server_hello nonce", sc.b64d(s["nonce"]), unhex(inp["server"]["nonce"]))
+    eq("server_hello time", s["time"], v["session_time"])
+    ss1 = exchange(1, sc.b64d(h["key_share"]["pub"]), sc.b64d(s["key_share"]["pub"]), "phase 1")
+    # the X25519 (or P-256) half of ss1 is the published answer of the RFC test keys
+    eq("ss1 is the published answer", ss1[-32:].hex(), PUBLISHED_SS1[
+        "x25519" if hybrid else group])
+    hashed = [hello, sh]
+    hs = sc.HandshakeSecrets(ss1, sc.handshake_hash(hashed))
+
+    # Every sealed frame, per direction, under the key its position implies (§3.2, §5).
+    dirs = {"c2s": sc.RecordDirection(hs.key_c2s, hs.iv_c2s),
+            "s2c": sc.RecordDirection(hs.key_s2c, hs.iv_s2c)}
+    contents = {}
+
+    def open_frame(f):
+        d = dirs[f["dir"]]
+        n, payload = d.n, unhex(f["payload_hex"])
+        content = d.open(payload)
+        inner = sc.pad_inner(content)
+        eq(f"frame {f['index']} re-sealed", d.aead.encrypt(sc.counter_nonce(d.iv, n), inner,
+                                                            sc.RECORD_AAD), payload)
+        if f.get("counter") is not None:
+            eq(f"frame {f['index']} counter", n, f["counter"])
+        if f.get("content_hex"):
+            eq(f"frame {f['index']} content", content, unhex(f["content_hex"]))
+        contents[f["index"]] = content
+        return content, sc.parse_json(content)
+
+    server_der, client_der = cert_der(pki["server_cert_pem"]), cert_der(pki["client_cert_pem"])
+    server_key, client_key = private_key(pki["server_key_pem"]), private_key(pki["client_key_pem"])
+    it = iter(frames[2:])
+
+    def next_msg(direction, msg_type):
+        f = next(it)
+        eq(f"frame {f['index']} direction", f["dir"], direction)
+        content, m = open_frame(f)
+        eq(f"frame {f['index']} type", m["type"], msg_type)
+        return content, m
+
+    def check_sig(content, m, key, label, what):
+        signed = label + b"\x00" + sc.handshake_hash(hashed)
+        pub = key.public_key()
+        if not sc.verify(pub, sc.b64d(m["sig"]), signed):
+            raise Mismatch(f"{what} does not verify")
+        eq(f"{what} recomputed", sc.b64d(m["sig"]), sc.sign(key, signed))
+        hashed.append(content)
+
+    def check_mac(content, m, key, what):
+        eq(what, sc.b64d(m["mac"]), sc.finished_mac(key, sc.handshake_hash(hashed)))
+        hashed.append(content)
+
+    content, m = next_msg("s2c", "certificate")
+    eq("server certificate", sc.b64d(m["cert"]), server_der)
+    hashed.append(content)
+    check_sig(*next_msg("s2c", "certificate_verify"), server_key, sc.SERVER_SIG_LABEL,
+              "server certificate_verify")
+    check_mac(*next_msg("s2c", "finished"), hs.fin_server, "server finished")
+    content, m = next_msg("c2s", "certificate")
+    eq("client certificate", sc.b64d(m["cert"]), client_der)
+    hashed.append(content)
+    check_sig(*next_msg("c2s", "certificate_verify"), client_key, sc.CLIENT_SIG_LABEL,
+              "client certificate_verify")
+    check_mac(*next_msg("c2s", "finished"), hs.fin_client, "client finished")
+    creds = inp["credentials"]
+    _, m = next_msg("c2s", creds["mode"])  # not hashed (§5 client step 7)
+    eq("credentials", {k: m[k] for k in m if k != "type"},
+       {k: creds[k] for k in creds if k != "mode"})
+    content, m = next_msg("s2c", "auth_ok")
+    eq("auth_ok", (m["username"], m["registered"]), (creds["username"], creds["mode"] == "register"))
+    hashed.append(content)
+    content, m = next_msg("c2s", "dh_client")
+    dh_client = sc.b64d(m["key_share"]["pub"])
+    hashed.append(content)
+    content, m = next_msg("s2c", "dh_server")
+    ss2 = exchange(2, dh_client, sc.b64d(m["key_share"]["pub"]), "phase 2")
+    hashed.append(content)
+    ms = sc.MasterSecrets(hs.hs, ss2)
+    check_mac(*next_msg("s2c", "finished"), ms.fin2_server, "server phase 2 finished")
+    hfinal = sc.handshake_hash(hashed)
+    ms.application(hfinal)
+    eq("session_id", ms.session_id.hex(), v["session_id"])
+    dirs["s2c"].switch(ms.app_s2c_0)
+    _, m = next_msg("c2s", "finished")
+    eq("client phase 2 finished", sc.b64d(m["mac"]), sc.finished_mac(ms.fin2_client, hfinal))
+    dirs["c2s"].switch(ms.app_c2s_0)
+    eq("handshake frames", (max(i for i in contents if frames[i]["dir"] == "c2s"),
+                            max(i for i in contents if frames[i]["dir"] == "s2c")),
+       (v["handshake_frames"]["c2s_last"], v["handshake_frames"]["s2c_last"]))
+
+    # Session frames: app0, then app1 after a key_update (§4.3, §4.4).
+    for f in it:
+        epoch = "app1" if f["dir"] == "c2s" and dirs["c2s"].secret != ms.app_c2s_0 else "app0"
+        eq(f"frame {f['index']} key", epoch, f["key"])
+        _, m = open_frame(f)
+        if m["type"] == "key_update":
+            dirs[f["dir"]].update()
+
+    # Message records (§6.1).
+    for r in v["records"]:
+        k, body, rec = unhex(r["k"]), r["body"].encode(), sc.parse_record(r["record"])
+        eq(f"record {r['name']} ct", rec["ct"], sc.seal_body(k, body))
+        eq(f"record {r['name']} c", rec["c"], sc.commitment(k, body))
+        eq(f"record {r['name']} opens", sc.check_content(rec, k), body)
+        if rec["dir"] == "c2s":
+            st = sc.statement(rec)
+            eq(f"record {r['name']} statement", st, unhex(r["statement_hex"]))
+            if not sc.verify(client_key.public_key(), rec["sig"], st):
+                raise Mismatch(f"record {r['name']} signature does not verify")
+            eq(f"record {r['name']} signature recomputed", rec["sig"], sc.sign(client_key, st))
+        else:
+            eq(f"record {r['name']} unsigned", (rec["sig"], r["statement_hex"]), (None, None))
+        # the record travels byte for byte in its msg frame
+        if not any(r["record"] == sc.parse_json(contents[i]).get("record") for i in contents):
+            raise Mismatch(f"record {r['name']} is in no frame")
+
+
+# ---------------------------------------------------------------- pass 2: replay the client
+
+class FakeSock:
+    def __init__(self):
+        self.sent = []
+
+    def sendall(self, data):
+        (n,) = struct.unpack(">I", data[:4])
+        assert n == len(data) - 4
+        self.sent.append(data[4:])
+
+
+class FakeConn:
+    """Serves the recorded server frames in order; collects what the client writes."""
+
+    def __init__(self, s2c_payloads):
+        self.sock = FakeSock()
+        self.send_lock = threading.Lock()
+        self.incoming = list(s2c_payloads)
+
+    def read_frame(self):
+        if not self.incoming:
+            raise sc.ProtoError("PROTOCOL_ERROR", "connection closed by the peer")
+        return self.incoming.pop(0)
+
+    def write_frame(self, payload):
+        self.sock.sent.append(payload)
+
+
+class VectorClient(sc.Client):
+    """client.py's Client with the vector's randomness and clock."""
+
+    def __init__(self, v, workdir):
+        inp, pki = v["inputs"], v["inputs"]["pki"]
+        files = {}
+        for name in ("ca_cert", "client_cert", "client_key"):
+            path = os.path.join(workdir, name + ".pem")
+            with open(path, "w") as f:
+                f.write(pki[name + "_pem"])
+            files[name] = path
+        creds = inp["credentials"]
+        os.environ["SC_VECTOR_PASSWORD"] = creds["password"]
+        args = argparse.Namespace(
+            host=None, port=None, ca=files["ca_cert"], cert=files["client_cert"],
+            key=files["client_key"], user=creds["username"], password_env="SC_VECTOR_PASSWORD",
+            register=creds.get("email") if creds["mode"] == "register" else None,
+            server_name=pki["server_name"], group=inp["group"], transcripts=None,
+            key_update_every=0)
+        super().__init__(args)
+        self.v = v
+        self.clock = inp["time"]
+        # In the order the client asks: the hello nonce, then one content key per c2s record.
+        self.randomness = [unhex(inp["client"]["nonce"])] + [
+            unhex(r["k"]) for r in v["records"] if r["record"]["dir"] == "c2s"]
+
+    def now(self):
+        return self.clock
+
+    def random(self, n):
+        if not self.randomness or len(self.randomness[0]) != n:
+            raise AssertionError(f"unexpected request for {n} random bytes")
+        return self.randomness.pop(0)
+
+    def offered_groups(self):
+        return self.v["inputs"]["client_groups"]
+
+    def ephemeral(self, phase):
+        return sc.KeyShare(self.group, unhex(self.v["inputs"]["client"][f"eph{phase}_private"]))
+
+
+def replay(v, workdir, s2c_override=None, stop_after_handshake=False):
+    """Runs the client against the recorded server frames; returns (client, frames it wrote).
+    s2c_override maps a frame index to a replacement payload."""
+    frames = v["frames"]
+    s2c = [unhex((s2c_override or {}).get(f["index"], f["payload_hex"]))
+           for f in frames if f["dir"] == "s2c"]
+    c = VectorClient(v, workdir)
+    c.conn = FakeConn(s2c)
+    c.handshake()
+    if stop_after_handshake:
+        return c, c.conn.sock.sent
+    # The session part, frame by frame in the recorded order.
+    records = {(r["record"]["dir"], r["record"]["seqno"]): r for r in v["records"]}
+    handlers = {"msg": c.on_msg, "relay": c.on_relay, "refused": c.on_refused,
+                "close": c.on_close, "receipt": c.on_receipt}
+    for f in frames[v["handshake_frames"]["c2s_last"] + 1:]:
+        want = sc.parse_json(unhex(f["content_hex"]))
+        if f["dir"] == "s2c":
+            _, m = c.read_content()
+            if m["type"] == "key_update":
+                c.rx.update()
+                continue
+            if "record" in m:
+                c.clock = m["record"]["ts"]
+            elif "ts" in m:
+                c.clock = m["ts"]
+            handlers[m["type"]](m)
+        elif want["type"] == "msg":
+            r = records[("c2s", want["record"]["seqno"])]
+            c.clock = r["record"]["ts"]
+            body = sc.parse_json(r["body"].encode(), tag="kind")
+            c.send_record(r["record"]["to"], body)
+        elif want["type"] == "key_update":
+            with c.state_lock:
+                c.send_content({"type": "key_update"})
+                c.tx.update()
+        elif want["type"] == "close":
+            c.start_close()
+        else:
+            raise Mismatch(f"frame {f['index']}: no client action for {want['type']}")
+    return c, c.conn.sock.sent
+
+
+def check_replay(v, workdir):
+    c, sent = replay(v, workdir)
+    recorded = [unhex(f["payload_hex"]) for f in v["frames"] if f["dir"] == "c2s"]
+    for i, want in enumerate(recorded):
+        if i >= len(sent):
+            raise Mismatch(f"replay: the client wrote {len(sent)} frames, the vector has "
+                           f"{len(recorded)}")
+        eq(f"replay: client frame {i} (c2s)", sent[i], want)
+    # What follows the vector's last frame is our receipt (the vector stops before receipts).
+    extra = sent[len(recorded):]
+    if len(extra) != 1 or sc.parse_json(sc.unpad_inner(c.tx.aead.decrypt(
+            sc.counter_nonce(c.tx.iv, c.tx.n - 1), extra[0], sc.RECORD_AAD)))["type"] != "receipt":
+        raise Mismatch(f"replay: after the vector's frames the client wrote {len(extra)} more, "
+                       "not its one receipt")
+    return len(recorded)
+
+
+# ---------------------------------------------------------------- negative cases (client targets)
+
+def flip_b64_member(content, member):
+    """The content bytes with the last byte of base64 member `member` flipped, nothing else."""
+    m = sc.parse_json(content)
+    old = m[member]
+    raw = bytearray(sc.b64d(old))
+    raw[-1] ^= 0x01
+    new = base64.b64encode(bytes(raw)).decode()
+    key = json.dumps(member).encode() + b":" + json.dumps(old).encode()
+    assert content.count(key) == 1
+    return content.replace(key, json.dumps(member).encode() + b":" + json.dumps(new).encode())
+
+
+def s2c_handshake_case(v, case, workdir):
+    """Flip the server's certificate_verify or phase 2 finished, re-seal under the same key and
+    counter, replay the client; it must fail with the case's code."""
+    inp = v["inputs"]
+    what = case["set"]["flip"]
+    # Find the frame by opening the s2c handshake frames in order.
+    server_share = sc.b64d(sc.parse_json(unhex(v["frames"][1]["payload_hex"]))["key_share"]["pub"])
+    ss1 = sc.KeyShare(inp["group"], unhex(inp["client"]["eph1_private"])).agree(server_share)
+    hs = sc.HandshakeSecrets(ss1, sc.handshake_hash(
+        [unhex(v["frames"][0]["payload_hex"]), unhex(v["frames"][1]["payload_hex"])]))
+    rx = sc.RecordDirection(hs.key_s2c, hs.iv_s2c)
+    finished_seen = 0
+    for f in v["frames"][2:v["handshake_frames"]["s2c_last"] + 1]:
+        if f["dir"] != "s2c":
+            continue
+        n = rx.n
+        content = rx.open(unhex(f["payload_hex"]))
+        t = sc.parse_json(content)["type"]
+        finished_seen += t == "finished"
+        if (what == "certificate_verify" and t == "certificate_verify") or \
+                (what == "phase 2 finished" and t == "finished" and finished_seen == 2):
+            member = "sig" if t == "certificate_verify" else "mac"
+            payload = rx.aead.encrypt(sc.counter_nonce(rx.iv, n),
+                                      sc.pad_inner(flip_b64_member(content, member)),
+                                      sc.RECORD_AAD)
+            try:
+                replay(v, workdir, {f["index"]: payload.hex()}, stop_after_handshake=True)
+            except sc.ProtoError as e:
+                return e.code
+            return "accepted"
+    raise Mismatch(f"{case['name']}: no {what} frame in the vector")
+
+
+def s2c_relay_case(v, case, workdir):
+    """A relay of the client's own certificate's record (README), after the vector handshake."""
+    inp, pki = v["inputs"], v["inputs"]["pki"]
+    c, _ = replay(v, workdir, stop_after_handshake=True)
+    c.conn.incoming = []
+    t0 = v["session_time"]
+    client_key = private_key(pki["client_key_pem"])
+    author_sid = os.urandom(16)  # the author's own (other) session
+    to = case["set"].get("to", "lobby")
+    ts = t0 + 1000
+    if case["set"].get("ts") == "one hour before the session":
+        ts = t0 - 3600 * 1000
+    signer = private_key(pki["server_key_pem"]) if case["set"].get("signer") == "server" \
+        else client_key
+    k = hashlib.sha256(b"negative relay").digest()
+    rec, wire = sc.make_record(signer, author_sid, to, 1, ts,
+                               b'{"kind":"text","text":"relayed"}', k)
+    relay = {"type": "relay", "seqno": 1, "ts": t0 + 1001, "cert": sc.b64e(cert_der(
+        pki["client_cert_pem"])), "record": wire, "k": sc.b64e(k)}
+    times = 2 if case["target"] == "s2c relay twice" else 1
+    c.clock = t0 + 1001
+    try:
+        for i in range(times):
+            c.on_relay({**relay, "seqno": 1 + i, "ts": t0 + 1001 + i})
+    except sc.ProtoError as e:
+        return e.code
+    return "accepted"
+
+
+def main():
+    sc.out = lambda line: None  # the replayed client's chat output is not this report
+    here = os.path.dirname(os.path.abspath(__file__))
+    vdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "vectors", "protocol")
+    failed = 0
+    scenarios = {}
+    with tempfile.TemporaryDirectory(prefix="securechat-vectors-") as work:
+        for name in sorted(os.listdir(vdir)):
+            if not name.endswith(".json") or name == "negative.json":
+                continue
+            with open(os.path.join(vdir, name)) as f:
+                v = json.load(f)
+            scenarios[name] = v
+            try:
+                if not v["expected"].startswith("valid"):
+                    raise Mismatch(f"expected {v['expected']!r}")
+                before = CHECKED[0]
+                recompute(v)
+                n = CHECKED[0] - before
+                frames = check_replay(v, tempfile.mkdtemp(dir=work))
+                print(f"VECTOR {name} OK {n} values recomputed and equal, {frames} client frames "
+                      "replayed byte for byte", flush=True)
+            except (Mismatch, sc.ProtoError, AssertionError, KeyError) as e:
+                failed += 1
+                print(f"VECTOR {name} FAIL {e.__class__.__name__}: {e}", flush=True)
+        with open(os.path.join(vdir, "negative.json")) as f:
+            neg = json.load(f)
+        base = scenarios.get("handshake_ed25519_x25519.json") or next(iter(scenarios.values()))
+        for case in neg["cases"]:
+            target = case["target"]
+            if target.startswith("c2s"):
+                continue  # a server target: probe.py runs these against a real server
+            try:
+                if target == "s2c handshake":
+                    got = s2c_handshake_case(base, case, tempfile.mkdtemp(dir=work))
+                elif target in ("s2c relay", "s2c relay twice"):
+                    got = s2c_relay_case(base, case, tempfile.mkdtemp(dir=work))
+                else:
+                    got = f"unknown target {target!r}"
+            except (Mismatch, AssertionError, KeyError, sc.ProtoError) as e:
+                got = f"setup failed, {e.__class__.__name__}: {e}"
+            ok = got == case["code"]
+            failed += not ok
+            verdict = "OK" if ok else f"FAIL expected {case['code']}, got"
+            print(f"NEGATIVE {case['name']!r} {verdict} {got}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
