@@ -30,6 +30,9 @@ export interface LobbyLimits {
 
 export const DEFAULT_LOBBY_LIMITS: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40 };
 
+/** A member over its rate is told so at most once in this long; other drops cost nothing. */
+export const THROTTLE_NOTICE_MS = 10_000;
+
 /** Relayed messages of one sender being signed and queued at once, at most. */
 export const RELAY_WINDOW = 32;
 /** Records from the cluster stream being delivered at once, at most, before reading more. */
@@ -48,6 +51,8 @@ export class Member {
   held?: ClusterRecord[];
   /** Ended because the user logged in again elsewhere: no "left" notice. */
   replaced = false;
+  /** When this member was last told that messages are being dropped (see THROTTLE_NOTICE_MS). */
+  throttleNoticeAt = -Infinity;
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -140,9 +145,10 @@ export class Lobby {
   /**
    * Adds a member. A user logging in a second time takes over: the older session
    * is closed cleanly (receipts exchanged) with a notice saying why — on this node
-   * here, on the others when they hear of the login.
+   * here, on the others when they hear of the login. `notices` left for the account
+   * (lib/store) follow the welcome.
    */
-  async join(member: Member): Promise<void> {
+  async join(member: Member, notices: readonly string[] = []): Promise<void> {
     const previous = this.#members.get(keyOf(member.username));
     const replay = this.#replayRangeFor(member);
     if (replay) member.held = [];
@@ -156,6 +162,7 @@ export class Lobby {
       kind: "notice",
       text: `welcome ${member.username}; online: ${this.names().join(", ")}`,
     });
+    for (const text of notices) await this.#deliver(member, { kind: "notice", text });
   }
 
   async leave(member: Member): Promise<void> {
@@ -166,9 +173,24 @@ export class Lobby {
       await this.#route({ kind: "notice", text: `${member.username} left` }, undefined, member);
     }
   }
-  /** Handles one verified message from a member. */
+
+  /**
+   * Handles one verified message from a member. Every kind counts against the member's
+   * rate (issue 11 item 6): over it, a message is dropped and answered (and logged) at
+   * most once per THROTTLE_NOTICE_MS, so a flood costs no reply or signature per message.
+   */
   async receive(from: Member, message: ReceivedMessage): Promise<void> {
     const { body } = message;
+    if (!from.bucket.take()) {
+      const now = Date.now();
+      if (now - from.throttleNoticeAt < THROTTLE_NOTICE_MS) return;
+      from.throttleNoticeAt = now;
+      this.log("RATE_LIMITED", { user: from.username, detail: `${body.kind} dropped` });
+      return await this.#deliver(from, {
+        kind: "notice",
+        text: "slow down: messages are being dropped",
+      });
+    }
     if (body.kind === "who") {
       return await this.#deliver(from, {
         kind: "notice",
@@ -176,10 +198,6 @@ export class Lobby {
       });
     }
     if (body.kind !== "text") return; // clients have nothing else to say to the lobby
-    if (!from.bucket.take()) {
-      this.log("RATE_LIMITED", { user: from.username, detail: "message dropped" });
-      return await this.#deliver(from, { kind: "notice", text: "slow down: message dropped" });
-    }
     // Forward the author's own signed message and its key (PROTOCOL §6.4).
     const { seqno, ts, ct, sig } = message.sealed;
     const cert = from.session.established.peer.der;

@@ -8,7 +8,7 @@ import type { Logger } from "../log.ts";
 import type { Credentials, Identity } from "../handshake/common.ts";
 import { serverHandshake } from "../handshake/server.ts";
 import type { KexGroup } from "../crypto/kex.ts";
-import type { TrustStore } from "../pki/validate.ts";
+import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
 import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
 import type { UserStore } from "../store/user_store.ts";
 import { FrameConnection } from "../wire/connection.ts";
@@ -91,8 +91,8 @@ export class ChatServer {
   async startCluster(): Promise<void> {
     await this.#opts.cluster?.start({
       ...this.lobby.clusterHandlers(),
-      authFailed: (keys) => this.#throttle.failed(keys),
-      authSucceeded: (keys) => this.#throttle.succeeded(keys),
+      authFailed: (keys) => this.#throttle.failedElsewhere(keys),
+      authSucceeded: (keys) => this.#throttle.succeededElsewhere(keys),
     });
   }
 
@@ -171,6 +171,7 @@ export class ChatServer {
     const { log } = this.#opts;
     const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let user: string | undefined;
+    let notices: string[] = [];
     let session: ChatSession;
     try {
       const established = await serverHandshake(conn, {
@@ -179,9 +180,11 @@ export class ChatServer {
         groups: this.#opts.groups,
         timeoutMs: this.#opts.handshakeTimeoutMs,
         admit: () => this.#admission.admitHandshake(address),
-        authenticate: (request) => {
+        authenticate: async (request, client) => {
           user = request.username;
-          return this.#authenticate(request, address);
+          const outcome = await this.#authenticate(request, client);
+          notices = outcome.notices;
+          return outcome;
         },
       });
       session = await ChatSession.start(established, {
@@ -206,7 +209,7 @@ export class ChatServer {
         log(error.code, { peer, user, session: sessionId, seqno, detail: error.message });
       },
     });
-    await this.lobby.join(member);
+    await this.lobby.join(member, notices);
     const end = await running;
     await this.lobby.leave(member);
     if (end.code) log(end.code, { peer, user, session: sessionId, detail: end.message });
@@ -220,40 +223,61 @@ export class ChatServer {
   }
 
   /**
-   * The operator forgives a user's (or an address's) failed logins: the lockout ends now,
-   * on every node of a cluster, instead of when the window passes.
+   * The operator forgives a user's failed logins (every certificate of that user, and the
+   * account) on every node of a cluster, or resets an address's handshake budget here: the
+   * lockout ends now instead of when the window passes.
    */
   unlock(target: { user: string } | { address: string }): void {
-    const keys = "user" in target
-      ? [`user:${target.user.toLowerCase()}`]
-      : [`addr:${target.address}`];
-    this.#throttle.succeeded(keys);
-    this.#opts.cluster?.authSucceeded(keys);
-    this.#opts.log("UNLOCKED", "user" in target ? { user: target.user } : { peer: target.address });
+    if ("user" in target) {
+      const keys = this.#throttle.unlock(target.user.toLowerCase());
+      this.#opts.cluster?.authSucceeded([...keys]);
+      this.#opts.log("UNLOCKED", { user: target.user });
+    } else {
+      this.#admission.resetHandshakes(target.address);
+      this.#opts.log("UNLOCKED", { peer: target.address });
+    }
   }
 
-  async #authenticate(request: Credentials, address: string): Promise<{ registered: boolean }> {
-    const keys = [`user:${request.username.toLowerCase()}`, `addr:${address}`];
-    const delay = this.#throttle.delayFor(keys);
-    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+  /**
+   * Checks the credentials, throttled per certificate and per account (never per address:
+   * the certificate has already authenticated the peer). The attempt is reserved before the
+   * password is hashed, so concurrent guesses cannot all pass the lockout check.
+   */
+  async #authenticate(
+    request: Credentials,
+    client: ValidatedPeer,
+  ): Promise<{ registered: boolean; notices: string[] }> {
+    const attempt = this.#throttle.begin({
+      certificate: client.fingerprint,
+      user: request.username.toLowerCase(),
+      // A registration guesses no password: it is throttled on its certificate alone.
+      account: request.mode === "login" ? request.username.toLowerCase() : undefined,
+    });
+    let notices: string[] = [];
     try {
+      if (attempt.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, attempt.delayMs));
       if (request.mode === "register") {
         await this.#opts.store.register(request);
       } else {
-        await this.#opts.store.login(request.username, request.password);
+        notices = (await this.#opts.store.login(request.username, request.password)).notices ?? [];
       }
     } catch (error) {
-      if (codeOf(error) === "AUTH_FAIL") {
-        this.#throttle.failed(keys);
-        this.#opts.cluster?.authFailed(keys);
+      if (COUNTED_FAILURES.has(codeOf(error))) {
+        attempt.failed();
+        this.#opts.cluster?.authFailed([...attempt.keys]);
+      } else {
+        attempt.released();
       }
       throw error;
     }
-    this.#throttle.succeeded(keys);
-    this.#opts.cluster?.authSucceeded(keys);
-    return { registered: request.mode === "register" };
+    attempt.succeeded();
+    this.#opts.cluster?.authSucceeded([...attempt.keys]);
+    return { registered: request.mode === "register", notices };
   }
 }
+
+/** Refusals that count against the certificate (and account): the rest decide nothing. */
+const COUNTED_FAILURES = new Set(["AUTH_FAIL", "USER_EXISTS", "INVALID_INPUT"]);
 
 /** Tells a refused peer why, in one plaintext error frame, and closes. */
 async function refuse(tcp: Deno.TcpConn, code: string): Promise<void> {

@@ -51,27 +51,60 @@ Deno.test("Admission: handshakes per address are rate limited, other addresses u
   assert.equal(codeOf(() => admission.admitHandshake("a", 1000)), "none");
 });
 
-Deno.test("LoginThrottle: delays double per failure, per user or address, lock out, reset on success", () => {
+Deno.test("LoginThrottle: delays double per failure of a certificate, lock out, reset on success", () => {
   const throttle = new LoginThrottle({
     baseDelayMs: 100,
     maxDelayMs: 350,
     lockoutFailures: 5,
     windowMs: 60_000,
   });
-  const keys = ["user:alice", "addr:1.2.3.4"];
+  const thief = { certificate: "c1", account: "alice" };
   const delays: number[] = [];
   for (let i = 0; i < 4; i++) {
-    delays.push(throttle.delayFor(keys, 0));
-    throttle.failed(keys, 0);
+    const attempt = throttle.begin(thief, 0);
+    delays.push(attempt.delayMs);
+    attempt.failed(0);
   }
   assert.deepEqual(delays, [0, 100, 200, 350]);
-  // Another user from the same address is slowed too; the same user from elsewhere as well.
-  assert.equal(throttle.delayFor(["user:bob", "addr:1.2.3.4"], 0), 350);
-  assert.equal(throttle.delayFor(["user:alice", "addr:5.6.7.8"], 0), 350);
-  throttle.failed(keys, 0);
-  assert.equal(codeOf(() => throttle.delayFor(keys, 0)), "RATE_LIMITED");
-  assert.equal(throttle.delayFor(keys, 60_000), 0); // the window has passed
-  throttle.failed(keys, 0);
-  throttle.succeeded(keys);
-  assert.equal(throttle.delayFor(keys, 0), 0);
+  // Another certificate of the account, or another account, is not slowed by these.
+  for (
+    const other of [{ certificate: "c2", account: "alice" }, { certificate: "c3", account: "bob" }]
+  ) {
+    const attempt = throttle.begin(other, 0);
+    assert.equal(attempt.delayMs, 0);
+    attempt.released();
+  }
+  throttle.begin(thief, 0).failed(0);
+  assert.equal(codeOf(() => throttle.begin(thief, 0)), "RATE_LIMITED");
+  assert.equal(throttle.begin(thief, 60_000).delayMs, 0); // the window has passed
+});
+
+Deno.test("LoginThrottle: attempts are reserved before they are decided; success clears the certificate only", () => {
+  const throttle = new LoginThrottle({
+    baseDelayMs: 1,
+    maxDelayMs: 1,
+    lockoutFailures: 3,
+    windowMs: 60_000,
+  });
+  const who = { certificate: "c1", account: "alice" };
+  const pending = [0, 1, 2].map(() => throttle.begin(who, 0));
+  assert.equal(codeOf(() => throttle.begin(who, 0)), "RATE_LIMITED", "three in flight");
+  pending[0].released(); // the database was down: not counted
+  const again = throttle.begin(who, 0);
+  for (const attempt of [pending[1], pending[2], again]) attempt.failed(0);
+  assert.equal(codeOf(() => throttle.begin(who, 0)), "RATE_LIMITED");
+  // The account is now at its limit: a certificate with no failure is still let through...
+  const other = throttle.begin({ certificate: "c2", account: "alice" }, 0);
+  assert.equal(
+    codeOf(() => throttle.begin({ certificate: "c2", account: "alice" }, 0)),
+    "RATE_LIMITED",
+  );
+  other.succeeded();
+  // ...and after its success it is clean again, while the thief's certificate stays locked.
+  assert.equal(codeOf(() => throttle.begin({ certificate: "c2", account: "alice" }, 0)), "none");
+  assert.equal(codeOf(() => throttle.begin(who, 0)), "RATE_LIMITED");
+  // Registrations (no account) count on the certificate alone.
+  for (let i = 0; i < 3; i++) throttle.begin({ certificate: "c9" }, 0).failed(0);
+  assert.equal(codeOf(() => throttle.begin({ certificate: "c9" }, 0)), "RATE_LIMITED");
+  assert.equal(codeOf(() => throttle.begin({ certificate: "c8", account: "carol" }, 0)), "none");
 });

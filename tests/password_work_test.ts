@@ -1,0 +1,155 @@
+/**
+ * Issue 11 item 6: expensive work only for authenticated, throttled requests. Password
+ * hashes are bounded to cores − 1 at once; a taken name is answered without hashing and
+ * re-registering is throttled per certificate; every body kind is rate limited, and a
+ * flood beyond the limit gets one answer, not one per message.
+ */
+import assert from "node:assert/strict";
+import { fromBase64 } from "../lib/bytes.ts";
+import type { MsgBody } from "../lib/wire/messages.ts";
+import type { HostileClient } from "./helpers/hostile.ts";
+import { startInProcessServer } from "./helpers/in_process_server.ts";
+import { makePki } from "./helpers/pki.ts";
+
+const PASSWORD = "the-right-password";
+const QUICK_THROTTLE = { baseDelayMs: 1, maxDelayMs: 4, lockoutFailures: 3, windowMs: 60_000 };
+
+/** Counts PBKDF2 runs in this process, and the most at once, by wrapping WebCrypto. */
+function watchPbkdf2() {
+  const subtle = crypto.subtle;
+  const original = subtle.deriveBits;
+  const seen = { calls: 0, active: 0, peak: 0 };
+  subtle.deriveBits = async function (algorithm, key, length) {
+    const pbkdf2 = (algorithm as { name?: string }).name === "PBKDF2";
+    if (pbkdf2) {
+      seen.calls++;
+      seen.peak = Math.max(seen.peak, ++seen.active);
+    }
+    try {
+      return await original.call(subtle, algorithm, key, length);
+    } finally {
+      if (pbkdf2) seen.active--;
+    }
+  };
+  return { seen, restore: () => void (subtle.deriveBits = original) };
+}
+
+/** After the credentials went out: "auth_ok", or the code of the server's error. */
+async function answerTo(h: HostileClient): Promise<string> {
+  const payload = await h.conn.readFrame(30_000);
+  if (payload === null) return "closed";
+  const frame = JSON.parse(new TextDecoder().decode(payload));
+  const inner = JSON.parse(new TextDecoder().decode(await h.channel!.open(fromBase64(frame.ct))));
+  h.close();
+  return inner.type === "error" ? inner.code : inner.type;
+}
+
+/** Every message body the server sends until it has been quiet for `quietMs`. */
+async function drain(h: HostileClient, quietMs = 1500): Promise<MsgBody[]> {
+  const bodies: MsgBody[] = [];
+  try {
+    await h.readMsgUntil((body) => {
+      bodies.push(body);
+      return false;
+    }, quietMs);
+  } catch {
+    // quiet for quietMs: done
+  }
+  return bodies;
+}
+
+const textOf = (b: MsgBody) => "text" in b ? b.text : "";
+
+Deno.test("password work: concurrent logins run at most cores − 1 PBKDF2 hashes at once", async () => {
+  const users = ["user1", "user2", "user3", "user4", "user5", "user6"];
+  const pki = await makePki(users);
+  const srv = await startInProcessServer(
+    pki,
+    Object.fromEntries(users.map((u) => [u, PASSWORD])),
+  );
+  const watch = watchPbkdf2();
+  try {
+    const clients = await Promise.all(
+      users.map((username) => srv.client({ username, password: PASSWORD })),
+    );
+    await Promise.all(clients.map((h) => h.upTo("credentials")));
+    const answers = await Promise.all(clients.map(async (h) => {
+      await h.step("credentials");
+      return await answerTo(h);
+    }));
+    assert.deepEqual(answers, users.map(() => "auth_ok"));
+    assert.equal(watch.seen.calls, users.length);
+    const limit = Math.max(1, navigator.hardwareConcurrency - 1);
+    console.log(`PBKDF2 at once: ${watch.seen.peak} of ${users.length} (limit ${limit})`);
+    // v1 ran them all at once, leaving no core for the sessions already in.
+    assert.ok(watch.seen.peak <= limit, `${watch.seen.peak} hashes ran at once, limit ${limit}`);
+  } finally {
+    watch.restore();
+    await srv.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("password work: re-registering a taken name costs no PBKDF2 and is throttled per certificate", async () => {
+  const pki = await makePki(["alice"]);
+  const srv = await startInProcessServer(pki, { alice: PASSWORD }, {
+    loginThrottle: QUICK_THROTTLE,
+  });
+  const watch = watchPbkdf2();
+  try {
+    const answers: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const h = await srv.client({
+        username: "alice",
+        password: `another-password-${i}`,
+        email: `x${i}@example.com`,
+      });
+      await h.upTo("credentials");
+      await h.step("credentials");
+      answers.push(await answerTo(h));
+    }
+    // v1: four full PBKDF2 runs, never throttled (91 ms of server CPU per 8 ms of attacker CPU).
+    assert.deepEqual(answers, ["USER_EXISTS", "USER_EXISTS", "USER_EXISTS", "RATE_LIMITED"]);
+    assert.equal(watch.seen.calls, 0, "PBKDF2 runs for a taken name");
+  } finally {
+    watch.restore();
+    await srv.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("password work: `who` is rate limited, and a flood over the limit gets one answer", async () => {
+  const pki = await makePki(["alice"]);
+  const srv = await startInProcessServer(pki, { alice: PASSWORD }, {
+    lobby: { messagesPerSecond: 20, messageBurst: 40 },
+  });
+  try {
+    const h = await srv.client({ username: "alice", password: PASSWORD });
+    await h.handshake();
+    await h.readMsgUntil((b) => textOf(b).startsWith("welcome"));
+    const started = performance.now();
+    for (let i = 0; i < 100; i++) await h.sendMsg({ kind: "who" });
+    const sendingSeconds = (performance.now() - started) / 1000;
+    const afterWho = await drain(h);
+    for (let i = 0; i < 100; i++) await h.sendMsg({ kind: "text", text: `flood ${i}` });
+    const afterText = await drain(h);
+    const answered = afterWho.filter((b) => textOf(b).startsWith("online:")).length;
+    const slowDowns = [...afterWho, ...afterText].filter((b) => textOf(b).startsWith("slow down"));
+    console.log(
+      `100 who: ${answered} answered; 200 messages: ${slowDowns.length} slow-down notices`,
+    );
+    // v1 answered all 100 `who` and sent a signed notice for every dropped text.
+    // The burst, plus what the bucket refilled (20/s) while the 100 were being sent.
+    const allowed = 40 + Math.ceil(20 * sendingSeconds) + 1;
+    assert.ok(
+      answered >= 40 && answered <= allowed,
+      `${answered} who answered, ${allowed} allowed`,
+    );
+    assert.equal(slowDowns.length, 1, "one notice per 10 s, not one per dropped message");
+    assert.equal(srv.logs.filter((e) => e.event === "RATE_LIMITED").length, 1);
+    h.close();
+  } finally {
+    await srv.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
