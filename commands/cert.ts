@@ -55,7 +55,8 @@ export function registerCert(program: Command): void {
     .option("--key-type <type>", `key type: ${KEY_TYPES.join("|")}`, parseKeyType, "rsa2048")
     .option("--dir <dir>", "PKI directory (default: certs/ in the home)")
     .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
-    .option("--force", "replace existing files of that name")
+    .option("--reissue", "another certificate for a user who has one (the old stays valid)")
+    .option("--force", "replace existing files of that name (a re-issue too)")
     .action(async (name: string, opts) => {
       opts.dir = await pkiDir(opts.dir);
       if (opts.server && opts.client) {
@@ -71,11 +72,20 @@ export function registerCert(program: Command): void {
         ip: opts.ip,
         days: opts.days,
         keyType: opts.keyType,
+        reissue: Boolean(opts.reissue),
       }, Boolean(opts.force));
       info(
         `wrote ${issued.certPath} and ${issued.keyPath} (${profile}, serial ${issued.entry.serial})`,
       );
       printFingerprint(issued.entry.fingerprint);
+      for (const e of issued.earlier.filter((e) => !e.revokedAt)) {
+        info(`${e.name} also still has serial ${e.serial} (valid until revoked)`);
+      }
+      if (issued.earlier.some((e) => !e.revokedAt)) {
+        info(
+          `to end the old ones: securechat cert revoke SERIAL (\`cert revoke ${name}\` revokes all)`,
+        );
+      }
     });
 
   crlSigningCommand(cert, "revoke", "Revoke certificates by name or serial and re-sign ca.crl.")

@@ -14,6 +14,7 @@ import { toBase64 } from "../bytes.ts";
 import { KEX_GROUPS, type KexGroup, keyAgreement, type ServerKeyShare } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import { isReservedUserName } from "../pki/names.ts";
 import type { FrameConnection } from "../wire/connection.ts";
 import {
   CertificateSchema,
@@ -142,6 +143,9 @@ class ServerHandshake {
     const request = await this.io.readSealed(LoginSchema.or(RegisterSchema), false);
     if (request.username !== this.#client.commonName) {
       throw new SecureChatError("AUTH_FAIL", "user name differs from the certificate's CN");
+    }
+    if (isReservedUserName(request.username)) {
+      throw new SecureChatError("AUTH_FAIL", "that user name is reserved for the server");
     }
     const auth: Credentials = request.type === "register"
       ? { mode: "register", ...request }

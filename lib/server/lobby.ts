@@ -18,8 +18,10 @@ import type { ClusterLink, LocalUser } from "../cluster/link.ts";
 import type { LoginEvent, RecordEnvelope } from "../cluster/messages.ts";
 import { type ClusterRecord, decodeClusterRecord, encodeClusterRecord } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
+import { canonicalName } from "../pki/names.ts";
 
-export const OPERATOR_NAME = "server";
+// The operator's name is a reserved user name: its home is lib/pki/names.ts.
+export { OPERATOR_NAME } from "../pki/names.ts";
 /** The notice that ends a session because its user logged in again; clients do not reconnect. */
 export const TAKEOVER_NOTICE = "you logged in elsewhere; closing";
 
@@ -67,7 +69,8 @@ export class Member {
   }
 }
 
-const keyOf = (name: string) => name.toLowerCase();
+/** Members are keyed by canonical name: a user is one member however the name is spelt. */
+const keyOf = canonicalName;
 
 export class Lobby {
   readonly #members = new Map<string, Member>();

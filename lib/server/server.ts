@@ -259,7 +259,13 @@ export class ChatServer {
       if (request.mode === "register") {
         await this.#opts.store.register(request);
       } else {
-        notices = (await this.#opts.store.login(request.username, request.password)).notices ?? [];
+        const account = await this.#opts.store.login(request.username, request.password);
+        // The store finds a name in any case; a certificate opens only the account spelt as
+        // its CN (a pre-issue-11 CA could issue ALICE beside alice).
+        if (account.username !== request.username) {
+          throw new SecureChatError("AUTH_FAIL", "certificate name is not the account's spelling");
+        }
+        notices = account.notices ?? [];
       }
     } catch (error) {
       if (COUNTED_FAILURES.has(codeOf(error))) {
