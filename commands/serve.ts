@@ -4,7 +4,7 @@ import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { TrustStore } from "../lib/pki/validate.ts";
+import { defaultCrlPath, TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
@@ -90,7 +90,10 @@ export function registerServe(program: Command): void {
       "--ca <file>",
       "CA certificate that issued the users' certificates (default <dir>/ca.pem)",
     )
-    .option("--crl <file>", "CRL of revoked certificates (default: ca.crl beside --ca, if present)")
+    .option(
+      "--crl <file>",
+      "CRL of revoked certificates, re-read when it changes (default: ca.crl beside --ca)",
+    )
     .option(
       "--db <url>",
       "sqlite:PATH or mysql://user:pass@host:port/db (default: .env DB_*, else securechat.db in the home)",
@@ -182,6 +185,8 @@ export function registerServe(program: Command): void {
 Logs one line per event to stdout (LISTEN, CONNECT, LOGIN, CLOSE and every
 rejection code: BAD_CERT, SIG_FAIL, REPLAY, STALE, DECRYPT_FAIL, AUTH_FAIL,
 PROTOCOL_ERROR, TIMEOUT, ...). SIGINT/SIGTERM close every session with receipts.
+The CRL is re-read when its file changes (checked every 5 s) and on SIGHUP; the
+live sessions of newly revoked certificates end with REVOKED.
 The operator speaks as "${OPERATOR_NAME}" from a terminal (or with --console):
 ${OPERATOR_HELP.replace(/^/gm, "  ")}
 
@@ -272,6 +277,7 @@ async function serve(options: ServeOptions): Promise<void> {
       handshakeBurst: options.handshakeRate * 2,
     },
     lobby: { messagesPerSecond: options.messageRate, messageBurst: options.messageRate * 2 },
+    revocation: { crlPath: options.crl ?? defaultCrlPath(options.ca) },
     loginThrottle: {
       ...DEFAULT_LOGIN_THROTTLE,
       baseDelayMs: options.loginDelay,
@@ -294,6 +300,9 @@ async function serve(options: ServeOptions): Promise<void> {
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
   });
+  // SIGHUP: re-read the CRL now rather than at the next check (issue 11 item 2).
+  const reloadCrl = () => void server.reloadCrl();
+  Deno.addSignalListener("SIGHUP", reloadCrl);
   const operator = editor || options.console ? operatorConsole(server, editor) : undefined;
   // `/quit` stops the server as the signal would; so do Ctrl-C and Ctrl-D on a terminal
   // (the editor reads them itself). The end of a piped --console input does not.
@@ -302,6 +311,7 @@ async function serve(options: ServeOptions): Promise<void> {
   );
   await Promise.race(quit ? [signalled, quit] : [signalled]);
   editor?.stop();
+  Deno.removeSignalListener("SIGHUP", reloadCrl);
   info("shutting down: closing sessions with receipts");
   await health?.close();
   await server.shutdown();

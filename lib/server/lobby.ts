@@ -112,6 +112,11 @@ export class Lobby {
     };
   }
 
+  /** This node's members themselves (in a cluster, others are on other nodes). */
+  localMembers(): Member[] {
+    return [...this.#members.values()];
+  }
+
   /** Everyone online: on this node, and in a cluster on every live node. */
   names(): string[] {
     const names = new Map<string, string>();

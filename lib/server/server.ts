@@ -24,6 +24,7 @@ import {
 import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
 import type { ClusterLink } from "../cluster/link.ts";
 import { readProxyHeader } from "./proxy_protocol.ts";
+import { CrlWatcher } from "./revocation.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -46,6 +47,8 @@ export interface ServerOptions {
    * the client, whose address the per-address limits then use.
    */
   trustedProxies?: readonly string[];
+  /** The CRL file to follow (issue 11 item 2); without it the CRL loaded at start stays. */
+  revocation?: { crlPath: string; checkIntervalMs?: number };
 }
 
 export class ChatServer {
@@ -55,6 +58,7 @@ export class ChatServer {
   readonly #admission: Admission;
   readonly #throttle: LoginThrottle;
   readonly #connections = new Set<Promise<void>>();
+  readonly #crl?: CrlWatcher;
   #accepting: Promise<void>;
   #stopping = false;
 
@@ -64,6 +68,15 @@ export class ChatServer {
     this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
     this.#throttle = new LoginThrottle(opts.loginThrottle);
     this.lobby = new Lobby(opts.log, { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby }, opts.cluster);
+    if (opts.revocation) {
+      this.#crl = new CrlWatcher({
+        path: opts.revocation.crlPath,
+        intervalMs: opts.revocation.checkIntervalMs,
+        trust: opts.trust,
+        log: opts.log,
+        onRevoked: (serials) => this.#endRevoked(serials),
+      });
+    }
     this.#accepting = this.#acceptLoop();
   }
 
@@ -80,7 +93,32 @@ export class ChatServer {
     }
     const server = new ChatServer(listener, opts);
     opts.log("LISTEN", { detail: `${opts.hostname}:${server.port}`, db: opts.store.description });
+    void server.#crl?.start();
     return server;
+  }
+
+  /** Re-reads the CRL file now (serve calls this on SIGHUP); every outcome is logged. */
+  async reloadCrl(): Promise<void> {
+    await this.#crl?.reload();
+  }
+
+  /** Ends the live sessions of newly revoked certificates, each with REVOKED. */
+  #endRevoked(serials: Set<string>): void {
+    for (const member of this.lobby.localMembers()) {
+      if (serials.has(member.session.established.peer.serial)) this.#revoke(member);
+    }
+  }
+
+  #revoke(member: Member): void {
+    const { session } = member;
+    if (session.closing) return;
+    this.#opts.log("REVOKED", {
+      peer: member.peer,
+      user: member.username,
+      session: session.sessionId,
+      detail: `certificate serial ${session.established.peer.serial} is on the new CRL`,
+    });
+    void session.terminate(new SecureChatError("REVOKED", "your certificate has been revoked"));
   }
 
   get port(): number {
@@ -105,6 +143,7 @@ export class ChatServer {
   async shutdown(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#crl?.stop();
     this.#listener.close();
     await this.#accepting;
     await this.lobby.closeAll("the server is shutting down; this session is closed with receipts");
@@ -210,6 +249,9 @@ export class ChatServer {
       },
     });
     await this.lobby.join(member, notices);
+    // Validated against the CRL in force when its handshake began: one adopted since then
+    // (whose sweep could not see this member yet) is applied now.
+    if (this.#opts.trust.isRevoked(session.established.peer.serial)) this.#revoke(member);
     const end = await running;
     await this.lobby.leave(member);
     if (end.code) log(end.code, { peer, user, session: sessionId, detail: end.message });
