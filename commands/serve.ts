@@ -38,6 +38,8 @@ interface ServeFlags {
   idleTimeout: number;
   maxConnections: number;
   maxPerAddress: number;
+  maxPending: number;
+  cookieThreshold: number;
   handshakeRate: number;
   sendQueue: number;
   messageRate: number;
@@ -139,8 +141,20 @@ export function registerServe(program: Command): void {
     .option("--max-connections <n>", "connections in total", positiveInt("--max-connections"), 2048)
     .option(
       "--max-per-address <n>",
-      "connections per client address",
+      "connections per client address still in their handshake",
       positiveInt("--max-per-address"),
+      64,
+    )
+    .option(
+      "--max-pending <n>",
+      "connections in their handshake at once; the rest are kept for sessions",
+      positiveInt("--max-pending"),
+      512,
+    )
+    .option(
+      "--cookie-threshold <n>",
+      "handshakes in progress from which a hello must echo a cookie (0: always)",
+      (value: string) => value === "0" ? 0 : positiveInt("--cookie-threshold")(value),
       64,
     )
     .option(
@@ -273,6 +287,8 @@ async function serve(options: ServeOptions): Promise<void> {
     admission: {
       maxConnections: options.maxConnections,
       maxConnectionsPerAddress: options.maxPerAddress,
+      maxPending: Math.min(options.maxPending, options.maxConnections),
+      cookieThreshold: options.cookieThreshold,
       handshakesPerSecond: options.handshakeRate,
       handshakeBurst: options.handshakeRate * 2,
     },

@@ -211,10 +211,17 @@ export class HandshakeIo {
 
   /** Reads a plaintext message of the given schema. */
   async readPlain<S extends z.ZodTypeAny>(schema: S, record = true): Promise<z.output<S>> {
-    const payload = await this.#readPayload();
-    const message = parseMessage(payload, schema);
+    const { message, payload } = await this.readPlainBytes(schema);
     if (record) this.transcript.add(payload);
     return message;
+  }
+
+  /** Reads a plaintext message and its bytes, unrecorded: the caller adds it when it counts. */
+  async readPlainBytes<S extends z.ZodTypeAny>(
+    schema: S,
+  ): Promise<{ message: z.output<S>; payload: Uint8Array }> {
+    const payload = await this.#readPayload();
+    return { message: parseMessage(payload, schema), payload };
   }
 
   /** Reads a sealed frame and returns its inner message, parsed with the given schema. */
@@ -228,10 +235,12 @@ export class HandshakeIo {
     return message;
   }
 
-  sendPlain(message: unknown, record = true): void {
+  /** Sends a plaintext message; returns its bytes (for a caller that records it later). */
+  sendPlain(message: unknown, record = true): Uint8Array {
     const payload = utf8(JSON.stringify(message));
     this.conn.send(payload);
     if (record) this.transcript.add(payload);
+    return payload;
   }
 
   async sendSealed(message: unknown, record = true): Promise<void> {

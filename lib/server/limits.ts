@@ -1,6 +1,7 @@
 /**
- * Admission limits (PROTOCOL §8.2): caps on connections, a handshake rate per
- * address checked before any signature work, and slow-downs for failed logins.
+ * Admission limits (PROTOCOL §8.2): caps on connections with slots kept for sessions,
+ * a handshake rate per address checked before any signature work, and slow-downs for
+ * failed logins.
  * All state is bounded: entries expire and the maps are pruned.
  */
 import { SecureChatError } from "../errors.ts";
@@ -32,7 +33,15 @@ export class TokenBucket {
 
 export interface AdmissionLimits {
   maxConnections: number;
+  /** Connections from one address that have not completed their handshake. */
   maxConnectionsPerAddress: number;
+  /**
+   * Connections still in their handshake, at most (issue 11 item 7): the rest of
+   * maxConnections is kept for sessions that completed theirs.
+   */
+  maxPending: number;
+  /** From this many handshakes in progress on, a hello must echo a cookie (0: always). */
+  cookieThreshold: number;
   handshakeBurst: number;
   handshakesPerSecond: number;
 }
@@ -40,13 +49,37 @@ export interface AdmissionLimits {
 export const DEFAULT_ADMISSION: AdmissionLimits = {
   maxConnections: 2048,
   maxConnectionsPerAddress: 64,
+  maxPending: 512,
+  cookieThreshold: 64,
   handshakeBurst: 20,
   handshakesPerSecond: 10,
 };
 
+/** One admitted connection's place: pending until its handshake completes. */
+export interface Slot {
+  /** The handshake completed: the connection holds a session slot, which is never shed. */
+  established(): void;
+  /** The connection ended (idempotent). */
+  release(): void;
+}
+
+interface PendingSlot {
+  address: string;
+  shed: () => void;
+}
+
+/**
+ * Connection admission. Sessions that completed their handshake keep their slots; under
+ * pressure (all slots, or maxPending, taken) a new connection sheds a pending one instead
+ * of being refused: the oldest pending connection of the address holding the most, so a
+ * flood from a few addresses sheds itself, and an honest user's one handshake in progress
+ * is shed last. Only when every slot holds a session is a new connection refused.
+ */
 export class Admission {
   #open = 0;
-  readonly #perAddress = new Map<string, number>();
+  /** Pending connections per address, oldest first (a Set keeps insertion order). */
+  readonly #pending = new Map<string, Set<PendingSlot>>();
+  #pendingCount = 0;
   readonly #buckets = new Map<string, TokenBucket>();
 
   constructor(readonly limits: AdmissionLimits = DEFAULT_ADMISSION) {}
@@ -55,30 +88,76 @@ export class Admission {
     return this.#open;
   }
 
+  get pending(): number {
+    return this.#pendingCount;
+  }
+
+  /** Whether hellos must carry a cookie now (PROTOCOL §5.1). */
+  underLoad(): boolean {
+    return this.#pendingCount >= this.limits.cookieThreshold;
+  }
+
   /**
-   * Counts a new connection in, or refuses it.
-   * @throws TOO_MANY_CONNECTIONS
+   * Counts a new connection in, shedding a pending one if the server is full, or refuses it.
+   * `shed` closes this connection if it is later shed itself.
+   * @throws TOO_MANY_CONNECTIONS when the address has too many pending, or every slot
+   *   holds a session
    */
-  connect(address: string): void {
-    const mine = this.#perAddress.get(address) ?? 0;
-    if (this.#open >= this.limits.maxConnections) {
-      throw new SecureChatError("TOO_MANY_CONNECTIONS", "server connection limit reached");
-    }
+  connect(address: string, shed: () => void): Slot {
+    const mine = this.#pending.get(address)?.size ?? 0;
     if (mine >= this.limits.maxConnectionsPerAddress) {
       throw new SecureChatError(
         "TOO_MANY_CONNECTIONS",
         "connection limit for this address reached",
       );
     }
+    if (this.#open >= this.limits.maxConnections || this.#pendingCount >= this.limits.maxPending) {
+      const victim = this.#heaviestOldest();
+      if (!victim) {
+        throw new SecureChatError("TOO_MANY_CONNECTIONS", "server connection limit reached");
+      }
+      this.#unpend(victim);
+      this.#open--;
+      victim.shed();
+    }
+    const slot: PendingSlot = { address, shed };
+    let set = this.#pending.get(address);
+    if (!set) this.#pending.set(address, set = new Set());
+    set.add(slot);
+    this.#pendingCount++;
     this.#open++;
-    this.#perAddress.set(address, mine + 1);
+    let state: "pending" | "established" | "gone" = "pending";
+    return {
+      established: () => {
+        if (state !== "pending") return;
+        state = "established";
+        this.#unpend(slot);
+      },
+      release: () => {
+        if (state === "gone") return;
+        // A shed slot was already counted out when it was shed.
+        if (state === "pending" && !this.#unpend(slot)) return void (state = "gone");
+        state = "gone";
+        this.#open--;
+      },
+    };
   }
 
-  disconnect(address: string): void {
-    this.#open--;
-    const mine = (this.#perAddress.get(address) ?? 1) - 1;
-    if (mine <= 0) this.#perAddress.delete(address);
-    else this.#perAddress.set(address, mine);
+  /** @returns false when the slot was no longer pending (it was shed) */
+  #unpend(slot: PendingSlot): boolean {
+    const set = this.#pending.get(slot.address);
+    if (!set?.delete(slot)) return false;
+    if (set.size === 0) this.#pending.delete(slot.address);
+    this.#pendingCount--;
+    return true;
+  }
+
+  #heaviestOldest(): PendingSlot | undefined {
+    let heaviest: Set<PendingSlot> | undefined;
+    for (const set of this.#pending.values()) {
+      if (!heaviest || set.size > heaviest.size) heaviest = set;
+    }
+    return heaviest?.values().next().value;
   }
 
   /**

@@ -6,7 +6,8 @@
 import { codeOf, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Credentials, Identity } from "../handshake/common.ts";
-import { serverHandshake } from "../handshake/server.ts";
+import { type HelloCookies, serverHandshake } from "../handshake/server.ts";
+import { CookieJar } from "../handshake/cookie.ts";
 import type { KexGroup } from "../crypto/kex.ts";
 import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
 import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
@@ -20,6 +21,7 @@ import {
   DEFAULT_ADMISSION,
   LoginThrottle,
   type LoginThrottleOptions,
+  type Slot,
 } from "./limits.ts";
 import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
 import type { ClusterLink } from "../cluster/link.ts";
@@ -59,6 +61,7 @@ export class ChatServer {
   readonly #throttle: LoginThrottle;
   readonly #connections = new Set<Promise<void>>();
   readonly #crl?: CrlWatcher;
+  readonly #cookies = new CookieJar();
   #accepting: Promise<void>;
   #stopping = false;
 
@@ -191,8 +194,13 @@ export class ChatServer {
         return;
       }
     }
+    const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
+    let slot: Slot;
     try {
-      this.#admission.connect(address);
+      slot = this.#admission.connect(address, () => {
+        log("SHED", { peer, detail: "pending handshake closed to make room (server full)" });
+        conn.close();
+      });
     } catch (error) {
       log(codeOf(error), { peer, detail: (error as Error).message });
       await refuse(tcp, codeOf(error));
@@ -200,15 +208,23 @@ export class ChatServer {
     }
     log("CONNECT", { peer });
     try {
-      await this.#session(tcp, address, peer);
+      await this.#session(conn, address, peer, slot);
     } finally {
-      this.#admission.disconnect(address);
+      slot.release();
     }
   }
 
-  async #session(tcp: Deno.TcpConn, address: string, peer: string): Promise<void> {
+  /** This connection's hello cookies (PROTOCOL §5.1), demanded while the server is under load. */
+  #cookiesFor(address: string): HelloCookies {
+    return {
+      demanded: () => this.#admission.underLoad(),
+      issue: (hello) => this.#cookies.issue(address, hello),
+      check: (hello, cookie) => this.#cookies.check(address, hello, cookie),
+    };
+  }
+
+  async #session(conn: FrameConnection, address: string, peer: string, slot: Slot): Promise<void> {
     const { log } = this.#opts;
-    const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let user: string | undefined;
     let notices: string[] = [];
     let session: ChatSession;
@@ -219,6 +235,7 @@ export class ChatServer {
         groups: this.#opts.groups,
         timeoutMs: this.#opts.handshakeTimeoutMs,
         admit: () => this.#admission.admitHandshake(address),
+        cookies: this.#cookiesFor(address),
         authenticate: async (request, client) => {
           user = request.username;
           const outcome = await this.#authenticate(request, client);
@@ -226,6 +243,7 @@ export class ChatServer {
           return outcome;
         },
       });
+      slot.established();
       session = await ChatSession.start(established, {
         ...this.#opts.session,
         startedAt: Date.now(),

@@ -43,6 +43,8 @@ export async function startInProcessServer(
     admission: {
       maxConnections: 2048,
       maxConnectionsPerAddress: 2048,
+      maxPending: 2048,
+      cookieThreshold: 10_000,
       handshakeBurst: 10_000,
       handshakesPerSecond: 10_000,
     },

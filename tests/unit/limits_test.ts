@@ -20,27 +20,57 @@ Deno.test("TokenBucket: a burst, then refills at its rate", () => {
   assert.equal(bucket.full(10_000), true);
 });
 
-Deno.test("Admission: per-address and total caps refuse with TOO_MANY_CONNECTIONS, and free on disconnect", () => {
+Deno.test("Admission: per-address cap refuses, a full server sheds a pending connection, sessions keep their slots", () => {
   const admission = new Admission({
     maxConnections: 3,
     maxConnectionsPerAddress: 2,
+    maxPending: 3,
+    cookieThreshold: 2,
     handshakeBurst: 1,
     handshakesPerSecond: 1,
   });
-  admission.connect("a");
-  admission.connect("a");
-  assert.equal(codeOf(() => admission.connect("a")), "TOO_MANY_CONNECTIONS");
-  admission.connect("b");
-  assert.equal(codeOf(() => admission.connect("c")), "TOO_MANY_CONNECTIONS");
-  admission.disconnect("a");
-  assert.equal(codeOf(() => admission.connect("c")), "none");
+  const shed: string[] = [];
+  const a1 = admission.connect("a", () => shed.push("a1"));
+  admission.connect("a", () => shed.push("a2"));
+  assert.equal(codeOf(() => admission.connect("a", () => {})), "TOO_MANY_CONNECTIONS");
+  assert.ok(admission.underLoad(), "two pending: cookies from now on");
+  const b1 = admission.connect("b", () => shed.push("b1"));
+  // Full: c sheds the oldest pending connection of the heaviest address (a), not b's.
+  const c1 = admission.connect("c", () => shed.push("c1"));
+  assert.deepEqual(shed, ["a1"]);
+  a1.release(); // the shed connection ends: not counted twice
   assert.equal(admission.open, 3);
+  b1.established();
+  c1.established();
+  admission.connect("d", () => shed.push("d1")); // sheds a2, the last pending one
+  assert.deepEqual(shed, ["a1", "a2"]);
+  assert.equal(codeOf(() => admission.connect("e", () => {})), "none", "sheds d1");
+  assert.deepEqual(shed, ["a1", "a2", "d1"]);
+  // Only sessions and e's handshake now; e established, every slot holds a session: refused.
+  b1.release();
+  assert.equal(admission.open, 2);
+});
+
+Deno.test("Admission: with every slot holding a session, a new connection is refused", () => {
+  const admission = new Admission({
+    maxConnections: 2,
+    maxConnectionsPerAddress: 2,
+    maxPending: 2,
+    cookieThreshold: 64,
+    handshakeBurst: 1,
+    handshakesPerSecond: 1,
+  });
+  for (const address of ["a", "b"]) admission.connect(address, () => {}).established();
+  assert.equal(codeOf(() => admission.connect("c", () => {})), "TOO_MANY_CONNECTIONS");
+  assert.ok(!admission.underLoad());
 });
 
 Deno.test("Admission: handshakes per address are rate limited, other addresses unaffected", () => {
   const admission = new Admission({
     maxConnections: 10,
     maxConnectionsPerAddress: 10,
+    maxPending: 10,
+    cookieThreshold: 10,
     handshakeBurst: 2,
     handshakesPerSecond: 1,
   });
