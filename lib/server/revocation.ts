@@ -72,7 +72,9 @@ export class CrlWatcher {
    * Never throws: every outcome is a log line.
    */
   reload(force = true): Promise<void> {
-    this.#running = this.#running.then(() => this.#reload(force));
+    this.#running = this.#running.then(() => this.#reload(force)).catch((error) => {
+      this.#opts.log("INTERNAL", { detail: `CRL reload: ${String(error)}` });
+    });
     return this.#running;
   }
 
