@@ -122,3 +122,35 @@ Deno.test("lockout: a thief locks their certificate and the account, but the own
     await Deno.remove(pki.dir, { recursive: true });
   }
 });
+
+Deno.test("lockout: an address's handshake budget is spent only by handshakes that never proved a certificate", async () => {
+  const pki = await makePki(["alice", "bob", "carol"]);
+  const srv = await startInProcessServer(
+    pki,
+    { alice: PASSWORD, bob: PASSWORD, carol: PASSWORD },
+    // Three handshakes at once from an address, then one per 100 s: a NAT's budget, shrunk.
+    { admission: { handshakeBurst: 3, handshakesPerSecond: 0.01, cookieThreshold: 10_000 } },
+  );
+  try {
+    const as = (username: string) => (password: string) => srv.client({ username, password });
+    // Six logins from one address, more than its budget: v1 refused the fourth.
+    const logins: string[] = [];
+    for (const user of ["alice", "bob", "carol", "alice", "bob", "carol"]) {
+      logins.push(await tryLogin(as(user), PASSWORD));
+    }
+    assert.deepEqual(logins, Array(6).fill("auth_ok"));
+    // Handshakes abandoned before any certificate do spend it.
+    const answers: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const h = await srv.client({ username: "alice", password: PASSWORD });
+      await h.sendHello();
+      const first = JSON.parse(new TextDecoder().decode((await h.conn.readFrame(10_000))!));
+      answers.push(first.type === "error" ? first.code : first.type);
+      h.close();
+    }
+    assert.deepEqual(answers, ["server_hello", "server_hello", "server_hello", "RATE_LIMITED"]);
+  } finally {
+    await srv.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});

@@ -26,6 +26,11 @@ export class TokenBucket {
     return true;
   }
 
+  /** Gives back one token taken earlier (never above the burst). */
+  refund(): void {
+    this.#tokens = Math.min(this.burst, this.#tokens + 1);
+  }
+
   full(now = Date.now()): boolean {
     return this.#tokens + ((now - this.#updated) / 1000) * this.perSecond >= this.burst;
   }
@@ -179,6 +184,15 @@ export class Admission {
   /** The operator forgives an address: its handshake budget is full again. */
   resetHandshakes(address: string): void {
     this.#buckets.delete(address);
+  }
+
+  /**
+   * The client proved its certificate: its hello is no longer charged to the address
+   * (issue 11 item 5), so only unauthenticated handshakes spend an address's budget and
+   * many users behind one NAT can all log in.
+   */
+  refundHandshake(address: string): void {
+    this.#buckets.get(address)?.refund();
   }
 
   #prune(now: number): void {

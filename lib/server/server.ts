@@ -237,6 +237,8 @@ export class ChatServer {
         admit: () => this.#admission.admitHandshake(address),
         cookies: this.#cookiesFor(address),
         authenticate: async (request, client) => {
+          // The certificate is proven: this handshake no longer counts against the address.
+          this.#admission.refundHandshake(address);
           user = request.username;
           const outcome = await this.#authenticate(request, client);
           notices = outcome.notices;
