@@ -4,8 +4,8 @@
  * with a fresh one, and the address's owner is told at their next login.
  */
 import assert from "node:assert/strict";
-import { makePki } from "./helpers/pki.ts";
-import { LiveClient, registerUser, runConnect, ServerProcess } from "./helpers/server_process.ts";
+import { makePki } from "../testkit/pki.ts";
+import { LiveClient, registerUser, runConnect, ServerProcess } from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 

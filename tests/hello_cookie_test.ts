@@ -8,8 +8,8 @@ import { toBase64 } from "../lib/bytes.ts";
 import { COOKIE_LIFETIME_MS, CookieJar } from "../lib/handshake/cookie.ts";
 import { RetrySchema } from "../lib/wire/messages.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
-import { makePki } from "./helpers/pki.ts";
-import { registerUser, runConnect, ServerProcess } from "./helpers/server_process.ts";
+import { makePki } from "../testkit/pki.ts";
+import { registerUser, runConnect, ServerProcess } from "../testkit/server_process.ts";
 
 const PASSWORD = "the-right-password";
 const hello = {

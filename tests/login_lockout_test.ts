@@ -6,9 +6,9 @@
 import assert from "node:assert/strict";
 import { fromBase64 } from "../lib/bytes.ts";
 import type { Identity } from "../lib/handshake/common.ts";
-import type { HostileClient } from "./helpers/hostile.ts";
+import type { HostileClient } from "../testkit/hostile.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 
 const PASSWORD = "the-right-password";
 /** Small delays keep the test quick; the lockout count is the documented default. */

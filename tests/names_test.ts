@@ -11,9 +11,9 @@ import { issueCertificate } from "../lib/pki/issue.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { canonicalName, isReservedUserName, nameSkeleton } from "../lib/pki/names.ts";
 import { openUserStore } from "../lib/store/open.ts";
-import { runCli } from "./helpers/cli.ts";
+import { runCli } from "../testkit/cli.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 import { fromBase64 } from "../lib/bytes.ts";
 
 const PASSWORD = "the-right-password";

@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import { fromBase64 } from "../lib/bytes.ts";
 import type { MsgBody } from "../lib/wire/messages.ts";
-import type { HostileClient } from "./helpers/hostile.ts";
+import type { HostileClient } from "../testkit/hostile.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
-import { makePki } from "./helpers/pki.ts";
+import { makePki } from "../testkit/pki.ts";
 
 const PASSWORD = "the-right-password";
 const QUICK_THROTTLE = { baseDelayMs: 1, maxDelayMs: 4, lockoutFailures: 3, windowMs: 60_000 };

@@ -13,8 +13,8 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { Buffer } from "node:buffer";
 import { toBase64 } from "../lib/bytes.ts";
-import { makePki } from "./helpers/pki.ts";
-import { LiveClient, logIs, registerUser, ServerProcess } from "./helpers/server_process.ts";
+import { makePki } from "../testkit/pki.ts";
+import { LiveClient, logIs, registerUser, ServerProcess } from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 const IDLE_ADDRESSES = 20;

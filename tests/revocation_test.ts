@@ -10,8 +10,8 @@ import { loadCaSigner } from "../lib/pki/ca.ts";
 import { readInventory } from "../lib/pki/inventory.ts";
 import { revokeCertificates, writeCrl } from "../lib/pki/revoke.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
-import { runCli } from "./helpers/cli.ts";
-import { makePki } from "./helpers/pki.ts";
+import { runCli } from "../testkit/cli.ts";
+import { makePki } from "../testkit/pki.ts";
 import {
   errorCodeOf,
   LiveClient,
@@ -19,7 +19,7 @@ import {
   registerUser,
   runConnect,
   ServerProcess,
-} from "./helpers/server_process.ts";
+} from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 const DAY = 24 * 60 * 60;

@@ -6,9 +6,9 @@
 import { ChatServer, type ServerOptions } from "../../lib/server/server.ts";
 import { openUserStore } from "../../lib/store/open.ts";
 import type { UserStore } from "../../lib/store/user_store.ts";
-import type { LoggedEvent } from "./fuzz.ts";
-import { HostileClient, type HostileOptions } from "./hostile.ts";
-import type { TestPki } from "./pki.ts";
+import type { LoggedEvent } from "../../testkit/fuzz.ts";
+import { HostileClient, type HostileOptions } from "../../testkit/hostile.ts";
+import type { TestPki } from "../../testkit/pki.ts";
 
 export interface InProcessServer {
   server: ChatServer;
