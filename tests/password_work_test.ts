@@ -44,12 +44,13 @@ async function answerTo(h: HostileClient): Promise<string> {
   return inner.type === "error" ? inner.code : inner.type;
 }
 
-/** Every message body the server sends until it has been quiet for `quietMs`. */
+/** Every message body the server sends until it has been quiet for `quietMs`, with its arrival. */
 async function drain(h: HostileClient, quietMs = 1500): Promise<MsgBody[]> {
   const bodies: MsgBody[] = [];
   try {
     await h.readMsgUntil((body) => {
       bodies.push(body);
+      lastArrival = performance.now();
       return false;
     }, quietMs);
   } catch {
@@ -58,6 +59,7 @@ async function drain(h: HostileClient, quietMs = 1500): Promise<MsgBody[]> {
   return bodies;
 }
 
+let lastArrival = 0;
 const textOf = (b: MsgBody) => "text" in b ? b.text : "";
 
 Deno.test("password work: concurrent logins run at most cores − 1 PBKDF2 hashes at once", async () => {
@@ -129,8 +131,8 @@ Deno.test("password work: `who` is rate limited, and a flood over the limit gets
     await h.readMsgUntil((b) => textOf(b).startsWith("welcome"));
     const started = performance.now();
     for (let i = 0; i < 100; i++) await h.sendMsg({ kind: "who" });
-    const sendingSeconds = (performance.now() - started) / 1000;
     const afterWho = await drain(h);
+    const lastWhoAnswer = lastArrival;
     for (let i = 0; i < 100; i++) await h.sendMsg({ kind: "text", text: `flood ${i}` });
     const afterText = await drain(h);
     const answered = afterWho.filter((b) => textOf(b).startsWith("online:")).length;
@@ -139,14 +141,18 @@ Deno.test("password work: `who` is rate limited, and a flood over the limit gets
       `100 who: ${answered} answered; 200 messages: ${slowDowns.length} slow-down notices`,
     );
     // v1 answered all 100 `who` and sent a signed notice for every dropped text.
-    // The burst, plus what the bucket refilled (20/s) while the 100 were being sent.
-    const allowed = 40 + Math.ceil(20 * sendingSeconds) + 1;
+    // The burst, plus what the bucket refilled (20/s) between the first send and the last
+    // answer: the server takes its tokens as it processes, which a busy machine spreads out.
+    const allowed = 40 + Math.ceil(20 * (lastWhoAnswer - started) / 1000) + 1;
     assert.ok(
       answered >= 40 && answered <= allowed,
       `${answered} who answered, ${allowed} allowed`,
     );
-    assert.equal(slowDowns.length, 1, "one notice per 10 s, not one per dropped message");
-    assert.equal(srv.logs.filter((e) => e.event === "RATE_LIMITED").length, 1);
+    // One notice (and log line) per 10 s of flooding, not one per dropped message.
+    const periods = 1 + Math.floor((performance.now() - started) / 10_000);
+    assert.ok(slowDowns.length >= 1 && slowDowns.length <= periods, `${slowDowns.length} notices`);
+    const limited = srv.logs.filter((e) => e.event === "RATE_LIMITED").length;
+    assert.equal(limited, slowDowns.length);
     h.close();
   } finally {
     await srv.dispose();
