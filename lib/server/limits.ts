@@ -309,7 +309,8 @@ export class LoginThrottle {
     };
     return {
       delayMs: recent === 0 ? 0 : Math.min(maxDelayMs, baseDelayMs * 2 ** (recent - 1)),
-      keys,
+      // The user travels with the keys so that another node's unlock() finds the certificate.
+      keys: who.user ?? who.account ? [...keys, `user:${who.user ?? who.account}`] : keys,
       failed: (at = Date.now()) =>
         decide((state) => {
           state.failures = this.#recent(state, at) + 1;
@@ -324,10 +325,13 @@ export class LoginThrottle {
   /** A failure decided on another node of the cluster (its attempt's `keys`). */
   failedElsewhere(keys: readonly string[], now = Date.now()): void {
     if (this.#keys.size > 100_000) this.#prune(now);
+    const user = keys.find((key) => key.startsWith("user:"))?.slice("user:".length);
     for (const key of keys) {
+      if (key.startsWith("user:")) continue;
       const state = this.#state(key, now);
       state.failures = this.#recent(state, now) + 1;
       state.last = now;
+      if (user !== undefined && key.startsWith("cert:")) state.user = user;
     }
   }
 

@@ -27,6 +27,7 @@ import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.t
 import type { ClusterLink } from "../cluster/link.ts";
 import { readProxyHeader } from "./proxy_protocol.ts";
 import { CrlWatcher } from "./revocation.ts";
+import { canonicalName } from "../pki/names.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -291,7 +292,7 @@ export class ChatServer {
    */
   unlock(target: { user: string } | { address: string }): void {
     if ("user" in target) {
-      const keys = this.#throttle.unlock(target.user.toLowerCase());
+      const keys = this.#throttle.unlock(canonicalName(target.user));
       this.#opts.cluster?.authSucceeded([...keys]);
       this.#opts.log("UNLOCKED", { user: target.user });
     } else {
@@ -311,9 +312,9 @@ export class ChatServer {
   ): Promise<{ registered: boolean; notices: string[] }> {
     const attempt = this.#throttle.begin({
       certificate: client.fingerprint,
-      user: request.username.toLowerCase(),
+      user: canonicalName(request.username),
       // A registration guesses no password: it is throttled on its certificate alone.
-      account: request.mode === "login" ? request.username.toLowerCase() : undefined,
+      account: request.mode === "login" ? canonicalName(request.username) : undefined,
     });
     let notices: string[] = [];
     try {

@@ -138,3 +138,27 @@ Deno.test("LoginThrottle: attempts are reserved before they are decided; success
   assert.equal(codeOf(() => throttle.begin({ certificate: "c9" }, 0)), "RATE_LIMITED");
   assert.equal(codeOf(() => throttle.begin({ certificate: "c8", account: "carol" }, 0)), "none");
 });
+
+Deno.test("LoginThrottle.unlock() clears the account and every certificate that claimed the user", () => {
+  const throttle = new LoginThrottle({
+    baseDelayMs: 1,
+    maxDelayMs: 1,
+    lockoutFailures: 2,
+    windowMs: 60_000,
+  });
+  const mine = { certificate: "c1", user: "alice", account: "alice" };
+  const bobs = { certificate: "c2", user: "bob", account: "bob" };
+  for (const who of [mine, mine, bobs, bobs]) throttle.begin(who, 0).failed(0);
+  const shared = throttle.unlock("alice");
+  assert.equal(codeOf(() => throttle.begin(mine, 0).released()), "none");
+  assert.equal(codeOf(() => throttle.begin(bobs, 0)), "RATE_LIMITED", "bob is not forgiven");
+  // Another node applies the same unlock from what this one shares.
+  const other = new LoginThrottle(throttle.options);
+  const failure = throttle.begin(mine, 0);
+  failure.released();
+  other.failedElsewhere(failure.keys, 0);
+  other.failedElsewhere(failure.keys, 0);
+  assert.equal(codeOf(() => other.begin(mine, 0)), "RATE_LIMITED");
+  other.succeededElsewhere(shared);
+  assert.equal(codeOf(() => other.begin(mine, 0)), "none", "unlocked on the other node too");
+});
