@@ -1,30 +1,31 @@
 /**
- * The raw cryptographic operations of one handshake, counted from PROTOCOL §4–§5 and
+ * The raw cryptographic operations of one v2 handshake, counted from PROTOCOL §4–§5 and
  * lib/handshake/{client,server}.ts, each callable alone. Per side:
- *   2 signatures (certificate_verify phase 1 and 2), 2 verifications (the peer's),
+ *   1 signature (certificate_verify), 1 verification (the peer's),
  *   1 certificate validation (parse + path + CA signature check) and SPKI import,
  *   2 key exchanges in the default group x25519mlkem768 (counted as one whole exchange,
- *   client generate + server respond + client complete, per side per phase), the phase 1 and phase 2
- *   HKDF schedules, 2 Finished MACs (own + peer's), 8 transcript hashes,
- *   6 sealed records out and 6 in (AES-128-GCM), 4 AES key imports (2 channels).
+ *   client generate + server respond + client complete, per side per phase), the phase 1,
+ *   master and session HKDF schedules, 4 Finished MACs (own + peer's, both phases),
+ *   8 transcript hashes, 6 sealed records out and 6 in (AES-128-GCM, synchronous node:crypto).
  */
 import { randomBytes, sha256 } from "../lib/bytes.ts";
-import { counterNonce, importAesGcmKey, open, seal } from "../lib/crypto/aead.ts";
+import { counterNonce, openSync, sealSync } from "../lib/crypto/aead.ts";
 import { KEX_GROUPS, keyAgreement } from "../lib/crypto/kex.ts";
 import { importVerifyingKeySpki, sign, verify } from "../lib/crypto/signature.ts";
 import {
+  deriveMaster,
   derivePhase1,
   deriveSession,
   finishedMac,
   signatureInput,
 } from "../lib/handshake/key_schedule.ts";
-import { SEALED_AAD } from "../lib/handshake/record.ts";
+import { RECORD_AAD } from "../lib/handshake/record.ts";
 import { parseCertificate } from "../lib/pki/certificate.ts";
 import { validatePeerCertificate } from "../lib/pki/validate.ts";
 import type { TestPki } from "./_pki.ts";
 
 export interface CryptoOp {
-  op: () => Promise<unknown>;
+  op: () => unknown;
   /** How many times one side of one handshake performs it. */
   perSide: number;
 }
@@ -34,7 +35,7 @@ export async function sessionCryptoOps(pki: TestPki, label: string, clientName =
   const server = await pki.identity("server");
   const client = await pki.identity(clientName);
   const serverKey = await importVerifyingKeySpki(parseCertificate(server.certDer).spki);
-  const signed = signatureInput("server", 1, randomBytes(32));
+  const signed = signatureInput("server", randomBytes(32));
   const sig = await sign(server.signingKey, signed);
   const kex = keyAgreement(KEX_GROUPS[0]);
   /** One whole exchange: what the client and the server of one phase compute together. */
@@ -44,8 +45,9 @@ export async function sessionCryptoOps(pki: TestPki, label: string, clientName =
   };
   const shared = await exchange();
   const hash = randomBytes(32);
-  const phase1 = await derivePhase1(shared, hash);
-  const aesKey = await importAesGcmKey(phase1.c2s.key);
+  const phase1 = derivePhase1(shared, hash);
+  const master = deriveMaster(phase1.handshakeSecret, shared);
+  const aesKey = phase1.c2s.key;
   const nonce = counterNonce(phase1.c2s.iv, 0); // fixed: nonce reuse is harmless in a timing loop
   // A sealed record the size of the certificate message (the largest one).
   const record = randomBytes(1400);
@@ -53,8 +55,8 @@ export async function sessionCryptoOps(pki: TestPki, label: string, clientName =
   const transcript = randomBytes(4000);
 
   const ops: Record<string, CryptoOp> = {
-    [`${label} sign`]: { op: () => sign(server.signingKey, signed), perSide: 2 },
-    [`${label} verify`]: { op: () => verify(serverKey, signed, sig), perSide: 2 },
+    [`${label} sign`]: { op: () => sign(server.signingKey, signed), perSide: 1 },
+    [`${label} verify`]: { op: () => verify(serverKey, signed, sig), perSide: 1 },
     "certificate validation + key import": {
       // validatePeerCertificate imports the peer's key itself (once per validation).
       op: () => validatePeerCertificate(pki.trust, client.certDer, { role: "client" }),
@@ -63,18 +65,16 @@ export async function sessionCryptoOps(pki: TestPki, label: string, clientName =
     // Both sides' part of one exchange, counted once per side: 2 phases = 2 exchanges.
     [`${KEX_GROUPS[0]} exchange (both sides' part)`]: { op: exchange, perSide: 1 },
     "HKDF phase 1 schedule": { op: () => derivePhase1(shared, hash), perSide: 1 },
-    "HKDF phase 2 schedule": {
-      op: () => deriveSession(phase1.handshakeSecret, shared, hash),
+    "HKDF phase 2 schedule (master, session)": {
+      op: () => (deriveMaster(phase1.handshakeSecret, shared), deriveSession(master.master, hash)),
       perSide: 1,
     },
-    "Finished HMAC": { op: () => finishedMac(phase1.clientFinishedKey, hash), perSide: 2 },
+    "Finished HMAC": { op: () => finishedMac(phase1.clientFinishedKey, hash), perSide: 4 },
     "transcript SHA-256 (4 KB)": { op: () => sha256(transcript), perSide: 8 },
-    "AES-GCM seal+open (1.4 KB record)": {
-      op: async () =>
-        await open(aesKey, nonce, await seal(aesKey, nonce, record, SEALED_AAD), SEALED_AAD),
+    "AES-GCM seal+open (1.5 KB record)": {
+      op: () => openSync(aesKey, nonce, sealSync(aesKey, nonce, record, RECORD_AAD), RECORD_AAD),
       perSide: 6,
     },
-    "AES key import": { op: () => importAesGcmKey(phase1.c2s.key), perSide: 4 },
   };
 
   /** Every operation of one handshake, both sides, in sequence. */

@@ -16,8 +16,20 @@ import type { TestPki } from "./_pki.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { spkiOfCertificate } from "../lib/transcript/receipt.ts";
 import { TranscriptWriter } from "../lib/transcript/writer.ts";
-import { ChatReceiver, ChatSender, msgFrame } from "../lib/session/chat_channel.ts";
-import type { MsgBodyJson } from "../lib/wire/messages.ts";
+import { RecordLayer } from "../lib/handshake/record.ts";
+import {
+  decodeRecord,
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  openContent,
+  prepareMsg,
+  prepareRelay,
+  relayFor,
+  sealContent,
+  signRecord,
+  verifyRecord,
+} from "../lib/message/record.ts";
 
 const TEXT = "the quick brown fox jumps over the lazy dog, 64 bytes of chat..";
 
@@ -92,12 +104,11 @@ export async function opCosts(pki: TestPki, quick: boolean): Promise<Record<stri
 }
 
 /**
- * One relay delivery as the server makes it, piece by piece (ChatSession.send and the
- * receive path, lib/session), CPU µs each, for the server's key type: what the
- * recipient's hop costs (seal: HKDF, AES-GCM, SHA-256, the server's signature; the
- * msg frame's JSON and base64; the transcript line) and what receiving the author's
- * message costs once (verify, decrypt, parse, transcript line), shared by the
- * recipients of a relay.
+ * One relay delivery as the v2 server makes it, piece by piece, CPU µs each: what the
+ * recipient's hop costs (the relay's JSON around the once-serialised record, the record
+ * seal, the transcript line — no signature, PROTOCOL §6.4) and what receiving the author's
+ * record costs once (signature verify, content open and commitment check, transcript line),
+ * shared by the recipients of a relay.
  */
 export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Record<string, number>> {
   const n = quick ? 200 : 2000;
@@ -106,61 +117,60 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
   const authorKey = await importVerifyingKeySpki(spkiOfCertificate(author.certDer));
   const dir = await Deno.makeTempDir({ prefix: "sc-bench-costs-" });
   try {
-    // The author's message as the server receives it, and the relay body it forwards.
-    const secret = randomBytes(32);
-    const authorSender = ChatSender.create(secret, author.signingKey);
-    const received = await Promise.all(
-      Array.from({ length: n + 20 }, () => authorSender.seal({ kind: "text", text: TEXT })),
+    const sid = toHex(randomBytes(16));
+    const { k, ct, c } = sealContent({ kind: "text", text: TEXT });
+    const record: MessageRecord = { sid, dir: "c2s", to: LOBBY, seqno: 1, ts: Date.now(), ct, c };
+    record.sig = await signRecord(author.signingKey, record);
+    const json = encodeRecord(record);
+    const prepared = prepareRelay(toBase64(author.certDer), author.certDer, json, record, k);
+    const keys = { key: randomBytes(16), iv: randomBytes(12) };
+    const layer = new RecordLayer(keys, keys);
+
+    const open = await cpuPerOp(async () => {
+      const r = decodeRecord(json);
+      if (!await verifyRecord(authorKey, r)) throw new Error("verify");
+      openContent(r, k);
+    }, n);
+    let hopSeq = 0;
+    const frame = await cpuPerOp(
+      () => utf8(relayFor(prepared, ++hopSeq, Date.now()).wire),
+      n * 3,
+      1,
     );
-    const first = received[0][0];
-    const relayBody: MsgBodyJson = {
-      kind: "relay",
-      cert: toBase64(author.certDer),
-      seqno: first.seqno,
-      ts: first.ts,
-      ct: toBase64(first.ct),
-      sig: toBase64(first.sig),
-      key: toBase64(randomBytes(16)),
-    };
-    const authorRecord = { cert: author.certDer, ...first };
-
-    const receiver = ChatReceiver.create(secret, authorKey, 60 * 60 * 1000);
-    let nextIn = 0;
-    const open = await cpuPerOp(() => receiver.open(received[nextIn++][0]), n, 1);
-
-    const hop = ChatSender.create(randomBytes(32), server.signingKey);
-    const seal = await cpuPerOp(() => hop.seal(relayBody), n);
-    const [sealed] = await hop.seal(relayBody);
-    const frame = await cpuPerOp(() => utf8(JSON.stringify(msgFrame(sealed))), n * 3, 1);
+    const wire = utf8(relayFor(prepared, 1, Date.now()).wire);
+    const seal = await cpuPerOp(() => layer.seal(wire), n * 3, 1);
 
     const writer = await TranscriptWriter.create(dir, {
-      sessionId: toHex(randomBytes(16)),
+      sessionId: sid,
       role: "server",
       clientCertDer: author.certDer,
       serverCertDer: server.certDer,
+      sessionTime: Date.now(),
       startedAt: Date.now(),
     });
     let s2c = 0;
     const appendRelay = await cpuPerOp(
-      () => writer.append({ dir: "s2c", ...sealed, seqno: ++s2c, author: authorRecord }),
+      () => writer.append(relayFor(prepared, ++s2c, Date.now()).line),
       n,
       1,
     );
     let c2s = 0;
     const appendReceived = await cpuPerOp(
-      () => writer.append({ dir: "c2s", ...first, seqno: ++c2s }),
+      () => {
+        const r = { ...record, seqno: ++c2s };
+        writer.append(prepareMsg("c2s", r, k).line);
+      },
       n,
       1,
     );
     await writer.abort();
     return {
-      "per hop: seal the relay body (HKDF, AES-GCM, SHA-256, server signature)": seal,
-      "per hop: msg frame (JSON.stringify, base64 of the ct)": frame,
-      "per hop: transcript line with the author record (encode, hash, write)": appendRelay,
-      "per received message: open (SHA-256, author signature verify, HKDF, AES-GCM, zod)": open,
-      "per received message: transcript line (encode, hash, write)": appendReceived,
-      relay_body_bytes: utf8(JSON.stringify(relayBody)).length,
-      msg_frame_bytes: utf8(JSON.stringify(msgFrame(sealed))).length,
+      "per hop: relay JSON around the once-serialised record": frame,
+      "per hop: seal the record (AES-128-GCM, node:crypto)": seal,
+      "per hop: transcript line (encode, hash, batched write)": appendRelay,
+      "per received record: verify the author's signature, open and check the content": open,
+      "per received record: transcript line (encode, hash, batched write)": appendReceived,
+      relay_content_bytes: wire.length,
     };
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -88,7 +88,7 @@ export function summary(samples: number[]) {
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Times `op` alone: sequential calls for about `ms` milliseconds; returns ms per call. */
-export async function timeOp(op: () => Promise<unknown>, ms: number, min = 5): Promise<number> {
+export async function timeOp(op: () => unknown, ms: number, min = 5): Promise<number> {
   await op(); // warm-up
   let n = 0;
   const start = performance.now();

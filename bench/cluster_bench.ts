@@ -96,7 +96,7 @@ async function relay(
       });
       const run = session.run({
         onMessage: (msg: ReceivedMessage) => {
-          if (msg.relayed) arrivals[i].set(msg.relayed.record.seqno, performance.now());
+          if (msg.type === "relay") arrivals[i].set(msg.relayed.record.seqno, performance.now());
         },
       });
       clients.push({ session, run });
@@ -116,7 +116,7 @@ async function relay(
     const t0 = performance.now();
     const pending: Promise<void>[] = [];
     for (let i = 0; i < m; i++) {
-      pending.push(sender.send({ kind: "text", text: TEXT }));
+      pending.push(sender.send({ kind: "text", text: TEXT }).then(() => {}));
       if (pending.length >= WINDOW) await pending.shift();
     }
     await Promise.all(pending);

@@ -91,7 +91,7 @@ export async function run(opts: Options & { levels?: number[] }): Promise<Sectio
       });
       const run = session.run({
         onMessage: (m) => {
-          if (name === "probe2" && m.relayed) {
+          if (name === "probe2" && m.type === "relay") {
             arrivals.push(performance.now());
             arrivalWaiter?.();
           }
@@ -105,7 +105,7 @@ export async function run(opts: Options & { levels?: number[] }): Promise<Sectio
       for (let i = 0; i < k; i++) {
         const got = new Promise<void>((resolve) => arrivalWaiter = resolve);
         const t = performance.now();
-        await probes[0].session.send({ kind: "text", text: TEXT, to: "probe2" });
+        await probes[0].session.send({ kind: "text", text: TEXT }, "user:probe2");
         await got;
         out.push(arrivals[arrivals.length - 1] - t);
       }

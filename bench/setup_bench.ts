@@ -21,7 +21,9 @@
  *   deno run -A bench/setup_bench.ts [--quick]
  */
 import { sessionCryptoOps } from "./_crypto_ops.ts";
+import process from "node:process";
 import { clientHandshake } from "../lib/handshake/client.ts";
+import { serverHandshake } from "../lib/handshake/server.ts";
 import { KEX_GROUPS, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
 import { mlKem768, nobleMlKem768 } from "../lib/crypto/mlkem.ts";
 import type { ByteStreamConn } from "../lib/wire/connection.ts";
@@ -42,6 +44,7 @@ import {
   type Figure,
   figure,
   JsonChild,
+  loopbackPair,
   type Options,
   percentile,
   rateOf,
@@ -249,15 +252,44 @@ async function opensslMlkemMs(): Promise<{ ms: number } | { note: string }> {
     : { note: "openssl speed ML-KEM-768 output not found in the expected form" };
 }
 
+/**
+ * Mean ms of each op, timed in `rounds` alternating slices of `ms / rounds` each, so that
+ * load from outside the bench falls on every op alike (as the setup comparison does).
+ */
+async function alternatingMs(
+  ops: Record<string, () => Promise<unknown>>,
+  ms: number,
+  rounds: number,
+): Promise<Record<string, number>> {
+  const total: Record<string, number> = {};
+  for (let i = 0; i < rounds; i++) {
+    for (const [name, op] of Object.entries(ops)) {
+      total[name] = (total[name] ?? 0) + await timeOp(op, ms / rounds, 5);
+    }
+  }
+  return Object.fromEntries(Object.entries(total).map(([name, sum]) => [name, sum / rounds]));
+}
+
 /** The hybrid's own cost: ms per exchange (both sides) and ML-KEM alone per backend. */
 async function keyAgreementCost(opMs: number) {
+  const ms = await alternatingMs(
+    {
+      hybrid: () => exchangeOnce("x25519mlkem768"),
+      x25519: () => exchangeOnce("x25519"),
+      p256: () => exchangeOnce("p256"),
+      mlkem: () => mlkemRoundTrip(mlKem768),
+      mlkemNoble: () => mlkemRoundTrip(nobleMlKem768),
+    },
+    2 * opMs,
+    6,
+  );
   return {
-    hybridExchangeMs: await timeOp(() => exchangeOnce("x25519mlkem768"), opMs, 20),
-    x25519ExchangeMs: await timeOp(() => exchangeOnce("x25519"), opMs, 20),
-    p256ExchangeMs: await timeOp(() => exchangeOnce("p256"), opMs, 20),
-    mlkemMs: await timeOp(() => mlkemRoundTrip(mlKem768), opMs, 20),
+    hybridExchangeMs: ms.hybrid,
+    x25519ExchangeMs: ms.x25519,
+    p256ExchangeMs: ms.p256,
+    mlkemMs: ms.mlkem,
     mlkemBackend: mlKem768.backend,
-    mlkemNobleMs: await timeOp(() => mlkemRoundTrip(nobleMlKem768), opMs, 20),
+    mlkemNobleMs: ms.mlkemNoble,
     openssl: await opensslMlkemMs(),
   };
 }
@@ -318,12 +350,60 @@ async function handshakeBytes(
   return bytes;
 }
 
+/**
+ * CPU time (this process, every thread) per handshake with both sides in this process, the
+ * hybrid and plain x25519 alternating handshake by handshake: the throughput bound of a
+ * CPU-bound server, and far steadier than wall-clock rates on a shared machine.
+ */
+async function handshakeCpuMs(
+  pki: TestPki,
+  who: { name: string; identity: Identity },
+  handshakes: number,
+): Promise<{ hybrid: number; x25519: number }> {
+  const server = await pki.identity("server");
+  const once = async (groups: readonly KexGroup[]) => {
+    const { server: s, client: c } = await loopbackPair();
+    try {
+      await Promise.all([
+        serverHandshake(s, {
+          identity: server,
+          trust: pki.trust,
+          authenticate: () => Promise.resolve({ registered: false }),
+        }),
+        clientHandshake(c, {
+          identity: who.identity,
+          trust: pki.trust,
+          serverName: "localhost",
+          credentials: { mode: "login", username: who.name, password: BENCH_PASSWORD },
+          groups,
+        }),
+      ]);
+    } finally {
+      s.close();
+      c.close();
+    }
+  };
+  const offers = [["hybrid", KEX_GROUPS], ["x25519", ["x25519"]]] as const;
+  for (const [, groups] of offers) await once(groups); // warm-up
+  const cpuMs = { hybrid: 0, x25519: 0 };
+  for (let i = 0; i < handshakes; i++) {
+    for (const [key, groups] of offers) {
+      const before = process.cpuUsage();
+      await once(groups);
+      const used = process.cpuUsage(before);
+      cpuMs[key] += (used.user + used.system) / 1000;
+    }
+  }
+  return { hybrid: cpuMs.hybrid / handshakes, x25519: cpuMs.x25519 / handshakes };
+}
+
 interface GroupComparison {
   /** Setup rate of the default group (hybrid) and of plain x25519, same server, same rounds. */
   hybrid: LoadResult;
   x25519: LoadResult;
   rounds: number;
   bytes: { hybrid: { c2s: number; s2c: number }; x25519: { c2s: number; s2c: number } };
+  cpuMs: { hybrid: number; x25519: number };
 }
 
 /**
@@ -362,7 +442,8 @@ async function groupComparison(
       hybrid: await handshakeBytes(port, pki, identities[0], KEX_GROUPS),
       x25519: await handshakeBytes(port, pki, identities[0], ["x25519"]),
     };
-    return { ...pooled, rounds, bytes };
+    const cpuMs = await handshakeCpuMs(pki, identities[0], rounds * 25);
+    return { ...pooled, rounds, bytes, cpuMs };
   } finally {
     await child.stop();
   }
@@ -514,6 +595,16 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
         { goal: ">= 0.9 (issue 14)" },
       ),
       figure(
+        `${L}: CPU per handshake (both sides, one process), x25519mlkem768`,
+        g.cpuMs.hybrid,
+        "ms",
+        ref("same with x25519, alternating handshakes", g.cpuMs.x25519, "ms"),
+        {
+          note: "setup-rate bound when CPU-bound: x25519 / hybrid = " +
+            round(g.cpuMs.x25519 / g.cpuMs.hybrid),
+        },
+      ),
+      figure(
         `${L}: handshake bytes on the wire (both directions), x25519mlkem768`,
         total(g.bytes.hybrid),
         "bytes",
@@ -626,6 +717,7 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
           x25519mlkem768: load(r.groups.hybrid),
           x25519: load(r.groups.x25519),
           handshake_bytes: r.groups.bytes,
+          cpu_ms_per_handshake: r.groups.cpuMs,
         },
         openssl_rate: r.openssl ? round(r.openssl.rate) : null,
         openssl_rate_1_client: r.openssl1 ? round(r.openssl1.rate) : null,

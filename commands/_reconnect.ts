@@ -3,9 +3,7 @@
  * which endings are worth a new login, the input lines carried from one session to the next,
  * and dropping relayed messages a replay after a failover shows twice.
  */
-import { createHash } from "node:crypto";
 import { codeOf, type ErrorCode, SecureChatError } from "../lib/errors.ts";
-import type { AuthorRecord } from "../lib/session/relay.ts";
 import type { SessionEnd } from "../lib/session/session.ts";
 
 export interface ServerAddress {
@@ -112,27 +110,6 @@ export class ServerRotation {
   }
   advance(): void {
     this.#index = (this.#index + 1) % this.servers.length;
-  }
-}
-
-/**
- * Relayed messages already shown, by author certificate, ts and seqno (an author's seqno
- * restarts with each author session, ts does not go back): a node taking over after a
- * failover replays what the lost node may not have sent, so some arrive twice.
- */
-export class RelayDedupe {
-  readonly #seen = new Set<string>();
-  constructor(readonly capacity = 50_000) {}
-
-  /** True when this author message was seen before; remembers it otherwise. */
-  seenBefore(record: AuthorRecord): boolean {
-    const author = createHash("sha256").update(record.cert).digest("hex");
-    const key = `${author}:${record.ts}:${record.seqno}`;
-    if (this.#seen.has(key)) return true;
-    this.#seen.add(key);
-    // A Set iterates in insertion order: the first entry is the oldest.
-    if (this.#seen.size > this.capacity) this.#seen.delete(this.#seen.values().next().value!);
-    return false;
   }
 }
 

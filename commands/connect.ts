@@ -7,6 +7,9 @@ import type { Identity } from "../lib/handshake/common.ts";
 import type { TrustStore } from "../lib/pki/validate.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
+import { SeenStore } from "../lib/session/relay.ts";
+import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
+import { canonicalName, recipientUser } from "../lib/message/record.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
@@ -25,7 +28,6 @@ import {
   isPermanent,
   LineSource,
   parseServers,
-  RelayDedupe,
   type ServerAddress,
   ServerRotation,
   sleep,
@@ -190,12 +192,24 @@ async function connect(options: ConnectOptions): Promise<void> {
   const screen = screenOf();
   const show = (line: string) => editor ? editor.print(line) : console.log(line);
   const input = new LineSource(editor ? editor.lines() : stdinLines());
-  const dedupe = new RelayDedupe();
+  // Relay high-water marks outlive every session (PROTOCOL §6.4): a record seen in an
+  // earlier session — a failover replay, or a server re-delivering it — is not shown again.
+  const seen = await SeenStore.load(
+    join(options.transcripts, `${canonicalName(options.user)}.seen.json`),
+    2 * DEFAULT_MAX_SKEW_MS,
+  );
   try {
     for (let sessions = 0;; sessions++) {
       let session: ChatSession;
       try {
-        session = await openSession(rotation.current(), options, identity, trust, credentials);
+        session = await openSession(
+          rotation.current(),
+          options,
+          identity,
+          trust,
+          credentials,
+          seen,
+        );
       } catch (error) {
         if (!reconnect || isPermanent(error) || backoff.failures >= options.reconnectAttempts) {
           throw error;
@@ -218,14 +232,8 @@ async function connect(options: ConnectOptions): Promise<void> {
       );
       // The account exists from now on: a reconnection logs in.
       if (credentials.mode === "register") credentials = { ...credentials, mode: "login" };
-      const { end, userQuit, takenOver } = await chat(
-        session,
-        input,
-        show,
-        history,
-        dedupe,
-        screen,
-      );
+      const { end, userQuit, takenOver } = await chat(session, input, show, history, screen);
+      await seen.save();
       info(`transcript: ${end.transcriptPath}`);
       if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
       if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
@@ -265,6 +273,7 @@ async function openSession(
   identity: Identity,
   trust: TrustStore,
   credentials: Credentials,
+  seen: SeenStore,
 ): Promise<ChatSession> {
   let tcp: Deno.TcpConn;
   try {
@@ -287,6 +296,8 @@ async function openSession(
     transcriptDir: options.transcripts,
     serverName: options.serverName,
     relayTrust: trust,
+    seen,
+    keepKeys: true,
     keyUpdateMs: options.keyUpdate * 1000,
   });
 }
@@ -297,21 +308,25 @@ async function chat(
   input: LineSource,
   show: (line: string) => void,
   history: History | undefined,
-  dedupe: RelayDedupe,
   screen: Screen,
 ): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
   let takenOver = false;
   const running = session.run({
     onMessage: (message) => {
-      if (message.relayed && dedupe.seenBefore(message.relayed.record)) return;
-      if (message.body.kind === "notice" && message.body.text === TAKEOVER_NOTICE) takenOver = true;
+      if (message.type === "refused") {
+        info(`message ${message.of} refused by the server: ${message.code}`);
+        return;
+      }
+      if (message.type === "relay" && message.relayed.duplicate) return; // shown before
+      if (
+        message.type === "msg" && message.body.kind === "notice" &&
+        message.body.text === TAKEOVER_NOTICE
+      ) takenOver = true;
       const line = formatIncoming(message, screen);
       if (line) show(line);
       const shown = describe(message);
       if (shown) history?.record(message.ts, shown.author, shown.text, shown.to);
     },
-    onRejected: (error, seqno) =>
-      info(`rejected message ${seqno}: ${error.code}: ${error.message}`),
   });
   let interrupted = false;
   const onSignal = () => {
@@ -360,10 +375,13 @@ async function chatInput(
     if (parsed.action === "help") show(CHAT_HELP);
     if (parsed.action === "error") show(safeText(`securechat: ${parsed.message}`));
     if (parsed.action !== "send") continue;
-    const { body } = parsed;
-    const sending: Promise<void> = session.send(body).then(
+    const { body, to } = parsed;
+    const sending: Promise<void> = session.send(body, to).then(
       () => {
-        if (body.kind === "text") history?.record(Date.now(), session.username, body.text, body.to);
+        const privateTo = recipientUser(to) ?? undefined;
+        if (body.kind === "text") {
+          history?.record(Date.now(), session.username, body.text, privateTo);
+        }
       },
       (error) => {
         failure ??= error;
@@ -384,9 +402,15 @@ async function chatInput(
 
 /** Who wrote an incoming message and what it says; null for messages not meant for display. */
 function describe(message: ReceivedMessage): { author: string; text: string; to?: string } | null {
-  const { body, relayed } = message;
-  if (relayed) return { author: relayed.author, text: relayed.body.text, to: relayed.body.to };
-  if (body.kind === "operator") return { author: OPERATOR_NAME, text: body.text, to: body.to };
+  if (message.type === "relay") {
+    const { relayed } = message;
+    return { author: relayed.author, text: relayed.text, to: relayed.private ? "you" : undefined };
+  }
+  if (message.type !== "msg") return null;
+  const { body } = message;
+  if (body.kind === "operator") {
+    return { author: OPERATOR_NAME, text: body.text, to: body.private ? "you" : undefined };
+  }
   if (body.kind === "notice") return { author: "*", text: body.text };
   return null;
 }

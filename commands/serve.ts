@@ -8,6 +8,7 @@ import { defaultCrlPath, TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
+import { recipientUser } from "../lib/message/record.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
 import { type ClusterConfig, resolveClusterConfig } from "../lib/cluster/config.ts";
@@ -418,14 +419,15 @@ async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise
     if (parsed.action === "help") say(OPERATOR_HELP);
     if (parsed.action === "error") say(parsed.message);
     if (parsed.action !== "send") continue;
-    const { body } = parsed;
+    const { body, to } = parsed;
     if (body.kind === "who") {
       const members = server.lobby.members();
       say(members.length === 0 ? "online: nobody" : `online: ${members.length}`);
       for (const m of members) say(`  ${m.username}  ${m.peer}  ${since(m.since)}`);
     }
-    if (body.kind === "text" && !await server.lobby.operatorSays(body.text, body.to)) {
-      say(`${body.to} is not online: not sent`);
+    const user = recipientUser(to) ?? undefined;
+    if (body.kind === "text" && !await server.lobby.operatorSays(body.text, user)) {
+      say(`${user} is not online: not sent`);
     }
   }
   return "eof";

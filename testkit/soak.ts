@@ -212,7 +212,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const bad: string[] = [];
     await pool(files, o.verifyConcurrency ?? 8, async (file) => {
       const report = await verifyTranscript(file, { trust: pki.trust, concurrency: 64 });
-      if (!report.ok || !report.confirmed) {
+      if (!report.ok || report.confirmedBy.length !== 2) {
         bad.push(`${file}: ${report.code} line ${report.firstBadLine}: ${report.reason}`);
       }
     });

@@ -7,9 +7,21 @@
 import { join } from "node:path";
 import { fromHex, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
 import { importSigningKeyPkcs8, sign, type SigningKey } from "../lib/crypto/signature.ts";
-import { fingerprintOf, messageDigest } from "../lib/transcript/format.ts";
-import type { Receipt } from "../lib/transcript/receipt.ts";
-import { type TranscriptEntry, TranscriptWriter } from "../lib/transcript/writer.ts";
+import {
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  type PreparedLine,
+  prepareMsg,
+  prepareRelay,
+  relayFor,
+  sealContent,
+  signRecord,
+  userRecipient,
+} from "../lib/message/record.ts";
+import { fingerprintOf } from "../lib/transcript/format.ts";
+import { type Receipt, receiptSignedData } from "../lib/transcript/receipt.ts";
+import { TranscriptWriter } from "../lib/transcript/writer.ts";
 
 export type KeyAlg = "rsa" | "p256" | "ed25519";
 
@@ -29,6 +41,7 @@ export interface Pki {
   caDer: Uint8Array;
   client: Party;
   server: Party;
+  others: Party[];
 }
 
 export interface PkiOptions {
@@ -40,6 +53,8 @@ export interface PkiOptions {
   notAfter?: string;
   /** Directory to create the PKI in; default a new temp dir. */
   dir?: string;
+  /** More client certificates (relay authors), in `Pki.others`. */
+  others?: string[];
 }
 
 const NEWKEY: Record<KeyAlg, string[]> = {
@@ -70,6 +85,7 @@ dir = ${dir}
 database = ${dir}/index.txt
 new_certs_dir = ${dir}/newcerts
 serial = ${dir}/serial
+crlnumber = ${dir}/crlnumber
 default_md = ${alg === "ed25519" ? "default" : "sha256"}
 policy = pol
 unique_subject = no
@@ -104,6 +120,7 @@ export async function makePki(options: PkiOptions = {}): Promise<Pki> {
   await Deno.mkdir(join(dir, "newcerts"), { recursive: true });
   await Deno.writeTextFile(join(dir, "index.txt"), "");
   await Deno.writeTextFile(join(dir, "serial"), toHex(randomBytes(8)).replace(/^./, "1") + "\n");
+  await Deno.writeTextFile(join(dir, "crlnumber"), "01\n");
   await Deno.writeTextFile(join(dir, "ca.cnf"), caConfig(dir, alg));
   const dates = options.notBefore && options.notAfter
     ? ["-startdate", options.notBefore, "-enddate", options.notAfter]
@@ -141,6 +158,7 @@ export async function makePki(options: PkiOptions = {}): Promise<Pki> {
   await issue(options.caName ?? "SecureChat Test CA", "ca", "ca_ext", true);
   await issue(options.clientName ?? "alice", "client", "client_ext", false);
   await issue("localhost", "server", "server_ext", false);
+  for (const name of options.others ?? []) await issue(name, name, "client_ext", false);
   const party = async (name: string, file: string): Promise<Party> => {
     const certPem = await Deno.readTextFile(join(dir, `${file}.pem`));
     const pkcs8 = pemToDer(await Deno.readTextFile(join(dir, `${file}.key`)));
@@ -161,6 +179,7 @@ export async function makePki(options: PkiOptions = {}): Promise<Pki> {
     caDer: pemToDer(caPem),
     client: await party(options.clientName ?? "alice", "client"),
     server: await party("localhost", "server"),
+    others: await Promise.all((options.others ?? []).map((name) => party(name, name))),
   };
 }
 
@@ -177,6 +196,11 @@ export interface SessionOptions {
   receipts?: "both" | "own" | "none";
   /** Signatures made at once while generating (large transcripts). */
   batch?: number;
+  /**
+   * Every other s2c line relays a record of this author (a client certificate of the
+   * same CA); the others are server notices. Default: notices only.
+   */
+  relayAuthor?: Party;
 }
 
 export interface SessionResult {
@@ -198,7 +222,8 @@ export function directions(n: number): ("c2s" | "s2c")[] {
 /**
  * Writes a session as both sides would: the recording side's transcript (and, with
  * receipts "both", the peer's own transcript with a different arrival interleaving),
- * with real signatures; ct is random bytes.
+ * with real signed records (c2s: the client's texts; s2c: notices, or relays of
+ * `relayAuthor`'s records). The client keeps its `.keys` file.
  */
 export async function writeSession(pki: Pki, options: SessionOptions): Promise<SessionResult> {
   const role = options.role ?? "client";
@@ -212,44 +237,80 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
     sessionId,
     clientCertDer: pki.client.certDer,
     serverCertDer: pki.server.certDer,
+    sessionTime: startedAt,
     startedAt,
   };
-  const own = await TranscriptWriter.create(options.dir, { ...header, role });
+  const own = await TranscriptWriter.create(options.dir, {
+    ...header,
+    role,
+    keepKeys: role === "client",
+  });
   const peerRole = role === "client" ? "server" : "client";
   const peer = receipts === "both"
     ? await TranscriptWriter.create(join(options.dir, "peer"), {
       ...header,
       role: peerRole,
       startedAt: startedAt + 3,
+      keepKeys: peerRole === "client",
     })
     : null;
 
   const seq = { c2s: 0, s2c: 0 };
   const plan = dirs.map((dir, i) => ({ dir, seqno: ++seq[dir], ts: startedAt + 10 + i * 7 }));
   const batch = options.batch ?? 256;
-  const peerLater: TranscriptEntry[] = [];
+  const peerLater: PreparedLine[] = [];
+  const authorSid = toHex(randomBytes(16));
+  let authorSeqno = 0;
   for (let i = 0; i < plan.length; i += batch) {
-    const entries = await Promise.all(
-      plan.slice(i, i + batch).map(async (p) => {
-        const ct = randomBytes(16 + (p.seqno % 48));
-        const key = p.dir === "c2s" ? pki.client.signer : pki.server.signer;
-        const sig = await sign(key, messageDigest(p.seqno, p.ts, ct));
-        return { ...p, ct, sig } satisfies TranscriptEntry;
+    const lines = await Promise.all(
+      plan.slice(i, i + batch).map(async (p): Promise<PreparedLine> => {
+        const text = `message ${p.dir} ${p.seqno}`;
+        if (p.dir === "c2s") {
+          const { k, ct, c } = sealContent({ kind: "text", text });
+          const record: MessageRecord = { sid: sessionId, to: LOBBY, ...p, ct, c };
+          record.sig = await signRecord(pki.client.signer, record);
+          return prepareMsg("c2s", record, k).line;
+        }
+        const author = options.relayAuthor;
+        if (author && p.seqno % 2 === 0) {
+          const { k, ct, c } = sealContent({ kind: "text", text });
+          const record: MessageRecord = {
+            sid: authorSid,
+            dir: "c2s",
+            to: LOBBY,
+            seqno: ++authorSeqno,
+            ts: p.ts - 1,
+            ct,
+            c,
+          };
+          record.sig = await signRecord(author.signer, record);
+          const shared = prepareRelay(
+            toBase64(author.certDer),
+            author.certDer,
+            encodeRecord(record),
+            record,
+            k,
+          );
+          return relayFor(shared, p.seqno, p.ts).line;
+        }
+        const { k, ct, c } = sealContent({ kind: "notice", text });
+        const to = userRecipient(pki.client.name);
+        return prepareMsg("s2c", { sid: sessionId, to, ...p, ct, c }, k).line;
       }),
     );
-    for (const e of entries) {
-      await own.append(e);
+    for (const line of lines) {
+      own.append(line);
       if (!peer) continue;
       // The peer sees a different interleaving: it holds back the s2c lines
       // until the next c2s line (per-direction order stays the same).
-      if (e.dir === "s2c") peerLater.push(e);
+      if (line.dir === "s2c") peerLater.push(line);
       else {
-        await peer.append(e);
-        for (const held of peerLater.splice(0)) await peer.append(held);
+        peer.append(line);
+        for (const held of peerLater.splice(0)) peer.append(held);
       }
     }
   }
-  for (const held of peerLater.splice(0)) await peer?.append(held);
+  for (const held of peerLater.splice(0)) peer?.append(held);
 
   const result: SessionResult = { sessionId, logPath: own.path, entries: plan.length };
   if (receipts === "none") {
@@ -302,7 +363,7 @@ export interface TamperBase {
 
 export interface TamperCase {
   name: string;
-  code: "TAMPERED" | "SIG_FAIL" | "BAD_CERT";
+  code: "TAMPERED" | "SIG_FAIL" | "BAD_CERT" | "REPLAY";
   /** First bad line, or null when the problem is in the receipt. */
   line: number | null;
   reason: RegExp;
@@ -341,26 +402,41 @@ const edit = (line: string, f: (o: Json) => void): string => {
 const flipB64 = (s: string, i: number) =>
   s.slice(0, i) + (s[i] === "A" ? "B" : "A") + s.slice(i + 1);
 
+/** Edits the record of a msg or relay line. */
+const editRecord = (line: string, f: (r: Json) => void): string =>
+  edit(line, (o) => f(o.record as Json));
+
 export const TAMPER_CASES: TamperCase[] = [
   {
     name: "one changed character in a ciphertext",
     code: "SIG_FAIL",
     line: 4,
-    reason: /c2s seqno 2: signature does not verify/,
+    reason: /c2s seqno 2: the client's signature does not verify/,
     make: (b) => {
       const lines = [...b.lines];
-      lines[3] = edit(lines[3], (o) => (o.ct = flipB64(o.ct as string, 3)));
+      lines[3] = editRecord(lines[3], (r) => (r.ct = flipB64(r.ct as string, 3)));
       return Promise.resolve({ lines, receipt: b.receipt });
     },
   },
   {
     name: "one changed character in a signature",
     code: "SIG_FAIL",
-    line: 5,
-    reason: /s2c seqno 2: signature does not verify/,
+    line: 6,
+    reason: /c2s seqno 3: the client's signature does not verify/,
     make: (b) => {
       const lines = [...b.lines];
-      lines[4] = edit(lines[4], (o) => (o.sig = flipB64(o.sig as string, 10)));
+      lines[5] = editRecord(lines[5], (r) => (r.sig = flipB64(r.sig as string, 10)));
+      return Promise.resolve({ lines, receipt: b.receipt });
+    },
+  },
+  {
+    name: "one changed character in a commitment",
+    code: "SIG_FAIL",
+    line: 6,
+    reason: /c2s seqno 3: the client's signature does not verify/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[5] = editRecord(lines[5], (r) => (r.c = flipB64(r.c as string, 4)));
       return Promise.resolve({ lines, receipt: b.receipt });
     },
   },
@@ -379,7 +455,7 @@ export const TAMPER_CASES: TamperCase[] = [
     name: "one changed character in a timestamp",
     code: "SIG_FAIL",
     line: 6,
-    reason: /c2s seqno 3: signature does not verify/,
+    reason: /c2s seqno 3: the client's signature does not verify/,
     make: (b) => {
       const lines = [...b.lines];
       lines[5] = lines[5].replace(
@@ -396,8 +472,8 @@ export const TAMPER_CASES: TamperCase[] = [
     reason: /c2s ts \d+ is before the previous c2s ts/,
     make: (b) => {
       const lines = [...b.lines];
-      const earlier = (JSON.parse(lines[3]) as Json).ts as number;
-      lines[5] = edit(lines[5], (o) => (o.ts = earlier - 1));
+      const earlier = ((JSON.parse(lines[3]) as Json).record as Json).ts as number;
+      lines[5] = editRecord(lines[5], (r) => (r.ts = earlier - 1));
       return Promise.resolve({ lines, receipt: b.receipt });
     },
   },
@@ -427,21 +503,55 @@ export const TAMPER_CASES: TamperCase[] = [
     name: "an appended forged line",
     code: "SIG_FAIL",
     line: 10,
-    reason: /c2s seqno 5: signature does not verify with the client certificate/,
+    reason: /c2s seqno 5: the client's signature does not verify/,
     make: async (b) => {
-      const last = JSON.parse(b.lines[8]) as Json;
-      const ct = randomBytes(32);
-      const ts = (last.ts as number) + 1000;
-      const sig = await sign(b.attacker, messageDigest(5, ts, ct));
-      const forged = JSON.stringify({
+      const last = (JSON.parse(b.lines[8]) as Json).record as Json;
+      const { ct, c } = sealContent({ kind: "text", text: "forged" });
+      const record: MessageRecord = {
+        sid: b.session.sessionId,
         dir: "c2s",
+        to: LOBBY,
         seqno: 5,
-        ts,
-        ct: toBase64(ct),
-        sig: toBase64(sig),
-        signer: (JSON.parse(b.lines[1]) as Json).signer,
-      });
+        ts: (last.ts as number) + 1000,
+        ct,
+        c,
+      };
+      record.sig = await signRecord(b.attacker, record);
+      const forged = JSON.stringify({ dir: "c2s", type: "msg", record: encodeRecord(record) });
       return { lines: [...b.lines, forged], receipt: b.receipt };
+    },
+  },
+  {
+    name: "a c2s line moved in from another session between the same parties",
+    code: "TAMPERED",
+    line: 2,
+    reason: /record of session [0-9a-f]{32}, not [0-9a-f]{32} \(moved from another session\)/,
+    make: async (b) => {
+      const lines = [...b.lines];
+      lines[1] = (await Deno.readTextFile(b.other.logPath)).split("\n")[1];
+      return { lines };
+    },
+  },
+  {
+    name: "a c2s record relabelled as the other direction",
+    code: "TAMPERED",
+    line: 2,
+    reason: /a s2c record on a c2s line/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[1] = editRecord(lines[1], (r) => (r.dir = "s2c"));
+      return Promise.resolve({ lines });
+    },
+  },
+  {
+    name: "a c2s record readdressed to another recipient",
+    code: "SIG_FAIL",
+    line: 2,
+    reason: /c2s seqno 1: the client's signature does not verify/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[1] = editRecord(lines[1], (r) => (r.to = "user:carol"));
+      return Promise.resolve({ lines });
     },
   },
   {
@@ -449,7 +559,7 @@ export const TAMPER_CASES: TamperCase[] = [
     code: "TAMPERED",
     line: null,
     reason:
-      /receipt covers c2s 1\.\.4 and s2c 1\.\.4, the transcript has c2s 1\.\.4 and s2c 1\.\.3/,
+      /receipt covers c2s 1\.\.4 and s2c 1\.\.4, the transcript has only c2s 1\.\.4 and s2c 1\.\.3/,
     make: (b) => Promise.resolve({ lines: b.lines.slice(0, -1), receipt: b.receipt }),
   },
   {
@@ -482,6 +592,17 @@ export const TAMPER_CASES: TamperCase[] = [
     },
   },
   {
+    name: "the client's receipt relabelled as the server's",
+    code: "TAMPERED",
+    line: null,
+    reason: /is the client's certificate, but says signer_role "server"/,
+    make: (b) => {
+      const r = JSON.parse(b.receipt) as Json;
+      r.signer_role = "server";
+      return Promise.resolve({ lines: b.lines, receipt: JSON.stringify(r) });
+    },
+  },
+  {
     name: "a receipt signed by someone who is not a party",
     code: "TAMPERED",
     line: null,
@@ -489,9 +610,21 @@ export const TAMPER_CASES: TamperCase[] = [
     make: async (b) => {
       const r = JSON.parse(b.receipt) as Json;
       r.signer = fingerprintOf(b.attackerCertDer);
-      r.sig = toBase64(await sign(b.attacker, fromHex(r.transcript_sha256 as string)));
+      const signed = receiptSignedData("client", fromHex(r.transcript_sha256 as string));
+      r.sig = toBase64(await sign(b.attacker, signed));
       return { lines: b.lines, receipt: JSON.stringify(r) };
     },
+  },
+  {
+    name: "a receipt with a duplicate member",
+    code: "TAMPERED",
+    line: null,
+    reason: /appears twice/,
+    make: (b) =>
+      Promise.resolve({
+        lines: b.lines,
+        receipt: b.receipt.trimEnd().replace(/}$/, ',"c2s_count":0}'),
+      }),
   },
   {
     name: "a transcript signed by a certificate from another CA",
@@ -514,19 +647,7 @@ export const TAMPER_CASES: TamperCase[] = [
     },
   },
   {
-    name: "a line whose signer field names the other party",
-    code: "TAMPERED",
-    line: 2,
-    reason: /not the client certificate/,
-    make: (b) => {
-      const lines = [...b.lines];
-      const serverFp = (JSON.parse(lines[2]) as Json).signer;
-      lines[1] = edit(lines[1], (o) => (o.signer = serverFp));
-      return Promise.resolve({ lines });
-    },
-  },
-  {
-    name: "an unknown field in a v1 line",
+    name: "an unknown field in a line",
     code: "TAMPERED",
     line: 3,
     reason: /malformed/,
@@ -537,10 +658,33 @@ export const TAMPER_CASES: TamperCase[] = [
     },
   },
   {
+    // issue 11 item 13: two tools must not read two different values from one line
+    name: "a duplicate member in a line (a second ct)",
+    code: "TAMPERED",
+    line: 4,
+    reason: /member "ct" appears twice/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[3] = lines[3].replace('"ct":', '"ct":"AAAA","ct":');
+      return Promise.resolve({ lines });
+    },
+  },
+  {
+    name: "a duplicate member in the header (a second session_time)",
+    code: "TAMPERED",
+    line: 1,
+    reason: /member "session_time" appears twice/,
+    make: (b) => {
+      const lines = [...b.lines];
+      lines[0] = lines[0].replace('"session_time":', '"session_time":0,"session_time":');
+      return Promise.resolve({ lines });
+    },
+  },
+  {
     name: "an inserted empty line",
     code: "TAMPERED",
     line: 4,
-    reason: /not UTF-8 JSON/,
+    reason: /not strict UTF-8 JSON/,
     make: (b) => {
       const lines = [...b.lines];
       lines.splice(3, 0, "");
@@ -561,6 +705,17 @@ export const TAMPER_CASES: TamperCase[] = [
     },
   },
 ];
+
+/**
+ * Revokes `party` with openssl (revocationDate: now) and returns the CRL (PEM) the CA
+ * signs right after, with a cRLNumber and a nextUpdate as RFC 5280 wants.
+ */
+export async function revoke(pki: Pki, party: Party): Promise<string> {
+  const ca = ["-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key"];
+  await openssl(["ca", ...ca, "-revoke", party.certPath], pki.dir);
+  await openssl(["ca", ...ca, "-gencrl", "-crldays", "30", "-out", "ca.crl"], pki.dir);
+  return await Deno.readTextFile(join(pki.dir, "ca.crl"));
+}
 
 /** Writes a case as `<dir>/case.log` (+ `case.receipt.json`); returns the log path. */
 export async function writeCase(

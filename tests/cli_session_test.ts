@@ -148,20 +148,49 @@ Deno.test({
         }
       });
 
-      await t.step("the captured bytes hold neither the password nor any message text", () => {
-        const captured = proxy.bytes();
-        assert.ok(captured.length > 2000, `only ${captured.length} bytes captured`);
-        assert.ok(proxy.framesOf("c2s", "msg").length >= 2, "alice's messages went through");
-        assert.ok(proxy.framesOf("s2c", "msg").length >= 2, "messages to alice went through");
-        const encoder = new TextEncoder();
-        for (const [what, text] of Object.entries({ password: PASSWORDS.alice, ...secrets })) {
-          for (const form of forms(text)) {
-            assert.ok(!containsBytes(captured, encoder.encode(form)), `${what} in clear: ${form}`);
+      await t.step(
+        "the captured bytes hold neither the password nor any message text",
+        async () => {
+          const captured = proxy.bytes();
+          assert.ok(captured.length > 2000, `only ${captured.length} bytes captured`);
+          // PROTOCOL §3.2: after hello / server_hello every frame is a padded sealed record.
+          for (const dir of ["c2s", "s2c"] as const) {
+            const frames = proxy.framesOf(dir);
+            assert.ok(frames.length >= 8, `only ${frames.length} ${dir} frames`);
+            for (const f of frames) {
+              if (f.index === 0) {
+                assert.equal(f.type, dir === "c2s" ? "hello" : "server_hello");
+                continue;
+              }
+              assert.equal(f.type, undefined, `${dir} frame ${f.index} is plaintext JSON`);
+              assert.equal((f.payload.length - 16) % 256, 0, `${dir} frame ${f.index} not padded`);
+            }
           }
-        }
-        // Identity hiding: the certificates travel sealed, so not even the user name shows.
-        assert.ok(!containsBytes(captured, encoder.encode("alice")), "user name in clear");
-      });
+          // Nothing attributable: no certificate (alice's, bob's or the server's) in clear.
+          for (const name of ["alice", "bob", "server"]) {
+            const pem = await Deno.readTextFile(`${pki.dir}/${name}.pem`);
+            const der = Uint8Array.from(
+              atob(pem.replace(/-----[^-]+-----|\s/g, "")),
+              (c) => c.charCodeAt(0),
+            );
+            assert.ok(
+              !containsBytes(captured, der.subarray(0, 64)),
+              `${name}'s certificate in clear`,
+            );
+          }
+          const encoder = new TextEncoder();
+          for (const [what, text] of Object.entries({ password: PASSWORDS.alice, ...secrets })) {
+            for (const form of forms(text)) {
+              assert.ok(
+                !containsBytes(captured, encoder.encode(form)),
+                `${what} in clear: ${form}`,
+              );
+            }
+          }
+          // Identity hiding: the certificates travel sealed, so not even the user name shows.
+          assert.ok(!containsBytes(captured, encoder.encode("alice")), "user name in clear");
+        },
+      );
     } finally {
       await alice?.end().catch(() => {});
       await bob?.end().catch(() => {});

@@ -24,7 +24,7 @@ import {
   RecordEnvelopeSchema,
 } from "../lib/cluster/messages.ts";
 import { decodeClusterRecord } from "../lib/server/cluster_record.ts";
-import { openBody } from "../lib/session/chat_channel.ts";
+import { decodeRecord, openContent } from "../lib/message/record.ts";
 
 const skipCluster = skipUnless("cluster", clusterUnavailable(), "the cluster tests");
 
@@ -312,14 +312,9 @@ async function acknowledgedTexts(natsUrl: string): Promise<{ author: string; tex
         (await jsm.streams.getMessage(RECORD_STREAM, { seq })).data,
         RecordEnvelopeSchema,
       );
-      const { body } = decodeClusterRecord(envelope.record);
-      if (body.kind !== "relay") continue;
-      const opened = await openBody(
-        fromBase64(body.key as string),
-        body.seqno,
-        body.ts,
-        fromBase64(body.ct as string),
-      );
+      const record = decodeClusterRecord(envelope.record);
+      if (!("relay" in record)) continue;
+      const opened = openContent(decodeRecord(record.relay.record), fromBase64(record.relay.k));
       if (opened.kind === "text") texts.push({ author: envelope.from!, text: opened.text });
     }
     return texts;

@@ -55,7 +55,7 @@ type VerifyOutcome = "confirmed" | "no-receipt" | "torn-last-line";
 async function verifyCli(log: string, ca: string): Promise<VerifyOutcome> {
   const result = await runCli(["verify", log, "--ca", ca]);
   if (result.code === 0) {
-    if (/VALID \(confirmed by a signed receipt\)/.test(result.stdout)) return "confirmed";
+    if (/VALID, confirmed by both/.test(result.stdout)) return "confirmed";
     assert.match(result.stdout, /NONE: no receipt confirms this record/);
     assert.match(result.stdout, /VALID \(lines only: unconfirmed, no receipt\)/);
     return "no-receipt";

@@ -81,13 +81,14 @@ Deno.test("lobby: three users, lobby lines once each in order, /msg private, /wh
     assert.equal(verified.code, 0, verified.stdout + verified.stderr);
     const report = JSON.parse(verified.stdout);
     assert.equal(report.ok, true);
-    assert.equal(report.confirmed, true);
+    assert.deepEqual(report.confirmedBy, ["client", "server"]);
     const authors = Object.fromEntries(
       report.authors.map((
         a: { commonName: string; messages: number },
       ) => [a.commonName, a.messages]),
     );
-    assert.deepEqual(authors, { alice: 6, carol: 3 });
+    // bob's own signed line (/who) is his; every relayed one its author's.
+    assert.deepEqual(authors, { alice: 6, bob: 1, carol: 3 });
 
     // The server's side of every session verifies too, confirmed by both receipts.
     for (const entry of Deno.readDirSync(server.transcripts)) {

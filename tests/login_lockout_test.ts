@@ -4,25 +4,14 @@
  * address). Each test reproduces an attack that succeeded against the v1 throttle.
  */
 import assert from "node:assert/strict";
-import { fromBase64 } from "../lib/bytes.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import type { HostileClient } from "../testkit/hostile.ts";
-import { startInProcessServer } from "./helpers/in_process_server.ts";
+import { answerTo, startInProcessServer } from "./helpers/in_process_server.ts";
 import { makePki } from "../testkit/pki.ts";
 
 const PASSWORD = "the-right-password";
 /** Small delays keep the test quick; the lockout count is the documented default. */
 const THROTTLE = { baseDelayMs: 1, maxDelayMs: 4, lockoutFailures: 20, windowMs: 60_000 };
-
-/** After the credentials went out: "auth_ok", or the code of the server's error. */
-async function answerTo(h: HostileClient): Promise<string> {
-  const payload = await h.conn.readFrame(30_000);
-  if (payload === null) return "closed";
-  const frame = JSON.parse(new TextDecoder().decode(payload));
-  const inner = JSON.parse(new TextDecoder().decode(await h.channel!.open(fromBase64(frame.ct))));
-  h.close();
-  return inner.type === "error" ? inner.code : inner.type;
-}
 
 /** One complete login attempt through the real handshake. */
 async function tryLogin(

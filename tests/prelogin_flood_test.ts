@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { Buffer } from "node:buffer";
 import { toBase64 } from "../lib/bytes.ts";
+import { PROTOCOL_VERSION } from "../lib/wire/messages.ts";
 import { makePki } from "../testkit/pki.ts";
 import { LiveClient, logIs, registerUser, ServerProcess } from "../testkit/server_process.ts";
 
@@ -70,7 +71,7 @@ class Flood {
 function helloFrame(): Buffer {
   const body = Buffer.from(JSON.stringify({
     type: "hello",
-    version: 1,
+    version: PROTOCOL_VERSION,
     nonce: toBase64(crypto.getRandomValues(new Uint8Array(32))),
     groups: ["x25519"],
     key_share: { group: "x25519", pub: toBase64(crypto.getRandomValues(new Uint8Array(32))) },

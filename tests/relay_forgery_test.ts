@@ -1,60 +1,64 @@
 /**
- * Authorship survives the relay (PROTOCOL §6.4): a server that alters a relayed
- * message, or invents one in alice's name, is caught by bob's `connect` (SIG_FAIL),
- * and bob's transcript still attributes only alice's genuine message to her.
+ * Authorship survives the relay (PROTOCOL §6.4), against a malicious server built
+ * from the library and serving bob's real `connect`: a relayed record the server
+ * altered or forged fails its signature (SIG_FAIL); alice's private record to carol
+ * handed to bob fails its binding (TAMPERED); alice's record from before bob's session is
+ * refused (REPLAY). Every refusal ends bob's session: nothing is shown, nothing recorded.
+ * A record bob accepted in his previous session and the server re-delivers (issue 12) is
+ * caught by his high-water marks that outlive the session: recorded, never shown again.
  */
 import assert from "node:assert/strict";
-import { toBase64 } from "../lib/bytes.ts";
+import { toBase64, toHex } from "../lib/bytes.ts";
+import type { Identity } from "../lib/handshake/common.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
-import { ChatSender, messageKeyFor } from "../lib/session/chat_channel.ts";
+import {
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  prepareRelay,
+  sealContent,
+  signRecord,
+  userRecipient,
+} from "../lib/message/record.ts";
 import { ChatSession } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import type { MsgBodyJson } from "../lib/wire/messages.ts";
 import { runCli, spawnCli } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";
 
-Deno.test("relay: bob rejects a relayed message the server altered or forged, with SIG_FAIL", async () => {
-  const pki = await makePki(["alice", "bob"], "ed25519");
-  const work = await Deno.makeTempDir({ prefix: "securechat-forgery-" });
+const pki = await makePki(["alice", "bob", "carol"], "ed25519");
+const alice = await pki.identity("alice");
+const server = await pki.identity("server");
+const aliceSid = toHex(crypto.getRandomValues(new Uint8Array(16)));
+let aliceSeqno = 0;
+
+/** A record as alice's client makes it (or, with `signer`, as a forger would). */
+async function aliceSays(
+  text: string,
+  o: { to?: string; ts?: number; signer?: Identity; sid?: string } = {},
+) {
+  const { k, ct, c } = sealContent({ kind: "text", text });
+  const record: MessageRecord = {
+    sid: o.sid ?? aliceSid,
+    dir: "c2s",
+    to: o.to ?? LOBBY,
+    seqno: ++aliceSeqno,
+    ts: o.ts ?? Date.now(),
+    ct,
+    c,
+  };
+  record.sig = await signRecord((o.signer ?? alice).signingKey, record);
+  return { record, k };
+}
+
+type Relay = Awaited<ReturnType<typeof aliceSays>>;
+
+/**
+ * One session of bob's `connect` against the malicious server, which relays `relays`
+ * and then a notice; returns bob's exit code, stdout and stderr.
+ */
+async function bobSession(work: string, relays: Relay[]) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
-    // alice's genuine messages, made with her own key as her client would.
-    const alice = await pki.identity("alice");
-    const aliceSecret = crypto.getRandomValues(new Uint8Array(32));
-    const aliceSender = await ChatSender.create(aliceSecret, alice.signingKey);
-    const relayOf = async (text: string) => {
-      const [m] = await aliceSender.seal({ kind: "text", text });
-      const key = await messageKeyFor(aliceSecret, m.seqno);
-      return { m, key };
-    };
-    const genuine = await relayOf("the real alice");
-    const altered = await relayOf("pay bob 10");
-    altered.m.ct[3] ^= 0x01; // the server flips one bit of alice's ciphertext
-    const relay = ({ m, key }: Awaited<ReturnType<typeof relayOf>>): MsgBodyJson => ({
-      kind: "relay",
-      cert: toBase64(alice.certDer),
-      seqno: m.seqno,
-      ts: m.ts,
-      ct: toBase64(m.ct),
-      sig: toBase64(m.sig),
-      key: toBase64(key),
-    });
-    // A message in alice's name the server signs itself: it has no alice key.
-    const server = await pki.identity("server");
-    const forgerSecret = crypto.getRandomValues(new Uint8Array(32));
-    const [forged] = await (await ChatSender.create(forgerSecret, server.signingKey))
-      .seal({ kind: "text", text: "alice never said this" });
-    const forgedRelay: MsgBodyJson = {
-      kind: "relay",
-      cert: toBase64(alice.certDer),
-      seqno: 99,
-      ts: forged.ts,
-      ct: toBase64(forged.ct),
-      sig: toBase64(forged.sig),
-      key: toBase64(await messageKeyFor(forgerSecret, forged.seqno)),
-    };
-
-    // The malicious server, built from the library, serving bob's real `connect`.
     const bob = spawnCli([
       "connect",
       "--user",
@@ -78,59 +82,104 @@ Deno.test("relay: bob rejects a relayed message the server altered or forged, wi
     });
     const session = await ChatSession.start(established, { transcriptDir: `${work}/server` });
     const running = session.run({ onMessage: () => {} });
-    await session.send(relay(genuine), { cert: alice.certDer, ...genuine.m });
-    await session.send(relay(altered));
-    await session.send(forgedRelay);
+    for (const { record, k } of relays) {
+      session.relay(
+        prepareRelay(toBase64(alice.certDer), alice.certDer, encodeRecord(record), record, k),
+      );
+    }
     await session.send({ kind: "notice", text: "still here" });
-    // No pause before bob's end of input: bob's close may cross these on the wire, and
-    // bob still reads and records everything sent before the server's close (PROTOCOL §7).
+    await new Promise((resolve) => setTimeout(resolve, 300));
     await bob.stdin.close();
     const [out] = await Promise.all([bob.output(), running]);
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 0, stderr);
-    assert.match(stdout, /alice ✓ the real alice/);
-    assert.match(stdout, /\* still here/);
-    assert.doesNotMatch(stdout, /pay bob|never said/);
-    assert.equal(stderr.match(/rejected message \d+: SIG_FAIL/g)?.length, 2, stderr);
-
-    // bob's record: every hop line is there, only the genuine one attributed to alice.
-    const log = [...Deno.readDirSync(`${work}/bob`)].find((e) => e.name.endsWith(".log"))!.name;
-    const verified = await runCli([
-      "verify",
-      `${work}/bob/${log}`,
-      "--ca",
-      `${pki.dir}/ca.pem`,
-      "--json",
-    ]);
-    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
-    const report = JSON.parse(verified.stdout);
-    assert.deepEqual(
-      report.authors.map((
-        a: { commonName: string; messages: number },
-      ) => [a.commonName, a.messages]),
-      [["alice", 1]],
-    );
-    assert.equal(report.messages.s2c, 4);
-
-    // Editing the author record afterwards is caught by verify, at that line.
-    const path = `${work}/bob/${log}`;
-    const lines = (await Deno.readTextFile(path)).split("\n");
-    const index = lines.findIndex((l) => l.includes('"author"'));
-    const line = JSON.parse(lines[index]);
-    line.author.ts += 1;
-    lines[index] = JSON.stringify(line);
-    await Deno.writeTextFile(path, lines.join("\n"));
-    await Deno.remove(path.replace(/\.log$/, ".receipt.json"));
-    await Deno.remove(path.replace(/\.log$/, ".peer-receipt.json"));
-    const tampered = await runCli(["verify", path, "--ca", `${pki.dir}/ca.pem`, "--json"]);
-    assert.equal(tampered.code, 1);
-    const bad = JSON.parse(tampered.stdout);
-    assert.equal(bad.code, "SIG_FAIL");
-    assert.equal(bad.firstBadLine, index + 1);
+    return {
+      code: out.code,
+      stdout: new TextDecoder().decode(out.stdout),
+      stderr: new TextDecoder().decode(out.stderr),
+    };
   } finally {
     listener.close();
-    await Deno.remove(work, { recursive: true });
-    await Deno.remove(pki.dir, { recursive: true });
   }
+}
+
+Deno.test({
+  name: "relay: bob refuses altered, forged, misaddressed and re-delivered records",
+  sanitizeResources: false,
+  fn: async (t) => {
+    const work = await Deno.makeTempDir({ prefix: "securechat-forgery-" });
+    try {
+      const genuine = await aliceSays("the real alice");
+
+      await t.step("a genuine relay is shown with alice's ✓ and attributed to her", async () => {
+        const out = await bobSession(work, [genuine]);
+        assert.equal(out.code, 0, out.stderr);
+        assert.match(out.stdout, /alice ✓ the real alice/);
+        assert.match(out.stdout, /\* still here/);
+        const log = [...Deno.readDirSync(`${work}/bob`)].find((e) => e.name.endsWith(".log"))!;
+        const verified = await runCli([
+          "verify",
+          `${work}/bob/${log.name}`,
+          "--ca",
+          `${pki.dir}/ca.pem`,
+          "--json",
+        ]);
+        assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+        const report = JSON.parse(verified.stdout);
+        assert.deepEqual(report.authors.map((a: { commonName: string }) => a.commonName), [
+          "alice",
+        ]);
+        assert.deepEqual(report.confirmedBy, ["client", "server"]);
+      });
+
+      const cases: [string, () => Promise<Relay>, string][] = [
+        ["one bit of alice's ciphertext flipped by the server", async () => {
+          const r = await aliceSays("pay bob 10");
+          r.record.ct[3] ^= 0x01;
+          return r;
+        }, "SIG_FAIL"],
+        [
+          "a record in alice's name signed with the server's key",
+          () => aliceSays("alice never said this", { signer: server }),
+          "SIG_FAIL",
+        ],
+        [
+          "alice's private record to carol handed to bob",
+          () => aliceSays("for carol only", { to: userRecipient("carol") }),
+          "TAMPERED",
+        ],
+        [
+          "alice's record from a session an hour ago",
+          () => aliceSays("old news", { ts: Date.now() - 60 * 60 * 1000, sid: "ab".repeat(16) }),
+          "REPLAY",
+        ],
+      ];
+      for (const [name, make, code] of cases) {
+        await t.step(`${name} → ${code}, session ended, nothing shown`, async () => {
+          const relay = await make();
+          const out = await bobSession(work, [relay]);
+          assert.equal(out.code, 1, out.stdout + out.stderr);
+          assert.match(out.stderr, new RegExp(`error: ${code}\\b`));
+          assert.doesNotMatch(out.stdout, /alice ✓|still here/);
+        });
+      }
+
+      // issue 12: "re-delivered alice's old signed message in bob's *next* session, and bob's
+      // client showed it as new". Now bob's high-water marks (his state file) know it: it is
+      // recorded (the hop happened) but never shown again (PROTOCOL §6.4).
+      await t.step(
+        "the genuine record of bob's previous session, re-delivered: not shown",
+        async () => {
+          const out = await bobSession(work, [genuine]);
+          assert.equal(out.code, 0, out.stderr);
+          assert.doesNotMatch(out.stdout, /the real alice/);
+          assert.match(out.stdout, /\* still here/);
+        },
+      );
+    } finally {
+      await Deno.remove(work, { recursive: true });
+    }
+  },
+});
+
+Deno.test("teardown: remove the PKI", async () => {
+  await Deno.remove(pki.dir, { recursive: true });
 });

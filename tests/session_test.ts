@@ -86,11 +86,12 @@ Deno.test("handshake and session: login, messages both ways, receipts", async ()
   const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
   assert.equal(clientEnd.outcome, "closed", clientEnd.message);
   assert.equal(serverEnd.outcome, "closed", serverEnd.message);
-  assert.deepEqual(atServer.messages.map((m) => m.body), [
+  const bodies = (ms: ReceivedMessage[]) => ms.map((m) => m.type === "msg" ? m.body : m.type);
+  assert.deepEqual(bodies(atServer.messages), [
     { kind: "text", text: "hello server" },
     { kind: "text", text: "bye" },
   ]);
-  assert.deepEqual(atClient.messages.map((m) => m.body), [{ kind: "notice", text: "hello alice" }]);
+  assert.deepEqual(bodies(atClient.messages), [{ kind: "notice", text: "hello alice" }]);
   assert.ok(clientEnd.receiptPath && clientEnd.peerReceiptPath);
   assert.ok(serverEnd.receiptPath && serverEnd.peerReceiptPath);
 });
@@ -135,12 +136,16 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
         credentials: { mode: "login", username: "alice", password: "pw" },
       }),
     ]);
-    const limits = { transcriptDir: transcripts, keyUpdateMessages: 2 };
+    const limits = { transcriptDir: transcripts, keyUpdateRecords: 2 };
+    // Count the client's frames: key updates are record-layer messages, not lines.
+    let frames = 0;
+    const send = c.conn.send.bind(c.conn);
+    c.conn.send = (payload) => (frames++, send(payload));
     const serverSession = await ChatSession.start(s, limits);
     const clientSession = await ChatSession.start(c, limits);
     const got: string[] = [];
     const serverRun = serverSession.run({
-      onMessage: ({ body }) => void (body.kind === "text" && got.push(body.text)),
+      onMessage: (m) => void (m.type === "msg" && m.body.kind === "text" && got.push(m.body.text)),
     });
     const clientRun = clientSession.run({ onMessage: () => {} });
     const texts = Array.from({ length: 7 }, (_, i) => `message ${i + 1}`);
@@ -149,11 +154,12 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
     const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
     assert.equal(clientEnd.outcome, "closed", clientEnd.message);
     assert.deepEqual(got, texts);
-    // A key protects at most 2 messages, the key_update that ends it included: each text
-    // after the first is preceded by a key_update, so 7 texts make 13 c2s lines.
+    // A key protects at most 2 records, the key_update that ends it included: 7 texts,
+    // close and receipt are 9 records, each after the first preceded by a key_update.
+    assert.equal(frames, 9 + 8);
     const report = await verifyTranscript(serverEnd.transcriptPath, { trust: pki.trust });
     assert.equal(report.ok, true, report.reason ?? "");
-    assert.equal(report.messages.c2s, 13);
+    assert.equal(report.messages.c2s, 7, "key updates are not transcript lines");
   } finally {
     await Deno.remove(transcripts, { recursive: true });
   }

@@ -12,7 +12,7 @@ import { openMysql } from "../lib/store/mysql.ts";
 import { openSqlite } from "../lib/store/sqlite.ts";
 import { query, type SqlDatabase, type SqlRow } from "../lib/store/sql.ts";
 import { SCHEMA_VERSION } from "../lib/store/schema.ts";
-import type { UserStore } from "../lib/store/user_store.ts";
+import type { AccountAdmin, UserStore } from "../lib/store/user_store.ts";
 import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
 
 interface Context {
@@ -400,6 +400,63 @@ function openRaw(url: string): SqlDatabase {
 
 const mysqlTarget = mysqlTestTarget();
 
+/** The operator's side (`securechat user`, issue 17 item 5), on both engines alike. */
+async function withAdmin<T>(
+  ctx: Context,
+  body: (store: UserStore & AccountAdmin) => Promise<T>,
+): Promise<T> {
+  const store = await openUserStore({ url: ctx.url, env: {} });
+  try {
+    return await body(store);
+  } finally {
+    await store.close();
+  }
+}
+
+const ADMIN_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
+  {
+    name: "list() returns accounts by name with their times; lastLoginAt null before a login",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const [a, b] = [ctx.name("lista"), ctx.name("listb")];
+        await store.register({ email: `${b}@example.org`, username: b, password: PASSWORD });
+        await store.register({ email: `${a}@example.org`, username: a, password: PASSWORD });
+        await store.login(a, PASSWORD);
+        const mine = (await store.list()).filter((x) => x.username === a || x.username === b);
+        assert.deepEqual(mine.map((x) => x.username), [a, b]);
+        assert.ok(mine[0].lastLoginAt instanceof Date);
+        assert.equal(mine[1].lastLoginAt, null);
+        assert.ok(mine.every((x) => x.createdAt.getTime() > 0));
+      }),
+  },
+  {
+    name: "setPassword() replaces the password at once, keeps the length rule, refuses no account",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const username = ctx.name("reset");
+        await store.register({ email: `${username}@example.org`, username, password: PASSWORD });
+        await store.setPassword(username.toUpperCase(), "a brand new passphrase");
+        await rejectsWith(store.login(username, PASSWORD), "AUTH_FAIL");
+        await store.login(username, "a brand new passphrase");
+        await rejectsWith(store.setPassword(username, "short"), "INVALID_INPUT");
+        await rejectsWith(store.setPassword(ctx.name("nobody"), PASSWORD), "INVALID_INPUT");
+      }),
+  },
+  {
+    name: "remove() deletes an account so its name and e-mail can be registered again",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const username = ctx.name("gone");
+        const email = `${username}@example.org`;
+        await store.register({ email, username, password: PASSWORD });
+        assert.equal(await store.remove(username), true);
+        assert.equal(await store.remove(username), false);
+        await rejectsWith(store.login(username, PASSWORD), "AUTH_FAIL");
+        await store.register({ email, username, password: PASSWORD });
+      }),
+  },
+];
+
 const BACKENDS: Backend[] = [
   {
     name: "sqlite",
@@ -436,7 +493,7 @@ for (const backend of BACKENDS) {
       let n = 0;
       const ctx: Context = { url, raw, name: (label) => `${label}_${run}_${n++}` };
       try {
-        for (const c of CASES) await t.step(c.name, () => c.run(ctx));
+        for (const c of [...CASES, ...ADMIN_CASES]) await t.step(c.name, () => c.run(ctx));
       } finally {
         await raw.close();
         await teardown();

@@ -2,9 +2,16 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { randomBytes, toHex } from "../lib/bytes.ts";
-import { sign } from "../lib/crypto/signature.ts";
 import { SecureChatError } from "../lib/errors.ts";
-import { fingerprintOf, messageDigest } from "../lib/transcript/format.ts";
+import {
+  LOBBY,
+  type MessageRecord,
+  type PreparedLine,
+  prepareMsg,
+  sealContent,
+  signRecord,
+  userRecipient,
+} from "../lib/message/record.ts";
 import { type TranscriptHeader, TranscriptWriter } from "../lib/transcript/writer.ts";
 import { makePki, type Pki, writeSession } from "../testkit/transcript_fixtures.ts";
 
@@ -18,15 +25,24 @@ async function header(role: "client" | "server" = "client"): Promise<TranscriptH
     role,
     clientCertDer: p.client.certDer,
     serverCertDer: p.server.certDer,
+    sessionTime: Date.now(),
     startedAt: Date.now(),
   };
 }
 
-async function entry(dir: "c2s" | "s2c", seqno: number, ts = Date.now()) {
+/** A c2s line signed by the client, or an s2c server notice, of session `h`. */
+async function entry(
+  h: TranscriptHeader,
+  dir: "c2s" | "s2c",
+  seqno: number,
+  ts = Date.now(),
+): Promise<PreparedLine> {
   const p = await pki();
-  const ct = randomBytes(40);
-  const key = dir === "c2s" ? p.client.signer : p.server.signer;
-  return { dir, seqno, ts, ct, sig: await sign(key, messageDigest(seqno, ts, ct)) };
+  const { k, ct, c } = sealContent({ kind: dir === "c2s" ? "text" : "notice", text: "hi" });
+  const to = dir === "c2s" ? LOBBY : userRecipient(p.client.name);
+  const record: MessageRecord = { sid: h.sessionId, dir, to, seqno, ts, ct, c };
+  if (dir === "c2s") record.sig = await signRecord(p.client.signer, record);
+  return prepareMsg(dir, record, k).line;
 }
 
 const hasCode = (code: string) => (e: unknown) => e instanceof SecureChatError && e.code === code;
@@ -35,10 +51,10 @@ Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", a
   const root = await Deno.makeTempDir();
   const dir = join(root, "transcripts");
   const h = await header();
-  const w = await TranscriptWriter.create(dir, h);
+  const w = await TranscriptWriter.create(dir, { ...h, keepKeys: true });
   assert.ok(w.path.startsWith(dir + "/") && w.path.endsWith(`-${h.sessionId}-client.log`));
-  await w.append(await entry("c2s", 1));
-  await w.append(await entry("s2c", 1));
+  w.append(await entry(h, "c2s", 1));
+  w.append(await entry(h, "s2c", 1));
   const p = await pki();
   const own = await w.createReceipt(p.client.signer);
   const files = await w.finish(own);
@@ -46,7 +62,14 @@ Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", a
     assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
     assert.equal((await Deno.stat(w.path)).mode! & 0o777, 0o600);
     assert.equal((await Deno.stat(files.receiptPath)).mode! & 0o777, 0o600);
+    assert.equal((await Deno.stat(`${w.basePath}.keys`)).mode! & 0o777, 0o600);
   }
+  // The content keys go to <base>.keys, one per line, never into the log.
+  const keys = (await Deno.readTextFile(`${w.basePath}.keys`)).split("\n").slice(0, -1);
+  assert.deepEqual(keys.map((l) => Object.keys(JSON.parse(l))), [
+    ["dir", "seqno", "k"],
+    ["dir", "seqno", "k"],
+  ]);
   assert.equal(files.receiptPath, w.path.replace(/\.log$/, ".receipt.json"));
   assert.equal(files.peerReceiptPath, undefined);
   const text = await Deno.readTextFile(w.path);
@@ -59,46 +82,49 @@ Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", a
     "protocol_version",
     "session_id",
     "role",
+    "session_time",
     "started_at",
     "client_cert",
     "server_cert",
   ]);
   assert.equal(lines[0].session_id, h.sessionId);
-  assert.deepEqual(Object.keys(lines[1]), ["dir", "seqno", "ts", "ct", "sig", "signer"]);
-  assert.equal(lines[1].signer, fingerprintOf(p.client.certDer));
-  assert.equal(lines[2].signer, fingerprintOf(p.server.certDer));
+  assert.deepEqual(Object.keys(lines[1]), ["dir", "type", "record"]);
+  assert.ok(!text.includes('"k"'), "no content key in the log");
   const receipt = JSON.parse(await Deno.readTextFile(files.receiptPath));
   assert.deepEqual(receipt, own);
-  assert.equal(receipt.peer, "client");
-  assert.equal(receipt.first_seq, 1); // the client received s2c 1..1
-  assert.equal(receipt.last_seq, 1);
+  assert.equal(receipt.signer_role, "client");
+  assert.deepEqual([receipt.c2s_count, receipt.s2c_count], [1, 1]);
 });
 
-Deno.test("writer: concurrent appends keep call order", async () => {
-  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header());
+Deno.test("writer: appends keep call order, in one batch", async () => {
+  const h = await header();
+  const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
   const entries = [];
-  for (let i = 1; i <= 50; i++) entries.push(await entry(i % 2 ? "c2s" : "s2c", Math.ceil(i / 2)));
-  await Promise.all(entries.map((e) => w.append(e)));
+  for (let i = 1; i <= 50; i++) {
+    entries.push(await entry(h, i % 2 ? "c2s" : "s2c", Math.ceil(i / 2)));
+  }
+  for (const e of entries) w.append(e);
   assert.deepEqual(w.counts, { c2s: 25, s2c: 25 });
   await w.abort();
   const lines = (await Deno.readTextFile(w.path)).split("\n").slice(1, -1).map((l) =>
     JSON.parse(l)
   );
   assert.deepEqual(
-    lines.map((l) => `${l.dir}${l.seqno}`),
+    lines.map((l) => `${l.dir}${l.record.seqno}`),
     entries.map((e) => `${e.dir}${e.seqno}`),
   );
 });
 
 Deno.test("writer: a seqno gap, a repeat or a backwards ts is PROTOCOL_ERROR and writes nothing", async () => {
-  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header());
+  const h = await header();
+  const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
   const now = Date.now();
-  await w.append(await entry("c2s", 1, now));
-  await assert.rejects(w.append(await entry("c2s", 3, now)), hasCode("PROTOCOL_ERROR"));
-  await assert.rejects(w.append(await entry("c2s", 1, now)), hasCode("PROTOCOL_ERROR"));
-  await assert.rejects(w.append(await entry("c2s", 2, now - 1)), hasCode("PROTOCOL_ERROR"));
-  await assert.rejects(w.append(await entry("s2c", 0, now)), hasCode("PROTOCOL_ERROR"));
-  await w.append(await entry("c2s", 2, now)); // still usable: nothing was written
+  w.append(await entry(h, "c2s", 1, now));
+  for (const [seqno, ts] of [[3, now], [1, now], [2, now - 1]]) {
+    const line = await entry(h, "c2s", seqno, ts);
+    assert.throws(() => w.append(line), hasCode("PROTOCOL_ERROR"));
+  }
+  w.append(await entry(h, "c2s", 2, now)); // still usable: nothing was written
   await w.abort();
   assert.equal((await Deno.readTextFile(w.path)).split("\n").length, 4);
 });
@@ -123,10 +149,12 @@ Deno.test("writer: the same session cannot be opened twice (no silent overwrite)
 });
 
 Deno.test("writer: after abort, append fails and abort is idempotent", async () => {
-  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header());
+  const h = await header();
+  const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
   await w.abort();
   await w.abort();
-  await assert.rejects(w.append(await entry("c2s", 1)), hasCode("TRANSCRIPT_IO"));
+  const line = await entry(h, "c2s", 1);
+  assert.throws(() => w.append(line), hasCode("TRANSCRIPT_IO"));
 });
 
 Deno.test("writer: own receipt with a key that is not ours is refused", async () => {
@@ -138,9 +166,8 @@ Deno.test("writer: own receipt with a key that is not ours is refused", async ()
 Deno.test("writer: both sides compute the same hash whatever the interleaving", async () => {
   const s = await writeSession(await pki(), { dir: await Deno.makeTempDir(), messages: 11 });
   assert.equal(s.ownReceipt!.transcript_sha256, s.peerReceipt!.transcript_sha256);
-  assert.equal(s.peerReceipt!.peer, "server");
-  assert.equal(s.peerReceipt!.first_seq, 1); // the server received c2s 1..6
-  assert.equal(s.peerReceipt!.last_seq, 6);
+  assert.equal(s.peerReceipt!.signer_role, "server");
+  assert.deepEqual([s.peerReceipt!.c2s_count, s.peerReceipt!.s2c_count], [6, 5]);
   const own = (await Deno.readTextFile(s.logPath)).split("\n");
   const theirs = (await Deno.readTextFile(s.peerLogPath!)).split("\n");
   assert.notDeepEqual(own.slice(1), theirs.slice(1), "arrival order differs between the sides");
@@ -154,9 +181,9 @@ Deno.test("writer: acceptPeerReceipt refuses bad peer receipts with the right co
   const other = await TranscriptWriter.create(await Deno.makeTempDir(), {
     ...(await header("server")),
   });
-  for (const e of [await entry("c2s", 1), await entry("s2c", 1)]) {
-    await client.append(e);
-    await server.append(e);
+  for (const e of [await entry(h, "c2s", 1), await entry(h, "s2c", 1)]) {
+    client.append(e);
+    server.append(e);
   }
   const good = await server.createReceipt(p.server.signer);
   const ownReceipt = await client.createReceipt(p.client.signer);
@@ -172,6 +199,8 @@ Deno.test("writer: acceptPeerReceipt refuses bad peer receipts with the right co
     ],
     ["other hash", { ...good, transcript_sha256: "0".repeat(64) }, p.server.certDer, "TAMPERED"],
     ["more messages claimed", { ...good, c2s_count: 2 }, p.server.certDer, "TAMPERED"],
+    ["fewer messages claimed", { ...good, c2s_count: 0 }, p.server.certDer, "TAMPERED"],
+    ["the client's role claimed", { ...good, signer_role: "client" }, p.server.certDer, "TAMPERED"],
   ];
   for (const [name, receipt, cert, code] of cases) {
     await assert.rejects(client.acceptPeerReceipt(receipt, cert), hasCode(code), name);
@@ -193,20 +222,23 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
   await Deno.writeFile(keyFile, p.client.pkcs8);
   const h = await header();
   const script = `
-    import { importSigningKeyPkcs8, sign } from "./lib/crypto/signature.ts";
-    import { messageDigest } from "./lib/transcript/format.ts";
+    import { importSigningKeyPkcs8 } from "./lib/crypto/signature.ts";
+    import { prepareMsg, sealPlaintext, signRecord } from "./lib/message/record.ts";
     import { TranscriptWriter } from "./lib/transcript/writer.ts";
     const key = await importSigningKeyPkcs8(await Deno.readFile(${JSON.stringify(keyFile)}));
     const w = await TranscriptWriter.create(${JSON.stringify(join(dir, "t"))}, {
       sessionId: "${h.sessionId}", role: "client", startedAt: ${h.startedAt},
+      sessionTime: ${h.sessionTime},
       clientCertDer: Uint8Array.from(${JSON.stringify(Array.from(p.client.certDer))}),
       serverCertDer: Uint8Array.from(${JSON.stringify(Array.from(p.server.certDer))}),
     });
     console.log(w.path);
-    const ct = crypto.getRandomValues(new Uint8Array(48 * 1024));
+    const body = crypto.getRandomValues(new Uint8Array(48 * 1024));
     for (let seq = 1; ; seq++) {
-      const ts = Date.now();
-      await w.append({ dir: "c2s", seqno: seq, ts, ct, sig: await sign(key, messageDigest(seq, ts, ct)) });
+      const { k, ct, c } = sealPlaintext(body);
+      const record = { sid: "${h.sessionId}", dir: "c2s", to: "lobby", seqno: seq, ts: Date.now(), ct, c };
+      record.sig = await signRecord(key, record);
+      w.append(prepareMsg("c2s", record, k).line);
     }`;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", "--quiet", script],
@@ -248,6 +280,33 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
     assert.match(report.reason ?? "", /truncated final line/);
   }
   assert.equal(report.messages.c2s, parts.length - 1);
+});
+
+Deno.test({
+  name: "writer: an idle transcript holds no file descriptor (closed after a second of quiet)",
+  ignore: Deno.build.os !== "linux", // counts /proc/self/fd
+  fn: async () => {
+    const h = await header();
+    const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
+    // Descriptors of this process open on this log (others may come and go meanwhile).
+    const onLog = () =>
+      [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+        try {
+          return Deno.readLinkSync(`/proc/self/fd/${e.name}`) === w.path;
+        } catch {
+          return false; // closed while we looked
+        }
+      }).length;
+    w.append(await entry(h, "c2s", 1));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(onLog(), 1, "the log is open while lines flow");
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal(onLog(), 0, "closed when idle");
+    w.append(await entry(h, "c2s", 2)); // reopened on demand
+    await w.abort();
+    assert.equal((await Deno.readTextFile(w.path)).split("\n").length, 4);
+    assert.equal(onLog(), 0);
+  },
 });
 
 function countNewlines(bytes: Uint8Array): number {

@@ -24,8 +24,9 @@ Deno.test("cli verify: valid session, receipts found beside the log, human repor
     /peer-receipt\.json \(found beside the log\): VALID, signed by the server/,
   );
   assert.match(r.stdout, /time span/);
-  assert.match(r.stdout, /ciphertext only/);
-  assert.match(r.stdout, /result +VALID \(confirmed by a signed receipt\)/);
+  assert.match(r.stdout, /ciphertext and commitments only/);
+  assert.match(r.stdout, /the client confirms c2s 1\.\.4, s2c 1\.\.4 \(every line\)/);
+  assert.match(r.stdout, /result +VALID, confirmed by both/);
 });
 
 Deno.test("cli verify: the peer's receipt named explicitly, --json report", async () => {
@@ -42,7 +43,7 @@ Deno.test("cli verify: the peer's receipt named explicitly, --json report", asyn
   const report = JSON.parse(r.stdout);
   assert.equal(report.ok, true);
   assert.equal(report.recordedBy, "server");
-  assert.equal(report.confirmed, true);
+  assert.deepEqual(report.confirmedBy, ["client"]);
   assert.deepEqual(report.messages, { c2s: 4, s2c: 4 });
   assert.equal(report.receipts[0].signer, "client");
   assert.equal(report.receipts[0].autodetected, false);
@@ -56,6 +57,58 @@ Deno.test("cli verify: no receipt says so plainly and still exits 0", async () =
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /receipt +NONE: no receipt confirms this record/);
   assert.match(r.stdout, /result +VALID \(lines only: unconfirmed, no receipt\)/);
+});
+
+Deno.test("cli verify --reveal / --opening: one line proven to a third party with only the CA", async () => {
+  const b = await tamperBase();
+  const dir = await Deno.makeTempDir({ prefix: "sc-opening-" });
+  const opening = `${dir}/line4.json`;
+  const made = await runCli([
+    "verify",
+    b.session.logPath,
+    "--ca",
+    b.pki.caPath,
+    "--reveal",
+    "4",
+    "--out",
+    opening,
+  ]);
+  assert.equal(made.code, 0, made.stderr);
+  const text = await Deno.readTextFile(opening);
+  const o = JSON.parse(text);
+  assert.deepEqual(Object.keys(o), ["type", "version", "cert", "record", "k"]);
+  assert.equal(o.record.seqno, 2);
+  assert.equal((text.match(/"k"/g) ?? []).length, 1, "one content key, no other line's");
+  assert.equal((await Deno.stat(opening)).mode! & 0o777, 0o600);
+  const checked = await runCli(["verify", "--opening", opening, "--ca", b.pki.caPath]);
+  assert.equal(checked.code, 0, checked.stderr);
+  assert.match(checked.stdout, /opening +VALID/);
+  assert.match(checked.stdout, /said +message c2s 2/);
+  assert.match(checked.stdout, new RegExp(`session ${b.session.sessionId}, c2s seqno 2, to lobby`));
+  // A different key (claiming other content) or a readdressed record does not check.
+  const forged = [
+    [
+      "another key",
+      { ...o, k: btoa(String.fromCharCode(...new Uint8Array(32).fill(7))) },
+      "DECRYPT_FAIL",
+    ],
+    ["readdressed", { ...o, record: { ...o.record, to: "user:carol" } }, "SIG_FAIL"],
+    ["duplicate member", null, "TAMPERED"],
+  ] as const;
+  for (const [name, value, code] of forged) {
+    const path = `${dir}/${name}.json`;
+    await Deno.writeTextFile(
+      path,
+      value ? JSON.stringify(value) : text.replace('"version": 1,', '"version": 1, "version": 1,'),
+    );
+    const r = await runCli(["verify", "--opening", path, "--ca", b.pki.caPath]);
+    assert.equal(r.code, 1, `${name}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`error: ${code}\\b`), name);
+  }
+  // The server's notices are not signed: they are proven by its receipt, not by an opening.
+  const notice = await runCli(["verify", b.session.logPath, "--ca", b.pki.caPath, "--reveal", "3"]);
+  assert.notEqual(notice.code, 0);
+  assert.match(notice.stderr, /not a signed record/);
 });
 
 Deno.test("cli verify: usage and I/O errors exit 2", async () => {

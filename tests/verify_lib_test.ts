@@ -6,7 +6,17 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
-import { makePki, TAMPER_CASES, writeCase, writeSession } from "../testkit/transcript_fixtures.ts";
+import { fromHex } from "../lib/bytes.ts";
+import { fingerprintOf } from "../lib/transcript/format.ts";
+import { encodeReceiptFile, signReceipt } from "../lib/transcript/receipt.ts";
+import { formatReport } from "../commands/verify.ts";
+import {
+  makePki,
+  revoke,
+  TAMPER_CASES,
+  writeCase,
+  writeSession,
+} from "../testkit/transcript_fixtures.ts";
 import { tamperBase } from "./helpers/tamper_base.ts";
 
 Deno.test("verify: a valid session with both receipts is confirmed", async () => {
@@ -15,7 +25,7 @@ Deno.test("verify: a valid session with both receipts is confirmed", async () =>
   const report = await verifyTranscript(b.session.logPath, { trust });
   assert.equal(report.ok, true, report.reason ?? "");
   assert.equal(report.code, null);
-  assert.equal(report.confirmed, true);
+  assert.deepEqual(report.confirmedBy, ["client", "server"]);
   assert.deepEqual(report.messages, { c2s: 4, s2c: 4 });
   assert.equal(report.receipts.length, 2, "own and peer receipt found beside the log");
   assert.ok(report.receipts.every((r) => r.status === "valid" && r.autodetected));
@@ -57,7 +67,7 @@ Deno.test("verify: a cut-off session without receipts verifies line by line, unc
     trust: await TrustStore.fromPem(b.pki.caPem),
   });
   assert.equal(report.ok, true, report.reason ?? "");
-  assert.equal(report.confirmed, false);
+  assert.deepEqual(report.confirmedBy, []);
   assert.deepEqual(report.receipts, []);
   assert.deepEqual(report.messages, { c2s: 3, s2c: 2 });
 });
@@ -66,13 +76,13 @@ Deno.test("verify: a session with no messages still has receipts that verify", a
   const b = await tamperBase();
   const dir = await Deno.makeTempDir();
   const s = await writeSession(b.pki, { dir, messages: 0, role: "server" });
-  assert.equal(s.ownReceipt?.first_seq, 0);
-  assert.equal(s.ownReceipt?.last_seq, 0);
+  assert.equal(s.ownReceipt?.c2s_count, 0);
+  assert.equal(s.ownReceipt?.s2c_count, 0);
   const report = await verifyTranscript(s.logPath, {
     trust: await TrustStore.fromPem(b.pki.caPem),
   });
   assert.equal(report.ok, true, report.reason ?? "");
-  assert.equal(report.confirmed, true);
+  assert.deepEqual(report.confirmedBy, ["client", "server"]);
   assert.deepEqual(report.messages, { c2s: 0, s2c: 0 });
   assert.equal(report.span.first, null);
 });
@@ -86,12 +96,12 @@ for (const alg of ["rsa", "p256"] as const) {
       trust: await TrustStore.fromPem(pki.caPem),
     });
     assert.equal(report.ok, true, report.reason ?? "");
-    assert.equal(report.confirmed, true);
+    assert.deepEqual(report.confirmedBy, ["client", "server"]);
     assert.deepEqual(report.messages, { c2s: 5, s2c: 4 });
   });
 }
 
-Deno.test("verify: certificates are validated at the session's start, not now", async () => {
+Deno.test("verify: certificates are judged at the session time, not now", async () => {
   // Certificates valid only during 2020: long expired today.
   const pki = await makePki({
     alg: "ed25519",
@@ -110,7 +120,7 @@ Deno.test("verify: certificates are validated at the session's start, not now", 
   // The same transcript claiming to start now is rejected: the certificates had expired.
   const lines = (await Deno.readTextFile(s.logPath)).split("\n");
   const header = JSON.parse(lines[0]);
-  header.started_at = Date.now();
+  header.session_time = Date.now();
   lines[0] = JSON.stringify(header);
   const moved = join(dir, "moved.log");
   await Deno.writeTextFile(moved, lines.join("\n"));
@@ -123,10 +133,10 @@ Deno.test("verify: certificates are validated at the session's start, not now", 
 Deno.test("verify: concurrency 1 and 64 agree on the first bad line", async () => {
   const b = await tamperBase();
   const lines = [...b.lines];
-  // Two bad signatures: line 7 and line 4; the report must name line 4.
-  for (const i of [6, 3]) {
+  // Two bad signatures: line 8 and line 4; the report must name line 4.
+  for (const i of [7, 3]) {
     const o = JSON.parse(lines[i]);
-    o.sig = (o.sig[0] === "A" ? "B" : "A") + o.sig.slice(1);
+    o.record.sig = (o.record.sig[0] === "A" ? "B" : "A") + o.record.sig.slice(1);
     lines[i] = JSON.stringify(o);
   }
   const logPath = await writeCase(await Deno.makeTempDir(), { lines });
@@ -169,3 +179,155 @@ for (const c of TAMPER_CASES) {
     else assert.equal(report.receipts.find((r) => r.status === "invalid")?.code, c.code);
   });
 }
+
+Deno.test("verify: a party that drops the peer's last line and re-signs only its own receipt gets 'confirmed by the client only' (issue 11 item 14)", async () => {
+  const b = await tamperBase();
+  const trust = await TrustStore.fromPem(b.pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-drop-" });
+  const logPath = await writeCase(dir, { lines: b.lines.slice(0, -1) });
+  const unconfirmed = await verifyTranscript(logPath, { trust });
+  assert.equal(unconfirmed.ok, true, unconfirmed.reason ?? "");
+  const own = await signReceipt(b.pki.client.signer, {
+    sessionId: b.session.sessionId,
+    role: "client",
+    signerFingerprint: fingerprintOf(b.pki.client.certDer),
+    state: {
+      transcriptHash: fromHex(unconfirmed.transcriptSha256!),
+      transcriptSha256: unconfirmed.transcriptSha256!,
+      c2s: 4,
+      s2c: 3,
+    },
+  });
+  await Deno.writeTextFile(join(dir, "case.receipt.json"), encodeReceiptFile(own));
+  const report = await verifyTranscript(logPath, { trust });
+  assert.equal(report.ok, true, report.reason ?? "");
+  assert.deepEqual(report.confirmedBy, ["client"], "never 'both' from one party's receipt");
+  assert.match(formatReport(report), /VALID, confirmed by the client only/);
+  // The server's genuine receipt, which covers the dropped line, gives it away.
+  await Deno.writeTextFile(
+    join(dir, "case.peer-receipt.json"),
+    b.session.peerReceipt ? encodeReceiptFile(b.session.peerReceipt) : "",
+  );
+  const caught = await verifyTranscript(logPath, { trust });
+  assert.equal(caught.ok, false);
+  assert.equal(caught.code, "TAMPERED");
+  assert.match(
+    caught.reason ?? "",
+    /case\.peer-receipt\.json: receipt covers c2s 1\.\.4 and s2c 1\.\.4/,
+  );
+});
+
+Deno.test("verify: a receipt over a prefix says which lines it confirms, and is not 'both'", async () => {
+  const b = await tamperBase();
+  const trust = await TrustStore.fromPem(b.pki.caPem);
+  // The server's receipt covers c2s 1..4, s2c 1..4; the file gains a later s2c line.
+  const extra = JSON.parse(b.lines[8]);
+  extra.record.seqno = 5;
+  const dir = await Deno.makeTempDir({ prefix: "sc-prefix-" });
+  const logPath = await writeCase(dir, { lines: [...b.lines, JSON.stringify(extra)] });
+  await Deno.writeTextFile(
+    join(dir, "case.receipt.json"),
+    encodeReceiptFile(b.session.peerReceipt!),
+  );
+  const report = await verifyTranscript(logPath, { trust });
+  assert.equal(report.ok, true, report.reason ?? "");
+  assert.equal(report.receipts[0].status, "valid");
+  assert.equal(report.receipts[0].complete, false);
+  assert.deepEqual([report.receipts[0].c2sCount, report.receipts[0].s2cCount], [4, 4]);
+  assert.deepEqual(report.confirmedBy, []);
+  assert.match(
+    formatReport(report),
+    /the server confirms c2s 1\.\.4, s2c 1\.\.4 \(NOT every line\)/,
+  );
+});
+
+Deno.test("verify: relayed records are attributed to their author; one moved to another recipient fails", async () => {
+  const pki = await makePki({ alg: "ed25519", others: ["bob"] });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-relay-" });
+  const s = await writeSession(pki, { dir, messages: 8, relayAuthor: pki.others[0] });
+  const report = await verifyTranscript(s.logPath, { trust });
+  assert.equal(report.ok, true, report.reason ?? "");
+  assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 4], [
+    "bob",
+    2,
+  ]]);
+  assert.deepEqual(report.confirmedBy, ["client", "server"]);
+  const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+  const at = lines.findIndex((l) => l.includes('"type":"relay"'));
+  const moved = [...lines];
+  moved[at] = moved[at].replace('"to":"lobby"', '"to":"user:carol"');
+  const bad = await verifyTranscript(await writeCase(join(dir, "moved"), { lines: moved }), {
+    trust,
+  });
+  assert.equal(bad.code, "TAMPERED");
+  assert.equal(bad.firstBadLine, at + 1);
+  assert.match(
+    bad.reason ?? "",
+    /relayed record addressed to user:carol, not to user:alice or the lobby/,
+  );
+});
+
+Deno.test("verify: revocation is judged by date (issue 11 item 12)", async (t) => {
+  const pki = await makePki({
+    alg: "ed25519",
+    others: ["bob"],
+    notBefore: "20200101000000Z",
+    notAfter: "20360101000000Z",
+  });
+  const dir = await Deno.makeTempDir({ prefix: "sc-revoked-" });
+  const hourAgo = Date.now() - 60 * 60 * 1000;
+  // A session an hour ago in which bob's records were relayed to alice.
+  const before = await writeSession(pki, {
+    dir: join(dir, "before"),
+    messages: 8,
+    startedAt: hourAgo,
+    relayAuthor: pki.others[0],
+  });
+  const crl = await revoke(pki, pki.others[0]);
+  const trust = await TrustStore.fromPem(pki.caPem, crl);
+  await t.step(
+    "bob revoked now: alice's older transcript stays VALID, bob's lines still his",
+    async () => {
+      const report = await verifyTranscript(before.logPath, { trust });
+      assert.equal(report.ok, true, report.reason ?? "");
+      assert.deepEqual(report.authors.map((a) => a.commonName), ["alice", "bob"]);
+      assert.deepEqual(report.unattributed, []);
+      assert.ok(report.crl && !report.crl.stale);
+    },
+  );
+  await t.step(
+    "records bob signed after his revocation are not attributed; the record stays VALID",
+    async () => {
+      const after = await writeSession(pki, {
+        dir: join(dir, "after"),
+        messages: 8,
+        startedAt: Date.now() + 5_000,
+        relayAuthor: pki.others[0],
+      });
+      const report = await verifyTranscript(after.logPath, { trust });
+      assert.equal(report.ok, true, report.reason ?? "");
+      assert.deepEqual(report.authors.map((a) => a.commonName), ["alice"]);
+      assert.equal(report.unattributed.length, 2);
+      assert.match(
+        report.unattributed[0].reason,
+        /bob's certificate is distrusted from .* before this record was signed/,
+      );
+    },
+  );
+  await t.step("a party revoked before the session time: BAD_CERT at line 1", async () => {
+    const crl2 = await revoke(pki, pki.client);
+    const trust2 = await TrustStore.fromPem(pki.caPem, crl2);
+    const later = await writeSession(pki, {
+      dir: join(dir, "later"),
+      messages: 2,
+      startedAt: Date.now() + 5_000,
+    });
+    const report = await verifyTranscript(later.logPath, { trust: trust2 });
+    assert.equal(report.code, "BAD_CERT");
+    assert.equal(report.firstBadLine, 1);
+    const earlier = await verifyTranscript(before.logPath, { trust: trust2 });
+    assert.equal(earlier.ok, true, earlier.reason ?? "");
+    assert.ok(earlier.signers.client?.revokedFrom, "the report says the client was revoked later");
+  });
+});

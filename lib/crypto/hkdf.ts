@@ -23,6 +23,11 @@ export function hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Arra
   return Promise.resolve(hmac(key, data));
 }
 
+/** HMAC-SHA-256(key, parts...) synchronously, for the per-record path. */
+export function hmacSha256Sync(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  return hmac(key, ...parts);
+}
+
 /** HKDF-Extract(salt, IKM) = HMAC-SHA-256(salt, IKM): the 32-byte PRK (RFC 5869 §2.2). */
 export function hkdfExtract(salt: Uint8Array, ikm: Uint8Array): Promise<Uint8Array> {
   return hmacSha256(salt, ikm);
@@ -37,8 +42,17 @@ export function hkdfExpand(
   info: Uint8Array,
   length: number,
 ): Promise<Uint8Array> {
+  try {
+    return Promise.resolve(hkdfExpandSync(prk, info, length));
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/** {@link hkdfExpand} without the promise: the key schedule runs on every handshake. */
+export function hkdfExpandSync(prk: Uint8Array, info: Uint8Array, length: number): Uint8Array {
   if (!Number.isInteger(length) || length < 0 || length > MAX_OUTPUT_BYTES) {
-    return Promise.reject(new RangeError(`HKDF-Expand length must be 0..${MAX_OUTPUT_BYTES}`));
+    throw new RangeError(`HKDF-Expand length must be 0..${MAX_OUTPUT_BYTES}`);
   }
   const okm = new Uint8Array(length);
   let previous: Uint8Array = new Uint8Array(0); // T(0) is empty
@@ -49,5 +63,5 @@ export function hkdfExpand(
     previous = block;
   }
   wipe(previous);
-  return Promise.resolve(okm);
+  return okm;
 }

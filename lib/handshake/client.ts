@@ -4,13 +4,14 @@
  *
  *   -> hello                          (plaintext, key share for phase 1)
  *   (<- retry, -> hello with cookie)  only when the server is under load (PROTOCOL §5.1)
- *   <- server_hello                   (plaintext, key share for phase 1)
- *   <- {certificate, certificate_verify, finished}   sealed, server
- *   -> {certificate, certificate_verify, finished}   sealed, client
+ *   <- server_hello                   (plaintext, time, key share for phase 1)
+ *   <- certificate, certificate_verify, finished     sealed, server
+ *   -> certificate, certificate_verify, finished     sealed, client
  *   -> login | register               sealed, never in the transcript hash
  *   <- auth_ok
- *   -> dh_client, certificate_verify  sealed, phase 2
- *   <- dh_server, certificate_verify  sealed, phase 2
+ *   -> dh_client                      phase 2
+ *   <- dh_server, finished            phase 2: s2c then reads under the app keys
+ *   -> finished                       phase 2: c2s then writes under the app keys
  */
 import { toBase64 } from "../bytes.ts";
 import { type ClientKeyShare, KEX_GROUPS, type KexGroup, keyAgreement } from "../crypto/kex.ts";
@@ -29,6 +30,7 @@ import type { z } from "zod";
 import {
   type Credentials,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_MAX_SKEW_MS,
   type EstablishedSession,
   HandshakeIo,
   type HandshakeOptions,
@@ -70,6 +72,7 @@ class ClientHandshake {
   #username!: string;
   #hello!: Record<string, unknown>;
   #helloBytes!: Uint8Array;
+  #sessionTime!: number;
 
   constructor(conn: FrameConnection, options: ClientHandshakeOptions) {
     this.#opts = options;
@@ -85,10 +88,12 @@ class ClientHandshake {
     await this.readServerCertificateVerify();
     await this.readServerFinished();
     await this.sendClientAuthentication();
-    await this.sendCredentials();
+    this.sendCredentials();
     await this.readAuthOk();
     const phase2 = await this.sendDhClient();
-    return await this.readDhServer(phase2);
+    await this.readDhServer(phase2);
+    const app = await this.readServerFinished2();
+    return this.sendClientFinished2(app);
   }
 
   async sendHello(): Promise<void> {
@@ -130,7 +135,12 @@ class ClientHandshake {
     if (hello.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "server answered with a group we did not offer");
     }
-    await this.io.enterPhase1(await this.#share.complete(hello.key_share.pub));
+    const skew = this.#opts.maxSkewMs ?? DEFAULT_MAX_SKEW_MS;
+    if (Math.abs(this.#random.now() - hello.time) > skew) {
+      throw new SecureChatError("STALE", "server clock is outside the allowed skew of ours");
+    }
+    this.#sessionTime = hello.time;
+    this.io.enterPhase1(await this.#share.complete(hello.key_share.pub));
   }
 
   async readServerCertificate(): Promise<void> {
@@ -142,11 +152,11 @@ class ClientHandshake {
   }
 
   async readServerCertificateVerify(): Promise<void> {
-    await this.io.readCertificateVerify(1, this.#server.key);
+    await this.io.readCertificateVerify(this.#server.key);
   }
 
   async readServerFinished(): Promise<void> {
-    await this.io.readFinished();
+    await this.io.readFinished(1);
   }
 
   /** Only now, with the server proven, does the client reveal who it is. */
@@ -154,13 +164,13 @@ class ClientHandshake {
     await this.io.sendAuthentication(this.#opts.identity);
   }
 
-  async sendCredentials(): Promise<void> {
+  sendCredentials(): void {
     const c = this.#opts.credentials;
     const message = c.mode === "register"
       ? { type: "register", email: c.email, username: c.username, password: c.password }
       : { type: "login", username: c.username, password: c.password };
-    // Not recorded: nothing derived from the password is ever hashed or signed.
-    await this.io.sendSealed(message, false);
+    // Not hashed: nothing derived from the password is ever hashed or signed.
+    this.io.sendSealed(message, false);
   }
 
   async readAuthOk(): Promise<void> {
@@ -173,26 +183,45 @@ class ClientHandshake {
 
   async sendDhClient(): Promise<ClientKeyShare> {
     const share = await this.#newShare();
-    await this.io.sendSealed({
+    this.io.sendSealed({
       type: "dh_client",
       key_share: { group: this.#group, pub: toBase64(share.share) },
     });
-    await this.io.sendCertificateVerify(2, this.#opts.identity.signingKey);
-    this.io.peerSwitchedToControlKeys();
     return share;
   }
 
-  async readDhServer(share: ClientKeyShare): Promise<EstablishedSession> {
+  async readDhServer(share: ClientKeyShare): Promise<void> {
     const dh = await this.io.readSealed(DhServerSchema);
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
-    await this.io.readCertificateVerify(2, this.#server.key);
-    return await this.io.establish(await share.complete(dh.key_share.pub), {
+    this.io.enterPhase2(await share.complete(dh.key_share.pub));
+  }
+
+  /** The server's phase 2 Finished; then s2c reads under the application keys. */
+  async readServerFinished2(): Promise<ReturnType<HandshakeIo["deriveSession"]>> {
+    await this.io.readFinished(2);
+    const app = this.io.deriveSession();
+    this.io.records!.switchReceive(app.app.s2c);
+    return app;
+  }
+
+  /** Our phase 2 Finished, still under the handshake key; then c2s writes under the app keys. */
+  sendClientFinished2(app: ReturnType<HandshakeIo["deriveSession"]>): EstablishedSession {
+    this.io.sendFinished(2);
+    const records = this.io.records!;
+    records.switchSend(app.app.c2s);
+    return {
+      role: "client",
+      conn: this.io.conn,
+      records,
+      sessionId: app.sessionId,
+      sessionTime: this.#sessionTime,
       self: this.#opts.identity,
       peer: this.#server,
+      peerKey: this.#server.key,
       username: this.#username,
       group: this.#group,
-    });
+    };
   }
 }

@@ -14,18 +14,19 @@ import {
   FinishedSchema,
   parseMessage,
   peerErrorOf,
-  SealedSchema,
 } from "../wire/messages.ts";
 import {
+  deriveMaster,
   derivePhase1,
   deriveSession,
   finishedMac,
   HandshakeTranscript,
+  type MasterSecrets,
   type Phase1Secrets,
   type Role,
   signatureInput,
 } from "./key_schedule.ts";
-import { SealedChannel } from "./record.ts";
+import { RecordLayer } from "./record.ts";
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -41,17 +42,25 @@ export interface Identity {
   signingKey: SigningKey;
 }
 
-/** Where the handshake gets randomness; tests replace it to replay the vectors of PROTOCOL §9. */
+/**
+ * Where the handshake gets randomness and time; tests replace it to replay the
+ * vectors of PROTOCOL §9.
+ */
 export interface HandshakeRandomness {
   nonce(): Uint8Array;
   /** Fixed private key material for the next key share (see KeyAgreement), or undefined for fresh. */
   keyShareSecret(group: KexGroup): Uint8Array | undefined;
+  now(): number;
 }
 
 export const systemRandomness: HandshakeRandomness = {
   nonce: () => crypto.getRandomValues(new Uint8Array(32)),
   keyShareSecret: () => undefined,
+  now: () => Date.now(),
 };
+
+/** The clock skew a party tolerates (server_hello.time, session messages): 5 minutes. */
+export const DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000;
 
 /** What the client proves the user with, inside the phase 1 channel (never hashed). */
 export type Credentials =
@@ -65,17 +74,18 @@ export interface HandshakeOptions {
   groups?: readonly KexGroup[];
   timeoutMs?: number;
   randomness?: HandshakeRandomness;
+  maxSkewMs?: number;
 }
 
 /** The outcome of a completed handshake: everything the chat session needs. */
 export interface EstablishedSession {
   role: Role;
   conn: FrameConnection;
-  /** The sealed channel under the phase 2 control keys (close, receipts, errors). */
-  control: SealedChannel;
+  /** Both directions now under the application keys (PROTOCOL §4.2). */
+  records: RecordLayer;
   sessionId: string;
-  chatSendSecret: Uint8Array;
-  chatReceiveSecret: Uint8Array;
+  /** server_hello.time: the session time transcripts judge certificates at. */
+  sessionTime: number;
   self: Identity;
   peer: ValidatedPeer;
   peerKey: VerifyingKey;
@@ -86,7 +96,7 @@ export interface EstablishedSession {
 
 /**
  * Runs one side's steps. On a failure of our own, the peer is told the code before
- * the connection closes (a code the peer sent us is not echoed back); the phase 1
+ * the connection closes (a code the peer sent us is not echoed back); the handshake
  * secrets are wiped whatever happens. A write that failed because the peer refused us
  * and closed is reported with the peer's code: we pipeline several messages, so a write
  * can fail before we read the peer's `error`.
@@ -110,75 +120,57 @@ export async function runHandshake(
 
 /**
  * One side's view of the handshake: every read has the handshake's remaining time
- * as its deadline; every message is added to the transcript; the key schedule's
- * state (PROTOCOL §4) lives here, oriented by our role.
+ * as its deadline; every hashed message is added to the transcript; the key
+ * schedule's state (PROTOCOL §4) lives here, oriented by our role.
  */
 export class HandshakeIo {
   readonly transcript = new HandshakeTranscript();
   #deadline: number;
   #phase1?: Phase1Secrets;
-  #peerOnControlKeys = false;
-  sealed: SealedChannel | null = null;
+  #phase2?: MasterSecrets;
+  /** Set once a record from the peer opened: from then on no plaintext frame is accepted. */
+  #peerSealed = false;
+  records: RecordLayer | null = null;
 
   constructor(readonly role: Role, readonly conn: FrameConnection, timeoutMs: number) {
     this.#deadline = Date.now() + timeoutMs;
   }
 
-  /** After server_hello: phase 1 keys from ss1 and H(hello, server_hello) (§4.1). */
-  async enterPhase1(shared: Uint8Array): Promise<void> {
+  /** After server_hello: handshake keys from ss1 and H(hello, server_hello) (§4.1). */
+  enterPhase1(shared: Uint8Array): void {
     try {
-      this.#phase1 = await derivePhase1(shared, await this.transcript.hash());
+      this.#phase1 = derivePhase1(shared, this.transcript.hash());
     } finally {
       wipe(shared);
     }
     const { c2s, s2c } = this.#phase1;
-    this.sealed = this.role === "client"
-      ? await SealedChannel.create(c2s, s2c)
-      : await SealedChannel.create(s2c, c2s);
+    this.records = this.role === "client" ? new RecordLayer(c2s, s2c) : new RecordLayer(s2c, c2s);
   }
 
-  /** After the last phase 2 message: the session, from ss2 and Hfinal (§4.2). */
-  async establish(
-    shared: Uint8Array,
-    parties: Pick<EstablishedSession, "self" | "peer" | "username" | "group">,
-  ): Promise<EstablishedSession> {
+  /** After dh_server: the master secret from ss2 (§4.2). */
+  enterPhase2(shared: Uint8Array): void {
     try {
-      const secrets = await deriveSession(
-        this.#secrets().handshakeSecret,
-        shared,
-        await this.transcript.hash(),
-      );
-      const [send, receive] = this.role === "client"
-        ? ["c2s", "s2c"] as const
-        : ["s2c", "c2s"] as const;
-      return {
-        role: this.role,
-        conn: this.conn,
-        control: await SealedChannel.create(secrets.control[send], secrets.control[receive]),
-        sessionId: toHex(secrets.sessionId),
-        chatSendSecret: secrets.chat[send],
-        chatReceiveSecret: secrets.chat[receive],
-        peerKey: parties.peer.key,
-        ...parties,
-      };
+      this.#phase2 = deriveMaster(this.#secrets().handshakeSecret, shared);
     } finally {
       wipe(shared);
     }
   }
 
   /**
-   * The client's phase 2 certificate_verify is out: the server now reads under the
-   * control keys, which the client cannot derive before dh_server. An error from here
-   * on goes in a plaintext frame (PROTOCOL §3.2).
+   * The session secrets over Hfinal (the transcript so far, which must end with the
+   * server's phase 2 finished).
    */
-  peerSwitchedToControlKeys(): void {
-    this.#peerOnControlKeys = true;
+  deriveSession(): { sessionId: string; app: Record<"c2s" | "s2c", Uint8Array> } {
+    const secrets = deriveSession(this.#master().master, this.transcript.hash());
+    return { sessionId: toHex(secrets.sessionId), app: secrets.app };
   }
 
-  /** Best effort (JS may keep copies): the phase 1 secrets are not needed after the handshake. */
+  /** Best effort (JS may keep copies): the handshake secrets are not needed after the handshake. */
   wipe(): void {
     const p = this.#phase1;
     if (p) wipe(p.handshakeSecret, p.clientFinishedKey, p.serverFinishedKey);
+    const m = this.#phase2;
+    if (m) wipe(m.master, m.clientFinishedKey, m.serverFinishedKey);
   }
 
   #secrets(): Phase1Secrets {
@@ -186,12 +178,17 @@ export class HandshakeIo {
     return this.#phase1;
   }
 
+  #master(): MasterSecrets {
+    if (!this.#phase2) throw new SecureChatError("INTERNAL", "no phase 2 keys yet");
+    return this.#phase2;
+  }
+
   #peerRole(): Role {
     return this.role === "client" ? "server" : "client";
   }
 
-  #finishedKey(role: Role): Uint8Array {
-    const p = this.#secrets();
+  #finishedKey(role: Role, phase: 1 | 2): Uint8Array {
+    const p = phase === 1 ? this.#secrets() : this.#master();
     return role === "client" ? p.clientFinishedKey : p.serverFinishedKey;
   }
 
@@ -205,11 +202,10 @@ export class HandshakeIo {
         "peer closed the connection during the handshake",
       );
     }
-    throwIfPeerError(payload, false);
     return payload;
   }
 
-  /** Reads a plaintext message of the given schema. */
+  /** Reads a plaintext message of the given schema (hello, server_hello). */
   async readPlain<S extends z.ZodTypeAny>(schema: S, record = true): Promise<z.output<S>> {
     const { message, payload } = await this.readPlainBytes(schema);
     if (record) this.transcript.add(payload);
@@ -221,17 +217,25 @@ export class HandshakeIo {
     schema: S,
   ): Promise<{ message: z.output<S>; payload: Uint8Array }> {
     const payload = await this.#readPayload();
+    throwIfPeerError(payload, false);
     return { message: parseMessage(payload, schema), payload };
   }
 
-  /** Reads a sealed frame and returns its inner message, parsed with the given schema. */
-  async readSealed<S extends z.ZodTypeAny>(schema: S, record = true): Promise<z.output<S>> {
+  /** Reads one record and returns its message, parsed with the given schema. */
+  async readSealed<S extends z.ZodTypeAny>(schema: S, hashed = true): Promise<z.output<S>> {
     const payload = await this.#readPayload();
-    const frame = parseMessage(payload, SealedSchema);
-    const inner = await this.#channel().open(frame.ct);
-    throwIfPeerError(inner, true);
-    const message = parseMessage(inner, schema);
-    if (record) this.transcript.add(inner);
+    let content: Uint8Array;
+    try {
+      content = this.#records().open(payload);
+    } catch (error) {
+      // A peer that never had our keys can only refuse in plaintext (PROTOCOL §3.3).
+      if (!this.#peerSealed) throwIfPeerError(payload, false);
+      throw error;
+    }
+    this.#peerSealed = true;
+    throwIfPeerError(content, true);
+    const message = parseMessage(content, schema);
+    if (hashed) this.transcript.add(content);
     return message;
   }
 
@@ -243,48 +247,50 @@ export class HandshakeIo {
     return payload;
   }
 
-  async sendSealed(message: unknown, record = true): Promise<void> {
-    const inner = utf8(JSON.stringify(message));
-    const ct = await this.#channel().seal(inner);
-    this.conn.send(utf8(JSON.stringify({ type: "sealed", ct: toBase64(ct) })));
-    if (record) this.transcript.add(inner);
+  sendSealed(message: unknown, hashed = true): void {
+    const content = utf8(JSON.stringify(message));
+    this.conn.send(this.#records().seal(content));
+    if (hashed) this.transcript.add(content);
   }
 
-  /** Signs the transcript so far for our role and `phase` and sends certificate_verify (§4.6). */
-  async sendCertificateVerify(phase: 1 | 2, key: SigningKey): Promise<void> {
-    const sig = await sign(key, signatureInput(this.role, phase, await this.transcript.hash()));
-    await this.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
+  /** Signs the transcript so far for our role and sends certificate_verify (§4.6). */
+  async sendCertificateVerify(key: SigningKey): Promise<void> {
+    const sig = await sign(key, signatureInput(this.role, this.transcript.hash()));
+    this.sendSealed({ type: "certificate_verify", sig: toBase64(sig) });
   }
 
   /**
    * Reads the peer's certificate_verify and checks it over the transcript so far.
    * @throws SIG_FAIL
    */
-  async readCertificateVerify(phase: 1 | 2, key: VerifyingKey): Promise<void> {
+  async readCertificateVerify(key: VerifyingKey): Promise<void> {
     const role = this.#peerRole();
-    const signed = signatureInput(role, phase, await this.transcript.hash());
+    const signed = signatureInput(role, this.transcript.hash());
     const { sig } = await this.readSealed(CertificateVerifySchema);
     if (!await verify(key, signed, sig)) {
-      throw new SecureChatError("SIG_FAIL", `${role} phase ${phase} signature does not verify`);
+      throw new SecureChatError("SIG_FAIL", `${role} handshake signature does not verify`);
     }
   }
 
-  /** Sends finished: the MAC over the transcript so far under our finished key (§4.6). */
-  async sendFinished(): Promise<void> {
-    const mac = await finishedMac(this.#finishedKey(this.role), await this.transcript.hash());
-    await this.sendSealed({ type: "finished", mac: toBase64(mac) });
+  /** Sends finished: the MAC over the transcript so far under our key of `phase` (§4.6). */
+  sendFinished(phase: 1 | 2): void {
+    const mac = finishedMac(this.#finishedKey(this.role, phase), this.transcript.hash());
+    this.sendSealed({ type: "finished", mac: toBase64(mac) });
   }
 
   /**
-   * Reads the peer's finished and compares it in constant time.
+   * Reads the peer's finished of `phase` and compares it in constant time.
    * @throws HANDSHAKE_FAIL
    */
-  async readFinished(): Promise<void> {
+  async readFinished(phase: 1 | 2): Promise<void> {
     const role = this.#peerRole();
-    const expected = await finishedMac(this.#finishedKey(role), await this.transcript.hash());
+    const expected = finishedMac(this.#finishedKey(role, phase), this.transcript.hash());
     const { mac } = await this.readSealed(FinishedSchema);
     if (!timingSafeEqual(mac, expected)) {
-      throw new SecureChatError("HANDSHAKE_FAIL", `${role} Finished does not match our keys`);
+      throw new SecureChatError(
+        "HANDSHAKE_FAIL",
+        `${role} phase ${phase} Finished does not match our keys`,
+      );
     }
   }
 
@@ -293,21 +299,21 @@ export class HandshakeIo {
    * our signature over the handshake so far, and our Finished.
    */
   async sendAuthentication(identity: Identity) {
-    await this.sendSealed({ type: "certificate", cert: toBase64(identity.certDer) });
-    await this.sendCertificateVerify(1, identity.signingKey);
-    await this.sendFinished();
+    this.sendSealed({ type: "certificate", cert: toBase64(identity.certDer) });
+    await this.sendCertificateVerify(identity.signingKey);
+    this.sendFinished(1);
   }
 
   /**
-   * Tells the peer why we are closing, sealed when a channel exists (so a passive
-   * observer learns nothing), and closes so that the message survives. Best effort:
-   * the peer may be gone.
+   * Tells the peer why we are closing, sealed under our current sending key when we
+   * have one (the peer reads under that same key, §5), and closes so that the
+   * message survives. Best effort: the peer may be gone.
    */
   async sendError(error: SecureChatError): Promise<void> {
     const message = errorMessageFor(error);
     try {
-      if (this.sealed && !this.#peerOnControlKeys) await this.sendSealed(message, false);
-      else this.sendPlain(message, false);
+      const payload = utf8(JSON.stringify(message));
+      this.conn.send(this.records ? this.records.seal(payload) : payload);
     } catch {
       // the peer is gone; the local log still has the code
     }
@@ -315,9 +321,10 @@ export class HandshakeIo {
   }
 
   /**
-   * After a failed write: the peer's `error` (plain, or sealed under the keys we read with)
-   * among the frames it sent before closing, read for at most PEER_ERROR_GRACE_MS and
-   * within the handshake's deadline; undefined when there is none.
+   * After a failed write: the peer's `error` (sealed under the key we read with, or in
+   * plaintext while no record of the peer has opened, PROTOCOL §3.3) among the frames it
+   * sent before closing, read for at most PEER_ERROR_GRACE_MS and within the handshake's
+   * deadline; undefined when there is none.
    */
   async readPendingPeerError(): Promise<SecureChatError | undefined> {
     const deadline = Math.min(this.#deadline, Date.now() + PEER_ERROR_GRACE_MS);
@@ -325,23 +332,24 @@ export class HandshakeIo {
       while (deadline > Date.now()) {
         const payload = await this.conn.read(deadline - Date.now());
         if (payload === null) return undefined;
-        const plain = peerErrorOf(payload);
-        if (plain) return errorFromPeer(plain.code, plain.message, false);
-        if (this.sealed) {
-          const inner = await this.sealed.open(parseMessage(payload, SealedSchema).ct);
-          const sealed = peerErrorOf(inner);
-          if (sealed) return errorFromPeer(sealed.code, sealed.message, true);
+        let content: Uint8Array | undefined;
+        try {
+          content = this.records?.open(payload);
+        } catch {
+          if (this.#peerSealed) return undefined;
         }
+        const error = peerErrorOf(content ?? payload);
+        if (error) return errorFromPeer(error.code, error.message, content !== undefined);
       }
     } catch {
-      // a reset, a timeout or a frame we cannot open: there is no error to report
+      // a reset or a timeout: there is no error to report
     }
     return undefined;
   }
 
-  #channel(): SealedChannel {
-    if (!this.sealed) throw new SecureChatError("INTERNAL", "no sealed channel yet");
-    return this.sealed;
+  #records(): RecordLayer {
+    if (!this.records) throw new SecureChatError("INTERNAL", "no record keys yet");
+    return this.records;
   }
 }
 

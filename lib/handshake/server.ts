@@ -3,13 +3,14 @@
  *
  *   <- hello                          admit() runs here, before any expensive work
  *   (-> retry, <- hello with cookie)  only under load (PROTOCOL §5.1)
- *   -> server_hello
- *   -> {certificate, certificate_verify, finished}   sealed, server
- *   <- {certificate, certificate_verify, finished}   sealed, client
+ *   -> server_hello                   (time, key share)
+ *   -> certificate, certificate_verify, finished     sealed, server
+ *   <- certificate, certificate_verify, finished     sealed, client
  *   <- login | register               authenticate(): CN must equal the user name
  *   -> auth_ok
- *   <- dh_client, certificate_verify
- *   -> dh_server, certificate_verify
+ *   <- dh_client                      phase 2
+ *   -> dh_server, finished            phase 2: s2c then writes under the app keys
+ *   <- finished                       phase 2: c2s then reads under the app keys
  */
 import { toBase64 } from "../bytes.ts";
 import { KEX_GROUPS, type KexGroup, keyAgreement, type ServerKeyShare } from "../crypto/kex.ts";
@@ -79,6 +80,7 @@ class ServerHandshake {
   #group!: KexGroup;
   #client!: ValidatedPeer;
   #username!: string;
+  #sessionTime!: number;
 
   constructor(conn: FrameConnection, options: ServerHandshakeOptions) {
     this.#opts = options;
@@ -95,7 +97,8 @@ class ServerHandshake {
     await this.readClientFinished();
     await this.readCredentials();
     const dhClientShare = await this.readDhClient();
-    return await this.sendDhServer(dhClientShare);
+    const app = await this.sendDhServer(dhClientShare);
+    return await this.readClientFinished2(app);
   }
 
   async readHello(): Promise<Uint8Array> {
@@ -140,13 +143,15 @@ class ServerHandshake {
 
   async sendServerHello(clientShare: Uint8Array): Promise<void> {
     const { share, sharedSecret } = await this.#respond(clientShare);
+    this.#sessionTime = this.#random.now();
     this.io.sendPlain({
       type: "server_hello",
       version: PROTOCOL_VERSION,
       nonce: toBase64(this.#random.nonce()),
+      time: this.#sessionTime,
       key_share: { group: this.#group, pub: toBase64(share) },
     });
-    await this.io.enterPhase1(sharedSecret);
+    this.io.enterPhase1(sharedSecret);
   }
 
   #respond(clientShare: Uint8Array): Promise<ServerKeyShare> {
@@ -165,11 +170,11 @@ class ServerHandshake {
   }
 
   async readClientCertificateVerify(): Promise<void> {
-    await this.io.readCertificateVerify(1, this.#client.key);
+    await this.io.readCertificateVerify(this.#client.key);
   }
 
   async readClientFinished(): Promise<void> {
-    await this.io.readFinished();
+    await this.io.readFinished(1);
   }
 
   async readCredentials(): Promise<void> {
@@ -185,7 +190,7 @@ class ServerHandshake {
       : { mode: "login", ...request };
     const { registered } = await this.#opts.authenticate(auth, this.#client);
     this.#username = request.username;
-    await this.io.sendSealed({ type: "auth_ok", username: this.#username, registered });
+    this.io.sendSealed({ type: "auth_ok", username: this.#username, registered });
   }
 
   async readDhClient(): Promise<Uint8Array> {
@@ -193,22 +198,41 @@ class ServerHandshake {
     if (dh.key_share.group !== this.#group) {
       throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
     }
-    await this.io.readCertificateVerify(2, this.#client.key);
     return dh.key_share.pub;
   }
 
-  async sendDhServer(clientShare: Uint8Array): Promise<EstablishedSession> {
+  /** dh_server and our phase 2 Finished; then s2c writes under the application keys. */
+  async sendDhServer(clientShare: Uint8Array): Promise<ReturnType<HandshakeIo["deriveSession"]>> {
     const { share, sharedSecret } = await this.#respond(clientShare);
-    await this.io.sendSealed({
+    this.io.sendSealed({
       type: "dh_server",
       key_share: { group: this.#group, pub: toBase64(share) },
     });
-    await this.io.sendCertificateVerify(2, this.#opts.identity.signingKey);
-    return await this.io.establish(sharedSecret, {
+    this.io.enterPhase2(sharedSecret);
+    this.io.sendFinished(2);
+    const app = this.io.deriveSession();
+    this.io.records!.switchSend(app.app.s2c);
+    return app;
+  }
+
+  /** The client's phase 2 Finished over Hfinal; then c2s reads under the application keys. */
+  async readClientFinished2(
+    app: ReturnType<HandshakeIo["deriveSession"]>,
+  ): Promise<EstablishedSession> {
+    await this.io.readFinished(2);
+    const records = this.io.records!;
+    records.switchReceive(app.app.c2s);
+    return {
+      role: "server",
+      conn: this.io.conn,
+      records,
+      sessionId: app.sessionId,
+      sessionTime: this.#sessionTime,
       self: this.#opts.identity,
       peer: this.#client,
+      peerKey: this.#client.key,
       username: this.#username,
       group: this.#group,
-    });
+    };
   }
 }

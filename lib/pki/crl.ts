@@ -41,7 +41,15 @@ export interface ParsedCrl {
   crlNumber?: bigint;
   /** Revoked serial numbers, hex of the INTEGER content octets. */
   revoked: Set<string>;
+  /**
+   * For each revoked serial, the time from which its signatures are not trusted:
+   * the entry's invalidityDate (RFC 5280 §5.3.2) if present, else its revocationDate.
+   */
+  revokedFrom: Map<string, Date>;
 }
+
+/** id-ce-invalidityDate (RFC 5280 §5.3.2). */
+const OID_INVALIDITY_DATE = "2.5.29.24";
 
 function badCrl(reason: string): never {
   throw new SecureChatError("BAD_CERT", `CRL ${reason}`);
@@ -75,19 +83,28 @@ function parseCrlDer(der: Uint8Array): ParsedCrl {
   const thisUpdate = readTime(tbs.any("thisUpdate"));
   const nextTlv = tbs.optional(TAG.UTC_TIME) ?? tbs.optional(TAG.GENERALIZED_TIME);
   const revoked = new Set<string>();
+  const revokedFrom = new Map<string, Date>();
   const list = tbs.optional(TAG.SEQUENCE);
   for (const entry of list ? children(list) : []) {
     const e = new SeqReader(entry, "revokedCertificate");
-    revoked.add(serialHex(readIntegerBytes(e.next(TAG.INTEGER, "userCertificate"))));
-    readTime(e.any("revocationDate"));
+    const serial = serialHex(readIntegerBytes(e.next(TAG.INTEGER, "userCertificate")));
+    let from = readTime(e.any("revocationDate"));
     const entryExts = e.optional(TAG.SEQUENCE);
     for (const ext of entryExts ? children(entryExts) : []) {
-      const [, maybeCritical] = children(ext);
+      const parts = children(ext);
+      const [oidTlv, maybeCritical] = parts;
       if (maybeCritical?.tag === TAG.BOOLEAN && readBoolean(maybeCritical)) {
         badCrl("entry has a critical extension");
       }
+      if (readOid(oidTlv) === OID_INVALIDITY_DATE) {
+        const value = parts[parts.length - 1];
+        const invalid = readTime(parseTlv(value.value, TAG.GENERALIZED_TIME));
+        if (invalid < from) from = invalid;
+      }
     }
     e.end("revokedCertificate");
+    revoked.add(serial);
+    revokedFrom.set(serial, from);
   }
   let crlNumber: bigint | undefined;
   const exts = tbs.optional(ctx(0, true));
@@ -114,6 +131,7 @@ function parseCrlDer(der: Uint8Array): ParsedCrl {
     nextUpdate: nextTlv && readTime(nextTlv),
     crlNumber,
     revoked,
+    revokedFrom,
   };
 }
 

@@ -1,42 +1,62 @@
 /**
- * The lobby's prepared record as it crosses between nodes (docs/DEPLOY.md "Records"): the body
- * to send and, for a relay, the author record the recipient's transcript keeps. The cluster
- * link carries it as an opaque payload; only the lobby encodes and decodes it.
+ * The lobby's prepared record as it crosses between nodes (docs/DEPLOY.md "Records"): a
+ * server body to send (a notice, the operator), or a user's signed record to relay with its
+ * author's certificate and content key (PROTOCOL §6.4). The cluster link carries it as an
+ * opaque payload; only the lobby encodes and decodes it.
  */
 import { z } from "zod";
-import { toBase64 } from "../bytes.ts";
+import { fromBase64 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import type { AuthorRecord } from "../session/relay.ts";
-import { AuthorSchema } from "../transcript/format.ts";
-import { type MsgBodyJson, MsgBodySchema } from "../wire/messages.ts";
+import {
+  type Body,
+  BodySchema,
+  CONTENT_KEY_BYTES,
+  decodeRecord,
+  MAX_CERT_BYTES,
+  type PreparedRelay,
+  prepareRelay,
+  type RecordJson,
+  RecordJsonSchema,
+} from "../message/record.ts";
+import { base64Text } from "../wire/schema.ts";
 
-export interface ClusterRecord {
-  body: MsgBodyJson;
-  author?: AuthorRecord;
+export type ClusterRecord =
+  | { body: Body }
+  | { relay: { cert: string; record: RecordJson; k: string } };
+
+const ClusterRecordSchema = z.union([
+  z.object({ body: BodySchema }).strict(),
+  z.object({
+    relay: z.object({
+      cert: base64Text(1, MAX_CERT_BYTES),
+      record: RecordJsonSchema,
+      k: base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES),
+    }).strict(),
+  }).strict(),
+]);
+
+export function encodeClusterRecord(record: ClusterRecord): unknown {
+  return record;
 }
 
-const ClusterRecordSchema = z.object({
-  body: z.unknown(),
-  author: AuthorSchema.optional(),
-}).strict();
-
-export function encodeClusterRecord({ body, author }: ClusterRecord): unknown {
-  if (!author) return { body };
-  const { cert, seqno, ts, ct, sig } = author;
-  return {
-    body,
-    author: { cert: toBase64(cert), seqno, ts, ct: toBase64(ct), sig: toBase64(sig) },
-  };
-}
-
-/**
- * The body is checked against the wire schema but kept as written, since it is sent on as is.
- * @throws PROTOCOL_ERROR not a record this build writes
- */
+/** @throws PROTOCOL_ERROR not a record this build writes */
 export function decodeClusterRecord(value: unknown): ClusterRecord {
   const parsed = ClusterRecordSchema.safeParse(value);
-  if (!parsed.success || !MsgBodySchema.safeParse(parsed.data.body).success) {
+  if (!parsed.success) {
     throw new SecureChatError("PROTOCOL_ERROR", "malformed record from the cluster");
   }
-  return { body: parsed.data.body as MsgBodyJson, author: parsed.data.author };
+  return parsed.data;
+}
+
+/** A relay from the stream, serialised once for every local recipient. */
+export function preparedRelayOf(
+  relay: { cert: string; record: RecordJson; k: string },
+): PreparedRelay {
+  return prepareRelay(
+    relay.cert,
+    fromBase64(relay.cert),
+    relay.record,
+    decodeRecord(relay.record),
+    fromBase64(relay.k),
+  );
 }

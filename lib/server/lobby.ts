@@ -1,8 +1,8 @@
 /**
- * The lobby (issue #6): every logged-in user hears every other one; `/msg`-style
- * bodies with `to` go to one user. Each hop is its own session, so relaying means
- * re-encrypting and re-signing for every recipient. A recipient that stops reading
- * is dropped (SLOW_CONSUMER) rather than allowed to hold the others back.
+ * The lobby (issue #6): every logged-in user hears every other one; records addressed
+ * `user:x` go to one user. The server forwards the author's own signed record (PROTOCOL
+ * §6.4): serialised once, sealed per recipient, never signed by the server. A recipient
+ * that stops reading is dropped (SLOW_CONSUMER) rather than allowed to hold the others back.
  *
  * In a cluster (docs/DEPLOY.md) every record to deliver goes through the cluster's stream,
  * this node's own included, and each node delivers what it reads there to its own members:
@@ -11,14 +11,25 @@
 import { codeOf, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { toBase64 } from "../bytes.ts";
-import type { AuthorRecord } from "../session/relay.ts";
+import {
+  type Body,
+  canonicalName,
+  LOBBY,
+  type PreparedRelay,
+  prepareRelay,
+  recipientUser,
+  type RefusalCode,
+} from "../message/record.ts";
 import type { ChatSession, ReceivedMessage } from "../session/session.ts";
-import type { MsgBodyJson } from "../wire/messages.ts";
 import type { ClusterLink, LocalUser } from "../cluster/link.ts";
 import type { LoginEvent, RecordEnvelope } from "../cluster/messages.ts";
-import { type ClusterRecord, decodeClusterRecord, encodeClusterRecord } from "./cluster_record.ts";
+import {
+  type ClusterRecord,
+  decodeClusterRecord,
+  encodeClusterRecord,
+  preparedRelayOf,
+} from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
-import { canonicalName } from "../pki/names.ts";
 
 // The operator's name is a reserved user name: its home is lib/pki/names.ts.
 export { OPERATOR_NAME } from "../pki/names.ts";
@@ -32,18 +43,15 @@ export interface LobbyLimits {
 
 export const DEFAULT_LOBBY_LIMITS: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40 };
 
-/** A member over its rate is told so at most once in this long; other drops cost nothing. */
-export const THROTTLE_NOTICE_MS = 10_000;
-
-/** Relayed messages of one sender being signed and queued at once, at most. */
+/** Relayed messages of one sender being published to the cluster at once, at most. */
 export const RELAY_WINDOW = 32;
-/** Records from the cluster stream being delivered at once, at most, before reading more. */
-export const CLUSTER_DELIVERY_WINDOW = 256;
 
 export class Member {
   readonly bucket: TokenBucket;
-  /** This member's relays still being delivered (see RELAY_WINDOW). */
+  /** This member's relays still being published (see RELAY_WINDOW). */
   readonly inFlight = new Set<Promise<void>>();
+  /** The member's certificate as relays carry it, encoded once. */
+  readonly certBase64: string;
   /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
   readonly since = Date.now();
   /**
@@ -53,8 +61,6 @@ export class Member {
   held?: ClusterRecord[];
   /** Ended because the user logged in again elsewhere: no "left" notice. */
   replaced = false;
-  /** When this member was last told that messages are being dropped (see THROTTLE_NOTICE_MS). */
-  throttleNoticeAt = -Infinity;
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -63,6 +69,7 @@ export class Member {
     readonly drop: (error: SecureChatError) => void,
   ) {
     this.bucket = new TokenBucket(limits.messageBurst, limits.messagesPerSecond);
+    this.certBase64 = toBase64(session.established.peer.der);
   }
   get username(): string {
     return this.session.username;
@@ -75,7 +82,6 @@ const keyOf = canonicalName;
 export class Lobby {
   readonly #members = new Map<string, Member>();
   readonly #cluster?: ClusterLink;
-  readonly #clusterDeliveries = new Set<Promise<void>>();
 
   constructor(
     readonly log: Logger,
@@ -141,13 +147,13 @@ export class Lobby {
    * The operator ends a member's session: a notice saying so, then a clean close
    * (receipts exchanged). False when nobody of that name is online.
    */
-  async kick(name: string): Promise<boolean> {
+  kick(name: string): Promise<boolean> {
     const member = this.#members.get(keyOf(name));
-    if (!member) return false;
+    if (!member) return Promise.resolve(false);
     this.log("KICKED", { user: member.username, session: member.session.sessionId });
-    await this.#deliver(member, { kind: "notice", text: "the operator closed your session" });
+    this.#notify(member, { kind: "notice", text: "the operator closed your session" });
     void member.session.close().catch(() => {});
-    return true;
+    return Promise.resolve(true);
   }
 
   /**
@@ -165,12 +171,16 @@ export class Lobby {
     this.#cluster?.announceLogin(member.username, member.session.sessionId, member.since);
     this.#cluster?.announcePresence();
     if (replay) void this.#replay(member, replay.after, replay.upTo);
-    await this.#route({ kind: "notice", text: `${member.username} joined` }, undefined, member);
-    await this.#deliver(member, {
+    await this.#route(
+      { body: { kind: "notice", text: `${member.username} joined` } },
+      undefined,
+      member,
+    );
+    this.#notify(member, {
       kind: "notice",
       text: `welcome ${member.username}; online: ${this.names().join(", ")}`,
     });
-    for (const text of notices) await this.#deliver(member, { kind: "notice", text });
+    for (const text of notices) this.#notify(member, { kind: "notice", text });
   }
 
   async leave(member: Member): Promise<void> {
@@ -178,52 +188,50 @@ export class Lobby {
     this.#members.delete(keyOf(member.username));
     this.#cluster?.announcePresence();
     if (!member.replaced) {
-      await this.#route({ kind: "notice", text: `${member.username} left` }, undefined, member);
+      await this.#route(
+        { body: { kind: "notice", text: `${member.username} left` } },
+        undefined,
+        member,
+      );
     }
   }
 
-  /**
-   * Handles one verified message from a member. Every kind counts against the member's
-   * rate (issue 11 item 6): over it, a message is dropped and answered (and logged) at
-   * most once per THROTTLE_NOTICE_MS, so a flood costs no reply or signature per message.
-   */
+  /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
   async receive(from: Member, message: ReceivedMessage): Promise<void> {
-    const { body } = message;
+    if (message.type !== "msg") return; // clients send nothing else
     if (!from.bucket.take()) {
-      const now = Date.now();
-      if (now - from.throttleNoticeAt < THROTTLE_NOTICE_MS) return;
-      from.throttleNoticeAt = now;
-      this.log("RATE_LIMITED", { user: from.username, detail: `${body.kind} dropped` });
-      return await this.#deliver(from, {
-        kind: "notice",
-        text: "slow down: messages are being dropped",
-      });
+      // Every kind counts, and a refusal costs no signature (issue 11 item 6).
+      this.log("RATE_LIMITED", { user: from.username, detail: `message ${message.seqno} refused` });
+      return this.#refuse(from, message.seqno, "RATE_LIMITED");
     }
+    const { body, record } = message;
     if (body.kind === "who") {
-      return await this.#deliver(from, {
-        kind: "notice",
-        text: `online: ${this.names().join(", ")}`,
-      });
+      return this.#notify(from, { kind: "notice", text: `online: ${this.names().join(", ")}` });
     }
-    if (body.kind !== "text") return; // clients have nothing else to say to the lobby
-    // Forward the author's own signed message and its key (PROTOCOL §6.4).
-    const { seqno, ts, ct, sig } = message.sealed;
-    const cert = from.session.established.peer.der;
-    const relay: MsgBodyJson = {
-      kind: "relay",
-      cert: toBase64(cert),
-      seqno,
-      ts,
-      ct: toBase64(ct),
-      sig: toBase64(sig),
-      key: toBase64(message.messageKey),
+    if (body.kind !== "text") return;
+    const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
+    if (to !== undefined && !this.#isOnline(to)) {
+      return this.#refuse(from, message.seqno, "NOT_ONLINE");
+    }
+    const relay: ClusterRecord = {
+      relay: { cert: from.certBase64, record: message.recordJson, k: toBase64(message.k) },
     };
-    // Deliveries are numbered in order the moment they start, so the sender's next
-    // message need not wait for this fan-out; a window bounds what is in flight. In a
-    // cluster the delivery is the publish to the stream, and an id of the author's
-    // session and seqno makes a retried publish a no-op.
-    const delivery = this.#route(relay, body.to, from, { cert, seqno, ts, ct, sig }, {
-      id: `${from.session.sessionId}:${seqno}`,
+    if (!this.#cluster) {
+      // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4).
+      const prepared = prepareRelay(
+        from.certBase64,
+        from.session.established.peer.der,
+        message.recordJson,
+        record,
+        message.k,
+      );
+      for (const member of this.#localRecipients(from.username, to)) this.#relay(member, prepared);
+      return;
+    }
+    // In a cluster the delivery is the publish to the stream; an id of the author's session
+    // and seqno makes a retried publish a no-op, and a window bounds what is in flight.
+    const delivery = this.#route(relay, to, from, {
+      id: `${from.session.sessionId}:${message.seqno}`,
     });
     from.inFlight.add(delivery);
     void delivery.finally(() => from.inFlight.delete(delivery));
@@ -233,52 +241,67 @@ export class Lobby {
   /** The operator speaks as `server` (serve's console); false when `to` is not online. */
   async operatorSays(text: string, to?: string): Promise<boolean> {
     if (to !== undefined && !this.#isOnline(to)) return false;
-    await this.#route(
-      to === undefined ? { kind: "operator", text } : { kind: "operator", text, to },
-      to,
-    );
+    const body: Body = to === undefined
+      ? { kind: "operator", text }
+      : { kind: "operator", text, private: true };
+    await this.#route({ body }, to);
     return true;
   }
 
   /** Closes every session cleanly (receipts exchanged), first telling each member why. */
   async closeAll(why: string): Promise<void> {
     await Promise.all([...this.#members.values()].map(async (m) => {
-      await this.#deliver(m, { kind: "notice", text: why });
+      this.#notify(m, { kind: "notice", text: why });
       await m.session.close().catch(() => {});
     }));
   }
 
+  /** This node's members a record from `from` (a user name) to `to` (one user, or all) reaches. */
+  #localRecipients(from: string | undefined, to: string | undefined): Member[] {
+    if (to !== undefined) {
+      const target = this.#members.get(keyOf(to));
+      return target ? [target] : [];
+    }
+    const author = from === undefined ? undefined : keyOf(from);
+    return [...this.#members.values()].filter((m) => keyOf(m.username) !== author);
+  }
+
+  /** Delivers locally, or in a cluster publishes to the stream (every node delivers from it). */
   async #route(
-    body: MsgBodyJson,
+    record: ClusterRecord,
     to: string | undefined,
     sender?: Member,
-    author?: AuthorRecord,
     { id = crypto.randomUUID() as string } = {},
   ): Promise<void> {
-    if (to !== undefined && !this.#isOnline(to)) {
-      // The end-to-end offline queue will take the record here (docs/DEPLOY.md "Offline").
-      if (sender) await this.#deliver(sender, { kind: "notice", text: `${to} is not online` });
-      return;
-    }
     if (!this.#cluster) {
-      if (to === undefined) return await this.#broadcast(body, sender, author);
-      return await this.#deliver(this.#members.get(keyOf(to))!, body, author);
+      return this.#deliverRecord(this.#localRecipients(sender?.username, to), record);
     }
     try {
       await this.#cluster.publishRecord({
         from: sender?.username,
         to,
-        record: encodeClusterRecord({ body, author }),
+        record: encodeClusterRecord(record),
       }, id);
     } catch (error) {
       this.log(codeOf(error), { user: sender?.username, detail: (error as Error).message });
-      if (sender && body.kind === "relay") {
-        await this.#deliver(sender, {
+      if (sender && "relay" in record) {
+        this.#notify(sender, {
           kind: "notice",
           text: "not delivered: the chat cluster is unavailable; try again",
         });
       }
     }
+  }
+
+  /** One record to some members: a relay is serialised once for all of them. */
+  #deliverRecord(members: Member[], record: ClusterRecord): void {
+    if ("body" in record) {
+      for (const m of members) this.#notify(m, record.body);
+      return;
+    }
+    if (members.length === 0) return;
+    const prepared = preparedRelayOf(record.relay);
+    for (const m of members) this.#relay(m, prepared);
   }
 
   /** A record from the cluster stream: to this node's members it is meant for. */
@@ -290,28 +313,13 @@ export class Lobby {
       this.log(codeOf(error), { detail: `from node ${envelope.node}` });
       return;
     }
-    for (const member of this.#recipients(envelope)) {
-      if (member.held) {
-        member.held.push(record);
-        continue;
-      }
-      const delivery = this.#deliver(member, record.body, record.author);
-      this.#clusterDeliveries.add(delivery);
-      void delivery.finally(() => this.#clusterDeliveries.delete(delivery));
+    const now: Member[] = [];
+    for (const member of this.#localRecipients(envelope.from, envelope.to)) {
+      if (member.held) member.held.push(record);
+      else now.push(member);
     }
-    // Sends are numbered when they start, so the next record may start before these end.
-    if (this.#clusterDeliveries.size >= CLUSTER_DELIVERY_WINDOW) {
-      return Promise.race(this.#clusterDeliveries);
-    }
-  }
-
-  #recipients({ from, to }: RecordEnvelope): Member[] {
-    if (to !== undefined) {
-      const target = this.#members.get(keyOf(to));
-      return target ? [target] : [];
-    }
-    const author = from === undefined ? undefined : keyOf(from);
-    return [...this.#members.values()].filter((m) => keyOf(m.username) !== author);
+    // The server's sends are synchronous (no signature): nothing to wait for here.
+    this.#deliverRecord(now, record);
   }
 
   /**
@@ -331,11 +339,11 @@ export class Lobby {
     try {
       for await (const [envelope] of this.#cluster!.replay(after, upTo)) {
         if (member.session.closing) return;
-        if (!this.#recipients(envelope).includes(member)) continue;
+        if (!this.#localRecipients(envelope.from, envelope.to).includes(member)) continue;
         const record = decodeClusterRecord(envelope.record);
         // Join and leave notices of the past would only mislead; messages are what was missed.
-        if (record.body.kind === "notice") continue;
-        void this.#deliver(member, record.body, record.author);
+        if ("body" in record && record.body.kind === "notice") continue;
+        this.#deliverRecord([member], record);
         count++;
       }
     } catch (error) {
@@ -343,7 +351,7 @@ export class Lobby {
     } finally {
       const held = member.held ?? [];
       member.held = undefined;
-      for (const record of held) void this.#deliver(member, record.body, record.author);
+      for (const record of held) this.#deliverRecord([member], record);
       this.log("REPLAYED", {
         user: member.username,
         session: member.session.sessionId,
@@ -373,28 +381,39 @@ export class Lobby {
       session: previous.session.sessionId,
       ...(node ? { detail: `logged in on node ${node}` } : {}),
     });
-    await this.#deliver(previous, { kind: "notice", text: TAKEOVER_NOTICE });
-    void previous.session.close().catch(() => {});
+    this.#notify(previous, { kind: "notice", text: TAKEOVER_NOTICE });
+    await previous.session.close().catch(() => {});
   }
 
-  async #broadcast(body: MsgBodyJson, except?: Member, author?: AuthorRecord): Promise<void> {
-    await Promise.all(
-      [...this.#members.values()].filter((m) => m !== except).map((m) =>
-        this.#deliver(m, body, author)
-      ),
+  #notify(member: Member, body: Body): void {
+    this.#deliver(
+      member,
+      () => void member.session.send(body).catch((e) => this.#failed(member, e)),
     );
   }
 
-  async #deliver(member: Member, body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
+  #relay(member: Member, prepared: PreparedRelay): void {
+    this.#deliver(member, () => member.session.relay(prepared));
+  }
+
+  #refuse(member: Member, of: number, code: RefusalCode): void {
+    this.#deliver(member, () => member.session.refuse(of, code));
+  }
+
+  #deliver(member: Member, action: () => void): void {
     if (member.session.closing) return;
     try {
-      await member.session.send(body, author);
+      action();
     } catch (error) {
-      if (member.session.closing) return;
-      const wrapped = error instanceof SecureChatError
-        ? error
-        : new SecureChatError(codeOf(error), String(error));
-      member.drop(wrapped);
+      this.#failed(member, error);
     }
+  }
+
+  #failed(member: Member, error: unknown): void {
+    if (member.session.closing) return;
+    const wrapped = error instanceof SecureChatError
+      ? error
+      : new SecureChatError(codeOf(error), String(error));
+    member.drop(wrapped);
   }
 }

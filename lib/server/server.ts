@@ -265,9 +265,6 @@ export class ChatServer {
     });
     const running = session.run({
       onMessage: (message) => this.lobby.receive(member, message),
-      onRejected: (error, seqno) => {
-        log(error.code, { peer, user, session: sessionId, seqno, detail: error.message });
-      },
     });
     await this.lobby.join(member, notices);
     // Validated against the CRL in force when its handshake began: one adopted since then

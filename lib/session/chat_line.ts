@@ -1,8 +1,15 @@
 /** What a typed line means (issue #6): a chat line, or one of the slash commands. */
-import { MAX_TEXT_CHARS, type MsgBodyJson } from "../wire/messages.ts";
+import {
+  type Body,
+  LOBBY,
+  MAX_TEXT_CHARS,
+  recipientUser,
+  TO_SERVER,
+  userRecipient,
+} from "../message/record.ts";
 
 export type ChatLine =
-  | { action: "send"; body: MsgBodyJson }
+  | { action: "send"; body: Body; to: string }
   | { action: "quit" }
   | { action: "help" }
   | { action: "ignore" }
@@ -21,7 +28,7 @@ export function parseChatLine(line: string): ChatLine {
   if (trimmed === "") return { action: "ignore" };
   if (trimmed === "/quit" || trimmed === "!!exit") return { action: "quit" };
   if (trimmed === "/help") return { action: "help" };
-  if (trimmed === "/who") return { action: "send", body: { kind: "who" } };
+  if (trimmed === "/who") return { action: "send", body: { kind: "who" }, to: TO_SERVER };
   const direct = /^\/msg\s+(\S+)\s+(.+)$/s.exec(trimmed);
   if (direct) return text(direct[2], direct[1]);
   if (trimmed.startsWith("/msg")) return { action: "error", message: "usage: /msg <user> <text>" };
@@ -35,8 +42,12 @@ function text(value: string, to?: string): ChatLine {
   if (value.length > MAX_TEXT_CHARS) {
     return { action: "error", message: `message longer than ${MAX_TEXT_CHARS} characters` };
   }
+  if (to !== undefined && recipientUser(userRecipient(to)) === null) {
+    return { action: "error", message: `${to.slice(0, 64)} is not a valid user name` };
+  }
   return {
     action: "send",
-    body: to === undefined ? { kind: "text", text: value } : { kind: "text", text: value, to },
+    body: { kind: "text", text: value },
+    to: to === undefined ? LOBBY : userRecipient(to),
   };
 }

@@ -1,68 +1,224 @@
 /**
  * Authorship across the relay (PROTOCOL §6.4). The server forwards the author's own
- * signed `msg` with its one-message key; the recipient checks the author's
- * certificate and signature, then decrypts. The server can read what it relays but
- * cannot alter it or invent a message in a user's name without that user's key.
+ * signed record and its content key; the recipient checks the author's certificate,
+ * the record's binding to its recipients and direction, the signature, the content
+ * against its commitment, and freshness — within the session and across sessions,
+ * with high-water marks kept in a small state file.
  */
-import { sha256, toHex } from "../bytes.ts";
-import { verify, type VerifyingKey } from "../crypto/signature.ts";
+import { fromBase64, toHex } from "../bytes.ts";
+import { createHash } from "node:crypto";
 import { SecureChatError } from "../errors.ts";
+import {
+  decodeRecord,
+  LOBBY,
+  type MessageRecord,
+  openContent,
+  type RelayMessage,
+  userRecipient,
+  verifyRecord,
+} from "../message/record.ts";
+import type { VerifyingKey } from "../crypto/signature.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
-import type { RelayBody, TextBody } from "../wire/messages.ts";
-import { msgDigest, openBody, type SealedMsg } from "./chat_channel.ts";
 
-/** What the recipient's transcript keeps of the author's message: ciphertext, never the key. */
-export interface AuthorRecord extends SealedMsg {
-  cert: Uint8Array;
-}
-
+/** A relayed text that passed every check. */
 export interface RelayedText {
+  /** The author's CN. */
   author: string;
-  body: TextBody;
-  record: AuthorRecord;
+  fingerprint: string;
+  text: string;
+  /** true when addressed to us alone (`user:<us>`), false for the lobby. */
+  private: boolean;
+  record: MessageRecord;
+  /**
+   * Accepted in an earlier session already (a failover replay, or a server re-delivering
+   * it): genuine and recorded, but not to be shown as new (PROTOCOL §6.4).
+   */
+  duplicate: boolean;
 }
 
-/** Checks relayed messages, remembering authors so a replayed relay is caught. */
-export class RelayVerifier {
-  readonly #authors = new Map<string, { peer: ValidatedPeer; key: VerifyingKey }>();
-  readonly #last = new Map<string, { ts: number; seqno: number }>();
+/** Per author (certificate fingerprint) and author session: the highest seqno and its ts. */
+type Marks = Record<string, Record<string, { seqno: number; ts: number }>>;
 
-  constructor(readonly trust: TrustStore) {}
+/**
+ * Relay high-water marks that outlive the session (PROTOCOL §6.4): a JSON file, mode
+ * 0600, replaced atomically (temporary file, fsync, rename). Marks older than the
+ * retention are dropped: the freshness rule already refuses records that old.
+ */
+export class SeenStore {
+  #marks: Marks;
+  #dirty = false;
+  #timer?: ReturnType<typeof setTimeout>;
+
+  private constructor(readonly path: string | null, marks: Marks, readonly retentionMs: number) {
+    this.#marks = marks;
+  }
+
+  /** A store kept only in memory (tests, or a client run without a state file). */
+  static memory(retentionMs = 10 * 60 * 1000): SeenStore {
+    return new SeenStore(null, {}, retentionMs);
+  }
 
   /**
-   * @throws BAD_CERT (author certificate), SIG_FAIL (author signature), DECRYPT_FAIL,
-   *   PROTOCOL_ERROR (not a text body), REPLAY (an author message seen before)
+   * Loads the file (a missing file is an empty store).
+   * @throws IO_ERROR for an unreadable or malformed file: refusing is safer than forgetting
    */
-  async open(relay: RelayBody): Promise<RelayedText> {
-    const { peer, key } = await this.#author(relay.cert);
-    if (!await verify(key, await msgDigest(relay.seqno, relay.ts, relay.ct), relay.sig)) {
+  static async load(path: string, retentionMs: number, now = Date.now()): Promise<SeenStore> {
+    let marks: Marks = {};
+    try {
+      const parsed = JSON.parse(await Deno.readTextFile(path));
+      if (parsed?.version !== 1 || typeof parsed.authors !== "object") throw new Error("format");
+      marks = parsed.authors as Marks;
+    } catch (cause) {
+      if (!(cause instanceof Deno.errors.NotFound)) {
+        throw new SecureChatError("IO_ERROR", `cannot read the relay state file ${path}`, {
+          cause,
+          hint: "it is rewritten after every session; delete it only if you trust the server",
+        });
+      }
+    }
+    const store = new SeenStore(path, marks, retentionMs);
+    store.#prune(now);
+    return store;
+  }
+
+  /** True when a record at or above `seqno` of this author session was accepted before. */
+  has(fingerprint: string, sid: string, seqno: number): boolean {
+    const mark = this.#marks[fingerprint]?.[sid];
+    return mark !== undefined && seqno <= mark.seqno;
+  }
+
+  accept(fingerprint: string, sid: string, seqno: number, ts: number): void {
+    (this.#marks[fingerprint] ??= {})[sid] = { seqno, ts };
+    this.#dirty = true;
+    if (this.path && !this.#timer) {
+      this.#timer = setTimeout(() => void this.save().catch(() => {}), 1000);
+      Deno.unrefTimer(this.#timer);
+    }
+  }
+
+  /** Writes the marks if they changed (atomically). @throws IO_ERROR */
+  async save(now = Date.now()): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (!this.path || !this.#dirty) return;
+    this.#dirty = false;
+    this.#prune(now);
+    const tmp = `${this.path}.tmp`;
+    try {
+      const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+      try {
+        await file.write(
+          new TextEncoder().encode(JSON.stringify({ version: 1, authors: this.#marks })),
+        );
+        await file.sync();
+      } finally {
+        file.close();
+      }
+      await Deno.rename(tmp, this.path);
+    } catch (cause) {
+      this.#dirty = true;
+      throw new SecureChatError("IO_ERROR", `cannot write the relay state file ${this.path}`, {
+        cause,
+      });
+    }
+  }
+
+  #prune(now: number): void {
+    for (const [fp, sessions] of Object.entries(this.#marks)) {
+      for (const [sid, mark] of Object.entries(sessions)) {
+        if (typeof mark?.ts !== "number" || mark.ts < now - this.retentionMs) delete sessions[sid];
+      }
+      if (Object.keys(sessions).length === 0) delete this.#marks[fp];
+    }
+  }
+}
+
+export interface RelayContext {
+  trust: TrustStore;
+  seen: SeenStore;
+  /** Our own user name: a private record must be addressed to it. */
+  username: string;
+  /** server_hello.time of this session: records older than it minus the skew are replays. */
+  sessionTime: number;
+  maxSkewMs: number;
+}
+
+/** Checks relayed records in the order of PROTOCOL §6.4. */
+export class RelayVerifier {
+  readonly #authors = new Map<string, Promise<{ peer: ValidatedPeer; key: VerifyingKey }>>();
+  /** This session's marks: within one session the server never relays a record twice. */
+  readonly #inSession = new Map<string, number>();
+  readonly #me: string;
+
+  constructor(readonly ctx: RelayContext) {
+    this.#me = userRecipient(ctx.username);
+  }
+
+  /**
+   * Steps 2–6 of PROTOCOL §6.4 (the hop's seqno and ts are the session's).
+   * @throws BAD_CERT, TAMPERED, SIG_FAIL, DECRYPT_FAIL, PROTOCOL_ERROR, REPLAY, STALE
+   */
+  async check(relay: RelayMessage): Promise<RelayedText> {
+    const certDer = fromBase64(relay.cert);
+    const fingerprint = toHex(new Uint8Array(createHash("sha256").update(certDer).digest()));
+    const { peer, key } = await this.#author(fingerprint, certDer);
+    const record = decodeRecord(relay.record);
+    if (record.dir !== "c2s" || (record.to !== LOBBY && record.to !== this.#me)) {
       throw new SecureChatError(
-        "SIG_FAIL",
-        `relayed message does not carry ${peer.commonName}'s signature`,
+        "TAMPERED",
+        `relayed record is addressed ${record.dir} to ${record.to.slice(0, 80)}, not to us`,
       );
     }
-    const body = await openBody(relay.key, relay.seqno, relay.ts, relay.ct);
+    if (!await verifyRecord(key, record)) {
+      throw new SecureChatError(
+        "SIG_FAIL",
+        `relayed record does not carry ${peer.commonName}'s signature`,
+      );
+    }
+    const body = openContent(record, fromBase64(relay.k));
     if (body.kind !== "text") {
       throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind}, not a text`);
     }
-    // An author's messages reach us in (ts, seqno) order; anything not after the last one is a replay.
-    const last = this.#last.get(peer.fingerprint);
-    if (last && (relay.ts < last.ts || (relay.ts === last.ts && relay.seqno <= last.seqno))) {
-      throw new SecureChatError("REPLAY", `relayed message from ${peer.commonName} seen before`);
+    const { sessionTime, maxSkewMs, seen } = this.ctx;
+    if (record.ts < sessionTime - maxSkewMs) {
+      throw new SecureChatError(
+        "REPLAY",
+        `relayed record from ${peer.commonName} was written before this session began`,
+      );
     }
-    this.#last.set(peer.fingerprint, { ts: relay.ts, seqno: relay.seqno });
-    const { cert, seqno, ts, ct, sig } = relay;
-    return { author: peer.commonName, body, record: { cert, seqno, ts, ct, sig } };
+    if (record.ts > relay.ts + maxSkewMs) {
+      throw new SecureChatError("STALE", "relayed record is dated after its relay");
+    }
+    const authorSession = `${fingerprint}/${record.sid}`;
+    if (record.seqno <= (this.#inSession.get(authorSession) ?? 0)) {
+      throw new SecureChatError(
+        "REPLAY",
+        `relayed record ${record.sid.slice(0, 8)}…/${record.seqno} repeats one of this session`,
+      );
+    }
+    this.#inSession.set(authorSession, record.seqno);
+    const duplicate = seen.has(fingerprint, record.sid, record.seqno);
+    if (!duplicate) seen.accept(fingerprint, record.sid, record.seqno, record.ts);
+    return {
+      duplicate,
+      author: peer.commonName,
+      fingerprint,
+      text: body.text,
+      private: record.to !== LOBBY,
+      record,
+    };
   }
 
-  async #author(cert: Uint8Array) {
-    const id = toHex(await sha256(cert));
-    const cached = this.#authors.get(id);
-    if (cached) return cached;
-    const peer = await validatePeerCertificate(this.trust, cert, { role: "client" });
-    const entry = { peer, key: peer.key };
-    if (this.#authors.size > 1000) this.#authors.clear();
-    this.#authors.set(id, entry);
+  #author(fingerprint: string, der: Uint8Array) {
+    let entry = this.#authors.get(fingerprint);
+    if (!entry) {
+      entry = validatePeerCertificate(this.ctx.trust, der, { role: "client" })
+        .then((peer) => ({ peer, key: peer.key }));
+      if (this.#authors.size > 1000) this.#authors.clear();
+      this.#authors.set(fingerprint, entry);
+      // A refused certificate is not cached: the next relay checks it again.
+      entry.catch(() => this.#authors.delete(fingerprint));
+    }
     return entry;
   }
 }

@@ -1,72 +1,97 @@
 /**
- * A chat session after the handshake (PROTOCOL §6, §7): sends and receives signed
- * `msg` frames, records every accepted one in the transcript, and ends with the
- * close / receipt exchange. The read loop and every send run through one object so
- * the transcript sees each message exactly once.
+ * A chat session after the handshake (PROTOCOL §6, §7): every frame is a sealed
+ * record; session messages (msg, relay, refused) are numbered per direction, checked,
+ * recorded in the transcript and handed to the caller; the session ends with the
+ * close / receipt exchange. Any failed check ends the session with its code: the
+ * record layer already authenticated the frame, so a bad message is the peer's own.
  */
-import { toBase64, utf8 } from "../bytes.ts";
+import { fromBase64, utf8 } from "../bytes.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import {
+  DEFAULT_MAX_SKEW_MS,
   errorFromPeer,
   errorMessageFor,
   type EstablishedSession,
   isFromPeer,
 } from "../handshake/common.ts";
+import {
+  type Body,
+  bodyFits,
+  decodeRecord,
+  isClientRecipient,
+  LOBBY,
+  type MessageRecord,
+  MsgMessageSchema,
+  openContent,
+  type PreparedLine,
+  type PreparedRelay,
+  prepareMsg,
+  prepareRefused,
+  prepareRelay,
+  type RecordJson,
+  type RefusalCode,
+  RefusedMessageSchema,
+  relayFor,
+  RelayMessageSchema,
+  sealContent,
+  signRecord,
+  userRecipient,
+  verifyRecord,
+} from "../message/record.ts";
 import type { Receipt } from "../transcript/receipt.ts";
 import { TranscriptWriter } from "../transcript/writer.ts";
 import {
   CloseSchema,
   ErrorSchema,
-  type MsgBody,
-  type MsgBodyJson,
-  MsgSchema,
+  KeyUpdateSchema,
   parseMessage,
   ReceiptEnvelopeSchema,
-  SealedSchema,
 } from "../wire/messages.ts";
-import {
-  ChatReceiver,
-  ChatSender,
-  msgFrame,
-  type OpenedMsg,
-  type SealedMsg,
-  type SenderLimits,
-} from "./chat_channel.ts";
-import { type AuthorRecord, type RelayedText, RelayVerifier } from "./relay.ts";
+import { type RelayedText, RelayVerifier, SeenStore } from "./relay.ts";
+import { SequenceWindow } from "./replay.ts";
 import type { TrustStore } from "../pki/validate.ts";
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
-/** Rejected messages tolerated before the session is ended with the last code. */
-export const MAX_REJECTED_MESSAGES = 16;
+/** A sender updates its key after this many records or this long (PROTOCOL §4.4). */
+export const DEFAULT_KEY_UPDATE_RECORDS = 2 ** 20;
+export const DEFAULT_KEY_UPDATE_MS = 60 * 60 * 1000;
 
-export interface ChatSessionOptions extends SenderLimits {
+export interface ChatSessionOptions {
   transcriptDir: string;
   /** The name the client dialled, recorded so `verify` can match the server certificate. */
   serverName?: string;
   /** Clients pass their trust store to check the authors of relayed messages (§6.4). */
   relayTrust?: TrustStore;
+  /** Clients: relay high-water marks across sessions (§6.4); in memory if absent. */
+  seen?: SeenStore;
+  /** Clients keep each line's content key beside the transcript (TRANSCRIPT §6). */
+  keepKeys?: boolean;
   startedAt?: number;
   idleTimeoutMs?: number;
   closeTimeoutMs?: number;
   maxSkewMs?: number;
+  keyUpdateRecords?: number;
+  keyUpdateMs?: number;
 }
 
-export interface ReceivedMessage {
-  body: MsgBody;
-  seqno: number;
-  ts: number;
-  /** The frame as received, and its one-message key: what a relay forwards (§6.4). */
-  sealed: SealedMsg;
-  messageKey: Uint8Array;
-  /** For a relay: the verified author and the author's text. */
-  relayed?: RelayedText;
-}
+/** A session message that passed every check. */
+export type ReceivedMessage =
+  | {
+    type: "msg";
+    seqno: number;
+    ts: number;
+    body: Body;
+    record: MessageRecord;
+    /** As received: what a relay forwards without re-serialising (§6.4). */
+    recordJson: RecordJson;
+    k: Uint8Array;
+  }
+  | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
+  | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
 
 export interface SessionHandlers {
   onMessage(message: ReceivedMessage): void | Promise<void>;
-  /** A message that failed a check: never shown, never relayed; the caller logs it. */
-  onRejected?(error: SecureChatError, seqno: number): void;
 }
 
 export interface SessionEnd {
@@ -83,16 +108,21 @@ type CloseState = { sent: boolean; received: boolean; receiptSent: boolean };
 
 export class ChatSession {
   readonly #est: EstablishedSession;
-  readonly #sender: ChatSender;
-  readonly #receiver: ChatReceiver;
   readonly #transcript: TranscriptWriter;
   readonly #opts: ChatSessionOptions;
   readonly #relays?: RelayVerifier;
+  readonly #sendDir: "c2s" | "s2c";
+  readonly #receiveDir: "c2s" | "s2c";
+  readonly #window = new SequenceWindow();
+  #sendSeqno = 0;
+  #sendTs = 0;
+  #receiveTs = 0;
+  #keySince = Date.now();
+  /** Client sends wait for their signature; this keeps them leaving in seqno order. */
   #sending: Promise<void> = Promise.resolve();
   #close: CloseState = { sent: false, received: false, receiptSent: false };
   #ownReceipt?: Receipt;
   #peerReceipt?: Receipt;
-  #rejected = 0;
   /** Set when the close starts: no message may be numbered after it. */
   #stopped = false;
   /** Set when the session ends without the close exchange: nothing more is sent or recorded. */
@@ -102,17 +132,23 @@ export class ChatSession {
 
   private constructor(
     est: EstablishedSession,
-    sender: ChatSender,
-    receiver: ChatReceiver,
     transcript: TranscriptWriter,
     opts: ChatSessionOptions,
   ) {
     this.#est = est;
-    this.#sender = sender;
-    this.#receiver = receiver;
     this.#transcript = transcript;
     this.#opts = opts;
-    if (opts.relayTrust) this.#relays = new RelayVerifier(opts.relayTrust);
+    this.#sendDir = est.role === "client" ? "c2s" : "s2c";
+    this.#receiveDir = est.role === "client" ? "s2c" : "c2s";
+    if (opts.relayTrust) {
+      this.#relays = new RelayVerifier({
+        trust: opts.relayTrust,
+        seen: opts.seen ?? SeenStore.memory(),
+        username: est.username,
+        sessionTime: est.sessionTime,
+        maxSkewMs: this.#maxSkew,
+      });
+    }
   }
 
   /** @throws TRANSCRIPT_IO when the transcript cannot be created: no session without a record */
@@ -124,17 +160,17 @@ export class ChatSession {
         role: est.role,
         clientCertDer: est.role === "client" ? est.self.certDer : est.peer.der,
         serverCertDer: est.role === "server" ? est.self.certDer : est.peer.der,
+        sessionTime: est.sessionTime,
         startedAt: opts.startedAt ?? Date.now(),
         serverName: opts.serverName,
+        keepKeys: opts.keepKeys,
       });
     } catch (error) {
       // The peer has finished its handshake and waits to chat: tell it why not.
-      if (error instanceof SecureChatError) await sendControlError(est, error);
+      if (error instanceof SecureChatError) await sendSealedError(est, error);
       throw error;
     }
-    const sender = ChatSender.create(est.chatSendSecret, est.self.signingKey, opts);
-    const receiver = ChatReceiver.create(est.chatReceiveSecret, est.peerKey, opts.maxSkewMs);
-    return new ChatSession(est, sender, receiver, transcript, opts);
+    return new ChatSession(est, transcript, opts);
   }
 
   get sessionId(): string {
@@ -152,34 +188,101 @@ export class ChatSession {
   get closing(): boolean {
     return this.#stopped || this.#close.received || this.#ended;
   }
+  /** The seqno the next message we send gets. */
+  get nextSeqno(): number {
+    return this.#sendSeqno + 1;
+  }
+
+  get #maxSkew(): number {
+    return this.#opts.maxSkewMs ?? DEFAULT_MAX_SKEW_MS;
+  }
+
+  /** Numbers the next message of our direction: seqno and a ts that never goes backwards. */
+  #number(): { seqno: number; ts: number } {
+    if (this.#stopped || this.#ended) {
+      throw new SecureChatError("PROTOCOL_ERROR", "session is closing");
+    }
+    this.#sendTs = Math.max(Date.now(), this.#sendTs);
+    return { seqno: ++this.#sendSeqno, ts: this.#sendTs };
+  }
 
   /**
-   * Encrypts, signs, sends and records one message. Sends are serialised so seqnos
-   * leave in order. Refused once the session is closing.
+   * Makes, sends and records one record of ours (PROTOCOL §6.1): a client's is
+   * signed, a server's is not. Numbered at once; a client's sends leave in seqno
+   * order once signed.
+   * @returns the seqno given to it
    * @throws PROTOCOL_ERROR when closing, SLOW_CONSUMER when the peer stopped reading, TRANSCRIPT_IO
    */
-  send(body: MsgBodyJson, author?: AuthorRecord): Promise<void> {
-    if (this.#stopped || this.#ended) {
-      return Promise.reject(new SecureChatError("PROTOCOL_ERROR", "session is closing"));
+  send(body: Body, to?: string): Promise<number> {
+    // A client's default is the lobby; the server's records always go to its one user.
+    to ??= this.#est.role === "client" ? LOBBY : userRecipient(this.#est.username);
+    let numbered: { seqno: number; ts: number };
+    try {
+      numbered = this.#number();
+    } catch (error) {
+      return Promise.reject(error);
     }
-    // Numbered now, encrypted and signed concurrently; sent and recorded in order.
-    const sealing = this.#sender.seal(body);
-    sealing.catch(() => {}); // handled when its turn comes; not an unhandled rejection before
-    const next = this.#sending.then(async () => {
-      const dir = this.#est.role === "client" ? "c2s" : "s2c";
-      const sealed = await sealing;
-      for (const [i, m] of sealed.entries()) {
-        const frame = utf8(JSON.stringify(msgFrame(m)));
-        // A client follows the server's pace; the server never waits for one slow client.
-        if (this.#est.role === "client") await this.#est.conn.sendPaced(frame);
-        else this.#est.conn.send(frame);
-        // A key_update may precede the body; the author record belongs to the body alone.
-        const isBody = i === sealed.length - 1;
-        await this.#transcript.append({ dir, ...m, ...(isBody && author ? { author } : {}) });
+    const { k, ct, c } = sealContent(body);
+    const record: MessageRecord = {
+      sid: this.sessionId,
+      dir: this.#sendDir,
+      to,
+      ...numbered,
+      ct,
+      c,
+    };
+    if (this.#est.role === "server") {
+      try {
+        this.#emit(prepareMsg("s2c", record, k));
+        return Promise.resolve(record.seqno);
+      } catch (error) {
+        return Promise.reject(error);
       }
+    }
+    const signing = signRecord(this.#est.self.signingKey, record);
+    signing.catch(() => {}); // handled when its turn comes
+    const next = this.#sending.then(async () => {
+      record.sig = await signing;
+      const { wire, line } = prepareMsg("c2s", record, k);
+      const payload = this.#sealWithUpdate(utf8(wire));
+      await this.#est.conn.sendPaced(payload); // a client follows the server's pace
+      this.#transcript.append(line);
     });
     this.#sending = next.catch(() => {});
-    return next;
+    return next.then(() => record.seqno);
+  }
+
+  /** The server forwards a user's record (PROTOCOL §6.4): no signature, one seal. */
+  relay(prepared: PreparedRelay): void {
+    const { seqno, ts } = this.#number();
+    this.#emit(relayFor(prepared, seqno, ts));
+  }
+
+  /** The server refuses a received message (PROTOCOL §6.5). */
+  refuse(of: number, code: RefusalCode): void {
+    const { seqno, ts } = this.#number();
+    this.#emit(prepareRefused(seqno, ts, of, code));
+  }
+
+  /** Seals, queues and records one session message at once (the server never waits). */
+  #emit(message: { wire: string; line: PreparedLine }): void {
+    this.#est.conn.send(this.#sealWithUpdate(utf8(message.wire)));
+    this.#transcript.append(message.line);
+  }
+
+  /** Seals one record, first sending a key_update when the key is due (§4.4). */
+  #sealWithUpdate(content: Uint8Array): Uint8Array {
+    const records = this.#est.records;
+    const limit = this.#opts.keyUpdateRecords ?? DEFAULT_KEY_UPDATE_RECORDS;
+    const age = Date.now() - this.#keySince;
+    if (
+      records.sentUnderKey >= limit - 1 || age >= (this.#opts.keyUpdateMs ?? DEFAULT_KEY_UPDATE_MS)
+    ) {
+      this.#est.conn.send(records.seal(utf8('{"type":"key_update"}')));
+      records.updateSend();
+      this.#keySince = Date.now();
+    }
+    return records.seal(content);
   }
 
   /** Starts the close exchange; `run()` resolves once receipts are exchanged or time runs out. */
@@ -197,7 +300,8 @@ export class ChatSession {
     if (this.#stopped) return;
     this.#stopped = true;
     await this.#sending;
-    await this.#sendControl({ type: "close" });
+    if (this.#ended) return;
+    this.#sendControl({ type: "close" });
     this.#close.sent = true;
   }
 
@@ -217,7 +321,7 @@ export class ChatSession {
     this.#aborted ??= error;
     this.#ended = true;
     try {
-      await sendControl(this.#est, errorMessageFor(error));
+      this.#est.conn.send(this.#est.records.seal(utf8(JSON.stringify(errorMessageFor(error)))));
       await this.#est.conn.flush(1000);
     } catch {
       // the peer is gone; the local log still has the code
@@ -253,74 +357,138 @@ export class ChatSession {
   }
 
   async #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> {
-    const frame = parseMessage(payload, MsgSchema.or(SealedSchema).or(ErrorSchema));
-    if (frame.type === "error") throw errorFromPeer(frame.code, frame.message, false);
-    if (frame.type === "sealed") return await this.#handleControl(frame.ct);
+    const content = this.#est.records.open(payload);
+    const message = parseMessage(
+      content,
+      this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
+    );
+    switch (message.type) {
+      case "error":
+        throw errorFromPeer(message.code, message.message, true);
+      case "key_update":
+        this.#est.records.updateReceive();
+        return;
+      case "close":
+        return await this.#handleClose();
+      case "receipt":
+        return await this.#handleReceipt(message);
+    }
     if (this.#close.received) {
       throw new SecureChatError("PROTOCOL_ERROR", "message after the peer's close");
     }
-    const m: SealedMsg = { seqno: frame.seqno, ts: frame.ts, ct: frame.ct, sig: frame.sig };
-    let opened: OpenedMsg;
-    try {
-      opened = await this.#receiver.open(m);
-    } catch (error) {
-      return this.#reject(error, m.seqno, handlers);
+    const received = message.type === "msg"
+      ? await this.#checkMsg(message)
+      : message.type === "relay"
+      ? await this.#checkRelay(message)
+      : this.#checkRefused(message);
+    await handlers.onMessage(received);
+  }
+
+  /** The hop checks every session message passes (PROTOCOL §6): seqno and ts. */
+  #checkHop(seqno: number, ts: number): void {
+    this.#window.check(seqno);
+    if (Math.abs(Date.now() - ts) > this.#maxSkew) {
+      throw new SecureChatError("STALE", `timestamp ${ts} is ${Date.now() - ts} ms from our clock`);
     }
-    const dir = this.#est.role === "client" ? "s2c" : "c2s";
-    let relayed: RelayedText | undefined;
-    if (opened.body.kind === "relay" && this.#relays) {
-      try {
-        relayed = await this.#relays.open(opened.body);
-      } catch (error) {
-        // The hop itself was genuine, so it is recorded (without an author); the
-        // forged or broken relay is neither shown nor attributed.
-        await this.#transcript.append({ dir, ...m });
-        return this.#reject(error, m.seqno, handlers);
-      }
-    }
-    await this.#transcript.append({ dir, ...m, ...(relayed ? { author: relayed.record } : {}) });
-    try {
-      if (opened.body.kind !== "key_update") {
-        await handlers.onMessage({
-          body: opened.body,
-          seqno: m.seqno,
-          ts: m.ts,
-          sealed: m,
-          messageKey: opened.messageKey,
-          relayed,
-        });
-      }
-    } finally {
-      opened.messageKey.fill(0);
+    if (ts < this.#receiveTs) {
+      throw new SecureChatError("STALE", `timestamp ${ts} is before the previous message's`);
     }
   }
 
-  /** A message that failed a check: logged by the caller, dropped, counted. */
-  #reject(error: unknown, seqno: number, handlers: SessionHandlers): void {
-    const code = codeOf(error);
-    // A gap or an unreadable body is a broken stream, not one bad message.
-    if (code === "PROTOCOL_ERROR" || code === "INTERNAL") throw error;
-    handlers.onRejected?.(error as SecureChatError, seqno);
-    if (++this.#rejected >= MAX_REJECTED_MESSAGES) {
-      throw new SecureChatError(code, `${this.#rejected} rejected messages: ending the session`);
-    }
+  #accept(seqno: number, ts: number): void {
+    this.#window.accept(seqno);
+    this.#receiveTs = ts;
   }
 
-  async #handleControl(ct: Uint8Array): Promise<void> {
-    const inner = await this.#est.control.open(ct);
-    const message = parseMessage(inner, CloseSchema.or(ReceiptEnvelopeSchema).or(ErrorSchema));
-    if (message.type === "error") {
-      const { code, message: text } = message as { code: string; message?: string };
-      throw errorFromPeer(code, text, true);
+  /** PROTOCOL §6.3, in order. */
+  async #checkMsg(message: import("zod").infer<typeof MsgMessageSchema>): Promise<ReceivedMessage> {
+    const record = decodeRecord(message.record);
+    const dir = this.#receiveDir;
+    if (record.sid !== this.sessionId || record.dir !== dir) {
+      throw new SecureChatError(
+        "TAMPERED",
+        `record of session ${record.sid.slice(0, 8)}…/${record.dir} in session ` +
+          `${this.sessionId.slice(0, 8)}…/${dir}`,
+      );
     }
-    if (message.type === "close") {
-      if (this.#close.received) throw new SecureChatError("PROTOCOL_ERROR", "second close");
-      this.#close.received = true;
-      await this.#sendClose();
-      this.#armCloseTimer();
-      await this.#maybeSendReceipt();
-      return;
+    this.#checkHop(record.seqno, record.ts);
+    const mine = userRecipient(this.#est.username);
+    if (dir === "c2s" ? !isClientRecipient(record.to) : record.to !== mine) {
+      throw new SecureChatError("TAMPERED", `record addressed to ${record.to.slice(0, 80)}`);
     }
+    if (dir === "c2s") {
+      if (!await verifyRecord(this.#est.peerKey, record)) {
+        throw new SecureChatError(
+          "SIG_FAIL",
+          `signature of message ${record.seqno} does not verify`,
+        );
+      }
+    } else if (record.sig) {
+      throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
+    }
+    const k = fromBase64(message.k);
+    const body = openContent(record, k);
+    if (!bodyFits(body, dir, record.to)) {
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        `a ${body.kind} body is not allowed ${dir} to ${record.to.slice(0, 80)}`,
+      );
+    }
+    const { wire: _wire, line } = prepareMsg(dir, record, k);
+    this.#accept(record.seqno, record.ts);
+    this.#transcript.appendReceived(line);
+    return {
+      type: "msg",
+      seqno: record.seqno,
+      ts: record.ts,
+      body,
+      record,
+      recordJson: message.record,
+      k,
+    };
+  }
+
+  /** PROTOCOL §6.4 (clients only). */
+  async #checkRelay(
+    message: import("zod").infer<typeof RelayMessageSchema>,
+  ): Promise<ReceivedMessage> {
+    if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", "unexpected relay");
+    this.#checkHop(message.seqno, message.ts);
+    const relayed = await this.#relays.check(message);
+    this.#accept(message.seqno, message.ts);
+    const prepared = prepareRelay(
+      message.cert,
+      fromBase64(message.cert),
+      message.record,
+      relayed.record,
+      fromBase64(message.k),
+    );
+    this.#transcript.appendReceived(relayFor(prepared, message.seqno, message.ts).line);
+    return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
+  }
+
+  /** PROTOCOL §6.5 (clients only): a refusal names one of our messages. */
+  #checkRefused(message: import("zod").infer<typeof RefusedMessageSchema>): ReceivedMessage {
+    this.#checkHop(message.seqno, message.ts);
+    if (message.of > this.#sendSeqno) {
+      throw new SecureChatError("PROTOCOL_ERROR", `refusal of message ${message.of} never sent`);
+    }
+    this.#accept(message.seqno, message.ts);
+    this.#transcript.appendReceived(
+      prepareRefused(message.seqno, message.ts, message.of, message.code).line,
+    );
+    return { ...message };
+  }
+
+  async #handleClose(): Promise<void> {
+    if (this.#close.received) throw new SecureChatError("PROTOCOL_ERROR", "second close");
+    this.#close.received = true;
+    await this.#sendClose();
+    this.#armCloseTimer();
+    await this.#maybeSendReceipt();
+  }
+
+  async #handleReceipt(message: unknown): Promise<void> {
     if (!this.#close.received || this.#peerReceipt) {
       throw new SecureChatError("PROTOCOL_ERROR", "receipt out of order");
     }
@@ -331,12 +499,12 @@ export class ChatSession {
   async #maybeSendReceipt(): Promise<void> {
     if (!this.#close.sent || !this.#close.received || this.#close.receiptSent) return;
     this.#ownReceipt = await this.#transcript.createReceipt(this.#est.self.signingKey);
-    await this.#sendControl(this.#ownReceipt);
+    this.#sendControl(this.#ownReceipt);
     this.#close.receiptSent = true;
   }
 
-  #sendControl(message: unknown): Promise<void> {
-    return sendControl(this.#est, message);
+  #sendControl(message: unknown): void {
+    this.#est.conn.send(this.#sealWithUpdate(utf8(JSON.stringify(message))));
   }
 
   #armCloseTimer(): void {
@@ -351,8 +519,9 @@ export class ChatSession {
     this.#ended = true;
     const code = error === undefined ? undefined : codeOf(error);
     if (error instanceof SecureChatError && !isFromPeer(error) && !this.#est.conn.closed) {
-      await sendControlError(this.#est, error);
+      await sendSealedError(this.#est, error);
     }
+    await this.#opts.seen?.save().catch(() => {});
     const end: SessionEnd = {
       outcome,
       code,
@@ -368,16 +537,19 @@ export class ChatSession {
   }
 }
 
-/** One sealed control message (close, receipt, error) under the control keys (§3.2). */
-async function sendControl(est: EstablishedSession, message: unknown): Promise<void> {
-  const ct = await est.control.seal(utf8(JSON.stringify(message)));
-  est.conn.send(utf8(JSON.stringify({ type: "sealed", ct: toBase64(ct) })));
-}
+const CONTROL = [CloseSchema, KeyUpdateSchema, ReceiptEnvelopeSchema, ErrorSchema] as const;
+/** What a server may read from a client after the handshake. */
+const CLIENT_MESSAGES = MsgMessageSchema.or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(
+  CONTROL[3],
+);
+/** What a client may read from the server after the handshake. */
+const SERVER_MESSAGES = MsgMessageSchema.or(RelayMessageSchema).or(RefusedMessageSchema)
+  .or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(CONTROL[3]);
 
-/** Tells the peer why the session ends, then closes so that the message survives. */
-async function sendControlError(est: EstablishedSession, error: SecureChatError): Promise<void> {
+/** Tells the peer why the session ends, sealed, then closes so that the message survives. */
+async function sendSealedError(est: EstablishedSession, error: SecureChatError): Promise<void> {
   try {
-    await sendControl(est, errorMessageFor(error));
+    est.conn.send(est.records.seal(utf8(JSON.stringify(errorMessageFor(error)))));
   } catch {
     // the peer is gone; the local log still has the code
   }

@@ -2,7 +2,8 @@
  * The transcript file format and the transcript hash (docs/TRANSCRIPT.md).
  *
  * A transcript is a JSON Lines file: line 1 is the header, every further line is
- * one accepted `msg` frame of either direction, in arrival order. The transcript
+ * one session message (msg, relay, refused) of either direction, in arrival order;
+ * the lines themselves are defined with the message record (lib/message/record.ts). The transcript
  * hash is defined canonically (per direction, in seqno order, over fixed-width and
  * length-prefixed fields) so that both parties compute the same 32 bytes no matter
  * how the two directions interleaved on arrival.
@@ -11,24 +12,20 @@ import { createHash, type Hash } from "node:crypto";
 import { z } from "zod";
 import { toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
+import { type Direction, MAX_CERT_BYTES, MAX_CT_BYTES, MAX_SIG_BYTES } from "../message/record.ts";
 import { base64Bytes } from "../wire/schema.ts";
 
 /** Version of the transcript file / hash format (not of the wire protocol). */
-export const TRANSCRIPT_VERSION = 1;
-/** Domain-separation label of the v1 transcript hash: ASCII, then one 0x00 byte. */
-export const TRANSCRIPT_HASH_LABEL = "securechat/transcript/v1";
+export const TRANSCRIPT_VERSION = 2;
+/** Domain-separation label of the v2 transcript hash: ASCII, then one 0x00 byte. */
+export const TRANSCRIPT_HASH_LABEL = "securechat/v2 transcript";
 /** Hard limits a verifier applies before doing any work on a line. */
-export const MAX_CT_BYTES = 64 * 1024;
-export const MAX_SIG_BYTES = 1024;
-export const MAX_CERT_BYTES = 16 * 1024;
-/** A line longer than this cannot be a valid v1 line (header with two certs, or a msg). */
-export const MAX_LINE_BYTES = 64 * 1024 * 2;
+export { MAX_CERT_BYTES, MAX_CT_BYTES, MAX_SIG_BYTES };
+/** A line longer than this cannot be valid (a relay: two certificates' worth and a 64 KiB ct). */
+export const MAX_LINE_BYTES = 160 * 1024;
 
-export type Direction = "c2s" | "s2c";
+export type { Direction };
 export type Role = "client" | "server";
-
-/** The byte each direction contributes to the line encoding. */
-export const DIRECTION_BYTE: Record<Direction, number> = { c2s: 0x01, s2c: 0x02 };
 
 /** The role whose certificate key signs each direction. */
 export const SIGNER_ROLE: Record<Direction, Role> = { c2s: "client", s2c: "server" };
@@ -40,13 +37,15 @@ const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 export const SessionIdSchema = z.string().regex(SESSION_ID_RE, "32 lowercase hex characters");
 export const FingerprintSchema = z.string().regex(FINGERPRINT_RE, "64 lowercase hex characters");
 
-/** Line 1 of a v1 transcript. Strict: unknown fields are rejected. */
+/** Line 1 of a v2 transcript. Strict: unknown fields are rejected. */
 export const HeaderLineSchema = z.object({
   type: z.literal("securechat-transcript"),
   version: z.literal(TRANSCRIPT_VERSION),
   protocol_version: z.number().int().min(0).max(0xffff_ffff),
   session_id: SessionIdSchema,
   role: z.enum(["client", "server"]),
+  /** server_hello.time: hashed, so both receipts sign it; certificates are judged at it. */
+  session_time: uint(),
   started_at: uint(),
   /** Optional: the server name the client dialled / the server serves; matched by verify. */
   server_name: z.string().min(1).max(253).optional(),
@@ -54,41 +53,7 @@ export const HeaderLineSchema = z.object({
   server_cert: base64Bytes(1, MAX_CERT_BYTES),
 }).strict();
 
-/**
- * The author record of a relayed message (PROTOCOL §6.4): the author's own msg as
- * the server received it, and the author's certificate. Never the message key.
- */
-export const AuthorSchema = z.object({
-  cert: base64Bytes(1, MAX_CERT_BYTES),
-  seqno: uint().min(1),
-  ts: uint(),
-  ct: base64Bytes(1, MAX_CT_BYTES),
-  sig: base64Bytes(1, MAX_SIG_BYTES),
-}).strict();
-
-/** Every further line of a v1 transcript. Strict: unknown fields are rejected. */
-export const MessageLineSchema = z.object({
-  dir: z.enum(["c2s", "s2c"]),
-  seqno: uint().min(1),
-  ts: uint(),
-  ct: base64Bytes(1, MAX_CT_BYTES),
-  sig: base64Bytes(1, MAX_SIG_BYTES),
-  signer: FingerprintSchema,
-  /** Only on s2c lines that relay a user's message. */
-  author: AuthorSchema.optional(),
-}).strict();
-
-/** An author record as the writer takes it. */
-export interface AuthorEntry {
-  cert: Uint8Array;
-  seqno: number;
-  ts: number;
-  ct: Uint8Array;
-  sig: Uint8Array;
-}
-
 export type HeaderLine = z.output<typeof HeaderLineSchema>;
-export type MessageLine = z.output<typeof MessageLineSchema>;
 
 export function sha256Sync(...parts: Uint8Array[]): Uint8Array {
   const h = createHash("sha256");
@@ -100,16 +65,12 @@ export function fingerprintOf(certDer: Uint8Array): string {
   return toHex(sha256Sync(certDer));
 }
 
-/** The data a msg signature covers (PROTOCOL): SHA-256(u64be(seqno) || u64be(ts) || ct). */
-export function messageDigest(seqno: number, ts: number, ct: Uint8Array): Uint8Array {
-  return sha256Sync(u64be(seqno), u64be(ts), ct);
-}
-
 /** The JSON text of the header line, without the newline. Field order is fixed. */
 export function encodeHeaderLine(h: {
   protocolVersion: number;
   sessionId: string;
   role: Role;
+  sessionTime: number;
   startedAt: number;
   clientCertDer: Uint8Array;
   serverCertDer: Uint8Array;
@@ -121,6 +82,7 @@ export function encodeHeaderLine(h: {
     protocol_version: h.protocolVersion,
     session_id: h.sessionId,
     role: h.role,
+    session_time: h.sessionTime,
     started_at: h.startedAt,
     ...(h.serverName === undefined ? {} : { server_name: h.serverName }),
     client_cert: toBase64(h.clientCertDer),
@@ -128,44 +90,11 @@ export function encodeHeaderLine(h: {
   });
 }
 
-/** The JSON text of one message line, without the newline. Field order is fixed. */
-export function encodeMessageLine(
-  e: {
-    dir: Direction;
-    seqno: number;
-    ts: number;
-    ct: Uint8Array;
-    sig: Uint8Array;
-    author?: AuthorEntry;
-  },
-  signerFingerprint: string,
-): string {
-  const a = e.author;
-  return JSON.stringify({
-    dir: e.dir,
-    seqno: e.seqno,
-    ts: e.ts,
-    ct: toBase64(e.ct),
-    sig: toBase64(e.sig),
-    signer: signerFingerprint,
-    ...(a
-      ? {
-        author: {
-          cert: toBase64(a.cert),
-          seqno: a.seqno,
-          ts: a.ts,
-          ct: toBase64(a.ct),
-          sig: toBase64(a.sig),
-        },
-      }
-      : {}),
-  });
-}
-
 /** What the transcript hash binds besides the messages. */
 export interface HashContext {
   protocolVersion: number;
   sessionId: string;
+  sessionTime: number;
   clientFingerprint: string;
   serverFingerprint: string;
 }
@@ -199,35 +128,27 @@ export class TranscriptHasher {
     this.#ctx = ctx;
   }
 
-  /**
-   * Adds one line: DIR || u64be(seqno) || u64be(ts) || u32be(|ct|) || ct || u32be(|sig|) || sig.
-   * A relayed line's author record is not hashed: it carries its own signature, and the
-   * recipient records it only if it verified, so both sides still hash the same bytes
-   * (docs/TRANSCRIPT.md §3.1).
-   */
-  add(dir: Direction, seqno: number, ts: number, ct: Uint8Array, sig: Uint8Array): void {
+  /** Adds one line's encoding (line_enc of docs/TRANSCRIPT.md §3.1, in parts) to its direction. */
+  add(dir: Direction, enc: readonly Uint8Array[]): void {
     const h = this.#running[dir];
-    h.update(Uint8Array.of(DIRECTION_BYTE[dir]));
-    h.update(u64be(seqno));
-    h.update(u64be(ts));
-    h.update(u32be(ct.length));
-    h.update(ct);
-    h.update(u32be(sig.length));
-    h.update(sig);
+    for (const part of enc) h.update(part);
     this.counts[dir]++;
+  }
+
+  /** D_dir at the current count (docs/TRANSCRIPT.md §3.2): for a receipt covering a prefix. */
+  digest(dir: Direction): Uint8Array {
+    return new Uint8Array(this.#running[dir].copy().digest());
   }
 
   /** The hash over everything added so far; the hasher stays usable. */
   current(): HashState {
-    const dC2s = new Uint8Array(this.#running.c2s.copy().digest());
-    const dS2c = new Uint8Array(this.#running.s2c.copy().digest());
-    const hash = finalTranscriptHash(this.#ctx, this.counts.c2s, dC2s, this.counts.s2c, dS2c);
-    return {
-      transcriptHash: hash,
-      transcriptSha256: toHex(hash),
-      c2s: this.counts.c2s,
-      s2c: this.counts.s2c,
-    };
+    return this.at(this.counts.c2s, this.digest("c2s"), this.counts.s2c, this.digest("s2c"));
+  }
+
+  /** The hash for given counts and per-direction digests (a receipt over a prefix). */
+  at(nC2s: number, dC2s: Uint8Array, nS2c: number, dS2c: Uint8Array): HashState {
+    const hash = finalTranscriptHash(this.#ctx, nC2s, dC2s, nS2c, dS2c);
+    return { transcriptHash: hash, transcriptSha256: toHex(hash), c2s: nC2s, s2c: nS2c };
   }
 }
 
@@ -244,6 +165,7 @@ export function finalTranscriptHash(
     Uint8Array.of(0),
     u32be(ctx.protocolVersion),
     hexBytes(ctx.sessionId, 16),
+    u64be(ctx.sessionTime),
     hexBytes(ctx.clientFingerprint, 32),
     hexBytes(ctx.serverFingerprint, 32),
     u64be(nC2s),

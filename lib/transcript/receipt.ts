@@ -1,14 +1,16 @@
 /**
  * SessionReceipts (docs/TRANSCRIPT.md §4): one party's signed statement of the
- * transcript hash at close. `sig = Sign(signer certificate key, transcript_hash)`
- * over the raw 32 bytes; every other field is either bound into that hash
- * (session_id, the counts, both certificates) or checked against it.
+ * transcript hash over c2s 1..c2s_count and s2c 1..s2c_count.
+ * `sig = Sign(signer key, "securechat/v2 <role> receipt" || 0x00 || transcript_hash)`;
+ * every other field is either bound into that hash (session_id, the counts, both
+ * certificates, the session time) or checked against it.
  */
 import { z } from "zod";
-import { fromBase64, fromHex, timingSafeEqual, toBase64 } from "../bytes.ts";
+import { concat, fromBase64, fromHex, timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { parseCertificate } from "../pki/certificate.ts";
 import { base64Text } from "../wire/schema.ts";
+import { parseStrictJson } from "../wire/strict_json.ts";
 import {
   importVerifyingKeySpki,
   sign,
@@ -24,7 +26,12 @@ import {
   SessionIdSchema,
 } from "./format.ts";
 
-export const RECEIPT_VERSION = 1;
+export const RECEIPT_VERSION = 2;
+
+/** What a receipt signature covers: the role-labelled transcript hash (docs/TRANSCRIPT.md §4.1). */
+export function receiptSignedData(role: Role, transcriptHash: Uint8Array): Uint8Array {
+  return concat(utf8(`securechat/v2 ${role} receipt`), Uint8Array.of(0), transcriptHash);
+}
 
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
@@ -37,13 +44,10 @@ export const ReceiptSchema = z.object({
   version: z.literal(RECEIPT_VERSION),
   session_id: SessionIdSchema,
   /** The role of the party that made and signed this receipt. */
-  peer: z.enum(["client", "server"]),
+  signer_role: z.enum(["client", "server"]),
   /** SHA-256 of the signer's certificate (DER), lowercase hex. */
   signer: FingerprintSchema,
-  /** Seqno range the signer received (its peer's direction); 0/0 when it received none. */
-  first_seq: count,
-  last_seq: count,
-  /** Messages per direction (each direction is contiguous from seqno 1). */
+  /** The receipt confirms c2s 1..c2s_count and s2c 1..s2c_count. */
   c2s_count: count,
   s2c_count: count,
   transcript_sha256: FingerprintSchema,
@@ -52,27 +56,19 @@ export const ReceiptSchema = z.object({
 
 export type Receipt = z.infer<typeof ReceiptSchema>;
 
-/** The direction a receipt's signer received: what first_seq/last_seq describe. */
-export function receivedCount(role: Role, c2s: number, s2c: number): number {
-  return role === "client" ? s2c : c2s;
-}
-
 /** Builds and signs a receipt over `state`. */
 export async function signReceipt(
   signer: SigningKey,
   params: { sessionId: string; role: Role; signerFingerprint: string; state: HashState },
 ): Promise<Receipt> {
   const { state } = params;
-  const received = receivedCount(params.role, state.c2s, state.s2c);
-  const sig = await sign(signer, state.transcriptHash);
+  const sig = await sign(signer, receiptSignedData(params.role, state.transcriptHash));
   return {
     type: "receipt",
     version: RECEIPT_VERSION,
     session_id: params.sessionId,
-    peer: params.role,
+    signer_role: params.role,
     signer: params.signerFingerprint,
-    first_seq: received > 0 ? 1 : 0,
-    last_seq: received,
     c2s_count: state.c2s,
     s2c_count: state.s2c,
     transcript_sha256: state.transcriptSha256,
@@ -82,6 +78,16 @@ export async function signReceipt(
 
 /** Schema check. @throws TAMPERED naming the first bad field. */
 export function parseReceipt(value: unknown): Receipt {
+  if (typeof value === "string") {
+    try {
+      value = parseStrictJson(value);
+    } catch (cause) {
+      throw new SecureChatError(
+        "TAMPERED",
+        `receipt is not strict JSON: ${(cause as Error).message}`,
+      );
+    }
+  }
   const parsed = ReceiptSchema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -100,58 +106,63 @@ export interface ReceiptParties {
   server: { fingerprint: string; key: () => Promise<VerifyingKey> };
 }
 
+/** What a receipt is checked against: the transcript's counts and its hash at any prefix. */
+export interface ReceiptExpectation {
+  sessionId: string;
+  counts: { c2s: number; s2c: number };
+  /** The transcript hash over c2s 1..c2s and s2c 1..s2c; null if not computed. */
+  stateAt(c2s: number, s2c: number): HashState | null;
+  parties: ReceiptParties;
+}
+
 /**
- * Checks a parsed receipt against a locally computed transcript hash, in the order
- * session → signer → counts → hash → signature, so the message names the most
- * specific problem.
+ * Checks a parsed receipt in the order of docs/TRANSCRIPT.md §4.2 (session → signer →
+ * counts → hash → signature), so the message names the most specific problem.
  * @throws TAMPERED for any mismatch, SIG_FAIL for a bad signature
  */
-export async function checkReceipt(
-  receipt: Receipt,
-  expected: { sessionId: string; state: HashState; parties: ReceiptParties },
-): Promise<void> {
-  const { state } = expected;
+export async function checkReceipt(receipt: Receipt, expected: ReceiptExpectation): Promise<void> {
   if (receipt.session_id !== expected.sessionId) {
     throw new SecureChatError(
       "TAMPERED",
       `receipt is for session ${receipt.session_id}, not ${expected.sessionId}`,
     );
   }
-  const party = expected.parties[receipt.peer];
+  const role = receipt.signer_role;
+  const party = expected.parties[role];
   if (receipt.signer !== party.fingerprint) {
-    const other = receipt.peer === "client" ? "server" : "client";
+    const other = role === "client" ? "server" : "client";
     const what = receipt.signer === expected.parties[other].fingerprint
-      ? `the ${other}'s certificate, but says peer "${receipt.peer}"`
+      ? `the ${other}'s certificate, but says signer_role "${role}"`
       : "a certificate that is not one of the two parties";
     throw new SecureChatError("TAMPERED", `receipt signer ${receipt.signer} is ${what}`);
   }
-  const received = receivedCount(receipt.peer, receipt.c2s_count, receipt.s2c_count);
-  if (receipt.first_seq !== (received > 0 ? 1 : 0) || receipt.last_seq !== received) {
-    throw new SecureChatError(
-      "TAMPERED",
-      `receipt first_seq/last_seq ${receipt.first_seq}..${receipt.last_seq} disagree with its own counts`,
-    );
-  }
-  if (receipt.c2s_count !== state.c2s || receipt.s2c_count !== state.s2c) {
+  const { counts } = expected;
+  if (receipt.c2s_count > counts.c2s || receipt.s2c_count > counts.s2c) {
     throw new SecureChatError(
       "TAMPERED",
       `receipt covers c2s 1..${receipt.c2s_count} and s2c 1..${receipt.s2c_count}, ` +
-        `the transcript has c2s 1..${state.c2s} and s2c 1..${state.s2c} ` +
-        "(lines missing or added at the end of a direction, or a receipt for another transcript)",
+        `the transcript has only c2s 1..${counts.c2s} and s2c 1..${counts.s2c} ` +
+        "(lines missing at the end of a direction, or a receipt for another transcript)",
     );
+  }
+  const state = expected.stateAt(receipt.c2s_count, receipt.s2c_count);
+  if (!state) {
+    throw new SecureChatError("INTERNAL", "transcript hash not computed for the receipt's counts");
   }
   if (!timingSafeEqual(fromHex(receipt.transcript_sha256), state.transcriptHash)) {
     throw new SecureChatError(
       "TAMPERED",
       `receipt transcript_sha256 ${receipt.transcript_sha256} does not match the recomputed ` +
-        `${state.transcriptSha256} (a receipt for another transcript, or the transcript was altered)`,
+        `${state.transcriptSha256} over c2s 1..${state.c2s}, s2c 1..${state.s2c} ` +
+        "(a receipt for another transcript, or the transcript was altered)",
     );
   }
-  const ok = await verify(await party.key(), state.transcriptHash, fromBase64(receipt.sig));
+  const signed = receiptSignedData(role, state.transcriptHash);
+  const ok = await verify(await party.key(), signed, fromBase64(receipt.sig));
   if (!ok) {
     throw new SecureChatError(
       "SIG_FAIL",
-      `receipt signature does not verify with the ${receipt.peer}'s certificate`,
+      `receipt signature does not verify with the ${role}'s certificate`,
     );
   }
 }

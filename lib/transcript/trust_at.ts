@@ -1,8 +1,8 @@
 /**
- * Certificates as they stood when a session started (docs/TRANSCRIPT.md §5 step 2): a
- * transcript stays verifiable after its certificates expire.
+ * Certificates as they stood at a given time (docs/TRANSCRIPT.md §5 steps 2–3): a
+ * transcript stays verifiable after its certificates expire, and revocation is judged
+ * by date against the times the signers signed.
  */
-import { SecureChatError } from "../errors.ts";
 import { parseCertificate } from "../pki/certificate.ts";
 import { formatIp } from "../pki/hostname.ts";
 import {
@@ -20,20 +20,29 @@ export class TrustAtSessionTime {
   }
 
   /**
-   * Validates as of `now` (the session's time). Revocation is the exception: the CRL as
-   * known today applies whatever the session time, since a CRL carries no compromise
-   * time we could compare with.
+   * Validates the chain, profile and validity period as of `now`; revocation is left
+   * to the caller, who compares {@link revokedFrom} with the times that matter.
    * @throws BAD_CERT
    */
   async validate(
     der: Uint8Array,
     opts: { role: PeerRole; now: Date; expectedName?: string },
   ): Promise<ValidatedPeer> {
-    const peer = await validatePeerCertificate(this.#chainOnly, der, opts);
-    if (this.trust.crl?.revoked.has(peer.serial)) {
-      throw new SecureChatError("BAD_CERT", "certificate is revoked (on the CA's CRL)");
-    }
-    return peer;
+    return await validatePeerCertificate(this.#chainOnly, der, opts);
+  }
+
+  /**
+   * From when the CRL says the certificate's signatures are not trusted (its entry's
+   * invalidityDate, else its revocationDate), or null if it is not on the CRL.
+   */
+  revokedFrom(peer: ValidatedPeer): Date | null {
+    return this.trust.crl?.revokedFrom.get(peer.serial) ?? null;
+  }
+
+  /** The CRL's own dates, for the report: evidence reaches only to thisUpdate. */
+  crlDates(): { thisUpdate: Date; nextUpdate: Date | null } | null {
+    const crl = this.trust.crl;
+    return crl ? { thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate ?? null } : null;
   }
 }
 

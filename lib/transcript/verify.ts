@@ -1,15 +1,26 @@
 /**
  * Offline verification of a transcript and its receipts with only the CA
- * (docs/TRANSCRIPT.md §6). Streams the log line by line, checks each line in file
+ * (docs/TRANSCRIPT.md §5). Streams the log line by line, checks each line in file
  * order and verifies signatures with bounded concurrency; reports the FIRST bad
  * line by line number, whatever order the asynchronous checks finish in.
  */
 import { basename } from "node:path";
 import { fromUtf8 } from "../bytes.ts";
 import { type ErrorCode, SecureChatError } from "../errors.ts";
-import { verify, type VerifyingKey } from "../crypto/signature.ts";
-import type { TrustStore } from "../pki/validate.ts";
-import { AuthorChecks } from "./authors.ts";
+import type { VerifyingKey } from "../crypto/signature.ts";
+import {
+  decodeLine,
+  isClientRecipient,
+  type Line,
+  LineSchema,
+  LOBBY,
+  type MessageRecord,
+  prepareLine,
+  userRecipient,
+  verifyRecord,
+} from "../message/record.ts";
+import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
+import { parseStrictJson } from "../wire/strict_json.ts";
 import { ownServerName, TrustAtSessionTime } from "./trust_at.ts";
 import {
   basePathOfLog,
@@ -19,18 +30,17 @@ import {
   type HeaderLine,
   HeaderLineSchema,
   MAX_LINE_BYTES,
-  messageDigest,
-  type MessageLine,
-  MessageLineSchema,
   type Role,
-  SIGNER_ROLE,
   TRANSCRIPT_VERSION,
   TranscriptHasher,
 } from "./format.ts";
 import { readLines } from "./lines.ts";
-import { checkReceipt, parseReceipt, type ReceiptParties } from "./receipt.ts";
+import { checkReceipt, parseReceipt, type Receipt, type ReceiptParties } from "./receipt.ts";
 
-export type VerifyCode = Extract<ErrorCode, "TAMPERED" | "SIG_FAIL" | "BAD_CERT">;
+export type VerifyCode = Extract<ErrorCode, "TAMPERED" | "SIG_FAIL" | "BAD_CERT" | "REPLAY">;
+
+/** The clock skew verify allows, as the protocol does (PROTOCOL §8.2). */
+export const VERIFY_SKEW_MS = 5 * 60 * 1000;
 
 export interface PartyReport {
   role: Role;
@@ -39,6 +49,8 @@ export interface PartyReport {
   fingerprint: string;
   serial: string;
   notAfter: string;
+  /** ISO time from which the CRL distrusts it, when it is on the CRL (after the session). */
+  revokedFrom?: string;
 }
 
 export interface ReceiptReport {
@@ -46,12 +58,15 @@ export interface ReceiptReport {
   /** true if found beside the log rather than named by the caller */
   autodetected: boolean;
   status: "valid" | "invalid" | "not-checked";
-  /** the party that signed it (receipt `peer`) */
+  /** the party that signed it */
   signer?: Role;
   signerCommonName?: string;
   signerFingerprint?: string;
+  /** the lines it confirms: c2s 1..c2sCount, s2c 1..s2cCount */
   c2sCount?: number;
   s2cCount?: number;
+  /** true when it covers every line of the transcript */
+  complete?: boolean;
   code?: VerifyCode;
   reason?: string;
 }
@@ -69,20 +84,27 @@ export interface VerifyReport {
   sessionId: string | null;
   /** who wrote this file */
   recordedBy: Role | null;
-  /** header start time (ms); certificates are validated at this time, not now */
+  /** server_hello.time: certificates are judged at it; signed only through the receipts */
+  sessionTime: number | null;
   startedAt: number | null;
   /** message lines that passed every check, per direction */
   messages: { c2s: number; s2c: number };
   signers: { client?: PartyReport; server?: PartyReport };
-  /** Authors of relayed messages whose own signatures verified (PROTOCOL §6.4). */
+  /** Authors of signed records whose signatures verified and who were not revoked by then. */
   authors: { commonName: string; fingerprint: string; messages: number }[];
+  /** Signed lines whose author's certificate was revoked before the line was signed. */
+  unattributed: { line: number; commonName: string; reason: string }[];
+  /** c2s messages the server refused (PROTOCOL §6.5). */
+  refused: { of: number; code: string; line: number }[];
   /** first and last message ts (ms) among the lines that passed */
   span: { first: number | null; last: number | null };
   /** the recomputed transcript hash (hex), when every line is valid */
   transcriptSha256: string | null;
   receipts: ReceiptReport[];
-  /** true when at least one valid receipt signed by a party covers exactly this transcript */
-  confirmed: boolean;
+  /** the parties whose valid receipts cover every line */
+  confirmedBy: Role[];
+  /** the CRL applied: revocations after its thisUpdate are unknown */
+  crl: { thisUpdate: string; nextUpdate: string | null; stale: boolean } | null;
   /** the transcript holds ciphertext only: nothing here reveals the plaintext */
   ciphertextOnly: true;
 }
@@ -100,6 +122,8 @@ export interface VerifyOptions {
   autodetectReceipts?: boolean;
   /** Signature verifications in flight at once. Default 32. */
   concurrency?: number;
+  /** "Now", for telling a stale CRL; tests pass theirs. */
+  now?: Date;
 }
 
 interface Problem {
@@ -111,52 +135,8 @@ interface Problem {
 interface Party {
   fingerprint: string;
   key: VerifyingKey;
-}
-
-/** Context for the per-line checks; relay authorship will add its own check here. */
-interface LineContext {
-  header: HeaderLine;
-  parties: Record<Role, Party>;
-  nextSeq: Record<Direction, number>;
-  lastTs: Record<Direction, number>;
-}
-
-/** Synchronous per-line checks, in order; the first problem wins. */
-type LineCheck = (line: MessageLine, ctx: LineContext) => string | null;
-
-const LINE_CHECKS: LineCheck[] = [
-  (line) =>
-    line.author && line.dir !== "s2c"
-      ? "a c2s line carries an author record (only relays do)"
-      : null,
-  (line, ctx) => {
-    const role = SIGNER_ROLE[line.dir];
-    return line.signer === ctx.parties[role].fingerprint
-      ? null
-      : `${line.dir} line names signer ${line.signer.slice(0, 16)}…, not the ${role} certificate`;
-  },
-  (line, ctx) => {
-    const want = ctx.nextSeq[line.dir];
-    if (line.seqno === want) return null;
-    const why = line.seqno < want
-      ? "a replayed, duplicated or reordered line"
-      : "a deleted or reordered line before it";
-    return `${line.dir} seqno ${line.seqno}, expected ${want} (${why})`;
-  },
-  (line, ctx) =>
-    line.ts >= ctx.lastTs[line.dir]
-      ? null
-      : `${line.dir} ts ${line.ts} is before the previous ${line.dir} ts ${ctx.lastTs[line.dir]}`,
-];
-
-function schemaReason(error: { issues: { path: (string | number)[]; message: string }[] }) {
-  const issue = error.issues[0];
-  const where = issue?.path.length ? `field ${issue.path.join(".")}: ` : "";
-  return `${where}${issue?.message ?? "schema mismatch"}`;
-}
-
-function parseJsonLine(bytes: Uint8Array): unknown {
-  return JSON.parse(fromUtf8(bytes));
+  peer: ValidatedPeer;
+  revokedFrom: Date | null;
 }
 
 function emptyReport(path: string): VerifyReport {
@@ -170,14 +150,18 @@ function emptyReport(path: string): VerifyReport {
     protocolVersion: null,
     sessionId: null,
     recordedBy: null,
+    sessionTime: null,
     startedAt: null,
     messages: { c2s: 0, s2c: 0 },
     signers: {},
     authors: [],
+    unattributed: [],
+    refused: [],
     span: { first: null, last: null },
     transcriptSha256: null,
     receipts: [],
-    confirmed: false,
+    confirmedBy: [],
+    crl: null,
     ciphertextOnly: true,
   };
 }
@@ -187,6 +171,38 @@ async function exists(path: string): Promise<boolean> {
     return (await Deno.stat(path)).isFile;
   } catch {
     return false;
+  }
+}
+
+/** A receipt file read ahead of the lines, so the hash can be snapshot at its counts. */
+interface ReceiptInput {
+  entry: ReceiptReport;
+  receipt?: Receipt;
+}
+
+async function readReceipt(path: string, autodetected: boolean): Promise<ReceiptInput> {
+  const entry: ReceiptReport = { path, autodetected, status: "invalid" };
+  let text: string;
+  try {
+    const stat = await Deno.stat(path);
+    if (stat.size > 64 * 1024) {
+      return { entry: { ...entry, code: "TAMPERED", reason: "receipt file too large" } };
+    }
+    text = await Deno.readTextFile(path);
+  } catch (cause) {
+    throw new SecureChatError("IO_ERROR", `cannot read receipt ${path}`, { cause });
+  }
+  try {
+    const receipt = parseReceipt(text);
+    entry.signer = receipt.signer_role;
+    entry.signerFingerprint = receipt.signer;
+    entry.c2sCount = receipt.c2s_count;
+    entry.s2cCount = receipt.s2c_count;
+    return { entry, receipt };
+  } catch (cause) {
+    entry.code = "TAMPERED";
+    entry.reason = cause instanceof Error ? cause.message : String(cause);
+    return { entry };
   }
 }
 
@@ -207,13 +223,14 @@ export async function verifyTranscript(
   for (const { path } of named) {
     if (!await exists(path)) throw new SecureChatError("IO_ERROR", `cannot read receipt ${path}`);
   }
-  const receiptFiles = named.length > 0 || opts.autodetectReceipts === false ? named : [];
+  const receiptFiles = [...named];
   if (named.length === 0 && opts.autodetectReceipts !== false) {
     const base = basePathOfLog(logPath);
     for (const path of [`${base}.receipt.json`, `${base}.peer-receipt.json`]) {
       if (path !== logPath && await exists(path)) receiptFiles.push({ path, autodetected: true });
     }
   }
+  const receipts = await Promise.all(receiptFiles.map((r) => readReceipt(r.path, r.autodetected)));
 
   let file: Deno.FsFile;
   try {
@@ -221,14 +238,9 @@ export async function verifyTranscript(
   } catch (cause) {
     throw new SecureChatError("IO_ERROR", `cannot read transcript ${logPath}`, { cause });
   }
-  let state: HashState | null = null;
-  let parties: Record<Role, Party> | null = null;
-  let problem: Problem | null = null;
+  let result: Awaited<ReturnType<typeof checkLines>>;
   try {
-    const result = await checkLines(file, report, opts);
-    problem = result.problem;
-    state = result.state;
-    parties = result.parties;
+    result = await checkLines(file, report, opts, receipts);
   } catch (cause) {
     if (cause instanceof SecureChatError) throw cause;
     throw new SecureChatError("IO_ERROR", `cannot read transcript ${logPath}`, { cause });
@@ -238,14 +250,15 @@ export async function verifyTranscript(
     } catch { /* closed */ }
   }
 
+  const { problem, hashAt, parties, counts } = result;
   if (problem) {
     report.code = problem.code;
     report.firstBadLine = problem.line;
     report.reason = problem.reason;
-    report.receipts = receiptFiles.map((r) => ({ ...r, status: "not-checked" as const }));
+    report.receipts = receipts.map((r) => ({ ...r.entry, status: "not-checked" as const }));
     return report;
   }
-  report.transcriptSha256 = state!.transcriptSha256;
+  report.transcriptSha256 = hashAt!(counts.c2s, counts.s2c)!.transcriptSha256;
 
   const receiptParties: ReceiptParties = {
     client: {
@@ -257,41 +270,19 @@ export async function verifyTranscript(
       key: () => Promise.resolve(parties!.server.key),
     },
   };
-  for (const { path, autodetected } of receiptFiles) {
-    const entry: ReceiptReport = { path, autodetected, status: "invalid" };
+  for (const { entry, receipt } of receipts) {
     report.receipts.push(entry);
-    let text: string;
+    if (!receipt) continue;
+    entry.signerCommonName = report.signers[receipt.signer_role]?.commonName;
     try {
-      const stat = await Deno.stat(path);
-      if (stat.size > 64 * 1024) throw new SecureChatError("TAMPERED", "receipt file too large");
-      text = await Deno.readTextFile(path);
-    } catch (cause) {
-      if (cause instanceof SecureChatError) {
-        entry.code = "TAMPERED";
-        entry.reason = cause.message;
-        continue;
-      }
-      throw new SecureChatError("IO_ERROR", `cannot read receipt ${path}`, { cause });
-    }
-    try {
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch {
-        throw new SecureChatError("TAMPERED", "receipt is not JSON");
-      }
-      const receipt = parseReceipt(value);
-      entry.signer = receipt.peer;
-      entry.signerFingerprint = receipt.signer;
-      entry.signerCommonName = report.signers[receipt.peer]?.commonName;
-      entry.c2sCount = receipt.c2s_count;
-      entry.s2cCount = receipt.s2c_count;
       await checkReceipt(receipt, {
         sessionId: report.sessionId!,
-        state: state!,
+        counts,
+        stateAt: hashAt!,
         parties: receiptParties,
       });
       entry.status = "valid";
+      entry.complete = receipt.c2s_count === counts.c2s && receipt.s2c_count === counts.s2c;
     } catch (cause) {
       const code = cause instanceof SecureChatError ? cause.code : "INTERNAL";
       entry.code = code === "SIG_FAIL" || code === "BAD_CERT" ? code : "TAMPERED";
@@ -304,24 +295,36 @@ export async function verifyTranscript(
     report.reason = `receipt ${basename(bad.path)}: ${bad.reason}`;
     return report;
   }
-  report.confirmed = report.receipts.some((r) => r.status === "valid");
+  const confirmed = new Set(
+    report.receipts.filter((r) => r.status === "valid" && r.complete).map((r) => r.signer!),
+  );
+  report.confirmedBy = (["client", "server"] as const).filter((role) => confirmed.has(role));
   report.ok = true;
   return report;
 }
+
+type Fail = { problem: Problem; hashAt: null; parties: null; counts: { c2s: 0; s2c: 0 } };
 
 async function checkLines(
   file: Deno.FsFile,
   report: VerifyReport,
   opts: VerifyOptions,
+  receipts: ReceiptInput[],
 ): Promise<
-  { problem: Problem | null; state: HashState | null; parties: Record<Role, Party> | null }
+  {
+    problem: Problem | null;
+    hashAt: ((c2s: number, s2c: number) => HashState | null) | null;
+    parties: Record<Role, Party> | null;
+    counts: { c2s: number; s2c: number };
+  }
 > {
   const lines = readLines(file, MAX_LINE_BYTES);
   const first = await lines.next();
-  const fail = (line: number, code: VerifyCode, reason: string) => ({
+  const fail = (line: number, code: VerifyCode, reason: string): Fail => ({
     problem: { line, code, reason },
-    state: null,
+    hashAt: null,
     parties: null,
+    counts: { c2s: 0, s2c: 0 },
   });
   if (first.done) return fail(1, "TAMPERED", "empty file: no transcript header");
   const headerRaw = first.value;
@@ -333,9 +336,9 @@ async function checkLines(
   // ---- header ----
   let headerValue: unknown;
   try {
-    headerValue = parseJsonLine(headerRaw.bytes);
-  } catch {
-    return fail(1, "TAMPERED", "header is not UTF-8 JSON");
+    headerValue = parseStrictJson(fromUtf8(headerRaw.bytes));
+  } catch (cause) {
+    return fail(1, "TAMPERED", `header is not strict UTF-8 JSON: ${(cause as Error).message}`);
   }
   const version = (headerValue as { version?: unknown } | null)?.version;
   if (
@@ -349,39 +352,57 @@ async function checkLines(
   if (!parsedHeader.success) {
     return fail(1, "TAMPERED", `malformed header: ${schemaReason(parsedHeader.error)}`);
   }
-  const header = parsedHeader.data;
+  const header: HeaderLine = parsedHeader.data;
   report.transcriptVersion = header.version;
   report.protocolVersion = header.protocol_version;
   report.sessionId = header.session_id;
   report.recordedBy = header.role;
+  report.sessionTime = header.session_time;
   report.startedAt = header.started_at;
 
-  // Certificates are validated at the session's start, not now, so that a transcript
-  // stays verifiable after its certificates expire (docs/TRANSCRIPT.md §6.1).
-  const at = new Date(header.started_at);
+  // Certificates are judged at the session time (hashed, so signed by the receipts),
+  // not now, so a transcript stays verifiable after its certificates expire; revocation
+  // by date against it (docs/TRANSCRIPT.md §5 steps 2–3).
+  const at = new Date(header.session_time);
   const trustAt = new TrustAtSessionTime(opts.trust);
+  const crl = trustAt.crlDates();
+  if (crl) {
+    const now = opts.now ?? new Date();
+    report.crl = {
+      thisUpdate: crl.thisUpdate.toISOString(),
+      nextUpdate: crl.nextUpdate?.toISOString() ?? null,
+      stale: crl.nextUpdate !== null && now > crl.nextUpdate,
+    };
+  }
   const parties = {} as Record<Role, Party>;
   for (const role of ["client", "server"] as const) {
     const der = role === "client" ? header.client_cert : header.server_cert;
     try {
       const expectedName = role === "server" ? header.server_name ?? ownServerName(der) : undefined;
       const peer = await trustAt.validate(der, { role, now: at, expectedName });
-      const key = peer.key;
+      const revokedFrom = trustAt.revokedFrom(peer);
+      if (revokedFrom && revokedFrom <= at) {
+        throw new SecureChatError(
+          "BAD_CERT",
+          `revoked from ${revokedFrom.toISOString()}, before the session`,
+        );
+      }
       const fingerprint = fingerprintOf(der);
-      parties[role] = { fingerprint, key };
+      parties[role] = { fingerprint, key: peer.key, peer, revokedFrom };
       report.signers[role] = {
         role,
         commonName: peer.commonName,
         fingerprint,
         serial: peer.serial,
         notAfter: peer.notAfter.toISOString(),
+        ...(revokedFrom ? { revokedFrom: revokedFrom.toISOString() } : {}),
       };
     } catch (cause) {
       const message = cause instanceof Error ? cause.message : String(cause);
       return fail(
         1,
         "BAD_CERT",
-        `${role} certificate (validated at session start ${at.toISOString()}): ${message}`,
+        `${role} certificate (judged at the session time ${at.toISOString()}): ${message}`,
       );
     }
   }
@@ -390,18 +411,35 @@ async function checkLines(
   const hasher = new TranscriptHasher({
     protocolVersion: header.protocol_version,
     sessionId: header.session_id,
+    sessionTime: header.session_time,
     clientFingerprint: parties.client.fingerprint,
     serverFingerprint: parties.server.fingerprint,
   });
-  const ctx: LineContext = {
-    header,
-    parties,
-    nextSeq: { c2s: 1, s2c: 1 },
-    lastTs: { c2s: 0, s2c: 0 },
+  // Digests at the counts receipts name, so a receipt over a prefix can be checked.
+  const wanted: Record<Direction, Set<number>> = { c2s: new Set(), s2c: new Set() };
+  for (const { receipt } of receipts) {
+    if (receipt) {
+      wanted.c2s.add(receipt.c2s_count);
+      wanted.s2c.add(receipt.s2c_count);
+    }
+  }
+  const digests: Record<Direction, Map<number, Uint8Array>> = { c2s: new Map(), s2c: new Map() };
+  const snapshot = (dir: Direction) => {
+    const n = hasher.counts[dir];
+    if (wanted[dir].has(n)) digests[dir].set(n, hasher.digest(dir));
   };
-  const authors = new AuthorChecks(trustAt);
+  snapshot("c2s");
+  snapshot("s2c");
+
+  const me = userRecipient(parties.client.peer.commonName);
+  const nextSeq: Record<Direction, number> = { c2s: 1, s2c: 1 };
+  const lastTs: Record<Direction, number> = { c2s: 0, s2c: 0 };
+  const relaySeq = new Map<string, number>();
+  const authorCerts = new Map<string, Promise<ValidatedPeer>>();
+  const authors = new Map<string, { commonName: string; fingerprint: string; messages: number }>();
+  const refused: { of: number; code: string; line: number }[] = [];
+
   const limit = Math.max(1, opts.concurrency ?? 32);
-  // A counting window: at most `limit` verifications in flight; `wake` resumes the reader.
   let active = 0;
   let wake: (() => void) | null = null;
   const settled = () => {
@@ -411,22 +449,45 @@ async function checkLines(
     w?.();
   };
   const slot = () => new Promise<void>((resolve) => (wake = resolve));
-  // Counts and time span of the lines before a line; each problem carries the
-  // snapshot taken before its line, so the report counts only lines before it.
   type Snapshot = { c2s: number; s2c: number; first: number | null; last: number | null };
   type Found = Problem & { before: Snapshot };
   const running: Snapshot = { c2s: 0, s2c: 0, first: null, last: null };
-  let sigProblem: Found | null = null;
+  let asyncProblem: Found | null = null;
   let lineProblem: Found | null = null;
-  const stop = (line: number, reason: string): Found => ({
+  const stop = (line: number, reason: string, code: VerifyCode = "TAMPERED"): Found => ({
     line,
-    code: "TAMPERED",
+    code,
     reason,
     before: { ...running },
   });
+  const recordAsync = (found: Found) => {
+    if (!asyncProblem || found.line < asyncProblem.line) asyncProblem = found;
+  };
+  const attribute = (
+    n: number,
+    party: ValidatedPeer,
+    fingerprint: string,
+    revokedFrom: Date | null,
+    record: MessageRecord,
+  ) => {
+    if (revokedFrom && revokedFrom.getTime() <= record.ts) {
+      report.unattributed.push({
+        line: n,
+        commonName: party.commonName,
+        reason:
+          `${party.commonName}'s certificate is distrusted from ${revokedFrom.toISOString()}, ` +
+          `before this record was signed (${new Date(record.ts).toISOString()})`,
+      });
+      return;
+    }
+    const count = authors.get(fingerprint) ??
+      { commonName: party.commonName, fingerprint, messages: 0 };
+    count.messages++;
+    authors.set(fingerprint, count);
+  };
 
   for await (const raw of lines) {
-    if (sigProblem) break;
+    if (asyncProblem) break;
     const n = raw.number;
     if (raw.overlong) {
       lineProblem = stop(n, "line too long");
@@ -441,78 +502,203 @@ async function checkLines(
       break;
     }
     let value: unknown;
+    let text: string;
     try {
-      value = parseJsonLine(raw.bytes);
-    } catch {
-      lineProblem = stop(n, "not UTF-8 JSON");
+      text = fromUtf8(raw.bytes);
+      value = parseStrictJson(text);
+    } catch (cause) {
+      lineProblem = stop(n, `not strict UTF-8 JSON: ${(cause as Error).message}`);
       break;
     }
-    const parsed = MessageLineSchema.safeParse(value);
+    const parsed = LineSchema.safeParse(value);
     if (!parsed.success) {
       lineProblem = stop(n, `malformed: ${schemaReason(parsed.error)}`);
       break;
     }
-    const line = parsed.data;
-    let reason: string | null = null;
-    for (const check of LINE_CHECKS) {
-      reason = check(line, ctx);
-      if (reason) break;
-    }
-    if (reason) {
-      lineProblem = stop(n, reason);
+    const line: Line = decodeLine(parsed.data);
+    const prepared = prepareLine(line, text);
+    const { dir, seqno, ts } = prepared;
+    const problem = checkSequence(dir, seqno, ts, nextSeq, lastTs) ??
+      checkBinding(line, header, me);
+    if (problem) {
+      lineProblem = stop(n, problem.reason, problem.code);
       break;
     }
-    const before = { ...running };
-    ctx.nextSeq[line.dir]++;
-    ctx.lastTs[line.dir] = line.ts;
-    hasher.add(line.dir, line.seqno, line.ts, line.ct, line.sig);
-    running[line.dir]++;
-    running.first = running.first === null ? line.ts : Math.min(running.first, line.ts);
-    running.last = running.last === null ? line.ts : Math.max(running.last, line.ts);
-
-    const digest = messageDigest(line.seqno, line.ts, line.ct);
-    const key = parties[SIGNER_ROLE[line.dir]].key;
-    const dir = line.dir;
-    active++;
-    const record = (ok: boolean) => {
-      if (!ok && (!sigProblem || n < sigProblem.line)) {
-        sigProblem = {
-          line: n,
-          code: "SIG_FAIL",
-          reason: `${dir} seqno ${line.seqno}: signature does not verify with the ` +
-            `${SIGNER_ROLE[dir]} certificate (ciphertext, seqno, ts or sig altered, or forged)`,
-          before,
-        };
+    if (line.type === "relay") {
+      const key = `${fingerprintOf(line.cert)}/${line.record.sid}`;
+      const last = relaySeq.get(key) ?? 0;
+      if (line.record.seqno <= last) {
+        lineProblem = stop(
+          n,
+          `relayed record ${line.record.sid.slice(0, 8)}…/${line.record.seqno} repeats or ` +
+            `precedes one already relayed (${last})`,
+          "REPLAY",
+        );
+        break;
       }
-    };
-    verify(key, digest, line.sig).then(record, () => record(false)).finally(settled);
-    if (line.author) {
-      const author = line.author;
+      relaySeq.set(key, line.record.seqno);
+    }
+    if (line.type === "refused") refused.push({ of: line.of, code: line.code, line: n });
+    const before = { ...running };
+    nextSeq[dir]++;
+    lastTs[dir] = ts;
+    hasher.add(dir, prepared.enc);
+    snapshot(dir);
+    running[dir]++;
+    running.first = running.first === null ? ts : Math.min(running.first, ts);
+    running.last = running.last === null ? ts : Math.max(running.last, ts);
+
+    if (line.type === "msg" && dir === "c2s") {
+      const client = parties.client;
       active++;
-      const recordAuthor = (problem: { code: VerifyCode; reason: string } | null) => {
-        if (problem && (!sigProblem || n < sigProblem.line)) {
-          sigProblem = { line: n, ...problem, before };
+      const record = line.record;
+      verifyRecord(client.key, record).then((ok) => {
+        if (!ok) {
+          recordAsync({
+            line: n,
+            code: "SIG_FAIL",
+            reason: `c2s seqno ${seqno}: the client's signature does not verify over the record ` +
+              "(its session, direction, recipients, seqno, ts, commitment or ciphertext altered, or forged)",
+            before,
+          });
+        } else attribute(n, client.peer, client.fingerprint, client.revokedFrom, record);
+      }, () => recordAsync({ line: n, code: "SIG_FAIL", reason: "signature check failed", before }))
+        .finally(settled);
+    } else if (line.type === "relay") {
+      const record = line.record;
+      const fingerprint = fingerprintOf(line.cert);
+      let cert = authorCerts.get(`${fingerprint}@${record.ts}`);
+      if (!cert) {
+        cert = trustAt.validate(line.cert, { role: "client", now: new Date(record.ts) });
+        if (authorCerts.size > 4096) authorCerts.clear();
+        authorCerts.set(`${fingerprint}@${record.ts}`, cert);
+      }
+      active++;
+      cert.then(async (author) => {
+        if (!await verifyRecord(author.key, record)) {
+          recordAsync({
+            line: n,
+            code: "SIG_FAIL",
+            reason: `relayed record does not carry ${author.commonName}'s signature ` +
+              "(the record was altered, or forged)",
+            before,
+          });
+          return;
         }
-      };
-      authors.check(author, at).then(
-        recordAuthor,
-        (error) => recordAuthor({ code: "SIG_FAIL", reason: String(error) }),
-      ).finally(settled);
+        attribute(n, author, fingerprint, trustAt.revokedFrom(author), record);
+      }, (error) =>
+        recordAsync({
+          line: n,
+          code: "BAD_CERT",
+          reason: `relayed author's certificate at ${new Date(record.ts).toISOString()}: ` +
+            (error instanceof Error ? error.message : String(error)),
+          before,
+        })).finally(settled);
     }
     while (active >= limit) await slot();
   }
   while (active > 0) await slot();
 
-  const found = [lineProblem as Found | null, sigProblem as Found | null]
+  if (!lineProblem && !asyncProblem) {
+    const missing = refused.find((r) => r.of > running.c2s);
+    if (missing) {
+      lineProblem = stop(missing.line, `refusal of c2s ${missing.of}, which is not in the file`);
+    }
+  }
+  const found = [lineProblem as Found | null, asyncProblem as Found | null]
     .filter((p): p is Found => p !== null);
   const firstBad = found.sort((a, b) => a.line - b.line)[0] ?? null;
   const snap = firstBad ? firstBad.before : running;
   report.messages = { c2s: snap.c2s, s2c: snap.s2c };
-  report.authors = authors.summary();
+  report.authors = [...authors.values()].sort((a, b) => a.commonName.localeCompare(b.commonName));
+  report.unattributed.sort((a, b) => a.line - b.line);
+  report.refused = refused;
   report.span = { first: snap.first, last: snap.last };
   if (firstBad) {
     const { line, code, reason } = firstBad;
-    return { problem: { line, code, reason }, state: null, parties };
+    return { problem: { line, code, reason }, hashAt: null, parties, counts: running };
   }
-  return { problem: null, state: hasher.current(), parties };
+  const hashAt = (c2s: number, s2c: number) => {
+    const dC2s = digests.c2s.get(c2s) ?? (c2s === running.c2s ? hasher.digest("c2s") : undefined);
+    const dS2c = digests.s2c.get(s2c) ?? (s2c === running.s2c ? hasher.digest("s2c") : undefined);
+    return dC2s && dS2c ? hasher.at(c2s, dC2s, s2c, dS2c) : null;
+  };
+  return { problem: null, hashAt, parties, counts: { c2s: running.c2s, s2c: running.s2c } };
+}
+
+/** seqno exactly the next of its direction, ts not below the previous one. */
+function checkSequence(
+  dir: Direction,
+  seqno: number,
+  ts: number,
+  nextSeq: Record<Direction, number>,
+  lastTs: Record<Direction, number>,
+): Problem | null {
+  const want = nextSeq[dir];
+  if (seqno !== want) {
+    const why = seqno < want
+      ? "a replayed, duplicated or reordered line"
+      : "a deleted or reordered line before it";
+    return {
+      line: 0,
+      code: "TAMPERED",
+      reason: `${dir} seqno ${seqno}, expected ${want} (${why})`,
+    };
+  }
+  if (ts < lastTs[dir]) {
+    return {
+      line: 0,
+      code: "TAMPERED",
+      reason: `${dir} ts ${ts} is before the previous ${dir} ts ${lastTs[dir]}`,
+    };
+  }
+  return null;
+}
+
+/** The bindings of docs/TRANSCRIPT.md §5 step 4 that need no signature check. */
+function checkBinding(line: Line, header: HeaderLine, me: string): Problem | null {
+  const tampered = (reason: string): Problem => ({ line: 0, code: "TAMPERED", reason });
+  if (line.type === "msg") {
+    const r = line.record;
+    if (r.sid !== header.session_id) {
+      return tampered(
+        `record of session ${r.sid}, not ${header.session_id} (moved from another session)`,
+      );
+    }
+    if (r.dir !== line.dir) return tampered(`a ${r.dir} record on a ${line.dir} line`);
+    if (line.dir === "c2s") {
+      if (!isClientRecipient(r.to)) return tampered(`c2s record addressed to ${r.to.slice(0, 80)}`);
+      if (!r.sig) return { line: 0, code: "SIG_FAIL", reason: "c2s record without a signature" };
+      return null;
+    }
+    if (r.sig) return tampered("the server's records carry no signature");
+    if (r.to !== me) return tampered(`s2c record addressed to ${r.to.slice(0, 80)}, not ${me}`);
+    return null;
+  }
+  if (line.type === "relay") {
+    const r = line.record;
+    if (r.dir !== "c2s") return tampered("a relayed record must be a user's (c2s)");
+    if (r.to !== LOBBY && r.to !== me) {
+      return tampered(
+        `relayed record addressed to ${r.to.slice(0, 80)}, not to ${me} or the lobby`,
+      );
+    }
+    if (!r.sig) return { line: 0, code: "SIG_FAIL", reason: "relayed record without a signature" };
+    if (r.ts < header.session_time - VERIFY_SKEW_MS) {
+      return {
+        line: 0,
+        code: "REPLAY",
+        reason: `relayed record signed at ${new Date(r.ts).toISOString()}, before this session ` +
+          `began (${new Date(header.session_time).toISOString()}): an old record presented as new`,
+      };
+    }
+    if (r.ts > line.ts + VERIFY_SKEW_MS) return tampered("relayed record dated after its relay");
+  }
+  return null;
+}
+
+function schemaReason(error: { issues: { path: (string | number)[]; message: string }[] }) {
+  const issue = error.issues[0];
+  const where = issue?.path.length ? `field ${issue.path.join(".")}: ` : "";
+  return `${where}${issue?.message ?? "schema mismatch"}`;
 }

@@ -1,29 +1,27 @@
 /**
- * The append-only transcript of one session (docs/TRANSCRIPT.md §2, §5).
+ * The append-only transcript of one session (docs/TRANSCRIPT.md §2, §3).
  *
- * Crash behaviour: every line (header included) is built in memory and handed to
- * the OS in one write on a file opened with O_APPEND, so killing the process leaves
- * whole lines only, except at worst a torn final line that `verify` reports. There
- * is no fsync per message (the OS keeps what was written when the process dies);
- * `finish` and `abort` fsync the log and the receipts.
+ * Lines are hashed when they are appended and written in batches: everything
+ * appended during one turn of the event loop goes to the OS in one write. The log is
+ * opened for writing only while lines flow and closed after a second of quiet, so an
+ * idle session holds no file descriptor. Killing the process leaves whole lines
+ * only, except at worst a torn final line that `verify` reports; the batch not yet
+ * written (lines of the last few milliseconds) is what a crash can lose. `finish`
+ * and `abort` fsync the log and the receipts.
  */
 import { join } from "node:path";
-import { timingSafeEqual, utf8 } from "../bytes.ts";
+import { timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
 import type { SigningKey } from "../crypto/signature.ts";
+import type { PreparedLine } from "../message/record.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
 import {
-  type AuthorEntry,
   baseNameOf,
   type Direction,
   encodeHeaderLine,
-  encodeMessageLine,
   fingerprintOf,
   type HashState,
-  MAX_CT_BYTES,
-  MAX_SIG_BYTES,
-  SIGNER_ROLE,
   TranscriptHasher,
 } from "./format.ts";
 import {
@@ -43,7 +41,9 @@ export interface TranscriptHeader {
   role: "client" | "server";
   clientCertDer: Uint8Array;
   serverCertDer: Uint8Array;
-  /** ms since the Unix epoch; certificates are validated at this time by `verify`. */
+  /** server_hello.time (ms): hashed, the time verify judges certificates at. */
+  sessionTime: number;
+  /** ms since the Unix epoch: this side's start, names the files. */
   startedAt: number;
   /**
    * Optional: the server's name (what the client dialled; the server's own
@@ -52,18 +52,8 @@ export interface TranscriptHeader {
   serverName?: string;
   /** Wire protocol version negotiated; defaults to lib/wire PROTOCOL_VERSION. */
   protocolVersion?: number;
-}
-
-export interface TranscriptEntry {
-  dir: "c2s" | "s2c";
-  seqno: number;
-  ts: number;
-  /** AES-GCM ciphertext||tag exactly as received / sent (decoded from the frame's base64). */
-  ct: Uint8Array;
-  /** The msg signature bytes exactly as on the wire. */
-  sig: Uint8Array;
-  /** For an s2c relay: the author's own message (PROTOCOL §6.4). */
-  author?: AuthorEntry;
+  /** Also write `<base>.keys` with each line's content key (the client, TRANSCRIPT §6). */
+  keepKeys?: boolean;
 }
 
 export interface FinishResult {
@@ -82,10 +72,13 @@ function ioError(what: string, cause: unknown): SecureChatError {
 }
 
 /** Writes all of `bytes`; one write call in practice for a regular file in append mode. */
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+function writeAllSync(file: Deno.FsFile, bytes: Uint8Array): void {
   let offset = 0;
-  while (offset < bytes.length) offset += await file.write(bytes.subarray(offset));
+  while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
 }
+
+/** Close the log after this long without a line: an idle session holds no descriptor. */
+const IDLE_CLOSE_MS = 1000;
 
 export class TranscriptWriter {
   /** Path of the `.log` file. */
@@ -93,11 +86,15 @@ export class TranscriptWriter {
   /** Path without `.log`: receipts go to `<base>.receipt.json` and `<base>.peer-receipt.json`. */
   readonly basePath: string;
   readonly header: Readonly<TranscriptHeader>;
-  readonly #file: Deno.FsFile;
   readonly #hasher: TranscriptHasher;
   readonly #fingerprints: { client: string; server: string };
   readonly #lastTs: Record<Direction, number> = { c2s: -1, s2c: -1 };
-  #queue: Promise<void> = Promise.resolve();
+  #file: Deno.FsFile | null;
+  #keysFile: Deno.FsFile | null = null;
+  #pending: string[] = [];
+  #pendingKeys: string[] = [];
+  #flushTimer?: ReturnType<typeof setTimeout>;
+  #idleTimer?: ReturnType<typeof setTimeout>;
   #failed: SecureChatError | null = null;
   #closed = false;
 
@@ -134,6 +131,7 @@ export class TranscriptWriter {
     const hasher = new TranscriptHasher({
       protocolVersion,
       sessionId: header.sessionId,
+      sessionTime: header.sessionTime,
       clientFingerprint: fingerprints.client,
       serverFingerprint: fingerprints.server,
     });
@@ -166,13 +164,21 @@ export class TranscriptWriter {
     try {
       if (Deno.build.os !== "windows") await Deno.chmod(path, FILE_MODE);
       const line = encodeHeaderLine({ ...header, protocolVersion });
-      await writeAll(file, utf8(line + "\n"));
+      writeAllSync(file, utf8(line + "\n"));
+      if (header.keepKeys) {
+        writer.#keysFile = await Deno.open(`${basePath}.keys`, {
+          write: true,
+          append: true,
+          createNew: true,
+          mode: FILE_MODE,
+        });
+        if (Deno.build.os !== "windows") await Deno.chmod(`${basePath}.keys`, FILE_MODE);
+      }
     } catch (cause) {
-      try {
-        file.close();
-      } catch { /* already closed */ }
+      writer.#closeFiles();
       throw ioError(`cannot write transcript ${path}`, cause);
     }
+    writer.#armIdleClose();
     return writer;
   }
 
@@ -187,25 +193,15 @@ export class TranscriptWriter {
   }
 
   /**
-   * Appends one accepted msg frame. Calls are serialised in call order, so call it
-   * in the order messages were accepted. Per direction, seqno must be the next one
-   * (1, 2, ...) and ts must not decrease: anything else is PROTOCOL_ERROR and
-   * nothing is written (the session should treat it as the peer's protocol error).
-   * @throws TRANSCRIPT_IO on a write failure; the writer is then unusable
+   * Records one session message. Per direction, seqno must be the next one (1, 2, ...)
+   * and ts must not decrease: anything else is PROTOCOL_ERROR and nothing is recorded.
+   * The line is hashed now and written with the current batch.
+   * @throws TRANSCRIPT_IO once a write failed; PROTOCOL_ERROR as above
    */
-  append(entry: TranscriptEntry): Promise<void> {
-    const run = this.#queue.then(() => this.#appendNow(entry));
-    this.#queue = run.catch(() => {});
-    return run;
-  }
-
-  async #appendNow(entry: TranscriptEntry): Promise<void> {
+  append(line: PreparedLine): void {
     if (this.#failed) throw this.#failed;
     if (this.#closed) throw new SecureChatError("TRANSCRIPT_IO", "transcript already closed");
-    const { dir, seqno, ts, ct, sig } = entry;
-    if (dir !== "c2s" && dir !== "s2c") {
-      throw new SecureChatError("INVALID_INPUT", `bad direction ${String(dir)}`);
-    }
+    const { dir, seqno, ts } = line;
     const expected = this.#hasher.counts[dir] + 1;
     if (seqno !== expected) {
       throw new SecureChatError(
@@ -216,26 +212,73 @@ export class TranscriptWriter {
     if (!Number.isSafeInteger(ts) || ts < this.#lastTs[dir]) {
       throw new SecureChatError("PROTOCOL_ERROR", `transcript: ${dir} timestamp went backwards`);
     }
-    if (entry.author && dir !== "s2c") {
-      throw new SecureChatError("INVALID_INPUT", "transcript: only s2c lines relay an author");
+    this.#hasher.add(dir, line.enc);
+    this.#lastTs[dir] = ts;
+    this.#pending.push(line.json);
+    if (line.k && this.#keysFile !== null) {
+      this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
     }
-    if (ct.length < 1 || ct.length > MAX_CT_BYTES || sig.length < 1 || sig.length > MAX_SIG_BYTES) {
-      throw new SecureChatError("INVALID_INPUT", "transcript: ct or sig length out of range");
-    }
-    const line = encodeMessageLine(entry, this.#fingerprints[SIGNER_ROLE[dir]]);
+    this.#flushTimer ??= setTimeout(() => this.#flush(), 0);
+  }
+
+  /**
+   * Records a message we received, written before it is acted on (relayed, shown): a
+   * message that cannot be recorded is refused, and nothing it would cause happens.
+   * @throws TRANSCRIPT_IO, PROTOCOL_ERROR as {@link append}
+   */
+  appendReceived(line: PreparedLine): void {
+    this.append(line);
+    this.#flush();
+    if (this.#failed) throw this.#failed;
+  }
+
+  /** Writes the pending batch now. A failure is kept and thrown by the next append or finish. */
+  #flush(): void {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (this.#pending.length === 0 || this.#failed) return;
     try {
-      await writeAll(this.#file, utf8(line + "\n"));
+      this.#file ??= Deno.openSync(this.path, { write: true, append: true });
+      writeAllSync(this.#file, utf8(this.#pending.join("\n") + "\n"));
+      this.#pending = [];
+      if (this.#pendingKeys.length > 0 && this.#keysFile) {
+        writeAllSync(this.#keysFile, utf8(this.#pendingKeys.join("\n") + "\n"));
+        this.#pendingKeys = [];
+      }
     } catch (cause) {
       this.#failed = ioError(`cannot append to transcript ${this.path}`, cause);
-      throw this.#failed;
+      return;
     }
-    this.#hasher.add(dir, seqno, ts, ct, sig);
-    this.#lastTs[dir] = ts;
+    this.#armIdleClose();
+  }
+
+  #armIdleClose(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = setTimeout(() => {
+      if (this.#pending.length > 0 || this.#file === null) return;
+      try {
+        this.#file.close();
+      } catch { /* already closed */ }
+      this.#file = null;
+    }, IDLE_CLOSE_MS);
+    Deno.unrefTimer(this.#idleTimer);
+  }
+
+  #closeFiles(): void {
+    clearTimeout(this.#idleTimer);
+    clearTimeout(this.#flushTimer);
+    for (const f of [this.#file, this.#keysFile]) {
+      try {
+        f?.close();
+      } catch { /* already closed */ }
+    }
+    this.#file = null;
+    this.#keysFile = null;
   }
 
   /** Own receipt over the hash of everything appended (waits for pending appends). */
   async createReceipt(signer: SigningKey): Promise<Receipt> {
-    await this.#queue;
+    this.#flush();
     if (this.#failed) throw this.#failed;
     const role = this.header.role;
     const receipt = await signReceipt(signer, {
@@ -265,7 +308,6 @@ export class TranscriptWriter {
    * @throws TAMPERED (malformed / other session / other hash), BAD_CERT, SIG_FAIL
    */
   async acceptPeerReceipt(receipt: unknown, peerCertDer: Uint8Array): Promise<Receipt> {
-    await this.#queue;
     const parsed = parseReceipt(receipt);
     const peerRole = this.header.role === "client" ? "server" : "client";
     const headerPeer = peerRole === "client"
@@ -274,8 +316,19 @@ export class TranscriptWriter {
     if (!timingSafeEqual(peerCertDer, headerPeer)) {
       throw new SecureChatError("BAD_CERT", "receipt checked against a certificate not in session");
     }
-    if (parsed.peer !== peerRole) {
-      throw new SecureChatError("TAMPERED", `peer receipt says it is from the ${parsed.peer}`);
+    if (parsed.signer_role !== peerRole) {
+      throw new SecureChatError(
+        "TAMPERED",
+        `peer receipt says it is from the ${parsed.signer_role}`,
+      );
+    }
+    const state = this.#hasher.current();
+    if (parsed.c2s_count !== state.c2s || parsed.s2c_count !== state.s2c) {
+      throw new SecureChatError(
+        "TAMPERED",
+        `peer receipt covers c2s 1..${parsed.c2s_count}, s2c 1..${parsed.s2c_count}; ` +
+          `we recorded c2s 1..${state.c2s}, s2c 1..${state.s2c}`,
+      );
     }
     await checkReceipt(parsed, this.#expectation(peerRole, peerCertDer));
     return parsed;
@@ -284,9 +337,11 @@ export class TranscriptWriter {
   #expectation(role: "client" | "server", certDer: Uint8Array) {
     const key = lazyKey(spkiOfCertificate(certDer));
     const unusable = () => Promise.reject(new SecureChatError("INTERNAL", "unused key"));
+    const state = this.#hasher.current();
     return {
       sessionId: this.header.sessionId,
-      state: this.#hasher.current(),
+      counts: { c2s: state.c2s, s2c: state.s2c },
+      stateAt: () => state,
       parties: {
         client: { fingerprint: this.#fingerprints.client, key: role === "client" ? key : unusable },
         server: { fingerprint: this.#fingerprints.server, key: role === "server" ? key : unusable },
@@ -300,7 +355,8 @@ export class TranscriptWriter {
    * @throws TRANSCRIPT_IO
    */
   async finish(own: Receipt, peer?: Receipt): Promise<FinishResult> {
-    await this.#queue;
+    this.#flush();
+    if (this.#failed) throw this.#failed;
     if (this.#closed) throw new SecureChatError("TRANSCRIPT_IO", "transcript already closed");
     const receiptPath = `${this.basePath}.receipt.json`;
     const peerReceiptPath = peer ? `${this.basePath}.peer-receipt.json` : undefined;
@@ -318,7 +374,7 @@ export class TranscriptWriter {
 
   /** Closes without receipts (a cut-off session): the log ends at its last whole line. */
   async abort(): Promise<void> {
-    await this.#queue;
+    this.#flush();
     if (this.#closed) return;
     try {
       await this.#closeLog();
@@ -330,9 +386,9 @@ export class TranscriptWriter {
   async #closeLog(): Promise<void> {
     this.#closed = true;
     try {
-      await this.#file.sync();
+      for (const f of [this.#file, this.#keysFile]) await f?.sync();
     } finally {
-      this.#file.close();
+      this.#closeFiles();
     }
   }
 }
@@ -341,7 +397,7 @@ async function writeSmallFile(path: string, text: string): Promise<void> {
   const file = await Deno.open(path, { write: true, createNew: true, mode: FILE_MODE });
   try {
     if (Deno.build.os !== "windows") await Deno.chmod(path, FILE_MODE);
-    await writeAll(file, utf8(text));
+    writeAllSync(file, utf8(text));
     await file.sync();
   } finally {
     file.close();

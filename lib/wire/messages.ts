@@ -6,10 +6,10 @@
 import { z } from "zod";
 import { fromUtf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import { MAX_FRAME_BYTES } from "./frame.ts";
 import { base64Bytes } from "./schema.ts";
+import { parseStrictJson } from "./strict_json.ts";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 const uint = (max = Number.MAX_SAFE_INTEGER) => z.number().int().min(0).max(max);
 
@@ -46,22 +46,8 @@ export const ServerHelloSchema = z.object({
   type: z.literal("server_hello"),
   version: uint(0xffff),
   nonce: base64Bytes(NONCE_BYTES, NONCE_BYTES),
+  time: uint(),
   key_share: KeyShareSchema,
-}).strict();
-
-export const SealedSchema = z.object({
-  type: z.literal("sealed"),
-  ct: base64Bytes(16, MAX_FRAME_BYTES),
-}).strict();
-
-export const MAX_SEQNO = Number.MAX_SAFE_INTEGER;
-
-export const MsgSchema = z.object({
-  type: z.literal("msg"),
-  seqno: uint(MAX_SEQNO).min(1),
-  ts: uint(),
-  ct: base64Bytes(16, MAX_FRAME_BYTES),
-  sig: base64Bytes(1, MAX_SIG_BYTES),
 }).strict();
 
 export const ErrorSchema = z.object({
@@ -70,7 +56,7 @@ export const ErrorSchema = z.object({
   message: z.string().max(256).optional(),
 }).strict();
 
-// ---- messages inside `sealed` frames (PROTOCOL §3.2) ----
+// ---- messages inside sealed records (PROTOCOL §3.3) ----
 
 export const CertificateSchema = z.object({
   type: z.literal("certificate"),
@@ -116,6 +102,7 @@ export const DhServerSchema = z.object({ type: z.literal("dh_server"), key_share
   .strict();
 
 export const CloseSchema = z.object({ type: z.literal("close") }).strict();
+export const KeyUpdateSchema = z.object({ type: z.literal("key_update") }).strict();
 
 /** The receipt's own fields are checked by lib/transcript; here only its envelope. */
 export const ReceiptEnvelopeSchema = z.object({ type: z.literal("receipt") }).passthrough();
@@ -131,9 +118,9 @@ export function parseMessage<S extends z.ZodTypeAny>(
 ): z.output<S> {
   let value: unknown;
   try {
-    value = JSON.parse(fromUtf8(payload));
+    value = parseStrictJson(fromUtf8(payload));
   } catch (cause) {
-    throw new SecureChatError("PROTOCOL_ERROR", "frame is not UTF-8 JSON", { cause });
+    throw new SecureChatError("PROTOCOL_ERROR", "message is not strict UTF-8 JSON", { cause });
   }
   const type = typeof value === "object" && value !== null && !Array.isArray(value)
     ? (value as Record<string, unknown>)[discriminator]
@@ -156,53 +143,9 @@ export function parseMessage<S extends z.ZodTypeAny>(
 /** An `error` frame from the peer is reported with its own code, not as a parse failure. */
 export function peerErrorOf(payload: Uint8Array): { code: string; message?: string } | null {
   try {
-    const parsed = ErrorSchema.safeParse(JSON.parse(fromUtf8(payload)));
+    const parsed = ErrorSchema.safeParse(parseStrictJson(fromUtf8(payload)));
     return parsed.success ? parsed.data : null;
   } catch {
     return null;
   }
 }
-
-// ---- the plaintext inside a `msg` ciphertext (PROTOCOL §6.2) ----
-
-export const MAX_TEXT_CHARS = 4000;
-const text = z.string().min(1).max(MAX_TEXT_CHARS);
-const peerName = z.string().min(1).max(64);
-
-export const TextBodySchema = z.object({ kind: z.literal("text"), text, to: peerName.optional() })
-  .strict();
-
-/**
- * A user's message relayed by the server (PROTOCOL §6.4): the author's own `msg` as
- * the server received it, the author's certificate, and that message's key, so the
- * recipient can check the author's signature and read the author's own ciphertext.
- */
-export const RelayBodySchema = z.object({
-  kind: z.literal("relay"),
-  cert: base64Bytes(1, MAX_CERT_BYTES),
-  seqno: uint(MAX_SEQNO).min(1),
-  ts: uint(),
-  ct: base64Bytes(16, MAX_FRAME_BYTES),
-  sig: base64Bytes(1, MAX_SIG_BYTES),
-  key: base64Bytes(16, 16),
-}).strict();
-
-export const MsgBodySchema = z.discriminatedUnion("kind", [
-  /** A line of chat from a user; `to` makes it private to one user. */
-  TextBodySchema,
-  RelayBodySchema,
-  /** The server operator speaking (serve's console); `to` when private. */
-  z.object({ kind: z.literal("operator"), text, to: peerName.optional() }).strict(),
-  /** Server notices: joins, leaves, answers to commands. */
-  z.object({ kind: z.literal("notice"), text }).strict(),
-  /** A request for the list of users online. */
-  z.object({ kind: z.literal("who") }).strict(),
-  /** The sender's next message uses the next traffic secret (PROTOCOL §4.4). */
-  z.object({ kind: z.literal("key_update") }).strict(),
-]);
-
-export type MsgBody = z.output<typeof MsgBodySchema>;
-/** A body as it is written: binary fields as base64 strings. */
-export type MsgBodyJson = z.input<typeof MsgBodySchema>;
-export type TextBody = z.output<typeof TextBodySchema>;
-export type RelayBody = z.output<typeof RelayBodySchema>;

@@ -68,3 +68,21 @@ export async function startInProcessServer(
     },
   };
 }
+
+/**
+ * After the credentials went out: "auth_ok", or the code of the server's error (a record
+ * under the handshake keys, or a plaintext frame from a server that has none yet).
+ */
+export async function answerTo(h: HostileClient): Promise<string> {
+  const payload = await h.conn.readFrame(30_000);
+  h.close();
+  if (payload === null) return "closed";
+  let content: Uint8Array;
+  try {
+    content = h.records!.open(payload);
+  } catch {
+    content = payload;
+  }
+  const answer = JSON.parse(new TextDecoder().decode(content));
+  return answer.type === "error" ? answer.code : answer.type;
+}

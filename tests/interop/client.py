@@ -1,19 +1,24 @@
 #!/usr/bin/python3
-"""Clean-room securechat v1 client, written from docs/PROTOCOL.md and docs/TRANSCRIPT.md only.
+"""Clean-room securechat protocol v2 client, written from docs/PROTOCOL.md, docs/TRANSCRIPT.md and
+docs/PKI.md only (no line of the TypeScript implementation was read).
 
 Usage:
   client.py --host 127.0.0.1 --port P --ca ca.pem --cert user.pem --key user.key --user NAME
             --password-env VAR [--register EMAIL] [--server-name localhost] [--group x25519|p256]
-            [--key-update-every N]
+            [--key-update-every N] [--transcripts DIR]
 
-Every stdin line is sent as a lobby `text` message.  Output lines (stdout, flushed):
-  SESSION <session_id> <registered>      after the handshake
-  <AUTHOR>: <text>                      a relay whose author signature and certificate verified
-  NOTICE: <text> / OPERATOR: <text>      server bodies
-  KEY_UPDATE s2c                         the server updated its chat secret
-  RECEIPT OK <transcript_sha256>         the server's receipt matched our own transcript hash
-  ERROR <code>                           fatal error (exit 1)
-Diagnostics go to stderr.
+Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`, anything else a
+lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
+  SESSION <session_id> registered=<true|false>   after the handshake (PROTOCOL §5)
+  <author>: <text>                               a relayed lobby line, author verified (§6.4)
+  <author> (private): <text>                     a relayed private line, author verified
+  NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
+  REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5)
+  KEY_UPDATE s2c                                 the server updated its traffic key (§4.4)
+  TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
+  RECEIPT OK <transcript_sha256>                 the server's receipt matched our transcript
+  ERROR <code>                                   fatal error (exit 1)
+Diagnostics go to stderr. Section numbers below cite PROTOCOL.md unless they name another file.
 """
 
 import argparse
@@ -25,6 +30,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -42,10 +48,28 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-MAX_FRAME = 65536
-SEALED_AAD = b"securechat/v1 sealed"
-SKEW_MS = 5 * 60 * 1000
-MAX_REJECTIONS = 16
+PROTOCOL_VERSION = 2
+MAX_FRAME_BYTES = 65536                      # §2
+RECORD_PADDING = 256                         # §3.2
+MAX_INNER = 65280                            # §3.2
+RECORD_LIMIT = 2**24                         # §3.2: hard limit per key
+RECORD_AAD = b"securechat/v2 record"         # §3.2
+LABEL_PREFIX = b"securechat/v2 "             # §4 ExpandLabel
+HS_SALT = b"securechat/v2"                   # §4.1
+SERVER_SIG_LABEL = b"securechat/v2 server signature"   # §4.6
+CLIENT_SIG_LABEL = b"securechat/v2 client signature"   # §4.6
+MESSAGE_LABEL = b"securechat/v2 message"     # §6.1
+CONTENT_KEY_LABEL = b"securechat/v2 content key"
+CONTENT_AAD = b"securechat/v2 content"
+COMMITMENT_LABEL = b"securechat/v2 commitment"
+TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
+SKEW_MS = 5 * 60 * 1000                      # §8.2
+CLOSE_TIMEOUT_S = 5                          # §7
+MAX_TEXT = 4000                              # §8.2
+GROUPS = ("x25519", "p256")                  # §4.5, our preference order
+DIR_CODE = {"c2s": 1, "s2c": 2}              # §6.1 statement, TRANSCRIPT §3.1
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ProtoError(Exception):
@@ -64,22 +88,40 @@ def out(line):
     sys.stdout.flush()
 
 
-# ---------------------------------------------------------------- encodings (PROTOCOL §2)
+def safe(text):
+    """Untrusted text never reaches a terminal raw: escape control characters."""
+    return "".join(ch if ch.isprintable() else "\\u%04x" % ord(ch) for ch in text)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------- encodings (§2)
 
 def b64e(b):
     return base64.b64encode(b).decode("ascii")
 
 
-def b64d(s, code="PROTOCOL_ERROR"):
+def b64d(s, code="PROTOCOL_ERROR", size=None, max_size=None):
+    """Standard padded base64, canonical (§2); optional exact or maximum decoded size (§3.3)."""
     if not isinstance(s, str):
         raise ProtoError(code, "binary field is not a string")
     try:
         raw = base64.b64decode(s.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as e:
         raise ProtoError(code, f"bad base64: {e}")
-    if base64.b64encode(raw).decode("ascii") != s:  # canonical: padding present, unused bits zero
+    if b64e(raw) != s:  # padding present, unused bits zero
         raise ProtoError(code, "non-canonical base64")
+    if size is not None and len(raw) != size:
+        raise ProtoError(code, f"binary field of {len(raw)} bytes, want {size}")
+    if max_size is not None and len(raw) > max_size:
+        raise ProtoError(code, f"binary field of {len(raw)} bytes, over {max_size}")
     return raw
+
+
+def u8(n):
+    return struct.pack(">B", n)
 
 
 def u32(n):
@@ -90,8 +132,8 @@ def u64(n):
     return struct.pack(">Q", n)
 
 
-def hh(*msgs):
-    """Handshake hash H(m1..mk) of §2."""
+def handshake_hash(msgs):
+    """H(m1..mk) of §2: each message's JSON bytes exactly as sent, length-prefixed."""
     h = hashlib.sha256()
     for m in msgs:
         h.update(u32(len(m)) + m)
@@ -106,41 +148,66 @@ def is_int(v):
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**53 - 1
 
 
-def strict(obj, required, optional=()):
-    """Strict object check of §2: no unknown, no missing member; types checked by caller."""
+def utf16_len(s):
+    """Text limits count UTF-16 code units (§3.3)."""
+    return len(s.encode("utf-16-le")) // 2
+
+
+def strict(obj, required, optional=(), code="PROTOCOL_ERROR"):
+    """Strict object (§2): no unknown and no missing member. Types are checked by the caller."""
     if not isinstance(obj, dict):
-        raise ProtoError("PROTOCOL_ERROR", "not an object")
+        raise ProtoError(code, "not an object")
     keys = set(obj)
     missing = set(required) - keys
     unknown = keys - set(required) - set(optional)
     if missing or unknown:
-        raise ProtoError("PROTOCOL_ERROR", f"missing {sorted(missing)} unknown {sorted(unknown)}")
+        raise ProtoError(code, f"missing {sorted(missing)} unknown {sorted(unknown)}")
 
 
-def parse_json(payload):
+def want_str(obj, name, max_chars=None, code="PROTOCOL_ERROR"):
+    v = obj[name]
+    if not isinstance(v, str):
+        raise ProtoError(code, f"{name} is not a string")
+    if max_chars is not None and utf16_len(v) > max_chars:
+        raise ProtoError(code, f"{name} over {max_chars} characters")
+    return v
+
+
+def want_int(obj, name, code="PROTOCOL_ERROR"):
+    v = obj[name]
+    if not is_int(v):
+        raise ProtoError(code, f"{name} is not a non-negative integer")
+    return v
+
+
+def parse_json(payload, code="PROTOCOL_ERROR", tag="type"):
+    """The one JSON chokepoint (§2): UTF-8, one object, no repeated member, a string `tag`."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtoError("PROTOCOL_ERROR", "payload is not UTF-8")
+        raise ProtoError(code, "not UTF-8")
 
     def no_dups(pairs):
         d = {}
         for k, v in pairs:
             if k in d:
-                raise ProtoError("PROTOCOL_ERROR", f"duplicate member {k}")
+                raise ProtoError(code, f"repeated member {k!r}")
             d[k] = v
         return d
 
+    def no_constants(name):
+        raise ProtoError(code, f"non-JSON constant {name}")
+
     try:
-        obj = json.loads(text, object_pairs_hook=no_dups)
+        obj = json.loads(text, object_pairs_hook=no_dups, parse_constant=no_constants)
     except ValueError as e:
-        raise ProtoError("PROTOCOL_ERROR", f"bad JSON: {e}")
-    if not isinstance(obj, dict) or not isinstance(obj.get("type", obj.get("kind")), str):
-        raise ProtoError("PROTOCOL_ERROR", "no type")
+        raise ProtoError(code, f"bad JSON: {e}")
+    if not isinstance(obj, dict) or not isinstance(obj.get(tag), str):
+        raise ProtoError(code, f"no string member {tag!r}")
     return obj
 
 
-# ---------------------------------------------------------------- key schedule (PROTOCOL §4)
+# ---------------------------------------------------------------- key schedule (§4)
 
 def hkdf_extract(salt, ikm):
     return hmac.new(salt, ikm, hashlib.sha256).digest()
@@ -156,22 +223,69 @@ def hkdf_expand(prk, info, length):
 
 
 def expand_label(secret, label, context, length):
-    return hkdf_expand(secret, b"securechat/v1 " + label.encode() + b"\x00" + context, length)
+    """ExpandLabel of §4: info = utf8("securechat/v2 " || label) || 0x00 || context."""
+    return hkdf_expand(secret, LABEL_PREFIX + label.encode() + b"\x00" + context, length)
 
+
+class HandshakeSecrets:
+    """§4.1: everything derived from ss1 and H1."""
+
+    def __init__(self, ss1, h1):
+        self.hs = hkdf_extract(HS_SALT, ss1)
+        self.key_c2s = expand_label(self.hs, "hs c2s key", h1, 16)
+        self.iv_c2s = expand_label(self.hs, "hs c2s iv", h1, 12)
+        self.key_s2c = expand_label(self.hs, "hs s2c key", h1, 16)
+        self.iv_s2c = expand_label(self.hs, "hs s2c iv", h1, 12)
+        self.fin_server = expand_label(self.hs, "server finished", h1, 32)
+        self.fin_client = expand_label(self.hs, "client finished", h1, 32)
+
+
+class MasterSecrets:
+    """§4.2: master from hs and ss2; Finished keys; then session id and application secrets."""
+
+    def __init__(self, hs, ss2):
+        self.derived = expand_label(hs, "derived", b"", 32)
+        self.master = hkdf_extract(self.derived, ss2)
+        self.fin2_server = expand_label(self.master, "server finished 2", b"", 32)
+        self.fin2_client = expand_label(self.master, "client finished 2", b"", 32)
+
+    def application(self, hfinal):
+        self.session_id = expand_label(self.master, "session id", hfinal, 16)
+        self.app_c2s_0 = expand_label(self.master, "app c2s", hfinal, 32)
+        self.app_s2c_0 = expand_label(self.master, "app s2c", hfinal, 32)
+
+
+def traffic_keys(secret):
+    """§4.3."""
+    return expand_label(secret, "key", b"", 16), expand_label(secret, "iv", b"", 12)
+
+
+def next_traffic_secret(secret):
+    """§4.4."""
+    return expand_label(secret, "traffic upd", b"", 32)
+
+
+def finished_mac(key, h):
+    return hmac.new(key, h, hashlib.sha256).digest()
+
+
+# ---------------------------------------------------------------- key agreement (§4.5)
 
 class KeyShare:
-    def __init__(self, group):
+    def __init__(self, group, private=None):
         self.group = group
         if group == "x25519":
-            self.priv = x25519.X25519PrivateKey.generate()
+            self.priv = (x25519.X25519PrivateKey.from_private_bytes(private) if private
+                         else x25519.X25519PrivateKey.generate())
             self.pub = self.priv.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         elif group == "p256":
-            self.priv = ec.generate_private_key(ec.SECP256R1())
+            self.priv = (ec.derive_private_key(int.from_bytes(private, "big"), ec.SECP256R1())
+                         if private else ec.generate_private_key(ec.SECP256R1()))
             self.pub = self.priv.public_key().public_bytes(
                 serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
         else:
-            raise ProtoError("UNSUPPORTED", group)
+            raise ProtoError("UNSUPPORTED", f"group {group!r}")
 
     def wire(self):
         return {"group": self.group, "pub": b64e(self.pub)}
@@ -183,17 +297,17 @@ class KeyShare:
             raise ProtoError("INTERNAL", "ephemeral key reused")
         if self.group == "x25519":
             if len(peer_pub) != 32:
-                raise ProtoError("BAD_KEY_SHARE", "x25519 share length")
+                raise ProtoError("BAD_KEY_SHARE", "x25519 share is not 32 bytes")
             try:
                 ss = priv.exchange(x25519.X25519PublicKey.from_public_bytes(peer_pub))
-            except ValueError:  # OpenSSL refuses an all-zero result itself
+            except ValueError:  # OpenSSL refuses the all-zero result itself
                 raise ProtoError("BAD_KEY_SHARE", "all-zero x25519 secret")
             if hmac.compare_digest(ss, bytes(32)):
                 raise ProtoError("BAD_KEY_SHARE", "all-zero x25519 secret")
             return ss
         if len(peer_pub) != 65 or peer_pub[0] != 4:
-            raise ProtoError("BAD_KEY_SHARE", "p256 share must be 65-byte uncompressed")
-        try:  # from_encoded_point checks the point is on the curve
+            raise ProtoError("BAD_KEY_SHARE", "p256 share is not a 65-byte uncompressed point")
+        try:  # from_encoded_point refuses points off the curve
             pk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), peer_pub)
             return priv.exchange(ec.ECDH(), pk)
         except ValueError as e:
@@ -201,15 +315,15 @@ class KeyShare:
 
 
 def parse_share(obj, group):
+    """A `{group, pub}` object; its group must be the session's (§4.5, UNSUPPORTED)."""
     strict(obj, ["group", "pub"])
-    if not isinstance(obj["group"], str):
-        raise ProtoError("PROTOCOL_ERROR", "group")
-    if obj["group"] != group:
-        raise ProtoError("UNSUPPORTED", f"group {obj['group']} != {group}")
-    return b64d(obj["pub"])
+    g = want_str(obj, "group")
+    if g != group:
+        raise ProtoError("UNSUPPORTED", f"group {g!r}, the session's is {group!r}")
+    return b64d(obj["pub"], max_size=65)
 
 
-# ---------------------------------------------------------------- signatures (PROTOCOL §4.6, CRYPTO.md)
+# ---------------------------------------------------------------- signatures (§4.6, CRYPTO.md)
 
 def sign(priv, data):
     if isinstance(priv, ed25519.Ed25519PrivateKey):
@@ -223,6 +337,7 @@ def sign(priv, data):
 
 
 def verify(pub, sig, data):
+    """True iff sig is a valid signature; a wrong length is a failed verification (§4.6)."""
     try:
         if isinstance(pub, ed25519.Ed25519PublicKey):
             if len(sig) != 64:
@@ -235,7 +350,8 @@ def verify(pub, sig, data):
         elif isinstance(pub, ec.EllipticCurvePublicKey) and isinstance(pub.curve, ec.SECP256R1):
             if len(sig) != 64:
                 return False
-            der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+            der = encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                       int.from_bytes(sig[32:], "big"))
             pub.verify(der, data, ec.ECDSA(hashes.SHA256()))
         else:
             return False
@@ -246,24 +362,41 @@ def verify(pub, sig, data):
 
 # ---------------------------------------------------------------- PKI (PKI.md "Validation")
 
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def utc(obj, name):
+    """An X.509 time as an aware UTC datetime, on cryptography before and after 42 (`*_utc`)."""
+    aware = getattr(obj, name + "_utc", None)
+    if aware is not None:
+        return aware
+    naive = getattr(obj, name)
+    return None if naive is None else naive.replace(tzinfo=datetime.timezone.utc)
+
+
 class Trust:
-    def __init__(self, ca_path):
+    def __init__(self, ca_path, crl_path=None):
         with open(ca_path, "rb") as f:
             self.ca = x509.load_pem_x509_certificate(f.read())
         try:
-            self.ca_ski = self.ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        except x509.ExtensionNotFound:
-            raise ProtoError("BAD_CERT", "CA without SKI")
-        bc = self.ca.extensions.get_extension_for_class(x509.BasicConstraints)
+            self.ca_ski = self.ca.extensions.get_extension_for_class(
+                x509.SubjectKeyIdentifier).value.digest
+            bc = self.ca.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound as e:
+            raise ProtoError("BAD_CERT", f"CA certificate: {e}")
         if not bc.critical or not bc.value.ca:
             raise ProtoError("BAD_CERT", "CA basicConstraints")
         self.crl = None
-        crl_path = os.path.join(os.path.dirname(os.path.abspath(ca_path)), "ca.crl")
-        if os.path.exists(crl_path):
+        if crl_path is None:  # §5 client step 3: by default ca.crl beside the CA certificate
+            crl_path = os.path.join(os.path.dirname(os.path.abspath(ca_path)), "ca.crl")
+            if not os.path.exists(crl_path):
+                crl_path = None
+        if crl_path is not None:
             with open(crl_path, "rb") as f:
                 crl = x509.load_pem_x509_crl(f.read())
             if crl.issuer != self.ca.subject or not crl.is_signature_valid(self.ca.public_key()):
-                raise ProtoError("BAD_CERT", "CRL not signed by CA")
+                raise ProtoError("BAD_CERT", "CRL not signed by the CA")
             self.crl = crl
 
     def _check_sig(self, cert):
@@ -279,11 +412,11 @@ class Trust:
                 pub.verify(cert.signature, cert.tbs_certificate_bytes)
             else:
                 raise ProtoError("BAD_CERT", "CA key type")
-        except InvalidSignature:
+        except (InvalidSignature, TypeError, ValueError):
             raise ProtoError("BAD_CERT", "certificate signature does not verify under the CA")
 
     def validate(self, der, role, expected_name=None):
-        """Returns (certificate, public key, CN). Every failure is BAD_CERT."""
+        """Returns (public key, CN). Every failure is BAD_CERT (PKI.md, §5 step 3, §6.4 step 2)."""
         if len(der) > 16 * 1024:
             raise ProtoError("BAD_CERT", "certificate over 16 KiB")
         try:
@@ -295,24 +428,21 @@ class Trust:
             raise ProtoError("BAD_CERT", f"malformed: {e}")
         if cert.version != x509.Version.v3:
             raise ProtoError("BAD_CERT", "not v3")
-        # chain: issued directly by our CA
         if cert.issuer != self.ca.subject:
             raise ProtoError("BAD_CERT", "issuer is not the CA")
         try:
             aki = exts.get_extension_for_class(x509.AuthorityKeyIdentifier).value
         except x509.ExtensionNotFound:
-            raise ProtoError("BAD_CERT", "no AKI")
+            raise ProtoError("BAD_CERT", "no authorityKeyIdentifier")
         if aki.key_identifier != self.ca_ski:
-            raise ProtoError("BAD_CERT", "AKI does not match the CA SKI")
+            raise ProtoError("BAD_CERT", "AKI is not the CA's SKI")
         self._check_sig(cert)
-        now = datetime.datetime.utcnow().replace(microsecond=0)
+        now = utcnow()
         for c, what in ((cert, "certificate"), (self.ca, "CA")):
-            if not (c.not_valid_before <= now <= c.not_valid_after):
+            if not (utc(c, "not_valid_before") <= now <= utc(c, "not_valid_after")):
                 raise ProtoError("BAD_CERT", f"{what} not valid now")
-        # not a CA
         try:
-            bc = exts.get_extension_for_class(x509.BasicConstraints).value
-            if bc.ca:
+            if exts.get_extension_for_class(x509.BasicConstraints).value.ca:
                 raise ProtoError("BAD_CERT", "certificate is a CA")
         except x509.ExtensionNotFound:
             pass
@@ -325,43 +455,44 @@ class Trust:
         try:
             eku = exts.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
-            raise ProtoError("BAD_CERT", "no EKU")
+            raise ProtoError("BAD_CERT", "no extKeyUsage")
         want = ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
         if want not in eku:
             raise ProtoError("BAD_CERT", f"EKU lacks {role}Auth")
+        understood = (x509.BasicConstraints, x509.KeyUsage, x509.ExtendedKeyUsage,
+                      x509.SubjectAlternativeName, x509.NameConstraints)
         for e in exts:
-            if e.critical and not isinstance(e.value, (x509.BasicConstraints, x509.KeyUsage,
-                                                       x509.ExtendedKeyUsage, x509.SubjectAlternativeName,
-                                                       x509.NameConstraints)):
+            if e.critical and not isinstance(e.value, understood):
                 raise ProtoError("BAD_CERT", f"unknown critical extension {e.oid.dotted_string}")
         pub = cert.public_key()
         if isinstance(pub, rsa.RSAPublicKey):
             if pub.key_size < 2048:
                 raise ProtoError("BAD_CERT", "RSA key under 2048 bits")
         elif isinstance(pub, ec.EllipticCurvePublicKey):
-            if not isinstance(pub.curve, ec.SECP256R1):
-                raise ProtoError("BAD_CERT", "EC curve is not P-256 (the only protocol signature curve)")
+            if not isinstance(pub.curve, ec.SECP256R1):  # §4.6: the only EC peer key type
+                raise ProtoError("BAD_CERT", "EC key is not P-256")
         elif not isinstance(pub, ed25519.Ed25519PublicKey):
             raise ProtoError("BAD_CERT", "key type")
         if role == "server" and expected_name is not None:
             self._match_name(exts, expected_name)
         cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         cn = cns[0].value if len(cns) == 1 else None
-        if role == "client" and expected_name is not None and cn != expected_name:
-            raise ProtoError("BAD_CERT", "CN is not the user name")
+        if role == "client" and cn is None:
+            raise ProtoError("BAD_CERT", "client certificate without exactly one CN")
         if self.crl is not None:
-            if self.crl.next_update is None or self.crl.next_update < now:
+            nu = utc(self.crl, "next_update")
+            if nu is None or nu < now:
                 raise ProtoError("BAD_CERT", "CRL is out of date")
             if self.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                 raise ProtoError("BAD_CERT", "certificate revoked")
-        return cert, pub, cn
+        return pub, cn
 
     @staticmethod
     def _match_name(exts, name):
         try:
             san = exts.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
-            raise ProtoError("BAD_CERT", "no SAN")
+            raise ProtoError("BAD_CERT", "no subjectAltName")
         try:
             ip = ipaddress.ip_address(name)
         except ValueError:
@@ -382,7 +513,95 @@ class Trust:
         raise ProtoError("BAD_CERT", f"no DNS SAN {name}")
 
 
-# ---------------------------------------------------------------- transport
+def fingerprint(der):
+    return hashlib.sha256(der).hexdigest()
+
+
+def canonical(name):
+    """§6.1: the certificate CN in ASCII lower case."""
+    return name.lower()
+
+
+# ---------------------------------------------------------------- message records (§6.1)
+
+def content_key(k):
+    return hmac.new(k, CONTENT_KEY_LABEL + b"\x00", hashlib.sha256).digest()[:16]
+
+
+def commitment(k, body):
+    return hmac.new(k, COMMITMENT_LABEL + b"\x00" + body, hashlib.sha256).digest()
+
+
+def seal_body(k, body):
+    return AESGCM(content_key(k)).encrypt(bytes(12), body, CONTENT_AAD)
+
+
+def open_body(k, ct):
+    try:
+        return AESGCM(content_key(k)).decrypt(bytes(12), ct, CONTENT_AAD)
+    except (InvalidTag, ValueError):
+        raise ProtoError("DECRYPT_FAIL", "content does not open under k")
+
+
+def statement(rec):
+    """§6.1 signed statement; `rec` holds decoded values (sid/ct/c as bytes)."""
+    to = rec["to"].encode("utf-8")
+    return (MESSAGE_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + rec["sid"] + u8(DIR_CODE[rec["dir"]])
+            + u32(len(to)) + to + u64(rec["seqno"]) + u64(rec["ts"])
+            + rec["c"] + hashlib.sha256(rec["ct"]).digest())
+
+
+def parse_record(obj):
+    """A message record (§6.1, TRANSCRIPT §2.2 limits) to decoded values; PROTOCOL_ERROR."""
+    strict(obj, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig"])
+    sid = want_str(obj, "sid")
+    if not HEX32.match(sid):
+        raise ProtoError("PROTOCOL_ERROR", "record sid is not 32 lowercase hex")
+    d = want_str(obj, "dir")
+    if d not in DIR_CODE:
+        raise ProtoError("PROTOCOL_ERROR", "record dir")
+    rec = {
+        "sid": bytes.fromhex(sid), "dir": d, "to": want_str(obj, "to", 80),
+        "seqno": want_int(obj, "seqno"), "ts": want_int(obj, "ts"),
+        "ct": b64d(obj["ct"], max_size=64 * 1024), "c": b64d(obj["c"], size=32),
+        "sig": b64d(obj["sig"], max_size=1024) if "sig" in obj else None,
+    }
+    return rec
+
+
+def make_record(author_key, sid, to, seqno, ts, body, k):
+    """A signed c2s record (§6.1): (decoded values, wire JSON object)."""
+    ct = seal_body(k, body)
+    rec = {"sid": sid, "dir": "c2s", "to": to, "seqno": seqno, "ts": ts, "ct": ct,
+           "c": commitment(k, body), "sig": None}
+    rec["sig"] = sign(author_key, statement(rec))
+    wire = {"sid": sid.hex(), "dir": "c2s", "to": to, "seqno": seqno, "ts": ts, "ct": b64e(ct),
+            "c": b64e(rec["c"]), "sig": b64e(rec["sig"])}
+    return rec, wire
+
+
+def check_content(rec, k):
+    """§6.3 step 5 / §6.4 step 5: open ct under k, compare the commitment; returns the body."""
+    body = open_body(k, rec["ct"])
+    if not hmac.compare_digest(commitment(k, body), rec["c"]):
+        raise ProtoError("TAMPERED", "commitment does not match the content")
+    return body
+
+
+def parse_body(body):
+    """§6.2 body; see interop finding 2 for the member name of the kind."""
+    return parse_json(body, tag="kind")
+
+
+def record_enc(rec):
+    """TRANSCRIPT §3.1."""
+    to = rec["to"].encode("utf-8")
+    sig = rec["sig"] or b""
+    return (rec["sid"] + u8(DIR_CODE[rec["dir"]]) + u32(len(to)) + to + u64(rec["seqno"])
+            + u64(rec["ts"]) + u32(len(rec["ct"])) + rec["ct"] + rec["c"] + u32(len(sig)) + sig)
+
+
+# ---------------------------------------------------------------- transport and records (§2, §3.2)
 
 class Conn:
     def __init__(self, sock):
@@ -394,79 +613,211 @@ class Conn:
         while len(buf) < n:
             chunk = self.sock.recv(n - len(buf))
             if not chunk:
-                raise ProtoError("PROTOCOL_ERROR", "connection closed by peer")
+                raise ProtoError("PROTOCOL_ERROR", "connection closed by the peer")
             buf += chunk
         return buf
 
     def read_frame(self):
         (length,) = struct.unpack(">I", self._read_exact(4))
-        if length == 0 or length > MAX_FRAME:
+        if length == 0 or length > MAX_FRAME_BYTES:  # before reading the payload (§2)
             raise ProtoError("FRAME_TOO_LARGE", str(length))
-        payload = self._read_exact(length)
-        return payload, parse_json(payload)
+        return self._read_exact(length)
 
     def write_frame(self, payload):
-        if not 1 <= len(payload) <= MAX_FRAME:
+        if not 1 <= len(payload) <= MAX_FRAME_BYTES:
             raise ProtoError("INTERNAL", "frame size")
         with self.send_lock:
             self.sock.sendall(u32(len(payload)) + payload)
 
 
-class Sealer:
-    """One direction of sealed records (§3.2): AES-128-GCM, counter nonces."""
+def pad_inner(content):
+    """§3.2: u32be(len) || content || zeros, to the smallest multiple of 256 that holds it."""
+    n = 4 + len(content)
+    size = -(-n // RECORD_PADDING) * RECORD_PADDING
+    if size > MAX_INNER:
+        raise ProtoError("INTERNAL", f"content of {len(content)} bytes does not fit a record")
+    return u32(len(content)) + content + bytes(size - n)
 
-    def __init__(self, key, iv):
+
+def unpad_inner(inner):
+    """§3.2 receiver checks, PROTOCOL_ERROR."""
+    if len(inner) % RECORD_PADDING != 0 or len(inner) < 4:
+        raise ProtoError("PROTOCOL_ERROR", "inner length is not a multiple of 256")
+    (n,) = struct.unpack(">I", inner[:4])
+    if n > len(inner) - 4:
+        raise ProtoError("PROTOCOL_ERROR", "content length beyond the record")
+    if any(inner[4 + n:]):
+        raise ProtoError("PROTOCOL_ERROR", "non-zero padding")
+    return inner[4:4 + n]
+
+
+def counter_nonce(iv, n):
+    return bytes(a ^ b for a, b in zip(iv, bytes(4) + u64(n)))
+
+
+class RecordDirection:
+    """One direction of sealed records (§3.2): AES-128-GCM, counter nonces, key updates (§4.4)."""
+
+    def __init__(self, key, iv, secret=None):
+        self._set(key, iv)
+        self.secret = secret  # the traffic secret, for application keys only
+
+    def _set(self, key, iv):
         self.aead = AESGCM(key)
         self.iv = iv
         self.n = 0
 
-    def nonce(self):
-        if self.n >= 2**24:
-            raise ProtoError("INTERNAL", "record limit")
-        ctr = bytes(4) + u64(self.n)
+    def switch(self, secret):
+        """Application keys from a traffic secret, counter back at 0 (§4.3)."""
+        self.secret = secret
+        self._set(*traffic_keys(secret))
+
+    def update(self):
+        """§4.4: S_{n+1} = ExpandLabel(S_n, "traffic upd", "", 32); the old secret is dropped."""
+        self.switch(next_traffic_secret(self.secret))
+
+    def seal(self, content):
+        return self.seal_inner(pad_inner(content))
+
+    def seal_inner(self, inner):
+        if self.n >= RECORD_LIMIT:
+            raise ProtoError("INTERNAL", "record counter limit; a key_update was due")
+        payload = self.aead.encrypt(counter_nonce(self.iv, self.n), inner, RECORD_AAD)
         self.n += 1
-        return bytes(a ^ b for a, b in zip(self.iv, ctr))
+        return payload
 
-    def seal(self, pt):
-        return self.aead.encrypt(self.nonce(), pt, SEALED_AAD)
-
-    def open(self, ct):
+    def open(self, payload):
+        if self.n >= RECORD_LIMIT:
+            raise ProtoError("PROTOCOL_ERROR", "record beyond the counter limit")
         try:
-            return self.aead.decrypt(self.nonce(), ct, SEALED_AAD)
+            inner = self.aead.decrypt(counter_nonce(self.iv, self.n), payload, RECORD_AAD)
         except (InvalidTag, ValueError):
-            raise ProtoError("DECRYPT_FAIL", "sealed frame")
+            raise ProtoError("DECRYPT_FAIL", "record does not open")
+        self.n += 1
+        return unpad_inner(inner)
 
 
-def ctl_keys(secret):
-    return Sealer(expand_label(secret, "key", b"", 16), expand_label(secret, "iv", b"", 12))
+# ---------------------------------------------------------------- transcript (TRANSCRIPT.md)
 
+def write_private(path, data, mode="wb"):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC),
+                 0o600)
+    with os.fdopen(fd, mode) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
-# ---------------------------------------------------------------- transcript (TRANSCRIPT.md §3)
 
 class Transcript:
-    def __init__(self):
+    """The client's transcript (TRANSCRIPT §2), its running hash (§3) and the `.keys` file (§6)."""
+
+    def __init__(self, directory, session_id, session_time, server_name, client_der, server_der):
+        self.session_id = session_id
+        self.session_time = session_time
+        self.client_der = client_der
+        self.server_der = server_der
         self.d = {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()}
         self.n = {"c2s": 0, "s2c": 0}
+        self.last_ts = {"c2s": 0, "s2c": 0}
         self.lock = threading.Lock()
+        self.base = None
+        if directory is not None:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            started_at = now_ms()
+            stamp = datetime.datetime.fromtimestamp(started_at / 1000, datetime.timezone.utc)
+            self.base = os.path.join(
+                directory, f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-{session_id.hex()}-client")
+            header = {
+                "type": "securechat-transcript", "version": 2,
+                "protocol_version": PROTOCOL_VERSION, "session_id": session_id.hex(),
+                "role": "client", "session_time": session_time, "started_at": started_at,
+                "server_name": server_name, "client_cert": b64e(client_der),
+                "server_cert": b64e(server_der),
+            }
+            write_private(self.base + ".log", enc_json(header) + b"\n")
+            write_private(self.base + ".keys", b"")
 
-    def add(self, direction, seqno, ts, ct, sig):
-        # TRANSCRIPT §3.1: a relay's author record is not part of the hash.
-        enc = (b"\x01" if direction == "c2s" else b"\x02") + u64(seqno) + u64(ts) + \
-            u32(len(ct)) + ct + u32(len(sig)) + sig
+    def add(self, direction, seqno, ts, line_obj, line_bytes, k=None):
+        """Append one accepted session message; the caller checked seqno and ts already."""
         with self.lock:
-            if seqno != self.n[direction] + 1:
-                raise ProtoError("INTERNAL", "transcript out of order")
+            if seqno != self.n[direction] + 1 or ts < self.last_ts[direction]:
+                raise ProtoError("INTERNAL", "transcript line out of order")
             self.n[direction] += 1
-            self.d[direction].update(enc)
+            self.last_ts[direction] = ts
+            self.d[direction].update(line_bytes)
+            if self.base is not None:
+                write_private(self.base + ".log", enc_json(line_obj) + b"\n", "ab")
+                if k is not None:
+                    write_private(self.base + ".keys", enc_json(
+                        {"dir": direction, "seqno": seqno, "k": b64e(k)}) + b"\n", "ab")
 
-    def final(self, session_id, client_der, server_der, protocol_version=1):
+    def counts(self):
+        with self.lock:
+            return self.n["c2s"], self.n["s2c"]
+
+    def final_hash(self):
+        """TRANSCRIPT §3.3 over every line."""
         with self.lock:
             return hashlib.sha256(
-                b"securechat/transcript/v1\x00" + u32(protocol_version) + session_id
-                + hashlib.sha256(client_der).digest() + hashlib.sha256(server_der).digest()
+                TRANSCRIPT_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + self.session_id
+                + u64(self.session_time)
+                + hashlib.sha256(self.client_der).digest() + hashlib.sha256(self.server_der).digest()
                 + u64(self.n["c2s"]) + self.d["c2s"].digest()
                 + u64(self.n["s2c"]) + self.d["s2c"].digest()
             ).digest()
+
+    def store_receipt(self, suffix, receipt):
+        if self.base is not None:
+            write_private(self.base + suffix,
+                          (json.dumps(receipt, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def receipt_signed_input(role, th):
+    """TRANSCRIPT §4.1 `sig` row; the cell is cut off after the label (interop finding 1)."""
+    return f"securechat/v2 {role} receipt".encode() + b"\x00" + th
+
+
+class SeenMarks:
+    """Relay high-water marks across sessions (§6.4 step 6): per author fingerprint and author
+    session, the highest accepted record seqno and that record's ts (for expiry)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.marks = {}
+        self.dirty = False
+        self.last_save = 0.0
+        if path is not None and os.path.exists(path):
+            with open(path, "rb") as f:
+                data = json.loads(f.read().decode("utf-8"))
+            horizon = now_ms() - 2 * SKEW_MS
+            for key, (seqno, ts) in data.items():
+                if ts >= horizon:
+                    self.marks[key] = (seqno, ts)
+
+    def check(self, fp, sid_hex, seqno):
+        last = self.marks.get(f"{fp}:{sid_hex}")
+        if last is not None and seqno <= last[0]:
+            raise ProtoError("REPLAY", f"author record seqno {seqno} not above {last[0]}")
+
+    def accept(self, fp, sid_hex, seqno, ts):
+        self.marks[f"{fp}:{sid_hex}"] = (seqno, ts)
+        self.dirty = True
+        if time.monotonic() - self.last_save >= 1:
+            self.save()
+
+    def save(self):
+        if self.path is None or not self.dirty:
+            return
+        tmp = self.path + ".tmp"
+        write_private(tmp, enc_json({k: list(v) for k, v in self.marks.items()}))
+        os.replace(tmp, self.path)
+        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self.dirty = False
+        self.last_save = time.monotonic()
 
 
 # ---------------------------------------------------------------- the client
@@ -480,433 +831,495 @@ class Client:
         self.my_der = self.my_cert.public_bytes(serialization.Encoding.DER)
         with open(args.key, "rb") as f:
             self.my_key = serialization.load_pem_private_key(f.read(), None)
+        cns = self.my_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        self.my_name = canonical(cns[0].value) if cns else None
         self.password = os.environ.get(args.password_env)
         if self.password is None:
             raise ProtoError("USAGE", f"${args.password_env} is not set")
-        self.transcript = Transcript()
-        self.state_lock = threading.Lock()
-        self.closing = False           # we sent close
+        seen = None
+        if args.transcripts:
+            os.makedirs(args.transcripts, mode=0o700, exist_ok=True)
+            seen = os.path.join(args.transcripts, f"{args.user}.seen.json")
+        self.seen = SeenMarks(seen)
+        self.conn = None
+        self.tx = None           # our sending direction, once we have keys
+        self.rx = None
+        self.peer_record_opened = False
+        self.state_lock = threading.Lock()   # our sending side: tx, seqnos, close
+        self.close_sent = False
         self.close_started = None
-        self.peer_closed = threading.Event()
-        self.peer_receipt = threading.Event()
-        self.receipt_ok = None
+        self.peer_closed = False
+        self.done = threading.Event()
+        self.receipt_hash = None
         self.fatal = None
-        self.relay_last = {}           # author cert fingerprint -> (ts, seqno)
-        self.rejections = 0
-        self._last_inner = None  # exact plaintext of the last sealed message read
+        self.sent_since_update = 0
 
-    # -- sealed channel
-    def send_sealed(self, obj, hashed=None):
-        pt = enc_json(obj)
+    # -- records (§3.2, §3.3)
+    def send_content(self, obj):
+        """Seal one message under our current key; returns the exact content bytes."""
+        content = enc_json(obj)
         with self.conn.send_lock:
-            ct = self.tx.seal(pt)
-            payload = enc_json({"type": "sealed", "ct": b64e(ct)})
+            payload = self.tx.seal(content)
             self.conn.sock.sendall(u32(len(payload)) + payload)
-        if hashed is not None:
-            hashed.append(pt)
-        return pt
+        return content
 
-    def read_sealed(self, expect, hashed=None):
-        _, frame = self.conn.read_frame()
-        if frame.get("type") == "error":
-            self._raise_peer_error(frame)
-        if frame.get("type") != "sealed":
-            raise ProtoError("PROTOCOL_ERROR", f"expected sealed {expect}, got {frame.get('type')}")
-        strict(frame, ["type", "ct"])
-        pt = self.rx.open(b64d(frame["ct"]))
-        inner = parse_json(pt)
-        if inner.get("type") == "error":
-            self._raise_peer_error(inner)
-        if inner.get("type") != expect:
-            raise ProtoError("PROTOCOL_ERROR", f"expected {expect}, got {inner.get('type')}")
-        self._last_inner = pt  # exact bytes, for hashing after the check
-        if hashed is not None:
-            hashed.append(pt)
-        return inner
+    def read_content(self):
+        """Read one frame, open it as a record; returns (content bytes, parsed message).
+        A plaintext `error` is accepted only before the first peer record opened (§3.3)."""
+        payload = self.conn.read_frame()
+        try:
+            content = self.rx.open(payload)
+        except ProtoError as e:
+            if e.code == "DECRYPT_FAIL" and not self.peer_record_opened:
+                self._plaintext_error(payload, e)
+            raise
+        self.peer_record_opened = True
+        msg = parse_json(content)
+        if msg["type"] == "error":
+            self._raise_peer_error(msg)
+        return content, msg
+
+    def _plaintext_error(self, payload, cause):
+        try:
+            msg = parse_json(payload)
+        except ProtoError:
+            raise cause
+        if msg["type"] != "error":
+            raise cause
+        self._raise_peer_error(msg, authenticated=False)
 
     @staticmethod
-    def _raise_peer_error(obj):
-        strict(obj, ["type", "code"], ["message"])
-        raise ProtoError(str(obj["code"]), "peer: " + str(obj.get("message", "")))
+    def _raise_peer_error(msg, authenticated=True):
+        strict(msg, ["type", "code"], ["message"])
+        code = want_str(msg, "code", 64)
+        text = ""
+        if authenticated and "message" in msg:
+            text = safe(want_str(msg, "message", 256))
+        raise ProtoError(code, "from the peer" + (f": {text}" if text else
+                                                   " (unauthenticated)" if not authenticated else ""))
+
+    def expect(self, msg_type, fields, optional=()):
+        content, msg = self.read_content()
+        if msg["type"] != msg_type:
+            raise ProtoError("PROTOCOL_ERROR", f"expected {msg_type}, got {safe(msg['type'])}")
+        strict(msg, ["type"] + fields, optional)
+        return content, msg
 
     def send_error(self, code):
+        """On a failure: `error`, sealed whenever we have keys, then a half-close (§7 step 4)."""
+        if self.conn is None:
+            return
         try:
-            if getattr(self, "tx", None) is not None:
-                self.send_sealed({"type": "error", "code": code})
-            elif getattr(self, "conn", None) is not None:
+            if self.tx is not None:
+                self.send_content({"type": "error", "code": code})
+            else:
                 self.conn.write_frame(enc_json({"type": "error", "code": code}))
+            self.conn.sock.shutdown(socket.SHUT_WR)
+            self.conn.sock.settimeout(0.5)
+            while self.conn.sock.recv(4096):
+                pass
         except Exception:
             pass
 
-    # -- handshake (§5, client side)
+    # Time and randomness; tests/interop/check_vectors.py replaces them with a vector's inputs.
+    def now(self):
+        return now_ms()
+
+    def random(self, n):
+        return os.urandom(n)
+
+    def ephemeral(self, phase):
+        """A fresh key share for phase 1 or 2 (§4.5)."""
+        return KeyShare(self.group)
+
+    def tamper(self, step, msg):
+        """Hook for tests/interop/probe.py, which sends doc-defined faults; the client sends `msg`."""
+        return msg
+
+    # -- handshake (§5, client side), one step per message
     def handshake(self):
         a = self.args
-        groups = [a.group] + [g for g in ("x25519", "p256") if g != a.group]
         self.group = a.group
-        share1 = KeyShare(self.group)
-        hello = enc_json({"type": "hello", "version": 1, "nonce": b64e(os.urandom(32)),
-                          "groups": groups, "key_share": share1.wire()})
+        groups = [a.group] + [g for g in GROUPS if g != a.group]
+        hashed = []
+
+        # 1. hello
+        share1 = self.ephemeral(1)
+        hello = enc_json(self.tamper("hello", {
+            "type": "hello", "version": PROTOCOL_VERSION, "nonce": b64e(self.random(32)),
+            "groups": groups, "key_share": share1.wire()}))
         self.conn.write_frame(hello)
-        hashed = [hello]
-        # 2. server_hello
-        sh_bytes, sh = self.conn.read_frame()
-        if sh.get("type") == "error":
-            self._raise_peer_error(sh)
-        if sh.get("type") != "server_hello":
-            raise ProtoError("PROTOCOL_ERROR", f"expected server_hello, got {sh.get('type')}")
-        strict(sh, ["type", "version", "nonce", "key_share"])
-        if sh["version"] != 1 or not is_int(sh["version"]):
-            raise ProtoError("UNSUPPORTED", f"version {sh['version']}")
-        if len(b64d(sh["nonce"])) != 32:
-            raise ProtoError("PROTOCOL_ERROR", "nonce length")
-        ss1 = share1.agree(parse_share(sh["key_share"], self.group))
+        hashed.append(hello)
+
+        # 2. server_hello (plaintext)
+        sh_bytes = self.conn.read_frame()
+        sh = parse_json(sh_bytes)
+        if sh["type"] == "error":
+            self._raise_peer_error(sh, authenticated=False)
+        if sh["type"] != "server_hello":
+            raise ProtoError("PROTOCOL_ERROR", f"expected server_hello, got {safe(sh['type'])}")
+        strict(sh, ["type", "version", "nonce", "time", "key_share"])
+        if not is_int(sh["version"]) or sh["version"] != PROTOCOL_VERSION:
+            raise ProtoError("UNSUPPORTED", f"version {sh['version']!r}")
+        b64d(sh["nonce"], size=32)
+        self.session_time = want_int(sh, "time")
+        server_pub1 = parse_share(sh["key_share"], self.group)
+        if abs(self.now() - self.session_time) > SKEW_MS:
+            raise ProtoError("STALE", "server_hello time outside the allowed skew")
+        ss1 = share1.agree(server_pub1)
         hashed.append(sh_bytes)
-        h1 = hh(*hashed)
-        hs = hkdf_extract(b"securechat/v1", ss1)
-        self.tx = Sealer(expand_label(hs, "hs c2s key", h1, 16), expand_label(hs, "hs c2s iv", h1, 12))
-        self.rx = Sealer(expand_label(hs, "hs s2c key", h1, 16), expand_label(hs, "hs s2c iv", h1, 12))
-        fin_server = expand_label(hs, "server finished", h1, 32)
-        fin_client = expand_label(hs, "client finished", h1, 32)
+        hs = HandshakeSecrets(ss1, handshake_hash(hashed))
+        self.tx = RecordDirection(hs.key_c2s, hs.iv_c2s)
+        self.rx = RecordDirection(hs.key_s2c, hs.iv_s2c)
+
         # 3. server certificate
-        m = self.read_sealed("certificate", hashed)
-        strict(m, ["type", "cert"])
-        self.server_der = b64d(m["cert"])
-        _, self.server_pub, _ = self.trust.validate(self.server_der, "server", a.server_name)
-        # 4. certificate_verify (server, phase 1)
-        h = hh(*hashed)
-        m = self.read_sealed("certificate_verify")
-        strict(m, ["type", "sig"])
-        if not verify(self.server_pub, b64d(m["sig"]), b"securechat/v1 server signature phase1\x00" + h):
-            raise ProtoError("SIG_FAIL", "server phase 1 certificate_verify")
-        hashed.append(self._last_inner)
-        # 5. finished
-        h = hh(*hashed)
-        m = self.read_sealed("finished")
-        strict(m, ["type", "mac"])
-        if not hmac.compare_digest(b64d(m["mac"]), hmac.new(fin_server, h, hashlib.sha256).digest()):
+        content, m = self.expect("certificate", ["cert"])
+        self.server_der = b64d(m["cert"], max_size=16 * 1024)
+        self.server_pub, _ = self.trust.validate(self.server_der, "server", a.server_name)
+        hashed.append(content)
+
+        # 4. server certificate_verify
+        content, m = self.expect("certificate_verify", ["sig"])
+        if not verify(self.server_pub, b64d(m["sig"], max_size=1024),
+                      SERVER_SIG_LABEL + b"\x00" + handshake_hash(hashed)):
+            raise ProtoError("SIG_FAIL", "server certificate_verify")
+        hashed.append(content)
+
+        # 5. server finished (phase 1)
+        content, m = self.expect("finished", ["mac"])
+        if not hmac.compare_digest(b64d(m["mac"], size=32),
+                                   finished_mac(hs.fin_server, handshake_hash(hashed))):
             raise ProtoError("HANDSHAKE_FAIL", "server finished")
-        hashed.append(self._last_inner)
+        hashed.append(content)
+
         # 6. our certificate, certificate_verify, finished
-        self.send_sealed({"type": "certificate", "cert": b64e(self.my_der)}, hashed)
-        sig = sign(self.my_key, b"securechat/v1 client signature phase1\x00" + hh(*hashed))
-        self.send_sealed({"type": "certificate_verify", "sig": b64e(sig)}, hashed)
-        mac = hmac.new(fin_client, hh(*hashed), hashlib.sha256).digest()
-        self.send_sealed({"type": "finished", "mac": b64e(mac)}, hashed)
-        # 7. login / register (not hashed)
+        hashed.append(self.send_content(self.tamper("certificate", {
+            "type": "certificate", "cert": b64e(self.my_der)})))
+        sig = sign(self.my_key, CLIENT_SIG_LABEL + b"\x00" + handshake_hash(hashed))
+        hashed.append(self.send_content(self.tamper("certificate_verify", {
+            "type": "certificate_verify", "sig": b64e(sig)})))
+        mac = finished_mac(hs.fin_client, handshake_hash(hashed))
+        hashed.append(self.send_content(self.tamper("finished", {
+            "type": "finished", "mac": b64e(mac)})))
+
+        # 7. login or register: not hashed
         if a.register:
-            self.send_sealed({"type": "register", "email": a.register, "username": a.user,
-                              "password": self.password})
+            auth = {"type": "register", "email": a.register, "username": a.user,
+                    "password": self.password}
         else:
-            self.send_sealed({"type": "login", "username": a.user, "password": self.password})
+            auth = {"type": "login", "username": a.user, "password": self.password}
+        self.send_content(self.tamper("auth", auth))
+
         # 8. auth_ok
-        m = self.read_sealed("auth_ok", hashed)
-        strict(m, ["type", "username", "registered"])
-        if m["username"] != a.user or not isinstance(m["registered"], bool):
-            raise ProtoError("PROTOCOL_ERROR", "auth_ok username")
+        content, m = self.expect("auth_ok", ["username", "registered"])
+        if want_str(m, "username") != a.user or not isinstance(m["registered"], bool):
+            raise ProtoError("PROTOCOL_ERROR", "auth_ok is not for the user name we sent")
         self.registered = m["registered"]
-        # 9. phase 2
-        share2 = KeyShare(self.group)
-        self.send_sealed({"type": "dh_client", "key_share": share2.wire()}, hashed)
-        sig = sign(self.my_key, b"securechat/v1 client signature phase2\x00" + hh(*hashed))
-        self.send_sealed({"type": "certificate_verify", "sig": b64e(sig)}, hashed)
-        # 10. dh_server, certificate_verify
-        m = self.read_sealed("dh_server", hashed)
-        strict(m, ["type", "key_share"])
-        peer2 = parse_share(m["key_share"], self.group)
-        h = hh(*hashed)
-        m = self.read_sealed("certificate_verify")
-        strict(m, ["type", "sig"])
-        if not verify(self.server_pub, b64d(m["sig"]), b"securechat/v1 server signature phase2\x00" + h):
-            raise ProtoError("SIG_FAIL", "server phase 2 certificate_verify")
-        hashed.append(self._last_inner)
-        ss2 = share2.agree(peer2)
-        hfinal = hh(*hashed)
-        master = hkdf_extract(expand_label(hs, "derived", b"", 32), ss2)
-        self.session_id = expand_label(master, "session id", hfinal, 16)
-        self.chat_tx = expand_label(master, "chat c2s", hfinal, 32)
-        self.chat_rx = expand_label(master, "chat s2c", hfinal, 32)
-        self.tx = ctl_keys(expand_label(master, "ctl c2s", hfinal, 32))
-        self.rx = ctl_keys(expand_label(master, "ctl s2c", hfinal, 32))
+        hashed.append(content)
+
+        # 9. dh_client
+        share2 = self.ephemeral(2)
+        hashed.append(self.send_content(self.tamper("dh_client", {
+            "type": "dh_client", "key_share": share2.wire()})))
+
+        # 10. dh_server; ss2 and master
+        content, m = self.expect("dh_server", ["key_share"])
+        server_pub2 = parse_share(m["key_share"], self.group)
+        ms = MasterSecrets(hs.hs, share2.agree(server_pub2))
+        hashed.append(content)
+
+        # 11. server finished (phase 2); Hfinal; s2c switches to app_s2c_0
+        content, m = self.expect("finished", ["mac"])
+        if not hmac.compare_digest(b64d(m["mac"], size=32),
+                                   finished_mac(ms.fin2_server, handshake_hash(hashed))):
+            raise ProtoError("HANDSHAKE_FAIL", "server phase 2 finished")
+        hashed.append(content)
+        hfinal = handshake_hash(hashed)
+        ms.application(hfinal)
+        self.session_id = ms.session_id
+        self.rx.switch(ms.app_s2c_0)
+
+        # 12. our phase 2 finished under the handshake key; then c2s switches to app_c2s_0
+        with self.state_lock:
+            self.send_content(self.tamper("finished2", {
+                "type": "finished", "mac": b64e(finished_mac(ms.fin2_client, hfinal))}))
+            self.tx.switch(ms.app_c2s_0)
         self.seq_tx, self.ts_tx = 0, 0
         self.seq_rx, self.ts_rx = 0, 0
-        self.sent_since_update = 0
+        self.transcript = Transcript(a.transcripts, self.session_id, self.session_time,
+                                     a.server_name, self.my_der, self.server_der)
 
-    # -- chat (§6)
-    def send_body(self, body):
+    # -- sending session messages (§6.1)
+    def send_record(self, to, body):
         with self.state_lock:
-            if self.closing:
+            if self.close_sent:
                 return
             self.seq_tx += 1
-            seq = self.seq_tx
-            ts = max(int(time.time() * 1000), self.ts_tx)
+            ts = max(self.now(), self.ts_tx)  # never backwards (§6)
             self.ts_tx = ts
-            k = expand_label(self.chat_tx, "msg key", u64(seq), 16)
-            ct = AESGCM(k).encrypt(bytes(12), enc_json(body), b"securechat/v1 msg" + u64(seq) + u64(ts))
-            sig = sign(self.my_key, hashlib.sha256(u64(seq) + u64(ts) + ct).digest())
-            self.conn.write_frame(enc_json({"type": "msg", "seqno": seq, "ts": ts,
-                                            "ct": b64e(ct), "sig": b64e(sig)}))
-            self.transcript.add("c2s", seq, ts, ct, sig)
-            if body.get("kind") == "key_update":
-                self.chat_tx = expand_label(self.chat_tx, "traffic upd", b"", 32)
+            k = self.random(32)
+            rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
+                                        enc_json(body), k)
+            self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
+            self.transcript.add("c2s", self.seq_tx, ts,
+                                {"dir": "c2s", "type": "msg", "record": wire_rec},
+                                b"\x01" + record_enc(rec), k)
+            self.sent_since_update += 1
+            every = self.args.key_update_every
+            if every and self.sent_since_update >= every:
+                self.send_content({"type": "key_update"})
+                self.tx.update()
                 self.sent_since_update = 0
+
+    def on_input(self, line):
+        if line == "/quit" or line == "!!exit":
+            return False
+        if line == "/who":
+            self.send_record("server", {"kind": "who"})
+        elif line.startswith("/msg "):
+            parts = line.split(" ", 2)
+            if len(parts) < 3 or not parts[2]:
+                log("usage: /msg NAME text")
             else:
-                self.sent_since_update += 1
-
-    def send_text(self, text):
-        self.send_body({"kind": "text", "text": text})
-        every = self.args.key_update_every
-        if every and self.sent_since_update >= every:
-            self.send_body({"kind": "key_update"})
-
-    def reject(self, code, detail):
-        log(f"rejected msg: {code} {detail}")
-        self.rejections += 1
-        if self.rejections >= MAX_REJECTIONS:
-            raise ProtoError(code, "too many rejected messages")
-
-    def on_msg(self, frame):
-        if self.peer_closed.is_set():
-            raise ProtoError("PROTOCOL_ERROR", "msg after the peer's close")
-        strict(frame, ["type", "seqno", "ts", "ct", "sig"])
-        seq, ts = frame["seqno"], frame["ts"]
-        if not is_int(seq) or not is_int(ts):
-            raise ProtoError("PROTOCOL_ERROR", "seqno/ts")
-        ct, sig = b64d(frame["ct"]), b64d(frame["sig"])
-        # 1. seqno
-        if seq <= self.seq_rx:
-            return self.reject("REPLAY", f"seqno {seq}")
-        if seq > self.seq_rx + 1:
-            raise ProtoError("PROTOCOL_ERROR", f"sequence gap: {seq} after {self.seq_rx}")
-        # 2. ts
-        now = int(time.time() * 1000)
-        if abs(now - ts) > SKEW_MS or ts < self.ts_rx:
-            return self.reject("STALE", f"ts {ts}")
-        # 3. signature
-        if not verify(self.server_pub, sig, hashlib.sha256(u64(seq) + u64(ts) + ct).digest()):
-            return self.reject("SIG_FAIL", f"seqno {seq}")
-        # 4. decrypt
-        k = expand_label(self.chat_rx, "msg key", u64(seq), 16)
-        try:
-            pt = AESGCM(k).decrypt(bytes(12), ct, b"securechat/v1 msg" + u64(seq) + u64(ts))
-        except InvalidTag:
-            return self.reject("DECRYPT_FAIL", f"seqno {seq}")
-        # 5. body
-        body = parse_json(pt)
-        kind = body.get("kind")
-        shown = None
-        if kind == "relay":
-            strict(body, ["kind", "cert", "seqno", "ts", "ct", "sig", "key"])
-            _, shown = self.check_relay(body)
-        elif kind in ("operator",):
-            strict(body, ["kind", "text"], ["to"])
-            if not isinstance(body["text"], str):
-                raise ProtoError("PROTOCOL_ERROR", "operator text")
-            shown = "OPERATOR: " + body["text"]
-        elif kind == "notice":
-            strict(body, ["kind", "text"])
-            if not isinstance(body["text"], str):
-                raise ProtoError("PROTOCOL_ERROR", "notice text")
-            shown = "NOTICE: " + body["text"]
-        elif kind == "key_update":
-            strict(body, ["kind"])
+                self.send_record("user:" + canonical(parts[1]), {"kind": "text", "text": parts[2]})
         else:
-            raise ProtoError("PROTOCOL_ERROR", f"body kind {kind!r} from the server")
-        # accepted
-        self.seq_rx, self.ts_rx = seq, ts
-        self.transcript.add("s2c", seq, ts, ct, sig)
-        if kind == "key_update":
-            self.chat_rx = expand_label(self.chat_rx, "traffic upd", b"", 32)
-            out("KEY_UPDATE s2c")
-        if shown is not None:
-            out(shown)
+            self.send_record("lobby", {"kind": "text", "text": line})
+        return True
 
-    def check_relay(self, body):
-        """§6.4. Returns (author record or None, line to print or None)."""
-        try:
-            cert_der = b64d(body["cert"])
-            a_seq, a_ts = body["seqno"], body["ts"]
-            if not is_int(a_seq) or not is_int(a_ts):
-                raise ProtoError("PROTOCOL_ERROR", "relay seqno/ts")
-            a_ct, a_sig, key = b64d(body["ct"]), b64d(body["sig"]), b64d(body["key"])
-        except ProtoError as e:
-            raise ProtoError("PROTOCOL_ERROR", "relay fields: " + e.detail)
-        record = (cert_der, a_seq, a_ts, a_ct, a_sig)
-        try:
-            _, pub, cn = self.trust.validate(cert_der, "client")
-            if cn is None:
-                raise ProtoError("BAD_CERT", "author certificate without a single CN")
-            if not verify(pub, a_sig, hashlib.sha256(u64(a_seq) + u64(a_ts) + a_ct).digest()):
-                raise ProtoError("SIG_FAIL", "author signature")
-            if len(key) != 16:
-                raise ProtoError("DECRYPT_FAIL", "relay key length")
-            try:
-                pt = AESGCM(key).decrypt(bytes(12), a_ct, b"securechat/v1 msg" + u64(a_seq) + u64(a_ts))
-            except InvalidTag:
-                raise ProtoError("DECRYPT_FAIL", "relay ciphertext")
-            inner = parse_json(pt)
-            if inner.get("kind") != "text":
-                raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
-            strict(inner, ["kind", "text"], ["to"])
-            if not isinstance(inner["text"], str) or not 1 <= len(inner["text"]) <= 4000:
-                raise ProtoError("PROTOCOL_ERROR", "relayed text")
-            fp = hashlib.sha256(cert_der).hexdigest()
-            last = self.relay_last.get(fp)
-            if last is not None and (a_ts, a_seq) <= last:
-                raise ProtoError("REPLAY", "relay not after the last one from this author")
-            self.relay_last[fp] = (a_ts, a_seq)
-        except ProtoError as e:
-            # The hop message itself is genuine: recorded, but (per §6.4) without an author record.
-            log(f"relay rejected: {e.code} {e.detail}")
-            return None, None
-        to = " (private)" if "to" in inner else ""
-        return record, f"{cn}: {inner['text']}{to}"
+    # -- receiving session messages (§6)
+    def check_hop(self, seqno, ts):
+        """§6: exactly the next seqno, ts not backwards and within the skew."""
+        if seqno <= self.seq_rx:
+            raise ProtoError("REPLAY", f"s2c seqno {seqno} after {self.seq_rx}")
+        if seqno > self.seq_rx + 1:
+            raise ProtoError("PROTOCOL_ERROR", f"s2c seqno gap: {seqno} after {self.seq_rx}")
+        if ts < self.ts_rx or abs(self.now() - ts) > SKEW_MS:
+            raise ProtoError("STALE", f"s2c ts {ts}")
+
+    def accept_hop(self, seqno, ts):
+        self.seq_rx, self.ts_rx = seqno, ts
+
+    def on_msg(self, m):
+        """§6.3, checks in the order given there."""
+        strict(m, ["type", "record", "k"])
+        rec = parse_record(m["record"])
+        k = b64d(m["k"], size=32)
+        if rec["sid"] != self.session_id or rec["dir"] != "s2c":                 # 1
+            raise ProtoError("TAMPERED", "record of another session or direction")
+        self.check_hop(rec["seqno"], rec["ts"])                                   # 2
+        if rec["to"] != "user:" + self.my_name:                                   # 3
+            raise ProtoError("TAMPERED", "server record for another recipient")
+        if rec["sig"] is not None:                                                # 4
+            raise ProtoError("PROTOCOL_ERROR", "s2c record carries a signature")
+        body = parse_body(check_content(rec, k))                                  # 5, 6
+        kind = body["kind"]
+        if kind == "notice":
+            strict(body, ["kind", "text"])
+            shown = "NOTICE: " + safe(want_str(body, "text"))
+        elif kind == "operator":
+            strict(body, ["kind", "text"], ["private"])
+            if "private" in body and body["private"] is not True:
+                raise ProtoError("PROTOCOL_ERROR", "operator private must be true")
+            shown = ("OPERATOR (private): " if "private" in body else "OPERATOR: ") + \
+                safe(want_str(body, "text"))
+        else:
+            raise ProtoError("PROTOCOL_ERROR", f"body kind {safe(kind)!r} from the server")
+        self.accept_hop(rec["seqno"], rec["ts"])
+        self.transcript.add("s2c", rec["seqno"], rec["ts"],
+                            {"dir": "s2c", "type": "msg", "record": m["record"]},
+                            b"\x01" + record_enc(rec), k)
+        out(shown)
+
+    def on_relay(self, m):
+        """§6.4, checks in the order given there."""
+        strict(m, ["type", "seqno", "ts", "cert", "record", "k"])
+        seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
+        cert_der = b64d(m["cert"], max_size=16 * 1024)
+        rec = parse_record(m["record"])
+        k = b64d(m["k"], size=32)
+        self.check_hop(seqno, ts)                                                 # 1
+        author_pub, author = self.trust.validate(cert_der, "client")              # 2
+        if rec["dir"] != "c2s" or rec["to"] not in ("lobby", "user:" + self.my_name):  # 3
+            raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
+        if rec["sig"] is None or not verify(author_pub, rec["sig"], statement(rec)):  # 4
+            raise ProtoError("SIG_FAIL", "author signature")
+        body = parse_body(check_content(rec, k))                                  # 5
+        if body["kind"] != "text":
+            raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
+        strict(body, ["kind", "text"])
+        text = want_str(body, "text", MAX_TEXT)
+        if rec["ts"] < self.session_time - SKEW_MS:                               # 6
+            raise ProtoError("REPLAY", "relayed record older than this session")
+        if rec["ts"] > ts + SKEW_MS:
+            raise ProtoError("STALE", "relayed record from the future")
+        fp = fingerprint(cert_der)
+        self.seen.check(fp, rec["sid"].hex(), rec["seqno"])
+        self.accept_hop(seqno, ts)
+        self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"])
+        line = {"dir": "s2c", "type": "relay", "seqno": seqno, "ts": ts, "cert": m["cert"],
+                "record": m["record"]}
+        enc = b"\x02" + u64(seqno) + u64(ts) + u32(len(cert_der)) + cert_der + record_enc(rec)
+        self.transcript.add("s2c", seqno, ts, line, enc, k)
+        private = " (private)" if rec["to"] != "lobby" else ""
+        out(f"{safe(author)}{private}: {safe(text)}")
+
+    def on_refused(self, m):
+        """§6.5."""
+        strict(m, ["type", "seqno", "ts", "of", "code"])
+        seqno, ts, of = want_int(m, "seqno"), want_int(m, "ts"), want_int(m, "of")
+        code = want_str(m, "code")
+        if code not in ("RATE_LIMITED", "NOT_ONLINE"):
+            raise ProtoError("PROTOCOL_ERROR", "refused code")
+        self.check_hop(seqno, ts)
+        if not 1 <= of <= self.seq_tx:
+            raise ProtoError("PROTOCOL_ERROR", f"refused names c2s seqno {of} we never sent")
+        self.accept_hop(seqno, ts)
+        enc = (b"\x03" + u64(seqno) + u64(ts) + u64(of) + u32(len(code.encode())) + code.encode())
+        self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}}, enc)
+        out(f"REFUSED {of} {code}")
 
     # -- close and receipts (§7, TRANSCRIPT §4)
-    def make_receipt(self, th):
-        n_s2c = self.transcript.n["s2c"]
-        return {
-            "type": "receipt", "version": 1, "session_id": self.session_id.hex(), "peer": "client",
-            "signer": hashlib.sha256(self.my_der).hexdigest(),
-            "first_seq": 1 if n_s2c else 0, "last_seq": n_s2c,
-            "c2s_count": self.transcript.n["c2s"], "s2c_count": n_s2c,
-            "transcript_sha256": th.hex(), "sig": b64e(sign(self.my_key, th)),
+    def start_close(self):
+        with self.state_lock:
+            if self.close_sent:
+                return
+            self.close_sent = True
+            self.close_started = time.monotonic()
+            self.send_content({"type": "close"})
+
+    def make_receipt(self):
+        th = self.transcript.final_hash()
+        n_c2s, n_s2c = self.transcript.counts()
+        return th, {
+            "type": "receipt", "version": 2, "session_id": self.session_id.hex(),
+            "signer_role": "client", "signer": fingerprint(self.my_der),
+            "c2s_count": n_c2s, "s2c_count": n_s2c, "transcript_sha256": th.hex(),
+            "sig": b64e(sign(self.my_key, receipt_signed_input("client", th))),
         }
 
     def check_receipt(self, r, th):
-        fields = ["type", "version", "session_id", "peer", "signer", "first_seq", "last_seq",
-                  "c2s_count", "s2c_count", "transcript_sha256", "sig"]
-        try:
-            strict(r, fields)
-        except ProtoError:
+        """TRANSCRIPT §4.2 in its order; the writer at close requires the counts equal."""
+        fields = ["type", "version", "session_id", "signer_role", "signer", "c2s_count",
+                  "s2c_count", "transcript_sha256", "sig"]
+        strict(r, fields, code="TAMPERED")
+        for f in ("version", "c2s_count", "s2c_count"):
+            want_int(r, f, code="TAMPERED")
+        for f in ("session_id", "signer_role", "signer", "transcript_sha256"):
+            want_str(r, f, code="TAMPERED")
+        if r["version"] != 2 or r["signer_role"] != "server" or not HEX64.match(r["signer"]) \
+                or not HEX64.match(r["transcript_sha256"]):
             raise ProtoError("TAMPERED", "receipt schema")
-        for f in ("version", "first_seq", "last_seq", "c2s_count", "s2c_count"):
-            if not is_int(r[f]):
-                raise ProtoError("TAMPERED", f"receipt {f}")
-        if r["version"] != 1:
-            raise ProtoError("TAMPERED", "receipt version")
+        sig = b64d(r["sig"], code="TAMPERED", max_size=1024)
         if r["session_id"] != self.session_id.hex():
             raise ProtoError("TAMPERED", "receipt is for another session")
-        certs = {"client": self.my_der, "server": self.server_der}
-        if r["peer"] not in certs or r["signer"] != hashlib.sha256(certs[r["peer"]]).hexdigest():
-            raise ProtoError("TAMPERED", "receipt signer is not the certificate of its role")
-        if r["peer"] != "server":
-            raise ProtoError("BAD_CERT", "receipt not made by the server")
-        n_c2s, n_s2c = self.transcript.n["c2s"], self.transcript.n["s2c"]
-        if (r["first_seq"], r["last_seq"]) != ((1 if n_c2s else 0), n_c2s):
-            raise ProtoError("TAMPERED", "receipt first_seq/last_seq")
+        if r["signer"] != fingerprint(self.server_der):
+            raise ProtoError("TAMPERED", "receipt signer is not the server certificate")
+        n_c2s, n_s2c = self.transcript.counts()
         if (r["c2s_count"], r["s2c_count"]) != (n_c2s, n_s2c):
-            raise ProtoError("TAMPERED", f"receipt counts {r['c2s_count']}/{r['s2c_count']} "
-                                         f"vs ours {n_c2s}/{n_s2c}")
-        if not isinstance(r["transcript_sha256"], str) or not hmac.compare_digest(
-                r["transcript_sha256"].encode(), th.hex().encode()):
+            raise ProtoError("TAMPERED", f"receipt counts {r['c2s_count']}/{r['s2c_count']}, "
+                                         f"ours {n_c2s}/{n_s2c}")
+        if not hmac.compare_digest(r["transcript_sha256"].encode(), th.hex().encode()):
             raise ProtoError("TAMPERED", "receipt hash differs from our transcript")
-        if not verify(self.server_pub, b64d(r["sig"], "TAMPERED"), th):
-            raise ProtoError("SIG_FAIL", "receipt signature")
+        if not verify(self.server_pub, sig, receipt_signed_input("server", th)):
+            raise ProtoError("SIG_FAIL", "server receipt signature")
 
-    def on_sealed(self, frame):
-        strict(frame, ["type", "ct"])
-        pt = self.rx.open(b64d(frame["ct"]))
-        inner = parse_json(pt)
-        t = inner.get("type")
-        if t == "error":
-            self._raise_peer_error(inner)
-        if t == "close":
-            strict(inner, ["type"])
-            if self.peer_closed.is_set():
-                raise ProtoError("PROTOCOL_ERROR", "second close")
-            self.peer_closed.set()
-            self.start_close()  # answer with our own close unless already sent
-            self.send_receipt()
-        elif t == "receipt":
-            if not self.peer_closed.is_set() or not self.closing:
-                raise ProtoError("PROTOCOL_ERROR", "receipt before the close exchange")
-            th = self.transcript.final(self.session_id, self.my_der, self.server_der)
-            self.check_receipt(inner, th)
-            self.receipt_ok = th.hex()
-            self.peer_receipt.set()
-        else:
-            raise ProtoError("PROTOCOL_ERROR", f"unexpected sealed {t}")
+    def on_close(self, m):
+        strict(m, ["type"])
+        if self.peer_closed:
+            raise ProtoError("PROTOCOL_ERROR", "second close")
+        self.peer_closed = True
+        self.start_close()  # answer with our own close unless we already sent one
+        th, receipt = self.make_receipt()  # both closes exchanged: the record is fixed (§7 step 3)
+        self.my_receipt_hash = th
+        self.send_content(receipt)
+        self.transcript.store_receipt(".receipt.json", receipt)
 
-    def start_close(self):
-        with self.state_lock:
-            if self.closing:
-                return
-            self.closing = True
-            self.close_started = time.monotonic()
-            self.send_sealed({"type": "close"})
+    def on_receipt(self, m):
+        if not (self.peer_closed and self.close_sent):
+            raise ProtoError("PROTOCOL_ERROR", "receipt before the close exchange")
+        self.check_receipt(m, self.my_receipt_hash)
+        self.transcript.store_receipt(".peer-receipt.json", m)
+        self.receipt_hash = self.my_receipt_hash.hex()
 
-    def send_receipt(self):
-        th = self.transcript.final(self.session_id, self.my_der, self.server_der)
-        self.send_sealed(self.make_receipt(th))
+    def reader(self):
+        handlers = {"msg": self.on_msg, "relay": self.on_relay, "refused": self.on_refused}
+        try:
+            while self.receipt_hash is None:
+                _, m = self.read_content()
+                t = m["type"]
+                if t in handlers:
+                    if self.peer_closed:
+                        raise ProtoError("PROTOCOL_ERROR", f"{t} after the server's close")
+                    handlers[t](m)
+                elif t == "key_update":
+                    strict(m, ["type"])
+                    self.rx.update()
+                    out("KEY_UPDATE s2c")
+                elif t == "close":
+                    self.on_close(m)
+                elif t == "receipt":
+                    self.on_receipt(m)
+                else:
+                    raise ProtoError("PROTOCOL_ERROR", f"unexpected {safe(t)} in the session")
+        except ProtoError as e:
+            self.fatal = e
+        except OSError as e:
+            self.fatal = ProtoError("PROTOCOL_ERROR", f"socket: {e}")
+        except Exception as e:  # a bug in this client
+            self.fatal = ProtoError("INTERNAL", repr(e))
+        finally:
+            self.done.set()
 
     def stdin_loop(self):
         try:
             for line in sys.stdin:
-                if self.fatal is not None or self.closing:
+                if self.fatal is not None or self.close_sent:
                     return
                 line = line.rstrip("\n").rstrip("\r")
-                if line:
-                    self.send_text(line)
+                if line and not self.on_input(line):
+                    break
             if self.fatal is None:
                 self.start_close()
         except ProtoError as e:
             self.fatal = e
-            self.peer_receipt.set()
+            self.done.set()
         except OSError as e:
             self.fatal = ProtoError("PROTOCOL_ERROR", f"socket: {e}")
-            self.peer_receipt.set()
-
-    def reader(self):
-        try:
-            while not self.peer_receipt.is_set():
-                _, frame = self.conn.read_frame()
-                t = frame.get("type")
-                if t == "msg":
-                    self.on_msg(frame)
-                elif t == "sealed":
-                    self.on_sealed(frame)
-                elif t == "error":
-                    self._raise_peer_error(frame)
-                else:
-                    raise ProtoError("PROTOCOL_ERROR", f"unexpected frame {t}")
-        except ProtoError as e:
-            self.fatal = e
-        except OSError as e:
-            self.fatal = ProtoError("PROTOCOL_ERROR", f"socket: {e}")
-        except Exception as e:  # a bug
-            self.fatal = ProtoError("INTERNAL", repr(e))
-        finally:
-            self.peer_receipt.set()
+            self.done.set()
 
     def run(self):
         a = self.args
         sock = socket.create_connection((a.host, a.port), timeout=15)
-        sock.settimeout(None)
         self.conn = Conn(sock)
         self.handshake()
+        sock.settimeout(None)
         out(f"SESSION {self.session_id.hex()} registered={str(self.registered).lower()}")
+        if self.transcript.base:
+            out(f"TRANSCRIPT {self.transcript.base}.log")
         threading.Thread(target=self.reader, daemon=True).start()
         threading.Thread(target=self.stdin_loop, daemon=True).start()
-        # Either end of input (ours) or a close from the server starts the close (§7).
-        while not self.peer_receipt.wait(timeout=0.1):
-            if self.close_started is not None and time.monotonic() - self.close_started > 10:
-                raise ProtoError("TIMEOUT", "close/receipt exchange")
+        try:
+            while not self.done.wait(timeout=0.1):
+                if self.close_started is not None and \
+                        time.monotonic() - self.close_started > CLOSE_TIMEOUT_S:
+                    raise ProtoError("TIMEOUT", "close/receipt exchange")
+        finally:
+            self.seen.save()
         if self.fatal is not None:
             raise self.fatal
-        # Both receipts are exchanged (ours went out when the server's close arrived).
-        try:
+        try:  # both receipts exchanged: close TCP after the server does
             sock.shutdown(socket.SHUT_WR)
-            sock.settimeout(3)
+            sock.settimeout(1)
             while sock.recv(4096):
                 pass
         except OSError:
             pass
         sock.close()
-        out(f"RECEIPT OK {self.receipt_ok}")
+        out(f"RECEIPT OK {self.receipt_hash}")
 
 
 def main():
-    p = argparse.ArgumentParser(description="clean-room securechat v1 client")
+    p = argparse.ArgumentParser(description="clean-room securechat v2 client")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca", required=True)
@@ -916,9 +1329,10 @@ def main():
     p.add_argument("--password-env", required=True)
     p.add_argument("--register", metavar="EMAIL")
     p.add_argument("--server-name", default="localhost")
-    p.add_argument("--group", choices=["x25519", "p256"], default="x25519")
+    p.add_argument("--group", choices=list(GROUPS), default="x25519")
+    p.add_argument("--transcripts", metavar="DIR", help="write the client transcript here")
     p.add_argument("--key-update-every", type=int, default=0,
-                   help="send a key_update after this many of our messages (0: never)")
+                   help="send a key_update after this many of our records (0: never)")
     args = p.parse_args()
     client = None
     try:
@@ -927,7 +1341,7 @@ def main():
         return 0
     except ProtoError as e:
         log(f"error: {e.code}: {e.detail}")
-        if client is not None and e.code not in ("USAGE",):
+        if client is not None and e.code != "USAGE" and not e.detail.startswith("from the peer"):
             client.send_error(e.code)
         out(f"ERROR {e.code}")
         return 1

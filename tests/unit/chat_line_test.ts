@@ -3,11 +3,16 @@ import assert from "node:assert/strict";
 import { parseChatLine } from "../../lib/session/chat_line.ts";
 
 const CASES: [string, ReturnType<typeof parseChatLine>][] = [
-  ["hello all", { action: "send", body: { kind: "text", text: "hello all" } }],
-  ["  spaced  ", { action: "send", body: { kind: "text", text: "  spaced  " } }],
-  ["/msg bob hi there", { action: "send", body: { kind: "text", text: "hi there", to: "bob" } }],
+  ["hello all", { action: "send", body: { kind: "text", text: "hello all" }, to: "lobby" }],
+  ["  spaced  ", { action: "send", body: { kind: "text", text: "  spaced  " }, to: "lobby" }],
+  ["/msg Bob hi there", {
+    action: "send",
+    body: { kind: "text", text: "hi there" },
+    to: "user:bob",
+  }],
   ["/msg bob", { action: "error", message: "usage: /msg <user> <text>" }],
-  ["/who", { action: "send", body: { kind: "who" } }],
+  ["/msg b\u00f6b hi", { action: "error", message: "b\u00f6b is not a valid user name" }],
+  ["/who", { action: "send", body: { kind: "who" }, to: "server" }],
   ["/help", { action: "help" }],
   ["/quit", { action: "quit" }],
   ["!!exit", { action: "quit" }],

@@ -4,7 +4,6 @@ import {
   Backoff,
   LineSource,
   parseServers,
-  RelayDedupe,
   STOPPED,
   worthReconnecting,
 } from "../../commands/_reconnect.ts";
@@ -58,22 +57,6 @@ Deno.test("worthReconnecting(): drops and passing failures yes; takeover and ref
   for (const code of ["AUTH_FAIL", "BAD_CERT", "SIG_FAIL", "TAMPERED"]) {
     assert.equal(worthReconnecting(end("error", code), false), false, code);
   }
-});
-
-Deno.test("RelayDedupe.seenBefore() drops a repeat of (author, ts, seqno) and forgets the oldest", () => {
-  const dedupe = new RelayDedupe(2);
-  const record = (cert: number, seqno: number) => ({
-    cert: new Uint8Array([cert]),
-    seqno,
-    ts: 1000,
-    ct: new Uint8Array(16),
-    sig: new Uint8Array(64),
-  });
-  assert.equal(dedupe.seenBefore(record(1, 1)), false);
-  assert.equal(dedupe.seenBefore(record(1, 1)), true);
-  assert.equal(dedupe.seenBefore(record(2, 1)), false, "another author, same numbers");
-  assert.equal(dedupe.seenBefore(record(1, 2)), false);
-  assert.equal(dedupe.seenBefore(record(1, 1)), false, "capacity 2: the oldest was forgotten");
 });
 
 Deno.test("LineSource.next() keeps a read that outlived its session for the next one", async () => {
@@ -144,17 +127,32 @@ Deno.test("parseClusterMessage() refuses wrong versions, unknown members and bad
 });
 
 Deno.test("decodeClusterRecord() returns what encodeClusterRecord() wrote; refuses foreign bodies", () => {
-  const author = {
-    cert: new Uint8Array([1, 2]),
-    seqno: 3,
-    ts: 4,
-    ct: new Uint8Array(16),
-    sig: new Uint8Array([5]),
+  const b64 = (n: number) => btoa(String.fromCharCode(...new Uint8Array(n).fill(3)));
+  const relay = {
+    cert: b64(2),
+    record: {
+      sid: "0a".repeat(16),
+      dir: "c2s" as const,
+      to: "lobby",
+      seqno: 3,
+      ts: 4,
+      ct: b64(16),
+      c: b64(32),
+      sig: b64(64),
+    },
+    k: b64(32),
   };
   const body = { kind: "notice" as const, text: "hi" };
-  assert.deepEqual(decodeClusterRecord(encodeClusterRecord({ body, author })), { body, author });
-  assert.deepEqual(decodeClusterRecord(encodeClusterRecord({ body })), { body, author: undefined });
-  for (const bad of [{ body: { kind: "nope" } }, { body, extra: 1 }, "x"]) {
+  assert.deepEqual(decodeClusterRecord(encodeClusterRecord({ relay })), { relay });
+  assert.deepEqual(decodeClusterRecord(encodeClusterRecord({ body })), { body });
+  for (
+    const bad of [
+      { body: { kind: "nope" } },
+      { body, extra: 1 },
+      { relay: { ...relay, k: b64(16) } },
+      "x",
+    ]
+  ) {
     assert.throws(() => decodeClusterRecord(bad), (e) => codeOf(e) === "PROTOCOL_ERROR");
   }
 });

@@ -1,15 +1,25 @@
 /**
- * lib/session/relay.ts directly: RelayVerifier accepts an author's genuine message as the
- * server forwards it (PROTOCOL §6.4) and refuses every way a server could alter, forge or
- * replay one, each with its own code; a refused relay changes nothing it remembers.
+ * lib/session/relay.ts directly: RelayVerifier accepts an author's genuine record as the
+ * server forwards it (PROTOCOL §6.4) and refuses every way a server could alter, forge,
+ * move or replay one, each with its own code; SeenStore keeps the high-water marks across
+ * sessions (a record accepted in an earlier session comes back flagged, not shown again)
+ * and survives a restart through its file.
  */
 import assert from "node:assert/strict";
-import { sign } from "../../lib/crypto/signature.ts";
+import { toBase64, toHex } from "../../lib/bytes.ts";
 import { codeOf } from "../../lib/errors.ts";
 import type { Identity } from "../../lib/handshake/common.ts";
-import { msgDigest, sealBody } from "../../lib/session/chat_channel.ts";
-import { RelayVerifier } from "../../lib/session/relay.ts";
-import type { MsgBodyJson, RelayBody } from "../../lib/wire/messages.ts";
+import {
+  type Body,
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  type RelayMessage,
+  sealContent,
+  signRecord,
+  userRecipient,
+} from "../../lib/message/record.ts";
+import { RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
 import { makePki } from "../../testkit/pki.ts";
 
 const pki = await makePki(["alice", "bob"]);
@@ -20,83 +30,137 @@ globalThis.addEventListener("unload", () => {
   for (const dir of [pki.dir, rogue.dir]) Deno.removeSync(dir, { recursive: true });
 });
 
-/** What `author` would send, as the server relays it: the signed msg and its one key. */
-async function authored(
+const SID = toHex(crypto.getRandomValues(new Uint8Array(16)));
+const SESSION_TIME = Date.now();
+
+/** What `author` would send, as the server relays it: the signed record and its content key. */
+async function relayed(
   author: Identity,
   seqno: number,
-  ts: number,
-  body: MsgBodyJson = { kind: "text", text: `message ${seqno}` },
-): Promise<RelayBody> {
-  const key = crypto.getRandomValues(new Uint8Array(16));
-  const ct = await sealBody(key, seqno, ts, body);
-  const sig = await sign(author.signingKey, await msgDigest(seqno, ts, ct));
-  return { kind: "relay", cert: author.certDer, seqno, ts, ct, sig, key };
+  o: {
+    to?: string;
+    ts?: number;
+    body?: Body;
+    signer?: Identity;
+    edit?: (r: MessageRecord) => void;
+  } = {},
+): Promise<RelayMessage> {
+  const { k, ct, c } = sealContent(o.body ?? { kind: "text", text: `message ${seqno}` });
+  const record: MessageRecord = {
+    sid: SID,
+    dir: "c2s",
+    to: o.to ?? LOBBY,
+    seqno,
+    ts: o.ts ?? Date.now(),
+    ct,
+    c,
+  };
+  record.sig = await signRecord((o.signer ?? author).signingKey, record);
+  o.edit?.(record);
+  return {
+    type: "relay",
+    seqno: 1,
+    ts: Date.now(),
+    cert: toBase64(author.certDer),
+    record: encodeRecord(record),
+    k: toBase64(k),
+  };
 }
 
-async function refusal(verifier: RelayVerifier, relay: RelayBody): Promise<string> {
-  return await verifier.open(relay).then(() => "accepted", codeOf);
+const verifier = (seen = SeenStore.memory()) =>
+  new RelayVerifier({
+    trust: pki.trust,
+    seen,
+    username: "bob",
+    sessionTime: SESSION_TIME,
+    maxSkewMs: 5 * 60 * 1000,
+  });
+
+async function codeOfCheck(v: RelayVerifier, relay: RelayMessage): Promise<string> {
+  try {
+    await v.check(relay);
+    return "ok";
+  } catch (error) {
+    return codeOf(error);
+  }
 }
 
-Deno.test("RelayVerifier.open() returns the author, the text and a record without the key", async () => {
-  const verifier = new RelayVerifier(pki.trust);
-  const relay = await authored(alice, 1, 1000, { kind: "text", text: "hi bob", to: "bob" });
-  const opened = await verifier.open(relay);
-  assert.equal(opened.author, "alice");
-  assert.deepEqual(opened.body, { kind: "text", text: "hi bob", to: "bob" });
-  const { cert, seqno, ts, ct, sig } = relay;
-  assert.deepEqual(opened.record, { cert, seqno, ts, ct, sig });
+Deno.test("RelayVerifier.check() returns the author, the text and the record", async () => {
+  const got = await verifier().check(await relayed(alice, 1));
+  assert.equal(got.author, "alice");
+  assert.equal(got.text, "message 1");
+  assert.equal(got.private, false);
+  assert.equal(got.duplicate, false);
+  const privately = await verifier().check(await relayed(alice, 1, { to: userRecipient("Bob") }));
+  assert.equal(privately.private, true);
 });
 
-Deno.test("RelayVerifier.open() refuses what the server altered or forged, each with its code", async () => {
-  const cases: [string, (r: RelayBody) => Promise<RelayBody> | RelayBody, string][] = [
-    ["a bit of ct flipped", (r) => ({ ...r, ct: flip(r.ct) }), "SIG_FAIL"],
-    ["a bit of sig flipped", (r) => ({ ...r, sig: flip(r.sig) }), "SIG_FAIL"],
-    ["seqno changed", (r) => ({ ...r, seqno: r.seqno + 1 }), "SIG_FAIL"],
-    ["ts changed", (r) => ({ ...r, ts: r.ts + 1 }), "SIG_FAIL"],
-    ["bob's signed message under alice's certificate", async (r) => ({
-      ...await authored(bob, r.seqno, r.ts),
-      cert: alice.certDer,
-    }), "SIG_FAIL"],
-    ["the wrong message key", (r) => ({ ...r, key: flip(r.key) }), "DECRYPT_FAIL"],
-    ["an author certificate from another CA", async (r) => ({
-      ...await authored(await rogue.identity("alice"), r.seqno, r.ts),
-    }), "BAD_CERT"],
-    ["the server's own certificate as author", async (r) => ({
-      ...await authored(await pki.identity("server"), r.seqno, r.ts),
-    }), "BAD_CERT"],
-    ["a certificate that is not DER", (r) => ({ ...r, cert: new Uint8Array(40) }), "BAD_CERT"],
+Deno.test("RelayVerifier.check() refuses what the server altered, forged or moved, each with its code", async () => {
+  const cases: [string, Promise<RelayMessage>, string][] = [
+    ["ciphertext altered", relayed(alice, 1, { edit: (r) => (r.ct[0] ^= 1) }), "SIG_FAIL"],
+    ["signed by bob in alice's name", relayed(alice, 1, { signer: bob }), "SIG_FAIL"],
     [
-      "a signed notice instead of a text",
-      (r) => authored(alice, r.seqno, r.ts, { kind: "notice", text: "from alice?" }),
+      "alice's private record to carol",
+      relayed(alice, 1, { to: userRecipient("carol") }),
+      "TAMPERED",
+    ],
+    [
+      "a server record relabelled as a user's",
+      relayed(alice, 1, { edit: (r) => (r.dir = "s2c") }),
+      "TAMPERED",
+    ],
+    [
+      "a notice body relayed",
+      relayed(alice, 1, { body: { kind: "notice", text: "x" } }),
       "PROTOCOL_ERROR",
     ],
+    [
+      "signed an hour before this session",
+      relayed(alice, 1, { ts: SESSION_TIME - 3_600_000 }),
+      "REPLAY",
+    ],
+    [
+      "an author certificate from another CA",
+      (async () => ({
+        ...await relayed(alice, 1),
+        cert: toBase64((await rogue.identity("alice")).certDer),
+      }))(),
+      "BAD_CERT",
+    ],
   ];
-  for (const [what, tamper, code] of cases) {
-    const verifier = new RelayVerifier(pki.trust);
-    const genuine = await authored(alice, 5, 5000);
-    assert.equal(await refusal(verifier, await tamper(genuine)), code, what);
-    // Refused, it left no trace: the genuine message still opens.
-    assert.equal(await refusal(verifier, genuine), "accepted", `${what}: genuine after`);
+  for (const [name, relay, code] of cases) {
+    assert.equal(await codeOfCheck(verifier(), await relay), code, name);
   }
 });
 
-Deno.test("RelayVerifier.open() refuses a replay: an author's messages must move forward", async () => {
-  const verifier = new RelayVerifier(pki.trust);
-  const first = await authored(alice, 1, 1000);
-  const second = await authored(alice, 2, 1000);
-  assert.equal(await refusal(verifier, first), "accepted");
-  assert.equal(await refusal(verifier, second), "accepted", "same ts, next seqno");
-  assert.equal(await refusal(verifier, second), "REPLAY", "the same relay again");
-  assert.equal(await refusal(verifier, first), "REPLAY", "an older one");
-  assert.equal(await refusal(verifier, await authored(alice, 9, 999)), "REPLAY", "an older ts");
-  // A new session of alice's starts again at seqno 1, later.
-  assert.equal(await refusal(verifier, await authored(alice, 1, 2000)), "accepted");
-  // Each author has their own order.
-  assert.equal(await refusal(verifier, await authored(bob, 1, 500)), "accepted");
+Deno.test("RelayVerifier.check(): a repeat within the session is REPLAY; one from an earlier session is a flagged duplicate", async () => {
+  const seen = SeenStore.memory();
+  const first = verifier(seen);
+  const r1 = await relayed(alice, 1);
+  assert.equal((await first.check(r1)).duplicate, false);
+  assert.equal(await codeOfCheck(first, r1), "REPLAY");
+  // The next session (same store): the server re-delivers it — caught, not shown as new.
+  const next = verifier(seen);
+  assert.equal((await next.check(r1)).duplicate, true);
+  assert.equal((await next.check(await relayed(alice, 2))).duplicate, false);
 });
 
-function flip(bytes: Uint8Array): Uint8Array {
-  const out = bytes.slice();
-  out[out.length >> 1] ^= 0x01;
-  return out;
-}
+Deno.test("SeenStore: marks survive a restart through the file (0600), old ones are dropped", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sc-seen-" });
+  try {
+    const path = `${dir}/bob.seen.json`;
+    const store = await SeenStore.load(path, 60_000);
+    store.accept("fp", SID, 7, Date.now());
+    store.accept("fp", "ab".repeat(16), 3, Date.now() - 120_000); // older than the retention
+    await store.save();
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    const again = await SeenStore.load(path, 60_000);
+    assert.equal(again.has("fp", SID, 7), true);
+    assert.equal(again.has("fp", SID, 8), false);
+    assert.equal(again.has("fp", "ab".repeat(16), 3), false, "dropped: older than the retention");
+    await Deno.writeTextFile(path, "not json");
+    await assert.rejects(SeenStore.load(path, 60_000), (e) => codeOf(e) === "IO_ERROR");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,43 +1,51 @@
 /** The transcript hash against an independently computed vector (docs/TRANSCRIPT.md §3). */
 import assert from "node:assert/strict";
-import { fromBase64, toHex } from "../../lib/bytes.ts";
+import { fromHex, toHex } from "../../lib/bytes.ts";
+import { decodeLine, type LineJson, LineSchema, prepareLine } from "../../lib/message/record.ts";
 import {
   baseNameOf,
   basePathOfLog,
   finalTranscriptHash,
+  fingerprintOf,
   type HashContext,
-  messageDigest,
   TranscriptHasher,
 } from "../../lib/transcript/format.ts";
 import { ReceiptSchema } from "../../lib/transcript/receipt.ts";
+import { fromBase64 } from "../../lib/bytes.ts";
 
 const vector = JSON.parse(
-  await Deno.readTextFile(new URL("../vectors/transcript/hash_v1.json", import.meta.url)),
+  await Deno.readTextFile(new URL("../vectors/transcript/hash_v2.json", import.meta.url)),
 ) as {
   protocol_version: number;
   session_id: string;
-  client_fingerprint: string;
-  server_fingerprint: string;
-  lines: { dir: "c2s" | "s2c"; seqno: number; ts: number; ct: string; sig: string }[];
+  session_time: number;
+  client_cert: string;
+  server_cert: string;
+  lines: LineJson[];
   c2s_count: number;
   s2c_count: number;
   d_c2s: string;
   d_s2c: string;
   transcript_sha256: string;
   empty_transcript_sha256: string;
-  first_line_message_digest: string;
 };
 
 const ctx: HashContext = {
   protocolVersion: vector.protocol_version,
   sessionId: vector.session_id,
-  clientFingerprint: vector.client_fingerprint,
-  serverFingerprint: vector.server_fingerprint,
+  sessionTime: vector.session_time,
+  clientFingerprint: fingerprintOf(fromBase64(vector.client_cert)),
+  serverFingerprint: fingerprintOf(fromBase64(vector.server_cert)),
 };
+
+/** Each vector line as the writer and the verifier hash it. */
+const prepared = vector.lines.map((json) =>
+  prepareLine(decodeLine(LineSchema.parse(json)), JSON.stringify(json))
+);
 
 Deno.test("transcript hash: matches the vector computed from the spec in Python", () => {
   const h = new TranscriptHasher(ctx);
-  for (const l of vector.lines) h.add(l.dir, l.seqno, l.ts, fromBase64(l.ct), fromBase64(l.sig));
+  for (const l of prepared) h.add(l.dir, l.enc);
   const state = h.current();
   assert.equal(state.transcriptSha256, vector.transcript_sha256);
   assert.equal(state.c2s, vector.c2s_count);
@@ -45,21 +53,18 @@ Deno.test("transcript hash: matches the vector computed from the spec in Python"
 });
 
 Deno.test("transcript hash: independent of how the directions interleave", () => {
-  const c2s = vector.lines.filter((l) => l.dir === "c2s");
-  const s2c = vector.lines.filter((l) => l.dir === "s2c");
   const h = new TranscriptHasher(ctx);
-  for (const l of [...s2c, ...c2s]) {
-    h.add(l.dir, l.seqno, l.ts, fromBase64(l.ct), fromBase64(l.sig));
+  for (const dir of ["s2c", "c2s"]) {
+    for (const l of prepared.filter((p) => p.dir === dir)) h.add(l.dir, l.enc);
   }
   assert.equal(h.current().transcriptSha256, vector.transcript_sha256);
 });
 
-Deno.test("transcript hash: empty transcript, and the final block alone", async () => {
+Deno.test("transcript hash: empty transcript, and the final block alone", () => {
   assert.equal(
     new TranscriptHasher(ctx).current().transcriptSha256,
     vector.empty_transcript_sha256,
   );
-  const { fromHex } = await import("../../lib/bytes.ts");
   const direct = finalTranscriptHash(
     ctx,
     vector.c2s_count,
@@ -72,9 +77,9 @@ Deno.test("transcript hash: empty transcript, and the final block alone", async 
 
 Deno.test("transcript hash: the current() snapshot does not disturb later lines", () => {
   const h = new TranscriptHasher(ctx);
-  for (const l of vector.lines) {
+  for (const l of prepared) {
     h.current();
-    h.add(l.dir, l.seqno, l.ts, fromBase64(l.ct), fromBase64(l.sig));
+    h.add(l.dir, l.enc);
   }
   assert.equal(h.current().transcriptSha256, vector.transcript_sha256);
 });
@@ -82,8 +87,9 @@ Deno.test("transcript hash: the current() snapshot does not disturb later lines"
 Deno.test("transcript hash: every bound field changes it", () => {
   const base = new TranscriptHasher(ctx).current().transcriptSha256;
   const variants: HashContext[] = [
-    { ...ctx, protocolVersion: 2 },
+    { ...ctx, protocolVersion: 1 },
     { ...ctx, sessionId: "f".repeat(32) },
+    { ...ctx, sessionTime: ctx.sessionTime + 1 },
     { ...ctx, clientFingerprint: ctx.serverFingerprint, serverFingerprint: ctx.clientFingerprint },
   ];
   for (const v of variants) {
@@ -92,25 +98,21 @@ Deno.test("transcript hash: every bound field changes it", () => {
   // A line moved to the other direction changes it too.
   const a = new TranscriptHasher(ctx);
   const b = new TranscriptHasher(ctx);
-  a.add("c2s", 1, 5, new Uint8Array(16), new Uint8Array(64));
-  b.add("s2c", 1, 5, new Uint8Array(16), new Uint8Array(64));
+  a.add("c2s", prepared[0].enc);
+  b.add("s2c", prepared[0].enc);
   assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
 });
 
-Deno.test("transcript hash: length prefixes keep ct/sig boundaries unambiguous", () => {
+Deno.test("transcript hash: a relay's author record is hashed (it cannot move between lines)", () => {
+  const relay = vector.lines.find((l) => l.type === "relay")!;
+  const edited = structuredClone(relay) as typeof relay & { record: { seqno: number } };
+  edited.record.seqno++;
+  const enc = (json: LineJson) => prepareLine(decodeLine(json), "").enc;
   const a = new TranscriptHasher(ctx);
   const b = new TranscriptHasher(ctx);
-  a.add("c2s", 1, 5, new Uint8Array(17), new Uint8Array(64));
-  b.add("c2s", 1, 5, new Uint8Array(16), new Uint8Array(65));
+  a.add("s2c", enc(relay));
+  b.add("s2c", enc(edited));
   assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
-});
-
-Deno.test("message digest: SHA-256(u64be(seqno) || u64be(ts) || ct)", () => {
-  const l = vector.lines[0];
-  assert.equal(
-    toHex(messageDigest(l.seqno, l.ts, fromBase64(l.ct))),
-    vector.first_line_message_digest,
-  );
 });
 
 Deno.test("file names: <UTC start>-<session_id>-<role>", () => {
@@ -122,12 +124,10 @@ Deno.test("file names: <UTC start>-<session_id>-<role>", () => {
 Deno.test("receipt schema: strict, versioned, canonical encodings", () => {
   const good = {
     type: "receipt",
-    version: 1,
+    version: 2,
     session_id: vector.session_id,
-    peer: "client",
-    signer: vector.client_fingerprint,
-    first_seq: 1,
-    last_seq: 2,
+    signer_role: "client",
+    signer: ctx.clientFingerprint,
     c2s_count: 2,
     s2c_count: 2,
     transcript_sha256: vector.transcript_sha256,
@@ -137,21 +137,21 @@ Deno.test("receipt schema: strict, versioned, canonical encodings", () => {
   for (
     const bad of [
       { ...good, extra: 1 },
-      { ...good, version: 2 },
-      { ...good, peer: "mallory" },
+      { ...good, version: 1 },
+      { ...good, signer_role: "mallory" },
       { ...good, session_id: vector.session_id.toUpperCase() },
       { ...good, transcript_sha256: vector.transcript_sha256.slice(2) },
       { ...good, sig: "AAB=" }, // non-canonical: nonzero padding bits
       { ...good, sig: "" },
-      { ...good, first_seq: -1 },
-      { ...good, last_seq: 1.5 },
+      { ...good, c2s_count: -1 },
+      { ...good, s2c_count: 1.5 },
     ]
   ) {
     assert.equal(ReceiptSchema.safeParse(bad).success, false, JSON.stringify(bad));
   }
 });
 
-Deno.test("golden transcript: a stored 2020 session still verifies (expired certs) with both receipts", async () => {
+Deno.test("golden transcript: a stored 2020 session still verifies (expired certs), confirmed by both, and opens", async () => {
   const { TrustStore } = await import("../../lib/pki/validate.ts");
   const { verifyTranscript } = await import("../../lib/transcript/verify.ts");
   const dir = new URL("../vectors/transcript/", import.meta.url).pathname;
@@ -163,49 +163,18 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
   assert.equal(report.transcriptSha256, golden.transcript_sha256);
   assert.deepEqual(report.messages, { c2s: golden.c2s, s2c: golden.s2c });
   assert.deepEqual(report.receipts.map((r) => r.status), ["valid", "valid"]);
+  assert.deepEqual(report.confirmedBy, ["client", "server"]);
+  assert.deepEqual(report.authors.map((a) => a.commonName), ["alice", "bob"]);
   assert.ok(report.signers.client!.notAfter < new Date().toISOString(), "certificate expired");
-});
-
-Deno.test("transcript hash: a relayed line's author record is not hashed", async () => {
-  const { TranscriptWriter } = await import("../../lib/transcript/writer.ts");
-  const { makePki } = await import("../../testkit/pki.ts");
-  const pki = await makePki(["alice"], "ed25519");
-  const dir = await Deno.makeTempDir();
-  try {
-    const alice = await pki.identity("alice");
-    const server = await pki.identity("server");
-    const header = {
-      sessionId: vector.session_id,
-      clientCertDer: alice.certDer,
-      serverCertDer: server.certDer,
-      startedAt: 1_700_000_000_000,
-    };
-    // The recipient records an author record only when it verified (PROTOCOL §6.4); the
-    // server always does. Their hashes must agree, or the receipts would not.
-    const withAuthor = await TranscriptWriter.create(`${dir}/a`, { ...header, role: "server" });
-    const without = await TranscriptWriter.create(`${dir}/b`, { ...header, role: "client" });
-    const line = {
-      dir: "s2c" as const,
-      seqno: 1,
-      ts: 1_700_000_000_500,
-      ct: new Uint8Array(40),
-      sig: new Uint8Array(64),
-    };
-    const author = {
-      cert: alice.certDer,
-      seqno: 5,
-      ts: 1_700_000_000_400,
-      ct: new Uint8Array(33),
-      sig: new Uint8Array(64),
-    };
-    await withAuthor.append({ ...line, author });
-    await without.append(line);
-    assert.equal(withAuthor.currentHash().transcriptSha256, without.currentHash().transcriptSha256);
-    assert.match(await Deno.readTextFile(withAuthor.path), /"author":/);
-    await withAuthor.abort();
-    await without.abort();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(pki.dir, { recursive: true });
-  }
+  // bob's relayed line (the first relay) opens to what bob said, with only the CA.
+  const { checkOpening, makeOpening } = await import("../../lib/transcript/opening.ts");
+  const lines = (await Deno.readTextFile(`${dir}${golden.log}`)).split("\n");
+  const relayLine = lines.findIndex((l) => l.includes('"type":"relay"')) + 1;
+  const opening = await makeOpening(`${dir}${golden.log}`, relayLine, `${dir}${golden.keys}`);
+  const opened = await checkOpening(
+    opening,
+    await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
+  );
+  assert.equal(opened.author, "bob");
+  assert.deepEqual(opened.body, { kind: "text", text: "message s2c 2" });
 });

@@ -1,7 +1,8 @@
 /**
- * lib/transcript/trust_at.ts directly: certificates are judged as they stood when the session
- * started (TRANSCRIPT.md §5 step 2), except revocation, where today's CRL applies; and the
- * server name a header without one is checked against.
+ * lib/transcript/trust_at.ts directly: certificates are judged as they stood at the session
+ * time (TRANSCRIPT.md §5 step 2); revocation is judged by date (step 3: validate() leaves it to
+ * the caller, revokedFrom() gives the CRL entry's date); and the server name a header without
+ * one is checked against.
  */
 import assert from "node:assert/strict";
 import { codeOf } from "../../lib/errors.ts";
@@ -67,7 +68,7 @@ Deno.test("TrustAtSessionTime.validate() checks role, name and chain as validate
   assert.equal(await outcome(trust, new Uint8Array(64), { role: "client", now }), "BAD_CERT");
 });
 
-Deno.test("TrustAtSessionTime.validate(): today's CRL revokes, though it was issued after the session", async () => {
+Deno.test("TrustAtSessionTime: today's CRL is read for its dates, though it was issued after the session", async () => {
   const dir = await Deno.makeTempDir({ prefix: "securechat-trust-at-" });
   try {
     await makePki(["alice", "bob"], "ed25519", dir);
@@ -79,7 +80,12 @@ Deno.test("TrustAtSessionTime.validate(): today's CRL revokes, though it was iss
     const now = new Date(Date.now() - 2 * MINUTE_MS);
     const [alice, bob] = [await certDer(dir, "alice"), await certDer(dir, "bob")];
     assert.equal(await outcome(trust, alice, { role: "client", now }), "ok alice");
-    await assert.rejects(trust.validate(bob, { role: "client", now }), /revoked/);
+    // Revocation by date (issue 11 item 12): bob validates as he stood then, and the CRL says
+    // from when his signatures are not trusted — after this session, so it stands.
+    const bobThen = await trust.validate(bob, { role: "client", now });
+    const from = trust.revokedFrom(bobThen);
+    assert.ok(from && from > now, `bob revoked from ${from?.toISOString()}`);
+    assert.equal(trust.revokedFrom(await trust.validate(alice, { role: "client", now })), null);
     // Plain validation at that time refuses everyone: the CRL is "not yet valid" then.
     assert.equal(
       await validatePeerCertificate(store, alice, { role: "client", now }).then(() => "ok", codeOf),

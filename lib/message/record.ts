@@ -1,0 +1,516 @@
+/**
+ * The message record (PROTOCOL §6.1, TRANSCRIPT §2.2, §3.1, §6): the one home of
+ * what an author says — its JSON form, the content key / ciphertext / commitment,
+ * the signed statement, the signature check, the session messages that carry it
+ * (`msg`, `relay`, `refused`), their transcript lines and hash encodings. session/,
+ * server/ and transcript/ all import it; nothing else builds or checks a record.
+ */
+import { canonicalName } from "../pki/names.ts";
+import { createHash, randomFillSync } from "node:crypto";
+import { z } from "zod";
+import { concat, fromBase64, timingSafeEqual, toBase64, u32be, u64be, utf8 } from "../bytes.ts";
+import { openSync, sealSync } from "../crypto/aead.ts";
+import { hmacSha256Sync } from "../crypto/hkdf.ts";
+import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
+import { SecureChatError } from "../errors.ts";
+import { PROTOCOL_VERSION } from "../wire/messages.ts";
+import { base64Text } from "../wire/schema.ts";
+import { parseStrictJson } from "../wire/strict_json.ts";
+
+export { PROTOCOL_VERSION };
+
+export type Direction = "c2s" | "s2c";
+export const DIRECTION_BYTE: Record<Direction, number> = { c2s: 0x01, s2c: 0x02 };
+
+export const CONTENT_KEY_BYTES = 32;
+export const MAX_CT_BYTES = 64 * 1024;
+export const MAX_SIG_BYTES = 1024;
+export const MAX_CERT_BYTES = 16 * 1024;
+export const MAX_TEXT_CHARS = 4000;
+const MAX_TO_CHARS = 80;
+
+const LABEL = {
+  contentKey: utf8("securechat/v2 content key\0"),
+  contentAad: utf8("securechat/v2 content"),
+  commitment: utf8("securechat/v2 commitment\0"),
+  statement: utf8("securechat/v2 message\0"),
+} as const;
+
+// ---- recipients (PROTOCOL §6.1) ----
+
+export const LOBBY = "lobby";
+export const TO_SERVER = "server";
+const USER_PREFIX = "user:";
+const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+
+// One canonical form of a user name everywhere (PKI.md "Names"): its home is lib/pki/names.ts.
+export { canonicalName };
+
+/** `user:<canonical name>`: the recipient set of one user. */
+export function userRecipient(name: string): string {
+  return USER_PREFIX + canonicalName(name);
+}
+
+/** The canonical user a recipient set names, or null for `lobby` / `server` / anything else. */
+export function recipientUser(to: string): string | null {
+  if (!to.startsWith(USER_PREFIX)) return null;
+  const name = to.slice(USER_PREFIX.length);
+  return NAME_RE.test(name) ? name : null;
+}
+
+/** Recipient sets a client may address. */
+export function isClientRecipient(to: string): boolean {
+  return to === LOBBY || to === TO_SERVER || recipientUser(to) !== null;
+}
+
+// ---- bodies (PROTOCOL §6.2) ----
+
+const text = z.string().min(1).max(MAX_TEXT_CHARS);
+
+export const BodySchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("text"), text }).strict(),
+  z.object({ kind: z.literal("who") }).strict(),
+  z.object({ kind: z.literal("notice"), text }).strict(),
+  z.object({ kind: z.literal("operator"), text, private: z.literal(true).optional() }).strict(),
+]);
+export type Body = z.output<typeof BodySchema>;
+
+/** Which bodies each direction may carry, and to whom (PROTOCOL §6.2). */
+export function bodyFits(body: Body, dir: Direction, to: string): boolean {
+  if (dir === "s2c") return body.kind === "notice" || body.kind === "operator";
+  if (body.kind === "who") return to === TO_SERVER;
+  if (body.kind === "text") return to === LOBBY || recipientUser(to) !== null;
+  return false;
+}
+
+// ---- the record ----
+
+const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const sid = z.string().regex(/^[0-9a-f]{32}$/, "32 lowercase hex characters");
+
+/** A record as JSON (binary fields as base64 text). Strict. */
+export const RecordJsonSchema = z.object({
+  sid,
+  dir: z.enum(["c2s", "s2c"]),
+  to: z.string().min(1).max(MAX_TO_CHARS),
+  seqno: uint().min(1),
+  ts: uint(),
+  ct: base64Text(16, MAX_CT_BYTES),
+  c: base64Text(32, 32),
+  sig: base64Text(1, MAX_SIG_BYTES).optional(),
+}).strict();
+export type RecordJson = z.output<typeof RecordJsonSchema>;
+
+/** A record with its binary fields decoded. */
+export interface MessageRecord {
+  sid: string;
+  dir: Direction;
+  to: string;
+  seqno: number;
+  ts: number;
+  ct: Uint8Array;
+  c: Uint8Array;
+  sig?: Uint8Array;
+}
+
+export function decodeRecord(json: RecordJson): MessageRecord {
+  const r: MessageRecord = {
+    sid: json.sid,
+    dir: json.dir,
+    to: json.to,
+    seqno: json.seqno,
+    ts: json.ts,
+    ct: fromBase64(json.ct),
+    c: fromBase64(json.c),
+  };
+  if (json.sig !== undefined) r.sig = fromBase64(json.sig);
+  return r;
+}
+
+/** The JSON form, members in the order of PROTOCOL §6.1. */
+export function encodeRecord(r: MessageRecord): RecordJson {
+  const json: RecordJson = {
+    sid: r.sid,
+    dir: r.dir,
+    to: r.to,
+    seqno: r.seqno,
+    ts: r.ts,
+    ct: toBase64(r.ct),
+    c: toBase64(r.c),
+  };
+  if (r.sig) json.sig = toBase64(r.sig);
+  return json;
+}
+
+function sha256(...parts: Uint8Array[]): Uint8Array {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p);
+  return new Uint8Array(h.digest());
+}
+
+function sidBytes(hex: string): Uint8Array {
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** The bytes an author signs (PROTOCOL §6.1). */
+export function statement(r: MessageRecord): Uint8Array {
+  const to = utf8(r.to);
+  return concat(
+    LABEL.statement,
+    u32be(PROTOCOL_VERSION),
+    sidBytes(r.sid),
+    Uint8Array.of(DIRECTION_BYTE[r.dir]),
+    u32be(to.length),
+    to,
+    u64be(r.seqno),
+    u64be(r.ts),
+    r.c,
+    sha256(r.ct),
+  );
+}
+
+/** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
+export function recordEncoding(r: MessageRecord): Uint8Array {
+  const to = utf8(r.to);
+  const sig = r.sig ?? new Uint8Array(0);
+  return concat(
+    sidBytes(r.sid),
+    Uint8Array.of(DIRECTION_BYTE[r.dir]),
+    u32be(to.length),
+    to,
+    u64be(r.seqno),
+    u64be(r.ts),
+    u32be(r.ct.length),
+    r.ct,
+    r.c,
+    u32be(sig.length),
+    sig,
+  );
+}
+
+// ---- content: k, ct, c (PROTOCOL §6.1) ----
+
+export interface SealedContent {
+  k: Uint8Array;
+  ct: Uint8Array;
+  c: Uint8Array;
+}
+
+function contentKey(k: Uint8Array): Uint8Array {
+  return hmacSha256Sync(k, LABEL.contentKey).subarray(0, 16);
+}
+
+function commitment(k: Uint8Array, body: Uint8Array): Uint8Array {
+  return hmacSha256Sync(k, LABEL.commitment, body);
+}
+
+const ZERO_NONCE = new Uint8Array(12);
+
+/**
+ * Encrypts a body under a fresh random content key. Every call draws a new key, so
+ * no key ever encrypts twice and the fixed nonce cannot repeat under it.
+ */
+export function sealContent(body: Body): SealedContent {
+  return sealPlaintext(utf8(JSON.stringify(body)));
+}
+
+/**
+ * {@link sealContent} over given plaintext bytes; `k` only for test vectors (a
+ * caller that passes a key must never pass it twice).
+ */
+export function sealPlaintext(
+  plaintext: Uint8Array,
+  k: Uint8Array = randomFillSync(new Uint8Array(CONTENT_KEY_BYTES)),
+): SealedContent {
+  return {
+    k,
+    ct: sealSync(contentKey(k), ZERO_NONCE, plaintext, LABEL.contentAad),
+    c: commitment(k, plaintext),
+  };
+}
+
+/**
+ * Opens a record's content with its key and checks the commitment.
+ * @throws DECRYPT_FAIL (ct does not open), TAMPERED (commitment mismatch), PROTOCOL_ERROR (body)
+ */
+export function openContent(r: MessageRecord, k: Uint8Array): Body {
+  if (k.length !== CONTENT_KEY_BYTES) {
+    throw new SecureChatError("PROTOCOL_ERROR", "content key is not 32 bytes");
+  }
+  const plaintext = openSync(contentKey(k), ZERO_NONCE, r.ct, LABEL.contentAad);
+  if (!timingSafeEqual(commitment(k, plaintext), r.c)) {
+    throw new SecureChatError("TAMPERED", "content does not match the record's commitment");
+  }
+  return parseBody(plaintext);
+}
+
+/** @throws PROTOCOL_ERROR */
+export function parseBody(plaintext: Uint8Array): Body {
+  let value: unknown;
+  try {
+    value = parseStrictJson(new TextDecoder("utf-8", { fatal: true }).decode(plaintext));
+  } catch (cause) {
+    throw new SecureChatError("PROTOCOL_ERROR", "record body is not strict UTF-8 JSON", { cause });
+  }
+  const parsed = BodySchema.safeParse(value);
+  if (!parsed.success) {
+    throw new SecureChatError("PROTOCOL_ERROR", "record body does not fit any body kind");
+  }
+  return parsed.data;
+}
+
+// ---- signatures ----
+
+export async function signRecord(key: SigningKey, r: MessageRecord): Promise<Uint8Array> {
+  return await sign(key, statement(r));
+}
+
+export async function verifyRecord(key: VerifyingKey, r: MessageRecord): Promise<boolean> {
+  return r.sig !== undefined && await verify(key, statement(r), r.sig);
+}
+
+// ---- session messages that carry records (PROTOCOL §3.3, §6) and their transcript lines ----
+
+const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
+const cert = base64Text(1, MAX_CERT_BYTES);
+export const REFUSAL_CODES = ["RATE_LIMITED", "NOT_ONLINE"] as const;
+export type RefusalCode = typeof REFUSAL_CODES[number];
+
+export const MsgMessageSchema = z.object({
+  type: z.literal("msg"),
+  record: RecordJsonSchema,
+  k,
+}).strict();
+
+export const RelayMessageSchema = z.object({
+  type: z.literal("relay"),
+  seqno: uint().min(1),
+  ts: uint(),
+  cert,
+  record: RecordJsonSchema,
+  k,
+}).strict();
+
+export const RefusedMessageSchema = z.object({
+  type: z.literal("refused"),
+  seqno: uint().min(1),
+  ts: uint(),
+  of: uint().min(1),
+  code: z.enum(REFUSAL_CODES),
+}).strict();
+
+export type MsgMessage = z.output<typeof MsgMessageSchema>;
+export type RelayMessage = z.output<typeof RelayMessageSchema>;
+export type RefusedMessage = z.output<typeof RefusedMessageSchema>;
+
+/** A transcript line (TRANSCRIPT §2.2): the session message without `k`, plus `dir`. */
+export const LineSchema = z.discriminatedUnion("type", [
+  z.object({ dir: z.enum(["c2s", "s2c"]), type: z.literal("msg"), record: RecordJsonSchema })
+    .strict(),
+  z.object({
+    dir: z.literal("s2c"),
+    type: z.literal("relay"),
+    seqno: uint().min(1),
+    ts: uint(),
+    cert,
+    record: RecordJsonSchema,
+  }).strict(),
+  z.object({
+    dir: z.literal("s2c"),
+    type: z.literal("refused"),
+    seqno: uint().min(1),
+    ts: uint(),
+    of: uint().min(1),
+    code: z.enum(REFUSAL_CODES),
+  }).strict(),
+]);
+export type LineJson = z.output<typeof LineSchema>;
+
+/** A transcript line as the session hands it to the writer. */
+export type Line =
+  | { dir: Direction; type: "msg"; record: MessageRecord }
+  | {
+    dir: "s2c";
+    type: "relay";
+    seqno: number;
+    ts: number;
+    cert: Uint8Array;
+    record: MessageRecord;
+  }
+  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
+
+export function lineSeqno(line: Line | LineJson): number {
+  return line.type === "msg" ? line.record.seqno : line.seqno;
+}
+
+export function lineTs(line: Line | LineJson): number {
+  return line.type === "msg" ? line.record.ts : line.ts;
+}
+
+export function decodeLine(json: LineJson): Line {
+  switch (json.type) {
+    case "msg":
+      return { dir: json.dir, type: "msg", record: decodeRecord(json.record) };
+    case "relay":
+      return { ...json, cert: fromBase64(json.cert), record: decodeRecord(json.record) };
+    case "refused":
+      return json;
+  }
+}
+
+/** The JSON text of a line (without newline); members in a fixed order. */
+export function encodeLine(line: Line): string {
+  switch (line.type) {
+    case "msg":
+      return JSON.stringify({ dir: line.dir, type: "msg", record: encodeRecord(line.record) });
+    case "relay":
+      return JSON.stringify({
+        dir: line.dir,
+        type: "relay",
+        seqno: line.seqno,
+        ts: line.ts,
+        cert: toBase64(line.cert),
+        record: encodeRecord(line.record),
+      });
+    case "refused":
+      return JSON.stringify(line);
+  }
+}
+
+/**
+ * line_enc of TRANSCRIPT §3.1. `recordBytes` lets a relay reuse the author record's
+ * encoding, computed once for every recipient.
+ */
+export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
+  switch (line.type) {
+    case "msg":
+      return concat(Uint8Array.of(0x01), recordBytes ?? recordEncoding(line.record));
+    case "relay":
+      return concat(
+        Uint8Array.of(0x02),
+        u64be(line.seqno),
+        u64be(line.ts),
+        u32be(line.cert.length),
+        line.cert,
+        recordBytes ?? recordEncoding(line.record),
+      );
+    case "refused": {
+      const code = utf8(line.code);
+      return concat(
+        Uint8Array.of(0x03),
+        u64be(line.seqno),
+        u64be(line.ts),
+        u64be(line.of),
+        u32be(code.length),
+        code,
+      );
+    }
+  }
+}
+
+// ---- building session messages once (PROTOCOL §6.4: serialise once, seal per recipient) ----
+
+/** A line ready for the transcript writer: its JSON text and its hash encoding, in parts. */
+export interface PreparedLine {
+  dir: Direction;
+  seqno: number;
+  ts: number;
+  json: string;
+  enc: Uint8Array[];
+  /** The content key, for the client's `.keys` file (TRANSCRIPT §6); never in the log. */
+  k?: Uint8Array;
+}
+
+/** A `msg` of our own: the wire content and the transcript line. */
+export function prepareMsg(
+  dir: Direction,
+  record: MessageRecord,
+  k: Uint8Array,
+): { wire: string; line: PreparedLine } {
+  const json = JSON.stringify(encodeRecord(record));
+  return {
+    wire: `{"type":"msg","record":${json},"k":"${toBase64(k)}"}`,
+    line: {
+      dir,
+      seqno: record.seqno,
+      ts: record.ts,
+      json: `{"dir":"${dir}","type":"msg","record":${json}}`,
+      enc: [Uint8Array.of(0x01), recordEncoding(record)],
+      k,
+    },
+  };
+}
+
+/** The parts of a relay shared by every recipient: serialised and encoded once. */
+export interface PreparedRelay {
+  /** `"cert":…,"record":…,"k":…}` */
+  wireTail: string;
+  /** `"cert":…,"record":…}` */
+  lineTail: string;
+  /** u32be(len(cert)) || cert || record_enc(record) */
+  encTail: Uint8Array;
+  k: Uint8Array;
+}
+
+export function prepareRelay(
+  certBase64: string,
+  certDer: Uint8Array,
+  recordJson: RecordJson,
+  record: MessageRecord,
+  k: Uint8Array,
+): PreparedRelay {
+  const shared = `"cert":"${certBase64}","record":${JSON.stringify(recordJson)}`;
+  return {
+    wireTail: `${shared},"k":"${toBase64(k)}"}`,
+    lineTail: `${shared}}`,
+    encTail: concat(u32be(certDer.length), certDer, recordEncoding(record)),
+    k,
+  };
+}
+
+/** One recipient's relay: the hop's seqno and ts in front of the shared parts. */
+export function relayFor(
+  p: PreparedRelay,
+  seqno: number,
+  ts: number,
+): { wire: string; line: PreparedLine } {
+  const head = `"seqno":${seqno},"ts":${ts},`;
+  return {
+    wire: `{"type":"relay",${head}${p.wireTail}`,
+    line: {
+      dir: "s2c",
+      seqno,
+      ts,
+      json: `{"dir":"s2c","type":"relay",${head}${p.lineTail}`,
+      enc: [Uint8Array.of(0x02), u64be(seqno), u64be(ts), p.encTail],
+      k: p.k,
+    },
+  };
+}
+
+/** A refusal (PROTOCOL §6.5). */
+export function prepareRefused(
+  seqno: number,
+  ts: number,
+  of: number,
+  code: RefusalCode,
+): { wire: string; line: PreparedLine } {
+  const line: Line = { dir: "s2c", type: "refused", seqno, ts, of, code };
+  return {
+    wire: JSON.stringify({ type: "refused", seqno, ts, of, code }),
+    line: { dir: "s2c", seqno, ts, json: encodeLine(line), enc: [lineEncoding(line)] },
+  };
+}
+
+/** A line read back from a transcript, as the writer and the verifier hash it. */
+export function prepareLine(line: Line, json: string): PreparedLine {
+  return {
+    dir: line.dir,
+    seqno: lineSeqno(line),
+    ts: lineTs(line),
+    json,
+    enc: [lineEncoding(line)],
+  };
+}

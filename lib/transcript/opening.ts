@@ -1,0 +1,163 @@
+/**
+ * Openings (docs/TRANSCRIPT.md §6): proving to a third party what one signed line
+ * said, with only the CA certificate, without revealing any other line. An opening is
+ * the author's certificate, the signed record and that record's content key.
+ */
+import { z } from "zod";
+import { fromBase64, fromUtf8, toBase64 } from "../bytes.ts";
+import { SecureChatError } from "../errors.ts";
+import {
+  type Body,
+  decodeLine,
+  decodeRecord,
+  encodeRecord,
+  LineSchema,
+  type MessageRecord,
+  openContent,
+  RecordJsonSchema,
+  verifyRecord,
+} from "../message/record.ts";
+import type { TrustStore } from "../pki/validate.ts";
+import { base64Text } from "../wire/schema.ts";
+import { parseStrictJson } from "../wire/strict_json.ts";
+import { HeaderLineSchema, MAX_CERT_BYTES, MAX_LINE_BYTES } from "./format.ts";
+import { readLines } from "./lines.ts";
+import { TrustAtSessionTime } from "./trust_at.ts";
+
+export const OpeningSchema = z.object({
+  type: z.literal("securechat-opening"),
+  version: z.literal(1),
+  cert: base64Text(1, MAX_CERT_BYTES),
+  record: RecordJsonSchema,
+  k: base64Text(32, 32),
+}).strict();
+export type Opening = z.output<typeof OpeningSchema>;
+
+/** What a checked opening proves. */
+export interface OpenedLine {
+  author: string;
+  authorFingerprint: string;
+  record: MessageRecord;
+  body: Body;
+}
+
+/**
+ * Builds the opening of line `lineNumber` of a transcript from the keys file beside it.
+ * The caller verifies the transcript first. @throws INVALID_INPUT, IO_ERROR
+ */
+export async function makeOpening(
+  logPath: string,
+  lineNumber: number,
+  keysPath: string,
+): Promise<Opening> {
+  const file = await openOrFail(logPath);
+  let header: z.output<typeof HeaderLineSchema> | undefined;
+  let target: string | undefined;
+  try {
+    for await (const raw of readLines(file, MAX_LINE_BYTES)) {
+      if (raw.number === 1) header = HeaderLineSchema.parse(parseStrictJson(fromUtf8(raw.bytes)));
+      if (raw.number === lineNumber) {
+        target = fromUtf8(raw.bytes);
+        break;
+      }
+    }
+  } finally {
+    file.close();
+  }
+  if (!header || lineNumber < 2 || target === undefined) {
+    throw new SecureChatError("INVALID_INPUT", `line ${lineNumber} is not a message line`);
+  }
+  const line = decodeLine(LineSchema.parse(parseStrictJson(target)));
+  if (line.type === "refused" || !line.record.sig) {
+    throw new SecureChatError(
+      "INVALID_INPUT",
+      `line ${lineNumber} is not a signed record (only a user's own lines and relays can be ` +
+        "opened to a third party; the server's lines are proven by its receipt)",
+    );
+  }
+  const seqno = line.type === "msg" ? line.record.seqno : line.seqno;
+  const k = await findKey(keysPath, line.dir, seqno);
+  const cert = line.type === "relay" ? line.cert : header.client_cert;
+  return {
+    type: "securechat-opening",
+    version: 1,
+    cert: toBase64(cert),
+    record: encodeRecord(line.record),
+    k: toBase64(k),
+  };
+}
+
+/**
+ * Checks an opening with only the CA (docs/TRANSCRIPT.md §6 steps 1–5).
+ * @throws TAMPERED, BAD_CERT, SIG_FAIL, DECRYPT_FAIL, PROTOCOL_ERROR
+ */
+export async function checkOpening(value: unknown, trust: TrustStore): Promise<OpenedLine> {
+  const parsed = OpeningSchema.safeParse(value);
+  if (!parsed.success) throw new SecureChatError("TAMPERED", "not a securechat opening");
+  const record = decodeRecord(parsed.data.record);
+  if (!record.sig) throw new SecureChatError("TAMPERED", "the record is not signed");
+  const trustAt = new TrustAtSessionTime(trust);
+  const at = new Date(record.ts);
+  const author = await trustAt.validate(fromBase64(parsed.data.cert), { role: "client", now: at });
+  const revokedFrom = trustAt.revokedFrom(author);
+  if (revokedFrom && revokedFrom <= at) {
+    throw new SecureChatError(
+      "BAD_CERT",
+      `the author's certificate is distrusted from ${revokedFrom.toISOString()}, before the record`,
+    );
+  }
+  if (!await verifyRecord(author.key, record)) {
+    throw new SecureChatError(
+      "SIG_FAIL",
+      `the record does not carry ${author.commonName}'s signature`,
+    );
+  }
+  const body = openContent(record, fromBase64(parsed.data.k));
+  return { author: author.commonName, authorFingerprint: author.fingerprint, record, body };
+}
+
+/** Reads and parses an opening file strictly. @throws IO_ERROR, TAMPERED */
+export async function readOpening(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (cause) {
+    throw new SecureChatError("IO_ERROR", `cannot read opening ${path}`, { cause });
+  }
+  try {
+    return parseStrictJson(text.trimEnd());
+  } catch (cause) {
+    throw new SecureChatError(
+      "TAMPERED",
+      `opening is not strict JSON: ${(cause as Error).message}`,
+    );
+  }
+}
+
+async function findKey(keysPath: string, dir: string, seqno: number): Promise<Uint8Array> {
+  const file = await openOrFail(keysPath);
+  try {
+    for await (const raw of readLines(file, 1024)) {
+      if (!raw.complete || raw.overlong) continue;
+      const entry = parseStrictJson(fromUtf8(raw.bytes)) as {
+        dir?: unknown;
+        seqno?: unknown;
+        k?: unknown;
+      };
+      if (entry.dir === dir && entry.seqno === seqno && typeof entry.k === "string") {
+        return fromBase64(entry.k);
+      }
+    }
+  } finally {
+    file.close();
+  }
+  throw new SecureChatError("INVALID_INPUT", `no key for ${dir} ${seqno} in ${keysPath}`);
+}
+
+async function openOrFail(path: string): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, { read: true });
+  } catch (cause) {
+    throw new SecureChatError("IO_ERROR", `cannot read ${path}`, { cause });
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * JSON (RFC 8259) that refuses a repeated member name (PROTOCOL §2, TRANSCRIPT §2).
+ * `JSON.parse` keeps the last of two equal names, so two tools could read different
+ * values from one file; this parser is the one chokepoint for every JSON input the
+ * protocol and the verifier take. It returns what `JSON.parse` would for any input
+ * without duplicates (member `__proto__` included, as an own property).
+ */
+
+export class StrictJsonError extends Error {}
+
+const WS = new Set([0x20, 0x09, 0x0a, 0x0d]);
+const NUMBER_RE = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+
+/** @throws StrictJsonError for invalid JSON or a repeated member name */
+export function parseStrictJson(text: string): unknown {
+  const p = new Parser(text);
+  p.ws();
+  const value = p.value(0);
+  p.ws();
+  if (p.i !== text.length) p.fail("trailing characters");
+  return value;
+}
+
+const MAX_DEPTH = 64;
+
+class Parser {
+  i = 0;
+  constructor(readonly s: string) {}
+
+  fail(what: string): never {
+    throw new StrictJsonError(`${what} at offset ${this.i}`);
+  }
+
+  ws(): void {
+    while (this.i < this.s.length && WS.has(this.s.charCodeAt(this.i))) this.i++;
+  }
+
+  value(depth: number): unknown {
+    if (depth > MAX_DEPTH) this.fail("nesting too deep");
+    const c = this.s[this.i];
+    if (c === "{") return this.object(depth);
+    if (c === "[") return this.array(depth);
+    if (c === '"') return this.string();
+    if (c === "t") return this.literal("true", true);
+    if (c === "f") return this.literal("false", false);
+    if (c === "n") return this.literal("null", null);
+    return this.number();
+  }
+
+  literal<T>(word: string, value: T): T {
+    if (!this.s.startsWith(word, this.i)) this.fail("unexpected token");
+    this.i += word.length;
+    return value;
+  }
+
+  number(): number {
+    NUMBER_RE.lastIndex = this.i;
+    const m = NUMBER_RE.exec(this.s);
+    if (!m || m[0].length === 0) this.fail("unexpected token");
+    this.i += m[0].length;
+    return Number(m[0]);
+  }
+
+  string(): string {
+    this.i++; // opening quote
+    let out = "";
+    let start = this.i;
+    while (true) {
+      if (this.i >= this.s.length) this.fail("unterminated string");
+      const code = this.s.charCodeAt(this.i);
+      if (code === 0x22) {
+        out += this.s.slice(start, this.i);
+        this.i++;
+        return out;
+      }
+      if (code < 0x20) this.fail("control character in string");
+      if (code !== 0x5c) {
+        this.i++;
+        continue;
+      }
+      out += this.s.slice(start, this.i);
+      const e = this.s[this.i + 1];
+      this.i += 2;
+      switch (e) {
+        case '"':
+          out += '"';
+          break;
+        case "\\":
+          out += "\\";
+          break;
+        case "/":
+          out += "/";
+          break;
+        case "b":
+          out += "\b";
+          break;
+        case "f":
+          out += "\f";
+          break;
+        case "n":
+          out += "\n";
+          break;
+        case "r":
+          out += "\r";
+          break;
+        case "t":
+          out += "\t";
+          break;
+        case "u": {
+          const hex = this.s.slice(this.i, this.i + 4);
+          if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.fail("bad \\u escape");
+          out += String.fromCharCode(parseInt(hex, 16));
+          this.i += 4;
+          break;
+        }
+        default:
+          this.fail("bad escape");
+      }
+      start = this.i;
+    }
+  }
+
+  array(depth: number): unknown[] {
+    this.i++;
+    const out: unknown[] = [];
+    this.ws();
+    if (this.s[this.i] === "]") {
+      this.i++;
+      return out;
+    }
+    while (true) {
+      this.ws();
+      out.push(this.value(depth + 1));
+      this.ws();
+      const c = this.s[this.i++];
+      if (c === "]") return out;
+      if (c !== ",") this.fail("expected , or ]");
+    }
+  }
+
+  object(depth: number): Record<string, unknown> {
+    this.i++;
+    const out: Record<string, unknown> = {};
+    const seen = new Set<string>();
+    this.ws();
+    if (this.s[this.i] === "}") {
+      this.i++;
+      return out;
+    }
+    while (true) {
+      this.ws();
+      if (this.s[this.i] !== '"') this.fail("expected a member name");
+      const key = this.string();
+      if (seen.has(key)) this.fail(`member "${key.slice(0, 32)}" appears twice`);
+      seen.add(key);
+      this.ws();
+      if (this.s[this.i++] !== ":") this.fail("expected :");
+      this.ws();
+      // defineProperty, not assignment: "__proto__" must stay an ordinary own member.
+      Object.defineProperty(out, key, {
+        value: this.value(depth + 1),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+      this.ws();
+      const c = this.s[this.i++];
+      if (c === "}") return out;
+      if (c !== ",") this.fail("expected , or }");
+    }
+  }
+}

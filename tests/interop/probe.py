@@ -1,0 +1,685 @@
+#!/usr/bin/python3
+"""Conformance probes for a securechat v2 server, written from the docs alone (as client.py).
+
+Each probe opens its own session, sends one fault the docs define, and expects the `error` code
+the docs name for it (or, for the few positive probes, the documented outcome). Every expectation
+cites its section of docs/PROTOCOL.md. Usage:
+
+  probe.py --port P --ca ca.pem --certs DIR --password-env VAR [--only NAME,...]
+
+DIR holds alice.pem/.key, carol.pem/.key and server.pem (a certificate of the wrong role). alice
+must not exist yet (the first probe registers her); carol must never be registered.
+One output line per probe: `PROBE <name> OK <observed>` or `PROBE <name> FAIL expected <x>, got
+<y>`; exit 0 only if every probe passed.
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import client as sc  # noqa: E402  (the clean-room client: one home for every protocol step)
+
+
+class Outcome(Exception):
+    """How a probe ended: `peer:<code>` (the server's error), `local:<code>`, or a word."""
+
+
+def peer_or_local(e):
+    return ("peer:" if e.detail.startswith("from the peer") else "local:") + e.code
+
+
+class Probe(sc.Client):
+    def __init__(self, args, tampers=None):
+        super().__init__(args)
+        self.tampers = tampers or {}
+
+    def tamper(self, step, msg):
+        f = self.tampers.get(step)
+        return f(msg) if f else msg
+
+    def connect(self):
+        self.conn = sc.Conn(socket.create_connection((self.args.host, self.args.port), timeout=10))
+        self.conn.sock.settimeout(10)
+
+    def session(self):
+        """A complete handshake (§5); raises Outcome if the server refused it."""
+        self.connect()
+        try:
+            self.handshake()
+        except sc.ProtoError as e:
+            raise Outcome(peer_or_local(e))
+        self.seq_tx = 0
+
+    def await_error(self):
+        """Reads records until the server's `error` (or EOF); returns the outcome word."""
+        try:
+            while True:
+                _, m = self.read_content()
+                if m["type"] == "key_update":
+                    self.rx.update()
+                elif m["type"] == "refused":
+                    return f"refused:{m['code']}:of={m['of']}"
+        except sc.ProtoError as e:
+            if e.detail == "connection closed by the peer":
+                return "closed"
+            return peer_or_local(e)
+        except OSError as e:
+            return f"socket:{e.__class__.__name__}"
+
+    def record(self, to="lobby", body=None, seqno=None, ts=None, sid=None, k=None):
+        """A correct signed record (§6.1) with the next seqno; (decoded, wire, k)."""
+        k = k or os.urandom(32)
+        seqno = self.seq_tx + 1 if seqno is None else seqno
+        rec, wire = sc.make_record(self.my_key, sid or self.session_id, to, seqno,
+                                   ts if ts is not None else sc.now_ms(),
+                                   sc.enc_json(body or {"kind": "text", "text": "probe"}), k)
+        return rec, wire, k
+
+    def send_content_raw(self, content):
+        """Seals content bytes as given (for faults a JSON serialiser cannot produce)."""
+        self.conn.write_frame(self.tx.seal(content))
+
+    def send_msg(self, wire, k, extra=None):
+        msg = {"type": "msg", "record": wire, "k": sc.b64e(k)}
+        msg.update(extra or {})
+        self.send_content(msg)
+        self.seq_tx = max(self.seq_tx, wire["seqno"])
+
+    def resign(self, rec, wire):
+        """Re-sign a record after changing its decoded fields, so only the intended fault stays."""
+        rec["sig"] = sc.sign(self.my_key, sc.statement(rec))
+        wire["sig"] = sc.b64e(rec["sig"])
+
+
+def raw_hello(args, payload):
+    """Sends one raw `hello` frame payload; returns the server's plaintext answer (§3.1)."""
+    conn = sc.Conn(socket.create_connection((args.host, args.port), timeout=10))
+    conn.sock.settimeout(10)
+    try:
+        conn.write_frame(payload)
+        reply = sc.parse_json(conn.read_frame())
+        if reply["type"] == "error":
+            return "peer:" + reply["code"]
+        return "answered:" + reply["type"]
+    except sc.ProtoError as e:
+        return "closed" if e.detail == "connection closed by the peer" else "local:" + e.code
+    finally:
+        conn.sock.close()
+
+
+def hello_obj(group="x25519", groups=None, version=2, pub=None, nonce=None):
+    share = sc.KeyShare(group)
+    return {"type": "hello", "version": version, "nonce": sc.b64e(nonce or os.urandom(32)),
+            "groups": [group] if groups is None else groups,
+            "key_share": {"group": group, "pub": sc.b64e(pub or share.pub)}}
+
+
+PROBES = []
+
+
+def probe(name, expected, user="alice"):
+    """Registers a probe: `expected` is the outcome word the docs require."""
+    def wrap(fn):
+        PROBES.append((name, expected, user, fn))
+        return fn
+    return wrap
+
+
+def flip(b64):
+    raw = bytearray(sc.b64d(b64))
+    raw[len(raw) // 2] ^= 0x01
+    return sc.b64e(bytes(raw))
+
+
+# ---- a positive probe first: it registers alice (§5 server step 7)
+@probe("register_then_close_with_receipts", "receipts")
+def _(a):
+    a.args.register = "alice@example.com"
+    a.session()
+    if not a.registered:
+        return "registered=false"
+    a.args.register = None
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    a.start_close()
+    while a.receipt_hash is None:
+        _, m = a.read_content()
+        if m["type"] == "close":
+            a.on_close(m)
+        elif m["type"] == "receipt":
+            a.on_receipt(m)
+        elif m["type"] == "key_update":
+            a.rx.update()
+        elif m["type"] == "msg":
+            a.on_msg(m)
+    return "receipts"
+
+
+# ---- hello (§3.1, §4.5, §5 server steps 1-2): plaintext answers
+@probe("hello_version_1", "peer:UNSUPPORTED")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(version=1)))
+
+
+@probe("hello_share_group_not_listed", "peer:UNSUPPORTED")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(group="x25519", groups=["p256"])))
+
+
+@probe("hello_only_unknown_group", "peer:UNSUPPORTED")
+def _(a):
+    h = hello_obj()
+    h["groups"] = ["x448"]
+    h["key_share"]["group"] = "x448"
+    return raw_hello(a.args, sc.enc_json(h))
+
+
+@probe("hello_x25519_low_order_share", "peer:BAD_KEY_SHARE")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(pub=bytes(32))))
+
+
+@probe("hello_x25519_short_share", "peer:BAD_KEY_SHARE")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(pub=bytes(range(31)))))
+
+
+@probe("hello_p256_compressed_share", "peer:BAD_KEY_SHARE")
+def _(a):
+    full = sc.KeyShare("p256").pub
+    compressed = bytes([2 + (full[64] & 1)]) + full[1:33]
+    return raw_hello(a.args, sc.enc_json(hello_obj(group="p256", pub=compressed)))
+
+
+@probe("hello_p256_off_curve_share", "peer:BAD_KEY_SHARE")
+def _(a):
+    full = bytearray(sc.KeyShare("p256").pub)
+    full[64] ^= 1
+    return raw_hello(a.args, sc.enc_json(hello_obj(group="p256", pub=bytes(full))))
+
+
+@probe("hello_nonce_31_bytes", "peer:PROTOCOL_ERROR")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(nonce=bytes(31))))
+
+
+@probe("hello_repeated_member", "peer:PROTOCOL_ERROR")
+def _(a):
+    body = sc.enc_json(hello_obj())
+    return raw_hello(a.args, body[:-1] + b',"version":2}')
+
+
+@probe("hello_unknown_member", "peer:PROTOCOL_ERROR")
+def _(a):
+    h = hello_obj()
+    h["extra"] = 1
+    return raw_hello(a.args, sc.enc_json(h))
+
+
+@probe("hello_noncanonical_base64", "peer:PROTOCOL_ERROR")
+def _(a):
+    h = hello_obj()
+    n = h["nonce"]  # 32 bytes: 44 chars ending "="; the last data char has 2 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    h["nonce"] = n[:42] + alphabet[alphabet.index(n[42]) | 1] + "="
+    return raw_hello(a.args, sc.enc_json(h))
+
+
+@probe("hello_nine_groups", "peer:PROTOCOL_ERROR")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(groups=["x25519"] + ["p256"] * 8)))
+
+
+@probe("hello_no_groups", "peer:PROTOCOL_ERROR")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(groups=[])))
+
+
+@probe("frame_length_zero", "peer:FRAME_TOO_LARGE")
+def _(a):
+    conn = socket.create_connection((a.args.host, a.args.port), timeout=10)
+    conn.settimeout(10)
+    conn.sendall(sc.u32(0))
+    c = sc.Conn(conn)
+    try:
+        reply = sc.parse_json(c.read_frame())
+        return "peer:" + reply.get("code", "?")
+    except sc.ProtoError as e:
+        return "closed" if "closed" in e.detail else "local:" + e.code
+    finally:
+        conn.close()
+
+
+@probe("hello_unknown_groups_ignored", "session")
+def _(a):
+    a.tampers["hello"] = lambda h: {**h, "groups": ["x448", "x25519", "x25519"]}
+    a.session()
+    return "session"
+
+
+# ---- the client's phase 1 (§5 server steps 4-5)
+@probe("client_certificate_of_server_role", "peer:BAD_CERT")
+def _(a):
+    with open(os.path.join(a.args.certs, "server.pem"), "rb") as f:
+        der = sc.x509.load_pem_x509_certificate(f.read()).public_bytes(
+            sc.serialization.Encoding.DER)
+    a.tampers["certificate"] = lambda m: {**m, "cert": sc.b64e(der)}
+    a.session()
+
+
+@probe("client_certificate_over_16_kib", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.tampers["certificate"] = lambda m: {**m, "cert": sc.b64e(bytes(16 * 1024 + 1))}
+    a.session()
+
+
+@probe("client_certificate_verify_bad", "peer:SIG_FAIL")
+def _(a):
+    a.tampers["certificate_verify"] = lambda m: {**m, "sig": flip(m["sig"])}
+    a.session()
+
+
+@probe("client_finished_bad", "peer:HANDSHAKE_FAIL")
+def _(a):
+    a.tampers["finished"] = lambda m: {**m, "mac": flip(m["mac"])}
+    a.session()
+
+
+@probe("client_finished_33_bytes", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.tampers["finished"] = lambda m: {**m, "mac": sc.b64e(sc.b64d(m["mac"]) + b"\0")}
+    a.session()
+
+
+@probe("login_instead_of_certificate", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.tampers["certificate"] = lambda m: {"type": "login", "username": "alice",
+                                          "password": a.password}
+    a.session()
+
+
+# ---- phase 2 (§4.5, §5 server steps 9-11)
+@probe("dh_client_other_group", "peer:UNSUPPORTED")
+def _(a):
+    a.tampers["dh_client"] = lambda m: {**m, "key_share": sc.KeyShare("p256").wire()}
+    a.session()
+
+
+@probe("dh_client_low_order_share", "peer:BAD_KEY_SHARE")
+def _(a):
+    a.tampers["dh_client"] = lambda m: {**m, "key_share": {"group": "x25519",
+                                                           "pub": sc.b64e(bytes(32))}}
+    a.session()
+
+
+@probe("client_finished2_bad", "peer:HANDSHAKE_FAIL")
+def _(a):
+    a.tampers["finished2"] = lambda m: {**m, "mac": flip(m["mac"])}
+    a.session()
+    return a.await_error()
+
+
+# ---- the record layer (§3.2)
+@probe("record_nonzero_padding", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    inner = bytearray(sc.pad_inner(sc.enc_json({"type": "key_update"})))
+    inner[-1] = 1
+    a.conn.write_frame(a.tx.seal_inner(bytes(inner)))
+    return a.await_error()
+
+
+@probe("record_inner_not_multiple_of_256", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    a.conn.write_frame(a.tx.seal_inner(sc.pad_inner(sc.enc_json({"type": "key_update"}))[:-1]))
+    return a.await_error()
+
+
+@probe("record_length_beyond_inner", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    inner = bytearray(sc.pad_inner(sc.enc_json({"type": "key_update"})))
+    inner[0:4] = sc.u32(len(inner) - 3)
+    a.conn.write_frame(a.tx.seal_inner(bytes(inner)))
+    return a.await_error()
+
+
+@probe("record_replayed", "peer:DECRYPT_FAIL")
+def _(a):
+    a.session()
+    _, wire, k = a.record()
+    payload = a.tx.seal(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+    a.conn.write_frame(payload)
+    a.conn.write_frame(payload)
+    return a.await_error()
+
+
+@probe("plaintext_frame_after_keys", "peer:DECRYPT_FAIL")
+def _(a):
+    a.session()
+    a.conn.write_frame(sc.enc_json({"type": "close"}))
+    return a.await_error()
+
+
+@probe("frame_too_large_after_keys", "peer:FRAME_TOO_LARGE")
+def _(a):
+    a.session()
+    a.conn.sock.sendall(sc.u32(sc.MAX_FRAME_BYTES + 1))
+    return a.await_error()
+
+
+# ---- session messages (§3.3, §6, §6.3): every failed check ends the session with its code
+@probe("msg_other_session", "peer:TAMPERED")
+def _(a):
+    a.session()
+    rec, wire, k = a.record(sid=os.urandom(16))
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_dir_s2c", "peer:TAMPERED")
+def _(a):
+    a.session()
+    rec, wire, k = a.record()
+    rec["dir"], wire["dir"] = "s2c", "s2c"
+    a.resign(rec, wire)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_seqno_gap", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(seqno=2)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_seqno_repeated", "peer:REPLAY")
+def _(a):
+    a.session()
+    _, wire, k = a.record()
+    a.send_msg(wire, k)
+    _, wire, k = a.record(seqno=1)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_ts_stale", "peer:STALE")
+def _(a):
+    a.session()
+    _, wire, k = a.record(ts=sc.now_ms() - sc.SKEW_MS - 60_000)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_ts_backwards", "peer:STALE")
+def _(a):
+    a.session()
+    t = sc.now_ms()
+    _, wire, k = a.record(ts=t)
+    a.send_msg(wire, k)
+    _, wire, k = a.record(ts=t - 1000)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_to_unknown_recipient_form", "peer:TAMPERED")
+def _(a):
+    a.session()
+    _, wire, k = a.record(to="everyone")
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_bad_signature", "peer:SIG_FAIL")
+def _(a):
+    a.session()
+    _, wire, k = a.record()
+    wire["sig"] = flip(wire["sig"])
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_without_signature", "peer:SIG_FAIL")
+def _(a):
+    a.session()
+    _, wire, k = a.record()
+    del wire["sig"]
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_wrong_content_key", "peer:DECRYPT_FAIL")
+def _(a):
+    a.session()
+    _, wire, _k = a.record()
+    a.send_msg(wire, os.urandom(32))
+    return a.await_error()
+
+
+@probe("msg_commitment_mismatch", "peer:TAMPERED")
+def _(a):
+    a.session()
+    rec, wire, k = a.record()
+    rec["c"] = os.urandom(32)
+    wire["c"] = sc.b64e(rec["c"])
+    a.resign(rec, wire)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_text_to_server", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(to="server")
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_who_to_lobby", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(body={"kind": "who"})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_notice_from_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(body={"kind": "notice", "text": "forged notice"})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_operator_from_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(body={"kind": "operator", "text": "forged operator"})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_empty_text", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(body={"kind": "text", "text": ""})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_text_4001_chars", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(body={"kind": "text", "text": "x" * 4001})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_text_4000_astral_chars_is_8000_units", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: chars are UTF-16 code units; an astral character counts 2
+    _, wire, k = a.record(body={"kind": "text", "text": "\U0001F600" * 2001})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_body_unknown_member", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record(body={"kind": "text", "text": "hi", "color": "red"})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_unknown_member", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record()
+    a.send_msg(wire, k, {"extra": True})
+    return a.await_error()
+
+
+@probe("msg_repeated_member", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record()
+    content = sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
+    a.send_content_raw(content[:-1] + b',"k":' + json.dumps(sc.b64e(k)).encode() + b"}")
+    return a.await_error()
+
+
+@probe("msg_k_31_bytes", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    _, wire, k = a.record()
+    a.send_msg(wire, k[:31])
+    return a.await_error()
+
+
+@probe("refused_sent_by_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    a.send_content({"type": "refused", "seqno": 1, "ts": sc.now_ms(), "of": 1,
+                    "code": "RATE_LIMITED"})
+    return a.await_error()
+
+
+@probe("login_after_handshake", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    a.send_content({"type": "login", "username": "alice", "password": a.password})
+    return a.await_error()
+
+
+@probe("receipt_before_close", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    _, receipt = a.make_receipt()
+    a.send_content(receipt)
+    return a.await_error()
+
+
+@probe("msg_after_own_close", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §7 step 1: the closing side stops sending session messages
+    a.send_content({"type": "close"})
+    _, wire, k = a.record()
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("private_to_offline_user_refused", "refused:NOT_ONLINE:of=1")
+def _(a):
+    a.session()  # §6.5: a refusal, not an error; the session goes on
+    _, wire, k = a.record(to="user:nobody-here")
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+# ---- credentials (§5 server step 7); last, because failed logins slow the address down
+@probe("register_invalid_email", "peer:INVALID_INPUT", user="carol")
+def _(a):
+    a.args.register = "not an e-mail address"
+    a.session()
+
+
+@probe("register_existing_user", "peer:USER_EXISTS")
+def _(a):
+    a.args.register = "alice@example.com"
+    a.session()
+
+
+@probe("login_name_is_not_the_certificate_cn", "peer:AUTH_FAIL")
+def _(a):
+    a.tampers["auth"] = lambda m: {**m, "username": "carol"}
+    a.session()
+
+
+@probe("login_wrong_password", "peer:AUTH_FAIL")
+def _(a):
+    a.tampers["auth"] = lambda m: {**m, "password": m["password"] + "x"}
+    a.session()
+
+
+@probe("login_unregistered_user", "peer:AUTH_FAIL", user="carol")
+def _(a):
+    a.session()
+
+
+def main():
+    p = argparse.ArgumentParser(description="securechat v2 server conformance probes")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--certs", required=True)
+    p.add_argument("--password-env", required=True)
+    p.add_argument("--server-name", default="localhost")
+    p.add_argument("--only", default="")
+    args = p.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    failed = 0
+    for name, expected, user, fn in PROBES:
+        if only and name not in only:
+            continue
+        pargs = argparse.Namespace(
+            host=args.host, port=args.port, ca=args.ca, user=user,
+            cert=os.path.join(args.certs, f"{user}.pem"),
+            key=os.path.join(args.certs, f"{user}.key"), password_env=args.password_env,
+            register=None, server_name=args.server_name, group="x25519", transcripts=None,
+            key_update_every=0, certs=args.certs)
+        a = Probe(pargs)
+        started = time.monotonic()
+        try:
+            got = fn(a)
+            if got is None:  # a handshake probe whose session unexpectedly completed
+                got = "session"
+        except Outcome as e:
+            got = str(e)
+        except sc.ProtoError as e:
+            got = "local:" + e.code + " " + e.detail
+        finally:
+            if a.conn is not None:
+                try:
+                    a.conn.sock.close()
+                except OSError:
+                    pass
+        ms = int((time.monotonic() - started) * 1000)
+        if got == expected:
+            print(f"PROBE {name} OK {got} ({ms} ms)", flush=True)
+        else:
+            failed += 1
+            print(f"PROBE {name} FAIL expected {expected}, got {got} ({ms} ms)", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

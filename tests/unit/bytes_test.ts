@@ -1,0 +1,34 @@
+/** lib/bytes.ts base64: the runtime codec behind one strict, canonical form (PROTOCOL §2). */
+import assert from "node:assert/strict";
+import { fromBase64, toBase64 } from "../../lib/bytes.ts";
+
+/** RFC 4648 through binary strings: the reference the codec must agree with. */
+function reference(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes));
+}
+
+Deno.test("toBase64() and fromBase64() agree with RFC 4648 for every length 0..130", () => {
+  for (let n = 0; n <= 130; n++) {
+    const bytes = crypto.getRandomValues(new Uint8Array(n));
+    assert.equal(toBase64(bytes), reference(bytes), `${n} bytes`);
+    assert.deepEqual(fromBase64(reference(bytes)), bytes, `${n} bytes`);
+  }
+});
+
+Deno.test("fromBase64() refuses every non-canonical or foreign form with a TypeError", () => {
+  const refused = {
+    "unused bits set before ==": "QR==",
+    "unused bits set before =": "QUJ=",
+    "missing padding": "QUI",
+    "too much padding": "Q===",
+    "padding in the middle": "QQ==QUJD",
+    "inner space (the codec would skip it)": "QU JD",
+    "trailing newline (the codec would skip it)": "QUJD\n",
+    "url-safe alphabet": "-_8=",
+    "not base64 at all": "Q!JD",
+  };
+  for (const [name, text] of Object.entries(refused)) {
+    assert.throws(() => fromBase64(text), TypeError, name);
+  }
+  assert.deepEqual(fromBase64(""), new Uint8Array(0));
+});

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Transcript hash v2 (docs/TRANSCRIPT.md section 3), written from the spec text alone.
+
+  python3 transcript_hash_v2.py vector > hash_v2.json   # the synthetic vector
+  python3 transcript_hash_v2.py log FILE.log            # prints the hash of a transcript
+"""
+import base64, hashlib, json, struct, sys
+
+u8 = lambda x: struct.pack(">B", x)
+u32 = lambda x: struct.pack(">I", x)
+u64 = lambda x: struct.pack(">Q", x)
+DIR = {"c2s": 1, "s2c": 2}
+
+
+def record_enc(r):
+    to = r["to"].encode()
+    ct = base64.b64decode(r["ct"], validate=True)
+    sig = base64.b64decode(r["sig"], validate=True) if "sig" in r else b""
+    return (bytes.fromhex(r["sid"]) + u8(DIR[r["dir"]]) + u32(len(to)) + to + u64(r["seqno"])
+            + u64(r["ts"]) + u32(len(ct)) + ct + base64.b64decode(r["c"], validate=True)
+            + u32(len(sig)) + sig)
+
+
+def line_enc(l):
+    if l["type"] == "msg":
+        return b"\x01" + record_enc(l["record"])
+    if l["type"] == "relay":
+        cert = base64.b64decode(l["cert"], validate=True)
+        return b"\x02" + u64(l["seqno"]) + u64(l["ts"]) + u32(len(cert)) + cert + record_enc(l["record"])
+    code = l["code"].encode()
+    return b"\x03" + u64(l["seqno"]) + u64(l["ts"]) + u64(l["of"]) + u32(len(code)) + code
+
+
+def seqno(l):
+    return l["record"]["seqno"] if l["type"] == "msg" else l["seqno"]
+
+
+def transcript_hash(header, lines):
+    d = {}
+    n = {}
+    for direction in ("c2s", "s2c"):
+        mine = sorted((l for l in lines if l["dir"] == direction), key=seqno)
+        n[direction] = len(mine)
+        d[direction] = hashlib.sha256(b"".join(line_enc(l) for l in mine)).digest()
+    fp = lambda b64: hashlib.sha256(base64.b64decode(b64)).digest()
+    final = (b"securechat/v2 transcript\x00" + u32(header["protocol_version"])
+             + bytes.fromhex(header["session_id"]) + u64(header["session_time"])
+             + fp(header["client_cert"]) + fp(header["server_cert"])
+             + u64(n["c2s"]) + d["c2s"] + u64(n["s2c"]) + d["s2c"])
+    return hashlib.sha256(final).hexdigest(), d, n
+
+
+def vector():
+    b64 = lambda b: base64.b64encode(b).decode()
+    sid = bytes(range(16)).hex()
+    header = {"protocol_version": 2, "session_id": sid, "session_time": 1767225600000,
+              "client_cert": b64(b"client certificate DER (opaque to the hash)"),
+              "server_cert": b64(b"server certificate DER (opaque to the hash)")}
+    rec = lambda d, to, s, ts, sig: dict(
+        {"sid": sid if d == "c2s" or to.startswith("user:") else "ab" * 16, "dir": d, "to": to,
+         "seqno": s, "ts": ts, "ct": b64(bytes([s]) * (16 + s)), "c": b64(bytes([0xc0 + s]) * 32)},
+        **({"sig": b64(bytes([0x55]) * 64)} if sig else {}))
+    lines = [
+        {"dir": "c2s", "type": "msg", "record": rec("c2s", "lobby", 1, 1767225600100, True)},
+        {"dir": "s2c", "type": "msg", "record": rec("s2c", "user:alice", 1, 1767225600101, False)},
+        {"dir": "s2c", "type": "relay", "seqno": 2, "ts": 1767225600200,
+         "cert": b64(b"bob's certificate"),
+         "record": dict(rec("c2s", "lobby", 7, 1767225600150, True), sid="cd" * 16)},
+        {"dir": "c2s", "type": "msg", "record": rec("c2s", "server", 2, 1767225600300, True)},
+        {"dir": "s2c", "type": "refused", "seqno": 3, "ts": 1767225600301, "of": 2,
+         "code": "RATE_LIMITED"},
+    ]
+    h, d, n = transcript_hash(header, lines)
+    empty, _, _ = transcript_hash(header, [])
+    return {"description": "Transcript hash v2 (docs/TRANSCRIPT.md section 3), computed "
+                           "independently in Python (transcript_hash_v2.py) from the spec text",
+            **header, "lines": lines, "c2s_count": n["c2s"], "s2c_count": n["s2c"],
+            "d_c2s": d["c2s"].hex(), "d_s2c": d["s2c"].hex(), "transcript_sha256": h,
+            "empty_transcript_sha256": empty}
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "vector":
+        print(json.dumps(vector(), indent=2))
+    else:
+        text = open(sys.argv[2]).read().split("\n")[:-1]
+        print(transcript_hash(json.loads(text[0]), [json.loads(l) for l in text[1:]])[0])
