@@ -58,7 +58,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
       trust,
       admit: () => admission.admitHandshake(address),
       authenticate: (req) =>
-        req.password === BENCH_PASSWORD
+        "password" in req && req.password === BENCH_PASSWORD
           ? Promise.resolve({ registered: false })
           : Promise.reject(new SecureChatError("AUTH_FAIL", "wrong password")),
     });

@@ -11,6 +11,7 @@
  * Prints {"port":N} once listening; reads JSON commands on stdin ({"cmd":"stats"});
  * exits when stdin closes.
  */
+import type { Credentials } from "../lib/handshake/common.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
@@ -34,12 +35,12 @@ if (mode === "store") {
 }
 
 const authenticate = store
-  ? async (req: { username: string; password: string }) => {
-    await store.login(req.username, req.password);
+  ? async (req: Credentials) => {
+    await store.login(req.username, "password" in req ? req.password : "");
     return { registered: false };
   }
-  : (req: { username: string; password: string }) => {
-    if (!users.includes(req.username) || req.password !== BENCH_PASSWORD) {
+  : (req: Credentials) => {
+    if (!users.includes(req.username) || !("password" in req) || req.password !== BENCH_PASSWORD) {
       return Promise.reject(new SecureChatError("AUTH_FAIL", "wrong user name or password"));
     }
     return Promise.resolve({ registered: false });

@@ -312,7 +312,7 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
           r.rate * recipients,
           "deliveries/s",
           ref(
-            `${kt.sign} alone, ${WINDOW} in flight (server re-signs each delivery)`,
+            `${kt.sign} alone, ${WINDOW} in flight (v2: the server signs no delivery)`,
             rawSignWindow,
             "signatures/s",
           ),

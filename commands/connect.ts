@@ -198,19 +198,23 @@ async function connect(options: ConnectOptions): Promise<void> {
     join(options.transcripts, `${canonicalName(options.user)}.seen.json`),
     2 * DEFAULT_MAX_SKEW_MS,
   );
+  // The server's latest resumption ticket (memory only): a reconnection presents it instead of
+  // the password, so a node taking over many users skips a password hash for each (DEPLOY §8).
+  let ticket: Uint8Array | undefined;
   try {
     for (let sessions = 0;; sessions++) {
       let session: ChatSession;
+      const using: Credentials = {
+        ...(ticket ? { mode: "resume", username: credentials.username, ticket } : credentials),
+        wantTicket: reconnect,
+      };
       try {
-        session = await openSession(
-          rotation.current(),
-          options,
-          identity,
-          trust,
-          credentials,
-          seen,
-        );
+        session = await openSession(rotation.current(), options, identity, trust, using, seen);
       } catch (error) {
+        if (using.mode === "resume" && codeOf(error) === "AUTH_FAIL") {
+          ticket = undefined; // expired, used or from a restarted server: the password it is
+          continue;
+        }
         if (!reconnect || isPermanent(error) || backoff.failures >= options.reconnectAttempts) {
           throw error;
         }
@@ -224,9 +228,14 @@ async function connect(options: ConnectOptions): Promise<void> {
         continue;
       }
       backoff.reset();
+      ticket = session.established.ticket;
       info(
         `${sessions > 0 ? "reconnected: " : ""}${
-          credentials.mode === "register" ? "registered and logged in" : "logged in"
+          using.mode === "register"
+            ? "registered and logged in"
+            : using.mode === "resume"
+            ? "logged in with a resumption ticket"
+            : "logged in"
         } as ${session.username} to ${session.established.peer.commonName} at ` +
           `${describeServer(rotation.current())}; session ${session.sessionId}`,
       );

@@ -15,6 +15,7 @@ import { type ClusterConfig, resolveClusterConfig } from "../lib/cluster/config.
 import { ClusterLink, redactUrl } from "../lib/cluster/link.ts";
 import { serveHealth } from "../lib/server/health.ts";
 import { databaseOf, loadSettings, type Settings } from "./_home.ts";
+import { memoryTicketStores, TicketAuthority } from "../lib/resumption/ticket.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
 import { readSecretFile } from "./connect.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
@@ -269,8 +270,13 @@ async function serve(options: ServeOptions): Promise<void> {
     throw new SecureChatError("USAGE", (error as Error).message, { cause: error });
   });
   const cluster = clusterConfig ? await joinCluster(clusterConfig, log) : undefined;
+  // One node keeps its ticket keys in memory; a cluster's nodes share them through NATS.
+  const tickets = new TicketAuthority(
+    cluster ? await cluster.ticketStores() : memoryTicketStores(),
+  );
   const server = ChatServer.listen({
     cluster,
+    tickets,
     trustedProxies: options.trustedProxy,
     hostname: options.host,
     port: options.port,

@@ -11,10 +11,11 @@ import {
   pollUntil,
   registerUser,
   runConnect,
+  ServerProcess,
 } from "../testkit/server_process.ts";
 import { runCli } from "../testkit/cli.ts";
 import { clusterUnavailable, startTestCluster, type TestCluster } from "./helpers/cluster.ts";
-import { findExecutable } from "../testkit/local_service.ts";
+import { findExecutable, freePort } from "../testkit/local_service.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { connect as natsConnect } from "nats";
 import { fromBase64 } from "../lib/bytes.ts";
@@ -25,6 +26,10 @@ import {
 } from "../lib/cluster/messages.ts";
 import { decodeClusterRecord } from "../lib/server/cluster_record.ts";
 import { decodeRecord, openContent } from "../lib/message/record.ts";
+import { clusterTicketStores } from "../lib/cluster/ticket_stores.ts";
+import { TicketAuthority } from "../lib/resumption/ticket.ts";
+import { codeOf } from "../lib/errors.ts";
+import { startNats } from "../testkit/nats.ts";
 
 const skipCluster = skipUnless("cluster", clusterUnavailable(), "the cluster tests");
 
@@ -274,6 +279,64 @@ Deno.test({
   },
 });
 
+Deno.test("connect --reconnect: a server restarted since its ticket refuses it; the password logs in", async () => {
+  const pki = await makePki(["alice"], "ed25519");
+  const workDir = await Deno.makeTempDir({ prefix: "securechat-restart-" });
+  const port = freePort();
+  const start = () =>
+    ServerProcess.start({ pkiDir: pki.dir, workDir, args: ["--port", String(port)] });
+  let server = await start();
+  let alice: LiveClient | undefined;
+  try {
+    await registerUser(server, pki.dir, "alice", password("alice"));
+    alice = await LiveClient.login({
+      port,
+      user: "alice",
+      password: password("alice"),
+      pkiDir: pki.dir,
+      transcripts: `${workDir}/alice-transcripts`,
+      args: ["--reconnect"],
+    });
+    await server.stop(); // its in-memory ticket keys go with it
+    server = await start();
+    const back = await server.waitFor((e) => e.event === "LOGIN" && e.user === "alice", 30_000);
+    assert.equal(back.method, "password");
+    // The ticket was refused (its key died with the first server) before the password worked.
+    await server.waitFor((e) => e.event === "AUTH_FAIL" && e.user === "alice");
+    const result = await alice.end();
+    assert.equal(result.code, 0, result.stderr);
+  } finally {
+    await alice?.end().catch(() => {});
+    await server.dispose();
+    await Deno.remove(workDir, { recursive: true });
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "clusterTicketStores(): nodes share one ticket key per period and one use per ticket",
+  ignore: skipCluster,
+  async fn() {
+    const nats = await startNats();
+    const [a, b] = [
+      await natsConnect({ servers: nats.url }),
+      await natsConnect({ servers: nats.url }),
+    ];
+    try {
+      const nodeA = new TicketAuthority(await clusterTicketStores(a));
+      const nodeB = new TicketAuthority(await clusterTicketStores(b));
+      const fp = "ab".repeat(32);
+      const ticket = await nodeA.issue("alice", fp);
+      await nodeB.redeem(ticket, "alice", fp); // issued on one node, redeemed on another
+      await assert.rejects(nodeA.redeem(ticket, "alice", fp), (e) => codeOf(e) === "AUTH_FAIL");
+    } finally {
+      await a.close();
+      await b.close();
+      await nats.dispose();
+    }
+  },
+});
+
 /** A `connect --reconnect` through the cluster's haproxy, logged in. */
 function loginThroughBalancer(
   cluster: TestCluster,
@@ -397,6 +460,24 @@ Deno.test({
           () => clients.get(user)!.stderr.find((l) => l.includes("reconnected")),
           30_000,
           () => `${user} did not reconnect:\n${clients.get(user)!.stderr.join("\n")}`,
+        );
+        // With the resumption ticket from its first login: no password hash on the new node.
+        assert.ok(
+          clients.get(user)!.stderr.some((l) =>
+            l.includes("reconnected: logged in with a resumption ticket")
+          ),
+          clients.get(user)!.stderr.join("\n"),
+        );
+        // The node's log line may still be on its way through the pipe: wait for it.
+        await pollUntil(
+          () =>
+            cluster.nodes.some((node, i) =>
+              i !== victim &&
+              node.events((e) => e.event === "LOGIN" && e.user === user && e.method === "ticket")
+                  .length > 0
+            ) || undefined,
+          10_000,
+          () => `${user}: no LOGIN method=ticket on a surviving node`,
         );
       }
       await eventually(async () => everyone.test(await who(ann)), 15_000, "everyone in /who");

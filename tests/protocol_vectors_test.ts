@@ -72,9 +72,14 @@ interface Vector {
     };
   };
   session_id: string;
+  key_schedule: Record<string, string> & {
+    handshake_hashes: { frame: number; type: string; covers_hash: string }[];
+  };
   records: {
     name: string;
     k: string;
+    ek: string;
+    c: string;
     body: string;
     statement_hex: string | null;
     record: {
@@ -159,6 +164,17 @@ for (const file of FILES) {
       client: expandLabel(hs, "client finished", H1, 32),
       server: expandLabel(hs, "server finished", H1, 32),
     };
+    const ks = v.key_schedule;
+    const same = (name: string, value: Uint8Array) => assert.equal(toHex(value), ks[name], name);
+    same("ss1", ss1);
+    same("H1", H1);
+    same("hs", hs);
+    same("hs_key_c2s", hsKeys.c2s.key);
+    same("hs_iv_c2s", hsKeys.c2s.iv);
+    same("hs_key_s2c", hsKeys.s2c.key);
+    same("hs_iv_s2c", hsKeys.s2c.iv);
+    same("fin1_client", fin1.client);
+    same("fin1_server", fin1.server);
     const certKey = async (pem: string) =>
       await importVerifyingKeySpki(
         parseCertificate(pemDecode(pem, "CERTIFICATE", "BAD_CERT")).spki,
@@ -172,7 +188,11 @@ for (const file of FILES) {
     let app: Record<Dir, Uint8Array> | undefined;
     const seen: string[] = [];
     for (const f of frames.slice(2).filter((f) => f.key === "hs")) {
+      assert.equal(f.counter, counters[f.dir], `frame ${f.index} counter`);
       const content = openRecord(hsKeys[f.dir], counters[f.dir]++, f.payload);
+      assert.equal(toHex(content), f.content_hex, `frame ${f.index} content`);
+      const recorded = ks.handshake_hashes.find((h) => h.frame === f.index);
+      if (recorded) assert.equal(toHex(H(hashed)), recorded.covers_hash, `hash before ${f.index}`);
       assert.deepEqual(
         sealRecord(hsKeys[f.dir], counters[f.dir] - 1, content),
         f.payload,
@@ -198,7 +218,12 @@ for (const file of FILES) {
       hashed.push(content);
       if (m.type === "dh_server") {
         const ss2 = await complete(v.inputs.client.eph2_private, fromBase64(m.key_share.pub));
+        same("ss2", ss2);
+        same("derived", expandLabel(hs, "derived", EMPTY, 32));
         master = hmacSha256Sync(expandLabel(hs, "derived", EMPTY, 32), ss2);
+        same("master", master);
+        same("fin2_client", expandLabel(master, "client finished 2", EMPTY, 32));
+        same("fin2_server", expandLabel(master, "server finished 2", EMPTY, 32));
       }
       if (m.type === "finished" && role === "server" && master) {
         const hFinal = H(hashed);
@@ -207,6 +232,11 @@ for (const file of FILES) {
           c2s: expandLabel(master, "app c2s", hFinal, 32),
           s2c: expandLabel(master, "app s2c", hFinal, 32),
         };
+        same("Hfinal", hFinal);
+        same("session_id", expandLabel(master, "session id", hFinal, 16));
+        same("app_c2s_0", app.c2s);
+        same("app_s2c_0", app.s2c);
+        same("app_c2s_1", expandLabel(app.c2s, "traffic upd", EMPTY, 32));
       }
     }
     assert.deepEqual(seen, [
@@ -238,10 +268,12 @@ for (const file of FILES) {
     for (const r of v.records) {
       const k = fromHex(r.k);
       const ek = hmacSha256Sync(k, utf8("securechat/v2 content key\0")).subarray(0, 16);
+      assert.equal(toHex(ek), r.ek, `${r.name} ek`);
       const body = utf8(r.body);
       const ct = sealSync(ek, new Uint8Array(12), body, utf8("securechat/v2 content"));
       assert.equal(toHex(ct), toHex(fromBase64(r.record.ct)), `${r.name} ct`);
       const c = hmacSha256Sync(k, utf8("securechat/v2 commitment\0"), body);
+      assert.equal(toHex(c), r.c, `${r.name} c`);
       assert.equal(toHex(c), toHex(fromBase64(r.record.c)), `${r.name} commitment`);
       if (r.record.dir === "s2c") {
         assert.equal(r.record.sig, undefined, "the server's records are not signed");

@@ -55,7 +55,7 @@ Deno.test("handshake and session: login, messages both ways, receipts", async ()
       identity: await pki.identity("server"),
       trust: pki.trust,
       authenticate: (req) => {
-        if (passwords.get(req.username) !== req.password) {
+        if (!("password" in req) || passwords.get(req.username) !== req.password) {
           return Promise.reject(new SecureChatError("AUTH_FAIL", "no"));
         }
         return Promise.resolve({ registered: false });

@@ -18,6 +18,8 @@ import {
   type Subscription,
 } from "nats";
 import { codeOf, SecureChatError } from "../errors.ts";
+import type { TicketStores } from "../resumption/ticket.ts";
+import { clusterTicketStores } from "./ticket_stores.ts";
 import type { Logger } from "../log.ts";
 import {
   AuthEventSchema,
@@ -209,6 +211,11 @@ export class ClusterLink {
         cause,
       });
     }
+  }
+
+  /** The resumption ticket stores every node shares (docs/DEPLOY.md §8). */
+  ticketStores(): Promise<TicketStores> {
+    return clusterTicketStores(this.#nc);
   }
 
   /** Tells every node that `user` logged in here, so older sessions elsewhere end. */

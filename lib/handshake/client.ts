@@ -72,6 +72,7 @@ class ClientHandshake {
   #username!: string;
   #hello!: Record<string, unknown>;
   #helloBytes!: Uint8Array;
+  #ticket?: Uint8Array;
   #sessionTime!: number;
 
   constructor(conn: FrameConnection, options: ClientHandshakeOptions) {
@@ -166,9 +167,14 @@ class ClientHandshake {
 
   sendCredentials(): void {
     const c = this.#opts.credentials;
-    const message = c.mode === "register"
-      ? { type: "register", email: c.email, username: c.username, password: c.password }
-      : { type: "login", username: c.username, password: c.password };
+    const message = {
+      ...(c.mode === "register"
+        ? { type: "register", email: c.email, username: c.username, password: c.password }
+        : c.mode === "resume"
+        ? { type: "resume", username: c.username, ticket: toBase64(c.ticket) }
+        : { type: "login", username: c.username, password: c.password }),
+      ...(c.wantTicket ? { tickets: true } : {}),
+    };
     // Not hashed: nothing derived from the password is ever hashed or signed.
     this.io.sendSealed(message, false);
   }
@@ -179,6 +185,7 @@ class ClientHandshake {
       throw new SecureChatError("PROTOCOL_ERROR", "server confirmed a different user name");
     }
     this.#username = ok.username;
+    this.#ticket = ok.ticket;
   }
 
   async sendDhClient(): Promise<ClientKeyShare> {
@@ -222,6 +229,7 @@ class ClientHandshake {
       peerKey: this.#server.key,
       username: this.#username,
       group: this.#group,
+      ticket: this.#ticket,
     };
   }
 }

@@ -64,8 +64,14 @@ export const DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000;
 
 /** What the client proves the user with, inside the phase 1 channel (never hashed). */
 export type Credentials =
-  | { mode: "login"; username: string; password: string }
-  | { mode: "register"; username: string; password: string; email: string };
+  & (
+    | { mode: "login"; username: string; password: string }
+    | { mode: "register"; username: string; password: string; email: string }
+    /** A resumption ticket instead of the password (DEPLOY.md §8). */
+    | { mode: "resume"; username: string; ticket: Uint8Array }
+  )
+  /** Ask the server for a resumption ticket in `auth_ok`. */
+  & { wantTicket?: boolean };
 
 /** What both roles are configured with. */
 export interface HandshakeOptions {
@@ -92,6 +98,8 @@ export interface EstablishedSession {
   /** The authenticated user name (the client certificate's CN). */
   username: string;
   group: KexGroup;
+  /** Client side: the resumption ticket the server's `auth_ok` carried, if any. */
+  ticket?: Uint8Array;
 }
 
 /**

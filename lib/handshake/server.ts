@@ -6,7 +6,7 @@
  *   -> server_hello                   (time, key share)
  *   -> certificate, certificate_verify, finished     sealed, server
  *   <- certificate, certificate_verify, finished     sealed, client
- *   <- login | register               authenticate(): CN must equal the user name
+ *   <- login | register | resume               authenticate(): CN must equal the user name
  *   -> auth_ok
  *   <- dh_client                      phase 2
  *   -> dh_server, finished            phase 2: s2c then writes under the app keys
@@ -25,6 +25,7 @@ import {
   LoginSchema,
   PROTOCOL_VERSION,
   RegisterSchema,
+  ResumeSchema,
 } from "../wire/messages.ts";
 import {
   type Credentials,
@@ -57,7 +58,11 @@ export interface ServerHandshakeOptions extends HandshakeOptions {
    * already equals the certificate's CN. Throws AUTH_FAIL, USER_EXISTS, INVALID_INPUT,
    * DB_UNAVAILABLE or RATE_LIMITED.
    */
-  authenticate: (request: Credentials, peer: ValidatedPeer) => Promise<{ registered: boolean }>;
+  /** Checks the credentials; `ticket` (DEPLOY.md §8) goes to the client in `auth_ok`. */
+  authenticate: (
+    request: Credentials,
+    peer: ValidatedPeer,
+  ) => Promise<{ registered: boolean; ticket?: Uint8Array }>;
 }
 
 /**
@@ -178,19 +183,33 @@ class ServerHandshake {
   }
 
   async readCredentials(): Promise<void> {
-    const request = await this.io.readSealed(LoginSchema.or(RegisterSchema), false);
+    const request = await this.io.readSealed(
+      LoginSchema.or(RegisterSchema).or(ResumeSchema),
+      false,
+    );
     if (request.username !== this.#client.commonName) {
       throw new SecureChatError("AUTH_FAIL", "user name differs from the certificate's CN");
     }
     if (isReservedUserName(request.username)) {
       throw new SecureChatError("AUTH_FAIL", "that user name is reserved for the server");
     }
-    const auth: Credentials = request.type === "register"
-      ? { mode: "register", ...request }
-      : { mode: "login", ...request };
-    const { registered } = await this.#opts.authenticate(auth, this.#client);
+    const { tickets, ...fields } = request;
+    const auth: Credentials = {
+      ...(fields.type === "register"
+        ? { mode: "register", ...fields }
+        : fields.type === "resume"
+        ? { mode: "resume", username: fields.username, ticket: fields.ticket }
+        : { mode: "login", ...fields }),
+      wantTicket: tickets === true,
+    };
+    const { registered, ticket } = await this.#opts.authenticate(auth, this.#client);
     this.#username = request.username;
-    this.io.sendSealed({ type: "auth_ok", username: this.#username, registered });
+    this.io.sendSealed({
+      type: "auth_ok",
+      username: this.#username,
+      registered,
+      ...(ticket ? { ticket: toBase64(ticket) } : {}),
+    });
   }
 
   async readDhClient(): Promise<Uint8Array> {

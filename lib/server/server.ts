@@ -28,6 +28,7 @@ import type { ClusterLink } from "../cluster/link.ts";
 import { readProxyHeader } from "./proxy_protocol.ts";
 import { CrlWatcher } from "./revocation.ts";
 import { canonicalName } from "../pki/names.ts";
+import type { TicketAuthority } from "../resumption/ticket.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -52,6 +53,8 @@ export interface ServerOptions {
   trustedProxies?: readonly string[];
   /** The CRL file to follow (issue 11 item 2); without it the CRL loaded at start stays. */
   revocation?: { crlPath: string; checkIntervalMs?: number };
+  /** Issues and redeems session resumption tickets (docs/DEPLOY.md §8); none without it. */
+  tickets?: TicketAuthority;
 }
 
 export class ChatServer {
@@ -228,6 +231,7 @@ export class ChatServer {
     const { log } = this.#opts;
     let user: string | undefined;
     let notices: string[] = [];
+    let method: "password" | "ticket" | undefined;
     let session: ChatSession;
     try {
       const established = await serverHandshake(conn, {
@@ -241,6 +245,7 @@ export class ChatServer {
           // The certificate is proven: this handshake no longer counts against the address.
           this.#admission.refundHandshake(address);
           user = request.username;
+          method = request.mode === "resume" ? "ticket" : "password";
           const outcome = await this.#authenticate(request, client);
           notices = outcome.notices;
           return outcome;
@@ -258,7 +263,7 @@ export class ChatServer {
     }
     const sessionId = session.sessionId;
     user = session.username;
-    log("LOGIN", { peer, user, session: sessionId, transcript: session.transcriptPath });
+    log("LOGIN", { peer, user, method, session: sessionId, transcript: session.transcriptPath });
     const member = new Member(session, peer, this.lobby.limits, (error) => {
       log(error.code, { peer, user, session: sessionId, detail: error.message });
       session.abort(error);
@@ -299,18 +304,21 @@ export class ChatServer {
   }
 
   /**
-   * Checks the credentials, throttled per certificate and per account (never per address:
-   * the certificate has already authenticated the peer). The attempt is reserved before the
-   * password is hashed, so concurrent guesses cannot all pass the lockout check.
+   * Checks a password, a registration or a resumption ticket (bound to the certificate),
+   * throttled per certificate and per account (never per address: the certificate has already
+   * authenticated the peer). The attempt is reserved before the password is hashed, so
+   * concurrent guesses cannot all pass the lockout check; the next ticket is issued when the
+   * server has an authority.
    */
   async #authenticate(
     request: Credentials,
     client: ValidatedPeer,
-  ): Promise<{ registered: boolean; notices: string[] }> {
+  ): Promise<{ registered: boolean; notices: string[]; ticket?: Uint8Array }> {
+    const certFingerprint = client.fingerprint;
     const attempt = this.#throttle.begin({
-      certificate: client.fingerprint,
+      certificate: certFingerprint,
       user: canonicalName(request.username),
-      // A registration guesses no password: it is throttled on its certificate alone.
+      // Only a password login guesses the account's secret; the rest count on the certificate.
       account: request.mode === "login" ? canonicalName(request.username) : undefined,
     });
     let notices: string[] = [];
@@ -318,6 +326,11 @@ export class ChatServer {
       if (attempt.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, attempt.delayMs));
       if (request.mode === "register") {
         await this.#opts.store.register(request);
+      } else if (request.mode === "resume") {
+        if (!this.#opts.tickets) {
+          throw new SecureChatError("AUTH_FAIL", "this server issues no resumption tickets");
+        }
+        await this.#opts.tickets.redeem(request.ticket, request.username, certFingerprint);
       } else {
         const account = await this.#opts.store.login(request.username, request.password);
         // The store finds a name in any case; a certificate opens only the account spelt as
@@ -338,7 +351,16 @@ export class ChatServer {
     }
     attempt.succeeded();
     this.#opts.cluster?.authSucceeded([...attempt.keys]);
-    return { registered: request.mode === "register", notices };
+    // No ticket (the ticket store is down) only costs the next login a password hash.
+    const ticket = !request.wantTicket ? undefined : await this.#opts.tickets
+      ?.issue(request.username, certFingerprint)
+      .catch((error) =>
+        void this.#opts.log(codeOf(error), {
+          user: request.username,
+          detail: `no resumption ticket issued: ${(error as Error).message}`,
+        })
+      );
+    return { registered: request.mode === "register", notices, ...(ticket ? { ticket } : {}) };
   }
 }
 

@@ -75,25 +75,41 @@ export const FinishedSchema = z.object({
 
 /** Limits on credentials travel in the schema; the store applies its own rules after. */
 const username = z.string().min(1).max(64);
+/** Resumption tickets are ~150 bytes (lib/resumption/ticket.ts). */
+export const MAX_TICKET_BYTES = 512;
 const password = z.string().min(1).max(1024);
+/** On login, register or resume: the client asks for a resumption ticket (DEPLOY.md §8). */
+const tickets = z.literal(true).optional();
 
 export const RegisterSchema = z.object({
   type: z.literal("register"),
   email: z.string().min(1).max(254),
   username,
   password,
+  tickets,
 }).strict();
 
 export const LoginSchema = z.object({
   type: z.literal("login"),
   username,
   password,
+  tickets,
+}).strict();
+
+/** Instead of `login`: a session resumption ticket from an earlier `auth_ok` (DEPLOY.md §8). */
+export const ResumeSchema = z.object({
+  type: z.literal("resume"),
+  username,
+  ticket: base64Bytes(1, MAX_TICKET_BYTES),
+  tickets,
 }).strict();
 
 export const AuthOkSchema = z.object({
   type: z.literal("auth_ok"),
   username,
   registered: z.boolean(),
+  /** A ticket for the next login, when the client asked and the server issues them. */
+  ticket: base64Bytes(1, MAX_TICKET_BYTES).optional(),
 }).strict();
 
 export const DhClientSchema = z.object({ type: z.literal("dh_client"), key_share: KeyShareSchema })

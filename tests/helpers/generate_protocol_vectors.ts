@@ -10,12 +10,24 @@
  *
  * A script, not a test: nothing in the test suite imports or runs it.
  */
-import { concat, sha256, toHex, utf8 } from "../../lib/bytes.ts";
-import type { KexGroup } from "../../lib/crypto/kex.ts";
+import { concat, fromBase64, sha256, toHex, utf8 } from "../../lib/bytes.ts";
+import { counterNonce, openSync } from "../../lib/crypto/aead.ts";
+import { hmacSha256Sync } from "../../lib/crypto/hkdf.ts";
+import { type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { clientHandshake, type Credentials } from "../../lib/handshake/client.ts";
 import type { HandshakeRandomness, Identity } from "../../lib/handshake/common.ts";
 import { serverHandshake } from "../../lib/handshake/server.ts";
+import {
+  deriveMaster,
+  derivePhase1,
+  deriveSession,
+  expandLabel,
+  HandshakeTranscript,
+  nextTrafficSecret,
+  trafficKeys,
+} from "../../lib/handshake/key_schedule.ts";
+import { RECORD_AAD, unpadContent } from "../../lib/handshake/record.ts";
 import {
   type Body,
   encodeRecord,
@@ -320,6 +332,8 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
     records.push({
       name,
       k: hex(k),
+      ek: hex(hmacSha256Sync(k, utf8("securechat/v2 content key\0")).subarray(0, 16)),
+      c: hex(commitment),
       body: JSON.stringify(body),
       statement_hex: dir === "c2s" ? hex(statement(record)) : null,
       record: encodeRecord(record),
@@ -346,18 +360,90 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
   session.push({ dir: "c2s", content: '{"type":"close"}' });
   session.push({ dir: "s2c", content: '{"type":"close"}' });
 
+  // The key schedule as the state machines ran it (PROTOCOL §4), every intermediate value
+  // recorded so an implementer can tell which step differs; each hs frame opened.
+  const serverHello = JSON.parse(new TextDecoder().decode(log[1].payload));
+  const ss1 = await (await keyAgreement(group).generate(scalars.client[0]))
+    .complete(fromBase64(serverHello.key_share.pub));
+  const transcript = new HandshakeTranscript();
+  transcript.add(log[0].payload);
+  transcript.add(log[1].payload);
+  const H1 = transcript.hash();
+  const p1 = derivePhase1(ss1, H1);
+  const hsKeys = { c2s: p1.c2s, s2c: p1.s2c };
   const frames: FrameOut[] = [];
   const hsEnd = { c2s: -1, s2c: -1 };
+  const hsCounters = { c2s: 0, s2c: 0 };
+  const hashes: Json[] = [];
+  let master: ReturnType<typeof deriveMaster> | undefined;
+  let ss2: Uint8Array | undefined;
+  let hFinal: Uint8Array | undefined;
   for (const [i, w] of log.entries()) {
+    hsEnd[w.dir] = i;
+    if (i < 2) {
+      frames.push({
+        index: i,
+        dir: w.dir,
+        key: "none",
+        content_hex: hex(w.payload),
+        payload_hex: hex(w.payload),
+      });
+      continue;
+    }
+    const counter = hsCounters[w.dir]++;
+    const content = unpadContent(
+      openSync(hsKeys[w.dir].key, counterNonce(hsKeys[w.dir].iv, counter), w.payload, RECORD_AAD),
+    );
     frames.push({
       index: i,
       dir: w.dir,
-      key: i < 2 ? "none" : "hs",
-      content_hex: "",
+      key: "hs",
+      counter,
+      content_hex: hex(content),
       payload_hex: hex(w.payload),
     });
-    hsEnd[w.dir] = i;
+    const m = JSON.parse(new TextDecoder().decode(content));
+    if (m.type === "certificate_verify" || m.type === "finished") {
+      hashes.push({ frame: i, type: m.type, covers_hash: hex(transcript.hash()) });
+    }
+    if (m.type === "login" || m.type === "register") continue; // never hashed
+    transcript.add(content);
+    if (m.type === "dh_server") {
+      ss2 = await (await keyAgreement(group).generate(scalars.client[1]))
+        .complete(fromBase64(m.key_share.pub));
+      master = deriveMaster(p1.handshakeSecret, ss2);
+    }
+    if (m.type === "finished" && w.dir === "s2c" && master) hFinal = transcript.hash();
   }
+  const appSecrets = deriveSession(master!.master, hFinal!);
+  const appC2s1 = nextTrafficSecret(appSecrets.app.c2s);
+  const keySchedule = {
+    ss1: hex(ss1),
+    H1: hex(H1),
+    hs: hex(p1.handshakeSecret),
+    hs_key_c2s: hex(p1.c2s.key),
+    hs_iv_c2s: hex(p1.c2s.iv),
+    hs_key_s2c: hex(p1.s2c.key),
+    hs_iv_s2c: hex(p1.s2c.iv),
+    fin1_client: hex(p1.clientFinishedKey),
+    fin1_server: hex(p1.serverFinishedKey),
+    handshake_hashes: hashes,
+    ss2: hex(ss2!),
+    derived: hex(expandLabel(p1.handshakeSecret, "derived", new Uint8Array(0), 32)),
+    master: hex(master!.master),
+    fin2_client: hex(master!.clientFinishedKey),
+    fin2_server: hex(master!.serverFinishedKey),
+    Hfinal: hex(hFinal!),
+    session_id: hex(appSecrets.sessionId),
+    app_c2s_0: hex(appSecrets.app.c2s),
+    app_s2c_0: hex(appSecrets.app.s2c),
+    app_c2s_1: hex(appC2s1),
+    traffic: {
+      app0_c2s: traffic(appSecrets.app.c2s),
+      app0_s2c: traffic(appSecrets.app.s2c),
+      app1_c2s: traffic(appC2s1),
+    },
+  };
   const counters = { c2s: 0, s2c: 0 };
   let c2sKey: "app0" | "app1" = "app0";
   for (const item of session) {
@@ -404,10 +490,16 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
     },
     session_id: sid,
     session_time: T0,
+    key_schedule: keySchedule,
     handshake_frames: { c2s_last: hsEnd.c2s, s2c_last: hsEnd.s2c },
     records,
     frames,
   };
+}
+
+function traffic(secret: Uint8Array): { key: string; iv: string } {
+  const k = trafficKeys(secret);
+  return { key: hex(k.key), iv: hex(k.iv) };
 }
 
 function hexBytes(text: string): Uint8Array {

@@ -1,0 +1,174 @@
+/**
+ * Key bundles (PROTOCOL §12.2): a user's end-to-end public keys, signed by the
+ * user's certificate key, as Signal's signed prekeys are signed by the identity key.
+ * Identity is the CA-issued certificate: a recipient trusts an X25519 identity key or
+ * prekey only because a certificate that validates now (chain, validity, EKU
+ * clientAuth, not revoked) signed it for the certificate's own user name.
+ * One-time prekeys are not signed (as in X3DH): a substituted one gives the server
+ * nothing, since the secret still needs the signed keys' private halves.
+ */
+
+import { z } from "zod";
+import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../bytes.ts";
+import { sign, type SigningKey, verify } from "../crypto/signature.ts";
+import { checkEncapsulationKey, MLKEM768_ENCAPSULATION_KEY_BYTES } from "../crypto/mlkem.ts";
+import { X25519_KEY_BYTES } from "../crypto/x25519.ts";
+import { SecureChatError } from "../errors.ts";
+import { canonicalName } from "../message/record.ts";
+import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import { base64Text } from "../wire/schema.ts";
+
+const LABEL = utf8("securechat/e2e bundle\0");
+const IDENTITY_LABEL = utf8("securechat/e2e identity\0");
+const uint32 = () => z.number().int().min(0).max(0xffff_ffff);
+
+/** A bundle as JSON (binary fields base64). Strict. */
+export const BundleJsonSchema = z.object({
+  user: z.string().min(1).max(64),
+  created: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  ik: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
+  spk_id: uint32(),
+  spk: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
+  pq_id: uint32(),
+  pq: base64Text(MLKEM768_ENCAPSULATION_KEY_BYTES, MLKEM768_ENCAPSULATION_KEY_BYTES),
+  ik_sig: base64Text(1, 1024),
+  sig: base64Text(1, 1024),
+}).strict();
+export type BundleJson = z.output<typeof BundleJsonSchema>;
+
+/** A one-time prekey as JSON. */
+export const OneTimePrekeyJsonSchema = z.object({
+  id: uint32(),
+  pub: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
+}).strict();
+export type OneTimePrekeyJson = z.output<typeof OneTimePrekeyJsonSchema>;
+
+export interface KeyBundle {
+  /** The canonical user name (certificate CN, lower case). */
+  user: string;
+  created: number;
+  /** The X25519 identity key IK. */
+  ik: Uint8Array;
+  spkId: number;
+  /** The X25519 signed prekey SPK. */
+  spk: Uint8Array;
+  pqId: number;
+  /** The ML-KEM-768 signed prekey's encapsulation key PQSPK. */
+  pq: Uint8Array;
+  /** The certificate key's signature over the identity statement alone (it travels in first messages). */
+  ikSig: Uint8Array;
+  /** The certificate key's signature over the whole bundle statement. */
+  sig: Uint8Array;
+}
+
+/**
+ * The bytes that bind an identity key to a user (PROTOCOL §12.2). Signed on its own so
+ * that a first message can prove its sender's identity key without the whole bundle.
+ */
+export function identityStatement(user: string, ik: Uint8Array): Uint8Array {
+  const name = utf8(user);
+  return concat(IDENTITY_LABEL, u32be(name.length), name, ik);
+}
+
+/**
+ * Checks that `peer` (a certificate the caller validated) signed `ik` as its user's identity key.
+ * @throws SIG_FAIL
+ */
+export async function verifyIdentityKey(
+  peer: ValidatedPeer,
+  ik: Uint8Array,
+  ikSig: Uint8Array,
+): Promise<void> {
+  if (!await verify(peer.key, identityStatement(canonicalName(peer.commonName), ik), ikSig)) {
+    throw new SecureChatError("SIG_FAIL", "identity key signature does not verify");
+  }
+}
+
+/** The bytes the certificate key signs (PROTOCOL §12.2). */
+export function bundleStatement(b: Omit<KeyBundle, "sig" | "ikSig">): Uint8Array {
+  const user = utf8(b.user);
+  return concat(
+    LABEL,
+    u32be(user.length),
+    user,
+    u64be(b.created),
+    b.ik,
+    u32be(b.spkId),
+    b.spk,
+    u32be(b.pqId),
+    b.pq,
+  );
+}
+
+/** Signs a bundle with the certificate key; the user name is canonicalised. */
+export async function signBundle(
+  key: SigningKey,
+  unsigned: Omit<KeyBundle, "sig" | "ikSig">,
+): Promise<KeyBundle> {
+  const b = { ...unsigned, user: canonicalName(unsigned.user) };
+  return {
+    ...b,
+    ikSig: await sign(key, identityStatement(b.user, b.ik)),
+    sig: await sign(key, bundleStatement(b)),
+  };
+}
+
+export function encodeBundle(b: KeyBundle): BundleJson {
+  return {
+    user: b.user,
+    created: b.created,
+    ik: toBase64(b.ik),
+    spk_id: b.spkId,
+    spk: toBase64(b.spk),
+    pq_id: b.pqId,
+    pq: toBase64(b.pq),
+    ik_sig: toBase64(b.ikSig),
+    sig: toBase64(b.sig),
+  };
+}
+
+/**
+ * Parses a bundle at the boundary.
+ * @throws PROTOCOL_ERROR for anything that is not a strict bundle
+ */
+export function parseBundle(value: unknown): KeyBundle {
+  const parsed = BundleJsonSchema.safeParse(value);
+  if (!parsed.success) throw new SecureChatError("PROTOCOL_ERROR", "malformed key bundle");
+  const j = parsed.data;
+  return {
+    user: j.user,
+    created: j.created,
+    ik: fromBase64(j.ik),
+    spkId: j.spk_id,
+    spk: fromBase64(j.spk),
+    pqId: j.pq_id,
+    pq: fromBase64(j.pq),
+    ikSig: fromBase64(j.ik_sig),
+    sig: fromBase64(j.sig),
+  };
+}
+
+/**
+ * Checks a bundle against its owner's certificate, which must validate now as a client
+ * certificate of the CA (revoked: refused).
+ * @throws BAD_CERT (certificate invalid or revoked, or issued to another user);
+ *   SIG_FAIL (the certificate key did not sign this bundle); BAD_KEY_SHARE (the ML-KEM
+ *   key fails the FIPS 203 modulus check)
+ */
+export async function verifyBundle(
+  store: TrustStore,
+  certDer: Uint8Array,
+  bundle: KeyBundle,
+  now: Date = new Date(),
+): Promise<ValidatedPeer> {
+  const peer = await validatePeerCertificate(store, certDer, { role: "client", now });
+  if (canonicalName(peer.commonName) !== bundle.user) {
+    throw new SecureChatError("BAD_CERT", "bundle is for another user than its certificate");
+  }
+  if (!await verify(peer.key, bundleStatement(bundle), bundle.sig)) {
+    throw new SecureChatError("SIG_FAIL", "key bundle signature does not verify");
+  }
+  await verifyIdentityKey(peer, bundle.ik, bundle.ikSig);
+  checkEncapsulationKey(bundle.pq);
+  return peer;
+}
