@@ -1,4 +1,4 @@
--- securechat user store, MySQL/MariaDB schema (version 1).
+-- securechat user store, MySQL/MariaDB schema (version 2).
 -- Load with:  mysql secure_chat < schema.sql
 -- securechat also creates and migrates this schema itself on start (lib/store/schema.ts holds the
 -- same statements; tests/store_mysql_test.ts checks that both give identical tables).
@@ -24,3 +24,18 @@ CREATE TABLE IF NOT EXISTS users (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 INSERT IGNORE INTO schema_version (version, applied_at) VALUES (1, UNIX_TIMESTAMP() * 1000);
+
+-- Migration 2 (issue 11 item 9): e-mail addresses are contact data, not unique, so that
+-- registration cannot tell anyone whether an address is taken; the owner is told instead.
+ALTER TABLE users DROP INDEX IF EXISTS users_email;
+CREATE INDEX IF NOT EXISTS users_email_lookup ON users (email);
+CREATE TABLE IF NOT EXISTS account_notices (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT UNSIGNED NOT NULL,
+  text VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL,
+  created_at BIGINT NOT NULL,
+  KEY account_notices_user (user_id),
+  CONSTRAINT account_notices_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+INSERT IGNORE INTO schema_version (version, applied_at) VALUES (2, UNIX_TIMESTAMP() * 1000);

@@ -32,6 +32,8 @@ const trust = await TrustStore.load(`${pkiDir}/ca.pem`);
 const admission = new Admission({
   maxConnections: 1_000_000,
   maxConnectionsPerAddress: 1_000_000,
+  maxPending: 1_000_000,
+  cookieThreshold: 1_000_000,
   handshakeBurst: 1_000_000,
   handshakesPerSecond: 1_000_000,
 });
@@ -47,9 +49,9 @@ let lastError = "";
 async function serve(tcp: Deno.TcpConn): Promise<void> {
   const address = tcp.remoteAddr.hostname;
   const peer = `${address}:${tcp.remoteAddr.port}`;
-  admission.connect(address);
-  tcp.setNoDelay(true); // as ChatServer#serve does
   const conn = new FrameConnection(tcp);
+  const slot = admission.connect(address, () => conn.close());
+  tcp.setNoDelay(true); // as ChatServer#serve does
   try {
     const est = await serverHandshake(conn, {
       identity,
@@ -60,6 +62,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
           ? Promise.resolve({ registered: false })
           : Promise.reject(new SecureChatError("AUTH_FAIL", "wrong password")),
     });
+    slot.established();
     const session = await ChatSession.start(est, { transcriptDir, startedAt: Date.now() });
     sessions++;
     try {
@@ -80,7 +83,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
     lastError = String(error);
     conn.close();
   } finally {
-    admission.disconnect(address);
+    slot.release();
   }
 }
 

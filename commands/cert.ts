@@ -11,6 +11,8 @@ import {
 } from "../lib/pki/describe.ts";
 import { isValidUserName } from "../lib/pki/names.ts";
 import { join } from "node:path";
+import { crlFileStatus } from "../lib/pki/crl.ts";
+import { DEFAULT_CRL_CHECK_MS } from "../lib/server/revocation.ts";
 import { caPasswordFor, parseKeyType, printFingerprint } from "./ca.ts";
 import { pkiDir } from "./_home.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
@@ -55,7 +57,8 @@ export function registerCert(program: Command): void {
     .option("--key-type <type>", `key type: ${KEY_TYPES.join("|")}`, parseKeyType, "rsa2048")
     .option("--dir <dir>", "PKI directory (default: certs/ in the home)")
     .option("--password-file <file>", "CA key password file (if ca.key is encrypted)")
-    .option("--force", "replace existing files of that name")
+    .option("--reissue", "another certificate for a user who has one (the old stays valid)")
+    .option("--force", "replace existing files of that name (a re-issue too)")
     .action(async (name: string, opts) => {
       opts.dir = await pkiDir(opts.dir);
       if (opts.server && opts.client) {
@@ -71,11 +74,20 @@ export function registerCert(program: Command): void {
         ip: opts.ip,
         days: opts.days,
         keyType: opts.keyType,
+        reissue: Boolean(opts.reissue),
       }, Boolean(opts.force));
       info(
         `wrote ${issued.certPath} and ${issued.keyPath} (${profile}, serial ${issued.entry.serial})`,
       );
       printFingerprint(issued.entry.fingerprint);
+      for (const e of issued.earlier.filter((e) => !e.revokedAt)) {
+        info(`${e.name} also still has serial ${e.serial} (valid until revoked)`);
+      }
+      if (issued.earlier.some((e) => !e.revokedAt)) {
+        info(
+          `to end the old ones: securechat cert revoke SERIAL (\`cert revoke ${name}\` revokes all)`,
+        );
+      }
     });
 
   crlSigningCommand(cert, "revoke", "Revoke certificates by name or serial and re-sign ca.crl.")
@@ -90,6 +102,12 @@ export function registerCert(program: Command): void {
       }
       for (const e of revoked) info(`revoked ${e.name} (serial ${e.serial})`);
       info(`wrote ${opts.dir}/ca.crl`);
+      info(
+        `a running \`securechat serve\` reading this ca.crl picks it up within ${
+          DEFAULT_CRL_CHECK_MS / 1000
+        } seconds (at once on SIGHUP) and ends the revoked certificates' live sessions; ` +
+          "copy ca.crl to servers that read it from elsewhere",
+      );
     });
 
   crlSigningCommand(cert, "crl", "Re-sign ca.crl with a fresh nextUpdate (run before it lapses).")
@@ -131,6 +149,7 @@ export function registerCert(program: Command): void {
       for (const row of certificates.length ? [header, ...rows] : []) {
         console.log(row.map((cell, i) => safeText(cell).padEnd(widths[i])).join("  ").trimEnd());
       }
+      await reportCrl(`${opts.dir}/ca.crl`);
     });
 
   subcommand(cert, "show", "Print a certificate in human terms (revoked ones say so).")
@@ -156,4 +175,23 @@ async function certificateFile(target: string, dir: string): Promise<string> {
   throw new SecureChatError("IO_ERROR", `no certificate file ${target}`, {
     hint: "give a name from `securechat cert list` or the path of a .pem file",
   });
+}
+
+/** Says whether revocation is on and warns before the CRL lapses (issue 11 item 2). */
+async function reportCrl(path: string): Promise<void> {
+  const crl = await crlFileStatus(path);
+  if (crl.state === "missing") {
+    info(
+      `no ${path}: servers refuse no certificate as revoked until \`cert revoke\` or \`cert crl\``,
+    );
+    return;
+  }
+  const when = `${crl.nextUpdate?.toISOString().slice(0, 10)} (${
+    crl.days < 0 ? `${Math.ceil(-crl.days)} days ago` : `in ${Math.floor(crl.days)} days`
+  })`;
+  if (crl.state === "current") return info(`${path}: number ${crl.number}, next update ${when}`);
+  info(
+    `warning: ${path} ${crl.state === "lapsed" ? "lapsed" : "lapses"} ${when}: ` +
+      `servers then refuse every login; run \`securechat cert crl\` now`,
+  );
 }

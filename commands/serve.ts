@@ -4,7 +4,7 @@ import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { TrustStore } from "../lib/pki/validate.ts";
+import { defaultCrlPath, TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
@@ -40,6 +40,8 @@ interface ServeFlags {
   idleTimeout: number;
   maxConnections: number;
   maxPerAddress: number;
+  maxPending: number;
+  cookieThreshold: number;
   handshakeRate: number;
   sendQueue: number;
   messageRate: number;
@@ -92,7 +94,10 @@ export function registerServe(program: Command): void {
       "--ca <file>",
       "CA certificate that issued the users' certificates (default <dir>/ca.pem)",
     )
-    .option("--crl <file>", "CRL of revoked certificates (default: ca.crl beside --ca, if present)")
+    .option(
+      "--crl <file>",
+      "CRL of revoked certificates, re-read when it changes (default: ca.crl beside --ca)",
+    )
     .option(
       "--db <url>",
       "sqlite:PATH or mysql://user:pass@host:port/db (default: .env DB_*, else securechat.db in the home)",
@@ -138,8 +143,20 @@ export function registerServe(program: Command): void {
     .option("--max-connections <n>", "connections in total", positiveInt("--max-connections"), 2048)
     .option(
       "--max-per-address <n>",
-      "connections per client address",
+      "connections per client address still in their handshake",
       positiveInt("--max-per-address"),
+      64,
+    )
+    .option(
+      "--max-pending <n>",
+      "connections in their handshake at once; the rest are kept for sessions",
+      positiveInt("--max-pending"),
+      512,
+    )
+    .option(
+      "--cookie-threshold <n>",
+      "handshakes in progress from which a hello must echo a cookie (0: always)",
+      (value: string) => value === "0" ? 0 : positiveInt("--cookie-threshold")(value),
       64,
     )
     .option(
@@ -184,6 +201,8 @@ export function registerServe(program: Command): void {
 Logs one line per event to stdout (LISTEN, CONNECT, LOGIN, CLOSE and every
 rejection code: BAD_CERT, SIG_FAIL, REPLAY, STALE, DECRYPT_FAIL, AUTH_FAIL,
 PROTOCOL_ERROR, TIMEOUT, ...). SIGINT/SIGTERM close every session with receipts.
+The CRL is re-read when its file changes (checked every 5 s) and on SIGHUP; the
+live sessions of newly revoked certificates end with REVOKED.
 The operator speaks as "${OPERATOR_NAME}" from a terminal (or with --console):
 ${OPERATOR_HELP.replace(/^/gm, "  ")}
 
@@ -275,10 +294,13 @@ async function serve(options: ServeOptions): Promise<void> {
     admission: {
       maxConnections: options.maxConnections,
       maxConnectionsPerAddress: options.maxPerAddress,
+      maxPending: Math.min(options.maxPending, options.maxConnections),
+      cookieThreshold: options.cookieThreshold,
       handshakesPerSecond: options.handshakeRate,
       handshakeBurst: options.handshakeRate * 2,
     },
     lobby: { messagesPerSecond: options.messageRate, messageBurst: options.messageRate * 2 },
+    revocation: { crlPath: options.crl ?? defaultCrlPath(options.ca) },
     loginThrottle: {
       ...DEFAULT_LOGIN_THROTTLE,
       baseDelayMs: options.loginDelay,
@@ -301,6 +323,9 @@ async function serve(options: ServeOptions): Promise<void> {
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
   });
+  // SIGHUP: re-read the CRL now rather than at the next check (issue 11 item 2).
+  const reloadCrl = () => void server.reloadCrl();
+  Deno.addSignalListener("SIGHUP", reloadCrl);
   const operator = editor || options.console ? operatorConsole(server, editor) : undefined;
   // `/quit` stops the server as the signal would; so do Ctrl-C and Ctrl-D on a terminal
   // (the editor reads them itself). The end of a piped --console input does not.
@@ -309,6 +334,7 @@ async function serve(options: ServeOptions): Promise<void> {
   );
   await Promise.race(quit ? [signalled, quit] : [signalled]);
   editor?.stop();
+  Deno.removeSignalListener("SIGHUP", reloadCrl);
   info("shutting down: closing sessions with receipts");
   await health?.close();
   await server.shutdown();

@@ -22,6 +22,7 @@ export const ERROR_CODES = [
   "DB_UNAVAILABLE", // the user store cannot be reached right now
   "CLUSTER_UNAVAILABLE", // a cluster node cannot reach NATS right now (docs/DEPLOY.md)
   "SLOW_CONSUMER", // a recipient stopped reading and its queue overflowed
+  "REVOKED", // the peer's certificate was revoked while its session was live
   "TOO_MANY_CONNECTIONS", // connection cap reached
   "TRANSCRIPT_IO", // transcript could not be written
   "TAMPERED", // a transcript or receipt failed verification

@@ -51,6 +51,7 @@ import {
   DhServerSchema,
   FinishedSchema,
   parseMessage,
+  RetrySchema,
   ServerHelloSchema,
 } from "../lib/wire/messages.ts";
 import type { Bystander, LogEvent, ServerProcess } from "./server_process.ts";
@@ -236,6 +237,8 @@ export class HostileClient {
   sessionId?: string;
   sessionTime?: number;
   #dhShare?: ClientKeyShare;
+  /** The hello sent, hashed once the server answers it with server_hello. */
+  #hello?: { message: unknown; payload: Uint8Array };
   #done = new Set<Step>();
   #seqno = 0;
   readonly group: KexGroup;
@@ -350,14 +353,24 @@ export class HostileClient {
     const payload = json(message);
     if (o.split) await this.conn.writeSplit(frame(payload));
     else await this.conn.sendFrame(payload);
-    this.transcript.add(payload);
+    this.#hello = { message, payload };
   }
 
+  /** As the honest client: a `retry` (PROTOCOL §5.1) gets the same hello with its cookie. */
   async readServerHello(): Promise<void> {
     this.#done.add("server_hello");
-    const payload = await this.conn.readFrame();
+    let payload = await this.conn.readFrame();
     if (payload === null) throw new Error("server closed before server_hello");
+    const retry = RetrySchema.safeParse(JSON.parse(new TextDecoder().decode(payload)));
+    if (retry.success) {
+      const message = { ...this.#hello!.message as object, cookie: toBase64(retry.data.cookie) };
+      this.#hello = { message, payload: json(message) };
+      await this.conn.sendFrame(this.#hello.payload);
+      payload = await this.conn.readFrame();
+      if (payload === null) throw new Error("server closed before server_hello");
+    }
     const hello = parseMessage(payload, ServerHelloSchema);
+    this.transcript.add(this.#hello!.payload);
     this.transcript.add(payload);
     this.sessionTime = hello.time;
     const shared = await this.share!.complete(hello.key_share.pub);

@@ -144,49 +144,44 @@ Deno.test("exhaustion: slowloris from one address hits the per-address cap; real
   }
 });
 
-Deno.test("exhaustion: the total connection cap refuses every address with TOO_MANY_CONNECTIONS", async () => {
-  const pki = await makePki(["alice"], "ed25519");
+Deno.test("exhaustion: a full server sheds the oldest pending connection for a new one; sessions keep their slots", async () => {
+  const pki = await makePki(["alice", "bob", "carol"], "ed25519");
   const server = await ServerProcess.start({
     pkiDir: pki.dir,
-    args: ["--max-connections", "6", "--max-per-address", "64", "--handshake-timeout", "60000"],
+    args: ["--max-connections", "3", "--max-per-address", "64", "--handshake-timeout", "60000"],
   });
   const sockets: SilentSocket[] = [];
+  const users: LiveClient[] = [];
   try {
-    await registerUser(server, pki.dir, "alice", PASSWORD);
+    for (const user of ["alice", "bob", "carol"]) {
+      await registerUser(server, pki.dir, user, PASSWORD);
+    }
     const mark = server.mark();
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 3; i++) {
       sockets.push(await SilentSocket.open(server.port, `127.0.0.${3 + i}`));
+      await server.waitFor((e) => e.event === "CONNECT" && e.peer === sockets[i].peer, 5000, mark);
     }
-    for (const s of sockets) {
-      await server.waitFor((e) => e.event === "CONNECT" && e.peer === s.peer, 5000, mark);
+    // Full of idle handshakes: v1 refused every newcomer. Each login now sheds the oldest.
+    for (const [i, user] of ["alice", "bob", "carol"].entries()) {
+      users.push(await LiveClient.login(userOptions(server, pki, user)));
+      const shed = (await pollCount(server, mark, "SHED", i + 1))[i];
+      assert.equal(shed.peer, sockets[i].peer, "the oldest pending connection goes first");
+      await sockets[i].waitClosed();
     }
-    // Full: a seventh connection from yet another address, and one from 127.0.0.1, are refused.
-    for (const from of ["127.0.0.20", "127.0.0.1"]) {
-      const extra = await SilentSocket.open(server.port, from);
-      sockets.push(extra);
-      const logged = await server.waitFor(
-        (e) => e.event === "TOO_MANY_CONNECTIONS" && e.peer === extra.peer,
-        5000,
-        mark,
-      );
-      assert.match(String(logged.detail), /server connection limit/);
-      assert.deepEqual(await extra.firstFrame(), { type: "error", code: "TOO_MANY_CONNECTIONS" });
-      await extra.waitClosed();
-    }
-    // The slots come back when the idle connections go: the server logs their end.
-    const freed = server.mark();
-    for (const s of sockets.slice(0, 6)) s.destroy();
-    for (const s of sockets.slice(0, 6)) {
-      const end = await server.waitFor(
-        (e) => e.peer === s.peer && e.event !== "CONNECT",
-        5000,
-        freed,
-      );
-      assert.equal(end.event, "PROTOCOL_ERROR");
-    }
-    await provesRealUserGetsIn(server, pki, "alice");
+    // Every slot now holds a session: those are never shed, so a newcomer is refused.
+    const extra = await SilentSocket.open(server.port, "127.0.0.20");
+    sockets.push(extra);
+    const refused = await server.waitFor(
+      (e) => e.event === "TOO_MANY_CONNECTIONS" && e.peer === extra.peer,
+      5000,
+      mark,
+    );
+    assert.match(String(refused.detail), /server connection limit/);
+    assert.deepEqual(await extra.firstFrame(), { type: "error", code: "TOO_MANY_CONNECTIONS" });
+    for (const client of users) assert.equal((await client.end()).code, 0);
   } finally {
     for (const s of sockets) s.destroy();
+    for (const client of users) await client.end().catch(() => {});
     await server.dispose();
     await Deno.remove(pki.dir, { recursive: true });
   }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { codeOf } from "../lib/errors.ts";
 import { type DatabaseTarget, openUserStore, resolveDatabase } from "../lib/store/open.ts";
 
@@ -148,6 +149,44 @@ Deno.test("openUserStore() refuses a database whose schema is newer than the cod
       await openUserStore({ url, baseDir: dir }).then(() => "opened", codeOf),
       "INTERNAL",
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("openUserStore() migrates a version 1 SQLite file: accounts kept, e-mails no longer unique", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "securechat-migrate-" });
+  try {
+    const path = join(dir, "v1.db");
+    // The version 1 table as released, with one account in it (its password: "password-1").
+    const v1 = new DatabaseSync(path);
+    v1.exec(
+      `CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT;
+      CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT NOT NULL COLLATE NOCASE UNIQUE,
+        email TEXT NOT NULL COLLATE NOCASE UNIQUE, password_scheme TEXT NOT NULL,
+        password_iterations INTEGER NOT NULL, password_salt BLOB NOT NULL,
+        password_hash BLOB NOT NULL, created_at INTEGER NOT NULL, last_login_at INTEGER) STRICT;
+      INSERT INTO schema_version VALUES (1, 0);`,
+    );
+    const salt = new Uint8Array(16);
+    const hash = new Uint8Array(
+      await crypto.subtle.digest(
+        "SHA-256",
+        new Uint8Array([...salt, ...new TextEncoder().encode("password-1")]),
+      ),
+    );
+    v1.prepare(`INSERT INTO users (username, email, password_scheme, password_iterations,
+      password_salt, password_hash, created_at) VALUES ('olga', 'olga@example.org', 'seed-sha256', 1, ?, ?, 0)`)
+      .run(salt, hash);
+    v1.close();
+    const store = await openUserStore({ url: `sqlite:${path}`, env: {} });
+    try {
+      assert.equal((await store.login("olga", "password-1")).email, "olga@example.org");
+      await store.register({ email: "olga@example.org", username: "oleg", password: "password-2" });
+      assert.equal((await store.login("olga", "password-1")).notices?.length, 1);
+    } finally {
+      await store.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

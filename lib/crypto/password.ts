@@ -14,6 +14,8 @@ export const SALT_BYTES = 16;
 const HASH_BYTES = 32;
 
 export const PASSWORD_MIN_BYTES = 8;
+/** Hashes waiting for a slot beyond this are refused: the server is saturated, not slow. */
+export const MAX_WAITING_HASHES = 1024;
 export const PASSWORD_MAX_BYTES = 1024;
 
 /**
@@ -77,8 +79,60 @@ export function needsRehash(stored: PasswordHash): boolean {
   return stored.scheme !== "pbkdf2-sha256" || stored.iterations < PBKDF2_ITERATIONS;
 }
 
+/**
+ * A counting semaphore around PBKDF2 (issue 11 item 6): at most `limit` hashes run at once,
+ * so password checks (cores − 1 by default) always leave a core for the sessions already in,
+ * and a burst of logins queues instead of starving the event loop's thread pool.
+ */
+export class HashSlots {
+  #active = 0;
+  #peak = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(readonly limit: number) {}
+
+  /** The most hashes that ran at once since the last `resetPeak()`. */
+  get peak(): number {
+    return this.#peak;
+  }
+
+  resetPeak(): void {
+    this.#peak = this.#active;
+  }
+
+  /** @throws RATE_LIMITED when MAX_WAITING_HASHES are already queued */
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#active >= this.limit) {
+      if (this.#waiting.length >= MAX_WAITING_HASHES) {
+        throw new SecureChatError("RATE_LIMITED", "the server is busy checking passwords");
+      }
+      // The releasing run hands its slot over directly, so #active never exceeds limit.
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    } else {
+      this.#active++;
+    }
+    this.#peak = Math.max(this.#peak, this.#active);
+    try {
+      return await work();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#active--;
+    }
+  }
+}
+
+/** The process's password hashing slots: cores − 1, at least one. */
+export const passwordHashSlots = new HashSlots(
+  Math.max(1, (navigator.hardwareConcurrency ?? 2) - 1),
+);
+
 /** PBKDF2 over the NFC form, so the same password composed differently gives the same hash. */
-async function pbkdf2(password: string, salt: Uint8Array, iterations: number): Promise<Uint8Array> {
+function pbkdf2(password: string, salt: Uint8Array, iterations: number): Promise<Uint8Array> {
+  return passwordHashSlots.run(() => pbkdf2Now(password, salt, iterations));
+}
+
+async function pbkdf2Now(password: string, salt: Uint8Array, iterations: number) {
   const bytes = utf8(password.normalize("NFC"));
   try {
     const key = await crypto.subtle.importKey("raw", bytes as BufferSource, "PBKDF2", false, [

@@ -3,6 +3,7 @@
  * Each step expects exactly one message; anything else ends the handshake.
  *
  *   -> hello                          (plaintext, key share for phase 1)
+ *   (<- retry, -> hello with cookie)  only when the server is under load (PROTOCOL §5.1)
  *   <- server_hello                   (plaintext, time, key share for phase 1)
  *   <- certificate, certificate_verify, finished     sealed, server
  *   -> certificate, certificate_verify, finished     sealed, client
@@ -22,8 +23,10 @@ import {
   CertificateSchema,
   DhServerSchema,
   PROTOCOL_VERSION,
+  RetrySchema,
   ServerHelloSchema,
 } from "../wire/messages.ts";
+import type { z } from "zod";
 import {
   type Credentials,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -67,6 +70,8 @@ class ClientHandshake {
   #group!: KexGroup;
   #server!: ValidatedPeer;
   #username!: string;
+  #hello!: Record<string, unknown>;
+  #helloBytes!: Uint8Array;
   #ticket?: Uint8Array;
   #sessionTime!: number;
 
@@ -95,21 +100,36 @@ class ClientHandshake {
   async sendHello(): Promise<void> {
     this.#group = this.#groups[0];
     this.#share = await this.#newShare();
-    this.io.sendPlain({
+    this.#hello = {
       type: "hello",
       version: PROTOCOL_VERSION,
       nonce: toBase64(this.#random.nonce()),
       groups: [...this.#groups],
       key_share: { group: this.#group, pub: toBase64(this.#share.share) },
-    });
+    };
+    // Recorded once answered: a hello the server asks to repeat (retry) is not hashed.
+    this.#helloBytes = this.io.sendPlain(this.#hello, false);
   }
 
   #newShare(): Promise<ClientKeyShare> {
     return keyAgreement(this.#group).generate(this.#random.keyShareSecret(this.#group));
   }
 
+  /**
+   * Under load the server answers the first hello with `retry` (PROTOCOL §5.1): the same
+   * hello goes again with the cookie echoed, once. Only the hello that was answered is
+   * hashed, so the cookie is bound into the handshake like the rest of the hello.
+   */
   async readServerHello(): Promise<void> {
-    const hello = await this.io.readPlain(ServerHelloSchema);
+    let answer = await this.io.readPlainBytes(ServerHelloSchema.or(RetrySchema));
+    if (answer.message.type === "retry") {
+      this.#hello = { ...this.#hello, cookie: toBase64(answer.message.cookie) };
+      this.#helloBytes = this.io.sendPlain(this.#hello, false);
+      answer = await this.io.readPlainBytes(ServerHelloSchema);
+    }
+    this.io.transcript.add(this.#helloBytes);
+    this.io.transcript.add(answer.payload);
+    const hello = answer.message as z.output<typeof ServerHelloSchema>;
     if (hello.version !== PROTOCOL_VERSION) {
       throw new SecureChatError("UNSUPPORTED", `server speaks protocol version ${hello.version}`);
     }

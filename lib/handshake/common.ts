@@ -214,12 +214,19 @@ export class HandshakeIo {
   }
 
   /** Reads a plaintext message of the given schema (hello, server_hello). */
-  async readPlain<S extends z.ZodTypeAny>(schema: S): Promise<z.output<S>> {
+  async readPlain<S extends z.ZodTypeAny>(schema: S, record = true): Promise<z.output<S>> {
+    const { message, payload } = await this.readPlainBytes(schema);
+    if (record) this.transcript.add(payload);
+    return message;
+  }
+
+  /** Reads a plaintext message and its bytes, unrecorded: the caller adds it when it counts. */
+  async readPlainBytes<S extends z.ZodTypeAny>(
+    schema: S,
+  ): Promise<{ message: z.output<S>; payload: Uint8Array }> {
     const payload = await this.#readPayload();
     throwIfPeerError(payload, false);
-    const message = parseMessage(payload, schema);
-    this.transcript.add(payload);
-    return message;
+    return { message: parseMessage(payload, schema), payload };
   }
 
   /** Reads one record and returns its message, parsed with the given schema. */
@@ -240,10 +247,12 @@ export class HandshakeIo {
     return message;
   }
 
-  sendPlain(message: unknown): void {
+  /** Sends a plaintext message; returns its bytes (for a caller that records it later). */
+  sendPlain(message: unknown, record = true): Uint8Array {
     const payload = utf8(JSON.stringify(message));
     this.conn.send(payload);
-    this.transcript.add(payload);
+    if (record) this.transcript.add(payload);
+    return payload;
   }
 
   sendSealed(message: unknown, hashed = true): void {

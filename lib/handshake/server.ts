@@ -2,6 +2,7 @@
  * The server side of the handshake (PROTOCOL §5), mirror of client.ts.
  *
  *   <- hello                          admit() runs here, before any expensive work
+ *   (-> retry, <- hello with cookie)  only under load (PROTOCOL §5.1)
  *   -> server_hello                   (time, key share)
  *   -> certificate, certificate_verify, finished     sealed, server
  *   <- certificate, certificate_verify, finished     sealed, client
@@ -15,6 +16,7 @@ import { toBase64 } from "../bytes.ts";
 import { KEX_GROUPS, type KexGroup, keyAgreement, type ServerKeyShare } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import { isReservedUserName } from "../pki/names.ts";
 import type { FrameConnection } from "../wire/connection.ts";
 import {
   CertificateSchema,
@@ -35,8 +37,20 @@ import {
   runHandshake,
   systemRandomness,
 } from "./common.ts";
+import type { CookieHello } from "./cookie.ts";
+import type { z } from "zod";
+
+/** The server's stateless hello cookies (lib/handshake/cookie.ts), bound to this client's address. */
+export interface HelloCookies {
+  /** Whether a hello without a cookie must be answered with `retry` now (under load). */
+  demanded(): boolean;
+  issue(hello: CookieHello): Uint8Array;
+  check(hello: CookieHello, cookie: Uint8Array): boolean;
+}
 
 export interface ServerHandshakeOptions extends HandshakeOptions {
+  /** Without it no retry is ever sent, and a hello carrying a cookie is refused. */
+  cookies?: HelloCookies;
   /** Called once a well-formed hello arrived, before any signature or key agreement: throw RATE_LIMITED to refuse. */
   admit?: () => void;
   /**
@@ -93,7 +107,29 @@ class ServerHandshake {
   }
 
   async readHello(): Promise<Uint8Array> {
-    const hello = await this.io.readPlain(HelloSchema);
+    let { message: hello, payload } = await this.io.readPlainBytes(HelloSchema);
+    this.#checkHello(hello);
+    const cookies = this.#opts.cookies;
+    if (hello.cookie === undefined && cookies?.demanded()) {
+      // Under load, no key agreement or signature until the client shows that it reads our
+      // answers at its address (PROTOCOL §5.1); nothing is kept but the connection.
+      this.io.sendPlain({ type: "retry", cookie: toBase64(cookies.issue(hello)) }, false);
+      ({ message: hello, payload } = await this.io.readPlainBytes(HelloSchema));
+      this.#checkHello(hello);
+      if (hello.cookie === undefined) {
+        throw new SecureChatError("PROTOCOL_ERROR", "the hello after a retry lacks the cookie");
+      }
+    }
+    if (hello.cookie !== undefined && !cookies?.check(hello, hello.cookie)) {
+      throw new SecureChatError("PROTOCOL_ERROR", "the hello cookie is invalid or expired");
+    }
+    // Only the hello that is answered is hashed: with its cookie, when it carries one.
+    this.io.transcript.add(payload);
+    this.#opts.admit?.();
+    return hello.key_share.pub;
+  }
+
+  #checkHello(hello: z.output<typeof HelloSchema>): void {
     if (hello.version !== PROTOCOL_VERSION) {
       throw new SecureChatError(
         "UNSUPPORTED",
@@ -108,8 +144,6 @@ class ServerHandshake {
       throw new SecureChatError("UNSUPPORTED", "no acceptable key agreement group offered");
     }
     this.#group = group;
-    this.#opts.admit?.();
-    return hello.key_share.pub;
   }
 
   async sendServerHello(clientShare: Uint8Array): Promise<void> {
@@ -155,6 +189,9 @@ class ServerHandshake {
     );
     if (request.username !== this.#client.commonName) {
       throw new SecureChatError("AUTH_FAIL", "user name differs from the certificate's CN");
+    }
+    if (isReservedUserName(request.username)) {
+      throw new SecureChatError("AUTH_FAIL", "that user name is reserved for the server");
     }
     const { tickets, ...fields } = request;
     const auth: Credentials = {

@@ -5,6 +5,7 @@
  * (`msg`, `relay`, `refused`), their transcript lines and hash encodings. session/,
  * server/ and transcript/ all import it; nothing else builds or checks a record.
  */
+import { canonicalName } from "../pki/names.ts";
 import { createHash, randomFillSync } from "node:crypto";
 import { z } from "zod";
 import { concat, fromBase64, timingSafeEqual, toBase64, u32be, u64be, utf8 } from "../bytes.ts";
@@ -42,10 +43,8 @@ export const TO_SERVER = "server";
 const USER_PREFIX = "user:";
 const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 
-/** The canonical form of a user name: the CN in ASCII lower case (PROTOCOL §6.1). */
-export function canonicalName(name: string): string {
-  return name.toLowerCase();
-}
+// One canonical form of a user name everywhere (PKI.md "Names"): its home is lib/pki/names.ts.
+export { canonicalName };
 
 /** `user:<canonical name>`: the recipient set of one user. */
 export function userRecipient(name: string): string {

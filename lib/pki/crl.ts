@@ -28,6 +28,8 @@ import {
   parseSigned,
 } from "./certificate.ts";
 import { verifySignedData } from "./signature.ts";
+import { pathExists, readTextFile } from "./files.ts";
+import { pemDecode } from "./pem.ts";
 
 export interface ParsedCrl {
   tbs: Uint8Array;
@@ -154,4 +156,26 @@ export async function verifyCrl(crl: ParsedCrl, issuer: ParsedCertificate): Prom
 export function checkCrlCurrent(crl: ParsedCrl, time: Date): void {
   if (time < crl.thisUpdate) badCrl("is not yet valid");
   if (!crl.nextUpdate || time > crl.nextUpdate) badCrl("is out of date (past its nextUpdate)");
+}
+
+/** Days before its nextUpdate from which a CRL is "lapsing": `serve` and `cert list` warn. */
+export const CRL_WARN_DAYS = 7;
+
+/** Days from `now` to the CRL's nextUpdate (negative once it has lapsed). */
+export function crlDaysLeft(crl: ParsedCrl, now: Date): number {
+  return ((crl.nextUpdate ?? crl.thisUpdate).getTime() - now.getTime()) / (24 * 60 * 60 * 1000);
+}
+
+/** What `cert list` says about a CRL file (it is the CA's own: not verified again here). */
+export type CrlFileStatus =
+  | { state: "missing" }
+  | { state: "current" | "lapsing" | "lapsed"; number?: bigint; nextUpdate?: Date; days: number };
+
+/** @throws BAD_CERT when the file is not a CRL; IO_ERROR when it cannot be read */
+export async function crlFileStatus(path: string, now = new Date()): Promise<CrlFileStatus> {
+  if (!(await pathExists(path))) return { state: "missing" };
+  const crl = parseCrl(pemDecode(await readTextFile(path), "X509 CRL", "BAD_CERT"));
+  const days = crlDaysLeft(crl, now);
+  const state = days < 0 ? "lapsed" : days < CRL_WARN_DAYS ? "lapsing" : "current";
+  return { state, number: crl.crlNumber, nextUpdate: crl.nextUpdate, days };
 }

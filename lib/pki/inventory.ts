@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { SecureChatError } from "../errors.ts";
 import { pathExists, readTextFile, writeFileAtomic } from "./files.ts";
+import { canonicalName } from "./names.ts";
 
 const EntrySchema = z.object({
   name: z.string(),
@@ -56,8 +57,14 @@ export async function recordIssued(dir: string, entry: InventoryEntry): Promise<
   await writeInventory(dir, inventory);
 }
 
-/** Entries a `cert revoke` argument names: a user/server name or a serial (hex, colons allowed). */
+/**
+ * Entries a `cert revoke` argument names: a user/server name in any spelling of its
+ * canonical form (every certificate of that name), or a serial (hex, colons allowed).
+ */
 export function findEntries(inventory: Inventory, nameOrSerial: string): InventoryEntry[] {
   const serial = nameOrSerial.replaceAll(":", "").toLowerCase();
-  return inventory.certificates.filter((e) => e.name === nameOrSerial || e.serial === serial);
+  const name = canonicalName(nameOrSerial);
+  return inventory.certificates.filter((e) =>
+    canonicalName(e.name) === name || e.serial === serial
+  );
 }

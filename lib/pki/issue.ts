@@ -10,11 +10,11 @@ import { generateKeyPair, type KeyType, privateKeyToPem, signingAlgorithmOf } fr
 import { pemEncode } from "./pem.ts";
 import { OID } from "./certificate.ts";
 import { isValidDnsName, parseIp } from "./hostname.ts";
-import { isValidUserName } from "./names.ts";
+import { canonicalName, isReservedUserName, isValidUserName, nameSkeleton } from "./names.ts";
 import { caPaths, type CaSigner } from "./ca.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
 import { pathExists, writeFileAtomic } from "./files.ts";
-import { type InventoryEntry, recordIssued } from "./inventory.ts";
+import { type Inventory, type InventoryEntry, readInventory, recordIssued } from "./inventory.ts";
 
 export type Profile = "server" | "client";
 
@@ -25,6 +25,11 @@ export interface IssueOptions {
   ip: string[];
   days: number;
   keyType: KeyType;
+  /**
+   * A deliberate further certificate for a user who has one (a new key, say): the earlier
+   * ones stay valid until revoked. Without it a name that is taken is refused.
+   */
+  reissue?: boolean;
 }
 
 /** Server SANs default to the loopback names a local test dials. */
@@ -39,6 +44,11 @@ export function checkIssueOptions(opts: IssueOptions): void {
   if (!isValidUserName(opts.name)) {
     throw new SecureChatError("USAGE", `invalid name "${opts.name}"`, {
       hint: "use 3-32 characters of A-Z a-z 0-9 _ . - starting with a letter or digit",
+    });
+  }
+  if (opts.profile === "client" && isReservedUserName(opts.name)) {
+    throw new SecureChatError("USAGE", `the name "${opts.name}" is reserved for the server`, {
+      hint: "server certificates use --server; users pick another name",
     });
   }
   if (opts.profile === "client" && (opts.dns.length || opts.ip.length)) {
@@ -87,6 +97,52 @@ export interface IssuedCertificate {
   certPath: string;
   keyPath: string;
   entry: InventoryEntry;
+  /** The user's earlier certificates (a re-issue), which stay valid until revoked. */
+  earlier: InventoryEntry[];
+}
+
+/**
+ * Checks a client name against every user the CA has issued to (issue 11 item 3): the
+ * same user in another spelling, and a name confusable with another user's, are refused;
+ * the same user again only as a deliberate re-issue.
+ * @returns the user's earlier certificates
+ * @throws USAGE naming the existing user
+ */
+export function checkNameAgainst(inventory: Inventory, opts: IssueOptions): InventoryEntry[] {
+  if (opts.profile !== "client") return [];
+  const users = inventory.certificates.filter((e) => e.profile === "client");
+  const name = canonicalName(opts.name);
+  const skeleton = nameSkeleton(opts.name);
+  const same = users.filter((e) => canonicalName(e.name) === name);
+  const differentSpelling = same.find((e) => e.name !== opts.name);
+  if (differentSpelling) {
+    throw new SecureChatError(
+      "USAGE",
+      `"${opts.name}" is the existing user "${differentSpelling.name}" (names are compared without case)`,
+      {
+        hint:
+          `to give that user another certificate: cert issue ${differentSpelling.name} --reissue`,
+      },
+    );
+  }
+  if (same.length > 0 && !opts.reissue) {
+    throw new SecureChatError(
+      "USAGE",
+      `"${opts.name}" already has a certificate (serial ${same[same.length - 1].serial})`,
+      { hint: "pass --reissue to issue another for the same user (see `cert list`)" },
+    );
+  }
+  const lookalike = users.find((e) =>
+    canonicalName(e.name) !== name && nameSkeleton(e.name) === skeleton
+  );
+  if (lookalike) {
+    throw new SecureChatError(
+      "USAGE",
+      `"${opts.name}" could be mistaken for the existing user "${lookalike.name}"`,
+      { hint: "pick a name that differs by more than case, 0/o, 1/l/i, rn/m, vv/w or _ . -" },
+    );
+  }
+  return same;
 }
 
 /**
@@ -101,13 +157,19 @@ export async function issueCertificate(
   force: boolean,
 ): Promise<IssuedCertificate> {
   checkIssueOptions(opts);
+  // --force replaces the files of that name: it is a deliberate re-issue as well.
+  const earlier = checkNameAgainst(await readInventory(dir), {
+    ...opts,
+    reissue: opts.reissue || force,
+  });
   const certPath = `${dir}/${opts.name}.pem`;
   const keyPath = `${dir}/${opts.name}.key`;
   const { caCert } = caPaths(dir);
   if (certPath === caCert) {
     throw new SecureChatError("USAGE", `the name "${opts.name}" is reserved`);
   }
-  if (!force && ((await pathExists(certPath)) || (await pathExists(keyPath)))) {
+  // A deliberate re-issue replaces the user's files too: the new key is the point of it.
+  if (!force && !opts.reissue && ((await pathExists(certPath)) || (await pathExists(keyPath)))) {
     throw new SecureChatError("USAGE", `${certPath} or ${keyPath} already exists`, {
       hint: "pass --force to replace it",
     });
@@ -136,5 +198,5 @@ export async function issueCertificate(
     fingerprint: toHex(await sha256(der)),
   };
   await recordIssued(dir, entry);
-  return { certPath, keyPath, entry };
+  return { certPath, keyPath, entry, earlier };
 }

@@ -5,7 +5,7 @@
  * expected name and not be on the CA's CRL.
  */
 import { SecureChatError } from "../errors.ts";
-import { sha256, toHex } from "../bytes.ts";
+import { sha256, timingSafeEqual, toHex } from "../bytes.ts";
 import { commonNameOf, OID, parseCertificate, type ParsedCertificate } from "./certificate.ts";
 import { checkCertificateProfile, isSelfIssued, verifyPath } from "./path.ts";
 import { checkCrlCurrent, parseCrl, type ParsedCrl, serialHex, verifyCrl } from "./crl.ts";
@@ -44,7 +44,8 @@ export class TrustStore {
   readonly caDer: Uint8Array;
   readonly caFingerprint: string;
   readonly ca: ParsedCertificate;
-  readonly crl?: ParsedCrl;
+  /** The CA's current CRL; a running server replaces it only through `updateCrl()`. */
+  crl?: ParsedCrl;
 
   private constructor(ca: ParsedCertificate, fingerprint: string, crl?: ParsedCrl) {
     this.caDer = ca.der;
@@ -58,10 +59,48 @@ export class TrustStore {
    * @throws IO_ERROR when a file cannot be read; BAD_CERT when the CA or CRL is unacceptable
    */
   static async load(caPemPath: string, crlPath?: string): Promise<TrustStore> {
-    const defaultCrl = caPemPath.replace(/[^/]*$/, "ca.crl");
+    const defaultCrl = defaultCrlPath(caPemPath);
     const crlFile = crlPath ?? ((await pathExists(defaultCrl)) ? defaultCrl : undefined);
     const crlPem = crlFile === undefined ? undefined : await readTextFile(crlFile);
     return await TrustStore.fromPem(await readTextFile(caPemPath), crlPem);
+  }
+
+  /**
+   * Checks a new CRL and, only if it passes, makes it the current one (issue 11 item 2):
+   * it must parse, be signed by our CA, be current at `now`, and not be older than the one
+   * in force (a lower cRLNumber, or the same number with other contents, is refused).
+   * @returns the serials it revokes that the previous CRL did not, or null when it is the
+   *   CRL already in force
+   * @throws BAD_CERT with the reason; the CRL in force is kept
+   */
+  async updateCrl(pem: string, now = new Date()): Promise<Set<string> | null> {
+    const next = parseCrl(pemDecode(pem, "X509 CRL", "BAD_CERT"));
+    await verifyCrl(next, this.ca);
+    const current = this.crl;
+    if (current) {
+      if (next.crlNumber! < current.crlNumber!) {
+        throw new SecureChatError(
+          "BAD_CERT",
+          `CRL number ${next.crlNumber} is older than the one in force (${current.crlNumber})`,
+        );
+      }
+      if (next.crlNumber === current.crlNumber) {
+        if (timingSafeEqual(next.tbs, current.tbs)) return null;
+        throw new SecureChatError(
+          "BAD_CERT",
+          `CRL number ${next.crlNumber} is already in force with other contents`,
+        );
+      }
+    }
+    checkCrlCurrent(next, now);
+    const newlyRevoked = new Set([...next.revoked].filter((s) => !current?.revoked.has(s)));
+    this.crl = next;
+    return newlyRevoked;
+  }
+
+  /** Whether the CRL in force lists `serial` (hex of the INTEGER octets). */
+  isRevoked(serial: string): boolean {
+    return this.crl?.revoked.has(serial) ?? false;
   }
 
   /**
@@ -80,6 +119,11 @@ export class TrustStore {
     }
     return new TrustStore(ca, toHex(await sha256(ca.der)), crl);
   }
+}
+
+/** Where the CRL is looked for when none is named: `ca.crl` beside the CA certificate. */
+export function defaultCrlPath(caPemPath: string): string {
+  return caPemPath.replace(/[^/]*$/, "ca.crl");
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
- * Admission limits (PROTOCOL §8.2): caps on connections, a handshake rate per
- * address checked before any signature work, and slow-downs for failed logins.
+ * Admission limits (PROTOCOL §8.2): caps on connections with slots kept for sessions,
+ * a handshake rate per address checked before any signature work, and slow-downs for
+ * failed logins.
  * All state is bounded: entries expire and the maps are pruned.
  */
 import { SecureChatError } from "../errors.ts";
@@ -25,6 +26,11 @@ export class TokenBucket {
     return true;
   }
 
+  /** Gives back one token taken earlier (never above the burst). */
+  refund(): void {
+    this.#tokens = Math.min(this.burst, this.#tokens + 1);
+  }
+
   full(now = Date.now()): boolean {
     return this.#tokens + ((now - this.#updated) / 1000) * this.perSecond >= this.burst;
   }
@@ -32,7 +38,15 @@ export class TokenBucket {
 
 export interface AdmissionLimits {
   maxConnections: number;
+  /** Connections from one address that have not completed their handshake. */
   maxConnectionsPerAddress: number;
+  /**
+   * Connections still in their handshake, at most (issue 11 item 7): the rest of
+   * maxConnections is kept for sessions that completed theirs.
+   */
+  maxPending: number;
+  /** From this many handshakes in progress on, a hello must echo a cookie (0: always). */
+  cookieThreshold: number;
   handshakeBurst: number;
   handshakesPerSecond: number;
 }
@@ -40,13 +54,37 @@ export interface AdmissionLimits {
 export const DEFAULT_ADMISSION: AdmissionLimits = {
   maxConnections: 2048,
   maxConnectionsPerAddress: 64,
+  maxPending: 512,
+  cookieThreshold: 64,
   handshakeBurst: 20,
   handshakesPerSecond: 10,
 };
 
+/** One admitted connection's place: pending until its handshake completes. */
+export interface Slot {
+  /** The handshake completed: the connection holds a session slot, which is never shed. */
+  established(): void;
+  /** The connection ended (idempotent). */
+  release(): void;
+}
+
+interface PendingSlot {
+  address: string;
+  shed: () => void;
+}
+
+/**
+ * Connection admission. Sessions that completed their handshake keep their slots; under
+ * pressure (all slots, or maxPending, taken) a new connection sheds a pending one instead
+ * of being refused: the oldest pending connection of the address holding the most, so a
+ * flood from a few addresses sheds itself, and an honest user's one handshake in progress
+ * is shed last. Only when every slot holds a session is a new connection refused.
+ */
 export class Admission {
   #open = 0;
-  readonly #perAddress = new Map<string, number>();
+  /** Pending connections per address, oldest first (a Set keeps insertion order). */
+  readonly #pending = new Map<string, Set<PendingSlot>>();
+  #pendingCount = 0;
   readonly #buckets = new Map<string, TokenBucket>();
 
   constructor(readonly limits: AdmissionLimits = DEFAULT_ADMISSION) {}
@@ -55,30 +93,76 @@ export class Admission {
     return this.#open;
   }
 
+  get pending(): number {
+    return this.#pendingCount;
+  }
+
+  /** Whether hellos must carry a cookie now (PROTOCOL §5.1). */
+  underLoad(): boolean {
+    return this.#pendingCount >= this.limits.cookieThreshold;
+  }
+
   /**
-   * Counts a new connection in, or refuses it.
-   * @throws TOO_MANY_CONNECTIONS
+   * Counts a new connection in, shedding a pending one if the server is full, or refuses it.
+   * `shed` closes this connection if it is later shed itself.
+   * @throws TOO_MANY_CONNECTIONS when the address has too many pending, or every slot
+   *   holds a session
    */
-  connect(address: string): void {
-    const mine = this.#perAddress.get(address) ?? 0;
-    if (this.#open >= this.limits.maxConnections) {
-      throw new SecureChatError("TOO_MANY_CONNECTIONS", "server connection limit reached");
-    }
+  connect(address: string, shed: () => void): Slot {
+    const mine = this.#pending.get(address)?.size ?? 0;
     if (mine >= this.limits.maxConnectionsPerAddress) {
       throw new SecureChatError(
         "TOO_MANY_CONNECTIONS",
         "connection limit for this address reached",
       );
     }
+    if (this.#open >= this.limits.maxConnections || this.#pendingCount >= this.limits.maxPending) {
+      const victim = this.#heaviestOldest();
+      if (!victim) {
+        throw new SecureChatError("TOO_MANY_CONNECTIONS", "server connection limit reached");
+      }
+      this.#unpend(victim);
+      this.#open--;
+      victim.shed();
+    }
+    const slot: PendingSlot = { address, shed };
+    let set = this.#pending.get(address);
+    if (!set) this.#pending.set(address, set = new Set());
+    set.add(slot);
+    this.#pendingCount++;
     this.#open++;
-    this.#perAddress.set(address, mine + 1);
+    let state: "pending" | "established" | "gone" = "pending";
+    return {
+      established: () => {
+        if (state !== "pending") return;
+        state = "established";
+        this.#unpend(slot);
+      },
+      release: () => {
+        if (state === "gone") return;
+        // A shed slot was already counted out when it was shed.
+        if (state === "pending" && !this.#unpend(slot)) return void (state = "gone");
+        state = "gone";
+        this.#open--;
+      },
+    };
   }
 
-  disconnect(address: string): void {
-    this.#open--;
-    const mine = (this.#perAddress.get(address) ?? 1) - 1;
-    if (mine <= 0) this.#perAddress.delete(address);
-    else this.#perAddress.set(address, mine);
+  /** @returns false when the slot was no longer pending (it was shed) */
+  #unpend(slot: PendingSlot): boolean {
+    const set = this.#pending.get(slot.address);
+    if (!set?.delete(slot)) return false;
+    if (set.size === 0) this.#pending.delete(slot.address);
+    this.#pendingCount--;
+    return true;
+  }
+
+  #heaviestOldest(): PendingSlot | undefined {
+    let heaviest: Set<PendingSlot> | undefined;
+    for (const set of this.#pending.values()) {
+      if (!heaviest || set.size > heaviest.size) heaviest = set;
+    }
+    return heaviest?.values().next().value;
   }
 
   /**
@@ -95,6 +179,20 @@ export class Admission {
     if (!bucket.take(now)) {
       throw new SecureChatError("RATE_LIMITED", "too many handshakes from this address");
     }
+  }
+
+  /** The operator forgives an address: its handshake budget is full again. */
+  resetHandshakes(address: string): void {
+    this.#buckets.delete(address);
+  }
+
+  /**
+   * The client proved its certificate: its hello is no longer charged to the address
+   * (issue 11 item 5), so only unauthenticated handshakes spend an address's budget and
+   * many users behind one NAT can all log in.
+   */
+  refundHandshake(address: string): void {
+    this.#buckets.get(address)?.refund();
   }
 
   #prune(now: number): void {
@@ -120,44 +218,172 @@ export const DEFAULT_LOGIN_THROTTLE: LoginThrottleOptions = {
   windowMs: 15 * 60 * 1000,
 };
 
-/** Slows down repeated failed logins, per user name and per address. */
+/** Who is trying: the certificate (its fingerprint) and, for a login, the account's canonical name. */
+export interface LoginSubject {
+  certificate: string;
+  /** The canonical user name the certificate claims, for an operator's unlock (default: account). */
+  user?: string;
+  account?: string;
+}
+
+/** One reserved password check; exactly one of its three outcomes must be reported. */
+export interface LoginAttempt {
+  /** Wait this long before checking the password. */
+  readonly delayMs: number;
+  /** What the attempt counts against; a cluster tells the other nodes the outcome by these. */
+  readonly keys: readonly string[];
+  /** The check failed (wrong password, a refused registration): the reservation counts. */
+  failed(now?: number): void;
+  /** The check passed: the certificate's own record is cleared. */
+  succeeded(): void;
+  /** Nothing was decided (the database was down): the reservation is dropped uncounted. */
+  released(): void;
+}
+
+interface KeyState {
+  failures: number;
+  last: number;
+  /** Attempts reserved and not yet decided: they count as failures until they are. */
+  pending: number;
+  /** For a certificate: the user it claims (what `unlock()` finds it by). */
+  user?: string;
+}
+
+/**
+ * Failed-login slow-down and lockout (issue 11 items 4 and 5), per certificate and per
+ * account — never per address, so one user on a shared NAT cannot lock out the others.
+ *
+ * An attempt is reserved before the password is hashed and counts as a failure until it
+ * is decided, so concurrent guesses cannot all pass the check. With N = lockoutFailures:
+ *   - a certificate is refused once it has N failed or undecided checks in the window;
+ *   - an account with N failed or undecided checks refuses every certificate that itself
+ *     has one, while a certificate with none is always let through to the password check.
+ * So a certificate never gets more than N password checks per window, however many it
+ * sends at once, and an account sees at most N + (its other certificates) failed checks
+ * per window; a correct password from a certificate that has not failed is never refused.
+ * The window restarts at each failure (it ends windowMs after the last one).
+ */
 export class LoginThrottle {
-  readonly #failures = new Map<string, { count: number; last: number }>();
+  readonly #keys = new Map<string, KeyState>();
 
   constructor(readonly options: LoginThrottleOptions = DEFAULT_LOGIN_THROTTLE) {}
 
   /**
-   * The delay to apply before checking this attempt.
-   * @throws RATE_LIMITED when either key is locked out
+   * Reserves one password check for `who`.
+   * @throws RATE_LIMITED when the certificate, or the account for a certificate that has
+   *   failed, is locked out
    */
-  delayFor(keys: string[], now = Date.now()): number {
-    const count = Math.max(0, ...keys.map((key) => this.#recent(key, now)));
-    if (count >= this.options.lockoutFailures) {
-      throw new SecureChatError("RATE_LIMITED", "too many failed logins; try again later");
+  begin(who: LoginSubject, now = Date.now()): LoginAttempt {
+    const { lockoutFailures, baseDelayMs, maxDelayMs } = this.options;
+    const certKey = `cert:${who.certificate}`;
+    const accountKey = who.account === undefined ? undefined : `account:${who.account}`;
+    const mine = this.#count(certKey, now);
+    const account = accountKey === undefined ? 0 : this.#count(accountKey, now);
+    if (mine >= lockoutFailures) {
+      throw new SecureChatError(
+        "RATE_LIMITED",
+        "too many failed logins with this certificate; try again later",
+      );
     }
-    if (count === 0) return 0;
-    return Math.min(this.options.maxDelayMs, this.options.baseDelayMs * 2 ** (count - 1));
+    if (mine > 0 && account >= lockoutFailures) {
+      throw new SecureChatError(
+        "RATE_LIMITED",
+        "too many failed logins for this account; try again later",
+      );
+    }
+    const keys = accountKey === undefined ? [certKey] : [certKey, accountKey];
+    if (this.#keys.size > 100_000) this.#prune(now);
+    for (const key of keys) this.#state(key, now).pending++;
+    this.#state(certKey, now).user = who.user ?? who.account;
+    const recent = mine === 0 ? 0 : Math.max(mine, account);
+    let decided = false;
+    const decide = (outcome: (state: KeyState, key: string) => void) => {
+      if (decided) return;
+      decided = true;
+      for (const key of keys) {
+        const state = this.#state(key, now);
+        state.pending--;
+        outcome(state, key);
+        if (state.failures === 0 && state.pending === 0) this.#keys.delete(key);
+      }
+    };
+    return {
+      delayMs: recent === 0 ? 0 : Math.min(maxDelayMs, baseDelayMs * 2 ** (recent - 1)),
+      // The user travels with the keys so that another node's unlock() finds the certificate.
+      keys: who.user ?? who.account ? [...keys, `user:${who.user ?? who.account}`] : keys,
+      failed: (at = Date.now()) =>
+        decide((state) => {
+          state.failures = this.#recent(state, at) + 1;
+          state.last = at;
+        }),
+      // The account's count stays: another certificate's failures are not forgiven by this one.
+      succeeded: () => decide((state, key) => key === certKey && (state.failures = 0)),
+      released: () => decide(() => {}),
+    };
   }
 
-  failed(keys: string[], now = Date.now()): void {
-    if (this.#failures.size > 100_000) this.#prune(now);
+  /** A failure decided on another node of the cluster (its attempt's `keys`). */
+  failedElsewhere(keys: readonly string[], now = Date.now()): void {
+    if (this.#keys.size > 100_000) this.#prune(now);
+    const user = keys.find((key) => key.startsWith("user:"))?.slice("user:".length);
     for (const key of keys) {
-      this.#failures.set(key, { count: this.#recent(key, now) + 1, last: now });
+      if (key.startsWith("user:")) continue;
+      const state = this.#state(key, now);
+      state.failures = this.#recent(state, now) + 1;
+      state.last = now;
+      if (user !== undefined && key.startsWith("cert:")) state.user = user;
     }
   }
 
-  succeeded(keys: string[]): void {
-    for (const key of keys) this.#failures.delete(key);
+  /**
+   * The operator forgives `user` (canonical name): the account's count and that of every
+   * certificate that claimed the user are cleared.
+   * @returns the keys to pass to the other nodes of a cluster (`succeededElsewhere`)
+   */
+  unlock(user: string): readonly string[] {
+    for (const [key, state] of this.#keys) {
+      if (key !== `account:${user}` && !(key.startsWith("cert:") && state.user === user)) continue;
+      state.failures = 0;
+      if (state.pending === 0) this.#keys.delete(key);
+    }
+    return [`unlock:${user}`];
   }
 
-  #recent(key: string, now: number): number {
-    const entry = this.#failures.get(key);
-    return entry && now - entry.last < this.options.windowMs ? entry.count : 0;
+  /** A success decided on another node: as here, it clears the certificate's record only. */
+  succeededElsewhere(keys: readonly string[]): void {
+    for (const key of keys) {
+      if (key.startsWith("unlock:")) {
+        this.unlock(key.slice("unlock:".length));
+        continue;
+      }
+      const state = this.#keys.get(key);
+      if (!key.startsWith("cert:") || !state) continue;
+      state.failures = 0;
+      if (state.pending === 0) this.#keys.delete(key);
+    }
+  }
+
+  #state(key: string, now: number): KeyState {
+    let state = this.#keys.get(key);
+    if (!state) {
+      state = { failures: 0, last: now, pending: 0 };
+      this.#keys.set(key, state);
+    }
+    return state;
+  }
+
+  #recent(state: KeyState, now: number): number {
+    return now - state.last < this.options.windowMs ? state.failures : 0;
+  }
+
+  #count(key: string, now: number): number {
+    const state = this.#keys.get(key);
+    return state ? this.#recent(state, now) + state.pending : 0;
   }
 
   #prune(now: number): void {
-    for (const [key, entry] of this.#failures) {
-      if (now - entry.last >= this.options.windowMs) this.#failures.delete(key);
+    for (const [key, state] of this.#keys) {
+      if (state.pending === 0 && this.#recent(state, now) === 0) this.#keys.delete(key);
     }
   }
 }

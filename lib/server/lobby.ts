@@ -31,7 +31,8 @@ import {
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
 
-export const OPERATOR_NAME = "server";
+// The operator's name is a reserved user name: its home is lib/pki/names.ts.
+export { OPERATOR_NAME } from "../pki/names.ts";
 /** The notice that ends a session because its user logged in again; clients do not reconnect. */
 export const TAKEOVER_NOTICE = "you logged in elsewhere; closing";
 
@@ -75,6 +76,7 @@ export class Member {
   }
 }
 
+/** Members are keyed by canonical name: a user is one member however the name is spelt. */
 const keyOf = canonicalName;
 
 export class Lobby {
@@ -116,6 +118,11 @@ export class Lobby {
     };
   }
 
+  /** This node's members themselves (in a cluster, others are on other nodes). */
+  localMembers(): Member[] {
+    return [...this.#members.values()];
+  }
+
   /** Everyone online: on this node, and in a cluster on every live node. */
   names(): string[] {
     const names = new Map<string, string>();
@@ -152,9 +159,10 @@ export class Lobby {
   /**
    * Adds a member. A user logging in a second time takes over: the older session
    * is closed cleanly (receipts exchanged) with a notice saying why — on this node
-   * here, on the others when they hear of the login.
+   * here, on the others when they hear of the login. `notices` left for the account
+   * (lib/store) follow the welcome.
    */
-  async join(member: Member): Promise<void> {
+  async join(member: Member, notices: readonly string[] = []): Promise<void> {
     const previous = this.#members.get(keyOf(member.username));
     const replay = this.#replayRangeFor(member);
     if (replay) member.held = [];
@@ -172,6 +180,7 @@ export class Lobby {
       kind: "notice",
       text: `welcome ${member.username}; online: ${this.names().join(", ")}`,
     });
+    for (const text of notices) this.#notify(member, { kind: "notice", text });
   }
 
   async leave(member: Member): Promise<void> {
@@ -186,6 +195,7 @@ export class Lobby {
       );
     }
   }
+
   /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
   async receive(from: Member, message: ReceivedMessage): Promise<void> {
     if (message.type !== "msg") return; // clients send nothing else

@@ -6,9 +6,10 @@
 import { codeOf, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Credentials, Identity } from "../handshake/common.ts";
-import { serverHandshake } from "../handshake/server.ts";
+import { type HelloCookies, serverHandshake } from "../handshake/server.ts";
+import { CookieJar } from "../handshake/cookie.ts";
 import type { KexGroup } from "../crypto/kex.ts";
-import type { TrustStore } from "../pki/validate.ts";
+import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
 import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
 import type { UserStore } from "../store/user_store.ts";
 import { FrameConnection } from "../wire/connection.ts";
@@ -20,10 +21,13 @@ import {
   DEFAULT_ADMISSION,
   LoginThrottle,
   type LoginThrottleOptions,
+  type Slot,
 } from "./limits.ts";
 import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
 import type { ClusterLink } from "../cluster/link.ts";
 import { readProxyHeader } from "./proxy_protocol.ts";
+import { CrlWatcher } from "./revocation.ts";
+import { canonicalName } from "../pki/names.ts";
 import type { TicketAuthority } from "../resumption/ticket.ts";
 
 export interface ServerOptions {
@@ -47,6 +51,8 @@ export interface ServerOptions {
    * the client, whose address the per-address limits then use.
    */
   trustedProxies?: readonly string[];
+  /** The CRL file to follow (issue 11 item 2); without it the CRL loaded at start stays. */
+  revocation?: { crlPath: string; checkIntervalMs?: number };
   /** Issues and redeems session resumption tickets (docs/DEPLOY.md §8); none without it. */
   tickets?: TicketAuthority;
 }
@@ -58,6 +64,8 @@ export class ChatServer {
   readonly #admission: Admission;
   readonly #throttle: LoginThrottle;
   readonly #connections = new Set<Promise<void>>();
+  readonly #crl?: CrlWatcher;
+  readonly #cookies = new CookieJar();
   #accepting: Promise<void>;
   #stopping = false;
 
@@ -67,6 +75,15 @@ export class ChatServer {
     this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
     this.#throttle = new LoginThrottle(opts.loginThrottle);
     this.lobby = new Lobby(opts.log, { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby }, opts.cluster);
+    if (opts.revocation) {
+      this.#crl = new CrlWatcher({
+        path: opts.revocation.crlPath,
+        intervalMs: opts.revocation.checkIntervalMs,
+        trust: opts.trust,
+        log: opts.log,
+        onRevoked: (serials) => this.#endRevoked(serials),
+      });
+    }
     this.#accepting = this.#acceptLoop();
   }
 
@@ -83,7 +100,32 @@ export class ChatServer {
     }
     const server = new ChatServer(listener, opts);
     opts.log("LISTEN", { detail: `${opts.hostname}:${server.port}`, db: opts.store.description });
+    void server.#crl?.start();
     return server;
+  }
+
+  /** Re-reads the CRL file now (serve calls this on SIGHUP); every outcome is logged. */
+  async reloadCrl(): Promise<void> {
+    await this.#crl?.reload();
+  }
+
+  /** Ends the live sessions of newly revoked certificates, each with REVOKED. */
+  #endRevoked(serials: Set<string>): void {
+    for (const member of this.lobby.localMembers()) {
+      if (serials.has(member.session.established.peer.serial)) this.#revoke(member);
+    }
+  }
+
+  #revoke(member: Member): void {
+    const { session } = member;
+    if (session.closing) return;
+    this.#opts.log("REVOKED", {
+      peer: member.peer,
+      user: member.username,
+      session: session.sessionId,
+      detail: `certificate serial ${session.established.peer.serial} is on the new CRL`,
+    });
+    void session.terminate(new SecureChatError("REVOKED", "your certificate has been revoked"));
   }
 
   get port(): number {
@@ -94,8 +136,8 @@ export class ChatServer {
   async startCluster(): Promise<void> {
     await this.#opts.cluster?.start({
       ...this.lobby.clusterHandlers(),
-      authFailed: (keys) => this.#throttle.failed(keys),
-      authSucceeded: (keys) => this.#throttle.succeeded(keys),
+      authFailed: (keys) => this.#throttle.failedElsewhere(keys),
+      authSucceeded: (keys) => this.#throttle.succeededElsewhere(keys),
     });
   }
 
@@ -108,6 +150,7 @@ export class ChatServer {
   async shutdown(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#crl?.stop();
     this.#listener.close();
     await this.#accepting;
     await this.lobby.closeAll("the server is shutting down; this session is closed with receipts");
@@ -155,8 +198,13 @@ export class ChatServer {
         return;
       }
     }
+    const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
+    let slot: Slot;
     try {
-      this.#admission.connect(address);
+      slot = this.#admission.connect(address, () => {
+        log("SHED", { peer, detail: "pending handshake closed to make room (server full)" });
+        conn.close();
+      });
     } catch (error) {
       log(codeOf(error), { peer, detail: (error as Error).message });
       await refuse(tcp, codeOf(error));
@@ -164,16 +212,25 @@ export class ChatServer {
     }
     log("CONNECT", { peer });
     try {
-      await this.#session(tcp, address, peer);
+      await this.#session(conn, address, peer, slot);
     } finally {
-      this.#admission.disconnect(address);
+      slot.release();
     }
   }
 
-  async #session(tcp: Deno.TcpConn, address: string, peer: string): Promise<void> {
+  /** This connection's hello cookies (PROTOCOL §5.1), demanded while the server is under load. */
+  #cookiesFor(address: string): HelloCookies {
+    return {
+      demanded: () => this.#admission.underLoad(),
+      issue: (hello) => this.#cookies.issue(address, hello),
+      check: (hello, cookie) => this.#cookies.check(address, hello, cookie),
+    };
+  }
+
+  async #session(conn: FrameConnection, address: string, peer: string, slot: Slot): Promise<void> {
     const { log } = this.#opts;
-    const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let user: string | undefined;
+    let notices: string[] = [];
     let method: "password" | "ticket" | undefined;
     let session: ChatSession;
     try {
@@ -183,12 +240,18 @@ export class ChatServer {
         groups: this.#opts.groups,
         timeoutMs: this.#opts.handshakeTimeoutMs,
         admit: () => this.#admission.admitHandshake(address),
-        authenticate: (request, client) => {
+        cookies: this.#cookiesFor(address),
+        authenticate: async (request, client) => {
+          // The certificate is proven: this handshake no longer counts against the address.
+          this.#admission.refundHandshake(address);
           user = request.username;
           method = request.mode === "resume" ? "ticket" : "password";
-          return this.#authenticate(request, address, client.fingerprint);
+          const outcome = await this.#authenticate(request, client);
+          notices = outcome.notices;
+          return outcome;
         },
       });
+      slot.established();
       session = await ChatSession.start(established, {
         ...this.#opts.session,
         startedAt: Date.now(),
@@ -208,7 +271,10 @@ export class ChatServer {
     const running = session.run({
       onMessage: (message) => this.lobby.receive(member, message),
     });
-    await this.lobby.join(member);
+    await this.lobby.join(member, notices);
+    // Validated against the CRL in force when its handshake began: one adopted since then
+    // (whose sweep could not see this member yet) is applied now.
+    if (this.#opts.trust.isRevoked(session.established.peer.serial)) this.#revoke(member);
     const end = await running;
     await this.lobby.leave(member);
     if (end.code) log(end.code, { peer, user, session: sessionId, detail: end.message });
@@ -222,31 +288,42 @@ export class ChatServer {
   }
 
   /**
-   * The operator forgives a user's (or an address's) failed logins: the lockout ends now,
-   * on every node of a cluster, instead of when the window passes.
+   * The operator forgives a user's failed logins (every certificate of that user, and the
+   * account) on every node of a cluster, or resets an address's handshake budget here: the
+   * lockout ends now instead of when the window passes.
    */
   unlock(target: { user: string } | { address: string }): void {
-    const keys = "user" in target
-      ? [`user:${target.user.toLowerCase()}`]
-      : [`addr:${target.address}`];
-    this.#throttle.succeeded(keys);
-    this.#opts.cluster?.authSucceeded(keys);
-    this.#opts.log("UNLOCKED", "user" in target ? { user: target.user } : { peer: target.address });
+    if ("user" in target) {
+      const keys = this.#throttle.unlock(canonicalName(target.user));
+      this.#opts.cluster?.authSucceeded([...keys]);
+      this.#opts.log("UNLOCKED", { user: target.user });
+    } else {
+      this.#admission.resetHandshakes(target.address);
+      this.#opts.log("UNLOCKED", { peer: target.address });
+    }
   }
 
   /**
-   * Checks a password, a registration or a resumption ticket (bound to the certificate with
-   * SHA-256 `certFingerprint`), and issues the next ticket when the server has an authority.
+   * Checks a password, a registration or a resumption ticket (bound to the certificate),
+   * throttled per certificate and per account (never per address: the certificate has already
+   * authenticated the peer). The attempt is reserved before the password is hashed, so
+   * concurrent guesses cannot all pass the lockout check; the next ticket is issued when the
+   * server has an authority.
    */
   async #authenticate(
     request: Credentials,
-    address: string,
-    certFingerprint: string,
-  ): Promise<{ registered: boolean; ticket?: Uint8Array }> {
-    const keys = [`user:${request.username.toLowerCase()}`, `addr:${address}`];
-    const delay = this.#throttle.delayFor(keys);
-    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+    client: ValidatedPeer,
+  ): Promise<{ registered: boolean; notices: string[]; ticket?: Uint8Array }> {
+    const certFingerprint = client.fingerprint;
+    const attempt = this.#throttle.begin({
+      certificate: certFingerprint,
+      user: canonicalName(request.username),
+      // Only a password login guesses the account's secret; the rest count on the certificate.
+      account: request.mode === "login" ? canonicalName(request.username) : undefined,
+    });
+    let notices: string[] = [];
     try {
+      if (attempt.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, attempt.delayMs));
       if (request.mode === "register") {
         await this.#opts.store.register(request);
       } else if (request.mode === "resume") {
@@ -255,17 +332,25 @@ export class ChatServer {
         }
         await this.#opts.tickets.redeem(request.ticket, request.username, certFingerprint);
       } else {
-        await this.#opts.store.login(request.username, request.password);
+        const account = await this.#opts.store.login(request.username, request.password);
+        // The store finds a name in any case; a certificate opens only the account spelt as
+        // its CN (a pre-issue-11 CA could issue ALICE beside alice).
+        if (account.username !== request.username) {
+          throw new SecureChatError("AUTH_FAIL", "certificate name is not the account's spelling");
+        }
+        notices = account.notices ?? [];
       }
     } catch (error) {
-      if (codeOf(error) === "AUTH_FAIL") {
-        this.#throttle.failed(keys);
-        this.#opts.cluster?.authFailed(keys);
+      if (COUNTED_FAILURES.has(codeOf(error))) {
+        attempt.failed();
+        this.#opts.cluster?.authFailed([...attempt.keys]);
+      } else {
+        attempt.released();
       }
       throw error;
     }
-    this.#throttle.succeeded(keys);
-    this.#opts.cluster?.authSucceeded(keys);
+    attempt.succeeded();
+    this.#opts.cluster?.authSucceeded([...attempt.keys]);
     // No ticket (the ticket store is down) only costs the next login a password hash.
     const ticket = !request.wantTicket ? undefined : await this.#opts.tickets
       ?.issue(request.username, certFingerprint)
@@ -275,9 +360,12 @@ export class ChatServer {
           detail: `no resumption ticket issued: ${(error as Error).message}`,
         })
       );
-    return { registered: request.mode === "register", ...(ticket ? { ticket } : {}) };
+    return { registered: request.mode === "register", notices, ...(ticket ? { ticket } : {}) };
   }
 }
+
+/** Refusals that count against the certificate (and account): the rest decide nothing. */
+const COUNTED_FAILURES = new Set(["AUTH_FAIL", "USER_EXISTS", "INVALID_INPUT"]);
 
 /** Tells a refused peer why, in one plaintext error frame, and closes. */
 async function refuse(tcp: Deno.TcpConn, code: string): Promise<void> {

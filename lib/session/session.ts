@@ -312,6 +312,23 @@ export class ChatSession {
     this.#est.conn.close();
   }
 
+  /**
+   * Ends the session now because of `error` (its certificate was revoked, say): the peer is
+   * told the code under the control keys, no receipts are exchanged, and `run()` reports it.
+   */
+  async terminate(error: SecureChatError): Promise<void> {
+    if (this.#ended) return;
+    this.#aborted ??= error;
+    this.#ended = true;
+    try {
+      this.#est.conn.send(this.#est.records.seal(utf8(JSON.stringify(errorMessageFor(error)))));
+      await this.#est.conn.flush(1000);
+    } catch {
+      // the peer is gone; the local log still has the code
+    }
+    this.#est.conn.close();
+  }
+
   /** Reads until the session ends; never throws. */
   async run(handlers: SessionHandlers): Promise<SessionEnd> {
     try {

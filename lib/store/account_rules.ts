@@ -1,6 +1,6 @@
 /** Field rules for new accounts; the user-name rule is the certificates' one (lib/pki/names.ts). */
 import { SecureChatError } from "../errors.ts";
-import { isValidUserName } from "../pki/names.ts";
+import { isReservedUserName, isValidUserName } from "../pki/names.ts";
 
 export const EMAIL_MAX_LENGTH = 254; // RFC 5321's limit on a forward path
 
@@ -21,6 +21,9 @@ export function checkAccountFields(fields: { email: string; username: string }):
       "INVALID_INPUT",
       "user name must be 3 to 32 characters of letters, digits, '_', '.' or '-', starting with a letter or digit",
     );
+  }
+  if (isReservedUserName(fields.username)) {
+    throw new SecureChatError("INVALID_INPUT", "that user name is reserved for the server");
   }
   if (!isValidEmail(fields.email)) {
     throw new SecureChatError(

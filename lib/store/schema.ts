@@ -32,9 +32,9 @@ const RECORD_VERSION: Record<Dialect, string> = {
 
 /*
  * Times are Unix milliseconds in a BIGINT: the same in both engines, and no time zone to get
- * wrong. Names and emails compare case-insensitively through their collation, so the unique
- * keys themselves refuse "Alice" next to "alice" (SQLite's NOCASE folds ASCII only; user names
- * are ASCII by rule).
+ * wrong. Names compare case-insensitively through their collation, so the unique key itself
+ * refuses "Alice" next to "alice" (SQLite's NOCASE folds ASCII only; user names are ASCII by
+ * rule). Emails are looked up the same way but are not unique (migration 2).
  */
 const MIGRATIONS: Migration[] = [{
   version: 1,
@@ -62,6 +62,51 @@ const MIGRATIONS: Migration[] = [{
   UNIQUE KEY users_username (username),
   UNIQUE KEY users_email (email)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci`],
+}, {
+  // Issue 11 item 9: a unique e-mail key made registration an oracle for "is this address
+  // taken?". The address becomes contact data, not an identifier; its owner is told instead
+  // (account_notices, delivered at the next login). SQLite cannot drop an inline UNIQUE, so
+  // its table is rebuilt (inside the migration's transaction, see migrate()).
+  version: 2,
+  sqlite: [
+    `CREATE TABLE users_v2 (
+  id INTEGER PRIMARY KEY,
+  username TEXT NOT NULL COLLATE NOCASE UNIQUE,
+  email TEXT NOT NULL COLLATE NOCASE,
+  password_scheme TEXT NOT NULL,
+  password_iterations INTEGER NOT NULL,
+  password_salt BLOB NOT NULL,
+  password_hash BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  last_login_at INTEGER
+) STRICT`,
+    `INSERT INTO users_v2 (id, username, email, password_scheme, password_iterations,
+  password_salt, password_hash, created_at, last_login_at)
+  SELECT id, username, email, password_scheme, password_iterations, password_salt,
+  password_hash, created_at, last_login_at FROM users`,
+    "DROP TABLE users",
+    "ALTER TABLE users_v2 RENAME TO users",
+    "CREATE INDEX users_email_lookup ON users (email)",
+    `CREATE TABLE account_notices (
+  id INTEGER PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  text TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT`,
+    "CREATE INDEX account_notices_user ON account_notices (user_id)",
+  ],
+  mysql: [
+    "ALTER TABLE users DROP INDEX IF EXISTS users_email",
+    "CREATE INDEX IF NOT EXISTS users_email_lookup ON users (email)",
+    `CREATE TABLE IF NOT EXISTS account_notices (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT UNSIGNED NOT NULL,
+  text VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL,
+  created_at BIGINT NOT NULL,
+  KEY account_notices_user (user_id),
+  CONSTRAINT account_notices_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci`,
+  ],
 }];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
@@ -84,7 +129,17 @@ export async function migrate(db: SqlDatabase): Promise<void> {
   }
   for (const migration of MIGRATIONS) {
     if (migration.version <= current) continue;
-    for (const statement of migration[db.dialect]) await query(db, statement);
-    await query(db, RECORD_VERSION[db.dialect], [migration.version, Date.now()]);
+    // SQLite's DDL is transactional: a migration applies whole or not at all (and a second
+    // process opening the file waits for it). MySQL's is not; its statements are idempotent.
+    const atomic = db.dialect === "sqlite";
+    if (atomic) await query(db, "BEGIN IMMEDIATE");
+    try {
+      for (const statement of migration[db.dialect]) await query(db, statement);
+      await query(db, RECORD_VERSION[db.dialect], [migration.version, Date.now()]);
+      if (atomic) await query(db, "COMMIT");
+    } catch (error) {
+      if (atomic) await query(db, "ROLLBACK").catch(() => {});
+      throw error;
+    }
   }
 }

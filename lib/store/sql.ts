@@ -25,7 +25,7 @@ export interface SqlDatabase {
 
 /**
  * Runs a statement and turns engine errors into securechat's codes. The store's only unique
- * keys are the user name and the email, so a duplicate always means the account exists.
+ * key is the user name, so a duplicate always means the account exists.
  * @throws USER_EXISTS a unique key was violated
  * @throws DB_UNAVAILABLE the engine cannot be reached or is busy; retrying later may work
  * @throws INTERNAL any other failure (a bug, or a schema that is not ours)
@@ -40,7 +40,7 @@ export async function query(
   } catch (error) {
     switch (db.classify(error)) {
       case "duplicate":
-        throw new SecureChatError("USER_EXISTS", "that user name or email is already taken", {
+        throw new SecureChatError("USER_EXISTS", "that user name is already registered", {
           cause: error,
         });
       case "unavailable":

@@ -30,8 +30,9 @@ export function openSqlite(path: string, description: string): SqlDatabase {
     }
     db = new DatabaseSync(path);
     // WAL lets a reader and a writer in other processes proceed together; busy_timeout makes
-    // a briefly held lock a short wait rather than an error.
-    db.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;");
+    // a briefly held lock a short wait rather than an error; foreign keys make a deleted
+    // account take its notices with it, as InnoDB does.
+    db.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;");
   } catch (error) {
     throw new SecureChatError("DB_UNAVAILABLE", `cannot open the user database ${description}`, {
       cause: error,

@@ -6,6 +6,11 @@ export interface Account {
   createdAt: Date;
   /** The time of the latest successful login (after `login()`, that login), or null if none. */
   lastLoginAt: Date | null;
+  /**
+   * What the owner must be told, left since their last login (e.g. that their e-mail address
+   * was given in another registration). `login()` returns them once and clears them.
+   */
+  notices?: string[];
 }
 
 export interface RegisterInput {
@@ -16,9 +21,13 @@ export interface RegisterInput {
 
 export interface UserStore {
   /**
-   * Creates an account in one INSERT, so a failure leaves nothing half written.
+   * Creates an account in one INSERT, so a failure leaves nothing half written. A taken user
+   * name is answered before any password hashing (the registrant's certificate already names
+   * it, so the answer tells them nothing they do not own). The e-mail address is not unique
+   * and its use is never refused: the answer is the same whether or not another account has
+   * it, and each such account gets a notice at its next login (issue 11 item 9).
    * @throws INVALID_INPUT a field breaks its rule (name, email shape, password length)
-   * @throws USER_EXISTS the user name or email is taken, compared case-insensitively
+   * @throws USER_EXISTS the user name is taken, compared case-insensitively
    * @throws DB_UNAVAILABLE the database cannot be reached right now; retry later
    */
   register(input: RegisterInput): Promise<Account>;

@@ -14,6 +14,7 @@ export const PROTOCOL_VERSION = 2;
 const uint = (max = Number.MAX_SAFE_INTEGER) => z.number().int().min(0).max(max);
 
 export const NONCE_BYTES = 32;
+export const MAX_COOKIE_BYTES = 64;
 const MAX_CERT_BYTES = 16 * 1024;
 const MAX_SIG_BYTES = 1024; // RSA-8192 at most; our keys are far smaller
 const MAX_SHARE_BYTES = 1216; // x25519mlkem768: ML-KEM-768 ek (1184) + X25519 (32)
@@ -31,6 +32,14 @@ export const HelloSchema = z.object({
   nonce: base64Bytes(NONCE_BYTES, NONCE_BYTES),
   groups: z.array(z.string().min(1).max(16)).min(1).max(8),
   key_share: KeyShareSchema,
+  /** Echoed from the server's `retry` (PROTOCOL §5.1); only when the server asked for it. */
+  cookie: base64Bytes(8, MAX_COOKIE_BYTES).optional(),
+}).strict();
+
+/** The server's answer to a hello without a cookie when it is under load (PROTOCOL §5.1). */
+export const RetrySchema = z.object({
+  type: z.literal("retry"),
+  cookie: base64Bytes(8, MAX_COOKIE_BYTES),
 }).strict();
 
 export const ServerHelloSchema = z.object({
