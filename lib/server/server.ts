@@ -11,7 +11,7 @@ import type { KexGroup } from "../crypto/kex.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
 import type { UserStore } from "../store/user_store.ts";
-import { FrameConnection } from "../wire/connection.ts";
+import { type ByteStreamConn, FrameConnection } from "../wire/connection.ts";
 import { encodeFrame } from "../wire/frame.ts";
 import { utf8 } from "../bytes.ts";
 import {
@@ -155,24 +155,46 @@ export class ChatServer {
         return;
       }
     }
+    await this.#admit(tcp, address, peer);
+  }
+
+  /**
+   * Serves a connection another transport accepted (the WebSocket front, lib/server/web.ts):
+   * the same admission, handshake, session and lobby as a TCP connection.
+   * `address` is the client's IP address, for the per-address limits.
+   */
+  serveConnection(conn: ByteStreamConn, address: string, peer: string): void {
+    if (this.#stopping) {
+      conn.close();
+      return;
+    }
+    const task = this.#admit(conn, address, peer).catch((error) => {
+      this.#opts.log("INTERNAL", { detail: String(error) });
+    });
+    this.#connections.add(task);
+    void task.finally(() => this.#connections.delete(task));
+  }
+
+  async #admit(stream: ByteStreamConn, address: string, peer: string): Promise<void> {
+    const { log } = this.#opts;
     try {
       this.#admission.connect(address);
     } catch (error) {
       log(codeOf(error), { peer, detail: (error as Error).message });
-      await refuse(tcp, codeOf(error));
+      await refuse(stream, codeOf(error));
       return;
     }
     log("CONNECT", { peer });
     try {
-      await this.#session(tcp, address, peer);
+      await this.#session(stream, address, peer);
     } finally {
       this.#admission.disconnect(address);
     }
   }
 
-  async #session(tcp: Deno.TcpConn, address: string, peer: string): Promise<void> {
+  async #session(stream: ByteStreamConn, address: string, peer: string): Promise<void> {
     const { log } = this.#opts;
-    const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
+    const conn = new FrameConnection(stream, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let user: string | undefined;
     let method: "password" | "ticket" | undefined;
     let session: ChatSession;
@@ -280,12 +302,12 @@ export class ChatServer {
 }
 
 /** Tells a refused peer why, in one plaintext error frame, and closes. */
-async function refuse(tcp: Deno.TcpConn, code: string): Promise<void> {
+async function refuse(stream: ByteStreamConn, code: string): Promise<void> {
   try {
-    await tcp.write(encodeFrame(utf8(JSON.stringify({ type: "error", code }))));
+    await stream.write(encodeFrame(utf8(JSON.stringify({ type: "error", code }))));
   } catch {
     // peer already gone
   } finally {
-    tcp.close();
+    stream.close();
   }
 }
