@@ -14,6 +14,7 @@ import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
 import { type ClusterConfig, resolveClusterConfig } from "../lib/cluster/config.ts";
 import { ClusterLink, redactUrl } from "../lib/cluster/link.ts";
 import { serveHealth } from "../lib/server/health.ts";
+import { serveWeb } from "../lib/server/web.ts";
 import { databaseOf, loadSettings, type Settings } from "./_home.ts";
 import { memoryTicketStores, TicketAuthority } from "../lib/resumption/ticket.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
@@ -51,6 +52,7 @@ interface ServeFlags {
   cluster?: string[];
   node?: string;
   healthPort?: number;
+  web?: number;
   trustedProxy?: string[];
 }
 
@@ -120,6 +122,11 @@ export function registerServe(program: Command): void {
     .option(
       "--health-port <port>",
       "answer GET /health on this port for a load balancer (200 ok, 503 unavailable)",
+      portNumber,
+    )
+    .option(
+      "--web <port>",
+      "also take the protocol over WebSocket at ws://HOST:PORT/ws, one binary message per frame (0 for any free port)",
       portNumber,
     )
     .addOption(
@@ -313,6 +320,10 @@ async function serve(options: ServeOptions): Promise<void> {
     ? undefined
     : serveHealth(options.host, options.healthPort, () => server.healthy);
   if (health) log("HEALTH", { detail: `${options.host}:${health.port}` });
+  const web = options.web === undefined
+    ? undefined
+    : serveWeb(options.host, options.web, server, log);
+  if (web) log("LISTEN_WEB", { detail: `${options.host}:${web.port}` });
 
   const signalled = new Promise<void>((resolve) => {
     const stop = () => {
@@ -338,6 +349,7 @@ async function serve(options: ServeOptions): Promise<void> {
   info("shutting down: closing sessions with receipts");
   await health?.close();
   await server.shutdown();
+  await web?.close();
   await store.close();
 }
 

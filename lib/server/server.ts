@@ -12,7 +12,7 @@ import type { KexGroup } from "../crypto/kex.ts";
 import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
 import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
 import type { UserStore } from "../store/user_store.ts";
-import { FrameConnection } from "../wire/connection.ts";
+import { type ByteStreamConn, FrameConnection } from "../wire/connection.ts";
 import { encodeFrame } from "../wire/frame.ts";
 import { utf8 } from "../bytes.ts";
 import {
@@ -198,7 +198,29 @@ export class ChatServer {
         return;
       }
     }
-    const conn = new FrameConnection(tcp, { maxQueuedBytes: this.#opts.sendQueueBytes });
+    await this.#admit(tcp, address, peer);
+  }
+
+  /**
+   * Serves a connection another transport accepted (the WebSocket front, lib/server/web.ts):
+   * the same admission, handshake, session and lobby as a TCP connection.
+   * `address` is the client's IP address, for the per-address limits.
+   */
+  serveConnection(conn: ByteStreamConn, address: string, peer: string): void {
+    if (this.#stopping) {
+      conn.close();
+      return;
+    }
+    const task = this.#admit(conn, address, peer).catch((error) => {
+      this.#opts.log("INTERNAL", { detail: String(error) });
+    });
+    this.#connections.add(task);
+    void task.finally(() => this.#connections.delete(task));
+  }
+
+  async #admit(stream: ByteStreamConn, address: string, peer: string): Promise<void> {
+    const { log } = this.#opts;
+    const conn = new FrameConnection(stream, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let slot: Slot;
     try {
       slot = this.#admission.connect(address, () => {
@@ -207,7 +229,7 @@ export class ChatServer {
       });
     } catch (error) {
       log(codeOf(error), { peer, detail: (error as Error).message });
-      await refuse(tcp, codeOf(error));
+      await refuse(stream, codeOf(error));
       return;
     }
     log("CONNECT", { peer });
@@ -368,12 +390,12 @@ export class ChatServer {
 const COUNTED_FAILURES = new Set(["AUTH_FAIL", "USER_EXISTS", "INVALID_INPUT"]);
 
 /** Tells a refused peer why, in one plaintext error frame, and closes. */
-async function refuse(tcp: Deno.TcpConn, code: string): Promise<void> {
+async function refuse(stream: ByteStreamConn, code: string): Promise<void> {
   try {
-    await tcp.write(encodeFrame(utf8(JSON.stringify({ type: "error", code }))));
+    await stream.write(encodeFrame(utf8(JSON.stringify({ type: "error", code }))));
   } catch {
     // peer already gone
   } finally {
-    tcp.close();
+    stream.close();
   }
 }

@@ -1,0 +1,212 @@
+/**
+ * `serve --web`: the protocol's frames over a WebSocket (PROTOCOL §2.1) into the same server
+ * core as TCP. A client on the WebSocket (the lib/ client code over lib/wire/websocket.ts, what
+ * the browser page runs) and a CLI client on TCP chat through one real `serve` process; the
+ * front refuses what is not a same-origin binary WebSocket.
+ */
+import assert from "node:assert/strict";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { parseChatLine } from "../lib/session/chat_line.ts";
+import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
+import { runCli } from "../testkit/cli.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
+import { LiveClient, logIs, registerUser, ServerProcess } from "../testkit/server_process.ts";
+
+const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12" };
+
+async function startWebServer(pki: TestPki): Promise<{ server: ServerProcess; web: number }> {
+  const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--web", "0"] });
+  const listen = await server.waitFor(logIs("LISTEN_WEB"));
+  return { server, web: Number(String(listen.detail).split(":").pop()) };
+}
+
+/** alice over the WebSocket: handshake, session, everything she receives. */
+async function webLogin(pki: TestPki, web: number, transcriptDir: string) {
+  const socket = new WebSocket(`ws://127.0.0.1:${web}/ws`);
+  await opened(socket);
+  const established = await clientHandshake(new FrameConnection(new WebSocketByteConn(socket)), {
+    identity: await pki.identity("alice"),
+    trust: pki.trust,
+    serverName: "localhost",
+    credentials: { mode: "login", username: "alice", password: PASSWORDS.alice },
+  });
+  const session = await ChatSession.start(established, {
+    transcriptDir,
+    serverName: "localhost",
+    relayTrust: pki.trust,
+  });
+  const received: ReceivedMessage[] = [];
+  const running = session.run({ onMessage: (m) => void received.push(m) });
+  /** A line as the user types it, through the chat-line parser the CLI uses. */
+  const say = async (line: string) => {
+    const parsed = parseChatLine(line);
+    if (parsed.action !== "send") throw new Error(`not a sending line: ${line}`);
+    await session.send(parsed.body, parsed.to);
+  };
+  return { session, received, running, say };
+}
+
+async function until<T>(find: () => T | undefined, what: string, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const found = find();
+    if (found !== undefined) return found;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+Deno.test("web: a WebSocket client and a CLI client chat through one serve --web; lobby, private, who, verified authors, receipts", async () => {
+  const pki = await makePki(["alice", "bob"], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  try {
+    for (const user of ["alice", "bob"] as const) {
+      await registerUser(server, pki.dir, user, PASSWORDS[user]);
+    }
+    const bob = await LiveClient.login({
+      port: server.port,
+      user: "bob",
+      password: PASSWORDS.bob,
+      pkiDir: pki.dir,
+      transcripts: `${server.workDir}/bob-transcripts`,
+    });
+    const aliceDir = `${server.workDir}/alice-transcripts`;
+    const alice = await webLogin(pki, web, aliceDir);
+    // The server core logged her in as any other client; the peer names the transport.
+    await server.waitFor((e) =>
+      e.event === "LOGIN" && e.user === "alice" && String(e.peer).startsWith("ws:127.0.0.1:")
+    );
+
+    await alice.say("hello from the web");
+    await alice.say("/msg bob only for bob");
+    await bob.waitForLine((l) => l.includes("alice ✓ hello from the web"));
+    await bob.waitForLine((l) => l.includes("alice (private) ✓ only for bob"));
+
+    await bob.send("hello back over tcp");
+    await bob.send("/msg alice a private reply");
+    const relays = () => alice.received.flatMap((m) => m.type === "relay" ? [m.relayed] : []);
+    await until(
+      () => relays().find((r) => r.text === "a private reply"),
+      "bob's private reply at alice",
+    );
+    // Every relay alice took passed the signature check against the CA (§6.4): once each.
+    const fromBob = relays().filter((r) => r.author === "bob").map((r) => r.text);
+    assert.deepEqual(fromBob, ["hello back over tcp", "a private reply"]);
+
+    await alice.say("/who");
+    await until(
+      () =>
+        alice.received.find((m) =>
+          m.type === "msg" &&
+          (m.body as { text?: string }).text === "online: alice, bob"
+        ),
+      "alice's /who answer",
+    );
+
+    await alice.session.close();
+    const end = await alice.running;
+    assert.ok(end.receiptPath, `alice's session ended without a receipt: ${JSON.stringify(end)}`);
+    const bobEnd = await bob.end();
+    assert.equal(bobEnd.code, 0, bobEnd.stderr);
+
+    // alice's transcript of the WebSocket session verifies offline with only the CA.
+    const logs = [...Deno.readDirSync(aliceDir)].map((e) => e.name)
+      .filter((n) => n.endsWith(".log"));
+    assert.equal(logs.length, 1);
+    const verified = await runCli([
+      "verify",
+      `${aliceDir}/${logs[0]}`,
+      "--ca",
+      `${pki.dir}/ca.pem`,
+    ]);
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+/** One raw HTTP/1.1 request on a fresh TCP connection; the status line and headers. */
+async function rawRequest(port: number, head: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(head));
+    let text = "";
+    const buffer = new Uint8Array(4096);
+    while (!text.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    return text;
+  } finally {
+    conn.close();
+  }
+}
+
+function upgradeHead(port: number, extra: string): string {
+  return `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+    `Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n` +
+    `Sec-WebSocket-Version: 13\r\n${extra}\r\n`;
+}
+
+/** Resolves with the close code once `socket` closes. */
+function closeCode(socket: WebSocket): Promise<number> {
+  return new Promise((resolve) =>
+    socket.addEventListener("close", (e) => resolve(e.code), { once: true })
+  );
+}
+
+Deno.test("web: the front refuses other paths, non-upgrades, cross-origin pages, text and oversized messages", async () => {
+  const pki = await makePki([], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  try {
+    const root = await fetch(`http://127.0.0.1:${web}/`);
+    await root.body?.cancel();
+    assert.equal(root.status, 404);
+    assert.match(root.headers.get("content-security-policy") ?? "", /default-src 'none'/);
+    assert.equal(root.headers.get("set-cookie"), null);
+
+    const plainGet = await fetch(`http://127.0.0.1:${web}/ws`);
+    await plainGet.body?.cancel();
+    assert.equal(plainGet.status, 426);
+
+    const crossOrigin = await rawRequest(web, upgradeHead(web, "Origin: http://evil.example\r\n"));
+    assert.match(crossOrigin, /^HTTP\/1\.1 403/);
+    const noKey = await rawRequest(
+      web,
+      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${web}\r\nUpgrade: websocket\r\n` +
+        `Connection: Upgrade\r\n\r\n`,
+    );
+    assert.match(noKey, /^HTTP\/1\.1 400/);
+    const sameOrigin = await rawRequest(
+      web,
+      upgradeHead(web, `Origin: http://127.0.0.1:${web}\r\n`),
+    );
+    assert.match(sameOrigin, /^HTTP\/1\.1 101/);
+    assert.match(sameOrigin, /content-security-policy: default-src 'none'/i);
+
+    // A text message is not a frame: the socket closes with 1003 and the server logs why.
+    const mark = server.mark();
+    const text = new WebSocket(`ws://127.0.0.1:${web}/ws`);
+    await opened(text);
+    const textClosed = closeCode(text);
+    text.send('{"type":"hello"}');
+    assert.equal(await textClosed, 1003);
+    await server.waitFor(logIs("PROTOCOL_ERROR"), 10_000, mark);
+
+    // A message above the protocol's frame limit is refused unparsed, as an oversized TCP
+    // frame is: FRAME_TOO_LARGE in the log, the socket closed.
+    const big = new WebSocket(`ws://127.0.0.1:${web}/ws`);
+    await opened(big);
+    const bigClosed = closeCode(big);
+    big.send(new Uint8Array(64 * 1024 + 1));
+    await server.waitFor(logIs("FRAME_TOO_LARGE"), 10_000, mark);
+    await bigClosed;
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});
