@@ -8,6 +8,8 @@ import { encodeFrame, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
 
 export interface ByteStreamConn {
   readable: ReadableStream<Uint8Array>;
+  /** Read into our buffer (Deno.Conn has it): preferred, see FrameReader. */
+  read?(into: Uint8Array): Promise<number | null>;
   write(bytes: Uint8Array): Promise<number>;
   close(): void;
   /** Half-close: no more writes from us, reads go on (Deno.TcpConn has it). */
@@ -30,7 +32,10 @@ export class FrameConnection {
     options: { maxFrameBytes?: number; maxQueuedBytes?: number } = {},
   ) {
     this.#conn = conn;
-    this.#reader = new FrameReader(conn.readable, options.maxFrameBytes ?? MAX_FRAME_BYTES);
+    this.#reader = new FrameReader(
+      conn.read ? { read: (into) => conn.read!(into) } : conn.readable,
+      options.maxFrameBytes ?? MAX_FRAME_BYTES,
+    );
     this.#maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_SEND_QUEUE_BYTES;
   }
 

@@ -21,14 +21,33 @@ export function encodeJsonFrame(message: unknown): { payload: Uint8Array; wire: 
   return { payload, wire: encodeFrame(payload) };
 }
 
+/**
+ * A source that reads into a buffer we choose (Deno.Conn has it). Preferred over a
+ * ReadableStream, whose pending pull holds a 64 KiB buffer per idle connection.
+ */
+export interface ByteReader {
+  read(into: Uint8Array): Promise<number | null>;
+}
+
+/**
+ * Bytes asked for per read when no larger frame is in progress: an idle connection's
+ * pending read holds only this much, and most frames arrive whole in one read.
+ */
+export const IDLE_READ_BYTES = 1024;
+
+const EMPTY = new Uint8Array(0);
+
 /** Reads whole frames from a byte stream. */
 export class FrameReader {
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #buffer: Uint8Array = new Uint8Array(0);
+  #source: ReadableStreamDefaultReader<Uint8Array> | ByteReader;
+  #buffer: Uint8Array = EMPTY;
   #maxFrame: number;
+  /** The frame being read, so a read that timed out hands its frame to the next one. */
+  #inFlight: Promise<Uint8Array | null> | null = null;
+  #cancelled = false;
 
-  constructor(stream: ReadableStream<Uint8Array>, maxFrame = MAX_FRAME_BYTES) {
-    this.#reader = stream.getReader();
+  constructor(source: ReadableStream<Uint8Array> | ByteReader, maxFrame = MAX_FRAME_BYTES) {
+    this.#source = source instanceof ReadableStream ? source.getReader() : source;
     this.#maxFrame = maxFrame;
   }
 
@@ -37,7 +56,18 @@ export class FrameReader {
    * @throws FRAME_TOO_LARGE for a length of 0 or above the maximum,
    *   PROTOCOL_ERROR for a stream that ends inside a frame.
    */
-  async read(): Promise<Uint8Array | null> {
+  read(): Promise<Uint8Array | null> {
+    if (this.#inFlight) return this.#inFlight;
+    const frame = this.#readFrame();
+    this.#inFlight = frame;
+    const settle = () => {
+      if (this.#inFlight === frame) this.#inFlight = null;
+    };
+    frame.then(settle, settle);
+    return frame;
+  }
+
+  async #readFrame(): Promise<Uint8Array | null> {
     if (!await this.#fill(4)) {
       if (this.#buffer.length === 0) return null;
       throw new SecureChatError("PROTOCOL_ERROR", "connection closed inside a length prefix");
@@ -53,23 +83,40 @@ export class FrameReader {
       throw new SecureChatError("PROTOCOL_ERROR", "connection closed inside a frame");
     }
     const payload = this.#buffer.slice(4, 4 + length);
-    this.#buffer = this.#buffer.subarray(4 + length);
+    // An empty view would still pin the whole read buffer behind it while idle.
+    this.#buffer = this.#buffer.length === 4 + length ? EMPTY : this.#buffer.subarray(4 + length);
     return payload;
   }
 
+  /** Releases a stream source; a ByteReader source is released by closing its connection. */
   async cancel(): Promise<void> {
+    this.#cancelled = true;
+    if (!(this.#source instanceof ReadableStreamDefaultReader)) return;
     try {
-      await this.#reader.cancel();
+      await this.#source.cancel();
     } catch {
       // already closed: nothing to release
     }
   }
 
-  /** A reset or broken connection is the peer's doing, like a write failure: not a bug. */
-  async #readChunk(): Promise<ReadableStreamReadResult<Uint8Array>> {
+  /**
+   * The next bytes, null at the end of the stream. From a ByteReader, at most `wanted`
+   * bytes but never fewer than IDLE_READ_BYTES are asked for: a frame in progress
+   * gets its buffer, an idle connection only a small one.
+   * A reset or broken connection is the peer's doing, like a write failure: not a bug.
+   */
+  async #readChunk(wanted: number): Promise<Uint8Array | null> {
     try {
-      return await this.#reader.read();
+      if (this.#source instanceof ReadableStreamDefaultReader) {
+        const { value, done } = await this.#source.read();
+        return done ? null : value;
+      }
+      const into = new Uint8Array(Math.max(wanted, IDLE_READ_BYTES));
+      const got = await this.#source.read(into);
+      return got === null ? null : into.subarray(0, got);
     } catch (cause) {
+      // Our own close interrupts the pending read: an end of stream, as a cancelled stream gives.
+      if (this.#cancelled) return null;
       throw new SecureChatError("PROTOCOL_ERROR", "connection lost while reading", { cause });
     }
   }
@@ -81,8 +128,8 @@ export class FrameReader {
     let have = this.#buffer.length;
     let ended = false;
     while (have < wanted) {
-      const { value, done } = await this.#readChunk();
-      if (done) {
+      const value = await this.#readChunk(wanted - have);
+      if (value === null) {
         ended = true;
         break;
       }

@@ -1,0 +1,92 @@
+/**
+ * FrameReader over a source that reads into our buffer (Deno.Conn's read): an idle
+ * connection's pending read must hold a small buffer, not a maximum frame, and a
+ * frame must come out whole however the bytes arrive.
+ */
+import assert from "node:assert/strict";
+import { SecureChatError } from "../../lib/errors.ts";
+import {
+  type ByteReader,
+  FrameReader,
+  IDLE_READ_BYTES,
+  MAX_FRAME_BYTES,
+} from "../../lib/wire/frame.ts";
+
+/** A source serving `bytes` in pieces of at most `piece`, recording each buffer size asked for. */
+function scripted(bytes: Uint8Array, piece: number): ByteReader & { asked: number[] } {
+  let at = 0;
+  const asked: number[] = [];
+  return {
+    asked,
+    read(into: Uint8Array): Promise<number | null> {
+      asked.push(into.length);
+      if (at === bytes.length) return Promise.resolve(null);
+      const n = Math.min(piece, into.length, bytes.length - at);
+      into.set(bytes.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+  };
+}
+
+function frame(length: number, fill: number): Uint8Array {
+  const out = new Uint8Array(4 + length).fill(fill);
+  new DataView(out.buffer).setUint32(0, length);
+  return out;
+}
+
+function joined(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+Deno.test("FrameReader(ByteReader): small and maximum frames whole, in any pieces; idle reads ask for IDLE_READ_BYTES", async () => {
+  for (const piece of [1, 7, 1000, 1 << 20]) {
+    const source = scripted(joined(frame(2, 1), frame(MAX_FRAME_BYTES, 2), frame(300, 3)), piece);
+    const reader = new FrameReader(source);
+    assert.deepEqual(await reader.read(), new Uint8Array(2).fill(1));
+    assert.deepEqual(await reader.read(), new Uint8Array(MAX_FRAME_BYTES).fill(2));
+    assert.deepEqual(await reader.read(), new Uint8Array(300).fill(3));
+    assert.equal(await reader.read(), null);
+    // Only a frame in progress may ask for more than the idle size, and never above one frame.
+    assert.equal(source.asked[0], IDLE_READ_BYTES);
+    assert.equal(source.asked.at(-1), IDLE_READ_BYTES);
+    assert.ok(Math.max(...source.asked) <= MAX_FRAME_BYTES + 4);
+  }
+});
+
+Deno.test("FrameReader(ByteReader): an end inside a frame is PROTOCOL_ERROR, an oversize length FRAME_TOO_LARGE", async () => {
+  const cut = new FrameReader(scripted(frame(10, 1).subarray(0, 9), 3));
+  await assert.rejects(
+    cut.read(),
+    (e) => e instanceof SecureChatError && e.code === "PROTOCOL_ERROR",
+  );
+  const huge = new FrameReader(scripted(new Uint8Array([0xff, 0xff, 0xff, 0xff]), 4));
+  await assert.rejects(
+    huge.read(),
+    (e) => e instanceof SecureChatError && e.code === "FRAME_TOO_LARGE",
+  );
+});
+
+Deno.test("FrameReader: a read abandoned by its caller hands its frame to the next read", async () => {
+  let deliver: (n: number) => void = () => {};
+  let calls = 0;
+  const reader = new FrameReader({
+    read(into: Uint8Array): Promise<number | null> {
+      calls++;
+      into.set(frame(1, 9));
+      return new Promise((resolve) => deliver = resolve);
+    },
+  });
+  const first = reader.read(); // the caller gives up on it (a timeout)
+  const second = reader.read();
+  assert.equal(calls, 1, "two reads in flight on one socket would race for its bytes");
+  deliver(5);
+  assert.deepEqual(await second, new Uint8Array([9]));
+  assert.deepEqual(await first, new Uint8Array([9]));
+});
