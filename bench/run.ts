@@ -1,6 +1,6 @@
 /**
  * The securechat benchmark suite (issue 7): signing, session setup, messages, scale,
- * verify, startup, cluster, peer (against InspIRCd, issue 18) — every figure beside a
+ * verify, startup, cluster, reconnect storm, peer (against InspIRCd, issue 18) — every figure beside a
  * reference measured in the same run, as a ratio. Setup and messages run with RSA-2048
  * (the default) and Ed25519 keys.
  * Prints a table and writes bench/results.json.
@@ -19,6 +19,7 @@ import * as messages from "./message_bench.ts";
 import * as scale from "./scale_bench.ts";
 import * as startup from "./startup_bench.ts";
 import * as cluster from "./cluster_bench.ts";
+import * as storm from "./storm_bench.ts";
 import * as peer from "./peer_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
@@ -31,6 +32,7 @@ export const SECTIONS = [
   "verify",
   "startup",
   "cluster",
+  "storm",
   "peer",
 ] as const;
 type SectionName = typeof SECTIONS[number];
@@ -109,6 +111,9 @@ try {
         break;
       case "cluster":
         sections.cluster = await cluster.run({ quick }, pkis);
+        break;
+      case "storm":
+        sections.storm = await storm.run({ quick }, pkis);
         break;
       case "peer":
         sections.peer = await peer.run({ quick }, pkis.rsa2048);

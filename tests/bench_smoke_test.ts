@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { findInspircd, INSPIRCD_INSTALL_HINT } from "../testkit/inspircd.ts";
+import { mysqlTestTarget } from "../testkit/mariadb.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 
 const RUN = new URL("../bench/run.ts", import.meta.url).pathname;
@@ -18,6 +19,11 @@ const PEER_SKIPPED = skipUnless(
 );
 const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup", "cluster"];
 if (!PEER_SKIPPED) SECTIONS.push("peer");
+// The reconnect storm starts its own MariaDB (and nats-server, which the cluster section needs
+// as well); without mariadbd it must say it was skipped.
+const STORM_MISSING = mysqlTestTarget().kind === "local" ? undefined : "no local mariadbd";
+const STORM_SKIPPED = skipUnless("mariadb", STORM_MISSING, "the bench's reconnect storm section");
+if (!STORM_SKIPPED) SECTIONS.push("storm");
 /** Sections compared for each key type the toolkit offers (figure names start with it). */
 const PER_KEY_TYPE = ["signing", "setup", "messages"];
 const KEY_TYPES = ["RSA-2048", "Ed25519"];
@@ -72,6 +78,15 @@ Deno.test({
         const goals = report.sections.peer.figures.filter((f: { goal?: string }) => f.goal);
         assert.equal(goals.length, 3, "peer: the three goals of issue 18");
         assert.match(report.sections.peer.details.peer.version, /^InspIRCd-3\./);
+      }
+      if (STORM_SKIPPED) {
+        assert.match(report.sections.storm?.skipped ?? "", /mariadbd/);
+      } else {
+        // Every user came back both ways, and the ticket storm states the issue's goal.
+        const { ticket_storm, password_storm, users } = report.sections.storm.details;
+        assert.deepEqual([ticket_storm.failures, password_storm.failures], [0, 0]);
+        assert.equal(ticket_storm.logins_by_ticket, users, "every reconnect was a resumption");
+        assert.ok(report.sections.storm.figures.some((f: { goal?: string }) => f.goal));
       }
       for (const name of PER_KEY_TYPE) {
         for (const keyType of KEY_TYPES) {

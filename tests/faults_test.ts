@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { runCli } from "../testkit/cli.ts";
-import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
+import { mysqlTestTarget, startMariaDb } from "../testkit/mariadb.ts";
+import { skipMysql } from "./helpers/mariadb.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
 import { liveContext, startFuzzServer, terminalFor, waitForLog } from "../testkit/fuzz.ts";

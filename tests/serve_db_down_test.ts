@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
-import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
+import { mysqlTestTarget, startMariaDb } from "../testkit/mariadb.ts";
+import { skipMysql } from "./helpers/mariadb.ts";
 import { errorCodeOf, runConnect, ServerProcess } from "../testkit/server_process.ts";
 
 Deno.test({

@@ -1,6 +1,6 @@
 /**
  * One contract, two engines: every case below runs against SQLite and against a real MariaDB
- * (started by tests/helpers/mariadb.ts, or SECURECHAT_TEST_MYSQL_URL).
+ * (started by testkit/mariadb.ts, or SECURECHAT_TEST_MYSQL_URL).
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -13,7 +13,8 @@ import { openSqlite } from "../lib/store/sqlite.ts";
 import { query, type SqlDatabase, type SqlRow } from "../lib/store/sql.ts";
 import { SCHEMA_VERSION } from "../lib/store/schema.ts";
 import type { AccountAdmin, UserStore } from "../lib/store/user_store.ts";
-import { mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
+import { mysqlTestTarget, startMariaDb } from "../testkit/mariadb.ts";
+import { skipMysql } from "./helpers/mariadb.ts";
 
 interface Context {
   url: string;

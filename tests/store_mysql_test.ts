@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { codeOf } from "../lib/errors.ts";
 import { openUserStore } from "../lib/store/open.ts";
-import { type MariaDb, mysqlTestTarget, skipMysql, startMariaDb } from "./helpers/mariadb.ts";
+import { type MariaDb, mysqlTestTarget, startMariaDb } from "../testkit/mariadb.ts";
+import { skipMysql } from "./helpers/mariadb.ts";
 
 const skip = skipMysql(mysqlTestTarget(), "the restart and schema.sql tests", "local");
 

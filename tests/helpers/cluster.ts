@@ -3,7 +3,7 @@
  * them (each with a health port), and optionally haproxy in front, as docs/DEPLOY.md describes.
  */
 import { type Haproxy, haproxyBinary, startHaproxy } from "./haproxy.ts";
-import { type MariaDb, mysqlTestTarget, startMariaDb } from "./mariadb.ts";
+import { type MariaDb, mysqlTestTarget, startMariaDb } from "../../testkit/mariadb.ts";
 import { type NatsServer, natsServerBinary, startNats } from "../../testkit/nats.ts";
 import { freePort } from "../../testkit/local_service.ts";
 import { logIs, ServerProcess } from "../../testkit/server_process.ts";
