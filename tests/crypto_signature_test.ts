@@ -261,3 +261,27 @@ Deno.test("ecdsaDerToP1363() throws SIG_FAIL for anything but canonical DER", ()
     assert.throws(() => ecdsaDerToP1363(fromHex(der)), isCode("SIG_FAIL"), name);
   }
 });
+
+keyTest(
+  "Ed25519 takes the synchronous node:crypto path and agrees with WebCrypto both ways",
+  async () => {
+    const { signer, verifier } = await keyPair("ed25519");
+    // The hot path: without the node:crypto KeyObject every message would hop to the thread pool.
+    assert.ok(signer.native && verifier.native, "Ed25519 keys must carry their node:crypto form");
+    const webSigner = { algorithm: signer.algorithm, key: signer.key };
+    const webVerifier = { algorithm: verifier.algorithm, key: verifier.key };
+    for (const message of [new Uint8Array(), utf8("chat line"), randomBytes(4096)]) {
+      const native = await sign(signer, message);
+      assert.deepEqual(native, await sign(webSigner, message), "Ed25519 is deterministic");
+      assert.equal(await verify(webVerifier, message, native), true);
+      assert.equal(await verify(verifier, message, native), true);
+      const forged = native.slice();
+      forged[63] ^= 0x40; // S outside the group order's range, or just wrong
+      assert.equal(await verify(verifier, message, forged), false);
+      assert.equal(await verify(webVerifier, message, forged), false);
+    }
+    for (const [rsaOrEc] of [["rsa-pkcs1-sha256"], ["ecdsa-p256-sha256"]] as const) {
+      assert.equal((await keyPair(rsaOrEc)).signer.native, undefined, `${rsaOrEc} stays WebCrypto`);
+    }
+  },
+);

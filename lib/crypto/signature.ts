@@ -4,6 +4,13 @@
  * AlgorithmIdentifier, so a key cannot be used with a second algorithm.
  */
 
+import {
+  createPrivateKey,
+  createPublicKey,
+  type KeyObject,
+  sign as nodeSign,
+  verify as nodeVerify,
+} from "node:crypto";
 import { SecureChatError } from "../errors.ts";
 import {
   malformed,
@@ -21,11 +28,34 @@ export type SignatureAlgorithm = "rsa-pkcs1-sha256" | "ecdsa-p256-sha256" | "ed2
 export interface SigningKey {
   readonly algorithm: SignatureAlgorithm;
   readonly key: CryptoKey;
+  /** Ed25519 only: the same key for synchronous node:crypto, see {@link nativeEd25519}. */
+  readonly native?: KeyObject;
 }
 
 export interface VerifyingKey {
   readonly algorithm: SignatureAlgorithm;
   readonly key: CryptoKey;
+  /** Ed25519 only: the same key for synchronous node:crypto, see {@link nativeEd25519}. */
+  readonly native?: KeyObject;
+}
+
+/**
+ * Ed25519 signs and verifies on every chat message, so it takes node:crypto's
+ * synchronous path: WebCrypto's hop through the thread pool costs several times the
+ * operation. The WebCrypto key stays the one that decided the import (and the
+ * browser's path); undefined where node:crypto cannot take the key.
+ */
+function nativeEd25519(format: "pkcs8" | "spki", der: Uint8Array): KeyObject | undefined {
+  const copy = Buffer.from(der);
+  try {
+    return format === "pkcs8"
+      ? createPrivateKey({ key: copy, format: "der", type: "pkcs8" })
+      : createPublicKey({ key: copy, format: "der", type: "spki" });
+  } catch {
+    return undefined;
+  } finally {
+    copy.fill(0); // the caller wipes its PKCS#8 bytes; this copy is ours to wipe
+  }
 }
 
 const OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1";
@@ -125,7 +155,9 @@ async function importKey(
 export async function importSigningKeyPkcs8(pkcs8Der: Uint8Array): Promise<SigningKey> {
   // PrivateKeyInfo ::= SEQUENCE { version, privateKeyAlgorithm, privateKey, ... } (RFC 5958)
   const algorithm = detectAlgorithm(pkcs8Der, 1, "PKCS#8 key");
-  return { algorithm, key: await importKey("pkcs8", pkcs8Der, algorithm, "sign") };
+  const key = await importKey("pkcs8", pkcs8Der, algorithm, "sign");
+  if (algorithm !== "ed25519") return { algorithm, key };
+  return { algorithm, key, native: nativeEd25519("pkcs8", pkcs8Der) };
 }
 
 /**
@@ -137,7 +169,9 @@ export async function importSigningKeyPkcs8(pkcs8Der: Uint8Array): Promise<Signi
 export async function importVerifyingKeySpki(spkiDer: Uint8Array): Promise<VerifyingKey> {
   // SubjectPublicKeyInfo ::= SEQUENCE { algorithm, subjectPublicKey } (RFC 5280 §4.1)
   const algorithm = detectAlgorithm(spkiDer, 0, "SubjectPublicKeyInfo");
-  return { algorithm, key: await importKey("spki", spkiDer, algorithm, "verify") };
+  const key = await importKey("spki", spkiDer, algorithm, "verify");
+  if (algorithm !== "ed25519") return { algorithm, key };
+  return { algorithm, key, native: nativeEd25519("spki", spkiDer) };
 }
 
 /**
@@ -146,6 +180,7 @@ export async function importVerifyingKeySpki(spkiDer: Uint8Array): Promise<Verif
  * uses RFC 6979 deterministic nonces); nothing in the protocol relies on which.
  */
 export async function sign(key: SigningKey, data: Uint8Array): Promise<Uint8Array> {
+  if (key.native) return new Uint8Array(nodeSign(null, data, key.native));
   const params = WEBCRYPTO[key.algorithm].signParams;
   return new Uint8Array(await crypto.subtle.sign(params, key.key, data as BufferSource));
 }
@@ -174,6 +209,7 @@ export async function verify(
   // Checked first so no parser below ever sees a truncated or padded signature.
   if (signature.length !== signatureLength(key)) return false;
   try {
+    if (key.native) return nodeVerify(null, data, key.native, signature);
     return await crypto.subtle.verify(
       WEBCRYPTO[key.algorithm].signParams,
       key.key,
