@@ -239,6 +239,9 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
       const record = { sid: "${h.sessionId}", dir: "c2s", to: "lobby", seqno: seq, ts: Date.now(), ct, c };
       record.sig = await signRecord(key, record);
       w.append(prepareMsg("c2s", record, k).line);
+      // A real sender waits for its socket; without a turn of the event loop a synchronous
+      // signature (Ed25519) would never let the writer's file writes run.
+      await new Promise((r) => setTimeout(r, 0));
     }`;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", "--quiet", script],

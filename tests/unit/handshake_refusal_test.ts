@@ -83,7 +83,11 @@ class PipeEnd implements ByteStreamConn {
 async function refusedWhileWriting(serverFramesDelivered = Infinity) {
   const pki = await makePki(["alice"]);
   const rogue = await makePki(["alice"]); // a client certificate from a CA the server does not trust
-  const alice = await rogue.identity("alice");
+  const rogueAlice = await rogue.identity("alice");
+  // WebCrypto's form of the key only, so its signature goes through the hold below
+  // (an Ed25519 key would otherwise sign synchronously through node:crypto).
+  const { algorithm, key } = rogueAlice.signingKey;
+  const alice = { ...rogueAlice, signingKey: { algorithm, key } };
   const [clientEnd, serverEnd] = PipeEnd.pair();
   serverEnd.deliverWrites = serverFramesDelivered;
   let held = 0;
