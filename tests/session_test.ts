@@ -119,23 +119,28 @@ Deno.test("clientHandshake() refuses a wrong password with AUTH_FAIL on both sid
   client.close();
 });
 
+/** Both handshakes of alice over `server` / `client`, any password accepted. */
+async function loggedIn(server: FrameConnection, client: FrameConnection) {
+  return await Promise.all([
+    serverHandshake(server, {
+      identity: await pki.identity("server"),
+      trust: pki.trust,
+      authenticate: () => Promise.resolve({ registered: false }),
+    }),
+    clientHandshake(client, {
+      identity: await pki.identity("alice"),
+      trust: pki.trust,
+      serverName: "localhost",
+      credentials: { mode: "login", username: "alice", password: "pw" },
+    }),
+  ]);
+}
+
 Deno.test("ChatSession: with 2 messages per key, every message still arrives and the record verifies", async () => {
   const { server, client } = await connectPair();
   const transcripts = await Deno.makeTempDir();
   try {
-    const [s, c] = await Promise.all([
-      serverHandshake(server, {
-        identity: await pki.identity("server"),
-        trust: pki.trust,
-        authenticate: () => Promise.resolve({ registered: false }),
-      }),
-      clientHandshake(client, {
-        identity: await pki.identity("alice"),
-        trust: pki.trust,
-        serverName: "localhost",
-        credentials: { mode: "login", username: "alice", password: "pw" },
-      }),
-    ]);
+    const [s, c] = await loggedIn(server, client);
     const limits = { transcriptDir: transcripts, keyUpdateRecords: 2 };
     // Count the client's frames: key updates are record-layer messages, not lines.
     let frames = 0;
@@ -160,6 +165,38 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
     const report = await verifyTranscript(serverEnd.transcriptPath, { trust: pki.trust });
     assert.equal(report.ok, true, report.reason ?? "");
     assert.equal(report.messages.c2s, 7, "key updates are not transcript lines");
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});
+
+Deno.test("ChatSession.send() in a loop lets timers and socket writes run (a turn per batch)", async () => {
+  // Ed25519 signs synchronously: a sender that awaits each send would otherwise stay in
+  // microtasks until its queue is full, and nothing else in the process would run.
+  const { server, client } = await connectPair();
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const [s, c] = await loggedIn(server, client);
+    assert.equal(c.self.signingKey.algorithm, "ed25519");
+    const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
+    const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
+    const atServer = inbox("at the server");
+    const serverRun = serverSession.run({ onMessage: atServer.onMessage });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+    const lines = 500; // ~350 KB of frames: below the send queue's limit, so it never waits
+    let sentWhenTimerRan = -1;
+    let sent = 0;
+    setTimeout(() => sentWhenTimerRan = sent, 0);
+    for (; sent < lines; sent++) await clientSession.send({ kind: "text", text: `line ${sent}` });
+    assert.ok(
+      sentWhenTimerRan >= 0 && sentWhenTimerRan < lines,
+      `a timer due at once ran only after all ${lines} sends`,
+    );
+    await atServer.count(lines);
+    await clientSession.close();
+    const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
+    assert.equal(clientEnd.outcome, "closed", clientEnd.message);
+    assert.equal(serverEnd.outcome, "closed", serverEnd.message);
   } finally {
     await Deno.remove(transcripts, { recursive: true });
   }

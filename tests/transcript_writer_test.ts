@@ -225,6 +225,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
     import { importSigningKeyPkcs8 } from "./lib/crypto/signature.ts";
     import { prepareMsg, sealPlaintext, signRecord } from "./lib/message/record.ts";
     import { TranscriptWriter } from "./lib/transcript/writer.ts";
+    import { spendTurn } from "./lib/turn.ts";
     const key = await importSigningKeyPkcs8(await Deno.readFile(${JSON.stringify(keyFile)}));
     const w = await TranscriptWriter.create(${JSON.stringify(join(dir, "t"))}, {
       sessionId: "${h.sessionId}", role: "client", startedAt: ${h.startedAt},
@@ -239,9 +240,9 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
       const record = { sid: "${h.sessionId}", dir: "c2s", to: "lobby", seqno: seq, ts: Date.now(), ct, c };
       record.sig = await signRecord(key, record);
       w.append(prepareMsg("c2s", record, k).line);
-      // A real sender waits for its socket; without a turn of the event loop a synchronous
-      // signature (Ed25519) would never let the writer's file writes run.
-      await new Promise((r) => setTimeout(r, 0));
+      // As ChatSession.send does: without a turn of the event loop now and then, a
+      // synchronous signature (Ed25519) would never let the writer's file writes run.
+      await spendTurn();
     }`;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", "--quiet", script],

@@ -50,6 +50,7 @@ import {
 import { type RelayedText, RelayVerifier, SeenStore } from "./relay.ts";
 import { SequenceWindow } from "./replay.ts";
 import type { TrustStore } from "../pki/validate.ts";
+import { spendTurn } from "../turn.ts";
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
@@ -247,6 +248,9 @@ export class ChatSession {
       const payload = this.#sealWithUpdate(utf8(wire));
       await this.#est.conn.sendPaced(payload); // a client follows the server's pace
       this.#transcript.append(line);
+      // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep
+      // the socket writes and the transcript's flush waiting until it stops.
+      await spendTurn();
     });
     this.#sending = next.catch(() => {});
     return next.then(() => record.seqno);

@@ -1,0 +1,48 @@
+/**
+ * Bounded synchronous work per turn of the event loop.
+ *
+ * Ed25519 signatures, AES-GCM and HMAC run synchronously (lib/crypto), so a loop of
+ * `await session.send(...)` can stay in microtasks for as long as it has lines: socket
+ * writes, timers (the transcript's batch flush) and reads would wait until it ends.
+ * Each unit of such work spends from one budget shared by the whole process (a turn
+ * is the process's, not a session's); when the budget is spent the caller awaits a
+ * macrotask, which lets the event loop poll I/O and run due timers, then goes on.
+ */
+
+/** Units of work per turn: 64 Ed25519 sends are ~4 ms, enough to amortise the yield (~20 µs). */
+export const TURN_UNITS = 64;
+/** Wall time per turn, for units that are slow (RSA through WebCrypto resolves without a turn). */
+export const TURN_MS = 4;
+
+let units = 0;
+let since = performance.now();
+
+/**
+ * Spends one unit of the current turn's budget.
+ * @returns undefined while the budget lasts; else a promise that resolves on a later turn
+ *   of the event loop, after pending I/O and due timers had their chance
+ */
+export function spendTurn(): Promise<void> | undefined {
+  if (++units < TURN_UNITS && performance.now() - since < TURN_MS) return undefined;
+  return nextTurn();
+}
+
+/**
+ * Resolves from a macrotask. A MessagePort message is delivered by the event loop
+ * itself (after it polls I/O), unlike `setImmediate` (which Deno runs without polling)
+ * or `setTimeout(0)` (clamped to a millisecond or more); a fresh channel per yield holds
+ * nothing open once it fired.
+ */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => {
+    const { port1, port2 } = new MessageChannel();
+    port1.onmessage = () => {
+      port1.close();
+      port2.close();
+      units = 0;
+      since = performance.now();
+      resolve();
+    };
+    port2.postMessage(null);
+  });
+}
