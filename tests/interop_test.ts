@@ -468,7 +468,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "interop: the clean-room client recomputes and replays tests/vectors/protocol byte for byte",
+    "interop: the clean-room client recomputes tests/vectors/protocol and tests/vectors/e2e byte for byte",
   ignore: skipInterop,
   async fn() {
     const out = await new Deno.Command(PYTHON, {
@@ -478,8 +478,10 @@ Deno.test({
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
-    const lines = text.split("\n").filter((l) => /^(VECTOR|NEGATIVE) /.test(l));
-    const failed = lines.filter((l) => !/^(VECTOR \S+|NEGATIVE '[^']+') OK /.test(l));
+    const lines = text.split("\n").filter((l) => /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE) /.test(l));
+    const failed = lines.filter((l) =>
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE) (['"]).+\4) OK /.test(l)
+    );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
     const negative = JSON.parse(
       await Deno.readTextFile(new URL("./vectors/protocol/negative.json", import.meta.url)),
@@ -491,6 +493,11 @@ Deno.test({
       .filter((e) => e.name.endsWith(".json") && e.name !== "negative.json");
     assert.equal(lines.filter((l) => l.startsWith("VECTOR ")).length, scenarios.length, text);
     assert.equal(lines.filter((l) => l.startsWith("NEGATIVE ")).length, clientCases.length, text);
+    // PROTOCOL §12.8: every end-to-end vector file recomputed, and the §12 rejections run.
+    const e2eFiles = [...Deno.readDirSync(new URL("./vectors/e2e/", import.meta.url))]
+      .filter((e) => e.name.endsWith(".json"));
+    assert.equal(lines.filter((l) => l.startsWith("E2E ")).length, e2eFiles.length, text);
+    assert.equal(lines.filter((l) => l.startsWith("E2E-NEGATIVE ")).length, 16, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });

@@ -826,6 +826,278 @@ def record_enc(rec):
             + u64(rec["ts"]) + u32(len(rec["ct"])) + rec["ct"] + rec["c"] + u32(len(sig)) + sig)
 
 
+# ---------------------------------------------------------------- end-to-end layer (§12)
+# §12.1: labels are ASCII; a 0x00 ends those followed by variable data. Integers are big-endian.
+
+E2E_IDENTITY_LABEL = b"securechat/e2e identity"    # §12.2
+E2E_BUNDLE_LABEL = b"securechat/e2e bundle"        # §12.2
+E2E_PQXDH_LABEL = b"securechat/e2e pqxdh"          # §12.3
+E2E_ROOT_LABEL = b"securechat/e2e ratchet root"    # §12.4 KDF_RK info (no variable data)
+E2E_WRAP_KEY_LABEL = b"securechat/e2e wrap key"    # §12.4 wrap
+E2E_WRAP_IV_LABEL = b"securechat/e2e wrap iv"
+E2E_RATCHET_AAD_LABEL = b"securechat/e2e ratchet"  # §12.4 ratchet aad
+E2E_SENDER_AAD_LABEL = b"securechat/e2e sender key"  # §12.5 sender aad
+E2E_MAX_SKIP = 1000      # §12.4: message keys derived ahead for one message
+E2E_MAX_SKIPPED = 2000   # §12.4: skipped keys kept (oldest dropped)
+
+
+def hkdf(salt, ikm, info, length):
+    """§12.1 HKDF(salt, ikm, info, L): Extract then Expand (RFC 5869)."""
+    return hkdf_expand(hkdf_extract(salt, ikm), info, length)
+
+
+def x25519_public(private):
+    """The 32-byte public key of a raw X25519 private key."""
+    return _x25519_key(private)[1]
+
+
+def x25519_dh(private, public):
+    """§12.1: X25519 of raw keys; an all-zero output is BAD_KEY_SHARE."""
+    return _x25519_agree(x25519.X25519PrivateKey.from_private_bytes(private), public)
+
+
+def identity_statement(user, ik):
+    """§12.2: what `ik_sig` signs."""
+    name = user.encode("utf-8")
+    return E2E_IDENTITY_LABEL + b"\x00" + u32(len(name)) + name + ik
+
+
+def bundle_statement(user, created, ik, spk_id, spk, pq_id, pq_ek):
+    """§12.2: what a bundle's `sig` signs."""
+    name = user.encode("utf-8")
+    return (E2E_BUNDLE_LABEL + b"\x00" + u32(len(name)) + name + u64(created) + ik
+            + u32(spk_id) + spk + u32(pq_id) + pq_ek)
+
+
+def pqxdh_ad(cert_a, cert_b, ik_a, ik_b):
+    """§12.3 AD (128 bytes): both certificates' SHA-256, then both identity keys, initiator first."""
+    return hashlib.sha256(cert_a).digest() + hashlib.sha256(cert_b).digest() + ik_a + ik_b
+
+
+def pqxdh_sk(dhs, ss, ad):
+    """§12.3 SK from DH1..DH3 [DH4] and the ML-KEM secret."""
+    return hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs) + ss, E2E_PQXDH_LABEL + b"\x00" + ad, 32)
+
+
+def pqxdh_initiate(ik_a_priv, ek_priv, bundle, opk, kem_m, cert_a, cert_b):
+    """§12.3, the initiator A. `bundle` holds B's verified ik, spk, pq (bytes); `opk` B's one-time
+    prekey (bytes) or None; `kem_m` the ML-KEM encapsulation randomness (None: fresh).
+    Returns (SK, AD, kem_ct)."""
+    dhs = [x25519_dh(ik_a_priv, bundle["spk"]), x25519_dh(ek_priv, bundle["ik"]),
+           x25519_dh(ek_priv, bundle["spk"])]
+    if opk is not None:
+        dhs.append(x25519_dh(ek_priv, opk))
+    if not mlkem_ek_ok(bundle["pq"]):
+        raise ProtoError("BAD_KEY_SHARE", "PQ prekey fails the FIPS 203 input check")
+    ss, kem_ct = mlkem_encaps(bundle["pq"], kem_m if kem_m is not None else os.urandom(32))
+    ad = pqxdh_ad(cert_a, cert_b, x25519_public(ik_a_priv), bundle["ik"])
+    return pqxdh_sk(dhs, ss, ad), ad, kem_ct
+
+
+def pqxdh_respond(ik_b_priv, spk_priv, opk_priv, pq_dk, ik_a, ek_a, kem_ct, cert_a, cert_b):
+    """§12.3, the responder B, from A's prekey header. Returns (SK, AD)."""
+    if len(kem_ct) != MLKEM_CT_BYTES:
+        raise ProtoError("PROTOCOL_ERROR", "kem_ct is not 1088 bytes")
+    dhs = [x25519_dh(spk_priv, ik_a), x25519_dh(ik_b_priv, ek_a), x25519_dh(spk_priv, ek_a)]
+    if opk_priv is not None:
+        dhs.append(x25519_dh(opk_priv, ek_a))
+    ad = pqxdh_ad(cert_a, cert_b, ik_a, x25519_public(ik_b_priv))
+    return pqxdh_sk(dhs, mlkem_decaps(pq_dk, kem_ct), ad), ad
+
+
+def kdf_rk(rk, dh_out):
+    """§12.4 KDF_RK: (rk', ck)."""
+    out = hkdf(rk, dh_out, E2E_ROOT_LABEL, 64)
+    return out[:32], out[32:]
+
+
+def kdf_ck(ck):
+    """§12.4 KDF_CK: (mk, ck')."""
+    return hmac.new(ck, b"\x01", hashlib.sha256).digest(), hmac.new(ck, b"\x02", hashlib.sha256).digest()
+
+
+def _wrap_aead(mk):
+    return (AESGCM(hkdf_expand(mk, E2E_WRAP_KEY_LABEL, 32)), hkdf_expand(mk, E2E_WRAP_IV_LABEL, 12))
+
+
+def wrap(mk, aad, k):
+    """§12.4 wrap(mk, aad, k): 32 + 16 bytes."""
+    aead, iv = _wrap_aead(mk)
+    return aead.encrypt(iv, k, aad)
+
+
+def unwrap(mk, aad, wrapped):
+    """The inverse of wrap; a wrap that does not open is DECRYPT_FAIL, a k of the wrong size too."""
+    aead, iv = _wrap_aead(mk)
+    try:
+        k = aead.decrypt(iv, wrapped, aad)
+    except (InvalidTag, ValueError):
+        raise ProtoError("DECRYPT_FAIL", "the key wrap does not open")
+    if len(k) != 32:
+        raise ProtoError("DECRYPT_FAIL", "the wrapped content key is not 32 bytes")
+    return k
+
+
+def header_enc(dh, pn, n):
+    """§12.4: dh (32) || u32be(pn) || u32be(n)."""
+    return dh + u32(pn) + u32(n)
+
+
+def parse_header_enc(h):
+    if len(h) != 40:
+        raise ProtoError("PROTOCOL_ERROR", "ratchet header is not 40 bytes")
+    pn, n = struct.unpack(">II", h[32:])
+    return h[:32], pn, n
+
+
+def ratchet_aad(ad, header, binding):
+    """§12.4 ratchet aad."""
+    return E2E_RATCHET_AAD_LABEL + b"\x00" + ad + header + binding
+
+
+def sender_aad(author, chain_id, n, binding):
+    """§12.5 sender aad."""
+    name = author.encode("utf-8")
+    return (E2E_SENDER_AAD_LABEL + b"\x00" + u32(len(name)) + name + u32(chain_id) + u32(n)
+            + binding)
+
+
+def binding_of(rec):
+    """§12.4 binding: SHA-256 of the record's signed statement (§6.1)."""
+    return hashlib.sha256(statement(rec)).digest()
+
+
+class Ratchet:
+    """§12.4 Double Ratchet state for one peer. `new_key()` gives a fresh X25519 private key
+    (raw bytes); a test passes its fixed keys. Every receive computes into a copy and commits only
+    when the wrap opened."""
+
+    def __init__(self, sk, ad, new_key=None):
+        self.ad, self.rk = ad, sk
+        self.new_key = new_key or (lambda: os.urandom(32))
+        self.dhs = self.dhs_pub = self.dhr = None
+        self.cks = self.ckr = None
+        self.ns = self.nr = self.pn = 0
+        self.skipped = {}           # (dh, n) -> mk, oldest first (dict order)
+        self.old_dhr = set()        # ratchet keys of finished receiving chains: REPLAY, not a step
+
+    @classmethod
+    def initiator(cls, sk, ad, spk_b, new_key=None):
+        r = cls(sk, ad, new_key)
+        r.dhr = spk_b
+        r._new_sending(r.dhr)
+        return r
+
+    @classmethod
+    def responder(cls, sk, ad, spk_priv, new_key=None):
+        r = cls(sk, ad, new_key)
+        r.dhs, r.dhs_pub = spk_priv, x25519_public(spk_priv)
+        return r
+
+    def _new_sending(self, dhr):
+        self.dhs = self.new_key()
+        self.dhs_pub = x25519_public(self.dhs)
+        self.rk, self.cks = kdf_rk(self.rk, x25519_dh(self.dhs, dhr))
+
+    def encrypt(self, k, binding):
+        """Wraps k for the record whose statement hashes to `binding`: (header_enc, wrapped)."""
+        if self.cks is None:
+            raise ProtoError("INTERNAL", "no sending chain before the first message opened")
+        mk, self.cks = kdf_ck(self.cks)
+        header = header_enc(self.dhs_pub, self.pn, self.ns)
+        self.ns += 1
+        return header, wrap(mk, ratchet_aad(self.ad, header, binding), k)
+
+    def decrypt(self, header, wrapped, binding):
+        """Unwraps k (§12.4); REPLAY, DECRYPT_FAIL or PROTOCOL_ERROR, the state unchanged then."""
+        dh, pn, n = parse_header_enc(header)
+        aad = ratchet_aad(self.ad, header, binding)
+        if (dh, n) in self.skipped:
+            k = unwrap(self.skipped[(dh, n)], aad, wrapped)
+            del self.skipped[(dh, n)]
+            return k
+        if dh in self.old_dhr or (dh == self.dhr and n < self.nr):
+            raise ProtoError("REPLAY", "ratchet message already opened (or its key dropped)")
+        trial = Ratchet.__new__(Ratchet)
+        trial.__dict__.update(self.__dict__)
+        trial.skipped = dict(self.skipped)
+        trial.old_dhr = set(self.old_dhr)
+        if dh != trial.dhr:
+            trial._skip(pn)
+            if trial.dhr is not None:
+                trial.old_dhr.add(trial.dhr)
+            trial.pn, trial.ns, trial.nr, trial.dhr = trial.ns, 0, 0, dh
+            trial.rk, trial.ckr = kdf_rk(trial.rk, x25519_dh(trial.dhs, dh))
+            trial._new_sending(dh)
+        trial._skip(n)
+        mk, trial.ckr = kdf_ck(trial.ckr)
+        trial.nr += 1
+        k = unwrap(mk, aad, wrapped)
+        self.__dict__.update(trial.__dict__)
+        return k
+
+    def _skip(self, until):
+        if self.ckr is None:
+            return
+        if until - self.nr > E2E_MAX_SKIP:
+            raise ProtoError("PROTOCOL_ERROR", f"ratchet message {until - self.nr} keys ahead")
+        while self.nr < until:
+            mk, self.ckr = kdf_ck(self.ckr)
+            self.skipped[(self.dhr, self.nr)] = mk
+            self.nr += 1
+            while len(self.skipped) > E2E_MAX_SKIPPED:
+                del self.skipped[next(iter(self.skipped))]
+
+
+class SenderChain:
+    """§12.5: one author's sender chain, on the author's side (ck random, id a random u32) or a
+    receiver's (from the `{id, n, ck}` the author sent, n its first position)."""
+
+    def __init__(self, author, chain_id=None, n=0, ck=None):
+        self.author = author
+        self.id = chain_id if chain_id is not None else struct.unpack(">I", os.urandom(4))[0]
+        self.first = self.n = n
+        self.ck = ck if ck is not None else os.urandom(32)
+        self.skipped = {}   # n -> mk, receiver side
+
+    def state(self):
+        """The `{id, n, ck}` sent to members (§12.5), at the current position."""
+        return {"id": self.id, "n": self.n, "ck": b64e(self.ck)}
+
+    def encrypt(self, k, binding):
+        """The author wraps k at position n: (n, wrapped)."""
+        mk, self.ck = kdf_ck(self.ck)
+        n, self.n = self.n, self.n + 1
+        return n, wrap(mk, sender_aad(self.author, self.id, n, binding), k)
+
+    def decrypt(self, chain_id, n, wrapped, binding):
+        """A receiver unwraps; the state changes only when the wrap opened."""
+        if chain_id != self.id or n < self.first:
+            raise ProtoError("DECRYPT_FAIL", "not the author's current sender chain")
+        aad = sender_aad(self.author, chain_id, n, binding)
+        if n in self.skipped:
+            k = unwrap(self.skipped[n], aad, wrapped)
+            del self.skipped[n]
+            return k
+        if n < self.n:
+            raise ProtoError("REPLAY", "sender-key message already opened")
+        if n - self.n > E2E_MAX_SKIP:
+            raise ProtoError("PROTOCOL_ERROR", f"sender-key message {n - self.n} keys ahead")
+        ck, skipped, pos = self.ck, {}, self.n
+        while pos < n:
+            mk, ck = kdf_ck(ck)
+            skipped[pos] = mk
+            pos += 1
+        mk, ck = kdf_ck(ck)
+        k = unwrap(mk, aad, wrapped)
+        self.skipped.update(skipped)
+        while len(self.skipped) > E2E_MAX_SKIPPED:
+            del self.skipped[next(iter(self.skipped))]
+        self.ck, self.n = ck, n + 1
+        return k
+
+
+
 # ---------------------------------------------------------------- transport and records (§2, §3.2)
 
 class Conn:
