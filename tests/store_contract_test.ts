@@ -493,6 +493,7 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
           [ids[2], "alice", item(2)],
         ]);
         assert.deepEqual((await queue.pending(bob, 2)).map((r) => r.id), ids.slice(0, 2));
+        assert.deepEqual((await queue.pending(bob, 100, ids[0])).map((r) => r.id), ids.slice(1));
         // Another user's id in the list is not bob's to delete.
         await queue.remove(bob, [ids[0], ids[1], other]);
         assert.deepEqual((await queue.pending(bob, 100)).map((r) => r.id), [ids[2]]);
@@ -522,8 +523,8 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
         await rejectsWith(queue.enqueue(bob, "alice", item(5), LIMITS, t0), "QUEUE_FULL");
         // Once the first has expired it neither counts nor is handed out.
         const later = t0 + 1000;
-        assert.equal((await queue.pending(bob, 100, later)).length, 4);
-        assert.ok(!(await queue.pending(bob, 100, later)).some((r) => r.id === first));
+        assert.equal((await queue.pending(bob, 100, 0, later)).length, 4);
+        assert.ok(!(await queue.pending(bob, 100, 0, later)).some((r) => r.id === first));
         const sixth = await queue.enqueue(bob, "alice", item(5), LIMITS, later);
         await rejectsWith(queue.enqueue(bob, "alice", item(6), LIMITS, later), "QUEUE_FULL");
         await queue.remove(bob, [sixth]);

@@ -2,7 +2,7 @@
  * The message record (PROTOCOL §6.1, TRANSCRIPT §2.2, §3.1, §6): the one home of
  * what an author says — its JSON form, the content key / ciphertext / commitment,
  * the signed statement, the signature check, the session messages that carry it
- * (`msg`, `relay`, `refused`), their transcript lines and hash encodings. session/,
+ * (`msg`, `relay`, `stored`, `queued`, `refused`), their transcript lines and hash encodings. session/,
  * server/ and transcript/ all import it; nothing else builds or checks a record.
  */
 import { canonicalName } from "../pki/names.ts";
@@ -28,6 +28,11 @@ export const MAX_SIG_BYTES = 1024;
 export const MAX_CERT_BYTES = 16 * 1024;
 export const MAX_TEXT_CHARS = 4000;
 const MAX_TO_CHARS = 80;
+/**
+ * The oldest a `stored` record may be (PROTOCOL §6.6): a server keeps queued records at most
+ * this long, and recipients keep their duplicate marks for private records as long.
+ */
+export const MAX_STORED_AGE_MS = 30 * 24 * 60 * 60 * 1000;
 
 const LABEL = {
   contentKey: utf8("securechat/v2 content key\0"),
@@ -72,13 +77,19 @@ export const BodySchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("who") }).strict(),
   z.object({ kind: z.literal("notice"), text }).strict(),
   z.object({ kind: z.literal("operator"), text, private: z.literal(true).optional() }).strict(),
+  // The recipient holds every `stored` line up to this s2c seqno (PROTOCOL §6.6).
+  z.object({
+    kind: z.literal("received"),
+    upto: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  })
+    .strict(),
 ]);
 export type Body = z.output<typeof BodySchema>;
 
 /** Which bodies each direction may carry, and to whom (PROTOCOL §6.2). */
 export function bodyFits(body: Body, dir: Direction, to: string): boolean {
   if (dir === "s2c") return body.kind === "notice" || body.kind === "operator";
-  if (body.kind === "who") return to === TO_SERVER;
+  if (body.kind === "who" || body.kind === "received") return to === TO_SERVER;
   if (body.kind === "text") return to === LOBBY || recipientUser(to) !== null;
   return false;
 }
@@ -275,7 +286,12 @@ export async function verifyRecord(key: VerifyingKey, r: MessageRecord): Promise
 
 const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
 const cert = base64Text(1, MAX_CERT_BYTES);
-export const REFUSAL_CODES = ["RATE_LIMITED", "NOT_ONLINE"] as const;
+export const REFUSAL_CODES = [
+  "RATE_LIMITED",
+  "NOT_ONLINE",
+  "QUEUE_FULL",
+  "DB_UNAVAILABLE",
+] as const;
 export type RefusalCode = typeof REFUSAL_CODES[number];
 
 export const MsgMessageSchema = z.object({
@@ -284,8 +300,12 @@ export const MsgMessageSchema = z.object({
   k,
 }).strict();
 
+/**
+ * A user's record forwarded by the server: `relay` live (§6.4), `stored` from the recipient's
+ * offline queue (§6.6). The two differ only in the freshness rule the recipient applies.
+ */
 export const RelayMessageSchema = z.object({
-  type: z.literal("relay"),
+  type: z.enum(["relay", "stored"]),
   seqno: uint().min(1),
   ts: uint(),
   cert,
@@ -301,9 +321,18 @@ export const RefusedMessageSchema = z.object({
   code: z.enum(REFUSAL_CODES),
 }).strict();
 
+/** The author's private record `of` is stored for its offline recipient (§6.6). */
+export const QueuedMessageSchema = z.object({
+  type: z.literal("queued"),
+  seqno: uint().min(1),
+  ts: uint(),
+  of: uint().min(1),
+}).strict();
+
 export type MsgMessage = z.output<typeof MsgMessageSchema>;
 export type RelayMessage = z.output<typeof RelayMessageSchema>;
 export type RefusedMessage = z.output<typeof RefusedMessageSchema>;
+export type QueuedMessage = z.output<typeof QueuedMessageSchema>;
 
 /** A transcript line (TRANSCRIPT §2.2): the session message without `k`, plus `dir`. */
 export const LineSchema = z.discriminatedUnion("type", [
@@ -311,7 +340,7 @@ export const LineSchema = z.discriminatedUnion("type", [
     .strict(),
   z.object({
     dir: z.literal("s2c"),
-    type: z.literal("relay"),
+    type: z.enum(["relay", "stored"]),
     seqno: uint().min(1),
     ts: uint(),
     cert,
@@ -325,6 +354,13 @@ export const LineSchema = z.discriminatedUnion("type", [
     of: uint().min(1),
     code: z.enum(REFUSAL_CODES),
   }).strict(),
+  z.object({
+    dir: z.literal("s2c"),
+    type: z.literal("queued"),
+    seqno: uint().min(1),
+    ts: uint(),
+    of: uint().min(1),
+  }).strict(),
 ]);
 export type LineJson = z.output<typeof LineSchema>;
 
@@ -333,13 +369,20 @@ export type Line =
   | { dir: Direction; type: "msg"; record: MessageRecord }
   | {
     dir: "s2c";
-    type: "relay";
+    type: RelayType;
     seqno: number;
     ts: number;
     cert: Uint8Array;
     record: MessageRecord;
   }
-  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
+  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
+  | { dir: "s2c"; type: "queued"; seqno: number; ts: number; of: number };
+
+/** How a user's record reached this session: live, or from the offline queue (§6.6). */
+export type RelayType = "relay" | "stored";
+
+/** line_enc's first byte per line type (TRANSCRIPT §3.1). */
+const LINE_TAG = { msg: 0x01, relay: 0x02, refused: 0x03, queued: 0x04, stored: 0x05 } as const;
 
 export function lineSeqno(line: Line | LineJson): number {
   return line.type === "msg" ? line.record.seqno : line.seqno;
@@ -354,8 +397,10 @@ export function decodeLine(json: LineJson): Line {
     case "msg":
       return { dir: json.dir, type: "msg", record: decodeRecord(json.record) };
     case "relay":
+    case "stored":
       return { ...json, cert: fromBase64(json.cert), record: decodeRecord(json.record) };
     case "refused":
+    case "queued":
       return json;
   }
 }
@@ -366,15 +411,17 @@ export function encodeLine(line: Line): string {
     case "msg":
       return JSON.stringify({ dir: line.dir, type: "msg", record: encodeRecord(line.record) });
     case "relay":
+    case "stored":
       return JSON.stringify({
         dir: line.dir,
-        type: "relay",
+        type: line.type,
         seqno: line.seqno,
         ts: line.ts,
         cert: toBase64(line.cert),
         record: encodeRecord(line.record),
       });
     case "refused":
+    case "queued":
       return JSON.stringify(line);
   }
 }
@@ -386,10 +433,11 @@ export function encodeLine(line: Line): string {
 export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
   switch (line.type) {
     case "msg":
-      return concat(Uint8Array.of(0x01), recordBytes ?? recordEncoding(line.record));
+      return concat(Uint8Array.of(LINE_TAG.msg), recordBytes ?? recordEncoding(line.record));
     case "relay":
+    case "stored":
       return concat(
-        Uint8Array.of(0x02),
+        Uint8Array.of(LINE_TAG[line.type]),
         u64be(line.seqno),
         u64be(line.ts),
         u32be(line.cert.length),
@@ -399,7 +447,7 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
     case "refused": {
       const code = utf8(line.code);
       return concat(
-        Uint8Array.of(0x03),
+        Uint8Array.of(LINE_TAG.refused),
         u64be(line.seqno),
         u64be(line.ts),
         u64be(line.of),
@@ -407,6 +455,13 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
         code,
       );
     }
+    case "queued":
+      return concat(
+        Uint8Array.of(LINE_TAG.queued),
+        u64be(line.seqno),
+        u64be(line.ts),
+        u64be(line.of),
+      );
   }
 }
 
@@ -470,21 +525,25 @@ export function prepareRelay(
   };
 }
 
-/** One recipient's relay: the hop's seqno and ts in front of the shared parts. */
+/**
+ * One recipient's relay: the hop's seqno and ts in front of the shared parts; `type` says
+ * whether it is live or from the offline queue (§6.6).
+ */
 export function relayFor(
   p: PreparedRelay,
   seqno: number,
   ts: number,
+  type: RelayType = "relay",
 ): { wire: string; line: PreparedLine } {
   const head = `"seqno":${seqno},"ts":${ts},`;
   return {
-    wire: `{"type":"relay",${head}${p.wireTail}`,
+    wire: `{"type":"${type}",${head}${p.wireTail}`,
     line: {
       dir: "s2c",
       seqno,
       ts,
-      json: `{"dir":"s2c","type":"relay",${head}${p.lineTail}`,
-      enc: [Uint8Array.of(0x02), u64be(seqno), u64be(ts), p.encTail],
+      json: `{"dir":"s2c","type":"${type}",${head}${p.lineTail}`,
+      enc: [Uint8Array.of(LINE_TAG[type]), u64be(seqno), u64be(ts), p.encTail],
       k: p.k,
     },
   };
@@ -500,6 +559,19 @@ export function prepareRefused(
   const line: Line = { dir: "s2c", type: "refused", seqno, ts, of, code };
   return {
     wire: JSON.stringify({ type: "refused", seqno, ts, of, code }),
+    line: { dir: "s2c", seqno, ts, json: encodeLine(line), enc: [lineEncoding(line)] },
+  };
+}
+
+/** The server tells an author their private record is stored for later (§6.6). */
+export function prepareQueued(
+  seqno: number,
+  ts: number,
+  of: number,
+): { wire: string; line: PreparedLine } {
+  const line: Line = { dir: "s2c", type: "queued", seqno, ts, of };
+  return {
+    wire: JSON.stringify({ type: "queued", seqno, ts, of }),
     line: { dir: "s2c", seqno, ts, json: encodeLine(line), enc: [lineEncoding(line)] },
   };
 }

@@ -29,6 +29,10 @@ import { readProxyHeader } from "./proxy_protocol.ts";
 import { CrlWatcher } from "./revocation.ts";
 import { canonicalName } from "../pki/names.ts";
 import type { TicketAuthority } from "../resumption/ticket.ts";
+import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from "../store/message_queue.ts";
+
+/** How often expired offline records are purged (they are never handed out once expired). */
+const QUEUE_PURGE_INTERVAL_MS = 10 * 60 * 1000;
 
 export interface ServerOptions {
   hostname: string;
@@ -55,6 +59,8 @@ export interface ServerOptions {
   revocation?: { crlPath: string; checkIntervalMs?: number };
   /** Issues and redeems session resumption tickets (docs/DEPLOY.md §8); none without it. */
   tickets?: TicketAuthority;
+  /** Bounds of each user's offline queue (PROTOCOL §6.6); the store's queue holds it. */
+  queue?: Partial<QueueLimits>;
 }
 
 export class ChatServer {
@@ -66,6 +72,7 @@ export class ChatServer {
   readonly #connections = new Set<Promise<void>>();
   readonly #crl?: CrlWatcher;
   readonly #cookies = new CookieJar();
+  readonly #purgeTimer?: ReturnType<typeof setInterval>;
   #accepting: Promise<void>;
   #stopping = false;
 
@@ -74,7 +81,23 @@ export class ChatServer {
     this.#opts = opts;
     this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
     this.#throttle = new LoginThrottle(opts.loginThrottle);
-    this.lobby = new Lobby(opts.log, { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby }, opts.cluster);
+    const queue = opts.store.queue;
+    this.lobby = new Lobby(
+      opts.log,
+      { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby },
+      opts.cluster,
+      queue && { queue, limits: { ...DEFAULT_QUEUE_LIMITS, ...opts.queue } },
+    );
+    if (queue) {
+      const purge = () =>
+        void queue.purgeExpired().then(
+          (n) => n > 0 && opts.log("QUEUE_PURGED", { detail: `${n} expired offline records` }),
+          (error) => opts.log(codeOf(error), { detail: `offline queue purge: ${error.message}` }),
+        );
+      purge();
+      this.#purgeTimer = setInterval(purge, QUEUE_PURGE_INTERVAL_MS);
+      Deno.unrefTimer(this.#purgeTimer);
+    }
     if (opts.revocation) {
       this.#crl = new CrlWatcher({
         path: opts.revocation.crlPath,
@@ -151,6 +174,7 @@ export class ChatServer {
     if (this.#stopping) return;
     this.#stopping = true;
     this.#crl?.stop();
+    clearInterval(this.#purgeTimer);
     this.#listener.close();
     await this.#accepting;
     await this.lobby.closeAll("the server is shutting down; this session is closed with receipts");

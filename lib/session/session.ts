@@ -1,6 +1,6 @@
 /**
  * A chat session after the handshake (PROTOCOL §6, §7): every frame is a sealed
- * record; session messages (msg, relay, refused) are numbered per direction, checked,
+ * record; session messages (msg, relay, stored, queued, refused) are numbered per direction, checked,
  * recorded in the transcript and handed to the caller; the session ends with the
  * close / receipt exchange. Any failed check ends the session with its code: the
  * record layer already authenticated the frame, so a bad message is the peer's own.
@@ -26,15 +26,19 @@ import {
   type PreparedLine,
   type PreparedRelay,
   prepareMsg,
+  prepareQueued,
   prepareRefused,
   prepareRelay,
+  QueuedMessageSchema,
   type RecordJson,
   type RefusalCode,
   RefusedMessageSchema,
   relayFor,
   RelayMessageSchema,
+  type RelayType,
   sealContent,
   signRecord,
+  TO_SERVER,
   userRecipient,
   verifyRecord,
 } from "../message/record.ts";
@@ -89,7 +93,8 @@ export type ReceivedMessage =
     k: Uint8Array;
   }
   | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
-  | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
+  | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
+  | { type: "queued"; seqno: number; ts: number; of: number };
 
 export interface SessionHandlers {
   onMessage(message: ReceivedMessage): void | Promise<void>;
@@ -130,6 +135,9 @@ export class ChatSession {
   #ended = false;
   #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
+  /** Clients: the last `stored` hop not yet acknowledged, and the acknowledgement under way. */
+  #storedUnacked = 0;
+  #acking?: Promise<void>;
 
   private constructor(
     est: EstablishedSession,
@@ -256,10 +264,21 @@ export class ChatSession {
     return next.then(() => record.seqno);
   }
 
-  /** The server forwards a user's record (PROTOCOL §6.4): no signature, one seal. */
-  relay(prepared: PreparedRelay): void {
+  /**
+   * The server forwards a user's record (PROTOCOL §6.4): no signature, one seal; `stored`
+   * for one from the offline queue (§6.6).
+   * @returns the hop's seqno
+   */
+  relay(prepared: PreparedRelay, type: RelayType = "relay"): number {
     const { seqno, ts } = this.#number();
-    this.#emit(relayFor(prepared, seqno, ts));
+    this.#emit(relayFor(prepared, seqno, ts, type));
+    return seqno;
+  }
+
+  /** The server tells the author its private record `of` is stored for later (§6.6). */
+  queued(of: number): void {
+    const { seqno, ts } = this.#number();
+    this.#emit(prepareQueued(seqno, ts, of));
   }
 
   /** The server refuses a received message (PROTOCOL §6.5). */
@@ -301,6 +320,9 @@ export class ChatSession {
    * `close`: nothing of ours can follow it on the wire (PROTOCOL §7).
    */
   async #sendClose(): Promise<void> {
+    if (this.#stopped) return;
+    // Stored lines being acknowledged: let that finish, or they are delivered again (§6.6).
+    if (this.#acking && !this.#close.received) await this.#acking;
     if (this.#stopped) return;
     this.#stopped = true;
     await this.#sending;
@@ -382,10 +404,13 @@ export class ChatSession {
     }
     const received = message.type === "msg"
       ? await this.#checkMsg(message)
-      : message.type === "relay"
-      ? await this.#checkRelay(message)
-      : this.#checkRefused(message);
+      : message.type === "queued"
+      ? this.#checkQueued(message)
+      : message.type === "refused"
+      ? this.#checkRefused(message)
+      : await this.#checkRelay(message);
     await handlers.onMessage(received);
+    if (message.type === "stored") this.#acknowledgeStored(message.seqno);
   }
 
   /** The hop checks every session message passes (PROTOCOL §6): seqno and ts. */
@@ -467,8 +492,49 @@ export class ChatSession {
       relayed.record,
       fromBase64(message.k),
     );
-    this.#transcript.appendReceived(relayFor(prepared, message.seqno, message.ts).line);
+    this.#transcript.appendReceived(
+      relayFor(prepared, message.seqno, message.ts, message.type).line,
+    );
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
+  }
+
+  /**
+   * PROTOCOL §6.6: once the stored lines received so far are durable here (transcript and
+   * duplicate marks fsynced), the client tells the server it holds them up to `seqno`, and
+   * only then does the server delete them. Stored lines arrive in a burst at login: one
+   * acknowledgement covers every one that arrived while the previous was being made.
+   */
+  #acknowledgeStored(seqno: number): void {
+    this.#storedUnacked = seqno;
+    if (this.#acking) return;
+    this.#acking = (async () => {
+      try {
+        while (this.#storedUnacked > 0 && !this.closing) {
+          const upto = this.#storedUnacked;
+          this.#storedUnacked = 0;
+          await this.#transcript.sync();
+          await this.#opts.seen?.save();
+          if (this.closing) return; // unacknowledged: delivered again next time, shown once
+          await this.send({ kind: "received", upto }, TO_SERVER);
+        }
+      } catch {
+        // Not acknowledged: the server keeps the lines and delivers them again; the marks
+        // make that a duplicate, recorded but not shown (§6.6).
+      } finally {
+        this.#acking = undefined;
+      }
+    })();
+  }
+
+  /** PROTOCOL §6.6 (clients only): the server stored one of our private records. */
+  #checkQueued(message: import("zod").infer<typeof QueuedMessageSchema>): ReceivedMessage {
+    this.#checkHop(message.seqno, message.ts);
+    if (message.of > this.#sendSeqno) {
+      throw new SecureChatError("PROTOCOL_ERROR", `queued message ${message.of} never sent`);
+    }
+    this.#accept(message.seqno, message.ts);
+    this.#transcript.appendReceived(prepareQueued(message.seqno, message.ts, message.of).line);
+    return { ...message };
   }
 
   /** PROTOCOL §6.5 (clients only): a refusal names one of our messages. */
@@ -548,7 +614,7 @@ const CLIENT_MESSAGES = MsgMessageSchema.or(CONTROL[0]).or(CONTROL[1]).or(CONTRO
 );
 /** What a client may read from the server after the handshake. */
 const SERVER_MESSAGES = MsgMessageSchema.or(RelayMessageSchema).or(RefusedMessageSchema)
-  .or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(CONTROL[3]);
+  .or(QueuedMessageSchema).or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(CONTROL[3]);
 
 /** Tells the peer why the session ends, sealed, then closes so that the message survives. */
 async function sendSealedError(est: EstablishedSession, error: SecureChatError): Promise<void> {

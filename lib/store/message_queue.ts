@@ -12,6 +12,7 @@
 import { SecureChatError } from "../errors.ts";
 import { isValidUserName } from "../pki/names.ts";
 import { query, type SqlDatabase } from "./sql.ts";
+import { MAX_STORED_AGE_MS } from "../message/record.ts";
 
 /** What one recipient may have waiting, and for how long (PROTOCOL §6.6; `serve` flags). */
 export interface QueueLimits {
@@ -22,7 +23,7 @@ export interface QueueLimits {
 }
 
 /** The protocol's ceiling on `maxAgeMs`: recipients keep their duplicate marks this long. */
-export const MAX_QUEUE_AGE_MS = 30 * 24 * 60 * 60 * 1000;
+export const MAX_QUEUE_AGE_MS = MAX_STORED_AGE_MS;
 
 export const DEFAULT_QUEUE_LIMITS: QueueLimits = { maxRecords: 1000, maxAgeMs: MAX_QUEUE_AGE_MS };
 
@@ -53,10 +54,10 @@ export interface MessageQueue {
     now?: number,
   ): Promise<number>;
   /**
-   * The recipient's unexpired records, oldest first (at most `limit`).
+   * The recipient's unexpired records after place `after`, oldest first (at most `limit`).
    * @throws DB_UNAVAILABLE
    */
-  pending(recipient: string, limit: number, now?: number): Promise<QueuedRecord[]>;
+  pending(recipient: string, limit: number, after?: number, now?: number): Promise<QueuedRecord[]>;
   /**
    * Deletes delivered records (only the recipient's own ids).
    * @throws DB_UNAVAILABLE
@@ -111,15 +112,20 @@ export class SqlMessageQueue implements MessageQueue {
     return Number(rows[0].id);
   }
 
-  async pending(recipient: string, limit: number, now = Date.now()): Promise<QueuedRecord[]> {
+  async pending(
+    recipient: string,
+    limit: number,
+    after = 0,
+    now = Date.now(),
+  ): Promise<QueuedRecord[]> {
     await this.ready();
     const userId = isValidUserName(recipient) ? await this.#userId(recipient) : undefined;
     if (userId === undefined) return [];
     const rows = await query(
       this.db,
       `SELECT id, author, item, stored_at FROM message_queue
-       WHERE user_id = ? AND expires_at > ? ORDER BY id LIMIT ?`,
-      [userId, now, limit],
+       WHERE user_id = ? AND id > ? AND expires_at > ? ORDER BY id LIMIT ?`,
+      [userId, after, now, limit],
     );
     return rows.map((row) => ({
       id: Number(row.id),
