@@ -34,6 +34,7 @@ import re
 import socket
 import struct
 import sys
+import queue
 import threading
 import time
 
@@ -1098,6 +1099,251 @@ class SenderChain:
 
 
 
+# ---------------------------------------------------------------- end-to-end on the wire (§12.2, §12.6)
+
+E2E_DEVICE_LABEL = b"securechat/e2e device"   # §12.2 device id
+E2E_MAX_DEVICES = 8                           # §12.6 MAX_DEVICES
+E2E_DEVICE_LIST_MAX_AGE_S = 60                # §12.6 DEVICE_LIST_MAX_AGE
+E2E_FETCH_TIMEOUT_S = 10                      # §12.6: wait for a `keys` answer, else TIMEOUT
+E2E_OPKS = 20                                 # §12.6: prekeys published on a new state
+E2E_SESSIONS_PER_DEVICE = 4                   # §12.6
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+def device_id(ik):
+    """§12.2: the first 8 bytes of SHA-256(label || 0x00 || IK), lowercase hex."""
+    return hashlib.sha256(E2E_DEVICE_LABEL + b"\x00" + ik).digest()[:8].hex()
+
+
+def want_device(obj, name="device"):
+    d = want_str(obj, name)
+    if not HEX16.match(d):
+        raise ProtoError("PROTOCOL_ERROR", f"{name} is not a 16-hex device id")
+    return d
+
+
+def want_u32(obj, name):
+    v = want_int(obj, name)
+    if not 0 <= v < 2**32:
+        raise ProtoError("PROTOCOL_ERROR", f"{name} is not a u32")
+    return v
+
+
+def parse_bundle(obj):
+    """A bundle's JSON (§12.2) to decoded values; PROTOCOL_ERROR on its schema."""
+    if not isinstance(obj, dict):
+        raise ProtoError("PROTOCOL_ERROR", "bundle is not an object")
+    strict(obj, ["user", "created", "ik", "spk_id", "spk", "pq_id", "pq", "ik_sig", "sig"])
+    return {"user": want_str(obj, "user", 64), "created": want_int(obj, "created"),
+            "ik": b64d(obj["ik"], size=32), "spk_id": want_u32(obj, "spk_id"),
+            "spk": b64d(obj["spk"], size=32), "pq_id": want_u32(obj, "pq_id"),
+            "pq": b64d(obj["pq"], size=MLKEM_EK_BYTES), "ik_sig": b64d(obj["ik_sig"], max_size=1024),
+            "sig": b64d(obj["sig"], max_size=1024)}
+
+
+def check_bundle(trust, user, entry):
+    """§12.2's receiver checks, in order, for one `devices` entry of a `keys` answer for `user`;
+    then §12.6's: `device` is the id of `bundle.ik`. Returns the decoded bundle."""
+    cert_der = b64d(entry["cert"], max_size=16 * 1024)
+    b = parse_bundle(entry["bundle"])
+    pub, cn = trust.validate(cert_der, "client")                                     # BAD_CERT
+    if cn is None or canonical(cn) != b["user"] or b["user"] != user:
+        raise ProtoError("BAD_CERT", "bundle owner is not the certificate's canonical name")
+    statement_b = bundle_statement(b["user"], b["created"], b["ik"], b["spk_id"], b["spk"],
+                                   b["pq_id"], b["pq"])
+    if not verify(pub, b["sig"], statement_b) or \
+            not verify(pub, b["ik_sig"], identity_statement(b["user"], b["ik"])):
+        raise ProtoError("SIG_FAIL", "bundle signature")
+    if not mlkem_ek_ok(b["pq"]):
+        raise ProtoError("BAD_KEY_SHARE", "PQ prekey fails the FIPS 203 input check")
+    if device_id(b["ik"]) != entry["device"]:
+        raise ProtoError("PROTOCOL_ERROR", "device is not the id of bundle.ik")
+    b["cert"] = cert_der
+    return b
+
+
+def parse_pre(obj):
+    """The prekey header of §12.3."""
+    if not isinstance(obj, dict):
+        raise ProtoError("PROTOCOL_ERROR", "pre is not an object")
+    strict(obj, ["ik", "ik_sig", "ek", "spk_id", "pq_id", "kem_ct"], ["opk_id"])
+    return {"ik": b64d(obj["ik"], size=32), "ik_sig": b64d(obj["ik_sig"], max_size=1024),
+            "ek": b64d(obj["ek"], size=32), "spk_id": want_u32(obj, "spk_id"),
+            "pq_id": want_u32(obj, "pq_id"),
+            "opk_id": want_u32(obj, "opk_id") if "opk_id" in obj else None,
+            "kem_ct": b64d(obj["kem_ct"], size=MLKEM_CT_BYTES)}
+
+
+class E2ESession:
+    """One Double Ratchet session with one contact device (§12.3/§12.4); `pre` is the prekey
+    header we send until the contact has answered."""
+
+    def __init__(self, ratchet, pre=None):
+        self.ratchet, self.pre = ratchet, pre
+
+
+class Device:
+    """This installation's end-to-end keys and sessions (§12.2, §12.6). Kept in memory only: every
+    run of this client is a new device (§12.7 allows it; a contact then sees its earlier lines as
+    undecryptable, which is what a lost state means)."""
+
+    def __init__(self, user, cert_der, cert_key):
+        self.user, self.cert_der, self.cert_key = user, cert_der, cert_key
+        self.ik = os.urandom(32)
+        self.ik_pub = x25519_public(self.ik)
+        self.id = device_id(self.ik_pub)
+        self.spk_id, self.spk = 1, os.urandom(32)
+        self.pq_id = 1
+        self.pq_ek, self.pq_dk = mlkem_keygen(os.urandom(64))
+        self.opks = {}          # id -> private key, unused one-time prekeys
+        self.next_opk = 1
+        self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
+        self.lists = {}         # user -> (monotonic time, [device ids]) from the last fetch
+        self.ik_sig = sign(cert_key, identity_statement(user, self.ik_pub))
+
+    def bundle(self):
+        created = now_ms()
+        spk = x25519_public(self.spk)
+        sig = sign(self.cert_key, bundle_statement(self.user, created, self.ik_pub, self.spk_id,
+                                                   spk, self.pq_id, self.pq_ek))
+        return {"user": self.user, "created": created, "ik": b64e(self.ik_pub),
+                "spk_id": self.spk_id, "spk": b64e(spk), "pq_id": self.pq_id,
+                "pq": b64e(self.pq_ek), "ik_sig": b64e(self.ik_sig), "sig": b64e(sig)}
+
+    def new_opks(self, count):
+        out_ = []
+        for _ in range(count):
+            priv = os.urandom(32)
+            self.opks[self.next_opk] = priv
+            out_.append({"id": self.next_opk, "pub": b64e(x25519_public(priv))})
+            self.next_opk += 1
+        return out_
+
+    def publish_body(self, with_opks):
+        return {"kind": "keys_publish", "device": self.id, "bundle": self.bundle(),
+                "opks": self.new_opks(with_opks)}
+
+    # -- the sender (§12.6 "What a sender does before a private line")
+    def needs_fetch(self, user):
+        got = self.lists.get(user)
+        return got is None or time.monotonic() - got[0] > E2E_DEVICE_LIST_MAX_AGE_S
+
+    def known(self, user):
+        return sorted({d for (u, d) in self.sessions if u == user})
+
+    def take_list(self, trust, user, devices, warn):
+        """Applies a `keys` answer's `devices`: drops sessions with devices no longer listed, starts
+        §12.3 with each new device whose keys pass §12.2. Returns the devices to wrap for; raises
+        the first failure's code when every listed device failed."""
+        listed, usable, first_error = [], [], None
+        for entry in devices:
+            d = entry["device"]
+            listed.append(d)
+            if "bundle" not in entry:           # one we have a session with (`known`)
+                if self.sessions.get((user, d)):
+                    usable.append(d)
+                continue
+            try:
+                b = check_bundle(trust, user, entry)
+                opk = b64d(entry["opk"]["pub"], size=32) if "opk" in entry else None
+                opk_id = entry["opk"]["id"] if "opk" in entry else None
+                self._initiate(user, d, b, opk, opk_id)
+                usable.append(d)
+            except ProtoError as e:
+                warn(f"device {d} of {user} left out: {e.code}: {e.detail}")
+                first_error = first_error or e
+        for (u, d) in list(self.sessions):
+            if u == user and d not in listed:
+                del self.sessions[(u, d)]
+        self.lists[user] = (time.monotonic(), usable)
+        if listed and not usable:
+            raise first_error or ProtoError("PROTOCOL_ERROR", f"no usable device of {user}")
+        return usable
+
+    def _initiate(self, user, d, b, opk, opk_id):
+        ek = os.urandom(32)
+        sk, ad, kem_ct = pqxdh_initiate(self.ik, ek, b, opk, None, self.cert_der, b["cert"])
+        pre = {"ik": b64e(self.ik_pub), "ik_sig": b64e(self.ik_sig), "ek": b64e(x25519_public(ek)),
+               "spk_id": b["spk_id"], "pq_id": b["pq_id"], "kem_ct": b64e(kem_ct)}
+        if opk_id is not None:
+            pre["opk_id"] = opk_id
+        s = E2ESession(Ratchet.initiator(sk, ad, b["spk"]), pre)
+        self.sessions[(user, d)] = ([s] + self.sessions.get((user, d), []))[:E2E_SESSIONS_PER_DEVICE]
+
+    def wrap_for(self, user, devices, k, binding):
+        """The `e2e` member of a private record (§12.6): one wrap per device."""
+        wraps = []
+        for d in devices:
+            s = self.sessions[(user, d)][0]
+            header, w = s.ratchet.encrypt(k, binding)
+            dh, pn, n = parse_header_enc(header)
+            wrap_ = {"device": d, "dh": b64e(dh), "pn": pn, "n": n, "w": b64e(w)}
+            if s.pre is not None:
+                wrap_["pre"] = s.pre
+            wraps.append(wrap_)
+        return {"kind": "ratchet", "from": self.id, "wraps": wraps}
+
+    # -- the recipient (§12.6 "The recipient")
+    def open_ratchet(self, author, author_pub, cert_der, e2e, binding):
+        """k from a private record's `e2e`, or None when this device has no key for it (not an
+        error: §12.6). A bad `pre` ends the session (PROTOCOL_ERROR / SIG_FAIL)."""
+        strict(e2e, ["kind", "from", "wraps"])
+        sender = want_device(e2e, "from")
+        wraps = e2e["wraps"]
+        if not isinstance(wraps, list) or not 1 <= len(wraps) <= E2E_MAX_DEVICES:
+            raise ProtoError("PROTOCOL_ERROR", "wraps is not a list of 1-8")
+        mine, seen = None, set()
+        for w in wraps:
+            if not isinstance(w, dict):
+                raise ProtoError("PROTOCOL_ERROR", "wrap is not an object")
+            strict(w, ["device", "dh", "pn", "n", "w"], ["pre"])
+            d = want_device(w)
+            if d in seen:
+                raise ProtoError("PROTOCOL_ERROR", "a device wrapped twice")
+            seen.add(d)
+            if d == self.id:
+                mine = w
+        if mine is None:
+            return None, "no wrap for this device"
+        header = header_enc(b64d(mine["dh"], size=32), want_u32(mine, "pn"), want_u32(mine, "n"))
+        wrapped = b64d(mine["w"], size=48)
+        pre = parse_pre(mine["pre"]) if "pre" in mine else None
+        if pre is not None:
+            if device_id(pre["ik"]) != sender:
+                raise ProtoError("PROTOCOL_ERROR", "pre.ik is not the sending device's key")
+            if not verify(author_pub, pre["ik_sig"], identity_statement(author, pre["ik"])):
+                raise ProtoError("SIG_FAIL", "pre.ik_sig")
+        key = (author, sender)
+        for s in self.sessions.get(key, []):
+            try:
+                k = s.ratchet.decrypt(header, wrapped, binding)
+            except ProtoError:
+                continue  # a failed try leaves that session as it was (§12.4)
+            s.pre = None  # the contact has answered on this session: no more prekey header
+            self.sessions[key] = [s] + [x for x in self.sessions[key] if x is not s]
+            return k, None
+        if pre is None:
+            return None, "no session of this device opens it"
+        return self._respond(key, author, cert_der, pre, header, wrapped, binding)
+
+    def _respond(self, key, author, cert_der, pre, header, wrapped, binding):
+        if pre["spk_id"] != self.spk_id or pre["pq_id"] != self.pq_id or \
+                (pre["opk_id"] is not None and pre["opk_id"] not in self.opks):
+            raise ProtoError("PROTOCOL_ERROR", "prekey header names a prekey we do not have")
+        opk = self.opks.get(pre["opk_id"]) if pre["opk_id"] is not None else None
+        sk, ad = pqxdh_respond(self.ik, self.spk, opk, self.pq_dk, pre["ik"], pre["ek"],
+                               pre["kem_ct"], cert_der, self.cert_der)
+        r = Ratchet.responder(sk, ad, self.spk)
+        try:
+            k = r.decrypt(header, wrapped, binding)
+        except ProtoError as e:
+            return None, f"{e.code}: {e.detail}"
+        if pre["opk_id"] is not None:
+            del self.opks[pre["opk_id"]]   # §12.3: deleted once the first message opened
+        self.sessions[key] = ([E2ESession(r)] + self.sessions.get(key, []))[:E2E_SESSIONS_PER_DEVICE]
+        return k, None
+
+
 # ---------------------------------------------------------------- transport and records (§2, §3.2)
 
 class Conn:
@@ -1350,6 +1596,8 @@ class Client:
         self.receipt_hash = None
         self.fatal = None
         self.sent_since_update = 0
+        self.device = None       # §12: made after the handshake unless --no-e2e
+        self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
@@ -1552,6 +1800,11 @@ class Client:
 
     # -- sending session messages (§6.1)
     def send_record(self, to, body):
+        devices = None
+        if self.device is not None and to.startswith("user:") and body["kind"] == "text":
+            devices = self.prepare(to[len("user:"):])
+            if devices is None:
+                return
         with self.state_lock:
             if self.close_sent:
                 return
@@ -1561,7 +1814,11 @@ class Client:
             k = self.random(32)
             rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
                                         enc_json(body), k)
-            self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
+            if devices:  # §12.6: an end-to-end record carries e2e instead of k
+                e2e = self.device.wrap_for(to[len("user:"):], devices, k, binding_of(rec))
+                self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
+            else:
+                self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
             self.transcript.add("c2s", self.seq_tx, ts,
                                 {"dir": "c2s", "type": "msg", "record": wire_rec},
                                 b"\x01" + record_enc(rec), k)
@@ -1571,6 +1828,38 @@ class Client:
                 self.send_content({"type": "key_update"})
                 self.tx.update()
                 self.sent_since_update = 0
+
+    def publish_keys(self):
+        """§12.6: the device's bundle (and, on a new state, its one-time prekeys) first."""
+        self.send_record("server", self.device.publish_body(E2E_OPKS))
+
+    def prepare(self, user):
+        """§12.6 `prepare`: the recipient's devices to wrap for; [] when the user published no
+        keys (then the line goes with `k`, and we say so); None when the line must not be sent."""
+        if self.device.needs_fetch(user):
+            self.send_record("server", {"kind": "keys_fetch", "user": user,
+                                        "known": self.device.known(user)})
+            try:
+                answer = self.key_answers.get(timeout=E2E_FETCH_TIMEOUT_S)
+            except queue.Empty:
+                raise ProtoError("TIMEOUT", f"no keys answer for {user}")
+            if answer["user"] != user:
+                raise ProtoError("PROTOCOL_ERROR", "keys answer for another user")
+            if "devices" not in answer:
+                log(f"warning: the server could not read {user}'s keys (DB_UNAVAILABLE): not sent")
+                out("NOT_SENT DB_UNAVAILABLE")
+                return None
+            try:
+                self.device.take_list(self.trust, user, answer["devices"],
+                                      lambda w: log("warning: " + safe(w)))
+            except ProtoError as e:
+                out(f"NOT_SENT {e.code}")
+                return None
+        devices = self.device.lists[user][1]
+        if not devices:
+            out(f"WARNING {user} has published no end-to-end keys: this line is readable by "
+                "the server")
+        return devices
 
     def on_input(self, line):
         if line == "/quit" or line == "!!exit":
@@ -1623,32 +1912,73 @@ class Client:
                 raise ProtoError("PROTOCOL_ERROR", "operator private must be true")
             shown = ("OPERATOR (private): " if "private" in body else "OPERATOR: ") + \
                 safe(want_str(body, "text"))
+        elif kind == "keys" and self.device is not None:
+            shown = self.on_keys(body)
         else:
             raise ProtoError("PROTOCOL_ERROR", f"body kind {safe(kind)!r} from the server")
         self.accept_hop(rec["seqno"], rec["ts"])
         self.transcript.add("s2c", rec["seqno"], rec["ts"],
                             {"dir": "s2c", "type": "msg", "record": m["record"]},
                             b"\x01" + record_enc(rec), k)
-        out(shown)
+        if shown is not None:
+            out(shown)
+
+    def on_keys(self, body):
+        """A `keys` body (§12.6): the answer to a publish or to a fetch."""
+        strict(body, ["kind", "user"], ["devices", "device", "opks_left"])
+        want_str(body, "user", 64)
+        if "opks_left" in body or "device" in body:
+            strict(body, ["kind", "user", "device", "opks_left"])
+            left = want_int(body, "opks_left")
+            if want_device(body) != self.device.id:
+                raise ProtoError("PROTOCOL_ERROR", "publish answer for another device")
+            return f"KEYS published {left} one-time prekeys left"
+        if "devices" in body:
+            devs = body["devices"]
+            if not isinstance(devs, list) or len(devs) > E2E_MAX_DEVICES:
+                raise ProtoError("PROTOCOL_ERROR", "devices is not a list of at most 8")
+            for e in devs:
+                if not isinstance(e, dict):
+                    raise ProtoError("PROTOCOL_ERROR", "device entry is not an object")
+                strict(e, ["device"], ["cert", "bundle", "opk"])
+                want_device(e)
+                if ("cert" in e) != ("bundle" in e) or ("opk" in e and "bundle" not in e):
+                    raise ProtoError("PROTOCOL_ERROR", "device entry: cert and bundle go together")
+                if "opk" in e:
+                    if not isinstance(e["opk"], dict):
+                        raise ProtoError("PROTOCOL_ERROR", "opk is not an object")
+                    strict(e["opk"], ["id", "pub"])
+                    want_u32(e["opk"], "id")
+        self.key_answers.put(body)
+        return None
 
     def on_relay(self, m):
         """§6.4, checks in the order given there."""
-        strict(m, ["type", "seqno", "ts", "cert", "record", "k"])
+        strict(m, ["type", "seqno", "ts", "cert", "record"], ["k", "e2e"])
+        if ("k" in m) == ("e2e" in m):
+            raise ProtoError("PROTOCOL_ERROR", "a relay carries either k or e2e (§12.6)")
         seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
         cert_der = b64d(m["cert"], max_size=16 * 1024)
         rec = parse_record(m["record"])
-        k = b64d(m["k"], size=32)
+        k = b64d(m["k"], size=32) if "k" in m else None
+        if "e2e" in m and (self.device is None or not isinstance(m["e2e"], dict)):
+            raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
         author_pub, author = self.trust.validate(cert_der, "client")              # 2
         if rec["dir"] != "c2s" or rec["to"] not in ("lobby", "user:" + self.my_name):  # 3
             raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
         if rec["sig"] is None or not verify(author_pub, rec["sig"], statement(rec)):  # 4
             raise ProtoError("SIG_FAIL", "author signature")
-        body = parse_body(check_content(rec, k))                                  # 5
-        if body["kind"] != "text":
-            raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
-        strict(body, ["kind", "text"])
-        text = want_str(body, "text", MAX_TEXT)
+        no_key = None
+        if k is None:                                                             # 5, §12.6
+            k, no_key = self.open_e2e(author, author_pub, cert_der, m["e2e"], rec)
+        text = None
+        if k is not None:
+            body = parse_body(check_content(rec, k))
+            if body["kind"] != "text":
+                raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
+            strict(body, ["kind", "text"])
+            text = want_str(body, "text", MAX_TEXT)
         if rec["ts"] < self.session_time - SKEW_MS:                               # 6
             raise ProtoError("REPLAY", "relayed record older than this session")
         if rec["ts"] > ts + SKEW_MS:
@@ -1662,7 +1992,21 @@ class Client:
         enc = b"\x02" + u64(seqno) + u64(ts) + u32(len(cert_der)) + cert_der + record_enc(rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
         private = " (private)" if rec["to"] != "lobby" else ""
-        out(f"{safe(author)}{private}: {safe(text)}")
+        if text is None:  # §12.6: recorded, never shown as text, never dropped silently
+            out(f"{safe(author)}{private}: NO_KEY this device has no key for this message "
+                f"({safe(no_key)})")
+            self.device.lists.pop(author, None)  # the next line to the author refetches
+        else:
+            out(f"{safe(author)}{private}{' e2e' if 'e2e' in m else ''}: {safe(text)}")
+
+    def open_e2e(self, author, author_pub, cert_der, e2e, rec):
+        """§12.6 step 5: (k, None), or (None, why) when this device has no key for it."""
+        kind = e2e.get("kind")
+        if kind == "ratchet":
+            if rec["to"] != "user:" + self.my_name:
+                raise ProtoError("PROTOCOL_ERROR", "ratchet e2e on a lobby record")
+            return self.device.open_ratchet(author, author_pub, cert_der, e2e, binding_of(rec))
+        raise ProtoError("PROTOCOL_ERROR", f"e2e kind {safe(str(kind))!r}")
 
     def on_refused(self, m):
         """§6.5."""
@@ -1797,6 +2141,10 @@ class Client:
         out(f"SESSION {self.session_id.hex()} registered={str(self.registered).lower()}")
         if self.transcript.base:
             out(f"TRANSCRIPT {self.transcript.base}.log")
+        if not a.no_e2e:  # §12.6: the device's bundle is the first message of every session
+            self.device = Device(self.my_name, self.my_der, self.my_key)
+            self.publish_keys()
+            out(f"DEVICE {self.device.id}")
         threading.Thread(target=self.reader, daemon=True).start()
         threading.Thread(target=self.stdin_loop, daemon=True).start()
         try:
@@ -1834,6 +2182,8 @@ def main():
     p.add_argument("--transcripts", metavar="DIR", help="write the client transcript here")
     p.add_argument("--key-update-every", type=int, default=0,
                    help="send a key_update after this many of our records (0: never)")
+    p.add_argument("--no-e2e", action="store_true",
+                   help="act as a client without the end-to-end layer (PROTOCOL §12.6)")
     args = p.parse_args()
     client = None
     try:
