@@ -1816,6 +1816,7 @@ class Client:
                                         enc_json(body), k)
             if devices:  # §12.6: an end-to-end record carries e2e instead of k
                 e2e = self.device.wrap_for(to[len("user:"):], devices, k, binding_of(rec))
+                e2e = self.tamper("e2e", e2e)
                 self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
             else:
                 self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
@@ -2167,7 +2168,8 @@ class Client:
         out(f"RECEIPT OK {self.receipt_hash}")
 
 
-def main():
+def main(client_class=None):
+    """Runs the client; probe.py passes a subclass that sends faults (its --hostile-e2e)."""
     p = argparse.ArgumentParser(description="clean-room securechat v2 client")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
@@ -2187,7 +2189,7 @@ def main():
     args = p.parse_args()
     client = None
     try:
-        client = Client(args)
+        client = (client_class or Client)(args)
         client.run()
         return 0
     except ProtoError as e:
