@@ -1182,24 +1182,104 @@ class E2ESession:
         self.ratchet, self.pre = ratchet, pre
 
 
-class Device:
-    """This installation's end-to-end keys and sessions (§12.2, §12.6). Kept in memory only: every
-    run of this client is a new device (§12.7 allows it; a contact then sees its earlier lines as
-    undecryptable, which is what a lost state means)."""
+E2E_STATE_AAD = b"securechat/e2e state"      # §12.7
+E2E_SCRYPT = {"n": 32768, "r": 8, "p": 1}     # §12.7
 
-    def __init__(self, user, cert_der, cert_key):
+
+def _ratchet_state(r):
+    h = lambda b: None if b is None else b.hex()  # noqa: E731
+    return {"ad": h(r.ad), "rk": h(r.rk), "dhs": h(r.dhs), "dhr": h(r.dhr), "cks": h(r.cks),
+            "ckr": h(r.ckr), "ns": r.ns, "nr": r.nr, "pn": r.pn,
+            "skipped": [[dh.hex(), n, mk.hex()] for (dh, n), mk in r.skipped.items()],
+            "old_dhr": sorted(d.hex() for d in r.old_dhr)}
+
+
+def _ratchet_from(s):
+    u = lambda v: None if v is None else bytes.fromhex(v)  # noqa: E731
+    r = Ratchet(u(s["rk"]), u(s["ad"]))
+    r.dhs, r.dhr, r.cks, r.ckr = u(s["dhs"]), u(s["dhr"]), u(s["cks"]), u(s["ckr"])
+    r.dhs_pub = None if r.dhs is None else x25519_public(r.dhs)
+    r.ns, r.nr, r.pn = s["ns"], s["nr"], s["pn"]
+    r.skipped = {(bytes.fromhex(dh), n): bytes.fromhex(mk) for dh, n, mk in s["skipped"]}
+    r.old_dhr = {bytes.fromhex(d) for d in s["old_dhr"]}
+    return r
+
+
+def _locked(method):
+    """Runs a Device method under the device's lock: the reader thread opens lines while the
+    input thread wraps them, and both change (and save) the one state."""
+    def run(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
+class Device:
+    """This installation's end-to-end keys and sessions (§12.2, §12.6), kept in `state_path`
+    (§12.7's envelope: scrypt from the login password, AES-256-GCM; the JSON inside is this
+    client's own) or, without a path, in memory only (every run a new device)."""
+
+    def __init__(self, user, cert_der, cert_key, state_path=None, password=None):
         self.user, self.cert_der, self.cert_key = user, cert_der, cert_key
-        self.ik = os.urandom(32)
-        self.ik_pub = x25519_public(self.ik)
-        self.id = device_id(self.ik_pub)
-        self.spk_id, self.spk = 1, os.urandom(32)
-        self.pq_id = 1
-        self.pq_ek, self.pq_dk = mlkem_keygen(os.urandom(64))
+        self.state_path, self.password = state_path, password
+        self.lock = threading.RLock()
         self.opks = {}          # id -> private key, unused one-time prekeys
-        self.next_opk = 1
         self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
         self.lists = {}         # user -> (monotonic time, [device ids]) from the last fetch
+        self.new = not (state_path and os.path.exists(state_path))
+        if self.new:
+            self.ik, self.spk, self.pq_seed = os.urandom(32), os.urandom(32), os.urandom(64)
+            self.spk_id, self.pq_id, self.next_opk = 1, 1, 1
+        else:
+            self._load()
+        self.ik_pub = x25519_public(self.ik)
+        self.id = device_id(self.ik_pub)
+        self.pq_ek, self.pq_dk = mlkem_keygen(self.pq_seed)
         self.ik_sig = sign(cert_key, identity_statement(user, self.ik_pub))
+
+    def _load(self):
+        with open(self.state_path, "rb") as f:
+            env = parse_json(f.read(), code="DECRYPT_FAIL", tag="kdf")
+        try:
+            key = hashlib.scrypt(self.password.encode(), salt=b64d(env["salt"]), n=env["n"],
+                                 r=env["r"], p=env["p"], maxmem=256 * 1024 * 1024, dklen=32)
+            state = json.loads(AESGCM(key).decrypt(b64d(env["nonce"]), b64d(env["ct"]),
+                                                   E2E_STATE_AAD))
+        except (InvalidTag, KeyError, TypeError, ValueError):
+            raise ProtoError("DECRYPT_FAIL", f"{self.state_path}: wrong password or damaged; "
+                                             "move it away to start a new device")
+        u = bytes.fromhex
+        self.ik, self.spk, self.pq_seed = u(state["ik"]), u(state["spk"]), u(state["pq_seed"])
+        self.spk_id, self.pq_id, self.next_opk = state["spk_id"], state["pq_id"], state["next_opk"]
+        self.opks = {int(i): u(k) for i, k in state["opks"].items()}
+        for user, dev, sessions in state["sessions"]:
+            self.sessions[(user, dev)] = [E2ESession(_ratchet_from(s["ratchet"]), s["pre"])
+                                          for s in sessions]
+
+    @_locked
+    def save(self):
+        """§12.7: durably, before anything that depends on it is sent."""
+        if self.state_path is None:
+            return
+        state = {"ik": self.ik.hex(), "spk": self.spk.hex(), "pq_seed": self.pq_seed.hex(),
+                 "spk_id": self.spk_id, "pq_id": self.pq_id, "next_opk": self.next_opk,
+                 "opks": {str(i): k.hex() for i, k in self.opks.items()},
+                 "sessions": [[u, d, [{"ratchet": _ratchet_state(s.ratchet), "pre": s.pre}
+                                      for s in ss]] for (u, d), ss in self.sessions.items()]}
+        salt, nonce = os.urandom(16), os.urandom(12)
+        key = hashlib.scrypt(self.password.encode(), salt=salt, maxmem=256 * 1024 * 1024,
+                             dklen=32, **E2E_SCRYPT)
+        env = {"version": 1, "kdf": "scrypt", **E2E_SCRYPT, "salt": b64e(salt),
+               "nonce": b64e(nonce),
+               "ct": b64e(AESGCM(key).encrypt(nonce, enc_json(state), E2E_STATE_AAD))}
+        tmp = self.state_path + ".tmp"
+        write_private(tmp, enc_json(env))
+        os.replace(tmp, self.state_path)
+        dfd = os.open(os.path.dirname(os.path.abspath(self.state_path)), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
     def bundle(self):
         created = now_ms()
@@ -1219,9 +1299,14 @@ class Device:
             self.next_opk += 1
         return out_
 
-    def publish_body(self, with_opks):
-        return {"kind": "keys_publish", "device": self.id, "bundle": self.bundle(),
-                "opks": self.new_opks(with_opks)}
+    @_locked
+    def publish_body(self, with_opks, with_bundle=True):
+        body = {"kind": "keys_publish", "device": self.id}
+        if with_bundle:
+            body["bundle"] = self.bundle()
+        body["opks"] = self.new_opks(with_opks)
+        self.save()
+        return body
 
     # -- the sender (§12.6 "What a sender does before a private line")
     def needs_fetch(self, user):
@@ -1231,6 +1316,7 @@ class Device:
     def known(self, user):
         return sorted({d for (u, d) in self.sessions if u == user})
 
+    @_locked
     def take_list(self, trust, user, devices, warn):
         """Applies a `keys` answer's `devices`: drops sessions with devices no longer listed, starts
         §12.3 with each new device whose keys pass §12.2. Returns the devices to wrap for; raises
@@ -1270,6 +1356,7 @@ class Device:
         s = E2ESession(Ratchet.initiator(sk, ad, b["spk"]), pre)
         self.sessions[(user, d)] = ([s] + self.sessions.get((user, d), []))[:E2E_SESSIONS_PER_DEVICE]
 
+    @_locked
     def wrap_for(self, user, devices, k, binding):
         """The `e2e` member of a private record (§12.6): one wrap per device."""
         wraps = []
@@ -1281,9 +1368,11 @@ class Device:
             if s.pre is not None:
                 wrap_["pre"] = s.pre
             wraps.append(wrap_)
+        self.save()  # §12.6: before the line leaves, so no message key is ever used twice
         return {"kind": "ratchet", "from": self.id, "wraps": wraps}
 
     # -- the recipient (§12.6 "The recipient")
+    @_locked
     def open_ratchet(self, author, author_pub, cert_der, e2e, binding):
         """k from a private record's `e2e`, or None when this device has no key for it (not an
         error: §12.6). A bad `pre` ends the session (PROTOCOL_ERROR / SIG_FAIL)."""
@@ -1321,6 +1410,7 @@ class Device:
                 continue  # a failed try leaves that session as it was (§12.4)
             s.pre = None  # the contact has answered on this session: no more prekey header
             self.sessions[key] = [s] + [x for x in self.sessions[key] if x is not s]
+            self.save()
             return k, None
         if pre is None:
             return None, "no session of this device opens it"
@@ -1341,6 +1431,7 @@ class Device:
         if pre["opk_id"] is not None:
             del self.opks[pre["opk_id"]]   # §12.3: deleted once the first message opened
         self.sessions[key] = ([E2ESession(r)] + self.sessions.get(key, []))[:E2E_SESSIONS_PER_DEVICE]
+        self.save()
         return k, None
 
 
@@ -1832,7 +1923,7 @@ class Client:
 
     def publish_keys(self):
         """§12.6: the device's bundle (and, on a new state, its one-time prekeys) first."""
-        self.send_record("server", self.device.publish_body(E2E_OPKS))
+        self.send_record("server", self.device.publish_body(E2E_OPKS if self.device.new else 0))
 
     def prepare(self, user):
         """§12.6 `prepare`: the recipient's devices to wrap for; [] when the user published no
@@ -1933,6 +2024,8 @@ class Client:
             left = want_int(body, "opks_left")
             if want_device(body) != self.device.id:
                 raise ProtoError("PROTOCOL_ERROR", "publish answer for another device")
+            if left < E2E_OPKS // 2:  # §12.6: top up to 20 when fewer than 10 remain
+                self.send_record("server", self.device.publish_body(E2E_OPKS - left, False))
             return f"KEYS published {left} one-time prekeys left"
         if "devices" in body:
             devs = body["devices"]
@@ -2143,7 +2236,8 @@ class Client:
         if self.transcript.base:
             out(f"TRANSCRIPT {self.transcript.base}.log")
         if not a.no_e2e:  # §12.6: the device's bundle is the first message of every session
-            self.device = Device(self.my_name, self.my_der, self.my_key)
+            state = os.path.join(a.transcripts, f"{a.user}.e2e") if a.transcripts else None
+            self.device = Device(self.my_name, self.my_der, self.my_key, state, self.password)
             self.publish_keys()
             out(f"DEVICE {self.device.id}")
         threading.Thread(target=self.reader, daemon=True).start()
