@@ -1612,12 +1612,15 @@ def receipt_signed_input(role, th):
 
 
 class SeenMarks:
-    """Relay high-water marks across sessions (§6.4 step 6): per author fingerprint and author
-    session, the highest accepted record seqno and that record's ts (for expiry)."""
+    """Relay high-water marks (§6.4 steps 6 and 7): per author fingerprint and author session, the
+    highest accepted record seqno and that record's ts (for expiry). Marks of this session make a
+    record at or below them a REPLAY; marks that outlive earlier sessions make it a duplicate:
+    recorded, never shown again."""
 
     def __init__(self, path):
         self.path = path
         self.marks = {}
+        self.this_session = {}
         self.dirty = False
         self.last_save = 0.0
         if path is not None and os.path.exists(path):
@@ -1629,12 +1632,21 @@ class SeenMarks:
                     self.marks[key] = (seqno, ts)
 
     def check(self, fp, sid_hex, seqno):
-        last = self.marks.get(f"{fp}:{sid_hex}")
-        if last is not None and seqno <= last[0]:
-            raise ProtoError("REPLAY", f"author record seqno {seqno} not above {last[0]}")
+        """REPLAY within this session (step 6); True for a record accepted in an earlier one
+        (step 7); False for a new record."""
+        key = f"{fp}:{sid_hex}"
+        here = self.this_session.get(key)
+        if here is not None and seqno <= here:
+            raise ProtoError("REPLAY", f"author record seqno {seqno} not above {here}")
+        last = self.marks.get(key)
+        return last is not None and seqno <= last[0]
 
     def accept(self, fp, sid_hex, seqno, ts):
-        self.marks[f"{fp}:{sid_hex}"] = (seqno, ts)
+        key = f"{fp}:{sid_hex}"
+        self.this_session[key] = seqno
+        if key in self.marks and self.marks[key][0] >= seqno:
+            return  # a duplicate of an earlier session leaves its mark as it is
+        self.marks[key] = (seqno, ts)
         self.dirty = True
         if time.monotonic() - self.last_save >= 1:
             self.save()
@@ -2063,8 +2075,17 @@ class Client:
             raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
         if rec["sig"] is None or not verify(author_pub, rec["sig"], statement(rec)):  # 4
             raise ProtoError("SIG_FAIL", "author signature")
+        # Steps 6 and 7 come before step 5 here: they do not need k, and an end-to-end record
+        # can be unwrapped once only, so a replayed or re-delivered one must be known as such
+        # before its wrap is tried (interop finding 29).
+        if rec["ts"] < self.session_time - SKEW_MS:                               # 6
+            raise ProtoError("REPLAY", "relayed record older than this session")
+        if rec["ts"] > ts + SKEW_MS:
+            raise ProtoError("STALE", "relayed record from the future")
+        fp = fingerprint(cert_der)
+        duplicate = self.seen.check(fp, rec["sid"].hex(), rec["seqno"])          # 6, 7
         no_key = None
-        if k is None:                                                             # 5, §12.6
+        if k is None and not duplicate:                                           # 5, §12.6
             k, no_key = self.open_e2e(author, author_pub, cert_der, m["e2e"], rec)
         text = None
         if k is not None:
@@ -2073,12 +2094,6 @@ class Client:
                 raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
             strict(body, ["kind", "text"])
             text = want_str(body, "text", MAX_TEXT)
-        if rec["ts"] < self.session_time - SKEW_MS:                               # 6
-            raise ProtoError("REPLAY", "relayed record older than this session")
-        if rec["ts"] > ts + SKEW_MS:
-            raise ProtoError("STALE", "relayed record from the future")
-        fp = fingerprint(cert_der)
-        self.seen.check(fp, rec["sid"].hex(), rec["seqno"])
         self.accept_hop(seqno, ts)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"])
         line = {"dir": "s2c", "type": "relay", "seqno": seqno, "ts": ts, "cert": m["cert"],
@@ -2086,7 +2101,9 @@ class Client:
         enc = b"\x02" + u64(seqno) + u64(ts) + u32(len(cert_der)) + cert_der + record_enc(rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
         private = " (private)" if rec["to"] != "lobby" else ""
-        if text is None:  # §12.6: recorded, never shown as text, never dropped silently
+        if duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
+            log(f"a record of {safe(author)} seen in an earlier session, recorded, not shown")
+        elif text is None:  # §12.6: recorded, never shown as text, never dropped silently
             out(f"{safe(author)}{private}: NO_KEY this device has no key for this message "
                 f"({safe(no_key)})")
             self.device.lists.pop(author, None)  # the next line to the author refetches

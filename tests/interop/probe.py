@@ -933,9 +933,16 @@ def _hostile_pre_ik_sig_flipped(c, e2e):
     return e2e
 
 
+def _hostile_pre_unknown_opk(c, e2e):
+    for w in e2e["wraps"]:
+        w["pre"] = {**w["pre"], "opk_id": 999999}  # §12.3: unknown prekey id, PROTOCOL_ERROR
+    return e2e
+
+
 HOSTILE_E2E = {"no-wrap-for-device": _hostile_no_wrap, "wrap-flipped": _hostile_wrap_flipped,
                "pre-ik-not-from": _hostile_pre_ik_not_from,
-               "pre-ik-sig-flipped": _hostile_pre_ik_sig_flipped}
+               "pre-ik-sig-flipped": _hostile_pre_ik_sig_flipped,
+               "pre-unknown-opk": _hostile_pre_unknown_opk}
 
 
 class HostileAuthor(sc.Client):
