@@ -65,6 +65,7 @@ CONTENT_AAD = b"securechat/v2 content"
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
 SKEW_MS = 5 * 60 * 1000                      # §8.2
+MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
 GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
@@ -1626,10 +1627,13 @@ class SeenMarks:
         if path is not None and os.path.exists(path):
             with open(path, "rb") as f:
                 data = json.loads(f.read().decode("utf-8"))
-            horizon = now_ms() - 2 * SKEW_MS
-            for key, (seqno, ts) in data.items():
-                if ts >= horizon:
-                    self.marks[key] = (seqno, ts)
+            now = now_ms()
+            for key, mark in data.items():
+                seqno, ts, private = mark[0], mark[1], len(mark) > 2 and mark[2]
+                # §6.4 step 7 / §6.6: marks of author sessions that sent us a private record
+                # are kept for MAX_STORED_AGE + 2 skew (it could come back stored), others 2 skew
+                if ts >= now - 2 * SKEW_MS - (MAX_STORED_AGE_MS if private else 0):
+                    self.marks[key] = (seqno, ts, private)
 
     def check(self, fp, sid_hex, seqno):
         """REPLAY within this session (step 6); True for a record accepted in an earlier one
@@ -1641,18 +1645,20 @@ class SeenMarks:
         last = self.marks.get(key)
         return last is not None and seqno <= last[0]
 
-    def accept(self, fp, sid_hex, seqno, ts):
+    def accept(self, fp, sid_hex, seqno, ts, private):
         key = f"{fp}:{sid_hex}"
         self.this_session[key] = seqno
-        if key in self.marks and self.marks[key][0] >= seqno:
-            return  # a duplicate of an earlier session leaves its mark as it is
-        self.marks[key] = (seqno, ts)
+        old = self.marks.get(key)
+        if old is not None and old[0] >= seqno:  # a duplicate of an earlier session
+            self.marks[key] = (old[0], old[1], old[2] or private)
+        else:
+            self.marks[key] = (seqno, ts, private or (old is not None and old[2]))
         self.dirty = True
         if time.monotonic() - self.last_save >= 1:
             self.save()
 
-    def save(self):
-        if self.path is None or not self.dirty:
+    def save(self, force=False):
+        if self.path is None or not (self.dirty or force):
             return
         tmp = self.path + ".tmp"
         write_private(tmp, enc_json({k: list(v) for k, v in self.marks.items()}))
@@ -2059,7 +2065,8 @@ class Client:
         return None
 
     def on_relay(self, m):
-        """§6.4, checks in the order given there."""
+        """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there."""
+        stored = m["type"] == "stored"
         strict(m, ["type", "seqno", "ts", "cert", "record"], ["k", "e2e"])
         if ("k" in m) == ("e2e" in m):
             raise ProtoError("PROTOCOL_ERROR", "a relay carries either k or e2e (§12.6)")
@@ -2071,14 +2078,17 @@ class Client:
             raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
         author_pub, author = self.trust.validate(cert_der, "client")              # 2
-        if rec["dir"] != "c2s" or rec["to"] not in ("lobby", "user:" + self.my_name):  # 3
+        allowed = ("user:" + self.my_name,) if stored else ("lobby", "user:" + self.my_name)
+        if rec["dir"] != "c2s" or rec["to"] not in allowed:                       # 3, 3'
             raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
         if rec["sig"] is None or not verify(author_pub, rec["sig"], statement(rec)):  # 4
             raise ProtoError("SIG_FAIL", "author signature")
         # Steps 6 and 7 come before step 5 here: they do not need k, and an end-to-end record
         # can be unwrapped once only, so a replayed or re-delivered one must be known as such
         # before its wrap is tried (interop finding 29).
-        if rec["ts"] < self.session_time - SKEW_MS:                               # 6
+        if stored and rec["ts"] < ts - MAX_STORED_AGE_MS - SKEW_MS:                # 6'
+            raise ProtoError("REPLAY", "stored record older than any queue keeps one")
+        if not stored and rec["ts"] < self.session_time - SKEW_MS:                # 6
             raise ProtoError("REPLAY", "relayed record older than this session")
         if rec["ts"] > ts + SKEW_MS:
             raise ProtoError("STALE", "relayed record from the future")
@@ -2095,12 +2105,17 @@ class Client:
             strict(body, ["kind", "text"])
             text = want_str(body, "text", MAX_TEXT)
         self.accept_hop(seqno, ts)
-        self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"])
-        line = {"dir": "s2c", "type": "relay", "seqno": seqno, "ts": ts, "cert": m["cert"],
+        self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
+        line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "cert": m["cert"],
                 "record": m["record"]}
-        enc = b"\x02" + u64(seqno) + u64(ts) + u32(len(cert_der)) + cert_der + record_enc(rec)
+        enc = (b"\x05" if stored else b"\x02") + u64(seqno) + u64(ts) + u32(len(cert_der)) \
+            + cert_der + record_enc(rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
+        if stored:  # §6.6: acknowledged once the line and the marks are durable
+            self.seen.save(force=True)
+            self.send_record("server", {"kind": "received", "upto": seqno})
         private = " (private)" if rec["to"] != "lobby" else ""
+        private += " (stored)" if stored else ""
         if duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
             log(f"a record of {safe(author)} seen in an earlier session, recorded, not shown")
         elif text is None:  # §12.6: recorded, never shown as text, never dropped silently
@@ -2119,12 +2134,24 @@ class Client:
             return self.device.open_ratchet(author, author_pub, cert_der, e2e, binding_of(rec))
         raise ProtoError("PROTOCOL_ERROR", f"e2e kind {safe(str(kind))!r}")
 
+    def on_queued(self, m):
+        """§6.6: our record `of` waits in the recipient's offline queue."""
+        strict(m, ["type", "seqno", "ts", "of"])
+        seqno, ts, of = want_int(m, "seqno"), want_int(m, "ts"), want_int(m, "of")
+        self.check_hop(seqno, ts)
+        if not 1 <= of <= self.seq_tx:
+            raise ProtoError("PROTOCOL_ERROR", f"queued names c2s seqno {of} we never sent")
+        self.accept_hop(seqno, ts)
+        self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}},
+                            b"\x04" + u64(seqno) + u64(ts) + u64(of))
+        out(f"QUEUED {of}")
+
     def on_refused(self, m):
-        """§6.5."""
+        """§6.5, §6.6."""
         strict(m, ["type", "seqno", "ts", "of", "code"])
         seqno, ts, of = want_int(m, "seqno"), want_int(m, "ts"), want_int(m, "of")
         code = want_str(m, "code")
-        if code not in ("RATE_LIMITED", "NOT_ONLINE"):
+        if code not in ("RATE_LIMITED", "NOT_ONLINE", "QUEUE_FULL", "DB_UNAVAILABLE"):
             raise ProtoError("PROTOCOL_ERROR", "refused code")
         self.check_hop(seqno, ts)
         if not 1 <= of <= self.seq_tx:
@@ -2198,7 +2225,8 @@ class Client:
         self.receipt_hash = self.my_receipt_hash.hex()
 
     def reader(self):
-        handlers = {"msg": self.on_msg, "relay": self.on_relay, "refused": self.on_refused}
+        handlers = {"msg": self.on_msg, "relay": self.on_relay, "stored": self.on_relay,
+                    "queued": self.on_queued, "refused": self.on_refused}
         try:
             while self.receipt_hash is None:
                 _, m = self.read_content()
