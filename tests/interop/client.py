@@ -5,14 +5,22 @@ docs/PKI.md only (no line of the TypeScript implementation was read).
 Usage:
   client.py --host 127.0.0.1 --port P --ca ca.pem --cert user.pem --key user.key --user NAME
             --password-env VAR [--register EMAIL] [--server-name localhost] [--group x25519|p256]
-            [--key-update-every N] [--transcripts DIR]
+            [--key-update-every N] [--transcripts DIR] [--e2e]
 
 Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`, anything else a
 lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
   SESSION <session_id> registered=<true|false>   after the handshake (PROTOCOL §5)
+  DEVICE <id>                                    --e2e: this device (§12.2), its bundle published
+  KEYS published <n> one-time prekeys left       the server's answer to our publish (§12.6)
   <author>: <text>                               a relayed lobby line, author verified (§6.4)
   <author> (private): <text>                     a relayed private line, author verified
+  <author> (private) e2e: <text>                 ... whose k came from our end-to-end wrap (§12.6)
+  <author> (private) (stored): <text>            ... from our offline queue (§6.6)
+  <author> (private): NO_KEY ...                 a genuine line this device has no key for (§12.6)
+  WARNING <user> has published no ...            a private line that goes with k (§12.6)
+  NOT_SENT <code>                                a private line not sent: every device failed
   NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
+  QUEUED <of>                                    our c2s seqno <of> waits in an offline queue (§6.6)
   REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5)
   KEY_UPDATE s2c                                 the server updated its traffic key (§4.4)
   TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
@@ -2280,7 +2288,7 @@ class Client:
         out(f"SESSION {self.session_id.hex()} registered={str(self.registered).lower()}")
         if self.transcript.base:
             out(f"TRANSCRIPT {self.transcript.base}.log")
-        if not a.no_e2e:  # §12.6: the device's bundle is the first message of every session
+        if a.e2e:  # §12.6: the device's bundle is the first message of every session
             state = os.path.join(a.transcripts, f"{a.user}.e2e") if a.transcripts else None
             self.device = Device(self.my_name, self.my_der, self.my_key, state, self.password)
             self.publish_keys()
@@ -2323,8 +2331,9 @@ def main(client_class=None):
     p.add_argument("--transcripts", metavar="DIR", help="write the client transcript here")
     p.add_argument("--key-update-every", type=int, default=0,
                    help="send a key_update after this many of our records (0: never)")
-    p.add_argument("--no-e2e", action="store_true",
-                   help="act as a client without the end-to-end layer (PROTOCOL §12.6)")
+    p.add_argument("--e2e", action="store_true",
+                   help="the end-to-end layer (PROTOCOL §12): a device with its keys in "
+                        "<transcripts>/<user>.e2e, private lines wrapped for the recipient's devices")
     args = p.parse_args()
     client = None
     try:

@@ -5,7 +5,7 @@ Each probe opens its own session, sends one fault the docs define, and expects t
 the docs name for it (or, for the few positive probes, the documented outcome). Every expectation
 cites its section of docs/PROTOCOL.md. Usage:
 
-  probe.py --port P --ca ca.pem --certs DIR --password-env VAR [--only NAME,...]
+  probe.py --port P --ca ca.pem --certs DIR --password-env VAR [--only NAME,...] [--e2e]
   probe.py --hostile-e2e MODE CLIENT-ARGS     (client.py whose first private line is faulty)
 
 DIR holds alice.pem/.key, carol.pem/.key and server.pem (a certificate of the wrong role). alice
@@ -123,10 +123,15 @@ def hello_obj(group="x25519", groups=None, version=2, pub=None, nonce=None):
 PROBES = []
 
 
-def probe(name, expected, user="alice"):
+E2E_PROBES = set()  # run only with --e2e: they need a server with PROTOCOL §12.6's key directory
+
+
+def probe(name, expected, user="alice", e2e=False):
     """Registers a probe: `expected` is the outcome word the docs require."""
     def wrap(fn):
         PROBES.append((name, expected, user, fn))
+        if e2e:
+            E2E_PROBES.add(name)
         return fn
     return wrap
 
@@ -692,6 +697,38 @@ def _(a):
         a.on_msg(m)
 
 
+# ---- offline delivery (§6.6)
+@probe("offline_received_upto_zero", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §6.2: `received` carries `upto`, an s2c seqno >= 1
+    _, wire, k = a.record(to="server", body={"kind": "received", "upto": 0})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("offline_received_to_the_lobby", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §6.2: `received` goes to `server` only
+    _, wire, k = a.record(to="lobby", body={"kind": "received", "upto": 1})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("offline_stored_sent_by_a_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: `stored` is s2c only
+    _, wire, k = a.record(to="user:" + a.my_name)
+    a.send_content({"type": "stored", "seqno": 1, "ts": sc.now_ms(), "cert": sc.b64e(a.my_der),
+                    "record": wire, "k": sc.b64e(k)})
+    return a.await_error()
+
+
+@probe("offline_queued_sent_by_a_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: `queued` is s2c only
+    a.send_content({"type": "queued", "seqno": 1, "ts": sc.now_ms(), "of": 1})
+    return a.await_error()
+
 # ---- the end-to-end key directory and records (§12.6)
 def e2e_session(a):
     """A session with this probe's own device (§12.2), nothing published yet."""
@@ -722,7 +759,7 @@ def send_body(a, body, to="server"):
     a.send_msg(wire, k)
 
 
-@probe("e2e_publish_then_fetch_hands_out_each_one_time_prekey_once", "opks:1,2,none")
+@probe("e2e_publish_then_fetch_hands_out_each_one_time_prekey_once", "opks:1,2,none", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: the opk handed out is removed in the statement that reads it
     send_body(a, a.device.publish_body(2))
@@ -741,7 +778,7 @@ def _(a):
     return "opks:" + ",".join(seen)
 
 
-@probe("e2e_fetch_with_known_device_answers_it_bare", "bare")
+@probe("e2e_fetch_with_known_device_answers_it_bare", "bare", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: a device in `known` comes back as {"device"} alone
     send_body(a, a.device.publish_body(0))
@@ -752,7 +789,7 @@ def _(a):
     return "bare" if mine == [{"device": a.device.id}] else f"devices {devs}"
 
 
-@probe("e2e_publish_bundle_of_another_user", "peer:PROTOCOL_ERROR")
+@probe("e2e_publish_bundle_of_another_user", "peer:PROTOCOL_ERROR", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: bundle.user must be the sender's canonical name
     a.device.user = "bob"
@@ -760,7 +797,7 @@ def _(a):
     return a.await_error()
 
 
-@probe("e2e_publish_device_not_the_id_of_ik", "peer:PROTOCOL_ERROR")
+@probe("e2e_publish_device_not_the_id_of_ik", "peer:PROTOCOL_ERROR", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: `device` must be the id of bundle.ik (§12.2)
     body = a.device.publish_body(0)
@@ -769,7 +806,7 @@ def _(a):
     return a.await_error()
 
 
-@probe("e2e_publish_101_one_time_prekeys", "peer:PROTOCOL_ERROR")
+@probe("e2e_publish_101_one_time_prekeys", "peer:PROTOCOL_ERROR", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: `opks` holds 0-100 one-time prekeys
     send_body(a, a.device.publish_body(101))
@@ -783,7 +820,7 @@ def e2e_envelope(a, rec):
         "w": sc.b64e(os.urandom(48))}]}
 
 
-@probe("e2e_record_to_server", "peer:PROTOCOL_ERROR")
+@probe("e2e_record_to_server", "peer:PROTOCOL_ERROR", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: the server MUST refuse an e2e record to `server`
     rec, wire, _ = a.record(to="server", body={"kind": "who"})
@@ -791,7 +828,7 @@ def _(a):
     return a.await_error()
 
 
-@probe("e2e_msg_with_both_k_and_e2e", "peer:PROTOCOL_ERROR")
+@probe("e2e_msg_with_both_k_and_e2e", "peer:PROTOCOL_ERROR", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: either k or e2e, never both
     rec, wire, k = a.record(to="user:" + a.my_name)
@@ -800,7 +837,7 @@ def _(a):
     return a.await_error()
 
 
-@probe("e2e_private_to_self_relayed_byte_for_byte", "relayed as sent")
+@probe("e2e_private_to_self_relayed_byte_for_byte", "relayed as sent", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: the server relays `e2e` byte for byte
     rec, wire, _ = a.record(to="user:" + a.my_name)
@@ -903,7 +940,8 @@ def load_negative(path):
                 PROBES.append((name, "peer:" + case["code"], "alice", negative_case(case)))
 
 
-# ---- a hostile end-to-end author, for a real recipient (`probe.py --hostile-e2e MODE CLIENT-ARGS`)
+# ---- a hostile end-to-end author, for a real recipient
+# (`probe.py --hostile-e2e MODE CLIENT-ARGS`, CLIENT-ARGS with --e2e)
 # client.py's own client, except that its first private line carries the fault MODE names in its
 # `e2e` (§12.6); later lines go as they should. What the recipient must do is the test's to check.
 
@@ -964,6 +1002,8 @@ def main():
     p.add_argument("--password-env", required=True)
     p.add_argument("--server-name", default="localhost")
     p.add_argument("--only", default="")
+    p.add_argument("--e2e", action="store_true",
+                   help="also run the end-to-end probes (PROTOCOL §12.6 key directory and records)")
     p.add_argument("--negative", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "protocol", "negative.json"),
         help="negative.json whose `c2s …` cases run as probes too")
@@ -978,7 +1018,7 @@ def main():
     only = set(filter(None, args.only.split(",")))
     failed = 0
     for name, expected, user, fn in PROBES:
-        if only and name not in only:
+        if (only and name not in only) or (name in E2E_PROBES and not args.e2e):
             continue
         pargs = argparse.Namespace(
             host=args.host, port=args.port, ca=args.ca, user=user,
