@@ -30,6 +30,20 @@ function waitForInfo(client: LiveClient, test: (line: string) => boolean, from =
   );
 }
 
+const STORED = "stored: the recipient is not online";
+
+/**
+ * Waits until the client has said `count` of its messages are stored. Message numbers are
+ * not assumed: a client may send records of its own to the server first (its keys, §12).
+ */
+function waitForStored(client: LiveClient, count: number) {
+  return pollUntil(
+    () => client.stderr.filter((l) => l.includes(STORED)).length >= count || undefined,
+    10_000,
+    () => `not ${count} stored lines:\n${client.stderr.join("\n")}`,
+  );
+}
+
 /** `securechat verify --json` of every `.log` in `dir`; asserts each is ok with both receipts. */
 async function verifyAll(dir: string, ca: string): Promise<Record<string, unknown>[]> {
   const reports = [];
@@ -65,9 +79,7 @@ Deno.test("offline: a stored message survives serve's SIGKILL and is delivered o
     const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
     for (const n of [1, 2, 3]) {
       await alice.send(`/msg bob note ${n} while you were out`);
-      await waitForInfo(alice, (l) =>
-        l.includes(`stored: the recipient is not online`) &&
-        l.includes(`message ${n} `));
+      await waitForStored(alice, n);
     }
     assert.equal((await alice.end()).code, 0);
 
@@ -108,7 +120,7 @@ Deno.test("offline: a stored message survives serve's SIGKILL and is delivered o
       3,
     );
     const [aliceReport] = await verifyAll(`${workDir}/alice-transcripts`, ca);
-    assert.deepEqual((aliceReport.queued as { of: number }[]).map((q) => q.of), [1, 2, 3]);
+    assert.equal((aliceReport.queued as { of: number }[]).length, 3);
     await verifyAll(server.transcripts, ca);
   } finally {
     await server.dispose();
@@ -126,13 +138,10 @@ Deno.test("offline: a full queue and an unknown recipient are refused with a cod
     await alice.send("/msg bob one");
     await alice.send("/msg bob two");
     await alice.send("/msg bob three");
-    await waitForInfo(alice, (l) => l.includes("message 3 refused by the server: QUEUE_FULL"));
+    await waitForInfo(alice, (l) => l.includes("refused by the server: QUEUE_FULL"));
     await alice.send("/msg nobody-here hello?");
-    await waitForInfo(alice, (l) => l.includes("message 4 refused by the server: NOT_ONLINE"));
-    assert.equal(
-      alice.stderr.filter((l) => l.includes("stored: the recipient is not online")).length,
-      2,
-    );
+    await waitForInfo(alice, (l) => l.includes("refused by the server: NOT_ONLINE"));
+    assert.equal(alice.stderr.filter((l) => l.includes(STORED)).length, 2);
     assert.equal((await alice.end()).code, 0);
 
     // bob gets the two that fit, and only those.
@@ -149,8 +158,8 @@ Deno.test("offline: a full queue and an unknown recipient are refused with a cod
       `${pki.dir}/ca.pem`,
     );
     assert.deepEqual(
-      (aliceReport.refused as { of: number; code: string }[]).map((r) => [r.of, r.code]),
-      [[3, "QUEUE_FULL"], [4, "NOT_ONLINE"]],
+      (aliceReport.refused as { of: number; code: string }[]).map((r) => r.code),
+      ["QUEUE_FULL", "NOT_ONLINE"],
     );
   } finally {
     await server.dispose();
@@ -169,7 +178,7 @@ Deno.test("offline: a record older than --queue-age is purged and never delivere
     }
     const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
     await alice.send("/msg carol soon stale");
-    await waitForInfo(alice, (l) => l.includes("message 1 stored"));
+    await waitForStored(alice, 1);
     assert.equal((await alice.end()).code, 0);
     await new Promise((resolve) => setTimeout(resolve, 1500));
     // A restarted server purges at start: the expired record is deleted, unread.
@@ -204,7 +213,7 @@ Deno.test("three users: lobby, private and an offline message; every transcript 
     await bob.send("/msg alice just between us");
     await alice.waitForLine((l) => l.includes("bob (private) ✓ just between us"));
     await alice.send("/msg carol read this when you are back");
-    await waitForInfo(alice, (l) => l.includes("message 2 stored"));
+    await waitForStored(alice, 1);
 
     const carol = await LiveClient.login(clientOptions(server, pki.dir, "carol"));
     await carol.waitForLine((l) =>

@@ -38,7 +38,7 @@ Deno.test({
       const alice = await login("alice", n1.port);
       await alice.send("/msg bob stored on node 1");
       await pollUntil(
-        () => alice.stderr.find((l) => l.includes("message 1 stored")),
+        () => alice.stderr.find((l) => l.includes("stored: the recipient is not online")),
         10_000,
         () => alice.stderr.join("\n"),
       );
