@@ -71,18 +71,22 @@ export function isClientRecipient(to: string): boolean {
 // ---- bodies (PROTOCOL §6.2) ----
 
 const text = z.string().min(1).max(MAX_TEXT_CHARS);
+const seqnoValue = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+/** Stored lines one `received` may name as unread: a batch of a full queue. */
+export const MAX_UNREAD = 1000;
 
 export const BodySchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("text"), text }).strict(),
   z.object({ kind: z.literal("who") }).strict(),
   z.object({ kind: z.literal("notice"), text }).strict(),
   z.object({ kind: z.literal("operator"), text, private: z.literal(true).optional() }).strict(),
-  // The recipient holds every `stored` line up to this s2c seqno (PROTOCOL §6.6).
+  // The recipient holds every `stored` line up to this s2c seqno, and could not open those
+  // in `unread` (another of its devices may; PROTOCOL §6.6).
   z.object({
     kind: z.literal("received"),
-    upto: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
-  })
-    .strict(),
+    upto: seqnoValue,
+    unread: z.array(seqnoValue).max(MAX_UNREAD).optional(),
+  }).strict(),
 ]);
 export type Body = z.output<typeof BodySchema>;
 

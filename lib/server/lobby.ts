@@ -93,6 +93,8 @@ export class Member {
   storedAgain = false;
   /** Stored records sent in this session and not yet acknowledged: hop seqno → queue row. */
   readonly storedSent = new Map<number, number>();
+  /** Every queue row sent in this session: never sent twice in one session. */
+  readonly storedIds = new Set<number>();
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -245,7 +247,9 @@ export class Lobby {
     if (body.kind === "who") {
       return this.#notify(from, { kind: "notice", text: `online: ${this.names().join(", ")}` });
     }
-    if (body.kind === "received") return await this.#acknowledged(from, body.upto);
+    if (body.kind === "received") {
+      return await this.#acknowledged(from, body.upto, new Set(body.unread ?? []));
+    }
     if (body.kind !== "text") return;
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
     const relayed: ClusterRelay = {
@@ -367,7 +371,7 @@ export class Lobby {
 
   /** One pass over the member's whole queue; @returns how many records it sent. */
   async #storedPass(member: Member): Promise<number> {
-    const sent = new Set(member.storedSent.values());
+    const sent = member.storedIds;
     let count = 0;
     let after = 0;
     for (;;) {
@@ -385,18 +389,23 @@ export class Lobby {
         }
         const hop = member.session.relay(prepared, "stored");
         member.storedSent.set(hop, row.id);
+        sent.add(row.id);
         count++;
       }
       if (page.length < STORED_PAGE) return count;
     }
   }
 
-  /** The client holds every stored record up to its s2c seqno `upto`: they leave the queue. */
-  async #acknowledged(member: Member, upto: number): Promise<void> {
+  /**
+   * The client holds every stored record up to its s2c seqno `upto`: they leave the queue,
+   * except those it could not open (`unread`: not wrapped for this device), which stay for
+   * the user's other devices until one opens them or they expire (§6.6).
+   */
+  async #acknowledged(member: Member, upto: number, unread: Set<number>): Promise<void> {
     const ids: number[] = [];
     for (const [seqno, id] of member.storedSent) {
       if (seqno > upto) continue;
-      ids.push(id);
+      if (!unread.has(seqno)) ids.push(id);
       member.storedSent.delete(seqno);
     }
     if (ids.length === 0 || !this.#offline) return;

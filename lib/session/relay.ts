@@ -37,6 +37,12 @@ export interface RelayedText {
   duplicate: boolean;
   /** Delivered from the offline queue (PROTOCOL §6.6): written while we were away. */
   stored: boolean;
+  /**
+   * Why this device cannot read the record (the end-to-end layer, PROTOCOL §12): genuine
+   * and recorded, shown as unreadable, and for a stored record left in the queue for
+   * another of the user's devices (§6.6).
+   */
+  undecryptable?: string;
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   decodeRecord,
   isClientRecipient,
   LOBBY,
+  MAX_UNREAD,
   type MessageRecord,
   MsgMessageSchema,
   openContent,
@@ -137,6 +138,8 @@ export class ChatSession {
   #closeTimer?: ReturnType<typeof setTimeout>;
   /** Clients: the last `stored` hop not yet acknowledged, and the acknowledgement under way. */
   #storedUnacked = 0;
+  /** Clients: stored hops not yet acknowledged that this device could not open. */
+  #storedUnread: number[] = [];
   #acking?: Promise<void>;
 
   private constructor(
@@ -410,7 +413,9 @@ export class ChatSession {
       ? this.#checkRefused(message)
       : await this.#checkRelay(message);
     await handlers.onMessage(received);
-    if (message.type === "stored") this.#acknowledgeStored(message.seqno);
+    if (message.type === "stored" && received.type === "relay") {
+      this.#acknowledgeStored(message.seqno, received.relayed.undecryptable !== undefined);
+    }
   }
 
   /** The hop checks every session message passes (PROTOCOL §6): seqno and ts. */
@@ -504,18 +509,28 @@ export class ChatSession {
    * only then does the server delete them. Stored lines arrive in a burst at login: one
    * acknowledgement covers every one that arrived while the previous was being made.
    */
-  #acknowledgeStored(seqno: number): void {
+  #acknowledgeStored(seqno: number, unread: boolean): void {
     this.#storedUnacked = seqno;
+    if (unread) this.#storedUnread.push(seqno);
     if (this.#acking) return;
     this.#acking = (async () => {
       try {
         while (this.#storedUnacked > 0 && !this.closing) {
-          const upto = this.#storedUnacked;
+          let upto = this.#storedUnacked;
+          const unread = this.#storedUnread.splice(0, MAX_UNREAD);
           this.#storedUnacked = 0;
+          if (this.#storedUnread.length > 0) {
+            // More unread than one acknowledgement names: this one stops short of the next.
+            this.#storedUnacked = upto;
+            upto = this.#storedUnread[0] - 1;
+          }
           await this.#transcript.sync();
           await this.#opts.seen?.save();
           if (this.closing) return; // unacknowledged: delivered again next time, shown once
-          await this.send({ kind: "received", upto }, TO_SERVER);
+          await this.send(
+            unread.length ? { kind: "received", upto, unread } : { kind: "received", upto },
+            TO_SERVER,
+          );
         }
       } catch {
         // Not acknowledged: the server keeps the lines and delivers them again; the marks

@@ -244,3 +244,31 @@ Deno.test("Lobby: what the store refuses, the author is told with its code", asy
     `refused ${down.seqno} DB_UNAVAILABLE`,
   ]);
 });
+
+Deno.test("Lobby: a stored record the device could not open stays for the user's other devices", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  for (const text of ["a", "b", "c"]) {
+    await lobby.receive(alice.member, message(text, userRecipient("bob")));
+  }
+  const [a, b, c] = queue.rows.map((r) => r.id);
+  const phone = member("bob");
+  await lobby.join(phone.member);
+  await settle();
+  const [, unreadHop, lastHop] = phone.session.storedHops;
+  await lobby.receive(
+    phone.member,
+    message("", TO_SERVER, { kind: "received", upto: lastHop, unread: [unreadHop] }),
+  );
+  assert.deepEqual(queue.removed, [a, c]);
+  assert.deepEqual(queue.rows.map((r) => r.id), [b]);
+  // bob's other device logs in (after the first left): it gets what the first could not open.
+  await lobby.leave(phone.member);
+  const laptop = member("bob");
+  await lobby.join(laptop.member);
+  await settle();
+  assert.deepEqual(laptop.session.sent.filter((s) => s.startsWith("stored")), [
+    phone.session.sent.filter((s) => s.startsWith("stored"))[1],
+  ]);
+});
