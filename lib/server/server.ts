@@ -73,6 +73,8 @@ export class ChatServer {
   readonly #crl?: CrlWatcher;
   readonly #cookies = new CookieJar();
   readonly #purgeTimer?: ReturnType<typeof setInterval>;
+  /** Resolved once startCluster() has run (at once for a single server). */
+  readonly #clusterJoined = Promise.withResolvers<void>();
   #accepting: Promise<void>;
   #stopping = false;
 
@@ -105,8 +107,10 @@ export class ChatServer {
         trust: opts.trust,
         log: opts.log,
         onRevoked: (serials) => this.#endRevoked(serials),
+        share: opts.cluster && ((der) => opts.cluster!.shareCrl(der)),
       });
     }
+    if (!opts.cluster) this.#clusterJoined.resolve();
     this.#accepting = this.#acceptLoop();
   }
 
@@ -155,13 +159,23 @@ export class ChatServer {
     return this.#listener.addr.port;
   }
 
-  /** Joins the cluster: starts taking records, logins and lockouts from the other nodes. */
+  /**
+   * Joins the cluster: settles the CRL with the one the nodes share, then starts taking
+   * records, logins, lockouts and CRLs from the other nodes. A cluster node accepts no
+   * connection before this: a revocation another node shared holds from its first login.
+   * @throws CLUSTER_UNAVAILABLE
+   */
   async startCluster(): Promise<void> {
-    await this.#opts.cluster?.start({
-      ...this.lobby.clusterHandlers(),
-      authFailed: (keys) => this.#throttle.failedElsewhere(keys),
-      authSucceeded: (keys) => this.#throttle.succeededElsewhere(keys),
-    });
+    try {
+      await this.#opts.cluster?.start({
+        ...this.lobby.clusterHandlers(),
+        authFailed: (keys) => this.#throttle.failedElsewhere(keys),
+        authSucceeded: (keys) => this.#throttle.succeededElsewhere(keys),
+        crl: async (shared) => await this.#crl?.offerShared(shared),
+      });
+    } finally {
+      this.#clusterJoined.resolve();
+    }
   }
 
   /** Listening, and in a cluster connected to it: what `serve --health-port` reports. */
@@ -173,6 +187,7 @@ export class ChatServer {
   async shutdown(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#clusterJoined.resolve();
     this.#crl?.stop();
     clearInterval(this.#purgeTimer);
     this.#listener.close();
@@ -184,6 +199,8 @@ export class ChatServer {
   }
 
   async #acceptLoop(): Promise<void> {
+    // Connections wait in the listen backlog meanwhile.
+    await this.#clusterJoined.promise;
     while (!this.#stopping) {
       let conn: Deno.TcpConn;
       try {
