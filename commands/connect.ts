@@ -410,10 +410,18 @@ async function chatInput(
   }
   await Promise.all(inFlight);
   // A send failing because the connection dropped under us is not the error: run() says why,
-  // once it has noticed too.
+  // once it has noticed too. If it has not within a second (a node killed under load: the
+  // write fails before the read sees the end), the failure ends the session, so that
+  // --reconnect decides on it as on any other end instead of the client exiting.
   if (failure !== undefined && !session.closing) {
     const ended = await Promise.race([running.then(() => true), sleep(1000).then(() => false)]);
-    if (!ended) throw failure;
+    if (!ended) {
+      session.abort(
+        failure instanceof SecureChatError
+          ? failure
+          : new SecureChatError("INTERNAL", String(failure), { cause: failure }),
+      );
+    }
   }
   return userQuit;
 }
