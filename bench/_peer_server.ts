@@ -12,6 +12,7 @@
  * Deno.memoryUsage(); exits when stdin closes (without closing sessions: the bench
  * has measured what it wanted by then).
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
@@ -26,7 +27,7 @@ const server = ChatServer.listen({
   trust: await TrustStore.load(`${pkiDir}/ca.pem`),
   store: sharedPasswordStore(BENCH_PASSWORD),
   log: () => {},
-  session: { transcriptDir },
+  session: { transcripts: transcriptDirectory(transcriptDir) },
   admission: {
     maxConnections: 1_000_000,
     maxConnectionsPerAddress: 1_000_000,

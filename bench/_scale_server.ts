@@ -16,6 +16,7 @@
  * Prints {"port":N}; answers {"cmd":"mem"} with the session count and Deno.memoryUsage()
  * after a full GC; exits when stdin closes.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
 import { loadIdentity } from "../lib/identity.ts";
@@ -63,7 +64,10 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
           : Promise.reject(new SecureChatError("AUTH_FAIL", "wrong password")),
     });
     slot.established();
-    const session = await ChatSession.start(est, { transcriptDir, startedAt: Date.now() });
+    const session = await ChatSession.start(est, {
+      transcripts: transcriptDirectory(transcriptDir),
+      startedAt: Date.now(),
+    });
     sessions++;
     try {
       if (session.username.startsWith("probe")) {

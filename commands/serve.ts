@@ -1,4 +1,5 @@
 /** `securechat serve`: run the chat server. */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
@@ -329,7 +330,7 @@ async function serve(options: ServeOptions): Promise<void> {
     handshakeTimeoutMs: options.handshakeTimeout,
     sendQueueBytes: options.sendQueue,
     session: {
-      transcriptDir: options.transcripts,
+      transcripts: transcriptDirectory(options.transcripts),
       idleTimeoutMs: options.idleTimeout * 1000,
       keyUpdateMs: options.keyUpdate * 1000,
     },

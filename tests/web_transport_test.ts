@@ -4,6 +4,7 @@
  * the browser page runs) and a CLI client on TCP chat through one real `serve` process; the
  * front refuses what is not a same-origin binary WebSocket.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { parseChatLine } from "../lib/session/chat_line.ts";
@@ -33,7 +34,7 @@ async function webLogin(pki: TestPki, web: number, transcriptDir: string) {
     credentials: { mode: "login", username: "alice", password: PASSWORDS.alice },
   });
   const session = await ChatSession.start(established, {
-    transcriptDir,
+    transcripts: transcriptDirectory(transcriptDir),
     serverName: "localhost",
     relayTrust: pki.trust,
   });

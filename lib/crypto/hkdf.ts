@@ -1,22 +1,16 @@
 /**
  * HKDF (RFC 5869) over HMAC-SHA-256, built on HMAC rather than WebCrypto HKDF so
  * that Extract and Expand are separately usable, as the key schedule needs (one PRK,
- * many labelled Expands). HMAC comes from node:crypto: synchronous, with no key import
- * per call, which matters on the per-message path (one Expand per chat message).
+ * many labelled Expands). HMAC is the synchronous `#sync-crypto` backend's: no key import per
+ * call, which matters on the per-message path (one Expand per chat message).
  */
 
-import { createHmac } from "node:crypto";
+import { hmacSha256 as hmac } from "#sync-crypto";
 import { wipe } from "../bytes.ts";
 
 const HASH_BYTES = 32;
 /** RFC 5869 §2.3: L ≤ 255·HashLen. */
 const MAX_OUTPUT_BYTES = 255 * HASH_BYTES;
-
-function hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
-  const mac = createHmac("sha256", key);
-  for (const part of parts) mac.update(part);
-  return new Uint8Array(mac.digest());
-}
 
 /** HMAC-SHA-256(key, data); any key length, including empty. */
 export function hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {

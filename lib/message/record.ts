@@ -6,9 +6,18 @@
  * server/ and transcript/ all import it; nothing else builds or checks a record.
  */
 import { canonicalName } from "../pki/names.ts";
-import { createHash, randomFillSync } from "node:crypto";
+import { sha256 } from "#sync-crypto";
 import { z } from "zod";
-import { concat, fromBase64, timingSafeEqual, toBase64, u32be, u64be, utf8 } from "../bytes.ts";
+import {
+  concat,
+  fromBase64,
+  randomBytes,
+  timingSafeEqual,
+  toBase64,
+  u32be,
+  u64be,
+  utf8,
+} from "../bytes.ts";
 import { openSync, sealSync } from "../crypto/aead.ts";
 import { hmacSha256Sync } from "../crypto/hkdf.ts";
 import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
@@ -157,12 +166,6 @@ export function encodeRecord(r: MessageRecord): RecordJson {
   return json;
 }
 
-function sha256(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash("sha256");
-  for (const p of parts) h.update(p);
-  return new Uint8Array(h.digest());
-}
-
 function sidBytes(hex: string): Uint8Array {
   const out = new Uint8Array(16);
   for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
@@ -237,7 +240,7 @@ export function sealContent(body: Body): SealedContent {
  */
 export function sealPlaintext(
   plaintext: Uint8Array,
-  k: Uint8Array = randomFillSync(new Uint8Array(CONTENT_KEY_BYTES)),
+  k: Uint8Array = randomBytes(CONTENT_KEY_BYTES),
 ): SealedContent {
   return {
     k,

@@ -4,6 +4,7 @@
  * subprocess would add nothing but start-up time.
  */
 import type { AdmissionLimits } from "../../lib/server/limits.ts";
+import { transcriptDirectory } from "../../lib/transcript/file_storage.ts";
 import { ChatServer, type ServerOptions } from "../../lib/server/server.ts";
 import { openUserStore } from "../../lib/store/open.ts";
 import type { UserStore } from "../../lib/store/user_store.ts";
@@ -61,7 +62,16 @@ export async function startInProcessServer(
     trust: pki.trust,
     store,
     log: (event, fields = {}) => void logs.push({ event, ...fields }),
-    session: { transcriptDir: transcripts },
+    session: { transcripts: transcriptDirectory(transcripts) },
+    // Every test client speaks from 127.0.0.1: the per-address limits are not under test.
+    admission: {
+      maxConnections: 2048,
+      maxConnectionsPerAddress: 2048,
+      maxPending: 2048,
+      cookieThreshold: 10_000,
+      handshakeBurst: 10_000,
+      handshakesPerSecond: 10_000,
+    },
     ...options,
     admission: serverAdmission
       ? options.admission
