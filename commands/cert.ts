@@ -1,7 +1,9 @@
 /** `securechat cert issue|revoke|crl|list|show`: leaf certificates under the CA. */
+import { crlFileStatus } from "../lib/pki/crl_file.ts";
 import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
-import { KEY_TYPES, readCertificateDer } from "../lib/pki/keys.ts";
+import { readCertificateDer } from "../lib/pki/key_files.ts";
+import { KEY_TYPES } from "../lib/pki/keys.ts";
 import { readInventory } from "../lib/pki/inventory.ts";
 import {
   certificateText,
@@ -11,7 +13,6 @@ import {
 } from "../lib/pki/describe.ts";
 import { isValidUserName } from "../lib/pki/names.ts";
 import { join } from "node:path";
-import { crlFileStatus } from "../lib/pki/crl.ts";
 import { DEFAULT_CRL_CHECK_MS } from "../lib/server/revocation.ts";
 import { caPasswordFor, parseKeyType, printFingerprint } from "./ca.ts";
 import { pkiDir } from "./_home.ts";

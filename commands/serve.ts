@@ -1,11 +1,12 @@
 /** `securechat serve`: run the chat server. */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { defaultCrlPath, TrustStore } from "../lib/pki/validate.ts";
+import { defaultCrlPath } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
@@ -296,7 +297,7 @@ async function serve(options: ServeOptions): Promise<void> {
     options.key,
     options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
   );
-  const trust = await TrustStore.load(options.ca, options.crl);
+  const trust = await loadTrustStore(options.ca, options.crl);
   const clusterConfig = clusterConfigOf(options);
   // An existing transcripts directory is tightened (or serve refuses) now; one that does not
   // exist yet is made 0700 with the first session, which reports TRANSCRIPT_IO if it cannot.

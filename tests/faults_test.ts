@@ -127,7 +127,7 @@ import { loadIdentity } from "${lib("../lib/identity.ts")}";
 import { TrustStore } from "${lib("../lib/pki/validate.ts")}";
 const h = await HostileClient.connect(${port}, {
   identity: await loadIdentity("${pki.dir}/alice.pem", "${pki.dir}/alice.key"),
-  trust: await TrustStore.load("${pki.dir}/ca.pem"),
+  trust: await loadTrustStore("${pki.dir}/ca.pem"),
   username: "alice",
   password: "${PASSWORD}",
 });
