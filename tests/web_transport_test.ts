@@ -164,11 +164,12 @@ Deno.test("web: the front refuses other paths, non-upgrades, cross-origin pages,
   const pki = await makePki([], "ed25519");
   const { server, web } = await startWebServer(pki);
   try {
-    const root = await fetch(`http://127.0.0.1:${web}/`);
-    await root.body?.cancel();
-    assert.equal(root.status, 404);
-    assert.match(root.headers.get("content-security-policy") ?? "", /default-src 'none'/);
-    assert.equal(root.headers.get("set-cookie"), null);
+    // Neither the WebSocket nor a file of the page (browser_test.ts covers the page).
+    const other = await fetch(`http://127.0.0.1:${web}/etc/passwd`);
+    await other.body?.cancel();
+    assert.equal(other.status, 404);
+    assert.match(other.headers.get("content-security-policy") ?? "", /default-src 'none'/);
+    assert.equal(other.headers.get("set-cookie"), null);
 
     const plainGet = await fetch(`http://127.0.0.1:${web}/ws`);
     await plainGet.body?.cancel();

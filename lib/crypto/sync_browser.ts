@@ -9,7 +9,7 @@ import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { x25519 } from "@noble/curves/ed25519.js";
-import type { Sha256Hasher } from "./sync_node.ts";
+import type { Sha256Hasher } from "./sync_types.ts";
 
 export type { Sha256Hasher };
 

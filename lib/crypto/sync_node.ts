@@ -10,15 +10,9 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, type Hash } from "node:crypto";
 import { createPrivateKey, createPublicKey, diffieHellman } from "node:crypto";
 import { concat, fromHex, wipe } from "../bytes.ts";
+import type { Sha256Hasher } from "./sync_types.ts";
 
-/** An incremental SHA-256. */
-export interface Sha256Hasher {
-  update(data: Uint8Array): Sha256Hasher;
-  /** An independent hasher in the same state: digest a prefix and go on. */
-  copy(): Sha256Hasher;
-  /** The 32-byte digest; the hasher is spent after it. */
-  digest(): Uint8Array;
-}
+export type { Sha256Hasher };
 
 class NodeSha256 implements Sha256Hasher {
   constructor(readonly hash: Hash = createHash("sha256")) {}

@@ -148,10 +148,58 @@ Deno.test("layers: lib/ and commands/ have no import cycle", async () => {
   assert.deepEqual(cycles, []);
 });
 
+/** The page's entry and the specifiers its build maps to browser modules (web_build.ts). */
+const WEB_ENTRY = "web/app.ts";
+const BROWSER_IMPORTS = new URL("../../web/browser_imports.json", import.meta.url);
+
 /** `source` without comments (a comment may name Deno.Conn or node:crypto). */
 function withoutComments(source: string): string {
   return source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
 }
+
+/** Files of the page: web/app.ts and what it imports, bare specifiers mapped as the build does. */
+async function pageModules(): Promise<Map<string, string>> {
+  const browserImports: Record<string, string> = JSON.parse(
+    await Deno.readTextFile(BROWSER_IMPORTS),
+  );
+  const modules = new Map<string, string>();
+  const queue = [WEB_ENTRY];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (modules.has(file)) continue;
+    const source = await Deno.readTextFile(join(ROOT, file));
+    modules.set(file, source);
+    for (const spec of specifiersOf(source)) {
+      const mapped = browserImports[spec];
+      if (mapped) queue.push(relative(ROOT, join(ROOT, mapped)));
+      else if (spec.startsWith(".")) queue.push(relative(ROOT, join(ROOT, dirname(file), spec)));
+    }
+  }
+  return modules;
+}
+
+Deno.test("layers: the page runs the shared protocol code, with no node: module or Deno API", async () => {
+  const modules = await pageModules();
+  for (
+    const shared of [
+      "lib/handshake/client.ts",
+      "lib/session/session.ts",
+      "lib/crypto/sync_browser.ts",
+    ]
+  ) {
+    assert.ok(modules.has(shared), `the page does not run ${shared}`);
+  }
+  assert.ok(!modules.has("lib/crypto/sync_node.ts"), "the page imports the node backend");
+  const violations: string[] = [];
+  for (const [file, source] of modules) {
+    const code = withoutComments(source);
+    for (const spec of specifiersOf(code)) {
+      if (spec.startsWith("node:")) violations.push(`${file} imports ${spec}`);
+    }
+    if (/\bDeno\./.test(code)) violations.push(`${file} uses the Deno API`);
+  }
+  assert.deepEqual(violations, []);
+});
 
 Deno.test("layers: in lib/, only the #sync-crypto node backend imports node:crypto", async () => {
   const graph = await importGraph();
