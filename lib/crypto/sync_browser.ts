@@ -9,9 +9,9 @@ import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { x25519 } from "@noble/curves/ed25519.js";
-import type { Sha256Hasher } from "./sync_types.ts";
+import type { Sha256Hasher, SyncEd25519Key } from "./sync_types.ts";
 
-export type { Sha256Hasher };
+export type { Sha256Hasher, SyncEd25519Key };
 
 type NobleSha256 = ReturnType<typeof nobleSha256.create>;
 
@@ -71,4 +71,27 @@ export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
 /** @throws {Error} when the key is refused */
 export function x25519SharedSecret(privateKey: Uint8Array, peerPublicKey: Uint8Array): Uint8Array {
   return x25519.getSharedSecret(privateKey, peerPublicKey);
+}
+
+/**
+ * None: in the page, Ed25519 stays on WebCrypto (native, and the page's own key is a
+ * non-extractable CryptoKey that no JS implementation could use).
+ */
+export function ed25519SyncKey(
+  _format: "pkcs8" | "spki",
+  _der: Uint8Array,
+): SyncEd25519Key | undefined {
+  return undefined;
+}
+
+export function ed25519Sign(_key: SyncEd25519Key, _data: Uint8Array): Uint8Array {
+  throw new Error("the browser backend holds no synchronous Ed25519 key");
+}
+
+export function ed25519Verify(
+  _key: SyncEd25519Key,
+  _data: Uint8Array,
+  _signature: Uint8Array,
+): boolean {
+  throw new Error("the browser backend holds no synchronous Ed25519 key");
 }

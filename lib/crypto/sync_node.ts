@@ -8,11 +8,18 @@
  * backends to the same outputs.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, type Hash } from "node:crypto";
-import { createPrivateKey, createPublicKey, diffieHellman } from "node:crypto";
+import {
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  type KeyObject,
+  sign as nodeSign,
+  verify as nodeVerify,
+} from "node:crypto";
 import { concat, fromHex, wipe } from "../bytes.ts";
-import type { Sha256Hasher } from "./sync_types.ts";
+import type { Sha256Hasher, SyncEd25519Key } from "./sync_types.ts";
 
-export type { Sha256Hasher };
+export type { Sha256Hasher, SyncEd25519Key };
 
 class NodeSha256 implements Sha256Hasher {
   constructor(readonly hash: Hash = createHash("sha256")) {}
@@ -127,4 +134,37 @@ export function x25519SharedSecret(privateKey: Uint8Array, peerPublicKey: Uint8A
   return new Uint8Array(
     diffieHellman({ privateKey: x25519PrivateKeyObject(privateKey), publicKey }),
   );
+}
+
+/**
+ * node:crypto's KeyObject for an Ed25519 PKCS#8 or SPKI key (checked by the caller), or
+ * undefined where node:crypto cannot take it.
+ */
+export function ed25519SyncKey(
+  format: "pkcs8" | "spki",
+  der: Uint8Array,
+): SyncEd25519Key | undefined {
+  const copy = Buffer.from(der);
+  try {
+    const backendKey = format === "pkcs8"
+      ? createPrivateKey({ key: copy, format: "der", type: "pkcs8" })
+      : createPublicKey({ key: copy, format: "der", type: "spki" });
+    return { backendKey };
+  } catch {
+    return undefined;
+  } finally {
+    copy.fill(0); // the caller wipes its PKCS#8 bytes; this copy is ours to wipe
+  }
+}
+
+export function ed25519Sign(key: SyncEd25519Key, data: Uint8Array): Uint8Array {
+  return new Uint8Array(nodeSign(null, data, key.backendKey as KeyObject));
+}
+
+export function ed25519Verify(
+  key: SyncEd25519Key,
+  data: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  return nodeVerify(null, data, key.backendKey as KeyObject, signature);
 }

@@ -8,3 +8,8 @@ export interface Sha256Hasher {
   /** The 32-byte digest; the hasher is spent after it. */
   digest(): Uint8Array;
 }
+
+/** An Ed25519 key held by a backend for synchronous use; opaque to everyone else. */
+export interface SyncEd25519Key {
+  readonly backendKey: unknown;
+}

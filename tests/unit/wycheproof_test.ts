@@ -168,7 +168,8 @@ async function mlkemOutcome(run: () => Promise<boolean>): Promise<Verdict> {
 
 /**
  * AES-GCM and X25519 through one synchronous backend (lib/crypto/sync_node.ts for the CLI,
- * sync_browser.ts for the page), X25519 under lib/crypto/x25519.ts's all-zero refusal.
+ * sync_browser.ts for the page), X25519 under lib/crypto/x25519.ts's all-zero refusal. The
+ * browser module is passed as `typeof nodeSync`: `deno check` fails if their exports drift.
  */
 function syncFiles(backend: typeof nodeSync, label: string): SuiteFile[] {
   return [
