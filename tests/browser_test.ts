@@ -3,8 +3,9 @@
  * in two browser profiles and one CLI user chat through one `serve --web`. Each browser user
  * imports the bundle `cert export` wrote and registers from the page. Every line arrives once
  * and marked verified, markup from the network stays text, /who answers, the page logs no
- * console error and no CSP violation, and the transcript and receipts the page offers for
- * download verify with `securechat verify`. A screenshot of the chat is saved as
+ * console error and no CSP violation, the pages reconnect by themselves when the server is
+ * killed and restarted, and the transcript and receipts the page offers for download verify
+ * with `securechat verify`. A screenshot of the chat is saved as
  * test-artifacts/browser-chat.png (gitignored).
  */
 import assert from "node:assert/strict";
@@ -169,12 +170,19 @@ Deno.test({
       ]);
       assert.equal(exported.code, 0, exported.stderr);
     }
-    const server = await ServerProcess.start({
-      pkiDir: pki.dir,
-      args: ["--web", "0", "--web-root", join(work, "dist")],
-    });
-    const listen = await server.waitFor(logIs("LISTEN_WEB"));
-    const url = `http://127.0.0.1:${String(listen.detail).split(":").pop()}/`;
+    const serverDir = join(work, "server");
+    await Deno.mkdir(serverDir);
+    const serve = (web: number, port = 0) =>
+      ServerProcess.start({
+        pkiDir: pki.dir,
+        workDir: serverDir,
+        args: ["--web", String(web), "--web-root", join(work, "dist"), "--port", String(port)],
+      });
+    let server = await serve(0);
+    const webPort = Number(
+      String((await server.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
+    );
+    const url = `http://127.0.0.1:${webPort}/`;
     let browser: Browser | undefined;
     let carol: LiveClient | undefined;
     const problems: Record<"alice" | "bob", PageProblems> = {
@@ -253,12 +261,45 @@ Deno.test({
         fullPage: true,
       });
 
+      for (const user of ["alice", "bob"] as const) {
+        assert.deepEqual(problems[user].console, [], `${user}'s console before the restart`);
+      }
+      const carolEnd = await carol.end();
+      carol = undefined;
+      assert.equal(carolEnd.code, 0, carolEnd.stderr);
+
+      // The server dies and comes back on the same ports: both pages log in again by
+      // themselves (the tickets died with it, so with the passwords they hold in memory).
+      const before = [await statusText(alice), await statusText(bob)];
+      server.child.kill("SIGKILL");
+      await server.stop();
+      server = await serve(webPort, server.port);
+      for (const [i, user, page] of [[0, "alice", alice], [1, "bob", bob]] as const) {
+        // A new session: its id (in the status) is not the one before the kill.
+        await waitUntil(
+          async () => {
+            const now = await statusText(page);
+            return now.startsWith(`logged in as ${user} `) && now !== before[i] || undefined;
+          },
+          60_000,
+          async () => `${user}'s reconnection: status is "${await statusText(page)}"`,
+        );
+      }
+      await say(alice, "after the restart");
+      await waitForLine(
+        bob,
+        (l) => l.text === "after the restart",
+        "alice's line after the restart",
+      );
+      assert.equal((await shown(bob)).filter((l) => l.text === "after the restart").length, 1);
+
       // alice leaves: receipts are exchanged and the page offers the session's files.
       await alice.click("#leave");
       await waitForStatus(alice, /^session ended with receipts/, "alice's leaving");
-      const links = await alice.$$("#archive a.download");
+      const latest = "#archive li:first-child a.download";
+      const links = await alice.$$(latest);
       const names = await alice.$$eval(
-        "#archive a.download",
+        latest,
         (as) => as.map((a) => a.getAttribute("download")!),
       );
       assert.equal(names.length, 4, `files offered: ${names}`);
@@ -286,15 +327,20 @@ Deno.test({
         const page = user === "alice" ? alice : bob;
         const violations = await page.evaluate<string[]>("globalThis.cspViolations");
         assert.deepEqual(violations, [], `${user}'s page broke its CSP`);
-        assert.deepEqual(problems[user].console, [], `${user}'s console`);
+        // While the server was down, Chromium itself logged each refused WebSocket; nothing else.
+        const refused = new RegExp(
+          `^WebSocket connection to 'ws://127\\.0\\.0\\.1:${webPort}/ws' failed`,
+        );
+        assert.deepEqual(
+          problems[user].console.filter((m) => !refused.test(m)),
+          [],
+          `${user}'s console`,
+        );
       }
-      const carolEnd = await carol.end();
-      carol = undefined;
-      assert.equal(carolEnd.code, 0, carolEnd.stderr);
     } finally {
       await carol?.end().catch(() => {});
       await browser?.close();
-      await server.dispose();
+      await server.stop();
       await Deno.remove(work, { recursive: true }).catch(() => {});
       await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
     }

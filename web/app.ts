@@ -105,15 +105,25 @@ function onMessage(message: ReceivedMessage): void {
     show("error", { ts: message.ts, text: `message ${message.of} refused: ${message.code}` });
     return;
   }
+  if (message.type === "queued") {
+    show("notice", {
+      ts: message.ts,
+      author: "*",
+      text: `message ${message.of} stored: the recipient is not online; ` +
+        "it is delivered at their next login",
+    });
+    return;
+  }
   if (message.type === "relay") {
     const { relayed } = message;
     if (relayed.duplicate) return; // shown in an earlier session
     show("message", {
-      ts: message.ts,
+      // A stored line (PROTOCOL §6.6) was written while we were away: its author's time.
+      ts: relayed.stored ? relayed.record.ts : message.ts,
       author: relayed.author,
       verified: true,
       private: relayed.private,
-      text: relayed.text,
+      text: relayed.stored ? `(while you were away) ${relayed.text}` : relayed.text,
     });
     return;
   }
@@ -271,7 +281,12 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
   if (credentials?.mode === "register") {
     credentials = { mode: "login", username: credentials.username, password: credentials.password };
   }
-  const storage = new MemoryTranscriptStorage("this browser");
+  // Saved to IndexedDB whenever the session makes its transcript durable (before it
+  // acknowledges stored lines, PROTOCOL §6.6) and again when it ends.
+  const storage = new MemoryTranscriptStorage(
+    "this browser",
+    (files) => keep(files, { outcome: "in progress" }),
+  );
   session = await ChatSession.start(established, {
     transcripts: storage,
     serverName: location.hostname,
@@ -298,17 +313,21 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
 
 /** Keeps a finished session's files in IndexedDB and lists them for download. */
 async function archive(storage: MemoryTranscriptStorage, end: SessionEnd): Promise<void> {
-  const files = storage.files();
+  await keep(storage.files(), { outcome: end.outcome });
+  await renderArchive();
+}
+
+/** Saves a session's files (the transcript's base name is the key). */
+async function keep(files: db.StoredSession["files"], o: { outcome: string }): Promise<void> {
   const log = files.find((f) => f.name.endsWith(".log"));
   if (!log) return;
   const record: db.StoredSession = {
     base: log.name.slice(0, -".log".length),
     endedAt: Date.now(),
-    outcome: end.outcome,
+    outcome: o.outcome,
     files,
   };
   await db.put("sessions", record.base, record);
-  await renderArchive();
 }
 
 async function renderArchive(): Promise<void> {

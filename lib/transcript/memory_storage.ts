@@ -10,8 +10,18 @@ export class MemoryTranscriptStorage implements TranscriptStorage {
   readonly location: string;
   readonly #files = new Map<string, Uint8Array[]>();
 
-  constructor(location = "memory") {
+  readonly #persist?: (files: { name: string; bytes: Uint8Array }[]) => Promise<void>;
+
+  /**
+   * `persist` is called with every file when the writer asks for durability (sync, close):
+   * the page saves them to IndexedDB there.
+   */
+  constructor(
+    location = "memory",
+    persist?: (files: { name: string; bytes: Uint8Array }[]) => Promise<void>,
+  ) {
     this.location = location;
+    this.#persist = persist;
   }
 
   prepare(): Promise<void> {
@@ -26,14 +36,14 @@ export class MemoryTranscriptStorage implements TranscriptStorage {
     const chunks = this.#create(path);
     return Promise.resolve({
       append: (bytes: Uint8Array) => void chunks.push(bytes.slice()),
-      sync: () => Promise.resolve(),
-      close: () => Promise.resolve(),
+      sync: () => this.#durable(),
+      close: () => this.#durable(),
     });
   }
 
   writeNew(path: string, text: string): Promise<void> {
     this.#create(path).push(new TextEncoder().encode(text));
-    return Promise.resolve();
+    return this.#durable();
   }
 
   syncNames(): Promise<void> {
@@ -43,6 +53,10 @@ export class MemoryTranscriptStorage implements TranscriptStorage {
   /** Every file's name and whole content, in creation order. */
   files(): { name: string; bytes: Uint8Array }[] {
     return [...this.#files].map(([name, chunks]) => ({ name, bytes: concat(...chunks) }));
+  }
+
+  async #durable(): Promise<void> {
+    await this.#persist?.(this.files());
   }
 
   #create(path: string): Uint8Array[] {

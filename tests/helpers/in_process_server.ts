@@ -63,15 +63,6 @@ export async function startInProcessServer(
     store,
     log: (event, fields = {}) => void logs.push({ event, ...fields }),
     session: { transcripts: transcriptDirectory(transcripts) },
-    // Every test client speaks from 127.0.0.1: the per-address limits are not under test.
-    admission: {
-      maxConnections: 2048,
-      maxConnectionsPerAddress: 2048,
-      maxPending: 2048,
-      cookieThreshold: 10_000,
-      handshakeBurst: 10_000,
-      handshakesPerSecond: 10_000,
-    },
     ...options,
     admission: serverAdmission
       ? options.admission

@@ -217,14 +217,14 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
   try {
     const path = `${dir}/bob.seen.json`;
     const retention = 10 * 60 * 1000;
-    const seen = await SeenStore.load(path, retention);
+    const seen = await SeenStore.load(seenFile(path), retention);
     const original = await relayed(alice, 4, { to: userRecipient("bob") });
     assert.equal((await verifier(seen).check(original)).duplicate, false);
     const lobbyOnly = await relayed(bob, 1);
     await verifier(seen).check(lobbyOnly);
     await seen.save();
     // Five days on, beyond the lobby retention: the private mark is still there.
-    const reloaded = await SeenStore.load(path, retention, Date.now() + 5 * DAY_MS);
+    const reloaded = await SeenStore.load(seenFile(path), retention, Date.now() + 5 * DAY_MS);
     const fp = toHex(
       new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bob.certDer))),
     );
