@@ -326,9 +326,9 @@ Deno.test({
       const nodeA = new TicketAuthority(await clusterTicketStores(a));
       const nodeB = new TicketAuthority(await clusterTicketStores(b));
       const fp = "ab".repeat(32);
-      const ticket = await nodeA.issue("alice", fp);
-      await nodeB.redeem(ticket, "alice", fp); // issued on one node, redeemed on another
-      await assert.rejects(nodeA.redeem(ticket, "alice", fp), (e) => codeOf(e) === "AUTH_FAIL");
+      const ticket = await nodeA.issue("alice", fp, 1);
+      await nodeB.redeem(ticket, "alice", fp, 1); // issued on one node, redeemed on another
+      await assert.rejects(nodeA.redeem(ticket, "alice", fp, 1), (e) => codeOf(e) === "AUTH_FAIL");
     } finally {
       await a.close();
       await b.close();
