@@ -1,7 +1,8 @@
 /**
  * Issue 15: several `serve` nodes as one chat, on a real MariaDB, nats-server (JetStream) and
  * haproxy started from the Debian packages. Users on different nodes share the lobby, private
- * messages and /who; a second login on another node ends the first; a lockout holds on all.
+ * messages and /who; a second login on another node ends the first; a lockout holds on all and
+ * `user unlock` ends it on all; a password change retires tickets on every node.
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
@@ -38,7 +39,7 @@ const password = (user: string) => `${user}-password-123`;
 
 Deno.test({
   name:
-    "cluster: lobby, private and /who across two nodes; a login on another node takes over; a lockout holds on both",
+    "cluster: lobby, private and /who across two nodes; a login on another node takes over; a lockout holds on both, and so do an unlock and a password change",
   ignore: skipCluster,
   async fn() {
     const pki = await makePki([...USERS], "ed25519");
@@ -103,11 +104,51 @@ Deno.test({
         transcripts: `${n1.workDir}/bob-transcripts`,
       });
       assert.equal(errorCodeOf(locked), "RATE_LIMITED", locked.stderr);
+      // The counts are rows of the shared database: one `user unlock` there ends it on both.
+      const unlock = await runCli(["user", "unlock", "bob", "--db", cluster.db.url]);
+      assert.equal(unlock.code, 0, unlock.stderr);
+      const unlocked = await runConnect({
+        port: n2.port,
+        user: "bob",
+        password: password("bob"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/bob-transcripts`,
+      });
+      assert.equal(unlocked.code, 0, unlocked.stderr);
 
       for (const client of [alice, bob, carol2]) {
         const result = await client.end();
         assert.equal(result.code, 0, result.stderr);
       }
+
+      // A ticket node 1 issued is refused by node 2 once the password changed in the shared
+      // store: alice's client, reconnecting after node 1 stops, presents it and is turned away
+      // (then its old password fails too), so a stolen ticket dies with the password.
+      const reconnecting = await LiveClient.login({
+        port: n1.port,
+        user: "alice",
+        password: password("alice"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/alice-transcripts`,
+        args: ["--server", `127.0.0.1:${n1.port}`, "--server", `127.0.0.1:${n2.port}`],
+      });
+      clients.push(reconnecting);
+      const newPassword = `${n1.workDir}/alice-new-password`;
+      await Deno.writeTextFile(newPassword, "alice-new-password-456\n");
+      const passwd = await runCli(
+        ["user", "passwd", "alice", "--password-file", newPassword, "--db", cluster.db.url],
+      );
+      assert.equal(passwd.code, 0, passwd.stderr);
+      const beforeStop = n2.mark();
+      await n1.stop();
+      const refused = await n2.waitFor(
+        (e) => e.event === "AUTH_FAIL" && e.user === "alice" && /ticket/.test(String(e.detail)),
+        30_000,
+        beforeStop,
+      );
+      assert.match(String(refused.detail), /password last changed/);
+      const back = n2.events((e) => e.event === "LOGIN" && e.user === "alice", beforeStop);
+      assert.equal(back.length, 0);
     } finally {
       await Promise.all(clients.map((c) => c.end().catch(() => {})));
       await cluster.dispose();
