@@ -4,6 +4,7 @@
  */
 
 import { cliCommand, cliEnv } from "./cli.ts";
+import { connectArgs, type ConnectOptions } from "./server_process.ts";
 
 const quote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
 
@@ -48,6 +49,21 @@ export class Tmux {
   }
 
   /** Key names as tmux knows them ("Left", "C-u", "Enter") or literal text. */
+  /**
+   * `connect` as `o.user` in the window, the password read from a file (removed once read);
+   * resolves when the chat prompt shows.
+   */
+  async startConnect(o: ConnectOptions & { password: string }): Promise<void> {
+    const file = await Deno.makeTempFile({ prefix: "securechat-password-" });
+    try {
+      await Deno.writeTextFile(file, `${o.password}\n`);
+      await this.startCli([...connectArgs(o), "--password-file", file]);
+      await this.waitFor((rows) => rows.at(-1) === `${o.user}>`, "the prompt");
+    } finally {
+      await Deno.remove(file);
+    }
+  }
+
   async keys(...keys: string[]): Promise<void> {
     for (const key of keys) {
       await this.run("send-keys", "-t", "t", key);

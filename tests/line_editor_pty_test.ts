@@ -36,21 +36,13 @@ Deno.test({
         pkiDir: pki.dir,
         transcripts: `${server.workDir}/bob`,
       });
-      await Deno.writeTextFile(`${server.workDir}/alice.pw`, "alice-password-1\n");
-      await tmux.startCli([
-        "connect",
-        "--user",
-        "alice",
-        "--port",
-        String(server.port),
-        "--dir",
-        pki.dir,
-        "--transcripts",
-        `${server.workDir}/alice`,
-        "--password-file",
-        `${server.workDir}/alice.pw`,
-      ]);
-      await tmux.waitFor((rows) => rows.at(-1) === "alice>", "the prompt");
+      await tmux.startConnect({
+        port: server.port,
+        user: "alice",
+        password: "alice-password-1",
+        pkiDir: pki.dir,
+        transcripts: `${server.workDir}/alice`,
+      });
 
       const fromBob = (text: string) => (l: string) => l.endsWith(`alice \u2713 ${text}`);
       // Arrow keys move the cursor: "hllo", three Lefts, "e" → "hello".

@@ -53,21 +53,13 @@ Deno.test({
         pkiDir: pki.dir,
         transcripts: `${server.workDir}/bob`,
       });
-      await Deno.writeTextFile(`${server.workDir}/alice.pw`, `${OLD}\n`);
-      await tmux.startCli([
-        "connect",
-        "--user",
-        "alice",
-        "--port",
-        String(server.port),
-        "--dir",
-        pki.dir,
-        "--transcripts",
-        `${server.workDir}/alice`,
-        "--password-file",
-        `${server.workDir}/alice.pw`,
-      ]);
-      await tmux.waitFor((rows) => rows.at(-1) === "alice>", "the prompt");
+      await tmux.startConnect({
+        port: server.port,
+        user: "alice",
+        password: OLD,
+        pkiDir: pki.dir,
+        transcripts: `${server.workDir}/alice`,
+      });
       const asked = (question: string) =>
         tmux.waitFor((rows) => rows.at(-1) === question, `"${question}"`);
       const said = (text: string) =>
