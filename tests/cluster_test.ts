@@ -121,9 +121,11 @@ Deno.test({
         assert.equal(result.code, 0, result.stderr);
       }
 
-      // A ticket node 1 issued is refused by node 2 once the password changed in the shared
-      // store: alice's client, reconnecting after node 1 stops, presents it and is turned away
-      // (then its old password fails too), so a stolen ticket dies with the password.
+      // A ticket one node issued is refused by the other once the password changed in the
+      // shared store: alice's client (it starts on either node), reconnecting after its node
+      // stops, presents it and is turned away (then its old password fails too), so a stolen
+      // ticket dies with the password.
+      const loginMarks = [n1.mark(), n2.mark()];
       const reconnecting = await LiveClient.login({
         port: n1.port,
         user: "alice",
@@ -133,21 +135,26 @@ Deno.test({
         args: ["--server", `127.0.0.1:${n1.port}`, "--server", `127.0.0.1:${n2.port}`],
       });
       clients.push(reconnecting);
+      const loggedIn = (i: number) =>
+        cluster.nodes[i].events((e) => e.event === "LOGIN" && e.user === "alice", loginMarks[i]);
+      const [home, other] = loggedIn(0).length > 0 ? [n1, n2] : [n2, n1];
       const newPassword = `${n1.workDir}/alice-new-password`;
       await Deno.writeTextFile(newPassword, "alice-new-password-456\n");
       const passwd = await runCli(
         ["user", "passwd", "alice", "--password-file", newPassword, "--db", cluster.db.url],
       );
       assert.equal(passwd.code, 0, passwd.stderr);
-      const beforeStop = n2.mark();
-      await n1.stop();
-      const refused = await n2.waitFor(
+      const beforeStop = other.mark();
+      await home.stop();
+      const refused = await other.waitFor(
         (e) => e.event === "AUTH_FAIL" && e.user === "alice" && /ticket/.test(String(e.detail)),
         30_000,
         beforeStop,
-      );
+      ).catch((error) => {
+        throw new Error(`${error.message}\nalice's client:\n${reconnecting.stderr.join("\n")}`);
+      });
       assert.match(String(refused.detail), /password last changed/);
-      const back = n2.events((e) => e.event === "LOGIN" && e.user === "alice", beforeStop);
+      const back = other.events((e) => e.event === "LOGIN" && e.user === "alice", beforeStop);
       assert.equal(back.length, 0);
     } finally {
       await Promise.all(clients.map((c) => c.end().catch(() => {})));
