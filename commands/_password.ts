@@ -1,8 +1,8 @@
 /**
  * The one home of typed and stored secrets on the command line: a password is typed with echo
  * off (at the terminal, or inside a chat's line editor), a new one twice and checked against
- * its rules before anything leaves the machine, or read from the first line of a file — never
- * from argv, where `ps` would show it.
+ * its rules before anything leaves the machine, or read from the first line of a file
+ * (`readPasswordFile`) — never from argv, where `ps` would show it.
  */
 import { SecureChatError } from "../lib/errors.ts";
 import { promptHidden } from "./_tty.ts";
@@ -63,11 +63,5 @@ export async function askNewPassword(
   return password;
 }
 
-/** First line of a file, without its newline: the shape `echo secret > file` makes. */
-export async function readSecretFile(path: string): Promise<string> {
-  try {
-    return (await Deno.readTextFile(path)).split(/\r?\n/)[0];
-  } catch (cause) {
-    throw new SecureChatError("IO_ERROR", `cannot read ${path}`, { cause });
-  }
-}
+/** The password files of every command: the first line, refused when empty (lib/pki/key_files.ts). */
+export { readPasswordFile } from "../lib/pki/key_files.ts";

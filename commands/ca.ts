@@ -5,8 +5,7 @@
  */
 import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
-import { askNewPassword, askPassword } from "./_password.ts";
-import { readPasswordFile } from "../lib/pki/key_files.ts";
+import { askNewPassword, askPassword, readPasswordFile } from "./_password.ts";
 import { KEY_TYPES, type KeyType } from "../lib/pki/keys.ts";
 import { formatFingerprint } from "../lib/pki/describe.ts";
 import { pkiDir } from "./_home.ts";

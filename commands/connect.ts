@@ -16,7 +16,7 @@ import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
-import { askNewPassword, askPassword, readSecretFile } from "./_password.ts";
+import { askNewPassword, askPassword, readPasswordFile } from "./_password.ts";
 import { type History, openHistory } from "./_history.ts";
 import { clock, layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
@@ -177,7 +177,7 @@ async function connect(options: ConnectOptions): Promise<void> {
   const { identity, trust } = await preflight({
     ...options,
     keyPassword: options.keyPasswordFile
-      ? await readSecretFile(options.keyPasswordFile)
+      ? await readPasswordFile(options.keyPasswordFile)
       : undefined,
     skipChecks: !options.preflight,
   });
@@ -577,7 +577,7 @@ async function credentialsFor(options: ConnectOptions, interactive: boolean): Pr
 }
 
 async function passwordFor(options: ConnectOptions, interactive: boolean): Promise<string> {
-  if (options.passwordFile) return await readSecretFile(options.passwordFile);
+  if (options.passwordFile) return await readPasswordFile(options.passwordFile);
   if (interactive) {
     const question = `password for ${options.user}: `;
     // With --no-preflight the server alone judges the password (its refusal is the test).

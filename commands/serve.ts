@@ -22,7 +22,7 @@ import { loadWebAssets, serveWeb, type WebAsset } from "../lib/server/web.ts";
 import { databaseOf, loadSettings, type Settings } from "./_home.ts";
 import { memoryTicketStores, TicketAuthority } from "../lib/resumption/ticket.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
-import { readSecretFile } from "./_password.ts";
+import { readPasswordFile } from "./_password.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
 import { layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
@@ -301,7 +301,7 @@ async function serve(options: ServeOptions): Promise<void> {
   const identity = await loadIdentity(
     options.cert,
     options.key,
-    options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
+    options.keyPasswordFile ? await readPasswordFile(options.keyPasswordFile) : undefined,
   );
   const trust = await loadTrustStore(options.ca, options.crl);
   const clusterConfig = clusterConfigOf(options);

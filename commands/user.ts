@@ -12,7 +12,7 @@ import type { AccountAdmin, UserStore } from "../lib/store/user_store.ts";
 import { safeJson, safeText } from "../lib/safe_text.ts";
 import { databaseOf, loadSettings } from "./_home.ts";
 import { info, subcommand } from "./_cli.ts";
-import { askNewPassword, readSecretFile } from "./_password.ts";
+import { askNewPassword, readPasswordFile } from "./_password.ts";
 import { checkNewPassword } from "../lib/crypto/password.ts";
 
 const DB_HELP = "sqlite:PATH or mysql://user:pass@host:port/db (default: as `serve` would)";
@@ -36,7 +36,7 @@ async function withStore<T>(db: string | undefined, use: (s: AccountAdmin) => Pr
 
 /** The new password: from --password-file, or typed twice at the terminal. */
 async function newPassword(name: string, passwordFile?: string): Promise<string> {
-  if (passwordFile !== undefined) return await readSecretFile(passwordFile);
+  if (passwordFile !== undefined) return await readPasswordFile(passwordFile);
   return await askNewPassword(`new password for ${name}: `, { rules: checkNewPassword });
 }
 
