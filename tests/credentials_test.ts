@@ -11,6 +11,7 @@ import type { EstablishedSession } from "../lib/handshake/common.ts";
 import { memoryTicketStores, TicketAuthority } from "../lib/resumption/ticket.ts";
 import { ChatSession, type SessionEnd } from "../lib/session/session.ts";
 import { openUserStore } from "../lib/store/open.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { utf8 } from "../lib/bytes.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
@@ -107,7 +108,10 @@ async function session(port: number, pki: TestPki, dir: string, password = PASSW
     password,
     wantTicket: true,
   });
-  const chat = await ChatSession.start(est, { transcriptDir: dir, relayTrust: pki.trust });
+  const chat = await ChatSession.start(est, {
+    transcripts: transcriptDirectory(dir),
+    relayTrust: pki.trust,
+  });
   const running: Promise<SessionEnd> = chat.run({ onMessage: () => {} });
   return { chat, ticket: est.ticket!, running };
 }
