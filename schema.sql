@@ -1,4 +1,4 @@
--- securechat user store, MySQL/MariaDB schema (version 4).
+-- securechat user store, MySQL/MariaDB schema (version 5).
 -- Load with:  mysql secure_chat < schema.sql
 -- securechat also creates and migrates this schema itself on start (lib/store/schema.ts holds the
 -- same statements; tests/store_mysql_test.ts checks that both give identical tables).
@@ -70,3 +70,23 @@ CREATE TABLE IF NOT EXISTS login_failures (
 ) ENGINE=InnoDB;
 
 INSERT IGNORE INTO schema_version (version, applied_at) VALUES (4, UNIX_TIMESTAMP() * 1000);
+
+-- Migration 5 (issue 13): the end-to-end key directory, one bundle per (user, device) (docs/PROTOCOL.md §12.6).
+CREATE TABLE IF NOT EXISTS e2e_devices (
+  username VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
+  device CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  cert VARBINARY(16384) NOT NULL,
+  bundle TEXT CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (username, device)
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS e2e_prekeys (
+  username VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
+  device CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  id INT UNSIGNED NOT NULL,
+  pub VARBINARY(32) NOT NULL,
+  PRIMARY KEY (username, device, id)
+) ENGINE=InnoDB;
+
+INSERT IGNORE INTO schema_version (version, applied_at) VALUES (5, UNIX_TIMESTAMP() * 1000);

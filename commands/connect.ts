@@ -12,6 +12,9 @@ import { SeenStore } from "../lib/session/relay.ts";
 import { seenFile } from "../lib/session/seen_file.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
 import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
+import { E2eClient } from "../lib/e2e/client.ts";
+import { formatFingerprint } from "../lib/pki/describe.ts";
+import { StateFile } from "../lib/store/e2e_state_file.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
@@ -204,6 +207,19 @@ async function connect(options: ConnectOptions): Promise<void> {
   // The server's latest resumption ticket (memory only): a reconnection presents it instead of
   // the password, so a node taking over many users skips a password hash for each (DEPLOY §8).
   let ticket: Uint8Array | undefined;
+  // End-to-end keys and conversations (PROTOCOL §12.7), encrypted under the login password;
+  // opened once the server accepted that password, so a wrong one is the server's AUTH_FAIL.
+  const statePassword = "password" in credentials ? credentials.password : "";
+  let e2e: E2eClient | undefined;
+  const openE2e = async () =>
+    e2e ??= await E2eClient.open(
+      await StateFile.open(
+        join(options.transcripts, `${canonicalName(options.user)}.e2e`),
+        statePassword,
+      ),
+      { user: options.user, certDer: identity.certDer, signingKey: identity.signingKey },
+      trust,
+    );
   try {
     for (let sessions = 0;; sessions++) {
       let session: ChatSession;
@@ -212,7 +228,15 @@ async function connect(options: ConnectOptions): Promise<void> {
         wantTicket: reconnect,
       };
       try {
-        session = await openSession(rotation.current(), options, identity, trust, using, seen);
+        session = await openSession(
+          rotation.current(),
+          options,
+          identity,
+          trust,
+          using,
+          seen,
+          openE2e,
+        );
       } catch (error) {
         if (using.mode === "resume" && codeOf(error) === "AUTH_FAIL") {
           ticket = undefined; // expired, used or from a restarted server: the password it is
@@ -259,8 +283,10 @@ async function connect(options: ConnectOptions): Promise<void> {
         history,
         screen,
         passwd,
+        await openE2e(),
       );
       await seen.save();
+      await e2e?.save();
       info(`transcript: ${end.transcriptPath}`);
       if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
       if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
@@ -301,6 +327,7 @@ async function openSession(
   trust: TrustStore,
   credentials: Credentials,
   seen: SeenStore,
+  openE2e: () => Promise<E2eClient>,
 ): Promise<ChatSession> {
   let tcp: Deno.TcpConn;
   try {
@@ -319,14 +346,63 @@ async function openSession(
     credentials,
     timeoutMs: options.handshakeTimeout,
   });
-  return await ChatSession.start(established, {
+  let e2e: E2eClient;
+  try {
+    e2e = await openE2e();
+  } catch (error) {
+    established.conn.close();
+    throw error;
+  }
+  const session = await ChatSession.start(established, {
     transcripts: transcriptDirectory(options.transcripts),
     serverName: options.serverName,
     relayTrust: trust,
     seen,
     keepKeys: true,
     keyUpdateMs: options.keyUpdate * 1000,
+    e2e: {
+      wrap: (record, k) => e2e.wrap(record, k),
+      unwrap: (author, record, envelope) => e2e.unwrap(author, record, envelope),
+    },
   });
+  // Our bundle (signed by our certificate) goes to the server's key directory at every login.
+  // It is the session's first message, before any typed line (a failure only means first
+  // contacts to us wait for our next login).
+  await e2e.publish(session).catch(() => {});
+  return session;
+}
+
+/**
+ * `/verify <user>`: the fingerprint of the certificate that signs each of the user's devices'
+ * end-to-end keys, checked now (a revoked certificate's keys are refused), to compare out of
+ * band with what the user sees in `securechat cert show` (PROTOCOL §12.2).
+ */
+async function showIdentity(
+  user: string,
+  e2e: E2eClient,
+  session: ChatSession,
+  show: (line: string) => void,
+): Promise<void> {
+  const name = canonicalName(user);
+  try {
+    const { devices, refused } = await e2e.identify(name, session);
+    for (const { device, reason } of refused) {
+      show(safeText(`securechat: ${name}'s device ${device}: keys refused: ${reason}`));
+    }
+    if (devices.length === 0) {
+      show(safeText(`securechat: ${name} has published no end-to-end keys`));
+      return;
+    }
+    for (const { device, fingerprint } of devices) {
+      show(safeText(
+        `${name} device ${device}: end-to-end keys signed by certificate ` +
+          formatFingerprint(fingerprint),
+      ));
+    }
+    show(`compare the fingerprint with ${name} in person or by a channel you trust`);
+  } catch (error) {
+    show(safeText(`securechat: ${name}'s end-to-end keys refused: ${(error as Error).message}`));
+  }
 }
 
 /** One session: shows what arrives, sends what is typed, until either side ends it. */
@@ -337,10 +413,11 @@ async function chat(
   history: History | undefined,
   screen: Screen,
   passwd: (running: Promise<SessionEnd>) => Promise<void>,
+  e2e: E2eClient,
 ): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
   let takenOver = false;
   const running = session.run({
-    onMessage: (message) => {
+    onMessage: async (message) => {
       if (message.type === "refused") {
         info(`message ${message.of} refused by the server: ${message.code}`);
         const why = REFUSAL_ADVICE[message.code];
@@ -353,6 +430,9 @@ async function chat(
             "it is delivered at their next login",
         );
         return;
+      }
+      if (message.type === "msg" && message.body.kind === "keys") {
+        return await e2e.onKeys(message.body, session).catch(() => {});
       }
       if (message.type === "relay" && message.relayed.duplicate) return; // shown before
       if (
@@ -372,7 +452,7 @@ async function chat(
   };
   Deno.addSignalListener("SIGINT", onSignal);
   try {
-    const userQuit = await chatInput(session, input, running, show, history, passwd);
+    const userQuit = await chatInput(session, input, running, show, history, passwd, e2e);
     if (userQuit) await session.close().catch(() => {});
     return { end: await running, userQuit: userQuit || interrupted, takenOver };
   } finally {
@@ -394,6 +474,7 @@ async function chatInput(
   show: (line: string) => void,
   history: History | undefined,
   passwd: (running: Promise<SessionEnd>) => Promise<void>,
+  e2e: E2eClient,
 ): Promise<boolean> {
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
@@ -413,8 +494,35 @@ async function chatInput(
     if (parsed.action === "help") show(CHAT_HELP);
     if (parsed.action === "passwd") await passwd(running);
     if (parsed.action === "error") show(safeText(`securechat: ${parsed.message}`));
+    if (parsed.action === "verify") {
+      await showIdentity(parsed.user, e2e, session, show);
+      continue;
+    }
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;
+    const privateTo = recipientUser(to);
+    if (privateTo !== null) {
+      // A first line to someone fetches and checks their keys first (PROTOCOL §12.3); a line
+      // that cannot go end to end is not sent at all.
+      try {
+        const { devices, refused } = await e2e.prepare(privateTo, session);
+        for (const { device, reason } of refused) {
+          show(safeText(
+            `securechat: warning: ${privateTo}'s device ${device} is left out, its keys were ` +
+              `refused: ${reason}`,
+          ));
+        }
+        if (devices === 0) {
+          show(safeText(
+            `securechat: warning: ${privateTo} has published no end-to-end keys (an older ` +
+              `client): this line goes readable by the server`,
+          ));
+        }
+      } catch (error) {
+        show(safeText(`securechat: not sent to ${privateTo}: ${(error as Error).message}`));
+        continue;
+      }
+    }
     const sending: Promise<void> = session.send(body, to).then(
       () => {
         const privateTo = recipientUser(to) ?? undefined;
@@ -501,9 +609,12 @@ function describe(
 ): { author: string; text: string; to?: string; stored?: boolean } | null {
   if (message.type === "relay") {
     const { relayed } = message;
+    const text = relayed.undecryptable === undefined
+      ? relayed.text
+      : `[cannot decrypt: ${relayed.undecryptable}]`;
     return {
       author: relayed.author,
-      text: relayed.text,
+      text,
       to: relayed.private ? "you" : undefined,
       stored: relayed.stored,
     };

@@ -61,6 +61,7 @@ interface ServeFlags {
   web?: number;
   webRoot?: string;
   trustedProxy?: string[];
+  keylog?: string;
 }
 
 /** The flags with the config file and the home filled in: what `serve` runs with. */
@@ -146,6 +147,10 @@ export function registerServe(program: Command): void {
       ),
     )
     .option("--console", "read operator chat lines from stdin even when it is not a terminal")
+    .option(
+      "--keylog <file>",
+      "AUDITORS ONLY: append every session's transport secrets to FILE (PROTOCOL §12.9)",
+    )
     .option(
       "--handshake-timeout <ms>",
       "drop a client that has not finished its handshake",
@@ -259,6 +264,30 @@ function layoutLogLine(screen: Screen, line: string): string {
     : layoutLine(screen, line.slice(0, cut), line.slice(cut + 1));
 }
 
+/**
+ * `--keylog FILE`, as SSLKEYLOGFILE is for TLS: whoever reads FILE can decrypt every session
+ * frame recorded on the wire, so it is off unless asked for, said loudly, and owner-only.
+ * End-to-end records stay ciphertext even then (PROTOCOL §12.9): that is what it lets an
+ * auditor check.
+ */
+async function openKeylog(path: string): Promise<(line: string) => void> {
+  const file = await Deno.open(path, { append: true, create: true, mode: 0o600 }).catch(
+    (cause) => {
+      throw new SecureChatError("IO_ERROR", `cannot open the key log ${path}`, { cause });
+    },
+  );
+  console.error(
+    `securechat: WARNING: --keylog is on: every session's transport secrets are written to ` +
+      `${path}; anyone who reads it can decrypt those sessions' frames (not the end-to-end ` +
+      `messages inside). Use it only to audit, and delete the file after.`,
+  );
+  const encoder = new TextEncoder();
+  return (line) => {
+    const data = encoder.encode(line + "\n");
+    for (let off = 0; off < data.length;) off += file.writeSync(data.subarray(off));
+  };
+}
+
 /** An IP address as Deno reports a peer's (`--trusted-proxy` is compared with it). */
 function ipAddress(value: string): string {
   if (/^(\d{1,3}\.){3}\d{1,3}$/.test(value) || /^[0-9a-fA-F:]+$/.test(value)) return value;
@@ -324,7 +353,9 @@ async function serve(options: ServeOptions): Promise<void> {
   const tickets = new TicketAuthority(
     cluster ? await cluster.ticketStores() : memoryTicketStores(),
   );
+  const keylog = options.keylog === undefined ? undefined : await openKeylog(options.keylog);
   const server = ChatServer.listen({
+    keylog,
     cluster,
     tickets,
     trustedProxies: options.trustedProxy,

@@ -828,6 +828,7 @@ function seen(m: ReceivedMessage): Seen {
   if (m.type === "relay") return { kind: "relay", text: m.relayed.text, author: m.relayed.author };
   if (m.type === "refused") return { kind: "refused", text: m.code };
   if (m.type === "queued") return { kind: "queued", text: String(m.of) };
+  if (m.type === "sealed") return { kind: "sealed" };
   const body = m.body as { kind: string; text?: string };
   return { kind: body.kind, text: body.text };
 }

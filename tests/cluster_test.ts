@@ -424,7 +424,7 @@ async function acknowledgedTexts(natsUrl: string): Promise<{ author: string; tex
         RecordEnvelopeSchema,
       );
       const record = decodeClusterRecord(envelope.record);
-      if (!("relay" in record)) continue;
+      if (!("relay" in record) || !("k" in record.relay)) continue;
       const opened = openContent(decodeRecord(record.relay.record), fromBase64(record.relay.k));
       if (opened.kind === "text") texts.push({ author: envelope.from!, text: opened.text });
     }

@@ -87,8 +87,9 @@ Deno.test("lobby: three users, lobby lines once each in order, /msg private, /wh
         a: { commonName: string; messages: number },
       ) => [a.commonName, a.messages]),
     );
-    // bob's own signed line (/who) is his; every relayed one its author's.
-    assert.deepEqual(authors, { alice: 6, bob: 1, carol: 3 });
+    // bob's own signed lines (his key bundle at login, /who) are his; every relayed one its
+    // author's.
+    assert.deepEqual(authors, { alice: 6, bob: 2, carol: 3 });
 
     // The server's side of every session verifies too, confirmed by both receipts.
     for (const entry of Deno.readDirSync(server.transcripts)) {

@@ -127,9 +127,11 @@ Deno.test({
         ]);
         assert.equal(verified.code, 0, verified.stdout + verified.stderr);
         const report = JSON.parse(verified.stdout);
-        assert.deepEqual(report.authors.map((a: { commonName: string }) => a.commonName), [
-          "alice",
-        ]);
+        // bob's own signed line is his key bundle, published at login (PROTOCOL §12.6).
+        assert.deepEqual(
+          report.authors.map((a: { commonName: string }) => a.commonName).sort(),
+          ["alice", "bob"],
+        );
         assert.deepEqual(report.confirmedBy, ["client", "server"]);
       });
 

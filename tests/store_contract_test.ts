@@ -8,10 +8,10 @@ import { codeOf } from "../lib/errors.ts";
 import { fromHex, toHex, utf8 } from "../lib/bytes.ts";
 import { PBKDF2_ITERATIONS, verifyPassword } from "../lib/crypto/password.ts";
 import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
+import { SCHEMA_VERSION } from "../lib/store/schema.ts";
 import { openMysql } from "../lib/store/mysql.ts";
 import { openSqlite } from "../lib/store/sqlite.ts";
 import { query, type SqlDatabase, type SqlRow } from "../lib/store/sql.ts";
-import { SCHEMA_VERSION } from "../lib/store/schema.ts";
 import type { AccountAdmin, UserStore } from "../lib/store/user_store.ts";
 import { mysqlTestTarget, startMariaDb } from "../testkit/mariadb.ts";
 import { skipMysql } from "./helpers/mariadb.ts";
@@ -377,6 +377,61 @@ const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
       await withStore(ctx, (store) => store.login(username, PASSWORD));
       const [row] = await query(ctx.raw, "SELECT MAX(version) AS v FROM schema_version");
       assert.equal(Number(row.v), SCHEMA_VERSION);
+    },
+  },
+  {
+    name: "keys: each device's bundle is handed out with each of its one-time prekeys exactly once",
+    run: async (ctx) => {
+      const user = ctx.name("kim");
+      const [d1, d2] = ["00000000000000d1", "00000000000000d2"];
+      await withStore(ctx, async (store) => {
+        const keys = store.keys!;
+        assert.deepEqual(await keys.fetch(user, new Set()), [], "no device yet");
+        const cert = Uint8Array.of(1, 2, 3);
+        const opks = [5, 3, 4].map((id) => ({ id, pub: new Uint8Array(32).fill(id) }));
+        assert.equal(
+          (await keys.publish(user, d1, cert, undefined, opks)).left,
+          0,
+          "no prekeys for a device without a bundle",
+        );
+        assert.equal((await keys.publish(user, d1, cert, '{"b":1}', opks)).left, 3);
+        assert.equal(
+          (await keys.publish(user, d1, cert, undefined, [opks[0]])).left,
+          3,
+          "ids are unique per device",
+        );
+        await new Promise((r) => setTimeout(r, 2)); // d2 is the more recent device
+        assert.equal((await keys.publish(user, d2, cert, '{"b":2}', [opks[0]])).left, 1);
+        const got = await Promise.all([1, 2, 3].map(() => keys.fetch(user, new Set([d2]))));
+        for (const devices of got) {
+          assert.deepEqual(devices.map((d) => d.device).sort(), [d1, d2]);
+          assert.equal(devices.find((d) => d.device === d2)!.keys, undefined, "d2 was known");
+        }
+        const of1 = got.map((devices) => devices.find((d) => d.device === d1)!.keys!);
+        assert.deepEqual(
+          of1.map((k) => k.opk!.id).sort(),
+          [3, 4, 5],
+          "each prekey once, even when asked at once",
+        );
+        assert.equal(of1[0].bundle, '{"b":1}');
+        assert.deepEqual([...of1[0].cert], [1, 2, 3]);
+        const last = await keys.fetch(user.toUpperCase(), new Set());
+        assert.equal(last.find((d) => d.device === d1)!.keys!.opk, undefined, "out of prekeys");
+        assert.equal(last.find((d) => d.device === d2)!.keys!.opk!.id, 5, "names fold case");
+        // A ninth device drops the least recently published one, with its prekeys.
+        for (let i = 0; i < 6; i++) {
+          await new Promise((r) => setTimeout(r, 2)); // distinct publication times
+          const device = `00000000000000e${i}`;
+          assert.deepEqual((await keys.publish(user, device, cert, "{}", [])).evicted, []);
+        }
+        await new Promise((r) => setTimeout(r, 2));
+        const ninth = await keys.publish(user, "00000000000000f0", cert, "{}", []);
+        assert.deepEqual(ninth.evicted, [d1], "the oldest device goes");
+        const after = await keys.fetch(user, new Set());
+        assert.equal(after.length, 8);
+        assert.ok(!after.some((d) => d.device === d1));
+        assert.equal((await keys.publish(user, d1, cert, undefined, opks)).left, 0);
+      });
     },
   },
   {

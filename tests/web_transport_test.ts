@@ -4,14 +4,11 @@
  * the browser page runs) and a CLI client on TCP chat through one real `serve` process; the
  * front refuses what is not a same-origin binary WebSocket.
  */
-import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
-import { clientHandshake } from "../lib/handshake/client.ts";
-import { parseChatLine } from "../lib/session/chat_line.ts";
-import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
 import { runCli } from "../testkit/cli.ts";
+import { deviceLogin } from "../testkit/e2e_device.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
 import { LiveClient, logIs, registerUser, ServerProcess } from "../testkit/server_process.ts";
 
@@ -23,30 +20,16 @@ async function startWebServer(pki: TestPki): Promise<{ server: ServerProcess; we
   return { server, web: Number(String(listen.detail).split(":").pop()) };
 }
 
-/** alice over the WebSocket: handshake, session, everything she receives. */
+/** alice over the WebSocket, as the page runs: a device of her own beside her CLI's. */
 async function webLogin(pki: TestPki, web: number, transcriptDir: string) {
   const socket = new WebSocket(`ws://127.0.0.1:${web}/ws`);
   await opened(socket);
-  const established = await clientHandshake(new FrameConnection(new WebSocketByteConn(socket)), {
-    identity: await pki.identity("alice"),
-    trust: pki.trust,
-    serverName: "localhost",
-    credentials: { mode: "login", username: "alice", password: PASSWORDS.alice },
+  return await deviceLogin(new FrameConnection(new WebSocketByteConn(socket)), {
+    pki,
+    user: "alice",
+    password: PASSWORDS.alice,
+    transcriptDir,
   });
-  const session = await ChatSession.start(established, {
-    transcripts: transcriptDirectory(transcriptDir),
-    serverName: "localhost",
-    relayTrust: pki.trust,
-  });
-  const received: ReceivedMessage[] = [];
-  const running = session.run({ onMessage: (m) => void received.push(m) });
-  /** A line as the user types it, through the chat-line parser the CLI uses. */
-  const say = async (line: string) => {
-    const parsed = parseChatLine(line);
-    if (parsed.action !== "send") throw new Error(`not a sending line: ${line}`);
-    await session.send(parsed.body, parsed.to);
-  };
-  return { session, received, running, say };
 }
 
 async function until<T>(find: () => T | undefined, what: string, timeoutMs = 15_000): Promise<T> {

@@ -8,40 +8,27 @@
  * nothing, since the secret still needs the signed keys' private halves.
  */
 
-import { z } from "zod";
-import { concat, fromBase64, toBase64, u32be, u64be, utf8 } from "../bytes.ts";
+import { concat, fromBase64, toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
+import { sha256 } from "#sync-crypto";
 import { sign, type SigningKey, verify } from "../crypto/signature.ts";
-import { checkEncapsulationKey, MLKEM768_ENCAPSULATION_KEY_BYTES } from "../crypto/mlkem.ts";
-import { X25519_KEY_BYTES } from "../crypto/x25519.ts";
+import { checkEncapsulationKey } from "../crypto/mlkem.ts";
 import { SecureChatError } from "../errors.ts";
 import { canonicalName } from "../message/record.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
-import { base64Text } from "../wire/schema.ts";
+import { type BundleJson, BundleJsonSchema } from "./envelope.ts";
 
 const LABEL = utf8("securechat/e2e bundle\0");
 const IDENTITY_LABEL = utf8("securechat/e2e identity\0");
-const uint32 = () => z.number().int().min(0).max(0xffff_ffff);
+const DEVICE_LABEL = utf8("securechat/e2e device\0");
 
-/** A bundle as JSON (binary fields base64). Strict. */
-export const BundleJsonSchema = z.object({
-  user: z.string().min(1).max(64),
-  created: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  ik: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
-  spk_id: uint32(),
-  spk: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
-  pq_id: uint32(),
-  pq: base64Text(MLKEM768_ENCAPSULATION_KEY_BYTES, MLKEM768_ENCAPSULATION_KEY_BYTES),
-  ik_sig: base64Text(1, 1024),
-  sig: base64Text(1, 1024),
-}).strict();
-export type BundleJson = z.output<typeof BundleJsonSchema>;
-
-/** A one-time prekey as JSON. */
-export const OneTimePrekeyJsonSchema = z.object({
-  id: uint32(),
-  pub: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
-}).strict();
-export type OneTimePrekeyJson = z.output<typeof OneTimePrekeyJsonSchema>;
+/**
+ * A device's id (PROTOCOL §12.2): the first 8 bytes of SHA-256(label || IK), as 16 hex
+ * digits. Derived, not chosen, so the server cannot file one device's keys under another's
+ * id, and a device that makes a new identity key (lost state) is a new device.
+ */
+export function deviceOf(ik: Uint8Array): string {
+  return toHex(sha256(DEVICE_LABEL, ik).subarray(0, 8));
+}
 
 export interface KeyBundle {
   /** The canonical user name (certificate CN, lower case). */

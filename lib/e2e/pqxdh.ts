@@ -11,13 +11,12 @@
 import { concat, fromBase64, toBase64, utf8, wipe } from "../bytes.ts";
 import { sha256 } from "../bytes.ts";
 import { hkdfExpandSync, hmacSha256Sync } from "../crypto/hkdf.ts";
-import { mlKem768, MLKEM768_CIPHERTEXT_BYTES, type MlKemKeyPair } from "../crypto/mlkem.ts";
-import { x25519, X25519_KEY_BYTES, type X25519KeyPair, x25519KeyPair } from "../crypto/x25519.ts";
+import { mlKem768, type MlKemKeyPair } from "../crypto/mlkem.ts";
+import { x25519, type X25519KeyPair, x25519KeyPair } from "../crypto/x25519.ts";
 import { SecureChatError } from "../errors.ts";
 import type { KeyBundle } from "./bundle.ts";
 import { E2E_KEY_BYTES } from "./wrap.ts";
-import { z } from "zod";
-import { base64Text } from "../wire/schema.ts";
+import type { PrekeyHeaderJson } from "./envelope.ts";
 
 const INFO = utf8("securechat/e2e pqxdh\0");
 /** 32 0xFF bytes in front of the IKM, as X3DH §2.2 prescribes for X25519. */
@@ -38,18 +37,6 @@ export interface PrekeyHeader {
   /** ML-KEM-768 ciphertext to PQSPK. */
   kemCt: Uint8Array;
 }
-
-const uint32 = () => z.number().int().min(0).max(0xffff_ffff);
-export const PrekeyHeaderJsonSchema = z.object({
-  ik: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
-  ik_sig: base64Text(1, 1024),
-  ek: base64Text(X25519_KEY_BYTES, X25519_KEY_BYTES),
-  spk_id: uint32(),
-  pq_id: uint32(),
-  opk_id: uint32().optional(),
-  kem_ct: base64Text(MLKEM768_CIPHERTEXT_BYTES, MLKEM768_CIPHERTEXT_BYTES),
-}).strict();
-export type PrekeyHeaderJson = z.output<typeof PrekeyHeaderJsonSchema>;
 
 export function encodePrekeyHeader(h: PrekeyHeader): PrekeyHeaderJson {
   const json: PrekeyHeaderJson = {

@@ -15,7 +15,7 @@
 import { z } from "zod";
 import { concat, fromBase64, randomBytes, toBase64, u32be, utf8, wipe } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import { base64Text } from "../wire/schema.ts";
+import { type SenderKeyDistributionJson, SenderKeyDistributionJsonSchema } from "./envelope.ts";
 import { chainStep, MAX_SKIP, MAX_STORED_SKIPPED } from "./chain.ts";
 import { BINDING_BYTES } from "./ratchet.ts";
 import { E2E_KEY_BYTES, unwrapContentKey, wrapContentKey } from "./wrap.ts";
@@ -28,14 +28,6 @@ export interface SenderKeyDistribution {
   n: number;
   ck: Uint8Array;
 }
-
-const uint32 = () => z.number().int().min(0).max(0xffff_ffff);
-export const SenderKeyDistributionJsonSchema = z.object({
-  id: uint32(),
-  n: uint32(),
-  ck: base64Text(E2E_KEY_BYTES, E2E_KEY_BYTES),
-}).strict();
-export type SenderKeyDistributionJson = z.output<typeof SenderKeyDistributionJsonSchema>;
 
 export function encodeDistribution(d: SenderKeyDistribution): SenderKeyDistributionJson {
   return { id: d.id, n: d.n, ck: toBase64(d.ck) };

@@ -139,6 +139,8 @@ export class HandshakeIo {
   /** Set once a record from the peer opened: from then on no plaintext frame is accepted. */
   #peerSealed = false;
   records: RecordLayer | null = null;
+  /** Where transport secrets go when an auditor asked for them (PROTOCOL §12.9); else nowhere. */
+  keylog?: (label: string, secret: Uint8Array) => void;
 
   constructor(readonly role: Role, readonly conn: FrameConnection, timeoutMs: number) {
     this.#deadline = Date.now() + timeoutMs;
@@ -151,6 +153,7 @@ export class HandshakeIo {
     } finally {
       wipe(shared);
     }
+    this.keylog?.("HANDSHAKE_SECRET", this.#phase1.handshakeSecret);
     const { c2s, s2c } = this.#phase1;
     this.records = this.role === "client" ? new RecordLayer(c2s, s2c) : new RecordLayer(s2c, c2s);
   }
@@ -170,6 +173,8 @@ export class HandshakeIo {
    */
   deriveSession(): { sessionId: string; app: Record<"c2s" | "s2c", Uint8Array> } {
     const secrets = deriveSession(this.#master().master, this.transcript.hash());
+    this.keylog?.("APP_TRAFFIC_C2S_0", secrets.app.c2s);
+    this.keylog?.("APP_TRAFFIC_S2C_0", secrets.app.s2c);
     return { sessionId: toHex(secrets.sessionId), app: secrets.app };
   }
 

@@ -12,7 +12,7 @@
  *   -> dh_server, finished            phase 2: s2c then writes under the app keys
  *   <- finished                       phase 2: c2s then reads under the app keys
  */
-import { toBase64 } from "../bytes.ts";
+import { toBase64, toHex } from "../bytes.ts";
 import { KEX_GROUPS, type KexGroup, keyAgreement, type ServerKeyShare } from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
@@ -63,6 +63,11 @@ export interface ServerHandshakeOptions extends HandshakeOptions {
     request: Credentials,
     peer: ValidatedPeer,
   ) => Promise<{ registered: boolean; ticket?: Uint8Array }>;
+  /**
+   * `serve --keylog` (PROTOCOL §12.9): receives one line per transport secret, for auditors.
+   * Absent by default; whoever holds these lines can decrypt the session's frames.
+   */
+  keylog?: (line: string) => void;
 }
 
 /**
@@ -126,6 +131,11 @@ class ServerHandshake {
     // Only the hello that is answered is hashed: with its cookie, when it carries one.
     this.io.transcript.add(payload);
     this.#opts.admit?.();
+    const keylog = this.#opts.keylog;
+    if (keylog) {
+      const nonce = toHex(hello.nonce);
+      this.io.keylog = (label, secret) => keylog(`${label} ${nonce} ${toHex(secret)}`);
+    }
     return hello.key_share.pub;
   }
 

@@ -25,6 +25,16 @@ import { SecureChatError } from "../errors.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
 import { base64Text } from "../wire/schema.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
+import {
+  BundleJsonSchema,
+  DeviceIdSchema,
+  type E2eEnvelope,
+  E2eEnvelopeSchema,
+  MAX_DEVICES,
+  MAX_PREKEYS_PER_PUBLISH,
+  OneTimePrekeyJsonSchema,
+  SenderKeyDistributionJsonSchema,
+} from "../e2e/envelope.ts";
 
 export { PROTOCOL_VERSION };
 
@@ -84,6 +94,8 @@ const seqnoValue = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 /** Stored lines one `received` may name as unread: a batch of a full queue. */
 export const MAX_UNREAD = 1000;
 
+const userName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/);
+
 export const BodySchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("text"), text }).strict(),
   z.object({ kind: z.literal("who") }).strict(),
@@ -96,13 +108,53 @@ export const BodySchema = z.discriminatedUnion("kind", [
     upto: seqnoValue,
     unread: z.array(seqnoValue).max(MAX_UNREAD).optional(),
   }).strict(),
+  // The end-to-end key directory (PROTOCOL §12.6), one entry per (user, device).
+  z.object({
+    kind: z.literal("keys_publish"),
+    device: DeviceIdSchema,
+    bundle: BundleJsonSchema.optional(),
+    opks: z.array(OneTimePrekeyJsonSchema).max(MAX_PREKEYS_PER_PUBLISH),
+  }).strict(),
+  z.object({
+    kind: z.literal("keys_fetch"),
+    user: userName,
+    /** Devices the asker has sessions with: listed in the answer without keys. */
+    known: z.array(DeviceIdSchema).max(MAX_DEVICES).optional(),
+  }).strict(),
+  z.object({
+    kind: z.literal("keys"),
+    user: userName,
+    /** To a fetch: the user's devices, each with its keys unless the asker knew it. */
+    devices: z.array(
+      z.object({
+        device: DeviceIdSchema,
+        cert: base64Text(1, MAX_CERT_BYTES).optional(),
+        bundle: BundleJsonSchema.optional(),
+        opk: OneTimePrekeyJsonSchema.optional(),
+      }).strict(),
+    ).max(MAX_DEVICES).optional(),
+    /** To a publish: the publishing device and its one-time prekeys left (to replenish). */
+    device: DeviceIdSchema.optional(),
+    opks_left: z.number().int().min(0).max(0xffff_ffff).optional(),
+  }).strict(),
+  z.object({ kind: z.literal("sender_key"), ...SenderKeyDistributionJsonSchema.shape }).strict(),
 ]);
 export type Body = z.output<typeof BodySchema>;
 
-/** Which bodies each direction may carry, and to whom (PROTOCOL §6.2). */
-export function bodyFits(body: Body, dir: Direction, to: string): boolean {
-  if (dir === "s2c") return body.kind === "notice" || body.kind === "operator";
-  if (body.kind === "who" || body.kind === "received") return to === TO_SERVER;
+/**
+ * Which bodies each direction may carry, and to whom (PROTOCOL §6.2, §12.6). `e2e`: the
+ * body travels end to end (the server never sees it; only its recipient checks this).
+ */
+export function bodyFits(body: Body, dir: Direction, to: string, e2e = false): boolean {
+  if (dir === "s2c") {
+    return body.kind === "notice" || body.kind === "operator" || body.kind === "keys";
+  }
+  if (e2e) {
+    if (body.kind === "text") return to === LOBBY || recipientUser(to) !== null;
+    return body.kind === "sender_key" && recipientUser(to) !== null;
+  }
+  const toServer = ["who", "received", "keys_publish", "keys_fetch"] as const;
+  if ((toServer as readonly string[]).includes(body.kind)) return to === TO_SERVER;
   if (body.kind === "text") return to === LOBBY || recipientUser(to) !== null;
   return false;
 }
@@ -301,24 +353,38 @@ export const REFUSAL_CODES = [
 ] as const;
 export type RefusalCode = typeof REFUSAL_CODES[number];
 
-export const MsgMessageSchema = z.object({
-  type: z.literal("msg"),
-  record: RecordJsonSchema,
-  k,
-}).strict();
+/**
+ * A `msg` carries its content key either in the clear of the session (`k`: the server may
+ * read it) or end to end (`e2e`: only the recipients can unwrap it, PROTOCOL §12.6).
+ */
+export const MsgMessageSchema = z.union([
+  z.object({ type: z.literal("msg"), record: RecordJsonSchema, k }).strict(),
+  z.object({ type: z.literal("msg"), record: RecordJsonSchema, e2e: E2eEnvelopeSchema }).strict(),
+]);
 
 /**
  * A user's record forwarded by the server: `relay` live (§6.4), `stored` from the recipient's
- * offline queue (§6.6). The two differ only in the freshness rule the recipient applies.
+ * offline queue (§6.6). The two differ only in the freshness rule the recipient applies. The
+ * content key travels readable (`k`) or end to end (`e2e`, §12.6).
  */
-export const RelayMessageSchema = z.object({
+const relayHop = {
   type: z.enum(["relay", "stored"]),
   seqno: uint().min(1),
   ts: uint(),
   cert,
-  record: RecordJsonSchema,
-  k,
-}).strict();
+};
+export const RelayMessageSchema = z.union([
+  z.object({ ...relayHop, record: RecordJsonSchema, k }).strict(),
+  z.object({ ...relayHop, record: RecordJsonSchema, e2e: E2eEnvelopeSchema }).strict(),
+]);
+
+/** How a record's content key travels: readable by the server, or end to end. */
+type ContentKey = { k: Uint8Array } | { e2e: E2eEnvelope };
+
+/** The JSON member that carries a content key: `"k":"…"` or `"e2e":{…}`. */
+function contentKeyMember(key: ContentKey): string {
+  return "k" in key ? `"k":"${toBase64(key.k)}"` : `"e2e":${JSON.stringify(key.e2e)}`;
+}
 
 export const RefusedMessageSchema = z.object({
   type: z.literal("refused"),
@@ -485,15 +551,20 @@ export interface PreparedLine {
   k?: Uint8Array;
 }
 
-/** A `msg` of our own: the wire content and the transcript line. */
+/**
+ * A `msg`: the wire content and the transcript line. `k` is the content key when the
+ * holder knows it (it goes to the `.keys` file); `e2e` the envelope when it travels end to end.
+ */
 export function prepareMsg(
   dir: Direction,
   record: MessageRecord,
-  k: Uint8Array,
+  k: Uint8Array | undefined,
+  e2e?: E2eEnvelope,
 ): { wire: string; line: PreparedLine } {
   const json = JSON.stringify(encodeRecord(record));
+  const key = e2e ? contentKeyMember({ e2e }) : contentKeyMember({ k: k! });
   return {
-    wire: `{"type":"msg","record":${json},"k":"${toBase64(k)}"}`,
+    wire: `{"type":"msg","record":${json},${key}}`,
     line: {
       dir,
       seqno: record.seqno,
@@ -505,15 +576,20 @@ export function prepareMsg(
   };
 }
 
-/** The parts of a relay shared by every recipient: serialised and encoded once. */
+/**
+ * The parts of a relay shared by every recipient: serialised and encoded once. With `e2e`
+ * the envelope travels instead of `k`, and `k` (if the holder knows it) only reaches the
+ * `.keys` file.
+ */
 export interface PreparedRelay {
-  /** `"cert":…,"record":…,"k":…}` */
+  /** `"cert":…,"record":…,"k":…}` or `…,"e2e":…}` */
   wireTail: string;
   /** `"cert":…,"record":…}` */
   lineTail: string;
   /** u32be(len(cert)) || cert || record_enc(record) */
   encTail: Uint8Array;
-  k: Uint8Array;
+  /** The content key, when the holder knows it (never the server for an end-to-end record). */
+  k?: Uint8Array;
 }
 
 export function prepareRelay(
@@ -521,11 +597,12 @@ export function prepareRelay(
   certDer: Uint8Array,
   recordJson: RecordJson,
   record: MessageRecord,
-  k: Uint8Array,
+  k: Uint8Array | undefined,
+  e2e?: E2eEnvelope,
 ): PreparedRelay {
   const shared = `"cert":"${certBase64}","record":${JSON.stringify(recordJson)}`;
   return {
-    wireTail: `${shared},"k":"${toBase64(k)}"}`,
+    wireTail: `${shared},${contentKeyMember(e2e ? { e2e } : { k: k! })}}`,
     lineTail: `${shared}}`,
     encTail: concat(u32be(certDer.length), certDer, recordEncoding(record)),
     k,

@@ -21,22 +21,26 @@ import {
   RecordJsonSchema,
 } from "../message/record.ts";
 import { base64Text } from "../wire/schema.ts";
+import { type E2eEnvelope, E2eEnvelopeSchema } from "../e2e/envelope.ts";
 
-export type ClusterRelay = { cert: string; record: RecordJson; k: string };
+/** A relay between nodes: the content key readable (`k`) or end to end (`e2e`, PROTOCOL §12.6). */
+export type ClusterRelay =
+  | { cert: string; record: RecordJson; k: string }
+  | { cert: string; record: RecordJson; e2e: E2eEnvelope };
 
 export type ClusterRecord =
   | { body: Body }
   | { relay: ClusterRelay }
   | { stored: true };
 
+const relayFields = { cert: base64Text(1, MAX_CERT_BYTES), record: RecordJsonSchema };
 const ClusterRecordSchema = z.union([
   z.object({ body: BodySchema }).strict(),
   z.object({
-    relay: z.object({
-      cert: base64Text(1, MAX_CERT_BYTES),
-      record: RecordJsonSchema,
-      k: base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES),
-    }).strict(),
+    relay: z.union([
+      z.object({ ...relayFields, k: base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES) }).strict(),
+      z.object({ ...relayFields, e2e: E2eEnvelopeSchema }).strict(),
+    ]),
   }).strict(),
   z.object({ stored: z.literal(true) }).strict(),
 ]);
@@ -61,7 +65,8 @@ export function preparedRelayOf(relay: ClusterRelay): PreparedRelay {
     fromBase64(relay.cert),
     relay.record,
     decodeRecord(relay.record),
-    fromBase64(relay.k),
+    "e2e" in relay ? undefined : fromBase64(relay.k),
+    "e2e" in relay ? relay.e2e : undefined,
   );
 }
 

@@ -15,7 +15,10 @@
  */
 import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { toBase64 } from "../bytes.ts";
+import { fromBase64, toBase64 } from "../bytes.ts";
+import { BundleJsonSchema } from "../e2e/envelope.ts";
+import { deviceOf } from "../e2e/bundle.ts";
+import type { KeyDirectory } from "../store/key_directory.ts";
 import {
   type Body,
   canonicalName,
@@ -125,12 +128,14 @@ export class Lobby {
   readonly #cluster?: ClusterLink;
   readonly #offline?: OfflineDelivery;
   readonly #presence: PresenceNotices;
+  readonly #keyDirectory?: KeyDirectory;
 
   constructor(
     readonly log: Logger,
     readonly limits: LobbyLimits = DEFAULT_LOBBY_LIMITS,
     cluster?: ClusterLink,
     offline?: OfflineDelivery,
+    keyDirectory?: KeyDirectory,
   ) {
     this.#cluster = cluster;
     this.#offline = offline;
@@ -140,6 +145,7 @@ export class Lobby {
       limits.presenceNoticeMs ?? PRESENCE_NOTICE_WINDOW_MS,
       (text, sole) => void this.#route({ body: { kind: "notice", text } }, undefined, sole),
     );
+    this.#keyDirectory = keyDirectory;
   }
 
   /** What the cluster link calls: records from the stream, logins elsewhere, presence. */
@@ -238,27 +244,33 @@ export class Lobby {
 
   /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
   async receive(from: Member, message: ReceivedMessage): Promise<void> {
-    if (message.type !== "msg") return; // clients send nothing else
+    if (message.type !== "msg" && message.type !== "sealed") return; // clients send nothing else
     if (!from.bucket.take()) {
       // Every kind counts, and a refusal costs no signature (issue 11 item 6).
       this.log("RATE_LIMITED", { user: from.username, detail: `message ${message.seqno} refused` });
       return this.#refuse(from, message.seqno, "RATE_LIMITED");
     }
-    const { body, record } = message;
-    if (body.kind === "who") {
-      for (const text of whoPages(this.names())) this.#notify(from, { kind: "notice", text });
-      return;
+    const { record } = message;
+    if (message.type === "msg") {
+      const { body } = message;
+      if (body.kind === "who") {
+        for (const text of whoPages(this.names())) this.#notify(from, { kind: "notice", text });
+        return;
+      }
+      if (body.kind === "keys_publish" || body.kind === "keys_fetch") {
+        return await this.#keys(from, body);
+      }
+      if (body.kind === "received") {
+        return await this.#acknowledged(from, body.upto, new Set(body.unread ?? []));
+      }
+      if (body.kind !== "text") return;
     }
-    if (body.kind === "received") {
-      return await this.#acknowledged(from, body.upto, new Set(body.unread ?? []));
-    }
-    if (body.kind !== "text") return;
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
-    const relayed: ClusterRelay = {
-      cert: from.certBase64,
-      record: message.recordJson,
-      k: toBase64(message.k),
-    };
+    // An end-to-end record is forwarded (or stored) with its envelope, which the server
+    // cannot open.
+    const relayed: ClusterRelay = message.type === "sealed"
+      ? { cert: from.certBase64, record: message.recordJson, e2e: message.e2e }
+      : { cert: from.certBase64, record: message.recordJson, k: toBase64(message.k) };
     if (to !== undefined && !this.#reachable(to)) {
       return await this.#store(from, message.seqno, to, relayed);
     }
@@ -272,7 +284,8 @@ export class Lobby {
         from.session.established.peer.der,
         message.recordJson,
         record,
-        message.k,
+        message.type === "msg" ? message.k : undefined,
+        message.type === "sealed" ? message.e2e : undefined,
       );
       for (const member of this.#localRecipients(from.username, to)) this.#relay(member, prepared);
       return;
@@ -428,6 +441,60 @@ export class Lobby {
         session: member.session.sessionId,
         detail: `offline queue: acknowledged records not deleted: ${(error as Error).message}`,
       });
+    }
+  }
+
+  /**
+   * The end-to-end key directory (PROTOCOL §12.6): a device publishes its own bundle (signed
+   * by the certificate its user logged in with) and one-time prekeys; anyone fetches anyone's
+   * devices. The answer is a `keys` body; a store failure answers with no devices and is logged.
+   */
+  async #keys(from: Member, body: Extract<Body, { kind: "keys_publish" | "keys_fetch" }>) {
+    const me = keyOf(from.username);
+    const directory = this.#keyDirectory;
+    const answer = (fields: Omit<Extract<Body, { kind: "keys" }>, "kind">) =>
+      this.#notify(from, { kind: "keys", ...fields });
+    const user = body.kind === "keys_fetch" ? keyOf(body.user) : me;
+    if (!directory) return answer({ user });
+    try {
+      if (body.kind === "keys_publish") {
+        if (body.bundle && body.bundle.user !== me) {
+          throw new SecureChatError("PROTOCOL_ERROR", "a bundle may be published by its user only");
+        }
+        if (body.bundle && deviceOf(fromBase64(body.bundle.ik)) !== body.device) {
+          throw new SecureChatError("PROTOCOL_ERROR", "the device id is not its identity key's");
+        }
+        const { left, evicted } = await directory.publish(
+          me,
+          body.device,
+          from.session.established.peer.der,
+          body.bundle && JSON.stringify(body.bundle),
+          body.opks.map((o) => ({ id: o.id, pub: fromBase64(o.pub) })),
+        );
+        this.log("KEYS_PUBLISHED", {
+          user: from.username,
+          detail: `device ${body.device}: ${left} one-time prekeys` +
+            (evicted.length ? `; dropped the oldest device(s) ${evicted.join(", ")}` : ""),
+        });
+        return answer({ user: me, device: body.device, opks_left: left });
+      }
+      const stored = await directory.fetch(user, new Set(body.known ?? []));
+      const devices = stored.map(({ device, keys }) => {
+        if (!keys) return { device };
+        const bundle = BundleJsonSchema.safeParse(JSON.parse(keys.bundle));
+        if (!bundle.success) throw new SecureChatError("INTERNAL", "a stored bundle is malformed");
+        return {
+          device,
+          cert: toBase64(keys.cert),
+          bundle: bundle.data,
+          ...(keys.opk ? { opk: { id: keys.opk.id, pub: toBase64(keys.opk.pub) } } : {}),
+        };
+      });
+      return answer({ user, devices });
+    } catch (error) {
+      this.log(codeOf(error), { user: from.username, detail: `keys: ${(error as Error).message}` });
+      if (codeOf(error) === "PROTOCOL_ERROR") return this.#failed(from, error);
+      return answer({ user });
     }
   }
 

@@ -63,6 +63,8 @@ export interface ServerOptions {
   tickets?: TicketAuthority;
   /** Bounds of each user's offline queue (PROTOCOL §6.6); the store's queue holds it. */
   queue?: Partial<QueueLimits>;
+  /** `serve --keylog` (PROTOCOL §12.9): one line per transport secret; absent by default. */
+  keylog?: (line: string) => void;
 }
 
 export class ChatServer {
@@ -95,6 +97,7 @@ export class ChatServer {
       { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby },
       opts.cluster,
       queue && { queue, limits: { ...DEFAULT_QUEUE_LIMITS, ...opts.queue } },
+      opts.store.keys,
     );
     if (queue) {
       const purge = () =>
@@ -308,6 +311,7 @@ export class ChatServer {
         groups: this.#opts.groups,
         timeoutMs: this.#opts.handshakeTimeoutMs,
         admit: () => this.#admission.admitHandshake(address),
+        keylog: this.#opts.keylog,
         cookies: this.#cookiesFor(address),
         authenticate: async (request, client) => {
           // The certificate is proven: this handshake no longer counts against the address.

@@ -13,6 +13,7 @@ export type ChatLine =
   | { action: "quit" }
   | { action: "help" }
   | { action: "passwd" }
+  | { action: "verify"; user: string }
   | { action: "ignore" }
   | { action: "error"; message: string };
 
@@ -20,6 +21,7 @@ export const CHAT_HELP = [
   "/msg <user> <text>  send to one user only",
   "/who                list who is online",
   "/passwd             change your password (the old one, then the new one twice)",
+  "/verify <user>      show the fingerprint that signs <user>'s end-to-end keys, to compare",
   "/help               this list",
   "/quit or !!exit     end the session (receipts are exchanged)",
   "anything else       goes to everyone in the lobby",
@@ -36,6 +38,13 @@ export function parseChatLine(line: string): ChatLine {
     return { action: "error", message: "usage: /passwd (it asks for the passwords, unechoed)" };
   }
   if (trimmed === "/who") return { action: "send", body: { kind: "who" }, to: TO_SERVER };
+  const verify = /^\/verify\s+(\S+)$/.exec(trimmed);
+  if (verify) {
+    return recipientUser(userRecipient(verify[1])) === null
+      ? { action: "error", message: `${verify[1].slice(0, 64)} is not a valid user name` }
+      : { action: "verify", user: verify[1] };
+  }
+  if (trimmed.startsWith("/verify")) return { action: "error", message: "usage: /verify <user>" };
   const direct = /^\/msg\s+(\S+)\s+(.+)$/s.exec(trimmed);
   if (direct) return text(direct[2], direct[1]);
   if (trimmed.startsWith("/msg")) return { action: "error", message: "usage: /msg <user> <text>" };

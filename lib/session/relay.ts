@@ -5,9 +5,9 @@
  * against its commitment, and freshness — within the session and across sessions,
  * with high-water marks kept in a small state file.
  */
-import { fromBase64, toHex } from "../bytes.ts";
-import { sha256 } from "#sync-crypto";
-import { SecureChatError } from "../errors.ts";
+import { fromBase64 } from "../bytes.ts";
+import { fingerprintOf } from "../transcript/format.ts";
+import { codeOf, SecureChatError } from "../errors.ts";
 import {
   decodeRecord,
   LOBBY,
@@ -19,6 +19,7 @@ import {
   verifyRecord,
 } from "../message/record.ts";
 import type { VerifyingKey } from "../crypto/signature.ts";
+import type { E2eEnvelope } from "../e2e/envelope.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 
 /** A relayed text that passed every check. */
@@ -30,6 +31,15 @@ export interface RelayedText {
   /** true when addressed to us alone (`user:<us>`), false for the lobby. */
   private: boolean;
   record: MessageRecord;
+  /** The content key (unwrapped, for an end-to-end record); absent when it could not be. */
+  k?: Uint8Array;
+  /**
+   * Why this device cannot read an end-to-end record genuinely from its author (signature
+   * checked): no wrap for this device, its state for that conversation is gone or older, or
+   * a client without the end-to-end layer (PROTOCOL §12.6). Recorded, and shown as such:
+   * never text.
+   */
+  undecryptable?: string;
   /**
    * Accepted in an earlier session already (a failover replay, or a server re-delivering
    * it): genuine and recorded, but not to be shown as new (PROTOCOL §6.4).
@@ -170,6 +180,16 @@ export class SeenStore {
   }
 }
 
+/**
+ * Unwraps an end-to-end record's content key (PROTOCOL §12.6) for its author's validated
+ * certificate. @throws DECRYPT_FAIL, REPLAY, SIG_FAIL, PROTOCOL_ERROR, BAD_KEY_SHARE
+ */
+export type E2eUnwrap = (
+  author: ValidatedPeer,
+  record: MessageRecord,
+  e2e: E2eEnvelope,
+) => Promise<Uint8Array>;
+
 export interface RelayContext {
   trust: TrustStore;
   seen: SeenStore;
@@ -178,6 +198,8 @@ export interface RelayContext {
   /** server_hello.time of this session: records older than it minus the skew are replays. */
   sessionTime: number;
   maxSkewMs: number;
+  /** The client's end-to-end layer; without it an end-to-end relay is PROTOCOL_ERROR. */
+  unwrap?: E2eUnwrap;
 }
 
 /** Checks relayed records in the order of PROTOCOL §6.4. */
@@ -199,7 +221,7 @@ export class RelayVerifier {
   async check(relay: RelayMessage): Promise<RelayedText> {
     const stored = relay.type === "stored";
     const certDer = fromBase64(relay.cert);
-    const fingerprint = toHex(sha256(certDer));
+    const fingerprint = fingerprintOf(certDer);
     const { peer, key } = await this.#author(fingerprint, certDer);
     const record = decodeRecord(relay.record);
     if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {
@@ -214,9 +236,31 @@ export class RelayVerifier {
         `relayed record does not carry ${peer.commonName}'s signature`,
       );
     }
-    const body = openContent(record, fromBase64(relay.k));
-    if (body.kind !== "text") {
-      throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind}, not a text`);
+    let k: Uint8Array | undefined;
+    let undecryptable: string | undefined;
+    if ("e2e" in relay) {
+      if (!this.ctx.unwrap) {
+        undecryptable = "this client has no end-to-end keys, so it cannot read this message";
+      } else {
+        try {
+          k = await this.ctx.unwrap(peer, record, relay.e2e);
+        } catch (error) {
+          // Lost, older or unknown state is this device's situation, not the peer's
+          // misbehaviour: the record is signed and recorded, and the user told so.
+          if (codeOf(error) !== "DECRYPT_FAIL") throw error;
+          undecryptable = (error as Error).message;
+        }
+      }
+    } else {
+      k = fromBase64(relay.k);
+    }
+    let text = "";
+    if (k) {
+      const body = openContent(record, k);
+      if (body.kind !== "text") {
+        throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind}, not a text`);
+      }
+      text = body.text;
     }
     const { sessionTime, maxSkewMs, seen } = this.ctx;
     // A live relay is never older than our session; a stored one is never older than any
@@ -253,9 +297,11 @@ export class RelayVerifier {
       stored,
       author: peer.commonName,
       fingerprint,
-      text: body.text,
+      text,
       private: record.to !== LOBBY,
       record,
+      k,
+      ...(undecryptable === undefined ? {} : { undecryptable }),
     };
   }
 

@@ -59,7 +59,8 @@ import {
   PasswordRefusedSchema,
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
-import { type RelayedText, RelayVerifier, SeenStore } from "./relay.ts";
+import { type E2eUnwrap, type RelayedText, RelayVerifier, SeenStore } from "./relay.ts";
+import type { E2eEnvelope } from "../e2e/envelope.ts";
 import { SequenceWindow } from "./replay.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { spendTurn } from "../turn.ts";
@@ -81,12 +82,25 @@ export interface ChatSessionOptions {
   seen?: SeenStore;
   /** Clients keep each line's content key beside the transcript (TRANSCRIPT §6). */
   keepKeys?: boolean;
+  /** Clients: the end-to-end layer (PROTOCOL §12.6) that wraps and unwraps content keys. */
+  e2e?: E2eHooks;
   startedAt?: number;
   idleTimeoutMs?: number;
   closeTimeoutMs?: number;
   maxSkewMs?: number;
   keyUpdateRecords?: number;
   keyUpdateMs?: number;
+}
+
+/** What a client's end-to-end layer does for the session (PROTOCOL §12.6). */
+export interface E2eHooks {
+  /**
+   * The envelope for a record of ours, or undefined when it goes to the server (`to`
+   * = `server`: the server must read it). Called once the record is numbered, in seqno order.
+   * @throws when a recipient's keys are not known yet (the caller fetches them first)
+   */
+  wrap(record: MessageRecord, k: Uint8Array): Promise<E2eEnvelope | undefined>;
+  unwrap: E2eUnwrap;
 }
 
 /** A session message that passed every check. */
@@ -100,6 +114,18 @@ export type ReceivedMessage =
     /** As received: what a relay forwards without re-serialising (§6.4). */
     recordJson: RecordJson;
     k: Uint8Array;
+  }
+  | {
+    /**
+     * An end-to-end record (server side): every check the server can make passed (§6.3
+     * steps 1–4); its content key is not the server's to read.
+     */
+    type: "sealed";
+    seqno: number;
+    ts: number;
+    record: MessageRecord;
+    recordJson: RecordJson;
+    e2e: E2eEnvelope;
   }
   | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
   | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
@@ -182,6 +208,7 @@ export class ChatSession {
         username: est.username,
         sessionTime: est.sessionTime,
         maxSkewMs: this.#maxSkew,
+        unwrap: opts.e2e?.unwrap,
       });
     }
   }
@@ -277,8 +304,9 @@ export class ChatSession {
     const signing = signRecord(this.#est.self.signingKey, record);
     signing.catch(() => {}); // handled when its turn comes
     const next = this.#sending.then(async () => {
+      const e2e = await this.#opts.e2e?.wrap(record, k);
       record.sig = await signing;
-      const { wire, line } = prepareMsg("c2s", record, k);
+      const { wire, line } = prepareMsg("c2s", record, k, e2e);
       const payload = this.#sealWithUpdate(utf8(wire));
       await this.#est.conn.sendPaced(payload); // a client follows the server's pace
       this.#transcript.append(line);
@@ -571,6 +599,12 @@ export class ChatSession {
     if (dir === "c2s" ? !isClientRecipient(record.to) : record.to !== mine) {
       throw new SecureChatError("TAMPERED", `record addressed to ${record.to.slice(0, 80)}`);
     }
+    if ("e2e" in message && (dir !== "c2s" || record.to === TO_SERVER)) {
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        "only a user's record to users travels end to end",
+      );
+    }
     if (dir === "c2s") {
       if (!await verifyRecord(this.#est.peerKey, record)) {
         throw new SecureChatError(
@@ -580,6 +614,20 @@ export class ChatSession {
       }
     } else if (record.sig) {
       throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
+    }
+    if ("e2e" in message) {
+      // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it.
+      const { line } = prepareMsg(dir, record, undefined, message.e2e);
+      this.#accept(record.seqno, record.ts);
+      this.#transcript.appendReceived(line);
+      return {
+        type: "sealed",
+        seqno: record.seqno,
+        ts: record.ts,
+        record,
+        recordJson: message.record,
+        e2e: message.e2e,
+      };
     }
     const k = fromBase64(message.k);
     const body = openContent(record, k);
@@ -616,7 +664,8 @@ export class ChatSession {
       fromBase64(message.cert),
       message.record,
       relayed.record,
-      fromBase64(message.k),
+      relayed.k,
+      "e2e" in message ? message.e2e : undefined,
     );
     this.#transcript.appendReceived(
       relayFor(prepared, message.seqno, message.ts, message.type).line,

@@ -167,6 +167,44 @@ const MIGRATIONS: Migration[] = [{
   KEY login_failures_user (user_name)
 ) ENGINE=InnoDB`,
   ],
+}, {
+  // The end-to-end key directory (PROTOCOL §12.6, lib/store/key_directory.ts): one signed
+  // bundle and its one-time prekeys per (user, device).
+  version: 5,
+  sqlite: [
+    `CREATE TABLE e2e_devices (
+  username TEXT NOT NULL COLLATE NOCASE,
+  device TEXT NOT NULL,
+  cert BLOB NOT NULL,
+  bundle TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (username, device)
+) STRICT`,
+    `CREATE TABLE e2e_prekeys (
+  username TEXT NOT NULL COLLATE NOCASE,
+  device TEXT NOT NULL,
+  id INTEGER NOT NULL,
+  pub BLOB NOT NULL,
+  PRIMARY KEY (username, device, id)
+) STRICT`,
+  ],
+  mysql: [
+    `CREATE TABLE IF NOT EXISTS e2e_devices (
+  username VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
+  device CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  cert VARBINARY(16384) NOT NULL,
+  bundle TEXT CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (username, device)
+) ENGINE=InnoDB`,
+    `CREATE TABLE IF NOT EXISTS e2e_prekeys (
+  username VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL,
+  device CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  id INT UNSIGNED NOT NULL,
+  pub VARBINARY(32) NOT NULL,
+  PRIMARY KEY (username, device, id)
+) ENGINE=InnoDB`,
+  ],
 }];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -17,6 +17,7 @@ import { type LoginFailureStore, SqlLoginFailures } from "./login_failures.ts";
 import { change, query, type SqlDatabase, type SqlRow } from "./sql.ts";
 import type { Account, AccountAdmin, RegisterInput, UserStore } from "./user_store.ts";
 import { type MessageQueue, SqlMessageQueue } from "./message_queue.ts";
+import { type KeyDirectory, SqlKeyDirectory } from "./key_directory.ts";
 
 /**
  * What an unknown user's password is checked against, so that "no such user" costs one full
@@ -46,12 +47,14 @@ export class SqlUserStore implements UserStore, AccountAdmin {
   #migrate?: () => Promise<void>;
   readonly queue: MessageQueue;
   readonly failures: LoginFailureStore;
+  readonly keys: KeyDirectory;
 
   constructor(db: SqlDatabase, migrate?: () => Promise<void>) {
     this.#db = db;
     this.#migrate = migrate;
     this.queue = new SqlMessageQueue(db, () => this.#ready());
     this.failures = new SqlLoginFailures(db, () => this.#ready());
+    this.keys = new SqlKeyDirectory(db, () => this.#ready());
   }
 
   /** @throws DB_UNAVAILABLE while the owed migration cannot run; it is retried next time */

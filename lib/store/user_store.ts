@@ -1,6 +1,7 @@
 /** The user store contract: what the server codes against, whatever database is behind it. */
 import type { LoginFailureStore } from "./login_failures.ts";
 import type { MessageQueue } from "./message_queue.ts";
+import type { KeyDirectory } from "./key_directory.ts";
 
 export interface Account {
   username: string;
@@ -69,6 +70,8 @@ export interface UserStore {
   /** The failed-login counts of the throttle, where the store keeps them (lib/store/login_failures.ts). */
   readonly failures?: LoginFailureStore;
   close(): Promise<void>;
+  /** The end-to-end key directory in the same database (PROTOCOL §12.6), where there is one. */
+  readonly keys?: KeyDirectory;
   /** Where the accounts live, e.g. "sqlite:data/securechat.db"; never carries a password. */
   readonly description: string;
 }

@@ -60,7 +60,7 @@ export function sha256Sync(...parts: Uint8Array[]): Uint8Array {
 }
 
 export function fingerprintOf(certDer: Uint8Array): string {
-  return toHex(sha256Sync(certDer));
+  return toHex(sha256(certDer));
 }
 
 /** The JSON text of the header line, without the newline. Field order is fixed. */
@@ -158,7 +158,7 @@ export function finalTranscriptHash(
   nS2c: number,
   dS2c: Uint8Array,
 ): Uint8Array {
-  return sha256Sync(
+  return sha256(
     utf8(TRANSCRIPT_HASH_LABEL),
     Uint8Array.of(0),
     u32be(ctx.protocolVersion),

@@ -1,0 +1,661 @@
+/**
+ * One device's end-to-end layer (PROTOCOL §12.6, §12.7): its own keys and published bundle,
+ * Double Ratchet sessions with each device of each contact, the key directory conversation
+ * with the server, and the state it saves through an injected {@link E2eStorage} (an
+ * encrypted file for the CLI, lib/store/e2e_state_file.ts; the page's own store in a
+ * browser). The chat session calls `wrap` for each record it sends and `unwrap` for each
+ * end-to-end relay it receives; the command asks `prepare` before a private line (it fetches
+ * the contact's device list when it has none or an old one, and starts a session with each
+ * new device from its prekeys).
+ */
+import { z } from "zod";
+import { fromBase64, randomBytes, toBase64, toHex } from "../bytes.ts";
+import { sha256 } from "#sync-crypto";
+import { mlKem768, type MlKemKeyPair } from "../crypto/mlkem.ts";
+import type { SigningKey } from "../crypto/signature.ts";
+import { type X25519KeyPair, x25519KeyPair } from "../crypto/x25519.ts";
+import { codeOf, SecureChatError } from "../errors.ts";
+import {
+  type Body,
+  canonicalName,
+  MAX_CERT_BYTES,
+  type MessageRecord,
+  recipientUser,
+  statement,
+} from "../message/record.ts";
+import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
+import { fingerprintOf } from "../transcript/format.ts";
+import { base64Text } from "../wire/schema.ts";
+import {
+  deviceOf,
+  encodeBundle,
+  type KeyBundle,
+  parseBundle,
+  signBundle,
+  verifyBundle,
+  verifyIdentityKey,
+} from "./bundle.ts";
+import {
+  DeviceIdSchema,
+  type DeviceWrapJson,
+  type E2eEnvelope,
+  type PrekeyHeaderJson,
+  PrekeyHeaderJsonSchema,
+} from "./envelope.ts";
+import {
+  decodePrekeyHeader,
+  encodePrekeyHeader,
+  initiateFirstContact,
+  respondFirstContact,
+} from "./pqxdh.ts";
+import { Ratchet, RatchetJsonSchema } from "./ratchet.ts";
+
+/** One-time prekeys a device keeps on the server; it tops up when fewer than half are left. */
+export const PREKEY_TARGET = 20;
+/** Ratchet sessions kept per contact device (simultaneous first contacts, a restored backup). */
+const SESSIONS_PER_DEVICE = 4;
+/** How long a key directory answer may take. */
+const FETCH_TIMEOUT_MS = 10_000;
+/** A contact's device list is fetched again before a line when it is older than this. */
+export const DEVICE_LIST_MAX_AGE_MS = 60_000;
+
+/**
+ * Where a device keeps its end-to-end state (PROTOCOL §12.7). lib/e2e does no I/O itself.
+ */
+export interface E2eStorage {
+  /** The state saved last, or null when there is none yet. */
+  load(): Promise<unknown>;
+  /** Replaces the saved state; resolves once it is durable. @throws IO_ERROR */
+  save(state: unknown): Promise<void>;
+}
+
+/** Storage that lives as long as the process (tests, a page that keeps nothing). */
+export class MemoryStorage implements E2eStorage {
+  #state: unknown = null;
+  load(): Promise<unknown> {
+    return Promise.resolve(this.#state === null ? null : structuredClone(this.#state));
+  }
+  save(state: unknown): Promise<void> {
+    this.#state = structuredClone(state);
+    return Promise.resolve();
+  }
+}
+
+export interface E2eIdentity {
+  user: string;
+  certDer: Uint8Array;
+  signingKey: SigningKey;
+}
+
+/** What the client needs from its chat session: sending a body to the server. */
+export interface KeysChannel {
+  send(body: Body, to: string): Promise<number>;
+}
+
+/** What `prepare` found out about a contact's devices. */
+export interface Preparation {
+  /** Devices the next line is wrapped for; 0 when the contact published no keys at all. */
+  devices: number;
+  /** Devices whose published keys were refused (revoked certificate, bad signature), and why. */
+  refused: { device: string; reason: string }[];
+}
+
+interface PeerSession {
+  ratchet: Ratchet;
+  /** The certificate (DER) that signed the contact device's identity key. */
+  cert: Uint8Array;
+  /** Our PQXDH header, sent with every message until the contact device has answered. */
+  pre?: PrekeyHeaderJson;
+  /** The contact's PQXDH ephemeral key (hex), when they started it: repeats of it land here. */
+  theirEk?: string;
+}
+
+type KeysBody = Extract<Body, { kind: "keys" }>;
+
+const key32 = () => base64Text(32, 32);
+const uint32 = () => z.number().int().min(0).max(0xffff_ffff);
+const SessionJsonSchema = z.object({
+  ratchet: RatchetJsonSchema,
+  cert: base64Text(1, MAX_CERT_BYTES),
+  pre: PrekeyHeaderJsonSchema.optional(),
+  their_ek: z.string().optional(),
+}).strict();
+const StateSchema = z.object({
+  version: z.literal(1),
+  user: z.string(),
+  ik: key32(),
+  created: z.number().int().min(0),
+  spk: z.object({ id: uint32(), key: key32() }).strict(),
+  pq: z.object({ id: uint32(), seed: base64Text(64, 64) }).strict(),
+  opks: z.array(z.tuple([uint32(), key32()])),
+  next_opk: uint32(),
+  /** contact → contact device → sessions, the active one first */
+  peers: z.record(z.string(), z.record(DeviceIdSchema, z.array(SessionJsonSchema))),
+}).strict();
+
+interface OwnKeys {
+  ik: X25519KeyPair;
+  created: number;
+  spk: { id: number; key: X25519KeyPair };
+  pq: { id: number; seed: Uint8Array; pair: MlKemKeyPair };
+  opks: Map<number, X25519KeyPair>;
+  nextOpk: number;
+}
+
+export class E2eClient {
+  readonly #me: E2eIdentity;
+  readonly #trust: TrustStore;
+  readonly #storage: E2eStorage;
+  readonly #own: OwnKeys;
+  /** Contact (canonical name) → contact device → sessions, the active one first. */
+  readonly #peers: Map<string, Map<string, PeerSession[]>>;
+  #bundle?: KeyBundle;
+  /** When each contact's device list was last fetched (this run only). */
+  readonly #listedAt = new Map<string, number>();
+  /** Contacts with no published keys (clients without this layer): lines to them go readable. */
+  readonly #withoutKeys = new Set<string>();
+  readonly #preparing = new Map<string, Promise<Preparation>>();
+  /**
+   * Contact devices (`name/device`) whose message this device could not open: the next line
+   * to them starts a new session from fresh prekeys, in front of the old ones (§12.6).
+   */
+  readonly #restart = new Set<string>();
+  readonly #pending = new Map<string, (body: KeysBody) => void>();
+  #saveTimer?: ReturnType<typeof setTimeout>;
+  /** This device's id (PROTOCOL §12.2), derived from its identity key. */
+  readonly device: string;
+  /** True when there was no saved state: this device starts with no conversations. */
+  readonly fresh: boolean;
+
+  private constructor(
+    me: E2eIdentity,
+    trust: TrustStore,
+    storage: E2eStorage,
+    own: OwnKeys,
+    peers: Map<string, Map<string, PeerSession[]>>,
+    fresh: boolean,
+  ) {
+    this.#me = me;
+    this.#trust = trust;
+    this.#storage = storage;
+    this.#own = own;
+    this.#peers = peers;
+    this.device = deviceOf(own.ik.publicKey);
+    this.fresh = fresh;
+  }
+
+  /**
+   * Loads the device's state from `storage`, or makes new keys (a new device) when it holds
+   * none.
+   * @throws DECRYPT_FAIL (a state that is not this user's), IO_ERROR
+   */
+  static async open(storage: E2eStorage, me: E2eIdentity, trust: TrustStore): Promise<E2eClient> {
+    const value = await storage.load();
+    const user = canonicalName(me.user);
+    const identity = { ...me, user };
+    if (value === null) {
+      const seed = randomBytes(64);
+      const client = new E2eClient(
+        identity,
+        trust,
+        storage,
+        {
+          ik: x25519KeyPair(),
+          created: Date.now(),
+          spk: { id: randomId(), key: x25519KeyPair() },
+          pq: { id: randomId(), seed, pair: await mlKem768.generateKeyPair(seed) },
+          opks: new Map(),
+          nextOpk: 1,
+        },
+        new Map(),
+        true,
+      );
+      await client.save();
+      return client;
+    }
+    const parsed = StateSchema.safeParse(value);
+    if (!parsed.success || parsed.data.user !== user) {
+      throw new SecureChatError("DECRYPT_FAIL", `the end-to-end state is not ${user}'s`, {
+        hint: "move it away to start new conversations",
+      });
+    }
+    const s = parsed.data;
+    const seed = fromBase64(s.pq.seed);
+    const peers = new Map<string, Map<string, PeerSession[]>>();
+    for (const [name, devices] of Object.entries(s.peers)) {
+      const byDevice = new Map<string, PeerSession[]>();
+      for (const [device, sessions] of Object.entries(devices)) {
+        byDevice.set(
+          device,
+          sessions.map((p) => ({
+            ratchet: Ratchet.fromJSON(p.ratchet),
+            cert: fromBase64(p.cert),
+            pre: p.pre,
+            theirEk: p.their_ek,
+          })),
+        );
+      }
+      peers.set(name, byDevice);
+    }
+    return new E2eClient(
+      identity,
+      trust,
+      storage,
+      {
+        ik: x25519KeyPair(fromBase64(s.ik)),
+        created: s.created,
+        spk: { id: s.spk.id, key: x25519KeyPair(fromBase64(s.spk.key)) },
+        pq: { id: s.pq.id, seed, pair: await mlKem768.generateKeyPair(seed) },
+        opks: new Map(s.opks.map(([id, k]) => [id, x25519KeyPair(fromBase64(k))])),
+        nextOpk: s.next_opk,
+      },
+      peers,
+      false,
+    );
+  }
+
+  /** Writes the state now (durably). @throws IO_ERROR */
+  async save(): Promise<void> {
+    clearTimeout(this.#saveTimer);
+    this.#saveTimer = undefined;
+    await this.#storage.save(this.#toJSON());
+  }
+
+  /** Saves soon: after a received message (losing it costs a re-derivation, never a reuse). */
+  #saveSoon(): void {
+    if (this.#saveTimer) return;
+    this.#saveTimer = setTimeout(() => void this.save().catch(() => {}), 200);
+    Deno.unrefTimer(this.#saveTimer);
+  }
+
+  #toJSON(): z.input<typeof StateSchema> {
+    const own = this.#own;
+    return {
+      version: 1,
+      user: this.#me.user,
+      ik: toBase64(own.ik.privateKey),
+      created: own.created,
+      spk: { id: own.spk.id, key: toBase64(own.spk.key.privateKey) },
+      pq: { id: own.pq.id, seed: toBase64(own.pq.seed) },
+      opks: [...own.opks].map(([id, k]) => [id, toBase64(k.privateKey)]),
+      next_opk: own.nextOpk,
+      peers: Object.fromEntries(
+        [...this.#peers].map(([name, devices]) => [
+          name,
+          Object.fromEntries(
+            [...devices].map(([device, sessions]) => [
+              device,
+              sessions.map((p) => ({
+                ratchet: p.ratchet.toJSON(),
+                cert: toBase64(p.cert),
+                ...(p.pre ? { pre: p.pre } : {}),
+                ...(p.theirEk ? { their_ek: p.theirEk } : {}),
+              })),
+            ]),
+          ),
+        ]),
+      ),
+    };
+  }
+
+  /** Our signed bundle (made once per run: the certificate key signs it). */
+  async bundle(): Promise<KeyBundle> {
+    const own = this.#own;
+    this.#bundle ??= await signBundle(this.#me.signingKey, {
+      user: this.#me.user,
+      created: own.created,
+      ik: own.ik.publicKey,
+      spkId: own.spk.id,
+      spk: own.spk.key.publicKey,
+      pqId: own.pq.id,
+      pq: own.pq.pair.encapsulationKey,
+    });
+    return this.#bundle;
+  }
+
+  /** Publishes this device's bundle and, on a new state, its first one-time prekeys (login). */
+  async publish(channel: KeysChannel): Promise<void> {
+    const opks = this.fresh && this.#own.opks.size === 0 ? this.#newPrekeys(PREKEY_TARGET) : [];
+    if (opks.length) await this.save(); // their private halves first, then the server
+    await channel.send({
+      kind: "keys_publish",
+      device: this.device,
+      bundle: encodeBundle(await this.bundle()),
+      opks,
+    }, "server");
+  }
+
+  #newPrekeys(count: number): { id: number; pub: string }[] {
+    const out: { id: number; pub: string }[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = this.#own.nextOpk++;
+      const pair = x25519KeyPair();
+      this.#own.opks.set(id, pair);
+      out.push({ id, pub: toBase64(pair.publicKey) });
+    }
+    return out;
+  }
+
+  /**
+   * Handles a `keys` answer from the server: this device's prekey count (topped up when low),
+   * or a contact's devices for a pending `prepare`.
+   */
+  async onKeys(body: KeysBody, channel: KeysChannel): Promise<void> {
+    if (body.opks_left !== undefined) {
+      if (body.device === this.device && body.opks_left < PREKEY_TARGET / 2) {
+        const opks = this.#newPrekeys(PREKEY_TARGET - body.opks_left);
+        await this.save();
+        await channel.send({ kind: "keys_publish", device: this.device, opks }, "server");
+      }
+      return;
+    }
+    const waiter = this.#pending.get(body.user);
+    this.#pending.delete(body.user);
+    waiter?.(body);
+  }
+
+  /** The devices of `user` this device has sessions with. */
+  devicesOf(user: string): string[] {
+    return [...this.#peers.get(canonicalName(user))?.keys() ?? []];
+  }
+
+  /**
+   * Makes sure a private line to `user` can be wrapped for each of their devices: fetches
+   * their device list when this run has none or an old one, checks each new device's bundle
+   * (PROTOCOL §12.2) and runs PQXDH with it (§12.3); devices no longer listed are dropped.
+   * @returns what was found; `devices` 0 without `refused` means `user` published no keys (a
+   *   client without this layer): the line then goes with `k`, readable by the server, and
+   *   the caller must say so (§12.6)
+   * @throws the first refusal's code (BAD_CERT: revoked or not theirs, SIG_FAIL,
+   *   BAD_KEY_SHARE, PROTOCOL_ERROR) when every listed device was refused; DB_UNAVAILABLE
+   *   when the server could not answer; TIMEOUT
+   */
+  prepare(user: string, channel: KeysChannel): Promise<Preparation> {
+    const name = canonicalName(user);
+    const listedAt = this.#listedAt.get(name);
+    if (listedAt !== undefined && Date.now() - listedAt < DEVICE_LIST_MAX_AGE_MS) {
+      return Promise.resolve({ devices: this.#peers.get(name)?.size ?? 0, refused: [] });
+    }
+    let running = this.#preparing.get(name);
+    if (!running) {
+      running = this.#fetchDevices(name, channel).finally(() => this.#preparing.delete(name));
+      this.#preparing.set(name, running);
+    }
+    return running;
+  }
+
+  /**
+   * `/verify`: fetches `user`'s devices now, checks every one (bundle and certificate, as a
+   * line would), and lists them with the fingerprint of the certificate that signed each
+   * device's keys, for the user to compare out of band (PROTOCOL §12.2).
+   * @throws as {@link prepare}
+   */
+  async identify(
+    user: string,
+    channel: KeysChannel,
+  ): Promise<
+    { devices: { device: string; fingerprint: string }[]; refused: Preparation["refused"] }
+  > {
+    const name = canonicalName(user);
+    this.#listedAt.delete(name);
+    const { refused } = await this.prepare(name, channel);
+    const devices = [...this.#peers.get(name) ?? []].map(([device, [session]]) => ({
+      device,
+      fingerprint: fingerprintOf(session.cert),
+    }));
+    return { devices, refused };
+  }
+
+  async #fetchDevices(name: string, channel: KeysChannel): Promise<Preparation> {
+    const known = this.devicesOf(name).filter((d) => !this.#restart.has(`${name}/${d}`));
+    const answer = new Promise<KeysBody>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(name);
+        reject(new SecureChatError("TIMEOUT", `the server did not answer for ${name}'s keys`));
+      }, FETCH_TIMEOUT_MS);
+      this.#pending.set(name, (body) => {
+        clearTimeout(timer);
+        resolve(body);
+      });
+    });
+    await channel.send({ kind: "keys_fetch", user: name, known }, "server");
+    const { devices } = await answer;
+    if (devices === undefined) {
+      throw new SecureChatError("DB_UNAVAILABLE", `the server could not hand out ${name}'s keys`, {
+        hint: "try again in a moment",
+      });
+    }
+    const sessions = this.#peers.get(name) ?? new Map<string, PeerSession[]>();
+    const listed = new Set(devices.map((d) => d.device));
+    const refused: { device: string; reason: string; error: unknown }[] = [];
+    for (const [device, [session]] of sessions) {
+      if (!listed.has(device)) {
+        sessions.delete(device);
+        continue;
+      }
+      // A device we know is kept only while its certificate still validates (not revoked).
+      try {
+        await validatePeerCertificate(this.#trust, session.cert, { role: "client" });
+      } catch (error) {
+        sessions.delete(device);
+        this.#restart.delete(`${name}/${device}`);
+        refused.push({ device, reason: (error as Error).message, error });
+        listed.delete(device);
+      }
+    }
+    for (const entry of devices) {
+      if (!listed.has(entry.device)) continue; // refused above
+      const restart = this.#restart.delete(`${name}/${entry.device}`);
+      if (sessions.has(entry.device) && !restart) continue;
+      try {
+        const session = await this.#startSession(name, entry);
+        const older = sessions.get(entry.device) ?? [];
+        sessions.set(entry.device, [session, ...older].slice(0, SESSIONS_PER_DEVICE));
+      } catch (error) {
+        refused.push({ device: entry.device, reason: (error as Error).message, error });
+      }
+    }
+    if (sessions.size) this.#peers.set(name, sessions);
+    else this.#peers.delete(name);
+    this.#withoutKeys.delete(name);
+    if (devices.length === 0) this.#withoutKeys.add(name);
+    await this.save();
+    // Every device refused: nothing is cached, so each later line asks (and refuses) again.
+    if (sessions.size === 0 && refused.length) throw refused[0].error;
+    this.#listedAt.set(name, Date.now());
+    return {
+      devices: sessions.size,
+      refused: refused.map(({ device, reason }) => ({ device, reason })),
+    };
+  }
+
+  /** First contact with one device of `name` from its published keys (§12.2, §12.3). */
+  async #startSession(
+    name: string,
+    entry: NonNullable<KeysBody["devices"]>[number],
+  ): Promise<PeerSession> {
+    if (!entry.bundle || !entry.cert) {
+      throw new SecureChatError("PROTOCOL_ERROR", "the server left out a new device's keys");
+    }
+    const bundle = parseBundle(entry.bundle);
+    const cert = fromBase64(entry.cert);
+    await verifyBundle(this.#trust, cert, bundle);
+    if (bundle.user !== name) {
+      throw new SecureChatError("BAD_CERT", `the server answered with ${bundle.user}'s keys`);
+    }
+    if (deviceOf(bundle.ik) !== entry.device) {
+      throw new SecureChatError("PROTOCOL_ERROR", "a device id that is not its identity key's");
+    }
+    const first = await initiateFirstContact(
+      { ik: this.#own.ik, ikSig: (await this.bundle()).ikSig, cert: this.#me.certDer },
+      {
+        bundle,
+        cert,
+        opk: entry.opk ? { id: entry.opk.id, pub: fromBase64(entry.opk.pub) } : undefined,
+      },
+    );
+    return {
+      ratchet: Ratchet.initiator(first.sk, first.ad, bundle.spk),
+      cert,
+      pre: encodePrekeyHeader(first.header),
+    };
+  }
+
+  #addSession(name: string, device: string, session: PeerSession): void {
+    const devices = this.#peers.get(name) ?? new Map<string, PeerSession[]>();
+    const sessions = devices.get(device) ?? [];
+    sessions.unshift(session);
+    devices.set(device, sessions.slice(0, SESSIONS_PER_DEVICE));
+    this.#peers.set(name, devices);
+    this.#withoutKeys.delete(name);
+  }
+
+  /**
+   * The envelope for one of our records (PROTOCOL §12.6): a private line's content key is
+   * wrapped once per recipient device, each by that device's active ratchet, and the state is
+   * saved before the line leaves, so a crash can never make us wrap twice under one key.
+   * @throws INTERNAL when `prepare` was not called for a private recipient
+   */
+  async wrap(record: MessageRecord, k: Uint8Array): Promise<E2eEnvelope | undefined> {
+    const to = recipientUser(record.to);
+    if (to === null) return undefined; // the server and, for now, the lobby read k
+    if (this.#withoutKeys.has(to)) return undefined; // the caller warned the user (prepare)
+    const devices = this.#peers.get(to);
+    if (!devices?.size) throw new SecureChatError("INTERNAL", `no end-to-end session with ${to}`);
+    const binding = bindingOf(record);
+    const wraps: DeviceWrapJson[] = [];
+    for (const [device, [session]] of devices) {
+      const { header, wrapped } = session.ratchet.encrypt(k, binding);
+      wraps.push({
+        device,
+        dh: toBase64(header.dh),
+        pn: header.pn,
+        n: header.n,
+        w: toBase64(wrapped),
+        ...(session.pre ? { pre: session.pre } : {}),
+      });
+    }
+    await this.save();
+    return { kind: "ratchet", from: this.device, wraps };
+  }
+
+  /**
+   * Unwraps the content key of a relayed end-to-end record from `author` (validated).
+   * @throws DECRYPT_FAIL (no wrap for this device, or none of our sessions with the author's
+   *   device opens it: our state is gone or older than the message), REPLAY, SIG_FAIL (a
+   *   first message's identity key not signed by the author's certificate), PROTOCOL_ERROR,
+   *   BAD_KEY_SHARE
+   */
+  async unwrap(
+    author: ValidatedPeer,
+    record: MessageRecord,
+    e2e: E2eEnvelope,
+  ): Promise<Uint8Array> {
+    if (e2e.kind !== "ratchet") {
+      throw new SecureChatError("DECRYPT_FAIL", "lobby sender keys are not supported yet");
+    }
+    const name = canonicalName(author.commonName);
+    const mine = e2e.wraps.find((w) => w.device === this.device);
+    if (!mine) {
+      this.#listedAt.delete(name); // our next line fetches their keys and introduces us
+      throw new SecureChatError(
+        "DECRYPT_FAIL",
+        `this device has no key for this message (${name} did not know this device yet)`,
+      );
+    }
+    const header = { dh: fromBase64(mine.dh), pn: mine.pn, n: mine.n };
+    const wrapped = fromBase64(mine.w);
+    const binding = bindingOf(record);
+    const sessions = this.#peers.get(name)?.get(e2e.from) ?? [];
+    if (mine.pre) {
+      const ik = fromBase64(mine.pre.ik);
+      if (deviceOf(ik) !== e2e.from) {
+        throw new SecureChatError("PROTOCOL_ERROR", "a first message from another device's key");
+      }
+      const theirEk = toHex(fromBase64(mine.pre.ek));
+      if (!sessions.some((s) => s.theirEk === theirEk)) {
+        await verifyIdentityKey(author, ik, fromBase64(mine.pre.ik_sig));
+        return await this.#answerFirstContact(name, e2e.from, author, mine.pre, {
+          header,
+          wrapped,
+          binding,
+        });
+      }
+    }
+    let failure: unknown;
+    for (const session of sessions) {
+      try {
+        const k = session.ratchet.decrypt(header, wrapped, binding);
+        session.pre = undefined; // they have the session: no need to send our header again
+        sessions.splice(sessions.indexOf(session), 1);
+        sessions.unshift(session);
+        this.#saveSoon();
+        return k;
+      } catch (error) {
+        if (codeOf(error) === "REPLAY" || failure === undefined) failure = error;
+      }
+    }
+    if (failure && codeOf(failure) === "REPLAY") throw failure;
+    // The way back from lost or older state: our next line starts a new session.
+    this.#restart.add(`${name}/${e2e.from}`);
+    this.#listedAt.delete(name);
+    throw new SecureChatError(
+      "DECRYPT_FAIL",
+      `this device has no key for this message (its conversation with ${name} is gone or ` +
+        `older than the message); your next message to ${name} starts a new one`,
+      { cause: failure },
+    );
+  }
+
+  async #answerFirstContact(
+    name: string,
+    device: string,
+    author: ValidatedPeer,
+    pre: PrekeyHeaderJson,
+    message: {
+      header: { dh: Uint8Array; pn: number; n: number };
+      wrapped: Uint8Array;
+      binding: Uint8Array;
+    },
+  ): Promise<Uint8Array> {
+    const own = this.#own;
+    const h = decodePrekeyHeader(pre);
+    if (h.spkId !== own.spk.id || h.pqId !== own.pq.id) {
+      throw new SecureChatError("DECRYPT_FAIL", `${name} used prekeys this device no longer has`);
+    }
+    const opk = h.opkId === undefined ? undefined : own.opks.get(h.opkId);
+    if (h.opkId !== undefined && !opk) {
+      throw new SecureChatError("DECRYPT_FAIL", `${name} used a one-time prekey already used`);
+    }
+    const { sk, ad } = await respondFirstContact(
+      {
+        ik: own.ik,
+        cert: this.#me.certDer,
+        spkId: own.spk.id,
+        spk: own.spk.key,
+        pqId: own.pq.id,
+        pq: own.pq.pair,
+        opk,
+      },
+      author.der,
+      h,
+    );
+    const ratchet = Ratchet.responder(sk, ad, own.spk.key);
+    // Commits nothing if it fails.
+    const k = ratchet.decrypt(message.header, message.wrapped, message.binding);
+    if (h.opkId !== undefined) own.opks.delete(h.opkId);
+    // A contact device we did not know about (their new device) joins the list we wrap for.
+    this.#addSession(name, device, { ratchet, cert: author.der, theirEk: toHex(h.ek) });
+    await this.save();
+    return k;
+  }
+}
+
+/** binding = SHA-256(statement) of the record a wrap travels with (PROTOCOL §12.4). */
+export function bindingOf(record: MessageRecord): Uint8Array {
+  return sha256(statement(record));
+}
+
+function randomId(): number {
+  return new DataView(randomBytes(4).buffer).getUint32(0);
+}

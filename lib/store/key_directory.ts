@@ -1,0 +1,170 @@
+/**
+ * The end-to-end key directory (PROTOCOL §12.6): per (user, device), the device's signed key
+ * bundle and its one-time prekeys, kept in the same store as the accounts (SQLite, or
+ * MariaDB in a cluster, so every node hands out the same keys). The server stores what
+ * clients published and hands it out; it never holds a private key. Each one-time prekey is
+ * handed out at most once: it is deleted in the statement that returns it.
+ */
+import { MAX_DEVICES } from "../e2e/envelope.ts";
+import { SecureChatError } from "../errors.ts";
+import { query, type SqlDatabase } from "./sql.ts";
+
+/** One-time prekeys kept per device at most; a publish beyond it is cut to fit. */
+export const MAX_STORED_PREKEYS = 200;
+
+/** One device of a user as the directory hands it out. */
+export interface StoredDevice {
+  device: string;
+  /**
+   * The certificate the bundle was published with (DER), the bundle's JSON text as published
+   * (the recipient checks it, not the server) and a one-time prekey, now removed from the
+   * store; all absent for a device the asker said it already has a session with.
+   */
+  keys?: { cert: Uint8Array; bundle: string; opk?: { id: number; pub: Uint8Array } };
+}
+
+export interface PublishResult {
+  /** The device's one-time prekeys now stored. */
+  left: number;
+  /** Devices dropped to stay within MAX_DEVICES (least recently published first). */
+  evicted: string[];
+}
+
+export interface KeyDirectory {
+  /**
+   * Stores a device's bundle (replacing its previous one) when given, and adds one-time
+   * prekeys to a device that has a bundle. A new device beyond MAX_DEVICES drops the user's
+   * least recently published device and its prekeys.
+   * @throws DB_UNAVAILABLE
+   */
+  publish(
+    user: string,
+    device: string,
+    cert: Uint8Array,
+    bundle: string | undefined,
+    opks: { id: number; pub: Uint8Array }[],
+  ): Promise<PublishResult>;
+  /**
+   * A user's devices, most recently published first; for each device not in `known`, its
+   * bundle and one of its one-time prekeys (consumed).
+   * @throws DB_UNAVAILABLE
+   */
+  fetch(user: string, known: ReadonlySet<string>): Promise<StoredDevice[]>;
+}
+
+export class SqlKeyDirectory implements KeyDirectory {
+  constructor(readonly db: SqlDatabase, readonly ready: () => Promise<void>) {}
+
+  async publish(
+    user: string,
+    device: string,
+    cert: Uint8Array,
+    bundle: string | undefined,
+    opks: { id: number; pub: Uint8Array }[],
+  ): Promise<PublishResult> {
+    await this.ready();
+    const evicted: string[] = [];
+    if (bundle !== undefined) {
+      await query(
+        this.db,
+        this.db.dialect === "sqlite"
+          ? `INSERT INTO e2e_devices (username, device, cert, bundle, updated_at)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT(username, device) DO UPDATE SET
+             cert = excluded.cert, bundle = excluded.bundle, updated_at = excluded.updated_at`
+          : `INSERT INTO e2e_devices (username, device, cert, bundle, updated_at)
+             VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE cert = VALUES(cert),
+             bundle = VALUES(bundle), updated_at = VALUES(updated_at)`,
+        [user, device, cert, bundle, Date.now()],
+      );
+      const rows = await query(
+        this.db,
+        "SELECT device FROM e2e_devices WHERE username = ? ORDER BY updated_at DESC, device",
+        [user],
+      );
+      // The device publishing now stays whatever the clock's resolution says.
+      const others = rows.map((row) => String(row.device)).filter((d) => d !== device);
+      for (const old of others.slice(MAX_DEVICES - 1)) {
+        await query(this.db, "DELETE FROM e2e_devices WHERE username = ? AND device = ?", [
+          user,
+          old,
+        ]);
+        await query(this.db, "DELETE FROM e2e_prekeys WHERE username = ? AND device = ?", [
+          user,
+          old,
+        ]);
+        evicted.push(old);
+      }
+    }
+    const [known] = await query(
+      this.db,
+      "SELECT 1 AS one FROM e2e_devices WHERE username = ? AND device = ?",
+      [user, device],
+    );
+    // Prekeys belong to a published identity key: none are kept for a device without one.
+    if (!known) return { left: 0, evicted };
+    let left = await this.#prekeysLeft(user, device);
+    const insert = this.db.dialect === "sqlite"
+      ? "INSERT OR IGNORE INTO e2e_prekeys (username, device, id, pub) VALUES (?, ?, ?, ?)"
+      : "INSERT IGNORE INTO e2e_prekeys (username, device, id, pub) VALUES (?, ?, ?, ?)";
+    for (const opk of opks) {
+      if (left >= MAX_STORED_PREKEYS) break;
+      await query(this.db, insert, [user, device, opk.id, opk.pub]);
+      left++;
+    }
+    return { left: await this.#prekeysLeft(user, device), evicted };
+  }
+
+  async fetch(user: string, known: ReadonlySet<string>): Promise<StoredDevice[]> {
+    await this.ready();
+    const rows = await query(
+      this.db,
+      `SELECT device, cert, bundle FROM e2e_devices WHERE username = ?
+       ORDER BY updated_at DESC, device`,
+      [user],
+    );
+    const devices: StoredDevice[] = [];
+    for (const row of rows.slice(0, MAX_DEVICES)) {
+      const device = String(row.device);
+      if (known.has(device)) {
+        devices.push({ device });
+        continue;
+      }
+      // One statement removes and returns the prekey, so two askers never get the same one.
+      const [opk] = await query(
+        this.db,
+        this.db.dialect === "sqlite"
+          ? `DELETE FROM e2e_prekeys WHERE rowid = (SELECT rowid FROM e2e_prekeys
+             WHERE username = ? AND device = ? ORDER BY id LIMIT 1) RETURNING id, pub`
+          : `DELETE FROM e2e_prekeys WHERE username = ? AND device = ? ORDER BY id LIMIT 1
+             RETURNING id, pub`,
+        [user, device],
+      );
+      devices.push({
+        device,
+        keys: {
+          cert: bytes(row.cert),
+          bundle: String(row.bundle),
+          ...(opk ? { opk: { id: Number(opk.id), pub: bytes(opk.pub) } } : {}),
+        },
+      });
+    }
+    return devices;
+  }
+
+  async #prekeysLeft(user: string, device: string): Promise<number> {
+    const [row] = await query(
+      this.db,
+      "SELECT COUNT(*) AS n FROM e2e_prekeys WHERE username = ? AND device = ?",
+      [user, device],
+    );
+    return Number(row?.n ?? 0);
+  }
+}
+
+/** @throws INTERNAL for a column that is not bytes (a table that is not ours) */
+function bytes(value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw new SecureChatError("INTERNAL", "a stored key is malformed");
+  }
+  return new Uint8Array(value); // mysql2 hands out Buffers
+}

@@ -1,0 +1,80 @@
+/**
+ * A lib/ client with an end-to-end device of its own (PROTOCOL §12.6), wired the way the CLI
+ * wires it (commands/connect.ts) and the browser page will: over any frame connection (TCP
+ * or the WebSocket), its keys in an injected storage, everything it receives kept in order.
+ */
+import { E2eClient, type E2eStorage, MemoryStorage } from "../lib/e2e/client.ts";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { recipientUser } from "../lib/message/record.ts";
+import { parseChatLine } from "../lib/session/chat_line.ts";
+import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
+import type { FrameConnection } from "../lib/wire/connection.ts";
+import type { TestPki } from "./pki.ts";
+
+export interface DeviceClient {
+  session: ChatSession;
+  e2e: E2eClient;
+  received: ReceivedMessage[];
+  running: Promise<SessionEnd>;
+  /**
+   * A line as the user types it, through the chat-line parser the CLI uses; a private line
+   * first makes sure of the recipient's devices, as the CLI does.
+   * @returns how many of the recipient's devices a private line was wrapped for
+   */
+  say(line: string): Promise<number | undefined>;
+}
+
+/** Logs `user` in over `conn` and runs the session with an end-to-end device. */
+export async function deviceLogin(
+  conn: FrameConnection,
+  o: {
+    pki: TestPki;
+    user: string;
+    password: string;
+    transcriptDir: string;
+    storage?: E2eStorage;
+  },
+): Promise<DeviceClient> {
+  const identity = await o.pki.identity(o.user);
+  const established = await clientHandshake(conn, {
+    identity,
+    trust: o.pki.trust,
+    serverName: "localhost",
+    credentials: { mode: "login", username: o.user, password: o.password },
+  });
+  const e2e = await E2eClient.open(o.storage ?? new MemoryStorage(), {
+    user: o.user,
+    certDer: identity.certDer,
+    signingKey: identity.signingKey,
+  }, o.pki.trust);
+  const session = await ChatSession.start(established, {
+    transcripts: transcriptDirectory(o.transcriptDir),
+    serverName: "localhost",
+    relayTrust: o.pki.trust,
+    keepKeys: true,
+    e2e: {
+      wrap: (record, k) => e2e.wrap(record, k),
+      unwrap: (author, record, envelope) => e2e.unwrap(author, record, envelope),
+    },
+  });
+  const received: ReceivedMessage[] = [];
+  const running = session.run({
+    onMessage: async (m) => {
+      if (m.type === "msg" && m.body.kind === "keys") return await e2e.onKeys(m.body, session);
+      received.push(m);
+    },
+  });
+  await e2e.publish(session);
+  const say = async (line: string) => {
+    const parsed = parseChatLine(line);
+    if (parsed.action !== "send") throw new Error(`not a sending line: ${line}`);
+    const privateTo = recipientUser(parsed.to);
+    const devices = privateTo === null
+      ? undefined
+      : (await e2e.prepare(privateTo, session)).devices;
+    await session.send(parsed.body, parsed.to);
+    return devices;
+  };
+  return { session, e2e, received, running, say };
+}

@@ -1,0 +1,195 @@
+/**
+ * Issue 13 through the real CLI: private lines travel end to end. The server's own
+ * writings (transcripts, database, logs) hold no plaintext of them, and an auditor who
+ * decrypts every frame with `serve --keylog` finds them still ciphertext — while the
+ * same decrypter does read what the server may read (a lobby line), so it is not blind.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fromBase64, utf8 } from "../lib/bytes.ts";
+import { decodeRecord, openContent } from "../lib/message/record.ts";
+import { loadCaSigner } from "../lib/pki/ca.ts";
+import { formatFingerprint } from "../lib/pki/describe.ts";
+import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { fingerprintOf } from "../lib/transcript/format.ts";
+import { makePki } from "../testkit/pki.ts";
+import { runCli } from "../testkit/cli.ts";
+import { LiveClient, registerUser, ServerProcess } from "../testkit/server_process.ts";
+import { FrameProxy } from "./helpers/proxy.ts";
+import { decryptWithKeylog } from "./helpers/keylog.ts";
+
+const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12" };
+
+function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) out.push(...await filesUnder(path));
+    else if (entry.isFile) out.push(path);
+  }
+  return out;
+}
+
+Deno.test("e2e: private lines are ciphertext to the server, in its files, logs and every frame it sent", async () => {
+  const pki = await makePki(["alice", "bob"], "ed25519");
+  const workDir = await Deno.makeTempDir({ prefix: "securechat-e2e-" });
+  const keylog = join(workDir, "keys.log");
+  const server = await ServerProcess.start({
+    pkiDir: pki.dir,
+    workDir,
+    args: ["--keylog", keylog],
+  });
+  const proxy = FrameProxy.start(server.port);
+  const clients: LiveClient[] = [];
+  const run = crypto.randomUUID().slice(0, 8);
+  const canaries = [`canary-one-${run}`, `canary-two-${run}`, `canary-three-${run}`];
+  const lobbyLine = `lobby-line-${run}`;
+  try {
+    assert.ok(
+      server.otherOutput.some((l) => l.includes("WARNING: --keylog is on")),
+      "serve warns loudly when the key log is on",
+    );
+    for (const user of ["alice", "bob"] as const) {
+      await registerUser(server, pki.dir, user, PASSWORDS[user]);
+    }
+    const login = (user: "alice" | "bob") =>
+      LiveClient.login({
+        port: proxy.port,
+        user,
+        password: PASSWORDS[user],
+        pkiDir: pki.dir,
+        transcripts: join(pki.dir, `${user}-transcripts`),
+      });
+    const bob = await login("bob");
+    clients.push(bob);
+    const alice = await login("alice");
+    clients.push(alice);
+
+    // A first contact (bob's stored prekeys), an answer (a ratchet step), and one more line.
+    await alice.send(`/msg bob ${canaries[0]}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${canaries[0]}`));
+    await bob.send(`/msg alice ${canaries[1]}`);
+    await alice.waitForLine((l) => l.includes(`bob (private) ✓ ${canaries[1]}`));
+    await alice.send(`/msg bob ${canaries[2]}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${canaries[2]}`));
+    await alice.send(lobbyLine);
+    await bob.waitForLine((l) => l.includes(`alice ✓ ${lobbyLine}`));
+    for (const c of clients) assert.equal((await c.end()).code, 0);
+    await server.stop();
+
+    // 1. Everything the server process wrote: its files (transcripts, the database and its
+    //    journal, the key log) and its log output.
+    const written = await filesUnder(workDir);
+    assert.ok(written.some((p) => p.endsWith(".log") && p.includes("transcripts")));
+    for (const path of written) {
+      const bytes = await Deno.readFile(path);
+      for (const canary of canaries) {
+        assert.ok(!contains(bytes, utf8(canary)), `${canary} in the server's ${path}`);
+      }
+    }
+    const output = [...server.logs.map((e) => JSON.stringify(e)), ...server.otherOutput].join("\n");
+    for (const canary of canaries) assert.ok(!output.includes(canary), `${canary} in the log`);
+
+    // 2. Every frame, both ways, decrypted with the key log.
+    const opened = decryptWithKeylog(proxy.frames, await Deno.readTextFile(keylog));
+    const readable: string[] = [];
+    let endToEnd = 0;
+    for (const { message } of opened) {
+      if (message.type !== "msg" && message.type !== "relay") continue;
+      const record = decodeRecord(message.record as never);
+      if (record.to.startsWith("user:") && record.dir === "c2s") {
+        assert.ok(!("k" in message), "a private record travels without its content key");
+        assert.ok("e2e" in message, "a private record carries its end-to-end envelope");
+        endToEnd++;
+      }
+      if (typeof message.k === "string") {
+        const body = openContent(record, fromBase64(message.k));
+        if ("text" in body) readable.push(body.text);
+      }
+    }
+    assert.ok(endToEnd >= 6, `each private line in alice's msg and bob's relay (${endToEnd})`);
+    assert.ok(readable.includes(lobbyLine), "the decrypter reads what the server may read");
+    const everything = JSON.stringify(opened);
+    for (const canary of canaries) {
+      assert.ok(!readable.includes(canary) && !everything.includes(canary), `${canary} readable`);
+    }
+
+    // 3. bob's transcript still proves who wrote what, with receipts, offline.
+    const bobDir = join(pki.dir, "bob-transcripts");
+    const log = [...Deno.readDirSync(bobDir)].map((e) => e.name).find((n) => n.endsWith(".log"))!;
+    const verified = await runCli([
+      "verify",
+      join(bobDir, log),
+      "--ca",
+      `${pki.dir}/ca.pem`,
+      "--json",
+    ]);
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+    const report = JSON.parse(verified.stdout);
+    assert.equal(report.ok, true);
+    assert.deepEqual(report.confirmedBy, ["client", "server"]);
+  } finally {
+    for (const c of clients) await c.end().catch(() => {});
+    await proxy.close();
+    await server.dispose();
+    await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("e2e: /verify shows the certificate fingerprint behind each of bob's devices; keys under a revoked certificate are refused", async () => {
+  const pki = await makePki(["alice", "bob"], "ed25519");
+  const server = await ServerProcess.start({ pkiDir: pki.dir });
+  const clients: LiveClient[] = [];
+  try {
+    for (const user of ["alice", "bob"] as const) {
+      await registerUser(server, pki.dir, user, PASSWORDS[user]);
+    }
+    const login = async (user: "alice" | "bob") => {
+      const client = await LiveClient.login({
+        port: server.port,
+        user,
+        password: PASSWORDS[user],
+        pkiDir: pki.dir,
+        transcripts: join(pki.dir, `${user}-transcripts`),
+      });
+      clients.push(client);
+      return client;
+    };
+    const bob = await login("bob");
+    const alice = await login("alice");
+    const bobFingerprint = formatFingerprint(
+      fingerprintOf((await pki.identity("bob")).certDer),
+    );
+    await alice.send("/verify bob");
+    // Two devices: the CLI state of bob's registration and the one of this login.
+    await alice.waitForLine((l) => l.includes("compare the fingerprint with bob"));
+    const shown = alice.stdout.filter((l) => /bob device [0-9a-f]{16}: end-to-end keys/.test(l));
+    assert.equal(shown.length, 2, alice.stdout.join("\n"));
+    for (const line of shown) assert.ok(line.endsWith(bobFingerprint), line);
+    assert.equal((await bob.end()).code, 0);
+    assert.equal((await alice.end()).code, 0);
+
+    // bob's certificate is revoked; alice's next client reads the new CRL beside the CA.
+    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "bob", 1);
+    const again = await login("alice");
+    await again.send("/verify bob");
+    await again.waitForLine((l) => l.includes("bob's end-to-end keys refused"));
+    assert.ok(!again.stdout.some((l) => l.includes("signed by certificate")));
+    await again.send("/msg bob are you still there");
+    await again.waitForLine((l) => l.includes("not sent to bob"));
+    assert.equal((await again.end()).code, 0);
+  } finally {
+    for (const c of clients) await c.end().catch(() => {});
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});

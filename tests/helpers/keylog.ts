@@ -1,0 +1,73 @@
+/**
+ * An auditor's decrypter for `serve --keylog` (PROTOCOL §12.9): given the frames a
+ * FrameProxy recorded and the key log lines, it opens every sealed record of every
+ * connection and returns each message's JSON, as anyone holding the log could.
+ */
+import { createHash } from "node:crypto";
+import { concat, fromBase64, fromHex, toHex, u32be } from "../../lib/bytes.ts";
+import { expandLabel, LABELS } from "../../lib/handshake/key_schedule.ts";
+import { RecordLayer } from "../../lib/handshake/record.ts";
+import type { Direction, ProxiedFrame } from "./proxy.ts";
+
+export interface OpenedFrame {
+  conn: number;
+  dir: Direction;
+  message: Record<string, unknown>;
+}
+
+/** Parses key log lines: label → client nonce (hex) → secret. */
+function parseKeylog(text: string): Map<string, Map<string, Uint8Array>> {
+  const out = new Map<string, Map<string, Uint8Array>>();
+  for (const line of text.split("\n")) {
+    const [label, nonce, secret] = line.trim().split(" ");
+    if (!secret) continue;
+    if (!out.has(nonce)) out.set(nonce, new Map());
+    out.get(nonce)!.set(label, fromHex(secret));
+  }
+  return out;
+}
+
+/** Opens every frame of every connection in `frames` with the secrets in `keylog`. */
+export function decryptWithKeylog(frames: ProxiedFrame[], keylog: string): OpenedFrame[] {
+  const secrets = parseKeylog(keylog);
+  const opened: OpenedFrame[] = [];
+  const conns = [...new Set(frames.map((f) => f.conn))];
+  const decoder = new TextDecoder();
+  for (const conn of conns) {
+    const of = (dir: Direction) => frames.filter((f) => f.conn === conn && f.dir === dir);
+    const [hello, serverHello] = [of("c2s")[0], of("s2c")[0]];
+    if (!hello || !serverHello) continue;
+    const nonce = toHex(fromBase64(JSON.parse(decoder.decode(hello.payload)).nonce));
+    const mine = secrets.get(nonce);
+    if (!mine) throw new Error(`connection ${conn}: no key log entry for its hello`);
+    const h1 = new Uint8Array(
+      createHash("sha256").update(
+        concat(
+          u32be(hello.payload.length),
+          hello.payload,
+          u32be(serverHello.payload.length),
+          serverHello.payload,
+        ),
+      ).digest(),
+    );
+    const hs = mine.get("HANDSHAKE_SECRET")!;
+    for (const dir of ["c2s", "s2c"] as const) {
+      const keys = {
+        key: expandLabel(hs, LABELS.hsKey(dir), h1, 16),
+        iv: expandLabel(hs, LABELS.hsIv(dir), h1, 12),
+      };
+      const layer = new RecordLayer(keys, keys);
+      let finished = 0;
+      for (const frame of of(dir).slice(1)) {
+        const message = JSON.parse(decoder.decode(layer.open(frame.payload)));
+        opened.push({ conn, dir, message });
+        // Each direction moves to its application secret after its phase 2 finished (§5).
+        if (message.type === "finished" && ++finished === 2) {
+          layer.switchReceive(mine.get(`APP_TRAFFIC_${dir.toUpperCase()}_0`)!);
+        }
+        if (message.type === "key_update") layer.updateReceive();
+      }
+    }
+  }
+  return opened;
+}
