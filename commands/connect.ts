@@ -363,6 +363,7 @@ async function openSession(
     e2e: {
       wrap: (record, k) => e2e.wrap(record, k),
       unwrap: (author, record, envelope) => e2e.unwrap(author, record, envelope),
+      save: () => e2e.save(),
     },
   });
   // Our bundle (signed by our certificate) goes to the server's key directory at every login.

@@ -56,6 +56,7 @@ export async function deviceLogin(
     e2e: {
       wrap: (record, k) => e2e.wrap(record, k),
       unwrap: (author, record, envelope) => e2e.unwrap(author, record, envelope),
+      save: () => e2e.save(),
     },
   });
   const received: ReceivedMessage[] = [];

@@ -358,6 +358,11 @@ export async function registerUser(
   pkiDir: string,
   user: string,
   password: string,
+  /**
+   * The client's transcripts directory, where its end-to-end state lives: give the one later
+   * logins use when the registering device must be the same device (PROTOCOL §12.6).
+   */
+  transcripts = server.transcripts + "-clients",
 ): Promise<void> {
   const mark = server.mark();
   const result = await runConnect({
@@ -365,7 +370,7 @@ export async function registerUser(
     user,
     password,
     pkiDir,
-    transcripts: server.transcripts + "-clients",
+    transcripts,
     registerEmail: `${user}@example.com`,
   });
   assert.equal(result.code, 0, `register ${user} failed:\n${result.stderr}`);

@@ -23,7 +23,10 @@ Deno.test({
     const clients: LiveClient[] = [];
     try {
       const [n1, n2] = cluster.nodes;
-      for (const user of ["alice", "bob"]) await registerUser(n1, pki.dir, user, password(user));
+      // Each user registers from the state of its later logins: one device (PROTOCOL §12.6).
+      for (const user of ["alice", "bob"]) {
+        await registerUser(n1, pki.dir, user, password(user), `${n1.workDir}/${user}-transcripts`);
+      }
       const login = async (user: string, port: number) => {
         const client = await LiveClient.login({
           port,

@@ -34,13 +34,6 @@ export interface RelayedText {
   /** The content key (unwrapped, for an end-to-end record); absent when it could not be. */
   k?: Uint8Array;
   /**
-   * Why this device cannot read an end-to-end record genuinely from its author (signature
-   * checked): no wrap for this device, its state for that conversation is gone or older, or
-   * a client without the end-to-end layer (PROTOCOL §12.6). Recorded, and shown as such:
-   * never text.
-   */
-  undecryptable?: string;
-  /**
    * Accepted in an earlier session already (a failover replay, or a server re-delivering
    * it): genuine and recorded, but not to be shown as new (PROTOCOL §6.4).
    */
@@ -48,9 +41,10 @@ export interface RelayedText {
   /** Delivered from the offline queue (PROTOCOL §6.6): written while we were away. */
   stored: boolean;
   /**
-   * Why this device cannot read the record (the end-to-end layer, PROTOCOL §12): genuine
-   * and recorded, shown as unreadable, and for a stored record left in the queue for
-   * another of the user's devices (§6.6).
+   * Why this device cannot read the record (the end-to-end layer, PROTOCOL §12.6): no wrap
+   * for this device, its state for that conversation is gone or older, or a client without
+   * the layer. Genuine (its signature checked) and recorded, shown as unreadable, never as
+   * text; a stored one is left in the queue for another of the user's devices (§6.6).
    */
   undecryptable?: string;
 }

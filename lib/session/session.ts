@@ -101,6 +101,8 @@ export interface E2eHooks {
    */
   wrap(record: MessageRecord, k: Uint8Array): Promise<E2eEnvelope | undefined>;
   unwrap: E2eUnwrap;
+  /** Makes the end-to-end state durable (before stored lines are acknowledged, §6.6). */
+  save(): Promise<void>;
 }
 
 /** A session message that passed every check. */
@@ -696,6 +698,7 @@ export class ChatSession {
           }
           await this.#transcript.sync();
           await this.#opts.seen?.save();
+          await this.#opts.e2e?.save();
           if (this.closing) return; // unacknowledged: delivered again next time, shown once
           await this.send(
             unread.length ? { kind: "received", upto, unread } : { kind: "received", upto },
