@@ -123,10 +123,14 @@ function onMessage(message: ReceivedMessage): void {
       author: relayed.author,
       verified: true,
       private: relayed.private,
-      text: relayed.stored ? `(while you were away) ${relayed.text}` : relayed.text,
+      text: (relayed.stored ? "(while you were away) " : "") +
+        (relayed.undecryptable === undefined
+          ? relayed.text
+          : `[cannot decrypt: ${relayed.undecryptable}]`),
     });
     return;
   }
+  if (message.type !== "msg") return; // a client receives no sealed records (PROTOCOL §12.6)
   const { body } = message;
   if (body.kind === "notice") show("notice", { ts: message.ts, author: "*", text: body.text });
   if (body.kind === "operator") {

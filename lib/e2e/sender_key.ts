@@ -12,7 +12,6 @@
  * record, so a member who holds the chain can neither forge nor re-attribute a record.
  */
 
-import { z } from "zod";
 import { concat, fromBase64, randomBytes, toBase64, u32be, utf8, wipe } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { type SenderKeyDistributionJson, SenderKeyDistributionJsonSchema } from "./envelope.ts";
