@@ -7,6 +7,7 @@
  */
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac } from "@noble/hashes/hmac.js";
+import { scrypt as nobleScrypt } from "@noble/hashes/scrypt.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { x25519 } from "@noble/curves/ed25519.js";
 import type { Sha256Hasher, SyncEd25519Key } from "./sync_types.ts";
@@ -31,6 +32,16 @@ class NobleHasher implements Sha256Hasher {
 
 export function sha256Hasher(): Sha256Hasher {
   return new NobleHasher();
+}
+
+/** scrypt (RFC 7914), as the node backend's (the end-to-end state's key, PROTOCOL §12.7). */
+export function scrypt(
+  password: string,
+  salt: Uint8Array,
+  params: { N: number; r: number; p: number; maxmem: number },
+  length: number,
+): Uint8Array {
+  return nobleScrypt(password, salt, { ...params, dkLen: length });
 }
 
 export function sha256(...parts: Uint8Array[]): Uint8Array {

@@ -7,7 +7,14 @@
  * import node:crypto (tests/unit/layers_test.ts); tests/unit/sync_crypto_test.ts holds the two
  * backends to the same outputs.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, type Hash } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  type Hash,
+  scryptSync,
+} from "node:crypto";
 import {
   createPrivateKey,
   createPublicKey,
@@ -40,6 +47,16 @@ export function sha256Hasher(): Sha256Hasher {
 }
 
 /** SHA-256 over the concatenation of `parts`. */
+/** scrypt (RFC 7914): the key of the encrypted end-to-end state (PROTOCOL §12.7). */
+export function scrypt(
+  password: string,
+  salt: Uint8Array,
+  params: { N: number; r: number; p: number; maxmem: number },
+  length: number,
+): Uint8Array {
+  return new Uint8Array(scryptSync(password, salt, length, params));
+}
+
 export function sha256(...parts: Uint8Array[]): Uint8Array {
   const h = createHash("sha256");
   for (const part of parts) h.update(part);

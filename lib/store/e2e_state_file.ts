@@ -5,7 +5,7 @@
  * rename over the old one, fsync of the directory. A crash leaves the old state or the
  * new one, never half of either.
  */
-import { scryptSync } from "node:crypto";
+import { scrypt } from "#sync-crypto";
 import { dirname } from "node:path";
 import { z } from "zod";
 import { fromBase64, fromUtf8, randomBytes, toBase64, utf8, wipe } from "../bytes.ts";
@@ -156,5 +156,5 @@ export class StateFile implements E2eStorage {
 }
 
 function derive(secret: string, salt: Uint8Array): Uint8Array {
-  return new Uint8Array(scryptSync(secret.normalize("NFC"), salt, 32, SCRYPT));
+  return scrypt(secret.normalize("NFC"), salt, SCRYPT, 32);
 }

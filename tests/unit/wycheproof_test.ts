@@ -574,3 +574,17 @@ Deno.test({
     assert.deepEqual(Object.keys(manifest.files).sort(), run);
   },
 });
+
+Deno.test("#sync-crypto scrypt(): the node and browser backends agree (RFC 7914 §12 vector 2)", () => {
+  // RFC 7914 §12: P = "password", S = "NaCl", N = 1024, r = 8, p = 16, dkLen = 64.
+  const expected = "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162" +
+    "2eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640";
+  const params = { N: 1024, r: 8, p: 16, maxmem: 64 * 1024 * 1024 };
+  for (const backend of [nodeSync, browserSync]) {
+    const out = backend.scrypt("password", new TextEncoder().encode("NaCl"), params, 64);
+    assert.equal(
+      [...out].map((b) => b.toString(16).padStart(2, "0")).join(""),
+      expected,
+    );
+  }
+});
