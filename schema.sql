@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS e2e_devices (
   device CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   cert VARBINARY(16384) NOT NULL,
   bundle TEXT CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  lobby TINYINT NOT NULL,
   updated_at BIGINT NOT NULL,
   PRIMARY KEY (username, device)
 ) ENGINE=InnoDB;

@@ -11,7 +11,7 @@ import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/sessi
 import { SeenStore } from "../lib/session/relay.ts";
 import { seenFile } from "../lib/session/seen_file.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
-import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
+import { canonicalName, LOBBY, recipientUser, type RefusalCode } from "../lib/message/record.ts";
 import { E2eClient } from "../lib/e2e/client.ts";
 import { formatFingerprint } from "../lib/pki/describe.ts";
 import { StateFile } from "../lib/store/e2e_state_file.ts";
@@ -360,11 +360,7 @@ async function openSession(
     seen,
     keepKeys: true,
     keyUpdateMs: options.keyUpdate * 1000,
-    e2e: {
-      wrap: (record, k) => e2e.wrap(record, k),
-      unwrap: (author, record, envelope) => e2e.unwrap(author, record, envelope),
-      save: () => e2e.save(),
-    },
+    e2e,
   });
   // Our bundle (signed by our certificate) goes to the server's key directory at every login.
   // It is the session's first message, before any typed line (a failure only means first
@@ -435,6 +431,10 @@ async function chat(
       if (message.type === "msg" && message.body.kind === "keys") {
         return await e2e.onKeys(message.body, session).catch(() => {});
       }
+      if (message.type === "msg" && message.body.kind === "members") {
+        return e2e.onMembers(message.body);
+      }
+      if (message.type === "relay" && message.relayed.senderKey) return; // handled, not a line
       if (message.type === "relay" && message.relayed.duplicate) return; // shown before
       if (
         message.type === "msg" && message.body.kind === "notice" &&
@@ -502,6 +502,24 @@ async function chatInput(
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;
     const privateTo = recipientUser(to);
+    if (to === LOBBY) {
+      // Our sender key for the lobby's current members first (PROTOCOL §12.5).
+      try {
+        const { without, refused } = await e2e.prepareLobby(session);
+        for (const { user, reason } of refused) {
+          show(safeText(`securechat: warning: ${user} cannot read the lobby: ${reason}`));
+        }
+        if (without.length) {
+          show(safeText(
+            `securechat: warning: ${without.join(", ")} cannot take lobby sender keys (an ` +
+              `older client): this lobby line goes readable by the server`,
+          ));
+        }
+      } catch (error) {
+        show(safeText(`securechat: not sent to the lobby: ${(error as Error).message}`));
+        continue;
+      }
+    }
     if (privateTo !== null) {
       // A first line to someone fetches and checks their keys first (PROTOCOL §12.3); a line
       // that cannot go end to end is not sent at all.

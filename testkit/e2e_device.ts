@@ -5,7 +5,9 @@
  */
 import { E2eClient, type E2eStorage, MemoryStorage } from "../lib/e2e/client.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
-import { recipientUser } from "../lib/message/record.ts";
+import type { E2eEnvelope } from "../lib/e2e/envelope.ts";
+import { LOBBY, type MessageRecord, recipientUser } from "../lib/message/record.ts";
+import type { ValidatedPeer } from "../lib/pki/validate.ts";
 import { parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
@@ -16,6 +18,11 @@ export interface DeviceClient {
   session: ChatSession;
   e2e: E2eClient;
   received: ReceivedMessage[];
+  /**
+   * Every end-to-end envelope relayed to this device, as it arrived (author's validated
+   * certificate, record, envelope): what a test replays into another device's lib.
+   */
+  envelopes: { author: ValidatedPeer; record: MessageRecord; e2e: E2eEnvelope }[];
   running: Promise<SessionEnd>;
   /**
    * A line as the user types it, through the chat-line parser the CLI uses; a private line
@@ -34,6 +41,8 @@ export async function deviceLogin(
     password: string;
     transcriptDir: string;
     storage?: E2eStorage;
+    /** false: the device does not publish its bundle at login (call `e2e.publish` later). */
+    publish?: boolean;
   },
 ): Promise<DeviceClient> {
   const identity = await o.pki.identity(o.user);
@@ -48,6 +57,7 @@ export async function deviceLogin(
     certDer: identity.certDer,
     signingKey: identity.signingKey,
   }, o.pki.trust);
+  const envelopes: DeviceClient["envelopes"] = [];
   const session = await ChatSession.start(established, {
     transcripts: transcriptDirectory(o.transcriptDir),
     serverName: "localhost",
@@ -55,27 +65,34 @@ export async function deviceLogin(
     keepKeys: true,
     e2e: {
       wrap: (record, k) => e2e.wrap(record, k),
-      unwrap: (author, record, envelope) => e2e.unwrap(author, record, envelope),
+      unwrap: (author, record, envelope) => {
+        envelopes.push({ author, record, e2e: envelope });
+        return e2e.unwrap(author, record, envelope);
+      },
       save: () => e2e.save(),
+      onSenderKey: (author, update) => e2e.onSenderKey(author, update),
     },
   });
   const received: ReceivedMessage[] = [];
   const running = session.run({
     onMessage: async (m) => {
       if (m.type === "msg" && m.body.kind === "keys") return await e2e.onKeys(m.body, session);
+      if (m.type === "msg" && m.body.kind === "members") return e2e.onMembers(m.body);
+      if (m.type === "relay" && m.relayed.senderKey) return; // handled by the session, not a line
       received.push(m);
     },
   });
-  await e2e.publish(session);
+  if (o.publish !== false) await e2e.publish(session);
   const say = async (line: string) => {
     const parsed = parseChatLine(line);
     if (parsed.action !== "send") throw new Error(`not a sending line: ${line}`);
     const privateTo = recipientUser(parsed.to);
+    if (parsed.to === LOBBY) await e2e.prepareLobby(session);
     const devices = privateTo === null
       ? undefined
       : (await e2e.prepare(privateTo, session)).devices;
     await session.send(parsed.body, parsed.to);
     return devices;
   };
-  return { session, e2e, received, running, say };
+  return { session, e2e, received, envelopes, running, say };
 }

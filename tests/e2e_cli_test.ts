@@ -18,7 +18,7 @@ import { LiveClient, registerUser, ServerProcess } from "../testkit/server_proce
 import { FrameProxy } from "./helpers/proxy.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
 
-const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12" };
+const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12", carol: "carol-password-1" };
 
 function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
   outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
@@ -38,8 +38,8 @@ async function filesUnder(dir: string): Promise<string[]> {
   return out;
 }
 
-Deno.test("e2e: private lines are ciphertext to the server, in its files, logs and every frame it sent", async () => {
-  const pki = await makePki(["alice", "bob"], "ed25519");
+Deno.test("e2e: private and lobby lines are ciphertext to the server, in its files, logs and every frame it sent", async () => {
+  const pki = await makePki(["alice", "bob", "carol"], "ed25519");
   const workDir = await Deno.makeTempDir({ prefix: "securechat-e2e-" });
   const keylog = join(workDir, "keys.log");
   const server = await ServerProcess.start({
@@ -50,17 +50,18 @@ Deno.test("e2e: private lines are ciphertext to the server, in its files, logs a
   const proxy = FrameProxy.start(server.port);
   const clients: LiveClient[] = [];
   const run = crypto.randomUUID().slice(0, 8);
-  const canaries = [`canary-one-${run}`, `canary-two-${run}`, `canary-three-${run}`];
-  const lobbyLine = `lobby-line-${run}`;
+  const privateCanaries = [`canary-one-${run}`, `canary-two-${run}`, `canary-three-${run}`];
+  const lobbyCanaries = [`lobby-one-${run}`, `lobby-two-${run}`, `lobby-three-${run}`];
+  const canaries = [...privateCanaries, ...lobbyCanaries];
   try {
     assert.ok(
       server.otherOutput.some((l) => l.includes("WARNING: --keylog is on")),
       "serve warns loudly when the key log is on",
     );
-    for (const user of ["alice", "bob"] as const) {
+    for (const user of ["alice", "bob", "carol"] as const) {
       await registerUser(server, pki.dir, user, PASSWORDS[user]);
     }
-    const login = (user: "alice" | "bob") =>
+    const login = (user: "alice" | "bob" | "carol") =>
       LiveClient.login({
         port: proxy.port,
         user,
@@ -72,17 +73,30 @@ Deno.test("e2e: private lines are ciphertext to the server, in its files, logs a
     clients.push(bob);
     const alice = await login("alice");
     clients.push(alice);
+    const carol = await login("carol");
+    clients.push(carol);
 
     // A first contact (bob's stored prekeys), an answer (a ratchet step), and one more line.
-    await alice.send(`/msg bob ${canaries[0]}`);
-    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${canaries[0]}`));
-    await bob.send(`/msg alice ${canaries[1]}`);
-    await alice.waitForLine((l) => l.includes(`bob (private) ✓ ${canaries[1]}`));
-    await alice.send(`/msg bob ${canaries[2]}`);
-    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${canaries[2]}`));
-    await alice.send(lobbyLine);
-    await bob.waitForLine((l) => l.includes(`alice ✓ ${lobbyLine}`));
-    for (const c of clients) assert.equal((await c.end()).code, 0);
+    await alice.send(`/msg bob ${privateCanaries[0]}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${privateCanaries[0]}`));
+    await bob.send(`/msg alice ${privateCanaries[1]}`);
+    await alice.waitForLine((l) => l.includes(`bob (private) ✓ ${privateCanaries[1]}`));
+    await alice.send(`/msg bob ${privateCanaries[2]}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${privateCanaries[2]}`));
+    // The lobby under sender keys (PROTOCOL §12.5), each author in turn.
+    const authors = [alice, bob, carol];
+    const names = ["alice", "bob", "carol"];
+    for (const [i, line] of lobbyCanaries.entries()) {
+      await authors[i].send(line);
+      for (const [j, reader] of authors.entries()) {
+        if (j !== i) await reader.waitForLine((l) => l.includes(`${names[i]} ✓ ${line}`));
+      }
+    }
+    for (const c of clients) {
+      const end = await c.end();
+      assert.equal(end.code, 0);
+      assert.ok(!end.stderr.includes("readable by the server"), end.stderr);
+    }
     await server.stop();
 
     // 1. Everything the server process wrote: its files (transcripts, the database and its
@@ -102,12 +116,16 @@ Deno.test("e2e: private lines are ciphertext to the server, in its files, logs a
     const opened = decryptWithKeylog(proxy.frames, await Deno.readTextFile(keylog));
     const readable: string[] = [];
     let endToEnd = 0;
+    let lobbyEndToEnd = 0;
     for (const { message } of opened) {
       if (message.type !== "msg" && message.type !== "relay") continue;
       const record = decodeRecord(message.record as never);
-      if (record.to.startsWith("user:") && record.dir === "c2s") {
-        assert.ok(!("k" in message), "a private record travels without its content key");
-        assert.ok("e2e" in message, "a private record carries its end-to-end envelope");
+      if (record.dir === "c2s" && record.to !== "server") {
+        assert.ok(!("k" in message), `a ${record.to} record travels without its content key`);
+        assert.ok("e2e" in message, `a ${record.to} record carries its end-to-end envelope`);
+        const kind = (message.e2e as { kind: string }).kind;
+        assert.equal(kind, record.to === "lobby" ? "sender" : "ratchet");
+        if (record.to === "lobby") lobbyEndToEnd++;
         endToEnd++;
       }
       if (typeof message.k === "string") {
@@ -115,8 +133,12 @@ Deno.test("e2e: private lines are ciphertext to the server, in its files, logs a
         if ("text" in body) readable.push(body.text);
       }
     }
-    assert.ok(endToEnd >= 6, `each private line in alice's msg and bob's relay (${endToEnd})`);
-    assert.ok(readable.includes(lobbyLine), "the decrypter reads what the server may read");
+    assert.ok(endToEnd >= 6 + 9, `each line in its author's msg and its relays (${endToEnd})`);
+    assert.ok(lobbyEndToEnd >= 9, `each lobby line in its msg and two relays (${lobbyEndToEnd})`);
+    assert.ok(
+      readable.some((t) => t.startsWith("welcome alice; online:")),
+      "the decrypter reads what the server may read (its own notices)",
+    );
     const everything = JSON.stringify(opened);
     for (const canary of canaries) {
       assert.ok(!readable.includes(canary) && !everything.includes(canary), `${canary} readable`);

@@ -19,13 +19,14 @@ import {
 
 const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12" };
 
-async function aliceDevice(pki: TestPki, server: ServerProcess, name: string) {
+async function aliceDevice(pki: TestPki, server: ServerProcess, name: string, publish = true) {
   const tcp = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   return await deviceLogin(new FrameConnection(tcp), {
     pki,
     user: "alice",
     password: PASSWORDS.alice,
     transcriptDir: join(server.workDir, `alice-${name}`),
+    publish,
   });
 }
 
@@ -64,10 +65,10 @@ Deno.test("e2e devices: a line reaches every device the sender knows; an unknown
     await bob.send("/msg alice to each of your devices");
     assert.equal((await relayed(second, "to each of your devices")).author, "bob");
 
-    // A third device logs in (taking the session over); bob's client listed alice's devices
-    // a moment ago, so its next line has no wrap for the third: a clear notice, no crash.
+    // A third device logs in (taking the session over) and has not published its keys yet,
+    // so bob's next line has no wrap for it: a clear notice, no crash.
     const mark = server.mark();
-    const third = await aliceDevice(pki, server, "third");
+    const third = await aliceDevice(pki, server, "third", false);
     devices.push(third);
     await server.waitFor(logIs("LOGIN", { user: "alice" }), 10_000, mark);
     await bob.send("/msg alice before I know your third device");
@@ -76,8 +77,9 @@ Deno.test("e2e devices: a line reaches every device the sender knows; an unknown
     assert.equal(unreadable.author, "bob", "still a verified line from bob");
     assert.equal(unreadable.text, "", "nothing shown as its text");
 
-    // The third device speaks first: bob's client learns it from that first contact, and
-    // its next line is wrapped for the third device too.
+    // The third device publishes and speaks first: bob's client learns it from that first
+    // contact, and its next line is wrapped for the third device too.
+    await third.e2e.publish(third.session);
     assert.ok((await third.say("/msg bob hello from my third device"))! >= 1);
     await bob.waitForLine((l) => l.includes("alice (private) ✓ hello from my third device"));
     await bob.send("/msg alice now I know it");

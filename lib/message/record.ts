@@ -95,6 +95,8 @@ const seqnoValue = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 export const MAX_UNREAD = 1000;
 
 const userName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/);
+/** Names one `members` body lists at most (64 KiB frames; names are at most 32 characters). */
+export const MAX_MEMBERS_PER_BODY = 1000;
 
 export const BodySchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("text"), text }).strict(),
@@ -114,6 +116,8 @@ export const BodySchema = z.discriminatedUnion("kind", [
     device: DeviceIdSchema,
     bundle: BundleJsonSchema.optional(),
     opks: z.array(OneTimePrekeyJsonSchema).max(MAX_PREKEYS_PER_PUBLISH),
+    /** With a bundle: the device takes lobby sender keys and `members` bodies (§12.5). */
+    lobby: z.literal(true).optional(),
   }).strict(),
   z.object({
     kind: z.literal("keys_fetch"),
@@ -131,6 +135,7 @@ export const BodySchema = z.discriminatedUnion("kind", [
         cert: base64Text(1, MAX_CERT_BYTES).optional(),
         bundle: BundleJsonSchema.optional(),
         opk: OneTimePrekeyJsonSchema.optional(),
+        lobby: z.literal(true).optional(),
       }).strict(),
     ).max(MAX_DEVICES).optional(),
     /** To a publish: the publishing device and its one-time prekeys left (to replenish). */
@@ -138,6 +143,13 @@ export const BodySchema = z.discriminatedUnion("kind", [
     opks_left: z.number().int().min(0).max(0xffff_ffff).optional(),
   }).strict(),
   z.object({ kind: z.literal("sender_key"), ...SenderKeyDistributionJsonSchema.shape }).strict(),
+  // Lobby membership for end-to-end clients (PROTOCOL §12.5): `online` lists who is there
+  // (the snapshot after a device publishes, in chunks); `joined` and `left` are changes.
+  z.object({
+    kind: z.literal("members"),
+    event: z.enum(["online", "joined", "left"]),
+    users: z.array(userName).min(1).max(MAX_MEMBERS_PER_BODY),
+  }).strict(),
 ]);
 export type Body = z.output<typeof BodySchema>;
 
@@ -147,7 +159,8 @@ export type Body = z.output<typeof BodySchema>;
  */
 export function bodyFits(body: Body, dir: Direction, to: string, e2e = false): boolean {
   if (dir === "s2c") {
-    return body.kind === "notice" || body.kind === "operator" || body.kind === "keys";
+    return body.kind === "notice" || body.kind === "operator" || body.kind === "keys" ||
+      body.kind === "members";
   }
   if (e2e) {
     if (body.kind === "text") return to === LOBBY || recipientUser(to) !== null;

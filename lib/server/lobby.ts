@@ -23,6 +23,7 @@ import {
   type Body,
   canonicalName,
   LOBBY,
+  MAX_MEMBERS_PER_BODY,
   type PreparedRelay,
   prepareRelay,
   recipientUser,
@@ -60,6 +61,9 @@ export const DEFAULT_LOBBY_LIMITS: LobbyLimits = {
   messageBurst: 40,
   presenceNoticeMs: PRESENCE_NOTICE_WINDOW_MS,
 };
+
+/** The most private end-to-end records a membership change lets a member send beyond its rate. */
+export const MAX_REKEY_ALLOWANCE = 1000;
 
 /** Relayed messages of one sender being published to the cluster at once, at most. */
 export const RELAY_WINDOW = 32;
@@ -105,6 +109,16 @@ export class Member {
   readonly storedSent = new Map<number, number>();
   /** Every queue row sent in this session: never sent twice in one session. */
   readonly storedIds = new Set<number>();
+  /**
+   * The session published an end-to-end device (PROTOCOL §12.6): it is told of membership
+   * changes (`members` bodies, §12.5), which clients without the layer would not understand.
+   */
+  e2e = false;
+  /**
+   * Private end-to-end records the member may send beyond its rate after the last membership
+   * change: one new sender key per member (§12.5), which the server cannot tell from text.
+   */
+  rekeyAllowance = 0;
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -231,6 +245,12 @@ export class Lobby {
     this.#cluster?.announcePresence();
     if (replay) void this.#replay(member, replay.after, replay.upTo);
     this.#presence.add("joined", member.username);
+    // End-to-end members hear of it at once: it retires their sender chains (PROTOCOL §12.5).
+    await this.#route(
+      { body: { kind: "members", event: "joined", users: [member.username] } },
+      undefined,
+      member,
+    );
     this.#notify(member, { kind: "notice", text: welcomeText(member.username, this.names()) });
     for (const text of notices) this.#notify(member, { kind: "notice", text });
   }
@@ -239,13 +259,23 @@ export class Lobby {
     if (this.#members.get(keyOf(member.username)) !== member) return;
     this.#members.delete(keyOf(member.username));
     this.#cluster?.announcePresence();
-    if (!member.replaced) this.#presence.add("left", member.username);
+    if (!member.replaced) {
+      this.#presence.add("left", member.username);
+      void this.#route(
+        { body: { kind: "members", event: "left", users: [member.username] } },
+        undefined,
+        member,
+      );
+    }
   }
 
   /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
   async receive(from: Member, message: ReceivedMessage): Promise<void> {
     if (message.type !== "msg" && message.type !== "sealed") return; // clients send nothing else
-    if (!from.bucket.take()) {
+    const rekey = message.type === "sealed" && message.record.to !== LOBBY &&
+      from.rekeyAllowance > 0;
+    if (rekey) from.rekeyAllowance--;
+    else if (!from.bucket.take()) {
       // Every kind counts, and a refusal costs no signature (issue 11 item 6).
       this.log("RATE_LIMITED", { user: from.username, detail: `message ${message.seqno} refused` });
       return this.#refuse(from, message.seqno, "RATE_LIMITED");
@@ -470,17 +500,29 @@ export class Lobby {
           from.session.established.peer.der,
           body.bundle && JSON.stringify(body.bundle),
           body.opks.map((o) => ({ id: o.id, pub: fromBase64(o.pub) })),
+          body.lobby === true,
         );
         this.log("KEYS_PUBLISHED", {
           user: from.username,
           detail: `device ${body.device}: ${left} one-time prekeys` +
             (evicted.length ? `; dropped the oldest device(s) ${evicted.join(", ")}` : ""),
         });
-        return answer({ user: me, device: body.device, opks_left: left });
+        answer({ user: me, device: body.device, opks_left: left });
+        if (body.bundle && body.lobby && !from.e2e) {
+          // From now on this session hears of membership changes; first, who is there.
+          from.e2e = true;
+          const names = this.names();
+          for (let i = 0; i < names.length; i += MAX_MEMBERS_PER_BODY) {
+            const users = names.slice(i, i + MAX_MEMBERS_PER_BODY);
+            this.#notify(from, { kind: "members", event: "online", users });
+          }
+        }
+        return;
       }
       const stored = await directory.fetch(user, new Set(body.known ?? []));
-      const devices = stored.map(({ device, keys }) => {
-        if (!keys) return { device };
+      const devices = stored.map(({ device, lobby, keys }) => {
+        const caps = lobby ? { lobby: true as const } : {};
+        if (!keys) return { device, ...caps };
         const bundle = BundleJsonSchema.safeParse(JSON.parse(keys.bundle));
         if (!bundle.success) throw new SecureChatError("INTERNAL", "a stored bundle is malformed");
         return {
@@ -488,6 +530,7 @@ export class Lobby {
           cert: toBase64(keys.cert),
           bundle: bundle.data,
           ...(keys.opk ? { opk: { id: keys.opk.id, pub: toBase64(keys.opk.pub) } } : {}),
+          ...caps,
         };
       });
       return answer({ user, devices });
@@ -558,6 +601,7 @@ export class Lobby {
   /** One record to some members: a relay is serialised once for all of them. */
   #deliverRecord(members: Member[], record: ClusterRecord): void {
     if ("body" in record) {
+      if (record.body.kind === "members") return this.#membersChanged(members, record.body);
       for (const m of members) this.#notify(m, record.body);
       return;
     }
@@ -568,6 +612,19 @@ export class Lobby {
     if (members.length === 0) return;
     const prepared = preparedRelayOf(record.relay);
     for (const m of members) this.#relay(m, prepared);
+  }
+
+  /**
+   * A lobby membership change (PROTOCOL §12.5): told to end-to-end members only, each of whom
+   * may now send one new sender key per member beyond its rate.
+   */
+  #membersChanged(members: Member[], body: Extract<Body, { kind: "members" }>): void {
+    const allowance = Math.min(this.names().length, MAX_REKEY_ALLOWANCE);
+    for (const m of members) {
+      if (!m.e2e) continue;
+      m.rekeyAllowance = allowance;
+      this.#notify(m, body);
+    }
   }
 
   /** A record from the cluster stream: to this node's members it is meant for. */
@@ -608,7 +665,9 @@ export class Lobby {
         if (!this.#localRecipients(envelope.from, envelope.to).includes(member)) continue;
         const record = decodeClusterRecord(envelope.record);
         // Join and leave notices of the past would only mislead; messages are what was missed.
-        if ("body" in record && record.body.kind === "notice") continue;
+        if ("body" in record && (record.body.kind === "notice" || record.body.kind === "members")) {
+          continue;
+        }
         this.#deliverRecord([member], record);
         count++;
       }

@@ -9,6 +9,8 @@ import { fromBase64 } from "../bytes.ts";
 import { fingerprintOf } from "../transcript/format.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import {
+  type Body,
+  bodyFits,
   decodeRecord,
   LOBBY,
   MAX_STORED_AGE_MS,
@@ -33,6 +35,12 @@ export interface RelayedText {
   record: MessageRecord;
   /** The content key (unwrapped, for an end-to-end record); absent when it could not be. */
   k?: Uint8Array;
+  /**
+   * Not a line: the author's new lobby sender key, sent privately end to end (PROTOCOL
+   * §12.5). Recorded; the session hands it to the end-to-end layer once the record is
+   * accepted, and nothing is shown.
+   */
+  senderKey?: SenderKeyUpdate;
   /**
    * Accepted in an earlier session already (a failover replay, or a server re-delivering
    * it): genuine and recorded, but not to be shown as new (PROTOCOL §6.4).
@@ -174,6 +182,12 @@ export class SeenStore {
   }
 }
 
+/** A lobby author's new sender chain, from the author device `fromDevice`. */
+export interface SenderKeyUpdate {
+  fromDevice: string;
+  body: Extract<Body, { kind: "sender_key" }>;
+}
+
 /**
  * Unwraps an end-to-end record's content key (PROTOCOL §12.6) for its author's validated
  * certificate. @throws DECRYPT_FAIL, REPLAY, SIG_FAIL, PROTOCOL_ERROR, BAD_KEY_SHARE
@@ -249,12 +263,15 @@ export class RelayVerifier {
       k = fromBase64(relay.k);
     }
     let text = "";
+    let senderKey: SenderKeyUpdate | undefined;
     if (k) {
       const body = openContent(record, k);
-      if (body.kind !== "text") {
-        throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind}, not a text`);
+      if (!bodyFits(body, "c2s", record.to, "e2e" in relay)) {
+        throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind} to ${record.to}`);
       }
-      text = body.text;
+      if (body.kind === "sender_key" && "e2e" in relay) {
+        senderKey = { fromDevice: relay.e2e.from, body };
+      } else if (body.kind === "text") text = body.text;
     }
     const { sessionTime, maxSkewMs, seen } = this.ctx;
     // A live relay is never older than our session; a stored one is never older than any
@@ -296,6 +313,7 @@ export class RelayVerifier {
       record,
       k,
       ...(undecryptable === undefined ? {} : { undecryptable }),
+      ...(senderKey ? { senderKey } : {}),
     };
   }
 

@@ -59,7 +59,13 @@ import {
   PasswordRefusedSchema,
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
-import { type E2eUnwrap, type RelayedText, RelayVerifier, SeenStore } from "./relay.ts";
+import {
+  type E2eUnwrap,
+  type RelayedText,
+  RelayVerifier,
+  SeenStore,
+  type SenderKeyUpdate,
+} from "./relay.ts";
 import type { E2eEnvelope } from "../e2e/envelope.ts";
 import { SequenceWindow } from "./replay.ts";
 import type { TrustStore } from "../pki/validate.ts";
@@ -103,6 +109,8 @@ export interface E2eHooks {
   unwrap: E2eUnwrap;
   /** Makes the end-to-end state durable (before stored lines are acknowledged, §6.6). */
   save(): Promise<void>;
+  /** An accepted relay carried its author's new lobby sender key (§12.5). */
+  onSenderKey(author: string, update: SenderKeyUpdate): void;
 }
 
 /** A session message that passed every check. */
@@ -210,7 +218,7 @@ export class ChatSession {
         username: est.username,
         sessionTime: est.sessionTime,
         maxSkewMs: this.#maxSkew,
-        unwrap: opts.e2e?.unwrap,
+        unwrap: opts.e2e && ((author, record, e2e) => opts.e2e!.unwrap(author, record, e2e)),
       });
     }
   }
@@ -672,6 +680,7 @@ export class ChatSession {
     this.#transcript.appendReceived(
       relayFor(prepared, message.seqno, message.ts, message.type).line,
     );
+    if (relayed.senderKey) this.#opts.e2e?.onSenderKey(relayed.author, relayed.senderKey);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
   }
 

@@ -15,6 +15,8 @@ export const MAX_STORED_PREKEYS = 200;
 /** One device of a user as the directory hands it out. */
 export interface StoredDevice {
   device: string;
+  /** The device takes lobby sender keys (PROTOCOL §12.5). */
+  lobby: boolean;
   /**
    * The certificate the bundle was published with (DER), the bundle's JSON text as published
    * (the recipient checks it, not the server) and a one-time prekey, now removed from the
@@ -43,6 +45,7 @@ export interface KeyDirectory {
     cert: Uint8Array,
     bundle: string | undefined,
     opks: { id: number; pub: Uint8Array }[],
+    lobby?: boolean,
   ): Promise<PublishResult>;
   /**
    * A user's devices, most recently published first; for each device not in `known`, its
@@ -61,6 +64,7 @@ export class SqlKeyDirectory implements KeyDirectory {
     cert: Uint8Array,
     bundle: string | undefined,
     opks: { id: number; pub: Uint8Array }[],
+    lobby = false,
   ): Promise<PublishResult> {
     await this.ready();
     const evicted: string[] = [];
@@ -68,13 +72,14 @@ export class SqlKeyDirectory implements KeyDirectory {
       await query(
         this.db,
         this.db.dialect === "sqlite"
-          ? `INSERT INTO e2e_devices (username, device, cert, bundle, updated_at)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT(username, device) DO UPDATE SET
-             cert = excluded.cert, bundle = excluded.bundle, updated_at = excluded.updated_at`
-          : `INSERT INTO e2e_devices (username, device, cert, bundle, updated_at)
-             VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE cert = VALUES(cert),
-             bundle = VALUES(bundle), updated_at = VALUES(updated_at)`,
-        [user, device, cert, bundle, Date.now()],
+          ? `INSERT INTO e2e_devices (username, device, cert, bundle, lobby, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(username, device) DO UPDATE SET
+             cert = excluded.cert, bundle = excluded.bundle, lobby = excluded.lobby,
+             updated_at = excluded.updated_at`
+          : `INSERT INTO e2e_devices (username, device, cert, bundle, lobby, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE cert = VALUES(cert),
+             bundle = VALUES(bundle), lobby = VALUES(lobby), updated_at = VALUES(updated_at)`,
+        [user, device, cert, bundle, lobby ? 1 : 0, Date.now()],
       );
       const rows = await query(
         this.db,
@@ -118,15 +123,16 @@ export class SqlKeyDirectory implements KeyDirectory {
     await this.ready();
     const rows = await query(
       this.db,
-      `SELECT device, cert, bundle FROM e2e_devices WHERE username = ?
+      `SELECT device, cert, bundle, lobby FROM e2e_devices WHERE username = ?
        ORDER BY updated_at DESC, device`,
       [user],
     );
     const devices: StoredDevice[] = [];
     for (const row of rows.slice(0, MAX_DEVICES)) {
       const device = String(row.device);
+      const lobby = Number(row.lobby) === 1;
       if (known.has(device)) {
-        devices.push({ device });
+        devices.push({ device, lobby });
         continue;
       }
       // One statement removes and returns the prekey, so two askers never get the same one.
@@ -141,6 +147,7 @@ export class SqlKeyDirectory implements KeyDirectory {
       );
       devices.push({
         device,
+        lobby,
         keys: {
           cert: bytes(row.cert),
           bundle: String(row.bundle),

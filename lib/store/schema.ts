@@ -177,6 +177,7 @@ const MIGRATIONS: Migration[] = [{
   device TEXT NOT NULL,
   cert BLOB NOT NULL,
   bundle TEXT NOT NULL,
+  lobby INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (username, device)
 ) STRICT`,
@@ -194,6 +195,7 @@ const MIGRATIONS: Migration[] = [{
   device CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   cert VARBINARY(16384) NOT NULL,
   bundle TEXT CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  lobby TINYINT NOT NULL,
   updated_at BIGINT NOT NULL,
   PRIMARY KEY (username, device)
 ) ENGINE=InnoDB`,
