@@ -7,14 +7,25 @@
  */
 import { canonicalName } from "../pki/names.ts";
 import { createHash, randomFillSync } from "node:crypto";
-import { z } from "zod";
 import { concat, fromBase64, timingSafeEqual, toBase64, u32be, u64be, utf8 } from "../bytes.ts";
 import { openSync, sealSync } from "../crypto/aead.ts";
 import { hmacSha256Sync } from "../crypto/hkdf.ts";
 import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
-import { base64Text } from "../wire/schema.ts";
+import {
+  base64Text,
+  byType,
+  isTrue,
+  literal,
+  matching,
+  members,
+  type Path,
+  type Shape,
+  shape,
+  text as textMember,
+  uint,
+} from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
 
 export { PROTOCOL_VERSION };
@@ -65,15 +76,31 @@ export function isClientRecipient(to: string): boolean {
 
 // ---- bodies (PROTOCOL §6.2) ----
 
-const text = z.string().min(1).max(MAX_TEXT_CHARS);
+export type Body =
+  | { kind: "text"; text: string }
+  | { kind: "who" }
+  | { kind: "notice"; text: string }
+  | { kind: "operator"; text: string; private?: true };
 
-export const BodySchema = z.discriminatedUnion("kind", [
-  z.object({ kind: z.literal("text"), text }).strict(),
-  z.object({ kind: z.literal("who") }).strict(),
-  z.object({ kind: z.literal("notice"), text }).strict(),
-  z.object({ kind: z.literal("operator"), text, private: z.literal(true).optional() }).strict(),
-]);
-export type Body = z.output<typeof BodySchema>;
+/** A body (PROTOCOL §6.2), by its `kind`. */
+export const BodyShape: Shape<Body> = byType<Body>({
+  text: shape((v, p) => ({ kind: "text", text: bodyText(members(v, p, ["kind", "text"]), p) })),
+  who: shape((v, p) => (members(v, p, ["kind"]), { kind: "who" })),
+  notice: shape((v, p) => ({
+    kind: "notice",
+    text: bodyText(members(v, p, ["kind", "text"]), p),
+  })),
+  operator: shape((v, p) => {
+    const o = members(v, p, ["kind", "text"], ["private"]);
+    const body: Body = { kind: "operator", text: bodyText(o, p) };
+    if (o.private !== undefined) body.private = isTrue(o.private, p, "private");
+    return body;
+  }),
+}, "kind");
+
+function bodyText(o: Record<string, unknown>, p: Path): string {
+  return textMember(o.text, p, "text", 1, MAX_TEXT_CHARS);
+}
 
 /** Which bodies each direction may carry, and to whom (PROTOCOL §6.2). */
 export function bodyFits(body: Body, dir: Direction, to: string): boolean {
@@ -85,21 +112,38 @@ export function bodyFits(body: Body, dir: Direction, to: string): boolean {
 
 // ---- the record ----
 
-const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const sid = z.string().regex(/^[0-9a-f]{32}$/, "32 lowercase hex characters");
+const SID_RE = /^[0-9a-f]{32}$/;
+const DIRECTIONS: readonly Direction[] = ["c2s", "s2c"];
 
-/** A record as JSON (binary fields as base64 text). Strict. */
-export const RecordJsonSchema = z.object({
-  sid,
-  dir: z.enum(["c2s", "s2c"]),
-  to: z.string().min(1).max(MAX_TO_CHARS),
-  seqno: uint().min(1),
-  ts: uint(),
-  ct: base64Text(16, MAX_CT_BYTES),
-  c: base64Text(32, 32),
-  sig: base64Text(1, MAX_SIG_BYTES).optional(),
-}).strict();
-export type RecordJson = z.output<typeof RecordJsonSchema>;
+/** A record as JSON (binary fields as base64 text), PROTOCOL §6.1. */
+export interface RecordJson {
+  sid: string;
+  dir: Direction;
+  to: string;
+  seqno: number;
+  ts: number;
+  ct: string;
+  c: string;
+  sig?: string;
+}
+
+/** Checks a record's JSON form: exactly its members, each within its bounds. */
+function recordJson(value: unknown, path: Path): RecordJson {
+  const o = members(value, path, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig"]);
+  const json: RecordJson = {
+    sid: matching(o.sid, path, "sid", SID_RE, "32 lowercase hex characters"),
+    dir: literal(o.dir, path, "dir", DIRECTIONS),
+    to: textMember(o.to, path, "to", 1, MAX_TO_CHARS),
+    seqno: uint(o.seqno, path, "seqno", 1),
+    ts: uint(o.ts, path, "ts"),
+    ct: base64Text(o.ct, path, "ct", 16, MAX_CT_BYTES),
+    c: base64Text(o.c, path, "c", 32, 32),
+  };
+  if (o.sig !== undefined) json.sig = base64Text(o.sig, path, "sig", 1, MAX_SIG_BYTES);
+  return json;
+}
+
+export const RecordJsonShape: Shape<RecordJson> = shape(recordJson);
 
 /** A record with its binary fields decoded. */
 export interface MessageRecord {
@@ -254,7 +298,7 @@ export function parseBody(plaintext: Uint8Array): Body {
   } catch (cause) {
     throw new SecureChatError("PROTOCOL_ERROR", "record body is not strict UTF-8 JSON", { cause });
   }
-  const parsed = BodySchema.safeParse(value);
+  const parsed = BodyShape.safeParse(value);
   if (!parsed.success) {
     throw new SecureChatError("PROTOCOL_ERROR", "record body does not fit any body kind");
   }
@@ -273,60 +317,104 @@ export async function verifyRecord(key: VerifyingKey, r: MessageRecord): Promise
 
 // ---- session messages that carry records (PROTOCOL §3.3, §6) and their transcript lines ----
 
-const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
-const cert = base64Text(1, MAX_CERT_BYTES);
 export const REFUSAL_CODES = ["RATE_LIMITED", "NOT_ONLINE"] as const;
 export type RefusalCode = typeof REFUSAL_CODES[number];
 
-export const MsgMessageSchema = z.object({
-  type: z.literal("msg"),
-  record: RecordJsonSchema,
-  k,
-}).strict();
+export interface MsgMessage {
+  type: "msg";
+  record: RecordJson;
+  k: string;
+}
 
-export const RelayMessageSchema = z.object({
-  type: z.literal("relay"),
-  seqno: uint().min(1),
-  ts: uint(),
-  cert,
-  record: RecordJsonSchema,
-  k,
-}).strict();
+export interface RelayMessage {
+  type: "relay";
+  seqno: number;
+  ts: number;
+  cert: string;
+  record: RecordJson;
+  k: string;
+}
 
-export const RefusedMessageSchema = z.object({
-  type: z.literal("refused"),
-  seqno: uint().min(1),
-  ts: uint(),
-  of: uint().min(1),
-  code: z.enum(REFUSAL_CODES),
-}).strict();
+export interface RefusedMessage {
+  type: "refused";
+  seqno: number;
+  ts: number;
+  of: number;
+  code: RefusalCode;
+}
 
-export type MsgMessage = z.output<typeof MsgMessageSchema>;
-export type RelayMessage = z.output<typeof RelayMessageSchema>;
-export type RefusedMessage = z.output<typeof RefusedMessageSchema>;
+const contentKeyText = (o: Record<string, unknown>, p: Path) =>
+  base64Text(o.k, p, "k", CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
+const certText = (o: Record<string, unknown>, p: Path) =>
+  base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES);
+const recordMember = (o: Record<string, unknown>, p: Path) =>
+  recordJson(o.record, [...p, "record"]);
+
+export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
+  const o = members(v, p, ["type", "record", "k"]);
+  literal(o.type, p, "type", ["msg"]);
+  return { type: "msg", record: recordMember(o, p), k: contentKeyText(o, p) };
+});
+
+export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
+  const o = members(v, p, ["type", "seqno", "ts", "cert", "record", "k"]);
+  literal(o.type, p, "type", ["relay"]);
+  return {
+    type: "relay",
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    cert: certText(o, p),
+    record: recordMember(o, p),
+    k: contentKeyText(o, p),
+  };
+});
+
+export const RefusedMessageShape: Shape<RefusedMessage> = shape((v, p) => {
+  const o = members(v, p, ["type", "seqno", "ts", "of", "code"]);
+  literal(o.type, p, "type", ["refused"]);
+  return refusal(o, p, "refused");
+});
+
+/** The members a refusal shares with its transcript line. */
+function refusal<T extends string>(o: Record<string, unknown>, p: Path, type: T) {
+  return {
+    type,
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    of: uint(o.of, p, "of", 1),
+    code: literal(o.code, p, "code", REFUSAL_CODES),
+  };
+}
 
 /** A transcript line (TRANSCRIPT §2.2): the session message without `k`, plus `dir`. */
-export const LineSchema = z.discriminatedUnion("type", [
-  z.object({ dir: z.enum(["c2s", "s2c"]), type: z.literal("msg"), record: RecordJsonSchema })
-    .strict(),
-  z.object({
-    dir: z.literal("s2c"),
-    type: z.literal("relay"),
-    seqno: uint().min(1),
-    ts: uint(),
-    cert,
-    record: RecordJsonSchema,
-  }).strict(),
-  z.object({
-    dir: z.literal("s2c"),
-    type: z.literal("refused"),
-    seqno: uint().min(1),
-    ts: uint(),
-    of: uint().min(1),
-    code: z.enum(REFUSAL_CODES),
-  }).strict(),
-]);
-export type LineJson = z.output<typeof LineSchema>;
+export type LineJson =
+  | { dir: Direction; type: "msg"; record: RecordJson }
+  | { dir: "s2c"; type: "relay"; seqno: number; ts: number; cert: string; record: RecordJson }
+  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
+
+const S2C: readonly "s2c"[] = ["s2c"];
+
+export const LineShape: Shape<LineJson> = byType<LineJson>({
+  msg: shape((v, p) => {
+    const o = members(v, p, ["dir", "type", "record"]);
+    return { dir: literal(o.dir, p, "dir", DIRECTIONS), type: "msg", record: recordMember(o, p) };
+  }),
+  relay: shape((v, p) => {
+    const o = members(v, p, ["dir", "type", "seqno", "ts", "cert", "record"]);
+    return {
+      dir: literal(o.dir, p, "dir", S2C),
+      type: "relay",
+      seqno: uint(o.seqno, p, "seqno", 1),
+      ts: uint(o.ts, p, "ts"),
+      cert: certText(o, p),
+      record: recordMember(o, p),
+    };
+  }),
+  refused: shape((v, p) => {
+    const o = members(v, p, ["dir", "type", "seqno", "ts", "of", "code"]);
+    return { dir: literal(o.dir, p, "dir", S2C), ...refusal(o, p, "refused") };
+  }),
+});
 
 /** A transcript line as the session hands it to the writer. */
 export type Line =

@@ -9,27 +9,28 @@ import { fromBase64 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import {
   type Body,
-  BodySchema,
+  BodyShape,
   CONTENT_KEY_BYTES,
   decodeRecord,
   MAX_CERT_BYTES,
   type PreparedRelay,
   prepareRelay,
   type RecordJson,
-  RecordJsonSchema,
+  RecordJsonShape,
 } from "../message/record.ts";
 import { base64Text } from "../wire/schema.ts";
+import { zodOf } from "../wire/shape.ts";
 
 export type ClusterRecord =
   | { body: Body }
   | { relay: { cert: string; record: RecordJson; k: string } };
 
 const ClusterRecordSchema = z.union([
-  z.object({ body: BodySchema }).strict(),
+  z.object({ body: zodOf(BodyShape) }).strict(),
   z.object({
     relay: z.object({
       cert: base64Text(1, MAX_CERT_BYTES),
-      record: RecordJsonSchema,
+      record: zodOf(RecordJsonShape),
       k: base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES),
     }).strict(),
   }).strict(),

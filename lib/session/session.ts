@@ -21,7 +21,8 @@ import {
   isClientRecipient,
   LOBBY,
   type MessageRecord,
-  MsgMessageSchema,
+  type MsgMessage,
+  MsgMessageShape,
   openContent,
   type PreparedLine,
   type PreparedRelay,
@@ -30,9 +31,11 @@ import {
   prepareRelay,
   type RecordJson,
   type RefusalCode,
-  RefusedMessageSchema,
+  type RefusedMessage,
+  RefusedMessageShape,
   relayFor,
-  RelayMessageSchema,
+  type RelayMessage,
+  RelayMessageShape,
   sealContent,
   signRecord,
   userRecipient,
@@ -47,6 +50,7 @@ import {
   parseMessage,
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
+import { byType } from "../wire/shape.ts";
 import { type RelayedText, RelayVerifier, SeenStore } from "./relay.ts";
 import { SequenceWindow } from "./replay.ts";
 import type { TrustStore } from "../pki/validate.ts";
@@ -405,7 +409,7 @@ export class ChatSession {
   }
 
   /** PROTOCOL §6.3, in order. */
-  async #checkMsg(message: import("zod").infer<typeof MsgMessageSchema>): Promise<ReceivedMessage> {
+  async #checkMsg(message: MsgMessage): Promise<ReceivedMessage> {
     const record = decodeRecord(message.record);
     const dir = this.#receiveDir;
     if (record.sid !== this.sessionId || record.dir !== dir) {
@@ -453,9 +457,7 @@ export class ChatSession {
   }
 
   /** PROTOCOL §6.4 (clients only). */
-  async #checkRelay(
-    message: import("zod").infer<typeof RelayMessageSchema>,
-  ): Promise<ReceivedMessage> {
+  async #checkRelay(message: RelayMessage): Promise<ReceivedMessage> {
     if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", "unexpected relay");
     this.#checkHop(message.seqno, message.ts);
     const relayed = await this.#relays.check(message);
@@ -472,7 +474,7 @@ export class ChatSession {
   }
 
   /** PROTOCOL §6.5 (clients only): a refusal names one of our messages. */
-  #checkRefused(message: import("zod").infer<typeof RefusedMessageSchema>): ReceivedMessage {
+  #checkRefused(message: RefusedMessage): ReceivedMessage {
     this.#checkHop(message.seqno, message.ts);
     if (message.of > this.#sendSeqno) {
       throw new SecureChatError("PROTOCOL_ERROR", `refusal of message ${message.of} never sent`);
@@ -541,14 +543,23 @@ export class ChatSession {
   }
 }
 
-const CONTROL = [CloseSchema, KeyUpdateSchema, ReceiptEnvelopeSchema, ErrorSchema] as const;
-/** What a server may read from a client after the handshake. */
-const CLIENT_MESSAGES = MsgMessageSchema.or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(
-  CONTROL[3],
-);
-/** What a client may read from the server after the handshake. */
-const SERVER_MESSAGES = MsgMessageSchema.or(RelayMessageSchema).or(RefusedMessageSchema)
-  .or(CONTROL[0]).or(CONTROL[1]).or(CONTROL[2]).or(CONTROL[3]);
+/** Messages of the close exchange and errors, both ways (PROTOCOL §7). */
+const CONTROL = {
+  close: CloseSchema,
+  key_update: KeyUpdateSchema,
+  receipt: ReceiptEnvelopeSchema,
+  error: ErrorSchema,
+} as const;
+type Control = import("zod").output<typeof CONTROL[keyof typeof CONTROL]>;
+/** What a server may read from a client after the handshake, by type. */
+const CLIENT_MESSAGES = byType<MsgMessage | Control>({ msg: MsgMessageShape, ...CONTROL });
+/** What a client may read from the server after the handshake, by type. */
+const SERVER_MESSAGES = byType<MsgMessage | RelayMessage | RefusedMessage | Control>({
+  msg: MsgMessageShape,
+  relay: RelayMessageShape,
+  refused: RefusedMessageShape,
+  ...CONTROL,
+});
 
 /** Tells the peer why the session ends, sealed, then closes so that the message survives. */
 async function sendSealedError(est: EstablishedSession, error: SecureChatError): Promise<void> {

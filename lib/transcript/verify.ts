@@ -12,7 +12,7 @@ import {
   decodeLine,
   isClientRecipient,
   type Line,
-  LineSchema,
+  LineShape,
   LOBBY,
   type MessageRecord,
   prepareLine,
@@ -510,7 +510,7 @@ async function checkLines(
       lineProblem = stop(n, `not strict UTF-8 JSON: ${(cause as Error).message}`);
       break;
     }
-    const parsed = LineSchema.safeParse(value);
+    const parsed = LineShape.safeParse(value);
     if (!parsed.success) {
       lineProblem = stop(n, `malformed: ${schemaReason(parsed.error)}`);
       break;

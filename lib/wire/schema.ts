@@ -17,7 +17,7 @@ const B64_ALPHABET_RE = /^[A-Za-z0-9+/]*={0,2}$/;
  * padding required, zero padding bits, no whitespace), using the engine's native
  * decoder when present: verify decodes two fields on every line.
  */
-function decodeBase64Strict(text: string): Uint8Array {
+export function decodeBase64Strict(text: string): Uint8Array {
   if (!nativeFromBase64) return fromBase64(text);
   if (text.length % 4 !== 0 || !B64_ALPHABET_RE.test(text)) throw new TypeError("invalid base64");
   return nativeFromBase64(text, { alphabet: "base64", lastChunkHandling: "strict" });
