@@ -25,6 +25,14 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
 
 /** 8-byte big-endian unsigned integer (PROTOCOL §2: every integer in signed input). */
 export function u64be(value: number | bigint): Uint8Array {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
+    // Every seqno, ts and counter: two u32 halves, no BigInt on the per-message path.
+    const out = new Uint8Array(8);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, Math.floor(value / 0x1_0000_0000), false);
+    view.setUint32(4, value >>> 0, false);
+    return out;
+  }
   const big = BigInt(value);
   if (big < 0n || big > 0xffff_ffff_ffff_ffffn) throw new RangeError("u64 out of range");
   const out = new Uint8Array(8);

@@ -520,14 +520,27 @@ export function prepareMsg(
   const json = JSON.stringify(encodeRecord(record));
   return {
     wire: `{"type":"msg","record":${json},"k":"${toBase64(k)}"}`,
-    line: {
-      dir,
-      seqno: record.seqno,
-      ts: record.ts,
-      json: `{"dir":"${dir}","type":"msg","record":${json}}`,
-      enc: [Uint8Array.of(0x01), recordEncoding(record)],
-      k,
-    },
+    line: msgLine(dir, record, json, k),
+  };
+}
+
+/**
+ * The transcript line of a `msg`, its record serialised as `recordJson` (a received
+ * record's own JSON: checked, so not encoded again).
+ */
+export function msgLine(
+  dir: Direction,
+  record: MessageRecord,
+  recordJson: string,
+  k: Uint8Array,
+): PreparedLine {
+  return {
+    dir,
+    seqno: record.seqno,
+    ts: record.ts,
+    json: `{"dir":"${dir}","type":"msg","record":${recordJson}}`,
+    enc: [Uint8Array.of(0x01), recordEncoding(record)],
+    k,
   };
 }
 

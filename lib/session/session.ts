@@ -21,6 +21,7 @@ import {
   isClientRecipient,
   LOBBY,
   type MessageRecord,
+  msgLine,
   type MsgMessage,
   MsgMessageShape,
   openContent,
@@ -442,7 +443,7 @@ export class ChatSession {
         `a ${body.kind} body is not allowed ${dir} to ${record.to.slice(0, 80)}`,
       );
     }
-    const { wire: _wire, line } = prepareMsg(dir, record, k);
+    const line = msgLine(dir, record, JSON.stringify(message.record), k);
     this.#accept(record.seqno, record.ts);
     this.#transcript.appendReceived(line);
     return {

@@ -1,6 +1,6 @@
-/** lib/bytes.ts base64: the runtime codec behind one strict, canonical form (PROTOCOL §2). */
+/** lib/bytes.ts: base64 through the runtime codec behind one strict, canonical form (PROTOCOL §2), and the big-endian integers of signed input. */
 import assert from "node:assert/strict";
-import { fromBase64, toBase64 } from "../../lib/bytes.ts";
+import { fromBase64, toBase64, toHex, u64be } from "../../lib/bytes.ts";
 
 /** RFC 4648 through binary strings: the reference the codec must agree with. */
 function reference(bytes: Uint8Array): string {
@@ -31,4 +31,23 @@ Deno.test("fromBase64() refuses every non-canonical or foreign form with a TypeE
     assert.throws(() => fromBase64(text), TypeError, name);
   }
   assert.deepEqual(fromBase64(""), new Uint8Array(0));
+});
+
+Deno.test("u64be() writes numbers and bigints alike, refusing what does not fit", () => {
+  const cases: [number | bigint, string][] = [
+    [0, "0000000000000000"],
+    [1, "0000000000000001"],
+    [0xffff_ffff, "00000000ffffffff"],
+    [0x1_0000_0000, "0000000100000000"],
+    [1_700_000_000_000, "0000018bcfe56800"],
+    [Number.MAX_SAFE_INTEGER, "001fffffffffffff"],
+    [2n ** 64n - 1n, "ffffffffffffffff"],
+  ];
+  for (const [value, hex] of cases) {
+    assert.equal(toHex(u64be(value)), hex, String(value));
+    assert.equal(toHex(u64be(BigInt(value))), hex, `${value}n`);
+  }
+  for (const bad of [-1, 1.5, Number.NaN, 2n ** 64n, -1n]) {
+    assert.throws(() => u64be(bad), RangeError, String(bad));
+  }
 });
