@@ -28,9 +28,8 @@ export function u64be(value: number | bigint): Uint8Array {
   if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
     // Every seqno, ts and counter: two u32 halves, no BigInt on the per-message path.
     const out = new Uint8Array(8);
-    const view = new DataView(out.buffer);
-    view.setUint32(0, Math.floor(value / 0x1_0000_0000), false);
-    view.setUint32(4, value >>> 0, false);
+    writeU32(out, 0, Math.floor(value / 0x1_0000_0000));
+    writeU32(out, 4, value >>> 0);
     return out;
   }
   const big = BigInt(value);
@@ -45,8 +44,16 @@ export function u32be(value: number): Uint8Array {
     throw new RangeError("u32 out of range");
   }
   const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, value, false);
+  writeU32(out, 0, value);
   return out;
+}
+
+/** Byte stores, not a DataView: these run several times per message. */
+function writeU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 24;
+  out[at + 1] = (value >>> 16) & 0xff;
+  out[at + 2] = (value >>> 8) & 0xff;
+  out[at + 3] = value & 0xff;
 }
 
 /**

@@ -10,7 +10,7 @@
  * chokepoint, takes either.
  */
 import { z } from "zod";
-import { decodeBase64Strict } from "./schema.ts";
+import { canonicalBase64Length } from "./schema.ts";
 
 export type Path = readonly (string | number)[];
 
@@ -162,13 +162,13 @@ export function base64Text(
 ): string {
   if (typeof value !== "string") fail(path, key, "expected a string");
   if (value.length > Math.ceil(maxBytes / 3) * 4) fail(path, key, `expected ..${maxBytes} bytes`);
-  let bytes: Uint8Array;
+  let length: number;
   try {
-    bytes = decodeBase64Strict(value);
+    length = canonicalBase64Length(value);
   } catch {
     fail(path, key, "not canonical standard base64");
   }
-  if (bytes.length < minBytes || bytes.length > maxBytes) {
+  if (length < minBytes || length > maxBytes) {
     fail(path, key, `expected ${minBytes}..${maxBytes} bytes`);
   }
   return value;

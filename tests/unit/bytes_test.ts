@@ -1,6 +1,7 @@
 /** lib/bytes.ts: base64 through the runtime codec behind one strict, canonical form (PROTOCOL §2), and the big-endian integers of signed input. */
 import assert from "node:assert/strict";
 import { fromBase64, toBase64, toHex, u64be } from "../../lib/bytes.ts";
+import { canonicalBase64Length } from "../../lib/wire/schema.ts";
 
 /** RFC 4648 through binary strings: the reference the codec must agree with. */
 function reference(bytes: Uint8Array): string {
@@ -31,6 +32,35 @@ Deno.test("fromBase64() refuses every non-canonical or foreign form with a TypeE
     assert.throws(() => fromBase64(text), TypeError, name);
   }
   assert.deepEqual(fromBase64(""), new Uint8Array(0));
+});
+
+Deno.test("canonicalBase64Length() accepts exactly what fromBase64() decodes, and its length", () => {
+  const alphabet = "AQgw/+9=-_ \n!";
+  const verdict = (f: () => number) => {
+    try {
+      return f();
+    } catch (error) {
+      assert.ok(error instanceof TypeError);
+      return "refused";
+    }
+  };
+  // Every string of 0..4 characters over an alphabet holding each kind of character
+  // (zero and non-zero low bits, both specials, padding, foreign ones), and longer ones.
+  const texts = [""];
+  for (let len = 1; len <= 4; len++) {
+    for (const prefix of texts.filter((t) => t.length === len - 1)) {
+      for (const c of alphabet) texts.push(prefix + c);
+    }
+  }
+  for (let n = 0; n <= 40; n++) texts.push(toBase64(crypto.getRandomValues(new Uint8Array(n))));
+  texts.push("QR==QUJD", "QUJDQR==", "QUJDQUI=", "QUJDQUJ=");
+  let accepted = 0;
+  for (const text of texts) {
+    const want = verdict(() => fromBase64(text).length);
+    assert.equal(verdict(() => canonicalBase64Length(text)), want, JSON.stringify(text));
+    if (want !== "refused") accepted++;
+  }
+  assert.ok(accepted > 100, `${accepted} accepted`);
 });
 
 Deno.test("u64be() writes numbers and bigints alike, refusing what does not fit", () => {
