@@ -112,6 +112,9 @@ export interface SessionEnd {
 
 type CloseState = { sent: boolean; received: boolean; receiptSent: boolean };
 
+/** Received messages held at most before their lines are written and they are acted on. */
+const MAX_HELD = 64;
+
 export class ChatSession {
   readonly #est: EstablishedSession;
   readonly #transcript: TranscriptWriter;
@@ -135,6 +138,12 @@ export class ChatSession {
   #ended = false;
   #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
+  /**
+   * Messages that passed every check, recorded in the transcript's pending batch, not yet
+   * handed to the caller: the frames already received are read first, then the batch is
+   * written in one write and only then are the messages acted on (see #release).
+   */
+  #held: ReceivedMessage[] = [];
 
   private constructor(
     est: EstablishedSession,
@@ -342,20 +351,42 @@ export class ChatSession {
   async run(handlers: SessionHandlers): Promise<SessionEnd> {
     try {
       while (!(this.#close.receiptSent && this.#peerReceipt)) {
+        if (this.#held.length > 0 && !this.#est.conn.frameReady) await this.#release(handlers);
         const payload = await this.#nextFrame();
-        if (this.#aborted) return await this.#end("error", this.#aborted);
-        if (payload === null) return await this.#end("peer_gone");
+        if (this.#aborted) {
+          await this.#release(handlers);
+          return await this.#end("error", this.#aborted);
+        }
+        if (payload === null) {
+          await this.#release(handlers);
+          return await this.#end("peer_gone");
+        }
         await this.#handle(payload, handlers);
       }
       const files = await this.#transcript.finish(this.#ownReceipt!, this.#peerReceipt);
       return { outcome: "closed", transcriptPath: this.transcriptPath, ...files };
     } catch (error) {
+      // What passed before the failing frame is acted on, as if it had come alone.
+      await this.#release(handlers).catch(() => {});
       return await this.#end("error", this.#aborted ?? error);
     } finally {
       clearTimeout(this.#closeTimer);
       await this.#est.conn.flush(1000);
       this.#est.conn.close();
     }
+  }
+
+  /**
+   * Writes the held messages' lines (one write for the batch) and then hands them to
+   * the caller in order: nothing is relayed or shown before it is recorded, and if the
+   * batch cannot be written none of it is acted on (TRANSCRIPT_IO ends the session).
+   */
+  async #release(handlers: SessionHandlers): Promise<void> {
+    if (this.#held.length === 0) return;
+    const held = this.#held;
+    this.#held = [];
+    this.#transcript.commit();
+    for (const message of held) await handlers.onMessage(message);
   }
 
   async #nextFrame(): Promise<Uint8Array | null> {
@@ -378,8 +409,10 @@ export class ChatSession {
         this.#est.records.updateReceive();
         return;
       case "close":
+        await this.#release(handlers); // what came before the close is acted on before it
         return await this.#handleClose();
       case "receipt":
+        await this.#release(handlers);
         return await this.#handleReceipt(message);
     }
     if (this.#close.received) {
@@ -390,7 +423,8 @@ export class ChatSession {
       : message.type === "relay"
       ? await this.#checkRelay(message)
       : this.#checkRefused(message);
-    await handlers.onMessage(received);
+    this.#held.push(received);
+    if (this.#held.length >= MAX_HELD) await this.#release(handlers);
   }
 
   /** The hop checks every session message passes (PROTOCOL §6): seqno and ts. */
@@ -445,7 +479,7 @@ export class ChatSession {
     }
     const line = msgLine(dir, record, JSON.stringify(message.record), k);
     this.#accept(record.seqno, record.ts);
-    this.#transcript.appendReceived(line);
+    this.#transcript.append(line);
     return {
       type: "msg",
       seqno: record.seqno,
@@ -470,7 +504,7 @@ export class ChatSession {
       relayed.record,
       fromBase64(message.k),
     );
-    this.#transcript.appendReceived(relayFor(prepared, message.seqno, message.ts).line);
+    this.#transcript.append(relayFor(prepared, message.seqno, message.ts).line);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
   }
 
@@ -481,7 +515,7 @@ export class ChatSession {
       throw new SecureChatError("PROTOCOL_ERROR", `refusal of message ${message.of} never sent`);
     }
     this.#accept(message.seqno, message.ts);
-    this.#transcript.appendReceived(
+    this.#transcript.append(
       prepareRefused(message.seqno, message.ts, message.of, message.code).line,
     );
     return { ...message };

@@ -55,6 +55,11 @@ export class FrameConnection {
     return this.#writeError;
   }
 
+  /** The next `read` returns a frame already received, without waiting for the peer. */
+  get frameReady(): boolean {
+    return this.#reader.hasFrame;
+  }
+
   /** Bytes accepted by `send` and not yet taken by the kernel. */
   get queuedBytes(): number {
     return this.#queued;

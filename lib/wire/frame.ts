@@ -97,6 +97,13 @@ export class FrameReader {
     return payload;
   }
 
+  /** A whole frame is already buffered: the next `read` needs no I/O. */
+  get hasFrame(): boolean {
+    if (this.#inFlight || this.#buffer.length < 4) return false;
+    const length = new DataView(this.#buffer.buffer, this.#buffer.byteOffset, 4).getUint32(0);
+    return this.#buffer.length >= 4 + length;
+  }
+
   /** Releases a stream source; a ByteReader source is released by closing its connection. */
   async cancel(): Promise<void> {
     this.#cancelled = true;

@@ -75,6 +75,16 @@ Deno.test("FrameReader(ByteReader): reads that come back full ask for BUSY_READ_
   assert.equal(source.asked.at(-1), IDLE_READ_BYTES, "the read after a short one is idle-sized");
 });
 
+Deno.test("FrameReader.hasFrame: true only while a whole frame is buffered", async () => {
+  const bytes = joined(frame(10, 1), frame(20, 2), frame(30, 3));
+  const reader = new FrameReader(scripted(bytes.subarray(0, bytes.length - 5), 1 << 20));
+  assert.equal(reader.hasFrame, false, "nothing read yet");
+  await reader.read();
+  assert.equal(reader.hasFrame, true, "the second frame came in the same read");
+  await reader.read();
+  assert.equal(reader.hasFrame, false, "the third is cut short");
+});
+
 Deno.test("FrameReader(ByteReader): an end inside a frame is PROTOCOL_ERROR, an oversize length FRAME_TOO_LARGE", async () => {
   const cut = new FrameReader(scripted(frame(10, 1).subarray(0, 9), 3));
   await assert.rejects(
