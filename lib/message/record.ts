@@ -7,7 +7,16 @@
  */
 import { canonicalName } from "../pki/names.ts";
 import { createHash, randomFillSync } from "node:crypto";
-import { concat, fromBase64, timingSafeEqual, toBase64, u32be, u64be, utf8 } from "../bytes.ts";
+import {
+  concat,
+  FieldWriter,
+  fromBase64,
+  timingSafeEqual,
+  toBase64,
+  u32be,
+  u64be,
+  utf8,
+} from "../bytes.ts";
 import { openSync, sealSync } from "../crypto/aead.ts";
 import { hmacSha256Sync } from "../crypto/hkdf.ts";
 import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
@@ -192,46 +201,47 @@ function sha256(...parts: Uint8Array[]): Uint8Array {
   return new Uint8Array(h.digest());
 }
 
-function sidBytes(hex: string): Uint8Array {
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
+const SID_BYTES = 16;
 
 /** The bytes an author signs (PROTOCOL §6.1). */
 export function statement(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
-  return concat(
-    LABEL.statement,
-    u32be(PROTOCOL_VERSION),
-    sidBytes(r.sid),
-    Uint8Array.of(DIRECTION_BYTE[r.dir]),
-    u32be(to.length),
-    to,
-    u64be(r.seqno),
-    u64be(r.ts),
-    r.c,
-    sha256(r.ct),
-  );
+  const ctDigest = sha256(r.ct);
+  const length = LABEL.statement.length + 4 + SID_BYTES + 1 + 4 + to.length + 8 + 8 +
+    r.c.length + ctDigest.length;
+  return new FieldWriter(length)
+    .bytesOf(LABEL.statement)
+    .u32(PROTOCOL_VERSION)
+    .hex(r.sid)
+    .u8(DIRECTION_BYTE[r.dir])
+    .u32(to.length)
+    .bytesOf(to)
+    .u64(r.seqno)
+    .u64(r.ts)
+    .bytesOf(r.c)
+    .bytesOf(ctDigest)
+    .done();
 }
 
 /** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
 export function recordEncoding(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
   const sig = r.sig ?? new Uint8Array(0);
-  return concat(
-    sidBytes(r.sid),
-    Uint8Array.of(DIRECTION_BYTE[r.dir]),
-    u32be(to.length),
-    to,
-    u64be(r.seqno),
-    u64be(r.ts),
-    u32be(r.ct.length),
-    r.ct,
-    r.c,
-    u32be(sig.length),
-    sig,
-  );
+  const length = SID_BYTES + 1 + 4 + to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
+    sig.length;
+  return new FieldWriter(length)
+    .hex(r.sid)
+    .u8(DIRECTION_BYTE[r.dir])
+    .u32(to.length)
+    .bytesOf(to)
+    .u64(r.seqno)
+    .u64(r.ts)
+    .u32(r.ct.length)
+    .bytesOf(r.ct)
+    .bytesOf(r.c)
+    .u32(sig.length)
+    .bytesOf(sig)
+    .done();
 }
 
 // ---- content: k, ct, c (PROTOCOL §6.1) ----

@@ -1,6 +1,6 @@
 /** lib/bytes.ts: base64 through the runtime codec behind one strict, canonical form (PROTOCOL §2), and the big-endian integers of signed input. */
 import assert from "node:assert/strict";
-import { fromBase64, toBase64, toHex, u64be } from "../../lib/bytes.ts";
+import { FieldWriter, fromBase64, toBase64, toHex, u64be } from "../../lib/bytes.ts";
 import { canonicalBase64Length } from "../../lib/wire/schema.ts";
 
 /** RFC 4648 through binary strings: the reference the codec must agree with. */
@@ -80,4 +80,16 @@ Deno.test("u64be() writes numbers and bigints alike, refusing what does not fit"
   for (const bad of [-1, 1.5, Number.NaN, 2n ** 64n, -1n]) {
     assert.throws(() => u64be(bad), RangeError, String(bad));
   }
+});
+
+Deno.test("FieldWriter writes fields in order and refuses a wrong size, bad hex or range", () => {
+  const out = new FieldWriter(1 + 4 + 8 + 2 + 2).u8(7).u32(0x01020304).u64(2 ** 40 + 5)
+    .hex("aB0f").bytesOf(Uint8Array.of(9, 8)).done();
+  assert.equal(toHex(out), "07" + "01020304" + "0000010000000005" + "ab0f" + "0908");
+  assert.throws(() => new FieldWriter(2).u8(1).done(), RangeError);
+  assert.throws(() => new FieldWriter(1).hex("zz"), TypeError);
+  assert.throws(() => new FieldWriter(1).hex("abc"), TypeError);
+  assert.throws(() => new FieldWriter(8).u64(-1), RangeError);
+  assert.throws(() => new FieldWriter(8).u64(2 ** 53), RangeError);
+  assert.throws(() => new FieldWriter(4).u32(2 ** 32), RangeError);
 });
