@@ -1,4 +1,4 @@
--- securechat user store, MySQL/MariaDB schema (version 2).
+-- securechat user store, MySQL/MariaDB schema (version 3).
 -- Load with:  mysql secure_chat < schema.sql
 -- securechat also creates and migrates this schema itself on start (lib/store/schema.ts holds the
 -- same statements; tests/store_mysql_test.ts checks that both give identical tables).
@@ -39,3 +39,19 @@ CREATE TABLE IF NOT EXISTS account_notices (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 INSERT IGNORE INTO schema_version (version, applied_at) VALUES (2, UNIX_TIMESTAMP() * 1000);
+
+-- Migration 3 (issue 13): offline delivery. Records waiting for a user who was not online, in
+-- delivery order, until their client acknowledges them or they expire (PROTOCOL §6.6).
+CREATE TABLE IF NOT EXISTS message_queue (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT UNSIGNED NOT NULL,
+  author VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  item MEDIUMTEXT CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  stored_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  KEY message_queue_user (user_id, id),
+  KEY message_queue_expiry (expires_at),
+  CONSTRAINT message_queue_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB;
+
+INSERT IGNORE INTO schema_version (version, applied_at) VALUES (3, UNIX_TIMESTAMP() * 1000);

@@ -9,7 +9,7 @@ import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { SeenStore } from "../lib/session/relay.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
-import { canonicalName, recipientUser } from "../lib/message/record.ts";
+import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
@@ -324,6 +324,15 @@ async function chat(
     onMessage: (message) => {
       if (message.type === "refused") {
         info(`message ${message.of} refused by the server: ${message.code}`);
+        const why = REFUSAL_ADVICE[message.code];
+        if (why) info(why);
+        return;
+      }
+      if (message.type === "queued") {
+        info(
+          `message ${message.of} stored: the recipient is not online; ` +
+            "it is delivered at their next login",
+        );
         return;
       }
       if (message.type === "relay" && message.relayed.duplicate) return; // shown before
@@ -401,19 +410,42 @@ async function chatInput(
   }
   await Promise.all(inFlight);
   // A send failing because the connection dropped under us is not the error: run() says why,
-  // once it has noticed too.
+  // once it has noticed too. If it has not within a second (a node killed under load: the
+  // write fails before the read sees the end), the failure ends the session, so that
+  // --reconnect decides on it as on any other end instead of the client exiting.
   if (failure !== undefined && !session.closing) {
     const ended = await Promise.race([running.then(() => true), sleep(1000).then(() => false)]);
-    if (!ended) throw failure;
+    if (!ended) {
+      session.abort(
+        failure instanceof SecureChatError
+          ? failure
+          : new SecureChatError("INTERNAL", String(failure), { cause: failure }),
+      );
+    }
   }
   return userQuit;
 }
 
+/** What to do about a refusal (PROTOCOL §6.5, §6.6), beyond its code. */
+const REFUSAL_ADVICE: Partial<Record<RefusalCode, string>> = {
+  NOT_ONLINE: "nobody of that name can receive messages (no such account)",
+  QUEUE_FULL: "the recipient has too many messages waiting; try again after their next login",
+  DB_UNAVAILABLE: "the server could not store it for the offline recipient; try again later",
+  RATE_LIMITED: "you are sending faster than the server allows; slow down",
+};
+
 /** Who wrote an incoming message and what it says; null for messages not meant for display. */
-function describe(message: ReceivedMessage): { author: string; text: string; to?: string } | null {
+function describe(
+  message: ReceivedMessage,
+): { author: string; text: string; to?: string; stored?: boolean } | null {
   if (message.type === "relay") {
     const { relayed } = message;
-    return { author: relayed.author, text: relayed.text, to: relayed.private ? "you" : undefined };
+    return {
+      author: relayed.author,
+      text: relayed.text,
+      to: relayed.private ? "you" : undefined,
+      stored: relayed.stored,
+    };
   }
   if (message.type !== "msg") return null;
   const { body } = message;
@@ -434,6 +466,15 @@ export function formatIncoming(message: ReceivedMessage, screen: Screen): string
   const shown = describe(message);
   if (!shown) return null;
   if (shown.author === "*") return layoutLine(screen, `${clock(message.ts)} *`, shown.text);
+  if (shown.stored && message.type === "relay") {
+    // Written while we were away (PROTOCOL §6.6): the author's own time, said plainly.
+    const written = message.relayed.record.ts;
+    return layoutLine(
+      screen,
+      `${clock(written)} ${safeText(shown.author)} (private, while you were away) \u2713`,
+      shown.text,
+    );
+  }
   const to = shown.to ? " (private)" : "";
   return layoutLine(
     screen,

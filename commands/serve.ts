@@ -11,6 +11,7 @@ import { OPERATOR_NAME } from "../lib/server/lobby.ts";
 import { recipientUser } from "../lib/message/record.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
+import { DEFAULT_QUEUE_LIMITS, MAX_QUEUE_AGE_MS } from "../lib/store/message_queue.ts";
 import { type ClusterConfig, resolveClusterConfig } from "../lib/cluster/config.ts";
 import { ClusterLink, redactUrl } from "../lib/cluster/link.ts";
 import { serveHealth } from "../lib/server/health.ts";
@@ -49,6 +50,8 @@ interface ServeFlags {
   keyUpdate: number;
   loginDelay: number;
   loginLockout: number;
+  queueMax: number;
+  queueAge?: number;
   cluster?: string[];
   node?: string;
   healthPort?: number;
@@ -202,6 +205,18 @@ export function registerServe(program: Command): void {
       positiveInt("--login-lockout"),
       20,
     )
+    .option(
+      "--queue-max <n>",
+      "private messages kept per offline user until their next login (PROTOCOL §6.6)",
+      positiveInt("--queue-max"),
+      DEFAULT_QUEUE_LIMITS.maxRecords,
+    )
+    .option(
+      "--queue-age <duration>",
+      "how long a message waits for an offline user before it is dropped unread: " +
+        "a number with s, m, h or d, at most 30d (default 30d)",
+      queueAge,
+    )
     .addHelpText(
       "after",
       `
@@ -240,6 +255,26 @@ function layoutLogLine(screen: Screen, line: string): string {
 function ipAddress(value: string): string {
   if (/^(\d{1,3}\.){3}\d{1,3}$/.test(value) || /^[0-9a-fA-F:]+$/.test(value)) return value;
   throw new SecureChatError("USAGE", `--trusted-proxy takes an IP address, not "${value}"`);
+}
+
+const DURATION_UNIT_MS: Record<string, number> = {
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/** `--queue-age`: `90s`, `15m`, `12h`, `30d`, in ms; at most the protocol's 30 days. */
+export function queueAge(value: string): number {
+  const match = /^([0-9]{1,7})([smhd])$/.exec(value);
+  const ms = match ? Number(match[1]) * DURATION_UNIT_MS[match[2]] : NaN;
+  if (!(ms >= 1000 && ms <= MAX_QUEUE_AGE_MS)) {
+    throw new SecureChatError(
+      "USAGE",
+      `--queue-age must be a duration from 1s to 30d, like 12h or 7d, not "${value}"`,
+    );
+  }
+  return ms;
 }
 
 function portNumber(value: string): number {
@@ -307,6 +342,7 @@ async function serve(options: ServeOptions): Promise<void> {
       handshakeBurst: options.handshakeRate * 2,
     },
     lobby: { messagesPerSecond: options.messageRate, messageBurst: options.messageRate * 2 },
+    queue: { maxRecords: options.queueMax, maxAgeMs: options.queueAge ?? MAX_QUEUE_AGE_MS },
     revocation: { crlPath: options.crl ?? defaultCrlPath(options.ca) },
     loginThrottle: {
       ...DEFAULT_LOGIN_THROTTLE,

@@ -207,6 +207,17 @@ export function formatReport(r: VerifyReport): string {
   for (const x of r.refused) {
     row("refused", `c2s ${x.of} was refused by the server (${x.code}), line ${x.line}`);
   }
+  for (const x of r.queued) {
+    row("queued", `c2s ${x.of} was stored for its offline recipient, line ${x.line}`);
+  }
+  for (const x of r.stored) {
+    row(
+      "stored",
+      `line ${x.line}: delivered from the offline queue, written ${
+        new Date(x.writtenAt).toISOString()
+      }`,
+    );
+  }
   if (r.crl) {
     row(
       "crl",

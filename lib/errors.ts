@@ -20,6 +20,8 @@ export const ERROR_CODES = [
   "USER_EXISTS", // registration of a taken user name or email
   "INVALID_INPUT", // a field that failed validation (name rules, lengths)
   "DB_UNAVAILABLE", // the user store cannot be reached right now
+  "UNKNOWN_USER", // a private message to a name no account has (PROTOCOL §6.6)
+  "QUEUE_FULL", // the offline recipient has as many messages waiting as allowed
   "CLUSTER_UNAVAILABLE", // a cluster node cannot reach NATS right now (docs/DEPLOY.md)
   "SLOW_CONSUMER", // a recipient stopped reading and its queue overflowed
   "REVOKED", // the peer's certificate was revoked while its session was live

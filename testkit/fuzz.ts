@@ -826,6 +826,7 @@ export interface Seen {
 function seen(m: ReceivedMessage): Seen {
   if (m.type === "relay") return { kind: "relay", text: m.relayed.text, author: m.relayed.author };
   if (m.type === "refused") return { kind: "refused", text: m.code };
+  if (m.type === "queued") return { kind: "queued", text: String(m.of) };
   const body = m.body as { kind: string; text?: string };
   return { kind: body.kind, text: body.text };
 }

@@ -13,18 +13,17 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { Buffer } from "node:buffer";
 import { SecureChatError } from "../lib/errors.ts";
-import { ChatServer } from "../lib/server/server.ts";
 import { openUserStore } from "../lib/store/open.ts";
 import type { UserStore } from "../lib/store/user_store.ts";
 import { HostileClient, RawConn } from "../testkit/hostile.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
-import { type LoggedEvent } from "../testkit/fuzz.ts";
 import {
   LiveClient,
   type LogEvent,
   registerUser,
   ServerProcess,
 } from "../testkit/server_process.ts";
+import { startInProcessServer } from "./helpers/in_process_server.ts";
 
 const PASSWORD = "a-long-password";
 
@@ -281,15 +280,12 @@ Deno.test("exhaustion: brute force through serve: AUTH_FAIL logged, each attempt
   }
 });
 
-/** An in-process server on the real SQLite store with the given limits; the log in memory. */
-async function inProcessServer(
-  pki: TestPki,
-  o: Partial<Parameters<typeof ChatServer.listen>[0]>,
-) {
-  const transcripts = await Deno.makeTempDir({ prefix: "securechat-exhaust-" });
+/**
+ * The real SQLite store, counting the passwords it is asked to check, so a test can see what
+ * was skipped.
+ */
+async function countingStore() {
   const sqlite = await openUserStore({ url: "sqlite::memory:" });
-  await sqlite.register({ email: "alice@example.com", username: "alice", password: PASSWORD });
-  // Counts the passwords the store is asked to check, so a test can see what was skipped.
   let passwordChecks = 0;
   const store: UserStore = {
     description: sqlite.description,
@@ -300,32 +296,15 @@ async function inProcessServer(
     },
     close: () => sqlite.close(),
   };
-  const logs: LoggedEvent[] = [];
-  const server = ChatServer.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    identity: await pki.identity("server"),
-    trust: pki.trust,
-    store,
-    log: (event, fields = {}) => void logs.push({ event, ...fields }),
-    session: { transcriptDir: transcripts },
-    ...o,
-  });
-  return {
-    server,
-    logs,
-    passwordChecks: () => passwordChecks,
-    async dispose() {
-      await server.shutdown();
-      await store.close();
-      await Deno.remove(transcripts, { recursive: true });
-    },
-  };
+  return { store, passwordChecks: () => passwordChecks };
 }
 
 Deno.test("exhaustion: a login brute force is slowed down, then RATE_LIMITED, even for the right password", async () => {
   const pki = await makePki(["alice"], "ed25519");
-  const { server, logs, passwordChecks, dispose } = await inProcessServer(pki, {
+  const { store, passwordChecks } = await countingStore();
+  const { server, logs, dispose } = await startInProcessServer(pki, { alice: PASSWORD }, {
+    store,
+    serverAdmission: true,
     loginThrottle: { baseDelayMs: 100, maxDelayMs: 800, lockoutFailures: 6, windowMs: 60_000 },
   });
   try {
@@ -374,7 +353,8 @@ Deno.test("exhaustion: a login brute force is slowed down, then RATE_LIMITED, ev
 
 Deno.test("exhaustion: handshakes per address are rate limited on hello, before any signing", async () => {
   const pki = await makePki(["alice"], "ed25519");
-  const { server, logs, dispose } = await inProcessServer(pki, {
+  const { server, logs, dispose } = await startInProcessServer(pki, { alice: PASSWORD }, {
+    serverAdmission: true,
     // No refill worth counting during the test, however slow the machine.
     admission: { handshakeBurst: 3, handshakesPerSecond: 0.001 },
   });

@@ -392,6 +392,165 @@ for (const { keyType, group } of CASES) {
 }
 
 Deno.test({
+  name:
+    "interop: offline delivery between the clean-room client and securechat connect, both ways (PROTOCOL §6.6)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-offline-" });
+    const certs = `${tmp}/certs`;
+    await Deno.mkdir(certs);
+    const procs: Proc[] = [];
+    let server: Proc | undefined;
+    try {
+      await makePki(["alice", "bob"], "ed25519", certs);
+      const ca = `${certs}/ca.pem`;
+      server = wrap(
+        spawnCli([
+          "serve",
+          "--port",
+          "0",
+          "--log-format",
+          "json",
+          "--db",
+          `sqlite:${tmp}/t.db`,
+          "--transcripts",
+          `${tmp}/tr`,
+          "--ca",
+          ca,
+          "--cert",
+          `${certs}/server.pem`,
+          "--key",
+          `${certs}/server.key`,
+        ]),
+        "server",
+      );
+      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
+      const port = String(JSON.parse(listen).detail).split(":").pop()!;
+      const bob = (register: boolean) => {
+        const p = wrap(
+          spawnCli([
+            "connect",
+            "--user",
+            "bob",
+            ...(register ? ["--register", "--email", "bob@example.com"] : []),
+            "--port",
+            port,
+            "--ca",
+            ca,
+            "--cert",
+            `${certs}/bob.pem`,
+            "--key",
+            `${certs}/bob.key`,
+            "--transcripts",
+            `${tmp}/bobtr`,
+          ], { env: { SECURECHAT_PASSWORD: "bob-interop-password" } }),
+          "bob",
+        );
+        procs.push(p);
+        return p;
+      };
+      const py = (register: boolean) => {
+        const p = wrap(
+          new Deno.Command(PYTHON, {
+            args: [
+              CLIENT_PY,
+              "--port",
+              port,
+              "--ca",
+              ca,
+              "--cert",
+              `${certs}/alice.pem`,
+              "--key",
+              `${certs}/alice.key`,
+              "--user",
+              "alice",
+              "--password-env",
+              "INTEROP_PW",
+              "--transcripts",
+              `${tmp}/pytr`,
+              ...(register ? ["--register", "alice@example.com"] : []),
+            ],
+            env: { INTEROP_PW: "alice-interop-password" },
+            stdin: "piped",
+            stdout: "piped",
+            stderr: "piped",
+          }).spawn(),
+          "python",
+        );
+        procs.push(p);
+        return p;
+      };
+      const done = async (p: Proc, who: string) => {
+        await closeStdin(p);
+        assert.equal(await finish(p), 0, `${who} failed:\n${p.out.text()}\n${p.err.text()}`);
+      };
+
+      // bob registers and leaves; the Python client's line to him is queued (committed first).
+      const b1 = bob(true);
+      await b1.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+      await done(b1, "bob 1");
+      const p1 = py(true);
+      await p1.out.waitFor((l) => l.startsWith("SESSION "), "python SESSION");
+      await p1.send("/msg bob for later, from python");
+      await p1.out.waitFor((l) => l === "QUEUED 1", "python sees its line queued");
+      await done(p1, "python 1");
+
+      // bob gets it at login, author verified by lib/; his line to the offline Python is stored.
+      const b2 = bob(false);
+      await b2.out.waitFor(
+        (l) => /alice \(private\b.*\) ✓ for later, from python/.test(l),
+        "bob shows the stored line with ✓",
+      );
+      await b2.send("/msg alice while you were away, from bob");
+      await b2.err.waitFor((l) => /stored/.test(l), "bob is told his line is stored");
+      await done(b2, "bob 2");
+
+      // The Python client checks the stored line (§6.6 3' and 6'), shows it, acknowledges it.
+      const p2 = py(false);
+      await p2.out.waitFor(
+        (l) => l === "bob (private) (stored): while you were away, from bob",
+        "python shows the stored line",
+      );
+      const sid2 = (await p2.out.waitFor((l) => l.startsWith("SESSION "), "SESSION")).split(" ")[1];
+      await done(p2, "python 2");
+      assert.equal(p2.err.text(), "", "python printed diagnostics");
+
+      // Acknowledged, so deleted: the next login gets nothing stored (its /who answer comes after).
+      const p3 = py(false);
+      await p3.out.waitFor((l) => l.startsWith("NOTICE: welcome"), "python welcome");
+      await p3.send("/who");
+      await p3.out.waitFor((l) => l.startsWith("NOTICE: ") && !l.includes("welcome"), "who");
+      await done(p3, "python 3");
+      assert.ok(!p3.out.text().includes("while you were away"), p3.out.text());
+
+      // lib/ verifies the Python transcript holding the stored line, confirmed by both receipts.
+      const vp = await verifyConfirmedByBoth(ca, findLog(`${tmp}/pytr`, `-${sid2}-client.log`));
+      assert.match(vp, /author\s+bob .*: 1 signed record/, vp);
+    } finally {
+      for (const p of procs) {
+        await closeStdin(p);
+        try {
+          p.child.kill("SIGKILL");
+        } catch { /* exited */ }
+        await p.child.status;
+        await Promise.all([p.out.done, p.err.done]);
+      }
+      if (server) {
+        await closeStdin(server);
+        try {
+          server.child.kill("SIGTERM");
+        } catch { /* exited */ }
+        await server.child.status;
+        await Promise.all([server.out.done, server.err.done]);
+      }
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "interop: clean-room conformance probes — each doc-defined fault gets its documented code",
   ignore: skipInterop,
   sanitizeResources: true,
@@ -468,7 +627,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "interop: the clean-room client recomputes and replays tests/vectors/protocol byte for byte",
+    "interop: the clean-room client recomputes tests/vectors/protocol and tests/vectors/e2e byte for byte",
   ignore: skipInterop,
   async fn() {
     const out = await new Deno.Command(PYTHON, {
@@ -478,8 +637,10 @@ Deno.test({
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
-    const lines = text.split("\n").filter((l) => /^(VECTOR|NEGATIVE) /.test(l));
-    const failed = lines.filter((l) => !/^(VECTOR \S+|NEGATIVE '[^']+') OK /.test(l));
+    const lines = text.split("\n").filter((l) => /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE) /.test(l));
+    const failed = lines.filter((l) =>
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE) (['"]).+\4) OK /.test(l)
+    );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
     const negative = JSON.parse(
       await Deno.readTextFile(new URL("./vectors/protocol/negative.json", import.meta.url)),
@@ -491,6 +652,11 @@ Deno.test({
       .filter((e) => e.name.endsWith(".json") && e.name !== "negative.json");
     assert.equal(lines.filter((l) => l.startsWith("VECTOR ")).length, scenarios.length, text);
     assert.equal(lines.filter((l) => l.startsWith("NEGATIVE ")).length, clientCases.length, text);
+    // PROTOCOL §12.8: every end-to-end vector file recomputed, and the §12 rejections run.
+    const e2eFiles = [...Deno.readDirSync(new URL("./vectors/e2e/", import.meta.url))]
+      .filter((e) => e.name.endsWith(".json"));
+    assert.equal(lines.filter((l) => l.startsWith("E2E ")).length, e2eFiles.length, text);
+    assert.equal(lines.filter((l) => l.startsWith("E2E-NEGATIVE ")).length, 16, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });

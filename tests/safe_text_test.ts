@@ -110,6 +110,8 @@ Deno.test("formatReport() shows certificate names from a transcript with nothing
     authors: [{ commonName: evil, fingerprint: "00", messages: 1 }],
     unattributed: [{ line: 2, commonName: evil, reason: `${evil} was revoked` }],
     refused: [],
+    queued: [],
+    stored: [],
     span: { first: 0, last: 0 },
     transcriptSha256: null,
     receipts: [],

@@ -458,6 +458,147 @@ const ADMIN_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
   },
 ];
 
+/** A recipient account planted without a password hash: the queue only needs the row. */
+async function plantUser(ctx: Context, label: string): Promise<string> {
+  const username = ctx.name(label);
+  await plantRow(ctx, username, {
+    scheme: "pbkdf2-sha256",
+    iterations: 1,
+    salt: new Uint8Array(16),
+    hash: new Uint8Array(32),
+  });
+  return username;
+}
+
+const LIMITS = { maxRecords: 5, maxAgeMs: 60_000 };
+const item = (n: number) => JSON.stringify({ relay: { n } });
+
+/** Offline delivery (PROTOCOL §6.6): the queue in the same store, on both engines alike. */
+const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
+  {
+    name: "queue: enqueue() keeps records in order per recipient; remove() deletes only those ids",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const queue = store.queue!;
+        const [bob, carol] = [await plantUser(ctx, "qbob"), await plantUser(ctx, "qcarol")];
+        const ids = [];
+        for (let n = 0; n < 3; n++) ids.push(await queue.enqueue(bob, "alice", item(n), LIMITS));
+        const other = await queue.enqueue(carol, "alice", item(9), LIMITS);
+        assert.deepEqual([...ids].sort((a, b) => a - b), ids, "ids follow insertion");
+        // Names are found in any case, as accounts are.
+        const waiting = await queue.pending(bob.toUpperCase(), 100);
+        assert.deepEqual(waiting.map((r) => [r.id, r.author, r.item]), [
+          [ids[0], "alice", item(0)],
+          [ids[1], "alice", item(1)],
+          [ids[2], "alice", item(2)],
+        ]);
+        assert.deepEqual((await queue.pending(bob, 2)).map((r) => r.id), ids.slice(0, 2));
+        assert.deepEqual((await queue.pending(bob, 100, ids[0])).map((r) => r.id), ids.slice(1));
+        // Another user's id in the list is not bob's to delete.
+        await queue.remove(bob, [ids[0], ids[1], other]);
+        assert.deepEqual((await queue.pending(bob, 100)).map((r) => r.id), [ids[2]]);
+        assert.deepEqual((await queue.pending(carol, 100)).map((r) => r.id), [other]);
+      }),
+  },
+  {
+    name: "queue: enqueue() refuses a name no account has with UNKNOWN_USER",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        await rejectsWith(
+          store.queue!.enqueue(ctx.name("nobody"), "alice", item(0), LIMITS),
+          "UNKNOWN_USER",
+        );
+        await rejectsWith(store.queue!.enqueue("../x", "alice", item(0), LIMITS), "UNKNOWN_USER");
+      }),
+  },
+  {
+    name: "queue: a full queue refuses QUEUE_FULL; expired and removed records free their place",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const queue = store.queue!;
+        const bob = await plantUser(ctx, "qfull");
+        const t0 = Date.now();
+        const first = await queue.enqueue(bob, "alice", item(0), { ...LIMITS, maxAgeMs: 1000 }, t0);
+        for (let n = 1; n < 5; n++) await queue.enqueue(bob, "alice", item(n), LIMITS, t0);
+        await rejectsWith(queue.enqueue(bob, "alice", item(5), LIMITS, t0), "QUEUE_FULL");
+        // Once the first has expired it neither counts nor is handed out.
+        const later = t0 + 1000;
+        assert.equal((await queue.pending(bob, 100, 0, later)).length, 4);
+        assert.ok(!(await queue.pending(bob, 100, 0, later)).some((r) => r.id === first));
+        const sixth = await queue.enqueue(bob, "alice", item(5), LIMITS, later);
+        await rejectsWith(queue.enqueue(bob, "alice", item(6), LIMITS, later), "QUEUE_FULL");
+        await queue.remove(bob, [sixth]);
+        await queue.enqueue(bob, "alice", item(6), LIMITS, later);
+      }),
+  },
+  {
+    name: "queue: purgeExpired() deletes expired records only",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const queue = store.queue!;
+        const bob = await plantUser(ctx, "qpurge");
+        const t0 = Date.now();
+        await queue.enqueue(bob, "alice", item(0), { ...LIMITS, maxAgeMs: 10 }, t0);
+        const kept = await queue.enqueue(bob, "alice", item(1), LIMITS, t0);
+        assert.ok(await queue.purgeExpired(t0 + 10) >= 1);
+        const rows = await query(
+          ctx.raw,
+          "SELECT id FROM message_queue WHERE user_id = (SELECT id FROM users WHERE username = ?)",
+          [bob],
+        );
+        assert.deepEqual(rows.map((r) => Number(r.id)), [kept], "only the expired row is gone");
+      }),
+  },
+  {
+    name: "queue: a committed record outlives the store being closed and reopened",
+    run: async (ctx) => {
+      const bob = await plantUser(ctx, "qdurable");
+      const id = await withStore(
+        ctx,
+        (store) => store.queue!.enqueue(bob, "alice", item(7), LIMITS),
+      );
+      const again = await withStore(ctx, (store) => store.queue!.pending(bob, 100));
+      assert.deepEqual(again.map((r) => [r.id, r.item]), [[id, item(7)]]);
+    },
+  },
+  {
+    name: "queue: deleting an account deletes what waits for it",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const bob = await plantUser(ctx, "qgone");
+        await store.queue!.enqueue(bob, "alice", item(0), LIMITS);
+        const userId = Number((await rowOf(ctx, bob))!.id);
+        assert.equal(await store.remove(bob), true);
+        const left = await query(ctx.raw, "SELECT id FROM message_queue WHERE user_id = ?", [
+          userId,
+        ]);
+        assert.deepEqual(left, []);
+        assert.deepEqual(await store.queue!.pending(bob, 100), [], "nothing waits for no account");
+      }),
+  },
+  {
+    name: "queue: concurrent enqueues for one recipient never pass the bound",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const bob = await plantUser(ctx, "qrace");
+        const outcomes = await Promise.all(
+          Array.from(
+            { length: 12 },
+            (_, n) => store.queue!.enqueue(bob, "alice", item(n), LIMITS).then(() => "ok", codeOf),
+          ),
+        );
+        const stored = (await store.queue!.pending(bob, 100)).length;
+        assert.ok(stored <= LIMITS.maxRecords, `${stored} stored, bound ${LIMITS.maxRecords}`);
+        assert.equal(outcomes.filter((o) => o === "ok").length, stored, outcomes.join());
+        assert.ok(
+          outcomes.every((o) => ["ok", "QUEUE_FULL", "DB_UNAVAILABLE"].includes(o)),
+          outcomes.join(),
+        );
+        assert.ok(outcomes.includes("QUEUE_FULL"), outcomes.join());
+      }),
+  },
+];
+
 const BACKENDS: Backend[] = [
   {
     name: "sqlite",
@@ -494,7 +635,9 @@ for (const backend of BACKENDS) {
       let n = 0;
       const ctx: Context = { url, raw, name: (label) => `${label}_${run}_${n++}` };
       try {
-        for (const c of [...CASES, ...ADMIN_CASES]) await t.step(c.name, () => c.run(ctx));
+        for (const c of [...CASES, ...ADMIN_CASES, ...QUEUE_CASES]) {
+          await t.step(c.name, () => c.run(ctx));
+        }
       } finally {
         await raw.close();
         await teardown();

@@ -268,6 +268,25 @@ Deno.test("verify: relayed records are attributed to their author; one moved to 
   );
 });
 
+Deno.test("verify: a lobby relay relabelled as a stored line (PROTOCOL §6.6) is TAMPERED", async () => {
+  const pki = await makePki({ alg: "ed25519", others: ["bob"] });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-stored-" });
+  const s = await writeSession(pki, { dir, messages: 8, relayAuthor: pki.others[0] });
+  const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+  const at = lines.findIndex((l) => l.includes('"type":"relay"'));
+  const relabelled = [...lines];
+  // Only private records are ever stored: an old lobby line cannot pass as one.
+  relabelled[at] = relabelled[at].replace('"type":"relay"', '"type":"stored"');
+  const bad = await verifyTranscript(
+    await writeCase(join(dir, "stored"), { lines: relabelled }),
+    { trust },
+  );
+  assert.equal(bad.code, "TAMPERED");
+  assert.equal(bad.firstBadLine, at + 1);
+  assert.match(bad.reason ?? "", /stored record addressed to lobby, not to user:alice/);
+});
+
 Deno.test("verify: revocation is judged by date (issue 11 item 12)", async (t) => {
   const pki = await makePki({
     alg: "ed25519",

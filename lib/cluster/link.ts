@@ -20,6 +20,7 @@ import {
 import { codeOf, SecureChatError } from "../errors.ts";
 import type { TicketStores } from "../resumption/ticket.ts";
 import { clusterTicketStores } from "./ticket_stores.ts";
+import { type CrlOffer, CrlShare } from "./crl_share.ts";
 import type { Logger } from "../log.ts";
 import {
   AuthEventSchema,
@@ -75,6 +76,8 @@ export interface ClusterHandlers {
   authSucceeded(keys: string[]): void;
   /** This node's members, for the presence heartbeat. */
   localUsers(): LocalUser[];
+  /** The CRL the nodes share, now and at every change (docs/DEPLOY.md §4.6). */
+  crl: CrlOffer;
 }
 
 /** Where a user was last seen on another node, and how far that node had delivered. */
@@ -100,6 +103,7 @@ export class ClusterLink {
   readonly #peers = new Map<string, Peer>();
   readonly #subscriptions: Subscription[] = [];
   #handlers?: ClusterHandlers;
+  #crl?: CrlShare;
   #messages?: ConsumerMessages;
   #consuming?: Promise<void>;
   #timer?: ReturnType<typeof setInterval>;
@@ -158,9 +162,15 @@ export class ClusterLink {
     }
   }
 
-  /** Starts consuming records from where the stream stood at connect, and the heartbeat. */
+  /**
+   * Starts following the shared CRL (resolving once the current one has been offered),
+   * consuming records from where the stream stood at connect, and the heartbeat.
+   * @throws CLUSTER_UNAVAILABLE
+   */
   async start(handlers: ClusterHandlers): Promise<void> {
     this.#handlers = handlers;
+    this.#crl = await CrlShare.open(this.#js, this.node, this.#log);
+    await this.#crl.follow(handlers.crl);
     for (
       const [subject, handle] of [
         [SUBJECTS.presence, (data: Uint8Array) => this.#onPresence(data)],
@@ -216,6 +226,17 @@ export class ClusterLink {
   /** The resumption ticket stores every node shares (docs/DEPLOY.md §8). */
   ticketStores(): Promise<TicketStores> {
     return clusterTicketStores(this.#nc);
+  }
+
+  /**
+   * Puts a CRL this node has adopted where every node follows it, replacing the latest one
+   * this node has seen (docs/DEPLOY.md §4.6).
+   * @returns false when another was put meanwhile: it is offered next, and decides
+   * @throws CLUSTER_UNAVAILABLE
+   */
+  async shareCrl(der: Uint8Array): Promise<boolean> {
+    if (!this.#crl) throw new SecureChatError("INTERNAL", "shareCrl() before start()");
+    return await this.#crl.put(der);
   }
 
   /** Tells every node that `user` logged in here, so older sessions elsewhere end. */
@@ -296,6 +317,7 @@ export class ClusterLink {
     clearInterval(this.#timer);
     this.#messages?.stop();
     await this.#consuming;
+    await this.#crl?.stop();
     for (const subscription of this.#subscriptions) subscription.unsubscribe();
     await this.#nc.drain().catch(() => {});
   }

@@ -8,6 +8,8 @@ import { z } from "zod";
 import { fromUtf8, toHex, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { isValidUserName } from "../pki/names.ts";
+import { MAX_CRL_BYTES } from "../pki/validate.ts";
+import { base64Text } from "../wire/schema.ts";
 
 /** Version of every message below; a node refuses other versions. */
 export const CLUSTER_VERSION = 1;
@@ -31,6 +33,14 @@ export const SUBJECTS = {
   authFailed: "securechat.auth.failed",
   authSucceeded: "securechat.auth.succeeded",
 } as const;
+
+/**
+ * The JetStream key-value bucket and key holding the CA-signed CRL the nodes share
+ * (docs/DEPLOY.md §4.6): a key rather than a subject, so a node that starts later reads the
+ * latest one first, and writes are compare-and-set on its revision.
+ */
+export const CRL_BUCKET = "securechat_crl";
+export const CRL_KEY = "ca_crl";
 
 /** `--node` names: also NATS connection names and log fields. */
 export const NODE_NAME_RE = /^[A-Za-z0-9_-]{1,32}$/;
@@ -78,10 +88,21 @@ export const AuthEventSchema = z.object({
   keys: z.array(z.string().min(1).max(300)).min(1).max(8),
 }).strict();
 
+/**
+ * The value under CRL_KEY: a CRL's DER and who put it there. `node` is for the log only: a
+ * CRL is believed for its CA signature, which every receiving node checks.
+ */
+export const SharedCrlSchema = z.object({
+  v: version,
+  node,
+  crl: base64Text(1, MAX_CRL_BYTES),
+}).strict();
+
 export type RecordEnvelope = z.infer<typeof RecordEnvelopeSchema>;
 export type Presence = z.infer<typeof PresenceSchema>;
 export type LoginEvent = z.infer<typeof LoginEventSchema>;
 export type AuthEvent = z.infer<typeof AuthEventSchema>;
+export type SharedCrlMessage = z.infer<typeof SharedCrlSchema>;
 
 /**
  * The one chokepoint for what arrives from NATS.

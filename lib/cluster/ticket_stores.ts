@@ -7,6 +7,7 @@
 import type { KV, NatsConnection } from "nats";
 import { randomBytes } from "node:crypto";
 import { SecureChatError } from "../errors.ts";
+import { isRevisionConflict } from "./kv.ts";
 import {
   type KeyRing,
   kidAt,
@@ -77,8 +78,8 @@ class KvUsedTickets implements UsedTickets {
       await this.kv.create(id, new Uint8Array([1]));
       return true;
     } catch (error) {
-      // "wrong last sequence": the id is there, so the ticket was used. Anything else is NATS.
-      if (/wrong last sequence|exists/i.test(String(error))) return false;
+      // The id is there, so the ticket was used. Anything else is NATS.
+      if (isRevisionConflict(error)) return false;
       throw new SecureChatError("CLUSTER_UNAVAILABLE", "cannot record a used ticket", {
         cause: error,
       });

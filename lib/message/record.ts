@@ -2,7 +2,7 @@
  * The message record (PROTOCOL §6.1, TRANSCRIPT §2.2, §3.1, §6): the one home of
  * what an author says — its JSON form, the content key / ciphertext / commitment,
  * the signed statement, the signature check, the session messages that carry it
- * (`msg`, `relay`, `refused`), their transcript lines and hash encodings. session/,
+ * (`msg`, `relay`, `stored`, `queued`, `refused`), their transcript lines and hash encodings. session/,
  * server/ and transcript/ all import it; nothing else builds or checks a record.
  */
 import { canonicalName } from "../pki/names.ts";
@@ -26,6 +26,7 @@ import {
   base64Text,
   byType,
   isTrue,
+  list,
   literal,
   matching,
   members,
@@ -48,6 +49,11 @@ export const MAX_SIG_BYTES = 1024;
 export const MAX_CERT_BYTES = 16 * 1024;
 export const MAX_TEXT_CHARS = 4000;
 const MAX_TO_CHARS = 80;
+/**
+ * The oldest a `stored` record may be (PROTOCOL §6.6): a server keeps queued records at most
+ * this long, and recipients keep their duplicate marks for private records as long.
+ */
+export const MAX_STORED_AGE_MS = 30 * 24 * 60 * 60 * 1000;
 
 const LABEL = {
   contentKey: utf8("securechat/v2 content key\0"),
@@ -85,11 +91,17 @@ export function isClientRecipient(to: string): boolean {
 
 // ---- bodies (PROTOCOL §6.2) ----
 
+/** Stored lines one `received` may name as unread: a batch of a full queue. */
+export const MAX_UNREAD = 1000;
+
 export type Body =
   | { kind: "text"; text: string }
   | { kind: "who" }
   | { kind: "notice"; text: string }
-  | { kind: "operator"; text: string; private?: true };
+  | { kind: "operator"; text: string; private?: true }
+  // The recipient holds every `stored` line up to this s2c seqno, and could not open those
+  // in `unread` (another of its devices may; PROTOCOL §6.6).
+  | { kind: "received"; upto: number; unread?: number[] };
 
 /** A body (PROTOCOL §6.2), by its `kind`. */
 export const BodyShape: Shape<Body> = byType<Body>({
@@ -105,6 +117,15 @@ export const BodyShape: Shape<Body> = byType<Body>({
     if (o.private !== undefined) body.private = isTrue(o.private, p, "private");
     return body;
   }),
+  received: shape((v, p) => {
+    const o = members(v, p, ["kind", "upto"], ["unread"]);
+    const body: Body = { kind: "received", upto: uint(o.upto, p, "upto", 1) };
+    if (o.unread !== undefined) {
+      const unread = list(o.unread, p, "unread", MAX_UNREAD);
+      body.unread = unread.map((seqno, i) => uint(seqno, [...p, "unread"], i, 1));
+    }
+    return body;
+  }),
 }, "kind");
 
 function bodyText(o: Record<string, unknown>, p: Path): string {
@@ -114,7 +135,7 @@ function bodyText(o: Record<string, unknown>, p: Path): string {
 /** Which bodies each direction may carry, and to whom (PROTOCOL §6.2). */
 export function bodyFits(body: Body, dir: Direction, to: string): boolean {
   if (dir === "s2c") return body.kind === "notice" || body.kind === "operator";
-  if (body.kind === "who") return to === TO_SERVER;
+  if (body.kind === "who" || body.kind === "received") return to === TO_SERVER;
   if (body.kind === "text") return to === LOBBY || recipientUser(to) !== null;
   return false;
 }
@@ -327,7 +348,12 @@ export async function verifyRecord(key: VerifyingKey, r: MessageRecord): Promise
 
 // ---- session messages that carry records (PROTOCOL §3.3, §6) and their transcript lines ----
 
-export const REFUSAL_CODES = ["RATE_LIMITED", "NOT_ONLINE"] as const;
+export const REFUSAL_CODES = [
+  "RATE_LIMITED",
+  "NOT_ONLINE",
+  "QUEUE_FULL",
+  "DB_UNAVAILABLE",
+] as const;
 export type RefusalCode = typeof REFUSAL_CODES[number];
 
 export interface MsgMessage {
@@ -336,8 +362,12 @@ export interface MsgMessage {
   k: string;
 }
 
+/**
+ * A user's record forwarded by the server: `relay` live (§6.4), `stored` from the recipient's
+ * offline queue (§6.6). The two differ only in the freshness rule the recipient applies.
+ */
 export interface RelayMessage {
-  type: "relay";
+  type: RelayType;
   seqno: number;
   ts: number;
   cert: string;
@@ -352,6 +382,16 @@ export interface RefusedMessage {
   of: number;
   code: RefusalCode;
 }
+
+/** The author's private record `of` is stored for its offline recipient (§6.6). */
+export interface QueuedMessage {
+  type: "queued";
+  seqno: number;
+  ts: number;
+  of: number;
+}
+
+const RELAY_TYPES: readonly RelayType[] = ["relay", "stored"];
 
 const contentKeyText = (o: Record<string, unknown>, p: Path) =>
   base64Text(o.k, p, "k", CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
@@ -368,9 +408,8 @@ export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
 
 export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
   const o = members(v, p, ["type", "seqno", "ts", "cert", "record", "k"]);
-  literal(o.type, p, "type", ["relay"]);
   return {
-    type: "relay",
+    type: literal(o.type, p, "type", RELAY_TYPES),
     seqno: uint(o.seqno, p, "seqno", 1),
     ts: uint(o.ts, p, "ts"),
     cert: certText(o, p),
@@ -385,6 +424,12 @@ export const RefusedMessageShape: Shape<RefusedMessage> = shape((v, p) => {
   return refusal(o, p, "refused");
 });
 
+export const QueuedMessageShape: Shape<QueuedMessage> = shape((v, p) => {
+  const o = members(v, p, ["type", "seqno", "ts", "of"]);
+  literal(o.type, p, "type", ["queued"]);
+  return queued(o, p);
+});
+
 /** The members a refusal shares with its transcript line. */
 function refusal<T extends string>(o: Record<string, unknown>, p: Path, type: T) {
   return {
@@ -396,33 +441,51 @@ function refusal<T extends string>(o: Record<string, unknown>, p: Path, type: T)
   };
 }
 
+/** The members a `queued` shares with its transcript line. */
+function queued(o: Record<string, unknown>, p: Path) {
+  return {
+    type: "queued" as const,
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    of: uint(o.of, p, "of", 1),
+  };
+}
+
 /** A transcript line (TRANSCRIPT §2.2): the session message without `k`, plus `dir`. */
 export type LineJson =
   | { dir: Direction; type: "msg"; record: RecordJson }
-  | { dir: "s2c"; type: "relay"; seqno: number; ts: number; cert: string; record: RecordJson }
-  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
+  | { dir: "s2c"; type: RelayType; seqno: number; ts: number; cert: string; record: RecordJson }
+  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
+  | { dir: "s2c"; type: "queued"; seqno: number; ts: number; of: number };
 
 const S2C: readonly "s2c"[] = ["s2c"];
+
+const relayLine = shape((v, p): LineJson => {
+  const o = members(v, p, ["dir", "type", "seqno", "ts", "cert", "record"]);
+  return {
+    dir: literal(o.dir, p, "dir", S2C),
+    type: literal(o.type, p, "type", RELAY_TYPES),
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    cert: certText(o, p),
+    record: recordMember(o, p),
+  };
+});
 
 export const LineShape: Shape<LineJson> = byType<LineJson>({
   msg: shape((v, p) => {
     const o = members(v, p, ["dir", "type", "record"]);
     return { dir: literal(o.dir, p, "dir", DIRECTIONS), type: "msg", record: recordMember(o, p) };
   }),
-  relay: shape((v, p) => {
-    const o = members(v, p, ["dir", "type", "seqno", "ts", "cert", "record"]);
-    return {
-      dir: literal(o.dir, p, "dir", S2C),
-      type: "relay",
-      seqno: uint(o.seqno, p, "seqno", 1),
-      ts: uint(o.ts, p, "ts"),
-      cert: certText(o, p),
-      record: recordMember(o, p),
-    };
-  }),
+  relay: relayLine,
+  stored: relayLine,
   refused: shape((v, p) => {
     const o = members(v, p, ["dir", "type", "seqno", "ts", "of", "code"]);
     return { dir: literal(o.dir, p, "dir", S2C), ...refusal(o, p, "refused") };
+  }),
+  queued: shape((v, p) => {
+    const o = members(v, p, ["dir", "type", "seqno", "ts", "of"]);
+    return { dir: literal(o.dir, p, "dir", S2C), ...queued(o, p) };
   }),
 });
 
@@ -431,13 +494,20 @@ export type Line =
   | { dir: Direction; type: "msg"; record: MessageRecord }
   | {
     dir: "s2c";
-    type: "relay";
+    type: RelayType;
     seqno: number;
     ts: number;
     cert: Uint8Array;
     record: MessageRecord;
   }
-  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
+  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
+  | { dir: "s2c"; type: "queued"; seqno: number; ts: number; of: number };
+
+/** How a user's record reached this session: live, or from the offline queue (§6.6). */
+export type RelayType = "relay" | "stored";
+
+/** line_enc's first byte per line type (TRANSCRIPT §3.1). */
+const LINE_TAG = { msg: 0x01, relay: 0x02, refused: 0x03, queued: 0x04, stored: 0x05 } as const;
 
 export function lineSeqno(line: Line | LineJson): number {
   return line.type === "msg" ? line.record.seqno : line.seqno;
@@ -452,8 +522,10 @@ export function decodeLine(json: LineJson): Line {
     case "msg":
       return { dir: json.dir, type: "msg", record: decodeRecord(json.record) };
     case "relay":
+    case "stored":
       return { ...json, cert: fromBase64(json.cert), record: decodeRecord(json.record) };
     case "refused":
+    case "queued":
       return json;
   }
 }
@@ -464,15 +536,17 @@ export function encodeLine(line: Line): string {
     case "msg":
       return JSON.stringify({ dir: line.dir, type: "msg", record: encodeRecord(line.record) });
     case "relay":
+    case "stored":
       return JSON.stringify({
         dir: line.dir,
-        type: "relay",
+        type: line.type,
         seqno: line.seqno,
         ts: line.ts,
         cert: toBase64(line.cert),
         record: encodeRecord(line.record),
       });
     case "refused":
+    case "queued":
       return JSON.stringify(line);
   }
 }
@@ -484,10 +558,11 @@ export function encodeLine(line: Line): string {
 export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
   switch (line.type) {
     case "msg":
-      return concat(Uint8Array.of(0x01), recordBytes ?? recordEncoding(line.record));
+      return concat(Uint8Array.of(LINE_TAG.msg), recordBytes ?? recordEncoding(line.record));
     case "relay":
+    case "stored":
       return concat(
-        Uint8Array.of(0x02),
+        Uint8Array.of(LINE_TAG[line.type]),
         u64be(line.seqno),
         u64be(line.ts),
         u32be(line.cert.length),
@@ -497,7 +572,7 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
     case "refused": {
       const code = utf8(line.code);
       return concat(
-        Uint8Array.of(0x03),
+        Uint8Array.of(LINE_TAG.refused),
         u64be(line.seqno),
         u64be(line.ts),
         u64be(line.of),
@@ -505,6 +580,13 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
         code,
       );
     }
+    case "queued":
+      return concat(
+        Uint8Array.of(LINE_TAG.queued),
+        u64be(line.seqno),
+        u64be(line.ts),
+        u64be(line.of),
+      );
   }
 }
 
@@ -581,21 +663,25 @@ export function prepareRelay(
   };
 }
 
-/** One recipient's relay: the hop's seqno and ts in front of the shared parts. */
+/**
+ * One recipient's relay: the hop's seqno and ts in front of the shared parts; `type` says
+ * whether it is live or from the offline queue (§6.6).
+ */
 export function relayFor(
   p: PreparedRelay,
   seqno: number,
   ts: number,
+  type: RelayType = "relay",
 ): { wire: string; line: PreparedLine } {
   const head = `"seqno":${seqno},"ts":${ts},`;
   return {
-    wire: `{"type":"relay",${head}${p.wireTail}`,
+    wire: `{"type":"${type}",${head}${p.wireTail}`,
     line: {
       dir: "s2c",
       seqno,
       ts,
-      json: `{"dir":"s2c","type":"relay",${head}${p.lineTail}`,
-      enc: [Uint8Array.of(0x02), u64be(seqno), u64be(ts), p.encTail],
+      json: `{"dir":"s2c","type":"${type}",${head}${p.lineTail}`,
+      enc: [Uint8Array.of(LINE_TAG[type]), u64be(seqno), u64be(ts), p.encTail],
       k: p.k,
     },
   };
@@ -611,6 +697,19 @@ export function prepareRefused(
   const line: Line = { dir: "s2c", type: "refused", seqno, ts, of, code };
   return {
     wire: JSON.stringify({ type: "refused", seqno, ts, of, code }),
+    line: { dir: "s2c", seqno, ts, json: encodeLine(line), enc: [lineEncoding(line)] },
+  };
+}
+
+/** The server tells an author their private record is stored for later (§6.6). */
+export function prepareQueued(
+  seqno: number,
+  ts: number,
+  of: number,
+): { wire: string; line: PreparedLine } {
+  const line: Line = { dir: "s2c", type: "queued", seqno, ts, of };
+  return {
+    wire: JSON.stringify({ type: "queued", seqno, ts, of }),
     line: { dir: "s2c", seqno, ts, json: encodeLine(line), enc: [lineEncoding(line)] },
   };
 }

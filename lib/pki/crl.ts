@@ -32,6 +32,8 @@ import { pathExists, readTextFile } from "./files.ts";
 import { pemDecode } from "./pem.ts";
 
 export interface ParsedCrl {
+  /** The whole CRL as parsed: what a cluster node shares (docs/DEPLOY.md §4.6). */
+  der: Uint8Array;
   tbs: Uint8Array;
   signatureAlgorithm: AlgorithmId;
   signature: Uint8Array;
@@ -123,6 +125,7 @@ function parseCrlDer(der: Uint8Array): ParsedCrl {
     }
   }
   return {
+    der,
     tbs: tbsTlv.raw,
     signatureAlgorithm,
     signature,
@@ -152,9 +155,17 @@ export async function verifyCrl(crl: ParsedCrl, issuer: ParsedCertificate): Prom
   }
 }
 
-/** A CRL is current from thisUpdate until nextUpdate. @throws BAD_CERT */
+/**
+ * How far ahead of this machine's clock a CRL's thisUpdate may be: the CA signed it on another
+ * machine a moment ago (a cluster node hears of it within milliseconds, docs/DEPLOY.md §4.6),
+ * and NTP keeps machines well within this. Taking a CRL early only revokes early; its
+ * nextUpdate is checked without this allowance.
+ */
+export const CRL_CLOCK_SKEW_MS = 60 * 1000;
+
+/** A CRL is current from thisUpdate (less the clock skew) until nextUpdate. @throws BAD_CERT */
 export function checkCrlCurrent(crl: ParsedCrl, time: Date): void {
-  if (time < crl.thisUpdate) badCrl("is not yet valid");
+  if (time.getTime() < crl.thisUpdate.getTime() - CRL_CLOCK_SKEW_MS) badCrl("is not yet valid");
   if (!crl.nextUpdate || time > crl.nextUpdate) badCrl("is out of date (past its nextUpdate)");
 }
 

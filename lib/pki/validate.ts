@@ -32,6 +32,11 @@ export interface ValidatedPeer {
 
 /** Certificates above this are refused before parsing: ours are under 2 KiB. */
 export const MAX_CERTIFICATE_BYTES = 16 * 1024;
+/**
+ * CRLs above this are refused before parsing: ~15,000 entries, and under NATS's default
+ * 1 MiB payload once a cluster node shares it (docs/DEPLOY.md §4.6).
+ */
+export const MAX_CRL_BYTES = 512 * 1024;
 
 const POLICY = { requireEku: true, requireKeyUsage: true, maxIntermediates: 0 } as const;
 
@@ -44,14 +49,13 @@ export class TrustStore {
   readonly caDer: Uint8Array;
   readonly caFingerprint: string;
   readonly ca: ParsedCertificate;
-  /** The CA's current CRL; a running server replaces it only through `updateCrl()`. */
+  /** The CA's current CRL; a running server replaces it only through `adoptCrl()`. */
   crl?: ParsedCrl;
 
-  private constructor(ca: ParsedCertificate, fingerprint: string, crl?: ParsedCrl) {
+  private constructor(ca: ParsedCertificate, fingerprint: string) {
     this.caDer = ca.der;
     this.caFingerprint = fingerprint;
     this.ca = ca;
-    this.crl = crl;
   }
 
   /**
@@ -66,21 +70,42 @@ export class TrustStore {
   }
 
   /**
-   * Checks a new CRL and, only if it passes, makes it the current one (issue 11 item 2):
-   * it must parse, be signed by our CA, be current at `now`, and not be older than the one
-   * in force (a lower cRLNumber, or the same number with other contents, is refused).
+   * Checks a new CRL and, only if it passes, makes it the current one (issue 11 item 2).
    * @returns the serials it revokes that the previous CRL did not, or null when it is the
    *   CRL already in force
-   * @throws BAD_CERT with the reason; the CRL in force is kept
+   * @throws BAD_CERT, STALE as checkCrl() and adoptCrl(); the CRL in force is kept
    */
   async updateCrl(pem: string, now = new Date()): Promise<Set<string> | null> {
-    const next = parseCrl(pemDecode(pem, "X509 CRL", "BAD_CERT"));
-    await verifyCrl(next, this.ca);
+    return this.adoptCrl(await this.checkCrl(pemDecode(pem, "X509 CRL", "BAD_CERT")), now);
+  }
+
+  /**
+   * Parses a CRL and checks that our CA signed it: whatever its source (a file, another
+   * cluster node), nothing else makes a CRL genuine.
+   * @throws BAD_CERT malformed, too large, not issued or not signed by our CA
+   */
+  async checkCrl(der: Uint8Array): Promise<ParsedCrl> {
+    if (der.length > MAX_CRL_BYTES) badCert(`CRL is larger than ${MAX_CRL_BYTES} bytes`);
+    const crl = parseCrl(der);
+    await verifyCrl(crl, this.ca);
+    return crl;
+  }
+
+  /**
+   * Makes a genuine CRL (checkCrl) the one in force if it is current at `now` and newer than
+   * the one in force: a higher cRLNumber. Synchronous, so two adoptions cannot interleave
+   * between the comparison and the swap.
+   * @returns the serials it revokes that the previous CRL did not, or null when it is the
+   *   CRL already in force
+   * @throws STALE a lower cRLNumber than the CRL in force; BAD_CERT the same number with other
+   *   contents, or not current (before its thisUpdate, after its nextUpdate)
+   */
+  adoptCrl(next: ParsedCrl, now = new Date()): Set<string> | null {
     const current = this.crl;
     if (current) {
       if (next.crlNumber! < current.crlNumber!) {
         throw new SecureChatError(
-          "BAD_CERT",
+          "STALE",
           `CRL number ${next.crlNumber} is older than the one in force (${current.crlNumber})`,
         );
       }
@@ -112,12 +137,11 @@ export class TrustStore {
     checkCertificateProfile(ca, "anchor", POLICY);
     if (!isSelfIssued(ca)) badCert("trusted CA certificate is not a root (not self-issued)");
     if (ca.basicConstraints?.pathLen !== 0) badCert("trusted CA certificate must have pathLen 0");
-    let crl: ParsedCrl | undefined;
+    const store = new TrustStore(ca, toHex(await sha256(ca.der)));
     if (crlPem !== undefined) {
-      crl = parseCrl(pemDecode(crlPem, "X509 CRL", "BAD_CERT"));
-      await verifyCrl(crl, ca);
+      store.crl = await store.checkCrl(pemDecode(crlPem, "X509 CRL", "BAD_CERT"));
     }
-    return new TrustStore(ca, toHex(await sha256(ca.der)), crl);
+    return store;
   }
 }
 

@@ -1,7 +1,9 @@
 /**
  * The lobby's prepared record as it crosses between nodes (docs/DEPLOY.md "Records"): a
  * server body to send (a notice, the operator), or a user's signed record to relay with its
- * author's certificate and content key (PROTOCOL §6.4). The cluster link carries it as an
+ * author's certificate and content key (PROTOCOL §6.4), or word that the recipient has new
+ * records in the offline queue (`stored`, §6.6; the queue itself is in the shared database).
+ * The relay form is also what the offline queue stores. The cluster link carries it as an
  * opaque payload; only the lobby encodes and decodes it.
  */
 import { z } from "zod";
@@ -21,9 +23,12 @@ import {
 import { base64Text } from "../wire/schema.ts";
 import { zodOf } from "../wire/shape.ts";
 
+export type ClusterRelay = { cert: string; record: RecordJson; k: string };
+
 export type ClusterRecord =
   | { body: Body }
-  | { relay: { cert: string; record: RecordJson; k: string } };
+  | { relay: ClusterRelay }
+  | { stored: true };
 
 const ClusterRecordSchema = z.union([
   z.object({ body: zodOf(BodyShape) }).strict(),
@@ -34,6 +39,7 @@ const ClusterRecordSchema = z.union([
       k: base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES),
     }).strict(),
   }).strict(),
+  z.object({ stored: z.literal(true) }).strict(),
 ]);
 
 export function encodeClusterRecord(record: ClusterRecord): unknown {
@@ -50,9 +56,7 @@ export function decodeClusterRecord(value: unknown): ClusterRecord {
 }
 
 /** A relay from the stream, serialised once for every local recipient. */
-export function preparedRelayOf(
-  relay: { cert: string; record: RecordJson; k: string },
-): PreparedRelay {
+export function preparedRelayOf(relay: ClusterRelay): PreparedRelay {
   return prepareRelay(
     relay.cert,
     fromBase64(relay.cert),
@@ -60,4 +64,25 @@ export function preparedRelayOf(
     decodeRecord(relay.record),
     fromBase64(relay.k),
   );
+}
+
+/**
+ * A relay as the offline queue stores it (PROTOCOL §6.6), read back.
+ * @throws PROTOCOL_ERROR for a row this build did not write
+ */
+export function decodeStoredRelay(text: string): ClusterRelay {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (cause) {
+    throw new SecureChatError("PROTOCOL_ERROR", "malformed record in the offline queue", { cause });
+  }
+  const record = decodeClusterRecord(value);
+  if (!("relay" in record)) {
+    throw new SecureChatError(
+      "PROTOCOL_ERROR",
+      "the offline queue holds a record that is no relay",
+    );
+  }
+  return record.relay;
 }

@@ -7,8 +7,13 @@
  * In a cluster (docs/DEPLOY.md) every record to deliver goes through the cluster's stream,
  * this node's own included, and each node delivers what it reads there to its own members:
  * one path, one order. Presence, `/who` and takeovers span the nodes.
+ *
+ * A private record to a user who is not online goes to the offline queue in the store
+ * (PROTOCOL §6.6): the author is told `queued` once it is committed, and the recipient gets
+ * it as `stored` at login (or at once, if they logged in meanwhile), before any live relay,
+ * so each author's records arrive in order. Rows are deleted when the client acknowledges.
  */
-import { codeOf, SecureChatError } from "../errors.ts";
+import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { toBase64 } from "../bytes.ts";
 import {
@@ -25,11 +30,14 @@ import type { ClusterLink, LocalUser } from "../cluster/link.ts";
 import type { LoginEvent, RecordEnvelope } from "../cluster/messages.ts";
 import {
   type ClusterRecord,
+  type ClusterRelay,
   decodeClusterRecord,
+  decodeStoredRelay,
   encodeClusterRecord,
   preparedRelayOf,
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
+import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
 
 // The operator's name is a reserved user name: its home is lib/pki/names.ts.
 export { OPERATOR_NAME } from "../pki/names.ts";
@@ -46,6 +54,21 @@ export const DEFAULT_LOBBY_LIMITS: LobbyLimits = { messagesPerSecond: 20, messag
 /** Relayed messages of one sender being published to the cluster at once, at most. */
 export const RELAY_WINDOW = 32;
 
+/** Offline queue rows read per query while delivering (PROTOCOL §6.6). */
+const STORED_PAGE = 100;
+
+/** The offline queue and its bounds (absent: private records to absent users are refused). */
+export interface OfflineDelivery {
+  queue: MessageQueue;
+  limits: QueueLimits;
+}
+
+/** Refusal codes for what storing a record can fail with; anything else is the store's fault. */
+const STORE_REFUSALS: Partial<Record<ErrorCode, RefusalCode>> = {
+  UNKNOWN_USER: "NOT_ONLINE",
+  QUEUE_FULL: "QUEUE_FULL",
+};
+
 export class Member {
   readonly bucket: TokenBucket;
   /** This member's relays still being published (see RELAY_WINDOW). */
@@ -61,6 +84,17 @@ export class Member {
   held?: ClusterRecord[];
   /** Ended because the user logged in again elsewhere: no "left" notice. */
   replaced = false;
+  /**
+   * While stored records are being delivered: live relays to this member wait here, so an
+   * author's queued records arrive before their later live ones (PROTOCOL §6.6).
+   */
+  deferred?: (() => void)[];
+  /** More was queued while a delivery ran: it goes round again. */
+  storedAgain = false;
+  /** Stored records sent in this session and not yet acknowledged: hop seqno → queue row. */
+  readonly storedSent = new Map<number, number>();
+  /** Every queue row sent in this session: never sent twice in one session. */
+  readonly storedIds = new Set<number>();
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -82,13 +116,16 @@ const keyOf = canonicalName;
 export class Lobby {
   readonly #members = new Map<string, Member>();
   readonly #cluster?: ClusterLink;
+  readonly #offline?: OfflineDelivery;
 
   constructor(
     readonly log: Logger,
     readonly limits: LobbyLimits = DEFAULT_LOBBY_LIMITS,
     cluster?: ClusterLink,
+    offline?: OfflineDelivery,
   ) {
     this.#cluster = cluster;
+    this.#offline = offline;
   }
 
   /** What the cluster link calls: records from the stream, logins elsewhere, presence. */
@@ -167,6 +204,8 @@ export class Lobby {
     const replay = this.#replayRangeFor(member);
     if (replay) member.held = [];
     this.#members.set(keyOf(member.username), member);
+    // Before anything can be relayed to the member: what waited comes first (§6.6).
+    void this.#deliverStored(member);
     if (previous) await this.#replace(previous);
     this.#cluster?.announceLogin(member.username, member.session.sessionId, member.since);
     this.#cluster?.announcePresence();
@@ -208,14 +247,20 @@ export class Lobby {
     if (body.kind === "who") {
       return this.#notify(from, { kind: "notice", text: `online: ${this.names().join(", ")}` });
     }
+    if (body.kind === "received") {
+      return await this.#acknowledged(from, body.upto, new Set(body.unread ?? []));
+    }
     if (body.kind !== "text") return;
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
-    if (to !== undefined && !this.#isOnline(to)) {
-      return this.#refuse(from, message.seqno, "NOT_ONLINE");
-    }
-    const relay: ClusterRecord = {
-      relay: { cert: from.certBase64, record: message.recordJson, k: toBase64(message.k) },
+    const relayed: ClusterRelay = {
+      cert: from.certBase64,
+      record: message.recordJson,
+      k: toBase64(message.k),
     };
+    if (to !== undefined && !this.#reachable(to)) {
+      return await this.#store(from, message.seqno, to, relayed);
+    }
+    const relay: ClusterRecord = { relay: relayed };
     if (!this.#cluster) {
       // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4).
       const prepared = prepareRelay(
@@ -236,6 +281,150 @@ export class Lobby {
     from.inFlight.add(delivery);
     void delivery.finally(() => from.inFlight.delete(delivery));
     while (from.inFlight.size >= RELAY_WINDOW) await Promise.race(from.inFlight);
+  }
+
+  /** Online and not on the way out: a live relay would reach them. */
+  #reachable(name: string): boolean {
+    const local = this.#members.get(keyOf(name));
+    if (local) return !local.session.closing;
+    return this.#isOnline(name);
+  }
+
+  /**
+   * A private record for a user who is not online (PROTOCOL §6.6): committed to the offline
+   * queue, then the author is told `queued`; refused with a code when it cannot be stored.
+   * The recipient, if they logged in meanwhile (here or on another node), gets it at once.
+   */
+  async #store(from: Member, seqno: number, to: string, relay: ClusterRelay): Promise<void> {
+    if (!this.#offline) return this.#refuse(from, seqno, "NOT_ONLINE");
+    const { queue, limits } = this.#offline;
+    try {
+      await queue.enqueue(to, keyOf(from.username), JSON.stringify({ relay }), limits);
+    } catch (error) {
+      const refusal = STORE_REFUSALS[codeOf(error)] ?? "DB_UNAVAILABLE";
+      this.log(codeOf(error), {
+        user: from.username,
+        session: from.session.sessionId,
+        detail: `message ${seqno} for ${to} not stored: ${(error as Error).message}`,
+      });
+      return this.#refuse(from, seqno, refusal);
+    }
+    this.log("QUEUED", {
+      user: from.username,
+      session: from.session.sessionId,
+      detail: `message ${seqno} stored for ${to}`,
+    });
+    this.#deliver(from, () => from.session.queued(seqno));
+    await this.#storedFor(to, from, seqno);
+  }
+
+  /** Tells the node where `to` is (this one, or any in a cluster) that more is stored for them. */
+  async #storedFor(to: string, from: Member, seqno: number): Promise<void> {
+    if (!this.#cluster) {
+      const member = this.#members.get(keyOf(to));
+      if (member) void this.#deliverStored(member);
+      return;
+    }
+    await this.#route({ stored: true }, to, from, {
+      id: `${from.session.sessionId}:${seqno}:stored`,
+    });
+  }
+
+  /**
+   * Sends a member every stored record not yet sent in this session, oldest first, holding
+   * live relays back meanwhile. A call while one runs makes it go round again, so a record
+   * committed during a delivery is not left behind.
+   */
+  async #deliverStored(member: Member): Promise<void> {
+    if (!this.#offline || member.session.closing) return;
+    if (member.deferred) {
+      member.storedAgain = true;
+      return;
+    }
+    member.deferred = [];
+    let count = 0;
+    try {
+      do {
+        member.storedAgain = false;
+        count += await this.#storedPass(member);
+      } while (member.storedAgain && !member.session.closing);
+    } catch (error) {
+      // Left in the queue: delivered at the next login.
+      this.log(codeOf(error), {
+        user: member.username,
+        session: member.session.sessionId,
+        detail: `offline queue: ${(error as Error).message}`,
+      });
+    } finally {
+      const deferred = member.deferred;
+      member.deferred = undefined;
+      for (const action of deferred) this.#deliver(member, action);
+    }
+    if (count > 0) {
+      this.log("STORED_SENT", {
+        user: member.username,
+        session: member.session.sessionId,
+        detail: `${count} records from the offline queue`,
+      });
+    }
+  }
+
+  /** One pass over the member's whole queue; @returns how many records it sent. */
+  async #storedPass(member: Member): Promise<number> {
+    const sent = member.storedIds;
+    let count = 0;
+    let after = 0;
+    for (;;) {
+      const page = await this.#offline!.queue.pending(member.username, STORED_PAGE, after);
+      for (const row of page) {
+        after = row.id;
+        if (sent.has(row.id) || member.session.closing) continue;
+        let prepared: PreparedRelay;
+        try {
+          prepared = preparedRelayOf(decodeStoredRelay(row.item));
+        } catch (error) {
+          // Not ours to deliver (a row this build did not write): it expires unread.
+          this.log(codeOf(error), { user: member.username, detail: `offline queue row ${row.id}` });
+          continue;
+        }
+        const hop = member.session.relay(prepared, "stored");
+        member.storedSent.set(hop, row.id);
+        sent.add(row.id);
+        count++;
+      }
+      if (page.length < STORED_PAGE) return count;
+    }
+  }
+
+  /**
+   * The client holds every stored record up to its s2c seqno `upto`: they leave the queue,
+   * except those it could not open (`unread`: not wrapped for this device), which stay for
+   * the user's other devices until one opens them or they expire (§6.6).
+   */
+  async #acknowledged(member: Member, upto: number, unread: Set<number>): Promise<void> {
+    const ids: number[] = [];
+    for (const [seqno, id] of member.storedSent) {
+      if (seqno > upto) continue;
+      if (!unread.has(seqno)) ids.push(id);
+      member.storedSent.delete(seqno);
+    }
+    if (ids.length === 0 || !this.#offline) return;
+    try {
+      await this.#offline.queue.remove(member.username, ids);
+      this.log("STORED_ACKED", {
+        user: member.username,
+        session: member.session.sessionId,
+        detail: `${ids.length} records delivered and deleted from the offline queue`,
+      });
+    } catch (error) {
+      // Still queued: sent again at the next login, where the client's marks make it a
+      // duplicate that is recorded but not shown (§6.6).
+      this.log(codeOf(error), {
+        user: member.username,
+        session: member.session.sessionId,
+        detail: `offline queue: acknowledged records not deleted: ${(error as Error).message}`,
+      });
+    }
   }
 
   /** The operator speaks as `server` (serve's console); false when `to` is not online. */
@@ -297,6 +486,10 @@ export class Lobby {
   #deliverRecord(members: Member[], record: ClusterRecord): void {
     if ("body" in record) {
       for (const m of members) this.#notify(m, record.body);
+      return;
+    }
+    if ("stored" in record) {
+      for (const m of members) void this.#deliverStored(m);
       return;
     }
     if (members.length === 0) return;
@@ -393,7 +586,10 @@ export class Lobby {
   }
 
   #relay(member: Member, prepared: PreparedRelay): void {
-    this.#deliver(member, () => member.session.relay(prepared));
+    const relay = () => void member.session.relay(prepared);
+    // Held behind the stored records being delivered (§6.6).
+    if (member.deferred) member.deferred.push(relay);
+    else this.#deliver(member, relay);
   }
 
   #refuse(member: Member, of: number, code: RefusalCode): void {

@@ -6,14 +6,23 @@
  * A refused CRL is logged and the old one stays. Polling a stat() rather than watching
  * inotify survives editors, atomic renames and network file systems alike.
  *
- * Log events: CRL_LOADED, CRL_REFUSED, REVOCATION_OFF (no CRL file), CRL_LAPSING (within
- * CRL_WARN_DAYS of nextUpdate; repeated every WARN_REPEAT_MS), CRL_LAPSED (every client
- * certificate is now refused until a fresh CRL arrives).
+ * In a cluster (docs/DEPLOY.md §4.6) the CRL also travels between nodes: one adopted from the
+ * file is shared, and one another node shared is offered here and held to the same test — our
+ * CA's signature, current, newer than the one in force — before it ends anyone's session. A
+ * shared value that is no CRL of our CA, or older than ours, is replaced with ours; nothing
+ * else is, so two nodes can never take turns overwriting each other.
+ *
+ * Log events: CRL_LOADED (with `source`: file or cluster), CRL_REFUSED (with the code: STALE
+ * for an older CRL, BAD_CERT for anything else), CRL_SHARED, REVOCATION_OFF (no CRL file),
+ * CRL_LAPSING (within CRL_WARN_DAYS of nextUpdate; repeated every WARN_REPEAT_MS), CRL_LAPSED
+ * (every client certificate is now refused until a fresh CRL arrives).
  */
 import { codeOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { CRL_WARN_DAYS, crlDaysLeft } from "../pki/crl.ts";
+import { CRL_WARN_DAYS, crlDaysLeft, type ParsedCrl } from "../pki/crl.ts";
 import type { TrustStore } from "../pki/validate.ts";
+import { pemDecode } from "../pki/pem.ts";
+import type { SharedCrl } from "../cluster/crl_share.ts";
 
 /** How often the CRL file is looked at: `cert revoke` tells the operator this bound. */
 export const DEFAULT_CRL_CHECK_MS = 5_000;
@@ -26,6 +35,11 @@ export interface CrlWatcherOptions {
   intervalMs?: number;
   /** Called with the serials a newly adopted CRL revokes that the previous one did not. */
   onRevoked(serials: Set<string>): void;
+  /**
+   * In a cluster: puts a CRL where the other nodes follow it; false when another was put
+   * meanwhile (offerShared() then gets that one).
+   */
+  share?(der: Uint8Array): Promise<boolean>;
 }
 
 /** What identifies one version of the file without reading it. */
@@ -51,8 +65,9 @@ export class CrlWatcher {
     if (trust.crl) {
       log("CRL_LOADED", crlFields(trust, path));
     } else {
+      const until = this.#opts.share ? "one is there or another node shares one" : "one is there";
       log("REVOCATION_OFF", {
-        detail: `no CRL at ${path}: revoked certificates are NOT refused until one is there`,
+        detail: `no CRL at ${path}: revoked certificates are NOT refused until ${until}`,
       });
     }
     this.#warnIfLapsing(new Date());
@@ -79,7 +94,7 @@ export class CrlWatcher {
   }
 
   async #reload(force: boolean): Promise<void> {
-    const { trust, log, path } = this.#opts;
+    const { log, path } = this.#opts;
     const now = new Date();
     const stamp = await stampOf(path);
     const changed = stamp !== this.#stamp;
@@ -92,23 +107,98 @@ export class CrlWatcher {
           });
         }
       } else {
+        let crl: ParsedCrl | undefined;
         try {
-          const newly = await trust.updateCrl(await Deno.readTextFile(path), now);
-          if (newly !== null) {
-            this.#lapsed = false;
-            this.#lastWarning = -Infinity;
-            log("CRL_LOADED", { ...crlFields(trust, path), newly_revoked: newly.size });
-            if (newly.size > 0) this.#opts.onRevoked(newly);
-          }
+          const pem = await Deno.readTextFile(path);
+          crl = await this.#opts.trust.checkCrl(pemDecode(pem, "X509 CRL", "BAD_CERT"));
         } catch (error) {
-          log("CRL_REFUSED", {
-            code: codeOf(error),
-            detail: `${path}: ${(error as Error).message}; the CRL in force stays`,
-          });
+          this.#refused(error, path);
         }
+        if (crl && this.#adopt(crl, now, path, { source: "file" })) await this.#share(crl);
       }
     }
     this.#warnIfLapsing(now);
+  }
+
+  /**
+   * A CRL another node shared (or none usable: undefined), as the cluster hands it over. Never
+   * throws: every outcome is a log line.
+   */
+  offerShared(shared: SharedCrl | undefined): Promise<void> {
+    this.#running = this.#running.then(() => this.#offerShared(shared)).catch((error) => {
+      this.#opts.log("INTERNAL", { detail: `shared CRL: ${String(error)}` });
+    });
+    return this.#running;
+  }
+
+  async #offerShared(shared: SharedCrl | undefined): Promise<void> {
+    const { trust } = this.#opts;
+    const ours = trust.crl;
+    if (!shared) {
+      if (ours) await this.#share(ours);
+      return;
+    }
+    const from = `the cluster (put there by node ${shared.node})`;
+    let crl: ParsedCrl;
+    try {
+      crl = await trust.checkCrl(shared.der);
+    } catch (error) {
+      // Not a CRL of our CA: whoever wrote it, ours goes back in its place.
+      this.#refused(error, from);
+      if (ours) await this.#share(ours);
+      return;
+    }
+    const adopted = this.#adopt(crl, new Date(), from, { source: "cluster", from: shared.node });
+    // Only a lower number is put right: a CRL refused for its dates or for differing from ours
+    // under one number would be put back by the node holding it, and the two would take turns.
+    if (!adopted && ours && trust.crl === ours && crl.crlNumber! < ours.crlNumber!) {
+      await this.#share(ours);
+    }
+  }
+
+  /**
+   * Makes a genuine CRL the one in force if it is newer, ends the sessions it newly revokes.
+   * @returns whether it was adopted (false: the one in force already, or refused and logged)
+   */
+  #adopt(
+    crl: ParsedCrl,
+    now: Date,
+    where: string,
+    fields: { source: "file" | "cluster"; from?: string },
+  ): boolean {
+    const { trust, log } = this.#opts;
+    let newly: Set<string> | null;
+    try {
+      newly = trust.adoptCrl(crl, now);
+    } catch (error) {
+      this.#refused(error, where);
+      return false;
+    }
+    if (newly === null) return false;
+    this.#lapsed = false;
+    this.#lastWarning = -Infinity;
+    log("CRL_LOADED", { ...crlFields(trust, where), ...fields, newly_revoked: newly.size });
+    if (newly.size > 0) this.#opts.onRevoked(newly);
+    return true;
+  }
+
+  #refused(error: unknown, where: string): void {
+    this.#opts.log("CRL_REFUSED", {
+      code: codeOf(error),
+      detail: `${where}: ${(error as Error).message}; the CRL in force stays`,
+    });
+  }
+
+  /** Shares a CRL in force with the other nodes; a failure is logged, never thrown. */
+  async #share(crl: ParsedCrl): Promise<void> {
+    if (!this.#opts.share) return;
+    try {
+      if (await this.#opts.share(crl.der)) {
+        this.#opts.log("CRL_SHARED", { number: String(crl.crlNumber) });
+      }
+    } catch (error) {
+      this.#opts.log(codeOf(error), { detail: `CRL ${crl.crlNumber} not shared: ${error}` });
+    }
   }
 
   #warnIfLapsing(now: Date): void {

@@ -29,6 +29,10 @@ import { readProxyHeader } from "./proxy_protocol.ts";
 import { CrlWatcher } from "./revocation.ts";
 import { canonicalName } from "../pki/names.ts";
 import type { TicketAuthority } from "../resumption/ticket.ts";
+import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from "../store/message_queue.ts";
+
+/** How often expired offline records are purged (they are never handed out once expired). */
+const QUEUE_PURGE_INTERVAL_MS = 10 * 60 * 1000;
 
 export interface ServerOptions {
   hostname: string;
@@ -55,6 +59,8 @@ export interface ServerOptions {
   revocation?: { crlPath: string; checkIntervalMs?: number };
   /** Issues and redeems session resumption tickets (docs/DEPLOY.md §8); none without it. */
   tickets?: TicketAuthority;
+  /** Bounds of each user's offline queue (PROTOCOL §6.6); the store's queue holds it. */
+  queue?: Partial<QueueLimits>;
 }
 
 export class ChatServer {
@@ -66,6 +72,9 @@ export class ChatServer {
   readonly #connections = new Set<Promise<void>>();
   readonly #crl?: CrlWatcher;
   readonly #cookies = new CookieJar();
+  readonly #purgeTimer?: ReturnType<typeof setInterval>;
+  /** Resolved once startCluster() has run (at once for a single server). */
+  readonly #clusterJoined = Promise.withResolvers<void>();
   #accepting: Promise<void>;
   #stopping = false;
 
@@ -74,7 +83,23 @@ export class ChatServer {
     this.#opts = opts;
     this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
     this.#throttle = new LoginThrottle(opts.loginThrottle);
-    this.lobby = new Lobby(opts.log, { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby }, opts.cluster);
+    const queue = opts.store.queue;
+    this.lobby = new Lobby(
+      opts.log,
+      { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby },
+      opts.cluster,
+      queue && { queue, limits: { ...DEFAULT_QUEUE_LIMITS, ...opts.queue } },
+    );
+    if (queue) {
+      const purge = () =>
+        void queue.purgeExpired().then(
+          (n) => n > 0 && opts.log("QUEUE_PURGED", { detail: `${n} expired offline records` }),
+          (error) => opts.log(codeOf(error), { detail: `offline queue purge: ${error.message}` }),
+        );
+      purge();
+      this.#purgeTimer = setInterval(purge, QUEUE_PURGE_INTERVAL_MS);
+      Deno.unrefTimer(this.#purgeTimer);
+    }
     if (opts.revocation) {
       this.#crl = new CrlWatcher({
         path: opts.revocation.crlPath,
@@ -82,8 +107,10 @@ export class ChatServer {
         trust: opts.trust,
         log: opts.log,
         onRevoked: (serials) => this.#endRevoked(serials),
+        share: opts.cluster && ((der) => opts.cluster!.shareCrl(der)),
       });
     }
+    if (!opts.cluster) this.#clusterJoined.resolve();
     this.#accepting = this.#acceptLoop();
   }
 
@@ -132,13 +159,23 @@ export class ChatServer {
     return this.#listener.addr.port;
   }
 
-  /** Joins the cluster: starts taking records, logins and lockouts from the other nodes. */
+  /**
+   * Joins the cluster: settles the CRL with the one the nodes share, then starts taking
+   * records, logins, lockouts and CRLs from the other nodes. A cluster node accepts no
+   * connection before this: a revocation another node shared holds from its first login.
+   * @throws CLUSTER_UNAVAILABLE
+   */
   async startCluster(): Promise<void> {
-    await this.#opts.cluster?.start({
-      ...this.lobby.clusterHandlers(),
-      authFailed: (keys) => this.#throttle.failedElsewhere(keys),
-      authSucceeded: (keys) => this.#throttle.succeededElsewhere(keys),
-    });
+    try {
+      await this.#opts.cluster?.start({
+        ...this.lobby.clusterHandlers(),
+        authFailed: (keys) => this.#throttle.failedElsewhere(keys),
+        authSucceeded: (keys) => this.#throttle.succeededElsewhere(keys),
+        crl: async (shared) => await this.#crl?.offerShared(shared),
+      });
+    } finally {
+      this.#clusterJoined.resolve();
+    }
   }
 
   /** Listening, and in a cluster connected to it: what `serve --health-port` reports. */
@@ -150,7 +187,9 @@ export class ChatServer {
   async shutdown(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#clusterJoined.resolve();
     this.#crl?.stop();
+    clearInterval(this.#purgeTimer);
     this.#listener.close();
     await this.#accepting;
     await this.lobby.closeAll("the server is shutting down; this session is closed with receipts");
@@ -160,6 +199,8 @@ export class ChatServer {
   }
 
   async #acceptLoop(): Promise<void> {
+    // Connections wait in the listen backlog meanwhile.
+    await this.#clusterJoined.promise;
     while (!this.#stopping) {
       let conn: Deno.TcpConn;
       try {

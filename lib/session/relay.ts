@@ -11,6 +11,7 @@ import { SecureChatError } from "../errors.ts";
 import {
   decodeRecord,
   LOBBY,
+  MAX_STORED_AGE_MS,
   type MessageRecord,
   openContent,
   type RelayMessage,
@@ -34,10 +35,23 @@ export interface RelayedText {
    * it): genuine and recorded, but not to be shown as new (PROTOCOL §6.4).
    */
   duplicate: boolean;
+  /** Delivered from the offline queue (PROTOCOL §6.6): written while we were away. */
+  stored: boolean;
+  /**
+   * Why this device cannot read the record (the end-to-end layer, PROTOCOL §12): genuine
+   * and recorded, shown as unreadable, and for a stored record left in the queue for
+   * another of the user's devices (§6.6).
+   */
+  undecryptable?: string;
 }
 
-/** Per author (certificate fingerprint) and author session: the highest seqno and its ts. */
-type Marks = Record<string, Record<string, { seqno: number; ts: number }>>;
+/**
+ * Per author (certificate fingerprint) and author session: the highest seqno and its ts;
+ * `private` once a record of that session was addressed to us alone, which could come back
+ * from the offline queue for MAX_STORED_AGE_MS (PROTOCOL §6.6), so its mark is kept as long.
+ */
+type Mark = { seqno: number; ts: number; private?: true };
+type Marks = Record<string, Record<string, Mark>>;
 
 /**
  * Relay high-water marks that outlive the session (PROTOCOL §6.4): a JSON file, mode
@@ -87,8 +101,10 @@ export class SeenStore {
     return mark !== undefined && seqno <= mark.seqno;
   }
 
-  accept(fingerprint: string, sid: string, seqno: number, ts: number): void {
-    (this.#marks[fingerprint] ??= {})[sid] = { seqno, ts };
+  accept(fingerprint: string, sid: string, seqno: number, ts: number, isPrivate = false): void {
+    const sessions = this.#marks[fingerprint] ??= {};
+    const keep = isPrivate || sessions[sid]?.private === true;
+    sessions[sid] = keep ? { seqno, ts, private: true } : { seqno, ts };
     this.#dirty = true;
     if (this.path && !this.#timer) {
       this.#timer = setTimeout(() => void this.save().catch(() => {}), 1000);
@@ -126,7 +142,10 @@ export class SeenStore {
   #prune(now: number): void {
     for (const [fp, sessions] of Object.entries(this.#marks)) {
       for (const [sid, mark] of Object.entries(sessions)) {
-        if (typeof mark?.ts !== "number" || mark.ts < now - this.retentionMs) delete sessions[sid];
+        const retention = mark?.private === true
+          ? MAX_STORED_AGE_MS + this.retentionMs
+          : this.retentionMs;
+        if (typeof mark?.ts !== "number" || mark.ts < now - retention) delete sessions[sid];
       }
       if (Object.keys(sessions).length === 0) delete this.#marks[fp];
     }
@@ -155,18 +174,20 @@ export class RelayVerifier {
   }
 
   /**
-   * Steps 2–6 of PROTOCOL §6.4 (the hop's seqno and ts are the session's).
+   * Steps 2–6 of PROTOCOL §6.4 (the hop's seqno and ts are the session's), with the
+   * freshness rule of §6.6 for a `stored` record.
    * @throws BAD_CERT, TAMPERED, SIG_FAIL, DECRYPT_FAIL, PROTOCOL_ERROR, REPLAY, STALE
    */
   async check(relay: RelayMessage): Promise<RelayedText> {
+    const stored = relay.type === "stored";
     const certDer = fromBase64(relay.cert);
     const fingerprint = toHex(new Uint8Array(createHash("sha256").update(certDer).digest()));
     const { peer, key } = await this.#author(fingerprint, certDer);
     const record = decodeRecord(relay.record);
-    if (record.dir !== "c2s" || (record.to !== LOBBY && record.to !== this.#me)) {
+    if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {
       throw new SecureChatError(
         "TAMPERED",
-        `relayed record is addressed ${record.dir} to ${record.to.slice(0, 80)}, not to us`,
+        `${relay.type} record is addressed ${record.dir} to ${record.to.slice(0, 80)}, not to us`,
       );
     }
     if (!await verifyRecord(key, record)) {
@@ -180,10 +201,18 @@ export class RelayVerifier {
       throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind}, not a text`);
     }
     const { sessionTime, maxSkewMs, seen } = this.ctx;
-    if (record.ts < sessionTime - maxSkewMs) {
+    // A live relay is never older than our session; a stored one is never older than any
+    // queue keeps it (§6.6), and the marks of private records are kept that long.
+    if (!stored && record.ts < sessionTime - maxSkewMs) {
       throw new SecureChatError(
         "REPLAY",
         `relayed record from ${peer.commonName} was written before this session began`,
+      );
+    }
+    if (stored && record.ts < relay.ts - MAX_STORED_AGE_MS - maxSkewMs) {
+      throw new SecureChatError(
+        "REPLAY",
+        `stored record from ${peer.commonName} is older than any queue keeps one`,
       );
     }
     if (record.ts > relay.ts + maxSkewMs) {
@@ -198,9 +227,12 @@ export class RelayVerifier {
     }
     this.#inSession.set(authorSession, record.seqno);
     const duplicate = seen.has(fingerprint, record.sid, record.seqno);
-    if (!duplicate) seen.accept(fingerprint, record.sid, record.seqno, record.ts);
+    if (!duplicate) {
+      seen.accept(fingerprint, record.sid, record.seqno, record.ts, record.to !== LOBBY);
+    }
     return {
       duplicate,
+      stored,
       author: peer.commonName,
       fingerprint,
       text: body.text,

@@ -1,6 +1,6 @@
 /**
  * A chat session after the handshake (PROTOCOL §6, §7): every frame is a sealed
- * record; session messages (msg, relay, refused) are numbered per direction, checked,
+ * record; session messages (msg, relay, stored, queued, refused) are numbered per direction, checked,
  * recorded in the transcript and handed to the caller; the session ends with the
  * close / receipt exchange. Any failed check ends the session with its code: the
  * record layer already authenticated the frame, so a bad message is the peer's own.
@@ -20,6 +20,7 @@ import {
   decodeRecord,
   isClientRecipient,
   LOBBY,
+  MAX_UNREAD,
   type MessageRecord,
   msgLine,
   type MsgMessage,
@@ -28,8 +29,11 @@ import {
   type PreparedLine,
   type PreparedRelay,
   prepareMsg,
+  prepareQueued,
   prepareRefused,
   prepareRelay,
+  type QueuedMessage,
+  QueuedMessageShape,
   type RecordJson,
   type RefusalCode,
   type RefusedMessage,
@@ -37,8 +41,10 @@ import {
   relayFor,
   type RelayMessage,
   RelayMessageShape,
+  type RelayType,
   sealContent,
   signRecord,
+  TO_SERVER,
   userRecipient,
   verifyRecord,
 } from "../message/record.ts";
@@ -94,7 +100,8 @@ export type ReceivedMessage =
     k: Uint8Array;
   }
   | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
-  | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode };
+  | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
+  | { type: "queued"; seqno: number; ts: number; of: number };
 
 export interface SessionHandlers {
   onMessage(message: ReceivedMessage): void | Promise<void>;
@@ -141,9 +148,15 @@ export class ChatSession {
   /**
    * Messages that passed every check, recorded in the transcript's pending batch, not yet
    * handed to the caller: the frames already received are read first, then the batch is
-   * written in one write and only then are the messages acted on (see #release).
+   * written in one write and only then are the messages acted on (see #release). `stored`
+   * marks a hop from the offline queue, acknowledged once acted on (§6.6).
    */
-  #held: ReceivedMessage[] = [];
+  #held: { message: ReceivedMessage; stored: boolean }[] = [];
+  /** Clients: the last `stored` hop not yet acknowledged, and the acknowledgement under way. */
+  #storedUnacked = 0;
+  /** Clients: stored hops not yet acknowledged that this device could not open. */
+  #storedUnread: number[] = [];
+  #acking?: Promise<void>;
 
   private constructor(
     est: EstablishedSession,
@@ -270,10 +283,21 @@ export class ChatSession {
     return next.then(() => record.seqno);
   }
 
-  /** The server forwards a user's record (PROTOCOL §6.4): no signature, one seal. */
-  relay(prepared: PreparedRelay): void {
+  /**
+   * The server forwards a user's record (PROTOCOL §6.4): no signature, one seal; `stored`
+   * for one from the offline queue (§6.6).
+   * @returns the hop's seqno
+   */
+  relay(prepared: PreparedRelay, type: RelayType = "relay"): number {
     const { seqno, ts } = this.#number();
-    this.#emit(relayFor(prepared, seqno, ts));
+    this.#emit(relayFor(prepared, seqno, ts, type));
+    return seqno;
+  }
+
+  /** The server tells the author its private record `of` is stored for later (§6.6). */
+  queued(of: number): void {
+    const { seqno, ts } = this.#number();
+    this.#emit(prepareQueued(seqno, ts, of));
   }
 
   /** The server refuses a received message (PROTOCOL §6.5). */
@@ -315,6 +339,9 @@ export class ChatSession {
    * `close`: nothing of ours can follow it on the wire (PROTOCOL §7).
    */
   async #sendClose(): Promise<void> {
+    if (this.#stopped) return;
+    // Stored lines being acknowledged: let that finish, or they are delivered again (§6.6).
+    if (this.#acking && !this.#close.received) await this.#acking;
     if (this.#stopped) return;
     this.#stopped = true;
     await this.#sending;
@@ -386,7 +413,12 @@ export class ChatSession {
     const held = this.#held;
     this.#held = [];
     this.#transcript.commit();
-    for (const message of held) await handlers.onMessage(message);
+    for (const { message, stored } of held) {
+      await handlers.onMessage(message);
+      if (stored && message.type === "relay") {
+        this.#acknowledgeStored(message.seqno, message.relayed.undecryptable !== undefined);
+      }
+    }
   }
 
   async #nextFrame(): Promise<Uint8Array | null> {
@@ -420,10 +452,12 @@ export class ChatSession {
     }
     const received = message.type === "msg"
       ? await this.#checkMsg(message)
-      : message.type === "relay"
-      ? await this.#checkRelay(message)
-      : this.#checkRefused(message);
-    this.#held.push(received);
+      : message.type === "queued"
+      ? this.#checkQueued(message)
+      : message.type === "refused"
+      ? this.#checkRefused(message)
+      : await this.#checkRelay(message);
+    this.#held.push({ message: received, stored: message.type === "stored" });
     if (this.#held.length >= MAX_HELD) await this.#release(handlers);
   }
 
@@ -504,8 +538,57 @@ export class ChatSession {
       relayed.record,
       fromBase64(message.k),
     );
-    this.#transcript.append(relayFor(prepared, message.seqno, message.ts).line);
+    this.#transcript.append(relayFor(prepared, message.seqno, message.ts, message.type).line);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
+  }
+
+  /**
+   * PROTOCOL §6.6: once the stored lines received so far are durable here (transcript and
+   * duplicate marks fsynced), the client tells the server it holds them up to `seqno`, and
+   * only then does the server delete them. Stored lines arrive in a burst at login: one
+   * acknowledgement covers every one that arrived while the previous was being made.
+   */
+  #acknowledgeStored(seqno: number, unread: boolean): void {
+    this.#storedUnacked = seqno;
+    if (unread) this.#storedUnread.push(seqno);
+    if (this.#acking) return;
+    this.#acking = (async () => {
+      try {
+        while (this.#storedUnacked > 0 && !this.closing) {
+          let upto = this.#storedUnacked;
+          const unread = this.#storedUnread.splice(0, MAX_UNREAD);
+          this.#storedUnacked = 0;
+          if (this.#storedUnread.length > 0) {
+            // More unread than one acknowledgement names: this one stops short of the next.
+            this.#storedUnacked = upto;
+            upto = this.#storedUnread[0] - 1;
+          }
+          await this.#transcript.sync();
+          await this.#opts.seen?.save();
+          if (this.closing) return; // unacknowledged: delivered again next time, shown once
+          await this.send(
+            unread.length ? { kind: "received", upto, unread } : { kind: "received", upto },
+            TO_SERVER,
+          );
+        }
+      } catch {
+        // Not acknowledged: the server keeps the lines and delivers them again; the marks
+        // make that a duplicate, recorded but not shown (§6.6).
+      } finally {
+        this.#acking = undefined;
+      }
+    })();
+  }
+
+  /** PROTOCOL §6.6 (clients only): the server stored one of our private records. */
+  #checkQueued(message: QueuedMessage): ReceivedMessage {
+    this.#checkHop(message.seqno, message.ts);
+    if (message.of > this.#sendSeqno) {
+      throw new SecureChatError("PROTOCOL_ERROR", `queued message ${message.of} never sent`);
+    }
+    this.#accept(message.seqno, message.ts);
+    this.#transcript.append(prepareQueued(message.seqno, message.ts, message.of).line);
+    return { ...message };
   }
 
   /** PROTOCOL §6.5 (clients only): a refusal names one of our messages. */
@@ -589,10 +672,14 @@ type Control = import("zod").output<typeof CONTROL[keyof typeof CONTROL]>;
 /** What a server may read from a client after the handshake, by type. */
 const CLIENT_MESSAGES = byType<MsgMessage | Control>({ msg: MsgMessageShape, ...CONTROL });
 /** What a client may read from the server after the handshake, by type. */
-const SERVER_MESSAGES = byType<MsgMessage | RelayMessage | RefusedMessage | Control>({
+const SERVER_MESSAGES = byType<
+  MsgMessage | RelayMessage | RefusedMessage | QueuedMessage | Control
+>({
   msg: MsgMessageShape,
   relay: RelayMessageShape,
+  stored: RelayMessageShape,
   refused: RefusedMessageShape,
+  queued: QueuedMessageShape,
   ...CONTROL,
 });
 

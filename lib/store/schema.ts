@@ -107,6 +107,36 @@ const MIGRATIONS: Migration[] = [{
   CONSTRAINT account_notices_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci`,
   ],
+}, {
+  // Offline delivery (PROTOCOL §6.6, lib/store/message_queue.ts): records waiting for a user
+  // who was not online, in delivery order (id), until their client acknowledges them or they
+  // expire. A deleted account takes its queue with it.
+  version: 3,
+  sqlite: [
+    `CREATE TABLE IF NOT EXISTS message_queue (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  author TEXT NOT NULL,
+  item TEXT NOT NULL,
+  stored_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT`,
+    "CREATE INDEX IF NOT EXISTS message_queue_user ON message_queue (user_id, id)",
+    "CREATE INDEX IF NOT EXISTS message_queue_expiry ON message_queue (expires_at)",
+  ],
+  mysql: [
+    `CREATE TABLE IF NOT EXISTS message_queue (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT UNSIGNED NOT NULL,
+  author VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  item MEDIUMTEXT CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  stored_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  KEY message_queue_user (user_id, id),
+  KEY message_queue_expiry (expires_at),
+  CONSTRAINT message_queue_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB`,
+  ],
 }];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -14,6 +14,7 @@ import { isValidUserName } from "../pki/names.ts";
 import { checkAccountFields } from "./account_rules.ts";
 import { query, type SqlDatabase, type SqlRow } from "./sql.ts";
 import type { Account, AccountAdmin, RegisterInput, UserStore } from "./user_store.ts";
+import { type MessageQueue, SqlMessageQueue } from "./message_queue.ts";
 
 /**
  * What an unknown user's password is checked against, so that "no such user" costs one full
@@ -34,10 +35,12 @@ export class SqlUserStore implements UserStore, AccountAdmin {
   #db: SqlDatabase;
   /** A schema migration still owed because the database was down at open (open.ts). */
   #migrate?: () => Promise<void>;
+  readonly queue: MessageQueue;
 
   constructor(db: SqlDatabase, migrate?: () => Promise<void>) {
     this.#db = db;
     this.#migrate = migrate;
+    this.queue = new SqlMessageQueue(db, () => this.#ready());
   }
 
   /** @throws DB_UNAVAILABLE while the owed migration cannot run; it is retried next time */

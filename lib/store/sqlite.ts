@@ -31,8 +31,13 @@ export function openSqlite(path: string, description: string): SqlDatabase {
     db = new DatabaseSync(path);
     // WAL lets a reader and a writer in other processes proceed together; busy_timeout makes
     // a briefly held lock a short wait rather than an error; foreign keys make a deleted
-    // account take its notices with it, as InnoDB does.
-    db.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;");
+    // account take its notices and waiting messages with it, as InnoDB does. synchronous =
+    // FULL syncs the WAL at every commit: a message the sender was told is queued survives a
+    // power cut, not just a crash (PROTOCOL §6.6; NORMAL would only survive the crash).
+    db.exec(
+      "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; " +
+        "PRAGMA foreign_keys = ON;",
+    );
   } catch (error) {
     throw new SecureChatError("DB_UNAVAILABLE", `cannot open the user database ${description}`, {
       cause: error,

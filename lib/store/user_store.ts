@@ -1,3 +1,5 @@
+import type { MessageQueue } from "./message_queue.ts";
+
 /** The user store contract: what the server codes against, whatever database is behind it. */
 
 export interface Account {
@@ -37,6 +39,11 @@ export interface UserStore {
    * @throws DB_UNAVAILABLE the database cannot be reached right now; retry later
    */
   login(username: string, password: string): Promise<Account>;
+  /**
+   * Records waiting for users who are not online (PROTOCOL §6.6), in the same database; a
+   * store without one (a test double) makes the server refuse such messages NOT_ONLINE.
+   */
+  readonly queue?: MessageQueue;
   close(): Promise<void>;
   /** Where the accounts live, e.g. "sqlite:data/securechat.db"; never carries a password. */
   readonly description: string;

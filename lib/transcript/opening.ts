@@ -69,7 +69,7 @@ export async function makeOpening(
     throw new SecureChatError("INVALID_INPUT", `line ${lineNumber} is not a message line`);
   }
   const line = decodeLine(zodOf(LineShape).parse(parseStrictJson(target)));
-  if (line.type === "refused" || !line.record.sig) {
+  if (line.type === "refused" || line.type === "queued" || !line.record.sig) {
     throw new SecureChatError(
       "INVALID_INPUT",
       `line ${lineNumber} is not a signed record (only a user's own lines and relays can be ` +
@@ -78,7 +78,7 @@ export async function makeOpening(
   }
   const seqno = line.type === "msg" ? line.record.seqno : line.seqno;
   const k = await findKey(keysPath, line.dir, seqno);
-  const cert = line.type === "relay" ? line.cert : header.client_cert;
+  const cert = line.type === "msg" ? header.client_cert : line.cert;
   return {
     type: "securechat-opening",
     version: 1,

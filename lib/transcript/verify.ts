@@ -14,6 +14,7 @@ import {
   type Line,
   LineShape,
   LOBBY,
+  MAX_STORED_AGE_MS,
   type MessageRecord,
   prepareLine,
   userRecipient,
@@ -96,6 +97,10 @@ export interface VerifyReport {
   unattributed: { line: number; commonName: string; reason: string }[];
   /** c2s messages the server refused (PROTOCOL §6.5). */
   refused: { of: number; code: string; line: number }[];
+  /** c2s messages the server stored for an offline recipient (PROTOCOL §6.6). */
+  queued: { of: number; line: number }[];
+  /** Lines delivered from the offline queue: when their author wrote them (PROTOCOL §6.6). */
+  stored: { line: number; writtenAt: number }[];
   /** first and last message ts (ms) among the lines that passed */
   span: { first: number | null; last: number | null };
   /** the recomputed transcript hash (hex), when every line is valid */
@@ -157,6 +162,8 @@ function emptyReport(path: string): VerifyReport {
     authors: [],
     unattributed: [],
     refused: [],
+    queued: [],
+    stored: [],
     span: { first: null, last: null },
     transcriptSha256: null,
     receipts: [],
@@ -438,6 +445,8 @@ async function checkLines(
   const authorCerts = new Map<string, Promise<ValidatedPeer>>();
   const authors = new Map<string, { commonName: string; fingerprint: string; messages: number }>();
   const refused: { of: number; code: string; line: number }[] = [];
+  const queued: { of: number; line: number }[] = [];
+  const stored: { line: number; writtenAt: number }[] = [];
 
   const limit = Math.max(1, opts.concurrency ?? 32);
   let active = 0;
@@ -524,7 +533,8 @@ async function checkLines(
       lineProblem = stop(n, problem.reason, problem.code);
       break;
     }
-    if (line.type === "relay") {
+    if (line.type === "relay" || line.type === "stored") {
+      // Live and stored deliveries of one author session share its seqno order (§6.6).
       const key = `${fingerprintOf(line.cert)}/${line.record.sid}`;
       const last = relaySeq.get(key) ?? 0;
       if (line.record.seqno <= last) {
@@ -539,6 +549,8 @@ async function checkLines(
       relaySeq.set(key, line.record.seqno);
     }
     if (line.type === "refused") refused.push({ of: line.of, code: line.code, line: n });
+    if (line.type === "queued") queued.push({ of: line.of, line: n });
+    if (line.type === "stored") stored.push({ line: n, writtenAt: line.record.ts });
     const before = { ...running };
     nextSeq[dir]++;
     lastTs[dir] = ts;
@@ -564,7 +576,7 @@ async function checkLines(
         } else attribute(n, client.peer, client.fingerprint, client.revokedFrom, record);
       }, () => recordAsync({ line: n, code: "SIG_FAIL", reason: "signature check failed", before }))
         .finally(settled);
-    } else if (line.type === "relay") {
+    } else if (line.type === "relay" || line.type === "stored") {
       const record = line.record;
       const fingerprint = fingerprintOf(line.cert);
       let cert = authorCerts.get(`${fingerprint}@${record.ts}`);
@@ -604,6 +616,10 @@ async function checkLines(
     if (missing) {
       lineProblem = stop(missing.line, `refusal of c2s ${missing.of}, which is not in the file`);
     }
+    const unsent = queued.find((q) => q.of > running.c2s);
+    if (unsent) {
+      lineProblem = stop(unsent.line, `c2s ${unsent.of} queued, but it is not in the file`);
+    }
   }
   const found = [lineProblem as Found | null, asyncProblem as Found | null]
     .filter((p): p is Found => p !== null);
@@ -613,6 +629,8 @@ async function checkLines(
   report.authors = [...authors.values()].sort((a, b) => a.commonName.localeCompare(b.commonName));
   report.unattributed.sort((a, b) => a.line - b.line);
   report.refused = refused;
+  report.queued = queued;
+  report.stored = stored;
   report.span = { first: snap.first, last: snap.last };
   if (firstBad) {
     const { line, code, reason } = firstBad;
@@ -693,6 +711,25 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
       };
     }
     if (r.ts > line.ts + VERIFY_SKEW_MS) return tampered("relayed record dated after its relay");
+  }
+  if (line.type === "stored") {
+    // A record from the offline queue (PROTOCOL §6.6): written before this session, for us
+    // alone, and never older than any queue keeps one.
+    const r = line.record;
+    if (r.dir !== "c2s") return tampered("a stored record must be a user's (c2s)");
+    if (r.to !== me) {
+      return tampered(`stored record addressed to ${r.to.slice(0, 80)}, not to ${me}`);
+    }
+    if (!r.sig) return { line: 0, code: "SIG_FAIL", reason: "stored record without a signature" };
+    if (r.ts < line.ts - MAX_STORED_AGE_MS - VERIFY_SKEW_MS) {
+      return {
+        line: 0,
+        code: "REPLAY",
+        reason: `stored record signed at ${new Date(r.ts).toISOString()}, older than any ` +
+          "offline queue keeps one",
+      };
+    }
+    if (r.ts > line.ts + VERIFY_SKEW_MS) return tampered("stored record dated after its delivery");
   }
   return null;
 }

@@ -252,6 +252,21 @@ export class TranscriptWriter {
     this.#armIdleClose();
   }
 
+  /**
+   * Makes every line appended so far durable (written and fsynced): what a client does before
+   * it tells the server it holds its stored lines (PROTOCOL §6.6).
+   * @throws TRANSCRIPT_IO
+   */
+  async sync(): Promise<void> {
+    this.#flush();
+    if (this.#failed) throw this.#failed;
+    try {
+      for (const f of [this.#file, this.#keysFile]) await f?.sync();
+    } catch (cause) {
+      throw ioError(`cannot sync transcript ${this.path}`, cause);
+    }
+  }
+
   #armIdleClose(): void {
     clearTimeout(this.#idleTimer);
     this.#idleTimer = setTimeout(() => {

@@ -103,7 +103,13 @@ export function members(
 }
 
 /** A string of `min..max` UTF-16 code units (zod's string length). */
-export function text(value: unknown, path: Path, key: string, min: number, max: number): string {
+export function text(
+  value: unknown,
+  path: Path,
+  key: string | number,
+  min: number,
+  max: number,
+): string {
   if (typeof value !== "string") fail(path, key, "expected a string");
   if (value.length < min || value.length > max) fail(path, key, `expected ${min}..${max} chars`);
   return value;
@@ -113,7 +119,7 @@ export function text(value: unknown, path: Path, key: string, min: number, max: 
 export function literal<T extends string>(
   value: unknown,
   path: Path,
-  key: string,
+  key: string | number,
   options: readonly T[],
 ): T {
   if (typeof value !== "string" || !options.includes(value as T)) {
@@ -126,7 +132,7 @@ export function literal<T extends string>(
 export function matching(
   value: unknown,
   path: Path,
-  key: string,
+  key: string | number,
   re: RegExp,
   what: string,
 ): string {
@@ -135,7 +141,7 @@ export function matching(
 }
 
 /** An integer `min..2^53-1`. */
-export function uint(value: unknown, path: Path, key: string, min = 0): number {
+export function uint(value: unknown, path: Path, key: string | number, min = 0): number {
   if (typeof value !== "number" || !Number.isInteger(value)) fail(path, key, "expected an integer");
   if (value < min || value > Number.MAX_SAFE_INTEGER) {
     fail(path, key, `expected ${min}..${Number.MAX_SAFE_INTEGER}`);
@@ -143,8 +149,15 @@ export function uint(value: unknown, path: Path, key: string, min = 0): number {
   return value;
 }
 
+/** An array of at most `max` items (each checked by the caller). */
+export function list(value: unknown, path: Path, key: string, max: number): unknown[] {
+  if (!Array.isArray(value)) fail(path, key, "expected an array");
+  if (value.length > max) fail(path, key, `expected at most ${max} items`);
+  return value;
+}
+
 /** `true`, the only value of an optional flag. */
-export function isTrue(value: unknown, path: Path, key: string): true {
+export function isTrue(value: unknown, path: Path, key: string | number): true {
   if (value !== true) fail(path, key, "expected true");
   return true;
 }
@@ -156,7 +169,7 @@ export function isTrue(value: unknown, path: Path, key: string): true {
 export function base64Text(
   value: unknown,
   path: Path,
-  key: string,
+  key: string | number,
   minBytes: number,
   maxBytes: number,
 ): string {

@@ -42,6 +42,12 @@ export async function startTestCluster(opts: {
   proxyProtocol?: boolean;
   /** Extra `serve` flags for every node. */
   args?: string[];
+  /**
+   * Every node but the first follows a CRL file of its own (`ca.crl` in its work dir, a copy
+   * of the PKI's at the cluster's start), so a CRL dropped beside the CA afterwards reaches
+   * only node 1 by file and the others through NATS.
+   */
+  crlPerNode?: boolean;
 }): Promise<TestCluster> {
   const db = await startMariaDb();
   const nats = await startNats().catch(async (error) => {
@@ -82,6 +88,7 @@ export async function startTestCluster(opts: {
         "--handshake-rate",
         "1000",
         ...(opts.proxyProtocol ? ["--trusted-proxy", "127.0.0.1"] : []),
+        ...(opts.crlPerNode && i > 0 ? ["--crl", `${workDirs[i]}/ca.crl`] : []),
         ...(opts.args ?? []),
       ],
     });
@@ -97,6 +104,9 @@ export async function startTestCluster(opts: {
       healthPorts.push(freePort());
       chatPorts.push(freePort());
       workDirs.push(await Deno.makeTempDir({ prefix: `securechat-node${i + 1}-` }));
+      if (opts.crlPerNode && i > 0) {
+        await Deno.copyFile(`${opts.pkiDir}/ca.crl`, `${workDirs[i]}/ca.crl`);
+      }
       nodes.push(await startNode(i));
     }
     if (opts.haproxy) {

@@ -3,6 +3,7 @@
  * for tests that drive many hostile handshakes at once (issue 11), where a `serve`
  * subprocess would add nothing but start-up time.
  */
+import type { AdmissionLimits } from "../../lib/server/limits.ts";
 import { ChatServer, type ServerOptions } from "../../lib/server/server.ts";
 import { openUserStore } from "../../lib/store/open.ts";
 import type { UserStore } from "../../lib/store/user_store.ts";
@@ -19,11 +20,33 @@ export interface InProcessServer {
   dispose(): Promise<void>;
 }
 
-/** `accounts`: user name → password, registered before the server starts. */
+/** Every test client speaks from 127.0.0.1: unless a test measures them, the per-address limits
+ * must not get in its way. */
+const LOOPBACK_ADMISSION: AdmissionLimits = {
+  maxConnections: 2048,
+  maxConnectionsPerAddress: 2048,
+  maxPending: 2048,
+  cookieThreshold: 10_000,
+  handshakeBurst: 10_000,
+  handshakesPerSecond: 10_000,
+};
+
+export interface InProcessOptions extends Partial<ServerOptions> {
+  /**
+   * Run with `serve`'s own admission defaults (merged with `admission`, as the server does),
+   * not the loopback ones: for tests that measure what a real server admits.
+   */
+  serverAdmission?: boolean;
+}
+
+/**
+ * `accounts`: user name → password, registered before the server starts (into
+ * `options.store` when given, else a fresh SQLite store in memory).
+ */
 export async function startInProcessServer(
   pki: TestPki,
   accounts: Record<string, string>,
-  options: Partial<ServerOptions> = {},
+  { serverAdmission = false, ...options }: InProcessOptions = {},
 ): Promise<InProcessServer> {
   const transcripts = await Deno.makeTempDir({ prefix: "securechat-inproc-" });
   const store = options.store ?? await openUserStore({ url: "sqlite::memory:" });
@@ -39,16 +62,10 @@ export async function startInProcessServer(
     store,
     log: (event, fields = {}) => void logs.push({ event, ...fields }),
     session: { transcriptDir: transcripts },
-    // Every test client speaks from 127.0.0.1: the per-address limits are not under test.
-    admission: {
-      maxConnections: 2048,
-      maxConnectionsPerAddress: 2048,
-      maxPending: 2048,
-      cookieThreshold: 10_000,
-      handshakeBurst: 10_000,
-      handshakesPerSecond: 10_000,
-    },
     ...options,
+    admission: serverAdmission
+      ? options.admission
+      : { ...LOOPBACK_ADMISSION, ...options.admission },
   });
   return {
     server,

@@ -16,7 +16,12 @@ For each scenario file, two independent passes:
 Then negative.json's cases whose target is the client (`s2c …`) run against the replayed client;
 the `c2s …` cases target a server and are run by probe.py against a real one.
 
-Usage: check_vectors.py [DIR]   (default: ../vectors/protocol beside this file)
+Then tests/vectors/e2e (PROTOCOL §12.8): every value of pqxdh.json, ratchet.json and
+sender_keys.json recomputed from client.py's §12 primitives (each wrap also opened by the other
+side), and the §12 rejections (tampered kem_ct, moved or replayed wraps, bounds) built on their
+inputs, each with its code.
+
+Usage: check_vectors.py [DIR [E2E_DIR]]   (defaults: ../vectors/protocol and ../vectors/e2e)
 Prints one line per scenario and per case; exit 0 only if every check passed.
 """
 
@@ -443,10 +448,279 @@ def s2c_relay_case(v, case, workdir):
     return "accepted"
 
 
+# ---------------------------------------------------------------- end-to-end vectors (PROTOCOL §12.8)
+# Every public key, the ML-KEM key and ciphertext, AD and SK of pqxdh.json; every header and wrap of
+# ratchet.json, sent by one client.py Ratchet and opened by the other; every wrap of
+# sender_keys.json. Then the negative rules of §12.3-§12.5, built on the same inputs.
+
+def _pqxdh_parties(v):
+    i, o = v["inputs"], v["outputs"]
+    pub = sc.x25519_public
+    for name, priv in (("alice_ik", "alice_ik_private"), ("alice_ek", "alice_ek_private"),
+                       ("bob_ik", "bob_ik_private"), ("bob_spk", "bob_spk_private"),
+                       ("bob_opk", "bob_opk_private")):
+        eq(f"pqxdh {name}", pub(unhex(i[priv])), unhex(o[name]))
+    pq_ek, pq_dk = sc.mlkem_keygen(unhex(i["bob_pq_seed"]))
+    eq("pqxdh bob_pq_ek", pq_ek, unhex(o["bob_pq_ek"]))
+    bundle = {"ik": pub(unhex(i["bob_ik_private"])), "spk": pub(unhex(i["bob_spk_private"])),
+              "pq": pq_ek}
+    return i, o, bundle, pq_dk
+
+
+def check_pqxdh(v):
+    i, o, bundle, pq_dk = _pqxdh_parties(v)
+    certs = unhex(i["alice_cert"]), unhex(i["bob_cert"])
+    sk, ad, kem_ct = sc.pqxdh_initiate(unhex(i["alice_ik_private"]), unhex(i["alice_ek_private"]),
+                                       bundle, sc.x25519_public(unhex(i["bob_opk_private"])),
+                                       unhex(i["kem_message"]), *certs)
+    eq("pqxdh kem_ct", kem_ct, unhex(o["kem_ct"]))
+    eq("pqxdh ad", ad, unhex(o["ad"]))
+    eq("pqxdh sk (alice)", sk, unhex(o["sk"]))
+    sk_b, ad_b = sc.pqxdh_respond(unhex(i["bob_ik_private"]), unhex(i["bob_spk_private"]),
+                                  unhex(i["bob_opk_private"]), pq_dk, unhex(o["alice_ik"]),
+                                  unhex(o["alice_ek"]), unhex(o["kem_ct"]), *certs)
+    eq("pqxdh sk (bob)", sk_b, unhex(o["sk"]))
+    eq("pqxdh ad (bob)", ad_b, unhex(o["ad"]))
+
+
+def _ratchet_pair(v):
+    i = v["inputs"]
+    alice_keys = [unhex(k) for k in i["alice_ratchet_private"]]
+    bob_keys = [unhex(k) for k in i["bob_ratchet_private"]]
+    spk = unhex(i["bob_spk_private"])
+    alice = sc.Ratchet.initiator(unhex(i["sk"]), unhex(i["ad"]), sc.x25519_public(spk),
+                                 lambda: alice_keys.pop(0))
+    bob = sc.Ratchet.responder(unhex(i["sk"]), unhex(i["ad"]), spk, lambda: bob_keys.pop(0))
+    return {"alice": alice, "bob": bob}
+
+
+def check_ratchet(v):
+    sides = _ratchet_pair(v)
+    for j, m in enumerate(v["messages"]):
+        sender = sides[m["from"]]
+        receiver = sides["bob" if m["from"] == "alice" else "alice"]
+        header, wrapped = sender.encrypt(unhex(m["k"]), unhex(m["binding"]))
+        eq(f"ratchet message {j} header", header, unhex(m["header"]))
+        eq(f"ratchet message {j} wrapped", wrapped, unhex(m["wrapped"]))
+        eq(f"ratchet message {j} k (opened)",
+           receiver.decrypt(unhex(m["header"]), unhex(m["wrapped"]), unhex(m["binding"])),
+           unhex(m["k"]))
+
+
+def _sender_chain(v):
+    i = v["inputs"]
+    return sc.SenderChain(i["author"], i["id"], i["n"], unhex(i["ck"]))
+
+
+def check_sender_keys(v):
+    author, member = _sender_chain(v), _sender_chain(v)
+    for m in v["messages"]:
+        n, wrapped = author.encrypt(unhex(m["k"]), unhex(m["binding"]))
+        eq(f"sender key n={m['n']} position", n, m["n"])
+        eq(f"sender key n={m['n']} wrapped", wrapped, unhex(m["wrapped"]))
+        eq(f"sender key n={m['n']} k (opened)",
+           member.decrypt(v["inputs"]["id"], m["n"], unhex(m["wrapped"]), unhex(m["binding"])),
+           unhex(m["k"]))
+
+
+E2E_CHECKS = {"pqxdh.json": check_pqxdh, "ratchet.json": check_ratchet,
+              "sender_keys.json": check_sender_keys}
+
+
+def _code(fn):
+    try:
+        fn()
+    except sc.ProtoError as e:
+        return e.code
+    return "accepted"
+
+
+def _flip(b):
+    return b[:-1] + bytes([b[-1] ^ 1])
+
+
+def e2e_negative_cases(vectors):
+    """(name, expected code, thunk) for every §12 rejection the vectors' inputs can build."""
+    pq, rt, sk = vectors["pqxdh.json"], vectors["ratchet.json"], vectors["sender_keys.json"]
+    msgs = rt["messages"]
+    cases = []
+
+    def case(name, code):
+        def add(fn):
+            cases.append((name, code, fn))
+        return add
+
+    @case("pqxdh: a tampered kem_ct gives another SK, so the first wrap fails (§12.3)",
+          "DECRYPT_FAIL")
+    def _():
+        i, o, _, pq_dk = _pqxdh_parties(pq)
+        sk_b, ad = sc.pqxdh_respond(unhex(i["bob_ik_private"]), unhex(i["bob_spk_private"]),
+                                    unhex(i["bob_opk_private"]), pq_dk, unhex(o["alice_ik"]),
+                                    unhex(o["alice_ek"]), _flip(unhex(o["kem_ct"])),
+                                    unhex(i["alice_cert"]), unhex(i["bob_cert"]))
+        if sk_b == unhex(o["sk"]):
+            raise Mismatch("a tampered kem_ct gave the same SK")
+        alice = sc.Ratchet.initiator(unhex(o["sk"]), ad, unhex(o["bob_spk"]))
+        header, wrapped = alice.encrypt(bytes(32), bytes(32))
+        sc.Ratchet.responder(sk_b, ad, unhex(i["bob_spk_private"])).decrypt(header, wrapped,
+                                                                           bytes(32))
+
+    @case("pqxdh: a bundle whose PQ prekey fails the FIPS 203 modulus check (§12.2)",
+          "BAD_KEY_SHARE")
+    def _():
+        i, _, bundle, _ = _pqxdh_parties(pq)
+        bundle["pq"] = b"\xff\xff" + bundle["pq"][2:]  # first coefficient 4095 >= q
+        sc.pqxdh_initiate(unhex(i["alice_ik_private"]), unhex(i["alice_ek_private"]), bundle,
+                          None, unhex(i["kem_message"]), unhex(i["alice_cert"]),
+                          unhex(i["bob_cert"]))
+
+    @case("pqxdh: an all-zero X25519 output (a low-order signed prekey) (§12.1)", "BAD_KEY_SHARE")
+    def _():
+        i, _, bundle, _ = _pqxdh_parties(pq)
+        bundle["spk"] = bytes(32)
+        sc.pqxdh_initiate(unhex(i["alice_ik_private"]), unhex(i["alice_ek_private"]), bundle,
+                          None, unhex(i["kem_message"]), unhex(i["alice_cert"]),
+                          unhex(i["bob_cert"]))
+
+    def bob_after_first():
+        sides = _ratchet_pair(rt)
+        m = msgs[0]
+        sides["alice"].encrypt(unhex(m["k"]), unhex(m["binding"]))
+        sides["bob"].decrypt(unhex(m["header"]), unhex(m["wrapped"]), unhex(m["binding"]))
+        return sides["bob"]
+
+    @case("ratchet: a wrap moved to another record (binding) (§12.4)", "DECRYPT_FAIL")
+    def _():
+        m = msgs[0]
+        _ratchet_pair(rt)["bob"].decrypt(unhex(m["header"]), unhex(m["wrapped"]),
+                                         unhex(msgs[1]["binding"]))
+
+    @case("ratchet: a tampered header, pn changed (§12.4 aad)", "DECRYPT_FAIL")
+    def _():
+        m = msgs[1]
+        dh, pn, n = sc.parse_header_enc(unhex(m["header"]))
+        bob_after_first().decrypt(sc.header_enc(dh, pn + 1, n), unhex(m["wrapped"]),
+                                  unhex(m["binding"]))
+
+    @case("ratchet: the same message twice (§12.4)", "REPLAY")
+    def _():
+        m = msgs[0]
+        bob_after_first().decrypt(unhex(m["header"]), unhex(m["wrapped"]), unhex(m["binding"]))
+
+    @case("ratchet: a failed wrap leaves the state as it was; the real message then opens",
+          "accepted")
+    def _():
+        bob = _ratchet_pair(rt)["bob"]
+        m = msgs[0]
+        try:
+            bob.decrypt(unhex(m["header"]), _flip(unhex(m["wrapped"])), unhex(m["binding"]))
+            raise Mismatch("a tampered wrap opened")
+        except sc.ProtoError as e:
+            if e.code != "DECRYPT_FAIL":
+                raise
+        eq("k after a failed attempt", bob.decrypt(unhex(m["header"]), unhex(m["wrapped"]),
+                                                   unhex(m["binding"])), unhex(m["k"]))
+
+    @case("ratchet: out of order (message 1 before 0) opens from skipped keys", "accepted")
+    def _():
+        bob = _ratchet_pair(rt)["bob"]
+        for m in (msgs[1], msgs[0]):
+            eq("k out of order", bob.decrypt(unhex(m["header"]), unhex(m["wrapped"]),
+                                             unhex(m["binding"])), unhex(m["k"]))
+
+    @case("ratchet: a header 1001 keys ahead (§12.4 bound)", "PROTOCOL_ERROR")
+    def _():
+        bob = bob_after_first()
+        dh, pn, _ = sc.parse_header_enc(unhex(msgs[1]["header"]))
+        bob.decrypt(sc.header_enc(dh, pn, 1 + 1001), unhex(msgs[1]["wrapped"]),
+                    unhex(msgs[1]["binding"]))
+
+    def member():
+        m = _sender_chain(sk)
+        return m, sk["inputs"]["id"], sk["messages"]
+
+    @case("sender key: a wrap under another chain id (§12.5)", "DECRYPT_FAIL")
+    def _():
+        mem, cid, ms = member()
+        mem.decrypt(cid ^ 1, ms[0]["n"], unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))
+
+    @case("sender key: n below the receiver's first position (§12.5)", "DECRYPT_FAIL")
+    def _():
+        mem, cid, ms = member()
+        mem.decrypt(cid, ms[0]["n"] - 1, unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))
+
+    @case("sender key: an n already opened (§12.5)", "REPLAY")
+    def _():
+        mem, cid, ms = member()
+        for _ in range(2):
+            mem.decrypt(cid, ms[0]["n"], unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))
+
+    @case("sender key: re-attributed to another author (aad) (§12.5)", "DECRYPT_FAIL")
+    def _():
+        _, cid, ms = member()
+        mallory = sc.SenderChain("bob", cid, sk["inputs"]["n"], unhex(sk["inputs"]["ck"]))
+        mallory.decrypt(cid, ms[0]["n"], unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))
+
+    @case("sender key: moved to another record (binding) (§12.5)", "DECRYPT_FAIL")
+    def _():
+        mem, cid, ms = member()
+        mem.decrypt(cid, ms[0]["n"], unhex(ms[0]["wrapped"]), unhex(ms[1]["binding"]))
+
+    @case("sender key: n=7 first, then 5 and 6 from skipped keys", "accepted")
+    def _():
+        mem, cid, ms = member()
+        for m in (ms[2], ms[0], ms[1]):
+            eq("sender k out of order", mem.decrypt(cid, m["n"], unhex(m["wrapped"]),
+                                                    unhex(m["binding"])), unhex(m["k"]))
+
+    @case("sender key: 1001 keys ahead (§12.5, bounded as §12.4)", "PROTOCOL_ERROR")
+    def _():
+        mem, cid, ms = member()
+        mem.decrypt(cid, ms[0]["n"] + 1001, unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))
+
+    return cases
+
+
+def check_e2e(edir):
+    """Prints one E2E line per vector file and one E2E-NEGATIVE line per case; returns failures."""
+    failed, vectors = 0, {}
+    for name in sorted(os.listdir(edir)):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(edir, name)) as f:
+            v = json.load(f)
+        vectors[name] = v
+        try:
+            if name not in E2E_CHECKS:
+                raise Mismatch("no check for this file (PROTOCOL §12.8 lists three)")
+            if not v["description"].endswith("Expected: valid."):
+                raise Mismatch(f"expected outcome: {v['description']!r}")
+            before = CHECKED[0]
+            E2E_CHECKS[name](v)
+            print(f"E2E {name} OK {CHECKED[0] - before} values recomputed and equal", flush=True)
+        except (Mismatch, sc.ProtoError, AssertionError, KeyError) as e:
+            failed += 1
+            print(f"E2E {name} FAIL {e.__class__.__name__}: {e}", flush=True)
+    if set(E2E_CHECKS) - set(vectors):
+        print(f"E2E FAIL missing {sorted(set(E2E_CHECKS) - set(vectors))}", flush=True)
+        return failed + 1
+    for name, code, fn in e2e_negative_cases(vectors):
+        try:
+            got = _code(fn)
+        except (Mismatch, AssertionError, KeyError) as e:
+            got = f"setup failed, {e.__class__.__name__}: {e}"
+        ok = got == code
+        failed += not ok
+        print(f"E2E-NEGATIVE {name!r} {'OK' if ok else f'FAIL expected {code}, got'} {got}",
+              flush=True)
+    return failed
+
+
 def main():
     sc.out = lambda line: None  # the replayed client's chat output is not this report
     here = os.path.dirname(os.path.abspath(__file__))
     vdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "vectors", "protocol")
+    edir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "..", "vectors", "e2e")
     failed = 0
     scenarios = {}
     with tempfile.TemporaryDirectory(prefix="securechat-vectors-") as work:
@@ -488,6 +762,7 @@ def main():
             failed += not ok
             verdict = "OK" if ok else f"FAIL expected {case['code']}, got"
             print(f"NEGATIVE {case['name']!r} {verdict} {got}", flush=True)
+    failed += check_e2e(edir)
     return 1 if failed else 0
 
 

@@ -5,14 +5,22 @@ docs/PKI.md only (no line of the TypeScript implementation was read).
 Usage:
   client.py --host 127.0.0.1 --port P --ca ca.pem --cert user.pem --key user.key --user NAME
             --password-env VAR [--register EMAIL] [--server-name localhost] [--group x25519|p256]
-            [--key-update-every N] [--transcripts DIR]
+            [--key-update-every N] [--transcripts DIR] [--e2e]
 
 Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`, anything else a
 lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
   SESSION <session_id> registered=<true|false>   after the handshake (PROTOCOL §5)
+  DEVICE <id>                                    --e2e: this device (§12.2), its bundle published
+  KEYS published <n> one-time prekeys left       the server's answer to our publish (§12.6)
   <author>: <text>                               a relayed lobby line, author verified (§6.4)
   <author> (private): <text>                     a relayed private line, author verified
+  <author> (private) e2e: <text>                 ... whose k came from our end-to-end wrap (§12.6)
+  <author> (private) (stored): <text>            ... from our offline queue (§6.6)
+  <author> (private): NO_KEY ...                 a genuine line this device has no key for (§12.6)
+  WARNING <user> has published no ...            a private line that goes with k (§12.6)
+  NOT_SENT <code>                                a private line not sent: every device failed
   NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
+  QUEUED <of>                                    our c2s seqno <of> waits in an offline queue (§6.6)
   REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5)
   KEY_UPDATE s2c                                 the server updated its traffic key (§4.4)
   TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
@@ -34,6 +42,7 @@ import re
 import socket
 import struct
 import sys
+import queue
 import threading
 import time
 
@@ -64,6 +73,7 @@ CONTENT_AAD = b"securechat/v2 content"
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
 SKEW_MS = 5 * 60 * 1000                      # §8.2
+MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
 GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
@@ -826,6 +836,614 @@ def record_enc(rec):
             + u64(rec["ts"]) + u32(len(rec["ct"])) + rec["ct"] + rec["c"] + u32(len(sig)) + sig)
 
 
+# ---------------------------------------------------------------- end-to-end layer (§12)
+# §12.1: labels are ASCII; a 0x00 ends those followed by variable data. Integers are big-endian.
+
+E2E_IDENTITY_LABEL = b"securechat/e2e identity"    # §12.2
+E2E_BUNDLE_LABEL = b"securechat/e2e bundle"        # §12.2
+E2E_PQXDH_LABEL = b"securechat/e2e pqxdh"          # §12.3
+E2E_ROOT_LABEL = b"securechat/e2e ratchet root"    # §12.4 KDF_RK info (no variable data)
+E2E_WRAP_KEY_LABEL = b"securechat/e2e wrap key"    # §12.4 wrap
+E2E_WRAP_IV_LABEL = b"securechat/e2e wrap iv"
+E2E_RATCHET_AAD_LABEL = b"securechat/e2e ratchet"  # §12.4 ratchet aad
+E2E_SENDER_AAD_LABEL = b"securechat/e2e sender key"  # §12.5 sender aad
+E2E_MAX_SKIP = 1000      # §12.4: message keys derived ahead for one message
+E2E_MAX_SKIPPED = 2000   # §12.4: skipped keys kept (oldest dropped)
+
+
+def hkdf(salt, ikm, info, length):
+    """§12.1 HKDF(salt, ikm, info, L): Extract then Expand (RFC 5869)."""
+    return hkdf_expand(hkdf_extract(salt, ikm), info, length)
+
+
+def x25519_public(private):
+    """The 32-byte public key of a raw X25519 private key."""
+    return _x25519_key(private)[1]
+
+
+def x25519_dh(private, public):
+    """§12.1: X25519 of raw keys; an all-zero output is BAD_KEY_SHARE."""
+    return _x25519_agree(x25519.X25519PrivateKey.from_private_bytes(private), public)
+
+
+def identity_statement(user, ik):
+    """§12.2: what `ik_sig` signs."""
+    name = user.encode("utf-8")
+    return E2E_IDENTITY_LABEL + b"\x00" + u32(len(name)) + name + ik
+
+
+def bundle_statement(user, created, ik, spk_id, spk, pq_id, pq_ek):
+    """§12.2: what a bundle's `sig` signs."""
+    name = user.encode("utf-8")
+    return (E2E_BUNDLE_LABEL + b"\x00" + u32(len(name)) + name + u64(created) + ik
+            + u32(spk_id) + spk + u32(pq_id) + pq_ek)
+
+
+def pqxdh_ad(cert_a, cert_b, ik_a, ik_b):
+    """§12.3 AD (128 bytes): both certificates' SHA-256, then both identity keys, initiator first."""
+    return hashlib.sha256(cert_a).digest() + hashlib.sha256(cert_b).digest() + ik_a + ik_b
+
+
+def pqxdh_sk(dhs, ss, ad):
+    """§12.3 SK from DH1..DH3 [DH4] and the ML-KEM secret."""
+    return hkdf(bytes(32), b"\xff" * 32 + b"".join(dhs) + ss, E2E_PQXDH_LABEL + b"\x00" + ad, 32)
+
+
+def pqxdh_initiate(ik_a_priv, ek_priv, bundle, opk, kem_m, cert_a, cert_b):
+    """§12.3, the initiator A. `bundle` holds B's verified ik, spk, pq (bytes); `opk` B's one-time
+    prekey (bytes) or None; `kem_m` the ML-KEM encapsulation randomness (None: fresh).
+    Returns (SK, AD, kem_ct)."""
+    dhs = [x25519_dh(ik_a_priv, bundle["spk"]), x25519_dh(ek_priv, bundle["ik"]),
+           x25519_dh(ek_priv, bundle["spk"])]
+    if opk is not None:
+        dhs.append(x25519_dh(ek_priv, opk))
+    if not mlkem_ek_ok(bundle["pq"]):
+        raise ProtoError("BAD_KEY_SHARE", "PQ prekey fails the FIPS 203 input check")
+    ss, kem_ct = mlkem_encaps(bundle["pq"], kem_m if kem_m is not None else os.urandom(32))
+    ad = pqxdh_ad(cert_a, cert_b, x25519_public(ik_a_priv), bundle["ik"])
+    return pqxdh_sk(dhs, ss, ad), ad, kem_ct
+
+
+def pqxdh_respond(ik_b_priv, spk_priv, opk_priv, pq_dk, ik_a, ek_a, kem_ct, cert_a, cert_b):
+    """§12.3, the responder B, from A's prekey header. Returns (SK, AD)."""
+    if len(kem_ct) != MLKEM_CT_BYTES:
+        raise ProtoError("PROTOCOL_ERROR", "kem_ct is not 1088 bytes")
+    dhs = [x25519_dh(spk_priv, ik_a), x25519_dh(ik_b_priv, ek_a), x25519_dh(spk_priv, ek_a)]
+    if opk_priv is not None:
+        dhs.append(x25519_dh(opk_priv, ek_a))
+    ad = pqxdh_ad(cert_a, cert_b, ik_a, x25519_public(ik_b_priv))
+    return pqxdh_sk(dhs, mlkem_decaps(pq_dk, kem_ct), ad), ad
+
+
+def kdf_rk(rk, dh_out):
+    """§12.4 KDF_RK: (rk', ck)."""
+    out = hkdf(rk, dh_out, E2E_ROOT_LABEL, 64)
+    return out[:32], out[32:]
+
+
+def kdf_ck(ck):
+    """§12.4 KDF_CK: (mk, ck')."""
+    return hmac.new(ck, b"\x01", hashlib.sha256).digest(), hmac.new(ck, b"\x02", hashlib.sha256).digest()
+
+
+def _wrap_aead(mk):
+    return (AESGCM(hkdf_expand(mk, E2E_WRAP_KEY_LABEL, 32)), hkdf_expand(mk, E2E_WRAP_IV_LABEL, 12))
+
+
+def wrap(mk, aad, k):
+    """§12.4 wrap(mk, aad, k): 32 + 16 bytes."""
+    aead, iv = _wrap_aead(mk)
+    return aead.encrypt(iv, k, aad)
+
+
+def unwrap(mk, aad, wrapped):
+    """The inverse of wrap; a wrap that does not open is DECRYPT_FAIL, a k of the wrong size too."""
+    aead, iv = _wrap_aead(mk)
+    try:
+        k = aead.decrypt(iv, wrapped, aad)
+    except (InvalidTag, ValueError):
+        raise ProtoError("DECRYPT_FAIL", "the key wrap does not open")
+    if len(k) != 32:
+        raise ProtoError("DECRYPT_FAIL", "the wrapped content key is not 32 bytes")
+    return k
+
+
+def header_enc(dh, pn, n):
+    """§12.4: dh (32) || u32be(pn) || u32be(n)."""
+    return dh + u32(pn) + u32(n)
+
+
+def parse_header_enc(h):
+    if len(h) != 40:
+        raise ProtoError("PROTOCOL_ERROR", "ratchet header is not 40 bytes")
+    pn, n = struct.unpack(">II", h[32:])
+    return h[:32], pn, n
+
+
+def ratchet_aad(ad, header, binding):
+    """§12.4 ratchet aad."""
+    return E2E_RATCHET_AAD_LABEL + b"\x00" + ad + header + binding
+
+
+def sender_aad(author, chain_id, n, binding):
+    """§12.5 sender aad."""
+    name = author.encode("utf-8")
+    return (E2E_SENDER_AAD_LABEL + b"\x00" + u32(len(name)) + name + u32(chain_id) + u32(n)
+            + binding)
+
+
+def binding_of(rec):
+    """§12.4 binding: SHA-256 of the record's signed statement (§6.1)."""
+    return hashlib.sha256(statement(rec)).digest()
+
+
+class Ratchet:
+    """§12.4 Double Ratchet state for one peer. `new_key()` gives a fresh X25519 private key
+    (raw bytes); a test passes its fixed keys. Every receive computes into a copy and commits only
+    when the wrap opened."""
+
+    def __init__(self, sk, ad, new_key=None):
+        self.ad, self.rk = ad, sk
+        self.new_key = new_key or (lambda: os.urandom(32))
+        self.dhs = self.dhs_pub = self.dhr = None
+        self.cks = self.ckr = None
+        self.ns = self.nr = self.pn = 0
+        self.skipped = {}           # (dh, n) -> mk, oldest first (dict order)
+        self.old_dhr = set()        # ratchet keys of finished receiving chains: REPLAY, not a step
+
+    @classmethod
+    def initiator(cls, sk, ad, spk_b, new_key=None):
+        r = cls(sk, ad, new_key)
+        r.dhr = spk_b
+        r._new_sending(r.dhr)
+        return r
+
+    @classmethod
+    def responder(cls, sk, ad, spk_priv, new_key=None):
+        r = cls(sk, ad, new_key)
+        r.dhs, r.dhs_pub = spk_priv, x25519_public(spk_priv)
+        return r
+
+    def _new_sending(self, dhr):
+        self.dhs = self.new_key()
+        self.dhs_pub = x25519_public(self.dhs)
+        self.rk, self.cks = kdf_rk(self.rk, x25519_dh(self.dhs, dhr))
+
+    def encrypt(self, k, binding):
+        """Wraps k for the record whose statement hashes to `binding`: (header_enc, wrapped)."""
+        if self.cks is None:
+            raise ProtoError("INTERNAL", "no sending chain before the first message opened")
+        mk, self.cks = kdf_ck(self.cks)
+        header = header_enc(self.dhs_pub, self.pn, self.ns)
+        self.ns += 1
+        return header, wrap(mk, ratchet_aad(self.ad, header, binding), k)
+
+    def decrypt(self, header, wrapped, binding):
+        """Unwraps k (§12.4); REPLAY, DECRYPT_FAIL or PROTOCOL_ERROR, the state unchanged then."""
+        dh, pn, n = parse_header_enc(header)
+        aad = ratchet_aad(self.ad, header, binding)
+        if (dh, n) in self.skipped:
+            k = unwrap(self.skipped[(dh, n)], aad, wrapped)
+            del self.skipped[(dh, n)]
+            return k
+        if dh in self.old_dhr or (dh == self.dhr and n < self.nr):
+            raise ProtoError("REPLAY", "ratchet message already opened (or its key dropped)")
+        trial = Ratchet.__new__(Ratchet)
+        trial.__dict__.update(self.__dict__)
+        trial.skipped = dict(self.skipped)
+        trial.old_dhr = set(self.old_dhr)
+        if dh != trial.dhr:
+            trial._skip(pn)
+            if trial.dhr is not None:
+                trial.old_dhr.add(trial.dhr)
+            trial.pn, trial.ns, trial.nr, trial.dhr = trial.ns, 0, 0, dh
+            trial.rk, trial.ckr = kdf_rk(trial.rk, x25519_dh(trial.dhs, dh))
+            trial._new_sending(dh)
+        trial._skip(n)
+        mk, trial.ckr = kdf_ck(trial.ckr)
+        trial.nr += 1
+        k = unwrap(mk, aad, wrapped)
+        self.__dict__.update(trial.__dict__)
+        return k
+
+    def _skip(self, until):
+        if self.ckr is None:
+            return
+        if until - self.nr > E2E_MAX_SKIP:
+            raise ProtoError("PROTOCOL_ERROR", f"ratchet message {until - self.nr} keys ahead")
+        while self.nr < until:
+            mk, self.ckr = kdf_ck(self.ckr)
+            self.skipped[(self.dhr, self.nr)] = mk
+            self.nr += 1
+            while len(self.skipped) > E2E_MAX_SKIPPED:
+                del self.skipped[next(iter(self.skipped))]
+
+
+class SenderChain:
+    """§12.5: one author's sender chain, on the author's side (ck random, id a random u32) or a
+    receiver's (from the `{id, n, ck}` the author sent, n its first position)."""
+
+    def __init__(self, author, chain_id=None, n=0, ck=None):
+        self.author = author
+        self.id = chain_id if chain_id is not None else struct.unpack(">I", os.urandom(4))[0]
+        self.first = self.n = n
+        self.ck = ck if ck is not None else os.urandom(32)
+        self.skipped = {}   # n -> mk, receiver side
+
+    def state(self):
+        """The `{id, n, ck}` sent to members (§12.5), at the current position."""
+        return {"id": self.id, "n": self.n, "ck": b64e(self.ck)}
+
+    def encrypt(self, k, binding):
+        """The author wraps k at position n: (n, wrapped)."""
+        mk, self.ck = kdf_ck(self.ck)
+        n, self.n = self.n, self.n + 1
+        return n, wrap(mk, sender_aad(self.author, self.id, n, binding), k)
+
+    def decrypt(self, chain_id, n, wrapped, binding):
+        """A receiver unwraps; the state changes only when the wrap opened."""
+        if chain_id != self.id or n < self.first:
+            raise ProtoError("DECRYPT_FAIL", "not the author's current sender chain")
+        aad = sender_aad(self.author, chain_id, n, binding)
+        if n in self.skipped:
+            k = unwrap(self.skipped[n], aad, wrapped)
+            del self.skipped[n]
+            return k
+        if n < self.n:
+            raise ProtoError("REPLAY", "sender-key message already opened")
+        if n - self.n > E2E_MAX_SKIP:
+            raise ProtoError("PROTOCOL_ERROR", f"sender-key message {n - self.n} keys ahead")
+        ck, skipped, pos = self.ck, {}, self.n
+        while pos < n:
+            mk, ck = kdf_ck(ck)
+            skipped[pos] = mk
+            pos += 1
+        mk, ck = kdf_ck(ck)
+        k = unwrap(mk, aad, wrapped)
+        self.skipped.update(skipped)
+        while len(self.skipped) > E2E_MAX_SKIPPED:
+            del self.skipped[next(iter(self.skipped))]
+        self.ck, self.n = ck, n + 1
+        return k
+
+
+
+# ---------------------------------------------------------------- end-to-end on the wire (§12.2, §12.6)
+
+E2E_DEVICE_LABEL = b"securechat/e2e device"   # §12.2 device id
+E2E_MAX_DEVICES = 8                           # §12.6 MAX_DEVICES
+E2E_DEVICE_LIST_MAX_AGE_S = 60                # §12.6 DEVICE_LIST_MAX_AGE
+E2E_FETCH_TIMEOUT_S = 10                      # §12.6: wait for a `keys` answer, else TIMEOUT
+E2E_OPKS = 20                                 # §12.6: prekeys published on a new state
+E2E_SESSIONS_PER_DEVICE = 4                   # §12.6
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+def device_id(ik):
+    """§12.2: the first 8 bytes of SHA-256(label || 0x00 || IK), lowercase hex."""
+    return hashlib.sha256(E2E_DEVICE_LABEL + b"\x00" + ik).digest()[:8].hex()
+
+
+def want_device(obj, name="device"):
+    d = want_str(obj, name)
+    if not HEX16.match(d):
+        raise ProtoError("PROTOCOL_ERROR", f"{name} is not a 16-hex device id")
+    return d
+
+
+def want_u32(obj, name):
+    v = want_int(obj, name)
+    if not 0 <= v < 2**32:
+        raise ProtoError("PROTOCOL_ERROR", f"{name} is not a u32")
+    return v
+
+
+def parse_bundle(obj):
+    """A bundle's JSON (§12.2) to decoded values; PROTOCOL_ERROR on its schema."""
+    if not isinstance(obj, dict):
+        raise ProtoError("PROTOCOL_ERROR", "bundle is not an object")
+    strict(obj, ["user", "created", "ik", "spk_id", "spk", "pq_id", "pq", "ik_sig", "sig"])
+    return {"user": want_str(obj, "user", 64), "created": want_int(obj, "created"),
+            "ik": b64d(obj["ik"], size=32), "spk_id": want_u32(obj, "spk_id"),
+            "spk": b64d(obj["spk"], size=32), "pq_id": want_u32(obj, "pq_id"),
+            "pq": b64d(obj["pq"], size=MLKEM_EK_BYTES), "ik_sig": b64d(obj["ik_sig"], max_size=1024),
+            "sig": b64d(obj["sig"], max_size=1024)}
+
+
+def check_bundle(trust, user, entry):
+    """§12.2's receiver checks, in order, for one `devices` entry of a `keys` answer for `user`;
+    then §12.6's: `device` is the id of `bundle.ik`. Returns the decoded bundle."""
+    cert_der = b64d(entry["cert"], max_size=16 * 1024)
+    b = parse_bundle(entry["bundle"])
+    pub, cn = trust.validate(cert_der, "client")                                     # BAD_CERT
+    if cn is None or canonical(cn) != b["user"] or b["user"] != user:
+        raise ProtoError("BAD_CERT", "bundle owner is not the certificate's canonical name")
+    statement_b = bundle_statement(b["user"], b["created"], b["ik"], b["spk_id"], b["spk"],
+                                   b["pq_id"], b["pq"])
+    if not verify(pub, b["sig"], statement_b) or \
+            not verify(pub, b["ik_sig"], identity_statement(b["user"], b["ik"])):
+        raise ProtoError("SIG_FAIL", "bundle signature")
+    if not mlkem_ek_ok(b["pq"]):
+        raise ProtoError("BAD_KEY_SHARE", "PQ prekey fails the FIPS 203 input check")
+    if device_id(b["ik"]) != entry["device"]:
+        raise ProtoError("PROTOCOL_ERROR", "device is not the id of bundle.ik")
+    b["cert"] = cert_der
+    return b
+
+
+def parse_pre(obj):
+    """The prekey header of §12.3."""
+    if not isinstance(obj, dict):
+        raise ProtoError("PROTOCOL_ERROR", "pre is not an object")
+    strict(obj, ["ik", "ik_sig", "ek", "spk_id", "pq_id", "kem_ct"], ["opk_id"])
+    return {"ik": b64d(obj["ik"], size=32), "ik_sig": b64d(obj["ik_sig"], max_size=1024),
+            "ek": b64d(obj["ek"], size=32), "spk_id": want_u32(obj, "spk_id"),
+            "pq_id": want_u32(obj, "pq_id"),
+            "opk_id": want_u32(obj, "opk_id") if "opk_id" in obj else None,
+            "kem_ct": b64d(obj["kem_ct"], size=MLKEM_CT_BYTES)}
+
+
+class E2ESession:
+    """One Double Ratchet session with one contact device (§12.3/§12.4); `pre` is the prekey
+    header we send until the contact has answered."""
+
+    def __init__(self, ratchet, pre=None):
+        self.ratchet, self.pre = ratchet, pre
+
+
+E2E_STATE_AAD = b"securechat/e2e state"      # §12.7
+E2E_SCRYPT = {"n": 32768, "r": 8, "p": 1}     # §12.7
+
+
+def _ratchet_state(r):
+    h = lambda b: None if b is None else b.hex()  # noqa: E731
+    return {"ad": h(r.ad), "rk": h(r.rk), "dhs": h(r.dhs), "dhr": h(r.dhr), "cks": h(r.cks),
+            "ckr": h(r.ckr), "ns": r.ns, "nr": r.nr, "pn": r.pn,
+            "skipped": [[dh.hex(), n, mk.hex()] for (dh, n), mk in r.skipped.items()],
+            "old_dhr": sorted(d.hex() for d in r.old_dhr)}
+
+
+def _ratchet_from(s):
+    u = lambda v: None if v is None else bytes.fromhex(v)  # noqa: E731
+    r = Ratchet(u(s["rk"]), u(s["ad"]))
+    r.dhs, r.dhr, r.cks, r.ckr = u(s["dhs"]), u(s["dhr"]), u(s["cks"]), u(s["ckr"])
+    r.dhs_pub = None if r.dhs is None else x25519_public(r.dhs)
+    r.ns, r.nr, r.pn = s["ns"], s["nr"], s["pn"]
+    r.skipped = {(bytes.fromhex(dh), n): bytes.fromhex(mk) for dh, n, mk in s["skipped"]}
+    r.old_dhr = {bytes.fromhex(d) for d in s["old_dhr"]}
+    return r
+
+
+def _locked(method):
+    """Runs a Device method under the device's lock: the reader thread opens lines while the
+    input thread wraps them, and both change (and save) the one state."""
+    def run(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
+class Device:
+    """This installation's end-to-end keys and sessions (§12.2, §12.6), kept in `state_path`
+    (§12.7's envelope: scrypt from the login password, AES-256-GCM; the JSON inside is this
+    client's own) or, without a path, in memory only (every run a new device)."""
+
+    def __init__(self, user, cert_der, cert_key, state_path=None, password=None):
+        self.user, self.cert_der, self.cert_key = user, cert_der, cert_key
+        self.state_path, self.password = state_path, password
+        self.lock = threading.RLock()
+        self.opks = {}          # id -> private key, unused one-time prekeys
+        self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
+        self.lists = {}         # user -> (monotonic time, [device ids]) from the last fetch
+        self.new = not (state_path and os.path.exists(state_path))
+        if self.new:
+            self.ik, self.spk, self.pq_seed = os.urandom(32), os.urandom(32), os.urandom(64)
+            self.spk_id, self.pq_id, self.next_opk = 1, 1, 1
+        else:
+            self._load()
+        self.ik_pub = x25519_public(self.ik)
+        self.id = device_id(self.ik_pub)
+        self.pq_ek, self.pq_dk = mlkem_keygen(self.pq_seed)
+        self.ik_sig = sign(cert_key, identity_statement(user, self.ik_pub))
+
+    def _load(self):
+        with open(self.state_path, "rb") as f:
+            env = parse_json(f.read(), code="DECRYPT_FAIL", tag="kdf")
+        try:
+            key = hashlib.scrypt(self.password.encode(), salt=b64d(env["salt"]), n=env["n"],
+                                 r=env["r"], p=env["p"], maxmem=256 * 1024 * 1024, dklen=32)
+            state = json.loads(AESGCM(key).decrypt(b64d(env["nonce"]), b64d(env["ct"]),
+                                                   E2E_STATE_AAD))
+        except (InvalidTag, KeyError, TypeError, ValueError):
+            raise ProtoError("DECRYPT_FAIL", f"{self.state_path}: wrong password or damaged; "
+                                             "move it away to start a new device")
+        u = bytes.fromhex
+        self.ik, self.spk, self.pq_seed = u(state["ik"]), u(state["spk"]), u(state["pq_seed"])
+        self.spk_id, self.pq_id, self.next_opk = state["spk_id"], state["pq_id"], state["next_opk"]
+        self.opks = {int(i): u(k) for i, k in state["opks"].items()}
+        for user, dev, sessions in state["sessions"]:
+            self.sessions[(user, dev)] = [E2ESession(_ratchet_from(s["ratchet"]), s["pre"])
+                                          for s in sessions]
+
+    @_locked
+    def save(self):
+        """§12.7: durably, before anything that depends on it is sent."""
+        if self.state_path is None:
+            return
+        state = {"ik": self.ik.hex(), "spk": self.spk.hex(), "pq_seed": self.pq_seed.hex(),
+                 "spk_id": self.spk_id, "pq_id": self.pq_id, "next_opk": self.next_opk,
+                 "opks": {str(i): k.hex() for i, k in self.opks.items()},
+                 "sessions": [[u, d, [{"ratchet": _ratchet_state(s.ratchet), "pre": s.pre}
+                                      for s in ss]] for (u, d), ss in self.sessions.items()]}
+        salt, nonce = os.urandom(16), os.urandom(12)
+        key = hashlib.scrypt(self.password.encode(), salt=salt, maxmem=256 * 1024 * 1024,
+                             dklen=32, **E2E_SCRYPT)
+        env = {"version": 1, "kdf": "scrypt", **E2E_SCRYPT, "salt": b64e(salt),
+               "nonce": b64e(nonce),
+               "ct": b64e(AESGCM(key).encrypt(nonce, enc_json(state), E2E_STATE_AAD))}
+        tmp = self.state_path + ".tmp"
+        write_private(tmp, enc_json(env))
+        os.replace(tmp, self.state_path)
+        dfd = os.open(os.path.dirname(os.path.abspath(self.state_path)), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def bundle(self):
+        created = now_ms()
+        spk = x25519_public(self.spk)
+        sig = sign(self.cert_key, bundle_statement(self.user, created, self.ik_pub, self.spk_id,
+                                                   spk, self.pq_id, self.pq_ek))
+        return {"user": self.user, "created": created, "ik": b64e(self.ik_pub),
+                "spk_id": self.spk_id, "spk": b64e(spk), "pq_id": self.pq_id,
+                "pq": b64e(self.pq_ek), "ik_sig": b64e(self.ik_sig), "sig": b64e(sig)}
+
+    def new_opks(self, count):
+        out_ = []
+        for _ in range(count):
+            priv = os.urandom(32)
+            self.opks[self.next_opk] = priv
+            out_.append({"id": self.next_opk, "pub": b64e(x25519_public(priv))})
+            self.next_opk += 1
+        return out_
+
+    @_locked
+    def publish_body(self, with_opks, with_bundle=True):
+        body = {"kind": "keys_publish", "device": self.id}
+        if with_bundle:
+            body["bundle"] = self.bundle()
+        body["opks"] = self.new_opks(with_opks)
+        self.save()
+        return body
+
+    # -- the sender (§12.6 "What a sender does before a private line")
+    def needs_fetch(self, user):
+        got = self.lists.get(user)
+        return got is None or time.monotonic() - got[0] > E2E_DEVICE_LIST_MAX_AGE_S
+
+    def known(self, user):
+        return sorted({d for (u, d) in self.sessions if u == user})
+
+    @_locked
+    def take_list(self, trust, user, devices, warn):
+        """Applies a `keys` answer's `devices`: drops sessions with devices no longer listed, starts
+        §12.3 with each new device whose keys pass §12.2. Returns the devices to wrap for; raises
+        the first failure's code when every listed device failed."""
+        listed, usable, first_error = [], [], None
+        for entry in devices:
+            d = entry["device"]
+            listed.append(d)
+            if "bundle" not in entry:           # one we have a session with (`known`)
+                if self.sessions.get((user, d)):
+                    usable.append(d)
+                continue
+            try:
+                b = check_bundle(trust, user, entry)
+                opk = b64d(entry["opk"]["pub"], size=32) if "opk" in entry else None
+                opk_id = entry["opk"]["id"] if "opk" in entry else None
+                self._initiate(user, d, b, opk, opk_id)
+                usable.append(d)
+            except ProtoError as e:
+                warn(f"device {d} of {user} left out: {e.code}: {e.detail}")
+                first_error = first_error or e
+        for (u, d) in list(self.sessions):
+            if u == user and d not in listed:
+                del self.sessions[(u, d)]
+        self.lists[user] = (time.monotonic(), usable)
+        if listed and not usable:
+            raise first_error or ProtoError("PROTOCOL_ERROR", f"no usable device of {user}")
+        return usable
+
+    def _initiate(self, user, d, b, opk, opk_id):
+        ek = os.urandom(32)
+        sk, ad, kem_ct = pqxdh_initiate(self.ik, ek, b, opk, None, self.cert_der, b["cert"])
+        pre = {"ik": b64e(self.ik_pub), "ik_sig": b64e(self.ik_sig), "ek": b64e(x25519_public(ek)),
+               "spk_id": b["spk_id"], "pq_id": b["pq_id"], "kem_ct": b64e(kem_ct)}
+        if opk_id is not None:
+            pre["opk_id"] = opk_id
+        s = E2ESession(Ratchet.initiator(sk, ad, b["spk"]), pre)
+        self.sessions[(user, d)] = ([s] + self.sessions.get((user, d), []))[:E2E_SESSIONS_PER_DEVICE]
+
+    @_locked
+    def wrap_for(self, user, devices, k, binding):
+        """The `e2e` member of a private record (§12.6): one wrap per device."""
+        wraps = []
+        for d in devices:
+            s = self.sessions[(user, d)][0]
+            header, w = s.ratchet.encrypt(k, binding)
+            dh, pn, n = parse_header_enc(header)
+            wrap_ = {"device": d, "dh": b64e(dh), "pn": pn, "n": n, "w": b64e(w)}
+            if s.pre is not None:
+                wrap_["pre"] = s.pre
+            wraps.append(wrap_)
+        self.save()  # §12.6: before the line leaves, so no message key is ever used twice
+        return {"kind": "ratchet", "from": self.id, "wraps": wraps}
+
+    # -- the recipient (§12.6 "The recipient")
+    @_locked
+    def open_ratchet(self, author, author_pub, cert_der, e2e, binding):
+        """k from a private record's `e2e`, or None when this device has no key for it (not an
+        error: §12.6). A bad `pre` ends the session (PROTOCOL_ERROR / SIG_FAIL)."""
+        strict(e2e, ["kind", "from", "wraps"])
+        sender = want_device(e2e, "from")
+        wraps = e2e["wraps"]
+        if not isinstance(wraps, list) or not 1 <= len(wraps) <= E2E_MAX_DEVICES:
+            raise ProtoError("PROTOCOL_ERROR", "wraps is not a list of 1-8")
+        mine, seen = None, set()
+        for w in wraps:
+            if not isinstance(w, dict):
+                raise ProtoError("PROTOCOL_ERROR", "wrap is not an object")
+            strict(w, ["device", "dh", "pn", "n", "w"], ["pre"])
+            d = want_device(w)
+            if d in seen:
+                raise ProtoError("PROTOCOL_ERROR", "a device wrapped twice")
+            seen.add(d)
+            if d == self.id:
+                mine = w
+        if mine is None:
+            return None, "no wrap for this device"
+        header = header_enc(b64d(mine["dh"], size=32), want_u32(mine, "pn"), want_u32(mine, "n"))
+        wrapped = b64d(mine["w"], size=48)
+        pre = parse_pre(mine["pre"]) if "pre" in mine else None
+        if pre is not None:
+            if device_id(pre["ik"]) != sender:
+                raise ProtoError("PROTOCOL_ERROR", "pre.ik is not the sending device's key")
+            if not verify(author_pub, pre["ik_sig"], identity_statement(author, pre["ik"])):
+                raise ProtoError("SIG_FAIL", "pre.ik_sig")
+        key = (author, sender)
+        for s in self.sessions.get(key, []):
+            try:
+                k = s.ratchet.decrypt(header, wrapped, binding)
+            except ProtoError:
+                continue  # a failed try leaves that session as it was (§12.4)
+            s.pre = None  # the contact has answered on this session: no more prekey header
+            self.sessions[key] = [s] + [x for x in self.sessions[key] if x is not s]
+            self.save()
+            return k, None
+        if pre is None:
+            return None, "no session of this device opens it"
+        return self._respond(key, author, cert_der, pre, header, wrapped, binding)
+
+    def _respond(self, key, author, cert_der, pre, header, wrapped, binding):
+        if pre["spk_id"] != self.spk_id or pre["pq_id"] != self.pq_id or \
+                (pre["opk_id"] is not None and pre["opk_id"] not in self.opks):
+            raise ProtoError("PROTOCOL_ERROR", "prekey header names a prekey we do not have")
+        opk = self.opks.get(pre["opk_id"]) if pre["opk_id"] is not None else None
+        sk, ad = pqxdh_respond(self.ik, self.spk, opk, self.pq_dk, pre["ik"], pre["ek"],
+                               pre["kem_ct"], cert_der, self.cert_der)
+        r = Ratchet.responder(sk, ad, self.spk)
+        try:
+            k = r.decrypt(header, wrapped, binding)
+        except ProtoError as e:
+            return None, f"{e.code}: {e.detail}"
+        if pre["opk_id"] is not None:
+            del self.opks[pre["opk_id"]]   # §12.3: deleted once the first message opened
+        self.sessions[key] = ([E2ESession(r)] + self.sessions.get(key, []))[:E2E_SESSIONS_PER_DEVICE]
+        self.save()
+        return k, None
+
+
 # ---------------------------------------------------------------- transport and records (§2, §3.2)
 
 class Conn:
@@ -1003,35 +1621,52 @@ def receipt_signed_input(role, th):
 
 
 class SeenMarks:
-    """Relay high-water marks across sessions (§6.4 step 6): per author fingerprint and author
-    session, the highest accepted record seqno and that record's ts (for expiry)."""
+    """Relay high-water marks (§6.4 steps 6 and 7): per author fingerprint and author session, the
+    highest accepted record seqno and that record's ts (for expiry). Marks of this session make a
+    record at or below them a REPLAY; marks that outlive earlier sessions make it a duplicate:
+    recorded, never shown again."""
 
     def __init__(self, path):
         self.path = path
         self.marks = {}
+        self.this_session = {}
         self.dirty = False
         self.last_save = 0.0
         if path is not None and os.path.exists(path):
             with open(path, "rb") as f:
                 data = json.loads(f.read().decode("utf-8"))
-            horizon = now_ms() - 2 * SKEW_MS
-            for key, (seqno, ts) in data.items():
-                if ts >= horizon:
-                    self.marks[key] = (seqno, ts)
+            now = now_ms()
+            for key, mark in data.items():
+                seqno, ts, private = mark[0], mark[1], len(mark) > 2 and mark[2]
+                # §6.4 step 7 / §6.6: marks of author sessions that sent us a private record
+                # are kept for MAX_STORED_AGE + 2 skew (it could come back stored), others 2 skew
+                if ts >= now - 2 * SKEW_MS - (MAX_STORED_AGE_MS if private else 0):
+                    self.marks[key] = (seqno, ts, private)
 
     def check(self, fp, sid_hex, seqno):
-        last = self.marks.get(f"{fp}:{sid_hex}")
-        if last is not None and seqno <= last[0]:
-            raise ProtoError("REPLAY", f"author record seqno {seqno} not above {last[0]}")
+        """REPLAY within this session (step 6); True for a record accepted in an earlier one
+        (step 7); False for a new record."""
+        key = f"{fp}:{sid_hex}"
+        here = self.this_session.get(key)
+        if here is not None and seqno <= here:
+            raise ProtoError("REPLAY", f"author record seqno {seqno} not above {here}")
+        last = self.marks.get(key)
+        return last is not None and seqno <= last[0]
 
-    def accept(self, fp, sid_hex, seqno, ts):
-        self.marks[f"{fp}:{sid_hex}"] = (seqno, ts)
+    def accept(self, fp, sid_hex, seqno, ts, private):
+        key = f"{fp}:{sid_hex}"
+        self.this_session[key] = seqno
+        old = self.marks.get(key)
+        if old is not None and old[0] >= seqno:  # a duplicate of an earlier session
+            self.marks[key] = (old[0], old[1], old[2] or private)
+        else:
+            self.marks[key] = (seqno, ts, private or (old is not None and old[2]))
         self.dirty = True
         if time.monotonic() - self.last_save >= 1:
             self.save()
 
-    def save(self):
-        if self.path is None or not self.dirty:
+    def save(self, force=False):
+        if self.path is None or not (self.dirty or force):
             return
         tmp = self.path + ".tmp"
         write_private(tmp, enc_json({k: list(v) for k, v in self.marks.items()}))
@@ -1078,6 +1713,8 @@ class Client:
         self.receipt_hash = None
         self.fatal = None
         self.sent_since_update = 0
+        self.device = None       # §12: made after the handshake unless --no-e2e
+        self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
@@ -1280,6 +1917,11 @@ class Client:
 
     # -- sending session messages (§6.1)
     def send_record(self, to, body):
+        devices = None
+        if self.device is not None and to.startswith("user:") and body["kind"] == "text":
+            devices = self.prepare(to[len("user:"):])
+            if devices is None:
+                return
         with self.state_lock:
             if self.close_sent:
                 return
@@ -1289,7 +1931,12 @@ class Client:
             k = self.random(32)
             rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
                                         enc_json(body), k)
-            self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
+            if devices:  # §12.6: an end-to-end record carries e2e instead of k
+                e2e = self.device.wrap_for(to[len("user:"):], devices, k, binding_of(rec))
+                e2e = self.tamper("e2e", e2e)
+                self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
+            else:
+                self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
             self.transcript.add("c2s", self.seq_tx, ts,
                                 {"dir": "c2s", "type": "msg", "record": wire_rec},
                                 b"\x01" + record_enc(rec), k)
@@ -1299,6 +1946,38 @@ class Client:
                 self.send_content({"type": "key_update"})
                 self.tx.update()
                 self.sent_since_update = 0
+
+    def publish_keys(self):
+        """§12.6: the device's bundle (and, on a new state, its one-time prekeys) first."""
+        self.send_record("server", self.device.publish_body(E2E_OPKS if self.device.new else 0))
+
+    def prepare(self, user):
+        """§12.6 `prepare`: the recipient's devices to wrap for; [] when the user published no
+        keys (then the line goes with `k`, and we say so); None when the line must not be sent."""
+        if self.device.needs_fetch(user):
+            self.send_record("server", {"kind": "keys_fetch", "user": user,
+                                        "known": self.device.known(user)})
+            try:
+                answer = self.key_answers.get(timeout=E2E_FETCH_TIMEOUT_S)
+            except queue.Empty:
+                raise ProtoError("TIMEOUT", f"no keys answer for {user}")
+            if answer["user"] != user:
+                raise ProtoError("PROTOCOL_ERROR", "keys answer for another user")
+            if "devices" not in answer:
+                log(f"warning: the server could not read {user}'s keys (DB_UNAVAILABLE): not sent")
+                out("NOT_SENT DB_UNAVAILABLE")
+                return None
+            try:
+                self.device.take_list(self.trust, user, answer["devices"],
+                                      lambda w: log("warning: " + safe(w)))
+            except ProtoError as e:
+                out(f"NOT_SENT {e.code}")
+                return None
+        devices = self.device.lists[user][1]
+        if not devices:
+            out(f"WARNING {user} has published no end-to-end keys: this line is readable by "
+                "the server")
+        return devices
 
     def on_input(self, line):
         if line == "/quit" or line == "!!exit":
@@ -1351,53 +2030,136 @@ class Client:
                 raise ProtoError("PROTOCOL_ERROR", "operator private must be true")
             shown = ("OPERATOR (private): " if "private" in body else "OPERATOR: ") + \
                 safe(want_str(body, "text"))
+        elif kind == "keys" and self.device is not None:
+            shown = self.on_keys(body)
         else:
             raise ProtoError("PROTOCOL_ERROR", f"body kind {safe(kind)!r} from the server")
         self.accept_hop(rec["seqno"], rec["ts"])
         self.transcript.add("s2c", rec["seqno"], rec["ts"],
                             {"dir": "s2c", "type": "msg", "record": m["record"]},
                             b"\x01" + record_enc(rec), k)
-        out(shown)
+        if shown is not None:
+            out(shown)
+
+    def on_keys(self, body):
+        """A `keys` body (§12.6): the answer to a publish or to a fetch."""
+        strict(body, ["kind", "user"], ["devices", "device", "opks_left"])
+        want_str(body, "user", 64)
+        if "opks_left" in body or "device" in body:
+            strict(body, ["kind", "user", "device", "opks_left"])
+            left = want_int(body, "opks_left")
+            if want_device(body) != self.device.id:
+                raise ProtoError("PROTOCOL_ERROR", "publish answer for another device")
+            if left < E2E_OPKS // 2:  # §12.6: top up to 20 when fewer than 10 remain
+                self.send_record("server", self.device.publish_body(E2E_OPKS - left, False))
+            return f"KEYS published {left} one-time prekeys left"
+        if "devices" in body:
+            devs = body["devices"]
+            if not isinstance(devs, list) or len(devs) > E2E_MAX_DEVICES:
+                raise ProtoError("PROTOCOL_ERROR", "devices is not a list of at most 8")
+            for e in devs:
+                if not isinstance(e, dict):
+                    raise ProtoError("PROTOCOL_ERROR", "device entry is not an object")
+                strict(e, ["device"], ["cert", "bundle", "opk"])
+                want_device(e)
+                if ("cert" in e) != ("bundle" in e) or ("opk" in e and "bundle" not in e):
+                    raise ProtoError("PROTOCOL_ERROR", "device entry: cert and bundle go together")
+                if "opk" in e:
+                    if not isinstance(e["opk"], dict):
+                        raise ProtoError("PROTOCOL_ERROR", "opk is not an object")
+                    strict(e["opk"], ["id", "pub"])
+                    want_u32(e["opk"], "id")
+        self.key_answers.put(body)
+        return None
 
     def on_relay(self, m):
-        """§6.4, checks in the order given there."""
-        strict(m, ["type", "seqno", "ts", "cert", "record", "k"])
+        """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there."""
+        stored = m["type"] == "stored"
+        strict(m, ["type", "seqno", "ts", "cert", "record"], ["k", "e2e"])
+        if ("k" in m) == ("e2e" in m):
+            raise ProtoError("PROTOCOL_ERROR", "a relay carries either k or e2e (§12.6)")
         seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
         cert_der = b64d(m["cert"], max_size=16 * 1024)
         rec = parse_record(m["record"])
-        k = b64d(m["k"], size=32)
+        k = b64d(m["k"], size=32) if "k" in m else None
+        if "e2e" in m and (self.device is None or not isinstance(m["e2e"], dict)):
+            raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
         author_pub, author = self.trust.validate(cert_der, "client")              # 2
-        if rec["dir"] != "c2s" or rec["to"] not in ("lobby", "user:" + self.my_name):  # 3
+        allowed = ("user:" + self.my_name,) if stored else ("lobby", "user:" + self.my_name)
+        if rec["dir"] != "c2s" or rec["to"] not in allowed:                       # 3, 3'
             raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
         if rec["sig"] is None or not verify(author_pub, rec["sig"], statement(rec)):  # 4
             raise ProtoError("SIG_FAIL", "author signature")
-        body = parse_body(check_content(rec, k))                                  # 5
-        if body["kind"] != "text":
-            raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
-        strict(body, ["kind", "text"])
-        text = want_str(body, "text", MAX_TEXT)
-        if rec["ts"] < self.session_time - SKEW_MS:                               # 6
+        # Steps 6 and 7 come before step 5 here: they do not need k, and an end-to-end record
+        # can be unwrapped once only, so a replayed or re-delivered one must be known as such
+        # before its wrap is tried (interop finding 29).
+        if stored and rec["ts"] < ts - MAX_STORED_AGE_MS - SKEW_MS:                # 6'
+            raise ProtoError("REPLAY", "stored record older than any queue keeps one")
+        if not stored and rec["ts"] < self.session_time - SKEW_MS:                # 6
             raise ProtoError("REPLAY", "relayed record older than this session")
         if rec["ts"] > ts + SKEW_MS:
             raise ProtoError("STALE", "relayed record from the future")
         fp = fingerprint(cert_der)
-        self.seen.check(fp, rec["sid"].hex(), rec["seqno"])
+        duplicate = self.seen.check(fp, rec["sid"].hex(), rec["seqno"])          # 6, 7
+        no_key = None
+        if k is None and not duplicate:                                           # 5, §12.6
+            k, no_key = self.open_e2e(author, author_pub, cert_der, m["e2e"], rec)
+        text = None
+        if k is not None:
+            body = parse_body(check_content(rec, k))
+            if body["kind"] != "text":
+                raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
+            strict(body, ["kind", "text"])
+            text = want_str(body, "text", MAX_TEXT)
         self.accept_hop(seqno, ts)
-        self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"])
-        line = {"dir": "s2c", "type": "relay", "seqno": seqno, "ts": ts, "cert": m["cert"],
+        self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
+        line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "cert": m["cert"],
                 "record": m["record"]}
-        enc = b"\x02" + u64(seqno) + u64(ts) + u32(len(cert_der)) + cert_der + record_enc(rec)
+        enc = (b"\x05" if stored else b"\x02") + u64(seqno) + u64(ts) + u32(len(cert_der)) \
+            + cert_der + record_enc(rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
+        if stored:  # §6.6: acknowledged once the line and the marks are durable
+            self.seen.save(force=True)
+            self.send_record("server", {"kind": "received", "upto": seqno})
         private = " (private)" if rec["to"] != "lobby" else ""
-        out(f"{safe(author)}{private}: {safe(text)}")
+        private += " (stored)" if stored else ""
+        if duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
+            log(f"a record of {safe(author)} seen in an earlier session, recorded, not shown")
+        elif text is None:  # §12.6: recorded, never shown as text, never dropped silently
+            out(f"{safe(author)}{private}: NO_KEY this device has no key for this message "
+                f"({safe(no_key)})")
+            self.device.lists.pop(author, None)  # the next line to the author refetches
+        else:
+            out(f"{safe(author)}{private}{' e2e' if 'e2e' in m else ''}: {safe(text)}")
+
+    def open_e2e(self, author, author_pub, cert_der, e2e, rec):
+        """§12.6 step 5: (k, None), or (None, why) when this device has no key for it."""
+        kind = e2e.get("kind")
+        if kind == "ratchet":
+            if rec["to"] != "user:" + self.my_name:
+                raise ProtoError("PROTOCOL_ERROR", "ratchet e2e on a lobby record")
+            return self.device.open_ratchet(author, author_pub, cert_der, e2e, binding_of(rec))
+        raise ProtoError("PROTOCOL_ERROR", f"e2e kind {safe(str(kind))!r}")
+
+    def on_queued(self, m):
+        """§6.6: our record `of` waits in the recipient's offline queue."""
+        strict(m, ["type", "seqno", "ts", "of"])
+        seqno, ts, of = want_int(m, "seqno"), want_int(m, "ts"), want_int(m, "of")
+        self.check_hop(seqno, ts)
+        if not 1 <= of <= self.seq_tx:
+            raise ProtoError("PROTOCOL_ERROR", f"queued names c2s seqno {of} we never sent")
+        self.accept_hop(seqno, ts)
+        self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}},
+                            b"\x04" + u64(seqno) + u64(ts) + u64(of))
+        out(f"QUEUED {of}")
 
     def on_refused(self, m):
-        """§6.5."""
+        """§6.5, §6.6."""
         strict(m, ["type", "seqno", "ts", "of", "code"])
         seqno, ts, of = want_int(m, "seqno"), want_int(m, "ts"), want_int(m, "of")
         code = want_str(m, "code")
-        if code not in ("RATE_LIMITED", "NOT_ONLINE"):
+        if code not in ("RATE_LIMITED", "NOT_ONLINE", "QUEUE_FULL", "DB_UNAVAILABLE"):
             raise ProtoError("PROTOCOL_ERROR", "refused code")
         self.check_hop(seqno, ts)
         if not 1 <= of <= self.seq_tx:
@@ -1471,7 +2233,8 @@ class Client:
         self.receipt_hash = self.my_receipt_hash.hex()
 
     def reader(self):
-        handlers = {"msg": self.on_msg, "relay": self.on_relay, "refused": self.on_refused}
+        handlers = {"msg": self.on_msg, "relay": self.on_relay, "stored": self.on_relay,
+                    "queued": self.on_queued, "refused": self.on_refused}
         try:
             while self.receipt_hash is None:
                 _, m = self.read_content()
@@ -1525,6 +2288,11 @@ class Client:
         out(f"SESSION {self.session_id.hex()} registered={str(self.registered).lower()}")
         if self.transcript.base:
             out(f"TRANSCRIPT {self.transcript.base}.log")
+        if a.e2e:  # §12.6: the device's bundle is the first message of every session
+            state = os.path.join(a.transcripts, f"{a.user}.e2e") if a.transcripts else None
+            self.device = Device(self.my_name, self.my_der, self.my_key, state, self.password)
+            self.publish_keys()
+            out(f"DEVICE {self.device.id}")
         threading.Thread(target=self.reader, daemon=True).start()
         threading.Thread(target=self.stdin_loop, daemon=True).start()
         try:
@@ -1547,7 +2315,8 @@ class Client:
         out(f"RECEIPT OK {self.receipt_hash}")
 
 
-def main():
+def main(client_class=None):
+    """Runs the client; probe.py passes a subclass that sends faults (its --hostile-e2e)."""
     p = argparse.ArgumentParser(description="clean-room securechat v2 client")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
@@ -1562,10 +2331,13 @@ def main():
     p.add_argument("--transcripts", metavar="DIR", help="write the client transcript here")
     p.add_argument("--key-update-every", type=int, default=0,
                    help="send a key_update after this many of our records (0: never)")
+    p.add_argument("--e2e", action="store_true",
+                   help="the end-to-end layer (PROTOCOL §12): a device with its keys in "
+                        "<transcripts>/<user>.e2e, private lines wrapped for the recipient's devices")
     args = p.parse_args()
     client = None
     try:
-        client = Client(args)
+        client = (client_class or Client)(args)
         client.run()
         return 0
     except ProtoError as e:

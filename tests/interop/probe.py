@@ -5,7 +5,8 @@ Each probe opens its own session, sends one fault the docs define, and expects t
 the docs name for it (or, for the few positive probes, the documented outcome). Every expectation
 cites its section of docs/PROTOCOL.md. Usage:
 
-  probe.py --port P --ca ca.pem --certs DIR --password-env VAR [--only NAME,...]
+  probe.py --port P --ca ca.pem --certs DIR --password-env VAR [--only NAME,...] [--e2e]
+  probe.py --hostile-e2e MODE CLIENT-ARGS     (client.py whose first private line is faulty)
 
 DIR holds alice.pem/.key, carol.pem/.key and server.pem (a certificate of the wrong role). alice
 must not exist yet (the first probe registers her); carol must never be registered.
@@ -122,10 +123,15 @@ def hello_obj(group="x25519", groups=None, version=2, pub=None, nonce=None):
 PROBES = []
 
 
-def probe(name, expected, user="alice"):
+E2E_PROBES = set()  # run only with --e2e: they need a server with PROTOCOL §12.6's key directory
+
+
+def probe(name, expected, user="alice", e2e=False):
     """Registers a probe: `expected` is the outcome word the docs require."""
     def wrap(fn):
         PROBES.append((name, expected, user, fn))
+        if e2e:
+            E2E_PROBES.add(name)
         return fn
     return wrap
 
@@ -691,6 +697,164 @@ def _(a):
         a.on_msg(m)
 
 
+# ---- offline delivery (§6.6)
+@probe("offline_received_upto_zero", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §6.2: `received` carries `upto`, an s2c seqno >= 1
+    _, wire, k = a.record(to="server", body={"kind": "received", "upto": 0})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("offline_received_to_the_lobby", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §6.2: `received` goes to `server` only
+    _, wire, k = a.record(to="lobby", body={"kind": "received", "upto": 1})
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("offline_stored_sent_by_a_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: `stored` is s2c only
+    _, wire, k = a.record(to="user:" + a.my_name)
+    a.send_content({"type": "stored", "seqno": 1, "ts": sc.now_ms(), "cert": sc.b64e(a.my_der),
+                    "record": wire, "k": sc.b64e(k)})
+    return a.await_error()
+
+
+@probe("offline_queued_sent_by_a_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: `queued` is s2c only
+    a.send_content({"type": "queued", "seqno": 1, "ts": sc.now_ms(), "of": 1})
+    return a.await_error()
+
+# ---- the end-to-end key directory and records (§12.6)
+def e2e_session(a):
+    """A session with this probe's own device (§12.2), nothing published yet."""
+    a.session()
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    a.device = sc.Device(a.my_name, a.my_der, a.my_key)
+
+
+def server_answer(a):
+    """The body of the server's next `msg` (a `keys` answer), read with the client's checks."""
+    while True:
+        _, m = a.read_content()
+        if m["type"] == "key_update":
+            a.rx.update()
+            continue
+        if m["type"] != "msg":
+            raise Outcome(f"unexpected {m['type']}")
+        rec = sc.parse_record(m["record"])
+        body = sc.parse_body(sc.check_content(rec, sc.b64d(m["k"], size=32)))
+        a.on_msg(m)
+        if body["kind"] == "keys":
+            return body
+
+
+def send_body(a, body, to="server"):
+    _, wire, k = a.record(to=to, body=body)
+    a.send_msg(wire, k)
+
+
+@probe("e2e_publish_then_fetch_hands_out_each_one_time_prekey_once", "opks:1,2,none", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: the opk handed out is removed in the statement that reads it
+    send_body(a, a.device.publish_body(2))
+    got = server_answer(a)
+    if got.get("opks_left") != 2 or got.get("device") != a.device.id:
+        return f"publish answer {got}"
+    seen = []
+    for _ in range(3):
+        send_body(a, {"kind": "keys_fetch", "user": a.my_name, "known": []})
+        devs = server_answer(a).get("devices") or []
+        mine = [d for d in devs if d.get("device") == a.device.id]
+        if len(mine) != 1:
+            return f"fetch lists {devs}"
+        sc.check_bundle(a.trust, a.my_name, mine[0])  # §12.2's receiver checks pass
+        seen.append(str(mine[0]["opk"]["id"]) if "opk" in mine[0] else "none")
+    return "opks:" + ",".join(seen)
+
+
+@probe("e2e_fetch_with_known_device_answers_it_bare", "bare", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: a device in `known` comes back as {"device"} alone
+    send_body(a, a.device.publish_body(0))
+    server_answer(a)
+    send_body(a, {"kind": "keys_fetch", "user": a.my_name, "known": [a.device.id]})
+    devs = server_answer(a).get("devices")
+    mine = [d for d in devs or [] if d.get("device") == a.device.id]
+    return "bare" if mine == [{"device": a.device.id}] else f"devices {devs}"
+
+
+@probe("e2e_publish_bundle_of_another_user", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: bundle.user must be the sender's canonical name
+    a.device.user = "bob"
+    send_body(a, a.device.publish_body(0))
+    return a.await_error()
+
+
+@probe("e2e_publish_device_not_the_id_of_ik", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: `device` must be the id of bundle.ik (§12.2)
+    body = a.device.publish_body(0)
+    body["device"] = sc.device_id(bytes(32))
+    send_body(a, body)
+    return a.await_error()
+
+
+@probe("e2e_publish_101_one_time_prekeys", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: `opks` holds 0-100 one-time prekeys
+    send_body(a, a.device.publish_body(101))
+    return a.await_error()
+
+
+def e2e_envelope(a, rec):
+    """A well-formed ratchet `e2e` for `rec`, to a made-up device."""
+    return {"kind": "ratchet", "from": a.device.id, "wraps": [{
+        "device": sc.device_id(os.urandom(32)), "dh": sc.b64e(os.urandom(32)), "pn": 0, "n": 0,
+        "w": sc.b64e(os.urandom(48))}]}
+
+
+@probe("e2e_record_to_server", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: the server MUST refuse an e2e record to `server`
+    rec, wire, _ = a.record(to="server", body={"kind": "who"})
+    a.send_content({"type": "msg", "record": wire, "e2e": e2e_envelope(a, rec)})
+    return a.await_error()
+
+
+@probe("e2e_msg_with_both_k_and_e2e", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: either k or e2e, never both
+    rec, wire, k = a.record(to="user:" + a.my_name)
+    a.send_content({"type": "msg", "record": wire, "k": sc.b64e(k),
+                    "e2e": e2e_envelope(a, rec)})
+    return a.await_error()
+
+
+@probe("e2e_private_to_self_relayed_byte_for_byte", "relayed as sent", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: the server relays `e2e` byte for byte
+    rec, wire, _ = a.record(to="user:" + a.my_name)
+    e2e = e2e_envelope(a, rec)
+    a.send_content({"type": "msg", "record": wire, "e2e": e2e})
+    a.seq_tx += 1
+    while True:
+        _, m = a.read_content()
+        if m["type"] == "relay":
+            return "relayed as sent" if m.get("e2e") == e2e and "k" not in m and \
+                m["record"] == wire else f"relay {sorted(m)}"
+        if m["type"] == "key_update":
+            a.rx.update()
+        elif m["type"] != "msg":
+            return f"unexpected {m['type']}"
+
+
 # ---- credentials (§5 server step 7); last, because failed logins slow the address down
 @probe("register_invalid_email", "peer:INVALID_INPUT", user="carol")
 def _(a):
@@ -776,6 +940,59 @@ def load_negative(path):
                 PROBES.append((name, "peer:" + case["code"], "alice", negative_case(case)))
 
 
+# ---- a hostile end-to-end author, for a real recipient
+# (`probe.py --hostile-e2e MODE CLIENT-ARGS`, CLIENT-ARGS with --e2e)
+# client.py's own client, except that its first private line carries the fault MODE names in its
+# `e2e` (§12.6); later lines go as they should. What the recipient must do is the test's to check.
+
+def _hostile_no_wrap(c, e2e):
+    for w in e2e["wraps"]:
+        w["device"] = sc.device_id(os.urandom(32))  # a device the recipient is not
+    return e2e
+
+
+def _hostile_wrap_flipped(c, e2e):
+    for w in e2e["wraps"]:
+        w["w"] = flip(w["w"])  # DECRYPT_FAIL at the recipient: shown as no key, session goes on
+    return e2e
+
+
+def _hostile_pre_ik_not_from(c, e2e):
+    ik = sc.x25519_public(os.urandom(32))  # correctly certified, but not `from`'s key
+    for w in e2e["wraps"]:
+        w["pre"] = {**w["pre"], "ik": sc.b64e(ik),
+                    "ik_sig": sc.b64e(sc.sign(c.my_key, sc.identity_statement(c.my_name, ik)))}
+    return e2e
+
+
+def _hostile_pre_ik_sig_flipped(c, e2e):
+    for w in e2e["wraps"]:
+        w["pre"] = {**w["pre"], "ik_sig": flip(w["pre"]["ik_sig"])}
+    return e2e
+
+
+def _hostile_pre_unknown_opk(c, e2e):
+    for w in e2e["wraps"]:
+        w["pre"] = {**w["pre"], "opk_id": 999999}  # §12.3: unknown prekey id, PROTOCOL_ERROR
+    return e2e
+
+
+HOSTILE_E2E = {"no-wrap-for-device": _hostile_no_wrap, "wrap-flipped": _hostile_wrap_flipped,
+               "pre-ik-not-from": _hostile_pre_ik_not_from,
+               "pre-ik-sig-flipped": _hostile_pre_ik_sig_flipped,
+               "pre-unknown-opk": _hostile_pre_unknown_opk}
+
+
+class HostileAuthor(sc.Client):
+    mode = None
+
+    def tamper(self, step, msg):
+        if step != "e2e" or self.mode is None:
+            return msg
+        fault, HostileAuthor.mode = HOSTILE_E2E[HostileAuthor.mode], None
+        return fault(self, json.loads(json.dumps(msg)))
+
+
 def main():
     p = argparse.ArgumentParser(description="securechat v2 server conformance probes")
     p.add_argument("--host", default="127.0.0.1")
@@ -785,6 +1002,8 @@ def main():
     p.add_argument("--password-env", required=True)
     p.add_argument("--server-name", default="localhost")
     p.add_argument("--only", default="")
+    p.add_argument("--e2e", action="store_true",
+                   help="also run the end-to-end probes (PROTOCOL §12.6 key directory and records)")
     p.add_argument("--negative", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "protocol", "negative.json"),
         help="negative.json whose `c2s …` cases run as probes too")
@@ -799,7 +1018,7 @@ def main():
     only = set(filter(None, args.only.split(",")))
     failed = 0
     for name, expected, user, fn in PROBES:
-        if only and name not in only:
+        if (only and name not in only) or (name in E2E_PROBES and not args.e2e):
             continue
         pargs = argparse.Namespace(
             host=args.host, port=args.port, ca=args.ca, user=user,
@@ -833,4 +1052,10 @@ def main():
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--hostile-e2e":
+        HostileAuthor.mode = sys.argv[2]
+        if HostileAuthor.mode not in HOSTILE_E2E:
+            sys.exit(f"--hostile-e2e: one of {', '.join(HOSTILE_E2E)}")
+        sys.argv[1:3] = []
+        sys.exit(sc.main(HostileAuthor))
     sys.exit(main())

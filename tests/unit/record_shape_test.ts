@@ -14,7 +14,9 @@ import {
   MAX_CT_BYTES,
   MAX_SIG_BYTES,
   MAX_TEXT_CHARS,
+  MAX_UNREAD,
   MsgMessageShape,
+  QueuedMessageShape,
   RecordJsonShape,
   REFUSAL_CODES,
   RefusedMessageShape,
@@ -28,11 +30,17 @@ import { CORPUS, fuzzPayload, fuzzSeed, mutateJson, Rng } from "../../testkit/fu
 // ---- the reference: the zod schemas of lib/message/record.ts before the shapes ----
 
 const text = z.string().min(1).max(MAX_TEXT_CHARS);
+const seqnoValue = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 const Body = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("text"), text }).strict(),
   z.object({ kind: z.literal("who") }).strict(),
   z.object({ kind: z.literal("notice"), text }).strict(),
   z.object({ kind: z.literal("operator"), text, private: z.literal(true).optional() }).strict(),
+  z.object({
+    kind: z.literal("received"),
+    upto: seqnoValue,
+    unread: z.array(seqnoValue).max(MAX_UNREAD).optional(),
+  }).strict(),
 ]);
 const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const RecordJson = z.object({
@@ -49,7 +57,7 @@ const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
 const cert = base64Text(1, MAX_CERT_BYTES);
 const Msg = z.object({ type: z.literal("msg"), record: RecordJson, k }).strict();
 const Relay = z.object({
-  type: z.literal("relay"),
+  type: z.enum(["relay", "stored"]),
   seqno: uint().min(1),
   ts: uint(),
   cert,
@@ -63,17 +71,20 @@ const refusal = {
   code: z.enum(REFUSAL_CODES),
 };
 const Refused = z.object({ type: z.literal("refused"), ...refusal }).strict();
+const queued = { seqno: uint().min(1), ts: uint(), of: uint().min(1) };
+const Queued = z.object({ type: z.literal("queued"), ...queued }).strict();
 const Line = z.discriminatedUnion("type", [
   z.object({ dir: z.enum(["c2s", "s2c"]), type: z.literal("msg"), record: RecordJson }).strict(),
   z.object({
     dir: z.literal("s2c"),
-    type: z.literal("relay"),
+    type: z.enum(["relay", "stored"]),
     seqno: uint().min(1),
     ts: uint(),
     cert,
     record: RecordJson,
   }).strict(),
   z.object({ dir: z.literal("s2c"), type: z.literal("refused"), ...refusal }).strict(),
+  z.object({ dir: z.literal("s2c"), type: z.literal("queued"), ...queued }).strict(),
 ]);
 
 const PAIRS: [string, Shape<unknown>, z.ZodTypeAny][] = [
@@ -82,6 +93,7 @@ const PAIRS: [string, Shape<unknown>, z.ZodTypeAny][] = [
   ["msg", MsgMessageShape, Msg],
   ["relay", RelayMessageShape, Relay],
   ["refused", RefusedMessageShape, Refused],
+  ["queued", QueuedMessageShape, Queued],
   ["line", LineShape, Line],
 ];
 
@@ -141,6 +153,26 @@ Deno.test("record shapes agree with the zod reference on fixed cases", () => {
     ["a text at the limit", { kind: "text", text: "é".repeat(MAX_TEXT_CHARS) }],
     ["a text past the limit", { kind: "text", text: "é".repeat(MAX_TEXT_CHARS + 1) }],
     ["an unknown kind", { kind: "shout", text: "hi" }],
+    ["a received", { kind: "received", upto: 3 }],
+    ["a received with unread", { kind: "received", upto: 9, unread: [2, 5] }],
+    ["a received with a bad unread", { kind: "received", upto: 9, unread: [0] }],
+    ["a received with too many unread", {
+      kind: "received",
+      upto: 9,
+      unread: Array.from({ length: MAX_UNREAD + 1 }, (_, i) => i + 1),
+    }],
+    ["a received with unread not a list", { kind: "received", upto: 9, unread: 5 }],
+    ["a stored line", { ...line, dir: "s2c", type: "stored", seqno: 2, ts: 5, cert: RECORD.c }],
+    ["a queued line", { dir: "s2c", type: "queued", seqno: 2, ts: 5, of: 1 }],
+    ["a queued message", { type: "queued", seqno: 2, ts: 5, of: 1 }],
+    ["a queued line with a code", {
+      dir: "s2c",
+      type: "queued",
+      seqno: 2,
+      ts: 5,
+      of: 1,
+      code: "x",
+    }],
   ];
   for (const [what, value] of cases) agree(value, what);
 });
@@ -148,14 +180,28 @@ Deno.test("record shapes agree with the zod reference on fixed cases", () => {
 Deno.test("record shapes agree with the zod reference on fuzzed messages", () => {
   const seed = fuzzSeed();
   const rng = new Rng(seed ^ 0x5a9e);
-  const seeds = [CORPUS.msg, CORPUS.relay, CORPUS.refused, CORPUS.text, CORPUS.operator, {
-    dir: "s2c",
-    type: "relay",
-    seqno: 2,
-    ts: 5,
-    cert: (CORPUS.relay as { cert: string }).cert,
-    record: RECORD,
-  }];
+  const seeds = [
+    CORPUS.msg,
+    CORPUS.relay,
+    CORPUS.refused,
+    CORPUS.text,
+    CORPUS.operator,
+    {
+      type: "queued",
+      seqno: 4,
+      ts: 9,
+      of: 2,
+    },
+    { kind: "received", upto: 7, unread: [3, 4] },
+    {
+      dir: "s2c",
+      type: "relay",
+      seqno: 2,
+      ts: 5,
+      cert: (CORPUS.relay as { cert: string }).cert,
+      record: RECORD,
+    },
+  ];
   let accepted = 0;
   for (let i = 0; i < 4000; i++) {
     const base = rng.pick(seeds);

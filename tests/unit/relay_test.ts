@@ -13,6 +13,7 @@ import {
   type Body,
   encodeRecord,
   LOBBY,
+  MAX_STORED_AGE_MS,
   type MessageRecord,
   type RelayMessage,
   sealContent,
@@ -160,6 +161,75 @@ Deno.test("SeenStore: marks survive a restart through the file (0600), old ones 
     assert.equal(again.has("fp", "ab".repeat(16), 3), false, "dropped: older than the retention");
     await Deno.writeTextFile(path, "not json");
     await assert.rejects(SeenStore.load(path, 60_000), (e) => codeOf(e) === "IO_ERROR");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** `relay` as the server sends it from the offline queue (PROTOCOL §6.6). */
+async function stored(
+  author: Identity,
+  seqno: number,
+  o: Parameters<typeof relayed>[2] = {},
+): Promise<RelayMessage> {
+  return { ...await relayed(author, seqno, { to: userRecipient("bob"), ...o }), type: "stored" };
+}
+
+const DAY_MS = 24 * 3_600_000;
+
+Deno.test("RelayVerifier.check(): a stored record written days before the session is accepted, flagged stored", async () => {
+  const got = await verifier().check(await stored(alice, 1, { ts: SESSION_TIME - 3 * DAY_MS }));
+  assert.equal(got.stored, true);
+  assert.equal(got.private, true);
+  assert.equal(got.duplicate, false);
+  assert.equal((await verifier().check(await relayed(alice, 1))).stored, false);
+});
+
+Deno.test("RelayVerifier.check(): what a server could pass off as stored is refused, each with its code", async () => {
+  const cases: [string, Promise<RelayMessage>, string][] = [
+    // The freshness rule relaxed for stored records must not open a door for old lobby lines.
+    [
+      "an old lobby line as stored",
+      stored(alice, 1, { to: LOBBY, ts: SESSION_TIME - DAY_MS }),
+      "TAMPERED",
+    ],
+    [
+      "alice's stored record for carol",
+      stored(alice, 1, { to: userRecipient("carol") }),
+      "TAMPERED",
+    ],
+    [
+      "older than any queue keeps one",
+      stored(alice, 1, { ts: SESSION_TIME - MAX_STORED_AGE_MS - DAY_MS }),
+      "REPLAY",
+    ],
+    ["dated after its delivery", stored(alice, 1, { ts: Date.now() + 3_600_000 }), "STALE"],
+    ["ciphertext altered", stored(alice, 1, { edit: (r) => (r.ct[0] ^= 1) }), "SIG_FAIL"],
+  ];
+  for (const [name, relay, code] of cases) {
+    assert.equal(await codeOfCheck(verifier(), await relay), code, name);
+  }
+});
+
+Deno.test("RelayVerifier.check(): a private record seen live comes back as stored days later: a duplicate, not shown", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sc-seen-" });
+  try {
+    const path = `${dir}/bob.seen.json`;
+    const retention = 10 * 60 * 1000;
+    const seen = await SeenStore.load(path, retention);
+    const original = await relayed(alice, 4, { to: userRecipient("bob") });
+    assert.equal((await verifier(seen).check(original)).duplicate, false);
+    const lobbyOnly = await relayed(bob, 1);
+    await verifier(seen).check(lobbyOnly);
+    await seen.save();
+    // Five days on, beyond the lobby retention: the private mark is still there.
+    const reloaded = await SeenStore.load(path, retention, Date.now() + 5 * DAY_MS);
+    const fp = toHex(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bob.certDer))),
+    );
+    assert.equal(reloaded.has(fp, SID, 1), false, "a lobby-only mark is dropped");
+    const again = await verifier(reloaded).check({ ...original, type: "stored" });
+    assert.equal(again.duplicate, true, "the private mark outlives the lobby retention");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,0 +1,234 @@
+/**
+ * Offline delivery (issue 13, PROTOCOL §6.6) through the real CLI: a private message to a
+ * user who is not online is stored before its author is told so, survives `serve` being
+ * SIGKILLed, reaches the recipient once at the next login, in order, and every transcript
+ * involved verifies with only the CA; the queue's bounds refuse with a code the author sees.
+ */
+import assert from "node:assert/strict";
+import { makePki } from "../testkit/pki.ts";
+import { runCli } from "../testkit/cli.ts";
+import {
+  type ConnectOptions,
+  LiveClient,
+  pollUntil,
+  registerUser,
+  ServerProcess,
+} from "../testkit/server_process.ts";
+
+const PASSWORDS: Record<string, string> = {
+  alice: "alice-password-1",
+  bob: "bob-password-12",
+  carol: "carol-password-3",
+};
+
+/** A stderr line of the client matching `test` (where `connect` reports on messages). */
+function waitForInfo(client: LiveClient, test: (line: string) => boolean, from = 0) {
+  return pollUntil(
+    () => client.stderr.slice(from).find(test),
+    10_000,
+    () => `no matching stderr line:\n${client.stderr.join("\n")}`,
+  );
+}
+
+const STORED = "stored: the recipient is not online";
+
+/**
+ * Waits until the client has said `count` of its messages are stored. Message numbers are
+ * not assumed: a client may send records of its own to the server first (its keys, §12).
+ */
+function waitForStored(client: LiveClient, count: number) {
+  return pollUntil(
+    () => client.stderr.filter((l) => l.includes(STORED)).length >= count || undefined,
+    10_000,
+    () => `not ${count} stored lines:\n${client.stderr.join("\n")}`,
+  );
+}
+
+/** `securechat verify --json` of every `.log` in `dir`; asserts each is ok with both receipts. */
+async function verifyAll(dir: string, ca: string): Promise<Record<string, unknown>[]> {
+  const reports = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    if (!entry.name.endsWith(".log")) continue;
+    const result = await runCli(["verify", `${dir}/${entry.name}`, "--ca", ca, "--json"]);
+    assert.equal(result.code, 0, `${entry.name}: ${result.stdout}${result.stderr}`);
+    const report = JSON.parse(result.stdout);
+    assert.equal(report.ok, true, result.stdout);
+    assert.deepEqual(report.confirmedBy, ["client", "server"], `${entry.name}: ${result.stdout}`);
+    reports.push(report);
+  }
+  assert.ok(reports.length > 0, `no transcript in ${dir}`);
+  return reports;
+}
+
+function clientOptions(server: ServerProcess, pkiDir: string, user: string): ConnectOptions {
+  return {
+    port: server.port,
+    user,
+    password: PASSWORDS[user],
+    pkiDir,
+    transcripts: `${server.workDir}/${user}-transcripts`,
+  };
+}
+
+Deno.test("offline: a stored message survives serve's SIGKILL and is delivered once, in order, verified", async () => {
+  const pki = await makePki(["alice", "bob"], "ed25519");
+  const workDir = await Deno.makeTempDir({ prefix: "securechat-offline-" });
+  let server = await ServerProcess.start({ pkiDir: pki.dir, workDir });
+  try {
+    for (const user of ["alice", "bob"]) await registerUser(server, pki.dir, user, PASSWORDS[user]);
+    const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
+    for (const n of [1, 2, 3]) {
+      await alice.send(`/msg bob note ${n} while you were out`);
+      await waitForStored(alice, n);
+    }
+    assert.equal((await alice.end()).code, 0);
+
+    // Told "stored", so it must be on disk: a SIGKILL loses nothing.
+    server.child.kill("SIGKILL");
+    await server.stop();
+    server = await ServerProcess.start({ pkiDir: pki.dir, workDir });
+
+    const bobOptions = clientOptions(server, pki.dir, "bob");
+    const bob = await LiveClient.login(bobOptions);
+    await bob.waitForLine((l) => l.includes("note 3 while you were out"));
+    const shown = bob.lines((l) => l.includes("while you were out"));
+    assert.deepEqual(
+      shown.map((l) => l.replace(/^\[[0-9:]+\] /, "")),
+      [1, 2, 3].map((n) => `alice (private, while you were away) ✓ note ${n} while you were out`),
+    );
+    await server.waitFor((e) => e.event === "STORED_ACKED" && e.user === "bob");
+    assert.equal((await bob.end()).code, 0);
+
+    // Once: the next login finds nothing waiting.
+    const mark = server.mark();
+    const again = await LiveClient.login(bobOptions);
+    const from = again.stdout.length;
+    await again.send("/who");
+    await again.waitForLine((l) => l.includes("* online:"), 10_000, from);
+    assert.equal((await again.end()).code, 0);
+    assert.deepEqual(again.lines((l) => l.includes("while you were out")), []);
+    assert.deepEqual(server.events((e) => e.event === "STORED_SENT", mark), []);
+
+    // Every transcript verifies with only the CA, receipts from both sides.
+    const ca = `${pki.dir}/ca.pem`;
+    const bobReports = await verifyAll(bobOptions.transcripts, ca);
+    const delivered = bobReports.find((r) => (r.stored as unknown[]).length > 0)!;
+    assert.equal((delivered.stored as unknown[]).length, 3);
+    assert.deepEqual(
+      (delivered.authors as { commonName: string; messages: number }[])
+        .find((a) => a.commonName === "alice")?.messages,
+      3,
+    );
+    const [aliceReport] = await verifyAll(`${workDir}/alice-transcripts`, ca);
+    assert.equal((aliceReport.queued as { of: number }[]).length, 3);
+    await verifyAll(server.transcripts, ca);
+  } finally {
+    await server.dispose();
+    await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("offline: a full queue and an unknown recipient are refused with a code the author sees", async () => {
+  const pki = await makePki(["alice", "bob"], "ed25519");
+  const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--queue-max", "2"] });
+  try {
+    for (const user of ["alice", "bob"]) await registerUser(server, pki.dir, user, PASSWORDS[user]);
+    const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
+    await alice.send("/msg bob one");
+    await alice.send("/msg bob two");
+    await alice.send("/msg bob three");
+    await waitForInfo(alice, (l) => l.includes("refused by the server: QUEUE_FULL"));
+    await alice.send("/msg nobody-here hello?");
+    await waitForInfo(alice, (l) => l.includes("refused by the server: NOT_ONLINE"));
+    assert.equal(alice.stderr.filter((l) => l.includes(STORED)).length, 2);
+    assert.equal((await alice.end()).code, 0);
+
+    // bob gets the two that fit, and only those.
+    const bob = await LiveClient.login(clientOptions(server, pki.dir, "bob"));
+    await bob.waitForLine((l) => l.includes("✓ two"));
+    await server.waitFor((e) => e.event === "STORED_ACKED" && e.user === "bob");
+    assert.equal((await bob.end()).code, 0);
+    assert.deepEqual(
+      bob.lines((l) => l.includes("while you were away")).map((l) => l.split("✓ ")[1]),
+      ["one", "two"],
+    );
+    const [aliceReport] = await verifyAll(
+      `${server.workDir}/alice-transcripts`,
+      `${pki.dir}/ca.pem`,
+    );
+    assert.deepEqual(
+      (aliceReport.refused as { of: number; code: string }[]).map((r) => r.code),
+      ["QUEUE_FULL", "NOT_ONLINE"],
+    );
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("offline: a record older than --queue-age is purged and never delivered", async () => {
+  const pki = await makePki(["alice", "carol"], "ed25519");
+  const workDir = await Deno.makeTempDir({ prefix: "securechat-offline-" });
+  const args = ["--queue-age", "1s"];
+  let server = await ServerProcess.start({ pkiDir: pki.dir, workDir, args });
+  try {
+    for (const user of ["alice", "carol"]) {
+      await registerUser(server, pki.dir, user, PASSWORDS[user]);
+    }
+    const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
+    await alice.send("/msg carol soon stale");
+    await waitForStored(alice, 1);
+    assert.equal((await alice.end()).code, 0);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // A restarted server purges at start: the expired record is deleted, unread.
+    await server.stop();
+    server = await ServerProcess.start({ pkiDir: pki.dir, workDir, args });
+    const purged = await server.waitFor((e) => e.event === "QUEUE_PURGED");
+    assert.match(String(purged.detail), /^1 expired/);
+    const carol = await LiveClient.login(clientOptions(server, pki.dir, "carol"));
+    const from = carol.stdout.length;
+    await carol.send("/who");
+    await carol.waitForLine((l) => l.includes("* online:"), 10_000, from);
+    assert.equal((await carol.end()).code, 0);
+    assert.deepEqual(carol.lines((l) => l.includes("soon stale")), []);
+    assert.deepEqual(server.events((e) => e.event === "STORED_SENT"), []);
+  } finally {
+    await server.dispose();
+    await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("three users: lobby, private and an offline message; every transcript verifies with receipts", async () => {
+  const users = ["alice", "bob", "carol"];
+  const pki = await makePki(users, "ed25519");
+  const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--message-rate", "100"] });
+  try {
+    for (const user of users) await registerUser(server, pki.dir, user, PASSWORDS[user]);
+    const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
+    const bob = await LiveClient.login(clientOptions(server, pki.dir, "bob"));
+    await alice.send("hello lobby from alice");
+    await bob.waitForLine((l) => l.includes("alice ✓ hello lobby from alice"));
+    await bob.send("/msg alice just between us");
+    await alice.waitForLine((l) => l.includes("bob (private) ✓ just between us"));
+    await alice.send("/msg carol read this when you are back");
+    await waitForStored(alice, 1);
+
+    const carol = await LiveClient.login(clientOptions(server, pki.dir, "carol"));
+    await carol.waitForLine((l) =>
+      l.includes("alice (private, while you were away) ✓ read this when you are back")
+    );
+    await carol.send("carol is back");
+    for (const c of [alice, bob]) await c.waitForLine((l) => l.includes("carol ✓ carol is back"));
+    await server.waitFor((e) => e.event === "STORED_ACKED" && e.user === "carol");
+    for (const c of [alice, bob, carol]) assert.equal((await c.end()).code, 0);
+
+    const ca = `${pki.dir}/ca.pem`;
+    for (const user of users) await verifyAll(`${server.workDir}/${user}-transcripts`, ca);
+    await verifyAll(server.transcripts, ca);
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});

@@ -1,0 +1,274 @@
+/**
+ * The lobby's offline delivery (PROTOCOL §6.6) with stand-in sessions and a queue whose
+ * operations the test holds open: what is stored reaches the recipient before the author's
+ * later live records, even when a record is committed while a delivery runs or the
+ * recipient logs in between an author's "not online" and the commit; acknowledgements
+ * delete exactly what was delivered; refusals carry the store's reason.
+ */
+import assert from "node:assert/strict";
+import { toHex } from "../../lib/bytes.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import {
+  type Body,
+  encodeRecord,
+  type MessageRecord,
+  type PreparedRelay,
+  type RefusalCode,
+  relayFor,
+  sealContent,
+  TO_SERVER,
+  userRecipient,
+} from "../../lib/message/record.ts";
+import { Lobby, Member } from "../../lib/server/lobby.ts";
+import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
+import type { MessageQueue, QueuedRecord, QueueLimits } from "../../lib/store/message_queue.ts";
+
+const LIMITS = { messagesPerSecond: 100, messageBurst: 100 };
+
+class FakeSession {
+  /** Every session message sent, in order: what the client would read. */
+  readonly sent: string[] = [];
+  readonly cert = new TextEncoder().encode("certificate");
+  /** The hop seqnos of the stored records sent. */
+  readonly storedHops: number[] = [];
+  closing = false;
+  #seqno = 0;
+  constructor(readonly username: string, readonly sessionId = crypto.randomUUID()) {}
+  get established() {
+    return { conn: { queuedBytes: 0 }, peer: { der: this.cert } };
+  }
+  send(body: Body): Promise<number> {
+    if (body.kind !== "notice") this.sent.push(`${body.kind}`);
+    return Promise.resolve(++this.#seqno);
+  }
+  relay(prepared: PreparedRelay, type = "relay"): number {
+    const text = JSON.parse(relayFor(prepared, 1, 1).wire).record.seqno;
+    this.sent.push(`${type} ${text}`);
+    if (type === "stored") this.storedHops.push(this.#seqno + 1);
+    return ++this.#seqno;
+  }
+  queued(of: number): void {
+    this.sent.push(`queued ${of}`);
+    this.#seqno++;
+  }
+  refuse(of: number, code: RefusalCode): void {
+    this.sent.push(`refused ${of} ${code}`);
+    this.#seqno++;
+  }
+  close(): Promise<void> {
+    this.closing = true;
+    return Promise.resolve();
+  }
+}
+
+/** A queue in memory whose calls wait for `gate` when it is set. */
+class FakeQueue implements MessageQueue {
+  rows: (QueuedRecord & { recipient: string })[] = [];
+  #next = 1;
+  gate?: Promise<void>;
+  failure?: SecureChatError;
+  removed: number[] = [];
+  async enqueue(recipient: string, author: string, item: string, limits: QueueLimits) {
+    await this.gate;
+    if (this.failure) throw this.failure;
+    if (this.rows.filter((r) => r.recipient === recipient).length >= limits.maxRecords) {
+      throw new SecureChatError("QUEUE_FULL", "full");
+    }
+    const id = this.#next++;
+    this.rows.push({ id, recipient, author, item, storedAt: Date.now() });
+    return id;
+  }
+  async pending(recipient: string, limit: number, after = 0) {
+    await this.gate;
+    return this.rows.filter((r) => r.recipient === recipient && r.id > after).slice(0, limit);
+  }
+  async remove(recipient: string, ids: readonly number[]) {
+    await this.gate;
+    this.removed.push(...ids);
+    this.rows = this.rows.filter((r) => r.recipient !== recipient || !ids.includes(r.id));
+  }
+  purgeExpired() {
+    return Promise.resolve(0);
+  }
+}
+
+function setup(maxRecords = 10) {
+  const queue = new FakeQueue();
+  const lobby = new Lobby(() => {}, LIMITS, undefined, {
+    queue,
+    limits: { maxRecords, maxAgeMs: 60_000 },
+  });
+  const member = (name: string) => {
+    const session = new FakeSession(name);
+    return {
+      session,
+      member: new Member(session as unknown as ChatSession, "127.0.0.1:1", LIMITS, () => {}),
+    };
+  };
+  return { queue, lobby, member };
+}
+
+let counter = 0;
+function message(text: string, to: string, body?: Body): ReceivedMessage {
+  const seqno = ++counter;
+  const { k, ct, c } = sealContent(body ?? { kind: "text", text });
+  const record: MessageRecord = {
+    sid: toHex(new Uint8Array(16)),
+    dir: "c2s",
+    to,
+    seqno,
+    ts: Date.now(),
+    ct,
+    c,
+    sig: new Uint8Array(64).fill(7),
+  };
+  return {
+    type: "msg",
+    seqno,
+    ts: record.ts,
+    body: body ?? { kind: "text", text },
+    record,
+    recordJson: encodeRecord(record),
+    k,
+  };
+}
+
+/** A promise the test resolves: holds the queue's calls open. */
+function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
+
+Deno.test("Lobby: a private record to an offline user is stored, and its author told queued after the commit", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  const m = message("later", userRecipient("bob"));
+  const held = gate();
+  queue.gate = held.promise;
+  const receiving = lobby.receive(alice.member, m);
+  await settle();
+  assert.deepEqual(alice.session.sent, [], "nothing said before the commit");
+  held.open();
+  await receiving;
+  assert.deepEqual(alice.session.sent, [`queued ${m.seqno}`]);
+  assert.equal(queue.rows.length, 1);
+  assert.doesNotMatch(queue.rows[0].item, /later/, "the body is stored only as ct");
+});
+
+Deno.test("Lobby: stored records reach the recipient at login before the author's later live ones", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  const first = message("one", userRecipient("bob"));
+  await lobby.receive(alice.member, first);
+  // bob logs in while his queue is slow to answer; alice's next record is live.
+  const held = gate();
+  queue.gate = held.promise;
+  const bob = member("bob");
+  await lobby.join(bob.member);
+  const second = message("two", userRecipient("bob"));
+  await lobby.receive(alice.member, second);
+  await settle();
+  assert.deepEqual(bob.session.sent, [], "the live record waits behind the stored one");
+  held.open();
+  await settle();
+  assert.deepEqual(bob.session.sent, [`stored ${first.seqno}`, `relay ${second.seqno}`]);
+});
+
+Deno.test("Lobby: a record committed after the recipient's login delivery is sent at once, before the author's next", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  // alice's record is judged "not online"; its commit is held while bob logs in.
+  const held = gate();
+  queue.gate = held.promise;
+  const late = message("late", userRecipient("bob"));
+  const storing = lobby.receive(alice.member, late);
+  await settle();
+  queue.gate = undefined; // bob's login delivery finds nothing yet
+  const bob = member("bob");
+  await lobby.join(bob.member);
+  await settle();
+  assert.deepEqual(bob.session.sent, []);
+  held.open();
+  await storing;
+  const next = message("next", userRecipient("bob"));
+  await lobby.receive(alice.member, next);
+  await settle();
+  assert.deepEqual(bob.session.sent, [`stored ${late.seqno}`, `relay ${next.seqno}`]);
+});
+
+Deno.test("Lobby: received deletes exactly the records delivered up to that hop, once", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  for (const text of ["a", "b", "c"]) {
+    await lobby.receive(alice.member, message(text, userRecipient("bob")));
+  }
+  const bob = member("bob");
+  await lobby.join(bob.member);
+  await settle();
+  assert.equal(bob.session.sent.filter((s) => s.startsWith("stored")).length, 3);
+  const [firstId, secondId] = queue.rows.map((r) => r.id);
+  const upto = bob.session.storedHops[1];
+  const received = () => message("", TO_SERVER, { kind: "received", upto });
+  await lobby.receive(bob.member, received());
+  assert.deepEqual(queue.removed, [firstId, secondId]);
+  await lobby.receive(bob.member, received());
+  assert.deepEqual(queue.removed, [firstId, secondId], "nothing deleted twice");
+  assert.equal(queue.rows.length, 1);
+});
+
+Deno.test("Lobby: what the store refuses, the author is told with its code", async () => {
+  const { queue, lobby, member } = setup(1);
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  const fits = message("fits", userRecipient("bob"));
+  const full = message("full", userRecipient("bob"));
+  await lobby.receive(alice.member, fits);
+  await lobby.receive(alice.member, full);
+  queue.failure = new SecureChatError("UNKNOWN_USER", "no such account");
+  const nobody = message("hello?", userRecipient("nobody"));
+  await lobby.receive(alice.member, nobody);
+  queue.failure = new SecureChatError("DB_UNAVAILABLE", "down");
+  const down = message("down", userRecipient("carol"));
+  await lobby.receive(alice.member, down);
+  assert.deepEqual(alice.session.sent, [
+    `queued ${fits.seqno}`,
+    `refused ${full.seqno} QUEUE_FULL`,
+    `refused ${nobody.seqno} NOT_ONLINE`,
+    `refused ${down.seqno} DB_UNAVAILABLE`,
+  ]);
+});
+
+Deno.test("Lobby: a stored record the device could not open stays for the user's other devices", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  for (const text of ["a", "b", "c"]) {
+    await lobby.receive(alice.member, message(text, userRecipient("bob")));
+  }
+  const [a, b, c] = queue.rows.map((r) => r.id);
+  const phone = member("bob");
+  await lobby.join(phone.member);
+  await settle();
+  const [, unreadHop, lastHop] = phone.session.storedHops;
+  await lobby.receive(
+    phone.member,
+    message("", TO_SERVER, { kind: "received", upto: lastHop, unread: [unreadHop] }),
+  );
+  assert.deepEqual(queue.removed, [a, c]);
+  assert.deepEqual(queue.rows.map((r) => r.id), [b]);
+  // bob's other device logs in (after the first left): it gets what the first could not open.
+  await lobby.leave(phone.member);
+  const laptop = member("bob");
+  await lobby.join(laptop.member);
+  await settle();
+  assert.deepEqual(laptop.session.sent.filter((s) => s.startsWith("stored")), [
+    phone.session.sent.filter((s) => s.startsWith("stored"))[1],
+  ]);
+});
