@@ -5,6 +5,7 @@
  * node:crypto equivalents. `--breakdown` in peer_bench.ts prints them next to the
  * measured CPU per delivery, so the sum can be compared with the whole.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { createCipheriv, createHash, createPrivateKey, sign as nodeSign } from "node:crypto";
 import { concat, randomBytes, sha256, toBase64, toHex, utf8 } from "../lib/bytes.ts";
 import { importAesGcmKey, seal } from "../lib/crypto/aead.ts";
@@ -140,7 +141,7 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     const wire = utf8(relayFor(prepared, 1, Date.now()).wire);
     const seal = await cpuPerOp(() => layer.seal(wire), n * 3, 1);
 
-    const writer = await TranscriptWriter.create(dir, {
+    const writer = await TranscriptWriter.create(transcriptDirectory(dir), {
       sessionId: sid,
       role: "server",
       clientCertDer: author.certDer,

@@ -12,8 +12,9 @@
  * Deno.memoryUsage(); exits when stdin closes (without closing sessions: the bench
  * has measured what it wanted by then).
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { TrustStore } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { sharedPasswordStore } from "../testkit/memory_store.ts";
 import { BENCH_PASSWORD, commands, reply, sleep } from "./_util.ts";
@@ -23,10 +24,10 @@ const server = ChatServer.listen({
   hostname: "127.0.0.1",
   port: 0,
   identity: await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`),
-  trust: await TrustStore.load(`${pkiDir}/ca.pem`),
+  trust: await loadTrustStore(`${pkiDir}/ca.pem`),
   store: sharedPasswordStore(BENCH_PASSWORD),
   log: () => {},
-  session: { transcriptDir },
+  session: { transcripts: transcriptDirectory(transcriptDir) },
   admission: {
     maxConnections: 1_000_000,
     maxConnectionsPerAddress: 1_000_000,

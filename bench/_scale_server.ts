@@ -16,10 +16,11 @@
  * Prints {"port":N}; answers {"cmd":"mem"} with the session count and Deno.memoryUsage()
  * after a full GC; exits when stdin closes.
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { TrustStore } from "../lib/pki/validate.ts";
 import { Admission } from "../lib/server/limits.ts";
 import { DEFAULT_LOBBY_LIMITS, Lobby, Member } from "../lib/server/lobby.ts";
 import { ChatSession } from "../lib/session/session.ts";
@@ -28,7 +29,7 @@ import { BENCH_PASSWORD, commands, reply } from "./_util.ts";
 
 const [pkiDir, transcriptDir] = Deno.args;
 const identity = await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`);
-const trust = await TrustStore.load(`${pkiDir}/ca.pem`);
+const trust = await loadTrustStore(`${pkiDir}/ca.pem`);
 const admission = new Admission({
   maxConnections: 1_000_000,
   maxConnectionsPerAddress: 1_000_000,
@@ -63,7 +64,10 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
           : Promise.reject(new SecureChatError("AUTH_FAIL", "wrong password")),
     });
     slot.established();
-    const session = await ChatSession.start(est, { transcriptDir, startedAt: Date.now() });
+    const session = await ChatSession.start(est, {
+      transcripts: transcriptDirectory(transcriptDir),
+      startedAt: Date.now(),
+    });
     sessions++;
     try {
       if (session.username.startsWith("probe")) {

@@ -11,10 +11,10 @@
  * Prints {"port":N} once listening; reads JSON commands on stdin ({"cmd":"stats"});
  * exits when stdin closes.
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import type { Credentials } from "../lib/handshake/common.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { TrustStore } from "../lib/pki/validate.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { openUserStore } from "../lib/store/open.ts";
 import type { UserStore } from "../lib/store/user_store.ts";
@@ -24,7 +24,7 @@ import { BENCH_PASSWORD, commands, reply } from "./_util.ts";
 const [pkiDir, mode, workDir, userList] = Deno.args;
 const users = userList.split(",");
 const identity = await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`);
-const trust = await TrustStore.load(`${pkiDir}/ca.pem`);
+const trust = await loadTrustStore(`${pkiDir}/ca.pem`);
 
 let store: UserStore | undefined;
 if (mode === "store") {

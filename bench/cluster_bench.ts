@@ -9,6 +9,7 @@
  *
  *   deno run -A bench/cluster_bench.ts [--quick]
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { ClusterLink } from "../lib/cluster/link.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
@@ -68,7 +69,7 @@ async function relay(
         store,
         log: () => {},
         cluster,
-        session: { transcriptDir: `${work}/server${n + 1}` },
+        session: { transcripts: transcriptDirectory(`${work}/server${n + 1}`) },
         admission: {
           maxConnectionsPerAddress: 100_000,
           maxConnections: 100_000,
@@ -91,7 +92,7 @@ async function relay(
         credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
       });
       const session = await ChatSession.start(est, {
-        transcriptDir: `${work}/${name}`,
+        transcripts: transcriptDirectory(`${work}/${name}`),
         relayTrust: pki.trust,
       });
       const run = session.run({

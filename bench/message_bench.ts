@@ -22,6 +22,7 @@
  *
  *   deno run -A bench/message_bench.ts [--quick]
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { randomBytes } from "../lib/bytes.ts";
 import { counterNonce, openSync, sealSync } from "../lib/crypto/aead.ts";
 import { importVerifyingKeySpki, sign, verify } from "../lib/crypto/signature.ts";
@@ -145,8 +146,12 @@ async function direct(pki: TestPki, server: Identity, client: Identity, m: numbe
         credentials: { mode: "login", username: "user1", password: BENCH_PASSWORD },
       }),
     ]);
-    const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
-    const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
+    const serverSession = await ChatSession.start(s, {
+      transcripts: transcriptDirectory(transcripts),
+    });
+    const clientSession = await ChatSession.start(c, {
+      transcripts: transcriptDirectory(transcripts),
+    });
     const arrivals = new Arrivals();
     const serverRun = serverSession.run({ onMessage: (msg) => arrivals.add(msg.seqno) });
     const clientRun = clientSession.run({ onMessage: () => {} });
@@ -197,7 +202,7 @@ async function relay(
     trust: pki.trust,
     store,
     log: () => {},
-    session: { transcriptDir: `${work}/server` },
+    session: { transcripts: transcriptDirectory(`${work}/server`) },
     admission: {
       maxConnectionsPerAddress: 100_000,
       maxConnections: 100_000,
@@ -219,7 +224,7 @@ async function relay(
         credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
       });
       const session = await ChatSession.start(est, {
-        transcriptDir: `${work}/${name}`,
+        transcripts: transcriptDirectory(`${work}/${name}`),
         relayTrust: pki.trust,
       });
       const run = session.run({

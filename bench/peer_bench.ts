@@ -28,6 +28,7 @@
  *   deno run -A bench/peer_bench.ts [--quick]
  *   deno run -A bench/peer_bench.ts --breakdown [--quick]   where our CPU goes (see below)
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
@@ -131,7 +132,7 @@ async function ourLogin(
     credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
   });
   const session = await ChatSession.start(est, {
-    transcriptDir: `${server.dir}/clients`,
+    transcripts: transcriptDirectory(`${server.dir}/clients`),
     serverName: "localhost",
     relayTrust: pki.trust,
   });

@@ -11,6 +11,7 @@
  *
  *   deno run -A bench/scale_bench.ts [--quick] [--levels 1000,10000]
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import { ChatSession, type SessionEnd } from "../lib/session/session.ts";
@@ -86,7 +87,7 @@ export async function run(opts: Options & { levels?: number[] }): Promise<Sectio
     for (const name of ["probe1", "probe2"]) {
       const { est } = await connect(name, await pki.identity(name));
       const session = await ChatSession.start(est, {
-        transcriptDir: `${work}/${name}`,
+        transcripts: transcriptDirectory(`${work}/${name}`),
         relayTrust: pki.trust,
       });
       const run = session.run({

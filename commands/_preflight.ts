@@ -4,6 +4,7 @@
  * AUTH_FAIL or BAD_CERT: the files exist, the certificate is valid now under the CA (and
  * its CRL), is a client certificate for this user, and the key belongs to it.
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { sign, verify } from "../lib/crypto/signature.ts";
 import type { Identity } from "../lib/handshake/common.ts";
@@ -62,7 +63,7 @@ export async function preflight(
     "CA certificate",
     "copy the operator's ca.pem there, or pass --ca FILE",
   );
-  const trust = await TrustStore.load(input.ca, input.crl);
+  const trust = await loadTrustStore(input.ca, input.crl);
   const identity = await loadIdentity(input.cert, input.key, input.keyPassword);
   if (input.skipChecks) return { identity, trust };
   let peerKey;

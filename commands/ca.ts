@@ -6,7 +6,8 @@
 import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
 import { promptHidden } from "./_tty.ts";
-import { KEY_TYPES, type KeyType, readPasswordFile } from "../lib/pki/keys.ts";
+import { readPasswordFile } from "../lib/pki/key_files.ts";
+import { KEY_TYPES, type KeyType } from "../lib/pki/keys.ts";
 import { formatFingerprint } from "../lib/pki/describe.ts";
 import { pkiDir } from "./_home.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";

@@ -1,7 +1,16 @@
-/** `securechat cert issue|revoke|crl|list|show`: leaf certificates under the CA. */
+/** `securechat cert issue|revoke|crl|list|show|export`: leaf certificates under the CA. */
+import { crlFileStatus } from "../lib/pki/crl_file.ts";
 import { Command } from "commander";
+import { sha256 } from "#sync-crypto";
+import { toHex, wipe } from "../lib/bytes.ts";
+import { checkNewPassword } from "../lib/crypto/password.ts";
+import { encodeExportBundle } from "../lib/pki/export_bundle.ts";
+import { writeFileAtomic } from "../lib/pki/files.ts";
+import { promptHidden } from "./_tty.ts";
+import { readSecretFile } from "./connect.ts";
 import { SecureChatError } from "../lib/errors.ts";
-import { KEY_TYPES, readCertificateDer } from "../lib/pki/keys.ts";
+import { readCertificateDer, readPrivateKeyPkcs8 } from "../lib/pki/key_files.ts";
+import { KEY_TYPES } from "../lib/pki/keys.ts";
 import { readInventory } from "../lib/pki/inventory.ts";
 import {
   certificateText,
@@ -11,7 +20,6 @@ import {
 } from "../lib/pki/describe.ts";
 import { isValidUserName } from "../lib/pki/names.ts";
 import { join } from "node:path";
-import { crlFileStatus } from "../lib/pki/crl.ts";
 import { DEFAULT_CRL_CHECK_MS } from "../lib/server/revocation.ts";
 import { caPasswordFor, parseKeyType, printFingerprint } from "./ca.ts";
 import { pkiDir } from "./_home.ts";
@@ -166,6 +174,72 @@ export function registerCert(program: Command): void {
       if (revoked) Object.assign(facts, { status: "revoked", revokedAt: revoked });
       console.log(opts.json ? safeJson(facts, 2) : certificateText(facts));
     });
+
+  subcommand(
+    cert,
+    "export",
+    "Write a password-protected bundle (key, certificate, CA) for the browser page.",
+  )
+    .argument("<name>", "the user whose <name>.pem and <name>.key are exported")
+    .option("--dir <dir>", "PKI directory (default: certs/ in the home)")
+    .option("--out <file>", "where to write the bundle (default <dir>/<name>.bundle.pem)")
+    .option("--password-file <file>", "bundle password (first line; prompted on a terminal)")
+    .option("--key-password-file <file>", "password of <name>.key, if it is encrypted")
+    .option("--force", "replace an existing bundle")
+    .action(async (name: string, opts) => {
+      opts.dir = await pkiDir(opts.dir);
+      if (!isValidUserName(name)) {
+        throw new SecureChatError("USAGE", `${safeText(name)} is not a user name`);
+      }
+      const out: string = opts.out ?? join(opts.dir, `${name}.bundle.pem`);
+      if (!opts.force && await Deno.lstat(out).then(() => true, () => false)) {
+        throw new SecureChatError("USAGE", `${out} exists`, { hint: "pass --force to replace it" });
+      }
+      const certDer = await readCertificateDer(join(opts.dir, `${name}.pem`));
+      const caDer = await readCertificateDer(join(opts.dir, "ca.pem"));
+      const keyPassword = opts.keyPasswordFile
+        ? await readSecretFile(opts.keyPasswordFile)
+        : undefined;
+      const pkcs8 = await readPrivateKeyPkcs8(join(opts.dir, `${name}.key`), keyPassword);
+      try {
+        const password = await bundlePassword(opts.passwordFile);
+        const text = await encodeExportBundle({ pkcs8, certDer, caDer }, password);
+        await writeFileAtomic(out, text, 0o600);
+      } finally {
+        wipe(pkcs8);
+      }
+      info(`wrote ${out} (0600): ${name}'s key, encrypted under the bundle password, `);
+      info("their certificate and the CA; import it in the page served by `serve --web`");
+      info(
+        `CA fingerprint ${formatFingerprint(toHex(sha256(caDer)))}: the page shows it at import; ` +
+          "check that they match",
+      );
+    });
+}
+
+/** The bundle password: a file's first line, or typed twice on a terminal. */
+async function bundlePassword(file?: string): Promise<string> {
+  let password: string | null;
+  if (file) password = await readSecretFile(file);
+  else if (Deno.stdin.isTerminal()) {
+    password = await promptHidden("bundle password: ");
+    if (password !== null && await promptHidden("repeat the bundle password: ") !== password) {
+      throw new SecureChatError("USAGE", "the passwords differ");
+    }
+  } else {
+    throw new SecureChatError("USAGE", "no bundle password: stdin is not a terminal", {
+      hint: "pass --password-file FILE",
+    });
+  }
+  if (!password) throw new SecureChatError("USAGE", "the bundle password is empty");
+  try {
+    checkNewPassword(password);
+  } catch (error) {
+    throw new SecureChatError("USAGE", (error as Error).message, {
+      hint: "the bundle is only as strong as its password: a passphrase of a few words is best",
+    });
+  }
+  return password;
 }
 
 /** `cert show alice` means `<dir>/alice.pem`; anything that exists as a file is that file. */

@@ -1,4 +1,5 @@
 /** `securechat connect`: log in (or register) and chat from the terminal or a script. */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
@@ -8,6 +9,7 @@ import type { TrustStore } from "../lib/pki/validate.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { SeenStore } from "../lib/session/relay.ts";
+import { seenFile } from "../lib/session/seen_file.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
 import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
@@ -195,7 +197,7 @@ async function connect(options: ConnectOptions): Promise<void> {
   // Relay high-water marks outlive every session (PROTOCOL §6.4): a record seen in an
   // earlier session — a failover replay, or a server re-delivering it — is not shown again.
   const seen = await SeenStore.load(
-    join(options.transcripts, `${canonicalName(options.user)}.seen.json`),
+    seenFile(join(options.transcripts, `${canonicalName(options.user)}.seen.json`)),
     2 * DEFAULT_MAX_SKEW_MS,
   );
   // The server's latest resumption ticket (memory only): a reconnection presents it instead of
@@ -302,7 +304,7 @@ async function openSession(
     timeoutMs: options.handshakeTimeout,
   });
   return await ChatSession.start(established, {
-    transcriptDir: options.transcripts,
+    transcripts: transcriptDirectory(options.transcripts),
     serverName: options.serverName,
     relayTrust: trust,
     seen,

@@ -1,10 +1,13 @@
 /** `securechat serve`: run the chat server. */
+import { fileURLToPath } from "node:url";
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { defaultCrlPath, TrustStore } from "../lib/pki/validate.ts";
+import { defaultCrlPath } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
@@ -15,7 +18,7 @@ import { DEFAULT_QUEUE_LIMITS, MAX_QUEUE_AGE_MS } from "../lib/store/message_que
 import { type ClusterConfig, resolveClusterConfig } from "../lib/cluster/config.ts";
 import { ClusterLink, redactUrl } from "../lib/cluster/link.ts";
 import { serveHealth } from "../lib/server/health.ts";
-import { serveWeb } from "../lib/server/web.ts";
+import { loadWebAssets, serveWeb, type WebAsset } from "../lib/server/web.ts";
 import { databaseOf, loadSettings, type Settings } from "./_home.ts";
 import { memoryTicketStores, TicketAuthority } from "../lib/resumption/ticket.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
@@ -56,6 +59,7 @@ interface ServeFlags {
   node?: string;
   healthPort?: number;
   web?: number;
+  webRoot?: string;
   trustedProxy?: string[];
 }
 
@@ -129,8 +133,12 @@ export function registerServe(program: Command): void {
     )
     .option(
       "--web <port>",
-      "also take the protocol over WebSocket at ws://HOST:PORT/ws, one binary message per frame (0 for any free port)",
+      "also take the protocol over WebSocket at ws://HOST:PORT/ws, one binary message per frame (0 for any free port), and serve the browser page at http://HOST:PORT/",
       portNumber,
+    )
+    .option(
+      "--web-root <dir>",
+      "the built page for --web (default: web/dist of this checkout, from `deno task web:build`)",
     )
     .addOption(
       new Option("--log-format <format>", "log line format").choices(["text", "json"]).default(
@@ -295,7 +303,7 @@ async function serve(options: ServeOptions): Promise<void> {
     options.key,
     options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
   );
-  const trust = await TrustStore.load(options.ca, options.crl);
+  const trust = await loadTrustStore(options.ca, options.crl);
   const clusterConfig = clusterConfigOf(options);
   // An existing transcripts directory is tightened (or serve refuses) now; one that does not
   // exist yet is made 0700 with the first session, which reports TRANSCRIPT_IO if it cannot.
@@ -329,7 +337,7 @@ async function serve(options: ServeOptions): Promise<void> {
     handshakeTimeoutMs: options.handshakeTimeout,
     sendQueueBytes: options.sendQueue,
     session: {
-      transcriptDir: options.transcripts,
+      transcripts: transcriptDirectory(options.transcripts),
       idleTimeoutMs: options.idleTimeout * 1000,
       keyUpdateMs: options.keyUpdate * 1000,
     },
@@ -358,7 +366,7 @@ async function serve(options: ServeOptions): Promise<void> {
   if (health) log("HEALTH", { detail: `${options.host}:${health.port}` });
   const web = options.web === undefined
     ? undefined
-    : serveWeb(options.host, options.web, server, log);
+    : serveWeb(options.host, options.web, server, log, await webPage(options.webRoot, log));
   if (web) log("LISTEN_WEB", { detail: `${options.host}:${web.port}` });
 
   const signalled = new Promise<void>((resolve) => {
@@ -485,4 +493,21 @@ async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise
     }
   }
   return "eof";
+}
+
+/** The page `--web` serves: --web-root's (which must hold one), or this checkout's if built. */
+async function webPage(
+  webRoot: string | undefined,
+  log: Logger,
+): Promise<Map<string, WebAsset> | undefined> {
+  if (webRoot !== undefined) return await loadWebAssets(webRoot);
+  const checkout = fileURLToPath(new URL("../web/dist", import.meta.url));
+  try {
+    return await loadWebAssets(checkout);
+  } catch {
+    log("WEB_NO_PAGE", {
+      detail: `${checkout} holds no built page: only /ws is served (deno task web:build)`,
+    });
+    return undefined;
+  }
 }

@@ -5,6 +5,7 @@
  * the CA certificate (docs/TRANSCRIPT.md §5, §6).
  * Exit: 0 valid, 1 invalid or tampered (naming the first bad line), 2 usage or I/O error.
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { Command } from "commander";
 import { basename, join } from "node:path";
 import { pkiDir } from "./_home.ts";
@@ -69,7 +70,7 @@ async function loadTrust(flags: VerifyFlags): Promise<TrustStore> {
   const ca = flags.ca ?? join(await pkiDir(undefined), "ca.pem");
   let trust: TrustStore;
   try {
-    trust = await TrustStore.load(ca, flags.crl);
+    trust = await loadTrustStore(ca, flags.crl);
   } catch (cause) {
     if (cause instanceof SecureChatError && cause.code !== "INTERNAL") throw cause;
     throw new SecureChatError("IO_ERROR", `cannot load CA ${ca}`, {

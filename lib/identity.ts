@@ -2,7 +2,7 @@
 import { importSigningKeyPkcs8 } from "./crypto/signature.ts";
 import { wipe } from "./bytes.ts";
 import type { Identity } from "./handshake/common.ts";
-import { readCertificateDer, readPrivateKeyPkcs8 } from "./pki/keys.ts";
+import { readCertificateDer, readPrivateKeyPkcs8 } from "./pki/key_files.ts";
 
 /**
  * @throws IO_ERROR for unreadable files, UNSUPPORTED for a key type the protocol

@@ -11,6 +11,7 @@
  * Everything random comes from one `Rng` seeded by a u32, so a failure replays with
  * `SECURECHAT_FUZZ_SEED=<seed>`.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import v8 from "node:v8";
 import vm from "node:vm";
@@ -855,7 +856,7 @@ export class HonestClient {
       credentials: { mode: "login", username: user, password },
     });
     const session = await ChatSession.start(established, {
-      transcriptDir,
+      transcripts: transcriptDirectory(transcriptDir),
       serverName: "localhost",
       relayTrust: pki.trust,
     });
@@ -924,7 +925,7 @@ export async function startFuzzServer(
       logs.push({ event, ...fields });
       if (o.echo) console.log(JSON.stringify({ event, ...fields }));
     },
-    session: { transcriptDir: transcripts },
+    session: { transcripts: transcriptDirectory(transcripts) },
     handshakeTimeoutMs,
     admission: {
       maxConnections: 10_000,

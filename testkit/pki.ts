@@ -1,4 +1,5 @@
 /** A throwaway PKI for protocol tests, made through lib/pki (the same code as `ca init`/`cert issue`). */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { initCa, loadCaSigner } from "../lib/pki/ca.ts";
 import { issueCertificate, type Profile } from "../lib/pki/issue.ts";
 import type { KeyType } from "../lib/pki/keys.ts";
@@ -40,7 +41,7 @@ export async function makePki(
   for (const user of users) await issue(user);
   return {
     dir: certDir,
-    trust: await TrustStore.load(`${certDir}/ca.pem`),
+    trust: await loadTrustStore(`${certDir}/ca.pem`),
     identity: (name) => loadIdentity(`${certDir}/${name}.pem`, `${certDir}/${name}.key`),
     issue,
   };

@@ -13,6 +13,7 @@
  * tests/soak_test.ts a short one.
  * ed25519 keys and an in-memory store (no PBKDF2) keep the handshakes cheap.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import {
@@ -112,7 +113,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       // Only what the checks need: an in-memory log of every relay would itself be a leak.
       if (event !== "CONNECT" && event !== "LOGIN") logs.push({ event, ...fields });
     },
-    session: { transcriptDir: `${dir}/server` },
+    session: { transcripts: transcriptDirectory(`${dir}/server`) },
     admission: {
       maxConnections: o.clients + 64,
       maxConnectionsPerAddress: o.clients + 64,

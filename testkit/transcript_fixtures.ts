@@ -4,6 +4,7 @@
  * transcripts are written by TranscriptWriter with lines really signed by the
  * leaf keys.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
 import { fromHex, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
 import { importSigningKeyPkcs8, sign, type SigningKey } from "../lib/crypto/signature.ts";
@@ -240,14 +241,14 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
     sessionTime: startedAt,
     startedAt,
   };
-  const own = await TranscriptWriter.create(options.dir, {
+  const own = await TranscriptWriter.create(transcriptDirectory(options.dir), {
     ...header,
     role,
     keepKeys: role === "client",
   });
   const peerRole = role === "client" ? "server" : "client";
   const peer = receipts === "both"
-    ? await TranscriptWriter.create(join(options.dir, "peer"), {
+    ? await TranscriptWriter.create(transcriptDirectory(join(options.dir, "peer")), {
       ...header,
       role: peerRole,
       startedAt: startedAt + 3,

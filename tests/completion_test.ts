@@ -21,7 +21,7 @@ Deno.test("completion bash: subcommands, nested subcommands and flags complete",
   assert.deepEqual(await complete(script, ["securechat", "ce"]), ["cert"]);
   assert.deepEqual(
     (await complete(script, ["securechat", "cert", ""])).sort(),
-    ["--help", "crl", "issue", "list", "revoke", "show"],
+    ["--help", "crl", "export", "issue", "list", "revoke", "show"],
   );
   assert.deepEqual(await complete(script, ["securechat", "cert", "issue", "--ser"]), ["--server"]);
   assert.deepEqual(await complete(script, ["securechat", "connect", "--us"]), ["--user"]);

@@ -124,10 +124,10 @@ async function handshakeChild(dir: string, port: number, pki: TestPki, step: str
     script,
     `import { HostileClient } from "${lib("../testkit/hostile.ts")}";
 import { loadIdentity } from "${lib("../lib/identity.ts")}";
-import { TrustStore } from "${lib("../lib/pki/validate.ts")}";
+import { loadTrustStore } from "${lib("../lib/pki/trust_files.ts")}";
 const h = await HostileClient.connect(${port}, {
   identity: await loadIdentity("${pki.dir}/alice.pem", "${pki.dir}/alice.key"),
-  trust: await TrustStore.load("${pki.dir}/ca.pem"),
+  trust: await loadTrustStore("${pki.dir}/ca.pem"),
   username: "alice",
   password: "${PASSWORD}",
 });

@@ -4,6 +4,7 @@
  * process. Every case asserts the code the server LOGGED for that connection, and bob,
  * an honest `connect` logged in throughout, still gets answers and closes with receipts.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { fromHex, toBase64, utf8 } from "../lib/bytes.ts";
 import { sign } from "../lib/crypto/signature.ts";
@@ -576,7 +577,9 @@ Deno.test({
       });
       const login = await server.waitFor((e) => e.event === "LOGIN" && e.session === est.sessionId);
       assert.equal(login.user, "mallory");
-      const session = await ChatSession.start(est, { transcriptDir: transcripts });
+      const session = await ChatSession.start(est, {
+        transcripts: transcriptDirectory(transcripts),
+      });
       const got: ReceivedMessage[] = [];
       const running = session.run({ onMessage: (m) => void got.push(m) });
       await session.send({ kind: "who" }, "server");

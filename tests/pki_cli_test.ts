@@ -2,11 +2,12 @@
  * `securechat ca` and `securechat cert` through the real CLI: what they write, that
  * openssl agrees with it, and how they refuse.
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
+import { readCertificateDer } from "../lib/pki/key_files.ts";
 import assert from "node:assert/strict";
 import { runCli } from "../testkit/cli.ts";
 import { openssl } from "./helpers/openssl.ts";
-import { readCertificateDer } from "../lib/pki/keys.ts";
-import { TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
+import { validatePeerCertificate } from "../lib/pki/validate.ts";
 
 async function cli(cwd: string, ...args: string[]) {
   const result = await runCli(args, { cwd });
@@ -75,7 +76,7 @@ for (const keyType of ["rsa2048", "ed25519", "p256"]) {
     assert.match(aliceText, /TLS Web Client Authentication/);
     assert.match(aliceText, /Subject: CN = alice/);
 
-    const store = await TrustStore.load(`${cwd}/certs/ca.pem`);
+    const store = await loadTrustStore(`${cwd}/certs/ca.pem`);
     await validatePeerCertificate(store, await readCertificateDer(`${cwd}/certs/srv.pem`), {
       role: "server",
       expectedName: "localhost",

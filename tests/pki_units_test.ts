@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { SecureChatError } from "../lib/errors.ts";
 import { isValidUserName } from "../lib/pki/names.ts";
 import { dnsNameMatches, formatIp, parseIp } from "../lib/pki/hostname.ts";
-import { decryptPkcs8, encryptPkcs8, readPrivateKeyPkcs8 } from "../lib/pki/keys.ts";
+import { readPrivateKeyPkcs8 } from "../lib/pki/key_files.ts";
+import { decryptPkcs8, encryptPkcs8 } from "../lib/pki/keys.ts";
 import { opensslOk } from "./helpers/openssl.ts";
 
 Deno.test("isValidUserName() follows the 3-32 [A-Za-z0-9_.-] rule", () => {

@@ -2,12 +2,13 @@
  * validatePeerCertificate(): every rejection is BAD_CERT with its own reason. Fixtures
  * come from our CA (lib) and from openssl (`req -x509`, `x509 -req` with an extfile).
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
+import { readCertificateDer } from "../lib/pki/key_files.ts";
 import "reflect-metadata";
 import assert from "node:assert/strict";
 import { SecureChatError } from "../lib/errors.ts";
 import { initCa, loadCaSigner } from "../lib/pki/ca.ts";
 import { issueCertificate } from "../lib/pki/issue.ts";
-import { readCertificateDer } from "../lib/pki/keys.ts";
 import { revokeCertificates } from "../lib/pki/revoke.ts";
 import { MAX_CERTIFICATE_BYTES, TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
 import { opensslIssue, opensslOk } from "./helpers/openssl.ts";
@@ -97,7 +98,7 @@ await opensslIssue(dir, {
 const der = (path: string) => readCertificateDer(path);
 const server = await der(`${certs}/server.pem`);
 const alice = await der(`${certs}/alice.pem`);
-const store = await TrustStore.load(`${certs}/ca.pem`);
+const store = await loadTrustStore(`${certs}/ca.pem`);
 const HOUR = 3600_000;
 
 async function rejects(
@@ -252,7 +253,7 @@ Deno.test("validatePeerCertificate() rejects a revoked certificate once the CRL 
   const mallory = await der(`${certs}/mallory.pem`);
   await validatePeerCertificate(store, mallory, { role: "client", expectedName: "mallory" });
   await revokeCertificates(certs, ca, "mallory", 30);
-  const withCrl = await TrustStore.load(`${certs}/ca.pem`);
+  const withCrl = await loadTrustStore(`${certs}/ca.pem`);
   assert.ok(withCrl.crl, "ca.crl beside ca.pem is loaded by default");
   await rejects(
     validatePeerCertificate(withCrl, mallory, { role: "client" }),

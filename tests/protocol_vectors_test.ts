@@ -12,6 +12,7 @@
  * 4. negative.json: each tampered case, built from a fresh valid one against the real state
  *    machines, ends the session with exactly its code.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { concat, fromBase64, fromHex, toHex, u32be, u64be, utf8 } from "../lib/bytes.ts";
@@ -465,7 +466,7 @@ async function serverEndsWith(nc: NegativeCase): Promise<string | undefined> {
   const { s, c, clientId } = await livePair();
   const dir = await Deno.makeTempDir({ prefix: "sc-vectors-" });
   try {
-    const session = await ChatSession.start(s, { transcriptDir: dir });
+    const session = await ChatSession.start(s, { transcripts: transcriptDirectory(dir) });
     const running = session.run({ onMessage: () => {} });
     const send = (content: string | Uint8Array) =>
       c.conn.send(c.records.seal(typeof content === "string" ? utf8(content) : content));
@@ -531,7 +532,10 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
   const { s, c, trust, clientId, serverId } = await livePair();
   const dir = await Deno.makeTempDir({ prefix: "sc-vectors-" });
   try {
-    const session = await ChatSession.start(c, { transcriptDir: dir, relayTrust: trust });
+    const session = await ChatSession.start(c, {
+      transcripts: transcriptDirectory(dir),
+      relayTrust: trust,
+    });
     const running = session.run({ onMessage: () => {} });
     const { k, ct, c: commitment } = sealContent({ kind: "text", text: "relayed" });
     const ts = nc.set.ts ? c.sessionTime - 60 * 60 * 1000 : Date.now();

@@ -7,6 +7,7 @@
  * A record bob accepted in his previous session and the server re-delivers (issue 12) is
  * caught by his high-water marks that outlive the session: recorded, never shown again.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { toBase64, toHex } from "../lib/bytes.ts";
 import type { Identity } from "../lib/handshake/common.ts";
@@ -80,7 +81,9 @@ async function bobSession(work: string, relays: Relay[]) {
       trust: pki.trust,
       authenticate: () => Promise.resolve({ registered: false }),
     });
-    const session = await ChatSession.start(established, { transcriptDir: `${work}/server` });
+    const session = await ChatSession.start(established, {
+      transcripts: transcriptDirectory(`${work}/server`),
+    });
     const running = session.run({ onMessage: () => {} });
     for (const { record, k } of relays) {
       session.relay(

@@ -4,12 +4,12 @@
  * sessions of newly revoked certificates with REVOKED, says at start when revocation is
  * off, and warns before the CRL lapses. v1 read ca.crl once, at start.
  */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import assert from "node:assert/strict";
 import { codeOf } from "../lib/errors.ts";
 import { loadCaSigner } from "../lib/pki/ca.ts";
 import { readInventory } from "../lib/pki/inventory.ts";
 import { revokeCertificates, writeCrl } from "../lib/pki/revoke.ts";
-import { TrustStore } from "../lib/pki/validate.ts";
 import { runCli } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";
 import {
@@ -34,7 +34,7 @@ Deno.test("TrustStore.updateCrl() adopts a newer CRL and refuses a bad, older or
       return await Deno.readTextFile(`${pki.dir}/ca.crl`);
     };
     const first = await crlAt();
-    const trust = await TrustStore.load(`${pki.dir}/ca.pem`);
+    const trust = await loadTrustStore(`${pki.dir}/ca.pem`);
     assert.equal(await trust.updateCrl(first), null, "the CRL already in force");
     const serial = (await readInventory(pki.dir)).certificates.find((e) =>
       e.name === "bob"

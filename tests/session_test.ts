@@ -1,4 +1,5 @@
 /** The handshake and a chat session end to end, in process, over real loopback TCP. */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
@@ -70,8 +71,12 @@ Deno.test("handshake and session: login, messages both ways, receipts", async ()
   ]);
   assert.equal(s.sessionId, c.sessionId);
   assert.equal(s.username, "alice");
-  const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
-  const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
+  const serverSession = await ChatSession.start(s, {
+    transcripts: transcriptDirectory(transcripts),
+  });
+  const clientSession = await ChatSession.start(c, {
+    transcripts: transcriptDirectory(transcripts),
+  });
   const atServer = inbox("at the server");
   const atClient = inbox("at the client");
   const serverRun = serverSession.run({ onMessage: atServer.onMessage });
@@ -141,7 +146,7 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
   const transcripts = await Deno.makeTempDir();
   try {
     const [s, c] = await loggedIn(server, client);
-    const limits = { transcriptDir: transcripts, keyUpdateRecords: 2 };
+    const limits = { transcripts: transcriptDirectory(transcripts), keyUpdateRecords: 2 };
     // Count the client's frames: key updates are record-layer messages, not lines.
     let frames = 0;
     const send = c.conn.send.bind(c.conn);
@@ -178,8 +183,12 @@ Deno.test("ChatSession.send() in a loop lets timers and socket writes run (a tur
   try {
     const [s, c] = await loggedIn(server, client);
     assert.equal(c.self.signingKey.algorithm, "ed25519");
-    const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
-    const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
+    const serverSession = await ChatSession.start(s, {
+      transcripts: transcriptDirectory(transcripts),
+    });
+    const clientSession = await ChatSession.start(c, {
+      transcripts: transcriptDirectory(transcripts),
+    });
     const atServer = inbox("at the server");
     const serverRun = serverSession.run({ onMessage: atServer.onMessage });
     const clientRun = clientSession.run({ onMessage: () => {} });
@@ -213,8 +222,12 @@ Deno.test("ChatSession: received messages are written in batches and acted on on
   };
   try {
     const [s, c] = await loggedIn(server, client);
-    const serverSession = await ChatSession.start(s, { transcriptDir: transcripts });
-    const clientSession = await ChatSession.start(c, { transcriptDir: transcripts });
+    const serverSession = await ChatSession.start(s, {
+      transcripts: transcriptDirectory(transcripts),
+    });
+    const clientSession = await ChatSession.start(c, {
+      transcripts: transcriptDirectory(transcripts),
+    });
     const lines = 300;
     let unwritten = 0;
     const atServer = inbox("at the server");

@@ -2,6 +2,7 @@
  * Fairness (issue #6): a logged-in user who never reads cannot stall the others or
  * grow the server's memory; the server drops that session with SLOW_CONSUMER.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
@@ -93,7 +94,7 @@ Deno.test("slow consumer: the server's queue toward a stalled reader never excee
     trust: pki.trust,
     store: sharedPasswordStore(PASSWORD),
     log: (event, fields) => void log.push({ event, user: fields?.user }),
-    session: { transcriptDir: transcripts },
+    session: { transcripts: transcriptDirectory(transcripts) },
     sendQueueBytes: queueCap,
     lobby: { messagesPerSecond: 10_000, messageBurst: 10_000 },
   });
@@ -108,7 +109,9 @@ Deno.test("slow consumer: the server's queue toward a stalled reader never excee
         serverName: "localhost",
         credentials: { mode: "login", username: user, password: PASSWORD },
       });
-      return await ChatSession.start(established, { transcriptDir: transcripts });
+      return await ChatSession.start(established, {
+        transcripts: transcriptDirectory(transcripts),
+      });
     };
     await login("stuck"); // never read again
     const alice = await login("alice");

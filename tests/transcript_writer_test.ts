@@ -1,4 +1,5 @@
 /** TranscriptWriter: file format, modes, ordering, refusals, receipts, crash behaviour. */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { randomBytes, toHex } from "../lib/bytes.ts";
@@ -51,7 +52,7 @@ Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", a
   const root = await Deno.makeTempDir();
   const dir = join(root, "transcripts");
   const h = await header();
-  const w = await TranscriptWriter.create(dir, { ...h, keepKeys: true });
+  const w = await TranscriptWriter.create(transcriptDirectory(dir), { ...h, keepKeys: true });
   assert.ok(w.path.startsWith(dir + "/") && w.path.endsWith(`-${h.sessionId}-client.log`));
   w.append(await entry(h, "c2s", 1));
   w.append(await entry(h, "s2c", 1));
@@ -98,7 +99,7 @@ Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", a
 
 Deno.test("writer: appends keep call order, in one batch", async () => {
   const h = await header();
-  const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
+  const w = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), h);
   const entries = [];
   for (let i = 1; i <= 50; i++) {
     entries.push(await entry(h, i % 2 ? "c2s" : "s2c", Math.ceil(i / 2)));
@@ -117,7 +118,7 @@ Deno.test("writer: appends keep call order, in one batch", async () => {
 
 Deno.test("writer: a seqno gap, a repeat or a backwards ts is PROTOCOL_ERROR and writes nothing", async () => {
   const h = await header();
-  const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
+  const w = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), h);
   const now = Date.now();
   w.append(await entry(h, "c2s", 1, now));
   for (const [seqno, ts] of [[3, now], [1, now], [2, now - 1]]) {
@@ -133,7 +134,7 @@ Deno.test("writer: an unusable directory is TRANSCRIPT_IO with a clear message",
   const root = await Deno.makeTempDir();
   await Deno.writeTextFile(join(root, "file"), "x");
   await assert.rejects(
-    TranscriptWriter.create(join(root, "file", "sub"), await header()),
+    TranscriptWriter.create(transcriptDirectory(join(root, "file", "sub")), await header()),
     (e: unknown) =>
       hasCode("TRANSCRIPT_IO")(e) &&
       /cannot create transcript directory/.test((e as Error).message),
@@ -143,14 +144,17 @@ Deno.test("writer: an unusable directory is TRANSCRIPT_IO with a clear message",
 Deno.test("writer: the same session cannot be opened twice (no silent overwrite)", async () => {
   const dir = await Deno.makeTempDir();
   const h = await header();
-  const w = await TranscriptWriter.create(dir, h);
-  await assert.rejects(TranscriptWriter.create(dir, h), hasCode("TRANSCRIPT_IO"));
+  const w = await TranscriptWriter.create(transcriptDirectory(dir), h);
+  await assert.rejects(
+    TranscriptWriter.create(transcriptDirectory(dir), h),
+    hasCode("TRANSCRIPT_IO"),
+  );
   await w.abort();
 });
 
 Deno.test("writer: after abort, append fails and abort is idempotent", async () => {
   const h = await header();
-  const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
+  const w = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), h);
   await w.abort();
   await w.abort();
   const line = await entry(h, "c2s", 1);
@@ -158,7 +162,10 @@ Deno.test("writer: after abort, append fails and abort is idempotent", async () 
 });
 
 Deno.test("writer: own receipt with a key that is not ours is refused", async () => {
-  const w = await TranscriptWriter.create(await Deno.makeTempDir(), await header("client"));
+  const w = await TranscriptWriter.create(
+    transcriptDirectory(await Deno.makeTempDir()),
+    await header("client"),
+  );
   await assert.rejects(w.createReceipt((await pki()).server.signer), hasCode("INTERNAL"));
   await w.abort();
 });
@@ -176,9 +183,12 @@ Deno.test("writer: both sides compute the same hash whatever the interleaving", 
 Deno.test("writer: acceptPeerReceipt refuses bad peer receipts with the right code", async () => {
   const p = await pki();
   const h = await header("client");
-  const client = await TranscriptWriter.create(await Deno.makeTempDir(), h);
-  const server = await TranscriptWriter.create(await Deno.makeTempDir(), { ...h, role: "server" });
-  const other = await TranscriptWriter.create(await Deno.makeTempDir(), {
+  const client = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), h);
+  const server = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), {
+    ...h,
+    role: "server",
+  });
+  const other = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), {
     ...(await header("server")),
   });
   for (const e of [await entry(h, "c2s", 1), await entry(h, "s2c", 1)]) {
@@ -226,8 +236,11 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
     import { prepareMsg, sealPlaintext, signRecord } from "./lib/message/record.ts";
     import { TranscriptWriter } from "./lib/transcript/writer.ts";
     import { spendTurn } from "./lib/turn.ts";
+    import { transcriptDirectory } from "./lib/transcript/file_storage.ts";
     const key = await importSigningKeyPkcs8(await Deno.readFile(${JSON.stringify(keyFile)}));
-    const w = await TranscriptWriter.create(${JSON.stringify(join(dir, "t"))}, {
+    const w = await TranscriptWriter.create(transcriptDirectory(${
+    JSON.stringify(join(dir, "t"))
+  }), {
       sessionId: "${h.sessionId}", role: "client", startedAt: ${h.startedAt},
       sessionTime: ${h.sessionTime},
       clientCertDer: Uint8Array.from(${JSON.stringify(Array.from(p.client.certDer))}),
@@ -291,7 +304,7 @@ Deno.test({
   ignore: Deno.build.os !== "linux", // counts /proc/self/fd
   fn: async () => {
     const h = await header();
-    const w = await TranscriptWriter.create(await Deno.makeTempDir(), h);
+    const w = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), h);
     // Descriptors of this process open on this log (others may come and go meanwhile).
     const onLog = () =>
       [...Deno.readDirSync("/proc/self/fd")].filter((e) => {

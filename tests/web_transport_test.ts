@@ -4,6 +4,7 @@
  * the browser page runs) and a CLI client on TCP chat through one real `serve` process; the
  * front refuses what is not a same-origin binary WebSocket.
  */
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { parseChatLine } from "../lib/session/chat_line.ts";
@@ -33,7 +34,7 @@ async function webLogin(pki: TestPki, web: number, transcriptDir: string) {
     credentials: { mode: "login", username: "alice", password: PASSWORDS.alice },
   });
   const session = await ChatSession.start(established, {
-    transcriptDir,
+    transcripts: transcriptDirectory(transcriptDir),
     serverName: "localhost",
     relayTrust: pki.trust,
   });
@@ -163,11 +164,12 @@ Deno.test("web: the front refuses other paths, non-upgrades, cross-origin pages,
   const pki = await makePki([], "ed25519");
   const { server, web } = await startWebServer(pki);
   try {
-    const root = await fetch(`http://127.0.0.1:${web}/`);
-    await root.body?.cancel();
-    assert.equal(root.status, 404);
-    assert.match(root.headers.get("content-security-policy") ?? "", /default-src 'none'/);
-    assert.equal(root.headers.get("set-cookie"), null);
+    // Neither the WebSocket nor a file of the page (browser_test.ts covers the page).
+    const other = await fetch(`http://127.0.0.1:${web}/etc/passwd`);
+    await other.body?.cancel();
+    assert.equal(other.status, 404);
+    assert.match(other.headers.get("content-security-policy") ?? "", /default-src 'none'/);
+    assert.equal(other.headers.get("set-cookie"), null);
 
     const plainGet = await fetch(`http://127.0.0.1:${web}/ws`);
     await plainGet.body?.cancel();

@@ -5,7 +5,7 @@
  * (`create` again: a second use of one ticket, on any node, finds the id taken).
  */
 import type { KV, NatsConnection } from "nats";
-import { randomBytes } from "node:crypto";
+import { randomBytes } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { isRevisionConflict } from "./kv.ts";
 import {
@@ -44,7 +44,7 @@ class KvKeyRing implements KeyRing {
     const known = await this.#read(kid);
     if (known) return { kid, key: known };
     try {
-      await this.kv.create(String(kid), new Uint8Array(randomBytes(32)));
+      await this.kv.create(String(kid), randomBytes(32));
     } catch {
       // another node created it first: use theirs
     }

@@ -5,7 +5,7 @@
  * counter does, and the counter is a 64-bit integer that must never wrap.
  */
 
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { aesGcmOpen, aesGcmSeal } from "#sync-crypto";
 import { SecureChatError } from "../errors.ts";
 import { u64be } from "../bytes.ts";
 
@@ -15,6 +15,11 @@ export const GCM_TAG_BYTES = 16;
 
 /** Key sizes the wrapper takes: the protocol uses 16; 24 and 32 are for test vectors. */
 const AES_KEY_SIZES: readonly number[] = [16, 24, 32];
+/**
+ * Key sizes of the synchronous pair: 16 (records) and 32 (resumption tickets). Deno's
+ * node:crypto has no AES-192-GCM, so the `#sync-crypto` backends are held to these two.
+ */
+const SYNC_AES_KEY_SIZES: readonly number[] = [16, 32];
 
 /**
  * Imports a raw AES-GCM key, non-extractable. The caller owns and should wipe `raw`.
@@ -90,10 +95,10 @@ export async function open(
 }
 
 /**
- * Synchronous AES-GCM through node:crypto, for the per-record hot path: no key
+ * Synchronous AES-GCM (the `#sync-crypto` backend), for the per-record hot path: no key
  * import and no thread-pool hop per record (docs/PERFORMANCE.md). Same output as
  * {@link seal}: ciphertext || 16-byte tag.
- * @throws {RangeError} for a key that is not 16/24/32 bytes or a nonce that is not 12 bytes
+ * @throws {RangeError} for a key that is not 16/32 bytes or a nonce that is not 12 bytes
  */
 export function sealSync(
   key: Uint8Array,
@@ -101,18 +106,9 @@ export function sealSync(
   plaintext: Uint8Array,
   aad: Uint8Array,
 ): Uint8Array {
-  if (!AES_KEY_SIZES.includes(key.length)) throw new RangeError("AES key must be 16/24/32 bytes");
+  if (!SYNC_AES_KEY_SIZES.includes(key.length)) throw new RangeError("AES key must be 16/32 bytes");
   if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("GCM nonce must be 12 bytes");
-  const cipher = createCipheriv(gcmName(key), key, nonce, { authTagLength: GCM_TAG_BYTES });
-  cipher.setAAD(aad);
-  const head = cipher.update(plaintext);
-  const tail = cipher.final();
-  const tag = cipher.getAuthTag();
-  const out = new Uint8Array(head.length + tail.length + GCM_TAG_BYTES);
-  out.set(head, 0);
-  out.set(tail, head.length);
-  out.set(tag, head.length + tail.length);
-  return out;
+  return aesGcmSeal(key, nonce, plaintext, aad);
 }
 
 /**
@@ -126,27 +122,14 @@ export function openSync(
   aad: Uint8Array,
 ): Uint8Array {
   if (
-    !AES_KEY_SIZES.includes(key.length) || nonce.length !== GCM_NONCE_BYTES ||
+    !SYNC_AES_KEY_SIZES.includes(key.length) || nonce.length !== GCM_NONCE_BYTES ||
     ciphertext.length < GCM_TAG_BYTES
   ) {
     throw new SecureChatError("DECRYPT_FAIL", "record too short or bad key/nonce");
   }
   try {
-    const decipher = createDecipheriv(gcmName(key), key, nonce, { authTagLength: GCM_TAG_BYTES });
-    decipher.setAAD(aad);
-    decipher.setAuthTag(ciphertext.subarray(ciphertext.length - GCM_TAG_BYTES));
-    const head = decipher.update(ciphertext.subarray(0, ciphertext.length - GCM_TAG_BYTES));
-    const tail = decipher.final();
-    if (tail.length === 0) return new Uint8Array(head.buffer, head.byteOffset, head.length);
-    const out = new Uint8Array(head.length + tail.length);
-    out.set(head, 0);
-    out.set(tail, head.length);
-    return out;
+    return aesGcmOpen(key, nonce, ciphertext, aad);
   } catch (cause) {
     throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
   }
-}
-
-function gcmName(key: Uint8Array): "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm" {
-  return key.length === 16 ? "aes-128-gcm" : key.length === 24 ? "aes-192-gcm" : "aes-256-gcm";
 }

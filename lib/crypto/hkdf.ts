@@ -1,37 +1,16 @@
 /**
  * HKDF (RFC 5869) over HMAC-SHA-256, built on HMAC rather than WebCrypto HKDF so
  * that Extract and Expand are separately usable, as the key schedule needs (one PRK,
- * many labelled Expands). HMAC comes from node:crypto: synchronous, with no key import
- * per call, which matters on the per-message path (one Expand per chat message).
+ * many labelled Expands). HMAC is the synchronous `#sync-crypto` backend's: no key import per
+ * call, which matters on the per-message path (one Expand per chat message).
  */
 
-import { createHash } from "node:crypto";
+import { hmacSha256 as hmac } from "#sync-crypto";
 import { wipe } from "../bytes.ts";
 
 const HASH_BYTES = 32;
 /** RFC 5869 §2.3: L ≤ 255·HashLen. */
 const MAX_OUTPUT_BYTES = 255 * HASH_BYTES;
-
-const BLOCK_BYTES = 64;
-
-/**
- * HMAC-SHA-256 as RFC 2104 defines it, over two node:crypto SHA-256 hashes: in Deno
- * that costs about half of `createHmac` (whose key handling dominates for the short
- * inputs of a message's content key and commitment). Checked against RFC 4231 and
- * Wycheproof's HMAC and HKDF vectors.
- */
-function hmac(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
-  const pad = new Uint8Array(BLOCK_BYTES);
-  pad.set(key.length > BLOCK_BYTES ? createHash("sha256").update(key).digest() : key);
-  for (let i = 0; i < BLOCK_BYTES; i++) pad[i] ^= 0x36;
-  const inner = createHash("sha256").update(pad);
-  for (const part of parts) inner.update(part);
-  const innerDigest = inner.digest();
-  for (let i = 0; i < BLOCK_BYTES; i++) pad[i] ^= 0x36 ^ 0x5c;
-  const mac = new Uint8Array(createHash("sha256").update(pad).update(innerDigest).digest());
-  wipe(pad); // best-effort: it held the key
-  return mac;
-}
 
 /** HMAC-SHA-256(key, data); any key length, including empty. */
 export function hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {

@@ -4,13 +4,8 @@
  * AlgorithmIdentifier, so a key cannot be used with a second algorithm.
  */
 
-import {
-  createPrivateKey,
-  createPublicKey,
-  type KeyObject,
-  sign as nodeSign,
-  verify as nodeVerify,
-} from "node:crypto";
+import { ed25519Sign, ed25519SyncKey, ed25519Verify } from "#sync-crypto";
+import type { SyncEd25519Key } from "./sync_types.ts";
 import { SecureChatError } from "../errors.ts";
 import {
   malformed,
@@ -28,34 +23,26 @@ export type SignatureAlgorithm = "rsa-pkcs1-sha256" | "ecdsa-p256-sha256" | "ed2
 export interface SigningKey {
   readonly algorithm: SignatureAlgorithm;
   readonly key: CryptoKey;
-  /** Ed25519 only: the same key for synchronous node:crypto, see {@link nativeEd25519}. */
-  readonly native?: KeyObject;
+  /** Ed25519 only: the same key for the synchronous backend, see {@link nativeEd25519}. */
+  readonly native?: SyncEd25519Key;
 }
 
 export interface VerifyingKey {
   readonly algorithm: SignatureAlgorithm;
   readonly key: CryptoKey;
-  /** Ed25519 only: the same key for synchronous node:crypto, see {@link nativeEd25519}. */
-  readonly native?: KeyObject;
+  /** Ed25519 only: the same key for the synchronous backend, see {@link nativeEd25519}. */
+  readonly native?: SyncEd25519Key;
 }
 
 /**
- * Ed25519 signs and verifies on every chat message, so it takes node:crypto's
- * synchronous path: WebCrypto's hop through the thread pool costs several times the
- * operation. The WebCrypto key stays the one that decided the import (and the
- * browser's path); undefined where node:crypto cannot take the key.
+ * Ed25519 signs and verifies on every chat message, so it takes the `#sync-crypto`
+ * backend's synchronous path where it has one (node:crypto in the CLI and the server):
+ * WebCrypto's hop through the thread pool costs several times the operation. The WebCrypto
+ * key stays the one that decided the import, and the browser's path (its backend has no
+ * synchronous key: a page's key stays a non-extractable CryptoKey).
  */
-function nativeEd25519(format: "pkcs8" | "spki", der: Uint8Array): KeyObject | undefined {
-  const copy = Buffer.from(der);
-  try {
-    return format === "pkcs8"
-      ? createPrivateKey({ key: copy, format: "der", type: "pkcs8" })
-      : createPublicKey({ key: copy, format: "der", type: "spki" });
-  } catch {
-    return undefined;
-  } finally {
-    copy.fill(0); // the caller wipes its PKCS#8 bytes; this copy is ours to wipe
-  }
+function nativeEd25519(format: "pkcs8" | "spki", der: Uint8Array): SyncEd25519Key | undefined {
+  return ed25519SyncKey(format, der);
 }
 
 const OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1";
@@ -180,7 +167,7 @@ export async function importVerifyingKeySpki(spkiDer: Uint8Array): Promise<Verif
  * uses RFC 6979 deterministic nonces); nothing in the protocol relies on which.
  */
 export async function sign(key: SigningKey, data: Uint8Array): Promise<Uint8Array> {
-  if (key.native) return new Uint8Array(nodeSign(null, data, key.native));
+  if (key.native) return ed25519Sign(key.native, data);
   const params = WEBCRYPTO[key.algorithm].signParams;
   return new Uint8Array(await crypto.subtle.sign(params, key.key, data as BufferSource));
 }
@@ -209,7 +196,7 @@ export async function verify(
   // Checked first so no parser below ever sees a truncated or padded signature.
   if (signature.length !== signatureLength(key)) return false;
   try {
-    if (key.native) return nodeVerify(null, data, key.native, signature);
+    if (key.native) return ed25519Verify(key.native, data, signature);
     return await crypto.subtle.verify(
       WEBCRYPTO[key.algorithm].signParams,
       key.key,

@@ -1,21 +1,16 @@
 /**
- * Synchronous X25519 over node:crypto with raw 32-byte private keys, for the
- * end-to-end layer (lib/e2e). ecdh.ts keeps handshake keys non-extractable inside
- * WebCrypto; ratchet and prekey private keys must instead be saved in the client's
- * encrypted state file and used once per message, so here they are plain bytes
- * and every operation is one synchronous call with no thread-pool hop.
+ * Synchronous X25519 with raw 32-byte private keys, for the end-to-end layer (lib/e2e), over
+ * the `#sync-crypto` backend. ecdh.ts keeps handshake keys non-extractable inside WebCrypto;
+ * ratchet and prekey private keys must instead be saved in the client's encrypted state and
+ * used once per message, so here they are plain bytes and every operation is one synchronous
+ * call with no thread-pool hop.
  */
 
-import { createPrivateKey, createPublicKey, diffieHellman, randomFillSync } from "node:crypto";
-import { concat, fromHex, wipe } from "../bytes.ts";
+import { x25519PublicKey, x25519SharedSecret } from "#sync-crypto";
+import { randomBytes } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 
 export const X25519_KEY_BYTES = 32;
-
-/** PrivateKeyInfo { v0, id-X25519, OCTET STRING { OCTET STRING k } } (RFC 8410 §7). */
-const PKCS8_PREFIX = fromHex("302e020100300506032b656e04220420");
-/** SubjectPublicKeyInfo { id-X25519, BIT STRING u } (RFC 8410 §4). */
-const SPKI_PREFIX = fromHex("302a300506032b656e032100");
 
 export interface X25519KeyPair {
   /** The scalar k (RFC 7748 §5), 32 bytes; secret. */
@@ -24,15 +19,9 @@ export interface X25519KeyPair {
   readonly publicKey: Uint8Array;
 }
 
-function privateKeyObject(privateKey: Uint8Array) {
+function checkScalar(privateKey: Uint8Array): void {
   if (privateKey.length !== X25519_KEY_BYTES) {
     throw new SecureChatError("BAD_KEY_SHARE", "X25519 private key must be 32 bytes");
-  }
-  const der = concat(PKCS8_PREFIX, privateKey);
-  try {
-    return createPrivateKey({ key: Buffer.from(der), format: "der", type: "pkcs8" });
-  } finally {
-    wipe(der); // best-effort: the JS engine may keep other copies
   }
 }
 
@@ -41,13 +30,10 @@ function privateKeyObject(privateKey: Uint8Array) {
  * @throws BAD_KEY_SHARE for a scalar that is not 32 bytes
  */
 export function x25519KeyPair(
-  privateKey: Uint8Array = randomFillSync(new Uint8Array(X25519_KEY_BYTES)),
+  privateKey: Uint8Array = randomBytes(X25519_KEY_BYTES),
 ): X25519KeyPair {
-  const spki = createPublicKey(privateKeyObject(privateKey)).export({
-    format: "der",
-    type: "spki",
-  });
-  return { privateKey, publicKey: new Uint8Array(spki.subarray(SPKI_PREFIX.length)) };
+  checkScalar(privateKey);
+  return { privateKey, publicKey: x25519PublicKey(privateKey) };
 }
 
 /**
@@ -56,19 +42,15 @@ export function x25519KeyPair(
  * @throws BAD_KEY_SHARE
  */
 export function x25519(privateKey: Uint8Array, peerPublicKey: Uint8Array): Uint8Array {
+  checkScalar(privateKey);
   if (peerPublicKey.length !== X25519_KEY_BYTES) {
     throw new SecureChatError("BAD_KEY_SHARE", "X25519 public key must be 32 bytes");
   }
   let out: Uint8Array;
   try {
-    const publicKey = createPublicKey({
-      key: Buffer.from(concat(SPKI_PREFIX, peerPublicKey)),
-      format: "der",
-      type: "spki",
-    });
-    out = new Uint8Array(diffieHellman({ privateKey: privateKeyObject(privateKey), publicKey }));
+    out = x25519SharedSecret(privateKey, peerPublicKey);
   } catch (cause) {
-    if (cause instanceof SecureChatError) throw cause;
+    // The browser backend refuses an all-zero output itself; the node one returns it.
     throw new SecureChatError("BAD_KEY_SHARE", "X25519 refused the key", { cause });
   }
   let acc = 0;

@@ -12,9 +12,8 @@
  * record, so a member who holds the chain can neither forge nor re-attribute a record.
  */
 
-import { randomFillSync } from "node:crypto";
 import { z } from "zod";
-import { concat, fromBase64, toBase64, u32be, utf8, wipe } from "../bytes.ts";
+import { concat, fromBase64, randomBytes, toBase64, u32be, utf8, wipe } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { base64Text } from "../wire/schema.ts";
 import { chainStep, MAX_SKIP, MAX_STORED_SKIPPED } from "./chain.ts";
@@ -72,8 +71,8 @@ export class SenderChain {
 
   /** A new chain with a random key and a random id (ids only tell chains apart). */
   static fresh(author: string): SenderChain {
-    const id = new DataView(randomFillSync(new Uint8Array(4)).buffer).getUint32(0);
-    return new SenderChain(author, id, randomFillSync(new Uint8Array(E2E_KEY_BYTES)));
+    const id = new DataView(randomBytes(4).buffer).getUint32(0);
+    return new SenderChain(author, id, randomBytes(E2E_KEY_BYTES));
   }
 
   /** The chain as a member must receive it: from the next message on. */

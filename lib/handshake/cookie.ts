@@ -11,7 +11,7 @@
  *
  * where t is the server's time in milliseconds and lp(x) = u32be(len(x)) || x.
  */
-import { createHmac } from "node:crypto";
+import { hmacSha256 } from "#sync-crypto";
 import { concat, randomBytes, timingSafeEqual, u32be, u64be, utf8 } from "../bytes.ts";
 
 export const COOKIE_LABEL = "securechat/v1 hello cookie";
@@ -78,6 +78,6 @@ export class CookieJar {
       lp(utf8(hello.key_share.group)),
       lp(hello.key_share.pub),
     );
-    return new Uint8Array(createHmac("sha256", secret).update(input).digest());
+    return hmacSha256(secret, input);
   }
 }

@@ -3,9 +3,9 @@
  * ExpandLabel(secret, label, context, length) =
  *   HKDF-Expand(secret, "securechat/v2 " || label || 0x00 || context, length)
  * so that no two values can ever share an HKDF info string. Everything here is
- * synchronous HMAC through node:crypto: a handshake derives about twenty values.
+ * synchronous (the `#sync-crypto` backend): a handshake derives about twenty values.
  */
-import { createHash } from "node:crypto";
+import { sha256Hasher } from "#sync-crypto";
 import { concat, u32be, utf8 } from "../bytes.ts";
 import { hkdfExpandSync, hmacSha256Sync } from "../crypto/hkdf.ts";
 
@@ -58,7 +58,7 @@ export function signatureInput(role: Role, transcriptHash: Uint8Array): Uint8Arr
  */
 export class HandshakeTranscript {
   // One running hash, copied for each snapshot instead of rehashing everything.
-  readonly #running = createHash("sha256");
+  readonly #running = sha256Hasher();
 
   add(payload: Uint8Array): void {
     this.#running.update(u32be(payload.length));
@@ -66,7 +66,7 @@ export class HandshakeTranscript {
   }
 
   hash(): Uint8Array {
-    return new Uint8Array(this.#running.copy().digest());
+    return this.#running.copy().digest();
   }
 }
 

@@ -6,11 +6,12 @@
  * server/ and transcript/ all import it; nothing else builds or checks a record.
  */
 import { canonicalName } from "../pki/names.ts";
-import { createHash, randomFillSync } from "node:crypto";
+import { sha256 } from "#sync-crypto";
 import {
   concat,
   FieldWriter,
   fromBase64,
+  randomBytes,
   timingSafeEqual,
   toBase64,
   u32be,
@@ -216,12 +217,6 @@ export function encodeRecord(r: MessageRecord): RecordJson {
   return json;
 }
 
-function sha256(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash("sha256");
-  for (const p of parts) h.update(p);
-  return new Uint8Array(h.digest());
-}
-
 const SID_BYTES = 16;
 
 /** The bytes an author signs (PROTOCOL §6.1). */
@@ -297,7 +292,7 @@ export function sealContent(body: Body): SealedContent {
  */
 export function sealPlaintext(
   plaintext: Uint8Array,
-  k: Uint8Array = randomFillSync(new Uint8Array(CONTENT_KEY_BYTES)),
+  k: Uint8Array = randomBytes(CONTENT_KEY_BYTES),
 ): SealedContent {
   return {
     k,

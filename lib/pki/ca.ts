@@ -6,14 +6,13 @@ import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { SecureChatError } from "../errors.ts";
 import { sha256, toHex } from "../bytes.ts";
+import { readCertificateDer, readPrivateKeyPkcs8 } from "./key_files.ts";
 import {
   generateKeyPair,
   importSigningKey,
   isEncryptedPrivateKeyPem,
   type KeyType,
   privateKeyToPem,
-  readCertificateDer,
-  readPrivateKeyPkcs8,
   signingAlgorithmOf,
 } from "./keys.ts";
 import { pemEncode } from "./pem.ts";

@@ -28,8 +28,6 @@ import {
   parseSigned,
 } from "./certificate.ts";
 import { verifySignedData } from "./signature.ts";
-import { pathExists, readTextFile } from "./files.ts";
-import { pemDecode } from "./pem.ts";
 
 export interface ParsedCrl {
   /** The whole CRL as parsed: what a cluster node shares (docs/DEPLOY.md §4.6). */
@@ -175,18 +173,4 @@ export const CRL_WARN_DAYS = 7;
 /** Days from `now` to the CRL's nextUpdate (negative once it has lapsed). */
 export function crlDaysLeft(crl: ParsedCrl, now: Date): number {
   return ((crl.nextUpdate ?? crl.thisUpdate).getTime() - now.getTime()) / (24 * 60 * 60 * 1000);
-}
-
-/** What `cert list` says about a CRL file (it is the CA's own: not verified again here). */
-export type CrlFileStatus =
-  | { state: "missing" }
-  | { state: "current" | "lapsing" | "lapsed"; number?: bigint; nextUpdate?: Date; days: number };
-
-/** @throws BAD_CERT when the file is not a CRL; IO_ERROR when it cannot be read */
-export async function crlFileStatus(path: string, now = new Date()): Promise<CrlFileStatus> {
-  if (!(await pathExists(path))) return { state: "missing" };
-  const crl = parseCrl(pemDecode(await readTextFile(path), "X509 CRL", "BAD_CERT"));
-  const days = crlDaysLeft(crl, now);
-  const state = days < 0 ? "lapsed" : days < CRL_WARN_DAYS ? "lapsing" : "current";
-  return { state, number: crl.crlNumber, nextUpdate: crl.nextUpdate, days };
 }

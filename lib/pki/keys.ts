@@ -19,8 +19,7 @@ import {
   TAG,
   type Tlv,
 } from "../der.ts";
-import { pemDecode, pemEncode } from "./pem.ts";
-import { readTextFile } from "./files.ts";
+import { pemEncode } from "./pem.ts";
 
 export const KEY_TYPES = ["rsa2048", "ed25519", "p256"] as const;
 export type KeyType = typeof KEY_TYPES[number];
@@ -201,33 +200,6 @@ export async function privateKeyToPem(key: CryptoKey, password?: string): Promis
 }
 
 /**
- * Reads a PKCS#8 private key file, decrypting it if it is encrypted.
- * @returns the PrivateKeyInfo DER
- * @throws IO_ERROR when the file cannot be read or holds no PKCS#8 key; USAGE when it is
- *   encrypted and no password was given; AUTH_FAIL for a wrong password
- */
-export async function readPrivateKeyPkcs8(path: string, password?: string): Promise<Uint8Array> {
-  const pem = await readTextFile(path);
-  if (!isEncryptedPrivateKeyPem(pem)) return pemDecode(pem, "PRIVATE KEY", "IO_ERROR");
-  if (password === undefined) {
-    throw new SecureChatError("USAGE", `${path} is encrypted and no password was given`, {
-      hint: "pass --password-file FILE, or run on a terminal to be prompted",
-    });
-  }
-  const encrypted = pemDecode(pem, "ENCRYPTED PRIVATE KEY", "IO_ERROR");
-  try {
-    return await decryptPkcs8(encrypted, password);
-  } catch (error) {
-    if (error instanceof SecureChatError && error.code === "BAD_CERT") {
-      throw new SecureChatError("IO_ERROR", `${path} is not a readable encrypted key`, {
-        cause: error,
-      });
-    }
-    throw error;
-  }
-}
-
-/**
  * Imports a PKCS#8 key for signing certificates and CRLs, telling its algorithm from
  * the PrivateKeyInfo.
  * @throws IO_ERROR for a key type securechat does not sign with
@@ -253,22 +225,4 @@ export async function importSigningKey(pkcs8: Uint8Array): Promise<CryptoKey> {
       cause: error,
     });
   }
-}
-
-/**
- * Reads the first certificate of a PEM file.
- * @throws IO_ERROR when the file cannot be read or holds no certificate
- */
-export async function readCertificateDer(path: string): Promise<Uint8Array> {
-  return pemDecode(await readTextFile(path), "CERTIFICATE", "IO_ERROR");
-}
-
-/**
- * Reads a password file the way `openssl -passin file:` does: its first line.
- * @throws IO_ERROR when unreadable; USAGE when the first line is empty
- */
-export async function readPasswordFile(path: string): Promise<string> {
-  const password = (await readTextFile(path)).split(/\r?\n/, 1)[0];
-  if (!password) throw new SecureChatError("USAGE", `password file ${path} is empty`);
-  return password;
 }

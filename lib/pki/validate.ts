@@ -10,7 +10,6 @@ import { commonNameOf, OID, parseCertificate, type ParsedCertificate } from "./c
 import { checkCertificateProfile, isSelfIssued, verifyPath } from "./path.ts";
 import { checkCrlCurrent, parseCrl, type ParsedCrl, serialHex, verifyCrl } from "./crl.ts";
 import { pemDecode } from "./pem.ts";
-import { pathExists, readTextFile } from "./files.ts";
 
 import { importVerifyingKeySpki, type VerifyingKey } from "../crypto/signature.ts";
 
@@ -56,17 +55,6 @@ export class TrustStore {
     this.caDer = ca.der;
     this.caFingerprint = fingerprint;
     this.ca = ca;
-  }
-
-  /**
-   * Reads `ca.pem` and the CRL (by default `ca.crl` beside it, if present).
-   * @throws IO_ERROR when a file cannot be read; BAD_CERT when the CA or CRL is unacceptable
-   */
-  static async load(caPemPath: string, crlPath?: string): Promise<TrustStore> {
-    const defaultCrl = defaultCrlPath(caPemPath);
-    const crlFile = crlPath ?? ((await pathExists(defaultCrl)) ? defaultCrl : undefined);
-    const crlPem = crlFile === undefined ? undefined : await readTextFile(crlFile);
-    return await TrustStore.fromPem(await readTextFile(caPemPath), crlPem);
   }
 
   /**

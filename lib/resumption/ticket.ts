@@ -5,9 +5,9 @@
  * under a key every node has (KeyRing), bound to the user and the client certificate, good for
  * TICKET_LIFETIME_MS and for one use (UsedTickets, shared by the nodes in a cluster).
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { aesGcmOpen, aesGcmSeal } from "#sync-crypto";
 import { z } from "zod";
-import { concat, fromUtf8, u32be, utf8 } from "../bytes.ts";
+import { concat, fromUtf8, randomBytes, toHex, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { MAX_TICKET_BYTES } from "../wire/messages.ts";
 
@@ -67,15 +67,13 @@ export class TicketAuthority {
     const claims: TicketClaims = {
       user,
       cert: certFingerprint,
-      id: randomBytes(16).toString("hex"),
+      id: toHex(randomBytes(16)),
       exp: now + TICKET_LIFETIME_MS,
     };
     const kidBytes = u32be(kid);
     const nonce = randomBytes(NONCE_BYTES);
-    const cipher = createCipheriv("aes-256-gcm", key, nonce);
-    cipher.setAAD(concat(LABEL, kidBytes));
-    const ct = concat(cipher.update(utf8(JSON.stringify(claims))), cipher.final());
-    return concat(kidBytes, nonce, ct, cipher.getAuthTag());
+    const sealed = aesGcmSeal(key, nonce, utf8(JSON.stringify(claims)), concat(LABEL, kidBytes));
+    return concat(kidBytes, nonce, sealed);
   }
 
   /**
@@ -108,13 +106,14 @@ export class TicketAuthority {
     const key = await this.keys.get(kid, now);
     if (!key) fail("the resumption ticket's key is unknown or retired");
     const nonce = ticket.subarray(KID_BYTES, KID_BYTES + NONCE_BYTES);
-    const ct = ticket.subarray(KID_BYTES + NONCE_BYTES, ticket.length - TAG_BYTES);
     let plain: Uint8Array;
     try {
-      const decipher = createDecipheriv("aes-256-gcm", key, nonce);
-      decipher.setAAD(concat(LABEL, kidBytes));
-      decipher.setAuthTag(ticket.subarray(ticket.length - TAG_BYTES));
-      plain = concat(decipher.update(ct), decipher.final());
+      plain = aesGcmOpen(
+        key,
+        nonce,
+        ticket.subarray(KID_BYTES + NONCE_BYTES),
+        concat(LABEL, kidBytes),
+      );
     } catch {
       return fail("the resumption ticket does not open");
     }
@@ -131,7 +130,7 @@ export class MemoryKeyRing implements KeyRing {
     const kid = kidAt(now);
     let key = this.#keys.get(kid);
     if (!key) {
-      key = new Uint8Array(randomBytes(32));
+      key = randomBytes(32);
       this.#keys.set(kid, key);
       for (const old of this.#keys.keys()) if (old < kid - 1) this.#keys.delete(old);
     }

@@ -1,9 +1,12 @@
 /**
- * `serve --web PORT`: the WebSocket front. `GET /ws` upgrades to a WebSocket that carries the
- * protocol's frames, one binary message per frame (PROTOCOL §2), into the same ChatServer
- * core as the TCP listener: the same admission, handshake, session and lobby. Everything else
- * answers 404. Every response carries headers that forbid scripts, framing, sniffing, caching
- * and referrers; no cookie is ever set (authentication is the protocol's, in the frames).
+ * `serve --web PORT`: the WebSocket front and the browser page. `GET /ws` upgrades to a
+ * WebSocket that carries the protocol's frames, one binary message per frame (PROTOCOL §2),
+ * into the same ChatServer core as the TCP listener: the same admission, handshake, session
+ * and lobby. `GET /` is the page (web/dist, built by `deno task web:build`) and
+ * `GET /assets/NAME.HASH.EXT` its content-addressed assets; everything else answers 404.
+ * Every response forbids framing, sniffing and referrers; the page may run only its own
+ * same-origin script, connect only to its own origin, and write HTML only through Trusted
+ * Types (it writes none). No cookie is ever set (authentication is the protocol's).
  */
 import { SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -21,6 +24,61 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "cross-origin-resource-policy": "same-origin",
 };
 
+/**
+ * The page's policy: its own script and style only (no inline code, no other origin), its
+ * own origin for the WebSocket, no forms posted anywhere, and no HTML sink (Trusted Types).
+ */
+export const PAGE_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "connect-src 'self'",
+  "img-src 'self'",
+  "form-action 'none'",
+  "base-uri 'none'",
+  "frame-ancestors 'none'",
+  "require-trusted-types-for 'script'",
+  "trusted-types 'none'",
+].join("; ");
+
+/** One file of the page, by URL path. */
+export interface WebAsset {
+  body: Uint8Array;
+  type: string;
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  html: "text/html; charset=utf-8",
+  js: "text/javascript; charset=utf-8",
+  css: "text/css; charset=utf-8",
+  svg: "image/svg+xml",
+};
+
+/**
+ * The built page in `dir` (index.html and assets/): `/` and `/assets/NAME`, read once.
+ * @throws IO_ERROR when `dir` holds no built page
+ */
+export async function loadWebAssets(dir: string): Promise<Map<string, WebAsset>> {
+  const assets = new Map<string, WebAsset>();
+  try {
+    assets.set("/", { body: await Deno.readFile(`${dir}/index.html`), type: CONTENT_TYPES.html });
+    for await (const entry of Deno.readDir(`${dir}/assets`)) {
+      const type = CONTENT_TYPES[entry.name.split(".").at(-1) ?? ""];
+      if (!entry.isFile || !type) continue;
+      assets.set(`/assets/${entry.name}`, {
+        body: await Deno.readFile(`${dir}/assets/${entry.name}`),
+        type,
+      });
+    }
+  } catch (cause) {
+    throw new SecureChatError("IO_ERROR", `no built page in ${dir}`, {
+      cause,
+      hint: "run `deno task web:build` in the checkout",
+    });
+  }
+  return assets;
+}
+
 export interface WebFront {
   readonly port: number;
   close(): Promise<void>;
@@ -32,6 +90,7 @@ export function serveWeb(
   port: number,
   server: ChatServer,
   log: Logger,
+  page?: ReadonlyMap<string, WebAsset>,
 ): WebFront {
   let http: Deno.HttpServer<Deno.NetAddr>;
   try {
@@ -39,6 +98,10 @@ export function serveWeb(
       // Read before the upgrade: the request's remoteAddr is gone after it.
       const address = info.remoteAddr.hostname;
       const peer = `${address}:${info.remoteAddr.port}`;
+      const asset = page && request.method === "GET"
+        ? page.get(new URL(request.url).pathname)
+        : undefined;
+      if (asset) return pageResponse(asset);
       const refusal = refusalOf(request);
       if (refusal) {
         log("WEB_REFUSED", { peer, detail: refusal.why });
@@ -95,6 +158,19 @@ function sameHost(origin: string, host: string | null): boolean {
   } catch {
     return false;
   }
+}
+
+function pageResponse(asset: WebAsset): Response {
+  const headers: Record<string, string> = {
+    ...SECURITY_HEADERS,
+    "content-security-policy": PAGE_CSP,
+    "content-type": asset.type,
+  };
+  // Assets are named by their hash: they never change. The page itself is always fetched anew.
+  if (asset.type !== CONTENT_TYPES.html) {
+    headers["cache-control"] = "public, max-age=31536000, immutable";
+  }
+  return new Response(asset.body as BodyInit, { status: 200, headers });
 }
 
 function plain(status: number, text: string): Response {

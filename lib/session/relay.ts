@@ -6,7 +6,7 @@
  * with high-water marks kept in a small state file.
  */
 import { fromBase64, toHex } from "../bytes.ts";
-import { createHash } from "node:crypto";
+import { sha256 } from "#sync-crypto";
 import { SecureChatError } from "../errors.ts";
 import {
   decodeRecord,
@@ -54,16 +54,35 @@ type Mark = { seqno: number; ts: number; private?: true };
 type Marks = Record<string, Record<string, Mark>>;
 
 /**
- * Relay high-water marks that outlive the session (PROTOCOL §6.4): a JSON file, mode
- * 0600, replaced atomically (temporary file, fsync, rename). Marks older than the
- * retention are dropped: the freshness rule already refuses records that old.
+ * Where the marks are kept between sessions: a file for the CLI (./seen_file.ts), IndexedDB
+ * for the browser page.
+ */
+export interface SeenStorage {
+  /** For messages: the file's path, or the page's store. */
+  readonly name: string;
+  /** The saved text, or null when nothing was saved yet. @throws when it cannot be read */
+  read(): Promise<string | null>;
+  /** Replaces the saved text atomically. @throws when it cannot be written */
+  write(text: string): Promise<void>;
+  /** A deferred save must not keep a command-line process alive (Deno.unrefTimer). */
+  unrefTimer?(timer: ReturnType<typeof setTimeout>): void;
+}
+
+/**
+ * Relay high-water marks that outlive the session (PROTOCOL §6.4), saved a second after a
+ * change and at the end. Marks older than the retention are dropped: the freshness rule
+ * already refuses records that old.
  */
 export class SeenStore {
   #marks: Marks;
   #dirty = false;
   #timer?: ReturnType<typeof setTimeout>;
 
-  private constructor(readonly path: string | null, marks: Marks, readonly retentionMs: number) {
+  private constructor(
+    readonly storage: SeenStorage | null,
+    marks: Marks,
+    readonly retentionMs: number,
+  ) {
     this.#marks = marks;
   }
 
@@ -73,24 +92,31 @@ export class SeenStore {
   }
 
   /**
-   * Loads the file (a missing file is an empty store).
-   * @throws IO_ERROR for an unreadable or malformed file: refusing is safer than forgetting
+   * Loads the saved marks (nothing saved yet is an empty store).
+   * @throws IO_ERROR for unreadable or malformed marks: refusing is safer than forgetting
    */
-  static async load(path: string, retentionMs: number, now = Date.now()): Promise<SeenStore> {
+  static async load(
+    storage: SeenStorage,
+    retentionMs: number,
+    now = Date.now(),
+  ): Promise<SeenStore> {
     let marks: Marks = {};
     try {
-      const parsed = JSON.parse(await Deno.readTextFile(path));
-      if (parsed?.version !== 1 || typeof parsed.authors !== "object") throw new Error("format");
-      marks = parsed.authors as Marks;
-    } catch (cause) {
-      if (!(cause instanceof Deno.errors.NotFound)) {
-        throw new SecureChatError("IO_ERROR", `cannot read the relay state file ${path}`, {
-          cause,
-          hint: "it is rewritten after every session; delete it only if you trust the server",
-        });
+      const text = await storage.read();
+      if (text !== null) {
+        const parsed = JSON.parse(text);
+        if (parsed?.version !== 1 || typeof parsed.authors !== "object" || !parsed.authors) {
+          throw new Error("format");
+        }
+        marks = parsed.authors as Marks;
       }
+    } catch (cause) {
+      throw new SecureChatError("IO_ERROR", `cannot read the relay state file ${storage.name}`, {
+        cause,
+        hint: "it is rewritten after every session; delete it only if you trust the server",
+      });
     }
-    const store = new SeenStore(path, marks, retentionMs);
+    const store = new SeenStore(storage, marks, retentionMs);
     store.#prune(now);
     return store;
   }
@@ -106,9 +132,9 @@ export class SeenStore {
     const keep = isPrivate || sessions[sid]?.private === true;
     sessions[sid] = keep ? { seqno, ts, private: true } : { seqno, ts };
     this.#dirty = true;
-    if (this.path && !this.#timer) {
+    if (this.storage && !this.#timer) {
       this.#timer = setTimeout(() => void this.save().catch(() => {}), 1000);
-      Deno.unrefTimer(this.#timer);
+      this.storage.unrefTimer?.(this.#timer);
     }
   }
 
@@ -116,26 +142,18 @@ export class SeenStore {
   async save(now = Date.now()): Promise<void> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (!this.path || !this.#dirty) return;
+    if (!this.storage || !this.#dirty) return;
     this.#dirty = false;
     this.#prune(now);
-    const tmp = `${this.path}.tmp`;
     try {
-      const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-      try {
-        await file.write(
-          new TextEncoder().encode(JSON.stringify({ version: 1, authors: this.#marks })),
-        );
-        await file.sync();
-      } finally {
-        file.close();
-      }
-      await Deno.rename(tmp, this.path);
+      await this.storage.write(JSON.stringify({ version: 1, authors: this.#marks }));
     } catch (cause) {
       this.#dirty = true;
-      throw new SecureChatError("IO_ERROR", `cannot write the relay state file ${this.path}`, {
-        cause,
-      });
+      throw new SecureChatError(
+        "IO_ERROR",
+        `cannot write the relay state file ${this.storage.name}`,
+        { cause },
+      );
     }
   }
 
@@ -181,7 +199,7 @@ export class RelayVerifier {
   async check(relay: RelayMessage): Promise<RelayedText> {
     const stored = relay.type === "stored";
     const certDer = fromBase64(relay.cert);
-    const fingerprint = toHex(new Uint8Array(createHash("sha256").update(certDer).digest()));
+    const fingerprint = toHex(sha256(certDer));
     const { peer, key } = await this.#author(fingerprint, certDer);
     const record = decodeRecord(relay.record);
     if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {

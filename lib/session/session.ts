@@ -49,6 +49,7 @@ import {
   verifyRecord,
 } from "../message/record.ts";
 import type { Receipt } from "../transcript/receipt.ts";
+import type { TranscriptStorage } from "../transcript/storage.ts";
 import { TranscriptWriter } from "../transcript/writer.ts";
 import {
   CloseSchema,
@@ -70,7 +71,8 @@ export const DEFAULT_KEY_UPDATE_RECORDS = 2 ** 20;
 export const DEFAULT_KEY_UPDATE_MS = 60 * 60 * 1000;
 
 export interface ChatSessionOptions {
-  transcriptDir: string;
+  /** Where the transcript goes: transcriptDirectory(dir) for the CLI and the server. */
+  transcripts: TranscriptStorage;
   /** The name the client dialled, recorded so `verify` can match the server certificate. */
   serverName?: string;
   /** Clients pass their trust store to check the authors of relayed messages (§6.4). */
@@ -183,7 +185,7 @@ export class ChatSession {
   static async start(est: EstablishedSession, opts: ChatSessionOptions): Promise<ChatSession> {
     let transcript: TranscriptWriter;
     try {
-      transcript = await TranscriptWriter.create(opts.transcriptDir, {
+      transcript = await TranscriptWriter.create(opts.transcripts, {
         sessionId: est.sessionId,
         role: est.role,
         clientCertDer: est.role === "client" ? est.self.certDer : est.peer.der,

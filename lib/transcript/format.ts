@@ -8,7 +8,7 @@
  * length-prefixed fields) so that both parties compute the same 32 bytes no matter
  * how the two directions interleaved on arrival.
  */
-import { createHash, type Hash } from "node:crypto";
+import { sha256, type Sha256Hasher, sha256Hasher } from "#sync-crypto";
 import { z } from "zod";
 import { toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
@@ -56,9 +56,7 @@ export const HeaderLineSchema = z.object({
 export type HeaderLine = z.output<typeof HeaderLineSchema>;
 
 export function sha256Sync(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash("sha256");
-  for (const p of parts) h.update(p);
-  return new Uint8Array(h.digest());
+  return sha256(...parts);
 }
 
 export function fingerprintOf(certDer: Uint8Array): string {
@@ -115,9 +113,9 @@ export interface HashState {
  */
 export class TranscriptHasher {
   readonly #ctx: HashContext;
-  readonly #running: Record<Direction, Hash> = {
-    c2s: createHash("sha256"),
-    s2c: createHash("sha256"),
+  readonly #running: Record<Direction, Sha256Hasher> = {
+    c2s: sha256Hasher(),
+    s2c: sha256Hasher(),
   };
   readonly counts: Record<Direction, number> = { c2s: 0, s2c: 0 };
 
@@ -137,7 +135,7 @@ export class TranscriptHasher {
 
   /** D_dir at the current count (docs/TRANSCRIPT.md §3.2): for a receipt covering a prefix. */
   digest(dir: Direction): Uint8Array {
-    return new Uint8Array(this.#running[dir].copy().digest());
+    return this.#running[dir].copy().digest();
   }
 
   /** The hash over everything added so far; the hasher stays usable. */

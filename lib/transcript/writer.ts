@@ -2,17 +2,16 @@
  * The append-only transcript of one session (docs/TRANSCRIPT.md §2, §3).
  *
  * Lines are hashed when they are appended and written in batches: everything
- * appended during one turn of the event loop goes to the OS in one write. The log is
- * opened for writing only while lines flow and closed after a second of quiet, so an
- * idle session holds no file descriptor. Killing the process leaves whole lines
+ * appended during one turn of the event loop goes to the storage in one append. Where the
+ * bytes go is the injected TranscriptStorage's business (./storage.ts: a private directory
+ * for the CLI and the server, which also closes an idle log's descriptor; memory and
+ * IndexedDB in the browser). Killing the process leaves whole lines
  * only, except at worst a torn final line that `verify` reports; the batch not yet
  * written (lines of the last few milliseconds) is what a crash can lose. `finish`
  * and `abort` fsync the log and the receipts.
  */
-import { join } from "node:path";
 import { timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import { ensurePrivateDir } from "../private_dir.ts";
 import type { SigningKey } from "../crypto/signature.ts";
 import type { PreparedLine } from "../message/record.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
@@ -33,6 +32,7 @@ import {
   signReceipt,
   spkiOfCertificate,
 } from "./receipt.ts";
+import type { AppendSink, TranscriptStorage } from "./storage.ts";
 
 export interface TranscriptHeader {
   /** 32 lowercase hex characters (the 16-byte session_id of the key schedule). */
@@ -61,8 +61,6 @@ export interface FinishResult {
   peerReceiptPath?: string;
 }
 
-const FILE_MODE = 0o600;
-
 function ioError(what: string, cause: unknown): SecureChatError {
   const detail = cause instanceof Error ? `: ${cause.message}` : "";
   return new SecureChatError("TRANSCRIPT_IO", `${what}${detail}`, {
@@ -70,15 +68,6 @@ function ioError(what: string, cause: unknown): SecureChatError {
     hint: "check that the --transcripts directory exists, is writable and the disk is not full",
   });
 }
-
-/** Writes all of `bytes`; one write call in practice for a regular file in append mode. */
-function writeAllSync(file: Deno.FsFile, bytes: Uint8Array): void {
-  let offset = 0;
-  while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
-}
-
-/** Close the log after this long without a line: an idle session holds no descriptor. */
-const IDLE_CLOSE_MS = 1000;
 
 export class TranscriptWriter {
   /** Path of the `.log` file. */
@@ -89,12 +78,12 @@ export class TranscriptWriter {
   readonly #hasher: TranscriptHasher;
   readonly #fingerprints: { client: string; server: string };
   readonly #lastTs: Record<Direction, number> = { c2s: -1, s2c: -1 };
-  #file: Deno.FsFile | null;
-  #keysFile: Deno.FsFile | null = null;
+  readonly #storage: TranscriptStorage;
+  readonly #log: AppendSink;
+  #keys: AppendSink | null = null;
   #pending: string[] = [];
   #pendingKeys: string[] = [];
   #flushTimer?: ReturnType<typeof setTimeout>;
-  #idleTimer?: ReturnType<typeof setTimeout>;
   #failed: SecureChatError | null = null;
   #closed = false;
 
@@ -102,14 +91,16 @@ export class TranscriptWriter {
     path: string,
     basePath: string,
     header: TranscriptHeader,
-    file: Deno.FsFile,
+    storage: TranscriptStorage,
+    log: AppendSink,
     hasher: TranscriptHasher,
     fingerprints: { client: string; server: string },
   ) {
     this.path = path;
     this.basePath = basePath;
     this.header = header;
-    this.#file = file;
+    this.#storage = storage;
+    this.#log = log;
     this.#hasher = hasher;
     this.#fingerprints = fingerprints;
   }
@@ -119,7 +110,10 @@ export class TranscriptWriter {
    * writes the header line.
    * @throws TRANSCRIPT_IO if the directory or file cannot be created or written
    */
-  static async create(dir: string, header: TranscriptHeader): Promise<TranscriptWriter> {
+  static async create(
+    storage: TranscriptStorage,
+    header: TranscriptHeader,
+  ): Promise<TranscriptWriter> {
     const protocolVersion = header.protocolVersion ?? PROTOCOL_VERSION;
     if (!Number.isSafeInteger(header.startedAt) || header.startedAt < 0) {
       throw new SecureChatError("INVALID_INPUT", "startedAt must be ms since the epoch");
@@ -136,20 +130,15 @@ export class TranscriptWriter {
       serverFingerprint: fingerprints.server,
     });
     try {
-      await ensurePrivateDir(dir);
+      await storage.prepare();
     } catch (cause) {
-      throw ioError(`cannot create transcript directory ${dir}`, cause);
+      throw ioError(`cannot create transcript directory ${storage.location}`, cause);
     }
-    const basePath = join(dir, baseNameOf(header.sessionId, header.role, header.startedAt));
+    const basePath = storage.pathOf(baseNameOf(header.sessionId, header.role, header.startedAt));
     const path = `${basePath}.log`;
-    let file: Deno.FsFile;
+    let log: AppendSink;
     try {
-      file = await Deno.open(path, {
-        write: true,
-        append: true,
-        createNew: true,
-        mode: FILE_MODE,
-      });
+      log = await storage.createAppendOnly(path);
     } catch (cause) {
       throw ioError(`cannot create transcript ${path}`, cause);
     }
@@ -157,28 +146,18 @@ export class TranscriptWriter {
       path,
       basePath,
       { ...header, protocolVersion },
-      file,
+      storage,
+      log,
       hasher,
       fingerprints,
     );
     try {
-      if (Deno.build.os !== "windows") await Deno.chmod(path, FILE_MODE);
-      const line = encodeHeaderLine({ ...header, protocolVersion });
-      writeAllSync(file, utf8(line + "\n"));
-      if (header.keepKeys) {
-        writer.#keysFile = await Deno.open(`${basePath}.keys`, {
-          write: true,
-          append: true,
-          createNew: true,
-          mode: FILE_MODE,
-        });
-        if (Deno.build.os !== "windows") await Deno.chmod(`${basePath}.keys`, FILE_MODE);
-      }
+      log.append(utf8(encodeHeaderLine({ ...header, protocolVersion }) + "\n"));
+      if (header.keepKeys) writer.#keys = await storage.createAppendOnly(`${basePath}.keys`);
     } catch (cause) {
-      writer.#closeFiles();
+      await writer.#closeFiles().catch(() => {});
       throw ioError(`cannot write transcript ${path}`, cause);
     }
-    writer.#armIdleClose();
     return writer;
   }
 
@@ -215,7 +194,7 @@ export class TranscriptWriter {
     this.#hasher.add(dir, line.enc);
     this.#lastTs[dir] = ts;
     this.#pending.push(line.json);
-    if (line.k && this.#keysFile !== null) {
+    if (line.k && this.#keys !== null) {
       this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
     }
     this.#flushTimer ??= setTimeout(() => this.#flush(), 0);
@@ -238,18 +217,16 @@ export class TranscriptWriter {
     this.#flushTimer = undefined;
     if (this.#pending.length === 0 || this.#failed) return;
     try {
-      this.#file ??= Deno.openSync(this.path, { write: true, append: true });
-      writeAllSync(this.#file, utf8(this.#pending.join("\n") + "\n"));
+      this.#log.append(utf8(this.#pending.join("\n") + "\n"));
       this.#pending = [];
-      if (this.#pendingKeys.length > 0 && this.#keysFile) {
-        writeAllSync(this.#keysFile, utf8(this.#pendingKeys.join("\n") + "\n"));
+      if (this.#pendingKeys.length > 0 && this.#keys) {
+        this.#keys.append(utf8(this.#pendingKeys.join("\n") + "\n"));
         this.#pendingKeys = [];
       }
     } catch (cause) {
       this.#failed = ioError(`cannot append to transcript ${this.path}`, cause);
       return;
     }
-    this.#armIdleClose();
   }
 
   /**
@@ -261,34 +238,21 @@ export class TranscriptWriter {
     this.#flush();
     if (this.#failed) throw this.#failed;
     try {
-      for (const f of [this.#file, this.#keysFile]) await f?.sync();
+      for (const sink of [this.#log, this.#keys]) await sink?.sync();
     } catch (cause) {
       throw ioError(`cannot sync transcript ${this.path}`, cause);
     }
   }
 
-  #armIdleClose(): void {
-    clearTimeout(this.#idleTimer);
-    this.#idleTimer = setTimeout(() => {
-      if (this.#pending.length > 0 || this.#file === null) return;
-      try {
-        this.#file.close();
-      } catch { /* already closed */ }
-      this.#file = null;
-    }, IDLE_CLOSE_MS);
-    Deno.unrefTimer(this.#idleTimer);
-  }
-
-  #closeFiles(): void {
-    clearTimeout(this.#idleTimer);
+  async #closeFiles(): Promise<void> {
     clearTimeout(this.#flushTimer);
-    for (const f of [this.#file, this.#keysFile]) {
-      try {
-        f?.close();
-      } catch { /* already closed */ }
+    const keys = this.#keys;
+    this.#keys = null;
+    try {
+      await this.#log.close();
+    } finally {
+      await keys?.close();
     }
-    this.#file = null;
-    this.#keysFile = null;
   }
 
   /** Own receipt over the hash of everything appended (waits for pending appends). */
@@ -377,9 +341,11 @@ export class TranscriptWriter {
     const peerReceiptPath = peer ? `${this.basePath}.peer-receipt.json` : undefined;
     try {
       await this.#closeLog();
-      await writeSmallFile(receiptPath, encodeReceiptFile(own));
-      if (peer && peerReceiptPath) await writeSmallFile(peerReceiptPath, encodeReceiptFile(peer));
-      await syncDir(this.basePath);
+      await this.#storage.writeNew(receiptPath, encodeReceiptFile(own));
+      if (peer && peerReceiptPath) {
+        await this.#storage.writeNew(peerReceiptPath, encodeReceiptFile(peer));
+      }
+      await this.#storage.syncNames();
     } catch (cause) {
       if (cause instanceof SecureChatError) throw cause;
       throw ioError(`cannot finish transcript ${this.path}`, cause);
@@ -400,35 +366,6 @@ export class TranscriptWriter {
 
   async #closeLog(): Promise<void> {
     this.#closed = true;
-    try {
-      for (const f of [this.#file, this.#keysFile]) await f?.sync();
-    } finally {
-      this.#closeFiles();
-    }
+    await this.#closeFiles();
   }
-}
-
-async function writeSmallFile(path: string, text: string): Promise<void> {
-  const file = await Deno.open(path, { write: true, createNew: true, mode: FILE_MODE });
-  try {
-    if (Deno.build.os !== "windows") await Deno.chmod(path, FILE_MODE);
-    writeAllSync(file, utf8(text));
-    await file.sync();
-  } finally {
-    file.close();
-  }
-}
-
-/** Best effort: makes the new directory entries durable (Linux/macOS). */
-async function syncDir(basePath: string): Promise<void> {
-  if (Deno.build.os === "windows") return;
-  const dir = basePath.slice(0, Math.max(basePath.lastIndexOf("/"), 0)) || ".";
-  try {
-    const handle = await Deno.open(dir, { read: true });
-    try {
-      await handle.sync();
-    } finally {
-      handle.close();
-    }
-  } catch { /* not supported on this platform / filesystem */ }
 }

@@ -4,6 +4,7 @@
  * subprocess would add nothing but start-up time.
  */
 import type { AdmissionLimits } from "../../lib/server/limits.ts";
+import { transcriptDirectory } from "../../lib/transcript/file_storage.ts";
 import { ChatServer, type ServerOptions } from "../../lib/server/server.ts";
 import { openUserStore } from "../../lib/store/open.ts";
 import type { UserStore } from "../../lib/store/user_store.ts";
@@ -61,7 +62,7 @@ export async function startInProcessServer(
     trust: pki.trust,
     store,
     log: (event, fields = {}) => void logs.push({ event, ...fields }),
-    session: { transcriptDir: transcripts },
+    session: { transcripts: transcriptDirectory(transcripts) },
     ...options,
     admission: serverAdmission
       ? options.admission

@@ -3,7 +3,7 @@
  * (x509-limbo, Wycheproof), a local MariaDB, openssl, python3 with `cryptography` for the
  * clean-room interop client, the right to mount a tmpfs (the full-disk fault test),
  * nats-server and haproxy with MariaDB (the cluster tests), InspIRCd (the bench's peer
- * section, run by the bench smoke test). Where it is missing, the tests are skipped with `ignore:`
+ * section, run by the bench smoke test), Chromium (the browser page's test). Where it is missing, the tests are skipped with `ignore:`
  * decided when the file loads, the reason printed, and `deno test` counts them as ignored.
  *
  * CI must not go green without them: SECURECHAT_CI_REQUIRE (comma-separated suite names,
@@ -22,6 +22,7 @@ export const OPTIONAL_SUITES = [
   "tmpfs",
   "cluster",
   "inspircd",
+  "chromium",
 ] as const;
 export type OptionalSuite = typeof OPTIONAL_SUITES[number];
 

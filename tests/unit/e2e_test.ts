@@ -2,6 +2,7 @@
  * The end-to-end layer (PROTOCOL §12): signed key bundles, PQXDH first contact, the
  * Double Ratchet and sender keys, driven through lib/e2e exactly as a client would.
  */
+import { loadTrustStore } from "../../lib/pki/trust_files.ts";
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
 import { toHex } from "../../lib/bytes.ts";
@@ -21,7 +22,6 @@ import { Ratchet } from "../../lib/e2e/ratchet.ts";
 import { SenderChain, SenderKeyReceiver } from "../../lib/e2e/sender_key.ts";
 import { loadCaSigner } from "../../lib/pki/ca.ts";
 import { revokeCertificates } from "../../lib/pki/revoke.ts";
-import { TrustStore } from "../../lib/pki/validate.ts";
 import { makePki, type TestPki } from "../../testkit/pki.ts";
 
 const rand = (n = 32) => randomFillSync(new Uint8Array(n));
@@ -136,7 +136,7 @@ Deno.test("verifyBundle() refuses altered bundles, another user's certificate, a
     const bob2 = await makeUser(pki2, "bob");
     await verifyBundle(pki2.trust, bob2.cert, bob2.bundle);
     await revokeCertificates(dir, await loadCaSigner(dir), "bob", 7);
-    const withCrl = await TrustStore.load(`${dir}/ca.pem`);
+    const withCrl = await loadTrustStore(`${dir}/ca.pem`);
     assert.equal(
       await codeOfAsync(() => verifyBundle(withCrl, bob2.cert, bob2.bundle)),
       "BAD_CERT",

@@ -2,14 +2,15 @@
  * The import rules (README "Layout"), read from the source itself: main → commands → lib with
  * no arrow back, lib free of cycles, and the tooling kept apart: testkit/ is the harness that
  * tests/, bench/ and scripts/ share, so bench/ and scripts/ never import tests/ and tests/
- * never imports scripts/ or bench/.
+ * never imports scripts/ or bench/. The browser page (web/) imports lib/ only, and everything it
+ * runs is free of node: modules and Deno APIs, so the CLI and the page share the protocol code.
  */
 import assert from "node:assert/strict";
 import { dirname, join, relative } from "node:path";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
-type Area = "main" | "commands" | "lib" | "testkit" | "tests" | "bench" | "scripts";
+type Area = "main" | "commands" | "lib" | "web" | "testkit" | "tests" | "bench" | "scripts";
 
 /** Project metadata any module may read (main.ts takes its version from it). */
 const ROOT_DATA = new Set(["deno.json"]);
@@ -19,6 +20,7 @@ const MAY_IMPORT: Record<Area, readonly Area[]> = {
   main: ["commands", "lib"],
   commands: ["commands", "lib"],
   lib: ["lib"],
+  web: ["web", "lib"],
   testkit: ["testkit", "lib"],
   tests: ["tests", "testkit", "commands", "lib"],
   bench: ["bench", "testkit", "lib"],
@@ -37,6 +39,11 @@ function areaOf(path: string): Area | undefined {
  * `import("…")`. Bare and npm:/node: specifiers are outside the rules.
  */
 export function importsOf(source: string): string[] {
+  return specifiersOf(source).filter((spec) => spec.startsWith("./") || spec.startsWith("../"));
+}
+
+/** Every import specifier of one module, bare, npm: and node: ones included. */
+function specifiersOf(source: string): string[] {
   const found: string[] = [];
   const patterns = [
     /^\s*(?:import|export)\b[^"'\n;]*?\bfrom\s*["']([^"']+)["']/gm,
@@ -47,7 +54,7 @@ export function importsOf(source: string): string[] {
   for (const pattern of patterns) {
     for (const match of source.matchAll(pattern)) found.push(match[1]);
   }
-  return found.filter((spec) => spec.startsWith("./") || spec.startsWith("../"));
+  return found;
 }
 
 async function sourceFiles(dir = ""): Promise<string[]> {
@@ -139,4 +146,68 @@ Deno.test("layers: lib/ and commands/ have no import cycle", async () => {
     if (areaOf(file) === "lib" || areaOf(file) === "commands") visit(file);
   }
   assert.deepEqual(cycles, []);
+});
+
+/** The page's entry and the specifiers its build maps to browser modules (web_build.ts). */
+const WEB_ENTRY = "web/app.ts";
+const BROWSER_IMPORTS = new URL("../../web/browser_imports.json", import.meta.url);
+
+/** `source` without comments (a comment may name Deno.Conn or node:crypto). */
+function withoutComments(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+}
+
+/** Files of the page: web/app.ts and what it imports, bare specifiers mapped as the build does. */
+async function pageModules(): Promise<Map<string, string>> {
+  const browserImports: Record<string, string> = JSON.parse(
+    await Deno.readTextFile(BROWSER_IMPORTS),
+  );
+  const modules = new Map<string, string>();
+  const queue = [WEB_ENTRY];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (modules.has(file)) continue;
+    const source = await Deno.readTextFile(join(ROOT, file));
+    modules.set(file, source);
+    for (const spec of specifiersOf(source)) {
+      const mapped = browserImports[spec];
+      if (mapped) queue.push(relative(ROOT, join(ROOT, mapped)));
+      else if (spec.startsWith(".")) queue.push(relative(ROOT, join(ROOT, dirname(file), spec)));
+    }
+  }
+  return modules;
+}
+
+Deno.test("layers: the page runs the shared protocol code, with no node: module or Deno API", async () => {
+  const modules = await pageModules();
+  for (
+    const shared of [
+      "lib/handshake/client.ts",
+      "lib/session/session.ts",
+      "lib/crypto/sync_browser.ts",
+    ]
+  ) {
+    assert.ok(modules.has(shared), `the page does not run ${shared}`);
+  }
+  assert.ok(!modules.has("lib/crypto/sync_node.ts"), "the page imports the node backend");
+  const violations: string[] = [];
+  for (const [file, source] of modules) {
+    const code = withoutComments(source);
+    for (const spec of specifiersOf(code)) {
+      if (spec.startsWith("node:")) violations.push(`${file} imports ${spec}`);
+    }
+    if (/\bDeno\./.test(code)) violations.push(`${file} uses the Deno API`);
+  }
+  assert.deepEqual(violations, []);
+});
+
+Deno.test("layers: in lib/, only the #sync-crypto node backend imports node:crypto", async () => {
+  const graph = await importGraph();
+  const importers: string[] = [];
+  for (const file of graph.keys()) {
+    if (areaOf(file) !== "lib") continue;
+    const code = withoutComments(await Deno.readTextFile(join(ROOT, file)));
+    if (specifiersOf(code).includes("node:crypto")) importers.push(file);
+  }
+  assert.deepEqual(importers, ["lib/crypto/sync_node.ts"]);
 });

@@ -21,6 +21,7 @@ import {
   userRecipient,
 } from "../../lib/message/record.ts";
 import { RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
+import { seenFile } from "../../lib/session/seen_file.ts";
 import { makePki } from "../../testkit/pki.ts";
 
 const pki = await makePki(["alice", "bob"]);
@@ -150,17 +151,17 @@ Deno.test("SeenStore: marks survive a restart through the file (0600), old ones 
   const dir = await Deno.makeTempDir({ prefix: "sc-seen-" });
   try {
     const path = `${dir}/bob.seen.json`;
-    const store = await SeenStore.load(path, 60_000);
+    const store = await SeenStore.load(seenFile(path), 60_000);
     store.accept("fp", SID, 7, Date.now());
     store.accept("fp", "ab".repeat(16), 3, Date.now() - 120_000); // older than the retention
     await store.save();
     assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
-    const again = await SeenStore.load(path, 60_000);
+    const again = await SeenStore.load(seenFile(path), 60_000);
     assert.equal(again.has("fp", SID, 7), true);
     assert.equal(again.has("fp", SID, 8), false);
     assert.equal(again.has("fp", "ab".repeat(16), 3), false, "dropped: older than the retention");
     await Deno.writeTextFile(path, "not json");
-    await assert.rejects(SeenStore.load(path, 60_000), (e) => codeOf(e) === "IO_ERROR");
+    await assert.rejects(SeenStore.load(seenFile(path), 60_000), (e) => codeOf(e) === "IO_ERROR");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -216,14 +217,14 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
   try {
     const path = `${dir}/bob.seen.json`;
     const retention = 10 * 60 * 1000;
-    const seen = await SeenStore.load(path, retention);
+    const seen = await SeenStore.load(seenFile(path), retention);
     const original = await relayed(alice, 4, { to: userRecipient("bob") });
     assert.equal((await verifier(seen).check(original)).duplicate, false);
     const lobbyOnly = await relayed(bob, 1);
     await verifier(seen).check(lobbyOnly);
     await seen.save();
     // Five days on, beyond the lobby retention: the private mark is still there.
-    const reloaded = await SeenStore.load(path, retention, Date.now() + 5 * DAY_MS);
+    const reloaded = await SeenStore.load(seenFile(path), retention, Date.now() + 5 * DAY_MS);
     const fp = toHex(
       new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bob.certDer))),
     );

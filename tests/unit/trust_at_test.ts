@@ -4,13 +4,14 @@
  * the caller, revokedFrom() gives the CRL entry's date); and the server name a header without
  * one is checked against.
  */
+import { loadTrustStore } from "../../lib/pki/trust_files.ts";
 import assert from "node:assert/strict";
 import { codeOf } from "../../lib/errors.ts";
 import { loadCaSigner } from "../../lib/pki/ca.ts";
 import { issueCertificate } from "../../lib/pki/issue.ts";
 import { pemDecode } from "../../lib/pki/pem.ts";
 import { revokeCertificates } from "../../lib/pki/revoke.ts";
-import { TrustStore, validatePeerCertificate } from "../../lib/pki/validate.ts";
+import { validatePeerCertificate } from "../../lib/pki/validate.ts";
 import { ownServerName, TrustAtSessionTime } from "../../lib/transcript/trust_at.ts";
 import { makePki } from "../../testkit/pki.ts";
 
@@ -73,7 +74,7 @@ Deno.test("TrustAtSessionTime: today's CRL is read for its dates, though it was 
   try {
     await makePki(["alice", "bob"], "ed25519", dir);
     await revokeCertificates(dir, await loadCaSigner(dir), "bob", 7);
-    const store = await TrustStore.load(`${dir}/ca.pem`); // picks up ca.crl
+    const store = await loadTrustStore(`${dir}/ca.pem`); // picks up ca.crl
     assert.ok(store.crl, "the CRL is loaded");
     const trust = new TrustAtSessionTime(store);
     // A session two minutes ago: the certificates were valid, the CRL did not exist yet.

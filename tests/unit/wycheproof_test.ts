@@ -24,6 +24,8 @@ import {
   sign,
   verify,
 } from "../../lib/crypto/signature.ts";
+import * as nodeSync from "../../lib/crypto/sync_node.ts";
+import * as browserSync from "../../lib/crypto/sync_browser.ts";
 import { PEER_SUITES, peerSuiteMissing, skipUnless } from "../helpers/optional_suites.ts";
 
 const SUITE = new URL("wycheproof/", PEER_SUITES);
@@ -162,6 +164,64 @@ async function mlkemOutcome(run: () => Promise<boolean>): Promise<Verdict> {
     return "rejected";
   }
   return matches ? "accepted" : "wrong-output";
+}
+
+/**
+ * AES-GCM and X25519 through one synchronous backend (lib/crypto/sync_node.ts for the CLI,
+ * sync_browser.ts for the page), X25519 under lib/crypto/x25519.ts's all-zero refusal. The
+ * browser module is passed as `typeof nodeSync`: `deno check` fails if their exports drift.
+ */
+function syncFiles(backend: typeof nodeSync, label: string): SuiteFile[] {
+  return [
+    {
+      file: "aes_gcm_test.json",
+      schema: "aead_test_schema_v1.json",
+      label,
+      group: (group) => {
+        if (group.ivSize !== 96) return Promise.resolve({ skip: "IV ≠ 96 bits" });
+        if (group.tagSize !== 128) return Promise.resolve({ skip: "tag ≠ 128 bits" });
+        if (group.keySize === 192) {
+          return Promise.resolve({
+            skip: "AES-192: sealSync takes 128 (records) and 256 (tickets)",
+          });
+        }
+        return Promise.resolve((test) => {
+          const [key, iv, aad, msg] = [test.key, test.iv, test.aad, test.msg].map(fromHex);
+          const sealed = concat(fromHex(test.ct), fromHex(test.tag));
+          let opened: Uint8Array;
+          try {
+            opened = backend.aesGcmOpen(key, iv, sealed, aad);
+          } catch {
+            return Promise.resolve("rejected");
+          }
+          const resealed = backend.aesGcmSeal(key, iv, msg, aad);
+          return Promise.resolve(
+            timingSafeEqual(opened, msg) && timingSafeEqual(resealed, sealed)
+              ? "accepted"
+              : "wrong-output",
+          );
+        });
+      },
+    },
+    {
+      file: "x25519_test.json",
+      schema: "xdh_comp_schema_v1.json",
+      label,
+      group: () =>
+        Promise.resolve((test) => {
+          let secret: Uint8Array;
+          try {
+            secret = backend.x25519SharedSecret(fromHex(test.private), fromHex(test.public));
+          } catch {
+            return Promise.resolve("rejected");
+          }
+          if (secret.every((byte) => byte === 0)) return Promise.resolve("rejected");
+          return Promise.resolve(
+            timingSafeEqual(secret, fromHex(test.shared)) ? "accepted" : "wrong-output",
+          );
+        }),
+    },
+  ];
 }
 
 const NO_WEBCRYPTO_MLKEM = "this runtime's WebCrypto has no ML-KEM-768";
@@ -438,6 +498,8 @@ const FILES: SuiteFile[] = [
   },
   ...mlkemFiles(webCryptoMlKem768, "webcrypto"),
   ...mlkemFiles(nobleMlKem768, "noble"),
+  ...syncFiles(nodeSync, "#sync-crypto node"),
+  ...syncFiles(browserSync, "#sync-crypto browser"),
 ];
 
 // ---- the loop --------------------------------------------------------------

@@ -1,0 +1,97 @@
+/**
+ * The browser's counterpart of ./sync_node.ts, selected by the web build's import map
+ * (`#sync-crypto`, scripts/web_build.ts): the same interface over the audited, pinned
+ * `@noble/*` packages, because the protocol code needs these primitives synchronously and
+ * WebCrypto offers them only as promises. Asynchronous WebCrypto stays where the shared code
+ * already uses it (signatures, handshake key agreement, ML-KEM).
+ */
+import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
+import { hmac } from "@noble/hashes/hmac.js";
+import { gcm } from "@noble/ciphers/aes.js";
+import { x25519 } from "@noble/curves/ed25519.js";
+import type { Sha256Hasher, SyncEd25519Key } from "./sync_types.ts";
+
+export type { Sha256Hasher, SyncEd25519Key };
+
+type NobleSha256 = ReturnType<typeof nobleSha256.create>;
+
+class NobleHasher implements Sha256Hasher {
+  constructor(readonly hash: NobleSha256 = nobleSha256.create()) {}
+  update(data: Uint8Array): Sha256Hasher {
+    this.hash.update(data);
+    return this;
+  }
+  copy(): Sha256Hasher {
+    return new NobleHasher(this.hash.clone());
+  }
+  digest(): Uint8Array {
+    return this.hash.digest();
+  }
+}
+
+export function sha256Hasher(): Sha256Hasher {
+  return new NobleHasher();
+}
+
+export function sha256(...parts: Uint8Array[]): Uint8Array {
+  const h = nobleSha256.create();
+  for (const part of parts) h.update(part);
+  return h.digest();
+}
+
+export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const mac = hmac.create(nobleSha256, key);
+  for (const part of parts) mac.update(part);
+  return mac.digest();
+}
+
+export function aesGcmSeal(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  return gcm(key, nonce, aad).encrypt(plaintext);
+}
+
+/** @throws {Error} when authentication fails */
+export function aesGcmOpen(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  return gcm(key, nonce, aad).decrypt(sealed);
+}
+
+export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
+  return x25519.getPublicKey(privateKey);
+}
+
+/** @throws {Error} when the key is refused */
+export function x25519SharedSecret(privateKey: Uint8Array, peerPublicKey: Uint8Array): Uint8Array {
+  return x25519.getSharedSecret(privateKey, peerPublicKey);
+}
+
+/**
+ * None: in the page, Ed25519 stays on WebCrypto (native, and the page's own key is a
+ * non-extractable CryptoKey that no JS implementation could use).
+ */
+export function ed25519SyncKey(
+  _format: "pkcs8" | "spki",
+  _der: Uint8Array,
+): SyncEd25519Key | undefined {
+  return undefined;
+}
+
+export function ed25519Sign(_key: SyncEd25519Key, _data: Uint8Array): Uint8Array {
+  throw new Error("the browser backend holds no synchronous Ed25519 key");
+}
+
+export function ed25519Verify(
+  _key: SyncEd25519Key,
+  _data: Uint8Array,
+  _signature: Uint8Array,
+): boolean {
+  throw new Error("the browser backend holds no synchronous Ed25519 key");
+}

@@ -1,0 +1,184 @@
+/**
+ * The synchronous primitives of the shared protocol code, for the CLI and the server: SHA-256,
+ * HMAC-SHA-256, AES-GCM and X25519 through node:crypto (one call each, no key import and no
+ * thread-pool hop: docs/PERFORMANCE.md). The specifier `#sync-crypto` names this module in
+ * deno.json; the browser build maps it to ./sync_browser.ts instead (scripts/web_build.ts), so
+ * both run the same protocol code over one interface. This is the only lib/ module that may
+ * import node:crypto (tests/unit/layers_test.ts); tests/unit/sync_crypto_test.ts holds the two
+ * backends to the same outputs.
+ */
+import { createCipheriv, createDecipheriv, createHash, type Hash } from "node:crypto";
+import {
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  type KeyObject,
+  sign as nodeSign,
+  verify as nodeVerify,
+} from "node:crypto";
+import { concat, fromHex, wipe } from "../bytes.ts";
+import type { Sha256Hasher, SyncEd25519Key } from "./sync_types.ts";
+
+export type { Sha256Hasher, SyncEd25519Key };
+
+class NodeSha256 implements Sha256Hasher {
+  constructor(readonly hash: Hash = createHash("sha256")) {}
+  update(data: Uint8Array): Sha256Hasher {
+    this.hash.update(data);
+    return this;
+  }
+  copy(): Sha256Hasher {
+    return new NodeSha256(this.hash.copy());
+  }
+  digest(): Uint8Array {
+    return new Uint8Array(this.hash.digest());
+  }
+}
+
+export function sha256Hasher(): Sha256Hasher {
+  return new NodeSha256();
+}
+
+/** SHA-256 over the concatenation of `parts`. */
+export function sha256(...parts: Uint8Array[]): Uint8Array {
+  const h = createHash("sha256");
+  for (const part of parts) h.update(part);
+  return new Uint8Array(h.digest());
+}
+
+const HMAC_BLOCK_BYTES = 64;
+
+/**
+ * HMAC-SHA-256(key, parts...), any key length including empty: RFC 2104 over two SHA-256
+ * hashes, which in Deno costs about half of `createHmac` (whose key handling dominates for the
+ * short inputs of a message's content key and commitment). Checked against RFC 4231, the
+ * Wycheproof HKDF vectors and `createHmac` itself (tests/unit/crypto_hkdf_test.ts).
+ */
+export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const pad = new Uint8Array(HMAC_BLOCK_BYTES);
+  pad.set(key.length > HMAC_BLOCK_BYTES ? createHash("sha256").update(key).digest() : key);
+  for (let i = 0; i < HMAC_BLOCK_BYTES; i++) pad[i] ^= 0x36;
+  const inner = createHash("sha256").update(pad);
+  for (const part of parts) inner.update(part);
+  const innerDigest = inner.digest();
+  for (let i = 0; i < HMAC_BLOCK_BYTES; i++) pad[i] ^= 0x36 ^ 0x5c;
+  const mac = new Uint8Array(createHash("sha256").update(pad).update(innerDigest).digest());
+  wipe(pad); // best-effort: it held the key
+  return mac;
+}
+
+/**
+ * AES-GCM with a 16-byte tag: ciphertext || tag. The caller checks key (16/24/32) and nonce
+ * (12) lengths.
+ */
+export function aesGcmSeal(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  const cipher = createCipheriv(gcmName(key), key, nonce, { authTagLength: 16 });
+  cipher.setAAD(aad);
+  const head = cipher.update(plaintext);
+  const tail = cipher.final();
+  const tag = cipher.getAuthTag();
+  const out = new Uint8Array(head.length + tail.length + tag.length);
+  out.set(head, 0);
+  out.set(tail, head.length);
+  out.set(tag, head.length + tail.length);
+  return out;
+}
+
+/**
+ * Opens ciphertext || 16-byte tag (at least 16 bytes: the caller checks).
+ * @throws {Error} when authentication fails; the caller turns it into its own code
+ */
+export function aesGcmOpen(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  const decipher = createDecipheriv(gcmName(key), key, nonce, { authTagLength: 16 });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+  const head = decipher.update(sealed.subarray(0, sealed.length - 16));
+  const tail = decipher.final();
+  if (tail.length === 0) return new Uint8Array(head.buffer, head.byteOffset, head.length);
+  return concat(head, tail);
+}
+
+function gcmName(key: Uint8Array): "aes-128-gcm" | "aes-192-gcm" | "aes-256-gcm" {
+  return key.length === 16 ? "aes-128-gcm" : key.length === 24 ? "aes-192-gcm" : "aes-256-gcm";
+}
+
+/** PrivateKeyInfo { v0, id-X25519, OCTET STRING { OCTET STRING k } } (RFC 8410 §7). */
+const X25519_PKCS8_PREFIX = fromHex("302e020100300506032b656e04220420");
+/** SubjectPublicKeyInfo { id-X25519, BIT STRING u } (RFC 8410 §4). */
+const X25519_SPKI_PREFIX = fromHex("302a300506032b656e032100");
+
+function x25519PrivateKeyObject(privateKey: Uint8Array) {
+  const der = concat(X25519_PKCS8_PREFIX, privateKey);
+  try {
+    return createPrivateKey({ key: Buffer.from(der), format: "der", type: "pkcs8" });
+  } finally {
+    wipe(der); // best-effort: the JS engine may keep other copies
+  }
+}
+
+/** X25519(k, 9) of a 32-byte scalar (the caller checks the length). */
+export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
+  const spki = createPublicKey(x25519PrivateKeyObject(privateKey)).export({
+    format: "der",
+    type: "spki",
+  });
+  return new Uint8Array(spki.subarray(X25519_SPKI_PREFIX.length));
+}
+
+/**
+ * X25519(k, u) of 32-byte inputs (the caller checks lengths and the all-zero output).
+ * @throws {Error} when the backend refuses the key
+ */
+export function x25519SharedSecret(privateKey: Uint8Array, peerPublicKey: Uint8Array): Uint8Array {
+  const publicKey = createPublicKey({
+    key: Buffer.from(concat(X25519_SPKI_PREFIX, peerPublicKey)),
+    format: "der",
+    type: "spki",
+  });
+  return new Uint8Array(
+    diffieHellman({ privateKey: x25519PrivateKeyObject(privateKey), publicKey }),
+  );
+}
+
+/**
+ * node:crypto's KeyObject for an Ed25519 PKCS#8 or SPKI key (checked by the caller), or
+ * undefined where node:crypto cannot take it.
+ */
+export function ed25519SyncKey(
+  format: "pkcs8" | "spki",
+  der: Uint8Array,
+): SyncEd25519Key | undefined {
+  const copy = Buffer.from(der);
+  try {
+    const backendKey = format === "pkcs8"
+      ? createPrivateKey({ key: copy, format: "der", type: "pkcs8" })
+      : createPublicKey({ key: copy, format: "der", type: "spki" });
+    return { backendKey };
+  } catch {
+    return undefined;
+  } finally {
+    copy.fill(0); // the caller wipes its PKCS#8 bytes; this copy is ours to wipe
+  }
+}
+
+export function ed25519Sign(key: SyncEd25519Key, data: Uint8Array): Uint8Array {
+  return new Uint8Array(nodeSign(null, data, key.backendKey as KeyObject));
+}
+
+export function ed25519Verify(
+  key: SyncEd25519Key,
+  data: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  return nodeVerify(null, data, key.backendKey as KeyObject, signature);
+}

@@ -1,0 +1,15 @@
+/** What the two `#sync-crypto` backends (./sync_node.ts, ./sync_browser.ts) share besides functions. */
+
+/** An incremental SHA-256. */
+export interface Sha256Hasher {
+  update(data: Uint8Array): Sha256Hasher;
+  /** An independent hasher in the same state: digest a prefix and go on. */
+  copy(): Sha256Hasher;
+  /** The 32-byte digest; the hasher is spent after it. */
+  digest(): Uint8Array;
+}
+
+/** An Ed25519 key held by a backend for synchronous use; opaque to everyone else. */
+export interface SyncEd25519Key {
+  readonly backendKey: unknown;
+}

@@ -1,0 +1,18 @@
+/** The CA's CRL file as `cert list` reports it (the file side of ./crl.ts). */
+import { pathExists, readTextFile } from "./files.ts";
+import { CRL_WARN_DAYS, crlDaysLeft, parseCrl } from "./crl.ts";
+import { pemDecode } from "./pem.ts";
+
+/** What `cert list` says about a CRL file (it is the CA's own: not verified again here). */
+export type CrlFileStatus =
+  | { state: "missing" }
+  | { state: "current" | "lapsing" | "lapsed"; number?: bigint; nextUpdate?: Date; days: number };
+
+/** @throws BAD_CERT when the file is not a CRL; IO_ERROR when it cannot be read */
+export async function crlFileStatus(path: string, now = new Date()): Promise<CrlFileStatus> {
+  if (!(await pathExists(path))) return { state: "missing" };
+  const crl = parseCrl(pemDecode(await readTextFile(path), "X509 CRL", "BAD_CERT"));
+  const days = crlDaysLeft(crl, now);
+  const state = days < 0 ? "lapsed" : days < CRL_WARN_DAYS ? "lapsing" : "current";
+  return { state, number: crl.crlNumber, nextUpdate: crl.nextUpdate, days };
+}

@@ -1,0 +1,348 @@
+/**
+ * The browser page in a real Chromium (issue 16), headless through puppeteer-core: two users
+ * in two browser profiles and one CLI user chat through one `serve --web`. Each browser user
+ * imports the bundle `cert export` wrote and registers from the page. Every line arrives once
+ * and marked verified, markup from the network stays text, /who answers, the page logs no
+ * console error and no CSP violation, the pages reconnect by themselves when the server is
+ * killed and restarted, and the transcript and receipts the page offers for download verify
+ * with `securechat verify`. A screenshot of the chat is saved as
+ * test-artifacts/browser-chat.png (gitignored).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { runCli } from "../testkit/cli.ts";
+import { makePki } from "../testkit/pki.ts";
+import { LiveClient, logIs, registerUser, ServerProcess } from "../testkit/server_process.ts";
+import { skipUnless } from "./helpers/optional_suites.ts";
+import { type Browser, chromiumMissing, launchChromium, type Page } from "./helpers/chromium.ts";
+import { PAGE_CSP } from "../lib/server/web.ts";
+
+const ARTIFACTS = new URL("../test-artifacts/", import.meta.url);
+const ROOT = new URL("../", import.meta.url);
+
+const skip = skipUnless("chromium", chromiumMissing(), "the browser page test in Chromium");
+
+const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12", carol: "carol-password-1" };
+const BUNDLE_PASSWORD = "bundle passphrase for the test";
+
+/** What one page logged that a user would call broken: console errors, exceptions, CSP. */
+interface PageProblems {
+  console: string[];
+}
+
+/** A page in its own profile (its own IndexedDB); what it downloads goes to `downloads`. */
+async function openPage(
+  browser: Browser,
+  url: string,
+  problems: PageProblems,
+  downloads: string,
+): Promise<Page> {
+  await Deno.mkdir(downloads, { recursive: true });
+  const context = await browser.createBrowserContext({
+    downloadBehavior: { policy: "allow", downloadPath: downloads },
+  });
+  const page = await context.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.console.push(message.text());
+  });
+  page.on("pageerror", (error) => problems.console.push(`pageerror: ${error}`));
+  // Recorded from the first script on: a violation would be reported here even if the page
+  // swallowed its consequence.
+  await page.evaluateOnNewDocument(`
+    globalThis.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => {
+      globalThis.cspViolations.push(event.violatedDirective + " " + event.blockedURI);
+    });
+  `);
+  const response = await page.goto(url, { waitUntil: "load" });
+  assert.equal(response?.status(), 200);
+  assert.equal(response?.headers()["content-security-policy"], PAGE_CSP);
+  assert.equal(response?.headers()["set-cookie"], undefined);
+  return page;
+}
+
+/** Polls an asynchronous `test` until it gives a value (pollUntil's asynchronous sibling). */
+async function waitUntil<T>(
+  test: () => Promise<T | undefined>,
+  timeoutMs: number,
+  describe: () => Promise<string>,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const value = await test();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms: ${await describe()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function statusText(page: Page): Promise<string> {
+  return await page.$eval("#status", (e) => e.textContent ?? "");
+}
+
+async function waitForStatus(page: Page, pattern: RegExp, what: string): Promise<void> {
+  await waitUntil(
+    async () => pattern.test(await statusText(page)) ? true : undefined,
+    30_000,
+    async () => `${what}: status is "${await statusText(page)}"`,
+  );
+}
+
+/** Imports the bundle and registers, as a user does: file picker, passwords, buttons. */
+async function joinFromPage(page: Page, bundle: string, user: keyof typeof PASSWORDS) {
+  const input = await page.$("#bundle-file");
+  await input!.uploadFile(bundle);
+  await page.type("#bundle-password", BUNDLE_PASSWORD);
+  await page.click("#import-form button[type=submit]");
+  await waitForStatus(page, /^imported /, `${user}'s import`);
+  assert.equal(await page.$eval("#identity-name", (e) => e.textContent), user);
+  await page.click("input[name=mode][value=register]");
+  await page.type("#password", PASSWORDS[user]);
+  await page.type("#email", `${user}@example.com`);
+  await page.click("#login-form button[type=submit]");
+  await waitForStatus(page, new RegExp(`^logged in as ${user} `), `${user}'s registration`);
+}
+
+async function say(page: Page, line: string): Promise<void> {
+  await page.type("#line", line);
+  await page.keyboard.press("Enter");
+}
+
+interface ShownLine {
+  author: string;
+  verified: boolean;
+  private: boolean;
+  text: string;
+  hasElementChild: boolean;
+}
+
+/** The chat lines on a page, as the user sees them. */
+async function shown(page: Page): Promise<ShownLine[]> {
+  return await page.$$eval("#messages li", (items) =>
+    items.map((item) => ({
+      author: item.querySelector(".author")?.textContent ?? "",
+      verified: item.querySelector(".verified") !== null,
+      private: item.querySelector(".private") !== null,
+      text: item.lastChild?.textContent ?? "",
+      // Only the page's own spans: markup from a message must stay text.
+      hasElementChild: [...item.children].some((child) => child.tagName !== "SPAN"),
+    })));
+}
+
+async function waitForLine(page: Page, test: (line: ShownLine) => boolean, what: string) {
+  return await waitUntil(
+    async () => (await shown(page)).find(test),
+    20_000,
+    async () => `${what}; the page shows ${JSON.stringify(await shown(page))}`,
+  );
+}
+
+Deno.test({
+  name: "browser: two users in Chromium and one on the CLI chat through serve --web",
+  ignore: skip,
+  // puppeteer-core keeps its own timers and sockets to the browser past close().
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const work = await Deno.makeTempDir({ prefix: "securechat-browser-" });
+    const pki = await makePki(["alice", "bob", "carol"], "ed25519");
+    const built = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "scripts/web_build.ts", "--out", join(work, "dist")],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(built.success, new TextDecoder().decode(built.stderr));
+    for (const user of ["alice", "bob"]) {
+      await Deno.writeTextFile(join(work, "bundle-password"), BUNDLE_PASSWORD + "\n");
+      const exported = await runCli([
+        "cert",
+        "export",
+        user,
+        "--dir",
+        pki.dir,
+        "--out",
+        join(work, `${user}.bundle.pem`),
+        "--password-file",
+        join(work, "bundle-password"),
+      ]);
+      assert.equal(exported.code, 0, exported.stderr);
+    }
+    const serverDir = join(work, "server");
+    await Deno.mkdir(serverDir);
+    const serve = (web: number, port = 0) =>
+      ServerProcess.start({
+        pkiDir: pki.dir,
+        workDir: serverDir,
+        args: ["--web", String(web), "--web-root", join(work, "dist"), "--port", String(port)],
+      });
+    let server = await serve(0);
+    const webPort = Number(
+      String((await server.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
+    );
+    const url = `http://127.0.0.1:${webPort}/`;
+    let browser: Browser | undefined;
+    let carol: LiveClient | undefined;
+    const problems: Record<"alice" | "bob", PageProblems> = {
+      alice: { console: [] },
+      bob: { console: [] },
+    };
+    try {
+      await registerUser(server, pki.dir, "carol", PASSWORDS.carol);
+      browser = await launchChromium();
+      const downloads = join(work, "alice-downloads");
+      const alice = await openPage(browser, url, problems.alice, downloads);
+      const bob = await openPage(browser, url, problems.bob, join(work, "bob-downloads"));
+      await joinFromPage(alice, join(work, "alice.bundle.pem"), "alice");
+      await joinFromPage(bob, join(work, "bob.bundle.pem"), "bob");
+      carol = await LiveClient.login({
+        port: server.port,
+        user: "carol",
+        password: PASSWORDS.carol,
+        pkiDir: pki.dir,
+        transcripts: join(work, "carol-transcripts"),
+      });
+
+      await say(alice, "hello from alice's browser");
+      await say(bob, "/msg alice only for alice");
+      await carol.send("hello from the command line");
+      await carol.send("<img src=x onerror=alert(1)> stays text");
+      await carol.waitForLine((l) => l.includes("alice ✓ hello from alice's browser"));
+      for (const page of [alice, bob]) {
+        await waitForLine(page, (l) => l.text.includes("stays text"), "carol's markup line");
+      }
+      await waitForLine(bob, (l) => l.text === "hello from alice's browser", "alice at bob");
+      await waitForLine(alice, (l) => l.text === "only for alice", "bob's private line");
+
+      await alice.click("#who");
+      await waitForLine(
+        alice,
+        (l) => l.author === "*" && l.text === "online: alice, bob, carol",
+        "the /who answer",
+      );
+
+      // Every line once, from its author, with the author's signature verified.
+      const expectations = [
+        { page: alice, author: "bob", text: "only for alice", private: true },
+        { page: alice, author: "carol", text: "hello from the command line", private: false },
+        { page: bob, author: "alice", text: "hello from alice's browser", private: false },
+        { page: bob, author: "carol", text: "hello from the command line", private: false },
+      ];
+      for (const e of expectations) {
+        const matching = (await shown(e.page)).filter((l) => l.text === e.text);
+        assert.equal(matching.length, 1, `${e.text}: shown ${matching.length} times`);
+        assert.deepEqual(
+          {
+            author: matching[0].author,
+            verified: matching[0].verified,
+            private: matching[0].private,
+          },
+          { author: e.author, verified: true, private: e.private },
+        );
+      }
+      // bob's private line to alice: on bob's page only as his own echo, nowhere at carol.
+      assert.deepEqual(
+        (await shown(bob)).filter((l) => l.text.includes("only for alice")).map((l) => l.author),
+        ["bob"],
+      );
+      assert.deepEqual(carol.lines((l) => l.includes("only for alice")), []);
+      for (const page of [alice, bob]) {
+        const markup = (await shown(page)).find((l) => l.text.includes("stays text"))!;
+        assert.equal(markup.text, "<img src=x onerror=alert(1)> stays text");
+        assert.equal(markup.hasElementChild, false);
+        assert.equal(await page.$("#messages img"), null);
+      }
+
+      await Deno.mkdir(ARTIFACTS, { recursive: true });
+      await alice.screenshot({
+        path: new URL("browser-chat.png", ARTIFACTS).pathname as `${string}.png`,
+        fullPage: true,
+      });
+
+      for (const user of ["alice", "bob"] as const) {
+        assert.deepEqual(problems[user].console, [], `${user}'s console before the restart`);
+      }
+      const carolEnd = await carol.end();
+      carol = undefined;
+      assert.equal(carolEnd.code, 0, carolEnd.stderr);
+
+      // The server dies and comes back on the same ports: both pages log in again by
+      // themselves (the tickets died with it, so with the passwords they hold in memory).
+      const before = [await statusText(alice), await statusText(bob)];
+      server.child.kill("SIGKILL");
+      await server.stop();
+      server = await serve(webPort, server.port);
+      for (const [i, user, page] of [[0, "alice", alice], [1, "bob", bob]] as const) {
+        // A new session: its id (in the status) is not the one before the kill.
+        await waitUntil(
+          async () => {
+            const now = await statusText(page);
+            return now.startsWith(`logged in as ${user} `) && now !== before[i] || undefined;
+          },
+          60_000,
+          async () => `${user}'s reconnection: status is "${await statusText(page)}"`,
+        );
+      }
+      await say(alice, "after the restart");
+      await waitForLine(
+        bob,
+        (l) => l.text === "after the restart",
+        "alice's line after the restart",
+      );
+      assert.equal((await shown(bob)).filter((l) => l.text === "after the restart").length, 1);
+
+      // alice leaves: receipts are exchanged and the page offers the session's files.
+      await alice.click("#leave");
+      await waitForStatus(alice, /^session ended with receipts/, "alice's leaving");
+      const latest = "#archive li:first-child a.download";
+      const links = await alice.$$(latest);
+      const names = await alice.$$eval(
+        latest,
+        (as) => as.map((a) => a.getAttribute("download")!),
+      );
+      assert.equal(names.length, 4, `files offered: ${names}`);
+      for (const link of links) await link.click();
+      const log = names.find((n) => n.endsWith(".log"))!;
+      await waitUntil(
+        () =>
+          Promise.resolve(
+            names.every((n) => {
+              try {
+                return Deno.statSync(join(downloads, n)).isFile;
+              } catch {
+                return false;
+              }
+            }) || undefined,
+          ),
+        20_000,
+        () => Promise.resolve(`downloads: ${[...Deno.readDirSync(downloads)].map((e) => e.name)}`),
+      );
+      const verified = await runCli(["verify", join(downloads, log), "--ca", `${pki.dir}/ca.pem`]);
+      assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+      assert.match(verified.stdout, /confirmed by both/);
+
+      for (const user of ["alice", "bob"] as const) {
+        const page = user === "alice" ? alice : bob;
+        const violations = await page.evaluate<string[]>("globalThis.cspViolations");
+        assert.deepEqual(violations, [], `${user}'s page broke its CSP`);
+        // While the server was down, Chromium itself logged each refused WebSocket; nothing else.
+        const refused = new RegExp(
+          `^WebSocket connection to 'ws://127\\.0\\.0\\.1:${webPort}/ws' failed`,
+        );
+        assert.deepEqual(
+          problems[user].console.filter((m) => !refused.test(m)),
+          [],
+          `${user}'s console`,
+        );
+      }
+    } finally {
+      await carol?.end().catch(() => {});
+      await browser?.close();
+      await server.stop();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+      await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+    }
+  },
+});

@@ -1,0 +1,418 @@
+/// <reference lib="dom" />
+/**
+ * The browser page: another client of the same protocol (issue 16). Everything here is user
+ * interface; the handshake, session, transcript, receipts and relay checks are lib/'s, the
+ * very modules the CLI runs, built for the browser with `#sync-crypto` mapped to @noble/*
+ * (scripts/web_build.ts). Text from the network reaches the page only through textContent.
+ */
+import { codeOf } from "../lib/errors.ts";
+import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
+import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
+import { type SeenStorage, SeenStore } from "../lib/session/relay.ts";
+import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
+import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
+import { recipientUser } from "../lib/message/record.ts";
+import { openExportBundle } from "../lib/pki/export_bundle.ts";
+import { formatFingerprint } from "../lib/pki/describe.ts";
+import { TrustStore } from "../lib/pki/validate.ts";
+import { MemoryTranscriptStorage } from "../lib/transcript/memory_storage.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
+import * as db from "./idb.ts";
+
+/** Reconnection waits, doubled per failure up to the last (plus up to 50 % jitter). */
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
+
+function element<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`the page has no #${id}`);
+  return found as T;
+}
+
+const ui = {
+  status: element<HTMLParagraphElement>("status"),
+  identitySection: element<HTMLElement>("identity-section"),
+  importForm: element<HTMLFormElement>("import-form"),
+  bundleFile: element<HTMLInputElement>("bundle-file"),
+  bundlePassword: element<HTMLInputElement>("bundle-password"),
+  identityView: element<HTMLElement>("identity-view"),
+  identityName: element<HTMLElement>("identity-name"),
+  identityCa: element<HTMLElement>("identity-ca"),
+  forget: element<HTMLButtonElement>("forget"),
+  loginSection: element<HTMLElement>("login-section"),
+  loginForm: element<HTMLFormElement>("login-form"),
+  password: element<HTMLInputElement>("password"),
+  emailLabel: element<HTMLElement>("email-label"),
+  email: element<HTMLInputElement>("email"),
+  chatSection: element<HTMLElement>("chat-section"),
+  messages: element<HTMLOListElement>("messages"),
+  sendForm: element<HTMLFormElement>("send-form"),
+  line: element<HTMLInputElement>("line"),
+  who: element<HTMLButtonElement>("who"),
+  leave: element<HTMLButtonElement>("leave"),
+  archiveSection: element<HTMLElement>("archive-section"),
+  archive: element<HTMLUListElement>("archive"),
+};
+
+interface Identity {
+  stored: db.StoredIdentity;
+  trust: TrustStore;
+}
+
+let identity: Identity | null = null;
+let session: ChatSession | null = null;
+/** Kept in memory only, for reconnecting: a resumption ticket first, the password after. */
+let credentials: Credentials | null = null;
+let ticket: Uint8Array | undefined;
+let userLeft = false;
+
+function setStatus(text: string): void {
+  ui.status.textContent = text;
+}
+
+function clock(ts: number): string {
+  return new Date(ts).toTimeString().slice(0, 8);
+}
+
+/** One line of the chat, built from text nodes only. */
+function show(
+  kind: "message" | "notice" | "error",
+  parts: { ts?: number; author?: string; verified?: boolean; private?: boolean; text: string },
+): void {
+  const item = document.createElement("li");
+  item.className = kind;
+  const span = (className: string, text: string) => {
+    const s = document.createElement("span");
+    s.className = className;
+    s.textContent = text;
+    item.append(s);
+    return s;
+  };
+  span("time", clock(parts.ts ?? Date.now()));
+  if (parts.author !== undefined) span("author", parts.author);
+  if (parts.verified) {
+    span("verified", "\u2713").title = "the author's signature verified against our CA";
+  }
+  if (parts.private) span("private", "(private)");
+  item.append(document.createTextNode(parts.text));
+  const atBottom = ui.messages.scrollTop + ui.messages.clientHeight >= ui.messages.scrollHeight - 4;
+  ui.messages.append(item);
+  if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function onMessage(message: ReceivedMessage): void {
+  if (message.type === "refused") {
+    show("error", { ts: message.ts, text: `message ${message.of} refused: ${message.code}` });
+    return;
+  }
+  if (message.type === "queued") {
+    show("notice", {
+      ts: message.ts,
+      author: "*",
+      text: `message ${message.of} stored: the recipient is not online; ` +
+        "it is delivered at their next login",
+    });
+    return;
+  }
+  if (message.type === "relay") {
+    const { relayed } = message;
+    if (relayed.duplicate) return; // shown in an earlier session
+    show("message", {
+      // A stored line (PROTOCOL §6.6) was written while we were away: its author's time.
+      ts: relayed.stored ? relayed.record.ts : message.ts,
+      author: relayed.author,
+      verified: true,
+      private: relayed.private,
+      text: relayed.stored ? `(while you were away) ${relayed.text}` : relayed.text,
+    });
+    return;
+  }
+  const { body } = message;
+  if (body.kind === "notice") show("notice", { ts: message.ts, author: "*", text: body.text });
+  if (body.kind === "operator") {
+    show("message", {
+      ts: message.ts,
+      author: "operator",
+      verified: true,
+      private: body.private,
+      text: body.text,
+    });
+  }
+}
+
+function render(): void {
+  ui.identitySection.hidden = false;
+  ui.importForm.hidden = identity !== null;
+  ui.identityView.hidden = identity === null;
+  if (identity) {
+    ui.identityName.textContent = identity.stored.username;
+    ui.identityCa.textContent = formatFingerprint(identity.stored.caFingerprint);
+  }
+  ui.loginSection.hidden = identity === null || session !== null;
+  ui.chatSection.hidden = session === null;
+  ui.forget.disabled = session !== null;
+}
+
+async function loadIdentity(): Promise<void> {
+  const stored = await db.get<db.StoredIdentity>("identity", "current");
+  identity = stored ? { stored, trust: await TrustStore.fromPem(stored.caPem) } : null;
+}
+
+async function importBundle(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  const file = ui.bundleFile.files?.[0];
+  if (!file) return;
+  setStatus("opening the bundle…");
+  const opened = await openExportBundle(await file.text(), ui.bundlePassword.value);
+  ui.bundlePassword.value = "";
+  ui.importForm.reset();
+  const stored: db.StoredIdentity = {
+    username: opened.username,
+    certDer: opened.certDer,
+    signing: { algorithm: opened.signingKey.algorithm, key: opened.signingKey.key },
+    caPem: opened.caPem,
+    caFingerprint: opened.caFingerprint,
+  };
+  await db.put("identity", "current", stored);
+  identity = { stored, trust: opened.trust };
+  setStatus(`imported ${opened.username}; the key is non-extractable in this browser`);
+  render();
+}
+
+async function forgetIdentity(): Promise<void> {
+  await db.remove("identity", "current");
+  identity = null;
+  setStatus("identity forgotten");
+  render();
+}
+
+function seenStorage(username: string): SeenStorage {
+  return {
+    name: "this browser's relay marks",
+    read: async () => (await db.get<string>("seen", username)) ?? null,
+    write: (text) => db.put("seen", username, text),
+  };
+}
+
+async function login(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  if (!identity) return;
+  const mode = new FormData(ui.loginForm).get("mode") === "register" ? "register" : "login";
+  const username = identity.stored.username;
+  const password = ui.password.value;
+  credentials = mode === "register"
+    ? { mode, username, password, email: ui.email.value }
+    : { mode, username, password };
+  ui.password.value = "";
+  userLeft = false;
+  ticket = undefined;
+  await chatLoop();
+}
+
+/** Sessions one after another until the user leaves or a reconnection is pointless. */
+async function chatLoop(): Promise<void> {
+  const seen = await SeenStore.load(
+    seenStorage(identity!.stored.username),
+    2 * DEFAULT_MAX_SKEW_MS,
+  );
+  for (let failures = 0;;) {
+    let end: SessionEnd;
+    try {
+      end = await oneSession(seen);
+      failures = 0;
+    } catch (error) {
+      const code = codeOf(error);
+      if (code === "AUTH_FAIL" && ticket) {
+        ticket = undefined; // used, expired or from a restarted server: the password it is
+        continue;
+      }
+      show("error", { text: `cannot log in: ${code}: ${(error as Error).message}` });
+      if (isPermanent(code) || ++failures >= BACKOFF_MS.length) {
+        setStatus(`not connected (${code})`);
+        credentials = null;
+        render();
+        return;
+      }
+      await reconnectPause(failures);
+      continue;
+    }
+    await seen.save().catch(() => {});
+    if (userLeft || end.outcome === "closed") {
+      setStatus(`session ended${end.outcome === "closed" ? " with receipts" : ""}`);
+      credentials = null;
+      render();
+      return;
+    }
+    show("error", { text: `connection lost (${end.code ?? end.outcome}); reconnecting` });
+    await reconnectPause(1);
+  }
+}
+
+function isPermanent(code: string): boolean {
+  return ["AUTH_FAIL", "BAD_CERT", "REVOKED", "USER_EXISTS", "INVALID_INPUT", "UNSUPPORTED"]
+    .includes(code);
+}
+
+async function reconnectPause(failures: number): Promise<void> {
+  const base = BACKOFF_MS[Math.min(failures, BACKOFF_MS.length) - 1];
+  const wait = base + Math.random() * base / 2;
+  setStatus(`reconnecting in ${(wait / 1000).toFixed(1)} s…`);
+  await new Promise((resolve) => setTimeout(resolve, wait));
+}
+
+/** Dials the page's own server, runs the handshake and the session to its end. */
+async function oneSession(seen: SeenStore): Promise<SessionEnd> {
+  const { stored, trust } = identity!;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  setStatus(`connecting to ${location.host}…`);
+  const socket = new WebSocket(`${scheme}//${location.host}/ws`);
+  await opened(socket);
+  const using: Credentials = ticket
+    ? { mode: "resume", username: stored.username, ticket, wantTicket: true }
+    : { ...credentials!, wantTicket: true };
+  const established = await clientHandshake(new FrameConnection(new WebSocketByteConn(socket)), {
+    identity: { certDer: stored.certDer, signingKey: stored.signing },
+    trust,
+    serverName: location.hostname,
+    credentials: using,
+  });
+  ticket = established.ticket;
+  // The account exists now: a reconnection without a ticket logs in.
+  if (credentials?.mode === "register") {
+    credentials = { mode: "login", username: credentials.username, password: credentials.password };
+  }
+  // Saved to IndexedDB whenever the session makes its transcript durable (before it
+  // acknowledges stored lines, PROTOCOL §6.6) and again when it ends.
+  const storage = new MemoryTranscriptStorage(
+    "this browser",
+    (files) => keep(files, { outcome: "in progress" }),
+  );
+  session = await ChatSession.start(established, {
+    transcripts: storage,
+    serverName: location.hostname,
+    relayTrust: trust,
+    seen,
+    keepKeys: true,
+  });
+  setStatus(
+    `logged in as ${session.username} to ${established.peer.commonName}; ` +
+      `session ${session.sessionId.slice(0, 8)}`,
+  );
+  render();
+  ui.line.focus();
+  let end: SessionEnd;
+  try {
+    end = await session.run({ onMessage });
+  } finally {
+    session = null;
+    render();
+  }
+  await archive(storage, end);
+  return end;
+}
+
+/** Keeps a finished session's files in IndexedDB and lists them for download. */
+async function archive(storage: MemoryTranscriptStorage, end: SessionEnd): Promise<void> {
+  await keep(storage.files(), { outcome: end.outcome });
+  await renderArchive();
+}
+
+/** Saves a session's files (the transcript's base name is the key). */
+async function keep(files: db.StoredSession["files"], o: { outcome: string }): Promise<void> {
+  const log = files.find((f) => f.name.endsWith(".log"));
+  if (!log) return;
+  const record: db.StoredSession = {
+    base: log.name.slice(0, -".log".length),
+    endedAt: Date.now(),
+    outcome: o.outcome,
+    files,
+  };
+  await db.put("sessions", record.base, record);
+}
+
+async function renderArchive(): Promise<void> {
+  const sessions = (await db.all<db.StoredSession>("sessions")).sort((a, b) =>
+    b.endedAt - a.endedAt
+  );
+  ui.archiveSection.hidden = sessions.length === 0;
+  ui.archive.replaceChildren(...sessions.map((s) => {
+    const item = document.createElement("li");
+    item.append(
+      document.createTextNode(`${new Date(s.endedAt).toLocaleString()} (${s.outcome}): `),
+    );
+    for (const file of s.files) {
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob([file.bytes as BlobPart]));
+      link.download = file.name;
+      link.textContent = file.name.slice(s.base.length + 1) || file.name;
+      link.className = "download";
+      item.append(link);
+    }
+    return item;
+  }));
+}
+
+async function sendLine(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  const text = ui.line.value;
+  ui.line.value = "";
+  await sendText(text);
+}
+
+async function sendText(text: string): Promise<void> {
+  if (!session) return;
+  const parsed = parseChatLine(text);
+  if (parsed.action === "quit") return await leave();
+  if (parsed.action === "help") return show("notice", { text: CHAT_HELP });
+  if (parsed.action === "error") return show("error", { text: parsed.message });
+  if (parsed.action !== "send") return;
+  const current = session;
+  await current.send(parsed.body, parsed.to);
+  if (parsed.body.kind === "text") {
+    const to = recipientUser(parsed.to);
+    show("message", {
+      author: current.username,
+      verified: false,
+      private: to !== null,
+      text: to === null ? parsed.body.text : `to ${to}: ${parsed.body.text}`,
+    });
+  }
+}
+
+async function leave(): Promise<void> {
+  userLeft = true;
+  setStatus("leaving: exchanging receipts…");
+  await session?.close();
+}
+
+/** Runs an event handler, reporting its failure on the page (never raw HTML). */
+function guarded<E extends Event>(handler: (event: E) => Promise<void>): (event: E) => void {
+  return (event) => {
+    handler(event).catch((error) => {
+      const code = codeOf(error);
+      setStatus(`${code}: ${(error as Error).message}`);
+      if (session) show("error", { text: `${code}: ${(error as Error).message}` });
+    });
+  };
+}
+
+ui.importForm.addEventListener("submit", guarded(importBundle));
+ui.forget.addEventListener("click", guarded(forgetIdentity));
+ui.loginForm.addEventListener("submit", guarded(login));
+ui.loginForm.addEventListener("change", () => {
+  const register = new FormData(ui.loginForm).get("mode") === "register";
+  ui.emailLabel.hidden = !register;
+  ui.email.required = register;
+});
+ui.sendForm.addEventListener("submit", guarded(sendLine));
+ui.who.addEventListener("click", guarded(() => sendText("/who")));
+ui.leave.addEventListener("click", guarded(leave));
+
+if (!globalThis.isSecureContext || !crypto.subtle) {
+  setStatus("this page needs a secure context (https, or http://127.0.0.1 on this machine)");
+} else {
+  await loadIdentity();
+  await renderArchive();
+  render();
+  setStatus(identity ? "ready" : "import your bundle to begin");
+}

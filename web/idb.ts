@@ -1,0 +1,68 @@
+/// <reference lib="dom" />
+/**
+ * The page's IndexedDB (one database per origin): the imported identity (its key a
+ * non-extractable CryptoKey, which IndexedDB stores without ever exposing its bytes), relay
+ * high-water marks per user, and the transcripts of finished sessions until downloaded.
+ */
+import type { SignatureAlgorithm } from "../lib/crypto/signature.ts";
+
+const DB_NAME = "securechat";
+const DB_VERSION = 1;
+type Store = "identity" | "seen" | "sessions";
+
+export interface StoredIdentity {
+  username: string;
+  certDer: Uint8Array;
+  signing: { algorithm: SignatureAlgorithm; key: CryptoKey };
+  caPem: string;
+  caFingerprint: string;
+}
+
+export interface StoredSession {
+  /** The transcript's base name: `<session>-<role>-<start>`. */
+  base: string;
+  endedAt: number;
+  outcome: string;
+  files: { name: string; bytes: Uint8Array }[];
+}
+
+function request<T>(req: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+let opening: Promise<IDBDatabase> | undefined;
+
+function database(): Promise<IDBDatabase> {
+  opening ??= new Promise((resolve, reject) => {
+    const req = indexedDB.open(DB_NAME, DB_VERSION);
+    req.onupgradeneeded = () => {
+      for (const store of ["identity", "seen", "sessions"]) req.result.createObjectStore(store);
+    };
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+  return opening;
+}
+
+export async function get<T>(store: Store, key: string): Promise<T | undefined> {
+  const db = await database();
+  return await request(db.transaction(store).objectStore(store).get(key)) as T | undefined;
+}
+
+export async function put(store: Store, key: string, value: unknown): Promise<void> {
+  const db = await database();
+  await request(db.transaction(store, "readwrite").objectStore(store).put(value, key));
+}
+
+export async function remove(store: Store, key: string): Promise<void> {
+  const db = await database();
+  await request(db.transaction(store, "readwrite").objectStore(store).delete(key));
+}
+
+export async function all<T>(store: Store): Promise<T[]> {
+  const db = await database();
+  return await request(db.transaction(store).objectStore(store).getAll()) as T[];
+}
