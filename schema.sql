@@ -1,4 +1,4 @@
--- securechat user store, MySQL/MariaDB schema (version 3).
+-- securechat user store, MySQL/MariaDB schema (version 4).
 -- Load with:  mysql secure_chat < schema.sql
 -- securechat also creates and migrates this schema itself on start (lib/store/schema.ts holds the
 -- same statements; tests/store_mysql_test.ts checks that both give identical tables).
@@ -55,3 +55,18 @@ CREATE TABLE IF NOT EXISTS message_queue (
 ) ENGINE=InnoDB;
 
 INSERT IGNORE INTO schema_version (version, applied_at) VALUES (3, UNIX_TIMESTAMP() * 1000);
+
+-- Migration 4 (issue 17): what a cluster's nodes share about credentials. credential_epoch
+-- changes with every password change and resumption tickets carry it; login_failures holds the
+-- login throttle's decided failures per certificate and per account (PROTOCOL §8.2).
+ALTER TABLE users ADD COLUMN IF NOT EXISTS credential_epoch BIGINT NOT NULL DEFAULT 0;
+UPDATE users SET credential_epoch = created_at WHERE credential_epoch = 0;
+CREATE TABLE IF NOT EXISTS login_failures (
+  subject VARCHAR(80) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+  user_name VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NULL,
+  failures INT UNSIGNED NOT NULL,
+  last_at BIGINT NOT NULL,
+  KEY login_failures_user (user_name)
+) ENGINE=InnoDB;
+
+INSERT IGNORE INTO schema_version (version, applied_at) VALUES (4, UNIX_TIMESTAMP() * 1000);

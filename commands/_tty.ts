@@ -40,11 +40,22 @@ export async function promptHidden(question: string): Promise<string | null> {
 }
 
 /** An interactive line editor on the terminal (stdin and stdout must both be one). */
+/** readline's own members that a hidden question borrows for its duration. */
+type Readline = readline.Interface & {
+  line: string;
+  cursor: number;
+  history: string[];
+  historySize: number;
+  _writeToOutput(text: string): void;
+};
+
 export class LineEditor {
   readonly #rl: readline.Interface;
   readonly #entered: string[] = [];
   #wake?: () => void;
   #ended = false;
+  /** A hidden question is waiting for its answer (askHidden). */
+  #hidden?: { question: string; answer: (line: string | null) => void };
 
   constructor(prompt: string) {
     this.#rl = readline.createInterface({
@@ -56,15 +67,62 @@ export class LineEditor {
       removeHistoryDuplicates: true,
     });
     this.#rl.on("line", (line: string) => {
+      if (this.#hidden) return this.#hidden.answer(line);
       this.#entered.push(line);
       this.#wake?.();
     });
     this.#rl.on("close", () => {
       this.#ended = true;
+      this.#hidden?.answer(null);
       this.#wake?.();
     });
-    // Ctrl-C ends the chat cleanly (receipts exchanged), like Ctrl-D on an empty line.
-    this.#rl.on("SIGINT", () => this.stop());
+    // Ctrl-C ends the chat cleanly (receipts exchanged), like Ctrl-D on an empty line; at a
+    // hidden question it only cancels the question.
+    this.#rl.on("SIGINT", () => this.#hidden ? this.#hidden.answer(null) : this.stop());
+    // While a hidden question waits, nothing readline draws reaches the terminal: not the
+    // keys typed, not their redraws. The question itself is written directly.
+    const rl = this.#rl as Readline;
+    const write = rl._writeToOutput.bind(rl);
+    rl._writeToOutput = (text: string) => {
+      if (!this.#hidden) write(text);
+    };
+  }
+
+  /**
+   * Asks `question` in the editor and reads the answer with echo off, kept out of the
+   * history (a password). Ctrl-C cancels the question (null) without ending the chat;
+   * Ctrl-D or the editor ending also answer null. Lines entered before the question are
+   * still read in order by `lines()`; incoming lines keep printing above it. `until`
+   * settling (the session ended) also answers null.
+   */
+  async askHidden(question: string, until?: Promise<unknown>): Promise<string | null> {
+    if (this.#ended) return null;
+    if (this.#hidden) throw new Error("a hidden question is already waiting");
+    const rl = this.#rl as Readline;
+    const historySize = rl.historySize;
+    rl.historySize = 0; // readline adds nothing to the history at size 0
+    const half = { line: rl.line, cursor: rl.cursor };
+    rl.line = "";
+    rl.cursor = 0;
+    readline.cursorTo(process.stdout, 0);
+    readline.clearLine(process.stdout, 0);
+    process.stdout.write(question);
+    try {
+      return await new Promise<string | null>((answer) => {
+        const hidden = { question, answer };
+        this.#hidden = hidden;
+        const cancel = () => this.#hidden === hidden && answer(null);
+        until?.then(cancel, cancel);
+      });
+    } finally {
+      this.#hidden = undefined;
+      rl.historySize = historySize;
+      rl.line = half.line;
+      rl.cursor = half.cursor;
+      // The Enter that answered drew nothing: end the question's row here. The prompt comes
+      // back with the next read of lines().
+      process.stdout.write("\n");
+    }
   }
 
   /** What has been typed but not entered yet. */
@@ -80,6 +138,14 @@ export class LineEditor {
   print(text: string): void {
     if (this.#ended) {
       process.stdout.write(`${text}\n`);
+      return;
+    }
+    if (this.#hidden) {
+      // Above the question, which is drawn again with nothing after it: the hidden answer
+      // so far shows as nothing, as it did.
+      readline.cursorTo(process.stdout, 0);
+      readline.clearLine(process.stdout, 0);
+      process.stdout.write(`${text}\n${this.#hidden.question}`);
       return;
     }
     const rl = this.#rl as readline.Interface & { line: string; cursor: number };

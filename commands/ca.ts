@@ -5,8 +5,7 @@
  */
 import { Command } from "commander";
 import { SecureChatError } from "../lib/errors.ts";
-import { promptHidden } from "./_tty.ts";
-import { readPasswordFile } from "../lib/pki/key_files.ts";
+import { askNewPassword, askPassword, readPasswordFile } from "./_password.ts";
 import { KEY_TYPES, type KeyType } from "../lib/pki/keys.ts";
 import { formatFingerprint } from "../lib/pki/describe.ts";
 import { pkiDir } from "./_home.ts";
@@ -19,30 +18,13 @@ export function parseKeyType(value: string): KeyType {
   return value as KeyType;
 }
 
-/** A password typed at the terminal with echo off; refused when there is no terminal. */
-async function promptPassword(question: string): Promise<string> {
-  if (!Deno.stdin.isTerminal()) {
-    throw new SecureChatError("USAGE", "a password is needed but stdin is not a terminal", {
-      hint: "pass --password-file FILE",
-    });
-  }
-  const password = await promptHidden(question);
-  if (password === null) throw new SecureChatError("USAGE", "cancelled");
-  if (!password) throw new SecureChatError("USAGE", "empty password");
-  return password;
-}
-
 /** The password for a new CA key: from a file, or prompted twice; undefined = unencrypted. */
 async function newCaPassword(
   opts: { passwordFile?: string; encrypt?: boolean },
 ): Promise<string | undefined> {
   if (opts.passwordFile !== undefined) return await readPasswordFile(opts.passwordFile);
   if (!opts.encrypt) return undefined;
-  const first = await promptPassword("securechat: new CA key password: ");
-  if (first !== await promptPassword("securechat: repeat password: ")) {
-    throw new SecureChatError("USAGE", "passwords do not match");
-  }
-  return first;
+  return await askNewPassword("securechat: new CA key password: ");
 }
 
 /** The password to unlock the CA key in `dir`, if it is encrypted. */
@@ -54,7 +36,7 @@ export async function caPasswordFor(
   const { isCaKeyEncrypted } = await import("../lib/pki/ca.ts");
   if (!(await isCaKeyEncrypted(dir))) return undefined;
   if (passwordFile !== undefined) return await readPasswordFile(passwordFile);
-  return await promptPassword("securechat: CA key password: ");
+  return await askPassword("securechat: CA key password: ");
 }
 
 export function printFingerprint(hex: string): void {

@@ -6,8 +6,7 @@ import { toHex, wipe } from "../lib/bytes.ts";
 import { checkNewPassword } from "../lib/crypto/password.ts";
 import { encodeExportBundle } from "../lib/pki/export_bundle.ts";
 import { writeFileAtomic } from "../lib/pki/files.ts";
-import { promptHidden } from "./_tty.ts";
-import { readSecretFile } from "./connect.ts";
+import { askNewPassword, readPasswordFile } from "./_password.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { readCertificateDer, readPrivateKeyPkcs8 } from "../lib/pki/key_files.ts";
 import { KEY_TYPES } from "../lib/pki/keys.ts";
@@ -198,7 +197,7 @@ export function registerCert(program: Command): void {
       const certDer = await readCertificateDer(join(opts.dir, `${name}.pem`));
       const caDer = await readCertificateDer(join(opts.dir, "ca.pem"));
       const keyPassword = opts.keyPasswordFile
-        ? await readSecretFile(opts.keyPasswordFile)
+        ? await readPasswordFile(opts.keyPasswordFile)
         : undefined;
       const pkcs8 = await readPrivateKeyPkcs8(join(opts.dir, `${name}.key`), keyPassword);
       try {
@@ -217,21 +216,10 @@ export function registerCert(program: Command): void {
     });
 }
 
-/** The bundle password: a file's first line, or typed twice on a terminal. */
+/** The bundle password: a file's first line, or typed twice on a terminal (commands/_password.ts). */
 async function bundlePassword(file?: string): Promise<string> {
-  let password: string | null;
-  if (file) password = await readSecretFile(file);
-  else if (Deno.stdin.isTerminal()) {
-    password = await promptHidden("bundle password: ");
-    if (password !== null && await promptHidden("repeat the bundle password: ") !== password) {
-      throw new SecureChatError("USAGE", "the passwords differ");
-    }
-  } else {
-    throw new SecureChatError("USAGE", "no bundle password: stdin is not a terminal", {
-      hint: "pass --password-file FILE",
-    });
-  }
-  if (!password) throw new SecureChatError("USAGE", "the bundle password is empty");
+  if (!file) return await askNewPassword("bundle password: ", { rules: checkNewPassword });
+  const password = await readPasswordFile(file);
   try {
     checkNewPassword(password);
   } catch (error) {

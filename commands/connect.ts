@@ -15,15 +15,16 @@ import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/r
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
-import { LineEditor, promptHidden, stdinLines } from "./_tty.ts";
+import { LineEditor, stdinLines } from "./_tty.ts";
+import { askNewPassword, askPassword, readPasswordFile } from "./_password.ts";
 import { type History, openHistory } from "./_history.ts";
 import { clock, layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
 import { loadSettings, type Settings } from "./_home.ts";
-import { withAdvice } from "./_advice.ts";
+import { passwordChangeAdvice, withAdvice } from "./_advice.ts";
 import { preflight } from "./_preflight.ts";
 import { isValidEmail } from "../lib/store/account_rules.ts";
-import { checkNewPassword } from "../lib/crypto/password.ts";
+import { checkNewPassword, checkPasswordChange } from "../lib/crypto/password.ts";
 import {
   Backoff,
   describeServer,
@@ -176,7 +177,7 @@ async function connect(options: ConnectOptions): Promise<void> {
   const { identity, trust } = await preflight({
     ...options,
     keyPassword: options.keyPasswordFile
-      ? await readSecretFile(options.keyPasswordFile)
+      ? await readPasswordFile(options.keyPasswordFile)
       : undefined,
     skipChecks: !options.preflight,
   });
@@ -243,7 +244,22 @@ async function connect(options: ConnectOptions): Promise<void> {
       );
       // The account exists from now on: a reconnection logs in.
       if (credentials.mode === "register") credentials = { ...credentials, mode: "login" };
-      const { end, userQuit, takenOver } = await chat(session, input, show, history, screen);
+      const passwd = async (running: Promise<SessionEnd>) => {
+        const changed = await changeOwnPassword(session, running, editor, show);
+        if (changed === undefined || credentials.mode === "resume") return;
+        // A reconnection logs in with the new password: the ticket from before the change
+        // is refused now (its credential epoch is stale), and would count as a failure.
+        credentials = { ...credentials, password: changed };
+        ticket = undefined;
+      };
+      const { end, userQuit, takenOver } = await chat(
+        session,
+        input,
+        show,
+        history,
+        screen,
+        passwd,
+      );
       await seen.save();
       info(`transcript: ${end.transcriptPath}`);
       if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
@@ -320,6 +336,7 @@ async function chat(
   show: (line: string) => void,
   history: History | undefined,
   screen: Screen,
+  passwd: (running: Promise<SessionEnd>) => Promise<void>,
 ): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
   let takenOver = false;
   const running = session.run({
@@ -355,7 +372,7 @@ async function chat(
   };
   Deno.addSignalListener("SIGINT", onSignal);
   try {
-    const userQuit = await chatInput(session, input, running, show, history);
+    const userQuit = await chatInput(session, input, running, show, history, passwd);
     if (userQuit) await session.close().catch(() => {});
     return { end: await running, userQuit: userQuit || interrupted, takenOver };
   } finally {
@@ -376,6 +393,7 @@ async function chatInput(
   running: Promise<SessionEnd>,
   show: (line: string) => void,
   history: History | undefined,
+  passwd: (running: Promise<SessionEnd>) => Promise<void>,
 ): Promise<boolean> {
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
@@ -393,6 +411,7 @@ async function chatInput(
       break;
     }
     if (parsed.action === "help") show(CHAT_HELP);
+    if (parsed.action === "passwd") await passwd(running);
     if (parsed.action === "error") show(safeText(`securechat: ${parsed.message}`));
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;
@@ -435,6 +454,46 @@ const REFUSAL_ADVICE: Partial<Record<RefusalCode, string>> = {
   DB_UNAVAILABLE: "the server could not store it for the offline recipient; try again later",
   RATE_LIMITED: "you are sending faster than the server allows; slow down",
 };
+
+/**
+ * `/passwd` (PROTOCOL §6.7): the current password, then the new one twice, typed unechoed in
+ * the editor and checked against the rules here before the server checks them again.
+ * @returns the new password once the server has changed it; undefined otherwise (said why)
+ */
+async function changeOwnPassword(
+  session: ChatSession,
+  running: Promise<SessionEnd>,
+  editor: LineEditor | undefined,
+  show: (line: string) => void,
+): Promise<string | undefined> {
+  if (!editor) {
+    show(
+      "securechat: /passwd needs a terminal (passwords are typed without echo); the operator " +
+        "can set one with `securechat user passwd NAME`",
+    );
+    return undefined;
+  }
+  const input = (question: string) => editor.askHidden(question, running);
+  try {
+    const current = await askPassword("current password: ", { input });
+    const next = await askNewPassword("new password: ", {
+      input,
+      rules: (password) => checkPasswordChange(current, password),
+    });
+    show("securechat: changing your password...");
+    await session.changePassword(current, next);
+    show(
+      "securechat: password changed: log in with the new one from now on (resumption tickets " +
+        "issued before are refused, on every server)",
+    );
+    return next;
+  } catch (error) {
+    const advised = passwordChangeAdvice(error);
+    show(safeText(`securechat: password not changed: ${(error as Error).message}`));
+    if (advised) show(safeText(`hint: ${advised}`));
+    return undefined;
+  }
+}
 
 /** Who wrote an incoming message and what it says; null for messages not meant for display. */
 function describe(
@@ -518,27 +577,17 @@ async function credentialsFor(options: ConnectOptions, interactive: boolean): Pr
 }
 
 async function passwordFor(options: ConnectOptions, interactive: boolean): Promise<string> {
-  if (options.passwordFile) return await readSecretFile(options.passwordFile);
+  if (options.passwordFile) return await readPasswordFile(options.passwordFile);
   if (interactive) {
-    const password = await promptHidden(`password for ${options.user}: `);
-    if (password === null) throw new SecureChatError("USAGE", "no password given");
-    if (options.register && await promptHidden("repeat the password: ") !== password) {
-      throw new SecureChatError("USAGE", "the passwords differ");
-    }
-    return password;
+    const question = `password for ${options.user}: `;
+    // With --no-preflight the server alone judges the password (its refusal is the test).
+    return options.register
+      ? await askNewPassword(question, { rules: options.preflight ? checkNewPassword : undefined })
+      : await askPassword(question);
   }
   const fromEnv = Deno.env.get("SECURECHAT_PASSWORD");
   if (fromEnv) return fromEnv;
   throw new SecureChatError("USAGE", "no password: stdin is not a terminal", {
     hint: "set SECURECHAT_PASSWORD or use --password-file",
   });
-}
-
-/** First line of a file, without its newline: the shape `echo secret > file` makes. */
-export async function readSecretFile(path: string): Promise<string> {
-  try {
-    return (await Deno.readTextFile(path)).split(/\r?\n/)[0];
-  } catch (cause) {
-    throw new SecureChatError("IO_ERROR", `cannot read ${path}`, { cause });
-  }
 }

@@ -22,7 +22,7 @@ import { loadWebAssets, serveWeb, type WebAsset } from "../lib/server/web.ts";
 import { databaseOf, loadSettings, type Settings } from "./_home.ts";
 import { memoryTicketStores, TicketAuthority } from "../lib/resumption/ticket.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
-import { readSecretFile } from "./connect.ts";
+import { readPasswordFile } from "./_password.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
 import { layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
@@ -301,7 +301,7 @@ async function serve(options: ServeOptions): Promise<void> {
   const identity = await loadIdentity(
     options.cert,
     options.key,
-    options.keyPasswordFile ? await readSecretFile(options.keyPasswordFile) : undefined,
+    options.keyPasswordFile ? await readPasswordFile(options.keyPasswordFile) : undefined,
   );
   const trust = await loadTrustStore(options.ca, options.crl);
   const clusterConfig = clusterConfigOf(options);
@@ -431,6 +431,9 @@ async function joinCluster(config: ClusterConfig, log: Logger): Promise<ClusterL
 
 /** The operator's commands: the chat's, plus /kick, and a /who that says where and since when. */
 const OPERATOR_HELP = CHAT_HELP.replace(
+  "/passwd             change your password (the old one, then the new one twice)\n",
+  "",
+).replace(
   "/who                list who is online",
   "/who                who is online, from which address, since when\n" +
     "/kick <user>        close a user's session (receipts are exchanged)\n" +
@@ -464,8 +467,16 @@ async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise
         const address = isValidUserName(unlock[1]) && !/^[0-9.]+$/.test(unlock[1])
           ? undefined
           : unlock[1];
-        server.unlock(address ? { address } : { user: unlock[1] });
-        say(`failed logins of ${unlock[1]} forgiven: its lockout is over`);
+        try {
+          const cleared = await server.unlock(address ? { address } : { user: unlock[1] });
+          say(
+            cleared === 0
+              ? `${unlock[1]} had no failed logins to forgive`
+              : `failed logins of ${unlock[1]} forgiven: its lockout is over`,
+          );
+        } catch (error) {
+          say(`cannot unlock ${unlock[1]}: ${codeOf(error)} (${(error as Error).message})`);
+        }
       }
       continue;
     }
@@ -479,6 +490,7 @@ async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise
     const parsed = parseChatLine(line);
     if (parsed.action === "quit") return "quit";
     if (parsed.action === "help") say(OPERATOR_HELP);
+    if (parsed.action === "passwd") say("users' passwords: `securechat user passwd NAME`");
     if (parsed.action === "error") say(parsed.message);
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;

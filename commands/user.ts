@@ -1,7 +1,9 @@
 /**
- * `securechat user list|passwd|delete` (issue 17 item 5): account administration against
- * the server's store (SQLite or MariaDB), so that a forgotten password is reset instead
- * of meaning USER_EXISTS forever. A running server sees the change at the next login.
+ * `securechat user list|passwd|delete|unlock` (issue 17 item 5): account administration
+ * against the server's store (SQLite or MariaDB), so that a forgotten password is reset
+ * instead of meaning USER_EXISTS forever. Every server on the store sees a change at once:
+ * the next login checks the new password, outstanding resumption tickets are refused, and
+ * an unlocked user can log in again.
  */
 import { Command } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
@@ -10,8 +12,8 @@ import type { AccountAdmin, UserStore } from "../lib/store/user_store.ts";
 import { safeJson, safeText } from "../lib/safe_text.ts";
 import { databaseOf, loadSettings } from "./_home.ts";
 import { info, subcommand } from "./_cli.ts";
-import { readSecretFile } from "./connect.ts";
-import { promptHidden } from "./_tty.ts";
+import { askNewPassword, readPasswordFile } from "./_password.ts";
+import { checkNewPassword } from "../lib/crypto/password.ts";
 
 const DB_HELP = "sqlite:PATH or mysql://user:pass@host:port/db (default: as `serve` would)";
 
@@ -34,18 +36,8 @@ async function withStore<T>(db: string | undefined, use: (s: AccountAdmin) => Pr
 
 /** The new password: from --password-file, or typed twice at the terminal. */
 async function newPassword(name: string, passwordFile?: string): Promise<string> {
-  if (passwordFile !== undefined) return await readSecretFile(passwordFile);
-  if (!Deno.stdin.isTerminal()) {
-    throw new SecureChatError("USAGE", "no password: stdin is not a terminal", {
-      hint: "pass --password-file FILE",
-    });
-  }
-  const first = await promptHidden(`new password for ${name}: `);
-  if (first === null) throw new SecureChatError("USAGE", "cancelled");
-  if (await promptHidden("repeat the password: ") !== first) {
-    throw new SecureChatError("USAGE", "the passwords differ");
-  }
-  return first;
+  if (passwordFile !== undefined) return await readPasswordFile(passwordFile);
+  return await askNewPassword(`new password for ${name}: `, { rules: checkNewPassword });
 }
 
 const day = (
@@ -53,7 +45,11 @@ const day = (
 ) => (date ? date.toISOString().slice(0, 16).replace("T", " ") : "never");
 
 export function registerUser(program: Command): void {
-  const user = subcommand(program, "user", "List accounts, reset a password, delete an account.");
+  const user = subcommand(
+    program,
+    "user",
+    "List accounts, reset a password, delete an account, end a lockout.",
+  );
 
   subcommand(user, "list", "List the accounts in the server's store.")
     .option("--db <url>", DB_HELP)
@@ -77,7 +73,10 @@ export function registerUser(program: Command): void {
     .action(async (name: string, opts) => {
       const password = await newPassword(name, opts.passwordFile);
       await withStore(opts.db, (s) => s.setPassword(name, password));
-      info(`password of ${name} changed; it applies from the next login`);
+      info(
+        `password of ${name} changed; it applies from the next login, and resumption tickets ` +
+          "issued before it are refused",
+      );
     });
 
   subcommand(user, "delete", "Delete an account (its name and e-mail can be registered again).")
@@ -101,6 +100,22 @@ export function registerUser(program: Command): void {
       }
       info(
         `deleted the account ${name}; its certificate still exists (\`securechat cert revoke ${name}\`)`,
+      );
+    });
+
+  subcommand(
+    user,
+    "unlock",
+    "End a lockout after too many failed logins (the account and its certificates).",
+  )
+    .argument("<name>", "user name")
+    .option("--db <url>", DB_HELP)
+    .action(async (name: string, opts) => {
+      const cleared = await withStore(opts.db, (s) => s.unlock(name));
+      info(
+        cleared === 0
+          ? `${name} had no failed logins to forgive`
+          : `failed logins of ${name} forgiven: the lockout is over on every server of this store`,
       );
     });
 }

@@ -51,10 +51,15 @@ export async function startMariaDb(): Promise<MariaDb> {
   const socket = join(dir, "mysqld.sock");
   // mariadbd refuses to run as root unless told to.
   const asRoot = Deno.uid() === 0 ? ["--user=root"] : [];
+  // Temporary tables in a directory of this server's own: several servers installing at once
+  // in the shared /tmp have failed with "Could not remove temporary table '/tmp/#sql-…'".
+  const tmpdir = join(dir, "tmp");
+  await Deno.mkdir(tmpdir);
   await run(target.installDb, [
     "--no-defaults",
     "--auth-root-authentication-method=normal",
     `--datadir=${datadir}`,
+    `--tmpdir=${tmpdir}`,
     "--skip-test-db",
     "--skip-name-resolve",
     ...asRoot,
@@ -63,6 +68,7 @@ export async function startMariaDb(): Promise<MariaDb> {
   const serverArgs = [
     "--no-defaults",
     `--datadir=${datadir}`,
+    `--tmpdir=${tmpdir}`,
     `--socket=${socket}`,
     `--port=${port}`,
     "--bind-address=127.0.0.1",

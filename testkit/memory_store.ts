@@ -13,6 +13,7 @@ export function sharedPasswordStore(password: string): UserStore {
     email: `${username}@example.com`,
     createdAt: new Date(0),
     lastLoginAt: new Date(),
+    credentialEpoch: 0,
   });
   return {
     description: "memory:shared-password",
@@ -24,6 +25,10 @@ export function sharedPasswordStore(password: string): UserStore {
       given === password
         ? Promise.resolve(account(username))
         : Promise.reject(new SecureChatError("AUTH_FAIL", "wrong user name or password")),
+    // One password for everyone cannot be one user's to change.
+    changePassword: () =>
+      Promise.reject(new SecureChatError("INVALID_INPUT", "the shared test password is fixed")),
+    credentialEpoch: () => Promise.resolve(0),
     close: () => Promise.resolve(),
   };
 }

@@ -1,6 +1,7 @@
 /**
  * The browser page in a real Chromium (issue 16), headless through puppeteer-core: two users
- * in two browser profiles and one CLI user chat through one `serve --web`. Each browser user
+ * in two browser profiles (alice with an RSA-2048 key, bob with Ed25519) and one CLI user chat
+ * through one `serve --web`. Each browser user
  * imports the bundle `cert export` wrote and registers from the page. Every line arrives once
  * and marked verified, markup from the network stays text, /who answers, the page logs no
  * console error and no CSP violation, the pages reconnect by themselves when the server is
@@ -148,6 +149,8 @@ Deno.test({
   fn: async () => {
     const work = await Deno.makeTempDir({ prefix: "securechat-browser-" });
     const pki = await makePki(["alice", "bob", "carol"], "ed25519");
+    // alice holds the default key type (RSA-2048), bob Ed25519: both sign in the browser.
+    await pki.issue("alice", "client", "rsa2048");
     const built = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "scripts/web_build.ts", "--out", join(work, "dist")],
       cwd: ROOT,

@@ -1,7 +1,8 @@
 /**
  * Issue 15: several `serve` nodes as one chat, on a real MariaDB, nats-server (JetStream) and
  * haproxy started from the Debian packages. Users on different nodes share the lobby, private
- * messages and /who; a second login on another node ends the first; a lockout holds on all.
+ * messages and /who; a second login on another node ends the first; a lockout holds on all and
+ * `user unlock` ends it on all; a password change retires tickets on every node.
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
@@ -38,7 +39,7 @@ const password = (user: string) => `${user}-password-123`;
 
 Deno.test({
   name:
-    "cluster: lobby, private and /who across two nodes; a login on another node takes over; a lockout holds on both",
+    "cluster: lobby, private and /who across two nodes; a login on another node takes over; a lockout holds on both, and so do an unlock and a password change",
   ignore: skipCluster,
   async fn() {
     const pki = await makePki([...USERS], "ed25519");
@@ -103,11 +104,58 @@ Deno.test({
         transcripts: `${n1.workDir}/bob-transcripts`,
       });
       assert.equal(errorCodeOf(locked), "RATE_LIMITED", locked.stderr);
+      // The counts are rows of the shared database: one `user unlock` there ends it on both.
+      const unlock = await runCli(["user", "unlock", "bob", "--db", cluster.db.url]);
+      assert.equal(unlock.code, 0, unlock.stderr);
+      const unlocked = await runConnect({
+        port: n2.port,
+        user: "bob",
+        password: password("bob"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/bob-transcripts`,
+      });
+      assert.equal(unlocked.code, 0, unlocked.stderr);
 
       for (const client of [alice, bob, carol2]) {
         const result = await client.end();
         assert.equal(result.code, 0, result.stderr);
       }
+
+      // A ticket one node issued is refused by the other once the password changed in the
+      // shared store: alice's client (it starts on either node), reconnecting after its node
+      // stops, presents it and is turned away (then its old password fails too), so a stolen
+      // ticket dies with the password.
+      const loginMarks = [n1.mark(), n2.mark()];
+      const reconnecting = await LiveClient.login({
+        port: n1.port,
+        user: "alice",
+        password: password("alice"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/alice-transcripts`,
+        args: ["--server", `127.0.0.1:${n1.port}`, "--server", `127.0.0.1:${n2.port}`],
+      });
+      clients.push(reconnecting);
+      const loggedIn = (i: number) =>
+        cluster.nodes[i].events((e) => e.event === "LOGIN" && e.user === "alice", loginMarks[i]);
+      const [home, other] = loggedIn(0).length > 0 ? [n1, n2] : [n2, n1];
+      const newPassword = `${n1.workDir}/alice-new-password`;
+      await Deno.writeTextFile(newPassword, "alice-new-password-456\n");
+      const passwd = await runCli(
+        ["user", "passwd", "alice", "--password-file", newPassword, "--db", cluster.db.url],
+      );
+      assert.equal(passwd.code, 0, passwd.stderr);
+      const beforeStop = other.mark();
+      await home.stop();
+      const refused = await other.waitFor(
+        (e) => e.event === "AUTH_FAIL" && e.user === "alice" && /ticket/.test(String(e.detail)),
+        30_000,
+        beforeStop,
+      ).catch((error) => {
+        throw new Error(`${error.message}\nalice's client:\n${reconnecting.stderr.join("\n")}`);
+      });
+      assert.match(String(refused.detail), /password last changed/);
+      const back = other.events((e) => e.event === "LOGIN" && e.user === "alice", beforeStop);
+      assert.equal(back.length, 0);
     } finally {
       await Promise.all(clients.map((c) => c.end().catch(() => {})));
       await cluster.dispose();
@@ -326,9 +374,9 @@ Deno.test({
       const nodeA = new TicketAuthority(await clusterTicketStores(a));
       const nodeB = new TicketAuthority(await clusterTicketStores(b));
       const fp = "ab".repeat(32);
-      const ticket = await nodeA.issue("alice", fp);
-      await nodeB.redeem(ticket, "alice", fp); // issued on one node, redeemed on another
-      await assert.rejects(nodeA.redeem(ticket, "alice", fp), (e) => codeOf(e) === "AUTH_FAIL");
+      const ticket = await nodeA.issue("alice", fp, 1);
+      await nodeB.redeem(ticket, "alice", fp, 1); // issued on one node, redeemed on another
+      await assert.rejects(nodeA.redeem(ticket, "alice", fp, 1), (e) => codeOf(e) === "AUTH_FAIL");
     } finally {
       await a.close();
       await b.close();

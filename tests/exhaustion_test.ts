@@ -294,6 +294,9 @@ async function countingStore() {
       passwordChecks++;
       return sqlite.login(username, password);
     },
+    changePassword: (username, old, password) => sqlite.changePassword(username, old, password),
+    credentialEpoch: (username) => sqlite.credentialEpoch(username),
+    failures: sqlite.failures,
     close: () => sqlite.close(),
   };
   return { store, passwordChecks: () => passwordChecks };

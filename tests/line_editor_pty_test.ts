@@ -6,76 +6,15 @@
  * terminal, leaving no stale rows), and Ctrl-D on an empty line ends with receipts.
  */
 import assert from "node:assert/strict";
-import { cliCommand, cliEnv } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";
 import { LiveClient, pollUntil, registerUser, ServerProcess } from "../testkit/server_process.ts";
+import { hasTmux, Tmux } from "../testkit/tmux.ts";
 
-const hasTmux = await new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" })
-  .output().then((out) => out.success, () => false);
 if (!hasTmux) {
   console.error("line editor pty test skipped: tmux is not installed (.ci/run installs it)");
 }
 
 const WIDTH = 100;
-
-/** A tmux server of our own (its own socket), holding one window of WIDTH columns. */
-class Tmux {
-  readonly socket = `securechat-test-${crypto.randomUUID().slice(0, 8)}`;
-
-  async run(...args: string[]): Promise<string> {
-    const out = await new Deno.Command("tmux", {
-      args: ["-L", this.socket, ...args],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) {
-      throw new Error(`tmux ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-    }
-    return new TextDecoder().decode(out.stdout);
-  }
-
-  start(command: string): Promise<string> {
-    return this.run("new-session", "-d", "-s", "t", "-x", String(WIDTH), "-y", "30", command);
-  }
-
-  /** Key names as tmux knows them ("Left", "C-u", "Enter") or literal text. */
-  async keys(...keys: string[]): Promise<void> {
-    for (const key of keys) {
-      await this.run("send-keys", "-t", "t", key);
-      await new Promise((resolve) => setTimeout(resolve, 40));
-    }
-  }
-
-  /** The visible screen, trailing blank rows dropped. */
-  async screen(): Promise<string[]> {
-    const rows = (await this.run("capture-pane", "-p", "-t", "t")).split("\n").map((r) =>
-      r.trimEnd()
-    );
-    while (rows.length && rows.at(-1) === "") rows.pop();
-    return rows;
-  }
-
-  async waitFor(
-    test: (rows: string[]) => boolean,
-    what: string,
-    timeoutMs = 15_000,
-  ): Promise<string[]> {
-    const deadline = Date.now() + timeoutMs;
-    let last: string[] = [];
-    while (Date.now() < deadline) {
-      last = await this.screen();
-      if (test(last)) return last;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    throw new Error(`timed out waiting for ${what}; screen:\n${last.join("\n")}`);
-  }
-
-  async kill(): Promise<void> {
-    await this.run("kill-server").catch(() => {});
-  }
-}
-
-const quote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
 
 Deno.test({
   name: "connect in a terminal: arrows, history, Ctrl-U/W, incoming lines above the half-typed one",
@@ -85,7 +24,7 @@ Deno.test({
   fn: async () => {
     const pki = await makePki(["alice", "bob"]);
     const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--message-rate", "100"] });
-    const tmux = new Tmux();
+    const tmux = new Tmux(WIDTH);
     let bob: LiveClient | undefined;
     try {
       await registerUser(server, pki.dir, "alice", "alice-password-1");
@@ -97,23 +36,13 @@ Deno.test({
         pkiDir: pki.dir,
         transcripts: `${server.workDir}/bob`,
       });
-      await Deno.writeTextFile(`${server.workDir}/alice.pw`, "alice-password-1\n");
-      const argv = cliCommand([
-        "connect",
-        "--user",
-        "alice",
-        "--port",
-        String(server.port),
-        "--dir",
-        pki.dir,
-        "--transcripts",
-        `${server.workDir}/alice`,
-        "--password-file",
-        `${server.workDir}/alice.pw`,
-      ]);
-      const env = Object.entries(cliEnv({})).map(([k, v]) => `${k}=${quote(v)}`).join(" ");
-      await tmux.start(`env ${env} ${argv.map(quote).join(" ")}; echo EXIT=$?; sleep 60`);
-      await tmux.waitFor((rows) => rows.at(-1) === "alice>", "the prompt");
+      await tmux.startConnect({
+        port: server.port,
+        user: "alice",
+        password: "alice-password-1",
+        pkiDir: pki.dir,
+        transcripts: `${server.workDir}/alice`,
+      });
 
       const fromBob = (text: string) => (l: string) => l.endsWith(`alice \u2713 ${text}`);
       // Arrow keys move the cursor: "hllo", three Lefts, "e" → "hello".

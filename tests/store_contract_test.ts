@@ -444,6 +444,101 @@ const ADMIN_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
       }),
   },
   {
+    name: "changePassword() needs the old password, applies the rules and retires the old one",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const username = ctx.name("changer");
+        const created = await store.register({
+          email: `${username}@example.org`,
+          username,
+          password: PASSWORD,
+        });
+        const epoch = created.credentialEpoch;
+        assert.equal(await store.credentialEpoch(username), epoch);
+        assert.equal((await store.login(username, PASSWORD)).credentialEpoch, epoch);
+        const next = "a brand new passphrase";
+        await rejectsWith(store.changePassword(username, "not the password", next), "AUTH_FAIL");
+        await rejectsWith(store.changePassword(ctx.name("nobody"), PASSWORD, next), "AUTH_FAIL");
+        await rejectsWith(store.changePassword(username, PASSWORD, "short"), "INVALID_INPUT");
+        await rejectsWith(store.changePassword(username, PASSWORD, PASSWORD), "INVALID_INPUT");
+        assert.equal(await store.credentialEpoch(username), epoch, "refusals change nothing");
+        await store.login(username, PASSWORD);
+        await store.changePassword(username, PASSWORD, next);
+        await rejectsWith(store.login(username, PASSWORD), "AUTH_FAIL");
+        assert.ok((await store.login(username, next)).credentialEpoch > epoch);
+      }),
+  },
+  {
+    name: "changePassword() is atomic: of two changes proving the same old password, one wins",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const username = ctx.name("racer");
+        await store.register({ email: `${username}@example.org`, username, password: PASSWORD });
+        const outcomes = await Promise.all(
+          ["first new password", "second new password"].map((next) =>
+            store.changePassword(username, PASSWORD, next).then(() => next, codeOf)
+          ),
+        );
+        const winners = outcomes.filter((o) => o.endsWith("new password"));
+        assert.equal(winners.length, 1, `outcomes: ${outcomes.join(", ")}`);
+        assert.ok(outcomes.includes("AUTH_FAIL"), `outcomes: ${outcomes.join(", ")}`);
+        await store.login(username, winners[0]);
+      }),
+  },
+  {
+    name:
+      "setPassword() and remove() retire the credential epoch; a name registered again never repeats one",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const username = ctx.name("epoch");
+        const email = `${username}@example.org`;
+        const seen = [
+          (await store.register({ email, username, password: PASSWORD }))
+            .credentialEpoch,
+        ];
+        await store.setPassword(username, "a brand new passphrase");
+        seen.push((await store.credentialEpoch(username))!);
+        await store.remove(username);
+        assert.equal(await store.credentialEpoch(username), null);
+        seen.push((await store.register({ email, username, password: PASSWORD })).credentialEpoch);
+        assert.ok(seen[0] < seen[1] && seen[1] < seen[2], `epochs ${seen.join(", ")}`);
+      }),
+  },
+  {
+    name:
+      "login failures: counted atomically per subject, forgotten after the window, unlocked per user",
+    run: (ctx) =>
+      withAdmin(ctx, async (store) => {
+        const failures = store.failures!;
+        const user = ctx.name("locked").toLowerCase();
+        const cert = `cert:${toHex(crypto.getRandomValues(new Uint8Array(32)))}`;
+        const other = `cert:${toHex(crypto.getRandomValues(new Uint8Array(32)))}`;
+        const account = `account:${user}`;
+        const window = 60_000;
+        // 20 failures recorded at once (as 20 nodes might) all count: no lost update.
+        await Promise.all(
+          Array.from({ length: 20 }, () => failures.fail([cert, account], user, 1000, window)),
+        );
+        let counts = await failures.read([cert, account, other]);
+        assert.deepEqual(counts.get(cert), { failures: 20, last: 1000 });
+        assert.deepEqual(counts.get(account), { failures: 20, last: 1000 });
+        assert.equal(counts.has(other), false);
+        // A failure after the window starts the count again.
+        await failures.fail([cert], user, 1000 + window, window);
+        assert.equal((await failures.read([cert])).get(cert)?.failures, 1);
+        await failures.fail([other], ctx.name("someone").toLowerCase(), 1000, window);
+        await failures.clear([cert]);
+        assert.equal((await failures.read([cert])).has(cert), false);
+        await failures.fail([cert], user, 2000, window);
+        // The operator's unlock finds the account and the certificates by the user, in any case.
+        assert.equal(await store.unlock(user.toUpperCase()), 2);
+        counts = await failures.read([cert, account, other]);
+        assert.deepEqual([...counts.keys()], [other], "another user's count stays");
+        await failures.prune(1001);
+        assert.equal((await failures.read([other])).size, 0);
+      }),
+  },
+  {
     name: "remove() deletes an account so its name and e-mail can be registered again",
     run: (ctx) =>
       withAdmin(ctx, async (store) => {

@@ -68,6 +68,7 @@ Deno.test({
               await server.sql("SHOW CREATE TABLE schema_version", database),
               await server.sql("SHOW CREATE TABLE account_notices", database),
               await server.sql("SHOW CREATE TABLE message_queue", database),
+              await server.sql("SHOW CREATE TABLE login_failures", database),
               await server.sql("SELECT version FROM schema_version", database),
             ].join("\n");
           assert.equal(await describe("from_file"), await describe("from_code"));

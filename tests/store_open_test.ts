@@ -181,7 +181,9 @@ Deno.test("openUserStore() migrates a version 1 SQLite file: accounts kept, e-ma
     v1.close();
     const store = await openUserStore({ url: `sqlite:${path}`, env: {} });
     try {
-      assert.equal((await store.login("olga", "password-1")).email, "olga@example.org");
+      const olga = await store.login("olga", "password-1");
+      assert.equal(olga.email, "olga@example.org");
+      assert.equal(olga.credentialEpoch, 0, "an old account's epoch starts at its creation time");
       await store.register({ email: "olga@example.org", username: "oleg", password: "password-2" });
       assert.equal((await store.login("olga", "password-1")).notices?.length, 1);
     } finally {

@@ -1,5 +1,5 @@
 /**
- * Issue 17 item 5 through the real CLI: `securechat user list|passwd|delete` against the
+ * Issue 17 item 5 through the real CLI: `securechat user list|passwd|delete|unlock` against the
  * store of a running server. A forgotten password is reset (the old one stops working at
  * once, the new one works), and a deleted account's name can be registered again instead
  * of meaning USER_EXISTS forever.
@@ -63,6 +63,46 @@ Deno.test({
         errorCodeOf(await runCli(["user", "delete", "carol", "--yes", ...db])),
         "INVALID_INPUT",
       );
+    } finally {
+      await server.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "user unlock ends a lockout through the store of a running server",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const pki = await makePki(["alice"]);
+    const server = await ServerProcess.start({
+      pkiDir: pki.dir,
+      args: ["--login-lockout", "2", "--login-delay", "1"],
+    });
+    const db = ["--db", server.db];
+    const login = (password: string) =>
+      runConnect({
+        port: server.port,
+        user: "alice",
+        password,
+        pkiDir: pki.dir,
+        transcripts: `${server.workDir}/c`,
+      });
+    try {
+      await registerUser(server, pki.dir, "alice", "alice-password-1");
+      for (let i = 0; i < 2; i++) {
+        assert.equal(errorCodeOf(await login("not-alices-password")), "AUTH_FAIL");
+      }
+      assert.equal(errorCodeOf(await login("alice-password-1")), "RATE_LIMITED");
+      // The counts are in the store, so the operator's command reaches the running server.
+      const unlock = await runCli(["user", "unlock", "alice", ...db]);
+      assert.equal(unlock.code, 0, unlock.stderr);
+      assert.match(unlock.stderr, /failed logins of alice forgiven/);
+      const back = await login("alice-password-1");
+      assert.equal(back.code, 0, back.stderr);
+      const again = await runCli(["user", "unlock", "alice", ...db]);
+      assert.match(again.stderr, /alice had no failed logins to forgive/);
     } finally {
       await server.dispose();
       await Deno.remove(pki.dir, { recursive: true });

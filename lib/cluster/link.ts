@@ -23,7 +23,6 @@ import { clusterTicketStores } from "./ticket_stores.ts";
 import { type CrlOffer, CrlShare } from "./crl_share.ts";
 import type { Logger } from "../log.ts";
 import {
-  AuthEventSchema,
   CLUSTER_VERSION,
   encodeClusterMessage,
   type LoginEvent,
@@ -72,8 +71,6 @@ export interface ClusterHandlers {
   record(envelope: RecordEnvelope, seq: number): void | Promise<void>;
   /** A user logged in on another node. */
   login(event: LoginEvent): void;
-  authFailed(keys: string[]): void;
-  authSucceeded(keys: string[]): void;
   /** This node's members, for the presence heartbeat. */
   localUsers(): LocalUser[];
   /** The CRL the nodes share, now and at every change (docs/DEPLOY.md §4.6). */
@@ -175,8 +172,6 @@ export class ClusterLink {
       const [subject, handle] of [
         [SUBJECTS.presence, (data: Uint8Array) => this.#onPresence(data)],
         [SUBJECTS.login, (data: Uint8Array) => this.#onLogin(data)],
-        [SUBJECTS.authFailed, (data: Uint8Array) => this.#onAuth(data, "failed")],
-        [SUBJECTS.authSucceeded, (data: Uint8Array) => this.#onAuth(data, "succeeded")],
       ] as const
     ) {
       this.#subscriptions.push(this.#nc.subscribe(subject, {
@@ -243,14 +238,6 @@ export class ClusterLink {
   announceLogin(user: string, session: string, at: number): void {
     this.#forget(user, this.node);
     this.#publish(SUBJECTS.login, { user, session, at });
-  }
-
-  authFailed(keys: string[]): void {
-    this.#publish(SUBJECTS.authFailed, { keys });
-  }
-
-  authSucceeded(keys: string[]): void {
-    this.#publish(SUBJECTS.authSucceeded, { keys });
   }
 
   /** Sends this node's membership now rather than at the next beat (a join or a leave). */
@@ -419,13 +406,6 @@ export class ClusterLink {
       if (peer.presence.node === node) continue;
       peer.presence.users = peer.presence.users.filter((u) => u.name.toLowerCase() !== key);
     }
-  }
-
-  #onAuth(data: Uint8Array, outcome: "failed" | "succeeded"): void {
-    const event = parseClusterMessage(data, AuthEventSchema);
-    if (event.node === this.node) return;
-    if (outcome === "failed") this.#handlers?.authFailed(event.keys);
-    else this.#handlers?.authSucceeded(event.keys);
   }
 
   #publish(subject: string, fields: Record<string, unknown>): void {

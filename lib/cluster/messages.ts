@@ -29,9 +29,6 @@ export const SUBJECTS = {
   presence: "securechat.presence",
   /** Core NATS: a user logged in on some node; older sessions elsewhere end. */
   login: "securechat.session.login",
-  /** Core NATS: failed and successful logins, so lockouts hold on every node. */
-  authFailed: "securechat.auth.failed",
-  authSucceeded: "securechat.auth.succeeded",
 } as const;
 
 /**
@@ -82,12 +79,6 @@ export const LoginEventSchema = z.object({
   at: seq,
 }).strict();
 
-export const AuthEventSchema = z.object({
-  v: version,
-  node,
-  keys: z.array(z.string().min(1).max(300)).min(1).max(8),
-}).strict();
-
 /**
  * The value under CRL_KEY: a CRL's DER and who put it there. `node` is for the log only: a
  * CRL is believed for its CA signature, which every receiving node checks.
@@ -101,7 +92,6 @@ export const SharedCrlSchema = z.object({
 export type RecordEnvelope = z.infer<typeof RecordEnvelopeSchema>;
 export type Presence = z.infer<typeof PresenceSchema>;
 export type LoginEvent = z.infer<typeof LoginEventSchema>;
-export type AuthEvent = z.infer<typeof AuthEventSchema>;
 export type SharedCrlMessage = z.infer<typeof SharedCrlSchema>;
 
 /**

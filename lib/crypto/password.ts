@@ -44,6 +44,19 @@ export function checkNewPassword(password: string): void {
 }
 
 /**
+ * Applies the rules for a user's own password change (PROTOCOL §6.7): the new password's
+ * rules, and that it differs from the old one (after NFC, as they are hashed). The client
+ * checks this before sending and the store again before changing anything.
+ * @throws INVALID_INPUT (the message never contains either password)
+ */
+export function checkPasswordChange(oldPassword: string, newPassword: string): void {
+  checkNewPassword(newPassword);
+  if (oldPassword.normalize("NFC") === newPassword.normalize("NFC")) {
+    throw new SecureChatError("INVALID_INPUT", "the new password is the same as the old one");
+  }
+}
+
+/**
  * Hashes a password under the current parameters with a fresh random salt.
  * It does not apply the length rules (`checkNewPassword` does), because a login that upgrades
  * a legacy row must re-hash whatever password that row was made with.

@@ -2,8 +2,9 @@
  * Session resumption tickets (docs/DEPLOY.md §8): issued in `auth_ok` after a login, redeemed
  * by a `resume` in its place so a reconnect skips the password hash — after the full mutual
  * certificate authentication of phase 1, which a ticket never replaces. A ticket is sealed
- * under a key every node has (KeyRing), bound to the user and the client certificate, good for
- * TICKET_LIFETIME_MS and for one use (UsedTickets, shared by the nodes in a cluster).
+ * under a key every node has (KeyRing), bound to the user, the client certificate and the
+ * account's credential epoch (a password change retires every ticket issued before it), good
+ * for TICKET_LIFETIME_MS and for one use (UsedTickets, shared by the nodes in a cluster).
  */
 import { aesGcmOpen, aesGcmSeal } from "#sync-crypto";
 import { z } from "zod";
@@ -37,6 +38,8 @@ const ClaimsSchema = z.object({
   cert: z.string().regex(/^[0-9a-f]{64}$/),
   id: z.string().regex(/^[0-9a-f]{32}$/),
   exp: z.number().int().nonnegative(),
+  /** The account's credential epoch when the ticket was issued (lib/store/user_store.ts). */
+  epoch: z.number().int().nonnegative(),
 }).strict();
 
 export type TicketClaims = z.infer<typeof ClaimsSchema>;
@@ -61,14 +64,23 @@ export class TicketAuthority {
     this.used = stores.used;
   }
 
-  /** A ticket for `user` holding the certificate with SHA-256 `certFingerprint`. */
-  async issue(user: string, certFingerprint: string, now = Date.now()): Promise<Uint8Array> {
+  /**
+   * A ticket for `user` holding the certificate with SHA-256 `certFingerprint`, good while
+   * the account's credential epoch stays `epoch`.
+   */
+  async issue(
+    user: string,
+    certFingerprint: string,
+    epoch: number,
+    now = Date.now(),
+  ): Promise<Uint8Array> {
     const { kid, key } = await this.keys.current(now);
     const claims: TicketClaims = {
       user,
       cert: certFingerprint,
       id: toHex(randomBytes(16)),
       exp: now + TICKET_LIFETIME_MS,
+      epoch,
     };
     const kidBytes = u32be(kid);
     const nonce = randomBytes(NONCE_BYTES);
@@ -77,20 +89,26 @@ export class TicketAuthority {
   }
 
   /**
-   * Checks a ticket for `user` presenting the certificate with SHA-256 `certFingerprint`, and
+   * Checks a ticket for `user` presenting the certificate with SHA-256 `certFingerprint`
+   * against the account's current credential epoch (null: no such account any more), and
    * uses it up.
-   * @throws AUTH_FAIL unknown key, tampered, expired, another user's or certificate's, or used
+   * @throws AUTH_FAIL unknown key, tampered, expired, another user's or certificate's, issued
+   *   before the password last changed (or for a deleted account), or used
    */
   async redeem(
     ticket: Uint8Array,
     user: string,
     certFingerprint: string,
+    epoch: number | null,
     now = Date.now(),
   ): Promise<void> {
     const claims = await this.#open(ticket, now);
     if (claims.exp <= now) fail("the resumption ticket has expired");
     if (claims.user !== user || claims.cert !== certFingerprint) {
       fail("the resumption ticket belongs to another user or certificate");
+    }
+    if (claims.epoch !== epoch) {
+      fail("the resumption ticket was issued before the account's password last changed");
     }
     if (!await this.used.claim(claims.id, claims.exp)) {
       fail("the resumption ticket was already used");

@@ -5,6 +5,7 @@
  * All state is bounded: entries expire and the maps are pruned.
  */
 import { SecureChatError } from "../errors.ts";
+import type { FailureCount, LoginFailureStore } from "../store/login_failures.ts";
 
 /** A token bucket: `burst` tokens, refilled at `perSecond`. */
 export class TokenBucket {
@@ -230,23 +231,16 @@ export interface LoginSubject {
 export interface LoginAttempt {
   /** Wait this long before checking the password. */
   readonly delayMs: number;
-  /** What the attempt counts against; a cluster tells the other nodes the outcome by these. */
-  readonly keys: readonly string[];
-  /** The check failed (wrong password, a refused registration): the reservation counts. */
-  failed(now?: number): void;
-  /** The check passed: the certificate's own record is cleared. */
-  succeeded(): void;
+  /**
+   * The check failed (wrong password, a refused registration): the failure is recorded in the
+   * store, then the reservation ends.
+   * @throws DB_UNAVAILABLE the store could not record it (the reservation ends all the same)
+   */
+  failed(now?: number): Promise<void>;
+  /** The check passed: the certificate's own count is cleared. @throws DB_UNAVAILABLE */
+  succeeded(): Promise<void>;
   /** Nothing was decided (the database was down): the reservation is dropped uncounted. */
-  released(): void;
-}
-
-interface KeyState {
-  failures: number;
-  last: number;
-  /** Attempts reserved and not yet decided: they count as failures until they are. */
-  pending: number;
-  /** For a certificate: the user it claims (what `unlock()` finds it by). */
-  user?: string;
+  released(): Promise<void>;
 }
 
 /**
@@ -262,128 +256,145 @@ interface KeyState {
  * sends at once, and an account sees at most N + (its other certificates) failed checks
  * per window; a correct password from a certificate that has not failed is never refused.
  * The window restarts at each failure (it ends windowMs after the last one).
+ *
+ * Decided failures live in the store (lib/store/login_failures.ts), shared by every node of a
+ * cluster and by `securechat user unlock`; reservations live in this node's memory, because a
+ * reservation in the database would outlive a node killed while holding it. Every read and
+ * write of a subject's count on this node is serialised by a lock per subject, and a failure
+ * is recorded before its reservation ends, so on one node the count read is never below the
+ * truth: the race the reservation closes stays closed. Across k nodes at most k × N checks of
+ * one certificate can be undecided at once (PROTOCOL §8.2).
  */
 export class LoginThrottle {
-  readonly #keys = new Map<string, KeyState>();
+  /** This node's undecided attempts per subject. */
+  readonly #pending = new Map<string, number>();
+  readonly #locks = new SubjectLocks();
+  #prunedAt = 0;
 
-  constructor(readonly options: LoginThrottleOptions = DEFAULT_LOGIN_THROTTLE) {}
+  constructor(
+    readonly failures: LoginFailureStore,
+    readonly options: LoginThrottleOptions = DEFAULT_LOGIN_THROTTLE,
+  ) {}
 
   /**
    * Reserves one password check for `who`.
    * @throws RATE_LIMITED when the certificate, or the account for a certificate that has
    *   failed, is locked out
+   * @throws DB_UNAVAILABLE the counts cannot be read (nothing is reserved)
    */
-  begin(who: LoginSubject, now = Date.now()): LoginAttempt {
-    const { lockoutFailures, baseDelayMs, maxDelayMs } = this.options;
+  async begin(who: LoginSubject, now = Date.now()): Promise<LoginAttempt> {
+    const { lockoutFailures, baseDelayMs, maxDelayMs, windowMs } = this.options;
     const certKey = `cert:${who.certificate}`;
     const accountKey = who.account === undefined ? undefined : `account:${who.account}`;
-    const mine = this.#count(certKey, now);
-    const account = accountKey === undefined ? 0 : this.#count(accountKey, now);
-    if (mine >= lockoutFailures) {
-      throw new SecureChatError(
-        "RATE_LIMITED",
-        "too many failed logins with this certificate; try again later",
-      );
+    const subjects = accountKey === undefined ? [certKey] : [certKey, accountKey];
+    const user = who.user ?? who.account ?? null;
+    this.#prune(now);
+    let stored: Map<string, FailureCount>;
+    let mine: number;
+    let account: number;
+    const unlock = await this.#locks.lock(subjects);
+    try {
+      stored = await this.failures.read(subjects);
+      const count = (key: string) => this.#recent(stored.get(key), now) + this.#pendingOf(key);
+      mine = count(certKey);
+      account = accountKey === undefined ? 0 : count(accountKey);
+      if (mine >= lockoutFailures) {
+        throw new SecureChatError(
+          "RATE_LIMITED",
+          "too many failed logins with this certificate; try again later",
+        );
+      }
+      if (mine > 0 && account >= lockoutFailures) {
+        throw new SecureChatError(
+          "RATE_LIMITED",
+          "too many failed logins for this account; try again later",
+        );
+      }
+      for (const key of subjects) this.#pending.set(key, this.#pendingOf(key) + 1);
+    } finally {
+      unlock();
     }
-    if (mine > 0 && account >= lockoutFailures) {
-      throw new SecureChatError(
-        "RATE_LIMITED",
-        "too many failed logins for this account; try again later",
-      );
-    }
-    const keys = accountKey === undefined ? [certKey] : [certKey, accountKey];
-    if (this.#keys.size > 100_000) this.#prune(now);
-    for (const key of keys) this.#state(key, now).pending++;
-    this.#state(certKey, now).user = who.user ?? who.account;
+    const certFailed = this.#recent(stored.get(certKey), now) > 0;
     const recent = mine === 0 ? 0 : Math.max(mine, account);
     let decided = false;
-    const decide = (outcome: (state: KeyState, key: string) => void) => {
+    const decide = async (record?: () => Promise<void>) => {
       if (decided) return;
       decided = true;
-      for (const key of keys) {
-        const state = this.#state(key, now);
-        state.pending--;
-        outcome(state, key);
-        if (state.failures === 0 && state.pending === 0) this.#keys.delete(key);
+      const release = record ? await this.#locks.lock(subjects) : undefined;
+      try {
+        await record?.();
+      } finally {
+        for (const key of subjects) {
+          const left = this.#pendingOf(key) - 1;
+          if (left > 0) this.#pending.set(key, left);
+          else this.#pending.delete(key);
+        }
+        release?.();
       }
     };
     return {
       delayMs: recent === 0 ? 0 : Math.min(maxDelayMs, baseDelayMs * 2 ** (recent - 1)),
-      // The user travels with the keys so that another node's unlock() finds the certificate.
-      keys: who.user ?? who.account ? [...keys, `user:${who.user ?? who.account}`] : keys,
-      failed: (at = Date.now()) =>
-        decide((state) => {
-          state.failures = this.#recent(state, at) + 1;
-          state.last = at;
-        }),
+      failed: (at = Date.now()) => decide(() => this.failures.fail(subjects, user, at, windowMs)),
       // The account's count stays: another certificate's failures are not forgiven by this one.
-      succeeded: () => decide((state, key) => key === certKey && (state.failures = 0)),
-      released: () => decide(() => {}),
+      succeeded: () => decide(certFailed ? () => this.failures.clear([certKey]) : undefined),
+      released: () => decide(),
     };
-  }
-
-  /** A failure decided on another node of the cluster (its attempt's `keys`). */
-  failedElsewhere(keys: readonly string[], now = Date.now()): void {
-    if (this.#keys.size > 100_000) this.#prune(now);
-    const user = keys.find((key) => key.startsWith("user:"))?.slice("user:".length);
-    for (const key of keys) {
-      if (key.startsWith("user:")) continue;
-      const state = this.#state(key, now);
-      state.failures = this.#recent(state, now) + 1;
-      state.last = now;
-      if (user !== undefined && key.startsWith("cert:")) state.user = user;
-    }
   }
 
   /**
    * The operator forgives `user` (canonical name): the account's count and that of every
-   * certificate that claimed the user are cleared.
-   * @returns the keys to pass to the other nodes of a cluster (`succeededElsewhere`)
+   * certificate that claimed the user are cleared, for every node on the store.
+   * @returns how many counts were cleared
+   * @throws DB_UNAVAILABLE
    */
-  unlock(user: string): readonly string[] {
-    for (const [key, state] of this.#keys) {
-      if (key !== `account:${user}` && !(key.startsWith("cert:") && state.user === user)) continue;
-      state.failures = 0;
-      if (state.pending === 0) this.#keys.delete(key);
-    }
-    return [`unlock:${user}`];
+  async unlock(user: string): Promise<number> {
+    return await this.failures.unlock(user);
   }
 
-  /** A success decided on another node: as here, it clears the certificate's record only. */
-  succeededElsewhere(keys: readonly string[]): void {
-    for (const key of keys) {
-      if (key.startsWith("unlock:")) {
-        this.unlock(key.slice("unlock:".length));
-        continue;
-      }
-      const state = this.#keys.get(key);
-      if (!key.startsWith("cert:") || !state) continue;
-      state.failures = 0;
-      if (state.pending === 0) this.#keys.delete(key);
-    }
+  #pendingOf(key: string): number {
+    return this.#pending.get(key) ?? 0;
   }
 
-  #state(key: string, now: number): KeyState {
-    let state = this.#keys.get(key);
-    if (!state) {
-      state = { failures: 0, last: now, pending: 0 };
-      this.#keys.set(key, state);
-    }
-    return state;
+  #recent(count: FailureCount | undefined, now: number): number {
+    return count && now - count.last < this.options.windowMs ? count.failures : 0;
   }
 
-  #recent(state: KeyState, now: number): number {
-    return now - state.last < this.options.windowMs ? state.failures : 0;
-  }
-
-  #count(key: string, now: number): number {
-    const state = this.#keys.get(key);
-    return state ? this.#recent(state, now) + state.pending : 0;
-  }
-
+  /**
+   * Counts whose window has passed count for nothing; once per window they are dropped. A
+   * failed prune is only tidiness missed, and the next window tries again.
+   */
   #prune(now: number): void {
-    for (const [key, state] of this.#keys) {
-      if (state.pending === 0 && this.#recent(state, now) === 0) this.#keys.delete(key);
-    }
+    if (now - this.#prunedAt < this.options.windowMs) return;
+    this.#prunedAt = now;
+    this.failures.prune(now - this.options.windowMs).catch(() => {});
+  }
+}
+
+/** Per-subject mutual exclusion: a waiter gets the lock when every earlier holder let go. */
+class SubjectLocks {
+  readonly #tails = new Map<string, Promise<void>>();
+
+  /**
+   * Takes the lock of every subject, in the order given (callers list a certificate before an
+   * account, so no two callers wait on each other in a cycle).
+   * @returns the release of them all
+   */
+  async lock(subjects: readonly string[]): Promise<() => void> {
+    const releases: (() => void)[] = [];
+    for (const subject of subjects) releases.push(await this.#lockOne(subject));
+    return () => releases.reverse().forEach((release) => release());
+  }
+
+  async #lockOne(subject: string): Promise<() => void> {
+    const previous = this.#tails.get(subject) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => release = resolve);
+    const tail = previous.then(() => mine);
+    this.#tails.set(subject, tail);
+    await previous;
+    return () => {
+      release();
+      if (this.#tails.get(subject) === tail) this.#tails.delete(subject);
+    };
   }
 }

@@ -33,6 +33,8 @@ import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from "../store/message_queue.t
 
 /** How often expired offline records are purged (they are never handed out once expired). */
 const QUEUE_PURGE_INTERVAL_MS = 10 * 60 * 1000;
+import { checkPasswordChange } from "../crypto/password.ts";
+import { MemoryLoginFailures } from "../store/login_failures.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -82,7 +84,11 @@ export class ChatServer {
     this.#listener = listener;
     this.#opts = opts;
     this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
-    this.#throttle = new LoginThrottle(opts.loginThrottle);
+    // A store without failure counts of its own (a test double) keeps them in this process.
+    this.#throttle = new LoginThrottle(
+      opts.store.failures ?? new MemoryLoginFailures(),
+      opts.loginThrottle,
+    );
     const queue = opts.store.queue;
     this.lobby = new Lobby(
       opts.log,
@@ -161,16 +167,15 @@ export class ChatServer {
 
   /**
    * Joins the cluster: settles the CRL with the one the nodes share, then starts taking
-   * records, logins, lockouts and CRLs from the other nodes. A cluster node accepts no
-   * connection before this: a revocation another node shared holds from its first login.
+   * records, logins and CRLs from the other nodes (lockouts need no message: the nodes share
+   * the store that counts them). A cluster node accepts no connection before this: a
+   * revocation another node shared holds from its first login.
    * @throws CLUSTER_UNAVAILABLE
    */
   async startCluster(): Promise<void> {
     try {
       await this.#opts.cluster?.start({
         ...this.lobby.clusterHandlers(),
-        authFailed: (keys) => this.#throttle.failedElsewhere(keys),
-        authSucceeded: (keys) => this.#throttle.succeededElsewhere(keys),
         crl: async (shared) => await this.#crl?.offerShared(shared),
       });
     } finally {
@@ -333,6 +338,8 @@ export class ChatServer {
     });
     const running = session.run({
       onMessage: (message) => this.lobby.receive(member, message),
+      onPasswordChange: (oldPassword, newPassword) =>
+        this.#changePassword(session, peer, oldPassword, newPassword),
     });
     await this.lobby.join(member, notices);
     // Validated against the CRL in force when its handshake began: one adopted since then
@@ -352,48 +359,57 @@ export class ChatServer {
 
   /**
    * The operator forgives a user's failed logins (every certificate of that user, and the
-   * account) on every node of a cluster, or resets an address's handshake budget here: the
-   * lockout ends now instead of when the window passes.
+   * account) for every server on this store, or resets an address's handshake budget here:
+   * the lockout ends now instead of when the window passes.
+   * @returns how many failure counts were cleared (an address: 1)
+   * @throws DB_UNAVAILABLE
    */
-  unlock(target: { user: string } | { address: string }): void {
+  async unlock(target: { user: string } | { address: string }): Promise<number> {
     if ("user" in target) {
-      const keys = this.#throttle.unlock(canonicalName(target.user));
-      this.#opts.cluster?.authSucceeded([...keys]);
-      this.#opts.log("UNLOCKED", { user: target.user });
-    } else {
-      this.#admission.resetHandshakes(target.address);
-      this.#opts.log("UNLOCKED", { peer: target.address });
+      const cleared = await this.#throttle.unlock(canonicalName(target.user));
+      this.#opts.log("UNLOCKED", {
+        user: target.user,
+        detail: `${cleared} failure counts cleared`,
+      });
+      return cleared;
     }
+    this.#admission.resetHandshakes(target.address);
+    this.#opts.log("UNLOCKED", { peer: target.address });
+    return 1;
   }
 
   /**
-   * Checks a password, a registration or a resumption ticket (bound to the certificate),
-   * throttled per certificate and per account (never per address: the certificate has already
-   * authenticated the peer). The attempt is reserved before the password is hashed, so
-   * concurrent guesses cannot all pass the lockout check; the next ticket is issued when the
-   * server has an authority.
+   * Checks a password, a registration or a resumption ticket (bound to the certificate and the
+   * account's credential epoch), throttled per certificate and per account (never per address:
+   * the certificate has already authenticated the peer). The attempt is reserved before the
+   * password is hashed, so concurrent guesses cannot all pass the lockout check; the next ticket
+   * is issued when the server has an authority.
    */
   async #authenticate(
     request: Credentials,
     client: ValidatedPeer,
   ): Promise<{ registered: boolean; notices: string[]; ticket?: Uint8Array }> {
     const certFingerprint = client.fingerprint;
-    const attempt = this.#throttle.begin({
+    const name = canonicalName(request.username);
+    const attempt = await this.#throttle.begin({
       certificate: certFingerprint,
-      user: canonicalName(request.username),
+      user: name,
       // Only a password login guesses the account's secret; the rest count on the certificate.
-      account: request.mode === "login" ? canonicalName(request.username) : undefined,
+      account: request.mode === "login" ? name : undefined,
     });
     let notices: string[] = [];
+    let epoch: number;
     try {
       if (attempt.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, attempt.delayMs));
       if (request.mode === "register") {
-        await this.#opts.store.register(request);
+        epoch = (await this.#opts.store.register(request)).credentialEpoch;
       } else if (request.mode === "resume") {
         if (!this.#opts.tickets) {
           throw new SecureChatError("AUTH_FAIL", "this server issues no resumption tickets");
         }
-        await this.#opts.tickets.redeem(request.ticket, request.username, certFingerprint);
+        const current = await this.#opts.store.credentialEpoch(request.username);
+        await this.#opts.tickets.redeem(request.ticket, request.username, certFingerprint, current);
+        epoch = current!; // redeem() refuses a ticket when there is no account
       } else {
         const account = await this.#opts.store.login(request.username, request.password);
         // The store finds a name in any case; a certificate opens only the account spelt as
@@ -402,21 +418,19 @@ export class ChatServer {
           throw new SecureChatError("AUTH_FAIL", "certificate name is not the account's spelling");
         }
         notices = account.notices ?? [];
+        epoch = account.credentialEpoch;
       }
     } catch (error) {
-      if (COUNTED_FAILURES.has(codeOf(error))) {
-        attempt.failed();
-        this.#opts.cluster?.authFailed([...attempt.keys]);
-      } else {
-        attempt.released();
-      }
+      await this.#decide(
+        COUNTED_FAILURES.has(codeOf(error)) ? attempt.failed() : attempt.released(),
+        request.username,
+      );
       throw error;
     }
-    attempt.succeeded();
-    this.#opts.cluster?.authSucceeded([...attempt.keys]);
+    await this.#decide(attempt.succeeded(), request.username);
     // No ticket (the ticket store is down) only costs the next login a password hash.
     const ticket = !request.wantTicket ? undefined : await this.#opts.tickets
-      ?.issue(request.username, certFingerprint)
+      ?.issue(request.username, certFingerprint, epoch)
       .catch((error) =>
         void this.#opts.log(codeOf(error), {
           user: request.username,
@@ -424,6 +438,68 @@ export class ChatServer {
         })
       );
     return { registered: request.mode === "register", notices, ...(ticket ? { ticket } : {}) };
+  }
+
+  /**
+   * Records an attempt's outcome. The login itself is decided: a store that cannot record it
+   * (down) is logged and the answer stands (a failure not recorded costs a lockout one count).
+   */
+  async #decide(recording: Promise<void>, user: string): Promise<void> {
+    await recording.catch((error) =>
+      this.#opts.log(codeOf(error), {
+        user,
+        detail: `login outcome not recorded: ${(error as Error).message}`,
+      })
+    );
+  }
+
+  /**
+   * A user changes their own password from their session (PROTOCOL §6.7): the rules first
+   * (no hash for a change that could never apply), then the old password, checked and
+   * throttled exactly like a login of this certificate and account, then the change, which
+   * retires every resumption ticket of the account on every node.
+   * @throws INVALID_INPUT, RATE_LIMITED, AUTH_FAIL, DB_UNAVAILABLE: the refusal's code
+   */
+  async #changePassword(
+    session: ChatSession,
+    peer: string,
+    oldPassword: string,
+    newPassword: string,
+  ): Promise<void> {
+    const user = session.username;
+    const where = { peer, user, session: session.sessionId };
+    try {
+      checkPasswordChange(oldPassword, newPassword);
+      const name = canonicalName(user);
+      const attempt = await this.#throttle.begin({
+        certificate: session.established.peer.fingerprint,
+        user: name,
+        account: name,
+      });
+      try {
+        if (attempt.delayMs > 0) {
+          await new Promise((resolve) => setTimeout(resolve, attempt.delayMs));
+        }
+        await this.#opts.store.changePassword(user, oldPassword, newPassword);
+      } catch (error) {
+        await this.#decide(
+          codeOf(error) === "AUTH_FAIL" ? attempt.failed() : attempt.released(),
+          user,
+        );
+        throw error;
+      }
+      await this.#decide(attempt.succeeded(), user);
+    } catch (error) {
+      this.#opts.log(codeOf(error), {
+        ...where,
+        detail: `password change refused: ${(error as Error).message}`,
+      });
+      throw error;
+    }
+    this.#opts.log("PASSWORD_CHANGED", {
+      ...where,
+      detail: "by its user; the account's resumption tickets are retired",
+    });
   }
 }
 

@@ -12,12 +12,14 @@ export type ChatLine =
   | { action: "send"; body: Body; to: string }
   | { action: "quit" }
   | { action: "help" }
+  | { action: "passwd" }
   | { action: "ignore" }
   | { action: "error"; message: string };
 
 export const CHAT_HELP = [
   "/msg <user> <text>  send to one user only",
   "/who                list who is online",
+  "/passwd             change your password (the old one, then the new one twice)",
   "/help               this list",
   "/quit or !!exit     end the session (receipts are exchanged)",
   "anything else       goes to everyone in the lobby",
@@ -28,6 +30,11 @@ export function parseChatLine(line: string): ChatLine {
   if (trimmed === "") return { action: "ignore" };
   if (trimmed === "/quit" || trimmed === "!!exit") return { action: "quit" };
   if (trimmed === "/help") return { action: "help" };
+  if (trimmed === "/passwd") return { action: "passwd" };
+  if (/^\/passwd\s/.test(trimmed)) {
+    // Not echoed back: what follows may be a password typed where it should not be.
+    return { action: "error", message: "usage: /passwd (it asks for the passwords, unechoed)" };
+  }
   if (trimmed === "/who") return { action: "send", body: { kind: "who" }, to: TO_SERVER };
   const direct = /^\/msg\s+(\S+)\s+(.+)$/s.exec(trimmed);
   if (direct) return text(direct[2], direct[1]);

@@ -51,11 +51,17 @@ import {
 import type { Receipt } from "../transcript/receipt.ts";
 import type { TranscriptStorage } from "../transcript/storage.ts";
 import { TranscriptWriter } from "../transcript/writer.ts";
+import { z } from "zod";
 import {
   CloseSchema,
   ErrorSchema,
   KeyUpdateSchema,
   parseMessage,
+  PASSWORD_REFUSAL_CODES,
+  PasswordChangedSchema,
+  PasswordChangeSchema,
+  type PasswordRefusalCode,
+  PasswordRefusedSchema,
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
 import { byType } from "../wire/shape.ts";
@@ -107,6 +113,12 @@ export type ReceivedMessage =
 
 export interface SessionHandlers {
   onMessage(message: ReceivedMessage): void | Promise<void>;
+  /**
+   * Server: the user asks to change their own password (PROTOCOL §6.7). Resolves once the
+   * change is made; a rejection's code (one of PASSWORD_REFUSAL_CODES, else INTERNAL) is the
+   * answer. Without it, a `password_change` is PROTOCOL_ERROR.
+   */
+  onPasswordChange?(oldPassword: string, newPassword: string): Promise<void>;
 }
 
 export interface SessionEnd {
@@ -159,6 +171,15 @@ export class ChatSession {
   /** Clients: stored hops not yet acknowledged that this device could not open. */
   #storedUnread: number[] = [];
   #acking?: Promise<void>;
+  /** Client: the password change waiting for the server's answer (one at a time, §6.7). */
+  #passwordChange?: {
+    id: number;
+    resolve: () => void;
+    reject: (error: SecureChatError) => void;
+  };
+  #passwordChangeIds = 0;
+  /** Server: a password change is being decided; a second one before its answer is an error. */
+  #changingPassword = false;
 
   private constructor(
     est: EstablishedSession,
@@ -329,6 +350,98 @@ export class ChatSession {
     return records.seal(content);
   }
 
+  /**
+   * Client: changes the user's own password (PROTOCOL §6.7). The caller has applied the rules
+   * (`checkPasswordChange`); the server applies them again and checks the old password.
+   * @throws AUTH_FAIL (wrong old password), INVALID_INPUT, RATE_LIMITED, DB_UNAVAILABLE,
+   *   INTERNAL as the server answered; PROTOCOL_ERROR when the session is closing, another
+   *   change is waiting, or the session ends before the answer (the outcome is then unknown)
+   */
+  changePassword(oldPassword: string, newPassword: string): Promise<void> {
+    if (this.#est.role !== "client") {
+      return Promise.reject(new SecureChatError("INTERNAL", "only a client changes its password"));
+    }
+    if (this.closing) {
+      return Promise.reject(new SecureChatError("PROTOCOL_ERROR", "session is closing"));
+    }
+    if (this.#passwordChange) {
+      return Promise.reject(
+        new SecureChatError("PROTOCOL_ERROR", "a password change is already waiting"),
+      );
+    }
+    const id = ++this.#passwordChangeIds;
+    return new Promise((resolve, reject) => {
+      this.#passwordChange = { id, resolve, reject };
+      try {
+        this.#sendControl({ type: "password_change", id, old: oldPassword, new: newPassword });
+      } catch (error) {
+        this.#passwordChange = undefined;
+        reject(error);
+      }
+    });
+  }
+
+  /** Server, PROTOCOL §6.7: decides a change without holding up the session's other messages. */
+  #startPasswordChange(
+    message: z.infer<typeof PasswordChangeSchema>,
+    handlers: SessionHandlers,
+  ): void {
+    if (!handlers.onPasswordChange) {
+      throw new SecureChatError("PROTOCOL_ERROR", "unexpected password_change");
+    }
+    if (this.#close.received) {
+      throw new SecureChatError("PROTOCOL_ERROR", "password_change after the peer's close");
+    }
+    if (this.#changingPassword) {
+      throw new SecureChatError("PROTOCOL_ERROR", "a second password_change before the answer");
+    }
+    this.#changingPassword = true;
+    void handlers.onPasswordChange(message.old, message.new).then(
+      () => ({ type: "password_changed", id: message.id }),
+      (error) => ({ type: "password_refused", id: message.id, code: passwordRefusalOf(error) }),
+    ).then((answer) => {
+      this.#changingPassword = false;
+      // A session that started closing meanwhile sends no answer (§6.7): nothing follows close.
+      if (this.#close.sent || this.#ended) return;
+      try {
+        this.#sendControl(answer);
+      } catch {
+        // the peer is gone; the log has the outcome
+      }
+    });
+  }
+
+  /** Client, PROTOCOL §6.7: the answer must name the change waiting for it. */
+  #settlePasswordChange(
+    message: z.infer<typeof PasswordChangedSchema> | z.infer<typeof PasswordRefusedSchema>,
+  ): void {
+    const waiting = this.#passwordChange;
+    if (!waiting || waiting.id !== message.id) {
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        `answer to password change ${message.id}, none waiting`,
+      );
+    }
+    this.#passwordChange = undefined;
+    if (message.type === "password_changed") return waiting.resolve();
+    waiting.reject(
+      new SecureChatError(message.code, `the server refused the password change: ${message.code}`),
+    );
+  }
+
+  /** The session ended with a change unanswered: the user must not think either way. */
+  #abandonPasswordChange(): void {
+    this.#passwordChange?.reject(
+      new SecureChatError(
+        "PROTOCOL_ERROR",
+        "the session ended before the server answered the password change; it may or may not " +
+          "have been made",
+        { hint: "log in again: with the new password first, then the old one" },
+      ),
+    );
+    this.#passwordChange = undefined;
+  }
+
   /** Starts the close exchange; `run()` resolves once receipts are exchanged or time runs out. */
   async close(): Promise<void> {
     await this.#sendClose();
@@ -399,6 +512,7 @@ export class ChatSession {
       await this.#release(handlers).catch(() => {});
       return await this.#end("error", this.#aborted ?? error);
     } finally {
+      this.#abandonPasswordChange();
       clearTimeout(this.#closeTimer);
       await this.#est.conn.flush(1000);
       this.#est.conn.close();
@@ -448,6 +562,11 @@ export class ChatSession {
       case "receipt":
         await this.#release(handlers);
         return await this.#handleReceipt(message);
+      case "password_change":
+        return this.#startPasswordChange(message, handlers);
+      case "password_changed":
+      case "password_refused":
+        return this.#settlePasswordChange(message);
     }
     if (this.#close.received) {
       throw new SecureChatError("PROTOCOL_ERROR", "message after the peer's close");
@@ -671,19 +790,44 @@ const CONTROL = {
   error: ErrorSchema,
 } as const;
 type Control = import("zod").output<typeof CONTROL[keyof typeof CONTROL]>;
+type PasswordChange = import("zod").output<typeof PasswordChangeSchema>;
+type PasswordAnswer =
+  | import("zod").output<typeof PasswordChangedSchema>
+  | import("zod").output<typeof PasswordRefusedSchema>;
+/** Every message a session reads after the handshake; each role accepts its own subset. */
+type SessionMessage =
+  | MsgMessage
+  | RelayMessage
+  | RefusedMessage
+  | QueuedMessage
+  | PasswordChange
+  | PasswordAnswer
+  | Control;
 /** What a server may read from a client after the handshake, by type. */
-const CLIENT_MESSAGES = byType<MsgMessage | Control>({ msg: MsgMessageShape, ...CONTROL });
+const CLIENT_MESSAGES = byType<SessionMessage>({
+  msg: MsgMessageShape,
+  password_change: PasswordChangeSchema,
+  ...CONTROL,
+});
 /** What a client may read from the server after the handshake, by type. */
-const SERVER_MESSAGES = byType<
-  MsgMessage | RelayMessage | RefusedMessage | QueuedMessage | Control
->({
+const SERVER_MESSAGES = byType<SessionMessage>({
   msg: MsgMessageShape,
   relay: RelayMessageShape,
   stored: RelayMessageShape,
   refused: RefusedMessageShape,
   queued: QueuedMessageShape,
+  password_changed: PasswordChangedSchema,
+  password_refused: PasswordRefusedSchema,
   ...CONTROL,
 });
+
+/** The code a refused password change is answered with (PROTOCOL §6.7). */
+function passwordRefusalOf(error: unknown): PasswordRefusalCode {
+  const code = codeOf(error);
+  return (PASSWORD_REFUSAL_CODES as readonly string[]).includes(code)
+    ? code as PasswordRefusalCode
+    : "INTERNAL";
+}
 
 /** Tells the peer why the session ends, sealed, then closes so that the message survives. */
 async function sendSealedError(est: EstablishedSession, error: SecureChatError): Promise<void> {

@@ -73,6 +73,17 @@ class MysqlDatabase implements SqlDatabase {
   }
 
   async execute(sql: string, params: readonly SqlValue[] = []): Promise<SqlRow[]> {
+    const rows = await this.#run(sql, params);
+    return Array.isArray(rows) ? rows as SqlRow[] : [];
+  }
+
+  async change(sql: string, params: readonly SqlValue[] = []): Promise<number> {
+    const result = await this.#run(sql, params);
+    // A write answers with a ResultSetHeader; affectedRows counts the rows it changed.
+    return Array.isArray(result) ? 0 : Number((result as { affectedRows?: unknown }).affectedRows);
+  }
+
+  async #run(sql: string, params: readonly SqlValue[]): Promise<unknown> {
     // mysql2 binds Buffers as binary, but a plain Uint8Array would be sent as an object.
     const values = params.map((p) => p instanceof Uint8Array ? Buffer.from(p) : p);
     // Our own deadline over the whole statement: mysql2's `timeout` option does not cover
@@ -88,8 +99,8 @@ class MysqlDatabase implements SqlDatabase {
       );
     });
     try {
-      const [rows] = await Promise.race([statement, deadline]);
-      return Array.isArray(rows) ? rows as SqlRow[] : [];
+      const [result] = await Promise.race([statement, deadline]);
+      return result;
     } finally {
       clearTimeout(timer);
     }

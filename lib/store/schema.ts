@@ -137,6 +137,36 @@ const MIGRATIONS: Migration[] = [{
   CONSTRAINT message_queue_user_fk FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
 ) ENGINE=InnoDB`,
   ],
+}, {
+  // Issue 17: credentials a cluster shares. `credential_epoch` changes with every credential
+  // change (a password set or changed), and resumption tickets carry it, so a change retires
+  // them on every node; it starts at the account's creation time (ms), so an account deleted
+  // and registered again never repeats an epoch. `login_failures` holds the decided failed
+  // logins of the throttle (PROTOCOL §8.2) by subject (`cert:<sha-256 hex>` or
+  // `account:<canonical name>`), so every node, and `securechat user unlock`, sees one count.
+  version: 4,
+  sqlite: [
+    "ALTER TABLE users ADD COLUMN credential_epoch INTEGER NOT NULL DEFAULT 0",
+    "UPDATE users SET credential_epoch = created_at WHERE credential_epoch = 0",
+    `CREATE TABLE login_failures (
+  subject TEXT NOT NULL PRIMARY KEY,
+  user_name TEXT COLLATE NOCASE,
+  failures INTEGER NOT NULL,
+  last_at INTEGER NOT NULL
+) STRICT`,
+    "CREATE INDEX login_failures_user ON login_failures (user_name)",
+  ],
+  mysql: [
+    "ALTER TABLE users ADD COLUMN IF NOT EXISTS credential_epoch BIGINT NOT NULL DEFAULT 0",
+    "UPDATE users SET credential_epoch = created_at WHERE credential_epoch = 0",
+    `CREATE TABLE IF NOT EXISTS login_failures (
+  subject VARCHAR(80) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+  user_name VARCHAR(32) CHARACTER SET ascii COLLATE ascii_general_ci NULL,
+  failures INT UNSIGNED NOT NULL,
+  last_at BIGINT NOT NULL,
+  KEY login_failures_user (user_name)
+) ENGINE=InnoDB`,
+  ],
 }];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

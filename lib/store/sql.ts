@@ -18,6 +18,8 @@ export interface SqlDatabase {
   readonly description: string;
   /** Runs one statement with `?` placeholders; returns its rows (none for a write). */
   execute(sql: string, params?: readonly SqlValue[]): Promise<SqlRow[]>;
+  /** Runs one write with `?` placeholders; returns how many rows it changed. */
+  change(sql: string, params?: readonly SqlValue[]): Promise<number>;
   /** Sorts an error thrown by `execute` into what the engine says it was. */
   classify(error: unknown): Failure;
   close(): Promise<void>;
@@ -38,19 +40,40 @@ export async function query(
   try {
     return await db.execute(sql, params);
   } catch (error) {
-    switch (db.classify(error)) {
-      case "duplicate":
-        throw new SecureChatError("USER_EXISTS", "that user name is already registered", {
-          cause: error,
-        });
-      case "unavailable":
-        throw new SecureChatError(
-          "DB_UNAVAILABLE",
-          `the user database (${db.description}) is unavailable`,
-          { cause: error, hint: "try again in a moment; the server reconnects by itself" },
-        );
-      default:
-        throw new SecureChatError("INTERNAL", "user database query failed", { cause: error });
-    }
+    throw codedFailure(db, error);
+  }
+}
+
+/**
+ * Runs a write as `query()` does and returns how many rows it changed: what a compare-and-set
+ * (`UPDATE … WHERE` the value read) tells its caller.
+ * @throws USER_EXISTS, DB_UNAVAILABLE, INTERNAL as `query()`
+ */
+export async function change(
+  db: SqlDatabase,
+  sql: string,
+  params: readonly SqlValue[] = [],
+): Promise<number> {
+  try {
+    return await db.change(sql, params);
+  } catch (error) {
+    throw codedFailure(db, error);
+  }
+}
+
+function codedFailure(db: SqlDatabase, error: unknown): SecureChatError {
+  switch (db.classify(error)) {
+    case "duplicate":
+      return new SecureChatError("USER_EXISTS", "that user name is already registered", {
+        cause: error,
+      });
+    case "unavailable":
+      return new SecureChatError(
+        "DB_UNAVAILABLE",
+        `the user database (${db.description}) is unavailable`,
+        { cause: error, hint: "try again in a moment; the server reconnects by itself" },
+      );
+    default:
+      return new SecureChatError("INTERNAL", "user database query failed", { cause: error });
   }
 }

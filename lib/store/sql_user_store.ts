@@ -2,6 +2,7 @@
 import { SecureChatError } from "../errors.ts";
 import {
   checkNewPassword,
+  checkPasswordChange,
   hashPassword,
   needsRehash,
   PASSWORD_MAX_BYTES,
@@ -10,9 +11,10 @@ import {
   SALT_BYTES,
   verifyPassword,
 } from "../crypto/password.ts";
-import { isValidUserName } from "../pki/names.ts";
+import { canonicalName, isValidUserName } from "../pki/names.ts";
 import { checkAccountFields } from "./account_rules.ts";
-import { query, type SqlDatabase, type SqlRow } from "./sql.ts";
+import { type LoginFailureStore, SqlLoginFailures } from "./login_failures.ts";
+import { change, query, type SqlDatabase, type SqlRow } from "./sql.ts";
 import type { Account, AccountAdmin, RegisterInput, UserStore } from "./user_store.ts";
 import { type MessageQueue, SqlMessageQueue } from "./message_queue.ts";
 
@@ -27,6 +29,13 @@ const DUMMY_HASH: PasswordHash = {
   hash: new Uint8Array(32),
 };
 
+/**
+ * The next credential epoch (user_store.ts `credentialEpoch`): above the last one, and at
+ * least the time, so that a name registered again after a deletion (whose epoch starts at its
+ * creation time) never meets an epoch of the deleted account. `?` is the time in ms.
+ */
+const NEXT_EPOCH = "CASE WHEN credential_epoch + 1 > ? THEN credential_epoch + 1 ELSE ? END";
+
 const SCHEMES: readonly string[] = ["pbkdf2-sha256", "seed-sha256"] satisfies PasswordHash[
   "scheme"
 ][];
@@ -36,11 +45,13 @@ export class SqlUserStore implements UserStore, AccountAdmin {
   /** A schema migration still owed because the database was down at open (open.ts). */
   #migrate?: () => Promise<void>;
   readonly queue: MessageQueue;
+  readonly failures: LoginFailureStore;
 
   constructor(db: SqlDatabase, migrate?: () => Promise<void>) {
     this.#db = db;
     this.#migrate = migrate;
     this.queue = new SqlMessageQueue(db, () => this.#ready());
+    this.failures = new SqlLoginFailures(db, () => this.#ready());
   }
 
   /** @throws DB_UNAVAILABLE while the owed migration cannot run; it is retried next time */
@@ -71,7 +82,7 @@ export class SqlUserStore implements UserStore, AccountAdmin {
     await query(
       this.#db,
       `INSERT INTO users (username, email, password_scheme, password_iterations, password_salt,
-        password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        password_hash, created_at, credential_epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       [
         input.username,
         input.email,
@@ -79,6 +90,7 @@ export class SqlUserStore implements UserStore, AccountAdmin {
         stored.iterations,
         stored.salt,
         stored.hash,
+        createdAt,
         createdAt,
       ],
     );
@@ -88,33 +100,16 @@ export class SqlUserStore implements UserStore, AccountAdmin {
       email: input.email,
       createdAt: new Date(createdAt),
       lastLoginAt: null,
+      credentialEpoch: createdAt,
     };
   }
 
   async login(username: string, password: string): Promise<Account> {
     await this.#ready();
-    // An invalid name cannot exist, and a password longer in UTF-16 units than the byte limit
-    // is surely over it; neither reaches the database, but both still pay for a dummy hash.
-    const row = isValidUserName(username) && password.length <= PASSWORD_MAX_BYTES
-      ? (await query(
-        this.#db,
-        `SELECT id, username, email, password_scheme, password_iterations, password_salt,
-          password_hash, created_at, last_login_at FROM users WHERE username = ?`,
-        [username],
-      ))[0]
-      : undefined;
-    const stored = row ? storedHashOf(row) : DUMMY_HASH;
-    // A row under old parameters gets its new hash computed whether or not the password turns
-    // out right: a wrong guess then costs a full PBKDF2 too, like an unknown user's.
-    const [matches, upgraded] = await Promise.all([
-      verifyPassword(password, stored),
-      needsRehash(stored) ? hashPassword(password) : undefined,
-    ]);
-    if (!row || !matches) {
-      throw new SecureChatError("AUTH_FAIL", "wrong user name or password");
-    }
+    const { row, upgraded } = await this.#checkPassword(username, password);
     const now = Date.now();
     if (upgraded) {
+      // The same password under new parameters: not a credential change, the epoch stays.
       await query(
         this.#db,
         `UPDATE users SET password_scheme = ?, password_iterations = ?, password_salt = ?,
@@ -133,7 +128,89 @@ export class SqlUserStore implements UserStore, AccountAdmin {
       createdAt: new Date(Number(row.created_at)),
       lastLoginAt: new Date(now),
       notices: await this.#takeNotices(Number(row.id)),
+      credentialEpoch: Number(row.credential_epoch),
     };
+  }
+
+  /**
+   * The row of `username` if `password` is its password, and a re-hash of it when the row is
+   * under old parameters. An unknown user costs one full PBKDF2 like a known one.
+   * @throws AUTH_FAIL unknown user or wrong password
+   */
+  async #checkPassword(
+    username: string,
+    password: string,
+  ): Promise<{ row: SqlRow; stored: PasswordHash; upgraded?: PasswordHash }> {
+    // An invalid name cannot exist, and a password longer in UTF-16 units than the byte limit
+    // is surely over it; neither reaches the database, but both still pay for a dummy hash.
+    const row = isValidUserName(username) && password.length <= PASSWORD_MAX_BYTES
+      ? (await query(
+        this.#db,
+        `SELECT id, username, email, password_scheme, password_iterations, password_salt,
+          password_hash, created_at, last_login_at, credential_epoch FROM users
+          WHERE username = ?`,
+        [username],
+      ))[0]
+      : undefined;
+    const stored = row ? storedHashOf(row) : DUMMY_HASH;
+    // A row under old parameters gets its new hash computed whether or not the password turns
+    // out right: a wrong guess then costs a full PBKDF2 too, like an unknown user's.
+    const [matches, upgraded] = await Promise.all([
+      verifyPassword(password, stored),
+      needsRehash(stored) ? hashPassword(password) : undefined,
+    ]);
+    if (!row || !matches) {
+      throw new SecureChatError("AUTH_FAIL", "wrong user name or password");
+    }
+    return { row, stored, upgraded };
+  }
+
+  async changePassword(
+    username: string,
+    oldPassword: string,
+    newPassword: string,
+  ): Promise<void> {
+    await this.#ready();
+    checkPasswordChange(oldPassword, newPassword);
+    const { row, stored } = await this.#checkPassword(username, oldPassword);
+    const next = await hashPassword(newPassword);
+    const now = Date.now();
+    // Compare-and-set on the hash just checked: a change (or reset) that landed in between
+    // makes this one change nothing, and the old password it proved is no longer current.
+    const changed = await change(
+      this.#db,
+      `UPDATE users SET password_scheme = ?, password_iterations = ?, password_salt = ?,
+        password_hash = ?, credential_epoch = ${NEXT_EPOCH}
+        WHERE id = ? AND password_salt = ? AND password_hash = ?`,
+      [
+        next.scheme,
+        next.iterations,
+        next.salt,
+        next.hash,
+        now,
+        now,
+        Number(row.id),
+        stored.salt,
+        stored.hash,
+      ],
+    );
+    if (changed !== 1) {
+      throw new SecureChatError(
+        "AUTH_FAIL",
+        "the password was changed by someone else meanwhile",
+      );
+    }
+  }
+
+  async credentialEpoch(username: string): Promise<number | null> {
+    await this.#ready();
+    if (!isValidUserName(username)) return null;
+    const [row] = await query(
+      this.#db,
+      "SELECT credential_epoch FROM users WHERE username = ?",
+      [username],
+    );
+    return row === undefined ? null : Number(row.credential_epoch);
   }
 
   /** Leaves a notice for every other account that gave `email`: the address's owner is told. */
@@ -175,7 +252,7 @@ export class SqlUserStore implements UserStore, AccountAdmin {
     return this.#db.close();
   }
 
-  async list(): Promise<Account[]> {
+  async list(): Promise<Omit<Account, "credentialEpoch">[]> {
     await this.#ready();
     const rows = await query(
       this.#db,
@@ -198,11 +275,12 @@ export class SqlUserStore implements UserStore, AccountAdmin {
       throw new SecureChatError("INVALID_INPUT", `no account named ${username}`);
     }
     const stored = await hashPassword(password);
+    const now = Date.now();
     await query(
       this.#db,
       `UPDATE users SET password_scheme = ?, password_iterations = ?, password_salt = ?,
-        password_hash = ? WHERE id = ?`,
-      [stored.scheme, stored.iterations, stored.salt, stored.hash, id],
+        password_hash = ?, credential_epoch = ${NEXT_EPOCH} WHERE id = ?`,
+      [stored.scheme, stored.iterations, stored.salt, stored.hash, now, now, id],
     );
   }
 
@@ -212,6 +290,10 @@ export class SqlUserStore implements UserStore, AccountAdmin {
     if (id === undefined) return false;
     await query(this.#db, "DELETE FROM users WHERE id = ?", [id]);
     return true;
+  }
+
+  async unlock(username: string): Promise<number> {
+    return await this.failures.unlock(canonicalName(username));
   }
 
   /** The row id of an account (names compare case-insensitively, as everywhere). */

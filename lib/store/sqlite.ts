@@ -61,6 +61,11 @@ class SqliteDatabase implements SqlDatabase {
     return this.#db.prepare(sql).all(...params) as SqlRow[];
   }
 
+  // deno-lint-ignore require-await -- see execute()
+  async change(sql: string, params: readonly SqlValue[] = []): Promise<number> {
+    return Number(this.#db.prepare(sql).run(...params).changes);
+  }
+
   classify(error: unknown): Failure {
     const errcode = (error as { errcode?: unknown })?.errcode;
     if (typeof errcode !== "number") return "other";

@@ -119,6 +119,38 @@ export const DhClientSchema = z.object({ type: z.literal("dh_client"), key_share
 export const DhServerSchema = z.object({ type: z.literal("dh_server"), key_share: KeyShareSchema })
   .strict();
 
+// ---- account control (PROTOCOL §6.7) ----
+
+/** What a server may answer a password change with, besides `password_changed`. */
+export const PASSWORD_REFUSAL_CODES = [
+  "AUTH_FAIL",
+  "INVALID_INPUT",
+  "RATE_LIMITED",
+  "DB_UNAVAILABLE",
+  "INTERNAL",
+] as const;
+export type PasswordRefusalCode = typeof PASSWORD_REFUSAL_CODES[number];
+const changeId = uint(0xffffffff).min(1);
+
+/** A user changes their own password; the old one proves it is them (c2s only). */
+export const PasswordChangeSchema = z.object({
+  type: z.literal("password_change"),
+  id: changeId,
+  old: password,
+  new: password,
+}).strict();
+
+export const PasswordChangedSchema = z.object({
+  type: z.literal("password_changed"),
+  id: changeId,
+}).strict();
+
+export const PasswordRefusedSchema = z.object({
+  type: z.literal("password_refused"),
+  id: changeId,
+  code: z.enum(PASSWORD_REFUSAL_CODES),
+}).strict();
+
 export const CloseSchema = z.object({ type: z.literal("close") }).strict();
 export const KeyUpdateSchema = z.object({ type: z.literal("key_update") }).strict();
 

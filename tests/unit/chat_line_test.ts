@@ -14,6 +14,12 @@ const CASES: [string, ReturnType<typeof parseChatLine>][] = [
   ["/msg b\u00f6b hi", { action: "error", message: "b\u00f6b is not a valid user name" }],
   ["/who", { action: "send", body: { kind: "who" }, to: "server" }],
   ["/help", { action: "help" }],
+  // Never `/passwd OLD NEW` on the line: the passwords are asked for with echo off.
+  ["/passwd", { action: "passwd" }],
+  ["/passwd hunter2", {
+    action: "error",
+    message: "usage: /passwd (it asks for the passwords, unechoed)",
+  }],
   ["/quit", { action: "quit" }],
   ["!!exit", { action: "quit" }],
   ["", { action: "ignore" }],

@@ -1,7 +1,14 @@
 /** Admission limits and login slow-down (lib/server/limits.ts, PROTOCOL §8.2). */
 import assert from "node:assert/strict";
 import { SecureChatError } from "../../lib/errors.ts";
-import { Admission, LoginThrottle, TokenBucket } from "../../lib/server/limits.ts";
+import {
+  Admission,
+  type LoginSubject,
+  LoginThrottle,
+  type LoginThrottleOptions,
+  TokenBucket,
+} from "../../lib/server/limits.ts";
+import { MemoryLoginFailures } from "../../lib/store/login_failures.ts";
 
 const codeOf = (fn: () => unknown) => {
   try {
@@ -81,8 +88,23 @@ Deno.test("Admission: handshakes per address are rate limited, other addresses u
   assert.equal(codeOf(() => admission.admitHandshake("a", 1000)), "none");
 });
 
-Deno.test("LoginThrottle: delays double per failure of a certificate, lock out, reset on success", () => {
-  const throttle = new LoginThrottle({
+/** A throttle over counts in memory, as a store without a database gives it. */
+function throttleWith(options: LoginThrottleOptions, failures = new MemoryLoginFailures()) {
+  return new LoginThrottle(failures, options);
+}
+
+/** The code `begin()` refuses with, or "none" after it reserved (the reservation released). */
+async function refusal(throttle: LoginThrottle, who: LoginSubject, now = 0): Promise<string> {
+  try {
+    await (await throttle.begin(who, now)).released();
+    return "none";
+  } catch (error) {
+    return (error as SecureChatError).code;
+  }
+}
+
+Deno.test("LoginThrottle: delays double per failure of a certificate, lock out, reset on success", async () => {
+  const throttle = throttleWith({
     baseDelayMs: 100,
     maxDelayMs: 350,
     lockoutFailures: 5,
@@ -91,74 +113,103 @@ Deno.test("LoginThrottle: delays double per failure of a certificate, lock out, 
   const thief = { certificate: "c1", account: "alice" };
   const delays: number[] = [];
   for (let i = 0; i < 4; i++) {
-    const attempt = throttle.begin(thief, 0);
+    const attempt = await throttle.begin(thief, 0);
     delays.push(attempt.delayMs);
-    attempt.failed(0);
+    await attempt.failed(0);
   }
   assert.deepEqual(delays, [0, 100, 200, 350]);
   // Another certificate of the account, or another account, is not slowed by these.
   for (
     const other of [{ certificate: "c2", account: "alice" }, { certificate: "c3", account: "bob" }]
   ) {
-    const attempt = throttle.begin(other, 0);
+    const attempt = await throttle.begin(other, 0);
     assert.equal(attempt.delayMs, 0);
-    attempt.released();
+    await attempt.released();
   }
-  throttle.begin(thief, 0).failed(0);
-  assert.equal(codeOf(() => throttle.begin(thief, 0)), "RATE_LIMITED");
-  assert.equal(throttle.begin(thief, 60_000).delayMs, 0); // the window has passed
+  await (await throttle.begin(thief, 0)).failed(0);
+  assert.equal(await refusal(throttle, thief), "RATE_LIMITED");
+  assert.equal((await throttle.begin(thief, 60_000)).delayMs, 0); // the window has passed
 });
 
-Deno.test("LoginThrottle: attempts are reserved before they are decided; success clears the certificate only", () => {
-  const throttle = new LoginThrottle({
+Deno.test("LoginThrottle: attempts are reserved before they are decided; success clears the certificate only", async () => {
+  const throttle = throttleWith({
     baseDelayMs: 1,
     maxDelayMs: 1,
     lockoutFailures: 3,
     windowMs: 60_000,
   });
   const who = { certificate: "c1", account: "alice" };
-  const pending = [0, 1, 2].map(() => throttle.begin(who, 0));
-  assert.equal(codeOf(() => throttle.begin(who, 0)), "RATE_LIMITED", "three in flight");
-  pending[0].released(); // the database was down: not counted
-  const again = throttle.begin(who, 0);
-  for (const attempt of [pending[1], pending[2], again]) attempt.failed(0);
-  assert.equal(codeOf(() => throttle.begin(who, 0)), "RATE_LIMITED");
+  const pending = await Promise.all([0, 1, 2].map(() => throttle.begin(who, 0)));
+  assert.equal(await refusal(throttle, who), "RATE_LIMITED", "three in flight");
+  await pending[0].released(); // the database was down: not counted
+  const again = await throttle.begin(who, 0);
+  for (const attempt of [pending[1], pending[2], again]) await attempt.failed(0);
+  assert.equal(await refusal(throttle, who), "RATE_LIMITED");
   // The account is now at its limit: a certificate with no failure is still let through...
-  const other = throttle.begin({ certificate: "c2", account: "alice" }, 0);
-  assert.equal(
-    codeOf(() => throttle.begin({ certificate: "c2", account: "alice" }, 0)),
-    "RATE_LIMITED",
-  );
-  other.succeeded();
+  const c2 = { certificate: "c2", account: "alice" };
+  const other = await throttle.begin(c2, 0);
+  assert.equal(await refusal(throttle, c2), "RATE_LIMITED");
+  await other.succeeded();
   // ...and after its success it is clean again, while the thief's certificate stays locked.
-  assert.equal(codeOf(() => throttle.begin({ certificate: "c2", account: "alice" }, 0)), "none");
-  assert.equal(codeOf(() => throttle.begin(who, 0)), "RATE_LIMITED");
+  assert.equal(await refusal(throttle, c2), "none");
+  assert.equal(await refusal(throttle, who), "RATE_LIMITED");
   // Registrations (no account) count on the certificate alone.
-  for (let i = 0; i < 3; i++) throttle.begin({ certificate: "c9" }, 0).failed(0);
-  assert.equal(codeOf(() => throttle.begin({ certificate: "c9" }, 0)), "RATE_LIMITED");
-  assert.equal(codeOf(() => throttle.begin({ certificate: "c8", account: "carol" }, 0)), "none");
+  for (let i = 0; i < 3; i++) await (await throttle.begin({ certificate: "c9" }, 0)).failed(0);
+  assert.equal(await refusal(throttle, { certificate: "c9" }), "RATE_LIMITED");
+  assert.equal(await refusal(throttle, { certificate: "c8", account: "carol" }), "none");
 });
 
-Deno.test("LoginThrottle.unlock() clears the account and every certificate that claimed the user", () => {
-  const throttle = new LoginThrottle({
-    baseDelayMs: 1,
-    maxDelayMs: 1,
-    lockoutFailures: 2,
-    windowMs: 60_000,
-  });
+Deno.test("LoginThrottle.unlock() clears the account and every certificate that claimed the user, on every node of the store", async () => {
+  const options = { baseDelayMs: 1, maxDelayMs: 1, lockoutFailures: 2, windowMs: 60_000 };
+  const store = new MemoryLoginFailures();
+  const [node1, node2] = [throttleWith(options, store), throttleWith(options, store)];
   const mine = { certificate: "c1", user: "alice", account: "alice" };
   const bobs = { certificate: "c2", user: "bob", account: "bob" };
-  for (const who of [mine, mine, bobs, bobs]) throttle.begin(who, 0).failed(0);
-  const shared = throttle.unlock("alice");
-  assert.equal(codeOf(() => throttle.begin(mine, 0).released()), "none");
-  assert.equal(codeOf(() => throttle.begin(bobs, 0)), "RATE_LIMITED", "bob is not forgiven");
-  // Another node applies the same unlock from what this one shares.
-  const other = new LoginThrottle(throttle.options);
-  const failure = throttle.begin(mine, 0);
-  failure.released();
-  other.failedElsewhere(failure.keys, 0);
-  other.failedElsewhere(failure.keys, 0);
-  assert.equal(codeOf(() => other.begin(mine, 0)), "RATE_LIMITED");
-  other.succeededElsewhere(shared);
-  assert.equal(codeOf(() => other.begin(mine, 0)), "none", "unlocked on the other node too");
+  // Failures decided on one node lock the certificate on the other.
+  await (await node1.begin(mine, 0)).failed(0);
+  await (await node2.begin(mine, 0)).failed(0);
+  for (const who of [bobs, bobs]) await (await node1.begin(who, 0)).failed(0);
+  assert.equal(await refusal(node2, mine), "RATE_LIMITED");
+  assert.equal(await node2.unlock("alice"), 2, "the certificate's count and the account's");
+  assert.equal(await refusal(node1, mine), "none", "unlocked on the other node too");
+  assert.equal(await refusal(node1, bobs), "RATE_LIMITED", "bob is not forgiven");
+  assert.equal(await node1.unlock("carol"), 0);
+});
+
+/**
+ * A store that answers late, as a database does: a read returns the counts as they were
+ * when it was asked, and a failure is written `writeMs` after it was asked for.
+ */
+class SlowFailures extends MemoryLoginFailures {
+  constructor(readonly readMs: number, readonly writeMs: number) {
+    super();
+  }
+  override async read(subjects: readonly string[]) {
+    const snapshot = await super.read(subjects);
+    await new Promise((resolve) => setTimeout(resolve, this.readMs));
+    return snapshot;
+  }
+  override async fail(
+    subjects: readonly string[],
+    user: string | null,
+    now: number,
+    windowMs: number,
+  ) {
+    await new Promise((resolve) => setTimeout(resolve, this.writeMs));
+    await super.fail(subjects, user, now, windowMs);
+  }
+}
+
+Deno.test("LoginThrottle: a login checked while a failure is being written still counts that failure", async () => {
+  // The last allowed guess fails; its failure takes 20 ms to reach the store. A guess that
+  // arrives meanwhile, whose read takes 40 ms, must see it: without the per-subject lock it
+  // read the store before the write and checked after the reservation ended, seeing nothing.
+  const throttle = throttleWith(
+    { baseDelayMs: 0, maxDelayMs: 0, lockoutFailures: 1, windowMs: 60_000 },
+    new SlowFailures(40, 20),
+  );
+  const who = { certificate: "c1", account: "alice" };
+  const first = await throttle.begin(who, 0);
+  const [, second] = await Promise.all([first.failed(0), refusal(throttle, who)]);
+  assert.equal(second, "RATE_LIMITED");
 });
