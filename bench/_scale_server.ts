@@ -75,7 +75,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
         const running = session.run({ onMessage: (m) => lobby.receive(member, m) });
         await lobby.join(member);
         await running;
-        await lobby.leave(member);
+        lobby.leave(member);
       } else {
         await session.run({ onMessage: () => {} });
       }

@@ -58,6 +58,11 @@ export const MAX_REPLAY = 1000;
 /** A silent node's last presence is kept this long, to replay to its users. */
 const DEPARTED_KEEP_MS = 10 * 60 * 1000;
 const PUBLISH_TIMEOUT_MS = 2000;
+/**
+ * A join or leave sends the membership at most this often (the heartbeat sends it anyway): a
+ * snapshot lists every user of the node, so one per join would make N joins cost N².
+ */
+export const PRESENCE_MIN_GAP_MS = 100;
 
 export interface LocalUser {
   name: string;
@@ -104,6 +109,14 @@ export class ClusterLink {
   #messages?: ConsumerMessages;
   #consuming?: Promise<void>;
   #timer?: ReturnType<typeof setInterval>;
+  #presenceTimer?: ReturnType<typeof setTimeout>;
+  #presenceSentAt = -Infinity;
+  /**
+   * The last MAX_REPLAY records this node consumed, by stream sequence: what a replay reads
+   * first. In a storm every returning user replays about the same range, and fetching it from
+   * JetStream one request per record per user made N users cost N × range requests.
+   */
+  readonly #recent = new Map<number, RecordEnvelope>();
   /** The last stream sequence handed to this node's sessions. */
   #processed: number;
   /** #processed as of the previous heartbeat: what a heartbeat reports (see #beat). */
@@ -240,9 +253,22 @@ export class ClusterLink {
     this.#publish(SUBJECTS.login, { user, session, at });
   }
 
-  /** Sends this node's membership now rather than at the next beat (a join or a leave). */
+  /**
+   * Sends this node's membership soon rather than at the next beat (a join or a leave): now,
+   * or PRESENCE_MIN_GAP_MS after the last one.
+   */
   announcePresence(): void {
+    if (!this.#handlers || this.#presenceTimer !== undefined) return;
+    const wait = this.#presenceSentAt + PRESENCE_MIN_GAP_MS - Date.now();
+    if (wait <= 0) return this.#sendPresence();
+    this.#presenceTimer = setTimeout(() => this.#sendPresence(), wait);
+  }
+
+  #sendPresence(): void {
+    clearTimeout(this.#presenceTimer);
+    this.#presenceTimer = undefined;
     if (!this.#handlers) return;
+    this.#presenceSentAt = Date.now();
     this.#publish(SUBJECTS.presence, {
       at: Date.now(),
       cursor: this.#lagged,
@@ -284,6 +310,11 @@ export class ClusterLink {
       this.#log("REPLAY_TRUNCATED", { detail: `records ${after + 1}..${first - 1} not replayed` });
     }
     for (let seq = first; seq <= upTo; seq++) {
+      const recent = this.#recent.get(seq);
+      if (recent) {
+        yield [recent, seq];
+        continue;
+      }
       let data: Uint8Array;
       try {
         data = (await this.#jsm.streams.getMessage(RECORD_STREAM, { seq })).data;
@@ -302,6 +333,7 @@ export class ClusterLink {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#presenceTimer);
     this.#messages?.stop();
     await this.#consuming;
     await this.#crl?.stop();
@@ -343,6 +375,9 @@ export class ClusterLink {
         this.#processed = m.seq;
         continue;
       }
+      this.#recent.set(m.seq, envelope);
+      // Insertion order is stream order: the first key is the oldest.
+      if (this.#recent.size > MAX_REPLAY) this.#recent.delete(this.#recent.keys().next().value!);
       const pending = this.#handlers!.record(envelope, m.seq);
       this.#processed = m.seq;
       if (pending) await pending;
@@ -370,7 +405,7 @@ export class ClusterLink {
    * that session's user starts a beat earlier (the client drops what it already has).
    */
   #beat(): void {
-    this.announcePresence();
+    this.#sendPresence();
     this.#lagged = this.#processed;
     const now = Date.now();
     for (const [node, peer] of this.#peers) {

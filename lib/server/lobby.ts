@@ -38,6 +38,7 @@ import {
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
 import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
+import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } from "./presence.ts";
 
 // The operator's name is a reserved user name: its home is lib/pki/names.ts.
 export { OPERATOR_NAME } from "../pki/names.ts";
@@ -47,9 +48,15 @@ export const TAKEOVER_NOTICE = "you logged in elsewhere; closing";
 export interface LobbyLimits {
   messagesPerSecond: number;
   messageBurst: number;
+  /** Joins and leaves within this window go out as one notice (0: each at once). */
+  presenceNoticeMs?: number;
 }
 
-export const DEFAULT_LOBBY_LIMITS: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40 };
+export const DEFAULT_LOBBY_LIMITS: LobbyLimits = {
+  messagesPerSecond: 20,
+  messageBurst: 40,
+  presenceNoticeMs: PRESENCE_NOTICE_WINDOW_MS,
+};
 
 /** Relayed messages of one sender being published to the cluster at once, at most. */
 export const RELAY_WINDOW = 32;
@@ -117,6 +124,7 @@ export class Lobby {
   readonly #members = new Map<string, Member>();
   readonly #cluster?: ClusterLink;
   readonly #offline?: OfflineDelivery;
+  readonly #presence: PresenceNotices;
 
   constructor(
     readonly log: Logger,
@@ -126,6 +134,12 @@ export class Lobby {
   ) {
     this.#cluster = cluster;
     this.#offline = offline;
+    // A notice naming one user is not sent to that user (a joiner has its welcome); one
+    // naming several goes to everyone.
+    this.#presence = new PresenceNotices(
+      limits.presenceNoticeMs ?? PRESENCE_NOTICE_WINDOW_MS,
+      (text, sole) => void this.#route({ body: { kind: "notice", text } }, undefined, sole),
+    );
   }
 
   /** What the cluster link calls: records from the stream, logins elsewhere, presence. */
@@ -210,29 +224,16 @@ export class Lobby {
     this.#cluster?.announceLogin(member.username, member.session.sessionId, member.since);
     this.#cluster?.announcePresence();
     if (replay) void this.#replay(member, replay.after, replay.upTo);
-    await this.#route(
-      { body: { kind: "notice", text: `${member.username} joined` } },
-      undefined,
-      member,
-    );
-    this.#notify(member, {
-      kind: "notice",
-      text: `welcome ${member.username}; online: ${this.names().join(", ")}`,
-    });
+    this.#presence.add("joined", member.username);
+    this.#notify(member, { kind: "notice", text: welcomeText(member.username, this.names()) });
     for (const text of notices) this.#notify(member, { kind: "notice", text });
   }
 
-  async leave(member: Member): Promise<void> {
+  leave(member: Member): void {
     if (this.#members.get(keyOf(member.username)) !== member) return;
     this.#members.delete(keyOf(member.username));
     this.#cluster?.announcePresence();
-    if (!member.replaced) {
-      await this.#route(
-        { body: { kind: "notice", text: `${member.username} left` } },
-        undefined,
-        member,
-      );
-    }
+    if (!member.replaced) this.#presence.add("left", member.username);
   }
 
   /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
@@ -245,7 +246,8 @@ export class Lobby {
     }
     const { body, record } = message;
     if (body.kind === "who") {
-      return this.#notify(from, { kind: "notice", text: `online: ${this.names().join(", ")}` });
+      for (const text of whoPages(this.names())) this.#notify(from, { kind: "notice", text });
+      return;
     }
     if (body.kind === "received") {
       return await this.#acknowledged(from, body.upto, new Set(body.unread ?? []));
@@ -260,6 +262,8 @@ export class Lobby {
     if (to !== undefined && !this.#reachable(to)) {
       return await this.#store(from, message.seqno, to, relayed);
     }
+    // Joins and leaves told before this line stay before it.
+    this.#presence.flush();
     const relay: ClusterRecord = { relay: relayed };
     if (!this.#cluster) {
       // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4).
@@ -439,6 +443,8 @@ export class Lobby {
 
   /** Closes every session cleanly (receipts exchanged), first telling each member why. */
   async closeAll(why: string): Promise<void> {
+    this.#presence.flush();
+    this.#presence.stop();
     await Promise.all([...this.#members.values()].map(async (m) => {
       this.#notify(m, { kind: "notice", text: why });
       await m.session.close().catch(() => {});
@@ -455,25 +461,25 @@ export class Lobby {
     return [...this.#members.values()].filter((m) => keyOf(m.username) !== author);
   }
 
-  /** Delivers locally, or in a cluster publishes to the stream (every node delivers from it). */
+  /**
+   * Delivers locally, or in a cluster publishes to the stream (every node delivers from it),
+   * to `to` or every member but the sender (a member, or only a name: a presence notice's).
+   */
   async #route(
     record: ClusterRecord,
     to: string | undefined,
-    sender?: Member,
+    sender?: Member | string,
     { id = crypto.randomUUID() as string } = {},
   ): Promise<void> {
+    const from = typeof sender === "string" ? sender : sender?.username;
     if (!this.#cluster) {
-      return this.#deliverRecord(this.#localRecipients(sender?.username, to), record);
+      return this.#deliverRecord(this.#localRecipients(from, to), record);
     }
     try {
-      await this.#cluster.publishRecord({
-        from: sender?.username,
-        to,
-        record: encodeClusterRecord(record),
-      }, id);
+      await this.#cluster.publishRecord({ from, to, record: encodeClusterRecord(record) }, id);
     } catch (error) {
-      this.log(codeOf(error), { user: sender?.username, detail: (error as Error).message });
-      if (sender && "relay" in record) {
+      this.log(codeOf(error), { user: from, detail: (error as Error).message });
+      if (typeof sender === "object" && "relay" in record) {
         this.#notify(sender, {
           kind: "notice",
           text: "not delivered: the chat cluster is unavailable; try again",

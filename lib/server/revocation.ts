@@ -48,6 +48,11 @@ type FileStamp = string;
 export class CrlWatcher {
   readonly #opts: CrlWatcherOptions;
   #stamp?: FileStamp;
+  /**
+   * A CRL in force that could not be shared (NATS unreachable): tried again at every check
+   * of the file, so a revocation dropped during an outage still reaches the other nodes.
+   */
+  #unshared?: ParsedCrl;
   #timer?: ReturnType<typeof setInterval>;
   #lastWarning = -Infinity;
   #lapsed = false;
@@ -96,6 +101,8 @@ export class CrlWatcher {
   async #reload(force: boolean): Promise<void> {
     const { log, path } = this.#opts;
     const now = new Date();
+    const unshared = this.#unshared;
+    if (unshared && this.#opts.trust.crl === unshared) await this.#share(unshared);
     const stamp = await stampOf(path);
     const changed = stamp !== this.#stamp;
     this.#stamp = stamp;
@@ -189,15 +196,22 @@ export class CrlWatcher {
     });
   }
 
-  /** Shares a CRL in force with the other nodes; a failure is logged, never thrown. */
+  /**
+   * Shares a CRL in force with the other nodes; a failure is logged, never thrown, and the
+   * next check of the file tries again.
+   */
   async #share(crl: ParsedCrl): Promise<void> {
     if (!this.#opts.share) return;
+    this.#unshared = undefined;
     try {
       if (await this.#opts.share(crl.der)) {
         this.#opts.log("CRL_SHARED", { number: String(crl.crlNumber) });
       }
     } catch (error) {
-      this.#opts.log(codeOf(error), { detail: `CRL ${crl.crlNumber} not shared: ${error}` });
+      this.#unshared = crl;
+      this.#opts.log(codeOf(error), {
+        detail: `CRL ${crl.crlNumber} not shared: ${(error as Error).message}; trying again`,
+      });
     }
   }
 

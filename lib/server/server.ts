@@ -346,7 +346,7 @@ export class ChatServer {
     // (whose sweep could not see this member yet) is applied now.
     if (this.#opts.trust.isRevoked(session.established.peer.serial)) this.#revoke(member);
     const end = await running;
-    await this.lobby.leave(member);
+    this.lobby.leave(member);
     if (end.code) log(end.code, { peer, user, session: sessionId, detail: end.message });
     log("CLOSE", {
       peer,

@@ -15,7 +15,7 @@ import { CRL_CLOCK_SKEW_MS } from "../../lib/pki/crl.ts";
 import { TrustStore } from "../../lib/pki/validate.ts";
 import { CrlWatcher } from "../../lib/server/revocation.ts";
 import type { LogFields } from "../../lib/log.ts";
-import { codeOf } from "../../lib/errors.ts";
+import { codeOf, SecureChatError } from "../../lib/errors.ts";
 import { makePki } from "../../testkit/pki.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -178,6 +178,41 @@ Deno.test("TrustStore.adoptCrl() takes a CRL signed on a clock a little ahead, n
     assert.equal(codeOf(error), "BAD_CERT");
     assert.match(String(error), /not yet valid/);
     assert.equal(trust.crl, near);
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("CrlWatcher: a CRL that could not be shared (NATS down) is shared at the next check", async () => {
+  const pki = await makePki(["alice"]);
+  try {
+    const ca = await loadCaSigner(pki.dir);
+    const trust = await TrustStore.fromPem(await Deno.readTextFile(`${pki.dir}/ca.pem`));
+    const logs: string[] = [];
+    let up = false;
+    const shared: Uint8Array[] = [];
+    const watcher = new CrlWatcher({
+      path: `${pki.dir}/ca.crl`,
+      trust,
+      log: (event) => void logs.push(event),
+      onRevoked: () => {},
+      share: (der) => {
+        if (!up) return Promise.reject(new SecureChatError("CLUSTER_UNAVAILABLE", "NATS down"));
+        shared.push(der);
+        return Promise.resolve(true);
+      },
+    });
+    await revokeCertificates(pki.dir, ca, "alice", 30);
+    await watcher.reload(false);
+    assert.deepEqual(logs, ["CRL_LOADED", "CLUSTER_UNAVAILABLE"]);
+    await watcher.reload(false);
+    assert.equal(logs.at(-1), "CLUSTER_UNAVAILABLE", "still down: tried again, still unshared");
+    up = true;
+    await watcher.reload(false);
+    assert.deepEqual(shared, [await crlFile(pki.dir)]);
+    assert.equal(logs.at(-1), "CRL_SHARED");
+    await watcher.reload(false);
+    assert.equal(shared.length, 1, "shared once");
   } finally {
     await Deno.remove(pki.dir, { recursive: true });
   }

@@ -12,6 +12,7 @@ import {
   type Body,
   encodeRecord,
   LOBBY,
+  MAX_TEXT_CHARS,
   type MessageRecord,
   type PreparedRelay,
   type RefusalCode,
@@ -66,7 +67,10 @@ class FakeSession {
   }
 }
 
-function setup(limits: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40 }) {
+/** Joins and leaves are told at once here; their coalescing is tests/unit/presence_test.ts's. */
+function setup(
+  limits: LobbyLimits = { messagesPerSecond: 20, messageBurst: 40, presenceNoticeMs: 0 },
+) {
   const logged: { event: string; fields?: LogFields }[] = [];
   const lobby = new Lobby((event, fields) => void logged.push({ event, fields }), limits);
   const join = async (username: string) => {
@@ -170,7 +174,11 @@ Deno.test("Lobby.receive(): who answers the asker alone", async () => {
 });
 
 Deno.test("Lobby.receive(): past the burst every kind is refused by seqno with RATE_LIMITED, relayed to nobody", async () => {
-  const { lobby, logged, join } = setup({ messagesPerSecond: 0.001, messageBurst: 2 });
+  const { lobby, logged, join } = setup({
+    messagesPerSecond: 0.001,
+    messageBurst: 2,
+    presenceNoticeMs: 0,
+  });
   const alice = await join("alice");
   const bob = await join("bob");
   const sent = [1, 2, 3].map((i) => message({ kind: "text", text: `t${i}` }, LOBBY));
@@ -207,4 +215,46 @@ Deno.test("Lobby.operatorSays(): to everyone, or privately to one member", async
     { text: "maintenance at noon", private: undefined },
     { text: "a word", private: true },
   ]);
+});
+
+Deno.test("Lobby.join(): 500 joins in one window cost each member one coalesced notice; every welcome and /who page fits a notice", async () => {
+  // Before: member 0 got 499 "joined" notices (N² in all), and from ~360 users on the welcome
+  // and `/who` exceeded MAX_TEXT_CHARS, which a client refuses as malformed.
+  const { lobby, join } = setup({
+    messagesPerSecond: 20,
+    messageBurst: 40,
+    presenceNoticeMs: 60_000,
+  });
+  const names = Array.from({ length: 500 }, (_, i) => `user${String(i).padStart(3, "0")}`);
+  const members = [];
+  for (const name of names) members.push(await join(name));
+  try {
+    const [first, last] = [members[0], members[499]];
+    assert.deepEqual(first.session.notices, ["welcome user000; online: user000"]);
+    assert.equal(
+      last.session.notices[0],
+      `welcome user499; 500 online: ${
+        names.slice(0, 50).join(", ")
+      } and 450 more (/who lists everyone)`,
+    );
+    // A line flushes the joins told so far ahead of it: one notice, in join order.
+    await lobby.receive(first.member, message({ kind: "text", text: "hi all" }, LOBBY));
+    assert.deepEqual(first.session.notices.slice(1), [
+      `${names.slice(1, 21).join(", ")} and 479 others joined`,
+    ]);
+    assert.equal(last.session.notices.length, 2);
+    assert.equal(last.session.relays.length, 1, "the line came after the notice");
+
+    await lobby.receive(last.member, message({ kind: "who" }, TO_SERVER));
+    const pages = last.session.notices.slice(2);
+    assert.ok(pages.length > 1 && pages.every((p) => p.length <= MAX_TEXT_CHARS), `${pages}`);
+    assert.match(pages[0], /^online \(1\/\d\): user000, user001/);
+    const listed = pages.flatMap((p) => p.replace(/^online \(\d\/\d\): /, "").split(", "));
+    assert.deepEqual(listed, names);
+    for (const member of members) {
+      assert.ok(member.session.notices.every((t) => t.length <= MAX_TEXT_CHARS));
+    }
+  } finally {
+    await lobby.closeAll("done");
+  }
 });
