@@ -185,6 +185,14 @@ def want_str(obj, name, max_chars=None, code="PROTOCOL_ERROR"):
     return v
 
 
+def want_text(obj):
+    """§6.2: a body's `text`, 1-4000 characters."""
+    text = want_str(obj, "text", MAX_TEXT)
+    if not text:
+        raise ProtoError("PROTOCOL_ERROR", "empty text")
+    return text
+
+
 def want_int(obj, name, code="PROTOCOL_ERROR"):
     v = obj[name]
     if not is_int(v):
@@ -2023,13 +2031,13 @@ class Client:
         kind = body["kind"]
         if kind == "notice":
             strict(body, ["kind", "text"])
-            shown = "NOTICE: " + safe(want_str(body, "text"))
+            shown = "NOTICE: " + safe(want_text(body))
         elif kind == "operator":
             strict(body, ["kind", "text"], ["private"])
             if "private" in body and body["private"] is not True:
                 raise ProtoError("PROTOCOL_ERROR", "operator private must be true")
             shown = ("OPERATOR (private): " if "private" in body else "OPERATOR: ") + \
-                safe(want_str(body, "text"))
+                safe(want_text(body))
         elif kind == "keys" and self.device is not None:
             shown = self.on_keys(body)
         else:
@@ -2111,7 +2119,7 @@ class Client:
             if body["kind"] != "text":
                 raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
             strict(body, ["kind", "text"])
-            text = want_str(body, "text", MAX_TEXT)
+            text = want_text(body)
         self.accept_hop(seqno, ts)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
         line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "cert": m["cert"],
