@@ -2127,9 +2127,12 @@ class Client:
         enc = (b"\x05" if stored else b"\x02") + u64(seqno) + u64(ts) + u32(len(cert_der)) \
             + cert_der + record_enc(rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
-        if stored:  # §6.6: acknowledged once the line and the marks are durable
+        if stored:  # §6.6: acknowledged once the line, the marks (and e2e state) are durable
             self.seen.save(force=True)
-            self.send_record("server", {"kind": "received", "upto": seqno})
+            ack = {"kind": "received", "upto": seqno}
+            if text is None and not duplicate:  # wrapped for our other devices: keep it queued
+                ack["unread"] = [seqno]
+            self.send_record("server", ack)
         private = " (private)" if rec["to"] != "lobby" else ""
         private += " (stored)" if stored else ""
         if duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
