@@ -1243,6 +1243,7 @@ class Device:
         self.opks = {}          # id -> private key, unused one-time prekeys
         self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
         self.lists = {}         # user -> (monotonic time, [device ids]) from the last fetch
+        self.restart = set()    # (user, device) whose line we could not open: new session next
         self.new = not (state_path and os.path.exists(state_path))
         if self.new:
             self.ik, self.spk, self.pq_seed = os.urandom(32), os.urandom(32), os.urandom(64)
@@ -1331,7 +1332,9 @@ class Device:
         return got is None or time.monotonic() - got[0] > E2E_DEVICE_LIST_MAX_AGE_S
 
     def known(self, user):
-        return sorted({d for (u, d) in self.sessions if u == user})
+        """`known` of a fetch: devices we have a session with, except those whose line we could
+        not open (§12.6: the next line to them starts a new session, kept in front)."""
+        return sorted({d for (u, d) in self.sessions if u == user and (u, d) not in self.restart})
 
     @_locked
     def take_list(self, trust, user, devices, warn):
@@ -1358,6 +1361,7 @@ class Device:
         for (u, d) in list(self.sessions):
             if u == user and d not in listed:
                 del self.sessions[(u, d)]
+        self.restart = {(u, d) for (u, d) in self.restart if u != user}
         self.lists[user] = (time.monotonic(), usable)
         if listed and not usable:
             raise first_error or ProtoError("PROTOCOL_ERROR", f"no usable device of {user}")
@@ -1430,8 +1434,12 @@ class Device:
             self.save()
             return k, None
         if pre is None:
+            self.restart.add(key)
             return None, "no session of this device opens it"
-        return self._respond(key, author, cert_der, pre, header, wrapped, binding)
+        k, why = self._respond(key, author, cert_der, pre, header, wrapped, binding)
+        if k is None:
+            self.restart.add(key)
+        return k, why
 
     def _respond(self, key, author, cert_der, pre, header, wrapped, binding):
         if pre["spk_id"] != self.spk_id or pre["pq_id"] != self.pq_id or \
