@@ -25,6 +25,13 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
 
 /** 8-byte big-endian unsigned integer (PROTOCOL §2: every integer in signed input). */
 export function u64be(value: number | bigint): Uint8Array {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
+    // Every seqno, ts and counter: two u32 halves, no BigInt on the per-message path.
+    const out = new Uint8Array(8);
+    writeU32(out, 0, Math.floor(value / 0x1_0000_0000));
+    writeU32(out, 4, value >>> 0);
+    return out;
+  }
   const big = BigInt(value);
   if (big < 0n || big > 0xffff_ffff_ffff_ffffn) throw new RangeError("u64 out of range");
   const out = new Uint8Array(8);
@@ -37,8 +44,80 @@ export function u32be(value: number): Uint8Array {
     throw new RangeError("u32 out of range");
   }
   const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, value, false);
+  writeU32(out, 0, value);
   return out;
+}
+
+/**
+ * Writes fields one after another into a buffer sized in advance: one allocation for an
+ * encoding that runs on every message, instead of one per field and a final concat.
+ */
+export class FieldWriter {
+  readonly bytes: Uint8Array;
+  #at = 0;
+
+  constructor(length: number) {
+    this.bytes = new Uint8Array(length);
+  }
+
+  bytesOf(part: Uint8Array): this {
+    this.bytes.set(part, this.#at);
+    this.#at += part.length;
+    return this;
+  }
+
+  u8(value: number): this {
+    this.bytes[this.#at++] = value;
+    return this;
+  }
+
+  u32(value: number): this {
+    if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
+      throw new RangeError("u32 out of range");
+    }
+    writeU32(this.bytes, this.#at, value);
+    this.#at += 4;
+    return this;
+  }
+
+  /** A non-negative safe integer as 8 bytes (every seqno and ts). */
+  u64(value: number): this {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError("u64 out of range");
+    writeU32(this.bytes, this.#at, Math.floor(value / 0x1_0000_0000));
+    writeU32(this.bytes, this.#at + 4, value >>> 0);
+    this.#at += 8;
+    return this;
+  }
+
+  /** Lowercase or uppercase hex text as its bytes (a session id). */
+  hex(text: string): this {
+    if (text.length % 2 !== 0) throw new TypeError("invalid hex");
+    for (let i = 0; i < text.length; i += 2) {
+      this.bytes[this.#at++] = (nibble(text.charCodeAt(i)) << 4) | nibble(text.charCodeAt(i + 1));
+    }
+    return this;
+  }
+
+  /** The written bytes; the buffer must be exactly full. */
+  done(): Uint8Array {
+    if (this.#at !== this.bytes.length) throw new RangeError("encoding length mismatch");
+    return this.bytes;
+  }
+}
+
+function nibble(code: number): number {
+  if (code >= 0x30 && code <= 0x39) return code - 0x30;
+  if (code >= 0x61 && code <= 0x66) return code - 0x61 + 10;
+  if (code >= 0x41 && code <= 0x46) return code - 0x41 + 10;
+  throw new TypeError("invalid hex");
+}
+
+/** Byte stores, not a DataView: these run several times per message. */
+function writeU32(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 24;
+  out[at + 1] = (value >>> 16) & 0xff;
+  out[at + 2] = (value >>> 8) & 0xff;
+  out[at + 3] = value & 0xff;
 }
 
 /**

@@ -9,10 +9,14 @@
  * macrotask, which lets the event loop poll I/O and run due timers, then goes on.
  */
 
-/** Units of work per turn: 64 Ed25519 sends are ~4 ms, enough to amortise the yield (~20 µs). */
+/** Units of work per turn: 64 Ed25519 sends are a few ms, enough to amortise a yield (~20 µs). */
 export const TURN_UNITS = 64;
-/** Wall time per turn, for units that are slow (RSA through WebCrypto resolves without a turn). */
-export const TURN_MS = 4;
+/**
+ * Wall time per turn, for units that are slow. Wall time, so a loaded machine (the
+ * process descheduled mid-batch) yields more often; 10 ms keeps that rare while
+ * bounding what a busy sender adds to everyone else's latency.
+ */
+export const TURN_MS = 10;
 
 let units = 0;
 let since = performance.now();

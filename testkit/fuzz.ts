@@ -15,7 +15,6 @@ import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import v8 from "node:v8";
 import vm from "node:vm";
-import type { z } from "zod";
 import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../lib/bytes.ts";
 import { generateKeyShare } from "../lib/crypto/ecdh.ts";
 import { keyAgreement } from "../lib/crypto/kex.ts";
@@ -43,11 +42,12 @@ import {
   ServerHelloSchema,
 } from "../lib/wire/messages.ts";
 import {
-  BodySchema,
-  MsgMessageSchema,
-  RefusedMessageSchema,
-  RelayMessageSchema,
+  BodyShape,
+  MsgMessageShape,
+  RefusedMessageShape,
+  RelayMessageShape,
 } from "../lib/message/record.ts";
+import type { Shape } from "../lib/wire/shape.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
@@ -172,12 +172,12 @@ export const CORPUS: Record<string, unknown> = {
 };
 
 /** Every schema parseMessage is used with, and the discriminator it is used with. */
-export const SCHEMAS: [string, z.ZodTypeAny, "type" | "kind"][] = [
+export const SCHEMAS: [string, Shape<unknown>, "type" | "kind"][] = [
   ["hello", HelloSchema, "type"],
   ["server_hello", ServerHelloSchema, "type"],
-  ["msg", MsgMessageSchema, "type"],
-  ["relay", RelayMessageSchema, "type"],
-  ["refused", RefusedMessageSchema, "type"],
+  ["msg", MsgMessageShape, "type"],
+  ["relay", RelayMessageShape, "type"],
+  ["refused", RefusedMessageShape, "type"],
   ["key_update", KeyUpdateSchema, "type"],
   ["error", ErrorSchema, "type"],
   ["certificate", CertificateSchema, "type"],
@@ -192,7 +192,7 @@ export const SCHEMAS: [string, z.ZodTypeAny, "type" | "kind"][] = [
   ["close", CloseSchema, "type"],
   ["receipt", ReceiptEnvelopeSchema, "type"],
   ["control", CloseSchema.or(ReceiptEnvelopeSchema).or(ErrorSchema), "type"],
-  ["body", BodySchema, "kind"],
+  ["body", BodyShape, "kind"],
 ];
 
 // ---------------------------------------------------------------- mutators

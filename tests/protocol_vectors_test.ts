@@ -320,7 +320,13 @@ for (const file of FILES) {
 
 // ---- replaying one side against recorded frames ----
 
+/**
+ * A connection that serves `incoming` frames and puts each frame payload it is sent into
+ * `written`. The bytes are a stream, as on TCP: one write may carry several frames
+ * (FrameConnection coalesces what is queued together), so they are split by length.
+ */
 function replayConn(incoming: Uint8Array[], written: Uint8Array[]): FrameConnection {
+  let pending: Uint8Array = new Uint8Array(0);
   const queue = incoming.map((p) => concat(u32be(p.length), p));
   const readable = new ReadableStream<Uint8Array>({
     pull: (c) => {
@@ -331,7 +337,16 @@ function replayConn(incoming: Uint8Array[], written: Uint8Array[]): FrameConnect
   });
   const conn: ByteStreamConn = {
     readable,
-    write: (bytes) => (written.push(bytes.slice(4)), Promise.resolve(bytes.length)),
+    write: (bytes) => {
+      pending = concat(pending, bytes);
+      while (pending.length >= 4) {
+        const length = new DataView(pending.buffer, pending.byteOffset).getUint32(0);
+        if (pending.length < 4 + length) break;
+        written.push(pending.slice(4, 4 + length));
+        pending = pending.slice(4 + length);
+      }
+      return Promise.resolve(bytes.length);
+    },
     close: () => {},
   };
   return new FrameConnection(conn);

@@ -210,3 +210,50 @@ Deno.test("ChatSession.send() in a loop lets timers and socket writes run (a tur
     await Deno.remove(transcripts, { recursive: true });
   }
 });
+
+Deno.test("ChatSession: received messages are written in batches and acted on only once written", async () => {
+  const { server, client } = await connectPair();
+  const transcripts = await Deno.makeTempDir();
+  const writeSync = Deno.FsFile.prototype.writeSync;
+  let writes = 0;
+  Deno.FsFile.prototype.writeSync = function (this: Deno.FsFile, p: Uint8Array) {
+    writes++;
+    return writeSync.call(this, p);
+  };
+  try {
+    const [s, c] = await loggedIn(server, client);
+    const serverSession = await ChatSession.start(s, {
+      transcripts: transcriptDirectory(transcripts),
+    });
+    const clientSession = await ChatSession.start(c, {
+      transcripts: transcriptDirectory(transcripts),
+    });
+    const lines = 300;
+    let unwritten = 0;
+    const atServer = inbox("at the server");
+    const serverRun = serverSession.run({
+      onMessage(m) {
+        // Acted on only once its line is in the log (TRANSCRIPT §2.3): read it back.
+        const log = Deno.readTextFileSync(serverSession.transcriptPath);
+        if (!log.includes(`"seqno":${m.seqno},`)) unwritten++;
+        atServer.onMessage(m);
+      },
+    });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+    const sends: Promise<number>[] = [];
+    for (let i = 0; i < lines; i++) sends.push(clientSession.send({ kind: "text", text: `${i}` }));
+    await Promise.all(sends);
+    await atServer.count(lines);
+    const writesForLines = writes;
+    await clientSession.close();
+    const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
+    assert.equal(serverEnd.outcome, "closed", serverEnd.message);
+    assert.equal(clientEnd.outcome, "closed", clientEnd.message);
+    assert.equal(unwritten, 0, "a message was acted on before its line was written");
+    // Both logs together: far fewer writes than lines (one per received line would be 300+).
+    assert.ok(writesForLines < lines / 2, `${writesForLines} writes for ${lines} lines each side`);
+  } finally {
+    Deno.FsFile.prototype.writeSync = writeSync;
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});

@@ -7,9 +7,9 @@
  */
 import { canonicalName } from "../pki/names.ts";
 import { sha256 } from "#sync-crypto";
-import { z } from "zod";
 import {
   concat,
+  FieldWriter,
   fromBase64,
   randomBytes,
   timingSafeEqual,
@@ -23,8 +23,24 @@ import { hmacSha256Sync } from "../crypto/hkdf.ts";
 import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
-import { base64Text } from "../wire/schema.ts";
+import {
+  base64Text,
+  byType,
+  isTrue,
+  list,
+  literal,
+  matching,
+  members,
+  nested,
+  type Path,
+  type Shape,
+  shape,
+  text as textMember,
+  uint,
+} from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
+import { base64Text as zodBase64Text } from "../wire/schema.ts";
+import { z } from "zod";
 import {
   BundleJsonSchema,
   DeviceIdSchema,
@@ -89,8 +105,6 @@ export function isClientRecipient(to: string): boolean {
 
 // ---- bodies (PROTOCOL §6.2) ----
 
-const text = z.string().min(1).max(MAX_TEXT_CHARS);
-const seqnoValue = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 /** Stored lines one `received` may name as unread: a batch of a full queue. */
 export const MAX_UNREAD = 1000;
 
@@ -98,60 +112,98 @@ const userName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/);
 /** Names one `members` body lists at most (64 KiB frames; names are at most 32 characters). */
 export const MAX_MEMBERS_PER_BODY = 1000;
 
-export const BodySchema = z.discriminatedUnion("kind", [
-  z.object({ kind: z.literal("text"), text }).strict(),
-  z.object({ kind: z.literal("who") }).strict(),
-  z.object({ kind: z.literal("notice"), text }).strict(),
-  z.object({ kind: z.literal("operator"), text, private: z.literal(true).optional() }).strict(),
+// The end-to-end key directory (PROTOCOL §12.6), one entry per (user, device), and lobby
+// membership for end-to-end clients (§12.5). Off the per-line hot path, so kept in zod.
+const KeysPublishBodySchema = z.object({
+  kind: z.literal("keys_publish"),
+  device: DeviceIdSchema,
+  bundle: BundleJsonSchema.optional(),
+  opks: z.array(OneTimePrekeyJsonSchema).max(MAX_PREKEYS_PER_PUBLISH),
+  /** With a bundle: the device takes lobby sender keys and `members` bodies (§12.5). */
+  lobby: z.literal(true).optional(),
+}).strict();
+const KeysFetchBodySchema = z.object({
+  kind: z.literal("keys_fetch"),
+  user: userName,
+  /** Devices the asker has sessions with: listed in the answer without keys. */
+  known: z.array(DeviceIdSchema).max(MAX_DEVICES).optional(),
+}).strict();
+const KeysBodySchema = z.object({
+  kind: z.literal("keys"),
+  user: userName,
+  /** To a fetch: the user's devices, each with its keys unless the asker knew it. */
+  devices: z.array(
+    z.object({
+      device: DeviceIdSchema,
+      cert: zodBase64Text(1, MAX_CERT_BYTES).optional(),
+      bundle: BundleJsonSchema.optional(),
+      opk: OneTimePrekeyJsonSchema.optional(),
+      lobby: z.literal(true).optional(),
+    }).strict(),
+  ).max(MAX_DEVICES).optional(),
+  /** To a publish: the publishing device and its one-time prekeys left (to replenish). */
+  device: DeviceIdSchema.optional(),
+  opks_left: z.number().int().min(0).max(0xffff_ffff).optional(),
+}).strict();
+const SenderKeyBodySchema = z.object({
+  kind: z.literal("sender_key"),
+  ...SenderKeyDistributionJsonSchema.shape,
+}).strict();
+// `online` lists who is there (the snapshot after a device publishes, in chunks); `joined`
+// and `left` are changes.
+const MembersBodySchema = z.object({
+  kind: z.literal("members"),
+  event: z.enum(["online", "joined", "left"]),
+  users: z.array(userName).min(1).max(MAX_MEMBERS_PER_BODY),
+}).strict();
+
+export type Body =
+  | { kind: "text"; text: string }
+  | { kind: "who" }
+  | { kind: "notice"; text: string }
+  | { kind: "operator"; text: string; private?: true }
   // The recipient holds every `stored` line up to this s2c seqno, and could not open those
   // in `unread` (another of its devices may; PROTOCOL §6.6).
-  z.object({
-    kind: z.literal("received"),
-    upto: seqnoValue,
-    unread: z.array(seqnoValue).max(MAX_UNREAD).optional(),
-  }).strict(),
-  // The end-to-end key directory (PROTOCOL §12.6), one entry per (user, device).
-  z.object({
-    kind: z.literal("keys_publish"),
-    device: DeviceIdSchema,
-    bundle: BundleJsonSchema.optional(),
-    opks: z.array(OneTimePrekeyJsonSchema).max(MAX_PREKEYS_PER_PUBLISH),
-    /** With a bundle: the device takes lobby sender keys and `members` bodies (§12.5). */
-    lobby: z.literal(true).optional(),
-  }).strict(),
-  z.object({
-    kind: z.literal("keys_fetch"),
-    user: userName,
-    /** Devices the asker has sessions with: listed in the answer without keys. */
-    known: z.array(DeviceIdSchema).max(MAX_DEVICES).optional(),
-  }).strict(),
-  z.object({
-    kind: z.literal("keys"),
-    user: userName,
-    /** To a fetch: the user's devices, each with its keys unless the asker knew it. */
-    devices: z.array(
-      z.object({
-        device: DeviceIdSchema,
-        cert: base64Text(1, MAX_CERT_BYTES).optional(),
-        bundle: BundleJsonSchema.optional(),
-        opk: OneTimePrekeyJsonSchema.optional(),
-        lobby: z.literal(true).optional(),
-      }).strict(),
-    ).max(MAX_DEVICES).optional(),
-    /** To a publish: the publishing device and its one-time prekeys left (to replenish). */
-    device: DeviceIdSchema.optional(),
-    opks_left: z.number().int().min(0).max(0xffff_ffff).optional(),
-  }).strict(),
-  z.object({ kind: z.literal("sender_key"), ...SenderKeyDistributionJsonSchema.shape }).strict(),
-  // Lobby membership for end-to-end clients (PROTOCOL §12.5): `online` lists who is there
-  // (the snapshot after a device publishes, in chunks); `joined` and `left` are changes.
-  z.object({
-    kind: z.literal("members"),
-    event: z.enum(["online", "joined", "left"]),
-    users: z.array(userName).min(1).max(MAX_MEMBERS_PER_BODY),
-  }).strict(),
-]);
-export type Body = z.output<typeof BodySchema>;
+  | { kind: "received"; upto: number; unread?: number[] }
+  | z.output<typeof KeysPublishBodySchema>
+  | z.output<typeof KeysFetchBodySchema>
+  | z.output<typeof KeysBodySchema>
+  | z.output<typeof SenderKeyBodySchema>
+  | z.output<typeof MembersBodySchema>;
+
+/** A body (PROTOCOL §6.2), by its `kind`. */
+export const BodyShape: Shape<Body> = byType<Body>({
+  text: shape((v, p) => ({ kind: "text", text: bodyText(members(v, p, ["kind", "text"]), p) })),
+  who: shape((v, p) => (members(v, p, ["kind"]), { kind: "who" })),
+  notice: shape((v, p) => ({
+    kind: "notice",
+    text: bodyText(members(v, p, ["kind", "text"]), p),
+  })),
+  operator: shape((v, p) => {
+    const o = members(v, p, ["kind", "text"], ["private"]);
+    const body: Body = { kind: "operator", text: bodyText(o, p) };
+    if (o.private !== undefined) body.private = isTrue(o.private, p, "private");
+    return body;
+  }),
+  received: shape((v, p) => {
+    const o = members(v, p, ["kind", "upto"], ["unread"]);
+    const body: Body = { kind: "received", upto: uint(o.upto, p, "upto", 1) };
+    if (o.unread !== undefined) {
+      const unread = list(o.unread, p, "unread", MAX_UNREAD);
+      body.unread = unread.map((seqno, i) => uint(seqno, [...p, "unread"], i, 1));
+    }
+    return body;
+  }),
+  keys_publish: KeysPublishBodySchema,
+  keys_fetch: KeysFetchBodySchema,
+  keys: KeysBodySchema,
+  sender_key: SenderKeyBodySchema,
+  members: MembersBodySchema,
+}, "kind");
+
+function bodyText(o: Record<string, unknown>, p: Path): string {
+  return textMember(o.text, p, "text", 1, MAX_TEXT_CHARS);
+}
 
 /**
  * Which bodies each direction may carry, and to whom (PROTOCOL §6.2, §12.6). `e2e`: the
@@ -174,21 +226,38 @@ export function bodyFits(body: Body, dir: Direction, to: string, e2e = false): b
 
 // ---- the record ----
 
-const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const sid = z.string().regex(/^[0-9a-f]{32}$/, "32 lowercase hex characters");
+const SID_RE = /^[0-9a-f]{32}$/;
+const DIRECTIONS: readonly Direction[] = ["c2s", "s2c"];
 
-/** A record as JSON (binary fields as base64 text). Strict. */
-export const RecordJsonSchema = z.object({
-  sid,
-  dir: z.enum(["c2s", "s2c"]),
-  to: z.string().min(1).max(MAX_TO_CHARS),
-  seqno: uint().min(1),
-  ts: uint(),
-  ct: base64Text(16, MAX_CT_BYTES),
-  c: base64Text(32, 32),
-  sig: base64Text(1, MAX_SIG_BYTES).optional(),
-}).strict();
-export type RecordJson = z.output<typeof RecordJsonSchema>;
+/** A record as JSON (binary fields as base64 text), PROTOCOL §6.1. */
+export interface RecordJson {
+  sid: string;
+  dir: Direction;
+  to: string;
+  seqno: number;
+  ts: number;
+  ct: string;
+  c: string;
+  sig?: string;
+}
+
+/** Checks a record's JSON form: exactly its members, each within its bounds. */
+function recordJson(value: unknown, path: Path): RecordJson {
+  const o = members(value, path, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig"]);
+  const json: RecordJson = {
+    sid: matching(o.sid, path, "sid", SID_RE, "32 lowercase hex characters"),
+    dir: literal(o.dir, path, "dir", DIRECTIONS),
+    to: textMember(o.to, path, "to", 1, MAX_TO_CHARS),
+    seqno: uint(o.seqno, path, "seqno", 1),
+    ts: uint(o.ts, path, "ts"),
+    ct: base64Text(o.ct, path, "ct", 16, MAX_CT_BYTES),
+    c: base64Text(o.c, path, "c", 32, 32),
+  };
+  if (o.sig !== undefined) json.sig = base64Text(o.sig, path, "sig", 1, MAX_SIG_BYTES);
+  return json;
+}
+
+export const RecordJsonShape: Shape<RecordJson> = shape(recordJson);
 
 /** A record with its binary fields decoded. */
 export interface MessageRecord {
@@ -231,46 +300,47 @@ export function encodeRecord(r: MessageRecord): RecordJson {
   return json;
 }
 
-function sidBytes(hex: string): Uint8Array {
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
+const SID_BYTES = 16;
 
 /** The bytes an author signs (PROTOCOL §6.1). */
 export function statement(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
-  return concat(
-    LABEL.statement,
-    u32be(PROTOCOL_VERSION),
-    sidBytes(r.sid),
-    Uint8Array.of(DIRECTION_BYTE[r.dir]),
-    u32be(to.length),
-    to,
-    u64be(r.seqno),
-    u64be(r.ts),
-    r.c,
-    sha256(r.ct),
-  );
+  const ctDigest = sha256(r.ct);
+  const length = LABEL.statement.length + 4 + SID_BYTES + 1 + 4 + to.length + 8 + 8 +
+    r.c.length + ctDigest.length;
+  return new FieldWriter(length)
+    .bytesOf(LABEL.statement)
+    .u32(PROTOCOL_VERSION)
+    .hex(r.sid)
+    .u8(DIRECTION_BYTE[r.dir])
+    .u32(to.length)
+    .bytesOf(to)
+    .u64(r.seqno)
+    .u64(r.ts)
+    .bytesOf(r.c)
+    .bytesOf(ctDigest)
+    .done();
 }
 
 /** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
 export function recordEncoding(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
   const sig = r.sig ?? new Uint8Array(0);
-  return concat(
-    sidBytes(r.sid),
-    Uint8Array.of(DIRECTION_BYTE[r.dir]),
-    u32be(to.length),
-    to,
-    u64be(r.seqno),
-    u64be(r.ts),
-    u32be(r.ct.length),
-    r.ct,
-    r.c,
-    u32be(sig.length),
-    sig,
-  );
+  const length = SID_BYTES + 1 + 4 + to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
+    sig.length;
+  return new FieldWriter(length)
+    .hex(r.sid)
+    .u8(DIRECTION_BYTE[r.dir])
+    .u32(to.length)
+    .bytesOf(to)
+    .u64(r.seqno)
+    .u64(r.ts)
+    .u32(r.ct.length)
+    .bytesOf(r.ct)
+    .bytesOf(r.c)
+    .u32(sig.length)
+    .bytesOf(sig)
+    .done();
 }
 
 // ---- content: k, ct, c (PROTOCOL §6.1) ----
@@ -337,7 +407,7 @@ export function parseBody(plaintext: Uint8Array): Body {
   } catch (cause) {
     throw new SecureChatError("PROTOCOL_ERROR", "record body is not strict UTF-8 JSON", { cause });
   }
-  const parsed = BodySchema.safeParse(value);
+  const parsed = BodyShape.safeParse(value);
   if (!parsed.success) {
     throw new SecureChatError("PROTOCOL_ERROR", "record body does not fit any body kind");
   }
@@ -356,8 +426,6 @@ export async function verifyRecord(key: VerifyingKey, r: MessageRecord): Promise
 
 // ---- session messages that carry records (PROTOCOL §3.3, §6) and their transcript lines ----
 
-const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
-const cert = base64Text(1, MAX_CERT_BYTES);
 export const REFUSAL_CODES = [
   "RATE_LIMITED",
   "NOT_ONLINE",
@@ -370,26 +438,17 @@ export type RefusalCode = typeof REFUSAL_CODES[number];
  * A `msg` carries its content key either in the clear of the session (`k`: the server may
  * read it) or end to end (`e2e`: only the recipients can unwrap it, PROTOCOL §12.6).
  */
-export const MsgMessageSchema = z.union([
-  z.object({ type: z.literal("msg"), record: RecordJsonSchema, k }).strict(),
-  z.object({ type: z.literal("msg"), record: RecordJsonSchema, e2e: E2eEnvelopeSchema }).strict(),
-]);
+export type MsgMessage =
+  | { type: "msg"; record: RecordJson; k: string }
+  | { type: "msg"; record: RecordJson; e2e: E2eEnvelope };
 
 /**
  * A user's record forwarded by the server: `relay` live (§6.4), `stored` from the recipient's
  * offline queue (§6.6). The two differ only in the freshness rule the recipient applies. The
  * content key travels readable (`k`) or end to end (`e2e`, §12.6).
  */
-const relayHop = {
-  type: z.enum(["relay", "stored"]),
-  seqno: uint().min(1),
-  ts: uint(),
-  cert,
-};
-export const RelayMessageSchema = z.union([
-  z.object({ ...relayHop, record: RecordJsonSchema, k }).strict(),
-  z.object({ ...relayHop, record: RecordJsonSchema, e2e: E2eEnvelopeSchema }).strict(),
-]);
+type RelayHop = { type: RelayType; seqno: number; ts: number; cert: string; record: RecordJson };
+export type RelayMessage = (RelayHop & { k: string }) | (RelayHop & { e2e: E2eEnvelope });
 
 /** How a record's content key travels: readable by the server, or end to end. */
 type ContentKey = { k: Uint8Array } | { e2e: E2eEnvelope };
@@ -399,56 +458,127 @@ function contentKeyMember(key: ContentKey): string {
   return "k" in key ? `"k":"${toBase64(key.k)}"` : `"e2e":${JSON.stringify(key.e2e)}`;
 }
 
-export const RefusedMessageSchema = z.object({
-  type: z.literal("refused"),
-  seqno: uint().min(1),
-  ts: uint(),
-  of: uint().min(1),
-  code: z.enum(REFUSAL_CODES),
-}).strict();
+export interface RefusedMessage {
+  type: "refused";
+  seqno: number;
+  ts: number;
+  of: number;
+  code: RefusalCode;
+}
 
 /** The author's private record `of` is stored for its offline recipient (§6.6). */
-export const QueuedMessageSchema = z.object({
-  type: z.literal("queued"),
-  seqno: uint().min(1),
-  ts: uint(),
-  of: uint().min(1),
-}).strict();
+export interface QueuedMessage {
+  type: "queued";
+  seqno: number;
+  ts: number;
+  of: number;
+}
 
-export type MsgMessage = z.output<typeof MsgMessageSchema>;
-export type RelayMessage = z.output<typeof RelayMessageSchema>;
-export type RefusedMessage = z.output<typeof RefusedMessageSchema>;
-export type QueuedMessage = z.output<typeof QueuedMessageSchema>;
+const RELAY_TYPES: readonly RelayType[] = ["relay", "stored"];
+
+const contentKeyText = (o: Record<string, unknown>, p: Path) =>
+  base64Text(o.k, p, "k", CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
+const certText = (o: Record<string, unknown>, p: Path) =>
+  base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES);
+const recordMember = (o: Record<string, unknown>, p: Path) =>
+  recordJson(o.record, [...p, "record"]);
+
+/** Which member carries the content key: `e2e` when present, else `k` (one, never both). */
+const keyMemberOf = (v: unknown): "k" | "e2e" =>
+  typeof v === "object" && v !== null && Object.hasOwn(v, "e2e") ? "e2e" : "k";
+const contentKeyOf = (o: Record<string, unknown>, p: Path, key: "k" | "e2e") =>
+  key === "k" ? { k: contentKeyText(o, p) } : { e2e: nested(E2eEnvelopeSchema, o.e2e, p, "e2e") };
+
+export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
+  const key = keyMemberOf(v);
+  const o = members(v, p, ["type", "record", key]);
+  literal(o.type, p, "type", ["msg"]);
+  return { type: "msg", record: recordMember(o, p), ...contentKeyOf(o, p, key) };
+});
+
+export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
+  const key = keyMemberOf(v);
+  const o = members(v, p, ["type", "seqno", "ts", "cert", "record", key]);
+  return {
+    type: literal(o.type, p, "type", RELAY_TYPES),
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    cert: certText(o, p),
+    record: recordMember(o, p),
+    ...contentKeyOf(o, p, key),
+  };
+});
+
+export const RefusedMessageShape: Shape<RefusedMessage> = shape((v, p) => {
+  const o = members(v, p, ["type", "seqno", "ts", "of", "code"]);
+  literal(o.type, p, "type", ["refused"]);
+  return refusal(o, p, "refused");
+});
+
+export const QueuedMessageShape: Shape<QueuedMessage> = shape((v, p) => {
+  const o = members(v, p, ["type", "seqno", "ts", "of"]);
+  literal(o.type, p, "type", ["queued"]);
+  return queued(o, p);
+});
+
+/** The members a refusal shares with its transcript line. */
+function refusal<T extends string>(o: Record<string, unknown>, p: Path, type: T) {
+  return {
+    type,
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    of: uint(o.of, p, "of", 1),
+    code: literal(o.code, p, "code", REFUSAL_CODES),
+  };
+}
+
+/** The members a `queued` shares with its transcript line. */
+function queued(o: Record<string, unknown>, p: Path) {
+  return {
+    type: "queued" as const,
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    of: uint(o.of, p, "of", 1),
+  };
+}
 
 /** A transcript line (TRANSCRIPT §2.2): the session message without `k`, plus `dir`. */
-export const LineSchema = z.discriminatedUnion("type", [
-  z.object({ dir: z.enum(["c2s", "s2c"]), type: z.literal("msg"), record: RecordJsonSchema })
-    .strict(),
-  z.object({
-    dir: z.literal("s2c"),
-    type: z.enum(["relay", "stored"]),
-    seqno: uint().min(1),
-    ts: uint(),
-    cert,
-    record: RecordJsonSchema,
-  }).strict(),
-  z.object({
-    dir: z.literal("s2c"),
-    type: z.literal("refused"),
-    seqno: uint().min(1),
-    ts: uint(),
-    of: uint().min(1),
-    code: z.enum(REFUSAL_CODES),
-  }).strict(),
-  z.object({
-    dir: z.literal("s2c"),
-    type: z.literal("queued"),
-    seqno: uint().min(1),
-    ts: uint(),
-    of: uint().min(1),
-  }).strict(),
-]);
-export type LineJson = z.output<typeof LineSchema>;
+export type LineJson =
+  | { dir: Direction; type: "msg"; record: RecordJson }
+  | { dir: "s2c"; type: RelayType; seqno: number; ts: number; cert: string; record: RecordJson }
+  | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
+  | { dir: "s2c"; type: "queued"; seqno: number; ts: number; of: number };
+
+const S2C: readonly "s2c"[] = ["s2c"];
+
+const relayLine = shape((v, p): LineJson => {
+  const o = members(v, p, ["dir", "type", "seqno", "ts", "cert", "record"]);
+  return {
+    dir: literal(o.dir, p, "dir", S2C),
+    type: literal(o.type, p, "type", RELAY_TYPES),
+    seqno: uint(o.seqno, p, "seqno", 1),
+    ts: uint(o.ts, p, "ts"),
+    cert: certText(o, p),
+    record: recordMember(o, p),
+  };
+});
+
+export const LineShape: Shape<LineJson> = byType<LineJson>({
+  msg: shape((v, p) => {
+    const o = members(v, p, ["dir", "type", "record"]);
+    return { dir: literal(o.dir, p, "dir", DIRECTIONS), type: "msg", record: recordMember(o, p) };
+  }),
+  relay: relayLine,
+  stored: relayLine,
+  refused: shape((v, p) => {
+    const o = members(v, p, ["dir", "type", "seqno", "ts", "of", "code"]);
+    return { dir: literal(o.dir, p, "dir", S2C), ...refusal(o, p, "refused") };
+  }),
+  queued: shape((v, p) => {
+    const o = members(v, p, ["dir", "type", "seqno", "ts", "of"]);
+    return { dir: literal(o.dir, p, "dir", S2C), ...queued(o, p) };
+  }),
+});
 
 /** A transcript line as the session hands it to the writer. */
 export type Line =
@@ -578,14 +708,27 @@ export function prepareMsg(
   const key = e2e ? contentKeyMember({ e2e }) : contentKeyMember({ k: k! });
   return {
     wire: `{"type":"msg","record":${json},${key}}`,
-    line: {
-      dir,
-      seqno: record.seqno,
-      ts: record.ts,
-      json: `{"dir":"${dir}","type":"msg","record":${json}}`,
-      enc: [Uint8Array.of(0x01), recordEncoding(record)],
-      k,
-    },
+    line: msgLine(dir, record, json, k),
+  };
+}
+
+/**
+ * The transcript line of a `msg`, its record serialised as `recordJson` (a received
+ * record's own JSON: checked, so not encoded again).
+ */
+export function msgLine(
+  dir: Direction,
+  record: MessageRecord,
+  recordJson: string,
+  k: Uint8Array | undefined,
+): PreparedLine {
+  return {
+    dir,
+    seqno: record.seqno,
+    ts: record.ts,
+    json: `{"dir":"${dir}","type":"msg","record":${recordJson}}`,
+    enc: [Uint8Array.of(0x01), recordEncoding(record)],
+    k,
   };
 }
 

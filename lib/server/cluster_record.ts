@@ -11,17 +11,18 @@ import { fromBase64 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import {
   type Body,
-  BodySchema,
+  BodyShape,
   CONTENT_KEY_BYTES,
   decodeRecord,
   MAX_CERT_BYTES,
   type PreparedRelay,
   prepareRelay,
   type RecordJson,
-  RecordJsonSchema,
+  RecordJsonShape,
 } from "../message/record.ts";
 import { base64Text } from "../wire/schema.ts";
 import { type E2eEnvelope, E2eEnvelopeSchema } from "../e2e/envelope.ts";
+import { zodOf } from "../wire/shape.ts";
 
 /** A relay between nodes: the content key readable (`k`) or end to end (`e2e`, PROTOCOL §12.6). */
 export type ClusterRelay =
@@ -33,9 +34,9 @@ export type ClusterRecord =
   | { relay: ClusterRelay }
   | { stored: true };
 
-const relayFields = { cert: base64Text(1, MAX_CERT_BYTES), record: RecordJsonSchema };
+const relayFields = { cert: base64Text(1, MAX_CERT_BYTES), record: zodOf(RecordJsonShape) };
 const ClusterRecordSchema = z.union([
-  z.object({ body: BodySchema }).strict(),
+  z.object({ body: zodOf(BodyShape) }).strict(),
   z.object({
     relay: z.union([
       z.object({ ...relayFields, k: base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES) }).strict(),

@@ -22,7 +22,9 @@ import {
   LOBBY,
   MAX_UNREAD,
   type MessageRecord,
-  MsgMessageSchema,
+  msgLine,
+  type MsgMessage,
+  MsgMessageShape,
   openContent,
   type PreparedLine,
   type PreparedRelay,
@@ -30,12 +32,15 @@ import {
   prepareQueued,
   prepareRefused,
   prepareRelay,
-  QueuedMessageSchema,
+  type QueuedMessage,
+  QueuedMessageShape,
   type RecordJson,
   type RefusalCode,
-  RefusedMessageSchema,
+  type RefusedMessage,
+  RefusedMessageShape,
   relayFor,
-  RelayMessageSchema,
+  type RelayMessage,
+  RelayMessageShape,
   type RelayType,
   sealContent,
   signRecord,
@@ -59,6 +64,7 @@ import {
   PasswordRefusedSchema,
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
+import { byType } from "../wire/shape.ts";
 import {
   type E2eUnwrap,
   type RelayedText,
@@ -163,6 +169,9 @@ export interface SessionEnd {
 
 type CloseState = { sent: boolean; received: boolean; receiptSent: boolean };
 
+/** Received messages held at most before their lines are written and they are acted on. */
+const MAX_HELD = 64;
+
 export class ChatSession {
   readonly #est: EstablishedSession;
   readonly #transcript: TranscriptWriter;
@@ -186,6 +195,13 @@ export class ChatSession {
   #ended = false;
   #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
+  /**
+   * Messages that passed every check, recorded in the transcript's pending batch, not yet
+   * handed to the caller: the frames already received are read first, then the batch is
+   * written in one write and only then are the messages acted on (see #release). `stored`
+   * marks a hop from the offline queue, acknowledged once acted on (§6.6).
+   */
+  #held: { message: ReceivedMessage; stored: boolean }[] = [];
   /** Clients: the last `stored` hop not yet acknowledged, and the acknowledgement under way. */
   #storedUnacked = 0;
   /** Clients: stored hops not yet acknowledged that this device could not open. */
@@ -515,20 +531,47 @@ export class ChatSession {
   async run(handlers: SessionHandlers): Promise<SessionEnd> {
     try {
       while (!(this.#close.receiptSent && this.#peerReceipt)) {
+        if (this.#held.length > 0 && !this.#est.conn.frameReady) await this.#release(handlers);
         const payload = await this.#nextFrame();
-        if (this.#aborted) return await this.#end("error", this.#aborted);
-        if (payload === null) return await this.#end("peer_gone");
+        if (this.#aborted) {
+          await this.#release(handlers);
+          return await this.#end("error", this.#aborted);
+        }
+        if (payload === null) {
+          await this.#release(handlers);
+          return await this.#end("peer_gone");
+        }
         await this.#handle(payload, handlers);
       }
       const files = await this.#transcript.finish(this.#ownReceipt!, this.#peerReceipt);
       return { outcome: "closed", transcriptPath: this.transcriptPath, ...files };
     } catch (error) {
+      // What passed before the failing frame is acted on, as if it had come alone.
+      await this.#release(handlers).catch(() => {});
       return await this.#end("error", this.#aborted ?? error);
     } finally {
       this.#abandonPasswordChange();
       clearTimeout(this.#closeTimer);
       await this.#est.conn.flush(1000);
       this.#est.conn.close();
+    }
+  }
+
+  /**
+   * Writes the held messages' lines (one write for the batch) and then hands them to
+   * the caller in order: nothing is relayed or shown before it is recorded, and if the
+   * batch cannot be written none of it is acted on (TRANSCRIPT_IO ends the session).
+   */
+  async #release(handlers: SessionHandlers): Promise<void> {
+    if (this.#held.length === 0) return;
+    const held = this.#held;
+    this.#held = [];
+    this.#transcript.commit();
+    for (const { message, stored } of held) {
+      await handlers.onMessage(message);
+      if (stored && message.type === "relay") {
+        this.#acknowledgeStored(message.seqno, message.relayed.undecryptable !== undefined);
+      }
     }
   }
 
@@ -552,8 +595,10 @@ export class ChatSession {
         this.#est.records.updateReceive();
         return;
       case "close":
+        await this.#release(handlers); // what came before the close is acted on before it
         return await this.#handleClose();
       case "receipt":
+        await this.#release(handlers);
         return await this.#handleReceipt(message);
       case "password_change":
         return this.#startPasswordChange(message, handlers);
@@ -571,10 +616,8 @@ export class ChatSession {
       : message.type === "refused"
       ? this.#checkRefused(message)
       : await this.#checkRelay(message);
-    await handlers.onMessage(received);
-    if (message.type === "stored" && received.type === "relay") {
-      this.#acknowledgeStored(message.seqno, received.relayed.undecryptable !== undefined);
-    }
+    this.#held.push({ message: received, stored: message.type === "stored" });
+    if (this.#held.length >= MAX_HELD) await this.#release(handlers);
   }
 
   /** The hop checks every session message passes (PROTOCOL §6): seqno and ts. */
@@ -594,7 +637,7 @@ export class ChatSession {
   }
 
   /** PROTOCOL §6.3, in order. */
-  async #checkMsg(message: import("zod").infer<typeof MsgMessageSchema>): Promise<ReceivedMessage> {
+  async #checkMsg(message: MsgMessage): Promise<ReceivedMessage> {
     const record = decodeRecord(message.record);
     const dir = this.#receiveDir;
     if (record.sid !== this.sessionId || record.dir !== dir) {
@@ -629,7 +672,7 @@ export class ChatSession {
       // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it.
       const { line } = prepareMsg(dir, record, undefined, message.e2e);
       this.#accept(record.seqno, record.ts);
-      this.#transcript.appendReceived(line);
+      this.#transcript.append(line);
       return {
         type: "sealed",
         seqno: record.seqno,
@@ -647,9 +690,9 @@ export class ChatSession {
         `a ${body.kind} body is not allowed ${dir} to ${record.to.slice(0, 80)}`,
       );
     }
-    const { wire: _wire, line } = prepareMsg(dir, record, k);
+    const line = msgLine(dir, record, JSON.stringify(message.record), k);
     this.#accept(record.seqno, record.ts);
-    this.#transcript.appendReceived(line);
+    this.#transcript.append(line);
     return {
       type: "msg",
       seqno: record.seqno,
@@ -662,9 +705,7 @@ export class ChatSession {
   }
 
   /** PROTOCOL §6.4 (clients only). */
-  async #checkRelay(
-    message: import("zod").infer<typeof RelayMessageSchema>,
-  ): Promise<ReceivedMessage> {
+  async #checkRelay(message: RelayMessage): Promise<ReceivedMessage> {
     if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", "unexpected relay");
     this.#checkHop(message.seqno, message.ts);
     const relayed = await this.#relays.check(message);
@@ -677,9 +718,7 @@ export class ChatSession {
       relayed.k,
       "e2e" in message ? message.e2e : undefined,
     );
-    this.#transcript.appendReceived(
-      relayFor(prepared, message.seqno, message.ts, message.type).line,
-    );
+    this.#transcript.append(relayFor(prepared, message.seqno, message.ts, message.type).line);
     if (relayed.senderKey) this.#opts.e2e?.onSenderKey(relayed.author, relayed.senderKey);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
   }
@@ -724,24 +763,24 @@ export class ChatSession {
   }
 
   /** PROTOCOL §6.6 (clients only): the server stored one of our private records. */
-  #checkQueued(message: import("zod").infer<typeof QueuedMessageSchema>): ReceivedMessage {
+  #checkQueued(message: QueuedMessage): ReceivedMessage {
     this.#checkHop(message.seqno, message.ts);
     if (message.of > this.#sendSeqno) {
       throw new SecureChatError("PROTOCOL_ERROR", `queued message ${message.of} never sent`);
     }
     this.#accept(message.seqno, message.ts);
-    this.#transcript.appendReceived(prepareQueued(message.seqno, message.ts, message.of).line);
+    this.#transcript.append(prepareQueued(message.seqno, message.ts, message.of).line);
     return { ...message };
   }
 
   /** PROTOCOL §6.5 (clients only): a refusal names one of our messages. */
-  #checkRefused(message: import("zod").infer<typeof RefusedMessageSchema>): ReceivedMessage {
+  #checkRefused(message: RefusedMessage): ReceivedMessage {
     this.#checkHop(message.seqno, message.ts);
     if (message.of > this.#sendSeqno) {
       throw new SecureChatError("PROTOCOL_ERROR", `refusal of message ${message.of} never sent`);
     }
     this.#accept(message.seqno, message.ts);
-    this.#transcript.appendReceived(
+    this.#transcript.append(
       prepareRefused(message.seqno, message.ts, message.of, message.code).line,
     );
     return { ...message };
@@ -804,19 +843,44 @@ export class ChatSession {
   }
 }
 
-const CONTROL = [CloseSchema, KeyUpdateSchema, ReceiptEnvelopeSchema, ErrorSchema] as const;
-/** What a server may read from a client after the handshake. */
-const CLIENT_MESSAGES = z.union([MsgMessageSchema, PasswordChangeSchema, ...CONTROL]);
-/** What a client may read from the server after the handshake. */
-const SERVER_MESSAGES = z.union([
-  MsgMessageSchema,
-  RelayMessageSchema,
-  RefusedMessageSchema,
-  QueuedMessageSchema,
-  PasswordChangedSchema,
-  PasswordRefusedSchema,
+/** Messages of the close exchange and errors, both ways (PROTOCOL §7). */
+const CONTROL = {
+  close: CloseSchema,
+  key_update: KeyUpdateSchema,
+  receipt: ReceiptEnvelopeSchema,
+  error: ErrorSchema,
+} as const;
+type Control = import("zod").output<typeof CONTROL[keyof typeof CONTROL]>;
+type PasswordChange = import("zod").output<typeof PasswordChangeSchema>;
+type PasswordAnswer =
+  | import("zod").output<typeof PasswordChangedSchema>
+  | import("zod").output<typeof PasswordRefusedSchema>;
+/** Every message a session reads after the handshake; each role accepts its own subset. */
+type SessionMessage =
+  | MsgMessage
+  | RelayMessage
+  | RefusedMessage
+  | QueuedMessage
+  | PasswordChange
+  | PasswordAnswer
+  | Control;
+/** What a server may read from a client after the handshake, by type. */
+const CLIENT_MESSAGES = byType<SessionMessage>({
+  msg: MsgMessageShape,
+  password_change: PasswordChangeSchema,
   ...CONTROL,
-]);
+});
+/** What a client may read from the server after the handshake, by type. */
+const SERVER_MESSAGES = byType<SessionMessage>({
+  msg: MsgMessageShape,
+  relay: RelayMessageShape,
+  stored: RelayMessageShape,
+  refused: RefusedMessageShape,
+  queued: QueuedMessageShape,
+  password_changed: PasswordChangedSchema,
+  password_refused: PasswordRefusedSchema,
+  ...CONTROL,
+});
 
 /** The code a refused password change is answered with (PROTOCOL §6.7). */
 function passwordRefusalOf(error: unknown): PasswordRefusalCode {

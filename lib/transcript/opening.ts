@@ -11,14 +11,15 @@ import {
   decodeLine,
   decodeRecord,
   encodeRecord,
-  LineSchema,
+  LineShape,
   type MessageRecord,
   openContent,
-  RecordJsonSchema,
+  RecordJsonShape,
   verifyRecord,
 } from "../message/record.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { base64Text } from "../wire/schema.ts";
+import { zodOf } from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
 import { HeaderLineSchema, MAX_CERT_BYTES, MAX_LINE_BYTES } from "./format.ts";
 import { readLines } from "./lines.ts";
@@ -28,7 +29,7 @@ export const OpeningSchema = z.object({
   type: z.literal("securechat-opening"),
   version: z.literal(1),
   cert: base64Text(1, MAX_CERT_BYTES),
-  record: RecordJsonSchema,
+  record: zodOf(RecordJsonShape),
   k: base64Text(32, 32),
 }).strict();
 export type Opening = z.output<typeof OpeningSchema>;
@@ -67,7 +68,7 @@ export async function makeOpening(
   if (!header || lineNumber < 2 || target === undefined) {
     throw new SecureChatError("INVALID_INPUT", `line ${lineNumber} is not a message line`);
   }
-  const line = decodeLine(LineSchema.parse(parseStrictJson(target)));
+  const line = decodeLine(zodOf(LineShape).parse(parseStrictJson(target)));
   if (line.type === "refused" || line.type === "queued" || !line.record.sig) {
     throw new SecureChatError(
       "INVALID_INPUT",

@@ -12,7 +12,7 @@ import {
   decodeLine,
   isClientRecipient,
   type Line,
-  LineSchema,
+  LineShape,
   LOBBY,
   MAX_STORED_AGE_MS,
   type MessageRecord,
@@ -519,7 +519,7 @@ async function checkLines(
       lineProblem = stop(n, `not strict UTF-8 JSON: ${(cause as Error).message}`);
       break;
     }
-    const parsed = LineSchema.safeParse(value);
+    const parsed = LineShape.safeParse(value);
     if (!parsed.success) {
       lineProblem = stop(n, `malformed: ${schemaReason(parsed.error)}`);
       break;

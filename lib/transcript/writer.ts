@@ -201,12 +201,12 @@ export class TranscriptWriter {
   }
 
   /**
-   * Records a message we received, written before it is acted on (relayed, shown): a
-   * message that cannot be recorded is refused, and nothing it would cause happens.
-   * @throws TRANSCRIPT_IO, PROTOCOL_ERROR as {@link append}
+   * Writes the pending batch now. A session calls it before it acts on (relays, shows)
+   * the messages it received: they are on disk first, and if they cannot be written
+   * none of them is acted on.
+   * @throws TRANSCRIPT_IO
    */
-  appendReceived(line: PreparedLine): void {
-    this.append(line);
+  commit(): void {
     this.#flush();
     if (this.#failed) throw this.#failed;
   }

@@ -4,6 +4,7 @@
  * can hold a session's resources forever.
  */
 import { SecureChatError } from "../errors.ts";
+import { concat } from "../bytes.ts";
 import { encodeFrame, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
 
 export interface ByteStreamConn {
@@ -23,7 +24,10 @@ export class FrameConnection {
   readonly #reader: FrameReader;
   readonly #maxQueuedBytes: number;
   #queued = 0;
-  #writing: Promise<void> = Promise.resolve();
+  /** Frames accepted by `send` and not yet handed to a write. */
+  #pending: Uint8Array[] = [];
+  /** The running write loop, if any: resolves once everything queued is written. */
+  #writer: Promise<void> | null = null;
   #writeError: SecureChatError | null = null;
   #closed = false;
 
@@ -49,6 +53,11 @@ export class FrameConnection {
    */
   get writeError(): SecureChatError | null {
     return this.#writeError;
+  }
+
+  /** The next `read` returns a frame already received, without waiting for the peer. */
+  get frameReady(): boolean {
+    return this.#reader.hasFrame;
   }
 
   /** Bytes accepted by `send` and not yet taken by the kernel. */
@@ -92,19 +101,45 @@ export class FrameConnection {
       );
     }
     this.#queued += wire.length;
-    this.#writing = this.#writing.then(async () => {
-      if (this.#writeError || this.#closed) return;
-      try {
-        let offset = 0;
-        while (offset < wire.length) offset += await this.#conn.write(wire.subarray(offset));
-      } catch (cause) {
-        this.#writeError = new SecureChatError("PROTOCOL_ERROR", "connection lost while writing", {
-          cause,
-        });
-      } finally {
-        this.#queued -= wire.length;
+    this.#pending.push(wire);
+    // Started after the current job: the frames it queues go out together.
+    this.#writer ??= Promise.resolve().then(() => this.#drain());
+  }
+
+  get #writing(): Promise<void> {
+    return this.#writer ?? Promise.resolve();
+  }
+
+  /**
+   * Writes until nothing is queued. Everything queued while a write was in flight goes
+   * out in the next single write: one syscall (and one op) per batch, not per frame,
+   * as a chat server's send queue flushes.
+   */
+  async #drain(): Promise<void> {
+    try {
+      while (this.#pending.length > 0) {
+        const batch = this.#pending;
+        this.#pending = [];
+        const bytes = batch.length === 1 ? batch[0] : concat(...batch);
+        try {
+          if (this.#writeError || this.#closed) continue;
+          let offset = 0;
+          while (offset < bytes.length) offset += await this.#conn.write(bytes.subarray(offset));
+        } catch (cause) {
+          this.#writeError = new SecureChatError(
+            "PROTOCOL_ERROR",
+            "connection lost while writing",
+            {
+              cause,
+            },
+          );
+        } finally {
+          this.#queued -= bytes.length;
+        }
       }
-    });
+    } finally {
+      this.#writer = null;
+    }
   }
 
   /**

@@ -34,6 +34,13 @@ export interface ByteReader {
  * pending read holds only this much, and most frames arrive whole in one read.
  */
 export const IDLE_READ_BYTES = 1024;
+/**
+ * Bytes asked for after a read that filled its whole buffer: more is waiting, so one
+ * read takes a batch of frames instead of one op (and one allocation) per kilobyte. The
+ * first read that comes back short returns to IDLE_READ_BYTES, so a connection that
+ * goes quiet parks a small buffer (unless its burst ended exactly on a buffer's edge).
+ */
+export const BUSY_READ_BYTES = 16 * 1024;
 
 const EMPTY = new Uint8Array(0);
 
@@ -45,6 +52,8 @@ export class FrameReader {
   /** The frame being read, so a read that timed out hands its frame to the next one. */
   #inFlight: Promise<Uint8Array | null> | null = null;
   #cancelled = false;
+  /** The last read filled its buffer: the peer is sending faster than we read. */
+  #busy = false;
 
   constructor(source: ReadableStream<Uint8Array> | ByteReader, maxFrame = MAX_FRAME_BYTES) {
     this.#source = source instanceof ReadableStream ? source.getReader() : source;
@@ -88,6 +97,13 @@ export class FrameReader {
     return payload;
   }
 
+  /** A whole frame is already buffered: the next `read` needs no I/O. */
+  get hasFrame(): boolean {
+    if (this.#inFlight || this.#buffer.length < 4) return false;
+    const length = new DataView(this.#buffer.buffer, this.#buffer.byteOffset, 4).getUint32(0);
+    return this.#buffer.length >= 4 + length;
+  }
+
   /** Releases a stream source; a ByteReader source is released by closing its connection. */
   async cancel(): Promise<void> {
     this.#cancelled = true;
@@ -100,9 +116,10 @@ export class FrameReader {
   }
 
   /**
-   * The next bytes, null at the end of the stream. From a ByteReader, at most `wanted`
-   * bytes but never fewer than IDLE_READ_BYTES are asked for: a frame in progress
-   * gets its buffer, an idle connection only a small one.
+   * The next bytes, null at the end of the stream. From a ByteReader, `wanted` bytes
+   * but never fewer than IDLE_READ_BYTES (BUSY_READ_BYTES while the peer keeps our
+   * reads full) are asked for: a frame in progress gets its buffer, an idle connection
+   * only a small one.
    * A reset or broken connection is the peer's doing, like a write failure: not a bug.
    */
   async #readChunk(wanted: number): Promise<Uint8Array | null> {
@@ -111,8 +128,11 @@ export class FrameReader {
         const { value, done } = await this.#source.read();
         return done ? null : value;
       }
-      const into = new Uint8Array(Math.max(wanted, IDLE_READ_BYTES));
+      const into = new Uint8Array(
+        Math.max(wanted, this.#busy ? BUSY_READ_BYTES : IDLE_READ_BYTES),
+      );
       const got = await this.#source.read(into);
+      this.#busy = got === into.length;
       return got === null ? null : into.subarray(0, got);
     } catch (cause) {
       // Our own close interrupts the pending read: an end of stream, as a cancelled stream gives.
@@ -124,7 +144,7 @@ export class FrameReader {
   /** Collects chunks and joins them once, so a frame sent one byte at a time stays linear. */
   async #fill(wanted: number): Promise<boolean> {
     if (this.#buffer.length >= wanted) return true;
-    const chunks: Uint8Array[] = [this.#buffer];
+    const chunks: Uint8Array[] = this.#buffer.length > 0 ? [this.#buffer] : [];
     let have = this.#buffer.length;
     let ended = false;
     while (have < wanted) {
@@ -136,7 +156,8 @@ export class FrameReader {
       chunks.push(value);
       have += value.length;
     }
-    this.#buffer = concat(...chunks);
+    // One chunk (the usual case) is kept as it is: no copy.
+    this.#buffer = chunks.length === 1 ? chunks[0] : concat(...chunks);
     return !ended;
   }
 }

@@ -1,12 +1,14 @@
 /**
- * Every message of the protocol as a zod schema (PROTOCOL §3). Parsing goes through
- * `parseMessage` alone, so malformed input of any kind yields PROTOCOL_ERROR and
- * nothing else. Objects are strict: an unknown field is as malformed as a missing one.
+ * Every message of the protocol as a zod schema (PROTOCOL §3), but for the chat
+ * messages on the hot path, which are hand-written shapes (lib/message/record.ts,
+ * lib/wire/shape.ts) of the same strictness. Parsing goes through `parseMessage`
+ * alone, so malformed input of any kind yields PROTOCOL_ERROR and nothing else. Objects are strict: an unknown field is as malformed as a missing one.
  */
 import { z } from "zod";
 import { fromUtf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { base64Bytes } from "./schema.ts";
+import type { Shape } from "./shape.ts";
 import { parseStrictJson } from "./strict_json.ts";
 
 export const PROTOCOL_VERSION = 2;
@@ -159,11 +161,11 @@ export const ReceiptEnvelopeSchema = z.object({ type: z.literal("receipt") }).pa
  * Parses one message and checks it is one of the expected types.
  * @throws PROTOCOL_ERROR for bad UTF-8, bad JSON, a non-object, an unexpected type or a schema failure.
  */
-export function parseMessage<S extends z.ZodTypeAny>(
+export function parseMessage<T>(
   payload: Uint8Array,
-  schema: S,
+  schema: Shape<T>,
   discriminator: "type" | "kind" = "type",
-): z.output<S> {
+): T {
   let value: unknown;
   try {
     value = parseStrictJson(fromUtf8(payload));

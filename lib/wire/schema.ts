@@ -23,6 +23,35 @@ function decodeBase64Strict(text: string): Uint8Array {
   return nativeFromBase64(text, { alphabet: "base64", lastChunkHandling: "strict" });
 }
 
+const CANONICAL_B64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** The 6-bit value of a base64 character (A-Z, a-z, 0-9, +, /). */
+function sextet(code: number): number {
+  if (code >= 0x61) return code - 0x61 + 26; // a-z
+  if (code >= 0x41) return code - 0x41; // A-Z
+  if (code >= 0x30) return code - 0x30 + 52; // 0-9
+  return code === 0x2b ? 62 : 63; // + /
+}
+
+/**
+ * How many bytes canonical standard base64 decodes to, without decoding it: the same
+ * acceptance as {@link decodeBase64Strict} (padding required, unused bits zero), for
+ * members that are checked here and decoded later (or never).
+ * @throws {TypeError} for anything else
+ */
+export function canonicalBase64Length(text: string): number {
+  if (!CANONICAL_B64_RE.test(text)) throw new TypeError("invalid base64");
+  const n = text.length;
+  if (n > 0 && text.charCodeAt(n - 1) === 0x3d) {
+    const doubled = text.charCodeAt(n - 2) === 0x3d;
+    // The last data character carries 4 (==) or 2 (=) unused bits, which must be zero.
+    const last = sextet(text.charCodeAt(n - (doubled ? 3 : 2)));
+    if ((last & (doubled ? 0x0f : 0x03)) !== 0) throw new TypeError("non-canonical base64");
+    return (n / 4) * 3 - (doubled ? 2 : 1);
+  }
+  return (n / 4) * 3;
+}
+
 /** The decoded bytes, or a zod issue and undefined. */
 function decodeInRange(
   text: string,

@@ -235,10 +235,14 @@ function pipe(log: Written[]): { client: FrameConnection; server: FrameConnectio
   ): ByteStreamConn => ({
     readable,
     write(bytes) {
+      // Whole frames, several in one write when they were queued together: each is logged.
       const wire = bytes.slice();
-      const length = new DataView(wire.buffer).getUint32(0);
-      if (length !== wire.length - 4) throw new Error("expected one whole frame per write");
-      log.push({ dir, payload: wire.slice(4) });
+      for (let at = 0; at < wire.length;) {
+        const length = new DataView(wire.buffer, at).getUint32(0);
+        if (at + 4 + length > wire.length) throw new Error("expected whole frames per write");
+        log.push({ dir, payload: wire.slice(at + 4, at + 4 + length) });
+        at += 4 + length;
+      }
       peer().enqueue(wire);
       return Promise.resolve(bytes.length);
     },

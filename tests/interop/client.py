@@ -185,6 +185,14 @@ def want_str(obj, name, max_chars=None, code="PROTOCOL_ERROR"):
     return v
 
 
+def want_text(obj):
+    """§6.2: a body's `text`, 1-4000 characters."""
+    text = want_str(obj, "text", MAX_TEXT)
+    if not text:
+        raise ProtoError("PROTOCOL_ERROR", "empty text")
+    return text
+
+
 def want_int(obj, name, code="PROTOCOL_ERROR"):
     v = obj[name]
     if not is_int(v):
@@ -1235,6 +1243,7 @@ class Device:
         self.opks = {}          # id -> private key, unused one-time prekeys
         self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
         self.lists = {}         # user -> (monotonic time, [device ids]) from the last fetch
+        self.restart = set()    # (user, device) whose line we could not open: new session next
         self.new = not (state_path and os.path.exists(state_path))
         if self.new:
             self.ik, self.spk, self.pq_seed = os.urandom(32), os.urandom(32), os.urandom(64)
@@ -1323,7 +1332,9 @@ class Device:
         return got is None or time.monotonic() - got[0] > E2E_DEVICE_LIST_MAX_AGE_S
 
     def known(self, user):
-        return sorted({d for (u, d) in self.sessions if u == user})
+        """`known` of a fetch: devices we have a session with, except those whose line we could
+        not open (§12.6: the next line to them starts a new session, kept in front)."""
+        return sorted({d for (u, d) in self.sessions if u == user and (u, d) not in self.restart})
 
     @_locked
     def take_list(self, trust, user, devices, warn):
@@ -1350,6 +1361,7 @@ class Device:
         for (u, d) in list(self.sessions):
             if u == user and d not in listed:
                 del self.sessions[(u, d)]
+        self.restart = {(u, d) for (u, d) in self.restart if u != user}
         self.lists[user] = (time.monotonic(), usable)
         if listed and not usable:
             raise first_error or ProtoError("PROTOCOL_ERROR", f"no usable device of {user}")
@@ -1422,8 +1434,12 @@ class Device:
             self.save()
             return k, None
         if pre is None:
+            self.restart.add(key)
             return None, "no session of this device opens it"
-        return self._respond(key, author, cert_der, pre, header, wrapped, binding)
+        k, why = self._respond(key, author, cert_der, pre, header, wrapped, binding)
+        if k is None:
+            self.restart.add(key)
+        return k, why
 
     def _respond(self, key, author, cert_der, pre, header, wrapped, binding):
         if pre["spk_id"] != self.spk_id or pre["pq_id"] != self.pq_id or \
@@ -2023,13 +2039,13 @@ class Client:
         kind = body["kind"]
         if kind == "notice":
             strict(body, ["kind", "text"])
-            shown = "NOTICE: " + safe(want_str(body, "text"))
+            shown = "NOTICE: " + safe(want_text(body))
         elif kind == "operator":
             strict(body, ["kind", "text"], ["private"])
             if "private" in body and body["private"] is not True:
                 raise ProtoError("PROTOCOL_ERROR", "operator private must be true")
             shown = ("OPERATOR (private): " if "private" in body else "OPERATOR: ") + \
-                safe(want_str(body, "text"))
+                safe(want_text(body))
         elif kind == "keys" and self.device is not None:
             shown = self.on_keys(body)
         else:
@@ -2111,7 +2127,7 @@ class Client:
             if body["kind"] != "text":
                 raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
             strict(body, ["kind", "text"])
-            text = want_str(body, "text", MAX_TEXT)
+            text = want_text(body)
         self.accept_hop(seqno, ts)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
         line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "cert": m["cert"],
@@ -2119,9 +2135,12 @@ class Client:
         enc = (b"\x05" if stored else b"\x02") + u64(seqno) + u64(ts) + u32(len(cert_der)) \
             + cert_der + record_enc(rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
-        if stored:  # §6.6: acknowledged once the line and the marks are durable
+        if stored:  # §6.6: acknowledged once the line, the marks (and e2e state) are durable
             self.seen.save(force=True)
-            self.send_record("server", {"kind": "received", "upto": seqno})
+            ack = {"kind": "received", "upto": seqno}
+            if text is None and not duplicate:  # wrapped for our other devices: keep it queued
+                ack["unread"] = [seqno]
+            self.send_record("server", ack)
         private = " (private)" if rec["to"] != "lobby" else ""
         private += " (stored)" if stored else ""
         if duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again

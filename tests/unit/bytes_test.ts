@@ -1,6 +1,7 @@
-/** lib/bytes.ts base64: the runtime codec behind one strict, canonical form (PROTOCOL §2). */
+/** lib/bytes.ts: base64 through the runtime codec behind one strict, canonical form (PROTOCOL §2), and the big-endian integers of signed input. */
 import assert from "node:assert/strict";
-import { fromBase64, toBase64 } from "../../lib/bytes.ts";
+import { FieldWriter, fromBase64, toBase64, toHex, u64be } from "../../lib/bytes.ts";
+import { canonicalBase64Length } from "../../lib/wire/schema.ts";
 
 /** RFC 4648 through binary strings: the reference the codec must agree with. */
 function reference(bytes: Uint8Array): string {
@@ -31,4 +32,64 @@ Deno.test("fromBase64() refuses every non-canonical or foreign form with a TypeE
     assert.throws(() => fromBase64(text), TypeError, name);
   }
   assert.deepEqual(fromBase64(""), new Uint8Array(0));
+});
+
+Deno.test("canonicalBase64Length() accepts exactly what fromBase64() decodes, and its length", () => {
+  const alphabet = "AQgw/+9=-_ \n!";
+  const verdict = (f: () => number) => {
+    try {
+      return f();
+    } catch (error) {
+      assert.ok(error instanceof TypeError);
+      return "refused";
+    }
+  };
+  // Every string of 0..4 characters over an alphabet holding each kind of character
+  // (zero and non-zero low bits, both specials, padding, foreign ones), and longer ones.
+  const texts = [""];
+  for (let len = 1; len <= 4; len++) {
+    for (const prefix of texts.filter((t) => t.length === len - 1)) {
+      for (const c of alphabet) texts.push(prefix + c);
+    }
+  }
+  for (let n = 0; n <= 40; n++) texts.push(toBase64(crypto.getRandomValues(new Uint8Array(n))));
+  texts.push("QR==QUJD", "QUJDQR==", "QUJDQUI=", "QUJDQUJ=");
+  let accepted = 0;
+  for (const text of texts) {
+    const want = verdict(() => fromBase64(text).length);
+    assert.equal(verdict(() => canonicalBase64Length(text)), want, JSON.stringify(text));
+    if (want !== "refused") accepted++;
+  }
+  assert.ok(accepted > 100, `${accepted} accepted`);
+});
+
+Deno.test("u64be() writes numbers and bigints alike, refusing what does not fit", () => {
+  const cases: [number | bigint, string][] = [
+    [0, "0000000000000000"],
+    [1, "0000000000000001"],
+    [0xffff_ffff, "00000000ffffffff"],
+    [0x1_0000_0000, "0000000100000000"],
+    [1_700_000_000_000, "0000018bcfe56800"],
+    [Number.MAX_SAFE_INTEGER, "001fffffffffffff"],
+    [2n ** 64n - 1n, "ffffffffffffffff"],
+  ];
+  for (const [value, hex] of cases) {
+    assert.equal(toHex(u64be(value)), hex, String(value));
+    assert.equal(toHex(u64be(BigInt(value))), hex, `${value}n`);
+  }
+  for (const bad of [-1, 1.5, Number.NaN, 2n ** 64n, -1n]) {
+    assert.throws(() => u64be(bad), RangeError, String(bad));
+  }
+});
+
+Deno.test("FieldWriter writes fields in order and refuses a wrong size, bad hex or range", () => {
+  const out = new FieldWriter(1 + 4 + 8 + 2 + 2).u8(7).u32(0x01020304).u64(2 ** 40 + 5)
+    .hex("aB0f").bytesOf(Uint8Array.of(9, 8)).done();
+  assert.equal(toHex(out), "07" + "01020304" + "0000010000000005" + "ab0f" + "0908");
+  assert.throws(() => new FieldWriter(2).u8(1).done(), RangeError);
+  assert.throws(() => new FieldWriter(1).hex("zz"), TypeError);
+  assert.throws(() => new FieldWriter(1).hex("abc"), TypeError);
+  assert.throws(() => new FieldWriter(8).u64(-1), RangeError);
+  assert.throws(() => new FieldWriter(8).u64(2 ** 53), RangeError);
+  assert.throws(() => new FieldWriter(4).u32(2 ** 32), RangeError);
 });

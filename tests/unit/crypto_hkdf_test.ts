@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fromHex, toHex, utf8 } from "../../lib/bytes.ts";
-import { hkdfExpand, hkdfExtract, hmacSha256 } from "../../lib/crypto/hkdf.ts";
+import { createHmac } from "node:crypto";
+import { hkdfExpand, hkdfExtract, hmacSha256, hmacSha256Sync } from "../../lib/crypto/hkdf.ts";
 
 // Known answers: RFC 4231 §4.2 (test case 1) and RFC 5869 A.3 (empty salt and info).
 // The Wycheproof suite (tests/wycheproof_test.ts) carries the other 86 HKDF cases.
@@ -10,6 +11,18 @@ const HMAC_VECTORS = [
     key: "0b".repeat(20),
     data: toHex(utf8("Hi There")),
     mac: "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+  },
+  {
+    name: "RFC 4231 test case 2 (a key shorter than the output)",
+    key: toHex(utf8("Jefe")),
+    data: toHex(utf8("what do ya want for nothing?")),
+    mac: "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+  },
+  {
+    name: "RFC 4231 test case 6 (a key longer than the block: hashed first)",
+    key: "aa".repeat(131),
+    data: toHex(utf8("Test Using Larger Than Block-Size Key - Hash Key First")),
+    mac: "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
   },
   {
     name: "empty key and message",
@@ -22,6 +35,16 @@ const HMAC_VECTORS = [
 Deno.test("hmacSha256() matches known answers, including the empty key", async () => {
   for (const v of HMAC_VECTORS) {
     assert.equal(toHex(await hmacSha256(fromHex(v.key), fromHex(v.data))), v.mac, v.name);
+  }
+});
+
+Deno.test("hmacSha256Sync() agrees with node:crypto's HMAC for keys of 0..200 bytes, in parts", () => {
+  for (let n = 0; n <= 200; n++) {
+    const key = crypto.getRandomValues(new Uint8Array(n));
+    const parts = [n % 7, n % 64, 100].map((len) => crypto.getRandomValues(new Uint8Array(len)));
+    const want = createHmac("sha256", key);
+    for (const part of parts) want.update(part);
+    assert.equal(toHex(hmacSha256Sync(key, ...parts)), want.digest("hex"), `${n}-byte key`);
   }
 });
 

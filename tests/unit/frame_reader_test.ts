@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { SecureChatError } from "../../lib/errors.ts";
 import {
+  BUSY_READ_BYTES,
   type ByteReader,
   FrameReader,
   IDLE_READ_BYTES,
@@ -58,6 +59,30 @@ Deno.test("FrameReader(ByteReader): small and maximum frames whole, in any piece
     assert.equal(source.asked.at(-1), IDLE_READ_BYTES);
     assert.ok(Math.max(...source.asked) <= MAX_FRAME_BYTES + 4);
   }
+});
+
+Deno.test("FrameReader(ByteReader): reads that come back full ask for BUSY_READ_BYTES, a short one goes back to idle", async () => {
+  const frames = Array.from({ length: 100 }, (_, i) => frame(600, i));
+  const source = scripted(joined(...frames), 1 << 20); // everything is waiting at once
+  const reader = new FrameReader(source);
+  for (let i = 0; i < frames.length; i++) {
+    assert.deepEqual(await reader.read(), new Uint8Array(600).fill(i));
+  }
+  assert.equal(await reader.read(), null);
+  // 60 KB waiting: one idle-sized read, then busy-sized ones, then the short tail.
+  assert.deepEqual(source.asked.slice(0, 3), [IDLE_READ_BYTES, BUSY_READ_BYTES, BUSY_READ_BYTES]);
+  assert.ok(source.asked.length <= 8, `${source.asked.length} reads for 60 KB`);
+  assert.equal(source.asked.at(-1), IDLE_READ_BYTES, "the read after a short one is idle-sized");
+});
+
+Deno.test("FrameReader.hasFrame: true only while a whole frame is buffered", async () => {
+  const bytes = joined(frame(10, 1), frame(20, 2), frame(30, 3));
+  const reader = new FrameReader(scripted(bytes.subarray(0, bytes.length - 5), 1 << 20));
+  assert.equal(reader.hasFrame, false, "nothing read yet");
+  await reader.read();
+  assert.equal(reader.hasFrame, true, "the second frame came in the same read");
+  await reader.read();
+  assert.equal(reader.hasFrame, false, "the third is cut short");
 });
 
 Deno.test("FrameReader(ByteReader): an end inside a frame is PROTOCOL_ERROR, an oversize length FRAME_TOO_LARGE", async () => {

@@ -25,9 +25,13 @@ class PipeEnd implements ByteStreamConn {
   /** Resolves when this end has been closed. */
   readonly closed: Promise<void>;
   peer!: PipeEnd;
-  /** Writes after this many are accepted but never arrive (as if lost in a reset). */
-  deliverWrites = Infinity;
-  #writes = 0;
+  /**
+   * Frames after this many are accepted but never arrive (as if lost in a reset). Counted
+   * in frames, not writes: FrameConnection writes whole frames, several at once when queued
+   * together.
+   */
+  deliverFrames = Infinity;
+  #frames = 0;
   #input!: ReadableStreamDefaultController<Uint8Array>;
   #inputOpen = true;
   #writable = true;
@@ -51,8 +55,13 @@ class PipeEnd implements ByteStreamConn {
     if (!this.#writable || !this.peer.#writable) {
       return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
     }
-    if (this.peer.#inputOpen && ++this.#writes <= this.deliverWrites) {
-      this.peer.#input.enqueue(bytes.slice());
+    let at = 0;
+    while (at < bytes.length) {
+      const end = at + 4 + new DataView(bytes.buffer, bytes.byteOffset + at).getUint32(0);
+      if (this.peer.#inputOpen && ++this.#frames <= this.deliverFrames) {
+        this.peer.#input.enqueue(bytes.slice(at, end));
+      }
+      at = end;
     }
     return Promise.resolve(bytes.length);
   }
@@ -89,7 +98,7 @@ async function refusedWhileWriting(serverFramesDelivered = Infinity) {
   const { algorithm, key } = rogueAlice.signingKey;
   const alice = { ...rogueAlice, signingKey: { algorithm, key } };
   const [clientEnd, serverEnd] = PipeEnd.pair();
-  serverEnd.deliverWrites = serverFramesDelivered;
+  serverEnd.deliverFrames = serverFramesDelivered;
   let held = 0;
   const realSign = crypto.subtle.sign;
   crypto.subtle.sign = async function (

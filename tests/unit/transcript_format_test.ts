@@ -1,7 +1,7 @@
 /** The transcript hash against an independently computed vector (docs/TRANSCRIPT.md §3). */
 import assert from "node:assert/strict";
 import { fromHex, toHex } from "../../lib/bytes.ts";
-import { decodeLine, type LineJson, LineSchema, prepareLine } from "../../lib/message/record.ts";
+import { decodeLine, type LineJson, LineShape, prepareLine } from "../../lib/message/record.ts";
 import {
   baseNameOf,
   basePathOfLog,
@@ -38,9 +38,15 @@ const ctx: HashContext = {
   serverFingerprint: fingerprintOf(fromBase64(vector.server_cert)),
 };
 
+function lineOf(json: unknown): LineJson {
+  const parsed = LineShape.safeParse(json);
+  if (!parsed.success) throw new Error(`vector line: ${parsed.error.issues[0].message}`);
+  return parsed.data;
+}
+
 /** Each vector line as the writer and the verifier hash it. */
 const prepared = vector.lines.map((json) =>
-  prepareLine(decodeLine(LineSchema.parse(json)), JSON.stringify(json))
+  prepareLine(decodeLine(lineOf(json)), JSON.stringify(json))
 );
 
 Deno.test("transcript hash: matches the vector computed from the spec in Python", () => {

@@ -1,0 +1,69 @@
+/** FrameConnection's send queue: frames queued together leave in one write, in order. */
+import assert from "node:assert/strict";
+import { concat } from "../../lib/bytes.ts";
+import { SecureChatError } from "../../lib/errors.ts";
+import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
+import { encodeFrame } from "../../lib/wire/frame.ts";
+
+/** A connection whose writes wait for `release()` (or fail), recording what each was given. */
+function heldConn() {
+  const writes: Uint8Array[] = [];
+  let release: (() => void) | null = null;
+  let failing = false;
+  const conn: ByteStreamConn = {
+    readable: new ReadableStream(),
+    write(bytes: Uint8Array): Promise<number> {
+      writes.push(bytes.slice());
+      if (failing) return Promise.reject(new Error("reset by peer"));
+      return new Promise((resolve) => release = () => resolve(bytes.length));
+    },
+    close() {},
+  };
+  return {
+    conn,
+    writes,
+    release: () => release?.(),
+    fail: () => failing = true,
+  };
+}
+
+const payload = (i: number) => new Uint8Array(10 + i).fill(i + 1);
+
+Deno.test("FrameConnection.send(): frames queued in one job leave in one write, in order", async () => {
+  const held = heldConn();
+  const fc = new FrameConnection(held.conn);
+  for (let i = 0; i < 10; i++) fc.send(payload(i));
+  await Promise.resolve(); // the write starts after the job that queued
+  await Promise.resolve();
+  assert.equal(held.writes.length, 1);
+  assert.deepEqual(
+    held.writes[0],
+    concat(...Array.from({ length: 10 }, (_, i) => encodeFrame(payload(i)))),
+  );
+  // Frames queued while that write is in flight go out together in the next one.
+  for (let i = 10; i < 15; i++) fc.send(payload(i));
+  held.release();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(held.writes.length, 2);
+  assert.deepEqual(
+    held.writes[1],
+    concat(...[10, 11, 12, 13, 14].map((i) => encodeFrame(payload(i)))),
+  );
+  held.release();
+  await fc.flush(1000);
+  assert.equal(fc.queuedBytes, 0);
+  fc.close();
+});
+
+Deno.test("FrameConnection.send(): a failed write is the error of every later send; the queue empties", async () => {
+  const held = heldConn();
+  held.fail();
+  const fc = new FrameConnection(held.conn);
+  fc.send(payload(1));
+  fc.send(payload(2));
+  await fc.flush(1000);
+  assert.equal(fc.queuedBytes, 0);
+  assert.ok(fc.writeError instanceof SecureChatError);
+  assert.throws(() => fc.send(payload(3)), (e) => e === fc.writeError);
+  fc.close();
+});

@@ -1,0 +1,221 @@
+/**
+ * The hand-written shapes of the hot messages (lib/message/record.ts) against a reference
+ * model: the zod schemas they replaced, kept here verbatim. On fixed cases and on fuzzed
+ * inputs both must accept the same values with the same output, and refuse the same.
+ */
+import assert from "node:assert/strict";
+import { z } from "zod";
+import { fromUtf8, toBase64 } from "../../lib/bytes.ts";
+import {
+  BodyShape,
+  CONTENT_KEY_BYTES,
+  LineShape,
+  MAX_CERT_BYTES,
+  MAX_CT_BYTES,
+  MAX_SIG_BYTES,
+  MAX_TEXT_CHARS,
+  MAX_UNREAD,
+  MsgMessageShape,
+  QueuedMessageShape,
+  RecordJsonShape,
+  REFUSAL_CODES,
+  RefusedMessageShape,
+  RelayMessageShape,
+} from "../../lib/message/record.ts";
+import { base64Text } from "../../lib/wire/schema.ts";
+import type { Shape } from "../../lib/wire/shape.ts";
+import { parseStrictJson } from "../../lib/wire/strict_json.ts";
+import { CORPUS, fuzzPayload, fuzzSeed, mutateJson, Rng } from "../../testkit/fuzz.ts";
+
+// ---- the reference: the zod schemas of lib/message/record.ts before the shapes ----
+
+const text = z.string().min(1).max(MAX_TEXT_CHARS);
+const seqnoValue = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const Body = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("text"), text }).strict(),
+  z.object({ kind: z.literal("who") }).strict(),
+  z.object({ kind: z.literal("notice"), text }).strict(),
+  z.object({ kind: z.literal("operator"), text, private: z.literal(true).optional() }).strict(),
+  z.object({
+    kind: z.literal("received"),
+    upto: seqnoValue,
+    unread: z.array(seqnoValue).max(MAX_UNREAD).optional(),
+  }).strict(),
+]);
+const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const RecordJson = z.object({
+  sid: z.string().regex(/^[0-9a-f]{32}$/),
+  dir: z.enum(["c2s", "s2c"]),
+  to: z.string().min(1).max(80),
+  seqno: uint().min(1),
+  ts: uint(),
+  ct: base64Text(16, MAX_CT_BYTES),
+  c: base64Text(32, 32),
+  sig: base64Text(1, MAX_SIG_BYTES).optional(),
+}).strict();
+const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
+const cert = base64Text(1, MAX_CERT_BYTES);
+const Msg = z.object({ type: z.literal("msg"), record: RecordJson, k }).strict();
+const Relay = z.object({
+  type: z.enum(["relay", "stored"]),
+  seqno: uint().min(1),
+  ts: uint(),
+  cert,
+  record: RecordJson,
+  k,
+}).strict();
+const refusal = {
+  seqno: uint().min(1),
+  ts: uint(),
+  of: uint().min(1),
+  code: z.enum(REFUSAL_CODES),
+};
+const Refused = z.object({ type: z.literal("refused"), ...refusal }).strict();
+const queued = { seqno: uint().min(1), ts: uint(), of: uint().min(1) };
+const Queued = z.object({ type: z.literal("queued"), ...queued }).strict();
+const Line = z.discriminatedUnion("type", [
+  z.object({ dir: z.enum(["c2s", "s2c"]), type: z.literal("msg"), record: RecordJson }).strict(),
+  z.object({
+    dir: z.literal("s2c"),
+    type: z.enum(["relay", "stored"]),
+    seqno: uint().min(1),
+    ts: uint(),
+    cert,
+    record: RecordJson,
+  }).strict(),
+  z.object({ dir: z.literal("s2c"), type: z.literal("refused"), ...refusal }).strict(),
+  z.object({ dir: z.literal("s2c"), type: z.literal("queued"), ...queued }).strict(),
+]);
+
+const PAIRS: [string, Shape<unknown>, z.ZodTypeAny][] = [
+  ["body", BodyShape, Body],
+  ["record", RecordJsonShape, RecordJson],
+  ["msg", MsgMessageShape, Msg],
+  ["relay", RelayMessageShape, Relay],
+  ["refused", RefusedMessageShape, Refused],
+  ["queued", QueuedMessageShape, Queued],
+  ["line", LineShape, Line],
+];
+
+/** Same verdict, and for an accepted value the same output, members in the same order. */
+function agree(value: unknown, what: string): boolean {
+  let accepted = false;
+  for (const [name, shape, reference] of PAIRS) {
+    const got = shape.safeParse(value);
+    const want = reference.safeParse(value);
+    assert.equal(got.success, want.success, `${name} on ${what}`);
+    if (got.success && want.success) {
+      assert.deepEqual(got.data, want.data, `${name} on ${what}`);
+      assert.deepEqual(Object.keys(got.data as object), Object.keys(want.data), `${name} order`);
+      accepted = true;
+    }
+    if (!got.success) assert.ok(got.error.issues[0].message.length > 0, `${name} says why`);
+  }
+  return accepted;
+}
+
+const RECORD = {
+  sid: "0f".repeat(16),
+  dir: "c2s",
+  to: "user:bob",
+  seqno: 7,
+  ts: 1_700_000_000_000,
+  ct: toBase64(new Uint8Array(18).fill(1)),
+  c: toBase64(new Uint8Array(32).fill(2)),
+};
+
+Deno.test("record shapes agree with the zod reference on fixed cases", () => {
+  const line = { dir: "c2s", type: "msg", record: RECORD };
+  const cases: [string, unknown][] = [
+    ["a record", RECORD],
+    ["a signed record", { ...RECORD, sig: toBase64(new Uint8Array(64).fill(3)) }],
+    ["a line", line],
+    ["a msg", { type: "msg", record: RECORD, k: toBase64(new Uint8Array(32)) }],
+    ["an unknown member", { ...RECORD, extra: 1 }],
+    ["a missing member", { ...RECORD, ts: undefined }],
+    ["__proto__ as a member", JSON.parse(`{"__proto__":1,${JSON.stringify(RECORD).slice(1)}`)],
+    ["a float seqno", { ...RECORD, seqno: 1.5 }],
+    ["seqno 0", { ...RECORD, seqno: 0 }],
+    ["ts beyond 2^53", { ...RECORD, ts: 2 ** 53 }],
+    ["a string ts", { ...RECORD, ts: "1" }],
+    ["an uppercase sid", { ...RECORD, sid: "0F".repeat(16) }],
+    ["an 81-char recipient", { ...RECORD, to: "x".repeat(81) }],
+    ["an empty recipient", { ...RECORD, to: "" }],
+    ["a short ct", { ...RECORD, ct: "AAAA" }],
+    ["non-canonical base64", { ...RECORD, c: RECORD.c.slice(0, 42) + "B=" }],
+    ["unpadded base64", { ...RECORD, c: RECORD.c.slice(0, 43) }],
+    ["a relay line from c2s", { ...line, type: "relay", dir: "c2s" }],
+    ["an array", [RECORD]],
+    ["null", null],
+    ["a body with private false", { kind: "operator", text: "hi", private: false }],
+    ["a body with private true", { kind: "operator", text: "hi", private: true }],
+    ["an empty text", { kind: "text", text: "" }],
+    ["a text at the limit", { kind: "text", text: "é".repeat(MAX_TEXT_CHARS) }],
+    ["a text past the limit", { kind: "text", text: "é".repeat(MAX_TEXT_CHARS + 1) }],
+    ["an unknown kind", { kind: "shout", text: "hi" }],
+    ["a received", { kind: "received", upto: 3 }],
+    ["a received with unread", { kind: "received", upto: 9, unread: [2, 5] }],
+    ["a received with a bad unread", { kind: "received", upto: 9, unread: [0] }],
+    ["a received with too many unread", {
+      kind: "received",
+      upto: 9,
+      unread: Array.from({ length: MAX_UNREAD + 1 }, (_, i) => i + 1),
+    }],
+    ["a received with unread not a list", { kind: "received", upto: 9, unread: 5 }],
+    ["a stored line", { ...line, dir: "s2c", type: "stored", seqno: 2, ts: 5, cert: RECORD.c }],
+    ["a queued line", { dir: "s2c", type: "queued", seqno: 2, ts: 5, of: 1 }],
+    ["a queued message", { type: "queued", seqno: 2, ts: 5, of: 1 }],
+    ["a queued line with a code", {
+      dir: "s2c",
+      type: "queued",
+      seqno: 2,
+      ts: 5,
+      of: 1,
+      code: "x",
+    }],
+  ];
+  for (const [what, value] of cases) agree(value, what);
+});
+
+Deno.test("record shapes agree with the zod reference on fuzzed messages", () => {
+  const seed = fuzzSeed();
+  const rng = new Rng(seed ^ 0x5a9e);
+  const seeds = [
+    CORPUS.msg,
+    CORPUS.relay,
+    CORPUS.refused,
+    CORPUS.text,
+    CORPUS.operator,
+    {
+      type: "queued",
+      seqno: 4,
+      ts: 9,
+      of: 2,
+    },
+    { kind: "received", upto: 7, unread: [3, 4] },
+    {
+      dir: "s2c",
+      type: "relay",
+      seqno: 2,
+      ts: 5,
+      cert: (CORPUS.relay as { cert: string }).cert,
+      record: RECORD,
+    },
+  ];
+  let accepted = 0;
+  for (let i = 0; i < 4000; i++) {
+    const base = rng.pick(seeds);
+    // One JSON edit most of the time (inputs near the boundary), else heavier noise.
+    const payload = i % 3 === 0
+      ? fuzzPayload(rng, base)
+      : new TextEncoder().encode(JSON.stringify(mutateJson(rng, base, 1)));
+    let value: unknown;
+    try {
+      value = parseStrictJson(fromUtf8(payload));
+    } catch {
+      continue; // parseMessage refuses it before any shape sees it
+    }
+    if (agree(value, `seed ${seed}, case ${i}`)) accepted++;
+  }
+  assert.ok(accepted > 100, `${accepted} fuzzed values were accepted by some shape`);
+});
