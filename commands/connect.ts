@@ -576,7 +576,8 @@ async function chatInput(
 
 /** What to do about a refusal (PROTOCOL §6.5, §6.6), beyond its code. */
 const REFUSAL_ADVICE: Partial<Record<RefusalCode, string>> = {
-  NOT_ONLINE: "nobody of that name can receive messages (no such account)",
+  NOT_ONLINE: "the recipient is not online and the server will not keep it for them " +
+    "(no such account, or the message was not end-to-end encrypted)",
   QUEUE_FULL: "the recipient has too many messages waiting; try again after their next login",
   DB_UNAVAILABLE: "the server could not store it for the offline recipient; try again later",
   RATE_LIMITED: "you are sending faster than the server allows; slow down",

@@ -344,6 +344,17 @@ export class Lobby {
    */
   async #store(from: Member, seqno: number, to: string, relay: ClusterRelay): Promise<void> {
     if (!this.#offline) return this.#refuse(from, seqno, "NOT_ONLINE");
+    if (!("e2e" in relay)) {
+      // The queue holds ciphertext only (§6.6): a record whose content key the server can
+      // read (a client without the end-to-end layer, or a recipient with no device) is not
+      // kept on disk for weeks.
+      this.log("NOT_ONLINE", {
+        user: from.username,
+        session: from.session.sessionId,
+        detail: `message ${seqno} for ${to} not stored: it is not end-to-end encrypted`,
+      });
+      return this.#refuse(from, seqno, "NOT_ONLINE");
+    }
     const { queue, limits } = this.#offline;
     try {
       await queue.enqueue(to, keyOf(from.username), JSON.stringify({ relay }), limits);

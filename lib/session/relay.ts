@@ -244,35 +244,11 @@ export class RelayVerifier {
         `relayed record does not carry ${peer.commonName}'s signature`,
       );
     }
-    let k: Uint8Array | undefined;
-    let undecryptable: string | undefined;
-    if ("e2e" in relay) {
-      if (!this.ctx.unwrap) {
-        undecryptable = "this client has no end-to-end keys, so it cannot read this message";
-      } else {
-        try {
-          k = await this.ctx.unwrap(peer, record, relay.e2e);
-        } catch (error) {
-          // Lost, older or unknown state is this device's situation, not the peer's
-          // misbehaviour: the record is signed and recorded, and the user told so.
-          if (codeOf(error) !== "DECRYPT_FAIL") throw error;
-          undecryptable = (error as Error).message;
-        }
-      }
-    } else {
-      k = fromBase64(relay.k);
-    }
-    let text = "";
-    let senderKey: SenderKeyUpdate | undefined;
-    if (k) {
-      const body = openContent(record, k);
-      if (!bodyFits(body, "c2s", record.to, "e2e" in relay)) {
-        throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind} to ${record.to}`);
-      }
-      if (body.kind === "sender_key" && "e2e" in relay) {
-        senderKey = { fromDevice: relay.e2e.from, body };
-      } else if (body.kind === "text") text = body.text;
-    }
+    // Freshness before the unwrap (§6.4 step 6, §6.6 step 6'): a record this device accepted
+    // in an earlier session is recorded but neither shown nor unwrapped again — its ratchet
+    // key was used up, so a second unwrap would fail REPLAY and end a session that a lost
+    // acknowledgement (§6.6) or a failover replay (§6.4 step 7) legitimately repeats it in.
+    // Nothing is committed until every check has passed.
     const { sessionTime, maxSkewMs, seen } = this.ctx;
     // A live relay is never older than our session; a stored one is never older than any
     // queue keeps it (§6.6), and the marks of private records are kept that long.
@@ -298,8 +274,37 @@ export class RelayVerifier {
         `relayed record ${record.sid.slice(0, 8)}…/${record.seqno} repeats one of this session`,
       );
     }
-    this.#inSession.set(authorSession, record.seqno);
     const duplicate = seen.has(fingerprint, record.sid, record.seqno);
+    let k: Uint8Array | undefined;
+    let undecryptable: string | undefined;
+    if (!("e2e" in relay)) {
+      k = fromBase64(relay.k);
+    } else if (duplicate) {
+      undecryptable = "received in an earlier session already";
+    } else if (!this.ctx.unwrap) {
+      undecryptable = "this client has no end-to-end keys, so it cannot read this message";
+    } else {
+      try {
+        k = await this.ctx.unwrap(peer, record, relay.e2e);
+      } catch (error) {
+        // Lost, older or unknown state is this device's situation, not the peer's
+        // misbehaviour: the record is signed and recorded, and the user told so.
+        if (codeOf(error) !== "DECRYPT_FAIL") throw error;
+        undecryptable = (error as Error).message;
+      }
+    }
+    let text = "";
+    let senderKey: SenderKeyUpdate | undefined;
+    if (k) {
+      const body = openContent(record, k);
+      if (!bodyFits(body, "c2s", record.to, "e2e" in relay)) {
+        throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind} to ${record.to}`);
+      }
+      if (body.kind === "sender_key" && "e2e" in relay) {
+        senderKey = { fromDevice: relay.e2e.from, body };
+      } else if (body.kind === "text") text = body.text;
+    }
+    this.#inSession.set(authorSession, record.seqno);
     if (!duplicate) {
       seen.accept(fingerprint, record.sid, record.seqno, record.ts, record.to !== LOBBY);
     }

@@ -570,7 +570,9 @@ export class ChatSession {
     for (const { message, stored } of held) {
       await handlers.onMessage(message);
       if (stored && message.type === "relay") {
-        this.#acknowledgeStored(message.seqno, message.relayed.undecryptable !== undefined);
+        // A duplicate counts as held: this device recorded it before (§6.6).
+        const { undecryptable, duplicate } = message.relayed;
+        this.#acknowledgeStored(message.seqno, undecryptable !== undefined && !duplicate);
       }
     }
   }

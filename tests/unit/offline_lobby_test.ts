@@ -6,13 +6,15 @@
  * delete exactly what was delivered; refusals carry the store's reason.
  */
 import assert from "node:assert/strict";
-import { toHex } from "../../lib/bytes.ts";
+import { toBase64, toHex } from "../../lib/bytes.ts";
+import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import {
   type Body,
   encodeRecord,
   type MessageRecord,
   type PreparedRelay,
+  recipientUser,
   type RefusalCode,
   relayFor,
   sealContent,
@@ -109,7 +111,7 @@ function setup(maxRecords = 10) {
 }
 
 let counter = 0;
-function message(text: string, to: string, body?: Body): ReceivedMessage {
+function message(text: string, to: string, body?: Body, readable = false): ReceivedMessage {
   const seqno = ++counter;
   const { k, ct, c } = sealContent(body ?? { kind: "text", text });
   const record: MessageRecord = {
@@ -122,6 +124,10 @@ function message(text: string, to: string, body?: Body): ReceivedMessage {
     c,
     sig: new Uint8Array(64).fill(7),
   };
+  if (body === undefined && recipientUser(to) !== null && !readable) {
+    // A private text travels end to end: the server sees the envelope, never `k` (§12.6).
+    return { type: "sealed", seqno, ts: record.ts, record, recordJson: encodeRecord(record), e2e };
+  }
   return {
     type: "msg",
     seqno,
@@ -132,6 +138,19 @@ function message(text: string, to: string, body?: Body): ReceivedMessage {
     k,
   };
 }
+
+/** An envelope of the schema's shape; the lobby never opens it. */
+const e2e: E2eEnvelope = {
+  kind: "ratchet",
+  from: "0123456789abcdef",
+  wraps: [{
+    device: "fedcba9876543210",
+    dh: toBase64(new Uint8Array(32)),
+    pn: 0,
+    n: 0,
+    w: toBase64(new Uint8Array(48)),
+  }],
+};
 
 /** A promise the test resolves: holds the queue's calls open. */
 function gate(): { promise: Promise<void>; open(): void } {
@@ -156,7 +175,8 @@ Deno.test("Lobby: a private record to an offline user is stored, and its author 
   await receiving;
   assert.deepEqual(alice.session.sent, [`queued ${m.seqno}`]);
   assert.equal(queue.rows.length, 1);
-  assert.doesNotMatch(queue.rows[0].item, /later/, "the body is stored only as ct");
+  const stored = JSON.parse(queue.rows[0].item).relay;
+  assert.deepEqual(Object.keys(stored), ["cert", "record", "e2e"], "no content key is stored");
 });
 
 Deno.test("Lobby: stored records reach the recipient at login before the author's later live ones", async () => {
@@ -271,4 +291,14 @@ Deno.test("Lobby: a stored record the device could not open stays for the user's
   assert.deepEqual(laptop.session.sent.filter((s) => s.startsWith("stored")), [
     phone.session.sent.filter((s) => s.startsWith("stored"))[1],
   ]);
+});
+
+Deno.test("Lobby: a record the server could read is never stored: refused NOT_ONLINE", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  const readable = message("in the clear", userRecipient("bob"), undefined, true);
+  await lobby.receive(alice.member, readable);
+  assert.deepEqual(alice.session.sent, [`refused ${readable.seqno} NOT_ONLINE`]);
+  assert.deepEqual(queue.rows, []);
 });

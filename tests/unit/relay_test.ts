@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { toBase64, toHex } from "../../lib/bytes.ts";
-import { codeOf } from "../../lib/errors.ts";
+import { codeOf, SecureChatError } from "../../lib/errors.ts";
 import type { Identity } from "../../lib/handshake/common.ts";
 import {
   type Body,
@@ -234,4 +234,56 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("RelayVerifier.check(): an end-to-end record accepted before is a duplicate, never unwrapped again (its ratchet key is spent)", async () => {
+  const seen = SeenStore.memory();
+  let unwraps = 0;
+  const { k, ct, c } = sealContent({ kind: "text", text: "once" });
+  const record: MessageRecord = {
+    sid: SID,
+    dir: "c2s",
+    to: userRecipient("bob"),
+    seqno: 9,
+    ts: Date.now(),
+    ct,
+    c,
+  };
+  record.sig = await signRecord(alice.signingKey, record);
+  const relay: RelayMessage = {
+    type: "stored",
+    seqno: 1,
+    ts: Date.now(),
+    cert: toBase64(alice.certDer),
+    record: encodeRecord(record),
+    e2e: {
+      kind: "ratchet",
+      from: "0123456789abcdef",
+      wraps: [{
+        device: "fedcba9876543210",
+        dh: toBase64(new Uint8Array(32)),
+        pn: 0,
+        n: 0,
+        w: toBase64(new Uint8Array(48)),
+      }],
+    },
+  };
+  // A ratchet hands out each message key once: a second unwrap is REPLAY.
+  const unwrap = () => {
+    if (unwraps++ > 0) throw new SecureChatError("REPLAY", "message key already used");
+    return Promise.resolve(k);
+  };
+  const ctx = {
+    trust: pki.trust,
+    seen,
+    username: "bob",
+    sessionTime: SESSION_TIME,
+    maxSkewMs: 5 * 60 * 1000,
+    unwrap,
+  };
+  assert.equal((await new RelayVerifier(ctx).check(relay)).text, "once");
+  // The acknowledgement was lost: the next session gets it again from the queue.
+  const again = await new RelayVerifier(ctx).check(relay);
+  assert.equal(again.duplicate, true);
+  assert.equal(unwraps, 1);
 });
