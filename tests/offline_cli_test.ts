@@ -5,6 +5,7 @@
  * involved verifies with only the CA; the queue's bounds refuse with a code the author sees.
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { makePki } from "../testkit/pki.ts";
 import { runCli } from "../testkit/cli.ts";
 import {
@@ -95,6 +96,17 @@ Deno.test("offline: a stored message survives serve's SIGKILL and is delivered o
     // Told "stored", so it must be on disk: a SIGKILL loses nothing.
     server.child.kill("SIGKILL");
     await server.stop();
+    // What waits on disk is ciphertext: no text, and no content key beside the wraps.
+    for (const file of ["t.db", "t.db-wal"]) {
+      const bytes = await Deno.readFile(`${workDir}/${file}`).catch(() => new Uint8Array());
+      assert.ok(!new TextDecoder().decode(bytes).includes("while you were out"), file);
+    }
+    const db = new DatabaseSync(`${workDir}/t.db`);
+    const items = db.prepare("SELECT item FROM message_queue ORDER BY id").all()
+      .map((row) => JSON.parse(String(row.item)).relay);
+    db.close();
+    assert.equal(items.length, 3);
+    for (const item of items) assert.deepEqual(Object.keys(item), ["cert", "record", "e2e"]);
     server = await ServerProcess.start({ pkiDir: pki.dir, workDir });
 
     const bobOptions = clientOptions(server, pki.dir, "bob");
