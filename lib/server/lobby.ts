@@ -18,7 +18,7 @@ import type { Logger } from "../log.ts";
 import { fromBase64, toBase64 } from "../bytes.ts";
 import { BundleJsonSchema } from "../e2e/envelope.ts";
 import { deviceOf } from "../e2e/bundle.ts";
-import type { KeyDirectory } from "../store/key_directory.ts";
+import { type KeyDirectory, PREKEYS_LOW } from "../store/key_directory.ts";
 import {
   type Body,
   canonicalName,
@@ -544,12 +544,27 @@ export class Lobby {
           ...caps,
         };
       });
-      return answer({ user, devices });
+      answer({ user, devices });
+      for (const { device, keys } of stored) {
+        if (keys?.opk && keys.left < PREKEYS_LOW) await this.#prekeysLow(user, device, keys.left);
+      }
+      return;
     } catch (error) {
       this.log(codeOf(error), { user: from.username, detail: `keys: ${(error as Error).message}` });
       if (codeOf(error) === "PROTOCOL_ERROR") return this.#failed(from, error);
       return answer({ user });
     }
+  }
+
+  /**
+   * A device's one-time prekeys are running out (first contacts took them): its user is told,
+   * on whichever node they are, with the count the device answers by publishing more
+   * (PROTOCOL §12.6). Offline, the device tops up at its next login instead.
+   */
+  async #prekeysLow(user: string, device: string, left: number): Promise<void> {
+    this.log("PREKEYS_LOW", { user, detail: `device ${device}: ${left} one-time prekeys left` });
+    if (!this.#isOnline(user)) return;
+    await this.#route({ body: { kind: "keys", user, device, opks_left: left } }, user);
   }
 
   /** The operator speaks as `server` (serve's console); false when `to` is not online. */

@@ -12,6 +12,12 @@ import { query, type SqlDatabase } from "./sql.ts";
 /** One-time prekeys kept per device at most; a publish beyond it is cut to fit. */
 export const MAX_STORED_PREKEYS = 200;
 
+/**
+ * Below this many one-time prekeys left, a device is told (PROTOCOL §12.6), so its client
+ * publishes more before first contacts run out of them.
+ */
+export const PREKEYS_LOW = 10;
+
 /** One device of a user as the directory hands it out. */
 export interface StoredDevice {
   device: string;
@@ -22,7 +28,13 @@ export interface StoredDevice {
    * (the recipient checks it, not the server) and a one-time prekey, now removed from the
    * store; all absent for a device the asker said it already has a session with.
    */
-  keys?: { cert: Uint8Array; bundle: string; opk?: { id: number; pub: Uint8Array } };
+  keys?: {
+    cert: Uint8Array;
+    bundle: string;
+    opk?: { id: number; pub: Uint8Array };
+    /** The device's one-time prekeys left after this fetch. */
+    left: number;
+  };
 }
 
 export interface PublishResult {
@@ -152,6 +164,7 @@ export class SqlKeyDirectory implements KeyDirectory {
           cert: bytes(row.cert),
           bundle: String(row.bundle),
           ...(opk ? { opk: { id: Number(opk.id), pub: bytes(opk.pub) } } : {}),
+          left: await this.#prekeysLeft(user, device),
         },
       });
     }
