@@ -200,10 +200,11 @@ async function connect(options: ConnectOptions): Promise<void> {
   const input = new LineSource(editor ? editor.lines() : stdinLines());
   // Relay high-water marks outlive every session (PROTOCOL §6.4): a record seen in an
   // earlier session — a failover replay, or a server re-delivering it — is not shown again.
-  const seen = await SeenStore.load(
-    seenFile(join(options.transcripts, `${canonicalName(options.user)}.seen.json`)),
-    2 * DEFAULT_MAX_SKEW_MS,
-  );
+  const seenPath = join(options.transcripts, `${canonicalName(options.user)}.seen.json`);
+  // Written after every session: its presence says this directory has chatted before, so
+  // an end-to-end state missing beside it was lost, not never made.
+  const chattedBefore = await Deno.stat(seenPath).then(() => true, () => false);
+  const seen = await SeenStore.load(seenFile(seenPath), 2 * DEFAULT_MAX_SKEW_MS);
   // The server's latest resumption ticket (memory only): a reconnection presents it instead of
   // the password, so a node taking over many users skips a password hash for each (DEPLOY §8).
   let ticket: Uint8Array | undefined;
@@ -211,15 +212,25 @@ async function connect(options: ConnectOptions): Promise<void> {
   // opened once the server accepted that password, so a wrong one is the server's AUTH_FAIL.
   const statePassword = "password" in credentials ? credentials.password : "";
   let e2e: E2eClient | undefined;
-  const openE2e = async () =>
-    e2e ??= await E2eClient.open(
-      await StateFile.open(
-        join(options.transcripts, `${canonicalName(options.user)}.e2e`),
-        statePassword,
-      ),
+  const statePath = join(options.transcripts, `${canonicalName(options.user)}.e2e`);
+  const openE2e = async () => {
+    if (e2e) return e2e;
+    e2e = await E2eClient.open(
+      await StateFile.open(statePath, statePassword),
       { user: options.user, certDer: identity.certDer, signingKey: identity.signingKey },
       trust,
     );
+    if (e2e.fresh && chattedBefore) {
+      // Lost state is a new conversation, said plainly (issue 13): never a silent failure.
+      info(
+        `your end-to-end state ${statePath} is missing (lost or deleted): this client starts ` +
+          `again as a new device (${e2e.device}) with fresh keys, published now. Messages ` +
+          "sent to your old device cannot be read here; your contacts' next messages reach " +
+          "this one, and your next message to each of them starts a new conversation.",
+      );
+    }
+    return e2e;
+  };
   try {
     for (let sessions = 0;; sessions++) {
       let session: ChatSession;
