@@ -69,12 +69,17 @@ Deno.test({
       await bob.waitForLine((l) => l.includes("alice ✓ hello from node 1"));
       await bob.send("/msg alice private from node 2");
       await alice.waitForLine((l) => l.includes("bob (private) ✓ private from node 2"));
-      const mark = alice.stdout.length;
-      await alice.send("/who");
-      assert.match(
-        await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark),
-        /online: alice, bob$/,
-      );
+      // Cluster-wide presence is a heartbeat (every 500 ms) plus a snapshot after each join, so
+      // a `/who` right after bob's login may still miss him: he must be listed within 10 s.
+      const whoDeadline = Date.now() + 10_000;
+      for (;;) {
+        const mark = alice.stdout.length;
+        await alice.send("/who");
+        const who = await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
+        if (/online: alice, bob$/.test(who)) break;
+        assert.ok(Date.now() < whoDeadline, `bob never listed by /who on node 1: ${who}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
 
       // carol logs in on node 1, then again on node 2: the first session ends cleanly.
       const carol1 = await login("carol", n1.port);
