@@ -15,7 +15,12 @@ import {
   ServerProcess,
 } from "../testkit/server_process.ts";
 import { runCli } from "../testkit/cli.ts";
-import { clusterUnavailable, startTestCluster, type TestCluster } from "./helpers/cluster.ts";
+import {
+  clusterLogin,
+  clusterUnavailable,
+  startTestCluster,
+  type TestCluster,
+} from "./helpers/cluster.ts";
 import { findExecutable, freePort } from "../testkit/local_service.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { connect as natsConnect } from "nats";
@@ -52,29 +57,24 @@ Deno.test({
     try {
       const [n1, n2] = cluster.nodes;
       for (const user of USERS) await registerUser(n1, pki.dir, user, password(user));
-      const login = async (user: string, port: number) => {
-        const client = await LiveClient.login({
-          port,
-          user,
-          password: password(user),
-          pkiDir: pki.dir,
-          transcripts: `${n1.workDir}/${user}-transcripts`,
-        });
-        clients.push(client);
-        return client;
-      };
+      const login = clusterLogin({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
       const alice = await login("alice", n1.port);
       const bob = await login("bob", n2.port);
       await alice.send("hello from node 1");
       await bob.waitForLine((l) => l.includes("alice ✓ hello from node 1"));
       await bob.send("/msg alice private from node 2");
       await alice.waitForLine((l) => l.includes("bob (private) ✓ private from node 2"));
-      const mark = alice.stdout.length;
-      await alice.send("/who");
-      assert.match(
-        await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark),
-        /online: alice, bob$/,
-      );
+      // Cluster-wide presence is a heartbeat (every 500 ms) plus a snapshot after each join, so
+      // a `/who` right after bob's login may still miss him: he must be listed within 10 s.
+      const whoDeadline = Date.now() + 10_000;
+      for (;;) {
+        const mark = alice.stdout.length;
+        await alice.send("/who");
+        const who = await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
+        if (/online: alice, bob$/.test(who)) break;
+        assert.ok(Date.now() < whoDeadline, `bob never listed by /who on node 1: ${who}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
 
       // carol logs in on node 1, then again on node 2: the first session ends cleanly.
       const carol1 = await login("carol", n1.port);

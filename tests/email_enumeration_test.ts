@@ -28,8 +28,11 @@ Deno.test("registration answers the same whether the e-mail is taken or not, and
     // v1 answered the first with USER_EXISTS: any certificate holder could test addresses.
     assert.equal(taken.code, 0, taken.stderr);
     assert.equal(fresh.code, 0, fresh.stderr);
+    // Presence notices (joins and leaves are coalesced per second, so alice's own leave may
+    // reach one newcomer and not the other) are not part of the answer being compared.
     const shape = (out: string, user: string) =>
-      out.replaceAll(user, "USER").replace(/[0-9a-f]{64}/g, "ID").replace(/\d+/g, "N");
+      out.split("\n").filter((line) => !/ (joined|left)$/.test(line)).join("\n")
+        .replaceAll(user, "USER").replace(/[0-9a-f]{64}/g, "ID").replace(/\d+/g, "N");
     assert.equal(shape(taken.stdout, "bob"), shape(fresh.stdout, "carol"));
     assert.ok(!/alice|taken|exists/i.test(taken.stdout + taken.stderr));
     // The owner hears of it once, at the next login.

@@ -427,6 +427,14 @@ export class ClusterLink {
     const event = parseClusterMessage(data, LoginEventSchema);
     if (event.node === this.node) return;
     this.#forget(event.user, event.node);
+    // The login is news before that node's next presence snapshot (throttled, and late under
+    // load): list the user there now, so a private line right after the login is relayed, not
+    // queued, and `/who` names them.
+    const users = this.#peers.get(event.node)?.presence.users;
+    const key = event.user.toLowerCase();
+    if (users && !users.some((u) => u.name.toLowerCase() === key)) {
+      users.push({ name: event.user, session: event.session, since: event.at });
+    }
     this.#handlers?.login(event);
   }
 

@@ -11,7 +11,7 @@
  */
 import { SecureChatError } from "../errors.ts";
 import { isValidUserName } from "../pki/names.ts";
-import { query, type SqlDatabase } from "./sql.ts";
+import { query, queryRetryingConflicts, type SqlDatabase } from "./sql.ts";
 import { MAX_STORED_AGE_MS } from "../message/record.ts";
 
 /** What one recipient may have waiting, and for how long (PROTOCOL §6.6; `serve` flags). */
@@ -93,9 +93,10 @@ export class SqlMessageQueue implements MessageQueue {
       throw new SecureChatError("UNKNOWN_USER", `no account is named ${recipient}`);
     }
     // The bound is checked in the INSERT itself, so a record is stored or refused whole. On
-    // MariaDB two concurrent inserts for one recipient may lock each other out (one fails
-    // DB_UNAVAILABLE and its sender is told); neither can pass the bound.
-    const rows = await query(
+    // MariaDB concurrent inserts for one recipient may lose a race (a deadlock, an
+    // auto-increment read failure) and are rolled back whole: tried again a few times, then
+    // DB_UNAVAILABLE and the sender is told; none can pass the bound.
+    const rows = await queryRetryingConflicts(
       this.db,
       `INSERT INTO message_queue (user_id, author, item, stored_at, expires_at)
        SELECT ?, ?, ?, ?, ? FROM users WHERE id = ? AND

@@ -39,7 +39,13 @@ const UNAVAILABLE_CODES = new Set([
   "ER_ACCESS_DENIED_ERROR", // wrong credentials: still "cannot reach the accounts"
   "ER_BAD_DB_ERROR",
   "ER_LOCK_WAIT_TIMEOUT",
+]);
+
+/** A statement that lost a race with a concurrent one and was rolled back whole. */
+const CONFLICT_CODES = new Set([
   "ER_LOCK_DEADLOCK",
+  // Concurrent INSERT … SELECT into one table (the offline queue's bounded insert).
+  "ER_AUTOINC_READ_FAILED",
 ]);
 
 export function mysqlDescription(config: MysqlConfig): string {
@@ -110,6 +116,7 @@ class MysqlDatabase implements SqlDatabase {
     if (error instanceof StatementTimeout) return "unavailable";
     const { code, fatal } = (error ?? {}) as { code?: unknown; fatal?: unknown };
     if (code === "ER_DUP_ENTRY") return "duplicate";
+    if (CONFLICT_CODES.has(String(code))) return "conflict";
     return fatal === true || UNAVAILABLE_CODES.has(String(code)) ? "unavailable" : "other";
   }
 

@@ -10,7 +10,11 @@ export type SqlValue = string | number | Uint8Array | null;
 export type SqlRow = Record<string, unknown>;
 
 /** How a failed statement failed, as far as callers need to know. */
-export type Failure = "duplicate" | "unavailable" | "other";
+/**
+ * `conflict`: the statement lost a race with a concurrent one (a deadlock, MariaDB's
+ * auto-increment read under concurrent INSERT … SELECT) and was rolled back whole.
+ */
+export type Failure = "duplicate" | "unavailable" | "conflict" | "other";
 
 export interface SqlDatabase {
   readonly dialect: Dialect;
@@ -44,6 +48,32 @@ export async function query(
   }
 }
 
+/** Tries of one autocommit statement that keeps losing races, before DB_UNAVAILABLE. */
+const CONFLICT_TRIES = 5;
+
+/**
+ * `query()` for one autocommit statement, run again (after a short random pause) when it
+ * lost a race with a concurrent one: such a statement was rolled back whole, so running it
+ * again cannot apply it twice. Never for a statement inside a transaction.
+ * @throws USER_EXISTS, DB_UNAVAILABLE, INTERNAL as `query()`
+ */
+export async function queryRetryingConflicts(
+  db: SqlDatabase,
+  sql: string,
+  params: readonly SqlValue[] = [],
+): Promise<SqlRow[]> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await db.execute(sql, params);
+    } catch (error) {
+      if (attempt >= CONFLICT_TRIES || db.classify(error) !== "conflict") {
+        throw codedFailure(db, error);
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * attempt));
+    }
+  }
+}
+
 /**
  * Runs a write as `query()` does and returns how many rows it changed: what a compare-and-set
  * (`UPDATE … WHERE` the value read) tells its caller.
@@ -68,6 +98,7 @@ function codedFailure(db: SqlDatabase, error: unknown): SecureChatError {
         cause: error,
       });
     case "unavailable":
+    case "conflict":
       return new SecureChatError(
         "DB_UNAVAILABLE",
         `the user database (${db.description}) is unavailable`,
