@@ -75,14 +75,16 @@ Deno.test({
     try {
       // After server_hello every frame is a sealed record with a counter nonce (PROTOCOL
       // §3.2): c2s frames 0–6 are the handshake (hello … phase 2 finished), 7 alice's key
-      // bundle for the end-to-end layer (PROTOCOL §12.6, sent at login), 8 on her lines.
+      // bundle for the end-to-end layer (PROTOCOL §12.6, sent at login); before her first lobby
+      // line she fetches bob's devices (8) and sends him her sender key (9, §12.5), so her lines
+      // are 10 on.
       await t.step(
         "alice's 1st record duplicated → DECRYPT_FAIL; bob gets the line exactly once",
         async () => {
           const from = server.mark();
           const left = aliceLeft();
           const line = `once-${uniq()}`;
-          const { result } = await aliceThrough([atC2s(8, duplicate)], [line, `after-${uniq()}`]);
+          const { result } = await aliceThrough([atC2s(10, duplicate)], [line, `after-${uniq()}`]);
           assert.notEqual(result.code, 0);
           const login = await aliceSession(from);
           await sessionEvent(login, "DECRYPT_FAIL", from);
@@ -100,7 +102,7 @@ Deno.test({
           const from = server.mark();
           const left = aliceLeft();
           const [one, two] = [`one-${uniq()}`, `two-${uniq()}`];
-          const { result } = await aliceThrough([atC2s(9, flipByte(40))], [one, two]);
+          const { result } = await aliceThrough([atC2s(11, flipByte(40))], [one, two]);
           const login = await aliceSession(from);
           await sessionEvent(login, "DECRYPT_FAIL", from);
           await bob.client.waitForLine((l) => l.includes(one));
@@ -117,7 +119,7 @@ Deno.test({
           const from = server.mark();
           const left = aliceLeft();
           const [a, b] = [`a-${uniq()}`, `b-${uniq()}`];
-          const { result } = await aliceThrough([atC2s(8, drop)], [a, b]);
+          const { result } = await aliceThrough([atC2s(10, drop)], [a, b]);
           const login = await aliceSession(from);
           await sessionEvent(login, "DECRYPT_FAIL", from);
           assert.notEqual(result.code, 0);
