@@ -315,7 +315,16 @@ export class LiveClient {
   }
 
   async send(line: string): Promise<void> {
-    await this.#stdin.write(new TextEncoder().encode(line + "\n"));
+    try {
+      await this.#stdin.write(new TextEncoder().encode(line + "\n"));
+    } catch (error) {
+      // The client exited: what it printed says why, which a bare BrokenPipe does not.
+      throw new Error(
+        `client gone (${error}); stdout:\n${this.stdout.join("\n")}\nstderr:\n${
+          this.stderr.join("\n")
+        }`,
+      );
+    }
   }
 
   waitForLine(test: (line: string) => boolean, timeoutMs = 10_000, from = 0): Promise<string> {

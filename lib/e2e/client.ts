@@ -59,6 +59,8 @@ export const PREKEY_TARGET = 20;
 const SESSIONS_PER_DEVICE = 4;
 /** How long a key directory answer may take. */
 const FETCH_TIMEOUT_MS = 10_000;
+/** Sender chains one lobby line may start while the membership keeps changing under it. */
+const LOBBY_REKEY_ROUNDS = 3;
 /** A contact's device list is fetched again before a line when it is older than this. */
 export const DEVICE_LIST_MAX_AGE_MS = 60_000;
 
@@ -168,10 +170,17 @@ export class E2eClient {
   /** The other lobby members, as the server's `members` bodies say (PROTOCOL §12.5). */
   readonly #lobby = new Set<string>();
   /**
-   * Our sender chain for the lobby's current membership, once distributed; dropped at every
-   * membership change. Memory only: a restarted client logs in again, which is a change.
+   * Our sender chain, as last distributed. Memory only: a restarted client logs in again,
+   * which is a membership change.
    */
   #chain?: SenderChain;
+  /**
+   * The membership (#membership) `#chain` was distributed to. A change makes the next
+   * prepareLobby start a new chain; a line already prepared still goes under the old one (it
+   * was written for the members of that moment), so a change between prepare and send cannot
+   * leave a prepared line without a key.
+   */
+  #chainMembership = -1;
   /** The lobby has a member without end-to-end keys: lobby lines go readable (§12.5). */
   #lobbyReadable = false;
   /** Counts membership changes: a chain made across one is not kept. */
@@ -389,7 +398,6 @@ export class E2eClient {
    * gets their device list fetched again.
    */
   onMembers(body: MembersBody): void {
-    this.#chain = undefined;
     this.#membership++;
     this.#membersArrived();
     for (const user of body.users.map(canonicalName)) {
@@ -418,12 +426,27 @@ export class E2eClient {
   async prepareLobby(
     channel: KeysChannel,
   ): Promise<{ without: string[]; refused: { user: string; reason: string }[] }> {
-    if (this.#chain) return { without: [], refused: [] };
     await withTimeout(
       this.#membersKnown,
       FETCH_TIMEOUT_MS,
       "the server did not say who is in the lobby",
     );
+    // A membership that changes while the chain goes out (members came or left meanwhile)
+    // needs another chain; past a few such changes in a row, the last chain is used as it is:
+    // those who came meanwhile show that they have no key for this line.
+    let result = { without: [] as string[], refused: [] as { user: string; reason: string }[] };
+    for (let round = 0; round < LOBBY_REKEY_ROUNDS; round++) {
+      if (this.#chain && this.#chainMembership === this.#membership) break;
+      result = await this.#distributeChain(channel);
+      if (this.#lobbyReadable) break;
+    }
+    return result;
+  }
+
+  /** One new sender chain, sent to every current member with keys (PROTOCOL §12.5). */
+  async #distributeChain(
+    channel: KeysChannel,
+  ): Promise<{ without: string[]; refused: { user: string; reason: string }[] }> {
     const membership = this.#membership;
     const members = [...this.#lobby];
     const results = await Promise.allSettled(members.map((m) => this.prepare(m, channel)));
@@ -449,8 +472,8 @@ export class E2eClient {
     for (const user of ready) {
       await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user));
     }
-    // Sent to a membership that changed meanwhile: the next line starts yet another chain.
-    if (membership === this.#membership) this.#chain = chain;
+    this.#chain = chain;
+    this.#chainMembership = membership;
     return { without, refused };
   }
 
