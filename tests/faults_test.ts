@@ -85,8 +85,12 @@ Deno.test({
       const alice = await LiveClient.login(userOptions(server, pki, "alice"));
       const bob = await Bystander.join(server, userOptions(server, pki, "bob"));
 
+      // The first lobby line fetches bob's end-to-end keys from the key directory, which lives
+      // in the store (PROTOCOL §12.6), and sends him alice's sender key.
+      await alice.send("the database is up");
+      await bob.client.waitForLine((l) => l.includes("alice ✓ the database is up"));
       await db.stop();
-      // A logged-in session never touches the store: it keeps chatting.
+      // Logged-in sessions with their keys exchanged never touch the store: they keep chatting.
       await alice.send("the database is down and we still talk");
       await bob.client.waitForLine((l) => l.includes("alice ✓ the database is down"));
       // A new login cannot be checked: DB_UNAVAILABLE, logged, and the client exits with it.
