@@ -428,6 +428,7 @@ async function chat(
     onMessage: async (message) => {
       if (message.type === "refused") {
         info(`message ${message.of} refused by the server: ${message.code}`);
+        e2e.onRefused(message.of);
         const why = REFUSAL_ADVICE[message.code];
         if (why) info(why);
         return;
@@ -592,6 +593,7 @@ const REFUSAL_ADVICE: Partial<Record<RefusalCode, string>> = {
   QUEUE_FULL: "the recipient has too many messages waiting; try again after their next login",
   DB_UNAVAILABLE: "the server could not store it for the offline recipient; try again later",
   RATE_LIMITED: "you are sending faster than the server allows; slow down",
+  CLUSTER_UNAVAILABLE: "the server cannot reach the rest of its cluster; try again",
 };
 
 /**

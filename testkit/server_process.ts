@@ -338,6 +338,15 @@ export class LiveClient {
     );
   }
 
+  /** Waits for a line on stderr, where `connect` says what is not chat (refusals, warnings). */
+  waitForInfo(test: (line: string) => boolean, timeoutMs = 10_000, from = 0): Promise<string> {
+    return pollUntil(
+      () => this.stderr.slice(from).find(test),
+      timeoutMs,
+      () => `no matching stderr line:\n${this.stderr.join("\n")}`,
+    );
+  }
+
   /** Lines (after `from`) matching `test`. */
   lines(test: (line: string) => boolean, from = 0): string[] {
     return this.stdout.slice(from).filter(test);

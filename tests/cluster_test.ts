@@ -235,7 +235,8 @@ Deno.test({
       await cluster.nats.kill();
       await eventually(async () => (await health(0)) === 503, 10_000, "node 1 health 503");
       await alice.send("said while NATS is down");
-      await alice.waitForLine((l) => l.includes("not delivered: the chat cluster is unavailable"));
+      // Refused by seqno (PROTOCOL §6.5), so alice's transcript says it was not delivered.
+      await alice.waitForInfo((l) => l.includes("refused by the server: CLUSTER_UNAVAILABLE"));
       await n1.waitFor((e) => e.event === "CLUSTER_UNAVAILABLE");
 
       await cluster.nats.restart();

@@ -23,14 +23,6 @@ const PASSWORDS: Record<string, string> = {
 };
 
 /** A stderr line of the client matching `test` (where `connect` reports on messages). */
-function waitForInfo(client: LiveClient, test: (line: string) => boolean, from = 0) {
-  return pollUntil(
-    () => client.stderr.slice(from).find(test),
-    10_000,
-    () => `no matching stderr line:\n${client.stderr.join("\n")}`,
-  );
-}
-
 const STORED = "stored: the recipient is not online";
 
 /**
@@ -162,9 +154,9 @@ Deno.test("offline: a full queue and an unknown recipient are refused with a cod
     await alice.send("/msg bob one");
     await alice.send("/msg bob two");
     await alice.send("/msg bob three");
-    await waitForInfo(alice, (l) => l.includes("refused by the server: QUEUE_FULL"));
+    await alice.waitForInfo((l) => l.includes("refused by the server: QUEUE_FULL"));
     await alice.send("/msg nobody-here hello?");
-    await waitForInfo(alice, (l) => l.includes("refused by the server: NOT_ONLINE"));
+    await alice.waitForInfo((l) => l.includes("refused by the server: NOT_ONLINE"));
     assert.equal(alice.stderr.filter((l) => l.includes(STORED)).length, 2);
     assert.equal((await alice.end()).code, 0);
 

@@ -181,6 +181,8 @@ export class E2eClient {
    * leave a prepared line without a key.
    */
   #chainMembership = -1;
+  /** Our seqnos of the `sender_key` records that carried `#chain`. */
+  #chainSeqnos = new Set<number>();
   /** The lobby has a member without end-to-end keys: lobby lines go readable (§12.5). */
   #lobbyReadable = false;
   /** Counts membership changes: a chain made across one is not kept. */
@@ -469,12 +471,23 @@ export class E2eClient {
     if (this.#lobbyReadable) return { without, refused };
     const chain = SenderChain.fresh(this.#me.user);
     const distribution = encodeDistribution(chain.distribution());
+    const seqnos = new Set<number>();
     for (const user of ready) {
-      await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user));
+      seqnos.add(await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user)));
     }
     this.#chain = chain;
     this.#chainMembership = membership;
+    this.#chainSeqnos = seqnos;
     return { without, refused };
+  }
+
+  /**
+   * The server refused our message `seqno` (PROTOCOL §6.5). When it carried our sender key to
+   * a member, that member cannot read our lobby lines under it: the next line starts a new
+   * chain.
+   */
+  onRefused(seqno: number): void {
+    if (this.#chainSeqnos.has(seqno)) this.#chainMembership = -1;
   }
 
   /**

@@ -431,6 +431,7 @@ export const REFUSAL_CODES = [
   "NOT_ONLINE",
   "QUEUE_FULL",
   "DB_UNAVAILABLE",
+  "CLUSTER_UNAVAILABLE",
 ] as const;
 export type RefusalCode = typeof REFUSAL_CODES[number];
 

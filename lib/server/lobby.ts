@@ -324,6 +324,7 @@ export class Lobby {
     // and seqno makes a retried publish a no-op, and a window bounds what is in flight.
     const delivery = this.#route(relay, to, from, {
       id: `${from.session.sessionId}:${message.seqno}`,
+      seqno: message.seqno,
     });
     from.inFlight.add(delivery);
     void delivery.finally(() => from.inFlight.delete(delivery));
@@ -605,7 +606,7 @@ export class Lobby {
     record: ClusterRecord,
     to: string | undefined,
     sender?: Member | string,
-    { id = crypto.randomUUID() as string } = {},
+    { id = crypto.randomUUID() as string, seqno }: { id?: string; seqno?: number } = {},
   ): Promise<void> {
     const from = typeof sender === "string" ? sender : sender?.username;
     if (!this.#cluster) {
@@ -615,11 +616,9 @@ export class Lobby {
       await this.#cluster.publishRecord({ from, to, record: encodeClusterRecord(record) }, id);
     } catch (error) {
       this.log(codeOf(error), { user: from, detail: (error as Error).message });
-      if (typeof sender === "object" && "relay" in record) {
-        this.#notify(sender, {
-          kind: "notice",
-          text: "not delivered: the chat cluster is unavailable; try again",
-        });
+      // The author's message was not delivered: it is refused, not recorded as accepted.
+      if (typeof sender === "object" && seqno !== undefined) {
+        this.#refuse(sender, seqno, "CLUSTER_UNAVAILABLE");
       }
     }
   }
