@@ -412,8 +412,34 @@ async function eventually(test: () => Promise<boolean>, timeoutMs: number, what:
   }
 }
 
-/** Every user text the cluster acknowledged: the stream's relays, decrypted, with their author. */
-async function acknowledgedTexts(natsUrl: string): Promise<{ author: string; text: string }[]> {
+/**
+ * The content keys the clients in `dirs` wrote beside their transcripts (TRANSCRIPT §6), by the
+ * record they sent (`sid:seqno`): what lets the test read end-to-end lines it only relayed.
+ */
+async function authorContentKeys(dirs: string[]): Promise<Map<string, Uint8Array>> {
+  const keys = new Map<string, Uint8Array>();
+  for (const dir of dirs) {
+    for await (const entry of Deno.readDir(dir)) {
+      const sid = /-([0-9a-f]{32})-client\.keys$/.exec(entry.name)?.[1];
+      if (!sid) continue;
+      for (const line of (await Deno.readTextFile(`${dir}/${entry.name}`)).split("\n")) {
+        if (!line) continue;
+        const { dir: direction, seqno, k } = JSON.parse(line);
+        if (direction === "c2s") keys.set(`${sid}:${seqno}`, fromBase64(k));
+      }
+    }
+  }
+  return keys;
+}
+
+/**
+ * Every user text the cluster acknowledged: the stream's relays with their author, opened with
+ * the relay's `k` or, for an end-to-end one, with the key its author's client kept.
+ */
+async function acknowledgedTexts(
+  natsUrl: string,
+  authorKeys: Map<string, Uint8Array>,
+): Promise<{ author: string; text: string }[]> {
   const nc = await natsConnect({ servers: natsUrl });
   try {
     const jsm = await nc.jetstreamManager();
@@ -425,8 +451,13 @@ async function acknowledgedTexts(natsUrl: string): Promise<{ author: string; tex
         RecordEnvelopeSchema,
       );
       const record = decodeClusterRecord(envelope.record);
-      if (!("relay" in record) || !("k" in record.relay)) continue;
-      const opened = openContent(decodeRecord(record.relay.record), fromBase64(record.relay.k));
+      if (!("relay" in record)) continue;
+      const relayed = decodeRecord(record.relay.record);
+      const k = "k" in record.relay
+        ? fromBase64(record.relay.k)
+        : authorKeys.get(`${relayed.sid}:${relayed.seqno}`);
+      assert.ok(k, `no content key kept by ${envelope.from} for its record ${relayed.seqno}`);
+      const opened = openContent(relayed, k);
       if (opened.kind === "text") texts.push({ author: envelope.from!, text: opened.text });
     }
     return texts;
@@ -532,7 +563,10 @@ Deno.test({
       await eventually(async () => everyone.test(await who(ann)), 15_000, "everyone in /who");
 
       // Every acknowledged line reaches every other user exactly once.
-      const acknowledged = await acknowledgedTexts(cluster.nats.url);
+      const acknowledged = await acknowledgedTexts(
+        cluster.nats.url,
+        await authorContentKeys(SPREAD.map(transcripts)),
+      );
       assert.ok(acknowledged.length >= SPREAD.length * LINES / 2, `${acknowledged.length} acked`);
       const shown = (reader: string, author: string, text: string) =>
         clients.get(reader)!.lines((l) => l.endsWith(`${author} \u2713 ${text}`)).length;
