@@ -424,6 +424,7 @@ async function chat(
   e2e: E2eClient,
 ): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
   let takenOver = false;
+  let published = false;
   const running = session.run({
     onMessage: async (message) => {
       if (message.type === "refused") {
@@ -441,6 +442,12 @@ async function chat(
         return;
       }
       if (message.type === "msg" && message.body.kind === "keys") {
+        const { device, opks_left } = message.body;
+        if (!published && device === e2e.device && opks_left !== undefined) {
+          // From here on a contact who fetches our devices finds this one (PROTOCOL §12.6).
+          published = true;
+          info(`end-to-end keys published: this device is ${e2e.device}`);
+        }
         return await e2e.onKeys(message.body, session).catch(() => {});
       }
       if (message.type === "msg" && message.body.kind === "members") {

@@ -302,11 +302,15 @@ export class LiveClient {
     return new LiveClient(spawnCli(connectArgs(o), { env: connectEnv(o) }));
   }
 
-  /** Starts the client and waits until the lobby's welcome notice is on its stdout. */
+  /**
+   * Starts the client and waits until the lobby's welcome notice is on its stdout and its
+   * end-to-end device is published (so a contact's next fetch finds it, PROTOCOL §12.6).
+   */
   static async login(o: ConnectOptions, timeoutMs = 15_000): Promise<LiveClient> {
     const client = LiveClient.start(o);
     try {
       await client.waitForLine((l) => l.includes(`* welcome ${o.user}`), timeoutMs);
+      await client.waitForInfo((l) => l.includes("end-to-end keys published"), timeoutMs);
     } catch (error) {
       await client.end().catch(() => {});
       throw error;

@@ -245,12 +245,6 @@ export class Lobby {
     this.#cluster?.announcePresence();
     if (replay) void this.#replay(member, replay.after, replay.upTo);
     this.#presence.add("joined", member.username);
-    // End-to-end members hear of it at once: it retires their sender chains (PROTOCOL §12.5).
-    await this.#route(
-      { body: { kind: "members", event: "joined", users: [member.username] } },
-      undefined,
-      member,
-    );
     this.#notify(member, { kind: "notice", text: welcomeText(member.username, this.names()) });
     for (const text of notices) this.#notify(member, { kind: "notice", text });
   }
@@ -528,6 +522,14 @@ export class Lobby {
             const users = names.slice(i, i + MAX_MEMBERS_PER_BODY);
             this.#notify(from, { kind: "members", event: "online", users });
           }
+          // The other end-to-end members hear of the newcomer only now that its device is
+          // stored, so the refetch this makes them do finds it: it retires their sender chains
+          // (PROTOCOL §12.5).
+          await this.#route(
+            { body: { kind: "members", event: "joined", users: [from.username] } },
+            undefined,
+            from,
+          );
         }
         return;
       }

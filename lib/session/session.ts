@@ -334,8 +334,11 @@ export class ChatSession {
       record.sig = await signing;
       const { wire, line } = prepareMsg("c2s", record, k, e2e);
       const payload = this.#sealWithUpdate(utf8(wire));
-      await this.#est.conn.sendPaced(payload); // a client follows the server's pace
+      // Recorded before it leaves: a connection that fails while the record is on its way
+      // may still have delivered it, and the transcript (and its content key, for an
+      // opening) must then hold what was sent.
       this.#transcript.append(line);
+      await this.#est.conn.sendPaced(payload); // a client follows the server's pace
       // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep
       // the socket writes and the transcript's flush waiting until it stops.
       await spendTurn();
