@@ -197,6 +197,9 @@ async function connect(options: ConnectOptions): Promise<void> {
     : undefined;
   const screen = screenOf();
   const show = (line: string) => editor ? editor.print(line) : console.log(line);
+  // A diagnostic during the chat: on stderr, or above the prompt when the editor owns the screen.
+  const note = (message: string) =>
+    editor ? editor.print(`securechat: ${safeText(message)}`) : info(message);
   const input = new LineSource(editor ? editor.lines() : stdinLines());
   // Relay high-water marks outlive every session (PROTOCOL §6.4): a record seen in an
   // earlier session — a failover replay, or a server re-delivering it — is not shown again.
@@ -295,6 +298,7 @@ async function connect(options: ConnectOptions): Promise<void> {
         screen,
         passwd,
         await openE2e(),
+        note,
       );
       await seen.save();
       await e2e?.save();
@@ -422,20 +426,21 @@ async function chat(
   screen: Screen,
   passwd: (running: Promise<SessionEnd>) => Promise<void>,
   e2e: E2eClient,
+  note: (message: string) => void,
 ): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
   let takenOver = false;
   let published = false;
   const running = session.run({
     onMessage: async (message) => {
       if (message.type === "refused") {
-        info(`message ${message.of} refused by the server: ${message.code}`);
+        note(`message ${message.of} refused by the server: ${message.code}`);
         e2e.onRefused(message.of);
         const why = REFUSAL_ADVICE[message.code];
-        if (why) info(why);
+        if (why) note(why);
         return;
       }
       if (message.type === "queued") {
-        info(
+        note(
           `message ${message.of} stored: the recipient is not online; ` +
             "it is delivered at their next login",
         );
@@ -446,7 +451,7 @@ async function chat(
         if (!published && device === e2e.device && opks_left !== undefined) {
           // From here on a contact who fetches our devices finds this one (PROTOCOL §12.6).
           published = true;
-          info(`end-to-end keys published: this device is ${e2e.device}`);
+          note(`end-to-end keys published: this device is ${e2e.device}`);
         }
         return await e2e.onKeys(message.body, session).catch(() => {});
       }
