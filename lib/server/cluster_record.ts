@@ -30,13 +30,17 @@ export type ClusterRelay =
   | { cert: string; record: RecordJson; e2e: E2eEnvelope };
 
 export type ClusterRecord =
-  | { body: Body }
+  /**
+   * `at`, on a presence notice: when its last join or leave happened; members who came
+   * later were not there for it and are not told (their welcome says who is online).
+   */
+  | { body: Body; at?: number }
   | { relay: ClusterRelay }
   | { stored: true };
 
 const relayFields = { cert: base64Text(1, MAX_CERT_BYTES), record: zodOf(RecordJsonShape) };
 const ClusterRecordSchema = z.union([
-  z.object({ body: zodOf(BodyShape) }).strict(),
+  z.object({ body: zodOf(BodyShape), at: z.number().int().nonnegative().optional() }).strict(),
   z.object({
     relay: z.union([
       z.object({ ...relayFields, k: base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES) }).strict(),

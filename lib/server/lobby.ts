@@ -154,10 +154,10 @@ export class Lobby {
     this.#cluster = cluster;
     this.#offline = offline;
     // A notice naming one user is not sent to that user (a joiner has its welcome); one
-    // naming several goes to everyone.
+    // naming several goes to everyone who was there by its last change.
     this.#presence = new PresenceNotices(
       limits.presenceNoticeMs ?? PRESENCE_NOTICE_WINDOW_MS,
-      (text, sole) => void this.#route({ body: { kind: "notice", text } }, undefined, sole),
+      (text, sole, at) => void this.#route({ body: { kind: "notice", text }, at }, undefined, sole),
     );
     this.#keyDirectory = keyDirectory;
   }
@@ -629,7 +629,10 @@ export class Lobby {
   #deliverRecord(members: Member[], record: ClusterRecord): void {
     if ("body" in record) {
       if (record.body.kind === "members") return this.#membersChanged(members, record.body);
-      for (const m of members) this.#notify(m, record.body);
+      const { at } = record;
+      for (const m of members) {
+        if (at === undefined || m.since <= at) this.#notify(m, record.body);
+      }
       return;
     }
     if ("stored" in record) {

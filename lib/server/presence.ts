@@ -27,25 +27,29 @@ export type PresenceChange = "joined" | "left";
  * (so "alice left" after "alice joined" still reads right).
  */
 export class PresenceNotices {
-  #runs: { change: PresenceChange; names: string[] }[] = [];
+  /** `at`: when the run's last change happened (a member who came later is not told of it). */
+  #runs: { change: PresenceChange; names: string[]; at: number }[] = [];
   #lastFlush = -Infinity;
   #timer?: ReturnType<typeof setTimeout>;
 
   /**
    * @param windowMs 0 sends every change at once
-   * @param send one notice's text, and the one user it names, if it names only one
+   * @param send one notice's text, the one user it names (if it names only one), and when
+   *   its last change happened: it is for the members who were there by then
    */
   constructor(
     readonly windowMs: number,
-    readonly send: (text: string, sole: string | undefined) => void,
+    readonly send: (text: string, sole: string | undefined, at: number) => void,
   ) {}
 
   add(change: PresenceChange, name: string): void {
+    const at = Date.now();
     const last = this.#runs.at(-1);
     if (last?.change === change) {
       if (!last.names.includes(name)) last.names.push(name);
+      last.at = at;
     } else {
-      this.#runs.push({ change, names: [name] });
+      this.#runs.push({ change, names: [name], at });
     }
     if (this.#timer !== undefined) return;
     const wait = this.#lastFlush + this.windowMs - Date.now();
@@ -61,10 +65,11 @@ export class PresenceNotices {
     if (runs.length === 0) return;
     this.#runs = [];
     this.#lastFlush = Date.now();
-    for (const { change, names } of runs) {
+    for (const { change, names, at } of runs) {
       this.send(
         `${listed(names, NOTICE_NAMES)} ${change}`,
         names.length === 1 ? names[0] : undefined,
+        at,
       );
     }
   }

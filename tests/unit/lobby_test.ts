@@ -258,3 +258,25 @@ Deno.test("Lobby.join(): 500 joins in one window cost each member one coalesced 
     await lobby.closeAll("done");
   }
 });
+
+Deno.test("Lobby: a newcomer is not told of joins and leaves from before it came (coalesced notices still pending)", async () => {
+  // Before: "carol left", waiting for the window's end, went to everyone in the lobby at the
+  // flush, bob included, who came after carol had left (and saw her neither come nor go).
+  const { lobby, join } = setup({
+    messagesPerSecond: 20,
+    messageBurst: 40,
+    presenceNoticeMs: 60_000,
+  });
+  const alice = await join("alice");
+  const carol = await join("carol"); // the window's first change: told at once
+  await lobby.leave(carol.member); // pending until the window's end
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const bob = await join("bob");
+  try {
+    await lobby.receive(alice.member, message({ kind: "text", text: "hi" }, LOBBY)); // flushes
+    assert.deepEqual(alice.session.notices.slice(1), ["carol joined", "carol left", "bob joined"]);
+    assert.deepEqual(bob.session.notices, ["welcome bob; online: alice, bob"]);
+  } finally {
+    await lobby.closeAll("done");
+  }
+});
