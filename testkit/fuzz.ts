@@ -17,7 +17,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../lib/bytes.ts";
 import { generateKeyShare } from "../lib/crypto/ecdh.ts";
-import { keyAgreement } from "../lib/crypto/kex.ts";
+import { keyAgreement, phase2Group } from "../lib/crypto/kex.ts";
 import { sign } from "../lib/crypto/signature.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { finishedMac, signatureInput } from "../lib/handshake/key_schedule.ts";
@@ -630,8 +630,8 @@ async function honestInner(h: HostileClient, step: ServerTarget): Promise<Record
     case "credentials":
       return { type: "login", username, password };
     case "dh_client": {
-      const { share } = await keyAgreement(h.group).generate();
-      return { type: "dh_client", key_share: { group: h.group, pub: toBase64(share) } };
+      const { group, share } = await keyAgreement(phase2Group(h.group)).generate();
+      return { type: "dh_client", key_share: { group, pub: toBase64(share) } };
     }
     case "finished2": {
       const mac = finishedMac(h.master!.clientFinishedKey, h.transcript.hash());

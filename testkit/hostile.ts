@@ -13,7 +13,12 @@
  */
 import assert from "node:assert/strict";
 import { concat, fromBase64, toBase64, toHex, u32be, utf8 } from "../lib/bytes.ts";
-import { type ClientKeyShare, type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
+import {
+  type ClientKeyShare,
+  type KexGroup,
+  keyAgreement,
+  phase2Group,
+} from "../lib/crypto/kex.ts";
 import {
   importVerifyingKeySpki,
   sign,
@@ -438,10 +443,13 @@ export class HostileClient {
 
   async sendDhClient(o: SendHooks & { pub?: Uint8Array; group?: string } = {}): Promise<void> {
     this.#done.add("dh_client");
-    this.#dhShare = await keyAgreement(this.group).generate();
+    this.#dhShare = await keyAgreement(phase2Group(this.group)).generate();
     await this.#sendHandshake({
       type: "dh_client",
-      key_share: { group: o.group ?? this.group, pub: toBase64(o.pub ?? this.#dhShare.share) },
+      key_share: {
+        group: o.group ?? this.#dhShare.group,
+        pub: toBase64(o.pub ?? this.#dhShare.share),
+      },
     }, o);
   }
 

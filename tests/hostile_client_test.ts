@@ -7,6 +7,7 @@
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { fromHex, toBase64, utf8 } from "../lib/bytes.ts";
+import { keyAgreement } from "../lib/crypto/kex.ts";
 import { sign } from "../lib/crypto/signature.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { finishedMac, signatureInput, trafficKeys } from "../lib/handshake/key_schedule.ts";
@@ -270,6 +271,49 @@ Deno.test({
           await h.sendFinished2({
             payload: json({ type: "certificate_verify", sig: toBase64(sig) }),
           });
+        },
+      },
+    ]);
+  },
+});
+
+Deno.test({
+  name: "hostile phase 2 after a hybrid phase 1: only an X25519 share is taken (PROTOCOL §4.2)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const hybridMallory = async () =>
+      await HostileClient.connect(server.port, {
+        identity: await pki.identity("mallory"),
+        trust: pki.trust,
+        username: "mallory",
+        password: PASSWORDS.mallory,
+        group: "x25519mlkem768",
+      });
+    const hybridShare = async () => (await keyAgreement("x25519mlkem768").generate()).share;
+    await runRefusalTable(t, server, hybridMallory, bystander, [
+      {
+        name: "dh_client with a full x25519mlkem768 share (phase 2 is the hybrid's X25519 half)",
+        code: "UNSUPPORTED",
+        run: async (h) => {
+          await h.upTo("dh_client");
+          await h.sendDhClient({ group: "x25519mlkem768", pub: await hybridShare() });
+        },
+      },
+      {
+        name: "dh_client labelled x25519 carrying a 1216-byte hybrid share",
+        code: "BAD_KEY_SHARE",
+        run: async (h) => {
+          await h.upTo("dh_client");
+          await h.sendDhClient({ pub: await hybridShare() });
+        },
+      },
+      {
+        name: "dh_client with a low-order X25519 share (u=1)",
+        code: "BAD_KEY_SHARE",
+        run: async (h) => {
+          await h.upTo("dh_client");
+          await h.sendDhClient({ pub: fromHex(X25519_LOW_ORDER["u=1"]) });
         },
       },
     ]);

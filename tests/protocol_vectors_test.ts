@@ -150,10 +150,16 @@ for (const file of FILES) {
     const { group, pki } = v.inputs;
     const frames = v.frames.map((f) => ({ ...f, payload: fromHex(f.payload_hex) }));
     // The client's half of each exchange from its fixed material and the server's share.
-    const complete = async (clientSecret: string, serverShare: Uint8Array) =>
-      await (await keyAgreement(group).generate(fromHex(clientSecret))).complete(serverShare);
+    const complete = async (g: KexGroup, clientSecret: string, serverShare: Uint8Array) =>
+      await (await keyAgreement(g).generate(fromHex(clientSecret))).complete(serverShare);
+    // PROTOCOL §4.2: phase 2 runs the hybrid's X25519 half, any other group itself.
+    const group2 = group === "x25519mlkem768" ? "x25519" : group;
     const serverHello = json(frames[1].payload);
-    const ss1 = await complete(v.inputs.client.eph1_private, fromBase64(serverHello.key_share.pub));
+    const ss1 = await complete(
+      group,
+      v.inputs.client.eph1_private,
+      fromBase64(serverHello.key_share.pub),
+    );
     const hashed: Uint8Array[] = [frames[0].payload, frames[1].payload];
     const H1 = H(hashed);
     const hs = hmacSha256Sync(utf8("securechat/v2"), ss1);
@@ -217,8 +223,15 @@ for (const file of FILES) {
       }
       if (m.type === "login" || m.type === "register") continue; // never hashed
       hashed.push(content);
+      if (m.type === "dh_client" || m.type === "dh_server") {
+        assert.equal(m.key_share.group, group2, `${m.type} group`);
+      }
       if (m.type === "dh_server") {
-        const ss2 = await complete(v.inputs.client.eph2_private, fromBase64(m.key_share.pub));
+        const ss2 = await complete(
+          group2,
+          v.inputs.client.eph2_private,
+          fromBase64(m.key_share.pub),
+        );
         same("ss2", ss2);
         same("derived", expandLabel(hs, "derived", EMPTY, 32));
         master = hmacSha256Sync(expandLabel(hs, "derived", EMPTY, 32), ss2);

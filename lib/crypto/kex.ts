@@ -207,6 +207,18 @@ const GROUPS: Readonly<Record<KexGroup, KeyAgreement>> = Object.freeze({
 });
 
 /**
+ * The group of the post-login exchange (phase 2, PROTOCOL §4.2) when phase 1 negotiated `group`:
+ * the hybrid's X25519 half, every other group itself. Phase 2 needs no second ML-KEM: its
+ * secret is extracted with the phase 1 handshake secret as salt, and that secret already holds
+ * phase 1's ML-KEM secret, so a recording stays closed to a quantum attacker who breaks both
+ * X25519 exchanges; a second ML-KEM-768 would cost every handshake another key generation,
+ * encapsulation, decapsulation and 2.2 KB for a property the first one already gives.
+ */
+export function phase2Group(group: KexGroup): KexGroup {
+  return group === "x25519mlkem768" ? "x25519" : group;
+}
+
+/**
  * The implementation of a negotiated group.
  * @throws {SecureChatError} UNSUPPORTED for a group we do not implement
  */

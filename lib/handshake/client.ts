@@ -14,7 +14,13 @@
  *   -> finished                       phase 2: c2s then writes under the app keys
  */
 import { toBase64 } from "../bytes.ts";
-import { type ClientKeyShare, KEX_GROUPS, type KexGroup, keyAgreement } from "../crypto/kex.ts";
+import {
+  type ClientKeyShare,
+  KEX_GROUPS,
+  type KexGroup,
+  keyAgreement,
+  phase2Group,
+} from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import type { FrameConnection } from "../wire/connection.ts";
@@ -99,7 +105,7 @@ class ClientHandshake {
 
   async sendHello(): Promise<void> {
     this.#group = this.#groups[0];
-    this.#share = await this.#newShare();
+    this.#share = await this.#newShare(this.#group);
     this.#hello = {
       type: "hello",
       version: PROTOCOL_VERSION,
@@ -111,8 +117,8 @@ class ClientHandshake {
     this.#helloBytes = this.io.sendPlain(this.#hello, false);
   }
 
-  #newShare(): Promise<ClientKeyShare> {
-    return keyAgreement(this.#group).generate(this.#random.keyShareSecret(this.#group));
+  #newShare(group: KexGroup): Promise<ClientKeyShare> {
+    return keyAgreement(group).generate(this.#random.keyShareSecret(group));
   }
 
   /**
@@ -188,19 +194,20 @@ class ClientHandshake {
     this.#ticket = ok.ticket;
   }
 
+  /** Phase 2's share is of the phase 1 group's phase 2 group (the hybrid's X25519, §4.2). */
   async sendDhClient(): Promise<ClientKeyShare> {
-    const share = await this.#newShare();
+    const share = await this.#newShare(phase2Group(this.#group));
     this.io.sendSealed({
       type: "dh_client",
-      key_share: { group: this.#group, pub: toBase64(share.share) },
+      key_share: { group: share.group, pub: toBase64(share.share) },
     });
     return share;
   }
 
   async readDhServer(share: ClientKeyShare): Promise<void> {
     const dh = await this.io.readSealed(DhServerSchema);
-    if (dh.key_share.group !== this.#group) {
-      throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
+    if (dh.key_share.group !== share.group) {
+      throw new SecureChatError("UNSUPPORTED", `phase 2 must use ${share.group}`);
     }
     this.io.enterPhase2(await share.complete(dh.key_share.pub));
   }

@@ -13,7 +13,13 @@
  *   <- finished                       phase 2: c2s then reads under the app keys
  */
 import { toBase64, toHex } from "../bytes.ts";
-import { KEX_GROUPS, type KexGroup, keyAgreement, type ServerKeyShare } from "../crypto/kex.ts";
+import {
+  KEX_GROUPS,
+  type KexGroup,
+  keyAgreement,
+  phase2Group,
+  type ServerKeyShare,
+} from "../crypto/kex.ts";
 import { SecureChatError } from "../errors.ts";
 import { type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
 import { isReservedUserName } from "../pki/names.ts";
@@ -157,7 +163,7 @@ class ServerHandshake {
   }
 
   async sendServerHello(clientShare: Uint8Array): Promise<void> {
-    const { share, sharedSecret } = await this.#respond(clientShare);
+    const { share, sharedSecret } = await this.#respond(this.#group, clientShare);
     this.#sessionTime = this.#random.now();
     this.io.sendPlain({
       type: "server_hello",
@@ -169,9 +175,8 @@ class ServerHandshake {
     this.io.enterPhase1(sharedSecret);
   }
 
-  #respond(clientShare: Uint8Array): Promise<ServerKeyShare> {
-    const secret = this.#random.keyShareSecret(this.#group);
-    return keyAgreement(this.#group).respond(clientShare, secret);
+  #respond(group: KexGroup, clientShare: Uint8Array): Promise<ServerKeyShare> {
+    return keyAgreement(group).respond(clientShare, this.#random.keyShareSecret(group));
   }
 
   async sendServerAuthentication(): Promise<void> {
@@ -222,21 +227,20 @@ class ServerHandshake {
     });
   }
 
+  /** Phase 2's share is of the phase 1 group's phase 2 group (the hybrid's X25519, §4.2). */
   async readDhClient(): Promise<Uint8Array> {
     const dh = await this.io.readSealed(DhClientSchema);
-    if (dh.key_share.group !== this.#group) {
-      throw new SecureChatError("UNSUPPORTED", "phase 2 must use the phase 1 group");
+    if (dh.key_share.group !== phase2Group(this.#group)) {
+      throw new SecureChatError("UNSUPPORTED", `phase 2 must use ${phase2Group(this.#group)}`);
     }
     return dh.key_share.pub;
   }
 
   /** dh_server and our phase 2 Finished; then s2c writes under the application keys. */
   async sendDhServer(clientShare: Uint8Array): Promise<ReturnType<HandshakeIo["deriveSession"]>> {
-    const { share, sharedSecret } = await this.#respond(clientShare);
-    this.io.sendSealed({
-      type: "dh_server",
-      key_share: { group: this.#group, pub: toBase64(share) },
-    });
+    const group = phase2Group(this.#group);
+    const { share, sharedSecret } = await this.#respond(group, clientShare);
+    this.io.sendSealed({ type: "dh_server", key_share: { group, pub: toBase64(share) } });
     this.io.enterPhase2(sharedSecret);
     this.io.sendFinished(2);
     const app = this.io.deriveSession();

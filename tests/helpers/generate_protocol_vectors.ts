@@ -13,7 +13,7 @@
 import { concat, fromBase64, sha256, toHex, utf8 } from "../../lib/bytes.ts";
 import { counterNonce, openSync } from "../../lib/crypto/aead.ts";
 import { hmacSha256Sync } from "../../lib/crypto/hkdf.ts";
-import { type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
+import { type KexGroup, keyAgreement, phase2Group } from "../../lib/crypto/kex.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { clientHandshake, type Credentials } from "../../lib/handshake/client.ts";
 import type { HandshakeRandomness, Identity } from "../../lib/handshake/common.ts";
@@ -67,25 +67,19 @@ const PHASE1_SCALARS: Record<"x25519" | "p256", { client: string; server: string
 };
 
 /**
- * A side's fixed key material (PROTOCOL §4.5, README.md): the ECDH scalar; for the hybrid its
- * ML-KEM part first — the client's seed d‖z (64 bytes), the server's encapsulation
- * randomness m (32 bytes) — then the X25519 scalar (for phase 1 the RFC 7748 one).
+ * A side's fixed key material for phase 1 and phase 2 (PROTOCOL §4.5, README.md). Phase 1: the
+ * ECDH scalar; for the hybrid its ML-KEM part first — the client's seed d‖z (64 bytes), the
+ * server's encapsulation randomness m (32 bytes) — then the X25519 scalar (the RFC 7748 one).
+ * Phase 2 (of the group's phase 2 group, §4.2): a labelled scalar.
  */
 async function secrets(group: KexGroup, role: "client" | "server"): Promise<Uint8Array[]> {
-  if (group !== "x25519mlkem768") {
-    return [hexBytes(PHASE1_SCALARS[group][role]), await labelledScalar(`${group} ${role} eph2`)];
-  }
+  const eph2 = await labelledScalar(`${group} ${role} eph2`);
+  if (group !== "x25519mlkem768") return [hexBytes(PHASE1_SCALARS[group][role]), eph2];
   const mlkem = role === "client" ? ["ml-kem d", "ml-kem z"] : ["ml-kem m"];
-  const phase = async (n: 1 | 2) => {
-    const parts = await Promise.all(
-      mlkem.map((p) => labelledScalar(`${group} ${role} phase ${n} ${p}`)),
-    );
-    const x = n === 1
-      ? hexBytes(PHASE1_SCALARS.x25519[role])
-      : await labelledScalar(`${group} ${role} phase 2 x25519`);
-    return concat(...parts, x);
-  };
-  return [await phase(1), await phase(2)];
+  const parts = await Promise.all(
+    mlkem.map((p) => labelledScalar(`${group} ${role} phase 1 ${p}`)),
+  );
+  return [concat(...parts, hexBytes(PHASE1_SCALARS.x25519[role])), eph2];
 }
 
 interface Scenario {
@@ -205,14 +199,14 @@ function fixedRandomness(
   nonce: Uint8Array,
   scalars: Uint8Array[],
 ): HandshakeRandomness {
-  const queue = [...scalars];
+  const queue = [group, phase2Group(group)].map((g, i) => ({ group: g, scalar: scalars[i] }));
   return {
     nonce: () => nonce.slice(),
     now: () => T0,
     keyShareSecret: (g) => {
-      const scalar = queue.shift();
-      if (g !== group || !scalar) throw new Error(`unexpected key share request for ${g}`);
-      return scalar;
+      const next = queue.shift();
+      if (g !== next?.group) throw new Error(`unexpected key share request for ${g}`);
+      return next.scalar;
     },
   };
 }
@@ -413,7 +407,7 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
     if (m.type === "login" || m.type === "register") continue; // never hashed
     transcript.add(content);
     if (m.type === "dh_server") {
-      ss2 = await (await keyAgreement(group).generate(scalars.client[1]))
+      ss2 = await (await keyAgreement(phase2Group(group)).generate(scalars.client[1]))
         .complete(fromBase64(m.key_share.pub));
       master = deriveMaster(p1.handshakeSecret, ss2);
     }

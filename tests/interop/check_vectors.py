@@ -90,22 +90,25 @@ def recompute(v):
     for side in ("client", "server"):
         eq(f"{side} nonce derivation", unhex(inp[side]["nonce"]),
            hashlib.sha256(f"{side} nonce".encode()).digest())
-        if not hybrid:
-            eq(f"{side} eph2 derivation", unhex(inp[side]["eph2_private"]),
-               hashlib.sha256(f"securechat/v2 test vector {group} {side} eph2".encode()).digest())
+        eq(f"{side} eph2 derivation", unhex(inp[side]["eph2_private"]),
+           hashlib.sha256(f"securechat/v2 test vector {group} {side} eph2".encode()).digest())
     for r in v["records"]:
         eq(f"record {r['name']} k derivation", unhex(r["k"]),
            hashlib.sha256(f"securechat/v2 test vector k {r['name']}".encode()).digest())
 
+    def phase_group(phase):
+        """Phase 2 runs the group's phase 2 group: the hybrid's X25519 half (§4.2)."""
+        return group if phase == 1 else sc.phase2_group(group)
+
     def client_share(phase):
-        return sc.KeyShare(group, unhex(inp["client"][f"eph{phase}_private"]))
+        return sc.KeyShare(phase_group(phase), unhex(inp["client"][f"eph{phase}_private"]))
 
     def server_answer(phase, client_pub):
         """The server's share and secret for `client_pub` (§4.5: every group is a KEM)."""
         private = unhex(inp["server"][f"eph{phase}_private"])
-        if hybrid:  # private = m || X25519 scalar (finding 17)
+        if phase_group(phase) == sc.HYBRID:  # private = m || X25519 scalar (finding 17)
             return sc.hybrid_respond(client_pub, private)
-        share = sc.KeyShare(group, private)
+        share = sc.KeyShare(phase_group(phase), private)
         return share.pub, share.agree(client_pub)
 
     def exchange(phase, client_pub_wire, server_pub_wire, what):
@@ -309,7 +312,8 @@ class VectorClient(sc.Client):
         return self.v["inputs"]["client_groups"]
 
     def ephemeral(self, phase):
-        return sc.KeyShare(self.group, unhex(self.v["inputs"]["client"][f"eph{phase}_private"]))
+        group = self.group if phase == 1 else sc.phase2_group(self.group)
+        return sc.KeyShare(group, unhex(self.v["inputs"]["client"][f"eph{phase}_private"]))
 
 
 def replay(v, workdir, s2c_override=None, stop_after_handshake=False):

@@ -78,6 +78,11 @@ CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
 GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
 HYBRID = "x25519mlkem768"
+
+
+def phase2_group(group):
+    """The group of dh_client and dh_server (§4.2): the hybrid's X25519 half, else the same."""
+    return "x25519" if group == HYBRID else group
 MAX_SHARE_BYTES = 1216                       # §3.1: the schema bound of a `pub`
 DIR_CODE = {"c2s": 1, "s2c": 2}              # §6.1 statement, TRANSCRIPT §3.1
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -1811,8 +1816,8 @@ class Client:
         return [self.group] + [g for g in GROUPS if g != self.group]
 
     def ephemeral(self, phase):
-        """A fresh key share for phase 1 or 2 (§4.5)."""
-        return KeyShare(self.group)
+        """A fresh key share for phase 1 or 2 (§4.2, §4.5)."""
+        return KeyShare(self.group if phase == 1 else phase2_group(self.group))
 
     def tamper(self, step, msg):
         """Hook for tests/interop/probe.py, which sends doc-defined faults; the client sends `msg`."""
@@ -1906,7 +1911,7 @@ class Client:
 
         # 10. dh_server; ss2 and master
         content, m = self.expect("dh_server", ["key_share"])
-        server_pub2 = parse_share(m["key_share"], self.group)
+        server_pub2 = parse_share(m["key_share"], share2.group)
         ms = MasterSecrets(hs.hs, share2.agree(server_pub2))
         hashed.append(content)
 
