@@ -6,7 +6,7 @@
  * alice's lobby lines (each exactly once, and never a forged one).
  */
 import assert from "node:assert/strict";
-import { toBase64 } from "../lib/bytes.ts";
+import { concat, fromBase64, toBase64 } from "../lib/bytes.ts";
 import { makePki } from "../testkit/pki.ts";
 import {
   type Action,
@@ -221,6 +221,34 @@ Deno.test({
         server: "BAD_KEY_SHARE",
         fromPeer: true,
       },
+      ...[
+        // The hybrid's own checks on the client (PROTOCOL §4.5): its share is 1120 bytes, and
+        // its X25519 half (after the 1088-byte ML-KEM ciphertext) must not be low-order.
+        {
+          name: "server_hello's X25519 half replaced by u = 0, the ML-KEM ciphertext kept",
+          edit: (pub: Uint8Array) => concat(pub.subarray(0, 1088), new Uint8Array(32)),
+        },
+        {
+          name: "server_hello's hybrid share cut to 1119 bytes",
+          edit: (pub: Uint8Array) => pub.subarray(0, 1119),
+        },
+      ].map(({ name, edit }) => ({
+        name,
+        rule: nth(
+          "s2c",
+          "server_hello",
+          1,
+          editJson((m) => {
+            const share = m.key_share as Record<string, string>;
+            assert.equal(share.group, "x25519mlkem768");
+            share.pub = toBase64(edit(fromBase64(share.pub)));
+            return m;
+          }),
+        ),
+        client: "BAD_KEY_SHARE",
+        server: "BAD_KEY_SHARE",
+        fromPeer: true,
+      })),
       {
         name: "server_hello downgraded to version 1",
         rule: nth("s2c", "server_hello", 1, editJson((m) => ({ ...m, version: 1 }))),
