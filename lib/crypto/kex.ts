@@ -212,7 +212,7 @@ const GROUPS: Readonly<Record<KexGroup, KeyAgreement>> = Object.freeze({
  * secret is extracted with the phase 1 handshake secret as salt, and that secret already holds
  * phase 1's ML-KEM secret, so a recording stays closed to a quantum attacker who breaks both
  * X25519 exchanges; a second ML-KEM-768 would cost every handshake another key generation,
- * encapsulation, decapsulation and 2.2 KB for a property the first one already gives.
+ * encapsulation, decapsulation and 3 KB on the wire for a property the first one already gives.
  */
 export function phase2Group(group: KexGroup): KexGroup {
   return group === "x25519mlkem768" ? "x25519" : group;

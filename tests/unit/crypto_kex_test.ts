@@ -7,7 +7,7 @@ import {
   generateKeyShare,
   keyShareFromPrivate,
 } from "../../lib/crypto/ecdh.ts";
-import { KEX_GROUPS, type KexGroup, keyAgreement } from "../../lib/crypto/kex.ts";
+import { KEX_GROUPS, type KexGroup, keyAgreement, phase2Group } from "../../lib/crypto/kex.ts";
 import { ml_kem768 as rawNoble } from "@noble/post-quantum/ml-kem.js";
 
 function isCode(code: string) {
@@ -46,6 +46,10 @@ const KNOWN_ANSWERS: {
 Deno.test("KEX_GROUPS lists the hybrid first, then x25519, then p256", () => {
   assert.deepEqual([...KEX_GROUPS], ["x25519mlkem768", "x25519", "p256"]);
   assert.ok(Object.isFrozen(KEX_GROUPS));
+});
+
+Deno.test("phase2Group() runs the hybrid's X25519 half in phase 2, every other group itself (PROTOCOL §4.2)", () => {
+  assert.deepEqual(KEX_GROUPS.map(phase2Group), ["x25519", "x25519", "p256"]);
 });
 
 Deno.test("keyShareFromPrivate() and agree() reproduce the RFC 7748 / RFC 5903 vectors", async () => {
