@@ -15,7 +15,7 @@
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { concat, fromBase64, fromHex, toHex, u32be, u64be, utf8 } from "../lib/bytes.ts";
+import { concat, fromBase64, fromHex, toBase64, toHex, u32be, u64be, utf8 } from "../lib/bytes.ts";
 import { counterNonce, openSync, sealSync } from "../lib/crypto/aead.ts";
 import { hkdfExpandSync, hmacSha256Sync } from "../lib/crypto/hkdf.ts";
 import { type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
@@ -585,23 +585,51 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
 }
 
 /** s2c handshake frame `n` (0 = certificate) of the vector, its MAC or signature flipped, re-sealed. */
-async function resealTampered(n: number): Promise<Uint8Array> {
-  const { group } = v0.inputs;
-  const serverHello = json(fromHex(v0.frames[1].payload_hex));
-  const client = await keyAgreement(group).generate(fromHex(v0.inputs.client.eph1_private));
+function resealTampered(n: number): Promise<Uint8Array> {
+  return resealEdited(v0, n, (m) => {
+    const field = m.type === "finished" ? "mac" : "sig";
+    m[field] = btoa(String.fromCharCode(...flip(fromBase64(m[field] as string))));
+  });
+}
+
+/** s2c handshake frame `n` (0 = certificate) of vector `v`, opened, edited and re-sealed. */
+async function resealEdited(
+  v: Vector,
+  n: number,
+  edit: (m: Record<string, unknown>) => void,
+): Promise<Uint8Array> {
+  const { group } = v.inputs;
+  const serverHello = json(fromHex(v.frames[1].payload_hex));
+  const client = await keyAgreement(group).generate(fromHex(v.inputs.client.eph1_private));
   const ss1 = await client.complete(fromBase64(serverHello.key_share.pub));
-  const H1 = H([fromHex(v0.frames[0].payload_hex), fromHex(v0.frames[1].payload_hex)]);
+  const H1 = H([fromHex(v.frames[0].payload_hex), fromHex(v.frames[1].payload_hex)]);
   const hs = hmacSha256Sync(utf8("securechat/v2"), ss1);
   const keys = {
     key: expandLabel(hs, "hs s2c key", H1, 16),
     iv: expandLabel(hs, "hs s2c iv", H1, 12),
   };
-  const s2c = v0.frames.filter((f) => f.dir === "s2c" && f.key === "hs");
+  const s2c = v.frames.filter((f) => f.dir === "s2c" && f.key === "hs");
   const m = json(openRecord(keys, n, fromHex(s2c[n].payload_hex)));
-  const field = m.type === "finished" ? "mac" : "sig";
-  m[field] = btoa(String.fromCharCode(...flip(fromBase64(m[field]))));
+  edit(m);
   return sealRecord(keys, n, utf8(JSON.stringify(m)));
 }
+
+Deno.test("a client refuses dh_server in x25519mlkem768 after a hybrid phase 1: phase 2 is x25519 (PROTOCOL §4.2) → UNSUPPORTED", async () => {
+  const v: Vector = await load("handshake_ed25519_x25519mlkem768.json");
+  const incoming = v.frames.filter((f) => f.dir === "s2c" && (f.key === "none" || f.key === "hs"))
+    .map((f) => fromHex(f.payload_hex));
+  // s2c handshake frames: certificate, certificate_verify, finished, auth_ok, dh_server, …
+  const hybrid = await keyAgreement("x25519mlkem768").generate();
+  const answer = await keyAgreement("x25519mlkem768").respond(hybrid.share);
+  incoming[1 + 4] = await resealEdited(v, 4, (m) => {
+    assert.equal(m.type, "dh_server");
+    m.key_share = { group: "x25519mlkem768", pub: toBase64(answer.share) };
+  });
+  await assert.rejects(
+    runSide(v, "client", replayConn(incoming, [])),
+    (e: unknown) => e instanceof SecureChatError && e.code === "UNSUPPORTED",
+  );
+});
 
 for (const nc of negatives.cases) {
   Deno.test({
