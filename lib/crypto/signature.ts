@@ -6,6 +6,7 @@
 
 import { ed25519Sign, ed25519SyncKey, ed25519Verify } from "#sync-crypto";
 import type { SyncEd25519Key } from "./sync_types.ts";
+import { rsaPkcs1Sha256Verify, type RsaPublicKey, rsaPublicKeyOfSpki } from "./rsa_verify.ts";
 import { SecureChatError } from "../errors.ts";
 import {
   malformed,
@@ -32,6 +33,8 @@ export interface VerifyingKey {
   readonly key: CryptoKey;
   /** Ed25519 only: the same key for the synchronous backend, see {@link nativeEd25519}. */
   readonly native?: SyncEd25519Key;
+  /** RSA only: n and e for the BigInt verification (./rsa_verify.ts: ~4× faster in Deno). */
+  readonly rsa?: RsaPublicKey;
 }
 
 /**
@@ -157,6 +160,9 @@ export async function importVerifyingKeySpki(spkiDer: Uint8Array): Promise<Verif
   // SubjectPublicKeyInfo ::= SEQUENCE { algorithm, subjectPublicKey } (RFC 5280 §4.1)
   const algorithm = detectAlgorithm(spkiDer, 0, "SubjectPublicKeyInfo");
   const key = await importKey("spki", spkiDer, algorithm, "verify");
+  if (algorithm === "rsa-pkcs1-sha256") {
+    return { algorithm, key, rsa: rsaPublicKeyOfSpki(spkiDer) };
+  }
   if (algorithm !== "ed25519") return { algorithm, key };
   return { algorithm, key, native: nativeEd25519("spki", spkiDer) };
 }
@@ -197,6 +203,7 @@ export async function verify(
   if (signature.length !== signatureLength(key)) return false;
   try {
     if (key.native) return ed25519Verify(key.native, data, signature);
+    if (key.rsa) return rsaPkcs1Sha256Verify(key.rsa, data, signature);
     return await crypto.subtle.verify(
       WEBCRYPTO[key.algorithm].signParams,
       key.key,
