@@ -21,23 +21,25 @@ function writeAllSync(file: Deno.FsFile, bytes: Uint8Array): void {
 class FileSink implements AppendSink {
   #file: Deno.FsFile | null;
   #idleTimer?: ReturnType<typeof setTimeout>;
+  /** performance.now() of the last use: the idle timer, armed once, closes only after it. */
+  #usedAt = performance.now();
 
   constructor(readonly path: string, file: Deno.FsFile) {
     this.#file = file;
-    this.#armIdleClose();
+    this.#armIdleClose(IDLE_CLOSE_MS);
   }
 
   append(bytes: Uint8Array): void {
     this.#file ??= Deno.openSync(this.path, { write: true, append: true });
     writeAllSync(this.#file, bytes);
-    this.#armIdleClose();
+    this.#used();
   }
 
   async sync(): Promise<void> {
     // Reopened if idle: closing a descriptor does not make its writes durable.
     this.#file ??= await Deno.open(this.path, { write: true, append: true });
     await this.#file.sync();
-    this.#armIdleClose();
+    this.#used();
   }
 
   async close(): Promise<void> {
@@ -48,15 +50,29 @@ class FileSink implements AppendSink {
     }
   }
 
-  #armIdleClose(): void {
-    clearTimeout(this.#idleTimer);
-    const timer = setTimeout(() => this.#release(), IDLE_CLOSE_MS);
+  /**
+   * Not a timer per write (a busy session appends every few milliseconds): the one armed
+   * timer looks at the last use when it fires and waits out the rest of the idle time.
+   */
+  #used(): void {
+    this.#usedAt = performance.now();
+    if (this.#idleTimer === undefined) this.#armIdleClose(IDLE_CLOSE_MS);
+  }
+
+  #armIdleClose(ms: number): void {
+    const timer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      const idle = performance.now() - this.#usedAt;
+      if (idle >= IDLE_CLOSE_MS) this.#release();
+      else this.#armIdleClose(IDLE_CLOSE_MS - idle);
+    }, ms);
     Deno.unrefTimer(timer);
     this.#idleTimer = timer;
   }
 
   #release(): void {
     clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     try {
       this.#file?.close();
     } catch { /* already closed */ }

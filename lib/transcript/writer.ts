@@ -69,6 +69,19 @@ function ioError(what: string, cause: unknown): SecureChatError {
   });
 }
 
+/**
+ * Writers with lines not yet written, and the one timer that writes them all at the end of
+ * the turn: a server relaying one line to many sessions appends to each of their writers,
+ * and a timer per writer per turn cost more than the writes.
+ */
+const unflushed = new Set<{ flush(): void }>();
+let flushAllTimer: ReturnType<typeof setTimeout> | undefined;
+
+function flushAll(): void {
+  flushAllTimer = undefined;
+  for (const writer of unflushed) writer.flush();
+}
+
 export class TranscriptWriter {
   /** Path of the `.log` file. */
   readonly path: string;
@@ -83,7 +96,8 @@ export class TranscriptWriter {
   #keys: AppendSink | null = null;
   #pending: string[] = [];
   #pendingKeys: string[] = [];
-  #flushTimer?: ReturnType<typeof setTimeout>;
+  /** What flushAll() calls: this writer's batch goes out. */
+  readonly #batch = { flush: () => this.#flush() };
   #failed: SecureChatError | null = null;
   #closed = false;
 
@@ -197,7 +211,10 @@ export class TranscriptWriter {
     if (line.k && this.#keys !== null) {
       this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
     }
-    this.#flushTimer ??= setTimeout(() => this.#flush(), 0);
+    if (!unflushed.has(this.#batch)) {
+      unflushed.add(this.#batch);
+      flushAllTimer ??= setTimeout(flushAll, 0);
+    }
   }
 
   /**
@@ -213,8 +230,11 @@ export class TranscriptWriter {
 
   /** Writes the pending batch now. A failure is kept and thrown by the next append or finish. */
   #flush(): void {
-    clearTimeout(this.#flushTimer);
-    this.#flushTimer = undefined;
+    unflushed.delete(this.#batch);
+    if (unflushed.size === 0) {
+      clearTimeout(flushAllTimer);
+      flushAllTimer = undefined;
+    }
     if (this.#pending.length === 0 || this.#failed) return;
     try {
       this.#log.append(utf8(this.#pending.join("\n") + "\n"));
@@ -245,7 +265,7 @@ export class TranscriptWriter {
   }
 
   async #closeFiles(): Promise<void> {
-    clearTimeout(this.#flushTimer);
+    this.#flush();
     const keys = this.#keys;
     this.#keys = null;
     try {

@@ -71,7 +71,8 @@ export class FrameConnection {
    *   reader's FRAME_TOO_LARGE / PROTOCOL_ERROR.
    */
   async read(timeoutMs?: number): Promise<Uint8Array | null> {
-    if (timeoutMs === undefined) return await this.#reader.read();
+    // A frame already buffered needs no deadline: no timer per frame of a burst.
+    if (timeoutMs === undefined || this.#reader.hasFrame) return await this.#reader.read();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
