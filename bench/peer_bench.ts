@@ -27,13 +27,16 @@
  *
  *   deno run -A bench/peer_bench.ts [--quick]
  *   deno run -A bench/peer_bench.ts --breakdown [--quick]   where our CPU goes (see below)
+ *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
+ *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
  */
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { type Body, LOBBY, userRecipient } from "../lib/message/record.ts";
-import { FrameConnection } from "../lib/wire/connection.ts";
+import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
+import { concat } from "../lib/bytes.ts";
 import { findInspircd, GNUTLS_PRIORITY, Inspircd, INSPIRCD_INSTALL_HINT } from "./_inspircd.ts";
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
@@ -67,6 +70,8 @@ const OUR_UNDELIVERED = 256;
 const IRC_BATCH = 256;
 const IRC_IN_FLIGHT = 8192;
 const SERVER_SCRIPT = new URL("./_peer_server.ts", import.meta.url).pathname;
+const profileFlag = Deno.args.indexOf("--server-cpu-prof");
+const serverCpuProfileDir = profileFlag >= 0 ? Deno.args[profileFlag + 1] : undefined;
 const HANDSHAKE_SERVER_SCRIPT = new URL("./_setup_server.ts", import.meta.url).pathname;
 
 interface Phase {
@@ -91,6 +96,7 @@ class OurServer {
     const dir = await Deno.makeTempDir({ prefix: "sc-bench-peer-" });
     const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`], [
       "--v8-flags=--expose-gc",
+      ...(serverCpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${serverCpuProfileDir}`] : []),
     ]);
     const { port } = await child.next() as { port: number };
     return new OurServer(child, port, dir);
@@ -123,8 +129,9 @@ async function ourLogin(
   pki: TestPki,
   name: string,
   identity: Identity,
+  tcp?: ByteStreamConn,
 ): Promise<OurClient> {
-  const conn = new FrameConnection(await connectLikeClient(server.port));
+  const conn = new FrameConnection(tcp ?? await connectLikeClient(server.port));
   const est = await clientHandshake(conn, {
     identity,
     trust: pki.trust,
@@ -354,37 +361,188 @@ async function ourFanOut(
   }
 }
 
-async function ourIdle(pki: TestPki, n: number): Promise<Phase> {
+/**
+ * A byte stream whose writes are held until `release`: the sender's messages are made,
+ * signed and sealed before the clock starts and leave in one burst (see ourBurst).
+ */
+class HeldWrites implements ByteStreamConn {
+  #held: Uint8Array[] | null = null;
+  constructor(readonly inner: Deno.TcpConn) {}
+  get readable(): ReadableStream<Uint8Array> {
+    return this.inner.readable;
+  }
+  read(into: Uint8Array): Promise<number | null> {
+    return this.inner.read(into);
+  }
+  hold(): void {
+    this.#held = [];
+  }
+  write(bytes: Uint8Array): Promise<number> {
+    if (!this.#held) return this.inner.write(bytes);
+    this.#held.push(bytes.slice());
+    return Promise.resolve(bytes.length);
+  }
+  /** Writes everything held, then lets writes through again. */
+  async release(): Promise<void> {
+    const bytes = concat(...this.#held ?? []);
+    this.#held = null;
+    for (let at = 0; at < bytes.length;) at += await this.inner.write(bytes.subarray(at));
+  }
+  close(): void {
+    this.inner.close();
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+}
+
+/**
+ * A recipient that counts the relays reaching it: handshake and login as a client, then
+ * every record opened (the record layer) and its type read, nothing verified, as the IRC
+ * clients count PRIVMSG lines. The server's side of the session is the real one.
+ */
+async function countingRecipient(
+  server: OurServer,
+  pki: TestPki,
+  name: string,
+  identity: Identity,
+): Promise<{ received: { relayed: number; notices: number }; conn: FrameConnection }> {
+  const conn = new FrameConnection(await connectLikeClient(server.port));
+  const est = await clientHandshake(conn, {
+    identity,
+    trust: pki.trust,
+    serverName: "localhost",
+    credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
+  });
+  const received = { relayed: 0, notices: 0 };
+  const decoder = new TextDecoder();
+  void (async () => {
+    for (;;) {
+      const payload = await conn.read().catch(() => null);
+      if (payload === null) return;
+      // The type is the first member of every session message (PROTOCOL §6).
+      const head = decoder.decode(est.records.open(payload).subarray(0, 16));
+      if (head.startsWith('{"type":"relay"')) received.relayed++;
+      else if (head.startsWith('{"type":"msg"')) received.notices++;
+      else if (head.startsWith('{"type":"key_up')) est.records.updateReceive();
+    }
+  })();
+  return { received, conn };
+}
+
+/**
+ * The relay at the server's own speed, as InspIRCd's is measured (its sender writes
+ * IRC_BATCH lines a write and its recipients only count): `messages` made, signed and
+ * sealed by a real sender session before the clock starts, written in one burst, relayed
+ * to `recipients` counting clients. With verifying clients in this process (ourFanOut)
+ * the server waits on them most of the time and each message pays the server's wake-up
+ * (timers, a read and a write per frame) alone; here the server reads batches of frames
+ * as a loaded server does.
+ */
+async function ourBurst(
+  pki: TestPki,
+  ids: Map<string, Identity>,
+  recipients: number,
+  messages: number,
+): Promise<Phase> {
+  const server = await OurServer.start(pki);
+  const conns: FrameConnection[] = [];
+  let sender: OurClient | undefined;
+  try {
+    const names = [...ids.keys()].slice(0, recipients + 1);
+    const receivers: { relayed: number; notices: number }[] = [];
+    for (const name of names.slice(1)) {
+      const r = await countingRecipient(server, pki, name, ids.get(name)!);
+      conns.push(r.conn);
+      receivers.push(r.received);
+    }
+    const held = new HeldWrites(await connectLikeClient(server.port));
+    sender = await ourLogin(server, pki, names[0], ids.get(names[0])!, held);
+    // Every recipient has heard every join (the sender's last) and its welcome.
+    await until(
+      () => receivers.every((r, i) => r.notices >= recipients - i + 1),
+      "join notices",
+    );
+    const body: Body = { kind: "text", text: TEXT };
+    const to = recipients === 1 ? userRecipient(names[1]) : LOBBY;
+    held.hold();
+    const sends: Promise<number>[] = [];
+    for (let i = 0; i < messages; i++) sends.push(sender.session.send(body, to));
+    await Promise.all(sends);
+    const { result: m, threads } = await threadsDuring(
+      server.pid,
+      () =>
+        cpuDuring(server.pid, async () => {
+          await held.release();
+          await until(
+            () => receivers.every((r) => r.relayed >= messages),
+            "every relayed message delivered",
+          );
+          return messages;
+        }),
+    );
+    return {
+      units: m.result * recipients,
+      wallSeconds: m.wallSeconds,
+      cpuSeconds: m.cpuSeconds,
+      extra: { messages, server_thread_cpu_seconds: threads },
+    };
+  } finally {
+    await server.stop();
+    for (const conn of conns) conn.close();
+    await sender?.run;
+  }
+}
+
+/**
+ * Idle connections held at two levels, `low` then `high`: the RSS per connection is the
+ * slope between them, (RSS at high − RSS at low) / (high − low), for both servers. The first
+ * connections of a fresh process also grow its pools (V8's young generation grows by tens of
+ * MB under the handshakes' garbage and keeps what it grew; malloc arenas), a one-time cost
+ * that divided by 100 connections made most of the figure; the slope is what one more
+ * connection costs. RSS from 0 to `low` stays in the details.
+ */
+type IdleLevels = readonly [low: number, high: number];
+
+async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
   const server = await OurServer.start(pki);
   const clients: OurClient[] = [];
   try {
-    const names = Array.from({ length: n + 1 }, (_, i) => `idle${i}`);
+    const names = Array.from({ length: high + 1 }, (_, i) => `idle${i}`);
     const ids = await mintClientIdentities(pki.dir, names);
-    await closeCleanly(await ourLogin(server, pki, names[n], ids[n])); // warm-up
-    const heapBefore = await server.gc();
-    const before = await sampleProcess(server.pid);
-    const t0 = performance.now();
+    await closeCleanly(await ourLogin(server, pki, names[high], ids[high])); // warm-up
+    const atZero = await sampleProcess(server.pid);
     let next = 0;
-    await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
-      while (next < n) {
-        const i = next++;
-        clients.push(await ourLogin(server, pki, names[i], ids[i]));
-      }
-    }));
-    // Every join is announced to everyone already there (n(n-1)/2 notices) plus a welcome each.
-    const notices = (n * (n - 1)) / 2 + n;
-    await until(() => clients.reduce((a, c) => a + c.received.notices, 0) >= notices, "joins");
+    const holdUpTo = async (n: number) => {
+      await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
+        while (next < n) {
+          const i = next++;
+          clients.push(await ourLogin(server, pki, names[i], ids[i]));
+        }
+      }));
+      // Every join is announced to everyone already there (n(n-1)/2 notices) plus a welcome each.
+      const notices = (n * (n - 1)) / 2 + n;
+      await until(() => clients.reduce((a, c) => a + c.received.notices, 0) >= notices, "joins");
+      return { heap: await server.gc(), proc: await sampleProcess(server.pid) };
+    };
+    const atLow = await holdUpTo(low);
+    const t0 = performance.now();
+    const atHigh = await holdUpTo(high);
     const wallSeconds = (performance.now() - t0) / 1000;
-    const heapAfter = await server.gc();
-    const after = await sampleProcess(server.pid);
-    const per = (k: keyof Deno.MemoryUsage) => Math.round((heapAfter[k] - heapBefore[k]) / n);
+    const units = high - low;
+    const per = (k: keyof Deno.MemoryUsage) => Math.round((atHigh.heap[k] - atLow.heap[k]) / units);
     return {
-      units: n,
+      units,
       wallSeconds,
-      cpuSeconds: after.cpuSeconds - before.cpuSeconds,
+      cpuSeconds: atHigh.proc.cpuSeconds - atLow.proc.cpuSeconds,
       extra: {
-        rss_before: before.rssBytes,
-        rss_after: after.rssBytes,
+        levels: [low, high],
+        rss_at_zero: atZero.rssBytes,
+        rss_before: atLow.proc.rssBytes,
+        rss_after: atHigh.proc.rssBytes,
+        rss_bytes_per_connection_first_low: Math.round(
+          (atLow.proc.rssBytes - atZero.rssBytes) / low,
+        ),
         // Where the RSS goes: the V8 heap in use, and memory outside it (buffers).
         v8_heap_used_bytes_per_connection: per("heapUsed"),
         v8_heap_committed_bytes_per_connection: per("heapTotal"),
@@ -520,7 +678,12 @@ async function ircFanOut(
   }
 }
 
-async function ircIdle(binary: string, files: TlsFiles, tls: IrcTls, n: number): Promise<Phase> {
+async function ircIdle(
+  binary: string,
+  files: TlsFiles,
+  tls: IrcTls,
+  [low, high]: IdleLevels,
+): Promise<Phase> {
   const server = await Inspircd.start(binary, files);
   const clients: IrcClient[] = [];
   try {
@@ -529,25 +692,35 @@ async function ircIdle(binary: string, files: TlsFiles, tls: IrcTls, n: number):
     await warm.welcomed();
     await warm.quit();
     await sleep(100);
-    const before = await sampleProcess(server.pid);
-    const t0 = performance.now();
+    const atZero = await sampleProcess(server.pid);
     let next = 0;
-    await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
-      while (next < n) {
-        const client = await IrcClient.connect(server.port, tls);
-        await client.register(`i${next++}`);
-        clients.push(client);
-      }
-    }));
-    await Promise.all(clients.map((c) => c.welcomed()));
+    const holdUpTo = async (n: number) => {
+      await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
+        while (next < n) {
+          const client = await IrcClient.connect(server.port, tls);
+          await client.register(`i${next++}`);
+          clients.push(client);
+        }
+      }));
+      await Promise.all(clients.map((c) => c.welcomed()));
+      await sleep(100);
+      return await sampleProcess(server.pid);
+    };
+    const atLow = await holdUpTo(low);
+    const t0 = performance.now();
+    const atHigh = await holdUpTo(high);
     const wallSeconds = (performance.now() - t0) / 1000;
-    await sleep(100);
-    const after = await sampleProcess(server.pid);
     return {
-      units: n,
+      units: high - low,
       wallSeconds,
-      cpuSeconds: after.cpuSeconds - before.cpuSeconds,
-      extra: { rss_before: before.rssBytes, rss_after: after.rssBytes },
+      cpuSeconds: atHigh.cpuSeconds - atLow.cpuSeconds,
+      extra: {
+        levels: [low, high],
+        rss_at_zero: atZero.rssBytes,
+        rss_before: atLow.rssBytes,
+        rss_after: atHigh.rssBytes,
+        rss_bytes_per_connection_first_low: Math.round((atLow.rssBytes - atZero.rssBytes) / low),
+      },
     };
   } finally {
     for (const c of clients) c.close();
@@ -590,7 +763,9 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     const span: Span = opts.quick
       ? { ms: 300, minCpuSeconds: 0.05 }
       : { ms: 3000, minCpuSeconds: 0.5 };
-    const idle = opts.quick ? 16 : 100;
+    const idle: IdleLevels = opts.quick ? [8, 16] : [100, 400];
+    /** Messages of a burst phase: full, enough for ≥ 0.5 s of the server's CPU. */
+    const burst = opts.quick ? 100 : 2000;
     const ids = new Map(
       await Promise.all(users.map(async (n) => [n, await pki!.identity(n)] as const)),
     );
@@ -614,9 +789,18 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       relay: await ircFanOut(binary, files, tls, RELAY_RECIPIENTS, span),
       idle: await ircIdle(binary, files, tls, idle),
     };
+    const edPki = await ed25519Pki(users);
     const ours = {
       handshake: await ourHandshakes(pki, ids, span),
       setup: await ourSetup(pki, ids, span),
+      direct_burst: await ourBurst(pki, ids, 1, burst),
+      relay_burst: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst),
+      relay_burst_ed25519: await ourBurst(
+        edPki,
+        new Map(await Promise.all(users.map(async (n) => [n, await edPki.identity(n)] as const))),
+        RELAY_RECIPIENTS,
+        2 * burst,
+      ).finally(() => Deno.remove(edPki.dir, { recursive: true })),
       direct: await ourFanOut(pki, ids, 1, span),
       relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
       idle: await ourIdle(pki, idle),
@@ -647,20 +831,39 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         ),
       ),
       figure(
-        `server CPU per relay delivery (1 sender -> ${RELAY_RECIPIENTS})`,
-        cpuMicrosPer(ours.relay),
+        `server CPU per relay delivery (1 sender -> ${RELAY_RECIPIENTS}, a burst at the ` +
+          "server's pace)",
+        cpuMicrosPer(ours.relay_burst),
         "µs",
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
         { goal: "<= 4 (issue 18)" },
       ),
       figure(
-        "server CPU per direct message (1 -> 1)",
+        `server CPU per relay delivery, Ed25519 keys (1 -> ${RELAY_RECIPIENTS}, a burst)`,
+        cpuMicrosPer(ours.relay_burst_ed25519),
+        "µs",
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
+      figure(
+        `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, paced by verifying clients)`,
+        cpuMicrosPer(ours.relay),
+        "µs",
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
+      figure(
+        "server CPU per direct message (1 -> 1, a burst)",
+        cpuMicrosPer(ours.direct_burst),
+        "µs",
+        ref(peer("per PRIVMSG to a nick"), cpuMicrosPer(theirs.direct), "µs"),
+      ),
+      figure(
+        "server CPU per direct message (1 -> 1, paced by a verifying client)",
         cpuMicrosPer(ours.direct),
         "µs",
         ref(peer("per PRIVMSG to a nick"), cpuMicrosPer(theirs.direct), "µs"),
       ),
       figure(
-        `RSS per idle authenticated connection (${idle} held)`,
+        `RSS per idle authenticated connection (slope from ${idle[0]} to ${idle[1]} held)`,
         rssPer(ours.idle) / 1024,
         "KiB",
         ref(peer("per registered TLS client"), rssPer(theirs.idle) / 1024, "KiB"),
@@ -710,7 +913,11 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
           direct_and_relay: `sent for the phase, then until all delivered; ours ${WINDOW} sends ` +
             `in flight and at most ${OUR_UNDELIVERED} undelivered, IRC ${IRC_BATCH} lines a ` +
             `write and at most ${IRC_IN_FLIGHT} undelivered`,
-          idle: `${idle} connections, ${SETUP_CLIENTS} connecting at once`,
+          burst: `ours: ${burst} messages (Ed25519: ${2 * burst}) signed and sealed before the ` +
+            "clock starts, written at once, relayed to recipients that count them (record layer " +
+            "opened, nothing verified, as the IRC clients count PRIVMSGs)",
+          idle: `${idle[0]} connections held, then ${idle[1]}; RSS per connection is the slope ` +
+            `between the two; ${SETUP_CLIENTS} connecting at once`,
         },
         cpu: "utime+stime of the server process (/proc/<pid>/stat, all threads, 10 ms ticks)",
         securechat: Object.fromEntries(
