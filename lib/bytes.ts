@@ -7,9 +7,15 @@ export function utf8(text: string): Uint8Array {
   return encoder.encode(text);
 }
 
+const lossyDecoder = new TextDecoder("utf-8");
+
 /** Decodes UTF-8, throwing a TypeError on malformed input instead of substituting U+FFFD. */
 export function fromUtf8(bytes: Uint8Array): string {
-  return strictDecoder.decode(bytes);
+  // The lossy decoder is several times faster in Deno than the fatal one, and it puts a
+  // U+FFFD wherever the input is malformed: an output without one came from valid input.
+  // One with a U+FFFD (malformed, or a real U+FFFD) is decided by the fatal decoder.
+  const text = lossyDecoder.decode(bytes);
+  return text.includes("\uFFFD") ? strictDecoder.decode(bytes) : text;
 }
 
 export function concat(...parts: Uint8Array[]): Uint8Array {

@@ -1,6 +1,6 @@
 /** lib/bytes.ts: base64 through the runtime codec behind one strict, canonical form (PROTOCOL §2), and the big-endian integers of signed input. */
 import assert from "node:assert/strict";
-import { FieldWriter, fromBase64, toBase64, toHex, u64be } from "../../lib/bytes.ts";
+import { FieldWriter, fromBase64, fromUtf8, toBase64, toHex, u64be } from "../../lib/bytes.ts";
 import { canonicalBase64Length } from "../../lib/wire/schema.ts";
 
 /** RFC 4648 through binary strings: the reference the codec must agree with. */
@@ -92,4 +92,34 @@ Deno.test("FieldWriter writes fields in order and refuses a wrong size, bad hex 
   assert.throws(() => new FieldWriter(8).u64(-1), RangeError);
   assert.throws(() => new FieldWriter(8).u64(2 ** 53), RangeError);
   assert.throws(() => new FieldWriter(4).u32(2 ** 32), RangeError);
+});
+
+Deno.test("fromUtf8() throws on malformed UTF-8 and keeps a real U+FFFD, as a fatal TextDecoder", () => {
+  const fatal = new TextDecoder("utf-8", { fatal: true });
+  const malformed = [
+    [0xff],
+    [0xc0, 0xaf], // overlong '/'
+    [0xed, 0xa0, 0x80], // a lone surrogate
+    [0xe2, 0x82], // truncated
+    [0x61, 0xef, 0xbf, 0xbd, 0x80], // a real U+FFFD, then a stray continuation byte
+  ];
+  for (const bytes of malformed) {
+    assert.throws(() => fromUtf8(Uint8Array.from(bytes)), TypeError, `${bytes}`);
+  }
+  for (const text of ["", "plain ascii", "a \uFFFD b", "\uFFFD", "h\u00e9llo \u{1F600}"]) {
+    const bytes = new TextEncoder().encode(text);
+    assert.equal(fromUtf8(bytes), fatal.decode(bytes));
+  }
+  // Random bytes, mostly malformed: the same verdict and text as the fatal decoder.
+  for (let i = 0; i < 2000; i++) {
+    const bytes = crypto.getRandomValues(new Uint8Array(i % 12));
+    let expected: string | TypeError;
+    try {
+      expected = fatal.decode(bytes);
+    } catch (error) {
+      expected = error as TypeError;
+    }
+    if (expected instanceof TypeError) assert.throws(() => fromUtf8(bytes), TypeError);
+    else assert.equal(fromUtf8(bytes), expected);
+  }
 });
