@@ -87,8 +87,8 @@ export class Member {
   readonly bucket: TokenBucket;
   /** This member's relays still being published (see RELAY_WINDOW). */
   readonly inFlight = new Set<Promise<void>>();
-  /** The member's certificate as relays carry it, encoded once. */
-  readonly certBase64: string;
+  /** See certBase64: encoded at the member's first relay, not for every idle session. */
+  #certBase64?: string;
   /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
   readonly since = Date.now();
   /**
@@ -127,7 +127,10 @@ export class Member {
     readonly drop: (error: SecureChatError) => void,
   ) {
     this.bucket = new TokenBucket(limits.messageBurst, limits.messagesPerSecond);
-    this.certBase64 = toBase64(session.established.peer.der);
+  }
+  /** The member's certificate as relays carry it, encoded once. */
+  get certBase64(): string {
+    return this.#certBase64 ??= toBase64(this.session.established.peer.der);
   }
   get username(): string {
     return this.session.username;
