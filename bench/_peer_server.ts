@@ -6,7 +6,7 @@
  * which would dominate setup and is not what the comparison is about); admission and
  * lobby rate limits are lifted as InspIRCd's flood control is switched off.
  *
- *   deno run -A --v8-flags=--expose-gc bench/_peer_server.ts <pkiDir> <transcriptDir>
+ *   deno run -A --v8-flags=--expose-gc bench/_peer_server.ts <pkiDir> <transcriptDir> each|coalesced
  *
  * Prints {"port":N}; answers {"cmd":"gc"} after full garbage collections with
  * Deno.memoryUsage(); exits when stdin closes (without closing sessions: the bench
@@ -16,10 +16,11 @@ import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { ChatServer } from "../lib/server/server.ts";
+import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
 import { sharedPasswordStore } from "../testkit/memory_store.ts";
 import { BENCH_PASSWORD, commands, reply, sleep } from "./_util.ts";
 
-const [pkiDir, transcriptDir] = Deno.args;
+const [pkiDir, transcriptDir, presence] = Deno.args;
 const server = ChatServer.listen({
   hostname: "127.0.0.1",
   port: 0,
@@ -34,9 +35,14 @@ const server = ChatServer.listen({
     handshakeBurst: 1_000_000,
     handshakesPerSecond: 1_000_000,
   },
-  // Every join told to every member at once, as an IRC server sends every JOIN: the peer
-  // bench counts n(n-1)/2 join notices and compares that work with InspIRCd's.
-  lobby: { messagesPerSecond: 1e6, messageBurst: 1e6, presenceNoticeMs: 0 },
+  // "each": every join told to every member at once, as an IRC server sends every JOIN (the
+  // peer bench counts n(n-1)/2 join notices and compares that work with InspIRCd's);
+  // "coalesced": as `serve` ships (the idle phase, which fills the lobby by thousands).
+  lobby: {
+    messagesPerSecond: 1e6,
+    messageBurst: 1e6,
+    presenceNoticeMs: presence === "coalesced" ? PRESENCE_NOTICE_WINDOW_MS : 0,
+  },
 });
 reply({ port: server.port });
 
