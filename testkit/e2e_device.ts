@@ -13,6 +13,7 @@ import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/sessi
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import type { FrameConnection } from "../lib/wire/connection.ts";
 import type { TestPki } from "./pki.ts";
+import { pollUntil } from "./server_process.ts";
 
 export interface DeviceClient {
   session: ChatSession;
@@ -74,15 +75,28 @@ export async function deviceLogin(
     },
   });
   const received: ReceivedMessage[] = [];
+  let published = false;
   const running = session.run({
     onMessage: async (m) => {
-      if (m.type === "msg" && m.body.kind === "keys") return await e2e.onKeys(m.body, session);
+      if (m.type === "msg" && m.body.kind === "keys") {
+        if (m.body.device === e2e.device && m.body.opks_left !== undefined) published = true;
+        return await e2e.onKeys(m.body, session);
+      }
       if (m.type === "msg" && m.body.kind === "members") return e2e.onMembers(m.body);
       if (m.type === "relay" && m.relayed.senderKey) return; // handled by the session, not a line
       received.push(m);
     },
   });
-  if (o.publish !== false) await e2e.publish(session);
+  if (o.publish !== false) {
+    // Logged in means findable, as `connect` (and LiveClient.login) have it: until the server
+    // answers the publish, a contact's fetch may not list this device yet.
+    await e2e.publish(session);
+    await pollUntil(
+      () => published || undefined,
+      10_000,
+      () => `${o.user}'s device ${e2e.device}: no answer to its keys_publish`,
+    );
+  }
   const say = async (line: string) => {
     const parsed = parseChatLine(line);
     if (parsed.action !== "send") throw new Error(`not a sending line: ${line}`);
