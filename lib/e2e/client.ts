@@ -59,6 +59,14 @@ export const PREKEY_TARGET = 20;
 const SESSIONS_PER_DEVICE = 4;
 /** How long a key directory answer may take. */
 const FETCH_TIMEOUT_MS = 10_000;
+/** How long the chains of a member who left are kept for their lines still on the way. */
+const DEPARTED_CHAINS_KEPT_MS = 5 * 60_000;
+/**
+ * An author device's chains kept, newest first: its lines under a chain it has since replaced
+ * may still come (sent before a membership change, delivered after, or replayed after a node
+ * failed).
+ */
+const CHAINS_KEPT_PER_DEVICE = 4;
 /** Sender chains one lobby line may start while the membership keeps changing under it. */
 const LOBBY_REKEY_ROUNDS = 3;
 /** A contact's device list is fetched again before a line when it is older than this. */
@@ -169,6 +177,8 @@ export class E2eClient {
   readonly #restart = new Set<string>();
   /** The other lobby members, as the server's `members` bodies say (PROTOCOL §12.5). */
   readonly #lobby = new Set<string>();
+  /** Members who left, and when: their chains go at a later membership change. */
+  readonly #departed = new Map<string, number>();
   /**
    * Our sender chain, as last distributed. Memory only: a restarted client logs in again,
    * which is a membership change.
@@ -196,7 +206,7 @@ export class E2eClient {
    */
   readonly #lobbyDevices = new Set<string>();
   /** Each lobby author device's chain (`name/device`), as its author distributed it to us. */
-  readonly #receivers = new Map<string, SenderKeyReceiver>();
+  readonly #receivers = new Map<string, SenderKeyReceiver[]>();
   readonly #pending = new Map<string, (body: KeysBody) => void>();
   #saveTimer?: ReturnType<typeof setTimeout>;
   /** This device's id (PROTOCOL §12.2), derived from its identity key. */
@@ -406,12 +416,22 @@ export class E2eClient {
       if (user === this.#me.user) continue;
       if (body.event === "left") {
         this.#lobby.delete(user);
-        for (const key of this.#receivers.keys()) {
-          if (key.startsWith(`${user}/`)) this.#receivers.delete(key);
-        }
+        // Their chains stay a while: lines they sent before they left may still come (a
+        // replay after a node failed, a slow node). Leaving needs nothing from us: what
+        // keeps a leaver from reading on is that every author starts a new chain.
+        this.#departed.set(user, Date.now());
       } else {
         this.#lobby.add(user);
+        this.#departed.delete(user);
         if (body.event === "joined") this.#listedAt.delete(user);
+      }
+    }
+    const now = Date.now();
+    for (const [user, leftAt] of this.#departed) {
+      if (now - leftAt < DEPARTED_CHAINS_KEPT_MS) continue;
+      this.#departed.delete(user);
+      for (const key of this.#receivers.keys()) {
+        if (key.startsWith(`${user}/`)) this.#receivers.delete(key);
       }
     }
   }
@@ -497,10 +517,12 @@ export class E2eClient {
   onSenderKey(author: string, update: { fromDevice: string; body: SenderKeyBody }): void {
     const name = canonicalName(author);
     const { id, n, ck } = update.body;
-    this.#receivers.set(
-      `${name}/${update.fromDevice}`,
+    const key = `${name}/${update.fromDevice}`;
+    const older = (this.#receivers.get(key) ?? []).filter((r) => r.id !== id);
+    this.#receivers.set(key, [
       new SenderKeyReceiver(name, { id, n, ck: fromBase64(ck) }),
-    );
+      ...older.slice(0, CHAINS_KEPT_PER_DEVICE - 1),
+    ]);
   }
 
   /** The devices of `user` this device has sessions with. */
@@ -711,7 +733,8 @@ export class E2eClient {
   ): Promise<Uint8Array> {
     const name = canonicalName(author.commonName);
     if (e2e.kind === "sender") {
-      const receiver = this.#receivers.get(`${name}/${e2e.from}`);
+      const chains = this.#receivers.get(`${name}/${e2e.from}`) ?? [];
+      const receiver = chains.find((r) => r.id === e2e.id) ?? chains[0];
       if (!receiver) {
         throw new SecureChatError(
           "DECRYPT_FAIL",
