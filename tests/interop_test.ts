@@ -218,6 +218,7 @@ for (const { keyType, group } of CASES) {
               `${tmp}/pytr`,
               "--key-update-every",
               "1",
+              "--e2e",
             ],
             env: { INTEROP_PW: "alice-interop-password" },
             stdin: "piped",
@@ -265,16 +266,25 @@ for (const { keyType, group } of CASES) {
           (l) => l.includes(`alice ✓ hello from python ${keyType}`),
           "bob shows alice's lobby line with ✓",
         );
+        // End to end (PROTOCOL §12.6): the Python client fetched bob's device bundle, checked it
+        // (§12.2: certificate, CN, both signatures, the ML-KEM key), ran PQXDH and wrapped k with
+        // its Double Ratchet; lib/ unwraps it.
         await py.send("/msg bob a private python line, after a key update");
         await bob.out.waitFor(
           (l) => l.includes("alice (private) ✓ a private python line, after a key update"),
           "bob shows alice's private line with ✓",
         );
+        assert.ok(
+          !py.out.lines.some((l) => l.startsWith("WARNING bob") || l.startsWith("NOT_SENT")),
+          `the private line to bob should have gone end to end:\n${py.out.text()}`,
+        );
 
-        // A private line to nobody online: refused, and the refusal is a line of both
-        // transcripts (PROTOCOL §6.5).
+        // A private line to nobody online: nobody has keys, so the client warns that it goes
+        // readable by the server (§12.6); refused, and the refusal is a line of both transcripts
+        // (PROTOCOL §6.5). c2s: publish 1, lobby 2, fetch 3, private 4, fetch 5, this line 6.
         await py.send("/msg nobody-online are you there?");
-        await py.out.waitFor((l) => l === "REFUSED 3 NOT_ONLINE", "python sees its refusal");
+        await py.out.waitFor((l) => l.startsWith("WARNING nobody-online"), "python warns");
+        await py.out.waitFor((l) => l === "REFUSED 6 NOT_ONLINE", "python sees its refusal");
 
         // bob → Python, lobby and private, author verified by Python; across server key updates.
         await bob.send(`hello from deno bob ${keyType}`);
@@ -285,8 +295,8 @@ for (const { keyType, group } of CASES) {
         await new Promise((r) => setTimeout(r, 1200));
         await bob.send("/msg alice bob privately, a second later");
         await py.out.waitFor(
-          (l) => l === "bob (private): bob privately, a second later",
-          "python shows bob's private line",
+          (l) => l === "bob (private) e2e: bob privately, a second later",
+          "python shows bob's private line, unwrapped end to end",
         );
         assert.ok(
           py.out.lines.includes("KEY_UPDATE s2c"),
@@ -329,9 +339,9 @@ for (const { keyType, group } of CASES) {
         assert.equal(peerReceipt.signer_role, "client");
         assert.equal(peerReceipt.transcript_sha256, pyHash);
         const vs = await verifyConfirmedByBoth(ca, log);
-        // c2s: the three Python records (key updates are record-layer, not lines: §4.4)
-        assert.match(vs, /c2s 3 /, vs);
-        assert.match(vs, /refused\s+c2s 3 was refused by the server \(NOT_ONLINE\)/, vs);
+        // c2s: the six Python records (key updates are record-layer, not lines: §4.4)
+        assert.match(vs, /c2s 6 /, vs);
+        assert.match(vs, /refused\s+c2s 6 was refused by the server \(NOT_ONLINE\)/, vs);
         assert.match(vs, /author\s+bob .*: 2 signed record/, vs);
 
         // The Python client's own transcript (TRANSCRIPT §2): the same hash, both receipts.
@@ -339,11 +349,12 @@ for (const { keyType, group } of CASES) {
         const vp = await verifyConfirmedByBoth(ca, pyLog);
         assert.ok(vp.includes(`transcript_sha256 ${pyHash}`), vp);
         assert.match(vp, /author\s+bob .*: 2 signed record/, vp);
-        assert.match(vp, /author\s+alice .*: 3 signed record/, vp);
-        assert.match(vp, /refused\s+c2s 3 was refused by the server \(NOT_ONLINE\)/, vp);
+        assert.match(vp, /author\s+alice .*: 6 signed record/, vp);
+        assert.match(vp, /refused\s+c2s 6 was refused by the server \(NOT_ONLINE\)/, vp);
 
         // An opening of bob's private line from the Python client's .keys (TRANSCRIPT §6),
-        // checked by a third party with only the CA.
+        // checked by a third party with only the CA: k came from the end-to-end unwrap, and
+        // authorship stays provable (PROTOCOL §12, non-repudiation kept on purpose).
         const lines = (await Deno.readTextFile(pyLog)).split("\n");
         const privateLine = lines.findIndex((l) =>
           l.includes('"type":"relay"') && l.includes('"to":"user:alice"')
@@ -390,6 +401,166 @@ for (const { keyType, group } of CASES) {
     },
   });
 }
+
+/** How `securechat connect` as the recipient must take each hostile first private line. */
+const HOSTILE_E2E = [
+  // §12.6: genuine records this device has no key for: recorded, shown as such, session goes on
+  {
+    mode: "no-wrap-for-device",
+    fatal: null,
+    shown: /alice \(private\) ✓ .*(no key|cannot decrypt)/,
+  },
+  { mode: "wrap-flipped", fatal: null, shown: /alice \(private\) ✓ .*(no key|cannot decrypt)/ },
+  // §12.6: a bad prekey header ends the session with its code
+  { mode: "pre-ik-not-from", fatal: "PROTOCOL_ERROR", shown: null },
+  { mode: "pre-ik-sig-flipped", fatal: "SIG_FAIL", shown: null },
+] as const;
+
+Deno.test({
+  name:
+    "interop: securechat connect as the recipient of hostile end-to-end lines from the clean-room client (PROTOCOL §12.6)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-e2e-" });
+    const certs = `${tmp}/certs`;
+    await Deno.mkdir(certs);
+    const procs: Proc[] = [];
+    let server: Proc | undefined;
+    try {
+      await makePki(["alice", "bob"], "ed25519", certs);
+      const ca = `${certs}/ca.pem`;
+      server = wrap(
+        spawnCli([
+          "serve",
+          "--port",
+          "0",
+          "--log-format",
+          "json",
+          "--handshake-rate",
+          "1000",
+          "--db",
+          `sqlite:${tmp}/t.db`,
+          "--transcripts",
+          `${tmp}/tr`,
+          "--ca",
+          ca,
+          "--cert",
+          `${certs}/server.pem`,
+          "--key",
+          `${certs}/server.key`,
+        ]),
+        "server",
+      );
+      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
+      const port = String(JSON.parse(listen).detail).split(":").pop()!;
+      let first = true;
+      for (const { mode, fatal, shown } of HOSTILE_E2E) {
+        const register = first ? ["--register", "--email", "bob@example.com"] : [];
+        const bob = wrap(
+          spawnCli([
+            "connect",
+            "--user",
+            "bob",
+            ...register,
+            "--port",
+            port,
+            "--ca",
+            ca,
+            "--cert",
+            `${certs}/bob.pem`,
+            "--key",
+            `${certs}/bob.key`,
+            "--transcripts",
+            `${tmp}/bobtr`,
+          ], { env: { SECURECHAT_PASSWORD: "bob-interop-password" } }),
+          `bob ${mode}`,
+        );
+        procs.push(bob);
+        await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+        const py = wrap(
+          new Deno.Command(PYTHON, {
+            args: [
+              PROBE_PY,
+              "--hostile-e2e",
+              mode,
+              "--port",
+              port,
+              "--ca",
+              ca,
+              "--cert",
+              `${certs}/alice.pem`,
+              "--key",
+              `${certs}/alice.key`,
+              "--user",
+              "alice",
+              "--password-env",
+              "INTEROP_PW",
+              ...(first ? ["--register", "alice@example.com"] : []),
+              "--e2e",
+            ],
+            env: { INTEROP_PW: "alice-interop-password" },
+            stdin: "piped",
+            stdout: "piped",
+            stderr: "piped",
+          }).spawn(),
+          `python ${mode}`,
+        );
+        procs.push(py);
+        first = false;
+        await py.out.waitFor((l) => l.startsWith("KEYS published"), `${mode}: python published`);
+        await py.send("/msg bob the faulty line");
+        if (fatal) {
+          assert.equal(await finish(bob), 1, `${mode}: bob should end:\n${bob.err.text()}`);
+          assert.match(bob.err.text(), new RegExp(`error: ${fatal}\\b`), `${mode}: bob's code`);
+          assert.ok(
+            !bob.out.text().includes("the faulty line"),
+            `${mode}: shown:\n${bob.out.text()}`,
+          );
+        } else {
+          await bob.out.waitFor((l) => shown!.test(l), `${mode}: bob shows the line as no key`);
+          assert.ok(
+            !bob.out.text().includes("the faulty line"),
+            `${mode}: shown:\n${bob.out.text()}`,
+          );
+          // The session went on, and the next line (no fault) opens.
+          await py.send("/msg bob the next line");
+          await bob.out.waitFor(
+            (l) => l.includes("alice (private) ✓ the next line"),
+            `${mode}: bob reads the next line`,
+          );
+          await closeStdin(bob);
+          assert.equal(await finish(bob), 0, `${mode}: bob failed:\n${bob.err.text()}`);
+        }
+        await closeStdin(py);
+        assert.equal(
+          await finish(py),
+          0,
+          `${mode}: python failed:\n${py.out.text()}\n${py.err.text()}`,
+        );
+      }
+    } finally {
+      for (const p of procs) {
+        await closeStdin(p);
+        try {
+          p.child.kill("SIGKILL");
+        } catch { /* exited */ }
+        await p.child.status;
+        await Promise.all([p.out.done, p.err.done]);
+      }
+      if (server) {
+        await closeStdin(server);
+        try {
+          server.child.kill("SIGTERM");
+        } catch { /* exited */ }
+        await server.child.status;
+        await Promise.all([server.out.done, server.err.done]);
+      }
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
 
 Deno.test({
   name:
@@ -579,6 +750,7 @@ Deno.test({
           certs,
           "--password-env",
           "INTEROP_PW",
+          "--e2e",
         ],
         env: { INTEROP_PW: "alice-probe-password" },
         stdout: "piped",

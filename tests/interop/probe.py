@@ -733,8 +733,6 @@ def _(a):
 def e2e_session(a):
     """A session with this probe's own device (§12.2), nothing published yet."""
     a.session()
-    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
-                                 a.server_der)
     a.device = sc.Device(a.my_name, a.my_der, a.my_key)
 
 
@@ -749,7 +747,8 @@ def server_answer(a):
             raise Outcome(f"unexpected {m['type']}")
         rec = sc.parse_record(m["record"])
         body = sc.parse_body(sc.check_content(rec, sc.b64d(m["k"], size=32)))
-        a.on_msg(m)
+        a.check_hop(rec["seqno"], rec["ts"])  # §6; the probe keeps no transcript lines
+        a.accept_hop(rec["seqno"], rec["ts"])
         if body["kind"] == "keys":
             return body
 
