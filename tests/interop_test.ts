@@ -139,13 +139,16 @@ async function verifyConfirmedByBoth(ca: string, log: string): Promise<string> {
   return v.stdout;
 }
 
+// `bobFirst`: bob's private line opens the end-to-end conversation, so the Python client answers
+// lib/'s PQXDH (§12.3 responder, with one of its one-time prekeys); otherwise the Python client
+// initiates it with bob's bundle.
 const CASES = [
-  { keyType: "ed25519", group: "x25519mlkem768" },
-  { keyType: "ed25519", group: "x25519" },
-  { keyType: "rsa2048", group: "p256" },
+  { keyType: "ed25519", group: "x25519mlkem768", bobFirst: true },
+  { keyType: "ed25519", group: "x25519", bobFirst: false },
+  { keyType: "rsa2048", group: "p256", bobFirst: false },
 ] as const;
 
-for (const { keyType, group } of CASES) {
+for (const { keyType, group, bobFirst } of CASES) {
   Deno.test({
     name: `interop: clean-room Python client ↔ securechat serve/connect (${keyType}, ${group})`,
     ignore: skipInterop,
@@ -266,9 +269,16 @@ for (const { keyType, group } of CASES) {
           (l) => l.includes(`alice ✓ hello from python ${keyType}`),
           "bob shows alice's lobby line with ✓",
         );
+        if (bobFirst) {
+          await bob.send("/msg alice bob opens the conversation");
+          await py.out.waitFor(
+            (l) => l === "bob (private) e2e: bob opens the conversation",
+            "python answers bob's first contact and shows his line",
+          );
+        }
         // End to end (PROTOCOL §12.6): the Python client fetched bob's device bundle, checked it
-        // (§12.2: certificate, CN, both signatures, the ML-KEM key), ran PQXDH and wrapped k with
-        // its Double Ratchet; lib/ unwraps it.
+        // (§12.2: certificate, CN, both signatures, the ML-KEM key), ran PQXDH (or answers on the
+        // session bob opened) and wrapped k with its Double Ratchet; lib/ unwraps it.
         await py.send("/msg bob a private python line, after a key update");
         await bob.out.waitFor(
           (l) => l.includes("alice (private) ✓ a private python line, after a key update"),
@@ -342,13 +352,14 @@ for (const { keyType, group } of CASES) {
         // c2s: the six Python records (key updates are record-layer, not lines: §4.4)
         assert.match(vs, /c2s 6 /, vs);
         assert.match(vs, /refused\s+c2s 6 was refused by the server \(NOT_ONLINE\)/, vs);
-        assert.match(vs, /author\s+bob .*: 2 signed record/, vs);
+        const bobRecords = bobFirst ? 3 : 2;
+        assert.match(vs, new RegExp(`author\\s+bob .*: ${bobRecords} signed record`), vs);
 
         // The Python client's own transcript (TRANSCRIPT §2): the same hash, both receipts.
         const pyLog = findLog(`${tmp}/pytr`, `-${sid}-client.log`);
         const vp = await verifyConfirmedByBoth(ca, pyLog);
         assert.ok(vp.includes(`transcript_sha256 ${pyHash}`), vp);
-        assert.match(vp, /author\s+bob .*: 2 signed record/, vp);
+        assert.match(vp, new RegExp(`author\\s+bob .*: ${bobRecords} signed record`), vp);
         assert.match(vp, /author\s+alice .*: 6 signed record/, vp);
         assert.match(vp, /refused\s+c2s 6 was refused by the server \(NOT_ONLINE\)/, vp);
 
@@ -356,7 +367,7 @@ for (const { keyType, group } of CASES) {
         // checked by a third party with only the CA: k came from the end-to-end unwrap, and
         // authorship stays provable (PROTOCOL §12, non-repudiation kept on purpose).
         const lines = (await Deno.readTextFile(pyLog)).split("\n");
-        const privateLine = lines.findIndex((l) =>
+        const privateLine = lines.findLastIndex((l) =>
           l.includes('"type":"relay"') && l.includes('"to":"user:alice"')
         ) + 1;
         assert.ok(privateLine > 1, `no private relay line in ${pyLog}`);
@@ -642,6 +653,7 @@ Deno.test({
               "--transcripts",
               `${tmp}/pytr`,
               ...(register ? ["--register", "alice@example.com"] : []),
+              "--e2e",
             ],
             env: { INTEROP_PW: "alice-interop-password" },
             stdin: "piped",
@@ -658,25 +670,32 @@ Deno.test({
         assert.equal(await finish(p), 0, `${who} failed:\n${p.out.text()}\n${p.err.text()}`);
       };
 
-      // The queue keeps end-to-end records only (PROTOCOL §6.6, §12.6), and the clean-room
-      // client does not speak §12 yet: a readable line to an offline user is refused, both ways,
-      // with the documented code, and nothing is stored.
+      // bob registers (publishing his device's keys) and leaves; the Python client's line to him
+      // goes end to end and is queued (committed first). c2s: publish 1, fetch 2, the line 3.
       const b1 = bob(true);
       await b1.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
       await done(b1, "bob 1");
       const p1 = py(true);
       await p1.out.waitFor((l) => l.startsWith("SESSION "), "python SESSION");
       await p1.send("/msg bob for later, from python");
-      await p1.out.waitFor((l) => l === "REFUSED 1 NOT_ONLINE", "python's line refused");
+      await p1.out.waitFor((l) => l === "QUEUED 3", "python sees its line queued");
       await done(p1, "python 1");
 
+      // bob gets it at login, unwrapped and author verified by lib/; his line to the offline
+      // Python client is wrapped for the device it published (bob runs PQXDH with its prekeys).
       const b2 = bob(false);
       await b2.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
       assert.ok(!b2.out.text().includes("for later, from python"), b2.out.text());
       await b2.send("/msg alice while you were away, from bob");
-      await b2.err.waitFor(
-        (l) => /refused by the server: NOT_ONLINE/.test(l),
-        "bob's readable line to the offline Python client refused",
+      await b2.err.waitFor((l) => /stored/.test(l), "bob is told his line is stored");
+      await done(b2, "bob 2");
+
+      // The Python client checks the stored line (§6.6 3' and 6'), answers bob's first contact
+      // from its saved device state (§12.3, §12.7), shows the line, acknowledges it.
+      const p2 = py(false);
+      await p2.out.waitFor(
+        (l) => l === "bob (private) (stored) e2e: while you were away, from bob",
+        "python shows the stored line, unwrapped",
       );
       await done(b2, "bob 2");
     } finally {
