@@ -633,7 +633,7 @@ Deno.test({
         procs.push(p);
         return p;
       };
-      const py = (register: boolean) => {
+      const py = (register: boolean, transcripts = `${tmp}/pytr`) => {
         const p = wrap(
           new Deno.Command(PYTHON, {
             args: [
@@ -651,7 +651,7 @@ Deno.test({
               "--password-env",
               "INTEROP_PW",
               "--transcripts",
-              `${tmp}/pytr`,
+              transcripts,
               ...(register ? ["--register", "alice@example.com"] : []),
               "--e2e",
             ],
@@ -697,7 +697,48 @@ Deno.test({
         (l) => l === "bob (private) (stored) e2e: while you were away, from bob",
         "python shows the stored line, unwrapped",
       );
-      await done(b2, "bob 2");
+      const sid2 = (await p2.out.waitFor((l) => l.startsWith("SESSION "), "SESSION")).split(" ")[1];
+      await done(p2, "python 2");
+      assert.equal(p2.err.text(), "", "python printed diagnostics");
+
+      // Acknowledged, so deleted: the next login gets nothing stored (its /who answer comes after).
+      const p3 = py(false);
+      await p3.out.waitFor((l) => l.startsWith("NOTICE: welcome"), "python welcome");
+      await p3.send("/who");
+      await p3.out.waitFor((l) => l.startsWith("NOTICE: ") && !l.includes("welcome"), "who");
+      await done(p3, "python 3");
+      assert.ok(!p3.out.text().includes("while you were away"), p3.out.text());
+
+      // lib/ verifies the Python transcript holding the stored line, confirmed by both receipts.
+      const vp = await verifyConfirmedByBoth(ca, findLog(`${tmp}/pytr`, `-${sid2}-client.log`));
+      assert.match(vp, /author\s+bob .*: 1 signed record/, vp);
+
+      // Several devices (§6.6, §12.6): bob's next stored line is wrapped for the device he knows.
+      // A second Python device (another state directory) cannot open it: it records the line as
+      // no key and acknowledges it as `unread`, so it stays queued; the first device then opens it.
+      const b3 = bob(false);
+      await b3.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+      await b3.send("/msg alice for your first device");
+      await b3.err.waitFor(
+        (l) => /message \d+ stored/.test(l) && !l.includes("message 2 "),
+        "stored",
+      );
+      await done(b3, "bob 3");
+      const other = py(false, `${tmp}/pytr-other-device`);
+      await other.out.waitFor(
+        (l) => l.startsWith("bob (private) (stored): NO_KEY"),
+        "the other device records the line as no key",
+      );
+      await other.send("/who");
+      await other.out.waitFor((l) => l.startsWith("NOTICE: ") && !l.includes("welcome"), "who");
+      await done(other, "python, other device");
+      assert.ok(!other.out.text().includes("for your first device"), other.out.text());
+      const p4 = py(false);
+      await p4.out.waitFor(
+        (l) => l === "bob (private) (stored) e2e: for your first device",
+        "the first device still gets the line and opens it",
+      );
+      await done(p4, "python 4");
     } finally {
       for (const p of procs) {
         await closeStdin(p);
