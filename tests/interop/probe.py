@@ -124,14 +124,20 @@ PROBES = []
 
 
 E2E_PROBES = set()  # run only with --e2e: they need a server with PROTOCOL §12.6's key directory
+# name -> (outcome the server gives instead of the documented one, interop finding that reports it).
+# Printed as KNOWN-DEVIATION, not OK; any third outcome fails; once the server follows the docs the
+# probe is plain OK and the entry can go.
+KNOWN_DEVIATIONS = {}
 
 
-def probe(name, expected, user="alice", e2e=False):
+def probe(name, expected, user="alice", e2e=False, deviation=None):
     """Registers a probe: `expected` is the outcome word the docs require."""
     def wrap(fn):
         PROBES.append((name, expected, user, fn))
         if e2e:
             E2E_PROBES.add(name)
+        if deviation:
+            KNOWN_DEVIATIONS[name] = deviation
         return fn
     return wrap
 
@@ -788,7 +794,8 @@ def _(a):
     return "bare" if mine == [{"device": a.device.id}] else f"devices {devs}"
 
 
-@probe("e2e_publish_bundle_of_another_user", "peer:PROTOCOL_ERROR", e2e=True)
+@probe("e2e_publish_bundle_of_another_user", "peer:PROTOCOL_ERROR", e2e=True,
+       deviation=("closed", 28))
 def _(a):
     e2e_session(a)  # §12.6: bundle.user must be the sender's canonical name
     a.device.user = "bob"
@@ -796,7 +803,8 @@ def _(a):
     return a.await_error()
 
 
-@probe("e2e_publish_device_not_the_id_of_ik", "peer:PROTOCOL_ERROR", e2e=True)
+@probe("e2e_publish_device_not_the_id_of_ik", "peer:PROTOCOL_ERROR", e2e=True,
+       deviation=("closed", 28))
 def _(a):
     e2e_session(a)  # §12.6: `device` must be the id of bundle.ik (§12.2)
     body = a.device.publish_body(0)
@@ -1044,6 +1052,9 @@ def main():
         ms = int((time.monotonic() - started) * 1000)
         if got == expected:
             print(f"PROBE {name} OK {got} ({ms} ms)", flush=True)
+        elif KNOWN_DEVIATIONS.get(name, (None,))[0] == got:
+            print(f"PROBE {name} KNOWN-DEVIATION expected {expected}, got {got} "
+                  f"(interop finding {KNOWN_DEVIATIONS[name][1]}) ({ms} ms)", flush=True)
         else:
             failed += 1
             print(f"PROBE {name} FAIL expected {expected}, got {got} ({ms} ms)", flush=True)
