@@ -2081,8 +2081,10 @@ class Client:
             for e in devs:
                 if not isinstance(e, dict):
                     raise ProtoError("PROTOCOL_ERROR", "device entry is not an object")
-                strict(e, ["device"], ["cert", "bundle", "opk"])
+                strict(e, ["device"], ["cert", "bundle", "opk", "lobby"])
                 want_device(e)
+                if "lobby" in e and e["lobby"] is not True:  # §12.5 on the wire: a flag, true
+                    raise ProtoError("PROTOCOL_ERROR", "device entry lobby is not true")
                 if ("cert" in e) != ("bundle" in e) or ("opk" in e and "bundle" not in e):
                     raise ProtoError("PROTOCOL_ERROR", "device entry: cert and bundle go together")
                 if "opk" in e:
