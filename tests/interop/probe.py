@@ -742,8 +742,13 @@ def e2e_session(a):
     a.device = sc.Device(a.my_name, a.my_der, a.my_key)
 
 
-def server_answer(a):
-    """The body of the server's next `msg` (a `keys` answer), read with the client's checks."""
+def server_answer(a, want="devices"):
+    """The body of the server's next `keys` answer to a fetch (`want` = "devices") or a publish
+    ("opks_left"), read with the client's checks. A `keys` of the other shape is skipped: the
+    server sends `{"kind":"keys","user","device","opks_left"}` unasked when a fetch left a device
+    fewer than PREKEYS_LOW one-time prekeys (§12.6), and a probe that fetches its own device gets
+    one between its fetches. A store failure (neither member) is returned either way."""
+    other = "opks_left" if want == "devices" else "devices"
     while True:
         _, m = a.read_content()
         if m["type"] == "key_update":
@@ -755,7 +760,7 @@ def server_answer(a):
         body = sc.parse_body(sc.check_content(rec, sc.b64d(m["k"], size=32)))
         a.check_hop(rec["seqno"], rec["ts"])  # §6; the probe keeps no transcript lines
         a.accept_hop(rec["seqno"], rec["ts"])
-        if body["kind"] == "keys":
+        if body["kind"] == "keys" and other not in body:
             return body
 
 
@@ -768,7 +773,7 @@ def send_body(a, body, to="server"):
 def _(a):
     e2e_session(a)  # §12.6: the opk handed out is removed in the statement that reads it
     send_body(a, a.device.publish_body(2))
-    got = server_answer(a)
+    got = server_answer(a, "opks_left")
     if got.get("opks_left") != 2 or got.get("device") != a.device.id:
         return f"publish answer {got}"
     seen = []
@@ -783,11 +788,24 @@ def _(a):
     return "opks:" + ",".join(seen)
 
 
+@probe("e2e_prekeys_low_tells_the_device_unasked", "notice:1", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: a fetch that leaves a device < 10 one-time prekeys (PREKEYS_LOW)
+    send_body(a, a.device.publish_body(2))  # makes the server tell its user, online, unasked
+    server_answer(a, "opks_left")
+    send_body(a, {"kind": "keys_fetch", "user": a.my_name, "known": []})
+    server_answer(a)
+    got = server_answer(a, "opks_left")
+    if got.get("device") != a.device.id:
+        return f"notice {got}"
+    return f"notice:{got.get('opks_left')}"
+
+
 @probe("e2e_fetch_with_known_device_answers_it_bare", "bare", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: a device in `known` comes back as {"device"} alone
     send_body(a, a.device.publish_body(0))
-    server_answer(a)
+    server_answer(a, "opks_left")
     send_body(a, {"kind": "keys_fetch", "user": a.my_name, "known": [a.device.id]})
     devs = server_answer(a).get("devices")
     mine = [d for d in devs or [] if d.get("device") == a.device.id]
