@@ -262,13 +262,19 @@ for (const { keyType, group, bobFirst } of CASES) {
         await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
         // Notice texts are display only (interop finding 8): match loosely.
         await py.out.waitFor((l) => /^NOTICE: .*\bbob\b.*join/.test(l), "python sees bob join");
+        // The lobby's membership for a device that takes sender keys (PROTOCOL §12.5).
+        await py.out.waitFor((l) => l === "MEMBERS joined bob", "python: members joined bob");
 
         // Python → bob, lobby and private, shown with bob's ✓ (author signature verified by lib/).
+        // The lobby line is end to end (§12.5): the Python client fetched bob's devices (each
+        // takes sender keys), sent bob a new sender chain in a private end-to-end record, and
+        // wrapped the line's k under it; lib/ opens it.
         await py.send(`hello from python ${keyType}`);
         await bob.out.waitFor(
           (l) => l.includes(`alice ✓ hello from python ${keyType}`),
           "bob shows alice's lobby line with ✓",
         );
+        assert.ok(py.out.lines.includes("SENDER_KEYS bob"), py.out.text());
         if (bobFirst) {
           await bob.send("/msg alice bob opens the conversation");
           await py.out.waitFor(
@@ -291,17 +297,21 @@ for (const { keyType, group, bobFirst } of CASES) {
 
         // A private line to nobody online: nobody has keys, so the client warns that it goes
         // readable by the server (§12.6); refused, and the refusal is a line of both transcripts
-        // (PROTOCOL §6.5). c2s: publish 1, lobby 2, fetch 3, private 4, fetch 5, this line 6.
+        // (PROTOCOL §6.5). c2s: publish 1, fetch bob 2, sender key 3, lobby 4, private 5,
+        // fetch 6, this line 7.
         await py.send("/msg nobody-online are you there?");
         await py.out.waitFor((l) => l.startsWith("WARNING nobody-online"), "python warns");
-        await py.out.waitFor((l) => l === "REFUSED 6 NOT_ONLINE", "python sees its refusal");
+        await py.out.waitFor((l) => l === "REFUSED 7 NOT_ONLINE", "python sees its refusal");
 
         // bob → Python, lobby and private, author verified by Python; across server key updates.
+        // bob's lobby line is end to end: his sender chain reached the Python client first, in a
+        // private end-to-end record (shown as nothing), and the line's k is wrapped under it.
         await bob.send(`hello from deno bob ${keyType}`);
         await py.out.waitFor(
-          (l) => l === `bob: hello from deno bob ${keyType}`,
-          "python shows bob's lobby line",
+          (l) => l === `bob e2e: hello from deno bob ${keyType}`,
+          "python shows bob's lobby line, opened with bob's sender key",
         );
+        assert.ok(py.out.lines.some((l) => l.startsWith("SENDER_KEY bob ")), py.out.text());
         await new Promise((r) => setTimeout(r, 1200));
         await bob.send("/msg alice bob privately, a second later");
         await py.out.waitFor(
@@ -349,10 +359,11 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.equal(peerReceipt.signer_role, "client");
         assert.equal(peerReceipt.transcript_sha256, pyHash);
         const vs = await verifyConfirmedByBoth(ca, log);
-        // c2s: the six Python records (key updates are record-layer, not lines: §4.4)
-        assert.match(vs, /c2s 6 /, vs);
-        assert.match(vs, /refused\s+c2s 6 was refused by the server \(NOT_ONLINE\)/, vs);
-        const bobRecords = bobFirst ? 3 : 2;
+        // c2s: the seven Python records (key updates are record-layer, not lines: §4.4)
+        assert.match(vs, /c2s 7 /, vs);
+        assert.match(vs, /refused\s+c2s 7 was refused by the server \(NOT_ONLINE\)/, vs);
+        // bob's: his sender key, lobby line and private line (and his first contact)
+        const bobRecords = bobFirst ? 4 : 3;
         assert.match(vs, new RegExp(`author\\s+bob .*: ${bobRecords} signed record`), vs);
 
         // The Python client's own transcript (TRANSCRIPT §2): the same hash, both receipts.
@@ -360,8 +371,8 @@ for (const { keyType, group, bobFirst } of CASES) {
         const vp = await verifyConfirmedByBoth(ca, pyLog);
         assert.ok(vp.includes(`transcript_sha256 ${pyHash}`), vp);
         assert.match(vp, new RegExp(`author\\s+bob .*: ${bobRecords} signed record`), vp);
-        assert.match(vp, /author\s+alice .*: 6 signed record/, vp);
-        assert.match(vp, /refused\s+c2s 6 was refused by the server \(NOT_ONLINE\)/, vp);
+        assert.match(vp, /author\s+alice .*: 7 signed record/, vp);
+        assert.match(vp, /refused\s+c2s 7 was refused by the server \(NOT_ONLINE\)/, vp);
 
         // An opening of bob's private line from the Python client's .keys (TRANSCRIPT §6),
         // checked by a third party with only the CA: k came from the end-to-end unwrap, and
@@ -389,7 +400,8 @@ for (const { keyType, group, bobFirst } of CASES) {
 
         // bob's own transcript carries Python-signed author records; lib/ verifies them.
         const vb = await verifyConfirmedByBoth(ca, findLog(`${tmp}/bobtr`, "-client.log"));
-        assert.match(vb, /author\s+alice .*: 2 signed record/, vb);
+        // alice's sender key, lobby line and private line
+        assert.match(vb, /author\s+alice .*: 3 signed record/, vb);
       } finally {
         for (const p of procs) {
           await closeStdin(p);

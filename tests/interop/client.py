@@ -5,7 +5,7 @@ docs/PKI.md only (no line of the TypeScript implementation was read).
 Usage:
   client.py --host 127.0.0.1 --port P --ca ca.pem --cert user.pem --key user.key --user NAME
             --password-env VAR [--register EMAIL] [--server-name localhost] [--group x25519|p256]
-            [--key-update-every N] [--transcripts DIR] [--e2e]
+            [--key-update-every N] [--transcripts DIR] [--e2e [--no-sender-keys]]
 
 Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`, anything else a
 lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
@@ -16,8 +16,14 @@ lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdo
   <author> (private): <text>                     a relayed private line, author verified
   <author> (private) e2e: <text>                 ... whose k came from our end-to-end wrap (§12.6)
   <author> (private) (stored): <text>            ... from our offline queue (§6.6)
+  <author> e2e: <text>                           a lobby line whose k came from a sender key (§12.5)
   <author> (private): NO_KEY ...                 a genuine line this device has no key for (§12.6)
+  <author>: NO_KEY ...                           ... a lobby line (no sender key from that device)
+  MEMBERS <online|joined|left> <names>           the lobby's membership (§12.5, with --e2e)
+  SENDER_KEY <author> <device>                   a member's new sender chain arrived (§12.5)
+  SENDER_KEYS <names>                            our new sender chain went to these members
   WARNING <user> has published no ...            a private line that goes with k (§12.6)
+  WARNING <users> cannot take sender keys ...    a lobby line that goes with k (§12.5)
   NOT_SENT <code>                                a private line not sent: every device failed
   NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
   QUEUED <of>                                    our c2s seqno <of> waits in an offline queue (§6.6)
@@ -1241,10 +1247,15 @@ class Device:
     (§12.7's envelope: scrypt from the login password, AES-256-GCM; the JSON inside is this
     client's own) or, without a path, in memory only (every run a new device)."""
 
-    def __init__(self, user, cert_der, cert_key, state_path=None, password=None):
+    def __init__(self, user, cert_der, cert_key, state_path=None, password=None, lobby=False):
         self.user, self.cert_der, self.cert_key = user, cert_der, cert_key
         self.state_path, self.password = state_path, password
+        self.lobby = lobby      # §12.5 on the wire: this device takes sender keys
         self.lock = threading.RLock()
+        # §12.5: sender chains live in memory only (a restart is a new login, a membership change)
+        self.chains = {}        # (author, author device) -> SenderChain, the receiver's side
+        self.my_chain = None    # ours; any `members` body retires it
+        self.lobby_devices = {}  # (user, device) -> True when a fetch listed it with "lobby"
         self.opks = {}          # id -> private key, unused one-time prekeys
         self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
         self.lists = {}         # user -> (monotonic time, [device ids]) from the last fetch
@@ -1327,6 +1338,8 @@ class Device:
         body = {"kind": "keys_publish", "device": self.id}
         if with_bundle:
             body["bundle"] = self.bundle()
+            if self.lobby:  # §12.5: the flag goes with a bundle
+                body["lobby"] = True
         body["opks"] = self.new_opks(with_opks)
         self.save()
         return body
@@ -1350,6 +1363,8 @@ class Device:
         for entry in devices:
             d = entry["device"]
             listed.append(d)
+            if "bundle" in entry or "lobby" in entry:  # a bare `known` entry may omit the flag
+                self.lobby_devices[(user, d)] = entry.get("lobby") is True
             if "bundle" not in entry:           # one we have a session with (`known`)
                 if self.sessions.get((user, d)):
                     usable.append(d)
@@ -1396,6 +1411,52 @@ class Device:
             wraps.append(wrap_)
         self.save()  # §12.6: before the line leaves, so no message key is ever used twice
         return {"kind": "ratchet", "from": self.id, "wraps": wraps}
+
+    # -- sender keys (§12.5)
+    @_locked
+    def retire_chain(self):
+        """§12.5: any `members` body retires our chain; the next lobby line starts a new one."""
+        self.my_chain = None
+
+    @_locked
+    def lobby_chain(self):
+        """(chain, new): our current sender chain, or a new one (random ck and id, n = 0) that the
+        caller must distribute before it wraps under it."""
+        if self.my_chain is not None:
+            return self.my_chain, False
+        self.my_chain = SenderChain(self.user)
+        return self.my_chain, True
+
+    @_locked
+    def sender_wrap(self, chain, k, binding):
+        """The `e2e` member of a lobby record (§12.5): `k` wrapped once for every member."""
+        n, w = chain.encrypt(k, binding)
+        return {"kind": "sender", "from": self.id, "id": chain.id, "n": n, "w": b64e(w)}
+
+    @_locked
+    def take_sender_key(self, author, sender, body):
+        """An accepted `sender_key` record (§12.5): the chain of (author, `from`) from now on."""
+        strict(body, ["kind", "id", "n", "ck"])
+        self.chains[(author, sender)] = SenderChain(author, want_u32(body, "id"),
+                                                    want_u32(body, "n"),
+                                                    b64d(body["ck"], size=32))
+
+    @_locked
+    def open_sender(self, author, e2e, binding):
+        """k from a lobby record's `sender` envelope (§12.5), or None when this device has no key
+        for it: no chain for (author, `from`), another id, or a wrap that does not open."""
+        strict(e2e, ["kind", "from", "id", "n", "w"])
+        sender, chain_id = want_device(e2e, "from"), want_u32(e2e, "id")
+        n, wrapped = want_u32(e2e, "n"), b64d(e2e["w"], size=48)
+        chain = self.chains.get((author, sender))
+        if chain is None:
+            return None, "no sender key from this device of the author"
+        try:
+            return chain.decrypt(chain_id, n, wrapped, binding), None
+        except ProtoError as e:
+            if e.code != "DECRYPT_FAIL":
+                raise  # REPLAY, or a wrap too far ahead (PROTOCOL_ERROR): the session ends
+            return None, f"{e.code}: {e.detail}"
 
     # -- the recipient (§12.6 "The recipient")
     @_locked
@@ -1736,6 +1797,8 @@ class Client:
         self.sent_since_update = 0
         self.device = None       # §12: made after the handshake unless --no-e2e
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
+        self.members = set()     # §12.5: the lobby's membership, from `members` bodies
+        self.members_known = threading.Event()   # the first `members` body came
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
@@ -1938,10 +2001,21 @@ class Client:
 
     # -- sending session messages (§6.1)
     def send_record(self, to, body):
-        devices = None
+        devices = chain = None
         if self.device is not None and to.startswith("user:") and body["kind"] == "text":
             devices = self.prepare(to[len("user:"):])
             if devices is None:
+                return
+            if not devices:
+                out(f"WARNING {to[len('user:'):]} has published no end-to-end keys: this line "
+                    "is readable by the server")
+        elif body["kind"] == "sender_key":
+            devices = self.prepare(to[len("user:"):])
+            if not devices:  # checked by prepare_lobby; never send a chain key readable
+                raise ProtoError("INTERNAL", f"no device of {to} for a sender key")
+        elif self.device is not None and self.device.lobby and to == "lobby":
+            chain = self.prepare_lobby()
+            if chain is None:
                 return
         with self.state_lock:
             if self.close_sent:
@@ -1952,8 +2026,11 @@ class Client:
             k = self.random(32)
             rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
                                         enc_json(body), k)
-            if devices:  # §12.6: an end-to-end record carries e2e instead of k
-                e2e = self.device.wrap_for(to[len("user:"):], devices, k, binding_of(rec))
+            if devices or chain:  # §12.6: an end-to-end record carries e2e instead of k
+                if chain:
+                    e2e = self.device.sender_wrap(chain, k, binding_of(rec))
+                else:
+                    e2e = self.device.wrap_for(to[len("user:"):], devices, k, binding_of(rec))
                 e2e = self.tamper("e2e", e2e)
                 self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
             else:
@@ -1974,7 +2051,8 @@ class Client:
 
     def prepare(self, user):
         """§12.6 `prepare`: the recipient's devices to wrap for; [] when the user published no
-        keys (then the line goes with `k`, and we say so); None when the line must not be sent."""
+        keys (then a private line goes with `k`, and we say so); None when the line must not be
+        sent."""
         if self.device.needs_fetch(user):
             self.send_record("server", {"kind": "keys_fetch", "user": user,
                                         "known": self.device.known(user)})
@@ -1994,11 +2072,34 @@ class Client:
             except ProtoError as e:
                 out(f"NOT_SENT {e.code}")
                 return None
-        devices = self.device.lists[user][1]
-        if not devices:
-            out(f"WARNING {user} has published no end-to-end keys: this line is readable by "
-                "the server")
-        return devices
+        return self.device.lists[user][1]
+
+    def prepare_lobby(self):
+        """§12.5 on the wire, before a lobby line: the sender chain to wrap it under (a new one
+        is first sent to every member as a private end-to-end `sender_key`), False when the line
+        goes readable (some member cannot take sender keys: we say so), None when not sent."""
+        if not self.members_known.wait(E2E_FETCH_TIMEOUT_S):
+            log("warning: the server told us no lobby membership: not sent (TIMEOUT)")
+            out("NOT_SENT TIMEOUT")
+            return None
+        members = sorted(self.members - {self.my_name})
+        unable = []
+        for user in members:
+            devices = self.prepare(user)
+            if devices is None:
+                return None
+            if not devices or not all(self.device.lobby_devices.get((user, d)) for d in devices):
+                unable.append(user)
+        if unable:
+            out(f"WARNING {', '.join(unable)} cannot take sender keys: this lobby line is "
+                "readable by the server")
+            return False
+        chain, new = self.device.lobby_chain()
+        if new:
+            for user in members:
+                self.send_record("user:" + user, {"kind": "sender_key", **chain.state()})
+            out(f"SENDER_KEYS {','.join(members)}")
+        return chain
 
     def on_input(self, line):
         if line == "/quit" or line == "!!exit":
@@ -2053,6 +2154,8 @@ class Client:
                 safe(want_text(body))
         elif kind == "keys" and self.device is not None:
             shown = self.on_keys(body)
+        elif kind == "members" and self.device is not None and self.device.lobby:
+            shown = self.on_members(body)
         else:
             raise ProtoError("PROTOCOL_ERROR", f"body kind {safe(kind)!r} from the server")
         self.accept_hop(rec["seqno"], rec["ts"])
@@ -2095,6 +2198,30 @@ class Client:
         self.key_answers.put(body)
         return None
 
+    def on_members(self, body):
+        """§12.5 on the wire: the lobby's membership; any such body retires our sender chain,
+        and a member who joined is fetched again before our next lobby line."""
+        strict(body, ["kind", "event", "users"])
+        event, users = want_str(body, "event"), body["users"]
+        if event not in ("online", "joined", "left"):
+            raise ProtoError("PROTOCOL_ERROR", "members event")
+        if not isinstance(users, list) or len(users) > 1000 or \
+                (event != "online" and len(users) != 1):
+            raise ProtoError("PROTOCOL_ERROR", "members users")
+        for u in users:
+            if not isinstance(u, str) or not u or u != canonical(u):
+                raise ProtoError("PROTOCOL_ERROR", "members: not a canonical name")
+        if event == "left":
+            self.members.difference_update(users)
+        else:
+            self.members.update(users)
+        if event == "joined":
+            for u in users:
+                self.device.lists.pop(u, None)
+        self.device.retire_chain()
+        self.members_known.set()
+        return f"MEMBERS {event} {safe(','.join(users))}"
+
     def on_relay(self, m):
         """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there."""
         stored = m["type"] == "stored"
@@ -2128,13 +2255,17 @@ class Client:
         no_key = None
         if k is None and not duplicate:                                           # 5, §12.6
             k, no_key = self.open_e2e(author, author_pub, cert_der, m["e2e"], rec)
-        text = None
+        text = sender_key = None
         if k is not None:
             body = parse_body(check_content(rec, k))
-            if body["kind"] != "text":
+            if body["kind"] == "sender_key" and "e2e" in m and m["e2e"].get("kind") == "ratchet" \
+                    and self.device.lobby:  # §12.5: a chain, private and end to end only
+                sender_key = body
+            elif body["kind"] != "text":
                 raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
-            strict(body, ["kind", "text"])
-            text = want_text(body)
+            else:
+                strict(body, ["kind", "text"])
+                text = want_text(body)
         self.accept_hop(seqno, ts)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
         line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "cert": m["cert"],
@@ -2150,10 +2281,14 @@ class Client:
             self.send_record("server", ack)
         private = " (private)" if rec["to"] != "lobby" else ""
         private += " (stored)" if stored else ""
-        if duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
+        if sender_key is not None:  # §12.5: handed to the end-to-end layer, nothing shown
+            self.device.take_sender_key(author, m["e2e"]["from"], sender_key)
+            out(f"SENDER_KEY {safe(author)} {m['e2e']['from']}")
+        elif duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
             log(f"a record of {safe(author)} seen in an earlier session, recorded, not shown")
         elif text is None:  # §12.6: recorded, never shown as text, never dropped silently
-            out(f"{safe(author)}{private}: NO_KEY this device has no key for this message "
+            what = "message" if private else "lobby line"
+            out(f"{safe(author)}{private}: NO_KEY this device has no key for this {what} "
                 f"({safe(no_key)})")
             self.device.lists.pop(author, None)  # the next line to the author refetches
         else:
@@ -2166,6 +2301,10 @@ class Client:
             if rec["to"] != "user:" + self.my_name:
                 raise ProtoError("PROTOCOL_ERROR", "ratchet e2e on a lobby record")
             return self.device.open_ratchet(author, author_pub, cert_der, e2e, binding_of(rec))
+        if kind == "sender":
+            if rec["to"] != "lobby":
+                raise ProtoError("PROTOCOL_ERROR", "sender e2e on a private record")
+            return self.device.open_sender(author, e2e, binding_of(rec))
         raise ProtoError("PROTOCOL_ERROR", f"e2e kind {safe(str(kind))!r}")
 
     def on_queued(self, m):
@@ -2316,7 +2455,8 @@ class Client:
             out(f"TRANSCRIPT {self.transcript.base}.log")
         if a.e2e:  # §12.6: the device's bundle is the first message of every session
             state = os.path.join(a.transcripts, f"{a.user}.e2e") if a.transcripts else None
-            self.device = Device(self.my_name, self.my_der, self.my_key, state, self.password)
+            self.device = Device(self.my_name, self.my_der, self.my_key, state, self.password,
+                                 lobby=not a.no_sender_keys)
             self.publish_keys()
             out(f"DEVICE {self.device.id}")
         threading.Thread(target=self.reader, daemon=True).start()
@@ -2359,7 +2499,10 @@ def main(client_class=None):
                    help="send a key_update after this many of our records (0: never)")
     p.add_argument("--e2e", action="store_true",
                    help="the end-to-end layer (PROTOCOL §12): a device with its keys in "
-                        "<transcripts>/<user>.e2e, private lines wrapped for the recipient's devices")
+                        "<transcripts>/<user>.e2e, private lines wrapped for the recipient's devices, "
+                        "lobby lines under sender keys (§12.5)")
+    p.add_argument("--no-sender-keys", action="store_true",
+                   help="with --e2e: a device that does not take sender keys (no \"lobby\": true)")
     args = p.parse_args()
     client = None
     try:
