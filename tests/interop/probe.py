@@ -801,6 +801,24 @@ def _(a):
     return f"notice:{got.get('opks_left')}"
 
 
+@probe("e2e_prekeys_low_of_another_device_goes_to_the_user", "other-device:1", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: PREKEYS_LOW is told to the device's *user*, on whichever device is on
+    send_body(a, a.device.publish_body(2))
+    server_answer(a, "opks_left")
+    a.conn.sock.close()
+    first = a.device.id
+    e2e_session(a)  # the same user on a new device
+    send_body(a, a.device.publish_body(0))
+    server_answer(a, "opks_left")
+    send_body(a, {"kind": "keys_fetch", "user": a.my_name, "known": [a.device.id]})
+    server_answer(a)  # takes one of the first device's prekeys
+    got = server_answer(a, "opks_left")
+    if got.get("device") != first:
+        return f"notice {got}"
+    return f"other-device:{got.get('opks_left')}"
+
+
 @probe("e2e_fetch_with_known_device_answers_it_bare", "bare", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: a device in `known` comes back as {"device"} alone
