@@ -20,6 +20,7 @@ const PYTHON = "/usr/bin/python3";
 const CLIENT_PY = new URL("./interop/client.py", import.meta.url).pathname;
 const PROBE_PY = new URL("./interop/probe.py", import.meta.url).pathname;
 const VECTORS_PY = new URL("./interop/check_vectors.py", import.meta.url).pathname;
+const STATE_PY = new URL("./interop/state.py", import.meta.url).pathname;
 
 function pythonHasCryptography(): boolean {
   try {
@@ -751,6 +752,23 @@ Deno.test({
         "the first device still gets the line and opens it",
       );
       await done(p4, "python 4");
+
+      // bob's device state, written by lib/, opens with PROTOCOL §12.7 alone (the envelope; its
+      // content is lib's own, interop finding 41); a wrong password is DECRYPT_FAIL.
+      const openState = (password: string) =>
+        new Deno.Command(PYTHON, {
+          args: [STATE_PY, `${tmp}/bobtr/bob.e2e`, "--password-env", "STATE_PW"],
+          env: { STATE_PW: password },
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+      const good = await openState("bob-interop-password");
+      const goodOut = new TextDecoder().decode(good.stdout);
+      assert.equal(good.code, 0, goodOut + new TextDecoder().decode(good.stderr));
+      assert.match(goodOut, /^STATE OK \S+/, goodOut);
+      const bad = await openState("not-bobs-password");
+      assert.equal(bad.code, 1);
+      assert.equal(new TextDecoder().decode(bad.stdout), "STATE ERROR DECRYPT_FAIL\n");
     } finally {
       for (const p of procs) {
         await closeStdin(p);

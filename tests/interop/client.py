@@ -1214,6 +1214,30 @@ E2E_STATE_AAD = b"securechat/e2e state"      # §12.7
 E2E_SCRYPT = {"n": 32768, "r": 8, "p": 1}     # §12.7
 
 
+def open_state(path, password):
+    """§12.7: the JSON inside a device's state file (any implementation's: the envelope is the
+    format). A wrong password, a damaged file or parameters other than §12.7's (a planted n = 2^40
+    would be a denial of service) are DECRYPT_FAIL."""
+    hint = f"{path}: wrong password or damaged; move it away to start a new device"
+    with open(path, "rb") as f:
+        env = parse_json(f.read(), code="DECRYPT_FAIL", tag="kdf")
+    try:
+        strict(env, ["version", "kdf", "n", "r", "p", "salt", "nonce", "ct"], code="DECRYPT_FAIL")
+        if env["version"] != 1 or env["kdf"] != "scrypt" or \
+                any(env[x] != E2E_SCRYPT[x] for x in E2E_SCRYPT):
+            raise ProtoError("DECRYPT_FAIL", hint + " (not §12.7's version and parameters)")
+        key = hashlib.scrypt(password.encode(), salt=b64d(env["salt"], code="DECRYPT_FAIL"),
+                             maxmem=256 * 1024 * 1024, dklen=32, **E2E_SCRYPT)
+        plain = AESGCM(key).decrypt(b64d(env["nonce"], code="DECRYPT_FAIL", size=12),
+                                    b64d(env["ct"], code="DECRYPT_FAIL"), E2E_STATE_AAD)
+        state = json.loads(plain)
+    except (InvalidTag, TypeError, ValueError):
+        raise ProtoError("DECRYPT_FAIL", hint)
+    if not isinstance(state, dict):
+        raise ProtoError("DECRYPT_FAIL", hint)
+    return state
+
+
 def _ratchet_state(r):
     h = lambda b: None if b is None else b.hex()  # noqa: E731
     return {"ad": h(r.ad), "rk": h(r.rk), "dhs": h(r.dhs), "dhr": h(r.dhr), "cks": h(r.cks),
@@ -1272,16 +1296,7 @@ class Device:
         self.ik_sig = sign(cert_key, identity_statement(user, self.ik_pub))
 
     def _load(self):
-        with open(self.state_path, "rb") as f:
-            env = parse_json(f.read(), code="DECRYPT_FAIL", tag="kdf")
-        try:
-            key = hashlib.scrypt(self.password.encode(), salt=b64d(env["salt"]), n=env["n"],
-                                 r=env["r"], p=env["p"], maxmem=256 * 1024 * 1024, dklen=32)
-            state = json.loads(AESGCM(key).decrypt(b64d(env["nonce"]), b64d(env["ct"]),
-                                                   E2E_STATE_AAD))
-        except (InvalidTag, KeyError, TypeError, ValueError):
-            raise ProtoError("DECRYPT_FAIL", f"{self.state_path}: wrong password or damaged; "
-                                             "move it away to start a new device")
+        state = open_state(self.state_path, self.password)
         u = bytes.fromhex
         self.ik, self.spk, self.pq_seed = u(state["ik"]), u(state["spk"]), u(state["pq_seed"])
         self.spk_id, self.pq_id, self.next_opk = state["spk_id"], state["pq_id"], state["next_opk"]
@@ -1363,8 +1378,9 @@ class Device:
         for entry in devices:
             d = entry["device"]
             listed.append(d)
-            if "bundle" in entry or "lobby" in entry:  # a bare `known` entry may omit the flag
-                self.lobby_devices[(user, d)] = entry.get("lobby") is True
+            # §12.5: every entry of a device that takes sender keys says so, a bare `known` one
+            # too (what the server does; §12.6's "{"device"} alone" omits it: finding 40)
+            self.lobby_devices[(user, d)] = entry.get("lobby") is True
             if "bundle" not in entry:           # one we have a session with (`known`)
                 if self.sessions.get((user, d)):
                     usable.append(d)
