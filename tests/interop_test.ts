@@ -21,6 +21,7 @@ const CLIENT_PY = new URL("./interop/client.py", import.meta.url).pathname;
 const PROBE_PY = new URL("./interop/probe.py", import.meta.url).pathname;
 const VECTORS_PY = new URL("./interop/check_vectors.py", import.meta.url).pathname;
 const STATE_PY = new URL("./interop/state.py", import.meta.url).pathname;
+const KEYLOG_PY = new URL("./interop/keylog.py", import.meta.url).pathname;
 
 function pythonHasCryptography(): boolean {
   try {
@@ -165,11 +166,14 @@ for (const { keyType, group, bobFirst } of CASES) {
         await makePki(["alice", "bob"], keyType, certs);
         const ca = `${certs}/ca.pem`;
         // --key-update 1: the server updates its traffic key after one second (PROTOCOL §4.4);
-        // --console: the operator types on the server's stdin (`operator` bodies, §6.2)
+        // --console: the operator types on the server's stdin (`operator` bodies, §6.2);
+        // --keylog: the transport secrets for the clean-room auditor (§12.9)
         server = wrap(
           spawnCli([
             "serve",
             "--console",
+            "--keylog",
+            `${tmp}/keylog`,
             "--port",
             "0",
             "--log-format",
@@ -237,7 +241,20 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.match(sid, /^[0-9a-f]{32}$/);
         assert.match(session, /registered=true/);
 
-        // A real securechat user at the same time.
+        // A real securechat user at the same time, through a capturing proxy: the auditor opens
+        // his session with the key log and sees what the server could read (§12.9).
+        const proxy = wrap(
+          new Deno.Command(PYTHON, {
+            args: [KEYLOG_PY, "proxy", "--to", String(port), "--capture", `${tmp}/capture`],
+            stdin: "piped",
+            stdout: "piped",
+            stderr: "piped",
+          }).spawn(),
+          "proxy",
+        );
+        procs.push(proxy);
+        const proxyPort = (await proxy.out.waitFor((l) => l.startsWith("PROXY "), "proxy"))
+          .split(" ")[1];
         const bob = wrap(
           spawnCli([
             "connect",
@@ -247,7 +264,7 @@ for (const { keyType, group, bobFirst } of CASES) {
             "--email",
             "bob@example.com",
             "--port",
-            String(port),
+            proxyPort,
             "--ca",
             ca,
             "--cert",
@@ -261,6 +278,12 @@ for (const { keyType, group, bobFirst } of CASES) {
         );
         procs.push(bob);
         await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+        // bob's first message publishes his device's bundle; the lobby is told he joined at his
+        // login, before that (interop finding 42), so wait for the server to have his keys.
+        await server.out.waitFor(
+          (l) => l.includes('"KEYS_PUBLISHED"') && l.includes('"user":"bob"'),
+          "bob's keys published",
+        );
         // Notice texts are display only (interop finding 8): match loosely.
         await py.out.waitFor((l) => /^NOTICE: .*\bbob\b.*join/.test(l), "python sees bob join");
         // The lobby's membership for a device that takes sender keys (PROTOCOL §12.5).
@@ -276,6 +299,7 @@ for (const { keyType, group, bobFirst } of CASES) {
           "bob shows alice's lobby line with ✓",
         );
         assert.ok(py.out.lines.includes("SENDER_KEYS bob"), py.out.text());
+        assert.ok(!py.out.lines.some((l) => l.startsWith("WARNING")), py.out.text());
         if (bobFirst) {
           await bob.send("/msg alice bob opens the conversation");
           await py.out.waitFor(
@@ -337,6 +361,49 @@ for (const { keyType, group, bobFirst } of CASES) {
         await closeStdin(bob);
         assert.equal(await finish(bob), 0, `bob failed:\n${bob.out.text()}\n${bob.err.text()}`);
         assert.match(bob.err.text(), /server's receipt:/);
+
+        // The auditor (§12.9, from the docs alone) opens bob's captured session with the key log:
+        // every user line to or from bob travelled end to end, so none of their texts is in what
+        // the server could read, while the server's own bodies are (the audit reads them).
+        const audit = await new Deno.Command(PYTHON, {
+          args: [
+            KEYLOG_PY,
+            "audit",
+            "--keylog",
+            `${tmp}/keylog`,
+            "--capture",
+            `${tmp}/capture`,
+            ...[
+              `hello from python ${keyType}`,
+              "a private python line",
+              `hello from deno bob ${keyType}`,
+              "bob privately",
+              "bob opens the conversation",
+              "welcome bob",
+            ].flatMap((c) => ["--canary", c]),
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const auditOut = new TextDecoder().decode(audit.stdout);
+        assert.equal(audit.code, 0, auditOut + new TextDecoder().decode(audit.stderr));
+        assert.match(auditOut, /^SESSION 1 opened$/m, auditOut);
+        const carriers = auditOut.split("\n").filter((l) => l.startsWith("AUDIT 1 "));
+        const userLines = carriers.filter((l) =>
+          / (c2s msg to=(lobby|user:\S+)|s2c (relay|stored) .*) carrier=/.test(l)
+        );
+        // s2c: alice's sender key, lobby line and private line; c2s: bob's (and his first contact)
+        assert.equal(userLines.length, bobFirst ? 7 : 6, auditOut);
+        for (const l of userLines) {
+          const lobby = l.includes(" to=lobby ");
+          assert.ok(l.endsWith(lobby ? " carrier=sender" : " carrier=ratchet"), auditOut);
+        }
+        for (const c of ["hello from python", "a private python line", "hello from deno bob"]) {
+          assert.match(auditOut, new RegExp(`^CANARY ${c}.* absent$`, "m"), auditOut);
+        }
+        assert.match(auditOut, /^CANARY bob privately absent$/m, auditOut);
+        assert.match(auditOut, /^CANARY bob opens the conversation absent$/m, auditOut);
+        assert.match(auditOut, /^CANARY welcome bob FOUND$/m, auditOut);
         await py.out.waitFor((l) => /^NOTICE: .*\bbob\b.*left/.test(l), "python sees bob leave");
         await closeStdin(py);
         assert.equal(await finish(py), 0, `python failed:\n${py.out.text()}\n${py.err.text()}`);

@@ -1398,7 +1398,13 @@ class Device:
             if u == user and d not in listed:
                 del self.sessions[(u, d)]
         self.restart = {(u, d) for (u, d) in self.restart if u != user}
-        self.lists[user] = (time.monotonic(), usable)
+        # An empty list is not kept: a user who just logged in is told to the lobby (`members`
+        # joined) before their first message publishes their bundle (interop finding 42), so
+        # "no devices" may be a moment old; the next line to them asks again.
+        if usable:
+            self.lists[user] = (time.monotonic(), usable)
+        else:
+            self.lists.pop(user, None)
         if listed and not usable:
             raise first_error or ProtoError("PROTOCOL_ERROR", f"no usable device of {user}")
         return usable
@@ -2088,7 +2094,7 @@ class Client:
             except ProtoError as e:
                 out(f"NOT_SENT {e.code}")
                 return None
-        return self.device.lists[user][1]
+        return self.device.lists[user][1] if user in self.device.lists else []
 
     def prepare_lobby(self):
         """§12.5 on the wire, before a lobby line: the sender chain to wrap it under (a new one
