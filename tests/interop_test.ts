@@ -493,23 +493,25 @@ for (const { keyType, group, bobFirst } of CASES) {
   });
 }
 
-/** How `securechat connect` as the recipient must take each hostile first private line. */
+/** How `securechat connect` as the recipient must take each hostile first private or lobby line. */
+const NO_KEY_PRIVATE = /alice \(private\) ✓ .*(no key|cannot decrypt)/;
+const NO_KEY_LOBBY = /alice ✓ .*(no key|cannot decrypt)/;
 const HOSTILE_E2E = [
   // §12.6: genuine records this device has no key for: recorded, shown as such, session goes on
-  {
-    mode: "no-wrap-for-device",
-    fatal: null,
-    shown: /alice \(private\) ✓ .*(no key|cannot decrypt)/,
-  },
-  { mode: "wrap-flipped", fatal: null, shown: /alice \(private\) ✓ .*(no key|cannot decrypt)/ },
+  { mode: "no-wrap-for-device", lobby: false, fatal: null, shown: NO_KEY_PRIVATE },
+  { mode: "wrap-flipped", lobby: false, fatal: null, shown: NO_KEY_PRIVATE },
   // §12.6: a bad prekey header ends the session with its code
-  { mode: "pre-ik-not-from", fatal: "PROTOCOL_ERROR", shown: null },
-  { mode: "pre-ik-sig-flipped", fatal: "SIG_FAIL", shown: null },
+  { mode: "pre-ik-not-from", lobby: false, fatal: "PROTOCOL_ERROR", shown: null },
+  { mode: "pre-ik-sig-flipped", lobby: false, fatal: "SIG_FAIL", shown: null },
+  // §12.5: a lobby wrap under another id, from a device that sent no chain, or that does not open
+  { mode: "sender-other-id", lobby: true, fatal: null, shown: NO_KEY_LOBBY },
+  { mode: "sender-from-other-device", lobby: true, fatal: null, shown: NO_KEY_LOBBY },
+  { mode: "sender-flipped", lobby: true, fatal: null, shown: NO_KEY_LOBBY },
 ] as const;
 
 Deno.test({
   name:
-    "interop: securechat connect as the recipient of hostile end-to-end lines from the clean-room client (PROTOCOL §12.6)",
+    "interop: securechat connect as the recipient of hostile end-to-end lines from the clean-room client (PROTOCOL §12.5, §12.6)",
   ignore: skipInterop,
   sanitizeResources: true,
   sanitizeOps: true,
@@ -547,7 +549,7 @@ Deno.test({
       const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
       const port = String(JSON.parse(listen).detail).split(":").pop()!;
       let first = true;
-      for (const { mode, fatal, shown } of HOSTILE_E2E) {
+      for (const { mode, lobby, fatal, shown } of HOSTILE_E2E) {
         const register = first ? ["--register", "--email", "bob@example.com"] : [];
         const bob = wrap(
           spawnCli([
@@ -601,7 +603,8 @@ Deno.test({
         procs.push(py);
         first = false;
         await py.out.waitFor((l) => l.startsWith("KEYS published"), `${mode}: python published`);
-        await py.send("/msg bob the faulty line");
+        const to = lobby ? "" : "/msg bob ";
+        await py.send(`${to}the faulty line`);
         if (fatal) {
           assert.equal(await finish(bob), 1, `${mode}: bob should end:\n${bob.err.text()}`);
           assert.match(bob.err.text(), new RegExp(`error: ${fatal}\\b`), `${mode}: bob's code`);
@@ -616,9 +619,9 @@ Deno.test({
             `${mode}: shown:\n${bob.out.text()}`,
           );
           // The session went on, and the next line (no fault) opens.
-          await py.send("/msg bob the next line");
+          await py.send(`${to}the next line`);
           await bob.out.waitFor(
-            (l) => l.includes("alice (private) ✓ the next line"),
+            (l) => l.includes(`alice ${lobby ? "" : "(private) "}✓ the next line`),
             `${mode}: bob reads the next line`,
           );
           await closeStdin(bob);

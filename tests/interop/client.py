@@ -2042,6 +2042,7 @@ class Client:
         with self.state_lock:
             if self.close_sent:
                 return
+            e2e = None
             self.seq_tx += 1
             ts = max(self.now(), self.ts_tx)  # never backwards (§6)
             self.ts_tx = ts
@@ -2054,6 +2055,9 @@ class Client:
                 else:
                     e2e = self.device.wrap_for(to[len("user:"):], devices, k, binding_of(rec))
                 e2e = self.tamper("e2e", e2e)
+                if body["kind"] == "sender_key":
+                    e2e = self.tamper("sender_key", e2e)  # probe.py: None sends it with k
+            if e2e is not None:
                 self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
             else:
                 self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})

@@ -819,6 +819,14 @@ def _(a):
     return f"other-device:{got.get('opks_left')}"
 
 
+@probe("e2e_sender_key_with_k_refused", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.5: a sender chain travels end to end only; with `k` the server could
+    body = {"kind": "sender_key", "id": 1, "n": 0, "ck": sc.b64e(os.urandom(32))}  # read it
+    send_body(a, body, to="user:" + a.my_name)
+    return a.await_error()
+
+
 @probe("e2e_fetch_with_known_device_answers_it_bare", "bare", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: a device in `known` comes back as {"device"} alone
@@ -985,8 +993,9 @@ def load_negative(path):
 
 # ---- a hostile end-to-end author, for a real recipient
 # (`probe.py --hostile-e2e MODE CLIENT-ARGS`, CLIENT-ARGS with --e2e)
-# client.py's own client, except that its first private line carries the fault MODE names in its
-# `e2e` (§12.6); later lines go as they should. What the recipient must do is the test's to check.
+# client.py's own client, except that its first private (`ratchet`) or lobby (`sender`) line, or its
+# first `sender_key` record, carries the fault MODE names (§12.5, §12.6); later lines go as they
+# should. What the recipient must do is the test's to check.
 
 def _hostile_no_wrap(c, e2e):
     for w in e2e["wraps"]:
@@ -1020,19 +1029,49 @@ def _hostile_pre_unknown_opk(c, e2e):
     return e2e
 
 
-HOSTILE_E2E = {"no-wrap-for-device": _hostile_no_wrap, "wrap-flipped": _hostile_wrap_flipped,
-               "pre-ik-not-from": _hostile_pre_ik_not_from,
-               "pre-ik-sig-flipped": _hostile_pre_ik_sig_flipped,
-               "pre-unknown-opk": _hostile_pre_unknown_opk}
+def _hostile_sender_flipped(c, e2e):
+    e2e["w"] = flip(e2e["w"])  # §12.5: the wrap does not open (DECRYPT_FAIL): no key
+    return e2e
+
+
+def _hostile_sender_other_id(c, e2e):
+    e2e["id"] = (e2e["id"] + 1) % 2**32  # §12.5: a wrap under another id: no key
+    return e2e
+
+
+def _hostile_sender_from_other_device(c, e2e):
+    e2e["from"] = sc.device_id(os.urandom(32))  # §12.5: no chain for (author, from): no key
+    return e2e
+
+
+def _hostile_sender_key_readable(c, e2e):
+    return None  # the sender_key record goes with `k`: a chain key the server could read
+
+
+# mode -> (the envelope kind it changes: the first of that kind, or the first `sender_key`
+# record's for "sender_key"; the fault)
+HOSTILE_E2E = {"no-wrap-for-device": ("ratchet", _hostile_no_wrap),
+               "wrap-flipped": ("ratchet", _hostile_wrap_flipped),
+               "pre-ik-not-from": ("ratchet", _hostile_pre_ik_not_from),
+               "pre-ik-sig-flipped": ("ratchet", _hostile_pre_ik_sig_flipped),
+               "pre-unknown-opk": ("ratchet", _hostile_pre_unknown_opk),
+               "sender-flipped": ("sender", _hostile_sender_flipped),
+               "sender-other-id": ("sender", _hostile_sender_other_id),
+               "sender-from-other-device": ("sender", _hostile_sender_from_other_device),
+               "sender-key-readable": ("sender_key", _hostile_sender_key_readable)}
 
 
 class HostileAuthor(sc.Client):
     mode = None
 
     def tamper(self, step, msg):
-        if step != "e2e" or self.mode is None:
+        if step not in ("e2e", "sender_key") or self.mode is None:
             return msg
-        fault, HostileAuthor.mode = HOSTILE_E2E[HostileAuthor.mode], None
+        kind, fault = HOSTILE_E2E[self.mode]
+        if (step == "sender_key") != (kind == "sender_key") or \
+                (step == "e2e" and msg["kind"] != kind):
+            return msg
+        HostileAuthor.mode = None
         return fault(self, json.loads(json.dumps(msg)))
 
 
