@@ -658,6 +658,169 @@ Deno.test({
 
 Deno.test({
   name:
+    "interop: lobby sender keys rotate at every membership change, both ways, between the clean-room client and connect (PROTOCOL §12.5)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-lobby-" });
+    const certs = `${tmp}/certs`;
+    await Deno.mkdir(certs);
+    const procs: Proc[] = [];
+    let server: Proc | undefined;
+    try {
+      await makePki(["alice", "bob", "carol"], "ed25519", certs);
+      const ca = `${certs}/ca.pem`;
+      server = wrap(
+        spawnCli([
+          "serve",
+          "--port",
+          "0",
+          "--log-format",
+          "json",
+          "--db",
+          `sqlite:${tmp}/t.db`,
+          "--transcripts",
+          `${tmp}/tr`,
+          "--ca",
+          ca,
+          "--cert",
+          `${certs}/server.pem`,
+          "--key",
+          `${certs}/server.key`,
+        ]),
+        "server",
+      );
+      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
+      const port = String(JSON.parse(listen).detail).split(":").pop()!;
+      const cli = async (user: string) => {
+        const p = wrap(
+          spawnCli([
+            "connect",
+            "--user",
+            user,
+            "--register",
+            "--email",
+            `${user}@example.com`,
+            "--port",
+            port,
+            "--ca",
+            ca,
+            "--cert",
+            `${certs}/${user}.pem`,
+            "--key",
+            `${certs}/${user}.key`,
+            "--transcripts",
+            `${tmp}/${user}tr`,
+          ], { env: { SECURECHAT_PASSWORD: `${user}-interop-password` } }),
+          user,
+        );
+        procs.push(p);
+        await p.out.waitFor((l) => l.includes(`welcome ${user}`), `${user} welcome`);
+        // the lobby hears of a login before the newcomer's keys (interop finding 42)
+        await server!.out.waitFor(
+          (l) => l.includes('"KEYS_PUBLISHED"') && l.includes(`"user":"${user}"`),
+          `${user}'s keys published`,
+        );
+        return p;
+      };
+      const py = wrap(
+        new Deno.Command(PYTHON, {
+          args: [
+            CLIENT_PY,
+            "--port",
+            port,
+            "--ca",
+            ca,
+            "--cert",
+            `${certs}/alice.pem`,
+            "--key",
+            `${certs}/alice.key`,
+            "--user",
+            "alice",
+            "--password-env",
+            "INTEROP_PW",
+            "--register",
+            "alice@example.com",
+            "--transcripts",
+            `${tmp}/pytr`,
+            "--e2e",
+          ],
+          env: { INTEROP_PW: "alice-interop-password" },
+          stdin: "piped",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn(),
+        "python",
+      );
+      procs.push(py);
+      await py.out.waitFor((l) => l.startsWith("KEYS published"), "python published");
+      const count = (p: Proc, pred: (l: string) => boolean) => p.out.lines.filter(pred).length;
+      const bobsKeys = (l: string) => l.startsWith("SENDER_KEY bob ");
+      const ourKeys = (l: string) => l.startsWith("SENDER_KEYS ");
+      // Each round: bob's line reaches the Python client under a sender chain he sent it, and
+      // the Python client's line reaches every CLI member under one it sent them.
+      const round = async (n: number, members: Proc[], ourMembers: string) => {
+        await members[0].send(`bob's lobby line ${n}`);
+        await py.out.waitFor((l) => l === `bob e2e: bob's lobby line ${n}`, `python: bob's ${n}`);
+        assert.equal(count(py, bobsKeys), n, `bob's chain ${n}:\n${py.out.text()}`);
+        await py.send(`alice's lobby line ${n}`);
+        for (const m of members) {
+          await m.out.waitFor((l) => l.includes(`alice ✓ alice's lobby line ${n}`), `line ${n}`);
+        }
+        assert.equal(count(py, ourKeys), n, `our chain ${n}:\n${py.out.text()}`);
+        assert.equal(py.out.lines.filter(ourKeys).at(-1), `SENDER_KEYS ${ourMembers}`);
+      };
+
+      const bob = await cli("bob");
+      await py.out.waitFor((l) => l === "MEMBERS joined bob", "python: bob joined");
+      await round(1, [bob], "bob");
+      // carol joins: both authors start a new chain, and it reaches carol too
+      const carol = await cli("carol");
+      await py.out.waitFor((l) => l === "MEMBERS joined carol", "python: carol joined");
+      await bob.out.waitFor((l) => /carol joined/.test(l), "bob: carol joined");
+      await round(2, [bob, carol], "bob,carol");
+      await carol.out.waitFor((l) => l.includes("bob ✓ bob's lobby line 2"), "carol: bob's 2");
+      // carol leaves: a new chain again, sent to bob alone
+      await closeStdin(carol);
+      assert.equal(await finish(carol), 0, `carol failed:\n${carol.err.text()}`);
+      await py.out.waitFor((l) => l === "MEMBERS left carol", "python: carol left");
+      await bob.out.waitFor((l) => /carol left/.test(l), "bob: carol left");
+      await round(3, [bob], "bob");
+      assert.ok(!carol.out.text().includes("lobby line 3"), carol.out.text());
+      // one device of bob's sent every chain
+      assert.equal(new Set(py.out.lines.filter(bobsKeys)).size, 1, py.out.text());
+
+      await closeStdin(bob);
+      assert.equal(await finish(bob), 0, `bob failed:\n${bob.err.text()}`);
+      await closeStdin(py);
+      assert.equal(await finish(py), 0, `python failed:\n${py.out.text()}\n${py.err.text()}`);
+      assert.ok(!py.out.lines.some((l) => /^(WARNING|NOT_SENT|ERROR)/.test(l)), py.out.text());
+      assert.ok(!py.out.lines.some((l) => l.includes("NO_KEY")), py.out.text());
+    } finally {
+      for (const p of procs) {
+        await closeStdin(p);
+        try {
+          p.child.kill("SIGKILL");
+        } catch { /* exited */ }
+        await p.child.status;
+        await Promise.all([p.out.done, p.err.done]);
+      }
+      if (server) {
+        await closeStdin(server);
+        try {
+          server.child.kill("SIGTERM");
+        } catch { /* exited */ }
+        await server.child.status;
+        await Promise.all([server.out.done, server.err.done]);
+      }
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
     "interop: offline delivery between the clean-room client and securechat connect, both ways (PROTOCOL §6.6)",
   ignore: skipInterop,
   sanitizeResources: true,
