@@ -141,6 +141,128 @@ async function verifyConfirmedByBoth(ca: string, log: string): Promise<string> {
   return v.stdout;
 }
 
+/** `securechat serve` with `extra` options, on a free loopback port, its store and transcripts in
+ * `tmp` and its PKI in `certs` (testkit's makePki). */
+function serve(tmp: string, certs: string, extra: string[]): Proc {
+  return wrap(
+    spawnCli([
+      "serve",
+      ...extra,
+      "--port",
+      "0",
+      "--log-format",
+      "json",
+      "--db",
+      `sqlite:${tmp}/t.db`,
+      "--transcripts",
+      `${tmp}/tr`,
+      "--ca",
+      `${certs}/ca.pem`,
+      "--cert",
+      `${certs}/server.pem`,
+      "--key",
+      `${certs}/server.key`,
+    ]),
+    "server",
+  );
+}
+
+/** The port a `serve` child listens on, from its LISTEN log line. */
+async function listenPort(server: Proc): Promise<string> {
+  const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
+  const port = String(JSON.parse(listen).detail).split(":").pop()!;
+  assert.match(port, /^[1-9][0-9]*$/, listen);
+  return port;
+}
+
+/** tests/interop/client.py (or `script`: probe.py --hostile-e2e MODE) as alice, whose password is
+ * `alice-interop-password`, against `port`, with `extra` options. */
+function pythonClient(
+  script: string[],
+  port: string | number,
+  certs: string,
+  extra: string[],
+  name: string,
+): Proc {
+  return wrap(
+    new Deno.Command(PYTHON, {
+      args: [
+        ...script,
+        "--port",
+        String(port),
+        "--ca",
+        `${certs}/ca.pem`,
+        "--cert",
+        `${certs}/alice.pem`,
+        "--key",
+        `${certs}/alice.key`,
+        "--user",
+        "alice",
+        "--password-env",
+        "INTEROP_PW",
+        ...extra,
+      ],
+      env: { INTEROP_PW: "alice-interop-password" },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+    name,
+  );
+}
+
+/** `securechat connect` as `user` (password `<user>-interop-password`) against `port`, its
+ * transcripts (and device state) in `transcripts`, with `extra` options (such as --register). */
+function connectCli(
+  port: string | number,
+  certs: string,
+  user: string,
+  transcripts: string,
+  extra: string[],
+  name: string,
+): Proc {
+  return wrap(
+    spawnCli([
+      "connect",
+      "--user",
+      user,
+      ...extra,
+      "--port",
+      String(port),
+      "--ca",
+      `${certs}/ca.pem`,
+      "--cert",
+      `${certs}/${user}.pem`,
+      "--key",
+      `${certs}/${user}.key`,
+      "--transcripts",
+      transcripts,
+    ], { env: { SECURECHAT_PASSWORD: `${user}-interop-password` } }),
+    name,
+  );
+}
+
+/** Ends every child (the server last, with SIGTERM, so it writes its receipts) and removes `tmp`. */
+async function cleanUp(procs: Proc[], server: Proc | undefined, tmp: string) {
+  for (const p of procs) {
+    await closeStdin(p);
+    try {
+      p.child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await p.child.status;
+    await Promise.all([p.out.done, p.err.done]);
+  }
+  if (server) {
+    await closeStdin(server);
+    try {
+      server.child.kill("SIGTERM");
+    } catch { /* exited */ }
+    await server.child.status;
+    await Promise.all([server.out.done, server.err.done]);
+  }
+  await Deno.remove(tmp, { recursive: true });
+}
+
 // `bobFirst`: bob's private line opens the end-to-end conversation, so the Python client answers
 // lib/'s PQXDH (§12.3 responder, with one of its one-time prekeys); otherwise the Python client
 // initiates it with bob's bundle.
@@ -168,73 +290,21 @@ for (const { keyType, group, bobFirst } of CASES) {
         // --key-update 1: the server updates its traffic key after one second (PROTOCOL §4.4);
         // --console: the operator types on the server's stdin (`operator` bodies, §6.2);
         // --keylog: the transport secrets for the clean-room auditor (§12.9)
-        server = wrap(
-          spawnCli([
-            "serve",
-            "--console",
-            "--keylog",
-            `${tmp}/keylog`,
-            "--port",
-            "0",
-            "--log-format",
-            "json",
-            "--key-update",
-            "1",
-            "--db",
-            `sqlite:${tmp}/t.db`,
-            "--transcripts",
-            `${tmp}/tr`,
-            "--ca",
-            ca,
-            "--cert",
-            `${certs}/server.pem`,
-            "--key",
-            `${certs}/server.key`,
-          ]),
-          "server",
-        );
-        const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
-        const port = Number(String(JSON.parse(listen).detail).split(":").pop());
-        assert.ok(port > 0, listen);
+        server = serve(tmp, certs, ["--console", "--keylog", `${tmp}/keylog`, "--key-update", "1"]);
+        const port = Number(await listenPort(server));
 
         // The Python client registers alice and updates its own key after every record it sends.
-        const py = wrap(
-          new Deno.Command(PYTHON, {
-            args: [
-              CLIENT_PY,
-              "--host",
-              "127.0.0.1",
-              "--port",
-              String(port),
-              "--ca",
-              ca,
-              "--cert",
-              `${certs}/alice.pem`,
-              "--key",
-              `${certs}/alice.key`,
-              "--user",
-              "alice",
-              "--password-env",
-              "INTEROP_PW",
-              "--register",
-              "alice@example.com",
-              "--server-name",
-              "localhost",
-              "--group",
-              group,
-              "--transcripts",
-              `${tmp}/pytr`,
-              "--key-update-every",
-              "1",
-              "--e2e",
-            ],
-            env: { INTEROP_PW: "alice-interop-password" },
-            stdin: "piped",
-            stdout: "piped",
-            stderr: "piped",
-          }).spawn(),
-          "python",
-        );
+        const py = pythonClient([CLIENT_PY], port, certs, [
+          "--register",
+          "alice@example.com",
+          "--group",
+          group,
+          "--transcripts",
+          `${tmp}/pytr`,
+          "--key-update-every",
+          "1",
+          "--e2e",
+        ], "python");
         procs.push(py);
         const session = await py.out.waitFor((l) => l.startsWith("SESSION "), "python SESSION");
         const sid = session.split(" ")[1];
@@ -255,27 +325,11 @@ for (const { keyType, group, bobFirst } of CASES) {
         procs.push(proxy);
         const proxyPort = (await proxy.out.waitFor((l) => l.startsWith("PROXY "), "proxy"))
           .split(" ")[1];
-        const bob = wrap(
-          spawnCli([
-            "connect",
-            "--user",
-            "bob",
-            "--register",
-            "--email",
-            "bob@example.com",
-            "--port",
-            proxyPort,
-            "--ca",
-            ca,
-            "--cert",
-            `${certs}/bob.pem`,
-            "--key",
-            `${certs}/bob.key`,
-            "--transcripts",
-            `${tmp}/bobtr`,
-          ], { env: { SECURECHAT_PASSWORD: "bob-interop-password" } }),
-          "bob",
-        );
+        const bob = connectCli(proxyPort, certs, "bob", `${tmp}/bobtr`, [
+          "--register",
+          "--email",
+          "bob@example.com",
+        ], "bob");
         procs.push(bob);
         await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
         // bob's first message publishes his device's bundle; the lobby is told he joined at his
@@ -471,23 +525,7 @@ for (const { keyType, group, bobFirst } of CASES) {
         // alice's sender key, lobby line and private line
         assert.match(vb, /author\s+alice .*: 3 signed record/, vb);
       } finally {
-        for (const p of procs) {
-          await closeStdin(p);
-          try {
-            p.child.kill("SIGKILL");
-          } catch { /* exited */ }
-          await p.child.status;
-          await Promise.all([p.out.done, p.err.done]);
-        }
-        if (server) {
-          await closeStdin(server);
-          try {
-            server.child.kill("SIGTERM");
-          } catch { /* exited */ }
-          await server.child.status;
-          await Promise.all([server.out.done, server.err.done]);
-        }
-        await Deno.remove(tmp, { recursive: true });
+        await cleanUp(procs, server, tmp);
       }
     },
   });
@@ -523,83 +561,18 @@ Deno.test({
     let server: Proc | undefined;
     try {
       await makePki(["alice", "bob"], "ed25519", certs);
-      const ca = `${certs}/ca.pem`;
-      server = wrap(
-        spawnCli([
-          "serve",
-          "--port",
-          "0",
-          "--log-format",
-          "json",
-          "--handshake-rate",
-          "1000",
-          "--db",
-          `sqlite:${tmp}/t.db`,
-          "--transcripts",
-          `${tmp}/tr`,
-          "--ca",
-          ca,
-          "--cert",
-          `${certs}/server.pem`,
-          "--key",
-          `${certs}/server.key`,
-        ]),
-        "server",
-      );
-      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
-      const port = String(JSON.parse(listen).detail).split(":").pop()!;
+      server = serve(tmp, certs, ["--handshake-rate", "1000"]);
+      const port = await listenPort(server);
       let first = true;
       for (const { mode, lobby, fatal, shown } of HOSTILE_E2E) {
         const register = first ? ["--register", "--email", "bob@example.com"] : [];
-        const bob = wrap(
-          spawnCli([
-            "connect",
-            "--user",
-            "bob",
-            ...register,
-            "--port",
-            port,
-            "--ca",
-            ca,
-            "--cert",
-            `${certs}/bob.pem`,
-            "--key",
-            `${certs}/bob.key`,
-            "--transcripts",
-            `${tmp}/bobtr`,
-          ], { env: { SECURECHAT_PASSWORD: "bob-interop-password" } }),
-          `bob ${mode}`,
-        );
+        const bob = connectCli(port, certs, "bob", `${tmp}/bobtr`, [...register], `bob ${mode}`);
         procs.push(bob);
         await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
-        const py = wrap(
-          new Deno.Command(PYTHON, {
-            args: [
-              PROBE_PY,
-              "--hostile-e2e",
-              mode,
-              "--port",
-              port,
-              "--ca",
-              ca,
-              "--cert",
-              `${certs}/alice.pem`,
-              "--key",
-              `${certs}/alice.key`,
-              "--user",
-              "alice",
-              "--password-env",
-              "INTEROP_PW",
-              ...(first ? ["--register", "alice@example.com"] : []),
-              "--e2e",
-            ],
-            env: { INTEROP_PW: "alice-interop-password" },
-            stdin: "piped",
-            stdout: "piped",
-            stderr: "piped",
-          }).spawn(),
-          `python ${mode}`,
-        );
+        const py = pythonClient([PROBE_PY, "--hostile-e2e", mode], port, certs, [
+          ...(first ? ["--register", "alice@example.com"] : []),
+          "--e2e",
+        ], `python ${mode}`);
         procs.push(py);
         first = false;
         await py.out.waitFor((l) => l.startsWith("KEYS published"), `${mode}: python published`);
@@ -635,23 +608,7 @@ Deno.test({
         );
       }
     } finally {
-      for (const p of procs) {
-        await closeStdin(p);
-        try {
-          p.child.kill("SIGKILL");
-        } catch { /* exited */ }
-        await p.child.status;
-        await Promise.all([p.out.done, p.err.done]);
-      }
-      if (server) {
-        await closeStdin(server);
-        try {
-          server.child.kill("SIGTERM");
-        } catch { /* exited */ }
-        await server.child.status;
-        await Promise.all([server.out.done, server.err.done]);
-      }
-      await Deno.remove(tmp, { recursive: true });
+      await cleanUp(procs, server, tmp);
     }
   },
 });
@@ -670,51 +627,14 @@ Deno.test({
     let server: Proc | undefined;
     try {
       await makePki(["alice", "bob", "carol"], "ed25519", certs);
-      const ca = `${certs}/ca.pem`;
-      server = wrap(
-        spawnCli([
-          "serve",
-          "--port",
-          "0",
-          "--log-format",
-          "json",
-          "--db",
-          `sqlite:${tmp}/t.db`,
-          "--transcripts",
-          `${tmp}/tr`,
-          "--ca",
-          ca,
-          "--cert",
-          `${certs}/server.pem`,
-          "--key",
-          `${certs}/server.key`,
-        ]),
-        "server",
-      );
-      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
-      const port = String(JSON.parse(listen).detail).split(":").pop()!;
+      server = serve(tmp, certs, []);
+      const port = await listenPort(server);
       const cli = async (user: string) => {
-        const p = wrap(
-          spawnCli([
-            "connect",
-            "--user",
-            user,
-            "--register",
-            "--email",
-            `${user}@example.com`,
-            "--port",
-            port,
-            "--ca",
-            ca,
-            "--cert",
-            `${certs}/${user}.pem`,
-            "--key",
-            `${certs}/${user}.key`,
-            "--transcripts",
-            `${tmp}/${user}tr`,
-          ], { env: { SECURECHAT_PASSWORD: `${user}-interop-password` } }),
-          user,
-        );
+        const p = connectCli(port, certs, user, `${tmp}/${user}tr`, [
+          "--register",
+          "--email",
+          `${user}@example.com`,
+        ], user);
         procs.push(p);
         await p.out.waitFor((l) => l.includes(`welcome ${user}`), `${user} welcome`);
         // the lobby hears of a login before the newcomer's keys (interop finding 42)
@@ -724,35 +644,13 @@ Deno.test({
         );
         return p;
       };
-      const py = wrap(
-        new Deno.Command(PYTHON, {
-          args: [
-            CLIENT_PY,
-            "--port",
-            port,
-            "--ca",
-            ca,
-            "--cert",
-            `${certs}/alice.pem`,
-            "--key",
-            `${certs}/alice.key`,
-            "--user",
-            "alice",
-            "--password-env",
-            "INTEROP_PW",
-            "--register",
-            "alice@example.com",
-            "--transcripts",
-            `${tmp}/pytr`,
-            "--e2e",
-          ],
-          env: { INTEROP_PW: "alice-interop-password" },
-          stdin: "piped",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn(),
-        "python",
-      );
+      const py = pythonClient([CLIENT_PY], port, certs, [
+        "--register",
+        "alice@example.com",
+        "--transcripts",
+        `${tmp}/pytr`,
+        "--e2e",
+      ], "python");
       procs.push(py);
       await py.out.waitFor((l) => l.startsWith("KEYS published"), "python published");
       const count = (p: Proc, pred: (l: string) => boolean) => p.out.lines.filter(pred).length;
@@ -798,23 +696,7 @@ Deno.test({
       assert.ok(!py.out.lines.some((l) => /^(WARNING|NOT_SENT|ERROR)/.test(l)), py.out.text());
       assert.ok(!py.out.lines.some((l) => l.includes("NO_KEY")), py.out.text());
     } finally {
-      for (const p of procs) {
-        await closeStdin(p);
-        try {
-          p.child.kill("SIGKILL");
-        } catch { /* exited */ }
-        await p.child.status;
-        await Promise.all([p.out.done, p.err.done]);
-      }
-      if (server) {
-        await closeStdin(server);
-        try {
-          server.child.kill("SIGTERM");
-        } catch { /* exited */ }
-        await server.child.status;
-        await Promise.all([server.out.done, server.err.done]);
-      }
-      await Deno.remove(tmp, { recursive: true });
+      await cleanUp(procs, server, tmp);
     }
   },
 });
@@ -834,80 +716,22 @@ Deno.test({
     try {
       await makePki(["alice", "bob"], "ed25519", certs);
       const ca = `${certs}/ca.pem`;
-      server = wrap(
-        spawnCli([
-          "serve",
-          "--port",
-          "0",
-          "--log-format",
-          "json",
-          "--db",
-          `sqlite:${tmp}/t.db`,
-          "--transcripts",
-          `${tmp}/tr`,
-          "--ca",
-          ca,
-          "--cert",
-          `${certs}/server.pem`,
-          "--key",
-          `${certs}/server.key`,
-        ]),
-        "server",
-      );
-      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
-      const port = String(JSON.parse(listen).detail).split(":").pop()!;
+      server = serve(tmp, certs, []);
+      const port = await listenPort(server);
       const bob = (register: boolean) => {
-        const p = wrap(
-          spawnCli([
-            "connect",
-            "--user",
-            "bob",
-            ...(register ? ["--register", "--email", "bob@example.com"] : []),
-            "--port",
-            port,
-            "--ca",
-            ca,
-            "--cert",
-            `${certs}/bob.pem`,
-            "--key",
-            `${certs}/bob.key`,
-            "--transcripts",
-            `${tmp}/bobtr`,
-          ], { env: { SECURECHAT_PASSWORD: "bob-interop-password" } }),
-          "bob",
-        );
+        const p = connectCli(port, certs, "bob", `${tmp}/bobtr`, [
+          ...(register ? ["--register", "--email", "bob@example.com"] : []),
+        ], "bob");
         procs.push(p);
         return p;
       };
       const py = (register: boolean, transcripts = `${tmp}/pytr`) => {
-        const p = wrap(
-          new Deno.Command(PYTHON, {
-            args: [
-              CLIENT_PY,
-              "--port",
-              port,
-              "--ca",
-              ca,
-              "--cert",
-              `${certs}/alice.pem`,
-              "--key",
-              `${certs}/alice.key`,
-              "--user",
-              "alice",
-              "--password-env",
-              "INTEROP_PW",
-              "--transcripts",
-              transcripts,
-              ...(register ? ["--register", "alice@example.com"] : []),
-              "--e2e",
-            ],
-            env: { INTEROP_PW: "alice-interop-password" },
-            stdin: "piped",
-            stdout: "piped",
-            stderr: "piped",
-          }).spawn(),
-          "python",
-        );
+        const p = pythonClient([CLIENT_PY], port, certs, [
+          "--transcripts",
+          transcripts,
+          ...(register ? ["--register", "alice@example.com"] : []),
+          "--e2e",
+        ], "python");
         procs.push(p);
         return p;
       };
@@ -1003,23 +827,7 @@ Deno.test({
       assert.equal(bad.code, 1);
       assert.equal(new TextDecoder().decode(bad.stdout), "STATE ERROR DECRYPT_FAIL\n");
     } finally {
-      for (const p of procs) {
-        await closeStdin(p);
-        try {
-          p.child.kill("SIGKILL");
-        } catch { /* exited */ }
-        await p.child.status;
-        await Promise.all([p.out.done, p.err.done]);
-      }
-      if (server) {
-        await closeStdin(server);
-        try {
-          server.child.kill("SIGTERM");
-        } catch { /* exited */ }
-        await server.child.status;
-        await Promise.all([server.out.done, server.err.done]);
-      }
-      await Deno.remove(tmp, { recursive: true });
+      await cleanUp(procs, server, tmp);
     }
   },
 });
@@ -1038,30 +846,8 @@ Deno.test({
       await makePki(["alice", "carol"], "ed25519", certs);
       const ca = `${certs}/ca.pem`;
       // One address makes every probe's handshake: lift the per-address handshake rate.
-      server = wrap(
-        spawnCli([
-          "serve",
-          "--port",
-          "0",
-          "--log-format",
-          "json",
-          "--handshake-rate",
-          "1000",
-          "--db",
-          `sqlite:${tmp}/t.db`,
-          "--transcripts",
-          `${tmp}/tr`,
-          "--ca",
-          ca,
-          "--cert",
-          `${certs}/server.pem`,
-          "--key",
-          `${certs}/server.key`,
-        ]),
-        "server",
-      );
-      const listen = await server.out.waitFor((l) => l.includes('"LISTEN"'), "LISTEN");
-      const port = Number(String(JSON.parse(listen).detail).split(":").pop());
+      server = serve(tmp, certs, ["--handshake-rate", "1000"]);
+      const port = Number(await listenPort(server));
       const out = await new Deno.Command(PYTHON, {
         args: [
           PROBE_PY,
@@ -1090,15 +876,7 @@ Deno.test({
       assert.ok(probes.length >= 70, `only ${probes.length} probes ran:\n${text}\n${err}`);
       assert.equal(out.code, 0, `probe.py exited ${out.code}:\n${text}\n${err}`);
     } finally {
-      if (server) {
-        await closeStdin(server);
-        try {
-          server.child.kill("SIGTERM");
-        } catch { /* exited */ }
-        await server.child.status;
-        await Promise.all([server.out.done, server.err.done]);
-      }
-      await Deno.remove(tmp, { recursive: true });
+      await cleanUp([], server, tmp);
     }
   },
 });
