@@ -809,6 +809,27 @@ Deno.test({
         "the first device still gets the line and opens it",
       );
       await done(p4, "python 4");
+      const firstDevice = p4.out.lines.find((l) => l.startsWith("DEVICE "));
+
+      // A lost state (§12.7): the Python client says so before its session and is a new device;
+      // bob's next client start refetches alice's devices, so his next line reaches the new one.
+      await Deno.remove(`${tmp}/pytr/alice.e2e`);
+      const p5 = py(false);
+      await p5.out.waitFor((l) => l.startsWith("LOST_STATE "), "python: lost state");
+      const newDevice = await p5.out.waitFor((l) => l.startsWith("DEVICE "), "python: device");
+      assert.ok(
+        p5.out.lines.indexOf(newDevice) > p5.out.lines.findIndex((l) => l.startsWith("LOST_STATE")),
+      );
+      assert.notEqual(newDevice, firstDevice, p5.out.text());
+      const b4 = bob(false);
+      await b4.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+      await b4.send("/msg alice to your new device");
+      await p5.out.waitFor(
+        (l) => l === "bob (private) e2e: to your new device",
+        "the new device opens bob's next line",
+      );
+      await done(b4, "bob 4");
+      await done(p5, "python 5");
 
       // bob's device state, written by lib/, opens with PROTOCOL §12.7 alone (the envelope; its
       // content is lib's own, interop finding 41); a wrong password is DECRYPT_FAIL.

@@ -11,6 +11,7 @@ Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`,
 lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
   SESSION <session_id> registered=<true|false>   after the handshake (PROTOCOL §5)
   DEVICE <id>                                    --e2e: this device (§12.2), its bundle published
+  LOST_STATE ...                                 --e2e: the state file is gone, a new device (§12.7)
   KEYS published <n> one-time prekeys left       the server's answer to our publish (§12.6)
   <author>: <text>                               a relayed lobby line, author verified (§6.4)
   <author> (private): <text>                     a relayed private line, author verified
@@ -2477,6 +2478,13 @@ class Client:
 
     def run(self):
         a = self.args
+        state = os.path.join(a.transcripts, f"{a.user}.e2e") if a.e2e and a.transcripts else None
+        if state and not os.path.exists(state) and self.seen.path and \
+                os.path.exists(self.seen.path):
+            # §12.7 lost state: said before the session starts
+            out("LOST_STATE this device's end-to-end state is missing: this client starts as a new "
+                "device; messages to the old device cannot be read here, and the next message to "
+                "each contact starts a new conversation")
         sock = socket.create_connection((a.host, a.port), timeout=15)
         self.conn = Conn(sock)
         self.handshake()
@@ -2485,7 +2493,6 @@ class Client:
         if self.transcript.base:
             out(f"TRANSCRIPT {self.transcript.base}.log")
         if a.e2e:  # §12.6: the device's bundle is the first message of every session
-            state = os.path.join(a.transcripts, f"{a.user}.e2e") if a.transcripts else None
             self.device = Device(self.my_name, self.my_der, self.my_key, state, self.password,
                                  lobby=not a.no_sender_keys)
             self.publish_keys()
