@@ -1822,6 +1822,7 @@ class Client:
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
         self.members_known = threading.Event()   # the first `members` body came
+        self.sender_key_seqnos = set()  # our c2s seqnos that carried a sender_key (§6.5)
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
@@ -2065,6 +2066,8 @@ class Client:
             self.transcript.add("c2s", self.seq_tx, ts,
                                 {"dir": "c2s", "type": "msg", "record": wire_rec},
                                 b"\x01" + record_enc(rec), k)
+            if body["kind"] == "sender_key":
+                self.sender_key_seqnos.add(self.seq_tx)
             self.sent_since_update += 1
             every = self.args.key_update_every
             if every and self.sent_since_update >= every:
@@ -2121,11 +2124,24 @@ class Client:
             out(f"WARNING {', '.join(unable)} cannot take sender keys: this lobby line is "
                 "readable by the server")
             return False
-        chain, new = self.device.lobby_chain()
-        if new:
-            for user in members:
-                self.send_record("user:" + user, {"kind": "sender_key", **chain.state()})
-            out(f"SENDER_KEYS {','.join(members)}")
+        # A `members` body while a new chain goes out retires it (§12.5): start another, at
+        # most 3 rounds, then use the last one (a member who came meanwhile, and could not be
+        # checked above, gets it only if its devices take sender keys; else it has no key).
+        for _ in range(3):
+            chain, new = self.device.lobby_chain()
+            if not new:
+                return chain
+            sent = []
+            for user in sorted(self.members - {self.my_name}):
+                devices = self.prepare(user)
+                if devices is None:
+                    return None
+                if devices and all(self.device.lobby_devices.get((user, d)) for d in devices):
+                    self.send_record("user:" + user, {"kind": "sender_key", **chain.state()})
+                    sent.append(user)
+            out(f"SENDER_KEYS {','.join(sent)}")
+            if self.device.my_chain is chain:
+                return chain
         return chain
 
     def on_input(self, line):
@@ -2356,12 +2372,15 @@ class Client:
         strict(m, ["type", "seqno", "ts", "of", "code"])
         seqno, ts, of = want_int(m, "seqno"), want_int(m, "ts"), want_int(m, "of")
         code = want_str(m, "code")
-        if code not in ("RATE_LIMITED", "NOT_ONLINE", "QUEUE_FULL", "DB_UNAVAILABLE"):
+        if code not in ("RATE_LIMITED", "NOT_ONLINE", "QUEUE_FULL", "DB_UNAVAILABLE",
+                        "CLUSTER_UNAVAILABLE"):
             raise ProtoError("PROTOCOL_ERROR", "refused code")
         self.check_hop(seqno, ts)
         if not 1 <= of <= self.seq_tx:
             raise ProtoError("PROTOCOL_ERROR", f"refused names c2s seqno {of} we never sent")
         self.accept_hop(seqno, ts)
+        if of in self.sender_key_seqnos:  # §6.5: it did not reach the member; a new chain next
+            self.device.retire_chain()
         enc = (b"\x03" + u64(seqno) + u64(ts) + u64(of) + u32(len(code.encode())) + code.encode())
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}}, enc)
         out(f"REFUSED {of} {code}")
