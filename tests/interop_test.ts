@@ -754,8 +754,10 @@ Deno.test({
       // bob gets it at login, unwrapped and author verified by lib/; his line to the offline
       // Python client is wrapped for the device it published (bob runs PQXDH with its prekeys).
       const b2 = bob(false);
-      await b2.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
-      assert.ok(!b2.out.text().includes("for later, from python"), b2.out.text());
+      await b2.out.waitFor(
+        (l) => /alice \(private\b.*\) ✓ for later, from python/.test(l),
+        "bob shows the stored line with ✓",
+      );
       await b2.send("/msg alice while you were away, from bob");
       await b2.err.waitFor((l) => /stored/.test(l), "bob is told his line is stored");
       await done(b2, "bob 2");
