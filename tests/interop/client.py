@@ -1399,9 +1399,8 @@ class Device:
             if u == user and d not in listed:
                 del self.sessions[(u, d)]
         self.restart = {(u, d) for (u, d) in self.restart if u != user}
-        # An empty list is not kept: a user who just logged in is told to the lobby (`members`
-        # joined) before their first message publishes their bundle (interop finding 42), so
-        # "no devices" may be a moment old; the next line to them asks again.
+        # An empty list is not kept: "no devices" may be a moment old (a user whose first
+        # publish is on its way), and the next line to them asks again.
         if usable:
             self.lists[user] = (time.monotonic(), usable)
         else:
