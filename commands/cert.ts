@@ -1,5 +1,5 @@
 /** `securechat cert issue|revoke|crl|list|show|export`: leaf certificates under the CA. */
-import { crlFileStatus } from "../lib/pki/crl_file.ts";
+import { crlFileStatus, readCrlDer } from "../lib/pki/crl_file.ts";
 import { Command } from "commander";
 import { sha256 } from "#sync-crypto";
 import { toHex, wipe } from "../lib/bytes.ts";
@@ -196,19 +196,23 @@ export function registerCert(program: Command): void {
       }
       const certDer = await readCertificateDer(join(opts.dir, `${name}.pem`));
       const caDer = await readCertificateDer(join(opts.dir, "ca.pem"));
+      const crlDer = await readCrlDer(join(opts.dir, "ca.crl"));
       const keyPassword = opts.keyPasswordFile
         ? await readPasswordFile(opts.keyPasswordFile)
         : undefined;
       const pkcs8 = await readPrivateKeyPkcs8(join(opts.dir, `${name}.key`), keyPassword);
       try {
         const password = await bundlePassword(opts.passwordFile);
-        const text = await encodeExportBundle({ pkcs8, certDer, caDer }, password);
+        const text = await encodeExportBundle({ pkcs8, certDer, caDer, crlDer }, password);
         await writeFileAtomic(out, text, 0o600);
       } finally {
         wipe(pkcs8);
       }
       info(`wrote ${out} (0600): ${name}'s key, encrypted under the bundle password, `);
-      info("their certificate and the CA; import it in the page served by `serve --web`");
+      info(
+        `their certificate, the CA${crlDer ? " and its CRL" : ""}; import it in the page ` +
+          "served by `serve --web`",
+      );
       info(
         `CA fingerprint ${formatFingerprint(toHex(sha256(caDer)))}: the page shows it at import; ` +
           "check that they match",

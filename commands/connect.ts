@@ -11,9 +11,9 @@ import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/sessi
 import { SeenStore } from "../lib/session/relay.ts";
 import { seenFile } from "../lib/session/seen_file.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
-import { canonicalName, LOBBY, recipientUser, type RefusalCode } from "../lib/message/record.ts";
+import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
 import { E2eClient } from "../lib/e2e/client.ts";
-import { formatFingerprint } from "../lib/pki/describe.ts";
+import { readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
 import { StateFile } from "../lib/store/e2e_state_file.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
@@ -384,39 +384,6 @@ async function openSession(
   return session;
 }
 
-/**
- * `/verify <user>`: the fingerprint of the certificate that signs each of the user's devices'
- * end-to-end keys, checked now (a revoked certificate's keys are refused), to compare out of
- * band with what the user sees in `securechat cert show` (PROTOCOL §12.2).
- */
-async function showIdentity(
-  user: string,
-  e2e: E2eClient,
-  session: ChatSession,
-  show: (line: string) => void,
-): Promise<void> {
-  const name = canonicalName(user);
-  try {
-    const { devices, refused } = await e2e.identify(name, session);
-    for (const { device, reason } of refused) {
-      show(safeText(`securechat: ${name}'s device ${device}: keys refused: ${reason}`));
-    }
-    if (devices.length === 0) {
-      show(safeText(`securechat: ${name} has published no end-to-end keys`));
-      return;
-    }
-    for (const { device, fingerprint } of devices) {
-      show(safeText(
-        `${name} device ${device}: end-to-end keys signed by certificate ` +
-          formatFingerprint(fingerprint),
-      ));
-    }
-    show(`compare the fingerprint with ${name} in person or by a channel you trust`);
-  } catch (error) {
-    show(safeText(`securechat: ${name}'s end-to-end keys refused: ${(error as Error).message}`));
-  }
-}
-
 /** One session: shows what arrives, sends what is typed, until either side ends it. */
 async function chat(
   session: ChatSession,
@@ -446,19 +413,15 @@ async function chat(
         );
         return;
       }
-      if (message.type === "msg" && message.body.kind === "keys") {
-        const { device, opks_left } = message.body;
-        if (!published && device === e2e.device && opks_left !== undefined) {
-          // From here on a contact who fetches our devices finds this one (PROTOCOL §12.6).
-          published = true;
-          note(`end-to-end keys published: this device is ${e2e.device}`);
-        }
-        return await e2e.onKeys(message.body, session).catch(() => {});
+      if (
+        message.type === "msg" && message.body.kind === "keys" && !published &&
+        message.body.device === e2e.device && message.body.opks_left !== undefined
+      ) {
+        // From here on a contact who fetches our devices finds this one (PROTOCOL §12.6).
+        published = true;
+        note(`end-to-end keys published: this device is ${e2e.device}`);
       }
-      if (message.type === "msg" && message.body.kind === "members") {
-        return e2e.onMembers(message.body);
-      }
-      if (message.type === "relay" && message.relayed.senderKey) return; // handled, not a line
+      if (await takeE2eMessage(e2e, message, session)) return;
       if (message.type === "relay" && message.relayed.duplicate) return; // shown before
       if (
         message.type === "msg" && message.body.kind === "notice" &&
@@ -520,51 +483,19 @@ async function chatInput(
     if (parsed.action === "passwd") await passwd(running);
     if (parsed.action === "error") show(safeText(`securechat: ${parsed.message}`));
     if (parsed.action === "verify") {
-      await showIdentity(parsed.user, e2e, session, show);
+      for (const { text, problem } of await verifyLines(e2e, parsed.user, session)) {
+        show(safeText(problem ? `securechat: ${text}` : text));
+      }
       continue;
     }
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;
-    const privateTo = recipientUser(to);
-    if (to === LOBBY) {
-      // Our sender key for the lobby's current members first (PROTOCOL §12.5).
-      try {
-        const { without, refused } = await e2e.prepareLobby(session);
-        for (const { user, reason } of refused) {
-          show(safeText(`securechat: warning: ${user} cannot read the lobby: ${reason}`));
-        }
-        if (without.length) {
-          show(safeText(
-            `securechat: warning: ${without.join(", ")} cannot take lobby sender keys (an ` +
-              `older client): this lobby line goes readable by the server`,
-          ));
-        }
-      } catch (error) {
-        show(safeText(`securechat: not sent to the lobby: ${(error as Error).message}`));
-        continue;
-      }
-    }
-    if (privateTo !== null) {
-      // A first line to someone fetches and checks their keys first (PROTOCOL §12.3); a line
-      // that cannot go end to end is not sent at all.
-      try {
-        const { devices, refused } = await e2e.prepare(privateTo, session);
-        for (const { device, reason } of refused) {
-          show(safeText(
-            `securechat: warning: ${privateTo}'s device ${device} is left out, its keys were ` +
-              `refused: ${reason}`,
-          ));
-        }
-        if (devices === 0) {
-          show(safeText(
-            `securechat: warning: ${privateTo} has published no end-to-end keys (an older ` +
-              `client): this line goes readable by the server`,
-          ));
-        }
-      } catch (error) {
-        show(safeText(`securechat: not sent to ${privateTo}: ${(error as Error).message}`));
-        continue;
-      }
+    // The lobby's sender key or the recipient's devices first (PROTOCOL §12.5, §12.3).
+    const { warnings, refusal } = await readyToSend(e2e, to, session);
+    for (const warning of warnings) show(safeText(`securechat: ${warning}`));
+    if (refusal) {
+      show(safeText(`securechat: ${refusal}`));
+      continue;
     }
     const sending: Promise<void> = session.send(body, to).then(
       () => {

@@ -1,11 +1,15 @@
 /// <reference lib="dom" />
 /**
  * The browser page: another client of the same protocol (issue 16). Everything here is user
- * interface; the handshake, session, transcript, receipts and relay checks are lib/'s, the
- * very modules the CLI runs, built for the browser with `#sync-crypto` mapped to @noble/*
- * (scripts/web_build.ts). Text from the network reaches the page only through textContent.
+ * interface; the handshake, session, transcript, receipts, relay checks and the end-to-end
+ * layer (lib/e2e: this browser is a device with its own keys) are lib/'s, the very modules the
+ * CLI runs, built for the browser with `#sync-crypto` mapped to @noble/* (scripts/web_build.ts).
+ * Text from the network reaches the page only through textContent.
  */
+import { pemEncode } from "../lib/pki/pem.ts";
 import { codeOf } from "../lib/errors.ts";
+import { E2eClient } from "../lib/e2e/client.ts";
+import { readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { type SeenStorage, SeenStore } from "../lib/session/relay.ts";
@@ -18,6 +22,7 @@ import { TrustStore } from "../lib/pki/validate.ts";
 import { MemoryTranscriptStorage } from "../lib/transcript/memory_storage.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
+import { BrowserStateStorage } from "./e2e_storage.ts";
 import * as db from "./idb.ts";
 
 /** Reconnection waits, doubled per failure up to the last (plus up to 50 % jitter). */
@@ -62,9 +67,16 @@ interface Identity {
 let identity: Identity | null = null;
 let session: ChatSession | null = null;
 /** Kept in memory only, for reconnecting: a resumption ticket first, the password after. */
-let credentials: Credentials | null = null;
+let credentials: Exclude<Credentials, { mode: "resume" }> | null = null;
 let ticket: Uint8Array | undefined;
 let userLeft = false;
+/**
+ * This browser's end-to-end device for the logged-in user, opened at the first login with
+ * the password the server accepted and kept across reconnections.
+ */
+let e2e: E2eClient | null = null;
+/** This browser held relay marks for the user at login: it has chatted before. */
+let chattedBefore = false;
 
 function setStatus(text: string): void {
   ui.status.textContent = text;
@@ -100,7 +112,8 @@ function show(
   if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
-function onMessage(message: ReceivedMessage): void {
+async function onMessage(message: ReceivedMessage): Promise<void> {
+  if (session && e2e && await takeE2eMessage(e2e, message, session)) return;
   if (message.type === "refused") {
     show("error", { ts: message.ts, text: `message ${message.of} refused: ${message.code}` });
     return;
@@ -159,7 +172,40 @@ function render(): void {
 
 async function loadIdentity(): Promise<void> {
   const stored = await db.get<db.StoredIdentity>("identity", "current");
-  identity = stored ? { stored, trust: await TrustStore.fromPem(stored.caPem) } : null;
+  identity = stored
+    ? {
+      stored,
+      trust: await TrustStore.fromPem(
+        stored.caPem,
+        stored.crlDer && pemEncode("X509 CRL", stored.crlDer),
+      ),
+    }
+    : null;
+}
+
+/**
+ * Takes the server's CRL when it is the CA's and newer than this browser's (PKI.md "The
+ * page's CRL"): the page then refuses revoked peers as the CLI does with its ca.crl. A CRL
+ * that is not the CA's, or older than ours, is refused and ours kept; none is no news.
+ */
+async function refreshCrl(): Promise<void> {
+  const current = identity!;
+  const response = await fetch("/crl", { cache: "no-store" });
+  if (response.status === 404) return;
+  if (!response.ok) throw new Error(`GET /crl answered ${response.status}`);
+  const der = new Uint8Array(await response.arrayBuffer());
+  let adopted: Set<string> | null;
+  try {
+    adopted = current.trust.adoptCrl(await current.trust.checkCrl(der));
+  } catch (error) {
+    show("error", {
+      text: `the server's CRL was refused: ${codeOf(error)}: ${(error as Error).message}`,
+    });
+    return;
+  }
+  if (adopted === null) return;
+  current.stored = { ...current.stored, crlDer: der };
+  await db.put("identity", "current", current.stored);
 }
 
 async function importBundle(event: SubmitEvent): Promise<void> {
@@ -176,6 +222,7 @@ async function importBundle(event: SubmitEvent): Promise<void> {
     signing: { algorithm: opened.signingKey.algorithm, key: opened.signingKey.key },
     caPem: opened.caPem,
     caFingerprint: opened.caFingerprint,
+    crlDer: opened.crlDer,
   };
   await db.put("identity", "current", stored);
   identity = { stored, trust: opened.trust };
@@ -184,6 +231,8 @@ async function importBundle(event: SubmitEvent): Promise<void> {
 }
 
 async function forgetIdentity(): Promise<void> {
+  // The device's end-to-end keys go too: a new identity here is a new device.
+  if (identity) await db.remove("e2e", identity.stored.username);
   await db.remove("identity", "current");
   identity = null;
   setStatus("identity forgotten");
@@ -210,6 +259,8 @@ async function login(event: SubmitEvent): Promise<void> {
   ui.password.value = "";
   userLeft = false;
   ticket = undefined;
+  e2e = null;
+  chattedBefore = (await db.get<string>("seen", username)) !== undefined;
   await chatLoop();
 }
 
@@ -234,6 +285,7 @@ async function chatLoop(): Promise<void> {
       if (isPermanent(code) || ++failures >= BACKOFF_MS.length) {
         setStatus(`not connected (${code})`);
         credentials = null;
+        e2e = null;
         render();
         return;
       }
@@ -241,9 +293,11 @@ async function chatLoop(): Promise<void> {
       continue;
     }
     await seen.save().catch(() => {});
+    await e2e?.save().catch(() => {});
     if (userLeft || end.outcome === "closed") {
       setStatus(`session ended${end.outcome === "closed" ? " with receipts" : ""}`);
       credentials = null;
+      e2e = null;
       render();
       return;
     }
@@ -253,8 +307,15 @@ async function chatLoop(): Promise<void> {
 }
 
 function isPermanent(code: string): boolean {
-  return ["AUTH_FAIL", "BAD_CERT", "REVOKED", "USER_EXISTS", "INVALID_INPUT", "UNSUPPORTED"]
-    .includes(code);
+  return [
+    "AUTH_FAIL",
+    "BAD_CERT",
+    "REVOKED",
+    "USER_EXISTS",
+    "INVALID_INPUT",
+    "UNSUPPORTED",
+    "DECRYPT_FAIL", // the end-to-end state does not open with this password
+  ].includes(code);
 }
 
 async function reconnectPause(failures: number): Promise<void> {
@@ -269,6 +330,7 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
   const { stored, trust } = identity!;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   setStatus(`connecting to ${location.host}…`);
+  await refreshCrl();
   const socket = new WebSocket(`${scheme}//${location.host}/ws`);
   await opened(socket);
   const using: Credentials = ticket
@@ -287,6 +349,13 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
   }
   // Saved to IndexedDB whenever the session makes its transcript durable (before it
   // acknowledges stored lines, PROTOCOL §6.6) and again when it ends.
+  let device: E2eClient;
+  try {
+    device = await openDevice(stored);
+  } catch (error) {
+    established.conn.close();
+    throw error;
+  }
   const storage = new MemoryTranscriptStorage(
     "this browser",
     (files) => keep(files, { outcome: "in progress" }),
@@ -297,7 +366,11 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
     relayTrust: trust,
     seen,
     keepKeys: true,
+    e2e: device,
   });
+  // Our bundle goes to the server's key directory at every login, before any typed line (a
+  // failure only means first contacts to us wait for our next login).
+  await device.publish(session).catch(() => {});
   setStatus(
     `logged in as ${session.username} to ${established.peer.commonName}; ` +
       `session ${session.sessionId.slice(0, 8)}`,
@@ -313,6 +386,43 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
   }
   await archive(storage, end);
   return end;
+}
+
+/**
+ * This browser's device for the user: its state from IndexedDB, opened with the password the
+ * server just accepted (a wrong one was the server's AUTH_FAIL), or new keys.
+ * @throws DECRYPT_FAIL when the state does not open with this password
+ */
+async function openDevice(stored: db.StoredIdentity): Promise<E2eClient> {
+  if (e2e) return e2e;
+  let state: BrowserStateStorage;
+  try {
+    state = await BrowserStateStorage.open(stored.username, credentials!.password);
+  } catch (error) {
+    show("error", {
+      text: `${(error as Error).message}. Your password changed since this browser last ` +
+        'chatted? "Forget" removes this browser\'s identity and end-to-end keys; after ' +
+        "importing your bundle again it starts as a new device.",
+    });
+    throw error;
+  }
+  const device = await E2eClient.open(
+    state,
+    { user: stored.username, certDer: stored.certDer, signingKey: stored.signing },
+    identity!.trust,
+  );
+  if (device.fresh && chattedBefore) {
+    // Lost state is a new conversation, said plainly (issue 13): never a silent failure.
+    show("notice", {
+      author: "*",
+      text: `this browser's end-to-end keys for ${stored.username} are missing (cleared site ` +
+        `data?): it starts again as a new device (${device.device}) with fresh keys, ` +
+        "published now. Messages sent to the old device cannot be read here; your contacts' " +
+        "next messages reach this one, and your next message to each starts a new conversation.",
+    });
+  }
+  e2e = device;
+  return device;
 }
 
 /** Keeps a finished session's files in IndexedDB and lists them for download. */
@@ -369,8 +479,19 @@ async function sendText(text: string): Promise<void> {
   if (parsed.action === "quit") return await leave();
   if (parsed.action === "help") return show("notice", { text: CHAT_HELP });
   if (parsed.action === "error") return show("error", { text: parsed.message });
-  if (parsed.action !== "send") return;
   const current = session;
+  const device = e2e!;
+  if (parsed.action === "verify") {
+    for (const { text, problem } of await verifyLines(device, parsed.user, current)) {
+      show(problem ? "error" : "notice", { author: "*", text });
+    }
+    return;
+  }
+  if (parsed.action !== "send") return;
+  // The lobby's sender key or the recipient's devices first (PROTOCOL §12.5, §12.3).
+  const { warnings, refusal } = await readyToSend(device, parsed.to, current);
+  for (const warning of warnings) show("error", { text: warning });
+  if (refusal) return show("error", { text: refusal });
   await current.send(parsed.body, parsed.to);
   if (parsed.body.kind === "text") {
     const to = recipientUser(parsed.to);

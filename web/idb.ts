@@ -1,14 +1,17 @@
 /// <reference lib="dom" />
 /**
  * The page's IndexedDB (one database per origin): the imported identity (its key a
- * non-extractable CryptoKey, which IndexedDB stores without ever exposing its bytes), relay
- * high-water marks per user, and the transcripts of finished sessions until downloaded.
+ * non-extractable CryptoKey, which IndexedDB stores without ever exposing its bytes) and the
+ * newest CRL it has seen, relay high-water marks per user, each user's sealed end-to-end state
+ * (web/e2e_storage.ts), and the transcripts of finished sessions until downloaded.
  */
 import type { SignatureAlgorithm } from "../lib/crypto/signature.ts";
 
 const DB_NAME = "securechat";
-const DB_VERSION = 1;
-type Store = "identity" | "seen" | "sessions";
+/** 2 added the "e2e" store. */
+const DB_VERSION = 2;
+const STORES = ["identity", "seen", "sessions", "e2e"] as const;
+type Store = typeof STORES[number];
 
 export interface StoredIdentity {
   username: string;
@@ -16,6 +19,11 @@ export interface StoredIdentity {
   signing: { algorithm: SignatureAlgorithm; key: CryptoKey };
   caPem: string;
   caFingerprint: string;
+  /**
+   * The newest CA-signed CRL this browser has seen (DER), from the bundle or the server: a
+   * server handing out an older one cannot unrevoke a certificate here.
+   */
+  crlDer?: Uint8Array;
 }
 
 export interface StoredSession {
@@ -39,7 +47,9 @@ function database(): Promise<IDBDatabase> {
   opening ??= new Promise((resolve, reject) => {
     const req = indexedDB.open(DB_NAME, DB_VERSION);
     req.onupgradeneeded = () => {
-      for (const store of ["identity", "seen", "sessions"]) req.result.createObjectStore(store);
+      for (const store of STORES) {
+        if (!req.result.objectStoreNames.contains(store)) req.result.createObjectStore(store);
+      }
     };
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);

@@ -80,6 +80,8 @@ export interface E2eStorage {
   load(): Promise<unknown>;
   /** Replaces the saved state; resolves once it is durable. @throws IO_ERROR */
   save(state: unknown): Promise<void>;
+  /** A deferred save must not keep a command-line process alive (Deno.unrefTimer). */
+  unrefTimer?(timer: ReturnType<typeof setTimeout>): void;
 }
 
 /** Storage that lives as long as the process (tests, a page that keeps nothing). */
@@ -313,7 +315,7 @@ export class E2eClient {
   #saveSoon(): void {
     if (this.#saveTimer) return;
     this.#saveTimer = setTimeout(() => void this.save().catch(() => {}), 200);
-    Deno.unrefTimer(this.#saveTimer);
+    this.#storage.unrefTimer?.(this.#saveTimer);
   }
 
   #toJSON(): z.input<typeof StateSchema> {

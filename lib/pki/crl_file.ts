@@ -16,3 +16,13 @@ export async function crlFileStatus(path: string, now = new Date()): Promise<Crl
   const state = days < 0 ? "lapsed" : days < CRL_WARN_DAYS ? "lapsing" : "current";
   return { state, number: crl.crlNumber, nextUpdate: crl.nextUpdate, days };
 }
+
+/**
+ * The CRL file's DER (the CA's own, verified by whoever trusts it), or undefined when there is
+ * none: `cert export` puts it in the bundle.
+ * @throws BAD_CERT when the file is not a PEM CRL; IO_ERROR when it cannot be read
+ */
+export async function readCrlDer(path: string): Promise<Uint8Array | undefined> {
+  if (!(await pathExists(path))) return undefined;
+  return pemDecode(await readTextFile(path), "X509 CRL", "BAD_CERT");
+}

@@ -1,13 +1,14 @@
 /**
  * The export bundle (`securechat cert export NAME`, docs/PKI.md "Export bundle"): what a user
  * carries to another client, such as the browser page. It is one PEM text file with exactly
- * three blocks, in this order:
+ * three or four blocks, in this order:
  *
  *   ENCRYPTED PRIVATE KEY  the user's PKCS#8 key as an EncryptedPrivateKeyInfo, PBES2 with
  *                          PBKDF2-HMAC-SHA256 (600 000 iterations) and AES-256-CBC under the
  *                          bundle password (./keys.ts; `openssl pkey -in FILE` reads it)
  *   CERTIFICATE            the user's certificate
  *   CERTIFICATE            the root CA the user trusts (ca.pem)
+ *   X509 CRL               optional: the CA's CRL at export time (ca.crl), CA-signed
  *
  * Opening checks that the key signs for the certificate and that the certificate is a client
  * certificate under that CA today. The CA certificate itself is protected only as the file is:
@@ -23,7 +24,9 @@ import { TrustStore, validatePeerCertificate } from "./validate.ts";
 /** A bundle is a few KB (RSA-2048: about 5 KB); anything much larger is not one. */
 export const MAX_BUNDLE_BYTES = 64 * 1024;
 const BLOCK_RE = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
-const LABELS = ["ENCRYPTED PRIVATE KEY", "CERTIFICATE", "CERTIFICATE"] as const;
+const LABELS = ["ENCRYPTED PRIVATE KEY", "CERTIFICATE", "CERTIFICATE", "X509 CRL"] as const;
+/** The CRL block is optional: a CA that never revoked anything may have no ca.crl. */
+const REQUIRED_BLOCKS = 3;
 /** Signed and verified at opening: proves the key belongs to the certificate. */
 const KEY_CHECK_LABEL = "securechat/v2 export bundle key check";
 
@@ -32,6 +35,8 @@ export interface ExportBundleParts {
   pkcs8: Uint8Array;
   certDer: Uint8Array;
   caDer: Uint8Array;
+  /** The CA's CRL (DER), when the PKI directory has one. */
+  crlDer?: Uint8Array;
 }
 
 /** The bundle text of `parts`, the key encrypted under `password`. */
@@ -41,7 +46,8 @@ export async function encodeExportBundle(
 ): Promise<string> {
   if (password === "") throw new SecureChatError("USAGE", "the bundle password is empty");
   return pemEncode("ENCRYPTED PRIVATE KEY", await encryptPkcs8(parts.pkcs8, password)) +
-    pemEncode("CERTIFICATE", parts.certDer) + pemEncode("CERTIFICATE", parts.caDer);
+    pemEncode("CERTIFICATE", parts.certDer) + pemEncode("CERTIFICATE", parts.caDer) +
+    (parts.crlDer ? pemEncode("X509 CRL", parts.crlDer) : "");
 }
 
 function malformed(why: string): never {
@@ -61,8 +67,11 @@ export async function decodeExportBundle(
 ): Promise<ExportBundleParts> {
   if (text.length > MAX_BUNDLE_BYTES) malformed("larger than 64 KiB");
   const blocks = [...text.matchAll(BLOCK_RE)];
-  if (blocks.length !== LABELS.length || blocks.some(([, label], i) => label !== LABELS[i])) {
-    malformed("it must hold an ENCRYPTED PRIVATE KEY, then two CERTIFICATEs");
+  if (
+    blocks.length < REQUIRED_BLOCKS || blocks.length > LABELS.length ||
+    blocks.some(([, label], i) => label !== LABELS[i])
+  ) {
+    malformed("it must hold an ENCRYPTED PRIVATE KEY, then two CERTIFICATEs, then maybe a CRL");
   }
   const ders = blocks.map(([, , body]) => {
     try {
@@ -82,7 +91,7 @@ export async function decodeExportBundle(
     }
     return malformed("the private key block is not an encrypted PKCS#8 key");
   }
-  return { pkcs8, certDer: ders[1], caDer: ders[2] };
+  return { pkcs8, certDer: ders[1], caDer: ders[2], crlDer: ders[3] };
 }
 
 export interface OpenedBundle {
@@ -95,14 +104,17 @@ export interface OpenedBundle {
   caPem: string;
   /** SHA-256 of the CA certificate, hex: for the user to compare. */
   caFingerprint: string;
+  /** The bundle's CRL, verified under its CA (and in `trust`), if it carried one. */
+  crlDer?: Uint8Array;
 }
 
 /**
  * Decodes a bundle, imports the key non-extractable (the decrypted bytes are wiped, best
  * effort in JS) and checks it: the key signs for the certificate, which is a client
- * certificate under the bundle's CA at `now`.
+ * certificate under the bundle's CA at `now`, not revoked by the bundle's CRL.
  * @throws INVALID_INPUT, AUTH_FAIL as {@link decodeExportBundle}; BAD_CERT when the
- *   certificate does not validate or the key is not its key; UNSUPPORTED for a key type
+ *   certificate does not validate (revoked, or the CRL is not the CA's or has lapsed) or the
+ *   key is not its key; UNSUPPORTED for a key type
  */
 export async function openExportBundle(
   text: string,
@@ -117,7 +129,10 @@ export async function openExportBundle(
     wipe(parts.pkcs8);
   }
   const caPem = pemEncode("CERTIFICATE", parts.caDer);
-  const trust = await TrustStore.fromPem(caPem);
+  const trust = await TrustStore.fromPem(
+    caPem,
+    parts.crlDer && pemEncode("X509 CRL", parts.crlDer),
+  );
   const peer = await validatePeerCertificate(trust, parts.certDer, { role: "client", now });
   const message = concat(utf8(KEY_CHECK_LABEL), new Uint8Array([0]), randomBytes(32));
   if (
@@ -133,5 +148,6 @@ export async function openExportBundle(
     trust,
     caPem,
     caFingerprint: trust.caFingerprint,
+    crlDer: parts.crlDer,
   };
 }

@@ -2,8 +2,10 @@
  * `serve --web PORT`: the WebSocket front and the browser page. `GET /ws` upgrades to a
  * WebSocket that carries the protocol's frames, one binary message per frame (PROTOCOL §2),
  * into the same ChatServer core as the TCP listener: the same admission, handshake, session
- * and lobby. `GET /` is the page (web/dist, built by `deno task web:build`) and
- * `GET /assets/NAME.HASH.EXT` its content-addressed assets; everything else answers 404.
+ * and lobby. `GET /` is the page (web/dist, built by `deno task web:build`),
+ * `GET /assets/NAME.HASH.EXT` its content-addressed assets, and `GET /crl` the CA's CRL the
+ * server holds now (DER; 404 without one), which the page checks under the CA certificate and
+ * adopts only when newer than its own (PKI.md "The page's CRL"); everything else answers 404.
  * Every response forbids framing, sniffing and referrers; the page may run only its own
  * same-origin script, connect only to its own origin, and write HTML only through Trusted
  * Types (it writes none). No cookie is ever set (authentication is the protocol's).
@@ -14,6 +16,8 @@ import { WebSocketByteConn } from "../wire/websocket.ts";
 import type { ChatServer } from "./server.ts";
 
 export const WEBSOCKET_PATH = "/ws";
+/** The CA's CRL in force on this server: the page's revocation source (it trusts its CA only). */
+export const CRL_PATH = "/crl";
 
 /** Sent on every HTTP response of the web front. */
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
@@ -91,6 +95,7 @@ export function serveWeb(
   server: ChatServer,
   log: Logger,
   page?: ReadonlyMap<string, WebAsset>,
+  crl: () => Uint8Array | undefined = () => undefined,
 ): WebFront {
   let http: Deno.HttpServer<Deno.NetAddr>;
   try {
@@ -102,6 +107,9 @@ export function serveWeb(
         ? page.get(new URL(request.url).pathname)
         : undefined;
       if (asset) return pageResponse(asset);
+      if (request.method === "GET" && new URL(request.url).pathname === CRL_PATH) {
+        return crlResponse(crl());
+      }
       const refusal = refusalOf(request);
       if (refusal) {
         log("WEB_REFUSED", { peer, detail: refusal.why });
@@ -171,6 +179,18 @@ function pageResponse(asset: WebAsset): Response {
     headers["cache-control"] = "public, max-age=31536000, immutable";
   }
   return new Response(asset.body as BodyInit, { status: 200, headers });
+}
+
+/**
+ * The CRL as it is, CA-signed: anyone may read it (RFC 5280 CRLs are public), and a changed
+ * byte only makes the page refuse it. Never cached: it is the page's news of revocations.
+ */
+function crlResponse(der: Uint8Array | undefined): Response {
+  if (!der) return plain(404, "this server holds no CRL");
+  return new Response(der as BodyInit, {
+    status: 200,
+    headers: { ...SECURITY_HEADERS, "content-type": "application/pkix-crl" },
+  });
 }
 
 function plain(status: number, text: string): Response {

@@ -1,0 +1,125 @@
+/**
+ * What a chat client does around its {@link E2eClient} (PROTOCOL §12.5–§12.7), the same for
+ * the CLI (commands/connect.ts) and the page (web/app.ts): which received messages are the
+ * layer's own, what must happen before a line leaves, and what `/verify` shows. The texts
+ * are returned, never printed: each client shows them its own way.
+ */
+import { formatFingerprint } from "../pki/describe.ts";
+import { canonicalName, LOBBY, recipientUser } from "../message/record.ts";
+import type { ReceivedMessage } from "../session/session.ts";
+import type { E2eClient, KeysChannel } from "./client.ts";
+
+/**
+ * Hands the layer what is its own: the server's `keys` answers and notices, and `members`
+ * bodies (§12.5). A relayed `sender_key` record was taken by the session already.
+ * @returns true when `message` is not for display
+ */
+export async function takeE2eMessage(
+  e2e: E2eClient,
+  message: ReceivedMessage,
+  channel: KeysChannel,
+): Promise<boolean> {
+  if (message.type === "msg" && message.body.kind === "keys") {
+    // A failed prekey top-up is retried at the next notice or login.
+    await e2e.onKeys(message.body, channel).catch(() => {});
+    return true;
+  }
+  if (message.type === "msg" && message.body.kind === "members") {
+    e2e.onMembers(message.body);
+    return true;
+  }
+  return message.type === "relay" && message.relayed.senderKey !== undefined;
+}
+
+/** Whether a line may leave, and what the user must be told first. */
+export interface SendReadiness {
+  warnings: string[];
+  /** Why the line is not sent at all (said to the user); absent when it may go. */
+  refusal?: string;
+}
+
+/**
+ * Makes a line to `to` ready to go end to end: the lobby's sender key for its current
+ * members (§12.5), or a private recipient's devices checked and sessions started (§12.3).
+ * A private line whose every device was refused is not sent.
+ */
+export async function readyToSend(
+  e2e: E2eClient,
+  to: string,
+  channel: KeysChannel,
+): Promise<SendReadiness> {
+  const warnings: string[] = [];
+  if (to === LOBBY) {
+    try {
+      const { without, refused } = await e2e.prepareLobby(channel);
+      for (const { user, reason } of refused) {
+        warnings.push(`warning: ${user} cannot read the lobby: ${reason}`);
+      }
+      if (without.length) {
+        warnings.push(
+          `warning: ${without.join(", ")} cannot take lobby sender keys (an older client): ` +
+            "this lobby line goes readable by the server",
+        );
+      }
+      return { warnings };
+    } catch (error) {
+      return { warnings, refusal: `not sent to the lobby: ${(error as Error).message}` };
+    }
+  }
+  const user = recipientUser(to);
+  if (user === null) return { warnings };
+  try {
+    const { devices, refused } = await e2e.prepare(user, channel);
+    for (const { device, reason } of refused) {
+      warnings.push(
+        `warning: ${user}'s device ${device} is left out, its keys were refused: ${reason}`,
+      );
+    }
+    if (devices === 0) {
+      warnings.push(
+        `warning: ${user} has published no end-to-end keys (an older client): this line ` +
+          "goes readable by the server",
+      );
+    }
+    return { warnings };
+  } catch (error) {
+    return { warnings, refusal: `not sent to ${user}: ${(error as Error).message}` };
+  }
+}
+
+/**
+ * `/verify <user>`: the fingerprint of the certificate that signs each of the user's devices'
+ * end-to-end keys, checked now (a revoked certificate's keys are refused), to compare out of
+ * band with what the user sees in `securechat cert show` (PROTOCOL §12.2).
+ * @returns the lines to show, in order; `problem` marks a refusal rather than a finding
+ */
+export async function verifyLines(
+  e2e: E2eClient,
+  user: string,
+  channel: KeysChannel,
+): Promise<{ text: string; problem: boolean }[]> {
+  const name = canonicalName(user);
+  const lines: { text: string; problem: boolean }[] = [];
+  const problem = (text: string) => lines.push({ text, problem: true });
+  const finding = (text: string) => lines.push({ text, problem: false });
+  try {
+    const { devices, refused } = await e2e.identify(name, channel);
+    for (const { device, reason } of refused) {
+      problem(`${name}'s device ${device}: keys refused: ${reason}`);
+    }
+    if (devices.length === 0) {
+      problem(`${name} has published no end-to-end keys`);
+      return lines;
+    }
+    for (const { device, fingerprint } of devices) {
+      finding(
+        `${name} device ${device}: end-to-end keys signed by certificate ` +
+          formatFingerprint(fingerprint),
+      );
+    }
+    finding(`compare the fingerprint with ${name} in person or by a channel you trust`);
+  } catch (error) {
+    problem(`${name}'s end-to-end keys refused: ${(error as Error).message}`);
+  }
+  return lines;
+}
