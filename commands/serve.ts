@@ -395,16 +395,14 @@ async function serve(options: ServeOptions): Promise<void> {
     ? undefined
     : serveHealth(options.host, options.healthPort, () => server.healthy);
   if (health) log("HEALTH", { detail: `${options.host}:${health.port}` });
-  const web = options.web === undefined
-    ? undefined
-    : serveWeb(
-      options.host,
-      options.web,
-      server,
-      log,
-      await webPage(options.webRoot, log),
-      () => trust.crl?.der,
-    );
+  const web = options.web === undefined ? undefined : serveWeb(
+    options.host,
+    options.web,
+    server,
+    log,
+    await webPage(options.webRoot, log),
+    () => trust.crl?.der,
+  );
   if (web) log("LISTEN_WEB", { detail: `${options.host}:${web.port}` });
 
   const signalled = new Promise<void>((resolve) => {

@@ -17,13 +17,26 @@ import { LiveClient, logIs, registerUser, ServerProcess } from "../testkit/serve
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { type Browser, chromiumMissing, launchChromium, type Page } from "./helpers/chromium.ts";
 import { PAGE_CSP } from "../lib/server/web.ts";
+import { utf8 } from "../lib/bytes.ts";
+import { decodeRecord } from "../lib/message/record.ts";
+import { loadCaSigner } from "../lib/pki/ca.ts";
+import { formatFingerprint } from "../lib/pki/describe.ts";
+import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { fingerprintOf } from "../lib/transcript/format.ts";
+import { FrameProxy } from "./helpers/proxy.ts";
+import { decryptWithKeylog } from "./helpers/keylog.ts";
 
 const ARTIFACTS = new URL("../test-artifacts/", import.meta.url);
 const ROOT = new URL("../", import.meta.url);
 
 const skip = skipUnless("chromium", chromiumMissing(), "the browser page test in Chromium");
 
-const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12", carol: "carol-password-1" };
+const PASSWORDS = {
+  alice: "alice-password-1",
+  bob: "bob-password-12",
+  carol: "carol-password-1",
+  dave: "dave-password-12",
+};
 const BUNDLE_PASSWORD = "bundle passphrase for the test";
 
 /** What one page logged that a user would call broken: console errors, exceptions, CSP. */
@@ -343,6 +356,256 @@ Deno.test({
     } finally {
       await carol?.end().catch(() => {});
       await browser?.close();
+      await server.stop();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+      await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Logs in again from the page (the identity stays imported), as a returning user does. */
+async function loginFromPage(page: Page, user: keyof typeof PASSWORDS): Promise<void> {
+  await page.click("input[name=mode][value=login]");
+  await page.type("#password", PASSWORDS[user]);
+  await page.click("#login-form button[type=submit]");
+  await waitForStatus(page, new RegExp(`^logged in as ${user} `), `${user}'s login`);
+}
+
+/** Leaves the chat from the page: receipts are exchanged. */
+async function leaveFromPage(page: Page, user: string): Promise<void> {
+  await page.click("#leave");
+  await waitForStatus(page, /^session ended with receipts/, `${user}'s leaving`);
+}
+
+function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) out.push(...await filesUnder(path));
+    else if (entry.isFile) out.push(path);
+  }
+  return out;
+}
+
+Deno.test({
+  name: "browser: the page is an end-to-end device: private and lobby lines with the CLI both " +
+    "ways, /verify, revoked peers refused from the server's CRL, lost state, no plaintext at " +
+    "the server",
+  ignore: skip,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const work = await Deno.makeTempDir({ prefix: "securechat-browser-e2e-" });
+    const pki = await makePki(["alice", "carol", "dave", "mallory"], "ed25519");
+    const built = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "scripts/web_build.ts", "--out", join(work, "dist")],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(built.success, new TextDecoder().decode(built.stderr));
+    // A CRL before the export (mallory's), so the bundle carries one: CRL number 1.
+    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "mallory", 30);
+    await Deno.writeTextFile(join(work, "bundle-password"), BUNDLE_PASSWORD + "\n");
+    const exported = await runCli([
+      "cert",
+      "export",
+      "alice",
+      "--dir",
+      pki.dir,
+      "--out",
+      join(work, "alice.bundle.pem"),
+      "--password-file",
+      join(work, "bundle-password"),
+    ]);
+    assert.equal(exported.code, 0, exported.stderr);
+    const serverDir = join(work, "server");
+    await Deno.mkdir(serverDir);
+    const keylog = join(serverDir, "keys.log");
+    const server = await ServerProcess.start({
+      pkiDir: pki.dir,
+      workDir: serverDir,
+      args: ["--web", "0", "--web-root", join(work, "dist"), "--keylog", keylog],
+    });
+    const webPort = Number(
+      String((await server.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
+    );
+    // carol's frames pass a recorder: with the key log, an auditor opens every one of them.
+    const proxy = FrameProxy.start(server.port);
+    const run = crypto.randomUUID().slice(0, 8);
+    const privates = [1, 2, 3, 4, 5].map((i) => `private-${i}-${run}`);
+    const lobby = [1, 2].map((i) => `lobby-${i}-${run}`);
+    let browser: Browser | undefined;
+    let carol: LiveClient | undefined;
+    const problems: PageProblems = { console: [] };
+    try {
+      for (const user of ["carol", "dave"] as const) {
+        await registerUser(server, pki.dir, user, PASSWORDS[user], join(work, `${user}-client`));
+      }
+      browser = await launchChromium();
+      const alice = await openPage(
+        browser,
+        `http://127.0.0.1:${webPort}/`,
+        problems,
+        join(work, "alice-downloads"),
+      );
+      await joinFromPage(alice, join(work, "alice.bundle.pem"), "alice");
+      carol = await LiveClient.login({
+        port: proxy.port,
+        user: "carol",
+        password: PASSWORDS.carol,
+        pkiDir: pki.dir,
+        transcripts: join(work, "carol-client"),
+      });
+
+      // Private lines both ways: a first contact from the page (carol's published prekeys),
+      // the answer from the CLI (a ratchet step), one more from the page.
+      await say(alice, `/msg carol ${privates[0]}`);
+      await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[0]}`));
+      await carol.send(`/msg alice ${privates[1]}`);
+      await waitForLine(alice, (l) => l.text === privates[1], "carol's private line");
+      await say(alice, `/msg carol ${privates[2]}`);
+      await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[2]}`));
+      // The lobby under sender keys, each way.
+      await say(alice, lobby[0]);
+      await carol.waitForLine((l) => l.includes(`alice ✓ ${lobby[0]}`));
+      await carol.send(lobby[1]);
+      await waitForLine(alice, (l) => l.text === lobby[1], "carol's lobby line");
+      for (const text of [privates[1], lobby[1]]) {
+        const line = (await shown(alice)).filter((l) => l.text === text);
+        assert.equal(line.length, 1, `${text} shown once`);
+        assert.deepEqual(
+          { author: line[0].author, verified: line[0].verified, private: line[0].private },
+          { author: "carol", verified: true, private: text === privates[1] },
+        );
+      }
+      assert.ok(
+        !(await shown(alice)).some((l) => /readable by the server|cannot decrypt/.test(l.text)),
+        JSON.stringify(await shown(alice)),
+      );
+
+      // /verify on both sides: the fingerprint of the certificate behind each device's keys.
+      const fingerprint = async (user: string) =>
+        formatFingerprint(fingerprintOf((await pki.identity(user)).certDer));
+      await say(alice, "/verify carol");
+      await waitForLine(
+        alice,
+        (l) => l.text.startsWith("compare the fingerprint with carol"),
+        "/verify",
+      );
+      const carolDevices = (await shown(alice)).filter((l) =>
+        /^carol device [0-9a-f]{16}: end-to-end keys signed by certificate /.test(l.text)
+      );
+      assert.equal(carolDevices.length, 1, JSON.stringify(carolDevices));
+      assert.ok(carolDevices[0].text.endsWith(await fingerprint("carol")));
+      await carol.send("/verify alice");
+      await carol.waitForLine((l) => l.includes("compare the fingerprint with alice"));
+      const aliceDevices = carol.lines((l) => /alice device [0-9a-f]{16}: end-to-end keys/.test(l));
+      assert.equal(aliceDevices.length, 1, "one device: this browser");
+      assert.ok(aliceDevices[0].endsWith(await fingerprint("alice")), aliceDevices[0]);
+      await say(alice, "/verify dave");
+      await waitForLine(
+        alice,
+        (l) => l.text.startsWith("compare the fingerprint with dave"),
+        "dave",
+      );
+
+      // dave is revoked. The server takes the new CRL (SIGHUP) and serves it at /crl; the page
+      // takes it at its next login, checks it under the CA, and refuses dave's keys by itself
+      // (the server still hands them out, as a malicious one would).
+      await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "dave", 30);
+      const mark = server.mark();
+      server.child.kill("SIGHUP");
+      await server.waitFor((e) => e.event === "CRL_LOADED" && e.number === "2", 10_000, mark);
+      await leaveFromPage(alice, "alice");
+      await loginFromPage(alice, "alice");
+      const before = (await shown(alice)).length;
+      await say(alice, "/verify dave");
+      await waitForLine(
+        alice,
+        (l) => l.text.startsWith("dave's end-to-end keys refused: ") && /revoked/.test(l.text),
+        "dave refused",
+      );
+      await say(alice, "/msg dave are you there");
+      await waitForLine(alice, (l) => l.text.startsWith("not sent to dave: "), "no line to dave");
+      assert.ok(
+        !(await shown(alice)).slice(before).some((l) => l.text.includes("signed by certificate")),
+      );
+
+      // This browser loses its end-to-end state (site data cleared): the page says so, starts
+      // again as a new device, and the conversation goes on both ways.
+      await leaveFromPage(alice, "alice");
+      await alice.evaluate(`new Promise((resolve, reject) => {
+        const open = indexedDB.open("securechat");
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const tx = open.result.transaction("e2e", "readwrite");
+          tx.objectStore("e2e").delete("alice");
+          tx.oncomplete = () => { open.result.close(); resolve(); };
+          tx.onerror = () => reject(tx.error);
+        };
+      })`);
+      await loginFromPage(alice, "alice");
+      await waitForLine(
+        alice,
+        (l) => l.author === "*" && l.text.includes("end-to-end keys for alice are missing"),
+        "the lost-state notice",
+      );
+      await say(alice, `/msg carol ${privates[3]}`);
+      await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[3]}`));
+      await carol.send(`/msg alice ${privates[4]}`);
+      await waitForLine(alice, (l) => l.text === privates[4], "carol's line to the new device");
+
+      assert.deepEqual(problems.console, [], "alice's console");
+      assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
+      await leaveFromPage(alice, "alice");
+      const carolEnd = await carol.end();
+      carol = undefined;
+      assert.equal(carolEnd.code, 0, carolEnd.stderr);
+      assert.ok(!carolEnd.stderr.includes("readable by the server"), carolEnd.stderr);
+      await server.stop();
+
+      // No line typed in the page or on the CLI is in anything the server wrote or logged.
+      const canaries = [...privates, ...lobby];
+      for (const path of await filesUnder(serverDir)) {
+        const bytes = await Deno.readFile(path);
+        for (const canary of canaries) {
+          assert.ok(!contains(bytes, utf8(canary)), `${canary} in the server's ${path}`);
+        }
+      }
+      const output = [...server.logs.map((e) => JSON.stringify(e)), ...server.otherOutput]
+        .join("\n");
+      for (const canary of canaries) assert.ok(!output.includes(canary), `${canary} logged`);
+      // Nor in any frame to or from carol, opened with the key log: the page's lines reached
+      // her end to end (an envelope, no content key), as hers left.
+      const opened = decryptWithKeylog(proxy.frames, await Deno.readTextFile(keylog));
+      let relayedEndToEnd = 0;
+      for (const { message } of opened) {
+        if (message.type !== "msg" && message.type !== "relay") continue;
+        const record = decodeRecord(message.record as never);
+        if (record.to === "server" || message.type === "msg" && record.dir !== "c2s") continue;
+        assert.ok(!("k" in message), `a ${message.type} to ${record.to} with its content key`);
+        assert.ok("e2e" in message, `a ${message.type} to ${record.to} without an envelope`);
+        if (message.type === "relay") relayedEndToEnd++;
+      }
+      // From the page: privates 1, 3 and 4, and lobby 1 (more with sender-key records).
+      assert.ok(relayedEndToEnd >= 4, `relays to carol end to end: ${relayedEndToEnd}`);
+      const everything = JSON.stringify(opened);
+      for (const canary of canaries) {
+        assert.ok(!everything.includes(canary), `${canary} on the wire`);
+      }
+    } finally {
+      await carol?.end().catch(() => {});
+      await browser?.close();
+      await proxy.close();
       await server.stop();
       await Deno.remove(work, { recursive: true }).catch(() => {});
       await Deno.remove(pki.dir, { recursive: true }).catch(() => {});

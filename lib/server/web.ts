@@ -4,7 +4,7 @@
  * into the same ChatServer core as the TCP listener: the same admission, handshake, session
  * and lobby. `GET /` is the page (web/dist, built by `deno task web:build`),
  * `GET /assets/NAME.HASH.EXT` its content-addressed assets, and `GET /crl` the CA's CRL the
- * server holds now (DER; 404 without one), which the page checks under the CA certificate and
+ * server holds now (DER; 204 No Content without one), which the page checks under the CA certificate and
  * adopts only when newer than its own (PKI.md "The page's CRL"); everything else answers 404.
  * Every response forbids framing, sniffing and referrers; the page may run only its own
  * same-origin script, connect only to its own origin, and write HTML only through Trusted
@@ -186,7 +186,8 @@ function pageResponse(asset: WebAsset): Response {
  * byte only makes the page refuse it. Never cached: it is the page's news of revocations.
  */
 function crlResponse(der: Uint8Array | undefined): Response {
-  if (!der) return plain(404, "this server holds no CRL");
+  // No CRL is an answer, not an error (a browser logs every 404 as one).
+  if (!der) return new Response(null, { status: 204, headers: SECURITY_HEADERS });
   return new Response(der as BodyInit, {
     status: 200,
     headers: { ...SECURITY_HEADERS, "content-type": "application/pkix-crl" },

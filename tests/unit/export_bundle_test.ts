@@ -1,7 +1,8 @@
 /**
  * The export bundle (lib/pki/export_bundle.ts): what `cert export` writes and the page opens.
  * Each refusal has its code: a wrong password, a key that is not the certificate's, a
- * certificate from another CA, and anything but the three blocks in order.
+ * certificate from another CA or revoked by the bundle's CRL, a CRL that is not the CA's, and
+ * anything but the three blocks (and an optional CRL) in order.
  */
 import assert from "node:assert/strict";
 import { codeOf } from "../../lib/errors.ts";
@@ -12,6 +13,10 @@ import {
   openExportBundle,
 } from "../../lib/pki/export_bundle.ts";
 import { pemEncode } from "../../lib/pki/pem.ts";
+import { validatePeerCertificate } from "../../lib/pki/validate.ts";
+import { loadCaSigner } from "../../lib/pki/ca.ts";
+import { readCrlDer } from "../../lib/pki/crl_file.ts";
+import { revokeCertificates } from "../../lib/pki/revoke.ts";
 import { makePki } from "../../testkit/pki.ts";
 
 const PASSWORD = "correct horse battery";
@@ -57,7 +62,7 @@ Deno.test("openExportBundle() opens what encodeExportBundle() wrote: a non-extra
   }
 });
 
-Deno.test("decodeExportBundle() takes the three blocks in order and nothing else", async () => {
+Deno.test("decodeExportBundle() takes the three blocks in order, then maybe a CRL, and nothing else", async () => {
   const pki = await makePki(["alice"]);
   try {
     const p = await parts(pki.dir, "alice");
@@ -70,6 +75,7 @@ Deno.test("decodeExportBundle() takes the three blocks in order and nothing else
         key + cert,
         cert + key + ca,
         key + cert + ca + ca,
+        key + cert + pemEncode("X509 CRL", p.certDer) + ca,
         pemEncode("PRIVATE KEY", p.pkcs8) + cert + ca,
         key.replace(/[A-Za-z0-9+/]{8}\n/, "!!!!!!!!\n") + cert + ca,
         "x".repeat(70_000),
@@ -82,5 +88,38 @@ Deno.test("decodeExportBundle() takes the three blocks in order and nothing else
     assert.deepEqual(decoded.pkcs8, p.pkcs8);
   } finally {
     await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("openExportBundle() takes the CA's CRL from the bundle: a revoked user's bundle and another CA's CRL are refused", async () => {
+  const pki = await makePki(["alice", "bob"]);
+  const other = await makePki(["carol"]);
+  try {
+    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "bob", 1);
+    const crlDer = (await readCrlDer(`${pki.dir}/ca.crl`))!;
+    const text = await encodeExportBundle({ ...await parts(pki.dir, "alice"), crlDer }, PASSWORD);
+    assert.match(text, /-----BEGIN X509 CRL-----/);
+    const opened = await openExportBundle(text, PASSWORD);
+    assert.deepEqual(opened.crlDer, crlDer);
+    assert.equal(opened.trust.crl?.crlNumber, 1n);
+    // The page refuses bob from the bundle's CRL alone.
+    const bob = await readCertificateDer(`${pki.dir}/bob.pem`);
+    await assert.rejects(
+      validatePeerCertificate(opened.trust, bob, { role: "client" }),
+      refusedWith("BAD_CERT"),
+    );
+    // bob's own bundle, with the CRL that revokes him: refused at opening.
+    const revoked = await encodeExportBundle({ ...await parts(pki.dir, "bob"), crlDer }, PASSWORD);
+    await assert.rejects(openExportBundle(revoked, PASSWORD), refusedWith("BAD_CERT"));
+    // A CRL signed by another CA: refused, it cannot stand for this CA's.
+    await revokeCertificates(other.dir, await loadCaSigner(other.dir), "carol", 1);
+    const foreign = await encodeExportBundle(
+      { ...await parts(pki.dir, "alice"), crlDer: (await readCrlDer(`${other.dir}/ca.crl`))! },
+      PASSWORD,
+    );
+    await assert.rejects(openExportBundle(foreign, PASSWORD), refusedWith("BAD_CERT"));
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+    await Deno.remove(other.dir, { recursive: true });
   }
 });
