@@ -543,7 +543,12 @@ async function operatorConsole(server: ChatServer, editor?: LineEditor): Promise
   return "eof";
 }
 
-/** The page `--web` serves: --web-root's (which must hold one), or this checkout's if built. */
+/**
+ * The page `--web` serves: --web-root's (which must hold one), or this checkout's if built.
+ * A `deno task compile` binary carries its checkout's web/dist inside (`--include`), at the
+ * same place beside this module, so it serves the page it was built with and needs no
+ * --web-root.
+ */
 async function webPage(
   webRoot: string | undefined,
   log: Logger,

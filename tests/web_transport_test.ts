@@ -2,9 +2,12 @@
  * `serve --web`: the protocol's frames over a WebSocket (PROTOCOL §2.1) into the same server
  * core as TCP. A client on the WebSocket (the lib/ client code over lib/wire/websocket.ts, what
  * the browser page runs) and a CLI client on TCP chat through one real `serve` process; the
- * front refuses what is not a same-origin binary WebSocket.
+ * front refuses what is not a same-origin binary WebSocket, and serves the CRL in force.
  */
 import assert from "node:assert/strict";
+import { loadCaSigner } from "../lib/pki/ca.ts";
+import { readCrlDer } from "../lib/pki/crl_file.ts";
+import { revokeCertificates } from "../lib/pki/revoke.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
 import { runCli } from "../testkit/cli.ts";
@@ -190,6 +193,35 @@ Deno.test("web: the front refuses other paths, non-upgrades, cross-origin pages,
     big.send(new Uint8Array(64 * 1024 + 1));
     await server.waitFor(logIs("FRAME_TOO_LARGE"), 10_000, mark);
     await bigClosed;
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("web: GET /crl answers the CA's CRL in force (204 before there is one), as the server adopts it", async () => {
+  const pki = await makePki(["mallory"], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  try {
+    const none = await fetch(`http://127.0.0.1:${web}/crl`);
+    await none.body?.cancel();
+    assert.equal(none.status, 204);
+
+    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "mallory", 30);
+    const mark = server.mark();
+    server.child.kill("SIGHUP");
+    await server.waitFor(logIs("CRL_LOADED"), 10_000, mark);
+    const served = await fetch(`http://127.0.0.1:${web}/crl`);
+    assert.equal(served.status, 200);
+    assert.equal(served.headers.get("content-type"), "application/pkix-crl");
+    assert.equal(served.headers.get("cache-control"), "no-store");
+    assert.deepEqual(
+      new Uint8Array(await served.arrayBuffer()),
+      await readCrlDer(`${pki.dir}/ca.crl`),
+    );
+    const posted = await fetch(`http://127.0.0.1:${web}/crl`, { method: "POST" });
+    await posted.body?.cancel();
+    assert.equal(posted.status, 404);
   } finally {
     await server.dispose();
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
