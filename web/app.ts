@@ -7,7 +7,7 @@
  * Text from the network reaches the page only through textContent.
  */
 import { pemEncode } from "../lib/pki/pem.ts";
-import { codeOf } from "../lib/errors.ts";
+import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { E2eClient } from "../lib/e2e/client.ts";
 import { readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
@@ -190,9 +190,16 @@ async function loadIdentity(): Promise<void> {
  */
 async function refreshCrl(): Promise<void> {
   const current = identity!;
-  const response = await fetch("/crl", { cache: "no-store" });
+  let response: Response;
+  try {
+    response = await fetch("/crl", { cache: "no-store" });
+  } catch (cause) {
+    throw new SecureChatError("IO_ERROR", `cannot reach ${location.host}`, { cause });
+  }
   if (response.status === 204) return; // the server holds none
-  if (!response.ok) throw new Error(`GET /crl answered ${response.status}`);
+  if (!response.ok) {
+    throw new SecureChatError("IO_ERROR", `GET /crl answered ${response.status}`);
+  }
   const der = new Uint8Array(await response.arrayBuffer());
   let adopted: Set<string> | null;
   try {
