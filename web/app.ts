@@ -485,6 +485,14 @@ async function sendText(text: string): Promise<void> {
   const parsed = parseChatLine(text);
   if (parsed.action === "quit") return await leave();
   if (parsed.action === "help") return show("notice", { text: CHAT_HELP });
+  if (parsed.action === "passwd") {
+    // Not silently ignored: the page has no password change yet, and this browser's
+    // end-to-end state is sealed under the password it logged in with.
+    return show("error", {
+      text: "/passwd is not available in the page; change it with `securechat connect` " +
+        "(/passwd). This browser then starts as a new device at its next login.",
+    });
+  }
   if (parsed.action === "error") return show("error", { text: parsed.message });
   const current = session;
   const device = e2e!;

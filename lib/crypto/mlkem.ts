@@ -1,8 +1,8 @@
 /**
  * ML-KEM-768 (FIPS 203), one wrapper over two backends: the runtime's
- * WebCrypto when it has ML-KEM (Deno does: fast, native), and
+ * WebCrypto when it has ML-KEM (Deno and Chromium 156 do: fast, native), and
  * `@noble/post-quantum` (pinned in deno.json) for runtimes that lack it, such
- * as today's browsers. Both backends sit behind the same input checks, so a
+ * as browsers without it yet. Both backends sit behind the same input checks, so a
  * peer's bytes are judged identically whichever one runs:
  *
  * - an encapsulation key must be 1184 bytes and pass the FIPS 203 §7.2
@@ -181,7 +181,7 @@ const NOBLE: RawBackend = {
   },
 };
 
-// ---- WebCrypto (native; Deno has it, browsers mostly do not yet) ------------
+// ---- WebCrypto (native; Deno and Chromium have it, other browsers may not) ---
 
 /**
  * The KEM part of WebCrypto ("Modern Algorithms in the Web Cryptography
@@ -265,11 +265,23 @@ const WEBCRYPTO: RawBackend = {
   },
 };
 
-/** Whether this runtime's WebCrypto does ML-KEM-768: one real key generation, once. */
+/**
+ * Whether this runtime's WebCrypto does ML-KEM-768 as we use it, once: a key generation, and a
+ * key from a seed with its public half (a saved end-to-end state keeps its PQ prekey as a
+ * seed, PROTOCOL §12.7: a runtime that generates but cannot import seeds takes noble).
+ */
 async function webCryptoHasMlKem(): Promise<boolean> {
   if (typeof subtle.encapsulateBits !== "function") return false;
   try {
     await subtle.generateKey(ALGORITHM, false, ["encapsulateBits", "decapsulateBits"]);
+    const fromSeed = await subtle.importKey(
+      "raw-seed",
+      new Uint8Array(MLKEM768_SEED_BYTES),
+      ALGORITHM,
+      false,
+      ["decapsulateBits"],
+    );
+    await subtle.getPublicKey(fromSeed, ["encapsulateBits"]);
     return true;
   } catch {
     return false;
