@@ -490,7 +490,8 @@ async function sendText(text: string): Promise<void> {
     // end-to-end state is sealed under the password it logged in with.
     return show("error", {
       text: "/passwd is not available in the page; change it with `securechat connect` " +
-        "(/passwd). This browser then starts as a new device at its next login.",
+        "(/passwd). This browser's end-to-end keys are sealed under the old password: after " +
+        'the change, "Forget" here and import your bundle again to start as a new device.',
     });
   }
   if (parsed.action === "error") return show("error", { text: parsed.message });
