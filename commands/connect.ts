@@ -399,9 +399,17 @@ async function chat(
   let published = false;
   const running = session.run({
     onMessage: async (message) => {
+      if (
+        message.type === "msg" && message.body.kind === "keys" && !published &&
+        message.body.device === e2e.device && message.body.opks_left !== undefined
+      ) {
+        // From here on a contact who fetches our devices finds this one (PROTOCOL §12.6).
+        published = true;
+        note(`end-to-end keys published: this device is ${e2e.device}`);
+      }
+      if (await takeE2eMessage(e2e, message, session)) return;
       if (message.type === "refused") {
         note(`message ${message.of} refused by the server: ${message.code}`);
-        e2e.onRefused(message.of);
         const why = REFUSAL_ADVICE[message.code];
         if (why) note(why);
         return;
@@ -413,15 +421,6 @@ async function chat(
         );
         return;
       }
-      if (
-        message.type === "msg" && message.body.kind === "keys" && !published &&
-        message.body.device === e2e.device && message.body.opks_left !== undefined
-      ) {
-        // From here on a contact who fetches our devices finds this one (PROTOCOL §12.6).
-        published = true;
-        note(`end-to-end keys published: this device is ${e2e.device}`);
-      }
-      if (await takeE2eMessage(e2e, message, session)) return;
       if (message.type === "relay" && message.relayed.duplicate) return; // shown before
       if (
         message.type === "msg" && message.body.kind === "notice" &&

@@ -11,7 +11,8 @@ import type { E2eClient, KeysChannel } from "./client.ts";
 
 /**
  * Hands the layer what is its own: the server's `keys` answers and notices, and `members`
- * bodies (§12.5). A relayed `sender_key` record was taken by the session already.
+ * bodies (§12.5). A relayed `sender_key` record was taken by the session already. A refusal
+ * (§6.5) is told to the layer (it may have carried our sender key) and still shown.
  * @returns true when `message` is not for display
  */
 export async function takeE2eMessage(
@@ -19,6 +20,10 @@ export async function takeE2eMessage(
   message: ReceivedMessage,
   channel: KeysChannel,
 ): Promise<boolean> {
+  if (message.type === "refused") {
+    e2e.onRefused(message.of);
+    return false;
+  }
   if (message.type === "msg" && message.body.kind === "keys") {
     // A failed prekey top-up is retried at the next notice or login.
     await e2e.onKeys(message.body, channel).catch(() => {});
