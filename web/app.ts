@@ -354,8 +354,6 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
   if (credentials?.mode === "register") {
     credentials = { mode: "login", username: credentials.username, password: credentials.password };
   }
-  // Saved to IndexedDB whenever the session makes its transcript durable (before it
-  // acknowledges stored lines, PROTOCOL §6.6) and again when it ends.
   let device: E2eClient;
   try {
     device = await openDevice(stored);
@@ -363,6 +361,8 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
     established.conn.close();
     throw error;
   }
+  // Saved to IndexedDB whenever the session makes its transcript durable (before it
+  // acknowledges stored lines, PROTOCOL §6.6) and again when it ends.
   const storage = new MemoryTranscriptStorage(
     "this browser",
     (files) => keep(files, { outcome: "in progress" }),
