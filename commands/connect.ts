@@ -13,7 +13,7 @@ import { seenFile } from "../lib/session/seen_file.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
 import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
 import { E2eClient } from "../lib/e2e/client.ts";
-import { readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
+import { confirmsPublication, readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
 import { StateFile } from "../lib/store/e2e_state_file.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
@@ -399,11 +399,7 @@ async function chat(
   let published = false;
   const running = session.run({
     onMessage: async (message) => {
-      if (
-        message.type === "msg" && message.body.kind === "keys" && !published &&
-        message.body.device === e2e.device && message.body.opks_left !== undefined
-      ) {
-        // From here on a contact who fetches our devices finds this one (PROTOCOL §12.6).
+      if (!published && confirmsPublication(e2e, message)) {
         published = true;
         note(`end-to-end keys published: this device is ${e2e.device}`);
       }

@@ -145,8 +145,26 @@ async function joinFromPage(page: Page, bundle: string, user: keyof typeof PASSW
   await page.click("input[name=mode][value=register]");
   await page.type("#password", PASSWORDS[user]);
   await page.type("#email", `${user}@example.com`);
+  await submitLogin(page, user, "registration");
+}
+
+const isPublication = (l: ShownLine) =>
+  l.author === "*" && l.text.startsWith("end-to-end keys published: this browser is device ");
+
+/**
+ * Submits the login form and waits until the session is up and the server has confirmed our
+ * keys (a contact fetching our devices from then on finds this browser), as the CLI tests'
+ * LiveClient.login does.
+ */
+async function submitLogin(page: Page, user: string, what: string): Promise<void> {
+  const before = (await shown(page)).filter(isPublication).length;
   await page.click("#login-form button[type=submit]");
-  await waitForStatus(page, new RegExp(`^logged in as ${user} `), `${user}'s registration`);
+  await waitForStatus(page, new RegExp(`^logged in as ${user} `), `${user}'s ${what}`);
+  await waitUntil(
+    async () => (await shown(page)).filter(isPublication).length > before || undefined,
+    20_000,
+    async () => `${user}'s keys published; the page shows ${JSON.stringify(await shown(page))}`,
+  );
 }
 
 async function say(page: Page, line: string): Promise<void> {
@@ -379,8 +397,7 @@ Deno.test({
 async function loginFromPage(page: Page, user: keyof typeof PASSWORDS): Promise<void> {
   await page.click("input[name=mode][value=login]");
   await page.type("#password", PASSWORDS[user]);
-  await page.click("#login-form button[type=submit]");
-  await waitForStatus(page, new RegExp(`^logged in as ${user} `), `${user}'s login`);
+  await submitLogin(page, user, "login");
 }
 
 /** Leaves the chat from the page: receipts are exchanged. */

@@ -9,7 +9,7 @@
 import { pemEncode } from "../lib/pki/pem.ts";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { E2eClient } from "../lib/e2e/client.ts";
-import { readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
+import { confirmsPublication, readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { type SeenStorage, SeenStore } from "../lib/session/relay.ts";
@@ -77,6 +77,8 @@ let userLeft = false;
 let e2e: E2eClient | null = null;
 /** This browser held relay marks for the user at login: it has chatted before. */
 let chattedBefore = false;
+/** The server confirmed this session's publication of our keys (said once per session). */
+let published = false;
 
 function setStatus(text: string): void {
   ui.status.textContent = text;
@@ -113,6 +115,14 @@ function show(
 }
 
 async function onMessage(message: ReceivedMessage): Promise<void> {
+  if (e2e && !published && confirmsPublication(e2e, message)) {
+    published = true;
+    show("notice", {
+      ts: message.ts,
+      author: "*",
+      text: `end-to-end keys published: this browser is device ${e2e.device}`,
+    });
+  }
   if (session && e2e && await takeE2eMessage(e2e, message, session)) return;
   if (message.type === "refused") {
     show("error", { ts: message.ts, text: `message ${message.of} refused: ${message.code}` });
@@ -375,6 +385,7 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
     keepKeys: true,
     e2e: device,
   });
+  published = false;
   // Our bundle goes to the server's key directory at every login, before any typed line (a
   // failure only means first contacts to us wait for our next login).
   await device.publish(session).catch(() => {});

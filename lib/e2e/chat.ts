@@ -36,6 +36,15 @@ export async function takeE2eMessage(
   return message.type === "relay" && message.relayed.senderKey !== undefined;
 }
 
+/**
+ * Whether `message` is the server's count of this device's one-time prekeys, its answer to our
+ * publication (§12.6): from then on a contact who fetches our devices finds this one.
+ */
+export function confirmsPublication(e2e: E2eClient, message: ReceivedMessage): boolean {
+  return message.type === "msg" && message.body.kind === "keys" &&
+    message.body.device === e2e.device && message.body.opks_left !== undefined;
+}
+
 /** Whether a line may leave, and what the user must be told first. */
 export interface SendReadiness {
   warnings: string[];
