@@ -21,6 +21,7 @@ import { decodeRecord } from "../lib/message/record.ts";
 import { loadCaSigner } from "../lib/pki/ca.ts";
 import { formatFingerprint } from "../lib/pki/describe.ts";
 import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { readCrlDer } from "../lib/pki/crl_file.ts";
 import { fingerprintOf } from "../lib/transcript/format.ts";
 import { FrameProxy } from "./helpers/proxy.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
@@ -511,15 +512,13 @@ Deno.test({
         "dave",
       );
 
-      // dave is revoked. The server takes the new CRL (SIGHUP) and serves it at /crl; the page
-      // takes it at its next login, checks it under the CA, and refuses dave's keys by itself
-      // (the server still hands them out, as a malicious one would).
+      // dave is revoked. The server takes the new CRL (SIGHUP) and serves it at /crl; the page,
+      // still in the same session, takes it for /verify, checks it under the CA, and refuses
+      // dave's keys by itself (the server still hands them out, as a malicious one would).
       await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "dave", 30);
       const mark = server.mark();
       server.child.kill("SIGHUP");
       await server.waitFor((e) => e.event === "CRL_LOADED" && e.number === "2", 10_000, mark);
-      await leaveFromPage(alice, "alice");
-      await loginFromPage(alice, "alice");
       const before = (await shown(alice)).length;
       await say(alice, "/verify dave");
       await waitForLine(
@@ -532,10 +531,23 @@ Deno.test({
       assert.ok(
         !(await shown(alice)).slice(before).some((l) => l.text.includes("signed by certificate")),
       );
+      // The page keeps the CRL it took (IndexedDB, beside the identity): a reload starts from
+      // it, and a server serving an older one could not undo dave's revocation here.
+      await leaveFromPage(alice, "alice");
+      await alice.reload({ waitUntil: "load" });
+      await waitForStatus(alice, /^ready$/, "alice's reloaded page");
+      const kept = await alice.evaluate<number[]>(`new Promise((resolve, reject) => {
+        const open = indexedDB.open("securechat");
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const get = open.result.transaction("identity").objectStore("identity").get("current");
+          get.onsuccess = () => { open.result.close(); resolve([...get.result.crlDer]); };
+        };
+      })`);
+      assert.deepEqual(new Uint8Array(kept), await readCrlDer(join(pki.dir, "ca.crl")));
 
       // This browser loses its end-to-end state (site data cleared): the page says so, starts
       // again as a new device, and the conversation goes on both ways.
-      await leaveFromPage(alice, "alice");
       await alice.evaluate(`new Promise((resolve, reject) => {
         const open = indexedDB.open("securechat");
         open.onerror = () => reject(open.error);

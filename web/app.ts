@@ -8,7 +8,7 @@
  */
 import { pemEncode } from "../lib/pki/pem.ts";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
-import { E2eClient } from "../lib/e2e/client.ts";
+import { DEVICE_LIST_MAX_AGE_MS, E2eClient } from "../lib/e2e/client.ts";
 import { confirmsPublication, readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
@@ -25,6 +25,8 @@ import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
 import { BrowserStateStorage } from "./e2e_storage.ts";
 import * as db from "./idb.ts";
 
+/** How often a logged-in page asks the server for a newer CRL (also at each login and /verify). */
+const CRL_REFRESH_MS = DEVICE_LIST_MAX_AGE_MS;
 /** Reconnection waits, doubled per failure up to the last (plus up to 50 % jitter). */
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 
@@ -396,9 +398,13 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
   render();
   ui.line.focus();
   let end: SessionEnd;
+  // A revocation reaches a long session too: contacts' devices are checked against the CRL
+  // whenever their list is refetched (at most every DEVICE_LIST_MAX_AGE_MS).
+  const crlTimer = setInterval(() => void refreshCrl().catch(() => {}), CRL_REFRESH_MS);
   try {
     end = await session.run({ onMessage });
   } finally {
+    clearInterval(crlTimer);
     session = null;
     render();
   }
@@ -509,6 +515,9 @@ async function sendText(text: string): Promise<void> {
   const current = session;
   const device = e2e!;
   if (parsed.action === "verify") {
+    // The newest CRL first: the answer is about the keys as they stand now. Without the
+    // server, the CRL this browser holds decides.
+    await refreshCrl().catch(() => {});
     for (const { text, problem } of await verifyLines(device, parsed.user, current)) {
       show(problem ? "error" : "notice", { author: "*", text });
     }

@@ -42,6 +42,7 @@ export interface Page {
   /** A script (source text) run in every document before the page's own. */
   evaluateOnNewDocument(source: string): Promise<unknown>;
   goto(url: string, options?: { waitUntil?: "load" }): Promise<HttpResponse | null>;
+  reload(options?: { waitUntil?: "load" }): Promise<HttpResponse | null>;
   $(selector: string): Promise<ElementHandle | null>;
   $$(selector: string): Promise<ElementHandle[]>;
   $eval<T>(selector: string, read: (element: DomElement) => T): Promise<T>;
