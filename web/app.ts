@@ -79,6 +79,8 @@ let userLeft = false;
 let e2e: E2eClient | null = null;
 /** This browser held relay marks for the user at login: it has chatted before. */
 let chattedBefore = false;
+/** The last refusal of the server's CRL shown (the same one is not shown again). */
+let crlRefusal: string | undefined;
 /** The server confirmed this session's publication of our keys (said once per session). */
 let published = false;
 
@@ -217,11 +219,12 @@ async function refreshCrl(): Promise<void> {
   try {
     adopted = current.trust.adoptCrl(await current.trust.checkCrl(der));
   } catch (error) {
-    show("error", {
-      text: `the server's CRL was refused: ${codeOf(error)}: ${(error as Error).message}`,
-    });
+    const text = `the server's CRL was refused: ${codeOf(error)}: ${(error as Error).message}`;
+    if (text !== crlRefusal) show("error", { text }); // once, not at every refresh
+    crlRefusal = text;
     return;
   }
+  crlRefusal = undefined;
   if (adopted === null) return;
   current.stored = { ...current.stored, crlDer: der };
   await db.put("identity", "current", current.stored);
