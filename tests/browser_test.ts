@@ -312,6 +312,15 @@ Deno.test({
       const carolEnd = await carol.end();
       carol = undefined;
       assert.equal(carolEnd.code, 0, carolEnd.stderr);
+      // Every line went end to end: the pages are devices (lobby sender keys, ratchets).
+      assert.ok(!carolEnd.stderr.includes("readable by the server"), carolEnd.stderr);
+      for (const page of [alice, bob]) {
+        const lines = await shown(page);
+        assert.ok(
+          !lines.some((l) => /readable by the server|cannot decrypt/.test(l.text)),
+          JSON.stringify(lines),
+        );
+      }
 
       // The server dies and comes back on the same ports: both pages log in again by
       // themselves (the tickets died with it, so with the passwords they hold in memory).
