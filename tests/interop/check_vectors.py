@@ -704,6 +704,44 @@ def e2e_negative_cases(vectors):
             eq("sender k out of order", mem.decrypt(cid, m["n"], unhex(m["wrapped"]),
                                                     unhex(m["binding"])), unhex(m["k"]))
 
+    def keyring_after(rotations, clock=None):
+        """A receiver's keyring holding the vector's chain, then `rotations` newer chains."""
+        ring = sc.SenderKeyring(clock) if clock else sc.SenderKeyring()
+        ring.take("alice", "d", _sender_chain(sk))
+        for i in range(rotations):
+            ring.take("alice", "d", sc.SenderChain("alice", sk["inputs"]["id"] + 1 + i, 0,
+                                                   bytes(32)))
+        return ring
+
+    def open_kept(ring):
+        m, cid = sk["messages"][0], sk["inputs"]["id"]
+        chain = ring.find("alice", "d", cid)
+        if chain is None:
+            raise sc.ProtoError("DECRYPT_FAIL", "no kept chain under this id")
+        eq("sender k under a kept chain",
+           chain.decrypt(cid, m["n"], unhex(m["wrapped"]), unhex(m["binding"])), unhex(m["k"]))
+
+    @case("sender key: a line under a chain replaced 3 times still opens (§12.5 keeps 4)",
+          "accepted")
+    def _():
+        open_kept(keyring_after(3))
+
+    @case("sender key: a chain replaced 4 times is not kept (§12.5)", "DECRYPT_FAIL")
+    def _():
+        open_kept(keyring_after(4))
+
+    @case("sender key: a departed member's chain goes 5 minutes after their left (§12.5)",
+          "DECRYPT_FAIL")
+    def _():
+        now = [1000.0]
+        ring = keyring_after(0, lambda: now[0])
+        ring.departed("alice")
+        now[0] += 299
+        if ring.find("alice", "d", sk["inputs"]["id"]) is None:
+            raise Mismatch("a departed member's chain dropped within the 5 minutes")
+        now[0] += 2
+        open_kept(ring)
+
     @case("sender key: 1001 keys ahead (§12.5, bounded as §12.4)", "PROTOCOL_ERROR")
     def _():
         mem, cid, ms = member()

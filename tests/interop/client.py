@@ -1128,6 +1128,42 @@ class SenderChain:
 
 
 
+E2E_CHAINS_KEPT = 4          # §12.5: the latest chains a receiver keeps per (author, device)
+E2E_LEFT_KEEP_S = 5 * 60     # §12.5: a departed member's chains, kept after their `left`
+
+
+class SenderKeyring:
+    """§12.5, a receiver's chains: per (author, author device) the 4 latest handed to it, the
+    latest first (a line under a replaced chain may still arrive: sent before a membership change
+    and delivered after, or replayed after a cluster node failed), and a departed member's for
+    5 minutes after their `left` (their lines on the way)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.chains = {}   # (author, device) -> [SenderChain], the latest first
+        self.left = {}     # author -> when their `left` came
+
+    def take(self, author, device, chain):
+        kept = [c for c in self.chains.get((author, device), []) if c.id != chain.id]
+        self.chains[(author, device)] = ([chain] + kept)[:E2E_CHAINS_KEPT]
+
+    def joined(self, user):
+        self.left.pop(user, None)
+
+    def departed(self, user):
+        self.left[user] = self.clock()
+
+    def find(self, author, device, chain_id):
+        """The kept chain of (author, device) with this id, or None (no key for the line)."""
+        now = self.clock()
+        for user, when in list(self.left.items()):
+            if now - when > E2E_LEFT_KEEP_S:
+                for key in [key for key in self.chains if key[0] == user]:
+                    del self.chains[key]
+                del self.left[user]
+        return next((c for c in self.chains.get((author, device), []) if c.id == chain_id), None)
+
+
 # ---------------------------------------------------------------- end-to-end on the wire (§12.2, §12.6)
 
 E2E_DEVICE_LABEL = b"securechat/e2e device"   # §12.2 device id
@@ -1278,7 +1314,7 @@ class Device:
         self.lobby = lobby      # §12.5 on the wire: this device takes sender keys
         self.lock = threading.RLock()
         # §12.5: sender chains live in memory only (a restart is a new login, a membership change)
-        self.chains = {}        # (author, author device) -> SenderChain, the receiver's side
+        self.chains = SenderKeyring()  # the receiver's side
         self.my_chain = None    # ours; any `members` body retires it
         self.lobby_devices = {}  # (user, device) -> True when a fetch listed it with "lobby"
         self.opks = {}          # id -> private key, unused one-time prekeys
@@ -1457,22 +1493,22 @@ class Device:
 
     @_locked
     def take_sender_key(self, author, sender, body):
-        """An accepted `sender_key` record (§12.5): the chain of (author, `from`) from now on."""
+        """An accepted `sender_key` record (§12.5): the latest chain of (author, `from`)."""
         strict(body, ["kind", "id", "n", "ck"])
-        self.chains[(author, sender)] = SenderChain(author, want_u32(body, "id"),
-                                                    want_u32(body, "n"),
-                                                    b64d(body["ck"], size=32))
+        self.chains.take(author, sender, SenderChain(author, want_u32(body, "id"),
+                                                     want_u32(body, "n"),
+                                                     b64d(body["ck"], size=32)))
 
     @_locked
     def open_sender(self, author, e2e, binding):
         """k from a lobby record's `sender` envelope (§12.5), or None when this device has no key
-        for it: no chain for (author, `from`), another id, or a wrap that does not open."""
+        for it: no kept chain of (author, `from`) with that id, or a wrap that does not open."""
         strict(e2e, ["kind", "from", "id", "n", "w"])
         sender, chain_id = want_device(e2e, "from"), want_u32(e2e, "id")
         n, wrapped = want_u32(e2e, "n"), b64d(e2e["w"], size=48)
-        chain = self.chains.get((author, sender))
+        chain = self.chains.find(author, sender, chain_id)
         if chain is None:
-            return None, "no sender key from this device of the author"
+            return None, "no sender key from this device of the author under this id"
         try:
             return chain.decrypt(chain_id, n, wrapped, binding), None
         except ProtoError as e:
@@ -2260,8 +2296,12 @@ class Client:
                 raise ProtoError("PROTOCOL_ERROR", "members: not a canonical name")
         if event == "left":
             self.members.difference_update(users)
+            for u in users:
+                self.device.chains.departed(u)
         else:
             self.members.update(users)
+            for u in users:
+                self.device.chains.joined(u)
         if event == "joined":
             for u in users:
                 self.device.lists.pop(u, None)
