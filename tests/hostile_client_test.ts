@@ -324,7 +324,30 @@ interface MsgCase {
   name: string;
   code: string;
   run(h: HostileClient): Promise<void>;
+  /** The code mallory must read in the server's `error` record (checked when given). */
+  clientSees?: string;
 }
+
+/** A bundle that passes the schema (PROTOCOL §12.2); the server checks its owner and id first. */
+function bundleJson(user: string) {
+  return {
+    user,
+    created: Date.now(),
+    ik: toBase64(bytes(32, 1)),
+    spk_id: 1,
+    spk: toBase64(bytes(32, 2)),
+    pq_id: 2,
+    pq: toBase64(bytes(1184, 3)),
+    ik_sig: toBase64(bytes(64, 4)),
+    sig: toBase64(bytes(64, 5)),
+  };
+}
+
+/** An envelope that passes the schema (PROTOCOL §12.6), put on a record it does not fit. */
+const e2eInstead = (e2e: Record<string, unknown>) => (m: Record<string, unknown>) => {
+  const { k: _k, ...rest } = m;
+  return { ...rest, e2e };
+};
 
 Deno.test({
   name: "hostile chat messages: every bad record ends the session with its code (PROTOCOL §6.3)",
@@ -539,6 +562,69 @@ Deno.test({
           await h.sendMsg(text("too late"));
         },
       },
+      // PROTOCOL §12.6 (interop finding 31): a private line wrapped under the lobby sender
+      // chain (which every member holds), or a lobby line wrapped only for some devices.
+      {
+        name: "a private record carrying a lobby sender-key envelope",
+        code: "PROTOCOL_ERROR",
+        clientSees: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendMsg(text("for bob alone?"), {
+            to: "user:bob",
+            message: e2eInstead({
+              kind: "sender",
+              from: "0123456789abcdef",
+              id: 7,
+              n: 0,
+              w: toBase64(bytes(48)),
+            }),
+          }),
+      },
+      {
+        name: "a lobby record carrying a per-device ratchet envelope",
+        code: "PROTOCOL_ERROR",
+        clientSees: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendMsg(text("for everyone?"), {
+            message: e2eInstead({
+              kind: "ratchet",
+              from: "0123456789abcdef",
+              wraps: [{
+                device: "fedcba9876543210",
+                dh: toBase64(bytes(32, 9)),
+                pn: 0,
+                n: 0,
+                w: toBase64(bytes(48)),
+              }],
+            }),
+          }),
+      },
+      // PROTOCOL §12.6 (interop finding 28): refused with an `error` record, like any other
+      // PROTOCOL_ERROR, not by a silent close.
+      {
+        name: "a keys_publish of another user's bundle",
+        code: "PROTOCOL_ERROR",
+        clientSees: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendMsg({
+            kind: "keys_publish",
+            device: "0123456789abcdef",
+            bundle: bundleJson("bob"),
+            opks: [],
+          }, { to: "server" }),
+      },
+      {
+        name: "a keys_publish whose device is not the id of its identity key",
+        code: "PROTOCOL_ERROR",
+        clientSees: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendMsg({
+            kind: "keys_publish",
+            device: "0123456789abcdef",
+            bundle: bundleJson("mallory"),
+            opks: [],
+          }, { to: "server" }),
+      },
     ];
     const bob = await bystander();
     try {
@@ -556,6 +642,9 @@ Deno.test({
             assert.equal(logged.event, c.code, JSON.stringify(logged));
             const end = await h.expectEnd();
             assert.ok(end.closed, "the server did not end the session");
+            if (c.clientSees !== undefined) {
+              assert.equal(end.code, c.clientSees, `mallory read ${JSON.stringify(end.messages)}`);
+            }
             const close = await server.waitFor(
               (e) => e.event === "CLOSE" && e.session === login.session,
               10_000,

@@ -224,6 +224,17 @@ export function bodyFits(body: Body, dir: Direction, to: string, e2e = false): b
   return false;
 }
 
+/**
+ * Which end-to-end envelope a user's record may carry (PROTOCOL §12.6): a private record's
+ * `k` is wrapped per recipient device (`ratchet`), a lobby record's under the author's sender
+ * chain (`sender`). Anything else — a lobby line only some devices can open, or a private line
+ * under a key every lobby member holds — no honest client sends, so the server refuses it and
+ * a recipient that is handed one anyway refuses it too (PROTOCOL_ERROR).
+ */
+export function envelopeFits(e2e: E2eEnvelope, to: string): boolean {
+  return e2e.kind === "sender" ? to === LOBBY : recipientUser(to) !== null;
+}
+
 // ---- the record ----
 
 const SID_RE = /^[0-9a-f]{32}$/;

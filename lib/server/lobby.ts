@@ -266,7 +266,11 @@ export class Lobby {
     }
   }
 
-  /** Handles one verified session message from a member (PROTOCOL §6.3–6.5). */
+  /**
+   * Handles one verified session message from a member (PROTOCOL §6.3–6.5).
+   * @throws PROTOCOL_ERROR for a key directory request no honest client makes (§12.6): the
+   *   session ends with it, telling the member
+   */
   async receive(from: Member, message: ReceivedMessage): Promise<void> {
     if (message.type !== "msg" && message.type !== "sealed") return; // clients send nothing else
     const rekey = message.type === "sealed" && message.record.to !== LOBBY &&
@@ -556,8 +560,10 @@ export class Lobby {
       }
       return;
     } catch (error) {
+      // The peer's fault ends its session through the session itself, which tells it the code
+      // in an `error` record first (§8.1) and logs it.
+      if (codeOf(error) === "PROTOCOL_ERROR") throw error;
       this.log(codeOf(error), { user: from.username, detail: `keys: ${(error as Error).message}` });
-      if (codeOf(error) === "PROTOCOL_ERROR") return this.#failed(from, error);
       return answer({ user });
     }
   }

@@ -12,6 +12,7 @@ import {
   type Body,
   bodyFits,
   decodeRecord,
+  envelopeFits,
   LOBBY,
   MAX_STORED_AGE_MS,
   type MessageRecord,
@@ -236,6 +237,13 @@ export class RelayVerifier {
       throw new SecureChatError(
         "TAMPERED",
         `${relay.type} record is addressed ${record.dir} to ${record.to.slice(0, 80)}, not to us`,
+      );
+    }
+    if ("e2e" in relay && !envelopeFits(relay.e2e, record.to)) {
+      // The server must have refused it from the author (§12.6): relaying it is its fault.
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        `a ${relay.e2e.kind} envelope relayed on a record to ${record.to.slice(0, 80)}`,
       );
     }
     if (!await verifyRecord(key, record)) {

@@ -18,6 +18,7 @@ import {
   type Body,
   bodyFits,
   decodeRecord,
+  envelopeFits,
   isClientRecipient,
   LOBBY,
   MAX_UNREAD,
@@ -661,6 +662,12 @@ export class ChatSession {
       throw new SecureChatError(
         "PROTOCOL_ERROR",
         "only a user's record to users travels end to end",
+      );
+    }
+    if ("e2e" in message && !envelopeFits(message.e2e, record.to)) {
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        `a ${message.e2e.kind} envelope does not fit a record to ${record.to.slice(0, 80)}`,
       );
     }
     if (dir === "c2s") {

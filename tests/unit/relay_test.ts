@@ -20,6 +20,7 @@ import {
   signRecord,
   userRecipient,
 } from "../../lib/message/record.ts";
+import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import { RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
 import { seenFile } from "../../lib/session/seen_file.ts";
 import { makePki } from "../../testkit/pki.ts";
@@ -286,4 +287,56 @@ Deno.test("RelayVerifier.check(): an end-to-end record accepted before is a dupl
   const again = await new RelayVerifier(ctx).check(relay);
   assert.equal(again.duplicate, true);
   assert.equal(unwraps, 1);
+});
+
+Deno.test("RelayVerifier.check(): an envelope that does not fit its record's recipients is PROTOCOL_ERROR, even one that would open", async () => {
+  // Only the author can make such a record (the wrap is bound to the signed statement), and
+  // the server must refuse it from them (PROTOCOL §12.6): a recipient handed one refuses too,
+  // rather than show a private line wrapped under the lobby chain every member holds.
+  const sender = {
+    kind: "sender",
+    from: "0123456789abcdef",
+    id: 1,
+    n: 0,
+    w: toBase64(new Uint8Array(48)),
+  } satisfies E2eEnvelope;
+  const ratchet: E2eEnvelope = {
+    kind: "ratchet",
+    from: "0123456789abcdef",
+    wraps: [{
+      device: "fedcba9876543210",
+      dh: toBase64(new Uint8Array(32)),
+      pn: 0,
+      n: 0,
+      w: toBase64(new Uint8Array(48)),
+    }],
+  };
+  const cases = [
+    { to: userRecipient("bob"), e2e: sender, code: "PROTOCOL_ERROR" },
+    { to: LOBBY, e2e: ratchet, code: "PROTOCOL_ERROR" },
+    { to: userRecipient("bob"), e2e: ratchet, code: "ok" },
+    { to: LOBBY, e2e: sender, code: "ok" },
+  ];
+  for (const [i, { to, e2e, code }] of cases.entries()) {
+    const { k, ct, c } = sealContent({ kind: "text", text: "who may read this?" });
+    const record: MessageRecord = { sid: SID, dir: "c2s", to, seqno: i + 1, ts: Date.now(), ct, c };
+    record.sig = await signRecord(alice.signingKey, record);
+    const v = new RelayVerifier({
+      trust: pki.trust,
+      seen: SeenStore.memory(),
+      username: "bob",
+      sessionTime: SESSION_TIME,
+      maxSkewMs: 5 * 60 * 1000,
+      unwrap: () => Promise.resolve(k), // the author's own wrap: it opens
+    });
+    const relay: RelayMessage = {
+      type: "relay",
+      seqno: 1,
+      ts: Date.now(),
+      cert: toBase64(alice.certDer),
+      record: encodeRecord(record),
+      e2e,
+    };
+    assert.equal(await codeOfCheck(v, relay), code, `${e2e.kind} envelope to ${to}`);
+  }
 });
