@@ -1,18 +1,27 @@
 /**
- * Writes tests/vectors/e2e/*.json (PROTOCOL §12.8): PQXDH first contact, a Double
- * Ratchet conversation and a sender-key chain, from fixed inputs. A rerun reproduces
- * every file byte for byte (a change means the end-to-end layer changed).
+ * Writes tests/vectors/e2e/*.json (PROTOCOL §12.8): signed key bundles, PQXDH first
+ * contact, a Double Ratchet conversation and a sender-key chain, from fixed inputs. A rerun
+ * reproduces every file byte for byte (a change means the end-to-end layer changed).
  *
  *   deno run -A tests/helpers/generate_e2e_vectors.ts
  */
 import { createHash } from "node:crypto";
 import { toHex } from "../../lib/bytes.ts";
+import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
+import { pemDecode } from "../../lib/pki/pem.ts";
 import { nobleMlKem768 } from "../../lib/crypto/mlkem.ts";
 import { x25519KeyPair } from "../../lib/crypto/x25519.ts";
 import { initiateFirstContact, respondFirstContact } from "../../lib/e2e/pqxdh.ts";
 import { encodeHeader, Ratchet } from "../../lib/e2e/ratchet.ts";
 import { SenderChain, SenderKeyReceiver } from "../../lib/e2e/sender_key.ts";
-import type { KeyBundle } from "../../lib/e2e/bundle.ts";
+import {
+  bundleStatement,
+  deviceOf,
+  encodeBundle,
+  identityStatement,
+  type KeyBundle,
+  signBundle,
+} from "../../lib/e2e/bundle.ts";
 
 const OUT = new URL("../vectors/e2e/", import.meta.url).pathname;
 
@@ -98,6 +107,60 @@ async function pqxdh() {
   };
 }
 
+/**
+ * alice's bundle signed by her certificate key, once per deterministic signature algorithm
+ * (Ed25519; RSASSA-PKCS1-v1_5 with SHA-256): the CA, certificate and key are the protocol
+ * vectors' (tests/vectors/protocol), so the signatures verify with a certificate that
+ * validates under that CA at `created`.
+ */
+async function bundles() {
+  const ik = x25519KeyPair(fixed("alice ik"));
+  const spk = x25519KeyPair(fixed("alice spk"));
+  const pq = await nobleMlKem768.generateKeyPair(fixed("alice pq seed", 64));
+  const cases = [];
+  for (const file of ["handshake_ed25519_x25519.json", "handshake_rsa2048_p256.json"]) {
+    const { pki } = JSON.parse(
+      await Deno.readTextFile(new URL(`../vectors/protocol/${file}`, import.meta.url)),
+    ).inputs;
+    const signingKey = await importSigningKeyPkcs8(
+      pemDecode(pki.client_key_pem, "PRIVATE KEY", "INVALID_INPUT"),
+    );
+    const unsigned = {
+      user: "alice",
+      created: 1796083200000, // 2026-12-01, inside the certificates' validity
+      ik: ik.publicKey,
+      spkId: 0x01020304,
+      spk: spk.publicKey,
+      pqId: 0x0a0b0c0d,
+      pq: pq.encapsulationKey,
+    };
+    const bundle = await signBundle(signingKey, unsigned);
+    cases.push({
+      key_type: pki.key_type,
+      signature: signingKey.algorithm,
+      ca_cert_pem: pki.ca_cert_pem,
+      cert_pem: pki.client_cert_pem,
+      key_pem: pki.client_key_pem,
+      identity_statement: toHex(identityStatement(bundle.user, bundle.ik)),
+      bundle_statement: toHex(bundleStatement(unsigned)),
+      bundle: encodeBundle(bundle),
+    });
+  }
+  return {
+    description: "PROTOCOL §12.2: alice's key bundle, its two statements and their signatures " +
+      "under an Ed25519 and an RSA-2048 certificate key (both signature schemes are " +
+      "deterministic); `device` is the id of `ik`. Expected: valid (verifies, and re-signing " +
+      "gives the same bytes).",
+    inputs: {
+      ik_private: toHex(ik.privateKey),
+      spk_private: toHex(spk.privateKey),
+      pq_seed: toHex(fixed("alice pq seed", 64)),
+    },
+    device: deviceOf(ik.publicKey),
+    cases,
+  };
+}
+
 function ratchet() {
   const sk = fixed("ratchet sk");
   const ad = fixed("ratchet ad", 128);
@@ -155,6 +218,7 @@ function senderKeys() {
 if (import.meta.main) {
   await Deno.mkdir(OUT, { recursive: true });
   const files: Record<string, unknown> = {
+    "bundle.json": await bundles(),
     "pqxdh.json": await pqxdh(),
     "ratchet.json": ratchet(),
     "sender_keys.json": senderKeys(),

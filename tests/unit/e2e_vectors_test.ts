@@ -1,12 +1,25 @@
 /**
  * The end-to-end vectors (tests/vectors/e2e, PROTOCOL §12.8): replayed through lib/e2e
- * byte for byte, and the parts an independent client needs first (the PQXDH secret, the
- * first ratchet message, every sender-key wrap) recomputed from node:crypto primitives
- * alone, following the spec's formulas rather than our code.
+ * byte for byte, and the parts an independent client needs first (the bundle statements and
+ * signatures, the PQXDH secret, the first ratchet message, every sender-key wrap) recomputed
+ * from node:crypto primitives alone, following the spec's formulas rather than our code.
  */
 import assert from "node:assert/strict";
-import { createCipheriv, createHash, createHmac, hkdfSync } from "node:crypto";
-import { concat, fromHex, toHex, u32be, utf8 } from "../../lib/bytes.ts";
+import {
+  createCipheriv,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  hkdfSync,
+  sign as nodeSign,
+  verify as nodeVerify,
+  X509Certificate,
+} from "node:crypto";
+import { concat, fromBase64, fromHex, toHex, u32be, u64be, utf8 } from "../../lib/bytes.ts";
+import { codeOf } from "../../lib/errors.ts";
+import { parseBundle, verifyBundle } from "../../lib/e2e/bundle.ts";
+import { pemDecode } from "../../lib/pki/pem.ts";
+import { TrustStore } from "../../lib/pki/validate.ts";
 import { nobleMlKem768 } from "../../lib/crypto/mlkem.ts";
 import { x25519, x25519KeyPair } from "../../lib/crypto/x25519.ts";
 import { encodeHeader, Ratchet } from "../../lib/e2e/ratchet.ts";
@@ -31,6 +44,57 @@ function wrap(mk: Uint8Array, aad: Uint8Array, k: Uint8Array): Uint8Array {
   c.setAAD(aad);
   return concat(c.update(k), c.final(), c.getAuthTag());
 }
+
+Deno.test("e2e vectors: bundle statements and signatures recomputed from the formulas; lib accepts the bundle", async () => {
+  const v = await load("bundle.json");
+  const ik = x25519KeyPair(fromHex(v.inputs.ik_private)).publicKey;
+  const spk = x25519KeyPair(fromHex(v.inputs.spk_private)).publicKey;
+  const pq = (await nobleMlKem768.generateKeyPair(fromHex(v.inputs.pq_seed))).encapsulationKey;
+  const sha = (...parts: Uint8Array[]) => {
+    const h = createHash("sha256");
+    for (const p of parts) h.update(p);
+    return new Uint8Array(h.digest());
+  };
+  assert.equal(toHex(sha(utf8("securechat/e2e device\0"), ik).subarray(0, 8)), v.device);
+  assert.equal(v.cases.length, 2);
+  for (const c of v.cases) {
+    const b = c.bundle;
+    assert.deepEqual([b.ik, b.spk, b.pq].map((x: string) => toHex(fromBase64(x))), [
+      toHex(ik),
+      toHex(spk),
+      toHex(pq),
+    ]);
+    const user = utf8(b.user);
+    const identity = concat(utf8("securechat/e2e identity\0"), u32be(user.length), user, ik);
+    const statement = concat(
+      utf8("securechat/e2e bundle\0"),
+      u32be(user.length),
+      user,
+      u64be(b.created),
+      ik,
+      u32be(b.spk_id),
+      spk,
+      u32be(b.pq_id),
+      pq,
+    );
+    assert.equal(toHex(identity), c.identity_statement, c.key_type);
+    assert.equal(toHex(statement), c.bundle_statement, c.key_type);
+    // §4.6's algorithm for the key type; both are deterministic, so re-signing reproduces them.
+    const hash = c.signature === "ed25519" ? null : "sha256";
+    const cert = new X509Certificate(c.cert_pem);
+    const key = createPrivateKey(c.key_pem);
+    for (const [data, sig] of [[identity, b.ik_sig], [statement, b.sig]] as const) {
+      assert.ok(nodeVerify(hash, data, cert.publicKey, fromBase64(sig)), c.key_type);
+      assert.equal(toHex(new Uint8Array(nodeSign(hash, data, key))), toHex(fromBase64(sig)));
+    }
+    const trust = await TrustStore.fromPem(c.ca_cert_pem);
+    const der = pemDecode(c.cert_pem, "CERTIFICATE", "BAD_CERT");
+    const at = new Date(b.created);
+    await verifyBundle(trust, der, parseBundle(b), at);
+    const older = parseBundle({ ...b, created: b.created - 1 });
+    await assert.rejects(verifyBundle(trust, der, older, at), (e) => codeOf(e) === "SIG_FAIL");
+  }
+});
 
 Deno.test("e2e vectors: PQXDH secret recomputed from X25519, ML-KEM-768 and HKDF", async () => {
   const v = await load("pqxdh.json");
