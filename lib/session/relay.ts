@@ -254,8 +254,9 @@ export class RelayVerifier {
     }
     // Freshness before the unwrap (§6.4 step 6, §6.6 step 6'): a record this device accepted
     // in an earlier session is recorded but neither shown nor unwrapped again — its ratchet
-    // key was used up, so a second unwrap would fail REPLAY and end a session that a lost
-    // acknowledgement (§6.6) or a failover replay (§6.4 step 7) legitimately repeats it in.
+    // key was used up, so a second unwrap would fail REPLAY and show a line already shown as
+    // unreadable, each time a lost acknowledgement (§6.6) or a failover replay (§6.4 step 7)
+    // legitimately repeats it.
     // Nothing is committed until every check has passed.
     const { sessionTime, maxSkewMs, seen } = this.ctx;
     // A live relay is never older than our session; a stored one is never older than any
@@ -296,9 +297,18 @@ export class RelayVerifier {
         k = await this.ctx.unwrap(peer, record, relay.e2e);
       } catch (error) {
         // Lost, older or unknown state is this device's situation, not the peer's
-        // misbehaviour: the record is signed and recorded, and the user told so.
-        if (codeOf(error) !== "DECRYPT_FAIL") throw error;
-        undecryptable = (error as Error).message;
+        // misbehaviour: the record is signed and recorded, and the user told so. So is a wrap
+        // whose message key this device used already (REPLAY from the chain, §12.4): the record
+        // itself passed the replay checks above, so it is new here, and only its envelope is
+        // spent — a crash between saving the end-to-end state and the marks does that, and
+        // ending the session would end every later one on the same re-delivered record.
+        const code = codeOf(error);
+        if (code !== "DECRYPT_FAIL" && code !== "REPLAY") throw error;
+        undecryptable = code === "REPLAY"
+          ? `this device has no key for this message (it used that key already: ${
+            (error as Error).message
+          })`
+          : (error as Error).message;
       }
     }
     let text = "";

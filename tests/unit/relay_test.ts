@@ -340,3 +340,50 @@ Deno.test("RelayVerifier.check(): an envelope that does not fit its record's rec
     assert.equal(await codeOfCheck(v, relay), code, `${e2e.kind} envelope to ${to}`);
   }
 });
+
+Deno.test("RelayVerifier.check(): a new record whose wrap's key this device used already is recorded as unreadable, the session goes on", async () => {
+  // The end-to-end state was saved after opening it, the marks were not (a crash between the
+  // two saves), and the unacknowledged record comes back from the queue: the chain says REPLAY
+  // (PROTOCOL §12.4). Ending the session would end every later one on the same record.
+  const seen = SeenStore.memory();
+  const { ct, c } = sealContent({ kind: "text", text: "opened before the crash" });
+  const record: MessageRecord = {
+    sid: SID,
+    dir: "c2s",
+    to: userRecipient("bob"),
+    seqno: 3,
+    ts: Date.now(),
+    ct,
+    c,
+  };
+  record.sig = await signRecord(alice.signingKey, record);
+  const relay: RelayMessage = {
+    type: "stored",
+    seqno: 1,
+    ts: Date.now(),
+    cert: toBase64(alice.certDer),
+    record: encodeRecord(record),
+    e2e: {
+      kind: "ratchet",
+      from: "0123456789abcdef",
+      wraps: [{
+        device: "fedcba9876543210",
+        dh: toBase64(new Uint8Array(32)),
+        pn: 0,
+        n: 0,
+        w: toBase64(new Uint8Array(48)),
+      }],
+    },
+  };
+  const got = await new RelayVerifier({
+    trust: pki.trust,
+    seen,
+    username: "bob",
+    sessionTime: SESSION_TIME,
+    maxSkewMs: 5 * 60 * 1000,
+    unwrap: () => Promise.reject(new SecureChatError("REPLAY", "ratchet message already opened")),
+  }).check(relay);
+  assert.match(got.undecryptable ?? "", /no key for this message \(it used that key already/);
+  assert.equal(got.text, "");
+  assert.ok(seen.has(got.fingerprint, SID, 3), "accepted: the next delivery is a duplicate");
+});
