@@ -601,30 +601,21 @@ Deno.test({
       },
       // PROTOCOL §12.6 (interop finding 28): refused with an `error` record, like any other
       // PROTOCOL_ERROR, not by a silent close.
-      {
-        name: "a keys_publish of another user's bundle",
+      ...[
+        ["a keys_publish of another user's bundle", "bob"],
+        ["a keys_publish whose device is not the id of its identity key", "mallory"],
+      ].map(([name, owner]): MsgCase => ({
+        name,
         code: "PROTOCOL_ERROR",
         clientSees: "PROTOCOL_ERROR",
         run: (h) =>
           h.sendMsg({
             kind: "keys_publish",
-            device: "0123456789abcdef",
-            bundle: bundleJson("bob"),
+            device: "0123456789abcdef", // not the id of bundleJson's identity key
+            bundle: bundleJson(owner),
             opks: [],
           }, { to: "server" }),
-      },
-      {
-        name: "a keys_publish whose device is not the id of its identity key",
-        code: "PROTOCOL_ERROR",
-        clientSees: "PROTOCOL_ERROR",
-        run: (h) =>
-          h.sendMsg({
-            kind: "keys_publish",
-            device: "0123456789abcdef",
-            bundle: bundleJson("mallory"),
-            opks: [],
-          }, { to: "server" }),
-      },
+      })),
     ];
     const bob = await bystander();
     try {

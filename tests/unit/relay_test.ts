@@ -21,7 +21,7 @@ import {
   userRecipient,
 } from "../../lib/message/record.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
-import { RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
+import { type E2eUnwrap, RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
 import { seenFile } from "../../lib/session/seen_file.ts";
 import { makePki } from "../../testkit/pki.ts";
 
@@ -237,54 +237,76 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
   }
 });
 
-Deno.test("RelayVerifier.check(): an end-to-end record accepted before is a duplicate, never unwrapped again (its ratchet key is spent)", async () => {
-  const seen = SeenStore.memory();
-  let unwraps = 0;
-  const { k, ct, c } = sealContent({ kind: "text", text: "once" });
+/** Envelopes of the schema's shape: the unwrap stub of each test decides what they yield. */
+const RATCHET: E2eEnvelope = {
+  kind: "ratchet",
+  from: "0123456789abcdef",
+  wraps: [{
+    device: "fedcba9876543210",
+    dh: toBase64(new Uint8Array(32)),
+    pn: 0,
+    n: 0,
+    w: toBase64(new Uint8Array(48)),
+  }],
+};
+const SENDER: E2eEnvelope = {
+  kind: "sender",
+  from: "0123456789abcdef",
+  id: 1,
+  n: 0,
+  w: toBase64(new Uint8Array(48)),
+};
+
+/** alice's record as the server hands it on end to end, and the `k` its wrap holds. */
+async function e2eRelayed(
+  seqno: number,
+  o: { to?: string; type?: "relay" | "stored"; e2e?: E2eEnvelope; text?: string } = {},
+): Promise<{ relay: RelayMessage; k: Uint8Array }> {
+  const { k, ct, c } = sealContent({ kind: "text", text: o.text ?? `message ${seqno}` });
   const record: MessageRecord = {
     sid: SID,
     dir: "c2s",
-    to: userRecipient("bob"),
-    seqno: 9,
+    to: o.to ?? userRecipient("bob"),
+    seqno,
     ts: Date.now(),
     ct,
     c,
   };
   record.sig = await signRecord(alice.signingKey, record);
   const relay: RelayMessage = {
-    type: "stored",
+    type: o.type ?? "relay",
     seqno: 1,
     ts: Date.now(),
     cert: toBase64(alice.certDer),
     record: encodeRecord(record),
-    e2e: {
-      kind: "ratchet",
-      from: "0123456789abcdef",
-      wraps: [{
-        device: "fedcba9876543210",
-        dh: toBase64(new Uint8Array(32)),
-        pn: 0,
-        n: 0,
-        w: toBase64(new Uint8Array(48)),
-      }],
-    },
+    e2e: o.e2e ?? RATCHET,
   };
-  // A ratchet hands out each message key once: a second unwrap is REPLAY.
-  const unwrap = () => {
-    if (unwraps++ > 0) throw new SecureChatError("REPLAY", "message key already used");
-    return Promise.resolve(k);
-  };
-  const ctx = {
+  return { relay, k };
+}
+
+/** bob's verifier with an end-to-end layer that is only `unwrap`. */
+const e2eVerifier = (unwrap: E2eUnwrap, seen = SeenStore.memory()) =>
+  new RelayVerifier({
     trust: pki.trust,
     seen,
     username: "bob",
     sessionTime: SESSION_TIME,
     maxSkewMs: 5 * 60 * 1000,
     unwrap,
+  });
+
+Deno.test("RelayVerifier.check(): an end-to-end record accepted before is a duplicate, never unwrapped again (its ratchet key is spent)", async () => {
+  const seen = SeenStore.memory();
+  let unwraps = 0;
+  const { relay, k } = await e2eRelayed(9, { type: "stored", text: "once" });
+  // A ratchet hands out each message key once: a second unwrap is REPLAY.
+  const unwrap = () => {
+    if (unwraps++ > 0) throw new SecureChatError("REPLAY", "message key already used");
+    return Promise.resolve(k);
   };
-  assert.equal((await new RelayVerifier(ctx).check(relay)).text, "once");
+  assert.equal((await e2eVerifier(unwrap, seen).check(relay)).text, "once");
   // The acknowledgement was lost: the next session gets it again from the queue.
-  const again = await new RelayVerifier(ctx).check(relay);
+  const again = await e2eVerifier(unwrap, seen).check(relay);
   assert.equal(again.duplicate, true);
   assert.equal(unwraps, 1);
 });
@@ -293,50 +315,16 @@ Deno.test("RelayVerifier.check(): an envelope that does not fit its record's rec
   // Only the author can make such a record (the wrap is bound to the signed statement), and
   // the server must refuse it from them (PROTOCOL §12.6): a recipient handed one refuses too,
   // rather than show a private line wrapped under the lobby chain every member holds.
-  const sender = {
-    kind: "sender",
-    from: "0123456789abcdef",
-    id: 1,
-    n: 0,
-    w: toBase64(new Uint8Array(48)),
-  } satisfies E2eEnvelope;
-  const ratchet: E2eEnvelope = {
-    kind: "ratchet",
-    from: "0123456789abcdef",
-    wraps: [{
-      device: "fedcba9876543210",
-      dh: toBase64(new Uint8Array(32)),
-      pn: 0,
-      n: 0,
-      w: toBase64(new Uint8Array(48)),
-    }],
-  };
   const cases = [
-    { to: userRecipient("bob"), e2e: sender, code: "PROTOCOL_ERROR" },
-    { to: LOBBY, e2e: ratchet, code: "PROTOCOL_ERROR" },
-    { to: userRecipient("bob"), e2e: ratchet, code: "ok" },
-    { to: LOBBY, e2e: sender, code: "ok" },
+    { to: userRecipient("bob"), e2e: SENDER, code: "PROTOCOL_ERROR" },
+    { to: LOBBY, e2e: RATCHET, code: "PROTOCOL_ERROR" },
+    { to: userRecipient("bob"), e2e: RATCHET, code: "ok" },
+    { to: LOBBY, e2e: SENDER, code: "ok" },
   ];
   for (const [i, { to, e2e, code }] of cases.entries()) {
-    const { k, ct, c } = sealContent({ kind: "text", text: "who may read this?" });
-    const record: MessageRecord = { sid: SID, dir: "c2s", to, seqno: i + 1, ts: Date.now(), ct, c };
-    record.sig = await signRecord(alice.signingKey, record);
-    const v = new RelayVerifier({
-      trust: pki.trust,
-      seen: SeenStore.memory(),
-      username: "bob",
-      sessionTime: SESSION_TIME,
-      maxSkewMs: 5 * 60 * 1000,
-      unwrap: () => Promise.resolve(k), // the author's own wrap: it opens
-    });
-    const relay: RelayMessage = {
-      type: "relay",
-      seqno: 1,
-      ts: Date.now(),
-      cert: toBase64(alice.certDer),
-      record: encodeRecord(record),
-      e2e,
-    };
+    const { relay, k } = await e2eRelayed(i + 1, { to, e2e });
+    // The author's own wrap: it opens.
+    const v = e2eVerifier(() => Promise.resolve(k));
     assert.equal(await codeOfCheck(v, relay), code, `${e2e.kind} envelope to ${to}`);
   }
 });
@@ -346,43 +334,10 @@ Deno.test("RelayVerifier.check(): a new record whose wrap's key this device used
   // two saves), and the unacknowledged record comes back from the queue: the chain says REPLAY
   // (PROTOCOL §12.4). Ending the session would end every later one on the same record.
   const seen = SeenStore.memory();
-  const { ct, c } = sealContent({ kind: "text", text: "opened before the crash" });
-  const record: MessageRecord = {
-    sid: SID,
-    dir: "c2s",
-    to: userRecipient("bob"),
-    seqno: 3,
-    ts: Date.now(),
-    ct,
-    c,
-  };
-  record.sig = await signRecord(alice.signingKey, record);
-  const relay: RelayMessage = {
-    type: "stored",
-    seqno: 1,
-    ts: Date.now(),
-    cert: toBase64(alice.certDer),
-    record: encodeRecord(record),
-    e2e: {
-      kind: "ratchet",
-      from: "0123456789abcdef",
-      wraps: [{
-        device: "fedcba9876543210",
-        dh: toBase64(new Uint8Array(32)),
-        pn: 0,
-        n: 0,
-        w: toBase64(new Uint8Array(48)),
-      }],
-    },
-  };
-  const got = await new RelayVerifier({
-    trust: pki.trust,
-    seen,
-    username: "bob",
-    sessionTime: SESSION_TIME,
-    maxSkewMs: 5 * 60 * 1000,
-    unwrap: () => Promise.reject(new SecureChatError("REPLAY", "ratchet message already opened")),
-  }).check(relay);
+  const { relay } = await e2eRelayed(3, { type: "stored" });
+  const spent = () =>
+    Promise.reject(new SecureChatError("REPLAY", "ratchet message already opened"));
+  const got = await e2eVerifier(spent, seen).check(relay);
   assert.match(got.undecryptable ?? "", /no key for this message \(it used that key already/);
   assert.equal(got.text, "");
   assert.ok(seen.has(got.fingerprint, SID, 3), "accepted: the next delivery is a duplicate");
