@@ -149,8 +149,8 @@ async function bundles() {
   return {
     description: "PROTOCOL §12.2: alice's key bundle, its two statements and their signatures " +
       "under an Ed25519 and an RSA-2048 certificate key (both signature schemes are " +
-      "deterministic); `device` is the id of `ik`. Expected: valid (verifies, and re-signing " +
-      "gives the same bytes).",
+      "deterministic, so re-signing gives the same bytes); `device` is the id of `ik`. " +
+      "Expected: valid.",
     inputs: {
       ik_private: toHex(ik.privateKey),
       spk_private: toHex(spk.privateKey),
