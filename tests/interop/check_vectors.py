@@ -675,7 +675,8 @@ def e2e_negative_cases(vectors):
         mem, cid, ms = member()
         mem.decrypt(cid ^ 1, ms[0]["n"], unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))
 
-    @case("sender key: n below the receiver's first position (§12.5)", "DECRYPT_FAIL")
+    @case("sender key: n below the position the chain was handed over at (§12.5 step 3)",
+          "REPLAY")
     def _():
         mem, cid, ms = member()
         mem.decrypt(cid, ms[0]["n"] - 1, unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))

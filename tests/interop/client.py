@@ -1086,7 +1086,7 @@ class SenderChain:
     def __init__(self, author, chain_id=None, n=0, ck=None):
         self.author = author
         self.id = chain_id if chain_id is not None else struct.unpack(">I", os.urandom(4))[0]
-        self.first = self.n = n
+        self.n = n
         self.ck = ck if ck is not None else os.urandom(32)
         self.skipped = {}   # n -> mk, receiver side
 
@@ -1102,15 +1102,15 @@ class SenderChain:
 
     def decrypt(self, chain_id, n, wrapped, binding):
         """A receiver unwraps; the state changes only when the wrap opened."""
-        if chain_id != self.id or n < self.first:
+        if chain_id != self.id:                                                 # §12.5 1
             raise ProtoError("DECRYPT_FAIL", "not the author's current sender chain")
         aad = sender_aad(self.author, chain_id, n, binding)
         if n in self.skipped:
             k = unwrap(self.skipped[n], aad, wrapped)
             del self.skipped[n]
             return k
-        if n < self.n:
-            raise ProtoError("REPLAY", "sender-key message already opened")
+        if n < self.n:                                                          # 3
+            raise ProtoError("REPLAY", "sender-key message already opened, or before the chain")
         if n - self.n > E2E_MAX_SKIP:
             raise ProtoError("PROTOCOL_ERROR", f"sender-key message {n - self.n} keys ahead")
         ck, skipped, pos = self.ck, {}, self.n
@@ -1243,8 +1243,9 @@ class E2ESession:
     """One Double Ratchet session with one contact device (§12.3/§12.4); `pre` is the prekey
     header we send until the contact has answered."""
 
-    def __init__(self, ratchet, pre=None):
+    def __init__(self, ratchet, pre=None, ek=None):
         self.ratchet, self.pre = ratchet, pre
+        self.ek = ek  # the initiator's `pre.ek` this session answered (§12.3 B 2), responder only
 
 
 E2E_STATE_AAD = b"securechat/e2e state"      # §12.7
@@ -1339,8 +1340,9 @@ class Device:
         self.spk_id, self.pq_id, self.next_opk = state["spk_id"], state["pq_id"], state["next_opk"]
         self.opks = {int(i): u(k) for i, k in state["opks"].items()}
         for user, dev, sessions in state["sessions"]:
-            self.sessions[(user, dev)] = [E2ESession(_ratchet_from(s["ratchet"]), s["pre"])
-                                          for s in sessions]
+            self.sessions[(user, dev)] = [
+                E2ESession(_ratchet_from(s["ratchet"]), s["pre"],
+                           bytes.fromhex(s["ek"]) if s.get("ek") else None) for s in sessions]
 
     @_locked
     def save(self):
@@ -1350,8 +1352,9 @@ class Device:
         state = {"ik": self.ik.hex(), "spk": self.spk.hex(), "pq_seed": self.pq_seed.hex(),
                  "spk_id": self.spk_id, "pq_id": self.pq_id, "next_opk": self.next_opk,
                  "opks": {str(i): k.hex() for i, k in self.opks.items()},
-                 "sessions": [[u, d, [{"ratchet": _ratchet_state(s.ratchet), "pre": s.pre}
-                                      for s in ss]] for (u, d), ss in self.sessions.items()]}
+                 "sessions": [[u, d, [{"ratchet": _ratchet_state(s.ratchet), "pre": s.pre,
+                                       "ek": s.ek.hex() if s.ek else None} for s in ss]]
+                              for (u, d), ss in self.sessions.items()]}
         salt, nonce = os.urandom(16), os.urandom(12)
         key = hashlib.scrypt(self.password.encode(), salt=salt, maxmem=256 * 1024 * 1024,
                              dklen=32, **E2E_SCRYPT)
@@ -1418,9 +1421,14 @@ class Device:
             # §12.5: every entry of a device that takes sender keys says so, a bare `known` one
             # too (what the server does; §12.6's "{"device"} alone" omits it: finding 40)
             self.lobby_devices[(user, d)] = entry.get("lobby") is True
-            if "bundle" not in entry:           # one we have a session with (`known`)
-                if self.sessions.get((user, d)):
-                    usable.append(d)
+            if "bundle" not in entry and self.sessions.get((user, d)) and \
+                    (user, d) not in self.restart:  # one we have a session with (`known`)
+                usable.append(d)
+                continue
+            if "bundle" not in entry or "cert" not in entry:  # §12.6 sender step 3
+                warn(f"device {d} of {user} left out: PROTOCOL_ERROR: listed bare, but this "
+                     "device has no session with it")
+                first_error = first_error or ProtoError("PROTOCOL_ERROR", "a bare device entry")
                 continue
             try:
                 b = check_bundle(trust, user, entry)
@@ -1512,9 +1520,9 @@ class Device:
         try:
             return chain.decrypt(chain_id, n, wrapped, binding), None
         except ProtoError as e:
-            if e.code != "DECRYPT_FAIL":
-                raise  # REPLAY, or a wrap too far ahead (PROTOCOL_ERROR): the session ends
-            return None, f"{e.code}: {e.detail}"
+            if e.code not in ("DECRYPT_FAIL", "REPLAY"):
+                raise  # a wrap more than 1000 ahead (PROTOCOL_ERROR): the session ends
+            return None, f"{e.code}: {e.detail}"  # §12.6 step 9: no key
 
     # -- the recipient (§12.6 "The recipient")
     @_locked
@@ -1542,44 +1550,51 @@ class Device:
         header = header_enc(b64d(mine["dh"], size=32), want_u32(mine, "pn"), want_u32(mine, "n"))
         wrapped = b64d(mine["w"], size=48)
         pre = parse_pre(mine["pre"]) if "pre" in mine else None
-        if pre is not None:
-            if device_id(pre["ik"]) != sender:
-                raise ProtoError("PROTOCOL_ERROR", "pre.ik is not the sending device's key")
-            if not verify(author_pub, pre["ik_sig"], identity_statement(author, pre["ik"])):
-                raise ProtoError("SIG_FAIL", "pre.ik_sig")
         key = (author, sender)
+        if pre is not None:
+            if device_id(pre["ik"]) != sender:                                    # §12.3 B 1
+                raise ProtoError("PROTOCOL_ERROR", "pre.ik is not the sending device's key")
+            if not any(s.ek == pre["ek"] for s in self.sessions.get(key, [])):    # B 2
+                return self._respond(key, author, author_pub, cert_der, pre, header, wrapped,
+                                     binding)
+        replay = False  # B 2's repeat, or no `pre`: the sessions, the one that last opened first
         for s in self.sessions.get(key, []):
             try:
                 k = s.ratchet.decrypt(header, wrapped, binding)
-            except ProtoError:
-                continue  # a failed try leaves that session as it was (§12.4)
+            except ProtoError as e:  # any code counts as not opening (§12.6 step 8), and a
+                replay = replay or e.code == "REPLAY"  # failed try leaves the session as it was
+                continue
             s.pre = None  # the contact has answered on this session: no more prekey header
             self.sessions[key] = [s] + [x for x in self.sessions[key] if x is not s]
             self.save()
             return k, None
-        if pre is None:
-            self.restart.add(key)
-            return None, "no session of this device opens it"
-        k, why = self._respond(key, author, cert_der, pre, header, wrapped, binding)
-        if k is None:
-            self.restart.add(key)
-        return k, why
+        self.restart.add(key)  # §12.6: the next line to the author starts a new session
+        return None, ("REPLAY: its message key was used already" if replay
+                      else "DECRYPT_FAIL: no session of this device opens it")
 
-    def _respond(self, key, author, cert_der, pre, header, wrapped, binding):
+    def _respond(self, key, author, author_pub, cert_der, pre, header, wrapped, binding):
+        """§12.3, B's steps 3-6 for a prekey header that starts a session."""
+        if not verify(author_pub, pre["ik_sig"], identity_statement(author, pre["ik"])):
+            raise ProtoError("SIG_FAIL", "pre.ik_sig")                            # B 3
         if pre["spk_id"] != self.spk_id or pre["pq_id"] != self.pq_id or \
-                (pre["opk_id"] is not None and pre["opk_id"] not in self.opks):
-            raise ProtoError("PROTOCOL_ERROR", "prekey header names a prekey we do not have")
+                (pre["opk_id"] is not None and pre["opk_id"] not in self.opks):    # B 4
+            self.restart.add(key)
+            return None, "DECRYPT_FAIL: the prekey header names a prekey this device does not hold"
         opk = self.opks.get(pre["opk_id"]) if pre["opk_id"] is not None else None
         sk, ad = pqxdh_respond(self.ik, self.spk, opk, self.pq_dk, pre["ik"], pre["ek"],
-                               pre["kem_ct"], cert_der, self.cert_der)
+                               pre["kem_ct"], cert_der, self.cert_der)            # B 5
         r = Ratchet.responder(sk, ad, self.spk)
         try:
             k = r.decrypt(header, wrapped, binding)
         except ProtoError as e:
+            if e.code not in ("DECRYPT_FAIL", "REPLAY"):
+                raise  # a first message more than 1000 keys ahead ends the session
+            self.restart.add(key)
             return None, f"{e.code}: {e.detail}"
-        if pre["opk_id"] is not None:
-            del self.opks[pre["opk_id"]]   # §12.3: deleted once the first message opened
-        self.sessions[key] = ([E2ESession(r)] + self.sessions.get(key, []))[:E2E_SESSIONS_PER_DEVICE]
+        if pre["opk_id"] is not None:                                            # B 6
+            del self.opks[pre["opk_id"]]
+        self.sessions[key] = ([E2ESession(r, ek=pre["ek"])]
+                              + self.sessions.get(key, []))[:E2E_SESSIONS_PER_DEVICE]
         self.save()
         return k, None
 
@@ -2326,6 +2341,10 @@ class Client:
         allowed = ("user:" + self.my_name,) if stored else ("lobby", "user:" + self.my_name)
         if rec["dir"] != "c2s" or rec["to"] not in allowed:                       # 3, 3'
             raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
+        if "e2e" in m:  # §12.6 recipient step 4: `ratchet` only to user:x, `sender` only to lobby
+            fits = "sender" if rec["to"] == "lobby" else "ratchet"
+            if m["e2e"].get("kind") != fits:
+                raise ProtoError("PROTOCOL_ERROR", "the end-to-end envelope does not fit the record")
         if rec["sig"] is None or not verify(author_pub, rec["sig"], statement(rec)):  # 4
             raise ProtoError("SIG_FAIL", "author signature")
         # Steps 6 and 7 come before step 5 here: they do not need k, and an end-to-end record
@@ -2345,9 +2364,8 @@ class Client:
         text = sender_key = None
         if k is not None:
             body = parse_body(check_content(rec, k))
-            if body["kind"] == "sender_key" and "e2e" in m and m["e2e"].get("kind") == "ratchet" \
-                    and self.device.lobby:  # §12.5: a chain, private and end to end only
-                sender_key = body
+            if body["kind"] == "sender_key" and "e2e" in m and rec["to"] != "lobby":
+                sender_key = body  # §12.6 step 11: a chain, private and end to end only
             elif body["kind"] != "text":
                 raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
             else:
@@ -2383,14 +2401,10 @@ class Client:
 
     def open_e2e(self, author, author_pub, cert_der, e2e, rec):
         """§12.6 step 5: (k, None), or (None, why) when this device has no key for it."""
-        kind = e2e.get("kind")
+        kind = e2e.get("kind")  # it fits the record (checked at step 4)
         if kind == "ratchet":
-            if rec["to"] != "user:" + self.my_name:
-                raise ProtoError("PROTOCOL_ERROR", "ratchet e2e on a lobby record")
             return self.device.open_ratchet(author, author_pub, cert_der, e2e, binding_of(rec))
         if kind == "sender":
-            if rec["to"] != "lobby":
-                raise ProtoError("PROTOCOL_ERROR", "sender e2e on a private record")
             return self.device.open_sender(author, e2e, binding_of(rec))
         raise ProtoError("PROTOCOL_ERROR", f"e2e kind {safe(str(kind))!r}")
 
