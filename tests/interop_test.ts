@@ -536,6 +536,8 @@ const HOSTILE_E2E = [
   // §12.6: a bad prekey header ends the session with its code
   { mode: "pre-ik-not-from", lobby: false, fatal: "PROTOCOL_ERROR", shown: null },
   { mode: "pre-ik-sig-flipped", lobby: false, fatal: "SIG_FAIL", shown: null },
+  // §12.3 B step 4: a prekey id this device does not hold is no key (DECRYPT_FAIL), not an error
+  { mode: "pre-unknown-opk", lobby: false, fatal: null, shown: NO_KEY_PRIVATE },
   // §12.5: a lobby wrap under another id, from a device that sent no chain, or that does not open
   { mode: "sender-other-id", lobby: true, fatal: null, shown: NO_KEY_LOBBY },
   { mode: "sender-from-other-device", lobby: true, fatal: null, shown: NO_KEY_LOBBY },

@@ -838,8 +838,7 @@ def _(a):
     return "bare" if mine == [{"device": a.device.id}] else f"devices {devs}"
 
 
-@probe("e2e_publish_bundle_of_another_user", "peer:PROTOCOL_ERROR", e2e=True,
-       deviation=("closed", 28))
+@probe("e2e_publish_bundle_of_another_user", "peer:PROTOCOL_ERROR", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: bundle.user must be the sender's canonical name
     a.device.user = "bob"
@@ -847,8 +846,7 @@ def _(a):
     return a.await_error()
 
 
-@probe("e2e_publish_device_not_the_id_of_ik", "peer:PROTOCOL_ERROR", e2e=True,
-       deviation=("closed", 28))
+@probe("e2e_publish_device_not_the_id_of_ik", "peer:PROTOCOL_ERROR", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: `device` must be the id of bundle.ik (§12.2)
     body = a.device.publish_body(0)
@@ -875,6 +873,24 @@ def e2e_envelope(a, rec):
 def _(a):
     e2e_session(a)  # §12.6: the server MUST refuse an e2e record to `server`
     rec, wire, _ = a.record(to="server", body={"kind": "who"})
+    a.send_content({"type": "msg", "record": wire, "e2e": e2e_envelope(a, rec)})
+    return a.await_error()
+
+
+@probe("e2e_sender_envelope_on_a_private_record", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: `sender` goes on a record to lobby only; the server refuses a misfit
+    rec, wire, _ = a.record(to="user:" + a.my_name)
+    a.send_content({"type": "msg", "record": wire, "e2e": {
+        "kind": "sender", "from": sc.device_id(os.urandom(32)), "id": 1, "n": 0,
+        "w": sc.b64e(os.urandom(48))}})
+    return a.await_error()
+
+
+@probe("e2e_ratchet_envelope_on_a_lobby_record", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    e2e_session(a)  # §12.6: `ratchet` goes on a record to user:x only
+    rec, wire, _ = a.record(to="lobby")
     a.send_content({"type": "msg", "record": wire, "e2e": e2e_envelope(a, rec)})
     return a.await_error()
 
@@ -1025,7 +1041,7 @@ def _hostile_pre_ik_sig_flipped(c, e2e):
 
 def _hostile_pre_unknown_opk(c, e2e):
     for w in e2e["wraps"]:
-        w["pre"] = {**w["pre"], "opk_id": 999999}  # §12.3: unknown prekey id, PROTOCOL_ERROR
+        w["pre"] = {**w["pre"], "opk_id": 999999}  # §12.3 B 4: a prekey B does not hold: no key
     return e2e
 
 
