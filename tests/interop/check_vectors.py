@@ -555,7 +555,7 @@ def check_bundle(v):
 
 E2E_CHECKS = {"pqxdh.json": check_pqxdh, "ratchet.json": check_ratchet,
               "sender_keys.json": check_sender_keys, "bundle.json": check_bundle}
-E2E_REQUIRED = {"pqxdh.json", "ratchet.json", "sender_keys.json"}  # §12.8's list
+E2E_REQUIRED = {"bundle.json", "pqxdh.json", "ratchet.json", "sender_keys.json"}  # §12.8
 
 
 def _code(fn):
