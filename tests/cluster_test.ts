@@ -438,8 +438,19 @@ async function authorContentKeys(dirs: string[]): Promise<Map<string, Uint8Array
  */
 async function acknowledgedTexts(
   natsUrl: string,
-  authorKeys: Map<string, Uint8Array>,
+  keyDirs: string[],
 ): Promise<{ author: string; text: string }[]> {
+  let authorKeys = await authorContentKeys(keyDirs);
+  // A client may still be working through the lines the test typed (stdin returns at once), so
+  // a record can be on the stream a moment before its author's batch of keys is on disk.
+  const keyOf = async (sid: string, seqno: number) => {
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline;) {
+      const k = authorKeys.get(`${sid}:${seqno}`);
+      if (k) return k;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      authorKeys = await authorContentKeys(keyDirs);
+    }
+  };
   const nc = await natsConnect({ servers: natsUrl });
   try {
     const jsm = await nc.jetstreamManager();
@@ -455,7 +466,7 @@ async function acknowledgedTexts(
       const relayed = decodeRecord(record.relay.record);
       const k = "k" in record.relay
         ? fromBase64(record.relay.k)
-        : authorKeys.get(`${relayed.sid}:${relayed.seqno}`);
+        : await keyOf(relayed.sid, relayed.seqno);
       assert.ok(k, `no content key kept by ${envelope.from} for its record ${relayed.seqno}`);
       const opened = openContent(relayed, k);
       if (opened.kind === "text") texts.push({ author: envelope.from!, text: opened.text });
@@ -563,10 +574,7 @@ Deno.test({
       await eventually(async () => everyone.test(await who(ann)), 15_000, "everyone in /who");
 
       // Every acknowledged line reaches every other user exactly once.
-      const acknowledged = await acknowledgedTexts(
-        cluster.nats.url,
-        await authorContentKeys(SPREAD.map(transcripts)),
-      );
+      const acknowledged = await acknowledgedTexts(cluster.nats.url, SPREAD.map(transcripts));
       assert.ok(acknowledged.length >= SPREAD.length * LINES / 2, `${acknowledged.length} acked`);
       const shown = (reader: string, author: string, text: string) =>
         clients.get(reader)!.lines((l) => l.endsWith(`${author} \u2713 ${text}`)).length;
