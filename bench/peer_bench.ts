@@ -37,6 +37,7 @@ import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/sessi
 import { type Body, LOBBY, userRecipient } from "../lib/message/record.ts";
 import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
 import { concat } from "../lib/bytes.ts";
+import { codeOf } from "../lib/errors.ts";
 import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
 import { findInspircd, GNUTLS_PRIORITY, Inspircd, INSPIRCD_INSTALL_HINT } from "./_inspircd.ts";
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
@@ -522,11 +523,21 @@ async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
     await closeCleanly(await ourLogin(server, pki, names[high], ids[high])); // warm-up
     const atZero = await sampleProcess(server.pid);
     let next = 0;
+    let retried = 0;
     const holdUpTo = async (n: number) => {
       await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
         while (next < n) {
           const i = next++;
-          clients.push(await countingRecipient(server, pki, names[i], ids[i]));
+          // A login that timed out on a loaded machine is tried again, and counted.
+          for (let attempt = 1;; attempt++) {
+            try {
+              clients.push(await countingRecipient(server, pki, names[i], ids[i]));
+              break;
+            } catch (error) {
+              if (codeOf(error) !== "TIMEOUT" || attempt === 3) throw error;
+              retried++;
+            }
+          }
         }
       }));
       // Each has its welcome; then the last coalesced join notices go out.
@@ -546,6 +557,7 @@ async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
       cpuSeconds: atHigh.proc.cpuSeconds - atLow.proc.cpuSeconds,
       extra: {
         levels: [low, high],
+        logins_retried_after_timeout: retried,
         rss_at_zero: atZero.rssBytes,
         rss_before: atLow.proc.rssBytes,
         rss_after: atHigh.proc.rssBytes,
@@ -703,6 +715,7 @@ async function ircIdle(
     await sleep(100);
     const atZero = await sampleProcess(server.pid);
     let next = 0;
+    let retried = 0;
     const holdUpTo = async (n: number) => {
       await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
         while (next < n) {
@@ -772,7 +785,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     const span: Span = opts.quick
       ? { ms: 300, minCpuSeconds: 0.05 }
       : { ms: 3000, minCpuSeconds: 0.5 };
-    const idle: IdleLevels = opts.quick ? [8, 16] : [500, 2000];
+    const idle: IdleLevels = opts.quick ? [8, 16] : [200, 800];
     /** Messages of a burst phase: full, enough for ≥ 0.5 s of the server's CPU. */
     const burst = opts.quick ? 100 : 2000;
     const ids = new Map(
