@@ -715,7 +715,6 @@ async function ircIdle(
     await sleep(100);
     const atZero = await sampleProcess(server.pid);
     let next = 0;
-    let retried = 0;
     const holdUpTo = async (n: number) => {
       await Promise.all(Array.from({ length: SETUP_CLIENTS }, async () => {
         while (next < n) {
