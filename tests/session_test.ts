@@ -175,6 +175,32 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
   }
 });
 
+Deno.test("ChatSession.run() resolves, never throws, when its receipts cannot be written (the transcript directory went away)", async () => {
+  const { server, client } = await connectPair();
+  const serverDir = await Deno.makeTempDir();
+  const clientDir = await Deno.makeTempDir();
+  try {
+    const [s, c] = await loggedIn(server, client);
+    const serverSession = await ChatSession.start(s, {
+      transcripts: transcriptDirectory(serverDir),
+    });
+    const clientSession = await ChatSession.start(c, {
+      transcripts: transcriptDirectory(clientDir),
+    });
+    const serverRun = serverSession.run({ onMessage: () => {} });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+    await clientSession.send({ kind: "text", text: "before the directory goes" });
+    await Deno.remove(clientDir, { recursive: true });
+    await clientSession.close();
+    const [clientEnd] = await Promise.all([clientRun, serverRun]);
+    assert.equal(clientEnd.outcome, "error");
+    assert.equal(clientEnd.code, "TRANSCRIPT_IO");
+  } finally {
+    await Deno.remove(serverDir, { recursive: true });
+    await Deno.remove(clientDir, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("ChatSession.send() in a loop lets timers and socket writes run (a turn per batch)", async () => {
   // Ed25519 signs synchronously: a sender that awaits each send would otherwise stay in
   // microtasks until its queue is full, and nothing else in the process would run.

@@ -847,7 +847,12 @@ export class ChatSession {
       transcriptPath: this.transcriptPath,
     };
     if (this.#ownReceipt) {
-      Object.assign(end, await this.#transcript.finish(this.#ownReceipt, this.#peerReceipt));
+      // run() may have called finish() already and failed in it (its receipt could not be
+      // written): the failure is the outcome, and a second finish must not throw out of run().
+      const files = await this.#transcript.finish(this.#ownReceipt, this.#peerReceipt).catch(
+        () => undefined,
+      );
+      Object.assign(end, files);
     } else {
       await this.#transcript.abort();
     }
