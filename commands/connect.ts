@@ -215,11 +215,13 @@ async function connect(options: ConnectOptions): Promise<void> {
   // opened once the server accepted that password, so a wrong one is the server's AUTH_FAIL.
   const statePassword = "password" in credentials ? credentials.password : "";
   let e2e: E2eClient | undefined;
+  let stateFile: StateFile | undefined;
   const statePath = join(options.transcripts, `${canonicalName(options.user)}.e2e`);
   const openE2e = async () => {
     if (e2e) return e2e;
+    stateFile = await StateFile.open(statePath, statePassword);
     e2e = await E2eClient.open(
-      await StateFile.open(statePath, statePassword),
+      stateFile,
       { user: options.user, certDer: identity.certDer, signingKey: identity.signingKey },
       trust,
     );
@@ -283,7 +285,10 @@ async function connect(options: ConnectOptions): Promise<void> {
       // The account exists from now on: a reconnection logs in.
       if (credentials.mode === "register") credentials = { ...credentials, mode: "login" };
       const passwd = async (running: Promise<SessionEnd>) => {
-        const changed = await changeOwnPassword(session, running, editor, show);
+        const changed = await changeOwnPassword(session, running, editor, show, {
+          file: stateFile!,
+          e2e: e2e!,
+        });
         if (changed === undefined || credentials.mode === "resume") return;
         // A reconnection logs in with the new password: the ticket from before the change
         // is refused now (its credential epoch is stale), and would count as a failure.
@@ -536,7 +541,10 @@ const REFUSAL_ADVICE: Partial<Record<RefusalCode, string>> = {
 
 /**
  * `/passwd` (PROTOCOL §6.7): the current password, then the new one twice, typed unechoed in
- * the editor and checked against the rules here before the server checks them again.
+ * the editor and checked against the rules here before the server checks them again. The
+ * end-to-end state, encrypted under the password, follows it (§12.7): it is written under
+ * both until the server answers, so a crash at any point leaves it readable with whichever
+ * password the server has.
  * @returns the new password once the server has changed it; undefined otherwise (said why)
  */
 async function changeOwnPassword(
@@ -544,6 +552,7 @@ async function changeOwnPassword(
   running: Promise<SessionEnd>,
   editor: LineEditor | undefined,
   show: (line: string) => void,
+  state: { file: StateFile; e2e: E2eClient },
 ): Promise<string | undefined> {
   if (!editor) {
     show(
@@ -560,7 +569,22 @@ async function changeOwnPassword(
       rules: (password) => checkPasswordChange(current, password),
     });
     show("securechat: changing your password...");
-    await session.changePassword(current, next);
+    state.file.beginRekey(next);
+    await state.e2e.save(); // under the new password too, before the server is asked
+    try {
+      await session.changePassword(current, next);
+    } catch (error) {
+      // PROTOCOL_ERROR: the session ended before the answer, so the outcome is unknown; the
+      // state stays under both passwords and the next login keeps the one that opens.
+      if (codeOf(error) !== "PROTOCOL_ERROR") await state.file.abandonRekey();
+      throw error;
+    }
+    await state.file.commitRekey().catch((error) =>
+      show(safeText(
+        `securechat: warning: ${(error as Error).message}: it stays in ${state.file.path}.next ` +
+          "under the new password and is taken at your next login",
+      ))
+    );
     show(
       "securechat: password changed: log in with the new one from now on (resumption tickets " +
         "issued before are refused, on every server)",

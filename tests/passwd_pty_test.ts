@@ -3,9 +3,11 @@
  * password and the new one (twice) are typed without echo and kept out of the history; the
  * rules are checked before anything is sent; a wrong current password changes nothing; Ctrl-C
  * cancels the question, not the chat; the session goes on after the change, and from then on
- * only the new password logs in.
+ * only the new password logs in — on the same end-to-end device, whose state file the change
+ * re-encrypted (PROTOCOL §12.7).
  */
 import assert from "node:assert/strict";
+import { StateFile } from "../lib/store/e2e_state_file.ts";
 import { makePki } from "../testkit/pki.ts";
 import {
   errorCodeOf,
@@ -35,14 +37,17 @@ Deno.test({
     const server = await ServerProcess.start({ pkiDir: pki.dir });
     const tmux = new Tmux();
     let bob: LiveClient | undefined;
-    const login = (password: string) =>
+    const login = (password: string, transcripts = `${server.workDir}/check`) =>
       runConnect({
         port: server.port,
         user: "alice",
         password,
         pkiDir: pki.dir,
-        transcripts: `${server.workDir}/check`,
+        transcripts,
       });
+    const statePath = `${server.workDir}/alice/alice.e2e`;
+    const identityKey = async (password: string) =>
+      ((await (await StateFile.open(statePath, password)).load()) as { ik: string }).ik;
     try {
       await registerUser(server, pki.dir, "alice", OLD);
       await registerUser(server, pki.dir, "bob", "bob-password-12");
@@ -93,6 +98,8 @@ Deno.test({
       await tmux.keys("C-c");
       await said("password not changed: cancelled");
 
+      // The refused changes left her end-to-end state under the old password alone.
+      const before = await identityKey(OLD);
       await tmux.keys("/passwd", "Enter");
       await asked("current password:");
       await tmux.keys(OLD, "Enter");
@@ -101,6 +108,12 @@ Deno.test({
       await asked("repeat it:");
       await tmux.keys(NEW, "Enter");
       await said("password changed: log in with the new one from now on");
+
+      // Her end-to-end state followed the password: the same device, under the new one.
+      const device = await identityKey(OLD).catch(() => undefined);
+      assert.equal(device, undefined, "the old password no longer opens the state");
+      const reencrypted = await identityKey(NEW);
+      assert.equal(reencrypted, before);
 
       // The chat goes on, and none of what was typed at the questions went to anyone.
       await tmux.waitFor((rows) => rows.at(-1) === "alice>", "the prompt again");
@@ -124,6 +137,11 @@ Deno.test({
       assert.equal(errorCodeOf(await login(OLD)), "AUTH_FAIL");
       const fresh = await login(NEW);
       assert.equal(fresh.code, 0, fresh.stderr);
+      // Her own directory: the state opens with the new password, and she is the same device.
+      const again = await login(NEW, `${server.workDir}/alice`);
+      assert.equal(again.code, 0, again.stderr);
+      assert.ok(!again.stderr.includes("end-to-end state"), again.stderr);
+      assert.equal(await identityKey(NEW), reencrypted);
       assert.ok(server.logs.some((e) => e.event === "PASSWORD_CHANGED" && e.user === "alice"));
     } finally {
       await tmux.kill();
