@@ -1,6 +1,7 @@
 /**
  * The securechat benchmark suite (issue 7): signing, session setup, messages, scale,
- * verify, startup, cluster, reconnect storm, peer (against InspIRCd, issue 18) — every figure beside a
+ * verify, startup, cluster, reconnect storm, peer (against InspIRCd, issue 18), lobby (the author's
+ * cost per line under sender keys, issue 13) — every figure beside a
  * reference measured in the same run, as a ratio. Setup and messages run with RSA-2048
  * (the default) and Ed25519 keys.
  * Prints a table and writes bench/results.json.
@@ -21,6 +22,7 @@ import * as startup from "./startup_bench.ts";
 import * as cluster from "./cluster_bench.ts";
 import * as storm from "./storm_bench.ts";
 import * as peer from "./peer_bench.ts";
+import * as lobby from "./lobby_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
 
@@ -34,6 +36,7 @@ export const SECTIONS = [
   "cluster",
   "storm",
   "peer",
+  "lobby",
 ] as const;
 type SectionName = typeof SECTIONS[number];
 
@@ -117,6 +120,9 @@ try {
         break;
       case "peer":
         sections.peer = await peer.run({ quick }, pkis.rsa2048);
+        break;
+      case "lobby":
+        sections.lobby = await lobby.run({ quick });
         break;
       default:
         throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);

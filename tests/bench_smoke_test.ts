@@ -17,7 +17,16 @@ const PEER_SKIPPED = skipUnless(
   await findInspircd() ? undefined : `inspircd is not installed; ${INSPIRCD_INSTALL_HINT}`,
   "the bench's peer section (the smoke run checks that it says so)",
 );
-const SECTIONS = ["signing", "setup", "messages", "scale", "verify", "startup", "cluster"];
+const SECTIONS = [
+  "signing",
+  "setup",
+  "messages",
+  "scale",
+  "verify",
+  "startup",
+  "cluster",
+  "lobby",
+];
 if (!PEER_SKIPPED) SECTIONS.push("peer");
 // The reconnect storm starts its own MariaDB (and nats-server, which the cluster section needs
 // as well); without mariadbd it must say it was skipped.
