@@ -253,6 +253,21 @@ Deno.test("Ratchet: forward secrecy — a device's current keys do not open an e
     assert.notEqual(codeOfCall(() => stolen.decrypt(m.header, m.wrapped, bind)), "no error");
     assert.ok(!stateText.includes(btoa(String.fromCharCode(...k))));
   }
+  // Not merely refused by bookkeeping: a modified lib that forgets how far it read (counters
+  // back to 0), or the ratchet key it last saw (so it re-runs the DH step from the stolen root),
+  // derives other keys from the stolen state, and every earlier wrap fails to open.
+  const json = b.toJSON();
+  assert.equal(json.skipped.length, 0, "no message key is left over");
+  const forgetful = [
+    { ...json, nr: 0, pn: 0 },
+    { ...json, dhr: btoa(String.fromCharCode(...x25519KeyPair().publicKey)), nr: 0, pn: 0 },
+  ];
+  for (const modified of forgetful) {
+    for (const { m, bind } of recorded) {
+      const thief = Ratchet.fromJSON(JSON.parse(JSON.stringify(modified)));
+      assert.equal(codeOfCall(() => thief.decrypt(m.header, m.wrapped, bind)), "DECRYPT_FAIL");
+    }
+  }
 });
 
 Deno.test("Ratchet: post-compromise — after one round trip of new ratchet keys, a stolen state reads nothing new", async () => {
