@@ -134,6 +134,40 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     const report = JSON.parse(verified.stdout);
     assert.equal(report.ok, true);
     assert.deepEqual(report.confirmedBy, ["client", "server"]);
+
+    // 4. Non-repudiation survives end-to-end encryption (SECURITY.md): bob opens alice's first
+    //    private line to a third party, who checks author and content with only the CA.
+    const logLines = (await Deno.readTextFile(join(bobDir, log))).split("\n");
+    const lineNumber = 1 + logLines.findIndex((l) => {
+      const line = l ? JSON.parse(l) : {};
+      return line.type === "relay" && line.record?.to === "user:bob";
+    });
+    assert.ok(lineNumber > 1, "alice's private line is in bob's transcript");
+    const opening = join(workDir, "opening.json");
+    const made = await runCli([
+      "verify",
+      join(bobDir, log),
+      "--ca",
+      `${pki.dir}/ca.pem`,
+      "--reveal",
+      String(lineNumber),
+      "--out",
+      opening,
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const checked = await runCli([
+      "verify",
+      "--opening",
+      opening,
+      "--ca",
+      `${pki.dir}/ca.pem`,
+      "--json",
+    ]);
+    assert.equal(checked.code, 0, checked.stderr);
+    const proven = JSON.parse(checked.stdout);
+    assert.equal(proven.author, "alice");
+    assert.equal(proven.to, "user:bob");
+    assert.deepEqual(proven.body, { kind: "text", text: privateCanaries[0] });
   } finally {
     for (const c of clients) await c.end().catch(() => {});
     await proxy.close();
