@@ -491,10 +491,11 @@ async function chatInput(
     if (parsed.action !== "send") continue;
     const { body, to } = parsed;
     // The lobby's sender key or the recipient's devices first (PROTOCOL §12.5, §12.3).
-    const { warnings, refusal } = await readyToSend(e2e, to, session);
+    const { warnings, refusal, hint } = await readyToSend(e2e, to, session);
     for (const warning of warnings) show(safeText(`securechat: ${warning}`));
     if (refusal) {
       show(safeText(`securechat: ${refusal}`));
+      if (hint) show(safeText(`hint: ${hint}`));
       continue;
     }
     const sending: Promise<void> = session.send(body, to).then(

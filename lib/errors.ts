@@ -22,6 +22,7 @@ export const ERROR_CODES = [
   "DB_UNAVAILABLE", // the user store cannot be reached right now
   "UNKNOWN_USER", // a private message to a name no account has (PROTOCOL §6.6)
   "QUEUE_FULL", // the offline recipient has as many messages waiting as allowed
+  "NO_E2E_KEYS", // a private recipient has no device to encrypt for: nothing sent (PROTOCOL §12.6)
   "CLUSTER_UNAVAILABLE", // a cluster node cannot reach NATS right now (docs/DEPLOY.md)
   "SLOW_CONSUMER", // a recipient stopped reading and its queue overflowed
   "REVOKED", // the peer's certificate was revoked while its session was live

@@ -4,6 +4,7 @@
  * layer's own, what must happen before a line leaves, and what `/verify` shows. The texts
  * are returned, never printed: each client shows them its own way.
  */
+import { codeOf, SecureChatError } from "../errors.ts";
 import { formatFingerprint } from "../pki/describe.ts";
 import { canonicalName, LOBBY, recipientUser } from "../message/record.ts";
 import type { ReceivedMessage } from "../session/session.ts";
@@ -50,6 +51,8 @@ export interface SendReadiness {
   warnings: string[];
   /** Why the line is not sent at all (said to the user); absent when it may go. */
   refusal?: string;
+  /** How the user could fix a refusal, when there is a way. */
+  hint?: string;
 }
 
 /**
@@ -82,22 +85,21 @@ export async function readyToSend(
   }
   const user = recipientUser(to);
   if (user === null) return { warnings };
+  // A line that cannot go end to end is not sent at all, never sent readable (§12.6).
   try {
-    const { devices, refused } = await e2e.prepare(user, channel);
+    const { refused } = await e2e.prepare(user, channel);
     for (const { device, reason } of refused) {
       warnings.push(
         `warning: ${user}'s device ${device} is left out, its keys were refused: ${reason}`,
       );
     }
-    if (devices === 0) {
-      warnings.push(
-        `warning: ${user} has published no end-to-end keys (an older client): this line ` +
-          "goes readable by the server",
-      );
-    }
     return { warnings };
   } catch (error) {
-    return { warnings, refusal: `not sent to ${user}: ${(error as Error).message}` };
+    return {
+      warnings,
+      refusal: `not sent to ${user}: ${codeOf(error)}: ${(error as Error).message}`,
+      ...(error instanceof SecureChatError && error.hint ? { hint: error.hint } : {}),
+    };
   }
 }
 

@@ -109,7 +109,7 @@ export interface KeysChannel {
 
 /** What `prepare` found out about a contact's devices. */
 export interface Preparation {
-  /** Devices the next line is wrapped for; 0 when the contact published no keys at all. */
+  /** Devices the next line is wrapped for (at least 1). */
   devices: number;
   /** Devices whose published keys were refused (revoked certificate, bad signature), and why. */
   refused: { device: string; reason: string }[];
@@ -169,8 +169,6 @@ export class E2eClient {
   #bundle?: KeyBundle;
   /** When each contact's device list was last fetched (this run only). */
   readonly #listedAt = new Map<string, number>();
-  /** Contacts with no published keys (clients without this layer): lines to them go readable. */
-  readonly #withoutKeys = new Set<string>();
   readonly #preparing = new Map<string, Promise<Preparation>>();
   /**
    * Contact devices (`name/device`) whose message this device could not open: the next line
@@ -479,10 +477,11 @@ export class E2eClient {
     const ready: string[] = [];
     members.forEach((user, i) => {
       const result = results[i];
-      if (result.status === "rejected") {
+      if (result.status === "rejected" && codeOf(result.reason) === "NO_E2E_KEYS") {
+        without.push(user); // published no keys (a client without this layer)
+      } else if (result.status === "rejected") {
         refused.push({ user, reason: (result.reason as Error).message });
       } else if (
-        result.value.devices === 0 ||
         this.devicesOf(user).some((d) => !this.#lobbyDevices.has(`${user}/${d}`))
       ) {
         // A device of theirs could not read a sender-key line (a client without them).
@@ -536,12 +535,12 @@ export class E2eClient {
    * Makes sure a private line to `user` can be wrapped for each of their devices: fetches
    * their device list when this run has none or an old one, checks each new device's bundle
    * (PROTOCOL §12.2) and runs PQXDH with it (§12.3); devices no longer listed are dropped.
-   * @returns what was found; `devices` 0 without `refused` means `user` published no keys (a
-   *   client without this layer): the line then goes with `k`, readable by the server, and
-   *   the caller must say so (§12.6)
-   * @throws the first refusal's code (BAD_CERT: revoked or not theirs, SIG_FAIL,
-   *   BAD_KEY_SHARE, PROTOCOL_ERROR) when every listed device was refused; DB_UNAVAILABLE
-   *   when the server could not answer; TIMEOUT
+   * @returns the devices the line will be wrapped for (at least one) and those refused
+   * @throws NO_E2E_KEYS when the server lists no device for `user` (a line would have to go
+   *   readable by the server, which this client never sends; louder when we had sessions with
+   *   their devices: a server hiding devices); the first refusal's code (BAD_CERT: revoked or
+   *   not theirs, SIG_FAIL, BAD_KEY_SHARE, PROTOCOL_ERROR) when every listed device was
+   *   refused; DB_UNAVAILABLE when the server could not answer; TIMEOUT
    */
   prepare(user: string, channel: KeysChannel): Promise<Preparation> {
     const name = canonicalName(user);
@@ -594,6 +593,7 @@ export class E2eClient {
       });
     }
     const sessions = this.#peers.get(name) ?? new Map<string, PeerSession[]>();
+    if (devices.length === 0) throw noDevices(name, sessions.size);
     const listed = new Set(devices.map((d) => d.device));
     for (const entry of devices) {
       const key = `${name}/${entry.device}`;
@@ -630,8 +630,6 @@ export class E2eClient {
     }
     if (sessions.size) this.#peers.set(name, sessions);
     else this.#peers.delete(name);
-    this.#withoutKeys.delete(name);
-    if (devices.length === 0) this.#withoutKeys.add(name);
     await this.save();
     // Every device refused: nothing is cached, so each later line asks (and refuses) again.
     if (sessions.size === 0 && refused.length) throw refused[0].error;
@@ -680,22 +678,24 @@ export class E2eClient {
     sessions.unshift(session);
     devices.set(device, sessions.slice(0, SESSIONS_PER_DEVICE));
     this.#peers.set(name, devices);
-    this.#withoutKeys.delete(name);
   }
 
   /**
    * The envelope for one of our records (PROTOCOL §12.6): a private line's content key is
    * wrapped once per recipient device, each by that device's active ratchet, and the state is
-   * saved before the line leaves, so a crash can never make us wrap twice under one key.
-   * @throws INTERNAL when `prepare` was not called for a private recipient
+   * saved before the line leaves, so a crash can never make us wrap twice under one key. A
+   * private line is never left readable by the server (§12.6).
+   * @throws NO_E2E_KEYS when there is no session with any device of a private recipient
+   *   (`prepare` refused, or was not asked); INTERNAL for a lobby line without `prepareLobby`
    */
   async wrap(record: MessageRecord, k: Uint8Array): Promise<E2eEnvelope | undefined> {
     if (record.to === LOBBY) return this.#wrapForLobby(record, k);
     const to = recipientUser(record.to);
     if (to === null) return undefined; // the server reads what is addressed to it
-    if (this.#withoutKeys.has(to)) return undefined; // the caller warned the user (prepare)
-    const devices = this.#peers.get(to);
-    if (!devices?.size) throw new SecureChatError("INTERNAL", `no end-to-end session with ${to}`);
+    const devices = [...this.#peers.get(to) ?? []];
+    if (!devices.length) {
+      throw new SecureChatError("NO_E2E_KEYS", `no end-to-end session with ${to}: not sent`);
+    }
     const binding = bindingOf(record);
     const wraps: DeviceWrapJson[] = [];
     for (const [device, [session]] of devices) {
@@ -845,6 +845,32 @@ export class E2eClient {
 /** binding = SHA-256(statement) of the record a wrap travels with (PROTOCOL §12.4). */
 export function bindingOf(record: MessageRecord): Uint8Array {
   return sha256(statement(record));
+}
+
+/**
+ * The refusal when the server lists no device of `name` (PROTOCOL §12.6): a line would have
+ * to go readable by the server. When we had sessions with `had` of their devices, the server
+ * may be hiding them to read what is sent: said loudly, and those sessions are kept.
+ */
+function noDevices(name: string, had: number): SecureChatError {
+  if (had === 0) {
+    return new SecureChatError(
+      "NO_E2E_KEYS",
+      `${name} has published no end-to-end keys: nothing was sent (the server could have ` +
+        "read it)",
+      { hint: `${name}'s keys are published when ${name} logs in with securechat` },
+    );
+  }
+  return new SecureChatError(
+    "NO_E2E_KEYS",
+    `WARNING: the server now lists no device of ${name}, though this device has a ` +
+      `conversation with ${had} of them: nothing was sent. A server that hides a user's ` +
+      "devices could read what is sent without end-to-end encryption; this client never does that",
+    {
+      hint: `if ${name} did not remove every device, the server may be lying: compare ` +
+        `\`/verify ${name}\` with ${name} out of band and tell the operator`,
+    },
+  );
 }
 
 /** `promise`, or TIMEOUT after `ms`. */

@@ -35,6 +35,7 @@ import {
   prepareRelay,
   type QueuedMessage,
   QueuedMessageShape,
+  recipientUser,
   type RecordJson,
   type RefusalCode,
   type RefusedMessage,
@@ -332,6 +333,13 @@ export class ChatSession {
     signing.catch(() => {}); // handled when its turn comes
     const next = this.#sending.then(async () => {
       const e2e = await this.#opts.e2e?.wrap(record, k);
+      if (this.#opts.e2e && !e2e && recipientUser(record.to) !== null) {
+        // A private line is never left readable by the server (PROTOCOL §12.6).
+        throw new SecureChatError(
+          "NO_E2E_KEYS",
+          `not sent: no end-to-end envelope for ${record.to}`,
+        );
+      }
       record.sig = await signing;
       const { wire, line } = prepareMsg("c2s", record, k, e2e);
       const payload = this.#sealWithUpdate(utf8(wire));

@@ -16,6 +16,8 @@ export interface InProcessServer {
   server: ChatServer;
   store: UserStore;
   logs: LoggedEvent[];
+  /** The server's transcript directory (removed by `dispose`). */
+  transcripts: string;
   /** A hostile client for `user` (its certificate from the PKI unless `identity` is given). */
   client(o: Partial<HostileOptions> & { username: string }): Promise<HostileClient>;
   dispose(): Promise<void>;
@@ -72,6 +74,7 @@ export async function startInProcessServer(
     server,
     store,
     logs,
+    transcripts,
     client: async (o) =>
       await HostileClient.connect(server.port, {
         identity: o.identity ?? await pki.identity(o.username),

@@ -37,25 +37,11 @@ export function decryptWithKeylog(frames: ProxiedFrame[], keylog: string): Opene
     const of = (dir: Direction) => frames.filter((f) => f.conn === conn && f.dir === dir);
     const [hello, serverHello] = [of("c2s")[0], of("s2c")[0]];
     if (!hello || !serverHello) continue;
-    const nonce = toHex(fromBase64(JSON.parse(decoder.decode(hello.payload)).nonce));
-    const mine = secrets.get(nonce);
+    const mine = secrets.get(helloNonce(hello.payload));
     if (!mine) throw new Error(`connection ${conn}: no key log entry for its hello`);
-    const h1 = new Uint8Array(
-      createHash("sha256").update(
-        concat(
-          u32be(hello.payload.length),
-          hello.payload,
-          u32be(serverHello.payload.length),
-          serverHello.payload,
-        ),
-      ).digest(),
-    );
     const hs = mine.get("HANDSHAKE_SECRET")!;
     for (const dir of ["c2s", "s2c"] as const) {
-      const keys = {
-        key: expandLabel(hs, LABELS.hsKey(dir), h1, 16),
-        iv: expandLabel(hs, LABELS.hsIv(dir), h1, 12),
-      };
+      const keys = handshakeKeys(hs, hello.payload, serverHello.payload, dir);
       const layer = new RecordLayer(keys, keys);
       let finished = 0;
       for (const frame of of(dir).slice(1)) {
@@ -70,4 +56,30 @@ export function decryptWithKeylog(frames: ProxiedFrame[], keylog: string): Opene
     }
   }
   return opened;
+}
+
+/** The client hello's nonce (hex): what the key log files a connection's secrets under. */
+export function helloNonce(hello: Uint8Array): string {
+  return toHex(fromBase64(JSON.parse(new TextDecoder().decode(hello)).nonce));
+}
+
+/**
+ * One direction's handshake record keys (PROTOCOL §4.1) from the logged handshake secret and
+ * the two plaintext hellos (H1).
+ */
+export function handshakeKeys(
+  hs: Uint8Array,
+  hello: Uint8Array,
+  serverHello: Uint8Array,
+  dir: Direction,
+): { key: Uint8Array; iv: Uint8Array } {
+  const h1 = new Uint8Array(
+    createHash("sha256").update(
+      concat(u32be(hello.length), hello, u32be(serverHello.length), serverHello),
+    ).digest(),
+  );
+  return {
+    key: expandLabel(hs, LABELS.hsKey(dir), h1, 16),
+    iv: expandLabel(hs, LABELS.hsIv(dir), h1, 12),
+  };
 }

@@ -1,0 +1,350 @@
+/**
+ * Issue 13: "a malicious server built from lib parts can neither read nor alter a message,
+ * nor make a recipient accept a message under another author". The server here is the real
+ * ChatServer whose key log feeds a proxy that opens, rewrites and re-seals what it sends
+ * (tests/helpers/hostile_server.ts): it holds every key an operator holds. The honest users
+ * are real `securechat connect` processes. It keeps everything it relays and finds no line's
+ * text; it hides a user's devices (the sender refuses to send readable); it flips bits in a
+ * ciphertext, a ratchet wrap and a sender-key wrap, moves a line under another author's
+ * certificate, and replays a line into a later session: each is refused with a code, and
+ * nothing is shown as text that the author did not write.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fromBase64, toBase64, utf8 } from "../lib/bytes.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
+import { LiveClient, pollUntil } from "../testkit/server_process.ts";
+import {
+  everythingReadable,
+  type HostileServer,
+  type Rewrite,
+  rewriteServerBody,
+  startHostileServer,
+} from "./helpers/hostile_server.ts";
+import { contains, filesUnder } from "./helpers/canary.ts";
+
+const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12", carol: "carol-password-1" };
+type User = keyof typeof PASSWORDS;
+
+const run = crypto.randomUUID().slice(0, 8);
+const canary = (name: string) => `canary-${name}-${run}`;
+
+/** Asserts that nothing the server holds (frames, files, log) has any of `canaries`. */
+async function assertServerReadsNone(h: HostileServer, canaries: string[]): Promise<void> {
+  const frames = everythingReadable(h.opened());
+  const log = h.logs.map((e) => JSON.stringify(e)).join("\n");
+  for (const c of canaries) {
+    assert.ok(!frames.includes(c), `${c} readable in a frame the server sent or received`);
+    assert.ok(!log.includes(c), `${c} in the server's log`);
+  }
+  for (const path of (await Promise.all(h.dirs.map(filesUnder))).flat()) {
+    const bytes = await Deno.readFile(path);
+    for (const c of canaries) assert.ok(!contains(bytes, utf8(c)), `${c} in the server's ${path}`);
+  }
+}
+
+/** Waits for `client`'s stderr to show `pattern` (a session that ended by itself). */
+function waitForError(client: LiveClient, pattern: RegExp): Promise<string> {
+  return pollUntil(
+    () => client.stderr.find((l) => pattern.test(l)),
+    15_000,
+    () => `no ${pattern} from the client; stderr:\n${client.stderr.join("\n")}`,
+  );
+}
+
+/**
+ * The end of a session the server tampered with: besides any refusal during it, the
+ * server's receipt covers what the server itself sent, so the client's check of it fails
+ * (TAMPERED). A server that also signed receipts over its rewrites would pass that check:
+ * the refusals during the session are what this test is about.
+ */
+const RECEIPT_MISMATCH = /TAMPERED: receipt transcript_sha256 .* does not match/;
+
+/** The certificate as a relay carries it (base64 DER). */
+async function certOf(pki: TestPki, user: User): Promise<string> {
+  return toBase64((await pki.identity(user)).certDer);
+}
+
+/** Flips the first bit of a base64 string's last byte. */
+function flip(b64: string): string {
+  const bytes = fromBase64(b64);
+  bytes[bytes.length - 1] ^= 0x01;
+  return toBase64(bytes);
+}
+
+/**
+ * A rewrite that changes the first message `edit` accepts (returns a replacement for) and
+ * then stands down; `fired` says whether it has.
+ */
+function once(edit: Rewrite): Rewrite & { fired: boolean } {
+  const rewrite = Object.assign((message: Record<string, unknown>, to: { conn: number }) => {
+    if (rewrite.fired) return undefined;
+    const out = edit(message, to);
+    if (out) rewrite.fired = true;
+    return out;
+  }, { fired: false });
+  return rewrite;
+}
+
+type Relay = Record<string, unknown> & {
+  cert: string;
+  record: { to: string };
+  e2e?: Record<string, unknown>;
+};
+
+/** The relay of `author`'s line to `to` (a user's name, or "lobby") that `reader` receives. */
+function relayTo(
+  message: Record<string, unknown>,
+  to: { user?: string },
+  reader: User,
+  authorCert: string,
+  recipient: string,
+): Relay | undefined {
+  if (message.type !== "relay" || to.user !== reader) return undefined;
+  const relay = message as Relay;
+  return relay.cert === authorCert && relay.record.to === recipient ? relay : undefined;
+}
+
+/**
+ * The key directory lying to `from`: `of` has no devices (a `keys` answer's list emptied,
+ * while `while()` holds).
+ */
+function hideDevices(o: { of: User; from: User; while?: () => boolean }): Rewrite {
+  return (m, to) =>
+    to.user === o.from && (o.while?.() ?? true)
+      ? rewriteServerBody(
+        m,
+        (body) =>
+          body.kind === "keys" && body.user === o.of && body.devices
+            ? { ...body, devices: [] }
+            : undefined,
+      )
+      : undefined;
+}
+
+async function setUp(users: User[]) {
+  const pki = await makePki(users, "ed25519");
+  const h = await startHostileServer(pki, PASSWORDS);
+  const clients: LiveClient[] = [];
+  const login = async (user: User) => {
+    const client = await LiveClient.login({
+      port: h.port,
+      user,
+      password: PASSWORDS[user],
+      pkiDir: pki.dir,
+      transcripts: join(pki.dir, `${user}-transcripts`),
+    });
+    clients.push(client);
+    return client;
+  };
+  const tearDown = async () => {
+    for (const c of clients) await c.end().catch(() => {});
+    await h.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  };
+  return { pki, h, login, tearDown };
+}
+
+Deno.test("malicious server: bits flipped in a wrap, a sender-key wrap or a ciphertext, or a line moved under another author, are refused and never shown; it reads no line", async () => {
+  const { pki, h, login, tearDown } = await setUp(["alice", "bob", "carol"]);
+  try {
+    const aliceCert = await certOf(pki, "alice");
+    const bob = await login("bob");
+    const alice = await login("alice");
+    const carol = await login("carol");
+    const c = {
+      first: canary("first"),
+      lobby: canary("lobby"),
+      wrap: canary("wrap"),
+      senderWrap: canary("sender-wrap"),
+      after: canary("after"),
+      ct: canary("ct"),
+      relabel: canary("relabel"),
+    };
+
+    // Honest first: a private line (first contact) and a lobby line (sender keys).
+    await alice.send(`/msg bob ${c.first}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${c.first}`));
+    await alice.send(c.lobby);
+    await bob.waitForLine((l) => l.includes(`alice ✓ ${c.lobby}`));
+    await carol.waitForLine((l) => l.includes(`alice ✓ ${c.lobby}`));
+
+    // (c) One bit of the ratchet wrap of bob's device: bob has no key for it, says so, and
+    // the session goes on.
+    const wrap = once((m, to) => {
+      const relay = relayTo(m, to, "bob", aliceCert, "user:bob");
+      if (!relay?.e2e) return undefined;
+      const wraps = relay.e2e.wraps as { w: string }[];
+      return { ...relay, e2e: { ...relay.e2e, wraps: wraps.map((w) => ({ ...w, w: flip(w.w) })) } };
+    });
+    h.rewrites.push(wrap);
+    let from = bob.stdout.length;
+    await alice.send(`/msg bob ${c.wrap}`);
+    const noKey = await bob.waitForLine((l) => l.includes("cannot decrypt"), 10_000, from);
+    assert.ok(wrap.fired);
+    assert.match(noKey, /alice \(private\)/);
+    assert.match(noKey, /no key for this message/);
+
+    // (c) One bit of the sender-key wrap of a lobby line, to carol only: bob reads it, carol
+    // has no key for it.
+    const senderWrap = once((m, to) => {
+      const relay = relayTo(m, to, "carol", aliceCert, "lobby");
+      if (!relay?.e2e) return undefined;
+      return { ...relay, e2e: { ...relay.e2e, w: flip(relay.e2e.w as string) } };
+    });
+    h.rewrites.push(senderWrap);
+    from = carol.stdout.length;
+    await alice.send(c.senderWrap);
+    await bob.waitForLine((l) => l.includes(`alice ✓ ${c.senderWrap}`));
+    const carolNoKey = await carol.waitForLine((l) => l.includes("cannot decrypt"), 10_000, from);
+    assert.ok(senderWrap.fired);
+    assert.match(carolNoKey, /alice/);
+
+    // Both conversations survive the tampering.
+    await alice.send(`/msg bob ${c.after}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${c.after}`));
+
+    // (c) One bit of the ciphertext: the author's signature covers it, so bob's session ends
+    // with SIG_FAIL and the line is never shown.
+    const ct = once((m, to) => {
+      const relay = relayTo(m, to, "bob", aliceCert, "user:bob");
+      if (!relay) return undefined;
+      const record = relay.record as Record<string, unknown>;
+      return { ...relay, record: { ...record, ct: flip(record.ct as string) } };
+    });
+    h.rewrites.push(ct);
+    await alice.send(`/msg bob ${c.ct}`);
+    await waitForError(bob, /error: SIG_FAIL/);
+    const bobEnd = await bob.end();
+    assert.ok(ct.fired);
+    assert.equal(bobEnd.code, 1);
+
+    // (d) alice's lobby line handed to carol under bob's certificate: bob never signed it,
+    // so carol refuses it (SIG_FAIL) and never shows it as bob's (or anyone's).
+    const bobCert = await certOf(pki, "bob");
+    const relabel = once((m, to) => {
+      const relay = relayTo(m, to, "carol", aliceCert, "lobby");
+      return relay && { ...relay, cert: bobCert };
+    });
+    h.rewrites.push(relabel);
+    await alice.send(c.relabel);
+    await waitForError(carol, /error: SIG_FAIL/);
+    const carolEnd = await carol.end();
+    assert.ok(relabel.fired);
+    assert.equal(carolEnd.code, 1);
+    assert.ok(!/bob \u2713/.test(carolEnd.stdout), carolEnd.stdout);
+
+    assert.equal((await alice.end()).code, 0);
+    for (const text of [c.wrap, c.ct]) assert.ok(!bobEnd.stdout.includes(text), bobEnd.stdout);
+    for (const text of [c.senderWrap, c.relabel]) {
+      assert.ok(!carolEnd.stdout.includes(text), carolEnd.stdout);
+    }
+    // (a) Everything it relayed, every frame both ways, its files and log: no line's text.
+    await assertServerReadsNone(h, Object.values(c));
+  } finally {
+    await tearDown();
+  }
+});
+
+Deno.test("malicious server: hiding a user's devices gets nothing readable — a private line is not sent (NO_E2E_KEYS)", async () => {
+  const { h, login, tearDown } = await setUp(["alice", "bob"]);
+  try {
+    const bob = await login("bob");
+    // The key directory lies to alice: bob has no devices.
+    h.rewrites.push(hideDevices({ of: "bob", from: "alice" }));
+    const alice = await login("alice");
+    const c = { never: canary("never") };
+
+    // (b) A first line to bob: refused, nothing leaves.
+    await alice.send(`/msg bob ${c.never}`);
+    const refusal = await alice.waitForLine((l) => l.includes("not sent to bob"));
+    assert.match(refusal, /NO_E2E_KEYS/);
+    assert.match(refusal, /bob has published no end-to-end keys: nothing was sent/);
+
+    // alice's transcript holds the lying `keys` answers: the server's receipt does not match.
+    const aliceEnd = await alice.end();
+    assert.equal(aliceEnd.code, 1);
+    assert.match(aliceEnd.stderr, RECEIPT_MISMATCH);
+    assert.equal((await bob.end()).code, 0);
+    assert.ok(!bob.stdout.join("\n").includes(c.never));
+    await assertServerReadsNone(h, Object.values(c));
+  } finally {
+    await tearDown();
+  }
+});
+
+Deno.test("malicious server: a contact whose devices all vanish is refused loudly, and the conversation resumes when they are back", async () => {
+  const { h, login, tearDown } = await setUp(["alice", "bob"]);
+  try {
+    const bob = await login("bob");
+    const alice = await login("alice");
+    const c = { before: canary("before"), hidden: canary("hidden"), back: canary("back") };
+    await alice.send(`/msg bob ${c.before}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${c.before}`));
+
+    let hiding = true;
+    h.rewrites.push(hideDevices({ of: "bob", from: "alice", while: () => hiding }));
+    // `/verify` asks for bob's devices now (a line would after a minute).
+    await alice.send("/verify bob");
+    await alice.waitForLine((l) => l.includes("the server now lists no device of bob"));
+    await alice.send(`/msg bob ${c.hidden}`);
+    const refusal = await alice.waitForLine((l) => l.includes("not sent to bob"));
+    assert.match(refusal, /NO_E2E_KEYS: WARNING: the server now lists no device of bob/);
+    await alice.waitForLine((l) => l.includes("hint:") && l.includes("/verify bob"));
+
+    // The server relents: the same conversation goes on (its sessions were kept).
+    hiding = false;
+    await alice.send(`/msg bob ${c.back}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${c.back}`));
+    assert.match((await alice.end()).stderr, RECEIPT_MISMATCH);
+    assert.equal((await bob.end()).code, 0);
+    assert.ok(!bob.stdout.join("\n").includes(c.hidden));
+    await assertServerReadsNone(h, Object.values(c));
+  } finally {
+    await tearDown();
+  }
+});
+
+Deno.test("malicious server: a line of an earlier session replayed into a later one is refused by the high-water marks", async () => {
+  const { pki, h, login, tearDown } = await setUp(["alice", "bob"]);
+  try {
+    const aliceCert = await certOf(pki, "alice");
+    const c = { old: canary("old"), next: canary("next") };
+    const bob = await login("bob");
+    const alice = await login("alice");
+    // The server keeps what it relayed to bob...
+    let kept: Relay | undefined;
+    h.rewrites.push((m, to) => {
+      kept ??= relayTo(m, to, "bob", aliceCert, "user:bob");
+      return undefined;
+    });
+    await alice.send(`/msg bob ${c.old}`);
+    await bob.waitForLine((l) => l.includes(`alice (private) ✓ ${c.old}`));
+    assert.equal((await bob.end()).code, 0);
+    assert.ok(kept);
+
+    // ...and in bob's next session hands it to him again in place of alice's next line.
+    const replay = once((m, to) => {
+      const relay = relayTo(m, to, "bob", aliceCert, "user:bob");
+      return relay && { ...kept!, seqno: relay.seqno, ts: relay.ts };
+    });
+    h.rewrites.unshift(replay);
+    const bobAgain = await login("bob");
+    await alice.send(`/msg bob ${c.next}`);
+    await pollUntil(() => replay.fired || undefined, 10_000, () => "nothing replayed");
+    assert.equal((await alice.end()).code, 0);
+    const end = await bobAgain.end();
+    assert.match(end.stderr, RECEIPT_MISMATCH);
+    // It reached bob's client, which recorded it (the hop happened) and knew it as a line
+    // accepted in an earlier session.
+    const transcript = /transcript: (.*)$/m.exec(end.stderr)![1];
+    const record = kept.record as Record<string, unknown>;
+    assert.ok((await Deno.readTextFile(transcript)).includes(record.sig as string));
+    // Recorded (the hop happened) but never shown again, and not taken for alice's new line.
+    assert.ok(!end.stdout.includes(c.old), end.stdout);
+    assert.ok(!end.stdout.includes(c.next), end.stdout);
+    await assertServerReadsNone(h, Object.values(c));
+  } finally {
+    await tearDown();
+  }
+});
