@@ -146,6 +146,8 @@ Deno.test("offline: a stored message survives serve's SIGKILL and is delivered o
 });
 
 Deno.test("offline: a full queue and an unknown recipient are refused with a code the author sees", async () => {
+  // A full queue is the server's refusal (QUEUE_FULL); a name with no keys (no such account)
+  // is the client's: nothing goes readable, so nothing is sent (NO_E2E_KEYS, PROTOCOL §12.6).
   const pki = await makePki(["alice", "bob"], "ed25519");
   const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--queue-max", "2"] });
   try {
@@ -156,7 +158,7 @@ Deno.test("offline: a full queue and an unknown recipient are refused with a cod
     await alice.send("/msg bob three");
     await alice.waitForInfo((l) => l.includes("refused by the server: QUEUE_FULL"));
     await alice.send("/msg nobody-here hello?");
-    await alice.waitForInfo((l) => l.includes("refused by the server: NOT_ONLINE"));
+    await alice.waitForLine((l) => l.includes("not sent to nobody-here: NO_E2E_KEYS"));
     assert.equal(alice.stderr.filter((l) => l.includes(STORED)).length, 2);
     assert.equal((await alice.end()).code, 0);
 
@@ -176,7 +178,7 @@ Deno.test("offline: a full queue and an unknown recipient are refused with a cod
     // By code: the client's own key-directory messages take seqnos between the lines.
     assert.deepEqual(
       (aliceReport.refused as { of: number; code: string }[]).map((r) => r.code),
-      ["QUEUE_FULL", "NOT_ONLINE"],
+      ["QUEUE_FULL"],
     );
   } finally {
     await server.dispose();
