@@ -180,7 +180,7 @@ Deno.test("malicious server: bits flipped in a wrap, a sender-key wrap or a ciph
     h.rewrites.push(wrap);
     let from = bob.stdout.length;
     await alice.send(`/msg bob ${c.wrap}`);
-    const noKey = await bob.waitForLine((l) => l.includes("cannot decrypt"), 10_000, from);
+    const noKey = await bob.waitForLine((l) => l.includes("cannot decrypt"), 20_000, from);
     assert.ok(wrap.fired);
     assert.match(noKey, /alice \(private\)/);
     assert.match(noKey, /no key for this message/);
@@ -196,7 +196,7 @@ Deno.test("malicious server: bits flipped in a wrap, a sender-key wrap or a ciph
     from = carol.stdout.length;
     await alice.send(c.senderWrap);
     await bob.waitForLine((l) => l.includes(`alice ✓ ${c.senderWrap}`));
-    const carolNoKey = await carol.waitForLine((l) => l.includes("cannot decrypt"), 10_000, from);
+    const carolNoKey = await carol.waitForLine((l) => l.includes("cannot decrypt"), 20_000, from);
     assert.ok(senderWrap.fired);
     assert.match(carolNoKey, /alice/);
 
@@ -331,7 +331,7 @@ Deno.test("malicious server: a line of an earlier session replayed into a later 
     h.rewrites.unshift(replay);
     const bobAgain = await login("bob");
     await alice.send(`/msg bob ${c.next}`);
-    await pollUntil(() => replay.fired || undefined, 10_000, () => "nothing replayed");
+    await pollUntil(() => replay.fired || undefined, 20_000, () => "nothing replayed");
     assert.equal((await alice.end()).code, 0);
     const end = await bobAgain.end();
     assert.match(end.stderr, RECEIPT_MISMATCH);
