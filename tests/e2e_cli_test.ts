@@ -16,7 +16,6 @@ import { makePki } from "../testkit/pki.ts";
 import { runCli } from "../testkit/cli.ts";
 import { LiveClient, registerUser, ServerProcess } from "../testkit/server_process.ts";
 import { FrameProxy } from "./helpers/proxy.ts";
-import { contains, filesUnder } from "./helpers/canary.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
 import { assertNoCanaries } from "./helpers/canaries.ts";
 
