@@ -23,9 +23,8 @@ lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdo
   MEMBERS <online|joined|left> <names>           the lobby's membership (§12.5, with --e2e)
   SENDER_KEY <author> <device>                   a member's new sender chain arrived (§12.5)
   SENDER_KEYS <names>                            our new sender chain went to these members
-  WARNING <user> has published no ...            a private line that goes with k (§12.6)
-  WARNING <users> cannot take sender keys ...    a lobby line that goes with k (§12.5)
-  NOT_SENT <code>                                a private line not sent: every device failed
+  NOT_SENT <code>                                a line not sent (§12.6: NO_E2E_KEYS, TIMEOUT, ...)
+  CANNOT_READ <users (why)>: ...                 members our new sender chain could not reach
   NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
   QUEUED <of>                                    our c2s seqno <of> waits in an offline queue (§6.6)
   REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5)
@@ -1414,6 +1413,15 @@ class Device:
         """Applies a `keys` answer's `devices`: drops sessions with devices no longer listed, starts
         §12.3 with each new device whose keys pass §12.2. Returns the devices to wrap for; raises
         the first failure's code when every listed device failed."""
+        # An empty list is never kept: it is NO_E2E_KEYS (§12.6 "never readable": cache nothing,
+        # ask again before every line).
+        if not devices:
+            held = sorted(d for (u, d) in self.sessions if u == user)
+            if held:
+                warn(f"the server now lists no device of {user}, though this device has a "
+                     f"conversation with {len(held)} of them")
+            self.lists.pop(user, None)
+            return []
         listed, usable, first_error = [], [], None
         for entry in devices:
             d = entry["device"]
@@ -1443,14 +1451,10 @@ class Device:
             if u == user and d not in listed:
                 del self.sessions[(u, d)]
         self.restart = {(u, d) for (u, d) in self.restart if u != user}
-        # An empty list is not kept: "no devices" may be a moment old (a user whose first
-        # publish is on its way), and the next line to them asks again.
-        if usable:
-            self.lists[user] = (time.monotonic(), usable)
-        else:
+        if not usable:
             self.lists.pop(user, None)
-        if listed and not usable:
-            raise first_error or ProtoError("PROTOCOL_ERROR", f"no usable device of {user}")
+            raise first_error
+        self.lists[user] = (time.monotonic(), usable)
         return usable
 
     def _initiate(self, user, d, b, opk, opk_id):
@@ -2074,20 +2078,21 @@ class Client:
                                      a.server_name, self.my_der, self.server_der)
 
     # -- sending session messages (§6.1)
-    def send_record(self, to, body):
-        devices = chain = None
-        if self.device is not None and to.startswith("user:") and body["kind"] == "text":
-            devices = self.prepare(to[len("user:"):])
-            if devices is None:
+    def send_record(self, to, body, devices=None):
+        """One record (§6.1). A user's line always goes end to end (§12.6 "never readable"):
+        a private one wrapped for the recipient's devices (or for `devices`, a `sender_key`'s),
+        a lobby one under our sender chain; when there is nothing to wrap for, it is not sent."""
+        chain = None
+        if self.device is not None and to.startswith("user:") and devices is None:
+            user = to[len("user:"):]
+            devices, code = self.devices_of(user)
+            if code:
+                if code == "NO_E2E_KEYS":
+                    log(f"warning: {safe(user)} has published no end-to-end keys: nothing was "
+                        "sent (the server could have read it)")
+                out(f"NOT_SENT {code}")
                 return
-            if not devices:
-                out(f"WARNING {to[len('user:'):]} has published no end-to-end keys: this line "
-                    "is readable by the server")
-        elif body["kind"] == "sender_key":
-            devices = self.prepare(to[len("user:"):])
-            if not devices:  # checked by prepare_lobby; never send a chain key readable
-                raise ProtoError("INTERNAL", f"no device of {to} for a sender key")
-        elif self.device is not None and self.device.lobby and to == "lobby":
+        elif self.device is not None and to == "lobby":
             chain = self.prepare_lobby()
             if chain is None:
                 return
@@ -2129,67 +2134,59 @@ class Client:
         """§12.6: the device's bundle (and, on a new state, its one-time prekeys) first."""
         self.send_record("server", self.device.publish_body(E2E_OPKS if self.device.new else 0))
 
-    def prepare(self, user):
-        """§12.6 `prepare`: the recipient's devices to wrap for; [] when the user published no
-        keys (then a private line goes with `k`, and we say so); None when the line must not be
-        sent."""
+    def devices_of(self, user):
+        """§12.6 `prepare`: (the devices of `user` to wrap for, None), or ([], code) when there is
+        none: NO_E2E_KEYS (no device published), DB_UNAVAILABLE (the store failed), TIMEOUT (no
+        answer in 10 s), or the first failure's code when every listed device failed a check."""
         if self.device.needs_fetch(user):
+            while not self.key_answers.empty():  # an answer that came after its 10 s
+                self.key_answers.get_nowait()
             self.send_record("server", {"kind": "keys_fetch", "user": user,
                                         "known": self.device.known(user)})
             try:
                 answer = self.key_answers.get(timeout=E2E_FETCH_TIMEOUT_S)
             except queue.Empty:
-                raise ProtoError("TIMEOUT", f"no keys answer for {user}")
+                return [], "TIMEOUT"
             if answer["user"] != user:
                 raise ProtoError("PROTOCOL_ERROR", "keys answer for another user")
             if "devices" not in answer:
-                log(f"warning: the server could not read {user}'s keys (DB_UNAVAILABLE): not sent")
-                out("NOT_SENT DB_UNAVAILABLE")
-                return None
+                return [], "DB_UNAVAILABLE"
             try:
                 self.device.take_list(self.trust, user, answer["devices"],
                                       lambda w: log("warning: " + safe(w)))
             except ProtoError as e:
-                out(f"NOT_SENT {e.code}")
-                return None
-        return self.device.lists[user][1] if user in self.device.lists else []
+                return [], e.code
+        got = self.device.lists.get(user)
+        return (got[1], None) if got else ([], "NO_E2E_KEYS")
 
     def prepare_lobby(self):
-        """§12.5 on the wire, before a lobby line: the sender chain to wrap it under (a new one
-        is first sent to every member as a private end-to-end `sender_key`), False when the line
-        goes readable (some member cannot take sender keys: we say so), None when not sent."""
+        """§12.5 before a lobby line: the sender chain to wrap it under, or None when not sent.
+        A new chain goes first to every member with a device that takes sender keys, in a private
+        end-to-end `sender_key` wrapped for those devices only; a member without one gets none
+        and cannot read the line (we say who, once per chain). A `members` body while a chain goes
+        out retires it: another round, at most 3, then the last chain is used."""
         if not self.members_known.wait(E2E_FETCH_TIMEOUT_S):
             log("warning: the server told us no lobby membership: not sent (TIMEOUT)")
             out("NOT_SENT TIMEOUT")
             return None
-        members = sorted(self.members - {self.my_name})
-        unable = []
-        for user in members:
-            devices = self.prepare(user)
-            if devices is None:
-                return None
-            if not devices or not all(self.device.lobby_devices.get((user, d)) for d in devices):
-                unable.append(user)
-        if unable:
-            out(f"WARNING {', '.join(unable)} cannot take sender keys: this lobby line is "
-                "readable by the server")
-            return False
-        # A `members` body while a new chain goes out retires it (§12.5): start another, at
-        # most 3 rounds, then use the last one (a member who came meanwhile, and could not be
-        # checked above, gets it only if its devices take sender keys; else it has no key).
         for _ in range(3):
             chain, new = self.device.lobby_chain()
             if not new:
                 return chain
-            sent = []
+            sent, cannot = [], []
             for user in sorted(self.members - {self.my_name}):
-                devices = self.prepare(user)
-                if devices is None:
-                    return None
-                if devices and all(self.device.lobby_devices.get((user, d)) for d in devices):
-                    self.send_record("user:" + user, {"kind": "sender_key", **chain.state()})
+                devices, code = self.devices_of(user)
+                lobby = [d for d in devices if self.device.lobby_devices.get((user, d))]
+                if lobby:
+                    self.send_record("user:" + user, {"kind": "sender_key", **chain.state()},
+                                     lobby)
                     sent.append(user)
+                else:
+                    cannot.append(f"{user} ({code or 'no device takes sender keys'})")
             out(f"SENDER_KEYS {','.join(sent)}")
+            if cannot:
+                out(f"CANNOT_READ {safe(', '.join(cannot))}: no sender key, this lobby line "
+                    "is unreadable to them")
             if self.device.my_chain is chain:
                 return chain
         return chain
