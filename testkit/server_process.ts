@@ -374,6 +374,28 @@ export class LiveClient {
   }
 }
 
+/**
+ * How a test logs users in on a server's (or a cluster node's) port: with `password(user)`,
+ * transcripts (and so the end-to-end state) in `<workDir>/<user>-transcripts`, and every client
+ * kept in `clients` so the test's `finally` ends it.
+ */
+export function liveLogins(
+  opts: { pkiDir: string; workDir: string; password: (user: string) => string },
+  clients: LiveClient[],
+): (user: string, port: number) => Promise<LiveClient> {
+  return async (user, port) => {
+    const client = await LiveClient.login({
+      port,
+      user,
+      password: opts.password(user),
+      pkiDir: opts.pkiDir,
+      transcripts: `${opts.workDir}/${user}-transcripts`,
+    });
+    clients.push(client);
+    return client;
+  };
+}
+
 /** Registers `user` (its cert in pkiDir) through the real CLI, then closes; asserts success. */
 export async function registerUser(
   server: ServerProcess,

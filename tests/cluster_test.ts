@@ -9,18 +9,14 @@ import { makePki } from "../testkit/pki.ts";
 import {
   errorCodeOf,
   LiveClient,
+  liveLogins,
   pollUntil,
   registerUser,
   runConnect,
   ServerProcess,
 } from "../testkit/server_process.ts";
 import { runCli } from "../testkit/cli.ts";
-import {
-  clusterLogin,
-  clusterUnavailable,
-  startTestCluster,
-  type TestCluster,
-} from "./helpers/cluster.ts";
+import { clusterUnavailable, startTestCluster, type TestCluster } from "./helpers/cluster.ts";
 import { findExecutable, freePort } from "../testkit/local_service.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { connect as natsConnect } from "nats";
@@ -57,7 +53,7 @@ Deno.test({
     try {
       const [n1, n2] = cluster.nodes;
       for (const user of USERS) await registerUser(n1, pki.dir, user, password(user));
-      const login = clusterLogin({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
+      const login = liveLogins({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
       const alice = await login("alice", n1.port);
       const bob = await login("bob", n2.port);
       await alice.send("hello from node 1");

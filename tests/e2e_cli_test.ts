@@ -14,7 +14,7 @@ import { revokeCertificates } from "../lib/pki/revoke.ts";
 import { fingerprintOf } from "../lib/transcript/format.ts";
 import { makePki } from "../testkit/pki.ts";
 import { runCli } from "../testkit/cli.ts";
-import { LiveClient, registerUser, ServerProcess } from "../testkit/server_process.ts";
+import { LiveClient, liveLogins, registerUser, ServerProcess } from "../testkit/server_process.ts";
 import { FrameProxy } from "./helpers/proxy.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
 import { assertNoCanaries } from "./helpers/canaries.ts";
@@ -44,20 +44,14 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     for (const user of ["alice", "bob", "carol"] as const) {
       await registerUser(server, pki.dir, user, PASSWORDS[user]);
     }
-    const login = (user: "alice" | "bob" | "carol") =>
-      LiveClient.login({
-        port: proxy.port,
-        user,
-        password: PASSWORDS[user],
-        pkiDir: pki.dir,
-        transcripts: join(pki.dir, `${user}-transcripts`),
-      });
-    const bob = await login("bob");
-    clients.push(bob);
-    const alice = await login("alice");
-    clients.push(alice);
-    const carol = await login("carol");
-    clients.push(carol);
+    const logins = liveLogins({
+      pkiDir: pki.dir,
+      workDir: pki.dir,
+      password: (user) => PASSWORDS[user as keyof typeof PASSWORDS],
+    }, clients);
+    const bob = await logins("bob", proxy.port);
+    const alice = await logins("alice", proxy.port);
+    const carol = await logins("carol", proxy.port);
 
     // A first contact (bob's stored prekeys), an answer (a ratchet step), and one more line.
     await alice.send(`/msg bob ${privateCanaries[0]}`);
@@ -185,17 +179,12 @@ Deno.test("e2e: /verify shows the certificate fingerprint behind each of bob's d
     for (const user of ["alice", "bob"] as const) {
       await registerUser(server, pki.dir, user, PASSWORDS[user]);
     }
-    const login = async (user: "alice" | "bob") => {
-      const client = await LiveClient.login({
-        port: server.port,
-        user,
-        password: PASSWORDS[user],
-        pkiDir: pki.dir,
-        transcripts: join(pki.dir, `${user}-transcripts`),
-      });
-      clients.push(client);
-      return client;
-    };
+    const logins = liveLogins({
+      pkiDir: pki.dir,
+      workDir: pki.dir,
+      password: (user) => PASSWORDS[user as keyof typeof PASSWORDS],
+    }, clients);
+    const login = (user: "alice" | "bob") => logins(user, server.port);
     const bob = await login("bob");
     const alice = await login("alice");
     const bobFingerprint = formatFingerprint(

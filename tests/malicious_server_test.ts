@@ -10,10 +10,9 @@
  * nothing is shown as text that the author did not write.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { fromBase64, toBase64 } from "../lib/bytes.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
-import { LiveClient, pollUntil } from "../testkit/server_process.ts";
+import { type LiveClient, liveLogins, pollUntil } from "../testkit/server_process.ts";
 import {
   everythingReadable,
   type HostileServer,
@@ -122,17 +121,12 @@ async function setUp(users: User[]) {
   const pki = await makePki(users, "ed25519");
   const h = await startHostileServer(pki, PASSWORDS);
   const clients: LiveClient[] = [];
-  const login = async (user: User) => {
-    const client = await LiveClient.login({
-      port: h.port,
-      user,
-      password: PASSWORDS[user],
-      pkiDir: pki.dir,
-      transcripts: join(pki.dir, `${user}-transcripts`),
-    });
-    clients.push(client);
-    return client;
-  };
+  const logins = liveLogins({
+    pkiDir: pki.dir,
+    workDir: pki.dir,
+    password: (user) => PASSWORDS[user as User],
+  }, clients);
+  const login = (user: User) => logins(user, h.port);
   const tearDown = async () => {
     for (const c of clients) await c.end().catch(() => {});
     await h.dispose();

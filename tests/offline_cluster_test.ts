@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
-import { LiveClient, pollUntil, registerUser } from "../testkit/server_process.ts";
-import { clusterLogin, clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
+import { LiveClient, liveLogins, pollUntil, registerUser } from "../testkit/server_process.ts";
+import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 
 const skipCluster = skipUnless("cluster", clusterUnavailable(), "the offline cluster test");
@@ -27,7 +27,7 @@ Deno.test({
       for (const user of ["alice", "bob"]) {
         await registerUser(n1, pki.dir, user, password(user), `${n1.workDir}/${user}-transcripts`);
       }
-      const login = clusterLogin({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
+      const login = liveLogins({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
       const alice = await login("alice", n1.port);
       await alice.send("/msg bob stored on node 1");
       await pollUntil(

@@ -6,7 +6,7 @@ import { type Haproxy, haproxyBinary, startHaproxy } from "./haproxy.ts";
 import { type MariaDb, mysqlTestTarget, startMariaDb } from "../../testkit/mariadb.ts";
 import { type NatsServer, natsServerBinary, startNats } from "../../testkit/nats.ts";
 import { freePort } from "../../testkit/local_service.ts";
-import { LiveClient, logIs, ServerProcess } from "../../testkit/server_process.ts";
+import { logIs, ServerProcess } from "../../testkit/server_process.ts";
 
 export interface TestCluster {
   db: MariaDb;
@@ -31,27 +31,6 @@ export function clusterUnavailable(): string | undefined {
   ].filter(Boolean);
   if (missing.length === 0) return undefined;
   return `needs ${missing.join(", ")} (apt-get install mariadb-server nats-server haproxy)`;
-}
-
-/**
- * How a cluster test logs a user in on a node's port: with `password(user)`, transcripts under
- * `workDir`, and the client kept in `clients` so the test's `finally` ends it.
- */
-export function clusterLogin(
-  opts: { pkiDir: string; workDir: string; password: (user: string) => string },
-  clients: LiveClient[],
-): (user: string, port: number) => Promise<LiveClient> {
-  return async (user, port) => {
-    const client = await LiveClient.login({
-      port,
-      user,
-      password: opts.password(user),
-      pkiDir: opts.pkiDir,
-      transcripts: `${opts.workDir}/${user}-transcripts`,
-    });
-    clients.push(client);
-    return client;
-  };
 }
 
 export async function startTestCluster(opts: {
