@@ -5,14 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
-import {
-  errorCodeOf,
-  LiveClient,
-  pollUntil,
-  registerUser,
-  runConnect,
-  ServerProcess,
-} from "../testkit/server_process.ts";
+import { LiveClient, pollUntil, registerUser, ServerProcess } from "../testkit/server_process.ts";
+import { ALICE_PASSWORD, lockedOutAlice } from "./helpers/lockout.ts";
 
 Deno.test({
   name: "serve --console: /who with address and time, offline /msg, /kick, /quit",
@@ -76,35 +70,16 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const pki = await makePki(["alice"]);
-    const server = await ServerProcess.start({
-      pkiDir: pki.dir,
-      console: true,
-      args: ["--login-lockout", "2", "--login-delay", "1"],
-    });
-    const login = (password: string) =>
-      runConnect({
-        port: server.port,
-        user: "alice",
-        password,
-        pkiDir: pki.dir,
-        transcripts: `${server.workDir}/alice`,
-      });
+    const { server, login, dispose } = await lockedOutAlice({ console: true });
     try {
-      await registerUser(server, pki.dir, "alice", "alice-password-1");
-      for (let i = 0; i < 2; i++) {
-        assert.equal(errorCodeOf(await login("wrong-password-x")), "AUTH_FAIL");
-      }
-      assert.equal(errorCodeOf(await login("alice-password-1")), "RATE_LIMITED");
       // This server still locks per user and per address: the operator forgives both.
       await server.say("/unlock alice");
       await server.say("/unlock 127.0.0.1");
       await server.waitFor((e) => e.event === "UNLOCKED" && e.peer === "127.0.0.1");
-      const ok = await login("alice-password-1");
+      const ok = await login(ALICE_PASSWORD);
       assert.equal(ok.code, 0, ok.stderr);
     } finally {
-      await server.dispose();
-      await Deno.remove(pki.dir, { recursive: true });
+      await dispose();
     }
   },
 });

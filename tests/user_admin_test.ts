@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { runCli } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";
 import { errorCodeOf, registerUser, runConnect, ServerProcess } from "../testkit/server_process.ts";
+import { ALICE_PASSWORD, lockedOutAlice } from "./helpers/lockout.ts";
 
 Deno.test({
   name: "user list, passwd and delete work on a running server's store",
@@ -75,37 +76,19 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const pki = await makePki(["alice"]);
-    const server = await ServerProcess.start({
-      pkiDir: pki.dir,
-      args: ["--login-lockout", "2", "--login-delay", "1"],
-    });
+    const { server, login, dispose } = await lockedOutAlice();
     const db = ["--db", server.db];
-    const login = (password: string) =>
-      runConnect({
-        port: server.port,
-        user: "alice",
-        password,
-        pkiDir: pki.dir,
-        transcripts: `${server.workDir}/c`,
-      });
     try {
-      await registerUser(server, pki.dir, "alice", "alice-password-1");
-      for (let i = 0; i < 2; i++) {
-        assert.equal(errorCodeOf(await login("not-alices-password")), "AUTH_FAIL");
-      }
-      assert.equal(errorCodeOf(await login("alice-password-1")), "RATE_LIMITED");
       // The counts are in the store, so the operator's command reaches the running server.
       const unlock = await runCli(["user", "unlock", "alice", ...db]);
       assert.equal(unlock.code, 0, unlock.stderr);
       assert.match(unlock.stderr, /failed logins of alice forgiven/);
-      const back = await login("alice-password-1");
+      const back = await login(ALICE_PASSWORD);
       assert.equal(back.code, 0, back.stderr);
       const again = await runCli(["user", "unlock", "alice", ...db]);
       assert.match(again.stderr, /alice had no failed logins to forgive/);
     } finally {
-      await server.dispose();
-      await Deno.remove(pki.dir, { recursive: true });
+      await dispose();
     }
   },
 });
