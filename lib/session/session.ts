@@ -689,8 +689,9 @@ export class ChatSession {
       throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
     }
     if ("e2e" in message) {
-      // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it.
-      const { line } = prepareMsg(dir, record, undefined, message.e2e);
+      // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it,
+      // its line made as for any other record (not the whole outgoing message again).
+      const line = msgLine(dir, record, JSON.stringify(message.record), undefined);
       this.#accept(record.seqno, record.ts);
       this.#transcript.append(line);
       return {
