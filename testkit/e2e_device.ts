@@ -65,7 +65,7 @@ export async function deviceLogin(
     relayTrust: o.pki.trust,
     keepKeys: true,
     e2e: {
-      wrap: (record, k) => e2e.wrap(record, k),
+      wrap: (record, k, body) => e2e.wrap(record, k, body),
       unwrap: (author, record, envelope) => {
         envelopes.push({ author, record, e2e: envelope });
         return e2e.unwrap(author, record, envelope);

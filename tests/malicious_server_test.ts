@@ -236,14 +236,15 @@ Deno.test("malicious server: bits flipped in a wrap, a sender-key wrap or a ciph
   }
 });
 
-Deno.test("malicious server: hiding a user's devices gets nothing readable — a private line is not sent (NO_E2E_KEYS)", async () => {
-  const { h, login, tearDown } = await setUp(["alice", "bob"]);
+Deno.test("malicious server: hiding a user's devices gets nothing readable — a private line is not sent (NO_E2E_KEYS), a lobby line still goes end to end to the others", async () => {
+  const { h, login, tearDown } = await setUp(["alice", "bob", "carol"]);
   try {
     const bob = await login("bob");
+    const carol = await login("carol");
     // The key directory lies to alice: bob has no devices.
     h.rewrites.push(hideDevices({ of: "bob", from: "alice" }));
     const alice = await login("alice");
-    const c = { never: canary("never") };
+    const c = { never: canary("never"), lobby: canary("lobby-hidden") };
 
     // (b) A first line to bob: refused, nothing leaves.
     await alice.send(`/msg bob ${c.never}`);
@@ -251,11 +252,19 @@ Deno.test("malicious server: hiding a user's devices gets nothing readable — a
     assert.match(refusal, /NO_E2E_KEYS/);
     assert.match(refusal, /bob has published no end-to-end keys: nothing was sent/);
 
+    // A lobby line: carol reads it; bob gets no sender key, and says he has no key for it.
+    const bobFrom = bob.stdout.length;
+    await alice.send(c.lobby);
+    await alice.waitForLine((l) => l.includes("bob cannot read your lobby lines"));
+    await carol.waitForLine((l) => l.includes(`alice ✓ ${c.lobby}`));
+    const noKey = await bob.waitForLine((l) => l.includes("cannot decrypt"), 20_000, bobFrom);
+    assert.match(noKey, /alice/);
+
     // alice's transcript holds the lying `keys` answers: the server's receipt does not match.
     const aliceEnd = await alice.end();
     assert.equal(aliceEnd.code, 1);
     assert.match(aliceEnd.stderr, RECEIPT_MISMATCH);
-    assert.equal((await bob.end()).code, 0);
+    for (const client of [bob, carol]) assert.equal((await client.end()).code, 0);
     assert.ok(!bob.stdout.join("\n").includes(c.never));
     await assertServerReadsNone(h, Object.values(c));
   } finally {

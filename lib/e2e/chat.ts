@@ -68,14 +68,10 @@ export async function readyToSend(
   const warnings: string[] = [];
   if (to === LOBBY) {
     try {
-      const { without, refused } = await e2e.prepareLobby(channel);
-      for (const { user, reason } of refused) {
-        warnings.push(`warning: ${user} cannot read the lobby: ${reason}`);
-      }
-      if (without.length) {
+      const { unreadable } = await e2e.prepareLobby(channel);
+      for (const { user, reason } of unreadable) {
         warnings.push(
-          `warning: ${without.join(", ")} cannot take lobby sender keys (an older client): ` +
-            "this lobby line goes readable by the server",
+          `${user} cannot read your lobby lines (${reason}); they go end to end to everyone else`,
         );
       }
       return { warnings };

@@ -193,8 +193,6 @@ export class E2eClient {
   #chainMembership = -1;
   /** Our seqnos of the `sender_key` records that carried `#chain`. */
   #chainSeqnos = new Set<number>();
-  /** The lobby has a member without end-to-end keys: lobby lines go readable (§12.5). */
-  #lobbyReadable = false;
   /** Counts membership changes: a chain made across one is not kept. */
   #membership = 0;
   /** Resolves with the server's first `members` body: who was in the lobby when we came. */
@@ -438,16 +436,19 @@ export class E2eClient {
 
   /**
    * Makes sure a lobby line can be wrapped (PROTOCOL §12.5): without a chain for the current
-   * membership, makes sure of every member's devices, starts a new chain and sends it to each
-   * member in a private end-to-end `sender_key` record.
-   * @returns the members without end-to-end keys (the line then goes readable, and the caller
-   *   must say so) and those whose keys were refused (they cannot read the line)
+   * membership, makes sure of every member's devices, starts a new chain and sends it, in a
+   * private end-to-end `sender_key` record, to each member with a device that takes sender
+   * keys. A lobby line never goes readable: a member without such a device (no keys
+   * published, keys refused, or only clients without sender keys) gets no chain, and their
+   * client shows that it has no key for the line.
+   * @returns the members who get no chain, and why: said when a chain is made, once per
+   *   membership
    * @throws TIMEOUT when the server never said who is in the lobby (it sends that once our
    *   device is published, PROTOCOL §12.5)
    */
   async prepareLobby(
     channel: KeysChannel,
-  ): Promise<{ without: string[]; refused: { user: string; reason: string }[] }> {
+  ): Promise<{ unreadable: { user: string; reason: string }[] }> {
     await withTimeout(
       this.#membersKnown,
       FETCH_TIMEOUT_MS,
@@ -456,40 +457,42 @@ export class E2eClient {
     // A membership that changes while the chain goes out (members came or left meanwhile)
     // needs another chain; past a few such changes in a row, the last chain is used as it is:
     // those who came meanwhile show that they have no key for this line.
-    let result = { without: [] as string[], refused: [] as { user: string; reason: string }[] };
+    let result = { unreadable: [] as { user: string; reason: string }[] };
     for (let round = 0; round < LOBBY_REKEY_ROUNDS; round++) {
       if (this.#chain && this.#chainMembership === this.#membership) break;
       result = await this.#distributeChain(channel);
-      if (this.#lobbyReadable) break;
     }
     return result;
   }
 
-  /** One new sender chain, sent to every current member with keys (PROTOCOL §12.5). */
+  /**
+   * One new sender chain, sent to every current member with a device that takes it
+   * (PROTOCOL §12.5).
+   */
   async #distributeChain(
     channel: KeysChannel,
-  ): Promise<{ without: string[]; refused: { user: string; reason: string }[] }> {
+  ): Promise<{ unreadable: { user: string; reason: string }[] }> {
     const membership = this.#membership;
     const members = [...this.#lobby];
     const results = await Promise.allSettled(members.map((m) => this.prepare(m, channel)));
-    const without: string[] = [];
-    const refused: { user: string; reason: string }[] = [];
+    const unreadable: { user: string; reason: string }[] = [];
     const ready: string[] = [];
     members.forEach((user, i) => {
       const result = results[i];
-      if (result.status === "rejected" && codeOf(result.reason) === "NO_E2E_KEYS") {
-        without.push(user); // published no keys (a client without this layer)
-      } else if (result.status === "rejected") {
-        refused.push({ user, reason: (result.reason as Error).message });
-      } else if (
-        this.devicesOf(user).some((d) => !this.#lobbyDevices.has(`${user}/${d}`))
-      ) {
-        // A device of theirs could not read a sender-key line (a client without them).
-        without.push(user);
+      if (result.status === "rejected") {
+        unreadable.push({
+          user,
+          reason: codeOf(result.reason) !== "NO_E2E_KEYS"
+            ? (result.reason as Error).message
+            : this.devicesOf(user).length
+            ? "WARNING: the server now lists none of their devices, though this device has " +
+              "conversations with them: it may be hiding them"
+            : "no end-to-end keys published",
+        });
+      } else if (!this.#lobbyDevicesOf(user).length) {
+        unreadable.push({ user, reason: "no device of theirs takes lobby sender keys" });
       } else ready.push(user);
     });
-    this.#lobbyReadable = without.length > 0;
-    if (this.#lobbyReadable) return { without, refused };
     const chain = SenderChain.fresh(this.#me.user);
     const distribution = encodeDistribution(chain.distribution());
     const seqnos = new Set<number>();
@@ -499,7 +502,12 @@ export class E2eClient {
     this.#chain = chain;
     this.#chainMembership = membership;
     this.#chainSeqnos = seqnos;
-    return { without, refused };
+    return { unreadable };
+  }
+
+  /** The devices of `user` we have a session with that take lobby sender keys (last list). */
+  #lobbyDevicesOf(user: string): string[] {
+    return this.devicesOf(user).filter((d) => this.#lobbyDevices.has(`${user}/${d}`));
   }
 
   /**
@@ -682,17 +690,25 @@ export class E2eClient {
 
   /**
    * The envelope for one of our records (PROTOCOL §12.6): a private line's content key is
-   * wrapped once per recipient device, each by that device's active ratchet, and the state is
-   * saved before the line leaves, so a crash can never make us wrap twice under one key. A
-   * private line is never left readable by the server (§12.6).
-   * @throws NO_E2E_KEYS when there is no session with any device of a private recipient
-   *   (`prepare` refused, or was not asked); INTERNAL for a lobby line without `prepareLobby`
+   * wrapped once per recipient device, each by that device's active ratchet (a `sender_key`
+   * body only for the devices that take sender keys), and the state is saved before the line
+   * leaves, so a crash can never make us wrap twice under one key. Only a record to `server`
+   * goes without: a record to a user is never left readable by the server (§12.6).
+   * @throws NO_E2E_KEYS when there is no session with any (fitting) device of a private
+   *   recipient (`prepare` refused, or was not asked); INTERNAL for a lobby line without
+   *   `prepareLobby`
    */
-  async wrap(record: MessageRecord, k: Uint8Array): Promise<E2eEnvelope | undefined> {
+  async wrap(
+    record: MessageRecord,
+    k: Uint8Array,
+    body?: Body,
+  ): Promise<E2eEnvelope | undefined> {
     if (record.to === LOBBY) return this.#wrapForLobby(record, k);
     const to = recipientUser(record.to);
     if (to === null) return undefined; // the server reads what is addressed to it
-    const devices = [...this.#peers.get(to) ?? []];
+    const devices = [...this.#peers.get(to) ?? []].filter(([device]) =>
+      body?.kind !== "sender_key" || this.#lobbyDevices.has(`${to}/${device}`)
+    );
     if (!devices.length) {
       throw new SecureChatError("NO_E2E_KEYS", `no end-to-end session with ${to}: not sent`);
     }
@@ -713,9 +729,8 @@ export class E2eClient {
     return { kind: "ratchet", from: this.device, wraps };
   }
 
-  /** One wrap under our sender chain for everyone in the lobby (§12.5), or readable. */
-  #wrapForLobby(record: MessageRecord, k: Uint8Array): E2eEnvelope | undefined {
-    if (this.#lobbyReadable) return undefined; // the caller warned the user (prepareLobby)
+  /** One wrap under our sender chain for everyone in the lobby (§12.5). */
+  #wrapForLobby(record: MessageRecord, k: Uint8Array): E2eEnvelope {
     if (!this.#chain) throw new SecureChatError("INTERNAL", "no sender key for the lobby");
     const { id, n, wrapped } = this.#chain.encrypt(k, bindingOf(record));
     return { kind: "sender", from: this.device, id, n, w: toBase64(wrapped) };

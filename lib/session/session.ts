@@ -35,7 +35,6 @@ import {
   prepareRelay,
   type QueuedMessage,
   QueuedMessageShape,
-  recipientUser,
   type RecordJson,
   type RefusalCode,
   type RefusedMessage,
@@ -109,11 +108,12 @@ export interface ChatSessionOptions {
 /** What a client's end-to-end layer does for the session (PROTOCOL §12.6). */
 export interface E2eHooks {
   /**
-   * The envelope for a record of ours, or undefined when it goes to the server (`to`
-   * = `server`: the server must read it). Called once the record is numbered, in seqno order.
+   * The envelope for a record of ours (`body` is what `k` opens), or undefined when it goes
+   * to the server (`to` = `server`: the server must read it). Called once the record is
+   * numbered, in seqno order.
    * @throws when a recipient's keys are not known yet (the caller fetches them first)
    */
-  wrap(record: MessageRecord, k: Uint8Array): Promise<E2eEnvelope | undefined>;
+  wrap(record: MessageRecord, k: Uint8Array, body: Body): Promise<E2eEnvelope | undefined>;
   unwrap: E2eUnwrap;
   /** Makes the end-to-end state durable (before stored lines are acknowledged, §6.6). */
   save(): Promise<void>;
@@ -332,9 +332,9 @@ export class ChatSession {
     const signing = signRecord(this.#est.self.signingKey, record);
     signing.catch(() => {}); // handled when its turn comes
     const next = this.#sending.then(async () => {
-      const e2e = await this.#opts.e2e?.wrap(record, k);
-      if (this.#opts.e2e && !e2e && recipientUser(record.to) !== null) {
-        // A private line is never left readable by the server (PROTOCOL §12.6).
+      const e2e = await this.#opts.e2e?.wrap(record, k, body);
+      if (this.#opts.e2e && !e2e && record.to !== TO_SERVER) {
+        // A line to users is never left readable by the server (PROTOCOL §12.5, §12.6).
         throw new SecureChatError(
           "NO_E2E_KEYS",
           `not sent: no end-to-end envelope for ${record.to}`,
