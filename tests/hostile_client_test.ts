@@ -621,11 +621,16 @@ Deno.test({
     try {
       for (const c of cases) {
         await t.step(`${c.name} → ${c.code}`, async () => {
+          // Marked before connecting: the kernel reuses ephemeral ports, so an earlier case's
+          // LOGIN from the same peer address must not be taken for this one's.
+          const connected = server.mark();
           const h = await mallory();
           try {
             await h.handshake();
             const login = await server.waitFor(
               (e) => e.event === "LOGIN" && e.peer === peerOf(h.conn),
+              10_000,
+              connected,
             );
             const from = server.mark();
             await c.run(h);
