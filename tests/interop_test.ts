@@ -935,3 +935,161 @@ Deno.test({
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });
+
+const VERIFY_PY = new URL("./interop/verify.py", import.meta.url).pathname;
+
+/** tests/interop/verify.py (TRANSCRIPT §5 from the docs alone) on `log`: its exit code and stdout. */
+async function pythonVerify(ca: string, log: string): Promise<{ code: number; out: string }> {
+  const r = await new Deno.Command(PYTHON, {
+    args: [VERIFY_PY, log, "--ca", ca],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+  return { code: r.code, out };
+}
+
+/** Every `*-<role>.log` in `dir`. */
+function logsIn(dir: string, role: "client" | "server"): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => `${dir}/${e.name}`)
+    .filter((n) => n.endsWith(`-${role}.log`)).sort();
+}
+
+Deno.test({
+  name:
+    "interop: a lobby of three and a reconnect — the clean-room client receives several lines of each author, and each side's verifier accepts the other's transcripts (PROTOCOL §6.4, TRANSCRIPT §5)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-three-" });
+    const certs = `${tmp}/certs`;
+    await Deno.mkdir(certs);
+    const procs: Proc[] = [];
+    let server: Proc | undefined;
+    try {
+      await makePki(["alice", "bob", "carol"], "ed25519", certs);
+      const ca = `${certs}/ca.pem`;
+      server = serve(tmp, certs, []);
+      const port = await listenPort(server);
+      const cli = async (user: string, register: boolean) => {
+        const p = connectCli(port, certs, user, `${tmp}/${user}tr`, [
+          ...(register ? ["--register", "--email", `${user}@example.com`] : []),
+        ], user);
+        procs.push(p);
+        await p.out.waitFor((l) => l.includes(`welcome ${user}`), `${user} welcome`);
+        return p;
+      };
+      const python = async (register: boolean) => {
+        const p = pythonClient([CLIENT_PY], port, certs, [
+          ...(register ? ["--register", "alice@example.com"] : []),
+          "--transcripts",
+          `${tmp}/pytr`,
+          "--e2e",
+        ], "python");
+        procs.push(p);
+        await p.out.waitFor((l) => l.startsWith("KEYS published"), "python published");
+        return p;
+      };
+      const done = async (p: Proc, who: string) => {
+        await closeStdin(p);
+        assert.equal(await finish(p), 0, `${who} failed:\n${p.out.text()}\n${p.err.text()}`);
+      };
+      // Several lines of each author, lobby and private, each shown once with its text: the first
+      // line of an author in a session and the ones after it (PROTOCOL §6.4).
+      const burst = async (py: Proc, authors: Proc[], names: string[], tag: string) => {
+        for (let i = 1; i <= 3; i++) {
+          for (const [j, a] of authors.entries()) {
+            await a.send(`${names[j]} lobby ${tag} ${i}`);
+            await a.send(`/msg alice ${names[j]} private ${tag} ${i}`);
+          }
+        }
+        for (let i = 1; i <= 3; i++) {
+          for (const name of names) {
+            await py.out.waitFor((l) => l === `${name} e2e: ${name} lobby ${tag} ${i}`, "lobby");
+            await py.out.waitFor(
+              (l) => l === `${name} (private) e2e: ${name} private ${tag} ${i}`,
+              "private",
+            );
+          }
+        }
+      };
+
+      const py1 = await python(true);
+      const bob = await cli("bob", true);
+      const carol = await cli("carol", true);
+      await py1.out.waitFor((l) => l === "MEMBERS joined carol", "python: carol joined");
+      await burst(py1, [bob, carol], ["bob", "carol"], "one");
+      await py1.send("alice to the lobby");
+      for (const [p, name] of [[bob, "bob"], [carol, "carol"]] as const) {
+        await p.out.waitFor((l) => l.includes("alice ✓ alice to the lobby"), `${name}: alice's`);
+      }
+      await done(py1, "python 1");
+
+      // A reconnect: a new session of the Python client, in which every author is new again.
+      const py2 = await python(false);
+      await py2.out.waitFor((l) => l.startsWith("MEMBERS online"), "python 2: members");
+      await burst(py2, [bob, carol], ["bob", "carol"], "two");
+      await py2.send("/msg bob alice again, privately");
+      await bob.out.waitFor(
+        (l) => l.includes("alice (private) ✓ alice again, privately"),
+        "bob: alice's private line",
+      );
+      await done(py2, "python 2");
+      await done(bob, "bob");
+      await done(carol, "carol");
+      for (const p of [py1, py2]) {
+        assert.ok(!p.out.lines.some((l) => /^(NOT_SENT|ERROR|CANNOT_READ)/.test(l)), p.out.text());
+        assert.ok(!p.out.lines.some((l) => l.includes("NO_KEY")), p.out.text());
+      }
+
+      // lib/'s verify accepts both Python transcripts: in each, at least bob's and carol's six
+      // lines (and the sender keys they sent alice, one per membership change they saw).
+      const pyLogs = logsIn(`${tmp}/pytr`, "client");
+      assert.equal(pyLogs.length, 2, pyLogs.join("\n"));
+      for (const log of pyLogs) {
+        const v = await verifyConfirmedByBoth(ca, log);
+        for (const name of ["bob", "carol"]) {
+          const n = v.match(new RegExp(`author\\s+${name} .*: (\\d+) signed record`));
+          assert.ok(n && Number(n[1]) >= 7, v);
+        }
+      }
+      // The Python verifier accepts the CLI users' transcripts and the server's, all confirmed by
+      // both receipts, with the authors lib/'s verify names.
+      const cliLogs = [
+        ...logsIn(`${tmp}/bobtr`, "client"),
+        ...logsIn(`${tmp}/caroltr`, "client"),
+        ...logsIn(`${tmp}/tr`, "server"),
+      ];
+      assert.equal(cliLogs.length, 2 + 4, cliLogs.join("\n"));
+      for (const log of [...cliLogs, ...pyLogs]) {
+        const py = await pythonVerify(ca, log);
+        assert.equal(py.code, 0, `${log}:\n${py.out}`);
+        assert.match(py.out, /^RESULT VALID confirmed by both$/m, py.out);
+        const cliOut = (await runCli(["verify", "--ca", ca, log])).stdout;
+        for (const m of py.out.matchAll(/^AUTHOR (\S+) ([0-9a-f]{64}) (\d+)$/gm)) {
+          assert.match(cliOut, new RegExp(`author\\s+${m[1]} .*: ${m[3]} signed record`), cliOut);
+        }
+      }
+      // Both verifiers refuse the same tampering: one byte of an author record's ct in bob's log.
+      const bobLog = logsIn(`${tmp}/bobtr`, "client")[0];
+      const lines = (await Deno.readTextFile(bobLog)).split("\n");
+      const at = lines.findIndex((l) => l.includes('"type":"relay"'));
+      assert.ok(at > 0, bobLog);
+      const line = JSON.parse(lines[at]);
+      const ct = atob(line.record.ct);
+      line.record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
+      lines[at] = JSON.stringify(line);
+      const tampered = `${tmp}/tampered.log`;
+      await Deno.writeTextFile(tampered, lines.join("\n"));
+      const pyBad = await pythonVerify(ca, tampered);
+      assert.equal(pyBad.code, 1, pyBad.out);
+      assert.match(pyBad.out, new RegExp(`^RESULT INVALID SIG_FAIL line ${at + 1} `, "m"));
+      const cliBad = await runCli(["verify", "--ca", ca, tampered]);
+      assert.equal(cliBad.code, 1, cliBad.stdout);
+      assert.match(cliBad.stdout + cliBad.stderr, new RegExp(`SIG_FAIL.*\\b${at + 1}\\b`));
+    } finally {
+      await cleanUp(procs, server, tmp);
+    }
+  },
+});

@@ -669,8 +669,10 @@ class Trust:
         except (InvalidSignature, TypeError, ValueError):
             raise ProtoError("BAD_CERT", "certificate signature does not verify under the CA")
 
-    def validate(self, der, role, expected_name=None):
-        """Returns (public key, CN). Every failure is BAD_CERT (PKI.md, §5 step 3, §6.4 step 2)."""
+    def validate(self, der, role, expected_name=None, at=None):
+        """Returns (public key, CN). Every failure is BAD_CERT (PKI.md, §5 step 3, §6.4 step 2).
+        With `at` (an aware datetime) the certificate is judged at that time and the CRL is left
+        to the caller, who judges revocation by date (TRANSCRIPT §5 steps 2 and 3)."""
         if len(der) > 16 * 1024:
             raise ProtoError("BAD_CERT", "certificate over 16 KiB")
         try:
@@ -691,10 +693,10 @@ class Trust:
         if aki.key_identifier != self.ca_ski:
             raise ProtoError("BAD_CERT", "AKI is not the CA's SKI")
         self._check_sig(cert)
-        now = utcnow()
+        now = utcnow() if at is None else at
         for c, what in ((cert, "certificate"), (self.ca, "CA")):
             if not (utc(c, "not_valid_before") <= now <= utc(c, "not_valid_after")):
-                raise ProtoError("BAD_CERT", f"{what} not valid now")
+                raise ProtoError("BAD_CERT", f"{what} not valid {'now' if at is None else 'then'}")
         try:
             if exts.get_extension_for_class(x509.BasicConstraints).value.ca:
                 raise ProtoError("BAD_CERT", "certificate is a CA")
@@ -733,13 +735,28 @@ class Trust:
         cn = cns[0].value if len(cns) == 1 else None
         if role == "client" and cn is None:
             raise ProtoError("BAD_CERT", "client certificate without exactly one CN")
-        if self.crl is not None:
+        if self.crl is not None and at is None:
             nu = utc(self.crl, "next_update")
             if nu is None or nu < now:
                 raise ProtoError("BAD_CERT", "CRL is out of date")
             if self.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                 raise ProtoError("BAD_CERT", "certificate revoked")
         return pub, cn
+
+    def revoked_at(self, der):
+        """The effective revocation time of a certificate in our CRL, or None (TRANSCRIPT §5 step
+        3: the entry's invalidityDate if present, else its revocationDate)."""
+        if self.crl is None:
+            return None
+        entry = self.crl.get_revoked_certificate_by_serial_number(
+            x509.load_der_x509_certificate(der).serial_number)
+        if entry is None:
+            return None
+        try:
+            return entry.extensions.get_extension_for_class(
+                x509.InvalidityDate).value.invalidity_date.replace(tzinfo=datetime.timezone.utc)
+        except x509.ExtensionNotFound:
+            return utc(entry, "revocation_date")
 
     @staticmethod
     def _match_name(exts, name):

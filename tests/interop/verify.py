@@ -1,0 +1,334 @@
+#!/usr/bin/python3
+"""Clean-room transcript verifier, written from docs/TRANSCRIPT.md §2–§5 and PROTOCOL.md alone
+(no line of lib/transcript was read). It checks a `<base>.log` of either role, client or server,
+with only the CA certificate (and a CRL), and its receipts beside it.
+
+Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
+Prints, on stdout:
+  RESULT VALID <confirmed by both|confirmed by the client only|confirmed by the server only|
+               unconfirmed>                         exit 0
+  RESULT INVALID <code> line <n> <detail>           exit 1 (or `receipt <file>` for a receipt)
+  LINES c2s <n> s2c <m>
+  AUTHOR <cn> <fingerprint> <count>                  signed author records (relay, stored) by author
+  RECEIPT <role> c2s 1..<a> s2c 1..<b>               per valid receipt
+  NOT_ATTRIBUTED line <n> <why>                      a signed record at or after its author's revocation
+Usage or I/O errors exit 2.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import client as sc  # noqa: E402  (one home for the primitives, the record and the PKI checks)
+
+from cryptography import x509  # noqa: E402
+
+TRANSCRIPT_VERSION = 2       # §2.1 `version`
+RECEIPT_VERSION = 2          # §4.1
+MAX_LINE_BYTES = 160 * 1024  # §5: memory bounded by one line
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+USER_TO = re.compile(r"^user:[a-z0-9][a-z0-9_.-]*$")  # §6.1: user: + a canonical name
+
+
+class Invalid(Exception):
+    def __init__(self, code, where, detail):
+        super().__init__(f"{code} {where}: {detail}")
+        self.code, self.where, self.detail = code, where, detail
+
+
+def at_ms(ms):
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+
+
+def strict_line(raw, n, required, optional=()):
+    """§2: one strict JSON object per line; any schema fault is TAMPERED at that line."""
+    try:
+        obj = sc.parse_json(raw, code="TAMPERED")
+        sc.strict(obj, required, optional, code="TAMPERED")
+    except sc.ProtoError as e:
+        raise Invalid("TAMPERED", f"line {n}", e.detail)
+    return obj
+
+
+def field(fn, n, *args, **kwargs):
+    """A schema check of one member: its failure is TAMPERED at line n."""
+    try:
+        return fn(*args, **kwargs)
+    except sc.ProtoError as e:
+        raise Invalid("TAMPERED", f"line {n}", e.detail)
+
+
+def first_san(der):
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for name in san:
+        if isinstance(name, (x509.DNSName, x509.IPAddress)):
+            return str(name.value)
+    return None
+
+
+class Verifier:
+    def __init__(self, trust):
+        self.trust = trust
+        self.d = {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()}
+        self.digests = {"c2s": [hashlib.sha256().digest()], "s2c": [hashlib.sha256().digest()]}
+        self.n = {"c2s": 0, "s2c": 0}
+        self.last_ts = {"c2s": 0, "s2c": 0}
+        self.marks = {}          # (author fingerprint, author sid) -> highest record seqno
+        self.authors = {}        # fingerprint -> [cn, signed records]
+        self.not_attributed = []
+        self.of_lines = []       # (line number, of) of refused and queued lines
+        self.warnings = []
+
+    # ---- header (§2.1, §5 steps 1-3)
+
+    def header(self, raw):
+        h = strict_line(raw, 1, ["type", "version", "protocol_version", "session_id", "role",
+                                 "session_time", "started_at", "client_cert", "server_cert"],
+                        ["server_name"])
+        if h["type"] != "securechat-transcript" or h["version"] != TRANSCRIPT_VERSION:
+            raise Invalid("TAMPERED", "line 1", "not a v2 transcript header")
+        if h["protocol_version"] != sc.PROTOCOL_VERSION or h["role"] not in ("client", "server"):
+            raise Invalid("TAMPERED", "line 1", "protocol version or role")
+        sid = field(sc.want_str, 1, h, "session_id")
+        if not sc.HEX32.match(sid):
+            raise Invalid("TAMPERED", "line 1", "session_id is not 32 lowercase hex")
+        self.session_id = bytes.fromhex(sid)
+        self.session_time = field(sc.want_int, 1, h, "session_time")
+        field(sc.want_int, 1, h, "started_at")
+        self.client_der = field(sc.b64d, 1, h["client_cert"], max_size=16 * 1024)
+        self.server_der = field(sc.b64d, 1, h["server_cert"], max_size=16 * 1024)
+        server_name = field(sc.want_str, 1, h, "server_name") if "server_name" in h else None
+        when = at_ms(self.session_time)
+        try:
+            self.client_pub, cn = self.trust.validate(self.client_der, "client", at=when)
+            if server_name is None:
+                server_name = first_san(self.server_der)
+                if server_name is None:
+                    raise sc.ProtoError("BAD_CERT", "server certificate without a SAN")
+            self.trust.validate(self.server_der, "server", server_name, at=when)
+        except sc.ProtoError as e:
+            raise Invalid("BAD_CERT", "line 1", e.detail)
+        for der, who in ((self.client_der, "client"), (self.server_der, "server")):
+            revoked = self.trust.revoked_at(der)
+            if revoked is not None and revoked <= when:
+                raise Invalid("BAD_CERT", "line 1", f"the {who} was revoked before the session")
+        self.client_name = sc.canonical(cn)
+        self.client_revoked = self.trust.revoked_at(self.client_der)
+
+    # ---- lines (§2.2, §5 step 4)
+
+    def line(self, raw, n):
+        base = strict_line(raw, n, ["dir", "type"], ["record", "seqno", "ts", "cert", "of", "code"])
+        kind, d = base["type"], base["dir"]
+        shapes = {
+            "msg": ["dir", "type", "record"],
+            "relay": ["dir", "type", "seqno", "ts", "cert", "record"],
+            "stored": ["dir", "type", "seqno", "ts", "cert", "record"],
+            "refused": ["dir", "type", "seqno", "ts", "of", "code"],
+            "queued": ["dir", "type", "seqno", "ts", "of"],
+        }
+        if kind not in shapes or d not in ("c2s", "s2c"):
+            raise Invalid("TAMPERED", f"line {n}", "unknown line type or direction")
+        m = strict_line(raw, n, shapes[kind])
+        if kind != "msg" and d != "s2c":
+            raise Invalid("TAMPERED", f"line {n}", f"a {kind} line is s2c only")
+        rec = field(sc.parse_record, n, m["record"]) if "record" in m else None
+        if kind == "msg":
+            seqno, ts = rec["seqno"], rec["ts"]
+        else:
+            seqno, ts = field(sc.want_int, n, m, "seqno"), field(sc.want_int, n, m, "ts")
+        if seqno != self.n[d] + 1:
+            raise Invalid("TAMPERED", f"line {n}", f"{d} seqno {seqno}, expected {self.n[d] + 1}")
+        if ts < self.last_ts[d]:
+            raise Invalid("TAMPERED", f"line {n}", f"{d} ts goes backwards")
+        if kind == "msg":
+            enc = b"\x01" + self.msg(rec, d, n)
+        elif kind in ("relay", "stored"):
+            cert = field(sc.b64d, n, m["cert"], max_size=16 * 1024)
+            self.author_record(kind == "stored", ts, cert, rec, n)
+            tag = b"\x05" if kind == "stored" else b"\x02"
+            enc = tag + sc.u64(seqno) + sc.u64(ts) + sc.u32(len(cert)) + cert + sc.record_enc(rec)
+        else:
+            of = field(sc.want_int, n, m, "of")
+            self.of_lines.append((n, of))
+            if kind == "refused":
+                code = field(sc.want_str, n, m, "code").encode("utf-8")
+                enc = b"\x03" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of) + sc.u32(len(code)) + code
+            else:
+                enc = b"\x04" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of)
+        self.n[d] = seqno
+        self.last_ts[d] = ts
+        self.d[d].update(enc)
+        self.digests[d].append(self.d[d].copy().digest())
+
+    def msg(self, rec, d, n):
+        if rec["sid"] != self.session_id or rec["dir"] != d:
+            raise Invalid("TAMPERED", f"line {n}", "a record of another session or direction")
+        if d == "c2s":
+            if rec["to"] not in ("lobby", "server") and not USER_TO.match(rec["to"]):
+                raise Invalid("TAMPERED", f"line {n}", "c2s record to no valid recipient")
+            if rec["sig"] is None or not sc.verify(self.client_pub, rec["sig"], sc.statement(rec)):
+                raise Invalid("SIG_FAIL", f"line {n}", "the client's record signature")
+            if self.client_revoked is not None and at_ms(rec["ts"]) >= self.client_revoked:
+                self.not_attributed.append((n, "signed at or after its author's revocation"))
+        else:
+            if rec["sig"] is not None:
+                raise Invalid("TAMPERED", f"line {n}", "an s2c record carries a signature")
+            if rec["to"] != "user:" + self.client_name:
+                raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
+        return sc.record_enc(rec)
+
+    def author_record(self, stored, hop_ts, cert, rec, n):
+        try:
+            author_pub, cn = self.trust.validate(cert, "client", at=at_ms(rec["ts"]))
+        except sc.ProtoError as e:
+            raise Invalid("BAD_CERT", f"line {n}", f"author certificate: {e.detail}")
+        allowed = ("user:" + self.client_name,) if stored else ("lobby", "user:" + self.client_name)
+        if rec["dir"] != "c2s" or rec["to"] not in allowed:
+            raise Invalid("TAMPERED", f"line {n}", "author record moved to another recipient")
+        if rec["sig"] is None or not sc.verify(author_pub, rec["sig"], sc.statement(rec)):
+            raise Invalid("SIG_FAIL", f"line {n}", "author record signature")
+        if stored:
+            if rec["ts"] < hop_ts - sc.MAX_STORED_AGE_MS - sc.SKEW_MS:
+                raise Invalid("REPLAY", f"line {n}", "stored record older than any queue keeps")
+            if rec["ts"] > hop_ts + sc.SKEW_MS:
+                raise Invalid("TAMPERED", f"line {n}", "stored record from after its hop")
+        else:
+            if rec["ts"] < self.session_time - sc.SKEW_MS:
+                raise Invalid("REPLAY", f"line {n}", "relayed record older than the session")
+            if rec["ts"] > hop_ts + sc.SKEW_MS:
+                raise Invalid("REPLAY", f"line {n}", "relayed record from after its hop")
+        fp = sc.fingerprint(cert)
+        key = (fp, rec["sid"])
+        if key in self.marks and rec["seqno"] <= self.marks[key]:
+            raise Invalid("REPLAY", f"line {n}", "author record repeated in this transcript")
+        self.marks[key] = rec["seqno"]
+        revoked = self.trust.revoked_at(cert)
+        if revoked is not None and at_ms(rec["ts"]) >= revoked:
+            self.not_attributed.append((n, f"{cn} was revoked at {revoked.isoformat()}"))
+        else:
+            self.authors.setdefault(fp, [cn, 0])[1] += 1
+
+    def end(self):
+        c2s = self.n["c2s"]
+        for n, of in self.of_lines:
+            if not 1 <= of <= c2s:
+                raise Invalid("TAMPERED", f"line {n}", f"`of` {of} names no c2s line")
+
+    # ---- the hash (§3) and receipts (§4.2)
+
+    def transcript_hash(self, n_c2s, n_s2c):
+        return hashlib.sha256(
+            sc.TRANSCRIPT_LABEL + b"\x00" + sc.u32(sc.PROTOCOL_VERSION) + self.session_id
+            + sc.u64(self.session_time) + hashlib.sha256(self.client_der).digest()
+            + hashlib.sha256(self.server_der).digest()
+            + sc.u64(n_c2s) + self.digests["c2s"][n_c2s]
+            + sc.u64(n_s2c) + self.digests["s2c"][n_s2c]).digest()
+
+    def receipt(self, path):
+        where = f"receipt {path}"
+        try:
+            with open(path, "rb") as f:
+                r = sc.parse_json(f.read(), code="TAMPERED")
+            sc.strict(r, ["type", "version", "session_id", "signer_role", "signer", "c2s_count",
+                          "s2c_count", "transcript_sha256", "sig"], code="TAMPERED")
+            if r["type"] != "receipt" or r["version"] != RECEIPT_VERSION:
+                raise sc.ProtoError("TAMPERED", "not a v2 receipt")
+            role = sc.want_str(r, "signer_role", code="TAMPERED")
+            if role not in ("client", "server"):
+                raise sc.ProtoError("TAMPERED", "signer_role")
+            a = sc.want_int(r, "c2s_count", code="TAMPERED")
+            b = sc.want_int(r, "s2c_count", code="TAMPERED")
+            th_hex = sc.want_str(r, "transcript_sha256", code="TAMPERED")
+            signer = sc.want_str(r, "signer", code="TAMPERED")
+            sig = sc.b64d(r["sig"], code="TAMPERED", max_size=1024)
+            if not HEX64.match(th_hex) or not HEX64.match(signer):
+                raise sc.ProtoError("TAMPERED", "hex fields")
+        except sc.ProtoError as e:                                                    # 1
+            raise Invalid("TAMPERED", where, e.detail)
+        if r["session_id"] != self.session_id.hex():                                  # 2
+            raise Invalid("TAMPERED", where, "another session's receipt")
+        der = self.client_der if role == "client" else self.server_der
+        if signer != sc.fingerprint(der):                                             # 3
+            raise Invalid("TAMPERED", where, "signer is not that party's certificate")
+        if a > self.n["c2s"] or b > self.n["s2c"]:                                    # 4
+            raise Invalid("TAMPERED", where, "the receipt names lines the transcript lacks")
+        th = self.transcript_hash(a, b)
+        if not hmac.compare_digest(th.hex(), th_hex):                                 # 5
+            raise Invalid("TAMPERED", where, "transcript hash mismatch")
+        pub = x509.load_der_x509_certificate(der).public_key()
+        if not sc.verify(pub, sig, sc.receipt_signed_input(role, th)):                # 6
+            raise Invalid("SIG_FAIL", where, "receipt signature")
+        return role, a, b
+
+
+def verify(log_path, trust, receipt_paths):
+    """Returns (verifier, [(role, a, b)]) or raises Invalid (the first bad line wins: lines are
+    checked in order and the first failure stops the walk)."""
+    v = Verifier(trust)
+    with open(log_path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    torn = lines.pop()  # after the final "\n" nothing; anything else is a torn final line
+    if not lines:
+        raise Invalid("TAMPERED", "line 1", "missing or torn header")
+    for i, raw in enumerate(lines):
+        if len(raw) > MAX_LINE_BYTES:
+            raise Invalid("TAMPERED", f"line {i + 1}", "line over 160 KiB")
+        if i == 0:
+            v.header(raw)
+        else:
+            v.line(raw, i + 1)
+    if torn:
+        raise Invalid("TAMPERED", f"line {len(lines) + 1}", "truncated final line")
+    v.end()
+    return v, [v.receipt(p) for p in receipt_paths]
+
+
+def main():
+    p = argparse.ArgumentParser(description="verify a securechat transcript (TRANSCRIPT.md §5)")
+    p.add_argument("log")
+    p.add_argument("--ca", required=True)
+    p.add_argument("--crl")
+    p.add_argument("--receipt", action="append", default=None)
+    args = p.parse_args()
+    try:
+        trust = sc.Trust(args.ca, args.crl)
+        if args.receipt is None:
+            base = args.log[:-4] if args.log.endswith(".log") else args.log
+            args.receipt = [base + s for s in (".receipt.json", ".peer-receipt.json")
+                            if os.path.exists(base + s)]
+        v, receipts = verify(args.log, trust, args.receipt)
+    except Invalid as e:
+        print(f"RESULT INVALID {e.code} {e.where} {sc.safe(e.detail)}")
+        return 1
+    except (OSError, sc.ProtoError) as e:
+        sc.log(f"error: {e}")
+        return 2
+    full = {role for role, a, b in receipts if (a, b) == (v.n["c2s"], v.n["s2c"])}
+    confirmed = ("confirmed by both" if full == {"client", "server"} else
+                 f"confirmed by the {full.pop()} only" if full else "unconfirmed")
+    print(f"RESULT VALID {confirmed}")
+    print(f"LINES c2s {v.n['c2s']} s2c {v.n['s2c']}")
+    for fp, (cn, count) in sorted(v.authors.items(), key=lambda kv: kv[1][0]):
+        print(f"AUTHOR {sc.safe(cn)} {fp} {count}")
+    for role, a, b in receipts:
+        print(f"RECEIPT {role} c2s 1..{a} s2c 1..{b}")
+    for n, why in v.not_attributed:
+        print(f"NOT_ATTRIBUTED line {n} {sc.safe(why)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
