@@ -433,6 +433,9 @@ async function chat(
       if (shown) history?.record(message.ts, shown.author, shown.text, shown.to);
     },
   });
+  // A fetch sent just before the connection dropped is never answered: fail it now.
+  const ended = () => e2e.sessionEnded(session);
+  running.then(ended, ended);
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;

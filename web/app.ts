@@ -407,6 +407,7 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
   try {
     end = await session.run({ onMessage });
   } finally {
+    device.sessionEnded(session);
     clearInterval(crlTimer);
     session = null;
     render();

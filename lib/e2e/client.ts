@@ -169,7 +169,11 @@ export class E2eClient {
   #bundle?: KeyBundle;
   /** When each contact's device list was last fetched (this run only). */
   readonly #listedAt = new Map<string, number>();
-  readonly #preparing = new Map<string, Promise<Preparation>>();
+  /**
+   * Each session's device-list fetches in flight, by contact. Per session: a fetch sent on a
+   * session that died is never answered, and a newer session must not wait on it.
+   */
+  readonly #preparing = new WeakMap<KeysChannel, Map<string, Promise<Preparation>>>();
   /**
    * Contact devices (`name/device`) whose message this device could not open: the next line
    * to them starts a new session from fresh prekeys, in front of the old ones (§12.6).
@@ -205,7 +209,10 @@ export class E2eClient {
   readonly #lobbyDevices = new Set<string>();
   /** Each lobby author device's chain (`name/device`), as its author distributed it to us. */
   readonly #receivers = new Map<string, SenderKeyReceiver[]>();
-  readonly #pending = new Map<string, (body: KeysBody) => void>();
+  /** Each session's unanswered `keys_fetch`es: contact → the answer's taker. */
+  readonly #pending = new WeakMap<KeysChannel, Map<string, (body: KeysBody) => void>>();
+  /** Per session, rejects once it ended ({@link sessionEnded}): nothing waits on it after. */
+  readonly #ends = new WeakMap<KeysChannel, { ended: Promise<never>; end: () => void }>();
   #saveTimer?: ReturnType<typeof setTimeout>;
   /** This device's id (PROTOCOL §12.2), derived from its identity key. */
   readonly device: string;
@@ -396,9 +403,35 @@ export class E2eClient {
       }
       return;
     }
-    const waiter = this.#pending.get(body.user);
-    this.#pending.delete(body.user);
+    const waiting = this.#pending.get(channel);
+    const waiter = waiting?.get(body.user);
+    waiting?.delete(body.user);
     waiter?.(body);
+  }
+
+  /**
+   * Tells the layer that `channel`'s session ended: what still waits on its server (a device
+   * list, the lobby's membership) fails now rather than at its timeout, so a client that
+   * reconnects is not held up for seconds by a fetch sent just before its node went away,
+   * nor makes its next lobby chain without the members that fetch was for.
+   */
+  sessionEnded(channel: KeysChannel): void {
+    this.#endOf(channel).end();
+  }
+
+  #endOf(channel: KeysChannel): { ended: Promise<never>; end: () => void } {
+    let entry = this.#ends.get(channel);
+    if (!entry) {
+      let reject!: (error: Error) => void;
+      const ended = new Promise<never>((_, r) => reject = r);
+      ended.catch(() => {}); // only ever raced
+      entry = {
+        ended,
+        end: () => reject(new SecureChatError("PROTOCOL_ERROR", "the session ended")),
+      };
+      this.#ends.set(channel, entry);
+    }
+    return entry;
   }
 
   /**
@@ -453,6 +486,7 @@ export class E2eClient {
       this.#membersKnown,
       FETCH_TIMEOUT_MS,
       "the server did not say who is in the lobby",
+      this.#endOf(channel).ended,
     );
     // A membership that changes while the chain goes out (members came or left meanwhile)
     // needs another chain; past a few such changes in a row, the last chain is used as it is:
@@ -556,10 +590,12 @@ export class E2eClient {
     if (listedAt !== undefined && Date.now() - listedAt < DEVICE_LIST_MAX_AGE_MS) {
       return Promise.resolve({ devices: this.#peers.get(name)?.size ?? 0, refused: [] });
     }
-    let running = this.#preparing.get(name);
+    let fetching = this.#preparing.get(channel);
+    if (!fetching) this.#preparing.set(channel, fetching = new Map());
+    let running = fetching.get(name);
     if (!running) {
-      running = this.#fetchDevices(name, channel).finally(() => this.#preparing.delete(name));
-      this.#preparing.set(name, running);
+      running = this.#fetchDevices(name, channel).finally(() => fetching.delete(name));
+      fetching.set(name, running);
     }
     return running;
   }
@@ -588,13 +624,19 @@ export class E2eClient {
 
   async #fetchDevices(name: string, channel: KeysChannel): Promise<Preparation> {
     const known = this.devicesOf(name).filter((d) => !this.#restart.has(`${name}/${d}`));
-    const answer = new Promise<KeysBody>((resolve) => this.#pending.set(name, resolve));
-    await channel.send({ kind: "keys_fetch", user: name, known }, "server");
-    const { devices } = await withTimeout(
-      answer,
-      FETCH_TIMEOUT_MS,
-      `the server did not answer for ${name}'s keys`,
-    ).finally(() => this.#pending.delete(name));
+    let waiting = this.#pending.get(channel);
+    if (!waiting) this.#pending.set(channel, waiting = new Map());
+    const answer = new Promise<KeysBody>((resolve) => waiting.set(name, resolve));
+    const { devices } = await channel.send({ kind: "keys_fetch", user: name, known }, "server")
+      .then(() =>
+        withTimeout(
+          answer,
+          FETCH_TIMEOUT_MS,
+          `the server did not answer for ${name}'s keys`,
+          this.#endOf(channel).ended,
+        )
+      )
+      .finally(() => waiting.delete(name));
     if (devices === undefined) {
       throw new SecureChatError("DB_UNAVAILABLE", `the server could not hand out ${name}'s keys`, {
         hint: "try again in a moment",
@@ -888,14 +930,19 @@ function noDevices(name: string, had: number): SecureChatError {
   );
 }
 
-/** `promise`, or TIMEOUT after `ms`. */
-async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** `promise`, or TIMEOUT after `ms`, or `ended`'s rejection if that comes first. */
+async function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  ended: Promise<never>,
+): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new SecureChatError("TIMEOUT", what)), ms);
   });
   try {
-    return await Promise.race([promise, timeout]);
+    return await Promise.race([promise, timeout, ended]);
   } finally {
     clearTimeout(timer);
   }

@@ -1,0 +1,82 @@
+/**
+ * An end-to-end device outlives the sessions it runs over (a `--reconnect` client, the page):
+ * what it asked a session's server and never got answered must not hold up the next session.
+ * The cluster kill -9 test caught it: a device-list fetch sent just before a node died kept
+ * the client's input (and its reconnection) waiting for the fetch's whole timeout, and the
+ * next session's lobby line then waited on the dead session's fetch for the same member.
+ */
+import assert from "node:assert/strict";
+import { codeOf } from "../../lib/errors.ts";
+import { E2eClient, type KeysChannel, MemoryStorage } from "../../lib/e2e/client.ts";
+import type { Body } from "../../lib/message/record.ts";
+import { makePki } from "../../testkit/pki.ts";
+
+const pki = await makePki(["alice", "bob"]);
+globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
+
+/** A session whose server takes every message and answers none. */
+class SilentServer implements KeysChannel {
+  readonly sent: Body[] = [];
+  send(body: Body): Promise<number> {
+    this.sent.push(body);
+    return Promise.resolve(this.sent.length);
+  }
+  fetches(): string[] {
+    return this.sent.flatMap((b) => b.kind === "keys_fetch" ? [b.user] : []);
+  }
+}
+
+async function aliceDevice(): Promise<E2eClient> {
+  const id = await pki.identity("alice");
+  return await E2eClient.open(new MemoryStorage(), {
+    user: "alice",
+    certDer: id.certDer,
+    signingKey: id.signingKey,
+  }, pki.trust);
+}
+
+/** How `promise` settled within `ms`: its error code, "resolved", or "pending". */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const pending = new Promise<string>((resolve) =>
+    timer = setTimeout(() => resolve("pending"), ms)
+  );
+  try {
+    return await Promise.race([promise.then(() => "resolved", codeOf), pending]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("e2e: a fetch on a session that ended fails at once, not at its 10 s timeout", async () => {
+  const alice = await aliceDevice();
+  const old = new SilentServer();
+  const fetching = alice.prepare("bob", old);
+  assert.equal(await settledWithin(fetching, 100), "pending");
+  assert.deepEqual(old.fetches(), ["bob"]);
+  alice.sessionEnded(old);
+  assert.equal(await settledWithin(fetching, 500), "PROTOCOL_ERROR");
+});
+
+Deno.test("e2e: a new session's fetch does not wait on the one the old session sent", async () => {
+  const alice = await aliceDevice();
+  const old = new SilentServer();
+  const stale = alice.prepare("bob", old);
+  const fresh = new SilentServer();
+  const current = alice.prepare("bob", fresh);
+  assert.notEqual(current, stale, "the new session was handed the old session's fetch");
+  assert.deepEqual(fresh.fetches(), ["bob"], "the new session asked its own server");
+  alice.sessionEnded(old);
+  alice.sessionEnded(fresh);
+  assert.equal(await settledWithin(stale, 500), "PROTOCOL_ERROR");
+  assert.equal(await settledWithin(current, 500), "PROTOCOL_ERROR");
+});
+
+Deno.test("e2e: a lobby line on a session that ended before the lobby's membership came fails at once", async () => {
+  const alice = await aliceDevice();
+  const old = new SilentServer();
+  const preparing = alice.prepareLobby(old);
+  assert.equal(await settledWithin(preparing, 100), "pending");
+  alice.sessionEnded(old);
+  assert.equal(await settledWithin(preparing, 500), "PROTOCOL_ERROR");
+});
