@@ -312,9 +312,8 @@ async function connect(options: ConnectOptions): Promise<void> {
       if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
       if (!userQuit && reconnect && worthReconnecting(end, takenOver)) {
         info(
-          `connection to ${describeServer(rotation.current())} lost (${
-            end.outcome === "closed" ? "the server closed it" : end.code ?? "cut off"
-          }); reconnecting`,
+          `connection to ${describeServer(rotation.current())} lost (${whyLost(end)}); ` +
+            "reconnecting",
         );
         rotation.advance();
         await sleep(backoff.next());
@@ -387,6 +386,13 @@ async function openSession(
   // contacts to us wait for our next login).
   await e2e.publish(session).catch(() => {});
   return session;
+}
+
+/** Why a session ended, for the line that says the client reconnects: the code and its detail. */
+function whyLost(end: SessionEnd): string {
+  if (end.outcome === "closed") return "the server closed it";
+  if (end.code === undefined) return "cut off";
+  return end.message ? `${end.code}: ${end.message}` : end.code;
 }
 
 /** One session: shows what arrives, sends what is typed, until either side ends it. */
