@@ -5,6 +5,7 @@
  * node:crypto equivalents. `--breakdown` in peer_bench.ts prints them next to the
  * measured CPU per delivery, so the sum can be compared with the whole.
  */
+import { authorCertOf } from "../lib/message/author_certs.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { createCipheriv, createHash, createPrivateKey, sign as nodeSign } from "node:crypto";
 import { concat, randomBytes, sha256, toBase64, toHex, utf8 } from "../lib/bytes.ts";
@@ -107,7 +108,8 @@ export async function opCosts(pki: TestPki, quick: boolean): Promise<Record<stri
 /**
  * One relay delivery as the v2 server makes it, piece by piece, CPU µs each: what the
  * recipient's hop costs (the relay's JSON around the once-serialised record, the record
- * seal, the transcript line — no signature, PROTOCOL §6.4) and what receiving the author's
+ * seal, the transcript line — no signature, PROTOCOL §6.4; the author certificate only named, as
+ * after its first relay in a session, §6.4.1) and what receiving the author's
  * record costs once (signature verify, content open and commitment check, transcript line),
  * shared by the recipients of a relay.
  */
@@ -123,7 +125,7 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     const record: MessageRecord = { sid, dir: "c2s", to: LOBBY, seqno: 1, ts: Date.now(), ct, c };
     record.sig = await signRecord(author.signingKey, record);
     const json = encodeRecord(record);
-    const prepared = prepareRelay(toBase64(author.certDer), author.certDer, json, record, k);
+    const prepared = prepareRelay(authorCertOf(author.certDer), json, record, k);
     const keys = { key: randomBytes(16), iv: randomBytes(12) };
     const layer = new RecordLayer(keys, keys);
 
@@ -134,11 +136,11 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     }, n);
     let hopSeq = 0;
     const frame = await cpuPerOp(
-      () => utf8(relayFor(prepared, ++hopSeq, Date.now()).wire),
+      () => utf8(relayFor(prepared, ++hopSeq, Date.now(), "relay", false).wire),
       n * 3,
       1,
     );
-    const wire = utf8(relayFor(prepared, 1, Date.now()).wire);
+    const wire = utf8(relayFor(prepared, 1, Date.now(), "relay", false).wire);
     const seal = await cpuPerOp(() => layer.seal(wire), n * 3, 1);
 
     const writer = await TranscriptWriter.create(transcriptDirectory(dir), {
@@ -151,7 +153,7 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     });
     let s2c = 0;
     const appendRelay = await cpuPerOp(
-      () => writer.append(relayFor(prepared, ++s2c, Date.now()).line),
+      () => writer.append(relayFor(prepared, ++s2c, Date.now(), "relay", false).line),
       n,
       1,
     );

@@ -4,6 +4,7 @@
  * transcripts are written by TranscriptWriter with lines really signed by the
  * leaf keys.
  */
+import { authorCertOf } from "../lib/message/author_certs.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
 import { fromHex, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
@@ -286,13 +287,13 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
           };
           record.sig = await signRecord(author.signer, record);
           const shared = prepareRelay(
-            toBase64(author.certDer),
-            author.certDer,
+            authorCertOf(author.certDer),
             encodeRecord(record),
             record,
             k,
           );
-          return relayFor(shared, p.seqno, p.ts).line;
+          // The author's certificate is introduced on its first relay (PROTOCOL §6.4.1).
+          return relayFor(shared, p.seqno, p.ts, "relay", record.seqno === 1).line;
         }
         const { k, ct, c } = sealContent({ kind: "notice", text });
         const to = userRecipient(pki.client.name);

@@ -109,6 +109,17 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
       readable.some((t) => t.startsWith("welcome alice; online:")),
       "the decrypter reads what the server may read (its own notices)",
     );
+    // PROTOCOL §6.4.1: each author's certificate reaches a session once, on its first relay;
+    // every later relay of that author in the session only names it.
+    const relaysOf = new Map<string, number>();
+    for (const { conn, dir, message } of opened) {
+      if (dir !== "s2c" || (message.type !== "relay" && message.type !== "stored")) continue;
+      const key = `${conn}/${message.author_fp}`;
+      const before = relaysOf.get(key) ?? 0;
+      assert.equal("cert" in message, before === 0, `relay ${before + 1} of ${key}`);
+      relaysOf.set(key, before + 1);
+    }
+    assert.ok(Math.max(...relaysOf.values()) >= 3, "an author named in later relays");
     const everything = JSON.stringify(opened);
     for (const canary of canaries) {
       assert.ok(!readable.includes(canary) && !everything.includes(canary), `${canary} readable`);
@@ -129,14 +140,22 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     assert.equal(report.ok, true);
     assert.deepEqual(report.confirmedBy, ["client", "server"]);
 
-    // 4. Non-repudiation survives end-to-end encryption (SECURITY.md): bob opens alice's first
-    //    private line to a third party, who checks author and content with only the CA.
+    // 4. Non-repudiation survives end-to-end encryption (SECURITY.md): bob opens alice's third
+    //    private line — whose relay only named her certificate, introduced with her first
+    //    (TRANSCRIPT §2.2) — to a third party, who checks author and content with only the CA.
     const logLines = (await Deno.readTextFile(join(bobDir, log))).split("\n");
-    const lineNumber = 1 + logLines.findIndex((l) => {
+    const privateRelays = logLines.flatMap((l, i) => {
       const line = l ? JSON.parse(l) : {};
-      return line.type === "relay" && line.record?.to === "user:bob";
+      return line.type === "relay" && line.record?.to === "user:bob" ? [{ i, line }] : [];
     });
-    assert.ok(lineNumber > 1, "alice's private line is in bob's transcript");
+    assert.ok(privateRelays.length >= 2, "alice's private lines are in bob's transcript");
+    assert.equal(
+      typeof privateRelays[0].line.cert,
+      "string",
+      "her first introduces her certificate",
+    );
+    assert.equal(privateRelays[1].line.cert, undefined, "her next only names it");
+    const lineNumber = 1 + privateRelays[1].i;
     const opening = join(workDir, "opening.json");
     const made = await runCli([
       "verify",
@@ -161,7 +180,7 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     const proven = JSON.parse(checked.stdout);
     assert.equal(proven.author, "alice");
     assert.equal(proven.to, "user:bob");
-    assert.deepEqual(proven.body, { kind: "text", text: privateCanaries[0] });
+    assert.deepEqual(proven.body, { kind: "text", text: privateCanaries[2] });
   } finally {
     for (const c of clients) await c.end().catch(() => {});
     await proxy.close();

@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { fromBase64, toBase64 } from "../lib/bytes.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
+import { fingerprintOf } from "../lib/transcript/format.ts";
 import { type LiveClient, liveLogins, pollUntil } from "../testkit/server_process.ts";
 import {
   everythingReadable,
@@ -55,9 +56,9 @@ function waitForError(client: LiveClient, pattern: RegExp): Promise<string> {
  */
 const RECEIPT_MISMATCH = /TAMPERED: receipt transcript_sha256 .* does not match/;
 
-/** The certificate as a relay carries it (base64 DER). */
+/** The certificate's name in a relay (`author_fp`, PROTOCOL §6.4.1). */
 async function certOf(pki: TestPki, user: User): Promise<string> {
-  return toBase64((await pki.identity(user)).certDer);
+  return fingerprintOf((await pki.identity(user)).certDer);
 }
 
 /** Flips the first bit of a base64 string's last byte. */
@@ -82,7 +83,8 @@ function once(edit: Rewrite): Rewrite & { fired: boolean } {
 }
 
 type Relay = Record<string, unknown> & {
-  cert: string;
+  author_fp: string;
+  cert?: string;
   record: { to: string };
   e2e?: Record<string, unknown>;
 };
@@ -97,7 +99,7 @@ function relayTo(
 ): Relay | undefined {
   if (message.type !== "relay" || to.user !== reader) return undefined;
   const relay = message as Relay;
-  return relay.cert === authorCert && relay.record.to === recipient ? relay : undefined;
+  return relay.author_fp === authorCert && relay.record.to === recipient ? relay : undefined;
 }
 
 /**
@@ -139,6 +141,14 @@ Deno.test("malicious server: bits flipped in a wrap, a sender-key wrap or a ciph
   const { pki, h, login, tearDown } = await setUp(["alice", "bob", "carol"]);
   try {
     const aliceCert = await certOf(pki, "alice");
+    // The certificates carol's session was sent (PROTOCOL §6.4.1), for (d) below.
+    const introducedToCarol = new Set<string>();
+    h.rewrites.push((m, to) => {
+      if (m.type === "relay" && to.user === "carol" && m.cert) {
+        introducedToCarol.add(m.author_fp as string);
+      }
+      return undefined;
+    });
     const bob = await login("bob");
     const alice = await login("alice");
     const carol = await login("carol");
@@ -209,12 +219,18 @@ Deno.test("malicious server: bits flipped in a wrap, a sender-key wrap or a ciph
     assert.ok(ct.fired);
     assert.equal(bobEnd.code, 1);
 
-    // (d) alice's lobby line handed to carol under bob's certificate: bob never signed it,
-    // so carol refuses it (SIG_FAIL) and never shows it as bob's (or anyone's).
-    const bobCert = await certOf(pki, "bob");
+    // (d) alice's lobby line handed to carol under bob's certificate — named if carol's
+    // session holds it, else introduced: bob never signed it, so carol refuses it (SIG_FAIL)
+    // and never shows it as bob's (or anyone's).
+    const bobFp = await certOf(pki, "bob");
+    const bobCert = toBase64((await pki.identity("bob")).certDer);
     const relabel = once((m, to) => {
       const relay = relayTo(m, to, "carol", aliceCert, "lobby");
-      return relay && { ...relay, cert: bobCert };
+      if (!relay) return undefined;
+      const { cert: _alice, ...rest } = relay;
+      return introducedToCarol.has(bobFp)
+        ? { ...rest, author_fp: bobFp }
+        : { ...rest, author_fp: bobFp, cert: bobCert };
     });
     h.rewrites.push(relabel);
     await alice.send(c.relabel);
@@ -325,7 +341,8 @@ Deno.test("malicious server: a line of an earlier session replayed into a later 
     // ...and in bob's next session hands it to him again in place of alice's next line.
     const replay = once((m, to) => {
       const relay = relayTo(m, to, "bob", aliceCert, "user:bob");
-      return relay && { ...kept!, seqno: relay.seqno, ts: relay.ts };
+      // Introducing alice's certificate where the relay it replaces would have (§6.4.1).
+      return relay && { ...kept!, seqno: relay.seqno, ts: relay.ts, cert: relay.cert };
     });
     h.rewrites.unshift(replay);
     const bobAgain = await login("bob");

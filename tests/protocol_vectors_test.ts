@@ -16,6 +16,7 @@ import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { concat, fromBase64, fromHex, toBase64, toHex, u32be, u64be, utf8 } from "../lib/bytes.ts";
+import { fingerprintOf } from "../lib/transcript/format.ts";
 import { counterNonce, openSync, sealSync } from "../lib/crypto/aead.ts";
 import { hkdfExpandSync, hmacSha256Sync } from "../lib/crypto/hkdf.ts";
 import { type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
@@ -565,17 +566,34 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
       nc.set.signer === "server" ? serverId.signingKey : clientId.signingKey,
       r,
     );
-    const relay = (seqno: number) =>
+    const clientCert = toBase64(clientId.certDer);
+    const relay = (seqno: number, record: MessageRecord, cert: string | undefined) =>
       JSON.stringify({
         type: "relay",
         seqno,
         ts: Date.now(),
-        cert: btoa(String.fromCharCode(...clientId.certDer)),
-        record: encodeRecord(r),
-        k: btoa(String.fromCharCode(...k)),
+        author_fp: fingerprintOf(clientId.certDer),
+        ...(cert === undefined ? {} : { cert }),
+        record: encodeRecord(record),
+        k: toBase64(k),
       });
-    s.conn.send(s.records.seal(utf8(relay(1))));
-    if (nc.target === "s2c relay twice") s.conn.send(s.records.seal(utf8(relay(2))));
+    s.conn.send(
+      s.records.seal(utf8(relay(1, r, nc.set.cert === "omitted" ? undefined : clientCert))),
+    );
+    if (nc.target === "s2c relay twice") {
+      // By default the same record again, naming the certificate the first one introduced.
+      let second = r;
+      let cert: string | undefined;
+      if (nc.set.second === "introduces the certificate again") cert = clientCert;
+      if (nc.set.second === "introduces the server certificate under the name") {
+        cert = toBase64(serverId.certDer);
+      }
+      if (nc.set.second === "a new record signed by the server") {
+        second = { ...r, seqno: 2 };
+        second.sig = await signRecord(serverId.signingKey, second);
+      }
+      s.conn.send(s.records.seal(utf8(relay(2, second, cert))));
+    }
     const end = await running;
     return end.code;
   } finally {

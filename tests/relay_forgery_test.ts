@@ -7,9 +7,10 @@
  * A record bob accepted in his previous session and the server re-delivers (issue 12) is
  * caught by his high-water marks that outlive the session: recorded, never shown again.
  */
+import { authorCertOf } from "../lib/message/author_certs.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
-import { toBase64, toHex } from "../lib/bytes.ts";
+import { toHex } from "../lib/bytes.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
 import {
@@ -87,7 +88,7 @@ async function bobSession(work: string, relays: Relay[]) {
     const running = session.run({ onMessage: () => {} });
     for (const { record, k } of relays) {
       session.relay(
-        prepareRelay(toBase64(alice.certDer), alice.certDer, encodeRecord(record), record, k),
+        prepareRelay(authorCertOf(alice.certDer), encodeRecord(record), record, k),
       );
     }
     await session.send({ kind: "notice", text: "still here" });

@@ -268,6 +268,69 @@ Deno.test("verify: relayed records are attributed to their author; one moved to 
   );
 });
 
+Deno.test("verify: an author certificate is in the transcript once, then named; a name without an introduction, other bytes under a name, or another user's certificate fail (TRANSCRIPT §2.2)", async () => {
+  const pki = await makePki({ alg: "ed25519", others: ["bob"] });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-certonce-" });
+  const s = await writeSession(pki, { dir, messages: 8, relayAuthor: pki.others[0] });
+  const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+  const relays = lines.flatMap((l, i) => l.includes('"type":"relay"') ? [i] : []);
+  assert.equal(relays.length, 2);
+  const [first, second] = relays.map((i) => JSON.parse(lines[i]));
+  const bobFp = fingerprintOf(pki.others[0].certDer);
+  assert.equal(first.author_fp, bobFp);
+  assert.equal(typeof first.cert, "string"); // introduced on the first line that needs it
+  assert.equal(second.author_fp, bobFp);
+  assert.equal(second.cert, undefined); // then only named
+  assert.equal((await verifyTranscript(s.logPath, { trust })).ok, true);
+
+  const header = JSON.parse(lines[0]);
+  const edits: [string, (l: Record<string, unknown>[]) => void, string, number, RegExp][] = [
+    [
+      "named before any line introduced it",
+      ([a]) => delete a.cert,
+      "TAMPERED",
+      relays[0],
+      /named but was not introduced earlier/,
+    ],
+    [
+      "introduced again with other bytes under its name",
+      ([, b]) => (b.cert = header.client_cert),
+      "TAMPERED",
+      relays[1],
+      /not the one its author_fp .* names/,
+    ],
+    [
+      "introduced twice",
+      ([a, b]) => (b.cert = a.cert),
+      "TAMPERED",
+      relays[1],
+      /introduced again in this session/,
+    ],
+    [
+      "bob's record under alice's certificate",
+      ([a]) => {
+        a.cert = header.client_cert;
+        a.author_fp = fingerprintOf(pki.client.certDer);
+      },
+      "SIG_FAIL",
+      relays[0],
+      /does not carry alice's signature/,
+    ],
+  ];
+  for (const [name, edit, code, at, reason] of edits) {
+    const edited = relays.map((i) => JSON.parse(lines[i]));
+    edit(edited);
+    const changed = [...lines];
+    relays.forEach((i, j) => (changed[i] = JSON.stringify(edited[j])));
+    const caseDir = join(dir, name.replaceAll(/[^a-z]+/g, "-"));
+    const bad = await verifyTranscript(await writeCase(caseDir, { lines: changed }), { trust });
+    assert.equal(bad.code, code, name);
+    assert.equal(bad.firstBadLine, at + 1, name);
+    assert.match(bad.reason ?? "", reason, name);
+  }
+});
+
 Deno.test("verify: a lobby relay relabelled as a stored line (PROTOCOL §6.6) is TAMPERED", async () => {
   const pki = await makePki({ alg: "ed25519", others: ["bob"] });
   const trust = await TrustStore.fromPem(pki.caPem);

@@ -11,6 +11,7 @@ import {
   concat,
   FieldWriter,
   fromBase64,
+  fromHex,
   randomBytes,
   timingSafeEqual,
   toBase64,
@@ -459,7 +460,16 @@ export type MsgMessage =
  * offline queue (§6.6). The two differ only in the freshness rule the recipient applies. The
  * content key travels readable (`k`) or end to end (`e2e`, §12.6).
  */
-type RelayHop = { type: RelayType; seqno: number; ts: number; cert: string; record: RecordJson };
+type RelayHop = {
+  type: RelayType;
+  seqno: number;
+  ts: number;
+  /** The author certificate's fingerprint (PROTOCOL §6.4.1). */
+  author_fp: string;
+  /** The certificate itself, on the relay that introduces it to the session only. */
+  cert?: string;
+  record: RecordJson;
+};
 export type RelayMessage = (RelayHop & { k: string }) | (RelayHop & { e2e: E2eEnvelope });
 
 /** How a record's content key travels: readable by the server, or end to end. */
@@ -490,8 +500,12 @@ const RELAY_TYPES: readonly RelayType[] = ["relay", "stored"];
 
 const contentKeyText = (o: Record<string, unknown>, p: Path) =>
   base64Text(o.k, p, "k", CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
-const certText = (o: Record<string, unknown>, p: Path) =>
-  base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES);
+const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
+/** `author_fp` and, when the certificate is introduced, `cert` (PROTOCOL §6.4.1). */
+const authorMembers = (o: Record<string, unknown>, p: Path) => ({
+  author_fp: matching(o.author_fp, p, "author_fp", FINGERPRINT_RE, "64 lowercase hex characters"),
+  ...(Object.hasOwn(o, "cert") ? { cert: base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES) } : {}),
+});
 const recordMember = (o: Record<string, unknown>, p: Path) =>
   recordJson(o.record, [...p, "record"]);
 
@@ -510,12 +524,12 @@ export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
 
 export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
   const key = keyMemberOf(v);
-  const o = members(v, p, ["type", "seqno", "ts", "cert", "record", key]);
+  const o = members(v, p, ["type", "seqno", "ts", "author_fp", "record", key], ["cert"]);
   return {
     type: literal(o.type, p, "type", RELAY_TYPES),
     seqno: uint(o.seqno, p, "seqno", 1),
     ts: uint(o.ts, p, "ts"),
-    cert: certText(o, p),
+    ...authorMembers(o, p),
     record: recordMember(o, p),
     ...contentKeyOf(o, p, key),
   };
@@ -557,20 +571,28 @@ function queued(o: Record<string, unknown>, p: Path) {
 /** A transcript line (TRANSCRIPT §2.2): the session message without `k`, plus `dir`. */
 export type LineJson =
   | { dir: Direction; type: "msg"; record: RecordJson }
-  | { dir: "s2c"; type: RelayType; seqno: number; ts: number; cert: string; record: RecordJson }
+  | {
+    dir: "s2c";
+    type: RelayType;
+    seqno: number;
+    ts: number;
+    author_fp: string;
+    cert?: string;
+    record: RecordJson;
+  }
   | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
   | { dir: "s2c"; type: "queued"; seqno: number; ts: number; of: number };
 
 const S2C: readonly "s2c"[] = ["s2c"];
 
 const relayLine = shape((v, p): LineJson => {
-  const o = members(v, p, ["dir", "type", "seqno", "ts", "cert", "record"]);
+  const o = members(v, p, ["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]);
   return {
     dir: literal(o.dir, p, "dir", S2C),
     type: literal(o.type, p, "type", RELAY_TYPES),
     seqno: uint(o.seqno, p, "seqno", 1),
     ts: uint(o.ts, p, "ts"),
-    cert: certText(o, p),
+    ...authorMembers(o, p),
     record: recordMember(o, p),
   };
 });
@@ -600,7 +622,10 @@ export type Line =
     type: RelayType;
     seqno: number;
     ts: number;
-    cert: Uint8Array;
+    /** The author certificate's fingerprint (hex; PROTOCOL §6.4.1). */
+    author_fp: string;
+    /** The certificate, on the line that introduced it to the session only. */
+    cert?: Uint8Array;
     record: MessageRecord;
   }
   | { dir: "s2c"; type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
@@ -626,7 +651,15 @@ export function decodeLine(json: LineJson): Line {
       return { dir: json.dir, type: "msg", record: decodeRecord(json.record) };
     case "relay":
     case "stored":
-      return { ...json, cert: fromBase64(json.cert), record: decodeRecord(json.record) };
+      return {
+        dir: json.dir,
+        type: json.type,
+        seqno: json.seqno,
+        ts: json.ts,
+        author_fp: json.author_fp,
+        ...(json.cert === undefined ? {} : { cert: fromBase64(json.cert) }),
+        record: decodeRecord(json.record),
+      };
     case "refused":
     case "queued":
       return json;
@@ -645,7 +678,8 @@ export function encodeLine(line: Line): string {
         type: line.type,
         seqno: line.seqno,
         ts: line.ts,
-        cert: toBase64(line.cert),
+        author_fp: line.author_fp,
+        ...(line.cert ? { cert: toBase64(line.cert) } : {}),
         record: encodeRecord(line.record),
       });
     case "refused":
@@ -668,8 +702,7 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
         Uint8Array.of(LINE_TAG[line.type]),
         u64be(line.seqno),
         u64be(line.ts),
-        u32be(line.cert.length),
-        line.cert,
+        authorEncoding(fromHex(line.author_fp), line.cert),
         recordBytes ?? recordEncoding(line.record),
       );
     case "refused": {
@@ -744,50 +777,87 @@ export function msgLine(
   };
 }
 
+/** author_fp (32 bytes) || u32be(len(cert)) || cert, the cert empty when only named (TRANSCRIPT §3.1). */
+function authorEncoding(fingerprint: Uint8Array, cert: Uint8Array | undefined): Uint8Array {
+  return concat(fingerprint, u32be(cert?.length ?? 0), cert ?? new Uint8Array(0));
+}
+
 /**
- * The parts of a relay shared by every recipient: serialised and encoded once. With `e2e`
- * the envelope travels instead of `k`, and `k` (if the holder knows it) only reaches the
- * `.keys` file.
+ * An author's certificate as relays name it (PROTOCOL §6.4.1): its fingerprint always, its
+ * bytes for the relay that introduces it. The server makes one per author and shares it
+ * between every relay and recipient session; a client makes one per received relay.
+ */
+export interface AuthorCert {
+  /** hex(SHA-256(DER)) */
+  readonly fingerprint: string;
+  /** The certificate (base64 as on the wire, and DER); absent when a relay only named it. */
+  readonly cert?: { readonly base64: string; readonly der: Uint8Array };
+}
+
+/**
+ * The parts of a relay shared by every recipient: serialised and encoded once, in the two
+ * forms a recipient session may need — introducing the author's certificate or only naming
+ * it (§6.4.1). With `e2e` the envelope travels instead of `k`, and `k` (if the holder knows
+ * it) only reaches the `.keys` file.
  */
 export interface PreparedRelay {
-  /** `"cert":…,"record":…,"k":…}` or `…,"e2e":…}` */
+  /** The author certificate's fingerprint: the key of a session's certificate list. */
+  fingerprint: string;
+  /** `"author_fp":…,` */
+  authorPart: string;
+  /** `"cert":…,` (empty when the holder has only the name) */
+  certPart: string;
+  /** `"record":…,"k":…}` or `…,"e2e":…}` */
   wireTail: string;
-  /** `"cert":…,"record":…}` */
+  /** `"record":…}` */
   lineTail: string;
-  /** u32be(len(cert)) || cert || record_enc(record) */
-  encTail: Uint8Array;
+  /** author_fp || u32be(len(cert)) || cert, with the cert and without (TRANSCRIPT §3.1) */
+  encIntroduced?: Uint8Array;
+  encNamed: Uint8Array;
+  /** record_enc(record) */
+  encRecord: Uint8Array;
   /** The content key, when the holder knows it (never the server for an end-to-end record). */
   k?: Uint8Array;
 }
 
 export function prepareRelay(
-  certBase64: string,
-  certDer: Uint8Array,
+  author: AuthorCert,
   recordJson: RecordJson,
   record: MessageRecord,
   k: Uint8Array | undefined,
   e2e?: E2eEnvelope,
 ): PreparedRelay {
-  const shared = `"cert":"${certBase64}","record":${JSON.stringify(recordJson)}`;
+  const fp = fromHex(author.fingerprint);
+  const tail = `"record":${JSON.stringify(recordJson)}`;
   return {
-    wireTail: `${shared},${contentKeyMember(e2e ? { e2e } : { k: k! })}}`,
-    lineTail: `${shared}}`,
-    encTail: concat(u32be(certDer.length), certDer, recordEncoding(record)),
+    fingerprint: author.fingerprint,
+    authorPart: `"author_fp":"${author.fingerprint}",`,
+    certPart: author.cert ? `"cert":"${author.cert.base64}",` : "",
+    wireTail: `${tail},${contentKeyMember(e2e ? { e2e } : { k: k! })}}`,
+    lineTail: `${tail}}`,
+    encIntroduced: author.cert ? authorEncoding(fp, author.cert.der) : undefined,
+    encNamed: authorEncoding(fp, undefined),
+    encRecord: recordEncoding(record),
     k,
   };
 }
 
 /**
  * One recipient's relay: the hop's seqno and ts in front of the shared parts; `type` says
- * whether it is live or from the offline queue (§6.6).
+ * whether it is live or from the offline queue (§6.6), `introduce` whether it carries the
+ * author's certificate (the session's certificate list decides, §6.4.1).
  */
 export function relayFor(
   p: PreparedRelay,
   seqno: number,
   ts: number,
-  type: RelayType = "relay",
+  type: RelayType,
+  introduce: boolean,
 ): { wire: string; line: PreparedLine } {
-  const head = `"seqno":${seqno},"ts":${ts},`;
+  if (introduce && !p.encIntroduced) {
+    throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
+  }
+  const head = `"seqno":${seqno},"ts":${ts},${p.authorPart}${introduce ? p.certPart : ""}`;
   return {
     wire: `{"type":"${type}",${head}${p.wireTail}`,
     line: {
@@ -795,7 +865,13 @@ export function relayFor(
       seqno,
       ts,
       json: `{"dir":"s2c","type":"${type}",${head}${p.lineTail}`,
-      enc: [Uint8Array.of(LINE_TAG[type]), u64be(seqno), u64be(ts), p.encTail],
+      enc: [
+        Uint8Array.of(LINE_TAG[type]),
+        u64be(seqno),
+        u64be(ts),
+        introduce ? p.encIntroduced! : p.encNamed,
+        p.encRecord,
+      ],
       k: p.k,
     },
   };

@@ -23,6 +23,7 @@ import {
 import { base64Text } from "../wire/schema.ts";
 import { type E2eEnvelope, E2eEnvelopeSchema } from "../e2e/envelope.ts";
 import { zodOf } from "../wire/shape.ts";
+import { authorCertOf } from "../message/author_certs.ts";
 
 /** A relay between nodes: the content key readable (`k`) or end to end (`e2e`, PROTOCOL §12.6). */
 export type ClusterRelay =
@@ -63,11 +64,13 @@ export function decodeClusterRecord(value: unknown): ClusterRecord {
   return parsed.data;
 }
 
-/** A relay from the stream, serialised once for every local recipient. */
+/**
+ * A relay from the stream or the queue, serialised once for every local recipient; each
+ * recipient session's list decides whether its copy introduces the certificate (§6.4.1).
+ */
 export function preparedRelayOf(relay: ClusterRelay): PreparedRelay {
   return prepareRelay(
-    relay.cert,
-    fromBase64(relay.cert),
+    authorCertOf(fromBase64(relay.cert), relay.cert),
     relay.record,
     decodeRecord(relay.record),
     "e2e" in relay ? undefined : fromBase64(relay.k),

@@ -20,6 +20,7 @@ import { BundleJsonSchema } from "../e2e/envelope.ts";
 import { deviceOf } from "../e2e/bundle.ts";
 import { type KeyDirectory, PREKEYS_LOW } from "../store/key_directory.ts";
 import {
+  type AuthorCert,
   type Body,
   canonicalName,
   LOBBY,
@@ -41,6 +42,7 @@ import {
   preparedRelayOf,
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
+import { authorCertOf } from "../message/author_certs.ts";
 import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
 import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } from "./presence.ts";
 
@@ -87,8 +89,8 @@ export class Member {
   readonly bucket: TokenBucket;
   /** This member's relays still being published (see RELAY_WINDOW). */
   readonly inFlight = new Set<Promise<void>>();
-  /** See certBase64: encoded at the member's first relay, not for every idle session. */
-  #certBase64?: string;
+  /** See authorCert: made at the member's first relay, not for every idle session. */
+  #authorCert?: AuthorCert;
   /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
   readonly since = Date.now();
   /**
@@ -128,9 +130,12 @@ export class Member {
   ) {
     this.bucket = new TokenBucket(limits.messageBurst, limits.messagesPerSecond);
   }
-  /** The member's certificate as relays carry it, encoded once. */
-  get certBase64(): string {
-    return this.#certBase64 ??= toBase64(this.session.established.peer.der);
+  /**
+   * The member's certificate as relays name or introduce it (PROTOCOL §6.4.1), made once:
+   * every recipient session's list shares its fingerprint, and its bytes.
+   */
+  get authorCert(): AuthorCert {
+    return this.#authorCert ??= authorCertOf(this.session.established.peer.der);
   }
   get username(): string {
     return this.session.username;
@@ -300,8 +305,8 @@ export class Lobby {
     // An end-to-end record is forwarded (or stored) with its envelope, which the server
     // cannot open.
     const relayed: ClusterRelay = message.type === "sealed"
-      ? { cert: from.certBase64, record: message.recordJson, e2e: message.e2e }
-      : { cert: from.certBase64, record: message.recordJson, k: toBase64(message.k) };
+      ? { cert: from.authorCert.cert!.base64, record: message.recordJson, e2e: message.e2e }
+      : { cert: from.authorCert.cert!.base64, record: message.recordJson, k: toBase64(message.k) };
     if (to !== undefined && !this.#reachable(to)) {
       return await this.#store(from, message.seqno, to, relayed);
     }
@@ -311,8 +316,7 @@ export class Lobby {
     if (!this.#cluster) {
       // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4).
       const prepared = prepareRelay(
-        from.certBase64,
-        from.session.established.peer.der,
+        from.authorCert,
         message.recordJson,
         record,
         message.type === "msg" ? message.k : undefined,

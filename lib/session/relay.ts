@@ -6,7 +6,7 @@
  * with high-water marks kept in a small state file.
  */
 import { fromBase64 } from "../bytes.ts";
-import { fingerprintOf } from "../transcript/format.ts";
+import { SessionCertList } from "../message/author_certs.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import {
   type Body,
@@ -30,6 +30,8 @@ export interface RelayedText {
   /** The author's CN. */
   author: string;
   fingerprint: string;
+  /** The author's certificate when this relay introduced it to the session (§6.4.1). */
+  certDer?: Uint8Array;
   text: string;
   /** true when addressed to us alone (`user:<us>`), false for the lobby. */
   private: boolean;
@@ -213,7 +215,8 @@ export interface RelayContext {
 
 /** Checks relayed records in the order of PROTOCOL §6.4. */
 export class RelayVerifier {
-  readonly #authors = new Map<string, Promise<{ peer: ValidatedPeer; key: VerifyingKey }>>();
+  /** This session's author certificates (§6.4.1), each validated once when introduced. */
+  readonly #authors = new SessionCertList<Promise<{ peer: ValidatedPeer; key: VerifyingKey }>>();
   /** This session's marks: within one session the server never relays a record twice. */
   readonly #inSession = new Map<string, number>();
   readonly #me: string;
@@ -229,9 +232,15 @@ export class RelayVerifier {
    */
   async check(relay: RelayMessage): Promise<RelayedText> {
     const stored = relay.type === "stored";
-    const certDer = fromBase64(relay.cert);
-    const fingerprint = fingerprintOf(certDer);
-    const { peer, key } = await this.#author(fingerprint, certDer);
+    const certDer = relay.cert === undefined ? undefined : fromBase64(relay.cert);
+    const fingerprint = relay.author_fp;
+    const { peer, key } = await this.#authors.admit(
+      fingerprint,
+      certDer,
+      (der) =>
+        validatePeerCertificate(this.ctx.trust, der, { role: "client" })
+          .then((peer) => ({ peer, key: peer.key })),
+    );
     const record = decodeRecord(relay.record);
     if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {
       throw new SecureChatError(
@@ -331,6 +340,7 @@ export class RelayVerifier {
       stored,
       author: peer.commonName,
       fingerprint,
+      ...(certDer ? { certDer } : {}),
       text,
       private: record.to !== LOBBY,
       record,
@@ -338,18 +348,5 @@ export class RelayVerifier {
       ...(undecryptable === undefined ? {} : { undecryptable }),
       ...(senderKey ? { senderKey } : {}),
     };
-  }
-
-  #author(fingerprint: string, der: Uint8Array) {
-    let entry = this.#authors.get(fingerprint);
-    if (!entry) {
-      entry = validatePeerCertificate(this.ctx.trust, der, { role: "client" })
-        .then((peer) => ({ peer, key: peer.key }));
-      if (this.#authors.size > 1000) this.#authors.clear();
-      this.#authors.set(fingerprint, entry);
-      // A refused certificate is not cached: the next relay checks it again.
-      entry.catch(() => this.#authors.delete(fingerprint));
-    }
-    return entry;
   }
 }

@@ -75,6 +75,7 @@ import {
 } from "./relay.ts";
 import type { E2eEnvelope } from "../e2e/envelope.ts";
 import { SequenceWindow } from "./replay.ts";
+import { SessionCertList } from "../message/author_certs.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { spendTurn } from "../turn.ts";
 
@@ -182,6 +183,11 @@ export class ChatSession {
   readonly #sendDir: "c2s" | "s2c";
   readonly #receiveDir: "c2s" | "s2c";
   readonly #window = new SequenceWindow();
+  /**
+   * The server's list of the author certificates this session was sent (PROTOCOL §6.4.1),
+   * made at the first relay: an idle session holds none.
+   */
+  #authorCerts?: SessionCertList<true>;
   #sendSeqno = 0;
   #sendTs = 0;
   #receiveTs = 0;
@@ -362,8 +368,10 @@ export class ChatSession {
    * @returns the hop's seqno
    */
   relay(prepared: PreparedRelay, type: RelayType = "relay"): number {
+    const certs = this.#authorCerts ??= new SessionCertList<true>();
+    const introduce = certs.mustIntroduce(prepared.fingerprint, true);
     const { seqno, ts } = this.#number();
-    this.#emit(relayFor(prepared, seqno, ts, type));
+    this.#emit(relayFor(prepared, seqno, ts, type, introduce));
     return seqno;
   }
 
@@ -731,15 +739,20 @@ export class ChatSession {
     this.#checkHop(message.seqno, message.ts);
     const relayed = await this.#relays.check(message);
     this.#accept(message.seqno, message.ts);
+    const introduced = relayed.certDer !== undefined;
     const prepared = prepareRelay(
-      message.cert,
-      fromBase64(message.cert),
+      {
+        fingerprint: message.author_fp,
+        ...(introduced ? { cert: { base64: message.cert!, der: relayed.certDer! } } : {}),
+      },
       message.record,
       relayed.record,
       relayed.k,
       "e2e" in message ? message.e2e : undefined,
     );
-    this.#transcript.append(relayFor(prepared, message.seqno, message.ts, message.type).line);
+    this.#transcript.append(
+      relayFor(prepared, message.seqno, message.ts, message.type, introduced).line,
+    );
     if (relayed.senderKey) this.#opts.e2e?.onSenderKey(relayed.author, relayed.senderKey);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
   }

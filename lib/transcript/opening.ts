@@ -23,6 +23,7 @@ import { zodOf } from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
 import { HeaderLineSchema, MAX_CERT_BYTES, MAX_LINE_BYTES } from "./format.ts";
 import { readLines } from "./lines.ts";
+import { SessionCertList } from "../message/author_certs.ts";
 import { TrustAtSessionTime } from "./trust_at.ts";
 
 export const OpeningSchema = z.object({
@@ -54,11 +55,23 @@ export async function makeOpening(
   const file = await openOrFail(logPath);
   let header: z.output<typeof HeaderLineSchema> | undefined;
   let target: string | undefined;
+  // A relay may only name its author's certificate: the session's list, run over the lines
+  // up to the target as verify runs it, finds the line that introduced it (TRANSCRIPT §2.2).
+  const sessionCerts = new SessionCertList<Uint8Array>();
+  let authorDer: Uint8Array | undefined;
   try {
     for await (const raw of readLines(file, MAX_LINE_BYTES)) {
-      if (raw.number === 1) header = HeaderLineSchema.parse(parseStrictJson(fromUtf8(raw.bytes)));
+      if (raw.number === 1) {
+        header = HeaderLineSchema.parse(parseStrictJson(fromUtf8(raw.bytes)));
+        continue;
+      }
+      const text = fromUtf8(raw.bytes);
+      const line = decodeLine(zodOf(LineShape).parse(parseStrictJson(text)));
+      if (line.type === "relay" || line.type === "stored") {
+        authorDer = sessionCerts.admit(line.author_fp, line.cert, (der) => der);
+      }
       if (raw.number === lineNumber) {
-        target = fromUtf8(raw.bytes);
+        target = text;
         break;
       }
     }
@@ -78,7 +91,7 @@ export async function makeOpening(
   }
   const seqno = line.type === "msg" ? line.record.seqno : line.seqno;
   const k = await findKey(keysPath, line.dir, seqno);
-  const cert = line.type === "msg" ? header.client_cert : line.cert;
+  const cert = line.type === "msg" ? header.client_cert : authorDer!;
   return {
     type: "securechat-opening",
     version: 1,

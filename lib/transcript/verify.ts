@@ -36,6 +36,7 @@ import {
   TranscriptHasher,
 } from "./format.ts";
 import { readLines } from "./lines.ts";
+import { SessionCertList } from "../message/author_certs.ts";
 import { checkReceipt, parseReceipt, type Receipt, type ReceiptParties } from "./receipt.ts";
 
 export type VerifyCode = Extract<ErrorCode, "TAMPERED" | "SIG_FAIL" | "BAD_CERT" | "REPLAY">;
@@ -443,6 +444,8 @@ async function checkLines(
   const lastTs: Record<Direction, number> = { c2s: 0, s2c: 0 };
   const relaySeq = new Map<string, number>();
   const authorCerts = new Map<string, Promise<ValidatedPeer>>();
+  /** The session's author certificate list, run over the file as the parties ran it (§2.2). */
+  const sessionCerts = new SessionCertList<Uint8Array>();
   const authors = new Map<string, { commonName: string; fingerprint: string; messages: number }>();
   const refused: { of: number; code: string; line: number }[] = [];
   const queued: { of: number; line: number }[] = [];
@@ -533,9 +536,16 @@ async function checkLines(
       lineProblem = stop(n, problem.reason, problem.code);
       break;
     }
+    let authorDer: Uint8Array | undefined;
     if (line.type === "relay" || line.type === "stored") {
+      try {
+        authorDer = sessionCerts.admit(line.author_fp, line.cert, (der) => der);
+      } catch (error) {
+        lineProblem = stop(n, (error as Error).message);
+        break;
+      }
       // Live and stored deliveries of one author session share its seqno order (§6.6).
-      const key = `${fingerprintOf(line.cert)}/${line.record.sid}`;
+      const key = `${line.author_fp}/${line.record.sid}`;
       const last = relaySeq.get(key) ?? 0;
       if (line.record.seqno <= last) {
         lineProblem = stop(
@@ -578,10 +588,10 @@ async function checkLines(
         .finally(settled);
     } else if (line.type === "relay" || line.type === "stored") {
       const record = line.record;
-      const fingerprint = fingerprintOf(line.cert);
+      const fingerprint = line.author_fp;
       let cert = authorCerts.get(`${fingerprint}@${record.ts}`);
       if (!cert) {
-        cert = trustAt.validate(line.cert, { role: "client", now: new Date(record.ts) });
+        cert = trustAt.validate(authorDer!, { role: "client", now: new Date(record.ts) });
         if (authorCerts.size > 4096) authorCerts.clear();
         authorCerts.set(`${fingerprint}@${record.ts}`, cert);
       }

@@ -649,6 +649,34 @@ const NEGATIVES = {
       sign: "after edit",
       code: "SIG_FAIL",
     },
+    {
+      name: "a relay naming an author certificate this session was never sent",
+      target: "s2c relay",
+      set: { cert: "omitted" },
+      sign: "after edit",
+      code: "PROTOCOL_ERROR",
+    },
+    {
+      name: "an author certificate introduced twice in one session",
+      target: "s2c relay twice",
+      set: { second: "introduces the certificate again" },
+      sign: "after edit",
+      code: "PROTOCOL_ERROR",
+    },
+    {
+      name: "a certificate introduced again with other bytes under the name it holds",
+      target: "s2c relay twice",
+      set: { second: "introduces the server certificate under the name" },
+      sign: "after edit",
+      code: "TAMPERED",
+    },
+    {
+      name: "another party's record named with an introduced certificate",
+      target: "s2c relay twice",
+      set: { second: "a new record signed by the server" },
+      sign: "after edit",
+      code: "SIG_FAIL",
+    },
   ],
 };
 

@@ -438,15 +438,29 @@ def s2c_relay_case(v, case, workdir):
     signer = private_key(pki["server_key_pem"]) if case["set"].get("signer") == "server" \
         else client_key
     k = hashlib.sha256(b"negative relay").digest()
-    rec, wire = sc.make_record(signer, author_sid, to, 1, ts,
-                               b'{"kind":"text","text":"relayed"}', k)
-    relay = {"type": "relay", "seqno": 1, "ts": t0 + 1001, "cert": sc.b64e(cert_der(
-        pki["client_cert_pem"])), "record": wire, "k": sc.b64e(k)}
-    times = 2 if case["target"] == "s2c relay twice" else 1
+    body = b'{"kind":"text","text":"relayed"}'
+    rec, wire = sc.make_record(signer, author_sid, to, 1, ts, body, k)
+    client_der = cert_der(pki["client_cert_pem"])
+    relay = {"type": "relay", "seqno": 1, "ts": t0 + 1001, "author_fp": sc.fingerprint(client_der),
+             "cert": sc.b64e(client_der), "record": wire, "k": sc.b64e(k)}
+    if case["set"].get("cert") == "omitted":
+        del relay["cert"]
+    relays = [relay]
+    if case["target"] == "s2c relay twice":  # by default the same record, naming the certificate
+        second = {k_: v_ for k_, v_ in relay.items() if k_ != "cert"}
+        what = case["set"].get("second")
+        if what == "introduces the certificate again":
+            second["cert"] = relay["cert"]
+        elif what == "introduces the server certificate under the name":
+            second["cert"] = sc.b64e(cert_der(pki["server_cert_pem"]))
+        elif what == "a new record signed by the server":
+            _, second["record"] = sc.make_record(private_key(pki["server_key_pem"]), author_sid,
+                                                 to, 2, ts, body, k)
+        relays.append(second)
     c.clock = t0 + 1001
     try:
-        for i in range(times):
-            c.on_relay({**relay, "seqno": 1 + i, "ts": t0 + 1001 + i})
+        for i, r in enumerate(relays):
+            c.on_relay({**r, "seqno": 1 + i, "ts": t0 + 1001 + i})
     except sc.ProtoError as e:
         return e.code
     return "accepted"

@@ -38,6 +38,7 @@ Diagnostics go to stderr. Section numbers below cite PROTOCOL.md unless they nam
 import argparse
 import base64
 import binascii
+import collections
 import datetime
 import hashlib
 import hmac
@@ -80,6 +81,7 @@ COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
 SKEW_MS = 5 * 60 * 1000                      # §8.2
 MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
+SESSION_CERTS = 256                          # §6.4.1
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
 GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
@@ -1877,6 +1879,8 @@ class Client:
             os.makedirs(args.transcripts, mode=0o700, exist_ok=True)
             seen = os.path.join(args.transcripts, f"{args.user}.seen.json")
         self.seen = SeenMarks(seen)
+        # §6.4.1: the author certificates introduced in this session, least recently used first
+        self.author_certs = collections.OrderedDict()
         self.conn = None
         self.tx = None           # our sending direction, once we have keys
         self.rx = None
@@ -2341,17 +2345,20 @@ class Client:
     def on_relay(self, m):
         """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there."""
         stored = m["type"] == "stored"
-        strict(m, ["type", "seqno", "ts", "cert", "record"], ["k", "e2e"])
+        strict(m, ["type", "seqno", "ts", "author_fp", "record"], ["k", "e2e", "cert"])
         if ("k" in m) == ("e2e" in m):
             raise ProtoError("PROTOCOL_ERROR", "a relay carries either k or e2e (§12.6)")
         seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
-        cert_der = b64d(m["cert"], max_size=16 * 1024)
+        fp = m["author_fp"]
+        if not isinstance(fp, str) or not re.fullmatch(r"[0-9a-f]{64}", fp):
+            raise ProtoError("PROTOCOL_ERROR", "author_fp is not 64 lowercase hex")
+        introduced = b64d(m["cert"], max_size=16 * 1024) if "cert" in m else None
         rec = parse_record(m["record"])
         k = b64d(m["k"], size=32) if "k" in m else None
         if "e2e" in m and (self.device is None or not isinstance(m["e2e"], dict)):
             raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
-        author_pub, author = self.trust.validate(cert_der, "client")              # 2
+        author_pub, author, cert_der = self.author_cert(fp, introduced)           # 2, §6.4.1
         allowed = ("user:" + self.my_name,) if stored else ("lobby", "user:" + self.my_name)
         if rec["dir"] != "c2s" or rec["to"] not in allowed:                       # 3, 3'
             raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
@@ -2370,7 +2377,6 @@ class Client:
             raise ProtoError("REPLAY", "relayed record older than this session")
         if rec["ts"] > ts + SKEW_MS:
             raise ProtoError("STALE", "relayed record from the future")
-        fp = fingerprint(cert_der)
         duplicate = self.seen.check(fp, rec["sid"].hex(), rec["seqno"])          # 6, 7
         no_key = None
         if k is None and not duplicate:                                           # 5, §12.6
@@ -2387,10 +2393,13 @@ class Client:
                 text = want_text(body)
         self.accept_hop(seqno, ts)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
-        line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "cert": m["cert"],
-                "record": m["record"]}
-        enc = (b"\x05" if stored else b"\x02") + u64(seqno) + u64(ts) + u32(len(cert_der)) \
-            + cert_der + record_enc(rec)
+        line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "author_fp": fp}
+        if introduced is not None:
+            line["cert"] = m["cert"]
+        line["record"] = m["record"]
+        shown = introduced if introduced is not None else b""
+        enc = (b"\x05" if stored else b"\x02") + u64(seqno) + u64(ts) + bytes.fromhex(fp) \
+            + u32(len(shown)) + shown + record_enc(rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
         if stored:  # §6.6: acknowledged once the line, the marks (and e2e state) are durable
             self.seen.save(force=True)
@@ -2412,6 +2421,23 @@ class Client:
             self.device.lists.pop(author, None)  # the next line to the author refetches
         else:
             out(f"{safe(author)}{private}{' e2e' if 'e2e' in m else ''}: {safe(text)}")
+
+    def author_cert(self, fp, introduced):
+        """§6.4.1: (key, CN, DER) of the certificate a relay introduces or names."""
+        if introduced is None:
+            if fp not in self.author_certs:
+                raise ProtoError("PROTOCOL_ERROR", "relay names a certificate not introduced")
+            self.author_certs.move_to_end(fp)
+            return self.author_certs[fp]
+        if fingerprint(introduced) != fp:
+            raise ProtoError("TAMPERED", "the certificate is not the one author_fp names")
+        if fp in self.author_certs:
+            raise ProtoError("PROTOCOL_ERROR", "author certificate introduced twice")
+        author_pub, author = self.trust.validate(introduced, "client")
+        self.author_certs[fp] = (author_pub, author, introduced)
+        if len(self.author_certs) > SESSION_CERTS:
+            self.author_certs.popitem(last=False)
+        return self.author_certs[fp]
 
     def open_e2e(self, author, author_pub, cert_der, e2e, rec):
         """§12.6 step 5: (k, None), or (None, why) when this device has no key for it."""

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { fromBase64, toBase64, toHex } from "../../lib/bytes.ts";
 import { SecureChatError } from "../../lib/errors.ts";
+import { fingerprintOf } from "../../lib/transcript/format.ts";
 import type { LogFields } from "../../lib/log.ts";
 import {
   type Body,
@@ -106,7 +107,7 @@ function message(body: Body, to: string): ReceivedMessage {
   return { type: "msg", seqno, ts: record.ts, body, record, recordJson: encodeRecord(record), k };
 }
 
-const wire = (p: PreparedRelay) => JSON.parse(relayFor(p, 9, 1).wire);
+const wire = (p: PreparedRelay) => JSON.parse(relayFor(p, 9, 1, "relay", true).wire);
 
 Deno.test("Lobby.join(): the newcomer is welcomed with who is online, the others told", async () => {
   const { lobby, join } = setup();
@@ -146,8 +147,9 @@ Deno.test("Lobby.receive(): a text reaches every other member as the author's re
   const relay = wire(bob.session.relays[0]);
   assert.deepEqual(relay.record, m.type === "msg" ? m.recordJson : null);
   assert.equal(relay.cert, toBase64(alice.session.cert));
+  assert.equal(relay.author_fp, fingerprintOf(alice.session.cert));
   assert.deepEqual(fromBase64(relay.k), m.type === "msg" ? m.k : null);
-  assert.deepEqual(Object.keys(relay), ["type", "seqno", "ts", "cert", "record", "k"]);
+  assert.deepEqual(Object.keys(relay), ["type", "seqno", "ts", "author_fp", "cert", "record", "k"]);
 });
 
 Deno.test("Lobby.receive(): user:x reaches one member, case-insensitively; one not online is refused", async () => {

@@ -44,7 +44,7 @@ class FakeSession {
     return Promise.resolve(++this.#seqno);
   }
   relay(prepared: PreparedRelay, type = "relay"): number {
-    const text = JSON.parse(relayFor(prepared, 1, 1).wire).record.seqno;
+    const text = JSON.parse(relayFor(prepared, 1, 1, "relay", true).wire).record.seqno;
     this.sent.push(`${type} ${text}`);
     if (type === "stored") this.storedHops.push(this.#seqno + 1);
     return ++this.#seqno;

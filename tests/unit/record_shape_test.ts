@@ -54,12 +54,14 @@ const RecordJson = z.object({
   sig: base64Text(1, MAX_SIG_BYTES).optional(),
 }).strict();
 const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
-const cert = base64Text(1, MAX_CERT_BYTES);
+const cert = base64Text(1, MAX_CERT_BYTES).optional();
+const authorFp = z.string().regex(/^[0-9a-f]{64}$/);
 const Msg = z.object({ type: z.literal("msg"), record: RecordJson, k }).strict();
 const Relay = z.object({
   type: z.enum(["relay", "stored"]),
   seqno: uint().min(1),
   ts: uint(),
+  author_fp: authorFp,
   cert,
   record: RecordJson,
   k,
@@ -80,6 +82,7 @@ const Line = z.discriminatedUnion("type", [
     type: z.enum(["relay", "stored"]),
     seqno: uint().min(1),
     ts: uint(),
+    author_fp: authorFp,
     cert,
     record: RecordJson,
   }).strict(),
@@ -162,7 +165,32 @@ Deno.test("record shapes agree with the zod reference on fixed cases", () => {
       unread: Array.from({ length: MAX_UNREAD + 1 }, (_, i) => i + 1),
     }],
     ["a received with unread not a list", { kind: "received", upto: 9, unread: 5 }],
-    ["a stored line", { ...line, dir: "s2c", type: "stored", seqno: 2, ts: 5, cert: RECORD.c }],
+    ["a stored line", {
+      ...line,
+      dir: "s2c",
+      type: "stored",
+      seqno: 2,
+      ts: 5,
+      author_fp: "cd".repeat(32),
+      cert: RECORD.c,
+    }],
+    ["a stored line naming its certificate", {
+      ...line,
+      dir: "s2c",
+      type: "stored",
+      seqno: 2,
+      ts: 5,
+      author_fp: "cd".repeat(32),
+    }],
+    ["a relay line with an upper-case author_fp", {
+      ...line,
+      dir: "s2c",
+      type: "relay",
+      seqno: 2,
+      ts: 5,
+      author_fp: "CD".repeat(32),
+    }],
+    ["a relay line without author_fp", { ...line, dir: "s2c", type: "relay", seqno: 2, ts: 5 }],
     ["a queued line", { dir: "s2c", type: "queued", seqno: 2, ts: 5, of: 1 }],
     ["a queued message", { type: "queued", seqno: 2, ts: 5, of: 1 }],
     ["a queued line with a code", {
@@ -198,7 +226,7 @@ Deno.test("record shapes agree with the zod reference on fuzzed messages", () =>
       type: "relay",
       seqno: 2,
       ts: 5,
-      cert: (CORPUS.relay as { cert: string }).cert,
+      author_fp: "ef".repeat(32),
       record: RECORD,
     },
   ];

@@ -24,6 +24,7 @@ import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import { type E2eUnwrap, RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
 import { seenFile } from "../../lib/session/seen_file.ts";
 import { makePki } from "../../testkit/pki.ts";
+import { fingerprintOf } from "../../lib/transcript/format.ts";
 
 const pki = await makePki(["alice", "bob"]);
 const rogue = await makePki(["alice"]); // same name, a CA nobody trusts
@@ -64,10 +65,17 @@ async function relayed(
     type: "relay",
     seqno: 1,
     ts: Date.now(),
+    author_fp: fingerprintOf(author.certDer),
     cert: toBase64(author.certDer),
     record: encodeRecord(record),
     k: toBase64(k),
   };
+}
+
+/** The same relay naming its author's certificate only, as once a session holds it (§6.4.1). */
+function named(relay: RelayMessage): RelayMessage {
+  const { cert: _introduced, ...rest } = relay;
+  return rest;
 }
 
 const verifier = (seen = SeenStore.memory()) =>
@@ -124,10 +132,7 @@ Deno.test("RelayVerifier.check() refuses what the server altered, forged or move
     ],
     [
       "an author certificate from another CA",
-      (async () => ({
-        ...await relayed(alice, 1),
-        cert: toBase64((await rogue.identity("alice")).certDer),
-      }))(),
+      (async () => relayed(await rogue.identity("alice"), 1))(),
       "BAD_CERT",
     ],
   ];
@@ -141,11 +146,41 @@ Deno.test("RelayVerifier.check(): a repeat within the session is REPLAY; one fro
   const first = verifier(seen);
   const r1 = await relayed(alice, 1);
   assert.equal((await first.check(r1)).duplicate, false);
-  assert.equal(await codeOfCheck(first, r1), "REPLAY");
+  assert.equal(await codeOfCheck(first, named(r1)), "REPLAY");
   // The next session (same store): the server re-delivers it — caught, not shown as new.
   const next = verifier(seen);
   assert.equal((await next.check(r1)).duplicate, true);
-  assert.equal((await next.check(await relayed(alice, 2))).duplicate, false);
+  assert.equal((await next.check(named(await relayed(alice, 2)))).duplicate, false);
+});
+
+Deno.test("RelayVerifier.check(): an author's certificate is introduced once per session, then named (PROTOCOL §6.4.1)", async () => {
+  const v = verifier();
+  const first = await v.check(await relayed(alice, 1));
+  assert.deepEqual(first.certDer, alice.certDer);
+  const second = await v.check(named(await relayed(alice, 2)));
+  assert.equal(second.author, "alice");
+  assert.equal(second.certDer, undefined);
+  assert.equal(second.fingerprint, fingerprintOf(alice.certDer));
+});
+
+Deno.test("RelayVerifier.check() refuses a server's misuse of certificate names, each with its code", async () => {
+  // A name this session was never sent.
+  assert.equal(await codeOfCheck(verifier(), named(await relayed(alice, 1))), "PROTOCOL_ERROR");
+  // The same certificate introduced twice.
+  const twice = verifier();
+  await twice.check(await relayed(alice, 1));
+  assert.equal(await codeOfCheck(twice, await relayed(alice, 2)), "PROTOCOL_ERROR");
+  // Other bytes under a name: bob's certificate introduced as alice's fingerprint.
+  const swapped = { ...await relayed(alice, 1), cert: toBase64(bob.certDer) };
+  assert.equal(await codeOfCheck(verifier(), swapped), "TAMPERED");
+  // alice's record under bob's name (bob introduced before): checked with bob's key.
+  const v = verifier();
+  await v.check(await relayed(bob, 1));
+  const misattributed = {
+    ...named(await relayed(alice, 1)),
+    author_fp: fingerprintOf(bob.certDer),
+  };
+  assert.equal(await codeOfCheck(v, misattributed), "SIG_FAIL");
 });
 
 Deno.test("SeenStore: marks survive a restart through the file (0600), old ones are dropped", async () => {
@@ -277,6 +312,7 @@ async function e2eRelayed(
     type: o.type ?? "relay",
     seqno: 1,
     ts: Date.now(),
+    author_fp: fingerprintOf(alice.certDer),
     cert: toBase64(alice.certDer),
     record: encodeRecord(record),
     e2e: o.e2e ?? RATCHET,

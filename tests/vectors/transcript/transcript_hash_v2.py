@@ -24,9 +24,13 @@ def record_enc(r):
 def line_enc(l):
     if l["type"] == "msg":
         return b"\x01" + record_enc(l["record"])
-    if l["type"] == "relay":
-        cert = base64.b64decode(l["cert"], validate=True)
-        return b"\x02" + u64(l["seqno"]) + u64(l["ts"]) + u32(len(cert)) + cert + record_enc(l["record"])
+    if l["type"] in ("relay", "stored"):
+        # the author certificate's fingerprint; the certificate only where it was introduced
+        cert = base64.b64decode(l["cert"], validate=True) if "cert" in l else b""
+        return (b"\x02" if l["type"] == "relay" else b"\x05") + u64(l["seqno"]) + u64(l["ts"]) \
+            + bytes.fromhex(l["author_fp"]) + u32(len(cert)) + cert + record_enc(l["record"])
+    if l["type"] == "queued":
+        return b"\x04" + u64(l["seqno"]) + u64(l["ts"]) + u64(l["of"])
     code = l["code"].encode()
     return b"\x03" + u64(l["seqno"]) + u64(l["ts"]) + u64(l["of"]) + u32(len(code)) + code
 
@@ -64,11 +68,15 @@ def vector():
         {"dir": "c2s", "type": "msg", "record": rec("c2s", "lobby", 1, 1767225600100, True)},
         {"dir": "s2c", "type": "msg", "record": rec("s2c", "user:alice", 1, 1767225600101, False)},
         {"dir": "s2c", "type": "relay", "seqno": 2, "ts": 1767225600200,
+         "author_fp": hashlib.sha256(b"bob's certificate").hexdigest(),
          "cert": b64(b"bob's certificate"),
          "record": dict(rec("c2s", "lobby", 7, 1767225600150, True), sid="cd" * 16)},
         {"dir": "c2s", "type": "msg", "record": rec("c2s", "server", 2, 1767225600300, True)},
         {"dir": "s2c", "type": "refused", "seqno": 3, "ts": 1767225600301, "of": 2,
          "code": "RATE_LIMITED"},
+        {"dir": "s2c", "type": "relay", "seqno": 4, "ts": 1767225600400,
+         "author_fp": hashlib.sha256(b"bob's certificate").hexdigest(),
+         "record": dict(rec("c2s", "lobby", 8, 1767225600350, True), sid="cd" * 16)},
     ]
     h, d, n = transcript_hash(header, lines)
     empty, _, _ = transcript_hash(header, [])
