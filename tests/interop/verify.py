@@ -17,6 +17,7 @@ Usage or I/O errors exit 2.
 
 import argparse
 import base64
+import collections
 import datetime
 import hashlib
 import hmac
@@ -85,6 +86,7 @@ class Verifier:
         self.n = {"c2s": 0, "s2c": 0}
         self.last_ts = {"c2s": 0, "s2c": 0}
         self.marks = {}          # (author fingerprint, author sid) -> highest record seqno
+        self.certs = collections.OrderedDict()  # the session's certificate list (PROTOCOL §6.4.1)
         self.authors = {}        # fingerprint -> [cn, signed records]
         self.not_attributed = []
         self.of_lines = []       # (line number, of) of refused and queued lines
@@ -129,18 +131,19 @@ class Verifier:
     # ---- lines (§2.2, §5 step 4)
 
     def line(self, raw, n):
-        base = strict_line(raw, n, ["dir", "type"], ["record", "seqno", "ts", "cert", "of", "code"])
+        base = strict_line(raw, n, ["dir", "type"],
+                           ["record", "seqno", "ts", "author_fp", "cert", "of", "code"])
         kind, d = base["type"], base["dir"]
         shapes = {
             "msg": ["dir", "type", "record"],
-            "relay": ["dir", "type", "seqno", "ts", "cert", "record"],
-            "stored": ["dir", "type", "seqno", "ts", "cert", "record"],
+            "relay": ["dir", "type", "seqno", "ts", "author_fp", "record"],
+            "stored": ["dir", "type", "seqno", "ts", "author_fp", "record"],
             "refused": ["dir", "type", "seqno", "ts", "of", "code"],
             "queued": ["dir", "type", "seqno", "ts", "of"],
         }
         if kind not in shapes or d not in ("c2s", "s2c"):
             raise Invalid("TAMPERED", f"line {n}", "unknown line type or direction")
-        m = strict_line(raw, n, shapes[kind])
+        m = strict_line(raw, n, shapes[kind], ["cert"] if kind in ("relay", "stored") else [])
         if kind != "msg" and d != "s2c":
             raise Invalid("TAMPERED", f"line {n}", f"a {kind} line is s2c only")
         rec = field(sc.parse_record, n, m["record"]) if "record" in m else None
@@ -155,10 +158,15 @@ class Verifier:
         if kind == "msg":
             enc = b"\x01" + self.msg(rec, d, n)
         elif kind in ("relay", "stored"):
-            cert = field(sc.b64d, n, m["cert"], max_size=16 * 1024)
+            fp = field(sc.want_str, n, m, "author_fp")
+            if not re.fullmatch(r"[0-9a-f]{64}", fp):
+                raise Invalid("TAMPERED", f"line {n}", "author_fp is not 64 lowercase hex")
+            shown = field(sc.b64d, n, m["cert"], max_size=16 * 1024) if "cert" in m else b""
+            cert = self.author_cert(fp, shown if "cert" in m else None, n)
             self.author_record(kind == "stored", ts, cert, rec, n)
             tag = b"\x05" if kind == "stored" else b"\x02"
-            enc = tag + sc.u64(seqno) + sc.u64(ts) + sc.u32(len(cert)) + cert + sc.record_enc(rec)
+            enc = tag + sc.u64(seqno) + sc.u64(ts) + bytes.fromhex(fp) + sc.u32(len(shown)) \
+                + shown + sc.record_enc(rec)
         else:
             of = field(sc.want_int, n, m, "of")
             self.of_lines.append((n, of))
@@ -188,6 +196,22 @@ class Verifier:
             if rec["to"] != "user:" + self.client_name:
                 raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
         return sc.record_enc(rec)
+
+    def author_cert(self, fp, introduced, n):
+        """TRANSCRIPT §2.2: the certificate a relay line introduces or names (PROTOCOL §6.4.1)."""
+        if introduced is None:
+            if fp not in self.certs:
+                raise Invalid("TAMPERED", f"line {n}", "names a certificate no earlier line introduced")
+            self.certs.move_to_end(fp)
+            return self.certs[fp]
+        if sc.fingerprint(introduced) != fp:
+            raise Invalid("TAMPERED", f"line {n}", "the certificate is not the one author_fp names")
+        if fp in self.certs:
+            raise Invalid("TAMPERED", f"line {n}", "a certificate introduced again")
+        self.certs[fp] = introduced
+        if len(self.certs) > sc.SESSION_CERTS:
+            self.certs.popitem(last=False)
+        return introduced
 
     def author_record(self, stored, hop_ts, cert, rec, n):
         try:
