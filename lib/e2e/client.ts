@@ -181,6 +181,11 @@ export class E2eClient {
   readonly #restart = new Set<string>();
   /** The other lobby members, as the server's `members` bodies say (PROTOCOL §12.5). */
   readonly #lobby = new Set<string>();
+  /**
+   * Members the last session had, not yet in this session's `online` list: those it leaves out
+   * left while we were away (no `left` reached us) and are dropped when the list is whole.
+   */
+  readonly #unconfirmed = new Set<string>();
   /** Members who left, and when: their chains go at a later membership change. */
   readonly #departed = new Map<string, number>();
   /**
@@ -199,8 +204,11 @@ export class E2eClient {
   #chainSeqnos = new Set<number>();
   /** Counts membership changes: a chain made across one is not kept. */
   #membership = 0;
-  /** Resolves with the server's first `members` body: who was in the lobby when we came. */
-  readonly #membersKnown: Promise<void>;
+  /**
+   * Resolves with this session's `online` list: who was in the lobby when we came. Renewed
+   * when a session ends, so a reconnected client waits for its new session's list.
+   */
+  #membersKnown: Promise<void>;
   #membersArrived!: () => void;
   /**
    * Contact devices (`name/device`) that take lobby sender keys, from the last device list
@@ -417,6 +425,9 @@ export class E2eClient {
    */
   sessionEnded(channel: KeysChannel): void {
     this.#endOf(channel).end();
+    // The next session's `online` list is the membership then: until it comes, no lobby line.
+    this.#membersKnown = new Promise((resolve) => this.#membersArrived = resolve);
+    for (const user of this.#lobby) this.#unconfirmed.add(user);
   }
 
   #endOf(channel: KeysChannel): { ended: Promise<never>; end: () => void } {
@@ -442,7 +453,8 @@ export class E2eClient {
    */
   onMembers(body: MembersBody): void {
     this.#membership++;
-    this.#membersArrived();
+    const online = body.event === "online";
+    if (online) this.#membersArrived();
     for (const user of body.users.map(canonicalName)) {
       if (user === this.#me.user) continue;
       if (body.event === "left") {
@@ -455,7 +467,16 @@ export class E2eClient {
         this.#lobby.add(user);
         this.#departed.delete(user);
         if (body.event === "joined") this.#listedAt.delete(user);
+        this.#unconfirmed.delete(user);
       }
+    }
+    if (online) {
+      // Whom the last session had and this one's list leaves out went while we were away.
+      for (const user of this.#unconfirmed) {
+        this.#lobby.delete(user);
+        this.#departed.set(user, Date.now());
+      }
+      this.#unconfirmed.clear();
     }
     const now = Date.now();
     for (const [user, leftAt] of this.#departed) {

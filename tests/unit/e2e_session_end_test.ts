@@ -80,3 +80,21 @@ Deno.test("e2e: a lobby line on a session that ended before the lobby's membersh
   alice.sessionEnded(old);
   assert.equal(await settledWithin(preparing, 500), "PROTOCOL_ERROR");
 });
+
+Deno.test("e2e: after a reconnection the lobby is the new session's online list; a member who left meanwhile gets no chain", async () => {
+  const alice = await aliceDevice();
+  const first = new SilentServer();
+  alice.onMembers({ kind: "members", event: "online", users: ["alice", "bob", "carol"] });
+  alice.sessionEnded(first);
+  // carol logged out while alice was away: no `left` reached alice.
+  const second = new SilentServer();
+  const preparing = alice.prepareLobby(second);
+  assert.equal(await settledWithin(preparing, 100), "pending");
+  assert.deepEqual(second.fetches(), [], "a chain was begun before this session's list came");
+  alice.onMembers({ kind: "members", event: "online", users: ["alice", "bob"] });
+  assert.equal(await settledWithin(preparing, 100), "pending");
+  assert.deepEqual(second.fetches(), ["bob"], "carol, gone, would have been sent a sender key");
+  alice.sessionEnded(second);
+  assert.equal(await settledWithin(preparing, 500), "resolved");
+  assert.deepEqual((await preparing).unreadable.map((u) => u.user), ["bob"]);
+});
