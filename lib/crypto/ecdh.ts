@@ -1,11 +1,14 @@
 /**
- * Elliptic-curve Diffie-Hellman on WebCrypto, the primitive under the `x25519`
- * and `p256` groups of kex.ts (and the X25519 half of the hybrid). A public key
+ * Elliptic-curve Diffie-Hellman, the primitive under the `x25519` and `p256` groups of
+ * kex.ts (and the X25519 half of the hybrid): on WebCrypto, except fresh X25519 shares
+ * where the `#sync-crypto` backend holds ephemeral keys (node:crypto in the CLI and server). A public key
  * travels as bare bytes with no curve label, the group having been negotiated,
  * so every check on the peer's bytes happens here: length, encoding, curve
  * membership, and the all-zero shared secret.
  */
 
+import { x25519EphemeralAgree, x25519EphemeralKey } from "#sync-crypto";
+import type { SyncX25519Key } from "./sync_types.ts";
 import { SecureChatError } from "../errors.ts";
 import { concat, fromBase64, fromHex, wipe } from "../bytes.ts";
 
@@ -18,7 +21,8 @@ export type EcdhCurve = "x25519" | "p256";
 export interface KeyShare {
   readonly curve: EcdhCurve;
   readonly publicKey: Uint8Array;
-  readonly privateKey: CryptoKey;
+  /** A fresh X25519 share's key where the `#sync-crypto` backend holds one, else WebCrypto's. */
+  readonly privateKey: CryptoKey | SyncX25519Key;
 }
 
 const SHARED_SECRET_BYTES = 32;
@@ -62,6 +66,10 @@ function requireCurve(curve: EcdhCurve): void {
  */
 export async function generateKeyShare(curve: EcdhCurve): Promise<KeyShare> {
   requireCurve(curve);
+  // Every handshake makes two: the synchronous backend's costs a quarter of WebCrypto's
+  // CPU (generate, export, import, derive) and no thread-pool hops.
+  const native = curve === "x25519" ? x25519EphemeralKey() : undefined;
+  if (native) return { curve, publicKey: native.publicKey, privateKey: native };
   const pair = await crypto.subtle.generateKey(ALGORITHMS[curve], false, [
     "deriveBits",
   ]) as CryptoKeyPair;
@@ -199,26 +207,40 @@ export async function agree(share: KeyShare, peerPublicKey: Uint8Array): Promise
   checkPublicKey(share.curve, peerPublicKey);
   let secret: Uint8Array;
   try {
-    const peer = await crypto.subtle.importKey(
-      "raw",
-      peerPublicKey as BufferSource,
-      ALGORITHMS[share.curve],
-      true,
-      [],
-    );
-    const params = { name: ALGORITHMS[share.curve].name, public: peer };
-    secret = new Uint8Array(
-      await crypto.subtle.deriveBits(params, share.privateKey, 8 * SHARED_SECRET_BYTES),
-    );
+    const own = share.privateKey;
+    secret = own instanceof CryptoKey
+      ? await webCryptoAgree(share.curve, own, peerPublicKey)
+      : x25519EphemeralAgree(own, peerPublicKey);
   } catch (cause) {
-    // Deno itself refuses an all-zero X25519 result here; the check below is
-    // ours so the guarantee does not hang on one runtime's choice.
+    // Deno's WebCrypto itself refuses an all-zero X25519 result here (node:crypto returns
+    // it); the check below is ours so the guarantee does not hang on one runtime's choice.
     throw new SecureChatError("BAD_KEY_SHARE", `${share.curve} key agreement failed`, { cause });
   }
   // Only X25519 needs this: there a low-order point yields zero. On P-256 a
   // validated point has prime order, and x = 0 is a genuine (if astronomically
   // unlikely) shared x-coordinate that Wycheproof marks valid.
-  if (share.curve === "x25519" && isAllZero(secret)) {
+  return share.curve === "x25519" ? checkedX25519(secret) : secret;
+}
+
+async function webCryptoAgree(
+  curve: EcdhCurve,
+  own: CryptoKey,
+  peerPublicKey: Uint8Array,
+): Promise<Uint8Array> {
+  const peer = await crypto.subtle.importKey(
+    "raw",
+    peerPublicKey as BufferSource,
+    ALGORITHMS[curve],
+    true,
+    [],
+  );
+  const params = { name: ALGORITHMS[curve].name, public: peer };
+  return new Uint8Array(await crypto.subtle.deriveBits(params, own, 8 * SHARED_SECRET_BYTES));
+}
+
+/** @throws {SecureChatError} BAD_KEY_SHARE for the all-zero output of a low-order point */
+function checkedX25519(secret: Uint8Array): Uint8Array {
+  if (isAllZero(secret)) {
     throw new SecureChatError("BAD_KEY_SHARE", "all-zero shared secret (low-order point)");
   }
   return secret;

@@ -10,9 +10,9 @@ import { hmac } from "@noble/hashes/hmac.js";
 import { scrypt as nobleScrypt } from "@noble/hashes/scrypt.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { x25519 } from "@noble/curves/ed25519.js";
-import type { Sha256Hasher, SyncEd25519Key } from "./sync_types.ts";
+import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
 
-export type { Sha256Hasher, SyncEd25519Key };
+export type { Sha256Hasher, SyncEd25519Key, SyncX25519Key };
 
 type NobleSha256 = ReturnType<typeof nobleSha256.create>;
 
@@ -82,6 +82,18 @@ export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
 /** @throws {Error} when the key is refused */
 export function x25519SharedSecret(privateKey: Uint8Array, peerPublicKey: Uint8Array): Uint8Array {
   return x25519.getSharedSecret(privateKey, peerPublicKey);
+}
+
+/**
+ * None: in the page, the handshake's X25519 stays on WebCrypto (native; noble's would be
+ * slower and hold the private key as bytes).
+ */
+export function x25519EphemeralKey(): SyncX25519Key | undefined {
+  return undefined;
+}
+
+export function x25519EphemeralAgree(_key: SyncX25519Key, _peerPublicKey: Uint8Array): Uint8Array {
+  throw new Error("the browser backend holds no ephemeral X25519 key");
 }
 
 /**

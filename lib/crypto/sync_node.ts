@@ -12,14 +12,15 @@ import {
   createPrivateKey,
   createPublicKey,
   diffieHellman,
+  generateKeyPairSync,
   type KeyObject,
   sign as nodeSign,
   verify as nodeVerify,
 } from "node:crypto";
 import { concat, fromHex, wipe } from "../bytes.ts";
-import type { Sha256Hasher, SyncEd25519Key } from "./sync_types.ts";
+import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
 
-export type { Sha256Hasher, SyncEd25519Key };
+export type { Sha256Hasher, SyncEd25519Key, SyncX25519Key };
 
 class NodeSha256 implements Sha256Hasher {
   constructor(readonly hash: Hash = createHash("sha256")) {}
@@ -158,6 +159,34 @@ export function x25519SharedSecret(privateKey: Uint8Array, peerPublicKey: Uint8A
   return new Uint8Array(
     diffieHellman({ privateKey: x25519PrivateKeyObject(privateKey), publicKey }),
   );
+}
+
+/**
+ * A fresh X25519 key pair whose private key stays a KeyObject (the handshake's ephemeral
+ * shares, lib/crypto/ecdh.ts): one synchronous call, a quarter of WebCrypto's CPU with its
+ * generate, export, import and derive ops (docs/PERFORMANCE.md, session 5).
+ */
+export function x25519EphemeralKey(): SyncX25519Key | undefined {
+  const { publicKey, privateKey } = generateKeyPairSync("x25519");
+  const spki = publicKey.export({ format: "der", type: "spki" });
+  return {
+    publicKey: new Uint8Array(spki.subarray(X25519_SPKI_PREFIX.length)),
+    backendKey: privateKey,
+  };
+}
+
+/**
+ * X25519 of an ephemeral key (x25519EphemeralKey) and a 32-byte peer key (the caller checks
+ * its length and the all-zero output).
+ * @throws {Error} when the backend refuses the key
+ */
+export function x25519EphemeralAgree(key: SyncX25519Key, peerPublicKey: Uint8Array): Uint8Array {
+  const publicKey = createPublicKey({
+    key: Buffer.from(concat(X25519_SPKI_PREFIX, peerPublicKey)),
+    format: "der",
+    type: "spki",
+  });
+  return new Uint8Array(diffieHellman({ privateKey: key.backendKey as KeyObject, publicKey }));
 }
 
 /**

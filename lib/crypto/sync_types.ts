@@ -13,3 +13,12 @@ export interface Sha256Hasher {
 export interface SyncEd25519Key {
   readonly backendKey: unknown;
 }
+
+/**
+ * An ephemeral X25519 private key held by a backend (never as bytes in JS), with its public
+ * key; opaque to everyone else.
+ */
+export interface SyncX25519Key {
+  readonly publicKey: Uint8Array;
+  readonly backendKey: unknown;
+}

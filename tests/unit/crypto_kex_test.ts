@@ -60,7 +60,7 @@ Deno.test("keyShareFromPrivate() and agree() reproduce the RFC 7748 / RFC 5903 v
     assert.equal(toHex(bob.publicKey), v.bPublic, `${v.group} bob public`);
     assert.equal(toHex(await agree(alice, bob.publicKey)), v.shared, `${v.group} a·B`);
     assert.equal(toHex(await agree(bob, alice.publicKey)), v.shared, `${v.group} b·A`);
-    assert.equal(alice.privateKey.extractable, false);
+    assert.equal((alice.privateKey as CryptoKey).extractable, false);
   }
 });
 
@@ -71,7 +71,12 @@ Deno.test("generateKeyShare() makes shares in the wire encoding that agree both 
     assert.equal(a.curve, group);
     assert.equal(a.publicKey.length, publicLength[group]);
     if (group === "p256") assert.equal(a.publicKey[0], 0x04);
-    assert.equal(a.privateKey.extractable, false);
+    // A fresh X25519 share is node:crypto's here (a KeyObject, never bytes in JS); P-256's
+    // stays a non-extractable WebCrypto key.
+    const own = a.privateKey;
+    if (own instanceof CryptoKey) assert.equal(own.extractable, false);
+    else assert.equal(group, "x25519");
+    if (!(own instanceof CryptoKey)) assert.equal(own.backendKey instanceof Uint8Array, false);
     assert.notDeepEqual(a.publicKey, b.publicKey);
     const secret = await agree(a, b.publicKey);
     assert.equal(secret.length, 32);
@@ -159,6 +164,17 @@ Deno.test("agree() refuses every small-order X25519 point with BAD_KEY_SHARE", a
   assert.equal(X25519_SMALL_ORDER.length, 14);
   for (const point of X25519_SMALL_ORDER) {
     await assert.rejects(agree(share, fromHex(point)), isCode("BAD_KEY_SHARE"), point);
+  }
+});
+
+Deno.test("agree(): a fresh X25519 share (node:crypto) and a WebCrypto one agree, and both refuse small-order points", async () => {
+  const fresh = await generateKeyShare("x25519");
+  const vector = await keyShareFromPrivate("x25519", fromHex(KNOWN_ANSWERS[0].a));
+  assert.equal(fresh.privateKey instanceof CryptoKey, false);
+  assert.equal(vector.privateKey instanceof CryptoKey, true);
+  assert.deepEqual(await agree(fresh, vector.publicKey), await agree(vector, fresh.publicKey));
+  for (const share of [fresh, vector]) {
+    await assert.rejects(agree(share, fromHex(X25519_SMALL_ORDER[0])), isCode("BAD_KEY_SHARE"));
   }
 });
 
