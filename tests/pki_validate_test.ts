@@ -10,7 +10,12 @@ import { SecureChatError } from "../lib/errors.ts";
 import { initCa, loadCaSigner } from "../lib/pki/ca.ts";
 import { issueCertificate } from "../lib/pki/issue.ts";
 import { revokeCertificates } from "../lib/pki/revoke.ts";
-import { MAX_CERTIFICATE_BYTES, TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
+import {
+  MAX_CERTIFICATE_BYTES,
+  TrustStore,
+  VALIDATED_CACHE_ENTRIES,
+  validatePeerCertificate,
+} from "../lib/pki/validate.ts";
 import { opensslIssue, opensslOk } from "./helpers/openssl.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "securechat-pki-" });
@@ -296,4 +301,66 @@ Deno.test("validatePeerCertificate() needs expectedName for the server role", as
   await assert.rejects(validatePeerCertificate(store, server, { role: "server" }), (e: unknown) => {
     return e instanceof SecureChatError && e.code === "INTERNAL";
   });
+});
+
+Deno.test("validatePeerCertificate() remembers a validated path, never its revocation, time or server name", async () => {
+  await issueCertificate(certs, ca, {
+    name: "carol",
+    profile: "client",
+    dns: [],
+    ip: [],
+    days: 30,
+    keyType: "p256",
+  }, false);
+  const carol = await der(`${certs}/carol.pem`);
+  const fresh = await TrustStore.fromPem(await Deno.readTextFile(`${certs}/ca.pem`));
+  const first = await validatePeerCertificate(fresh, carol, { role: "client" });
+  // The second use is the remembered path: the same (frozen) peer, with a fresh copy of the DER.
+  const again = await validatePeerCertificate(fresh, carol.slice(), { role: "client" });
+  assert.equal(again, first);
+  assert.ok(Object.isFrozen(again));
+  await rejects(
+    validatePeerCertificate(fresh, carol, { role: "client", expectedName: "alice" }),
+    /is for user "carol", not "alice"/,
+  );
+  // Outside the remembered validity the full validation runs and says why.
+  await rejects(
+    validatePeerCertificate(fresh, carol, {
+      role: "client",
+      now: new Date(Date.now() + 31 * 24 * HOUR),
+    }),
+    /has expired/,
+  );
+  await rejects(
+    validatePeerCertificate(fresh, carol, { role: "client", now: new Date(Date.now() - 2 * HOUR) }),
+    /is not yet valid/,
+  );
+  // A server certificate remembered for one name proves nothing for another.
+  await validatePeerCertificate(fresh, server, { role: "server", expectedName: "localhost" });
+  await rejects(
+    validatePeerCertificate(fresh, server, { role: "server", expectedName: "evil.example.com" }),
+    /does not match the server name "evil.example.com"/,
+  );
+  // A CRL adopted after the path was remembered applies at the next use.
+  await revokeCertificates(certs, ca, "carol", 30);
+  assert.notEqual(await fresh.updateCrl(await Deno.readTextFile(`${certs}/ca.crl`)), null);
+  await rejects(
+    validatePeerCertificate(fresh, carol, { role: "client" }),
+    /certificate is revoked/,
+  );
+});
+
+Deno.test("TrustStore keeps at most VALIDATED_CACHE_ENTRIES paths, the least recently used going first", async () => {
+  const fresh = await TrustStore.fromPem(await Deno.readTextFile(`${certs}/ca.pem`));
+  const peer = await validatePeerCertificate(fresh, alice, { role: "client" });
+  const entry = { peer, validFrom: 0, validUntil: Number.MAX_SAFE_INTEGER };
+  fresh.remember("oldest", entry);
+  fresh.remember("kept", entry);
+  for (let i = 0; i < VALIDATED_CACHE_ENTRIES - 2; i++) fresh.remember(`filler ${i}`, entry);
+  assert.ok(fresh.recall("kept", alice, 0), "used again: now the most recent");
+  fresh.remember("newest", entry);
+  assert.equal(fresh.recall("oldest", alice, 0), undefined);
+  assert.ok(fresh.recall("kept", alice, 0));
+  assert.ok(fresh.recall("newest", alice, 0));
+  assert.equal(fresh.recall("kept", server, 0), undefined, "another DER under the same key");
 });

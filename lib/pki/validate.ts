@@ -4,6 +4,7 @@
  * issued directly by our root (pathLen 0), carry the EKU of its role, match the
  * expected name and not be on the CA's CRL.
  */
+import { sha256 as sha256Sync } from "#sync-crypto";
 import { SecureChatError } from "../errors.ts";
 import { sha256, timingSafeEqual, toHex } from "../bytes.ts";
 import { commonNameOf, OID, parseCertificate, type ParsedCertificate } from "./certificate.ts";
@@ -43,6 +44,20 @@ function badCert(reason: string): never {
   throw new SecureChatError("BAD_CERT", reason);
 }
 
+/**
+ * Certificates whose path a store remembers (validatePeerCertificate): a server sees the same
+ * users' certificates again and again. Each entry is the ValidatedPeer a live session holds
+ * anyway, so the bound only caps what outlives the sessions (~3 KB each with RSA-2048).
+ */
+export const VALIDATED_CACHE_ENTRIES = 1024;
+
+/** A path validated once, and the instants (whole seconds) between which it holds. */
+interface ValidatedPath {
+  peer: Readonly<ValidatedPeer>;
+  validFrom: number;
+  validUntil: number;
+}
+
 /** The root CA and its CRL, parsed and checked once, then shared by every handshake. */
 export class TrustStore {
   readonly caDer: Uint8Array;
@@ -50,6 +65,29 @@ export class TrustStore {
   readonly ca: ParsedCertificate;
   /** The CA's current CRL; a running server replaces it only through `adoptCrl()`. */
   crl?: ParsedCrl;
+  /**
+   * Paths already validated under this CA, by role, expected server name and fingerprint;
+   * least recently used first. Revocation is never cached: it is checked at every use.
+   */
+  readonly #validated = new Map<string, ValidatedPath>();
+
+  /** The remembered validation of `der` at `time` (whole seconds), if any. */
+  recall(key: string, der: Uint8Array, time: number): Readonly<ValidatedPeer> | undefined {
+    const entry = this.#validated.get(key);
+    if (!entry || !timingSafeEqual(entry.peer.der, der)) return undefined;
+    if (time < entry.validFrom || time > entry.validUntil) return undefined;
+    this.#validated.delete(key);
+    this.#validated.set(key, entry);
+    return entry.peer;
+  }
+
+  remember(key: string, entry: ValidatedPath): void {
+    this.#validated.delete(key);
+    this.#validated.set(key, entry);
+    if (this.#validated.size > VALIDATED_CACHE_ENTRIES) {
+      this.#validated.delete(this.#validated.keys().next().value!);
+    }
+  }
 
   private constructor(ca: ParsedCertificate, fingerprint: string) {
     this.caDer = ca.der;
@@ -111,6 +149,14 @@ export class TrustStore {
     return newlyRevoked;
   }
 
+  /**
+   * The same CA without a CRL (transcript verification judges revocation by date itself); its
+   * remembered paths are its own.
+   */
+  withoutCrl(): TrustStore {
+    return this.crl ? new TrustStore(this.ca, this.caFingerprint) : this;
+  }
+
   /** Whether the CRL in force lists `serial` (hex of the INTEGER octets). */
   isRevoked(serial: string): boolean {
     return this.crl?.revoked.has(serial) ?? false;
@@ -155,33 +201,58 @@ export async function validatePeerCertificate(
   }
   if (certDer.length > MAX_CERTIFICATE_BYTES) badCert("certificate is larger than 16 KiB");
   const time = opts.now ?? new Date();
+  // Certificates carry whole seconds: validity is judged at that resolution (path.ts).
+  const seconds = Math.floor(time.getTime() / 1000) * 1000;
+  const fingerprint = toHex(sha256Sync(certDer));
+  // The server name is part of what a server certificate's path proved; a user's CN is not.
+  const key = `${opts.role} ${opts.role === "server" ? opts.expectedName : ""} ${fingerprint}`;
+  const peer = store.recall(key, certDer, seconds) ??
+    await validatePath(store, certDer, fingerprint, opts.role, opts.expectedName, time, key);
+  if (
+    opts.role === "client" && opts.expectedName !== undefined &&
+    peer.commonName !== opts.expectedName
+  ) {
+    badCert(`certificate is for user "${peer.commonName}", not "${opts.expectedName}"`);
+  }
+  if (store.crl) {
+    checkCrlCurrent(store.crl, time);
+    if (store.crl.revoked.has(peer.serial)) badCert("certificate is revoked");
+  }
+  return peer;
+}
+
+/** The full validation, remembered in `store` under `key` once it passed. */
+async function validatePath(
+  store: TrustStore,
+  certDer: Uint8Array,
+  fingerprint: string,
+  role: PeerRole,
+  expectedName: string | undefined,
+  time: Date,
+  key: string,
+): Promise<Readonly<ValidatedPeer>> {
   const leaf = parseCertificate(certDer);
   await verifyPath(leaf, [], [store.ca], {
     ...POLICY,
     time,
-    eku: opts.role === "server" ? OID.serverAuth : OID.clientAuth,
-    serverName: opts.role === "server" ? opts.expectedName : undefined,
+    eku: role === "server" ? OID.serverAuth : OID.clientAuth,
+    serverName: role === "server" ? expectedName : undefined,
   });
-  const commonName = commonNameOf(leaf.subject);
-  if (
-    opts.role === "client" && opts.expectedName !== undefined && commonName !== opts.expectedName
-  ) {
-    badCert(`certificate is for user "${commonName}", not "${opts.expectedName}"`);
-  }
-  const serial = serialHex(leaf.serial);
-  if (store.crl) {
-    checkCrlCurrent(store.crl, time);
-    if (store.crl.revoked.has(serial)) badCert("certificate is revoked");
-  }
-  return {
-    der: certDer,
-    fingerprint: toHex(await sha256(certDer)),
-    commonName,
+  const peer = Object.freeze({
+    der: certDer.slice(),
+    fingerprint,
+    commonName: commonNameOf(leaf.subject),
     spki: leaf.spki,
     notAfter: leaf.notAfter,
-    serial,
+    serial: serialHex(leaf.serial),
     key: await protocolKeyOf(leaf.spki),
-  };
+  });
+  store.remember(key, {
+    peer,
+    validFrom: Math.max(leaf.notBefore.getTime(), store.ca.notBefore.getTime()),
+    validUntil: Math.min(leaf.notAfter.getTime(), store.ca.notAfter.getTime()),
+  });
+  return peer;
 }
 
 /**

@@ -7,7 +7,7 @@ import { parseCertificate } from "../pki/certificate.ts";
 import { formatIp } from "../pki/hostname.ts";
 import {
   type PeerRole,
-  TrustStore,
+  type TrustStore,
   type ValidatedPeer,
   validatePeerCertificate,
 } from "../pki/validate.ts";
@@ -16,7 +16,8 @@ export class TrustAtSessionTime {
   readonly #chainOnly: TrustStore;
 
   constructor(readonly trust: TrustStore) {
-    this.#chainOnly = withoutCrl(trust);
+    // A CRL issued later is "not yet valid" at the session time: revocation is judged by date.
+    this.#chainOnly = trust.withoutCrl();
   }
 
   /**
@@ -44,12 +45,6 @@ export class TrustAtSessionTime {
     const crl = this.trust.crl;
     return crl ? { thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate ?? null } : null;
   }
-}
-
-/** The trust store minus its CRL: a CRL issued later is "not yet valid" at the session time. */
-function withoutCrl(trust: TrustStore): TrustStore {
-  if (!trust.crl) return trust;
-  return Object.assign(Object.create(TrustStore.prototype), trust, { crl: undefined });
 }
 
 /**
