@@ -12,7 +12,7 @@ import type { FrameConnection } from "../wire/connection.ts";
 import {
   CertificateVerifySchema,
   FinishedSchema,
-  parseMessage,
+  parseMessageOrPeerError,
   peerErrorOf,
 } from "../wire/messages.ts";
 import {
@@ -230,8 +230,7 @@ export class HandshakeIo {
     schema: S,
   ): Promise<{ message: z.output<S>; payload: Uint8Array }> {
     const payload = await this.#readPayload();
-    throwIfPeerError(payload, false);
-    return { message: parseMessage(payload, schema), payload };
+    return { message: messageOrPeerError(payload, schema, false), payload };
   }
 
   /** Reads one record and returns its message, parsed with the given schema. */
@@ -246,8 +245,7 @@ export class HandshakeIo {
       throw error;
     }
     this.#peerSealed = true;
-    throwIfPeerError(content, true);
-    const message = parseMessage(content, schema);
+    const message = messageOrPeerError(content, schema, true);
     if (hashed) this.transcript.add(content);
     return message;
   }
@@ -382,6 +380,20 @@ export function errorMessageFor(
 function throwIfPeerError(payload: Uint8Array, authenticated: boolean): void {
   const peerError = peerErrorOf(payload);
   if (peerError) throw errorFromPeer(peerError.code, peerError.message, authenticated);
+}
+
+/**
+ * The message of `schema` in `payload`; an `error` message from the peer instead ends the
+ * handshake with the peer's code.
+ */
+function messageOrPeerError<S extends z.ZodTypeAny>(
+  payload: Uint8Array,
+  schema: S,
+  authenticated: boolean,
+): z.output<S> {
+  const { message, peerError } = parseMessageOrPeerError(payload, schema);
+  if (peerError) throw errorFromPeer(peerError.code, peerError.message, authenticated);
+  return message;
 }
 
 /**

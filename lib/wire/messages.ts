@@ -166,6 +166,33 @@ export function parseMessage<T>(
   schema: Shape<T>,
   discriminator: "type" | "kind" = "type",
 ): T {
+  const { value, type } = parseObject(payload, discriminator);
+  return checkShape(value, type, schema);
+}
+
+/**
+ * A handshake message of `schema`, or the `error` the peer sent instead (PROTOCOL §3.3): the
+ * JSON is parsed once for both. A malformed `error` is a malformed message, as in parseMessage.
+ * @throws PROTOCOL_ERROR as parseMessage
+ */
+export function parseMessageOrPeerError<T>(
+  payload: Uint8Array,
+  schema: Shape<T>,
+): { message: T; peerError?: never } | { peerError: PeerError; message?: never } {
+  const { value, type } = parseObject(payload, "type");
+  if (type === "error") {
+    const peerError = ErrorSchema.safeParse(value);
+    if (peerError.success) return { peerError: peerError.data };
+  }
+  return { message: checkShape(value, type, schema) };
+}
+
+type PeerError = { code: string; message?: string };
+
+function parseObject(
+  payload: Uint8Array,
+  discriminator: "type" | "kind",
+): { value: unknown; type: string } {
   let value: unknown;
   try {
     value = parseStrictJson(fromUtf8(payload));
@@ -178,6 +205,10 @@ export function parseMessage<T>(
   if (typeof type !== "string") {
     throw new SecureChatError("PROTOCOL_ERROR", `not a JSON object with a ${discriminator}`);
   }
+  return { value, type };
+}
+
+function checkShape<T>(value: unknown, type: string, schema: Shape<T>): T {
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -191,7 +222,7 @@ export function parseMessage<T>(
 }
 
 /** An `error` frame from the peer is reported with its own code, not as a parse failure. */
-export function peerErrorOf(payload: Uint8Array): { code: string; message?: string } | null {
+export function peerErrorOf(payload: Uint8Array): PeerError | null {
   try {
     const parsed = ErrorSchema.safeParse(parseStrictJson(fromUtf8(payload)));
     return parsed.success ? parsed.data : null;
