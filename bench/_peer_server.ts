@@ -9,7 +9,8 @@
  *   deno run -A --v8-flags=--expose-gc bench/_peer_server.ts <pkiDir> <transcriptDir> each|coalesced
  *
  * Prints {"port":N}; answers {"cmd":"gc"} after full garbage collections with
- * Deno.memoryUsage(); exits when stdin closes (without closing sessions: the bench
+ * Deno.memoryUsage(), the resident size of each V8 heap space and of the process's native
+ * heap and other anonymous mappings (memoryMap below); exits when stdin closes (without closing sessions: the bench
  * has measured what it wanted by then).
  */
 import { loadTrustStore } from "../lib/pki/trust_files.ts";
@@ -19,6 +20,7 @@ import { ChatServer } from "../lib/server/server.ts";
 import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
 import { sharedPasswordStore } from "../testkit/memory_store.ts";
 import { BENCH_PASSWORD, commands, reply, sleep } from "./_util.ts";
+import { getHeapSpaceStatistics } from "node:v8";
 
 const [pkiDir, transcriptDir, presence] = Deno.args;
 const server = ChatServer.listen({
@@ -46,6 +48,32 @@ const server = ChatServer.listen({
 });
 reply({ port: server.port });
 
+/**
+ * Where the resident memory is: each V8 heap space's committed size, and from
+ * /proc/self/smaps the resident kB of glibc's main-arena heap ([heap]) and of all other
+ * anonymous mappings (V8's pages, other malloc arenas, thread stacks), so a slope per
+ * connection can be split by owner.
+ */
+async function memoryMap(): Promise<Record<string, number>> {
+  const map: Record<string, number> = {};
+  for (const space of getHeapSpaceStatistics()) {
+    if (space.physical_space_size > 0) map[`v8 ${space.space_name}`] = space.physical_space_size;
+  }
+  let mapping = "";
+  for (const line of (await Deno.readTextFile("/proc/self/smaps")).split("\n")) {
+    const head = line.match(/^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/);
+    if (head) {
+      mapping = head[1] === "[heap]" ? "native [heap]" : head[1] === "" ? "anonymous" : "";
+      continue;
+    }
+    const rss = line.match(/^Rss:\s+(\d+) kB$/);
+    if (rss && mapping) {
+      map[`rss ${mapping}`] = (map[`rss ${mapping}`] ?? 0) + Number(rss[1]) * 1024;
+    }
+  }
+  return map;
+}
+
 const gc = (globalThis as { gc?: () => void }).gc;
 for await (const cmd of commands()) {
   if (cmd.cmd === "gc") {
@@ -53,7 +81,7 @@ for await (const cmd of commands()) {
       gc?.();
       await sleep(50);
     }
-    reply({ gc: gc !== undefined, memory: Deno.memoryUsage() });
+    reply({ gc: gc !== undefined, memory: Deno.memoryUsage(), map: await memoryMap() });
   }
 }
 Deno.exit(0);

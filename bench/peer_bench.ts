@@ -27,6 +27,8 @@
  *
  *   deno run -A bench/peer_bench.ts [--quick]
  *   deno run -A bench/peer_bench.ts --breakdown [--quick]   where our CPU goes (see below)
+ *   deno run -A bench/peer_bench.ts --idle 200,800   our idle phase alone, RSS per connection
+ *     split by owner (V8 spaces, glibc's main heap, other anonymous memory)
  *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
  *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
  */
@@ -112,10 +114,10 @@ class OurServer {
     return this.child.pid;
   }
 
-  /** Full GCs in the server; its Deno.memoryUsage() after them. */
-  async gc(): Promise<Deno.MemoryUsage> {
-    const { memory } = await this.child.request({ cmd: "gc" });
-    return memory as Deno.MemoryUsage;
+  /** Full GCs in the server; its Deno.memoryUsage() and memory map after them. */
+  async gc(): Promise<{ memory: Deno.MemoryUsage; map: Record<string, number> }> {
+    const { memory, map } = await this.child.request({ cmd: "gc" });
+    return { memory: memory as Deno.MemoryUsage, map: map as Record<string, number> };
   }
 
   async stop(): Promise<void> {
@@ -550,7 +552,14 @@ async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
     const atHigh = await holdUpTo(high);
     const wallSeconds = (performance.now() - t0) / 1000;
     const units = high - low;
-    const per = (k: keyof Deno.MemoryUsage) => Math.round((atHigh.heap[k] - atLow.heap[k]) / units);
+    const per = (k: keyof Deno.MemoryUsage) =>
+      Math.round((atHigh.heap.memory[k] - atLow.heap.memory[k]) / units);
+    const mapPer = Object.fromEntries(
+      Object.keys({ ...atLow.heap.map, ...atHigh.heap.map }).map((k) => [
+        k,
+        Math.round(((atHigh.heap.map[k] ?? 0) - (atLow.heap.map[k] ?? 0)) / units),
+      ]),
+    );
     return {
       units,
       wallSeconds,
@@ -568,6 +577,9 @@ async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
         v8_heap_used_bytes_per_connection: per("heapUsed"),
         v8_heap_committed_bytes_per_connection: per("heapTotal"),
         external_bytes_per_connection: per("external"),
+        // The same slope by owner: V8 heap spaces (committed), glibc's main heap, other
+        // anonymous mappings (resident).
+        memory_map_bytes_per_connection: mapPer,
       },
     };
   } finally {
@@ -992,8 +1004,24 @@ async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
   }
 }
 
+/** `--idle LOW,HIGH`: our idle phase alone, with where its memory goes (no InspIRCd). */
+async function idleOnly(levels: IdleLevels): Promise<Record<string, unknown>> {
+  const pki = await rsaPki(["user1"]);
+  try {
+    const idle = await ourIdle(pki, levels);
+    return { rss_bytes_per_connection: Math.round(rssPer(idle)), ...phaseDetails(idle) };
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+}
+
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
-  const result = Deno.args.includes("--breakdown") ? await breakdown(quick) : await run({ quick });
+  const idleFlag = Deno.args.indexOf("--idle");
+  const result = idleFlag >= 0
+    ? await idleOnly(Deno.args[idleFlag + 1].split(",").map(Number) as [number, number])
+    : Deno.args.includes("--breakdown")
+    ? await breakdown(quick)
+    : await run({ quick });
   console.log(JSON.stringify(result, null, 2));
 }
