@@ -3,6 +3,7 @@
  * reference, percentiles, a loopback pair, child processes.
  */
 import { FrameConnection } from "../lib/wire/connection.ts";
+import { readStartTask } from "../testkit/start_task.ts";
 
 export interface Options {
   quick: boolean;
@@ -195,9 +196,15 @@ export class JsonChild {
   readonly #out: AsyncGenerator<string>;
   readonly #in: WritableStreamDefaultWriter<Uint8Array>;
 
-  constructor(script: string, args: string[], denoFlags: string[] = []) {
+  constructor(
+    script: string,
+    args: string[],
+    denoFlags: string[] = [],
+    env: Record<string, string> = {},
+  ) {
     this.#child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--quiet", "--allow-all", ...denoFlags, script, ...args],
+      env,
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
@@ -277,4 +284,14 @@ export async function commandOutput(cmd: string, args: string[]): Promise<string
   } catch {
     return null;
   }
+}
+
+/**
+ * How `securechat serve` is launched (deno.json's start task, testkit/start_task.ts): its
+ * environment and its V8 flags (not its permissions: bench children run with --allow-all), so a
+ * server child measures the memory and CPU settings that ship.
+ */
+export async function launchedAsServe(): Promise<{ flags: string[]; env: Record<string, string> }> {
+  const start = await readStartTask(new URL("../deno.json", import.meta.url).pathname);
+  return { flags: start.flags.filter((f) => f.startsWith("--v8-flags=")), env: start.env };
 }

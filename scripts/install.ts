@@ -8,20 +8,11 @@
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { readStartTask } from "../testkit/start_task.ts";
 
 const checkout = dirname(dirname(fileURLToPath(import.meta.url)));
 const config = join(checkout, "deno.json");
 const main = join(checkout, "main.ts");
-
-/** The flags of the `start` task (between `deno run` and `main.ts`): one list for both. */
-async function startFlags(): Promise<string[]> {
-  const tasks = JSON.parse(await Deno.readTextFile(config)).tasks as Record<string, string>;
-  const words = tasks.start.split(/\s+/);
-  if (words[0] !== "deno" || words[1] !== "run" || words.at(-1) !== "main.ts") {
-    throw new Error(`unexpected start task in ${config}: ${tasks.start}`);
-  }
-  return words.slice(2, -1);
-}
 
 const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
 
@@ -34,7 +25,12 @@ if (!root) {
 const bin = join(root, "bin");
 const target = join(bin, "securechat");
 const deno = Deno.execPath();
-const run = ["run", "--quiet", "--no-prompt", ...await startFlags(), "--config", config, main];
+// The flags and environment of the `start` task: one list for both (testkit/start_task.ts).
+const start = await readStartTask(config);
+const run = ["run", "--quiet", "--no-prompt", ...start.flags, "--config", config, main];
+// An operator's own value wins over the task's.
+const exports = Object.entries(start.env)
+  .map(([name, value]) => `export ${name}="\${${name}:-${value}}"\n`).join("");
 
 const shim = `#!/bin/sh
 # securechat, installed by \`deno task install\` from ${checkout}
@@ -46,7 +42,7 @@ if [ ! -x "$deno" ]; then
     exit 127
   }
 fi
-exec "$deno" ${run.map(quote).join(" ")} "$@"
+${exports}exec "$deno" ${run.map(quote).join(" ")} "$@"
 `;
 
 await Deno.mkdir(bin, { recursive: true });

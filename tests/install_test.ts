@@ -5,6 +5,7 @@
  * command with PATH holding no deno at all; `deno task start -- --help` works too.
  */
 import assert from "node:assert/strict";
+import { parseStartTask } from "../testkit/start_task.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -24,6 +25,10 @@ Deno.test("deno task install: the installed securechat works with no deno on PAT
     assert.equal(installed.code, 0, installed.stderr);
     const shim = `${root}/bin/securechat`;
     assert.equal((await Deno.stat(shim)).mode! & 0o111, 0o111, "executable");
+    // The start task's environment and V8 flags ride along (testkit/start_task.ts).
+    const text = await Deno.readTextFile(shim);
+    assert.match(text, /^export MALLOC_ARENA_MAX="\$\{MALLOC_ARENA_MAX:-1\}"$/m);
+    assert.match(text, /'--v8-flags=--max-semi-space-size=1'/);
 
     // Only what a login shell without deno would have: no deno anywhere on PATH.
     const env: Record<string, string> = {
@@ -62,5 +67,23 @@ Deno.test("deno task start -- --help prints the usage", async () => {
     assert.match(started.stdout, /Usage: securechat/);
   } finally {
     await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("parseStartTask() splits the environment, the flags and main.ts, and refuses any other shape", () => {
+  assert.deepEqual(parseStartTask("A_B=1 C=x deno run --v8-flags=--y --allow-net main.ts"), {
+    env: { A_B: "1", C: "x" },
+    flags: ["--v8-flags=--y", "--allow-net"],
+  });
+  assert.deepEqual(parseStartTask("deno run main.ts"), { env: {}, flags: [] });
+  for (
+    const bad of [
+      "node main.ts",
+      "A=1 deno test main.ts",
+      "deno run main.ts --x",
+      "a=1 deno run main.ts",
+    ]
+  ) {
+    assert.throws(() => parseStartTask(bad), /unexpected start task/, bad);
   }
 });
