@@ -939,6 +939,23 @@ Deno.test({
 const VERIFY_PY = new URL("./interop/verify.py", import.meta.url).pathname;
 
 /** tests/interop/verify.py (TRANSCRIPT §5 from the docs alone) on `log`: its exit code and stdout. */
+Deno.test({
+  name:
+    "interop: verify.py reaches the verdict of tests/vectors/transcript (golden VALID; each negative's code at its line)",
+  ignore: skipInterop,
+  async fn() {
+    const dir = new URL("./vectors/transcript/", import.meta.url).pathname;
+    const negative = JSON.parse(await Deno.readTextFile(`${dir}negative.json`));
+    const ca = `${dir}${negative.ca}`;
+    const golden = await pythonVerify(ca, `${dir}golden.log`);
+    assert.match(golden.out, /^RESULT VALID confirmed by both/m, golden.out);
+    for (const c of negative.cases) {
+      const got = await pythonVerify(ca, `${dir}${c.log}`);
+      assert.match(got.out, new RegExp(`^RESULT INVALID ${c.code} line ${c.line} `, "m"), c.name);
+    }
+  },
+});
+
 async function pythonVerify(ca: string, log: string): Promise<{ code: number; out: string }> {
   const r = await new Deno.Command(PYTHON, {
     args: [VERIFY_PY, log, "--ca", ca],

@@ -1,5 +1,5 @@
 /**
- * Writes tests/vectors/transcript/golden.*: a real v2 client transcript (Ed25519
+ * Writes tests/vectors/transcript/golden.* (and negative*.log with negative.json): a real v2 client transcript (Ed25519
  * certificates valid only during 2020, session time 2020-06-01, relays from a second
  * user) with both receipts and its `.keys`, and golden.json whose transcript_sha256
  * comes from the independent Python implementation (transcript_hash_v2.py).
@@ -10,6 +10,10 @@
  */
 import { join } from "node:path";
 import { makePki, writeSession } from "../../testkit/transcript_fixtures.ts";
+import { fromBase64 } from "../../lib/bytes.ts";
+import { fingerprintOf } from "../../lib/transcript/format.ts";
+
+type Line = Record<string, unknown>;
 
 const out = new URL("../vectors/transcript/", import.meta.url).pathname;
 const pki = await makePki({
@@ -21,7 +25,7 @@ const pki = await makePki({
 const work = await Deno.makeTempDir({ prefix: "sc-golden-" });
 const s = await writeSession(pki, {
   dir: work,
-  messages: 6,
+  messages: 10,
   startedAt: Date.UTC(2020, 5, 1),
   relayAuthor: pki.others[0],
 });
@@ -46,15 +50,79 @@ await Deno.writeTextFile(
   JSON.stringify(
     {
       description: "A real v2 client transcript (Ed25519 certificates valid only during 2020, " +
-        "session time 2020-06-01, two relays from bob) with both receipts and its .keys; " +
+        "session time 2020-06-01, two relays from bob: the first introduces his certificate, " +
+        "the second names it, PROTOCOL §6.4.1) with both receipts and its .keys; " +
         "transcript_sha256 recomputed independently in Python (transcript_hash_v2.py)",
       ca: "golden_ca.pem",
       log: "golden.log",
       receipts: ["golden.receipt.json", "golden.peer-receipt.json"],
       keys: "golden.keys",
-      c2s: 3,
-      s2c: 3,
+      c2s: 5,
+      s2c: 5,
       transcript_sha256: hash,
+    },
+    null,
+    2,
+  ) + "\n",
+);
+
+// Negative vectors (TRANSCRIPT §2.2, §5 step 4): the golden log with one author-certificate
+// edit each, and the code and line a verifier must report (the lowest bad line).
+const lines = (await Deno.readTextFile(join(out, "golden.log"))).split("\n").slice(0, -1);
+const header = JSON.parse(lines[0]);
+const relays = lines.flatMap((l, i) => l.includes('"type":"relay"') ? [i] : []);
+if (relays.length !== 2) throw new Error(`golden.log has ${relays.length} relays, not 2`);
+const cases: [string, string, (first: Line, second: Line) => void, string, number][] = [
+  [
+    "a relay names a certificate no earlier line introduced",
+    "negative_cert_unknown.log",
+    (first) => delete first.cert,
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "a certificate introduced again with other bytes under the name it holds",
+    "negative_cert_other_bytes.log",
+    (_, second) => (second.cert = header.client_cert),
+    "TAMPERED",
+    relays[1],
+  ],
+  [
+    "a certificate introduced twice",
+    "negative_cert_twice.log",
+    (first, second) => (second.cert = first.cert),
+    "TAMPERED",
+    relays[1],
+  ],
+  [
+    "bob's record under another user's certificate (alice's, introduced under its own name)",
+    "negative_cert_other_user.log",
+    (first) => {
+      first.cert = header.client_cert;
+      first.author_fp = fingerprintOf(fromBase64(header.client_cert));
+    },
+    "SIG_FAIL",
+    relays[0],
+  ],
+];
+const negatives = [];
+for (const [name, file, edit, code, at] of cases) {
+  const [first, second] = relays.map((i) => JSON.parse(lines[i]) as Line);
+  edit(first, second);
+  const edited = [...lines];
+  edited[relays[0]] = JSON.stringify(first);
+  edited[relays[1]] = JSON.stringify(second);
+  await Deno.writeTextFile(join(out, file), edited.join("\n") + "\n");
+  negatives.push({ name, log: file, code, line: at + 1 });
+}
+await Deno.writeTextFile(
+  join(out, "negative.json"),
+  JSON.stringify(
+    {
+      description: "golden.log with one author-certificate edit each (TRANSCRIPT §2.2): the " +
+        "code and the line number (the header is line 1) a verifier must report; no receipts",
+      ca: "golden_ca.pem",
+      cases: negatives,
     },
     null,
     2,
@@ -62,4 +130,4 @@ await Deno.writeTextFile(
 );
 await Deno.remove(work, { recursive: true });
 await Deno.remove(pki.dir, { recursive: true });
-console.log(`golden transcript written, transcript_sha256 ${hash}`);
+console.log(`golden transcript written, transcript_sha256 ${hash}; ${negatives.length} negatives`);

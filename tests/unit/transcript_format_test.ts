@@ -172,15 +172,36 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
   assert.deepEqual(report.confirmedBy, ["client", "server"]);
   assert.deepEqual(report.authors.map((a) => a.commonName), ["alice", "bob"]);
   assert.ok(report.signers.client!.notAfter < new Date().toISOString(), "certificate expired");
-  // bob's relayed line (the first relay) opens to what bob said, with only the CA.
+  // bob's relayed lines open to what bob said, with only the CA: the first introduces his
+  // certificate, the second only names it (PROTOCOL §6.4.1), and its opening carries it.
   const { checkOpening, makeOpening } = await import("../../lib/transcript/opening.ts");
   const lines = (await Deno.readTextFile(`${dir}${golden.log}`)).split("\n");
-  const relayLine = lines.findIndex((l) => l.includes('"type":"relay"')) + 1;
-  const opening = await makeOpening(`${dir}${golden.log}`, relayLine, `${dir}${golden.keys}`);
-  const opened = await checkOpening(
-    opening,
-    await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
-  );
-  assert.equal(opened.author, "bob");
-  assert.deepEqual(opened.body, { kind: "text", text: "message s2c 2" });
+  const relayLines = lines.flatMap((l, i) => l.includes('"type":"relay"') ? [i + 1] : []);
+  assert.equal(relayLines.length, 2);
+  assert.ok(lines[relayLines[0] - 1].includes('"cert":'));
+  assert.ok(!lines[relayLines[1] - 1].includes('"cert":'));
+  for (const [i, text] of [[0, "message s2c 2"], [1, "message s2c 4"]] as const) {
+    const opening = await makeOpening(`${dir}${golden.log}`, relayLines[i], `${dir}${golden.keys}`);
+    const opened = await checkOpening(
+      opening,
+      await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
+    );
+    assert.equal(opened.author, "bob");
+    assert.deepEqual(opened.body, { kind: "text", text });
+  }
+});
+
+Deno.test("negative transcript vectors: each author-certificate edit of the golden log fails with its code at its line (TRANSCRIPT §2.2)", async () => {
+  const { TrustStore } = await import("../../lib/pki/validate.ts");
+  const { verifyTranscript } = await import("../../lib/transcript/verify.ts");
+  const dir = new URL("../vectors/transcript/", import.meta.url).pathname;
+  const negative = JSON.parse(await Deno.readTextFile(`${dir}negative.json`));
+  const trust = await TrustStore.fromPem(await Deno.readTextFile(`${dir}${negative.ca}`));
+  assert.equal(negative.cases.length, 4);
+  for (const c of negative.cases) {
+    const report = await verifyTranscript(`${dir}${c.log}`, { trust });
+    assert.equal(report.ok, false, c.name);
+    assert.equal(report.code, c.code, `${c.name}: ${report.reason}`);
+    assert.equal(report.firstBadLine, c.line, c.name);
+  }
 });
