@@ -205,8 +205,9 @@ export class E2eClient {
   /** Counts membership changes: a chain made across one is not kept. */
   #membership = 0;
   /**
-   * Resolves with this session's `online` list: who was in the lobby when we came. Renewed
-   * when a session ends, so a reconnected client waits for its new session's list.
+   * Resolves with this session's whole `online` list (its chunk without `more`): who was in
+   * the lobby when we came. Renewed when a session ends, so a reconnected client waits for
+   * its new session's list.
    */
   #membersKnown: Promise<void>;
   #membersArrived!: () => void;
@@ -449,12 +450,13 @@ export class E2eClient {
    * A `members` body from the server (PROTOCOL §12.5): the lobby's membership. Any change
    * retires our sender chain, so the next lobby line starts a new one for the new membership;
    * a member who left loses their chains with us, and one who joined (maybe on a new device)
-   * gets their device list fetched again.
+   * gets their device list fetched again. The `online` list is whole at its chunk without
+   * `more`: a lobby line waits for it, or its chain would miss the later chunks' members.
    */
   onMembers(body: MembersBody): void {
     this.#membership++;
-    const online = body.event === "online";
-    if (online) this.#membersArrived();
+    const whole = body.event === "online" && !body.more;
+    if (whole) this.#membersArrived();
     for (const user of body.users.map(canonicalName)) {
       if (user === this.#me.user) continue;
       if (body.event === "left") {
@@ -470,7 +472,7 @@ export class E2eClient {
         this.#unconfirmed.delete(user);
       }
     }
-    if (online) {
+    if (whole) {
       // Whom the last session had and this one's list leaves out went while we were away.
       for (const user of this.#unconfirmed) {
         this.#lobby.delete(user);
@@ -497,8 +499,8 @@ export class E2eClient {
    * client shows that it has no key for the line.
    * @returns the members who get no chain, and why: said when a chain is made, once per
    *   membership
-   * @throws TIMEOUT when the server never said who is in the lobby (it sends that once our
-   *   device is published, PROTOCOL §12.5)
+   * @throws TIMEOUT when the server never said (to its end) who is in the lobby (it sends that
+   *   once our device is published, PROTOCOL §12.5)
    */
   async prepareLobby(
     channel: KeysChannel,

@@ -150,13 +150,33 @@ const SenderKeyBodySchema = z.object({
   kind: z.literal("sender_key"),
   ...SenderKeyDistributionJsonSchema.shape,
 }).strict();
-// `online` lists who is there (the snapshot after a device publishes, in chunks); `joined`
-// and `left` are changes.
+// `online` lists who is there (the snapshot after a device publishes, in chunks, every one but
+// the last marked `more`: a client waits for the whole list before its first lobby line);
+// `joined` and `left` are changes.
 const MembersBodySchema = z.object({
   kind: z.literal("members"),
   event: z.enum(["online", "joined", "left"]),
   users: z.array(userName).min(1).max(MAX_MEMBERS_PER_BODY),
-}).strict();
+  more: z.literal(true).optional(),
+}).strict().refine((b) => b.more === undefined || b.event === "online", {
+  message: "only an online list comes in chunks",
+  path: ["more"],
+});
+
+/**
+ * Who is in the lobby, as the `members` bodies that tell it (PROTOCOL §12.5): chunks of at
+ * most {@link MAX_MEMBERS_PER_BODY} names, each but the last marked `more`, so the receiver
+ * knows when it has the whole list.
+ */
+export function onlineBodies(names: readonly string[]): Extract<Body, { kind: "members" }>[] {
+  const bodies: Extract<Body, { kind: "members" }>[] = [];
+  for (let i = 0; i < names.length; i += MAX_MEMBERS_PER_BODY) {
+    const users = names.slice(i, i + MAX_MEMBERS_PER_BODY);
+    const more = i + MAX_MEMBERS_PER_BODY < names.length;
+    bodies.push({ kind: "members", event: "online", users, ...(more ? { more } : {}) });
+  }
+  return bodies;
+}
 
 export type Body =
   | { kind: "text"; text: string }

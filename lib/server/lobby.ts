@@ -24,7 +24,7 @@ import {
   type Body,
   canonicalName,
   LOBBY,
-  MAX_MEMBERS_PER_BODY,
+  onlineBodies,
   type PreparedRelay,
   prepareRelay,
   recipientUser,
@@ -528,11 +528,7 @@ export class Lobby {
         if (body.bundle && body.lobby && !from.e2e) {
           // From now on this session hears of membership changes; first, who is there.
           from.e2e = true;
-          const names = this.names();
-          for (let i = 0; i < names.length; i += MAX_MEMBERS_PER_BODY) {
-            const users = names.slice(i, i + MAX_MEMBERS_PER_BODY);
-            this.#notify(from, { kind: "members", event: "online", users });
-          }
+          for (const body of onlineBodies(this.names())) this.#notify(from, body);
           // The other end-to-end members hear of the newcomer only now that its device is
           // stored, so the refetch this makes them do finds it: it retires their sender chains
           // (PROTOCOL §12.5).

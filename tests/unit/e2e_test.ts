@@ -20,6 +20,8 @@ import {
 import { initiateFirstContact, respondFirstContact } from "../../lib/e2e/pqxdh.ts";
 import { Ratchet } from "../../lib/e2e/ratchet.ts";
 import { SenderChain, SenderKeyReceiver } from "../../lib/e2e/sender_key.ts";
+import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
+import type { Body } from "../../lib/message/record.ts";
 import { loadCaSigner } from "../../lib/pki/ca.ts";
 import { revokeCertificates } from "../../lib/pki/revoke.ts";
 import { makePki, type TestPki } from "../../testkit/pki.ts";
@@ -389,4 +391,39 @@ Deno.test("SenderKeyReceiver: skipped lobby lines open later, once; a forged one
     codeOfCall(() => bob.decrypt(msgs[0].m.id, 0, msgs[0].m.wrapped, msgs[0].b)),
     "REPLAY",
   );
+});
+
+Deno.test("E2eClient.prepareLobby() waits for the whole online list, the chunk without more, before it keys anyone", async () => {
+  // Before (interop finding 39): the first chunk let the line go, so its chain went to the first
+  // chunk's members only and every later chunk's member showed "no key" for it.
+  const { pki } = await setup();
+  const id = await pki.identity("alice");
+  const e2e = await E2eClient.open(new MemoryStorage(), {
+    user: "alice",
+    certDer: id.certDer,
+    signingKey: id.signingKey,
+  }, pki.trust);
+  const asked: string[] = [];
+  // A server whose every device list is empty: nobody can be keyed, and each says why.
+  const channel = {
+    send(body: Body, to: string): Promise<number> {
+      if (body.kind === "keys_fetch") {
+        asked.push(body.user);
+        queueMicrotask(() =>
+          void e2e.onKeys({ kind: "keys", user: body.user, devices: [] }, channel)
+        );
+      } else assert.fail(`unexpected ${body.kind} to ${to}`);
+      return Promise.resolve(asked.length);
+    },
+  };
+  e2e.onMembers({ kind: "members", event: "online", users: ["alice", "bob"], more: true });
+  let done = false;
+  const prepared = e2e.prepareLobby(channel).finally(() => done = true);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual(asked, [], "nobody is asked for before the online list is whole");
+  assert.equal(done, false);
+  e2e.onMembers({ kind: "members", event: "online", users: ["carol"] });
+  const { unreadable } = await prepared;
+  assert.deepEqual(asked.sort(), ["bob", "carol"]);
+  assert.deepEqual(unreadable.map((u) => u.user).sort(), ["bob", "carol"]);
 });

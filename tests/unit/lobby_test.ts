@@ -11,10 +11,13 @@ import { fingerprintOf } from "../../lib/transcript/format.ts";
 import type { LogFields } from "../../lib/log.ts";
 import {
   type Body,
+  BodyShape,
   encodeRecord,
   LOBBY,
+  MAX_MEMBERS_PER_BODY,
   MAX_TEXT_CHARS,
   type MessageRecord,
+  onlineBodies,
   type PreparedRelay,
   type RefusalCode,
   relayFor,
@@ -281,4 +284,33 @@ Deno.test("Lobby: a newcomer is not told of joins and leaves from before it came
   } finally {
     await lobby.closeAll("done");
   }
+});
+
+Deno.test("onlineBodies(): chunks of at most MAX_MEMBERS_PER_BODY names, each but the last marked more; more fits no other event", () => {
+  // Before (interop finding 39) nothing marked the last chunk, so a client could not tell when
+  // it knew the whole lobby.
+  const names = Array.from({ length: 2 * MAX_MEMBERS_PER_BODY + 1 }, (_, i) => `user${i}`);
+  const bodies = onlineBodies(names);
+  assert.deepEqual(bodies.map((b) => [b.users.length, b.more]), [
+    [MAX_MEMBERS_PER_BODY, true],
+    [MAX_MEMBERS_PER_BODY, true],
+    [1, undefined],
+  ]);
+  assert.deepEqual(bodies.flatMap((b) => b.users), names);
+  assert.deepEqual(onlineBodies(["alice"]), [{
+    kind: "members",
+    event: "online",
+    users: ["alice"],
+  }]);
+  for (const body of bodies) {
+    assert.deepEqual(BodyShape.safeParse(body), { success: true, data: body });
+  }
+  for (const event of ["joined", "left"]) {
+    const parsed = BodyShape.safeParse({ kind: "members", event, users: ["bob"], more: true });
+    assert.equal(parsed.success, false, event);
+  }
+  assert.equal(
+    BodyShape.safeParse({ kind: "members", event: "online", users: ["bob"], more: false }).success,
+    false,
+  );
 });
