@@ -13,6 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
+import type { KeyType } from "../lib/pki/keys.ts";
 import { runCli, spawnCli } from "../testkit/cli.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 
@@ -263,6 +264,53 @@ async function cleanUp(procs: Proc[], server: Proc | undefined, tmp: string) {
   await Deno.remove(tmp, { recursive: true });
 }
 
+/** One test's lab: its temp dir, the users' certificates, a `serve` and every child started. */
+interface Lab {
+  /** The server's store (`t.db`) and transcripts (`tr`) are here, beside what the test writes. */
+  tmp: string;
+  /** The CA's, the server's and each user's certificate and key (testkit's makePki). */
+  certs: string;
+  /** `${certs}/ca.pem` */
+  ca: string;
+  /** Every child the test starts, ended at clean-up. */
+  procs: Proc[];
+  /** Starts `securechat serve` with `extra` options (see {@link serve}); once per lab. */
+  serve(extra: string[]): Promise<{ server: Proc; port: string }>;
+}
+
+/**
+ * Runs `test` in a new lab for `users` (`keyType` certificates) and cleans up however it ends:
+ * every child is ended, the server last so it writes its receipts, and the temp dir removed.
+ */
+async function inLab(
+  prefix: string,
+  users: string[],
+  keyType: KeyType,
+  test: (lab: Lab) => Promise<void>,
+): Promise<void> {
+  const tmp = await Deno.makeTempDir({ prefix });
+  const certs = `${tmp}/certs`;
+  let server: Proc | undefined;
+  const lab: Lab = {
+    tmp,
+    certs,
+    ca: `${certs}/ca.pem`,
+    procs: [],
+    async serve(extra) {
+      if (server) throw new Error("one server per lab");
+      server = serve(tmp, certs, extra);
+      return { server, port: await listenPort(server) };
+    },
+  };
+  try {
+    await Deno.mkdir(certs);
+    await makePki(users, keyType, certs);
+    await test(lab);
+  } finally {
+    await cleanUp(lab.procs, server, tmp);
+  }
+}
+
 // `bobFirst`: bob's private line opens the end-to-end conversation, so the Python client answers
 // lib/'s PQXDH (§12.3 responder, with one of its one-time prekeys); otherwise the Python client
 // initiates it with bob's bundle.
@@ -279,19 +327,18 @@ for (const { keyType, group, bobFirst } of CASES) {
     sanitizeResources: true,
     sanitizeOps: true,
     async fn() {
-      const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-" });
-      const certs = `${tmp}/certs`;
-      await Deno.mkdir(certs);
-      const procs: Proc[] = [];
-      let server: Proc | undefined;
-      try {
-        await makePki(["alice", "bob"], keyType, certs);
-        const ca = `${certs}/ca.pem`;
+      await inLab("securechat-interop-", ["alice", "bob"], keyType, async (lab) => {
+        const { tmp, certs, ca, procs } = lab;
         // --key-update 1: the server updates its traffic key after one second (PROTOCOL §4.4);
         // --console: the operator types on the server's stdin (`operator` bodies, §6.2);
         // --keylog: the transport secrets for the clean-room auditor (§12.9)
-        server = serve(tmp, certs, ["--console", "--keylog", `${tmp}/keylog`, "--key-update", "1"]);
-        const port = Number(await listenPort(server));
+        const { server, port } = await lab.serve([
+          "--console",
+          "--keylog",
+          `${tmp}/keylog`,
+          "--key-update",
+          "1",
+        ]);
 
         // The Python client registers alice and updates its own key after every record it sends.
         const py = pythonClient([CLIENT_PY], port, certs, [
@@ -518,9 +565,7 @@ for (const { keyType, group, bobFirst } of CASES) {
         const vb = await verifyConfirmedByBoth(ca, findLog(`${tmp}/bobtr`, "-client.log"));
         // alice's sender key, lobby line and private line
         assert.match(vb, /author\s+alice .*: 3 signed record/, vb);
-      } finally {
-        await cleanUp(procs, server, tmp);
-      }
+      });
     },
   });
 }
@@ -550,15 +595,9 @@ Deno.test({
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-e2e-" });
-    const certs = `${tmp}/certs`;
-    await Deno.mkdir(certs);
-    const procs: Proc[] = [];
-    let server: Proc | undefined;
-    try {
-      await makePki(["alice", "bob"], "ed25519", certs);
-      server = serve(tmp, certs, ["--handshake-rate", "1000"]);
-      const port = await listenPort(server);
+    await inLab("securechat-interop-e2e-", ["alice", "bob"], "ed25519", async (lab) => {
+      const { tmp, certs, procs } = lab;
+      const { port } = await lab.serve(["--handshake-rate", "1000"]);
       let first = true;
       for (const { mode, lobby, fatal, shown } of HOSTILE_E2E) {
         const register = first ? ["--register", "--email", "bob@example.com"] : [];
@@ -603,9 +642,7 @@ Deno.test({
           `${mode}: python failed:\n${py.out.text()}\n${py.err.text()}`,
         );
       }
-    } finally {
-      await cleanUp(procs, server, tmp);
-    }
+    });
   },
 });
 
@@ -616,15 +653,9 @@ Deno.test({
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-lobby-" });
-    const certs = `${tmp}/certs`;
-    await Deno.mkdir(certs);
-    const procs: Proc[] = [];
-    let server: Proc | undefined;
-    try {
-      await makePki(["alice", "bob", "carol"], "ed25519", certs);
-      server = serve(tmp, certs, []);
-      const port = await listenPort(server);
+    await inLab("securechat-interop-lobby-", ["alice", "bob", "carol"], "ed25519", async (lab) => {
+      const { tmp, certs, procs } = lab;
+      const { port } = await lab.serve([]);
       const cli = async (user: string) => {
         const p = connectCli(port, certs, user, `${tmp}/${user}tr`, [
           "--register",
@@ -686,9 +717,7 @@ Deno.test({
       assert.equal(await finish(py), 0, `python failed:\n${py.out.text()}\n${py.err.text()}`);
       assert.ok(!py.out.lines.some((l) => /^(WARNING|NOT_SENT|ERROR)/.test(l)), py.out.text());
       assert.ok(!py.out.lines.some((l) => l.includes("NO_KEY")), py.out.text());
-    } finally {
-      await cleanUp(procs, server, tmp);
-    }
+    });
   },
 });
 
@@ -699,16 +728,9 @@ Deno.test({
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-offline-" });
-    const certs = `${tmp}/certs`;
-    await Deno.mkdir(certs);
-    const procs: Proc[] = [];
-    let server: Proc | undefined;
-    try {
-      await makePki(["alice", "bob"], "ed25519", certs);
-      const ca = `${certs}/ca.pem`;
-      server = serve(tmp, certs, ["--queue-max", "1"]);
-      const port = await listenPort(server);
+    await inLab("securechat-interop-offline-", ["alice", "bob"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      const { port } = await lab.serve(["--queue-max", "1"]);
       const bob = (register: boolean) => {
         const p = connectCli(port, certs, "bob", `${tmp}/bobtr`, [
           ...(register ? ["--register", "--email", "bob@example.com"] : []),
@@ -845,9 +867,7 @@ Deno.test({
       const bad = await openState("not-bobs-password");
       assert.equal(bad.code, 1);
       assert.equal(new TextDecoder().decode(bad.stdout), "STATE ERROR DECRYPT_FAIL\n");
-    } finally {
-      await cleanUp(procs, server, tmp);
-    }
+    });
   },
 });
 
@@ -857,16 +877,10 @@ Deno.test({
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    const tmp = await Deno.makeTempDir({ prefix: "securechat-probe-" });
-    const certs = `${tmp}/certs`;
-    await Deno.mkdir(certs);
-    let server: Proc | undefined;
-    try {
-      await makePki(["alice", "carol"], "ed25519", certs);
-      const ca = `${certs}/ca.pem`;
+    await inLab("securechat-probe-", ["alice", "carol"], "ed25519", async (lab) => {
+      const { certs, ca } = lab;
       // One address makes every probe's handshake: lift the per-address handshake rate.
-      server = serve(tmp, certs, ["--handshake-rate", "1000"]);
-      const port = Number(await listenPort(server));
+      const { port } = await lab.serve(["--handshake-rate", "1000"]);
       const out = await new Deno.Command(PYTHON, {
         args: [
           PROBE_PY,
@@ -894,9 +908,7 @@ Deno.test({
       for (const l of probes.filter((l) => l.includes(" KNOWN-DEVIATION "))) console.log(l);
       assert.ok(probes.length >= 70, `only ${probes.length} probes ran:\n${text}\n${err}`);
       assert.equal(out.code, 0, `probe.py exited ${out.code}:\n${text}\n${err}`);
-    } finally {
-      await cleanUp([], server, tmp);
-    }
+    });
   },
 });
 
