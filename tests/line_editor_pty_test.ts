@@ -6,9 +6,9 @@
  * terminal, leaving no stale rows), and Ctrl-D on an empty line ends with receipts.
  */
 import assert from "node:assert/strict";
-import { makePki } from "../testkit/pki.ts";
-import { LiveClient, pollUntil, registerUser, ServerProcess } from "../testkit/server_process.ts";
-import { hasTmux, Tmux } from "../testkit/tmux.ts";
+import { pollUntil } from "../testkit/server_process.ts";
+import { hasTmux } from "../testkit/tmux.ts";
+import { withTerminalChat } from "./helpers/terminal_chat.ts";
 
 if (!hasTmux) {
   console.error("line editor pty test skipped: tmux is not installed (.ci/run installs it)");
@@ -22,28 +22,11 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const pki = await makePki(["alice", "bob"]);
-    const server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--message-rate", "100"] });
-    const tmux = new Tmux(WIDTH);
-    let bob: LiveClient | undefined;
-    try {
-      await registerUser(server, pki.dir, "alice", "alice-password-1");
-      await registerUser(server, pki.dir, "bob", "bob-password-12");
-      bob = await LiveClient.login({
-        port: server.port,
-        user: "bob",
-        password: "bob-password-12",
-        pkiDir: pki.dir,
-        transcripts: `${server.workDir}/bob`,
-      });
-      await tmux.startConnect({
-        port: server.port,
-        user: "alice",
-        password: "alice-password-1",
-        pkiDir: pki.dir,
-        transcripts: `${server.workDir}/alice`,
-      });
-
+    await withTerminalChat({
+      alicePassword: "alice-password-1",
+      width: WIDTH,
+      serverArgs: ["--message-rate", "100"],
+    }, async ({ tmux, bob }) => {
       const fromBob = (text: string) => (l: string) => l.endsWith(`alice \u2713 ${text}`);
       // Arrow keys move the cursor: "hllo", three Lefts, "e" → "hello".
       await tmux.keys("hllo", "Left", "Left", "Left", "e", "Enter");
@@ -51,9 +34,9 @@ Deno.test({
       // Up recalls the last line.
       await tmux.keys("Up", "Enter");
       await pollUntil(
-        () => bob!.lines(fromBob("hello")).length === 2 || undefined,
+        () => bob.lines(fromBob("hello")).length === 2 || undefined,
         10_000,
-        () => bob!.stdout.join("\n"),
+        () => bob.stdout.join("\n"),
       );
       // Ctrl-U deletes the line, Ctrl-W the last word.
       await tmux.keys("garbage", "C-u", "clean", "Enter");
@@ -98,11 +81,6 @@ Deno.test({
       const end = await tmux.waitFor((r) => r.some((row) => row.startsWith("EXIT=")), "the exit");
       assert.ok(end.includes("EXIT=0"), end.join("\n"));
       assert.ok(end.some((row) => row.includes("server's receipt:")), end.join("\n"));
-    } finally {
-      await tmux.kill();
-      await bob?.end();
-      await server.dispose();
-      await Deno.remove(pki.dir, { recursive: true });
-    }
+    });
   },
 });

@@ -8,15 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { StateFile } from "../lib/store/e2e_state_file.ts";
-import { makePki } from "../testkit/pki.ts";
-import {
-  errorCodeOf,
-  LiveClient,
-  registerUser,
-  runConnect,
-  ServerProcess,
-} from "../testkit/server_process.ts";
-import { hasTmux, Tmux } from "../testkit/tmux.ts";
+import { errorCodeOf, runConnect } from "../testkit/server_process.ts";
+import { hasTmux } from "../testkit/tmux.ts";
+import { withTerminalChat } from "./helpers/terminal_chat.ts";
 
 if (!hasTmux) {
   console.error("/passwd pty test skipped: tmux is not installed (.ci/run installs it)");
@@ -33,38 +27,18 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const pki = await makePki(["alice", "bob"]);
-    const server = await ServerProcess.start({ pkiDir: pki.dir });
-    const tmux = new Tmux();
-    let bob: LiveClient | undefined;
-    const login = (password: string, transcripts = `${server.workDir}/check`) =>
-      runConnect({
-        port: server.port,
-        user: "alice",
-        password,
-        pkiDir: pki.dir,
-        transcripts,
-      });
-    const statePath = `${server.workDir}/alice/alice.e2e`;
-    const identityKey = async (password: string) =>
-      ((await (await StateFile.open(statePath, password)).load()) as { ik: string }).ik;
-    try {
-      await registerUser(server, pki.dir, "alice", OLD);
-      await registerUser(server, pki.dir, "bob", "bob-password-12");
-      bob = await LiveClient.login({
-        port: server.port,
-        user: "bob",
-        password: "bob-password-12",
-        pkiDir: pki.dir,
-        transcripts: `${server.workDir}/bob`,
-      });
-      await tmux.startConnect({
-        port: server.port,
-        user: "alice",
-        password: OLD,
-        pkiDir: pki.dir,
-        transcripts: `${server.workDir}/alice`,
-      });
+    await withTerminalChat({ alicePassword: OLD }, async ({ pki, server, tmux, bob }) => {
+      const login = (password: string, transcripts = `${server.workDir}/check`) =>
+        runConnect({
+          port: server.port,
+          user: "alice",
+          password,
+          pkiDir: pki.dir,
+          transcripts,
+        });
+      const statePath = `${server.workDir}/alice/alice.e2e`;
+      const identityKey = async (password: string) =>
+        ((await (await StateFile.open(statePath, password)).load()) as { ik: string }).ik;
       const asked = (question: string) =>
         tmux.waitFor((rows) => rows.at(-1) === question, `"${question}"`);
       const said = (text: string) =>
@@ -143,11 +117,6 @@ Deno.test({
       assert.ok(!again.stderr.includes("end-to-end state"), again.stderr);
       assert.equal(await identityKey(NEW), reencrypted);
       assert.ok(server.logs.some((e) => e.event === "PASSWORD_CHANGED" && e.user === "alice"));
-    } finally {
-      await tmux.kill();
-      await bob?.end();
-      await server.dispose();
-      await Deno.remove(pki.dir, { recursive: true });
-    }
+    });
   },
 });
