@@ -5,28 +5,26 @@
  * online), dropping a member whose sends fail.
  */
 import assert from "node:assert/strict";
-import { fromBase64, toBase64, toHex } from "../../lib/bytes.ts";
+import { fromBase64, toBase64 } from "../../lib/bytes.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import { fingerprintOf } from "../../lib/transcript/format.ts";
 import type { LogFields } from "../../lib/log.ts";
 import {
   type Body,
   BodyShape,
-  encodeRecord,
   LOBBY,
   MAX_MEMBERS_PER_BODY,
   MAX_TEXT_CHARS,
-  type MessageRecord,
   onlineBodies,
   type PreparedRelay,
   type RefusalCode,
   relayFor,
-  sealContent,
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
 import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
+import { checkedMessage } from "../helpers/records.ts";
 
 /** The part of ChatSession the lobby uses, recording every send. */
 class FakeSession {
@@ -94,21 +92,7 @@ function setup(
 
 let seqno = 0;
 /** A verified record from a member, as the session hands it to the lobby. */
-function message(body: Body, to: string): ReceivedMessage {
-  seqno++;
-  const { k, ct, c } = sealContent(body);
-  const record: MessageRecord = {
-    sid: toHex(new Uint8Array(16)),
-    dir: "c2s",
-    to,
-    seqno,
-    ts: Date.now(),
-    ct,
-    c,
-    sig: new Uint8Array(64).fill(7),
-  };
-  return { type: "msg", seqno, ts: record.ts, body, record, recordJson: encodeRecord(record), k };
-}
+const message = (body: Body, to: string): ReceivedMessage => checkedMessage(body, to, ++seqno);
 
 const wire = (p: PreparedRelay) => JSON.parse(relayFor(p, 9, 1, "relay", true).wire);
 

@@ -6,24 +6,20 @@
  * delete exactly what was delivered; refusals carry the store's reason.
  */
 import assert from "node:assert/strict";
-import { toBase64, toHex } from "../../lib/bytes.ts";
-import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import {
   type Body,
-  encodeRecord,
-  type MessageRecord,
   type PreparedRelay,
   recipientUser,
   type RefusalCode,
   relayFor,
-  sealContent,
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
 import { Lobby, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import type { MessageQueue, QueuedRecord, QueueLimits } from "../../lib/store/message_queue.ts";
+import { checkedMessage, RATCHET_ENVELOPE } from "../helpers/records.ts";
 
 const LIMITS = { messagesPerSecond: 100, messageBurst: 100 };
 
@@ -112,45 +108,14 @@ function setup(maxRecords = 10) {
 
 let counter = 0;
 function message(text: string, to: string, body?: Body, readable = false): ReceivedMessage {
-  const seqno = ++counter;
-  const { k, ct, c } = sealContent(body ?? { kind: "text", text });
-  const record: MessageRecord = {
-    sid: toHex(new Uint8Array(16)),
-    dir: "c2s",
-    to,
-    seqno,
-    ts: Date.now(),
-    ct,
-    c,
-    sig: new Uint8Array(64).fill(7),
-  };
+  const m = checkedMessage(body ?? { kind: "text", text }, to, ++counter);
   if (body === undefined && recipientUser(to) !== null && !readable) {
     // A private text travels end to end: the server sees the envelope, never `k` (§12.6).
-    return { type: "sealed", seqno, ts: record.ts, record, recordJson: encodeRecord(record), e2e };
+    const { seqno, ts, record, recordJson } = m;
+    return { type: "sealed", seqno, ts, record, recordJson, e2e: RATCHET_ENVELOPE };
   }
-  return {
-    type: "msg",
-    seqno,
-    ts: record.ts,
-    body: body ?? { kind: "text", text },
-    record,
-    recordJson: encodeRecord(record),
-    k,
-  };
+  return m;
 }
-
-/** An envelope of the schema's shape; the lobby never opens it. */
-const e2e: E2eEnvelope = {
-  kind: "ratchet",
-  from: "0123456789abcdef",
-  wraps: [{
-    device: "fedcba9876543210",
-    dh: toBase64(new Uint8Array(32)),
-    pn: 0,
-    n: 0,
-    w: toBase64(new Uint8Array(48)),
-  }],
-};
 
 /** A promise the test resolves: holds the queue's calls open. */
 function gate(): { promise: Promise<void>; open(): void } {

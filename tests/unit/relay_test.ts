@@ -25,6 +25,7 @@ import { type E2eUnwrap, RelayVerifier, SeenStore } from "../../lib/session/rela
 import { seenFile } from "../../lib/session/seen_file.ts";
 import { makePki } from "../../testkit/pki.ts";
 import { fingerprintOf } from "../../lib/transcript/format.ts";
+import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "../helpers/records.ts";
 
 const pki = await makePki(["alice", "bob"]);
 const rogue = await makePki(["alice"]); // same name, a CA nobody trusts
@@ -272,26 +273,6 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
   }
 });
 
-/** Envelopes of the schema's shape: the unwrap stub of each test decides what they yield. */
-const RATCHET: E2eEnvelope = {
-  kind: "ratchet",
-  from: "0123456789abcdef",
-  wraps: [{
-    device: "fedcba9876543210",
-    dh: toBase64(new Uint8Array(32)),
-    pn: 0,
-    n: 0,
-    w: toBase64(new Uint8Array(48)),
-  }],
-};
-const SENDER: E2eEnvelope = {
-  kind: "sender",
-  from: "0123456789abcdef",
-  id: 1,
-  n: 0,
-  w: toBase64(new Uint8Array(48)),
-};
-
 /** alice's record as the server hands it on end to end, and the `k` its wrap holds. */
 async function e2eRelayed(
   seqno: number,
@@ -315,7 +296,7 @@ async function e2eRelayed(
     author_fp: fingerprintOf(alice.certDer),
     cert: toBase64(alice.certDer),
     record: encodeRecord(record),
-    e2e: o.e2e ?? RATCHET,
+    e2e: o.e2e ?? RATCHET_ENVELOPE,
   };
   return { relay, k };
 }
@@ -352,10 +333,10 @@ Deno.test("RelayVerifier.check(): an envelope that does not fit its record's rec
   // the server must refuse it from them (PROTOCOL §12.6): a recipient handed one refuses too,
   // rather than show a private line wrapped under the lobby chain every member holds.
   const cases = [
-    { to: userRecipient("bob"), e2e: SENDER, code: "PROTOCOL_ERROR" },
-    { to: LOBBY, e2e: RATCHET, code: "PROTOCOL_ERROR" },
-    { to: userRecipient("bob"), e2e: RATCHET, code: "ok" },
-    { to: LOBBY, e2e: SENDER, code: "ok" },
+    { to: userRecipient("bob"), e2e: SENDER_ENVELOPE, code: "PROTOCOL_ERROR" },
+    { to: LOBBY, e2e: RATCHET_ENVELOPE, code: "PROTOCOL_ERROR" },
+    { to: userRecipient("bob"), e2e: RATCHET_ENVELOPE, code: "ok" },
+    { to: LOBBY, e2e: SENDER_ENVELOPE, code: "ok" },
   ];
   for (const [i, { to, e2e, code }] of cases.entries()) {
     const { relay, k } = await e2eRelayed(i + 1, { to, e2e });

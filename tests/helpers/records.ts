@@ -1,0 +1,54 @@
+/**
+ * Stand-ins for what a session hands on once it has checked a record, for the unit tests of
+ * what takes them: the lobby and its offline queue, the relay verifier.
+ */
+import { toBase64, toHex } from "../../lib/bytes.ts";
+import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
+import { type Body, encodeRecord, sealContent } from "../../lib/message/record.ts";
+import type { ReceivedMessage } from "../../lib/session/session.ts";
+
+/**
+ * End-to-end envelopes of the schema's shape (PROTOCOL §12.6), a private record's and a lobby
+ * record's: the server never opens one, and a test's unwrap stub decides what they yield.
+ */
+export const RATCHET_ENVELOPE: E2eEnvelope = {
+  kind: "ratchet",
+  from: "0123456789abcdef",
+  wraps: [{
+    device: "fedcba9876543210",
+    dh: toBase64(new Uint8Array(32)),
+    pn: 0,
+    n: 0,
+    w: toBase64(new Uint8Array(48)),
+  }],
+};
+export const SENDER_ENVELOPE: E2eEnvelope = {
+  kind: "sender",
+  from: "0123456789abcdef",
+  id: 1,
+  n: 0,
+  w: toBase64(new Uint8Array(48)),
+};
+
+/**
+ * A member's c2s record carrying `body` to `to`, as the server's session hands it to the lobby
+ * once checked (its signature a stand-in: the lobby never checks it again).
+ */
+export function checkedMessage(
+  body: Body,
+  to: string,
+  seqno: number,
+): Extract<ReceivedMessage, { type: "msg" }> {
+  const { k, ct, c } = sealContent(body);
+  const record = {
+    sid: toHex(new Uint8Array(16)),
+    dir: "c2s" as const,
+    to,
+    seqno,
+    ts: Date.now(),
+    ct,
+    c,
+    sig: new Uint8Array(64).fill(7),
+  };
+  return { type: "msg", seqno, ts: record.ts, body, record, recordJson: encodeRecord(record), k };
+}
