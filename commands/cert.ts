@@ -1,8 +1,7 @@
 /** `securechat cert issue|revoke|crl|list|show|export`: leaf certificates under the CA. */
 import { crlFileStatus, readCrlDer } from "../lib/pki/crl_file.ts";
 import { Command } from "commander";
-import { sha256 } from "#sync-crypto";
-import { toHex, wipe } from "../lib/bytes.ts";
+import { wipe } from "../lib/bytes.ts";
 import { checkNewPassword } from "../lib/crypto/password.ts";
 import { encodeExportBundle } from "../lib/pki/export_bundle.ts";
 import { writeFileAtomic } from "../lib/pki/files.ts";
@@ -14,6 +13,7 @@ import { readInventory } from "../lib/pki/inventory.ts";
 import {
   certificateText,
   describeCertificate,
+  fingerprintOf,
   formatFingerprint,
   formatSerial,
 } from "../lib/pki/describe.ts";
@@ -166,7 +166,7 @@ export function registerCert(program: Command): void {
     .action(async (target: string, opts) => {
       opts.dir = await pkiDir(opts.dir);
       const file = await certificateFile(target, opts.dir);
-      const facts = await describeCertificate(await readCertificateDer(file));
+      const facts = describeCertificate(await readCertificateDer(file));
       // The CA's record says whether it was revoked (a certificate cannot say so itself).
       const { certificates } = await readInventory(opts.dir);
       const revoked = certificates.find((e) => formatSerial(e.serial) === facts.serial)?.revokedAt;
@@ -214,7 +214,7 @@ export function registerCert(program: Command): void {
           "served by `serve --web`",
       );
       info(
-        `CA fingerprint ${formatFingerprint(toHex(sha256(caDer)))}: the page shows it at import; ` +
+        `CA fingerprint ${formatFingerprint(fingerprintOf(caDer))}: the page shows it at import; ` +
           "check that they match",
       );
     });

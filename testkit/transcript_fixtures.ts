@@ -21,7 +21,7 @@ import {
   signRecord,
   userRecipient,
 } from "../lib/message/record.ts";
-import { fingerprintOf } from "../lib/transcript/format.ts";
+import { fingerprintOf } from "../lib/pki/describe.ts";
 import { type Receipt, receiptSignedData } from "../lib/transcript/receipt.ts";
 import { TranscriptWriter } from "../lib/transcript/writer.ts";
 

@@ -22,7 +22,7 @@ import { loadCaSigner } from "../lib/pki/ca.ts";
 import { formatFingerprint } from "../lib/pki/describe.ts";
 import { revokeCertificates } from "../lib/pki/revoke.ts";
 import { readCrlDer } from "../lib/pki/crl_file.ts";
-import { fingerprintOf } from "../lib/transcript/format.ts";
+import { fingerprintOf } from "../lib/pki/describe.ts";
 import { FrameProxy } from "./helpers/proxy.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
 import { assertNoCanaries } from "./helpers/canaries.ts";

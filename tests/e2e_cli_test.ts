@@ -11,7 +11,7 @@ import { decodeRecord, openContent } from "../lib/message/record.ts";
 import { loadCaSigner } from "../lib/pki/ca.ts";
 import { formatFingerprint } from "../lib/pki/describe.ts";
 import { revokeCertificates } from "../lib/pki/revoke.ts";
-import { fingerprintOf } from "../lib/transcript/format.ts";
+import { fingerprintOf } from "../lib/pki/describe.ts";
 import { makePki } from "../testkit/pki.ts";
 import { runCli } from "../testkit/cli.ts";
 import { LiveClient, liveLogins, registerUser, ServerProcess } from "../testkit/server_process.ts";

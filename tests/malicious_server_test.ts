@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { fromBase64, toBase64 } from "../lib/bytes.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
-import { fingerprintOf } from "../lib/transcript/format.ts";
+import { fingerprintOf } from "../lib/pki/describe.ts";
 import { type LiveClient, liveLogins, pollUntil } from "../testkit/server_process.ts";
 import {
   everythingReadable,

@@ -16,7 +16,7 @@ import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { concat, fromBase64, fromHex, toBase64, toHex, u32be, u64be, utf8 } from "../lib/bytes.ts";
-import { fingerprintOf } from "../lib/transcript/format.ts";
+import { fingerprintOf } from "../lib/pki/describe.ts";
 import { counterNonce, openSync, sealSync } from "../lib/crypto/aead.ts";
 import { hkdfExpandSync, hmacSha256Sync } from "../lib/crypto/hkdf.ts";
 import { type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { fromHex } from "../lib/bytes.ts";
-import { fingerprintOf } from "../lib/transcript/format.ts";
+import { fingerprintOf } from "../lib/pki/describe.ts";
 import { encodeReceiptFile, signReceipt } from "../lib/transcript/receipt.ts";
 import { formatReport } from "../commands/verify.ts";
 import {

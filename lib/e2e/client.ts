@@ -26,7 +26,7 @@ import {
   userRecipient,
 } from "../message/record.ts";
 import { type TrustStore, type ValidatedPeer, validatePeerCertificate } from "../pki/validate.ts";
-import { fingerprintOf } from "../transcript/format.ts";
+import { fingerprintOf } from "../pki/describe.ts";
 import { base64Text } from "../wire/schema.ts";
 import {
   deviceOf,

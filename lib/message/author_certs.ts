@@ -4,7 +4,7 @@
  * run the same way over the session's `relay` and `stored` messages, so that a relay can name
  * a certificate by fingerprint and the other end always knows which one.
  */
-import { fingerprintOf } from "../transcript/format.ts";
+import { fingerprintOf } from "../pki/describe.ts";
 import { toBase64 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import type { AuthorCert } from "./record.ts";

@@ -5,7 +5,6 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { SecureChatError } from "../errors.ts";
-import { sha256, toHex } from "../bytes.ts";
 import { readCertificateDer, readPrivateKeyPkcs8 } from "./key_files.ts";
 import {
   generateKeyPair,
@@ -16,6 +15,7 @@ import {
   signingAlgorithmOf,
 } from "./keys.ts";
 import { pemEncode } from "./pem.ts";
+import { fingerprintOf } from "./describe.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
 import { pathExists, readTextFile, writeFileAtomic } from "./files.ts";
 import { randomSerialHex, validityWindow } from "./serial.ts";
@@ -69,7 +69,7 @@ export async function initCa(dir: string, opts: CaInitOptions, force: boolean): 
   await writeFileAtomic(paths.caKey, await privateKeyToPem(keys.privateKey, opts.password));
   const der = new Uint8Array(cert.rawData);
   await writeFileAtomic(paths.caCert, pemEncode("CERTIFICATE", der), 0o644);
-  return toHex(await sha256(der));
+  return fingerprintOf(der);
 }
 
 export interface CaSigner {

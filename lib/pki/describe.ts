@@ -1,5 +1,9 @@
-/** `cert show`: a certificate in human terms, like `step certificate inspect --short`. */
-import { sha256, toHex } from "../bytes.ts";
+/**
+ * `cert show`: a certificate in human terms, like `step certificate inspect --short`; and the
+ * one home of a certificate's fingerprint, computed and printed.
+ */
+import { toHex } from "../bytes.ts";
+import { sha256 } from "#sync-crypto";
 import { type GeneralName, KU, type Name, OID, parseCertificate } from "./certificate.ts";
 import { formatIp } from "./hostname.ts";
 import { signatureAlgorithmName } from "./signature.ts";
@@ -57,6 +61,14 @@ export function formatSerial(hex: string): string {
   return hex.toLowerCase();
 }
 
+/**
+ * A certificate's fingerprint: SHA-256 of its DER, lower-case hex — what transcripts, the CA's
+ * inventory, trust stores and `/verify` keep and compare.
+ */
+export function fingerprintOf(certDer: Uint8Array): string {
+  return toHex(sha256(certDer));
+}
+
 /** The one printed form of a certificate fingerprint: `sha256:` and lower-case hex. */
 export function formatFingerprint(hex: string): string {
   return `sha256:${hex.toLowerCase()}`;
@@ -85,10 +97,7 @@ export interface CertificateFacts {
  * The facts of a certificate in human terms.
  * @throws BAD_CERT when the DER is malformed
  */
-export async function describeCertificate(
-  der: Uint8Array,
-  now = new Date(),
-): Promise<CertificateFacts> {
+export function describeCertificate(der: Uint8Array, now = new Date()): CertificateFacts {
   const cert = parseCertificate(der);
   const key = cert.publicKey;
   const keyText = key.kind === "rsa"
@@ -117,7 +126,7 @@ export async function describeCertificate(
     basicConstraints: bc
       ? `CA:${bc.ca ? "TRUE" : "FALSE"}${bc.pathLen !== undefined ? `, pathLen:${bc.pathLen}` : ""}`
       : null,
-    fingerprint: formatFingerprint(toHex(await sha256(der))),
+    fingerprint: formatFingerprint(fingerprintOf(der)),
   };
 }
 

@@ -4,10 +4,10 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { SecureChatError } from "../errors.ts";
-import { sha256, toHex } from "../bytes.ts";
 import { randomSerialHex, validityWindow } from "./serial.ts";
 import { generateKeyPair, type KeyType, privateKeyToPem, signingAlgorithmOf } from "./keys.ts";
 import { pemEncode } from "./pem.ts";
+import { fingerprintOf } from "./describe.ts";
 import { OID } from "./certificate.ts";
 import { isValidDnsName, parseIp } from "./hostname.ts";
 import { canonicalName, isReservedUserName, isValidUserName, nameSkeleton } from "./names.ts";
@@ -195,7 +195,7 @@ export async function issueCertificate(
     serial,
     profile: opts.profile,
     notAfter: cert.notAfter.toISOString(),
-    fingerprint: toHex(await sha256(der)),
+    fingerprint: fingerprintOf(der),
   };
   await recordIssued(dir, entry);
   return { certPath, keyPath, entry, earlier };

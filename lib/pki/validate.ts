@@ -4,13 +4,13 @@
  * issued directly by our root (pathLen 0), carry the EKU of its role, match the
  * expected name and not be on the CA's CRL.
  */
-import { sha256 as sha256Sync } from "#sync-crypto";
 import { SecureChatError } from "../errors.ts";
-import { sha256, timingSafeEqual, toHex } from "../bytes.ts";
+import { timingSafeEqual } from "../bytes.ts";
 import { commonNameOf, OID, parseCertificate, type ParsedCertificate } from "./certificate.ts";
 import { checkCertificateProfile, isSelfIssued, verifyPath } from "./path.ts";
 import { checkCrlCurrent, parseCrl, type ParsedCrl, serialHex, verifyCrl } from "./crl.ts";
 import { pemDecode } from "./pem.ts";
+import { fingerprintOf } from "./describe.ts";
 
 import { importVerifyingKeySpki, type VerifyingKey } from "../crypto/signature.ts";
 
@@ -171,7 +171,7 @@ export class TrustStore {
     checkCertificateProfile(ca, "anchor", POLICY);
     if (!isSelfIssued(ca)) badCert("trusted CA certificate is not a root (not self-issued)");
     if (ca.basicConstraints?.pathLen !== 0) badCert("trusted CA certificate must have pathLen 0");
-    const store = new TrustStore(ca, toHex(await sha256(ca.der)));
+    const store = new TrustStore(ca, fingerprintOf(ca.der));
     if (crlPem !== undefined) {
       store.crl = await store.checkCrl(pemDecode(crlPem, "X509 CRL", "BAD_CERT"));
     }
@@ -203,7 +203,7 @@ export async function validatePeerCertificate(
   const time = opts.now ?? new Date();
   // Certificates carry whole seconds: validity is judged at that resolution (path.ts).
   const seconds = Math.floor(time.getTime() / 1000) * 1000;
-  const fingerprint = toHex(sha256Sync(certDer));
+  const fingerprint = fingerprintOf(certDer);
   // The server name is part of what a server certificate's path proved; a user's CN is not.
   const key = `${opts.role} ${opts.role === "server" ? opts.expectedName : ""} ${fingerprint}`;
   const peer = store.recall(key, certDer, seconds) ??

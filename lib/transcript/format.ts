@@ -59,10 +59,6 @@ export function sha256Sync(...parts: Uint8Array[]): Uint8Array {
   return sha256(...parts);
 }
 
-export function fingerprintOf(certDer: Uint8Array): string {
-  return toHex(sha256(certDer));
-}
-
 /** The JSON text of the header line, without the newline. Field order is fixed. */
 export function encodeHeaderLine(h: {
   protocolVersion: number;

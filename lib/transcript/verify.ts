@@ -26,7 +26,6 @@ import { ownServerName, TrustAtSessionTime } from "./trust_at.ts";
 import {
   basePathOfLog,
   type Direction,
-  fingerprintOf,
   type HashState,
   type HeaderLine,
   HeaderLineSchema,
@@ -35,6 +34,7 @@ import {
   TRANSCRIPT_VERSION,
   TranscriptHasher,
 } from "./format.ts";
+import { fingerprintOf } from "../pki/describe.ts";
 import { readLines } from "./lines.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import { checkReceipt, parseReceipt, type Receipt, type ReceiptParties } from "./receipt.ts";

@@ -19,10 +19,10 @@ import {
   baseNameOf,
   type Direction,
   encodeHeaderLine,
-  fingerprintOf,
   type HashState,
   TranscriptHasher,
 } from "./format.ts";
+import { fingerprintOf } from "../pki/describe.ts";
 import {
   checkReceipt,
   encodeReceiptFile,

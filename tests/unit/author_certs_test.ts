@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { codeOf } from "../../lib/errors.ts";
 import { SESSION_CERTS, SessionCertList } from "../../lib/message/author_certs.ts";
-import { fingerprintOf } from "../../lib/transcript/format.ts";
+import { fingerprintOf } from "../../lib/pki/describe.ts";
 
 const der = (i: number) => new TextEncoder().encode(`certificate ${i}`);
 const fp = (i: number) => fingerprintOf(der(i));

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { fromBase64, toBase64 } from "../../lib/bytes.ts";
 import { SecureChatError } from "../../lib/errors.ts";
-import { fingerprintOf } from "../../lib/transcript/format.ts";
+import { fingerprintOf } from "../../lib/pki/describe.ts";
 import type { LogFields } from "../../lib/log.ts";
 import {
   type Body,

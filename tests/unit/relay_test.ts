@@ -24,7 +24,7 @@ import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import { type E2eUnwrap, RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
 import { seenFile } from "../../lib/session/seen_file.ts";
 import { makePki } from "../../testkit/pki.ts";
-import { fingerprintOf } from "../../lib/transcript/format.ts";
+import { fingerprintOf } from "../../lib/pki/describe.ts";
 import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "../helpers/records.ts";
 
 const pki = await makePki(["alice", "bob"]);

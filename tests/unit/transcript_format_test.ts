@@ -6,10 +6,10 @@ import {
   baseNameOf,
   basePathOfLog,
   finalTranscriptHash,
-  fingerprintOf,
   type HashContext,
   TranscriptHasher,
 } from "../../lib/transcript/format.ts";
+import { fingerprintOf } from "../../lib/pki/describe.ts";
 import { ReceiptSchema } from "../../lib/transcript/receipt.ts";
 import { fromBase64 } from "../../lib/bytes.ts";
 
