@@ -49,16 +49,27 @@ export async function askNewPassword(
   options: AskOptions & { rules?: (password: string) => void } = {},
 ): Promise<string> {
   const input = inputOf(options);
-  const password = await askPassword(question, { ...options, input });
-  try {
-    options.rules?.(password);
-  } catch (error) {
-    throw new SecureChatError("USAGE", (error as Error).message, {
-      hint: "choose another: 8 to 1024 bytes (a passphrase of a few words is easy to type)",
-    });
-  }
+  const password = heldToRules(await askPassword(question, { ...options, input }), options.rules);
   if (await input("repeat it: ") !== password) {
     throw new SecureChatError("USAGE", "the passwords differ");
+  }
+  return password;
+}
+
+/**
+ * `password`, once `rules` (which throw INVALID_INPUT) accept it: a new password however it
+ * came (typed, from a file, from the environment) is judged before anything uses it.
+ * @throws USAGE with the rule it breaks and `hint`
+ */
+export function heldToRules(
+  password: string,
+  rules: ((password: string) => void) | undefined,
+  hint = "choose another: 8 to 1024 bytes (a passphrase of a few words is easy to type)",
+): string {
+  try {
+    rules?.(password);
+  } catch (error) {
+    throw new SecureChatError("USAGE", (error as Error).message, { hint });
   }
   return password;
 }

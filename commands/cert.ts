@@ -5,7 +5,7 @@ import { wipe } from "../lib/bytes.ts";
 import { checkNewPassword } from "../lib/crypto/password.ts";
 import { encodeExportBundle } from "../lib/pki/export_bundle.ts";
 import { writeFileAtomic } from "../lib/pki/files.ts";
-import { askNewPassword, readPasswordFile } from "./_password.ts";
+import { askNewPassword, heldToRules, readPasswordFile } from "./_password.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { readCertificateDer, readPrivateKeyPkcs8 } from "../lib/pki/key_files.ts";
 import { KEY_TYPES } from "../lib/pki/keys.ts";
@@ -223,15 +223,11 @@ export function registerCert(program: Command): void {
 /** The bundle password: a file's first line, or typed twice on a terminal (commands/_password.ts). */
 async function bundlePassword(file?: string): Promise<string> {
   if (!file) return await askNewPassword("bundle password: ", { rules: checkNewPassword });
-  const password = await readPasswordFile(file);
-  try {
-    checkNewPassword(password);
-  } catch (error) {
-    throw new SecureChatError("USAGE", (error as Error).message, {
-      hint: "the bundle is only as strong as its password: a passphrase of a few words is best",
-    });
-  }
-  return password;
+  return heldToRules(
+    await readPasswordFile(file),
+    checkNewPassword,
+    "the bundle is only as strong as its password: a passphrase of a few words is best",
+  );
 }
 
 /** `cert show alice` means `<dir>/alice.pem`; anything that exists as a file is that file. */

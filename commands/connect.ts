@@ -19,7 +19,7 @@ import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
-import { askNewPassword, askPassword, readPasswordFile } from "./_password.ts";
+import { askNewPassword, askPassword, heldToRules, readPasswordFile } from "./_password.ts";
 import { type History, openHistory } from "./_history.ts";
 import { clock, layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
@@ -682,13 +682,11 @@ async function credentialsFor(options: ConnectOptions, interactive: boolean): Pr
       ? { mode: "register", username: options.user, password, email: options.email! }
       : { mode: "login", username: options.user, password };
   }
-  try {
-    checkNewPassword(password);
-  } catch (error) {
-    throw new SecureChatError("USAGE", (error as Error).message, {
-      hint: "choose a longer password (a passphrase of a few words is easy to type)",
-    });
-  }
+  heldToRules(
+    password,
+    checkNewPassword,
+    "choose a longer password (a passphrase of a few words is easy to type)",
+  );
   return { mode: "register", username: options.user, password, email: options.email! };
 }
 
