@@ -223,20 +223,14 @@ class ClientHandshake {
   /** Our phase 2 Finished, still under the handshake key; then c2s writes under the app keys. */
   sendClientFinished2(app: ReturnType<HandshakeIo["deriveSession"]>): EstablishedSession {
     this.io.sendFinished(2);
-    const records = this.io.records!;
-    records.switchSend(app.app.c2s);
-    return {
-      role: "client",
-      conn: this.io.conn,
-      records,
-      sessionId: app.sessionId,
+    this.io.records!.switchSend(app.app.c2s);
+    return this.io.established(app.sessionId, {
       sessionTime: this.#sessionTime,
       self: this.#opts.identity,
       peer: this.#server,
-      peerKey: this.#server.key,
       username: this.#username,
       group: this.#group,
       ticket: this.#ticket,
-    };
+    });
   }
 }

@@ -178,6 +178,29 @@ export class HandshakeIo {
     return { sessionId: toHex(secrets.sessionId), app: secrets.app };
   }
 
+  /**
+   * The session, once both directions are under the application keys: one record for both
+   * roles, whose peer is the other side's validated certificate.
+   */
+  established(
+    sessionId: string,
+    parties: Pick<
+      EstablishedSession,
+      "sessionTime" | "self" | "peer" | "username" | "group" | "ticket"
+    >,
+  ): EstablishedSession {
+    const records = this.records;
+    if (!records) throw new SecureChatError("INTERNAL", "no record layer yet");
+    return {
+      role: this.role,
+      conn: this.conn,
+      records,
+      sessionId,
+      peerKey: parties.peer.key,
+      ...parties,
+    };
+  }
+
   /** Best effort (JS may keep copies): the handshake secrets are not needed after the handshake. */
   wipe(): void {
     const p = this.#phase1;

@@ -253,19 +253,13 @@ class ServerHandshake {
     app: ReturnType<HandshakeIo["deriveSession"]>,
   ): Promise<EstablishedSession> {
     await this.io.readFinished(2);
-    const records = this.io.records!;
-    records.switchReceive(app.app.c2s);
-    return {
-      role: "server",
-      conn: this.io.conn,
-      records,
-      sessionId: app.sessionId,
+    this.io.records!.switchReceive(app.app.c2s);
+    return this.io.established(app.sessionId, {
       sessionTime: this.#sessionTime,
       self: this.#opts.identity,
       peer: this.#client,
-      peerKey: this.#client.key,
       username: this.#username,
       group: this.#group,
-    };
+    });
   }
 }
