@@ -13,8 +13,15 @@ import { seenFile } from "../lib/session/seen_file.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
 import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
 import { E2eClient } from "../lib/e2e/client.ts";
-import { confirmsPublication, readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
-import { StateFile } from "../lib/store/e2e_state_file.ts";
+import {
+  changePasswordWithState,
+  confirmsPublication,
+  readyToSend,
+  takeE2eMessage,
+  verifyLines,
+} from "../lib/e2e/chat.ts";
+import { openStateFile } from "../lib/store/e2e_state_file.ts";
+import type { SealedState } from "../lib/e2e/sealed_state.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
@@ -215,11 +222,11 @@ async function connect(options: ConnectOptions): Promise<void> {
   // opened once the server accepted that password, so a wrong one is the server's AUTH_FAIL.
   const statePassword = "password" in credentials ? credentials.password : "";
   let e2e: E2eClient | undefined;
-  let stateFile: StateFile | undefined;
+  let stateFile: SealedState | undefined;
   const statePath = join(options.transcripts, `${canonicalName(options.user)}.e2e`);
   const openE2e = async () => {
     if (e2e) return e2e;
-    stateFile = await StateFile.open(statePath, statePassword);
+    stateFile = await openStateFile(statePath, statePassword);
     e2e = await E2eClient.open(
       stateFile,
       { user: options.user, certDer: identity.certDer, signingKey: identity.signingKey },
@@ -562,7 +569,7 @@ async function changeOwnPassword(
   running: Promise<SessionEnd>,
   editor: LineEditor | undefined,
   show: (line: string) => void,
-  state: { file: StateFile; e2e: E2eClient },
+  state: { file: SealedState; e2e: E2eClient },
 ): Promise<string | undefined> {
   if (!editor) {
     show(
@@ -579,22 +586,14 @@ async function changeOwnPassword(
       rules: (password) => checkPasswordChange(current, password),
     });
     show("securechat: changing your password...");
-    state.file.beginRekey(next);
-    await state.e2e.save(); // under the new password too, before the server is asked
-    try {
-      await session.changePassword(current, next);
-    } catch (error) {
-      // PROTOCOL_ERROR: the session ended before the answer, so the outcome is unknown; the
-      // state stays under both passwords and the next login keeps the one that opens.
-      if (codeOf(error) !== "PROTOCOL_ERROR") await state.file.abandonRekey();
-      throw error;
-    }
-    await state.file.commitRekey().catch((error) =>
-      show(safeText(
-        `securechat: warning: ${(error as Error).message}: it stays in ${state.file.path}.next ` +
-          "under the new password and is taken at your next login",
-      ))
+    const { warning } = await changePasswordWithState(
+      session,
+      state.file,
+      state.e2e,
+      current,
+      next,
     );
+    if (warning) show(safeText(`securechat: warning: ${warning}`));
     show(
       "securechat: password changed: log in with the new one from now on (resumption tickets " +
         "issued before are refused, on every server)",

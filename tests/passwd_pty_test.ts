@@ -7,7 +7,7 @@
  * re-encrypted (PROTOCOL §12.7).
  */
 import assert from "node:assert/strict";
-import { StateFile } from "../lib/store/e2e_state_file.ts";
+import { openStateFile } from "../lib/store/e2e_state_file.ts";
 import { errorCodeOf, runConnect } from "../testkit/server_process.ts";
 import { hasTmux } from "../testkit/tmux.ts";
 import { withTerminalChat } from "./helpers/terminal_chat.ts";
@@ -38,7 +38,7 @@ Deno.test({
         });
       const statePath = `${server.workDir}/alice/alice.e2e`;
       const identityKey = async (password: string) =>
-        ((await (await StateFile.open(statePath, password)).load()) as { ik: string }).ik;
+        ((await (await openStateFile(statePath, password)).load()) as { ik: string }).ik;
       const asked = (question: string) =>
         tmux.waitFor((rows) => rows.at(-1) === question, `"${question}"`);
       const said = (text: string) =>

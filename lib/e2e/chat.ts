@@ -1,14 +1,16 @@
 /**
  * What a chat client does around its {@link E2eClient} (PROTOCOL §12.5–§12.7), the same for
  * the CLI (commands/connect.ts) and the page (web/app.ts): which received messages are the
- * layer's own, what must happen before a line leaves, and what `/verify` shows. The texts
- * are returned, never printed: each client shows them its own way.
+ * layer's own, what must happen before a line leaves, what `/verify` shows, and how `/passwd`
+ * takes the device's state along. The texts are returned, never printed: each client shows
+ * them its own way.
  */
 import { codeOf, SecureChatError } from "../errors.ts";
 import { formatFingerprint } from "../pki/describe.ts";
 import { canonicalName, LOBBY, recipientUser } from "../message/record.ts";
-import type { ReceivedMessage } from "../session/session.ts";
+import type { ChatSession, ReceivedMessage } from "../session/session.ts";
 import type { E2eClient, KeysChannel } from "./client.ts";
+import type { SealedState } from "./sealed_state.ts";
 
 /**
  * Hands the layer what is its own: the server's `keys` answers and notices, and `members`
@@ -134,4 +136,43 @@ export async function verifyLines(
     problem(`${name}'s end-to-end keys refused: ${(error as Error).message}`);
   }
   return lines;
+}
+
+/**
+ * `/passwd` (PROTOCOL §6.7) with this device's end-to-end state along (§12.7), once the new
+ * password has passed the rules: the state is saved under both passwords before the server is
+ * asked, then kept under the new one when the server changed it, or under the old one alone
+ * when it refused. When the session ends before the answer (PROTOCOL_ERROR: the outcome is
+ * unknown) both stay, and the password of the next login decides which opens.
+ * @returns a warning to show when the password changed but the state could not be moved
+ *   over (it stays beside the state under the new one, and the next login takes it)
+ * @throws the server's refusal (nothing changed); PROTOCOL_ERROR (the outcome is unknown);
+ *   IO_ERROR (the state could not be saved: nothing was sent)
+ */
+export async function changePasswordWithState(
+  session: Pick<ChatSession, "changePassword">,
+  state: SealedState,
+  e2e: E2eClient,
+  current: string,
+  next: string,
+): Promise<{ warning?: string }> {
+  state.beginRekey(next);
+  try {
+    await e2e.save(); // under the new password too, before the server is asked
+    await session.changePassword(current, next);
+  } catch (error) {
+    // A failed removal of the new password's copy is harmless: the next login's password
+    // (still the current one) opens the state, and that drops the copy.
+    if (codeOf(error) !== "PROTOCOL_ERROR") await state.abandonRekey().catch(() => {});
+    throw error;
+  }
+  try {
+    await state.commitRekey();
+    return {};
+  } catch (error) {
+    return {
+      warning: `${(error as Error).message}: the end-to-end state under the new password is ` +
+        "kept beside it and taken at your next login",
+    };
+  }
 }

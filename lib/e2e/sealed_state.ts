@@ -1,8 +1,10 @@
 /**
  * The end-to-end state at rest (PROTOCOL §12.7), whatever holds it: one JSON text, the state
- * encrypted with AES-256-GCM under a key derived from the user's login password with scrypt.
- * The CLI keeps the text in a file (lib/store/e2e_state_file.ts), the page in IndexedDB
- * (web/e2e_storage.ts); both seal and open it here, so the two cannot drift.
+ * encrypted with AES-256-GCM under a key derived from the user's login password with scrypt,
+ * and the password change that re-encrypts it. The CLI keeps the text in a file
+ * (lib/store/e2e_state_file.ts), the page in IndexedDB (web/e2e_storage.ts); both seal, open
+ * and re-encrypt it here ({@link SealedState} over their {@link SealedSlots}), so the two
+ * cannot drift.
  */
 import { scrypt } from "#sync-crypto";
 import { z } from "zod";
@@ -10,6 +12,7 @@ import { fromBase64, fromUtf8, randomBytes, toBase64, utf8, wipe } from "../byte
 import { openSync, sealSync } from "../crypto/aead.ts";
 import { SecureChatError } from "../errors.ts";
 import { base64Text } from "../wire/schema.ts";
+import type { E2eStorage } from "./client.ts";
 
 const AAD = utf8("securechat/e2e state");
 /** scrypt cost: ~50 ms once per client start on a laptop; the state is worth a real guess cost. */
@@ -106,4 +109,135 @@ export class StateSeal {
 
 function derive(secret: string, salt: Uint8Array): Uint8Array {
   return scrypt(secret.normalize("NFC"), salt, SCRYPT, 32);
+}
+
+/**
+ * Where a sealed state is kept (PROTOCOL §12.7): `state`, and `next` — the same state under a
+ * new password while a password change waits for the server. Each call is durable when it
+ * resolves, and a crash during one leaves the slot as it was or as it is asked to be.
+ */
+export interface SealedSlots {
+  /** The holder, in errors: "the end-to-end state FILE", "this browser's end-to-end state". */
+  readonly where: string;
+  /** @throws IO_ERROR for anything but an empty slot (undefined) */
+  read(slot: "state" | "next"): Promise<string | undefined>;
+  /** @throws IO_ERROR */
+  write(slot: "state" | "next", text: string): Promise<void>;
+  /** Empties `next` (already empty: nothing to do). @throws IO_ERROR */
+  dropNext(): Promise<void>;
+  /** `next` replaces `state`, in one atomic step. @throws IO_ERROR */
+  promoteNext(): Promise<void>;
+  /** A deferred save must not keep a command-line process alive (Deno.unrefTimer). */
+  unrefTimer?(timer: ReturnType<typeof setTimeout>): void;
+}
+
+/**
+ * A device's state in its {@link SealedSlots}, the {@link E2eStorage} of its E2eClient: its key
+ * is derived once per open, every save draws a fresh nonce, and saves run one after another.
+ */
+export class SealedState implements E2eStorage {
+  readonly #slots: SealedSlots;
+  #seal: StateSeal;
+  /** The new password's seal while a change waits for the server (saved to `next` too). */
+  #next?: StateSeal;
+  readonly #value: unknown;
+  #writing: Promise<void> = Promise.resolve();
+  readonly unrefTimer?: (timer: ReturnType<typeof setTimeout>) => void;
+
+  private constructor(slots: SealedSlots, seal: StateSeal, value: unknown) {
+    this.#slots = slots;
+    this.#seal = seal;
+    this.#value = value;
+    if (slots.unrefTimer) this.unrefTimer = (timer) => slots.unrefTimer!(timer);
+  }
+
+  /**
+   * Opens the state with `secret`, the password the server accepted at this login (none kept
+   * yet: a new device's). A `next` beside it is a password change that did not finish: when
+   * `secret` opens the state, the change never happened and `next` goes; when only `next`
+   * opens, the server changed the password before the client could finish, and `next` becomes
+   * the state.
+   * @throws DECRYPT_FAIL (a wrong password, or damaged); IO_ERROR
+   */
+  static async open(slots: SealedSlots, secret: string): Promise<SealedState> {
+    const text = await slots.read("state");
+    const next = await slots.read("next");
+    if (text === undefined && next === undefined) {
+      return new SealedState(slots, StateSeal.fresh(secret), null);
+    }
+    let failure: unknown;
+    if (text !== undefined) {
+      try {
+        const { seal, value } = StateSeal.open(text, secret, slots.where);
+        if (next !== undefined) await slots.dropNext();
+        return new SealedState(slots, seal, value);
+      } catch (error) {
+        if (next === undefined) throw error;
+        failure = error;
+      }
+    }
+    try {
+      const { seal, value } = StateSeal.open(next!, secret, slots.where);
+      await slots.promoteNext();
+      return new SealedState(slots, seal, value);
+    } catch (error) {
+      throw failure ?? error;
+    }
+  }
+
+  /** What the state held when opened (decrypted), or null when there was none. */
+  load(): Promise<unknown> {
+    return Promise.resolve(this.#value);
+  }
+
+  /**
+   * Seals `value` now and writes it after the saves before it: during a password change to
+   * `next` first (it is the state the change leads to), then to `state`.
+   * @throws IO_ERROR
+   */
+  save(value: unknown): Promise<void> {
+    const body = this.#seal.seal(value);
+    const nextBody = this.#next?.seal(value);
+    return this.#queue(async () => {
+      if (nextBody !== undefined) await this.#slots.write("next", nextBody);
+      await this.#slots.write("state", body);
+    });
+  }
+
+  /**
+   * A password change, before the server is asked (PROTOCOL §12.7): from now on every save
+   * writes the state twice, under the current password and to `next` under `secret`, so that
+   * whichever the server ends up with opens a current state after a crash. The caller saves
+   * once now, so that `next` exists before the change is sent.
+   */
+  beginRekey(secret: string): void {
+    this.#next = StateSeal.fresh(secret);
+  }
+
+  /** The server changed the password: `next`, written by every save since, becomes the state. */
+  commitRekey(): Promise<void> {
+    return this.#queue(async () => {
+      const next = this.#next;
+      if (!next) return;
+      await this.#slots.promoteNext();
+      this.#seal = next;
+      this.#next = undefined;
+    });
+  }
+
+  /** The server refused the change: the state stays under the current password alone. */
+  abandonRekey(): Promise<void> {
+    return this.#queue(async () => {
+      if (!this.#next) return;
+      this.#next = undefined;
+      await this.#slots.dropNext();
+    });
+  }
+
+  /** Runs `step` after the writes already queued, as the next one. */
+  #queue(step: () => Promise<void>): Promise<void> {
+    const next = this.#writing.then(step);
+    this.#writing = next.catch(() => {});
+    return next;
+  }
 }

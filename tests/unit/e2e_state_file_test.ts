@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { codeOf } from "../../lib/errors.ts";
-import { StateFile } from "../../lib/store/e2e_state_file.ts";
+import { openStateFile } from "../../lib/store/e2e_state_file.ts";
+import type { SealedState } from "../../lib/e2e/sealed_state.ts";
 
 const OLD = "old-password-1";
 const NEW = "new-password-2";
@@ -26,7 +27,7 @@ async function exists(path: string): Promise<boolean> {
 
 async function openCode(path: string, secret: string): Promise<string> {
   try {
-    await StateFile.open(path, secret);
+    await openStateFile(path, secret);
     return "opened";
   } catch (error) {
     return codeOf(error);
@@ -34,58 +35,58 @@ async function openCode(path: string, secret: string): Promise<string> {
 }
 
 /** A file under OLD holding `{n: 1}`, its change to NEW begun, and `{n: 2}` saved since. */
-async function changeBegun(path: string): Promise<StateFile> {
-  const file = await StateFile.open(path, OLD);
+async function changeBegun(path: string): Promise<SealedState> {
+  const file = await openStateFile(path, OLD);
   await file.save({ n: 1 });
   file.beginRekey(NEW);
   await file.save({ n: 2 });
   return file;
 }
 
-Deno.test("StateFile: a committed password change re-encrypts the state under the new password", async () => {
+Deno.test("openStateFile(): a committed password change re-encrypts the state under the new password", async () => {
   await withDir(async (path) => {
     const file = await changeBegun(path);
     await file.commitRekey();
     await file.save({ n: 3 });
     assert.equal(await exists(`${path}.next`), false);
-    assert.deepEqual(await (await StateFile.open(path, NEW)).load(), { n: 3 });
+    assert.deepEqual(await (await openStateFile(path, NEW)).load(), { n: 3 });
     assert.equal(await openCode(path, OLD), "DECRYPT_FAIL");
   });
 });
 
-Deno.test("StateFile: a crash after the server changed the password — the new one opens the latest state", async () => {
+Deno.test("openStateFile(): a crash after the server changed the password — the new one opens the latest state", async () => {
   await withDir(async (path) => {
     await changeBegun(path); // ...and the process dies before commitRekey
-    const reopened = await StateFile.open(path, NEW);
+    const reopened = await openStateFile(path, NEW);
     assert.deepEqual(await reopened.load(), { n: 2 });
     assert.equal(await exists(`${path}.next`), false, "the change is finished at open");
     await reopened.save({ n: 3 });
-    assert.deepEqual(await (await StateFile.open(path, NEW)).load(), { n: 3 });
+    assert.deepEqual(await (await openStateFile(path, NEW)).load(), { n: 3 });
   });
 });
 
-Deno.test("StateFile: a crash before the server changed the password — the old one opens the latest state", async () => {
+Deno.test("openStateFile(): a crash before the server changed the password — the old one opens the latest state", async () => {
   await withDir(async (path) => {
     await changeBegun(path); // ...the server never got or never made the change
-    const reopened = await StateFile.open(path, OLD);
+    const reopened = await openStateFile(path, OLD);
     assert.deepEqual(await reopened.load(), { n: 2 });
     assert.equal(await exists(`${path}.next`), false, "the change that did not happen is gone");
     assert.equal(await openCode(path, NEW), "DECRYPT_FAIL");
   });
 });
 
-Deno.test("StateFile: a refused password change leaves the state under the old password alone", async () => {
+Deno.test("openStateFile(): a refused password change leaves the state under the old password alone", async () => {
   await withDir(async (path) => {
     const file = await changeBegun(path);
     await file.abandonRekey();
     await file.save({ n: 3 });
     assert.equal(await exists(`${path}.next`), false);
-    assert.deepEqual(await (await StateFile.open(path, OLD)).load(), { n: 3 });
+    assert.deepEqual(await (await openStateFile(path, OLD)).load(), { n: 3 });
     assert.equal(await openCode(path, NEW), "DECRYPT_FAIL");
   });
 });
 
-Deno.test("StateFile: neither password opens a state another password sealed", async () => {
+Deno.test("openStateFile(): neither password opens a state another password sealed", async () => {
   await withDir(async (path) => {
     await changeBegun(path);
     assert.equal(await openCode(path, "a-third-password"), "DECRYPT_FAIL");
