@@ -26,6 +26,7 @@ import { fingerprintOf } from "../lib/pki/describe.ts";
 import { FrameProxy } from "./helpers/proxy.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
 import { assertNoCanaries } from "./helpers/canaries.ts";
+import { StateSeal } from "../lib/e2e/sealed_state.ts";
 
 const ARTIFACTS = new URL("../test-artifacts/", import.meta.url);
 const ROOT = new URL("../", import.meta.url);
@@ -615,6 +616,193 @@ Deno.test({
       await carol?.end().catch(() => {});
       await browser?.close();
       await proxy.close();
+      await server.stop();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+      await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** The page's `e2e` store (PROTOCOL §12.7), record by record, as this browser keeps it. */
+async function e2eRecords(page: Page): Promise<Record<string, string>> {
+  return await page.evaluate<Record<string, string>>(`new Promise((resolve, reject) => {
+    const open = indexedDB.open("securechat");
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const store = open.result.transaction("e2e").objectStore("e2e");
+      const keys = store.getAllKeys();
+      const values = store.getAll();
+      values.onsuccess = () => {
+        open.result.close();
+        resolve(Object.fromEntries(keys.result.map((key, i) => [key, values.result[i]])));
+      };
+      values.onerror = () => reject(values.error);
+    };
+  })`);
+}
+
+/** Replaces the page's `e2e` store with `records`: what a crash at some point would leave. */
+async function setE2eRecords(page: Page, records: Record<string, string>): Promise<void> {
+  await page.evaluate(`new Promise((resolve, reject) => {
+    const open = indexedDB.open("securechat");
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const tx = open.result.transaction("e2e", "readwrite");
+      const store = tx.objectStore("e2e");
+      store.clear();
+      for (const [key, value] of Object.entries(${JSON.stringify(records)})) store.put(value, key);
+      tx.oncomplete = () => { open.result.close(); resolve(); };
+      tx.onerror = () => reject(tx.error);
+    };
+  })`);
+}
+
+/** The identity key (hex) of the device state `sealed` holds, opened with `password`. */
+function deviceKeyOf(sealed: string, password: string): string {
+  return (StateSeal.open(sealed, password, "the page's state").value as { ik: string }).ik;
+}
+
+/** Fills the page's password-change form, as a user does after typing /passwd. */
+async function passwdFromPage(
+  page: Page,
+  current: string,
+  next: string,
+  repeat = next,
+): Promise<void> {
+  await say(page, "/passwd");
+  await waitUntil(
+    async () =>
+      await page.$eval("#passwd-form", (f) => f.getAttribute("hidden") === null) || undefined,
+    10_000,
+    () => Promise.resolve("the password-change form"),
+  );
+  await page.type("#passwd-current", current);
+  await page.type("#passwd-new", next);
+  await page.type("#passwd-repeat", repeat);
+  await page.click("#passwd-form button[type=submit]");
+}
+
+Deno.test({
+  name: "browser: /passwd in the page checks first, changes the password, and this browser's " +
+    "end-to-end state follows it (the same device, also after a crash before it was moved)",
+  ignore: skip,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const work = await Deno.makeTempDir({ prefix: "securechat-browser-passwd-" });
+    const pki = await makePki(["alice", "carol"], "ed25519");
+    await buildPage(join(work, "dist"));
+    const bundle = await exportBundle(pki.dir, work, "alice");
+    const serverDir = join(work, "server");
+    await Deno.mkdir(serverDir);
+    const server = await ServerProcess.start({
+      pkiDir: pki.dir,
+      workDir: serverDir,
+      args: ["--web", "0", "--web-root", join(work, "dist")],
+    });
+    const webPort = Number(
+      String((await server.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
+    );
+    const NEW = "alice-password-2";
+    let browser: Browser | undefined;
+    let carol: LiveClient | undefined;
+    const problems: PageProblems = { console: [] };
+    try {
+      await registerUser(server, pki.dir, "carol", PASSWORDS.carol, join(work, "carol-client"));
+      browser = await launchChromium();
+      const alice = await openPage(
+        browser,
+        `http://127.0.0.1:${webPort}/`,
+        problems,
+        join(work, "alice-downloads"),
+      );
+      await joinFromPage(alice, bundle, "alice");
+      carol = await LiveClient.login({
+        port: server.port,
+        user: "carol",
+        password: PASSWORDS.carol,
+        pkiDir: pki.dir,
+        transcripts: join(work, "carol-client"),
+      });
+      // A conversation the change must not break: a first contact each way's ratchet.
+      await say(alice, "/msg carol before the change");
+      await carol.waitForLine((l) => l.includes("alice (private) ✓ before the change"));
+      await carol.send("/msg alice answer before");
+      await waitForLine(alice, (l) => l.text === "answer before", "carol's answer");
+      const device = (await shown(alice)).find(isPublication)!.text.split(" ").pop()!;
+      const sealedBefore = (await e2eRecords(alice)).alice;
+      const identityKey = deviceKeyOf(sealedBefore, PASSWORDS.alice);
+      const notChanged = (why: RegExp) => (l: ShownLine) =>
+        l.text.startsWith("password not changed: ") && why.test(l.text);
+
+      // Refused here, never sent: the repeat differs; the new password breaks the rules.
+      await passwdFromPage(alice, PASSWORDS.alice, NEW, "alice-password-3");
+      await waitForLine(alice, notChanged(/the passwords differ/), "a differing repeat");
+      await passwdFromPage(alice, PASSWORDS.alice, "short");
+      await waitForLine(alice, notChanged(/8 to 1024 bytes/), "a short new password");
+      // Refused by the server: a wrong current password. The state stays under the old one alone.
+      await passwdFromPage(alice, "not-alices-password", NEW);
+      await waitForLine(alice, notChanged(/AUTH_FAIL/), "a wrong current password");
+      assert.deepEqual(Object.keys(await e2eRecords(alice)), ["alice"]);
+      assert.ok(!server.logs.some((e) => e.event === "PASSWORD_CHANGED"));
+
+      await passwdFromPage(alice, PASSWORDS.alice, NEW);
+      await waitForLine(
+        alice,
+        (l) => l.author === "*" && l.text.startsWith("password changed: "),
+        "the change",
+      );
+      assert.ok(server.logs.some((e) => e.event === "PASSWORD_CHANGED" && e.user === "alice"));
+      // The same device's state, now under the new password alone; no password left in a field.
+      const after = await e2eRecords(alice);
+      assert.deepEqual(Object.keys(after), ["alice"]);
+      assert.equal(deviceKeyOf(after.alice, NEW), identityKey);
+      assert.throws(() => deviceKeyOf(after.alice, PASSWORDS.alice), /wrong password/);
+      assert.equal(await alice.$eval("#passwd-form", (f) => f.getAttribute("hidden")), "");
+      assert.deepEqual(
+        await alice.evaluate<string[]>(
+          `[...document.querySelectorAll("#passwd-form input")].map((i) => i.value)`,
+        ),
+        ["", "", ""],
+      );
+      // The chat goes on, and none of the passwords typed went to anyone.
+      await say(alice, "/msg carol after the change");
+      await carol.waitForLine((l) => l.includes("alice (private) ✓ after the change"));
+      for (const secret of [PASSWORDS.alice, NEW, "not-alices-password", "alice-password-3"]) {
+        assert.ok(!carol.stdout.join("\n").includes(secret), `"${secret}" reached carol`);
+        assert.ok(!JSON.stringify(await shown(alice)).includes(secret), `"${secret}" shown`);
+      }
+
+      // A crash after the server changed the password and before the state was moved over:
+      // the state still under the old password, its copy under the new one beside it. The next
+      // login (the new password) opens the copy and keeps it: the same device, its
+      // conversations intact (carol's next line opens here).
+      await leaveFromPage(alice, "alice");
+      await setE2eRecords(alice, { alice: sealedBefore, "alice:next": after.alice });
+      await alice.reload({ waitUntil: "load" });
+      await waitForStatus(alice, /^ready$/, "alice's reloaded page");
+      await alice.click("input[name=mode][value=login]");
+      await alice.type("#password", NEW);
+      await submitLogin(alice, "alice", "login with the new password");
+      const lines = await shown(alice);
+      assert.equal(lines.filter(isPublication).at(-1)!.text.split(" ").pop(), device);
+      assert.ok(!lines.some((l) => l.text.includes("are missing")), JSON.stringify(lines));
+      const healed = await e2eRecords(alice);
+      assert.deepEqual(Object.keys(healed), ["alice"]);
+      assert.equal(deviceKeyOf(healed.alice, NEW), identityKey);
+      await carol.send("/msg alice to the same device");
+      await waitForLine(alice, (l) => l.text === "to the same device", "carol's next line");
+      assert.ok(
+        !(await shown(alice)).some((l) => /cannot decrypt/.test(l.text)),
+        JSON.stringify(await shown(alice)),
+      );
+
+      assert.deepEqual(problems.console, [], "alice's console");
+      assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
+      await leaveFromPage(alice, "alice");
+    } finally {
+      await carol?.end().catch(() => {});
+      await browser?.close();
       await server.stop();
       await Deno.remove(work, { recursive: true }).catch(() => {});
       await Deno.remove(pki.dir, { recursive: true }).catch(() => {});

@@ -9,7 +9,15 @@
 import { pemEncode } from "../lib/pki/pem.ts";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { DEVICE_LIST_MAX_AGE_MS, E2eClient } from "../lib/e2e/client.ts";
-import { confirmsPublication, readyToSend, takeE2eMessage, verifyLines } from "../lib/e2e/chat.ts";
+import {
+  changePasswordWithState,
+  confirmsPublication,
+  readyToSend,
+  takeE2eMessage,
+  verifyLines,
+} from "../lib/e2e/chat.ts";
+import type { SealedState } from "../lib/e2e/sealed_state.ts";
+import { checkPasswordChange } from "../lib/crypto/password.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { type SeenStorage, SeenStore } from "../lib/session/relay.ts";
@@ -22,7 +30,7 @@ import { TrustStore } from "../lib/pki/validate.ts";
 import { MemoryTranscriptStorage } from "../lib/transcript/memory_storage.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
-import { BrowserStateStorage } from "./e2e_storage.ts";
+import { forgetBrowserState, openBrowserState } from "./e2e_storage.ts";
 import * as db from "./idb.ts";
 
 /** How often a logged-in page asks the server for a newer CRL (also at each login and /verify). */
@@ -56,7 +64,13 @@ const ui = {
   sendForm: element<HTMLFormElement>("send-form"),
   line: element<HTMLInputElement>("line"),
   who: element<HTMLButtonElement>("who"),
+  passwd: element<HTMLButtonElement>("passwd"),
   leave: element<HTMLButtonElement>("leave"),
+  passwdForm: element<HTMLFormElement>("passwd-form"),
+  passwdCurrent: element<HTMLInputElement>("passwd-current"),
+  passwdNew: element<HTMLInputElement>("passwd-new"),
+  passwdRepeat: element<HTMLInputElement>("passwd-repeat"),
+  passwdCancel: element<HTMLButtonElement>("passwd-cancel"),
   archiveSection: element<HTMLElement>("archive-section"),
   archive: element<HTMLUListElement>("archive"),
 };
@@ -77,6 +91,8 @@ let userLeft = false;
  * the password the server accepted and kept across reconnections.
  */
 let e2e: E2eClient | null = null;
+/** Where `e2e` keeps its state: sealed under the password, re-encrypted by /passwd. */
+let e2eState: SealedState | null = null;
 /** This browser held relay marks for the user at login: it has chatted before. */
 let chattedBefore = false;
 /** The last refusal of the server's CRL shown (the same one is not shown again). */
@@ -254,7 +270,7 @@ async function importBundle(event: SubmitEvent): Promise<void> {
 
 async function forgetIdentity(): Promise<void> {
   // The device's end-to-end keys go too: a new identity here is a new device.
-  if (identity) await db.remove("e2e", identity.stored.username);
+  if (identity) await forgetBrowserState(identity.stored.username);
   await db.remove("identity", "current");
   identity = null;
   setStatus("identity forgotten");
@@ -282,6 +298,7 @@ async function login(event: SubmitEvent): Promise<void> {
   userLeft = false;
   ticket = undefined;
   e2e = null;
+  e2eState = null;
   chattedBefore = (await db.get<string>("seen", username)) !== undefined;
   await chatLoop();
 }
@@ -308,6 +325,7 @@ async function chatLoop(): Promise<void> {
         setStatus(`not connected (${code})`);
         credentials = null;
         e2e = null;
+        e2eState = null;
         render();
         return;
       }
@@ -320,6 +338,7 @@ async function chatLoop(): Promise<void> {
       setStatus(`session ended${end.outcome === "closed" ? " with receipts" : ""}`);
       credentials = null;
       e2e = null;
+      e2eState = null;
       render();
       return;
     }
@@ -423,9 +442,9 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
  */
 async function openDevice(stored: db.StoredIdentity): Promise<E2eClient> {
   if (e2e) return e2e;
-  let state: BrowserStateStorage;
+  let state: SealedState;
   try {
-    state = await BrowserStateStorage.open(stored.username, credentials!.password);
+    state = await openBrowserState(stored.username, credentials!.password);
   } catch (error) {
     show("error", {
       text: `${(error as Error).message}. Your password changed since this browser last ` +
@@ -450,6 +469,7 @@ async function openDevice(stored: db.StoredIdentity): Promise<E2eClient> {
     });
   }
   e2e = device;
+  e2eState = state;
   return device;
 }
 
@@ -506,15 +526,7 @@ async function sendText(text: string): Promise<void> {
   const parsed = parseChatLine(text);
   if (parsed.action === "quit") return await leave();
   if (parsed.action === "help") return show("notice", { text: CHAT_HELP });
-  if (parsed.action === "passwd") {
-    // Not silently ignored: the page has no password change yet, and this browser's
-    // end-to-end state is sealed under the password it logged in with.
-    return show("error", {
-      text: "/passwd is not available in the page; change it with `securechat connect` " +
-        "(/passwd). This browser's end-to-end keys are sealed under the old password: after " +
-        'the change, "Forget" here and import your bundle again to start as a new device.',
-    });
-  }
+  if (parsed.action === "passwd") return askPasswordChange();
   if (parsed.action === "error") return show("error", { text: parsed.message });
   const current = session;
   const device = e2e!;
@@ -544,6 +556,57 @@ async function sendText(text: string): Promise<void> {
   }
 }
 
+/** `/passwd`: the form asks for the current password and the new one twice. */
+function askPasswordChange(): void {
+  ui.passwdForm.reset();
+  ui.passwdForm.hidden = false;
+  ui.passwdCurrent.focus();
+}
+
+function closePasswordChange(): void {
+  ui.passwdForm.reset(); // no password stays in the page's inputs
+  ui.passwdForm.hidden = true;
+  ui.line.focus();
+}
+
+/**
+ * `/passwd` (PROTOCOL §6.7): the new password is checked against the rules here before the
+ * server checks them again, and this browser's end-to-end state follows it (§12.7), as the
+ * CLI's does: saved under both passwords until the server answers, so that a crash or a closed
+ * tab at any point leaves it readable with whichever password the server has.
+ */
+async function changePassword(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  const current = ui.passwdCurrent.value;
+  const next = ui.passwdNew.value;
+  const repeated = ui.passwdRepeat.value;
+  closePasswordChange();
+  const notChanged = (why: string) => show("error", { text: `password not changed: ${why}` });
+  if (!session || !e2e || !e2eState) return notChanged("not logged in");
+  if (repeated !== next) return notChanged("the passwords differ");
+  try {
+    checkPasswordChange(current, next);
+  } catch (error) {
+    return notChanged((error as Error).message);
+  }
+  show("notice", { author: "*", text: "changing your password…" });
+  let warning: string | undefined;
+  try {
+    ({ warning } = await changePasswordWithState(session, e2eState, e2e, current, next));
+  } catch (error) {
+    return notChanged(`${(error as Error).message} (${codeOf(error)})`);
+  }
+  // A reconnection logs in with the new password: a ticket from before the change is refused.
+  if (credentials) credentials = { ...credentials, password: next };
+  ticket = undefined;
+  if (warning) show("error", { text: `warning: ${warning}` });
+  show("notice", {
+    author: "*",
+    text: "password changed: log in with the new one from now on (resumption tickets issued " +
+      "before are refused, on every server)",
+  });
+}
+
 async function leave(): Promise<void> {
   userLeft = true;
   setStatus("leaving: exchanging receipts…");
@@ -571,6 +634,9 @@ ui.loginForm.addEventListener("change", () => {
 });
 ui.sendForm.addEventListener("submit", guarded(sendLine));
 ui.who.addEventListener("click", guarded(() => sendText("/who")));
+ui.passwd.addEventListener("click", askPasswordChange);
+ui.passwdForm.addEventListener("submit", guarded(changePassword));
+ui.passwdCancel.addEventListener("click", closePasswordChange);
 ui.leave.addEventListener("click", guarded(leave));
 
 if (!globalThis.isSecureContext || !crypto.subtle) {

@@ -1,56 +1,47 @@
 /// <reference lib="dom" />
 /**
- * The page's end-to-end state (PROTOCOL §12.7) in IndexedDB, one record per user, sealed
- * exactly as the CLI's state file (lib/e2e/sealed_state.ts): AES-256-GCM under a key derived
- * with scrypt from the login password. Not a non-extractable WebCrypto key kept beside it:
- * such a key sits in the same profile as the state, so whoever copies the profile (a backup,
- * another account on the machine, a stolen disk) holds both and reads every ratchet, which
- * would undo forward secrecy for the conversations on this device. Under the password, the
- * profile alone opens nothing; the cost is one scrypt per login (docs/SECURITY.md §3.6).
+ * The page's end-to-end state (PROTOCOL §12.7) in IndexedDB, sealed, opened and re-encrypted at
+ * a password change exactly as the CLI's state file (lib/e2e/sealed_state.ts): AES-256-GCM under
+ * a key derived with scrypt from the login password. Not a non-extractable WebCrypto key kept
+ * beside it: such a key sits in the same profile as the state, so whoever copies the profile (a
+ * backup, another account on the machine, a stolen disk) holds both and reads every ratchet,
+ * which would undo forward secrecy for the conversations on this device. Under the password,
+ * the profile alone opens nothing; the cost is one scrypt per login (docs/SECURITY.md §3.6).
+ *
+ * The slots are records of the `e2e` store: the state under the user name, and during a
+ * password change `next` under `<user>:next` (no user name holds a colon). Each write is a
+ * transaction of strict durability, and `next` replaces the state in one transaction.
  */
-import type { E2eStorage } from "../lib/e2e/client.ts";
-import { StateSeal } from "../lib/e2e/sealed_state.ts";
+import { type SealedSlots, SealedState } from "../lib/e2e/sealed_state.ts";
 import * as db from "./idb.ts";
 
-export class BrowserStateStorage implements E2eStorage {
-  readonly #username: string;
-  readonly #seal: StateSeal;
-  readonly #value: unknown;
-  #writing: Promise<void> = Promise.resolve();
+/** The records of `username`'s state, for {@link SealedState}. */
+function slotsOf(username: string): SealedSlots {
+  const keyOf = (slot: "state" | "next") => slot === "state" ? username : nextKey(username);
+  return {
+    where: "this browser's end-to-end state",
+    read: (slot) => db.get<string>("e2e", keyOf(slot)),
+    write: (slot, text) => db.put("e2e", keyOf(slot), text),
+    dropNext: () => db.remove("e2e", nextKey(username)),
+    promoteNext: () => db.move("e2e", nextKey(username), username),
+  };
+}
 
-  private constructor(username: string, seal: StateSeal, value: unknown) {
-    this.#username = username;
-    this.#seal = seal;
-    this.#value = value;
-  }
+function nextKey(username: string): string {
+  return `${username}:next`;
+}
 
-  /**
-   * Opens `username`'s state with the login password (none yet: a new device).
-   * @throws DECRYPT_FAIL (the password changed since, or the record is damaged)
-   */
-  static async open(username: string, password: string): Promise<BrowserStateStorage> {
-    const text = await db.get<string>("e2e", username);
-    if (text === undefined) {
-      return new BrowserStateStorage(username, StateSeal.fresh(password), null);
-    }
-    const { seal, value } = StateSeal.open(text, password, "this browser's end-to-end state");
-    return new BrowserStateStorage(username, seal, value);
-  }
+/**
+ * Opens `username`'s state with the password the server accepted at this login (none yet: a
+ * new device).
+ * @throws DECRYPT_FAIL (the password changed elsewhere since, or the record is damaged)
+ */
+export function openBrowserState(username: string, password: string): Promise<SealedState> {
+  return SealedState.open(slotsOf(username), password);
+}
 
-  /** Whether this browser holds a state for `username`. */
-  static async exists(username: string): Promise<boolean> {
-    return (await db.get<string>("e2e", username)) !== undefined;
-  }
-
-  load(): Promise<unknown> {
-    return Promise.resolve(this.#value);
-  }
-
-  /** Seals now, writes after the saves before it (one IndexedDB transaction each). */
-  save(value: unknown): Promise<void> {
-    const sealed = this.#seal.seal(value);
-    const next = this.#writing.then(() => db.put("e2e", this.#username, sealed));
-    this.#writing = next.catch(() => {});
-    return next;
-  }
+/** Removes `username`'s state from this browser, a password change's copy included. */
+export async function forgetBrowserState(username: string): Promise<void> {
+  await db.remove("e2e", username);
+  await db.remove("e2e", nextKey(username));
 }

@@ -62,14 +62,45 @@ export async function get<T>(store: Store, key: string): Promise<T | undefined> 
   return await request(db.transaction(store).objectStore(store).get(key)) as T | undefined;
 }
 
+/**
+ * A write is done when its transaction completes on disk ("strict" durability, as an fsync): a
+ * page closed or a browser that crashed right after keeps it.
+ */
+function writing(db: IDBDatabase, store: Store): IDBTransaction {
+  return db.transaction(store, "readwrite", { durability: "strict" });
+}
+
+function completion(tx: IDBTransaction): Promise<void> {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error ?? new Error("the IndexedDB transaction was aborted"));
+  });
+}
+
 export async function put(store: Store, key: string, value: unknown): Promise<void> {
-  const db = await database();
-  await request(db.transaction(store, "readwrite").objectStore(store).put(value, key));
+  const tx = writing(await database(), store);
+  tx.objectStore(store).put(value, key);
+  await completion(tx);
 }
 
 export async function remove(store: Store, key: string): Promise<void> {
-  const db = await database();
-  await request(db.transaction(store, "readwrite").objectStore(store).delete(key));
+  const tx = writing(await database(), store);
+  tx.objectStore(store).delete(key);
+  await completion(tx);
+}
+
+/** The value under `from` goes to `to`, in one transaction: either both happen or neither. */
+export async function move(store: Store, from: string, to: string): Promise<void> {
+  const tx = writing(await database(), store);
+  const objects = tx.objectStore(store);
+  const read = objects.get(from);
+  read.onsuccess = () => {
+    if (read.result === undefined) return tx.abort();
+    objects.put(read.result, to);
+    objects.delete(from);
+  };
+  await completion(tx);
 }
 
 export async function all<T>(store: Store): Promise<T[]> {
