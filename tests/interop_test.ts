@@ -991,16 +991,9 @@ Deno.test({
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-three-" });
-    const certs = `${tmp}/certs`;
-    await Deno.mkdir(certs);
-    const procs: Proc[] = [];
-    let server: Proc | undefined;
-    try {
-      await makePki(["alice", "bob", "carol"], "ed25519", certs);
-      const ca = `${certs}/ca.pem`;
-      server = serve(tmp, certs, []);
-      const port = await listenPort(server);
+    await inLab("securechat-interop-three-", ["alice", "bob", "carol"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      const { port } = await lab.serve([]);
       const cli = async (user: string, register: boolean) => {
         const p = connectCli(port, certs, user, `${tmp}/${user}tr`, [
           ...(register ? ["--register", "--email", `${user}@example.com`] : []),
@@ -1117,8 +1110,6 @@ Deno.test({
       const cliBad = await runCli(["verify", "--ca", ca, tampered]);
       assert.equal(cliBad.code, 1, cliBad.stdout);
       assert.match(cliBad.stdout + cliBad.stderr, new RegExp(`SIG_FAIL.*\\b${at + 1}\\b`));
-    } finally {
-      await cleanUp(procs, server, tmp);
-    }
+    });
   },
 });
