@@ -4,7 +4,7 @@ import { Command } from "commander";
 import { wipe } from "../lib/bytes.ts";
 import { checkNewPassword } from "../lib/crypto/password.ts";
 import { encodeExportBundle } from "../lib/pki/export_bundle.ts";
-import { writeFileAtomic } from "../lib/pki/files.ts";
+import { writeFileAtomic } from "../lib/files.ts";
 import { askNewPassword, heldToRules, readPasswordFile } from "./_password.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { readCertificateDer, readPrivateKeyPkcs8 } from "../lib/pki/key_files.ts";

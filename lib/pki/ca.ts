@@ -17,7 +17,7 @@ import {
 import { pemEncode } from "./pem.ts";
 import { fingerprintOf } from "./describe.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
-import { pathExists, readTextFile, writeFileAtomic } from "./files.ts";
+import { pathExists, readTextFile, writeFileAtomic } from "../files.ts";
 import { randomSerialHex, validityWindow } from "./serial.ts";
 
 export function caPaths(dir: string): { caCert: string; caKey: string; crl: string } {

@@ -1,5 +1,5 @@
 /** The CA's CRL file as `cert list` reports it (the file side of ./crl.ts). */
-import { pathExists, readTextFile } from "./files.ts";
+import { pathExists, readTextFile } from "../files.ts";
 import { CRL_WARN_DAYS, crlDaysLeft, parseCrl } from "./crl.ts";
 import { pemDecode } from "./pem.ts";
 

@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { SecureChatError } from "../errors.ts";
-import { pathExists, readTextFile, writeFileAtomic } from "./files.ts";
+import { pathExists, readTextFile, writeFileAtomic } from "../files.ts";
 import { canonicalName } from "./names.ts";
 
 const EntrySchema = z.object({

@@ -13,7 +13,7 @@ import { isValidDnsName, parseIp } from "./hostname.ts";
 import { canonicalName, isReservedUserName, isValidUserName, nameSkeleton } from "./names.ts";
 import { caPaths, type CaSigner } from "./ca.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
-import { pathExists, writeFileAtomic } from "./files.ts";
+import { pathExists, writeFileAtomic } from "../files.ts";
 import { type Inventory, type InventoryEntry, readInventory, recordIssued } from "./inventory.ts";
 
 export type Profile = "server" | "client";

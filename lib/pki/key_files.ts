@@ -3,7 +3,7 @@
  * the browser page shares and which therefore reads no files).
  */
 import { SecureChatError } from "../errors.ts";
-import { readTextFile } from "./files.ts";
+import { readTextFile } from "../files.ts";
 import { decryptPkcs8, isEncryptedPrivateKeyPem } from "./keys.ts";
 import { pemDecode } from "./pem.ts";
 

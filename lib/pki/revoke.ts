@@ -4,7 +4,7 @@ import { caPaths, type CaSigner } from "./ca.ts";
 import { createCrl } from "./crl_sign.ts";
 import { signingAlgorithmOf } from "./keys.ts";
 import { pemEncode } from "./pem.ts";
-import { writeFileAtomic } from "./files.ts";
+import { writeFileAtomic } from "../files.ts";
 import {
   findEntries,
   type Inventory,

@@ -1,5 +1,5 @@
 /** The CLI's and the server's trust store from files (the page builds one from PEM text). */
-import { pathExists, readTextFile } from "./files.ts";
+import { pathExists, readTextFile } from "../files.ts";
 import { defaultCrlPath, TrustStore } from "./validate.ts";
 
 /**

@@ -1,7 +1,8 @@
 /**
  * The CLI's relay high-water marks (PROTOCOL §6.4) in a JSON file, mode 0600, replaced
- * atomically: temporary file, fsync, rename.
+ * durably (lib/files.ts).
  */
+import { writeFileAtomic } from "../files.ts";
 import type { SeenStorage } from "./relay.ts";
 
 export function seenFile(path: string): SeenStorage {
@@ -15,17 +16,7 @@ export function seenFile(path: string): SeenStorage {
         throw cause;
       }
     },
-    write: async (text) => {
-      const tmp = `${path}.tmp`;
-      const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-      try {
-        await file.write(new TextEncoder().encode(text));
-        await file.sync();
-      } finally {
-        file.close();
-      }
-      await Deno.rename(tmp, path);
-    },
+    write: (text) => writeFileAtomic(path, text),
     unrefTimer: (timer) => Deno.unrefTimer(timer),
   };
 }
