@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { runCli } from "../testkit/cli.ts";
-import { makePki } from "../testkit/pki.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
 import { LiveClient, logIs, registerUser, ServerProcess } from "../testkit/server_process.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 import { type Browser, chromiumMissing, launchChromium, type Page } from "./helpers/chromium.ts";
@@ -404,6 +404,88 @@ Deno.test({
   },
 });
 
+/** One page test's world, removed however the test ends. */
+interface AliceInPage {
+  work: string;
+  pki: TestPki;
+  /** `serve --web` over `<work>/server`. */
+  server: ServerProcess;
+  serverDir: string;
+  /** alice's page: her bundle imported and her account registered from it. */
+  alice: Page;
+  problems: PageProblems;
+  /** Logs a registered CLI user in through `port` (the server's by default), its state in `<work>/<user>-client`. */
+  cli(user: "carol" | "dave", port?: number): Promise<LiveClient>;
+}
+
+/**
+ * Runs `test` with alice in Chromium on a `serve --web` (plus `serverArgs(serverDir)`), the
+ * CLI users `cliUsers` registered; `beforeExport` runs on the PKI before alice's bundle is
+ * written. Chromium, the CLI clients, the server and every file go however `test` ends.
+ */
+async function withAliceInPage(
+  o: {
+    prefix: string;
+    users: string[];
+    cliUsers: ("carol" | "dave")[];
+    serverArgs?: (serverDir: string) => string[];
+    beforeExport?: (pki: TestPki) => Promise<void>;
+  },
+  test: (lab: AliceInPage) => Promise<void>,
+): Promise<void> {
+  const work = await Deno.makeTempDir({ prefix: o.prefix });
+  const pki = await makePki(o.users, "ed25519");
+  let server: ServerProcess | undefined;
+  let browser: Browser | undefined;
+  const clients: LiveClient[] = [];
+  try {
+    await buildPage(join(work, "dist"));
+    await o.beforeExport?.(pki);
+    const bundle = await exportBundle(pki.dir, work, "alice");
+    const serverDir = join(work, "server");
+    await Deno.mkdir(serverDir);
+    const started = await ServerProcess.start({
+      pkiDir: pki.dir,
+      workDir: serverDir,
+      args: ["--web", "0", "--web-root", join(work, "dist"), ...(o.serverArgs?.(serverDir) ?? [])],
+    });
+    server = started;
+    const webPort = Number(
+      String((await started.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
+    );
+    for (const user of o.cliUsers) {
+      await registerUser(started, pki.dir, user, PASSWORDS[user], join(work, `${user}-client`));
+    }
+    browser = await launchChromium();
+    const problems: PageProblems = { console: [] };
+    const alice = await openPage(
+      browser,
+      `http://127.0.0.1:${webPort}/`,
+      problems,
+      join(work, "alice-downloads"),
+    );
+    await joinFromPage(alice, bundle, "alice");
+    const cli = async (user: "carol" | "dave", port = started.port) => {
+      const client = await LiveClient.login({
+        port,
+        user,
+        password: PASSWORDS[user],
+        pkiDir: pki.dir,
+        transcripts: join(work, `${user}-client`),
+      });
+      clients.push(client);
+      return client;
+    };
+    await test({ work, pki, server: started, serverDir, alice, problems, cli });
+  } finally {
+    for (const client of clients) await client.end().catch(() => {});
+    await browser?.close();
+    await server?.stop();
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+}
+
 /** Logs in again from the page (the identity stays imported), as a returning user does. */
 async function loginFromPage(page: Page, user: keyof typeof PASSWORDS): Promise<void> {
   await page.click("input[name=mode][value=login]");
@@ -425,128 +507,103 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const work = await Deno.makeTempDir({ prefix: "securechat-browser-e2e-" });
-    const pki = await makePki(["alice", "carol", "dave", "mallory"], "ed25519");
-    await buildPage(join(work, "dist"));
-    // A CRL before the export (mallory's), so the bundle carries one: CRL number 1.
-    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "mallory", 30);
-    const bundle = await exportBundle(pki.dir, work, "alice");
-    const serverDir = join(work, "server");
-    await Deno.mkdir(serverDir);
-    const keylog = join(serverDir, "keys.log");
-    const server = await ServerProcess.start({
-      pkiDir: pki.dir,
-      workDir: serverDir,
-      args: ["--web", "0", "--web-root", join(work, "dist"), "--keylog", keylog],
-    });
-    const webPort = Number(
-      String((await server.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
-    );
-    // carol's frames pass a recorder: with the key log, an auditor opens every one of them.
-    const proxy = FrameProxy.start(server.port);
     const run = crypto.randomUUID().slice(0, 8);
     const privates = [1, 2, 3, 4, 5].map((i) => `private-${i}-${run}`);
     const lobby = [1, 2].map((i) => `lobby-${i}-${run}`);
-    let browser: Browser | undefined;
-    let carol: LiveClient | undefined;
-    const problems: PageProblems = { console: [] };
-    try {
-      for (const user of ["carol", "dave"] as const) {
-        await registerUser(server, pki.dir, user, PASSWORDS[user], join(work, `${user}-client`));
-      }
-      browser = await launchChromium();
-      const alice = await openPage(
-        browser,
-        `http://127.0.0.1:${webPort}/`,
-        problems,
-        join(work, "alice-downloads"),
-      );
-      await joinFromPage(alice, bundle, "alice");
-      carol = await LiveClient.login({
-        port: proxy.port,
-        user: "carol",
-        password: PASSWORDS.carol,
-        pkiDir: pki.dir,
-        transcripts: join(work, "carol-client"),
-      });
+    await withAliceInPage({
+      prefix: "securechat-browser-e2e-",
+      users: ["alice", "carol", "dave", "mallory"],
+      cliUsers: ["carol", "dave"],
+      serverArgs: (serverDir) => ["--keylog", join(serverDir, "keys.log")],
+      // A CRL before the export (mallory's), so the bundle carries one: CRL number 1.
+      beforeExport: async (pki) =>
+        void await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "mallory", 30),
+    }, async ({ pki, server, serverDir, alice, problems, cli }) => {
+      const keylog = join(serverDir, "keys.log");
+      // carol's frames pass a recorder: with the key log, an auditor opens every one of them.
+      const proxy = FrameProxy.start(server.port);
+      try {
+        const carol = await cli("carol", proxy.port);
 
-      // Private lines both ways: a first contact from the page (carol's published prekeys),
-      // the answer from the CLI (a ratchet step), one more from the page.
-      await say(alice, `/msg carol ${privates[0]}`);
-      await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[0]}`));
-      await carol.send(`/msg alice ${privates[1]}`);
-      await waitForLine(alice, (l) => l.text === privates[1], "carol's private line");
-      await say(alice, `/msg carol ${privates[2]}`);
-      await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[2]}`));
-      // The lobby under sender keys, each way.
-      await say(alice, lobby[0]);
-      await carol.waitForLine((l) => l.includes(`alice ✓ ${lobby[0]}`));
-      await carol.send(lobby[1]);
-      await waitForLine(alice, (l) => l.text === lobby[1], "carol's lobby line");
-      for (const text of [privates[1], lobby[1]]) {
-        const line = (await shown(alice)).filter((l) => l.text === text);
-        assert.equal(line.length, 1, `${text} shown once`);
-        assert.deepEqual(
-          { author: line[0].author, verified: line[0].verified, private: line[0].private },
-          { author: "carol", verified: true, private: text === privates[1] },
+        // Private lines both ways: a first contact from the page (carol's published prekeys),
+        // the answer from the CLI (a ratchet step), one more from the page.
+        await say(alice, `/msg carol ${privates[0]}`);
+        await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[0]}`));
+        await carol.send(`/msg alice ${privates[1]}`);
+        await waitForLine(alice, (l) => l.text === privates[1], "carol's private line");
+        await say(alice, `/msg carol ${privates[2]}`);
+        await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[2]}`));
+        // The lobby under sender keys, each way.
+        await say(alice, lobby[0]);
+        await carol.waitForLine((l) => l.includes(`alice ✓ ${lobby[0]}`));
+        await carol.send(lobby[1]);
+        await waitForLine(alice, (l) => l.text === lobby[1], "carol's lobby line");
+        for (const text of [privates[1], lobby[1]]) {
+          const line = (await shown(alice)).filter((l) => l.text === text);
+          assert.equal(line.length, 1, `${text} shown once`);
+          assert.deepEqual(
+            { author: line[0].author, verified: line[0].verified, private: line[0].private },
+            { author: "carol", verified: true, private: text === privates[1] },
+          );
+        }
+        assert.ok(
+          !(await shown(alice)).some((l) => /readable by the server|cannot decrypt/.test(l.text)),
+          JSON.stringify(await shown(alice)),
         );
-      }
-      assert.ok(
-        !(await shown(alice)).some((l) => /readable by the server|cannot decrypt/.test(l.text)),
-        JSON.stringify(await shown(alice)),
-      );
 
-      // /verify on both sides: the fingerprint of the certificate behind each device's keys.
-      const fingerprint = async (user: string) =>
-        formatFingerprint(fingerprintOf((await pki.identity(user)).certDer));
-      await say(alice, "/verify carol");
-      await waitForLine(
-        alice,
-        (l) => l.text.startsWith("compare the fingerprint with carol"),
-        "/verify",
-      );
-      const carolDevices = (await shown(alice)).filter((l) =>
-        /^carol device [0-9a-f]{16}: end-to-end keys signed by certificate /.test(l.text)
-      );
-      assert.equal(carolDevices.length, 1, JSON.stringify(carolDevices));
-      assert.ok(carolDevices[0].text.endsWith(await fingerprint("carol")));
-      await carol.send("/verify alice");
-      await carol.waitForLine((l) => l.includes("compare the fingerprint with alice"));
-      const aliceDevices = carol.lines((l) => /alice device [0-9a-f]{16}: end-to-end keys/.test(l));
-      assert.equal(aliceDevices.length, 1, "one device: this browser");
-      assert.ok(aliceDevices[0].endsWith(await fingerprint("alice")), aliceDevices[0]);
-      await say(alice, "/verify dave");
-      await waitForLine(
-        alice,
-        (l) => l.text.startsWith("compare the fingerprint with dave"),
-        "dave",
-      );
+        // /verify on both sides: the fingerprint of the certificate behind each device's keys.
+        const fingerprint = async (user: string) =>
+          formatFingerprint(fingerprintOf((await pki.identity(user)).certDer));
+        await say(alice, "/verify carol");
+        await waitForLine(
+          alice,
+          (l) => l.text.startsWith("compare the fingerprint with carol"),
+          "/verify",
+        );
+        const carolDevices = (await shown(alice)).filter((l) =>
+          /^carol device [0-9a-f]{16}: end-to-end keys signed by certificate /.test(l.text)
+        );
+        assert.equal(carolDevices.length, 1, JSON.stringify(carolDevices));
+        assert.ok(carolDevices[0].text.endsWith(await fingerprint("carol")));
+        await carol.send("/verify alice");
+        await carol.waitForLine((l) => l.includes("compare the fingerprint with alice"));
+        const aliceDevices = carol.lines((l) =>
+          /alice device [0-9a-f]{16}: end-to-end keys/.test(l)
+        );
+        assert.equal(aliceDevices.length, 1, "one device: this browser");
+        assert.ok(aliceDevices[0].endsWith(await fingerprint("alice")), aliceDevices[0]);
+        await say(alice, "/verify dave");
+        await waitForLine(
+          alice,
+          (l) => l.text.startsWith("compare the fingerprint with dave"),
+          "dave",
+        );
 
-      // dave is revoked. The server takes the new CRL (SIGHUP) and serves it at /crl; the page,
-      // still in the same session, takes it for /verify, checks it under the CA, and refuses
-      // dave's keys by itself (the server still hands them out, as a malicious one would).
-      await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "dave", 30);
-      const mark = server.mark();
-      server.child.kill("SIGHUP");
-      await server.waitFor((e) => e.event === "CRL_LOADED" && e.number === "2", 10_000, mark);
-      const before = (await shown(alice)).length;
-      await say(alice, "/verify dave");
-      await waitForLine(
-        alice,
-        (l) => l.text.startsWith("dave's end-to-end keys refused: ") && /revoked/.test(l.text),
-        "dave refused",
-      );
-      await say(alice, "/msg dave are you there");
-      await waitForLine(alice, (l) => l.text.startsWith("not sent to dave: "), "no line to dave");
-      assert.ok(
-        !(await shown(alice)).slice(before).some((l) => l.text.includes("signed by certificate")),
-      );
-      // The page keeps the CRL it took (IndexedDB, beside the identity): a reload starts from
-      // it, and a server serving an older one could not undo dave's revocation here.
-      await leaveFromPage(alice, "alice");
-      await alice.reload({ waitUntil: "load" });
-      await waitForStatus(alice, /^ready$/, "alice's reloaded page");
-      const kept = await alice.evaluate<number[]>(`new Promise((resolve, reject) => {
+        // dave is revoked. The server takes the new CRL (SIGHUP) and serves it at /crl; the page,
+        // still in the same session, takes it for /verify, checks it under the CA, and refuses
+        // dave's keys by itself (the server still hands them out, as a malicious one would).
+        await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "dave", 30);
+        const mark = server.mark();
+        server.child.kill("SIGHUP");
+        await server.waitFor((e) => e.event === "CRL_LOADED" && e.number === "2", 10_000, mark);
+        const before = (await shown(alice)).length;
+        await say(alice, "/verify dave");
+        await waitForLine(
+          alice,
+          (l) => l.text.startsWith("dave's end-to-end keys refused: ") && /revoked/.test(l.text),
+          "dave refused",
+        );
+        await say(alice, "/msg dave are you there");
+        await waitForLine(alice, (l) => l.text.startsWith("not sent to dave: "), "no line to dave");
+        assert.ok(
+          !(await shown(alice)).slice(before).some((l) => l.text.includes("signed by certificate")),
+        );
+        // The page keeps the CRL it took (IndexedDB, beside the identity): a reload starts from
+        // it, and a server serving an older one could not undo dave's revocation here.
+        await leaveFromPage(alice, "alice");
+        await alice.reload({ waitUntil: "load" });
+        await waitForStatus(alice, /^ready$/, "alice's reloaded page");
+        const kept = await alice.evaluate<number[]>(`new Promise((resolve, reject) => {
         const open = indexedDB.open("securechat");
         open.onerror = () => reject(open.error);
         open.onsuccess = () => {
@@ -554,11 +611,11 @@ Deno.test({
           get.onsuccess = () => { open.result.close(); resolve([...get.result.crlDer]); };
         };
       })`);
-      assert.deepEqual(new Uint8Array(kept), await readCrlDer(join(pki.dir, "ca.crl")));
+        assert.deepEqual(new Uint8Array(kept), await readCrlDer(join(pki.dir, "ca.crl")));
 
-      // This browser loses its end-to-end state (site data cleared): the page says so, starts
-      // again as a new device, and the conversation goes on both ways.
-      await alice.evaluate(`new Promise((resolve, reject) => {
+        // This browser loses its end-to-end state (site data cleared): the page says so, starts
+        // again as a new device, and the conversation goes on both ways.
+        await alice.evaluate(`new Promise((resolve, reject) => {
         const open = indexedDB.open("securechat");
         open.onerror = () => reject(open.error);
         open.onsuccess = () => {
@@ -568,58 +625,53 @@ Deno.test({
           tx.onerror = () => reject(tx.error);
         };
       })`);
-      await loginFromPage(alice, "alice");
-      await waitForLine(
-        alice,
-        (l) => l.author === "*" && l.text.includes("end-to-end keys for alice are missing"),
-        "the lost-state notice",
-      );
-      await say(alice, `/msg carol ${privates[3]}`);
-      await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[3]}`));
-      await carol.send(`/msg alice ${privates[4]}`);
-      await waitForLine(alice, (l) => l.text === privates[4], "carol's line to the new device");
+        await loginFromPage(alice, "alice");
+        await waitForLine(
+          alice,
+          (l) => l.author === "*" && l.text.includes("end-to-end keys for alice are missing"),
+          "the lost-state notice",
+        );
+        await say(alice, `/msg carol ${privates[3]}`);
+        await carol.waitForLine((l) => l.includes(`alice (private) ✓ ${privates[3]}`));
+        await carol.send(`/msg alice ${privates[4]}`);
+        await waitForLine(alice, (l) => l.text === privates[4], "carol's line to the new device");
 
-      assert.deepEqual(problems.console, [], "alice's console");
-      assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
-      await leaveFromPage(alice, "alice");
-      const carolEnd = await carol.end();
-      carol = undefined;
-      assert.equal(carolEnd.code, 0, carolEnd.stderr);
-      assert.ok(!carolEnd.stderr.includes("readable by the server"), carolEnd.stderr);
-      await server.stop();
+        assert.deepEqual(problems.console, [], "alice's console");
+        assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
+        await leaveFromPage(alice, "alice");
+        const carolEnd = await carol.end();
+        assert.equal(carolEnd.code, 0, carolEnd.stderr);
+        assert.ok(!carolEnd.stderr.includes("readable by the server"), carolEnd.stderr);
+        await server.stop();
 
-      // No line typed in the page or on the CLI is in anything the server wrote or logged.
-      const canaries = [...privates, ...lobby];
-      const output = [...server.logs.map((e) => JSON.stringify(e)), ...server.otherOutput]
-        .join("\n");
-      const written = await assertNoCanaries(serverDir, output, canaries);
-      assert.ok(written.some((p) => p.endsWith(".log") && p.includes("transcripts")));
-      // Nor in any frame to or from carol, opened with the key log: the page's lines reached
-      // her end to end (an envelope, no content key), as hers left.
-      const opened = decryptWithKeylog(proxy.frames, await Deno.readTextFile(keylog));
-      let relayedEndToEnd = 0;
-      for (const { message } of opened) {
-        if (message.type !== "msg" && message.type !== "relay") continue;
-        const record = decodeRecord(message.record as never);
-        if (record.to === "server" || message.type === "msg" && record.dir !== "c2s") continue;
-        assert.ok(!("k" in message), `a ${message.type} to ${record.to} with its content key`);
-        assert.ok("e2e" in message, `a ${message.type} to ${record.to} without an envelope`);
-        if (message.type === "relay") relayedEndToEnd++;
+        // No line typed in the page or on the CLI is in anything the server wrote or logged.
+        const canaries = [...privates, ...lobby];
+        const output = [...server.logs.map((e) => JSON.stringify(e)), ...server.otherOutput]
+          .join("\n");
+        const written = await assertNoCanaries(serverDir, output, canaries);
+        assert.ok(written.some((p) => p.endsWith(".log") && p.includes("transcripts")));
+        // Nor in any frame to or from carol, opened with the key log: the page's lines reached
+        // her end to end (an envelope, no content key), as hers left.
+        const opened = decryptWithKeylog(proxy.frames, await Deno.readTextFile(keylog));
+        let relayedEndToEnd = 0;
+        for (const { message } of opened) {
+          if (message.type !== "msg" && message.type !== "relay") continue;
+          const record = decodeRecord(message.record as never);
+          if (record.to === "server" || message.type === "msg" && record.dir !== "c2s") continue;
+          assert.ok(!("k" in message), `a ${message.type} to ${record.to} with its content key`);
+          assert.ok("e2e" in message, `a ${message.type} to ${record.to} without an envelope`);
+          if (message.type === "relay") relayedEndToEnd++;
+        }
+        // From the page: privates 1, 3 and 4, and lobby 1 (more with sender-key records).
+        assert.ok(relayedEndToEnd >= 4, `relays to carol end to end: ${relayedEndToEnd}`);
+        const everything = JSON.stringify(opened);
+        for (const canary of canaries) {
+          assert.ok(!everything.includes(canary), `${canary} on the wire`);
+        }
+      } finally {
+        await proxy.close();
       }
-      // From the page: privates 1, 3 and 4, and lobby 1 (more with sender-key records).
-      assert.ok(relayedEndToEnd >= 4, `relays to carol end to end: ${relayedEndToEnd}`);
-      const everything = JSON.stringify(opened);
-      for (const canary of canaries) {
-        assert.ok(!everything.includes(canary), `${canary} on the wire`);
-      }
-    } finally {
-      await carol?.end().catch(() => {});
-      await browser?.close();
-      await proxy.close();
-      await server.stop();
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-      await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
-    }
+    });
   },
 });
 
@@ -689,41 +741,13 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const work = await Deno.makeTempDir({ prefix: "securechat-browser-passwd-" });
-    const pki = await makePki(["alice", "carol"], "ed25519");
-    await buildPage(join(work, "dist"));
-    const bundle = await exportBundle(pki.dir, work, "alice");
-    const serverDir = join(work, "server");
-    await Deno.mkdir(serverDir);
-    const server = await ServerProcess.start({
-      pkiDir: pki.dir,
-      workDir: serverDir,
-      args: ["--web", "0", "--web-root", join(work, "dist")],
-    });
-    const webPort = Number(
-      String((await server.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
-    );
     const NEW = "alice-password-2";
-    let browser: Browser | undefined;
-    let carol: LiveClient | undefined;
-    const problems: PageProblems = { console: [] };
-    try {
-      await registerUser(server, pki.dir, "carol", PASSWORDS.carol, join(work, "carol-client"));
-      browser = await launchChromium();
-      const alice = await openPage(
-        browser,
-        `http://127.0.0.1:${webPort}/`,
-        problems,
-        join(work, "alice-downloads"),
-      );
-      await joinFromPage(alice, bundle, "alice");
-      carol = await LiveClient.login({
-        port: server.port,
-        user: "carol",
-        password: PASSWORDS.carol,
-        pkiDir: pki.dir,
-        transcripts: join(work, "carol-client"),
-      });
+    await withAliceInPage({
+      prefix: "securechat-browser-passwd-",
+      users: ["alice", "carol"],
+      cliUsers: ["carol"],
+    }, async ({ server, alice, problems, cli }) => {
+      const carol = await cli("carol");
       // A conversation the change must not break: a first contact each way's ratchet.
       await say(alice, "/msg carol before the change");
       await carol.waitForLine((l) => l.includes("alice (private) ✓ before the change"));
@@ -800,12 +824,6 @@ Deno.test({
       assert.deepEqual(problems.console, [], "alice's console");
       assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
       await leaveFromPage(alice, "alice");
-    } finally {
-      await carol?.end().catch(() => {});
-      await browser?.close();
-      await server.stop();
-      await Deno.remove(work, { recursive: true }).catch(() => {});
-      await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
-    }
+    });
   },
 });
