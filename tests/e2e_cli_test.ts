@@ -18,6 +18,7 @@ import { LiveClient, liveLogins, registerUser, ServerProcess } from "../testkit/
 import { FrameProxy } from "./helpers/proxy.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
 import { assertNoCanaries } from "./helpers/canaries.ts";
+import { verifiedReport } from "./helpers/verified.ts";
 
 const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12", carol: "carol-password-1" };
 
@@ -128,17 +129,7 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     // 3. bob's transcript still proves who wrote what, with receipts, offline.
     const bobDir = join(pki.dir, "bob-transcripts");
     const log = [...Deno.readDirSync(bobDir)].map((e) => e.name).find((n) => n.endsWith(".log"))!;
-    const verified = await runCli([
-      "verify",
-      join(bobDir, log),
-      "--ca",
-      `${pki.dir}/ca.pem`,
-      "--json",
-    ]);
-    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
-    const report = JSON.parse(verified.stdout);
-    assert.equal(report.ok, true);
-    assert.deepEqual(report.confirmedBy, ["client", "server"]);
+    await verifiedReport(join(bobDir, log), `${pki.dir}/ca.pem`);
 
     // 4. Non-repudiation survives end-to-end encryption (SECURITY.md): bob opens alice's third
     //    private line — whose relay only named her certificate, introduced with her first

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
 import { runCli } from "../testkit/cli.ts";
 import { LiveClient, registerUser, ServerProcess } from "../testkit/server_process.ts";
+import { verifiedReport } from "./helpers/verified.ts";
 
 const USERS = ["alice", "bob", "carol"] as const;
 const PASSWORDS = { alice: "alice-password-1", bob: "bob-password-12", carol: "carol-password-3" };
@@ -71,17 +72,7 @@ Deno.test("lobby: three users, lobby lines once each in order, /msg private, /wh
     const logs = [...Deno.readDirSync(clientTranscripts.bob)].map((e) => e.name)
       .filter((n) => n.endsWith(".log"));
     assert.equal(logs.length, 1);
-    const verified = await runCli([
-      "verify",
-      `${clientTranscripts.bob}/${logs[0]}`,
-      "--ca",
-      `${pki.dir}/ca.pem`,
-      "--json",
-    ]);
-    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
-    const report = JSON.parse(verified.stdout);
-    assert.equal(report.ok, true);
-    assert.deepEqual(report.confirmedBy, ["client", "server"]);
+    const report = await verifiedReport(`${clientTranscripts.bob}/${logs[0]}`, `${pki.dir}/ca.pem`);
     const authors = Object.fromEntries(
       report.authors.map((
         a: { commonName: string; messages: number },

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { makePki } from "../testkit/pki.ts";
-import { runCli } from "../testkit/cli.ts";
+import { verifyAll } from "./helpers/verified.ts";
 import {
   type ConnectOptions,
   LiveClient,
@@ -35,22 +35,6 @@ function waitForStored(client: LiveClient, count: number) {
     10_000,
     () => `not ${count} stored lines:\n${client.stderr.join("\n")}`,
   );
-}
-
-/** `securechat verify --json` of every `.log` in `dir`; asserts each is ok with both receipts. */
-async function verifyAll(dir: string, ca: string): Promise<Record<string, unknown>[]> {
-  const reports = [];
-  for (const entry of Deno.readDirSync(dir)) {
-    if (!entry.name.endsWith(".log")) continue;
-    const result = await runCli(["verify", `${dir}/${entry.name}`, "--ca", ca, "--json"]);
-    assert.equal(result.code, 0, `${entry.name}: ${result.stdout}${result.stderr}`);
-    const report = JSON.parse(result.stdout);
-    assert.equal(report.ok, true, result.stdout);
-    assert.deepEqual(report.confirmedBy, ["client", "server"], `${entry.name}: ${result.stdout}`);
-    reports.push(report);
-  }
-  assert.ok(reports.length > 0, `no transcript in ${dir}`);
-  return reports;
 }
 
 /**
