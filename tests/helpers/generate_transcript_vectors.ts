@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { makePki, writeSession } from "../../testkit/transcript_fixtures.ts";
 import { fromBase64 } from "../../lib/bytes.ts";
-import { fingerprintOf } from "../../lib/transcript/format.ts";
+import { fingerprintOf } from "../../lib/pki/describe.ts";
 
 type Line = Record<string, unknown>;
 
