@@ -196,15 +196,9 @@ export class JsonChild {
   readonly #out: AsyncGenerator<string>;
   readonly #in: WritableStreamDefaultWriter<Uint8Array>;
 
-  constructor(
-    script: string,
-    args: string[],
-    denoFlags: string[] = [],
-    env: Record<string, string> = {},
-  ) {
+  constructor(script: string, args: string[], denoFlags: string[] = []) {
     this.#child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--quiet", "--allow-all", ...denoFlags, script, ...args],
-      env,
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
@@ -287,11 +281,11 @@ export async function commandOutput(cmd: string, args: string[]): Promise<string
 }
 
 /**
- * How `securechat serve` is launched (deno.json's start task, testkit/start_task.ts): its
- * environment and its V8 flags (not its permissions: bench children run with --allow-all), so a
- * server child measures the memory and CPU settings that ship.
+ * The V8 flags `securechat serve` is launched with (deno.json's start task,
+ * testkit/start_task.ts; not its permissions: bench children run with --allow-all), so a server
+ * child measures the memory settings that ship.
  */
-export async function launchedAsServe(): Promise<{ flags: string[]; env: Record<string, string> }> {
-  const start = await readStartTask(new URL("../deno.json", import.meta.url).pathname);
-  return { flags: start.flags.filter((f) => f.startsWith("--v8-flags=")), env: start.env };
+export async function serveV8Flags(): Promise<string[]> {
+  const flags = await readStartTask(new URL("../deno.json", import.meta.url).pathname);
+  return flags.filter((f) => f.startsWith("--v8-flags="));
 }

@@ -51,12 +51,12 @@ import {
   connectLikeClient,
   figure,
   JsonChild,
-  launchedAsServe,
   type Options,
   percentile,
   ref,
   round,
   type Section,
+  serveV8Flags,
   sleep,
 } from "./_util.ts";
 
@@ -103,12 +103,11 @@ class OurServer {
     presence: "each" | "coalesced" = "each",
   ): Promise<OurServer> {
     const dir = await Deno.makeTempDir({ prefix: "sc-bench-peer-" });
-    const serve = await launchedAsServe();
     const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`, presence], [
-      ...serve.flags,
+      ...await serveV8Flags(),
       "--v8-flags=--expose-gc",
       ...(serverCpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${serverCpuProfileDir}`] : []),
-    ], serve.env);
+    ]);
     const { port } = await child.next() as { port: number };
     return new OurServer(child, port, dir);
   }

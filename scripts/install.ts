@@ -25,12 +25,16 @@ if (!root) {
 const bin = join(root, "bin");
 const target = join(bin, "securechat");
 const deno = Deno.execPath();
-// The flags and environment of the `start` task: one list for both (testkit/start_task.ts).
-const start = await readStartTask(config);
-const run = ["run", "--quiet", "--no-prompt", ...start.flags, "--config", config, main];
-// An operator's own value wins over the task's.
-const exports = Object.entries(start.env)
-  .map(([name, value]) => `export ${name}="\${${name}:-${value}}"\n`).join("");
+// The flags of the `start` task: one list for both (testkit/start_task.ts).
+const run = [
+  "run",
+  "--quiet",
+  "--no-prompt",
+  ...await readStartTask(config),
+  "--config",
+  config,
+  main,
+];
 
 const shim = `#!/bin/sh
 # securechat, installed by \`deno task install\` from ${checkout}
@@ -42,7 +46,7 @@ if [ ! -x "$deno" ]; then
     exit 127
   }
 fi
-${exports}exec "$deno" ${run.map(quote).join(" ")} "$@"
+exec "$deno" ${run.map(quote).join(" ")} "$@"
 `;
 
 await Deno.mkdir(bin, { recursive: true });
