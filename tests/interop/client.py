@@ -1896,7 +1896,7 @@ class Client:
         self.device = None       # §12: made after the handshake unless --no-e2e
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
-        self.members_known = threading.Event()   # the whole `online` list came
+        self.members_known = threading.Event()   # the first `members` body came
         self.sender_key_seqnos = set()  # our c2s seqnos that carried a sender_key (§6.5)
 
     # -- records (§3.2, §3.3)
@@ -2317,16 +2317,13 @@ class Client:
     def on_members(self, body):
         """§12.5 on the wire: the lobby's membership; any such body retires our sender chain,
         and a member who joined is fetched again before our next lobby line."""
-        strict(body, ["kind", "event", "users"], ["more"])
+        strict(body, ["kind", "event", "users"])
         event, users = want_str(body, "event"), body["users"]
         if event not in ("online", "joined", "left"):
             raise ProtoError("PROTOCOL_ERROR", "members event")
-        # the online list goes on while a chunk says "more": true (only ever true, only on online)
-        more = body.get("more")
-        if "more" in body and (more is not True or event != "online"):
-            raise ProtoError("PROTOCOL_ERROR", "members more")
-        if not isinstance(users, list) or len(users) > 1000 or \
-                (event != "online" and len(users) != 1):
+        # §12.6's table: 1-1000 names for every event (interop finding 45: §12.5 shows one name
+        # for joined/left, the table allows a batch; `online` always holds at least the receiver)
+        if not isinstance(users, list) or not 1 <= len(users) <= 1000:
             raise ProtoError("PROTOCOL_ERROR", "members users")
         for u in users:
             if not isinstance(u, str) or not u or u != canonical(u):
@@ -2343,8 +2340,7 @@ class Client:
             for u in users:
                 self.device.lists.pop(u, None)
         self.device.retire_chain()
-        if event == "online" and not more:
-            self.members_known.set()   # the whole online list is in
+        self.members_known.set()
         return f"MEMBERS {event} {safe(','.join(users))}"
 
     def on_relay(self, m):
