@@ -1047,9 +1047,24 @@ Deno.test({
         await p.out.waitFor((l) => l.includes("alice ✓ alice to the lobby"), `${name}: alice's`);
       }
       await done(py1, "python 1");
+      // Two lines to alice while she is away wait in her queue (PROTOCOL §6.6).
+      await bob.send("/msg alice while you were away 1");
+      await bob.send("/msg alice while you were away 2");
+      await bob.err.waitFor(
+        () => bob.err.lines.filter((e) => /message \d+ stored/.test(e)).length >= 2,
+        "bob: both lines stored",
+      );
 
-      // A reconnect: a new session of the Python client, in which every author is new again.
+      // A reconnect: a new session of the Python client, in which every author is new again. The
+      // stored lines come first; bob's certificate travels with the first of them alone, and his
+      // live relays after them name it (PROTOCOL §6.4.1: stored and relay share the list).
       const py2 = await python(false);
+      for (const i of [1, 2]) {
+        await py2.out.waitFor(
+          (l) => l === `bob (private) (stored) e2e: while you were away ${i}`,
+          `python 2: stored line ${i}`,
+        );
+      }
       await py2.out.waitFor((l) => l.startsWith("MEMBERS online"), "python 2: members");
       await burst(py2, [bob, carol], ["bob", "carol"], "two");
       await py2.send("/msg bob alice again, privately");
@@ -1093,23 +1108,63 @@ Deno.test({
           assert.match(cliOut, new RegExp(`author\\s+${m[1]} .*: ${m[3]} signed record`), cliOut);
         }
       }
-      // Both verifiers refuse the same tampering: one byte of an author record's ct in bob's log.
+      // Each author's certificate is in each Python transcript once, on the first relay of that
+      // author in the session; every later relay names it by fingerprint (PROTOCOL §6.4.1,
+      // TRANSCRIPT §2.2). The reconnect's session was sent every certificate again.
+      const fps = new Map<string, string>();
+      for (const log of pyLogs) {
+        const relays = (await Deno.readTextFile(log)).split("\n").filter((l) => l)
+          .map((l) => JSON.parse(l)).filter((l) => l.type === "relay" || l.type === "stored");
+        const introduced = new Map<string, number>();
+        for (const r of relays) {
+          if (r.cert === undefined) {
+            assert.ok(introduced.has(r.author_fp), `${log}: a name before its certificate`);
+          } else {
+            assert.ok(!introduced.has(r.author_fp), `${log}: a certificate introduced twice`);
+            introduced.set(r.author_fp, 0);
+          }
+          introduced.set(r.author_fp, introduced.get(r.author_fp)! + 1);
+          fps.set(r.author_fp, log);
+        }
+        assert.equal(introduced.size, 2, `${log}: bob's and carol's certificates`);
+        for (const [fp, uses] of introduced) assert.ok(uses >= 7, `${log}: ${fp} used ${uses}`);
+      }
+      assert.equal(fps.size, 2, "the same two certificates in both sessions");
+
+      // Both verifiers refuse the same tampering, at the same line, with the same code: in bob's
+      // log, one byte of an author record's ct; a certificate's introduction removed; a certificate
+      // introduced again; alice's record named with carol's certificate (TRANSCRIPT §5 step 4).
       const bobLog = logsIn(`${tmp}/bobtr`, "client")[0];
-      const lines = (await Deno.readTextFile(bobLog)).split("\n");
-      const at = lines.findIndex((l) => l.includes('"type":"relay"'));
-      assert.ok(at > 0, bobLog);
-      const line = JSON.parse(lines[at]);
-      const ct = atob(line.record.ct);
-      line.record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
-      lines[at] = JSON.stringify(line);
-      const tampered = `${tmp}/tampered.log`;
-      await Deno.writeTextFile(tampered, lines.join("\n"));
-      const pyBad = await pythonVerify(ca, tampered);
-      assert.equal(pyBad.code, 1, pyBad.out);
-      assert.match(pyBad.out, new RegExp(`^RESULT INVALID SIG_FAIL line ${at + 1} `, "m"));
-      const cliBad = await runCli(["verify", "--ca", ca, tampered]);
-      assert.equal(cliBad.code, 1, cliBad.stdout);
-      assert.match(cliBad.stdout + cliBad.stderr, new RegExp(`SIG_FAIL.*\\b${at + 1}\\b`));
+      const bobLines = (await Deno.readTextFile(bobLog)).split("\n");
+      const relays = bobLines.map((l, i) => ({ i, l: l ? JSON.parse(l) : {} }))
+        .filter(({ l }) => l.type === "relay");
+      const [a, b] = relays.filter(({ l }) => l.cert !== undefined);
+      const laterA = relays.find(({ i, l }) => i > b.i && l.author_fp === a.l.author_fp);
+      assert.ok(a && b && laterA && laterA.l.cert === undefined, bobLog);
+      type Line = Record<string, unknown> & { record: { ct: string } };
+      const tamperings: [string, number, (l: Line) => void, string][] = [
+        ["ct", a.i, (l) => {
+          const ct = atob(l.record.ct);
+          l.record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
+        }, "SIG_FAIL"],
+        ["no introduction", a.i, (l) => delete l.cert, "TAMPERED"],
+        ["introduced again", laterA.i, (l) => l.cert = a.l.cert, "TAMPERED"],
+        ["another user's name", laterA.i, (l) => l.author_fp = b.l.author_fp, "SIG_FAIL"],
+      ];
+      for (const [what, at, change, code] of tamperings) {
+        const lines = [...bobLines];
+        const line = JSON.parse(lines[at]);
+        change(line);
+        lines[at] = JSON.stringify(line);
+        const tampered = `${tmp}/tampered.log`;
+        await Deno.writeTextFile(tampered, lines.join("\n"));
+        const pyBad = await pythonVerify(ca, tampered);
+        assert.equal(pyBad.code, 1, `${what}: ${pyBad.out}`);
+        assert.match(pyBad.out, new RegExp(`^RESULT INVALID ${code} line ${at + 1} `, "m"), what);
+        const cliBad = await runCli(["verify", "--ca", ca, tampered]);
+        assert.equal(cliBad.code, 1, `${what}: ${cliBad.stdout}`);
+        assert.match(cliBad.stdout + cliBad.stderr, new RegExp(`${code}.*\\b${at + 1}\\b`), what);
+      }
     });
   },
 });

@@ -424,43 +424,48 @@ def s2c_handshake_case(v, case, workdir):
 
 
 def s2c_relay_case(v, case, workdir):
-    """A relay of the client's own certificate's record (README), after the vector handshake."""
+    """A relay of the client's own certificate's record (README), after the vector handshake. The
+    first relay introduces the certificate (PROTOCOL §6.4.1) unless `cert` is "omitted"; a second
+    one names it, or does what `second` says."""
     inp, pki = v["inputs"], v["inputs"]["pki"]
     c, _ = replay(v, workdir, stop_after_handshake=True)
     c.conn.incoming = []
     t0 = v["session_time"]
     client_key = private_key(pki["client_key_pem"])
+    server_key = private_key(pki["server_key_pem"])
     author_sid = os.urandom(16)  # the author's own (other) session
-    to = case["set"].get("to", "lobby")
+    s = case["set"]
+    to = s.get("to", "lobby")
     ts = t0 + 1000
-    if case["set"].get("ts") == "one hour before the session":
+    if s.get("ts") == "one hour before the session":
         ts = t0 - 3600 * 1000
-    signer = private_key(pki["server_key_pem"]) if case["set"].get("signer") == "server" \
-        else client_key
+    signer = server_key if s.get("signer") == "server" else client_key
     k = hashlib.sha256(b"negative relay").digest()
-    body = b'{"kind":"text","text":"relayed"}'
-    rec, wire = sc.make_record(signer, author_sid, to, 1, ts, body, k)
-    client_der = cert_der(pki["client_cert_pem"])
-    relay = {"type": "relay", "seqno": 1, "ts": t0 + 1001, "author_fp": sc.fingerprint(client_der),
-             "cert": sc.b64e(client_der), "record": wire, "k": sc.b64e(k)}
-    if case["set"].get("cert") == "omitted":
-        del relay["cert"]
-    relays = [relay]
-    if case["target"] == "s2c relay twice":  # by default the same record, naming the certificate
-        second = {k_: v_ for k_, v_ in relay.items() if k_ != "cert"}
-        what = case["set"].get("second")
+    _, wire = sc.make_record(signer, author_sid, to, 1, ts, b'{"kind":"text","text":"relayed"}', k)
+    author = cert_der(pki["client_cert_pem"])
+    first = {"type": "relay", "seqno": 1, "ts": t0 + 1001, "author_fp": sc.fingerprint(author),
+             "cert": sc.b64e(author), "record": wire, "k": sc.b64e(k)}
+    if s.get("cert") == "omitted":
+        del first["cert"]
+    relays = [first]
+    if case["target"] == "s2c relay twice":
+        second = {key: val for key, val in first.items() if key != "cert"}
+        second.update(seqno=2, ts=t0 + 1002)
+        what = s.get("second")
         if what == "introduces the certificate again":
-            second["cert"] = relay["cert"]
+            second["cert"] = first["cert"]
         elif what == "introduces the server certificate under the name":
             second["cert"] = sc.b64e(cert_der(pki["server_cert_pem"]))
         elif what == "a new record signed by the server":
-            _, second["record"] = sc.make_record(private_key(pki["server_key_pem"]), author_sid,
-                                                 to, 2, ts, body, k)
+            _, second["record"] = sc.make_record(server_key, author_sid, to, 2, ts + 1,
+                                                 b'{"kind":"text","text":"relayed"}', k)
+        elif what is not None:
+            raise Mismatch(f"{case['name']}: unknown second relay {what!r}")
         relays.append(second)
-    c.clock = t0 + 1001
+    c.clock = t0 + 1002
     try:
-        for i, r in enumerate(relays):
-            c.on_relay({**r, "seqno": 1 + i, "ts": t0 + 1001 + i})
+        for relay in relays:
+            c.on_relay(relay)
     except sc.ProtoError as e:
         return e.code
     return "accepted"

@@ -38,7 +38,6 @@ Diagnostics go to stderr. Section numbers below cite PROTOCOL.md unless they nam
 import argparse
 import base64
 import binascii
-import collections
 import datetime
 import hashlib
 import hmac
@@ -46,6 +45,7 @@ import ipaddress
 import json
 import os
 import re
+from collections import OrderedDict
 import socket
 import struct
 import sys
@@ -81,9 +81,9 @@ COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
 SKEW_MS = 5 * 60 * 1000                      # §8.2
 MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
-SESSION_CERTS = 256                          # §6.4.1
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
+SESSION_CERTS = 256                          # §6.4.1: author certificates a session's list holds
 GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
 HYBRID = "x25519mlkem768"
 
@@ -788,6 +788,57 @@ class Trust:
 
 def fingerprint(der):
     return hashlib.sha256(der).hexdigest()
+
+
+class SessionCerts:
+    """§6.4.1: a session's list of the author certificates introduced in it, least recently used
+    first, at most SESSION_CERTS, run over the `relay` and `stored` messages in s2c seqno order — by
+    the recipient as they arrive and by a verifier over the transcript's lines (TRANSCRIPT §5 step
+    4), the same way the server runs it when sending. `resolve` checks one message against the list
+    and changes nothing; `commit` applies it once the message is accepted."""
+
+    def __init__(self, limit=SESSION_CERTS):
+        self.limit = limit
+        self.entries = OrderedDict()  # fingerprint -> what the owner keeps for it
+
+    def resolve(self, fp, cert_der, list_code="PROTOCOL_ERROR"):
+        """The kept value for a reference, or None for a certificate introduced here (the caller
+        validates it). `list_code` is the code of a list fault: PROTOCOL_ERROR live (§6.4.1),
+        TAMPERED in a transcript (TRANSCRIPT §5)."""
+        if cert_der is not None:
+            if fingerprint(cert_der) != fp:
+                raise ProtoError("TAMPERED", "certificate introduced under another fingerprint")
+            if fp in self.entries:
+                raise ProtoError(list_code, "author certificate introduced again in this session")
+            return None
+        if fp not in self.entries:
+            raise ProtoError(list_code, "names an author certificate this session was never sent "
+                             "(or has dropped since)")
+        return self.entries[fp]
+
+    def commit(self, fp, value):
+        if fp in self.entries:
+            self.entries.move_to_end(fp)
+            return
+        self.entries[fp] = value
+        if len(self.entries) > self.limit:
+            self.entries.popitem(last=False)
+
+
+def parse_author_fp(m, code="PROTOCOL_ERROR"):
+    """§6.4 `author_fp` (64 lowercase hex) and the optional `cert` (base64 DER, ≤ 16 KiB)."""
+    fp = want_str(m, "author_fp", code=code)
+    if not HEX64.match(fp):
+        raise ProtoError(code, "author_fp is not 64 lowercase hex")
+    cert_der = b64d(m["cert"], code=code, max_size=16 * 1024) if "cert" in m else None
+    return fp, cert_der
+
+
+def author_line_enc(tag, seqno, ts, fp, cert_der, rec):
+    """TRANSCRIPT §3.1 line_enc of a `relay` (0x02) or `stored` (0x05) line."""
+    cert = cert_der or b""
+    return (tag + u64(seqno) + u64(ts) + bytes.fromhex(fp) + u32(len(cert)) + cert
+            + record_enc(rec))
 
 
 def canonical(name):
@@ -1879,8 +1930,7 @@ class Client:
             os.makedirs(args.transcripts, mode=0o700, exist_ok=True)
             seen = os.path.join(args.transcripts, f"{args.user}.seen.json")
         self.seen = SeenMarks(seen)
-        # §6.4.1: the author certificates introduced in this session, least recently used first
-        self.author_certs = collections.OrderedDict()
+        self.certs = SessionCerts()   # §6.4.1: this session's author certificates (s2c)
         self.conn = None
         self.tx = None           # our sending direction, once we have keys
         self.rx = None
@@ -2344,22 +2394,23 @@ class Client:
         return f"MEMBERS {event} {safe(','.join(users))}"
 
     def on_relay(self, m):
-        """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there."""
+        """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there, the
+        author's certificate introduced or named by §6.4.1."""
         stored = m["type"] == "stored"
-        strict(m, ["type", "seqno", "ts", "author_fp", "record"], ["k", "e2e", "cert"])
+        strict(m, ["type", "seqno", "ts", "author_fp", "record"], ["cert", "k", "e2e"])
         if ("k" in m) == ("e2e" in m):
             raise ProtoError("PROTOCOL_ERROR", "a relay carries either k or e2e (§12.6)")
         seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
-        fp = m["author_fp"]
-        if not isinstance(fp, str) or not re.fullmatch(r"[0-9a-f]{64}", fp):
-            raise ProtoError("PROTOCOL_ERROR", "author_fp is not 64 lowercase hex")
-        introduced = b64d(m["cert"], max_size=16 * 1024) if "cert" in m else None
+        fp, introduced = parse_author_fp(m)
         rec = parse_record(m["record"])
         k = b64d(m["k"], size=32) if "k" in m else None
         if "e2e" in m and (self.device is None or not isinstance(m["e2e"], dict)):
             raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
-        author_pub, author, cert_der = self.author_cert(fp, introduced)           # 2, §6.4.1
+        author_cert = self.certs.resolve(fp, introduced)                          # 2, §6.4.1
+        if author_cert is None:  # introduced here: validated now, kept for later references
+            author_cert = (introduced, *self.trust.validate(introduced, "client"))
+        cert_der, author_pub, author = author_cert
         allowed = ("user:" + self.my_name,) if stored else ("lobby", "user:" + self.my_name)
         if rec["dir"] != "c2s" or rec["to"] not in allowed:                       # 3, 3'
             raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
@@ -2393,14 +2444,12 @@ class Client:
                 strict(body, ["kind", "text"])
                 text = want_text(body)
         self.accept_hop(seqno, ts)
+        self.certs.commit(fp, author_cert)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
-        line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "author_fp": fp}
-        if introduced is not None:
-            line["cert"] = m["cert"]
-        line["record"] = m["record"]
-        shown = introduced if introduced is not None else b""
-        enc = (b"\x05" if stored else b"\x02") + u64(seqno) + u64(ts) + bytes.fromhex(fp) \
-            + u32(len(shown)) + shown + record_enc(rec)
+        # TRANSCRIPT §2.2: the message as it travelled, `cert` only on the introducing line
+        line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "author_fp": fp,
+                **({"cert": m["cert"]} if introduced is not None else {}), "record": m["record"]}
+        enc = author_line_enc(b"\x05" if stored else b"\x02", seqno, ts, fp, introduced, rec)
         self.transcript.add("s2c", seqno, ts, line, enc, k)
         if stored:  # §6.6: acknowledged once the line, the marks (and e2e state) are durable
             self.seen.save(force=True)
@@ -2422,23 +2471,6 @@ class Client:
             self.device.lists.pop(author, None)  # the next line to the author refetches
         else:
             out(f"{safe(author)}{private}{' e2e' if 'e2e' in m else ''}: {safe(text)}")
-
-    def author_cert(self, fp, introduced):
-        """§6.4.1: (key, CN, DER) of the certificate a relay introduces or names."""
-        if introduced is None:
-            if fp not in self.author_certs:
-                raise ProtoError("PROTOCOL_ERROR", "relay names a certificate not introduced")
-            self.author_certs.move_to_end(fp)
-            return self.author_certs[fp]
-        if fingerprint(introduced) != fp:
-            raise ProtoError("TAMPERED", "the certificate is not the one author_fp names")
-        if fp in self.author_certs:
-            raise ProtoError("PROTOCOL_ERROR", "author certificate introduced twice")
-        author_pub, author = self.trust.validate(introduced, "client")
-        self.author_certs[fp] = (author_pub, author, introduced)
-        if len(self.author_certs) > SESSION_CERTS:
-            self.author_certs.popitem(last=False)
-        return self.author_certs[fp]
 
     def open_e2e(self, author, author_pub, cert_der, e2e, rec):
         """§12.6 step 5: (k, None), or (None, why) when this device has no key for it."""

@@ -703,6 +703,28 @@ def _(a):
         a.on_msg(m)
 
 
+@probe("relay_names_a_certificate_it_introduced", "cert,ref,ref")
+def _(a):
+    a.session()  # §6.4.1: the author's certificate on the session's first relay of it, then its name
+    a.transcript = sc.Transcript(None, a.session_id, a.session_time, "localhost", a.my_der,
+                                 a.server_der)
+    shapes = []
+    for i in range(3):
+        a.send_record("user:" + a.my_name, {"kind": "text", "text": f"a note to myself, {i}"})
+    while len(shapes) < 3:
+        _, m = a.read_content()
+        if m["type"] == "relay":
+            if m.get("author_fp") != sc.fingerprint(a.my_der):
+                return f"author_fp {m.get('author_fp')!r}"
+            a.on_relay(m)  # the list checks of §6.4.1 pass, and the line's hash is TRANSCRIPT's
+            shapes.append("cert" if "cert" in m else "ref")
+        elif m["type"] == "msg":
+            a.on_msg(m)
+        else:
+            return f"unexpected {m['type']}"
+    return ",".join(shapes)
+
+
 # ---- offline delivery (§6.6)
 @probe("offline_received_upto_zero", "peer:PROTOCOL_ERROR")
 def _(a):
@@ -724,7 +746,8 @@ def _(a):
 def _(a):
     a.session()  # §3.3: `stored` is s2c only
     _, wire, k = a.record(to="user:" + a.my_name)
-    a.send_content({"type": "stored", "seqno": 1, "ts": sc.now_ms(), "cert": sc.b64e(a.my_der),
+    a.send_content({"type": "stored", "seqno": 1, "ts": sc.now_ms(),
+                    "author_fp": sc.fingerprint(a.my_der), "cert": sc.b64e(a.my_der),
                     "record": wire, "k": sc.b64e(k)})
     return a.await_error()
 

@@ -17,7 +17,6 @@ Usage or I/O errors exit 2.
 
 import argparse
 import base64
-import collections
 import datetime
 import hashlib
 import hmac
@@ -85,8 +84,8 @@ class Verifier:
         self.digests = {"c2s": [hashlib.sha256().digest()], "s2c": [hashlib.sha256().digest()]}
         self.n = {"c2s": 0, "s2c": 0}
         self.last_ts = {"c2s": 0, "s2c": 0}
+        self.certs = sc.SessionCerts()  # the session's author certificates (PROTOCOL §6.4.1)
         self.marks = {}          # (author fingerprint, author sid) -> highest record seqno
-        self.certs = collections.OrderedDict()  # the session's certificate list (PROTOCOL §6.4.1)
         self.authors = {}        # fingerprint -> [cn, signed records]
         self.not_attributed = []
         self.of_lines = []       # (line number, of) of refused and queued lines
@@ -131,19 +130,19 @@ class Verifier:
     # ---- lines (§2.2, §5 step 4)
 
     def line(self, raw, n):
-        base = strict_line(raw, n, ["dir", "type"],
-                           ["record", "seqno", "ts", "author_fp", "cert", "of", "code"])
+        base = strict_line(raw, n, ["dir", "type"], ["record", "seqno", "ts", "author_fp", "cert",
+                                                     "of", "code"])
         kind, d = base["type"], base["dir"]
-        shapes = {
-            "msg": ["dir", "type", "record"],
-            "relay": ["dir", "type", "seqno", "ts", "author_fp", "record"],
-            "stored": ["dir", "type", "seqno", "ts", "author_fp", "record"],
-            "refused": ["dir", "type", "seqno", "ts", "of", "code"],
-            "queued": ["dir", "type", "seqno", "ts", "of"],
+        shapes = {  # (required, optional)
+            "msg": (["dir", "type", "record"], []),
+            "relay": (["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]),
+            "stored": (["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]),
+            "refused": (["dir", "type", "seqno", "ts", "of", "code"], []),
+            "queued": (["dir", "type", "seqno", "ts", "of"], []),
         }
         if kind not in shapes or d not in ("c2s", "s2c"):
             raise Invalid("TAMPERED", f"line {n}", "unknown line type or direction")
-        m = strict_line(raw, n, shapes[kind], ["cert"] if kind in ("relay", "stored") else [])
+        m = strict_line(raw, n, *shapes[kind])
         if kind != "msg" and d != "s2c":
             raise Invalid("TAMPERED", f"line {n}", f"a {kind} line is s2c only")
         rec = field(sc.parse_record, n, m["record"]) if "record" in m else None
@@ -158,15 +157,10 @@ class Verifier:
         if kind == "msg":
             enc = b"\x01" + self.msg(rec, d, n)
         elif kind in ("relay", "stored"):
-            fp = field(sc.want_str, n, m, "author_fp")
-            if not re.fullmatch(r"[0-9a-f]{64}", fp):
-                raise Invalid("TAMPERED", f"line {n}", "author_fp is not 64 lowercase hex")
-            shown = field(sc.b64d, n, m["cert"], max_size=16 * 1024) if "cert" in m else b""
-            cert = self.author_cert(fp, shown if "cert" in m else None, n)
-            self.author_record(kind == "stored", ts, cert, rec, n)
+            fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
+            self.author_record(kind == "stored", ts, fp, introduced, rec, n)
             tag = b"\x05" if kind == "stored" else b"\x02"
-            enc = tag + sc.u64(seqno) + sc.u64(ts) + bytes.fromhex(fp) + sc.u32(len(shown)) \
-                + shown + sc.record_enc(rec)
+            enc = sc.author_line_enc(tag, seqno, ts, fp, introduced, rec)
         else:
             of = field(sc.want_int, n, m, "of")
             self.of_lines.append((n, of))
@@ -197,23 +191,15 @@ class Verifier:
                 raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
         return sc.record_enc(rec)
 
-    def author_cert(self, fp, introduced, n):
-        """TRANSCRIPT §2.2: the certificate a relay line introduces or names (PROTOCOL §6.4.1)."""
-        if introduced is None:
-            if fp not in self.certs:
-                raise Invalid("TAMPERED", f"line {n}", "names a certificate no earlier line introduced")
-            self.certs.move_to_end(fp)
-            return self.certs[fp]
-        if sc.fingerprint(introduced) != fp:
-            raise Invalid("TAMPERED", f"line {n}", "the certificate is not the one author_fp names")
-        if fp in self.certs:
-            raise Invalid("TAMPERED", f"line {n}", "a certificate introduced again")
-        self.certs[fp] = introduced
-        if len(self.certs) > sc.SESSION_CERTS:
-            self.certs.popitem(last=False)
-        return introduced
-
-    def author_record(self, stored, hop_ts, cert, rec, n):
+    def author_record(self, stored, hop_ts, fp, introduced, rec, n):
+        # §2.2 "Author certificates": the session's list (PROTOCOL §6.4.1) over the relay and
+        # stored lines in file order resolves `author_fp` to an earlier line's certificate bytes
+        try:
+            held = self.certs.resolve(fp, introduced, list_code="TAMPERED")
+        except sc.ProtoError as e:
+            raise Invalid(e.code, f"line {n}", e.detail)
+        cert = introduced if held is None else held
+        self.certs.commit(fp, cert)  # a bad line ends the walk, so committing early is harmless
         try:
             author_pub, cn = self.trust.validate(cert, "client", at=at_ms(rec["ts"]))
         except sc.ProtoError as e:
@@ -233,7 +219,6 @@ class Verifier:
                 raise Invalid("REPLAY", f"line {n}", "relayed record older than the session")
             if rec["ts"] > hop_ts + sc.SKEW_MS:
                 raise Invalid("REPLAY", f"line {n}", "relayed record from after its hop")
-        fp = sc.fingerprint(cert)
         key = (fp, rec["sid"])
         if key in self.marks and rec["seqno"] <= self.marks[key]:
             raise Invalid("REPLAY", f"line {n}", "author record repeated in this transcript")
