@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Clean-room transcript verifier, written from docs/TRANSCRIPT.md §2–§5 and PROTOCOL.md alone
 (no line of lib/transcript was read). It checks a `<base>.log` of either role, client or server,
-with only the CA certificate (and a CRL), and its receipts beside it.
+with only the CA certificate (and a CRL), and its receipts beside it. Author certificates are
+resolved as TRANSCRIPT §2.2 says: the session's list of PROTOCOL §6.4.1 (client.SessionCerts, the
+one the live client runs) over the `relay` and `stored` lines in file order.
 
 Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
 Prints, on stdout:
