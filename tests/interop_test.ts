@@ -924,9 +924,11 @@ Deno.test({
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
-    const lines = text.split("\n").filter((l) => /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE) /.test(l));
+    const lines = text.split("\n").filter((l) =>
+      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE) /.test(l)
+    );
     const failed = lines.filter((l) =>
-      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE) (['"]).+\4) OK /.test(l)
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE) (['"]).+\4) OK /.test(l)
     );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
     const negative = JSON.parse(
@@ -944,6 +946,8 @@ Deno.test({
       .filter((e) => e.name.endsWith(".json"));
     assert.equal(lines.filter((l) => l.startsWith("E2E ")).length, e2eFiles.length, text);
     assert.equal(lines.filter((l) => l.startsWith("E2E-NEGATIVE ")).length, 19, text);
+    // PROTOCOL §6.4.1: the session's certificate list at its bound (SESSION_CERTS = 256).
+    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });

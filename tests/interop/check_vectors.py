@@ -805,6 +805,49 @@ def check_e2e(edir):
     return failed
 
 
+def session_cert_cases():
+    """(name, expected code, thunk): PROTOCOL §6.4.1's list at its bound, on client.SessionCerts
+    (the one the live client and verify.py run). Fingerprints stand in for certificates: past its
+    first check the list never looks at the bytes."""
+    def full(n):
+        certs = sc.SessionCerts()
+        for i in range(n):
+            certs.commit(f"{i:064x}", i)
+        return certs
+
+    def use(certs, i):
+        fp = f"{i:064x}"
+        certs.commit(fp, certs.resolve(fp, None))
+
+    def first_dropped():
+        use(full(sc.SESSION_CERTS + 1), 0)
+
+    def used_first_kept():
+        certs = full(sc.SESSION_CERTS)
+        use(certs, 0)                        # now the most recently used
+        certs.commit(f"{sc.SESSION_CERTS:064x}", "new")  # drops the least recently used: 1
+        if f"{0:064x}" not in certs.entries:
+            raise Mismatch("the most recently used name was dropped")
+        use(certs, 1)
+
+    def introduced_again_after_dropped():
+        certs = full(sc.SESSION_CERTS + 1)
+        der = b"a certificate's bytes"
+        fp = sc.fingerprint(der)
+        certs.commit(fp, certs.resolve(fp, der))  # new to the list: the caller validates it
+        if len(certs.entries) != sc.SESSION_CERTS:
+            raise Mismatch("the list grew past SESSION_CERTS")
+
+    return [
+        ("certificate list: 256 held, the 257th drops the first, whose name is refused",
+         "PROTOCOL_ERROR", first_dropped),
+        ("certificate list: a name used moves to the end; the least recently used goes",
+         "PROTOCOL_ERROR", used_first_kept),
+        ("certificate list: a dropped certificate is introduced again", "accepted",
+         introduced_again_after_dropped),
+    ]
+
+
 def main():
     sc.out = lambda line: None  # the replayed client's chat output is not this report
     here = os.path.dirname(os.path.abspath(__file__))
@@ -852,6 +895,14 @@ def main():
             verdict = "OK" if ok else f"FAIL expected {case['code']}, got"
             print(f"NEGATIVE {case['name']!r} {verdict} {got}", flush=True)
     failed += check_e2e(edir)
+    for name, code, fn in session_cert_cases():
+        try:
+            got = _code(fn)
+        except Mismatch as e:
+            got = f"setup failed: {e}"
+        failed += got != code
+        print(f"RULE {name!r} {'OK' if got == code else f'FAIL expected {code}, got'} {got}",
+              flush=True)
     return 1 if failed else 0
 
 
