@@ -945,7 +945,7 @@ Deno.test({
     const e2eFiles = [...Deno.readDirSync(new URL("./vectors/e2e/", import.meta.url))]
       .filter((e) => e.name.endsWith(".json"));
     assert.equal(lines.filter((l) => l.startsWith("E2E ")).length, e2eFiles.length, text);
-    assert.equal(lines.filter((l) => l.startsWith("E2E-NEGATIVE ")).length, 19, text);
+    assert.equal(lines.filter((l) => l.startsWith("E2E-NEGATIVE ")).length, 27, text);
     // PROTOCOL §6.4.1: the session's certificate list at its bound (SESSION_CERTS = 256).
     assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);

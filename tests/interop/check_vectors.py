@@ -767,6 +767,45 @@ def e2e_negative_cases(vectors):
         mem, cid, ms = member()
         mem.decrypt(cid, ms[0]["n"] + 1001, unhex(ms[0]["wrapped"]), unhex(ms[0]["binding"]))
 
+    # §12.5 "Membership": the `online` list in chunks (every one but the last with "more": true),
+    # once, before any joined or left; §12.6's table: 1-1000 names
+    def lobby_member():
+        c = sc.Client.__new__(sc.Client)
+        c.members, c.members_known = set(), threading.Event()
+        c.device = sc.Device.__new__(sc.Device)
+        c.device.chains, c.device.lists, c.device.my_chain = sc.SenderKeyring(), {}, None
+        c.device.lock = threading.RLock()
+        return c
+
+    def members(*bodies):
+        c = lobby_member()
+        for event, users, *more in bodies:
+            c.on_members({"kind": "members", "event": event, "users": users,
+                          **({"more": more[0]} if more else {})})
+        return c
+
+    @case("members: online in two chunks, then joined and left (§12.5)", "accepted")
+    def _():
+        c = members(("online", ["alice", "bob"], True), ("online", ["carol"]), ("joined", ["dan"]),
+                    ("left", ["bob"]))
+        eq("members", sorted(c.members), ["alice", "carol", "dan"])
+
+    @case("members: the list is not whole before its last chunk (§12.5)", "accepted")
+    def _():
+        if members(("online", ["alice"], True)).members_known.is_set():
+            raise Mismatch("a chunk with more made the list whole")
+
+    for name, bodies in (
+        ("joined before the last online chunk", [("online", ["a"], True), ("joined", ["b"])]),
+        ("left before any online list", [("left", ["b"])]),
+        ("a second online list", [("online", ["a"]), ("online", ["a", "b"])]),
+        ("more on joined", [("online", ["a"]), ("joined", ["b"], True)]),
+        ("more false", [("online", ["a"], False)]),
+        ("an online chunk with no names", [("online", [], True)]),
+    ):
+        case(f"members: {name} (§12.5, §12.6)", "PROTOCOL_ERROR")(
+            lambda bodies=bodies: members(*bodies))
+
     return cases
 
 

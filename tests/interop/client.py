@@ -20,7 +20,7 @@ lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdo
   <author> e2e: <text>                           a lobby line whose k came from a sender key (§12.5)
   <author> (private): NO_KEY ...                 a genuine line this device has no key for (§12.6)
   <author>: NO_KEY ...                           ... a lobby line (no sender key from that device)
-  MEMBERS <online|joined|left> <names>           the lobby's membership (§12.5, with --e2e)
+  MEMBERS <online|joined|left> <names> [(more)]  the lobby's membership (§12.5, with --e2e)
   SENDER_KEY <author> <device>                   a member's new sender chain arrived (§12.5)
   SENDER_KEYS <names>                            our new sender chain went to these members
   NOT_SENT <code>                                a line not sent (§12.6: NO_E2E_KEYS, TIMEOUT, ...)
@@ -1946,7 +1946,7 @@ class Client:
         self.device = None       # §12: made after the handshake unless --no-e2e
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
-        self.members_known = threading.Event()   # the first `members` body came
+        self.members_known = threading.Event()   # the whole `online` list came (§12.5)
         self.sender_key_seqnos = set()  # our c2s seqnos that carried a sender_key (§6.5)
 
     # -- records (§3.2, §3.3)
@@ -2366,11 +2366,21 @@ class Client:
 
     def on_members(self, body):
         """§12.5 on the wire: the lobby's membership; any such body retires our sender chain,
-        and a member who joined is fetched again before our next lobby line."""
-        strict(body, ["kind", "event", "users"])
+        and a member who joined is fetched again before our next lobby line. The `online` list
+        comes first, once, in chunks: every one but the last says `"more": true`."""
+        strict(body, ["kind", "event", "users"], ["more"])
         event, users = want_str(body, "event"), body["users"]
         if event not in ("online", "joined", "left"):
             raise ProtoError("PROTOCOL_ERROR", "members event")
+        more = "more" in body
+        if more and (body["more"] is not True or event != "online"):
+            raise ProtoError("PROTOCOL_ERROR", "members: `more` is only ever true, on online")
+        # the chunks come back to back before any joined or left, and the list once (interop
+        # finding 51: what a client does otherwise is unsaid; this one takes it as the server's
+        # protocol error)
+        if (event == "online") == self.members_known.is_set():
+            raise ProtoError("PROTOCOL_ERROR", f"members {event} "
+                             f"{'after' if event == 'online' else 'before'} the whole online list")
         # §12.6's table: 1-1000 names for every event (interop finding 45: §12.5 shows one name
         # for joined/left, the table allows a batch; `online` always holds at least the receiver)
         if not isinstance(users, list) or not 1 <= len(users) <= 1000:
@@ -2390,8 +2400,9 @@ class Client:
             for u in users:
                 self.device.lists.pop(u, None)
         self.device.retire_chain()
-        self.members_known.set()
-        return f"MEMBERS {event} {safe(','.join(users))}"
+        if not more:
+            self.members_known.set()
+        return f"MEMBERS {event} {safe(','.join(users))}{' (more)' if more else ''}"
 
     def on_relay(self, m):
         """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there, the
