@@ -67,6 +67,8 @@ const DEPARTED_CHAINS_KEPT_MS = 5 * 60_000;
  * failed).
  */
 const CHAINS_KEPT_PER_DEVICE = 4;
+/** How often members the current lobby chain left out are looked up again (PROTOCOL §12.5). */
+const LEFT_OUT_RECHECK_MS = 2_000;
 /** Sender chains one lobby line may start while the membership keeps changing under it. */
 const LOBBY_REKEY_ROUNDS = 3;
 /** A contact's device list is fetched again before a line when it is older than this. */
@@ -200,6 +202,9 @@ export class E2eClient {
    * leave a prepared line without a key.
    */
   #chainMembership = -1;
+  /** Members `#chain` was not sent to (no fitting device, or their keys could not be had). */
+  #leftOut = new Set<string>();
+  #leftOutCheckedAt = 0;
   /** Our seqnos of the `sender_key` records that carried `#chain`. */
   #chainSeqnos = new Set<number>();
   /** Counts membership changes: a chain made across one is not kept. */
@@ -516,10 +521,40 @@ export class E2eClient {
     // those who came meanwhile show that they have no key for this line.
     let result = { unreadable: [] as { user: string; reason: string }[] };
     for (let round = 0; round < LOBBY_REKEY_ROUNDS; round++) {
-      if (this.#chain && this.#chainMembership === this.#membership) break;
+      if (this.#chain && this.#chainMembership === this.#membership) {
+        if (round === 0) await this.#catchUpLeftOut(channel);
+        break;
+      }
       result = await this.#distributeChain(channel);
     }
     return result;
+  }
+
+  /**
+   * Members the current chain left out (no device listed yet — a newcomer whose keys were still
+   * being stored —, or a fetch that failed) are looked up again, at most every
+   * LEFT_OUT_RECHECK_MS; one who now has a device that takes sender keys gets the chain from its
+   * current position, so they read from the next line on and nothing before.
+   */
+  async #catchUpLeftOut(channel: KeysChannel): Promise<void> {
+    if (!this.#chain || this.#leftOut.size === 0) return;
+    if (Date.now() - this.#leftOutCheckedAt < LEFT_OUT_RECHECK_MS) return;
+    this.#leftOutCheckedAt = Date.now();
+    const chain = this.#chain;
+    for (const user of [...this.#leftOut]) {
+      if (!this.#lobby.has(user)) {
+        this.#leftOut.delete(user);
+        continue;
+      }
+      this.#listedAt.delete(user);
+      const ready = await this.prepare(user, channel).then(() => true, () => false);
+      if (!ready || !this.#lobbyDevicesOf(user).length || this.#chain !== chain) continue;
+      const distribution = encodeDistribution(chain.distribution());
+      this.#chainSeqnos.add(
+        await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user)),
+      );
+      this.#leftOut.delete(user);
+    }
   }
 
   /**
@@ -559,6 +594,8 @@ export class E2eClient {
     this.#chain = chain;
     this.#chainMembership = membership;
     this.#chainSeqnos = seqnos;
+    this.#leftOut = new Set(unreadable.map(({ user }) => user));
+    this.#leftOutCheckedAt = Date.now();
     return { unreadable };
   }
 
