@@ -605,12 +605,15 @@ export class E2eClient {
   }
 
   /**
-   * The server refused our message `seqno` (PROTOCOL §6.5). When it carried our sender key to
-   * a member, that member cannot read our lobby lines under it: the next line starts a new
-   * chain.
+   * The server refused our message `seqno` (PROTOCOL §6.5), or stored it for later because it
+   * took the recipient for offline (§6.6). When it carried our sender key to a member, that
+   * member cannot read our lobby lines under it now: the next line starts a new chain.
+   * @returns whether it was one of our sender keys (not a line of the user's)
    */
-  onRefused(seqno: number): void {
-    if (this.#chainSeqnos.has(seqno)) this.#chainMembership = -1;
+  onNotDelivered(seqno: number): boolean {
+    if (!this.#chainSeqnos.has(seqno)) return false;
+    this.#chainMembership = -1;
+    return true;
   }
 
   /**
