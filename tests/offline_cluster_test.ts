@@ -2,7 +2,9 @@
  * Offline delivery in a cluster (issue 13, PROTOCOL §6.6, DEPLOY §3): the queue lives in the
  * MariaDB every node shares, so a private record stored on one node reaches its recipient
  * when they log in on another, once, and is gone from the database after their client
- * acknowledges it. Real nats-server and MariaDB, as tests/cluster_test.ts.
+ * acknowledges it; and a user back from a lost node gets what was queued for them meanwhile in
+ * each author's order among the replayed lines. Real nats-server and MariaDB, as
+ * tests/cluster_test.ts.
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
@@ -49,6 +51,93 @@ Deno.test({
       await alice.send("/msg bob and now live");
       await bob.waitForLine((l) => l.includes("alice (private) ✓ and now live"));
       assert.equal(bob.lines((l) => l.includes("stored on node 1")).length, 1);
+      for (const client of [alice, bob]) assert.equal((await client.end()).code, 0);
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a user back from a lost node gets the replayed lines and the records queued meanwhile in each author's order (was REPLAY)",
+  ignore: skipCluster,
+  async fn() {
+    const pki = await makePki(["alice", "bob"], "ed25519");
+    const cluster = await startTestCluster({ pkiDir: pki.dir, nodes: 2 });
+    const clients: LiveClient[] = [];
+    try {
+      for (const user of ["alice", "bob"]) {
+        const n1 = cluster.nodes[0];
+        await registerUser(n1, pki.dir, user, password(user), `${n1.workDir}/${user}-transcripts`);
+      }
+      const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
+      // bob may use either node (he starts at a random one); alice is on the other.
+      const marks = cluster.nodes.map((n) => n.mark());
+      const bob = await LiveClient.login({
+        port: cluster.nodes[0].port,
+        user: "bob",
+        password: password("bob"),
+        pkiDir: pki.dir,
+        transcripts: transcripts("bob"),
+        args: cluster.nodes.flatMap((n) => ["--server", `127.0.0.1:${n.port}`]),
+      });
+      clients.push(bob);
+      const lost = cluster.nodes.findIndex((n, i) =>
+        n.events((e) => e.event === "LOGIN" && e.user === "bob", marks[i]).length > 0
+      );
+      const survivor = cluster.nodes[1 - lost];
+      const alice = await LiveClient.login({
+        port: survivor.port,
+        user: "alice",
+        password: password("alice"),
+        pkiDir: pki.dir,
+        transcripts: transcripts("alice"),
+      });
+      clients.push(alice);
+      await alice.send("before");
+      await bob.waitForLine((l) => l.endsWith("alice \u2713 before"));
+
+      // bob's client is held still while his node is lost, so he comes back only once alice
+      // has written: a lobby line, a private one (queued: bob is nowhere now), a lobby line.
+      bob.child.kill("SIGSTOP");
+      cluster.nodes[lost].child.kill("SIGKILL");
+      for (const deadline = Date.now() + 15_000;;) {
+        const mark = alice.stdout.length;
+        await alice.send("/who");
+        const who = await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
+        if (/online: alice$/.test(who)) break;
+        assert.ok(Date.now() < deadline, `bob still listed after his node was lost: ${who}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      await alice.send("lobby 1");
+      await alice.send("/msg bob private 1");
+      await alice.send("lobby 2");
+      await pollUntil(
+        () => alice.stderr.find((l) => l.includes("stored: the recipient is not online")),
+        10_000,
+        () => alice.stderr.join("\n"),
+      );
+      const mark = alice.stdout.length;
+      await alice.send("/who"); // answered once "lobby 2" has reached the node
+      await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
+
+      bob.child.kill("SIGCONT");
+      await pollUntil(
+        () =>
+          survivor.events((e) => e.event === "REPLAYED" && e.user === "bob").length > 0 ||
+          undefined,
+        30_000,
+        () => `bob did not come back:\n${bob.stderr.join("\n")}`,
+      );
+      const order = ["alice \u2713 lobby 1", "(private, while you were away) \u2713 private 1"];
+      order.push("alice \u2713 lobby 2");
+      await bob.waitForLine((l) => l.endsWith(order[2]), 15_000);
+      const at = order.map((text) => bob.stdout.findIndex((l) => l.endsWith(text)));
+      assert.ok(at[0] >= 0 && at[0] < at[1] && at[1] < at[2], bob.stdout.join("\n"));
+      assert.ok(!bob.stderr.some((l) => l.includes("REPLAY")), bob.stderr.join("\n"));
       for (const client of [alice, bob]) assert.equal((await client.end()).code, 0);
     } finally {
       await Promise.all(clients.map((c) => c.end().catch(() => {})));

@@ -145,6 +145,20 @@ export class Member {
 /** Members are keyed by canonical name: a user is one member however the name is spelt. */
 const keyOf = canonicalName;
 
+/** A record of the offline queue, ready to send, with its place among its author's records. */
+interface StoredRow {
+  id: number;
+  prepared: PreparedRelay;
+  /** The author's session and the record's number in it. */
+  sid: string;
+  seqno: number;
+}
+
+/** Where a relayed record stands among its author's: their session, and its number there. */
+function authorPlace(relay: ClusterRelay): { sid: string; seqno: number } {
+  return { sid: relay.record.sid, seqno: relay.record.seqno };
+}
+
 export class Lobby {
   readonly #members = new Map<string, Member>();
   readonly #cluster?: ClusterLink;
@@ -246,8 +260,9 @@ export class Lobby {
     const replay = this.#replayRangeFor(member);
     if (replay) member.held = [];
     this.#members.set(keyOf(member.username), member);
-    // Before anything can be relayed to the member: what waited comes first (§6.6).
-    void this.#deliverStored(member);
+    // Before anything can be relayed to the member: what waited comes first (§6.6). A replay
+    // sends it instead, each record in its author's order among the replayed ones.
+    if (!replay) void this.#deliverStored(member);
     if (previous) await this.#replace(previous);
     this.#cluster?.announceLogin(member.username, member.session.sessionId, member.since);
     this.#cluster?.announcePresence();
@@ -435,29 +450,38 @@ export class Lobby {
 
   /** One pass over the member's whole queue; @returns how many records it sent. */
   async #storedPass(member: Member): Promise<number> {
-    const sent = member.storedIds;
-    let count = 0;
+    const rows = await this.#storedRows(member);
+    return rows.filter((row) => this.#sendStored(member, row)).length;
+  }
+
+  /** The member's queued records not yet sent in this session, oldest first. */
+  async #storedRows(member: Member): Promise<StoredRow[]> {
+    const rows: StoredRow[] = [];
     let after = 0;
     for (;;) {
       const page = await this.#offline!.queue.pending(member.username, STORED_PAGE, after);
       for (const row of page) {
         after = row.id;
-        if (sent.has(row.id) || member.session.closing) continue;
-        let prepared: PreparedRelay;
+        if (member.storedIds.has(row.id)) continue;
         try {
-          prepared = preparedRelayOf(decodeStoredRelay(row.item));
+          const relay = decodeStoredRelay(row.item);
+          rows.push({ id: row.id, prepared: preparedRelayOf(relay), ...authorPlace(relay) });
         } catch (error) {
           // Not ours to deliver (a row this build did not write): it expires unread.
           this.log(codeOf(error), { user: member.username, detail: `offline queue row ${row.id}` });
-          continue;
         }
-        const hop = member.session.relay(prepared, "stored");
-        member.storedSent.set(hop, row.id);
-        sent.add(row.id);
-        count++;
       }
-      if (page.length < STORED_PAGE) return count;
+      if (page.length < STORED_PAGE) return rows;
     }
+  }
+
+  /** Sends one queued record as `stored`, once per session; @returns whether it went. */
+  #sendStored(member: Member, row: StoredRow): boolean {
+    if (member.session.closing || member.storedIds.has(row.id)) return false;
+    const hop = member.session.relay(row.prepared, "stored");
+    member.storedSent.set(hop, row.id);
+    member.storedIds.add(row.id);
+    return true;
   }
 
   /**
@@ -696,9 +720,30 @@ export class Lobby {
     return { after: seen.cursor, upTo };
   }
 
+  /**
+   * Replays the stream range to the member, with the member's offline queue merged in: a
+   * record queued while the member was away (its author's node took the member for offline
+   * after the lost node went silent) goes right before the first replayed record its author
+   * sent after it. Each author's records then arrive in the order the author sent them,
+   * which the member's client demands of one session (§6.6 step 6'): the queue sent first, a
+   * replayed line older than a queued record of its author ended the session with REPLAY.
+   */
   async #replay(member: Member, after: number, upTo: number): Promise<void> {
     let count = 0;
+    let queued: StoredRow[] = [];
+    let storedCount = 0;
+    const sendStored = (row: StoredRow) =>
+      this.#deliver(member, () => {
+        if (this.#sendStored(member, row)) storedCount++;
+      });
     try {
+      if (this.#offline) {
+        queued = await this.#storedRows(member).catch((error) => {
+          // Left in the queue: the delivery after the replay tries again.
+          this.log(codeOf(error), { user: member.username, detail: `offline queue: ${error}` });
+          return [];
+        });
+      }
       for await (const [envelope] of this.#cluster!.replay(after, upTo)) {
         if (member.session.closing) return;
         if (!this.#localRecipients(envelope.from, envelope.to).includes(member)) continue;
@@ -707,19 +752,33 @@ export class Lobby {
         if ("body" in record && (record.body.kind === "notice" || record.body.kind === "members")) {
           continue;
         }
+        // The queue's records are merged in by their authors' order instead.
+        if ("stored" in record) continue;
+        if ("relay" in record) {
+          const { sid, seqno } = authorPlace(record.relay);
+          queued = queued.filter((row) => {
+            const earlier = row.sid === sid && row.seqno < seqno;
+            if (earlier) sendStored(row);
+            return !earlier;
+          });
+        }
         this.#deliverRecord([member], record);
         count++;
       }
     } catch (error) {
       this.log(codeOf(error), { user: member.username, detail: `replay: ${error}` });
     } finally {
+      for (const row of queued) sendStored(row);
+      // Anything queued meanwhile (or not read above) goes before what came live since.
+      void this.#deliverStored(member);
       const held = member.held ?? [];
       member.held = undefined;
       for (const record of held) this.#deliverRecord([member], record);
       this.log("REPLAYED", {
         user: member.username,
         session: member.session.sessionId,
-        detail: `${count} records after stream seq ${after}`,
+        detail: `${count} records after stream seq ${after}` +
+          (storedCount ? `, ${storedCount} from the offline queue merged in` : ""),
       });
     }
   }
