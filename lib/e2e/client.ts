@@ -216,6 +216,8 @@ export class E2eClient {
    */
   #membersKnown: Promise<void>;
   #membersArrived!: () => void;
+  /** Counts ended sessions: a chain that went out in one of them is not kept. */
+  #sessionsEnded = 0;
   /**
    * Contact devices (`name/device`) that take lobby sender keys, from the last device list
    * (this run only; a device we learnt of otherwise counts as not taking them until listed).
@@ -431,6 +433,11 @@ export class E2eClient {
    */
   sessionEnded(channel: KeysChannel): void {
     this.#endOf(channel).end();
+    // Our chain went out in that session, maybe no further than a node that died: the next
+    // session's `online` list (a membership change) retires it, and its seqnos were that
+    // session's.
+    this.#sessionsEnded++;
+    this.#chainSeqnos = new Set();
     // The next session's `online` list is the membership then: until it comes, no lobby line.
     this.#membersKnown = new Promise((resolve) => this.#membersArrived = resolve);
     for (const user of this.#lobby) this.#unconfirmed.add(user);
@@ -565,6 +572,7 @@ export class E2eClient {
     channel: KeysChannel,
   ): Promise<{ unreadable: { user: string; reason: string }[] }> {
     const membership = this.#membership;
+    const sessionsEnded = this.#sessionsEnded;
     const members = [...this.#lobby];
     const results = await Promise.allSettled(members.map((m) => this.prepare(m, channel)));
     const unreadable: { user: string; reason: string }[] = [];
@@ -591,6 +599,8 @@ export class E2eClient {
     for (const user of ready) {
       seqnos.add(await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user)));
     }
+    // Sent in a session that has ended since: not ours to keep.
+    if (sessionsEnded !== this.#sessionsEnded) return { unreadable };
     this.#chain = chain;
     this.#chainMembership = membership;
     this.#chainSeqnos = seqnos;

@@ -10,6 +10,8 @@ import { codeOf } from "../../lib/errors.ts";
 import { E2eClient, type KeysChannel, MemoryStorage } from "../../lib/e2e/client.ts";
 import type { Body } from "../../lib/message/record.ts";
 import { makePki } from "../../testkit/pki.ts";
+import { pollUntil } from "../../testkit/server_process.ts";
+import { toBase64 } from "../../lib/bytes.ts";
 
 const pki = await makePki(["alice", "bob"]);
 globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
@@ -97,4 +99,51 @@ Deno.test("e2e: after a reconnection the lobby is the new session's online list;
   alice.sessionEnded(second);
   assert.equal(await settledWithin(preparing, 500), "resolved");
   assert.deepEqual((await preparing).unreadable.map((u) => u.user), ["bob"]);
+});
+
+/** The directory's answer to a fetch of bob's devices: the one device his client published. */
+async function bobKeys() {
+  const id = await pki.identity("bob");
+  const bob = await E2eClient.open(new MemoryStorage(), {
+    user: "bob",
+    certDer: id.certDer,
+    signingKey: id.signingKey,
+  }, pki.trust);
+  const directory = new SilentServer();
+  await bob.publish(directory);
+  const published = directory.sent[0] as Extract<Body, { kind: "keys_publish" }>;
+  return {
+    kind: "keys" as const,
+    user: "bob",
+    devices: [{
+      device: published.device,
+      cert: toBase64(id.certDer),
+      bundle: published.bundle!,
+      lobby: true as const,
+    }],
+  };
+}
+
+Deno.test("e2e: after a session ended, the next one's first lobby line waits for its members and sends a new chain (the last one's sender keys may have died with its node)", async () => {
+  const alice = await aliceDevice();
+  const keys = await bobKeys();
+  const online = { kind: "members" as const, event: "online" as const, users: ["alice", "bob"] };
+  const senderKeys = (server: SilentServer) => server.sent.filter((b) => b.kind === "sender_key");
+
+  const old = new SilentServer();
+  alice.onMembers(online);
+  const first = alice.prepareLobby(old);
+  await pollUntil(() => old.fetches().length || undefined, 2000, () => "no fetch of bob's keys");
+  await alice.onKeys(keys, old);
+  await first;
+  assert.equal(senderKeys(old).length, 1);
+
+  // The node dies with that sender key; the client logs in again elsewhere.
+  alice.sessionEnded(old);
+  const fresh = new SilentServer();
+  const second = alice.prepareLobby(fresh);
+  assert.equal(await settledWithin(second, 100), "pending", "it waits for this session's members");
+  alice.onMembers(online);
+  assert.equal(await settledWithin(second, 2000), "resolved");
+  assert.equal(senderKeys(fresh).length, 1, "a new chain, sent in this session");
 });
