@@ -715,8 +715,13 @@ export class E2eClient {
         hint: "try again in a moment",
       });
     }
-    const sessions = this.#peers.get(name) ?? new Map<string, PeerSession[]>();
-    if (devices.length === 0) throw noDevices(name, sessions.size);
+    if (devices.length === 0) throw noDevices(name, this.#peers.get(name)?.size ?? 0);
+    // The contact's map is in place before the awaits below, so a first message from one of
+    // their devices answered meanwhile (§12.3) adds its session to this map rather than to one
+    // this fetch would then replace: that lost the session, and their next message, still
+    // carrying the same first-contact header, showed "a one-time prekey already used".
+    let sessions = this.#peers.get(name);
+    if (!sessions) this.#peers.set(name, sessions = new Map<string, PeerSession[]>());
     const listed = new Set(devices.map((d) => d.device));
     for (const entry of devices) {
       const key = `${name}/${entry.device}`;
@@ -751,8 +756,7 @@ export class E2eClient {
         refused.push({ device: entry.device, reason: (error as Error).message, error });
       }
     }
-    if (sessions.size) this.#peers.set(name, sessions);
-    else this.#peers.delete(name);
+    if (sessions.size === 0 && this.#peers.get(name) === sessions) this.#peers.delete(name);
     await this.save();
     // Every device refused: nothing is cached, so each later line asks (and refuses) again.
     if (sessions.size === 0 && refused.length) throw refused[0].error;

@@ -1,0 +1,107 @@
+/**
+ * lib/e2e/client.ts when two first contacts cross (PROTOCOL §12.3): after a failover every
+ * lobby member rekeys at once, so a contact's first message to us arrives while we are
+ * fetching that contact's devices for our own line. The session their message starts must
+ * survive our fetch: their next messages carry the same first-contact header until we answer.
+ */
+import assert from "node:assert/strict";
+import { toBase64, toHex } from "../../lib/bytes.ts";
+import { E2eClient, type KeysChannel, MemoryStorage } from "../../lib/e2e/client.ts";
+import {
+  type Body,
+  type MessageRecord,
+  sealContent,
+  userRecipient,
+} from "../../lib/message/record.ts";
+import { validatePeerCertificate } from "../../lib/pki/validate.ts";
+import { makePki } from "../../testkit/pki.ts";
+import { pollUntil } from "../../testkit/server_process.ts";
+
+const pki = await makePki(["alice", "bob"]);
+globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
+
+/** A session's server that takes every message and answers none by itself. */
+class Server implements KeysChannel {
+  readonly sent: Body[] = [];
+  send(body: Body): Promise<number> {
+    this.sent.push(body);
+    return Promise.resolve(this.sent.length);
+  }
+  fetched(): Promise<unknown> {
+    return pollUntil(
+      () => this.sent.find((b) => b.kind === "keys_fetch"),
+      2000,
+      () => "no keys_fetch sent",
+    );
+  }
+}
+
+async function device(user: string) {
+  const id = await pki.identity(user);
+  const e2e = await E2eClient.open(new MemoryStorage(), {
+    user,
+    certDer: id.certDer,
+    signingKey: id.signingKey,
+  }, pki.trust);
+  // What the key directory holds for it, as a fetch of its devices returns it.
+  const directory = new Server();
+  await e2e.publish(directory);
+  const published = directory.sent[0] as Extract<Body, { kind: "keys_publish" }>;
+  const keys = {
+    kind: "keys" as const,
+    user,
+    devices: [{
+      device: published.device,
+      cert: toBase64(id.certDer),
+      bundle: published.bundle!,
+      opk: published.opks[0],
+      lobby: true as const,
+    }],
+  };
+  const peer = await validatePeerCertificate(pki.trust, id.certDer, { role: "client" });
+  return { e2e, keys, peer };
+}
+
+let seqno = 0;
+/** A record from bob to alice with its content key (the signature is not checked here). */
+function recordToAlice(): { record: MessageRecord; k: Uint8Array } {
+  const { k, ct, c } = sealContent({ kind: "text", text: `line ${++seqno}` });
+  const record: MessageRecord = {
+    sid: toHex(new Uint8Array(16).fill(1)),
+    dir: "c2s",
+    to: userRecipient("alice"),
+    seqno,
+    ts: Date.now(),
+    ct,
+    c,
+    sig: new Uint8Array(64),
+  };
+  return { record, k };
+}
+
+Deno.test("e2e: a contact's first message answered while we fetch their devices keeps its session; their next message opens", async () => {
+  const alice = await device("alice");
+  const bob = await device("bob");
+
+  // bob's first contact with alice: two messages, both with his first-contact header.
+  const bobServer = new Server();
+  const preparing = bob.e2e.prepare("alice", bobServer);
+  await bobServer.fetched();
+  await bob.e2e.onKeys(alice.keys, bobServer);
+  await preparing;
+  const first = recordToAlice();
+  const firstEnvelope = await bob.e2e.wrap(first.record, first.k);
+  const second = recordToAlice();
+  const secondEnvelope = await bob.e2e.wrap(second.record, second.k);
+
+  // alice is fetching bob's devices for a line of her own when his first message comes.
+  const aliceServer = new Server();
+  const fetching = alice.e2e.prepare("bob", aliceServer);
+  await aliceServer.fetched();
+  const [, opened] = await Promise.all([
+    alice.e2e.onKeys(bob.keys, aliceServer).then(() => fetching),
+    alice.e2e.unwrap(bob.peer, first.record, firstEnvelope!),
+  ]);
+  assert.deepEqual(opened, first.k);
+  assert.deepEqual(await alice.e2e.unwrap(bob.peer, second.record, secondEnvelope!), second.k);
+});
