@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { runCli } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";
 import { verifyAll } from "./helpers/verified.ts";
 import {
@@ -199,6 +200,49 @@ Deno.test("offline: a record older than --queue-age is purged and never delivere
   } finally {
     await server.dispose();
     await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("offline: a record whose author was revoked while it waited is deleted, not delivered; the recipient's session goes on", async () => {
+  // Delivered, it ended the recipient's session with BAD_CERT (its author's certificate is
+  // checked as it is introduced, PROTOCOL §6.4.1) at every login until the record expired.
+  const pki = await makePki(["alice", "carol"], "ed25519");
+  const server = await ServerProcess.start({ pkiDir: pki.dir });
+  try {
+    for (const user of ["alice", "carol"]) await register(server, pki.dir, user);
+    const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
+    await alice.send("/msg carol written before the revocation");
+    await waitForStored(alice, 1);
+    assert.equal((await alice.end()).code, 0);
+    const mark = server.mark();
+    const revoked = await runCli(["cert", "revoke", "alice", "--dir", pki.dir]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    await server.waitFor((e) => e.event === "CRL_LOADED", 15_000, mark);
+
+    const carol = await LiveClient.login(clientOptions(server, pki.dir, "carol"));
+    const dropped = await server.waitFor(
+      (e) => e.event === "REVOKED" && e.user === "carol",
+      10_000,
+      mark,
+    );
+    assert.match(String(dropped.detail), /offline queue: .*alice.*revoked.*deleted/);
+    const from = carol.stdout.length;
+    await carol.send("/who");
+    await carol.waitForLine((l) => l.includes("* online:"), 10_000, from);
+    assert.equal((await carol.end()).code, 0, carol.stderr.join("\n"));
+    assert.deepEqual(carol.lines((l) => l.includes("before the revocation")), []);
+    assert.deepEqual(server.events((e) => e.event === "STORED_SENT", mark), []);
+    // Gone from the queue: the next login finds nothing either.
+    const again = await LiveClient.login(clientOptions(server, pki.dir, "carol"));
+    assert.equal((await again.end()).code, 0);
+    assert.equal(
+      server.events((e) => e.event === "REVOKED" && e.user === "carol", mark).length,
+      1,
+      "the record was still queued",
+    );
+  } finally {
+    await server.dispose();
     await Deno.remove(pki.dir, { recursive: true });
   }
 });

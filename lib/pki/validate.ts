@@ -163,6 +163,15 @@ export class TrustStore {
   }
 
   /**
+   * Whether the CRL in force revokes the certificate `der` (a user's, as a stored record
+   * carries it).
+   * @throws BAD_CERT when `der` is no certificate
+   */
+  revokes(der: Uint8Array): boolean {
+    return this.crl !== undefined && this.isRevoked(serialHex(parseCertificate(der).serial));
+  }
+
+  /**
    * @throws BAD_CERT when the CA is not a self-issued pathLen-0 root fit to be one,
    *   or the CRL does not verify under it
    */

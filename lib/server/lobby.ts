@@ -42,6 +42,7 @@ import {
   preparedRelayOf,
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
+import { commonNameOf, parseCertificate } from "../pki/certificate.ts";
 import { authorCertOf } from "../message/author_certs.ts";
 import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
 import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } from "./presence.ts";
@@ -77,6 +78,8 @@ const STORED_PAGE = 100;
 export interface OfflineDelivery {
   queue: MessageQueue;
   limits: QueueLimits;
+  /** Whether the CRL in force revokes an author's certificate (DER), as the queue holds it. */
+  revokes: (certDer: Uint8Array) => boolean;
 }
 
 /** Refusal codes for what storing a record can fail with; anything else is the store's fault. */
@@ -448,6 +451,22 @@ export class Lobby {
     }
   }
 
+  /**
+   * Deletes a queued record whose author's certificate was revoked while it waited: the
+   * recipient would refuse it (BAD_CERT ends the session, PROTOCOL §6.4 step 2), at every
+   * login until it expired.
+   */
+  async #dropRevoked(member: Member, id: number, certDer: Uint8Array): Promise<void> {
+    await this.#offline!.queue.remove(member.username, [id]);
+    this.log("REVOKED", {
+      user: member.username,
+      session: member.session.sessionId,
+      detail: `offline queue: a record from ${
+        commonNameOf(parseCertificate(certDer).subject)
+      }, whose certificate is revoked, deleted undelivered`,
+    });
+  }
+
   /** One pass over the member's whole queue; @returns how many records it sent. */
   async #storedPass(member: Member): Promise<number> {
     const rows = await this.#storedRows(member);
@@ -463,13 +482,22 @@ export class Lobby {
       for (const row of page) {
         after = row.id;
         if (member.storedIds.has(row.id)) continue;
+        let relay: ClusterRelay;
+        let prepared: PreparedRelay;
         try {
-          const relay = decodeStoredRelay(row.item);
-          rows.push({ id: row.id, prepared: preparedRelayOf(relay), ...authorPlace(relay) });
+          relay = decodeStoredRelay(row.item);
+          prepared = preparedRelayOf(relay);
         } catch (error) {
           // Not ours to deliver (a row this build did not write): it expires unread.
           this.log(codeOf(error), { user: member.username, detail: `offline queue row ${row.id}` });
+          continue;
         }
+        const certDer = fromBase64(relay.cert);
+        if (this.#offline!.revokes(certDer)) {
+          await this.#dropRevoked(member, row.id, certDer);
+          continue;
+        }
+        rows.push({ id: row.id, prepared, ...authorPlace(relay) });
       }
       if (page.length < STORED_PAGE) return rows;
     }

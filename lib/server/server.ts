@@ -96,7 +96,11 @@ export class ChatServer {
       opts.log,
       { ...DEFAULT_LOBBY_LIMITS, ...opts.lobby },
       opts.cluster,
-      queue && { queue, limits: { ...DEFAULT_QUEUE_LIMITS, ...opts.queue } },
+      queue && {
+        queue,
+        limits: { ...DEFAULT_QUEUE_LIMITS, ...opts.queue },
+        revokes: (certDer) => opts.trust.revokes(certDer),
+      },
       opts.store.keys,
     );
     if (queue) {
