@@ -214,6 +214,24 @@ export interface RelayContext {
 }
 
 /** Checks relayed records in the order of PROTOCOL §6.4. */
+/**
+ * A relayed record's author certificate that did not pass, said as that (not as the server's
+ * certificate, which is what a client's own BAD_CERT is otherwise about).
+ */
+function authorRefused(error: unknown, type: RelayMessage["type"]): unknown {
+  if (codeOf(error) !== "BAD_CERT") return error;
+  return new SecureChatError(
+    "BAD_CERT",
+    `the author's certificate of a ${type} message did not pass: ${(error as Error).message}`,
+    {
+      cause: error,
+      hint: "the server should not have relayed it (a revoked author's messages are not " +
+        "delivered): tell the operator; if the server's revocation list is older than yours, " +
+        "it has not caught up yet",
+    },
+  );
+}
+
 export class RelayVerifier {
   /** This session's author certificates (§6.4.1), each validated once when introduced. */
   readonly #authors = new SessionCertList<Promise<{ peer: ValidatedPeer; key: VerifyingKey }>>();
@@ -238,8 +256,12 @@ export class RelayVerifier {
       fingerprint,
       certDer,
       (der) =>
-        validatePeerCertificate(this.ctx.trust, der, { role: "client" })
-          .then((peer) => ({ peer, key: peer.key })),
+        validatePeerCertificate(this.ctx.trust, der, { role: "client" }).then(
+          (peer) => ({ peer, key: peer.key }),
+          (error) => {
+            throw authorRefused(error, relay.type);
+          },
+        ),
     );
     const record = decodeRecord(relay.record);
     if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {

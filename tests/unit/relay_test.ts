@@ -142,6 +142,16 @@ Deno.test("RelayVerifier.check() refuses what the server altered, forged or move
   }
 });
 
+Deno.test("RelayVerifier.check(): a refused author certificate is said as the author's, not as the server's", async () => {
+  const refused = await verifier().check(await relayed(await rogue.identity("alice"), 1)).then(
+    () => assert.fail("an author certificate from another CA was accepted"),
+    (error: SecureChatError) => error,
+  );
+  assert.equal(refused.code, "BAD_CERT");
+  assert.match(refused.message, /^the author's certificate of a relay message did not pass: /);
+  assert.match(refused.hint ?? "", /should not have relayed it/);
+});
+
 Deno.test("RelayVerifier.check(): a repeat within the session is REPLAY; one from an earlier session is a flagged duplicate", async () => {
   const seen = SeenStore.memory();
   const first = verifier(seen);
