@@ -332,6 +332,8 @@ async function connect(options: ConnectOptions): Promise<void> {
           end.outcome === "peer_gone"
             ? "the server closed the connection without receipts"
             : end.message ?? "session failed",
+          // The server's own code is advised as the server's (a refused certificate of ours).
+          end.fromPeer ? { cause: { fromPeer: true, authenticated: true } } : {},
         );
       }
       return;

@@ -10,6 +10,8 @@ import { codeOf } from "../lib/errors.ts";
 import { loadCaSigner } from "../lib/pki/ca.ts";
 import { readInventory } from "../lib/pki/inventory.ts";
 import { revokeCertificates, writeCrl } from "../lib/pki/revoke.ts";
+import { issueCertificate } from "../lib/pki/issue.ts";
+import { verifyAll } from "./helpers/verified.ts";
 import { runCli } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";
 import {
@@ -162,6 +164,50 @@ Deno.test("cert list says when revocation is off and warns before the CRL lapses
     await writeCrl(pki.dir, ca, await readInventory(pki.dir), 30);
     assert.match((await list()).stderr, /ca\.crl: number 2, next update .* \(in 29 days\)/);
   } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+Deno.test("serve: a session ends with BAD_CERT when its certificate expires; nothing after reaches anyone (interop finding 44)", async () => {
+  // With each author's certificate checked once per recipient session (PROTOCOL §6.4.1), a
+  // session outliving its certificate had its lines relayed, and every transcript holding
+  // them failed verify (BAD_CERT at the line): the server now ends the session at expiry.
+  const pki = await makePki(["alice", "bob"]);
+  const server = await ServerProcess.start({ pkiDir: pki.dir });
+  const user = (name: string) => ({
+    port: server.port,
+    user: name,
+    password: PASSWORD,
+    pkiDir: pki.dir,
+    transcripts: `${server.workDir}/${name}`,
+  });
+  try {
+    await registerUser(server, pki.dir, "alice", PASSWORD);
+    await registerUser(server, pki.dir, "bob", PASSWORD);
+    // bob's certificate now lapses 20 s from its issue.
+    const ca = await loadCaSigner(pki.dir);
+    await issueCertificate(pki.dir, ca, {
+      name: "bob",
+      profile: "client",
+      dns: [],
+      ip: [],
+      days: 20 / DAY,
+      keyType: "ed25519",
+    }, true);
+    const alice = await LiveClient.login(user("alice"));
+    const bob = await LiveClient.login(user("bob"));
+    await bob.send("bob while valid");
+    await alice.waitForLine((l) => l.endsWith("bob \u2713 bob while valid"));
+    const expired = await server.waitFor(logIs("BAD_CERT", { user: "bob" }), 30_000);
+    assert.match(String(expired.detail), /certificate expired/);
+    const ended = await bob.end();
+    assert.notEqual(ended.code, 0);
+    assert.match(ended.stderr, /error: BAD_CERT: peer ended the session: BAD_CERT/);
+    assert.match(ended.stderr, /hint: the server refused your certificate \(expired/);
+    assert.equal((await alice.end()).code, 0);
+    await verifyAll(`${server.workDir}/alice`, `${pki.dir}/ca.pem`);
+  } finally {
+    await server.dispose();
     await Deno.remove(pki.dir, { recursive: true });
   }
 });

@@ -163,12 +163,15 @@ export class TrustStore {
   }
 
   /**
-   * Whether the CRL in force revokes the certificate `der` (a user's, as a stored record
-   * carries it).
+   * Why a recipient would now refuse the certificate `der` that a stored record carries
+   * (revoked by the CRL in force, or past its validity or the CA's), if it would.
    * @throws BAD_CERT when `der` is no certificate
    */
-  revokes(der: Uint8Array): boolean {
-    return this.crl !== undefined && this.isRevoked(serialHex(parseCertificate(der).serial));
+  lapsed(der: Uint8Array, now = Date.now()): "revoked" | "expired" | undefined {
+    const cert = parseCertificate(der);
+    if (this.crl !== undefined && this.isRevoked(serialHex(cert.serial))) return "revoked";
+    if (now > Math.min(cert.notAfter.getTime(), this.ca.notAfter.getTime())) return "expired";
+    return undefined;
   }
 
   /**

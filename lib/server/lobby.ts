@@ -78,8 +78,8 @@ const STORED_PAGE = 100;
 export interface OfflineDelivery {
   queue: MessageQueue;
   limits: QueueLimits;
-  /** Whether the CRL in force revokes an author's certificate (DER), as the queue holds it. */
-  revokes: (certDer: Uint8Array) => boolean;
+  /** Why an author's certificate (DER), as the queue holds it, would now be refused, if so. */
+  lapsed: (certDer: Uint8Array) => "revoked" | "expired" | undefined;
 }
 
 /** Refusal codes for what storing a record can fail with; anything else is the store's fault. */
@@ -452,18 +452,23 @@ export class Lobby {
   }
 
   /**
-   * Deletes a queued record whose author's certificate was revoked while it waited: the
-   * recipient would refuse it (BAD_CERT ends the session, PROTOCOL §6.4 step 2), at every
-   * login until it expired.
+   * Deletes a queued record whose author's certificate was revoked or expired while it
+   * waited: the recipient would refuse it (BAD_CERT ends the session, PROTOCOL §6.4 step 2),
+   * at every login until the record expired.
    */
-  async #dropRevoked(member: Member, id: number, certDer: Uint8Array): Promise<void> {
+  async #dropLapsed(
+    member: Member,
+    id: number,
+    certDer: Uint8Array,
+    why: "revoked" | "expired",
+  ): Promise<void> {
     await this.#offline!.queue.remove(member.username, [id]);
-    this.log("REVOKED", {
+    this.log(why === "revoked" ? "REVOKED" : "BAD_CERT", {
       user: member.username,
       session: member.session.sessionId,
       detail: `offline queue: a record from ${
         commonNameOf(parseCertificate(certDer).subject)
-      }, whose certificate is revoked, deleted undelivered`,
+      }, whose certificate is ${why}, deleted undelivered`,
     });
   }
 
@@ -493,8 +498,9 @@ export class Lobby {
           continue;
         }
         const certDer = fromBase64(relay.cert);
-        if (this.#offline!.revokes(certDer)) {
-          await this.#dropRevoked(member, row.id, certDer);
+        const lapsed = this.#offline!.lapsed(certDer);
+        if (lapsed) {
+          await this.#dropLapsed(member, row.id, certDer, lapsed);
           continue;
         }
         rows.push({ id: row.id, prepared, ...authorPlace(relay) });

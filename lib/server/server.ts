@@ -99,7 +99,7 @@ export class ChatServer {
       queue && {
         queue,
         limits: { ...DEFAULT_QUEUE_LIMITS, ...opts.queue },
-        revokes: (certDer) => opts.trust.revokes(certDer),
+        lapsed: (certDer) => opts.trust.lapsed(certDer),
       },
       opts.store.keys,
     );
@@ -166,6 +166,22 @@ export class ChatServer {
       detail: `certificate serial ${session.established.peer.serial} is on the new CRL`,
     });
     void session.terminate(new SecureChatError("REVOKED", "your certificate has been revoked"));
+  }
+
+  /**
+   * Ends a session whose certificate (or the CA's) just expired: a line signed after that
+   * would go out under a certificate no verifier accepts at its time (interop finding 44).
+   */
+  #expire(member: Member): void {
+    const { session } = member;
+    if (session.closing) return;
+    this.#opts.log("BAD_CERT", {
+      peer: member.peer,
+      user: member.username,
+      session: session.sessionId,
+      detail: "the session's certificate expired",
+    });
+    void session.terminate(new SecureChatError("BAD_CERT", "your certificate expired"));
   }
 
   get port(): number {
@@ -353,7 +369,12 @@ export class ChatServer {
     // Validated against the CRL in force when its handshake began: one adopted since then
     // (whose sweep could not see this member yet) is applied now.
     if (this.#opts.trust.isRevoked(session.established.peer.serial)) this.#revoke(member);
+    const expiry = atTime(
+      Math.min(session.established.peer.notAfter.getTime(), this.#opts.trust.ca.notAfter.getTime()),
+      () => this.#expire(member),
+    );
     const end = await running;
+    expiry.cancel();
     this.lobby.leave(member);
     if (end.code) log(end.code, { peer, user, session: sessionId, detail: end.message });
     log("CLOSE", {
@@ -523,4 +544,20 @@ async function refuse(stream: ByteStreamConn, code: string): Promise<void> {
   } finally {
     stream.close();
   }
+}
+
+/** The longest delay a timer takes (2^31 − 1 ms, ~24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Runs `action` at `when` (ms since the epoch), however far off; never keeps the process up. */
+function atTime(when: number, action: () => void): { cancel(): void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = () => {
+    const wait = when - Date.now();
+    if (wait <= 0) return action();
+    timer = setTimeout(arm, Math.min(wait, MAX_TIMER_MS));
+    Deno.unrefTimer(timer);
+  };
+  arm();
+  return { cancel: () => clearTimeout(timer) };
 }

@@ -165,6 +165,8 @@ export interface SessionEnd {
   outcome: "closed" | "peer_gone" | "error";
   code?: string;
   message?: string;
+  /** The code is the peer's: it ended the session with an `error` (PROTOCOL §8.1). */
+  fromPeer?: boolean;
   transcriptPath: string;
   receiptPath?: string;
   peerReceiptPath?: string;
@@ -866,6 +868,7 @@ export class ChatSession {
       outcome,
       code,
       message: error instanceof Error ? error.message : undefined,
+      ...(isFromPeer(error) ? { fromPeer: true } : {}),
       transcriptPath: this.transcriptPath,
     };
     if (this.#ownReceipt) {

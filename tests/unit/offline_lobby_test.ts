@@ -95,7 +95,7 @@ function setup(maxRecords = 10) {
   const lobby = new Lobby(() => {}, LIMITS, undefined, {
     queue,
     limits: { maxRecords, maxAgeMs: 60_000 },
-    revokes: () => false,
+    lapsed: () => undefined,
   });
   const member = (name: string) => {
     const session = new FakeSession(name);
