@@ -101,13 +101,22 @@ export async function startTestCluster(opts: {
   };
   try {
     for (let i = 0; i < opts.nodes; i++) {
-      healthPorts.push(freePort());
-      chatPorts.push(freePort());
       workDirs.push(await Deno.makeTempDir({ prefix: `securechat-node${i + 1}-` }));
       if (opts.crlPerNode && i > 0) {
         await Deno.copyFile(`${opts.pkiDir}/ca.crl`, `${workDirs[i]}/ca.crl`);
       }
-      nodes.push(await startNode(i));
+      // A free port can be taken by a parallel test before the node binds it: then the node
+      // gets new ones (only here, before the balancer knows its ports).
+      for (let attempt = 1;; attempt++) {
+        healthPorts[i] = freePort();
+        chatPorts[i] = freePort();
+        try {
+          nodes.push(await startNode(i));
+          break;
+        } catch (error) {
+          if (attempt === 3 || !/cannot listen/.test(String(error))) throw error;
+        }
+      }
     }
     if (opts.haproxy) {
       haproxy = await startHaproxy(
