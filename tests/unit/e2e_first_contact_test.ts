@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { toBase64, toHex } from "../../lib/bytes.ts";
-import { E2eClient, type KeysChannel, MemoryStorage } from "../../lib/e2e/client.ts";
+import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
 import {
   type Body,
   type MessageRecord,
@@ -15,26 +15,10 @@ import {
 } from "../../lib/message/record.ts";
 import { validatePeerCertificate } from "../../lib/pki/validate.ts";
 import { makePki } from "../../testkit/pki.ts";
-import { pollUntil } from "../../testkit/server_process.ts";
+import { SilentServer } from "../helpers/silent_server.ts";
 
 const pki = await makePki(["alice", "bob"]);
 globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
-
-/** A session's server that takes every message and answers none by itself. */
-class Server implements KeysChannel {
-  readonly sent: Body[] = [];
-  send(body: Body): Promise<number> {
-    this.sent.push(body);
-    return Promise.resolve(this.sent.length);
-  }
-  fetched(): Promise<unknown> {
-    return pollUntil(
-      () => this.sent.find((b) => b.kind === "keys_fetch"),
-      2000,
-      () => "no keys_fetch sent",
-    );
-  }
-}
 
 async function device(user: string) {
   const id = await pki.identity(user);
@@ -44,7 +28,7 @@ async function device(user: string) {
     signingKey: id.signingKey,
   }, pki.trust);
   // What the key directory holds for it, as a fetch of its devices returns it.
-  const directory = new Server();
+  const directory = new SilentServer();
   await e2e.publish(directory);
   const published = directory.sent[0] as Extract<Body, { kind: "keys_publish" }>;
   const keys = {
@@ -84,7 +68,7 @@ Deno.test("e2e: a contact's first message answered while we fetch their devices 
   const bob = await device("bob");
 
   // bob's first contact with alice: two messages, both with his first-contact header.
-  const bobServer = new Server();
+  const bobServer = new SilentServer();
   const preparing = bob.e2e.prepare("alice", bobServer);
   await bobServer.fetched();
   await bob.e2e.onKeys(alice.keys, bobServer);
@@ -95,7 +79,7 @@ Deno.test("e2e: a contact's first message answered while we fetch their devices 
   const secondEnvelope = await bob.e2e.wrap(second.record, second.k);
 
   // alice is fetching bob's devices for a line of her own when his first message comes.
-  const aliceServer = new Server();
+  const aliceServer = new SilentServer();
   const fetching = alice.e2e.prepare("bob", aliceServer);
   await aliceServer.fetched();
   const [, opened] = await Promise.all([

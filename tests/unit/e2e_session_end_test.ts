@@ -7,26 +7,15 @@
  */
 import assert from "node:assert/strict";
 import { codeOf } from "../../lib/errors.ts";
-import { E2eClient, type KeysChannel, MemoryStorage } from "../../lib/e2e/client.ts";
+import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
 import type { Body } from "../../lib/message/record.ts";
 import { makePki } from "../../testkit/pki.ts";
+import { SilentServer } from "../helpers/silent_server.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
 import { toBase64 } from "../../lib/bytes.ts";
 
 const pki = await makePki(["alice", "bob"]);
 globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
-
-/** A session whose server takes every message and answers none. */
-class SilentServer implements KeysChannel {
-  readonly sent: Body[] = [];
-  send(body: Body): Promise<number> {
-    this.sent.push(body);
-    return Promise.resolve(this.sent.length);
-  }
-  fetches(): string[] {
-    return this.sent.flatMap((b) => b.kind === "keys_fetch" ? [b.user] : []);
-  }
-}
 
 async function aliceDevice(): Promise<E2eClient> {
   const id = await pki.identity("alice");
