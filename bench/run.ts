@@ -25,20 +25,7 @@ import * as peer from "./peer_bench.ts";
 import * as lobby from "./lobby_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
-
-export const SECTIONS = [
-  "signing",
-  "setup",
-  "messages",
-  "scale",
-  "verify",
-  "startup",
-  "cluster",
-  "storm",
-  "peer",
-  "lobby",
-] as const;
-type SectionName = typeof SECTIONS[number];
+import { type SectionName, SECTIONS } from "./sections.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -10,7 +10,7 @@ import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { SeenStore } from "../lib/session/relay.ts";
 import { seenFile } from "../lib/session/seen_file.ts";
-import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
+import { DEFAULT_MAX_SKEW_MS, peerCause } from "../lib/handshake/common.ts";
 import { canonicalName, recipientUser, type RefusalCode } from "../lib/message/record.ts";
 import { E2eClient } from "../lib/e2e/client.ts";
 import {
@@ -333,7 +333,7 @@ async function connect(options: ConnectOptions): Promise<void> {
             ? "the server closed the connection without receipts"
             : end.message ?? "session failed",
           // The server's own code is advised as the server's (a refused certificate of ours).
-          end.fromPeer ? { cause: { fromPeer: true, authenticated: true } } : {},
+          end.fromPeer ? { cause: peerCause(true) } : {},
         );
       }
       return;

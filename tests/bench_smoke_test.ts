@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { findInspircd, INSPIRCD_INSTALL_HINT } from "../testkit/inspircd.ts";
 import { mysqlTestTarget } from "../testkit/mariadb.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
+import { SECTIONS } from "../bench/sections.ts";
 
 const RUN = new URL("../bench/run.ts", import.meta.url).pathname;
 // Without InspIRCd the peer section must report itself skipped; where CI requires it
@@ -17,22 +18,14 @@ const PEER_SKIPPED = skipUnless(
   await findInspircd() ? undefined : `inspircd is not installed; ${INSPIRCD_INSTALL_HINT}`,
   "the bench's peer section (the smoke run checks that it says so)",
 );
-const SECTIONS = [
-  "signing",
-  "setup",
-  "messages",
-  "scale",
-  "verify",
-  "startup",
-  "cluster",
-  "lobby",
-];
-if (!PEER_SKIPPED) SECTIONS.push("peer");
 // The reconnect storm starts its own MariaDB (and nats-server, which the cluster section needs
 // as well); without mariadbd it must say it was skipped.
 const STORM_MISSING = mysqlTestTarget().kind === "local" ? undefined : "no local mariadbd";
 const STORM_SKIPPED = skipUnless("mariadb", STORM_MISSING, "the bench's reconnect storm section");
-if (!STORM_SKIPPED) SECTIONS.push("storm");
+/** The sections the run must report: all of them, less those skipped above (said why). */
+const EXPECTED = SECTIONS.filter((name) =>
+  !(name === "peer" && PEER_SKIPPED) && !(name === "storm" && STORM_SKIPPED)
+);
 /** Sections compared for each key type the toolkit offers (figure names start with it). */
 const PER_KEY_TYPE = ["signing", "setup", "messages"];
 const KEY_TYPES = ["RSA-2048", "Ed25519"];
@@ -62,7 +55,7 @@ Deno.test({
       assert.equal(report.quick, true);
       assert.ok(report.machine?.cpus > 0 && typeof report.machine.deno === "string");
       assert.ok(!Number.isNaN(Date.parse(report.date)));
-      for (const name of SECTIONS) {
+      for (const name of EXPECTED) {
         const section = report.sections?.[name];
         assert.ok(section, `section ${name} missing`);
         assert.ok(section.figures.length > 0, `section ${name} has no figures`);

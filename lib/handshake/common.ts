@@ -436,8 +436,17 @@ export function errorFromPeer(
       "so its text is not shown";
   const text = `peer ended the session: ${shownCode}${detail ? ` (${detail})` : ""}`;
   return new SecureChatError(isErrorCode(code) ? code : "PROTOCOL_ERROR", text, {
-    cause: { fromPeer: true, authenticated },
+    cause: peerCause(authenticated),
   });
+}
+
+/**
+ * The cause that marks an error's code as the peer's (its `error` message), for an error made
+ * again from one (a session's end, told to the user): advice then speaks of the peer's refusal,
+ * not of a check of ours.
+ */
+export function peerCause(authenticated: boolean): { fromPeer: true; authenticated: boolean } {
+  return { fromPeer: true, authenticated };
 }
 
 export function isFromPeer(error: unknown): boolean {

@@ -38,8 +38,12 @@ globalThis.addEventListener("unload", () => {
 const SID = toHex(crypto.getRandomValues(new Uint8Array(16)));
 const SESSION_TIME = Date.now();
 
-/** What `author` would send, as the server relays it: the signed record and its content key. */
-async function relayed(
+/**
+ * What `author` would send, as the server relays it: the signed record, its certificate
+ * introduced, and its content key `k` (also returned) carried as `k` or, with `e2e`, inside
+ * that end-to-end envelope instead.
+ */
+async function signedRelay(
   author: Identity,
   seqno: number,
   o: {
@@ -48,8 +52,10 @@ async function relayed(
     body?: Body;
     signer?: Identity;
     edit?: (r: MessageRecord) => void;
+    type?: "relay" | "stored";
+    e2e?: E2eEnvelope;
   } = {},
-): Promise<RelayMessage> {
+): Promise<{ relay: RelayMessage; k: Uint8Array }> {
   const { k, ct, c } = sealContent(o.body ?? { kind: "text", text: `message ${seqno}` });
   const record: MessageRecord = {
     sid: SID,
@@ -62,15 +68,25 @@ async function relayed(
   };
   record.sig = await signRecord((o.signer ?? author).signingKey, record);
   o.edit?.(record);
-  return {
-    type: "relay",
+  const relay: RelayMessage = {
+    type: o.type ?? "relay",
     seqno: 1,
     ts: Date.now(),
     author_fp: fingerprintOf(author.certDer),
     cert: toBase64(author.certDer),
     record: encodeRecord(record),
-    k: toBase64(k),
+    ...(o.e2e ? { e2e: o.e2e } : { k: toBase64(k) }),
   };
+  return { relay, k };
+}
+
+/** A relay of `author`'s record with its content key as `k` (PROTOCOL §6.4). */
+async function relayed(
+  author: Identity,
+  seqno: number,
+  o: Parameters<typeof signedRelay>[2] = {},
+): Promise<RelayMessage> {
+  return (await signedRelay(author, seqno, o)).relay;
 }
 
 /** The same relay naming its author's certificate only, as once a session holds it (§6.4.1). */
@@ -284,31 +300,16 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
 });
 
 /** alice's record as the server hands it on end to end, and the `k` its wrap holds. */
-async function e2eRelayed(
+function e2eRelayed(
   seqno: number,
   o: { to?: string; type?: "relay" | "stored"; e2e?: E2eEnvelope; text?: string } = {},
 ): Promise<{ relay: RelayMessage; k: Uint8Array }> {
-  const { k, ct, c } = sealContent({ kind: "text", text: o.text ?? `message ${seqno}` });
-  const record: MessageRecord = {
-    sid: SID,
-    dir: "c2s",
+  return signedRelay(alice, seqno, {
     to: o.to ?? userRecipient("bob"),
-    seqno,
-    ts: Date.now(),
-    ct,
-    c,
-  };
-  record.sig = await signRecord(alice.signingKey, record);
-  const relay: RelayMessage = {
-    type: o.type ?? "relay",
-    seqno: 1,
-    ts: Date.now(),
-    author_fp: fingerprintOf(alice.certDer),
-    cert: toBase64(alice.certDer),
-    record: encodeRecord(record),
+    type: o.type,
+    body: { kind: "text", text: o.text ?? `message ${seqno}` },
     e2e: o.e2e ?? RATCHET_ENVELOPE,
-  };
-  return { relay, k };
+  });
 }
 
 /** bob's verifier with an end-to-end layer that is only `unwrap`. */
