@@ -25,7 +25,7 @@ import * as peer from "./peer_bench.ts";
 import * as lobby from "./lobby_bench.ts";
 import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
-import { type SectionName, SECTIONS } from "./sections.ts";
+import { type SectionName, SECTIONS } from "../testkit/bench_sections.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { findInspircd, INSPIRCD_INSTALL_HINT } from "../testkit/inspircd.ts";
 import { mysqlTestTarget } from "../testkit/mariadb.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
-import { SECTIONS } from "../bench/sections.ts";
+import { SECTIONS } from "../testkit/bench_sections.ts";
 
 const RUN = new URL("../bench/run.ts", import.meta.url).pathname;
 // Without InspIRCd the peer section must report itself skipped; where CI requires it
