@@ -413,3 +413,33 @@ Deno.test("verify: revocation is judged by date (issue 11 item 12)", async (t) =
     assert.ok(earlier.signers.client?.revokedFrom, "the report says the client was revoked later");
   });
 });
+
+Deno.test("verify: a relayed or stored record dated after its hop is STALE, the live code (TRANSCRIPT §5 step 4, interop finding 46)", async () => {
+  const pki = await makePki({ alg: "ed25519", others: ["bob"] });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-stale-" });
+  try {
+    const s = await writeSession(pki, { dir, messages: 8, relayAuthor: pki.others[0] });
+    const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+    const at = lines.findIndex((l) => l.includes('"type":"relay"'));
+    for (const type of ["relay", "stored"] as const) {
+      const line = JSON.parse(lines[at]);
+      line.type = type;
+      // Ten minutes after the hop that carried it, twice the skew: the dates are checked
+      // before the signature, so the edit that breaks it is not what is reported.
+      line.record.ts = line.ts + 10 * 60 * 1000;
+      if (type === "stored") line.record.to = "user:alice";
+      const edited = [...lines];
+      edited[at] = JSON.stringify(line);
+      const report = await verifyTranscript(
+        await writeCase(join(dir, type), { lines: edited }),
+        { trust },
+      );
+      assert.equal(report.code, "STALE", `${type}: ${report.reason}`);
+      assert.equal(report.firstBadLine, at + 1);
+      assert.match(report.reason ?? "", /dated after/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

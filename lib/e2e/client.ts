@@ -216,6 +216,8 @@ export class E2eClient {
    */
   #membersKnown: Promise<void>;
   #membersArrived!: () => void;
+  /** This session's whole `online` list came: from now on only `joined` and `left` may. */
+  #listWhole = false;
   /** Counts ended sessions: a chain that went out in one of them is not kept. */
   #sessionsEnded = 0;
   /**
@@ -440,6 +442,7 @@ export class E2eClient {
     this.#chainSeqnos = new Set();
     // The next session's `online` list is the membership then: until it comes, no lobby line.
     this.#membersKnown = new Promise((resolve) => this.#membersArrived = resolve);
+    this.#listWhole = false;
     for (const user of this.#lobby) this.#unconfirmed.add(user);
   }
 
@@ -466,9 +469,22 @@ export class E2eClient {
    * `more`: a lobby line waits for it, or its chain would miss the later chunks' members.
    */
   onMembers(body: MembersBody): void {
+    // The order the server promises (§12.5): the whole list first, once, then changes. A body
+    // out of it (a buggy or replaying server) would leave the membership a guess.
+    if ((body.event === "online") === this.#listWhole) {
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        this.#listWhole
+          ? "the server sent the lobby's online list a second time in this session"
+          : `the server sent a '${body.event}' before the whole online list`,
+      );
+    }
     this.#membership++;
     const whole = body.event === "online" && !body.more;
-    if (whole) this.#membersArrived();
+    if (whole) {
+      this.#listWhole = true;
+      this.#membersArrived();
+    }
     for (const user of body.users.map(canonicalName)) {
       if (user === this.#me.user) continue;
       if (body.event === "left") {

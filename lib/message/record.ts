@@ -5,7 +5,7 @@
  * (`msg`, `relay`, `stored`, `queued`, `refused`), their transcript lines and hash encodings. session/,
  * server/ and transcript/ all import it; nothing else builds or checks a record.
  */
-import { canonicalName } from "../pki/names.ts";
+import { canonicalName, isCanonicalUserName } from "../pki/names.ts";
 import { sha256 } from "#sync-crypto";
 import {
   concat,
@@ -82,7 +82,6 @@ const LABEL = {
 export const LOBBY = "lobby";
 export const TO_SERVER = "server";
 const USER_PREFIX = "user:";
-const NAME_RE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 
 // One canonical form of a user name everywhere (PKI.md "Names"): its home is lib/pki/names.ts.
 export { canonicalName };
@@ -96,7 +95,7 @@ export function userRecipient(name: string): string {
 export function recipientUser(to: string): string | null {
   if (!to.startsWith(USER_PREFIX)) return null;
   const name = to.slice(USER_PREFIX.length);
-  return NAME_RE.test(name) ? name : null;
+  return isCanonicalUserName(name) ? name : null;
 }
 
 /** Recipient sets a client may address. */

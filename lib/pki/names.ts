@@ -22,6 +22,15 @@ export function isValidUserName(name: string): boolean {
 }
 
 /**
+ * Whether `name` is a valid name in its canonical form (3–32 characters of [a-z0-9_.-],
+ * starting with a letter or digit): the syntactic rule for the name in a `user:` recipient
+ * (PROTOCOL §6.1), which a verifier without the account list can apply.
+ */
+export function isCanonicalUserName(name: string): boolean {
+  return isValidUserName(name) && canonicalName(name) === name;
+}
+
+/**
  * The canonical form of a valid name: NFC, then case-folded. Names are ASCII by rule, so
  * NFC changes nothing and folding is ASCII lower-casing; SQLite's NOCASE and MySQL's
  * ascii_general_ci compare exactly this way. Two names are the same user iff their

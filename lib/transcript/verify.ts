@@ -39,7 +39,10 @@ import { readLines } from "./lines.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import { checkReceipt, parseReceipt, type Receipt, type ReceiptParties } from "./receipt.ts";
 
-export type VerifyCode = Extract<ErrorCode, "TAMPERED" | "SIG_FAIL" | "BAD_CERT" | "REPLAY">;
+export type VerifyCode = Extract<
+  ErrorCode,
+  "TAMPERED" | "SIG_FAIL" | "BAD_CERT" | "REPLAY" | "STALE"
+>;
 
 /** The clock skew verify allows, as the protocol does (PROTOCOL §8.2). */
 export const VERIFY_SKEW_MS = 5 * 60 * 1000;
@@ -686,6 +689,8 @@ function checkSequence(
 /** The bindings of docs/TRANSCRIPT.md §5 step 4 that need no signature check. */
 function checkBinding(line: Line, header: HeaderLine, me: string): Problem | null {
   const tampered = (reason: string): Problem => ({ line: 0, code: "TAMPERED", reason });
+  // The live check's code (PROTOCOL §6.4 step 6, §6.6 step 6'): one code per fault.
+  const stale = (reason: string): Problem => ({ line: 0, code: "STALE", reason });
   if (line.type === "msg") {
     const r = line.record;
     if (r.sid !== header.session_id) {
@@ -720,7 +725,7 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
           `began (${new Date(header.session_time).toISOString()}): an old record presented as new`,
       };
     }
-    if (r.ts > line.ts + VERIFY_SKEW_MS) return tampered("relayed record dated after its relay");
+    if (r.ts > line.ts + VERIFY_SKEW_MS) return stale("relayed record dated after its relay");
   }
   if (line.type === "stored") {
     // A record from the offline queue (PROTOCOL §6.6): written before this session, for us
@@ -739,7 +744,7 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
           "offline queue keeps one",
       };
     }
-    if (r.ts > line.ts + VERIFY_SKEW_MS) return tampered("stored record dated after its delivery");
+    if (r.ts > line.ts + VERIFY_SKEW_MS) return stale("stored record dated after its delivery");
   }
   return null;
 }

@@ -136,3 +136,33 @@ Deno.test("e2e: after a session ended, the next one's first lobby line waits for
   assert.equal(await settledWithin(second, 2000), "resolved");
   assert.equal(senderKeys(fresh).length, 1, "a new chain, sent in this session");
 });
+
+Deno.test("e2e: a members body out of the promised order is the server's PROTOCOL_ERROR: a joined or left before the whole online list, a second list after it (PROTOCOL §12.5, interop finding 51)", async () => {
+  type Members = Extract<Body, { kind: "members" }>;
+  const members = (event: Members["event"], users: string[], more?: true): Members => ({
+    kind: "members",
+    event,
+    users,
+    ...(more ? { more } : {}),
+  });
+  const refuses = (alice: E2eClient, body: Members, why: string) =>
+    assert.throws(
+      () => alice.onMembers(body),
+      (e: unknown) => codeOf(e) === "PROTOCOL_ERROR",
+      why,
+    );
+  const early = await aliceDevice();
+  refuses(early, members("joined", ["bob"]), "a joined before any online list");
+  const partial = await aliceDevice();
+  partial.onMembers(members("online", ["alice"], true));
+  refuses(partial, members("left", ["bob"]), "a left between two chunks of the list");
+  const whole = await aliceDevice();
+  whole.onMembers(members("online", ["alice", "bob"]));
+  whole.onMembers(members("joined", ["carol", "dave"]));
+  whole.onMembers(members("left", ["bob", "carol"]));
+  refuses(whole, members("online", ["alice"]), "a second online list in one session");
+  // A new session is sent its own list: after a reconnection it is the first again.
+  const session = new SilentServer();
+  whole.sessionEnded(session);
+  whole.onMembers(members("online", ["alice", "dave"]));
+});
