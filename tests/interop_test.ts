@@ -176,14 +176,15 @@ async function listenPort(server: Proc): Promise<string> {
   return port;
 }
 
-/** tests/interop/client.py (or `script`: probe.py --hostile-e2e MODE) as alice, whose password is
- * `alice-interop-password`, against `port`, with `extra` options. */
+/** tests/interop/client.py (or `script`: probe.py --hostile-e2e MODE) as `user` (alice unless
+ * said), whose password is `<user>-interop-password`, against `port`, with `extra` options. */
 function pythonClient(
   script: string[],
   port: string | number,
   certs: string,
   extra: string[],
   name: string,
+  user = "alice",
 ): Proc {
   return wrap(
     new Deno.Command(PYTHON, {
@@ -194,16 +195,16 @@ function pythonClient(
         "--ca",
         `${certs}/ca.pem`,
         "--cert",
-        `${certs}/alice.pem`,
+        `${certs}/${user}.pem`,
         "--key",
-        `${certs}/alice.key`,
+        `${certs}/${user}.key`,
         "--user",
-        "alice",
+        user,
         "--password-env",
         "INTEROP_PW",
         ...extra,
       ],
-      env: { INTEROP_PW: "alice-interop-password" },
+      env: { INTEROP_PW: `${user}-interop-password` },
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -586,6 +587,10 @@ const HOSTILE_E2E = [
   { mode: "sender-other-id", lobby: true, fatal: null, shown: NO_KEY_LOBBY },
   { mode: "sender-from-other-device", lobby: true, fatal: null, shown: NO_KEY_LOBBY },
   { mode: "sender-flipped", lobby: true, fatal: null, shown: NO_KEY_LOBBY },
+  // §12.6 step 11: a body over 4000 characters, signed and wrapped, which the server cannot see:
+  // the recipient ends its own session (interop finding 52, OPEN: the author's fault ends the
+  // session with the server)
+  { mode: "body-text-4001", lobby: true, fatal: "PROTOCOL_ERROR", shown: null },
 ] as const;
 
 Deno.test({
@@ -643,6 +648,86 @@ Deno.test({
         );
       }
     });
+  },
+});
+
+Deno.test({
+  name:
+    "interop: a lobby line whose text holds an escaped lone surrogate reaches connect and the clean-room client, and each shows it escaped and goes on (PROTOCOL §2 is silent: interop finding 53)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    await inLab(
+      "securechat-interop-surrogate-",
+      ["alice", "bob", "carol"],
+      "ed25519",
+      async (lab) => {
+        const { tmp, certs, ca, procs } = lab;
+        const { port } = await lab.serve([]);
+        const bob = connectCli(port, certs, "bob", `${tmp}/bobtr`, [
+          "--register",
+          "--email",
+          "bob@example.com",
+        ], "bob");
+        procs.push(bob);
+        await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+        const carol = pythonClient(
+          [CLIENT_PY],
+          port,
+          certs,
+          [
+            "--register",
+            "carol@example.com",
+            "--transcripts",
+            `${tmp}/caroltr`,
+            "--e2e",
+          ],
+          "carol",
+          "carol",
+        );
+        procs.push(carol);
+        await carol.out.waitFor((l) => l.startsWith("KEYS published"), "carol published");
+        const alice = pythonClient(
+          [PROBE_PY, "--hostile-e2e", "body-lone-surrogate"],
+          port,
+          certs,
+          [
+            "--register",
+            "alice@example.com",
+            "--e2e",
+          ],
+          "alice",
+        );
+        procs.push(alice);
+        await alice.out.waitFor((l) => l.startsWith("KEYS published"), "alice published");
+        await alice.send("a line whose body the hostile author replaces");
+        await alice.send("the next line");
+        // The body is `{"kind":"text","text":"the faulty line \ud800 ends here"}`, signed by alice
+        // and wrapped under her sender chain: lib/ shows the surrogate as <U+D800>, client.py escaped.
+        await bob.out.waitFor(
+          (l) => l.includes("alice ✓ the faulty line <U+D800> ends here"),
+          "bob: the line, escaped",
+        );
+        await carol.out.waitFor(
+          (l) => l === "alice e2e: the faulty line \\ud800 ends here",
+          "carol: the line, escaped",
+        );
+        for (const [p, name] of [[bob, "bob"], [carol, "carol"]] as const) {
+          await p.out.waitFor((l) => l.includes("the next line"), `${name}: the next line`);
+          await closeStdin(p);
+          assert.equal(await finish(p), 0, `${name} failed:\n${p.out.text()}\n${p.err.text()}`);
+        }
+        await closeStdin(alice);
+        assert.equal(
+          await finish(alice),
+          0,
+          `alice failed:\n${alice.out.text()}\n${alice.err.text()}`,
+        );
+        // The record is an ordinary signed line: carol's transcript of it verifies.
+        await verifyConfirmedByBoth(ca, findLog(`${tmp}/caroltr`, "-client.log"));
+      },
+    );
   },
 });
 

@@ -174,8 +174,13 @@ def is_int(v):
 
 
 def utf16_len(s):
-    """Text limits count UTF-16 code units (§3.3)."""
-    return len(s.encode("utf-16-le")) // 2
+    """Text limits count UTF-16 code units (§3.3); a lone surrogate (an escaped `\ud800` that §2
+    does not forbid, interop finding 53) is one unit, as in a JavaScript string."""
+    return len(s.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def has_lone_surrogate(s):
+    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in s)
 
 
 def strict(obj, required, optional=(), code="PROTOCOL_ERROR"):
@@ -189,10 +194,15 @@ def strict(obj, required, optional=(), code="PROTOCOL_ERROR"):
         raise ProtoError(code, f"missing {sorted(missing)} unknown {sorted(unknown)}")
 
 
-def want_str(obj, name, max_chars=None, code="PROTOCOL_ERROR"):
+def want_str(obj, name, max_chars=None, code="PROTOCOL_ERROR", text=False):
+    """A string member. Only free text (`text`: shown escaped, never hashed or signed) may hold a
+    lone surrogate, which `connect` shows as <U+D800> (interop finding 53); a name, code or id
+    that is to be encoded as UTF-8 never can."""
     v = obj[name]
     if not isinstance(v, str):
         raise ProtoError(code, f"{name} is not a string")
+    if not text and has_lone_surrogate(v):
+        raise ProtoError(code, f"{name} is not Unicode text (a lone surrogate)")
     if max_chars is not None and utf16_len(v) > max_chars:
         raise ProtoError(code, f"{name} over {max_chars} characters")
     return v
@@ -200,7 +210,7 @@ def want_str(obj, name, max_chars=None, code="PROTOCOL_ERROR"):
 
 def want_text(obj):
     """§6.2: a body's `text`, 1-4000 characters."""
-    text = want_str(obj, "text", MAX_TEXT)
+    text = want_str(obj, "text", MAX_TEXT, text=True)
     if not text:
         raise ProtoError("PROTOCOL_ERROR", "empty text")
     return text
@@ -1989,7 +1999,7 @@ class Client:
         code = want_str(msg, "code", 64)
         text = ""
         if authenticated and "message" in msg:
-            text = safe(want_str(msg, "message", 256))
+            text = safe(want_str(msg, "message", 256, text=True))
         raise ProtoError(code, "from the peer" + (f": {text}" if text else
                                                    " (unauthenticated)" if not authenticated else ""))
 
@@ -2176,7 +2186,7 @@ class Client:
             self.ts_tx = ts
             k = self.random(32)
             rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
-                                        enc_json(body), k)
+                                        self.tamper("body", enc_json(body)), k)
             if devices or chain:  # §12.6: an end-to-end record carries e2e instead of k
                 if chain:
                     e2e = self.device.sender_wrap(chain, k, binding_of(rec))
@@ -2500,6 +2510,8 @@ class Client:
         if not 1 <= of <= self.seq_tx:
             raise ProtoError("PROTOCOL_ERROR", f"queued names c2s seqno {of} we never sent")
         self.accept_hop(seqno, ts)
+        if of in self.sender_key_seqnos:  # §6.5: stored for later, so not with the member now:
+            self.device.retire_chain()    # the next lobby line starts a new chain
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}},
                             b"\x04" + u64(seqno) + u64(ts) + u64(of))
         out(f"QUEUED {of}")

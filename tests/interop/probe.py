@@ -1032,9 +1032,9 @@ def load_negative(path):
 
 # ---- a hostile end-to-end author, for a real recipient
 # (`probe.py --hostile-e2e MODE CLIENT-ARGS`, CLIENT-ARGS with --e2e)
-# client.py's own client, except that its first private (`ratchet`) or lobby (`sender`) line, or its
-# first `sender_key` record, carries the fault MODE names (§12.5, §12.6); later lines go as they
-# should. What the recipient must do is the test's to check.
+# client.py's own client, except that its first private (`ratchet`) or lobby (`sender`) line, its
+# first `sender_key` record, or (the body-… modes) its first text body, carries the fault MODE names
+# (§12.5, §12.6); later lines go as they should. What the recipient must do is the test's to check.
 
 def _hostile_no_wrap(c, e2e):
     for w in e2e["wraps"]:
@@ -1087,8 +1087,19 @@ def _hostile_sender_key_readable(c, e2e):
     return None  # the sender_key record goes with `k`: a chain key the server could read
 
 
-# mode -> (the envelope kind it changes: the first of that kind, or the first `sender_key`
-# record's for "sender_key"; the fault)
+def _hostile_body_text_4001(c, body):
+    # §12.6 step 11: over §6.2's 4000 characters, signed and wrapped as it should be, so the server
+    # (which cannot open it) relays it and the fault is provably the author's (interop finding 52)
+    return sc.enc_json({"kind": "text", "text": "x" * 4001})
+
+
+def _hostile_body_lone_surrogate(c, body):
+    # valid UTF-8 bytes whose string is not Unicode text: §2 is silent (interop finding 53)
+    return b'{"kind":"text","text":"the faulty line \\ud800 ends here"}'
+
+
+# mode -> (the envelope kind it changes: the first of that kind, the first `sender_key` record's
+# for "sender_key", or for "body" the first text body's JSON bytes; the fault)
 HOSTILE_E2E = {"no-wrap-for-device": ("ratchet", _hostile_no_wrap),
                "wrap-flipped": ("ratchet", _hostile_wrap_flipped),
                "pre-ik-not-from": ("ratchet", _hostile_pre_ik_not_from),
@@ -1097,21 +1108,26 @@ HOSTILE_E2E = {"no-wrap-for-device": ("ratchet", _hostile_no_wrap),
                "sender-flipped": ("sender", _hostile_sender_flipped),
                "sender-other-id": ("sender", _hostile_sender_other_id),
                "sender-from-other-device": ("sender", _hostile_sender_from_other_device),
-               "sender-key-readable": ("sender_key", _hostile_sender_key_readable)}
+               "sender-key-readable": ("sender_key", _hostile_sender_key_readable),
+               "body-text-4001": ("body", _hostile_body_text_4001),
+               "body-lone-surrogate": ("body", _hostile_body_lone_surrogate)}
 
 
 class HostileAuthor(sc.Client):
     mode = None
 
     def tamper(self, step, msg):
-        if step not in ("e2e", "sender_key") or self.mode is None:
+        if step not in ("e2e", "sender_key", "body") or self.mode is None:
             return msg
         kind, fault = HOSTILE_E2E[self.mode]
-        if (step == "sender_key") != (kind == "sender_key") or \
+        if step == "body":  # the first text body (msg: its JSON bytes)
+            if kind != "body" or json.loads(msg)["kind"] != "text":
+                return msg
+        elif (step == "sender_key") != (kind == "sender_key") or \
                 (step == "e2e" and msg["kind"] != kind):
             return msg
         HostileAuthor.mode = None
-        return fault(self, json.loads(json.dumps(msg)))
+        return fault(self, msg if step == "body" else json.loads(json.dumps(msg)))
 
 
 def main():
