@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { fromHex, toHex, utf8 } from "../../lib/bytes.ts";
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { hkdfExpand, hkdfExtract, hmacSha256, hmacSha256Sync } from "../../lib/crypto/hkdf.ts";
+import { sha256 } from "../../lib/crypto/sync_node.ts";
 
 // Known answers: RFC 4231 §4.2 (test case 1) and RFC 5869 A.3 (empty salt and info).
 // The Wycheproof suite (tests/wycheproof_test.ts) carries the other 86 HKDF cases.
@@ -45,6 +46,31 @@ Deno.test("hmacSha256Sync() agrees with node:crypto's HMAC for keys of 0..200 by
     const want = createHmac("sha256", key);
     for (const part of parts) want.update(part);
     assert.equal(toHex(hmacSha256Sync(key, ...parts)), want.digest("hex"), `${n}-byte key`);
+  }
+});
+
+/**
+ * Message lengths around the node backend's switch from JavaScript to node:crypto hashing
+ * (JS_HASH_MAX_BYTES, 1 KiB), and at SHA-256's block and padding edges.
+ */
+const AROUND_THE_SWITCH = [0, 1, 55, 56, 64, 119, 1023, 1024, 1025, 3 * 1024 + 17];
+
+Deno.test("sha256() and hmacSha256Sync() agree with node:crypto on both sides of the JavaScript path's bound", () => {
+  for (const n of AROUND_THE_SWITCH) {
+    const data = crypto.getRandomValues(new Uint8Array(n));
+    // In parts, split unevenly: the backend hashes the concatenation.
+    const parts = [data.subarray(0, n >> 2), data.subarray(n >> 2, n - 3), data.subarray(n - 3)];
+    const want = createHash("sha256").update(data).digest("hex");
+    assert.equal(toHex(sha256(...parts)), want, `SHA-256 of ${n} bytes`);
+    for (const keyBytes of [0, 32, 64, 65]) {
+      const key = crypto.getRandomValues(new Uint8Array(keyBytes));
+      const mac = createHmac("sha256", key).update(data).digest("hex");
+      assert.equal(
+        toHex(hmacSha256Sync(key, ...parts)),
+        mac,
+        `HMAC, ${keyBytes}-byte key, ${n} bytes`,
+      );
+    }
   }
 });
 
