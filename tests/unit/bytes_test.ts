@@ -1,6 +1,14 @@
 /** lib/bytes.ts: base64 through the runtime codec behind one strict, canonical form (PROTOCOL §2), and the big-endian integers of signed input. */
 import assert from "node:assert/strict";
-import { FieldWriter, fromBase64, fromUtf8, toBase64, toHex, u64be } from "../../lib/bytes.ts";
+import {
+  FieldWriter,
+  fromBase64,
+  fromUtf8,
+  toBase64,
+  toHex,
+  u64be,
+  utf8,
+} from "../../lib/bytes.ts";
 import { canonicalBase64Length } from "../../lib/wire/schema.ts";
 
 /** RFC 4648 through binary strings: the reference the codec must agree with. */
@@ -25,6 +33,8 @@ Deno.test("fromBase64() refuses every non-canonical or foreign form with a TypeE
     "padding in the middle": "QQ==QUJD",
     "inner space (the codec would skip it)": "QU JD",
     "trailing newline (the codec would skip it)": "QUJD\n",
+    "tab, carriage return or form feed inside (the codec would skip them)": "QU\tJ\rD\f",
+    "a non-ASCII space": "QUJD\u00a0",
     "url-safe alphabet": "-_8=",
     "not base64 at all": "Q!JD",
   };
@@ -35,7 +45,7 @@ Deno.test("fromBase64() refuses every non-canonical or foreign form with a TypeE
 });
 
 Deno.test("canonicalBase64Length() accepts exactly what fromBase64() decodes, and its length", () => {
-  const alphabet = "AQgw/+9=-_ \n!";
+  const alphabet = "AQgw/+9=-_ \n\t\r\f!é";
   const verdict = (f: () => number) => {
     try {
       return f();
@@ -61,6 +71,21 @@ Deno.test("canonicalBase64Length() accepts exactly what fromBase64() decodes, an
     if (want !== "refused") accepted++;
   }
   assert.ok(accepted > 100, `${accepted} accepted`);
+});
+
+Deno.test("utf8() encodes exactly as TextEncoder, short ASCII (its own loop) and everything else", () => {
+  const encoder = new TextEncoder();
+  const odd = ["é", "€", "😀", "\ud800", "\udc00", "\u0080", "\u007f", "\u0000"];
+  for (let n = 0; n <= 70; n++) {
+    const ascii = Array.from({ length: n }, (_, i) => String.fromCharCode((i * 37) % 128)).join("");
+    assert.deepEqual(utf8(ascii), encoder.encode(ascii), `ASCII of ${n}`);
+    for (const c of odd) {
+      for (const at of [0, n >> 1, n]) {
+        const text = ascii.slice(0, at) + c + ascii.slice(at);
+        assert.deepEqual(utf8(text), encoder.encode(text), `${JSON.stringify(c)} at ${at} of ${n}`);
+      }
+    }
+  }
 });
 
 Deno.test("u64be() writes numbers and bigints alike, refusing what does not fit", () => {
