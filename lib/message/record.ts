@@ -12,6 +12,7 @@ import {
   FieldWriter,
   fromBase64,
   fromHex,
+  fromUtf8,
   randomBytes,
   timingSafeEqual,
   toBase64,
@@ -434,7 +435,7 @@ export function openContent(r: MessageRecord, k: Uint8Array): Body {
 export function parseBody(plaintext: Uint8Array): Body {
   let value: unknown;
   try {
-    value = parseStrictJson(new TextDecoder("utf-8", { fatal: true }).decode(plaintext));
+    value = parseStrictJson(fromUtf8(plaintext));
   } catch (cause) {
     throw new SecureChatError("PROTOCOL_ERROR", "record body is not strict UTF-8 JSON", { cause });
   }

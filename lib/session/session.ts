@@ -340,7 +340,7 @@ export class ChatSession {
     const signing = signRecord(this.#est.self.signingKey, record);
     signing.catch(() => {}); // handled when its turn comes
     const next = this.#sending.then(async () => {
-      const e2e = await this.#opts.e2e?.wrap(record, k, body);
+      const e2e = this.#opts.e2e && await this.#opts.e2e.wrap(record, k, body);
       if (this.#opts.e2e && !e2e && record.to !== TO_SERVER) {
         // A line to users is never left readable by the server (PROTOCOL §12.5, §12.6).
         throw new SecureChatError(
@@ -358,7 +358,8 @@ export class ChatSession {
       await this.#est.conn.sendPaced(payload); // a client follows the server's pace
       // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep
       // the socket writes and the transcript's flush waiting until it stops.
-      await spendTurn();
+      const turn = spendTurn();
+      if (turn) await turn;
     });
     this.#sending = next.catch(() => {});
     return next.then(() => record.seqno);
