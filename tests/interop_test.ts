@@ -421,6 +421,10 @@ for (const { keyType, group, bobFirst } of CASES) {
         // NO_E2E_KEYS). c2s: publish 1, fetch bob 2, sender key 3, lobby 4, private 5, fetch 6.
         await py.send("/msg nobody-online are you there?");
         await py.out.waitFor((l) => l === "NOT_SENT NO_E2E_KEYS", "python does not send it");
+        // A name outside PROTOCOL §6.1's recipient rule (3–32 characters) is refused before
+        // anything is sent (§6.3 step 3), so the seqnos above stay as counted.
+        await py.send("/msg ab a name of two characters");
+        await py.out.waitFor((l) => l === "NOT_SENT INVALID_INPUT", "python refuses user:ab");
 
         // bob → Python, lobby and private, author verified by Python; across server key updates.
         // bob's lobby line is end to end: his sender chain reached the Python client first, in a
@@ -510,6 +514,7 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.deepEqual(py.err.lines, [
           "warning: nobody-online has published no end-to-end keys: nothing was sent (the server " +
           "could have read it)",
+          "warning: ab is no user name (3-32 of a-z 0-9 _ . -): not sent",
         ]);
 
         // The server's transcript of the Python session: both receipts over the Python hash.
@@ -1032,7 +1037,7 @@ Deno.test({
     assert.equal(lines.filter((l) => l.startsWith("E2E ")).length, e2eFiles.length, text);
     assert.equal(lines.filter((l) => l.startsWith("E2E-NEGATIVE ")).length, 27, text);
     // PROTOCOL §6.4.1: the session's certificate list at its bound (SESSION_CERTS = 256).
-    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3, text);
+    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });
@@ -1222,7 +1227,9 @@ Deno.test({
 
       // Both verifiers refuse the same tampering, at the same line, with the same code: in bob's
       // log, one byte of an author record's ct; a certificate's introduction removed; a certificate
-      // introduced again; alice's record named with carol's certificate (TRANSCRIPT §5 step 4).
+      // introduced again; alice's record named with carol's certificate; a relay dated after its
+      // hop (every s2c line up to it moved 11 minutes earlier, so the direction's order holds:
+      // STALE, one code live and in verify) (TRANSCRIPT §5 step 4).
       const bobLog = logsIn(`${tmp}/bobtr`, "client")[0];
       const bobLines = (await Deno.readTextFile(bobLog)).split("\n");
       const relays = bobLines.map((l, i) => ({ i, l: l ? JSON.parse(l) : {} }))
@@ -1230,21 +1237,33 @@ Deno.test({
       const [a, b] = relays.filter(({ l }) => l.cert !== undefined);
       const laterA = relays.find(({ i, l }) => i > b.i && l.author_fp === a.l.author_fp);
       assert.ok(a && b && laterA && laterA.l.cert === undefined, bobLog);
-      type Line = Record<string, unknown> & { record: { ct: string } };
-      const tamperings: [string, number, (l: Line) => void, string][] = [
-        ["ct", a.i, (l) => {
-          const ct = atob(l.record.ct);
-          l.record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
+      type Line = Record<string, unknown> & { record: { ct: string; ts: number }; ts: number };
+      const earlier = (ls: Line[], upTo: number) => {
+        for (const [i, l] of ls.entries()) {
+          if (i === 0 || i > upTo || l.dir !== "s2c") continue;
+          if (l.type === "msg") l.record.ts -= 11 * 60_000;
+          else l.ts -= 11 * 60_000;
+        }
+      };
+      const tamperings: [string, number, (ls: Line[]) => void, string][] = [
+        ["ct", a.i, (ls) => {
+          const ct = atob(ls[a.i].record.ct);
+          ls[a.i].record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
         }, "SIG_FAIL"],
-        ["no introduction", a.i, (l) => delete l.cert, "TAMPERED"],
-        ["introduced again", laterA.i, (l) => l.cert = a.l.cert, "TAMPERED"],
-        ["another user's name", laterA.i, (l) => l.author_fp = b.l.author_fp, "SIG_FAIL"],
+        ["no introduction", a.i, (ls) => delete ls[a.i].cert, "TAMPERED"],
+        ["introduced again", laterA.i, (ls) => ls[laterA.i].cert = a.l.cert, "TAMPERED"],
+        [
+          "another user's name",
+          laterA.i,
+          (ls) => ls[laterA.i].author_fp = b.l.author_fp,
+          "SIG_FAIL",
+        ],
+        ["dated after its hop", a.i, (ls) => earlier(ls, a.i), "STALE"],
       ];
       for (const [what, at, change, code] of tamperings) {
-        const lines = [...bobLines];
-        const line = JSON.parse(lines[at]);
-        change(line);
-        lines[at] = JSON.stringify(line);
+        const parsed = bobLines.map((l) => l ? JSON.parse(l) : null);
+        change(parsed);
+        const lines = parsed.map((l) => l === null ? "" : JSON.stringify(l));
         const tampered = `${tmp}/tampered.log`;
         await Deno.writeTextFile(tampered, lines.join("\n"));
         const pyBad = await pythonVerify(ca, tampered);

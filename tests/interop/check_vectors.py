@@ -887,6 +887,22 @@ def session_cert_cases():
     ]
 
 
+def recipient_rule_cases():
+    """(name, expected, thunk): PROTOCOL §6.1's recipient rule on client.is_recipient, the one
+    home client.py (its /msg) and verify.py apply, with §6.1's own examples."""
+    def rule(to):
+        def check():
+            if not sc.is_recipient(to):
+                raise sc.ProtoError("TAMPERED", "not a recipient")  # §6.3 step 3's code
+        return check
+    ok, bad = "accepted", "TAMPERED"
+    cases = [("lobby", ok), ("server", ok), ("user:abc", ok), ("user:a.b-c_9", ok),
+             ("user:" + "z" * 32, ok), ("user:Alice", bad), ("user:ab", bad), ("user:", bad),
+             ("user:.x", bad), ("user:" + "z" * 33, bad), ("Lobby", bad), ("user:alice\n", bad),
+             ("user:al ice", bad)]
+    return [(f"recipient rule: {to!r}", want, rule(to)) for to, want in cases]
+
+
 def main():
     sc.out = lambda line: None  # the replayed client's chat output is not this report
     here = os.path.dirname(os.path.abspath(__file__))
@@ -934,7 +950,7 @@ def main():
             verdict = "OK" if ok else f"FAIL expected {case['code']}, got"
             print(f"NEGATIVE {case['name']!r} {verdict} {got}", flush=True)
     failed += check_e2e(edir)
-    for name, code, fn in session_cert_cases():
+    for name, code, fn in session_cert_cases() + recipient_rule_cases():
         try:
             got = _code(fn)
         except Mismatch as e:

@@ -93,8 +93,10 @@ def phase2_group(group):
     return "x25519" if group == HYBRID else group
 MAX_SHARE_BYTES = 1216                       # §3.1: the schema bound of a `pub`
 DIR_CODE = {"c2s": 1, "s2c": 2}              # §6.1 statement, TRANSCRIPT §3.1
-HEX32 = re.compile(r"^[0-9a-f]{32}$")
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX32 = re.compile(r"[0-9a-f]{32}")  # every pattern is used with fullmatch: `$` takes a final "\n"
+HEX64 = re.compile(r"[0-9a-f]{64}")
+# §6.1 recipient rule: a canonical name is PKI.md's repertoire in lower case, 3-32 characters
+CANONICAL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{2,31}")
 
 
 class ProtoError(Exception):
@@ -838,7 +840,7 @@ class SessionCerts:
 def parse_author_fp(m, code="PROTOCOL_ERROR"):
     """§6.4 `author_fp` (64 lowercase hex) and the optional `cert` (base64 DER, ≤ 16 KiB)."""
     fp = want_str(m, "author_fp", code=code)
-    if not HEX64.match(fp):
+    if not HEX64.fullmatch(fp):
         raise ProtoError(code, "author_fp is not 64 lowercase hex")
     cert_der = b64d(m["cert"], code=code, max_size=16 * 1024) if "cert" in m else None
     return fp, cert_der
@@ -854,6 +856,16 @@ def author_line_enc(tag, seqno, ts, fp, cert_der, rec):
 def canonical(name):
     """§6.1: the certificate CN in ASCII lower case."""
     return name.lower()
+
+
+def is_canonical_name(name):
+    """§6.1's recipient rule for the name after `user:` (and every name the server sends us)."""
+    return CANONICAL_NAME.fullmatch(name) is not None
+
+
+def is_recipient(to):
+    """§6.1 recipient rule: exactly `lobby`, exactly `server`, or `user:` + a canonical name."""
+    return to in ("lobby", "server") or (to.startswith("user:") and is_canonical_name(to[5:]))
 
 
 # ---------------------------------------------------------------- message records (§6.1)
@@ -889,7 +901,7 @@ def parse_record(obj):
     """A message record (§6.1, TRANSCRIPT §2.2 limits) to decoded values; PROTOCOL_ERROR."""
     strict(obj, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig"])
     sid = want_str(obj, "sid")
-    if not HEX32.match(sid):
+    if not HEX32.fullmatch(sid):
         raise ProtoError("PROTOCOL_ERROR", "record sid is not 32 lowercase hex")
     d = want_str(obj, "dir")
     if d not in DIR_CODE:
@@ -1251,7 +1263,7 @@ E2E_DEVICE_LIST_MAX_AGE_S = 60                # §12.6 DEVICE_LIST_MAX_AGE
 E2E_FETCH_TIMEOUT_S = 10                      # §12.6: wait for a `keys` answer, else TIMEOUT
 E2E_OPKS = 20                                 # §12.6: prekeys published on a new state
 E2E_SESSIONS_PER_DEVICE = 4                   # §12.6
-HEX16 = re.compile(r"^[0-9a-f]{16}$")
+HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
 def device_id(ik):
@@ -1261,7 +1273,7 @@ def device_id(ik):
 
 def want_device(obj, name="device"):
     d = want_str(obj, name)
-    if not HEX16.match(d):
+    if not HEX16.fullmatch(d):
         raise ProtoError("PROTOCOL_ERROR", f"{name} is not a 16-hex device id")
     return d
 
@@ -2281,6 +2293,10 @@ class Client:
             parts = line.split(" ", 2)
             if len(parts) < 3 or not parts[2]:
                 log("usage: /msg NAME text")
+            elif not is_canonical_name(canonical(parts[1])):
+                # §6.3 step 3: a name the recipient rule does not allow is refused here
+                log(f"warning: {safe(parts[1])} is no user name (3-32 of a-z 0-9 _ . -): not sent")
+                out("NOT_SENT INVALID_INPUT")
             else:
                 self.send_record("user:" + canonical(parts[1]), {"kind": "text", "text": parts[2]})
         else:
@@ -2396,7 +2412,7 @@ class Client:
         if not isinstance(users, list) or not 1 <= len(users) <= 1000:
             raise ProtoError("PROTOCOL_ERROR", "members users")
         for u in users:
-            if not isinstance(u, str) or not u or u != canonical(u):
+            if not isinstance(u, str) or not is_canonical_name(u):
                 raise ProtoError("PROTOCOL_ERROR", "members: not a canonical name")
         if event == "left":
             self.members.difference_update(users)
@@ -2562,8 +2578,8 @@ class Client:
             want_int(r, f, code="TAMPERED")
         for f in ("session_id", "signer_role", "signer", "transcript_sha256"):
             want_str(r, f, code="TAMPERED")
-        if r["version"] != 2 or r["signer_role"] != "server" or not HEX64.match(r["signer"]) \
-                or not HEX64.match(r["transcript_sha256"]):
+        if r["version"] != 2 or r["signer_role"] != "server" or not HEX64.fullmatch(r["signer"]) \
+                or not HEX64.fullmatch(r["transcript_sha256"]):
             raise ProtoError("TAMPERED", "receipt schema")
         sig = b64d(r["sig"], code="TAMPERED", max_size=1024)
         if r["session_id"] != self.session_id.hex():

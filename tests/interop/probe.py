@@ -679,6 +679,38 @@ def _(a):
     return a.await_error()
 
 
+@probe("msg_to_user_name_of_2_chars", "peer:TAMPERED")
+def _(a):
+    a.session()  # §6.1 recipient rule: a canonical name has 3-32 characters
+    _, wire, k = a.record(to="user:ab")
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_to_user_name_of_33_chars", "peer:TAMPERED")
+def _(a):
+    a.session()  # §6.1 recipient rule: a canonical name has 3-32 characters
+    _, wire, k = a.record(to="user:" + "b" * 33)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_to_user_name_starting_with_a_dot", "peer:TAMPERED")
+def _(a):
+    a.session()  # §6.1 recipient rule: the first character is a letter or digit
+    _, wire, k = a.record(to="user:.bob")
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
+@probe("msg_to_over_80_characters", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §6.1: the record's schema caps `to` at 80 characters before the rule applies
+    _, wire, k = a.record(to="user:" + "b" * 76)
+    a.send_msg(wire, k)
+    return a.await_error()
+
+
 @probe("private_to_offline_user_refused", "refused:NOT_ONLINE:of=1")
 def _(a):
     a.session()  # §6.5: a refusal, not an error; the session goes on

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,8 +34,6 @@ from cryptography import x509  # noqa: E402
 TRANSCRIPT_VERSION = 2       # §2.1 `version`
 RECEIPT_VERSION = 2          # §4.1
 MAX_LINE_BYTES = 160 * 1024  # §5: memory bounded by one line
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
-USER_TO = re.compile(r"^user:[a-z0-9][a-z0-9_.-]*$")  # §6.1: user: + a canonical name
 
 
 class Invalid(Exception):
@@ -67,16 +64,13 @@ def field(fn, n, *args, **kwargs):
         raise Invalid("TAMPERED", f"line {n}", e.detail)
 
 
-def first_san(der):
+def has_dns_or_ip_san(der):
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return None
-    for name in san:
-        if isinstance(name, (x509.DNSName, x509.IPAddress)):
-            return str(name.value)
-    return None
+        return False
+    return any(isinstance(name, (x509.DNSName, x509.IPAddress)) for name in san)
 
 
 class Verifier:
@@ -104,7 +98,7 @@ class Verifier:
         if h["protocol_version"] != sc.PROTOCOL_VERSION or h["role"] not in ("client", "server"):
             raise Invalid("TAMPERED", "line 1", "protocol version or role")
         sid = field(sc.want_str, 1, h, "session_id")
-        if not sc.HEX32.match(sid):
+        if not sc.HEX32.fullmatch(sid):
             raise Invalid("TAMPERED", "line 1", "session_id is not 32 lowercase hex")
         self.session_id = bytes.fromhex(sid)
         self.session_time = field(sc.want_int, 1, h, "session_time")
@@ -115,11 +109,11 @@ class Verifier:
         when = at_ms(self.session_time)
         try:
             self.client_pub, cn = self.trust.validate(self.client_der, "client", at=when)
-            if server_name is None:
-                server_name = first_san(self.server_der)
-                if server_name is None:
-                    raise sc.ProtoError("BAD_CERT", "server certificate without a SAN")
+            # §5 step 2: a recorded server_name is matched as the client matched it; without
+            # one, the certificate must carry a DNS or IP SAN and no name is matched
             self.trust.validate(self.server_der, "server", server_name, at=when)
+            if server_name is None and not has_dns_or_ip_san(self.server_der):
+                raise sc.ProtoError("BAD_CERT", "server certificate without a DNS or IP SAN")
         except sc.ProtoError as e:
             raise Invalid("BAD_CERT", "line 1", e.detail)
         for der, who in ((self.client_der, "client"), (self.server_der, "server")):
@@ -180,7 +174,7 @@ class Verifier:
         if rec["sid"] != self.session_id or rec["dir"] != d:
             raise Invalid("TAMPERED", f"line {n}", "a record of another session or direction")
         if d == "c2s":
-            if rec["to"] not in ("lobby", "server") and not USER_TO.match(rec["to"]):
+            if not sc.is_recipient(rec["to"]):  # PROTOCOL §6.1's recipient rule
                 raise Invalid("TAMPERED", f"line {n}", "c2s record to no valid recipient")
             if rec["sig"] is None or not sc.verify(self.client_pub, rec["sig"], sc.statement(rec)):
                 raise Invalid("SIG_FAIL", f"line {n}", "the client's record signature")
@@ -215,12 +209,12 @@ class Verifier:
             if rec["ts"] < hop_ts - sc.MAX_STORED_AGE_MS - sc.SKEW_MS:
                 raise Invalid("REPLAY", f"line {n}", "stored record older than any queue keeps")
             if rec["ts"] > hop_ts + sc.SKEW_MS:
-                raise Invalid("TAMPERED", f"line {n}", "stored record from after its hop")
+                raise Invalid("STALE", f"line {n}", "stored record dated after its hop")
         else:
             if rec["ts"] < self.session_time - sc.SKEW_MS:
                 raise Invalid("REPLAY", f"line {n}", "relayed record older than the session")
             if rec["ts"] > hop_ts + sc.SKEW_MS:
-                raise Invalid("REPLAY", f"line {n}", "relayed record from after its hop")
+                raise Invalid("STALE", f"line {n}", "relayed record dated after its hop")
         key = (fp, rec["sid"])
         if key in self.marks and rec["seqno"] <= self.marks[key]:
             raise Invalid("REPLAY", f"line {n}", "author record repeated in this transcript")
@@ -264,7 +258,7 @@ class Verifier:
             th_hex = sc.want_str(r, "transcript_sha256", code="TAMPERED")
             signer = sc.want_str(r, "signer", code="TAMPERED")
             sig = sc.b64d(r["sig"], code="TAMPERED", max_size=1024)
-            if not HEX64.match(th_hex) or not HEX64.match(signer):
+            if not sc.HEX64.fullmatch(th_hex) or not sc.HEX64.fullmatch(signer):
                 raise sc.ProtoError("TAMPERED", "hex fields")
         except sc.ProtoError as e:                                                    # 1
             raise Invalid("TAMPERED", where, e.detail)
