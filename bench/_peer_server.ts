@@ -71,7 +71,40 @@ async function memoryMap(): Promise<Record<string, number>> {
       map[`rss ${mapping}`] = (map[`rss ${mapping}`] ?? 0) + Number(rss[1]) * 1024;
     }
   }
+  Object.assign(map, mallocStats());
   return map;
+}
+
+/**
+ * glibc's own count over all its arenas (mallinfo2): bytes handed out and not freed, and
+ * bytes free inside its heaps, which stay resident until trimmed. Read through FFI, so
+ * only on glibc; elsewhere (or if libc.so.6 does not load) nothing is added.
+ */
+function mallocStats(): Record<string, number> {
+  try {
+    const libc = Deno.dlopen(
+      "libc.so.6",
+      {
+        mallinfo2: { parameters: [], result: { struct: Array(10).fill("usize") } },
+      } as const,
+    );
+    try {
+      const raw = libc.symbols.mallinfo2() as Uint8Array;
+      const [arena, , , , hblkhd, , , uordblks, fordblks] = Array.from(
+        new BigUint64Array(raw.buffer, raw.byteOffset, 10),
+        Number,
+      );
+      return {
+        "malloc in use": uordblks + hblkhd,
+        "malloc free in heaps": fordblks,
+        "malloc heaps": arena,
+      };
+    } finally {
+      libc.close();
+    }
+  } catch {
+    return {};
+  }
 }
 
 const gc = (globalThis as { gc?: () => void }).gc;

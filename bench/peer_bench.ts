@@ -27,8 +27,9 @@
  *
  *   deno run -A bench/peer_bench.ts [--quick]
  *   deno run -A bench/peer_bench.ts --breakdown [--quick]   where our CPU goes (see below)
- *   deno run -A bench/peer_bench.ts --idle 200,800   our idle phase alone, RSS per connection
- *     split by owner (V8 spaces, glibc's main heap, other anonymous memory)
+ *   deno run -A bench/peer_bench.ts --idle 200,800   the idle phase alone (InspIRCd's, if
+ *     installed, then ours), our RSS per connection split by owner (V8 spaces, glibc's main
+ *     heap, other anonymous memory, malloc's own count)
  *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
  *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
  */
@@ -45,7 +46,7 @@ import { findInspircd, GNUTLS_PRIORITY, Inspircd, INSPIRCD_INSTALL_HINT } from "
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
-import { Budget, cpuDuring, sampleProcess, threadCpu } from "./_proc.ts";
+import { Budget, cpuDuring, sampleProcess, settledSample, threadCpu } from "./_proc.ts";
 import {
   BENCH_PASSWORD,
   connectLikeClient,
@@ -510,11 +511,15 @@ async function ourBurst(
  * connections of a fresh process also grow its pools (V8's young generation grows by tens of
  * MB under the handshakes' garbage and keeps what it grew; malloc arenas), a one-time cost
  * that divided by 100 connections made most of the figure; the slope is what one more
- * connection costs. RSS from 0 to `low` stays in the details.
+ * connection costs. RSS from 0 to `low` stays in the details. Each level is sampled once the
+ * server's RSS has settled (settledSample): what an idle server keeps, not what it has not
+ * given back yet a second after the last login.
  */
 type IdleLevels = readonly [low: number, high: number];
+/** How long RSS must stay within 1 % to count as settled: V8's memory reducer waits ~8 s. */
+const IDLE_SETTLE_MS = 20_000;
 
-async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
+async function ourIdle(pki: TestPki, [low, high]: IdleLevels, settleMs: number): Promise<Phase> {
   // Joins coalesced as `serve` ships them: every join told to every member at once would
   // make filling the lobby cost O(n²) notices, and the IRC clients here join no channel.
   const server = await OurServer.start(pki, "coalesced");
@@ -547,12 +552,18 @@ async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
       // Each has its welcome; then the last coalesced join notices go out.
       await until(() => clients.every((c) => c.received.notices > 0), "welcomes");
       await sleep(PRESENCE_NOTICE_WINDOW_MS + 200);
-      return { heap: await server.gc(), proc: await sampleProcess(server.pid) };
+      const filled = {
+        ms: performance.now(),
+        cpuSeconds: (await sampleProcess(server.pid)).cpuSeconds,
+      };
+      const proc = await settledSample(server.pid, settleMs);
+      return { filled, proc, heap: await server.gc() };
     };
     const atLow = await holdUpTo(low);
     const t0 = performance.now();
     const atHigh = await holdUpTo(high);
-    const wallSeconds = (performance.now() - t0) / 1000;
+    // The fill's time and CPU, without the wait for the memory to settle.
+    const wallSeconds = (atHigh.filled.ms - t0) / 1000;
     const units = high - low;
     const per = (k: keyof Deno.MemoryUsage) =>
       Math.round((atHigh.heap.memory[k] - atLow.heap.memory[k]) / units);
@@ -565,12 +576,13 @@ async function ourIdle(pki: TestPki, [low, high]: IdleLevels): Promise<Phase> {
     return {
       units,
       wallSeconds,
-      cpuSeconds: atHigh.proc.cpuSeconds - atLow.proc.cpuSeconds,
+      cpuSeconds: atHigh.filled.cpuSeconds - atLow.proc.cpuSeconds,
       extra: {
         levels: [low, high],
         logins_retried_after_timeout: retried,
         rss_at_zero: atZero.rssBytes,
         rss_before: atLow.proc.rssBytes,
+        settle_seconds: [round(atLow.proc.settleSeconds), round(atHigh.proc.settleSeconds)],
         rss_after: atHigh.proc.rssBytes,
         rss_bytes_per_connection_first_low: Math.round(
           (atLow.proc.rssBytes - atZero.rssBytes) / low,
@@ -718,6 +730,7 @@ async function ircIdle(
   files: TlsFiles,
   tls: IrcTls,
   [low, high]: IdleLevels,
+  settleMs: number,
 ): Promise<Phase> {
   const server = await Inspircd.start(binary, files);
   const clients: IrcClient[] = [];
@@ -738,21 +751,26 @@ async function ircIdle(
         }
       }));
       await Promise.all(clients.map((c) => c.welcomed()));
-      await sleep(100);
-      return await sampleProcess(server.pid);
+      const filled = {
+        ms: performance.now(),
+        cpuSeconds: (await sampleProcess(server.pid)).cpuSeconds,
+      };
+      return { filled, ...await settledSample(server.pid, settleMs) };
     };
     const atLow = await holdUpTo(low);
     const t0 = performance.now();
     const atHigh = await holdUpTo(high);
-    const wallSeconds = (performance.now() - t0) / 1000;
+    // The fill's time and CPU, without the wait for the memory to settle.
+    const wallSeconds = (atHigh.filled.ms - t0) / 1000;
     return {
       units: high - low,
       wallSeconds,
-      cpuSeconds: atHigh.cpuSeconds - atLow.cpuSeconds,
+      cpuSeconds: atHigh.filled.cpuSeconds - atLow.cpuSeconds,
       extra: {
         levels: [low, high],
         rss_at_zero: atZero.rssBytes,
         rss_before: atLow.rssBytes,
+        settle_seconds: [round(atLow.settleSeconds), round(atHigh.settleSeconds)],
         rss_after: atHigh.rssBytes,
         rss_bytes_per_connection_first_low: Math.round((atLow.rssBytes - atZero.rssBytes) / low),
       },
@@ -799,6 +817,8 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       ? { ms: 300, minCpuSeconds: 0.05 }
       : { ms: 3000, minCpuSeconds: 0.5 };
     const idle: IdleLevels = opts.quick ? [8, 16] : [200, 800];
+    // Quick: the idle phase shows it works, without the ~80 s of waiting for RSS to settle.
+    const settleMs = opts.quick ? 0 : IDLE_SETTLE_MS;
     /** Messages of a burst phase: full, enough for ≥ 0.5 s of the server's CPU. */
     const burst = opts.quick ? 100 : 2000;
     const ids = new Map(
@@ -822,7 +842,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       setup: await ircSetup(binary, files, tls, span),
       direct: await ircFanOut(binary, files, tls, 1, span),
       relay: await ircFanOut(binary, files, tls, RELAY_RECIPIENTS, span),
-      idle: await ircIdle(binary, files, tls, idle),
+      idle: await ircIdle(binary, files, tls, idle, settleMs),
     };
     const edPki = await ed25519Pki(users);
     const ours = {
@@ -838,7 +858,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       ).finally(() => Deno.remove(edPki.dir, { recursive: true })),
       direct: await ourFanOut(pki, ids, 1, span),
       relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
-      idle: await ourIdle(pki, idle),
+      idle: await ourIdle(pki, idle, settleMs),
     };
 
     const version = await Inspircd.version(binary);
@@ -1006,12 +1026,41 @@ async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
   }
 }
 
-/** `--idle LOW,HIGH`: our idle phase alone, with where its memory goes (no InspIRCd). */
+/**
+ * `--idle LOW,HIGH`: the idle phase alone, with where our memory goes; InspIRCd's same phase
+ * first when it is installed (the same levels for both servers), and the ratio of the slopes.
+ */
 async function idleOnly(levels: IdleLevels): Promise<Record<string, unknown>> {
   const pki = await rsaPki(["user1"]);
   try {
-    const idle = await ourIdle(pki, levels);
-    return { rss_bytes_per_connection: Math.round(rssPer(idle)), ...phaseDetails(idle) };
+    const binary = await findInspircd();
+    const theirs = binary
+      ? await ircIdle(
+        binary,
+        {
+          certFile: `${pki.dir}/server.pem`,
+          keyFile: `${pki.dir}/server.key`,
+          caFile: `${pki.dir}/ca.pem`,
+        },
+        {
+          caCert: await Deno.readTextFile(`${pki.dir}/ca.pem`),
+          cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
+          key: await Deno.readTextFile(`${pki.dir}/user1.key`),
+        },
+        levels,
+        IDLE_SETTLE_MS,
+      )
+      : undefined;
+    const ours = await ourIdle(pki, levels, IDLE_SETTLE_MS);
+    return {
+      rss_bytes_per_connection: Math.round(rssPer(ours)),
+      ...(theirs && {
+        inspircd_rss_bytes_per_connection: Math.round(rssPer(theirs)),
+        ratio: round(rssPer(ours) / rssPer(theirs)),
+        inspircd: phaseDetails(theirs),
+      }),
+      ...phaseDetails(ours),
+    };
   } finally {
     await Deno.remove(pki.dir, { recursive: true });
   }
