@@ -15,6 +15,7 @@ import type { UserStore } from "../store/user_store.ts";
 import { type ByteStreamConn, FrameConnection } from "../wire/connection.ts";
 import { encodeFrame } from "../wire/frame.ts";
 import { utf8 } from "../bytes.ts";
+import { atDeadline } from "../deadlines.ts";
 import {
   Admission,
   type AdmissionLimits,
@@ -267,7 +268,8 @@ export class ChatServer {
         return;
       }
     }
-    await this.#admit(tcp, address, peer);
+    // Returned, not awaited: this frame ends here instead of waiting out the whole session.
+    return this.#admit(tcp, address, peer);
   }
 
   /**
@@ -369,7 +371,7 @@ export class ChatServer {
     // Validated against the CRL in force when its handshake began: one adopted since then
     // (whose sweep could not see this member yet) is applied now.
     if (this.#opts.trust.isRevoked(session.established.peer.serial)) this.#revoke(member);
-    const expiry = atTime(
+    const expiry = atDeadline(
       Math.min(session.established.peer.notAfter.getTime(), this.#opts.trust.ca.notAfter.getTime()),
       () => this.#expire(member),
     );
@@ -544,20 +546,4 @@ async function refuse(stream: ByteStreamConn, code: string): Promise<void> {
   } finally {
     stream.close();
   }
-}
-
-/** The longest delay a timer takes (2^31 − 1 ms, ~24.8 days); a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Runs `action` at `when` (ms since the epoch), however far off; never keeps the process up. */
-function atTime(when: number, action: () => void): { cancel(): void } {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const arm = () => {
-    const wait = when - Date.now();
-    if (wait <= 0) return action();
-    timer = setTimeout(arm, Math.min(wait, MAX_TIMER_MS));
-    Deno.unrefTimer(timer);
-  };
-  arm();
-  return { cancel: () => clearTimeout(timer) };
 }

@@ -600,11 +600,12 @@ export class ChatSession {
     }
   }
 
-  async #nextFrame(): Promise<Uint8Array | null> {
+  /** Not async: an idle session waits in the reader's one promise, not in a frame of its own. */
+  #nextFrame(): Promise<Uint8Array | null> {
     const timeout = this.closing
       ? this.#opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS
       : this.#opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-    return await this.#est.conn.read(timeout);
+    return this.#est.conn.read(timeout);
   }
 
   async #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> {

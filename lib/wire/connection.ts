@@ -5,7 +5,7 @@
  */
 import { SecureChatError } from "../errors.ts";
 import { concat } from "../bytes.ts";
-import { encodeFrame, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
+import { type ByteReader, encodeFrame, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
 
 export interface ByteStreamConn {
   readable: ReadableStream<Uint8Array>;
@@ -18,6 +18,11 @@ export interface ByteStreamConn {
 }
 
 export const DEFAULT_SEND_QUEUE_BYTES = 1024 * 1024;
+
+/** The connection itself is the reader's source: no wrapper object and closure per connection. */
+function readsIntoOurBuffer(conn: ByteStreamConn): conn is ByteStreamConn & ByteReader {
+  return conn.read !== undefined;
+}
 
 export class FrameConnection {
   readonly #conn: ByteStreamConn;
@@ -37,7 +42,7 @@ export class FrameConnection {
   ) {
     this.#conn = conn;
     this.#reader = new FrameReader(
-      conn.read ? { read: (into) => conn.read!(into) } : conn.readable,
+      readsIntoOurBuffer(conn) ? conn : conn.readable,
       options.maxFrameBytes ?? MAX_FRAME_BYTES,
     );
     this.#maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_SEND_QUEUE_BYTES;
@@ -66,25 +71,13 @@ export class FrameConnection {
   }
 
   /**
-   * Reads the next frame payload; null on a clean end of stream.
+   * Reads the next frame payload; null on a clean end of stream. A frame already buffered
+   * needs no deadline; a deadline is an entry of lib/deadlines.ts, not a timer of its own.
    * @throws TIMEOUT when nothing complete arrives within `timeoutMs`, and the
    *   reader's FRAME_TOO_LARGE / PROTOCOL_ERROR.
    */
-  async read(timeoutMs?: number): Promise<Uint8Array | null> {
-    // A frame already buffered needs no deadline: no timer per frame of a burst.
-    if (timeoutMs === undefined || this.#reader.hasFrame) return await this.#reader.read();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new SecureChatError("TIMEOUT", `no complete frame within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([this.#reader.read(), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  read(timeoutMs?: number): Promise<Uint8Array | null> {
+    return this.#reader.read(timeoutMs);
   }
 
   /**

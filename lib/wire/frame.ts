@@ -5,6 +5,7 @@
  */
 import { concat, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
+import { atDeadline, type Deadline } from "../deadlines.ts";
 
 export const MAX_FRAME_BYTES = 64 * 1024;
 
@@ -42,15 +43,33 @@ export const IDLE_READ_BYTES = 1024;
  */
 export const BUSY_READ_BYTES = 16 * 1024;
 
-const EMPTY = new Uint8Array(0);
+/** The caller waiting for the next frame, and when it stops waiting. */
+interface Waiter {
+  promise: Promise<Uint8Array | null>;
+  resolve(frame: Uint8Array | null): void;
+  reject(error: unknown): void;
+  /** The earliest deadline a caller set (ms since the epoch), and its entry. */
+  at?: number;
+  deadline?: Deadline;
+}
 
-/** Reads whole frames from a byte stream. */
+/**
+ * Reads whole frames from a byte stream. An idle connection holds one pending read of the
+ * source and the promise its caller awaits; no chain of suspended async functions (each holds
+ * its frame, its promise and their reactions for as long as the connection stays idle).
+ */
 export class FrameReader {
   #source: ReadableStreamDefaultReader<Uint8Array> | ByteReader;
-  #buffer: Uint8Array = EMPTY;
+  /** Bytes received and not yet taken as a frame: one chunk, or several until a frame is whole. */
+  #chunks: Uint8Array[] = [];
+  #have = 0;
   #maxFrame: number;
-  /** The frame being read, so a read that timed out hands its frame to the next one. */
-  #inFlight: Promise<Uint8Array | null> | null = null;
+  /** A read of the source is pending: never two, they would race for its bytes. */
+  #pulling = false;
+  /** The stream has ended (or failed: `#failure`); what is buffered is all there is. */
+  #ended = false;
+  #failure?: unknown;
+  #waiter?: Waiter;
   #cancelled = false;
   /** The last read filled its buffer: the peer is sending faster than we read. */
   #busy = false;
@@ -61,47 +80,34 @@ export class FrameReader {
   }
 
   /**
-   * The next frame's payload, or null on a clean end of stream between frames.
+   * The next frame's payload, or null on a clean end of stream between frames. A caller that
+   * stops waiting (its deadline passed) loses nothing: the frame in progress stays for the next
+   * read. Callers waiting at once share one read, and the earliest deadline.
+   * @param timeoutMs reject with TIMEOUT unless a whole frame is here within this many ms
    * @throws FRAME_TOO_LARGE for a length of 0 or above the maximum,
-   *   PROTOCOL_ERROR for a stream that ends inside a frame.
+   *   PROTOCOL_ERROR for a stream that ends inside a frame, TIMEOUT
    */
-  read(): Promise<Uint8Array | null> {
-    if (this.#inFlight) return this.#inFlight;
-    const frame = this.#readFrame();
-    this.#inFlight = frame;
-    const settle = () => {
-      if (this.#inFlight === frame) this.#inFlight = null;
-    };
-    frame.then(settle, settle);
-    return frame;
-  }
-
-  async #readFrame(): Promise<Uint8Array | null> {
-    if (!await this.#fill(4)) {
-      if (this.#buffer.length === 0) return null;
-      throw new SecureChatError("PROTOCOL_ERROR", "connection closed inside a length prefix");
+  read(timeoutMs?: number): Promise<Uint8Array | null> {
+    let waiter = this.#waiter;
+    if (!waiter) {
+      try {
+        const frame = this.#takeFrame() ?? (this.#ended ? this.#endOfStream() : undefined);
+        if (frame !== undefined) return Promise.resolve(frame);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      const { promise, resolve, reject } = Promise.withResolvers<Uint8Array | null>();
+      waiter = this.#waiter = { promise, resolve, reject };
+      this.#pull();
     }
-    const length = new DataView(this.#buffer.buffer, this.#buffer.byteOffset, 4).getUint32(0);
-    if (length === 0 || length > this.#maxFrame) {
-      throw new SecureChatError(
-        "FRAME_TOO_LARGE",
-        `frame length ${length} outside 1..${this.#maxFrame}`,
-      );
-    }
-    if (!await this.#fill(4 + length)) {
-      throw new SecureChatError("PROTOCOL_ERROR", "connection closed inside a frame");
-    }
-    const payload = this.#buffer.slice(4, 4 + length);
-    // An empty view would still pin the whole read buffer behind it while idle.
-    this.#buffer = this.#buffer.length === 4 + length ? EMPTY : this.#buffer.subarray(4 + length);
-    return payload;
+    if (timeoutMs !== undefined) this.#limit(waiter, timeoutMs);
+    return waiter.promise;
   }
 
   /** A whole frame is already buffered: the next `read` needs no I/O. */
   get hasFrame(): boolean {
-    if (this.#inFlight || this.#buffer.length < 4) return false;
-    const length = new DataView(this.#buffer.buffer, this.#buffer.byteOffset, 4).getUint32(0);
-    return this.#buffer.length >= 4 + length;
+    if (this.#waiter || this.#have < 4) return false;
+    return this.#have >= 4 + this.#header().getUint32(0);
   }
 
   /** Releases a stream source; a ByteReader source is released by closing its connection. */
@@ -115,49 +121,136 @@ export class FrameReader {
     }
   }
 
-  /**
-   * The next bytes, null at the end of the stream. From a ByteReader, `wanted` bytes
-   * but never fewer than IDLE_READ_BYTES (BUSY_READ_BYTES while the peer keeps our
-   * reads full) are asked for: a frame in progress gets its buffer, an idle connection
-   * only a small one.
-   * A reset or broken connection is the peer's doing, like a write failure: not a bug.
-   */
-  async #readChunk(wanted: number): Promise<Uint8Array | null> {
-    try {
-      if (this.#source instanceof ReadableStreamDefaultReader) {
-        const { value, done } = await this.#source.read();
-        return done ? null : value;
-      }
-      const into = new Uint8Array(
-        Math.max(wanted, this.#busy ? BUSY_READ_BYTES : IDLE_READ_BYTES),
-      );
-      const got = await this.#source.read(into);
-      this.#busy = got === into.length;
-      return got === null ? null : into.subarray(0, got);
-    } catch (cause) {
-      // Our own close interrupts the pending read: an end of stream, as a cancelled stream gives.
-      if (this.#cancelled) return null;
-      throw new SecureChatError("PROTOCOL_ERROR", "connection lost while reading", { cause });
-    }
+  #limit(waiter: Waiter, timeoutMs: number): void {
+    const at = Date.now() + timeoutMs;
+    if (waiter.at !== undefined && waiter.at <= at) return;
+    waiter.deadline?.cancel();
+    waiter.at = at;
+    waiter.deadline = atDeadline(at, () => {
+      if (this.#waiter !== waiter) return;
+      this.#waiter = undefined;
+      waiter.reject(new SecureChatError("TIMEOUT", `no complete frame within ${timeoutMs} ms`));
+    });
   }
 
-  /** Collects chunks and joins them once, so a frame sent one byte at a time stays linear. */
-  async #fill(wanted: number): Promise<boolean> {
-    if (this.#buffer.length >= wanted) return true;
-    const chunks: Uint8Array[] = this.#buffer.length > 0 ? [this.#buffer] : [];
-    let have = this.#buffer.length;
-    let ended = false;
-    while (have < wanted) {
-      const value = await this.#readChunk(wanted - have);
-      if (value === null) {
-        ended = true;
-        break;
-      }
-      chunks.push(value);
-      have += value.length;
+  /** Settles the waiting caller, if any, with the next frame, the end, or the failure. */
+  #settle(): void {
+    const waiter = this.#waiter;
+    if (!waiter) return;
+    let frame: Uint8Array | null | undefined;
+    try {
+      frame = this.#takeFrame();
+      if (frame === undefined && this.#ended) frame = this.#endOfStream();
+    } catch (error) {
+      this.#waiter = undefined;
+      waiter.deadline?.cancel();
+      waiter.reject(error);
+      return;
     }
-    // One chunk (the usual case) is kept as it is: no copy.
-    this.#buffer = chunks.length === 1 ? chunks[0] : concat(...chunks);
-    return !ended;
+    if (frame === undefined) return this.#pull();
+    this.#waiter = undefined;
+    waiter.deadline?.cancel();
+    waiter.resolve(frame);
+  }
+
+  /**
+   * The first whole frame buffered, taken out; undefined while none is.
+   * @throws FRAME_TOO_LARGE
+   */
+  #takeFrame(): Uint8Array | undefined {
+    if (this.#have < 4) return undefined;
+    const length = this.#header().getUint32(0);
+    if (length === 0 || length > this.#maxFrame) {
+      throw new SecureChatError(
+        "FRAME_TOO_LARGE",
+        `frame length ${length} outside 1..${this.#maxFrame}`,
+      );
+    }
+    if (this.#have < 4 + length) return undefined;
+    // Joined once the frame is whole, so a frame sent one byte at a time stays linear.
+    const buffer = this.#chunks.length === 1 ? this.#chunks[0] : concat(...this.#chunks);
+    const payload = buffer.slice(4, 4 + length);
+    this.#have -= 4 + length;
+    // An empty view would still pin the whole read buffer behind it while idle.
+    this.#chunks = this.#have === 0 ? [] : [buffer.subarray(4 + length)];
+    return payload;
+  }
+
+  /** The length prefix, from the first chunk (joined with the next ones if they split it). */
+  #header(): DataView {
+    if (this.#chunks[0].length < 4) this.#chunks = [concat(...this.#chunks)];
+    const first = this.#chunks[0];
+    return new DataView(first.buffer, first.byteOffset, 4);
+  }
+
+  /**
+   * @returns null at a clean end between frames
+   * @throws the stream's failure, or PROTOCOL_ERROR for an end inside a frame
+   */
+  #endOfStream(): null {
+    if (this.#failure !== undefined) throw this.#failure;
+    if (this.#have === 0) return null;
+    if (this.#have < 4) {
+      throw new SecureChatError("PROTOCOL_ERROR", "connection closed inside a length prefix");
+    }
+    throw new SecureChatError("PROTOCOL_ERROR", "connection closed inside a frame");
+  }
+
+  /**
+   * Reads the next bytes from the source, unless a read is pending or the stream is over. From
+   * a ByteReader, the rest of the frame in progress but never fewer than IDLE_READ_BYTES
+   * (BUSY_READ_BYTES while the peer keeps our reads full) are asked for: a frame in progress
+   * gets its buffer, an idle connection only a small one.
+   */
+  #pull(): void {
+    if (this.#pulling || this.#ended) return;
+    this.#pulling = true;
+    if (this.#source instanceof ReadableStreamDefaultReader) {
+      this.#source.read().then(
+        ({ value, done }) => this.#received(done ? null : value),
+        (cause) => this.#lost(cause),
+      );
+      return;
+    }
+    const into = new Uint8Array(
+      Math.max(this.#wanted(), this.#busy ? BUSY_READ_BYTES : IDLE_READ_BYTES),
+    );
+    this.#source.read(into).then(
+      (got) => {
+        this.#busy = got === into.length;
+        this.#received(got === null ? null : into.subarray(0, got));
+      },
+      (cause) => this.#lost(cause),
+    );
+  }
+
+  /** Bytes still missing for the length prefix, or for the frame it announces. */
+  #wanted(): number {
+    if (this.#have < 4) return 4 - this.#have;
+    const length = this.#header().getUint32(0);
+    return length > this.#maxFrame ? 0 : 4 + length - this.#have;
+  }
+
+  #received(chunk: Uint8Array | null): void {
+    this.#pulling = false;
+    if (chunk === null) this.#ended = true;
+    else if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#have += chunk.length;
+    }
+    this.#settle();
+  }
+
+  /** A reset or broken connection is the peer's doing, like a write failure: not a bug. */
+  #lost(cause: unknown): void {
+    this.#pulling = false;
+    this.#ended = true;
+    // Our own close interrupts the pending read: an end of stream, as a cancelled stream gives.
+    if (!this.#cancelled) {
+      this.#failure = new SecureChatError("PROTOCOL_ERROR", "connection lost while reading", {
+        cause,
+      });
+    }
+    this.#settle();
   }
 }

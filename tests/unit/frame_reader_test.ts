@@ -115,3 +115,36 @@ Deno.test("FrameReader: a read abandoned by its caller hands its frame to the ne
   assert.deepEqual(await second, new Uint8Array([9]));
   assert.deepEqual(await first, new Uint8Array([9]));
 });
+
+Deno.test("FrameReader.read(timeoutMs): TIMEOUT when no whole frame comes in time; the frame then goes to the next read", async () => {
+  let deliver: (n: number | null) => void = () => {};
+  const reader = new FrameReader({
+    read(into: Uint8Array): Promise<number | null> {
+      into.set(frame(1, 7));
+      return new Promise((resolve) => deliver = resolve);
+    },
+  });
+  await assert.rejects(
+    reader.read(20),
+    (e) => e instanceof SecureChatError && e.code === "TIMEOUT",
+  );
+  const next = reader.read(1000);
+  deliver(5);
+  assert.deepEqual(await next, new Uint8Array([7]));
+});
+
+Deno.test("FrameReader.read(timeoutMs): callers waiting at once share one read and the earliest deadline", async () => {
+  let calls = 0;
+  const reader = new FrameReader({
+    read(): Promise<number | null> {
+      calls++;
+      return new Promise(() => {}); // the peer stays silent
+    },
+  });
+  const patient = reader.read(60_000);
+  const hurried = reader.read(20);
+  assert.equal(calls, 1);
+  for (const read of [hurried, patient]) {
+    await assert.rejects(read, (e) => e instanceof SecureChatError && e.code === "TIMEOUT");
+  }
+});
