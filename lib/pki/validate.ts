@@ -243,7 +243,10 @@ async function validatePath(
   time: Date,
   key: string,
 ): Promise<Readonly<ValidatedPeer>> {
-  const leaf = parseCertificate(certDer);
+  // Our own copy, parsed: the fields kept below are views into it, so a session's peer holds
+  // one buffer, not the received message's bytes behind its SubjectPublicKeyInfo.
+  const der = certDer.slice();
+  const leaf = parseCertificate(der);
   await verifyPath(leaf, [], [store.ca], {
     ...POLICY,
     time,
@@ -251,7 +254,7 @@ async function validatePath(
     serverName: role === "server" ? expectedName : undefined,
   });
   const peer = Object.freeze({
-    der: certDer.slice(),
+    der,
     fingerprint,
     commonName: commonNameOf(leaf.subject),
     spki: leaf.spki,

@@ -90,8 +90,11 @@ const STORE_REFUSALS: Partial<Record<ErrorCode, RefusalCode>> = {
 
 export class Member {
   readonly bucket: TokenBucket;
-  /** This member's relays still being published (see RELAY_WINDOW). */
-  readonly inFlight = new Set<Promise<void>>();
+  /**
+   * This member's relays still being published (see RELAY_WINDOW). This and the stored-record
+   * books below are made at first use: an idle member holds none of them.
+   */
+  inFlight?: Set<Promise<void>>;
   /** See authorCert: made at the member's first relay, not for every idle session. */
   #authorCert?: AuthorCert;
   /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
@@ -111,9 +114,9 @@ export class Member {
   /** More was queued while a delivery ran: it goes round again. */
   storedAgain = false;
   /** Stored records sent in this session and not yet acknowledged: hop seqno → queue row. */
-  readonly storedSent = new Map<number, number>();
+  storedSent?: Map<number, number>;
   /** Every queue row sent in this session: never sent twice in one session. */
-  readonly storedIds = new Set<number>();
+  storedIds?: Set<number>;
   /**
    * The session published an end-to-end device (PROTOCOL §12.6): it is told of membership
    * changes (`members` bodies, §12.5), which clients without the layer would not understand.
@@ -349,9 +352,10 @@ export class Lobby {
       id: `${from.session.sessionId}:${message.seqno}`,
       seqno: message.seqno,
     });
-    from.inFlight.add(delivery);
-    void delivery.finally(() => from.inFlight.delete(delivery));
-    while (from.inFlight.size >= RELAY_WINDOW) await Promise.race(from.inFlight);
+    const inFlight = from.inFlight ??= new Set();
+    inFlight.add(delivery);
+    void delivery.finally(() => inFlight.delete(delivery));
+    while (inFlight.size >= RELAY_WINDOW) await Promise.race(inFlight);
   }
 
   /** Online and not on the way out: a live relay would reach them. */
@@ -486,7 +490,7 @@ export class Lobby {
       const page = await this.#offline!.queue.pending(member.username, STORED_PAGE, after);
       for (const row of page) {
         after = row.id;
-        if (member.storedIds.has(row.id)) continue;
+        if (member.storedIds?.has(row.id)) continue;
         let relay: ClusterRelay;
         let prepared: PreparedRelay;
         try {
@@ -511,10 +515,10 @@ export class Lobby {
 
   /** Sends one queued record as `stored`, once per session; @returns whether it went. */
   #sendStored(member: Member, row: StoredRow): boolean {
-    if (member.session.closing || member.storedIds.has(row.id)) return false;
+    if (member.session.closing || member.storedIds?.has(row.id)) return false;
     const hop = member.session.relay(row.prepared, "stored");
-    member.storedSent.set(hop, row.id);
-    member.storedIds.add(row.id);
+    (member.storedSent ??= new Map()).set(hop, row.id);
+    (member.storedIds ??= new Set()).add(row.id);
     return true;
   }
 
@@ -525,10 +529,10 @@ export class Lobby {
    */
   async #acknowledged(member: Member, upto: number, unread: Set<number>): Promise<void> {
     const ids: number[] = [];
-    for (const [seqno, id] of member.storedSent) {
+    for (const [seqno, id] of member.storedSent ?? []) {
       if (seqno > upto) continue;
       if (!unread.has(seqno)) ids.push(id);
-      member.storedSent.delete(seqno);
+      member.storedSent!.delete(seqno);
     }
     if (ids.length === 0 || !this.#offline) return;
     try {
