@@ -30,6 +30,9 @@
  *   deno run -A bench/peer_bench.ts --idle 200,800   the idle phase alone (InspIRCd's, if
  *     installed, then ours), our RSS per connection split by owner (V8 spaces, glibc's main
  *     heap, other anonymous memory, malloc's own count)
+ *   deno run -A bench/peer_bench.ts --fanout 4,16,64 [--rounds N]   relay bursts at several
+ *     widths, both servers, RSA-2048 and Ed25519 keys: the per-recipient floor apart from the
+ *     per-message work (the author's signature checked once per message, not per recipient)
  *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
  *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
  */
@@ -431,11 +434,14 @@ async function countingRecipient(
     for (;;) {
       const payload = await conn.read().catch(() => null);
       if (payload === null) return;
-      // The type is the first member of every session message (PROTOCOL §6).
-      const head = decoder.decode(est.records.open(payload).subarray(0, 16));
-      if (head.startsWith('{"type":"relay"')) received.relayed++;
-      else if (head.startsWith('{"type":"msg"')) received.notices++;
-      else if (head.startsWith('{"type":"key_up')) est.records.updateReceive();
+      // The type is the first member of every session message (PROTOCOL §6); a record may
+      // hold several (§3.2).
+      for (const content of est.records.openContents(payload)) {
+        const head = decoder.decode(content.subarray(0, 16));
+        if (head.startsWith('{"type":"relay"')) received.relayed++;
+        else if (head.startsWith('{"type":"msg"')) received.notices++;
+        else if (head.startsWith('{"type":"key_up')) est.records.updateReceive();
+      }
     }
   })();
   return { received, conn };
@@ -1027,6 +1033,64 @@ async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
 }
 
 /**
+ * `--fanout W1,W2,…`: the relay burst (ourBurst) and InspIRCd's channel relay at each width,
+ * `rounds` times, alternating servers. The messages per burst shrink as the width grows
+ * (about BURST_DELIVERIES deliveries each), so that a recipient's backlog stays well inside
+ * the server's send queue (a counting recipient in this process reads 64 sockets in turn).
+ */
+const BURST_DELIVERIES = 8000;
+
+async function fanOut(widths: number[], rounds: number): Promise<Record<string, unknown>> {
+  const binary = await findInspircd();
+  if (!binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
+  const users = Array.from({ length: Math.max(...widths) + 1 }, (_, i) => `user${i + 1}`);
+  const pki = await rsaPki(users);
+  const edPki = await ed25519Pki(users);
+  try {
+    const identities = async (p: TestPki) =>
+      new Map(await Promise.all(users.map(async (n) => [n, await p.identity(n)] as const)));
+    const ids = await identities(pki);
+    const edIds = await identities(edPki);
+    const files: TlsFiles = {
+      certFile: `${pki.dir}/server.pem`,
+      keyFile: `${pki.dir}/server.key`,
+      caFile: `${pki.dir}/ca.pem`,
+    };
+    const tls: IrcTls = {
+      caCert: await Deno.readTextFile(files.caFile),
+      cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
+      key: await Deno.readTextFile(`${pki.dir}/user1.key`),
+    };
+    const span: Span = { ms: 3000, minCpuSeconds: 0.5 };
+    const rows: Record<string, unknown>[] = [];
+    for (let pass = 1; pass <= rounds; pass++) {
+      for (const width of widths) {
+        const messages = Math.max(250, Math.round(BURST_DELIVERIES / width));
+        const irc = cpuMicrosPer(await ircFanOut(binary, files, tls, width, span));
+        const rsa = cpuMicrosPer(await ourBurst(pki, ids, width, messages));
+        const ed = cpuMicrosPer(await ourBurst(edPki, edIds, width, 2 * messages));
+        const row = {
+          round: pass,
+          width,
+          messages,
+          inspircd_us: round(irc, 2),
+          rsa_us: round(rsa, 2),
+          rsa_ratio: round(rsa / irc, 2),
+          ed25519_us: round(ed, 2),
+          ed25519_ratio: round(ed / irc, 2),
+        };
+        console.error(JSON.stringify(row));
+        rows.push(row);
+      }
+    }
+    return { server_cpu_us_per_delivery: rows };
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+    await Deno.remove(edPki.dir, { recursive: true });
+  }
+}
+
+/**
  * `--idle LOW,HIGH`: the idle phase alone, with where our memory goes; InspIRCd's same phase
  * first when it is installed (the same levels for both servers), and the ratio of the slopes.
  */
@@ -1069,7 +1133,14 @@ async function idleOnly(levels: IdleLevels): Promise<Record<string, unknown>> {
 if (import.meta.main) {
   const quick = Deno.args.includes("--quick");
   const idleFlag = Deno.args.indexOf("--idle");
-  const result = idleFlag >= 0
+  const fanOutFlag = Deno.args.indexOf("--fanout");
+  const roundsFlag = Deno.args.indexOf("--rounds");
+  const result = fanOutFlag >= 0
+    ? await fanOut(
+      Deno.args[fanOutFlag + 1].split(",").map(Number),
+      roundsFlag >= 0 ? Number(Deno.args[roundsFlag + 1]) : 1,
+    )
+    : idleFlag >= 0
     ? await idleOnly(Deno.args[idleFlag + 1].split(",").map(Number) as [number, number])
     : Deno.args.includes("--breakdown")
     ? await breakdown(quick)

@@ -50,3 +50,24 @@ export function nextTurn(): Promise<void> {
     port2.postMessage(null);
   });
 }
+
+const atEnd = new Set<() => void>();
+let endScheduled = false;
+
+/**
+ * Runs `task` once when this turn of the event loop is over (from a macrotask, see
+ * nextTurn), however often it is asked for in the turn: work gathered during a turn — the
+ * records a server seals per recipient session (PROTOCOL §3.2) — is done once for all of it.
+ * `task` must not throw: it runs outside any caller.
+ */
+export function atTurnEnd(task: () => void): void {
+  atEnd.add(task);
+  if (endScheduled) return;
+  endScheduled = true;
+  void nextTurn().then(() => {
+    endScheduled = false;
+    const tasks = [...atEnd];
+    atEnd.clear();
+    for (const t of tasks) t();
+  });
+}

@@ -319,11 +319,17 @@ export class HostileClient {
     await this.sendSealed(json(edited), record);
   }
 
-  /** The next record's content. */
+  /** Contents of a record already opened, not read yet (a record may hold several, §3.2). */
+  #unread: Uint8Array[] = [];
+
+  /** The next message's content: the rest of the last record, else the next record's. */
   async readRecord(timeoutMs = 10_000): Promise<Uint8Array> {
-    const payload = await this.conn.readFrame(timeoutMs);
-    if (payload === null) throw new Error("server closed the connection");
-    const content = this.#records().open(payload);
+    if (this.#unread.length === 0) {
+      const payload = await this.conn.readFrame(timeoutMs);
+      if (payload === null) throw new Error("server closed the connection");
+      this.#unread = this.#records().openContents(payload);
+    }
+    const content = this.#unread.shift()!;
     const message = JSON.parse(new TextDecoder().decode(content));
     if (message.type === "error") throw new Error(`server error ${message.code}`);
     return content;
@@ -566,7 +572,10 @@ export class HostileClient {
       let message: Record<string, unknown> | undefined;
       if (sealed) {
         try {
-          message = JSON.parse(new TextDecoder().decode(this.records!.open(payload)));
+          const contents = this.records!.openContents(payload);
+          const decoded = contents.map((c) => JSON.parse(new TextDecoder().decode(c)));
+          messages.push(...decoded.slice(0, -1));
+          message = decoded.at(-1);
         } catch {
           sealed = false; // not under our keys (e.g. we never read the server's flight)
         }

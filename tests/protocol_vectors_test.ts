@@ -503,6 +503,12 @@ async function serverEndsWith(nc: NegativeCase): Promise<string | undefined> {
       case "c2s plaintext":
         c.conn.send(utf8(wire));
         break;
+      case "c2s key_update not last":
+        c.conn.send(c.records.sealContents([utf8('{"type":"key_update"}'), utf8(wire)]));
+        break;
+      case "c2s two in one record":
+        c.conn.send(c.records.sealContents([utf8(wire), utf8(wire)]));
+        break;
       default:
         send(wire);
     }

@@ -1,10 +1,10 @@
 /**
  * The record layer (PROTOCOL §3.2): after server_hello every frame is
- * AES-128-GCM(key, iv XOR counter, u32be(len) || content || zero padding). Each
- * direction has its own key, iv and counter; a counter only goes up under one key
- * and restarts only with a new key (a phase switch or a key update), so a nonce can
- * never repeat under one key, and a dropped, replayed, reordered or injected frame
- * fails to open.
+ * AES-128-GCM(key, iv XOR counter, inner), inner = one or more u32be(len) || content,
+ * then zero padding. Each direction has its own key, iv and counter; a counter only goes
+ * up under one key and restarts only with a new key (a phase switch or a key update), so
+ * a nonce can never repeat under one key, and a dropped, replayed, reordered or injected
+ * frame fails to open.
  */
 import { utf8, wipe } from "../bytes.ts";
 import { counterNonce, openSync, sealSync } from "../crypto/aead.ts";
@@ -19,36 +19,109 @@ export const MAX_INNER_BYTES = Math.floor((64 * 1024 - 16) / RECORD_PADDING) * R
 export const MAX_CONTENT_BYTES = MAX_INNER_BYTES - 4;
 /** A sender must update its key before this many records under one key (PROTOCOL §3.2). */
 export const MAX_RECORDS_PER_KEY = 2 ** 24;
+/** What a content adds to its record's inner plaintext besides its bytes: its length. */
+export const CONTENT_OVERHEAD = 4;
 
-/** u32be(len) || content || zeros, to the next multiple of RECORD_PADDING. */
-export function padContent(content: Uint8Array): Uint8Array {
-  if (content.length > MAX_CONTENT_BYTES) {
-    throw new SecureChatError("INVALID_INPUT", `record content of ${content.length} bytes`);
+/**
+ * u32be(len) || content for each of `contents`, then zeros to the next multiple of
+ * RECORD_PADDING: the padding is paid once per record, not per content (PROTOCOL §3.2).
+ * @throws INVALID_INPUT for no content, an empty one, or more than one record holds
+ */
+export function padContents(contents: readonly Uint8Array[]): Uint8Array {
+  if (contents.length === 0) throw new SecureChatError("INVALID_INPUT", "a record of no content");
+  let used = 0;
+  for (const content of contents) {
+    if (content.length === 0) throw new SecureChatError("INVALID_INPUT", "an empty record content");
+    used += CONTENT_OVERHEAD + content.length;
   }
-  const size = Math.ceil((content.length + 4) / RECORD_PADDING) * RECORD_PADDING;
-  const inner = new Uint8Array(size);
-  new DataView(inner.buffer).setUint32(0, content.length);
-  inner.set(content, 4);
+  if (used > MAX_INNER_BYTES) {
+    throw new SecureChatError("INVALID_INPUT", `record contents of ${used} bytes`);
+  }
+  const inner = new Uint8Array(Math.ceil(used / RECORD_PADDING) * RECORD_PADDING);
+  const view = new DataView(inner.buffer);
+  let at = 0;
+  for (const content of contents) {
+    view.setUint32(at, content.length);
+    inner.set(content, at + CONTENT_OVERHEAD);
+    at += CONTENT_OVERHEAD + content.length;
+  }
   return inner;
 }
 
+/** One content alone in its record (the handshake's records, a client's messages). */
+export function padContent(content: Uint8Array): Uint8Array {
+  return padContents([content]);
+}
+
 /**
- * The content of an opened inner plaintext.
- * @throws PROTOCOL_ERROR for a size that is not a multiple of the padding, a length
- *   beyond it, or a non-zero padding byte
+ * Splits `contents` in order into runs that each fit one record (PROTOCOL §3.2).
+ * @throws INVALID_INPUT for a content too large for any record
  */
-export function unpadContent(inner: Uint8Array): Uint8Array {
+export function recordRuns(contents: readonly Uint8Array[]): Uint8Array[][] {
+  const runs: Uint8Array[][] = [];
+  let run: Uint8Array[] = [];
+  let used = 0;
+  for (const content of contents) {
+    const size = CONTENT_OVERHEAD + content.length;
+    if (size > MAX_INNER_BYTES) {
+      throw new SecureChatError("INVALID_INPUT", `record content of ${content.length} bytes`);
+    }
+    if (used + size > MAX_INNER_BYTES) {
+      runs.push(run);
+      run = [];
+      used = 0;
+    }
+    run.push(content);
+    used += size;
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
+}
+
+/**
+ * The contents of an opened inner plaintext, in order (PROTOCOL §3.2): a length of zero,
+ * or fewer than four bytes left, starts the padding.
+ * @throws PROTOCOL_ERROR for a size that is not a multiple of the padding, no content, a
+ *   length beyond the record, or a non-zero padding byte
+ */
+export function unpadContents(inner: Uint8Array): Uint8Array[] {
   if (inner.length === 0 || inner.length % RECORD_PADDING !== 0) {
     throw new SecureChatError("PROTOCOL_ERROR", `record of ${inner.length} bytes is not padded`);
   }
-  const length = new DataView(inner.buffer, inner.byteOffset, 4).getUint32(0);
-  if (length > inner.length - 4) {
-    throw new SecureChatError("PROTOCOL_ERROR", "record content length beyond its padding");
+  const view = new DataView(inner.buffer, inner.byteOffset, inner.length);
+  const contents: Uint8Array[] = [];
+  let at = 0;
+  while (at + CONTENT_OVERHEAD <= inner.length) {
+    const length = view.getUint32(at);
+    if (length === 0) break;
+    if (length > inner.length - at - CONTENT_OVERHEAD) {
+      throw new SecureChatError("PROTOCOL_ERROR", "record content length beyond its padding");
+    }
+    contents.push(inner.subarray(at + CONTENT_OVERHEAD, at + CONTENT_OVERHEAD + length));
+    at += CONTENT_OVERHEAD + length;
   }
-  for (let i = 4 + length; i < inner.length; i++) {
+  if (contents.length === 0) {
+    throw new SecureChatError("PROTOCOL_ERROR", "record with no content");
+  }
+  for (let i = at; i < inner.length; i++) {
     if (inner[i] !== 0) throw new SecureChatError("PROTOCOL_ERROR", "non-zero record padding");
   }
-  return inner.subarray(4, 4 + length);
+  return contents;
+}
+
+/**
+ * The one content of an opened inner plaintext: handshake records carry one each.
+ * @throws PROTOCOL_ERROR as unpadContents, and for a record of several contents
+ */
+export function unpadContent(inner: Uint8Array): Uint8Array {
+  const contents = unpadContents(inner);
+  if (contents.length !== 1) {
+    throw new SecureChatError(
+      "PROTOCOL_ERROR",
+      `${contents.length} contents in a handshake record`,
+    );
+  }
+  return contents[0];
 }
 
 /** One direction's current key, iv and counter. */
@@ -95,13 +168,33 @@ export class RecordLayer {
 
   /** Seals one message's content into a frame payload. */
   seal(content: Uint8Array): Uint8Array {
-    return sealSync(this.#send.keys.key, this.#send.nextNonce(), padContent(content), RECORD_AAD);
+    return this.sealContents([content]);
   }
 
-  /** @throws DECRYPT_FAIL, PROTOCOL_ERROR (padding) */
+  /** Seals several messages' contents, in order, into one frame payload (PROTOCOL §3.2). */
+  sealContents(contents: readonly Uint8Array[]): Uint8Array {
+    return sealSync(this.#send.keys.key, this.#send.nextNonce(), padContents(contents), RECORD_AAD);
+  }
+
+  /**
+   * Opens a record of exactly one content (the handshake's).
+   * @throws DECRYPT_FAIL, PROTOCOL_ERROR (padding, several contents)
+   */
   open(payload: Uint8Array): Uint8Array {
+    return unpadContent(this.#openInner(payload));
+  }
+
+  /**
+   * Opens a session record: its contents in order, each a message (PROTOCOL §3.2).
+   * @throws DECRYPT_FAIL, PROTOCOL_ERROR (padding)
+   */
+  openContents(payload: Uint8Array): Uint8Array[] {
+    return unpadContents(this.#openInner(payload));
+  }
+
+  #openInner(payload: Uint8Array): Uint8Array {
     const nonce = this.#receive.nextNonce();
-    return unpadContent(openSync(this.#receive.keys.key, nonce, payload, RECORD_AAD));
+    return openSync(this.#receive.keys.key, nonce, payload, RECORD_AAD);
   }
 
   /** From now on we send under the application secret `secret` (counter 0). */

@@ -77,7 +77,8 @@ import type { E2eEnvelope } from "../e2e/envelope.ts";
 import { SequenceWindow } from "./replay.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import type { TrustStore } from "../pki/validate.ts";
-import { spendTurn } from "../turn.ts";
+import { atTurnEnd, spendTurn } from "../turn.ts";
+import { CONTENT_OVERHEAD, RECORD_PADDING, recordRuns } from "../handshake/record.ts";
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
@@ -176,6 +177,8 @@ type CloseState = { sent: boolean; received: boolean; receiptSent: boolean };
 
 /** Received messages held at most before their lines are written and they are acted on. */
 const MAX_HELD = 64;
+/** A record's bytes on the wire beyond its contents', at most: frame length, tag, padding. */
+const RECORD_WIRE_OVERHEAD = 4 + 16 + RECORD_PADDING - 1;
 
 export class ChatSession {
   readonly #est: EstablishedSession;
@@ -190,6 +193,14 @@ export class ChatSession {
    * made at the first relay: an idle session holds none.
    */
   #authorCerts?: SessionCertList<true>;
+  /**
+   * Server: the session messages made during this turn of the event loop, not sealed yet.
+   * At the turn's end they leave together: as few records as hold them, one seal and one
+   * frame each (PROTOCOL §3.2), instead of one per message.
+   */
+  #outbox: Uint8Array[] = [];
+  #outboxBytes = 0;
+  readonly #sendOutboxAtTurnEnd = () => this.#sendOutbox();
   #sendSeqno = 0;
   #sendTs = 0;
   #receiveTs = 0;
@@ -350,7 +361,7 @@ export class ChatSession {
       }
       record.sig = await signing;
       const { wire, line } = prepareMsg("c2s", record, k, e2e);
-      const payload = this.#sealWithUpdate(utf8(wire));
+      const payload = this.#sealWithUpdate([utf8(wire)]);
       // Recorded before it leaves: a connection that fails while the record is on its way
       // may still have delivered it, and the transcript (and its content key, for an
       // opening) must then hold what was sent.
@@ -390,14 +401,42 @@ export class ChatSession {
     this.#emit(prepareRefused(seqno, ts, of, code));
   }
 
-  /** Seals, queues and records one session message at once (the server never waits). */
+  /**
+   * Queues and records one session message at once (the server never waits); it is sealed
+   * with the others of this turn when the turn ends (#sendOutbox).
+   * @throws SLOW_CONSUMER when the peer stopped reading, as a send now would; TRANSCRIPT_IO
+   */
   #emit(message: { wire: string; line: PreparedLine }): void {
-    this.#est.conn.send(this.#sealWithUpdate(utf8(message.wire)));
+    const content = utf8(message.wire);
+    const bytes = CONTENT_OVERHEAD + content.length;
+    this.#est.conn.assertRoom(this.#outboxBytes + bytes + RECORD_WIRE_OVERHEAD);
+    this.#outbox.push(content);
+    this.#outboxBytes += bytes;
+    if (this.#outbox.length === 1) atTurnEnd(this.#sendOutboxAtTurnEnd);
     this.#transcript.append(message.line);
   }
 
+  /**
+   * Seals and queues the messages #emit gathered, in order. Called at the turn's end, and
+   * before anything else is sent so that nothing overtakes them. A failure ends the session
+   * as a failed send does (the peer is gone or stopped reading).
+   */
+  #sendOutbox(): void {
+    if (this.#outbox.length === 0) return;
+    const contents = this.#outbox;
+    this.#outbox = [];
+    this.#outboxBytes = 0;
+    try {
+      for (const run of recordRuns(contents)) this.#est.conn.send(this.#sealWithUpdate(run));
+    } catch (error) {
+      this.abort(
+        error instanceof SecureChatError ? error : new SecureChatError("INTERNAL", String(error)),
+      );
+    }
+  }
+
   /** Seals one record, first sending a key_update when the key is due (§4.4). */
-  #sealWithUpdate(content: Uint8Array): Uint8Array {
+  #sealWithUpdate(contents: Uint8Array[]): Uint8Array {
     const records = this.#est.records;
     const limit = this.#opts.keyUpdateRecords ?? DEFAULT_KEY_UPDATE_RECORDS;
     const age = Date.now() - this.#keySince;
@@ -408,7 +447,7 @@ export class ChatSession {
       records.updateSend();
       this.#keySince = Date.now();
     }
-    return records.seal(content);
+    return records.sealContents(contents);
   }
 
   /**
@@ -530,6 +569,7 @@ export class ChatSession {
   abort(error: SecureChatError): void {
     this.#aborted ??= error;
     this.#ended = true;
+    this.#outbox = [];
     this.#est.conn.close();
   }
 
@@ -539,6 +579,7 @@ export class ChatSession {
    */
   async terminate(error: SecureChatError): Promise<void> {
     if (this.#ended) return;
+    this.#sendOutbox(); // what was made before the error goes before it
     this.#aborted ??= error;
     this.#ended = true;
     try {
@@ -575,6 +616,7 @@ export class ChatSession {
     } finally {
       this.#abandonPasswordChange();
       clearTimeout(this.#closeTimer);
+      this.#sendOutbox();
       await this.#est.conn.flush(1000);
       this.#est.conn.close();
     }
@@ -608,8 +650,19 @@ export class ChatSession {
     return this.#est.conn.read(timeout);
   }
 
+  /** One record: each of its messages in order, as if each had come alone (PROTOCOL §3.2). */
   async #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> {
-    const content = this.#est.records.open(payload);
+    const contents = this.#est.records.openContents(payload);
+    for (let i = 0; i < contents.length; i++) {
+      await this.#handleContent(contents[i], i === contents.length - 1, handlers);
+    }
+  }
+
+  async #handleContent(
+    content: Uint8Array,
+    lastOfRecord: boolean,
+    handlers: SessionHandlers,
+  ): Promise<void> {
     const message = parseMessage(
       content,
       this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
@@ -618,6 +671,10 @@ export class ChatSession {
       case "error":
         throw errorFromPeer(message.code, message.message, true);
       case "key_update":
+        // The next record is under the new key: nothing may follow in this one.
+        if (!lastOfRecord) {
+          throw new SecureChatError("PROTOCOL_ERROR", "key_update before the end of its record");
+        }
         this.#est.records.updateReceive();
         return;
       case "close":
@@ -848,7 +905,8 @@ export class ChatSession {
   }
 
   #sendControl(message: unknown): void {
-    this.#est.conn.send(this.#sealWithUpdate(utf8(JSON.stringify(message))));
+    this.#sendOutbox(); // the session messages made before it go first
+    this.#est.conn.send(this.#sealWithUpdate([utf8(JSON.stringify(message))]));
   }
 
   #armCloseTimer(): void {
@@ -860,6 +918,7 @@ export class ChatSession {
 
   /** Ends without the full exchange: keep what we have, tell the peer why where we can. */
   async #end(outcome: "peer_gone" | "error", error?: unknown): Promise<SessionEnd> {
+    if (!this.#est.conn.closed) this.#sendOutbox(); // made before the end: they go first
     this.#ended = true;
     const code = error === undefined ? undefined : codeOf(error);
     if (error instanceof SecureChatError && !isFromPeer(error) && !this.#est.conn.closed) {

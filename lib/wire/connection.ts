@@ -85,19 +85,29 @@ export class FrameConnection {
    * the queue is full, the frame is refused with SLOW_CONSUMER instead.
    */
   send(payload: Uint8Array): void {
+    const wire = encodeFrame(payload);
+    this.assertRoom(wire.length);
+    this.#queued += wire.length;
+    this.#pending.push(wire);
+    // Started after the current job: the frames it queues go out together.
+    this.#writer ??= Promise.resolve().then(() => this.#drain());
+  }
+
+  /**
+   * Throws what `send` would throw for `bytes` more bytes on the wire now: for a sender
+   * that gathers what it sends this turn and seals it at the turn's end (PROTOCOL §3.2),
+   * so that a peer that stopped reading is refused when the message is made.
+   * @throws the write error once a write failed, PROTOCOL_ERROR once closed, SLOW_CONSUMER
+   */
+  assertRoom(bytes: number): void {
     if (this.#writeError) throw this.#writeError;
     if (this.#closed) throw new SecureChatError("PROTOCOL_ERROR", "connection is closed");
-    const wire = encodeFrame(payload);
-    if (this.#queued + wire.length > this.#maxQueuedBytes) {
+    if (this.#queued + bytes > this.#maxQueuedBytes) {
       throw new SecureChatError(
         "SLOW_CONSUMER",
         `peer is not reading: ${this.#queued} bytes already queued`,
       );
     }
-    this.#queued += wire.length;
-    this.#pending.push(wire);
-    // Started after the current job: the frames it queues go out together.
-    this.#writer ??= Promise.resolve().then(() => this.#drain());
   }
 
   get #writing(): Promise<void> {

@@ -108,27 +108,34 @@ class Resealer {
       return undefined;
     }
     const layer = this.#layer ??= this.#handshakeLayer();
-    const message = JSON.parse(new TextDecoder().decode(layer.open(frame.payload)));
-    if (message.type === "auth_ok") this.#user = message.username;
-    let out = message;
-    for (const rewrite of this.rewrites) {
-      const replaced = rewrite(message, { conn: frame.conn, user: this.#user });
-      if (replaced) {
-        out = replaced;
-        break;
+    // A handshake record holds one message, a session record one or more (§3.2): each is
+    // rewritten on its own, and they are sealed again together, as the server sent them.
+    const contents = this.#finished < 2
+      ? [layer.open(frame.payload)]
+      : layer.openContents(frame.payload);
+    const messages = contents.map((c) => JSON.parse(new TextDecoder().decode(c)));
+    const out = messages.map((message) => {
+      if (message.type === "auth_ok") this.#user = message.username;
+      for (const rewrite of this.rewrites) {
+        const replaced = rewrite(message, { conn: frame.conn, user: this.#user });
+        if (replaced) return replaced;
       }
-    }
-    const sealed = layer.seal(utf8(JSON.stringify(out)));
+      return message;
+    });
+    const sealed = layer.sealContents(out.map((m) => utf8(JSON.stringify(m))));
     // As the client does: the application secret after the second finished, the next one
-    // after each key_update — both for what we open and for what we seal.
-    if (message.type === "finished" && ++this.#finished === 2) {
-      const app = this.#appSecret!();
-      layer.switchReceive(app);
-      layer.switchSend(app.slice());
-    }
-    if (message.type === "key_update") {
-      layer.updateReceive();
-      layer.updateSend();
+    // after each key_update (the last message of its record) — both for what we open and for
+    // what we seal.
+    for (const message of messages) {
+      if (message.type === "finished" && ++this.#finished === 2) {
+        const app = this.#appSecret!();
+        layer.switchReceive(app);
+        layer.switchSend(app.slice());
+      }
+      if (message.type === "key_update") {
+        layer.updateReceive();
+        layer.updateSend();
+      }
     }
     return [sealed];
   }

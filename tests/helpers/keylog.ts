@@ -45,13 +45,19 @@ export function decryptWithKeylog(frames: ProxiedFrame[], keylog: string): Opene
       const layer = new RecordLayer(keys, keys);
       let finished = 0;
       for (const frame of of(dir).slice(1)) {
-        const message = JSON.parse(decoder.decode(layer.open(frame.payload)));
-        opened.push({ conn, dir, message });
-        // Each direction moves to its application secret after its phase 2 finished (§5).
-        if (message.type === "finished" && ++finished === 2) {
-          layer.switchReceive(mine.get(`APP_TRAFFIC_${dir.toUpperCase()}_0`)!);
+        // A handshake record holds one message, a session record one or more (§3.2).
+        const contents = finished < 2
+          ? [layer.open(frame.payload)]
+          : layer.openContents(frame.payload);
+        for (const content of contents) {
+          const message = JSON.parse(decoder.decode(content));
+          opened.push({ conn, dir, message });
+          // Each direction moves to its application secret after its phase 2 finished (§5).
+          if (message.type === "finished" && ++finished === 2) {
+            layer.switchReceive(mine.get(`APP_TRAFFIC_${dir.toUpperCase()}_0`)!);
+          }
+          if (message.type === "key_update") layer.updateReceive();
         }
-        if (message.type === "key_update") layer.updateReceive();
       }
     }
   }

@@ -903,6 +903,40 @@ def recipient_rule_cases():
     return [(f"recipient rule: {to!r}", want, rule(to)) for to, want in cases]
 
 
+def check_records(path):
+    """records.json (§3.2): each payload is its inner plaintext sealed at its counter; a
+    receiver reads the listed contents from it, in order, or refuses it with the listed code."""
+    with open(path) as f:
+        v = json.load(f)
+    key, iv = unhex(v["key_hex"]), unhex(v["iv_hex"])
+    failed = 0
+    for case in v["cases"]:
+        inner, payload = unhex(case["inner_hex"]), unhex(case["payload_hex"])
+        nonce = sc.counter_nonce(iv, case["counter"])
+        try:
+            eq(f"{case['name']}: payload", sc.AESGCM(key).encrypt(nonce, inner, sc.RECORD_AAD),
+               payload)
+            opened = sc.AESGCM(key).decrypt(nonce, payload, sc.RECORD_AAD)
+            try:
+                got = [c.decode() for c in (sc.unpad_contents(opened)
+                                            if case["context"] == "session"
+                                            else [sc.unpad_inner(opened)])]
+            except sc.ProtoError as e:
+                got = e.code
+            eq(f"{case['name']}: read", got, case.get("contents", case.get("error")))
+            if "contents" in case and case["context"] == "session":
+                eq(f"{case['name']}: padded", sc.pad_contents([c.encode() for c in got]), inner)
+            print(f"RECORD {case['name']!r} OK", flush=True)
+        except Mismatch as e:
+            failed += 1
+            print(f"RECORD {case['name']!r} FAIL {e}", flush=True)
+    name = os.path.basename(path)
+    verdict = f"FAIL {failed} of {len(v['cases'])} cases" if failed else \
+        f"OK {len(v['cases'])} records sealed, opened and read as recorded"
+    print(f"VECTOR {name} {verdict}", flush=True)
+    return failed
+
+
 def main():
     sc.out = lambda line: None  # the replayed client's chat output is not this report
     here = os.path.dirname(os.path.abspath(__file__))
@@ -913,6 +947,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="securechat-vectors-") as work:
         for name in sorted(os.listdir(vdir)):
             if not name.endswith(".json") or name == "negative.json":
+                continue
+            if name == "records.json":
+                failed += check_records(os.path.join(vdir, name))
                 continue
             with open(os.path.join(vdir, name)) as f:
                 v = json.load(f)

@@ -1726,23 +1726,45 @@ class Conn:
 
 def pad_inner(content):
     """§3.2: u32be(len) || content || zeros, to the smallest multiple of 256 that holds it."""
-    n = 4 + len(content)
-    size = -(-n // RECORD_PADDING) * RECORD_PADDING
+    return pad_contents([content])
+
+
+def pad_contents(contents):
+    """§3.2: u32be(len) || content for each, then zeros to a multiple of 256: padded once."""
+    body = b"".join(u32(len(c)) + c for c in contents)
+    size = -(-len(body) // RECORD_PADDING) * RECORD_PADDING
     if size > MAX_INNER:
-        raise ProtoError("INTERNAL", f"content of {len(content)} bytes does not fit a record")
-    return u32(len(content)) + content + bytes(size - n)
+        raise ProtoError("INTERNAL", f"contents of {len(body)} bytes do not fit a record")
+    return body + bytes(size - len(body))
+
+
+def unpad_contents(inner):
+    """§3.2 receiver checks, PROTOCOL_ERROR: the record's contents in order. A zero length,
+    or fewer than 4 bytes left, starts the padding."""
+    if len(inner) % RECORD_PADDING != 0 or len(inner) < 4:
+        raise ProtoError("PROTOCOL_ERROR", "inner length is not a multiple of 256")
+    contents, at = [], 0
+    while at + 4 <= len(inner):
+        (n,) = struct.unpack(">I", inner[at:at + 4])
+        if n == 0:
+            break
+        if n > len(inner) - at - 4:
+            raise ProtoError("PROTOCOL_ERROR", "content length beyond the record")
+        contents.append(inner[at + 4:at + 4 + n])
+        at += 4 + n
+    if not contents:
+        raise ProtoError("PROTOCOL_ERROR", "record with no content")
+    if any(inner[at:]):
+        raise ProtoError("PROTOCOL_ERROR", "non-zero padding")
+    return contents
 
 
 def unpad_inner(inner):
-    """§3.2 receiver checks, PROTOCOL_ERROR."""
-    if len(inner) % RECORD_PADDING != 0 or len(inner) < 4:
-        raise ProtoError("PROTOCOL_ERROR", "inner length is not a multiple of 256")
-    (n,) = struct.unpack(">I", inner[:4])
-    if n > len(inner) - 4:
-        raise ProtoError("PROTOCOL_ERROR", "content length beyond the record")
-    if any(inner[4 + n:]):
-        raise ProtoError("PROTOCOL_ERROR", "non-zero padding")
-    return inner[4:4 + n]
+    """A handshake record: exactly one content (§3.2)."""
+    contents = unpad_contents(inner)
+    if len(contents) != 1:
+        raise ProtoError("PROTOCOL_ERROR", "several contents in a handshake record")
+    return contents[0]
 
 
 def counter_nonce(iv, n):
@@ -1781,6 +1803,13 @@ class RecordDirection:
         return payload
 
     def open(self, payload):
+        return unpad_inner(self._open_inner(payload))
+
+    def open_contents(self, payload):
+        """A session record: one or more contents, in order (§3.2)."""
+        return unpad_contents(self._open_inner(payload))
+
+    def _open_inner(self, payload):
         if self.n >= RECORD_LIMIT:
             raise ProtoError("PROTOCOL_ERROR", "record beyond the counter limit")
         try:
@@ -1788,7 +1817,7 @@ class RecordDirection:
         except (InvalidTag, ValueError):
             raise ProtoError("DECRYPT_FAIL", "record does not open")
         self.n += 1
-        return unpad_inner(inner)
+        return inner
 
 
 # ---------------------------------------------------------------- transcript (TRANSCRIPT.md)
@@ -1957,6 +1986,8 @@ class Client:
         self.tx = None           # our sending direction, once we have keys
         self.rx = None
         self.peer_record_opened = False
+        self.in_session = False  # after the handshake a record may hold several messages (§3.2)
+        self.unread = []         # contents of the last record not read yet
         self.state_lock = threading.Lock()   # our sending side: tx, seqnos, close
         self.close_sent = False
         self.close_started = None
@@ -1981,17 +2012,23 @@ class Client:
         return content
 
     def read_content(self):
-        """Read one frame, open it as a record; returns (content bytes, parsed message).
+        """The next message: the rest of the last record, else the next frame opened as a
+        record (one or more contents, §3.2); returns (content bytes, parsed message).
         A plaintext `error` is accepted only before the first peer record opened (§3.3)."""
-        payload = self.conn.read_frame()
-        try:
-            content = self.rx.open(payload)
-        except ProtoError as e:
-            if e.code == "DECRYPT_FAIL" and not self.peer_record_opened:
-                self._plaintext_error(payload, e)
-            raise
-        self.peer_record_opened = True
+        if not self.unread:
+            payload = self.conn.read_frame()
+            try:
+                self.unread = self.rx.open_contents(payload) if self.in_session else \
+                    [self.rx.open(payload)]
+            except ProtoError as e:
+                if e.code == "DECRYPT_FAIL" and not self.peer_record_opened:
+                    self._plaintext_error(payload, e)
+                raise
+            self.peer_record_opened = True
+        content = self.unread.pop(0)
         msg = parse_json(content)
+        if msg["type"] == "key_update" and self.unread:
+            raise ProtoError("PROTOCOL_ERROR", "key_update before the end of its record")
         if msg["type"] == "error":
             self._raise_peer_error(msg)
         return content, msg
@@ -2159,6 +2196,7 @@ class Client:
         ms.application(hfinal)
         self.session_id = ms.session_id
         self.rx.switch(ms.app_s2c_0)
+        self.in_session = True
 
         # 12. our phase 2 finished under the handshake key; then c2s switches to app_c2s_0
         with self.state_lock:

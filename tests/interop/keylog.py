@@ -100,15 +100,23 @@ class Direction:
         self.app0, self.finished = app0, 0
 
     def open(self, payload):
-        content = self.rec.open(payload)
-        msg = sc.parse_json(content)
-        if msg["type"] == "finished":
-            self.finished += 1
-            if self.finished == 2:
-                self.rec.switch(self.app0)
-        elif msg["type"] == "key_update":
-            self.rec.update()
-        return content, msg
+        """The record's messages, [(content, msg)]: one in the handshake, one or more in the
+        session (PROTOCOL §3.2)."""
+        if self.finished < 2:
+            contents = [self.rec.open(payload)]
+        else:
+            contents = self.rec.open_contents(payload)
+        out = []
+        for content in contents:
+            msg = sc.parse_json(content)
+            if msg["type"] == "finished":
+                self.finished += 1
+                if self.finished == 2:
+                    self.rec.switch(self.app0)
+            elif msg["type"] == "key_update":
+                self.rec.update()
+            out.append((content, msg))
+        return out
 
 
 def carrier(msg):
@@ -137,14 +145,15 @@ def audit_session(n, c2s, s2c, secrets, seen_text):
     for name, captured in (("c2s", c2s), ("s2c", s2c)):
         d = Direction(hs, h1, name, keys[f"APP_TRAFFIC_{name.upper()}_0"])
         for payload in captured[1:]:
-            content, msg = d.open(payload)
-            seen_text.append(content)
-            body = readable_body(msg) if msg["type"] in ("msg", "relay", "stored") else None
-            if body is not None:
-                seen_text.append(body)
-            if msg["type"] in ("msg", "relay", "stored"):
-                to = msg["record"]["to"]
-                print(f"AUDIT {n} {name} {msg['type']} to={to} carrier={carrier(msg)}", flush=True)
+            for content, msg in d.open(payload):
+                seen_text.append(content)
+                body = readable_body(msg) if msg["type"] in ("msg", "relay", "stored") else None
+                if body is not None:
+                    seen_text.append(body)
+                if msg["type"] in ("msg", "relay", "stored"):
+                    to = msg["record"]["to"]
+                    print(f"AUDIT {n} {name} {msg['type']} to={to} carrier={carrier(msg)}",
+                          flush=True)
 
 
 def audit(args):

@@ -1048,6 +1048,10 @@ def negative_case(case):
                 {"type": "msg", "record": wire, "k": sc.b64e(k)})))
             inner[-1] = 1
             a.conn.write_frame(a.tx.seal_inner(bytes(inner)))
+        elif target in ("c2s key_update not last", "c2s two in one record"):
+            msg = sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
+            first = sc.enc_json({"type": "key_update"}) if "key_update" in target else msg
+            a.conn.write_frame(a.tx.seal_inner(sc.pad_contents([first, msg])))
         else:
             return f"unknown target {target!r}"
         return a.await_error()

@@ -1,0 +1,93 @@
+/**
+ * The record layer's inner plaintext (PROTOCOL §3.2): several messages per record, padded once,
+ * against tests/vectors/protocol/records.json (tests/helpers/generate_record_vectors.ts).
+ */
+import assert from "node:assert/strict";
+import { fromHex, toHex, utf8 } from "../../lib/bytes.ts";
+import { counterNonce, openSync, sealSync } from "../../lib/crypto/aead.ts";
+import { codeOf } from "../../lib/errors.ts";
+import {
+  MAX_INNER_BYTES,
+  padContents,
+  RECORD_AAD,
+  RecordLayer,
+  recordRuns,
+  unpadContent,
+  unpadContents,
+} from "../../lib/handshake/record.ts";
+
+interface RecordCase {
+  name: string;
+  context: "session" | "handshake";
+  counter: number;
+  inner_hex: string;
+  payload_hex: string;
+  contents?: string[];
+  error?: string;
+}
+
+const vectors: { key_hex: string; iv_hex: string; cases: RecordCase[] } = JSON.parse(
+  await Deno.readTextFile(new URL("../vectors/protocol/records.json", import.meta.url)),
+);
+const key = fromHex(vectors.key_hex);
+const iv = fromHex(vectors.iv_hex);
+const decoder = new TextDecoder();
+
+/** What a receiver reads from the case's payload: its contents, or the code it refuses with. */
+function receive(c: RecordCase): string[] | string {
+  const inner = openSync(key, counterNonce(iv, c.counter), fromHex(c.payload_hex), RECORD_AAD);
+  try {
+    const contents = c.context === "handshake" ? [unpadContent(inner)] : unpadContents(inner);
+    return contents.map((b) => decoder.decode(b));
+  } catch (error) {
+    return codeOf(error);
+  }
+}
+
+for (const c of vectors.cases) {
+  Deno.test(`record vector: ${c.name} → ${c.error ?? `${c.contents!.length} content(s)`}`, () => {
+    // The payload is the inner plaintext sealed at its counter, byte for byte.
+    const sealed = sealSync(key, counterNonce(iv, c.counter), fromHex(c.inner_hex), RECORD_AAD);
+    assert.equal(toHex(sealed), c.payload_hex);
+    assert.deepEqual(receive(c), c.error ?? c.contents);
+    if (c.contents && c.context === "session") {
+      // A sender of the same messages makes the same inner plaintext.
+      assert.equal(toHex(padContents(c.contents.map(utf8))), c.inner_hex);
+    }
+  });
+}
+
+Deno.test("RecordLayer: contents sealed together open together, in order, one counter each record", () => {
+  const keys = { key, iv };
+  const sender = new RecordLayer(keys, keys);
+  const receiver = new RecordLayer(keys, keys);
+  const first = sender.sealContents(["a", "bb", "ccc"].map(utf8));
+  const second = sender.seal(utf8("d"));
+  assert.deepEqual(receiver.openContents(first).map((b) => decoder.decode(b)), ["a", "bb", "ccc"]);
+  assert.deepEqual(receiver.openContents(second).map((b) => decoder.decode(b)), ["d"]);
+  // Handshake reads take one content only.
+  const third = sender.sealContents(["e", "f"].map(utf8));
+  assert.throws(() => receiver.open(third), (e) => codeOf(e) === "PROTOCOL_ERROR");
+});
+
+Deno.test("padContents() refuses no content, an empty one, or more than one record holds", () => {
+  for (
+    const contents of [[], [new Uint8Array(0)], [new Uint8Array(MAX_INNER_BYTES - 3)]]
+  ) {
+    assert.throws(() => padContents(contents), (e) => codeOf(e) === "INVALID_INPUT");
+  }
+  assert.equal(padContents([new Uint8Array(MAX_INNER_BYTES - 4)]).length, MAX_INNER_BYTES);
+});
+
+Deno.test("recordRuns() keeps order and fills each record up to the largest inner plaintext", () => {
+  const big = new Uint8Array(40_000);
+  const small = new Uint8Array(100);
+  const runs = recordRuns([big, small, big, big, small]);
+  assert.deepEqual(runs.map((r) => r.length), [2, 1, 2]);
+  assert.deepEqual(runs.flat(), [big, small, big, big, small]);
+  for (const run of runs) assert.ok(padContents(run).length <= MAX_INNER_BYTES);
+  assert.throws(
+    () => recordRuns([new Uint8Array(MAX_INNER_BYTES)]),
+    (e) => codeOf(e) === "INVALID_INPUT",
+  );
+});
