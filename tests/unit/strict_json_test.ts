@@ -72,6 +72,38 @@ Deno.test("parseStrictJson() refuses a repeated member name at any depth, __prot
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
 });
 
+Deno.test("parseStrictJson(): the repeated-member check is not fooled by brackets, quotes, escapes or whitespace", () => {
+  const allowed = [
+    '{"a":"}{\\"a\\":1","b":1}', // a string holding what looks like a repeated member
+    '{"a":"[","b":"]","c":"{"}',
+    '{"a":{"a":1},"b":[{"a":1},{"a":2}]}', // one name in sibling and nested objects
+    '{"k":"a","v":"k"}', // a value equal to a name
+    '{"a\\\\":1,"a":2}', // a\\ and a are two names
+    '["a","a",{"a":1}]',
+  ];
+  for (const text of allowed) assert.deepEqual(parseStrictJson(text), JSON.parse(text), text);
+  const repeated = [
+    '{"x\\"y":1,"x\\u0022y":2}', // x"y both times
+    '{"a":1,"b":{"c":1,"d":[1,{"e":2}]},"a":2}', // after nested containers closed
+    '{"a" :1, "a"\n\t:2}', // whitespace before the colon
+    '[1,[2,{"z":{}, "z":[]}]]',
+  ];
+  for (const text of repeated) assert.throws(() => parseStrictJson(text), /appears twice/, text);
+});
+
+Deno.test("parseStrictJson() refuses nesting beyond 64 levels, and a hostile depth, as StrictJsonError", () => {
+  const nested = (n: number) => "[".repeat(n) + "]".repeat(n);
+  assert.deepEqual(parseStrictJson(nested(65)), JSON.parse(nested(65)));
+  assert.throws(() => parseStrictJson(nested(66)), /nesting too deep/);
+  assert.throws(
+    () => parseStrictJson('{"a":'.repeat(70) + "1" + "}".repeat(70)),
+    /nesting too deep/,
+  );
+  for (const n of [10_000, 200_000]) {
+    assert.throws(() => parseStrictJson(nested(n)), StrictJsonError, `${n} levels`);
+  }
+});
+
 Deno.test("parseStrictJson() agrees with JSON.parse on fuzzed protocol messages", () => {
   const rng = new Rng(SEED ^ 0x150a);
   let accepted = 0;
