@@ -1015,10 +1015,10 @@ Deno.test({
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
     const lines = text.split("\n").filter((l) =>
-      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE) /.test(l)
+      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS) /.test(l)
     );
     const failed = lines.filter((l) =>
-      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE) (['"]).+\4) OK /.test(l)
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS) (['"]).+\4) OK /.test(l)
     );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
     const negative = JSON.parse(
@@ -1028,7 +1028,9 @@ Deno.test({
       c.target.startsWith("s2c")
     );
     const scenarios = [...Deno.readDirSync(new URL("./vectors/protocol/", import.meta.url))]
-      .filter((e) => e.name.endsWith(".json") && e.name !== "negative.json");
+      .filter((e) =>
+        e.name.endsWith(".json") && !["negative.json", "records.json"].includes(e.name)
+      );
     assert.equal(lines.filter((l) => l.startsWith("VECTOR ")).length, scenarios.length, text);
     assert.equal(lines.filter((l) => l.startsWith("NEGATIVE ")).length, clientCases.length, text);
     // PROTOCOL §12.8: every end-to-end vector file recomputed, and the §12 rejections run.
@@ -1036,8 +1038,14 @@ Deno.test({
       .filter((e) => e.name.endsWith(".json"));
     assert.equal(lines.filter((l) => l.startsWith("E2E ")).length, e2eFiles.length, text);
     assert.equal(lines.filter((l) => l.startsWith("E2E-NEGATIVE ")).length, 27, text);
-    // PROTOCOL §6.4.1: the session's certificate list at its bound (SESSION_CERTS = 256).
-    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13, text);
+    // PROTOCOL §3.2: every record of records.json opened to its contents or refused with its code.
+    const records = JSON.parse(
+      await Deno.readTextFile(new URL("./vectors/protocol/records.json", import.meta.url)),
+    );
+    assert.equal(lines.filter((l) => l.startsWith("RECORDS ")).length, records.cases.length, text);
+    // PROTOCOL §6.4.1's certificate list at its bound (SESSION_CERTS = 256), §6.1's recipient
+    // rule, and §3.2's reading of several messages per record.
+    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });

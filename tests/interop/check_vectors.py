@@ -27,6 +27,7 @@ Prints one line per scenario and per case; exit 0 only if every check passed.
 
 import argparse
 import base64
+from collections import deque
 import hashlib
 import json
 import os
@@ -146,7 +147,10 @@ def recompute(v):
     def open_frame(f):
         d = dirs[f["dir"]]
         n, payload = d.n, unhex(f["payload_hex"])
-        content = d.open(payload)
+        opened = d.open(payload)
+        if len(opened) != 1:  # the sessions' frames are records of one message each
+            raise Mismatch(f"frame {f['index']}: {len(opened)} messages in one record")
+        content = opened[0]
         inner = sc.pad_inner(content)
         eq(f"frame {f['index']} re-sealed", d.aead.encrypt(sc.counter_nonce(d.iv, n), inner,
                                                             sc.RECORD_AAD), payload)
@@ -369,8 +373,8 @@ def check_replay(v, workdir):
         eq(f"replay: client frame {i} (c2s)", sent[i], want)
     # What follows the vector's last frame is our receipt (the vector stops before receipts).
     extra = sent[len(recorded):]
-    if len(extra) != 1 or sc.parse_json(sc.unpad_inner(c.tx.aead.decrypt(
-            sc.counter_nonce(c.tx.iv, c.tx.n - 1), extra[0], sc.RECORD_AAD)))["type"] != "receipt":
+    if len(extra) != 1 or [sc.parse_json(m)["type"] for m in sc.unpad_contents(c.tx.aead.decrypt(
+            sc.counter_nonce(c.tx.iv, c.tx.n - 1), extra[0], sc.RECORD_AAD))] != ["receipt"]:
         raise Mismatch(f"replay: after the vector's frames the client wrote {len(extra)} more, "
                        "not its one receipt")
     return len(recorded)
@@ -406,7 +410,7 @@ def s2c_handshake_case(v, case, workdir):
         if f["dir"] != "s2c":
             continue
         n = rx.n
-        content = rx.open(unhex(f["payload_hex"]))
+        [content] = rx.open(unhex(f["payload_hex"]))  # a handshake record holds one (§3.2)
         t = sc.parse_json(content)["type"]
         finished_seen += t == "finished"
         if (what == "certificate_verify" and t == "certificate_verify") or \
@@ -887,6 +891,87 @@ def session_cert_cases():
     ]
 
 
+def check_records(path):
+    """tests/vectors/protocol/records.json (PROTOCOL §3.2): each case's payload opens under the
+    fixed key at its counter to exactly its contents, and the contents re-sealed (padded once) give
+    its inner and payload byte for byte; or the receiver refuses it with its code. One RECORDS line
+    per case; returns the number failed."""
+    with open(path) as f:
+        v = json.load(f)
+    key, iv = unhex(v["key_hex"]), unhex(v["iv_hex"])
+    failed = 0
+    for case in v["cases"]:
+        d = sc.RecordDirection(key, iv, handshake=case["context"] == "handshake")
+        d.n = case["counter"]
+        payload = unhex(case["payload_hex"])
+        try:
+            got = [c.decode() for c in d.open(payload)]
+            if "contents" in case:
+                eq("contents", got, case["contents"])
+                contents = [c.encode() for c in got]
+                eq("inner", sc.pad_inner(*contents), unhex(case["inner_hex"]))
+                d.n = case["counter"]
+                eq("payload", d.seal_inner(sc.pad_inner(*contents)), payload)
+                outcome, want = "contents", "contents"
+            else:
+                outcome, want = "accepted", case["error"]
+        except sc.ProtoError as e:
+            outcome, want = e.code, case.get("error", "contents")
+        except Mismatch as e:
+            outcome, want = f"mismatch: {e}", "contents"
+        ok = outcome == want
+        failed += not ok
+        print(f"RECORDS {case['name']!r} {'OK' if ok else f'FAIL expected {want}, got'} {outcome}",
+              flush=True)
+    return failed
+
+
+def record_reading_cases():
+    """(name, expected code, thunk): client.Client.read_content over records of several messages
+    (PROTOCOL §3.2), sealed under a fixed key and read from a stand-in connection: the messages
+    come in order, and a `key_update` must be the last of its record."""
+    class Frames:
+        def __init__(self, payloads):
+            self.payloads = list(payloads)
+
+        def read_frame(self):
+            return self.payloads.pop(0)
+
+    def reading(*records):
+        c = sc.Client.__new__(sc.Client)  # only the record layer's state: no socket, no session
+        c.unread, c.peer_record_opened = deque(), True
+        c.rx = sc.RecordDirection(bytes(16), bytes(12), handshake=False)
+        tx = sc.RecordDirection(bytes(16), bytes(12), handshake=False)
+        c.conn = Frames([tx.seal_inner(sc.pad_inner(*r)) for r in records])
+        return c
+
+    def queued(i):
+        return sc.enc_json({"type": "queued", "seqno": i, "ts": 1767225600000 + i, "of": i})
+    key_update = sc.enc_json({"type": "key_update"})
+
+    def in_order():
+        c = reading([queued(1), queued(2)], [queued(3)])
+        got = [sc.Client.read_content(c)[1]["seqno"] for _ in range(3)]
+        if got != [1, 2, 3]:
+            raise Mismatch(f"read {got}")
+
+    def key_update_last():
+        c = reading([queued(1), key_update])
+        if [sc.Client.read_content(c)[1]["type"] for _ in range(2)] != ["queued", "key_update"]:
+            raise Mismatch("not read in order")
+
+    def key_update_first():
+        c = reading([key_update, queued(1)])
+        sc.Client.read_content(c)
+
+    return [
+        ("records: three messages in two records are read in order", "accepted", in_order),
+        ("records: a key_update as the last message of its record", "accepted", key_update_last),
+        ("records: a key_update before another message of its record", "PROTOCOL_ERROR",
+         key_update_first),
+    ]
+
+
 def recipient_rule_cases():
     """(name, expected, thunk): PROTOCOL §6.1's recipient rule on client.is_recipient, the one
     home client.py (its /msg) and verify.py apply, with §6.1's own examples."""
@@ -903,40 +988,6 @@ def recipient_rule_cases():
     return [(f"recipient rule: {to!r}", want, rule(to)) for to, want in cases]
 
 
-def check_records(path):
-    """records.json (§3.2): each payload is its inner plaintext sealed at its counter; a
-    receiver reads the listed contents from it, in order, or refuses it with the listed code."""
-    with open(path) as f:
-        v = json.load(f)
-    key, iv = unhex(v["key_hex"]), unhex(v["iv_hex"])
-    failed = 0
-    for case in v["cases"]:
-        inner, payload = unhex(case["inner_hex"]), unhex(case["payload_hex"])
-        nonce = sc.counter_nonce(iv, case["counter"])
-        try:
-            eq(f"{case['name']}: payload", sc.AESGCM(key).encrypt(nonce, inner, sc.RECORD_AAD),
-               payload)
-            opened = sc.AESGCM(key).decrypt(nonce, payload, sc.RECORD_AAD)
-            try:
-                got = [c.decode() for c in (sc.unpad_contents(opened)
-                                            if case["context"] == "session"
-                                            else [sc.unpad_inner(opened)])]
-            except sc.ProtoError as e:
-                got = e.code
-            eq(f"{case['name']}: read", got, case.get("contents", case.get("error")))
-            if "contents" in case and case["context"] == "session":
-                eq(f"{case['name']}: padded", sc.pad_contents([c.encode() for c in got]), inner)
-            print(f"RECORD {case['name']!r} OK", flush=True)
-        except Mismatch as e:
-            failed += 1
-            print(f"RECORD {case['name']!r} FAIL {e}", flush=True)
-    name = os.path.basename(path)
-    verdict = f"FAIL {failed} of {len(v['cases'])} cases" if failed else \
-        f"OK {len(v['cases'])} records sealed, opened and read as recorded"
-    print(f"VECTOR {name} {verdict}", flush=True)
-    return failed
-
-
 def main():
     sc.out = lambda line: None  # the replayed client's chat output is not this report
     here = os.path.dirname(os.path.abspath(__file__))
@@ -946,10 +997,7 @@ def main():
     scenarios = {}
     with tempfile.TemporaryDirectory(prefix="securechat-vectors-") as work:
         for name in sorted(os.listdir(vdir)):
-            if not name.endswith(".json") or name == "negative.json":
-                continue
-            if name == "records.json":
-                failed += check_records(os.path.join(vdir, name))
+            if not name.endswith(".json") or name in ("negative.json", "records.json"):
                 continue
             with open(os.path.join(vdir, name)) as f:
                 v = json.load(f)
@@ -987,7 +1035,8 @@ def main():
             verdict = "OK" if ok else f"FAIL expected {case['code']}, got"
             print(f"NEGATIVE {case['name']!r} {verdict} {got}", flush=True)
     failed += check_e2e(edir)
-    for name, code, fn in session_cert_cases() + recipient_rule_cases():
+    failed += check_records(os.path.join(vdir, "records.json"))
+    for name, code, fn in session_cert_cases() + recipient_rule_cases() + record_reading_cases():
         try:
             got = _code(fn)
         except Mismatch as e:

@@ -45,7 +45,7 @@ import ipaddress
 import json
 import os
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 import socket
 import struct
 import sys
@@ -1724,13 +1724,9 @@ class Conn:
             self.sock.sendall(u32(len(payload)) + payload)
 
 
-def pad_inner(content):
-    """§3.2: u32be(len) || content || zeros, to the smallest multiple of 256 that holds it."""
-    return pad_contents([content])
-
-
-def pad_contents(contents):
-    """§3.2: u32be(len) || content for each, then zeros to a multiple of 256: padded once."""
+def pad_inner(*contents):
+    """§3.2: each content behind its u32be length, then zeros to the smallest multiple of 256 that
+    holds them, padded once. (This client sends one message per record; probes send several.)"""
     body = b"".join(u32(len(c)) + c for c in contents)
     size = -(-len(body) // RECORD_PADDING) * RECORD_PADDING
     if size > MAX_INNER:
@@ -1739,12 +1735,13 @@ def pad_contents(contents):
 
 
 def unpad_contents(inner):
-    """§3.2 receiver checks, PROTOCOL_ERROR: the record's contents in order. A zero length,
-    or fewer than 4 bytes left, starts the padding."""
-    if len(inner) % RECORD_PADDING != 0 or len(inner) < 4:
-        raise ProtoError("PROTOCOL_ERROR", "inner length is not a multiple of 256")
+    """§3.2 "Reading inner": one or more contents, each behind its u32be length, read from offset 0
+    while 4 bytes remain; a zero length, or fewer than 4 bytes left, starts the padding, which is
+    all zeros. Any fault is PROTOCOL_ERROR."""
+    if not inner or len(inner) % RECORD_PADDING != 0:
+        raise ProtoError("PROTOCOL_ERROR", "inner length is not a non-zero multiple of 256")
     contents, at = [], 0
-    while at + 4 <= len(inner):
+    while len(inner) - at >= 4:
         (n,) = struct.unpack(">I", inner[at:at + 4])
         if n == 0:
             break
@@ -1752,19 +1749,11 @@ def unpad_contents(inner):
             raise ProtoError("PROTOCOL_ERROR", "content length beyond the record")
         contents.append(inner[at + 4:at + 4 + n])
         at += 4 + n
-    if not contents:
-        raise ProtoError("PROTOCOL_ERROR", "record with no content")
     if any(inner[at:]):
         raise ProtoError("PROTOCOL_ERROR", "non-zero padding")
+    if not contents:
+        raise ProtoError("PROTOCOL_ERROR", "a record without a message")
     return contents
-
-
-def unpad_inner(inner):
-    """A handshake record: exactly one content (§3.2)."""
-    contents = unpad_contents(inner)
-    if len(contents) != 1:
-        raise ProtoError("PROTOCOL_ERROR", "several contents in a handshake record")
-    return contents[0]
 
 
 def counter_nonce(iv, n):
@@ -1774,9 +1763,10 @@ def counter_nonce(iv, n):
 class RecordDirection:
     """One direction of sealed records (§3.2): AES-128-GCM, counter nonces, key updates (§4.4)."""
 
-    def __init__(self, key, iv, secret=None):
+    def __init__(self, key, iv, secret=None, handshake=True):
         self._set(key, iv)
         self.secret = secret  # the traffic secret, for application keys only
+        self.handshake = handshake  # handshake keys: a record holds exactly one message (§3.2)
 
     def _set(self, key, iv):
         self.aead = AESGCM(key)
@@ -1785,7 +1775,7 @@ class RecordDirection:
 
     def switch(self, secret):
         """Application keys from a traffic secret, counter back at 0 (§4.3)."""
-        self.secret = secret
+        self.secret, self.handshake = secret, False
         self._set(*traffic_keys(secret))
 
     def update(self):
@@ -1803,13 +1793,8 @@ class RecordDirection:
         return payload
 
     def open(self, payload):
-        return unpad_inner(self._open_inner(payload))
-
-    def open_contents(self, payload):
-        """A session record: one or more contents, in order (§3.2)."""
-        return unpad_contents(self._open_inner(payload))
-
-    def _open_inner(self, payload):
+        """The record's contents, in order (§3.2). Under handshake keys a record holds exactly
+        one: handshake records are never grouped."""
         if self.n >= RECORD_LIMIT:
             raise ProtoError("PROTOCOL_ERROR", "record beyond the counter limit")
         try:
@@ -1817,7 +1802,10 @@ class RecordDirection:
         except (InvalidTag, ValueError):
             raise ProtoError("DECRYPT_FAIL", "record does not open")
         self.n += 1
-        return inner
+        contents = unpad_contents(inner)
+        if self.handshake and len(contents) > 1:
+            raise ProtoError("PROTOCOL_ERROR", "a handshake record of several messages")
+        return contents
 
 
 # ---------------------------------------------------------------- transcript (TRANSCRIPT.md)
@@ -1986,8 +1974,7 @@ class Client:
         self.tx = None           # our sending direction, once we have keys
         self.rx = None
         self.peer_record_opened = False
-        self.in_session = False  # after the handshake a record may hold several messages (§3.2)
-        self.unread = []         # contents of the last record not read yet
+        self.unread = deque()  # the messages of the last record opened not yet read (§3.2)
         self.state_lock = threading.Lock()   # our sending side: tx, seqnos, close
         self.close_sent = False
         self.close_started = None
@@ -2012,25 +1999,26 @@ class Client:
         return content
 
     def read_content(self):
-        """The next message: the rest of the last record, else the next frame opened as a
-        record (one or more contents, §3.2); returns (content bytes, parsed message).
-        A plaintext `error` is accepted only before the first peer record opened (§3.3)."""
+        """The peer's next message: (content bytes, parsed message). §3.2: a record holds one or
+        more, processed in order as if each had its own record, so the rest of the last record
+        comes first; a `key_update` is the last of its record (the next record is under the new
+        key). A plaintext `error` is accepted only before the first peer record opened (§3.3)."""
         if not self.unread:
             payload = self.conn.read_frame()
             try:
-                self.unread = self.rx.open_contents(payload) if self.in_session else \
-                    [self.rx.open(payload)]
+                contents = self.rx.open(payload)
             except ProtoError as e:
                 if e.code == "DECRYPT_FAIL" and not self.peer_record_opened:
                     self._plaintext_error(payload, e)
                 raise
             self.peer_record_opened = True
-        content = self.unread.pop(0)
+            self.unread.extend(contents)
+        content = self.unread.popleft()
         msg = parse_json(content)
-        if msg["type"] == "key_update" and self.unread:
-            raise ProtoError("PROTOCOL_ERROR", "key_update before the end of its record")
         if msg["type"] == "error":
-            self._raise_peer_error(msg)
+            self._raise_peer_error(msg)  # what follows an error in its record is not read
+        if msg["type"] == "key_update" and self.unread:
+            raise ProtoError("PROTOCOL_ERROR", "key_update before another message of its record")
         return content, msg
 
     def _plaintext_error(self, payload, cause):
@@ -2196,7 +2184,6 @@ class Client:
         ms.application(hfinal)
         self.session_id = ms.session_id
         self.rx.switch(ms.app_s2c_0)
-        self.in_session = True
 
         # 12. our phase 2 finished under the handshake key; then c2s switches to app_c2s_0
         with self.state_lock:

@@ -100,23 +100,19 @@ class Direction:
         self.app0, self.finished = app0, 0
 
     def open(self, payload):
-        """The record's messages, [(content, msg)]: one in the handshake, one or more in the
-        session (PROTOCOL §3.2)."""
-        if self.finished < 2:
-            contents = [self.rec.open(payload)]
-        else:
-            contents = self.rec.open_contents(payload)
-        out = []
-        for content in contents:
+        """The record's messages, [(content, parsed)], in order (§3.2: one or more per record; a
+        `key_update` is the last of its record, and the next record is under the new key)."""
+        got = []
+        for content in self.rec.open(payload):
             msg = sc.parse_json(content)
+            got.append((content, msg))
             if msg["type"] == "finished":
                 self.finished += 1
                 if self.finished == 2:
                     self.rec.switch(self.app0)
             elif msg["type"] == "key_update":
                 self.rec.update()
-            out.append((content, msg))
-        return out
+        return got
 
 
 def carrier(msg):
