@@ -44,6 +44,11 @@ const FROM_PEER: Partial<Record<ErrorCode, string>> = {
   TRANSCRIPT_IO: "the server could not write its record of the session, so there was no " +
     "session: tell the operator",
   INTERNAL: "the server hit a bug: tell the operator (the details are in the server's log)",
+  SERVER_CERT_EXPIRED: "the server's certificate (or its CA's) expires, so it ends its sessions " +
+    "and takes no new ones until its operator installs a new certificate and restarts it: tell " +
+    "the operator, and connect again after that",
+  SERVER_CERT_REVOKED: "the server's certificate has been revoked, so it ends its sessions and " +
+    "takes no new ones until its operator installs a new certificate: tell the operator",
 };
 
 /** Our own checks failed (for `connect`, on what the server sent). */

@@ -53,6 +53,9 @@ const PERMANENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "BAD_KEY_SHARE",
   "TAMPERED",
   "TRANSCRIPT_IO",
+  // The server can sign nothing more until its operator gives it a new certificate (§5.2).
+  "SERVER_CERT_EXPIRED",
+  "SERVER_CERT_REVOKED",
 ]);
 
 export function isPermanent(error: unknown): boolean {
@@ -62,11 +65,13 @@ export function isPermanent(error: unknown): boolean {
 /**
  * A session worth replacing: cut off or failed for a passing reason, or closed by the server
  * (a node stopping) — but not when this user logged in elsewhere, which would only take the
- * other session back.
+ * other session back, nor when the server closed it because its own certificate lapsed or was
+ * revoked (a `close` with a code, PROTOCOL §5.2): it takes no session until its operator acts.
  */
 export function worthReconnecting(end: SessionEnd, takenOver: boolean): boolean {
   if (takenOver) return false;
-  if (end.outcome === "closed" || end.outcome === "peer_gone") return true;
+  if (end.outcome === "peer_gone") return true;
+  if (end.outcome === "closed" && end.code === undefined) return true;
   return !PERMANENT.has((end.code ?? "INTERNAL") as ErrorCode);
 }
 

@@ -326,7 +326,8 @@ async function connect(options: ConnectOptions): Promise<void> {
         await sleep(backoff.next());
         continue;
       }
-      if (end.outcome !== "closed") {
+      if (end.outcome !== "closed" || end.code) {
+        // A clean close with a code is the server's own certificate lapsing (PROTOCOL §5.2).
         throw new SecureChatError(
           (end.code as never) ?? "PROTOCOL_ERROR",
           end.outcome === "peer_gone"

@@ -194,6 +194,8 @@ export interface SessionOptions {
   messages?: ("c2s" | "s2c")[] | number;
   sessionId?: string;
   startedAt?: number;
+  /** The time between one line and the next (default 7 ms). */
+  lineGapMs?: number;
   /** "both": own + peer receipt (the peer writes its own transcript in `<dir>/peer`); default. */
   receipts?: "both" | "own" | "none";
   /** Signatures made at once while generating (large transcripts). */
@@ -258,7 +260,8 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
     : null;
 
   const seq = { c2s: 0, s2c: 0 };
-  const plan = dirs.map((dir, i) => ({ dir, seqno: ++seq[dir], ts: startedAt + 10 + i * 7 }));
+  const gap = options.lineGapMs ?? 7;
+  const plan = dirs.map((dir, i) => ({ dir, seqno: ++seq[dir], ts: startedAt + 10 + i * gap }));
   const batch = options.batch ?? 256;
   const peerLater: PreparedLine[] = [];
   const authorSid = toHex(randomBytes(16));

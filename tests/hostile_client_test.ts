@@ -555,6 +555,17 @@ Deno.test({
         },
       },
       {
+        // Only the server says why it closes: its own certificate (PROTOCOL §5.2).
+        name: "a client's close carrying a code",
+        code: "PROTOCOL_ERROR",
+        run: (h) => h.sendSealed({ type: "close", code: "SERVER_CERT_EXPIRED" }),
+      },
+      {
+        name: "a close carrying a code no close has",
+        code: "PROTOCOL_ERROR",
+        run: (h) => h.sendSealed({ type: "close", code: "TIMEOUT" }),
+      },
+      {
         name: "a msg after our own close",
         code: "PROTOCOL_ERROR",
         run: async (h) => {

@@ -443,3 +443,45 @@ Deno.test("verify: a relayed or stored record dated after its hop is STALE, the 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("verify: a receipt covering a line dated after its signer's certificate expired is BAD_CERT: it was signed with a lapsed certificate (TRANSCRIPT §4.2 step 7, PROTOCOL §5.2)", async () => {
+  // Every certificate valid for one hour of 2020; a session that began a minute before the end.
+  const pki = await makePki({
+    alg: "ed25519",
+    notBefore: "20200101000000Z",
+    notAfter: "20200101010000Z",
+  });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const end = Date.UTC(2020, 0, 1, 1);
+  const dir = await Deno.makeTempDir({ prefix: "sc-lapsed-" });
+  try {
+    // Within the skew of the expiry: still taken (the signers' clocks may differ that much).
+    const inTime = await writeSession(pki, {
+      dir: join(dir, "in-time"),
+      messages: 4,
+      startedAt: end - 60_000,
+      lineGapMs: 60_000,
+    });
+    const ok = await verifyTranscript(inTime.logPath, { trust });
+    assert.equal(ok.ok, true, ok.reason ?? "");
+    assert.deepEqual(ok.confirmedBy, ["client", "server"]);
+    // The last line six minutes after the expiry: both receipts were signed after it.
+    const late = await writeSession(pki, {
+      dir: join(dir, "late"),
+      messages: 8,
+      startedAt: end - 60_000,
+      lineGapMs: 60_000,
+    });
+    const bad = await verifyTranscript(late.logPath, { trust });
+    assert.equal(bad.ok, false);
+    assert.equal(bad.code, "BAD_CERT", bad.reason ?? "");
+    assert.equal(bad.firstBadLine, null, "the lines themselves are valid");
+    assert.match(
+      bad.reason ?? "",
+      /receipt .*: the client's receipt covers a line dated .*: it was signed with a lapsed certificate/,
+    );
+    assert.deepEqual(bad.receipts.map((r) => r.code), ["BAD_CERT", "BAD_CERT"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

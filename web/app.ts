@@ -335,6 +335,8 @@ async function chatLoop(): Promise<void> {
     await seen.save().catch(() => {});
     await e2e?.save().catch(() => {});
     if (userLeft || end.outcome === "closed") {
+      // A close with a code: the server's own certificate lapsed or was revoked (PROTOCOL §5.2).
+      if (end.code && end.message) show("error", { text: `${end.code}: ${end.message}` });
       setStatus(`session ended${end.outcome === "closed" ? " with receipts" : ""}`);
       credentials = null;
       e2e = null;
@@ -356,6 +358,8 @@ function isPermanent(code: string): boolean {
     "INVALID_INPUT",
     "UNSUPPORTED",
     "DECRYPT_FAIL", // the end-to-end state does not open with this password
+    "SERVER_CERT_EXPIRED", // until the operator installs a new certificate (PROTOCOL §5.2)
+    "SERVER_CERT_REVOKED",
   ].includes(code);
 }
 

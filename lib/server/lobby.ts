@@ -45,6 +45,7 @@ import { TokenBucket } from "./limits.ts";
 import { commonNameOf, parseCertificate } from "../pki/certificate.ts";
 import { authorCertOf } from "../message/author_certs.ts";
 import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
+import type { CloseCode } from "../wire/messages.ts";
 import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } from "./presence.ts";
 
 // The operator's name is a reserved user name: its home is lib/pki/names.ts.
@@ -651,13 +652,16 @@ export class Lobby {
     return true;
   }
 
-  /** Closes every session cleanly (receipts exchanged), first telling each member why. */
-  async closeAll(why: string): Promise<void> {
+  /**
+   * Closes every session cleanly (receipts exchanged), first telling each member why; `code`
+   * is the `close`'s own reason when it is the server's certificate (PROTOCOL §5.2).
+   */
+  async closeAll(why: string, code?: CloseCode): Promise<void> {
     this.#presence.flush();
     this.#presence.stop();
     await Promise.all([...this.#members.values()].map(async (m) => {
       this.#notify(m, { kind: "notice", text: why });
-      await m.session.close().catch(() => {});
+      await m.session.close(code).catch(() => {});
     }));
   }
 

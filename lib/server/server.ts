@@ -27,6 +27,15 @@ import {
 import { DEFAULT_LOBBY_LIMITS, Lobby, type LobbyLimits, Member } from "./lobby.ts";
 import type { ClusterLink } from "../cluster/link.ts";
 import { readProxyHeader } from "./proxy_protocol.ts";
+import {
+  checkOwnCertificate,
+  closeMarginMs,
+  type OwnCertificate,
+  ownCertificate,
+  watchOwnCertificate,
+} from "./own_certificate.ts";
+import type { CloseCode } from "../wire/messages.ts";
+import { DEFAULT_CLOSE_TIMEOUT_MS } from "../session/session.ts";
 import { CrlWatcher } from "./revocation.ts";
 import { canonicalName } from "../pki/names.ts";
 import type { TicketAuthority } from "../resumption/ticket.ts";
@@ -82,10 +91,27 @@ export class ChatServer {
   readonly #clusterJoined = Promise.withResolvers<void>();
   #accepting: Promise<void>;
   #stopping = false;
+  /** This server's certificate window (PROTOCOL §5.2), watched while it runs. */
+  readonly #own: OwnCertificate;
+  readonly #ownWatch: { stop(): void };
+  /** Set once its certificate lapses or is revoked: sessions close, connections are refused. */
+  #retired?: CloseCode;
 
-  private constructor(listener: Deno.TcpListener, opts: ServerOptions) {
+  private constructor(
+    listener: Deno.TcpListener,
+    opts: ServerOptions,
+    own: OwnCertificate,
+    marginMs: number,
+  ) {
     this.#listener = listener;
     this.#opts = opts;
+    this.#own = own;
+    this.#ownWatch = watchOwnCertificate(
+      own,
+      marginMs,
+      opts.log,
+      () => this.#retire("SERVER_CERT_EXPIRED"),
+    );
     this.#admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission });
     // A store without failure counts of its own (a test double) keeps them in this process.
     this.#throttle = new LoginThrottle(
@@ -128,8 +154,15 @@ export class ChatServer {
     this.#accepting = this.#acceptLoop();
   }
 
-  /** @throws IO_ERROR when the address cannot be bound */
+  /**
+   * @throws BAD_CERT when the server's own certificate (or the CA's) is not valid now, lapses
+   *   within the close margin, or is revoked (PROTOCOL §5.2); IO_ERROR when the address cannot
+   *   be bound
+   */
   static listen(opts: ServerOptions): ChatServer {
+    const own = ownCertificate(opts.identity.certDer, opts.trust);
+    const marginMs = closeMarginMs(opts.session.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
+    checkOwnCertificate(own, opts.trust, marginMs);
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
@@ -139,7 +172,7 @@ export class ChatServer {
         hint: "is another server running on that port?",
       });
     }
-    const server = new ChatServer(listener, opts);
+    const server = new ChatServer(listener, opts, own, marginMs);
     opts.log("LISTEN", { detail: `${opts.hostname}:${server.port}`, db: opts.store.description });
     void server.#crl?.start();
     return server;
@@ -152,6 +185,7 @@ export class ChatServer {
 
   /** Ends the live sessions of newly revoked certificates, each with REVOKED. */
   #endRevoked(serials: Set<string>): void {
+    if (serials.has(this.#own.serial)) this.#retire("SERVER_CERT_REVOKED");
     for (const member of this.lobby.localMembers()) {
       if (serials.has(member.session.established.peer.serial)) this.#revoke(member);
     }
@@ -185,6 +219,24 @@ export class ChatServer {
     void session.terminate(new SecureChatError("BAD_CERT", "your certificate expired"));
   }
 
+  /**
+   * The server can no longer sign (PROTOCOL §5.2): every session closes now, with receipts
+   * its certificate still covers, and every later connection is refused with `code`.
+   */
+  #retire(code: CloseCode): void {
+    if (this.#retired || this.#stopping) return;
+    this.#retired = code;
+    this.#ownWatch.stop();
+    const why = code === "SERVER_CERT_REVOKED"
+      ? "the server certificate has been revoked"
+      : `the ${this.#own.lapsing} expires at ${new Date(this.#own.lapsesAt).toISOString()}`;
+    this.#opts.log(code, {
+      detail: `${why}: every session is closed with receipts now and new connections are ` +
+        "refused until serve is restarted with a new certificate",
+    });
+    void this.lobby.closeAll(`${why}: the server closes this session, with receipts`, code);
+  }
+
   get port(): number {
     return this.#listener.addr.port;
   }
@@ -209,7 +261,7 @@ export class ChatServer {
 
   /** Listening, and in a cluster connected to it: what `serve --health-port` reports. */
   get healthy(): boolean {
-    return !this.#stopping && (this.#opts.cluster?.healthy ?? true);
+    return !this.#stopping && !this.#retired && (this.#opts.cluster?.healthy ?? true);
   }
 
   /** Stops accepting, closes every session with receipts, waits for them to finish. */
@@ -218,6 +270,7 @@ export class ChatServer {
     this.#stopping = true;
     this.#clusterJoined.resolve();
     this.#crl?.stop();
+    this.#ownWatch.stop();
     clearInterval(this.#purgeTimer);
     this.#listener.close();
     await this.#accepting;
@@ -291,6 +344,12 @@ export class ChatServer {
 
   async #admit(stream: ByteStreamConn, address: string, peer: string): Promise<void> {
     const { log } = this.#opts;
+    if (this.#retired) {
+      // No handshake: it would be signed under a certificate about to lapse, or revoked.
+      log(this.#retired, { peer, detail: "connection refused: the server certificate lapsed" });
+      await refuse(stream, this.#retired);
+      return;
+    }
     const conn = new FrameConnection(stream, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let slot: Slot;
     try {
@@ -371,6 +430,8 @@ export class ChatServer {
     // Validated against the CRL in force when its handshake began: one adopted since then
     // (whose sweep could not see this member yet) is applied now.
     if (this.#opts.trust.isRevoked(session.established.peer.serial)) this.#revoke(member);
+    // Its handshake ran while the server certificate lapsed: closed like the others were.
+    if (this.#retired) void session.close(this.#retired);
     const expiry = atDeadline(
       Math.min(session.established.peer.notAfter.getTime(), this.#opts.trust.ca.notAfter.getTime()),
       () => this.#expire(member),

@@ -54,6 +54,7 @@ import type { TranscriptStorage } from "../transcript/storage.ts";
 import { TranscriptWriter } from "../transcript/writer.ts";
 import { z } from "zod";
 import {
+  type CloseCode,
   CloseSchema,
   ErrorSchema,
   KeyUpdateSchema,
@@ -166,14 +167,31 @@ export interface SessionEnd {
   outcome: "closed" | "peer_gone" | "error";
   code?: string;
   message?: string;
-  /** The code is the peer's: it ended the session with an `error` (PROTOCOL §8.1). */
+  /**
+   * The code is the peer's: it ended the session with an `error` (PROTOCOL §8.1), or the
+   * server closed it cleanly for the reason its `close` gave (§5.2; `outcome` is "closed").
+   */
   fromPeer?: boolean;
   transcriptPath: string;
   receiptPath?: string;
   peerReceiptPath?: string;
 }
 
-type CloseState = { sent: boolean; received: boolean; receiptSent: boolean };
+type CloseState = {
+  sent: boolean;
+  received: boolean;
+  receiptSent: boolean;
+  /** Client: the reason the server's `close` gave (its own certificate, PROTOCOL §5.2). */
+  code?: CloseCode;
+};
+
+/** What a `close` with a code says (PROTOCOL §5.2): the server's reason, in its words. */
+const CLOSE_REASONS: Record<CloseCode, string> = {
+  SERVER_CERT_EXPIRED: "the server closed the session (receipts exchanged) because its " +
+    "certificate, or the CA's, is about to expire",
+  SERVER_CERT_REVOKED: "the server closed the session (receipts exchanged) because its " +
+    "certificate has been revoked",
+};
 
 /** Received messages held at most before their lines are written and they are acted on. */
 const MAX_HELD = 64;
@@ -542,9 +560,12 @@ export class ChatSession {
     this.#passwordChange = undefined;
   }
 
-  /** Starts the close exchange; `run()` resolves once receipts are exchanged or time runs out. */
-  async close(): Promise<void> {
-    await this.#sendClose();
+  /**
+   * Starts the close exchange; `run()` resolves once receipts are exchanged or time runs out.
+   * @param code server: why it closes, when it is its own certificate (PROTOCOL §5.2)
+   */
+  async close(code?: CloseCode): Promise<void> {
+    await this.#sendClose(code);
     this.#armCloseTimer();
     await this.#maybeSendReceipt();
   }
@@ -553,7 +574,7 @@ export class ChatSession {
    * Stops new messages at once, lets those already numbered go out, then sends
    * `close`: nothing of ours can follow it on the wire (PROTOCOL §7).
    */
-  async #sendClose(): Promise<void> {
+  async #sendClose(code?: CloseCode): Promise<void> {
     if (this.#stopped) return;
     // Stored lines being acknowledged: let that finish, or they are delivered again (§6.6).
     if (this.#acking && !this.#close.received) await this.#acking;
@@ -561,7 +582,7 @@ export class ChatSession {
     this.#stopped = true;
     await this.#sending;
     if (this.#ended) return;
-    this.#sendControl({ type: "close" });
+    this.#sendControl({ type: "close", ...(code ? { code } : {}) });
     this.#close.sent = true;
   }
 
@@ -608,7 +629,10 @@ export class ChatSession {
         await this.#handle(payload, handlers);
       }
       const files = await this.#transcript.finish(this.#ownReceipt!, this.#peerReceipt);
-      return { outcome: "closed", transcriptPath: this.transcriptPath, ...files };
+      const { code } = this.#close;
+      // A clean close all the same (receipts exchanged), for the server's stated reason.
+      const why = code && { code, message: CLOSE_REASONS[code], fromPeer: true };
+      return { outcome: "closed", ...why, transcriptPath: this.transcriptPath, ...files };
     } catch (error) {
       // What passed before the failing frame is acted on, as if it had come alone.
       await this.#release(handlers).catch(() => {});
@@ -679,7 +703,7 @@ export class ChatSession {
         return;
       case "close":
         await this.#release(handlers); // what came before the close is acted on before it
-        return await this.#handleClose();
+        return await this.#handleClose(message.code);
       case "receipt":
         await this.#release(handlers);
         return await this.#handleReceipt(message);
@@ -881,9 +905,13 @@ export class ChatSession {
     return { ...message };
   }
 
-  async #handleClose(): Promise<void> {
+  async #handleClose(code: CloseCode | undefined): Promise<void> {
     if (this.#close.received) throw new SecureChatError("PROTOCOL_ERROR", "second close");
+    if (code && this.#est.role === "server") {
+      throw new SecureChatError("PROTOCOL_ERROR", "a client's close carries no code");
+    }
     this.#close.received = true;
+    this.#close.code = code;
     await this.#sendClose();
     this.#armCloseTimer();
     await this.#maybeSendReceipt();

@@ -261,7 +261,7 @@ export async function verifyTranscript(
     } catch { /* closed */ }
   }
 
-  const { problem, hashAt, parties, counts } = result;
+  const { problem, hashAt, latestTsAt, parties, counts } = result;
   if (problem) {
     report.code = problem.code;
     report.firstBadLine = problem.line;
@@ -292,6 +292,12 @@ export async function verifyTranscript(
         stateAt: hashAt!,
         parties: receiptParties,
       });
+      checkSignedInTime(
+        receipt.signer_role,
+        parties![receipt.signer_role].peer.notAfter,
+        opts.trust.ca.notAfter,
+        latestTsAt!(receipt.c2s_count, receipt.s2c_count),
+      );
       entry.status = "valid";
       entry.complete = receipt.c2s_count === counts.c2s && receipt.s2c_count === counts.s2c;
     } catch (cause) {
@@ -314,7 +320,31 @@ export async function verifyTranscript(
   return report;
 }
 
-type Fail = { problem: Problem; hashAt: null; parties: null; counts: { c2s: 0; s2c: 0 } };
+/**
+ * TRANSCRIPT §4.2 step 7: a receipt is signed after every line it covers, so one covering a
+ * line dated (less the skew) after its signer's certificate or the CA expired was signed with
+ * a lapsed certificate. A server closes its sessions before that (PROTOCOL §5.2).
+ * @throws BAD_CERT
+ */
+function checkSignedInTime(role: Role, notAfter: Date, caNotAfter: Date, latestTs: number): void {
+  const until = Math.min(notAfter.getTime(), caNotAfter.getTime());
+  if (latestTs - VERIFY_SKEW_MS > until) {
+    throw new SecureChatError(
+      "BAD_CERT",
+      `the ${role}'s receipt covers a line dated ${new Date(latestTs).toISOString()}, more than ` +
+        `the allowed skew after its certificate (or the CA's) expired at ` +
+        `${new Date(until).toISOString()}: it was signed with a lapsed certificate`,
+    );
+  }
+}
+
+type Fail = {
+  problem: Problem;
+  hashAt: null;
+  latestTsAt: null;
+  parties: null;
+  counts: { c2s: 0; s2c: 0 };
+};
 
 async function checkLines(
   file: Deno.FsFile,
@@ -325,6 +355,8 @@ async function checkLines(
   {
     problem: Problem | null;
     hashAt: ((c2s: number, s2c: number) => HashState | null) | null;
+    /** The latest line ts among c2s 1..c2s and s2c 1..s2c (counts a receipt names). */
+    latestTsAt: ((c2s: number, s2c: number) => number) | null;
     parties: Record<Role, Party> | null;
     counts: { c2s: number; s2c: number };
   }
@@ -334,6 +366,7 @@ async function checkLines(
   const fail = (line: number, code: VerifyCode, reason: string): Fail => ({
     problem: { line, code, reason },
     hashAt: null,
+    latestTsAt: null,
     parties: null,
     counts: { c2s: 0, s2c: 0 },
   });
@@ -435,16 +468,21 @@ async function checkLines(
     }
   }
   const digests: Record<Direction, Map<number, Uint8Array>> = { c2s: new Map(), s2c: new Map() };
+  // The latest ts at those counts: a receipt cannot have been signed before the lines it covers.
+  const latest: Record<Direction, Map<number, number>> = { c2s: new Map(), s2c: new Map() };
+  const lastTs: Record<Direction, number> = { c2s: 0, s2c: 0 };
   const snapshot = (dir: Direction) => {
     const n = hasher.counts[dir];
-    if (wanted[dir].has(n)) digests[dir].set(n, hasher.digest(dir));
+    if (wanted[dir].has(n)) {
+      digests[dir].set(n, hasher.digest(dir));
+      latest[dir].set(n, lastTs[dir]);
+    }
   };
   snapshot("c2s");
   snapshot("s2c");
 
   const me = userRecipient(parties.client.peer.commonName);
   const nextSeq: Record<Direction, number> = { c2s: 1, s2c: 1 };
-  const lastTs: Record<Direction, number> = { c2s: 0, s2c: 0 };
   const relaySeq = new Map<string, number>();
   const authorCerts = new Map<string, Promise<ValidatedPeer>>();
   /** The session's author certificate list, run over the file as the parties ran it (§2.2). */
@@ -647,14 +685,28 @@ async function checkLines(
   report.span = { first: snap.first, last: snap.last };
   if (firstBad) {
     const { line, code, reason } = firstBad;
-    return { problem: { line, code, reason }, hashAt: null, parties, counts: running };
+    return {
+      problem: { line, code, reason },
+      hashAt: null,
+      latestTsAt: null,
+      parties,
+      counts: running,
+    };
   }
   const hashAt = (c2s: number, s2c: number) => {
     const dC2s = digests.c2s.get(c2s) ?? (c2s === running.c2s ? hasher.digest("c2s") : undefined);
     const dS2c = digests.s2c.get(s2c) ?? (s2c === running.s2c ? hasher.digest("s2c") : undefined);
     return dC2s && dS2c ? hasher.at(c2s, dC2s, s2c, dS2c) : null;
   };
-  return { problem: null, hashAt, parties, counts: { c2s: running.c2s, s2c: running.s2c } };
+  const latestTsAt = (c2s: number, s2c: number) =>
+    Math.max(latest.c2s.get(c2s) ?? lastTs.c2s, latest.s2c.get(s2c) ?? lastTs.s2c);
+  return {
+    problem: null,
+    hashAt,
+    latestTsAt,
+    parties,
+    counts: { c2s: running.c2s, s2c: running.s2c },
+  };
 }
 
 /** seqno exactly the next of its direction, ts not below the previous one. */

@@ -151,7 +151,14 @@ export const PasswordRefusedSchema = z.object({
   code: z.enum(PASSWORD_REFUSAL_CODES),
 }).strict();
 
-export const CloseSchema = z.object({ type: z.literal("close") }).strict();
+/** Why the server closes, when it is its own certificate (PROTOCOL §5.2): `close`'s `code`. */
+export const CLOSE_CODES = ["SERVER_CERT_EXPIRED", "SERVER_CERT_REVOKED"] as const;
+export type CloseCode = typeof CLOSE_CODES[number];
+
+export const CloseSchema = z.object({
+  type: z.literal("close"),
+  code: z.enum(CLOSE_CODES).optional(),
+}).strict();
 export const KeyUpdateSchema = z.object({ type: z.literal("key_update") }).strict();
 
 /** The receipt's own fields are checked by lib/transcript; here only its envelope. */

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import {
   Backoff,
+  isPermanent,
   LineSource,
   parseServers,
   STOPPED,
@@ -16,7 +17,7 @@ import {
   SUBJECTS,
 } from "../../lib/cluster/messages.ts";
 import { decodeClusterRecord, encodeClusterRecord } from "../../lib/server/cluster_record.ts";
-import { codeOf } from "../../lib/errors.ts";
+import { codeOf, SecureChatError } from "../../lib/errors.ts";
 import { blockLength, parseProxyHeader } from "../../lib/server/proxy_protocol.ts";
 
 Deno.test("Backoff.next() doubles up to the cap, each wait jittered within [d/2, d]", () => {
@@ -56,6 +57,12 @@ Deno.test("worthReconnecting(): drops and passing failures yes; takeover and ref
   assert.equal(worthReconnecting(end("closed"), true), false);
   for (const code of ["AUTH_FAIL", "BAD_CERT", "SIG_FAIL", "TAMPERED"]) {
     assert.equal(worthReconnecting(end("error", code), false), false, code);
+  }
+  // Closed cleanly because the server's own certificate lapsed (PROTOCOL §5.2): it takes no
+  // session until its operator acts, and refuses new connections with the same code.
+  for (const code of ["SERVER_CERT_EXPIRED", "SERVER_CERT_REVOKED"]) {
+    assert.equal(worthReconnecting(end("closed", code), false), false, code);
+    assert.equal(isPermanent(new SecureChatError(code as never, "refused")), true, code);
   }
 });
 
