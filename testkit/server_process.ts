@@ -246,6 +246,22 @@ export interface ConnectOptions {
   env?: Record<string, string>;
 }
 
+/** `name`'s options for `connect` to `server` with `password`, transcripts in its work dir. */
+export function userOn(
+  server: ServerProcess,
+  pkiDir: string,
+  name: string,
+  password: string,
+): ConnectOptions {
+  return {
+    port: server.port,
+    user: name,
+    password,
+    pkiDir,
+    transcripts: `${server.workDir}/${name}`,
+  };
+}
+
 export function connectArgs(o: ConnectOptions): string[] {
   return [
     "connect",

@@ -21,21 +21,11 @@ import {
   registerUser,
   runConnect,
   ServerProcess,
+  userOn,
 } from "../testkit/server_process.ts";
 
 const PASSWORD = "a-long-password";
 const DAY = 24 * 60 * 60;
-
-/** `name`'s options for `connect` to `server`, its transcripts in the server's work dir. */
-function userOn(server: ServerProcess, pkiDir: string, name: string) {
-  return {
-    port: server.port,
-    user: name,
-    password: PASSWORD,
-    pkiDir,
-    transcripts: `${server.workDir}/${name}`,
-  };
-}
 
 Deno.test("TrustStore.updateCrl() adopts a newer CRL and refuses a bad, older or lapsed one, keeping the old", async () => {
   const pki = await makePki(["alice", "bob"]);
@@ -80,7 +70,7 @@ Deno.test("TrustStore.updateCrl() adopts a newer CRL and refuses a bad, older or
 Deno.test("serve: cert revoke ends the live session of the revoked user with REVOKED, without a restart", async () => {
   const pki = await makePki(["alice", "carol"]);
   const server = await ServerProcess.start({ pkiDir: pki.dir });
-  const user = (name: string) => userOn(server, pki.dir, name);
+  const user = (name: string) => userOn(server, pki.dir, name, PASSWORD);
   try {
     // No ca.crl yet: v1 was silently without revocation.
     const off = await server.waitFor(logIs("REVOCATION_OFF"), 5000);
@@ -179,7 +169,7 @@ Deno.test("serve: a session ends with BAD_CERT when its certificate expires; not
   // them failed verify (BAD_CERT at the line): the server now ends the session at expiry.
   const pki = await makePki(["alice", "bob"]);
   const server = await ServerProcess.start({ pkiDir: pki.dir });
-  const user = (name: string) => userOn(server, pki.dir, name);
+  const user = (name: string) => userOn(server, pki.dir, name, PASSWORD);
   try {
     await registerUser(server, pki.dir, "alice", PASSWORD);
     await registerUser(server, pki.dir, "bob", PASSWORD);

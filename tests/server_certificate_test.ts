@@ -18,6 +18,7 @@ import {
   registerUser,
   runConnect,
   ServerProcess,
+  userOn,
 } from "../testkit/server_process.ts";
 import { verifyAll } from "./helpers/verified.ts";
 
@@ -34,16 +35,6 @@ async function serverCertFor(pkiDir: string, seconds: number): Promise<void> {
     days: seconds / DAY,
     keyType: "ed25519",
   }, true);
-}
-
-function userOn(server: ServerProcess, pkiDir: string, name: string) {
-  return {
-    port: server.port,
-    user: name,
-    password: PASSWORD,
-    pkiDir,
-    transcripts: `${server.workDir}/${name}`,
-  };
 }
 
 Deno.test("serve refuses to start with a server certificate that expired, or lapses within the close margin", async () => {
@@ -70,7 +61,7 @@ Deno.test("serve: sessions close with both receipts and SERVER_CERT_EXPIRED befo
   // The close margin is 30 s by default: the sessions close about 30 s after the issue.
   await serverCertFor(pki.dir, 60);
   const server = await ServerProcess.start({ pkiDir: pki.dir });
-  const user = (name: string) => userOn(server, pki.dir, name);
+  const user = (name: string) => userOn(server, pki.dir, name, PASSWORD);
   try {
     const warned = await server.waitFor(logIs("CERT_EXPIRING"));
     assert.match(String(warned.detail), /the server certificate expires at .*, in \d+ s;/);
@@ -109,7 +100,7 @@ Deno.test("serve: sessions close with both receipts and SERVER_CERT_EXPIRED befo
 Deno.test("serve: a CRL revoking the server's own certificate closes its sessions with receipts (SERVER_CERT_REVOKED) and refuses new ones; serve will not start with it", async () => {
   const pki = await makePki(["alice"]);
   const server = await ServerProcess.start({ pkiDir: pki.dir });
-  const user = userOn(server, pki.dir, "alice");
+  const user = userOn(server, pki.dir, "alice", PASSWORD);
   try {
     await registerUser(server, pki.dir, "alice", PASSWORD);
     const alice = await LiveClient.login(user);
