@@ -84,20 +84,3 @@ export function withAdvice(error: unknown): unknown {
   if (!advice) return error;
   return new SecureChatError(error.code, error.message, { cause: error, hint: advice });
 }
-
-/** The server refused a user's own password change (`/passwd`, PROTOCOL §6.7). */
-const PASSWORD_CHANGE: Partial<Record<ErrorCode, string>> = {
-  AUTH_FAIL: "the current password was not right (or it changed meanwhile); nothing changed: " +
-    "try /passwd again",
-  RATE_LIMITED: "too many wrong passwords: wait (up to 15 minutes), or ask the operator to " +
-    "run `securechat user unlock NAME`",
-  INVALID_INPUT: "the server refused the new password: 8 to 1024 bytes, not the old one",
-  DB_UNAVAILABLE: "the server's user database is down; nothing changed: try again in a minute",
-  INTERNAL: "the server hit a bug; nothing changed: tell the operator",
-};
-
-/** The next step after `/passwd` failed: the error's own hint, else the code's sentence. */
-export function passwordChangeAdvice(error: unknown): string | undefined {
-  if (error instanceof SecureChatError && error.hint) return error.hint;
-  return PASSWORD_CHANGE[codeOf(error)];
-}

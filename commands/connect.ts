@@ -16,6 +16,7 @@ import { E2eClient } from "../lib/e2e/client.ts";
 import {
   changePasswordWithState,
   confirmsPublication,
+  passwordChangeHint,
   readyToSend,
   takeE2eMessage,
   verifyLines,
@@ -31,7 +32,7 @@ import { type History, openHistory } from "./_history.ts";
 import { clock, layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
 import { loadSettings, type Settings } from "./_home.ts";
-import { passwordChangeAdvice, withAdvice } from "./_advice.ts";
+import { withAdvice } from "./_advice.ts";
 import { preflight } from "./_preflight.ts";
 import { isValidEmail } from "../lib/store/account_rules.ts";
 import { checkNewPassword, checkPasswordChange } from "../lib/crypto/password.ts";
@@ -603,7 +604,7 @@ async function changeOwnPassword(
     );
     return next;
   } catch (error) {
-    const advised = passwordChangeAdvice(error);
+    const advised = passwordChangeHint(error);
     show(safeText(`securechat: password not changed: ${(error as Error).message}`));
     if (advised) show(safeText(`hint: ${advised}`));
     return undefined;

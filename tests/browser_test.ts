@@ -767,6 +767,12 @@ Deno.test({
       // Refused by the server: a wrong current password. The state stays under the old one alone.
       await passwdFromPage(alice, "not-alices-password", NEW);
       await waitForLine(alice, notChanged(/AUTH_FAIL/), "a wrong current password");
+      // With the CLI's hint for the code, from the one table both use (lib/e2e/chat.ts).
+      await waitForLine(
+        alice,
+        (l) => l.text.startsWith("hint: the current password was not right"),
+        "the hint after a wrong current password",
+      );
       assert.deepEqual(Object.keys(await e2eRecords(alice)), ["alice"]);
       assert.ok(!server.logs.some((e) => e.event === "PASSWORD_CHANGED"));
 

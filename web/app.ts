@@ -12,6 +12,7 @@ import { DEVICE_LIST_MAX_AGE_MS, E2eClient } from "../lib/e2e/client.ts";
 import {
   changePasswordWithState,
   confirmsPublication,
+  passwordChangeHint,
   readyToSend,
   takeE2eMessage,
   verifyLines,
@@ -598,7 +599,10 @@ async function changePassword(event: SubmitEvent): Promise<void> {
   try {
     ({ warning } = await changePasswordWithState(session, e2eState, e2e, current, next));
   } catch (error) {
-    return notChanged(`${(error as Error).message} (${codeOf(error)})`);
+    notChanged(`${(error as Error).message} (${codeOf(error)})`);
+    const hint = passwordChangeHint(error);
+    if (hint) show("error", { text: `hint: ${hint}` });
+    return;
   }
   // A reconnection logs in with the new password: a ticket from before the change is refused.
   if (credentials) credentials = { ...credentials, password: next };

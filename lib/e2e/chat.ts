@@ -5,7 +5,7 @@
  * takes the device's state along. The texts are returned, never printed: each client shows
  * them its own way.
  */
-import { codeOf, SecureChatError } from "../errors.ts";
+import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import { formatFingerprint } from "../pki/describe.ts";
 import { canonicalName, LOBBY, recipientUser } from "../message/record.ts";
 import type { ChatSession, ReceivedMessage } from "../session/session.ts";
@@ -140,6 +140,30 @@ export async function verifyLines(
     problem(`${name}'s end-to-end keys refused: ${(error as Error).message}`);
   }
   return lines;
+}
+
+/**
+ * What to do after `/passwd` failed, per code (PROTOCOL §6.7): one table for the CLI and the
+ * page, which each show it their own way.
+ */
+const PASSWORD_CHANGE_HINTS: Partial<Record<ErrorCode, string>> = {
+  AUTH_FAIL: "the current password was not right (or it changed meanwhile); nothing changed: " +
+    "try /passwd again",
+  RATE_LIMITED: "too many wrong passwords: wait (up to 15 minutes), or ask the operator to " +
+    "run `securechat user unlock NAME`",
+  INVALID_INPUT: "the server refused the new password: 8 to 1024 bytes, not the old one",
+  DB_UNAVAILABLE: "the server's user database is down; nothing changed: try again in a minute",
+  INTERNAL: "the server hit a bug; nothing changed: tell the operator",
+  PROTOCOL_ERROR: "the session ended before the server answered, so whether the password " +
+    "changed is unknown: log in with the new one, and if it is refused, with the old one",
+  IO_ERROR: "this device's end-to-end state could not be saved, so nothing was sent: check " +
+    "the disk (or the browser's storage) and try again",
+};
+
+/** The next step after `/passwd` failed: the error's own hint, else its code's sentence. */
+export function passwordChangeHint(error: unknown): string | undefined {
+  if (error instanceof SecureChatError && error.hint) return error.hint;
+  return PASSWORD_CHANGE_HINTS[codeOf(error)];
 }
 
 /**
