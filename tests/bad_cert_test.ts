@@ -3,13 +3,17 @@
  * server step 4), through the real `serve` and `connect`. The fixtures come from
  * tests/helpers/cert_fixtures.ts (openssl `ca`/`req -x509` and a second lib/pki CA);
  * openssl-made control certificates are accepted, so each refusal is down to the one
- * defect its certificate has. bob, an honest user, stays logged in throughout.
+ * defect its certificate has. bob, an honest user, stays logged in throughout. `serve` refuses
+ * to start with an expired or not yet valid certificate of its own (PROTOCOL §5.2): for those
+ * two, the test checks that refusal and a handshake-only server presents the certificate.
  */
 import assert from "node:assert/strict";
 import type { CliResult } from "../testkit/cli.ts";
 import { makeBadCertPki } from "./helpers/cert_fixtures.ts";
 import { errorCodeOf, registerUser, runConnect, ServerProcess } from "../testkit/server_process.ts";
 import { startSharedServer } from "./helpers/shared_server.ts";
+import { HandshakeOnlyServer } from "./helpers/handshake_only_server.ts";
+import { loadIdentity } from "../lib/identity.ts";
 
 const fixtures = await makeBadCertPki(["alice", "bob"]);
 const { pki } = fixtures;
@@ -25,7 +29,7 @@ const bystander = () => shared.bystander("bob", PASSWORDS.bob);
 
 /** The code `serve` logged for the connection that failed, by the first event after `from`. */
 async function loggedCode(
-  s: ServerProcess,
+  s: Pick<ServerProcess, "waitFor">,
   from: number,
 ): Promise<{ event: string; detail?: string }> {
   return await s.waitFor(
@@ -180,6 +184,11 @@ interface ServerCertCase {
   code: string | null;
   /** What the client says on stderr, to show the refusal has the right reason. */
   reason?: RegExp;
+  /**
+   * `serve` refuses to start with this certificate, saying this (PROTOCOL §5.2): a server that
+   * runs the handshake alone presents it instead, as one with a wrong clock could.
+   */
+  serveRefuses?: RegExp;
 }
 
 Deno.test({
@@ -196,8 +205,20 @@ Deno.test({
         code: "BAD_CERT",
         reason: /trusted CA/,
       },
-      { name: "expired", cert: "expired-server", code: "BAD_CERT", reason: /expired/ },
-      { name: "not yet valid", cert: "future-server", code: "BAD_CERT", reason: /not yet valid/ },
+      {
+        name: "expired",
+        cert: "expired-server",
+        code: "BAD_CERT",
+        reason: /expired/,
+        serveRefuses: /BAD_CERT: the server certificate expired at 2020-02-01/,
+      },
+      {
+        name: "not yet valid",
+        cert: "future-server",
+        code: "BAD_CERT",
+        reason: /not yet valid/,
+        serveRefuses: /BAD_CERT: the server certificate \(or the CA's\) is not valid until/,
+      },
       {
         name: "wrong role: a client certificate used by the server",
         cert: "alice",
@@ -218,23 +239,32 @@ Deno.test({
         reason: /server name/,
       },
     ];
-    const servers = new Map<string, ServerProcess>();
+    const servers = new Map<string, ServerProcess | HandshakeOnlyServer>();
     const bob = await bystander();
     try {
       await Promise.all(
         cases.filter((c) => c.cert !== null).map(async (c) => {
-          const s = await ServerProcess.start({
+          const start = ServerProcess.start({
             pkiDir: pki.dir,
             cert: `${c.cert}.pem`,
             key: `${c.cert}.key`,
           });
-          servers.set(c.cert!, s);
+          if (!c.serveRefuses) return void servers.set(c.cert!, await start);
+          await assert.rejects(start, c.serveRefuses);
+          const identity = await loadIdentity(
+            `${pki.dir}/${c.cert}.pem`,
+            `${pki.dir}/${c.cert}.key`,
+          );
+          servers.set(c.cert!, new HandshakeOnlyServer(identity, pki.trust));
         }),
       );
       for (const c of cases) {
         await t.step(`${c.name} → ${c.code ?? "accepted"}`, async () => {
           const s = c.cert === null ? server : servers.get(c.cert)!;
-          if (c.code === null) await registerUser(s, pki.dir, "alice", PASSWORDS.alice);
+          if (c.code === null) {
+            assert.ok(s instanceof ServerProcess, "the control is served by serve");
+            await registerUser(s, pki.dir, "alice", PASSWORDS.alice);
+          }
           const from = s.mark();
           const result = await runConnect({
             port: s.port,
