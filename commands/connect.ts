@@ -18,6 +18,7 @@ import {
   confirmsPublication,
   passwordChangeHint,
   readyToSend,
+  relayedLine,
   takeE2eMessage,
   verifyLines,
 } from "../lib/e2e/chat.ts";
@@ -617,12 +618,9 @@ function describe(
 ): { author: string; text: string; to?: string; stored?: boolean } | null {
   if (message.type === "relay") {
     const { relayed } = message;
-    const text = relayed.undecryptable === undefined
-      ? relayed.text
-      : `[cannot decrypt: ${relayed.undecryptable}]`;
     return {
       author: relayed.author,
-      text,
+      text: relayedLine(relayed),
       to: relayed.private ? "you" : undefined,
       stored: relayed.stored,
     };

@@ -14,6 +14,7 @@ import {
   confirmsPublication,
   passwordChangeHint,
   readyToSend,
+  relayedLine,
   takeE2eMessage,
   verifyLines,
 } from "../lib/e2e/chat.ts";
@@ -167,10 +168,7 @@ async function onMessage(message: ReceivedMessage): Promise<void> {
       author: relayed.author,
       verified: true,
       private: relayed.private,
-      text: (relayed.stored ? "(while you were away) " : "") +
-        (relayed.undecryptable === undefined
-          ? relayed.text
-          : `[cannot decrypt: ${relayed.undecryptable}]`),
+      text: (relayed.stored ? "(while you were away) " : "") + relayedLine(relayed),
     });
     return;
   }

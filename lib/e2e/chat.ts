@@ -9,6 +9,7 @@ import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import { formatFingerprint } from "../pki/describe.ts";
 import { canonicalName, LOBBY, recipientUser } from "../message/record.ts";
 import type { ChatSession, ReceivedMessage } from "../session/session.ts";
+import type { RelayedText } from "../session/relay.ts";
 import type { E2eClient, KeysChannel } from "./client.ts";
 import type { SealedState } from "./sealed_state.ts";
 
@@ -140,6 +141,17 @@ export async function verifyLines(
     problem(`${name}'s end-to-end keys refused: ${(error as Error).message}`);
   }
   return lines;
+}
+
+/**
+ * What a relayed line shows (PROTOCOL §6.4, §12.6): its text, or in its place why this device
+ * cannot read it (no key, step 9) or why it cannot be shown (the author's malformed content,
+ * steps 10–11) — never as if it were text.
+ */
+export function relayedLine(relayed: RelayedText): string {
+  if (relayed.undecryptable !== undefined) return `[cannot decrypt: ${relayed.undecryptable}]`;
+  if (relayed.malformed !== undefined) return `[cannot show: ${relayed.malformed}]`;
+  return relayed.text;
 }
 
 /**

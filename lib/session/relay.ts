@@ -58,6 +58,13 @@ export interface RelayedText {
    * text; a stored one is left in the queue for another of the user's devices (§6.6).
    */
   undecryptable?: string;
+  /**
+   * Why this end-to-end line cannot be shown although its wrap opened: its content does not
+   * open under the author's key, or its body is no body it may carry (PROTOCOL §12.6 steps
+   * 10–11). The author's doing, not the server's: recorded and accepted, shown as such (never
+   * its bytes), acknowledged (no device can read it), and the session goes on.
+   */
+  malformed?: string;
 }
 
 /**
@@ -344,14 +351,15 @@ export class RelayVerifier {
     }
     let text = "";
     let senderKey: SenderKeyUpdate | undefined;
+    let malformed: string | undefined;
     if (k) {
-      const body = openContent(record, k);
-      if (!bodyFits(body, "c2s", record.to, "e2e" in relay)) {
-        throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind} to ${record.to}`);
-      }
-      if (body.kind === "sender_key" && "e2e" in relay) {
-        senderKey = { fromDevice: relay.e2e.from, body };
-      } else if (body.kind === "text") text = body.text;
+      const opened = openBody(record, k, relay, peer.commonName);
+      if ("malformed" in opened) {
+        malformed = opened.malformed;
+        k = undefined;
+      } else if (opened.body.kind === "sender_key" && "e2e" in relay) {
+        senderKey = { fromDevice: relay.e2e.from, body: opened.body };
+      } else if (opened.body.kind === "text") text = opened.body.text;
     }
     this.#inSession.set(authorSession, record.seqno);
     if (!duplicate) {
@@ -368,7 +376,37 @@ export class RelayVerifier {
       record,
       k,
       ...(undecryptable === undefined ? {} : { undecryptable }),
+      ...(malformed === undefined ? {} : { malformed }),
       ...(senderKey ? { senderKey } : {}),
+    };
+  }
+}
+
+/**
+ * The body of a relayed record (PROTOCOL §6.4 step 5), or why an end-to-end line whose wrap
+ * opened cannot be shown (§12.6 steps 10–11).
+ * @throws DECRYPT_FAIL, TAMPERED, PROTOCOL_ERROR for a record with `k`
+ */
+function openBody(
+  record: MessageRecord,
+  k: Uint8Array,
+  relay: RelayMessage,
+  author: string,
+): { body: Body } | { malformed: string } {
+  try {
+    const body = openContent(record, k);
+    if (!bodyFits(body, "c2s", record.to, "e2e" in relay)) {
+      throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind} to ${record.to}`);
+    }
+    return { body };
+  } catch (error) {
+    // With `k` the server checked the content itself (§6.3 steps 5–6): its fault. With `e2e`
+    // it could not, and the signature and the wrap (bound to the signed statement) make `k`
+    // the author's: ending our session with the server would let any author cut every
+    // recipient off, again at every reconnect.
+    if (!("e2e" in relay) || !(error instanceof SecureChatError)) throw error;
+    return {
+      malformed: `${author} sent a line this client cannot show (${error.code}: ${error.message})`,
     };
   }
 }

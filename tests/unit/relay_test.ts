@@ -17,6 +17,7 @@ import {
   type MessageRecord,
   type RelayMessage,
   sealContent,
+  sealPlaintext,
   signRecord,
   userRecipient,
 } from "../../lib/message/record.ts";
@@ -54,9 +55,13 @@ async function signedRelay(
     edit?: (r: MessageRecord) => void;
     type?: "relay" | "stored";
     e2e?: E2eEnvelope;
+    /** Sealed instead of `body`'s JSON: bytes no honest author sends. */
+    plaintext?: Uint8Array;
   } = {},
 ): Promise<{ relay: RelayMessage; k: Uint8Array }> {
-  const { k, ct, c } = sealContent(o.body ?? { kind: "text", text: `message ${seqno}` });
+  const { k, ct, c } = o.plaintext
+    ? sealPlaintext(o.plaintext)
+    : sealContent(o.body ?? { kind: "text", text: `message ${seqno}` });
   const record: MessageRecord = {
     sid: SID,
     dir: "c2s",
@@ -369,4 +374,43 @@ Deno.test("RelayVerifier.check(): a new record whose wrap's key this device used
   assert.match(got.undecryptable ?? "", /no key for this message \(it used that key already/);
   assert.equal(got.text, "");
   assert.ok(seen.has(got.fingerprint, SID, 3), "accepted: the next delivery is a duplicate");
+});
+
+Deno.test("RelayVerifier.check(): an end-to-end line whose wrap opened but whose content does not open or parse is the author's doing: recorded, accepted and shown as such, the session goes on (PROTOCOL §12.6 steps 10–11, interop finding 52)", async () => {
+  // The server cannot look inside an end-to-end record (§12.6), so before this one such line
+  // from any user ended every recipient's session with the server, at every reconnect.
+  const lobby = { to: LOBBY, e2e: SENDER_ENVELOPE };
+  const cases: [string, Parameters<typeof signedRelay>[2], boolean][] = [
+    [
+      "a text over 4000 characters",
+      { ...lobby, body: { kind: "text", text: "x".repeat(4001) } },
+      false,
+    ],
+    ["a who on a lobby line", { ...lobby, body: { kind: "who" } }, false],
+    [
+      "a body that is not JSON",
+      { ...lobby, plaintext: new TextEncoder().encode("not json") },
+      false,
+    ],
+    ["content that does not open under the wrapped key", lobby, true],
+  ];
+  for (const [i, [name, o, otherKey]] of cases.entries()) {
+    const seen = SeenStore.memory();
+    const { relay, k } = await signedRelay(alice, i + 1, o);
+    const wrapped = otherKey ? crypto.getRandomValues(new Uint8Array(32)) : k;
+    const got = await e2eVerifier(() => Promise.resolve(wrapped), seen).check(relay);
+    assert.match(
+      got.malformed ?? "",
+      /^alice sent a line this client cannot show \((PROTOCOL_ERROR|DECRYPT_FAIL): /,
+      name,
+    );
+    assert.equal(got.text, "", name);
+    assert.equal(got.undecryptable, undefined, name);
+    assert.equal(got.k, undefined, `${name}: no key to reveal a line that does not open`);
+    assert.ok(seen.has(got.fingerprint, SID, i + 1), `${name}: accepted into the marks`);
+  }
+  // The same content with `k`: the server checks that itself (§6.3 steps 5–6), so a recipient
+  // handed one has the server to blame, and the session ends.
+  const readable = await relayed(alice, 9, { body: { kind: "text", text: "x".repeat(4001) } });
+  assert.equal(await codeOfCheck(verifier(), readable), "PROTOCOL_ERROR");
 });
