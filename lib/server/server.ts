@@ -346,7 +346,12 @@ export class ChatServer {
     const { log } = this.#opts;
     if (this.#retired) {
       // No handshake: it would be signed under a certificate about to lapse, or revoked.
-      log(this.#retired, { peer, detail: "connection refused: the server certificate lapsed" });
+      log(this.#retired, {
+        peer,
+        detail: `connection refused: the server certificate ${
+          this.#retired === "SERVER_CERT_REVOKED" ? "is revoked" : "expires"
+        }; restart serve with a new one`,
+      });
       await refuse(stream, this.#retired);
       return;
     }
