@@ -23,6 +23,8 @@ const PROBE_PY = new URL("./interop/probe.py", import.meta.url).pathname;
 const VECTORS_PY = new URL("./interop/check_vectors.py", import.meta.url).pathname;
 const STATE_PY = new URL("./interop/state.py", import.meta.url).pathname;
 const KEYLOG_PY = new URL("./interop/keylog.py", import.meta.url).pathname;
+const ISSUE_PY = new URL("./interop/issue.py", import.meta.url).pathname;
+const LATE_RECEIPT_PY = new URL("./interop/late_receipt.py", import.meta.url).pathname;
 
 function pythonHasCryptography(): boolean {
   try {
@@ -659,83 +661,126 @@ Deno.test({
   },
 });
 
+// A hostile author's lobby line whose body the server cannot see (end to end), signed and wrapped
+// as it should be, and what each recipient shows for it; the session goes on either way.
+const HOSTILE_BODIES = [
+  // PROTOCOL §2 "Strings": an escaped lone surrogate in free text is one UTF-16 unit, shown
+  // escaped (interop finding 53): lib/ as <U+D800>, client.py as \ud800
+  {
+    mode: "body-lone-surrogate",
+    bob: (l: string) => l.includes("alice ✓ the faulty line <U+D800> ends here"),
+    carol: (l: string) => l === "alice e2e: the faulty line \\ud800 ends here",
+  },
+  // §12.6 steps 10–11: a text over 4000 characters is the author's fault, not the server's: the
+  // line is recorded, shown as one that cannot be shown, with its code (interop finding 52)
+  {
+    mode: "body-text-4001",
+    bob: (l: string) => CANNOT_SHOW_LOBBY.test(l),
+    carol: (l: string) =>
+      l === "alice: UNSHOWABLE PROTOCOL_ERROR the author sent a line this client cannot show",
+  },
+] as const;
+
 Deno.test({
   name:
-    "interop: a lobby line whose text holds an escaped lone surrogate reaches connect and the clean-room client, and each shows it escaped and goes on (PROTOCOL §2 is silent: interop finding 53)",
+    "interop: hostile end-to-end bodies from the clean-room client reach connect and the clean-room client alike, each shows what the docs say and goes on (PROTOCOL §2, §12.6 steps 10–11)",
   ignore: skipInterop,
   sanitizeResources: true,
   sanitizeOps: true,
   async fn() {
-    await inLab(
-      "securechat-interop-surrogate-",
-      ["alice", "bob", "carol"],
-      "ed25519",
-      async (lab) => {
-        const { tmp, certs, ca, procs } = lab;
-        const { port } = await lab.serve([]);
-        const bob = connectCli(port, certs, "bob", `${tmp}/bobtr`, [
+    await inLab("securechat-interop-bodies-", ["alice", "bob", "carol"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      const { port } = await lab.serve([]);
+      const bob = connectCli(port, certs, "bob", `${tmp}/bobtr`, [
+        "--register",
+        "--email",
+        "bob@example.com",
+      ], "bob");
+      procs.push(bob);
+      await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+      const carol = pythonClient(
+        [CLIENT_PY],
+        port,
+        certs,
+        [
           "--register",
-          "--email",
-          "bob@example.com",
-        ], "bob");
-        procs.push(bob);
-        await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
-        const carol = pythonClient(
-          [CLIENT_PY],
-          port,
-          certs,
-          [
-            "--register",
-            "carol@example.com",
-            "--transcripts",
-            `${tmp}/caroltr`,
-            "--e2e",
-          ],
-          "carol",
-          "carol",
-        );
-        procs.push(carol);
-        await carol.out.waitFor((l) => l.startsWith("KEYS published"), "carol published");
-        const alice = pythonClient(
-          [PROBE_PY, "--hostile-e2e", "body-lone-surrogate"],
-          port,
-          certs,
-          [
-            "--register",
-            "alice@example.com",
-            "--e2e",
-          ],
-          "alice",
-        );
+          "carol@example.com",
+          "--transcripts",
+          `${tmp}/caroltr`,
+          "--e2e",
+        ],
+        "carol",
+        "carol",
+      );
+      procs.push(carol);
+      await carol.out.waitFor((l) => l.startsWith("KEYS published"), "carol published");
+      for (const [i, hostile] of HOSTILE_BODIES.entries()) {
+        const alice = pythonClient([PROBE_PY, "--hostile-e2e", hostile.mode], port, certs, [
+          ...(i === 0 ? ["--register", "alice@example.com"] : []),
+          "--e2e",
+        ], `alice ${hostile.mode}`);
         procs.push(alice);
         await alice.out.waitFor((l) => l.startsWith("KEYS published"), "alice published");
         await alice.send("a line whose body the hostile author replaces");
-        await alice.send("the next line");
-        // The body is `{"kind":"text","text":"the faulty line \ud800 ends here"}`, signed by alice
-        // and wrapped under her sender chain: lib/ shows the surrogate as <U+D800>, client.py escaped.
-        await bob.out.waitFor(
-          (l) => l.includes("alice ✓ the faulty line <U+D800> ends here"),
-          "bob: the line, escaped",
-        );
-        await carol.out.waitFor(
-          (l) => l === "alice e2e: the faulty line \\ud800 ends here",
-          "carol: the line, escaped",
-        );
+        await alice.send(`the next line ${i}`);
+        await bob.out.waitFor(hostile.bob, `bob: ${hostile.mode}`);
+        await carol.out.waitFor(hostile.carol, `carol: ${hostile.mode}`);
         for (const [p, name] of [[bob, "bob"], [carol, "carol"]] as const) {
-          await p.out.waitFor((l) => l.includes("the next line"), `${name}: the next line`);
-          await closeStdin(p);
-          assert.equal(await finish(p), 0, `${name} failed:\n${p.out.text()}\n${p.err.text()}`);
+          await p.out.waitFor((l) => l.includes(`the next line ${i}`), `${name}: next line ${i}`);
         }
         await closeStdin(alice);
-        assert.equal(
-          await finish(alice),
-          0,
-          `alice failed:\n${alice.out.text()}\n${alice.err.text()}`,
-        );
-        // The record is an ordinary signed line: carol's transcript of it verifies.
-        await verifyConfirmedByBoth(ca, findLog(`${tmp}/caroltr`, "-client.log"));
-      },
-    );
+        assert.equal(await finish(alice), 0, `alice:\n${alice.out.text()}\n${alice.err.text()}`);
+      }
+      for (const [p, name] of [[bob, "bob"], [carol, "carol"]] as const) {
+        await closeStdin(p);
+        assert.equal(await finish(p), 0, `${name} failed:\n${p.out.text()}\n${p.err.text()}`);
+      }
+      // Both lines are ordinary signed records in carol's transcript, which verifies.
+      await verifyConfirmedByBoth(ca, findLog(`${tmp}/caroltr`, "-client.log"));
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "interop: a server whose own certificate lapses closes the clean-room client's session with SERVER_CERT_EXPIRED and receipts, then refuses it (PROTOCOL §5.2)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    await inLab("securechat-interop-lapse-", ["alice"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      // A server certificate (tests/interop/issue.py, from PKI.md "Profiles") that lapses in 60 s:
+      // the server closes its sessions a close margin (30 s) before, so about 30 s from now.
+      const issued = await new Deno.Command(PYTHON, {
+        args: [ISSUE_PY, "--dir", certs, "--name", "server", "--server", "--seconds", "60"],
+      }).output();
+      assert.equal(issued.code, 0, new TextDecoder().decode(issued.stderr));
+      const { port } = await lab.serve([]);
+      const py = pythonClient([CLIENT_PY], port, certs, [
+        "--register",
+        "alice@example.com",
+        "--transcripts",
+        `${tmp}/pytr`,
+      ], "python");
+      procs.push(py);
+      await py.out.waitFor((l) => l.startsWith("SESSION "), "python session");
+      await py.send("a line before the lapse");
+      await py.out.waitFor((l) => l === "SERVER_CLOSED SERVER_CERT_EXPIRED", "close code", 45_000);
+      await py.out.waitFor((l) => l.startsWith("RECEIPT OK "), "receipts exchanged");
+      assert.equal(await finish(py), 0, `python failed:\n${py.out.text()}\n${py.err.text()}`);
+      // The receipts were signed while the certificate was valid: both verifiers confirm them.
+      const log = findLog(`${tmp}/pytr`, "-client.log");
+      await verifyConfirmedByBoth(ca, log);
+      const pyv = await pythonVerify(ca, log);
+      assert.match(pyv.out, /^RESULT VALID confirmed by both$/m, pyv.out);
+      // From now on every connection is refused before any handshake, with a plaintext error
+      // whose code alone the client shows (PROTOCOL §3.3).
+      const again = pythonClient([CLIENT_PY], port, certs, [], "python again");
+      procs.push(again);
+      assert.equal(await finish(again), 1, again.out.text());
+      assert.ok(again.out.lines.includes("ERROR SERVER_CERT_EXPIRED"), again.out.text());
+    });
   },
 });
 
@@ -1050,6 +1095,47 @@ Deno.test({
     // rule, and §3.2's reading of several messages per record.
     assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
+  },
+});
+
+Deno.test({
+  name:
+    "interop: both verifiers refuse a receipt signed after its signer's certificate lapsed, and accept one signed before (TRANSCRIPT §4.2 step 7)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    await inLab("securechat-interop-late-", [], "ed25519", async (lab) => {
+      const { tmp, certs, ca } = lab;
+      // A client transcript of one line and the client's receipt, signed by a certificate that
+      // lapses in 60 s (tests/interop/late_receipt.py): the line dated now, then 10 minutes on.
+      for (const [after, late] of [[0, false], [600, true]] as const) {
+        const made = await new Deno.Command(PYTHON, {
+          args: [
+            LATE_RECEIPT_PY,
+            "--certs",
+            certs,
+            "--out",
+            `${tmp}/t${after}`,
+            "--line-after",
+            String(after),
+          ],
+        }).output();
+        assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+        const log = new TextDecoder().decode(made.stdout).trim();
+        const py = await pythonVerify(ca, log);
+        const cli = await runCli(["verify", "--ca", ca, log]);
+        if (late) {
+          assert.match(py.out, /^RESULT INVALID BAD_CERT receipt \S+receipt\.json /m, py.out);
+          assert.equal(cli.code, 1, cli.stdout + cli.stderr);
+          assert.match(cli.stdout, /^result\s+INVALID BAD_CERT: receipt /m, cli.stdout);
+        } else {
+          assert.match(py.out, /^RESULT VALID confirmed by the client only$/m, py.out);
+          assert.equal(cli.code, 0, cli.stdout + cli.stderr);
+          assert.match(cli.stdout, /^result\s+VALID, confirmed by the client only/m, cli.stdout);
+        }
+      }
+    });
   },
 });
 

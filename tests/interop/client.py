@@ -84,6 +84,7 @@ MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
 SESSION_CERTS = 256                          # §6.4.1: author certificates a session's list holds
+SERVER_CLOSE_CODES = ("SERVER_CERT_EXPIRED", "SERVER_CERT_REVOKED")  # §5.2: a server `close`'s
 GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
 HYBRID = "x25519mlkem768"
 
@@ -2495,16 +2496,23 @@ class Client:
         no_key = None
         if k is None and not duplicate:                                           # 5, §12.6
             k, no_key = self.open_e2e(author, author_pub, cert_der, m["e2e"], rec)
-        text = sender_key = None
+        text = sender_key = unshowable = None
         if k is not None:
-            body = parse_body(check_content(rec, k))
-            if body["kind"] == "sender_key" and "e2e" in m and rec["to"] != "lobby":
-                sender_key = body  # §12.6 step 11: a chain, private and end to end only
-            elif body["kind"] != "text":
-                raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
-            else:
-                strict(body, ["kind", "text"])
-                text = want_text(body)
+            try:
+                body = parse_body(check_content(rec, k))                          # 10
+                if body["kind"] == "sender_key" and "e2e" in m and rec["to"] != "lobby":
+                    sender_key = body  # §12.6 step 11: a chain, private and end to end only
+                elif body["kind"] != "text":
+                    raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
+                else:
+                    strict(body, ["kind", "text"])
+                    text = want_text(body)
+            except ProtoError as e:
+                if "e2e" not in m:  # with k the server checked the content: its fault (§6.4 5)
+                    raise
+                # §12.6 steps 10-11: the wrap opened and the signature verified, so the content
+                # is the author's doing: recorded, never shown, no k kept, and the session goes on
+                unshowable, k = e.code, None
         self.accept_hop(seqno, ts)
         self.certs.commit(fp, author_cert)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
@@ -2516,7 +2524,7 @@ class Client:
         if stored:  # §6.6: acknowledged once the line, the marks (and e2e state) are durable
             self.seen.save(force=True)
             ack = {"kind": "received", "upto": seqno}
-            if text is None and not duplicate:  # wrapped for our other devices: keep it queued
+            if no_key is not None:  # wrapped for our other devices: keep it queued
                 ack["unread"] = [seqno]
             self.send_record("server", ack)
         private = " (private)" if rec["to"] != "lobby" else ""
@@ -2526,6 +2534,9 @@ class Client:
             out(f"SENDER_KEY {safe(author)} {m['e2e']['from']}")
         elif duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
             log(f"a record of {safe(author)} seen in an earlier session, recorded, not shown")
+        elif unshowable is not None:  # §12.6 steps 10-11: the author's fault, not the server's
+            out(f"{safe(author)}{private}: UNSHOWABLE {unshowable} the author sent a line this "
+                "client cannot show")
         elif text is None:  # §12.6: recorded, never shown as text, never dropped silently
             what = "message" if private else "lobby line"
             out(f"{safe(author)}{private}: NO_KEY this device has no key for this {what} "
@@ -2621,9 +2632,19 @@ class Client:
             raise ProtoError("SIG_FAIL", "server receipt signature")
 
     def on_close(self, m):
-        strict(m, ["type"])
+        """§7 step 2; §5.2: the server's `close` may say why it ends the session, a reason that
+        holds until its operator acts (its certificate lapses or was revoked): still a clean close
+        with receipts, reported as the server's reason."""
+        strict(m, ["type"], ["code"])
         if self.peer_closed:
             raise ProtoError("PROTOCOL_ERROR", "second close")
+        if "code" in m:
+            if m["code"] not in SERVER_CLOSE_CODES:
+                raise ProtoError("PROTOCOL_ERROR", "close with an unknown code")
+            log(f"the server closed the session: {m['code']} (its own certificate "
+                f"{'lapses' if m['code'] == 'SERVER_CERT_EXPIRED' else 'was revoked'}); "
+                "receipts follow, and a new session will be refused until its operator acts")
+            out(f"SERVER_CLOSED {m['code']}")
         self.peer_closed = True
         self.start_close()  # answer with our own close unless we already sent one
         th, receipt = self.make_receipt()  # both closes exchanged: the record is fixed (§7 step 3)

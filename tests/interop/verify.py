@@ -78,6 +78,7 @@ class Verifier:
         self.trust = trust
         self.d = {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()}
         self.digests = {"c2s": [hashlib.sha256().digest()], "s2c": [hashlib.sha256().digest()]}
+        self.ts_upto = {"c2s": [None], "s2c": [None]}  # ts of line n of a direction (its latest)
         self.n = {"c2s": 0, "s2c": 0}
         self.last_ts = {"c2s": 0, "s2c": 0}
         self.certs = sc.SessionCerts()  # the session's author certificates (PROTOCOL §6.4.1)
@@ -169,6 +170,7 @@ class Verifier:
         self.last_ts[d] = ts
         self.d[d].update(enc)
         self.digests[d].append(self.d[d].copy().digest())
+        self.ts_upto[d].append(ts)
 
     def msg(self, rec, d, n):
         if rec["sid"] != self.session_id or rec["dir"] != d:
@@ -275,6 +277,15 @@ class Verifier:
         pub = x509.load_der_x509_certificate(der).public_key()
         if not sc.verify(pub, sig, sc.receipt_signed_input(role, th)):                # 6
             raise Invalid("SIG_FAIL", where, "receipt signature")
+        # 7: made after every line it covers, so no earlier than the latest of their ts (less the
+        # skew between the two clocks); by then the signer's certificate and the CA must be valid
+        covered = [t for t in (self.ts_upto["c2s"][a], self.ts_upto["s2c"][b]) if t is not None]
+        if covered:
+            signer_cert = x509.load_der_x509_certificate(der)
+            lapse = min(sc.utc(signer_cert, "not_valid_after"), sc.utc(self.trust.ca,
+                                                                      "not_valid_after"))
+            if at_ms(max(covered) - sc.SKEW_MS) > lapse:
+                raise Invalid("BAD_CERT", where, "signed after its signer's certificate lapsed")
         return role, a, b
 
 
