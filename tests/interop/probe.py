@@ -717,44 +717,26 @@ def _(a):
     return "receipts" if more == b"" else "the server sent more after the receipts"
 
 
-@probe("msg_to_non_canonical_user", "peer:TAMPERED")
-def _(a):
-    a.session()  # §6.1: the recipient set is "user:" + canonical (lower-case) name
-    _, wire, k = a.record(to="user:ALICE")
-    a.send_msg(wire, k)
-    return a.await_error()
+def msg_to(to):
+    def run(a):
+        a.session()
+        _, wire, k = a.record(to=to)
+        a.send_msg(wire, k)
+        return a.await_error()
+    return run
 
 
-@probe("msg_to_user_name_of_2_chars", "peer:TAMPERED")
-def _(a):
-    a.session()  # §6.1 recipient rule: a canonical name has 3-32 characters
-    _, wire, k = a.record(to="user:ab")
-    a.send_msg(wire, k)
-    return a.await_error()
+# §6.1's recipient rule: `user:` + a canonical name, 3-32 of [a-z0-9_.-] starting with a letter
+# or digit, lower case; anything else from a client is TAMPERED (§6.3 step 3)
+for _name, _to in (("msg_to_non_canonical_user", "user:ALICE"),
+                   ("msg_to_user_name_of_2_chars", "user:ab"),
+                   ("msg_to_user_name_of_33_chars", "user:" + "b" * 33),
+                   ("msg_to_user_name_starting_with_a_dot", "user:.bob")):
+    probe(_name, "peer:TAMPERED")(msg_to(_to))
 
 
-@probe("msg_to_user_name_of_33_chars", "peer:TAMPERED")
-def _(a):
-    a.session()  # §6.1 recipient rule: a canonical name has 3-32 characters
-    _, wire, k = a.record(to="user:" + "b" * 33)
-    a.send_msg(wire, k)
-    return a.await_error()
-
-
-@probe("msg_to_user_name_starting_with_a_dot", "peer:TAMPERED")
-def _(a):
-    a.session()  # §6.1 recipient rule: the first character is a letter or digit
-    _, wire, k = a.record(to="user:.bob")
-    a.send_msg(wire, k)
-    return a.await_error()
-
-
-@probe("msg_to_over_80_characters", "peer:PROTOCOL_ERROR")
-def _(a):
-    a.session()  # §6.1: the record's schema caps `to` at 80 characters before the rule applies
-    _, wire, k = a.record(to="user:" + "b" * 76)
-    a.send_msg(wire, k)
-    return a.await_error()
+# §6.1: the record's schema caps `to` at 80 characters before the rule applies
+probe("msg_to_over_80_characters", "peer:PROTOCOL_ERROR")(msg_to("user:" + "b" * 76))
 
 
 @probe("private_to_offline_user_refused", "refused:NOT_ONLINE:of=1")
