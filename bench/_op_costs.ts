@@ -8,7 +8,7 @@
 import { authorCertOf } from "../lib/message/author_certs.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { createCipheriv, createHash, createPrivateKey, sign as nodeSign } from "node:crypto";
-import { concat, randomBytes, sha256, toBase64, toHex, utf8 } from "../lib/bytes.ts";
+import { concat, randomBytes, sha256, toBase64, toHex } from "../lib/bytes.ts";
 import { importAesGcmKey, seal } from "../lib/crypto/aead.ts";
 import { importVerifyingKeySpki, sign, type SigningKey, verify } from "../lib/crypto/signature.ts";
 import { expandLabel } from "../lib/handshake/key_schedule.ts";
@@ -136,12 +136,12 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     }, n);
     let hopSeq = 0;
     const frame = await cpuPerOp(
-      () => utf8(relayFor(prepared, ++hopSeq, Date.now(), "relay", false).wire),
+      () => relayFor(prepared, ++hopSeq, Date.now(), "relay", false).wire,
       n * 3,
       1,
     );
-    const wire = utf8(relayFor(prepared, 1, Date.now(), "relay", false).wire);
-    const seal = await cpuPerOp(() => layer.seal(wire), n * 3, 1);
+    const wire = relayFor(prepared, 1, Date.now(), "relay", false).wire;
+    const seal = await cpuPerOp(() => layer.sealContents([wire]), n * 3, 1);
 
     const writer = await TranscriptWriter.create(transcriptDirectory(dir), {
       sessionId: sid,

@@ -23,16 +23,31 @@ export const MAX_RECORDS_PER_KEY = 2 ** 24;
 export const CONTENT_OVERHEAD = 4;
 
 /**
+ * One message's content: its bytes, whole or in parts that follow one another (a relay's
+ * own head and the bytes it shares with every recipient, written into the record without
+ * joining them first).
+ */
+export type Content = Uint8Array | readonly Uint8Array[];
+
+export function contentLength(content: Content): number {
+  if (content instanceof Uint8Array) return content.length;
+  let length = 0;
+  for (const part of content) length += part.length;
+  return length;
+}
+
+/**
  * u32be(len) || content for each of `contents`, then zeros to the next multiple of
  * RECORD_PADDING: the padding is paid once per record, not per content (PROTOCOL §3.2).
  * @throws INVALID_INPUT for no content, an empty one, or more than one record holds
  */
-export function padContents(contents: readonly Uint8Array[]): Uint8Array {
+export function padContents(contents: readonly Content[]): Uint8Array {
   if (contents.length === 0) throw new SecureChatError("INVALID_INPUT", "a record of no content");
   let used = 0;
-  for (const content of contents) {
-    if (content.length === 0) throw new SecureChatError("INVALID_INPUT", "an empty record content");
-    used += CONTENT_OVERHEAD + content.length;
+  const lengths = contents.map(contentLength);
+  for (const length of lengths) {
+    if (length === 0) throw new SecureChatError("INVALID_INPUT", "an empty record content");
+    used += CONTENT_OVERHEAD + length;
   }
   if (used > MAX_INNER_BYTES) {
     throw new SecureChatError("INVALID_INPUT", `record contents of ${used} bytes`);
@@ -40,10 +55,19 @@ export function padContents(contents: readonly Uint8Array[]): Uint8Array {
   const inner = new Uint8Array(Math.ceil(used / RECORD_PADDING) * RECORD_PADDING);
   const view = new DataView(inner.buffer);
   let at = 0;
-  for (const content of contents) {
-    view.setUint32(at, content.length);
-    inner.set(content, at + CONTENT_OVERHEAD);
-    at += CONTENT_OVERHEAD + content.length;
+  for (let i = 0; i < contents.length; i++) {
+    view.setUint32(at, lengths[i]);
+    at += CONTENT_OVERHEAD;
+    const content = contents[i];
+    if (content instanceof Uint8Array) {
+      inner.set(content, at);
+      at += content.length;
+      continue;
+    }
+    for (const part of content) {
+      inner.set(part, at);
+      at += part.length;
+    }
   }
   return inner;
 }
@@ -57,14 +81,17 @@ export function padContent(content: Uint8Array): Uint8Array {
  * Splits `contents` in order into runs that each fit one record (PROTOCOL §3.2).
  * @throws INVALID_INPUT for a content too large for any record
  */
-export function recordRuns(contents: readonly Uint8Array[]): Uint8Array[][] {
-  const runs: Uint8Array[][] = [];
-  let run: Uint8Array[] = [];
+export function recordRuns(contents: readonly Content[]): Content[][] {
+  const runs: Content[][] = [];
+  let run: Content[] = [];
   let used = 0;
   for (const content of contents) {
-    const size = CONTENT_OVERHEAD + content.length;
+    const size = CONTENT_OVERHEAD + contentLength(content);
     if (size > MAX_INNER_BYTES) {
-      throw new SecureChatError("INVALID_INPUT", `record content of ${content.length} bytes`);
+      throw new SecureChatError(
+        "INVALID_INPUT",
+        `record content of ${size - CONTENT_OVERHEAD} bytes`,
+      );
     }
     if (used + size > MAX_INNER_BYTES) {
       runs.push(run);
@@ -172,7 +199,7 @@ export class RecordLayer {
   }
 
   /** Seals several messages' contents, in order, into one frame payload (PROTOCOL §3.2). */
-  sealContents(contents: readonly Uint8Array[]): Uint8Array {
+  sealContents(contents: readonly Content[]): Uint8Array {
     return sealSync(this.#send.keys.key, this.#send.nextNonce(), padContents(contents), RECORD_AAD);
   }
 

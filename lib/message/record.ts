@@ -831,6 +831,12 @@ export interface PreparedRelay {
   wireTail: string;
   /** `"record":…}` */
   lineTail: string;
+  /**
+   * The wire's shared part as UTF-8, with the certificate and without, made at the first
+   * relay that needs it (a client, which only records relays, never does): every recipient
+   * session's relay is a few bytes of its own in front of these (relayFor).
+   */
+  wireBytes: { introduced?: Uint8Array; named?: Uint8Array };
   /** author_fp || u32be(len(cert)) || cert, with the cert and without (TRANSCRIPT §3.1) */
   encIntroduced?: Uint8Array;
   encNamed: Uint8Array;
@@ -855,6 +861,7 @@ export function prepareRelay(
     certPart: author.cert ? `"cert":"${author.cert.base64}",` : "",
     wireTail: `${tail},${contentKeyMember(e2e ? { e2e } : { k: k! })}}`,
     lineTail: `${tail}}`,
+    wireBytes: {},
     encIntroduced: author.cert ? authorEncoding(fp, author.cert.der) : undefined,
     encNamed: authorEncoding(fp, undefined),
     encRecord: recordEncoding(record),
@@ -865,7 +872,9 @@ export function prepareRelay(
 /**
  * One recipient's relay: the hop's seqno and ts in front of the shared parts; `type` says
  * whether it is live or from the offline queue (§6.6), `introduce` whether it carries the
- * author's certificate (the session's certificate list decides, §6.4.1).
+ * author's certificate (the session's certificate list decides, §6.4.1). The wire is in two
+ * parts, this hop's head and the bytes every recipient shares (sealed without joining them
+ * first, PROTOCOL §3.2).
  */
 export function relayFor(
   p: PreparedRelay,
@@ -873,27 +882,41 @@ export function relayFor(
   ts: number,
   type: RelayType,
   introduce: boolean,
-): { wire: string; line: PreparedLine } {
+): { wire: readonly Uint8Array[]; line: PreparedLine } {
+  const line = relayLineFor(p, seqno, ts, type, introduce);
+  const shared = introduce
+    ? p.wireBytes.introduced ??= utf8(`${p.authorPart}${p.certPart}${p.wireTail}`)
+    : p.wireBytes.named ??= utf8(`${p.authorPart}${p.wireTail}`);
+  return { wire: [utf8(`{"type":"${type}","seqno":${seqno},"ts":${ts},`), shared], line };
+}
+
+/**
+ * A relay's transcript line, whether sent (relayFor) or received. Its encoding is in three
+ * parts: the hop's own 17 bytes, then the two every recipient shares.
+ */
+export function relayLineFor(
+  p: PreparedRelay,
+  seqno: number,
+  ts: number,
+  type: RelayType,
+  introduce: boolean,
+): PreparedLine {
   if (introduce && !p.encIntroduced) {
     throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
   }
-  const head = `"seqno":${seqno},"ts":${ts},${p.authorPart}${introduce ? p.certPart : ""}`;
+  const cert = introduce ? p.certPart : "";
   return {
-    wire: `{"type":"${type}",${head}${p.wireTail}`,
-    line: {
-      dir: "s2c",
-      seqno,
-      ts,
-      json: `{"dir":"s2c","type":"${type}",${head}${p.lineTail}`,
-      enc: [
-        Uint8Array.of(LINE_TAG[type]),
-        u64be(seqno),
-        u64be(ts),
-        introduce ? p.encIntroduced! : p.encNamed,
-        p.encRecord,
-      ],
-      k: p.k,
-    },
+    dir: "s2c",
+    seqno,
+    ts,
+    json:
+      `{"dir":"s2c","type":"${type}","seqno":${seqno},"ts":${ts},${p.authorPart}${cert}${p.lineTail}`,
+    enc: [
+      new FieldWriter(17).u8(LINE_TAG[type]).u64(seqno).u64(ts).done(),
+      introduce ? p.encIntroduced! : p.encNamed,
+      p.encRecord,
+    ],
+    k: p.k,
   };
 }
 

@@ -40,6 +40,7 @@ import {
   type RefusedMessage,
   RefusedMessageShape,
   relayFor,
+  relayLineFor,
   type RelayMessage,
   RelayMessageShape,
   type RelayType,
@@ -79,7 +80,13 @@ import { SequenceWindow } from "./replay.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { atTurnEnd, spendTurn } from "../turn.ts";
-import { CONTENT_OVERHEAD, RECORD_PADDING, recordRuns } from "../handshake/record.ts";
+import {
+  type Content,
+  CONTENT_OVERHEAD,
+  contentLength,
+  RECORD_PADDING,
+  recordRuns,
+} from "../handshake/record.ts";
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
@@ -216,7 +223,7 @@ export class ChatSession {
    * At the turn's end they leave together: as few records as hold them, one seal and one
    * frame each (PROTOCOL §3.2), instead of one per message.
    */
-  #outbox: Uint8Array[] = [];
+  #outbox: Content[] = [];
   #outboxBytes = 0;
   readonly #sendOutboxAtTurnEnd = () => this.#sendOutbox();
   #sendSeqno = 0;
@@ -424,9 +431,9 @@ export class ChatSession {
    * with the others of this turn when the turn ends (#sendOutbox).
    * @throws SLOW_CONSUMER when the peer stopped reading, as a send now would; TRANSCRIPT_IO
    */
-  #emit(message: { wire: string; line: PreparedLine }): void {
-    const content = utf8(message.wire);
-    const bytes = CONTENT_OVERHEAD + content.length;
+  #emit(message: { wire: string | readonly Uint8Array[]; line: PreparedLine }): void {
+    const content = typeof message.wire === "string" ? utf8(message.wire) : message.wire;
+    const bytes = CONTENT_OVERHEAD + contentLength(content);
     this.#est.conn.assertRoom(this.#outboxBytes + bytes + RECORD_WIRE_OVERHEAD);
     this.#outbox.push(content);
     this.#outboxBytes += bytes;
@@ -454,7 +461,7 @@ export class ChatSession {
   }
 
   /** Seals one record, first sending a key_update when the key is due (§4.4). */
-  #sealWithUpdate(contents: Uint8Array[]): Uint8Array {
+  #sealWithUpdate(contents: readonly Content[]): Uint8Array {
     const records = this.#est.records;
     const limit = this.#opts.keyUpdateRecords ?? DEFAULT_KEY_UPDATE_RECORDS;
     const age = Date.now() - this.#keySince;
@@ -836,7 +843,7 @@ export class ChatSession {
       "e2e" in message ? message.e2e : undefined,
     );
     this.#transcript.append(
-      relayFor(prepared, message.seqno, message.ts, message.type, introduced).line,
+      relayLineFor(prepared, message.seqno, message.ts, message.type, introduced),
     );
     if (relayed.senderKey) this.#opts.e2e?.onSenderKey(relayed.author, relayed.senderKey);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };

@@ -24,7 +24,7 @@ import {
 } from "../../lib/message/record.ts";
 import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
-import { checkedMessage } from "../helpers/records.ts";
+import { checkedMessage, wireText } from "../helpers/records.ts";
 
 /** The part of ChatSession the lobby uses, recording every send. */
 class FakeSession {
@@ -94,7 +94,7 @@ let seqno = 0;
 /** A verified record from a member, as the session hands it to the lobby. */
 const message = (body: Body, to: string): ReceivedMessage => checkedMessage(body, to, ++seqno);
 
-const wire = (p: PreparedRelay) => JSON.parse(relayFor(p, 9, 1, "relay", true).wire);
+const wire = (p: PreparedRelay) => JSON.parse(wireText(relayFor(p, 9, 1, "relay", true).wire));
 
 Deno.test("Lobby.join(): the newcomer is welcomed with who is online, the others told", async () => {
   const { lobby, join } = setup();

@@ -19,7 +19,7 @@ import {
 import { Lobby, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import type { MessageQueue, QueuedRecord, QueueLimits } from "../../lib/store/message_queue.ts";
-import { checkedMessage, RATCHET_ENVELOPE } from "../helpers/records.ts";
+import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
 
 const LIMITS = { messagesPerSecond: 100, messageBurst: 100 };
 
@@ -40,7 +40,7 @@ class FakeSession {
     return Promise.resolve(++this.#seqno);
   }
   relay(prepared: PreparedRelay, type = "relay"): number {
-    const text = JSON.parse(relayFor(prepared, 1, 1, "relay", true).wire).record.seqno;
+    const text = JSON.parse(wireText(relayFor(prepared, 1, 1, "relay", true).wire)).record.seqno;
     this.sent.push(`${type} ${text}`);
     if (type === "stored") this.storedHops.push(this.#seqno + 1);
     return ++this.#seqno;
