@@ -791,6 +791,21 @@ async function ircIdle(
 
 type TlsFiles = { certFile: string; keyFile: string; caFile: string };
 
+/** InspIRCd's TLS files and its clients' credentials (user1's), from one test PKI. */
+async function ircTlsOf(pki: TestPki): Promise<{ files: TlsFiles; tls: IrcTls }> {
+  const files: TlsFiles = {
+    certFile: `${pki.dir}/server.pem`,
+    keyFile: `${pki.dir}/server.key`,
+    caFile: `${pki.dir}/ca.pem`,
+  };
+  const tls: IrcTls = {
+    caCert: await Deno.readTextFile(files.caFile),
+    cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
+    key: await Deno.readTextFile(`${pki.dir}/user1.key`),
+  };
+  return { files, tls };
+}
+
 const rssPer = (p: Phase) =>
   ((p.extra!.rss_after as number) - (p.extra!.rss_before as number)) / p.units;
 
@@ -830,16 +845,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     const ids = new Map(
       await Promise.all(users.map(async (n) => [n, await pki!.identity(n)] as const)),
     );
-    const files: TlsFiles = {
-      certFile: `${pki.dir}/server.pem`,
-      keyFile: `${pki.dir}/server.key`,
-      caFile: `${pki.dir}/ca.pem`,
-    };
-    const tls: IrcTls = {
-      caCert: await Deno.readTextFile(files.caFile),
-      cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
-      key: await Deno.readTextFile(`${pki.dir}/user1.key`),
-    };
+    const { files, tls } = await ircTlsOf(pki);
 
     // Phases alternate between the servers so that drifting load on a shared
     // machine falls on both alike.
@@ -1051,16 +1057,7 @@ async function fanOut(widths: number[], rounds: number): Promise<Record<string, 
       new Map(await Promise.all(users.map(async (n) => [n, await p.identity(n)] as const)));
     const ids = await identities(pki);
     const edIds = await identities(edPki);
-    const files: TlsFiles = {
-      certFile: `${pki.dir}/server.pem`,
-      keyFile: `${pki.dir}/server.key`,
-      caFile: `${pki.dir}/ca.pem`,
-    };
-    const tls: IrcTls = {
-      caCert: await Deno.readTextFile(files.caFile),
-      cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
-      key: await Deno.readTextFile(`${pki.dir}/user1.key`),
-    };
+    const { files, tls } = await ircTlsOf(pki);
     const span: Span = { ms: 3000, minCpuSeconds: 0.5 };
     const rows: Record<string, unknown>[] = [];
     for (let pass = 1; pass <= rounds; pass++) {
@@ -1098,23 +1095,8 @@ async function idleOnly(levels: IdleLevels): Promise<Record<string, unknown>> {
   const pki = await rsaPki(["user1"]);
   try {
     const binary = await findInspircd();
-    const theirs = binary
-      ? await ircIdle(
-        binary,
-        {
-          certFile: `${pki.dir}/server.pem`,
-          keyFile: `${pki.dir}/server.key`,
-          caFile: `${pki.dir}/ca.pem`,
-        },
-        {
-          caCert: await Deno.readTextFile(`${pki.dir}/ca.pem`),
-          cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
-          key: await Deno.readTextFile(`${pki.dir}/user1.key`),
-        },
-        levels,
-        IDLE_SETTLE_MS,
-      )
-      : undefined;
+    const { files, tls } = await ircTlsOf(pki);
+    const theirs = binary ? await ircIdle(binary, files, tls, levels, IDLE_SETTLE_MS) : undefined;
     const ours = await ourIdle(pki, levels, IDLE_SETTLE_MS);
     return {
       rss_bytes_per_connection: Math.round(rssPer(ours)),
