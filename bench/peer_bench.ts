@@ -791,6 +791,11 @@ async function ircIdle(
 
 type TlsFiles = { certFile: string; keyFile: string; caFile: string };
 
+/** Each user's identity (certificate and key) from one test PKI, by name. */
+async function identitiesOf(pki: TestPki, users: string[]): Promise<Map<string, Identity>> {
+  return new Map(await Promise.all(users.map(async (n) => [n, await pki.identity(n)] as const)));
+}
+
 /** InspIRCd's TLS files and its clients' credentials (user1's), from one test PKI. */
 async function ircTlsOf(pki: TestPki): Promise<{ files: TlsFiles; tls: IrcTls }> {
   const files: TlsFiles = {
@@ -842,9 +847,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     const settleMs = opts.quick ? 0 : IDLE_SETTLE_MS;
     /** Messages of a burst phase: full, enough for ≥ 0.5 s of the server's CPU. */
     const burst = opts.quick ? 100 : 2000;
-    const ids = new Map(
-      await Promise.all(users.map(async (n) => [n, await pki!.identity(n)] as const)),
-    );
+    const ids = await identitiesOf(pki, users);
     const { files, tls } = await ircTlsOf(pki);
 
     // Phases alternate between the servers so that drifting load on a shared
@@ -1013,8 +1016,7 @@ async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
   const pki = await rsaPki(users);
   const edPki = await ed25519Pki(users);
   try {
-    const identities = async (p: TestPki) =>
-      new Map(await Promise.all(users.map(async (n) => [n, await p.identity(n)] as const)));
+    const identities = (p: TestPki) => identitiesOf(p, users);
     const ids = await identities(pki);
     const span: Span = quick ? { ms: 1000, minCpuSeconds: 0.1 } : { ms: 3000, minCpuSeconds: 2 };
     const phases: Record<string, Phase> = {
@@ -1053,8 +1055,7 @@ async function fanOut(widths: number[], rounds: number): Promise<Record<string, 
   const pki = await rsaPki(users);
   const edPki = await ed25519Pki(users);
   try {
-    const identities = async (p: TestPki) =>
-      new Map(await Promise.all(users.map(async (n) => [n, await p.identity(n)] as const)));
+    const identities = (p: TestPki) => identitiesOf(p, users);
     const ids = await identities(pki);
     const edIds = await identities(edPki);
     const { files, tls } = await ircTlsOf(pki);

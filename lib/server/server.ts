@@ -192,15 +192,13 @@ export class ChatServer {
   }
 
   #revoke(member: Member): void {
-    const { session } = member;
-    if (session.closing) return;
-    this.#opts.log("REVOKED", {
-      peer: member.peer,
-      user: member.username,
-      session: session.sessionId,
-      detail: `certificate serial ${session.established.peer.serial} is on the new CRL`,
-    });
-    void session.terminate(new SecureChatError("REVOKED", "your certificate has been revoked"));
+    const serial = member.session.established.peer.serial;
+    this.#endFor(
+      member,
+      "REVOKED",
+      `certificate serial ${serial} is on the new CRL`,
+      "your certificate has been revoked",
+    );
   }
 
   /**
@@ -208,15 +206,25 @@ export class ChatServer {
    * would go out under a certificate no verifier accepts at its time (interop finding 44).
    */
   #expire(member: Member): void {
+    this.#endFor(
+      member,
+      "BAD_CERT",
+      "the session's certificate expired",
+      "your certificate expired",
+    );
+  }
+
+  /** Logs why a member's session ends (the event is the code) and ends it with that code. */
+  #endFor(member: Member, code: "REVOKED" | "BAD_CERT", detail: string, toPeer: string): void {
     const { session } = member;
     if (session.closing) return;
-    this.#opts.log("BAD_CERT", {
+    this.#opts.log(code, {
       peer: member.peer,
       user: member.username,
       session: session.sessionId,
-      detail: "the session's certificate expired",
+      detail,
     });
-    void session.terminate(new SecureChatError("BAD_CERT", "your certificate expired"));
+    void session.terminate(new SecureChatError(code, toPeer));
   }
 
   /**
