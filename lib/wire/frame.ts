@@ -43,6 +43,8 @@ export const IDLE_READ_BYTES = 1024;
  */
 export const BUSY_READ_BYTES = 16 * 1024;
 
+const NOTHING = new Uint8Array(0);
+
 /** The caller waiting for the next frame, and when it stops waiting. */
 interface Waiter {
   promise: Promise<Uint8Array | null>;
@@ -60,8 +62,14 @@ interface Waiter {
  */
 export class FrameReader {
   #source: ReadableStreamDefaultReader<Uint8Array> | ByteReader;
-  /** Bytes received and not yet taken as a frame: one chunk, or several until a frame is whole. */
-  #chunks: Uint8Array[] = [];
+  /**
+   * Bytes received and not yet taken as a frame: `#buffer[#start, #start + #have)`. A read
+   * of the socket goes into the room after them when the frame in progress fits there, so a
+   * frame that arrives a byte at a time fills one buffer of its size (a new buffer per read,
+   * each sized for the rest of the frame, pinned ~2 GiB for one trickled 64 KiB frame).
+   */
+  #buffer: Uint8Array = NOTHING;
+  #start = 0;
   #have = 0;
   #maxFrame: number;
   /** A read of the source is pending: never two, they would race for its bytes. */
@@ -167,20 +175,18 @@ export class FrameReader {
       );
     }
     if (this.#have < 4 + length) return undefined;
-    // Joined once the frame is whole, so a frame sent one byte at a time stays linear.
-    const buffer = this.#chunks.length === 1 ? this.#chunks[0] : concat(...this.#chunks);
-    const payload = buffer.slice(4, 4 + length);
+    // A copy: the frame must not pin the read buffer behind it.
+    const payload = this.#buffer.slice(this.#start + 4, this.#start + 4 + length);
+    this.#start += 4 + length;
     this.#have -= 4 + length;
-    // An empty view would still pin the whole read buffer behind it while idle.
-    this.#chunks = this.#have === 0 ? [] : [buffer.subarray(4 + length)];
+    // An idle connection keeps no buffer at all.
+    if (this.#have === 0) [this.#buffer, this.#start] = [NOTHING, 0];
     return payload;
   }
 
-  /** The length prefix, from the first chunk (joined with the next ones if they split it). */
+  /** The length prefix of the frame in progress (#have >= 4). */
   #header(): DataView {
-    if (this.#chunks[0].length < 4) this.#chunks = [concat(...this.#chunks)];
-    const first = this.#chunks[0];
-    return new DataView(first.buffer, first.byteOffset, 4);
+    return new DataView(this.#buffer.buffer, this.#buffer.byteOffset + this.#start, 4);
   }
 
   /**
@@ -198,9 +204,8 @@ export class FrameReader {
 
   /**
    * Reads the next bytes from the source, unless a read is pending or the stream is over. From
-   * a ByteReader, the rest of the frame in progress but never fewer than IDLE_READ_BYTES
-   * (BUSY_READ_BYTES while the peer keeps our reads full) are asked for: a frame in progress
-   * gets its buffer, an idle connection only a small one.
+   * a ByteReader, into #room(): a frame in progress gets its buffer, an idle connection only a
+   * small one.
    */
   #pull(): void {
     if (this.#pulling || this.#ended) return;
@@ -212,16 +217,34 @@ export class FrameReader {
       );
       return;
     }
-    const into = new Uint8Array(
-      Math.max(this.#wanted(), this.#busy ? BUSY_READ_BYTES : IDLE_READ_BYTES),
-    );
+    const into = this.#room();
     this.#source.read(into).then(
       (got) => {
         this.#busy = got === into.length;
-        this.#received(got === null ? null : into.subarray(0, got));
+        this.#pulling = false;
+        if (got === null) this.#ended = true;
+        else this.#have += got;
+        this.#settle();
       },
       (cause) => this.#lost(cause),
     );
+  }
+
+  /**
+   * Where the next read of a ByteReader goes: the room after the buffered bytes when the frame
+   * in progress fits in it; otherwise a new buffer with those bytes moved to its start and room
+   * for the rest of that frame, but never less than IDLE_READ_BYTES (BUSY_READ_BYTES while the
+   * peer keeps our reads full).
+   */
+  #room(): Uint8Array {
+    const wanted = this.#wanted();
+    const end = this.#start + this.#have;
+    if (this.#have > 0 && this.#buffer.length - end >= wanted) return this.#buffer.subarray(end);
+    const room = Math.max(wanted, this.#busy ? BUSY_READ_BYTES : IDLE_READ_BYTES);
+    const buffer = new Uint8Array(this.#have + room);
+    buffer.set(this.#buffer.subarray(this.#start, end));
+    [this.#buffer, this.#start] = [buffer, 0];
+    return buffer.subarray(this.#have);
   }
 
   /** Bytes still missing for the length prefix, or for the frame it announces. */
@@ -231,11 +254,20 @@ export class FrameReader {
     return length > this.#maxFrame ? 0 : 4 + length - this.#have;
   }
 
+  /** A chunk of a stream source, appended to the buffered bytes. */
   #received(chunk: Uint8Array | null): void {
     this.#pulling = false;
     if (chunk === null) this.#ended = true;
+    else if (this.#have === 0) [this.#buffer, this.#start, this.#have] = [chunk, 0, chunk.length];
     else if (chunk.length > 0) {
-      this.#chunks.push(chunk);
+      // Room that doubles: a frame in many small chunks is copied a few times, not once per chunk.
+      let end = this.#start + this.#have;
+      if (this.#buffer.length - end < chunk.length) {
+        const joined = new Uint8Array(Math.max(this.#have + chunk.length, 2 * this.#have));
+        joined.set(this.#buffer.subarray(this.#start, end));
+        [this.#buffer, this.#start, end] = [joined, 0, this.#have];
+      }
+      this.#buffer.set(chunk, end);
       this.#have += chunk.length;
     }
     this.#settle();

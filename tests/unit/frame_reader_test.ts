@@ -148,3 +148,43 @@ Deno.test("FrameReader.read(timeoutMs): callers waiting at once share one read a
     await assert.rejects(read, (e) => e instanceof SecureChatError && e.code === "TIMEOUT");
   }
 });
+
+Deno.test("FrameReader(ByteReader): a frame trickled a byte per read fills one buffer of its size, not one per byte", async () => {
+  // The attack: a peer sends a maximum frame one byte per TCP segment, before any handshake.
+  // A new buffer per read, sized for the rest of the frame and pinned until the frame was
+  // whole, held ~2 GiB for one 64 KiB frame (a real serve: +277 MB RSS for two such peers
+  // after 30 KB each, in under 2 s).
+  const source = scripted(joined(frame(MAX_FRAME_BYTES, 4), frame(5000, 5)), 1);
+  const buffers = new Set<ArrayBufferLike>();
+  const reader = new FrameReader({
+    read(into: Uint8Array): Promise<number | null> {
+      buffers.add(into.buffer);
+      return source.read(into);
+    },
+  });
+  assert.deepEqual(await reader.read(), new Uint8Array(MAX_FRAME_BYTES).fill(4));
+  assert.deepEqual(await reader.read(), new Uint8Array(5000).fill(5));
+  let allocated = 0;
+  for (const buffer of buffers) allocated += buffer.byteLength;
+  const bound = 2 * (MAX_FRAME_BYTES + 5000 + 8) + 4 * IDLE_READ_BYTES;
+  assert.ok(
+    allocated <= bound,
+    `${allocated} bytes of read buffers for two frames (bound ${bound})`,
+  );
+});
+
+Deno.test("FrameReader(stream): frames split into one-byte chunks come out whole", async () => {
+  const bytes = joined(frame(3000, 6), frame(2, 7));
+  let at = 0;
+  const reader = new FrameReader(
+    new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (at === bytes.length) return controller.close();
+        controller.enqueue(bytes.slice(at, ++at));
+      },
+    }),
+  );
+  assert.deepEqual(await reader.read(), new Uint8Array(3000).fill(6));
+  assert.deepEqual(await reader.read(), new Uint8Array(2).fill(7));
+  assert.equal(await reader.read(), null);
+});
