@@ -132,7 +132,7 @@ async function runCheckOpening(path: string, trust: TrustStore, flags: VerifyFla
     body: opened.body,
   };
   if (flags.json) {
-    console.log(JSON.stringify(result, null, 2));
+    console.log(safeJson(result, 2));
     return;
   }
   const said = "text" in opened.body ? opened.body.text : `(${opened.body.kind})`;

@@ -3,6 +3,14 @@
  * exit statuses, and the tamper table (code AND line number on stderr).
  */
 import assert from "node:assert/strict";
+import { toBase64 } from "../lib/bytes.ts";
+import {
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  sealContent,
+  signRecord,
+} from "../lib/message/record.ts";
 import { runCli } from "../testkit/cli.ts";
 import { TAMPER_CASES, writeCase, writeSession } from "../testkit/transcript_fixtures.ts";
 import { tamperBase } from "./helpers/tamper_base.ts";
@@ -109,6 +117,51 @@ Deno.test("cli verify --reveal / --opening: one line proven to a third party wit
   const notice = await runCli(["verify", b.session.logPath, "--ca", b.pki.caPath, "--reveal", "3"]);
   assert.notEqual(notice.code, 0);
   assert.match(notice.stderr, /not a signed record/);
+});
+
+/** What must never reach a terminal raw: C0 (but LF), DEL, C1, a zero-width space, a bidi override. */
+// deno-lint-ignore no-control-regex -- finding control characters is the point
+const RAW_ON_TERMINAL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u200b\u202e]/u;
+
+Deno.test("cli verify --opening --json: an author's control and bidi characters reach the terminal escaped", async () => {
+  // An opening is a file anyone may hand you, its text the author's: the JSON report must be
+  // as safe on a terminal as the human one (issue 11 item 1), and still parse to the same text.
+  const b = await tamperBase();
+  const dir = await Deno.makeTempDir({ prefix: "sc-opening-" });
+  const text = "ok\u202e\u009b31mtxet\u200b\u001b]0;owned\u0007";
+  const { k, ct, c } = sealContent({ kind: "text", text });
+  const record: MessageRecord = {
+    sid: b.session.sessionId,
+    dir: "c2s",
+    to: LOBBY,
+    seqno: 1,
+    ts: Date.now(),
+    ct,
+    c,
+  };
+  record.sig = await signRecord(b.pki.client.signer, record);
+  const path = `${dir}/hostile.json`;
+  const opening = {
+    type: "securechat-opening",
+    version: 1,
+    cert: toBase64(b.pki.client.certDer),
+    record: encodeRecord(record),
+    k: toBase64(k),
+  };
+  await Deno.writeTextFile(path, JSON.stringify(opening));
+  for (const json of [false, true]) {
+    const r = await runCli([
+      "verify",
+      "--opening",
+      path,
+      "--ca",
+      b.pki.caPath,
+      ...(json ? ["--json"] : []),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, RAW_ON_TERMINAL, `--json ${json}`);
+    if (json) assert.equal(JSON.parse(r.stdout).body.text, text);
+  }
 });
 
 Deno.test("cli verify: usage and I/O errors exit 2", async () => {
