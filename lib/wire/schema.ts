@@ -23,8 +23,6 @@ function decodeBase64Strict(text: string): Uint8Array {
   return nativeFromBase64(text, { alphabet: "base64", lastChunkHandling: "strict" });
 }
 
-const CANONICAL_B64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
 /** The 6-bit value of a base64 character (A-Z, a-z, 0-9, +, /). */
 function sextet(code: number): number {
   if (code >= 0x61) return code - 0x61 + 26; // a-z
@@ -40,8 +38,10 @@ function sextet(code: number): number {
  * @throws {TypeError} for anything else
  */
 export function canonicalBase64Length(text: string): number {
-  if (!CANONICAL_B64_RE.test(text)) throw new TypeError("invalid base64");
+  // 4k characters of the alphabet with at most two trailing "=" is exactly the
+  // quads-then-padding grammar; a flat character class costs half of that grammar's regex.
   const n = text.length;
+  if (n % 4 !== 0 || !B64_ALPHABET_RE.test(text)) throw new TypeError("invalid base64");
   if (n > 0 && text.charCodeAt(n - 1) === 0x3d) {
     const doubled = text.charCodeAt(n - 2) === 0x3d;
     // The last data character carries 4 (==) or 2 (=) unused bits, which must be zero.
