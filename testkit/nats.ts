@@ -11,6 +11,12 @@ export interface NatsServer {
   readonly port: number;
   /** SIGKILL: no goodbye to its clients, the JetStream store left as the crash left it. */
   kill(): Promise<void>;
+  /**
+   * SIGSTOP: connections stay open and what clients send waits in the socket, unanswered, as
+   * on a server too loaded to answer in time; `resume()` (SIGCONT) lets it read on.
+   */
+  pause(): void;
+  resume(): void;
   /** Starts it again on the same port and store and waits until it listens. */
   restart(): Promise<void>;
   /** Stops it and deletes its files. */
@@ -50,6 +56,8 @@ export async function startNats(): Promise<NatsServer> {
     url: `nats://127.0.0.1:${port}`,
     port,
     kill: () => stop("SIGKILL"),
+    pause: () => child?.kill("SIGSTOP"),
+    resume: () => child?.kill("SIGCONT"),
     restart: async () => {
       await stop("SIGTERM");
       await start();

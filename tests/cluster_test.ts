@@ -359,6 +359,64 @@ Deno.test("connect --reconnect: a server restarted since its ticket refuses it; 
 });
 
 Deno.test({
+  name:
+    "cluster: a line whose publish NATS answers late (paused 3 s) reaches bob and is not refused to alice (finding 55)",
+  ignore: skipCluster,
+  async fn() {
+    const pki = await makePki(["alice", "bob"], "ed25519");
+    const cluster = await startTestCluster({ pkiDir: pki.dir, nodes: 2 });
+    const clients: LiveClient[] = [];
+    try {
+      const [n1, n2] = cluster.nodes;
+      for (const user of ["alice", "bob"]) {
+        await registerUser(n1, pki.dir, user, password(user));
+      }
+      const alice = await LiveClient.login({
+        port: n1.port,
+        user: "alice",
+        password: password("alice"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/alice-transcripts`,
+      });
+      clients.push(alice);
+      const bob = await LiveClient.login({
+        port: n2.port,
+        user: "bob",
+        password: password("bob"),
+        pkiDir: pki.dir,
+        transcripts: `${n1.workDir}/bob-transcripts`,
+      });
+      clients.push(bob);
+      await alice.waitForLine((l) => l.includes("bob joined"), 20_000);
+
+      // NATS reads nothing for longer than a publish waits for its acknowledgement (2 s): the
+      // record waits in the socket and is stored when NATS reads on. The old node refused it
+      // (CLUSTER_UNAVAILABLE) although every node delivered it: bob read a line alice was told
+      // had not been delivered.
+      cluster.nats.pause();
+      await alice.send("said while NATS is slow");
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      cluster.nats.resume();
+      await bob.waitForLine((l) => l.includes("alice ✓ said while NATS is slow"), 20_000);
+      // NATS answers one connection's requests in order: node 1's question about the first
+      // line (sent while NATS was paused) is answered before this line is stored, so a
+      // refusal would be on its way before bob can show this one.
+      await alice.send("after the pause");
+      await bob.waitForLine((l) => l.includes("alice ✓ after the pause"), 20_000);
+      assert.deepEqual(alice.stderr.filter((l) => l.includes("refused")), []);
+      for (const client of clients) {
+        const result = await client.end();
+        assert.equal(result.code, 0, result.stderr);
+      }
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "clusterTicketStores(): nodes share one ticket key per period and one use per ticket",
   ignore: skipCluster,
   async fn() {

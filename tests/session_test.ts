@@ -283,3 +283,77 @@ Deno.test("ChatSession: received messages are written in batches and acted on on
     await Deno.remove(transcripts, { recursive: true });
   }
 });
+
+/** A logged-in client and server session over loopback, each recording in `transcripts`. */
+async function sessionPair(transcripts: string) {
+  const { server, client } = await connectPair();
+  const [s, c] = await Promise.all([
+    serverHandshake(server, {
+      identity: await pki.identity("server"),
+      trust: pki.trust,
+      authenticate: () => Promise.resolve({ registered: false }),
+    }),
+    clientHandshake(client, {
+      identity: await pki.identity("alice"),
+      trust: pki.trust,
+      serverName: "localhost",
+      credentials: { mode: "login", username: "alice", password: "correct horse" },
+    }),
+  ]);
+  const storage = transcriptDirectory(transcripts);
+  return {
+    server: await ChatSession.start(s, { transcripts: storage }),
+    client: await ChatSession.start(c, { transcripts: storage }),
+  };
+}
+
+Deno.test("ChatSession (client): a second answer for one record, or queued for a record not to a user, is the server's PROTOCOL_ERROR (PROTOCOL §6.5, interop finding 55)", async () => {
+  const cases: [string, (server: ChatSession) => void, string | undefined][] = [
+    ["queued for the private record", (s) => s.queued(2), undefined],
+    ["refused for the lobby line", (s) => s.refuse(1, "RATE_LIMITED"), undefined],
+    ["queued for a lobby line", (s) => s.queued(1), "not a record to a user"],
+    ["refused twice", (s) => (s.refuse(1, "RATE_LIMITED"), s.refuse(1, "RATE_LIMITED")), "already"],
+    ["queued, then refused", (s) => (s.queued(2), s.refuse(2, "QUEUE_FULL")), "already"],
+    ["refused for a record never sent", (s) => s.refuse(3, "RATE_LIMITED"), "never sent"],
+  ];
+  for (const [name, answer, wrong] of cases) {
+    const transcripts = await Deno.makeTempDir();
+    try {
+      const { server, client } = await sessionPair(transcripts);
+      const atServer = inbox(`${name}: at the server`);
+      const atClient = inbox(`${name}: at the client`);
+      const serverRun = server.run({ onMessage: atServer.onMessage });
+      const clientRun = client.run({ onMessage: atClient.onMessage });
+      await client.send({ kind: "text", text: "to everyone" });
+      await client.send({ kind: "text", text: "to bob" }, "user:bob");
+      await atServer.count(2);
+      answer(server);
+      if (wrong === undefined) {
+        await atClient.count(1);
+        await client.close();
+        const end = await clientRun;
+        assert.equal(end.outcome, "closed", `${name}: ${end.message}`);
+        // The client's transcript, with its answer, verifies.
+        const report = await verifyTranscript(end.transcriptPath, { trust: pki.trust });
+        assert.equal(report.code, null, `${name}: ${report.reason}`);
+      } else {
+        // The old client took any answer and went on: the session would not end by itself.
+        const end = await Promise.race([
+          clientRun,
+          new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 5000)),
+        ]);
+        if (end === undefined) {
+          await client.close();
+          await clientRun;
+          assert.fail(`${name}: the client took the answer`);
+        }
+        assert.equal(end.outcome, "error", name);
+        assert.equal(end.code, "PROTOCOL_ERROR", `${name}: ${end.message}`);
+        assert.match(end.message ?? "", new RegExp(wrong), name);
+      }
+      await serverRun;
+    } finally {
+      await Deno.remove(transcripts, { recursive: true });
+    }
+  }
+});

@@ -485,3 +485,54 @@ Deno.test("verify: a receipt covering a line dated after its signer's certificat
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("verify: a second queued or refused for one c2s line, or queued for a line not to a user, is TAMPERED (PROTOCOL §6.5, interop finding 55)", async () => {
+  const pki = await makePki({ alg: "ed25519" });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-answers-" });
+  try {
+    // c2s and s2c alternate; every c2s line is a lobby line. Server notices are replaced by
+    // answers with the same seqno and ts, so the order of each direction still holds.
+    const s = await writeSession(pki, { dir, messages: 8 });
+    const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+    const notices = lines.flatMap((l, i) => JSON.parse(l).dir === "s2c" ? [i] : []);
+    const answer = (at: number, fields: Record<string, unknown>) => {
+      const { record } = JSON.parse(lines[at]); // a notice: its seqno and ts are its record's
+      return JSON.stringify({ dir: "s2c", seqno: record.seqno, ts: record.ts, ...fields });
+    };
+    const refused = { type: "refused", of: 1, code: "RATE_LIMITED" };
+    const cases: [string, [number, Record<string, unknown>][], number | null, RegExp?][] = [
+      ["one refusal", [[notices[0], refused]], null],
+      ["a refusal twice", [[notices[0], refused], [notices[1], refused]], notices[1], /already/],
+      ["queued for a lobby line", [[notices[0], { type: "queued", of: 1 }]], notices[0], /user/],
+      [
+        "refused, then queued",
+        [[notices[0], refused], [notices[2], { type: "queued", of: 1 }]],
+        notices[2],
+      ],
+      [
+        "a refusal of a line not in the file",
+        [[notices[0], { ...refused, of: 9 }]],
+        notices[0],
+        /never sent/,
+      ],
+    ];
+    for (const [name, edits, badAt, reason] of cases) {
+      const edited = [...lines];
+      for (const [at, fields] of edits) edited[at] = answer(at, fields);
+      const report = await verifyTranscript(
+        await writeCase(join(dir, name.replaceAll(" ", "-")), { lines: edited }),
+        { trust },
+      );
+      if (badAt === null) {
+        assert.equal(report.code, null, `${name}: ${report.reason}`);
+        continue;
+      }
+      assert.equal(report.code, "TAMPERED", name);
+      assert.equal(report.firstBadLine, badAt + 1, `${name}: ${report.reason}`);
+      if (reason) assert.match(report.reason ?? "", reason, name);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -43,6 +43,8 @@ export interface ClusterOptions {
   log: Logger;
   /** How often each node sends its presence; a node silent for 3 beats is gone. */
   heartbeatMs?: number;
+  /** How long to ask whether an unanswered publish was stored (OUTCOME_WAIT_MS). */
+  outcomeWaitMs?: number;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 500;
@@ -58,6 +60,18 @@ export const MAX_REPLAY = 1000;
 /** A silent node's last presence is kept this long, to replay to its users. */
 const DEPARTED_KEEP_MS = 10 * 60 * 1000;
 const PUBLISH_TIMEOUT_MS = 2000;
+/**
+ * How long a node keeps asking whether a publish without an answer was stored: well within
+ * DUPLICATE_WINDOW_MS, past which the stream would no longer recognise the first copy's id.
+ */
+export const OUTCOME_WAIT_MS = 30_000;
+const OUTCOME_RETRY_MS = 250;
+
+/** What became of a published record (see ClusterLink.publishRecord). */
+export type PublishOutcome =
+  | { outcome: "stored"; seq: number }
+  | { outcome: "not_stored"; reason: string }
+  | { outcome: "unknown"; reason: string };
 /**
  * A join or leave sends the membership at most this often (the heartbeat sends it anyway): a
  * snapshot lists every user of the node, so one per join would make N joins cost N².
@@ -102,6 +116,7 @@ export class ClusterLink {
   readonly #jsm: JetStreamManager;
   readonly #log: Logger;
   readonly #heartbeatMs: number;
+  readonly #outcomeWaitMs: number;
   readonly #peers = new Map<string, Peer>();
   readonly #subscriptions: Subscription[] = [];
   #handlers?: ClusterHandlers;
@@ -136,7 +151,10 @@ export class ClusterLink {
     this.#jsm = jsm;
     this.#log = opts.log;
     this.#heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.#outcomeWaitMs = opts.outcomeWaitMs ?? OUTCOME_WAIT_MS;
     this.#processed = this.#lagged = startSeq;
+    // From the connection on: publishRecord() needs to know whether anything can go out.
+    void this.#watchStatus();
   }
 
   /**
@@ -195,7 +213,6 @@ export class ClusterLink {
     }
     this.#messages = await this.#openConsumer();
     this.#consuming = this.#consume(this.#messages);
-    void this.#watchStatus();
     this.#timer = setInterval(() => this.#beat(), this.#heartbeatMs);
     this.announcePresence();
   }
@@ -211,24 +228,72 @@ export class ClusterLink {
   }
 
   /**
-   * Stores a record in the stream; resolves once JetStream has it (the point from which no
-   * node crash loses it). `id` makes a retried publish a no-op.
-   * @throws CLUSTER_UNAVAILABLE no acknowledgement from JetStream in time
+   * Stores a record in the stream and says whether it is there (PROTOCOL §6.5, DEPLOY.md §4.1):
+   * `stored` once JetStream acknowledged it (the point from which no node crash loses it);
+   * `not_stored` only when it is certain no node will ever deliver it (this node was not
+   * connected, so nothing was sent, or JetStream answered that it did not take it); `unknown`
+   * when no answer came within OUTCOME_WAIT_MS (ClusterOptions.outcomeWaitMs). A publish without an acknowledgement may still
+   * have landed (JetStream was slow, or the answer was lost): the node then asks with
+   * #storedBefore() rather than guess, since a refusal for a record others received is a lie.
    */
-  async publishRecord(envelope: Omit<RecordEnvelope, "v" | "node">, id: string): Promise<number> {
+  async publishRecord(
+    envelope: Omit<RecordEnvelope, "v" | "node">,
+    id: string,
+  ): Promise<PublishOutcome> {
+    if (!this.#connected || this.#closed) {
+      return { outcome: "not_stored", reason: "not connected to NATS: nothing was published" };
+    }
     const subject = envelope.to === undefined ? SUBJECTS.lobby : SUBJECTS.user(envelope.to);
     const data = encodeClusterMessage({ v: CLUSTER_VERSION, node: this.node, ...envelope });
+    const msgID = `${this.node}:${id}`;
+    const since = Date.now();
     try {
-      const ack = await this.#js.publish(subject, data, {
-        msgID: `${this.node}:${id}`,
-        timeout: PUBLISH_TIMEOUT_MS,
-      });
-      return ack.seq;
-    } catch (cause) {
-      throw new SecureChatError("CLUSTER_UNAVAILABLE", "the record stream did not acknowledge", {
-        cause,
-      });
+      const ack = await this.#js.publish(subject, data, { msgID, timeout: PUBLISH_TIMEOUT_MS });
+      return { outcome: "stored", seq: ack.seq };
+    } catch (error) {
+      if (refusedByNats(error)) {
+        return { outcome: "not_stored", reason: `the record stream refused it: ${error}` };
+      }
+      return await this.#storedBefore(subject, data, msgID, since, error);
     }
+  }
+
+  /**
+   * Asks JetStream whether a record whose publish got no answer was stored, without giving it
+   * a second chance to land: the same message id (a duplicate within DUPLICATE_WINDOW_MS is
+   * answered with the first copy's sequence) and an expected last sequence no stream reaches.
+   * JetStream checks the id first, so the question is answered "duplicate" (it was stored) or
+   * "wrong last sequence" (it was not; and since one connection's publishes are taken in
+   * order, the first copy, sent before this question, can no longer land either).
+   */
+  async #storedBefore(
+    subject: string,
+    data: Uint8Array,
+    msgID: string,
+    since: number,
+    first: unknown,
+  ): Promise<PublishOutcome> {
+    let last = first;
+    while (Date.now() - since < this.#outcomeWaitMs && !this.#closed) {
+      try {
+        const ack = await this.#js.publish(subject, data, {
+          msgID,
+          timeout: PUBLISH_TIMEOUT_MS,
+          expect: { lastSequence: Number.MAX_SAFE_INTEGER },
+        });
+        return { outcome: "stored", seq: ack.seq };
+      } catch (error) {
+        if (wrongLastSequence(error)) {
+          return { outcome: "not_stored", reason: `the record stream did not take it (${first})` };
+        }
+        last = error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, OUTCOME_RETRY_MS));
+    }
+    return {
+      outcome: "unknown",
+      reason: `no answer from the record stream in ${this.#outcomeWaitMs} ms (${last})`,
+    };
   }
 
   /** The resumption ticket stores every node shares (docs/DEPLOY.md §8). */
@@ -490,6 +555,20 @@ async function ensureStream(jsm: JetStreamManager): Promise<number> {
     duplicate_window: nanos(DUPLICATE_WINDOW_MS),
   });
   return info.state.last_seq;
+}
+
+/**
+ * NATS answered the publish itself, so it was not stored: no stream listens on the subject
+ * (503, "no responders") or JetStream refused it with an API error.
+ */
+function refusedByNats(error: unknown): boolean {
+  const e = error as { code?: unknown; api_error?: unknown };
+  return e.code === "503" || e.api_error !== undefined;
+}
+
+/** JetStream's answer to a question whose expected last sequence did not hold (err_code 10071). */
+function wrongLastSequence(error: unknown): boolean {
+  return (error as { api_error?: { err_code?: unknown } }).api_error?.err_code === 10071;
 }
 
 /** A NATS URL for logs: user and password removed. */

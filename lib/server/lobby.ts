@@ -689,14 +689,29 @@ export class Lobby {
     if (!this.#cluster) {
       return this.#deliverRecord(this.#localRecipients(from, to), record);
     }
-    try {
-      await this.#cluster.publishRecord({ from, to, record: encodeClusterRecord(record) }, id);
-    } catch (error) {
-      this.log(codeOf(error), { user: from, detail: (error as Error).message });
-      // The author's message was not delivered: it is refused, not recorded as accepted.
-      if (typeof sender === "object" && seqno !== undefined) {
-        this.#refuse(sender, seqno, "CLUSTER_UNAVAILABLE");
-      }
+    const published = await this.#cluster.publishRecord(
+      { from, to, record: encodeClusterRecord(record) },
+      id,
+    );
+    if (published.outcome === "stored") return;
+    this.log("CLUSTER_UNAVAILABLE", {
+      user: from,
+      detail: `${seqno === undefined ? "record" : `message ${seqno}`} ${published.outcome}: ` +
+        published.reason,
+    });
+    if (typeof sender !== "object" || seqno === undefined) return;
+    // The author's message: refused only when no one can ever get it (PROTOCOL §6.5). Whether
+    // it was delivered is not known: no answer could be true, so the session ends instead.
+    if (published.outcome === "not_stored") this.#refuse(sender, seqno, "CLUSTER_UNAVAILABLE");
+    else {
+      this.#failed(
+        sender,
+        new SecureChatError(
+          "CLUSTER_UNAVAILABLE",
+          `the chat cluster did not confirm whether message ${seqno} was delivered; ` +
+            "it may have reached its recipients",
+        ),
+      );
     }
   }
 

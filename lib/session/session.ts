@@ -80,6 +80,7 @@ import { SequenceWindow } from "./replay.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { atTurnEnd, spendTurn } from "../turn.ts";
+import { type C2sAnswer, C2sAnswers } from "../message/answers.ts";
 import {
   type Content,
   CONTENT_OVERHEAD,
@@ -227,6 +228,8 @@ export class ChatSession {
   #outboxBytes = 0;
   readonly #sendOutboxAtTurnEnd = () => this.#sendOutbox();
   #sendSeqno = 0;
+  /** What the server said back about each record we sent (clients; PROTOCOL §6.5). */
+  #answers?: C2sAnswers;
   #sendTs = 0;
   #receiveTs = 0;
   #keySince = Date.now();
@@ -391,6 +394,7 @@ export class ChatSession {
       // may still have delivered it, and the transcript (and its content key, for an
       // opening) must then hold what was sent.
       this.#transcript.append(line);
+      (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
       await this.#est.conn.sendPaced(payload); // a client follows the server's pace
       // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep
       // the socket writes and the transcript's flush waiting until it stops.
@@ -830,6 +834,7 @@ export class ChatSession {
     if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", "unexpected relay");
     this.#checkHop(message.seqno, message.ts);
     const relayed = await this.#relays.check(message);
+    if (relayed.record.sid === this.sessionId) this.#answered(relayed.record.seqno, "relayed");
     this.#accept(message.seqno, message.ts);
     const introduced = relayed.certDer !== undefined;
     const prepared = prepareRelay(
@@ -891,9 +896,7 @@ export class ChatSession {
   /** PROTOCOL §6.6 (clients only): the server stored one of our private records. */
   #checkQueued(message: QueuedMessage): ReceivedMessage {
     this.#checkHop(message.seqno, message.ts);
-    if (message.of > this.#sendSeqno) {
-      throw new SecureChatError("PROTOCOL_ERROR", `queued message ${message.of} never sent`);
-    }
+    this.#answered(message.of, "queued");
     this.#accept(message.seqno, message.ts);
     this.#transcript.append(prepareQueued(message.seqno, message.ts, message.of).line);
     return { ...message };
@@ -902,14 +905,18 @@ export class ChatSession {
   /** PROTOCOL §6.5 (clients only): a refusal names one of our messages. */
   #checkRefused(message: RefusedMessage): ReceivedMessage {
     this.#checkHop(message.seqno, message.ts);
-    if (message.of > this.#sendSeqno) {
-      throw new SecureChatError("PROTOCOL_ERROR", `refusal of message ${message.of} never sent`);
-    }
+    this.#answered(message.of, "refused");
     this.#accept(message.seqno, message.ts);
     this.#transcript.append(
       prepareRefused(message.seqno, message.ts, message.of, message.code).line,
     );
     return { ...message };
+  }
+
+  /** PROTOCOL §6.5 "One answer per record": a second answer, or `queued` off `user:`, ends it. */
+  #answered(of: number, how: C2sAnswer): void {
+    const wrong = (this.#answers ??= new C2sAnswers()).answer(of, how);
+    if (wrong) throw new SecureChatError("PROTOCOL_ERROR", wrong);
   }
 
   async #handleClose(code: CloseCode | undefined): Promise<void> {

@@ -37,6 +37,7 @@ import {
 import { fingerprintOf } from "../pki/describe.ts";
 import { readLines } from "./lines.ts";
 import { SessionCertList } from "../message/author_certs.ts";
+import { type C2sAnswer, C2sAnswers } from "../message/answers.ts";
 import { checkReceipt, parseReceipt, type Receipt, type ReceiptParties } from "./receipt.ts";
 
 export type VerifyCode = Extract<
@@ -491,6 +492,9 @@ async function checkLines(
   const refused: { of: number; code: string; line: number }[] = [];
   const queued: { of: number; line: number }[] = [];
   const stored: { line: number; writtenAt: number }[] = [];
+  /** The c2s records and what the server said back about each (PROTOCOL §6.5), in file order. */
+  const c2sAnswers = new C2sAnswers();
+  const answers: { of: number; how: C2sAnswer; line: number }[] = [];
 
   const limit = Math.max(1, opts.concurrency ?? 32);
   let active = 0;
@@ -601,6 +605,16 @@ async function checkLines(
     }
     if (line.type === "refused") refused.push({ of: line.of, code: line.code, line: n });
     if (line.type === "queued") queued.push({ of: line.of, line: n });
+    if (line.type === "refused" || line.type === "queued") {
+      answers.push({ of: line.of, how: line.type, line: n });
+    }
+    if (line.type === "msg" && dir === "c2s") c2sAnswers.sent(seqno, line.record.to);
+    // The client's own record relayed back to it (a private line to oneself) is an answer too.
+    if (
+      (line.type === "relay" || line.type === "stored") && line.record.sid === header.session_id
+    ) {
+      answers.push({ of: line.record.seqno, how: "relayed", line: n });
+    }
     if (line.type === "stored") stored.push({ line: n, writtenAt: line.record.ts });
     const before = { ...running };
     nextSeq[dir]++;
@@ -663,13 +677,12 @@ async function checkLines(
   while (active > 0) await slot();
 
   if (!lineProblem && !asyncProblem) {
-    const missing = refused.find((r) => r.of > running.c2s);
-    if (missing) {
-      lineProblem = stop(missing.line, `refusal of c2s ${missing.of}, which is not in the file`);
-    }
-    const unsent = queued.find((q) => q.of > running.c2s);
-    if (unsent) {
-      lineProblem = stop(unsent.line, `c2s ${unsent.of} queued, but it is not in the file`);
+    for (const { of, how, line } of answers) {
+      const wrong = c2sAnswers.answer(of, how);
+      if (wrong) {
+        lineProblem = stop(line, wrong);
+        break;
+      }
     }
   }
   const found = [lineProblem as Found | null, asyncProblem as Found | null]

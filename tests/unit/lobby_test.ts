@@ -25,6 +25,7 @@ import {
 import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import { checkedMessage, wireText } from "../helpers/records.ts";
+import type { ClusterLink, PublishOutcome } from "../../lib/cluster/link.ts";
 
 /** The part of ChatSession the lobby uses, recording every send. */
 class FakeSession {
@@ -297,4 +298,43 @@ Deno.test("onlineBodies(): chunks of at most MAX_MEMBERS_PER_BODY names, each bu
     BodyShape.safeParse({ kind: "members", event: "online", users: ["bob"], more: false }).success,
     false,
   );
+});
+
+Deno.test("Lobby.receive() in a cluster: refused only when the stream surely lacks the line; an unknown outcome ends the author's session unanswered (PROTOCOL §6.5, interop finding 55)", async () => {
+  const outcomes: PublishOutcome[] = [
+    { outcome: "stored", seq: 1 },
+    { outcome: "not_stored", reason: "not connected to NATS: nothing was published" },
+    { outcome: "unknown", reason: "no answer from the record stream" },
+  ];
+  for (const published of outcomes) {
+    const cluster = {
+      publishRecord: () => Promise.resolve(published),
+      remoteUsers: () => [],
+      announceLogin: () => {},
+      announcePresence: () => {},
+      lastSeen: () => undefined,
+      processed: 0,
+    };
+    const limits = { messagesPerSecond: 20, messageBurst: 40, presenceNoticeMs: 0 };
+    const lobby = new Lobby(() => {}, limits, cluster as unknown as ClusterLink);
+    const session = new FakeSession("alice");
+    const dropped: SecureChatError[] = [];
+    const alice = new Member(
+      session as unknown as ChatSession,
+      "127.0.0.1:40000",
+      limits,
+      (error) => void dropped.push(error),
+    );
+    await lobby.join(alice);
+    const line = message({ kind: "text", text: "hello" }, LOBBY);
+    await lobby.receive(alice, line);
+    // The publish is awaited in the member's window: let it settle.
+    await Promise.all(alice.inFlight ?? []);
+    const name = published.outcome;
+    if (name === "not_stored") {
+      assert.deepEqual(session.refusals, [{ of: line.seqno, code: "CLUSTER_UNAVAILABLE" }], name);
+    } else assert.deepEqual(session.refusals, [], name);
+    assert.deepEqual(dropped.map((e) => e.code), name === "unknown" ? ["CLUSTER_UNAVAILABLE"] : []);
+    if (name === "unknown") assert.match(dropped[0].message, /may have reached its recipients/);
+  }
 });

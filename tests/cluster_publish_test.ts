@@ -1,0 +1,101 @@
+/**
+ * Finding 55 (PROTOCOL §6.5, DEPLOY.md §4.1): what a node knows about a record it published
+ * to the cluster's stream, against a real nats-server. A publish whose acknowledgement came too
+ * late may still have landed: the node must learn that, not refuse a record the other nodes
+ * deliver; it says `not_stored` only when no node can ever deliver it, and `unknown` when it
+ * cannot learn.
+ */
+import assert from "node:assert/strict";
+import { connect as natsConnect } from "nats";
+import { ClusterLink, type PublishOutcome } from "../lib/cluster/link.ts";
+import { RECORD_STREAM } from "../lib/cluster/messages.ts";
+import { type NatsServer, natsServerBinary, startNats } from "../testkit/nats.ts";
+import { skipUnless } from "./helpers/optional_suites.ts";
+
+const nats = natsServerBinary();
+const skipNats = skipUnless(
+  "cluster",
+  "reason" in nats ? nats.reason : undefined,
+  "the cluster publish tests",
+);
+
+async function withLink(
+  fn: (nats: NatsServer, link: ClusterLink) => Promise<void>,
+  outcomeWaitMs?: number,
+): Promise<void> {
+  const nats = await startNats();
+  try {
+    const link = await ClusterLink.connect({
+      servers: [nats.url],
+      node: "n1",
+      log: () => {},
+      outcomeWaitMs,
+    });
+    try {
+      await fn(nats, link);
+    } finally {
+      nats.resume();
+      await link.close();
+    }
+  } finally {
+    nats.resume();
+    await nats.dispose();
+  }
+}
+
+/** How many records the stream holds, asked on a connection of its own. */
+async function streamCount(nats: NatsServer): Promise<number> {
+  const nc = await natsConnect({ servers: nats.url });
+  try {
+    const jsm = await nc.jetstreamManager();
+    return (await jsm.streams.info(RECORD_STREAM)).state.messages;
+  } finally {
+    await nc.close();
+  }
+}
+
+const envelope = (text: string) => ({ from: "alice", record: { body: { kind: "notice", text } } });
+
+Deno.test({
+  name:
+    "ClusterLink.publishRecord() says stored for a record JetStream took after the publish timed out, and stores it once",
+  ignore: skipNats,
+  async fn() {
+    await withLink(async (nats, link) => {
+      assert.equal((await link.publishRecord(envelope("before"), "s1:1")).outcome, "stored");
+      // NATS stops reading for longer than the publish waits (2 s): the record sits in the
+      // socket, unanswered, and is stored when NATS reads on. The old code refused it here
+      // (CLUSTER_UNAVAILABLE) while every node delivered it.
+      nats.pause();
+      const publishing = link.publishRecord(envelope("slow"), "s1:2");
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      nats.resume();
+      const outcome: PublishOutcome = await publishing;
+      assert.equal(outcome.outcome, "stored", JSON.stringify(outcome));
+      assert.equal(await streamCount(nats), 2, "the question stores nothing of its own");
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "ClusterLink.publishRecord() says not_stored when NATS is down and unknown when NATS never answers",
+  ignore: skipNats,
+  async fn() {
+    await withLink(async (nats, link) => {
+      // Stopped for longer than the node asks (1.5 s here): nobody can say whether it landed.
+      nats.pause();
+      const unknown = await link.publishRecord(envelope("unanswered"), "s1:1");
+      assert.equal(unknown.outcome, "unknown", JSON.stringify(unknown));
+      nats.resume();
+      await nats.kill();
+      // Disconnected: nothing is published, so nothing can land later.
+      const deadline = Date.now() + 10_000;
+      let down: PublishOutcome;
+      do {
+        down = await link.publishRecord(envelope("while down"), `s1:${Date.now()}`);
+      } while (down.outcome !== "not_stored" && Date.now() < deadline);
+      assert.equal(down.outcome, "not_stored", JSON.stringify(down));
+    }, 1500);
+  },
+});
