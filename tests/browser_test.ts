@@ -582,8 +582,9 @@ Deno.test({
         // dave is revoked. The server takes the new CRL (SIGHUP) and serves it at /crl; the page,
         // still in the same session, takes it for /verify, checks it under the CA, and refuses
         // dave's keys by itself (the server still hands them out, as a malicious one would).
-        await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "dave", 30);
+        // Marked before the file changes: the 5-second check may adopt it before the SIGHUP.
         const mark = server.mark();
+        await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "dave", 30);
         server.child.kill("SIGHUP");
         await server.waitFor((e) => e.event === "CRL_LOADED" && e.number === "2", 10_000, mark);
         const before = (await shown(alice)).length;

@@ -132,11 +132,13 @@ Deno.test("serve: a bad or older CRL is refused and logged; a lapse is reported,
       transcripts: `${server.workDir}/alice`,
     };
     assert.equal(errorCodeOf(await runConnect(alice)), "BAD_CERT");
+    // Marked before the file changes: the 5-second check may adopt CRL 3 before the SIGHUP
+    // (while `cert crl` still writes its inventory), and a marked-after wait then never saw it.
+    mark = server.mark();
     const refreshed = await runCli(["cert", "crl", "--dir", pki.dir]);
     assert.equal(refreshed.code, 0, refreshed.stderr);
-    mark = server.mark();
     server.child.kill("SIGHUP");
-    await server.waitFor(logIs("CRL_LOADED", { number: "3" }), 2000, mark);
+    await server.waitFor(logIs("CRL_LOADED", { number: "3" }), 10_000, mark);
     const back = await runConnect(alice);
     assert.equal(back.code, 0, back.stderr);
   } finally {

@@ -207,8 +207,10 @@ Deno.test("web: GET /crl answers the CA's CRL in force (204 before there is one)
     await none.body?.cancel();
     assert.equal(none.status, 204);
 
-    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "mallory", 30);
+    // Marked before the file changes: the 5-second check may adopt it before the SIGHUP (while
+    // the inventory is still being written), and a wait marked after it never saw it.
     const mark = server.mark();
+    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "mallory", 30);
     server.child.kill("SIGHUP");
     await server.waitFor(logIs("CRL_LOADED"), 10_000, mark);
     const served = await fetch(`http://127.0.0.1:${web}/crl`);
