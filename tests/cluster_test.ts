@@ -56,6 +56,12 @@ Deno.test({
       const login = liveLogins({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
       const alice = await login("alice", n1.port);
       const bob = await login("bob", n2.port);
+      // alice's lobby lines are sealed for the members her client knows (PROTOCOL §12.5): one
+      // sent before node 2's word that bob joined reaches her is "no key" to bob, as it must
+      // be. That word goes through the stream before anything bob says, and alice's client
+      // takes her session's messages in order: once she shows bob's line, she knows him.
+      await bob.send("hello from node 2");
+      await alice.waitForLine((l) => l.includes("bob ✓ hello from node 2"));
       await alice.send("hello from node 1");
       await bob.waitForLine((l) => l.includes("alice ✓ hello from node 1"));
       await bob.send("/msg alice private from node 2");
