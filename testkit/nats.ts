@@ -12,10 +12,12 @@ export interface NatsServer {
   /** SIGKILL: no goodbye to its clients, the JetStream store left as the crash left it. */
   kill(): Promise<void>;
   /**
-   * SIGSTOP: connections stay open and what clients send waits in the socket, unanswered, as
-   * on a server too loaded to answer in time; `resume()` (SIGCONT) lets it read on.
+   * SIGSTOP, resolving once every thread of the server has stopped (a loaded machine may let
+   * it run on for a while after the signal): connections stay open and what clients send
+   * waits in the socket, unanswered, as on a server too loaded to answer in time. `resume()`
+   * (SIGCONT) lets it read on.
    */
-  pause(): void;
+  pause(): Promise<void>;
   resume(): void;
   /** Starts it again on the same port and store and waits until it listens. */
   restart(): Promise<void>;
@@ -56,7 +58,11 @@ export async function startNats(): Promise<NatsServer> {
     url: `nats://127.0.0.1:${port}`,
     port,
     kill: () => stop("SIGKILL"),
-    pause: () => child?.kill("SIGSTOP"),
+    pause: async () => {
+      if (!child) return;
+      child.kill("SIGSTOP");
+      await allThreadsStopped(child.pid);
+    },
     resume: () => child?.kill("SIGCONT"),
     restart: async () => {
       await stop("SIGTERM");
@@ -67,4 +73,20 @@ export async function startNats(): Promise<NatsServer> {
       await Deno.remove(dir, { recursive: true });
     },
   };
+}
+
+/** Resolves once every thread of process `pid` is in state T (stopped), per /proc. */
+async function allThreadsStopped(pid: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const states: string[] = [];
+    for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+      const stat = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/stat`).catch(() => "");
+      // "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens).
+      states.push(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
+    }
+    if (states.every((state) => state === "T" || state === "")) return;
+    if (Date.now() > deadline) throw new Error(`nats-server ${pid} not stopped: ${states}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }

@@ -66,7 +66,7 @@ Deno.test({
       // NATS stops reading for longer than the publish waits (2 s): the record sits in the
       // socket, unanswered, and is stored when NATS reads on. The old code refused it here
       // (CLUSTER_UNAVAILABLE) while every node delivered it.
-      nats.pause();
+      await nats.pause();
       const publishing = link.publishRecord(envelope("slow"), "s1:2");
       await new Promise((resolve) => setTimeout(resolve, 3000));
       nats.resume();
@@ -84,7 +84,7 @@ Deno.test({
   async fn() {
     await withLink(async (nats, link) => {
       // Stopped for longer than the node asks (1.5 s here): nobody can say whether it landed.
-      nats.pause();
+      await nats.pause();
       const unknown = await link.publishRecord(envelope("unanswered"), "s1:1");
       assert.equal(unknown.outcome, "unknown", JSON.stringify(unknown));
       nats.resume();
@@ -97,5 +97,35 @@ Deno.test({
       } while (down.outcome !== "not_stored" && Date.now() < deadline);
       assert.equal(down.outcome, "not_stored", JSON.stringify(down));
     }, 1500);
+  },
+});
+
+Deno.test({
+  name:
+    "nats-server answers the node's question (same message id, an expected last sequence no stream reaches) with duplicate when the id is stored and wrong last sequence when not, and stores neither",
+  ignore: skipNats,
+  async fn() {
+    await withLink(async (nats, link) => {
+      assert.equal((await link.publishRecord(envelope("stored"), "s1:1")).outcome, "stored");
+      // The question ClusterLink asks after a publish without an answer (DEPLOY.md §4.1).
+      const nc = await natsConnect({ servers: nats.url });
+      try {
+        const js = nc.jetstream();
+        const ask = (id: string) =>
+          js.publish("securechat.record.lobby", new TextEncoder().encode("?"), {
+            msgID: `n1:${id}`,
+            expect: { lastSequence: Number.MAX_SAFE_INTEGER },
+          });
+        const stored = await ask("s1:1");
+        assert.deepEqual([stored.duplicate, stored.seq], [true, 1]);
+        await assert.rejects(ask("s1:2"), (e: { api_error?: { err_code?: number } }) => {
+          assert.equal(e.api_error?.err_code, 10071, JSON.stringify(e.api_error));
+          return true;
+        });
+      } finally {
+        await nc.close();
+      }
+      assert.equal(await streamCount(nats), 1);
+    });
   },
 });

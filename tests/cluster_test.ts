@@ -399,7 +399,7 @@ Deno.test({
       // record waits in the socket and is stored when NATS reads on. The old node refused it
       // (CLUSTER_UNAVAILABLE) although every node delivered it: bob read a line alice was told
       // had not been delivered.
-      cluster.nats.pause();
+      await cluster.nats.pause();
       await alice.send("said while NATS is slow");
       await new Promise((resolve) => setTimeout(resolve, 3000));
       cluster.nats.resume();
