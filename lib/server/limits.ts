@@ -109,7 +109,8 @@ export class Admission {
    * @throws TOO_MANY_CONNECTIONS when the address has too many pending, or every slot
    *   holds a session
    */
-  connect(address: string, shed: () => void): Slot {
+  connect(client: string, shed: () => void): Slot {
+    const address = addressBlock(client);
     const mine = this.#pending.get(address)?.size ?? 0;
     if (mine >= this.limits.maxConnectionsPerAddress) {
       throw new SecureChatError(
@@ -170,7 +171,8 @@ export class Admission {
    * Called on a well-formed hello, before the server signs anything.
    * @throws RATE_LIMITED
    */
-  admitHandshake(address: string, now = Date.now()): void {
+  admitHandshake(client: string, now = Date.now()): void {
+    const address = addressBlock(client);
     let bucket = this.#buckets.get(address);
     if (!bucket) {
       if (this.#buckets.size > 10_000) this.#prune(now);
@@ -183,8 +185,8 @@ export class Admission {
   }
 
   /** The operator forgives an address: its handshake budget is full again. */
-  resetHandshakes(address: string): void {
-    this.#buckets.delete(address);
+  resetHandshakes(client: string): void {
+    this.#buckets.delete(addressBlock(client));
   }
 
   /**
@@ -192,8 +194,8 @@ export class Admission {
    * (issue 11 item 5), so only unauthenticated handshakes spend an address's budget and
    * many users behind one NAT can all log in.
    */
-  refundHandshake(address: string): void {
-    this.#buckets.get(address)?.refund();
+  refundHandshake(client: string): void {
+    this.#buckets.get(addressBlock(client))?.refund();
   }
 
   #prune(now: number): void {
@@ -201,6 +203,56 @@ export class Admission {
       if (bucket.full(now)) this.#buckets.delete(address);
     }
   }
+}
+
+/**
+ * What a per-address limit counts an address as (PROTOCOL §8.2): an IPv4 address as itself, an
+ * IPv6 address by its /64 — the block one subscriber, host or virtual machine is given, so a
+ * client choosing among its 2^64 addresses cannot multiply its caps and budgets — and an
+ * IPv4-mapped IPv6 address (a dual-stack listener's, or a PROXY header's) as the IPv4 address
+ * it maps. A text that is no IP address (the caller's own name for a peer) counts as itself.
+ */
+export function addressBlock(address: string): string {
+  if (!address.includes(":")) return address;
+  const groups = ipv6Groups(address.split("%")[0]); // a zone (fe80::1%eth0) names our interface
+  if (!groups) return address;
+  if (groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff) {
+    return [groups[6] >> 8, groups[6] & 0xff, groups[7] >> 8, groups[7] & 0xff].join(".");
+  }
+  return `${groups.slice(0, 4).map((group) => group.toString(16)).join(":")}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address in text (RFC 4291 §2.2), or undefined. */
+function ipv6Groups(text: string): number[] | undefined {
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const head = groupsOf(halves[0]);
+  const tail = halves.length === 2 ? groupsOf(halves[1]) : [];
+  if (!head || !tail) return undefined;
+  if (halves.length === 1) return head.length === 8 ? head : undefined;
+  const zeros = 8 - head.length - tail.length;
+  if (zeros < 1) return undefined;
+  return [...head, ...new Array<number>(zeros).fill(0), ...tail];
+}
+
+/** The groups of one side of `::`: hex groups, the last of which may be a dotted IPv4 address. */
+function groupsOf(part: string): number[] | undefined {
+  if (part === "") return [];
+  const pieces = part.split(":");
+  const groups: number[] = [];
+  for (let i = 0; i < pieces.length; i++) {
+    const piece = pieces[i];
+    if (/^[0-9a-fA-F]{1,4}$/.test(piece)) {
+      groups.push(parseInt(piece, 16));
+      continue;
+    }
+    const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(piece);
+    if (!v4 || i !== pieces.length - 1) return undefined;
+    const [a, b, c, d] = v4.slice(1).map(Number);
+    if (Math.max(a, b, c, d) > 255) return undefined;
+    groups.push((a << 8) | b, (c << 8) | d);
+  }
+  return groups;
 }
 
 export interface LoginThrottleOptions {

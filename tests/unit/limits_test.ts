@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { SecureChatError } from "../../lib/errors.ts";
 import {
+  addressBlock,
   Admission,
   type LoginSubject,
   LoginThrottle,
@@ -86,6 +87,51 @@ Deno.test("Admission: handshakes per address are rate limited, other addresses u
   assert.equal(codeOf(() => admission.admitHandshake("a", 0)), "RATE_LIMITED");
   assert.equal(codeOf(() => admission.admitHandshake("b", 0)), "none");
   assert.equal(codeOf(() => admission.admitHandshake("a", 1000)), "none");
+});
+
+Deno.test("Admission: the addresses of one IPv6 /64 share one connection cap and one handshake budget", () => {
+  // One subscriber gets a /64 (or more): counted per /128, a client picking a fresh source
+  // address per connection had 2^64 caps and budgets, and shed honest handshakes instead.
+  const admission = new Admission({
+    maxConnections: 100,
+    maxConnectionsPerAddress: 2,
+    maxPending: 100,
+    cookieThreshold: 100,
+    handshakeBurst: 2,
+    handshakesPerSecond: 1,
+  });
+  const block = (host: number) => `2001:db8:1:2::${host.toString(16)}`;
+  admission.connect(block(1), () => {});
+  admission.connect(block(2), () => {});
+  assert.equal(codeOf(() => admission.connect(block(3), () => {})), "TOO_MANY_CONNECTIONS");
+  assert.equal(codeOf(() => admission.admitHandshake(block(4), 0)), "none");
+  assert.equal(codeOf(() => admission.admitHandshake("2001:db8:1:2:ffff:1:2:3", 0)), "none");
+  assert.equal(codeOf(() => admission.admitHandshake(block(5), 0)), "RATE_LIMITED");
+  // The next /64 is another subscriber's.
+  assert.equal(codeOf(() => admission.connect("2001:db8:1:3::1", () => {})), "none");
+  assert.equal(codeOf(() => admission.admitHandshake("2001:db8:1:3::1", 0)), "none");
+  // The operator's reset names any address of the block.
+  admission.resetHandshakes(block(9));
+  assert.equal(codeOf(() => admission.admitHandshake(block(1), 0)), "none");
+});
+
+Deno.test("addressBlock(): IPv4 as it is, IPv6 by its /64 in every spelling, IPv4-mapped as IPv4", () => {
+  const cases: [string, string][] = [
+    ["192.0.2.7", "192.0.2.7"],
+    ["2001:db8:1:2::1", "2001:db8:1:2::/64"],
+    ["2001:0DB8:0001:0002:0:0:0:ffff", "2001:db8:1:2::/64"],
+    ["2001:db8::1", "2001:db8:0:0::/64"],
+    ["::1", "0:0:0:0::/64"],
+    ["::", "0:0:0:0::/64"],
+    ["fe80::1%eth0", "fe80:0:0:0::/64"],
+    ["::ffff:192.0.2.7", "192.0.2.7"],
+    ["0:0:0:0:0:ffff:c000:207", "192.0.2.7"], // as a PROXY v2 header's address is written
+    ["2001:db8:1:2:3:4:192.0.2.7", "2001:db8:1:2::/64"],
+    ["not an address", "not an address"],
+    ["1::2::3", "1::2::3"],
+    ["1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7:8:9"],
+  ];
+  for (const [address, block] of cases) assert.equal(addressBlock(address), block, address);
 });
 
 /** A throttle over counts in memory, as a store without a database gives it. */
