@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { loadCaSigner } from "../lib/pki/ca.ts";
 import { readCrlDer } from "../lib/pki/crl_file.ts";
 import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { codeOf } from "../lib/errors.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
 import { runCli } from "../testkit/cli.ts";
@@ -224,6 +225,28 @@ Deno.test("web: GET /crl answers the CA's CRL in force (204 before there is one)
     const posted = await fetch(`http://127.0.0.1:${web}/crl`, { method: "POST" });
     await posted.body?.cancel();
     assert.equal(posted.status, 404);
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("web: a server whose certificate was revoked refuses a WebSocket client with SERVER_CERT_REVOKED, as on TCP", async () => {
+  // The core writes its refusal as soon as the connection is admitted, which on the web front
+  // is before the upgrade response went out: the frame must wait for the socket to open, not be
+  // dropped (the client then saw nothing and timed out).
+  const pki = await makePki(["alice"], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  try {
+    await registerUser(server, pki.dir, "alice", PASSWORDS.alice);
+    await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "server", 30);
+    server.child.kill("SIGHUP");
+    await server.waitFor(logIs("SERVER_CERT_REVOKED"), 15_000);
+    const refused = await webLogin(pki, web, `${server.workDir}/alice-web`).then(
+      () => "logged in",
+      (error) => codeOf(error),
+    );
+    assert.equal(refused, "SERVER_CERT_REVOKED");
   } finally {
     await server.dispose();
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});

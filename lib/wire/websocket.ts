@@ -22,11 +22,23 @@ export class WebSocketByteConn implements ByteStreamConn {
   readonly #socket: WebSocket;
   /** Bytes written by FrameConnection not yet cut into whole frames. */
   #pending = new Uint8Array(0);
+  /**
+   * Settles when the socket leaves CONNECTING: true once open, false if it closed first. A
+   * server's socket is CONNECTING until its upgrade response is sent, and the core may write
+   * before that (an `error` frame refusing the connection at once, PROTOCOL §5.2).
+   */
+  readonly #open: Promise<boolean>;
 
   /** `socket` must be open or connecting; its binaryType is set to arraybuffer. */
   constructor(socket: WebSocket) {
     this.#socket = socket;
     socket.binaryType = "arraybuffer";
+    this.#open = socket.readyState === WebSocket.CONNECTING
+      ? new Promise((resolve) => {
+        socket.addEventListener("open", () => resolve(true), { once: true });
+        socket.addEventListener("close", () => resolve(false), { once: true });
+      })
+      : Promise.resolve(socket.readyState === WebSocket.OPEN);
     this.readable = new ReadableStream<Uint8Array>({
       start: (controller) => {
         socket.addEventListener("message", (event) => {
@@ -73,7 +85,7 @@ export class WebSocketByteConn implements ByteStreamConn {
    * holds against a peer that stops reading.
    */
   async write(bytes: Uint8Array): Promise<number> {
-    if (this.#socket.readyState !== WebSocket.OPEN) {
+    if (!await this.#open || this.#socket.readyState !== WebSocket.OPEN) {
       throw new SecureChatError("PROTOCOL_ERROR", "the WebSocket is not open");
     }
     let buffer = this.#pending.length === 0 ? bytes : concat(this.#pending, bytes);
@@ -96,7 +108,12 @@ export class WebSocketByteConn implements ByteStreamConn {
     this.#closeWith(1000, "");
   }
 
+  /** Closes now, or once open: a close while CONNECTING would drop what was written before. */
   #closeWith(code: number, reason: string): void {
+    if (this.#socket.readyState === WebSocket.CONNECTING) {
+      void this.#open.then(() => this.#closeWith(code, reason));
+      return;
+    }
     if (this.#socket.readyState >= WebSocket.CLOSING) return;
     this.#socket.close(code, reason);
   }
