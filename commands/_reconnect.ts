@@ -1,10 +1,10 @@
 /**
  * `connect` across drops (docs/DEPLOY.md §6): the servers to try, jittered exponential backoff,
- * which endings are worth a new login, the input lines carried from one session to the next,
+ * the input lines carried from one session to the next (which endings are worth a new login is
+ * lib/session/reconnect.ts, shared with the browser page),
  * and dropping relayed messages a replay after a failover shows twice.
  */
-import { codeOf, type ErrorCode, SecureChatError } from "../lib/errors.ts";
-import type { SessionEnd } from "../lib/session/session.ts";
+import { SecureChatError } from "../lib/errors.ts";
 
 export interface ServerAddress {
   host: string;
@@ -36,44 +36,6 @@ export function parseServers(
 
 export const describeServer = (s: ServerAddress) =>
   s.host.includes(":") ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
-
-/**
- * Refusals that would only fail again: a wrong password or certificate, a name taken, a
- * protocol the server does not speak, an attack on the connection, our own disk.
- */
-const PERMANENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "AUTH_FAIL",
-  "BAD_CERT",
-  "USER_EXISTS",
-  "INVALID_INPUT",
-  "USAGE",
-  "UNSUPPORTED",
-  "SIG_FAIL",
-  "HANDSHAKE_FAIL",
-  "BAD_KEY_SHARE",
-  "TAMPERED",
-  "TRANSCRIPT_IO",
-  // The server can sign nothing more until its operator gives it a new certificate (§5.2).
-  "SERVER_CERT_EXPIRED",
-  "SERVER_CERT_REVOKED",
-]);
-
-export function isPermanent(error: unknown): boolean {
-  return PERMANENT.has(codeOf(error));
-}
-
-/**
- * A session worth replacing: cut off or failed for a passing reason, or closed by the server
- * (a node stopping) — but not when this user logged in elsewhere, which would only take the
- * other session back, nor when the server closed it because its own certificate lapsed or was
- * revoked (a `close` with a code, PROTOCOL §5.2): it takes no session until its operator acts.
- */
-export function worthReconnecting(end: SessionEnd, takenOver: boolean): boolean {
-  if (takenOver) return false;
-  if (end.outcome === "peer_gone") return true;
-  if (end.outcome === "closed" && end.code === undefined) return true;
-  return !PERMANENT.has((end.code ?? "INTERNAL") as ErrorCode);
-}
 
 /**
  * Exponential backoff with jitter: attempt n waits a random time in [d/2, d], d = base·2^n

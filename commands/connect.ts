@@ -25,7 +25,7 @@ import {
 import { openStateFile } from "../lib/store/e2e_state_file.ts";
 import type { SealedState } from "../lib/e2e/sealed_state.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import { OPERATOR_NAME, TAKEOVER_NOTICE } from "../lib/server/lobby.ts";
+import { OPERATOR_NAME } from "../lib/server/lobby.ts";
 import { info, positiveInt, privateDir, subcommand } from "./_cli.ts";
 import { LineEditor, stdinLines } from "./_tty.ts";
 import { askNewPassword, askPassword, heldToRules, readPasswordFile } from "./_password.ts";
@@ -40,15 +40,14 @@ import { checkNewPassword, checkPasswordChange } from "../lib/crypto/password.ts
 import {
   Backoff,
   describeServer,
-  isPermanent,
   LineSource,
   parseServers,
   type ServerAddress,
   ServerRotation,
   sleep,
   STOPPED,
-  worthReconnecting,
 } from "./_reconnect.ts";
+import { isPermanent, isTakeover, worthReconnecting } from "../lib/session/reconnect.ts";
 
 interface ConnectFlags {
   user?: string;
@@ -441,10 +440,7 @@ async function chat(
         return;
       }
       if (message.type === "relay" && message.relayed.duplicate) return; // shown before
-      if (
-        message.type === "msg" && message.body.kind === "notice" &&
-        message.body.text === TAKEOVER_NOTICE
-      ) takenOver = true;
+      if (isTakeover(message)) takenOver = true;
       const line = formatIncoming(message, screen);
       if (line) show(line);
       const shown = describe(message);

@@ -76,12 +76,16 @@ interface PageProblems {
   console: string[];
 }
 
-/** A page in its own profile (its own IndexedDB); what it downloads goes to `downloads`. */
+/**
+ * A page in its own profile (its own IndexedDB); what it downloads goes to `downloads`;
+ * `before` (source text) runs in every document before the page's own script.
+ */
 async function openPage(
   browser: Browser,
   url: string,
   problems: PageProblems,
   downloads: string,
+  before = "",
 ): Promise<Page> {
   await Deno.mkdir(downloads, { recursive: true });
   const context = await browser.createBrowserContext({
@@ -99,6 +103,7 @@ async function openPage(
     document.addEventListener("securitypolicyviolation", (event) => {
       globalThis.cspViolations.push(event.violatedDirective + " " + event.blockedURI);
     });
+    ${before}
   `);
   const response = await page.goto(url, { waitUntil: "load" });
   assert.equal(response?.status(), 200);
@@ -133,6 +138,24 @@ async function waitForStatus(page: Page, pattern: RegExp, what: string): Promise
     async () => pattern.test(await statusText(page)) ? true : undefined,
     30_000,
     async () => `${what}: status is "${await statusText(page)}"`,
+  );
+}
+
+/** What Chromium itself logs for a connection to the page's server while it is down. */
+const REFUSED_CONNECTION = new RegExp(
+  "^WebSocket connection to 'ws://127\\.0\\.0\\.1:\\d+/ws' failed|" +
+    "^Failed to load resource: net::ERR_CONNECTION_REFUSED$",
+);
+
+/** Waits for a new session of `user` on `page`: its status names another session than `was`. */
+async function waitForNewSession(page: Page, user: string, was: string): Promise<void> {
+  await waitUntil(
+    async () => {
+      const now = await statusText(page);
+      return now.startsWith(`logged in as ${user} `) && now !== was || undefined;
+    },
+    60_000,
+    async () => `${user}'s reconnection: status is "${await statusText(page)}"`,
   );
 }
 
@@ -331,15 +354,23 @@ Deno.test({
       server = await serve(webPort, server.port);
       for (const [i, user, page] of [[0, "alice", alice], [1, "bob", bob]] as const) {
         // A new session: its id (in the status) is not the one before the kill.
-        await waitUntil(
-          async () => {
-            const now = await statusText(page);
-            return now.startsWith(`logged in as ${user} `) && now !== before[i] || undefined;
-          },
-          60_000,
-          async () => `${user}'s reconnection: status is "${await statusText(page)}"`,
-        );
+        await waitForNewSession(page, user, before[i]);
       }
+      // alice's lobby line goes under a sender key for the members her page knows of (PROTOCOL
+      // §12.5): it must have heard that bob is back, or bob rightly cannot read it. The server
+      // tells the members of a newcomer as it stores the newcomer's device (KEYS_PUBLISHED,
+      // then the `members` body to each, in the same step), and whoever publishes later gets
+      // the whole online list instead; a /who from alice's page after both is answered after
+      // either, on the same session.
+      for (const user of ["alice", "bob"]) {
+        await server.waitFor(logIs("KEYS_PUBLISHED", { user }), 30_000);
+      }
+      await alice.click("#who");
+      await waitForLine(
+        alice,
+        (l) => l.author === "*" && l.text === "online: alice, bob",
+        "the /who answer after the restart",
+      );
       await say(alice, "after the restart");
       await waitForLine(
         bob,
@@ -384,12 +415,8 @@ Deno.test({
         assert.deepEqual(violations, [], `${user}'s page broke its CSP`);
         // While the server was down, Chromium itself logged each refused connection (the
         // WebSocket, and the CRL fetched before it); nothing else.
-        const refused = new RegExp(
-          `^WebSocket connection to 'ws://127\\.0\\.0\\.1:${webPort}/ws' failed|` +
-            "^Failed to load resource: net::ERR_CONNECTION_REFUSED$",
-        );
         assert.deepEqual(
-          problems[user].console.filter((m) => !refused.test(m)),
+          problems[user].console.filter((m) => !REFUSED_CONNECTION.test(m)),
           [],
           `${user}'s console`,
         );
@@ -408,8 +435,14 @@ Deno.test({
 interface AliceInPage {
   work: string;
   pki: TestPki;
-  /** `serve --web` over `<work>/server`. */
+  /** `serve --web` over `<work>/server` (the one started first: see `restart`). */
   server: ServerProcess;
+  /**
+   * Stops the server as an operator does (SIGTERM: every session closed with receipts) and
+   * starts it again over the same directory and ports; the new one is returned (and stopped
+   * at the end).
+   */
+  restart(): Promise<ServerProcess>;
   serverDir: string;
   /** alice's page: her bundle imported and her account registered from it. */
   alice: Page;
@@ -430,6 +463,8 @@ async function withAliceInPage(
     cliUsers: ("carol" | "dave")[];
     serverArgs?: (serverDir: string) => string[];
     beforeExport?: (pki: TestPki) => Promise<void>;
+    /** Source text run in alice's page before its own script (see openPage). */
+    beforePage?: string;
   },
   test: (lab: AliceInPage) => Promise<void>,
 ): Promise<void> {
@@ -444,15 +479,30 @@ async function withAliceInPage(
     const bundle = await exportBundle(pki.dir, work, "alice");
     const serverDir = join(work, "server");
     await Deno.mkdir(serverDir);
-    const started = await ServerProcess.start({
-      pkiDir: pki.dir,
-      workDir: serverDir,
-      args: ["--web", "0", "--web-root", join(work, "dist"), ...(o.serverArgs?.(serverDir) ?? [])],
-    });
+    const serve = (webPort: number, port: number) =>
+      ServerProcess.start({
+        pkiDir: pki.dir,
+        workDir: serverDir,
+        args: [
+          "--web",
+          String(webPort),
+          "--web-root",
+          join(work, "dist"),
+          "--port",
+          String(port),
+          ...(o.serverArgs?.(serverDir) ?? []),
+        ],
+      });
+    const started = await serve(0, 0);
     server = started;
     const webPort = Number(
       String((await started.waitFor(logIs("LISTEN_WEB"))).detail).split(":").pop(),
     );
+    const restart = async () => {
+      await server!.stop();
+      server = await serve(webPort, started.port);
+      return server;
+    };
     for (const user of o.cliUsers) {
       await registerUser(started, pki.dir, user, PASSWORDS[user], join(work, `${user}-client`));
     }
@@ -463,6 +513,7 @@ async function withAliceInPage(
       `http://127.0.0.1:${webPort}/`,
       problems,
       join(work, "alice-downloads"),
+      o.beforePage,
     );
     await joinFromPage(alice, bundle, "alice");
     const cli = async (user: "carol" | "dave", port = started.port) => {
@@ -476,7 +527,7 @@ async function withAliceInPage(
       clients.push(client);
       return client;
     };
-    await test({ work, pki, server: started, serverDir, alice, problems, cli });
+    await test({ work, pki, server: started, serverDir, alice, problems, cli, restart });
   } finally {
     for (const client of clients) await client.end().catch(() => {});
     await browser?.close();
@@ -616,16 +667,7 @@ Deno.test({
 
         // This browser loses its end-to-end state (site data cleared): the page says so, starts
         // again as a new device, and the conversation goes on both ways.
-        await alice.evaluate(`new Promise((resolve, reject) => {
-        const open = indexedDB.open("securechat");
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const tx = open.result.transaction("e2e", "readwrite");
-          tx.objectStore("e2e").delete("alice");
-          tx.oncomplete = () => { open.result.close(); resolve(); };
-          tx.onerror = () => reject(tx.error);
-        };
-      })`);
+        await setE2eRecords(alice, {}); // the page's end-to-end state, gone
         await loginFromPage(alice, "alice");
         await waitForLine(
           alice,
@@ -828,6 +870,180 @@ Deno.test({
         JSON.stringify(await shown(alice)),
       );
 
+      assert.deepEqual(problems.console, [], "alice's console");
+      assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
+      await leaveFromPage(alice, "alice");
+    });
+  },
+});
+
+Deno.test({
+  name: "browser: the page logs in again after a server closed its session on stopping, not " +
+    "after a takeover, nor after a close with a code (the server's certificate revoked), " +
+    "which it shows",
+  ignore: skip,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withAliceInPage({
+      prefix: "securechat-browser-close-",
+      users: ["alice"],
+      cliUsers: [],
+    }, async ({ work, pki, alice, problems, restart }) => {
+      // The operator restarts the server: SIGTERM closes every session with receipts first. The
+      // page comes back by itself, as `connect --reconnect` does.
+      const first = await statusText(alice);
+      const server = await restart();
+      await waitForNewSession(alice, "alice", first);
+      await waitForLine(
+        alice,
+        (l) => l.text === "the server closed the session; reconnecting",
+        "the page's word on the server's close",
+      );
+
+      // alice logs in elsewhere (the CLI, with her certificate): the server closes the page's
+      // session with a notice. The page says so and does not take the session back: its
+      // status is the one of a session that ended for good (a reconnection would say
+      // "reconnecting in …" and then "logged in"), and the login form is offered again.
+      const elsewhere = await LiveClient.login({
+        port: server.port,
+        user: "alice",
+        password: PASSWORDS.alice,
+        pkiDir: pki.dir,
+        transcripts: join(work, "alice-cli"),
+      });
+      try {
+        await waitForLine(
+          alice,
+          (l) => l.author === "*" && l.text === "you logged in elsewhere; closing",
+          "the takeover notice",
+        );
+        await waitForStatus(alice, /^session ended with receipts$/, "the page after a takeover");
+        assert.equal(await alice.$eval("#login-section", (e) => e.getAttribute("hidden")), null);
+      } finally {
+        const ended = await elsewhere.end();
+        assert.equal(ended.code, 0, ended.stderr);
+      }
+      assert.ok(
+        !(await shown(alice)).some((l) =>
+          l.text.includes("reconnecting") && l.text !==
+            "the server closed the session; reconnecting"
+        ),
+        JSON.stringify(await shown(alice)),
+      );
+
+      // The server's own certificate is revoked (PROTOCOL §5.2): the server closes the session
+      // with receipts and the code. The page shows the code and the server's reason, does not
+      // reconnect, and a new login meets the same refusal at once (no backoff loop).
+      await loginFromPage(alice, "alice");
+      await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "server", 30);
+      server.child.kill("SIGHUP");
+      await server.waitFor(logIs("SERVER_CERT_REVOKED"), 15_000);
+      await waitForLine(
+        alice,
+        (l) => l.text.startsWith("SERVER_CERT_REVOKED: ") && /revoked/.test(l.text.slice(20)),
+        "the close code",
+      );
+      await waitForStatus(alice, /^session ended with receipts$/, "the page after the close");
+      await alice.click("input[name=mode][value=login]");
+      await alice.type("#password", PASSWORDS.alice);
+      await alice.click("#login-form button[type=submit]");
+      await waitForStatus(alice, /^not connected \(SERVER_CERT_REVOKED\)$/, "a login after");
+      assert.equal(
+        (await shown(alice)).filter((l) => l.text.startsWith("cannot log in: ")).length,
+        1,
+        "one attempt, not a backoff loop",
+      );
+
+      assert.deepEqual(problems.console.filter((m) => !REFUSED_CONNECTION.test(m)), []);
+      assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
+    });
+  },
+});
+
+/**
+ * Run before the page's script: this browser's WebCrypto as one without ML-KEM — the KEM
+ * methods absent, and ML-KEM refused by key generation and import as a browser that does not
+ * know the algorithm refuses it. Only the test's browser can do this to a page: nothing the
+ * server sends, nor any message, can choose the page's backend.
+ */
+const WITHOUT_WEBCRYPTO_MLKEM = `
+  delete SubtleCrypto.prototype.encapsulateBits;
+  delete SubtleCrypto.prototype.decapsulateBits;
+  delete SubtleCrypto.prototype.encapsulateKey;
+  delete SubtleCrypto.prototype.decapsulateKey;
+  for (const method of ["generateKey", "importKey"]) {
+    const original = SubtleCrypto.prototype[method];
+    SubtleCrypto.prototype[method] = function (...args) {
+      const algorithm = method === "generateKey" ? args[0] : args[2];
+      const name = typeof algorithm === "string" ? algorithm : algorithm?.name;
+      if (/^ML-KEM/i.test(String(name))) {
+        return Promise.reject(new DOMException("Unrecognized name", "NotSupportedError"));
+      }
+      return original.apply(this, args);
+    };
+  }
+`;
+
+Deno.test({
+  name: "browser: a browser without ML-KEM in WebCrypto runs the page on @noble/post-quantum: " +
+    "the hybrid handshake, and end-to-end first contacts both ways with the CLI",
+  ignore: skip,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withAliceInPage({
+      prefix: "securechat-browser-noble-",
+      users: ["alice", "carol"],
+      cliUsers: ["carol"],
+      beforePage: WITHOUT_WEBCRYPTO_MLKEM,
+    }, async ({ alice, problems, cli }) => {
+      // alice registered and published from this page: her handshake offered and ran
+      // x25519mlkem768 (every client's first group, PROTOCOL §4.1), and her PQ prekey was made,
+      // with no ML-KEM in WebCrypto to make them.
+      assert.equal(
+        await alice.evaluate<string>("typeof crypto.subtle.encapsulateBits"),
+        "undefined",
+      );
+      assert.equal(
+        await alice.evaluate<string>(
+          `crypto.subtle.generateKey("ML-KEM-768", false, ["decapsulateBits"])
+          .then(() => "generated", (e) => e.name)`,
+        ),
+        "NotSupportedError",
+      );
+      const carol = await cli("carol");
+      // A first contact from the page encapsulates to carol's PQ prekey (noble here); carol's
+      // answer is a ratchet step. A first contact from carol to a new device of alice's
+      // decapsulates with the page's noble key: the page loses its state and starts again.
+      await say(alice, "/msg carol first contact from a page on noble");
+      await carol.waitForLine((l) =>
+        l.includes("alice (private) ✓ first contact from a page on noble")
+      );
+      await carol.send("/msg alice answer to the page on noble");
+      await waitForLine(alice, (l) => l.text === "answer to the page on noble", "carol's answer");
+      await say(alice, "lobby line from a page on noble");
+      await carol.waitForLine((l) => l.includes("alice ✓ lobby line from a page on noble"));
+      await leaveFromPage(alice, "alice");
+      await setE2eRecords(alice, {}); // the page's end-to-end state, gone
+      await loginFromPage(alice, "alice");
+      // carol's client refetches alice's devices when the server says she joined, which it
+      // does as it stores the new device (before it confirms it to the page): a /who from
+      // carol after that confirmation is answered after it.
+      const from = carol.stdout.length;
+      await carol.send("/who");
+      await carol.waitForLine((l) => l.includes("* online: alice, carol"), 10_000, from);
+      await carol.send("/msg alice first contact to the new device");
+      await waitForLine(
+        alice,
+        (l) => l.text === "first contact to the new device" && l.verified,
+        "carol's first contact to the page's new device",
+      );
+      const lines = await shown(alice);
+      assert.ok(
+        !lines.some((l) => /readable by the server|cannot decrypt/.test(l.text)),
+        JSON.stringify(lines),
+      );
       assert.deepEqual(problems.console, [], "alice's console");
       assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
       await leaveFromPage(alice, "alice");

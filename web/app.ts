@@ -24,6 +24,7 @@ import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
 import { CHAT_HELP, parseChatLine } from "../lib/session/chat_line.ts";
 import { type SeenStorage, SeenStore } from "../lib/session/relay.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
+import { isPermanent, isTakeover, worthReconnecting } from "../lib/session/reconnect.ts";
 import { DEFAULT_MAX_SKEW_MS } from "../lib/handshake/common.ts";
 import { recipientUser } from "../lib/message/record.ts";
 import { openExportBundle } from "../lib/pki/export_bundle.ts";
@@ -101,6 +102,13 @@ let chattedBefore = false;
 let crlRefusal: string | undefined;
 /** The server confirmed this session's publication of our keys (said once per session). */
 let published = false;
+/** The server said this session's user logged in elsewhere: it is not taken back. */
+let takenOver = false;
+/**
+ * This browser's end-to-end state did not open with the password the server accepted: no
+ * reconnection can help until the user acts.
+ */
+let stateLocked = false;
 
 function setStatus(text: string): void {
   ui.status.textContent = text;
@@ -137,6 +145,7 @@ function show(
 }
 
 async function onMessage(message: ReceivedMessage): Promise<void> {
+  if (isTakeover(message)) takenOver = true;
   if (e2e && !published && confirmsPublication(e2e, message)) {
     published = true;
     show("notice", {
@@ -298,6 +307,7 @@ async function login(event: SubmitEvent): Promise<void> {
   ticket = undefined;
   e2e = null;
   e2eState = null;
+  stateLocked = false;
   chattedBefore = (await db.get<string>("seen", username)) !== undefined;
   await chatLoop();
 }
@@ -320,7 +330,7 @@ async function chatLoop(): Promise<void> {
         continue;
       }
       show("error", { text: `cannot log in: ${code}: ${(error as Error).message}` });
-      if (isPermanent(code) || ++failures >= BACKOFF_MS.length) {
+      if (isPermanent(error) || stateLocked || ++failures >= BACKOFF_MS.length) {
         setStatus(`not connected (${code})`);
         credentials = null;
         e2e = null;
@@ -333,33 +343,26 @@ async function chatLoop(): Promise<void> {
     }
     await seen.save().catch(() => {});
     await e2e?.save().catch(() => {});
-    if (userLeft || end.outcome === "closed") {
-      // A close with a code: the server's own certificate lapsed or was revoked (PROTOCOL §5.2).
-      if (end.code && end.message) show("error", { text: `${end.code}: ${end.message}` });
-      setStatus(`session ended${end.outcome === "closed" ? " with receipts" : ""}`);
+    if (userLeft || !worthReconnecting(end, takenOver)) {
+      // A close with a code: the server's own certificate lapsed or was revoked (PROTOCOL
+      // §5.2); an error: a refusal a new login would meet again (our certificate revoked).
+      if (!userLeft && end.code) {
+        show("error", { text: `${end.code}: ${end.message ?? "the session ended"}` });
+      }
+      setStatus(`session ended${end.outcome === "closed" ? " with receipts" : ` (${end.code})`}`);
       credentials = null;
       e2e = null;
       e2eState = null;
       render();
       return;
     }
-    show("error", { text: `connection lost (${end.code ?? end.outcome}); reconnecting` });
+    // A server stopping closes every session with receipts first (a restart, a node leaving
+    // a cluster): the page comes back as the CLI's `connect --reconnect` does.
+    if (end.outcome === "closed") {
+      show("notice", { author: "*", text: "the server closed the session; reconnecting" });
+    } else show("error", { text: `connection lost (${end.code ?? end.outcome}); reconnecting` });
     await reconnectPause(1);
   }
-}
-
-function isPermanent(code: string): boolean {
-  return [
-    "AUTH_FAIL",
-    "BAD_CERT",
-    "REVOKED",
-    "USER_EXISTS",
-    "INVALID_INPUT",
-    "UNSUPPORTED",
-    "DECRYPT_FAIL", // the end-to-end state does not open with this password
-    "SERVER_CERT_EXPIRED", // until the operator installs a new certificate (PROTOCOL §5.2)
-    "SERVER_CERT_REVOKED",
-  ].includes(code);
 }
 
 async function reconnectPause(failures: number): Promise<void> {
@@ -413,6 +416,7 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
     e2e: device,
   });
   published = false;
+  takenOver = false;
   // Our bundle goes to the server's key directory at every login, before any typed line (a
   // failure only means first contacts to us wait for our next login).
   await device.publish(session).catch(() => {});
@@ -449,6 +453,7 @@ async function openDevice(stored: db.StoredIdentity): Promise<E2eClient> {
   try {
     state = await openBrowserState(stored.username, credentials!.password);
   } catch (error) {
+    stateLocked = true;
     show("error", {
       text: `${(error as Error).message}. Your password changed since this browser last ` +
         'chatted? "Forget" removes this browser\'s identity and end-to-end keys; after ' +

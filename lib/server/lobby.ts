@@ -31,6 +31,7 @@ import {
   type RefusalCode,
 } from "../message/record.ts";
 import type { ChatSession, ReceivedMessage } from "../session/session.ts";
+import { TAKEOVER_NOTICE } from "../session/reconnect.ts";
 import type { ClusterLink, LocalUser } from "../cluster/link.ts";
 import type { LoginEvent, RecordEnvelope } from "../cluster/messages.ts";
 import {
@@ -50,8 +51,6 @@ import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } fro
 
 // The operator's name is a reserved user name: its home is lib/pki/names.ts.
 export { OPERATOR_NAME } from "../pki/names.ts";
-/** The notice that ends a session because its user logged in again; clients do not reconnect. */
-export const TAKEOVER_NOTICE = "you logged in elsewhere; closing";
 
 export interface LobbyLimits {
   messagesPerSecond: number;

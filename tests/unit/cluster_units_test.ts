@@ -1,13 +1,7 @@
 /** The pure parts of issue 15: reconnect policy, relay dedupe, cluster config and messages. */
 import assert from "node:assert/strict";
-import {
-  Backoff,
-  isPermanent,
-  LineSource,
-  parseServers,
-  STOPPED,
-  worthReconnecting,
-} from "../../commands/_reconnect.ts";
+import { Backoff, LineSource, parseServers, STOPPED } from "../../commands/_reconnect.ts";
+import { isPermanent, worthReconnecting } from "../../lib/session/reconnect.ts";
 import { resolveClusterConfig } from "../../lib/cluster/config.ts";
 import {
   encodeClusterMessage,
@@ -55,7 +49,9 @@ Deno.test("worthReconnecting(): drops and passing failures yes; takeover and ref
   assert.equal(worthReconnecting(end("closed"), false), true);
   assert.equal(worthReconnecting(end("error", "TIMEOUT"), false), true);
   assert.equal(worthReconnecting(end("closed"), true), false);
-  for (const code of ["AUTH_FAIL", "BAD_CERT", "SIG_FAIL", "TAMPERED"]) {
+  // REVOKED: the server ended the session because our certificate was revoked; a new login
+  // would only be refused (BAD_CERT).
+  for (const code of ["AUTH_FAIL", "BAD_CERT", "REVOKED", "SIG_FAIL", "TAMPERED"]) {
     assert.equal(worthReconnecting(end("error", code), false), false, code);
   }
   // Closed cleanly because the server's own certificate lapsed (PROTOCOL §5.2): it takes no
