@@ -135,8 +135,8 @@ function nibble(code: number): number {
   throw new TypeError("invalid hex");
 }
 
-/** Byte stores, not a DataView: these run several times per message. */
-function writeU32(out: Uint8Array, at: number, value: number): void {
+/** u32be `value` into `out` at `at`: byte stores, not a DataView (several per message). */
+export function writeU32(out: Uint8Array, at: number, value: number): void {
   out[at] = value >>> 24;
   out[at + 1] = (value >>> 16) & 0xff;
   out[at + 2] = (value >>> 8) & 0xff;

@@ -4,8 +4,8 @@
  * can hold a session's resources forever.
  */
 import { SecureChatError } from "../errors.ts";
-import { concat } from "../bytes.ts";
-import { type ByteReader, encodeFrame, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
+import { writeU32 } from "../bytes.ts";
+import { type ByteReader, checkFrameLength, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
 
 export interface ByteStreamConn {
   readable: ReadableStream<Uint8Array>;
@@ -18,6 +18,8 @@ export interface ByteStreamConn {
 }
 
 export const DEFAULT_SEND_QUEUE_BYTES = 1024 * 1024;
+/** A frame's bytes on the wire beyond its payload's: the length. */
+const FRAME_HEADER_BYTES = 4;
 
 /** The connection itself is the reader's source: no wrapper object and closure per connection. */
 function readsIntoOurBuffer(conn: ByteStreamConn): conn is ByteStreamConn & ByteReader {
@@ -29,7 +31,10 @@ export class FrameConnection {
   readonly #reader: FrameReader;
   readonly #maxQueuedBytes: number;
   #queued = 0;
-  /** Frames accepted by `send` and not yet handed to a write. */
+  /**
+   * Payloads accepted by `send` and not yet handed to a write, in order: framed only when
+   * written, so that each is copied once, into the write's buffer.
+   */
   #pending: Uint8Array[] = [];
   /** The running write loop, if any: resolves once everything queued is written. */
   #writer: Promise<void> | null = null;
@@ -83,12 +88,14 @@ export class FrameConnection {
   /**
    * Queues one frame. Never waits for the peer: if the peer has stopped reading and
    * the queue is full, the frame is refused with SLOW_CONSUMER instead.
+   * @throws FRAME_TOO_LARGE, and what assertRoom throws
    */
   send(payload: Uint8Array): void {
-    const wire = encodeFrame(payload);
-    this.assertRoom(wire.length);
-    this.#queued += wire.length;
-    this.#pending.push(wire);
+    checkFrameLength(payload.length);
+    const bytes = FRAME_HEADER_BYTES + payload.length;
+    this.assertRoom(bytes);
+    this.#queued += bytes;
+    this.#pending.push(payload);
     // Started after the current job: the frames it queues go out together.
     this.#writer ??= Promise.resolve().then(() => this.#drain());
   }
@@ -117,14 +124,15 @@ export class FrameConnection {
   /**
    * Writes until nothing is queued. Everything queued while a write was in flight goes
    * out in the next single write: one syscall (and one op) per batch, not per frame,
-   * as a chat server's send queue flushes.
+   * as a chat server's send queue flushes. Each frame is laid out once, its length and
+   * payload, in the buffer written.
    */
   async #drain(): Promise<void> {
     try {
       while (this.#pending.length > 0) {
         const batch = this.#pending;
         this.#pending = [];
-        const bytes = batch.length === 1 ? batch[0] : concat(...batch);
+        const bytes = framed(batch);
         try {
           if (this.#writeError || this.#closed) continue;
           let offset = 0;
@@ -152,7 +160,9 @@ export class FrameConnection {
    * lines), where `send` would give up with SLOW_CONSUMER.
    */
   async sendPaced(payload: Uint8Array): Promise<void> {
-    while (this.#queued > 0 && this.#queued + payload.length + 4 > this.#maxQueuedBytes) {
+    while (
+      this.#queued > 0 && this.#queued + FRAME_HEADER_BYTES + payload.length > this.#maxQueuedBytes
+    ) {
       await this.#writing;
     }
     this.send(payload);
@@ -199,4 +209,18 @@ export class FrameConnection {
       // already closed by the peer
     }
   }
+}
+
+/** u32be(len) || payload for each of `payloads`, in one buffer (PROTOCOL §2). */
+function framed(payloads: readonly Uint8Array[]): Uint8Array {
+  let size = 0;
+  for (const payload of payloads) size += FRAME_HEADER_BYTES + payload.length;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const payload of payloads) {
+    writeU32(out, at, payload.length);
+    out.set(payload, at + FRAME_HEADER_BYTES);
+    at += FRAME_HEADER_BYTES + payload.length;
+  }
+  return out;
 }

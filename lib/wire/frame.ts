@@ -9,11 +9,19 @@ import { atDeadline, type Deadline } from "../deadlines.ts";
 
 export const MAX_FRAME_BYTES = 64 * 1024;
 
+/**
+ * A frame's payload is 1 to MAX_FRAME_BYTES bytes (PROTOCOL §2).
+ * @throws FRAME_TOO_LARGE otherwise
+ */
+export function checkFrameLength(length: number): void {
+  if (length === 0 || length > MAX_FRAME_BYTES) {
+    throw new SecureChatError("FRAME_TOO_LARGE", `frame of ${length} bytes`);
+  }
+}
+
 /** The four length bytes and the JSON bytes, exactly as they go on the wire. */
 export function encodeFrame(payload: Uint8Array): Uint8Array {
-  if (payload.length === 0 || payload.length > MAX_FRAME_BYTES) {
-    throw new SecureChatError("FRAME_TOO_LARGE", `frame of ${payload.length} bytes`);
-  }
+  checkFrameLength(payload.length);
   return concat(u32be(payload.length), payload);
 }
 
