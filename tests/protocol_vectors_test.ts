@@ -17,7 +17,12 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { concat, fromBase64, fromHex, toBase64, toHex, u32be, u64be, utf8 } from "../lib/bytes.ts";
 import { fingerprintOf } from "../lib/pki/describe.ts";
-import { counterNonce, openSync, sealSync } from "../lib/crypto/aead.ts";
+import {
+  counterNonce,
+  openChaCha20Poly1305,
+  sealChaCha20Poly1305,
+  sealSync,
+} from "../lib/crypto/aead.ts";
 import { hkdfExpandSync, hmacSha256Sync } from "../lib/crypto/hkdf.ts";
 import { type KexGroup, keyAgreement } from "../lib/crypto/kex.ts";
 import {
@@ -119,7 +124,7 @@ const EMPTY = new Uint8Array(0);
 const H = (messages: Uint8Array[]) => sha256(...messages.flatMap((m) => [u32be(m.length), m]));
 const RECORD_AAD = utf8("securechat/v2 record");
 const trafficKeys = (secret: Uint8Array) => ({
-  key: expandLabel(secret, "key", EMPTY, 16),
+  key: expandLabel(secret, "key", EMPTY, 32),
   iv: expandLabel(secret, "iv", EMPTY, 12),
 });
 function openRecord(
@@ -127,7 +132,7 @@ function openRecord(
   counter: number,
   payload: Uint8Array,
 ) {
-  const inner = openSync(keys.key, counterNonce(keys.iv, counter), payload, RECORD_AAD);
+  const inner = openChaCha20Poly1305(keys.key, counterNonce(keys.iv, counter), payload, RECORD_AAD);
   assert.equal(inner.length % 256, 0, "inner padded to 256");
   const n = new DataView(inner.buffer, inner.byteOffset).getUint32(0);
   assert.ok(inner.subarray(4 + n).every((b) => b === 0), "zero padding");
@@ -141,7 +146,7 @@ function sealRecord(
   const inner = new Uint8Array(Math.ceil((content.length + 4) / 256) * 256);
   inner.set(u32be(content.length));
   inner.set(content, 4);
-  return sealSync(keys.key, counterNonce(keys.iv, counter), inner, RECORD_AAD);
+  return sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, counter), inner, RECORD_AAD);
 }
 const json = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
 
@@ -165,8 +170,8 @@ for (const file of FILES) {
     const H1 = H(hashed);
     const hs = hmacSha256Sync(utf8("securechat/v2"), ss1);
     const hsKeys = {
-      c2s: { key: expandLabel(hs, "hs c2s key", H1, 16), iv: expandLabel(hs, "hs c2s iv", H1, 12) },
-      s2c: { key: expandLabel(hs, "hs s2c key", H1, 16), iv: expandLabel(hs, "hs s2c iv", H1, 12) },
+      c2s: { key: expandLabel(hs, "hs c2s key", H1, 32), iv: expandLabel(hs, "hs c2s iv", H1, 12) },
+      s2c: { key: expandLabel(hs, "hs s2c key", H1, 32), iv: expandLabel(hs, "hs s2c iv", H1, 12) },
     };
     const fin1 = {
       client: expandLabel(hs, "client finished", H1, 32),
@@ -522,11 +527,11 @@ async function serverEndsWith(nc: NegativeCase): Promise<string | undefined> {
 
 /** The record layer a session reads with, given an inner plaintext with non-zero padding. */
 function openBadPadding(): string | undefined {
-  const keys = { key: new Uint8Array(16).fill(1), iv: new Uint8Array(12).fill(2) };
+  const keys = { key: new Uint8Array(32).fill(1), iv: new Uint8Array(12).fill(2) };
   const inner = new Uint8Array(256).fill(1);
   inner.set(u32be(2));
   inner.set(utf8("{}"), 4);
-  const payload = sealSync(keys.key, counterNonce(keys.iv, 0), inner, RECORD_AAD);
+  const payload = sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, 0), inner, RECORD_AAD);
   try {
     new RecordLayer(keys, keys).open(payload);
     return undefined;
@@ -629,7 +634,7 @@ async function resealEdited(
   const H1 = H([fromHex(v.frames[0].payload_hex), fromHex(v.frames[1].payload_hex)]);
   const hs = hmacSha256Sync(utf8("securechat/v2"), ss1);
   const keys = {
-    key: expandLabel(hs, "hs s2c key", H1, 16),
+    key: expandLabel(hs, "hs s2c key", H1, 32),
     iv: expandLabel(hs, "hs s2c iv", H1, 12),
   };
   const s2c = v.frames.filter((f) => f.dir === "s2c" && f.key === "hs");

@@ -1,22 +1,26 @@
 /**
- * AES-GCM record protection (AES-128-GCM in the protocol). Nonces are never
- * random: each direction derives them from a static IV and a record counter
- * exactly as TLS 1.3 does (RFC 8446 §5.3), so a nonce repeats only if a
- * counter does, and the counter is a 64-bit integer that must never wrap.
+ * The AEADs: ChaCha20-Poly1305 for sealed records (PROTOCOL §3.2), AES-GCM for the content
+ * layer, the end-to-end wraps and state, and resumption tickets. Record nonces are never
+ * random: each direction derives them from a static IV and a record counter exactly as
+ * TLS 1.3 does (RFC 8446 §5.3), so a nonce repeats only if a counter does, and the counter
+ * is a 64-bit integer that must never wrap.
  */
 
-import { aesGcmOpen, aesGcmSeal } from "#sync-crypto";
+import { aesGcmOpen, aesGcmSeal, chaCha20Poly1305Open, chaCha20Poly1305Seal } from "#sync-crypto";
 import { SecureChatError } from "../errors.ts";
 import { u64be } from "../bytes.ts";
 
 export const AES_KEY_BYTES = 16;
 export const GCM_NONCE_BYTES = 12;
 export const GCM_TAG_BYTES = 16;
+/** ChaCha20-Poly1305's key and tag (RFC 8439); its nonce is 12 bytes, as GCM's. */
+export const CHACHA20_POLY1305_KEY_BYTES = 32;
+export const POLY1305_TAG_BYTES = 16;
 
 /** Key sizes the wrapper takes: the protocol uses 16; 24 and 32 are for test vectors. */
 const AES_KEY_SIZES: readonly number[] = [16, 24, 32];
 /**
- * Key sizes of the synchronous pair: 16 (records) and 32 (resumption tickets). Deno's
+ * Key sizes of the synchronous pair: 16 (message contents) and 32 (resumption tickets). Deno's
  * node:crypto has no AES-192-GCM, so the `#sync-crypto` backends are held to these two.
  */
 const SYNC_AES_KEY_SIZES: readonly number[] = [16, 32];
@@ -95,8 +99,8 @@ export async function open(
 }
 
 /**
- * Synchronous AES-GCM (the `#sync-crypto` backend), for the per-record hot path: no key
- * import and no thread-pool hop per record (docs/PERFORMANCE.md). Same output as
+ * Synchronous AES-GCM (the `#sync-crypto` backend), for the per-message path: no key
+ * import and no thread-pool hop per message (docs/PERFORMANCE.md). Same output as
  * {@link seal}: ciphertext || 16-byte tag.
  * @throws {RangeError} for a key that is not 16/32 bytes or a nonce that is not 12 bytes
  */
@@ -129,6 +133,47 @@ export function openSync(
   }
   try {
     return aesGcmOpen(key, nonce, ciphertext, aad);
+  } catch (cause) {
+    throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
+  }
+}
+
+/**
+ * ChaCha20-Poly1305 (RFC 8439), synchronous: ciphertext || 16-byte tag. The record layer's
+ * AEAD (PROTOCOL §3.2): fast in software, where Deno's node:crypto AES-GCM is not.
+ * @throws {RangeError} for a key that is not 32 bytes or a nonce that is not 12 bytes
+ */
+export function sealChaCha20Poly1305(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  if (key.length !== CHACHA20_POLY1305_KEY_BYTES) {
+    throw new RangeError("ChaCha20-Poly1305 key must be 32 bytes");
+  }
+  if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("nonce must be 12 bytes");
+  return chaCha20Poly1305Seal(key, nonce, plaintext, aad);
+}
+
+/**
+ * Counterpart of {@link sealChaCha20Poly1305}; every failure is the same DECRYPT_FAIL.
+ * @throws {SecureChatError} DECRYPT_FAIL
+ */
+export function openChaCha20Poly1305(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  if (
+    key.length !== CHACHA20_POLY1305_KEY_BYTES || nonce.length !== GCM_NONCE_BYTES ||
+    ciphertext.length < POLY1305_TAG_BYTES
+  ) {
+    throw new SecureChatError("DECRYPT_FAIL", "record too short or bad key/nonce");
+  }
+  try {
+    return chaCha20Poly1305Open(key, nonce, ciphertext, aad);
   } catch (cause) {
     throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
   }

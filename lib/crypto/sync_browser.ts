@@ -9,6 +9,7 @@ import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { scrypt as nobleScrypt } from "@noble/hashes/scrypt.js";
 import { gcm } from "@noble/ciphers/aes.js";
+import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { x25519 } from "@noble/curves/ed25519.js";
 import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
 
@@ -73,6 +74,25 @@ export function aesGcmOpen(
   aad: Uint8Array,
 ): Uint8Array {
   return gcm(key, nonce, aad).decrypt(sealed);
+}
+
+export function chaCha20Poly1305Seal(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  return chacha20poly1305(key, nonce, aad).encrypt(plaintext);
+}
+
+/** @throws {Error} when authentication fails */
+export function chaCha20Poly1305Open(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  return chacha20poly1305(key, nonce, aad).decrypt(sealed);
 }
 
 export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {

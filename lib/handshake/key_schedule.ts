@@ -8,6 +8,7 @@
 import { sha256Hasher } from "#sync-crypto";
 import { concat, u32be, utf8 } from "../bytes.ts";
 import { hkdfExpandSync, hmacSha256Sync } from "../crypto/hkdf.ts";
+import { CHACHA20_POLY1305_KEY_BYTES } from "../crypto/aead.ts";
 
 export const LABEL_PREFIX = "securechat/v2 ";
 
@@ -32,6 +33,8 @@ export type Role = "client" | "server";
 export type Direction = "c2s" | "s2c";
 
 const EMPTY = new Uint8Array(0);
+/** A record key: ChaCha20-Poly1305's (PROTOCOL §3.2, §4.1, §4.3). */
+export const RECORD_KEY_BYTES = CHACHA20_POLY1305_KEY_BYTES;
 
 export function expandLabel(
   secret: Uint8Array,
@@ -87,7 +90,7 @@ export interface Phase1Secrets {
 export function derivePhase1(shared: Uint8Array, helloHash: Uint8Array): Phase1Secrets {
   const handshakeSecret = hmacSha256Sync(PHASE1_SALT, shared);
   const keys = (dir: Direction): DirectionKeys => ({
-    key: expandLabel(handshakeSecret, LABELS.hsKey(dir), helloHash, 16),
+    key: expandLabel(handshakeSecret, LABELS.hsKey(dir), helloHash, RECORD_KEY_BYTES),
     iv: expandLabel(handshakeSecret, LABELS.hsIv(dir), helloHash, 12),
   });
   return {
@@ -144,7 +147,7 @@ export function deriveSession(master: Uint8Array, finalHash: Uint8Array): Sessio
 /** Key and IV of a traffic secret (PROTOCOL §4.3). */
 export function trafficKeys(secret: Uint8Array): DirectionKeys {
   return {
-    key: expandLabel(secret, LABELS.trafficKey, EMPTY, 16),
+    key: expandLabel(secret, LABELS.trafficKey, EMPTY, RECORD_KEY_BYTES),
     iv: expandLabel(secret, LABELS.trafficIv, EMPTY, 12),
   };
 }

@@ -1,13 +1,13 @@
 /**
  * The record layer (PROTOCOL §3.2): after server_hello every frame is
- * AES-128-GCM(key, iv XOR counter, inner), inner = one or more u32be(len) || content,
+ * ChaCha20-Poly1305(key, iv XOR counter, inner), inner = one or more u32be(len) || content,
  * then zero padding. Each direction has its own key, iv and counter; a counter only goes
  * up under one key and restarts only with a new key (a phase switch or a key update), so
  * a nonce can never repeat under one key, and a dropped, replayed, reordered or injected
  * frame fails to open.
  */
 import { utf8, wipe } from "../bytes.ts";
-import { counterNonce, openSync, sealSync } from "../crypto/aead.ts";
+import { counterNonce, openChaCha20Poly1305, sealChaCha20Poly1305 } from "../crypto/aead.ts";
 import { SecureChatError } from "../errors.ts";
 import { type DirectionKeys, nextTrafficSecret, trafficKeys } from "./key_schedule.ts";
 
@@ -151,16 +151,33 @@ export function unpadContent(inner: Uint8Array): Uint8Array {
   return contents[0];
 }
 
+/**
+ * The record at counter `n` under `keys` (PROTOCOL §3.2): ChaCha20-Poly1305 with nonce
+ * iv XOR n and the record label as associated data.
+ */
+export function sealRecord(keys: DirectionKeys, n: number, inner: Uint8Array): Uint8Array {
+  return sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, n), inner, RECORD_AAD);
+}
+
+/**
+ * Opens the record at counter `n` under `keys` (PROTOCOL §3.2).
+ * @throws DECRYPT_FAIL
+ */
+export function openRecord(keys: DirectionKeys, n: number, payload: Uint8Array): Uint8Array {
+  return openChaCha20Poly1305(keys.key, counterNonce(keys.iv, n), payload, RECORD_AAD);
+}
+
 /** One direction's current key, iv and counter. */
 class RecordKey {
   #counter = 0;
   constructor(readonly keys: DirectionKeys) {}
 
-  nextNonce(): Uint8Array {
+  /** The next record's counter. */
+  next(): number {
     if (this.#counter >= MAX_RECORDS_PER_KEY) {
       throw new SecureChatError("PROTOCOL_ERROR", "record counter exhausted under one key");
     }
-    return counterNonce(this.keys.iv, this.#counter++);
+    return this.#counter++;
   }
 
   get used(): number {
@@ -200,7 +217,7 @@ export class RecordLayer {
 
   /** Seals several messages' contents, in order, into one frame payload (PROTOCOL §3.2). */
   sealContents(contents: readonly Content[]): Uint8Array {
-    return sealSync(this.#send.keys.key, this.#send.nextNonce(), padContents(contents), RECORD_AAD);
+    return sealRecord(this.#send.keys, this.#send.next(), padContents(contents));
   }
 
   /**
@@ -220,8 +237,7 @@ export class RecordLayer {
   }
 
   #openInner(payload: Uint8Array): Uint8Array {
-    const nonce = this.#receive.nextNonce();
-    return openSync(this.#receive.keys.key, nonce, payload, RECORD_AAD);
+    return openRecord(this.#receive.keys, this.#receive.next(), payload);
   }
 
   /** From now on we send under the application secret `secret` (counter 0). */

@@ -11,7 +11,6 @@
  * A script, not a test: nothing in the test suite imports or runs it.
  */
 import { concat, fromBase64, sha256, toHex, utf8 } from "../../lib/bytes.ts";
-import { counterNonce, openSync } from "../../lib/crypto/aead.ts";
 import { hmacSha256Sync } from "../../lib/crypto/hkdf.ts";
 import { type KexGroup, keyAgreement, phase2Group } from "../../lib/crypto/kex.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
@@ -27,7 +26,7 @@ import {
   nextTrafficSecret,
   trafficKeys,
 } from "../../lib/handshake/key_schedule.ts";
-import { RECORD_AAD, unpadContent } from "../../lib/handshake/record.ts";
+import { openRecord, unpadContent } from "../../lib/handshake/record.ts";
 import {
   type Body,
   encodeRecord,
@@ -390,7 +389,7 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
     }
     const counter = hsCounters[w.dir]++;
     const content = unpadContent(
-      openSync(hsKeys[w.dir].key, counterNonce(hsKeys[w.dir].iv, counter), w.payload, RECORD_AAD),
+      openRecord(hsKeys[w.dir], counter, w.payload),
     );
     frames.push({
       index: i,

@@ -6,10 +6,9 @@
  *   deno run -A tests/helpers/generate_record_vectors.ts
  */
 import { toHex, u32be, utf8 } from "../../lib/bytes.ts";
-import { counterNonce, sealSync } from "../../lib/crypto/aead.ts";
-import { padContents, RECORD_AAD } from "../../lib/handshake/record.ts";
+import { padContents, sealRecord } from "../../lib/handshake/record.ts";
 
-const key = Uint8Array.from({ length: 16 }, (_, i) => i);
+const key = Uint8Array.from({ length: 32 }, (_, i) => i);
 const iv = Uint8Array.from({ length: 12 }, (_, i) => 0xa0 + i);
 
 const queued = (seqno: number) =>
@@ -135,7 +134,7 @@ const file = {
     context: c.context,
     counter: c.counter,
     inner_hex: toHex(c.inner),
-    payload_hex: toHex(sealSync(key, counterNonce(iv, c.counter), c.inner, RECORD_AAD)),
+    payload_hex: toHex(sealRecord({ key, iv }, c.counter, c.inner)),
     ...("contents" in c ? { contents: c.contents } : { error: c.error, why: c.why }),
   })),
 };

@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { concat, fromBase64, fromHex, toHex, u32be } from "../../lib/bytes.ts";
-import { expandLabel, LABELS } from "../../lib/handshake/key_schedule.ts";
+import { expandLabel, LABELS, RECORD_KEY_BYTES } from "../../lib/handshake/key_schedule.ts";
 import { RecordLayer } from "../../lib/handshake/record.ts";
 import type { Direction, ProxiedFrame } from "./proxy.ts";
 
@@ -85,7 +85,7 @@ export function handshakeKeys(
     ).digest(),
   );
   return {
-    key: expandLabel(hs, LABELS.hsKey(dir), h1, 16),
+    key: expandLabel(hs, LABELS.hsKey(dir), h1, RECORD_KEY_BYTES),
     iv: expandLabel(hs, LABELS.hsIv(dir), h1, 12),
   };
 }

@@ -940,8 +940,8 @@ def record_reading_cases():
     def reading(*records):
         c = sc.Client.__new__(sc.Client)  # only the record layer's state: no socket, no session
         c.unread, c.peer_record_opened = deque(), True
-        c.rx = sc.RecordDirection(bytes(16), bytes(12), handshake=False)
-        tx = sc.RecordDirection(bytes(16), bytes(12), handshake=False)
+        c.rx = sc.RecordDirection(bytes(sc.RECORD_KEY_BYTES), bytes(12), handshake=False)
+        tx = sc.RecordDirection(bytes(sc.RECORD_KEY_BYTES), bytes(12), handshake=False)
         c.conn = Frames([tx.seal_inner(sc.pad_inner(*r)) for r in records])
         return c
 

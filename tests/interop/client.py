@@ -61,7 +61,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PROTOCOL_VERSION = 2
@@ -70,6 +70,7 @@ RECORD_PADDING = 256                         # §3.2
 MAX_INNER = 65280                            # §3.2
 RECORD_LIMIT = 2**24                         # §3.2: hard limit per key
 RECORD_AAD = b"securechat/v2 record"         # §3.2
+RECORD_KEY_BYTES = 32                        # §3.2, §4.1, §4.3: a ChaCha20-Poly1305 key
 LABEL_PREFIX = b"securechat/v2 "             # §4 ExpandLabel
 HS_SALT = b"securechat/v2"                   # §4.1
 SERVER_SIG_LABEL = b"securechat/v2 server signature"   # §4.6
@@ -278,9 +279,9 @@ class HandshakeSecrets:
 
     def __init__(self, ss1, h1):
         self.hs = hkdf_extract(HS_SALT, ss1)
-        self.key_c2s = expand_label(self.hs, "hs c2s key", h1, 16)
+        self.key_c2s = expand_label(self.hs, "hs c2s key", h1, RECORD_KEY_BYTES)
         self.iv_c2s = expand_label(self.hs, "hs c2s iv", h1, 12)
-        self.key_s2c = expand_label(self.hs, "hs s2c key", h1, 16)
+        self.key_s2c = expand_label(self.hs, "hs s2c key", h1, RECORD_KEY_BYTES)
         self.iv_s2c = expand_label(self.hs, "hs s2c iv", h1, 12)
         self.fin_server = expand_label(self.hs, "server finished", h1, 32)
         self.fin_client = expand_label(self.hs, "client finished", h1, 32)
@@ -303,7 +304,7 @@ class MasterSecrets:
 
 def traffic_keys(secret):
     """§4.3."""
-    return expand_label(secret, "key", b"", 16), expand_label(secret, "iv", b"", 12)
+    return expand_label(secret, "key", b"", RECORD_KEY_BYTES), expand_label(secret, "iv", b"", 12)
 
 
 def next_traffic_secret(secret):
@@ -1762,7 +1763,8 @@ def counter_nonce(iv, n):
 
 
 class RecordDirection:
-    """One direction of sealed records (§3.2): AES-128-GCM, counter nonces, key updates (§4.4)."""
+    """One direction of sealed records (§3.2): ChaCha20-Poly1305, counter nonces, key updates
+    (§4.4)."""
 
     def __init__(self, key, iv, secret=None, handshake=True):
         self._set(key, iv)
@@ -1770,7 +1772,7 @@ class RecordDirection:
         self.handshake = handshake  # handshake keys: a record holds exactly one message (§3.2)
 
     def _set(self, key, iv):
-        self.aead = AESGCM(key)
+        self.aead = ChaCha20Poly1305(key)
         self.iv = iv
         self.n = 0
 

@@ -95,7 +95,7 @@ class Direction:
     direction's second `finished`, advanced at each `key_update` (§12.9)."""
 
     def __init__(self, hs, h1, name, app0):
-        self.rec = sc.RecordDirection(sc.expand_label(hs, f"hs {name} key", h1, 16),
+        self.rec = sc.RecordDirection(sc.expand_label(hs, f"hs {name} key", h1, sc.RECORD_KEY_BYTES),
                                       sc.expand_label(hs, f"hs {name} iv", h1, 12))
         self.app0, self.finished = app0, 0
 

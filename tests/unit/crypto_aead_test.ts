@@ -1,14 +1,20 @@
 import assert from "node:assert/strict";
 import { SecureChatError } from "../../lib/errors.ts";
-import { concat, randomBytes, toHex, u64be } from "../../lib/bytes.ts";
+import { concat, fromHex, randomBytes, toHex, u64be } from "../../lib/bytes.ts";
+import * as nodeSync from "../../lib/crypto/sync_node.ts";
+import * as browserSync from "../../lib/crypto/sync_browser.ts";
 import {
   AES_KEY_BYTES,
+  CHACHA20_POLY1305_KEY_BYTES,
   counterNonce,
   GCM_NONCE_BYTES,
   GCM_TAG_BYTES,
   importAesGcmKey,
   open,
+  openChaCha20Poly1305,
+  POLY1305_TAG_BYTES,
   seal,
+  sealChaCha20Poly1305,
 } from "../../lib/crypto/aead.ts";
 
 async function assertDecryptFail(promise: Promise<unknown>, what: string): Promise<void> {
@@ -130,4 +136,96 @@ Deno.test("open() throws DECRYPT_FAIL for truncated, extended or mis-sized input
     ["added AAD", () => open(key, nonce, sealed, new Uint8Array(1))],
   ];
   for (const [name, run] of cases) await assertDecryptFail(run(), name);
+});
+
+/** RFC 8439 §2.8.2's AEAD example (tests/vectors/crypto): the record layer's AEAD, PROTOCOL §3.2. */
+const RFC8439 = JSON.parse(
+  await Deno.readTextFile(
+    new URL("../vectors/crypto/chacha20_poly1305_rfc8439.json", import.meta.url),
+  ),
+);
+const rfc = {
+  key: fromHex(RFC8439.key),
+  nonce: fromHex(RFC8439.nonce),
+  aad: fromHex(RFC8439.aad),
+  plaintext: fromHex(RFC8439.plaintext),
+  sealed: fromHex(RFC8439.ciphertext + RFC8439.tag),
+};
+
+Deno.test("sealChaCha20Poly1305() gives RFC 8439's ciphertext and tag on both #sync-crypto backends", () => {
+  assert.equal(
+    toHex(sealChaCha20Poly1305(rfc.key, rfc.nonce, rfc.plaintext, rfc.aad)),
+    toHex(rfc.sealed),
+  );
+  assert.deepEqual(openChaCha20Poly1305(rfc.key, rfc.nonce, rfc.sealed, rfc.aad), rfc.plaintext);
+  for (const backend of [nodeSync, browserSync]) {
+    const sealed = backend.chaCha20Poly1305Seal(rfc.key, rfc.nonce, rfc.plaintext, rfc.aad);
+    assert.equal(toHex(sealed), toHex(rfc.sealed));
+    assert.deepEqual(
+      backend.chaCha20Poly1305Open(rfc.key, rfc.nonce, sealed, rfc.aad),
+      rfc.plaintext,
+    );
+  }
+});
+
+Deno.test("sealChaCha20Poly1305(): both backends agree from an empty plaintext to the largest record", () => {
+  const key = randomBytes(CHACHA20_POLY1305_KEY_BYTES);
+  for (const size of [0, 1, 63, 64, 65, 1000, 65_280]) {
+    const nonce = randomBytes(GCM_NONCE_BYTES);
+    const plaintext = randomBytes(size);
+    const aad = randomBytes(size % 21);
+    const sealed = nodeSync.chaCha20Poly1305Seal(key, nonce, plaintext, aad);
+    assert.equal(sealed.length, size + POLY1305_TAG_BYTES);
+    assert.equal(
+      toHex(browserSync.chaCha20Poly1305Seal(key, nonce, plaintext, aad)),
+      toHex(sealed),
+    );
+    assert.deepEqual(browserSync.chaCha20Poly1305Open(key, nonce, sealed, aad), plaintext);
+  }
+});
+
+Deno.test("openChaCha20Poly1305() throws DECRYPT_FAIL when any byte of ciphertext, tag, AAD or nonce flips", () => {
+  const decryptFail = (e: unknown) => e instanceof SecureChatError && e.code === "DECRYPT_FAIL";
+  for (let i = 0; i < rfc.sealed.length; i++) {
+    const bad = rfc.sealed.slice();
+    bad[i] ^= 0x01;
+    assert.throws(
+      () => openChaCha20Poly1305(rfc.key, rfc.nonce, bad, rfc.aad),
+      decryptFail,
+      `byte ${i}`,
+    );
+  }
+  const flipped = (bytes: Uint8Array) => Uint8Array.from(bytes, (b, i) => i === 0 ? b ^ 0x80 : b);
+  const cases: [string, () => unknown][] = [
+    ["aad", () => openChaCha20Poly1305(rfc.key, rfc.nonce, rfc.sealed, flipped(rfc.aad))],
+    ["nonce", () => openChaCha20Poly1305(rfc.key, flipped(rfc.nonce), rfc.sealed, rfc.aad)],
+    ["key", () => openChaCha20Poly1305(flipped(rfc.key), rfc.nonce, rfc.sealed, rfc.aad)],
+    ["truncated", () => openChaCha20Poly1305(rfc.key, rfc.nonce, rfc.sealed.subarray(1), rfc.aad)],
+    [
+      "shorter than a tag",
+      () => openChaCha20Poly1305(rfc.key, rfc.nonce, new Uint8Array(15), rfc.aad),
+    ],
+    [
+      "16-byte key",
+      () => openChaCha20Poly1305(rfc.key.subarray(16), rfc.nonce, rfc.sealed, rfc.aad),
+    ],
+  ];
+  for (const [name, fn] of cases) assert.throws(fn, decryptFail, name);
+});
+
+Deno.test("sealChaCha20Poly1305() throws RangeError for a key that is not 32 bytes or a nonce that is not 12", () => {
+  for (const size of [0, 16, 31, 33]) {
+    assert.throws(
+      () => sealChaCha20Poly1305(new Uint8Array(size), rfc.nonce, rfc.plaintext, rfc.aad),
+      RangeError,
+      `${size}-byte key`,
+    );
+  }
+  for (const size of [0, 8, 11, 13, 24]) {
+    assert.throws(
+      () => sealChaCha20Poly1305(rfc.key, new Uint8Array(size), rfc.plaintext, rfc.aad),
+      RangeError,
+      `${size}-byte nonce`,
+    );
+  }
 });

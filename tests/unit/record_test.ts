@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { fromHex, toHex, utf8 } from "../../lib/bytes.ts";
-import { counterNonce, openSync, sealSync } from "../../lib/crypto/aead.ts";
+import { counterNonce, openChaCha20Poly1305, sealChaCha20Poly1305 } from "../../lib/crypto/aead.ts";
 import { codeOf } from "../../lib/errors.ts";
 import {
   MAX_INNER_BYTES,
@@ -35,7 +35,12 @@ const decoder = new TextDecoder();
 
 /** What a receiver reads from the case's payload: its contents, or the code it refuses with. */
 function receive(c: RecordCase): string[] | string {
-  const inner = openSync(key, counterNonce(iv, c.counter), fromHex(c.payload_hex), RECORD_AAD);
+  const inner = openChaCha20Poly1305(
+    key,
+    counterNonce(iv, c.counter),
+    fromHex(c.payload_hex),
+    RECORD_AAD,
+  );
   try {
     const contents = c.context === "handshake" ? [unpadContent(inner)] : unpadContents(inner);
     return contents.map((b) => decoder.decode(b));
@@ -47,7 +52,12 @@ function receive(c: RecordCase): string[] | string {
 for (const c of vectors.cases) {
   Deno.test(`record vector: ${c.name} → ${c.error ?? `${c.contents!.length} content(s)`}`, () => {
     // The payload is the inner plaintext sealed at its counter, byte for byte.
-    const sealed = sealSync(key, counterNonce(iv, c.counter), fromHex(c.inner_hex), RECORD_AAD);
+    const sealed = sealChaCha20Poly1305(
+      key,
+      counterNonce(iv, c.counter),
+      fromHex(c.inner_hex),
+      RECORD_AAD,
+    );
     assert.equal(toHex(sealed), c.payload_hex);
     assert.deepEqual(receive(c), c.error ?? c.contents);
     if (c.contents && c.context === "session") {
