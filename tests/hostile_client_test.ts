@@ -11,8 +11,7 @@ import { keyAgreement } from "../lib/crypto/kex.ts";
 import { sign } from "../lib/crypto/signature.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { finishedMac, signatureInput, trafficKeys } from "../lib/handshake/key_schedule.ts";
-import { RECORD_AAD } from "../lib/handshake/record.ts";
-import { counterNonce, sealSync } from "../lib/crypto/aead.ts";
+import { sealRecord } from "../lib/handshake/record.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { certDer, makeBadCertPki } from "./helpers/cert_fixtures.ts";
@@ -689,7 +688,7 @@ Deno.test({
 /** Seals an arbitrary inner plaintext (already padded or not) under mallory's current c2s key. */
 function sealRaw(h: HostileClient, inner: Uint8Array): Uint8Array {
   const keys = trafficKeys(h.app!.c2s);
-  return sealSync(keys.key, counterNonce(keys.iv, h.records!.sentUnderKey), inner, RECORD_AAD);
+  return sealRecord(keys, h.records!.sentUnderKey, inner);
 }
 
 Deno.test({
