@@ -904,8 +904,15 @@ Deno.test({
       await p1.send("/msg bob one more, over the bound");
       await p1.out.waitFor((l) => l === "REFUSED 4 QUEUE_FULL", "python sees its refusal");
       await done(p1, "python 1");
-      const v1 = await verifyConfirmedByBoth(ca, findLog(`${tmp}/pytr`, `-${sid1}-client.log`));
+      const log1 = findLog(`${tmp}/pytr`, `-${sid1}-client.log`);
+      const v1 = await verifyConfirmedByBoth(ca, log1);
       assert.match(v1, /refused\s+c2s 4 was refused by the server \(QUEUE_FULL\)/, v1);
+      // verify.py's report names the queued and the refused seqno (TRANSCRIPT §5)
+      const py1 = await pythonVerify(ca, log1);
+      assert.match(py1.out, /^RESULT VALID confirmed by both$/m, py1.out);
+      assert.match(py1.out, /^QUEUED 3$/m, py1.out);
+      assert.match(py1.out, /^REFUSED 4 QUEUE_FULL$/m, py1.out);
+      await revocationReported(lab, log1);
 
       // bob gets it at login, unwrapped and author verified by lib/; his line to the offline
       // Python client is wrapped for the device it published (bob runs PQXDH with its prekeys).
@@ -938,8 +945,21 @@ Deno.test({
       assert.ok(!p3.out.text().includes("while you were away"), p3.out.text());
 
       // lib/ verifies the Python transcript holding the stored line, confirmed by both receipts.
-      const vp = await verifyConfirmedByBoth(ca, findLog(`${tmp}/pytr`, `-${sid2}-client.log`));
+      const log2 = findLog(`${tmp}/pytr`, `-${sid2}-client.log`);
+      const vp = await verifyConfirmedByBoth(ca, log2);
       assert.match(vp, /author\s+bob .*: 1 signed record/, vp);
+      // verify.py names the line that came from the offline queue, with bob's time (TRANSCRIPT §5)
+      const bobFp = vp.match(/author\s+bob\s+sha256:([0-9a-f]{64})/)?.[1];
+      const py2 = await pythonVerify(ca, log2);
+      assert.match(py2.out, /^RESULT VALID confirmed by both$/m, py2.out);
+      const stored = [...py2.out.matchAll(/^STORED line (\d+) bob ([0-9a-f]{64}) (\S+)$/gm)];
+      assert.equal(stored.length, 1, py2.out);
+      assert.equal(stored[0][2], bobFp, py2.out);
+      const storedLine = JSON.parse(
+        (await Deno.readTextFile(log2)).split("\n")[Number(stored[0][1]) - 1],
+      );
+      assert.equal(storedLine.type, "stored", py2.out);
+      assert.equal(stored[0][3], new Date(storedLine.record.ts).toISOString(), py2.out);
 
       // Several devices (§6.6, §12.6): bob's next stored line is wrapped for the device he knows.
       // A second Python device (another state directory) cannot open it: it records the line as
@@ -1140,6 +1160,79 @@ Deno.test({
 });
 
 const VERIFY_PY = new URL("./interop/verify.py", import.meta.url).pathname;
+const CRL_PY = new URL("./interop/crl.py", import.meta.url).pathname;
+
+/**
+ * The rest of TRANSCRIPT §5's report on the client transcript `log` (alice's, confirmed by both):
+ * without its receipts, session_time is unconfirmed (§5.1); with a CRL revoking alice after the
+ * session and past its nextUpdate, the transcript stays valid, the report says when she was revoked
+ * and warns that the CRL is stale (step 3); with her revocation dated at her last c2s record, that
+ * line is not attributed and the rest still is (step 3). lib/'s verify reaches the same verdicts.
+ */
+async function revocationReported(lab: Lab, log: string) {
+  const { tmp, certs, ca } = lab;
+  const lines = (await Deno.readTextFile(log)).split("\n").filter((l) => l)
+    .map((l) => JSON.parse(l));
+  const c2s = lines.map((l, i) => ({ l, n: i + 1 })).filter(({ l }) => l.dir === "c2s");
+  const last = c2s[c2s.length - 1];
+  const alone = `${tmp}/alone`;
+  await Deno.mkdir(alone);
+  await Deno.copyFile(log, `${alone}/session.log`);
+  const unconfirmed = await pythonVerify(ca, `${alone}/session.log`);
+  assert.match(unconfirmed.out, /^RESULT VALID unconfirmed$/m, unconfirmed.out);
+  assert.match(unconfirmed.out, /^WARNING no valid receipt: session_time/m, unconfirmed.out);
+
+  const crl = async (name: string, at: number, nextUpdateIn: number) => {
+    const out = `${tmp}/${name}.crl`;
+    const r = await new Deno.Command(PYTHON, {
+      args: [
+        CRL_PY,
+        "--dir",
+        certs,
+        "--out",
+        out,
+        "--revoke",
+        `${certs}/alice.pem`,
+        "--at",
+        String(at),
+        "--next-update-in",
+        String(nextUpdateIn),
+      ],
+    }).output();
+    assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+    return out;
+  };
+  const later = await crl("later-stale", Date.now(), -60);
+  const py = await pythonVerify(ca, log, ["--crl", later]);
+  assert.equal(py.code, 0, py.out);
+  assert.match(py.out, /^RESULT VALID confirmed by both$/m, py.out);
+  assert.match(py.out, /^REVOKED client alice [0-9a-f]{64} \S+Z$/m, py.out);
+  assert.match(py.out, /^WARNING the CRL is stale /m, py.out);
+  assert.doesNotMatch(py.out, /^NOT_ATTRIBUTED/m, py.out);
+  const cli = await runCli(["verify", "--ca", ca, "--crl", later, log]);
+  assert.equal(cli.code, 0, cli.stdout + cli.stderr);
+  const when = py.out.match(/^REVOKED client alice \S+ (\S+)$/m)![1];
+  assert.match(cli.stdout, new RegExp(`^client\\s+alice .*revoked later, from ${when}`, "m"));
+  assert.match(cli.stdout, /^crl\s+.*STALE: past its nextUpdate/m, cli.stdout);
+
+  // A CRL dates to the second: every c2s record from the start of the last one's second on
+  const revokedAt = Math.floor(last.l.record.ts / 1000) * 1000;
+  const during = await crl("during", revokedAt, 3600);
+  const pyDuring = await pythonVerify(ca, log, ["--crl", during]);
+  assert.equal(pyDuring.code, 0, pyDuring.out);
+  assert.deepEqual(
+    [...pyDuring.out.matchAll(/^NOT_ATTRIBUTED line (\d+) /gm)].map((m) => Number(m[1])),
+    c2s.filter(({ l }) => l.record.ts >= revokedAt).map(({ n }) => n),
+    pyDuring.out,
+  );
+  const cliDuring = await runCli(["verify", "--ca", ca, "--crl", during, log]);
+  assert.equal(cliDuring.code, 0, cliDuring.stdout + cliDuring.stderr);
+  assert.deepEqual(
+    [...cliDuring.stdout.matchAll(/^unattributed line (\d+):/gm)].map((m) => Number(m[1])),
+    [...pyDuring.out.matchAll(/^NOT_ATTRIBUTED line (\d+) /gm)].map((m) => Number(m[1])),
+    cliDuring.stdout,
+  );
+}
 
 /** tests/interop/verify.py (TRANSCRIPT §5 from the docs alone) on `log`: its exit code and stdout. */
 Deno.test({
@@ -1159,9 +1252,13 @@ Deno.test({
   },
 });
 
-async function pythonVerify(ca: string, log: string): Promise<{ code: number; out: string }> {
+async function pythonVerify(
+  ca: string,
+  log: string,
+  extra: string[] = [],
+): Promise<{ code: number; out: string }> {
   const r = await new Deno.Command(PYTHON, {
-    args: [VERIFY_PY, log, "--ca", ca],
+    args: [VERIFY_PY, log, "--ca", ca, ...extra],
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -665,25 +665,27 @@ class Trust:
         if crl_path is not None:
             with open(crl_path, "rb") as f:
                 crl = x509.load_pem_x509_crl(f.read())
-            if crl.issuer != self.ca.subject or not crl.is_signature_valid(self.ca.public_key()):
-                raise ProtoError("BAD_CERT", "CRL not signed by the CA")
+            if crl.issuer != self.ca.subject:
+                raise ProtoError("BAD_CERT", "CRL not issued by the CA")
+            # by hand, as a certificate's: the installed cryptography's is_signature_valid()
+            # takes no Ed25519 CA key (it raised TypeError on every CRL of an Ed25519 CA)
+            self._check_sig(crl.signature, crl.tbs_certlist_bytes, crl.signature_hash_algorithm,
+                            "CRL")
             self.crl = crl
 
-    def _check_sig(self, cert):
+    def _check_sig(self, signature, tbs, hash_algorithm, what="certificate"):
         pub = self.ca.public_key()
         try:
             if isinstance(pub, rsa.RSAPublicKey):
-                pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
-                           cert.signature_hash_algorithm)
+                pub.verify(signature, tbs, padding.PKCS1v15(), hash_algorithm)
             elif isinstance(pub, ec.EllipticCurvePublicKey):
-                pub.verify(cert.signature, cert.tbs_certificate_bytes,
-                           ec.ECDSA(cert.signature_hash_algorithm))
+                pub.verify(signature, tbs, ec.ECDSA(hash_algorithm))
             elif isinstance(pub, ed25519.Ed25519PublicKey):
-                pub.verify(cert.signature, cert.tbs_certificate_bytes)
+                pub.verify(signature, tbs)
             else:
                 raise ProtoError("BAD_CERT", "CA key type")
         except (InvalidSignature, TypeError, ValueError):
-            raise ProtoError("BAD_CERT", "certificate signature does not verify under the CA")
+            raise ProtoError("BAD_CERT", f"{what} signature does not verify under the CA")
 
     def validate(self, der, role, expected_name=None, at=None):
         """Returns (public key, CN). Every failure is BAD_CERT (PKI.md, §5 step 3, §6.4 step 2).
@@ -708,7 +710,7 @@ class Trust:
             raise ProtoError("BAD_CERT", "no authorityKeyIdentifier")
         if aki.key_identifier != self.ca_ski:
             raise ProtoError("BAD_CERT", "AKI is not the CA's SKI")
-        self._check_sig(cert)
+        self._check_sig(cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm)
         now = utcnow() if at is None else at
         for c, what in ((cert, "certificate"), (self.ca, "CA")):
             if not (utc(c, "not_valid_before") <= now <= utc(c, "not_valid_after")):

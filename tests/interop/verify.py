@@ -14,6 +14,12 @@ Prints, on stdout:
   AUTHOR <cn> <fingerprint> <count>                  signed author records (relay, stored) by author
   RECEIPT <role> c2s 1..<a> s2c 1..<b>               per valid receipt
   NOT_ATTRIBUTED line <n> <why>                      a signed record at or after its author's revocation
+  REFUSED <of> <code>                                a c2s seqno the server refused (PROTOCOL §6.5)
+  QUEUED <of>                                        a c2s seqno put in an offline queue (§6.6)
+  STORED line <n> <cn> <fingerprint> <record ts>     a line from the offline queue, its author's time
+  REVOKED <client|server> <cn> <fingerprint> <time>  a party revoked after the session (step 3)
+  WARNING <text>                                     a stale CRL (step 3); session_time unconfirmed
+                                                     without a valid receipt (§5.1)
 Usage or I/O errors exit 2.
 """
 
@@ -64,6 +70,16 @@ def field(fn, n, *args, **kwargs):
         raise Invalid("TAMPERED", f"line {n}", e.detail)
 
 
+def subject_cn(der):
+    cert = x509.load_der_x509_certificate(der)
+    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return cns[0].value if cns else "-"
+
+
+def iso(when):
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def has_dns_or_ip_san(der):
     cert = x509.load_der_x509_certificate(der)
     try:
@@ -85,7 +101,8 @@ class Verifier:
         self.marks = {}          # (author fingerprint, author sid) -> highest record seqno
         self.authors = {}        # fingerprint -> [cn, signed records]
         self.not_attributed = []
-        self.of_lines = []       # (line number, of) of refused and queued lines
+        self.of_lines = []       # (line number, of, refusal code or None for queued)
+        self.stored = []         # (line number, author cn, fingerprint, record ts) of stored lines
         self.warnings = []
 
     # ---- header (§2.1, §5 steps 1-3)
@@ -117,10 +134,13 @@ class Verifier:
                 raise sc.ProtoError("BAD_CERT", "server certificate without a DNS or IP SAN")
         except sc.ProtoError as e:
             raise Invalid("BAD_CERT", "line 1", e.detail)
+        self.revoked_later = []  # (role, cn, fingerprint, effective revocation time)
         for der, who in ((self.client_der, "client"), (self.server_der, "server")):
             revoked = self.trust.revoked_at(der)
             if revoked is not None and revoked <= when:
                 raise Invalid("BAD_CERT", "line 1", f"the {who} was revoked before the session")
+            if revoked is not None:  # step 3: valid, and the report says when it was revoked
+                self.revoked_later.append((who, subject_cn(der), sc.fingerprint(der), revoked))
         self.client_name = sc.canonical(cn)
         self.client_revoked = self.trust.revoked_at(self.client_der)
 
@@ -160,11 +180,14 @@ class Verifier:
             enc = sc.author_line_enc(tag, seqno, ts, fp, introduced, rec)
         else:
             of = field(sc.want_int, n, m, "of")
-            self.of_lines.append((n, of))
             if kind == "refused":
-                code = field(sc.want_str, n, m, "code").encode("utf-8")
-                enc = b"\x03" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of) + sc.u32(len(code)) + code
+                code = field(sc.want_str, n, m, "code")
+                self.of_lines.append((n, of, code))
+                raw_code = code.encode("utf-8")
+                enc = (b"\x03" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of) + sc.u32(len(raw_code))
+                       + raw_code)
             else:
+                self.of_lines.append((n, of, None))
                 enc = b"\x04" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of)
         self.n[d] = seqno
         self.last_ts[d] = ts
@@ -226,10 +249,12 @@ class Verifier:
             self.not_attributed.append((n, f"{cn} was revoked at {revoked.isoformat()}"))
         else:
             self.authors.setdefault(fp, [cn, 0])[1] += 1
+        if stored:
+            self.stored.append((n, cn, fp, rec["ts"]))
 
     def end(self):
         c2s = self.n["c2s"]
-        for n, of in self.of_lines:
+        for n, of, _ in self.of_lines:
             if not 1 <= of <= c2s:
                 raise Invalid("TAMPERED", f"line {n}", f"`of` {of} names no c2s line")
 
@@ -343,6 +368,21 @@ def main():
         print(f"RECEIPT {role} c2s 1..{a} s2c 1..{b}")
     for n, why in v.not_attributed:
         print(f"NOT_ATTRIBUTED line {n} {sc.safe(why)}")
+    for _, of, code in v.of_lines:
+        print(f"QUEUED {of}" if code is None else f"REFUSED {of} {sc.safe(code)}")
+    for n, cn, fp, ts in v.stored:
+        print(f"STORED line {n} {sc.safe(cn)} {fp} {iso(at_ms(ts))}")
+    for role, cn, fp, when in v.revoked_later:
+        print(f"REVOKED {role} {sc.safe(cn)} {fp} {iso(when)}")
+    crl = trust.crl
+    if crl is not None:
+        next_update = sc.utc(crl, "next_update")
+        if next_update is None or next_update < sc.utcnow():  # step 3: applied, with a warning
+            due = iso(next_update) if next_update else "absent"
+            print(f"WARNING the CRL is stale (nextUpdate {due}): revocations after "
+                  f"{iso(sc.utc(crl, 'last_update'))} are unknown")
+    if not receipts:  # §5.1: session_time is signed only through the receipts
+        print("WARNING no valid receipt: session_time and the line counts are unconfirmed")
     return 0
 
 
