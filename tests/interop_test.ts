@@ -1159,6 +1159,20 @@ Deno.test({
   },
 });
 
+const UNITS_PY = new URL("./interop/units.py", import.meta.url).pathname;
+
+Deno.test({
+  name:
+    "interop: client.py retires its sender chain when a sender_key record is queued or refused, and only then (PROTOCOL §6.5; tests/interop/units.py)",
+  ignore: skipInterop,
+  async fn() {
+    const r = await new Deno.Command(PYTHON, { args: [UNITS_PY] }).output();
+    const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, out);
+    assert.match(out, /^UNITS OK [1-9]\d*$/m, out);
+  },
+});
+
 const VERIFY_PY = new URL("./interop/verify.py", import.meta.url).pathname;
 const CRL_PY = new URL("./interop/crl.py", import.meta.url).pathname;
 
