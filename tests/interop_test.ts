@@ -937,12 +937,19 @@ Deno.test({
       assert.equal(p2.err.text(), "", "python printed diagnostics");
 
       // Acknowledged, so deleted: the next login gets nothing stored (its /who answer comes after).
+      // A line to oneself comes back as a relay, its one answer (PROTOCOL §6.5): no queued, no
+      // refused, and the client takes it.
       const p3 = py(false);
       await p3.out.waitFor((l) => l.startsWith("NOTICE: welcome"), "python welcome");
+      const sid3 = (await p3.out.waitFor((l) => l.startsWith("SESSION "), "SESSION")).split(" ")[1];
+      await p3.send("/msg alice a note to myself");
+      await p3.out.waitFor((l) => l === "alice (private) e2e: a note to myself", "to oneself");
       await p3.send("/who");
       await p3.out.waitFor((l) => l.startsWith("NOTICE: ") && !l.includes("welcome"), "who");
       await done(p3, "python 3");
       assert.ok(!p3.out.text().includes("while you were away"), p3.out.text());
+      assert.ok(!/^(QUEUED|REFUSED|ERROR)/m.test(p3.out.text()), p3.out.text());
+      await secondAnswersTampered(ca, tmp, log1, findLog(`${tmp}/pytr`, `-${sid3}-client.log`));
 
       // lib/ verifies the Python transcript holding the stored line, confirmed by both receipts.
       const log2 = findLog(`${tmp}/pytr`, `-${sid2}-client.log`);
@@ -1159,11 +1166,73 @@ Deno.test({
   },
 });
 
+/**
+ * PROTOCOL §6.5 "One answer per record", TRANSCRIPT §5 step 4: each edit of a live client
+ * transcript that gives a c2s record a second answer, a `queued` to no user, or an answer to no
+ * record is TAMPERED at the edited line, in both verifiers. `answered` holds a `queued` and a
+ * `refused` (of two private lines); `back` a private line to oneself relayed back, then an s2c
+ * `msg` (the `who` answer) that the last edit turns into a refusal of that line.
+ */
+async function secondAnswersTampered(ca: string, tmp: string, answered: string, back: string) {
+  type Line = Record<string, unknown> & {
+    type: string;
+    dir: string;
+    of: number;
+    seqno: number;
+    ts: number;
+    record: { seqno: number; ts: number; sid: string; to: string };
+  };
+  const read = async (log: string) =>
+    (await Deno.readTextFile(log)).split("\n").map((l) => l ? JSON.parse(l) as Line : null);
+  const a = await read(answered);
+  const at = (ls: (Line | null)[], type: string) => ls.findIndex((l) => l?.type === type);
+  const q = at(a, "queued"), r = at(a, "refused");
+  const c2s = a.filter((l) => l?.dir === "c2s" && l.type === "msg") as Line[];
+  const notPrivate = c2s.find((l) => !l.record.to.startsWith("user:"))!;
+  assert.ok(q > 0 && r > 0 && notPrivate, answered);
+  const b = await read(back);
+  const sid = (b[0] as unknown as { session_id: string }).session_id;
+  const relayBack = b.findIndex((l) => l?.type === "relay" && l.record.sid === sid);
+  const after = b.findIndex((l, i) => i > relayBack && l?.dir === "s2c" && l.type === "msg");
+  assert.ok(relayBack > 0 && after > relayBack, back);
+  const cases: [string, (Line | null)[], number, (ls: (Line | null)[]) => void][] = [
+    ["refused after queued", a, r, (ls) => ls[r]!.of = ls[q]!.of],
+    ["queued for a record to no user", a, q, (ls) => ls[q]!.of = notPrivate.record.seqno],
+    ["refused for a record never sent", a, r, (ls) => ls[r]!.of = c2s.length + 1],
+    ["refused after the record came back", b, after, (ls) => {
+      const m = ls[after]!;
+      ls[after] = {
+        dir: "s2c",
+        type: "refused",
+        seqno: m.record.seqno,
+        ts: m.record.ts,
+        of: ls[relayBack]!.record.seqno,
+        code: "NOT_ONLINE",
+      } as unknown as Line;
+    }],
+  ];
+  for (const [what, lines, line, change] of cases) {
+    const edited = structuredClone(lines);
+    change(edited);
+    const tampered = `${tmp}/answers-tampered.log`;
+    await Deno.writeTextFile(
+      tampered,
+      edited.map((l) => l === null ? "" : JSON.stringify(l)).join("\n"),
+    );
+    const py = await pythonVerify(ca, tampered);
+    assert.equal(py.code, 1, `${what}: ${py.out}`);
+    assert.match(py.out, new RegExp(`^RESULT INVALID TAMPERED line ${line + 1} `, "m"), what);
+    const cli = await runCli(["verify", "--ca", ca, tampered]);
+    assert.equal(cli.code, 1, `${what}: ${cli.stdout}`);
+    assert.match(cli.stdout + cli.stderr, new RegExp(`TAMPERED.*\\b${line + 1}\\b`), what);
+  }
+}
+
 const UNITS_PY = new URL("./interop/units.py", import.meta.url).pathname;
 
 Deno.test({
   name:
-    "interop: client.py retires its sender chain when a sender_key record is queued or refused, and only then (PROTOCOL §6.5; tests/interop/units.py)",
+    "interop: client.py's units where no live server goes on demand — a queued or refused sender_key record retires the sender chain, one answer per record, a record of unknown fate (PROTOCOL §6.5; tests/interop/units.py)",
   ignore: skipInterop,
   async fn() {
     const r = await new Deno.Command(PYTHON, { args: [UNITS_PY] }).output();

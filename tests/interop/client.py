@@ -28,6 +28,8 @@ lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdo
   NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
   QUEUED <of>                                    our c2s seqno <of> waits in an offline queue (§6.6)
   REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5)
+  UNKNOWN_FATE <of>                              the session ended CLUSTER_UNAVAILABLE naming our
+                                                 unanswered c2s seqno <of>: it may have arrived (§6.5)
   KEY_UPDATE s2c                                 the server updated its traffic key (§4.4)
   TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
   RECEIPT OK <transcript_sha256>                 the server's receipt matched our transcript
@@ -1993,6 +1995,8 @@ class Client:
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
         self.members_known = threading.Event()   # the whole `online` list came (§12.5)
         self.sender_key_seqnos = set()  # our c2s seqnos that carried a sender_key (§6.5)
+        self.private_seqnos = set()  # our c2s seqnos to `user:` + a name: `queued` is for these
+        self.answered = {}  # our c2s seqno -> its one answer (§6.5 "One answer per record")
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
@@ -2021,6 +2025,7 @@ class Client:
         content = self.unread.popleft()
         msg = parse_json(content)
         if msg["type"] == "error":
+            self.unknown_fate(msg)
             self._raise_peer_error(msg)  # what follows an error in its record is not read
         if msg["type"] == "key_update" and self.unread:
             raise ProtoError("PROTOCOL_ERROR", "key_update before another message of its record")
@@ -2034,6 +2039,33 @@ class Client:
         if msg["type"] != "error":
             raise cause
         self._raise_peer_error(msg, authenticated=False)
+
+    def unknown_fate(self, msg):
+        """§6.5: a cluster node that cannot learn whether a record was stored ends the session
+        with `CLUSTER_UNAVAILABLE`, its text naming the record (`message 7`), left unanswered: we
+        tell the user that record may have reached its recipients. The text is the only carrier
+        (interop finding 60), so a number we never sent, or one answered already, is not shown."""
+        if msg.get("code") != "CLUSTER_UNAVAILABLE" or not isinstance(msg.get("message"), str):
+            return
+        named = re.search(r"\bmessage ([1-9][0-9]{0,15})\b", msg["message"])
+        if named is None:
+            return
+        of = int(named.group(1))
+        if of <= self.seq_tx and of not in self.answered:
+            out(f"UNKNOWN_FATE {of}")
+
+    def answer(self, of, kind):
+        """§6.5 "One answer per record": `of` is a seqno we sent, a `queued` only for a record to
+        `user:` + a name, and no record gets a second answer (`queued`, `refused`, or the record
+        itself relayed back to us). Checks only; `answered` is set by the caller once the whole
+        message passed (check first, commit after)."""
+        if not 1 <= of <= self.seq_tx:
+            raise ProtoError("PROTOCOL_ERROR", f"{kind} names c2s seqno {of} we never sent")
+        if kind == "queued" and of not in self.private_seqnos:
+            raise ProtoError("PROTOCOL_ERROR", f"queued for c2s seqno {of}, not to user: a name")
+        if of in self.answered:
+            raise ProtoError("PROTOCOL_ERROR",
+                             f"a second answer ({kind} after {self.answered[of]}) to c2s seqno {of}")
 
     @staticmethod
     def _raise_peer_error(msg, authenticated=True):
@@ -2237,6 +2269,11 @@ class Client:
                 e2e = self.tamper("e2e", e2e)
                 if body["kind"] == "sender_key":
                     e2e = self.tamper("sender_key", e2e)  # probe.py: None sends it with k
+            # known before the record leaves: the reader thread may take its answer at once
+            if body["kind"] == "sender_key":
+                self.sender_key_seqnos.add(self.seq_tx)
+            if to.startswith("user:"):
+                self.private_seqnos.add(self.seq_tx)
             if e2e is not None:
                 self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
             else:
@@ -2244,8 +2281,6 @@ class Client:
             self.transcript.add("c2s", self.seq_tx, ts,
                                 {"dir": "c2s", "type": "msg", "record": wire_rec},
                                 b"\x01" + record_enc(rec), k)
-            if body["kind"] == "sender_key":
-                self.sender_key_seqnos.add(self.seq_tx)
             self.sent_since_update += 1
             every = self.args.key_update_every
             if every and self.sent_since_update >= every:
@@ -2474,6 +2509,9 @@ class Client:
         if "e2e" in m and (self.device is None or not isinstance(m["e2e"], dict)):
             raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
+        own = rec["sid"] == self.session_id  # our own record relayed back (§6.5): its answer
+        if own:
+            self.answer(rec["seqno"], m["type"])
         author_cert = self.certs.resolve(fp, introduced)                          # 2, §6.4.1
         if author_cert is None:  # introduced here: validated now, kept for later references
             author_cert = (introduced, *self.trust.validate(introduced, "client"))
@@ -2518,6 +2556,8 @@ class Client:
                 # is the author's doing: recorded, never shown, no k kept, and the session goes on
                 unshowable, k = e.code, None
         self.accept_hop(seqno, ts)
+        if own:
+            self.answered[rec["seqno"]] = m["type"]
         self.certs.commit(fp, author_cert)
         self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
         # TRANSCRIPT §2.2: the message as it travelled, `cert` only on the introducing line
@@ -2563,9 +2603,9 @@ class Client:
         strict(m, ["type", "seqno", "ts", "of"])
         seqno, ts, of = want_int(m, "seqno"), want_int(m, "ts"), want_int(m, "of")
         self.check_hop(seqno, ts)
-        if not 1 <= of <= self.seq_tx:
-            raise ProtoError("PROTOCOL_ERROR", f"queued names c2s seqno {of} we never sent")
+        self.answer(of, "queued")
         self.accept_hop(seqno, ts)
+        self.answered[of] = "queued"
         if of in self.sender_key_seqnos:  # §6.5: stored for later, so not with the member now:
             self.device.retire_chain()    # the next lobby line starts a new chain
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}},
@@ -2581,9 +2621,9 @@ class Client:
                         "CLUSTER_UNAVAILABLE"):
             raise ProtoError("PROTOCOL_ERROR", "refused code")
         self.check_hop(seqno, ts)
-        if not 1 <= of <= self.seq_tx:
-            raise ProtoError("PROTOCOL_ERROR", f"refused names c2s seqno {of} we never sent")
+        self.answer(of, "refused")
         self.accept_hop(seqno, ts)
+        self.answered[of] = "refused"
         if of in self.sender_key_seqnos:  # §6.5: it did not reach the member; a new chain next
             self.device.retire_chain()
         enc = (b"\x03" + u64(seqno) + u64(ts) + u64(of) + u32(len(code.encode())) + code.encode())

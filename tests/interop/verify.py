@@ -102,6 +102,8 @@ class Verifier:
         self.authors = {}        # fingerprint -> [cn, signed records]
         self.not_attributed = []
         self.of_lines = []       # (line number, of, refusal code or None for queued)
+        self.answers = []        # (line number, c2s seqno, kind): queued, refused, own record back
+        self.private = set()     # c2s seqnos whose record went to `user:` + a name
         self.stored = []         # (line number, author cn, fingerprint, record ts) of stored lines
         self.warnings = []
 
@@ -183,11 +185,13 @@ class Verifier:
             if kind == "refused":
                 code = field(sc.want_str, n, m, "code")
                 self.of_lines.append((n, of, code))
+                self.answers.append((n, of, "refused"))
                 raw_code = code.encode("utf-8")
                 enc = (b"\x03" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of) + sc.u32(len(raw_code))
                        + raw_code)
             else:
                 self.of_lines.append((n, of, None))
+                self.answers.append((n, of, "queued"))
                 enc = b"\x04" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of)
         self.n[d] = seqno
         self.last_ts[d] = ts
@@ -205,6 +209,8 @@ class Verifier:
                 raise Invalid("SIG_FAIL", f"line {n}", "the client's record signature")
             if self.client_revoked is not None and at_ms(rec["ts"]) >= self.client_revoked:
                 self.not_attributed.append((n, "signed at or after its author's revocation"))
+            if rec["to"].startswith("user:"):
+                self.private.add(rec["seqno"])
         else:
             if rec["sig"] is not None:
                 raise Invalid("TAMPERED", f"line {n}", "an s2c record carries a signature")
@@ -251,12 +257,23 @@ class Verifier:
             self.authors.setdefault(fp, [cn, 0])[1] += 1
         if stored:
             self.stored.append((n, cn, fp, rec["ts"]))
+        if rec["sid"] == self.session_id:  # the client's own record came back: its answer
+            self.answers.append((n, rec["seqno"], "stored" if stored else "relay"))
 
     def end(self):
+        """§5 step 4, checked at the end (PROTOCOL §6.5 "One answer per record"): each answer in
+        file order, so the first line at fault is the one reported."""
         c2s = self.n["c2s"]
-        for n, of, _ in self.of_lines:
-            if not 1 <= of <= c2s:
+        answered = {}
+        for n, of, kind in self.answers:
+            if kind in ("queued", "refused") and not 1 <= of <= c2s:
                 raise Invalid("TAMPERED", f"line {n}", f"`of` {of} names no c2s line")
+            if kind == "queued" and of not in self.private:
+                raise Invalid("TAMPERED", f"line {n}", f"queued for c2s {of}, not to user: a name")
+            if of in answered:
+                raise Invalid("TAMPERED", f"line {n}",
+                              f"a second answer to c2s {of} ({kind} after {answered[of]})")
+            answered[of] = kind
 
     # ---- the hash (§3) and receipts (§4.2)
 
