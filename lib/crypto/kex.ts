@@ -19,7 +19,6 @@ import {
   X25519_PUBLIC_KEY_BYTES,
 } from "./ecdh.ts";
 import {
-  checkEncapsulationKey,
   mlKem768,
   MLKEM768_CIPHERTEXT_BYTES,
   MLKEM768_ENCAPSULATION_KEY_BYTES,
@@ -184,15 +183,19 @@ const HYBRID: KeyAgreement = Object.freeze({
     }
     const encapsulationKey = clientShare.subarray(0, MLKEM768_ENCAPSULATION_KEY_BYTES);
     const peerX25519 = clientShare.subarray(MLKEM768_ENCAPSULATION_KEY_BYTES);
-    checkEncapsulationKey(encapsulationKey);
     checkPublicKey("x25519", peerX25519);
     const [message, scalar] = splitSecret(secret, MLKEM768_MESSAGE_BYTES);
     // Fixed randomness m needs the noble backend: WebCrypto cannot take it.
     const kem = message ? nobleMlKem768 : mlKem768;
-    const [{ ciphertext, sharedSecret }, [dh, x25519Secret]] = await Promise.all([
-      kem.encapsulate(encapsulationKey, message),
-      x25519Share(scalar).then(async (dh) => [dh, await agree(dh, peerX25519)] as const),
-    ]);
+    // encapsulate() makes the FIPS 203 §7.2 check of ek, its one home, before anything else;
+    // only then is our X25519 key made. Running the two halves side by side would gain nothing:
+    // a fresh X25519 share is synchronous (node:crypto).
+    const { ciphertext, sharedSecret } = await kem.encapsulate(encapsulationKey, message);
+    const dh = await x25519Share(scalar);
+    const x25519Secret = await agree(dh, peerX25519).catch((cause) => {
+      wipe(sharedSecret); // best-effort, as all wiping in JS
+      throw cause;
+    });
     return {
       share: concat(ciphertext, dh.publicKey),
       sharedSecret: combine(sharedSecret, x25519Secret),
