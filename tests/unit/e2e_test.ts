@@ -148,6 +148,33 @@ Deno.test("verifyBundle() refuses altered bundles, another user's certificate, a
   }
 });
 
+Deno.test("verifyBundle() refuses a substituted or renumbered PQ prekey (SIG_FAIL) and a signed one that fails the FIPS 203 modulus check (BAD_KEY_SHARE)", async () => {
+  const { pki, bob } = await setup();
+  // A server that put an ML-KEM key of its own in bob's bundle would hold the post-quantum
+  // half of every first contact with bob: the certificate's signature covers the key and its
+  // id (PROTOCOL §12.2), so the initiator refuses the bundle.
+  const substitute = (await mlKem768.generateKeyPair()).encapsulationKey;
+  assert.equal(
+    await codeOfAsync(() => verifyBundle(pki.trust, bob.cert, { ...bob.bundle, pq: substitute })),
+    "SIG_FAIL",
+  );
+  assert.equal(
+    await codeOfAsync(() => verifyBundle(pki.trust, bob.cert, { ...bob.bundle, pqId: 8 })),
+    "SIG_FAIL",
+  );
+  // Signed by bob's own certificate key, and still no encapsulation key: every coefficient
+  // 0xfff ≥ q (FIPS 203 §7.2).
+  const { sig: _sig, ikSig: _ikSig, ...unsigned } = bob.bundle;
+  const unreduced = await signBundle((await pki.identity("bob")).signingKey, {
+    ...unsigned,
+    pq: new Uint8Array(1184).fill(0xff),
+  });
+  assert.equal(
+    await codeOfAsync(() => verifyBundle(pki.trust, bob.cert, unreduced)),
+    "BAD_KEY_SHARE",
+  );
+});
+
 Deno.test("PQXDH: both sides derive the same secret, with and without a one-time prekey", async () => {
   const { pki, alice, bob } = await setup();
   for (const withOpk of [true, false]) {
