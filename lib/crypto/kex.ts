@@ -187,9 +187,9 @@ const HYBRID: KeyAgreement = Object.freeze({
     const [message, scalar] = splitSecret(secret, MLKEM768_MESSAGE_BYTES);
     // Fixed randomness m needs the noble backend: WebCrypto cannot take it.
     const kem = message ? nobleMlKem768 : mlKem768;
-    // encapsulate() makes the FIPS 203 §7.2 check of ek, its one home, before anything else;
-    // only then is our X25519 key made. Running the two halves side by side would gain nothing:
-    // a fresh X25519 share is synchronous (node:crypto).
+    // encapsulate() makes the FIPS 203 §7.2 check of ek before anything else (checking it here
+    // too was a second pass over 1,152 bytes); only then is our X25519 key made. Running the two
+    // halves side by side would gain nothing: a fresh X25519 share is synchronous (node:crypto).
     const { ciphertext, sharedSecret } = await kem.encapsulate(encapsulationKey, message);
     const dh = await x25519Share(scalar);
     const x25519Secret = await agree(dh, peerX25519).catch((cause) => {
