@@ -47,7 +47,7 @@ async function connectPair() {
   return { server: new FrameConnection(serverTcp), client: new FrameConnection(clientTcp) };
 }
 
-Deno.test("handshake and session: login, messages both ways, receipts", async () => {
+Deno.test("handshake and session: login in x25519mlkem768 by default, messages both ways, receipts", async () => {
   const { server, client } = await connectPair();
   const transcripts = await Deno.makeTempDir();
   const passwords = new Map([["alice", "correct horse"]]);
@@ -71,6 +71,8 @@ Deno.test("handshake and session: login, messages both ways, receipts", async ()
   ]);
   assert.equal(s.sessionId, c.sessionId);
   assert.equal(s.username, "alice");
+  // Both sides with their defaults, as `serve` and `connect` call them: the hybrid (issue 14).
+  assert.deepEqual([s.group, c.group], ["x25519mlkem768", "x25519mlkem768"]);
   const serverSession = await ChatSession.start(s, {
     transcripts: transcriptDirectory(transcripts),
   });
