@@ -20,7 +20,11 @@ export async function makePki(
   dir?: string,
 ): Promise<TestPki> {
   const certDir = dir ?? await Deno.makeTempDir({ prefix: "securechat-pki-" });
-  await initCa(certDir, { name: "Test Root CA", days: 30, keyType }, false);
+  // A day longer than the certificates it issues: every validity window starts at the second it is
+  // made (lib/pki/serial.ts), so a 30-day certificate issued a second after a 30-day CA outlived
+  // it, and tests that take the CA to outlive its certificates failed whenever a loaded machine
+  // put the CA and the server certificate in different seconds.
+  await initCa(certDir, { name: "Test Root CA", days: 31, keyType }, false);
   const ca = await loadCaSigner(certDir);
   const issue = async (name: string, profile: Profile = "client", type: KeyType = keyType) => {
     await issueCertificate(
