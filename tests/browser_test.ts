@@ -27,6 +27,7 @@ import { FrameProxy } from "./helpers/proxy.ts";
 import { decryptWithKeylog } from "./helpers/keylog.ts";
 import { assertNoCanaries } from "./helpers/canaries.ts";
 import { StateSeal } from "../lib/e2e/sealed_state.ts";
+import { toBase64, toHex } from "../lib/bytes.ts";
 
 const ARTIFACTS = new URL("../test-artifacts/", import.meta.url);
 const ROOT = new URL("../", import.meta.url);
@@ -269,6 +270,48 @@ Deno.test({
       const bob = await openPage(browser, url, problems.bob, join(work, "bob-downloads"));
       await joinFromPage(alice, join(work, "alice.bundle.pem"), "alice");
       await joinFromPage(bob, join(work, "bob.bundle.pem"), "bob");
+
+      // The page's only script and stylesheet: its own origin, named by the SHA-256 of the
+      // bytes served, under Subresource Integrity (their SHA-384), cached as immutable.
+      const assets = await alice.evaluate<{ at: string; integrity: string }[]>(
+        `[...document.querySelectorAll("script, link[rel=stylesheet]")]
+          .map((e) => ({ at: e.src || e.href, integrity: e.integrity }))`,
+      );
+      assert.equal(assets.length, 2, JSON.stringify(assets));
+      for (const { at, integrity } of assets) {
+        const response = await fetch(at);
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        const digest = async (algorithm: string) =>
+          new Uint8Array(await crypto.subtle.digest(algorithm, bytes));
+        const hash = toHex(await digest("SHA-256")).slice(0, 16);
+        assert.ok(at.startsWith(url), at);
+        assert.match(at.slice(url.length), new RegExp(`^assets/(app|style)\\.${hash}\\.(js|css)$`));
+        assert.equal(integrity, `sha384-${toBase64(await digest("SHA-384"))}`);
+        assert.equal(response.headers.get("cache-control"), "public, max-age=31536000, immutable");
+      }
+      // alice's key: in IndexedDB as a CryptoKey this browser signs with and never exports.
+      assert.deepEqual(
+        await alice.evaluate(`new Promise((resolve, reject) => {
+          const open = indexedDB.open("securechat");
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const get = open.result.transaction("identity").objectStore("identity")
+              .get("current");
+            get.onsuccess = async () => {
+              open.result.close();
+              const key = get.result.signing.key;
+              resolve({
+                cryptoKey: key instanceof CryptoKey,
+                extractable: key.extractable,
+                usages: key.usages,
+                exported: await crypto.subtle.exportKey("pkcs8", key)
+                  .then(() => "exported", (e) => e.name),
+              });
+            };
+          };
+        })`),
+        { cryptoKey: true, extractable: false, usages: ["sign"], exported: "InvalidAccessError" },
+      );
       carol = await LiveClient.login({
         port: server.port,
         user: "carol",
@@ -416,6 +459,7 @@ Deno.test({
         const page = user === "alice" ? alice : bob;
         const violations = await page.evaluate<string[]>("globalThis.cspViolations");
         assert.deepEqual(violations, [], `${user}'s page broke its CSP`);
+        assert.equal(await page.evaluate<string>("document.cookie"), "", `${user}'s cookies`);
         // While the server was down, Chromium itself logged each refused connection (the
         // WebSocket, and the CRL fetched before it); nothing else.
         assert.deepEqual(
@@ -760,6 +804,21 @@ function deviceKeyOf(sealed: string, password: string): string {
   return (StateSeal.open(sealed, password, "the page's state").value as { ik: string }).ik;
 }
 
+/**
+ * A conversation a password change must not break: a first contact each way between alice's
+ * page and carol's CLI (a ratchet each). Returns alice's device, its sealed state and the
+ * identity key that state holds.
+ */
+async function conversationToKeep(alice: Page, carol: LiveClient) {
+  await say(alice, "/msg carol before the change");
+  await carol.waitForLine((l) => l.includes("alice (private) ✓ before the change"));
+  await carol.send("/msg alice answer before");
+  await waitForLine(alice, (l) => l.text === "answer before", "carol's answer");
+  const device = (await shown(alice)).find(isPublication)!.text.split(" ").pop()!;
+  const sealed = (await e2eRecords(alice)).alice;
+  return { device, sealed, identityKey: deviceKeyOf(sealed, PASSWORDS.alice) };
+}
+
 /** Fills the page's password-change form, as a user does after typing /passwd. */
 async function passwdFromPage(
   page: Page,
@@ -794,14 +853,7 @@ Deno.test({
       cliUsers: ["carol"],
     }, async ({ server, alice, problems, cli }) => {
       const carol = await cli("carol");
-      // A conversation the change must not break: a first contact each way's ratchet.
-      await say(alice, "/msg carol before the change");
-      await carol.waitForLine((l) => l.includes("alice (private) ✓ before the change"));
-      await carol.send("/msg alice answer before");
-      await waitForLine(alice, (l) => l.text === "answer before", "carol's answer");
-      const device = (await shown(alice)).find(isPublication)!.text.split(" ").pop()!;
-      const sealedBefore = (await e2eRecords(alice)).alice;
-      const identityKey = deviceKeyOf(sealedBefore, PASSWORDS.alice);
+      const { device, sealed: sealedBefore, identityKey } = await conversationToKeep(alice, carol);
       const notChanged = (why: RegExp) => (l: ShownLine) =>
         l.text.startsWith("password not changed: ") && why.test(l.text);
 
@@ -1052,6 +1104,127 @@ Deno.test({
         !lines.some((l) => /readable by the server|cannot decrypt/.test(l.text)),
         JSON.stringify(lines),
       );
+      assert.deepEqual(problems.console, [], "alice's console");
+      assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
+      await leaveFromPage(alice, "alice");
+    });
+  },
+});
+
+Deno.test({
+  name: "browser: a password changed from another client: the page's end-to-end state, still " +
+    "under the old one, opens with it when the user gives it and is sealed again under the " +
+    "new one (the same device, its conversations kept)",
+  ignore: skip,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const NEW = "alice-password-2";
+    await withAliceInPage({
+      prefix: "securechat-browser-reseal-",
+      users: ["alice", "carol"],
+      cliUsers: ["carol"],
+    }, async ({ work, serverDir, alice, problems, cli }) => {
+      const carol = await cli("carol");
+      const { device, identityKey } = await conversationToKeep(alice, carol);
+      await leaveFromPage(alice, "alice");
+
+      // Elsewhere, alice's password changes (here by the operator's `user passwd`: the same
+      // change in the account store as a /passwd from her CLI; this browser is not told).
+      const file = join(work, "new-password");
+      await Deno.writeTextFile(file, NEW + "\n");
+      const changed = await runCli([
+        "user",
+        "passwd",
+        "alice",
+        "--password-file",
+        file,
+        "--db",
+        `sqlite:${serverDir}/t.db`,
+      ]);
+      assert.equal(changed.code, 0, changed.stderr);
+
+      // The new password logs in, but this browser's state does not open with it: the page
+      // says so beside the login form and asks for the previous password; nothing changed.
+      const sealed = (await e2eRecords(alice)).alice;
+      const previousShown = async () =>
+        await alice.$eval("#previous-section", (e) => e.getAttribute("hidden")) === null;
+      assert.equal(await previousShown(), false, "asked for before it is needed");
+      const attempt = async (previous?: string) => {
+        await alice.click("input[name=mode][value=login]");
+        await alice.type("#password", NEW);
+        if (previous !== undefined) await alice.type("#previous-password", previous);
+        await alice.click("#login-form button[type=submit]");
+      };
+      await attempt();
+      await waitForStatus(
+        alice,
+        /^not connected \(DECRYPT_FAIL\)$/,
+        "the state under the old password",
+      );
+      assert.equal(await previousShown(), true);
+      assert.match(
+        await alice.$eval("#previous-problem", (e) => e.textContent ?? ""),
+        /do not open with your password/,
+      );
+      assert.deepEqual(await e2eRecords(alice), { alice: sealed });
+
+      // A wrong previous password opens nothing and changes nothing.
+      await attempt("not-alices-old-password");
+      await waitUntil(
+        async () =>
+          /neither your password nor the previous one/.test(
+            await alice.$eval("#previous-problem", (e) => e.textContent ?? ""),
+          ) || undefined,
+        30_000,
+        () => Promise.resolve("the refusal of a wrong previous password"),
+      );
+      assert.match(await statusText(alice), /^not connected \(DECRYPT_FAIL\)$/);
+      assert.deepEqual(await e2eRecords(alice), { alice: sealed });
+
+      // The right one: the state opens here and is sealed under the new password alone; the
+      // same device logs in, and carol's next line in the same conversation opens.
+      await attempt(PASSWORDS.alice);
+      await waitForStatus(alice, /^logged in as alice /, "the login with the previous password");
+      await waitForLine(
+        alice,
+        (l) => l.author === "*" && l.text.startsWith("this browser's end-to-end keys are sealed"),
+        "the re-seal notice",
+      );
+      await waitUntil(
+        async () => (await shown(alice)).filter(isPublication).length > 1 || undefined,
+        20_000,
+        () => Promise.resolve("alice's keys published again"),
+      );
+      assert.equal(
+        (await shown(alice)).filter(isPublication).at(-1)!.text.split(" ").pop(),
+        device,
+      );
+      const after = await e2eRecords(alice);
+      assert.deepEqual(Object.keys(after), ["alice"]);
+      assert.equal(deviceKeyOf(after.alice, NEW), identityKey);
+      assert.throws(() => deviceKeyOf(after.alice, PASSWORDS.alice), /wrong password/);
+      assert.equal(await previousShown(), false);
+      assert.equal(
+        await alice.evaluate<string>(`document.getElementById("previous-password").value`),
+        "",
+      );
+      await carol.send("/msg alice after the change");
+      await waitForLine(alice, (l) => l.text === "after the change" && l.verified, "carol's line");
+      const lines = await shown(alice);
+      // From the re-seal on (the refused logins before it rightly said DECRYPT_FAIL).
+      const resealed = lines.findIndex((l) =>
+        l.text.startsWith("this browser's end-to-end keys are sealed")
+      );
+      assert.ok(
+        !lines.slice(resealed).some((l) => /cannot decrypt|are missing/.test(l.text)),
+        JSON.stringify(lines),
+      );
+      // No password typed went to anyone or onto the page.
+      for (const secret of [PASSWORDS.alice, NEW, "not-alices-old-password"]) {
+        assert.ok(!carol.stdout.join("\n").includes(secret), `"${secret}" reached carol`);
+        assert.ok(!JSON.stringify(lines).includes(secret), `"${secret}" shown`);
+      }
       assert.deepEqual(problems.console, [], "alice's console");
       assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
       await leaveFromPage(alice, "alice");

@@ -33,7 +33,7 @@ import { TrustStore } from "../lib/pki/validate.ts";
 import { MemoryTranscriptStorage } from "../lib/transcript/memory_storage.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";
-import { forgetBrowserState, openBrowserState } from "./e2e_storage.ts";
+import { forgetBrowserState, openBrowserState, resealBrowserState } from "./e2e_storage.ts";
 import * as db from "./idb.ts";
 
 /** How often a logged-in page asks the server for a newer CRL (also at each login and /verify). */
@@ -62,6 +62,9 @@ const ui = {
   password: element<HTMLInputElement>("password"),
   emailLabel: element<HTMLElement>("email-label"),
   email: element<HTMLInputElement>("email"),
+  previousSection: element<HTMLElement>("previous-section"),
+  previousProblem: element<HTMLParagraphElement>("previous-problem"),
+  previousPassword: element<HTMLInputElement>("previous-password"),
   chatSection: element<HTMLElement>("chat-section"),
   messages: element<HTMLOListElement>("messages"),
   sendForm: element<HTMLFormElement>("send-form"),
@@ -87,6 +90,11 @@ let identity: Identity | null = null;
 let session: ChatSession | null = null;
 /** Kept in memory only, for reconnecting: a resumption ticket first, the password after. */
 let credentials: Exclude<Credentials, { mode: "resume" }> | null = null;
+/**
+ * The password before a change made from another client, given at this login to re-seal
+ * this browser's end-to-end state under the current one; dropped once used (never sent).
+ */
+let previousPassword: string | undefined;
 let ticket: Uint8Array | undefined;
 let userLeft = false;
 /**
@@ -204,6 +212,7 @@ function render(): void {
     ui.identityCa.textContent = formatFingerprint(identity.stored.caFingerprint);
   }
   ui.loginSection.hidden = identity === null || session !== null;
+  ui.previousSection.hidden = !stateLocked;
   ui.chatSection.hidden = session === null;
   ui.forget.disabled = session !== null;
 }
@@ -281,6 +290,7 @@ async function forgetIdentity(): Promise<void> {
   if (identity) await forgetBrowserState(identity.stored.username);
   await db.remove("identity", "current");
   identity = null;
+  stateLocked = false;
   setStatus("identity forgotten");
   render();
 }
@@ -302,7 +312,11 @@ async function login(event: SubmitEvent): Promise<void> {
   credentials = mode === "register"
     ? { mode, username, password, email: ui.email.value }
     : { mode, username, password };
+  previousPassword = stateLocked && ui.previousPassword.value
+    ? ui.previousPassword.value
+    : undefined;
   ui.password.value = "";
+  ui.previousPassword.value = "";
   userLeft = false;
   ticket = undefined;
   e2e = null;
@@ -444,22 +458,36 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
 
 /**
  * This browser's device for the user: its state from IndexedDB, opened with the password the
- * server just accepted (a wrong one was the server's AUTH_FAIL), or new keys.
- * @throws DECRYPT_FAIL when the state does not open with this password
+ * server just accepted (a wrong one was the server's AUTH_FAIL), or new keys. A state sealed
+ * under the password before a change made elsewhere opens with that previous password, when
+ * the user gave it, and is sealed again under the current one (PROTOCOL §12.7).
+ * @throws DECRYPT_FAIL when the state opens with neither
  */
 async function openDevice(stored: db.StoredIdentity): Promise<E2eClient> {
   if (e2e) return e2e;
   let state: SealedState;
+  const previous = previousPassword;
+  previousPassword = undefined; // tried once, whatever the outcome
   try {
-    state = await openBrowserState(stored.username, credentials!.password);
+    state = previous === undefined
+      ? await openBrowserState(stored.username, credentials!.password)
+      : await resealBrowserState(stored.username, previous, credentials!.password);
   } catch (error) {
     stateLocked = true;
-    show("error", {
-      text: `${(error as Error).message}. Your password changed since this browser last ` +
-        'chatted? "Forget" removes this browser\'s identity and end-to-end keys; after ' +
-        "importing your bundle again it starts as a new device.",
-    });
+    // Said beside the login form, where the previous password is asked for (the chat is not
+    // shown without a session).
+    ui.previousProblem.textContent = previous === undefined
+      ? `This browser's end-to-end keys do not open with your password (${codeOf(error)}).`
+      : "They open with neither your password nor the previous one given " +
+        `(${codeOf(error)}).`;
     throw error;
+  }
+  if (previous !== undefined) {
+    show("notice", {
+      author: "*",
+      text: "this browser's end-to-end keys are sealed under your current password now: the " +
+        "same device, its conversations kept",
+    });
   }
   const device = await E2eClient.open(
     state,

@@ -40,6 +40,19 @@ export function openBrowserState(username: string, password: string): Promise<Se
   return SealedState.open(slotsOf(username), password);
 }
 
+/**
+ * Opens `username`'s state with `previous`, the password before a change made from another
+ * client, and seals it again under `current`, the password the server accepted at this login.
+ * @throws DECRYPT_FAIL (`previous` does not open it either)
+ */
+export function resealBrowserState(
+  username: string,
+  previous: string,
+  current: string,
+): Promise<SealedState> {
+  return SealedState.reseal(slotsOf(username), previous, current);
+}
+
 /** Removes `username`'s state from this browser, a password change's copy included. */
 export async function forgetBrowserState(username: string): Promise<void> {
   await db.remove("e2e", username);

@@ -10,7 +10,7 @@ import { scrypt } from "#sync-crypto";
 import { z } from "zod";
 import { fromBase64, fromUtf8, randomBytes, toBase64, utf8, wipe } from "../bytes.ts";
 import { openSync, sealSync } from "../crypto/aead.ts";
-import { SecureChatError } from "../errors.ts";
+import { codeOf, SecureChatError } from "../errors.ts";
 import { base64Text } from "../wire/schema.ts";
 import type { E2eStorage } from "./client.ts";
 
@@ -183,6 +183,28 @@ export class SealedState implements E2eStorage {
     } catch (error) {
       throw failure ?? error;
     }
+  }
+
+  /**
+   * Opens a state sealed under `previous`, the password before a change made from another
+   * client of the user's (this device was not told, PROTOCOL §12.7), and seals it again under
+   * `current`, the one the server has just accepted, by a password change's steps: the copy
+   * under `current` is written to `next`, then moved over the state, so that a crash between
+   * the two leaves a state that `current` opens. A state that `current` opens already is only
+   * opened (the user gave the previous password needlessly).
+   * @throws DECRYPT_FAIL (it opens with neither, or is damaged); IO_ERROR
+   */
+  static async reseal(slots: SealedSlots, previous: string, current: string): Promise<SealedState> {
+    try {
+      return await SealedState.open(slots, current);
+    } catch (error) {
+      if (codeOf(error) !== "DECRYPT_FAIL") throw error;
+    }
+    const state = await SealedState.open(slots, previous);
+    state.beginRekey(current);
+    await state.save(state.#value);
+    await state.commitRekey();
+    return state;
   }
 
   /** What the state held when opened (decrypted), or null when there was none. */
