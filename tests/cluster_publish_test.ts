@@ -8,7 +8,13 @@
 import assert from "node:assert/strict";
 import { connect as natsConnect } from "nats";
 import { ClusterLink, type PublishOutcome } from "../lib/cluster/link.ts";
-import { RECORD_STREAM } from "../lib/cluster/messages.ts";
+import {
+  parseClusterMessage,
+  PresenceSchema,
+  RECORD_STREAM,
+  SUBJECTS,
+} from "../lib/cluster/messages.ts";
+import { pollUntil } from "../testkit/server_process.ts";
 import { type NatsServer, natsServerBinary, startNats } from "../testkit/nats.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 
@@ -126,6 +132,44 @@ Deno.test({
         await nc.close();
       }
       assert.equal(await streamCount(nats), 1);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "ClusterLink: the cursor a heartbeat reports never passes what a session holds back (heldFrom), and moves on once nothing is held",
+  ignore: skipNats,
+  async fn() {
+    await withLink(async (nats, link) => {
+      let held: number | undefined = 0;
+      await link.start({
+        record: () => {},
+        login: () => {},
+        localUsers: () => [],
+        heldFrom: () => held,
+        crl: () => Promise.resolve(),
+      });
+      const nc = await natsConnect({ servers: nats.url });
+      try {
+        const cursors: number[] = [];
+        const sub = nc.subscribe(SUBJECTS.presence, {
+          callback: (_, msg) => cursors.push(parseClusterMessage(msg.data, PresenceSchema).cursor),
+        });
+        for (let i = 1; i <= 3; i++) {
+          assert.equal((await link.publishRecord(envelope(`${i}`), `s1:${i}`)).outcome, "stored");
+        }
+        await pollUntil(() => link.processed === 3 || undefined, 10_000, () => "not consumed");
+        // Two beats after the records were handed over (the cursor lags one beat): still 0.
+        const seen = cursors.length;
+        await pollUntil(() => cursors.length >= seen + 3 || undefined, 10_000, () => "no beats");
+        assert.equal(Math.max(...cursors), 0, `${cursors}`);
+        held = undefined;
+        await pollUntil(() => cursors.at(-1) === 3 || undefined, 10_000, () => `${cursors}`);
+        sub.unsubscribe();
+      } finally {
+        await nc.close();
+      }
     });
   },
 });

@@ -92,6 +92,12 @@ export interface ClusterHandlers {
   login(event: LoginEvent): void;
   /** This node's members, for the presence heartbeat. */
   localUsers(): LocalUser[];
+  /**
+   * While some session holds stream records back (behind its offline queue's delivery, or a
+   * replay): the stream sequence up to which every such session had been handed everything.
+   * The cursor a heartbeat reports never passes it (see #beat); undefined when none holds any.
+   */
+  heldFrom(): number | undefined;
   /** The CRL the nodes share, now and at every change (docs/DEPLOY.md §4.6). */
   crl: CrlOffer;
 }
@@ -336,7 +342,7 @@ export class ClusterLink {
     this.#presenceSentAt = Date.now();
     this.#publish(SUBJECTS.presence, {
       at: Date.now(),
-      cursor: this.#lagged,
+      cursor: this.#deliveredUpTo(this.#lagged),
       users: this.#handlers.localUsers(),
     });
   }
@@ -471,11 +477,20 @@ export class ClusterLink {
    */
   #beat(): void {
     this.#sendPresence();
-    this.#lagged = this.#processed;
+    this.#lagged = this.#deliveredUpTo(this.#processed);
     const now = Date.now();
     for (const [node, peer] of this.#peers) {
       if (now - peer.heardAt > DEPARTED_KEEP_MS) this.#peers.delete(node);
     }
+  }
+
+  /**
+   * `seq`, or less while a session holds records back: a record held in this node's memory
+   * when it is killed was never sent, and the node replaying to that session's user must
+   * start before it (the session's next node replays from the cursor this node reported).
+   */
+  #deliveredUpTo(seq: number): number {
+    return Math.min(seq, this.#handlers?.heldFrom() ?? Infinity);
   }
 
   #alive(peer: Peer, now: number): boolean {

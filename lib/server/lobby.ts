@@ -113,6 +113,11 @@ export class Member {
   deferred?: (() => void)[];
   /** More was queued while a delivery ran: it goes round again. */
   storedAgain = false;
+  /**
+   * In a cluster, while `held` or `deferred` hold records back: the stream sequence up to
+   * which this member had been handed everything when they began (see ClusterHandlers.heldFrom).
+   */
+  heldFrom?: number;
   /** Stored records sent in this session and not yet acknowledged: hop seqno → queue row. */
   storedSent?: Map<number, number>;
   /** Every queue row sent in this session: never sent twice in one session. */
@@ -193,7 +198,7 @@ export class Lobby {
   /** What the cluster link calls: records from the stream, logins elsewhere, presence. */
   clusterHandlers(): Pick<
     Parameters<ClusterLink["start"]>[0],
-    "record" | "login" | "localUsers"
+    "record" | "login" | "localUsers" | "heldFrom"
   > {
     return {
       record: (envelope) => this.#fromCluster(envelope),
@@ -204,6 +209,13 @@ export class Lobby {
           session: m.session.sessionId,
           since: m.since,
         })),
+      heldFrom: () => {
+        let from: number | undefined;
+        for (const m of this.#members.values()) {
+          if (m.heldFrom !== undefined) from = Math.min(from ?? Infinity, m.heldFrom);
+        }
+        return from;
+      },
     };
   }
 
@@ -264,7 +276,11 @@ export class Lobby {
   async join(member: Member, notices: readonly string[] = []): Promise<void> {
     const previous = this.#members.get(keyOf(member.username));
     const replay = this.#replayRangeFor(member);
-    if (replay) member.held = [];
+    if (replay) {
+      member.held = [];
+      // What the member's last node had handed over: all it has until the replay is done.
+      member.heldFrom = replay.after;
+    }
     this.#members.set(keyOf(member.username), member);
     // Before anything can be relayed to the member: what waited comes first (§6.6). A replay
     // sends it instead, each record in its author's order among the replayed ones.
@@ -428,6 +444,9 @@ export class Lobby {
       return;
     }
     member.deferred = [];
+    if (this.#cluster) {
+      member.heldFrom = Math.min(member.heldFrom ?? Infinity, this.#cluster.processed);
+    }
     let count = 0;
     try {
       do {
@@ -445,6 +464,7 @@ export class Lobby {
       const deferred = member.deferred;
       member.deferred = undefined;
       for (const action of deferred) this.#deliver(member, action);
+      this.#holdsNothing(member);
     }
     if (count > 0) {
       this.log("STORED_SENT", {
@@ -693,10 +713,12 @@ export class Lobby {
       id,
     );
     if (published.outcome === "stored") return;
+    const what = seqno === undefined ? "a record" : `message ${seqno}`;
     this.log("CLUSTER_UNAVAILABLE", {
       user: from,
-      detail: `${seqno === undefined ? "record" : `message ${seqno}`} ${published.outcome}: ` +
-        published.reason,
+      detail: published.outcome === "not_stored"
+        ? `${what} not delivered: ${published.reason}`
+        : `${what} may or may not have been delivered: ${published.reason}`,
     });
     if (typeof sender !== "object" || seqno === undefined) return;
     // The author's message: refused only when no one can ever get it (PROTOCOL §6.5). Whether
@@ -830,6 +852,7 @@ export class Lobby {
       const held = member.held ?? [];
       member.held = undefined;
       for (const record of held) this.#deliverRecord([member], record);
+      this.#holdsNothing(member);
       this.log("REPLAYED", {
         user: member.username,
         session: member.session.sessionId,
@@ -837,6 +860,11 @@ export class Lobby {
           (storedCount ? `, ${storedCount} from the offline queue merged in` : ""),
       });
     }
+  }
+
+  /** Once a member holds no record back, this node's cursor may pass what it held. */
+  #holdsNothing(member: Member): void {
+    if (!member.held && !member.deferred) member.heldFrom = undefined;
   }
 
   /** Another node logged this user in: the older of the two sessions ends. */

@@ -20,6 +20,8 @@ import { Lobby, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import type { MessageQueue, QueuedRecord, QueueLimits } from "../../lib/store/message_queue.ts";
 import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
+import type { ClusterLink } from "../../lib/cluster/link.ts";
+import { pollUntil } from "../../testkit/server_process.ts";
 
 const LIMITS = { messagesPerSecond: 100, messageBurst: 100 };
 
@@ -267,4 +269,36 @@ Deno.test("Lobby: a record the server could read is never stored: refused NOT_ON
   await lobby.receive(alice.member, readable);
   assert.deepEqual(alice.session.sent, [`refused ${readable.seqno} NOT_ONLINE`]);
   assert.deepEqual(queue.rows, []);
+});
+
+Deno.test("Lobby in a cluster: while a member's offline queue is being delivered (its live relays held back), the cursor the node reports stops where it stood; it moves on once nothing is held", async () => {
+  // A node killed while it held records back never sent them: the node its user reconnects to
+  // replays from the cursor this one reported, which must not pass them (DEPLOY.md §4.2).
+  const queue = new FakeQueue();
+  const cluster = {
+    processed: 40,
+    publishRecord: () => Promise.resolve({ outcome: "stored", seq: 41 }),
+    remoteUsers: () => [],
+    announceLogin: () => {},
+    announcePresence: () => {},
+    lastSeen: () => undefined,
+  };
+  const lobby = new Lobby(() => {}, LIMITS, cluster as unknown as ClusterLink, {
+    queue,
+    limits: { maxRecords: 10, maxAgeMs: 60_000 },
+    lapsed: () => undefined,
+  });
+  const heldFrom = lobby.clusterHandlers().heldFrom;
+  let open!: () => void;
+  queue.gate = new Promise((resolve) => open = resolve);
+  const bob = new FakeSession("bob");
+  await lobby.join(
+    new Member(bob as unknown as ChatSession, "127.0.0.1:1", LIMITS, () => {}),
+  );
+  // The store does not answer yet: bob's delivery holds his live relays back.
+  assert.equal(heldFrom(), 40);
+  cluster.processed = 90; // the stream goes on meanwhile
+  assert.equal(heldFrom(), 40);
+  open();
+  await pollUntil(() => heldFrom() === undefined || undefined, 2000, () => `${heldFrom()}`);
 });
