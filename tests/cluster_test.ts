@@ -216,22 +216,9 @@ Deno.test({
       for (const user of ["alice", "bob"]) {
         await registerUser(n1, pki.dir, user, password(user));
       }
-      const alice = await LiveClient.login({
-        port: n1.port,
-        user: "alice",
-        password: password("alice"),
-        pkiDir: pki.dir,
-        transcripts: `${n1.workDir}/alice-transcripts`,
-      });
-      clients.push(alice);
-      const bob = await LiveClient.login({
-        port: n2.port,
-        user: "bob",
-        password: password("bob"),
-        pkiDir: pki.dir,
-        transcripts: `${n1.workDir}/bob-transcripts`,
-      });
-      clients.push(bob);
+      const login = liveLogins({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
+      const alice = await login("alice", n1.port);
+      const bob = await login("bob", n2.port);
       assert.equal(await health(0), 200);
 
       await cluster.nats.kill();
@@ -377,22 +364,9 @@ Deno.test({
       for (const user of ["alice", "bob"]) {
         await registerUser(n1, pki.dir, user, password(user));
       }
-      const alice = await LiveClient.login({
-        port: n1.port,
-        user: "alice",
-        password: password("alice"),
-        pkiDir: pki.dir,
-        transcripts: `${n1.workDir}/alice-transcripts`,
-      });
-      clients.push(alice);
-      const bob = await LiveClient.login({
-        port: n2.port,
-        user: "bob",
-        password: password("bob"),
-        pkiDir: pki.dir,
-        transcripts: `${n1.workDir}/bob-transcripts`,
-      });
-      clients.push(bob);
+      const login = liveLogins({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
+      const alice = await login("alice", n1.port);
+      const bob = await login("bob", n2.port);
       await alice.waitForLine((l) => l.includes("bob joined"), 20_000);
 
       // NATS reads nothing for longer than a publish waits for its acknowledgement (2 s): the

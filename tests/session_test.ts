@@ -289,19 +289,7 @@ Deno.test("ChatSession: received messages are written in batches and acted on on
 /** A logged-in client and server session over loopback, each recording in `transcripts`. */
 async function sessionPair(transcripts: string) {
   const { server, client } = await connectPair();
-  const [s, c] = await Promise.all([
-    serverHandshake(server, {
-      identity: await pki.identity("server"),
-      trust: pki.trust,
-      authenticate: () => Promise.resolve({ registered: false }),
-    }),
-    clientHandshake(client, {
-      identity: await pki.identity("alice"),
-      trust: pki.trust,
-      serverName: "localhost",
-      credentials: { mode: "login", username: "alice", password: "correct horse" },
-    }),
-  ]);
+  const [s, c] = await loggedIn(server, client);
   const storage = transcriptDirectory(transcripts);
   return {
     server: await ChatSession.start(s, { transcripts: storage }),
