@@ -395,7 +395,7 @@ async function serve(options: ServeOptions): Promise<void> {
     ? undefined
     : serveHealth(options.host, options.healthPort, () => server.healthy);
   if (health) log("HEALTH", { detail: `${options.host}:${health.port}` });
-  const web = options.web === undefined ? undefined : serveWeb(
+  const web = options.web === undefined ? undefined : await serveWeb(
     options.host,
     options.web,
     server,

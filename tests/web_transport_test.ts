@@ -252,3 +252,102 @@ Deno.test("web: a server whose certificate was revoked refuses a WebSocket clien
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }
 });
+
+/** A masked client frame (RFC 6455 §5.2) with a 64-bit length field. */
+function clientFrame(
+  opcode: number,
+  payload: Uint8Array,
+  announced = payload.length,
+  fin = true,
+): Uint8Array {
+  const header = new Uint8Array(14);
+  header[0] = (fin ? 0x80 : 0) | opcode;
+  header[1] = 0x80 | 127;
+  new DataView(header.buffer).setBigUint64(2, BigInt(announced));
+  const mask = Uint8Array.of(1, 2, 3, 4);
+  header.set(mask, 10);
+  const masked = payload.map((byte, i) => byte ^ mask[i & 3]);
+  const frame = new Uint8Array(14 + masked.length);
+  frame.set(header);
+  frame.set(masked, 14);
+  return frame;
+}
+
+/** An upgraded raw connection to the web front, its 101 already read. */
+async function upgraded(web: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: web });
+  await conn.write(new TextEncoder().encode(upgradeHead(web, "")));
+  let text = "";
+  const buffer = new Uint8Array(1);
+  while (!text.endsWith("\r\n\r\n")) {
+    if (await conn.read(buffer) === null) throw new Error("closed during the upgrade");
+    text += String.fromCharCode(buffer[0]);
+  }
+  assert.match(text, /^HTTP\/1\.1 101/);
+  return conn;
+}
+
+/** Reads until the server ends the stream, then closes. */
+async function drained(conn: Deno.TcpConn): Promise<void> {
+  const sink = new Uint8Array(4096);
+  while (await conn.read(sink) !== null) {
+    // what the server still sends before it ends the stream
+  }
+  conn.close();
+}
+
+/** Reads one unmasked server frame's opcode and payload (null at end of stream). */
+async function serverFrame(conn: Deno.TcpConn): Promise<{ opcode: number; payload: Uint8Array }> {
+  const exactly = async (n: number) => {
+    const out = new Uint8Array(n);
+    for (let at = 0; at < n;) {
+      const got = await conn.read(out.subarray(at));
+      if (got === null) throw new Error("closed");
+      at += got;
+    }
+    return out;
+  };
+  const head = await exactly(2);
+  let length = head[1] & 0x7f;
+  if (length === 126) length = new DataView((await exactly(2)).buffer).getUint16(0);
+  return { opcode: head[0] & 0x0f, payload: await exactly(length) };
+}
+
+Deno.test("web: a message announced above the frame limit is refused from its header, before its payload arrives; a ping is answered", async () => {
+  const pki = await makePki([], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  try {
+    // A ping is answered with its payload, as RFC 6455 §5.5.2 asks.
+    const pinged = await upgraded(web);
+    await pinged.write(clientFrame(0x9, Uint8Array.of(7, 7, 7)));
+    assert.deepEqual(await serverFrame(pinged), { opcode: 0xa, payload: Uint8Array.of(7, 7, 7) });
+    pinged.close();
+
+    // 60 MiB announced, 1 KiB sent: Deno's own WebSocket server held the whole message before
+    // anyone judged it (64 MiB per connection, no certificate needed); the limit is applied
+    // to the header now, and the connection is closed.
+    const mark = server.mark();
+    const conn = await upgraded(web);
+    await conn.write(clientFrame(0x2, new Uint8Array(1024), 60 * 1024 * 1024));
+    await server.waitFor(logIs("FRAME_TOO_LARGE"), 10_000, mark);
+    await drained(conn);
+
+    // The same limit holds across fragments: 40 + 40 KiB of one message is refused at the
+    // second header.
+    const fragmented = await upgraded(web);
+    const secondMark = server.mark();
+    await fragmented.write(clientFrame(0x2, new Uint8Array(40 * 1024), undefined, false));
+    await fragmented.write(clientFrame(0x0, new Uint8Array(16), 40 * 1024));
+    await server.waitFor(logIs("FRAME_TOO_LARGE"), 10_000, secondMark);
+    await drained(fragmented);
+
+    // A continuation with no message begun is a framing fault: closed with 1002.
+    const stray = await upgraded(web);
+    await stray.write(clientFrame(0x0, new Uint8Array(8)));
+    assert.deepEqual(await serverFrame(stray), { opcode: 0x8, payload: Uint8Array.of(0x03, 0xea) });
+    await drained(stray);
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});

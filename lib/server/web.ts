@@ -12,8 +12,10 @@
  */
 import { SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { WebSocketByteConn } from "../wire/websocket.ts";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import type { ChatServer } from "./server.ts";
+import { acceptKey, WebSocketServerConn } from "./websocket_conn.ts";
 
 export const WEBSOCKET_PATH = "/ws";
 /** The CA's CRL in force on this server: the page's revocation source (it trusts its CA only). */
@@ -88,51 +90,66 @@ export interface WebFront {
   close(): Promise<void>;
 }
 
-/** @throws IO_ERROR when the address cannot be bound */
-export function serveWeb(
+/**
+ * Listens on `hostname:port` (node:http, so the upgrade's socket is ours to frame: see
+ * websocket_conn.ts for why not Deno's WebSocket server).
+ * @throws IO_ERROR when the address cannot be bound
+ */
+export async function serveWeb(
   hostname: string,
   port: number,
   server: ChatServer,
   log: Logger,
   page?: ReadonlyMap<string, WebAsset>,
   crl: () => Uint8Array | undefined = () => undefined,
-): WebFront {
-  let http: Deno.HttpServer<Deno.NetAddr>;
+): Promise<WebFront> {
+  const http = createServer((request, response) => {
+    const path = pathOf(request);
+    const asset = page && request.method === "GET" ? page.get(path) : undefined;
+    if (asset) return pageResponse(response, asset);
+    if (request.method === "GET" && path === CRL_PATH) return crlResponse(response, crl());
+    const refusal = refusalOf(request) ?? { status: 400, why: "bad WebSocket upgrade" };
+    log("WEB_REFUSED", { peer: peerOf(request.socket), detail: refusal.why });
+    plain(response, refusal.status, refusal.why);
+  });
+  http.on("upgrade", (request: IncomingMessage, socket: Socket, head: Uint8Array) => {
+    socket.on("error", () => {}); // a reset before the session owns it: nothing to answer
+    const peer = peerOf(socket);
+    const refusal = refusalOf(request) ?? handshakeFault(request);
+    if (refusal) {
+      log("WEB_REFUSED", { peer, detail: refusal.why });
+      socket.end(rawResponse(refusal.status, refusal.why));
+      return;
+    }
+    const headers = {
+      upgrade: "websocket",
+      connection: "Upgrade",
+      "sec-websocket-accept": acceptKey(String(request.headers["sec-websocket-key"])),
+      ...SECURITY_HEADERS,
+    };
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\n" +
+        Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("") +
+        "\r\n",
+    );
+    server.serveConnection(
+      new WebSocketServerConn(socket, head),
+      socket.remoteAddress ?? "",
+      `ws:${peer}`,
+    );
+  });
+  // A malformed request: answered 400 and closed, never an error event left unhandled.
+  http.on("clientError", (_error: Error, socket: Socket) => {
+    if (socket.writable) socket.end(rawResponse(400, "bad request"));
+    else socket.destroy();
+  });
   try {
-    http = Deno.serve({ hostname, port, onListen: () => {} }, (request, info) => {
-      // Read before the upgrade: the request's remoteAddr is gone after it.
-      const address = info.remoteAddr.hostname;
-      const peer = `${address}:${info.remoteAddr.port}`;
-      const asset = page && request.method === "GET"
-        ? page.get(new URL(request.url).pathname)
-        : undefined;
-      if (asset) return pageResponse(asset);
-      if (request.method === "GET" && new URL(request.url).pathname === CRL_PATH) {
-        return crlResponse(crl());
-      }
-      const refusal = refusalOf(request);
-      if (refusal) {
-        log("WEB_REFUSED", { peer, detail: refusal.why });
-        return plain(refusal.status, refusal.why);
-      }
-      let upgraded: { socket: WebSocket; response: Response };
-      try {
-        upgraded = Deno.upgradeWebSocket(request);
-      } catch (error) {
-        // A malformed handshake (no Sec-WebSocket-Key, say): the client's error, not ours.
-        log("WEB_REFUSED", { peer, detail: (error as Error).message });
-        return plain(400, "bad WebSocket upgrade");
-      }
-      const { socket, response } = upgraded;
-      server.serveConnection(
-        new WebSocketByteConn(socket),
-        address,
-        `ws:${peer}`,
-      );
-      for (const [name, value] of Object.entries(SECURITY_HEADERS)) {
-        response.headers.set(name, value);
-      }
-      return response;
+    await new Promise<void>((resolve, reject) => {
+      http.once("error", reject);
+      http.listen(port, hostname, () => {
+        http.off("error", reject);
+        resolve();
+      });
     });
   } catch (cause) {
     throw new SecureChatError("IO_ERROR", `cannot listen on ${hostname}:${port} for the web`, {
@@ -140,22 +157,56 @@ export function serveWeb(
       hint: "is another server running on that port?",
     });
   }
-  return { port: http.addr.port, close: () => http.shutdown() };
+  return {
+    port: (http.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        http.closeAllConnections();
+      }),
+  };
+}
+
+function pathOf(request: IncomingMessage): string {
+  try {
+    return new URL(request.url ?? "/", "http://web").pathname;
+  } catch {
+    return "";
+  }
+}
+
+function peerOf(socket: Socket): string {
+  return `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 /** Why `request` is not a WebSocket upgrade this front accepts, or null if it is one. */
-function refusalOf(request: Request): { status: number; why: string } | null {
-  const url = new URL(request.url);
-  if (url.pathname !== WEBSOCKET_PATH) return { status: 404, why: "not found" };
+function refusalOf(request: IncomingMessage): { status: number; why: string } | null {
+  if (pathOf(request) !== WEBSOCKET_PATH) return { status: 404, why: "not found" };
   if (request.method !== "GET") return { status: 405, why: "method not allowed" };
-  if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+  if (String(request.headers.upgrade).toLowerCase() !== "websocket") {
     return { status: 426, why: "WebSocket upgrade required" };
   }
   // A page from another site must not open sessions from its visitors' browsers (they would
   // count against their address's limits). Non-browser clients send no Origin.
-  const origin = request.headers.get("origin");
-  if (origin !== null && !sameHost(origin, request.headers.get("host"))) {
+  const origin = request.headers.origin;
+  if (origin !== undefined && !sameHost(origin, request.headers.host ?? null)) {
     return { status: 403, why: "cross-origin WebSocket refused" };
+  }
+  return null;
+}
+
+/** RFC 6455 §4.2.1: what the opening handshake must carry besides the upgrade itself. */
+function handshakeFault(request: IncomingMessage): { status: number; why: string } | null {
+  const connection = String(request.headers.connection ?? "").toLowerCase();
+  if (!connection.split(",").some((token) => token.trim() === "upgrade")) {
+    return { status: 400, why: "bad WebSocket upgrade: no Connection: Upgrade" };
+  }
+  const key = request.headers["sec-websocket-key"];
+  if (typeof key !== "string" || !/^[A-Za-z0-9+/]{22}==$/.test(key)) {
+    return { status: 400, why: "bad WebSocket upgrade: Sec-WebSocket-Key" };
+  }
+  if (request.headers["sec-websocket-version"] !== "13") {
+    return { status: 426, why: "WebSocket version 13 required" };
   }
   return null;
 }
@@ -168,7 +219,7 @@ function sameHost(origin: string, host: string | null): boolean {
   }
 }
 
-function pageResponse(asset: WebAsset): Response {
+function pageResponse(response: ServerResponse, asset: WebAsset): void {
   const headers: Record<string, string> = {
     ...SECURITY_HEADERS,
     "content-security-policy": PAGE_CSP,
@@ -178,25 +229,43 @@ function pageResponse(asset: WebAsset): Response {
   if (asset.type !== CONTENT_TYPES.html) {
     headers["cache-control"] = "public, max-age=31536000, immutable";
   }
-  return new Response(asset.body as BodyInit, { status: 200, headers });
+  response.writeHead(200, headers).end(asset.body);
 }
 
 /**
  * The CRL as it is, CA-signed: anyone may read it (RFC 5280 CRLs are public), and a changed
  * byte only makes the page refuse it. Never cached: it is the page's news of revocations.
  */
-function crlResponse(der: Uint8Array | undefined): Response {
+function crlResponse(response: ServerResponse, der: Uint8Array | undefined): void {
   // No CRL is an answer, not an error (a browser logs every 404 as one).
-  if (!der) return new Response(null, { status: 204, headers: SECURITY_HEADERS });
-  return new Response(der as BodyInit, {
-    status: 200,
-    headers: { ...SECURITY_HEADERS, "content-type": "application/pkix-crl" },
-  });
+  if (!der) return void response.writeHead(204, SECURITY_HEADERS).end();
+  response.writeHead(200, { ...SECURITY_HEADERS, "content-type": "application/pkix-crl" })
+    .end(der);
 }
 
-function plain(status: number, text: string): Response {
-  return new Response(`${text}\n`, {
-    status,
-    headers: { ...SECURITY_HEADERS, "content-type": "text/plain; charset=utf-8" },
-  });
+function plain(response: ServerResponse, status: number, text: string): void {
+  response.writeHead(status, { ...SECURITY_HEADERS, "content-type": "text/plain; charset=utf-8" })
+    .end(`${text}\n`);
 }
+
+/** The same refusal written on a socket taken out of HTTP (an upgrade request). */
+function rawResponse(status: number, text: string): string {
+  const body = `${text}\n`;
+  const headers = {
+    ...SECURITY_HEADERS,
+    "content-type": "text/plain; charset=utf-8",
+    "content-length": String(new TextEncoder().encode(body).length),
+    connection: "close",
+  };
+  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
+    Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("") +
+    `\r\n${body}`;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  426: "Upgrade Required",
+};

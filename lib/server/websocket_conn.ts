@@ -1,0 +1,289 @@
+/**
+ * The server's end of a WebSocket (RFC 6455), framed here instead of by Deno's WebSocket
+ * server: that one holds a message of up to 64 MiB before handing it over, with no limit to
+ * set, so a peer could make `serve --web` keep 64 MiB per connection before anything judged
+ * it. Here the frame header is read first, and a frame's payload is not buffered whole:
+ *  - a message announced above the protocol's frame limit is handed to FrameReader as that
+ *    length alone (so the core answers FRAME_TOO_LARGE as on TCP) and the rest is never read;
+ *  - a binary message within the limit is passed on as the length-prefixed frame FrameReader
+ *    reads (PROTOCOL §2: one binary message per frame), its payload unmasked as it arrives;
+ *  - a fragmented message (continuation frames) is gathered up to the frame limit;
+ *  - ping is answered, close is answered and ends the stream; a text message, an unmasked
+ *    frame, reserved bits or opcodes are refused with a close code and PROTOCOL_ERROR.
+ * The socket is paused while the core has not taken what was read (back-pressure), and a
+ * write resolves once the socket has drained.
+ */
+import type { Socket } from "node:net";
+import { createHash } from "node:crypto";
+import { concat, u32be } from "../bytes.ts";
+import { SecureChatError } from "../errors.ts";
+import type { ByteStreamConn } from "../wire/connection.ts";
+import { MAX_FRAME_BYTES } from "../wire/frame.ts";
+
+/** RFC 6455 §1.3: the key's answer is SHA-1 of the key and this GUID, in base64. */
+const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/** The Sec-WebSocket-Accept answering a client's Sec-WebSocket-Key. */
+export function acceptKey(key: string): string {
+  return createHash("sha1").update(key + ACCEPT_GUID).digest("base64");
+}
+
+const OP_CONTINUATION = 0x0;
+const OP_TEXT = 0x1;
+const OP_BINARY = 0x2;
+const OP_CLOSE = 0x8;
+const OP_PING = 0x9;
+const OP_PONG = 0xa;
+
+/** Close codes (RFC 6455 §7.4.1) this end sends. */
+const CLOSE_NORMAL = 1000;
+const CLOSE_PROTOCOL_ERROR = 1002;
+const CLOSE_UNSUPPORTED_DATA = 1003;
+
+/** Where the reader is in the byte stream. */
+type ReadState =
+  | { kind: "header" }
+  | { kind: "payload"; opcode: number; fin: boolean; mask: Uint8Array; left: number }
+  | { kind: "done" };
+
+export class WebSocketServerConn implements ByteStreamConn {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly #socket: Socket;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #state: ReadState = { kind: "header" };
+  /** Header bytes read so far (a header is at most 14 bytes). */
+  #header: Uint8Array = new Uint8Array(0);
+  /** The payload of the frame in progress: the message part, or a control frame's body. */
+  #payload: Uint8Array = new Uint8Array(0);
+  #filled = 0;
+  /** Earlier frames of a fragmented binary message (continuations pending). */
+  #fragments: Uint8Array[] | null = null;
+  #fragmentBytes = 0;
+  /** Bytes written by FrameConnection not yet cut into whole frames. */
+  #pendingOut: Uint8Array = new Uint8Array(0);
+  #ended = false;
+
+  /** `socket` is the upgraded connection; `head` what arrived after the upgrade request. */
+  constructor(socket: Socket, head: Uint8Array) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    this.readable = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+      },
+      pull: () => {
+        if (this.#state.kind !== "done") socket.resume();
+      },
+    }, { highWaterMark: 4 });
+    socket.on("data", (chunk: Uint8Array) => this.#take(chunk));
+    socket.on("end", () => this.#end());
+    socket.on("close", () => this.#end());
+    socket.on("error", () => this.#fail("the WebSocket's connection failed"));
+    if (head.length > 0) this.#take(head);
+  }
+
+  #take(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length && this.#state.kind !== "done") {
+      at = this.#state.kind === "header"
+        ? this.#readHeader(chunk, at)
+        : this.#readPayload(chunk, at);
+    }
+    if ((this.#controller.desiredSize ?? 1) <= 0) this.#socket.pause();
+  }
+
+  /** Gathers header bytes from `chunk` at `at`; starts the payload when the header is whole. */
+  #readHeader(chunk: Uint8Array, at: number): number {
+    const needed = (have: Uint8Array) => {
+      if (have.length < 2) return 2;
+      const len7 = have[1] & 0x7f;
+      return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + 4;
+    };
+    while (at < chunk.length && this.#header.length < needed(this.#header)) {
+      const take = Math.min(needed(this.#header) - this.#header.length, chunk.length - at);
+      this.#header = concat(this.#header, chunk.subarray(at, at + take));
+      at += take;
+    }
+    if (this.#header.length < needed(this.#header)) return at;
+    const h = this.#header;
+    this.#header = new Uint8Array(0);
+    const fin = (h[0] & 0x80) !== 0;
+    const opcode = h[0] & 0x0f;
+    const len7 = h[1] & 0x7f;
+    const view = new DataView(h.buffer, h.byteOffset, h.length);
+    // A 64-bit length above 2^53 is read as "very large": it is over the limit either way.
+    const length = len7 === 126
+      ? view.getUint16(2)
+      : len7 === 127
+      ? view.getUint32(2) * 2 ** 32 + view.getUint32(6)
+      : len7;
+    const mask = h.subarray(h.length - 4);
+    if ((h[0] & 0x70) !== 0) return this.#refuse(CLOSE_PROTOCOL_ERROR, "reserved bits set");
+    if ((h[1] & 0x80) === 0) return this.#refuse(CLOSE_PROTOCOL_ERROR, "unmasked client frame");
+    if (opcode >= 0x8) {
+      if (opcode !== OP_CLOSE && opcode !== OP_PING && opcode !== OP_PONG) {
+        return this.#refuse(CLOSE_PROTOCOL_ERROR, `unknown opcode ${opcode}`);
+      }
+      if (!fin || length > 125) return this.#refuse(CLOSE_PROTOCOL_ERROR, "bad control frame");
+    } else if (opcode === OP_TEXT) {
+      return this.#refuse(CLOSE_UNSUPPORTED_DATA, "a WebSocket text message is not a frame");
+    } else if (opcode === OP_CONTINUATION ? this.#fragments === null : this.#fragments !== null) {
+      return this.#refuse(CLOSE_PROTOCOL_ERROR, "continuation out of place");
+    } else if (opcode !== OP_BINARY && opcode !== OP_CONTINUATION) {
+      return this.#refuse(CLOSE_PROTOCOL_ERROR, `unknown opcode ${opcode}`);
+    } else if (this.#fragmentBytes + length > MAX_FRAME_BYTES) {
+      // Announced above the limit: FrameReader is given that length alone and answers
+      // FRAME_TOO_LARGE; the payload is never read.
+      this.#enqueue(u32be(Math.min(this.#fragmentBytes + length, 0xffffffff)));
+      this.#state = { kind: "done" };
+      this.#socket.pause();
+      return Number.MAX_SAFE_INTEGER;
+    }
+    this.#payload = new Uint8Array(length);
+    this.#filled = 0;
+    this.#state = { kind: "payload", opcode, fin, mask: mask.slice(), left: length };
+    if (length === 0) this.#frameDone();
+    return at;
+  }
+
+  #readPayload(chunk: Uint8Array, at: number): number {
+    const state = this.#state as Extract<ReadState, { kind: "payload" }>;
+    const take = Math.min(state.left, chunk.length - at);
+    const { mask } = state;
+    const into = this.#payload;
+    for (let i = 0; i < take; i++) {
+      const offset = this.#filled + i;
+      into[offset] = chunk[at + i] ^ mask[offset & 3];
+    }
+    this.#filled += take;
+    state.left -= take;
+    if (state.left === 0) this.#frameDone();
+    return at + take;
+  }
+
+  #frameDone(): void {
+    const state = this.#state as Extract<ReadState, { kind: "payload" }>;
+    const payload = this.#payload;
+    this.#payload = new Uint8Array(0);
+    this.#state = { kind: "header" };
+    switch (state.opcode) {
+      case OP_PING:
+        this.#sendFrame(OP_PONG, payload);
+        return;
+      case OP_PONG:
+        return;
+      case OP_CLOSE: {
+        // Answer with the peer's code (or a normal close), then end the stream.
+        const code = payload.length >= 2 ? payload.subarray(0, 2) : u16(CLOSE_NORMAL);
+        this.#sendFrame(OP_CLOSE, code);
+        this.#state = { kind: "done" };
+        this.#socket.end();
+        this.#end();
+        return;
+      }
+    }
+    if (!state.fin) {
+      (this.#fragments ??= []).push(payload);
+      this.#fragmentBytes += payload.length;
+      return;
+    }
+    const message = this.#fragments ? concat(...this.#fragments, payload) : payload;
+    this.#fragments = null;
+    this.#fragmentBytes = 0;
+    // Re-framed with its length so FrameReader, the one parse chokepoint, judges it (an
+    // empty message is its zero-length fault).
+    this.#enqueue(message.length === 0 ? u32be(0) : concat(u32be(message.length), message));
+  }
+
+  /** Ends the stream with PROTOCOL_ERROR and closes with `code`; returns "stop reading". */
+  #refuse(code: number, why: string): number {
+    this.#state = { kind: "done" };
+    this.#fail(why);
+    this.#closeWith(code);
+    return Number.MAX_SAFE_INTEGER;
+  }
+
+  #enqueue(bytes: Uint8Array): void {
+    if (this.#ended) return;
+    this.#controller.enqueue(bytes);
+  }
+
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    try {
+      this.#controller.close();
+    } catch {
+      // already errored
+    }
+  }
+
+  #fail(why: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#controller.error(new SecureChatError("PROTOCOL_ERROR", why));
+  }
+
+  /**
+   * Takes bytes FrameConnection writes (whole length-prefixed frames, possibly several or a
+   * part of one) and sends each complete frame's payload as one binary message, all of one
+   * write in one socket write. Resolves once the socket has drained, so FrameConnection's
+   * send-queue bound holds against a peer that stops reading.
+   */
+  async write(bytes: Uint8Array): Promise<number> {
+    if (this.#socket.destroyed || !this.#socket.writable) {
+      throw new SecureChatError("PROTOCOL_ERROR", "the WebSocket is not open");
+    }
+    let buffer = this.#pendingOut.length === 0 ? bytes : concat(this.#pendingOut, bytes);
+    const out: Uint8Array[] = [];
+    while (buffer.length >= 4) {
+      const length = new DataView(buffer.buffer, buffer.byteOffset, 4).getUint32(0);
+      if (buffer.length < 4 + length) break;
+      out.push(frameHeader(OP_BINARY, length), buffer.subarray(4, 4 + length));
+      buffer = buffer.subarray(4 + length);
+    }
+    this.#pendingOut = buffer.slice();
+    if (out.length > 0 && !this.#socket.write(concat(...out))) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.#socket.off("drain", done);
+          this.#socket.off("close", done);
+          resolve();
+        };
+        this.#socket.on("drain", done);
+        this.#socket.on("close", done);
+      });
+    }
+    return bytes.length;
+  }
+
+  close(): void {
+    this.#closeWith(CLOSE_NORMAL);
+  }
+
+  #closeWith(code: number): void {
+    if (this.#socket.destroyed || !this.#socket.writable) return;
+    this.#sendFrame(OP_CLOSE, u16(code));
+    this.#socket.end();
+  }
+
+  #sendFrame(opcode: number, payload: Uint8Array): void {
+    if (this.#socket.destroyed || !this.#socket.writable) return;
+    this.#socket.write(concat(frameHeader(opcode, payload.length), payload));
+  }
+}
+
+/** A final, unmasked (server) frame's header for a payload of `length` bytes (< 2^32). */
+function frameHeader(opcode: number, length: number): Uint8Array {
+  if (length < 126) return Uint8Array.of(0x80 | opcode, length);
+  if (length <= 0xffff) return Uint8Array.of(0x80 | opcode, 126, length >> 8, length & 0xff);
+  const header = new Uint8Array(10);
+  header[0] = 0x80 | opcode;
+  header[1] = 127;
+  new DataView(header.buffer).setUint32(6, length);
+  return header;
+}
+
+function u16(value: number): Uint8Array {
+  return Uint8Array.of(value >> 8, value & 0xff);
+}
