@@ -14,8 +14,8 @@
  * write resolves once the socket has drained.
  */
 import type { Socket } from "node:net";
-import { createHash } from "node:crypto";
-import { concat, u32be } from "../bytes.ts";
+import { sha1 } from "@noble/hashes/legacy.js";
+import { concat, toBase64, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import type { ByteStreamConn } from "../wire/connection.ts";
 import { MAX_FRAME_BYTES } from "../wire/frame.ts";
@@ -23,9 +23,13 @@ import { MAX_FRAME_BYTES } from "../wire/frame.ts";
 /** RFC 6455 §1.3: the key's answer is SHA-1 of the key and this GUID, in base64. */
 const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/** The Sec-WebSocket-Accept answering a client's Sec-WebSocket-Key. */
+/**
+ * The Sec-WebSocket-Accept answering a client's Sec-WebSocket-Key. SHA-1 here is the
+ * RFC's fixed handshake token, not a security function (node:crypto stays behind
+ * #sync-crypto: layers_test).
+ */
 export function acceptKey(key: string): string {
-  return createHash("sha1").update(key + ACCEPT_GUID).digest("base64");
+  return toBase64(sha1(utf8(key + ACCEPT_GUID)));
 }
 
 const OP_CONTINUATION = 0x0;
