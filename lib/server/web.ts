@@ -157,6 +157,9 @@ export async function serveWeb(
       hint: "is another server running on that port?",
     });
   }
+  // Once listening, a failure to accept (out of descriptors, say) is logged, never thrown
+  // out of an event (which would end the process).
+  http.on("error", (error: Error) => log("INTERNAL", { detail: `web front: ${error.message}` }));
   return {
     port: (http.address() as AddressInfo).port,
     close: () =>
