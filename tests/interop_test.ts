@@ -899,8 +899,16 @@ Deno.test({
       await done(b1, "bob 1");
       const p1 = py(true);
       const sid1 = (await p1.out.waitFor((l) => l.startsWith("SESSION "), "SESSION")).split(" ")[1];
+      const sessionSeen = Date.now(); // the session started before this
       await p1.send("/msg bob for later, from python");
       await p1.out.waitFor((l) => l === "QUEUED 3", "python sees its line queued");
+      // A CRL dates a revocation to the second: revocationReported() revokes alice from the
+      // start of her last line's second, which must come after the session's start, so that
+      // line is sent in a later second (a quick session on a quiet machine fitted in one, and
+      // the revocation read as "before the session").
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.max(0, (Math.floor(sessionSeen / 1000) + 1) * 1000 - Date.now()))
+      );
       await p1.send("/msg bob one more, over the bound");
       await p1.out.waitFor((l) => l === "REFUSED 4 QUEUE_FULL", "python sees its refusal");
       await done(p1, "python 1");
@@ -1285,6 +1293,9 @@ async function revocationReported(lab: Lab, log: string) {
     assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
     return out;
   };
+  // A CRL dates a revocation to the second: "later" must be a second after the last line's.
+  const nextSecond = (Math.floor(last.l.record.ts / 1000) + 1) * 1000;
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, nextSecond - Date.now())));
   const later = await crl("later-stale", Date.now(), -60);
   const py = await pythonVerify(ca, log, ["--crl", later]);
   assert.equal(py.code, 0, py.out);
