@@ -8,6 +8,8 @@ import { FrameConnection } from "../lib/wire/connection.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { makePki } from "../testkit/pki.ts";
+import { authorCertOf } from "../lib/message/author_certs.ts";
+import { prepareRelay, type RelayType } from "../lib/message/record.ts";
 
 const pki = await makePki(["alice"]);
 
@@ -293,7 +295,7 @@ async function sessionPair(transcripts: string) {
   const storage = transcriptDirectory(transcripts);
   return {
     server: await ChatSession.start(s, { transcripts: storage }),
-    client: await ChatSession.start(c, { transcripts: storage }),
+    client: await ChatSession.start(c, { transcripts: storage, relayTrust: pki.trust }),
   };
 }
 
@@ -338,6 +340,56 @@ Deno.test("ChatSession (client): a second answer for one record, or queued for a
           assert.fail(`${name}: the client took the answer`);
         }
         assert.equal(end.outcome, "error", name);
+        assert.equal(end.code, "PROTOCOL_ERROR", `${name}: ${end.message}`);
+        assert.match(end.message ?? "", new RegExp(wrong), name);
+      }
+      await serverRun;
+    } finally {
+      await Deno.remove(transcripts, { recursive: true });
+    }
+  }
+});
+
+Deno.test("ChatSession (client): its own record back is an answer: a private one, relayed; back stored, a lobby line back, or back after a refusal is PROTOCOL_ERROR (PROTOCOL §6.5, interop finding 63)", async () => {
+  type Back = (i: number, type?: RelayType) => void;
+  const cases: [string, (server: ChatSession, back: Back) => void, string | undefined][] = [
+    ["the private record relayed back", (_, back) => back(1), undefined],
+    ["the private record back stored", (_, back) => back(1, "stored"), "author is online"],
+    ["the lobby line relayed back", (_, back) => back(0), "every other user"],
+    ["refused, then relayed back", (s, back) => (s.refuse(2, "RATE_LIMITED"), back(1)), "already"],
+  ];
+  for (const [name, answer, wrong] of cases) {
+    const transcripts = await Deno.makeTempDir();
+    try {
+      const { server, client } = await sessionPair(transcripts);
+      const atServer = inbox(`${name}: at the server`);
+      const atClient = inbox(`${name}: at the client`);
+      const serverRun = server.run({ onMessage: atServer.onMessage });
+      const clientRun = client.run({ onMessage: atClient.onMessage });
+      await client.send({ kind: "text", text: "to everyone" });
+      await client.send({ kind: "text", text: "to myself" }, "user:alice");
+      await atServer.count(2);
+      const author = authorCertOf(server.established.peer.der);
+      const back: Back = (i, type = "relay") => {
+        const m = atServer.messages[i];
+        if (m.type !== "msg") throw new Error("not a msg");
+        server.relay(prepareRelay(author, m.recordJson, m.record, m.k), type);
+      };
+      answer(server, back);
+      const end = await Promise.race([
+        clientRun,
+        new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 5000)),
+      ]);
+      if (wrong === undefined) {
+        assert.equal(end, undefined, `${name}: ${end?.message}`);
+        await client.close();
+        assert.equal((await clientRun).outcome, "closed", name);
+      } else {
+        if (end === undefined) {
+          await client.close();
+          await clientRun;
+          assert.fail(`${name}: the client took it`);
+        }
         assert.equal(end.code, "PROTOCOL_ERROR", `${name}: ${end.message}`);
         assert.match(end.message ?? "", new RegExp(wrong), name);
       }

@@ -834,7 +834,9 @@ export class ChatSession {
     if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", "unexpected relay");
     this.#checkHop(message.seqno, message.ts);
     const relayed = await this.#relays.check(message);
-    if (relayed.record.sid === this.sessionId) this.#answered(relayed.record.seqno, "relayed");
+    if (relayed.record.sid === this.sessionId) {
+      this.#answered(relayed.record.seqno, message.type === "stored" ? "stored" : "relayed");
+    }
     this.#accept(message.seqno, message.ts);
     const introduced = relayed.certDer !== undefined;
     const prepared = prepareRelay(

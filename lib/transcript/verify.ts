@@ -613,7 +613,11 @@ async function checkLines(
     if (
       (line.type === "relay" || line.type === "stored") && line.record.sid === header.session_id
     ) {
-      answers.push({ of: line.record.seqno, how: "relayed", line: n });
+      answers.push({
+        of: line.record.seqno,
+        how: line.type === "stored" ? "stored" : "relayed",
+        line: n,
+      });
     }
     if (line.type === "stored") stored.push({ line: n, writtenAt: line.record.ts });
     const before = { ...running };
