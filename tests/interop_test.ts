@@ -1207,6 +1207,8 @@ async function secondAnswersTampered(ca: string, tmp: string, answered: string, 
     ["refused after queued", a, r, (ls) => ls[r]!.of = ls[q]!.of],
     ["queued for a record to no user", a, q, (ls) => ls[q]!.of = notPrivate.record.seqno],
     ["refused for a record never sent", a, r, (ls) => ls[r]!.of = c2s.length + 1],
+    // PROTOCOL §6.5: a record of this session comes back only as a relay (interop finding 63)
+    ["a record of this session back stored", b, relayBack, (ls) => ls[relayBack]!.type = "stored"],
     ["refused after the record came back", b, after, (ls) => {
       const m = ls[after]!;
       ls[after] = {
@@ -1327,6 +1329,110 @@ async function revocationReported(lab: Lab, log: string) {
     cliDuring.stdout,
   );
 }
+
+/** verify.py's AUTHOR lines as "cn fingerprint count", sorted. */
+function pyAuthors(out: string): string[] {
+  return [...out.matchAll(/^AUTHOR (\S+) ([0-9a-f]{64}) (\d+)$/gm)]
+    .map((m) => `${m[1]} ${m[2]} ${m[3]}`).sort();
+}
+
+/** `securechat verify`'s author lines, in the same form. */
+function cliAuthors(out: string): string[] {
+  return [...out.matchAll(/^author\s+(\S+)\s+sha256:([0-9a-f]{64}): (\d+) signed record/gm)]
+    .map((m) => `${m[1]} ${m[2]} ${m[3]}`).sort();
+}
+
+/**
+ * TRANSCRIPT §5 on edits of golden.log (no receipts beside them), verify.py and lib/'s verify
+ * alike: the report lists the client as the author of its own c2s records (interop finding 62); the
+ * lowest line among the per-line checks is reported, and the end checks (an answer's `of`) run only
+ * when every line passed (61); the client's own lobby record relayed back is TAMPERED at its line
+ * (63).
+ */
+Deno.test({
+  name:
+    "interop: verify.py on edited golden transcripts — authors listed, per-line faults before the end checks, the client's own lobby record back (TRANSCRIPT §5, interop findings 61–63)",
+  ignore: skipInterop,
+  async fn() {
+    const dir = new URL("./vectors/transcript/", import.meta.url).pathname;
+    const ca = `${dir}golden_ca.pem`;
+    const golden = await pythonVerify(ca, `${dir}golden.log`);
+    const cliGolden = (await runCli(["verify", "--ca", ca, `${dir}golden.log`])).stdout;
+    assert.equal(pyAuthors(golden.out).length, 2, golden.out); // alice's 5, bob's 2
+    assert.deepEqual(pyAuthors(golden.out), cliAuthors(cliGolden), golden.out + cliGolden);
+
+    type Line = Record<string, unknown> & { record: Record<string, unknown> & { ts: number } };
+    const lines = (await Deno.readTextFile(`${dir}golden.log`)).split("\n")
+      .map((l) => l ? JSON.parse(l) : null);
+    const header = lines[0] as { client_cert: string };
+    const alice = cliGolden.match(/^client\s+alice\s+sha256:([0-9a-f]{64})/m)![1];
+    const at = (n: number) => lines[n - 1] as Line;
+    assert.ok(at(3).type === "msg" && at(3).dir === "s2c" && at(4).dir === "c2s", "golden shape");
+    assert.ok(at(10).record.to === "lobby" && at(11).dir === "s2c" && at(11).type === "msg");
+    const refusal = (l: Line) => ({
+      dir: "s2c",
+      type: "refused",
+      seqno: l.record.seqno,
+      ts: l.record.ts,
+      of: 99,
+      code: "NOT_ONLINE",
+    });
+    const flip = (l: Line) => {
+      const ct = atob(l.record.ct as string);
+      l.record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
+    };
+    const cases: [string, (ls: Line[]) => void, string, number][] = [
+      [
+        "an answer naming no c2s line",
+        (ls) => ls[2] = refusal(ls[2]) as unknown as Line,
+        "TAMPERED",
+        3,
+      ],
+      [
+        "that answer and a bad signature after it",
+        (ls) => {
+          ls[2] = refusal(ls[2]) as unknown as Line;
+          flip(ls[3]);
+        },
+        "SIG_FAIL",
+        4,
+      ],
+      [
+        "the client's lobby record relayed back to it",
+        (ls) => {
+          ls[10] = {
+            dir: "s2c",
+            type: "relay",
+            seqno: ls[10].record.seqno,
+            ts: ls[10].record.ts,
+            author_fp: alice,
+            cert: header.client_cert,
+            record: structuredClone(ls[9].record),
+          } as unknown as Line;
+        },
+        "TAMPERED",
+        11,
+      ],
+    ];
+    const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-golden-" });
+    try {
+      for (const [what, change, code, line] of cases) {
+        const edited = structuredClone(lines);
+        change(edited);
+        const log = `${tmp}/edited.log`;
+        await Deno.writeTextFile(log, edited.map((l) => l ? JSON.stringify(l) : "").join("\n"));
+        const py = await pythonVerify(ca, log);
+        assert.equal(py.code, 1, `${what}: ${py.out}`);
+        assert.match(py.out, new RegExp(`^RESULT INVALID ${code} line ${line} `, "m"), what);
+        const cli = await runCli(["verify", "--ca", ca, log]);
+        assert.equal(cli.code, 1, `${what}: ${cli.stdout}`);
+        assert.match(cli.stdout + cli.stderr, new RegExp(`${code}.*\\b${line}\\b`), what);
+      }
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
 
 /** tests/interop/verify.py (TRANSCRIPT §5 from the docs alone) on `log`: its exit code and stdout. */
 Deno.test({
@@ -1486,9 +1592,7 @@ Deno.test({
         assert.equal(py.code, 0, `${log}:\n${py.out}`);
         assert.match(py.out, /^RESULT VALID confirmed by both$/m, py.out);
         const cliOut = (await runCli(["verify", "--ca", ca, log])).stdout;
-        for (const m of py.out.matchAll(/^AUTHOR (\S+) ([0-9a-f]{64}) (\d+)$/gm)) {
-          assert.match(cliOut, new RegExp(`author\\s+${m[1]} .*: ${m[3]} signed record`), cliOut);
-        }
+        assert.deepEqual(pyAuthors(py.out), cliAuthors(cliOut), `${log}:\n${py.out}\n${cliOut}`);
       }
       // Each author's certificate is in each Python transcript once, on the first relay of that
       // author in the session; every later relay names it by fingerprint (PROTOCOL §6.4.1,

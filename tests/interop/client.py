@@ -28,8 +28,9 @@ lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdo
   NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
   QUEUED <of>                                    our c2s seqno <of> waits in an offline queue (§6.6)
   REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5)
-  UNKNOWN_FATE <of>                              the session ended CLUSTER_UNAVAILABLE naming our
-                                                 unanswered c2s seqno <of>: it may have arrived (§6.5)
+  UNKNOWN_FATE <seqnos|-> <text>                 the session ended CLUSTER_UNAVAILABLE: our c2s
+                                                 seqnos of its last OPEN_FATE_MS without an answer
+                                                 may or may not have arrived; <text>: the server's
   KEY_UPDATE s2c                                 the server updated its traffic key (§4.4)
   TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
   RECEIPT OK <transcript_sha256>                 the server's receipt matched our transcript
@@ -83,6 +84,9 @@ CONTENT_AAD = b"securechat/v2 content"
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
 SKEW_MS = 5 * 60 * 1000                      # §8.2
+# §6.5: a node gives up on a record 30 s after first publishing it (DEPLOY.md §4.1 OUTCOME_WAIT_MS),
+# and records sent behind it may share its fate; 5 s more for the trips (interop finding 64)
+OPEN_FATE_MS = 35 * 1000
 MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
@@ -1997,6 +2001,7 @@ class Client:
         self.sender_key_seqnos = set()  # our c2s seqnos that carried a sender_key (§6.5)
         self.private_seqnos = set()  # our c2s seqnos to `user:` + a name: `queued` is for these
         self.answered = {}  # our c2s seqno -> its one answer (§6.5 "One answer per record")
+        self.recent_tx = deque()  # (c2s seqno, ts) of our last OPEN_FATE_MS, for unknown_fate
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
@@ -2041,18 +2046,21 @@ class Client:
         self._raise_peer_error(msg, authenticated=False)
 
     def unknown_fate(self, msg):
-        """§6.5: a cluster node that cannot learn whether a record was stored ends the session
-        with `CLUSTER_UNAVAILABLE`, its text naming the record (`message 7`), left unanswered: we
-        tell the user that record may have reached its recipients. The text is the only carrier
-        (interop finding 60), so a number we never sent, or one answered already, is not shown."""
-        if msg.get("code") != "CLUSTER_UNAVAILABLE" or not isinstance(msg.get("message"), str):
+        """§6.5: a cluster node that cannot learn within 30 s whether a record was stored ends the
+        session with `CLUSTER_UNAVAILABLE` and leaves it unanswered; records sent just before it may
+        be open too. Its text is display only (we never parse it, interop finding 60): we show it
+        and list every line of ours of the last OPEN_FATE_MS that has no answer (a record relayed
+        live gets none either, so this names more than the open ones, never fewer)."""
+        if msg.get("code") != "CLUSTER_UNAVAILABLE":
             return
-        named = re.search(r"\bmessage ([1-9][0-9]{0,15})\b", msg["message"])
-        if named is None:
-            return
-        of = int(named.group(1))
-        if of <= self.seq_tx and of not in self.answered:
-            out(f"UNKNOWN_FATE {of}")
+        text = msg.get("message")
+        text = safe(text) if isinstance(text, str) and len(text) <= 256 else ""
+        since = self.now() - OPEN_FATE_MS
+        open_ = [n for n, ts in self.recent_tx if ts >= since and n not in self.answered]
+        log("the session ended because the cluster could not confirm delivery"
+            + (f" ({text})" if text else "") + "; our unanswered lines of its last "
+            f"{OPEN_FATE_MS // 1000} s may or may not have reached their recipients")
+        out(f"UNKNOWN_FATE {','.join(map(str, open_)) or '-'} {text}".rstrip())
 
     def answer(self, of, kind):
         """§6.5 "One answer per record": `of` is a seqno we sent, a `queued` only for a record to
@@ -2274,6 +2282,9 @@ class Client:
                 self.sender_key_seqnos.add(self.seq_tx)
             if to.startswith("user:"):
                 self.private_seqnos.add(self.seq_tx)
+            self.recent_tx.append((self.seq_tx, ts))
+            while self.recent_tx[0][1] < ts - OPEN_FATE_MS:
+                self.recent_tx.popleft()
             if e2e is not None:
                 self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
             else:
@@ -2510,6 +2521,9 @@ class Client:
             raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
         own = rec["sid"] == self.session_id  # our own record relayed back (§6.5): its answer
+        if own and (stored or rec["to"] == "lobby"):  # §6.5: neither comes back honestly
+            what = "record came back stored" if stored else "lobby record came back"
+            raise ProtoError("PROTOCOL_ERROR", f"our own {what} (c2s seqno {rec['seqno']})")
         if own:
             self.answer(rec["seqno"], m["type"])
         author_cert = self.certs.resolve(fp, introduced)                          # 2, §6.4.1

@@ -8,8 +8,11 @@
 - §6.5 "One answer per record": an answer to a record never sent, a `queued` for a record not to
   `user:` + a name, and a second answer are the server's PROTOCOL_ERROR (an honest server sends
   none of them; the live tests cover the one answer it does send, a line to oneself relayed back).
-- §6.5: a session ended `CLUSTER_UNAVAILABLE` naming an unanswered record of ours tells the user
-  its fate is unknown (a cluster whose stream stops answering mid-publish; interop finding 60).
+- §6.5 "One answer per record": a record of this session back as `stored`, or our own lobby record
+  relayed back, is the server's PROTOCOL_ERROR (interop finding 63; an honest server sends neither).
+- §6.5: a session ended `CLUSTER_UNAVAILABLE` shows the server's text, never parsed, and lists our
+  unanswered lines of its last moments as of unknown fate (a cluster whose stream stops answering
+  mid-publish; interop findings 60 and 64).
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
@@ -40,6 +43,8 @@ def session_after(sent, sender_keys=(), private=None):
     c.sender_key_seqnos = set(sender_keys)
     c.private_seqnos = set(range(1, sent + 1) if private is None else private)
     c.answered = {}
+    c.session_id = bytes(16)
+    c.recent_tx = sc.deque((n, sc.now_ms()) for n in range(1, sent + 1))
     c.device = ChainRecorder()
     c.transcript = sc.Transcript(None, bytes(16), 0, "localhost", b"", b"")
     c.now = sc.now_ms
@@ -111,29 +116,61 @@ class OneAnswerPerRecord(unittest.TestCase):
         self.assertProtocolError(lambda: c.on_queued(queued(1, 2)))
 
 
+class OwnRecordBack(unittest.TestCase):
+    """§6.5: only a private record of ours comes back, and only as a `relay`."""
+
+    def own_back(self, kind, to):
+        c = session_after(2)
+        key = sc.ed25519.Ed25519PrivateKey.generate()
+        _, wire = sc.make_record(key, c.session_id, to, 2, sc.now_ms(), b"{}", bytes(32))
+        m = {"type": kind, "seqno": 1, "ts": sc.now_ms(), "author_fp": "ab" * 32,
+             "record": wire, "k": sc.b64e(bytes(32))}
+        with self.assertRaises(sc.ProtoError) as caught:
+            c.on_relay(m)
+        self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
+        self.assertIn("our own", caught.exception.detail)
+        self.assertEqual(c.answered, {})
+
+    def test_our_private_record_back_stored(self):
+        self.own_back("stored", "user:alice")
+
+    def test_our_lobby_record_relayed_back(self):
+        self.own_back("relay", "lobby")
+
+
 class UnknownFate(unittest.TestCase):
-    """§6.5: a session ended CLUSTER_UNAVAILABLE, its text naming an unanswered record."""
+    """§6.5: a session ended CLUSTER_UNAVAILABLE: its text shown, our recent unanswered lines."""
 
     def shown(self, c, message, code="CLUSTER_UNAVAILABLE"):
         lines = []
         real_out, sc.out = sc.out, lines.append
+        real_log, sc.log = sc.log, lambda *a: None
         try:
             c.unknown_fate({"type": "error", "code": code, "message": message})
         finally:
-            sc.out = real_out
+            sc.out, sc.log = real_out, real_log
         return lines
 
-    def test_the_named_unanswered_record(self):
-        c = session_after(3)
-        self.assertEqual(self.shown(c, "could not learn whether message 3 was stored"),
-                         ["UNKNOWN_FATE 3"])
-
-    def test_nothing_for_an_answered_unsent_or_unnamed_record(self):
-        c = session_after(3)
+    def test_recent_unanswered_lines_and_the_text(self):
+        c = session_after(4)
         c.on_queued(queued(1, 2))
-        self.assertEqual(self.shown(c, "message 2"), [])
-        self.assertEqual(self.shown(c, "message 4"), [])
-        self.assertEqual(self.shown(c, "the cluster is down"), [])
+        c.answered[3] = "relay"  # our own private record came back: answered
+        # the text is shown, never read for a number: "message 2" names an answered line
+        self.assertEqual(self.shown(c, "could not learn whether message 2 was stored"),
+                         ["UNKNOWN_FATE 1,4 could not learn whether message 2 was stored"])
+
+    def test_lines_before_the_last_moments_are_not_listed(self):
+        c = session_after(3)
+        c.recent_tx = sc.deque([(1, sc.now_ms() - sc.OPEN_FATE_MS - 1000), (2, sc.now_ms()),
+                                (3, sc.now_ms())])
+        c.on_refused(refused(1, 3, "RATE_LIMITED"))
+        self.assertEqual(self.shown(c, "the cluster is down"),
+                         ["UNKNOWN_FATE 2 the cluster is down"])
+        c.answered[2] = "queued"
+        self.assertEqual(self.shown(c, "\x1b[2J"), ["UNKNOWN_FATE - \\u001b[2J"])
+
+    def test_only_for_cluster_unavailable(self):
+        c = session_after(3)
         self.assertEqual(self.shown(c, "message 3", code="DB_UNAVAILABLE"), [])
 
 

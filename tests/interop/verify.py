@@ -11,7 +11,9 @@ Prints, on stdout:
                unconfirmed>                         exit 0
   RESULT INVALID <code> line <n> <detail>           exit 1 (or `receipt <file>` for a receipt)
   LINES c2s <n> s2c <m>
-  AUTHOR <cn> <fingerprint> <count>                  signed author records (relay, stored) by author
+  AUTHOR <cn> <fingerprint> <count>                  lines carrying an author's valid signature:
+                                                     the client's c2s records, relayed and stored
+                                                     ones (the client's relayed back count again)
   RECEIPT <role> c2s 1..<a> s2c 1..<b>               per valid receipt
   NOT_ATTRIBUTED line <n> <why>                      a signed record at or after its author's revocation
   REFUSED <of> <code>                                a c2s seqno the server refused (PROTOCOL §6.5)
@@ -99,7 +101,7 @@ class Verifier:
         self.last_ts = {"c2s": 0, "s2c": 0}
         self.certs = sc.SessionCerts()  # the session's author certificates (PROTOCOL §6.4.1)
         self.marks = {}          # (author fingerprint, author sid) -> highest record seqno
-        self.authors = {}        # fingerprint -> [cn, signed records]
+        self.authors = {}        # fingerprint -> [cn, lines carrying its valid signature]
         self.not_attributed = []
         self.of_lines = []       # (line number, of, refusal code or None for queued)
         self.answers = []        # (line number, c2s seqno, kind): queued, refused, own record back
@@ -209,6 +211,9 @@ class Verifier:
                 raise Invalid("SIG_FAIL", f"line {n}", "the client's record signature")
             if self.client_revoked is not None and at_ms(rec["ts"]) >= self.client_revoked:
                 self.not_attributed.append((n, "signed at or after its author's revocation"))
+            else:  # §5 report: the client is the author of its own c2s records
+                self.authors.setdefault(sc.fingerprint(self.client_der),
+                                        [subject_cn(self.client_der), 0])[1] += 1
             if rec["to"].startswith("user:"):
                 self.private.add(rec["seqno"])
         else:
@@ -219,6 +224,11 @@ class Verifier:
         return sc.record_enc(rec)
 
     def author_record(self, stored, hop_ts, fp, introduced, rec, n):
+        # §5 step 4 (PROTOCOL §6.5): a record of this session comes back only while its author is
+        # online, and never a lobby one (relayed to every other user)
+        if rec["sid"] == self.session_id and (stored or rec["to"] == "lobby"):
+            what = "came back stored" if stored else "is a lobby record relayed back"
+            raise Invalid("TAMPERED", f"line {n}", f"the client's own record {what}")
         # §2.2 "Author certificates": the session's list (PROTOCOL §6.4.1) over the relay and
         # stored lines in file order resolves `author_fp` to an earlier line's certificate bytes
         try:
@@ -258,7 +268,7 @@ class Verifier:
         if stored:
             self.stored.append((n, cn, fp, rec["ts"]))
         if rec["sid"] == self.session_id:  # the client's own record came back: its answer
-            self.answers.append((n, rec["seqno"], "stored" if stored else "relay"))
+            self.answers.append((n, rec["seqno"], "relay"))
 
     def end(self):
         """§5 step 4, checked at the end (PROTOCOL §6.5 "One answer per record"): each answer in
