@@ -1328,6 +1328,8 @@ async function revocationReported(lab: Lab, log: string) {
     [...pyDuring.out.matchAll(/^NOT_ATTRIBUTED line (\d+) /gm)].map((m) => Number(m[1])),
     cliDuring.stdout,
   );
+  // TRANSCRIPT §5's report: a line not attributed is not counted for its author (interop finding 65)
+  assert.deepEqual(pyAuthors(pyDuring.out), cliAuthors(cliDuring.stdout), cliDuring.stdout);
 }
 
 /** verify.py's AUTHOR lines as "cn fingerprint count", sorted. */
