@@ -1348,8 +1348,8 @@ function cliAuthors(out: string): string[] {
  * TRANSCRIPT §5 on edits of golden.log (no receipts beside them), verify.py and lib/'s verify
  * alike: the report lists the client as the author of its own c2s records (interop finding 62); the
  * lowest line among the per-line checks is reported, and the end checks (an answer's `of`) run only
- * when every line passed (61); the client's own lobby record relayed back is TAMPERED at its line
- * (63).
+ * when every line passed (61); the client's own lobby record relayed back is TAMPERED at its line,
+ * judged with the end checks (63, 66).
  */
 Deno.test({
   name:
@@ -1371,6 +1371,7 @@ Deno.test({
     const at = (n: number) => lines[n - 1] as Line;
     assert.ok(at(3).type === "msg" && at(3).dir === "s2c" && at(4).dir === "c2s", "golden shape");
     assert.ok(at(10).record.to === "lobby" && at(11).dir === "s2c" && at(11).type === "msg");
+    assert.ok(at(8).record.to === "lobby" && at(9).type === "relay" && at(9).cert === undefined);
     const refusal = (l: Line) => ({
       dir: "s2c",
       type: "refused",
@@ -1414,6 +1415,24 @@ Deno.test({
         },
         "TAMPERED",
         11,
+      ],
+      [
+        // judged with the answers, at the end (the bullet it sits in; interop finding 66)
+        "that relay earlier, and a bad signature after it",
+        (ls) => {
+          ls[8] = {
+            dir: "s2c",
+            type: "relay",
+            seqno: ls[8].seqno,
+            ts: ls[8].ts,
+            author_fp: alice,
+            cert: header.client_cert,
+            record: structuredClone(ls[7].record),
+          } as unknown as Line;
+          flip(ls[9]);
+        },
+        "SIG_FAIL",
+        10,
       ],
     ];
     const tmp = await Deno.makeTempDir({ prefix: "securechat-interop-golden-" });

@@ -224,11 +224,6 @@ class Verifier:
         return sc.record_enc(rec)
 
     def author_record(self, stored, hop_ts, fp, introduced, rec, n):
-        # §5 step 4 (PROTOCOL §6.5): a record of this session comes back only while its author is
-        # online, and never a lobby one (relayed to every other user)
-        if rec["sid"] == self.session_id and (stored or rec["to"] == "lobby"):
-            what = "came back stored" if stored else "is a lobby record relayed back"
-            raise Invalid("TAMPERED", f"line {n}", f"the client's own record {what}")
         # §2.2 "Author certificates": the session's list (PROTOCOL §6.4.1) over the relay and
         # stored lines in file order resolves `author_fp` to an earlier line's certificate bytes
         try:
@@ -268,14 +263,20 @@ class Verifier:
         if stored:
             self.stored.append((n, cn, fp, rec["ts"]))
         if rec["sid"] == self.session_id:  # the client's own record came back: its answer
-            self.answers.append((n, rec["seqno"], "relay"))
+            kind = "stored" if stored else "lobby relay" if rec["to"] == "lobby" else "relay"
+            self.answers.append((n, rec["seqno"], kind))
 
     def end(self):
         """§5 step 4, checked at the end (PROTOCOL §6.5 "One answer per record"): each answer in
-        file order, so the first line at fault is the one reported."""
+        file order, so the first line at fault is the one reported. A record of this session comes
+        back only while its author is online, and never a lobby one (relayed to every other user):
+        the step's bullet judges those lines with the answers (interop finding 66)."""
         c2s = self.n["c2s"]
         answered = {}
         for n, of, kind in self.answers:
+            if kind in ("stored", "lobby relay"):
+                what = "came back stored" if kind == "stored" else "is a lobby record relayed back"
+                raise Invalid("TAMPERED", f"line {n}", f"the client's own record {what}")
             if kind in ("queued", "refused") and not 1 <= of <= c2s:
                 raise Invalid("TAMPERED", f"line {n}", f"`of` {of} names no c2s line")
             if kind == "queued" and of not in self.private:
