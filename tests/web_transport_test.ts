@@ -351,3 +351,32 @@ Deno.test("web: a message announced above the frame limit is refused from its he
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("web: a server stopping closes connections still in their handshake, on TCP and on the web port, instead of waiting out the handshake timeout", async () => {
+  const pki = await makePki([], "ed25519");
+  const server = await ServerProcess.start({
+    pkiDir: pki.dir,
+    args: ["--web", "0", "--handshake-timeout", "120000"],
+  });
+  const listen = await server.waitFor(logIs("LISTEN_WEB"));
+  const web = Number(String(listen.detail).split(":").pop());
+  const mark = server.mark();
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const ws = await upgraded(web);
+  try {
+    const connected = (web: boolean) => (l: { event: string; peer?: unknown }) =>
+      l.event === "CONNECT" && String(l.peer).startsWith("ws:") === web;
+    await server.waitFor(connected(true), 10_000, mark);
+    await server.waitFor(connected(false), 10_000, mark);
+    // Well inside the 120 s handshake timeout: the old server waited it out, and stop()
+    // killed it (no clean exit).
+    const status = await server.stop(30_000);
+    assert.equal(status.code, 0);
+    assert.ok(server.logs.some((l) => l.event === "SHUTDOWN"));
+  } finally {
+    tcp.close();
+    ws.close();
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});

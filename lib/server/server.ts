@@ -84,6 +84,8 @@ export class ChatServer {
   readonly #admission: Admission;
   readonly #throttle: LoginThrottle;
   readonly #connections = new Set<Promise<void>>();
+  /** Connections admitted and not yet logged in: what a shutdown closes at once. */
+  readonly #inHandshake = new Set<FrameConnection>();
   readonly #crl?: CrlWatcher;
   readonly #cookies = new CookieJar();
   readonly #purgeTimer?: ReturnType<typeof setInterval>;
@@ -282,6 +284,9 @@ export class ChatServer {
     clearInterval(this.#purgeTimer);
     this.#listener.close();
     await this.#accepting;
+    // A connection still in its handshake has no session to close with receipts: it is
+    // closed now, not left to run out its handshake timeout while the process waits.
+    for (const conn of this.#inHandshake) conn.close();
     await this.lobby.closeAll("the server is shutting down; this session is closed with receipts");
     await Promise.allSettled([...this.#connections]);
     await this.#opts.cluster?.close();
@@ -376,9 +381,11 @@ export class ChatServer {
       return;
     }
     log("CONNECT", { peer });
+    this.#inHandshake.add(conn);
     try {
       await this.#session(conn, address, peer, slot);
     } finally {
+      this.#inHandshake.delete(conn);
       slot.release();
     }
   }
@@ -418,6 +425,7 @@ export class ChatServer {
         },
       });
       slot.established();
+      this.#inHandshake.delete(conn);
       session = await ChatSession.start(established, {
         ...this.#opts.session,
         startedAt: Date.now(),

@@ -43,6 +43,8 @@ const OP_PONG = 0xa;
 const CLOSE_NORMAL = 1000;
 const CLOSE_PROTOCOL_ERROR = 1002;
 const CLOSE_UNSUPPORTED_DATA = 1003;
+/** How long a closed connection waits for the peer's side of the close before it is cut. */
+const CLOSE_GRACE_MS = 5_000;
 
 /** Where the reader is in the byte stream. */
 type ReadState =
@@ -265,10 +267,19 @@ export class WebSocketServerConn implements ByteStreamConn {
     this.#closeWith(CLOSE_NORMAL);
   }
 
+  /**
+   * Sends a close and ends our side; nothing read after it matters, so the stream ends now
+   * (as a closed TCP connection's reads do) rather than when the peer answers, if it does.
+   */
   #closeWith(code: number): void {
+    this.#state = { kind: "done" };
+    this.#end();
     if (this.#socket.destroyed || !this.#socket.writable) return;
     this.#sendFrame(OP_CLOSE, u16(code));
     this.#socket.end();
+    // A peer that never answers the close must not keep the descriptor.
+    const socket = this.#socket;
+    Deno.unrefTimer(setTimeout(() => socket.destroy(), CLOSE_GRACE_MS));
   }
 
   #sendFrame(opcode: number, payload: Uint8Array): void {
