@@ -19,6 +19,7 @@ import { concat, toBase64, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import type { ByteStreamConn } from "../wire/connection.ts";
 import { MAX_FRAME_BYTES } from "../wire/frame.ts";
+import { splitFrames } from "../wire/websocket.ts";
 
 /** RFC 6455 §1.3: the key's answer is SHA-1 of the key and this GUID, in base64. */
 const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -240,15 +241,9 @@ export class WebSocketServerConn implements ByteStreamConn {
     if (this.#socket.destroyed || !this.#socket.writable) {
       throw new SecureChatError("PROTOCOL_ERROR", "the WebSocket is not open");
     }
-    let buffer = this.#pendingOut.length === 0 ? bytes : concat(this.#pendingOut, bytes);
-    const out: Uint8Array[] = [];
-    while (buffer.length >= 4) {
-      const length = new DataView(buffer.buffer, buffer.byteOffset, 4).getUint32(0);
-      if (buffer.length < 4 + length) break;
-      out.push(frameHeader(OP_BINARY, length), buffer.subarray(4, 4 + length));
-      buffer = buffer.subarray(4 + length);
-    }
-    this.#pendingOut = buffer.slice();
+    const { payloads, rest } = splitFrames(this.#pendingOut, bytes);
+    this.#pendingOut = rest;
+    const out = payloads.flatMap((payload) => [frameHeader(OP_BINARY, payload.length), payload]);
     if (out.length > 0 && !this.#socket.write(concat(...out))) {
       await new Promise<void>((resolve) => {
         const done = () => {

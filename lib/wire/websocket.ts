@@ -2,8 +2,8 @@
  * The protocol's frames over a WebSocket (PROTOCOL §2): one binary WebSocket message carries
  * exactly one frame's payload, without the u32be length (the WebSocket message has its own).
  * This adapter turns a WebSocket into the byte stream FrameConnection reads and writes, so the
- * server core and the clients run unchanged over either transport. It uses only the standard
- * WebSocket API: the server (Deno.upgradeWebSocket) and a browser page share it.
+ * clients run unchanged over either transport. It uses only the standard WebSocket API, so the
+ * page runs it; the server frames its end itself (lib/server/websocket_conn.ts).
  */
 import { concat, u32be } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
@@ -21,24 +21,12 @@ export class WebSocketByteConn implements ByteStreamConn {
   readonly readable: ReadableStream<Uint8Array>;
   readonly #socket: WebSocket;
   /** Bytes written by FrameConnection not yet cut into whole frames. */
-  #pending = new Uint8Array(0);
-  /**
-   * Settles when the socket leaves CONNECTING: true once open, false if it closed first. A
-   * server's socket is CONNECTING until its upgrade response is sent, and the core may write
-   * before that (an `error` frame refusing the connection at once, PROTOCOL §5.2).
-   */
-  readonly #open: Promise<boolean>;
+  #pending: Uint8Array = new Uint8Array(0);
 
-  /** `socket` must be open or connecting; its binaryType is set to arraybuffer. */
+  /** `socket` must be open ({@link opened}); its binaryType is set to arraybuffer. */
   constructor(socket: WebSocket) {
     this.#socket = socket;
     socket.binaryType = "arraybuffer";
-    this.#open = socket.readyState === WebSocket.CONNECTING
-      ? new Promise((resolve) => {
-        socket.addEventListener("open", () => resolve(true), { once: true });
-        socket.addEventListener("close", () => resolve(false), { once: true });
-      })
-      : Promise.resolve(socket.readyState === WebSocket.OPEN);
     this.readable = new ReadableStream<Uint8Array>({
       start: (controller) => {
         socket.addEventListener("message", (event) => {
@@ -85,17 +73,12 @@ export class WebSocketByteConn implements ByteStreamConn {
    * holds against a peer that stops reading.
    */
   async write(bytes: Uint8Array): Promise<number> {
-    if (!await this.#open || this.#socket.readyState !== WebSocket.OPEN) {
+    if (this.#socket.readyState !== WebSocket.OPEN) {
       throw new SecureChatError("PROTOCOL_ERROR", "the WebSocket is not open");
     }
-    let buffer = this.#pending.length === 0 ? bytes : concat(this.#pending, bytes);
-    while (buffer.length >= 4) {
-      const length = new DataView(buffer.buffer, buffer.byteOffset, 4).getUint32(0);
-      if (buffer.length < 4 + length) break;
-      this.#socket.send(buffer.slice(4, 4 + length));
-      buffer = buffer.subarray(4 + length);
-    }
-    this.#pending = buffer.slice();
+    const { payloads, rest } = splitFrames(this.#pending, bytes);
+    for (const payload of payloads) this.#socket.send(payload.slice());
+    this.#pending = rest;
     while (
       this.#socket.readyState === WebSocket.OPEN && this.#socket.bufferedAmount > HIGH_WATER_BYTES
     ) {
@@ -108,15 +91,30 @@ export class WebSocketByteConn implements ByteStreamConn {
     this.#closeWith(1000, "");
   }
 
-  /** Closes now, or once open: a close while CONNECTING would drop what was written before. */
   #closeWith(code: number, reason: string): void {
-    if (this.#socket.readyState === WebSocket.CONNECTING) {
-      void this.#open.then(() => this.#closeWith(code, reason));
-      return;
-    }
     if (this.#socket.readyState >= WebSocket.CLOSING) return;
     this.#socket.close(code, reason);
   }
+}
+
+/**
+ * Cuts what FrameConnection wrote (`pending`, the part of a frame left from the last write,
+ * then `bytes`) into whole frames' payloads (views into the bytes, without their u32be
+ * lengths) and the copied rest of a frame still being written.
+ */
+export function splitFrames(
+  pending: Uint8Array,
+  bytes: Uint8Array,
+): { payloads: Uint8Array[]; rest: Uint8Array } {
+  let buffer = pending.length === 0 ? bytes : concat(pending, bytes);
+  const payloads: Uint8Array[] = [];
+  while (buffer.length >= 4) {
+    const length = new DataView(buffer.buffer, buffer.byteOffset, 4).getUint32(0);
+    if (buffer.length < 4 + length) break;
+    payloads.push(buffer.subarray(4, 4 + length));
+    buffer = buffer.subarray(4 + length);
+  }
+  return { payloads, rest: buffer.slice() };
 }
 
 /** Resolves when `socket` is open; rejects with IO_ERROR if it closes or fails first. */
