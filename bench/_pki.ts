@@ -7,10 +7,10 @@ import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { importSigningKeyPkcs8 } from "../lib/crypto/signature.ts";
 import type { Identity } from "../lib/handshake/common.ts";
-import { loadCaSigner } from "../lib/pki/ca.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
 import { OID } from "../lib/pki/certificate.ts";
 import { signingAlgorithmOf } from "../lib/pki/keys.ts";
-import { randomSerialHex, validityWindow } from "../lib/pki/serial.ts";
+import { randomSerialHex, validityWindow } from "../lib/ca/serial.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
 
 export type { TestPki };

@@ -32,8 +32,8 @@ export async function caPasswordFor(
   dir: string,
   passwordFile?: string,
 ): Promise<string | undefined> {
-  // lib/pki/ca.ts loads @peculiar/x509: only commands that sign with the CA import it.
-  const { isCaKeyEncrypted } = await import("../lib/pki/ca.ts");
+  // lib/ca/ca.ts loads @peculiar/x509: only commands that sign with the CA import it.
+  const { isCaKeyEncrypted } = await import("../lib/ca/ca.ts");
   if (!(await isCaKeyEncrypted(dir))) return undefined;
   if (passwordFile !== undefined) return await readPasswordFile(passwordFile);
   return await askPassword("securechat: CA key password: ");
@@ -55,7 +55,7 @@ export function registerCa(program: Command): void {
     .option("--force", "replace an existing CA")
     .action(async (opts) => {
       opts.dir = await pkiDir(opts.dir);
-      const { initCa } = await import("../lib/pki/ca.ts");
+      const { initCa } = await import("../lib/ca/ca.ts");
       const password = await newCaPassword(opts);
       await privateDir(opts.dir);
       const fingerprint = await initCa(

@@ -1,5 +1,5 @@
 /** `securechat cert issue|revoke|crl|list|show|export`: leaf certificates under the CA. */
-import { crlFileStatus, readCrlDer } from "../lib/pki/crl_file.ts";
+import { crlFileStatus, readCrlDer } from "../lib/ca/crl_file.ts";
 import { Command } from "commander";
 import { wipe } from "../lib/bytes.ts";
 import { checkNewPassword } from "../lib/crypto/password.ts";
@@ -9,7 +9,7 @@ import { askNewPassword, heldToRules, readPasswordFile } from "./_password.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { readCertificateDer, readPrivateKeyPkcs8 } from "../lib/pki/key_files.ts";
 import { KEY_TYPES } from "../lib/pki/keys.ts";
-import { readInventory } from "../lib/pki/inventory.ts";
+import { readInventory } from "../lib/ca/inventory.ts";
 import {
   certificateText,
   describeCertificate,
@@ -28,13 +28,13 @@ import { safeJson, safeText } from "../lib/safe_text.ts";
 const collect = (value: string, previous: string[]) => [...previous, value];
 const DEFAULT_CRL_DAYS = 30;
 
-// The signing modules (lib/pki/ca.ts, issue.ts, revoke.ts) load @peculiar/x509, which
+// The signing modules (lib/ca/ca.ts, issue.ts, revoke.ts) load @peculiar/x509, which
 // costs more than the rest of startup; they are imported only by the actions that sign.
 
 /** The CA, unlocked to sign something new into `dir` (which is made private first). */
 async function unlockCa(dir: string, passwordFile?: string) {
   await privateDir(dir);
-  const { loadCaSigner } = await import("../lib/pki/ca.ts");
+  const { loadCaSigner } = await import("../lib/ca/ca.ts");
   return await loadCaSigner(dir, await caPasswordFor(dir, passwordFile));
 }
 
@@ -72,7 +72,7 @@ export function registerCert(program: Command): void {
         throw new SecureChatError("USAGE", "--server and --client are exclusive");
       }
       const profile = opts.server ? "server" : "client";
-      const { issueCertificate } = await import("../lib/pki/issue.ts");
+      const { issueCertificate } = await import("../lib/ca/issue.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       const issued = await issueCertificate(opts.dir, ca, {
         name,
@@ -101,7 +101,7 @@ export function registerCert(program: Command): void {
     .argument("<name|serial>", "a name from `cert list`, or a serial in hex")
     .action(async (target: string, opts) => {
       opts.dir = await pkiDir(opts.dir);
-      const { revokeCertificates } = await import("../lib/pki/revoke.ts");
+      const { revokeCertificates } = await import("../lib/ca/revoke.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       const revoked = await revokeCertificates(opts.dir, ca, target, opts.crlDays);
       if (revoked.length === 0) {
@@ -120,7 +120,7 @@ export function registerCert(program: Command): void {
   crlSigningCommand(cert, "crl", "Re-sign ca.crl with a fresh nextUpdate (run before it lapses).")
     .action(async (opts) => {
       opts.dir = await pkiDir(opts.dir);
-      const { writeCrl } = await import("../lib/pki/revoke.ts");
+      const { writeCrl } = await import("../lib/ca/revoke.ts");
       const ca = await unlockCa(opts.dir, opts.passwordFile);
       await writeCrl(opts.dir, ca, await readInventory(opts.dir), opts.crlDays);
       info(`wrote ${opts.dir}/ca.crl`);

@@ -1,7 +1,7 @@
 /** A throwaway PKI for protocol tests, made through lib/pki (the same code as `ca init`/`cert issue`). */
 import { loadTrustStore } from "../lib/pki/trust_files.ts";
-import { initCa, loadCaSigner } from "../lib/pki/ca.ts";
-import { issueCertificate, type Profile } from "../lib/pki/issue.ts";
+import { initCa, loadCaSigner } from "../lib/ca/ca.ts";
+import { issueCertificate, type Profile } from "../lib/ca/issue.ts";
 import type { KeyType } from "../lib/pki/keys.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { loadIdentity } from "../lib/identity.ts";
@@ -21,7 +21,7 @@ export async function makePki(
 ): Promise<TestPki> {
   const certDir = dir ?? await Deno.makeTempDir({ prefix: "securechat-pki-" });
   // A day longer than the certificates it issues: every validity window starts at the second it is
-  // made (lib/pki/serial.ts), so a 30-day certificate issued a second after a 30-day CA outlived
+  // made (lib/ca/serial.ts), so a 30-day certificate issued a second after a 30-day CA outlived
   // it, and tests that take the CA to outlive its certificates failed whenever a loaded machine
   // put the CA and the server certificate in different seconds.
   await initCa(certDir, { name: "Test Root CA", days: 31, keyType }, false);

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { openExportBundle } from "../lib/pki/export_bundle.ts";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
+import { revokeCertificates } from "../lib/ca/revoke.ts";
 import { runCli } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";
 

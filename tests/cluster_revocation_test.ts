@@ -29,9 +29,9 @@ import {
   parseClusterMessage,
   SharedCrlSchema,
 } from "../lib/cluster/messages.ts";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { createCrl } from "../lib/pki/crl_sign.ts";
-import { readInventory } from "../lib/pki/inventory.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
+import { createCrl } from "../lib/ca/crl_sign.ts";
+import { readInventory } from "../lib/ca/inventory.ts";
 import { signingAlgorithmOf } from "../lib/pki/keys.ts";
 import { pemDecode } from "../lib/pki/pem.ts";
 

@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { makeBadCertPki } from "./helpers/cert_fixtures.ts";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
+import { revokeCertificates } from "../lib/ca/revoke.ts";
 import {
   errorCodeOf,
   LiveClient,

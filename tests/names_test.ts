@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { copyFile } from "node:fs/promises";
 import { codeOf } from "../lib/errors.ts";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { issueCertificate } from "../lib/pki/issue.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
+import { issueCertificate } from "../lib/ca/issue.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { canonicalName, isReservedUserName, nameSkeleton } from "../lib/pki/names.ts";
 import { openUserStore } from "../lib/store/open.ts";

@@ -7,9 +7,9 @@ import { readCertificateDer } from "../lib/pki/key_files.ts";
 import "reflect-metadata";
 import assert from "node:assert/strict";
 import { SecureChatError } from "../lib/errors.ts";
-import { initCa, loadCaSigner } from "../lib/pki/ca.ts";
-import { issueCertificate } from "../lib/pki/issue.ts";
-import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { initCa, loadCaSigner } from "../lib/ca/ca.ts";
+import { issueCertificate } from "../lib/ca/issue.ts";
+import { revokeCertificates } from "../lib/ca/revoke.ts";
 import {
   MAX_CERTIFICATE_BYTES,
   TrustStore,

@@ -7,10 +7,10 @@
 import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import assert from "node:assert/strict";
 import { codeOf } from "../lib/errors.ts";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { readInventory } from "../lib/pki/inventory.ts";
-import { revokeCertificates, writeCrl } from "../lib/pki/revoke.ts";
-import { issueCertificate } from "../lib/pki/issue.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
+import { readInventory } from "../lib/ca/inventory.ts";
+import { revokeCertificates, writeCrl } from "../lib/ca/revoke.ts";
+import { issueCertificate } from "../lib/ca/issue.ts";
 import { verifyAll } from "./helpers/verified.ts";
 import { runCli } from "../testkit/cli.ts";
 import { makePki } from "../testkit/pki.ts";

@@ -7,9 +7,9 @@
  * server's certificate and its receipt was signed under a certificate that had lapsed.
  */
 import assert from "node:assert/strict";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { issueCertificate } from "../lib/pki/issue.ts";
-import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
+import { issueCertificate } from "../lib/ca/issue.ts";
+import { revokeCertificates } from "../lib/ca/revoke.ts";
 import { makePki } from "../testkit/pki.ts";
 import {
   errorCodeOf,

@@ -5,9 +5,9 @@
  * front refuses what is not a same-origin binary WebSocket, and serves the CRL in force.
  */
 import assert from "node:assert/strict";
-import { loadCaSigner } from "../lib/pki/ca.ts";
-import { readCrlDer } from "../lib/pki/crl_file.ts";
-import { revokeCertificates } from "../lib/pki/revoke.ts";
+import { loadCaSigner } from "../lib/ca/ca.ts";
+import { readCrlDer } from "../lib/ca/crl_file.ts";
+import { revokeCertificates } from "../lib/ca/revoke.ts";
 import { codeOf } from "../lib/errors.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { opened, WebSocketByteConn } from "../lib/wire/websocket.ts";

@@ -39,8 +39,8 @@ import {
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
-import { initCa, loadCaSigner } from "../../lib/pki/ca.ts";
-import { issueCertificate } from "../../lib/pki/issue.ts";
+import { initCa, loadCaSigner } from "../../lib/ca/ca.ts";
+import { issueCertificate } from "../../lib/ca/issue.ts";
 import type { KeyType } from "../../lib/pki/keys.ts";
 import { pemDecode } from "../../lib/pki/pem.ts";
 import { TrustStore } from "../../lib/pki/validate.ts";

@@ -5,10 +5,10 @@
  * refused for anything else is not, so two nodes never take turns overwriting each other.
  */
 import assert from "node:assert/strict";
-import { loadCaSigner } from "../../lib/pki/ca.ts";
-import { readInventory } from "../../lib/pki/inventory.ts";
-import { revokeCertificates, writeCrl } from "../../lib/pki/revoke.ts";
-import { createCrl } from "../../lib/pki/crl_sign.ts";
+import { loadCaSigner } from "../../lib/ca/ca.ts";
+import { readInventory } from "../../lib/ca/inventory.ts";
+import { revokeCertificates, writeCrl } from "../../lib/ca/revoke.ts";
+import { createCrl } from "../../lib/ca/crl_sign.ts";
 import { signingAlgorithmOf } from "../../lib/pki/keys.ts";
 import { pemDecode } from "../../lib/pki/pem.ts";
 import { CRL_CLOCK_SKEW_MS } from "../../lib/pki/crl.ts";

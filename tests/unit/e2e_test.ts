@@ -22,8 +22,8 @@ import { Ratchet } from "../../lib/e2e/ratchet.ts";
 import { SenderChain, SenderKeyReceiver } from "../../lib/e2e/sender_key.ts";
 import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
 import type { Body } from "../../lib/message/record.ts";
-import { loadCaSigner } from "../../lib/pki/ca.ts";
-import { revokeCertificates } from "../../lib/pki/revoke.ts";
+import { loadCaSigner } from "../../lib/ca/ca.ts";
+import { revokeCertificates } from "../../lib/ca/revoke.ts";
 import { makePki, type TestPki } from "../../testkit/pki.ts";
 
 const rand = (n = 32) => randomFillSync(new Uint8Array(n));

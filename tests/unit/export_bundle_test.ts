@@ -14,9 +14,9 @@ import {
 } from "../../lib/pki/export_bundle.ts";
 import { pemEncode } from "../../lib/pki/pem.ts";
 import { validatePeerCertificate } from "../../lib/pki/validate.ts";
-import { loadCaSigner } from "../../lib/pki/ca.ts";
-import { readCrlDer } from "../../lib/pki/crl_file.ts";
-import { revokeCertificates } from "../../lib/pki/revoke.ts";
+import { loadCaSigner } from "../../lib/ca/ca.ts";
+import { readCrlDer } from "../../lib/ca/crl_file.ts";
+import { revokeCertificates } from "../../lib/ca/revoke.ts";
 import { makePki } from "../../testkit/pki.ts";
 
 const PASSWORD = "correct horse battery";

@@ -7,10 +7,10 @@
 import { loadTrustStore } from "../../lib/pki/trust_files.ts";
 import assert from "node:assert/strict";
 import { codeOf } from "../../lib/errors.ts";
-import { loadCaSigner } from "../../lib/pki/ca.ts";
-import { issueCertificate } from "../../lib/pki/issue.ts";
+import { loadCaSigner } from "../../lib/ca/ca.ts";
+import { issueCertificate } from "../../lib/ca/issue.ts";
 import { pemDecode } from "../../lib/pki/pem.ts";
-import { revokeCertificates } from "../../lib/pki/revoke.ts";
+import { revokeCertificates } from "../../lib/ca/revoke.ts";
 import { validatePeerCertificate } from "../../lib/pki/validate.ts";
 import { ownServerName, TrustAtSessionTime } from "../../lib/transcript/trust_at.ts";
 import { makePki } from "../../testkit/pki.ts";

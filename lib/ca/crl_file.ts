@@ -1,7 +1,7 @@
 /** The CA's CRL file as `cert list` reports it (the file side of ./crl.ts). */
 import { pathExists, readTextFile } from "../files.ts";
-import { CRL_WARN_DAYS, crlDaysLeft, parseCrl } from "./crl.ts";
-import { pemDecode } from "./pem.ts";
+import { CRL_WARN_DAYS, crlDaysLeft, parseCrl } from "../pki/crl.ts";
+import { pemDecode } from "../pki/pem.ts";
 
 /** What `cert list` says about a CRL file (it is the CA's own: not verified again here). */
 export type CrlFileStatus =

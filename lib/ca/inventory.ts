@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { SecureChatError } from "../errors.ts";
 import { pathExists, readTextFile, writeFileAtomic } from "../files.ts";
-import { canonicalName } from "./names.ts";
+import { canonicalName } from "../pki/names.ts";
 
 const EntrySchema = z.object({
   name: z.string(),

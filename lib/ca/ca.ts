@@ -5,7 +5,7 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { SecureChatError } from "../errors.ts";
-import { readCertificateDer, readPrivateKeyPkcs8 } from "./key_files.ts";
+import { readCertificateDer, readPrivateKeyPkcs8 } from "../pki/key_files.ts";
 import {
   generateKeyPair,
   importSigningKey,
@@ -13,9 +13,9 @@ import {
   type KeyType,
   privateKeyToPem,
   signingAlgorithmOf,
-} from "./keys.ts";
-import { pemEncode } from "./pem.ts";
-import { fingerprintOf } from "./describe.ts";
+} from "../pki/keys.ts";
+import { pemEncode } from "../pki/pem.ts";
+import { fingerprintOf } from "../pki/describe.ts";
 import { ensurePrivateDir } from "../private_dir.ts";
 import { pathExists, readTextFile, writeFileAtomic } from "../files.ts";
 import { randomSerialHex, validityWindow } from "./serial.ts";

@@ -2,8 +2,8 @@
 import { SecureChatError } from "../errors.ts";
 import { caPaths, type CaSigner } from "./ca.ts";
 import { createCrl } from "./crl_sign.ts";
-import { signingAlgorithmOf } from "./keys.ts";
-import { pemEncode } from "./pem.ts";
+import { signingAlgorithmOf } from "../pki/keys.ts";
+import { pemEncode } from "../pki/pem.ts";
 import { writeFileAtomic } from "../files.ts";
 import {
   findEntries,

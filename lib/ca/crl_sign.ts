@@ -2,7 +2,7 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { encodeSmallInt } from "../der.ts";
-import { OID } from "./certificate.ts";
+import { OID } from "../pki/certificate.ts";
 
 export interface CrlParams {
   caCert: x509.X509Certificate;
