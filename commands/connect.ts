@@ -303,7 +303,7 @@ async function connect(options: ConnectOptions): Promise<void> {
         credentials = { ...credentials, password: changed };
         ticket = undefined;
       };
-      const { end, userQuit, takenOver } = await chat(
+      const { end, userQuit } = await chat(
         session,
         input,
         show,
@@ -318,7 +318,7 @@ async function connect(options: ConnectOptions): Promise<void> {
       info(`transcript: ${end.transcriptPath}`);
       if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
       if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
-      if (!userQuit && reconnect && worthReconnecting(end, takenOver)) {
+      if (!userQuit && reconnect && worthReconnecting(end)) {
         info(
           `connection to ${describeServer(rotation.current())} lost (${whyLost(end)}); ` +
             "reconnecting",
@@ -327,8 +327,18 @@ async function connect(options: ConnectOptions): Promise<void> {
         await sleep(backoff.next());
         continue;
       }
+      if (isTakeover(end)) {
+        // Known by the close's code alone, never by a notice's words (PROTOCOL §6.2, §7.1).
+        info(
+          "session taken over: SESSION_TAKEN_OVER: this user logged in again elsewhere" +
+            (reconnect ? "; not reconnecting, which would take the session back" : ""),
+        );
+        // A clean close: the user's own newer login ended it, so a supervisor restarting
+        // failed clients does not fight that login for the session.
+        if (end.outcome === "closed") return;
+      }
       if (end.outcome !== "closed" || end.code) {
-        // A clean close with a code is the server's own certificate lapsing (PROTOCOL §5.2).
+        // A clean close with any other code is the server's own certificate lapsing (§5.2).
         throw new SecureChatError(
           (end.code as never) ?? "PROTOCOL_ERROR",
           end.outcome === "peer_gone"
@@ -416,8 +426,7 @@ async function chat(
   passwd: (running: Promise<SessionEnd>) => Promise<void>,
   e2e: E2eClient,
   note: (message: string) => void,
-): Promise<{ end: SessionEnd; userQuit: boolean; takenOver: boolean }> {
-  let takenOver = false;
+): Promise<{ end: SessionEnd; userQuit: boolean }> {
   let published = false;
   const running = session.run({
     onMessage: async (message) => {
@@ -440,7 +449,6 @@ async function chat(
         return;
       }
       if (message.type === "relay" && message.relayed.duplicate) return; // shown before
-      if (isTakeover(message)) takenOver = true;
       const line = formatIncoming(message, screen);
       if (line) show(line);
       const shown = describe(message);
@@ -459,7 +467,7 @@ async function chat(
   try {
     const userQuit = await chatInput(session, input, running, show, history, passwd, e2e);
     if (userQuit) await session.close().catch(() => {});
-    return { end: await running, userQuit: userQuit || interrupted, takenOver };
+    return { end: await running, userQuit: userQuit || interrupted };
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
   }

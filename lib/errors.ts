@@ -26,6 +26,7 @@ export const ERROR_CODES = [
   "CLUSTER_UNAVAILABLE", // a cluster node cannot reach NATS right now (docs/DEPLOY.md)
   "SLOW_CONSUMER", // a recipient stopped reading and its queue overflowed
   "REVOKED", // the peer's certificate was revoked while its session was live
+  "SESSION_TAKEN_OVER", // the user logged in again: the server closes the older session (PROTOCOL §7.1)
   "SERVER_CERT_EXPIRED", // the server's own certificate (or the CA's) lapses: it closes (PROTOCOL §5.2)
   "SERVER_CERT_REVOKED", // the server's own certificate was revoked: it closes (PROTOCOL §5.2)
   "TOO_MANY_CONNECTIONS", // connection cap reached

@@ -957,7 +957,8 @@ Deno.test({
       );
 
       // alice logs in elsewhere (the CLI, with her certificate): the server closes the page's
-      // session with a notice. The page says so and does not take the session back: its
+      // session with a close coded SESSION_TAKEN_OVER (PROTOCOL §7.1; its notice is display
+      // only). The page says so and does not take the session back: its
       // status is the one of a session that ended for good (a reconnection would say
       // "reconnecting in …" and then "logged in"), and the login form is offered again.
       const elsewhere = await LiveClient.login({
@@ -970,8 +971,11 @@ Deno.test({
       try {
         await waitForLine(
           alice,
-          (l) => l.author === "*" && l.text === "you logged in elsewhere; closing",
-          "the takeover notice",
+          (l) =>
+            l.author === "*" &&
+            l.text ===
+              "session taken over: this user logged in again elsewhere (SESSION_TAKEN_OVER)",
+          "the page's word on the takeover's close code",
         );
         await waitForStatus(alice, /^session ended with receipts$/, "the page after a takeover");
         assert.equal(await alice.$eval("#login-section", (e) => e.getAttribute("hidden")), null);

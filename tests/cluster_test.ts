@@ -81,7 +81,8 @@ Deno.test({
       // carol logs in on node 1, then again on node 2: the first session ends cleanly.
       const carol1 = await login("carol", n1.port);
       const carol2 = await login("carol", n2.port);
-      await carol1.waitForLine((l) => l.includes("you logged in elsewhere"));
+      // Across nodes too, the old session's close carries the code (PROTOCOL §7.1).
+      await carol1.waitForInfo((l) => l.includes("session taken over: SESSION_TAKEN_OVER"), 15_000);
       const first = await carol1.end();
       assert.equal(first.code, 0, first.stderr);
       await alice.send("after the takeover");

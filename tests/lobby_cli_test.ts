@@ -102,7 +102,7 @@ Deno.test("lobby: three users, lobby lines once each in order, /msg private, /wh
   }
 });
 
-Deno.test("lobby: a second login of the same user takes over; the first session closes cleanly", async () => {
+Deno.test("lobby: a second login of the same user takes over: the first closes cleanly on the close's SESSION_TAKEN_OVER and does not reconnect", async () => {
   const pki = await makePki(["alice"], "ed25519");
   const server = await ServerProcess.start({ pkiDir: pki.dir });
   try {
@@ -114,13 +114,28 @@ Deno.test("lobby: a second login of the same user takes over; the first session 
       pkiDir: pki.dir,
       transcripts: `${server.workDir}/alice-transcripts`,
     };
-    const first = await LiveClient.login(options);
+    const loginsBefore = server.events((e) => e.event === "LOGIN" && e.user === "alice").length;
+    // --reconnect: a client that logs in again after a drop must not take the session back.
+    const first = await LiveClient.login({ ...options, args: ["--reconnect"] });
     const second = await LiveClient.login(options);
-    await first.waitForLine((l) => l.includes("you logged in elsewhere"));
     await server.waitFor((e) => e.event === "SESSION_REPLACED" && e.user === "alice");
+    // The client knows the takeover by the close's code (PROTOCOL §7.1), not by a notice's
+    // words (§6.2), and exits by itself, its input still open.
+    await first.waitForInfo((l) => l.includes("session taken over: SESSION_TAKEN_OVER"), 15_000);
+    const exited = await Promise.race([
+      first.child.status.then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), 15_000)),
+    ]);
     const firstEnd = await first.end();
+    assert.ok(exited, `the taken-over client did not exit:\n${firstEnd.stderr}`);
     assert.equal(firstEnd.code, 0, firstEnd.stderr);
     assert.match(firstEnd.stderr, /server's receipt: /);
+    assert.doesNotMatch(firstEnd.stderr, /lost \(.*\); reconnecting|reconnected/);
+    assert.equal(
+      server.events((e) => e.event === "LOGIN" && e.user === "alice").length - loginsBefore,
+      2,
+      "alice logged in twice, not again after the takeover",
+    );
     const mark = second.stdout.length;
     await second.send("/who");
     assert.match(

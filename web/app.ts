@@ -110,8 +110,6 @@ let chattedBefore = false;
 let crlRefusal: string | undefined;
 /** The server confirmed this session's publication of our keys (said once per session). */
 let published = false;
-/** The server said this session's user logged in elsewhere: it is not taken back. */
-let takenOver = false;
 /**
  * This browser's end-to-end state did not open with the password the server accepted: no
  * reconnection can help until the user acts.
@@ -153,7 +151,6 @@ function show(
 }
 
 async function onMessage(message: ReceivedMessage): Promise<void> {
-  if (isTakeover(message)) takenOver = true;
   if (e2e && !published && confirmsPublication(e2e, message)) {
     published = true;
     show("notice", {
@@ -357,10 +354,16 @@ async function chatLoop(): Promise<void> {
     }
     await seen.save().catch(() => {});
     await e2e?.save().catch(() => {});
-    if (userLeft || !worthReconnecting(end, takenOver)) {
-      // A close with a code: the server's own certificate lapsed or was revoked (PROTOCOL
-      // §5.2); an error: a refusal a new login would meet again (our certificate revoked).
-      if (!userLeft && end.code) {
+    if (userLeft || !worthReconnecting(end)) {
+      // A close with a code: this user logged in elsewhere (PROTOCOL §7.1, not taken back),
+      // or the server's own certificate lapsed or was revoked (§5.2); an error: a refusal a
+      // new login would meet again (our certificate revoked).
+      if (!userLeft && isTakeover(end)) {
+        show("notice", {
+          author: "*",
+          text: "session taken over: this user logged in again elsewhere (SESSION_TAKEN_OVER)",
+        });
+      } else if (!userLeft && end.code) {
         show("error", { text: `${end.code}: ${end.message ?? "the session ended"}` });
       }
       setStatus(`session ended${end.outcome === "closed" ? " with receipts" : ` (${end.code})`}`);
@@ -430,7 +433,6 @@ async function oneSession(seen: SeenStore): Promise<SessionEnd> {
     e2e: device,
   });
   published = false;
-  takenOver = false;
   // Our bundle goes to the server's key directory at every login, before any typed line (a
   // failure only means first contacts to us wait for our next login).
   await device.publish(session).catch(() => {});

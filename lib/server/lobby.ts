@@ -31,7 +31,6 @@ import {
   type RefusalCode,
 } from "../message/record.ts";
 import type { ChatSession, ReceivedMessage } from "../session/session.ts";
-import { TAKEOVER_NOTICE } from "../session/reconnect.ts";
 import type { ClusterLink, LocalUser } from "../cluster/link.ts";
 import type { LoginEvent, RecordEnvelope } from "../cluster/messages.ts";
 import {
@@ -51,6 +50,12 @@ import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } fro
 
 // The operator's name is a reserved user name: its home is lib/pki/names.ts.
 export { OPERATOR_NAME } from "../pki/names.ts";
+
+/**
+ * Shown to a session ended because its user logged in again, before the `close` whose code
+ * `SESSION_TAKEN_OVER` is what the client acts on (PROTOCOL §7.1): display only (§6.2).
+ */
+const TAKEOVER_NOTICE = "you logged in elsewhere; closing";
 
 export interface LobbyLimits {
   messagesPerSecond: number;
@@ -889,7 +894,7 @@ export class Lobby {
       ...(node ? { detail: `logged in on node ${node}` } : {}),
     });
     this.#notify(previous, { kind: "notice", text: TAKEOVER_NOTICE });
-    await previous.session.close().catch(() => {});
+    await previous.session.close("SESSION_TAKEN_OVER").catch(() => {});
   }
 
   #notify(member: Member, body: Body): void {

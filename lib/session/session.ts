@@ -177,9 +177,14 @@ export interface SessionEnd {
   message?: string;
   /**
    * The code is the peer's: it ended the session with an `error` (PROTOCOL §8.1), or the
-   * server closed it cleanly for the reason its `close` gave (§5.2; `outcome` is "closed").
+   * server closed it cleanly for the reason its `close` gave (§5.2, §7.1; `outcome` is "closed").
    */
   fromPeer?: boolean;
+  /**
+   * Client: the code the server's `close` carried (PROTOCOL §5.2, §7.1), kept even when the
+   * receipt exchange then failed (`outcome` "error"): the server's reason stands either way.
+   */
+  closeCode?: CloseCode;
   transcriptPath: string;
   receiptPath?: string;
   peerReceiptPath?: string;
@@ -189,12 +194,14 @@ type CloseState = {
   sent: boolean;
   received: boolean;
   receiptSent: boolean;
-  /** Client: the reason the server's `close` gave (its own certificate, PROTOCOL §5.2). */
+  /** Client: the reason the server's `close` gave (PROTOCOL §5.2, §7.1). */
   code?: CloseCode;
 };
 
-/** What a `close` with a code says (PROTOCOL §5.2): the server's reason, in its words. */
+/** What a `close` with a code says (PROTOCOL §5.2, §7.1): the server's reason, in our words. */
 const CLOSE_REASONS: Record<CloseCode, string> = {
+  SESSION_TAKEN_OVER: "the server closed the session (receipts exchanged) because this user " +
+    "logged in again elsewhere",
   SERVER_CERT_EXPIRED: "the server closed the session (receipts exchanged) because its " +
     "certificate, or the CA's, is about to expire",
   SERVER_CERT_REVOKED: "the server closed the session (receipts exchanged) because its " +
@@ -573,7 +580,7 @@ export class ChatSession {
 
   /**
    * Starts the close exchange; `run()` resolves once receipts are exchanged or time runs out.
-   * @param code server: why it closes, when it is its own certificate (PROTOCOL §5.2)
+   * @param code server: why it closes, when not because it stops (PROTOCOL §5.2, §7.1)
    */
   async close(code?: CloseCode): Promise<void> {
     await this.#sendClose(code);
@@ -642,7 +649,7 @@ export class ChatSession {
       const files = await this.#transcript.finish(this.#ownReceipt!, this.#peerReceipt);
       const { code } = this.#close;
       // A clean close all the same (receipts exchanged), for the server's stated reason.
-      const why = code && { code, message: CLOSE_REASONS[code], fromPeer: true };
+      const why = code && { code, closeCode: code, message: CLOSE_REASONS[code], fromPeer: true };
       return { outcome: "closed", ...why, transcriptPath: this.transcriptPath, ...files };
     } catch (error) {
       // What passed before the failing frame is acted on, as if it had come alone.
@@ -974,6 +981,7 @@ export class ChatSession {
       code,
       message: error instanceof Error ? error.message : undefined,
       ...(isFromPeer(error) ? { fromPeer: true } : {}),
+      ...(this.#close.code ? { closeCode: this.#close.code } : {}),
       transcriptPath: this.transcriptPath,
     };
     if (this.#ownReceipt) {

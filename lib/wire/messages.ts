@@ -151,8 +151,15 @@ export const PasswordRefusedSchema = z.object({
   code: z.enum(PASSWORD_REFUSAL_CODES),
 }).strict();
 
-/** Why the server closes, when it is its own certificate (PROTOCOL §5.2): `close`'s `code`. */
-export const CLOSE_CODES = ["SERVER_CERT_EXPIRED", "SERVER_CERT_REVOKED"] as const;
+/**
+ * Why the server closes, when the reason is not a server stopping: `close`'s `code` — the user
+ * logged in again (PROTOCOL §7.1) or the server's own certificate lapses (§5.2).
+ */
+export const CLOSE_CODES = [
+  "SESSION_TAKEN_OVER",
+  "SERVER_CERT_EXPIRED",
+  "SERVER_CERT_REVOKED",
+] as const;
 export type CloseCode = typeof CLOSE_CODES[number];
 
 export const CloseSchema = z.object({

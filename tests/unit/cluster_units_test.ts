@@ -1,7 +1,8 @@
 /** The pure parts of issue 15: reconnect policy, relay dedupe, cluster config and messages. */
 import assert from "node:assert/strict";
 import { Backoff, LineSource, parseServers, STOPPED } from "../../commands/_reconnect.ts";
-import { isPermanent, worthReconnecting } from "../../lib/session/reconnect.ts";
+import { isPermanent, isTakeover, worthReconnecting } from "../../lib/session/reconnect.ts";
+import type { SessionEnd } from "../../lib/session/session.ts";
 import { resolveClusterConfig } from "../../lib/cluster/config.ts";
 import {
   encodeClusterMessage,
@@ -40,26 +41,34 @@ Deno.test("parseServers() takes host:port, [v6]:port and bare hosts; refuses the
 });
 
 Deno.test("worthReconnecting(): drops and passing failures yes; takeover and refusals no", () => {
-  const end = (outcome: "closed" | "peer_gone" | "error", code?: string) => ({
+  const end = (outcome: "closed" | "peer_gone" | "error", code?: string): SessionEnd => ({
     outcome,
     code,
+    // What the session reports for a clean close with a code (PROTOCOL §5.2, §7.1).
+    ...(outcome === "closed" && code ? { closeCode: code as SessionEnd["closeCode"] } : {}),
     transcriptPath: "t",
   });
-  assert.equal(worthReconnecting(end("peer_gone"), false), true);
-  assert.equal(worthReconnecting(end("closed"), false), true);
-  assert.equal(worthReconnecting(end("error", "TIMEOUT"), false), true);
-  assert.equal(worthReconnecting(end("closed"), true), false);
+  assert.equal(worthReconnecting(end("peer_gone")), true);
+  assert.equal(worthReconnecting(end("closed")), true);
+  assert.equal(worthReconnecting(end("error", "TIMEOUT")), true);
   // REVOKED: the server ended the session because our certificate was revoked; a new login
   // would only be refused (BAD_CERT).
   for (const code of ["AUTH_FAIL", "BAD_CERT", "REVOKED", "SIG_FAIL", "TAMPERED"]) {
-    assert.equal(worthReconnecting(end("error", code), false), false, code);
+    assert.equal(worthReconnecting(end("error", code)), false, code);
   }
-  // Closed cleanly because the server's own certificate lapsed (PROTOCOL §5.2): it takes no
-  // session until its operator acts, and refuses new connections with the same code.
-  for (const code of ["SERVER_CERT_EXPIRED", "SERVER_CERT_REVOKED"]) {
-    assert.equal(worthReconnecting(end("closed", code), false), false, code);
+  // Closed cleanly because this user logged in again (PROTOCOL §7.1: a new login would take
+  // the session back), or the server's own certificate lapsed (§5.2): it takes no session
+  // until its operator acts, and refuses new connections with the same code.
+  for (const code of ["SESSION_TAKEN_OVER", "SERVER_CERT_EXPIRED", "SERVER_CERT_REVOKED"]) {
+    assert.equal(worthReconnecting(end("closed", code)), false, code);
     assert.equal(isPermanent(new SecureChatError(code as never, "refused")), true, code);
   }
+  // The close's code stands when the receipt exchange after it failed.
+  const timedOut: SessionEnd = { ...end("error", "TIMEOUT"), closeCode: "SESSION_TAKEN_OVER" };
+  assert.equal(worthReconnecting(timedOut), false);
+  assert.equal(isTakeover(timedOut), true);
+  assert.equal(isTakeover(end("closed", "SERVER_CERT_EXPIRED")), false);
+  assert.equal(isTakeover(end("closed")), false);
 });
 
 Deno.test("LineSource.next() keeps a read that outlived its session for the next one", async () => {

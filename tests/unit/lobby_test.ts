@@ -26,6 +26,7 @@ import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import { checkedMessage, wireText } from "../helpers/records.ts";
 import type { ClusterLink, PublishOutcome } from "../../lib/cluster/link.ts";
+import type { CloseCode } from "../../lib/wire/messages.ts";
 
 /** The part of ChatSession the lobby uses, recording every send. */
 class FakeSession {
@@ -35,7 +36,8 @@ class FakeSession {
   readonly refusals: { of: number; code: RefusalCode }[] = [];
   readonly cert: Uint8Array;
   closing = false;
-  closeCalls = 0;
+  /** The code each close() was given (PROTOCOL §7.1: a takeover's). */
+  readonly closeCodes: (CloseCode | undefined)[] = [];
   /** What the next sends throw, if set. */
   failure: unknown;
 
@@ -63,8 +65,8 @@ class FakeSession {
     this.refusals.push({ of, code });
   }
 
-  close(): Promise<void> {
-    this.closeCalls++;
+  close(code?: CloseCode): Promise<void> {
+    this.closeCodes.push(code);
     this.closing = true;
     return Promise.resolve();
   }
@@ -112,8 +114,8 @@ Deno.test("Lobby.join(): a second login takes over, case-insensitively; the old 
   const bob = await join("bob");
   const second = await join("Alice");
   assert.deepEqual(lobby.names(), ["Alice", "bob"]);
-  assert.equal(first.session.notices.at(-1), "you logged in elsewhere; closing");
-  assert.equal(first.session.closeCalls, 1);
+  // The close's code is the client's signal (PROTOCOL §7.1); a notice is display only (§6.2).
+  assert.deepEqual(first.session.closeCodes, ["SESSION_TAKEN_OVER"]);
   assert.ok(logged.some((e) => e.event === "SESSION_REPLACED"));
   await lobby.leave(first.member);
   assert.deepEqual(lobby.names(), ["Alice", "bob"]);
