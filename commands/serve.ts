@@ -318,7 +318,52 @@ function portNumber(value: string): number {
   return value === "0" ? 0 : positiveInt("--port", 65535)(value);
 }
 
+/**
+ * SIGHUP asks for a CRL reload now (issue 11 item 2), and its default action ends the process:
+ * so serve takes it from its first line to its last. One that comes while the server starts
+ * is honoured once it is up (the CRL may have changed since it was read); one during the
+ * shutdown is moot, and must not cut the sessions' close with receipts short.
+ */
+class HangupReloads {
+  #server?: ChatServer;
+  #pending = false;
+  #stopping = false;
+  readonly #onHangup = () => {
+    if (this.#stopping) return;
+    if (this.#server) void this.#server.reloadCrl();
+    else this.#pending = true;
+  };
+
+  constructor() {
+    Deno.addSignalListener("SIGHUP", this.#onHangup);
+  }
+
+  running(server: ChatServer): void {
+    this.#server = server;
+    if (this.#pending) void server.reloadCrl();
+  }
+
+  stopping(): void {
+    this.#stopping = true;
+  }
+
+  /** Restores SIGHUP's default once serve is done. */
+  remove(): void {
+    Deno.removeSignalListener("SIGHUP", this.#onHangup);
+  }
+}
+
 async function serve(options: ServeOptions): Promise<void> {
+  // First of all: a reload signal sent while the server starts is no crash.
+  const hangups = new HangupReloads();
+  try {
+    await runServer(options, hangups);
+  } finally {
+    hangups.remove();
+  }
+}
+
+async function runServer(options: ServeOptions, hangups: HangupReloads): Promise<void> {
   const interactive = Deno.stdin.isTerminal() && Deno.stdout.isTerminal();
   // On a terminal the operator types while events arrive: log lines go above the prompt.
   const editor = interactive ? new LineEditor(`${OPERATOR_NAME}> `) : undefined;
@@ -414,9 +459,7 @@ async function serve(options: ServeOptions): Promise<void> {
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
   });
-  // SIGHUP: re-read the CRL now rather than at the next check (issue 11 item 2).
-  const reloadCrl = () => void server.reloadCrl();
-  Deno.addSignalListener("SIGHUP", reloadCrl);
+  hangups.running(server);
   const operator = editor || options.console ? operatorConsole(server, editor) : undefined;
   // `/quit` stops the server as the signal would; so do Ctrl-C and Ctrl-D on a terminal
   // (the editor reads them itself). The end of a piped --console input does not.
@@ -425,7 +468,7 @@ async function serve(options: ServeOptions): Promise<void> {
   );
   await Promise.race(quit ? [signalled, quit] : [signalled]);
   editor?.stop();
-  Deno.removeSignalListener("SIGHUP", reloadCrl);
+  hangups.stopping();
   info("shutting down: closing sessions with receipts");
   await health?.close();
   await server.shutdown();

@@ -98,6 +98,8 @@ export interface ServerStartOptions {
   console?: boolean;
   /** Where the database and transcripts go; by default a fresh temp dir removed by dispose(). */
   workDir?: string;
+  /** Called as soon as the process exists, before its LISTEN (to signal a server starting). */
+  spawned?: (child: Deno.ChildProcess) => void;
 }
 
 /** A running `securechat serve`. */
@@ -165,6 +167,7 @@ export class ServerProcess {
       ...(opts.args ?? []),
     ];
     const server = new ServerProcess(spawnCli(args, { cwd: workDir }), workDir, ownsDir);
+    opts.spawned?.(server.child);
     const exited = server.#exit!.then((status) => status);
     const listen = server.waitFor(logIs("LISTEN"), 20_000);
     const first = await Promise.race([listen, exited]);
