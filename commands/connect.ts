@@ -22,7 +22,7 @@ import {
   takeE2eMessage,
   verifyLines,
 } from "../lib/e2e/chat.ts";
-import { openStateFile } from "../lib/store/e2e_state_file.ts";
+import { openStateFile, resealStateFile } from "../lib/store/e2e_state_file.ts";
 import type { SealedState } from "../lib/e2e/sealed_state.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { OPERATOR_NAME } from "../lib/server/lobby.ts";
@@ -64,6 +64,7 @@ interface ConnectFlags {
   transcripts?: string;
   passwordFile?: string;
   keyPasswordFile?: string;
+  previousPasswordFile?: string;
   history?: string;
   handshakeTimeout: number;
   keyUpdate: number;
@@ -147,6 +148,11 @@ export function registerConnect(program: Command): void {
     )
     .option("--key-password-file <file>", "password of an encrypted private key")
     .option(
+      "--previous-password-file <file>",
+      "your password before a change made from another client, if your end-to-end state is " +
+        "still sealed under it (else asked for on a terminal)",
+    )
+    .option(
       "--key-update <s>",
       "update our chat key after this many seconds (PROTOCOL §4.4)",
       positiveInt("--key-update"),
@@ -227,7 +233,7 @@ async function connect(options: ConnectOptions): Promise<void> {
   const statePath = join(options.transcripts, `${canonicalName(options.user)}.e2e`);
   const openE2e = async () => {
     if (e2e) return e2e;
-    stateFile = await openStateFile(statePath, statePassword);
+    stateFile = await openOwnState(statePath, statePassword, options, editor);
     e2e = await E2eClient.open(
       stateFile,
       { user: options.user, certDer: identity.certDer, signingKey: identity.signingKey },
@@ -357,6 +363,67 @@ async function connect(options: ConnectOptions): Promise<void> {
     if (unsent) info(`not sent (the session ended first): ${unsent}`);
     await history?.close();
   }
+}
+
+/**
+ * The end-to-end state, opened with the password the server has just accepted. One that does
+ * not open with it is most likely still sealed under the previous password: it was changed
+ * from another client, which could not re-seal this device's state (PROTOCOL §12.7). Given
+ * that one (--previous-password-file, or asked with echo off on a terminal), the state opens
+ * here, locally, and is sealed again under the current password by a password change's steps.
+ * @throws DECRYPT_FAIL with what to do (no terminal and no file; it opens with neither);
+ *   USAGE (the question cancelled); IO_ERROR
+ */
+async function openOwnState(
+  path: string,
+  password: string,
+  options: ConnectOptions,
+  editor: LineEditor | undefined,
+): Promise<SealedState> {
+  let locked: unknown;
+  try {
+    return await openStateFile(path, password);
+  } catch (error) {
+    if (codeOf(error) !== "DECRYPT_FAIL") throw error;
+    locked = error;
+  }
+  const hint = "if your password was changed from another client, give the previous one: " +
+    "run `securechat connect` on a terminal (it asks), or pass --previous-password-file FILE; " +
+    "the state is then sealed under your current password. Without it, move the file away to " +
+    "start again as a new device (your conversations start anew)";
+  let previous: string;
+  if (options.previousPasswordFile) {
+    previous = await readPasswordFile(options.previousPasswordFile);
+  } else if (editor || Deno.stdin.isTerminal()) {
+    info(
+      `your end-to-end state ${path} does not open with the password you logged in with ` +
+        "(changed from another client?)",
+    );
+    const input = editor ? (question: string) => editor.askHidden(question) : undefined;
+    previous = await askPassword("previous password: ", { input });
+  } else {
+    throw new SecureChatError(
+      "DECRYPT_FAIL",
+      `the end-to-end state ${path} does not open with the password you logged in with`,
+      { cause: locked, hint },
+    );
+  }
+  let state: SealedState;
+  try {
+    state = await resealStateFile(path, previous, password);
+  } catch (error) {
+    if (codeOf(error) !== "DECRYPT_FAIL") throw error;
+    throw new SecureChatError(
+      "DECRYPT_FAIL",
+      `the end-to-end state ${path} opens with neither your password nor the previous one given`,
+      { cause: error, hint },
+    );
+  }
+  info(
+    `your end-to-end state ${path} is sealed under your current password now: the same ` +
+      "device, its conversations kept",
+  );
+  return state;
 }
 
 /** Dials one server, runs the handshake and starts the session (its transcript). */

@@ -18,6 +18,20 @@ export function openStateFile(path: string, secret: string): Promise<SealedState
   return SealedState.open(stateFileSlots(path), secret);
 }
 
+/**
+ * Opens the state file at `path`, still sealed under `previous` (the password before a change
+ * made from another client), and seals it again under `current` crash-safely (see
+ * {@link SealedState.reseal}).
+ * @throws DECRYPT_FAIL (it opens with neither, or is damaged); IO_ERROR
+ */
+export function resealStateFile(
+  path: string,
+  previous: string,
+  current: string,
+): Promise<SealedState> {
+  return SealedState.reseal(stateFileSlots(path), previous, current);
+}
+
 function stateFileSlots(path: string): SealedSlots {
   // Where a password change keeps the state under the new password until the server answers.
   const next = `${path}.next`;
