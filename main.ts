@@ -13,15 +13,18 @@ import { registerVerify } from "./commands/verify.ts";
 import { registerPaths } from "./commands/paths.ts";
 import { registerCompletion } from "./commands/completion.ts";
 import { registerUser } from "./commands/user.ts";
-import { exitStatusOf, printError } from "./commands/_cli.ts";
+import { exitStatusOf, helpHint, outputUsageError, printError } from "./commands/_cli.ts";
 
 export function buildProgram(): Command {
   const program = new Command("securechat")
     .description("Secure chat over plain TCP with its own PKI, signed messages and receipts.")
     .version(denoJson.version, "-V, --version")
-    .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
-    .configureOutput({ writeErr: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)) });
+    .configureOutput({
+      writeErr: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
+      outputError: outputUsageError,
+    });
+  program.showHelpAfterError(helpHint(program));
   registerCa(program);
   registerCert(program);
   registerServe(program);

@@ -39,13 +39,29 @@ export async function privateDir(dir: string): Promise<void> {
   if (note) info(note);
 }
 
+/**
+ * Commander's own usage errors ("unknown option", "missing required argument") in the shape of
+ * ours, `securechat: error: USAGE: ...`, made safe like any quoted text (they quote argv).
+ */
+export function outputUsageError(text: string, write: (text: string) => void): void {
+  const lines = text.trimEnd().replace(/^error: /, "error: USAGE: ").split("\n");
+  write(`securechat: ${lines.map((line) => safeText(line)).join("\n")}\n`);
+}
+
+/** The hint after a usage error: where the help of `command` is. */
+export function helpHint(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+  return `hint: run \`${names.join(" ")} --help\` for usage`;
+}
+
 /** A subcommand with the shared conventions: help on error, exit override, strict options. */
 export function subcommand(parent: Command, name: string, description: string): Command {
-  return parent.command(name)
+  const command = parent.command(name)
     .description(description)
-    .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .allowExcessArguments(false);
+  return command.showHelpAfterError(helpHint(command));
 }
 
 /** Parses a positive integer option, or throws USAGE naming the flag. */

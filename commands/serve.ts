@@ -95,7 +95,11 @@ export function serveOptions(flags: ServeFlags, settings: Settings): ServeOption
 export function registerServe(program: Command): void {
   subcommand(program, "serve", "Run the chat server.")
     .option("--host <host>", "address to listen on (default 127.0.0.1)")
-    .option("--port <port>", "port to listen on, 0 for any free port (default 65432)", portNumber)
+    .option(
+      "--port <port>",
+      "port to listen on, 0 for any free port (default 65432)",
+      portNumber("--port"),
+    )
     .option("--dir <dir>", "PKI directory with ca.pem and server.pem/.key (default: the home's)")
     .option("--cert <file>", "server certificate (default <dir>/server.pem)")
     .option("--key <file>", "server private key (default <dir>/server.key)")
@@ -130,12 +134,12 @@ export function registerServe(program: Command): void {
     .option(
       "--health-port <port>",
       "answer GET /health on this port for a load balancer (200 ok, 503 unavailable)",
-      portNumber,
+      portNumber("--health-port"),
     )
     .option(
       "--web <port>",
       "also take the protocol over WebSocket at ws://HOST:PORT/ws, one binary message per frame (0 for any free port), and serve the browser page at http://HOST:PORT/",
-      portNumber,
+      portNumber("--web"),
     )
     .option(
       "--web-root <dir>",
@@ -314,8 +318,19 @@ export function queueAge(value: string): number {
   return ms;
 }
 
-function portNumber(value: string): number {
-  return value === "0" ? 0 : positiveInt("--port", 65535)(value);
+/** A port to listen on: 0 asks the system for any free one. */
+function portNumber(flag: string): (value: string) => number {
+  return (value) => {
+    if (value === "0") return 0;
+    try {
+      return positiveInt(flag, 65535)(value);
+    } catch {
+      throw new SecureChatError(
+        "USAGE",
+        `${flag} must be an integer from 0 (any free port) to 65535, not "${value}"`,
+      );
+    }
+  };
 }
 
 /**

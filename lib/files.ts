@@ -10,7 +10,10 @@ import { randomBytes, toHex, utf8 } from "./bytes.ts";
 import { dirname } from "node:path";
 
 function ioError(action: string, path: string, cause: unknown): SecureChatError {
-  const why = cause instanceof Error ? cause.message : String(cause);
+  // Deno's message repeats the path after the errno ("… (os error 2): readfile '/x'"): the
+  // reason alone reads better after ours, and the cause keeps the rest.
+  const why = (cause instanceof Error ? cause.message : String(cause))
+    .replace(/ \(os error \d+\)(: .*)?$/s, "");
   return new SecureChatError("IO_ERROR", `cannot ${action} ${path}: ${why}`, { cause });
 }
 
