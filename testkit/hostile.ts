@@ -46,7 +46,7 @@ import {
   openContent,
   sealContent,
   sealPlaintext,
-  signRecord,
+  signBatch,
 } from "../lib/message/record.ts";
 import { type TrustStore, validatePeerCertificate } from "../lib/pki/validate.ts";
 import {
@@ -517,7 +517,7 @@ export class HostileClient {
     };
     o.record?.(record);
     if (record.seqno === this.#seqno + 1) this.#seqno++;
-    record.sig = await signRecord(this.opts.identity.signingKey, record);
+    await signBatch(this.opts.identity.signingKey, [record]);
     o.after?.(record);
     let message: unknown = {
       type: "msg",

@@ -18,7 +18,7 @@ import {
   prepareRelay,
   relayLineFor,
   sealContent,
-  signRecord,
+  signBatch,
   userRecipient,
 } from "../lib/message/record.ts";
 import { fingerprintOf } from "../lib/pki/describe.ts";
@@ -273,7 +273,7 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
         if (p.dir === "c2s") {
           const { k, ct, c } = sealContent({ kind: "text", text });
           const record: MessageRecord = { sid: sessionId, to: LOBBY, ...p, ct, c };
-          record.sig = await signRecord(pki.client.signer, record);
+          await signBatch(pki.client.signer, [record]);
           return prepareMsg("c2s", record, k).line;
         }
         const author = options.relayAuthor;
@@ -288,7 +288,7 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
             ct,
             c,
           };
-          record.sig = await signRecord(author.signer, record);
+          await signBatch(author.signer, [record]);
           const shared = prepareRelay(
             authorCertOf(author.certDer),
             encodeRecord(record),
@@ -521,7 +521,7 @@ export const TAMPER_CASES: TamperCase[] = [
         ct,
         c,
       };
-      record.sig = await signRecord(b.attacker, record);
+      await signBatch(b.attacker, [record]);
       const forged = JSON.stringify({ dir: "c2s", type: "msg", record: encodeRecord(record) });
       return { lines: [...b.lines, forged], receipt: b.receipt };
     },

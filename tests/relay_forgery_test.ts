@@ -19,7 +19,7 @@ import {
   type MessageRecord,
   prepareRelay,
   sealContent,
-  signRecord,
+  signBatch,
   userRecipient,
 } from "../lib/message/record.ts";
 import { ChatSession } from "../lib/session/session.ts";
@@ -48,7 +48,7 @@ async function aliceSays(
     ct,
     c,
   };
-  record.sig = await signRecord((o.signer ?? alice).signingKey, record);
+  await signBatch((o.signer ?? alice).signingKey, [record]);
   return { record, k };
 }
 

@@ -10,7 +10,7 @@ import {
   type PreparedLine,
   prepareMsg,
   sealContent,
-  signRecord,
+  signBatch,
   userRecipient,
 } from "../lib/message/record.ts";
 import { type TranscriptHeader, TranscriptWriter } from "../lib/transcript/writer.ts";
@@ -42,7 +42,7 @@ async function entry(
   const { k, ct, c } = sealContent({ kind: dir === "c2s" ? "text" : "notice", text: "hi" });
   const to = dir === "c2s" ? LOBBY : userRecipient(p.client.name);
   const record: MessageRecord = { sid: h.sessionId, dir, to, seqno, ts, ct, c };
-  if (dir === "c2s") record.sig = await signRecord(p.client.signer, record);
+  if (dir === "c2s") await signBatch(p.client.signer, [record]);
   return prepareMsg(dir, record, k).line;
 }
 
@@ -233,7 +233,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
   const h = await header();
   const script = `
     import { importSigningKeyPkcs8 } from "./lib/crypto/signature.ts";
-    import { prepareMsg, sealPlaintext, signRecord } from "./lib/message/record.ts";
+    import { prepareMsg, sealPlaintext, signBatch } from "./lib/message/record.ts";
     import { TranscriptWriter } from "./lib/transcript/writer.ts";
     import { spendTurn } from "./lib/turn.ts";
     import { transcriptDirectory } from "./lib/transcript/file_storage.ts";
@@ -251,7 +251,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
     for (let seq = 1; ; seq++) {
       const { k, ct, c } = sealPlaintext(body);
       const record = { sid: "${h.sessionId}", dir: "c2s", to: "lobby", seqno: seq, ts: Date.now(), ct, c };
-      record.sig = await signRecord(key, record);
+      await signBatch(key, [record]);
       w.append(prepareMsg("c2s", record, k).line);
       // As ChatSession.send does: without a turn of the event loop now and then, a
       // synchronous signature (Ed25519) would never let the writer's file writes run.

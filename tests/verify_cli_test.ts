@@ -9,7 +9,7 @@ import {
   LOBBY,
   type MessageRecord,
   sealContent,
-  signRecord,
+  signBatch,
 } from "../lib/message/record.ts";
 import { runCli } from "../testkit/cli.ts";
 import { TAMPER_CASES, writeCase, writeSession } from "../testkit/transcript_fixtures.ts";
@@ -139,7 +139,7 @@ Deno.test("cli verify --opening --json: an author's control and bidi characters 
     ct,
     c,
   };
-  record.sig = await signRecord(b.pki.client.signer, record);
+  await signBatch(b.pki.client.signer, [record]);
   const path = `${dir}/hostile.json`;
   const opening = {
     type: "securechat-opening",

@@ -28,6 +28,7 @@ import { PROTOCOL_VERSION } from "../wire/messages.ts";
 import {
   base64Text,
   byType,
+  fail,
   isTrue,
   list,
   literal,
@@ -76,6 +77,7 @@ const LABEL = {
   contentAad: utf8("securechat/v2 content"),
   commitment: utf8("securechat/v2 commitment\0"),
   statement: utf8("securechat/v2 message\0"),
+  batch: utf8("securechat/v2 message batch\0"),
 } as const;
 
 // ---- recipients (PROTOCOL §6.1) ----
@@ -271,11 +273,19 @@ export interface RecordJson {
   ct: string;
   c: string;
   sig?: string;
+  batch?: BatchJson;
+}
+
+/** A record's place in the batch its signature covers, as JSON (PROTOCOL §6.1). */
+export interface BatchJson {
+  i: number;
+  n: number;
+  path: string[];
 }
 
 /** Checks a record's JSON form: exactly its members, each within its bounds. */
 function recordJson(value: unknown, path: Path): RecordJson {
-  const o = members(value, path, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig"]);
+  const o = members(value, path, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig", "batch"]);
   const json: RecordJson = {
     sid: matching(o.sid, path, "sid", SID_RE, "32 lowercase hex characters"),
     dir: literal(o.dir, path, "dir", DIRECTIONS),
@@ -286,9 +296,29 @@ function recordJson(value: unknown, path: Path): RecordJson {
     c: base64Text(o.c, path, "c", 32, 32),
   };
   if (o.sig !== undefined) json.sig = base64Text(o.sig, path, "sig", 1, MAX_SIG_BYTES);
+  if (o.batch !== undefined) json.batch = batchJson(o.batch, [...path, "batch"], json.seqno);
+  if ((json.sig === undefined) !== (json.batch === undefined)) {
+    fail(path, json.sig === undefined ? "batch" : "sig", "a record has sig and batch, or neither");
+  }
   return json;
 }
 
+/** `batch`'s bounds (PROTOCOL §6.1): whether the path fits `i` and `n` is the signature check's. */
+function batchJson(value: unknown, path: Path, seqno: number): BatchJson {
+  const o = members(value, path, ["i", "n", "path"]);
+  const n = uint(o.n, path, "n", 1);
+  if (n > MAX_BATCH) fail(path, "n", `expected 1..${MAX_BATCH}`);
+  const i = uint(o.i, path, "i");
+  if (i >= n) fail(path, "i", "expected below n");
+  if (i >= seqno) {
+    fail(path, "i", "expected below the record's seqno (the batch starts at seqno 1 or later)");
+  }
+  const entries = list(o.path, path, "path", MAX_PATH);
+  const hashes = entries.map((entry, j) =>
+    base64Text(entry, [...path, "path"], j, HASH_BYTES, HASH_BYTES)
+  );
+  return { i, n, path: hashes };
+}
 export const RecordJsonShape: Shape<RecordJson> = shape(recordJson);
 
 /** A record with its binary fields decoded. */
@@ -301,6 +331,17 @@ export interface MessageRecord {
   ct: Uint8Array;
   c: Uint8Array;
   sig?: Uint8Array;
+  batch?: BatchPosition;
+}
+
+/** A record's place in its signed batch (PROTOCOL §6.1). */
+export interface BatchPosition {
+  /** Its index in the batch: the batch starts at seqno − i. */
+  i: number;
+  /** The batch's size, 1..MAX_BATCH. */
+  n: number;
+  /** The RFC 9162 inclusion path of leaf i among n, nearest the leaf first. */
+  path: Uint8Array[];
 }
 
 export function decodeRecord(json: RecordJson): MessageRecord {
@@ -314,6 +355,9 @@ export function decodeRecord(json: RecordJson): MessageRecord {
     c: fromBase64(json.c),
   };
   if (json.sig !== undefined) r.sig = fromBase64(json.sig);
+  if (json.batch !== undefined) {
+    r.batch = { i: json.batch.i, n: json.batch.n, path: json.batch.path.map(fromBase64) };
+  }
   return r;
 }
 
@@ -329,12 +373,13 @@ export function encodeRecord(r: MessageRecord): RecordJson {
     c: toBase64(r.c),
   };
   if (r.sig) json.sig = toBase64(r.sig);
+  if (r.batch) json.batch = { i: r.batch.i, n: r.batch.n, path: r.batch.path.map(toBase64) };
   return json;
 }
 
 const SID_BYTES = 16;
 
-/** The bytes an author signs (PROTOCOL §6.1). */
+/** The bytes that bind a record: the leaf of its batch (PROTOCOL §6.1), hashed by §12.6's binding. */
 export function statement(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
   const ctDigest = sha256(r.ct);
@@ -358,9 +403,10 @@ export function statement(r: MessageRecord): Uint8Array {
 export function recordEncoding(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
   const sig = r.sig ?? new Uint8Array(0);
+  const path = r.batch?.path ?? [];
   const length = SID_BYTES + 1 + 4 + to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
-    sig.length;
-  return new FieldWriter(length)
+    sig.length + 4 + 4 + 1 + path.length * HASH_BYTES;
+  const w = new FieldWriter(length)
     .hex(r.sid)
     .u8(DIRECTION_BYTE[r.dir])
     .u32(to.length)
@@ -372,7 +418,11 @@ export function recordEncoding(r: MessageRecord): Uint8Array {
     .bytesOf(r.c)
     .u32(sig.length)
     .bytesOf(sig)
-    .done();
+    .u32(r.batch?.i ?? 0)
+    .u32(r.batch?.n ?? 0)
+    .u8(path.length);
+  for (const hash of path) w.bytesOf(hash);
+  return w.done();
 }
 
 // ---- content: k, ct, c (PROTOCOL §6.1) ----
@@ -446,14 +496,185 @@ export function parseBody(plaintext: Uint8Array): Body {
   return parsed.data;
 }
 
-// ---- signatures ----
+// ---- signed batches (PROTOCOL §6.1) ----
 
-export async function signRecord(key: SigningKey, r: MessageRecord): Promise<Uint8Array> {
-  return await sign(key, statement(r));
+/** The most records one signature covers. */
+export const MAX_BATCH = 32;
+/** The longest RFC 9162 inclusion path in a tree of at most MAX_BATCH leaves. */
+const MAX_PATH = 5;
+const HASH_BYTES = 32;
+const BATCH_STATEMENT_BYTES = LABEL.batch.length + 4 + SID_BYTES + 1 + 8 + 4 + HASH_BYTES;
+
+/** RFC 9162 §2.1.1: SHA-256(0x00 || statement). */
+export function leafHash(r: MessageRecord): Uint8Array {
+  return sha256(LEAF_PREFIX, statement(r));
 }
 
-export async function verifyRecord(key: VerifyingKey, r: MessageRecord): Promise<boolean> {
-  return r.sig !== undefined && await verify(key, statement(r), r.sig);
+const LEAF_PREFIX = Uint8Array.of(0x00);
+const NODE_PREFIX = Uint8Array.of(0x01);
+
+function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
+  return sha256(NODE_PREFIX, left, right);
+}
+
+/**
+ * The RFC 9162 Merkle Tree Hash of `leaves[lo..hi)` (leaf hashes), appending to `paths[j]`
+ * the sibling of each subtree leaf j is in, nearest the leaf first (§2.1.3.1's PATH).
+ */
+function subtreeHash(
+  leaves: readonly Uint8Array[],
+  lo: number,
+  hi: number,
+  paths: Uint8Array[][],
+): Uint8Array {
+  if (hi - lo === 1) return leaves[lo];
+  let k = 1;
+  while (k * 2 < hi - lo) k *= 2; // the largest power of two below the size
+  const left = subtreeHash(leaves, lo, lo + k, paths);
+  const right = subtreeHash(leaves, lo + k, hi, paths);
+  for (let j = lo; j < lo + k; j++) paths[j].push(right);
+  for (let j = lo + k; j < hi; j++) paths[j].push(left);
+  return nodeHash(left, right);
+}
+
+/** The root over leaf hashes and every leaf's inclusion path (RFC 9162 §2.1.1, §2.1.3.1). */
+export function merkleTree(
+  leaves: readonly Uint8Array[],
+): { root: Uint8Array; paths: Uint8Array[][] } {
+  if (leaves.length === 0) throw new SecureChatError("INTERNAL", "an empty batch");
+  const paths = leaves.map(() => [] as Uint8Array[]);
+  return { root: subtreeHash(leaves, 0, leaves.length, paths), paths };
+}
+
+/**
+ * The root leaf `i` of `n` proves with `path`, by RFC 9162 §2.1.3.2 exactly; null when the
+ * path does not fit `i` and `n` (too long or too short).
+ */
+export function rootFromPath(
+  leaf: Uint8Array,
+  i: number,
+  n: number,
+  path: readonly Uint8Array[],
+): Uint8Array | null {
+  if (i >= n) return null;
+  let fn = i;
+  let sn = n - 1;
+  let r = leaf;
+  for (const p of path) {
+    if (sn === 0) return null;
+    if (fn % 2 === 1 || fn === sn) {
+      r = nodeHash(p, r);
+      while (fn !== 0 && fn % 2 === 0) {
+        fn >>>= 1;
+        sn >>>= 1;
+      }
+    } else {
+      r = nodeHash(r, p);
+    }
+    fn >>>= 1;
+    sn >>>= 1;
+  }
+  return sn === 0 ? r : null;
+}
+
+/** What one signature covers: a batch's session, direction, first seqno, size and root (§6.1). */
+export function batchStatement(
+  sid: string,
+  dir: Direction,
+  first: number,
+  n: number,
+  root: Uint8Array,
+): Uint8Array {
+  return new FieldWriter(BATCH_STATEMENT_BYTES)
+    .bytesOf(LABEL.batch)
+    .u32(PROTOCOL_VERSION)
+    .hex(sid)
+    .u8(DIRECTION_BYTE[dir])
+    .u64(first)
+    .u32(n)
+    .bytesOf(root)
+    .done();
+}
+
+/**
+ * Signs records as one batch (PROTOCOL §6.1): sets every record's `sig` (the same bytes) and
+ * its `batch`. The records are one session's and direction's, consecutive seqnos in order.
+ * @throws INTERNAL when they are not (a caller's bug), or more than MAX_BATCH
+ */
+export async function signBatch(key: SigningKey, records: readonly MessageRecord[]): Promise<void> {
+  const first = records[0];
+  if (!first || records.length > MAX_BATCH) {
+    throw new SecureChatError("INTERNAL", `a batch of ${records.length} records`);
+  }
+  records.forEach((r, j) => {
+    if (r.sid !== first.sid || r.dir !== first.dir || r.seqno !== first.seqno + j) {
+      throw new SecureChatError("INTERNAL", "a batch of records that do not follow each other");
+    }
+  });
+  const { root, paths } = merkleTree(records.map(leafHash));
+  const n = records.length;
+  const sig = await sign(key, batchStatement(first.sid, first.dir, first.seqno, n, root));
+  records.forEach((r, i) => {
+    r.sig = sig;
+    r.batch = { i, n, path: paths[i] };
+  });
+}
+
+/** The batches a check remembers (PROTOCOL §6.1 "Ours keeps one such cache… of at most 64"). */
+const VERIFIED_BATCHES = 64;
+
+/** An author's certificate as a signature check needs it: its fingerprint and key. */
+export interface RecordAuthor {
+  /** hex(SHA-256(DER)): the cache's key, with the batch statement and the signature */
+  readonly fingerprint: string;
+  readonly key: VerifyingKey;
+}
+
+/**
+ * Checks records' signatures (PROTOCOL §6.1 "Checking a record's signature"), verifying each
+ * batch's signature once: it remembers (in flight too, so concurrent checks of one batch
+ * share one verification) the outcome per certificate fingerprint, batch statement and
+ * signature bytes together — never fewer, so a record with another signature, or claiming
+ * another author, is checked on its own. One per session, or per `verify` run.
+ */
+export class RecordSignatures {
+  readonly #verified = new Map<string, Promise<boolean>>();
+
+  /**
+   * @param pathFault the code of a path that does not fit its batch: the record's schema,
+   *   PROTOCOL_ERROR live, TAMPERED in a file (TRANSCRIPT §5, §6)
+   */
+  constructor(readonly pathFault: "PROTOCOL_ERROR" | "TAMPERED" = "PROTOCOL_ERROR") {}
+
+  /**
+   * @param whose names the record in the error ("message 7", "alice's relayed record")
+   * @throws {@link pathFault} when the batch path does not fit `i` and `n`; SIG_FAIL when the
+   *   record has no signature or it does not verify over its batch statement
+   */
+  async check(author: RecordAuthor, r: MessageRecord, whose: string): Promise<void> {
+    if (!r.sig || !r.batch) throw new SecureChatError("SIG_FAIL", `${whose} is not signed`);
+    const { i, n, path } = r.batch;
+    const root = rootFromPath(leafHash(r), i, n, path);
+    if (!root) {
+      throw new SecureChatError(
+        this.pathFault,
+        `${whose}: a batch path of ${path.length} hashes does not fit leaf ${i} of ${n}`,
+      );
+    }
+    const signed = batchStatement(r.sid, r.dir, r.seqno - i, n, root);
+    const key = `${author.fingerprint}|${toBase64(signed)}|${toBase64(r.sig)}`;
+    let verdict = this.#verified.get(key);
+    if (!verdict) {
+      verdict = verify(author.key, signed, r.sig).catch(() => false);
+      if (this.#verified.size >= VERIFIED_BATCHES) {
+        this.#verified.delete(this.#verified.keys().next().value!);
+      }
+      this.#verified.set(key, verdict);
+    }
+    if (!await verdict) {
+      throw new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
+    }
+  }
 }
 
 // ---- session messages that carry records (PROTOCOL §3.3, §6) and their transcript lines ----

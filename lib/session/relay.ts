@@ -17,9 +17,9 @@ import {
   MAX_STORED_AGE_MS,
   type MessageRecord,
   openContent,
+  RecordSignatures,
   type RelayMessage,
   userRecipient,
-  verifyRecord,
 } from "../message/record.ts";
 import type { VerifyingKey } from "../crypto/signature.ts";
 import type { E2eEnvelope } from "../e2e/envelope.ts";
@@ -242,6 +242,8 @@ function authorRefused(error: unknown, type: RelayMessage["type"]): unknown {
 export class RelayVerifier {
   /** This session's author certificates (§6.4.1), each validated once when introduced. */
   readonly #authors = new SessionCertList<Promise<{ peer: ValidatedPeer; key: VerifyingKey }>>();
+  /** Each author batch's signature is verified once (PROTOCOL §6.1). */
+  readonly #signatures = new RecordSignatures();
   /** This session's marks: within one session the server never relays a record twice. */
   readonly #inSession = new Map<string, number>();
   readonly #me: string;
@@ -284,12 +286,11 @@ export class RelayVerifier {
         `a ${relay.e2e.kind} envelope relayed on a record to ${record.to.slice(0, 80)}`,
       );
     }
-    if (!await verifyRecord(key, record)) {
-      throw new SecureChatError(
-        "SIG_FAIL",
-        `relayed record does not carry ${peer.commonName}'s signature`,
-      );
-    }
+    await this.#signatures.check(
+      { fingerprint, key },
+      record,
+      `${peer.commonName}'s ${relay.type} record`,
+    );
     // Freshness before the unwrap (§6.4 step 6, §6.6 step 6'): a record this device accepted
     // in an earlier session is recorded but neither shown nor unwrapped again — its ratchet
     // key was used up, so a second unwrap would fail REPLAY and show a line already shown as

@@ -36,6 +36,7 @@ import {
   type QueuedMessage,
   QueuedMessageShape,
   type RecordJson,
+  RecordSignatures,
   type RefusalCode,
   type RefusedMessage,
   RefusedMessageShape,
@@ -45,10 +46,8 @@ import {
   RelayMessageShape,
   type RelayType,
   sealContent,
-  signRecord,
   TO_SERVER,
   userRecipient,
-  verifyRecord,
 } from "../message/record.ts";
 import type { Receipt } from "../transcript/receipt.ts";
 import type { TranscriptStorage } from "../transcript/storage.ts";
@@ -77,6 +76,7 @@ import {
 } from "./relay.ts";
 import type { E2eEnvelope } from "../e2e/envelope.ts";
 import { SequenceWindow } from "./replay.ts";
+import { BatchSigner } from "./batch_signer.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { atTurnEnd, spendTurn } from "../turn.ts";
@@ -242,6 +242,12 @@ export class ChatSession {
   #keySince = Date.now();
   /** Client sends wait for their signature; this keeps them leaving in seqno order. */
   #sending: Promise<void> = Promise.resolve();
+  /** Signs the client's records a turn at a time (PROTOCOL §6.1). */
+  #signer?: BatchSigner;
+  /** A client's msgs made and recorded, waiting for the rest of their batch to leave with. */
+  #batchOutbox: Content[] = [];
+  /** The client's batch signatures, each verified once (PROTOCOL §6.1): a server's only. */
+  #signatures?: RecordSignatures;
   #close: CloseState = { sent: false, received: false, receiptSent: false };
   #ownReceipt?: Receipt;
   #peerReceipt?: Receipt;
@@ -383,33 +389,50 @@ export class ChatSession {
         return Promise.reject(error);
       }
     }
-    const signing = signRecord(this.#est.self.signingKey, record);
+    // Signed with the others of this turn (PROTOCOL §6.1), while the earlier ones travel.
+    const signing = (this.#signer ??= new BatchSigner(this.#est.self.signingKey)).sign(record);
     signing.catch(() => {}); // handled when its turn comes
     const next = this.#sending.then(async () => {
-      const e2e = this.#opts.e2e && await this.#opts.e2e.wrap(record, k, body);
-      if (this.#opts.e2e && !e2e && record.to !== TO_SERVER) {
-        // A line to users is never left readable by the server (PROTOCOL §12.5, §12.6).
-        throw new SecureChatError(
-          "NO_E2E_KEYS",
-          `not sent: no end-to-end envelope for ${record.to}`,
-        );
+      try {
+        const e2e = this.#opts.e2e && await this.#opts.e2e.wrap(record, k, body);
+        if (this.#opts.e2e && !e2e && record.to !== TO_SERVER) {
+          // A line to users is never left readable by the server (PROTOCOL §12.5, §12.6).
+          throw new SecureChatError(
+            "NO_E2E_KEYS",
+            `not sent: no end-to-end envelope for ${record.to}`,
+          );
+        }
+        await signing;
+        const { wire, line } = prepareMsg("c2s", record, k, e2e);
+        // Recorded before it leaves: a connection that fails while the record is on its way
+        // may still have delivered it, and the transcript (and its content key, for an
+        // opening) must then hold what was sent.
+        this.#transcript.append(line);
+        (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
+        this.#batchOutbox.push(utf8(wire));
+      } finally {
+        // The batch's msgs leave together, in one record (PROTOCOL §3.2 "Who groups"), once
+        // its last one is made (or failed: what was made before it still leaves).
+        await signing.catch(() => {});
+        const batch = record.batch;
+        if (!batch || batch.i === batch.n - 1) await this.#sendBatchOutbox();
       }
-      record.sig = await signing;
-      const { wire, line } = prepareMsg("c2s", record, k, e2e);
-      const payload = this.#sealWithUpdate([utf8(wire)]);
-      // Recorded before it leaves: a connection that fails while the record is on its way
-      // may still have delivered it, and the transcript (and its content key, for an
-      // opening) must then hold what was sent.
-      this.#transcript.append(line);
-      (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
-      await this.#est.conn.sendPaced(payload); // a client follows the server's pace
-      // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep
-      // the socket writes and the transcript's flush waiting until it stops.
-      const turn = spendTurn();
-      if (turn) await turn;
     });
     this.#sending = next.catch(() => {});
     return next.then(() => record.seqno);
+  }
+
+  /** Seals and sends, at the peer's pace, the msgs of one batch gathered by send(). */
+  async #sendBatchOutbox(): Promise<void> {
+    const contents = this.#batchOutbox;
+    this.#batchOutbox = [];
+    for (const run of recordRuns(contents)) {
+      await this.#est.conn.sendPaced(this.#sealWithUpdate(run)); // a client follows the server's pace
+    }
+    // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep the socket
+    // writes and the transcript's flush waiting until it stops.
+    const turn = spendTurn();
+    if (turn) await turn;
   }
 
   /**
@@ -790,12 +813,12 @@ export class ChatSession {
       );
     }
     if (dir === "c2s") {
-      if (!await verifyRecord(this.#est.peerKey, record)) {
-        throw new SecureChatError(
-          "SIG_FAIL",
-          `signature of message ${record.seqno} does not verify`,
-        );
-      }
+      const client = { fingerprint: this.#est.peer.fingerprint, key: this.#est.peerKey };
+      await (this.#signatures ??= new RecordSignatures()).check(
+        client,
+        record,
+        `message ${record.seqno}`,
+      );
     } else if (record.sig) {
       throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
     }

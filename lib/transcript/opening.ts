@@ -15,7 +15,7 @@ import {
   type MessageRecord,
   openContent,
   RecordJsonShape,
-  verifyRecord,
+  RecordSignatures,
 } from "../message/record.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { base64Text } from "../wire/schema.ts";
@@ -120,12 +120,7 @@ export async function checkOpening(value: unknown, trust: TrustStore): Promise<O
       `the author's certificate is distrusted from ${revokedFrom.toISOString()}, before the record`,
     );
   }
-  if (!await verifyRecord(author.key, record)) {
-    throw new SecureChatError(
-      "SIG_FAIL",
-      `the record does not carry ${author.commonName}'s signature`,
-    );
-  }
+  await new RecordSignatures("TAMPERED").check(author, record, `${author.commonName}'s record`);
   const body = openContent(record, fromBase64(parsed.data.k));
   return { author: author.commonName, authorFingerprint: author.fingerprint, record, body };
 }

@@ -6,7 +6,7 @@
  */
 import { basename } from "node:path";
 import { fromUtf8 } from "../bytes.ts";
-import { type ErrorCode, SecureChatError } from "../errors.ts";
+import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import type { VerifyingKey } from "../crypto/signature.ts";
 import {
   decodeLine,
@@ -17,8 +17,8 @@ import {
   MAX_STORED_AGE_MS,
   type MessageRecord,
   prepareLine,
+  RecordSignatures,
   userRecipient,
-  verifyRecord,
 } from "../message/record.ts";
 import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
@@ -486,6 +486,8 @@ async function checkLines(
   const nextSeq: Record<Direction, number> = { c2s: 1, s2c: 1 };
   const relaySeq = new Map<string, number>();
   const authorCerts = new Map<string, Promise<ValidatedPeer>>();
+  /** Each batch's signature verified once (PROTOCOL §6.1); a path that does not fit, TAMPERED. */
+  const signatures = new RecordSignatures("TAMPERED");
   /** The session's author certificate list, run over the file as the parties ran it (§2.2). */
   const sessionCerts = new SessionCertList<Uint8Array>();
   const authors = new Map<string, { commonName: string; fingerprint: string; messages: number }>();
@@ -633,18 +635,18 @@ async function checkLines(
       const client = parties.client;
       active++;
       const record = line.record;
-      verifyRecord(client.key, record).then((ok) => {
-        if (!ok) {
+      signatures.check(client, record, `c2s seqno ${seqno}`).then(
+        () => attribute(n, client.peer, client.fingerprint, client.revokedFrom, record),
+        (error) =>
           recordAsync({
             line: n,
-            code: "SIG_FAIL",
-            reason: `c2s seqno ${seqno}: the client's signature does not verify over the record ` +
-              "(its session, direction, recipients, seqno, ts, commitment or ciphertext altered, or forged)",
+            ...signatureFault(error),
+            reason:
+              `${messageOf(error)} (the client's record: its session, direction, recipients, ` +
+              "seqno, ts, commitment, ciphertext or batch altered, or forged)",
             before,
-          });
-        } else attribute(n, client.peer, client.fingerprint, client.revokedFrom, record);
-      }, () => recordAsync({ line: n, code: "SIG_FAIL", reason: "signature check failed", before }))
-        .finally(settled);
+          }),
+      ).finally(settled);
     } else if (line.type === "relay" || line.type === "stored") {
       const record = line.record;
       const fingerprint = line.author_fp;
@@ -656,12 +658,13 @@ async function checkLines(
       }
       active++;
       cert.then(async (author) => {
-        if (!await verifyRecord(author.key, record)) {
+        try {
+          await signatures.check(author, record, `${author.commonName}'s relayed record`);
+        } catch (error) {
           recordAsync({
             line: n,
-            code: "SIG_FAIL",
-            reason: `relayed record does not carry ${author.commonName}'s signature ` +
-              "(the record was altered, or forged)",
+            ...signatureFault(error),
+            reason: `${messageOf(error)} (the record was altered, or forged)`,
             before,
           });
           return;
@@ -822,4 +825,13 @@ function schemaReason(error: { issues: { path: (string | number)[]; message: str
   const issue = error.issues[0];
   const where = issue?.path.length ? `field ${issue.path.join(".")}: ` : "";
   return `${where}${issue?.message ?? "schema mismatch"}`;
+}
+
+/** The code of a failed record signature check: TAMPERED (its batch path) or SIG_FAIL. */
+function signatureFault(error: unknown): { code: VerifyCode } {
+  return { code: codeOf(error) === "TAMPERED" ? "TAMPERED" : "SIG_FAIL" };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -33,7 +33,8 @@ class ShapeFailure {
   constructor(readonly path: (string | number)[], readonly message: string) {}
 }
 
-function fail(path: Path, key: string | number | undefined, message: string): never {
+/** Fails the shape being checked at `path` + `key`: for a rule the helpers here do not cover. */
+export function fail(path: Path, key: string | number | undefined, message: string): never {
   throw new ShapeFailure(key === undefined ? [...path] : [...path, key], message);
 }
 

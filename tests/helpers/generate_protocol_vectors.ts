@@ -34,7 +34,7 @@ import {
   type MessageRecord,
   prepareMsg,
   sealPlaintext,
-  signRecord,
+  signBatch,
   statement,
   TO_SERVER,
   userRecipient,
@@ -324,7 +324,7 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
     const plaintext = utf8(JSON.stringify(body));
     const { k, ct, c: commitment } = sealPlaintext(plaintext, await contentKey(name));
     const record: MessageRecord = { sid, dir, to, seqno, ts, ct, c: commitment };
-    if (dir === "c2s") record.sig = await signRecord(clientId.signingKey, record);
+    if (dir === "c2s") await signBatch(clientId.signingKey, [record]);
     const { wire } = prepareMsg(dir, record, k);
     records.push({
       name,

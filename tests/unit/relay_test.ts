@@ -18,7 +18,7 @@ import {
   type RelayMessage,
   sealContent,
   sealPlaintext,
-  signRecord,
+  signBatch,
   userRecipient,
 } from "../../lib/message/record.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
@@ -71,7 +71,7 @@ async function signedRelay(
     ct,
     c,
   };
-  record.sig = await signRecord((o.signer ?? author).signingKey, record);
+  await signBatch((o.signer ?? author).signingKey, [record]);
   o.edit?.(record);
   const relay: RelayMessage = {
     type: o.type ?? "relay",
