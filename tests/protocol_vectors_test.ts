@@ -37,13 +37,17 @@ import type { EstablishedSession, HandshakeRandomness, Identity } from "../lib/h
 import { serverHandshake } from "../lib/handshake/server.ts";
 import { RecordLayer } from "../lib/handshake/record.ts";
 import {
+  decodeRecord,
   encodeRecord,
   LOBBY,
   type MessageRecord,
   prepareMsg,
+  RecordJsonShape,
+  RecordSignatures,
   sealContent,
   sealPlaintext,
   signBatch,
+  statement,
 } from "../lib/message/record.ts";
 import { parseCertificate } from "../lib/pki/certificate.ts";
 import { pemDecode } from "../lib/pki/pem.ts";
@@ -57,7 +61,9 @@ interface Frame {
   dir: Dir;
   key: "none" | "hs" | "app0" | "app1";
   counter?: number;
-  content_hex: string;
+  /** One content; a frame of several (PROTOCOL §3.2) has contents_hex instead. */
+  content_hex?: string;
+  contents_hex?: string[];
   payload_hex: string;
 }
 interface Vector {
@@ -98,10 +104,12 @@ interface Vector {
       ct: string;
       c: string;
       sig?: string;
+      batch?: BatchJson;
     };
   }[];
   frames: Frame[];
 }
+type BatchJson = { i: number; n: number; path: string[] };
 
 const DIR = new URL("./vectors/protocol/", import.meta.url);
 const load = async (name: string) => JSON.parse(await Deno.readTextFile(new URL(name, DIR)));
@@ -148,7 +156,80 @@ function sealRecord(
   inner.set(content, 4);
   return sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, counter), inner, RECORD_AAD);
 }
+/** `inner` read as PROTOCOL §3.2 says: its contents, each behind its length, then zeros. */
+function openContents(
+  keys: { key: Uint8Array; iv: Uint8Array },
+  counter: number,
+  payload: Uint8Array,
+): Uint8Array[] {
+  const inner = openChaCha20Poly1305(keys.key, counterNonce(keys.iv, counter), payload, RECORD_AAD);
+  assert.equal(inner.length % 256, 0, "inner padded to 256");
+  const view = new DataView(inner.buffer, inner.byteOffset);
+  const contents: Uint8Array[] = [];
+  let at = 0;
+  while (inner.length - at >= 4) {
+    const n = view.getUint32(at);
+    if (n === 0) break;
+    assert.ok(n <= inner.length - at - 4, "a content within the record");
+    contents.push(inner.subarray(at + 4, at + 4 + n));
+    at += 4 + n;
+  }
+  assert.ok(inner.subarray(at).every((b) => b === 0), "zero padding");
+  assert.ok(contents.length >= 1, "at least one content");
+  return contents;
+}
+function sealContents(
+  keys: { key: Uint8Array; iv: Uint8Array },
+  counter: number,
+  contents: Uint8Array[],
+) {
+  const framed = concat(...contents.flatMap((c) => [u32be(c.length), c]));
+  const inner = new Uint8Array(Math.ceil(framed.length / 256) * 256);
+  inner.set(framed);
+  return sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, counter), inner, RECORD_AAD);
+}
 const json = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
+
+// ---- PROTOCOL §6.1's signed batches, written from the text (RFC 9162 §2.1) ----
+
+const leafOf = (statement: Uint8Array) => sha256(Uint8Array.of(0), statement);
+const nodeOf = (l: Uint8Array, r: Uint8Array) => sha256(Uint8Array.of(1), l, r);
+/** MTH over leaf hashes. */
+function mth(leaves: Uint8Array[]): Uint8Array {
+  if (leaves.length === 1) return leaves[0];
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  return nodeOf(mth(leaves.slice(0, k)), mth(leaves.slice(k)));
+}
+/** RFC 9162 §2.1.3.2, as PROTOCOL §6.1 step 1 writes it; null on a path that does not fit. */
+function rootOf(leaf: Uint8Array, i: number, n: number, path: Uint8Array[]): Uint8Array | null {
+  let fn = i;
+  let sn = n - 1;
+  let r = leaf;
+  for (const p of path) {
+    if (sn === 0) return null;
+    if (fn % 2 === 1 || fn === sn) {
+      r = nodeOf(p, r);
+      while (fn !== 0 && fn % 2 === 0) {
+        fn >>= 1;
+        sn >>= 1;
+      }
+    } else r = nodeOf(r, p);
+    fn >>= 1;
+    sn >>= 1;
+  }
+  return sn === 0 ? r : null;
+}
+const batchStatementOf = (sid: string, first: number, n: number, root: Uint8Array) =>
+  concat(
+    utf8("securechat/v2 message batch\0"),
+    u32be(2),
+    fromHex(sid),
+    Uint8Array.of(1),
+    u64be(first),
+    u32be(n),
+    root,
+  );
 
 for (const file of FILES) {
   Deno.test(`vectors ${file}: every value recomputed from the primitives (PROTOCOL §4, §6.1)`, async () => {
@@ -280,10 +361,16 @@ for (const file of FILES) {
     };
     for (const f of frames.filter((f) => f.key === "app0" || f.key === "app1")) {
       const k = f.key === "app1" ? appKeys.app1.c2s : appKeys.app0[f.dir];
-      const content = openRecord(k, f.counter!, f.payload);
-      assert.equal(toHex(content), f.content_hex);
-      assert.deepEqual(sealRecord(k, f.counter!, content), f.payload);
+      const contents = openContents(k, f.counter!, f.payload);
+      assert.deepEqual(contents.map(toHex), f.contents_hex ?? [f.content_hex]);
+      assert.deepEqual(sealContents(k, f.counter!, contents), f.payload);
     }
+    // A batch of two c2s records left in one frame (PROTOCOL §6.1, §3.2 "Who groups").
+    assert.ok(
+      frames.some((f) => f.dir === "c2s" && (f.contents_hex?.length ?? 0) >= 2),
+      "the session holds a frame of a batch of two or more",
+    );
+    const statements = new Map<number, Uint8Array>();
     // Records (§6.1): ek, ct, c, the statement and its signature.
     for (const r of v.records) {
       const k = fromHex(r.k);
@@ -313,8 +400,26 @@ for (const file of FILES) {
         sha256(ct),
       );
       assert.equal(toHex(st), r.statement_hex, `${r.name} statement`);
-      assert.ok(await verify(keys.client, st, fromBase64(r.record.sig!)), `${r.name} signature`);
+      statements.set(r.record.seqno, st);
     }
+    // Each c2s record's batch: its path gives the root of its batch's statements, and the
+    // batch's one signature verifies over the batch statement (PROTOCOL §6.1).
+    for (const r of v.records.filter((r) => r.record.dir === "c2s")) {
+      const { i, n, path } = r.record.batch!;
+      const first = r.record.seqno - i;
+      const batch = Array.from({ length: n }, (_, j) => leafOf(statements.get(first + j)!));
+      const root = rootOf(leafOf(statements.get(r.record.seqno)!), i, n, path.map(fromBase64));
+      assert.equal(toHex(root!), toHex(mth(batch)), `${r.name} root`);
+      const signed = batchStatementOf(r.record.sid, first, n, root!);
+      assert.ok(
+        await verify(keys.client, signed, fromBase64(r.record.sig!)),
+        `${r.name} signature`,
+      );
+    }
+    assert.ok(
+      v.records.some((r) => (r.record.batch?.n ?? 0) >= 2),
+      "the session holds a batch of two or more",
+    );
   });
 
   Deno.test(`vectors ${file}: the state machines replay the handshake byte for byte`, async () => {
@@ -687,4 +792,161 @@ Deno.test("negative vectors: every binding of PROTOCOL §6 has a case", () => {
     assert.match(names, new RegExp(binding), binding);
   }
   void sign; // the cases sign with lib/crypto/signature through signBatch
+});
+
+// ---- batches.json: one signed batch of 5 (PROTOCOL §6.1) ----
+
+/** A valid record's JSON, parsed and decoded by lib (the shape must accept it). */
+function parsedRecord(json: unknown): MessageRecord {
+  const parsed = RecordJsonShape.safeParse(json);
+  if (!parsed.success) throw new Error(`a valid record refused: ${JSON.stringify(parsed.error)}`);
+  return decodeRecord(parsed.data);
+}
+
+interface BatchVectors {
+  author: { ed25519_seed: string; spki: string };
+  other_author: { ed25519_seed: string; spki: string };
+  sid: string;
+  first: number;
+  n: number;
+  records: {
+    k: string;
+    body: string;
+    statement_hex: string;
+    leaf_hash: string;
+    record: Record<string, unknown> & { seqno: number; sig: string; batch: BatchJson };
+  }[];
+  subtrees: { range: [number, number]; hash: string }[];
+  root: string;
+  batch_statement_hex: string;
+  sig: string;
+  outside: { k: string; record: Record<string, unknown> };
+  cases: {
+    name: string;
+    record: number | "outside";
+    set: Record<string, unknown>;
+    checked_before?: number[];
+    code: string;
+  }[];
+}
+const batches: BatchVectors = await load("batches.json");
+
+Deno.test("batch vectors: leaves, subtrees, paths, root, batch statement and signature from the text", async () => {
+  const b = batches;
+  const key = await importVerifyingKeySpki(fromHex(b.author.spki));
+  const leaves = b.records.map((r) => leafOf(fromHex(r.statement_hex)));
+  assert.deepEqual(leaves.map(toHex), b.records.map((r) => r.leaf_hash));
+  for (const { range: [lo, hi], hash } of b.subtrees) {
+    assert.equal(toHex(mth(leaves.slice(lo, hi))), hash, `MTH(${lo}..${hi})`);
+  }
+  assert.equal(toHex(mth(leaves)), b.root);
+  const signed = batchStatementOf(b.sid, b.first, b.n, fromHex(b.root));
+  assert.equal(signed.length, 93);
+  assert.equal(toHex(signed), b.batch_statement_hex);
+  assert.ok(await verify(key, signed, fromHex(b.sig)), "the batch signature");
+  for (const [j, r] of b.records.entries()) {
+    const { i, n, path } = r.record.batch;
+    assert.deepEqual([i, n, r.record.seqno], [j, b.n, b.first + j]);
+    assert.equal(r.record.sig, toBase64(fromHex(b.sig)), "every record carries the one signature");
+    const root = rootOf(leaves[j], i, n, path.map(fromBase64));
+    assert.equal(toHex(root!), b.root, `record ${j}'s path gives the root`);
+    // The statement is the record's (PROTOCOL §6.1), as lib builds it.
+    assert.equal(
+      toHex(statement(parsedRecord(r.record))),
+      r.statement_hex,
+    );
+  }
+});
+
+/** A case's record: the valid JSON with `set` applied (batches.json "cases"). */
+function batchCase(c: BatchVectors["cases"][number]): { json: unknown; other: boolean } {
+  const b = batches;
+  const base = c.record === "outside" ? b.outside.record : b.records[c.record].record;
+  const json = structuredClone(base) as Record<string, unknown> & { batch?: BatchJson };
+  let other = false;
+  for (const [member, value] of Object.entries(c.set)) {
+    const batch = json.batch!;
+    switch (member) {
+      case "batch_path_of":
+        batch.path = [...b.records[value as number].record.batch.path];
+        break;
+      case "batch_of":
+        json.batch = structuredClone(b.records[value as number].record.batch);
+        json.sig = b.records[value as number].record.sig;
+        break;
+      case "batch_i":
+        batch.i = value as number;
+        break;
+      case "batch_n":
+        batch.n = value as number;
+        break;
+      case "batch_flip": {
+        const bytes = fromBase64(batch.path[value as number]);
+        bytes[0] ^= 1;
+        batch.path[value as number] = toBase64(bytes);
+        break;
+      }
+      case "batch_drop_last":
+        batch.path.pop();
+        break;
+      case "batch_truncate_entry":
+        batch.path[value as number] = toBase64(fromBase64(batch.path[value as number]).subarray(1));
+        break;
+      case "batch_pad_to":
+        while (batch.path.length < (value as number)) batch.path.push(batch.path[0]);
+        break;
+      case "sig":
+        if (value === null) delete json.sig;
+        else json.sig = toBase64(utf8(String(value).padEnd(64, "!")));
+        break;
+      case "batch":
+        delete json.batch;
+        break;
+      case "author":
+        other = true;
+        break;
+      default:
+        json[member] = value;
+    }
+  }
+  return { json, other };
+}
+
+for (const c of batches.cases) {
+  Deno.test(`batch vector: ${c.name} → ${c.code} (live), and in a file`, async () => {
+    const author = {
+      fingerprint: "a".repeat(64),
+      key: await importVerifyingKeySpki(fromHex(batches.author.spki)),
+    };
+    const other = {
+      fingerprint: "b".repeat(64),
+      key: await importVerifyingKeySpki(fromHex(batches.other_author.spki)),
+    };
+    for (const pathFault of ["PROTOCOL_ERROR", "TAMPERED"] as const) {
+      const signatures = new RecordSignatures(pathFault);
+      for (const j of c.checked_before ?? []) {
+        await signatures.check(author, parsedRecord(batches.records[j].record), `record ${j}`);
+      }
+      const { json, other: byOther } = batchCase(c);
+      const parsed = RecordJsonShape.safeParse(json);
+      let code: string;
+      if (!parsed.success) code = "PROTOCOL_ERROR"; // the schema: TAMPERED in a file, as always
+      else {
+        code = await signatures.check(byOther ? other : author, decodeRecord(parsed.data), "case")
+          .then(() => "valid", (error) => error.code);
+      }
+      const want = c.code === "PROTOCOL_ERROR" && parsed.success ? pathFault : c.code;
+      assert.equal(code, want, `${c.name} (${pathFault === "TAMPERED" ? "verify" : "live"})`);
+    }
+  });
+}
+
+Deno.test("batch vectors: every record of the batch passes lib's check, live and in a file", async () => {
+  const key = await importVerifyingKeySpki(fromHex(batches.author.spki));
+  for (const pathFault of ["PROTOCOL_ERROR", "TAMPERED"] as const) {
+    const signatures = new RecordSignatures(pathFault);
+    for (const r of batches.records) {
+      await signatures.check({ fingerprint: "a".repeat(64), key }, parsedRecord(r.record), "r");
+    }
+  }
 });

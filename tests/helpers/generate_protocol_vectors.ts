@@ -12,6 +12,9 @@
  */
 import { concat, fromBase64, sha256, toHex, utf8 } from "../../lib/bytes.ts";
 import { hmacSha256Sync } from "../../lib/crypto/hkdf.ts";
+import { sha256 as sha256Sync } from "#sync-crypto";
+import { Buffer } from "node:buffer";
+import { createPrivateKey, createPublicKey } from "node:crypto";
 import { type KexGroup, keyAgreement, phase2Group } from "../../lib/crypto/kex.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { clientHandshake, type Credentials } from "../../lib/handshake/client.ts";
@@ -28,9 +31,12 @@ import {
 } from "../../lib/handshake/key_schedule.ts";
 import { openRecord, unpadContent } from "../../lib/handshake/record.ts";
 import {
+  batchStatement,
   type Body,
   encodeRecord,
+  leafHash,
   LOBBY,
+  merkleTree,
   type MessageRecord,
   prepareMsg,
   sealPlaintext,
@@ -266,7 +272,9 @@ interface FrameOut {
   /** Which key sealed it: none (plaintext), hs, app0, app1 (after the c2s key update). */
   key: "none" | "hs" | "app0" | "app1";
   counter?: number;
-  content_hex: string;
+  /** The frame's one content; a record of several (PROTOCOL §3.2) has `contents_hex` instead. */
+  content_hex?: string;
+  contents_hex?: string[];
   payload_hex: string;
 }
 
@@ -312,7 +320,8 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
   const contentKey = async (name: string) =>
     await sha256(utf8(`securechat/v2 test vector k ${name}`));
   const records: Json[] = [];
-  const session: { dir: "c2s" | "s2c"; content: string }[] = [];
+  const session: { dir: "c2s" | "s2c"; contents: string[] }[] = [];
+  type Made = { name: string; record: MessageRecord; k: Uint8Array; body: Body };
   const make = async (
     name: string,
     dir: "c2s" | "s2c",
@@ -320,42 +329,66 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
     seqno: number,
     ts: number,
     body: Body,
-  ) => {
+  ): Promise<Made> => {
     const plaintext = utf8(JSON.stringify(body));
     const { k, ct, c: commitment } = sealPlaintext(plaintext, await contentKey(name));
-    const record: MessageRecord = { sid, dir, to, seqno, ts, ct, c: commitment };
-    if (dir === "c2s") await signBatch(clientId.signingKey, [record]);
-    const { wire } = prepareMsg(dir, record, k);
-    records.push({
-      name,
-      k: hex(k),
-      ek: hex(hmacSha256Sync(k, utf8("securechat/v2 content key\0")).subarray(0, 16)),
-      c: hex(commitment),
-      body: JSON.stringify(body),
-      statement_hex: dir === "c2s" ? hex(statement(record)) : null,
-      record: encodeRecord(record),
-    });
-    session.push({ dir, content: wire });
+    return { name, record: { sid, dir, to, seqno, ts, ct, c: commitment }, k, body };
   };
-  await make("c2s 1", "c2s", LOBBY, 1, T0 + 1000, { kind: "text", text: "hello, lobby" });
-  await make("s2c 1", "s2c", userRecipient("alice"), 1, T0 + 1001, {
-    kind: "notice",
-    text: "welcome alice; online: alice",
-  });
-  session.push({ dir: "c2s", content: '{"type":"key_update"}' });
-  await make("c2s 2", "c2s", TO_SERVER, 2, T0 + 2000, { kind: "who" });
+  /** One frame of `msg`s; a client's records signed as one batch (PROTOCOL §6.1, §3.2). */
+  const send = async (...made: Made[]) => {
+    const dir = made[0].record.dir;
+    if (dir === "c2s") await signBatch(clientId.signingKey, made.map((m) => m.record));
+    const leaves = made.map((m) => leafHash(m.record));
+    const root = dir === "c2s" ? merkleTree(leaves).root : undefined;
+    for (const [j, { name, record, k, body }] of made.entries()) {
+      records.push({
+        name,
+        k: hex(k),
+        ek: hex(hmacSha256Sync(k, utf8("securechat/v2 content key\0")).subarray(0, 16)),
+        c: hex(record.c),
+        body: JSON.stringify(body),
+        statement_hex: dir === "c2s" ? hex(statement(record)) : null,
+        ...(root
+          ? {
+            leaf_hash: hex(leaves[j]),
+            root: hex(root),
+            batch_statement_hex: hex(
+              batchStatement(sid, dir, made[0].record.seqno, made.length, root),
+            ),
+          }
+          : {}),
+        record: encodeRecord(record),
+      });
+    }
+    session.push({ dir, contents: made.map((m) => prepareMsg(dir, m.record, m.k).wire) });
+  };
+  await send(
+    await make("c2s 1", "c2s", LOBBY, 1, T0 + 1000, { kind: "text", text: "hello, lobby" }),
+  );
+  await send(
+    await make("s2c 1", "s2c", userRecipient("alice"), 1, T0 + 1001, {
+      kind: "notice",
+      text: "welcome alice; online: alice",
+    }),
+  );
+  session.push({ dir: "c2s", contents: ['{"type":"key_update"}'] });
+  // Two records made in one turn: one batch, one signature, one frame (PROTOCOL §6.1, §3.2).
+  await send(
+    await make("c2s 2", "c2s", TO_SERVER, 2, T0 + 2000, { kind: "who" }),
+    await make("c2s 3", "c2s", LOBBY, 3, T0 + 2000, { kind: "text", text: "anyone here?" }),
+  );
   session.push({
     dir: "s2c",
-    content: JSON.stringify({
+    contents: [JSON.stringify({
       type: "refused",
       seqno: 2,
       ts: T0 + 2001,
       of: 2,
       code: "RATE_LIMITED",
-    }),
+    })],
   });
-  session.push({ dir: "c2s", content: '{"type":"close"}' });
-  session.push({ dir: "s2c", content: '{"type":"close"}' });
+  session.push({ dir: "c2s", contents: ['{"type":"close"}'] });
+  session.push({ dir: "s2c", contents: ['{"type":"close"}'] });
 
   // The key schedule as the state machines ran it (PROTOCOL §4), every intermediate value
   // recorded so an implementer can tell which step differs; each hs frame opened.
@@ -445,16 +478,18 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
   let c2sKey: "app0" | "app1" = "app0";
   for (const item of session) {
     const layer = item.dir === "c2s" ? c.records : s.records;
-    const content = utf8(item.content);
+    const contents = item.contents.map(utf8);
     frames.push({
       index: frames.length,
       dir: item.dir,
       key: item.dir === "c2s" ? c2sKey : "app0",
       counter: counters[item.dir]++,
-      content_hex: hex(content),
-      payload_hex: hex(layer.seal(content)),
+      ...(contents.length === 1
+        ? { content_hex: hex(contents[0]) }
+        : { contents_hex: contents.map(hex) }),
+      payload_hex: hex(layer.sealContents(contents)),
     });
-    if (item.content === '{"type":"key_update"}') {
+    if (item.contents[0] === '{"type":"key_update"}') {
       c.records.updateSend();
       c2sKey = "app1";
       counters.c2s = 0;
@@ -679,6 +714,224 @@ const NEGATIVES = {
   ],
 };
 
+// ---- batches.json: one signed batch of 5 records, and what a verifier must refuse ----
+
+const ED25519_PKCS8_PREFIX = "302e020100300506032b657004220420";
+
+/** A fixed Ed25519 key: its seed is SHA-256 of a label (Ed25519 signs deterministically). */
+async function fixedEd25519(label: string) {
+  const seed = await sha256(utf8(label));
+  const pkcs8 = hexBytes(ED25519_PKCS8_PREFIX + hex(seed));
+  const spki = new Uint8Array(
+    createPublicKey(createPrivateKey({ key: Buffer.from(pkcs8), format: "der", type: "pkcs8" }))
+      .export({ format: "der", type: "spki" }),
+  );
+  return { seed, spki, signingKey: await importSigningKeyPkcs8(pkcs8) };
+}
+
+/** Every subtree hash of RFC 9162's MTH over leaves[lo, hi), parents after children. */
+function subtrees(leaves: Uint8Array[], lo: number, hi: number, out: Json[]): Uint8Array {
+  if (hi - lo === 1) return leaves[lo];
+  let k = 1;
+  while (k * 2 < hi - lo) k *= 2;
+  const left = subtrees(leaves, lo, lo + k, out);
+  const right = subtrees(leaves, lo + k, hi, out);
+  const node = sha256Sync(Uint8Array.of(1), left, right);
+  out.push({ range: [lo, hi], hash: hex(node) });
+  return node;
+}
+
+async function batchVectors(): Promise<Json> {
+  const author = await fixedEd25519("securechat/v2 test vector batch author");
+  const other = await fixedEd25519("securechat/v2 test vector batch other author");
+  const sid = "5a".repeat(16);
+  const first = 3;
+  const bodies: [string, Body][] = [
+    [LOBBY, { kind: "text", text: "one" }],
+    [userRecipient("bob"), { kind: "text", text: "two, to bob" }],
+    [TO_SERVER, { kind: "who" }],
+    [LOBBY, { kind: "text", text: "four" }],
+    [LOBBY, { kind: "text", text: "five" }],
+  ];
+  const made: { k: Uint8Array; body: Body; record: MessageRecord }[] = [];
+  for (const [j, [to, body]] of bodies.entries()) {
+    const { k, ct, c } = sealPlaintext(
+      utf8(JSON.stringify(body)),
+      await sha256(utf8(`securechat/v2 test vector k batch ${j}`)),
+    );
+    made.push({
+      k,
+      body,
+      record: { sid, dir: "c2s", to, seqno: first + j, ts: T0 + 10 * j, ct, c },
+    });
+  }
+  await signBatch(author.signingKey, made.map((m) => m.record));
+  const leaves = made.map((m) => leafHash(m.record));
+  const nodes: Json[] = [];
+  const root = subtrees(leaves, 0, leaves.length, nodes);
+  // A sixth record, signed on its own: the batch's signature must not pass for it.
+  const { k: k6, ct: ct6, c: c6 } = sealPlaintext(
+    utf8(JSON.stringify({ kind: "text", text: "six" })),
+    await sha256(utf8("securechat/v2 test vector k batch 5")),
+  );
+  const outside: MessageRecord = {
+    sid,
+    dir: "c2s",
+    to: LOBBY,
+    seqno: first + 5,
+    ts: T0 + 50,
+    ct: ct6,
+    c: c6,
+  };
+  await signBatch(author.signingKey, [outside]);
+  return {
+    description: "One batch of 5 c2s records signed once (PROTOCOL §6.1): leaves, subtrees, " +
+      "paths, root, batch statement, signature; then cases a verifier must refuse, each with " +
+      "its code (live codes: PROTOCOL_ERROR for the schema and a path that does not fit i and n, " +
+      "SIG_FAIL for a signature that does not verify; verify reports PROTOCOL_ERROR as TAMPERED)",
+    spec: "docs/PROTOCOL.md v2 §6.1, §9",
+    generator: "tests/helpers/generate_protocol_vectors.ts",
+    expected: "valid batch; invalid cases",
+    author: { ed25519_seed: hex(author.seed), spki: hex(author.spki) },
+    other_author: { ed25519_seed: hex(other.seed), spki: hex(other.spki) },
+    sid,
+    first,
+    n: made.length,
+    records: made.map(({ k, body, record }, j) => ({
+      k: hex(k),
+      body: JSON.stringify(body),
+      statement_hex: hex(statement(record)),
+      leaf_hash: hex(leaves[j]),
+      record: encodeRecord(record),
+    })),
+    subtrees: nodes,
+    root: hex(root),
+    batch_statement_hex: hex(batchStatement(sid, "c2s", first, made.length, root)),
+    sig: hex(made[0].record.sig!),
+    outside: { k: hex(k6), record: encodeRecord(outside) },
+    // Each case starts from records[record] (or `outside`) as JSON, replaces the members of
+    // `set` (inside `batch` for batch_*), and is checked with the author's key by a verifier
+    // that has first checked the records listed in `checked_before` (a cache must not pass it).
+    cases: [
+      {
+        name: "the path of another record of the batch",
+        record: 2,
+        set: { batch_path_of: 3 },
+        code: "SIG_FAIL",
+      },
+      {
+        name: "i changed: the record claims another position",
+        record: 2,
+        set: { batch_i: 3 },
+        code: "SIG_FAIL",
+      },
+      {
+        name: "i changed to a position whose path is shorter",
+        record: 2,
+        set: { batch_i: 4 },
+        code: "PROTOCOL_ERROR",
+      },
+      { name: "n changed, the path still fits", record: 2, set: { batch_n: 6 }, code: "SIG_FAIL" },
+      {
+        name: "n changed, the path no longer fits",
+        record: 2,
+        set: { batch_n: 4 },
+        code: "PROTOCOL_ERROR",
+      },
+      { name: "a path entry flipped", record: 1, set: { batch_flip: 0 }, code: "SIG_FAIL" },
+      {
+        name: "the path one entry short",
+        record: 1,
+        set: { batch_drop_last: true },
+        code: "PROTOCOL_ERROR",
+      },
+      {
+        name: "the path one entry long",
+        record: 4,
+        set: { batch_path_of: 0 },
+        code: "PROTOCOL_ERROR",
+      },
+      {
+        name: "a record of the batch with its ts changed",
+        record: 3,
+        set: { ts: T0 + 31 },
+        code: "SIG_FAIL",
+      },
+      {
+        name: "a record of the batch moved to another recipient",
+        record: 0,
+        set: { to: "user:carol" },
+        code: "SIG_FAIL",
+      },
+      {
+        name: "a record of the batch moved to another session",
+        record: 0,
+        set: { sid: "a5".repeat(16) },
+        code: "SIG_FAIL",
+      },
+      {
+        name: "the batch's signature on a record outside it",
+        record: "outside",
+        set: { batch_of: 4 },
+        code: "SIG_FAIL",
+      },
+      {
+        name: "another signature, same batch statement, after a valid check (cache)",
+        record: 1,
+        set: { sig: "garbage" },
+        checked_before: [0],
+        code: "SIG_FAIL",
+      },
+      {
+        name: "the batch's signature claimed by another author, after a valid check (cache)",
+        record: 1,
+        set: { author: "other" },
+        checked_before: [0],
+        code: "SIG_FAIL",
+      },
+      { name: "schema: i not below n", record: 2, set: { batch_i: 5 }, code: "PROTOCOL_ERROR" },
+      {
+        name: "schema: n above MAX_BATCH (32)",
+        record: 2,
+        set: { batch_n: 33 },
+        code: "PROTOCOL_ERROR",
+      },
+      {
+        name: "schema: n of 0",
+        record: 0,
+        set: { batch_n: 0, batch_i: 0 },
+        code: "PROTOCOL_ERROR",
+      },
+      {
+        name: "schema: i not below the record's seqno",
+        record: 0,
+        set: { seqno: 1, batch_i: 1 },
+        code: "PROTOCOL_ERROR",
+      },
+      {
+        name: "schema: a path entry of 31 bytes",
+        record: 1,
+        set: { batch_truncate_entry: 0 },
+        code: "PROTOCOL_ERROR",
+      },
+      {
+        name: "schema: 6 path entries",
+        record: 1,
+        set: { batch_pad_to: 6 },
+        code: "PROTOCOL_ERROR",
+      },
+      { name: "schema: batch without sig", record: 1, set: { sig: null }, code: "PROTOCOL_ERROR" },
+      {
+        name: "schema: sig without batch",
+        record: 1,
+        set: { batch: null },
+        code: "PROTOCOL_ERROR",
+      },
+      { name: "no sig and no batch", record: 1, set: { sig: null, batch: null }, code: "SIG_FAIL" },
+    ],
+  };
+}
+
 const fresh = Deno.args.includes("--new-pki");
 for (const scenario of SCENARIOS) {
   const vector = await generate(scenario, fresh);
@@ -690,3 +943,8 @@ await Deno.writeTextFile(
   JSON.stringify(NEGATIVES, null, 2) + "\n",
 );
 console.log("wrote negative.json");
+await Deno.writeTextFile(
+  new URL("batches.json", OUT_DIR),
+  JSON.stringify(await batchVectors(), null, 2) + "\n",
+);
+console.log("wrote batches.json");
