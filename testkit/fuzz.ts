@@ -132,6 +132,7 @@ const RECORD = {
   ct: b64(40),
   c: b64(32),
   sig: b64(64),
+  batch: { i: 0, n: 1, path: [] },
 };
 
 /** One well-formed example of every message and body: the seeds for mutation. */

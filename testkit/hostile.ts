@@ -532,6 +532,34 @@ export class HostileClient {
     await this.sendSealed(await this.msgContent(body, o));
   }
 
+  /**
+   * Makes one record per body with the next seqnos, signs them as one batch (PROTOCOL §6.1),
+   * lets `after` edit the signed records (a tampered batch), and sends each in its own `msg`
+   * record, in order.
+   */
+  async sendBatch(bodies: Body[], after?: (records: MessageRecord[]) => void): Promise<void> {
+    if (!this.sessionId) throw new Error("handshake not complete");
+    const made = bodies.map((body) => {
+      const { k, ct, c } = sealContent(body);
+      const record: MessageRecord = {
+        sid: this.sessionId!,
+        dir: "c2s",
+        to: LOBBY,
+        seqno: ++this.#seqno,
+        ts: Date.now(),
+        ct,
+        c,
+      };
+      return { record, k };
+    });
+    const records = made.map((m) => m.record);
+    await signBatch(this.opts.identity.signingKey, records);
+    after?.(records);
+    for (const { record, k } of made) {
+      await this.sendSealed(json({ type: "msg", record: encodeRecord(record), k: toBase64(k) }));
+    }
+  }
+
   /** Reads records until a `msg` whose body matches `test` arrives; returns its body. */
   async readMsgUntil(test: (body: Body) => boolean, timeoutMs = 10_000): Promise<Body> {
     const deadline = Date.now() + timeoutMs;

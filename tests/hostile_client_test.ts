@@ -12,6 +12,7 @@ import { sign } from "../lib/crypto/signature.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { finishedMac, signatureInput, trafficKeys } from "../lib/handshake/key_schedule.ts";
 import { sealRecord } from "../lib/handshake/record.ts";
+import type { MessageRecord } from "../lib/message/record.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { certDer, makeBadCertPki } from "./helpers/cert_fixtures.ts";
@@ -415,7 +416,77 @@ Deno.test({
       {
         name: "record without sig",
         code: "SIG_FAIL",
-        run: (h) => h.sendMsg(text("x"), { after: (r) => delete r.sig }),
+        run: (h) => h.sendMsg(text("x"), { after: (r) => (delete r.sig, delete r.batch) }),
+      },
+      {
+        name: "sig without batch (PROTOCOL §6.1 bounds)",
+        code: "PROTOCOL_ERROR",
+        run: (h) => h.sendMsg(text("x"), { after: (r) => delete r.batch }),
+      },
+      // A batch of records under one signature (PROTOCOL §6.1): the first record is genuine
+      // and accepted, the second tampered.
+      {
+        name: "batch: the second record with the first's path",
+        code: "SIG_FAIL",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([r0, r1]) => (r1.batch!.path = r0.batch!.path)),
+      },
+      {
+        name: "batch: the second record claims the first's position (i)",
+        code: "SIG_FAIL",
+        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.batch!.i = 0)),
+      },
+      {
+        name: "batch: n changed, the path no longer fits",
+        code: "PROTOCOL_ERROR",
+        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.batch!.n = 3)),
+      },
+      {
+        name: "batch: n changed, the path still fits",
+        code: "SIG_FAIL",
+        run: (h) => h.sendBatch([text("a"), text("b"), text("c")], ([, r1]) => (r1.batch!.n = 4)),
+      },
+      {
+        name: "batch: a path entry flipped",
+        code: "SIG_FAIL",
+        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => flip(r1.batch!.path[0])),
+      },
+      {
+        name: "batch: the path one entry long",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([, r1]) => r1.batch!.path.push(new Uint8Array(32))),
+      },
+      {
+        name: "batch: the path one entry short",
+        code: "PROTOCOL_ERROR",
+        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => r1.batch!.path.pop()),
+      },
+      {
+        name: "batch: a record of the batch readdressed after signing",
+        code: "SIG_FAIL",
+        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.to = "user:bob")),
+      },
+      {
+        name: "batch: its signature on a record outside it",
+        code: "SIG_FAIL",
+        run: async (h) => {
+          let taken: Partial<MessageRecord> = {};
+          await h.sendBatch([text("a"), text("b")], ([, r1]) => {
+            taken = { sig: r1.sig, batch: structuredClone(r1.batch) };
+          });
+          // The third record claims the second's place and signature.
+          await h.sendMsg(text("c"), { after: (r) => Object.assign(r, taken) });
+        },
+      },
+      {
+        name: "batch: another signature under the batch statement a genuine record passed (cache)",
+        code: "SIG_FAIL",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([, r1]) => {
+            r1.sig = new Uint8Array(r1.sig!);
+            flip(r1.sig);
+          }),
       },
       {
         name: "a content key that does not open ct, record correctly signed",

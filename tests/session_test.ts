@@ -5,7 +5,8 @@ import { clientHandshake } from "../lib/handshake/client.ts";
 import { serverHandshake } from "../lib/handshake/server.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import { SecureChatError } from "../lib/errors.ts";
+import { codeOf, SecureChatError } from "../lib/errors.ts";
+import { checkOpening, makeOpening } from "../lib/transcript/opening.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { makePki } from "../testkit/pki.ts";
 import { authorCertOf } from "../lib/message/author_certs.ts";
@@ -145,6 +146,80 @@ async function loggedIn(server: FrameConnection, client: FrameConnection) {
   ]);
 }
 
+Deno.test("ChatSession: the lines sent in one turn are one signed batch in one record; verify takes it and refuses a tampered batch line", async () => {
+  const { server, client } = await connectPair();
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const [s, c] = await loggedIn(server, client);
+    const limits = { transcripts: transcriptDirectory(transcripts) };
+    let frames = 0;
+    const send = c.conn.send.bind(c.conn);
+    c.conn.send = (payload) => (frames++, send(payload));
+    const serverSession = await ChatSession.start(s, limits);
+    const clientSession = await ChatSession.start(c, { ...limits, keepKeys: true });
+    const got: string[] = [];
+    const serverRun = serverSession.run({
+      onMessage: (m) => void (m.type === "msg" && m.body.kind === "text" && got.push(m.body.text)),
+    });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+    const texts = Array.from({ length: 5 }, (_, i) => `line ${i + 1}`);
+    await Promise.all(texts.map((text) => clientSession.send({ kind: "text", text })));
+    assert.equal(frames, 1, "the five msgs left in one record (PROTOCOL §3.2)");
+    await clientSession.close();
+    const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
+    assert.equal(clientEnd.outcome, "closed", clientEnd.message);
+    assert.deepEqual(got, texts);
+    const log = (await Deno.readTextFile(clientEnd.transcriptPath)).split("\n");
+    const c2s = log.flatMap((l, n) => l.includes('"dir":"c2s","type":"msg"') ? [n] : []);
+    const records = c2s.map((n) => JSON.parse(log[n]).record);
+    assert.deepEqual(records.map((r) => [r.batch.i, r.batch.n]), texts.map((_, i) => [i, 5]));
+    assert.equal(new Set(records.map((r) => r.sig)).size, 1, "one signature for the batch");
+    for (const path of [clientEnd.transcriptPath, serverEnd.transcriptPath]) {
+      const report = await verifyTranscript(path, { trust: pki.trust });
+      assert.equal(report.ok, true, report.reason ?? "");
+    }
+    // The third line opened to a third party: its batch is all the opening needs (TRANSCRIPT §6).
+    const keys = clientEnd.transcriptPath.replace(/\.log$/, ".keys");
+    const opening = await makeOpening(clientEnd.transcriptPath, c2s[2] + 1, keys);
+    assert.deepEqual((await checkOpening(opening, pki.trust)).body, {
+      kind: "text",
+      text: "line 3",
+    });
+    const shortened = structuredClone(opening);
+    (shortened.record.batch as { path: string[] }).path.pop();
+    await assert.rejects(checkOpening(shortened, pki.trust), (e) => codeOf(e) === "TAMPERED");
+    const moved = structuredClone(opening);
+    (moved.record.batch as { i: number }).i = 1;
+    await assert.rejects(checkOpening(moved, pki.trust), (e) => codeOf(e) === "SIG_FAIL");
+    // Each edit of the third line's batch, in a copy of the log (TRANSCRIPT §5 step 4).
+    const flip = (b64: string) => {
+      const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+      bytes[0] ^= 1;
+      return btoa(String.fromCharCode(...bytes));
+    };
+    const cases: [string, (b: { i: number; n: number; path: string[] }) => void, string][] = [
+      ["a path entry flipped", (b) => (b.path[0] = flip(b.path[0])), "SIG_FAIL"],
+      ["another position", (b) => (b.i = 1), "SIG_FAIL"],
+      ["a position at or past its seqno", (b) => (b.i = 3), "TAMPERED"],
+      ["the path one entry short", (b) => b.path.pop(), "TAMPERED"],
+      ["n changed, the path no longer fits", (b) => (b.n = 2), "TAMPERED"],
+    ];
+    for (const [name, edit, code] of cases) {
+      const line = JSON.parse(log[c2s[2]]);
+      edit(line.record.batch);
+      const edited = [...log];
+      edited[c2s[2]] = JSON.stringify(line);
+      const copy = `${transcripts}/edited.log`;
+      await Deno.writeTextFile(copy, edited.join("\n"));
+      const report = await verifyTranscript(copy, { trust: pki.trust });
+      assert.equal(report.code, code, `${name}: ${report.reason}`);
+      assert.equal(report.firstBadLine, c2s[2] + 1, name);
+    }
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});
+
 Deno.test("ChatSession: with 2 messages per key, every message still arrives and the record verifies", async () => {
   const { server, client } = await connectPair();
   const transcripts = await Deno.makeTempDir();
@@ -163,7 +238,8 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
     });
     const clientRun = clientSession.run({ onMessage: () => {} });
     const texts = Array.from({ length: 7 }, (_, i) => `message ${i + 1}`);
-    await Promise.all(texts.map((text) => clientSession.send({ kind: "text", text })));
+    // One at a time: each its own batch and its own record (PROTOCOL §6.1, §3.2).
+    for (const text of texts) await clientSession.send({ kind: "text", text });
     await clientSession.close();
     const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
     assert.equal(clientEnd.outcome, "closed", clientEnd.message);

@@ -640,10 +640,12 @@ async function checkLines(
         (error) =>
           recordAsync({
             line: n,
-            ...signatureFault(error),
-            reason:
-              `${messageOf(error)} (the client's record: its session, direction, recipients, ` +
-              "seqno, ts, commitment, ciphertext or batch altered, or forged)",
+            ...signatureFault(
+              error,
+              `c2s seqno ${seqno}: the client's signature does not verify over the record ` +
+                "(its session, direction, recipients, seqno, ts, commitment, ciphertext or " +
+                "batch altered, or forged)",
+            ),
             before,
           }),
       ).finally(settled);
@@ -663,8 +665,11 @@ async function checkLines(
         } catch (error) {
           recordAsync({
             line: n,
-            ...signatureFault(error),
-            reason: `${messageOf(error)} (the record was altered, or forged)`,
+            ...signatureFault(
+              error,
+              `relayed record does not carry ${author.commonName}'s signature ` +
+                "(the record was altered, or forged)",
+            ),
             before,
           });
           return;
@@ -827,11 +832,11 @@ function schemaReason(error: { issues: { path: (string | number)[]; message: str
   return `${where}${issue?.message ?? "schema mismatch"}`;
 }
 
-/** The code of a failed record signature check: TAMPERED (its batch path) or SIG_FAIL. */
-function signatureFault(error: unknown): { code: VerifyCode } {
-  return { code: codeOf(error) === "TAMPERED" ? "TAMPERED" : "SIG_FAIL" };
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+/**
+ * A failed record signature check (PROTOCOL §6.1): TAMPERED with lib's reason for a batch path
+ * that does not fit (an edited record), else SIG_FAIL with `sigFailure`.
+ */
+function signatureFault(error: unknown, sigFailure: string): { code: VerifyCode; reason: string } {
+  if (codeOf(error) === "TAMPERED") return { code: "TAMPERED", reason: (error as Error).message };
+  return { code: "SIG_FAIL", reason: sigFailure };
 }

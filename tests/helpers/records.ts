@@ -49,6 +49,7 @@ export function checkedMessage(
     ct,
     c,
     sig: new Uint8Array(64).fill(7),
+    batch: { i: 0, n: 1, path: [] },
   };
   return { type: "msg", seqno, ts: record.ts, body, record, recordJson: encodeRecord(record), k };
 }

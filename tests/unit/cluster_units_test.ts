@@ -151,6 +151,7 @@ Deno.test("decodeClusterRecord() returns what encodeClusterRecord() wrote; refus
       ct: b64(16),
       c: b64(32),
       sig: b64(64),
+      batch: { i: 0, n: 1, path: [] },
     },
     k: b64(32),
   };

@@ -10,6 +10,7 @@ import {
   BodyShape,
   CONTENT_KEY_BYTES,
   LineShape,
+  MAX_BATCH,
   MAX_CERT_BYTES,
   MAX_CT_BYTES,
   MAX_SIG_BYTES,
@@ -52,7 +53,14 @@ const RecordJson = z.object({
   ct: base64Text(16, MAX_CT_BYTES),
   c: base64Text(32, 32),
   sig: base64Text(1, MAX_SIG_BYTES).optional(),
-}).strict();
+  batch: z.object({
+    i: uint(),
+    n: z.number().int().min(1).max(MAX_BATCH),
+    path: z.array(base64Text(32, 32)).max(5),
+  }).strict().optional(),
+}).strict()
+  .refine((r) => (r.sig === undefined) === (r.batch === undefined))
+  .refine((r) => r.batch === undefined || (r.batch.i < r.batch.n && r.batch.i < r.seqno));
 const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
 const cert = base64Text(1, MAX_CERT_BYTES).optional();
 const authorFp = z.string().regex(/^[0-9a-f]{64}$/);
@@ -126,12 +134,33 @@ const RECORD = {
   ct: toBase64(new Uint8Array(18).fill(1)),
   c: toBase64(new Uint8Array(32).fill(2)),
 };
+/** RECORD signed as leaf 1 of a batch of 2. */
+const SIGNED = {
+  ...RECORD,
+  sig: toBase64(new Uint8Array(64).fill(3)),
+  batch: { i: 1, n: 2, path: [toBase64(new Uint8Array(32).fill(4))] },
+};
 
 Deno.test("record shapes agree with the zod reference on fixed cases", () => {
   const line = { dir: "c2s", type: "msg", record: RECORD };
   const cases: [string, unknown][] = [
     ["a record", RECORD],
-    ["a signed record", { ...RECORD, sig: toBase64(new Uint8Array(64).fill(3)) }],
+    ["a signed record", SIGNED],
+    ["a signed record without batch", { ...RECORD, sig: toBase64(new Uint8Array(64).fill(3)) }],
+    ["a batch without sig", { ...RECORD, batch: SIGNED.batch }],
+    ["a batch of 33", { ...SIGNED, batch: { ...SIGNED.batch, n: 33 } }],
+    ["a batch of 0", { ...SIGNED, batch: { i: 0, n: 0, path: [] } }],
+    ["i not below n", { ...SIGNED, batch: { ...SIGNED.batch, i: 2 } }],
+    ["i not below seqno", { ...SIGNED, seqno: 1 }],
+    ["a path entry of 31 bytes", {
+      ...SIGNED,
+      batch: { ...SIGNED.batch, path: [toBase64(new Uint8Array(31))] },
+    }],
+    ["a path of 6", {
+      ...SIGNED,
+      batch: { ...SIGNED.batch, path: Array(6).fill(SIGNED.batch.path[0]) },
+    }],
+    ["an unknown batch member", { ...SIGNED, batch: { ...SIGNED.batch, root: "x" } }],
     ["a line", line],
     ["a msg", { type: "msg", record: RECORD, k: toBase64(new Uint8Array(32)) }],
     ["an unknown member", { ...RECORD, extra: 1 }],

@@ -128,6 +128,83 @@ Deno.test("RelayVerifier.check() returns the author, the text and the record", a
   assert.equal(privately.private, true);
 });
 
+/**
+ * alice's records 1..n signed as one batch (PROTOCOL §6.1), `edit` applied after signing, each
+ * as the server relays it to bob in turn: hop seqnos 1.., the first introducing her certificate.
+ */
+async function relayedBatch(
+  n: number,
+  edit?: (records: MessageRecord[]) => void,
+  signer = alice,
+): Promise<RelayMessage[]> {
+  const made = Array.from({ length: n }, (_, j) => {
+    const { k, ct, c } = sealContent({ kind: "text", text: `batched ${j + 1}` });
+    const record: MessageRecord = {
+      sid: SID,
+      dir: "c2s",
+      to: LOBBY,
+      seqno: j + 1,
+      ts: Date.now(),
+      ct,
+      c,
+    };
+    return { record, k };
+  });
+  await signBatch(signer.signingKey, made.map((m) => m.record));
+  edit?.(made.map((m) => m.record));
+  return made.map(({ record, k }, j) => {
+    const relay: RelayMessage = {
+      type: "relay",
+      seqno: j + 1,
+      ts: Date.now(),
+      author_fp: fingerprintOf(alice.certDer),
+      cert: toBase64(alice.certDer),
+      record: encodeRecord(record),
+      k: toBase64(k),
+    };
+    return j === 0 ? relay : named(relay);
+  });
+}
+
+Deno.test("RelayVerifier.check() takes each record of a signed batch, all of it or a part", async () => {
+  const v = verifier();
+  for (const relay of await relayedBatch(3)) assert.equal((await v.check(relay)).author, "alice");
+  // bob may get only some records of alice's batch (the others went to other recipients).
+  const [first, , third] = await relayedBatch(3);
+  const part = verifier();
+  await part.check(first);
+  assert.equal((await part.check({ ...third, seqno: 2 })).text, "batched 3");
+});
+
+Deno.test("RelayVerifier.check() refuses a tampered record of a batch after a genuine one (PROTOCOL §6.1)", async () => {
+  const flip = (b: Uint8Array) => (b[0] ^= 1);
+  const cases: [string, (r: MessageRecord[]) => void, string][] = [
+    ["the first record's path", ([r0, r1]) => (r1.batch!.path = r0.batch!.path), "SIG_FAIL"],
+    ["another position (i)", ([, r1]) => (r1.batch!.i = 0), "SIG_FAIL"],
+    ["n changed, the path no longer fits", ([, r1]) => (r1.batch!.n = 3), "PROTOCOL_ERROR"],
+    ["a path entry flipped", ([, r1]) => flip(r1.batch!.path[0]), "SIG_FAIL"],
+    ["the path one entry short", ([, r1]) => r1.batch!.path.pop(), "PROTOCOL_ERROR"],
+    ["ts changed after signing", ([, r1]) => (r1.ts += 1), "SIG_FAIL"],
+    [
+      "another signature under the statement the first passed (the cache must not pass it)",
+      ([, r1]) => (r1.sig = Uint8Array.from(r1.sig!, (b, i) => i === 0 ? b ^ 1 : b)),
+      "SIG_FAIL",
+    ],
+  ];
+  for (const [name, edit, code] of cases) {
+    const v = verifier();
+    const [first, second] = await relayedBatch(2, edit);
+    await v.check(first);
+    assert.equal(await codeOfCheck(v, second), code, name);
+  }
+  // The same batch statement signed by bob, under alice's certificate, after alice's passed.
+  const v = verifier();
+  const [genuine] = await relayedBatch(2);
+  await v.check(genuine);
+  const [, forged] = await relayedBatch(2, undefined, bob);
+  assert.equal(await codeOfCheck(v, forged), "SIG_FAIL", "bob's signature as alice's");
+});
+
 Deno.test("RelayVerifier.check() refuses what the server altered, forged or moved, each with its code", async () => {
   const cases: [string, Promise<RelayMessage>, string][] = [
     ["ciphertext altered", relayed(alice, 1, { edit: (r) => (r.ct[0] ^= 1) }), "SIG_FAIL"],

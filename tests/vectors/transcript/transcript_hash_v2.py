@@ -16,9 +16,13 @@ def record_enc(r):
     to = r["to"].encode()
     ct = base64.b64decode(r["ct"], validate=True)
     sig = base64.b64decode(r["sig"], validate=True) if "sig" in r else b""
+    # the record's batch (PROTOCOL 6.1): i, n, the path's length and entries; zeros without one
+    batch = r.get("batch", {"i": 0, "n": 0, "path": []})
+    path = [base64.b64decode(p, validate=True) for p in batch["path"]]
     return (bytes.fromhex(r["sid"]) + u8(DIR[r["dir"]]) + u32(len(to)) + to + u64(r["seqno"])
             + u64(r["ts"]) + u32(len(ct)) + ct + base64.b64decode(r["c"], validate=True)
-            + u32(len(sig)) + sig)
+            + u32(len(sig)) + sig + u32(batch["i"]) + u32(batch["n"]) + u8(len(path))
+            + b"".join(path))
 
 
 def line_enc(l):
@@ -60,23 +64,27 @@ def vector():
     header = {"protocol_version": 2, "session_id": sid, "session_time": 1767225600000,
               "client_cert": b64(b"client certificate DER (opaque to the hash)"),
               "server_cert": b64(b"server certificate DER (opaque to the hash)")}
-    rec = lambda d, to, s, ts, sig: dict(
+    # a signed record is leaf i of a batch of n with a path of made-up hashes (opaque to the hash)
+    rec = lambda d, to, s, ts, batch: dict(
         {"sid": sid if d == "c2s" or to.startswith("user:") else "ab" * 16, "dir": d, "to": to,
          "seqno": s, "ts": ts, "ct": b64(bytes([s]) * (16 + s)), "c": b64(bytes([0xc0 + s]) * 32)},
-        **({"sig": b64(bytes([0x55]) * 64)} if sig else {}))
+        **({"sig": b64(bytes([0x55]) * 64),
+            "batch": {"i": batch[0], "n": batch[1],
+                      "path": [b64(bytes([0xa0 + s + j]) * 32) for j in range(batch[2])]}}
+           if batch else {}))
     lines = [
-        {"dir": "c2s", "type": "msg", "record": rec("c2s", "lobby", 1, 1767225600100, True)},
-        {"dir": "s2c", "type": "msg", "record": rec("s2c", "user:alice", 1, 1767225600101, False)},
+        {"dir": "c2s", "type": "msg", "record": rec("c2s", "lobby", 1, 1767225600100, (0, 1, 0))},
+        {"dir": "s2c", "type": "msg", "record": rec("s2c", "user:alice", 1, 1767225600101, None)},
         {"dir": "s2c", "type": "relay", "seqno": 2, "ts": 1767225600200,
          "author_fp": hashlib.sha256(b"bob's certificate").hexdigest(),
          "cert": b64(b"bob's certificate"),
-         "record": dict(rec("c2s", "lobby", 7, 1767225600150, True), sid="cd" * 16)},
-        {"dir": "c2s", "type": "msg", "record": rec("c2s", "server", 2, 1767225600300, True)},
+         "record": dict(rec("c2s", "lobby", 7, 1767225600150, (0, 2, 1)), sid="cd" * 16)},
+        {"dir": "c2s", "type": "msg", "record": rec("c2s", "server", 2, 1767225600300, (0, 1, 0))},
         {"dir": "s2c", "type": "refused", "seqno": 3, "ts": 1767225600301, "of": 2,
          "code": "RATE_LIMITED"},
         {"dir": "s2c", "type": "relay", "seqno": 4, "ts": 1767225600400,
          "author_fp": hashlib.sha256(b"bob's certificate").hexdigest(),
-         "record": dict(rec("c2s", "lobby", 8, 1767225600350, True), sid="cd" * 16)},
+         "record": dict(rec("c2s", "lobby", 8, 1767225600350, (1, 2, 1)), sid="cd" * 16)},
     ]
     h, d, n = transcript_hash(header, lines)
     empty, _, _ = transcript_hash(header, [])
