@@ -392,34 +392,58 @@ export class ChatSession {
     // Signed with the others of this turn (PROTOCOL §6.1), while the earlier ones travel.
     const signing = (this.#signer ??= new BatchSigner(this.#est.self.signingKey)).sign(record);
     signing.catch(() => {}); // handled when its turn comes
-    const next = this.#sending.then(async () => {
-      try {
-        const e2e = this.#opts.e2e && await this.#opts.e2e.wrap(record, k, body);
-        if (this.#opts.e2e && !e2e && record.to !== TO_SERVER) {
-          // A line to users is never left readable by the server (PROTOCOL §12.5, §12.6).
-          throw new SecureChatError(
-            "NO_E2E_KEYS",
-            `not sent: no end-to-end envelope for ${record.to}`,
-          );
-        }
-        await signing;
-        const { wire, line } = prepareMsg("c2s", record, k, e2e);
-        // Recorded before it leaves: a connection that fails while the record is on its way
-        // may still have delivered it, and the transcript (and its content key, for an
-        // opening) must then hold what was sent.
-        this.#transcript.append(line);
-        (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
-        this.#batchOutbox.push(utf8(wire));
-      } finally {
-        // The batch's msgs leave together, in one record (PROTOCOL §3.2 "Who groups"), once
-        // its last one is made (or failed: what was made before it still leaves).
-        await signing.catch(() => {});
-        const batch = record.batch;
-        if (!batch || batch.i === batch.n - 1) await this.#sendBatchOutbox();
-      }
-    });
+    const next = this.#sending.then(() => this.#sendNumbered(record, k, body, signing));
     this.#sending = next.catch(() => {});
     return next.then(() => record.seqno);
+  }
+
+  /**
+   * Wraps, records and queues one numbered record of ours once its batch is signed; the last
+   * of a batch sends the batch's msgs in one record (PROTOCOL §3.2 "Who groups"). Its seqno is
+   * taken: if it cannot leave, no later record can either (every receiver wants exactly the
+   * next seqno, our transcript writer first), so the session ends at once with the cause
+   * rather than stay open unable to send (review8 R8-2); what was made before it still leaves.
+   */
+  async #sendNumbered(
+    record: MessageRecord,
+    k: Uint8Array,
+    body: Body,
+    signing: Promise<void>,
+  ): Promise<void> {
+    let failure: SecureChatError | undefined;
+    try {
+      if (this.#ended) throw new SecureChatError("PROTOCOL_ERROR", "session is closing");
+      const e2e = this.#opts.e2e && await this.#opts.e2e.wrap(record, k, body);
+      if (this.#opts.e2e && !e2e && record.to !== TO_SERVER) {
+        // A line to users is never left readable by the server (PROTOCOL §12.5, §12.6).
+        throw new SecureChatError(
+          "NO_E2E_KEYS",
+          `not sent: no end-to-end envelope for ${record.to}`,
+        );
+      }
+      await signing;
+      const { wire, line } = prepareMsg("c2s", record, k, e2e);
+      // Recorded before it leaves: a connection that fails while the record is on its way
+      // may still have delivered it, and the transcript (and its content key, for an
+      // opening) must then hold what was sent.
+      this.#transcript.append(line);
+      (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
+      this.#batchOutbox.push(utf8(wire));
+    } catch (error) {
+      failure = error instanceof SecureChatError
+        ? error
+        : new SecureChatError("INTERNAL", String(error), { cause: error });
+    }
+    await signing.catch(() => {});
+    const batch = record.batch;
+    if (failure || !batch || batch.i === batch.n - 1) {
+      // Recorded: a connection that fails from here on ends the session through run().
+      if (!this.#ended) await this.#sendBatchOutbox();
+    }
+    if (failure) {
+      await this.terminate(failure);
+      throw failure;
+    }
   }
 
   /** Seals and sends, at the peer's pace, the msgs of one batch gathered by send(). */
