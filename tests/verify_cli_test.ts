@@ -107,7 +107,7 @@ Deno.test("cli verify --reveal / --opening: one line proven to a third party wit
     const path = `${dir}/${name}.json`;
     await Deno.writeTextFile(
       path,
-      value ? JSON.stringify(value) : text.replace('"version": 1,', '"version": 1, "version": 1,'),
+      value ? JSON.stringify(value) : text.replace('"version": 2,', '"version": 2, "version": 2,'),
     );
     const r = await runCli(["verify", "--opening", path, "--ca", b.pki.caPath]);
     assert.equal(r.code, 1, `${name}: ${r.stdout}${r.stderr}`);
@@ -143,7 +143,7 @@ Deno.test("cli verify --opening --json: an author's control and bidi characters 
   const path = `${dir}/hostile.json`;
   const opening = {
     type: "securechat-opening",
-    version: 1,
+    version: 2,
     cert: toBase64(b.pki.client.certDer),
     record: encodeRecord(record),
     k: toBase64(k),

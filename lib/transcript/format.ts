@@ -16,7 +16,8 @@ import { type Direction, MAX_CERT_BYTES, MAX_CT_BYTES, MAX_SIG_BYTES } from "../
 import { base64Bytes } from "../wire/schema.ts";
 
 /** Version of the transcript file / hash format (not of the wire protocol). */
-export const TRANSCRIPT_VERSION = 2;
+/** 3 since signed batches (PROTOCOL §6.1): record_enc covers `batch` (TRANSCRIPT §3.1). */
+export const TRANSCRIPT_VERSION = 3;
 /** Domain-separation label of the v2 transcript hash: ASCII, then one 0x00 byte. */
 export const TRANSCRIPT_HASH_LABEL = "securechat/v2 transcript";
 /** Hard limits a verifier applies before doing any work on a line. */

@@ -26,9 +26,12 @@ import { readLines } from "./lines.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import { TrustAtSessionTime } from "./trust_at.ts";
 
+export const OPENING_VERSION = 2;
+
 export const OpeningSchema = z.object({
   type: z.literal("securechat-opening"),
-  version: z.literal(1),
+  /** 2 since signed batches (PROTOCOL §6.1): the record carries its `batch`. */
+  version: z.literal(OPENING_VERSION),
   cert: base64Text(1, MAX_CERT_BYTES),
   record: zodOf(RecordJsonShape),
   k: base64Text(32, 32),
@@ -94,7 +97,7 @@ export async function makeOpening(
   const cert = line.type === "msg" ? header.client_cert : authorDer!;
   return {
     type: "securechat-opening",
-    version: 1,
+    version: OPENING_VERSION,
     cert: toBase64(cert),
     record: encodeRecord(line.record),
     k: toBase64(k),
@@ -107,7 +110,16 @@ export async function makeOpening(
  */
 export async function checkOpening(value: unknown, trust: TrustStore): Promise<OpenedLine> {
   const parsed = OpeningSchema.safeParse(value);
-  if (!parsed.success) throw new SecureChatError("TAMPERED", "not a securechat opening");
+  if (!parsed.success) {
+    const old = (value as { version?: unknown } | null)?.version === 1;
+    throw new SecureChatError(
+      "TAMPERED",
+      old
+        ? "an opening of version 1, made before signed batches (PROTOCOL §11): check it with " +
+          "a securechat of that time"
+        : "not a securechat opening",
+    );
+  }
   const record = decodeRecord(parsed.data.record);
   if (!record.sig) throw new SecureChatError("TAMPERED", "the record is not signed");
   const trustAt = new TrustAtSessionTime(trust);

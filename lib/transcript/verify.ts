@@ -391,7 +391,12 @@ async function checkLines(
     (headerValue as { type?: unknown }).type === "securechat-transcript" &&
     version !== TRANSCRIPT_VERSION
   ) {
-    return fail(1, "TAMPERED", `unsupported transcript version ${JSON.stringify(version)}`);
+    // A format 2 file is an honest one from before signed batches: say so, not "forged".
+    const why = version === 2
+      ? ": format 2 was written before signed batches (PROTOCOL §11); verify it with a " +
+        "securechat of that time"
+      : "";
+    return fail(1, "TAMPERED", `unsupported transcript version ${JSON.stringify(version)}${why}`);
   }
   const parsedHeader = HeaderLineSchema.safeParse(headerValue);
   if (!parsedHeader.success) {
