@@ -40,10 +40,13 @@ import {
   decodeRecord,
   encodeRecord,
   LOBBY,
+  MAX_BATCH,
+  merkleTree,
   type MessageRecord,
   prepareMsg,
   RecordJsonShape,
   RecordSignatures,
+  rootFromPath,
   sealContent,
   sealPlaintext,
   signBatch,
@@ -947,6 +950,22 @@ Deno.test("batch vectors: every record of the batch passes lib's check, live and
     const signatures = new RecordSignatures(pathFault);
     for (const r of batches.records) {
       await signatures.check({ fingerprint: "a".repeat(64), key }, parsedRecord(r.record), "r");
+    }
+  }
+});
+
+Deno.test("batch trees: for every n ≤ 32 and i < n, lib's root and path agree with RFC 9162 written from the text; a path of another length fails", () => {
+  for (let n = 1; n <= MAX_BATCH; n++) {
+    const leaves = Array.from({ length: n }, (_, j) => sha256(utf8(`leaf ${j} of ${n}`)));
+    const { root, paths } = merkleTree(leaves);
+    assert.equal(toHex(root), toHex(mth(leaves)), `root of ${n}`);
+    for (let i = 0; i < n; i++) {
+      assert.equal(toHex(rootOf(leaves[i], i, n, paths[i])!), toHex(root), `path ${i} of ${n}`);
+      assert.equal(toHex(rootFromPath(leaves[i], i, n, paths[i])!), toHex(root));
+      assert.equal(rootFromPath(leaves[i], i, n, [...paths[i], root]), null, `${i} of ${n} long`);
+      if (paths[i].length > 0) {
+        assert.equal(rootFromPath(leaves[i], i, n, paths[i].slice(1)), null, `${i} of ${n} short`);
+      }
     }
   }
 });
