@@ -8,7 +8,9 @@ Usage:
             [--key-update-every N] [--transcripts DIR] [--e2e [--no-sender-keys]]
 
 Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`, anything else a
-lobby `text`. End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
+lobby `text`; the records of the lines between `/batch` and `/end` are signed as one batch (§6.1,
+at most MAX_BATCH; sooner when we must wait for an answer) and their `msg`s leave together in one
+sealed record (§3.2), every other line's record alone (a batch of one). End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
   SESSION <session_id> registered=<true|false>   after the handshake (PROTOCOL §5)
   DEVICE <id>                                    --e2e: this device (§12.2), its bundle published
   LOST_STATE ...                                 --e2e: the state file is gone, a new device (§12.7)
@@ -78,7 +80,10 @@ LABEL_PREFIX = b"securechat/v2 "             # §4 ExpandLabel
 HS_SALT = b"securechat/v2"                   # §4.1
 SERVER_SIG_LABEL = b"securechat/v2 server signature"   # §4.6
 CLIENT_SIG_LABEL = b"securechat/v2 client signature"   # §4.6
-MESSAGE_LABEL = b"securechat/v2 message"     # §6.1
+MESSAGE_LABEL = b"securechat/v2 message"     # §6.1: a record's statement, a batch's leaf
+BATCH_LABEL = b"securechat/v2 message batch"  # §6.1: what an author signs
+MAX_BATCH = 32                               # §6.1: records one signature covers
+MAX_PATH = 5                                 # §6.1: inclusion path entries (n ≤ 32)
 CONTENT_KEY_LABEL = b"securechat/v2 content key"
 CONTENT_AAD = b"securechat/v2 content"
 COMMITMENT_LABEL = b"securechat/v2 commitment"
@@ -900,16 +905,161 @@ def open_body(k, ct):
 
 
 def statement(rec):
-    """§6.1 signed statement; `rec` holds decoded values (sid/ct/c as bytes)."""
+    """§6.1 record statement, a batch's leaf; `rec` holds decoded values (sid/ct/c as bytes)."""
     to = rec["to"].encode("utf-8")
     return (MESSAGE_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + rec["sid"] + u8(DIR_CODE[rec["dir"]])
             + u32(len(to)) + to + u64(rec["seqno"]) + u64(rec["ts"])
             + rec["c"] + hashlib.sha256(rec["ct"]).digest())
 
 
+# ---------------------------------------------------------------- signed batches (§6.1)
+# One author signature covers a batch of 1..MAX_BATCH records of one session and direction with
+# consecutive seqnos: it signs the RFC 9162 Merkle Tree Hash of their statements, and each record
+# carries its index, the batch size and its inclusion path.
+
+def leaf_hash(leaf):
+    """RFC 9162 §2.1.1: MTH({d}) = SHA-256(0x00 || d)."""
+    return hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def node_hash(left, right):
+    """RFC 9162 §2.1.1: SHA-256(0x01 || MTH(left) || MTH(right))."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n):
+    """RFC 9162 §2.1.1: k, the largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def tree_hash(hashes):
+    """RFC 9162 §2.1.1 Merkle Tree Hash, by its recursive definition, over leaf hashes (n ≥ 1)."""
+    if len(hashes) == 1:
+        return hashes[0]
+    k = _split(len(hashes))
+    return node_hash(tree_hash(hashes[:k]), tree_hash(hashes[k:]))
+
+
+def inclusion_path(m, hashes):
+    """RFC 9162 §2.1.3.1 PATH(m, D[n]) over leaf hashes, leaf to root."""
+    if len(hashes) == 1:
+        return []
+    k = _split(len(hashes))
+    if m < k:
+        return inclusion_path(m, hashes[:k]) + [tree_hash(hashes[k:])]
+    return inclusion_path(m - k, hashes[k:]) + [tree_hash(hashes[:k])]
+
+
+def root_from_path(lh, i, n, path):
+    """RFC 9162 §2.1.3.2 steps 1-6 without the final comparison: the root that `path` proves leaf
+    hash `lh` at index `i` of a tree of `n` leaves into, or None when the path is too long or too
+    short for (i, n) (the caller's PROTOCOL_ERROR / TAMPERED)."""
+    if not 0 <= i < n:
+        return None
+    fn, sn, r = i, n - 1, lh
+    for p in path:
+        if sn == 0:
+            return None  # path too long
+        if fn % 2 == 1 or fn == sn:
+            r = node_hash(p, r)
+            if fn % 2 == 0:
+                while fn % 2 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None  # sn > 0: path too short
+
+
+def path_length(i, n):
+    """How many entries RFC 9162 gives PATH(i, D[n]) (0 for n = 1; at most 5 for n ≤ 32)."""
+    if n == 1:
+        return 0
+    k = _split(n)
+    return 1 + (path_length(i, k) if i < k else path_length(i - k, n - k))
+
+
+def batch_statement(sid, direction, first, n, root):
+    """§6.1: what the author signs once for the batch of records first .. first + n − 1."""
+    return (BATCH_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + sid + u8(DIR_CODE[direction])
+            + u64(first) + u32(n) + root)
+
+
+def parse_batch(obj, seqno):
+    """A record's `batch` member (§6.1 bounds) to (i, n, [path entries]); PROTOCOL_ERROR."""
+    strict(obj, ["i", "n", "path"])
+    i, n = want_int(obj, "i"), want_int(obj, "n")
+    if not 1 <= n <= MAX_BATCH:
+        raise ProtoError("PROTOCOL_ERROR", f"batch n {n} outside 1-{MAX_BATCH}")
+    if i >= n:
+        raise ProtoError("PROTOCOL_ERROR", f"batch i {i} not below n {n}")
+    if i >= seqno:
+        raise ProtoError("PROTOCOL_ERROR", f"batch i {i} puts the batch's first seqno below 1")
+    path = obj["path"]
+    if not isinstance(path, list) or len(path) > MAX_PATH:
+        raise ProtoError("PROTOCOL_ERROR", f"batch path is not a list of at most {MAX_PATH}")
+    return i, n, [b64d(p, size=32) for p in path]
+
+
+def batch_of(rec, code="PROTOCOL_ERROR"):
+    """The batch statement a record's `batch` proves it into (check step 1), or `code` when its
+    path does not fit (i, n)."""
+    i, n, path = rec["batch"]
+    root = root_from_path(leaf_hash(statement(rec)), i, n, path)
+    if root is None:
+        raise ProtoError(code, f"batch path of {len(path)} entries does not fit i={i} n={n}")
+    return batch_statement(rec["sid"], rec["dir"], rec["seqno"] - i, n, root)
+
+
+class BatchCache:
+    """§6.1 check step 2: batch signatures already verified, so a batch costs one verification
+    per verifier. Keyed on the certificate's fingerprint, the batch statement and the signature
+    bytes together: a record carrying another signature over the same statement is checked on
+    its own. Bounded (least recently used dropped): a miss only costs a verification."""
+
+    def __init__(self, limit=4 * MAX_BATCH):
+        self.limit = limit
+        self.seen = OrderedDict()
+
+    def check(self, fp, pub, rec, root_code="PROTOCOL_ERROR"):
+        """True iff the record's signature verifies through its batch (a `root_code` ProtoError
+        when the path does not fit); the record's `sig` must be present."""
+        stmt = batch_of(rec, root_code)
+        key = (fp, stmt, rec["sig"])
+        if key in self.seen:
+            self.seen.move_to_end(key)
+            return True
+        if not verify(pub, rec["sig"], stmt):
+            return False
+        self.seen[key] = True
+        if len(self.seen) > self.limit:
+            self.seen.popitem(last=False)
+        return True
+
+
+def sign_batch(author_key, recs):
+    """Signs records of one session and direction with consecutive seqnos (in order, at most
+    MAX_BATCH) as one batch: sets each one's `sig` and `batch` (§6.1)."""
+    assert 1 <= len(recs) <= MAX_BATCH
+    assert all(r["seqno"] == recs[0]["seqno"] + j for j, r in enumerate(recs))
+    hashes = [leaf_hash(statement(r)) for r in recs]
+    sig = sign(author_key, batch_statement(recs[0]["sid"], recs[0]["dir"], recs[0]["seqno"],
+                                           len(recs), tree_hash(hashes)))
+    for j, r in enumerate(recs):
+        r["sig"] = sig
+        r["batch"] = (j, len(recs), inclusion_path(j, hashes))
+
+
 def parse_record(obj):
-    """A message record (§6.1, TRANSCRIPT §2.2 limits) to decoded values; PROTOCOL_ERROR."""
-    strict(obj, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig"])
+    """A message record (§6.1, TRANSCRIPT §2.2 limits) to decoded values; PROTOCOL_ERROR. A
+    `batch` goes with a `sig` (both on every c2s record, neither on an s2c one: the caller checks
+    the direction)."""
+    strict(obj, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig", "batch"])
     sid = want_str(obj, "sid")
     if not HEX32.fullmatch(sid):
         raise ProtoError("PROTOCOL_ERROR", "record sid is not 32 lowercase hex")
@@ -922,18 +1072,36 @@ def parse_record(obj):
         "ct": b64d(obj["ct"], max_size=64 * 1024), "c": b64d(obj["c"], size=32),
         "sig": b64d(obj["sig"], max_size=1024) if "sig" in obj else None,
     }
+    if rec["seqno"] < 1:
+        raise ProtoError("PROTOCOL_ERROR", "record seqno 0")
+    if ("batch" in obj) != ("sig" in obj):
+        raise ProtoError("PROTOCOL_ERROR", "a record's batch goes with its sig (§6.1)")
+    rec["batch"] = parse_batch(obj["batch"], rec["seqno"]) if "batch" in obj else None
     return rec
 
 
+def new_record(sid, to, seqno, ts, body, k):
+    """A c2s record (§6.1), sealed and committed, not yet signed (sign_batch)."""
+    return {"sid": sid, "dir": "c2s", "to": to, "seqno": seqno, "ts": ts,
+            "ct": seal_body(k, body), "c": commitment(k, body), "sig": None, "batch": None}
+
+
 def make_record(author_key, sid, to, seqno, ts, body, k):
-    """A signed c2s record (§6.1): (decoded values, wire JSON object)."""
-    ct = seal_body(k, body)
-    rec = {"sid": sid, "dir": "c2s", "to": to, "seqno": seqno, "ts": ts, "ct": ct,
-           "c": commitment(k, body), "sig": None}
-    rec["sig"] = sign(author_key, statement(rec))
-    wire = {"sid": sid.hex(), "dir": "c2s", "to": to, "seqno": seqno, "ts": ts, "ct": b64e(ct),
-            "c": b64e(rec["c"]), "sig": b64e(rec["sig"])}
-    return rec, wire
+    """A c2s record signed alone, a batch of one (§6.1): (decoded values, wire JSON object)."""
+    rec = new_record(sid, to, seqno, ts, body, k)
+    sign_batch(author_key, [rec])
+    return rec, record_wire(rec)
+
+
+def record_wire(rec):
+    """The record's JSON object (§6.1)."""
+    wire = {"sid": rec["sid"].hex(), "dir": rec["dir"], "to": rec["to"], "seqno": rec["seqno"],
+            "ts": rec["ts"], "ct": b64e(rec["ct"]), "c": b64e(rec["c"])}
+    if rec["sig"] is not None:
+        i, n, path = rec["batch"]
+        wire["sig"] = b64e(rec["sig"])
+        wire["batch"] = {"i": i, "n": n, "path": [b64e(p) for p in path]}
+    return wire
 
 
 def check_content(rec, k):
@@ -953,8 +1121,10 @@ def record_enc(rec):
     """TRANSCRIPT §3.1."""
     to = rec["to"].encode("utf-8")
     sig = rec["sig"] or b""
+    i, n, path = rec["batch"] or (0, 0, [])  # an s2c record has neither: zeros
     return (rec["sid"] + u8(DIR_CODE[rec["dir"]]) + u32(len(to)) + to + u64(rec["seqno"])
-            + u64(rec["ts"]) + u32(len(rec["ct"])) + rec["ct"] + rec["c"] + u32(len(sig)) + sig)
+            + u64(rec["ts"]) + u32(len(rec["ct"])) + rec["ct"] + rec["c"] + u32(len(sig)) + sig
+            + u32(i) + u32(n) + u8(len(path)) + b"".join(path))
 
 
 # ---------------------------------------------------------------- end-to-end layer (§12)
@@ -2002,15 +2172,32 @@ class Client:
         self.private_seqnos = set()  # our c2s seqnos to `user:` + a name: `queued` is for these
         self.answered = {}  # our c2s seqno -> its one answer (§6.5 "One answer per record")
         self.recent_tx = deque()  # (c2s seqno, ts) of our last OPEN_FATE_MS, for unknown_fate
+        self.batches = BatchCache()  # §6.1 check step 2: batch signatures verified already
+        self.pending = []  # (record, k, e2e) numbered and sealed, not yet signed (§6.1 batches)
+        self.batching = False  # between `/batch` and `/end`: records wait for one signature
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
         """Seal one message under our current key; returns the exact content bytes."""
         content = enc_json(obj)
-        with self.conn.send_lock:
-            payload = self.tx.seal(content)
-            self.conn.sock.sendall(u32(len(payload)) + payload)
+        self.send_contents([content])
         return content
+
+    def send_contents(self, contents):
+        """Session messages in order, as many to a sealed record as fit its largest `inner`
+        (§3.2), one frame per record."""
+        frames, group, size = [], [], 0
+        for c in contents:
+            if group and size + 4 + len(c) > MAX_INNER:
+                frames.append(group)
+                group, size = [], 0
+            group.append(c)
+            size += 4 + len(c)
+        frames.append(group)
+        with self.conn.send_lock:
+            for group in frames:
+                payload = self.tx.seal_inner(pad_inner(*group))
+                self.conn.sock.sendall(u32(len(payload)) + payload)
 
     def read_content(self):
         """The peer's next message: (content bytes, parsed message). §3.2: a record holds one or
@@ -2067,7 +2254,7 @@ class Client:
         `user:` + a name, and no record gets a second answer (`queued`, `refused`, or the record
         itself relayed back to us). Checks only; `answered` is set by the caller once the whole
         message passed (check first, commit after)."""
-        if not 1 <= of <= self.seq_tx:
+        if not 1 <= of <= self.seq_sent:
             raise ProtoError("PROTOCOL_ERROR", f"{kind} names c2s seqno {of} we never sent")
         if kind == "queued" and of not in self.private_seqnos:
             raise ProtoError("PROTOCOL_ERROR", f"queued for c2s seqno {of}, not to user: a name")
@@ -2236,15 +2423,18 @@ class Client:
                 "type": "finished", "mac": b64e(finished_mac(ms.fin2_client, hfinal))}))
             self.tx.switch(ms.app_c2s_0)
         self.seq_tx, self.ts_tx = 0, 0
+        self.seq_sent = 0   # the last c2s seqno that left (a batch's records are numbered first)
         self.seq_rx, self.ts_rx = 0, 0
         self.transcript = Transcript(a.transcripts, self.session_id, self.session_time,
                                      a.server_name, self.my_der, self.server_der)
 
     # -- sending session messages (§6.1)
-    def send_record(self, to, body, devices=None):
+    def send_record(self, to, body, devices=None, hold=False):
         """One record (§6.1). A user's line always goes end to end (§12.6 "never readable"):
         a private one wrapped for the recipient's devices (or for `devices`, a `sender_key`'s),
-        a lobby one under our sender chain; when there is nothing to wrap for, it is not sent."""
+        a lobby one under our sender chain; when there is nothing to wrap for, it is not sent.
+        The record is numbered, sealed and committed now and joins our pending batch; it is
+        signed and sent when the batch is (`flush`: at once unless `hold`, the `/batch` input)."""
         chain = None
         if self.device is not None and to.startswith("user:") and devices is None:
             user = to[len("user:"):]
@@ -2256,7 +2446,7 @@ class Client:
                 out(f"NOT_SENT {code}")
                 return
         elif self.device is not None and to == "lobby":
-            chain = self.prepare_lobby()
+            chain = self.prepare_lobby(hold)
             if chain is None:
                 return
         with self.state_lock:
@@ -2267,9 +2457,10 @@ class Client:
             ts = max(self.now(), self.ts_tx)  # never backwards (§6)
             self.ts_tx = ts
             k = self.random(32)
-            rec, wire_rec = make_record(self.my_key, self.session_id, to, self.seq_tx, ts,
-                                        self.tamper("body", enc_json(body)), k)
+            rec = new_record(self.session_id, to, self.seq_tx, ts,
+                             self.tamper("body", enc_json(body)), k)
             if devices or chain:  # §12.6: an end-to-end record carries e2e instead of k
+                # the binding is SHA-256 of the record's own statement (§12.6), known unsigned
                 if chain:
                     e2e = self.device.sender_wrap(chain, k, binding_of(rec))
                 else:
@@ -2285,19 +2476,45 @@ class Client:
             self.recent_tx.append((self.seq_tx, ts))
             while self.recent_tx[0][1] < ts - OPEN_FATE_MS:
                 self.recent_tx.popleft()
-            if e2e is not None:
-                self.send_content({"type": "msg", "record": wire_rec, "e2e": e2e})
-            else:
-                self.send_content({"type": "msg", "record": wire_rec, "k": b64e(k)})
-            self.transcript.add("c2s", self.seq_tx, ts,
-                                {"dir": "c2s", "type": "msg", "record": wire_rec},
+            self.pending.append((rec, k, e2e))
+            if not hold or len(self.pending) == MAX_BATCH:
+                self._flush()
+
+    def flush(self):
+        """Signs and sends our pending records (the end of a `/batch`, before we wait for an
+        answer, before our close)."""
+        with self.state_lock:
+            self._flush()
+
+    def _flush(self):
+        """§6.1: the pending records (consecutive seqnos of this session's c2s direction) signed
+        as one batch, one signature over the Merkle tree of their statements; their `msg`s leave
+        in as few sealed records as hold them (§3.2 "Any sender MAY put several messages in one
+        record"), each record's line written to the transcript as it leaves. Caller holds
+        state_lock."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+        sign_batch(self.my_key, [rec for rec, _, _ in batch])
+        contents = []
+        for rec, k, e2e in batch:
+            wire = record_wire(rec)
+            msg = {"type": "msg", "record": wire}
+            msg.update({"e2e": e2e} if e2e is not None else {"k": b64e(k)})
+            contents.append(enc_json(msg))
+            self.transcript.add("c2s", rec["seqno"], rec["ts"],
+                                {"dir": "c2s", "type": "msg", "record": wire},
                                 b"\x01" + record_enc(rec), k)
-            self.sent_since_update += 1
-            every = self.args.key_update_every
-            if every and self.sent_since_update >= every:
-                self.send_content({"type": "key_update"})
-                self.tx.update()
-                self.sent_since_update = 0
+        self.send_contents(contents)
+        self.seq_sent = batch[-1][0]["seqno"]
+        self.sent_since_update += len(batch)
+        every = self.args.key_update_every
+        if every and self.sent_since_update >= every:
+            self.send_content({"type": "key_update"})  # the last content of its record (§3.2)
+            self.tx.update()
+            self.sent_since_update = 0
+        if self.pending:
+            self._flush()
 
     def publish_keys(self):
         """§12.6: the device's bundle (and, on a new state, its one-time prekeys) first."""
@@ -2328,7 +2545,7 @@ class Client:
         got = self.device.lists.get(user)
         return (got[1], None) if got else ([], "NO_E2E_KEYS")
 
-    def prepare_lobby(self):
+    def prepare_lobby(self, hold=False):
         """§12.5 before a lobby line: the sender chain to wrap it under, or None when not sent.
         A new chain goes first to every member with a device that takes sender keys, in a private
         end-to-end `sender_key` wrapped for those devices only; a member without one gets none
@@ -2348,7 +2565,7 @@ class Client:
                 lobby = [d for d in devices if self.device.lobby_devices.get((user, d))]
                 if lobby:
                     self.send_record("user:" + user, {"kind": "sender_key", **chain.state()},
-                                     lobby)
+                                     lobby, hold)
                     sent.append(user)
                 else:
                     cannot.append(f"{user} ({code or 'no device takes sender keys'})")
@@ -2361,10 +2578,16 @@ class Client:
         return chain
 
     def on_input(self, line):
+        hold = self.batching
         if line == "/quit" or line == "!!exit":
             return False
-        if line == "/who":
-            self.send_record("server", {"kind": "who"})
+        if line == "/batch":  # the lines up to `/end` are signed as one batch (§6.1)
+            self.batching = True
+        elif line == "/end":
+            self.batching = False
+            self.flush()
+        elif line == "/who":
+            self.send_record("server", {"kind": "who"}, hold=hold)
         elif line.startswith("/msg "):
             parts = line.split(" ", 2)
             if len(parts) < 3 or not parts[2]:
@@ -2374,9 +2597,10 @@ class Client:
                 log(f"warning: {safe(parts[1])} is no user name (3-32 of a-z 0-9 _ . -): not sent")
                 out("NOT_SENT INVALID_INPUT")
             else:
-                self.send_record("user:" + canonical(parts[1]), {"kind": "text", "text": parts[2]})
+                self.send_record("user:" + canonical(parts[1]), {"kind": "text", "text": parts[2]},
+                                 hold=hold)
         else:
-            self.send_record("lobby", {"kind": "text", "text": line})
+            self.send_record("lobby", {"kind": "text", "text": line}, hold=hold)
         return True
 
     # -- receiving session messages (§6)
@@ -2537,8 +2761,10 @@ class Client:
             fits = "sender" if rec["to"] == "lobby" else "ratchet"
             if m["e2e"].get("kind") != fits:
                 raise ProtoError("PROTOCOL_ERROR", "the end-to-end envelope does not fit the record")
-        if rec["sig"] is None or not verify(author_pub, rec["sig"], statement(rec)):  # 4
-            raise ProtoError("SIG_FAIL", "author signature")
+        if rec["sig"] is None:                                                    # 4
+            raise ProtoError("SIG_FAIL", "relayed record without a signature")
+        if not self.batches.check(fp, author_pub, rec):  # §6.1: path to root, then the batch
+            raise ProtoError("SIG_FAIL", "author batch signature")
         # Steps 6 and 7 come before step 5 here: they do not need k, and an end-to-end record
         # can be unwrapped once only, so a replayed or re-delivered one must be known as such
         # before its wrap is tried (interop finding 29).
@@ -2649,6 +2875,7 @@ class Client:
         with self.state_lock:
             if self.close_sent:
                 return
+            self._flush()  # what we numbered leaves before our close
             self.close_sent = True
             self.close_started = time.monotonic()
             self.send_content({"type": "close"})

@@ -93,8 +93,8 @@ class Probe(sc.Client):
 
     def resign(self, rec, wire):
         """Re-sign a record after changing its decoded fields, so only the intended fault stays."""
-        rec["sig"] = sc.sign(self.my_key, sc.statement(rec))
-        wire["sig"] = sc.b64e(rec["sig"])
+        sc.sign_batch(self.my_key, [rec])
+        wire.update(sc.record_wire(rec))
 
 
 def raw_hello(args, payload):

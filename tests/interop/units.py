@@ -13,9 +13,15 @@
 - §6.5: a session ended `CLUSTER_UNAVAILABLE` shows the server's text, never parsed, and lists our
   unanswered lines of its last moments as of unknown fate (a cluster whose stream stops answering
   mid-publish; interop findings 60 and 64).
+- PROTOCOL §6.1 signed batches: the RFC 9162 Merkle Tree Hash and inclusion paths against the
+  published RFC 6962/9162 reference data (the Certificate Transparency leaves, every root of sizes
+  1-8, every complete subtree, two published inclusion proofs), RFC 9162 §2.1.3.2's root
+  recomputation against §2.1.1's definition for every (i, n ≤ 32), and every attack on a batch a
+  verifier must refuse, with the verified-batch cache and without.
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
+import json
 import os
 import sys
 import unittest
@@ -39,7 +45,7 @@ def session_after(sent, sender_keys=(), private=None):
     sender_key body and `private` (by default every one) went to `user:` + a name, and has
     received nothing yet."""
     c = sc.Client.__new__(sc.Client)
-    c.seq_tx, c.seq_rx, c.ts_rx = sent, 0, 0
+    c.seq_tx, c.seq_sent, c.seq_rx, c.ts_rx = sent, sent, 0, 0
     c.sender_key_seqnos = set(sender_keys)
     c.private_seqnos = set(range(1, sent + 1) if private is None else private)
     c.answered = {}
@@ -172,6 +178,242 @@ class UnknownFate(unittest.TestCase):
     def test_only_for_cluster_unavailable(self):
         c = session_after(3)
         self.assertEqual(self.shown(c, "message 3", code="DB_UNAVAILABLE"), [])
+
+
+# RFC 6962/9162 reference data (Certificate Transparency's test leaves, as published with the
+# transparency-dev/merkle test constants): leaf inputs, the root of every size 1-8, every complete
+# subtree of the 8-leaf tree by level, and two inclusion proofs of the 8-leaf tree.
+CT_LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
+             "606162636465666768696a6b6c6d6e6f"]
+CT_ROOTS = [
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+]
+CT_NODES = [
+    ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+     "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+     "0298d122906dcfc10892cb53a73992fc5b9f493ea4c9badb27b791b4127a7fe7",
+     "07506a85fd9dd2f120eb694f86011e5bb4662e5c415a62917033d4a9624487e7",
+     "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+     "4271a26be0d8a84f0bd54c8c302e7cb3a3b5d1fa6780a40bcce2873477dab658",
+     "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+     "46f6ffadd3d06a09ff3c5860d2755c8b9819db7df44251788c7d8e3180de8eb1"],
+    ["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+     "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+     "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+     "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"],
+    ["d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+     "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"],
+    ["5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"],
+]
+CT_INCLUSION = [  # (leaf index, tree size, path leaf to root)
+    (0, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
+    (5, 8, ["bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
+]
+
+
+def ct_hashes():
+    return [sc.leaf_hash(bytes.fromhex(d)) for d in CT_LEAVES]
+
+
+class MerkleTreeRFC9162(unittest.TestCase):
+    """client.py's tree hash, paths and root recomputation against RFC 9162's own definitions and
+    the published reference values (a tree nobody else computes alike proves nothing)."""
+
+    def test_every_root_of_the_reference_tree(self):
+        hashes = ct_hashes()
+        for n in range(1, 9):
+            self.assertEqual(sc.tree_hash(hashes[:n]).hex(), CT_ROOTS[n - 1], f"size {n}")
+
+    def test_every_complete_subtree(self):
+        hashes = ct_hashes()
+        for level, nodes in enumerate(CT_NODES):
+            width = 1 << level
+            for j, want in enumerate(nodes):
+                got = sc.tree_hash(hashes[j * width:(j + 1) * width])
+                self.assertEqual(got.hex(), want, f"level {level} node {j}")
+
+    def test_the_published_inclusion_proofs(self):
+        hashes = ct_hashes()
+        for i, n, want in CT_INCLUSION:
+            path = sc.inclusion_path(i, hashes[:n])
+            self.assertEqual([p.hex() for p in path], want, f"PATH({i}, D[{n}])")
+            self.assertEqual(sc.root_from_path(hashes[i], i, n, path).hex(), CT_ROOTS[n - 1])
+
+    def test_paths_of_the_reference_tree_are_its_subtrees(self):
+        """PATH(i, D[8]) is the sibling subtree at each level, which CT_NODES lists."""
+        hashes = ct_hashes()
+        for i in range(8):
+            want = [CT_NODES[level][(i >> level) ^ 1] for level in range(3)]
+            self.assertEqual([p.hex() for p in sc.inclusion_path(i, hashes)], want, f"leaf {i}")
+
+    def test_every_leaf_of_every_batch_size(self):
+        """§2.1.3.2 recomputes §2.1.1's root from §2.1.3.1's path for every (i, n ≤ MAX_BATCH),
+        and the path has exactly path_length(i, n) ≤ 5 entries."""
+        leaves = [sc.leaf_hash(bytes([j, 0x5a])) for j in range(sc.MAX_BATCH)]
+        for n in range(1, sc.MAX_BATCH + 1):
+            root = sc.tree_hash(leaves[:n])
+            for i in range(n):
+                path = sc.inclusion_path(i, leaves[:n])
+                self.assertEqual(len(path), sc.path_length(i, n))
+                self.assertLessEqual(len(path), sc.MAX_PATH)
+                self.assertEqual(sc.root_from_path(leaves[i], i, n, path), root, f"{i}/{n}")
+
+    def test_a_path_that_does_not_fit_fails_or_proves_another_root(self):
+        leaves = [sc.leaf_hash(bytes([j])) for j in range(sc.MAX_BATCH)]
+        for n in range(1, sc.MAX_BATCH + 1):
+            root = sc.tree_hash(leaves[:n])
+            for i in range(n):
+                path = sc.inclusion_path(i, leaves[:n])
+                self.assertIsNone(sc.root_from_path(leaves[i], i, n, path + [bytes(32)]))
+                if path:
+                    self.assertIsNone(sc.root_from_path(leaves[i], i, n, path[:-1]))
+                    flipped = [bytes([path[0][0] ^ 1]) + path[0][1:]] + path[1:]
+                    self.assertNotEqual(sc.root_from_path(leaves[i], i, n, flipped), root)
+                # another index of the same tree never proves the same root; another n may (the
+                # path of leaf 0 of 3 is also one of leaf 0 of 4): the batch statement binds n
+                for j in range(n):
+                    if j != i:
+                        self.assertNotEqual(sc.root_from_path(leaves[i], j, n, path), root,
+                                            f"leaf {i}/{n} claimed as {j}")
+                self.assertIsNone(sc.root_from_path(leaves[i], n, n, path))
+
+
+def batch_of(count, key=None, first=1, sid=bytes(16), to="lobby"):
+    """`count` records of one session, seqnos first.., signed as one batch."""
+    key = key or sc.ed25519.Ed25519PrivateKey.generate()
+    recs = [sc.new_record(sid, to, first + j, 1767225600000 + j,
+                          sc.enc_json({"kind": "text", "text": f"line {j}"}), bytes([j]) * 32)
+            for j in range(count)]
+    sc.sign_batch(key, recs)
+    return key, recs
+
+
+def reparsed(rec):
+    """The record as a receiver gets it: its JSON, parsed (§6.1 bounds)."""
+    return sc.parse_record(json.loads(sc.enc_json(sc.record_wire(rec))))
+
+
+class SignedBatches(unittest.TestCase):
+    """PROTOCOL §6.1: every record of a batch checks with one signature; each attack fails."""
+
+    def check(self, key, rec, cache=None):
+        """The outcome a verifier reaches: OK, SIG_FAIL or the path's PROTOCOL_ERROR."""
+        cache = cache if cache is not None else sc.BatchCache()
+        try:
+            ok = cache.check("fp", key.public_key(), rec)
+        except sc.ProtoError as e:
+            return e.code
+        return "OK" if ok else "SIG_FAIL"
+
+    def test_every_record_of_every_batch_size_checks(self):
+        for count in (1, 2, 3, 5, 8, 17, sc.MAX_BATCH):
+            key, recs = batch_of(count, first=3)
+            self.assertEqual(len({r["sig"] for r in recs}), 1)
+            for r in recs:
+                self.assertEqual(self.check(key, reparsed(r)), "OK", f"{r['batch'][:2]}")
+
+    def test_a_batch_costs_one_verification_with_the_cache(self):
+        key, recs = batch_of(5)
+        calls = []
+        real = sc.verify
+        sc.verify = lambda *a: calls.append(1) or real(*a)
+        try:
+            cache = sc.BatchCache()
+            self.assertEqual([self.check(key, reparsed(r), cache) for r in recs], ["OK"] * 5)
+        finally:
+            sc.verify = real
+        self.assertEqual(len(calls), 1)
+
+    def attacks(self):
+        """(key, the genuine batch, name, record) for each record a verifier must refuse: one
+        record of a batch of 5, edited."""
+        key, recs = batch_of(5, first=2)
+        _, other = batch_of(5, key=key, first=2, sid=bytes([1]) * 16)
+        r = reparsed(recs[2])
+        i, n, path = r["batch"]
+        flipped = [bytes([path[0][0] ^ 1]) + path[0][1:]] + path[1:]
+        for name, bad in (
+            ("another record's path", {**r, "batch": recs[3]["batch"]}),
+            ("i changed", {**r, "batch": (i + 1, n, path)}),
+            ("i changed to 0", {**r, "batch": (0, n, path)}),
+            ("n changed", {**r, "batch": (i, n + 1, path)}),
+            ("n changed to 3", {**r, "batch": (i, 3, path)}),
+            ("a path entry flipped", {**r, "batch": (i, n, flipped)}),
+            ("path one entry short", {**r, "batch": (i, n, path[:-1])}),
+            ("path one entry long", {**r, "batch": (i, n, path + [bytes(32)])}),
+            ("moved to another session", {**r, "sid": bytes([1]) * 16}),
+            ("moved to another recipient", {**r, "to": "user:bob"}),
+            ("moved to another direction", {**r, "dir": "s2c"}),
+            ("moved to another seqno", {**r, "seqno": r["seqno"] + 1}),
+            ("its ts changed", {**r, "ts": r["ts"] + 1}),
+            ("its commitment changed", {**r, "c": bytes(32)}),
+            ("its ct changed", {**r, "ct": r["ct"][:-1] + bytes([r["ct"][-1] ^ 1])}),
+            ("the signature of another batch", {**r, "sig": other[2]["sig"]}),
+            ("a record not in the batch under its signature", {**reparsed(other[2]),
+                                                               "sig": r["sig"]}),
+        ):
+            yield key, recs, name, bad
+
+    def test_every_attack_fails_with_and_without_the_cache(self):
+        for key, recs, name, bad in self.attacks():
+            self.assertIn(self.check(key, bad), ("SIG_FAIL", "PROTOCOL_ERROR"), name)
+            warm = sc.BatchCache()  # every genuine record of the batch checked first
+            self.assertEqual([self.check(key, reparsed(g), warm) for g in recs], ["OK"] * 5)
+            self.assertIn(self.check(key, bad, warm), ("SIG_FAIL", "PROTOCOL_ERROR"),
+                          name + " (after the genuine batch)")
+
+    def test_path_faults_are_protocol_errors(self):
+        key, recs = batch_of(5)
+        r = reparsed(recs[2])
+        i, n, path = r["batch"]
+        for name, batch in (("short", (i, n, path[:-1])), ("long", (i, n, path + [bytes(32)]))):
+            self.assertEqual(self.check(key, {**r, "batch": batch}), "PROTOCOL_ERROR", name)
+
+    def test_the_cache_cannot_be_poisoned(self):
+        """A record with the batch statement of a verified batch but another signature (garbage,
+        or a valid signature of another key) is checked on its own signature."""
+        key, recs = batch_of(3)
+        cache = sc.BatchCache()
+        self.assertEqual(self.check(key, reparsed(recs[0]), cache), "OK")
+        for sig in (bytes(64), sc.ed25519.Ed25519PrivateKey.generate().sign(
+                sc.batch_of(recs[1]))):
+            self.assertEqual(self.check(key, {**reparsed(recs[1]), "sig": sig}, cache),
+                             "SIG_FAIL")
+        # the same statement and signature under another certificate is checked for that one
+        other = sc.ed25519.Ed25519PrivateKey.generate()
+        self.assertFalse(cache.check("fp of another", other.public_key(), reparsed(recs[1])))
+        self.assertEqual(self.check(key, reparsed(recs[1]), cache), "OK")
+
+    def test_schema_bounds(self):
+        _, recs = batch_of(2, first=1)
+        wire = sc.record_wire(recs[1])
+        for name, batch in (("i = n", {**wire["batch"], "i": 2}),
+                            ("n = 0", {"i": 0, "n": 0, "path": []}),
+                            ("n = 33", {**wire["batch"], "n": 33}),
+                            ("i ≥ seqno", {**wire["batch"], "i": 2, "n": 3}),
+                            ("a 31-byte entry", {**wire["batch"], "path": [sc.b64e(bytes(31))]}),
+                            ("six entries", {**wire["batch"],
+                                             "path": [sc.b64e(bytes(32))] * 6}),
+                            ("a string i", {**wire["batch"], "i": "1"}),
+                            ("an unknown member", {**wire["batch"], "x": 1})):
+            with self.assertRaises(sc.ProtoError, msg=name) as caught:
+                sc.parse_record({**wire, "batch": batch})
+            self.assertEqual(caught.exception.code, "PROTOCOL_ERROR", name)
+        with self.assertRaises(sc.ProtoError):
+            sc.parse_record({k: v for k, v in wire.items() if k != "batch"})
+        with self.assertRaises(sc.ProtoError):
+            sc.parse_record({k: v for k, v in wire.items() if k != "sig"})
 
 
 if __name__ == "__main__":

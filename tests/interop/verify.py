@@ -100,6 +100,7 @@ class Verifier:
         self.n = {"c2s": 0, "s2c": 0}
         self.last_ts = {"c2s": 0, "s2c": 0}
         self.certs = sc.SessionCerts()  # the session's author certificates (PROTOCOL §6.4.1)
+        self.batches = sc.BatchCache()  # batch signatures verified already (PROTOCOL §6.1)
         self.marks = {}          # (author fingerprint, author sid) -> highest record seqno
         self.authors = {}        # fingerprint -> [cn, lines carrying its valid signature]
         self.not_attributed = []
@@ -207,8 +208,8 @@ class Verifier:
         if d == "c2s":
             if not sc.is_recipient(rec["to"]):  # PROTOCOL §6.1's recipient rule
                 raise Invalid("TAMPERED", f"line {n}", "c2s record to no valid recipient")
-            if rec["sig"] is None or not sc.verify(self.client_pub, rec["sig"], sc.statement(rec)):
-                raise Invalid("SIG_FAIL", f"line {n}", "the client's record signature")
+            self.signed(sc.fingerprint(self.client_der), self.client_pub, rec, n,
+                        "the client's record signature")
             if self.client_revoked is not None and at_ms(rec["ts"]) >= self.client_revoked:
                 self.not_attributed.append((n, "signed at or after its author's revocation"))
             else:  # §5 report: the client is the author of its own c2s records
@@ -222,6 +223,19 @@ class Verifier:
             if rec["to"] != "user:" + self.client_name:
                 raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
         return sc.record_enc(rec)
+
+    def signed(self, fp, pub, rec, n, what):
+        """PROTOCOL §6.1's check of a signed record: its inclusion path proves its statement into
+        a batch root (TAMPERED when the path does not fit `i`, `n`), and the batch signature
+        verifies under the certificate (SIG_FAIL), once per batch (the cache)."""
+        if rec["sig"] is None:
+            raise Invalid("SIG_FAIL", f"line {n}", what + ": none")
+        try:
+            ok = self.batches.check(fp, pub, rec, root_code="TAMPERED")
+        except sc.ProtoError as e:
+            raise Invalid(e.code, f"line {n}", e.detail)
+        if not ok:
+            raise Invalid("SIG_FAIL", f"line {n}", what)
 
     def author_record(self, stored, hop_ts, fp, introduced, rec, n):
         # §2.2 "Author certificates": the session's list (PROTOCOL §6.4.1) over the relay and
@@ -239,8 +253,7 @@ class Verifier:
         allowed = ("user:" + self.client_name,) if stored else ("lobby", "user:" + self.client_name)
         if rec["dir"] != "c2s" or rec["to"] not in allowed:
             raise Invalid("TAMPERED", f"line {n}", "author record moved to another recipient")
-        if rec["sig"] is None or not sc.verify(author_pub, rec["sig"], sc.statement(rec)):
-            raise Invalid("SIG_FAIL", f"line {n}", "author record signature")
+        self.signed(fp, author_pub, rec, n, "author record signature")
         if stored:
             if rec["ts"] < hop_ts - sc.MAX_STORED_AGE_MS - sc.SKEW_MS:
                 raise Invalid("REPLAY", f"line {n}", "stored record older than any queue keeps")
