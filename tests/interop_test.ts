@@ -428,6 +428,23 @@ for (const { keyType, group, bobFirst } of CASES) {
         await py.send("/msg ab a name of two characters");
         await py.out.waitFor((l) => l === "NOT_SENT INVALID_INPUT", "python refuses user:ab");
 
+        // A signed batch (PROTOCOL §6.1): the Python client signs c2s 7-9 (lobby, private to bob,
+        // lobby) once, over the RFC 9162 tree of their statements, and sends their msgs in one
+        // sealed record (§3.2); the server checks each record's path and the one signature, and
+        // bob (lib/) checks the three relays it gets, the lobby ones under the sender chain.
+        for (const l of ["/batch", "batch line one", "/msg bob batch line two", "batch line three"]) {
+          await py.send(l);
+        }
+        await py.send("/end");
+        await py.out.waitFor((l) => l === "BATCH 7 3", "python signs c2s 7-9 as one batch");
+        for (const [line, what] of [
+          ["alice ✓ batch line one", "the batch's first lobby record"],
+          ["alice (private) ✓ batch line two", "the batch's private record"],
+          ["alice ✓ batch line three", "the batch's last lobby record"],
+        ]) {
+          await bob.out.waitFor((l) => l.includes(line), `bob shows ${what} with ✓`);
+        }
+
         // bob → Python, lobby and private, author verified by Python; across server key updates.
         // bob's lobby line is end to end: his sender chain reached the Python client first, in a
         // private end-to-end record (shown as nothing), and the line's k is wrapped under it.
@@ -443,6 +460,16 @@ for (const { keyType, group, bobFirst } of CASES) {
           (l) => l === "bob (private) e2e: bob privately, a second later",
           "python shows bob's private line, unwrapped end to end",
         );
+        // Three lines in one write: lib/'s client signs what it has ready in a turn as one batch
+        // (PROTOCOL §6.1 "Which records a sender batches"); Python checks each relay's path and
+        // the batch signature (once, through its cache).
+        await bob.stdin.write(
+          new TextEncoder().encode("deno batch one\n/msg alice deno batch two\ndeno batch three\n"),
+        );
+        for (const line of ["bob e2e: deno batch one", "bob (private) e2e: deno batch two"]) {
+          await py.out.waitFor((l) => l === line, `python shows ${line}`);
+        }
+        await py.out.waitFor((l) => l === "bob e2e: deno batch three", "python: deno batch three");
         assert.ok(
           py.out.lines.includes("KEY_UPDATE s2c"),
           `the server should have updated its key (--key-update 1):\n${py.out.text()}`,
@@ -479,6 +506,8 @@ for (const { keyType, group, bobFirst } of CASES) {
               `hello from deno bob ${keyType}`,
               "bob privately",
               "bob opens the conversation",
+              "batch line",
+              "deno batch",
               "welcome bob",
             ].flatMap((c) => ["--canary", c]),
           ],
@@ -492,8 +521,9 @@ for (const { keyType, group, bobFirst } of CASES) {
         const userLines = carriers.filter((l) =>
           / (c2s msg to=(lobby|user:\S+)|s2c (relay|stored) .*) carrier=/.test(l)
         );
-        // s2c: alice's sender key, lobby line and private line; c2s: bob's (and his first contact)
-        assert.equal(userLines.length, bobFirst ? 7 : 6, auditOut);
+        // s2c: alice's sender key, lobby line and private line, and her batch's three; c2s: bob's
+        // lobby and private lines, his three of one write (and his first contact)
+        assert.equal(userLines.length, bobFirst ? 13 : 12, auditOut);
         for (const l of userLines) {
           const lobby = l.includes(" to=lobby ");
           assert.ok(l.endsWith(lobby ? " carrier=sender" : " carrier=ratchet"), auditOut);
@@ -503,6 +533,8 @@ for (const { keyType, group, bobFirst } of CASES) {
         }
         assert.match(auditOut, /^CANARY bob privately absent$/m, auditOut);
         assert.match(auditOut, /^CANARY bob opens the conversation absent$/m, auditOut);
+        assert.match(auditOut, /^CANARY batch line absent$/m, auditOut);
+        assert.match(auditOut, /^CANARY deno batch absent$/m, auditOut);
         assert.match(auditOut, /^CANARY welcome bob FOUND$/m, auditOut);
         await py.out.waitFor((l) => /^NOTICE: .*\bbob\b.*left/.test(l), "python sees bob leave");
         await closeStdin(py);
@@ -532,10 +564,11 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.equal(peerReceipt.signer_role, "client");
         assert.equal(peerReceipt.transcript_sha256, pyHash);
         const vs = await verifyConfirmedByBoth(ca, log);
-        // c2s: the six Python records (key updates are record-layer, not lines: §4.4)
-        assert.match(vs, /c2s 6 /, vs);
-        // bob's: his sender key, lobby line and private line (and his first contact)
-        const bobRecords = bobFirst ? 4 : 3;
+        // c2s: the nine Python records (key updates are record-layer, not lines: §4.4)
+        assert.match(vs, /c2s 9 /, vs);
+        // bob's: his sender key, lobby line and private line, his three of one write (and his
+        // first contact)
+        const bobRecords = bobFirst ? 7 : 6;
         assert.match(vs, new RegExp(`author\\s+bob .*: ${bobRecords} signed record`), vs);
 
         // The Python client's own transcript (TRANSCRIPT §2): the same hash, both receipts.
@@ -543,9 +576,9 @@ for (const { keyType, group, bobFirst } of CASES) {
         const vp = await verifyConfirmedByBoth(ca, pyLog);
         assert.ok(vp.includes(`transcript_sha256 ${pyHash}`), vp);
         assert.match(vp, new RegExp(`author\\s+bob .*: ${bobRecords} signed record`), vp);
-        assert.match(vp, /author\s+alice .*: 6 signed record/, vp);
+        assert.match(vp, /author\s+alice .*: 9 signed record/, vp);
 
-        // An opening of bob's private line from the Python client's .keys (TRANSCRIPT §6),
+        // An opening of bob's last private line from the Python client's .keys (TRANSCRIPT §6),
         // checked by a third party with only the CA: k came from the end-to-end unwrap, and
         // authorship stays provable (PROTOCOL §12, non-repudiation kept on purpose).
         const lines = (await Deno.readTextFile(pyLog)).split("\n");
@@ -567,12 +600,52 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.equal(reveal.code, 0, `--reveal failed:\n${reveal.stdout}\n${reveal.stderr}`);
         const vo = await runCli(["verify", "--ca", ca, "--opening", opening]);
         assert.equal(vo.code, 0, `--opening failed:\n${vo.stdout}\n${vo.stderr}`);
-        assert.ok(vo.stdout.includes("bob privately, a second later"), vo.stdout);
+        assert.ok(vo.stdout.includes("deno batch two"), vo.stdout);
+        // ... and by the clean-room verifier (TRANSCRIPT §6), from the same file
+        const po = await pythonVerify(ca, "", ["--opening", opening]);
+        assert.equal(po.code, 0, po.out);
+        assert.match(po.out, /^BODY text deno batch two$/m, po.out);
+        console.log(po.out);
+
+        // An opening of the last record of the Python client's batch (c2s 9, leaf 2 of 3): its
+        // path and the one batch signature, checked by lib/'s verify and by verify.py.
+        const batchLine = lines.findIndex((l) =>
+          l.startsWith('{"dir":"c2s"') && l.includes('"seqno":9,')
+        ) + 1;
+        assert.ok(batchLine > 1, `no c2s 9 in ${pyLog}`);
+        assert.match(lines[batchLine - 1], /"batch":\{"i":2,"n":3,"path":\["[^"]+"\]\}/);
+        const batchOpening = `${tmp}/batch-opening.json`;
+        const revealBatch = await runCli([
+          "verify",
+          "--ca",
+          ca,
+          pyLog,
+          "--reveal",
+          String(batchLine),
+          "--out",
+          batchOpening,
+        ]);
+        assert.equal(revealBatch.code, 0, `--reveal:\n${revealBatch.stdout}\n${revealBatch.stderr}`);
+        const vob = await runCli(["verify", "--ca", ca, "--opening", batchOpening]);
+        assert.equal(vob.code, 0, `--opening failed:\n${vob.stdout}\n${vob.stderr}`);
+        assert.ok(vob.stdout.includes("batch line three"), vob.stdout);
+        const pob = await pythonVerify(ca, "", ["--opening", batchOpening]);
+        assert.equal(pob.code, 0, pob.out);
+        assert.match(pob.out, / seqno=9 .* batch=2\/3$/m, pob.out);
+        assert.match(pob.out, /^BODY text batch line three$/m, pob.out);
 
         // bob's own transcript carries Python-signed author records; lib/ verifies them.
-        const vb = await verifyConfirmedByBoth(ca, findLog(`${tmp}/bobtr`, "-client.log"));
-        // alice's sender key, lobby line and private line
-        assert.match(vb, /author\s+alice .*: 3 signed record/, vb);
+        const bobLog = findLog(`${tmp}/bobtr`, "-client.log");
+        const vb = await verifyConfirmedByBoth(ca, bobLog);
+        // alice's sender key, lobby line and private line, and the batch's three
+        assert.match(vb, /author\s+alice .*: 6 signed record/, vb);
+        // The clean-room verifier accepts all three transcripts, batches and all (TRANSCRIPT §5).
+        for (const [file, authors] of [[pyLog, 2], [log, 2], [bobLog, 2]] as const) {
+          const r = await pythonVerify(ca, file);
+          assert.equal(r.code, 0, `verify.py ${file}:\n${r.out}`);
+          assert.match(r.out, /^RESULT VALID confirmed by both$/m, r.out);
+          assert.equal(r.out.split("\n").filter((l) => l.startsWith("AUTHOR ")).length, authors);
+        }
       });
     },
   });
@@ -1479,7 +1552,7 @@ async function pythonVerify(
   extra: string[] = [],
 ): Promise<{ code: number; out: string }> {
   const r = await new Deno.Command(PYTHON, {
-    args: [VERIFY_PY, log, "--ca", ca, ...extra],
+    args: [VERIFY_PY, ...(log ? [log] : []), "--ca", ca, ...extra],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -1677,6 +1750,128 @@ Deno.test({
         const parsed = bobLines.map((l) => l ? JSON.parse(l) : null);
         change(parsed);
         const lines = parsed.map((l) => l === null ? "" : JSON.stringify(l));
+        const tampered = `${tmp}/tampered.log`;
+        await Deno.writeTextFile(tampered, lines.join("\n"));
+        const pyBad = await pythonVerify(ca, tampered);
+        assert.equal(pyBad.code, 1, `${what}: ${pyBad.out}`);
+        assert.match(pyBad.out, new RegExp(`^RESULT INVALID ${code} line ${at + 1} `, "m"), what);
+        const cliBad = await runCli(["verify", "--ca", ca, tampered]);
+        assert.equal(cliBad.code, 1, `${what}: ${cliBad.stdout}`);
+        assert.match(cliBad.stdout + cliBad.stderr, new RegExp(`${code}.*\\b${at + 1}\\b`), what);
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "interop: two clean-room clients exchange signed batches through serve — batches of 6, 32 and 2 (lobby, private, one's own line relayed back), each relay's path and the one signature checked, every transcript VALID in both verifiers (PROTOCOL §6.1, TRANSCRIPT §3.1, §5)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    await inLab("securechat-interop-batch-", ["alice", "bob"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      const { port } = await lab.serve([]);
+      const python = async (user: string) => {
+        const p = pythonClient([CLIENT_PY], port, certs, [
+          "--register",
+          `${user}@example.com`,
+          "--transcripts",
+          `${tmp}/${user}tr`,
+        ], user, user);
+        procs.push(p);
+        await p.out.waitFor((l) => l.startsWith("SESSION "), `${user} SESSION`);
+        return p;
+      };
+      const bob = await python("bob");
+      const alice = await python("alice");
+      await alice.out.waitFor((l) => /^NOTICE: .*\bonline\b.*\bbob\b/.test(l), "alice: bob online");
+
+      // Batch 1 (c2s 1-6): lobby, private to bob, lobby, alice to herself (relayed back to her:
+      // its answer, PROTOCOL §6.5), lobby, lobby — one signature, one sealed record.
+      const first = ["lobby 1", "/msg bob private 2", "lobby 3", "/msg alice to myself 4", "lobby 5"];
+      for (const l of ["/batch", ...first, "lobby 6", "/end"]) await alice.send(l);
+      await alice.out.waitFor((l) => l === "BATCH 1 6", "alice signs c2s 1-6 as one batch");
+      for (const i of [1, 3, 5, 6]) {
+        await bob.out.waitFor((l) => l === `alice: lobby ${i}`, `bob: lobby ${i}`);
+      }
+      await bob.out.waitFor((l) => l === "alice (private): private 2", "bob: private 2");
+      await alice.out.waitFor((l) => l === "alice (private): to myself 4", "alice: her own line");
+      // Batch 2 (c2s 7-40): 34 lines, more than MAX_BATCH = 32: a batch of 32 (paths of 5
+      // entries), then one of 2. After the rate limit's bucket refilled (§8.2: 20/s, burst 40).
+      await new Promise((r) => setTimeout(r, 2500));
+      await alice.send("/batch");
+      for (let i = 7; i <= 40; i++) await alice.send(`lobby ${i}`);
+      await alice.send("/end");
+      await alice.out.waitFor((l) => l === "BATCH 7 32", "alice signs c2s 7-38 as one batch");
+      await alice.out.waitFor((l) => l === "BATCH 39 2", "alice signs c2s 39-40 as one batch");
+      await bob.out.waitFor((l) => l === "alice: lobby 40", "bob: lobby 40");
+      for (let i = 7; i <= 40; i++) assert.ok(bob.out.lines.includes(`alice: lobby ${i}`), `${i}`);
+      for (const p of [alice, bob]) {
+        await closeStdin(p);
+        assert.equal(await finish(p), 0, `${p.out.text()}\n${p.err.text()}`);
+        assert.ok(!p.out.lines.some((l) => /^(REFUSED|NOT_SENT|ERROR)/.test(l)), p.out.text());
+      }
+
+      // bob's transcript holds alice's records with their batches as they came (TRANSCRIPT §2.2):
+      // leaf 5 of 6 (a path of 2: RFC 9162 splits 6 as 4 + 2), leaf 31 of 32 (5), leaf 1 of 2.
+      const bobLog = logsIn(`${tmp}/bobtr`, "client")[0];
+      const relays = (await Deno.readTextFile(bobLog)).split("\n").filter((l) => l)
+        .map((l) => JSON.parse(l)).filter((l) => l.type === "relay");
+      assert.equal(relays.length, 39, bobLog);
+      const batchOf = (seqno: number) => relays.find((r) => r.record.seqno === seqno).record.batch;
+      assert.deepEqual([batchOf(6).i, batchOf(6).n, batchOf(6).path.length], [5, 6, 2]);
+      assert.deepEqual([batchOf(38).i, batchOf(38).n, batchOf(38).path.length], [31, 32, 5]);
+      assert.deepEqual([batchOf(40).i, batchOf(40).n, batchOf(40).path.length], [1, 2, 1]);
+      assert.equal(new Set(relays.map((r) => r.record.sig)).size, 3, "one signature per batch");
+
+      // Every transcript (the two clients', the server's two) VALID in lib/'s verify and in
+      // verify.py, with the same authors.
+      const logs = [
+        bobLog,
+        ...logsIn(`${tmp}/alicetr`, "client"),
+        ...logsIn(`${tmp}/tr`, "server"),
+      ];
+      assert.equal(logs.length, 4, logs.join("\n"));
+      for (const log of logs) {
+        const cliOut = await verifyConfirmedByBoth(ca, log);
+        const py = await pythonVerify(ca, log);
+        assert.equal(py.code, 0, `${log}:\n${py.out}`);
+        assert.match(py.out, /^RESULT VALID confirmed by both$/m, py.out);
+        assert.deepEqual(pyAuthors(py.out), cliAuthors(cliOut), `${log}:\n${py.out}\n${cliOut}`);
+      }
+
+      // Both verifiers refuse the same edit of a batched record in bob's log, at the same line,
+      // with the same code (TRANSCRIPT §5 step 4, PROTOCOL §6.1 "Checking a record's
+      // signature"): the path no longer fits i and n (TAMPERED), another root (SIG_FAIL), a
+      // record claiming another position or size (SIG_FAIL), `batch` gone (the schema).
+      const bobLines = (await Deno.readTextFile(bobLog)).split("\n");
+      const lineOf = (seqno: number) =>
+        bobLines.findIndex((l) => l.includes('"type":"relay"') && JSON.parse(l).record.seqno === seqno);
+      type Batch = { i: number; n: number; path: string[] };
+      type Line = { record: { batch?: Batch; sig?: string } };
+      const flipEntry = (b: Batch) => {
+        const raw = atob(b.path[0]);
+        b.path[0] = btoa(String.fromCharCode(raw.charCodeAt(0) ^ 1) + raw.slice(1));
+      };
+      const tamperings: [string, number, (l: Line) => void, string][] = [
+        ["a path entry flipped", 38, (l) => flipEntry(l.record.batch!), "SIG_FAIL"],
+        ["a path one entry short", 38, (l) => l.record.batch!.path.pop(), "TAMPERED"],
+        ["a path one entry long", 6, (l) => l.record.batch!.path.push(btoa("x".repeat(32))), "TAMPERED"],
+        ["another position", 40, (l) => l.record.batch!.i = 0, "SIG_FAIL"],
+        ["n of another batch, same root", 7, (l) => l.record.batch!.n = 31, "SIG_FAIL"],
+        ["another batch's signature", 40, (l) => l.record.sig = relays[0].record.sig, "SIG_FAIL"],
+        ["no batch", 3, (l) => delete l.record.batch, "TAMPERED"],
+      ];
+      for (const [what, seqno, change, code] of tamperings) {
+        const at = lineOf(seqno);
+        assert.ok(at > 0, `${what}: no relay of c2s ${seqno} in ${bobLog}`);
+        const lines = [...bobLines];
+        const line = JSON.parse(lines[at]);
+        change(line);
+        assert.notEqual(JSON.stringify(line), lines[at], `${what}: no edit`);
+        lines[at] = JSON.stringify(line);
         const tampered = `${tmp}/tampered.log`;
         await Deno.writeTextFile(tampered, lines.join("\n"));
         const pyBad = await pythonVerify(ca, tampered);

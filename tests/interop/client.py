@@ -35,6 +35,8 @@ sealed record (§3.2), every other line's record alone (a batch of one). End of 
                                                  may or may not have arrived; <text>: the server's
   KEY_UPDATE s2c                                 the server updated its traffic key (§4.4)
   TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
+  BATCH <first> <n>                              our records first..first+n-1 left signed as one
+                                                 batch of n ≥ 2 (§6.1), their msgs sealed together
   RECEIPT OK <transcript_sha256>                 the server's receipt matched our transcript
   ERROR <code>                                   fatal error (exit 1)
 Diagnostics go to stderr. Section numbers below cite PROTOCOL.md unless they name another file.
@@ -2505,8 +2507,11 @@ class Client:
             self.transcript.add("c2s", rec["seqno"], rec["ts"],
                                 {"dir": "c2s", "type": "msg", "record": wire},
                                 b"\x01" + record_enc(rec), k)
-        self.send_contents(contents)
+        # sent from here on: the reader thread may take an answer before send_contents returns
         self.seq_sent = batch[-1][0]["seqno"]
+        self.send_contents(contents)
+        if len(batch) > 1:
+            out(f"BATCH {batch[0][0]['seqno']} {len(batch)}")
         self.sent_since_update += len(batch)
         every = self.args.key_update_every
         if every and self.sent_since_update >= every:

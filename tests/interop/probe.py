@@ -91,6 +91,46 @@ class Probe(sc.Client):
         self.send_content(msg)
         self.seq_tx = max(self.seq_tx, wire["seqno"])
 
+    def batch(self, count, to="server", body=None, first=None):
+        """`count` correct records with the next seqnos signed as one batch (§6.1): a list of
+        (decoded, wire, k). A `who` to the server by default, which the server answers."""
+        first = self.seq_tx + 1 if first is None else first
+        made = []
+        for j in range(count):
+            k = os.urandom(32)
+            made.append((sc.new_record(self.session_id, to, first + j, sc.now_ms(),
+                                       sc.enc_json(body or {"kind": "who"}), k), k))
+        sc.sign_batch(self.my_key, [rec for rec, _ in made])
+        return [(rec, sc.record_wire(rec), k) for rec, k in made]
+
+    def send_msgs(self, made):
+        """The `msg`s of records in one sealed record (§3.2)."""
+        self.conn.write_frame(self.tx.seal_inner(sc.pad_inner(*[
+            sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
+            for _, wire, k in made])))
+        self.seq_tx = max([self.seq_tx] + [wire["seqno"] for _, wire, _ in made])
+
+    def await_notices(self, count):
+        """Reads the server's answers until `count` `online` notices came (each `who` of ours
+        answered: the records passed every check) or the server's error."""
+        seen = 0
+        try:
+            while seen < count:
+                _, m = self.read_content()
+                if m["type"] == "key_update":
+                    self.rx.update()
+                elif m["type"] != "msg":
+                    return f"unexpected {m['type']}"
+                else:
+                    rec = sc.parse_record(m["record"])
+                    body = sc.parse_body(sc.check_content(rec, sc.b64d(m["k"], size=32)))
+                    self.check_hop(rec["seqno"], rec["ts"])
+                    self.accept_hop(rec["seqno"], rec["ts"])
+                    seen += body["kind"] == "notice" and body["text"].startswith("online")
+        except sc.ProtoError as e:
+            return peer_or_local(e)
+        return f"answered {seen}"
+
     def resign(self, rec, wire):
         """Re-sign a record after changing its decoded fields, so only the intended fault stays."""
         sc.sign_batch(self.my_key, [rec])
@@ -539,11 +579,190 @@ def _(a):
 
 @probe("msg_without_signature", "peer:SIG_FAIL")
 def _(a):
-    a.session()
+    a.session()  # §6.1 Bounds: a c2s record with neither `sig` nor `batch` fails §6.3 step 4
     _, wire, k = a.record()
-    del wire["sig"]
+    del wire["sig"], wire["batch"]
     a.send_msg(wire, k)
     return a.await_error()
+
+
+# ---- signed batches (§6.1): one signature over the Merkle tree of a batch's statements
+
+@probe("msg_batch_of_five_in_one_record", "answered 5")
+def _(a):
+    a.session()  # §6.1: every record of the batch checks; §3.2: several msgs in one record
+    a.send_msgs(a.batch(5))
+    return a.await_notices(5)
+
+
+@probe("msg_batch_of_32_in_one_record", "answered 32")
+def _(a):
+    a.session()  # MAX_BATCH = 32: paths of 5 entries
+    a.send_msgs(a.batch(32))
+    return a.await_notices(32)
+
+
+@probe("msg_batch_of_three_in_three_records", "answered 3")
+def _(a):
+    a.session()  # the batch adds no rule on how its records travel
+    for made in a.batch(3):
+        a.send_msgs([made])
+    return a.await_notices(3)
+
+
+@probe("msg_batches_back_to_back", "answered 6")
+def _(a):
+    a.session()  # a batch of 2, one of 1 and one of 3, in one record
+    made = a.batch(2) + a.batch(1, first=3) + a.batch(3, first=4)
+    a.send_msgs(made)
+    return a.await_notices(6)
+
+
+def _batch_fault(a, count, at, edit, before=True):
+    """Sends a batch of `count` whose record `at` has `edit(rec, wire)` applied (the records
+    before it unchanged, in one record, when `before`); returns the server's verdict."""
+    a.session()
+    made = a.batch(count)
+    rec, wire, k = made[at]
+    edit(rec, wire)
+    a.send_msgs((made[:at] if before else []) + [(rec, wire, k)])
+    return a.await_error()
+
+
+def _path_entry(b):
+    return sc.b64e(b)
+
+
+@probe("msg_batch_path_one_entry_short", "peer:PROTOCOL_ERROR")
+def _(a):  # §6.1 check step 1: path too short for (i, n)
+    return _batch_fault(a, 3, 1, lambda r, w: w["batch"].update(path=w["batch"]["path"][:-1]))
+
+
+@probe("msg_batch_path_one_entry_long", "peer:PROTOCOL_ERROR")
+def _(a):  # step 1: path too long
+    return _batch_fault(a, 3, 1, lambda r, w: w["batch"]["path"].append(_path_entry(bytes(32))))
+
+
+@probe("msg_batch_of_one_with_a_path", "peer:PROTOCOL_ERROR")
+def _(a):  # n = 1 has no path entry
+    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(path=[_path_entry(bytes(32))]))
+
+
+@probe("msg_batch_path_entry_flipped", "peer:SIG_FAIL")
+def _(a):  # another root: the signature over the batch statement fails
+    return _batch_fault(a, 4, 2, lambda r, w: w["batch"]["path"].__setitem__(0, flip(
+        w["batch"]["path"][0])))
+
+
+@probe("msg_batch_path_of_another_record", "peer:SIG_FAIL")
+def _(a):
+    a.session()
+    made = a.batch(3)
+    made[0][1]["batch"]["path"] = made[1][1]["batch"]["path"]  # (0, 3) and (1, 3): 2 entries
+    a.send_msgs(made[:1])
+    return a.await_error()
+
+
+@probe("msg_batch_claims_another_position", "peer:SIG_FAIL")
+def _(a):  # record 2 of a batch of 2 claims i = 0 (first = 2): another root and another first
+    return _batch_fault(a, 2, 1, lambda r, w: w["batch"].update(i=0))
+
+
+@probe("msg_batch_claims_another_size_same_root", "peer:SIG_FAIL")
+def _(a):
+    # leaf 0 of 4 claims n = 3: its path of 2 proves the same root in a tree of 3 (RFC 9162
+    # §2.1.3.2), so only the batch statement's n tells them apart
+    return _batch_fault(a, 4, 0, lambda r, w: w["batch"].update(n=3))
+
+
+@probe("msg_batch_n_33", "peer:PROTOCOL_ERROR")
+def _(a):  # Bounds: n 1-32
+    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(n=33))
+
+
+@probe("msg_batch_n_0", "peer:PROTOCOL_ERROR")
+def _(a):
+    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(n=0))
+
+
+@probe("msg_batch_i_not_below_n", "peer:PROTOCOL_ERROR")
+def _(a):
+    return _batch_fault(a, 2, 1, lambda r, w: w["batch"].update(i=2))
+
+
+@probe("msg_batch_i_not_below_seqno", "peer:PROTOCOL_ERROR")
+def _(a):  # Bounds: i < seqno (first ≥ 1); seqno 1 claims i = 1 of 2
+    return _batch_fault(a, 2, 1, lambda r, w: (w.update(seqno=1), w["batch"].update(i=1)),
+                        before=False)
+
+
+@probe("msg_batch_path_entry_31_bytes", "peer:PROTOCOL_ERROR")
+def _(a):
+    return _batch_fault(a, 2, 0, lambda r, w: w["batch"].update(path=[_path_entry(bytes(31))]))
+
+
+@probe("msg_batch_path_six_entries", "peer:PROTOCOL_ERROR")
+def _(a):  # Bounds: at most 5 entries (schema, before any path check)
+    return _batch_fault(a, 2, 0, lambda r, w: w["batch"].update(
+        path=[_path_entry(bytes(32))] * 6))
+
+
+@probe("msg_batch_unknown_member", "peer:PROTOCOL_ERROR")
+def _(a):  # Bounds: exactly i, n, path
+    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(first=1))
+
+
+@probe("msg_batch_i_string", "peer:PROTOCOL_ERROR")
+def _(a):
+    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(i="0"))
+
+
+@probe("msg_batch_without_sig", "peer:PROTOCOL_ERROR")
+def _(a):  # Bounds: batch present exactly when sig is
+    return _batch_fault(a, 1, 0, lambda r, w: w.pop("sig"))
+
+
+@probe("msg_sig_without_batch", "peer:PROTOCOL_ERROR")
+def _(a):  # a record of the earlier v2 drafts, signed alone (§11: now refused)
+    def edit(rec, wire):
+        del wire["batch"]
+        wire["sig"] = sc.b64e(sc.sign(a.my_key, sc.statement(rec)))
+    return _batch_fault(a, 1, 0, edit)
+
+
+@probe("msg_batch_cached_statement_with_garbage_sig", "peer:SIG_FAIL")
+def _(a):
+    # record 1 verifies the batch; record 2 of the same batch (same batch statement) carries
+    # another signature: a cache keyed on the statement alone would pass it (§6.1)
+    return _batch_fault(a, 2, 1, lambda r, w: w.update(sig=flip(w["sig"])))
+
+
+@probe("msg_batch_cached_statement_signed_by_another_key", "peer:SIG_FAIL")
+def _(a):
+    def edit(rec, wire):
+        other = sc.ed25519.Ed25519PrivateKey.generate()
+        wire["sig"] = sc.b64e(other.sign(sc.batch_of(rec)))
+    return _batch_fault(a, 2, 1, edit)
+
+
+@probe("msg_batch_signature_on_a_record_outside_it", "peer:SIG_FAIL")
+def _(a):
+    a.session()
+    made = a.batch(2)
+    rec, wire, k = a.batch(1, first=3)[0]
+    wire["sig"] = made[0][1]["sig"]  # the batch 1-2's signature on record 3, a batch of one
+    a.send_msgs(made + [(rec, wire, k)])
+    return a.await_error()
+
+
+@probe("msg_batch_cut_short_then_another", "answered 3")
+def _(a):
+    # records 1-2 of a batch of 3, then record 3 of another batch: each record proves only its
+    # own leaf, so the server accepts all three (the batch adds no rule to §6)
+    a.session()
+    made = a.batch(3)[:2] + a.batch(1, first=3)
+    a.send_msgs(made)
+    return a.await_notices(3)
 
 
 @probe("msg_wrong_content_key", "peer:DECRYPT_FAIL")

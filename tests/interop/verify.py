@@ -6,6 +6,8 @@ resolved as TRANSCRIPT §2.2 says: the session's list of PROTOCOL §6.4.1 (clien
 one the live client runs) over the `relay` and `stored` lines in file order.
 
 Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
+       verify.py --opening FILE --ca ca.pem [--crl ca.crl]   (TRANSCRIPT §6: RESULT, OPENING,
+                                                               BODY lines)
 Prints, on stdout:
   RESULT VALID <confirmed by both|confirmed by the client only|confirmed by the server only|
                unconfirmed>                         exit 0
@@ -378,13 +380,82 @@ def verify(log_path, trust, receipt_paths):
     return v, [v.receipt(p) for p in receipt_paths]
 
 
+OPENING_VERSION = 1          # §6
+
+
+def verify_opening(path, trust):
+    """TRANSCRIPT §6 `verify --opening`, steps 1-5 in order; returns (cn, fingerprint, record,
+    body) or raises Invalid (where: `opening`)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+
+    def fail(code, detail):
+        raise Invalid(code, "opening", detail)
+    try:                                                                                   # 1
+        obj = sc.parse_json(raw.rstrip(b"\n"), code="TAMPERED")
+        sc.strict(obj, ["type", "version", "cert", "record", "k"], code="TAMPERED")
+        if obj["type"] != "securechat-opening" or obj["version"] != OPENING_VERSION:
+            fail("TAMPERED", "not a securechat-opening of version 1")
+        der = sc.b64d(obj["cert"], code="TAMPERED", max_size=16 * 1024)
+        k = sc.b64d(obj["k"], code="TAMPERED", size=32)
+        rec = sc.parse_record(obj["record"])
+    except sc.ProtoError as e:
+        fail("TAMPERED", e.detail)
+    if rec["sig"] is None:
+        fail("TAMPERED", "the record carries no signature: only signed records open")
+    if rec["dir"] != "c2s" or not sc.is_recipient(rec["to"]):
+        fail("TAMPERED", "not a user's record (PROTOCOL §6.1: c2s, a valid recipient)")
+    try:                                                                                   # 2
+        pub, cn = trust.validate(der, "client", at=at_ms(rec["ts"]))
+    except sc.ProtoError as e:
+        fail("BAD_CERT", f"author certificate: {e.detail}")
+    revoked = trust.revoked_at(der)
+    if revoked is not None and at_ms(rec["ts"]) >= revoked:
+        fail("BAD_CERT", f"signed at or after its author's revocation ({revoked.isoformat()})")
+    try:                                                                                   # 3
+        ok = sc.BatchCache().check(sc.fingerprint(der), pub, rec, root_code="TAMPERED")
+    except sc.ProtoError as e:
+        fail(e.code, e.detail)
+    if not ok:
+        fail("SIG_FAIL", "the batch signature over the record's batch statement")
+    try:                                                                                   # 4, 5
+        body = sc.parse_body(sc.check_content(rec, k))
+    except sc.ProtoError as e:
+        fail(e.code if e.code in ("DECRYPT_FAIL", "TAMPERED") else "TAMPERED", e.detail)
+    return cn, sc.fingerprint(der), rec, body
+
+
+def main_opening(args):
+    try:
+        cn, fp, rec, body = verify_opening(args.opening, sc.Trust(args.ca, args.crl))
+    except Invalid as e:
+        print(f"RESULT INVALID {e.code} {e.where} {sc.safe(e.detail)}")
+        return 1
+    except (OSError, sc.ProtoError) as e:
+        sc.log(f"error: {e}")
+        return 2
+    i, n, _ = rec["batch"]
+    print("RESULT VALID opening")
+    print(f"OPENING {sc.safe(cn)} {fp} to={sc.safe(rec['to'])} sid={rec['sid'].hex()} "
+          f"seqno={rec['seqno']} ts={iso(at_ms(rec['ts']))} batch={i}/{n}")
+    text = body.get("text")
+    print(f"BODY {sc.safe(body['kind'])}" + (f" {sc.safe(text)}" if isinstance(text, str) else ""))
+    return 0
+
+
 def main():
-    p = argparse.ArgumentParser(description="verify a securechat transcript (TRANSCRIPT.md §5)")
-    p.add_argument("log")
+    p = argparse.ArgumentParser(description="verify a securechat transcript (TRANSCRIPT.md §5) "
+                                            "or an opening (§6)")
+    p.add_argument("log", nargs="?")
     p.add_argument("--ca", required=True)
     p.add_argument("--crl")
     p.add_argument("--receipt", action="append", default=None)
+    p.add_argument("--opening", metavar="FILE", help="check an opening (TRANSCRIPT §6) instead")
     args = p.parse_args()
+    if args.opening is not None:
+        return main_opening(args)
+    if args.log is None:
+        p.error("a transcript LOG or --opening FILE")
     try:
         trust = sc.Trust(args.ca, args.crl)
         if args.receipt is None:
