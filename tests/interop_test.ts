@@ -7,9 +7,9 @@
  * Python client's own transcript (and an opening made from its `.keys`), and bob's transcript
  * carrying Python-signed author records. tests/interop/probe.py sends every fault the docs define
  * a code for (and negative.json's server cases) and expects that code from the real server.
- * tests/interop/check_vectors.py recomputes tests/vectors/protocol with the Python primitives,
- * replays the Python client against the recorded server frames byte for byte, and runs
- * negative.json's client cases against it.
+ * tests/interop/check_vectors.py recomputes tests/vectors/protocol with the Python primitives
+ * (batches.json's signed batch and its cases included), replays the Python client against the
+ * recorded server frames byte for byte, and runs negative.json's client cases against it.
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
@@ -605,7 +605,6 @@ for (const { keyType, group, bobFirst } of CASES) {
         const po = await pythonVerify(ca, "", ["--opening", opening]);
         assert.equal(po.code, 0, po.out);
         assert.match(po.out, /^BODY text deno batch two$/m, po.out);
-        console.log(po.out);
 
         // An opening of the last record of the Python client's batch (c2s 9, leaf 2 of 3): its
         // path and the one batch signature, checked by lib/'s verify and by verify.py.
@@ -853,6 +852,48 @@ Deno.test({
       procs.push(again);
       assert.equal(await finish(again), 1, again.out.text());
       assert.ok(again.out.lines.includes("ERROR SERVER_CERT_EXPIRED"), again.out.text());
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "interop: a second login takes over — the clean-room client's older session ends with a close coded SESSION_TAKEN_OVER and receipts, and it does not log in again (PROTOCOL §7.1)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    await inLab("securechat-interop-takeover-", ["alice"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      const { port } = await lab.serve([]);
+      const python = async (name: string, extra: string[]) => {
+        const p = pythonClient([CLIENT_PY], port, certs, [
+          ...extra,
+          "--transcripts",
+          `${tmp}/${name}tr`,
+        ], name);
+        procs.push(p);
+        await p.out.waitFor((l) => l.startsWith("SESSION "), `${name} session`);
+        return p;
+      };
+      const older = await python("older", ["--register", "alice@example.com"]);
+      await older.send("a line of the older session");
+      const newer = await python("newer", []);
+      await older.out.waitFor((l) => l === "SERVER_CLOSED SESSION_TAKEN_OVER", "the close code");
+      await older.out.waitFor((l) => l.startsWith("RECEIPT OK "), "receipts exchanged");
+      assert.equal(await finish(older), 0, `older:\n${older.out.text()}\n${older.err.text()}`);
+      assert.ok(older.err.lines.some((l) => l.includes("logged in again elsewhere")), older.err.text());
+      // The newer session goes on: its line is answered by the server (a `who`), then it closes.
+      await newer.send("/who");
+      await newer.out.waitFor((l) => /^NOTICE: online/.test(l), "the newer session's /who");
+      await closeStdin(newer);
+      assert.equal(await finish(newer), 0, `newer:\n${newer.out.text()}\n${newer.err.text()}`);
+      assert.ok(!newer.out.lines.some((l) => l.startsWith("SERVER_CLOSED")), newer.out.text());
+      // The older session's transcript is closed with both receipts, in both verifiers.
+      const log = findLog(`${tmp}/oldertr`, "-client.log");
+      await verifyConfirmedByBoth(ca, log);
+      const pyv = await pythonVerify(ca, log);
+      assert.match(pyv.out, /^RESULT VALID confirmed by both$/m, pyv.out);
     });
   },
 });
@@ -1171,10 +1212,10 @@ Deno.test({
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
     const lines = text.split("\n").filter((l) =>
-      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS) /.test(l)
+      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES) /.test(l)
     );
     const failed = lines.filter((l) =>
-      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS) (['"]).+\4) OK /.test(l)
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES) (['"]).+\4) OK /.test(l)
     );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
     const negative = JSON.parse(
@@ -1185,7 +1226,8 @@ Deno.test({
     );
     const scenarios = [...Deno.readDirSync(new URL("./vectors/protocol/", import.meta.url))]
       .filter((e) =>
-        e.name.endsWith(".json") && !["negative.json", "records.json"].includes(e.name)
+        e.name.endsWith(".json") &&
+        !["negative.json", "records.json", "batches.json"].includes(e.name)
       );
     assert.equal(lines.filter((l) => l.startsWith("VECTOR ")).length, scenarios.length, text);
     assert.equal(lines.filter((l) => l.startsWith("NEGATIVE ")).length, clientCases.length, text);
@@ -1199,6 +1241,16 @@ Deno.test({
       await Deno.readTextFile(new URL("./vectors/protocol/records.json", import.meta.url)),
     );
     assert.equal(lines.filter((l) => l.startsWith("RECORDS ")).length, records.cases.length, text);
+    // PROTOCOL §6.1: the batch of 5 of batches.json recomputed, and each of its cases refused
+    // with its code, live and in a file.
+    const batches = JSON.parse(
+      await Deno.readTextFile(new URL("./vectors/protocol/batches.json", import.meta.url)),
+    );
+    assert.equal(
+      lines.filter((l) => l.startsWith("BATCHES ")).length,
+      1 + batches.cases.length,
+      text,
+    );
     // PROTOCOL §6.4.1's certificate list at its bound (SESSION_CERTS = 256), §6.1's recipient
     // rule, and §3.2's reading of several messages per record.
     assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3, text);

@@ -144,22 +144,29 @@ def recompute(v):
             "s2c": sc.RecordDirection(hs.key_s2c, hs.iv_s2c)}
     contents = {}
 
-    def open_frame(f):
+    def open_all(f):
+        """Every message of frame f's record (§3.2: one or more), re-sealed byte for byte."""
         d = dirs[f["dir"]]
         n, payload = d.n, unhex(f["payload_hex"])
         opened = d.open(payload)
-        if len(opened) != 1:  # the sessions' frames are records of one message each
-            raise Mismatch(f"frame {f['index']}: {len(opened)} messages in one record")
-        content = opened[0]
-        inner = sc.pad_inner(content)
+        inner = sc.pad_inner(*opened)
         eq(f"frame {f['index']} re-sealed", d.aead.encrypt(sc.counter_nonce(d.iv, n), inner,
                                                             sc.RECORD_AAD), payload)
         if f.get("counter") is not None:
             eq(f"frame {f['index']} counter", n, f["counter"])
-        if f.get("content_hex"):
-            eq(f"frame {f['index']} content", content, unhex(f["content_hex"]))
-        contents[f["index"]] = content
-        return content, sc.parse_json(content)
+        if "contents_hex" in f:  # a record of several messages (interop finding 67)
+            eq(f"frame {f['index']} contents", opened, [unhex(c) for c in f["contents_hex"]])
+        elif f.get("content_hex"):
+            eq(f"frame {f['index']} content", opened, [unhex(f["content_hex"])])
+        contents[f["index"]] = opened
+        return opened
+
+    def open_frame(f):
+        """A frame that holds exactly one message (every handshake record, §3.2)."""
+        opened = open_all(f)
+        if len(opened) != 1:
+            raise Mismatch(f"frame {f['index']}: {len(opened)} messages in one record")
+        return opened[0], sc.parse_json(opened[0])
 
     server_der, client_der = cert_der(pki["server_cert_pem"]), cert_der(pki["client_cert_pem"])
     server_key, client_key = private_key(pki["server_key_pem"]), private_key(pki["client_key_pem"])
@@ -226,11 +233,13 @@ def recompute(v):
     for f in it:
         epoch = "app1" if f["dir"] == "c2s" and dirs["c2s"].secret != ms.app_c2s_0 else "app0"
         eq(f"frame {f['index']} key", epoch, f["key"])
-        _, m = open_frame(f)
-        if m["type"] == "key_update":
-            dirs[f["dir"]].update()
+        for content in open_all(f):
+            if sc.parse_json(content)["type"] == "key_update":  # the last of its record (§3.2)
+                dirs[f["dir"]].update()
 
-    # Message records (§6.1).
+    # Message records (§6.1): each c2s record's statement, leaf, path to its batch's root, batch
+    # statement and signature; every batch whose records are all here, its tree rebuilt.
+    batches = {}
     for r in v["records"]:
         k, body, rec = unhex(r["k"]), r["body"].encode(), sc.parse_record(r["record"])
         eq(f"record {r['name']} ct", rec["ct"], sc.seal_body(k, body))
@@ -239,14 +248,29 @@ def recompute(v):
         if rec["dir"] == "c2s":
             st = sc.statement(rec)
             eq(f"record {r['name']} statement", st, unhex(r["statement_hex"]))
-            if not sc.verify(client_key.public_key(), rec["sig"], st):
-                raise Mismatch(f"record {r['name']} signature does not verify")
-            eq(f"record {r['name']} signature recomputed", rec["sig"], sc.sign(client_key, st))
+            eq(f"record {r['name']} leaf_hash", sc.leaf_hash(st), unhex(r["leaf_hash"]))
+            i, n, path = rec["batch"]
+            eq(f"record {r['name']} root", sc.root_from_path(sc.leaf_hash(st), i, n, path),
+               unhex(r["root"]))
+            bst = sc.batch_of(rec)
+            eq(f"record {r['name']} batch statement", bst, unhex(r["batch_statement_hex"]))
+            if not sc.BatchCache().check("client", client_key.public_key(), rec):
+                raise Mismatch(f"record {r['name']} batch signature does not verify")
+            eq(f"record {r['name']} signature recomputed", rec["sig"], sc.sign(client_key, bst))
+            batches.setdefault((rec["seqno"] - i, n, rec["sig"]), {})[i] = (st, path)
         else:
-            eq(f"record {r['name']} unsigned", (rec["sig"], r["statement_hex"]), (None, None))
-        # the record travels byte for byte in its msg frame
-        if not any(r["record"] == sc.parse_json(contents[i]).get("record") for i in contents):
+            eq(f"record {r['name']} unsigned", (rec["sig"], rec["batch"], r["statement_hex"]),
+               (None, None, None))
+        # the record travels byte for byte in a msg of a frame
+        if not any(r["record"] == sc.parse_json(c).get("record")
+                   for opened in contents.values() for c in opened):
             raise Mismatch(f"record {r['name']} is in no frame")
+    for (first, n, _), leaves in sorted(batches.items()):
+        if len(leaves) == n:
+            hashes = [sc.leaf_hash(leaves[i][0]) for i in range(n)]
+            for i in range(n):
+                eq(f"batch {first}+{n} path of leaf {i}", sc.inclusion_path(i, hashes),
+                   leaves[i][1])
 
 
 # ---------------------------------------------------------------- pass 2: replay the client
@@ -336,6 +360,19 @@ def replay(v, workdir, s2c_override=None, stop_after_handshake=False):
     handlers = {"msg": c.on_msg, "relay": c.on_relay, "refused": c.on_refused,
                 "close": c.on_close, "receipt": c.on_receipt}
     for f in frames[v["handshake_frames"]["c2s_last"] + 1:]:
+        if "contents_hex" in f:  # our records of one batch, their msgs in one record (§6.1)
+            if f["dir"] != "c2s":
+                raise Mismatch(f"frame {f['index']}: an s2c record of several messages")
+            c.batching = True
+            for content in f["contents_hex"]:
+                want = sc.parse_json(unhex(content))
+                r = records[("c2s", want["record"]["seqno"])]
+                c.clock = r["record"]["ts"]
+                c.send_record(r["record"]["to"], sc.parse_json(r["body"].encode(), tag="kind"),
+                              hold=True)
+            c.batching = False
+            c.flush()
+            continue
         want = sc.parse_json(unhex(f["content_hex"]))
         if f["dir"] == "s2c":
             _, m = c.read_content()
@@ -926,6 +963,154 @@ def check_records(path):
     return failed
 
 
+def _batch_key(entry):
+    """An author of batches.json: its Ed25519 key from the seed, checked against its SPKI."""
+    key = sc.ed25519.Ed25519PrivateKey.from_private_bytes(unhex(entry["ed25519_seed"]))
+    eq("author spki", key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+        unhex(entry["spki"]))
+    return key
+
+
+def _batch_verdict(cache, fp, key, wire, root_code):
+    """The outcome a verifier reaches on one record JSON: OK, or the code (PROTOCOL §6.1 "Bounds"
+    and "Checking a record's signature"; a schema fault is PROTOCOL_ERROR live, TAMPERED in a
+    file, as `root_code` says)."""
+    try:
+        rec = sc.parse_record(wire)
+    except sc.ProtoError:
+        return "PROTOCOL_ERROR" if root_code == "PROTOCOL_ERROR" else "TAMPERED"
+    if rec["sig"] is None:
+        return "SIG_FAIL"
+    try:
+        return "OK" if cache.check(fp, key.public_key(), rec, root_code) else "SIG_FAIL"
+    except sc.ProtoError as e:
+        return e.code
+
+
+def _batch_case_records(v, case):
+    """The record JSONs case `case` of batches.json stands for, built from its recipe `set`
+    (interop finding 67: the recipe words are read from their names and the case names). Two
+    readings of `batch_of` (the batch's signature alone, or with that record's `batch`)."""
+    recs = v["records"]
+    base = v["outside"]["record"] if case["record"] == "outside" else recs[case["record"]]["record"]
+    readings = [[]]
+    for what, value in case["set"].items():
+        if what == "batch_of":
+            readings = [r + [("sig", recs[value]["record"]["sig"])] for r in readings] + [
+                r + [("sig", recs[value]["record"]["sig"]),
+                     ("batch", recs[value]["record"]["batch"])] for r in readings]
+        else:
+            readings = [r + [(what, value)] for r in readings]
+    out = []
+    for edits in readings:
+        w = json.loads(json.dumps(base))
+        for what, value in edits:
+            b = w.get("batch")
+            if what == "batch_path_of":
+                b["path"] = list(recs[value]["record"]["batch"]["path"])
+            elif what == "batch_i":
+                b["i"] = value
+            elif what == "batch_n":
+                b["n"] = value
+            elif what == "batch_flip":
+                raw = bytearray(sc.b64d(b["path"][value]))
+                raw[-1] ^= 0x01
+                b["path"][value] = sc.b64e(bytes(raw))
+            elif what == "batch_drop_last":
+                b["path"].pop()
+            elif what == "batch_truncate_entry":
+                b["path"][value] = sc.b64e(sc.b64d(b["path"][value])[:31])
+            elif what == "batch_pad_to":
+                b["path"] += [sc.b64e(bytes(32))] * (value - len(b["path"]))
+            elif what in ("sig", "batch") and value is None:
+                del w[what]
+            elif what == "sig" and value == "garbage":
+                w["sig"] = sc.b64e(hashlib.sha256(b"garbage").digest() * 2)
+            elif what in ("ts", "to", "sid", "seqno", "sig", "batch"):
+                w[what] = value
+            elif what == "author":
+                pass  # checked under the other author's key (below)
+            else:
+                raise Mismatch(f"{case['name']}: unknown recipe {what!r}")
+        out.append(w)
+    return out
+
+
+def check_batches(path):
+    """tests/vectors/protocol/batches.json (PROTOCOL §6.1): the batch of 5 recomputed from its
+    inputs (every leaf, subtree, path, the root, the batch statement, the signature), every record
+    passing the check with and without the cache; then each case gives its code live and in a
+    file. One BATCHES line per check; returns the number failed."""
+    with open(path) as f:
+        v = json.load(f)
+    failed = 0
+
+    def report(name, ok, detail):
+        nonlocal failed
+        failed += not ok
+        print(f"BATCHES {name!r} {'OK' if ok else 'FAIL'} {detail}", flush=True)
+    try:
+        author, other = _batch_key(v["author"]), _batch_key(v["other_author"])
+        sid, first, n = unhex(v["sid"]), v["first"], v["n"]
+        recs = [sc.parse_record(r["record"]) for r in v["records"]]
+        eq("n", (len(recs), n), (n, n))
+        for j, (r, rec) in enumerate(zip(v["records"], recs)):
+            k, body = unhex(r["k"]), r["body"].encode()
+            eq(f"record {j} sid, seqno", (rec["sid"], rec["seqno"]), (sid, first + j))
+            eq(f"record {j} ct", rec["ct"], sc.seal_body(k, body))
+            eq(f"record {j} c", rec["c"], sc.commitment(k, body))
+            eq(f"record {j} statement", sc.statement(rec), unhex(r["statement_hex"]))
+            eq(f"record {j} leaf_hash", sc.leaf_hash(sc.statement(rec)), unhex(r["leaf_hash"]))
+        hashes = [sc.leaf_hash(sc.statement(rec)) for rec in recs]
+        root = sc.tree_hash(hashes)
+        eq("root", root, unhex(v["root"]))
+        for t in v["subtrees"]:
+            a, b = t["range"]
+            eq(f"subtree {a}..{b}", sc.tree_hash(hashes[a:b]), unhex(t["hash"]))
+        bst = sc.batch_statement(sid, "c2s", first, n, root)
+        eq("batch statement", bst, unhex(v["batch_statement_hex"]))
+        eq("batch statement is 93 bytes", len(bst), 93)
+        eq("signature recomputed", sc.sign(author, bst), unhex(v["sig"]))
+        cache = sc.BatchCache()
+        for j, rec in enumerate(recs):
+            eq(f"record {j} batch", rec["batch"], (j, n, sc.inclusion_path(j, hashes)))
+            eq(f"record {j} sig", rec["sig"], unhex(v["sig"]))
+            for c in (sc.BatchCache(), cache):
+                if not c.check("author", author.public_key(), rec):
+                    raise Mismatch(f"record {j} does not verify")
+        out = sc.parse_record(v["outside"]["record"])
+        eq("outside opens", sc.check_content(out, unhex(v["outside"]["k"])) is not None, True)
+        if not sc.BatchCache().check("author", author.public_key(), out):
+            raise Mismatch("the outside record does not verify alone")
+        report("the batch of 5", True, "every value recomputed and equal")
+    except (Mismatch, sc.ProtoError, KeyError, ValueError) as e:
+        report("the batch of 5", False, f"{e.__class__.__name__}: {e}")
+        return failed
+    for case in v["cases"]:
+        want_live = case["code"]
+        want_file = "TAMPERED" if want_live == "PROTOCOL_ERROR" else want_live
+        got = []
+        try:
+            for wire in _batch_case_records(v, case):
+                for root_code in ("PROTOCOL_ERROR", "TAMPERED"):
+                    cache = sc.BatchCache()
+                    for j in case.get("checked_before", []):
+                        if _batch_verdict(cache, "author", author, v["records"][j]["record"],
+                                          root_code) != "OK":
+                            raise Mismatch(f"checked_before record {j} does not verify")
+                    key, fp = (other, "other") if case["set"].get("author") == "other" else \
+                        (author, "author")
+                    got.append(_batch_verdict(cache, fp, key, wire, root_code))
+        except (Mismatch, KeyError, ValueError, IndexError, TypeError) as e:
+            report(case["name"], False, f"setup failed, {e.__class__.__name__}: {e}")
+            continue
+        want = [want_live, want_file] * (len(got) // 2)
+        report(case["name"], got == want, f"live {want_live}, in a file {want_file}" if got == want
+               else f"expected {want}, got {got}")
+    return failed
+
+
 def record_reading_cases():
     """(name, expected code, thunk): client.Client.read_content over records of several messages
     (PROTOCOL §3.2), sealed under a fixed key and read from a stand-in connection: the messages
@@ -997,7 +1182,8 @@ def main():
     scenarios = {}
     with tempfile.TemporaryDirectory(prefix="securechat-vectors-") as work:
         for name in sorted(os.listdir(vdir)):
-            if not name.endswith(".json") or name in ("negative.json", "records.json"):
+            if not name.endswith(".json") or name in ("negative.json", "records.json",
+                                                      "batches.json"):
                 continue
             with open(os.path.join(vdir, name)) as f:
                 v = json.load(f)
@@ -1036,6 +1222,7 @@ def main():
             print(f"NEGATIVE {case['name']!r} {verdict} {got}", flush=True)
     failed += check_e2e(edir)
     failed += check_records(os.path.join(vdir, "records.json"))
+    failed += check_batches(os.path.join(vdir, "batches.json"))
     for name, code, fn in session_cert_cases() + recipient_rule_cases() + record_reading_cases():
         try:
             got = _code(fn)

@@ -34,6 +34,8 @@ sealed record (§3.2), every other line's record alone (a batch of one). End of 
                                                  seqnos of its last OPEN_FATE_MS without an answer
                                                  may or may not have arrived; <text>: the server's
   KEY_UPDATE s2c                                 the server updated its traffic key (§4.4)
+  SERVER_CLOSED <code>                           the server's close gave its reason (§5.2, §7.1:
+                                                 SESSION_TAKEN_OVER, SERVER_CERT_*); receipts follow
   TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
   BATCH <first> <n>                              our records first..first+n-1 left signed as one
                                                  batch of n ≥ 2 (§6.1), their msgs sealed together
@@ -98,7 +100,15 @@ MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
 CLOSE_TIMEOUT_S = 5                          # §7
 MAX_TEXT = 4000                              # §8.2
 SESSION_CERTS = 256                          # §6.4.1: author certificates a session's list holds
-SERVER_CLOSE_CODES = ("SERVER_CERT_EXPIRED", "SERVER_CERT_REVOKED")  # §5.2: a server `close`'s
+# §5.2, §7.1: the codes a server's `close` may carry, each a reason that holds (§8.1), and what the
+# user is told; the session still ends cleanly with receipts, and nothing reconnects by itself
+SERVER_CLOSE_CODES = {
+    "SERVER_CERT_EXPIRED": "its own certificate lapses; a new session will be refused until its "
+                           "operator acts",
+    "SERVER_CERT_REVOKED": "its own certificate was revoked; a new session will be refused until "
+                           "its operator acts",
+    "SESSION_TAKEN_OVER": "this user logged in again elsewhere, and that newer session goes on",
+}
 GROUPS = ("x25519mlkem768", "x25519", "p256")  # §3.1, the preference order
 HYBRID = "x25519mlkem768"
 
@@ -2922,18 +2932,18 @@ class Client:
             raise ProtoError("SIG_FAIL", "server receipt signature")
 
     def on_close(self, m):
-        """§7 step 2; §5.2: the server's `close` may say why it ends the session, a reason that
-        holds until its operator acts (its certificate lapses or was revoked): still a clean close
-        with receipts, reported as the server's reason."""
+        """§7 step 2; §5.2, §7.1: the server's `close` may say why it ends the session, a reason
+        that holds (its certificate lapses or was revoked; this user logged in again elsewhere,
+        which is the only signal of a takeover: never a notice's words): still a clean close with
+        receipts, reported as the server's reason."""
         strict(m, ["type"], ["code"])
         if self.peer_closed:
             raise ProtoError("PROTOCOL_ERROR", "second close")
         if "code" in m:
             if m["code"] not in SERVER_CLOSE_CODES:
                 raise ProtoError("PROTOCOL_ERROR", "close with an unknown code")
-            log(f"the server closed the session: {m['code']} (its own certificate "
-                f"{'lapses' if m['code'] == 'SERVER_CERT_EXPIRED' else 'was revoked'}); "
-                "receipts follow, and a new session will be refused until its operator acts")
+            log(f"the server closed the session: {m['code']}: {SERVER_CLOSE_CODES[m['code']]}; "
+                "receipts follow")
             out(f"SERVER_CLOSED {m['code']}")
         self.peer_closed = True
         self.start_close()  # answer with our own close unless we already sent one
