@@ -432,16 +432,20 @@ for (const { keyType, group, bobFirst } of CASES) {
         // lobby) once, over the RFC 9162 tree of their statements, and sends their msgs in one
         // sealed record (§3.2); the server checks each record's path and the one signature, and
         // bob (lib/) checks the three relays it gets, the lobby ones under the sender chain.
-        for (const l of ["/batch", "batch line one", "/msg bob batch line two", "batch line three"]) {
+        for (
+          const l of ["/batch", "batch line one", "/msg bob batch line two", "batch line three"]
+        ) {
           await py.send(l);
         }
         await py.send("/end");
         await py.out.waitFor((l) => l === "BATCH 7 3", "python signs c2s 7-9 as one batch");
-        for (const [line, what] of [
-          ["alice ✓ batch line one", "the batch's first lobby record"],
-          ["alice (private) ✓ batch line two", "the batch's private record"],
-          ["alice ✓ batch line three", "the batch's last lobby record"],
-        ]) {
+        for (
+          const [line, what] of [
+            ["alice ✓ batch line one", "the batch's first lobby record"],
+            ["alice (private) ✓ batch line two", "the batch's private record"],
+            ["alice ✓ batch line three", "the batch's last lobby record"],
+          ]
+        ) {
           await bob.out.waitFor((l) => l.includes(line), `bob shows ${what} with ✓`);
         }
 
@@ -624,7 +628,11 @@ for (const { keyType, group, bobFirst } of CASES) {
           "--out",
           batchOpening,
         ]);
-        assert.equal(revealBatch.code, 0, `--reveal:\n${revealBatch.stdout}\n${revealBatch.stderr}`);
+        assert.equal(
+          revealBatch.code,
+          0,
+          `--reveal:\n${revealBatch.stdout}\n${revealBatch.stderr}`,
+        );
         const vob = await runCli(["verify", "--ca", ca, "--opening", batchOpening]);
         assert.equal(vob.code, 0, `--opening failed:\n${vob.stdout}\n${vob.stderr}`);
         assert.ok(vob.stdout.includes("batch line three"), vob.stdout);
@@ -882,7 +890,10 @@ Deno.test({
       await older.out.waitFor((l) => l === "SERVER_CLOSED SESSION_TAKEN_OVER", "the close code");
       await older.out.waitFor((l) => l.startsWith("RECEIPT OK "), "receipts exchanged");
       assert.equal(await finish(older), 0, `older:\n${older.out.text()}\n${older.err.text()}`);
-      assert.ok(older.err.lines.some((l) => l.includes("logged in again elsewhere")), older.err.text());
+      assert.ok(
+        older.err.lines.some((l) => l.includes("logged in again elsewhere")),
+        older.err.text(),
+      );
       // The newer session goes on: its line is answered by the server (a `who`), then it closes.
       await newer.send("/who");
       await newer.out.waitFor((l) => /^NOTICE: online/.test(l), "the newer session's /who");
@@ -1201,7 +1212,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "interop: the clean-room client recomputes tests/vectors/protocol and tests/vectors/e2e byte for byte",
+    "interop: the clean-room client recomputes tests/vectors/protocol, tests/vectors/e2e and the transcript hash vector byte for byte",
   ignore: skipInterop,
   async fn() {
     const out = await new Deno.Command(PYTHON, {
@@ -1212,10 +1223,11 @@ Deno.test({
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
     const lines = text.split("\n").filter((l) =>
-      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES) /.test(l)
+      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES|TRANSCRIPT-HASH) /.test(l)
     );
     const failed = lines.filter((l) =>
-      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES) (['"]).+\4) OK /.test(l)
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES) (['"]).+\4|TRANSCRIPT-HASH) OK /
+        .test(l)
     );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
     const negative = JSON.parse(
@@ -1251,6 +1263,9 @@ Deno.test({
       1 + batches.cases.length,
       text,
     );
+    // TRANSCRIPT §3: tests/vectors/transcript/hash_v2.json's digests and hashes (batch in
+    // record_enc) from its lines.
+    assert.equal(lines.filter((l) => l.startsWith("TRANSCRIPT-HASH ")).length, 1, text);
     // PROTOCOL §6.4.1's certificate list at its bound (SESSION_CERTS = 256), §6.1's recipient
     // rule, and §3.2's reading of several messages per record.
     assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3, text);
@@ -1826,12 +1841,19 @@ Deno.test({
       const { tmp, certs, ca, procs } = lab;
       const { port } = await lab.serve([]);
       const python = async (user: string) => {
-        const p = pythonClient([CLIENT_PY], port, certs, [
-          "--register",
-          `${user}@example.com`,
-          "--transcripts",
-          `${tmp}/${user}tr`,
-        ], user, user);
+        const p = pythonClient(
+          [CLIENT_PY],
+          port,
+          certs,
+          [
+            "--register",
+            `${user}@example.com`,
+            "--transcripts",
+            `${tmp}/${user}tr`,
+          ],
+          user,
+          user,
+        );
         procs.push(p);
         await p.out.waitFor((l) => l.startsWith("SESSION "), `${user} SESSION`);
         return p;
@@ -1842,7 +1864,13 @@ Deno.test({
 
       // Batch 1 (c2s 1-6): lobby, private to bob, lobby, alice to herself (relayed back to her:
       // its answer, PROTOCOL §6.5), lobby, lobby — one signature, one sealed record.
-      const first = ["lobby 1", "/msg bob private 2", "lobby 3", "/msg alice to myself 4", "lobby 5"];
+      const first = [
+        "lobby 1",
+        "/msg bob private 2",
+        "lobby 3",
+        "/msg alice to myself 4",
+        "lobby 5",
+      ];
       for (const l of ["/batch", ...first, "lobby 6", "/end"]) await alice.send(l);
       await alice.out.waitFor((l) => l === "BATCH 1 6", "alice signs c2s 1-6 as one batch");
       for (const i of [1, 3, 5, 6]) {
@@ -1900,7 +1928,9 @@ Deno.test({
       // record claiming another position or size (SIG_FAIL), `batch` gone (the schema).
       const bobLines = (await Deno.readTextFile(bobLog)).split("\n");
       const lineOf = (seqno: number) =>
-        bobLines.findIndex((l) => l.includes('"type":"relay"') && JSON.parse(l).record.seqno === seqno);
+        bobLines.findIndex((l) =>
+          l.includes('"type":"relay"') && JSON.parse(l).record.seqno === seqno
+        );
       type Batch = { i: number; n: number; path: string[] };
       type Line = { record: { batch?: Batch; sig?: string } };
       const flipEntry = (b: Batch) => {
@@ -1910,7 +1940,12 @@ Deno.test({
       const tamperings: [string, number, (l: Line) => void, string][] = [
         ["a path entry flipped", 38, (l) => flipEntry(l.record.batch!), "SIG_FAIL"],
         ["a path one entry short", 38, (l) => l.record.batch!.path.pop(), "TAMPERED"],
-        ["a path one entry long", 6, (l) => l.record.batch!.path.push(btoa("x".repeat(32))), "TAMPERED"],
+        [
+          "a path one entry long",
+          6,
+          (l) => l.record.batch!.path.push(btoa("x".repeat(32))),
+          "TAMPERED",
+        ],
         ["another position", 40, (l) => l.record.batch!.i = 0, "SIG_FAIL"],
         ["n of another batch, same root", 7, (l) => l.record.batch!.n = 31, "SIG_FAIL"],
         ["another batch's signature", 40, (l) => l.record.sig = relays[0].record.sig, "SIG_FAIL"],

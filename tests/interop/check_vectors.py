@@ -8,7 +8,8 @@ For each scenario file, two independent passes:
    implies, check its padding and re-seal it to the recorded payload byte for byte; every handshake
    hash, both certificate_verify signatures (verified, and recomputed byte for byte: Ed25519 and
    RSA PKCS#1 v1.5 are deterministic), all four Finished MACs, ss2, master, Hfinal, session_id,
-   the application keys and the key update; every message record's ct, c, statement and signature.
+   the application keys and the key update; every message record's ct, c, statement, leaf hash,
+   root, batch statement and signature (PROTOCOL §6.1), and every batch's paths rebuilt.
 2. Replay. The client state machine of client.py, given the vector's nonce, ephemeral keys, clock
    and content keys, reads the recorded server frames and must write the recorded client frames
    byte for byte.
@@ -20,6 +21,10 @@ Then tests/vectors/e2e (PROTOCOL §12.8): every value of pqxdh.json, ratchet.jso
 sender_keys.json recomputed from client.py's §12 primitives (each wrap also opened by the other
 side), and the §12 rejections (tampered kem_ct, moved or replayed wraps, bounds) built on their
 inputs, each with its code.
+
+Then batches.json (PROTOCOL §6.1): its batch of 5 recomputed (leaves, subtrees, paths, root,
+batch statement, signature), and each case refused with its code live and in a file. Then
+tests/vectors/transcript/hash_v2.json (TRANSCRIPT §3): digests and hashes from its lines.
 
 Usage: check_vectors.py [DIR [E2E_DIR]]   (defaults: ../vectors/protocol and ../vectors/e2e)
 Prints one line per scenario and per case; exit 0 only if every check passed.
@@ -1111,6 +1116,52 @@ def check_batches(path):
     return failed
 
 
+def _line_enc(line):
+    """TRANSCRIPT §3.1 line_enc of one transcript line (record_enc covers `batch`)."""
+    t = line["type"]
+    if t == "msg":
+        return b"\x01" + sc.record_enc(sc.parse_record(line["record"]))
+    if t in ("relay", "stored"):
+        cert = sc.b64d(line["cert"]) if "cert" in line else None
+        return sc.author_line_enc(b"\x02" if t == "relay" else b"\x05", line["seqno"], line["ts"],
+                                  line["author_fp"], cert, sc.parse_record(line["record"]))
+    if t == "refused":
+        code = line["code"].encode()
+        return (b"\x03" + sc.u64(line["seqno"]) + sc.u64(line["ts"]) + sc.u64(line["of"])
+                + sc.u32(len(code)) + code)
+    if t == "queued":
+        return b"\x04" + sc.u64(line["seqno"]) + sc.u64(line["ts"]) + sc.u64(line["of"])
+    raise Mismatch(f"a line of type {t!r}")
+
+
+def check_transcript_hash(path):
+    """tests/vectors/transcript/hash_v2.json (TRANSCRIPT §3): both per-direction digests and the
+    transcript hash from its lines, with client.py's line encoding; and the hash of no line."""
+    with open(path) as f:
+        v = json.load(f)
+    try:
+        digests = {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()}
+        for line in v["lines"]:
+            digests[line["dir"]].update(_line_enc(line))
+        eq("d_c2s", digests["c2s"].hexdigest(), v["d_c2s"])
+        eq("d_s2c", digests["s2c"].hexdigest(), v["d_s2c"])
+        counts = {d: sum(1 for line in v["lines"] if line["dir"] == d) for d in digests}
+        eq("counts", (counts["c2s"], counts["s2c"]), (v["c2s_count"], v["s2c_count"]))
+        for name, n, d in (("transcript_sha256", counts, digests),
+                           ("empty_transcript_sha256", {"c2s": 0, "s2c": 0},
+                            {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()})):
+            t = sc.Transcript(None, unhex(v["session_id"]), v["session_time"], None,
+                              sc.b64d(v["client_cert"]), sc.b64d(v["server_cert"]))
+            t.n, t.d = dict(n), d
+            eq(name, t.final_hash().hex(), v[name])
+        print(f"TRANSCRIPT-HASH OK {len(v['lines'])} lines encoded, both digests and both hashes "
+              "equal", flush=True)
+        return 0
+    except (Mismatch, sc.ProtoError, KeyError) as e:
+        print(f"TRANSCRIPT-HASH FAIL {e.__class__.__name__}: {e}", flush=True)
+        return 1
+
+
 def record_reading_cases():
     """(name, expected code, thunk): client.Client.read_content over records of several messages
     (PROTOCOL §3.2), sealed under a fixed key and read from a stand-in connection: the messages
@@ -1223,6 +1274,7 @@ def main():
     failed += check_e2e(edir)
     failed += check_records(os.path.join(vdir, "records.json"))
     failed += check_batches(os.path.join(vdir, "batches.json"))
+    failed += check_transcript_hash(os.path.join(vdir, "..", "transcript", "hash_v2.json"))
     for name, code, fn in session_cert_cases() + recipient_rule_cases() + record_reading_cases():
         try:
             got = _code(fn)
