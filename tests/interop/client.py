@@ -10,7 +10,8 @@ Usage:
 Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`, anything else a
 lobby `text`; the records of the lines between `/batch` and `/end` are signed as one batch (§6.1,
 at most MAX_BATCH; sooner when we must wait for an answer) and their `msg`s leave together in one
-sealed record (§3.2), every other line's record alone (a batch of one). End of input closes the session (PROTOCOL §7). Output lines (stdout, flushed):
+sealed record (§3.2), every other line's record alone (a batch of one). End of input closes the
+session (PROTOCOL §7). Output lines (stdout, flushed):
   SESSION <session_id> registered=<true|false>   after the handshake (PROTOCOL §5)
   DEVICE <id>                                    --e2e: this device (§12.2), its bundle published
   LOST_STATE ...                                 --e2e: the state file is gone, a new device (§12.7)
