@@ -1971,3 +1971,69 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "interop: a signed batch waits in the offline queue — the clean-room client's three private lines of one batch are queued, and connect checks each stored record's path and the one signature at login (PROTOCOL §6.1, §6.6)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    await inLab("securechat-interop-batch-stored-", ["alice", "bob"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      const { port } = await lab.serve([]);
+      const bob = (register: boolean) => {
+        const p = connectCli(port, certs, "bob", `${tmp}/bobtr`, [
+          ...(register ? ["--register", "--email", "bob@example.com"] : []),
+        ], "bob");
+        procs.push(p);
+        return p;
+      };
+      // bob registers (publishing his device's keys) and leaves.
+      const b1 = bob(true);
+      await b1.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+      await closeStdin(b1);
+      assert.equal(await finish(b1), 0, b1.err.text());
+      // c2s: publish 1, the fetch of bob's devices 2 (it goes at once: we wait for its answer),
+      // then the three lines 3-5, one batch, each wrapped for bob's device and queued.
+      const py = pythonClient([CLIENT_PY], port, certs, [
+        "--register",
+        "alice@example.com",
+        "--transcripts",
+        `${tmp}/pytr`,
+        "--e2e",
+      ], "python");
+      procs.push(py);
+      await py.out.waitFor((l) => l.startsWith("KEYS published"), "python published");
+      await py.send("/batch");
+      for (const i of [1, 2, 3]) await py.send(`/msg bob stored ${i}`);
+      await py.send("/end");
+      await py.out.waitFor((l) => l === "BATCH 3 3", "python signs c2s 3-5 as one batch");
+      for (const  of of[3, 4, 5]) await py.out.waitFor((l) => l === `QUEUED ${of}`, `QUEUED ${of}`);
+      await closeStdin(py);
+      assert.equal(await finish(py), 0, `python:\n${py.out.text()}\n${py.err.text()}`);
+
+      const b2 = bob(false);
+      for (const i of [1, 2, 3]) {
+        await b2.out.waitFor(
+          (l) => new RegExp(`alice \\(private\\b.*\\) ✓ stored ${i}$`).test(l),
+          `bob shows stored ${i} with ✓`,
+        );
+      }
+      await closeStdin(b2);
+      assert.equal(await finish(b2), 0, b2.err.text());
+      // bob's second transcript holds the three as `stored` lines, leaves 0-2 of one batch, and
+      // both verifiers accept it.
+      const log = logsIn(`${tmp}/bobtr`, "client")[1];
+      const stored = (await Deno.readTextFile(log)).split("\n").filter((l) => l)
+        .map((l) => JSON.parse(l)).filter((l) => l.type === "stored");
+      const leaves = stored.map((l) => `${l.record.batch.i}/${l.record.batch.n}`);
+      assert.deepEqual(leaves, ["0/3", "1/3", "2/3"]);
+      const cli = await verifyConfirmedByBoth(ca, log);
+      const pyv = await pythonVerify(ca, log);
+      assert.match(pyv.out, /^RESULT VALID confirmed by both$/m, pyv.out);
+      assert.deepEqual(pyAuthors(pyv.out), cliAuthors(cli));
+      assert.equal(pyv.out.split("\n").filter((l) => l.startsWith("STORED ")).length, 3, pyv.out);
+    });
+  },
+});
