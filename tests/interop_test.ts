@@ -2009,7 +2009,9 @@ Deno.test({
       for (const i of [1, 2, 3]) await py.send(`/msg bob stored ${i}`);
       await py.send("/end");
       await py.out.waitFor((l) => l === "BATCH 3 3", "python signs c2s 3-5 as one batch");
-      for (const  of of[3, 4, 5]) await py.out.waitFor((l) => l === `QUEUED ${of}`, `QUEUED ${of}`);
+      for (const seqno of [3, 4, 5]) {
+        await py.out.waitFor((l) => l === `QUEUED ${seqno}`, `QUEUED ${seqno}`);
+      }
       await closeStdin(py);
       assert.equal(await finish(py), 0, `python:\n${py.out.text()}\n${py.err.text()}`);
 
