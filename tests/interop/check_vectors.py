@@ -517,6 +517,80 @@ def s2c_relay_case(v, case, workdir):
     return "accepted"
 
 
+def relay_batch_cases(v, workdir):
+    """(name, expected code, thunk): PROTOCOL §6.4 step 4 at the replayed client — relays of a
+    batch of records of the vector client's own certificate (another session of its user), each
+    record checked through the session's verified-batch cache (§6.1)."""
+    pki, t0 = v["inputs"]["pki"], v["session_time"]
+    key, author = private_key(pki["client_key_pem"]), cert_der(pki["client_cert_pem"])
+    sid = hashlib.sha256(b"relay batch author session").digest()[:16]
+
+    def batch(count):
+        recs = [sc.new_record(sid, "lobby", 1 + j, t0 + 1000 + j,
+                              sc.enc_json({"kind": "text", "text": f"batched {j}"}),
+                              hashlib.sha256(b"relay batch k %d" % j).digest())
+                for j in range(count)]
+        sc.sign_batch(key, recs)
+        return recs
+
+    def relay_all(wires):
+        c, _ = replay(v, tempfile.mkdtemp(dir=workdir), stop_after_handshake=True)
+        c.clock = t0 + 2000
+        for j, (wire, k) in enumerate(wires):
+            m = {"type": "relay", "seqno": j + 1, "ts": t0 + 2000, "author_fp":
+                 sc.fingerprint(author), "record": wire, "k": sc.b64e(k)}
+            if j == 0:
+                m["cert"] = sc.b64e(author)
+            c.on_relay(m)
+
+    def relayed(count, at=None, edit=None):
+        """Relays records 0..at of a batch of `count`, record `at` edited by `edit(wire)`."""
+        recs = batch(count)
+        at = count - 1 if at is None else at
+        wires = [(sc.record_wire(r), hashlib.sha256(b"relay batch k %d" % j).digest())
+                 for j, r in enumerate(recs[:at + 1])]
+        if edit is not None:
+            edit(wires[at][0])
+        return lambda: relay_all(wires)
+
+    def once(thunk):
+        """`thunk`, which must verify exactly one batch signature (the cache, §6.1)."""
+        def run():
+            calls, real = [], sc.verify
+
+            def counting(pub, sig, data):
+                if data.startswith(sc.BATCH_LABEL):
+                    calls.append(1)
+                return real(pub, sig, data)
+            sc.verify = counting
+            try:
+                thunk()
+            finally:
+                sc.verify = real
+            if len(calls) != 1:
+                raise Mismatch(f"{len(calls)} batch signatures verified, not one")
+        return run
+
+    def flip_entry(w):
+        w["batch"]["path"][0] = sc.b64e(_flip(sc.b64d(w["batch"]["path"][0])))
+
+    return [
+        ("relayed batch: the 5 records of one batch, one verification", "accepted",
+         once(relayed(5))),
+        ("relayed batch: a path one entry short", "PROTOCOL_ERROR",
+         relayed(3, 1, lambda w: w["batch"]["path"].pop())),
+        ("relayed batch: a path entry flipped", "SIG_FAIL", relayed(3, 1, flip_entry)),
+        ("relayed batch: another signature on the batch statement verified just before",
+         "SIG_FAIL", relayed(3, 1, lambda w: w.update(sig=sc.b64e(_flip(sc.b64d(w["sig"])))))),
+        ("relayed batch: leaf 0 of 4 claims n = 3 (the same root)", "SIG_FAIL",
+         relayed(4, 0, lambda w: w["batch"].update(n=3))),
+        ("relayed batch: batch without sig", "PROTOCOL_ERROR",
+         relayed(2, 1, lambda w: w.pop("sig"))),
+        ("relayed batch: neither sig nor batch", "SIG_FAIL",
+         relayed(2, 1, lambda w: (w.pop("sig"), w.pop("batch")))),
+    ]
+
+
 # ---------------------------------------------------------------- end-to-end vectors (PROTOCOL §12.8)
 # Every public key, the ML-KEM key and ciphertext, AD and SK of pqxdh.json; every header and wrap of
 # ratchet.json, sent by one client.py Ratchet and opened by the other; every wrap of
@@ -1010,9 +1084,7 @@ def _batch_case_record(v, case):
         elif what == "batch_n":
             b["n"] = value
         elif what == "batch_flip":  # any bit (README): the last one
-            raw = bytearray(sc.b64d(b["path"][value]))
-            raw[-1] ^= 0x01
-            b["path"][value] = sc.b64e(bytes(raw))
+            b["path"][value] = sc.b64e(_flip(sc.b64d(b["path"][value])))
         elif what == "batch_drop_last":
             b["path"].pop()
         elif what == "batch_truncate_entry":
@@ -1265,14 +1337,16 @@ def main():
     failed += check_records(os.path.join(vdir, "records.json"))
     failed += check_batches(os.path.join(vdir, "batches.json"))
     failed += check_transcript_hash(os.path.join(vdir, "..", "transcript", "hash_v2.json"))
-    for name, code, fn in session_cert_cases() + recipient_rule_cases() + record_reading_cases():
-        try:
-            got = _code(fn)
-        except Mismatch as e:
-            got = f"setup failed: {e}"
-        failed += got != code
-        print(f"RULE {name!r} {'OK' if got == code else f'FAIL expected {code}, got'} {got}",
-              flush=True)
+    with tempfile.TemporaryDirectory(prefix="securechat-vectors-") as work:
+        for name, code, fn in (session_cert_cases() + recipient_rule_cases()
+                               + record_reading_cases() + relay_batch_cases(base, work)):
+            try:
+                got = _code(fn)
+            except (Mismatch, AssertionError) as e:
+                got = f"setup failed: {e}"
+            failed += got != code
+            print(f"RULE {name!r} {'OK' if got == code else f'FAIL expected {code}, got'} {got}",
+                  flush=True)
     return 1 if failed else 0
 
 
