@@ -93,6 +93,7 @@ CONTENT_KEY_LABEL = b"securechat/v2 content key"
 CONTENT_AAD = b"securechat/v2 content"
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
+TRANSCRIPT_VERSION = 3                       # TRANSCRIPT §2.1: 3 since signed batches (§6.1)
 SKEW_MS = 5 * 60 * 1000                      # §8.2
 # §6.5: a node gives up on a record 30 s after first publishing it (DEPLOY.md §4.1 OUTCOME_WAIT_MS),
 # and records sent behind it may share its fate; 5 s more for the trips (interop finding 64)
@@ -2033,7 +2034,7 @@ class Transcript:
             self.base = os.path.join(
                 directory, f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-{session_id.hex()}-client")
             header = {
-                "type": "securechat-transcript", "version": 2,
+                "type": "securechat-transcript", "version": TRANSCRIPT_VERSION,
                 "protocol_version": PROTOCOL_VERSION, "session_id": session_id.hex(),
                 "role": "client", "session_time": session_time, "started_at": started_at,
                 "server_name": server_name, "client_cert": b64e(client_der),

@@ -41,7 +41,7 @@ import client as sc  # noqa: E402  (one home for the primitives, the record and 
 
 from cryptography import x509  # noqa: E402
 
-TRANSCRIPT_VERSION = 2       # §2.1 `version`
+TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 3 (2 before signed batches)
 RECEIPT_VERSION = 2          # §4.1
 MAX_LINE_BYTES = 160 * 1024  # §5: memory bounded by one line
 
@@ -118,8 +118,13 @@ class Verifier:
         h = strict_line(raw, 1, ["type", "version", "protocol_version", "session_id", "role",
                                  "session_time", "started_at", "client_cert", "server_cert"],
                         ["server_name"])
-        if h["type"] != "securechat-transcript" or h["version"] != TRANSCRIPT_VERSION:
-            raise Invalid("TAMPERED", "line 1", "not a v2 transcript header")
+        if h["type"] != "securechat-transcript":
+            raise Invalid("TAMPERED", "line 1", "not a transcript header")
+        if h["version"] != TRANSCRIPT_VERSION:  # §5 step 1: a version we do not know
+            older = h["version"] == 2
+            raise Invalid("TAMPERED", "line 1", f"transcript format {sc.safe(str(h['version']))}"
+                          + (", written before signed batches (PROTOCOL §6.1): not this "
+                             "verifier's format" if older else ", unknown"))
         if h["protocol_version"] != sc.PROTOCOL_VERSION or h["role"] not in ("client", "server"):
             raise Invalid("TAMPERED", "line 1", "protocol version or role")
         sid = field(sc.want_str, 1, h, "session_id")
@@ -380,7 +385,7 @@ def verify(log_path, trust, receipt_paths):
     return v, [v.receipt(p) for p in receipt_paths]
 
 
-OPENING_VERSION = 1          # §6
+OPENING_VERSION = 2          # §6: 2 since signed batches (1 before)
 
 
 def verify_opening(path, trust):
@@ -394,8 +399,12 @@ def verify_opening(path, trust):
     try:                                                                                   # 1
         obj = sc.parse_json(raw.rstrip(b"\n"), code="TAMPERED")
         sc.strict(obj, ["type", "version", "cert", "record", "k"], code="TAMPERED")
-        if obj["type"] != "securechat-opening" or obj["version"] != OPENING_VERSION:
-            fail("TAMPERED", "not a securechat-opening of version 1")
+        if obj["type"] != "securechat-opening":
+            fail("TAMPERED", "not a securechat-opening")
+        if obj["version"] != OPENING_VERSION:
+            fail("TAMPERED", f"opening format {sc.safe(str(obj['version']))}"
+                 + (", made before signed batches: not this verifier's format"
+                    if obj["version"] == 1 else ", unknown"))
         der = sc.b64d(obj["cert"], code="TAMPERED", max_size=16 * 1024)
         k = sc.b64d(obj["k"], code="TAMPERED", size=32)
         rec = sc.parse_record(obj["record"])
