@@ -1636,6 +1636,25 @@ async function pythonVerify(
   return { code: r.code, out };
 }
 
+/** Both verifiers, verify.py and lib's `verify`, refuse the transcript `lines` (written to `file`)
+ * with `code` at line `line` (TRANSCRIPT §5: the first bad line, one code per fault). */
+async function bothRefuse(
+  ca: string,
+  file: string,
+  lines: string[],
+  what: string,
+  line: number,
+  code: string,
+) {
+  await Deno.writeTextFile(file, lines.join("\n"));
+  const py = await pythonVerify(ca, file);
+  assert.equal(py.code, 1, `${what}: ${py.out}`);
+  assert.match(py.out, new RegExp(`^RESULT INVALID ${code} line ${line} `, "m"), what);
+  const cli = await runCli(["verify", "--ca", ca, file]);
+  assert.equal(cli.code, 1, `${what}: ${cli.stdout}`);
+  assert.match(cli.stdout + cli.stderr, new RegExp(`${code}.*\\b${line}\\b`), what);
+}
+
 /** Every `*-<role>.log` in `dir`. */
 function logsIn(dir: string, role: "client" | "server"): string[] {
   return [...Deno.readDirSync(dir)].map((e) => `${dir}/${e.name}`)
@@ -1826,14 +1845,7 @@ Deno.test({
         const parsed = bobLines.map((l) => l ? JSON.parse(l) : null);
         change(parsed);
         const lines = parsed.map((l) => l === null ? "" : JSON.stringify(l));
-        const tampered = `${tmp}/tampered.log`;
-        await Deno.writeTextFile(tampered, lines.join("\n"));
-        const pyBad = await pythonVerify(ca, tampered);
-        assert.equal(pyBad.code, 1, `${what}: ${pyBad.out}`);
-        assert.match(pyBad.out, new RegExp(`^RESULT INVALID ${code} line ${at + 1} `, "m"), what);
-        const cliBad = await runCli(["verify", "--ca", ca, tampered]);
-        assert.equal(cliBad.code, 1, `${what}: ${cliBad.stdout}`);
-        assert.match(cliBad.stdout + cliBad.stderr, new RegExp(`${code}.*\\b${at + 1}\\b`), what);
+        await bothRefuse(ca, `${tmp}/tampered.log`, lines, what, at + 1, code);
       }
     });
   },
@@ -1977,14 +1989,7 @@ Deno.test({
         change(line);
         assert.notEqual(JSON.stringify(line), lines[at], `${what}: no edit`);
         lines[at] = JSON.stringify(line);
-        const tampered = `${tmp}/tampered.log`;
-        await Deno.writeTextFile(tampered, lines.join("\n"));
-        const pyBad = await pythonVerify(ca, tampered);
-        assert.equal(pyBad.code, 1, `${what}: ${pyBad.out}`);
-        assert.match(pyBad.out, new RegExp(`^RESULT INVALID ${code} line ${at + 1} `, "m"), what);
-        const cliBad = await runCli(["verify", "--ca", ca, tampered]);
-        assert.equal(cliBad.code, 1, `${what}: ${cliBad.stdout}`);
-        assert.match(cliBad.stdout + cliBad.stderr, new RegExp(`${code}.*\\b${at + 1}\\b`), what);
+        await bothRefuse(ca, `${tmp}/tampered.log`, lines, what, at + 1, code);
       }
     });
   },

@@ -434,15 +434,24 @@ def verify_opening(path, trust):
     return cn, sc.fingerprint(der), rec, body
 
 
-def main_opening(args):
+def judged(check):
+    """(check()'s result, None), or (None, the exit status) once RESULT INVALID (1) or the I/O or
+    usage error (2) has been reported."""
     try:
-        cn, fp, rec, body = verify_opening(args.opening, sc.Trust(args.ca, args.crl))
+        return check(), None
     except Invalid as e:
         print(f"RESULT INVALID {e.code} {e.where} {sc.safe(e.detail)}")
-        return 1
+        return None, 1
     except (OSError, sc.ProtoError) as e:
         sc.log(f"error: {e}")
-        return 2
+        return None, 2
+
+
+def main_opening(args):
+    opened, status = judged(lambda: verify_opening(args.opening, sc.Trust(args.ca, args.crl)))
+    if status is not None:
+        return status
+    cn, fp, rec, body = opened
     i, n, _ = rec["batch"]
     print("RESULT VALID opening")
     print(f"OPENING {sc.safe(cn)} {fp} to={sc.safe(rec['to'])} sid={rec['sid'].hex()} "
@@ -465,19 +474,17 @@ def main():
         return main_opening(args)
     if args.log is None:
         p.error("a transcript LOG or --opening FILE")
-    try:
-        trust = sc.Trust(args.ca, args.crl)
-        if args.receipt is None:
-            base = args.log[:-4] if args.log.endswith(".log") else args.log
-            args.receipt = [base + s for s in (".receipt.json", ".peer-receipt.json")
-                            if os.path.exists(base + s)]
-        v, receipts = verify(args.log, trust, args.receipt)
-    except Invalid as e:
-        print(f"RESULT INVALID {e.code} {e.where} {sc.safe(e.detail)}")
-        return 1
-    except (OSError, sc.ProtoError) as e:
-        sc.log(f"error: {e}")
-        return 2
+    if args.receipt is None:
+        base = args.log[:-4] if args.log.endswith(".log") else args.log
+        args.receipt = [base + s for s in (".receipt.json", ".peer-receipt.json")
+                        if os.path.exists(base + s)]
+    trust, status = judged(lambda: sc.Trust(args.ca, args.crl))
+    if status is not None:
+        return status
+    verified, status = judged(lambda: verify(args.log, trust, args.receipt))
+    if status is not None:
+        return status
+    v, receipts = verified
     full = {role for role, a, b in receipts if (a, b) == (v.n["c2s"], v.n["s2c"])}
     confirmed = ("confirmed by both" if full == {"client", "server"} else
                  f"confirmed by the {full.pop()} only" if full else "unconfirmed")
