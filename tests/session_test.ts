@@ -188,6 +188,10 @@ Deno.test("ChatSession: the lines sent in one turn are one signed batch in one r
     const shortened = structuredClone(opening);
     (shortened.record.batch as { path: string[] }).path.pop();
     await assert.rejects(checkOpening(shortened, pki.trust), (e) => codeOf(e) === "TAMPERED");
+    // Only a user's record is ever signed: an "s2c" one is no line of any session (finding 70).
+    const serverSide = structuredClone(opening);
+    serverSide.record.dir = "s2c";
+    await assert.rejects(checkOpening(serverSide, pki.trust), (e) => codeOf(e) === "TAMPERED");
     const moved = structuredClone(opening);
     (moved.record.batch as { i: number }).i = 1;
     await assert.rejects(checkOpening(moved, pki.trust), (e) => codeOf(e) === "SIG_FAIL");

@@ -577,10 +577,12 @@ export function rootFromPath(
   return sn === 0 ? r : null;
 }
 
-/** What one signature covers: a batch's session, direction, first seqno, size and root (§6.1). */
+/**
+ * What one signature covers: a batch's session, first seqno, size and root (PROTOCOL §6.1).
+ * Only users sign records, so the direction byte is always c2s's.
+ */
 export function batchStatement(
   sid: string,
-  dir: Direction,
   first: number,
   n: number,
   root: Uint8Array,
@@ -589,7 +591,7 @@ export function batchStatement(
     .bytesOf(LABEL.batch)
     .u32(PROTOCOL_VERSION)
     .hex(sid)
-    .u8(DIRECTION_BYTE[dir])
+    .u8(DIRECTION_BYTE.c2s)
     .u64(first)
     .u32(n)
     .bytesOf(root)
@@ -607,13 +609,13 @@ export async function signBatch(key: SigningKey, records: readonly MessageRecord
     throw new SecureChatError("INTERNAL", `a batch of ${records.length} records`);
   }
   records.forEach((r, j) => {
-    if (r.sid !== first.sid || r.dir !== first.dir || r.seqno !== first.seqno + j) {
+    if (r.sid !== first.sid || r.dir !== "c2s" || r.seqno !== first.seqno + j) {
       throw new SecureChatError("INTERNAL", "a batch of records that do not follow each other");
     }
   });
   const { root, paths } = merkleTree(records.map(leafHash));
   const n = records.length;
-  const sig = await sign(key, batchStatement(first.sid, first.dir, first.seqno, n, root));
+  const sig = await sign(key, batchStatement(first.sid, first.seqno, n, root));
   records.forEach((r, i) => {
     r.sig = sig;
     r.batch = { i, n, path: paths[i] };
@@ -653,6 +655,8 @@ export class RecordSignatures {
    */
   async check(author: RecordAuthor, r: MessageRecord, whose: string): Promise<void> {
     if (!r.sig || !r.batch) throw new SecureChatError("SIG_FAIL", `${whose} is not signed`);
+    // Only a user's (c2s) record is ever signed: a signature on any other proves nothing.
+    if (r.dir !== "c2s") throw new SecureChatError("SIG_FAIL", `${whose} is not a user's record`);
     const { i, n, path } = r.batch;
     const root = rootFromPath(leafHash(r), i, n, path);
     if (!root) {
@@ -661,7 +665,7 @@ export class RecordSignatures {
         `${whose}: a batch path of ${path.length} hashes does not fit leaf ${i} of ${n}`,
       );
     }
-    const signed = batchStatement(r.sid, r.dir, r.seqno - i, n, root);
+    const signed = batchStatement(r.sid, r.seqno - i, n, root);
     const key = `${author.fingerprint}|${toBase64(signed)}|${toBase64(r.sig)}`;
     let verdict = this.#verified.get(key);
     if (!verdict) {

@@ -11,6 +11,7 @@ import {
   decodeLine,
   decodeRecord,
   encodeRecord,
+  isClientRecipient,
   LineShape,
   type MessageRecord,
   openContent,
@@ -122,6 +123,11 @@ export async function checkOpening(value: unknown, trust: TrustStore): Promise<O
   }
   const record = decodeRecord(parsed.data.record);
   if (!record.sig) throw new SecureChatError("TAMPERED", "the record is not signed");
+  // A user's own record only (TRANSCRIPT §6 step 1): a signature its author made over anything
+  // else is no line of any session.
+  if (record.dir !== "c2s" || !isClientRecipient(record.to)) {
+    throw new SecureChatError("TAMPERED", `not a user's record (${record.dir} to ${record.to})`);
+  }
   const trustAt = new TrustAtSessionTime(trust);
   const at = new Date(record.ts);
   const author = await trustAt.validate(fromBase64(parsed.data.cert), { role: "client", now: at });

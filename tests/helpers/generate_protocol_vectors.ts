@@ -353,7 +353,7 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
             leaf_hash: hex(leaves[j]),
             root: hex(root),
             batch_statement_hex: hex(
-              batchStatement(sid, dir, made[0].record.seqno, made.length, root),
+              batchStatement(sid, made[0].record.seqno, made.length, root),
             ),
           }
           : {}),
@@ -806,7 +806,7 @@ async function batchVectors(): Promise<Json> {
     })),
     subtrees: nodes,
     root: hex(root),
-    batch_statement_hex: hex(batchStatement(sid, "c2s", first, made.length, root)),
+    batch_statement_hex: hex(batchStatement(sid, first, made.length, root)),
     sig: hex(made[0].record.sig!),
     outside: { k: hex(k6), record: encodeRecord(outside) },
     // Each case starts from records[record] (or `outside`) as JSON, replaces the members of
