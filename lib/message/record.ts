@@ -609,7 +609,7 @@ export async function signBatch(key: SigningKey, records: readonly MessageRecord
     throw new SecureChatError("INTERNAL", `a batch of ${records.length} records`);
   }
   records.forEach((r, j) => {
-    if (r.sid !== first.sid || r.dir !== "c2s" || r.seqno !== first.seqno + j) {
+    if (r.sid !== first.sid || r.dir !== first.dir || r.seqno !== first.seqno + j) {
       throw new SecureChatError("INTERNAL", "a batch of records that do not follow each other");
     }
   });
