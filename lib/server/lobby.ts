@@ -165,6 +165,8 @@ const keyOf = canonicalName;
 interface StoredRow {
   id: number;
   prepared: PreparedRelay;
+  /** Its size in the queue: at least what it takes on the wire (which may leave out `cert`). */
+  bytes: number;
   /** The author's session and the record's number in it. */
   sid: string;
   seqno: number;
@@ -501,10 +503,24 @@ export class Lobby {
     });
   }
 
-  /** One pass over the member's whole queue; @returns how many records it sent. */
+  /**
+   * One pass over the member's whole queue; @returns how many records it sent. A queue may
+   * hold more than the session's send queue (1000 records of up to ~6 KB against 1 MiB, §8.2),
+   * so when the next record would not fit, what was made is written out before going on.
+   */
   async #storedPass(member: Member): Promise<number> {
     const rows = await this.#storedRows(member);
-    return rows.filter((row) => this.#sendStored(member, row)).length;
+    let sent = 0;
+    for (const row of rows) {
+      if (!member.session.hasRoom(row.bytes)) await member.session.drain();
+      try {
+        if (this.#sendStored(member, row)) sent++;
+      } catch (error) {
+        this.#failed(member, error); // the session ended: the rest stays queued
+        break;
+      }
+    }
+    return sent;
   }
 
   /** The member's queued records not yet sent in this session, oldest first. */
@@ -532,7 +548,7 @@ export class Lobby {
           await this.#dropLapsed(member, row.id, certDer, lapsed);
           continue;
         }
-        rows.push({ id: row.id, prepared, ...authorPlace(relay) });
+        rows.push({ id: row.id, prepared, bytes: row.item.length, ...authorPlace(relay) });
       }
       if (page.length < STORED_PAGE) return rows;
     }

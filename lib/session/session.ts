@@ -212,6 +212,8 @@ const CLOSE_REASONS: Record<CloseCode, string> = {
 const MAX_HELD = 64;
 /** A record's bytes on the wire beyond its contents', at most: frame length, tag, padding. */
 const RECORD_WIRE_OVERHEAD = 4 + 16 + RECORD_PADDING - 1;
+/** A relay's own members around the shared part: type, seqno and ts (relayFor). */
+const HOP_HEAD_BYTES = 64;
 
 export class ChatSession {
   readonly #est: EstablishedSession;
@@ -497,6 +499,31 @@ export class ChatSession {
     this.#outboxBytes += bytes;
     if (this.#outbox.length === 1) atTurnEnd(this.#sendOutboxAtTurnEnd);
     this.#transcript.append(message.line);
+  }
+
+  /**
+   * Whether a session message of about `bytes` fits the send queue now, with what this turn
+   * made so far; when not, {@link drain} first rather than have it refused (SLOW_CONSUMER).
+   */
+  hasRoom(bytes: number): boolean {
+    try {
+      this.#est.conn.assertRoom(
+        this.#outboxBytes + CONTENT_OVERHEAD + bytes + HOP_HEAD_BYTES + RECORD_WIRE_OVERHEAD,
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Seals what this turn made so far and waits, at most `timeoutMs`, for the connection to
+   * write out what it holds: for a server sending one session much at once (its offline
+   * queue at login, PROTOCOL §6.6), which can wait for the peer, unlike a fan-out.
+   */
+  async drain(timeoutMs = 10_000): Promise<void> {
+    this.#sendOutbox();
+    await this.#est.conn.flush(timeoutMs);
   }
 
   /**

@@ -47,6 +47,13 @@ class FakeSession {
     if (type === "stored") this.storedHops.push(this.#seqno + 1);
     return ++this.#seqno;
   }
+  /** A client that reads at once: the send queue always has room. */
+  hasRoom(): boolean {
+    return true;
+  }
+  drain(): Promise<void> {
+    return Promise.resolve();
+  }
   queued(of: number): void {
     this.sent.push(`queued ${of}`);
     this.#seqno++;
