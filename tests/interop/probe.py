@@ -588,6 +588,25 @@ def _(a):
     return a.await_notices(32)
 
 
+@probe("msg_batch_of_32_over_several_records", "answered 1")
+def _(a):
+    # 31 lobby lines of 4000 characters and a `who`, one batch: their msgs need several sealed
+    # records (§3.2: an inner of at most 65 280 bytes); the `who` is answered only once every
+    # record before it passed (nobody else is online to receive the lines)
+    a.session()
+    line = sc.enc_json({"kind": "text", "text": "x" * sc.MAX_TEXT})
+    made = []
+    for seqno in range(1, 33):
+        k = os.urandom(32)
+        to, body = ("lobby", line) if seqno < 32 else ("server", b'{"kind":"who"}')
+        made.append((sc.new_record(a.session_id, to, seqno, sc.now_ms(), body, k), k))
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    made = [(rec, sc.record_wire(rec), k) for rec, k in made]
+    a.send_contents([sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
+                     for _, wire, k in made])
+    return a.await_notices(1)
+
+
 @probe("msg_batch_of_three_in_three_records", "answered 3")
 def _(a):
     a.session()  # the batch adds no rule on how its records travel
