@@ -1135,7 +1135,7 @@ def check_batches(path):
         for t in v["subtrees"]:
             a, b = t["range"]
             eq(f"subtree {a}..{b}", sc.tree_hash(hashes[a:b]), unhex(t["hash"]))
-        bst = sc.batch_statement(sid, "c2s", first, n, root)
+        bst = sc.batch_statement(sid, first, n, root)
         eq("batch statement", bst, unhex(v["batch_statement_hex"]))
         eq("batch statement is 93 bytes", len(bst), 93)
         eq("signature recomputed", sc.sign(author, bst), unhex(v["sig"]))

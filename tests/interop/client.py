@@ -998,9 +998,10 @@ def path_length(i, n):
     return 1 + (path_length(i, k) if i < k else path_length(i - k, n - k))
 
 
-def batch_statement(sid, direction, first, n, root):
-    """§6.1: what the author signs once for the batch of records first .. first + n − 1."""
-    return (BATCH_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + sid + u8(DIR_CODE[direction])
+def batch_statement(sid, first, n, root):
+    """§6.1: what the author signs once for the batch of records first .. first + n − 1. Its
+    direction byte is c2s's, always: only users sign records (interop finding 70)."""
+    return (BATCH_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + sid + u8(DIR_CODE["c2s"])
             + u64(first) + u32(n) + root)
 
 
@@ -1027,7 +1028,7 @@ def batch_of(rec, code="PROTOCOL_ERROR"):
     root = root_from_path(leaf_hash(statement(rec)), i, n, path)
     if root is None:
         raise ProtoError(code, f"batch path of {len(path)} entries does not fit i={i} n={n}")
-    return batch_statement(rec["sid"], rec["dir"], rec["seqno"] - i, n, root)
+    return batch_statement(rec["sid"], rec["seqno"] - i, n, root)
 
 
 class BatchCache:
@@ -1062,8 +1063,8 @@ def sign_batch(author_key, recs):
     assert 1 <= len(recs) <= MAX_BATCH
     assert all(r["seqno"] == recs[0]["seqno"] + j for j, r in enumerate(recs))
     hashes = [leaf_hash(statement(r)) for r in recs]
-    sig = sign(author_key, batch_statement(recs[0]["sid"], recs[0]["dir"], recs[0]["seqno"],
-                                           len(recs), tree_hash(hashes)))
+    sig = sign(author_key, batch_statement(recs[0]["sid"], recs[0]["seqno"], len(recs),
+                                           tree_hash(hashes)))
     for j, r in enumerate(recs):
         r["sig"] = sig
         r["batch"] = (j, len(recs), inclusion_path(j, hashes))
