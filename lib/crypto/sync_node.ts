@@ -2,7 +2,7 @@
  * The synchronous primitives of the shared protocol code, for the CLI and the server: SHA-256,
  * HMAC-SHA-256, AES-GCM and X25519 through node:crypto (one call each, no key import and no
  * thread-pool hop: docs/PERFORMANCE.md), except SHA-256 and HMAC of short inputs, which
- * @noble/hashes computes faster in JavaScript than a node:crypto call costs ({@link sha256}). The specifier `#sync-crypto` names this module in
+ * ./sha256_short.ts computes faster in JavaScript than a node:crypto call costs ({@link sha256}). The specifier `#sync-crypto` names this module in
  * deno.json; the browser build maps it to ./sync_browser.ts instead (scripts/web_build.ts), so
  * both run the same protocol code over one interface. This is the only lib/ module that may
  * import node:crypto (tests/unit/layers_test.ts); tests/unit/sync_crypto_test.ts holds the two
@@ -18,8 +18,7 @@ import {
   sign as nodeSign,
   verify as nodeVerify,
 } from "node:crypto";
-import { sha256 as jsSha256 } from "@noble/hashes/sha2.js";
-import { hmac as jsHmac } from "@noble/hashes/hmac.js";
+import { hmacSha256Short, sha256Short, SHORT_HASH_MAX_BYTES } from "./sha256_short.ts";
 import { concat, fromHex, wipe } from "../bytes.ts";
 import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
 
@@ -54,16 +53,16 @@ export function scrypt(
 }
 
 /**
- * Inputs of at most this many bytes are hashed in JavaScript, by @noble/hashes (the browser
- * backend's own SHA-256 and HMAC); longer ones by node:crypto. Every chat message hashes a few
- * short inputs (its content key, commitment and statement: ten SHA-256 computations of one to
- * three blocks between sender and receiver), and in Deno each node:crypto hash costs a hash
- * object, three ops and native allocations — in a running session about 5 µs, where noble
- * compresses a 64-byte block in 0.35 µs; node:crypto's native code compresses one in 0.07 µs,
- * so past about a kilobyte it wins (docs/PERFORMANCE.md, session 6). SHA-256 has no
- * secret-dependent branch or table lookup, so the JavaScript path keeps HMAC keys as safe.
+ * Inputs of at most this many bytes are hashed in JavaScript (./sha256_short.ts); longer ones
+ * by node:crypto. Every chat message hashes a few short inputs at every party (its content key
+ * and commitment, its statement's SHA-256(ct), its batch leaf and path), and in Deno each
+ * node:crypto hash costs a hash object, three ops and native allocations — in a running session
+ * about 5 µs, where JavaScript compresses a 64-byte block in about 0.35 µs; node:crypto's native
+ * code compresses one in 0.07 µs, so past about a kilobyte it wins (docs/PERFORMANCE.md,
+ * sessions 6 and 8). SHA-256 has no secret-dependent branch or table lookup, so the JavaScript
+ * path keeps HMAC keys as safe.
  */
-const JS_HASH_MAX_BYTES = 1024;
+const JS_HASH_MAX_BYTES = SHORT_HASH_MAX_BYTES;
 
 function totalLength(parts: readonly Uint8Array[]): number {
   let total = 0;
@@ -73,11 +72,7 @@ function totalLength(parts: readonly Uint8Array[]): number {
 
 /** SHA-256 over the concatenation of `parts`. */
 export function sha256(...parts: Uint8Array[]): Uint8Array {
-  if (totalLength(parts) <= JS_HASH_MAX_BYTES) {
-    const h = jsSha256.create();
-    for (const part of parts) h.update(part);
-    return h.digest();
-  }
+  if (totalLength(parts) <= JS_HASH_MAX_BYTES) return sha256Short(parts);
   const h = createHash("sha256");
   for (const part of parts) h.update(part);
   return new Uint8Array(h.digest());
@@ -87,7 +82,7 @@ const HMAC_BLOCK_BYTES = 64;
 
 /**
  * HMAC-SHA-256(key, parts...), any key length including empty. Short inputs (a key of at most
- * one block, a message of at most {@link JS_HASH_MAX_BYTES}) go through noble's HMAC, as
+ * one block, a message of at most {@link JS_HASH_MAX_BYTES}) are computed in JavaScript, as
  * {@link sha256} says why; longer ones through RFC 2104 over two node:crypto SHA-256 hashes,
  * about half of `createHmac`'s cost in Deno. Checked against RFC 4231, the Wycheproof HKDF
  * vectors and `createHmac` itself on both sides of the threshold
@@ -95,9 +90,7 @@ const HMAC_BLOCK_BYTES = 64;
  */
 export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
   if (key.length <= HMAC_BLOCK_BYTES && totalLength(parts) <= JS_HASH_MAX_BYTES) {
-    const h = jsHmac.create(jsSha256, key);
-    for (const part of parts) h.update(part);
-    return h.digest();
+    return hmacSha256Short(key, parts);
   }
   const pad = new Uint8Array(HMAC_BLOCK_BYTES);
   pad.set(key.length > HMAC_BLOCK_BYTES ? createHash("sha256").update(key).digest() : key);
