@@ -1129,19 +1129,59 @@ export function relayLineFor(
   if (introduce && !p.encIntroduced) {
     throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
   }
-  const cert = introduce ? p.certPart : "";
+  return relayLineOf(
+    type,
+    seqno,
+    ts,
+    `${p.authorPart}${introduce ? p.certPart : ""}${p.lineTail}`,
+    introduce ? p.encIntroduced! : p.encNamed,
+    p.encRecord,
+    p.k,
+  );
+}
+
+/**
+ * The transcript line of a relay a client received (relayLineFor's line, made without the
+ * parts only a sender of relays needs: the wire's, the other certificate form's).
+ */
+export function receivedRelayLine(
+  type: RelayType,
+  seqno: number,
+  ts: number,
+  author: AuthorCert,
+  recordJson: RecordJson,
+  record: MessageRecord,
+  k: Uint8Array | undefined,
+): PreparedLine {
+  const cert = author.cert ? `"cert":"${author.cert.base64}",` : "";
+  return relayLineOf(
+    type,
+    seqno,
+    ts,
+    `"author_fp":"${author.fingerprint}",${cert}"record":${JSON.stringify(recordJson)}}`,
+    authorEncoding(fromHex(author.fingerprint), author.cert?.der),
+    recordEncoding(record),
+    k,
+  );
+}
+
+/** A relay line from its members after the hop's (`tail`) and its encoding's last two parts. */
+function relayLineOf(
+  type: RelayType,
+  seqno: number,
+  ts: number,
+  tail: string,
+  encAuthor: Uint8Array,
+  encRecord: Uint8Array,
+  k: Uint8Array | undefined,
+): PreparedLine {
   return {
     dir: "s2c",
     seqno,
     ts,
-    json:
-      `{"dir":"s2c","type":"${type}","seqno":${seqno},"ts":${ts},${p.authorPart}${cert}${p.lineTail}`,
-    enc: [
-      new FieldWriter(17).u8(LINE_TAG[type]).u64(seqno).u64(ts).done(),
-      introduce ? p.encIntroduced! : p.encNamed,
-      p.encRecord,
-    ],
-    k: p.k,
+    json: `{"dir":"s2c","type":"${type}","seqno":${seqno},"ts":${ts},${tail}`,
+    enc: [new FieldWriter(17).u8(LINE_TAG[type]).u64(seqno).u64(ts).done(), encAuthor, encRecord],
+    k,
   };
 }
 

@@ -32,16 +32,15 @@ import {
   prepareMsg,
   prepareQueued,
   prepareRefused,
-  prepareRelay,
   type QueuedMessage,
   QueuedMessageShape,
+  receivedRelayLine,
   type RecordJson,
   RecordSignatures,
   type RefusalCode,
   type RefusedMessage,
   RefusedMessageShape,
   relayFor,
-  relayLineFor,
   type RelayMessage,
   RelayMessageShape,
   type RelayType,
@@ -920,18 +919,19 @@ export class ChatSession {
     }
     this.#accept(message.seqno, message.ts);
     const introduced = relayed.certDer !== undefined;
-    const prepared = prepareRelay(
-      {
-        fingerprint: message.author_fp,
-        ...(introduced ? { cert: { base64: message.cert!, der: relayed.certDer! } } : {}),
-      },
-      message.record,
-      relayed.record,
-      relayed.k,
-      "e2e" in message ? message.e2e : undefined,
-    );
     this.#transcript.append(
-      relayLineFor(prepared, message.seqno, message.ts, message.type, introduced),
+      receivedRelayLine(
+        message.type,
+        message.seqno,
+        message.ts,
+        {
+          fingerprint: message.author_fp,
+          ...(introduced ? { cert: { base64: message.cert!, der: relayed.certDer! } } : {}),
+        },
+        message.record,
+        relayed.record,
+        relayed.k,
+      ),
     );
     if (relayed.senderKey) this.#opts.e2e?.onSenderKey(relayed.author, relayed.senderKey);
     return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };

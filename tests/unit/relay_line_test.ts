@@ -1,0 +1,67 @@
+/**
+ * A relay's transcript line is one thing at both ends: the server's (relayFor, from the
+ * record prepared once for every recipient) and the recipient's (receivedRelayLine, made
+ * from the relay as it arrived) must be the same JSON and the same encoding, or the two
+ * transcripts' hashes — and so each side's receipt for the other — would differ.
+ */
+import assert from "node:assert/strict";
+import { concat, toBase64, toHex } from "../../lib/bytes.ts";
+import {
+  encodeRecord,
+  LOBBY,
+  type MessageRecord,
+  prepareRelay,
+  receivedRelayLine,
+  relayFor,
+  type RelayType,
+  sealContent,
+} from "../../lib/message/record.ts";
+
+const { k, ct, c } = sealContent({ kind: "text", text: "hello" });
+const record: MessageRecord = {
+  sid: toHex(crypto.getRandomValues(new Uint8Array(16))),
+  dir: "c2s",
+  to: LOBBY,
+  seqno: 7,
+  ts: 1_700_000_000_000,
+  ct,
+  c,
+  sig: crypto.getRandomValues(new Uint8Array(64)),
+  batch: { i: 2, n: 4, path: [1, 2].map(() => crypto.getRandomValues(new Uint8Array(32))) },
+};
+const der = crypto.getRandomValues(new Uint8Array(300));
+const fingerprint = toHex(crypto.getRandomValues(new Uint8Array(32)));
+const author = { fingerprint, cert: { base64: toBase64(der), der } };
+
+for (const type of ["relay", "stored"] as RelayType[]) {
+  for (const introduce of [true, false]) {
+    Deno.test(`a ${type} line ${introduce ? "introducing" : "naming"} its author: the server's and the recipient's are the same`, () => {
+      const sent = relayFor(
+        prepareRelay(author, encodeRecord(record), record, k),
+        3,
+        1_700_000_000_500,
+        type,
+        introduce,
+      ).line;
+      const received = receivedRelayLine(
+        type,
+        3,
+        1_700_000_000_500,
+        introduce ? author : { fingerprint },
+        encodeRecord(record),
+        record,
+        k,
+      );
+      assert.equal(received.json, sent.json);
+      assert.deepEqual(concat(...received.enc), concat(...sent.enc));
+      assert.deepEqual([received.dir, received.seqno, received.ts, received.k], [
+        sent.dir,
+        sent.seqno,
+        sent.ts,
+        sent.k,
+      ]);
+      assert.equal(JSON.parse(received.json).cert !== undefined, introduce);
+      assert.equal(JSON.parse(received.json).record.batch.n, 4);
+    });
+  }
+}
