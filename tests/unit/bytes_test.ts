@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   FieldWriter,
   fromBase64,
+  fromHex,
   fromUtf8,
   toBase64,
   toHex,
@@ -146,5 +147,19 @@ Deno.test("fromUtf8() throws on malformed UTF-8 and keeps a real U+FFFD, as a fa
     }
     if (expected instanceof TypeError) assert.throws(() => fromUtf8(bytes), TypeError);
     else assert.equal(fromUtf8(bytes), expected);
+  }
+});
+
+Deno.test("toHex() and fromHex() round-trip every byte; fromHex() takes even-length hex digits of either case only", () => {
+  const every = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const hex = toHex(every);
+  assert.equal(hex, Array.from(every, (b) => b.toString(16).padStart(2, "0")).join(""));
+  assert.deepEqual(fromHex(hex), every);
+  assert.deepEqual(fromHex(hex.toUpperCase()), every);
+  assert.deepEqual(fromHex(""), new Uint8Array(0));
+  for (
+    const bad of ["0", "abc", "0g", "g0", " 00", "00 ", "0\n", "+0", "0x00", "\u0660\u0660", "ａａ"]
+  ) {
+    assert.throws(() => fromHex(bad), TypeError, JSON.stringify(bad));
   }
 });
