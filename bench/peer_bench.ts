@@ -32,7 +32,8 @@
  *     heap, other anonymous memory, malloc's own count)
  *   deno run -A bench/peer_bench.ts --fanout 4,16,64 [--rounds N]   relay bursts at several
  *     widths, both servers, RSA-2048 and Ed25519 keys: the per-recipient floor apart from the
- *     per-message work (the author's signature checked once per message, not per recipient)
+ *     per-message work (the author's signature checked once per message, not per recipient);
+ *     `--keys ed25519`, `--messages N` and `--no-peer` narrow it for comparing our own trees
  *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
  *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
  */
@@ -110,7 +111,10 @@ class OurServer {
     const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`, presence], [
       ...await serveV8Flags(),
       "--v8-flags=--expose-gc",
-      ...(serverCpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${serverCpuProfileDir}`] : []),
+      // Sampled every 100 µs (the default, ~1 ms, leaves a burst of 0.3 s a few hundred samples).
+      ...(serverCpuProfileDir
+        ? ["--cpu-prof", `--cpu-prof-dir=${serverCpuProfileDir}`, "--cpu-prof-interval=100"]
+        : []),
     ]);
     const { port } = await child.next() as { port: number };
     return new OurServer(child, port, dir);
@@ -1048,9 +1052,24 @@ async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
  */
 const BURST_DELIVERIES = 8000;
 
-async function fanOut(widths: number[], rounds: number): Promise<Record<string, unknown>> {
-  const binary = await findInspircd();
-  if (!binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
+/**
+ * What `--fanout` runs beside the widths: `--keys rsa,ed25519` (our key types), `--messages N`
+ * (per burst; by default about BURST_DELIVERIES deliveries), `--no-peer` (ours alone, for
+ * quick comparisons of our own trees: no InspIRCd reference and no ratio).
+ */
+interface FanOutOptions {
+  keys: ("rsa" | "ed25519")[];
+  messages?: number;
+  peer: boolean;
+}
+
+async function fanOut(
+  widths: number[],
+  rounds: number,
+  { keys, messages: fixed, peer }: FanOutOptions,
+): Promise<Record<string, unknown>> {
+  const binary = peer ? await findInspircd() : undefined;
+  if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
   const users = Array.from({ length: Math.max(...widths) + 1 }, (_, i) => `user${i + 1}`);
   const pki = await rsaPki(users);
   const edPki = await ed25519Pki(users);
@@ -1063,20 +1082,20 @@ async function fanOut(widths: number[], rounds: number): Promise<Record<string, 
     const rows: Record<string, unknown>[] = [];
     for (let pass = 1; pass <= rounds; pass++) {
       for (const width of widths) {
-        const messages = Math.max(250, Math.round(BURST_DELIVERIES / width));
-        const irc = cpuMicrosPer(await ircFanOut(binary, files, tls, width, span));
-        const rsa = cpuMicrosPer(await ourBurst(pki, ids, width, messages));
-        const ed = cpuMicrosPer(await ourBurst(edPki, edIds, width, 2 * messages));
-        const row = {
-          round: pass,
-          width,
-          messages,
-          inspircd_us: round(irc, 2),
-          rsa_us: round(rsa, 2),
-          rsa_ratio: round(rsa / irc, 2),
-          ed25519_us: round(ed, 2),
-          ed25519_ratio: round(ed / irc, 2),
-        };
+        const messages = fixed ?? Math.max(250, Math.round(BURST_DELIVERIES / width));
+        const irc = binary && cpuMicrosPer(await ircFanOut(binary, files, tls, width, span));
+        const row: Record<string, number> = { round: pass, width, messages };
+        if (irc) row.inspircd_us = round(irc, 2);
+        if (keys.includes("rsa")) {
+          const rsa = cpuMicrosPer(await ourBurst(pki, ids, width, messages));
+          row.rsa_us = round(rsa, 2);
+          if (irc) row.rsa_ratio = round(rsa / irc, 2);
+        }
+        if (keys.includes("ed25519")) {
+          const ed = cpuMicrosPer(await ourBurst(edPki, edIds, width, 2 * messages));
+          row.ed25519_us = round(ed, 2);
+          if (irc) row.ed25519_ratio = round(ed / irc, 2);
+        }
         console.error(JSON.stringify(row));
         rows.push(row);
       }
@@ -1118,10 +1137,19 @@ if (import.meta.main) {
   const idleFlag = Deno.args.indexOf("--idle");
   const fanOutFlag = Deno.args.indexOf("--fanout");
   const roundsFlag = Deno.args.indexOf("--rounds");
+  const keysFlag = Deno.args.indexOf("--keys");
+  const messagesFlag = Deno.args.indexOf("--messages");
   const result = fanOutFlag >= 0
     ? await fanOut(
       Deno.args[fanOutFlag + 1].split(",").map(Number),
       roundsFlag >= 0 ? Number(Deno.args[roundsFlag + 1]) : 1,
+      {
+        keys: keysFlag >= 0
+          ? Deno.args[keysFlag + 1].split(",") as FanOutOptions["keys"]
+          : ["rsa", "ed25519"],
+        messages: messagesFlag >= 0 ? Number(Deno.args[messagesFlag + 1]) : undefined,
+        peer: !Deno.args.includes("--no-peer"),
+      },
     )
     : idleFlag >= 0
     ? await idleOnly(Deno.args[idleFlag + 1].split(",").map(Number) as [number, number])
