@@ -8,7 +8,7 @@
 import { authorCertOf } from "../lib/message/author_certs.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { createCipheriv, createHash, createPrivateKey, sign as nodeSign } from "node:crypto";
-import { concat, randomBytes, sha256, toBase64, toHex } from "../lib/bytes.ts";
+import { ByteBuilder, concat, randomBytes, sha256, toBase64, toHex } from "../lib/bytes.ts";
 import { importAesGcmKey, seal } from "../lib/crypto/aead.ts";
 import { importVerifyingKeySpki, sign, type SigningKey, verify } from "../lib/crypto/signature.ts";
 import { expandLabel } from "../lib/handshake/key_schedule.ts";
@@ -27,8 +27,8 @@ import {
   openContent,
   prepareMsg,
   prepareRelay,
+  RecipientRelay,
   RecordSignatures,
-  relayFor,
   sealContent,
   signBatch,
 } from "../lib/message/record.ts";
@@ -152,11 +152,14 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     }, n);
     let hopSeq = 0;
     const frame = await cpuPerOp(
-      () => relayFor(prepared, ++hopSeq, Date.now(), "relay", false).wire,
+      () =>
+        new RecipientRelay(prepared, ++hopSeq, Date.now(), "relay", false).writeTo(
+          new ByteBuilder(),
+        ),
       n * 3,
       1,
     );
-    const wire = relayFor(prepared, 1, Date.now(), "relay", false).wire;
+    const wire = new RecipientRelay(prepared, 1, Date.now(), "relay", false);
     const seal = await cpuPerOp(() => layer.sealContents([wire]), n * 3, 1);
 
     const writer = await TranscriptWriter.create(transcriptDirectory(dir), {
@@ -169,7 +172,7 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     });
     let s2c = 0;
     const appendRelay = await cpuPerOp(
-      () => writer.append(relayFor(prepared, ++s2c, Date.now(), "relay", false).line),
+      () => writer.append(new RecipientRelay(prepared, ++s2c, Date.now(), "relay", false)),
       n,
       1,
     );

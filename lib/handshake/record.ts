@@ -6,7 +6,7 @@
  * a nonce can never repeat under one key, and a dropped, replayed, reordered or injected
  * frame fails to open.
  */
-import { utf8, wipe } from "../bytes.ts";
+import { ByteBuilder, type Encodable, ScratchBytes, utf8, wipe } from "../bytes.ts";
 import { counterNonce, openChaCha20Poly1305, sealChaCha20Poly1305 } from "../crypto/aead.ts";
 import { SecureChatError } from "../errors.ts";
 import { type DirectionKeys, nextTrafficSecret, trafficKeys } from "./key_schedule.ts";
@@ -23,17 +23,64 @@ export const MAX_RECORDS_PER_KEY = 2 ** 24;
 export const CONTENT_OVERHEAD = 4;
 
 /**
- * One message's content: its bytes, whole or in parts that follow one another (a relay's
- * own head and the bytes it shares with every recipient, written into the record without
- * joining them first).
+ * One message's content: its bytes, or bytes that write themselves into the record (a relay:
+ * its own head and the bytes it shares with every recipient, never joined first).
  */
-export type Content = Uint8Array | readonly Uint8Array[];
+export type Content = Uint8Array | Encodable;
 
-export function contentLength(content: Content): number {
-  if (content instanceof Uint8Array) return content.length;
-  let length = 0;
-  for (const part of content) length += part.length;
-  return length;
+/** u32be(len) || content, written into a record's inner plaintext. */
+function writeContent(inner: ByteBuilder, content: Content): void {
+  const length = content.length;
+  if (length === 0) throw new SecureChatError("INVALID_INPUT", "an empty record content");
+  inner.u32(length);
+  const start = inner.length;
+  if (content instanceof Uint8Array) inner.bytes(content);
+  else content.writeTo(inner);
+  if (inner.length - start !== length) {
+    throw new SecureChatError("INTERNAL", "a record content wrote other than its length");
+  }
+}
+
+/** Where each gathered record is laid out to be sealed: one buffer, reused. */
+const innerScratch = new ScratchBytes(MAX_INNER_BYTES);
+
+/**
+ * Messages gathered into records (PROTOCOL §3.2): kept as they were made (a relay: its own
+ * numbers and the bytes it shares with every recipient) and laid out once, when sealed, into
+ * one buffer reused for every record, in order, as few records as hold them.
+ */
+export class RecordOutbox {
+  readonly #contents: Content[] = [];
+  #bytes = 0;
+
+  /** The contents gathered with their lengths: the records' inner bytes before padding. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** @throws INVALID_INPUT for an empty content, or one too large for any record */
+  add(content: Content): void {
+    const size = CONTENT_OVERHEAD + content.length;
+    if (content.length === 0) throw new SecureChatError("INVALID_INPUT", "an empty record content");
+    if (size > MAX_INNER_BYTES) {
+      throw new SecureChatError("INVALID_INPUT", `record content of ${content.length} bytes`);
+    }
+    this.#contents.push(content);
+    this.#bytes += size;
+  }
+
+  /**
+   * Hands each record's padded inner plaintext to `seal`, in order, which must keep no view
+   * of it: the buffer is the next record's.
+   */
+  seal(seal: (inner: Uint8Array) => void): void {
+    for (const run of recordRuns(this.#contents)) {
+      innerScratch.use((inner) => {
+        for (const content of run) writeContent(inner, content);
+        seal(inner.done(RECORD_PADDING));
+      });
+    }
+  }
 }
 
 /**
@@ -44,32 +91,13 @@ export function contentLength(content: Content): number {
 export function padContents(contents: readonly Content[]): Uint8Array {
   if (contents.length === 0) throw new SecureChatError("INVALID_INPUT", "a record of no content");
   let used = 0;
-  const lengths = contents.map(contentLength);
-  for (const length of lengths) {
-    if (length === 0) throw new SecureChatError("INVALID_INPUT", "an empty record content");
-    used += CONTENT_OVERHEAD + length;
-  }
+  for (const content of contents) used += CONTENT_OVERHEAD + content.length;
   if (used > MAX_INNER_BYTES) {
     throw new SecureChatError("INVALID_INPUT", `record contents of ${used} bytes`);
   }
-  const inner = new Uint8Array(Math.ceil(used / RECORD_PADDING) * RECORD_PADDING);
-  const view = new DataView(inner.buffer);
-  let at = 0;
-  for (let i = 0; i < contents.length; i++) {
-    view.setUint32(at, lengths[i]);
-    at += CONTENT_OVERHEAD;
-    const content = contents[i];
-    if (content instanceof Uint8Array) {
-      inner.set(content, at);
-      at += content.length;
-      continue;
-    }
-    for (const part of content) {
-      inner.set(part, at);
-      at += part.length;
-    }
-  }
-  return inner;
+  const inner = new ByteBuilder(Math.ceil(used / RECORD_PADDING) * RECORD_PADDING);
+  for (const content of contents) writeContent(inner, content);
+  return inner.done(RECORD_PADDING);
 }
 
 /** One content alone in its record (the handshake's records, a client's messages). */
@@ -86,7 +114,7 @@ export function recordRuns(contents: readonly Content[]): Content[][] {
   let run: Content[] = [];
   let used = 0;
   for (const content of contents) {
-    const size = CONTENT_OVERHEAD + contentLength(content);
+    const size = CONTENT_OVERHEAD + content.length;
     if (size > MAX_INNER_BYTES) {
       throw new SecureChatError(
         "INVALID_INPUT",
@@ -217,7 +245,20 @@ export class RecordLayer {
 
   /** Seals several messages' contents, in order, into one frame payload (PROTOCOL §3.2). */
   sealContents(contents: readonly Content[]): Uint8Array {
-    return sealRecord(this.#send.keys, this.#send.next(), padContents(contents));
+    return this.sealInner(padContents(contents));
+  }
+
+  /**
+   * Seals a padded inner plaintext (a RecordOutbox's) into one frame payload.
+   * @throws INVALID_INPUT for one not padded, or too large
+   */
+  sealInner(inner: Uint8Array): Uint8Array {
+    if (
+      inner.length === 0 || inner.length % RECORD_PADDING !== 0 || inner.length > MAX_INNER_BYTES
+    ) {
+      throw new SecureChatError("INVALID_INPUT", `inner plaintext of ${inner.length} bytes`);
+    }
+    return sealRecord(this.#send.keys, this.#send.next(), inner);
   }
 
   /**

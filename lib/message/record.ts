@@ -8,7 +8,9 @@
 import { canonicalName, isCanonicalUserName } from "../pki/names.ts";
 import { sha256 } from "#sync-crypto";
 import {
+  type ByteBuilder,
   concat,
+  type Encodable,
   FieldWriter,
   fromBase64,
   fromHex,
@@ -973,15 +975,41 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
 
 // ---- building session messages once (PROTOCOL §6.4: serialise once, seal per recipient) ----
 
-/** A line ready for the transcript writer: its JSON text and its hash encoding, in parts. */
+/**
+ * A line ready for the transcript writer: it writes its JSON text and its hash encoding
+ * (line_enc, TRANSCRIPT §3.1) into the writer's batch, so that a relay's line is one
+ * recipient's few bytes in front of bytes every recipient shares, never a string of its own.
+ */
 export interface PreparedLine {
-  dir: Direction;
-  seqno: number;
-  ts: number;
-  json: string;
-  enc: Uint8Array[];
+  readonly dir: Direction;
+  readonly seqno: number;
+  readonly ts: number;
   /** The content key, for the client's `.keys` file (TRANSCRIPT §6); never in the log. */
-  k?: Uint8Array;
+  readonly k?: Uint8Array;
+  /** The line's JSON text, without the newline. */
+  writeJson(out: ByteBuilder): void;
+  /** line_enc. */
+  writeEncoding(out: ByteBuilder): void;
+}
+
+/** A line whose JSON text and encoding are at hand (every line but a relay's). */
+class TextLine implements PreparedLine {
+  constructor(
+    readonly dir: Direction,
+    readonly seqno: number,
+    readonly ts: number,
+    readonly json: string,
+    readonly enc: readonly Uint8Array[],
+    readonly k?: Uint8Array,
+  ) {}
+
+  writeJson(out: ByteBuilder): void {
+    out.text(this.json);
+  }
+
+  writeEncoding(out: ByteBuilder): void {
+    for (const part of this.enc) out.bytes(part);
+  }
 }
 
 /**
@@ -1012,14 +1040,14 @@ export function msgLine(
   recordJson: string,
   k: Uint8Array | undefined,
 ): PreparedLine {
-  return {
+  return new TextLine(
     dir,
-    seqno: record.seqno,
-    ts: record.ts,
-    json: `{"dir":"${dir}","type":"msg","record":${recordJson}}`,
-    enc: [Uint8Array.of(0x01), recordEncoding(record)],
+    record.seqno,
+    record.ts,
+    `{"dir":"${dir}","type":"msg","record":${recordJson}}`,
+    [Uint8Array.of(LINE_TAG.msg), recordEncoding(record)],
     k,
-  };
+  );
 }
 
 /** author_fp (32 bytes) || u32be(len(cert)) || cert, the cert empty when only named (TRANSCRIPT §3.1). */
@@ -1059,9 +1087,11 @@ export interface PreparedRelay {
   /**
    * The wire's shared part as UTF-8, with the certificate and without, made at the first
    * relay that needs it (a client, which only records relays, never does): every recipient
-   * session's relay is a few bytes of its own in front of these (relayFor).
+   * session's relay is a few bytes of its own in front of these (RecipientRelay).
    */
   wireBytes: { introduced?: Uint8Array; named?: Uint8Array };
+  /** The transcript line's shared part as UTF-8, likewise. */
+  lineBytes: { introduced?: Uint8Array; named?: Uint8Array };
   /** author_fp || u32be(len(cert)) || cert, with the cert and without (TRANSCRIPT §3.1) */
   encIntroduced?: Uint8Array;
   encNamed: Uint8Array;
@@ -1087,6 +1117,7 @@ export function prepareRelay(
     wireTail: `${tail},${contentKeyMember(e2e ? { e2e } : { k: k! })}}`,
     lineTail: `${tail}}`,
     wireBytes: {},
+    lineBytes: {},
     encIntroduced: author.cert ? authorEncoding(fp, author.cert.der) : undefined,
     encNamed: authorEncoding(fp, undefined),
     encRecord: recordEncoding(record),
@@ -1094,55 +1125,82 @@ export function prepareRelay(
   };
 }
 
-/**
- * One recipient's relay: the hop's seqno and ts in front of the shared parts; `type` says
- * whether it is live or from the offline queue (§6.6), `introduce` whether it carries the
- * author's certificate (the session's certificate list decides, §6.4.1). The wire is in two
- * parts, this hop's head and the bytes every recipient shares (sealed without joining them
- * first, PROTOCOL §3.2).
- */
-export function relayFor(
-  p: PreparedRelay,
-  seqno: number,
-  ts: number,
-  type: RelayType,
-  introduce: boolean,
-): { wire: readonly Uint8Array[]; line: PreparedLine } {
-  const line = relayLineFor(p, seqno, ts, type, introduce);
-  const shared = introduce
-    ? p.wireBytes.introduced ??= utf8(`${p.authorPart}${p.certPart}${p.wireTail}`)
-    : p.wireBytes.named ??= utf8(`${p.authorPart}${p.wireTail}`);
-  return { wire: [utf8(`{"type":"${type}","seqno":${seqno},"ts":${ts},`), shared], line };
-}
+/** What starts a relay's wire and its line, up to the hop's seqno, per type (as bytes, once). */
+const RELAY_WIRE_HEAD: Record<RelayType, Uint8Array> = {
+  relay: utf8('{"type":"relay","seqno":'),
+  stored: utf8('{"type":"stored","seqno":'),
+};
+const RELAY_LINE_HEAD: Record<RelayType, Uint8Array> = {
+  relay: utf8('{"dir":"s2c","type":"relay","seqno":'),
+  stored: utf8('{"dir":"s2c","type":"stored","seqno":'),
+};
 
 /**
- * A relay's transcript line, whether sent (relayFor) or received. Its encoding is in three
- * parts: the hop's own 17 bytes, then the two every recipient shares.
+ * One recipient's relay (§6.4): the hop's seqno and ts in front of the shared parts; `type`
+ * says whether it is live or from the offline queue (§6.6), `introduce` whether it carries the
+ * author's certificate (the session's certificate list decides, §6.4.1). Its wire content and
+ * its transcript line are both written in place: this hop's head, then the bytes every
+ * recipient shares (PROTOCOL §3.2), with nothing made per recipient but this object and the
+ * few characters of its numbers.
  */
-export function relayLineFor(
-  p: PreparedRelay,
-  seqno: number,
-  ts: number,
-  type: RelayType,
-  introduce: boolean,
-): PreparedLine {
-  if (introduce && !p.encIntroduced) {
-    throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
+export class RecipientRelay implements Encodable, PreparedLine {
+  readonly dir = "s2c";
+  readonly k?: Uint8Array;
+  /** `<seqno>,"ts":<ts>,`: what the wire and the line have of this hop after their heads. */
+  readonly #numbers: string;
+  #length?: number;
+
+  constructor(
+    readonly prepared: PreparedRelay,
+    readonly seqno: number,
+    readonly ts: number,
+    readonly type: RelayType,
+    readonly introduce: boolean,
+  ) {
+    if (introduce && !prepared.encIntroduced) {
+      throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
+    }
+    this.k = prepared.k;
+    this.#numbers = `${seqno},"ts":${ts},`;
   }
-  return relayLineOf(
-    type,
-    seqno,
-    ts,
-    `${p.authorPart}${introduce ? p.certPart : ""}${p.lineTail}`,
-    introduce ? p.encIntroduced! : p.encNamed,
-    p.encRecord,
-    p.k,
-  );
+
+  /** The wire content's length in bytes. */
+  get length(): number {
+    return this.#length ??= RELAY_WIRE_HEAD[this.type].length + this.#numbers.length +
+      this.#wireShared().length;
+  }
+
+  /** The wire content: `{"type":…,"seqno":…,"ts":…,` then the shared part. */
+  writeTo(out: ByteBuilder): void {
+    out.bytes(RELAY_WIRE_HEAD[this.type]).text(this.#numbers).bytes(this.#wireShared());
+  }
+
+  writeJson(out: ByteBuilder): void {
+    const p = this.prepared;
+    const shared = this.introduce
+      ? p.lineBytes.introduced ??= utf8(`${p.authorPart}${p.certPart}${p.lineTail}`)
+      : p.lineBytes.named ??= utf8(`${p.authorPart}${p.lineTail}`);
+    out.bytes(RELAY_LINE_HEAD[this.type]).text(this.#numbers).bytes(shared);
+  }
+
+  /** line_enc: the hop's own 17 bytes, then the two parts every recipient shares. */
+  writeEncoding(out: ByteBuilder): void {
+    const p = this.prepared;
+    out.u8(LINE_TAG[this.type]).u64(this.seqno).u64(this.ts)
+      .bytes(this.introduce ? p.encIntroduced! : p.encNamed).bytes(p.encRecord);
+  }
+
+  #wireShared(): Uint8Array {
+    const p = this.prepared;
+    return this.introduce
+      ? p.wireBytes.introduced ??= utf8(`${p.authorPart}${p.certPart}${p.wireTail}`)
+      : p.wireBytes.named ??= utf8(`${p.authorPart}${p.wireTail}`);
+  }
 }
 
 /**
- * The transcript line of a relay a client received (relayLineFor's line, made without the
- * parts only a sender of relays needs: the wire's, the other certificate form's).
+ * The transcript line of a relay a client received: a RecipientRelay's line, made without the
+ * parts only a sender of relays needs (the wire's, the other certificate form's).
  */
 export function receivedRelayLine(
   type: RelayType,
@@ -1154,35 +1212,19 @@ export function receivedRelayLine(
   k: Uint8Array | undefined,
 ): PreparedLine {
   const cert = author.cert ? `"cert":"${author.cert.base64}",` : "";
-  return relayLineOf(
-    type,
+  return new TextLine(
+    "s2c",
     seqno,
     ts,
-    `"author_fp":"${author.fingerprint}",${cert}"record":${JSON.stringify(recordJson)}}`,
-    authorEncoding(fromHex(author.fingerprint), author.cert?.der),
-    recordEncoding(record),
+    `{"dir":"s2c","type":"${type}","seqno":${seqno},"ts":${ts},"author_fp":"${author.fingerprint}",` +
+      `${cert}"record":${JSON.stringify(recordJson)}}`,
+    [
+      new FieldWriter(17).u8(LINE_TAG[type]).u64(seqno).u64(ts).done(),
+      authorEncoding(fromHex(author.fingerprint), author.cert?.der),
+      recordEncoding(record),
+    ],
     k,
   );
-}
-
-/** A relay line from its members after the hop's (`tail`) and its encoding's last two parts. */
-function relayLineOf(
-  type: RelayType,
-  seqno: number,
-  ts: number,
-  tail: string,
-  encAuthor: Uint8Array,
-  encRecord: Uint8Array,
-  k: Uint8Array | undefined,
-): PreparedLine {
-  return {
-    dir: "s2c",
-    seqno,
-    ts,
-    json: `{"dir":"s2c","type":"${type}","seqno":${seqno},"ts":${ts},${tail}`,
-    enc: [new FieldWriter(17).u8(LINE_TAG[type]).u64(seqno).u64(ts).done(), encAuthor, encRecord],
-    k,
-  };
 }
 
 /** A refusal (PROTOCOL §6.5). */
@@ -1195,7 +1237,7 @@ export function prepareRefused(
   const line: Line = { dir: "s2c", type: "refused", seqno, ts, of, code };
   return {
     wire: JSON.stringify({ type: "refused", seqno, ts, of, code }),
-    line: { dir: "s2c", seqno, ts, json: encodeLine(line), enc: [lineEncoding(line)] },
+    line: new TextLine("s2c", seqno, ts, encodeLine(line), [lineEncoding(line)]),
   };
 }
 
@@ -1208,17 +1250,11 @@ export function prepareQueued(
   const line: Line = { dir: "s2c", type: "queued", seqno, ts, of };
   return {
     wire: JSON.stringify({ type: "queued", seqno, ts, of }),
-    line: { dir: "s2c", seqno, ts, json: encodeLine(line), enc: [lineEncoding(line)] },
+    line: new TextLine("s2c", seqno, ts, encodeLine(line), [lineEncoding(line)]),
   };
 }
 
 /** A line read back from a transcript, as the writer and the verifier hash it. */
 export function prepareLine(line: Line, json: string): PreparedLine {
-  return {
-    dir: line.dir,
-    seqno: lineSeqno(line),
-    ts: lineTs(line),
-    json,
-    enc: [lineEncoding(line)],
-  };
+  return new TextLine(line.dir, lineSeqno(line), lineTs(line), json, [lineEncoding(line)]);
 }

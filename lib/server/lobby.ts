@@ -712,7 +712,10 @@ export class Lobby {
       return target ? [target] : [];
     }
     const author = from === undefined ? undefined : keyOf(from);
-    return [...this.#members.values()].filter((m) => keyOf(m.username) !== author);
+    const recipients: Member[] = [];
+    // Keyed by canonical name: the author is the one whose key it is.
+    for (const [key, m] of this.#members) if (key !== author) recipients.push(m);
+    return recipients;
   }
 
   /**

@@ -35,12 +35,12 @@ import {
   type QueuedMessage,
   QueuedMessageShape,
   receivedRelayLine,
+  RecipientRelay,
   type RecordJson,
   RecordSignatures,
   type RefusalCode,
   type RefusedMessage,
   RefusedMessageShape,
-  relayFor,
   type RelayMessage,
   RelayMessageShape,
   type RelayType,
@@ -83,8 +83,9 @@ import { type C2sAnswer, C2sAnswers } from "../message/answers.ts";
 import {
   type Content,
   CONTENT_OVERHEAD,
-  contentLength,
+  padContents,
   RECORD_PADDING,
+  RecordOutbox,
   recordRuns,
 } from "../handshake/record.ts";
 
@@ -211,7 +212,7 @@ const CLOSE_REASONS: Record<CloseCode, string> = {
 const MAX_HELD = 64;
 /** A record's bytes on the wire beyond its contents', at most: frame length, tag, padding. */
 const RECORD_WIRE_OVERHEAD = 4 + 16 + RECORD_PADDING - 1;
-/** A relay's own members around the shared part: type, seqno and ts (relayFor). */
+/** A relay's own members around the shared part: type, seqno and ts (RecipientRelay). */
 const HOP_HEAD_BYTES = 64;
 
 export class ChatSession {
@@ -232,8 +233,7 @@ export class ChatSession {
    * At the turn's end they leave together: as few records as hold them, one seal and one
    * frame each (PROTOCOL §3.2), instead of one per message.
    */
-  #outbox: Content[] = [];
-  #outboxBytes = 0;
+  #outbox?: RecordOutbox;
   readonly #sendOutboxAtTurnEnd = () => this.#sendOutbox();
   #sendSeqno = 0;
   /** What the server said back about each record we sent (clients; PROTOCOL §6.5). */
@@ -384,7 +384,7 @@ export class ChatSession {
     };
     if (this.#est.role === "server") {
       try {
-        this.#emit(prepareMsg("s2c", record, k));
+        this.#emitText(prepareMsg("s2c", record, k));
         return Promise.resolve(record.seqno);
       } catch (error) {
         return Promise.reject(error);
@@ -469,20 +469,25 @@ export class ChatSession {
     const certs = this.#authorCerts ??= new SessionCertList<true>();
     const introduce = certs.mustIntroduce(prepared.fingerprint, true);
     const { seqno, ts } = this.#number();
-    this.#emit(relayFor(prepared, seqno, ts, type, introduce));
+    const hop = new RecipientRelay(prepared, seqno, ts, type, introduce);
+    this.#emit(hop, hop);
     return seqno;
   }
 
   /** The server tells the author its private record `of` is stored for later (§6.6). */
   queued(of: number): void {
     const { seqno, ts } = this.#number();
-    this.#emit(prepareQueued(seqno, ts, of));
+    this.#emitText(prepareQueued(seqno, ts, of));
   }
 
   /** The server refuses a received message (PROTOCOL §6.5). */
   refuse(of: number, code: RefusalCode): void {
     const { seqno, ts } = this.#number();
-    this.#emit(prepareRefused(seqno, ts, of, code));
+    this.#emitText(prepareRefused(seqno, ts, of, code));
+  }
+
+  #emitText({ wire, line }: { wire: string; line: PreparedLine }): void {
+    this.#emit(utf8(wire), line);
   }
 
   /**
@@ -490,14 +495,15 @@ export class ChatSession {
    * with the others of this turn when the turn ends (#sendOutbox).
    * @throws SLOW_CONSUMER when the peer stopped reading, as a send now would; TRANSCRIPT_IO
    */
-  #emit(message: { wire: string | readonly Uint8Array[]; line: PreparedLine }): void {
-    const content = typeof message.wire === "string" ? utf8(message.wire) : message.wire;
-    const bytes = CONTENT_OVERHEAD + contentLength(content);
-    this.#est.conn.assertRoom(this.#outboxBytes + bytes + RECORD_WIRE_OVERHEAD);
-    this.#outbox.push(content);
-    this.#outboxBytes += bytes;
-    if (this.#outbox.length === 1) atTurnEnd(this.#sendOutboxAtTurnEnd);
-    this.#transcript.append(message.line);
+  #emit(content: Content, line: PreparedLine): void {
+    const bytes = CONTENT_OVERHEAD + content.length;
+    this.#est.conn.assertRoom((this.#outbox?.bytes ?? 0) + bytes + RECORD_WIRE_OVERHEAD);
+    if (!this.#outbox) {
+      this.#outbox = new RecordOutbox();
+      atTurnEnd(this.#sendOutboxAtTurnEnd);
+    }
+    this.#outbox.add(content);
+    this.#transcript.append(line);
   }
 
   /**
@@ -507,7 +513,8 @@ export class ChatSession {
   hasRoom(bytes: number): boolean {
     try {
       this.#est.conn.assertRoom(
-        this.#outboxBytes + CONTENT_OVERHEAD + bytes + HOP_HEAD_BYTES + RECORD_WIRE_OVERHEAD,
+        (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + bytes + HOP_HEAD_BYTES +
+          RECORD_WIRE_OVERHEAD,
       );
       return true;
     } catch {
@@ -531,12 +538,11 @@ export class ChatSession {
    * as a failed send does (the peer is gone or stopped reading).
    */
   #sendOutbox(): void {
-    if (this.#outbox.length === 0) return;
-    const contents = this.#outbox;
-    this.#outbox = [];
-    this.#outboxBytes = 0;
+    const outbox = this.#outbox;
+    if (!outbox) return;
+    this.#outbox = undefined;
     try {
-      for (const run of recordRuns(contents)) this.#est.conn.send(this.#sealWithUpdate(run));
+      outbox.seal((inner) => this.#est.conn.send(this.#sealInnerWithUpdate(inner)));
     } catch (error) {
       this.abort(
         error instanceof SecureChatError ? error : new SecureChatError("INTERNAL", String(error)),
@@ -546,6 +552,11 @@ export class ChatSession {
 
   /** Seals one record, first sending a key_update when the key is due (§4.4). */
   #sealWithUpdate(contents: readonly Content[]): Uint8Array {
+    return this.#sealInnerWithUpdate(padContents(contents));
+  }
+
+  /** Seals one record's padded inner plaintext, likewise. */
+  #sealInnerWithUpdate(inner: Uint8Array): Uint8Array {
     const records = this.#est.records;
     const limit = this.#opts.keyUpdateRecords ?? DEFAULT_KEY_UPDATE_RECORDS;
     const age = Date.now() - this.#keySince;
@@ -556,7 +567,7 @@ export class ChatSession {
       records.updateSend();
       this.#keySince = Date.now();
     }
-    return records.sealContents(contents);
+    return records.sealInner(inner);
   }
 
   /**
@@ -681,7 +692,7 @@ export class ChatSession {
   abort(error: SecureChatError): void {
     this.#aborted ??= error;
     this.#ended = true;
-    this.#outbox = [];
+    this.#outbox = undefined;
     this.#est.conn.close();
   }
 

@@ -10,10 +10,20 @@
  */
 import { sha256, type Sha256Hasher, sha256Hasher } from "#sync-crypto";
 import { z } from "zod";
-import { toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
+import { type ByteBuilder, ScratchBytes, toBase64, toHex, u32be, u64be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { type Direction, MAX_CERT_BYTES, MAX_CT_BYTES, MAX_SIG_BYTES } from "../message/record.ts";
 import { base64Bytes } from "../wire/schema.ts";
+
+/** Line encodings hashed at once, at most (TranscriptHasher.addAll). */
+const HASH_BATCH_BYTES = 32 * 1024;
+/** Where line encodings are laid out to be hashed: one buffer, reused. */
+const encodingScratch = new ScratchBytes(2 * HASH_BATCH_BYTES);
+
+/** A line as the transcript hash takes it: it writes its line_enc (TRANSCRIPT §3.1). */
+export interface EncodedLine {
+  writeEncoding(out: ByteBuilder): void;
+}
 
 /** Version of the transcript file / hash format (not of the wire protocol). */
 /** 3 since signed batches (PROTOCOL §6.1): record_enc covers `batch` (TRANSCRIPT §3.1). */
@@ -123,11 +133,34 @@ export class TranscriptHasher {
     this.#ctx = ctx;
   }
 
-  /** Adds one line's encoding (line_enc of docs/TRANSCRIPT.md §3.1, in parts) to its direction. */
-  add(dir: Direction, enc: readonly Uint8Array[]): void {
-    const h = this.#running[dir];
-    for (const part of enc) h.update(part);
+  /** Adds one line's encoding (line_enc of docs/TRANSCRIPT.md §3.1) to `dir`. */
+  add(dir: Direction, line: EncodedLine): void {
+    encodingScratch.use((out) => {
+      line.writeEncoding(out);
+      this.#running[dir].update(out.done());
+    });
     this.counts[dir]++;
+  }
+
+  /**
+   * Adds lines, each to its own direction, in order: their encodings hashed together, one call
+   * into the hash per direction and HASH_BATCH_BYTES (not one per line: a server adds a turn's
+   * lines at once).
+   */
+  addAll(lines: readonly (EncodedLine & { readonly dir: Direction })[]): void {
+    for (const dir of ["c2s", "s2c"] as const) {
+      encodingScratch.use((out) => {
+        for (const line of lines) {
+          if (line.dir !== dir) continue;
+          line.writeEncoding(out);
+          this.counts[dir]++;
+          if (out.length < HASH_BATCH_BYTES) continue;
+          this.#running[dir].update(out.done());
+          out.reset();
+        }
+        if (out.length > 0) this.#running[dir].update(out.done());
+      });
+    }
   }
 
   /** D_dir at the current count (docs/TRANSCRIPT.md §3.2): for a receipt covering a prefix. */

@@ -7,7 +7,10 @@
 
 /** A file that only grows. */
 export interface AppendSink {
-  /** Appends one batch now; it throws when the bytes cannot be written. */
+  /**
+   * Appends one batch now; it throws when the bytes cannot be written. The bytes are the
+   * caller's again once it returns: a sink that keeps them keeps a copy.
+   */
   append(bytes: Uint8Array): void;
   /** Makes everything appended so far durable (fsync); appends go on. */
   sync(): Promise<void>;

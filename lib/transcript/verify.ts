@@ -630,7 +630,7 @@ async function checkLines(
     const before = { ...running };
     nextSeq[dir]++;
     lastTs[dir] = ts;
-    hasher.add(dir, prepared.enc);
+    hasher.add(dir, prepared);
     snapshot(dir);
     running[dir]++;
     running.first = running.first === null ? ts : Math.min(running.first, ts);

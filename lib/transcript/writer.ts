@@ -1,7 +1,7 @@
 /**
  * The append-only transcript of one session (docs/TRANSCRIPT.md §2, §3).
  *
- * Lines are hashed when they are appended and written in batches: everything
+ * Lines are checked when they are appended, then hashed and written in batches: everything
  * appended during one turn of the event loop goes to the storage in one append. Where the
  * bytes go is the injected TranscriptStorage's business (./storage.ts: a private directory
  * for the CLI and the server, which also closes an idle log's descriptor; memory and
@@ -10,7 +10,7 @@
  * written (lines of the last few milliseconds) is what a crash can lose. `finish`
  * and `abort` fsync the log and the receipts.
  */
-import { timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
+import { ScratchBytes, timingSafeEqual, toBase64, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import type { SigningKey } from "../crypto/signature.ts";
 import type { PreparedLine } from "../message/record.ts";
@@ -75,6 +75,9 @@ function ioError(what: string, cause: unknown): SecureChatError {
  * and a timer per writer per turn cost more than the writes.
  */
 const unflushed = new Set<{ flush(): void }>();
+/** Where a batch of lines is laid out to be written: one buffer, reused (kept up to 256 KiB). */
+const linesScratch = new ScratchBytes(256 * 1024);
+const NEWLINE = 0x0a;
 let flushAllTimer: ReturnType<typeof setTimeout> | undefined;
 
 function flushAll(): void {
@@ -94,7 +97,13 @@ export class TranscriptWriter {
   readonly #storage: TranscriptStorage;
   readonly #log: AppendSink;
   #keys: AppendSink | null = null;
-  #pending: string[] = [];
+  /**
+   * Lines appended and not written (nor hashed) yet: laid out once, when the batch goes, into
+   * one buffer all writers share.
+   */
+  #pending: PreparedLine[] = [];
+  /** The seqno the next line of each direction must have. */
+  readonly #next: Record<Direction, number> = { c2s: 1, s2c: 1 };
   #pendingKeys: string[] = [];
   /** What flushAll() calls: this writer's batch goes out. */
   readonly #batch = { flush: () => this.#flush() };
@@ -177,11 +186,12 @@ export class TranscriptWriter {
 
   /** Messages recorded so far per direction. */
   get counts(): Readonly<Record<Direction, number>> {
-    return { ...this.#hasher.counts };
+    return { c2s: this.#next.c2s - 1, s2c: this.#next.s2c - 1 };
   }
 
-  /** The transcript hash over everything recorded so far. */
+  /** The transcript hash over everything recorded so far (the pending batch is written first). */
   currentHash(): HashState {
+    this.#flush();
     return this.#hasher.current();
   }
 
@@ -195,7 +205,7 @@ export class TranscriptWriter {
     if (this.#failed) throw this.#failed;
     if (this.#closed) throw new SecureChatError("TRANSCRIPT_IO", "transcript already closed");
     const { dir, seqno, ts } = line;
-    const expected = this.#hasher.counts[dir] + 1;
+    const expected = this.#next[dir];
     if (seqno !== expected) {
       throw new SecureChatError(
         "PROTOCOL_ERROR",
@@ -205,15 +215,14 @@ export class TranscriptWriter {
     if (!Number.isSafeInteger(ts) || ts < this.#lastTs[dir]) {
       throw new SecureChatError("PROTOCOL_ERROR", `transcript: ${dir} timestamp went backwards`);
     }
-    this.#hasher.add(dir, line.enc);
+    this.#next[dir]++;
     this.#lastTs[dir] = ts;
-    this.#pending.push(line.json);
-    if (line.k && this.#keys !== null) {
-      this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
-    }
-    if (!unflushed.has(this.#batch)) {
+    if (this.#pending.push(line) === 1) {
       unflushed.add(this.#batch);
       flushAllTimer ??= setTimeout(flushAll, 0);
+    }
+    if (line.k && this.#keys !== null) {
+      this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
     }
   }
 
@@ -228,24 +237,34 @@ export class TranscriptWriter {
     if (this.#failed) throw this.#failed;
   }
 
-  /** Writes the pending batch now. A failure is kept and thrown by the next append or finish. */
+  /**
+   * Writes the pending batch now, and adds it to the transcript hash. A failure is kept and
+   * thrown by the next append or finish.
+   */
   #flush(): void {
     unflushed.delete(this.#batch);
     if (unflushed.size === 0) {
       clearTimeout(flushAllTimer);
       flushAllTimer = undefined;
     }
-    if (this.#pending.length === 0 || this.#failed) return;
+    const pending = this.#pending;
+    if (pending.length === 0 || this.#failed) return;
+    this.#pending = [];
+    this.#hasher.addAll(pending);
     try {
-      this.#log.append(utf8(this.#pending.join("\n") + "\n"));
-      this.#pending = [];
+      linesScratch.use((out) => {
+        for (const line of pending) {
+          line.writeJson(out);
+          out.u8(NEWLINE);
+        }
+        this.#log.append(out.done()); // a sink keeps no view of what it is given
+      });
       if (this.#pendingKeys.length > 0 && this.#keys) {
         this.#keys.append(utf8(this.#pendingKeys.join("\n") + "\n"));
         this.#pendingKeys = [];
       }
     } catch (cause) {
       this.#failed = ioError(`cannot append to transcript ${this.path}`, cause);
-      return;
     }
   }
 
@@ -307,6 +326,8 @@ export class TranscriptWriter {
    * @throws TAMPERED (malformed / other session / other hash), BAD_CERT, SIG_FAIL
    */
   async acceptPeerReceipt(receipt: unknown, peerCertDer: Uint8Array): Promise<Receipt> {
+    this.#flush();
+    if (this.#failed) throw this.#failed;
     const parsed = parseReceipt(receipt);
     const peerRole = this.header.role === "client" ? "server" : "client";
     const headerPeer = peerRole === "client"

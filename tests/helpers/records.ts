@@ -2,7 +2,7 @@
  * Stand-ins for what a session hands on once it has checked a record, for the unit tests of
  * what takes them: the lobby and its offline queue, the relay verifier.
  */
-import { concat, toBase64, toHex } from "../../lib/bytes.ts";
+import { ByteBuilder, type Encodable, toBase64, toHex } from "../../lib/bytes.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import { type Body, encodeRecord, sealContent } from "../../lib/message/record.ts";
 import type { ReceivedMessage } from "../../lib/session/session.ts";
@@ -54,7 +54,9 @@ export function checkedMessage(
   return { type: "msg", seqno, ts: record.ts, body, record, recordJson: encodeRecord(record), k };
 }
 
-/** A relay's wire as relayFor makes it (parts sealed one after another) as text. */
-export function wireText(parts: readonly Uint8Array[]): string {
-  return new TextDecoder().decode(concat(...parts));
+/** A relay's wire as a recipient session writes it into its record, as text. */
+export function wireText(relay: Encodable): string {
+  const out = new ByteBuilder();
+  relay.writeTo(out);
+  return new TextDecoder().decode(out.done());
 }

@@ -16,7 +16,7 @@ import {
   MAX_BATCH,
   type MessageRecord,
   prepareRelay,
-  relayLineFor,
+  RecipientRelay,
   type RelayMessage,
   rootFromPath,
   sealContent,
@@ -170,7 +170,7 @@ Deno.test("verifyTranscript(): a relay line naming another author for a record w
     made.forEach(({ record, k }, j) => {
       const author = j === 0 ? carol : rogue; // the second line names mallory
       const shared = prepareRelay(authorCertOf(author.certDer), encodeRecord(record), record, k);
-      writer.append(relayLineFor(shared, j + 1, start + 10 + j, "relay", true));
+      writer.append(new RecipientRelay(shared, j + 1, start + 10 + j, "relay", true));
     });
     await writer.abort();
     const report = await verifyTranscript(writer.path, {

@@ -1,10 +1,12 @@
 /** lib/bytes.ts: base64 through the runtime codec behind one strict, canonical form (PROTOCOL §2), and the big-endian integers of signed input. */
 import assert from "node:assert/strict";
 import {
+  ByteBuilder,
   FieldWriter,
   fromBase64,
   fromHex,
   fromUtf8,
+  ScratchBytes,
   toBase64,
   toHex,
   u64be,
@@ -118,6 +120,48 @@ Deno.test("FieldWriter writes fields in order and refuses a wrong size, bad hex 
   assert.throws(() => new FieldWriter(8).u64(-1), RangeError);
   assert.throws(() => new FieldWriter(8).u64(2 ** 53), RangeError);
   assert.throws(() => new FieldWriter(4).u32(2 ** 32), RangeError);
+});
+
+Deno.test("ByteBuilder writes parts in order across growth, and pads with zeros", () => {
+  const out = new ByteBuilder(1).u8(7).u32(0x01020304).u64(2 ** 40 + 5).text("a é 😀")
+    .bytes(new Uint8Array(3000).fill(9));
+  assert.equal(out.length, 1 + 4 + 8 + 9 + 3000);
+  const bytes = out.done(256);
+  assert.equal(bytes.length, 3072);
+  assert.equal(toHex(bytes.subarray(0, 13)), "07" + "01020304" + "0000010000000005");
+  assert.equal(new TextDecoder().decode(bytes.subarray(13, 22)), "a é 😀");
+  assert.ok(bytes.subarray(22, 3022).every((b) => b === 9));
+  assert.ok(bytes.subarray(3022).every((b) => b === 0));
+  assert.throws(() => out.u8(1), RangeError);
+  out.reset();
+  assert.equal(out.u8(3).length, 1);
+  assert.throws(() => new ByteBuilder().u64(-1), RangeError);
+  assert.throws(() => new ByteBuilder().u32(2 ** 32), RangeError);
+});
+
+Deno.test("ScratchBytes: the reused buffer is zeroed between uses, nothing left of the last one", () => {
+  // A record is laid out in it and sealed, then the next one: padding must never show what an
+  // earlier record held (PROTOCOL §3.2).
+  const scratch = new ScratchBytes(64 * 1024);
+  const first = scratch.use((out) => out.bytes(new Uint8Array(4000).fill(0xaa)).done(256));
+  assert.ok(first.every((b) => b === 0), "zeroed once the use is over");
+  const second = scratch.use((out) => {
+    const bytes = out.u8(1).done(4096);
+    assert.equal(bytes.buffer, first.buffer, "the buffer is reused");
+    return bytes.slice();
+  });
+  assert.equal(second[0], 1);
+  assert.ok(second.subarray(1).every((b) => b === 0));
+  // Lent twice at once (a use inside a use): the inner one gets a buffer of its own.
+  scratch.use((outer) => {
+    outer.u8(5);
+    scratch.use((inner) => assert.equal(inner.length, 0));
+    assert.equal(outer.length, 1);
+  });
+  // A buffer grown past keepBytes is not kept.
+  const big = scratch.use((out) => out.bytes(new Uint8Array(100_000)).done());
+  const after = scratch.use((out) => out.u8(1).done());
+  assert.notEqual(after.buffer, big.buffer);
 });
 
 Deno.test("fromUtf8() throws on malformed UTF-8 and keeps a real U+FFFD, as a fatal TextDecoder", () => {

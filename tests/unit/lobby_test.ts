@@ -17,8 +17,8 @@ import {
   MAX_TEXT_CHARS,
   onlineBodies,
   type PreparedRelay,
+  RecipientRelay,
   type RefusalCode,
-  relayFor,
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
@@ -97,7 +97,7 @@ let seqno = 0;
 /** A verified record from a member, as the session hands it to the lobby. */
 const message = (body: Body, to: string): ReceivedMessage => checkedMessage(body, to, ++seqno);
 
-const wire = (p: PreparedRelay) => JSON.parse(wireText(relayFor(p, 9, 1, "relay", true).wire));
+const wire = (p: PreparedRelay) => JSON.parse(wireText(new RecipientRelay(p, 9, 1, "relay", true)));
 
 Deno.test("Lobby.join(): the newcomer is welcomed with who is online, the others told", async () => {
   const { lobby, join } = setup();

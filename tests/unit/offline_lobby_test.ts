@@ -10,9 +10,9 @@ import { SecureChatError } from "../../lib/errors.ts";
 import {
   type Body,
   type PreparedRelay,
+  RecipientRelay,
   recipientUser,
   type RefusalCode,
-  relayFor,
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
@@ -42,7 +42,8 @@ class FakeSession {
     return Promise.resolve(++this.#seqno);
   }
   relay(prepared: PreparedRelay, type = "relay"): number {
-    const text = JSON.parse(wireText(relayFor(prepared, 1, 1, "relay", true).wire)).record.seqno;
+    const text =
+      JSON.parse(wireText(new RecipientRelay(prepared, 1, 1, "relay", true))).record.seqno;
     this.sent.push(`${type} ${text}`);
     if (type === "stored") this.storedHops.push(this.#seqno + 1);
     return ++this.#seqno;

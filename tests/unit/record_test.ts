@@ -11,6 +11,7 @@ import {
   padContents,
   RECORD_AAD,
   RecordLayer,
+  RecordOutbox,
   recordRuns,
   unpadContent,
   unpadContents,
@@ -87,6 +88,26 @@ Deno.test("padContents() refuses no content, an empty one, or more than one reco
     assert.throws(() => padContents(contents), (e) => codeOf(e) === "INVALID_INPUT");
   }
   assert.equal(padContents([new Uint8Array(MAX_INNER_BYTES - 4)]).length, MAX_INNER_BYTES);
+});
+
+Deno.test("RecordOutbox: contents in order, each record as padContents lays it out, split as recordRuns splits", () => {
+  const big = new Uint8Array(MAX_INNER_BYTES / 2).fill(7);
+  const small = utf8('{"type":"queued"}');
+  const contents = [small, big, small, big, big, small];
+  const outbox = new RecordOutbox();
+  for (const content of contents) outbox.add(content);
+  assert.equal(outbox.bytes, contents.reduce((n, c) => n + 4 + c.length, 0));
+  const inners: string[] = [];
+  outbox.seal((inner) => void inners.push(toHex(inner)));
+  assert.deepEqual(inners, recordRuns(contents).map((run) => toHex(padContents(run))));
+  assert.throws(
+    () => new RecordOutbox().add(new Uint8Array(MAX_INNER_BYTES)),
+    (e) => codeOf(e) === "INVALID_INPUT",
+  );
+  assert.throws(
+    () => new RecordOutbox().add(new Uint8Array(0)),
+    (e) => codeOf(e) === "INVALID_INPUT",
+  );
 });
 
 Deno.test("recordRuns() keeps order and fills each record up to the largest inner plaintext", () => {

@@ -1,18 +1,19 @@
 /**
- * A relay's transcript line is one thing at both ends: the server's (relayFor, from the
+ * A relay's transcript line is one thing at both ends: the server's (RecipientRelay, from the
  * record prepared once for every recipient) and the recipient's (receivedRelayLine, made
  * from the relay as it arrived) must be the same JSON and the same encoding, or the two
  * transcripts' hashes — and so each side's receipt for the other — would differ.
  */
 import assert from "node:assert/strict";
-import { concat, toBase64, toHex } from "../../lib/bytes.ts";
+import { ByteBuilder, toBase64, toHex } from "../../lib/bytes.ts";
 import {
   encodeRecord,
   LOBBY,
   type MessageRecord,
+  type PreparedLine,
   prepareRelay,
   receivedRelayLine,
-  relayFor,
+  RecipientRelay,
   type RelayType,
   sealContent,
 } from "../../lib/message/record.ts";
@@ -33,16 +34,25 @@ const der = crypto.getRandomValues(new Uint8Array(300));
 const fingerprint = toHex(crypto.getRandomValues(new Uint8Array(32)));
 const author = { fingerprint, cert: { base64: toBase64(der), der } };
 
+/** A line's JSON text and its encoding, as the transcript writer takes them. */
+function written(line: PreparedLine): { json: string; enc: string } {
+  const json = new ByteBuilder();
+  line.writeJson(json);
+  const enc = new ByteBuilder();
+  line.writeEncoding(enc);
+  return { json: new TextDecoder().decode(json.done()), enc: toHex(enc.done()) };
+}
+
 for (const type of ["relay", "stored"] as RelayType[]) {
   for (const introduce of [true, false]) {
     Deno.test(`a ${type} line ${introduce ? "introducing" : "naming"} its author: the server's and the recipient's are the same`, () => {
-      const sent = relayFor(
+      const sent = new RecipientRelay(
         prepareRelay(author, encodeRecord(record), record, k),
         3,
         1_700_000_000_500,
         type,
         introduce,
-      ).line;
+      );
       const received = receivedRelayLine(
         type,
         3,
@@ -52,16 +62,16 @@ for (const type of ["relay", "stored"] as RelayType[]) {
         record,
         k,
       );
-      assert.equal(received.json, sent.json);
-      assert.deepEqual(concat(...received.enc), concat(...sent.enc));
+      assert.deepEqual(written(received), written(sent));
       assert.deepEqual([received.dir, received.seqno, received.ts, received.k], [
         sent.dir,
         sent.seqno,
         sent.ts,
         sent.k,
       ]);
-      assert.equal(JSON.parse(received.json).cert !== undefined, introduce);
-      assert.equal(JSON.parse(received.json).record.batch.n, 4);
+      const json = JSON.parse(written(received).json);
+      assert.equal(json.cert !== undefined, introduce);
+      assert.equal(json.record.batch.n, 4);
     });
   }
 }

@@ -1,12 +1,25 @@
 /** The transcript hash against an independently computed vector (docs/TRANSCRIPT.md §3). */
 import assert from "node:assert/strict";
-import { fromHex, toHex } from "../../lib/bytes.ts";
-import { decodeLine, type LineJson, LineShape, prepareLine } from "../../lib/message/record.ts";
+import { ByteBuilder, fromHex, toBase64, toHex } from "../../lib/bytes.ts";
+import {
+  decodeLine,
+  encodeLine,
+  lineEncoding,
+  type LineJson,
+  LineShape,
+  LOBBY,
+  prepareLine,
+  prepareRelay,
+  RecipientRelay,
+} from "../../lib/message/record.ts";
+import { authorCertOf } from "../../lib/message/author_certs.ts";
+import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
 import {
   baseNameOf,
   basePathOfLog,
   finalTranscriptHash,
   type HashContext,
+  sha256Sync as sha256,
   TranscriptHasher,
 } from "../../lib/transcript/format.ts";
 import { fingerprintOf } from "../../lib/pki/describe.ts";
@@ -51,7 +64,7 @@ const prepared = vector.lines.map((json) =>
 
 Deno.test("transcript hash: matches the vector computed from the spec in Python", () => {
   const h = new TranscriptHasher(ctx);
-  for (const l of prepared) h.add(l.dir, l.enc);
+  for (const l of prepared) h.add(l.dir, l);
   const state = h.current();
   assert.equal(state.transcriptSha256, vector.transcript_sha256);
   assert.equal(state.c2s, vector.c2s_count);
@@ -61,9 +74,26 @@ Deno.test("transcript hash: matches the vector computed from the spec in Python"
 Deno.test("transcript hash: independent of how the directions interleave", () => {
   const h = new TranscriptHasher(ctx);
   for (const dir of ["s2c", "c2s"]) {
-    for (const l of prepared.filter((p) => p.dir === dir)) h.add(l.dir, l.enc);
+    for (const l of prepared.filter((p) => p.dir === dir)) h.add(l.dir, l);
   }
   assert.equal(h.current().transcriptSha256, vector.transcript_sha256);
+});
+
+Deno.test("transcript hash: D_dir is SHA-256 over the line encodings, however they are batched", () => {
+  // Far more than one batch of encodings (the hasher hashes them in batches), with digests
+  // asked for in between.
+  const lines = Array.from({ length: 400 }, () => prepared).flat();
+  const h = new TranscriptHasher(ctx);
+  const all: Uint8Array[] = [];
+  for (const [i, l] of lines.entries()) {
+    h.add("c2s", l);
+    const enc = new ByteBuilder();
+    l.writeEncoding(enc);
+    all.push(enc.done());
+    if (i % 97 === 0) h.digest("c2s");
+  }
+  assert.equal(toHex(h.digest("c2s")), toHex(sha256(...all)));
+  assert.equal(h.counts.c2s, lines.length);
 });
 
 Deno.test("transcript hash: empty transcript, and the final block alone", () => {
@@ -85,7 +115,7 @@ Deno.test("transcript hash: the current() snapshot does not disturb later lines"
   const h = new TranscriptHasher(ctx);
   for (const l of prepared) {
     h.current();
-    h.add(l.dir, l.enc);
+    h.add(l.dir, l);
   }
   assert.equal(h.current().transcriptSha256, vector.transcript_sha256);
 });
@@ -104,8 +134,8 @@ Deno.test("transcript hash: every bound field changes it", () => {
   // A line moved to the other direction changes it too.
   const a = new TranscriptHasher(ctx);
   const b = new TranscriptHasher(ctx);
-  a.add("c2s", prepared[0].enc);
-  b.add("s2c", prepared[0].enc);
+  a.add("c2s", prepared[0]);
+  b.add("s2c", prepared[0]);
   assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
 });
 
@@ -113,12 +143,49 @@ Deno.test("transcript hash: a relay's author record is hashed (it cannot move be
   const relay = vector.lines.find((l) => l.type === "relay")!;
   const edited = structuredClone(relay) as typeof relay & { record: { seqno: number } };
   edited.record.seqno++;
-  const enc = (json: LineJson) => prepareLine(decodeLine(json), "").enc;
+  const line = (json: LineJson) => prepareLine(decodeLine(json), "");
   const a = new TranscriptHasher(ctx);
   const b = new TranscriptHasher(ctx);
-  a.add("s2c", enc(relay));
-  b.add("s2c", enc(edited));
+  a.add("s2c", line(relay));
+  b.add("s2c", line(edited));
   assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
+});
+
+Deno.test("a relay's line as a recipient session writes it in place is the line encodeLine and lineEncoding make", () => {
+  // The server writes each recipient's relay line from bytes shared by all recipients (JSON
+  // text and line_enc, TRANSCRIPT §3.1); `verify` recomputes both from the line it reads.
+  const der = fromBase64(vector.client_cert);
+  const author = authorCertOf(der);
+  for (const e2e of [undefined, RATCHET_ENVELOPE]) {
+    const m = checkedMessage({ kind: "text", text: "héllo, 😀" }, LOBBY, 3);
+    const prepared = prepareRelay(author, m.recordJson, m.record, m.k, e2e);
+    for (const type of ["relay", "stored"] as const) {
+      for (const introduce of [true, false]) {
+        const hop = new RecipientRelay(prepared, 12, 1_796_001_047_145, type, introduce);
+        const json = new ByteBuilder();
+        hop.writeJson(json);
+        const text = new TextDecoder().decode(json.done());
+        const parsed = lineOf(JSON.parse(text));
+        assert.equal(text, encodeLine(decodeLine(parsed)));
+        const enc = new ByteBuilder();
+        hop.writeEncoding(enc);
+        assert.equal(toHex(enc.done()), toHex(lineEncoding(decodeLine(parsed))));
+        const wire = JSON.parse(wireText(hop));
+        assert.equal(new TextEncoder().encode(wireText(hop)).length, hop.length);
+        assert.deepEqual(
+          { type: wire.type, seqno: wire.seqno, ts: wire.ts, cert: wire.cert, record: wire.record },
+          {
+            type,
+            seqno: 12,
+            ts: 1_796_001_047_145,
+            cert: introduce ? toBase64(der) : undefined,
+            record: m.recordJson,
+          },
+        );
+        assert.deepEqual(wire.e2e ?? wire.k, e2e ?? toBase64(m.k));
+      }
+    }
+  }
 });
 
 Deno.test("file names: <UTC start>-<session_id>-<role>", () => {
