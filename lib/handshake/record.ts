@@ -41,8 +41,12 @@ function writeContent(inner: ByteBuilder, content: Content): void {
   }
 }
 
-/** Where each gathered record is laid out to be sealed: one buffer, reused. */
-const innerScratch = new ScratchBytes(MAX_INNER_BYTES);
+/**
+ * Where each gathered record is laid out to be sealed: one buffer, reused. Its capacity grows
+ * in powers of two and the largest inner plaintext needs 64 KiB: kept up to that, not regrown
+ * from 1 KiB for every large record.
+ */
+const innerScratch = new ScratchBytes(64 * 1024);
 
 /**
  * Messages gathered into records (PROTOCOL §3.2): kept as they were made (a relay: its own
