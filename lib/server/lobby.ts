@@ -78,6 +78,8 @@ export const RELAY_WINDOW = 32;
 
 /** Offline queue rows read per query while delivering (PROTOCOL §6.6). */
 const STORED_PAGE = 100;
+/** The share of a session's send queue its offline delivery leaves free (#storedPass). */
+const STORED_RESERVE = 0.5;
 
 /** The offline queue and its bounds (absent: private records to absent users are refused). */
 export interface OfflineDelivery {
@@ -506,13 +508,16 @@ export class Lobby {
   /**
    * One pass over the member's whole queue; @returns how many records it sent. A queue may
    * hold more than the session's send queue (1000 records of up to ~6 KB against 1 MiB, §8.2),
-   * so when the next record would not fit, what was made is written out before going on.
+   * so when the next record would take the queue past half its limit, what was made is written
+   * out before going on: the other half stays free for what the session sends meanwhile (the
+   * answers to the client's first messages, live relays), which would otherwise find the queue
+   * full and end the session (SLOW_CONSUMER).
    */
   async #storedPass(member: Member): Promise<number> {
     const rows = await this.#storedRows(member);
     let sent = 0;
     for (const row of rows) {
-      if (!member.session.hasRoom(row.bytes)) await member.session.drain();
+      if (!member.session.hasRoom(row.bytes, STORED_RESERVE)) await member.session.drain();
       try {
         if (this.#sendStored(member, row)) sent++;
       } catch (error) {

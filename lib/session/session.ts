@@ -508,13 +508,16 @@ export class ChatSession {
 
   /**
    * Whether a session message of about `bytes` fits the send queue now, with what this turn
-   * made so far; when not, {@link drain} first rather than have it refused (SLOW_CONSUMER).
+   * made so far, leaving `reserve` of the queue's limit (a fraction, 0–1) free for what else
+   * the session must send meanwhile; when not, {@link drain} first rather than have it, or
+   * what comes after it, refused (SLOW_CONSUMER).
    */
-  hasRoom(bytes: number): boolean {
+  hasRoom(bytes: number, reserve = 0): boolean {
+    const { conn } = this.#est;
     try {
-      this.#est.conn.assertRoom(
+      conn.assertRoom(
         (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + bytes + HOP_HEAD_BYTES +
-          RECORD_WIRE_OVERHEAD,
+          RECORD_WIRE_OVERHEAD + Math.ceil(conn.maxQueuedBytes * reserve),
       );
       return true;
     } catch {

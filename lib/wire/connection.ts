@@ -75,6 +75,11 @@ export class FrameConnection {
     return this.#queued;
   }
 
+  /** The send queue's limit: more than this waiting for the kernel is SLOW_CONSUMER. */
+  get maxQueuedBytes(): number {
+    return this.#maxQueuedBytes;
+  }
+
   /**
    * Reads the next frame payload; null on a clean end of stream. A frame already buffered
    * needs no deadline; a deadline is an entry of lib/deadlines.ts, not a timer of its own.
