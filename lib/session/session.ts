@@ -390,8 +390,8 @@ export class ChatSession {
         return Promise.reject(error);
       }
     }
-    // Signed with the others of this turn (PROTOCOL §6.1), while the earlier ones travel.
-    const signing = (this.#signer ??= new BatchSigner(this.#est.self.signingKey)).sign(record);
+    // Signed with the others made by the time its turn to leave comes (PROTOCOL §6.1).
+    const signing = (this.#signer ??= new BatchSigner(this.#est.self.signingKey)).add(record);
     signing.catch(() => {}); // handled when its turn comes
     const next = this.#sending.then(() => this.#sendNumbered(record, k, body, signing));
     this.#sending = next.catch(() => {});
@@ -412,6 +412,8 @@ export class ChatSession {
     signing: Promise<void>,
   ): Promise<void> {
     let failure: SecureChatError | undefined;
+    // Its turn: it and every record made since are signed now (RSA while the wrap runs).
+    this.#signer!.due();
     try {
       if (this.#ended) throw new SecureChatError("PROTOCOL_ERROR", "session is closing");
       const e2e = this.#opts.e2e && await this.#opts.e2e.wrap(record, k, body);
