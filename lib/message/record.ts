@@ -668,6 +668,13 @@ export class RecordSignatures {
       );
     }
     const signed = batchStatement(r.sid, r.seqno - i, n, root);
+    if (n === 1) {
+      // A batch of one has no other record to share its check with: nothing to remember.
+      if (!await verify(author.key, signed, r.sig).catch(() => false)) {
+        throw new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
+      }
+      return;
+    }
     const key = `${author.fingerprint}|${toBase64(signed)}|${toBase64(r.sig)}`;
     let verdict = this.#verified.get(key);
     if (!verdict) {
@@ -678,6 +685,7 @@ export class RecordSignatures {
       this.#verified.set(key, verdict);
     }
     if (!await verdict) {
+      this.#verified.delete(key); // only a signature that verified is remembered
       throw new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
     }
   }
