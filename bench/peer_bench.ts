@@ -139,7 +139,8 @@ class OurServer {
 interface OurClient {
   session: ChatSession;
   run: Promise<SessionEnd>;
-  received: { relayed: number; notices: number };
+  /** Relays, notices, and relays that start one of the author's signed batches (PROTOCOL §6.1). */
+  received: { relayed: number; notices: number; batches: number };
 }
 
 async function ourLogin(
@@ -161,11 +162,14 @@ async function ourLogin(
     serverName: "localhost",
     relayTrust: pki.trust,
   });
-  const received = { relayed: 0, notices: 0 };
+  const received = { relayed: 0, notices: 0, batches: 0 };
   const run = session.run({
     onMessage: (m: ReceivedMessage) => {
-      if (m.type === "relay") received.relayed++;
-      else if (m.type === "msg" && m.body.kind === "notice") received.notices++;
+      if (m.type === "relay") {
+        received.relayed++;
+        // The first record of each of the author's signed batches (PROTOCOL §6.1).
+        if (m.relayed.record.batch?.i === 0) received.batches++;
+      } else if (m.type === "msg" && m.body.kind === "notice") received.notices++;
     },
   });
   return { session, run, received };
@@ -367,11 +371,16 @@ async function ourFanOut(
           return sent;
         }),
     );
+    const first = receivers[0].received;
     return {
       units: m.result * recipients,
       wallSeconds: m.wallSeconds,
       cpuSeconds: m.cpuSeconds,
-      extra: { server_thread_cpu_seconds: threads },
+      extra: {
+        server_thread_cpu_seconds: threads,
+        // Records per author signature the server (and each recipient) verified.
+        author_batch_mean: round(first.relayed / Math.max(1, first.batches), 2),
+      },
     };
   } finally {
     await server.stop();
@@ -424,7 +433,10 @@ async function countingRecipient(
   pki: TestPki,
   name: string,
   identity: Identity,
-): Promise<{ received: { relayed: number; notices: number }; conn: FrameConnection }> {
+): Promise<{
+  received: { relayed: number; notices: number; batches: number };
+  conn: FrameConnection;
+}> {
   const conn = new FrameConnection(await connectLikeClient(server.port));
   const est = await clientHandshake(conn, {
     identity,
@@ -432,7 +444,7 @@ async function countingRecipient(
     serverName: "localhost",
     credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
   });
-  const received = { relayed: 0, notices: 0 };
+  const received = { relayed: 0, notices: 0, batches: 0 };
   const decoder = new TextDecoder();
   void (async () => {
     for (;;) {
@@ -442,8 +454,11 @@ async function countingRecipient(
       // hold several (§3.2).
       for (const content of est.records.openContents(payload)) {
         const head = decoder.decode(content.subarray(0, 16));
-        if (head.startsWith('{"type":"relay"')) received.relayed++;
-        else if (head.startsWith('{"type":"msg"')) received.notices++;
+        if (head.startsWith('{"type":"relay"')) {
+          received.relayed++;
+          // The first record of each of the author's signed batches (PROTOCOL §6.1).
+          if (decoder.decode(content).includes('"batch":{"i":0,')) received.batches++;
+        } else if (head.startsWith('{"type":"msg"')) received.notices++;
         else if (head.startsWith('{"type":"key_up')) est.records.updateReceive();
       }
     }
@@ -471,7 +486,7 @@ async function ourBurst(
   let sender: OurClient | undefined;
   try {
     const names = [...ids.keys()].slice(0, recipients + 1);
-    const receivers: { relayed: number; notices: number }[] = [];
+    const receivers: { relayed: number; notices: number; batches: number }[] = [];
     for (const name of names.slice(1)) {
       const r = await countingRecipient(server, pki, name, ids.get(name)!);
       conns.push(r.conn);
@@ -506,7 +521,12 @@ async function ourBurst(
       units: m.result * recipients,
       wallSeconds: m.wallSeconds,
       cpuSeconds: m.cpuSeconds,
-      extra: { messages, server_thread_cpu_seconds: threads },
+      extra: {
+        messages,
+        server_thread_cpu_seconds: threads,
+        // Records per author signature the server verified (PROTOCOL §6.1).
+        author_batch_mean: round(messages / Math.max(1, receivers[0].batches), 2),
+      },
     };
   } finally {
     await server.stop();
