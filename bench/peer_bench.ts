@@ -1112,9 +1112,12 @@ async function fanOut(
           if (irc) row.rsa_ratio = round(rsa / irc, 2);
         }
         if (keys.includes("ed25519")) {
-          const ed = cpuMicrosPer(await ourBurst(edPki, edIds, width, 2 * messages));
+          const edPhase = await ourBurst(edPki, edIds, width, 2 * messages);
+          const ed = cpuMicrosPer(edPhase);
           row.ed25519_us = round(ed, 2);
           if (irc) row.ed25519_ratio = round(ed / irc, 2);
+          const batch = edPhase.extra?.author_batch_mean;
+          if (typeof batch === "number") row.author_batch_mean = batch;
         }
         console.error(JSON.stringify(row));
         rows.push(row);
