@@ -175,10 +175,17 @@ async function ourLogin(
   return { session, run, received };
 }
 
-async function until(ready: () => boolean, what: string, timeoutMs = 120_000): Promise<void> {
+/** `what` may be a function, to say at the timeout how far things got (counts, not just a name). */
+async function until(
+  ready: () => boolean,
+  what: string | (() => string),
+  timeoutMs = 120_000,
+): Promise<void> {
   const t0 = performance.now();
   while (!ready()) {
-    if (performance.now() - t0 > timeoutMs) throw new Error(`peer bench: timed out: ${what}`);
+    if (performance.now() - t0 > timeoutMs) {
+      throw new Error(`peer bench: timed out: ${typeof what === "string" ? what : what()}`);
+    }
     await sleep(2);
   }
 }
@@ -512,7 +519,11 @@ async function ourBurst(
           await held.release();
           await until(
             () => receivers.every((r) => r.relayed >= messages),
-            "every relayed message delivered",
+            () =>
+              `every relayed message delivered: of ${messages}, the recipients counted ` +
+              receivers.map((r) => r.relayed).join(", ") +
+              ` (the server's own log is not kept: rerun the shape with ` +
+              `\`--fanout ${recipients} --no-peer\` to see whether it repeats)`,
           );
           return messages;
         }),
