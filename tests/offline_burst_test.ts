@@ -7,27 +7,17 @@
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
 import {
-  type ConnectOptions,
   LiveClient,
   pollUntil,
   registerUser,
   ServerProcess,
+  userOn,
 } from "../testkit/server_process.ts";
 
 const PASSWORDS: Record<string, string> = { alice: "alice-password-1", bob: "bob-password-12" };
 const LINES = 240;
 /** Each line near the 4000-character limit of a `text` body (§6.2): ~5.5 KB on the wire. */
 const line = (n: number) => `${String(n).padStart(4, "0")} ${"x".repeat(3900)}`;
-
-function options(server: ServerProcess, pkiDir: string, user: string): ConnectOptions {
-  return {
-    port: server.port,
-    user,
-    password: PASSWORDS[user],
-    pkiDir,
-    transcripts: `${server.workDir}/${user}-transcripts`,
-  };
-}
 
 Deno.test("offline: a queue of long lines larger than the send queue reaches its recipient whole at login, and the session goes on", async () => {
   const pki = await makePki(["alice", "bob"], "ed25519");
@@ -40,10 +30,10 @@ Deno.test("offline: a queue of long lines larger than the send queue reaches its
         pki.dir,
         user,
         PASSWORDS[user],
-        options(server, pki.dir, user).transcripts,
+        userOn(server, pki.dir, user, PASSWORDS[user]).transcripts,
       );
     }
-    const alice = await LiveClient.login(options(server, pki.dir, "alice"));
+    const alice = await LiveClient.login(userOn(server, pki.dir, "alice", PASSWORDS.alice));
     for (let n = 1; n <= LINES; n++) await alice.send(`/msg bob ${line(n)}`);
     await pollUntil(
       () =>
@@ -55,7 +45,7 @@ Deno.test("offline: a queue of long lines larger than the send queue reaches its
     assert.equal((await alice.end()).code, 0);
 
     const mark = server.mark();
-    const bob = await LiveClient.login(options(server, pki.dir, "bob"));
+    const bob = await LiveClient.login(userOn(server, pki.dir, "bob", PASSWORDS.bob));
     const last = await Promise.race([
       bob.waitForLine((l) => l.includes(line(LINES).slice(0, 40)), 30_000).then(() => "delivered"),
       server.waitFor(
