@@ -17,19 +17,26 @@ import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { ChatServer } from "../lib/server/server.ts";
+import { createLogger } from "../lib/log.ts";
 import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
 import { sharedPasswordStore } from "../testkit/memory_store.ts";
 import { BENCH_PASSWORD, commands, reply, sleep } from "./_util.ts";
 import { getHeapSpaceStatistics } from "node:v8";
 
 const [pkiDir, transcriptDir, presence] = Deno.args;
+const logFile = `${transcriptDir}.log`;
 const server = ChatServer.listen({
   hostname: "127.0.0.1",
   port: 0,
   identity: await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`),
   trust: await loadTrustStore(`${pkiDir}/ca.pem`),
   store: sharedPasswordStore(BENCH_PASSWORD),
-  log: () => {},
+  // Kept beside the transcripts (the bench shows its tail when a phase times out): a dropped
+  // session or a refused record is otherwise invisible to a bench that only counts.
+  log: createLogger(
+    "text",
+    (line) => Deno.writeTextFileSync(logFile, line + "\n", { append: true }),
+  ),
   session: { transcripts: transcriptDirectory(transcriptDir) },
   admission: {
     maxConnections: 1_000_000,

@@ -124,6 +124,17 @@ class OurServer {
     return this.child.pid;
   }
 
+  /** The last `lines` lines of the server's log (bench/_peer_server.ts), for a failure's message. */
+  logTail(lines = 20): string {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(`${this.dir}/server.log`);
+    } catch {
+      return "(the server logged nothing)";
+    }
+    return text.trimEnd().split("\n").slice(-lines).join("\n");
+  }
+
   /** Full GCs in the server; its Deno.memoryUsage() and memory map after them. */
   async gc(): Promise<{ memory: Deno.MemoryUsage; map: Record<string, number> }> {
     const { memory, map } = await this.child.request({ cmd: "gc" });
@@ -522,8 +533,7 @@ async function ourBurst(
             () =>
               `every relayed message delivered: of ${messages}, the recipients counted ` +
               receivers.map((r) => r.relayed).join(", ") +
-              ` (the server's own log is not kept: rerun the shape with ` +
-              `\`--fanout ${recipients} --no-peer\` to see whether it repeats)`,
+              `; the server's log ends:\n${server.logTail()}`,
           );
           return messages;
         }),
