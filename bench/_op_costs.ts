@@ -28,6 +28,7 @@ import {
   prepareMsg,
   prepareRelay,
   RecipientRelay,
+  RecordForms,
   RecordSignatures,
   sealContent,
   signBatch,
@@ -136,7 +137,7 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     const record: MessageRecord = { sid, dir: "c2s", to: LOBBY, seqno: 1, ts: Date.now(), ct, c };
     await signBatch(author.signingKey, [record]);
     const json = encodeRecord(record);
-    const prepared = prepareRelay(authorCertOf(author.certDer), json, record, k);
+    const prepared = prepareRelay(authorCertOf(author.certDer), new RecordForms(record, json), k);
     const keys = { key: randomBytes(32), iv: randomBytes(12) };
     const layer = new RecordLayer(keys, keys);
 

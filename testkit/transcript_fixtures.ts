@@ -17,6 +17,7 @@ import {
   prepareMsg,
   prepareRelay,
   RecipientRelay,
+  RecordForms,
   sealContent,
   signBatch,
   userRecipient,
@@ -291,8 +292,7 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
           await signBatch(author.signer, [record]);
           const shared = prepareRelay(
             authorCertOf(author.certDer),
-            encodeRecord(record),
-            record,
+            new RecordForms(record, encodeRecord(record)),
             k,
           );
           // The author's certificate is introduced on its first relay (PROTOCOL §6.4.1).

@@ -18,6 +18,7 @@ import {
   LOBBY,
   type MessageRecord,
   prepareRelay,
+  RecordForms,
   sealContent,
   signBatch,
   userRecipient,
@@ -88,7 +89,7 @@ async function bobSession(work: string, relays: Relay[]) {
     const running = session.run({ onMessage: () => {} });
     for (const { record, k } of relays) {
       session.relay(
-        prepareRelay(authorCertOf(alice.certDer), encodeRecord(record), record, k),
+        prepareRelay(authorCertOf(alice.certDer), new RecordForms(record, encodeRecord(record)), k),
       );
     }
     await session.send({ kind: "notice", text: "still here" });

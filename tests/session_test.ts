@@ -453,7 +453,7 @@ Deno.test("ChatSession (client): its own record back is an answer: a private one
       const back: Back = (i, type = "relay") => {
         const m = atServer.messages[i];
         if (m.type !== "msg") throw new Error("not a msg");
-        server.relay(prepareRelay(author, m.recordJson, m.record, m.k), type);
+        server.relay(prepareRelay(author, m.forms, m.k), type);
       };
       answer(server, back);
       const end = await Promise.race([

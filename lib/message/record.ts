@@ -401,6 +401,28 @@ export function statement(r: MessageRecord): Uint8Array {
     .done();
 }
 
+/**
+ * A record as it was received, with the two serialisations of it that its holder's own
+ * transcript line and every relay of it share (TRANSCRIPT §3.1): its JSON text, and
+ * record_enc. Each is made once, when first needed, however many lines and relays use it.
+ */
+export class RecordForms {
+  #text?: string;
+  #encoding?: Uint8Array;
+
+  constructor(readonly record: MessageRecord, readonly json: RecordJson) {}
+
+  /** The record's JSON as received (checked, so not encoded again from `record`). */
+  get text(): string {
+    return this.#text ??= JSON.stringify(this.json);
+  }
+
+  /** record_enc(record) */
+  get encoding(): Uint8Array {
+    return this.#encoding ??= recordEncoding(this.record);
+  }
+}
+
 /** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
 export function recordEncoding(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
@@ -1040,20 +1062,22 @@ export function prepareMsg(
 
 /**
  * The transcript line of a `msg`, its record serialised as `recordJson` (a received
- * record's own JSON: checked, so not encoded again).
+ * record's own JSON: checked, so not encoded again) and encoded as `encoding` (a received
+ * record's, shared with its relays: RecordForms).
  */
 export function msgLine(
   dir: Direction,
   record: MessageRecord,
   recordJson: string,
   k: Uint8Array | undefined,
+  encoding: Uint8Array = recordEncoding(record),
 ): PreparedLine {
   return new TextLine(
     dir,
     record.seqno,
     record.ts,
     `{"dir":"${dir}","type":"msg","record":${recordJson}}`,
-    [Uint8Array.of(LINE_TAG.msg), recordEncoding(record)],
+    [Uint8Array.of(LINE_TAG.msg), encoding],
     k,
   );
 }
@@ -1109,26 +1133,49 @@ export interface PreparedRelay {
   k?: Uint8Array;
 }
 
+/** What every relay of one author shares: its name and certificate, as JSON and as encoded. */
+type AuthorParts = Pick<PreparedRelay, "authorPart" | "certPart" | "encIntroduced" | "encNamed">;
+
+/**
+ * Each AuthorCert's parts, made at its first relay: the server's member holds one AuthorCert
+ * for all its relays (lib/server/lobby.ts), whose certificate need not be copied per message.
+ */
+const authorParts = new WeakMap<AuthorCert, AuthorParts>();
+
+function authorPartsOf(author: AuthorCert): AuthorParts {
+  let parts = authorParts.get(author);
+  if (!parts) {
+    const fp = fromHex(author.fingerprint);
+    parts = {
+      authorPart: `"author_fp":"${author.fingerprint}",`,
+      certPart: author.cert ? `"cert":"${author.cert.base64}",` : "",
+      encIntroduced: author.cert ? authorEncoding(fp, author.cert.der) : undefined,
+      encNamed: authorEncoding(fp, undefined),
+    };
+    authorParts.set(author, parts);
+  }
+  return parts;
+}
+
 export function prepareRelay(
   author: AuthorCert,
-  recordJson: RecordJson,
-  record: MessageRecord,
+  forms: RecordForms,
   k: Uint8Array | undefined,
   e2e?: E2eEnvelope,
 ): PreparedRelay {
-  const fp = fromHex(author.fingerprint);
-  const tail = `"record":${JSON.stringify(recordJson)}`;
+  const tail = `"record":${forms.text}`;
+  const parts = authorPartsOf(author);
   return {
     fingerprint: author.fingerprint,
-    authorPart: `"author_fp":"${author.fingerprint}",`,
-    certPart: author.cert ? `"cert":"${author.cert.base64}",` : "",
+    authorPart: parts.authorPart,
+    certPart: parts.certPart,
+    encIntroduced: parts.encIntroduced,
+    encNamed: parts.encNamed,
     wireTail: `${tail},${contentKeyMember(e2e ? { e2e } : { k: k! })}}`,
     lineTail: `${tail}}`,
     wireBytes: {},
     lineBytes: {},
-    encIntroduced: author.cert ? authorEncoding(fp, author.cert.der) : undefined,
-    encNamed: authorEncoding(fp, undefined),
-    encRecord: recordEncoding(record),
+    encRecord: forms.encoding,
     k,
   };
 }

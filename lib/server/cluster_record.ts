@@ -17,6 +17,7 @@ import {
   MAX_CERT_BYTES,
   type PreparedRelay,
   prepareRelay,
+  RecordForms,
   type RecordJson,
   RecordJsonShape,
 } from "../message/record.ts";
@@ -71,8 +72,7 @@ export function decodeClusterRecord(value: unknown): ClusterRecord {
 export function preparedRelayOf(relay: ClusterRelay): PreparedRelay {
   return prepareRelay(
     authorCertOf(fromBase64(relay.cert), relay.cert),
-    relay.record,
-    decodeRecord(relay.record),
+    new RecordForms(decodeRecord(relay.record), relay.record),
     "e2e" in relay ? undefined : fromBase64(relay.k),
     "e2e" in relay ? relay.e2e : undefined,
   );

@@ -174,6 +174,21 @@ interface StoredRow {
   seqno: number;
 }
 
+/**
+ * A member's record as the cluster's stream and the offline queue carry it (only there: a
+ * relay on this node alone needs none of it). An end-to-end record travels with its envelope,
+ * which the server cannot open.
+ */
+function clusterRelayOf(
+  from: Member,
+  message: Extract<ReceivedMessage, { type: "msg" | "sealed" }>,
+): ClusterRelay {
+  const cert = from.authorCert.cert!.base64;
+  return message.type === "sealed"
+    ? { cert, record: message.forms.json, e2e: message.e2e }
+    : { cert, record: message.forms.json, k: toBase64(message.k) };
+}
+
 /** Where a relayed record stands among its author's: their session, and its number there. */
 function authorPlace(relay: ClusterRelay): { sid: string; seqno: number } {
   return { sid: relay.record.sid, seqno: relay.record.seqno };
@@ -348,23 +363,16 @@ export class Lobby {
       if (body.kind !== "text") return;
     }
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
-    // An end-to-end record is forwarded (or stored) with its envelope, which the server
-    // cannot open.
-    const relayed: ClusterRelay = message.type === "sealed"
-      ? { cert: from.authorCert.cert!.base64, record: message.recordJson, e2e: message.e2e }
-      : { cert: from.authorCert.cert!.base64, record: message.recordJson, k: toBase64(message.k) };
     if (to !== undefined && !this.#reachable(to)) {
-      return await this.#store(from, message.seqno, to, relayed);
+      return await this.#store(from, message.seqno, to, clusterRelayOf(from, message));
     }
     // Joins and leaves told before this line stay before it.
     this.#presence.flush();
-    const relay: ClusterRecord = { relay: relayed };
     if (!this.#cluster) {
       // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4).
       const prepared = prepareRelay(
         from.authorCert,
-        message.recordJson,
-        record,
+        message.forms,
         message.type === "msg" ? message.k : undefined,
         message.type === "sealed" ? message.e2e : undefined,
       );
@@ -373,6 +381,7 @@ export class Lobby {
     }
     // In a cluster the delivery is the publish to the stream; an id of the author's session
     // and seqno makes a retried publish a no-op, and a window bounds what is in flight.
+    const relay: ClusterRecord = { relay: clusterRelayOf(from, message) };
     const delivery = this.#route(relay, to, from, {
       id: `${from.session.sessionId}:${message.seqno}`,
       seqno: message.seqno,

@@ -36,7 +36,7 @@ import {
   QueuedMessageShape,
   receivedRelayLine,
   RecipientRelay,
-  type RecordJson,
+  RecordForms,
   RecordSignatures,
   type RefusalCode,
   type RefusedMessage,
@@ -141,7 +141,7 @@ export type ReceivedMessage =
     body: Body;
     record: MessageRecord;
     /** As received: what a relay forwards without re-serialising (§6.4). */
-    recordJson: RecordJson;
+    forms: RecordForms;
     k: Uint8Array;
   }
   | {
@@ -153,7 +153,7 @@ export type ReceivedMessage =
     seqno: number;
     ts: number;
     record: MessageRecord;
-    recordJson: RecordJson;
+    forms: RecordForms;
     e2e: E2eEnvelope;
   }
   | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
@@ -891,7 +891,8 @@ export class ChatSession {
     if ("e2e" in message) {
       // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it,
       // its line made as for any other record (not the whole outgoing message again).
-      const line = msgLine(dir, record, JSON.stringify(message.record), undefined);
+      const forms = new RecordForms(record, message.record);
+      const line = msgLine(dir, record, forms.text, undefined, forms.encoding);
       this.#accept(record.seqno, record.ts);
       this.#transcript.append(line);
       return {
@@ -899,7 +900,7 @@ export class ChatSession {
         seqno: record.seqno,
         ts: record.ts,
         record,
-        recordJson: message.record,
+        forms,
         e2e: message.e2e,
       };
     }
@@ -911,7 +912,8 @@ export class ChatSession {
         `a ${body.kind} body is not allowed ${dir} to ${record.to.slice(0, 80)}`,
       );
     }
-    const line = msgLine(dir, record, JSON.stringify(message.record), k);
+    const forms = new RecordForms(record, message.record);
+    const line = msgLine(dir, record, forms.text, k, forms.encoding);
     this.#accept(record.seqno, record.ts);
     this.#transcript.append(line);
     return {
@@ -920,7 +922,7 @@ export class ChatSession {
       ts: record.ts,
       body,
       record,
-      recordJson: message.record,
+      forms,
       k,
     };
   }

@@ -4,7 +4,7 @@
  */
 import { ByteBuilder, type Encodable, toBase64, toHex } from "../../lib/bytes.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
-import { type Body, encodeRecord, sealContent } from "../../lib/message/record.ts";
+import { type Body, encodeRecord, RecordForms, sealContent } from "../../lib/message/record.ts";
 import type { ReceivedMessage } from "../../lib/session/session.ts";
 
 /**
@@ -51,7 +51,15 @@ export function checkedMessage(
     sig: new Uint8Array(64).fill(7),
     batch: { i: 0, n: 1, path: [] },
   };
-  return { type: "msg", seqno, ts: record.ts, body, record, recordJson: encodeRecord(record), k };
+  return {
+    type: "msg",
+    seqno,
+    ts: record.ts,
+    body,
+    record,
+    forms: new RecordForms(record, encodeRecord(record)),
+    k,
+  };
 }
 
 /** A relay's wire as a recipient session writes it into its record, as text. */

@@ -17,6 +17,7 @@ import {
   type MessageRecord,
   prepareRelay,
   RecipientRelay,
+  RecordForms,
   type RelayMessage,
   rootFromPath,
   sealContent,
@@ -169,7 +170,11 @@ Deno.test("verifyTranscript(): a relay line naming another author for a record w
     await signBatch(carol.signer, made.map((m) => m.record));
     made.forEach(({ record, k }, j) => {
       const author = j === 0 ? carol : rogue; // the second line names mallory
-      const shared = prepareRelay(authorCertOf(author.certDer), encodeRecord(record), record, k);
+      const shared = prepareRelay(
+        authorCertOf(author.certDer),
+        new RecordForms(record, encodeRecord(record)),
+        k,
+      );
       writer.append(new RecipientRelay(shared, j + 1, start + 10 + j, "relay", true));
     });
     await writer.abort();

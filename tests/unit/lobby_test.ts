@@ -135,7 +135,7 @@ Deno.test("Lobby.receive(): a text reaches every other member as the author's re
   assert.equal(bob.session.relays.length, 1);
   assert.strictEqual(bob.session.relays[0], carol.session.relays[0], "one serialisation for all");
   const relay = wire(bob.session.relays[0]);
-  assert.deepEqual(relay.record, m.type === "msg" ? m.recordJson : null);
+  assert.deepEqual(relay.record, m.type === "msg" ? m.forms.json : null);
   assert.equal(relay.cert, toBase64(alice.session.cert));
   assert.equal(relay.author_fp, fingerprintOf(alice.session.cert));
   assert.deepEqual(fromBase64(relay.k), m.type === "msg" ? m.k : null);

@@ -122,8 +122,8 @@ function message(text: string, to: string, body?: Body, readable = false): Recei
   const m = checkedMessage(body ?? { kind: "text", text }, to, ++counter);
   if (body === undefined && recipientUser(to) !== null && !readable) {
     // A private text travels end to end: the server sees the envelope, never `k` (§12.6).
-    const { seqno, ts, record, recordJson } = m;
-    return { type: "sealed", seqno, ts, record, recordJson, e2e: RATCHET_ENVELOPE };
+    const { seqno, ts, record, forms } = m;
+    return { type: "sealed", seqno, ts, record, forms, e2e: RATCHET_ENVELOPE };
   }
   return m;
 }

@@ -14,6 +14,7 @@ import {
   prepareRelay,
   receivedRelayLine,
   RecipientRelay,
+  RecordForms,
   type RelayType,
   sealContent,
 } from "../../lib/message/record.ts";
@@ -47,7 +48,7 @@ for (const type of ["relay", "stored"] as RelayType[]) {
   for (const introduce of [true, false]) {
     Deno.test(`a ${type} line ${introduce ? "introducing" : "naming"} its author: the server's and the recipient's are the same`, () => {
       const sent = new RecipientRelay(
-        prepareRelay(author, encodeRecord(record), record, k),
+        prepareRelay(author, new RecordForms(record, encodeRecord(record)), k),
         3,
         1_700_000_000_500,
         type,

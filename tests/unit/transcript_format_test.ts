@@ -158,7 +158,7 @@ Deno.test("a relay's line as a recipient session writes it in place is the line 
   const author = authorCertOf(der);
   for (const e2e of [undefined, RATCHET_ENVELOPE]) {
     const m = checkedMessage({ kind: "text", text: "héllo, 😀" }, LOBBY, 3);
-    const prepared = prepareRelay(author, m.recordJson, m.record, m.k, e2e);
+    const prepared = prepareRelay(author, m.forms, m.k, e2e);
     for (const type of ["relay", "stored"] as const) {
       for (const introduce of [true, false]) {
         const hop = new RecipientRelay(prepared, 12, 1_796_001_047_145, type, introduce);
@@ -179,7 +179,7 @@ Deno.test("a relay's line as a recipient session writes it in place is the line 
             seqno: 12,
             ts: 1_796_001_047_145,
             cert: introduce ? toBase64(der) : undefined,
-            record: m.recordJson,
+            record: m.forms.json,
           },
         );
         assert.deepEqual(wire.e2e ?? wire.k, e2e ?? toBase64(m.k));
