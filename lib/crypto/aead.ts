@@ -139,7 +139,8 @@ export function openSync(
 }
 
 /**
- * ChaCha20-Poly1305 (RFC 8439), synchronous: ciphertext || 16-byte tag. The record layer's
+ * ChaCha20-Poly1305 (RFC 8439), synchronous: ciphertext || 16-byte tag, after `headroom` zero
+ * bytes (a frame's length, written there later: no copy to frame it). The record layer's
  * AEAD (PROTOCOL §3.2): fast in software, where Deno's node:crypto AES-GCM is not.
  * @throws {RangeError} for a key that is not 32 bytes or a nonce that is not 12 bytes
  */
@@ -148,12 +149,13 @@ export function sealChaCha20Poly1305(
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
+  headroom = 0,
 ): Uint8Array {
   if (key.length !== CHACHA20_POLY1305_KEY_BYTES) {
     throw new RangeError("ChaCha20-Poly1305 key must be 32 bytes");
   }
   if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("nonce must be 12 bytes");
-  return chaCha20Poly1305Seal(key, nonce, plaintext, aad);
+  return chaCha20Poly1305Seal(key, nonce, plaintext, aad, headroom);
 }
 
 /**

@@ -81,8 +81,11 @@ export function chaCha20Poly1305Seal(
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
+  headroom = 0,
 ): Uint8Array {
-  return chacha20poly1305(key, nonce, aad).encrypt(plaintext);
+  const out = new Uint8Array(headroom + plaintext.length + 16);
+  chacha20poly1305(key, nonce, aad).encrypt(plaintext, out.subarray(headroom));
+  return out;
 }
 
 /** @throws {Error} when authentication fails */

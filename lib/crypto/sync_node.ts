@@ -140,8 +140,9 @@ export function chaCha20Poly1305Seal(
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
+  headroom = 0,
 ): Uint8Array {
-  return sealWith(createCipheriv("chacha20-poly1305", key, nonce, TAG), plaintext, aad);
+  return sealWith(createCipheriv("chacha20-poly1305", key, nonce, TAG), plaintext, aad, headroom);
 }
 
 /**
@@ -179,15 +180,21 @@ interface AeadDecipher {
   final(): Uint8Array;
 }
 
-function sealWith(cipher: AeadCipher, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
+/** `headroom` zero bytes, then ciphertext || tag: room in front for what frames it. */
+function sealWith(
+  cipher: AeadCipher,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+  headroom = 0,
+): Uint8Array {
   cipher.setAAD(aad, { plaintextLength: plaintext.length });
   const head = cipher.update(plaintext);
   const tail = cipher.final();
   const tag = cipher.getAuthTag();
-  const out = new Uint8Array(head.length + tail.length + tag.length);
-  out.set(head, 0);
-  out.set(tail, head.length);
-  out.set(tag, head.length + tail.length);
+  const out = new Uint8Array(headroom + head.length + tail.length + tag.length);
+  out.set(head, headroom);
+  out.set(tail, headroom + head.length);
+  out.set(tag, headroom + head.length + tail.length);
   return out;
 }
 

@@ -187,8 +187,13 @@ export function unpadContent(inner: Uint8Array): Uint8Array {
  * The record at counter `n` under `keys` (PROTOCOL §3.2): ChaCha20-Poly1305 with nonce
  * iv XOR n and the record label as associated data.
  */
-export function sealRecord(keys: DirectionKeys, n: number, inner: Uint8Array): Uint8Array {
-  return sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, n), inner, RECORD_AAD);
+export function sealRecord(
+  keys: DirectionKeys,
+  n: number,
+  inner: Uint8Array,
+  headroom = 0,
+): Uint8Array {
+  return sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, n), inner, RECORD_AAD, headroom);
 }
 
 /**
@@ -253,16 +258,17 @@ export class RecordLayer {
   }
 
   /**
-   * Seals a padded inner plaintext (a RecordOutbox's) into one frame payload.
+   * Seals a padded inner plaintext (a RecordOutbox's) into one frame payload, after `headroom`
+   * bytes left for the frame's length (FrameConnection.sendFramed).
    * @throws INVALID_INPUT for one not padded, or too large
    */
-  sealInner(inner: Uint8Array): Uint8Array {
+  sealInner(inner: Uint8Array, headroom = 0): Uint8Array {
     if (
       inner.length === 0 || inner.length % RECORD_PADDING !== 0 || inner.length > MAX_INNER_BYTES
     ) {
       throw new SecureChatError("INVALID_INPUT", `inner plaintext of ${inner.length} bytes`);
     }
-    return sealRecord(this.#send.keys, this.#send.next(), inner);
+    return sealRecord(this.#send.keys, this.#send.next(), inner, headroom);
   }
 
   /**

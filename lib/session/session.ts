@@ -66,6 +66,7 @@ import {
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
 import { byType } from "../wire/shape.ts";
+import { FRAME_HEADER_BYTES } from "../wire/connection.ts";
 import {
   type E2eUnwrap,
   type RelayedText,
@@ -547,7 +548,7 @@ export class ChatSession {
     if (!outbox) return;
     this.#outbox = undefined;
     try {
-      outbox.seal((inner) => this.#est.conn.send(this.#sealInnerWithUpdate(inner)));
+      outbox.seal((inner) => this.#est.conn.sendFramed(this.#sealInnerWithUpdate(inner, true)));
     } catch (error) {
       this.abort(
         error instanceof SecureChatError ? error : new SecureChatError("INTERNAL", String(error)),
@@ -557,11 +558,14 @@ export class ChatSession {
 
   /** Seals one record, first sending a key_update when the key is due (§4.4). */
   #sealWithUpdate(contents: readonly Content[]): Uint8Array {
-    return this.#sealInnerWithUpdate(padContents(contents));
+    return this.#sealInnerWithUpdate(padContents(contents), false);
   }
 
-  /** Seals one record's padded inner plaintext, likewise. */
-  #sealInnerWithUpdate(inner: Uint8Array): Uint8Array {
+  /**
+   * Seals one record's padded inner plaintext, likewise; `framed`: as a frame with room for its
+   * length (FrameConnection.sendFramed), not a payload.
+   */
+  #sealInnerWithUpdate(inner: Uint8Array, framed: boolean): Uint8Array {
     const records = this.#est.records;
     const limit = this.#opts.keyUpdateRecords ?? DEFAULT_KEY_UPDATE_RECORDS;
     const age = Date.now() - this.#keySince;
@@ -572,7 +576,7 @@ export class ChatSession {
       records.updateSend();
       this.#keySince = Date.now();
     }
-    return records.sealInner(inner);
+    return records.sealInner(inner, framed ? FRAME_HEADER_BYTES : 0);
   }
 
   /**

@@ -4,7 +4,7 @@
  * can hold a session's resources forever.
  */
 import { SecureChatError } from "../errors.ts";
-import { writeU32 } from "../bytes.ts";
+import { concat, writeU32 } from "../bytes.ts";
 import { type ByteReader, checkFrameLength, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
 
 export interface ByteStreamConn {
@@ -19,7 +19,7 @@ export interface ByteStreamConn {
 
 export const DEFAULT_SEND_QUEUE_BYTES = 1024 * 1024;
 /** A frame's bytes on the wire beyond its payload's: the length. */
-const FRAME_HEADER_BYTES = 4;
+export const FRAME_HEADER_BYTES = 4;
 
 /** The connection itself is the reader's source: no wrapper object and closure per connection. */
 function readsIntoOurBuffer(conn: ByteStreamConn): conn is ByteStreamConn & ByteReader {
@@ -32,8 +32,8 @@ export class FrameConnection {
   readonly #maxQueuedBytes: number;
   #queued = 0;
   /**
-   * Payloads accepted by `send` and not yet handed to a write, in order: framed only when
-   * written, so that each is copied once, into the write's buffer.
+   * Frames accepted by `send` and not yet handed to a write, in order, each its length and
+   * payload in one buffer: one alone in its batch is written as it is, several are joined.
    */
   #pending: Uint8Array[] = [];
   /** The running write loop, if any: resolves once everything queued is written. */
@@ -97,10 +97,28 @@ export class FrameConnection {
    */
   send(payload: Uint8Array): void {
     checkFrameLength(payload.length);
-    const bytes = FRAME_HEADER_BYTES + payload.length;
-    this.assertRoom(bytes);
-    this.#queued += bytes;
-    this.#pending.push(payload);
+    this.assertRoom(FRAME_HEADER_BYTES + payload.length);
+    const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.length);
+    frame.set(payload, FRAME_HEADER_BYTES);
+    this.#queue(frame);
+  }
+
+  /**
+   * Queues one frame laid out by the caller: FRAME_HEADER_BYTES left for its length (written
+   * here), then the payload. A sealed record made so (RecordLayer.sealInner's headroom) is
+   * framed without a copy.
+   * @throws as `send`
+   */
+  sendFramed(frame: Uint8Array): void {
+    checkFrameLength(frame.length - FRAME_HEADER_BYTES);
+    this.assertRoom(frame.length);
+    this.#queue(frame);
+  }
+
+  #queue(frame: Uint8Array): void {
+    writeU32(frame, 0, frame.length - FRAME_HEADER_BYTES);
+    this.#queued += frame.length;
+    this.#pending.push(frame);
     // Started after the current job: the frames it queues go out together.
     this.#writer ??= Promise.resolve().then(() => this.#drain());
   }
@@ -129,15 +147,15 @@ export class FrameConnection {
   /**
    * Writes until nothing is queued. Everything queued while a write was in flight goes
    * out in the next single write: one syscall (and one op) per batch, not per frame,
-   * as a chat server's send queue flushes. Each frame is laid out once, its length and
-   * payload, in the buffer written.
+   * as a chat server's send queue flushes. A frame alone in its batch is written as it was
+   * queued; several are joined into one buffer.
    */
   async #drain(): Promise<void> {
     try {
       while (this.#pending.length > 0) {
         const batch = this.#pending;
         this.#pending = [];
-        const bytes = framed(batch);
+        const bytes = batch.length === 1 ? batch[0] : concat(...batch);
         try {
           if (this.#writeError || this.#closed) continue;
           let offset = 0;
@@ -214,18 +232,4 @@ export class FrameConnection {
       // already closed by the peer
     }
   }
-}
-
-/** u32be(len) || payload for each of `payloads`, in one buffer (PROTOCOL §2). */
-function framed(payloads: readonly Uint8Array[]): Uint8Array {
-  let size = 0;
-  for (const payload of payloads) size += FRAME_HEADER_BYTES + payload.length;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const payload of payloads) {
-    writeU32(out, at, payload.length);
-    out.set(payload, at + FRAME_HEADER_BYTES);
-    at += FRAME_HEADER_BYTES + payload.length;
-  }
-  return out;
 }

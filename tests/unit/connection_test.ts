@@ -55,6 +55,32 @@ Deno.test("FrameConnection.send(): frames queued in one job leave in one write, 
   fc.close();
 });
 
+Deno.test("FrameConnection.sendFramed(): a frame laid out by the caller goes as it is, in order with send()'s", async () => {
+  const held = heldConn();
+  const fc = new FrameConnection(held.conn);
+  const framed = (i: number) => {
+    const frame = new Uint8Array(4 + payload(i).length);
+    frame.set(payload(i), 4);
+    return frame;
+  };
+  const alone = framed(1);
+  fc.sendFramed(alone);
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.deepEqual(held.writes, [encodeFrame(payload(1))]);
+  assert.deepEqual(alone, encodeFrame(payload(1)), "its length written in place");
+  fc.send(payload(2));
+  fc.sendFramed(framed(3));
+  fc.send(payload(4));
+  held.release();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(held.writes[1], concat(...[2, 3, 4].map((i) => encodeFrame(payload(i)))));
+  held.release();
+  await fc.flush(1000);
+  assert.equal(fc.queuedBytes, 0);
+  fc.close();
+});
+
 Deno.test("FrameConnection.send(): a failed write is the error of every later send; the queue empties", async () => {
   const held = heldConn();
   held.fail();

@@ -181,6 +181,11 @@ Deno.test("sealChaCha20Poly1305(): both backends agree from an empty plaintext t
       toHex(sealed),
     );
     assert.deepEqual(browserSync.chaCha20Poly1305Open(key, nonce, sealed, aad), plaintext);
+    // With room in front for a frame's length: zeros, then the same bytes.
+    for (const backend of [nodeSync, browserSync]) {
+      const roomy = backend.chaCha20Poly1305Seal(key, nonce, plaintext, aad, 4);
+      assert.equal(toHex(roomy), "00000000" + toHex(sealed));
+    }
   }
 });
 
