@@ -8,6 +8,7 @@ import {
   type LineJson,
   LineShape,
   LOBBY,
+  msgLine,
   prepareLine,
   prepareRelay,
   RecipientRelay,
@@ -149,6 +150,38 @@ Deno.test("transcript hash: a relay's author record is hashed (it cannot move be
   a.add("s2c", line(relay));
   b.add("s2c", line(edited));
   assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
+});
+
+Deno.test("a received msg's line, its record's text and encoding shared with its relays (RecordForms), is the line encodeLine and lineEncoding make", () => {
+  // The server's line of an author's record and every relay of it use one JSON text and one
+  // record_enc (TRANSCRIPT §3.1), made once; `verify` recomputes both from the line it reads.
+  const der = fromBase64(vector.client_cert);
+  for (const to of [LOBBY, "user:bob"]) {
+    const m = checkedMessage({ kind: "text", text: "héllo, 😀" }, to, 5);
+    if (m.type !== "msg") throw new Error("not a msg");
+    assert.equal(m.forms.text, JSON.stringify(m.forms.json));
+    const line = msgLine("c2s", m.record, m.forms.text, m.k, m.forms.encoding);
+    const json = new ByteBuilder();
+    line.writeJson(json);
+    const text = new TextDecoder().decode(json.done());
+    const parsed = lineOf(JSON.parse(text));
+    assert.equal(text, encodeLine(decodeLine(parsed)));
+    const enc = new ByteBuilder();
+    line.writeEncoding(enc);
+    assert.equal(toHex(enc.done()), toHex(lineEncoding(decodeLine(parsed))));
+    // The relay made from the same forms carries the same record and the same encoding.
+    const hop = new RecipientRelay(
+      prepareRelay(authorCertOf(der), m.forms, m.k),
+      2,
+      m.ts,
+      "relay",
+      true,
+    );
+    const hopEnc = new ByteBuilder();
+    hop.writeEncoding(hopEnc);
+    assert.equal(toHex(hopEnc.done()).endsWith(toHex(m.forms.encoding)), true);
+    assert.deepEqual(JSON.parse(wireText(hop)).record, m.forms.json);
+  }
 });
 
 Deno.test("a relay's line as a recipient session writes it in place is the line encodeLine and lineEncoding make", () => {
