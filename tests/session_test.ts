@@ -224,6 +224,58 @@ Deno.test("ChatSession: the lines sent in one turn are one signed batch in one r
   }
 });
 
+Deno.test("ChatSession: a sender that keeps sends in flight shares signatures (Ed25519); lines sent one at a time are batches of one", async () => {
+  // Ed25519 signs synchronously: signing each record as its turn came made every record of a
+  // pipelined sender (a new send as each completes) a batch of one (PROTOCOL §6.1).
+  const { server, client } = await connectPair();
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const [s, c] = await loggedIn(server, client);
+    assert.equal(c.self.signingKey.algorithm, "ed25519");
+    const limits = { transcripts: transcriptDirectory(transcripts) };
+    const serverSession = await ChatSession.start(s, limits);
+    const clientSession = await ChatSession.start(c, limits);
+    const atServer = inbox("at the server");
+    const serverRun = serverSession.run({ onMessage: atServer.onMessage });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+    // Alone (each send awaited): a batch of one each, signed when due, as before.
+    const alone = 3;
+    for (let i = 0; i < alone; i++) {
+      await clientSession.send({ kind: "text", text: `alone ${i}` });
+      await atServer.count(i + 1);
+    }
+    // Pipelined: at most `window` sends in flight, a new one as the oldest completes.
+    const lines = 240;
+    const window = 8;
+    const inFlight: Promise<number>[] = [];
+    for (let i = 0; i < lines; i++) {
+      inFlight.push(clientSession.send({ kind: "text", text: `piped ${i}` }));
+      if (inFlight.length >= window) await inFlight.shift();
+    }
+    await Promise.all(inFlight);
+    await atServer.count(alone + lines);
+    await clientSession.close();
+    const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
+    assert.equal(clientEnd.outcome, "closed", clientEnd.message);
+    const records = (await Deno.readTextFile(clientEnd.transcriptPath)).split("\n")
+      .filter((l) => l.includes('"dir":"c2s","type":"msg"')).map((l) => JSON.parse(l).record);
+    assert.equal(records.length, alone + lines);
+    assert.deepEqual(records.slice(0, alone).map((r) => r.batch.n), [1, 1, 1]);
+    const batches = records.slice(alone).filter((r) => r.batch.i === 0).map((r) => r.batch.n);
+    assert.equal(batches.reduce((a, b) => a + b, 0), lines);
+    assert.ok(
+      batches.length <= lines / (window / 2),
+      `${lines} pipelined lines took ${batches.length} signatures: ${batches.join(" ")}`,
+    );
+    for (const path of [clientEnd.transcriptPath, serverEnd.transcriptPath]) {
+      const report = await verifyTranscript(path, { trust: pki.trust });
+      assert.equal(report.ok, true, report.reason ?? "");
+    }
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});
+
 Deno.test("ChatSession: with 2 messages per key, every message still arrives and the record verifies", async () => {
   const { server, client } = await connectPair();
   const transcripts = await Deno.makeTempDir();

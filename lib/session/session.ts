@@ -244,8 +244,10 @@ export class ChatSession {
   #keySince = Date.now();
   /** Client sends wait for their signature; this keeps them leaving in seqno order. */
   #sending: Promise<void> = Promise.resolve();
-  /** Signs the client's records a turn at a time (PROTOCOL §6.1). */
+  /** Signs the client's records in batches (PROTOCOL §6.1). */
   #signer?: BatchSigner;
+  /** The client's sends made and not yet complete (sent, or failed). */
+  #unsent = 0;
   /** A client's msgs made and recorded, waiting for the rest of their batch to leave with. */
   #batchOutbox: Content[] = [];
   /** The client's batch signatures, each verified once (PROTOCOL §6.1): a server's only. */
@@ -391,12 +393,21 @@ export class ChatSession {
         return Promise.reject(error);
       }
     }
-    // Signed with the others made by the time its turn to leave comes (PROTOCOL §6.1).
-    const signing = (this.#signer ??= new BatchSigner(this.#est.self.signingKey)).add(record);
+    // Signed with the others made by the time its turn to leave comes (PROTOCOL §6.1), or,
+    // when sends of ours are still on their way (a pipelined caller: it did not wait for
+    // them), at the end of that turn, with what the caller makes meanwhile.
+    const signer = this.#signer ??= new BatchSigner(this.#est.self.signingKey);
+    const signing = signer.add(record, this.#unsent++ > 0);
     signing.catch(() => {}); // handled when its turn comes
     const next = this.#sending.then(() => this.#sendNumbered(record, k, body, signing));
     this.#sending = next.catch(() => {});
-    return next.then(() => record.seqno);
+    return next.then(() => {
+      this.#unsent--;
+      return record.seqno;
+    }, (error) => {
+      this.#unsent--;
+      throw error;
+    });
   }
 
   /**
@@ -413,8 +424,8 @@ export class ChatSession {
     signing: Promise<void>,
   ): Promise<void> {
     let failure: SecureChatError | undefined;
-    // Its turn: it and every record made since are signed now (RSA while the wrap runs).
-    this.#signer!.due();
+    // Its turn: it and every record made since are signed (RSA while the wrap runs).
+    this.#signer!.due(record);
     try {
       if (this.#ended) throw new SecureChatError("PROTOCOL_ERROR", "session is closing");
       const e2e = this.#opts.e2e && await this.#opts.e2e.wrap(record, k, body);
