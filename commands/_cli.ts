@@ -8,10 +8,11 @@ import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { safeText } from "../lib/safe_text.ts";
 import { describePrivateDirChange, ensurePrivateDir } from "../lib/private_dir.ts";
 
-/** Status for an error thrown by a command action: usage and I/O are 2, the rest 1. */
+/** Status for an error thrown by a command action: usage, I/O and a file verify cannot read are 2, the rest 1. */
 export function exitStatusOf(error: unknown): number {
   const code = codeOf(error);
-  return code === "USAGE" || code === "IO_ERROR" ? 2 : 1;
+  // A file of a format verify cannot read is not judged either way: not "invalid" (TRANSCRIPT §5).
+  return code === "USAGE" || code === "IO_ERROR" || code === "UNSUPPORTED_FORMAT" ? 2 : 1;
 }
 
 /** Error messages may quote the peer or a file: printed through `safeText` (issue 11 item 1). */

@@ -3,7 +3,8 @@
  *  [--reveal LINE [--keys FILE] [--out FILE]]` and `securechat verify --opening FILE`.
  * Offline check of a transcript and its receipts, or of one line's opening, with only
  * the CA certificate (docs/TRANSCRIPT.md §5, §6).
- * Exit: 0 valid, 1 invalid or tampered (naming the first bad line), 2 usage or I/O error.
+ * Exit: 0 valid, 1 invalid or tampered (naming the first bad line), 2 usage or I/O error, or a
+ * file of a format this securechat cannot read (UNSUPPORTED_FORMAT: not judged either way).
  */
 import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { Command } from "commander";
@@ -52,7 +53,8 @@ export function registerVerify(program: Command): void {
       "\nCertificates are judged at the session time (the header's session_time, signed by\n" +
         "the receipts), not now, so a transcript stays verifiable after its certificates\n" +
         "expire; revocation is judged by date against the signed message times.\n" +
-        "Exit status: 0 valid, 1 invalid or tampered, 2 usage or I/O error.",
+        "Exit status: 0 valid, 1 invalid or tampered, 2 usage or I/O error, or a file of a\n" +
+        "format this securechat cannot read (UNSUPPORTED_FORMAT: not judged either way).",
     )
     .action(
       async (logPath: string | undefined, receiptPath: string | undefined, flags: VerifyFlags) => {
@@ -101,6 +103,11 @@ async function runVerify(
     throw new SecureChatError(
       report.code ?? "TAMPERED",
       `${basename(report.path)}: ${where}${report.reason}`,
+      report.code === "UNSUPPORTED_FORMAT"
+        ? {
+          hint: "not evidence of tampering: check the file with a securechat that reads its format",
+        }
+        : undefined,
     );
   }
   if (flags.reveal !== undefined) {
@@ -189,7 +196,9 @@ export function formatReport(r: VerifyReport): string {
     }
   }
   const total = r.messages.c2s + r.messages.s2c;
-  const verdict = r.code && r.firstBadLine !== null
+  const verdict = r.code === "UNSUPPORTED_FORMAT"
+    ? "the file's format is not read here"
+    : r.code && r.firstBadLine !== null
     ? "before the first bad line"
     : "all signatures valid";
   row(
@@ -273,7 +282,9 @@ export function formatReport(r: VerifyReport): string {
     );
   } else {
     const where = r.firstBadLine !== null ? `line ${r.firstBadLine}: ` : "";
-    row("result", `INVALID ${r.code}: ${where}${r.reason}`);
+    // A format this verifier cannot read is not judged: neither valid nor invalid (finding 72).
+    const verdict = r.code === "UNSUPPORTED_FORMAT" ? "NOT CHECKED" : "INVALID";
+    row("result", `${verdict} ${r.code}: ${where}${r.reason}`);
   }
   return out.join("\n");
 }

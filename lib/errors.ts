@@ -32,6 +32,7 @@ export const ERROR_CODES = [
   "TOO_MANY_CONNECTIONS", // connection cap reached
   "TRANSCRIPT_IO", // transcript could not be written
   "TAMPERED", // a transcript or receipt failed verification
+  "UNSUPPORTED_FORMAT", // verify: a transcript or opening of a format this securechat cannot read
   "USAGE", // command-line usage error
   "IO_ERROR", // file could not be read or written
   "INTERNAL", // a bug: anything else

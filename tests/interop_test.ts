@@ -638,15 +638,17 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.ok(vob.stdout.includes("batch line three"), vob.stdout);
         const pob = await pythonVerify(ca, "", ["--opening", batchOpening]);
         assert.equal(pob.code, 0, pob.out);
-        // An opening of format 1 (before signed batches, TRANSCRIPT §6) is refused by both.
+        // An opening of format 1 (before signed batches, TRANSCRIPT §6) is not judged by either:
+        // UNSUPPORTED_FORMAT, exit 2 (interop finding 72).
         const format1 = `${tmp}/format1-opening.json`;
         const o1 = JSON.parse(await Deno.readTextFile(batchOpening));
         await Deno.writeTextFile(format1, JSON.stringify({ ...o1, version: 1 }));
         const po1 = await pythonVerify(ca, "", ["--opening", format1]);
-        assert.match(po1.out, /^RESULT INVALID TAMPERED opening .*before signed batches/m);
+        assert.equal(po1.code, 2, po1.out);
+        assert.match(po1.out, /^RESULT UNSUPPORTED_FORMAT opening .*before signed batches/m);
         const vo1 = await runCli(["verify", "--ca", ca, "--opening", format1]);
-        assert.equal(vo1.code, 1, vo1.stdout);
-        assert.match(vo1.stdout + vo1.stderr, /TAMPERED/);
+        assert.equal(vo1.code, 2, vo1.stdout);
+        assert.match(vo1.stderr, /UNSUPPORTED_FORMAT: opening format 1 /);
         assert.match(pob.out, / seqno=9 .* batch=2\/3$/m, pob.out);
         assert.match(pob.out, /^BODY text batch line three$/m, pob.out);
 
@@ -1972,15 +1974,17 @@ Deno.test({
         ["another batch's signature", 40, (l) => l.record.sig = relays[0].record.sig, "SIG_FAIL"],
         ["no batch", 3, (l) => delete l.record.batch, "TAMPERED"],
       ];
-      // A transcript of format 2 (before signed batches, TRANSCRIPT §2.1) is refused at its header.
+      // A transcript of format 2 (before signed batches, TRANSCRIPT §2.1) is not judged by either:
+      // UNSUPPORTED_FORMAT at its header, exit 2 (interop finding 72).
       const old = [...bobLines];
       old[0] = JSON.stringify({ ...JSON.parse(old[0]), version: 2 });
       await Deno.writeTextFile(`${tmp}/format2.log`, old.join("\n"));
       const pyOld = await pythonVerify(ca, `${tmp}/format2.log`);
-      assert.match(pyOld.out, /^RESULT INVALID TAMPERED line 1 .*before signed batches/m);
+      assert.equal(pyOld.code, 2, pyOld.out);
+      assert.match(pyOld.out, /^RESULT UNSUPPORTED_FORMAT line 1 .*before signed batches/m);
       const cliOld = await runCli(["verify", "--ca", ca, `${tmp}/format2.log`]);
-      assert.equal(cliOld.code, 1, cliOld.stdout);
-      assert.match(cliOld.stdout + cliOld.stderr, /TAMPERED.*line 1\b/);
+      assert.equal(cliOld.code, 2, cliOld.stdout);
+      assert.match(cliOld.stderr, /UNSUPPORTED_FORMAT: format2\.log: line 1: transcript format 2 /);
       for (const [what, seqno, change, code] of tamperings) {
         const at = lineOf(seqno);
         assert.ok(at > 0, `${what}: no relay of c2s ${seqno} in ${bobLog}`);

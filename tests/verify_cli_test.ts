@@ -185,6 +185,71 @@ Deno.test("cli verify: usage and I/O errors exit 2", async () => {
   assert.equal(extra.code, 2);
 });
 
+Deno.test("cli verify: a transcript or opening of a format this verifier cannot read is UNSUPPORTED_FORMAT, exit 2, naming the format (interop finding 72)", async () => {
+  // An honest file of an older (or a newer) format is no evidence of tampering: a script that
+  // acts on the exit status or the code must be able to tell "cannot judge" from "forged".
+  const b = await tamperBase();
+  const dir = await Deno.makeTempDir({ prefix: "sc-format-" });
+  const lines = (await Deno.readTextFile(b.session.logPath)).split("\n");
+  const cases = [
+    [2, /transcript format 2 .*before signed batches.*reads format 3/],
+    [1, /transcript format 1 .*protocol v1.*reads format 3/],
+    [4, /transcript format 4 .*newer.*reads format 3/],
+  ] as const;
+  for (const [version, reason] of cases) {
+    const log = `${dir}/format${version}.log`;
+    const header = { ...JSON.parse(lines[0]), version };
+    await Deno.writeTextFile(log, [JSON.stringify(header), ...lines.slice(1)].join("\n"));
+    const r = await runCli(["verify", log, "--ca", b.pki.caPath]);
+    assert.equal(r.code, 2, `format ${version}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /securechat: error: UNSUPPORTED_FORMAT: format\d\.log: line 1: /);
+    assert.match(r.stderr, reason);
+    assert.doesNotMatch(r.stdout + r.stderr, /TAMPERED|INVALID/, `format ${version}`);
+    assert.match(r.stdout, /result +NOT CHECKED UNSUPPORTED_FORMAT/);
+    const json = await runCli(["verify", log, "--ca", b.pki.caPath, "--json"]);
+    assert.equal(json.code, 2);
+    const report = JSON.parse(json.stdout);
+    assert.equal(report.ok, false);
+    assert.equal(report.code, "UNSUPPORTED_FORMAT");
+    assert.equal(report.firstBadLine, 1);
+  }
+  // A version that is no format at all is an edited header, as before.
+  const bad = `${dir}/bad.log`;
+  const badHeader = { ...JSON.parse(lines[0]), version: "3" };
+  await Deno.writeTextFile(bad, [JSON.stringify(badHeader), ...lines.slice(1)].join("\n"));
+  const rb = await runCli(["verify", bad, "--ca", b.pki.caPath]);
+  assert.equal(rb.code, 1, rb.stdout + rb.stderr);
+  assert.match(rb.stderr, /error: TAMPERED: bad\.log: line 1: /);
+
+  // An opening of format 1 (before signed batches), or of a newer one.
+  const opening = `${dir}/opening.json`;
+  const made = await runCli([
+    "verify",
+    b.session.logPath,
+    "--ca",
+    b.pki.caPath,
+    "--reveal",
+    "4",
+    "--out",
+    opening,
+  ]);
+  assert.equal(made.code, 0, made.stderr);
+  const o = JSON.parse(await Deno.readTextFile(opening));
+  for (
+    const [version, reason] of [
+      [1, /opening format 1 .*before signed batches.*reads format 2/],
+      [3, /opening format 3 .*newer.*reads format 2/],
+    ] as const
+  ) {
+    const path = `${dir}/opening${version}.json`;
+    await Deno.writeTextFile(path, JSON.stringify({ ...o, version }));
+    const r = await runCli(["verify", "--opening", path, "--ca", b.pki.caPath]);
+    assert.equal(r.code, 2, `opening format ${version}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /securechat: error: UNSUPPORTED_FORMAT: /);
+    assert.match(r.stderr, reason);
+  }
+});
+
 for (const c of TAMPER_CASES) {
   Deno.test(`cli verify rejects: ${c.name} → exit 1, ${c.code}`, async () => {
     const b = await tamperBase();

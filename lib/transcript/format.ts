@@ -28,6 +28,56 @@ export interface EncodedLine {
 /** Version of the transcript file / hash format (not of the wire protocol). */
 /** 3 since signed batches (PROTOCOL §6.1): record_enc covers `batch` (TRANSCRIPT §3.1). */
 export const TRANSCRIPT_VERSION = 3;
+/** Version of the opening format (TRANSCRIPT §6): 2 since signed batches, whose record carries `batch`. */
+export const OPENING_VERSION = 2;
+/**
+ * The files earlier securechats wrote, and what reads them (TRANSCRIPT §2.1, §6). This one reads only
+ * the current formats; a file of another format cannot be judged here, which is no evidence that it
+ * was edited, so it gets its own code (interop finding 72).
+ */
+const OTHER_FORMATS = {
+  transcript: {
+    current: TRANSCRIPT_VERSION,
+    earlier: {
+      1: "written by protocol v1 (PROTOCOL §11); a securechat of protocol v1 reads it",
+      2: "written before signed batches (PROTOCOL §11); a securechat from before them " +
+        "(commit 9c9d09a, session 8) reads it",
+    } as Record<number, string>,
+  },
+  opening: {
+    current: OPENING_VERSION,
+    earlier: {
+      1: "made before signed batches (PROTOCOL §11); a securechat from before them " +
+        "(commit 9c9d09a, session 8) reads it",
+    } as Record<number, string>,
+  },
+} as const;
+
+/**
+ * The UNSUPPORTED_FORMAT error for a file whose `version` is a format number other than the one this
+ * securechat reads; null for the current version and for anything that is no format number (the
+ * schema then refuses it as edited: TAMPERED).
+ */
+export function unsupportedFormat(
+  kind: keyof typeof OTHER_FORMATS,
+  version: unknown,
+): SecureChatError | null {
+  const { current, earlier } = OTHER_FORMATS[kind];
+  if (!Number.isSafeInteger(version) || (version as number) < 1 || version === current) return null;
+  const v = version as number;
+  const what = v < current ? earlier[v] ?? "an earlier format" : "newer than this securechat";
+  return new SecureChatError(
+    "UNSUPPORTED_FORMAT",
+    `${kind} format ${v} (${what}): this securechat reads format ${current} only, and cannot ` +
+      "judge this file either way",
+    {
+      hint: v < current
+        ? "not evidence of tampering: check the file with a securechat that reads its format"
+        : "not evidence of tampering: check the file with a newer securechat",
+    },
+  );
+}
+
 /** Domain-separation label of the v2 transcript hash: ASCII, then one 0x00 byte. */
 export const TRANSCRIPT_HASH_LABEL = "securechat/v2 transcript";
 /** Hard limits a verifier applies before doing any work on a line. */

@@ -22,16 +22,19 @@ import type { TrustStore } from "../pki/validate.ts";
 import { base64Text } from "../wire/schema.ts";
 import { zodOf } from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
-import { HeaderLineSchema, MAX_CERT_BYTES, MAX_LINE_BYTES } from "./format.ts";
+import {
+  HeaderLineSchema,
+  MAX_CERT_BYTES,
+  MAX_LINE_BYTES,
+  OPENING_VERSION,
+  unsupportedFormat,
+} from "./format.ts";
 import { readLines } from "./lines.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import { TrustAtSessionTime } from "./trust_at.ts";
 
-export const OPENING_VERSION = 2;
-
 export const OpeningSchema = z.object({
   type: z.literal("securechat-opening"),
-  /** 2 since signed batches (PROTOCOL §6.1): the record carries its `batch`. */
   version: z.literal(OPENING_VERSION),
   cert: base64Text(1, MAX_CERT_BYTES),
   record: zodOf(RecordJsonShape),
@@ -112,14 +115,10 @@ export async function makeOpening(
 export async function checkOpening(value: unknown, trust: TrustStore): Promise<OpenedLine> {
   const parsed = OpeningSchema.safeParse(value);
   if (!parsed.success) {
-    const old = (value as { version?: unknown } | null)?.version === 1;
-    throw new SecureChatError(
-      "TAMPERED",
-      old
-        ? "an opening of version 1, made before signed batches (PROTOCOL §11): check it with " +
-          "a securechat of that time"
-        : "not a securechat opening",
-    );
+    const other = (value as { type?: unknown } | null)?.type === "securechat-opening"
+      ? unsupportedFormat("opening", (value as { version?: unknown }).version)
+      : null;
+    throw other ?? new SecureChatError("TAMPERED", "not a securechat opening");
   }
   const record = decodeRecord(parsed.data.record);
   if (!record.sig) throw new SecureChatError("TAMPERED", "the record is not signed");

@@ -31,8 +31,8 @@ import {
   HeaderLineSchema,
   MAX_LINE_BYTES,
   type Role,
-  TRANSCRIPT_VERSION,
   TranscriptHasher,
+  unsupportedFormat,
 } from "./format.ts";
 import { fingerprintOf } from "../pki/describe.ts";
 import { readLines } from "./lines.ts";
@@ -42,7 +42,7 @@ import { checkReceipt, parseReceipt, type Receipt, type ReceiptParties } from ".
 
 export type VerifyCode = Extract<
   ErrorCode,
-  "TAMPERED" | "SIG_FAIL" | "BAD_CERT" | "REPLAY" | "STALE"
+  "TAMPERED" | "SIG_FAIL" | "BAD_CERT" | "REPLAY" | "STALE" | "UNSUPPORTED_FORMAT"
 >;
 
 /** The clock skew verify allows, as the protocol does (PROTOCOL §8.2). */
@@ -385,18 +385,9 @@ async function checkLines(
   } catch (cause) {
     return fail(1, "TAMPERED", `header is not strict UTF-8 JSON: ${(cause as Error).message}`);
   }
-  const version = (headerValue as { version?: unknown } | null)?.version;
-  if (
-    typeof headerValue === "object" && headerValue !== null &&
-    (headerValue as { type?: unknown }).type === "securechat-transcript" &&
-    version !== TRANSCRIPT_VERSION
-  ) {
-    // A format 2 file is an honest one from before signed batches: say so, not "forged".
-    const why = version === 2
-      ? ": format 2 was written before signed batches (PROTOCOL §11); verify it with a " +
-        "securechat of that time"
-      : "";
-    return fail(1, "TAMPERED", `unsupported transcript version ${JSON.stringify(version)}${why}`);
+  if ((headerValue as { type?: unknown } | null)?.type === "securechat-transcript") {
+    const other = unsupportedFormat("transcript", (headerValue as { version?: unknown }).version);
+    if (other) return fail(1, "UNSUPPORTED_FORMAT", other.message);
   }
   const parsedHeader = HeaderLineSchema.safeParse(headerValue);
   if (!parsedHeader.success) {

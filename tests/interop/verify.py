@@ -12,6 +12,8 @@ Prints, on stdout:
   RESULT VALID <confirmed by both|confirmed by the client only|confirmed by the server only|
                unconfirmed>                         exit 0
   RESULT INVALID <code> line <n> <detail>           exit 1 (or `receipt <file>` for a receipt)
+  RESULT UNSUPPORTED_FORMAT <line 1|opening> <detail>  exit 2: a format this verifier does not
+                                                     read, not judged either way (§5 step 1, §6)
   LINES c2s <n> s2c <m>
   AUTHOR <cn> <fingerprint> <count>                  lines carrying an author's valid signature:
                                                      the client's c2s records, relayed and stored
@@ -44,6 +46,18 @@ from cryptography import x509  # noqa: E402
 TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 3 (2 before signed batches)
 RECEIPT_VERSION = 2          # §4.1
 MAX_LINE_BYTES = 160 * 1024  # §5: memory bounded by one line
+
+
+class Unsupported(Exception):
+    """§5 step 1, §6 step 1: a file of another format number: not judged (UNSUPPORTED_FORMAT)."""
+    def __init__(self, where, detail):
+        super().__init__(f"UNSUPPORTED_FORMAT {where}: {detail}")
+        self.where, self.detail = where, detail
+
+
+def other_format(version):
+    """True for a format number (an integer >= 1) that is not ours; anything else is TAMPERED."""
+    return type(version) is int and version >= 1
 
 
 class Invalid(Exception):
@@ -115,16 +129,22 @@ class Verifier:
     # ---- header (§2.1, §5 steps 1-3)
 
     def header(self, raw):
+        try:  # §5 step 1: another format is known by its type and version before its members
+            obj = sc.parse_json(raw, code="TAMPERED")
+        except sc.ProtoError as e:
+            raise Invalid("TAMPERED", "line 1", e.detail)
+        if (isinstance(obj, dict) and obj.get("type") == "securechat-transcript"
+                and obj.get("version") != TRANSCRIPT_VERSION and other_format(obj.get("version"))):
+            raise Unsupported("line 1", f"transcript format {obj['version']}"
+                              + (", written before signed batches (PROTOCOL §6.1)"
+                                 if obj["version"] == 2 else "") + ": not this verifier's format")
         h = strict_line(raw, 1, ["type", "version", "protocol_version", "session_id", "role",
                                  "session_time", "started_at", "client_cert", "server_cert"],
                         ["server_name"])
         if h["type"] != "securechat-transcript":
             raise Invalid("TAMPERED", "line 1", "not a transcript header")
-        if h["version"] != TRANSCRIPT_VERSION:  # §5 step 1: a version we do not know
-            older = h["version"] == 2
-            raise Invalid("TAMPERED", "line 1", f"transcript format {sc.safe(str(h['version']))}"
-                          + (", written before signed batches (PROTOCOL §6.1): not this "
-                             "verifier's format" if older else ", unknown"))
+        if h["version"] != TRANSCRIPT_VERSION:
+            raise Invalid("TAMPERED", "line 1", f"transcript version {sc.safe(str(h['version']))}")
         if h["protocol_version"] != sc.PROTOCOL_VERSION or h["role"] not in ("client", "server"):
             raise Invalid("TAMPERED", "line 1", "protocol version or role")
         sid = field(sc.want_str, 1, h, "session_id")
@@ -398,13 +418,16 @@ def verify_opening(path, trust):
         raise Invalid(code, "opening", detail)
     try:                                                                                   # 1
         obj = sc.parse_json(raw.rstrip(b"\n"), code="TAMPERED")
+        if (isinstance(obj, dict) and obj.get("type") == "securechat-opening"
+                and obj.get("version") != OPENING_VERSION and other_format(obj.get("version"))):
+            raise Unsupported("opening", f"opening format {obj['version']}"
+                              + (", made before signed batches" if obj["version"] == 1 else "")
+                              + ": not this verifier's format")
         sc.strict(obj, ["type", "version", "cert", "record", "k"], code="TAMPERED")
         if obj["type"] != "securechat-opening":
             fail("TAMPERED", "not a securechat-opening")
         if obj["version"] != OPENING_VERSION:
-            fail("TAMPERED", f"opening format {sc.safe(str(obj['version']))}"
-                 + (", made before signed batches: not this verifier's format"
-                    if obj["version"] == 1 else ", unknown"))
+            fail("TAMPERED", f"opening version {sc.safe(str(obj['version']))}")
         der = sc.b64d(obj["cert"], code="TAMPERED", max_size=16 * 1024)
         k = sc.b64d(obj["k"], code="TAMPERED", size=32)
         rec = sc.parse_record(obj["record"])
@@ -435,13 +458,16 @@ def verify_opening(path, trust):
 
 
 def judged(check):
-    """(check()'s result, None), or (None, the exit status) once RESULT INVALID (1) or the I/O or
-    usage error (2) has been reported."""
+    """(check()'s result, None), or (None, the exit status) once RESULT INVALID (1), RESULT
+    UNSUPPORTED_FORMAT (2) or the I/O or usage error (2) has been reported."""
     try:
         return check(), None
     except Invalid as e:
         print(f"RESULT INVALID {e.code} {e.where} {sc.safe(e.detail)}")
         return None, 1
+    except Unsupported as e:
+        print(f"RESULT UNSUPPORTED_FORMAT {e.where} {sc.safe(e.detail)}")
+        return None, 2
     except (OSError, sc.ProtoError) as e:
         sc.log(f"error: {e}")
         return None, 2
