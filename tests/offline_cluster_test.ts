@@ -146,3 +146,119 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster: a user back from a lost node, with a queue and a replay each larger than the send queue, gets them whole and the session goes on (review8 R8-10)",
+  ignore: skipCluster,
+  async fn() {
+    // The offline queue holds up to 1000 records, a replay up to 1000 stream records, and a
+    // session's send queue is 1 MiB (PROTOCOL §8.2): the node that takes bob over must pace its
+    // replay as the login-time delivery is paced (tests/offline_burst_test.ts), not hand him the
+    // queued and the replayed lines in one turn (SLOW_CONSUMER).
+    const LINES = 240;
+    const line = (n: number) => `${String(n).padStart(4, "0")} ${"x".repeat(3900)}`;
+    const pki = await makePki(["alice", "bob"], "ed25519");
+    // The sender's rate is raised only so that filling the queue is quick.
+    const cluster = await startTestCluster({
+      pkiDir: pki.dir,
+      nodes: 2,
+      args: ["--message-rate", "1000"],
+    });
+    const clients: LiveClient[] = [];
+    try {
+      for (const user of ["alice", "bob"]) {
+        const n1 = cluster.nodes[0];
+        await registerUser(n1, pki.dir, user, password(user), `${n1.workDir}/${user}-transcripts`);
+      }
+      const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
+      const marks = cluster.nodes.map((n) => n.mark());
+      const bob = await LiveClient.login({
+        port: cluster.nodes[0].port,
+        user: "bob",
+        password: password("bob"),
+        pkiDir: pki.dir,
+        transcripts: transcripts("bob"),
+        args: cluster.nodes.flatMap((n) => ["--server", `127.0.0.1:${n.port}`]),
+      });
+      clients.push(bob);
+      const lost = cluster.nodes.findIndex((n, i) =>
+        n.events((e) => e.event === "LOGIN" && e.user === "bob", marks[i]).length > 0
+      );
+      const survivor = cluster.nodes[1 - lost];
+      const alice = await LiveClient.login({
+        port: survivor.port,
+        user: "alice",
+        password: password("alice"),
+        pkiDir: pki.dir,
+        transcripts: transcripts("alice"),
+      });
+      clients.push(alice);
+      await alice.send("before");
+      await bob.waitForLine((l) => l.endsWith("alice \u2713 before"));
+
+      bob.child.kill("SIGSTOP");
+      cluster.nodes[lost].child.kill("SIGKILL");
+      for (const deadline = Date.now() + 15_000;;) {
+        const mark = alice.stdout.length;
+        await alice.send("/who");
+        const who = await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
+        if (/online: alice$/.test(who)) break;
+        assert.ok(Date.now() < deadline, `bob still listed after his node was lost: ${who}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      for (let n = 1; n <= LINES; n++) await alice.send(`/msg bob ${line(n)}`);
+      // Then as many to the lobby, replayed from the stream: one run of relays with no queued
+      // record between them.
+      for (let n = 1; n <= LINES; n++) await alice.send(line(n));
+      await pollUntil(
+        () =>
+          alice.stderr.filter((l) => l.includes("stored: the recipient is not online")).length >=
+            LINES || undefined,
+        60_000,
+        () => `not ${LINES} stored:\n${alice.stderr.slice(-5).join("\n")}`,
+      );
+      await alice.send("after");
+
+      const mark = survivor.mark();
+      bob.child.kill("SIGCONT");
+      const last = await Promise.race([
+        bob.waitForLine((l) => l.endsWith("alice \u2713 after"), 60_000).then(() => "delivered"),
+        survivor.waitFor(
+          (e) =>
+            e.user === "bob" && e.event !== "LOGIN" &&
+            /SLOW_CONSUMER|PROTOCOL_ERROR/.test(e.event),
+          60_000,
+          mark,
+        ).then((e) => `bob's session: ${JSON.stringify(e)}`),
+      ]);
+      assert.equal(last, "delivered");
+      assert.ok(
+        survivor.events((e) => e.event === "REPLAYED" && e.user === "bob", mark).length > 0,
+        "bob came back through a replay",
+      );
+      const queued = bob.lines((l) => l.includes("(private, while you were away) \u2713 0"));
+      assert.equal(queued.length, LINES, "every queued line shown once");
+      const replayed = bob.lines((l) => l.includes("alice \u2713 0"));
+      assert.equal(replayed.length, LINES, "every replayed lobby line shown once");
+      // In alice's order: the private lines, then the lobby lines she sent after them.
+      const where = (n: number, text: string) =>
+        bob.stdout.findIndex((l) => l.includes(`${text} ${line(n).slice(0, 20)}`));
+      const at = ["(private, while you were away) \u2713", "alice \u2713"].flatMap((text) => [
+        where(1, text),
+        where(LINES, text),
+      ]);
+      at.push(bob.stdout.findIndex((l) => l.endsWith("alice \u2713 after")));
+      assert.ok(at[0] >= 0 && at.every((x, i) => i === 0 || at[i - 1] < x), `in order: ${at}`);
+      // The session goes on: bob is still served.
+      const from = bob.stdout.length;
+      await bob.send("/who");
+      await bob.waitForLine((l) => l.includes("* online:"), 10_000, from);
+      for (const client of [alice, bob]) assert.equal((await client.end()).code, 0);
+    } finally {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});

@@ -78,7 +78,7 @@ export const RELAY_WINDOW = 32;
 
 /** Offline queue rows read per query while delivering (PROTOCOL §6.6). */
 const STORED_PAGE = 100;
-/** The share of a session's send queue its offline delivery leaves free (#storedPass). */
+/** The share of a session's send queue its offline delivery and a replay leave free (#roomFor). */
 const STORED_RESERVE = 0.5;
 
 /** The offline queue and its bounds (absent: private records to absent users are refused). */
@@ -192,6 +192,11 @@ function clusterRelayOf(
 /** Where a relayed record stands among its author's: their session, and its number there. */
 function authorPlace(relay: ClusterRelay): { sid: string; seqno: number } {
   return { sid: relay.record.sid, seqno: relay.record.seqno };
+}
+
+/** At least what a relay of `prepared` takes on the wire: its shared part, `cert` included. */
+function wireBytesOf(prepared: PreparedRelay): number {
+  return prepared.authorPart.length + prepared.certPart.length + prepared.wireTail.length;
 }
 
 export class Lobby {
@@ -526,7 +531,7 @@ export class Lobby {
     const rows = await this.#storedRows(member);
     let sent = 0;
     for (const row of rows) {
-      if (!member.session.hasRoom(row.bytes, STORED_RESERVE)) await member.session.drain();
+      await this.#roomFor(member, row.bytes);
       try {
         if (this.#sendStored(member, row)) sent++;
       } catch (error) {
@@ -535,6 +540,15 @@ export class Lobby {
       }
     }
     return sent;
+  }
+
+  /**
+   * Waits, when `bytes` more would take the member's send queue past half its limit, until
+   * what was made is written out: a delivery of many records (the offline queue, a replay)
+   * leaves the other half to what the session sends meanwhile (#storedPass).
+   */
+  async #roomFor(member: Member, bytes: number): Promise<void> {
+    if (!member.session.hasRoom(bytes, STORED_RESERVE)) await member.session.drain();
   }
 
   /** The member's queued records not yet sent in this session, oldest first. */
@@ -843,15 +857,19 @@ export class Lobby {
    * sent after it. Each author's records then arrive in the order the author sent them,
    * which the member's client demands of one session (§6.6 step 6'): the queue sent first, a
    * replayed line older than a queued record of its author ended the session with REPLAY.
+   * Both are paced as the offline delivery is (#roomFor): a replay may carry up to
+   * MAX_REPLAY records and the whole queue, far more than a session's send queue holds (R8-10).
    */
   async #replay(member: Member, after: number, upTo: number): Promise<void> {
     let count = 0;
     let queued: StoredRow[] = [];
     let storedCount = 0;
-    const sendStored = (row: StoredRow) =>
+    const sendStored = async (row: StoredRow) => {
+      await this.#roomFor(member, row.bytes);
       this.#deliver(member, () => {
         if (this.#sendStored(member, row)) storedCount++;
       });
+    };
     try {
       if (this.#offline) {
         queued = await this.#storedRows(member).catch((error) => {
@@ -872,19 +890,22 @@ export class Lobby {
         if ("stored" in record) continue;
         if ("relay" in record) {
           const { sid, seqno } = authorPlace(record.relay);
-          queued = queued.filter((row) => {
-            const earlier = row.sid === sid && row.seqno < seqno;
-            if (earlier) sendStored(row);
-            return !earlier;
-          });
+          const earlier = queued.filter((row) => row.sid === sid && row.seqno < seqno);
+          queued = queued.filter((row) => !earlier.includes(row));
+          for (const row of earlier) await sendStored(row);
+          const prepared = preparedRelayOf(record.relay);
+          await this.#roomFor(member, wireBytesOf(prepared));
+          this.#relay(member, prepared);
+        } else {
+          this.#deliverRecord([member], record);
         }
-        this.#deliverRecord([member], record);
         count++;
       }
+      for (const row of queued.splice(0)) await sendStored(row);
     } catch (error) {
+      // The rows not sent are left to the delivery below, which sends what this session has not.
       this.log(codeOf(error), { user: member.username, detail: `replay: ${error}` });
     } finally {
-      for (const row of queued) sendStored(row);
       // Anything queued meanwhile (or not read above) goes before what came live since.
       void this.#deliverStored(member);
       const held = member.held ?? [];
