@@ -8,12 +8,72 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
-import { LiveClient, liveLogins, pollUntil, registerUser } from "../testkit/server_process.ts";
-import { clusterUnavailable, startTestCluster } from "./helpers/cluster.ts";
+import {
+  LiveClient,
+  liveLogins,
+  pollUntil,
+  registerUser,
+  type ServerProcess,
+} from "../testkit/server_process.ts";
+import { clusterUnavailable, startTestCluster, type TestCluster } from "./helpers/cluster.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
 
 const skipCluster = skipUnless("cluster", clusterUnavailable(), "the offline cluster test");
 const password = (user: string) => `${user}-password-123`;
+
+/**
+ * bob logged in (with both nodes to reconnect to) and alice on the other node; bob's client is
+ * then held still (SIGSTOP) and his node killed, until alice sees him gone: he comes back, once
+ * the test sends SIGCONT, only after whatever alice writes meanwhile.
+ */
+async function bobOnALostNode(
+  pki: { dir: string },
+  cluster: TestCluster,
+  clients: LiveClient[],
+): Promise<{ alice: LiveClient; bob: LiveClient; survivor: ServerProcess }> {
+  for (const user of ["alice", "bob"]) {
+    const n1 = cluster.nodes[0];
+    await registerUser(n1, pki.dir, user, password(user), `${n1.workDir}/${user}-transcripts`);
+  }
+  const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
+  // bob may use either node (he starts at a random one); alice is on the other.
+  const marks = cluster.nodes.map((n) => n.mark());
+  const bob = await LiveClient.login({
+    port: cluster.nodes[0].port,
+    user: "bob",
+    password: password("bob"),
+    pkiDir: pki.dir,
+    transcripts: transcripts("bob"),
+    args: cluster.nodes.flatMap((n) => ["--server", `127.0.0.1:${n.port}`]),
+  });
+  clients.push(bob);
+  const lost = cluster.nodes.findIndex((n, i) =>
+    n.events((e) => e.event === "LOGIN" && e.user === "bob", marks[i]).length > 0
+  );
+  const survivor = cluster.nodes[1 - lost];
+  const alice = await LiveClient.login({
+    port: survivor.port,
+    user: "alice",
+    password: password("alice"),
+    pkiDir: pki.dir,
+    transcripts: transcripts("alice"),
+  });
+  clients.push(alice);
+  await alice.send("before");
+  await bob.waitForLine((l) => l.endsWith("alice \u2713 before"));
+
+  bob.child.kill("SIGSTOP");
+  cluster.nodes[lost].child.kill("SIGKILL");
+  for (const deadline = Date.now() + 15_000;;) {
+    const mark = alice.stdout.length;
+    await alice.send("/who");
+    const who = await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
+    if (/online: alice$/.test(who)) break;
+    assert.ok(Date.now() < deadline, `bob still listed after his node was lost: ${who}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return { alice, bob, survivor };
+}
 
 Deno.test({
   name:
@@ -69,49 +129,9 @@ Deno.test({
     const cluster = await startTestCluster({ pkiDir: pki.dir, nodes: 2 });
     const clients: LiveClient[] = [];
     try {
-      for (const user of ["alice", "bob"]) {
-        const n1 = cluster.nodes[0];
-        await registerUser(n1, pki.dir, user, password(user), `${n1.workDir}/${user}-transcripts`);
-      }
-      const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
-      // bob may use either node (he starts at a random one); alice is on the other.
-      const marks = cluster.nodes.map((n) => n.mark());
-      const bob = await LiveClient.login({
-        port: cluster.nodes[0].port,
-        user: "bob",
-        password: password("bob"),
-        pkiDir: pki.dir,
-        transcripts: transcripts("bob"),
-        args: cluster.nodes.flatMap((n) => ["--server", `127.0.0.1:${n.port}`]),
-      });
-      clients.push(bob);
-      const lost = cluster.nodes.findIndex((n, i) =>
-        n.events((e) => e.event === "LOGIN" && e.user === "bob", marks[i]).length > 0
-      );
-      const survivor = cluster.nodes[1 - lost];
-      const alice = await LiveClient.login({
-        port: survivor.port,
-        user: "alice",
-        password: password("alice"),
-        pkiDir: pki.dir,
-        transcripts: transcripts("alice"),
-      });
-      clients.push(alice);
-      await alice.send("before");
-      await bob.waitForLine((l) => l.endsWith("alice \u2713 before"));
-
-      // bob's client is held still while his node is lost, so he comes back only once alice
-      // has written: a lobby line, a private one (queued: bob is nowhere now), a lobby line.
-      bob.child.kill("SIGSTOP");
-      cluster.nodes[lost].child.kill("SIGKILL");
-      for (const deadline = Date.now() + 15_000;;) {
-        const mark = alice.stdout.length;
-        await alice.send("/who");
-        const who = await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
-        if (/online: alice$/.test(who)) break;
-        assert.ok(Date.now() < deadline, `bob still listed after his node was lost: ${who}`);
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
+      // bob comes back only once alice has written: a lobby line, a private one (queued: bob
+      // is nowhere now), a lobby line.
+      const { alice, bob, survivor } = await bobOnALostNode(pki, cluster, clients);
       await alice.send("lobby 1");
       await alice.send("/msg bob private 1");
       await alice.send("lobby 2");
@@ -167,46 +187,7 @@ Deno.test({
     });
     const clients: LiveClient[] = [];
     try {
-      for (const user of ["alice", "bob"]) {
-        const n1 = cluster.nodes[0];
-        await registerUser(n1, pki.dir, user, password(user), `${n1.workDir}/${user}-transcripts`);
-      }
-      const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
-      const marks = cluster.nodes.map((n) => n.mark());
-      const bob = await LiveClient.login({
-        port: cluster.nodes[0].port,
-        user: "bob",
-        password: password("bob"),
-        pkiDir: pki.dir,
-        transcripts: transcripts("bob"),
-        args: cluster.nodes.flatMap((n) => ["--server", `127.0.0.1:${n.port}`]),
-      });
-      clients.push(bob);
-      const lost = cluster.nodes.findIndex((n, i) =>
-        n.events((e) => e.event === "LOGIN" && e.user === "bob", marks[i]).length > 0
-      );
-      const survivor = cluster.nodes[1 - lost];
-      const alice = await LiveClient.login({
-        port: survivor.port,
-        user: "alice",
-        password: password("alice"),
-        pkiDir: pki.dir,
-        transcripts: transcripts("alice"),
-      });
-      clients.push(alice);
-      await alice.send("before");
-      await bob.waitForLine((l) => l.endsWith("alice \u2713 before"));
-
-      bob.child.kill("SIGSTOP");
-      cluster.nodes[lost].child.kill("SIGKILL");
-      for (const deadline = Date.now() + 15_000;;) {
-        const mark = alice.stdout.length;
-        await alice.send("/who");
-        const who = await alice.waitForLine((l) => l.includes("* online:"), 10_000, mark);
-        if (/online: alice$/.test(who)) break;
-        assert.ok(Date.now() < deadline, `bob still listed after his node was lost: ${who}`);
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
+      const { alice, bob, survivor } = await bobOnALostNode(pki, cluster, clients);
       for (let n = 1; n <= LINES; n++) await alice.send(`/msg bob ${line(n)}`);
       // Then as many to the lobby, replayed from the stream: one run of relays with no queued
       // record between them.

@@ -12,7 +12,12 @@ import {
   signBatch,
 } from "../lib/message/record.ts";
 import { runCli } from "../testkit/cli.ts";
-import { TAMPER_CASES, writeCase, writeSession } from "../testkit/transcript_fixtures.ts";
+import {
+  TAMPER_CASES,
+  type TamperBase,
+  writeCase,
+  writeSession,
+} from "../testkit/transcript_fixtures.ts";
 import { tamperBase } from "./helpers/tamper_base.ts";
 
 Deno.test("cli verify: valid session, receipts found beside the log, human report", async () => {
@@ -67,9 +72,8 @@ Deno.test("cli verify: no receipt says so plainly and still exits 0", async () =
   assert.match(r.stdout, /result +VALID \(lines only: unconfirmed, no receipt\)/);
 });
 
-Deno.test("cli verify --reveal / --opening: one line proven to a third party with only the CA", async () => {
-  const b = await tamperBase();
-  const dir = await Deno.makeTempDir({ prefix: "sc-opening-" });
+/** `verify --reveal 4` of the base session: the opening's path, in `dir`. */
+async function revealLine4(b: TamperBase, dir: string): Promise<string> {
   const opening = `${dir}/line4.json`;
   const made = await runCli([
     "verify",
@@ -82,6 +86,13 @@ Deno.test("cli verify --reveal / --opening: one line proven to a third party wit
     opening,
   ]);
   assert.equal(made.code, 0, made.stderr);
+  return opening;
+}
+
+Deno.test("cli verify --reveal / --opening: one line proven to a third party with only the CA", async () => {
+  const b = await tamperBase();
+  const dir = await Deno.makeTempDir({ prefix: "sc-opening-" });
+  const opening = await revealLine4(b, dir);
   const text = await Deno.readTextFile(opening);
   const o = JSON.parse(text);
   assert.deepEqual(Object.keys(o), ["type", "version", "cert", "record", "k"]);
@@ -222,19 +233,7 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
   assert.match(rb.stderr, /error: TAMPERED: bad\.log: line 1: /);
 
   // An opening of format 1 (before signed batches), or of a newer one.
-  const opening = `${dir}/opening.json`;
-  const made = await runCli([
-    "verify",
-    b.session.logPath,
-    "--ca",
-    b.pki.caPath,
-    "--reveal",
-    "4",
-    "--out",
-    opening,
-  ]);
-  assert.equal(made.code, 0, made.stderr);
-  const o = JSON.parse(await Deno.readTextFile(opening));
+  const o = JSON.parse(await Deno.readTextFile(await revealLine4(b, dir)));
   for (
     const [version, reason] of [
       [1, /opening format 1 .*before signed batches.*reads format 2/],
