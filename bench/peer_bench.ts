@@ -37,13 +37,13 @@
  *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
  *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
  */
+import { HeldWrites } from "../testkit/held_writes.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { type Body, LOBBY, userRecipient } from "../lib/message/record.ts";
 import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
-import { concat } from "../lib/bytes.ts";
 import { codeOf } from "../lib/errors.ts";
 import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
 import { findInspircd, GNUTLS_PRIORITY, Inspircd, INSPIRCD_INSTALL_HINT } from "./_inspircd.ts";
@@ -403,41 +403,6 @@ async function ourFanOut(
   } finally {
     await server.stop();
     await Promise.allSettled(clients.map((c) => c.run));
-  }
-}
-
-/**
- * A byte stream whose writes are held until `release`: the sender's messages are made,
- * signed and sealed before the clock starts and leave in one burst (see ourBurst).
- */
-class HeldWrites implements ByteStreamConn {
-  #held: Uint8Array[] | null = null;
-  constructor(readonly inner: Deno.TcpConn) {}
-  get readable(): ReadableStream<Uint8Array> {
-    return this.inner.readable;
-  }
-  read(into: Uint8Array): Promise<number | null> {
-    return this.inner.read(into);
-  }
-  hold(): void {
-    this.#held = [];
-  }
-  write(bytes: Uint8Array): Promise<number> {
-    if (!this.#held) return this.inner.write(bytes);
-    this.#held.push(bytes.slice());
-    return Promise.resolve(bytes.length);
-  }
-  /** Writes everything held, then lets writes through again. */
-  async release(): Promise<void> {
-    const bytes = concat(...this.#held ?? []);
-    this.#held = null;
-    for (let at = 0; at < bytes.length;) at += await this.inner.write(bytes.subarray(at));
-  }
-  close(): void {
-    this.inner.close();
-  }
-  closeWrite(): Promise<void> {
-    return this.inner.closeWrite();
   }
 }
 

@@ -12,6 +12,12 @@
 /** Units of work per turn: 64 Ed25519 sends are a few ms, enough to amortise a yield (~20 µs). */
 export const TURN_UNITS = 64;
 /**
+ * Received bytes handled per unit: a turn handles at most ~256 KiB of frames, so what it makes
+ * for any one session (a relay is a little larger than the line it carries) stays well inside
+ * the default 1 MiB send queue.
+ */
+export const TURN_UNIT_BYTES = 4096;
+/**
  * Wall time per turn, for units that are slow. Wall time, so a loaded machine (the
  * process descheduled mid-batch) yields more often; 10 ms keeps that rare while
  * bounding what a busy sender adds to everyone else's latency.
@@ -22,12 +28,15 @@ let units = 0;
 let since = performance.now();
 
 /**
- * Spends one unit of the current turn's budget.
+ * Spends `cost` units of the current turn's budget. When it is spent the turn is over: what
+ * was gathered for its end ({@link atTurnEnd}) is done now, before the caller goes on.
  * @returns undefined while the budget lasts; else a promise that resolves on a later turn
  *   of the event loop, after pending I/O and due timers had their chance
  */
-export function spendTurn(): Promise<void> | undefined {
-  if (++units < TURN_UNITS && performance.now() - since < TURN_MS) return undefined;
+export function spendTurn(cost = 1): Promise<void> | undefined {
+  units += cost;
+  if (units < TURN_UNITS && performance.now() - since < TURN_MS) return undefined;
+  runTurnEnd();
   return nextTurn();
 }
 
@@ -66,8 +75,13 @@ export function atTurnEnd(task: () => void): void {
   endScheduled = true;
   void nextTurn().then(() => {
     endScheduled = false;
-    const tasks = [...atEnd];
-    atEnd.clear();
-    for (const t of tasks) t();
+    runTurnEnd();
   });
+}
+
+/** Runs what waits for the turn's end; a task asked for after this waits for the next end. */
+function runTurnEnd(): void {
+  const tasks = [...atEnd];
+  atEnd.clear();
+  for (const t of tasks) t();
 }

@@ -79,7 +79,7 @@ import { SequenceWindow } from "./replay.ts";
 import { BatchSigner } from "./batch_signer.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import type { TrustStore } from "../pki/validate.ts";
-import { atTurnEnd, spendTurn } from "../turn.ts";
+import { atTurnEnd, spendTurn, TURN_UNIT_BYTES } from "../turn.ts";
 import { type C2sAnswer, C2sAnswers } from "../message/answers.ts";
 import {
   type Content,
@@ -749,6 +749,15 @@ export class ChatSession {
           return await this.#end("peer_gone");
         }
         await this.#handle(payload, handlers);
+        // Frames the kernel already holds are read without the turn ending: a backlog is
+        // handled a bounded amount per turn, so what the turn made for each session is sealed
+        // and written (its send queue counts only what the peer has not read) and the other
+        // sessions are served before the next part.
+        const turn = spendTurn(Math.ceil(payload.length / TURN_UNIT_BYTES));
+        if (turn) {
+          await this.#release(handlers);
+          await turn;
+        }
       }
       const files = await this.#transcript.finish(this.#ownReceipt!, this.#peerReceipt);
       const { code } = this.#close;
