@@ -338,11 +338,14 @@ export class Lobby {
   }
 
   /**
-   * Handles one verified session message from a member (PROTOCOL §6.3–6.5).
+   * Handles one verified session message from a member (PROTOCOL §6.3–6.5). A relay on this
+   * node alone, a refusal and a `who` are done when it returns (undefined: the session's loop
+   * goes on to the next message without a promise per message); what waits on the store, the
+   * key directory or the cluster returns its promise.
    * @throws PROTOCOL_ERROR for a key directory request no honest client makes (§12.6): the
    *   session ends with it, telling the member
    */
-  async receive(from: Member, message: ReceivedMessage): Promise<void> {
+  receive(from: Member, message: ReceivedMessage): Promise<void> | undefined {
     if (message.type !== "msg" && message.type !== "sealed") return; // clients send nothing else
     const rekey = message.type === "sealed" && message.record.to !== LOBBY &&
       from.rekeyAllowance > 0;
@@ -350,7 +353,8 @@ export class Lobby {
     else if (!from.bucket.take()) {
       // Every kind counts, and a refusal costs no signature (issue 11 item 6).
       this.log("RATE_LIMITED", { user: from.username, detail: `message ${message.seqno} refused` });
-      return this.#refuse(from, message.seqno, "RATE_LIMITED");
+      this.#refuse(from, message.seqno, "RATE_LIMITED");
+      return;
     }
     const { record } = message;
     if (message.type === "msg") {
@@ -360,16 +364,16 @@ export class Lobby {
         return;
       }
       if (body.kind === "keys_publish" || body.kind === "keys_fetch") {
-        return await this.#keys(from, body);
+        return this.#keys(from, body);
       }
       if (body.kind === "received") {
-        return await this.#acknowledged(from, body.upto, new Set(body.unread ?? []));
+        return this.#acknowledged(from, body.upto, new Set(body.unread ?? []));
       }
       if (body.kind !== "text") return;
     }
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
     if (to !== undefined && !this.#reachable(to)) {
-      return await this.#store(from, message.seqno, to, clusterRelayOf(from, message));
+      return this.#store(from, message.seqno, to, clusterRelayOf(from, message));
     }
     // Joins and leaves told before this line stay before it.
     this.#presence.flush();
@@ -384,8 +388,18 @@ export class Lobby {
       for (const member of this.#localRecipients(from.username, to)) this.#relay(member, prepared);
       return;
     }
-    // In a cluster the delivery is the publish to the stream; an id of the author's session
-    // and seqno makes a retried publish a no-op, and a window bounds what is in flight.
+    return this.#publish(from, message, to);
+  }
+
+  /**
+   * In a cluster the delivery is the publish to the stream; an id of the author's session
+   * and seqno makes a retried publish a no-op, and a window bounds what is in flight.
+   */
+  async #publish(
+    from: Member,
+    message: Extract<ReceivedMessage, { type: "msg" | "sealed" }>,
+    to: string | undefined,
+  ): Promise<void> {
     const relay: ClusterRecord = { relay: clusterRelayOf(from, message) };
     const delivery = this.#route(relay, to, from, {
       id: `${from.session.sessionId}:${message.seqno}`,

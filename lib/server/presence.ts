@@ -59,10 +59,11 @@ export class PresenceNotices {
 
   /** Sends what is pending now (before a member's message, so notices keep their order). */
   flush(): void {
+    // Before every message of every member: nothing to do unless a change is pending.
+    if (this.#runs.length === 0) return;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const runs = this.#runs;
-    if (runs.length === 0) return;
     this.#runs = [];
     this.#lastFlush = Date.now();
     for (const { change, names, at } of runs) {

@@ -788,7 +788,9 @@ export class ChatSession {
     this.#held = [];
     this.#transcript.commit();
     for (const { message, stored } of held) {
-      await handlers.onMessage(message);
+      // A handler that is done when it returns (the server's relay) costs no promise.
+      const acting = handlers.onMessage(message);
+      if (acting) await acting;
       if (stored && message.type === "relay") {
         // A duplicate counts as held: this device recorded it before (§6.6).
         const { undecryptable, duplicate } = message.relayed;
