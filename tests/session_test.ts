@@ -277,6 +277,31 @@ Deno.test("ChatSession: a sender that keeps sends in flight shares signatures (E
   }
 });
 
+Deno.test("ChatSession: a msg too large for a record ends the session, as any record of ours that cannot leave (review9 R9-3)", async () => {
+  // Its seqno is taken and it is in the transcript: a session that went on would send the
+  // next record past a hole, which the server refuses (R8-2's rule).
+  const { server, client } = await connectPair();
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const [s, c] = await loggedIn(server, client);
+    const limits = { transcripts: transcriptDirectory(transcripts) };
+    const serverSession = await ChatSession.start(s, limits);
+    const clientSession = await ChatSession.start(c, limits);
+    const serverRun = serverSession.run({ onMessage: () => {} });
+    const clientRun = clientSession.run({ onMessage: () => {} });
+    await assert.rejects(
+      clientSession.send({ kind: "text", text: "x".repeat(70_000) }),
+      (e) => codeOf(e) === "INVALID_INPUT",
+    );
+    assert.equal(clientSession.closing, true, "the session goes on with c2s 1 taken, unsent");
+    const [clientEnd] = await Promise.all([clientRun, serverRun]);
+    assert.equal(clientEnd.outcome, "error");
+    assert.equal(clientEnd.code, "INVALID_INPUT");
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});
+
 Deno.test("ChatSession: with 2 messages per key, every message still arrives and the record verifies", async () => {
   const { server, client } = await connectPair();
   const transcripts = await Deno.makeTempDir();

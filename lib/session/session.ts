@@ -445,15 +445,18 @@ export class ChatSession {
       (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
       this.#batchOutbox.push(utf8(wire));
     } catch (error) {
-      failure = error instanceof SecureChatError
-        ? error
-        : new SecureChatError("INTERNAL", String(error), { cause: error });
+      failure = ours(error);
     }
     await signing.catch(() => {});
     const batch = record.batch;
-    if (failure || !batch || batch.i === batch.n - 1) {
-      // Recorded: a connection that fails from here on ends the session through run().
-      if (!this.#ended) await this.#sendBatchOutbox();
+    if ((failure || !batch || batch.i === batch.n - 1) && !this.#ended) {
+      // Recorded: what cannot leave now (a msg too large for a record, a seal that fails)
+      // leaves its batch's seqnos taken, so it ends the session as above (review9 R9-3).
+      try {
+        await this.#sendBatchOutbox();
+      } catch (error) {
+        failure ??= ours(error);
+      }
     }
     if (failure) {
       await this.terminate(failure);
@@ -1171,4 +1174,11 @@ async function sendSealedError(est: EstablishedSession, error: SecureChatError):
     // the peer is gone; the local log still has the code
   }
   await est.conn.lingerClose();
+}
+
+/** `error` when it is one of ours, else INTERNAL around it. */
+function ours(error: unknown): SecureChatError {
+  return error instanceof SecureChatError
+    ? error
+    : new SecureChatError("INTERNAL", String(error), { cause: error });
 }
