@@ -3,7 +3,15 @@
  * `JSON.parse` keeps the last of two equal names, so two tools could read different
  * values from one file; this parser is the one chokepoint for every JSON input the
  * protocol and the verifier take. It returns what `JSON.parse` would for any input
- * without duplicates (member `__proto__` included, as an own property).
+ * without duplicates (member `__proto__` included, as an own property) and not nested
+ * deeper than {@link MAX_DEPTH}.
+ *
+ * Every relayed line is parsed by the server and by each recipient, so the common case
+ * runs at the engine's speed: `JSON.parse` itself decides the grammar, and one scan of the
+ * text outside its strings counts the member names and the nesting. A value whose objects
+ * hold fewer members than the text names had a name twice. Anything that is not plainly
+ * fine — JSON.parse refuses, the counts differ, or the text nests near the limit — goes
+ * to the careful parser below, which decides and says exactly what is wrong and where.
  */
 
 export class StrictJsonError extends Error {}
@@ -14,8 +22,22 @@ const NUMBER_RE = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
 // deno-lint-ignore no-control-regex -- matching control characters is the point: JSON refuses them raw
 const PLAIN_RUN = /[^"\\\u0000-\u001f]*/y;
 
-/** @throws StrictJsonError for invalid JSON or a repeated member name */
+/** @throws StrictJsonError for invalid JSON, a repeated member name or nesting too deep */
 export function parseStrictJson(text: string): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    parseCarefully(text); // throws, saying why and where
+    throw new StrictJsonError("not JSON"); // a grammar the two parsers read alike never gets here
+  }
+  const named = memberNamesOf(text);
+  if (named === UNSURE || named !== membersOf(value)) return parseCarefully(text);
+  return value;
+}
+
+/** The careful parser: the reference for what is accepted, and the wording of every refusal. */
+function parseCarefully(text: string): unknown {
   const p = new Parser(text);
   p.ws();
   const value = p.value(0);
@@ -24,6 +46,64 @@ export function parseStrictJson(text: string): unknown {
   return value;
 }
 
+/** What {@link memberNamesOf} answers when the careful parser must judge. */
+const UNSURE = -1;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COLON = 0x3a;
+
+/**
+ * How many member names the text of a value JSON.parse accepted has: the colons outside its
+ * strings. {@link UNSURE} when containers nest more than MAX_DEPTH deep (the limit's exact
+ * edge is the careful parser's to judge, and {@link membersOf} must not recurse into a hostile
+ * depth), or a string does not end (never, after JSON.parse).
+ */
+function memberNamesOf(text: string): number {
+  let names = 0;
+  let open = 0;
+  let i = 0;
+  const n = text.length;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      // A string: its end is the next quote not escaped, i.e. after an even run of backslashes.
+      let end = text.indexOf('"', i + 1);
+      while (end > 0 && escaped(text, end)) end = text.indexOf('"', end + 1);
+      if (end < 0) return UNSURE;
+      i = end + 1;
+      continue;
+    }
+    if (c === COLON) names++;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++open > MAX_DEPTH) return UNSURE;
+    } else if (c === 0x7d || c === 0x5d) open--;
+    i++;
+  }
+  return names;
+}
+
+/** Whether the quote at `at` is escaped: an odd run of backslashes before it. */
+function escaped(text: string, at: number): boolean {
+  let j = at - 1;
+  while (text.charCodeAt(j) === BACKSLASH) j--;
+  return (at - 1 - j) % 2 === 1;
+}
+
+/** The own members of every object in a parsed value (at most MAX_DEPTH deep). */
+function membersOf(value: unknown): number {
+  if (typeof value !== "object" || value === null) return 0;
+  let count = 0;
+  if (Array.isArray(value)) {
+    for (const item of value) count += membersOf(item);
+    return count;
+  }
+  for (const key of Object.keys(value)) {
+    count += 1 + membersOf((value as Record<string, unknown>)[key]);
+  }
+  return count;
+}
+
+/** The deepest a value may nest: the careful parser refuses one inside more containers. */
 const MAX_DEPTH = 64;
 
 class Parser {

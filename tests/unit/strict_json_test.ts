@@ -80,6 +80,9 @@ Deno.test("parseStrictJson(): the repeated-member check is not fooled by bracket
     '{"k":"a","v":"k"}', // a value equal to a name
     '{"a\\\\":1,"a":2}', // a\\ and a are two names
     '["a","a",{"a":1}]',
+    '{"a:":1,"a":2}', // a colon inside a name is no member of its own
+    '{"a":"b:c:d","b":{"c":":"}}',
+    '{"a\\\\\\"":1,"a\\\\":2}', // a\\\" and a\\: runs of backslashes before quotes
   ];
   for (const text of allowed) assert.deepEqual(parseStrictJson(text), JSON.parse(text), text);
   const repeated = [
@@ -87,6 +90,9 @@ Deno.test("parseStrictJson(): the repeated-member check is not fooled by bracket
     '{"a":1,"b":{"c":1,"d":[1,{"e":2}]},"a":2}', // after nested containers closed
     '{"a" :1, "a"\n\t:2}', // whitespace before the colon
     '[1,[2,{"z":{}, "z":[]}]]',
+    '{"a":"b:c","a":1}', // a colon in a value does not stand in for the lost member
+    '{"a":{"x:":1},"a":2}',
+    '{"q\\\\":1,"q\\\\":2}',
   ];
   for (const text of repeated) assert.throws(() => parseStrictJson(text), /appears twice/, text);
 });
@@ -95,6 +101,12 @@ Deno.test("parseStrictJson() refuses nesting beyond 64 levels, and a hostile dep
   const nested = (n: number) => "[".repeat(n) + "]".repeat(n);
   assert.deepEqual(parseStrictJson(nested(65)), JSON.parse(nested(65)));
   assert.throws(() => parseStrictJson(nested(66)), /nesting too deep/);
+  // The edge with a value in the innermost container: 64 around it are allowed, 65 are not.
+  const around = (n: number, v: string) => '{"a":'.repeat(n) + v + "}".repeat(n);
+  assert.deepEqual(parseStrictJson(around(64, "1")), JSON.parse(around(64, "1")));
+  assert.deepEqual(parseStrictJson(around(64, "[]")), JSON.parse(around(64, "[]")));
+  assert.throws(() => parseStrictJson(around(65, "1")), /nesting too deep/);
+  assert.throws(() => parseStrictJson(around(65, '{"b":2,"b":3}')), /nesting too deep/);
   assert.throws(
     () => parseStrictJson('{"a":'.repeat(70) + "1" + "}".repeat(70)),
     /nesting too deep/,
