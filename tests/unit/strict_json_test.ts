@@ -143,3 +143,19 @@ Deno.test("parseStrictJson() agrees with JSON.parse on fuzzed protocol messages"
   }
   assert.ok(accepted > 1000, `${accepted} of 5000 payloads were JSON`);
 });
+
+Deno.test("parseStrictJson() reads escaped member names itself: V8's JSON.parse can misread one by an earlier parse's object shape (review9 R9-4)", () => {
+  // After a parse of {"x","a\"}, V8 (Deno 2.9) reads the name a" of the same shape as a\, so
+  // a text naming a" twice would count two names and two members.
+  parseStrictJson(String.raw`{"x":1,"a\\":2}`);
+  assert.throws(() => parseStrictJson(String.raw`{"x":1,"a\"":2,"a\"":3}`), /appears twice/);
+  assert.deepEqual(Object.keys(parseStrictJson(String.raw`{"x":1,"a\"":2}`) as object), [
+    "x",
+    'a"',
+  ]);
+  parseStrictJson(String.raw`{"x":1,"a\\":2,"b":{"c\\":1}}`);
+  assert.deepEqual(
+    parseStrictJson(String.raw`{"x":1,"a\"":2,"b":{"c\"" :1}}`),
+    { x: 1, 'a"': 2, b: { 'c"': 1 } },
+  );
+});
