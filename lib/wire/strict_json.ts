@@ -31,9 +31,11 @@ export function parseStrictJson(text: string): unknown {
     parseCarefully(text); // throws, saying why and where
     throw new StrictJsonError("not JSON"); // a grammar the two parsers read alike never gets here
   }
+  // Counted only below the depth limit: membersOf recurses.
   const named = memberNamesOf(text);
-  if (named === UNSURE || named !== membersOf(value)) return parseCarefully(text);
-  return value;
+  if (named === UNSURE) return parseCarefully(text);
+  const members = typeof value === "object" && value !== null ? membersOf(value) : 0;
+  return named === members ? value : parseCarefully(text);
 }
 
 /** The careful parser: the reference for what is accepted, and the wording of every refusal. */
@@ -101,16 +103,23 @@ function escaped(text: string, at: number): boolean {
   return (at - 1 - j) % 2 === 1;
 }
 
-/** The own members of every object in a parsed value (at most MAX_DEPTH deep). */
-function membersOf(value: unknown): number {
-  if (typeof value !== "object" || value === null) return 0;
+/**
+ * The members of every object in a parsed value (at most MAX_DEPTH deep): `for…in` and no key
+ * array, as JSON.parse's objects have nothing enumerable but their own members.
+ */
+function membersOf(value: object): number {
   let count = 0;
   if (Array.isArray(value)) {
-    for (const item of value) count += membersOf(item);
+    for (let i = 0; i < value.length; i++) {
+      const item = value[i];
+      if (typeof item === "object" && item !== null) count += membersOf(item);
+    }
     return count;
   }
-  for (const key of Object.keys(value)) {
-    count += 1 + membersOf((value as Record<string, unknown>)[key]);
+  for (const key in value) {
+    count++;
+    const item = (value as Record<string, unknown>)[key];
+    if (typeof item === "object" && item !== null) count += membersOf(item);
   }
   return count;
 }
