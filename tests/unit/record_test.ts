@@ -3,7 +3,7 @@
  * against tests/vectors/protocol/records.json (tests/helpers/generate_record_vectors.ts).
  */
 import assert from "node:assert/strict";
-import { fromHex, toHex, utf8 } from "../../lib/bytes.ts";
+import { ByteBuilder, fromHex, toHex, utf8 } from "../../lib/bytes.ts";
 import { counterNonce, openChaCha20Poly1305, sealChaCha20Poly1305 } from "../../lib/crypto/aead.ts";
 import { codeOf } from "../../lib/errors.ts";
 import {
@@ -121,4 +121,33 @@ Deno.test("recordRuns() keeps order and fills each record up to the largest inne
     () => recordRuns([new Uint8Array(MAX_INNER_BYTES)]),
     (e) => codeOf(e) === "INVALID_INPUT",
   );
+});
+
+Deno.test("RecordOutbox.seal(): a content that throws mid-layout, or a larger record before, leaves none of its bytes in the next session's record (review9 R9-1)", () => {
+  // One scratch buffer lays out every record of every session: what one session's record held
+  // must never show in another's padding, even when its layout stopped half-way.
+  const secret = new Uint8Array(3000).fill(0xa5);
+  const throwing = {
+    length: secret.length + 10,
+    writeTo(out: ByteBuilder) {
+      out.bytes(secret).text("é non-ASCII too");
+      throw new Error("a relay that fails half-way through its layout");
+    },
+  };
+  const failed = new RecordOutbox();
+  failed.add(utf8('{"type":"queued"}'));
+  failed.add(throwing);
+  assert.throws(() => failed.seal(() => {}), /half-way/);
+
+  const large = new RecordOutbox();
+  large.add(new Uint8Array(MAX_INNER_BYTES - 4).fill(0x5a));
+  large.seal(() => {});
+
+  const small = utf8('{"type":"refused"}');
+  const next = new RecordOutbox();
+  next.add(small);
+  const inners: Uint8Array[] = [];
+  next.seal((inner) => void inners.push(inner.slice()));
+  assert.equal(inners.length, 1);
+  assert.deepEqual(inners[0], padContents([small]), "only its own content, then zeros");
 });
