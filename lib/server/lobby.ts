@@ -117,7 +117,7 @@ export class Member {
    * While stored records are being delivered: live relays to this member wait here, so an
    * author's queued records arrive before their later live ones (PROTOCOL §6.6).
    */
-  deferred?: (() => void)[];
+  deferred?: PreparedRelay[];
   /** More was queued while a delivery ran: it goes round again. */
   storedAgain = false;
   /**
@@ -498,9 +498,7 @@ export class Lobby {
         detail: `offline queue: ${(error as Error).message}`,
       });
     } finally {
-      const deferred = member.deferred;
-      member.deferred = undefined;
-      for (const action of deferred) this.#deliver(member, action);
+      await this.#sendDeferred(member);
       this.#holdsNothing(member);
     }
     if (count > 0) {
@@ -509,6 +507,27 @@ export class Lobby {
         session: member.session.sessionId,
         detail: `${count} records from the offline queue`,
       });
+    }
+    // Stored while the held relays went: delivered now, behind them.
+    if (member.storedAgain) void this.#deliverStored(member);
+  }
+
+  /**
+   * Sends the live relays held back while the member's queue was delivered, paced as the stored
+   * records were: they came in while the member's link carried its queue, and sent in one turn
+   * they could fill the send queue of a member reading all along (SLOW_CONSUMER, review9 R9-2).
+   * Relays that come in meanwhile are held too, behind them.
+   */
+  async #sendDeferred(member: Member): Promise<void> {
+    const deferred = member.deferred!;
+    try {
+      for (let i = 0; i < deferred.length && !member.session.closing; i++) {
+        const prepared = deferred[i];
+        await this.#roomFor(member, wireBytesOf(prepared));
+        this.#deliver(member, () => void member.session.relay(prepared));
+      }
+    } finally {
+      member.deferred = undefined;
     }
   }
 
@@ -973,10 +992,9 @@ export class Lobby {
   }
 
   #relay(member: Member, prepared: PreparedRelay): void {
-    const relay = () => void member.session.relay(prepared);
     // Held behind the stored records being delivered (§6.6).
-    if (member.deferred) member.deferred.push(relay);
-    else this.#deliver(member, relay);
+    if (member.deferred) member.deferred.push(prepared);
+    else this.#deliver(member, () => void member.session.relay(prepared));
   }
 
   #refuse(member: Member, of: number, code: RefusalCode): void {
