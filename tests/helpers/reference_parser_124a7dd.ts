@@ -1,7 +1,8 @@
 /**
  * REFERENCE, NOT LIB: the strict JSON parser and the hand-written shape helpers exactly as they
- * were on main at 124a7dd (lib/wire/strict_json.ts, lib/wire/shape.ts, and
- * canonicalBase64Length from lib/wire/schema.ts), before session 9 made the parse path faster.
+ * were on main at 124a7dd (lib/wire/strict_json.ts, lib/wire/shape.ts, canonicalBase64Length
+ * from lib/wire/schema.ts and fromBase64 from lib/bytes.ts), before session 9 made the parse
+ * path faster.
  * tests/unit/parser_differential_test.ts feeds this copy and lib's current code the same
  * hostile inputs and requires the same verdicts: a twin kept on purpose, as an oracle (a shared
  * copy would test lib against itself). Do not edit it to follow lib; it is what lib must equal.
@@ -406,4 +407,23 @@ export function nested<T>(inner: Shape<T>, value: unknown, path: Path, key: stri
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   throw new ShapeFailure([...path, key, ...issue.path], issue.message);
+}
+
+// ---- fromBase64, lib/bytes.ts at 124a7dd ----
+
+const codec = Uint8Array as unknown as {
+  fromBase64(text: string, options: { lastChunkHandling: "strict" }): Uint8Array;
+};
+
+/** ASCII whitespace (the codec's one leniency: it skips it anywhere, even in strict mode). */
+const ASCII_WHITESPACE_RE = /[\t\n\f\r ]/;
+
+/** Strict, canonical standard base64 (with padding); anything else is a TypeError. */
+export function fromBase64(text: string): Uint8Array {
+  if (ASCII_WHITESPACE_RE.test(text)) throw new TypeError("invalid base64");
+  try {
+    return codec.fromBase64(text, { lastChunkHandling: "strict" });
+  } catch {
+    throw new TypeError("invalid base64");
+  }
 }

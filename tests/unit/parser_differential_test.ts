@@ -7,6 +7,7 @@
  * what is accepted.
  */
 import assert from "node:assert/strict";
+import { fromBase64, toBase64 } from "../../lib/bytes.ts";
 import { codeOf } from "../../lib/errors.ts";
 import { MsgMessageShape, RelayMessageShape } from "../../lib/message/record.ts";
 import { parseMessage } from "../../lib/wire/messages.ts";
@@ -419,6 +420,75 @@ Deno.test("the shape helpers give 124a7dd's verdicts and paths: members, text, u
         `${name}(${describe(value)})`,
       );
     }
+  }
+});
+
+/** Base64 a fast decoder could take that 124a7dd's refused, or the reverse. */
+const BASE64_TEXTS: string[] = [
+  "",
+  "AAAA",
+  "AA==",
+  "AAA=",
+  "AB==",
+  "AAB=",
+  "A===",
+  "====",
+  "=AAA",
+  "AA=A",
+  "AA",
+  "AAA",
+  "AAAAA",
+  " AAAA",
+  "AAAA ",
+  "AA AA=",
+  "AAA AAA=",
+  "AAAA    ",
+  "AA==    ",
+  "AA\n==",
+  "AAAA\tAAAA",
+  "AAAA\fAAA",
+  "AAAA\rAA==",
+  "AAAA\u00a0AA=",
+  "-_-_",
+  "AA+/",
+  "AAAAAA==",
+  "AAAAAAA=",
+  "AAAAAAAA",
+  "AAAA====",
+  "AAAA=AAA",
+  "\u0000AAA",
+  "ＡＡＡＡ",
+  "AAAA".repeat(1000),
+  "AAAA".repeat(999) + "AA==",
+  "AAAA".repeat(999) + "A A=",
+];
+
+Deno.test("fromBase64() gives 124a7dd's verdict and bytes on canonical, non-canonical, padded and whitespace base64", () => {
+  const verdict = (decode: (text: string) => Uint8Array, text: string) => {
+    try {
+      return { bytes: [...decode(text)] };
+    } catch (error) {
+      assert.ok(error instanceof TypeError, String(error));
+      return { refused: "TypeError" };
+    }
+  };
+  const rng = new Rng(SEED ^ 0xb64);
+  const texts = [...BASE64_TEXTS];
+  for (let i = 0; i < 3000; i++) {
+    // Canonical text with one character changed, inserted or dropped.
+    const raw = rng.bytes(rng.int(12));
+    const text = [...toBase64(raw)];
+    const at = rng.int(text.length + 1);
+    const char = rng.pick(["A", "B", "=", " ", "\n", "+", "/", "-", "_", "Q", "g"]);
+    const edit = rng.int(3);
+    if (edit === 0) text.splice(at, 1, char);
+    else if (edit === 1) text.splice(at, 0, char);
+    else text.splice(at, 1);
+    texts.push(text.join(""));
+  }
+  for (const text of texts) {
+    const want = verdict(reference.fromBase64, text);
+    assert.deepStrictEqual(verdict(fromBase64, text), want, JSON.stringify(text));
   }
 });
 
