@@ -572,20 +572,35 @@ export function merkleTree(
 
 /**
  * The root leaf `i` of `n` proves with `path`, by RFC 9162 §2.1.3.2 exactly; null when the
- * path does not fit `i` and `n` (too long or too short).
+ * path does not fit `i` and `n` (too long or too short). With `memo`, a loop that reaches a
+ * state some earlier call went through takes that call's root instead of hashing on
+ * ({@link PathMemo}): the same answer, since the rest of the loop is a function of that state.
  */
 export function rootFromPath(
   leaf: Uint8Array,
   i: number,
   n: number,
   path: readonly Uint8Array[],
+  memo?: PathMemo,
 ): Uint8Array | null {
   if (i >= n) return null;
   let fn = i;
   let sn = n - 1;
   let r = leaf;
-  for (const p of path) {
+  // The states this call passes (none at the leaf: no other record has its leaf).
+  const passed: PathState[] | undefined = memo && path.length > 1 ? [] : undefined;
+  for (let step = 0; step < path.length; step++) {
     if (sn === 0) return null;
+    if (passed && step > 0) {
+      const state = { fn, sn, node: r, path, step };
+      const known = memo!.rootFrom(state);
+      if (known) {
+        memo!.remember(passed, known);
+        return known;
+      }
+      passed.push(state);
+    }
+    const p = path[step];
     if (fn % 2 === 1 || fn === sn) {
       r = nodeHash(p, r);
       while (fn !== 0 && fn % 2 === 0) {
@@ -598,7 +613,66 @@ export function rootFromPath(
     fn >>>= 1;
     sn >>>= 1;
   }
-  return sn === 0 ? r : null;
+  if (sn !== 0) return null;
+  if (passed) memo!.remember(passed, r);
+  return r;
+}
+
+/** Where RFC 9162 §2.1.3.2's loop stands before hashing `path[step]`: all the rest depends on. */
+interface PathState {
+  fn: number;
+  sn: number;
+  node: Uint8Array;
+  path: readonly Uint8Array[];
+  step: number;
+}
+
+/**
+ * The roots that states of rootFromPath's loop led to (PROTOCOL §6.1 step 1, "Recomputing a
+ * root"). The records of one batch meet where their paths join: record 7 of 32 reaches record
+ * 6's node after one hash, and the rest of its path is the rest of record 6's. The loop from
+ * there is a function of the node, `fn`, `sn` and the path entries left, so a state equal in
+ * all four has the same root, byte for byte, as a full hash would give: this is not a cache of
+ * what verified (that is RecordSignatures' own, keyed as §6.1 says), and what goes in needs no
+ * trust. Bounded: the oldest states go first.
+ */
+export class PathMemo {
+  readonly #roots = new Map<string, { state: PathState; root: Uint8Array }>();
+
+  constructor(readonly capacity = 1024) {}
+
+  /** The root an earlier loop reached from this state, or undefined. */
+  rootFrom(state: PathState): Uint8Array | undefined {
+    const known = this.#roots.get(memoKey(state));
+    if (!known) return undefined;
+    const a = known.state;
+    const left = state.path.length - state.step;
+    if (a.path.length - a.step !== left) return undefined;
+    for (let j = 0; j < left; j++) {
+      if (!bytesEqual(a.path[a.step + j], state.path[state.step + j])) return undefined;
+    }
+    return known.root;
+  }
+
+  remember(states: readonly PathState[], root: Uint8Array): void {
+    for (const state of states) {
+      const key = memoKey(state);
+      this.#roots.delete(key);
+      this.#roots.set(key, { state, root });
+      if (this.#roots.size > this.capacity) this.#roots.delete(this.#roots.keys().next().value!);
+    }
+  }
+}
+
+function memoKey(state: PathState): string {
+  return `${state.fn}/${state.sn}/${toBase64(state.node)}`;
+}
+
+/** Byte equality of public values (path entries: nothing secret, so no constant time needed). */
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) return false;
+  return true;
 }
 
 /**
@@ -665,6 +739,8 @@ export interface RecordAuthor {
  */
 export class RecordSignatures {
   readonly #verified = new Map<string, Promise<boolean>>();
+  /** Where the paths of a batch's records join, so each record hashes only up to there. */
+  readonly #paths = new PathMemo();
 
   /**
    * @param pathFault the code of a path that does not fit its batch: the record's schema,
@@ -682,7 +758,7 @@ export class RecordSignatures {
     // Only a user's (c2s) record is ever signed: a signature on any other proves nothing.
     if (r.dir !== "c2s") throw new SecureChatError("SIG_FAIL", `${whose} is not a user's record`);
     const { i, n, path } = r.batch;
-    const root = rootFromPath(leafHash(r), i, n, path);
+    const root = rootFromPath(leafHash(r), i, n, path, this.#paths);
     if (!root) {
       throw new SecureChatError(
         this.pathFault,

@@ -1,0 +1,70 @@
+/**
+ * rootFromPath() with a PathMemo (PROTOCOL §6.1 step 1): a record whose loop reaches a state an
+ * earlier record's loop went through takes that root instead of hashing on. It must answer
+ * exactly what the loop without the memo answers, for honest paths and for every path a
+ * hostile sender could pair with a memo full of honest states.
+ */
+import assert from "node:assert/strict";
+import { sha256 } from "#sync-crypto";
+import { toHex } from "../../lib/bytes.ts";
+import { MAX_BATCH, merkleTree, PathMemo, rootFromPath } from "../../lib/message/record.ts";
+import { Rng } from "../../testkit/fuzz.ts";
+
+const hex = (root: Uint8Array | null) => root === null ? "null" : toHex(root);
+const leavesOf = (tree: number, n: number) =>
+  Array.from({ length: n }, (_, j) => sha256(Uint8Array.of(0, tree, j)));
+
+Deno.test("rootFromPath() with a memo gives every leaf of every batch up to 32 its root, in any order", () => {
+  const rng = new Rng(0x9a7e);
+  const memo = new PathMemo();
+  for (let n = 1; n <= MAX_BATCH; n++) {
+    const leaves = leavesOf(n, n);
+    const { root, paths } = merkleTree(leaves);
+    const order = leaves.map((_, i) => i).sort(() => rng.int(3) - 1);
+    for (const i of [...order, ...order]) {
+      assert.equal(hex(rootFromPath(leaves[i], i, n, paths[i], memo)), toHex(root), `${i} of ${n}`);
+    }
+  }
+});
+
+Deno.test("rootFromPath() with a memo of honest batches answers every other position, size and path exactly as without it", () => {
+  const rng = new Rng(0x51de);
+  for (const n of [2, 3, 5, 8, 13, 16, 31, 32]) {
+    const memo = new PathMemo();
+    const leaves = leavesOf(n, n);
+    const { paths } = merkleTree(leaves);
+    for (let i = 0; i < n; i++) rootFromPath(leaves[i], i, n, paths[i], memo);
+    const asked = (leaf: Uint8Array, i2: number, n2: number, path: Uint8Array[], what: string) =>
+      assert.equal(
+        hex(rootFromPath(leaf, i2, n2, path, memo)),
+        hex(rootFromPath(leaf, i2, n2, path)),
+        `${what}, read as ${i2} of ${n2}`,
+      );
+    for (let i = 0; i < n; i++) {
+      const path = paths[i];
+      for (let n2 = 1; n2 <= MAX_BATCH; n2++) {
+        for (let i2 = 0; i2 < n2; i2++) asked(leaves[i], i2, n2, path, `leaf ${i} of ${n}`);
+      }
+      // An upper entry changed, one dropped or added, the leaf another's: never the memo's root.
+      for (let j = 0; j < path.length; j++) {
+        const flipped = path.map((p) => p.slice());
+        flipped[j][rng.int(32)] ^= 1 << rng.int(8);
+        asked(leaves[i], i, n, flipped, `leaf ${i} of ${n}, entry ${j} flipped`);
+        asked(leaves[i], i, n, path.filter((_, k) => k !== j), `leaf ${i} of ${n} without ${j}`);
+      }
+      asked(leaves[i], i, n, [...path, path[0] ?? leaves[0]], `leaf ${i} of ${n}, one more`);
+      asked(leaves[(i + 1) % n], i, n, path, `leaf ${i} of ${n} with its neighbour's leaf`);
+    }
+  }
+});
+
+Deno.test("PathMemo forgets its oldest states beyond its capacity and still answers exactly", () => {
+  const memo = new PathMemo(8);
+  for (let tree = 0; tree < 20; tree++) {
+    const leaves = leavesOf(100 + tree, 32);
+    const { root, paths } = merkleTree(leaves);
+    for (let i = 31; i >= 0; i--) {
+      assert.equal(hex(rootFromPath(leaves[i], i, 32, paths[i], memo)), toHex(root));
+    }
+  }
+});
