@@ -219,6 +219,19 @@ export class ByteBuilder {
     return this;
   }
 
+  /** Hex text (either case, even length) as its bytes. @throws TypeError for anything else */
+  hex(text: string): this {
+    if (text.length % 2 !== 0) throw new TypeError("invalid hex");
+    this.reserve(text.length / 2);
+    const bytes = this.#bytes;
+    let at = this.#at;
+    for (let i = 0; i < text.length; i += 2) {
+      bytes[at++] = (nibble(text.charCodeAt(i)) << 4) | nibble(text.charCodeAt(i + 1));
+    }
+    this.#at = at;
+    return this;
+  }
+
   /**
    * What was written, followed by zeros up to a multiple of `multiple` (1: none). The builder
    * takes no more writes until `reset`: the bytes are its buffer's, not a copy.

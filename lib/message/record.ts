@@ -8,12 +8,11 @@
 import { canonicalName, isCanonicalUserName } from "../pki/names.ts";
 import { sha256 } from "#sync-crypto";
 import {
-  type ByteBuilder,
+  ByteBuilder,
   concat,
   type Encodable,
   FieldWriter,
   fromBase64,
-  fromHex,
   fromUtf8,
   randomBytes,
   timingSafeEqual,
@@ -426,27 +425,42 @@ export class RecordForms {
 /** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
 export function recordEncoding(r: MessageRecord): Uint8Array {
   const to = utf8(r.to);
-  const sig = r.sig ?? new Uint8Array(0);
-  const path = r.batch?.path ?? [];
   const length = SID_BYTES + 1 + 4 + to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
-    sig.length + 4 + 4 + 1 + path.length * HASH_BYTES;
-  const w = new FieldWriter(length)
-    .hex(r.sid)
-    .u8(DIRECTION_BYTE[r.dir])
-    .u32(to.length)
-    .bytesOf(to)
-    .u64(r.seqno)
-    .u64(r.ts)
-    .u32(r.ct.length)
-    .bytesOf(r.ct)
-    .bytesOf(r.c)
-    .u32(sig.length)
-    .bytesOf(sig)
-    .u32(r.batch?.i ?? 0)
-    .u32(r.batch?.n ?? 0)
-    .u8(path.length);
-  for (const hash of path) w.bytesOf(hash);
-  return w.done();
+    (r.sig?.length ?? 0) + 4 + 4 + 1 + (r.batch?.path.length ?? 0) * HASH_BYTES;
+  const out = new ByteBuilder(length);
+  writeRecordEncoding(out, r, to);
+  return out.done();
+}
+
+/** record_enc written in place (a line's encoding laid out at the batch's write). */
+function writeRecordEncoding(out: ByteBuilder, r: MessageRecord, to = utf8(r.to)): void {
+  out.hex(r.sid).u8(DIRECTION_BYTE[r.dir]).u32(to.length).bytes(to).u64(r.seqno).u64(r.ts)
+    .u32(r.ct.length).bytes(r.ct).bytes(r.c);
+  if (r.sig) out.u32(r.sig.length).bytes(r.sig);
+  else out.u32(0);
+  const path = r.batch?.path ?? [];
+  out.u32(r.batch?.i ?? 0).u32(r.batch?.n ?? 0).u8(path.length);
+  for (const hash of path) out.bytes(hash);
+}
+
+/**
+ * A record's JSON text written in place: exactly `JSON.stringify(json)` (members in the order of
+ * §6.1), from members its shape checked — hex, base64, a direction and integers, which JSON
+ * writes as they are; only `to` can hold what JSON escapes.
+ */
+function writeRecordJson(out: ByteBuilder, json: RecordJson): void {
+  out.text('{"sid":"').text(json.sid).text('","dir":"').text(json.dir).text('","to":')
+    .text(JSON.stringify(json.to)).text(',"seqno":').text(`${json.seqno}`).text(',"ts":')
+    .text(`${json.ts}`).text(',"ct":"').text(json.ct).text('","c":"').text(json.c);
+  if (json.sig !== undefined) out.text('","sig":"').text(json.sig);
+  out.text('"');
+  if (json.batch !== undefined) {
+    const { i, n, path } = json.batch;
+    out.text(',"batch":{"i":').text(`${i}`).text(',"n":').text(`${n}`).text(',"path":[');
+    for (let j = 0; j < path.length; j++) out.text(j === 0 ? '"' : ',"').text(path[j]).text('"');
+    out.text("]}");
+  }
+  out.text("}");
 }
 
 // ---- content: k, ct, c (PROTOCOL §6.1) ----
@@ -637,7 +651,7 @@ interface PathState {
  * trust. Bounded: the oldest states go first.
  */
 export class PathMemo {
-  readonly #roots = new Map<string, { state: PathState; root: Uint8Array }>();
+  readonly #roots = new Map<number, { state: PathState; root: Uint8Array }>();
 
   constructor(readonly capacity = 1024) {}
 
@@ -647,7 +661,8 @@ export class PathMemo {
     if (!known) return undefined;
     const a = known.state;
     const left = state.path.length - state.step;
-    if (a.path.length - a.step !== left) return undefined;
+    if (a.fn !== state.fn || a.sn !== state.sn || a.path.length - a.step !== left) return undefined;
+    if (!bytesEqual(a.node, state.node)) return undefined;
     for (let j = 0; j < left; j++) {
       if (!bytesEqual(a.path[a.step + j], state.path[state.step + j])) return undefined;
     }
@@ -664,8 +679,13 @@ export class PathMemo {
   }
 }
 
-function memoKey(state: PathState): string {
-  return `${state.fn}/${state.sn}/${toBase64(state.node)}`;
+/**
+ * Where a state is looked for: 30 bits of its node (a hash) beside `fn`. Two states may share
+ * one (the later is kept); a state found is compared in full, so the key decides nothing.
+ */
+function memoKey(state: PathState): number {
+  const node = state.node;
+  return ((node[0] | (node[1] << 8) | (node[2] << 16) | ((node[3] & 0x3f) << 24)) ^ state.fn) >>> 0;
 }
 
 /** Byte equality of public values (path entries: nothing secret, so no constant time needed). */
@@ -1055,7 +1075,7 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
         Uint8Array.of(LINE_TAG[line.type]),
         u64be(line.seqno),
         u64be(line.ts),
-        authorEncoding(fromHex(line.author_fp), line.cert),
+        authorEncoding(line.author_fp, line.cert),
         recordBytes ?? recordEncoding(line.record),
       );
     case "refused": {
@@ -1159,8 +1179,15 @@ export function msgLine(
 }
 
 /** author_fp (32 bytes) || u32be(len(cert)) || cert, the cert empty when only named (TRANSCRIPT §3.1). */
-function authorEncoding(fingerprint: Uint8Array, cert: Uint8Array | undefined): Uint8Array {
-  return concat(fingerprint, u32be(cert?.length ?? 0), cert ?? new Uint8Array(0));
+function authorEncoding(fingerprint: string, cert: Uint8Array | undefined): Uint8Array {
+  const out = new ByteBuilder(HASH_BYTES + 4 + (cert?.length ?? 0));
+  writeAuthorEncoding(out, fingerprint, cert);
+  return out.done();
+}
+
+function writeAuthorEncoding(out: ByteBuilder, fingerprint: string, cert: Uint8Array | undefined) {
+  out.hex(fingerprint).u32(cert?.length ?? 0);
+  if (cert) out.bytes(cert);
 }
 
 /**
@@ -1221,12 +1248,11 @@ const authorParts = new WeakMap<AuthorCert, AuthorParts>();
 function authorPartsOf(author: AuthorCert): AuthorParts {
   let parts = authorParts.get(author);
   if (!parts) {
-    const fp = fromHex(author.fingerprint);
     parts = {
       authorPart: `"author_fp":"${author.fingerprint}",`,
       certPart: author.cert ? `"cert":"${author.cert.base64}",` : "",
-      encIntroduced: author.cert ? authorEncoding(fp, author.cert.der) : undefined,
-      encNamed: authorEncoding(fp, undefined),
+      encIntroduced: author.cert ? authorEncoding(author.fingerprint, author.cert.der) : undefined,
+      encNamed: authorEncoding(author.fingerprint, undefined),
     };
     authorParts.set(author, parts);
   }
@@ -1330,8 +1356,9 @@ export class RecipientRelay implements Encodable, PreparedLine {
 }
 
 /**
- * The transcript line of a relay a client received: a RecipientRelay's line, made without the
- * parts only a sender of relays needs (the wire's, the other certificate form's).
+ * The transcript line of a relay a client received: a RecipientRelay's line, laid out at the
+ * batch's write from the relay as it was parsed and decoded (no string or encoding of its own
+ * made per relay), without the parts only a sender of relays needs.
  */
 export function receivedRelayLine(
   type: RelayType,
@@ -1342,20 +1369,36 @@ export function receivedRelayLine(
   record: MessageRecord,
   k: Uint8Array | undefined,
 ): PreparedLine {
-  const cert = author.cert ? `"cert":"${author.cert.base64}",` : "";
-  return new TextLine(
-    "s2c",
-    seqno,
-    ts,
-    `{"dir":"s2c","type":"${type}","seqno":${seqno},"ts":${ts},"author_fp":"${author.fingerprint}",` +
-      `${cert}"record":${JSON.stringify(recordJson)}}`,
-    [
-      new FieldWriter(17).u8(LINE_TAG[type]).u64(seqno).u64(ts).done(),
-      authorEncoding(fromHex(author.fingerprint), author.cert?.der),
-      recordEncoding(record),
-    ],
-    k,
-  );
+  return new ReceivedRelayLine(type, seqno, ts, author, recordJson, record, k);
+}
+
+class ReceivedRelayLine implements PreparedLine {
+  readonly dir = "s2c";
+
+  constructor(
+    readonly type: RelayType,
+    readonly seqno: number,
+    readonly ts: number,
+    readonly author: AuthorCert,
+    readonly recordJson: RecordJson,
+    readonly record: MessageRecord,
+    readonly k: Uint8Array | undefined,
+  ) {}
+
+  writeJson(out: ByteBuilder): void {
+    out.bytes(RELAY_LINE_HEAD[this.type]).text(`${this.seqno},"ts":${this.ts},"author_fp":"`)
+      .text(this.author.fingerprint);
+    if (this.author.cert) out.text('","cert":"').text(this.author.cert.base64);
+    out.text('","record":');
+    writeRecordJson(out, this.recordJson);
+    out.text("}");
+  }
+
+  writeEncoding(out: ByteBuilder): void {
+    out.u8(LINE_TAG[this.type]).u64(this.seqno).u64(this.ts);
+    writeAuthorEncoding(out, this.author.fingerprint, this.author.cert?.der);
+    writeRecordEncoding(out, this.record);
+  }
 }
 
 /** A refusal (PROTOCOL §6.5). */

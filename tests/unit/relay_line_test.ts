@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { ByteBuilder, toBase64, toHex } from "../../lib/bytes.ts";
 import {
+  type AuthorCert,
   encodeRecord,
   LOBBY,
   type MessageRecord,
@@ -76,3 +77,35 @@ for (const type of ["relay", "stored"] as RelayType[]) {
     });
   }
 }
+
+Deno.test("a received relay line is laid out as JSON.stringify writes its record, whatever the record holds", () => {
+  const variants: MessageRecord[] = [
+    { ...record, to: 'user:a"b\\c\u0001\u2028é💥' }, // what JSON escapes, and what it does not
+    { ...record, sig: undefined, batch: undefined },
+    { ...record, batch: { i: 0, n: 1, path: [] } },
+    { ...record, seqno: Number.MAX_SAFE_INTEGER, ts: 0 },
+    {
+      ...record,
+      batch: {
+        i: 5,
+        n: 32,
+        path: [1, 2, 3, 4, 5].map(() => crypto.getRandomValues(new Uint8Array(32))),
+      },
+    },
+  ].map((r) => {
+    const { sig: _sig, batch: _batch, ...rest } = r;
+    return { ...rest, ...(r.sig ? { sig: r.sig } : {}), ...(r.batch ? { batch: r.batch } : {}) };
+  });
+  for (const r of variants) {
+    for (const who of [author, { fingerprint }] as AuthorCert[]) {
+      const line = receivedRelayLine("relay", 9, 1_700_000_000_900, who, encodeRecord(r), r, k);
+      const cert = who.cert ? `"cert":"${who.cert.base64}",` : "";
+      assert.equal(
+        written(line).json,
+        `{"dir":"s2c","type":"relay","seqno":9,"ts":1700000000900,"author_fp":"${fingerprint}",` +
+          `${cert}"record":${JSON.stringify(encodeRecord(r))}}`,
+        r.to,
+      );
+    }
+  }
+});
