@@ -13,6 +13,7 @@ import {
   type Encodable,
   FieldWriter,
   fromBase64,
+  fromBase64Each,
   fromUtf8,
   randomBytes,
   timingSafeEqual,
@@ -345,19 +346,25 @@ export interface BatchPosition {
   path: Uint8Array[];
 }
 
+/** The record with its binary members decoded, into one buffer (lib/bytes fromBase64Each). */
 export function decodeRecord(json: RecordJson): MessageRecord {
+  const texts = [json.ct, json.c];
+  if (json.sig !== undefined) texts.push(json.sig);
+  const pathAt = texts.length;
+  if (json.batch !== undefined) texts.push(...json.batch.path);
+  const bytes = fromBase64Each(texts);
   const r: MessageRecord = {
     sid: json.sid,
     dir: json.dir,
     to: json.to,
     seqno: json.seqno,
     ts: json.ts,
-    ct: fromBase64(json.ct),
-    c: fromBase64(json.c),
+    ct: bytes[0],
+    c: bytes[1],
   };
-  if (json.sig !== undefined) r.sig = fromBase64(json.sig);
+  if (json.sig !== undefined) r.sig = bytes[2];
   if (json.batch !== undefined) {
-    r.batch = { i: json.batch.i, n: json.batch.n, path: json.batch.path.map(fromBase64) };
+    r.batch = { i: json.batch.i, n: json.batch.n, path: bytes.slice(pathAt) };
   }
   return r;
 }

@@ -4,6 +4,7 @@ import {
   ByteBuilder,
   FieldWriter,
   fromBase64,
+  fromBase64Each,
   fromHex,
   fromUtf8,
   ScratchBytes,
@@ -43,8 +44,17 @@ Deno.test("fromBase64() refuses every non-canonical or foreign form with a TypeE
   };
   for (const [name, text] of Object.entries(refused)) {
     assert.throws(() => fromBase64(text), TypeError, name);
+    assert.throws(() => fromBase64Each(["QUJD", text, "QQ=="]), TypeError, `${name}, among others`);
   }
   assert.deepEqual(fromBase64(""), new Uint8Array(0));
+});
+
+Deno.test("fromBase64Each() decodes each text as fromBase64() does, into views of one buffer", () => {
+  const parts = [0, 1, 2, 3, 32, 100, 0, 64].map((n) => crypto.getRandomValues(new Uint8Array(n)));
+  const decoded = fromBase64Each(parts.map(toBase64));
+  assert.deepEqual(decoded, parts);
+  assert.ok(decoded.every((d) => d.buffer === decoded[0].buffer));
+  assert.deepEqual(fromBase64Each([]), []);
 });
 
 Deno.test("canonicalBase64Length() accepts exactly what fromBase64() decodes, and its length", () => {
