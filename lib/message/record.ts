@@ -655,23 +655,29 @@ interface PathState {
  * there is a function of the node, `fn`, `sn` and the path entries left, so a state equal in
  * all four has the same root, byte for byte, as a full hash would give: this is not a cache of
  * what verified (that is RecordSignatures' own, keyed as §6.1 says), and what goes in needs no
- * trust. Bounded: the oldest states go first.
+ * trust. Records arriving in order meet the one before (its states are all the next one
+ * needs), so a few batches' worth is enough: {@link PATH_STATES}, the oldest going first. Each
+ * state keeps its own copy of the entries left, never a view of a record's buffer, which holds
+ * its ciphertext (review9 R9-5).
  */
 export class PathMemo {
-  readonly #roots = new Map<number, { state: PathState; root: Uint8Array }>();
+  readonly #roots = new Map<number, KnownState>();
 
-  constructor(readonly capacity = 1024) {}
+  constructor(readonly capacity = PATH_STATES) {}
 
   /** The root an earlier loop reached from this state, or undefined. */
   rootFrom(state: PathState): Uint8Array | undefined {
     const known = this.#roots.get(memoKey(state));
     if (!known) return undefined;
-    const a = known.state;
     const left = state.path.length - state.step;
-    if (a.fn !== state.fn || a.sn !== state.sn || a.path.length - a.step !== left) return undefined;
-    if (!bytesEqual(a.node, state.node)) return undefined;
+    if (known.fn !== state.fn || known.sn !== state.sn) return undefined;
+    if (known.rest.length !== left * HASH_BYTES) return undefined;
+    if (!bytesEqual(known.node, state.node)) return undefined;
     for (let j = 0; j < left; j++) {
-      if (!bytesEqual(a.path[a.step + j], state.path[state.step + j])) return undefined;
+      const entry = state.path[state.step + j];
+      if (!bytesEqual(known.rest.subarray(j * HASH_BYTES, (j + 1) * HASH_BYTES), entry)) {
+        return undefined;
+      }
     }
     return known.root;
   }
@@ -679,12 +685,32 @@ export class PathMemo {
   remember(states: readonly PathState[], root: Uint8Array): void {
     for (const state of states) {
       const key = memoKey(state);
+      const rest = new Uint8Array((state.path.length - state.step) * HASH_BYTES);
+      for (let j = state.step; j < state.path.length; j++) {
+        rest.set(state.path[j], (j - state.step) * HASH_BYTES);
+      }
+      // `node` is the loop's own hash output (a fresh array), never a record's.
       this.#roots.delete(key);
-      this.#roots.set(key, { state, root });
+      this.#roots.set(key, { fn: state.fn, sn: state.sn, node: state.node, rest, root });
       if (this.#roots.size > this.capacity) this.#roots.delete(this.#roots.keys().next().value!);
     }
   }
 }
+
+/** A state remembered: the loop's numbers, its node, a copy of the entries left, its root. */
+interface KnownState {
+  fn: number;
+  sn: number;
+  node: Uint8Array;
+  rest: Uint8Array;
+  root: Uint8Array;
+}
+
+/**
+ * How many loop states a PathMemo keeps: the states of a record's loop (at most MAX_PATH − 1
+ * past the leaf) for a dozen authors' batches arriving interleaved.
+ */
+const PATH_STATES = 64;
 
 /**
  * Where a state is looked for: 30 bits of its node (a hash) beside `fn`. Two states may share
