@@ -12,11 +12,12 @@
 /** Units of work per turn: 64 Ed25519 sends are a few ms, enough to amortise a yield (~20 µs). */
 export const TURN_UNITS = 64;
 /**
- * Received bytes handled per unit: a turn handles at most ~256 KiB of frames, so what it makes
- * for any one session (a relay is a little larger than the line it carries) stays well inside
- * the default 1 MiB send queue.
+ * Received bytes handled per unit: a turn handles at most ~64 KiB of frames (one record's
+ * worth), so what it makes for any one session — a relay is a little larger than the line it
+ * carries — fits a send queue of two records (`serve --send-queue 131072`), not only the
+ * default 1 MiB. A yield per ~64 KiB costs well under a µs per message.
  */
-export const TURN_UNIT_BYTES = 4096;
+export const TURN_UNIT_BYTES = 1024;
 /**
  * Wall time per turn, for units that are slow. Wall time, so a loaded machine (the
  * process descheduled mid-batch) yields more often; 10 ms keeps that rare while

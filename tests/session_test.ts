@@ -644,7 +644,11 @@ Deno.test("ChatSession (server): a backlog read at once is handled a bounded amo
     listener.close();
     const held = new HeldWrites(clientTcp);
     const prefetched = new PrefetchedReads(serverTcp);
-    const [s, c] = await loggedIn(new FrameConnection(prefetched), new FrameConnection(held));
+    // A send queue of 128 KiB, as `serve --send-queue 131072` gives: two records of 64 KiB.
+    const [s, c] = await loggedIn(
+      new FrameConnection(prefetched, { maxQueuedBytes: 128 * 1024 }),
+      new FrameConnection(held),
+    );
     const storage = transcriptDirectory(transcripts);
     const server = await ChatSession.start(s, { transcripts: storage });
     const client = await ChatSession.start(c, { transcripts: storage, relayTrust: pki.trust });
@@ -657,7 +661,7 @@ Deno.test("ChatSession (server): a backlog read at once is handled a bounded amo
     });
     const atClient = inbox("at the client");
     const clientRun = client.run({ onMessage: atClient.onMessage });
-    const lines = 800; // ~1.6 MiB of lines, and as much answered: more than the 1 MiB queue
+    const lines = 800; // ~1.6 MiB of lines, and as much answered: more than the queue
     held.hold();
     await Promise.all(
       Array.from(
