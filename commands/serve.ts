@@ -27,6 +27,7 @@ import { LineEditor, stdinLines } from "./_tty.ts";
 import { layoutLine, type Screen, screenOf } from "./_screen.ts";
 import { safeText } from "../lib/safe_text.ts";
 import { isValidUserName } from "../lib/pki/names.ts";
+import { releaseEarlyHangups } from "./_early_hangups.ts";
 
 interface ServeFlags {
   host?: string;
@@ -351,6 +352,8 @@ class HangupReloads {
 
   constructor() {
     Deno.addSignalListener("SIGHUP", this.#onHangup);
+    // main.ts took SIGHUP before the program loaded: one that came then is honoured too.
+    if (releaseEarlyHangups()) this.#pending = true;
   }
 
   running(server: ChatServer): void {

@@ -38,6 +38,9 @@ const run = [
 
 const shim = `#!/bin/sh
 # securechat, installed by \`deno task install\` from ${checkout}
+# serve takes SIGHUP as a CRL reload, but until deno has loaded it SIGHUP's default action would
+# end it: it starts with SIGHUP ignored, which its own handler then replaces (docs/DEPLOY.md §1).
+case "\${1-}" in serve) trap '' HUP ;; esac
 deno=${quote(deno)}
 if [ ! -x "$deno" ]; then
   deno=$(command -v deno) || {
