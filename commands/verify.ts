@@ -15,7 +15,7 @@ import { SecureChatError } from "../lib/errors.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { type VerifyReport, verifyTranscript } from "../lib/transcript/verify.ts";
 import { checkOpening, makeOpening, readOpening } from "../lib/transcript/opening.ts";
-import { basePathOfLog } from "../lib/transcript/format.ts";
+import { basePathOfLog, UNSUPPORTED_FORMAT_HINT } from "../lib/transcript/format.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
 import { safeJson, safeText } from "../lib/safe_text.ts";
 
@@ -103,11 +103,7 @@ async function runVerify(
     throw new SecureChatError(
       report.code ?? "TAMPERED",
       `${basename(report.path)}: ${where}${report.reason}`,
-      report.code === "UNSUPPORTED_FORMAT"
-        ? {
-          hint: "not evidence of tampering: check the file with a securechat that reads its format",
-        }
-        : undefined,
+      report.code === "UNSUPPORTED_FORMAT" ? { hint: UNSUPPORTED_FORMAT_HINT } : undefined,
     );
   }
   if (flags.reveal !== undefined) {

@@ -215,6 +215,7 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
     assert.equal(r.code, 2, `format ${version}: ${r.stdout}${r.stderr}`);
     assert.match(r.stderr, /securechat: error: UNSUPPORTED_FORMAT: format\d\.log: line 1: /);
     assert.match(r.stderr, reason);
+    assert.match(r.stderr, /hint: not evidence of tampering/);
     assert.doesNotMatch(r.stdout + r.stderr, /TAMPERED|INVALID/, `format ${version}`);
     assert.match(r.stdout, /result +NOT CHECKED UNSUPPORTED_FORMAT/);
     const json = await runCli(["verify", log, "--ca", b.pki.caPath, "--json"]);

@@ -70,13 +70,13 @@ export function unsupportedFormat(
     "UNSUPPORTED_FORMAT",
     `${kind} format ${v} (${what}): this securechat reads format ${current} only, and cannot ` +
       "judge this file either way",
-    {
-      hint: v < current
-        ? "not evidence of tampering: check the file with a securechat that reads its format"
-        : "not evidence of tampering: check the file with a newer securechat",
-    },
+    { hint: UNSUPPORTED_FORMAT_HINT },
   );
 }
+
+/** What a user of `verify` does with an UNSUPPORTED_FORMAT file. */
+export const UNSUPPORTED_FORMAT_HINT =
+  "not evidence of tampering: check the file with a securechat that reads its format";
 
 /** Domain-separation label of the v2 transcript hash: ASCII, then one 0x00 byte. */
 export const TRANSCRIPT_HASH_LABEL = "securechat/v2 transcript";
