@@ -24,7 +24,7 @@ import {
 } from "../bytes.ts";
 import { openSync, sealSync } from "../crypto/aead.ts";
 import { hmacSha256Sync } from "../crypto/hkdf.ts";
-import { sign, type SigningKey, verify, type VerifyingKey } from "../crypto/signature.ts";
+import { sign, type SigningKey, type VerifyingKey, verifyNow } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
 import {
@@ -791,7 +791,8 @@ export interface RecordAuthor {
  * another author, is checked on its own. One per session, or per `verify` run.
  */
 export class RecordSignatures {
-  readonly #verified = new Map<string, Promise<boolean>>();
+  /** true: verified; a promise: being verified (WebCrypto's ECDSA). */
+  readonly #verified = new Map<string, true | Promise<boolean>>();
   /** Where the paths of a batch's records join, so each record hashes only up to there. */
   readonly #paths = new PathMemo();
 
@@ -807,6 +808,16 @@ export class RecordSignatures {
    *   record has no signature or it does not verify over its batch statement
    */
   async check(author: RecordAuthor, r: MessageRecord, whose: string): Promise<void> {
+    await this.checkNow(author, r, whose);
+  }
+
+  /**
+   * {@link check}, done at once where it can be — a batch verified before, or a key that
+   * verifies synchronously (verifyNow) — with a promise only when a verification must be waited
+   * for, so that a receiver's steady state awaits nothing. Its faults are thrown, or the promise
+   * rejects with them.
+   */
+  checkNow(author: RecordAuthor, r: MessageRecord, whose: string): Promise<void> | undefined {
     if (!r.sig || !r.batch) throw new SecureChatError("SIG_FAIL", `${whose} is not signed`);
     // Only a user's (c2s) record is ever signed: a signature on any other proves nothing.
     if (r.dir !== "c2s") throw new SecureChatError("SIG_FAIL", `${whose} is not a user's record`);
@@ -819,26 +830,39 @@ export class RecordSignatures {
       );
     }
     const signed = batchStatement(r.sid, r.seqno - i, n, root);
+    const failed = () => new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
     if (n === 1) {
       // A batch of one has no other record to share its check with: nothing to remember.
-      if (!await verify(author.key, signed, r.sig).catch(() => false)) {
-        throw new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
-      }
-      return;
+      const verdict = verifyNow(author.key, signed, r.sig);
+      if (verdict === true) return undefined;
+      if (verdict === false) throw failed();
+      return verdict.then((ok) => {
+        if (!ok) throw failed();
+      });
     }
     const key = `${author.fingerprint}|${toBase64(signed)}|${toBase64(r.sig)}`;
-    let verdict = this.#verified.get(key);
-    if (!verdict) {
-      verdict = verify(author.key, signed, r.sig).catch(() => false);
-      if (this.#verified.size >= VERIFIED_BATCHES) {
-        this.#verified.delete(this.#verified.keys().next().value!);
+    const known = this.#verified.get(key);
+    if (known === true) return undefined;
+    const verdict = known ?? verifyNow(author.key, signed, r.sig);
+    if (verdict === false) throw failed(); // only a signature that verified is remembered
+    this.#remember(key, verdict);
+    if (verdict === true) return undefined;
+    return verdict.then((ok) => {
+      if (ok) {
+        if (this.#verified.get(key) === verdict) this.#verified.set(key, true);
+        return;
       }
-      this.#verified.set(key, verdict);
+      if (this.#verified.get(key) === verdict) this.#verified.delete(key);
+      throw failed();
+    });
+  }
+
+  #remember(key: string, verdict: true | Promise<boolean>): void {
+    if (this.#verified.has(key)) return;
+    if (this.#verified.size >= VERIFIED_BATCHES) {
+      this.#verified.delete(this.#verified.keys().next().value!);
     }
-    if (!await verdict) {
-      this.#verified.delete(key); // only a signature that verified is remembered
-      throw new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
-    }
+    this.#verified.set(key, verdict);
   }
 }
 

@@ -239,9 +239,27 @@ function authorRefused(error: unknown, type: RelayMessage["type"]): unknown {
   );
 }
 
+/** An author whose certificate passed, as a relay's checks need it. */
+interface Author {
+  peer: ValidatedPeer;
+  key: VerifyingKey;
+}
+
+/**
+ * A certificate introduced in this session: its validation, and once that passed its result,
+ * so that a relay naming the author later waits for nothing.
+ */
+interface AdmittedAuthor {
+  validation: Promise<Author>;
+  validated?: Author;
+}
+
+/** How a relay's content key came out: in hand, or why this device cannot read the record. */
+type ContentKeyOutcome = { k: Uint8Array } | { undecryptable: string };
+
 export class RelayVerifier {
   /** This session's author certificates (§6.4.1), each validated once when introduced. */
-  readonly #authors = new SessionCertList<Promise<{ peer: ValidatedPeer; key: VerifyingKey }>>();
+  readonly #authors = new SessionCertList<AdmittedAuthor>();
   /** Each author batch's signature is verified once (PROTOCOL §6.1). */
   readonly #signatures = new RecordSignatures();
   /** This session's marks: within one session the server never relays a record twice. */
@@ -258,20 +276,41 @@ export class RelayVerifier {
    * @throws BAD_CERT, TAMPERED, SIG_FAIL, DECRYPT_FAIL, PROTOCOL_ERROR, REPLAY, STALE
    */
   async check(relay: RelayMessage): Promise<RelayedText> {
-    const stored = relay.type === "stored";
+    return await this.checkNow(relay);
+  }
+
+  /**
+   * {@link check}, done at once when nothing needs waiting for — the author's certificate
+   * validated earlier in the session, a signature that verifies synchronously or a batch
+   * verified before, no end-to-end key to unwrap — and a promise otherwise: a session's steady
+   * state checks its relays without an await. Its faults are thrown, or the promise rejects
+   * with them. Steps, each waiting only where it says:
+   */
+  checkNow(relay: RelayMessage): RelayedText | Promise<RelayedText> {
+    // Step 2: the author's certificate, validated when introduced (may wait, once per author).
     const certDer = relay.cert === undefined ? undefined : fromBase64(relay.cert);
-    const fingerprint = relay.author_fp;
-    const { peer, key } = await this.#authors.admit(
-      fingerprint,
-      certDer,
-      (der) =>
-        validatePeerCertificate(this.ctx.trust, der, { role: "client" }).then(
-          (peer) => ({ peer, key: peer.key }),
+    const admitted = this.#authors.admit(relay.author_fp, certDer, (der) => {
+      const entry: AdmittedAuthor = {
+        validation: validatePeerCertificate(this.ctx.trust, der, { role: "client" }).then(
+          (peer) => (entry.validated = { peer, key: peer.key }),
           (error) => {
             throw authorRefused(error, relay.type);
           },
         ),
-    );
+      };
+      return entry;
+    });
+    if (admitted.validated) return this.#checkSignature(admitted.validated, relay, certDer);
+    return admitted.validation.then((author) => this.#checkSignature(author, relay, certDer));
+  }
+
+  /** Steps 3–4: addressing, then the author's signature (may wait, for WebCrypto's ECDSA). */
+  #checkSignature(
+    { peer, key }: Author,
+    relay: RelayMessage,
+    certDer: Uint8Array | undefined,
+  ): RelayedText | Promise<RelayedText> {
+    const stored = relay.type === "stored";
     const record = decodeRecord(relay.record);
     if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {
       throw new SecureChatError(
@@ -286,17 +325,30 @@ export class RelayVerifier {
         `a ${relay.e2e.kind} envelope relayed on a record to ${record.to.slice(0, 80)}`,
       );
     }
-    await this.#signatures.check(
-      { fingerprint, key },
+    const signing = this.#signatures.checkNow(
+      { fingerprint: relay.author_fp, key },
       record,
       `${peer.commonName}'s ${relay.type} record`,
     );
-    // Freshness before the unwrap (§6.4 step 6, §6.6 step 6'): a record this device accepted
-    // in an earlier session is recorded but neither shown nor unwrapped again — its ratchet
-    // key was used up, so a second unwrap would fail REPLAY and show a line already shown as
-    // unreadable, each time a lost acknowledgement (§6.6) or a failover replay (§6.4 step 7)
-    // legitimately repeats it.
-    // Nothing is committed until every check has passed.
+    if (signing) return signing.then(() => this.#checkFresh(peer, relay, record, certDer));
+    return this.#checkFresh(peer, relay, record, certDer);
+  }
+
+  /**
+   * Step 6, freshness, before the unwrap (§6.4 step 6, §6.6 step 6'), then the content key (may
+   * wait, for an end-to-end unwrap): a record this device accepted in an earlier session is
+   * recorded but neither shown nor unwrapped again — its ratchet key was used up, so a second
+   * unwrap would fail REPLAY and show a line already shown as unreadable, each time a lost
+   * acknowledgement (§6.6) or a failover replay (§6.4 step 7) legitimately repeats it.
+   * Nothing is committed until every check has passed.
+   */
+  #checkFresh(
+    peer: ValidatedPeer,
+    relay: RelayMessage,
+    record: MessageRecord,
+    certDer: Uint8Array | undefined,
+  ): RelayedText | Promise<RelayedText> {
+    const stored = relay.type === "stored";
     const { sessionTime, maxSkewMs, seen } = this.ctx;
     // A live relay is never older than our session; a stored one is never older than any
     // queue keeps it (§6.6), and the marks of private records are kept that long.
@@ -315,41 +367,64 @@ export class RelayVerifier {
     if (record.ts > relay.ts + maxSkewMs) {
       throw new SecureChatError("STALE", "relayed record is dated after its relay");
     }
-    const authorSession = `${fingerprint}/${record.sid}`;
+    const authorSession = `${relay.author_fp}/${record.sid}`;
     if (record.seqno <= (this.#inSession.get(authorSession) ?? 0)) {
       throw new SecureChatError(
         "REPLAY",
         `relayed record ${record.sid.slice(0, 8)}…/${record.seqno} repeats one of this session`,
       );
     }
-    const duplicate = seen.has(fingerprint, record.sid, record.seqno);
-    let k: Uint8Array | undefined;
-    let undecryptable: string | undefined;
-    if (!("e2e" in relay)) {
-      k = fromBase64(relay.k);
-    } else if (duplicate) {
-      undecryptable = "received in an earlier session already";
-    } else if (!this.ctx.unwrap) {
-      undecryptable = "this client has no end-to-end keys, so it cannot read this message";
-    } else {
-      try {
-        k = await this.ctx.unwrap(peer, record, relay.e2e);
-      } catch (error) {
-        // Lost, older or unknown state is this device's situation, not the peer's
-        // misbehaviour: the record is signed and recorded, and the user told so. So is a wrap
-        // whose message key this device used already (REPLAY from the chain, §12.4): the record
-        // itself passed the replay checks above, so it is new here, and only its envelope is
-        // spent — a crash between saving the end-to-end state and the marks does that, and
-        // ending the session would end every later one on the same re-delivered record.
-        const code = codeOf(error);
-        if (code !== "DECRYPT_FAIL" && code !== "REPLAY") throw error;
-        undecryptable = code === "REPLAY"
+    const duplicate = seen.has(relay.author_fp, record.sid, record.seqno);
+    const accept = (key: ContentKeyOutcome) =>
+      this.#accept(peer, relay, record, certDer, duplicate, authorSession, key);
+    if (!("e2e" in relay)) return accept({ k: fromBase64(relay.k) });
+    if (duplicate) return accept({ undecryptable: "received in an earlier session already" });
+    if (!this.ctx.unwrap) {
+      return accept({
+        undecryptable: "this client has no end-to-end keys, so it cannot read this message",
+      });
+    }
+    return this.#unwrap(this.ctx.unwrap, peer, record, relay.e2e).then(accept);
+  }
+
+  async #unwrap(
+    unwrap: E2eUnwrap,
+    peer: ValidatedPeer,
+    record: MessageRecord,
+    e2e: E2eEnvelope,
+  ): Promise<ContentKeyOutcome> {
+    try {
+      return { k: await unwrap(peer, record, e2e) };
+    } catch (error) {
+      // Lost, older or unknown state is this device's situation, not the peer's
+      // misbehaviour: the record is signed and recorded, and the user told so. So is a wrap
+      // whose message key this device used already (REPLAY from the chain, §12.4): the record
+      // itself passed the replay checks above, so it is new here, and only its envelope is
+      // spent — a crash between saving the end-to-end state and the marks does that, and
+      // ending the session would end every later one on the same re-delivered record.
+      const code = codeOf(error);
+      if (code !== "DECRYPT_FAIL" && code !== "REPLAY") throw error;
+      return {
+        undecryptable: code === "REPLAY"
           ? `this device has no key for this message (it used that key already: ${
             (error as Error).message
           })`
-          : (error as Error).message;
-      }
+          : (error as Error).message,
+      };
     }
+  }
+
+  /** Step 5, the content (§6.4 step 5, §12.6 steps 10–11); then the marks are committed. */
+  #accept(
+    peer: ValidatedPeer,
+    relay: RelayMessage,
+    record: MessageRecord,
+    certDer: Uint8Array | undefined,
+    duplicate: boolean,
+    authorSession: string,
+    key: ContentKeyOutcome,
+  ): RelayedText {
+    let k = "k" in key ? key.k : undefined;
     let text = "";
     let senderKey: SenderKeyUpdate | undefined;
     let malformed: string | undefined;
@@ -364,19 +439,25 @@ export class RelayVerifier {
     }
     this.#inSession.set(authorSession, record.seqno);
     if (!duplicate) {
-      seen.accept(fingerprint, record.sid, record.seqno, record.ts, record.to !== LOBBY);
+      this.ctx.seen.accept(
+        relay.author_fp,
+        record.sid,
+        record.seqno,
+        record.ts,
+        record.to !== LOBBY,
+      );
     }
     return {
       duplicate,
-      stored,
+      stored: relay.type === "stored",
       author: peer.commonName,
-      fingerprint,
+      fingerprint: relay.author_fp,
       ...(certDer ? { certDer } : {}),
       text,
       private: record.to !== LOBBY,
       record,
       k,
-      ...(undecryptable === undefined ? {} : { undecryptable }),
+      ...("undecryptable" in key ? { undecryptable: key.undecryptable } : {}),
       ...(malformed === undefined ? {} : { malformed }),
       ...(senderKey ? { senderKey } : {}),
     };

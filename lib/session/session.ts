@@ -18,6 +18,7 @@ import {
   type Body,
   bodyFits,
   decodeRecord,
+  type Direction,
   envelopeFits,
   isClientRecipient,
   LOBBY,
@@ -213,6 +214,9 @@ const CLOSE_REASONS: Record<CloseCode, string> = {
 const MAX_HELD = 64;
 /** A record's bytes on the wire beyond its contents', at most: frame length, tag, padding. */
 const RECORD_WIRE_OVERHEAD = 4 + 16 + RECORD_PADDING - 1;
+/** A message checked and recorded, not yet acted on; `stored`: a hop from the offline queue. */
+type Held = { message: ReceivedMessage; stored: boolean };
+
 /** A relay's own members around the shared part: type, seqno and ts (RecipientRelay). */
 const HOP_HEAD_BYTES = 64;
 
@@ -267,7 +271,7 @@ export class ChatSession {
    * written in one write and only then are the messages acted on (see #release). `stored`
    * marks a hop from the offline queue, acknowledged once acted on (§6.6).
    */
-  #held: { message: ReceivedMessage; stored: boolean }[] = [];
+  #held: Held[] = [];
   /** Clients: the last `stored` hop not yet acknowledged, and the acknowledgement under way. */
   #storedUnacked = 0;
   /** Clients: stored hops not yet acknowledged that this device could not open. */
@@ -741,7 +745,10 @@ export class ChatSession {
   async run(handlers: SessionHandlers): Promise<SessionEnd> {
     try {
       while (!(this.#close.receiptSent && this.#peerReceipt)) {
-        if (this.#held.length > 0 && !this.#est.conn.frameReady) await this.#release(handlers);
+        if (this.#held.length > 0 && !this.#est.conn.frameReady) {
+          const releasing = this.#release(handlers);
+          if (releasing) await releasing;
+        }
         const payload = await this.#nextFrame();
         if (this.#aborted) {
           await this.#release(handlers);
@@ -751,14 +758,18 @@ export class ChatSession {
           await this.#release(handlers);
           return await this.#end("peer_gone");
         }
-        await this.#handle(payload, handlers);
+        // A record's messages are checked and held without an await when nothing has to be
+        // waited for (the steady state: authors known, batches verified): see #handleContent.
+        const handling = this.#handle(payload, handlers);
+        if (handling) await handling;
         // Frames the kernel already holds are read without the turn ending: a backlog is
         // handled a bounded amount per turn, so what the turn made for each session is sealed
         // and written (its send queue counts only what the peer has not read) and the other
         // sessions are served before the next part.
         const turn = spendTurn(Math.ceil(payload.length / TURN_UNIT_BYTES));
         if (turn) {
-          await this.#release(handlers);
+          const releasing = this.#release(handlers);
+          if (releasing) await releasing;
           await turn;
         }
       }
@@ -769,7 +780,11 @@ export class ChatSession {
       return { outcome: "closed", ...why, transcriptPath: this.transcriptPath, ...files };
     } catch (error) {
       // What passed before the failing frame is acted on, as if it had come alone.
-      await this.#release(handlers).catch(() => {});
+      try {
+        await this.#release(handlers);
+      } catch {
+        // the failure already being reported is the outcome
+      }
       return await this.#end("error", this.#aborted ?? error);
     } finally {
       this.#abandonPasswordChange();
@@ -783,22 +798,43 @@ export class ChatSession {
   /**
    * Writes the held messages' lines (one write for the batch) and then hands them to
    * the caller in order: nothing is relayed or shown before it is recorded, and if the
-   * batch cannot be written none of it is acted on (TRANSCRIPT_IO ends the session).
+   * batch cannot be written none of it is acted on (TRANSCRIPT_IO ends the session). A promise
+   * only when a handler returned one, and the rest waits for it.
    */
-  async #release(handlers: SessionHandlers): Promise<void> {
-    if (this.#held.length === 0) return;
+  #release(handlers: SessionHandlers): Promise<void> | undefined {
+    if (this.#held.length === 0) return undefined;
     const held = this.#held;
     this.#held = [];
     this.#transcript.commit();
-    for (const { message, stored } of held) {
-      // A handler that is done when it returns (the server's relay) costs no promise.
-      const acting = handlers.onMessage(message);
-      if (acting) await acting;
-      if (stored && message.type === "relay") {
-        // A duplicate counts as held: this device recorded it before (§6.6).
-        const { undecryptable, duplicate } = message.relayed;
-        this.#acknowledgeStored(message.seqno, undecryptable !== undefined && !duplicate);
-      }
+    for (let i = 0; i < held.length; i++) {
+      const acting = handlers.onMessage(held[i].message);
+      if (acting) return this.#releaseAfter(acting, held, i, handlers);
+      this.#actedOn(held[i]);
+    }
+    return undefined;
+  }
+
+  /** The rest of a release, from the message whose handler returned `acting`. */
+  async #releaseAfter(
+    acting: Promise<void>,
+    held: readonly Held[],
+    at: number,
+    handlers: SessionHandlers,
+  ): Promise<void> {
+    await acting;
+    this.#actedOn(held[at]);
+    for (let i = at + 1; i < held.length; i++) {
+      await handlers.onMessage(held[i].message);
+      this.#actedOn(held[i]);
+    }
+  }
+
+  /** A stored line acted on is acknowledged (§6.6). */
+  #actedOn({ message, stored }: Held): void {
+    if (stored && message.type === "relay") {
+      // A duplicate counts as held: this device recorded it before (§6.6).
+      const { undecryptable, duplicate } = message.relayed;
+      this.#acknowledgeStored(message.seqno, undecryptable !== undefined && !duplicate);
     }
   }
 
@@ -810,19 +846,42 @@ export class ChatSession {
     return this.#est.conn.read(timeout);
   }
 
-  /** One record: each of its messages in order, as if each had come alone (PROTOCOL §3.2). */
-  async #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> {
+  /**
+   * One record: each of its messages in order, as if each had come alone (PROTOCOL §3.2); a
+   * promise only once one of them has to wait, and the rest then wait for it.
+   */
+  #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> | undefined {
     const contents = this.#est.records.openContents(payload);
     for (let i = 0; i < contents.length; i++) {
+      const handling = this.#handleContent(contents[i], i === contents.length - 1, handlers);
+      if (handling) return this.#handleAfter(handling, contents, i + 1, handlers);
+    }
+    return undefined;
+  }
+
+  async #handleAfter(
+    handling: Promise<void>,
+    contents: readonly Uint8Array[],
+    from: number,
+    handlers: SessionHandlers,
+  ): Promise<void> {
+    await handling;
+    for (let i = from; i < contents.length; i++) {
       await this.#handleContent(contents[i], i === contents.length - 1, handlers);
     }
   }
 
-  async #handleContent(
+  /**
+   * One message: checked, recorded and held (PROTOCOL §6), or a control message acted on. A
+   * promise only when something has to be waited for — an author's certificate validated, a
+   * signature WebCrypto verifies, an end-to-end unwrap, a handler, the close — so that in the
+   * steady state a record's messages take no await each.
+   */
+  #handleContent(
     content: Uint8Array,
     lastOfRecord: boolean,
     handlers: SessionHandlers,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const message = parseMessage(
       content,
       this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
@@ -836,31 +895,45 @@ export class ChatSession {
           throw new SecureChatError("PROTOCOL_ERROR", "key_update before the end of its record");
         }
         this.#est.records.updateReceive();
-        return;
+        return undefined;
       case "close":
-        await this.#release(handlers); // what came before the close is acted on before it
-        return await this.#handleClose(message.code);
+        // What came before the close is acted on before it.
+        return this.#releaseThen(handlers, () => this.#handleClose(message.code));
       case "receipt":
-        await this.#release(handlers);
-        return await this.#handleReceipt(message);
+        return this.#releaseThen(handlers, () => this.#handleReceipt(message));
       case "password_change":
-        return this.#startPasswordChange(message, handlers);
+        this.#startPasswordChange(message, handlers);
+        return undefined;
       case "password_changed":
       case "password_refused":
-        return this.#settlePasswordChange(message);
+        this.#settlePasswordChange(message);
+        return undefined;
     }
     if (this.#close.received) {
       throw new SecureChatError("PROTOCOL_ERROR", "message after the peer's close");
     }
+    const stored = message.type === "stored";
     const received = message.type === "msg"
-      ? await this.#checkMsg(message)
+      ? this.#checkMsg(message)
       : message.type === "queued"
       ? this.#checkQueued(message)
       : message.type === "refused"
       ? this.#checkRefused(message)
-      : await this.#checkRelay(message);
-    this.#held.push({ message: received, stored: message.type === "stored" });
-    if (this.#held.length >= MAX_HELD) await this.#release(handlers);
+      : this.#checkRelay(message);
+    if (received instanceof Promise) {
+      return received.then((checked) => this.#hold(checked, stored, handlers));
+    }
+    return this.#hold(received, stored, handlers);
+  }
+
+  #hold(message: ReceivedMessage, stored: boolean, handlers: SessionHandlers) {
+    this.#held.push({ message, stored });
+    return this.#held.length >= MAX_HELD ? this.#release(handlers) : undefined;
+  }
+
+  async #releaseThen(handlers: SessionHandlers, next: () => Promise<void>): Promise<void> {
+    await this.#release(handlers);
+    await next();
   }
 
   /** The hop checks every session message passes (PROTOCOL §6): seqno and ts. */
@@ -879,8 +952,8 @@ export class ChatSession {
     this.#receiveTs = ts;
   }
 
-  /** PROTOCOL §6.3, in order. */
-  async #checkMsg(message: MsgMessage): Promise<ReceivedMessage> {
+  /** PROTOCOL §6.3, in order; a promise only when the signature must be waited for. */
+  #checkMsg(message: MsgMessage): ReceivedMessage | Promise<ReceivedMessage> {
     const record = decodeRecord(message.record);
     const dir = this.#receiveDir;
     if (record.sid !== this.sessionId || record.dir !== dir) {
@@ -909,14 +982,20 @@ export class ChatSession {
     }
     if (dir === "c2s") {
       const client = { fingerprint: this.#est.peer.fingerprint, key: this.#est.peerKey };
-      await (this.#signatures ??= new RecordSignatures()).check(
+      const signing = (this.#signatures ??= new RecordSignatures()).checkNow(
         client,
         record,
         `message ${record.seqno}`,
       );
+      if (signing) return signing.then(() => this.#acceptMsg(message, record, dir));
     } else if (record.sig) {
       throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
     }
+    return this.#acceptMsg(message, record, dir);
+  }
+
+  /** PROTOCOL §6.3 from step 5 (the content), once the record's signature passed. */
+  #acceptMsg(message: MsgMessage, record: MessageRecord, dir: Direction): ReceivedMessage {
     if ("e2e" in message) {
       // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it,
       // its line made as for any other record (not the whole outgoing message again).
@@ -956,11 +1035,18 @@ export class ChatSession {
     };
   }
 
-  /** PROTOCOL §6.4 (clients only). */
-  async #checkRelay(message: RelayMessage): Promise<ReceivedMessage> {
+  /** PROTOCOL §6.4 (clients only); a promise only when RelayVerifier's check must wait. */
+  #checkRelay(message: RelayMessage): ReceivedMessage | Promise<ReceivedMessage> {
     if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", "unexpected relay");
     this.#checkHop(message.seqno, message.ts);
-    const relayed = await this.#relays.check(message);
+    const checking = this.#relays.checkNow(message);
+    if (checking instanceof Promise) {
+      return checking.then((relayed) => this.#acceptRelay(message, relayed));
+    }
+    return this.#acceptRelay(message, checking);
+  }
+
+  #acceptRelay(message: RelayMessage, relayed: RelayedText): ReceivedMessage {
     if (relayed.record.sid === this.sessionId) {
       this.#answered(relayed.record.seqno, message.type === "stored" ? "stored" : "relayed");
     }
