@@ -303,6 +303,9 @@ export function errorCodeOf(result: CliResult): string | undefined {
 }
 
 /** A `connect` that stays up: write lines while it runs, watch its stdout, end its input. */
+/** What `connect` says on stderr when the server stored a line for a recipient offline. */
+export const STORED_NOTICE = "stored: the recipient is not online";
+
 export class LiveClient {
   readonly stdout: string[] = [];
   readonly stderr: string[] = [];
@@ -367,6 +370,15 @@ export class LiveClient {
       () => this.stderr.slice(from).find(test),
       timeoutMs,
       () => `no matching stderr line:\n${this.stderr.join("\n")}`,
+    );
+  }
+
+  /** Waits until `connect` has said `count` of its lines were stored for a recipient offline. */
+  async waitForStored(count: number, timeoutMs = 60_000): Promise<void> {
+    await pollUntil(
+      () => this.stderr.filter((l) => l.includes(STORED_NOTICE)).length >= count || undefined,
+      timeoutMs,
+      () => `not ${count} stored:\n${this.stderr.slice(-5).join("\n")}`,
     );
   }
 

@@ -6,13 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
-import {
-  LiveClient,
-  pollUntil,
-  registerUser,
-  ServerProcess,
-  userOn,
-} from "../testkit/server_process.ts";
+import { LiveClient, registerUser, ServerProcess, userOn } from "../testkit/server_process.ts";
 
 const PASSWORDS: Record<string, string> = { alice: "alice-password-1", bob: "bob-password-12" };
 const LINES = 240;
@@ -35,13 +29,7 @@ Deno.test("offline: a queue of long lines larger than the send queue reaches its
     }
     const alice = await LiveClient.login(userOn(server, pki.dir, "alice", PASSWORDS.alice));
     for (let n = 1; n <= LINES; n++) await alice.send(`/msg bob ${line(n)}`);
-    await pollUntil(
-      () =>
-        alice.stderr.filter((l) => l.includes("stored: the recipient is not online")).length >=
-          LINES || undefined,
-      60_000,
-      () => `not ${LINES} stored:\n${alice.stderr.slice(-5).join("\n")}`,
-    );
+    await alice.waitForStored(LINES);
     assert.equal((await alice.end()).code, 0);
 
     const mark = server.mark();

@@ -192,13 +192,7 @@ Deno.test({
       // Then as many to the lobby, replayed from the stream: one run of relays with no queued
       // record between them.
       for (let n = 1; n <= LINES; n++) await alice.send(line(n));
-      await pollUntil(
-        () =>
-          alice.stderr.filter((l) => l.includes("stored: the recipient is not online")).length >=
-            LINES || undefined,
-        60_000,
-        () => `not ${LINES} stored:\n${alice.stderr.slice(-5).join("\n")}`,
-      );
+      await alice.waitForStored(LINES);
       await alice.send("after");
 
       const mark = survivor.mark();

@@ -7,13 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "../testkit/pki.ts";
-import {
-  LiveClient,
-  pollUntil,
-  registerUser,
-  ServerProcess,
-  userOn,
-} from "../testkit/server_process.ts";
+import { LiveClient, registerUser, ServerProcess, userOn } from "../testkit/server_process.ts";
 
 const AUTHORS = ["alice", "dave", "erin", "frank"];
 const USERS = [...AUTHORS, "bob", "carol"];
@@ -119,13 +113,7 @@ Deno.test("offline: live relays held back during a member's offline delivery rea
     clients.push(...authors);
     await Promise.all(authors.map(async (author, a) => {
       for (let n = 1; n <= share; n++) await author.send(`/msg bob ${line("s", a * share + n)}`);
-      await pollUntil(
-        () =>
-          author.stderr.filter((l) => l.includes("stored: the recipient is not online")).length >=
-            share || undefined,
-        240_000,
-        () => `not ${share} stored:\n${author.stderr.slice(-5).join("\n")}`,
-      );
+      await author.waitForStored(share, 240_000);
     }));
     const carol = await LiveClient.login(userOn(server, pki.dir, "carol", password("carol")));
     clients.push(carol);
