@@ -72,63 +72,6 @@ export function u32be(value: number): Uint8Array {
 }
 
 /**
- * Writes fields one after another into a buffer sized in advance: one allocation for an
- * encoding that runs on every message, instead of one per field and a final concat.
- */
-export class FieldWriter {
-  readonly bytes: Uint8Array;
-  #at = 0;
-
-  constructor(length: number) {
-    this.bytes = new Uint8Array(length);
-  }
-
-  bytesOf(part: Uint8Array): this {
-    this.bytes.set(part, this.#at);
-    this.#at += part.length;
-    return this;
-  }
-
-  u8(value: number): this {
-    this.bytes[this.#at++] = value;
-    return this;
-  }
-
-  u32(value: number): this {
-    if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
-      throw new RangeError("u32 out of range");
-    }
-    writeU32(this.bytes, this.#at, value);
-    this.#at += 4;
-    return this;
-  }
-
-  /** A non-negative safe integer as 8 bytes (every seqno and ts). */
-  u64(value: number): this {
-    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError("u64 out of range");
-    writeU32(this.bytes, this.#at, Math.floor(value / 0x1_0000_0000));
-    writeU32(this.bytes, this.#at + 4, value >>> 0);
-    this.#at += 8;
-    return this;
-  }
-
-  /** Lowercase or uppercase hex text as its bytes (a session id). */
-  hex(text: string): this {
-    if (text.length % 2 !== 0) throw new TypeError("invalid hex");
-    for (let i = 0; i < text.length; i += 2) {
-      this.bytes[this.#at++] = (nibble(text.charCodeAt(i)) << 4) | nibble(text.charCodeAt(i + 1));
-    }
-    return this;
-  }
-
-  /** The written bytes; the buffer must be exactly full. */
-  done(): Uint8Array {
-    if (this.#at !== this.bytes.length) throw new RangeError("encoding length mismatch");
-    return this.bytes;
-  }
-}
-
-/**
  * Bytes written one part after another into a buffer that grows as needed: a record's inner
  * plaintext, a batch of transcript lines or of their hash encodings, laid out once. The bytes
  * past `length` are always zero, so a record's padding (PROTOCOL §3.2) costs nothing to write.
@@ -241,6 +184,16 @@ export class ByteBuilder {
     this.reserve(padded - this.#at);
     this.#done = true;
     return this.#bytes.subarray(0, padded);
+  }
+
+  /**
+   * What was written, which must be exactly `length` bytes: a fixed-size encoding (a signed
+   * statement) whose size a wrong field would change. Like `done`, the builder's own bytes.
+   * @throws RangeError for any other length
+   */
+  exactly(length: number): Uint8Array {
+    if (this.#at !== length) throw new RangeError("encoding length mismatch");
+    return this.done();
   }
 
   /**

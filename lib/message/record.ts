@@ -11,7 +11,6 @@ import {
   ByteBuilder,
   concat,
   type Encodable,
-  FieldWriter,
   fromBase64,
   fromBase64Each,
   fromUtf8,
@@ -393,18 +392,18 @@ export function statement(r: MessageRecord): Uint8Array {
   const ctDigest = sha256(r.ct);
   const length = LABEL.statement.length + 4 + SID_BYTES + 1 + 4 + to.length + 8 + 8 +
     r.c.length + ctDigest.length;
-  return new FieldWriter(length)
-    .bytesOf(LABEL.statement)
+  return new ByteBuilder(length)
+    .bytes(LABEL.statement)
     .u32(PROTOCOL_VERSION)
     .hex(r.sid)
     .u8(DIRECTION_BYTE[r.dir])
     .u32(to.length)
-    .bytesOf(to)
+    .bytes(to)
     .u64(r.seqno)
     .u64(r.ts)
-    .bytesOf(r.c)
-    .bytesOf(ctDigest)
-    .done();
+    .bytes(r.c)
+    .bytes(ctDigest)
+    .exactly(length);
 }
 
 /**
@@ -738,15 +737,15 @@ export function batchStatement(
   n: number,
   root: Uint8Array,
 ): Uint8Array {
-  return new FieldWriter(BATCH_STATEMENT_BYTES)
-    .bytesOf(LABEL.batch)
+  return new ByteBuilder(BATCH_STATEMENT_BYTES)
+    .bytes(LABEL.batch)
     .u32(PROTOCOL_VERSION)
     .hex(sid)
     .u8(DIRECTION_BYTE.c2s)
     .u64(first)
     .u32(n)
-    .bytesOf(root)
-    .done();
+    .bytes(root)
+    .exactly(BATCH_STATEMENT_BYTES);
 }
 
 /**

@@ -2,7 +2,6 @@
 import assert from "node:assert/strict";
 import {
   ByteBuilder,
-  FieldWriter,
   fromBase64,
   fromBase64Each,
   fromHex,
@@ -120,16 +119,17 @@ Deno.test("u64be() writes numbers and bigints alike, refusing what does not fit"
   }
 });
 
-Deno.test("FieldWriter writes fields in order and refuses a wrong size, bad hex or range", () => {
-  const out = new FieldWriter(1 + 4 + 8 + 2 + 2).u8(7).u32(0x01020304).u64(2 ** 40 + 5)
-    .hex("aB0f").bytesOf(Uint8Array.of(9, 8)).done();
+Deno.test("ByteBuilder writes fields in order and refuses a wrong size, bad hex or range", () => {
+  const length = 1 + 4 + 8 + 2 + 2;
+  const out = new ByteBuilder(length).u8(7).u32(0x01020304).u64(2 ** 40 + 5)
+    .hex("aB0f").bytes(Uint8Array.of(9, 8)).exactly(length);
   assert.equal(toHex(out), "07" + "01020304" + "0000010000000005" + "ab0f" + "0908");
-  assert.throws(() => new FieldWriter(2).u8(1).done(), RangeError);
-  assert.throws(() => new FieldWriter(1).hex("zz"), TypeError);
-  assert.throws(() => new FieldWriter(1).hex("abc"), TypeError);
-  assert.throws(() => new FieldWriter(8).u64(-1), RangeError);
-  assert.throws(() => new FieldWriter(8).u64(2 ** 53), RangeError);
-  assert.throws(() => new FieldWriter(4).u32(2 ** 32), RangeError);
+  assert.throws(() => new ByteBuilder(2).u8(1).exactly(2), RangeError);
+  assert.throws(() => new ByteBuilder(1).hex("zz"), TypeError);
+  assert.throws(() => new ByteBuilder(1).hex("abc"), TypeError);
+  assert.throws(() => new ByteBuilder(8).u64(-1), RangeError);
+  assert.throws(() => new ByteBuilder(8).u64(2 ** 53), RangeError);
+  assert.throws(() => new ByteBuilder(4).u32(2 ** 32), RangeError);
 });
 
 Deno.test("ByteBuilder writes parts in order across growth, and pads with zeros", () => {
