@@ -117,6 +117,13 @@ export class ByteBuilder {
 
   /** A string as UTF-8. */
   text(text: string): this {
+    // A long string goes to the encoder, whose one call costs what the loop below takes for
+    // about a hundred characters (a line's base64 members, a certificate).
+    if (text.length > SHORT_TEXT) {
+      this.reserve(3 * text.length);
+      this.#at += encoder.encodeInto(text, this.#bytes.subarray(this.#at)).written;
+      return this;
+    }
     // Most of what is written is ASCII: one byte per character, written here; else the encoder.
     this.reserve(text.length);
     const bytes = this.#bytes;
@@ -134,6 +141,20 @@ export class ByteBuilder {
     }
     this.#at = at;
     return this;
+  }
+
+  /**
+   * u32be(len(utf8(text))) || utf8(text): a length-prefixed string (a record's `to` in its
+   * statement and record_enc), with no encoding of its own made when it is ASCII.
+   */
+  textWithLength(text: string): this {
+    for (let i = 0; i < text.length; i++) {
+      if (text.charCodeAt(i) >= 0x80) {
+        const bytes = encoder.encode(text);
+        return this.u32(bytes.length).bytes(bytes);
+      }
+    }
+    return this.u32(text.length).text(text);
   }
 
   u8(value: number): this {

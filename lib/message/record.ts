@@ -15,6 +15,7 @@ import {
   fromBase64Each,
   fromUtf8,
   randomBytes,
+  ScratchBytes,
   timingSafeEqual,
   toBase64,
   u32be,
@@ -33,7 +34,7 @@ import {
   isTrue,
   list,
   literal,
-  matching,
+  lowerHex,
   members,
   nested,
   type Path,
@@ -261,7 +262,6 @@ export function envelopeFits(e2e: E2eEnvelope, to: string): boolean {
 
 // ---- the record ----
 
-const SID_RE = /^[0-9a-f]{32}$/;
 const DIRECTIONS: readonly Direction[] = ["c2s", "s2c"];
 
 /** A record as JSON (binary fields as base64 text), PROTOCOL §6.1. */
@@ -284,11 +284,20 @@ export interface BatchJson {
   path: string[];
 }
 
+// A record is checked at every party for every line: its shapes allocate only what they return
+// (member lists made once, paths spelled out for a message's own record, built only elsewhere).
+const RECORD_MEMBERS = ["sid", "dir", "to", "seqno", "ts", "ct", "c"];
+const RECORD_OPTIONAL = ["sig", "batch"];
+const BATCH_MEMBERS = ["i", "n", "path"];
+const RECORD_AT: Path = ["record"];
+const BATCH_AT: Path = ["record", "batch"];
+const PATH_AT: Path = ["record", "batch", "path"];
+
 /** Checks a record's JSON form: exactly its members, each within its bounds. */
 function recordJson(value: unknown, path: Path): RecordJson {
-  const o = members(value, path, ["sid", "dir", "to", "seqno", "ts", "ct", "c"], ["sig", "batch"]);
+  const o = members(value, path, RECORD_MEMBERS, RECORD_OPTIONAL);
   const json: RecordJson = {
-    sid: matching(o.sid, path, "sid", SID_RE, "32 lowercase hex characters"),
+    sid: lowerHex(o.sid, path, "sid", 32),
     dir: literal(o.dir, path, "dir", DIRECTIONS),
     to: textMember(o.to, path, "to", 1, MAX_TO_CHARS),
     seqno: uint(o.seqno, path, "seqno", 1),
@@ -297,7 +306,9 @@ function recordJson(value: unknown, path: Path): RecordJson {
     c: base64Text(o.c, path, "c", 32, 32),
   };
   if (o.sig !== undefined) json.sig = base64Text(o.sig, path, "sig", 1, MAX_SIG_BYTES);
-  if (o.batch !== undefined) json.batch = batchJson(o.batch, [...path, "batch"], json.seqno);
+  if (o.batch !== undefined) {
+    json.batch = batchJson(o.batch, path === RECORD_AT ? BATCH_AT : [...path, "batch"], json.seqno);
+  }
   if ((json.sig === undefined) !== (json.batch === undefined)) {
     fail(path, json.sig === undefined ? "batch" : "sig", "a record has sig and batch, or neither");
   }
@@ -306,7 +317,7 @@ function recordJson(value: unknown, path: Path): RecordJson {
 
 /** `batch`'s bounds (PROTOCOL §6.1): whether the path fits `i` and `n` is the signature check's. */
 function batchJson(value: unknown, path: Path, seqno: number): BatchJson {
-  const o = members(value, path, ["i", "n", "path"]);
+  const o = members(value, path, BATCH_MEMBERS);
   const n = uint(o.n, path, "n", 1);
   if (n > MAX_BATCH) fail(path, "n", `expected 1..${MAX_BATCH}`);
   const i = uint(o.i, path, "i");
@@ -315,9 +326,8 @@ function batchJson(value: unknown, path: Path, seqno: number): BatchJson {
     fail(path, "i", "expected below the record's seqno (the batch starts at seqno 1 or later)");
   }
   const entries = list(o.path, path, "path", MAX_PATH);
-  const hashes = entries.map((entry, j) =>
-    base64Text(entry, [...path, "path"], j, HASH_BYTES, HASH_BYTES)
-  );
+  const at = path === BATCH_AT ? PATH_AT : [...path, "path"];
+  const hashes = entries.map((entry, j) => base64Text(entry, at, j, HASH_BYTES, HASH_BYTES));
   return { i, n, path: hashes };
 }
 export const RecordJsonShape: Shape<RecordJson> = shape(recordJson);
@@ -388,22 +398,21 @@ const SID_BYTES = 16;
 
 /** The bytes that bind a record: the leaf of its batch (PROTOCOL §6.1), hashed by §12.6's binding. */
 export function statement(r: MessageRecord): Uint8Array {
-  const to = utf8(r.to);
-  const ctDigest = sha256(r.ct);
-  const length = LABEL.statement.length + 4 + SID_BYTES + 1 + 4 + to.length + 8 + 8 +
-    r.c.length + ctDigest.length;
-  return new ByteBuilder(length)
-    .bytes(LABEL.statement)
-    .u32(PROTOCOL_VERSION)
-    .hex(r.sid)
-    .u8(DIRECTION_BYTE[r.dir])
-    .u32(to.length)
-    .bytes(to)
-    .u64(r.seqno)
-    .u64(r.ts)
-    .bytes(r.c)
-    .bytes(ctDigest)
-    .exactly(length);
+  const out = new ByteBuilder(256);
+  writeStatement(out, r, sha256(r.ct));
+  return out.done();
+}
+
+/** statement(r) written in place, with SHA-256(ct) already computed. */
+function writeStatement(out: ByteBuilder, r: MessageRecord, ctDigest: Uint8Array): void {
+  out.bytes(LABEL.statement).u32(PROTOCOL_VERSION);
+  const sidAt = out.length;
+  out.hex(r.sid);
+  // Every other field has its size by construction; a sid of another length would shift what
+  // is signed.
+  if (out.length - sidAt !== SID_BYTES) throw new RangeError("encoding length mismatch");
+  out.u8(DIRECTION_BYTE[r.dir]).textWithLength(r.to).u64(r.seqno).u64(r.ts).bytes(r.c)
+    .bytes(ctDigest);
 }
 
 /**
@@ -434,13 +443,13 @@ export function recordEncoding(r: MessageRecord): Uint8Array {
   const length = SID_BYTES + 1 + 4 + to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
     (r.sig?.length ?? 0) + 4 + 4 + 1 + (r.batch?.path.length ?? 0) * HASH_BYTES;
   const out = new ByteBuilder(length);
-  writeRecordEncoding(out, r, to);
+  writeRecordEncoding(out, r);
   return out.done();
 }
 
 /** record_enc written in place (a line's encoding laid out at the batch's write). */
-function writeRecordEncoding(out: ByteBuilder, r: MessageRecord, to = utf8(r.to)): void {
-  out.hex(r.sid).u8(DIRECTION_BYTE[r.dir]).u32(to.length).bytes(to).u64(r.seqno).u64(r.ts)
+function writeRecordEncoding(out: ByteBuilder, r: MessageRecord): void {
+  out.hex(r.sid).u8(DIRECTION_BYTE[r.dir]).textWithLength(r.to).u64(r.seqno).u64(r.ts)
     .u32(r.ct.length).bytes(r.ct).bytes(r.c);
   if (r.sig) out.u32(r.sig.length).bytes(r.sig);
   else out.u32(0);
@@ -549,12 +558,21 @@ const MAX_PATH = 5;
 const HASH_BYTES = 32;
 const BATCH_STATEMENT_BYTES = LABEL.batch.length + 4 + SID_BYTES + 1 + 8 + 4 + HASH_BYTES;
 
+/**
+ * Where a record's leaf is laid out to be hashed: every party hashes every record's leaf, and a
+ * statement of its own (its buffer, its `to` encoded) per record cost more than its hashing.
+ */
+const leafScratch = new ScratchBytes(1024);
+
 /** RFC 9162 §2.1.1: SHA-256(0x00 || statement). */
 export function leafHash(r: MessageRecord): Uint8Array {
-  return sha256(LEAF_PREFIX, statement(r));
+  const ctDigest = sha256(r.ct);
+  return leafScratch.use((out) => {
+    writeStatement(out.u8(0x00), r, ctDigest);
+    return sha256(out.done());
+  });
 }
 
-const LEAF_PREFIX = Uint8Array.of(0x00);
 const NODE_PREFIX = Uint8Array.of(0x01);
 
 function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
@@ -673,10 +691,7 @@ export class PathMemo {
     if (known.rest.length !== left * HASH_BYTES) return undefined;
     if (!bytesEqual(known.node, state.node)) return undefined;
     for (let j = 0; j < left; j++) {
-      const entry = state.path[state.step + j];
-      if (!bytesEqual(known.rest.subarray(j * HASH_BYTES, (j + 1) * HASH_BYTES), entry)) {
-        return undefined;
-      }
+      if (!bytesEqual(state.path[state.step + j], known.rest, j * HASH_BYTES)) return undefined;
     }
     return known.root;
   }
@@ -720,10 +735,15 @@ function memoKey(state: PathState): number {
   return ((node[0] | (node[1] << 8) | (node[2] << 16) | ((node[3] & 0x3f) << 24)) ^ state.fn) >>> 0;
 }
 
-/** Byte equality of public values (path entries: nothing secret, so no constant time needed). */
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) return false;
+/**
+ * Byte equality of public values (path entries, batch statements, signatures: nothing secret,
+ * so no constant time needed): `a` against `b` whole, or against `a.length` bytes of `b` from
+ * `at`.
+ */
+function bytesEqual(a: Uint8Array, b: Uint8Array, at?: number): boolean {
+  if (at === undefined ? a.length !== b.length : at + a.length > b.length) return false;
+  const from = at ?? 0;
+  for (let j = 0; j < a.length; j++) if (a[j] !== b[from + j]) return false;
   return true;
 }
 
@@ -790,8 +810,11 @@ export interface RecordAuthor {
  * another author, is checked on its own. One per session, or per `verify` run.
  */
 export class RecordSignatures {
-  /** true: verified; a promise: being verified (WebCrypto's ECDSA). */
-  readonly #verified = new Map<string, true | Promise<boolean>>();
+  /**
+   * What verified (or is being verified: WebCrypto's ECDSA), by where its batch statement's
+   * root points ({@link batchKey}); a hit is compared in full, so the key decides nothing.
+   */
+  readonly #verified = new Map<number, VerifiedBatch>();
   /** Where the paths of a batch's records join, so each record hashes only up to there. */
   readonly #paths = new PathMemo();
 
@@ -839,30 +862,68 @@ export class RecordSignatures {
         if (!ok) throw failed();
       });
     }
-    const key = `${author.fingerprint}|${toBase64(signed)}|${toBase64(r.sig)}`;
+    const key = batchKey(signed);
     const known = this.#verified.get(key);
-    if (known === true) return undefined;
-    const verdict = known ?? verifyNow(author.key, signed, r.sig);
+    if (
+      known && known.fingerprint === author.fingerprint && bytesEqual(known.statement, signed) &&
+      bytesEqual(known.sig, r.sig)
+    ) {
+      if (known.verdict === true) return undefined;
+      return this.#settled(known, known.verdict, failed);
+    }
+    const verdict = verifyNow(author.key, signed, r.sig);
     if (verdict === false) throw failed(); // only a signature that verified is remembered
-    this.#remember(key, verdict);
+    // The signature's own copy: a view would keep the record's ciphertext alive (review9 R9-5).
+    const entry = {
+      fingerprint: author.fingerprint,
+      statement: signed,
+      sig: r.sig.slice(),
+      verdict,
+    };
+    this.#verified.delete(key);
+    this.#verified.set(key, entry);
+    if (this.#verified.size > VERIFIED_BATCHES) {
+      this.#verified.delete(this.#verified.keys().next().value!);
+    }
     if (verdict === true) return undefined;
+    return this.#settled(entry, verdict, failed);
+  }
+
+  /** The outcome of a verification under way: remembered if it verified, forgotten if not. */
+  #settled(
+    entry: VerifiedBatch,
+    verdict: Promise<boolean>,
+    failed: () => SecureChatError,
+  ): Promise<void> {
     return verdict.then((ok) => {
       if (ok) {
-        if (this.#verified.get(key) === verdict) this.#verified.set(key, true);
+        if (entry.verdict === verdict) entry.verdict = true;
         return;
       }
-      if (this.#verified.get(key) === verdict) this.#verified.delete(key);
+      const key = batchKey(entry.statement);
+      if (this.#verified.get(key) === entry) this.#verified.delete(key);
       throw failed();
     });
   }
+}
 
-  #remember(key: string, verdict: true | Promise<boolean>): void {
-    if (this.#verified.has(key)) return;
-    if (this.#verified.size >= VERIFIED_BATCHES) {
-      this.#verified.delete(this.#verified.keys().next().value!);
-    }
-    this.#verified.set(key, verdict);
-  }
+/**
+ * A batch signature remembered (PROTOCOL §6.1): the certificate's fingerprint, the batch
+ * statement's bytes and the signature's, all three compared before it is trusted.
+ */
+interface VerifiedBatch {
+  fingerprint: string;
+  statement: Uint8Array;
+  sig: Uint8Array;
+  /** true: verified; a promise: being verified. */
+  verdict: true | Promise<boolean>;
+}
+
+/** Where a batch statement is looked for: 30 bits of its root (a hash), beside `n`'s low bits. */
+function batchKey(statement: Uint8Array): number {
+  const at = BATCH_STATEMENT_BYTES - HASH_BYTES;
+  return ((statement[at] | (statement[at + 1] << 8) | (statement[at + 2] << 16) |
+    ((statement[at + 3] & 0x3f) << 24)) ^ statement[at - 1]) >>> 0;
 }
 
 // ---- session messages that carry records (PROTOCOL §3.3, §6) and their transcript lines ----
@@ -929,39 +990,61 @@ const RELAY_TYPES: readonly RelayType[] = ["relay", "stored"];
 
 const contentKeyText = (o: Record<string, unknown>, p: Path) =>
   base64Text(o.k, p, "k", CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
-const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
 /** `author_fp` and, when the certificate is introduced, `cert` (PROTOCOL §6.4.1). */
 const authorMembers = (o: Record<string, unknown>, p: Path) => ({
-  author_fp: matching(o.author_fp, p, "author_fp", FINGERPRINT_RE, "64 lowercase hex characters"),
+  author_fp: lowerHex(o.author_fp, p, "author_fp", 64),
   ...(Object.hasOwn(o, "cert") ? { cert: base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES) } : {}),
 });
 const recordMember = (o: Record<string, unknown>, p: Path) =>
-  recordJson(o.record, [...p, "record"]);
+  recordJson(o.record, p.length === 0 ? RECORD_AT : [...p, "record"]);
 
 /** Which member carries the content key: `e2e` when present, else `k` (one, never both). */
 const keyMemberOf = (v: unknown): "k" | "e2e" =>
   typeof v === "object" && v !== null && Object.hasOwn(v, "e2e") ? "e2e" : "k";
-const contentKeyOf = (o: Record<string, unknown>, p: Path, key: "k" | "e2e") =>
-  key === "k" ? { k: contentKeyText(o, p) } : { e2e: nested(E2eEnvelopeSchema, o.e2e, p, "e2e") };
+const MSG_TYPES: readonly "msg"[] = ["msg"];
+const MSG_MEMBERS = { k: ["type", "record", "k"], e2e: ["type", "record", "e2e"] };
 
 export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
   const key = keyMemberOf(v);
-  const o = members(v, p, ["type", "record", key]);
-  literal(o.type, p, "type", ["msg"]);
-  return { type: "msg", record: recordMember(o, p), ...contentKeyOf(o, p, key) };
+  const o = members(v, p, MSG_MEMBERS[key]);
+  literal(o.type, p, "type", MSG_TYPES);
+  const record = recordMember(o, p);
+  if (key === "k") return { type: "msg", record, k: contentKeyText(o, p) };
+  return { type: "msg", record, e2e: nested(E2eEnvelopeSchema, o.e2e, p, "e2e") };
 });
 
+const RELAY_MEMBERS = {
+  k: ["type", "seqno", "ts", "author_fp", "record", "k"],
+  e2e: ["type", "seqno", "ts", "author_fp", "record", "e2e"],
+};
+const RELAY_OPTIONAL = ["cert"];
+
+/**
+ * A relay or stored message: its members checked in the order of their JSON (type, seqno, ts,
+ * author_fp, cert, record, then the content key), which decides the fault a malformed one is
+ * refused with; written out member by member, as every recipient checks every relay.
+ */
 export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
   const key = keyMemberOf(v);
-  const o = members(v, p, ["type", "seqno", "ts", "author_fp", "record", key], ["cert"]);
-  return {
-    type: literal(o.type, p, "type", RELAY_TYPES),
-    seqno: uint(o.seqno, p, "seqno", 1),
-    ts: uint(o.ts, p, "ts"),
-    ...authorMembers(o, p),
-    record: recordMember(o, p),
-    ...contentKeyOf(o, p, key),
-  };
+  const o = members(v, p, RELAY_MEMBERS[key], RELAY_OPTIONAL);
+  const type = literal(o.type, p, "type", RELAY_TYPES);
+  const seqno = uint(o.seqno, p, "seqno", 1);
+  const ts = uint(o.ts, p, "ts");
+  const author_fp = lowerHex(o.author_fp, p, "author_fp", 64);
+  const cert = Object.hasOwn(o, "cert")
+    ? base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES)
+    : undefined;
+  const record = recordMember(o, p);
+  if (key === "k") {
+    const k = contentKeyText(o, p);
+    return cert === undefined
+      ? { type, seqno, ts, author_fp, record, k }
+      : { type, seqno, ts, author_fp, cert, record, k };
+  }
+  const e2e = nested(E2eEnvelopeSchema, o.e2e, p, "e2e");
+  return cert === undefined
+    ? { type, seqno, ts, author_fp, record, e2e }
+    : { type, seqno, ts, author_fp, cert, record, e2e };
 });
 
 export const RefusedMessageShape: Shape<RefusedMessage> = shape((v, p) => {

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import {
   ByteBuilder,
+  concat,
   fromBase64,
   fromBase64Each,
   fromHex,
@@ -9,6 +10,7 @@ import {
   ScratchBytes,
   toBase64,
   toHex,
+  u32be,
   u64be,
   utf8,
 } from "../../lib/bytes.ts";
@@ -97,6 +99,28 @@ Deno.test("utf8() encodes exactly as TextEncoder, short ASCII (its own loop) and
         assert.deepEqual(utf8(text), encoder.encode(text), `${JSON.stringify(c)} at ${at} of ${n}`);
       }
     }
+  }
+});
+
+Deno.test("ByteBuilder.text() and textWithLength() write exactly what TextEncoder encodes, short (the loop) and long (the encoder)", () => {
+  const pieces = ["a", "~", "é", "€", "😀", "\ud800", "\udc00", "\u0000", "\u007f", "\u0080"];
+  const texts: string[] = [""];
+  for (const length of [1, 2, 63, 64, 65, 66, 100, 300]) {
+    for (const piece of pieces) {
+      texts.push("x".repeat(length - 1) + piece, piece + "x".repeat(length - 1));
+      texts.push(piece.repeat(length));
+    }
+  }
+  for (let n = 0; n < 50; n++) {
+    const codes = Array.from({ length: 1 + (n * 7) % 140 }, (_, i) => (n * 31 + i * 97) % 0xffff);
+    texts.push(String.fromCharCode(...codes));
+  }
+  for (const text of texts) {
+    const expected = new TextEncoder().encode(text);
+    const out = new ByteBuilder(3).u8(9).text(text).u8(9).done();
+    assert.deepEqual(out, Uint8Array.of(9, ...expected, 9), JSON.stringify(text));
+    const framed = new ByteBuilder(3).textWithLength(text).done();
+    assert.deepEqual(framed, concat(u32be(expected.length), expected), JSON.stringify(text));
   }
 });
 

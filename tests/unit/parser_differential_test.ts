@@ -367,6 +367,16 @@ const SHAPE_VALUES: unknown[] = [
   "A".repeat(43) + "=",
   "A".repeat(43) + "E",
   "\ud800AAA",
+  "09af",
+  "09aF",
+  "09ag",
+  "0a9/",
+  "0a9:",
+  "0a9`",
+  "0a9g",
+  "0a9",
+  "0a9f0",
+  "０a9f",
   [],
   [1],
   new Array(6).fill("A".repeat(43) + "="),
@@ -397,7 +407,14 @@ const HELPERS: Helper[] = [
   ["members(; a, b, c)", (m, v) => m.members(v, [], [], ["a", "b", "c"])],
   ["text(1..80)", (m, v) => m.text(v, [], "t", 1, 80)],
   ["literal", (m, v) => m.literal(v, [], "l", ["a", "1", "AAAA"])],
-  ["matching", (m, v) => m.matching(v, [], "r", /^[0-9a-f]{2,}$/, "hex")],
+  // lowerHex replaced matching() with a lowercase hex regex (a relay's sid and author_fp).
+  [
+    "lowerHex(4)",
+    (m, v) =>
+      m === shapes
+        ? shapes.lowerHex(v, [], "r", 4)
+        : reference.matching(v, [], "r", /^[0-9a-f]{4}$/, "4 lowercase hex characters"),
+  ],
   ["uint", (m, v) => m.uint(v, [], "u")],
   ["uint(1)", (m, v) => m.uint(v, [], "u", 1)],
   ["list(5)", (m, v) => m.list(v, [], "l", 5)],
