@@ -679,6 +679,12 @@ interface PathState {
  */
 export class PathMemo {
   readonly #roots = new Map<number, KnownState>();
+  /**
+   * Room for the entries of states to come: slots of {@link REST_SLOT} bytes carved from chunks
+   * of this memo's own, handed back when their state goes (a state's copy costs no buffer of its
+   * own; at most `capacity` slots are ever made).
+   */
+  readonly #free: Uint8Array[] = [];
 
   constructor(readonly capacity = PATH_STATES) {}
 
@@ -688,7 +694,7 @@ export class PathMemo {
     if (!known) return undefined;
     const left = state.path.length - state.step;
     if (known.fn !== state.fn || known.sn !== state.sn) return undefined;
-    if (known.rest.length !== left * HASH_BYTES) return undefined;
+    if (known.left !== left) return undefined;
     if (!bytesEqual(known.node, state.node)) return undefined;
     for (let j = 0; j < left; j++) {
       if (!bytesEqual(state.path[state.step + j], known.rest, j * HASH_BYTES)) return undefined;
@@ -698,24 +704,50 @@ export class PathMemo {
 
   remember(states: readonly PathState[], root: Uint8Array): void {
     for (const state of states) {
+      const left = state.path.length - state.step;
+      // Longer than any path the record's schema lets through (a caller's own): not kept.
+      if (left * HASH_BYTES > REST_SLOT) continue;
       const key = memoKey(state);
-      const rest = new Uint8Array((state.path.length - state.step) * HASH_BYTES);
-      for (let j = state.step; j < state.path.length; j++) {
-        rest.set(state.path[j], (j - state.step) * HASH_BYTES);
+      const replaced = this.#roots.get(key);
+      if (replaced) {
+        this.#roots.delete(key);
+        this.#free.push(replaced.rest);
+      } else if (this.#roots.size >= this.capacity) {
+        const oldest = this.#roots.keys().next().value!;
+        this.#free.push(this.#roots.get(oldest)!.rest);
+        this.#roots.delete(oldest);
       }
+      const rest = this.#slot();
+      for (let j = 0; j < left; j++) rest.set(state.path[state.step + j], j * HASH_BYTES);
       // `node` is the loop's own hash output (a fresh array), never a record's.
-      this.#roots.delete(key);
-      this.#roots.set(key, { fn: state.fn, sn: state.sn, node: state.node, rest, root });
-      if (this.#roots.size > this.capacity) this.#roots.delete(this.#roots.keys().next().value!);
+      this.#roots.set(key, { fn: state.fn, sn: state.sn, node: state.node, left, rest, root });
     }
+  }
+
+  #slot(): Uint8Array {
+    if (this.#free.length === 0) {
+      const chunk = new Uint8Array(REST_SLOTS_PER_CHUNK * REST_SLOT);
+      for (let j = 0; j < REST_SLOTS_PER_CHUNK; j++) {
+        this.#free.push(chunk.subarray(j * REST_SLOT, (j + 1) * REST_SLOT));
+      }
+    }
+    return this.#free.pop()!;
   }
 }
 
-/** A state remembered: the loop's numbers, its node, a copy of the entries left, its root. */
+/** The most a state's entries left take: every entry of a path but the first. */
+const REST_SLOT = (MAX_PATH - 1) * HASH_BYTES;
+const REST_SLOTS_PER_CHUNK = 8;
+
+/**
+ * A state remembered: the loop's numbers, its node, a copy of the `left` entries left (in a slot
+ * of the memo's own), its root.
+ */
 interface KnownState {
   fn: number;
   sn: number;
   node: Uint8Array;
+  left: number;
   rest: Uint8Array;
   root: Uint8Array;
 }
@@ -757,16 +789,27 @@ export function batchStatement(
   n: number,
   root: Uint8Array,
 ): Uint8Array {
-  return new ByteBuilder(BATCH_STATEMENT_BYTES)
-    .bytes(LABEL.batch)
-    .u32(PROTOCOL_VERSION)
-    .hex(sid)
-    .u8(DIRECTION_BYTE.c2s)
-    .u64(first)
-    .u32(n)
-    .bytes(root)
-    .exactly(BATCH_STATEMENT_BYTES);
+  return writeBatchStatement(new ByteBuilder(BATCH_STATEMENT_BYTES), sid, first, n, root);
 }
+
+/** batchStatement written into `out` (empty), as a view of its bytes. */
+function writeBatchStatement(
+  out: ByteBuilder,
+  sid: string,
+  first: number,
+  n: number,
+  root: Uint8Array,
+): Uint8Array {
+  return out.bytes(LABEL.batch).u32(PROTOCOL_VERSION).hex(sid).u8(DIRECTION_BYTE.c2s).u64(first)
+    .u32(n).bytes(root).exactly(BATCH_STATEMENT_BYTES);
+}
+
+/**
+ * Where a received record's batch statement is laid out to be looked up: most records' batch
+ * was verified already (their siblings'), and only a statement that is verified gets a buffer of
+ * its own.
+ */
+const batchScratch = new ScratchBytes(1024);
 
 /**
  * Signs records as one batch (PROTOCOL §6.1): sets every record's `sig` (the same bytes) and
@@ -851,26 +894,31 @@ export class RecordSignatures {
         `${whose}: a batch path of ${path.length} hashes does not fit leaf ${i} of ${n}`,
       );
     }
-    const signed = batchStatement(r.sid, r.seqno - i, n, root);
     const failed = () => new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
     if (n === 1) {
       // A batch of one has no other record to share its check with: nothing to remember.
-      const verdict = verifyNow(author.key, signed, r.sig);
+      const verdict = verifyNow(author.key, batchStatement(r.sid, r.seqno - i, 1, root), r.sig);
       if (verdict === true) return undefined;
       if (verdict === false) throw failed();
       return verdict.then((ok) => {
         if (!ok) throw failed();
       });
     }
-    const key = batchKey(signed);
-    const known = this.#verified.get(key);
-    if (
-      known && known.fingerprint === author.fingerprint && bytesEqual(known.statement, signed) &&
-      bytesEqual(known.sig, r.sig)
-    ) {
-      if (known.verdict === true) return undefined;
-      return this.#settled(known, known.verdict, failed);
+    const sig = r.sig;
+    // The statement this record's batch needs, looked up where it is laid out; copied only when
+    // it must be verified (its entry keeps it).
+    const signed = batchScratch.use((out) => {
+      const laidOut = writeBatchStatement(out, r.sid, r.seqno - i, n, root);
+      const known = this.#verified.get(batchKey(laidOut));
+      const same = known !== undefined && known.fingerprint === author.fingerprint &&
+        bytesEqual(known.statement, laidOut) && bytesEqual(known.sig, sig);
+      return same ? known : laidOut.slice();
+    });
+    if (!(signed instanceof Uint8Array)) {
+      if (signed.verdict === true) return undefined;
+      return this.#settled(signed, signed.verdict, failed);
     }
+    const key = batchKey(signed);
     const verdict = verifyNow(author.key, signed, r.sig);
     if (verdict === false) throw failed(); // only a signature that verified is remembered
     // The signature's own copy: a view would keep the record's ciphertext alive (review9 R9-5).
