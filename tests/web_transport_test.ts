@@ -380,3 +380,68 @@ Deno.test("web: a server stopping closes connections still in their handshake, o
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }
 });
+
+/** One binary message of `frames` frames, all empty but the last, which carries one byte. */
+function emptyFragments(frames: number): Uint8Array {
+  const first = clientFrame(0x2, new Uint8Array(0), 0, false);
+  const continuation = clientFrame(0x0, new Uint8Array(0), 0, false);
+  const last = clientFrame(0x0, Uint8Array.of(1));
+  const wire = new Uint8Array(14 * (frames - 1) + last.length);
+  wire.set(first, 0);
+  for (let i = 1; i < frames - 1; i++) wire.set(continuation, 14 * i);
+  wire.set(last, 14 * (frames - 1));
+  return wire;
+}
+
+/** The first server frame's opcode and, for a close, its code; null if the stream just ends. */
+async function firstAnswer(conn: Deno.TcpConn): Promise<{ opcode: number; code?: number } | null> {
+  const answer = await serverFrame(conn).catch(() => null);
+  await drained(conn).catch(() => {});
+  if (!answer) return null;
+  return answer.opcode === 0x8
+    ? { opcode: 0x8, code: (answer.payload[0] << 8) | answer.payload[1] }
+    : { opcode: answer.opcode };
+}
+
+Deno.test("web: a message in 200,000 empty fragments is refused on its own connection (1009), and serve goes on (review10 R10-1)", async () => {
+  // RFC 6455 allows empty fragments, which the limit in bytes does not count: the front kept
+  // every one and joined them by spreading them into one call's arguments, which throws past
+  // ~125,000 — in the socket's data handler, an uncaught error that ended `serve` for every user.
+  // No certificate or login is needed, only the upgrade.
+  const pki = await makePki([], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  try {
+    const conn = await upgraded(web);
+    // The server may close before it has read all of it: that is the point.
+    await conn.write(emptyFragments(200_000)).catch(() => {});
+    assert.deepEqual(await firstAnswer(conn), { opcode: 0x8, code: 1009 });
+    // serve still runs: a fresh connection is upgraded and its ping answered.
+    const probe = await upgraded(web);
+    await probe.write(clientFrame(0x9, Uint8Array.of(5)));
+    assert.deepEqual(await serverFrame(probe), { opcode: 0xa, payload: Uint8Array.of(5) });
+    probe.close();
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("web: a message in 1024 frames reaches the core; one in 1025 is refused at the 1025th header (review10 R10-1)", async () => {
+  const pki = await makePki([], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  try {
+    // 1024 frames: its one byte reaches the core as a frame, which is no hello, so the core
+    // answers with a plaintext error frame (a binary message), not the front with a close.
+    const mark = server.mark();
+    const whole = await upgraded(web);
+    await whole.write(emptyFragments(1024));
+    assert.equal((await firstAnswer(whole))?.opcode, 0x2);
+    await server.waitFor(logIs("PROTOCOL_ERROR"), 10_000, mark);
+    const over = await upgraded(web);
+    await over.write(emptyFragments(1025)).catch(() => {});
+    assert.deepEqual(await firstAnswer(over), { opcode: 0x8, code: 1009 });
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -4,7 +4,7 @@
  * can hold a session's resources forever.
  */
 import { SecureChatError } from "../errors.ts";
-import { concat, writeU32 } from "../bytes.ts";
+import { join, writeU32 } from "../bytes.ts";
 import { type ByteReader, checkFrameLength, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
 
 export interface ByteStreamConn {
@@ -155,7 +155,8 @@ export class FrameConnection {
       while (this.#pending.length > 0) {
         const batch = this.#pending;
         this.#pending = [];
-        const bytes = batch.length === 1 ? batch[0] : concat(...batch);
+        // Joined from the list, not spread: a peer that stops reading lets it grow (R10-2).
+        const bytes = batch.length === 1 ? batch[0] : join(batch);
         try {
           if (this.#writeError || this.#closed) continue;
           let offset = 0;

@@ -93,3 +93,27 @@ Deno.test("FrameConnection.send(): a failed write is the error of every later se
   assert.throws(() => fc.send(payload(3)), (e) => e === fc.writeError);
   fc.close();
 });
+
+Deno.test("FrameConnection: 150,000 sealed-record-sized frames queued behind a write that waits leave in the next write, whole (review10 R10-2)", async () => {
+  // A peer that stops reading for a while and then reads: everything queued meanwhile goes in
+  // one write. The smallest frame a session sends is a sealed record, 276 bytes; 150,000 fit a
+  // `serve --send-queue` of 48 MiB. Spreading them into one call's arguments threw a RangeError
+  // in the writer (past ~125,000), an unhandled rejection that ends the process.
+  const held = heldConn();
+  const fc = new FrameConnection(held.conn, { maxQueuedBytes: 48 * 1024 * 1024 });
+  fc.send(payload(0));
+  await Promise.resolve();
+  await Promise.resolve();
+  assert.equal(held.writes.length, 1); // in flight: the peer is not reading
+  const record = new Uint8Array(272).fill(7);
+  for (let i = 0; i < 150_000; i++) fc.send(record);
+  held.release();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(held.writes.length, 2);
+  assert.equal(held.writes[1].length, 150_000 * 276);
+  assert.deepEqual(held.writes[1].subarray(-276), encodeFrame(record));
+  held.release();
+  await fc.flush(1000);
+  assert.equal(fc.queuedBytes, 0);
+  fc.close();
+});
