@@ -218,7 +218,8 @@ export class JsonChild {
       try {
         return JSON.parse(value);
       } catch {
-        // not ours (a stray log line)
+        // Not ours (a stray log line, V8's --trace-gc): passed on, as the child's stderr is.
+        console.error(value);
       }
     }
   }
@@ -243,8 +244,8 @@ export class JsonChild {
     }, 10_000);
     await this.#child.status;
     clearTimeout(timer);
-    // drain so the stream resources are released
-    for await (const _ of this.#out) { /* discard */ }
+    // drained so the stream resources are released; a stray line is passed on as in next()
+    for await (const line of this.#out) console.error(line);
   }
 }
 
@@ -288,4 +289,24 @@ export async function commandOutput(cmd: string, args: string[]): Promise<string
 export async function serveV8Flags(): Promise<string[]> {
   const flags = await readStartTask(new URL("../deno.json", import.meta.url).pathname);
   return flags.filter((f) => f.startsWith("--v8-flags="));
+}
+
+/**
+ * The V8 flags this process runs with (its command line, /proc/self/cmdline) beside those
+ * `securechat` ships with (serveV8Flags): a bench that measures lib/ in its own process says
+ * whether it ran as the shipped command does.
+ */
+export async function v8FlagsOfThisProcess(): Promise<
+  { this_process: string[]; shipped: string[] }
+> {
+  let args: string[] = [];
+  try {
+    args = (await Deno.readTextFile("/proc/self/cmdline")).split("\0");
+  } catch {
+    // not Linux: the flags are not known, and say so by an empty list
+  }
+  return {
+    this_process: args.filter((a) => a.startsWith("--v8-flags=")),
+    shipped: await serveV8Flags(),
+  };
 }

@@ -49,6 +49,7 @@ import {
   sleep,
   summary,
   timeOp,
+  v8FlagsOfThisProcess,
 } from "./_util.ts";
 import { sharedPasswordStore } from "../testkit/memory_store.ts";
 import { sampleProcess } from "./_proc.ts";
@@ -282,6 +283,8 @@ export async function run(opts: Options, pkis?: Pkis): Promise<Section> {
       `1 (server: author) + ${recipients} (each recipient: author)`,
     note:
       "sender, server and recipients share this process (2 cores); TCP_NODELAY on both ends, as shipped",
+    // The same V8 settings as the shipped `securechat` (deno.json's start task), or not: said.
+    v8_flags: await v8FlagsOfThisProcess(),
   };
   try {
     for (const kt of BENCH_KEY_TYPES) {

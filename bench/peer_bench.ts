@@ -28,14 +28,16 @@
  *   deno run -A bench/peer_bench.ts [--quick]
  *   deno run -A bench/peer_bench.ts --breakdown [--quick]   where our CPU goes (see below)
  *   deno run -A bench/peer_bench.ts --idle 200,800   the idle phase alone (InspIRCd's, if
- *     installed, then ours), our RSS per connection split by owner (V8 spaces, glibc's main
- *     heap, other anonymous memory, malloc's own count)
+ *     installed and not `--no-peer`, then ours), our RSS per connection split by owner (V8
+ *     spaces, glibc's main heap, other anonymous memory, malloc's own count)
  *   deno run -A bench/peer_bench.ts --fanout 4,16,64 [--rounds N]   relay bursts at several
  *     widths, both servers, RSA-2048 and Ed25519 keys: the per-recipient floor apart from the
  *     per-message work (the author's signature checked once per message, not per recipient);
  *     `--keys ed25519`, `--messages N` and `--no-peer` narrow it for comparing our own trees
  *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
  *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
+ *   … --server-v8-flag FLAG   (repeatable) a V8 flag for our server children after serve's own,
+ *     e.g. `--server-v8-flag --max-semi-space-size=8`: memory settings compared in one sitting
  */
 import { HeldWrites } from "../testkit/held_writes.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
@@ -82,6 +84,13 @@ const IRC_IN_FLIGHT = 8192;
 const SERVER_SCRIPT = new URL("./_peer_server.ts", import.meta.url).pathname;
 const profileFlag = Deno.args.indexOf("--server-cpu-prof");
 const serverCpuProfileDir = profileFlag >= 0 ? Deno.args[profileFlag + 1] : undefined;
+/**
+ * `--server-v8-flag FLAG` (repeatable): a V8 flag for our server children after serve's own
+ * (the later of two settings of one flag wins), to compare memory settings in one sitting.
+ */
+const extraServerV8Flags = Deno.args.flatMap((arg, i) =>
+  Deno.args[i - 1] === "--server-v8-flag" ? [`--v8-flags=${arg}`] : []
+);
 const HANDSHAKE_SERVER_SCRIPT = new URL("./_setup_server.ts", import.meta.url).pathname;
 
 interface Phase {
@@ -94,6 +103,16 @@ interface Phase {
   extra?: Record<string, unknown>;
 }
 
+/**
+ * The server's CPU per unit by thread name (`threadsDuring`): "main" runs JavaScript and the
+ * main thread's share of garbage collection, "V8 DefaultWorke" V8's helpers (concurrent and
+ * parallel GC, the ArrayBuffer sweeper's frees, compilers), invisible in a CPU profile.
+ */
+const threadMicrosPer = (p: Phase) =>
+  Object.fromEntries(
+    Object.entries(p.extra?.server_thread_cpu_seconds as Record<string, number> ?? {})
+      .map(([name, s]) => [name, round((s / p.units) * 1e6, 2)]),
+  );
 const perSecond = (p: Phase) => p.units / (p.rateSeconds ?? p.wallSeconds);
 const cpuMicrosPer = (p: Phase) => (p.cpuSeconds / p.units) * 1e6;
 
@@ -111,6 +130,7 @@ class OurServer {
     const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`, presence], [
       ...await serveV8Flags(),
       "--v8-flags=--expose-gc",
+      ...extraServerV8Flags,
       // Sampled every 100 µs (the default, ~1 ms, leaves a burst of 0.3 s a few hundred samples).
       ...(serverCpuProfileDir
         ? ["--cpu-prof", `--cpu-prof-dir=${serverCpuProfileDir}`, "--cpu-prof-interval=100"]
@@ -463,6 +483,7 @@ async function ourBurst(
   ids: Map<string, Identity>,
   recipients: number,
   messages: number,
+  warm = 0,
 ): Promise<Phase> {
   const server = await OurServer.start(pki);
   const conns: FrameConnection[] = [];
@@ -484,25 +505,28 @@ async function ourBurst(
     );
     const body: Body = { kind: "text", text: TEXT };
     const to = recipients === 1 ? userRecipient(names[1]) : LOBBY;
-    held.hold();
-    const sends: Promise<number>[] = [];
-    for (let i = 0; i < messages; i++) sends.push(sender.session.send(body, to));
-    await Promise.all(sends);
-    const { result: m, threads } = await threadsDuring(
-      server.pid,
-      () =>
+    const burst = async (n: number, total: number) => {
+      held.hold();
+      const sends: Promise<number>[] = [];
+      for (let i = 0; i < n; i++) sends.push(sender!.session.send(body, to));
+      await Promise.all(sends);
+      return () =>
         cpuDuring(server.pid, async () => {
           await held.release();
           await until(
-            () => receivers.every((r) => r.relayed >= messages),
+            () => receivers.every((r) => r.relayed >= total),
             () =>
-              `every relayed message delivered: of ${messages}, the recipients counted ` +
+              `every relayed message delivered: of ${total}, the recipients counted ` +
               receivers.map((r) => r.relayed).join(", ") +
               `; the server's log ends:\n${server.logTail()}`,
           );
-          return messages;
-        }),
-    );
+          return n;
+        });
+    };
+    // A burst not measured first: the server's JIT compiles the relay path in it.
+    if (warm > 0) await (await burst(warm, warm))();
+    const measured = await burst(messages, warm + messages);
+    const { result: m, threads } = await threadsDuring(server.pid, measured);
     return {
       units: m.result * recipients,
       wallSeconds: m.wallSeconds,
@@ -600,6 +624,9 @@ async function ourIdle(pki: TestPki, [low, high]: IdleLevels, settleMs: number):
         rss_before: atLow.proc.rssBytes,
         settle_seconds: [round(atLow.proc.settleSeconds), round(atHigh.proc.settleSeconds)],
         rss_after: atHigh.proc.rssBytes,
+        // V8's young generation (committed) at each level: a process's, not a connection's,
+        // whatever its size, as long as it is the same at both.
+        v8_new_space_bytes: [atLow.heap.map["v8 new_space"], atHigh.heap.map["v8 new_space"]],
         rss_bytes_per_connection_first_low: Math.round(
           (atLow.proc.rssBytes - atZero.rssBytes) / low,
         ),
@@ -1067,12 +1094,14 @@ interface FanOutOptions {
   keys: ("rsa" | "ed25519")[];
   messages?: number;
   peer: boolean;
+  /** Messages of a burst not measured, on the same server before the measured one. */
+  warm: number;
 }
 
 async function fanOut(
   widths: number[],
   rounds: number,
-  { keys, messages: fixed, peer }: FanOutOptions,
+  { keys, messages: fixed, peer, warm }: FanOutOptions,
 ): Promise<Record<string, unknown>> {
   const binary = peer ? await findInspircd() : undefined;
   if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
@@ -1090,18 +1119,21 @@ async function fanOut(
       for (const width of widths) {
         const messages = fixed ?? Math.max(250, Math.round(BURST_DELIVERIES / width));
         const irc = binary && cpuMicrosPer(await ircFanOut(binary, files, tls, width, span));
-        const row: Record<string, number> = { round: pass, width, messages };
+        const row: Record<string, unknown> = { round: pass, width, messages };
         if (irc) row.inspircd_us = round(irc, 2);
         if (keys.includes("rsa")) {
-          const rsa = cpuMicrosPer(await ourBurst(pki, ids, width, messages));
+          const rsaPhase = await ourBurst(pki, ids, width, messages, warm);
+          const rsa = cpuMicrosPer(rsaPhase);
           row.rsa_us = round(rsa, 2);
           if (irc) row.rsa_ratio = round(rsa / irc, 2);
+          row.rsa_threads_us = threadMicrosPer(rsaPhase);
         }
         if (keys.includes("ed25519")) {
-          const edPhase = await ourBurst(edPki, edIds, width, 2 * messages);
+          const edPhase = await ourBurst(edPki, edIds, width, 2 * messages, 2 * warm);
           const ed = cpuMicrosPer(edPhase);
           row.ed25519_us = round(ed, 2);
           if (irc) row.ed25519_ratio = round(ed / irc, 2);
+          row.ed25519_threads_us = threadMicrosPer(edPhase);
           const batch = edPhase.extra?.author_batch_mean;
           if (typeof batch === "number") row.author_batch_mean = batch;
         }
@@ -1120,10 +1152,10 @@ async function fanOut(
  * `--idle LOW,HIGH`: the idle phase alone, with where our memory goes; InspIRCd's same phase
  * first when it is installed (the same levels for both servers), and the ratio of the slopes.
  */
-async function idleOnly(levels: IdleLevels): Promise<Record<string, unknown>> {
+async function idleOnly(levels: IdleLevels, peer: boolean): Promise<Record<string, unknown>> {
   const pki = await rsaPki(["user1"]);
   try {
-    const binary = await findInspircd();
+    const binary = peer ? await findInspircd() : undefined;
     const { files, tls } = await ircTlsOf(pki);
     const theirs = binary ? await ircIdle(binary, files, tls, levels, IDLE_SETTLE_MS) : undefined;
     const ours = await ourIdle(pki, levels, IDLE_SETTLE_MS);
@@ -1148,6 +1180,7 @@ if (import.meta.main) {
   const roundsFlag = Deno.args.indexOf("--rounds");
   const keysFlag = Deno.args.indexOf("--keys");
   const messagesFlag = Deno.args.indexOf("--messages");
+  const warmFlag = Deno.args.indexOf("--warm");
   const result = fanOutFlag >= 0
     ? await fanOut(
       Deno.args[fanOutFlag + 1].split(",").map(Number),
@@ -1158,10 +1191,14 @@ if (import.meta.main) {
           : ["rsa", "ed25519"],
         messages: messagesFlag >= 0 ? Number(Deno.args[messagesFlag + 1]) : undefined,
         peer: !Deno.args.includes("--no-peer"),
+        warm: warmFlag >= 0 ? Number(Deno.args[warmFlag + 1]) : 0,
       },
     )
     : idleFlag >= 0
-    ? await idleOnly(Deno.args[idleFlag + 1].split(",").map(Number) as [number, number])
+    ? await idleOnly(
+      Deno.args[idleFlag + 1].split(",").map(Number) as [number, number],
+      !Deno.args.includes("--no-peer"),
+    )
     : Deno.args.includes("--breakdown")
     ? await breakdown(quick)
     : await run({ quick });

@@ -9,6 +9,7 @@ import { parseStartTask } from "../testkit/start_task.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const decoder = new TextDecoder();
+const tasks = JSON.parse(await Deno.readTextFile(CONFIG)).tasks as Record<string, string>;
 
 async function run(cmd: string, args: string[], env: Record<string, string>, clearEnv = false) {
   const out = await new Deno.Command(cmd, { args, env, clearEnv, stdout: "piped", stderr: "piped" })
@@ -25,9 +26,11 @@ Deno.test("deno task install: the installed securechat works with no deno on PAT
     assert.equal(installed.code, 0, installed.stderr);
     const shim = `${root}/bin/securechat`;
     assert.equal((await Deno.stat(shim)).mode! & 0o111, 0o111, "executable");
-    // The start task's V8 flags ride along (testkit/start_task.ts).
+    // The start task's flags (permissions, any V8 settings) ride along (testkit/start_task.ts).
     const text = await Deno.readTextFile(shim);
-    assert.match(text, /'--v8-flags=--max-semi-space-size=1'/);
+    const startFlags = parseStartTask(tasks.start);
+    assert.ok(startFlags.length > 0);
+    for (const flag of startFlags) assert.ok(text.includes(` '${flag}'`), `${flag} in the shim`);
 
     // Only what a login shell without deno would have: no deno anywhere on PATH.
     const env: Record<string, string> = {
@@ -85,4 +88,17 @@ Deno.test("parseStartTask() gives the flags between deno run and main.ts, and re
   ) {
     assert.throws(() => parseStartTask(bad), /unexpected start task/, bad);
   }
+});
+
+Deno.test("deno task compile builds with the start task's flags: the binary runs as `securechat` does", () => {
+  // deno compile [--config C] [--include P]... <the start task's flags> --output NAME main.ts
+  const words = tasks.compile.slice(tasks.compile.indexOf("deno compile")).trim().split(/\s+/);
+  assert.deepEqual(words.slice(0, 2), ["deno", "compile"]);
+  assert.equal(words.at(-1), "main.ts");
+  const flags: string[] = [];
+  for (let i = 2; i < words.length - 1; i++) {
+    if (["--config", "--include", "--output"].includes(words[i])) i++; // and its value
+    else flags.push(words[i]);
+  }
+  assert.deepEqual(flags, parseStartTask(tasks.start));
 });
