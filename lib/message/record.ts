@@ -417,34 +417,64 @@ function writeStatement(out: ByteBuilder, r: MessageRecord, ctDigest: Uint8Array
 
 /**
  * A record as it was received, with the two serialisations of it that its holder's own
- * transcript line and every relay of it share (TRANSCRIPT §3.1): its JSON text, and
- * record_enc. Each is made once, when first needed, however many lines and relays use it.
+ * transcript line and every relay of it share (TRANSCRIPT §3.1): its JSON text as UTF-8, and
+ * record_enc. Both are laid out once, into one buffer, when first needed, however many lines
+ * and relays use them: no JSON string of the record is made, and a relay's wire content and
+ * line copy these bytes (RecipientRelay).
  */
 export class RecordForms {
-  #text?: string;
+  #bytes?: Uint8Array;
   #encoding?: Uint8Array;
 
   constructor(readonly record: MessageRecord, readonly json: RecordJson) {}
 
-  /** The record's JSON as received (checked, so not encoded again from `record`). */
-  get text(): string {
-    return this.#text ??= JSON.stringify(this.json);
+  /** The record's JSON text as UTF-8: exactly `JSON.stringify(json)` (writeRecordJson). */
+  get bytes(): Uint8Array {
+    if (!this.#bytes) this.#layOut();
+    return this.#bytes!;
   }
 
   /** record_enc(record) */
   get encoding(): Uint8Array {
-    return this.#encoding ??= recordEncoding(this.record);
+    if (!this.#encoding) this.#layOut();
+    return this.#encoding!;
+  }
+
+  #layOut(): void {
+    const { record, json } = this;
+    const out = new ByteBuilder(recordEncodingBound(record) + recordJsonBound(json));
+    writeRecordEncoding(out, record);
+    const split = out.length;
+    writeRecordJson(out, json);
+    const both = out.done();
+    this.#encoding = both.subarray(0, split);
+    this.#bytes = both.subarray(split);
   }
 }
 
 /** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
 export function recordEncoding(r: MessageRecord): Uint8Array {
-  const to = utf8(r.to);
-  const length = SID_BYTES + 1 + 4 + to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
-    (r.sig?.length ?? 0) + 4 + 4 + 1 + (r.batch?.path.length ?? 0) * HASH_BYTES;
-  const out = new ByteBuilder(length);
+  const out = new ByteBuilder(recordEncodingBound(r));
   writeRecordEncoding(out, r);
   return out.done();
+}
+
+/** The most bytes record_enc takes: `to` at most 3 UTF-8 bytes per UTF-16 unit. */
+function recordEncodingBound(r: MessageRecord): number {
+  return SID_BYTES + 1 + 4 + 3 * r.to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
+    (r.sig?.length ?? 0) + 4 + 4 + 1 + (r.batch?.path.length ?? 0) * HASH_BYTES;
+}
+
+/**
+ * The most bytes writeRecordJson can write for `json`: its members are ASCII but `to`, whose
+ * JSON form takes at most 6 bytes per UTF-16 unit (`\uXXXX`); the rest is names, punctuation
+ * and two numbers.
+ */
+function recordJsonBound(json: RecordJson): number {
+  let length = 160 + json.sid.length + 6 * json.to.length + json.ct.length + json.c.length +
+    (json.sig?.length ?? 0);
+  for (const hash of json.batch?.path ?? []) length += hash.length + 3;
+  return length;
 }
 
 /** record_enc written in place (a line's encoding laid out at the batch's write). */
@@ -1344,25 +1374,49 @@ export function prepareMsg(
 }
 
 /**
- * The transcript line of a `msg`, its record serialised as `recordJson` (a received
- * record's own JSON: checked, so not encoded again) and encoded as `encoding` (a received
- * record's, shared with its relays: RecordForms).
+ * The transcript line of a `msg`, its record serialised as `recordJson` (a received record's
+ * own JSON as UTF-8, shared with its relays: RecordForms; or a JSON text made for a record of
+ * ours) and encoded as `encoding` (likewise).
  */
 export function msgLine(
   dir: Direction,
   record: MessageRecord,
-  recordJson: string,
+  recordJson: string | Uint8Array,
   k: Uint8Array | undefined,
   encoding: Uint8Array = recordEncoding(record),
 ): PreparedLine {
-  return new TextLine(
-    dir,
-    record.seqno,
-    record.ts,
-    `{"dir":"${dir}","type":"msg","record":${recordJson}}`,
-    [Uint8Array.of(LINE_TAG.msg), encoding],
-    k,
-  );
+  return new MsgLine(dir, record.seqno, record.ts, recordJson, encoding, k);
+}
+
+/** What starts a msg's line, up to its record, per direction (as bytes, once). */
+const MSG_LINE_HEAD: Record<Direction, Uint8Array> = {
+  c2s: utf8('{"dir":"c2s","type":"msg","record":'),
+  s2c: utf8('{"dir":"s2c","type":"msg","record":'),
+};
+const MSG_LINE_TAG = Uint8Array.of(LINE_TAG.msg);
+const CLOSE_BRACE = 0x7d;
+
+/** A msg's line: its head, the record's JSON, `}`; line_enc: the tag, then record_enc. */
+class MsgLine implements PreparedLine {
+  constructor(
+    readonly dir: Direction,
+    readonly seqno: number,
+    readonly ts: number,
+    readonly recordJson: string | Uint8Array,
+    readonly encoding: Uint8Array,
+    readonly k?: Uint8Array,
+  ) {}
+
+  writeJson(out: ByteBuilder): void {
+    out.bytes(MSG_LINE_HEAD[this.dir]);
+    if (typeof this.recordJson === "string") out.text(this.recordJson);
+    else out.bytes(this.recordJson);
+    out.u8(CLOSE_BRACE);
+  }
+
+  writeEncoding(out: ByteBuilder): void {
+    out.bytes(MSG_LINE_TAG).bytes(this.encoding);
+  }
 }
 
 /** author_fp (32 bytes) || u32be(len(cert)) || cert, the cert empty when only named (TRANSCRIPT §3.1). */
@@ -1390,41 +1444,37 @@ export interface AuthorCert {
 }
 
 /**
- * The parts of a relay shared by every recipient: serialised and encoded once, in the two
- * forms a recipient session may need — introducing the author's certificate or only naming
- * it (§6.4.1). With `e2e` the envelope travels instead of `k`, and `k` (if the holder knows
- * it) only reaches the `.keys` file.
+ * The parts of a relay shared by every recipient, as bytes, made once per relayed record (the
+ * record's own from its RecordForms, the author's once per AuthorCert): every recipient
+ * session's relay copies them behind a few bytes of its own (RecipientRelay), for its wire
+ * content and its transcript line, introducing the author's certificate or only naming it
+ * (§6.4.1). With `e2e` the envelope travels instead of `k`, and `k` (if the holder knows it)
+ * only reaches the `.keys` file.
  */
 export interface PreparedRelay {
   /** The author certificate's fingerprint: the key of a session's certificate list. */
-  fingerprint: string;
-  /** `"author_fp":…,` */
-  authorPart: string;
-  /** `"cert":…,` (empty when the holder has only the name) */
-  certPart: string;
-  /** `"record":…,"k":…}` or `…,"e2e":…}` */
-  wireTail: string;
-  /** `"record":…}` */
-  lineTail: string;
-  /**
-   * The wire's shared part as UTF-8, with the certificate and without, made at the first
-   * relay that needs it (a client, which only records relays, never does): every recipient
-   * session's relay is a few bytes of its own in front of these (RecipientRelay).
-   */
-  wireBytes: { introduced?: Uint8Array; named?: Uint8Array };
-  /** The transcript line's shared part as UTF-8, likewise. */
-  lineBytes: { introduced?: Uint8Array; named?: Uint8Array };
-  /** author_fp || u32be(len(cert)) || cert, with the cert and without (TRANSCRIPT §3.1) */
-  encIntroduced?: Uint8Array;
-  encNamed: Uint8Array;
+  readonly fingerprint: string;
+  readonly author: AuthorParts;
+  /** The record's JSON text (RecordForms.bytes). */
+  readonly record: Uint8Array;
+  /** `,"k":…}` or `,"e2e":…}`: what ends the wire content after the record. */
+  readonly keyTail: Uint8Array;
   /** record_enc(record) */
-  encRecord: Uint8Array;
+  readonly encRecord: Uint8Array;
   /** The content key, when the holder knows it (never the server for an end-to-end record). */
-  k?: Uint8Array;
+  readonly k?: Uint8Array;
 }
 
-/** What every relay of one author shares: its name and certificate, as JSON and as encoded. */
-type AuthorParts = Pick<PreparedRelay, "authorPart" | "certPart" | "encIntroduced" | "encNamed">;
+/** What every relay of one author shares: its name and certificate, in JSON and encoded. */
+interface AuthorParts {
+  /** `"author_fp":"…",` */
+  readonly named: Uint8Array;
+  /** `"cert":"…",` (absent when the holder has only the name) */
+  readonly cert?: Uint8Array;
+  /** author_fp || u32be(len(cert)) || cert, with the cert and without (TRANSCRIPT §3.1) */
+  readonly encIntroduced?: Uint8Array;
+  readonly encNamed: Uint8Array;
+}
 
 /**
  * Each AuthorCert's parts, made at its first relay: the server's member holds one AuthorCert
@@ -1436,9 +1486,9 @@ function authorPartsOf(author: AuthorCert): AuthorParts {
   let parts = authorParts.get(author);
   if (!parts) {
     parts = {
-      authorPart: `"author_fp":"${author.fingerprint}",`,
-      certPart: author.cert ? `"cert":"${author.cert.base64}",` : "",
-      encIntroduced: author.cert ? authorEncoding(author.fingerprint, author.cert.der) : undefined,
+      named: utf8(`"author_fp":"${author.fingerprint}",`),
+      cert: author.cert && utf8(`"cert":"${author.cert.base64}",`),
+      encIntroduced: author.cert && authorEncoding(author.fingerprint, author.cert.der),
       encNamed: authorEncoding(author.fingerprint, undefined),
     };
     authorParts.set(author, parts);
@@ -1452,21 +1502,21 @@ export function prepareRelay(
   k: Uint8Array | undefined,
   e2e?: E2eEnvelope,
 ): PreparedRelay {
-  const tail = `"record":${forms.text}`;
-  const parts = authorPartsOf(author);
   return {
     fingerprint: author.fingerprint,
-    authorPart: parts.authorPart,
-    certPart: parts.certPart,
-    encIntroduced: parts.encIntroduced,
-    encNamed: parts.encNamed,
-    wireTail: `${tail},${contentKeyMember(e2e ? { e2e } : { k: k! })}}`,
-    lineTail: `${tail}}`,
-    wireBytes: {},
-    lineBytes: {},
+    author: authorPartsOf(author),
+    record: forms.bytes,
+    keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
     encRecord: forms.encoding,
     k,
   };
+}
+
+/** The most bytes a relay's shared part adds to a recipient's wire content (with the certificate). */
+export function relaySharedBytes(prepared: PreparedRelay): number {
+  const { author, record, keyTail } = prepared;
+  return author.named.length + (author.cert?.length ?? 0) + RECORD_MEMBER.length + record.length +
+    keyTail.length;
 }
 
 /** What starts a relay's wire and its line, up to the hop's seqno, per type (as bytes, once). */
@@ -1478,6 +1528,7 @@ const RELAY_LINE_HEAD: Record<RelayType, Uint8Array> = {
   relay: utf8('{"dir":"s2c","type":"relay","seqno":'),
   stored: utf8('{"dir":"s2c","type":"stored","seqno":'),
 };
+const RECORD_MEMBER = utf8('"record":');
 
 /**
  * One recipient's relay (§6.4): the hop's seqno and ts in front of the shared parts; `type`
@@ -1492,7 +1543,6 @@ export class RecipientRelay implements Encodable, PreparedLine {
   readonly k?: Uint8Array;
   /** `<seqno>,"ts":<ts>,`: what the wire and the line have of this hop after their heads. */
   readonly #numbers: string;
-  #length?: number;
 
   constructor(
     readonly prepared: PreparedRelay,
@@ -1501,7 +1551,7 @@ export class RecipientRelay implements Encodable, PreparedLine {
     readonly type: RelayType,
     readonly introduce: boolean,
   ) {
-    if (introduce && !prepared.encIntroduced) {
+    if (introduce && !prepared.author.cert) {
       throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
     }
     this.k = prepared.k;
@@ -1510,35 +1560,38 @@ export class RecipientRelay implements Encodable, PreparedLine {
 
   /** The wire content's length in bytes. */
   get length(): number {
-    return this.#length ??= RELAY_WIRE_HEAD[this.type].length + this.#numbers.length +
-      this.#wireShared().length;
+    const { author, record, keyTail } = this.prepared;
+    return RELAY_WIRE_HEAD[this.type].length + this.#numbers.length + author.named.length +
+      (this.introduce ? author.cert!.length : 0) + RECORD_MEMBER.length + record.length +
+      keyTail.length;
   }
 
-  /** The wire content: `{"type":…,"seqno":…,"ts":…,` then the shared part. */
+  /** The wire content: `{"type":…,"seqno":…,"ts":…,` then the shared parts. */
   writeTo(out: ByteBuilder): void {
-    out.bytes(RELAY_WIRE_HEAD[this.type]).text(this.#numbers).bytes(this.#wireShared());
+    out.bytes(RELAY_WIRE_HEAD[this.type]);
+    this.#writeShared(out);
+    out.bytes(this.prepared.keyTail);
   }
 
   writeJson(out: ByteBuilder): void {
-    const p = this.prepared;
-    const shared = this.introduce
-      ? p.lineBytes.introduced ??= utf8(`${p.authorPart}${p.certPart}${p.lineTail}`)
-      : p.lineBytes.named ??= utf8(`${p.authorPart}${p.lineTail}`);
-    out.bytes(RELAY_LINE_HEAD[this.type]).text(this.#numbers).bytes(shared);
+    out.bytes(RELAY_LINE_HEAD[this.type]);
+    this.#writeShared(out);
+    out.u8(CLOSE_BRACE);
   }
 
   /** line_enc: the hop's own 17 bytes, then the two parts every recipient shares. */
   writeEncoding(out: ByteBuilder): void {
     const p = this.prepared;
     out.u8(LINE_TAG[this.type]).u64(this.seqno).u64(this.ts)
-      .bytes(this.introduce ? p.encIntroduced! : p.encNamed).bytes(p.encRecord);
+      .bytes(this.introduce ? p.author.encIntroduced! : p.author.encNamed).bytes(p.encRecord);
   }
 
-  #wireShared(): Uint8Array {
-    const p = this.prepared;
-    return this.introduce
-      ? p.wireBytes.introduced ??= utf8(`${p.authorPart}${p.certPart}${p.wireTail}`)
-      : p.wireBytes.named ??= utf8(`${p.authorPart}${p.wireTail}`);
+  /** `<seqno>,"ts":<ts>,"author_fp":…,["cert":…,]"record":<record>` */
+  #writeShared(out: ByteBuilder): void {
+    const { author, record } = this.prepared;
+    out.text(this.#numbers).bytes(author.named);
+    if (this.introduce) out.bytes(author.cert!);
+    out.bytes(RECORD_MEMBER).bytes(record);
   }
 }
 

@@ -29,6 +29,7 @@ import {
   prepareRelay,
   recipientUser,
   type RefusalCode,
+  relaySharedBytes,
 } from "../message/record.ts";
 import type { ChatSession, ReceivedMessage } from "../session/session.ts";
 import type { ClusterLink, LocalUser } from "../cluster/link.ts";
@@ -192,11 +193,6 @@ function clusterRelayOf(
 /** Where a relayed record stands among its author's: their session, and its number there. */
 function authorPlace(relay: ClusterRelay): { sid: string; seqno: number } {
   return { sid: relay.record.sid, seqno: relay.record.seqno };
-}
-
-/** At least what a relay of `prepared` takes on the wire: its shared part, `cert` included. */
-function wireBytesOf(prepared: PreparedRelay): number {
-  return prepared.authorPart.length + prepared.certPart.length + prepared.wireTail.length;
 }
 
 export class Lobby {
@@ -523,7 +519,7 @@ export class Lobby {
     try {
       for (let i = 0; i < deferred.length && !member.session.closing; i++) {
         const prepared = deferred[i];
-        await this.#roomFor(member, wireBytesOf(prepared));
+        await this.#roomFor(member, relaySharedBytes(prepared));
         this.#deliver(member, () => void member.session.relay(prepared));
       }
     } finally {
@@ -927,7 +923,7 @@ export class Lobby {
           queued = queued.filter((row) => !earlier.includes(row));
           for (const row of earlier) await sendStored(row);
           const prepared = preparedRelayOf(record.relay);
-          await this.#roomFor(member, wireBytesOf(prepared));
+          await this.#roomFor(member, relaySharedBytes(prepared));
           this.#relay(member, prepared);
         } else {
           this.#deliverRecord([member], record);

@@ -1000,7 +1000,7 @@ export class ChatSession {
       // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it,
       // its line made as for any other record (not the whole outgoing message again).
       const forms = new RecordForms(record, message.record);
-      const line = msgLine(dir, record, forms.text, undefined, forms.encoding);
+      const line = msgLine(dir, record, forms.bytes, undefined, forms.encoding);
       this.#accept(record.seqno, record.ts);
       this.#transcript.append(line);
       return {
@@ -1021,7 +1021,7 @@ export class ChatSession {
       );
     }
     const forms = new RecordForms(record, message.record);
-    const line = msgLine(dir, record, forms.text, k, forms.encoding);
+    const line = msgLine(dir, record, forms.bytes, k, forms.encoding);
     this.#accept(record.seqno, record.ts);
     this.#transcript.append(line);
     return {

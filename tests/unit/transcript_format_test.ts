@@ -12,6 +12,7 @@ import {
   prepareLine,
   prepareRelay,
   RecipientRelay,
+  recordEncoding,
 } from "../../lib/message/record.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
 import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
@@ -159,8 +160,9 @@ Deno.test("a received msg's line, its record's text and encoding shared with its
   for (const to of [LOBBY, "user:bob"]) {
     const m = checkedMessage({ kind: "text", text: "héllo, 😀" }, to, 5);
     if (m.type !== "msg") throw new Error("not a msg");
-    assert.equal(m.forms.text, JSON.stringify(m.forms.json));
-    const line = msgLine("c2s", m.record, m.forms.text, m.k, m.forms.encoding);
+    assert.equal(new TextDecoder().decode(m.forms.bytes), JSON.stringify(m.forms.json));
+    assert.equal(toHex(m.forms.encoding), toHex(recordEncoding(m.record)));
+    const line = msgLine("c2s", m.record, m.forms.bytes, m.k, m.forms.encoding);
     const json = new ByteBuilder();
     line.writeJson(json);
     const text = new TextDecoder().decode(json.done());
