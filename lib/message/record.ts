@@ -727,7 +727,11 @@ export class PathMemo {
     if (known.left !== left) return undefined;
     if (!bytesEqual(known.node, state.node)) return undefined;
     for (let j = 0; j < left; j++) {
-      if (!bytesEqual(state.path[state.step + j], known.rest, j * HASH_BYTES)) return undefined;
+      // A whole entry against a whole remembered one: a shorter entry must not match a prefix.
+      const entry = state.path[state.step + j];
+      if (entry.length !== HASH_BYTES || !bytesEqual(entry, known.rest, j * HASH_BYTES)) {
+        return undefined;
+      }
     }
     return known.root;
   }
@@ -735,8 +739,10 @@ export class PathMemo {
   remember(states: readonly PathState[], root: Uint8Array): void {
     for (const state of states) {
       const left = state.path.length - state.step;
-      // Longer than any path the record's schema lets through (a caller's own): not kept.
+      // Longer than any path the record's schema lets through (a caller's own), or an entry not
+      // a hash's length: not kept.
       if (left * HASH_BYTES > REST_SLOT) continue;
+      if (!entriesAreHashes(state.path, state.step)) continue;
       const key = memoKey(state);
       const replaced = this.#roots.get(key);
       if (replaced) {
@@ -763,6 +769,11 @@ export class PathMemo {
     }
     return this.#free.pop()!;
   }
+}
+
+function entriesAreHashes(path: readonly Uint8Array[], from: number): boolean {
+  for (let j = from; j < path.length; j++) if (path[j].length !== HASH_BYTES) return false;
+  return true;
 }
 
 /** The most a state's entries left take: every entry of a path but the first. */

@@ -68,3 +68,24 @@ Deno.test("PathMemo forgets its oldest states beyond its capacity and still answ
     }
   }
 });
+
+Deno.test("rootFromPath() with a memo refuses an entry that is only a prefix of a remembered one (review10 R10-5)", () => {
+  for (const n of [4, 8, 32]) {
+    const memo = new PathMemo();
+    const leaves = leavesOf(n, n);
+    const { paths } = merkleTree(leaves);
+    for (let i = 0; i < n; i++) rootFromPath(leaves[i], i, n, paths[i], memo);
+    for (let i = 0; i < n; i++) {
+      for (let j = 1; j < paths[i].length; j++) {
+        for (const keep of [0, 16, 31]) {
+          const short = paths[i].map((p, k) => k === j ? p.subarray(0, keep) : p);
+          assert.equal(
+            hex(rootFromPath(leaves[i], i, n, short, memo)),
+            hex(rootFromPath(leaves[i], i, n, short)),
+            `leaf ${i} of ${n}, entry ${j} cut to ${keep} bytes`,
+          );
+        }
+      }
+    }
+  }
+});
