@@ -77,6 +77,8 @@ export class WebSocketServerConn implements ByteStreamConn {
   /** Bytes written by FrameConnection not yet cut into whole frames. */
   #pendingOut: Uint8Array = new Uint8Array(0);
   #ended = false;
+  /** The latest ping's payload, its pong waiting for the socket to drain (see #answerPing). */
+  #pongOwed: Uint8Array | null = null;
 
   /** `socket` is the upgraded connection; `head` what arrived after the upgrade request. */
   constructor(socket: Socket, head: Uint8Array) {
@@ -185,7 +187,7 @@ export class WebSocketServerConn implements ByteStreamConn {
     this.#state = { kind: "header" };
     switch (state.opcode) {
       case OP_PING:
-        this.#sendFrame(OP_PONG, payload);
+        this.#answerPing(payload);
         return;
       case OP_PONG:
         return;
@@ -210,6 +212,28 @@ export class WebSocketServerConn implements ByteStreamConn {
     // Re-framed with its length so FrameReader, the one parse chokepoint, judges it (an
     // empty message is its zero-length fault).
     this.#enqueue(message.length === 0 ? u32be(0) : concat(u32be(message.length), message));
+  }
+
+  /**
+   * Pings never reach FrameReader, so no send-queue bound holds their answers: node buffers
+   * whatever is written. A peer that pings and never reads would make the server hold every pong
+   * (review10 R10-4: 140 MB in two seconds). So while the socket holds more than its high-water
+   * mark, only the latest ping is answered, once it drains (RFC 6455 §5.5.3 allows answering only
+   * the most recent ping); past the mark a write has returned false, so "drain" will come.
+   */
+  #answerPing(payload: Uint8Array): void {
+    if (this.#socket.writableLength < this.#socket.writableHighWaterMark) {
+      this.#sendFrame(OP_PONG, payload);
+      return;
+    }
+    const waiting = this.#pongOwed !== null;
+    this.#pongOwed = payload;
+    if (waiting) return;
+    this.#socket.once("drain", () => {
+      const owed = this.#pongOwed;
+      this.#pongOwed = null;
+      if (owed) this.#sendFrame(OP_PONG, owed);
+    });
   }
 
   /** Ends the stream with PROTOCOL_ERROR and closes with `code`; returns "stop reading". */
