@@ -56,7 +56,10 @@ const OTHER_FORMATS = {
 /**
  * The UNSUPPORTED_FORMAT error for a file whose `version` is a format number other than the one this
  * securechat reads; null for the current version and for anything that is no format number (the
- * schema then refuses it as edited: TAMPERED).
+ * schema then refuses it as edited: TAMPERED). The number is not under any signature, so the error
+ * says only what this securechat knows: an earlier format is read by the securechat it names (an
+ * edited file fails there), and no evidence of tampering here; a later one may be honest or an
+ * edited header, which nothing here can tell apart (review9 R9-6).
  */
 export function unsupportedFormat(
   kind: keyof typeof OTHER_FORMATS,
@@ -65,7 +68,9 @@ export function unsupportedFormat(
   const { current, earlier } = OTHER_FORMATS[kind];
   if (!Number.isSafeInteger(version) || (version as number) < 1 || version === current) return null;
   const v = version as number;
-  const what = v < current ? earlier[v] ?? "an earlier format" : "newer than this securechat";
+  const what = v < current
+    ? `${earlier[v] ?? "an earlier format"}; not evidence of tampering`
+    : "newer than this securechat, or a header edited to say so: the format number is not signed";
   return new SecureChatError(
     "UNSUPPORTED_FORMAT",
     `${kind} format ${v} (${what}): this securechat reads format ${current} only, and cannot ` +
@@ -76,7 +81,7 @@ export function unsupportedFormat(
 
 /** What a user of `verify` does with an UNSUPPORTED_FORMAT file. */
 export const UNSUPPORTED_FORMAT_HINT =
-  "not evidence of tampering: check the file with a securechat that reads its format";
+  "check the file with a securechat that reads its format; until then it is not judged";
 
 /** Domain-separation label of the v2 transcript hash: ASCII, then one 0x00 byte. */
 export const TRANSCRIPT_HASH_LABEL = "securechat/v2 transcript";
