@@ -48,6 +48,7 @@ import {
   STOPPED,
 } from "./_reconnect.ts";
 import { isPermanent, isTakeover, worthReconnecting } from "../lib/session/reconnect.ts";
+import { clusterUncertainty, type UnansweredLine, UnansweredLines } from "./_unanswered.ts";
 
 interface ConnectFlags {
   user?: string;
@@ -309,7 +310,7 @@ async function connect(options: ConnectOptions): Promise<void> {
         credentials = { ...credentials, password: changed };
         ticket = undefined;
       };
-      const { end, userQuit } = await chat(
+      const { end, userQuit, unanswered } = await chat(
         session,
         input,
         show,
@@ -324,6 +325,11 @@ async function connect(options: ConnectOptions): Promise<void> {
       info(`transcript: ${end.transcriptPath}`);
       if (end.receiptPath) info(`receipt: ${end.receiptPath}`);
       if (end.peerReceiptPath) info(`server's receipt: ${end.peerReceiptPath}`);
+      if (end.fromPeer && end.code === "CLUSTER_UNAVAILABLE") {
+        // A node that cannot learn whether a line was stored ends the session unanswered
+        // (PROTOCOL §6.5): the user must not take silence for delivery, nor for loss.
+        for (const line of clusterUncertainty(end.message ?? "", unanswered)) info(line);
+      }
       if (!userQuit && reconnect && worthReconnecting(end)) {
         info(
           `connection to ${describeServer(rotation.current())} lost (${whyLost(end)}); ` +
@@ -493,10 +499,15 @@ async function chat(
   passwd: (running: Promise<SessionEnd>) => Promise<void>,
   e2e: E2eClient,
   note: (message: string) => void,
-): Promise<{ end: SessionEnd; userQuit: boolean }> {
+): Promise<{ end: SessionEnd; userQuit: boolean; unanswered: UnansweredLine[] }> {
   let published = false;
+  const unanswered = new UnansweredLines();
   const running = session.run({
     onMessage: async (message) => {
+      if (message.type === "refused" || message.type === "queued") unanswered.answered(message.of);
+      if (message.type === "relay" && message.relayed.record.sid === session.sessionId) {
+        unanswered.answered(message.relayed.record.seqno); // a private line to ourselves
+      }
       if (!published && confirmsPublication(e2e, message)) {
         published = true;
         note(`end-to-end keys published: this device is ${e2e.device}`);
@@ -532,9 +543,19 @@ async function chat(
   };
   Deno.addSignalListener("SIGINT", onSignal);
   try {
-    const userQuit = await chatInput(session, input, running, show, history, passwd, e2e);
+    const userQuit = await chatInput(
+      session,
+      input,
+      running,
+      show,
+      history,
+      passwd,
+      e2e,
+      unanswered,
+    );
     if (userQuit) await session.close().catch(() => {});
-    return { end: await running, userQuit: userQuit || interrupted };
+    const end = await running;
+    return { end, userQuit: userQuit || interrupted, unanswered: unanswered.open() };
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
   }
@@ -555,6 +576,7 @@ async function chatInput(
   history: History | undefined,
   passwd: (running: Promise<SessionEnd>) => Promise<void>,
   e2e: E2eClient,
+  unanswered: UnansweredLines,
 ): Promise<boolean> {
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
@@ -591,9 +613,10 @@ async function chatInput(
       continue;
     }
     const sending: Promise<void> = session.send(body, to).then(
-      () => {
+      (seqno) => {
         const privateTo = recipientUser(to) ?? undefined;
         if (body.kind === "text") {
+          unanswered.sent(seqno, to, body.text);
           history?.record(Date.now(), session.username, body.text, privateTo);
         }
       },

@@ -398,6 +398,60 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "cluster: NATS silent past OUTCOME_WAIT — the node ends alice's session CLUSTER_UNAVAILABLE, and connect says the cluster could not confirm delivery and which lines of hers may or may not have arrived (PROTOCOL §6.5)",
+  ignore: skipCluster,
+  async fn() {
+    const pki = await makePki(["alice", "bob"], "ed25519");
+    const cluster = await startTestCluster({ pkiDir: pki.dir, nodes: 1 });
+    const clients: LiveClient[] = [];
+    try {
+      const [n1] = cluster.nodes;
+      for (const user of ["alice", "bob"]) {
+        await registerUser(n1, pki.dir, user, password(user));
+      }
+      const login = liveLogins({ pkiDir: pki.dir, workDir: n1.workDir, password }, clients);
+      const alice = await login("alice", n1.port);
+      const bob = await login("bob", n1.port);
+      await alice.waitForLine((l) => l.includes("bob joined"), 20_000);
+      await alice.send("before the outage");
+      await bob.waitForLine((l) => l.includes("alice ✓ before the outage"), 20_000);
+
+      // NATS reads nothing (SIGSTOP): the publish gets no answer, and neither do the node's
+      // questions whether it was stored, for OUTCOME_WAIT (30 s). The node cannot refuse a
+      // line others may have: it ends alice's session with an error and answers nothing.
+      await cluster.nats.pause();
+      const said = "said while NATS is silent, whose fate nobody knows";
+      await alice.send(said);
+      await alice.waitForInfo((l) => l.includes("could not confirm delivery"), 90_000);
+      const result = await alice.end();
+      cluster.nats.resume();
+      assert.equal(errorCodeOf(result), "CLUSTER_UNAVAILABLE", result.stderr);
+      // What ended the session, in the server's words (display text, never parsed)…
+      assert.match(
+        result.stderr,
+        /session ended because the chat cluster could not confirm delivery: .*did not confirm whether message \d+ was delivered/,
+      );
+      // …and the lines that may or may not have arrived: the likely ones, not a proof.
+      assert.match(result.stderr, /may or may not have reached their recipients/);
+      assert.match(result.stderr, /likely, not proven/);
+      const listed = result.stderr.split("\n").filter((l) => /^securechat: +message \d+ /.test(l));
+      assert.ok(
+        listed.some((l) => l.includes("to the lobby") && l.includes(said.slice(0, 30))),
+        result.stderr,
+      );
+      const result2 = await bob.end();
+      assert.equal(result2.code, 0, result2.stderr);
+    } finally {
+      cluster.nats.resume();
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "clusterTicketStores(): nodes share one ticket key per period and one use per ticket",
   ignore: skipCluster,
   async fn() {

@@ -387,8 +387,17 @@ export class HandshakeIo {
   }
 }
 
-/** Codes whose human message helps the user and reveals nothing the code does not. */
-const EXPLAINED_CODES = new Set(["INVALID_INPUT", "USER_EXISTS", "UNSUPPORTED", "RATE_LIMITED"]);
+/**
+ * Codes whose human message helps the user and reveals nothing the code does not.
+ * CLUSTER_UNAVAILABLE's names the record whose fate is open (PROTOCOL §6.5).
+ */
+const EXPLAINED_CODES = new Set([
+  "INVALID_INPUT",
+  "USER_EXISTS",
+  "UNSUPPORTED",
+  "RATE_LIMITED",
+  "CLUSTER_UNAVAILABLE",
+]);
 
 /** The `error` message for a local failure: the code, and the text only where it is safe. */
 export function errorMessageFor(

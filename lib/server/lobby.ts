@@ -803,11 +803,11 @@ export class Lobby {
     });
     if (typeof sender !== "object" || seqno === undefined) return;
     // The author's message: refused only when no one can ever get it (PROTOCOL §6.5). Whether
-    // it was delivered is not known: no answer could be true, so the session ends instead.
+    // it was delivered is not known: no answer could be true, so the session ends instead,
+    // with an `error` that tells the author why (a drop would say only that the link broke).
     if (published.outcome === "not_stored") this.#refuse(sender, seqno, "CLUSTER_UNAVAILABLE");
-    else {
-      this.#failed(
-        sender,
+    else if (!sender.session.closing) {
+      void sender.session.terminate(
         new SecureChatError(
           "CLUSTER_UNAVAILABLE",
           `the chat cluster did not confirm whether message ${seqno} was delivered; ` +

@@ -14,6 +14,7 @@ import {
 import { decodeClusterRecord, encodeClusterRecord } from "../../lib/server/cluster_record.ts";
 import { codeOf, SecureChatError } from "../../lib/errors.ts";
 import { blockLength, parseProxyHeader } from "../../lib/server/proxy_protocol.ts";
+import { clusterUncertainty, OPEN_WINDOW_MS, UnansweredLines } from "../../commands/_unanswered.ts";
 
 Deno.test("Backoff.next() doubles up to the cap, each wait jittered within [d/2, d]", () => {
   for (const random of [() => 0, () => 0.999999]) {
@@ -201,4 +202,35 @@ Deno.test("parseProxyHeader() reads PROXY v2 TCP over IPv4 and IPv6, LOCAL; refu
   }
   const [tooLong] = header(0x21, 0x11, Array(513).fill(0));
   assert.throws(() => blockLength(tooLong), (e) => codeOf(e) === "PROTOCOL_ERROR");
+});
+
+Deno.test("UnansweredLines: a CLUSTER_UNAVAILABLE end lists the unanswered lines of the last 35 s, in seqno order, as likely only (PROTOCOL §6.5)", () => {
+  let now = 1_000_000;
+  const lines = new UnansweredLines(() => now);
+  lines.sent(3, "lobby", "long ago");
+  now += OPEN_WINDOW_MS + 1;
+  lines.sent(4, "user:bob", "refused one");
+  lines.sent(6, "lobby", "x".repeat(100));
+  lines.sent(5, "user:carol", "queued one");
+  lines.sent(7, "user:bob", "private, no answer");
+  lines.answered(4);
+  lines.answered(5);
+  assert.deepEqual(lines.open().map((l) => l.seqno), [6, 7]);
+  const said = clusterUncertainty("the text", lines.open());
+  assert.match(said[0], /could not confirm delivery: the text$/);
+  assert.match(said[1], /may or may not have reached their recipients \(likely, not proven/);
+  assert.deepEqual(said.slice(2), [
+    `  message 6 to the lobby: ${"x".repeat(40)}…`,
+    "  message 7 to bob: private, no answer",
+  ]);
+  now += OPEN_WINDOW_MS + 1;
+  assert.deepEqual(lines.open(), []);
+  assert.match(clusterUncertainty("t", [])[1], /none of your lines of its last 35 s/);
+  const many = Array.from(
+    { length: 25 },
+    (_, i) => ({ seqno: i + 1, at: now, to: "lobby", text: "t" }),
+  );
+  const listed = clusterUncertainty("t", many);
+  assert.equal(listed.length, 2 + 20 + 1);
+  assert.equal(listed.at(-1), "  and 5 more (messages 21–25)");
 });
