@@ -731,6 +731,103 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "cluster: two users of a node killed mid-chat — the one back first speaks before the other is back; the other reads every line after its replay (sender keys reach a user failing over)",
+  ignore: skipCluster,
+  async fn() {
+    const pki = await makePki([...SPREAD], "ed25519");
+    const cluster = await startTestCluster({
+      pkiDir: pki.dir,
+      nodes: 3,
+      haproxy: true,
+      proxyProtocol: true,
+    });
+    const clients = new Map<string, LiveClient>();
+    const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
+    try {
+      for (const user of SPREAD) {
+        const result = await runConnect({
+          port: cluster.haproxy!.port,
+          user,
+          password: password(user),
+          pkiDir: pki.dir,
+          transcripts: `${transcripts(user)}-register`,
+          registerEmail: `${user}@example.com`,
+        });
+        assert.equal(result.code, 0, result.stderr);
+      }
+      for (const user of SPREAD) {
+        clients.set(user, await loginThroughBalancer(cluster, pki.dir, user, transcripts(user)));
+      }
+      // Round robin put two of the six on each node: ann and the other user of her node.
+      const nodeOf = new Map<string, number>();
+      for (const [i, node] of cluster.nodes.entries()) {
+        for (const e of node.events((e) => e.event === "LOGIN")) nodeOf.set(String(e.user), i);
+      }
+      const victim = nodeOf.get("ann")!;
+      const other = SPREAD.find((u) => u !== "ann" && nodeOf.get(u) === victim)!;
+      const bystander = SPREAD.find((u) => nodeOf.get(u) !== victim)!;
+      const [ann, late, watcher] = ["ann", other, bystander].map((u) => clients.get(u)!);
+      await ann.send("ann before");
+      for (const reader of [late, watcher]) {
+        await reader.waitForLine((l) => l.endsWith("ann \u2713 ann before"), 20_000);
+      }
+
+      // Both clients are held still while their node dies, until the cluster counts the node
+      // gone (its users leave /who): then ann comes back first and speaks while the other is
+      // still on the way — the order in which a node's users come back under load.
+      for (const client of [ann, late]) client.child.kill("SIGSTOP");
+      cluster.nodes[victim].child.kill("SIGKILL");
+      const who = async () => {
+        const from = watcher.stdout.length;
+        await watcher.send("/who");
+        return await watcher.waitForLine((l) => l.includes("* online:"), 10_000, from);
+      };
+      await eventually(async () => !(await who()).includes(other), 20_000, `${other} off /who`);
+      ann.child.kill("SIGCONT");
+      await pollUntil(
+        () => ann.stderr.find((l) => l.includes("reconnected")),
+        30_000,
+        () => `ann did not reconnect:\n${ann.stderr.join("\n")}`,
+      );
+      const LINES = 5;
+      for (let i = 1; i <= LINES; i++) await ann.send(`ann after ${i}`);
+      await watcher.waitForLine((l) => l.endsWith(`ann \u2713 ann after ${LINES}`), 20_000);
+      assert.ok(!(await who()).includes(other), `${other} came back too early for this test`);
+
+      late.child.kill("SIGCONT");
+      const cannotRead = (l: string) => l.includes("ann \u2713 [cannot decrypt");
+      const settled = (l: string) => /ann \u2713 ann after \d+$/.test(l) || cannotRead(l);
+      // Every line ann sent meanwhile is replayed to the user back: readable, each once.
+      await pollUntil(
+        () => late.lines(settled).length >= LINES || undefined,
+        30_000,
+        () => `${other}:\n${late.stdout.join("\n")}\n${late.stderr.join("\n")}`,
+      );
+      assert.deepEqual(late.lines(cannotRead), [], late.stdout.join("\n"));
+      for (let i = 1; i <= LINES; i++) {
+        assert.equal(late.lines((l) => l.endsWith(`ann \u2713 ann after ${i}`)).length, 1);
+      }
+      for (const [user, client] of clients) {
+        const result = await client.end();
+        assert.equal(result.code, 0, `${user}: ${result.stderr}`);
+      }
+    } finally {
+      for (const client of clients.values()) {
+        try {
+          client.child.kill("SIGCONT");
+        } catch {
+          // exited already
+        }
+      }
+      await Promise.all([...clients.values()].map((c) => c.end().catch(() => {})));
+      await cluster.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "deploy/haproxy.cfg is a valid haproxy configuration",
   ignore: skipUnless(
     "cluster",

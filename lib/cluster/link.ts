@@ -357,6 +357,19 @@ export class ClusterLink {
   }
 
   /**
+   * Users a node that fell silent listed last and who have not logged in since (a login
+   * forgets them there, see #forget): failing over, most likely, to a node that will replay
+   * what they missed (DEPLOY.md §4.4). Kept as long as the node's last presence, for replays.
+   */
+  departedUsers(now = Date.now()): string[] {
+    const names: string[] = [];
+    for (const peer of this.#peers.values()) {
+      if (!this.#alive(peer, now)) names.push(...peer.presence.users.map((u) => u.name));
+    }
+    return names;
+  }
+
+  /**
    * Where `user` was last listed by another node (alive or gone), other than in `session`: a
    * session there may have lost records the stream still holds.
    */

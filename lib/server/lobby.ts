@@ -267,6 +267,22 @@ export class Lobby {
     return [...names.values()].sort();
   }
 
+  /**
+   * The lobby's end-to-end membership (PROTOCOL §12.5): everyone online and, in a cluster, the
+   * users of a node gone silent who have not logged in again. No `left` is told of those (their
+   * node died; nobody saw them go), so every session that knew them still counts them as
+   * members and sends them its sender keys, which the offline queue keeps for their return; the
+   * node they come back to replays the lobby lines they missed (DEPLOY.md §4.4). A session that
+   * starts meanwhile — above all another user of the same node, reconnecting first — must count
+   * them too, or the lines it sends before their return reach them under a chain they never get.
+   */
+  #lobbyMembership(): string[] {
+    const names = new Map<string, string>();
+    for (const name of this.#cluster?.departedUsers() ?? []) names.set(keyOf(name), name);
+    for (const name of this.names()) names.set(keyOf(name), name);
+    return [...names.values()].sort();
+  }
+
   #isOnline(name: string): boolean {
     return this.#members.has(keyOf(name)) ||
       (this.#cluster?.remoteUsers().some((remote) => keyOf(remote) === keyOf(name)) ?? false);
@@ -688,7 +704,7 @@ export class Lobby {
         if (body.bundle && body.lobby && !from.e2e) {
           // From now on this session hears of membership changes; first, who is there.
           from.e2e = true;
-          for (const body of onlineBodies(this.names())) this.#notify(from, body);
+          for (const body of onlineBodies(this.#lobbyMembership())) this.#notify(from, body);
           // The other end-to-end members hear of the newcomer only now that its device is
           // stored, so the refetch this makes them do finds it: it retires their sender chains
           // (PROTOCOL §12.5).
@@ -841,7 +857,7 @@ export class Lobby {
    * may now send one new sender key per member beyond its rate.
    */
   #membersChanged(members: Member[], body: Extract<Body, { kind: "members" }>): void {
-    const allowance = Math.min(this.names().length, MAX_REKEY_ALLOWANCE);
+    const allowance = Math.min(this.#lobbyMembership().length, MAX_REKEY_ALLOWANCE);
     for (const m of members) {
       if (!m.e2e) continue;
       m.rekeyAllowance = allowance;
