@@ -70,6 +70,14 @@ class FakeSession {
     this.closing = true;
     return Promise.resolve();
   }
+
+  /** Ended with an `error` told to the client (PROTOCOL §8.1). */
+  readonly terminated: SecureChatError[] = [];
+  terminate(error: SecureChatError): Promise<void> {
+    this.terminated.push(error);
+    this.closing = true;
+    return Promise.resolve();
+  }
 }
 
 /** Joins and leaves are told at once here; their coalescing is tests/unit/presence_test.ts's. */
@@ -336,7 +344,11 @@ Deno.test("Lobby.receive() in a cluster: refused only when the stream surely lac
     if (name === "not_stored") {
       assert.deepEqual(session.refusals, [{ of: line.seqno, code: "CLUSTER_UNAVAILABLE" }], name);
     } else assert.deepEqual(session.refusals, [], name);
-    assert.deepEqual(dropped.map((e) => e.code), name === "unknown" ? ["CLUSTER_UNAVAILABLE"] : []);
-    if (name === "unknown") assert.match(dropped[0].message, /may have reached its recipients/);
+    // Ended with an `error` the client is told (PROTOCOL §6.5), not dropped: a drop closes the
+    // connection without a word, and the client could only say the link broke.
+    assert.deepEqual(dropped, [], name);
+    const ended = session.terminated;
+    assert.deepEqual(ended.map((e) => e.code), name === "unknown" ? ["CLUSTER_UNAVAILABLE"] : []);
+    if (name === "unknown") assert.match(ended[0].message, /may have reached its recipients/);
   }
 });
