@@ -953,9 +953,7 @@ export class Lobby {
     } finally {
       // Anything queued meanwhile (or not read above) goes before what came live since.
       void this.#deliverStored(member);
-      const held = member.held ?? [];
-      member.held = undefined;
-      for (const record of held) this.#deliverRecord([member], record);
+      await this.#sendHeld(member);
       this.#holdsNothing(member);
       this.log("REPLAYED", {
         user: member.username,
@@ -963,6 +961,34 @@ export class Lobby {
         detail: `${count} records after stream seq ${after}` +
           (storedCount ? `, ${storedCount} from the offline queue merged in` : ""),
       });
+    }
+  }
+
+  /**
+   * Sends the stream records held back during a replay, paced as the replayed ones were: they
+   * came in while the member's link carried the replay, and sent in one turn they could fill
+   * the send queue of a member reading all along (SLOW_CONSUMER, review9 R9-2's last case: with
+   * an offline queue they join its delivery's `deferred`, which is paced too). Records that come
+   * in meanwhile are held as well, behind them.
+   */
+  async #sendHeld(member: Member): Promise<void> {
+    const held = member.held ?? [];
+    try {
+      for (let i = 0; i < held.length && !member.session.closing; i++) {
+        const record = held[i];
+        if (!("relay" in record)) {
+          this.#deliverRecord([member], record);
+          continue;
+        }
+        const prepared = preparedRelayOf(record.relay);
+        // During an offline delivery it joins `deferred`, which #sendDeferred paces.
+        if (!member.deferred) await this.#roomFor(member, wireBytesOf(prepared));
+        this.#relay(member, prepared);
+      }
+    } catch (error) {
+      this.log(codeOf(error), { user: member.username, detail: `held records: ${error}` });
+    } finally {
+      member.held = undefined;
     }
   }
 

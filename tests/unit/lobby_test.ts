@@ -26,6 +26,7 @@ import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import { checkedMessage, wireText } from "../helpers/records.ts";
 import type { ClusterLink, PublishOutcome } from "../../lib/cluster/link.ts";
+import type { RecordEnvelope } from "../../lib/cluster/messages.ts";
 import type { CloseCode } from "../../lib/wire/messages.ts";
 
 /** The part of ChatSession the lobby uses, recording every send. */
@@ -351,4 +352,126 @@ Deno.test("Lobby.receive() in a cluster: refused only when the stream surely lac
     assert.deepEqual(ended.map((e) => e.code), name === "unknown" ? ["CLUSTER_UNAVAILABLE"] : []);
     if (name === "unknown") assert.match(ended[0].message, /may have reached its recipients/);
   }
+});
+
+/**
+ * A session whose send queue holds `limit` bytes and empties only when the test's client reads:
+ * a relay past it ends the session as the real one does (SLOW_CONSUMER).
+ */
+class SendQueueSession {
+  readonly cert: Uint8Array;
+  /** The author seqno of every record relayed, in order. */
+  readonly relayed: number[] = [];
+  closing = false;
+  queued = 0;
+  #drains: (() => void)[] = [];
+  constructor(
+    readonly username: string,
+    readonly limit: number,
+    readonly sessionId = crypto.randomUUID(),
+  ) {
+    this.cert = new TextEncoder().encode(`certificate of ${username}`);
+  }
+  get established() {
+    return { conn: { queuedBytes: this.queued }, peer: { der: this.cert } };
+  }
+  send(): Promise<number> {
+    return Promise.resolve(1); // notices: small, left out of the count
+  }
+  relay(prepared: PreparedRelay): number {
+    const bytes = prepared.authorPart.length + prepared.certPart.length + prepared.wireTail.length;
+    if (this.queued + bytes > this.limit) {
+      throw new SecureChatError(
+        "SLOW_CONSUMER",
+        `peer is not reading: ${this.queued} bytes already queued`,
+      );
+    }
+    this.queued += bytes;
+    this.relayed.push(wire(prepared).record.seqno);
+    return this.relayed.length;
+  }
+  hasRoom(bytes: number, reserve = 0): boolean {
+    return this.queued + bytes + this.limit * reserve <= this.limit;
+  }
+  drain(): Promise<void> {
+    return new Promise((resolve) => this.#drains.push(resolve));
+  }
+  /** The client reads everything sent so far. */
+  read(): void {
+    this.queued = 0;
+    for (const resolve of this.#drains.splice(0)) resolve();
+  }
+  refuse(): void {}
+  close(): Promise<void> {
+    this.closing = true;
+    return Promise.resolve();
+  }
+}
+
+Deno.test("Lobby in a cluster without an offline queue: live records held during a replay reach the member at its pace afterwards, not in one turn (review9 R9-2's last case)", async () => {
+  // The stream as a list: every record a node publishes lands there, in order.
+  const stream: RecordEnvelope[] = [];
+  const cluster = {
+    processed: 0,
+    publishRecord: (envelope: Omit<RecordEnvelope, "v" | "node">) => {
+      stream.push({ v: 1, node: "n1", ...envelope });
+      return Promise.resolve({ outcome: "stored", seq: stream.length });
+    },
+    remoteUsers: () => [],
+    departedUsers: () => [],
+    announceLogin: () => {},
+    announcePresence: () => {},
+    // bob's last node was killed before it handed him anything of the stream.
+    lastSeen: (user: string) =>
+      user === "bob" ? { node: "n2", session: "lost", cursor: 0 } : undefined,
+    async *replay(after: number, upTo: number) {
+      for (let seq = after + 1; seq <= upTo; seq++) yield [stream[seq - 1], seq] as const;
+    },
+  };
+  const limits = { messagesPerSecond: 1000, messageBurst: 1000, presenceNoticeMs: 0 };
+  const logged: string[] = [];
+  const lobby = new Lobby(
+    (event) => void logged.push(event),
+    limits,
+    cluster as unknown as ClusterLink,
+  );
+  const member = (session: SendQueueSession, dropped: SecureChatError[]) =>
+    new Member(session as unknown as ChatSession, "127.0.0.1:40000", limits, (error) => {
+      dropped.push(error);
+      session.closing = true;
+    });
+  const alice = member(new SendQueueSession("alice", 1 << 30), []);
+  await lobby.join(alice);
+  const long = (n: number) => `${n} ${"x".repeat(MAX_TEXT_CHARS - 10)}`;
+  const say = async (n: number) => {
+    await lobby.receive(alice, message({ kind: "text", text: long(n) }, LOBBY));
+    await Promise.all(alice.inFlight ?? []);
+    return stream.length;
+  };
+  // 20 lines bob missed (~110 KB), against his 64 KiB send queue.
+  for (let n = 0; n < 20; n++) await say(n);
+  cluster.processed = stream.length;
+  const bobSession = new SendQueueSession("bob", 64 * 1024);
+  const dropped: SecureChatError[] = [];
+  await lobby.join(member(bobSession, dropped));
+  // The replay waits for bob to read; the lobby goes on meanwhile: 30 lines (~165 KB) held.
+  for (let n = 20; n < 50; n++) {
+    const seq = await say(n);
+    await lobby.clusterHandlers().record(stream[seq - 1], seq);
+    cluster.processed = seq;
+  }
+  // bob reads whatever is sent, turn after turn, until every line has reached him.
+  const expected = 20 + 30;
+  for (
+    let turn = 0;
+    turn < 1000 && bobSession.relayed.length < expected && !dropped.length;
+    turn++
+  ) {
+    bobSession.read();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  assert.deepEqual(dropped.map((e) => `${e.code}: ${e.message}`), []);
+  assert.equal(bobSession.relayed.length, expected);
+  assert.deepEqual(bobSession.relayed, [...bobSession.relayed].sort((a, b) => a - b));
+  assert.ok(logged.includes("REPLAYED"));
 });
