@@ -89,18 +89,34 @@ export const STOPPED: unique symbol = Symbol("stopped");
 export class LineSource {
   readonly #lines: AsyncIterator<string>;
   #pending?: Promise<IteratorResult<string>>;
+  /** Lines taken and given back unsent (see unread), oldest first: read before new ones. */
+  readonly #unsent: string[] = [];
   constructor(lines: AsyncIterable<string>) {
     this.#lines = lines[Symbol.asyncIterator]();
   }
 
   /** The next line; null at the end of input; STOPPED if `until` settles first. */
   async next(until: Promise<unknown>): Promise<string | null | typeof STOPPED> {
+    if (this.#unsent.length > 0) return this.#unsent.shift()!;
     this.#pending ??= this.#lines.next();
     const stopped = until.then((): typeof STOPPED => STOPPED, (): typeof STOPPED => STOPPED);
     const result = await Promise.race([this.#pending, stopped]);
     if (result === STOPPED) return STOPPED;
     this.#pending = undefined;
     return result.done ? null : result.value;
+  }
+
+  /**
+   * Gives back a line taken from next() that its session ended before sending (a node killed
+   * under the user's typing): the next read returns it, so a reconnection sends it.
+   */
+  unread(line: string): void {
+    this.#unsent.push(line);
+  }
+
+  /** The lines given back and never read again: what the user must be told was not sent. */
+  get unsent(): readonly string[] {
+    return this.#unsent;
   }
 }
 

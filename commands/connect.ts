@@ -364,9 +364,9 @@ async function connect(options: ConnectOptions): Promise<void> {
     }
   } finally {
     // The session may end under a half-typed line (the server shut down): say what was lost.
-    const unsent = editor?.pending;
+    const unsent = [...input.unsent, ...(editor?.pending ? [editor.pending] : [])];
     editor?.stop();
-    if (unsent) info(`not sent (the session ended first): ${unsent}`);
+    for (const line of unsent) info(`not sent (the session ended first): ${line}`);
     await history?.close();
   }
 }
@@ -585,6 +585,8 @@ async function chatInput(
     const line = await input.next(running);
     if (line === STOPPED) break;
     if (line === null || session.closing || failure !== undefined) {
+      // Taken, not sent: it goes to the next session (or is said unsent at the exit).
+      if (line !== null) input.unread(line);
       userQuit = line === null;
       break;
     }
@@ -606,6 +608,11 @@ async function chatInput(
     const { body, to } = parsed;
     // The lobby's sender key or the recipient's devices first (PROTOCOL §12.5, §12.3).
     const { warnings, refusal, hint } = await readyToSend(e2e, to, session);
+    if (refusal && session.closing) {
+      // The session ended while the keys were made ready (its node died): not refused, unsent.
+      input.unread(line);
+      break;
+    }
     for (const warning of warnings) show(safeText(`securechat: ${warning}`));
     if (refusal) {
       show(safeText(`securechat: ${refusal}`));

@@ -86,6 +86,22 @@ Deno.test("LineSource.next() keeps a read that outlived its session for the next
   assert.equal(await source.next(new Promise(() => {})), null);
 });
 
+Deno.test("LineSource.unread(): a line its session ended before sending is read again first, and listed until then", async () => {
+  async function* lines() {
+    yield "first";
+    yield "second";
+  }
+  const source = new LineSource(lines());
+  const forever = new Promise(() => {});
+  assert.equal(await source.next(forever), "first");
+  source.unread("first");
+  assert.deepEqual(source.unsent, ["first"]);
+  assert.equal(await source.next(forever), "first");
+  assert.deepEqual(source.unsent, []);
+  assert.equal(await source.next(forever), "second");
+  assert.equal(await source.next(forever), null);
+});
+
 Deno.test("resolveClusterConfig(): flags over .env keys; node name and nats:// URLs checked", () => {
   assert.equal(resolveClusterConfig({}, {}), undefined);
   assert.deepEqual(
