@@ -22,10 +22,13 @@ import { skipUnless } from "./helpers/optional_suites.ts";
 import { connect as natsConnect } from "nats";
 import { fromBase64 } from "../lib/bytes.ts";
 import {
+  encodeClusterMessage,
   parseClusterMessage,
   RECORD_STREAM,
   RecordEnvelopeSchema,
+  SUBJECTS,
 } from "../lib/cluster/messages.ts";
+import { ClusterLink } from "../lib/cluster/link.ts";
 import { decodeClusterRecord } from "../lib/server/cluster_record.ts";
 import { decodeRecord, openContent } from "../lib/message/record.ts";
 import { clusterTicketStores } from "../lib/cluster/ticket_stores.ts";
@@ -470,6 +473,88 @@ Deno.test({
     } finally {
       await a.close();
       await b.close();
+      await nats.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "ClusterLink: a silent node's users count as members failing over until they log in again or its presence is forgotten, then they leave; a node closed cleanly leaves none",
+  ignore: skipCluster,
+  async fn() {
+    const nats = await startNats();
+    const raw = await natsConnect({ servers: nats.url });
+    const links: ClusterLink[] = [];
+    const forgotten: string[][] = [];
+    const start = async (node: string, users: string[], departedKeepMs = 60_000) => {
+      const link = await ClusterLink.connect({
+        servers: [nats.url],
+        node,
+        log: () => {},
+        heartbeatMs: 50,
+        departedKeepMs,
+      });
+      links.push(link);
+      await link.start({
+        record: () => {},
+        login: () => {},
+        localUsers: () => users.map((name) => ({ name, session: `${name}-s`, since: 1 })),
+        heldFrom: () => undefined,
+        forgotten: (names) => void forgotten.push(names),
+        crl: () => Promise.resolve(),
+      });
+      return link;
+    };
+    try {
+      const watcher = await start("n1", [], 600);
+      // n9 said once that dan and eve were on it, then fell silent (killed).
+      raw.publish(
+        SUBJECTS.presence,
+        encodeClusterMessage({
+          v: 1,
+          node: "n9",
+          at: Date.now(),
+          cursor: 0,
+          users: ["dan", "eve"].map((name) => ({ name, session: `${name}-s`, since: 1 })),
+        }),
+      );
+      await pollUntil(
+        () => watcher.departedUsers().length === 2 || undefined,
+        10_000,
+        () => `departed: ${watcher.departedUsers()}`,
+      );
+      assert.deepEqual(watcher.remoteUsers(), []);
+      // eve logs in again elsewhere: she is back, not failing over.
+      watcher.announceLogin("eve", "eve-new", Date.now());
+      assert.deepEqual(watcher.departedUsers(), ["dan"]);
+      // dan never comes back: forgotten with n9's presence, he leaves.
+      await pollUntil(() => forgotten.length > 0 || undefined, 10_000, () => "not forgotten");
+      assert.deepEqual(forgotten, [["dan"]]);
+      assert.deepEqual(watcher.departedUsers(), []);
+
+      // A node stopped cleanly says last that it has no users: none of them is left over.
+      const users = ["fay"];
+      const stopping = await start("n2", users);
+      await pollUntil(
+        () => watcher.remoteUsers().includes("fay") || undefined,
+        10_000,
+        () => `remote: ${watcher.remoteUsers()}`,
+      );
+      users.length = 0; // fay's session closed with the node's shutdown
+      await stopping.close();
+      await pollUntil(
+        () => watcher.remoteUsers().length === 0 || undefined,
+        10_000,
+        () => `remote: ${watcher.remoteUsers()}`,
+      );
+      assert.deepEqual(watcher.departedUsers(), []);
+      // Past the watcher's keep: fay was never a member failing over, so she is not forgotten.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.deepEqual(forgotten, [["dan"]]);
+    } finally {
+      for (const link of links) await link.close();
+      await raw.close();
       await nats.dispose();
     }
   },

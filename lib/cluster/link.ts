@@ -45,6 +45,8 @@ export interface ClusterOptions {
   heartbeatMs?: number;
   /** How long to ask whether an unanswered publish was stored (OUTCOME_WAIT_MS). */
   outcomeWaitMs?: number;
+  /** How long a silent node's last presence is kept (DEPARTED_KEEP_MS). */
+  departedKeepMs?: number;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 500;
@@ -58,7 +60,7 @@ export const DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 /** At most this many records are replayed to one user taking over from a lost node. */
 export const MAX_REPLAY = 1000;
 /** A silent node's last presence is kept this long, to replay to its users. */
-const DEPARTED_KEEP_MS = 10 * 60 * 1000;
+export const DEPARTED_KEEP_MS = 10 * 60 * 1000;
 const PUBLISH_TIMEOUT_MS = 2000;
 /**
  * How long a node keeps asking whether a publish without an answer was stored: well within
@@ -98,6 +100,11 @@ export interface ClusterHandlers {
    * The cursor a heartbeat reports never passes it (see #beat); undefined when none holds any.
    */
   heldFrom(): number | undefined;
+  /**
+   * The users a silent node last listed, forgotten with its presence (DEPARTED_KEEP_MS) and
+   * never logged in again meanwhile: no replay will reach them now, so they left the lobby.
+   */
+  forgotten(users: string[]): void;
   /** The CRL the nodes share, now and at every change (docs/DEPLOY.md §4.6). */
   crl: CrlOffer;
 }
@@ -123,6 +130,7 @@ export class ClusterLink {
   readonly #log: Logger;
   readonly #heartbeatMs: number;
   readonly #outcomeWaitMs: number;
+  readonly #departedKeepMs: number;
   readonly #peers = new Map<string, Peer>();
   readonly #subscriptions: Subscription[] = [];
   #handlers?: ClusterHandlers;
@@ -158,6 +166,7 @@ export class ClusterLink {
     this.#log = opts.log;
     this.#heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.#outcomeWaitMs = opts.outcomeWaitMs ?? OUTCOME_WAIT_MS;
+    this.#departedKeepMs = opts.departedKeepMs ?? DEPARTED_KEEP_MS;
     this.#processed = this.#lagged = startSeq;
     // From the connection on: publishRecord() needs to know whether anything can go out.
     void this.#watchStatus();
@@ -415,6 +424,9 @@ export class ClusterLink {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    // The membership as it is now (none, after a clean stop): a last presence listing users
+    // whose sessions were closed would count them as members failing over (departedUsers).
+    this.#sendPresence();
     this.#closed = true;
     clearInterval(this.#timer);
     clearTimeout(this.#presenceTimer);
@@ -493,7 +505,10 @@ export class ClusterLink {
     this.#lagged = this.#deliveredUpTo(this.#processed);
     const now = Date.now();
     for (const [node, peer] of this.#peers) {
-      if (now - peer.heardAt > DEPARTED_KEEP_MS) this.#peers.delete(node);
+      if (now - peer.heardAt <= this.#departedKeepMs) continue;
+      this.#peers.delete(node);
+      const users = peer.presence.users.map((u) => u.name);
+      if (users.length > 0) this.#handlers?.forgotten(users);
     }
   }
 

@@ -223,7 +223,7 @@ export class Lobby {
   /** What the cluster link calls: records from the stream, logins elsewhere, presence. */
   clusterHandlers(): Pick<
     Parameters<ClusterLink["start"]>[0],
-    "record" | "login" | "localUsers" | "heldFrom"
+    "record" | "login" | "localUsers" | "heldFrom" | "forgotten"
   > {
     return {
       record: (envelope) => this.#fromCluster(envelope),
@@ -234,6 +234,7 @@ export class Lobby {
           session: m.session.sessionId,
           since: m.since,
         })),
+      forgotten: (users) => this.#forgotten(users),
       heldFrom: () => {
         let from: number | undefined;
         for (const m of this.#members.values()) {
@@ -281,6 +282,19 @@ export class Lobby {
     for (const name of this.#cluster?.departedUsers() ?? []) names.set(keyOf(name), name);
     for (const name of this.names()) names.set(keyOf(name), name);
     return [...names.values()].sort();
+  }
+
+  /**
+   * Users of a node gone silent whose last presence was forgotten without their logging in
+   * again: not coming back through a replay, so they leave the lobby's membership (PROTOCOL
+   * §12.5) — each node tells its own members, which retires every author's chain they held.
+   */
+  #forgotten(users: string[]): void {
+    const members = this.localMembers();
+    for (const name of users) {
+      if (this.#isOnline(name)) continue;
+      this.#membersChanged(members, { kind: "members", event: "left", users: [name] });
+    }
   }
 
   #isOnline(name: string): boolean {
@@ -373,6 +387,12 @@ export class Lobby {
       const { body } = message;
       if (body.kind === "who") {
         for (const text of whoPages(this.names())) this.#notify(from, { kind: "notice", text });
+        // Members failing over read the lobby too (#lobbyMembership): said, not hidden.
+        const away = this.#lobbyMembership().filter((name) => !this.#isOnline(name));
+        if (away.length === 0) return;
+        for (const text of whoPages(away, "reconnecting")) {
+          this.#notify(from, { kind: "notice", text });
+        }
         return;
       }
       if (body.kind === "keys_publish" || body.kind === "keys_fetch") {

@@ -104,8 +104,9 @@ export function welcomeText(user: string, online: readonly string[]): string {
 /**
  * The answer to `/who`: "online: a, b" when it fits one notice, else pages
  * "online (1/3): …", at most MAX_WHO_PAGES, the last saying how many it could not list.
+ * `label` names another list the same way ("reconnecting": lib/server/lobby.ts).
  */
-export function whoPages(online: readonly string[]): string[] {
+export function whoPages(online: readonly string[], label = "online"): string[] {
   // Room for the longest page head and tail: "online (8/8): " and " and 1234567 more not listed".
   const room = MAX_TEXT_CHARS - 64;
   const pages: string[][] = [[]];
@@ -118,11 +119,11 @@ export function whoPages(online: readonly string[]): string[] {
     pages.at(-1)!.push(name);
     used += name.length + 2;
   }
-  if (pages.length === 1) return [`online: ${online.join(", ")}`];
+  if (pages.length === 1) return [`${label}: ${online.join(", ")}`];
   const shown = pages.slice(0, MAX_WHO_PAGES);
   const unlisted = online.length - shown.reduce((n, page) => n + page.length, 0);
   return shown.map((page, i) => {
     const tail = i === shown.length - 1 && unlisted > 0 ? ` and ${unlisted} more not listed` : "";
-    return `online (${i + 1}/${shown.length}): ${page.join(", ")}${tail}`;
+    return `${label} (${i + 1}/${shown.length}): ${page.join(", ")}${tail}`;
   });
 }

@@ -475,3 +475,50 @@ Deno.test("Lobby in a cluster without an offline queue: live records held during
   assert.deepEqual(bobSession.relayed, [...bobSession.relayed].sort((a, b) => a - b));
   assert.ok(logged.includes("REPLAYED"));
 });
+
+Deno.test("Lobby in a cluster: users of a silent node forgotten without logging in again leave the end-to-end membership; one back elsewhere does not", async () => {
+  const online = new Set<string>(["eve"]);
+  const cluster = {
+    processed: 0,
+    publishRecord: () => Promise.resolve({ outcome: "stored", seq: 1 }),
+    remoteUsers: () => [...online],
+    departedUsers: () => [],
+    announceLogin: () => {},
+    announcePresence: () => {},
+    lastSeen: () => undefined,
+  };
+  const limits = { messagesPerSecond: 20, messageBurst: 40, presenceNoticeMs: 0 };
+  const lobby = new Lobby(() => {}, limits, cluster as unknown as ClusterLink);
+  const told: Body[] = [];
+  const session = new FakeSession("ann");
+  session.send = (body: Body) => {
+    told.push(body);
+    return Promise.resolve(1);
+  };
+  const ann = new Member(session as unknown as ChatSession, "127.0.0.1:40000", limits, () => {});
+  await lobby.join(ann);
+  ann.e2e = true; // its device takes sender keys (PROTOCOL §12.5)
+  told.length = 0;
+  lobby.clusterHandlers().forgotten(["dan", "eve"]);
+  assert.deepEqual(told, [{ kind: "members", event: "left", users: ["dan"] }]);
+});
+
+Deno.test("Lobby in a cluster: /who also lists the members failing over (a silent node's users not back yet) as reconnecting", async () => {
+  const cluster = {
+    processed: 0,
+    publishRecord: () => Promise.resolve({ outcome: "stored", seq: 1 }),
+    remoteUsers: () => ["bob"],
+    departedUsers: () => ["dan", "bob"],
+    announceLogin: () => {},
+    announcePresence: () => {},
+    lastSeen: () => undefined,
+  };
+  const limits = { messagesPerSecond: 20, messageBurst: 40, presenceNoticeMs: 0 };
+  const lobby = new Lobby(() => {}, limits, cluster as unknown as ClusterLink);
+  const session = new FakeSession("ann");
+  const ann = new Member(session as unknown as ChatSession, "127.0.0.1:40000", limits, () => {});
+  await lobby.join(ann);
+  session.notices.length = 0;
+  await lobby.receive(ann, message({ kind: "who" }, TO_SERVER));
+  assert.deepEqual(session.notices, ["online: ann, bob", "reconnecting: dan"]);
+});
