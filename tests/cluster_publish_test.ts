@@ -148,6 +148,7 @@ Deno.test({
         login: () => {},
         localUsers: () => [],
         heldFrom: () => held,
+        forgotten: () => {},
         crl: () => Promise.resolve(),
       });
       const nc = await natsConnect({ servers: nats.url });
