@@ -1002,7 +1002,7 @@ export class Lobby {
         }
         const prepared = preparedRelayOf(record.relay);
         // During an offline delivery it joins `deferred`, which #sendDeferred paces.
-        if (!member.deferred) await this.#roomFor(member, wireBytesOf(prepared));
+        if (!member.deferred) await this.#roomFor(member, relaySharedBytes(prepared));
         this.#relay(member, prepared);
       }
     } catch (error) {

@@ -19,6 +19,7 @@ import {
   type PreparedRelay,
   RecipientRelay,
   type RefusalCode,
+  relaySharedBytes,
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
@@ -379,7 +380,7 @@ class SendQueueSession {
     return Promise.resolve(1); // notices: small, left out of the count
   }
   relay(prepared: PreparedRelay): number {
-    const bytes = prepared.authorPart.length + prepared.certPart.length + prepared.wireTail.length;
+    const bytes = relaySharedBytes(prepared);
     if (this.queued + bytes > this.limit) {
       throw new SecureChatError(
         "SLOW_CONSUMER",
