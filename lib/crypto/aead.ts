@@ -49,6 +49,27 @@ export function counterNonce(iv: Uint8Array, counter: bigint | number): Uint8Arr
   return nonce;
 }
 
+/**
+ * {@link counterNonce} written into `out` (12 bytes) for a counter that is a safe integer (a
+ * record's): no allocation, for a caller that hands `out` to an AEAD that copies it at once.
+ * @returns `out`
+ * @throws {RangeError} as counterNonce, or for an `out` that is not 12 bytes
+ */
+export function counterNonceInto(out: Uint8Array, iv: Uint8Array, counter: number): Uint8Array {
+  if (iv.length !== GCM_NONCE_BYTES || out.length !== GCM_NONCE_BYTES) {
+    throw new RangeError("GCM IV and nonce must be 12 bytes");
+  }
+  if (!Number.isSafeInteger(counter) || counter < 0) throw new RangeError("u64 out of range");
+  out.set(iv);
+  const high = Math.floor(counter / 0x1_0000_0000);
+  const low = counter >>> 0;
+  for (let i = 0; i < 4; i++) {
+    out[4 + i] ^= (high >>> (24 - 8 * i)) & 0xff;
+    out[8 + i] ^= (low >>> (24 - 8 * i)) & 0xff;
+  }
+  return out;
+}
+
 function gcmParams(nonce: Uint8Array, aad: Uint8Array): AesGcmParams {
   return {
     name: "AES-GCM",

@@ -299,7 +299,9 @@ export function ed25519SyncKey(
 }
 
 export function ed25519Sign(key: SyncEd25519Key, data: Uint8Array): Uint8Array {
-  return new Uint8Array(nodeSign(null, data, key.backendKey as KeyObject));
+  // A view of node:crypto's fresh Buffer, not a copy: one native allocation fewer per signature.
+  const signature = nodeSign(null, data, key.backendKey as KeyObject);
+  return new Uint8Array(signature.buffer, signature.byteOffset, signature.length);
 }
 
 export function ed25519Verify(

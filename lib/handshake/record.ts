@@ -7,7 +7,12 @@
  * frame fails to open.
  */
 import { ByteBuilder, type Encodable, ScratchBytes, utf8, wipe } from "../bytes.ts";
-import { counterNonce, openChaCha20Poly1305, sealChaCha20Poly1305 } from "../crypto/aead.ts";
+import {
+  counterNonceInto,
+  GCM_NONCE_BYTES,
+  openChaCha20Poly1305,
+  sealChaCha20Poly1305,
+} from "../crypto/aead.ts";
 import { SecureChatError } from "../errors.ts";
 import { type DirectionKeys, nextTrafficSecret, trafficKeys } from "./key_schedule.ts";
 
@@ -184,6 +189,14 @@ export function unpadContent(inner: Uint8Array): Uint8Array {
 }
 
 /**
+ * The nonce of the record being sealed or opened. The AEAD copies it when it starts, so one
+ * buffer serves every record: a fresh 12 bytes per record would be a native allocation and its
+ * free on a GC thread (Deno keeps no typed array on V8's heap), twice per record per party
+ * (docs/PERFORMANCE.md, "Session 10: a line alone").
+ */
+const recordNonce = new Uint8Array(GCM_NONCE_BYTES);
+
+/**
  * The record at counter `n` under `keys` (PROTOCOL §3.2): ChaCha20-Poly1305 with nonce
  * iv XOR n and the record label as associated data.
  */
@@ -193,7 +206,8 @@ export function sealRecord(
   inner: Uint8Array,
   headroom = 0,
 ): Uint8Array {
-  return sealChaCha20Poly1305(keys.key, counterNonce(keys.iv, n), inner, RECORD_AAD, headroom);
+  const nonce = counterNonceInto(recordNonce, keys.iv, n);
+  return sealChaCha20Poly1305(keys.key, nonce, inner, RECORD_AAD, headroom);
 }
 
 /**
@@ -201,7 +215,12 @@ export function sealRecord(
  * @throws DECRYPT_FAIL
  */
 export function openRecord(keys: DirectionKeys, n: number, payload: Uint8Array): Uint8Array {
-  return openChaCha20Poly1305(keys.key, counterNonce(keys.iv, n), payload, RECORD_AAD);
+  return openChaCha20Poly1305(
+    keys.key,
+    counterNonceInto(recordNonce, keys.iv, n),
+    payload,
+    RECORD_AAD,
+  );
 }
 
 /** One direction's current key, iv and counter. */

@@ -473,7 +473,7 @@ export class ChatSession {
     const contents = this.#batchOutbox;
     this.#batchOutbox = [];
     for (const run of recordRuns(contents)) {
-      await this.#est.conn.sendPaced(this.#sealWithUpdate(run)); // a client follows the server's pace
+      await this.#est.conn.sendPacedFramed(this.#sealWithUpdate(run)); // at the server's pace
     }
     // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep the socket
     // writes and the transcript's flush waiting until it stops.
@@ -574,9 +574,12 @@ export class ChatSession {
     }
   }
 
-  /** Seals one record, first sending a key_update when the key is due (§4.4). */
+  /**
+   * Seals one record as a frame (FrameConnection.sendFramed: no copy to frame it), first sending
+   * a key_update when the key is due (§4.4).
+   */
   #sealWithUpdate(contents: readonly Content[]): Uint8Array {
-    return this.#sealInnerWithUpdate(padContents(contents), false);
+    return this.#sealInnerWithUpdate(padContents(contents), true);
   }
 
   /**
@@ -1164,7 +1167,7 @@ export class ChatSession {
 
   #sendControl(message: unknown): void {
     this.#sendOutbox(); // the session messages made before it go first
-    this.#est.conn.send(this.#sealWithUpdate([utf8(JSON.stringify(message))]));
+    this.#est.conn.sendFramed(this.#sealWithUpdate([utf8(JSON.stringify(message))]));
   }
 
   #armCloseTimer(): void {

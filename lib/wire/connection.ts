@@ -179,17 +179,15 @@ export class FrameConnection {
   }
 
   /**
-   * Queues one frame, first waiting for the queue to drain if it is full: for a
-   * sender whose own pace should follow the peer's (a client typing or piping
-   * lines), where `send` would give up with SLOW_CONSUMER.
+   * Queues one frame laid out as `sendFramed` takes it, first waiting for the queue to drain if
+   * it is full: for a sender whose own pace should follow the peer's (a client typing or
+   * piping lines), where `sendFramed` would give up with SLOW_CONSUMER.
    */
-  async sendPaced(payload: Uint8Array): Promise<void> {
-    while (
-      this.#queued > 0 && this.#queued + FRAME_HEADER_BYTES + payload.length > this.#maxQueuedBytes
-    ) {
+  async sendPacedFramed(frame: Uint8Array): Promise<void> {
+    while (this.#queued > 0 && this.#queued + frame.length > this.#maxQueuedBytes) {
       await this.#writing;
     }
-    this.send(payload);
+    this.sendFramed(frame);
   }
 
   /** Resolves when everything queued so far has been written (or the write failed). */

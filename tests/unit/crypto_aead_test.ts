@@ -7,6 +7,7 @@ import {
   AES_KEY_BYTES,
   CHACHA20_POLY1305_KEY_BYTES,
   counterNonce,
+  counterNonceInto,
   GCM_NONCE_BYTES,
   GCM_TAG_BYTES,
   importAesGcmKey,
@@ -34,6 +35,19 @@ Deno.test("counterNonce() XORs u64be(counter) into the last 8 bytes of the IV", 
   }
   assert.deepEqual(counterNonce(iv, 0), iv, "counter 0 is the IV itself");
   assert.deepEqual(counterNonce(iv, 7), counterNonce(iv, 7n), "number and bigint agree");
+});
+
+Deno.test("counterNonceInto() writes counterNonce()'s nonce over what its buffer held", () => {
+  const iv = randomBytes(GCM_NONCE_BYTES);
+  const out = new Uint8Array(GCM_NONCE_BYTES).fill(0xee);
+  for (const counter of [0, 1, 255, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 3, Number.MAX_SAFE_INTEGER]) {
+    assert.equal(counterNonceInto(out, iv, counter), out);
+    assert.deepEqual(out, counterNonce(iv, counter), `counter ${counter}`);
+  }
+  for (const bad of [-1, 0.5, 2 ** 53]) {
+    assert.throws(() => counterNonceInto(out, iv, bad), RangeError, String(bad));
+  }
+  assert.throws(() => counterNonceInto(new Uint8Array(8), iv, 1), RangeError);
 });
 
 Deno.test("counterNonce() leaves the first 4 IV bytes and the IV argument untouched", () => {
