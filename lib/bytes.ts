@@ -269,6 +269,36 @@ export interface Encodable {
   writeTo(out: ByteBuilder): void;
 }
 
+/**
+ * A string that writes itself as UTF-8 where it goes (a record's inner plaintext): no buffer of
+ * its own first. Lone surrogates count as the U+FFFD the encoder writes for them.
+ */
+export class Utf8Text implements Encodable {
+  readonly length: number;
+
+  constructor(readonly text: string) {
+    let length = 0;
+    for (let i = 0; i < text.length; i++) {
+      const code = text.charCodeAt(i);
+      if (code < 0x80) length += 1;
+      else if (code < 0x800) length += 2;
+      else if (code >= 0xd800 && code <= 0xdbff && isLowSurrogate(text.charCodeAt(i + 1))) {
+        length += 4;
+        i++;
+      } else length += 3;
+    }
+    this.length = length;
+  }
+
+  writeTo(out: ByteBuilder): void {
+    out.text(this.text);
+  }
+}
+
+function isLowSurrogate(code: number): boolean {
+  return code >= 0xdc00 && code <= 0xdfff;
+}
+
 function nibble(code: number): number {
   if (code >= 0x30 && code <= 0x39) return code - 0x30;
   if (code >= 0x61 && code <= 0x66) return code - 0x61 + 10;

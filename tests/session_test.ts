@@ -41,6 +41,16 @@ function inbox(what: string) {
   };
 }
 
+/** Counts the frames `conn` queues, whichever way they are laid out (send, sendFramed). */
+function countFrames(conn: FrameConnection): { count: number } {
+  const frames = { count: 0 };
+  const send = conn.send.bind(conn);
+  const sendFramed = conn.sendFramed.bind(conn);
+  conn.send = (payload) => (frames.count++, send(payload));
+  conn.sendFramed = (frame) => (frames.count++, sendFramed(frame));
+  return frames;
+}
+
 async function connectPair() {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const [serverTcp, clientTcp] = await Promise.all([
@@ -153,9 +163,7 @@ Deno.test("ChatSession: the lines sent in one turn are one signed batch in one r
   try {
     const [s, c] = await loggedIn(server, client);
     const limits = { transcripts: transcriptDirectory(transcripts) };
-    let frames = 0;
-    const send = c.conn.send.bind(c.conn);
-    c.conn.send = (payload) => (frames++, send(payload));
+    const frames = countFrames(c.conn);
     const serverSession = await ChatSession.start(s, limits);
     const clientSession = await ChatSession.start(c, { ...limits, keepKeys: true });
     const got: string[] = [];
@@ -165,7 +173,7 @@ Deno.test("ChatSession: the lines sent in one turn are one signed batch in one r
     const clientRun = clientSession.run({ onMessage: () => {} });
     const texts = Array.from({ length: 5 }, (_, i) => `line ${i + 1}`);
     await Promise.all(texts.map((text) => clientSession.send({ kind: "text", text })));
-    assert.equal(frames, 1, "the five msgs left in one record (PROTOCOL §3.2)");
+    assert.equal(frames.count, 1, "the five msgs left in one record (PROTOCOL §3.2)");
     await clientSession.close();
     const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
     assert.equal(clientEnd.outcome, "closed", clientEnd.message);
@@ -309,9 +317,7 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
     const [s, c] = await loggedIn(server, client);
     const limits = { transcripts: transcriptDirectory(transcripts), keyUpdateRecords: 2 };
     // Count the client's frames: key updates are record-layer messages, not lines.
-    let frames = 0;
-    const send = c.conn.send.bind(c.conn);
-    c.conn.send = (payload) => (frames++, send(payload));
+    const frames = countFrames(c.conn);
     const serverSession = await ChatSession.start(s, limits);
     const clientSession = await ChatSession.start(c, limits);
     const got: string[] = [];
@@ -328,7 +334,7 @@ Deno.test("ChatSession: with 2 messages per key, every message still arrives and
     assert.deepEqual(got, texts);
     // A key protects at most 2 records, the key_update that ends it included: 7 texts,
     // close and receipt are 9 records, each after the first preceded by a key_update.
-    assert.equal(frames, 9 + 8);
+    assert.equal(frames.count, 9 + 8);
     const report = await verifyTranscript(serverEnd.transcriptPath, { trust: pki.trust });
     assert.equal(report.ok, true, report.reason ?? "");
     assert.equal(report.messages.c2s, 7, "key updates are not transcript lines");

@@ -531,8 +531,12 @@ const ZERO_NONCE = new Uint8Array(12);
  * no key ever encrypts twice and the fixed nonce cannot repeat under it.
  */
 export function sealContent(body: Body): SealedContent {
-  return sealPlaintext(utf8(JSON.stringify(body)));
+  // Laid out in a reused buffer: the seal and the commitment read it at once, and it is
+  // zeroed after (a fresh buffer per message is a native allocation and its free).
+  return plaintextScratch.use((out) => sealPlaintext(out.text(JSON.stringify(body)).done()));
 }
+
+const plaintextScratch = new ScratchBytes(4096);
 
 /**
  * {@link sealContent} over given plaintext bytes; `k` only for test vectors (a
@@ -1394,9 +1398,9 @@ export function msgLine(
   record: MessageRecord,
   recordJson: string | Uint8Array,
   k: Uint8Array | undefined,
-  encoding: Uint8Array = recordEncoding(record),
+  encoding?: Uint8Array,
 ): PreparedLine {
-  return new MsgLine(dir, record.seqno, record.ts, recordJson, encoding, k);
+  return new MsgLine(dir, record, recordJson, encoding, k);
 }
 
 /** What starts a msg's line, up to its record, per direction (as bytes, once). */
@@ -1407,16 +1411,26 @@ const MSG_LINE_HEAD: Record<Direction, Uint8Array> = {
 const MSG_LINE_TAG = Uint8Array.of(LINE_TAG.msg);
 const CLOSE_BRACE = 0x7d;
 
-/** A msg's line: its head, the record's JSON, `}`; line_enc: the tag, then record_enc. */
+/**
+ * A msg's line: its head, the record's JSON, `}`; line_enc: the tag, then record_enc — a received
+ * record's shared one (RecordForms), or, for a record of ours, written from the record where the
+ * transcript lays out its batch (no buffer of its own: docs/PERFORMANCE.md, "Session 10: a line
+ * alone"). The record is complete (signed, or received and checked) and does not change.
+ */
 class MsgLine implements PreparedLine {
+  readonly seqno: number;
+  readonly ts: number;
+
   constructor(
     readonly dir: Direction,
-    readonly seqno: number,
-    readonly ts: number,
+    readonly record: MessageRecord,
     readonly recordJson: string | Uint8Array,
-    readonly encoding: Uint8Array,
+    readonly encoding: Uint8Array | undefined,
     readonly k?: Uint8Array,
-  ) {}
+  ) {
+    this.seqno = record.seqno;
+    this.ts = record.ts;
+  }
 
   writeJson(out: ByteBuilder): void {
     out.bytes(MSG_LINE_HEAD[this.dir]);
@@ -1426,7 +1440,9 @@ class MsgLine implements PreparedLine {
   }
 
   writeEncoding(out: ByteBuilder): void {
-    out.bytes(MSG_LINE_TAG).bytes(this.encoding);
+    out.bytes(MSG_LINE_TAG);
+    if (this.encoding) out.bytes(this.encoding);
+    else writeRecordEncoding(out, this.record);
   }
 }
 

@@ -5,7 +5,7 @@
  * close / receipt exchange. Any failed check ends the session with its code: the
  * record layer already authenticated the frame, so a bad message is the peer's own.
  */
-import { fromBase64, utf8 } from "../bytes.ts";
+import { fromBase64, utf8, Utf8Text } from "../bytes.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import {
   DEFAULT_MAX_SKEW_MS,
@@ -447,7 +447,7 @@ export class ChatSession {
       // opening) must then hold what was sent.
       this.#transcript.append(line);
       (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
-      this.#batchOutbox.push(utf8(wire));
+      this.#batchOutbox.push(new Utf8Text(wire)); // encoded into the record, not before
     } catch (error) {
       failure = ours(error);
     }

@@ -13,6 +13,7 @@ import {
   u32be,
   u64be,
   utf8,
+  Utf8Text,
 } from "../../lib/bytes.ts";
 import { canonicalBase64Length } from "../../lib/wire/schema.ts";
 
@@ -239,5 +240,28 @@ Deno.test("toHex() and fromHex() round-trip every byte; fromHex() takes even-len
     const bad of ["0", "abc", "0g", "g0", " 00", "00 ", "0\n", "+0", "0x00", "\u0660\u0660", "ａａ"]
   ) {
     assert.throws(() => fromHex(bad), TypeError, JSON.stringify(bad));
+  }
+});
+
+Deno.test("Utf8Text is as long as its UTF-8 and writes exactly it", () => {
+  const samples = [
+    "",
+    "plain",
+    "é",
+    "€",
+    "😀",
+    "a\uD800b",
+    "\uDC00",
+    "\uD83D",
+    "x\uD83D\uDE00\uDE00",
+    "ü".repeat(70),
+  ];
+  for (const text of samples) {
+    const encoded = new TextEncoder().encode(text);
+    const piece = new Utf8Text(text);
+    assert.equal(piece.length, encoded.length, JSON.stringify(text));
+    const out = new ByteBuilder(1);
+    piece.writeTo(out);
+    assert.deepEqual(out.done(), encoded, JSON.stringify(text));
   }
 });
