@@ -43,9 +43,11 @@ export function spendTurn(cost = 1): Promise<void> | undefined {
 
 /**
  * Resolves from a macrotask. A MessagePort message is delivered by the event loop
- * itself (after it polls I/O), unlike `setImmediate` (which Deno runs without polling)
+ * itself (when it polls I/O), unlike `setImmediate` (which Deno runs without polling)
  * or `setTimeout(0)` (clamped to a millisecond or more); a fresh channel per yield holds
- * nothing open once it fired.
+ * nothing open once it fired. It comes after every microtask queued before it is delivered;
+ * I/O that completes in the same poll (a read of data already waiting) may come before or
+ * after it (tests/unit/turn_test.ts).
  */
 export function nextTurn(): Promise<void> {
   return new Promise((resolve) => {
