@@ -653,6 +653,37 @@ async function acknowledgedTexts(
 
 const SPREAD = ["ann", "ben", "cat", "dan", "eve", "fay"] as const;
 
+/**
+ * Registers every SPREAD user through the cluster's haproxy, logs each in with `--reconnect` into
+ * `clients`, and answers which node (index) each one's login landed on.
+ */
+async function loginSpread(
+  cluster: TestCluster,
+  pkiDir: string,
+  transcripts: (user: string) => string,
+  clients: Map<string, LiveClient>,
+): Promise<Map<string, number>> {
+  for (const user of SPREAD) {
+    const result = await runConnect({
+      port: cluster.haproxy!.port,
+      user,
+      password: password(user),
+      pkiDir,
+      transcripts: `${transcripts(user)}-register`,
+      registerEmail: `${user}@example.com`,
+    });
+    assert.equal(result.code, 0, result.stderr);
+  }
+  for (const user of SPREAD) {
+    clients.set(user, await loginThroughBalancer(cluster, pkiDir, user, transcripts(user)));
+  }
+  const nodeOf = new Map<string, number>();
+  for (const [i, node] of cluster.nodes.entries()) {
+    for (const e of node.events((e) => e.event === "LOGIN")) nodeOf.set(String(e.user), i);
+  }
+  return nodeOf;
+}
+
 Deno.test({
   name:
     "cluster: three nodes behind haproxy, kill -9 one mid-chat: every acknowledged line arrives once, transcripts verify, users are back",
@@ -669,26 +700,9 @@ Deno.test({
     const clients = new Map<string, LiveClient>();
     const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
     try {
-      // Through haproxy: with PROXY headers on, the nodes take no direct loopback connection.
-      for (const user of SPREAD) {
-        const result = await runConnect({
-          port: cluster.haproxy!.port,
-          user,
-          password: password(user),
-          pkiDir: pki.dir,
-          transcripts: `${transcripts(user)}-register`,
-          registerEmail: `${user}@example.com`,
-        });
-        assert.equal(result.code, 0, result.stderr);
-      }
-      for (const user of SPREAD) {
-        clients.set(user, await loginThroughBalancer(cluster, pki.dir, user, transcripts(user)));
-      }
-      // Round robin spread them: every node has users.
-      const nodeOf = new Map<string, number>();
-      for (const [i, node] of cluster.nodes.entries()) {
-        for (const e of node.events((e) => e.event === "LOGIN")) nodeOf.set(String(e.user), i);
-      }
+      // Through haproxy (with PROXY headers on, the nodes take no direct loopback connection);
+      // round robin spreads them: every node has users.
+      const nodeOf = await loginSpread(cluster, pki.dir, transcripts, clients);
       for (const i of [0, 1, 2]) {
         assert.ok([...nodeOf.values()].includes(i), `no user on node ${i + 1}`);
       }
@@ -830,25 +844,8 @@ Deno.test({
     const clients = new Map<string, LiveClient>();
     const transcripts = (user: string) => `${cluster.nodes[0].workDir}/${user}-transcripts`;
     try {
-      for (const user of SPREAD) {
-        const result = await runConnect({
-          port: cluster.haproxy!.port,
-          user,
-          password: password(user),
-          pkiDir: pki.dir,
-          transcripts: `${transcripts(user)}-register`,
-          registerEmail: `${user}@example.com`,
-        });
-        assert.equal(result.code, 0, result.stderr);
-      }
-      for (const user of SPREAD) {
-        clients.set(user, await loginThroughBalancer(cluster, pki.dir, user, transcripts(user)));
-      }
       // Round robin put two of the six on each node: ann and the other user of her node.
-      const nodeOf = new Map<string, number>();
-      for (const [i, node] of cluster.nodes.entries()) {
-        for (const e of node.events((e) => e.event === "LOGIN")) nodeOf.set(String(e.user), i);
-      }
+      const nodeOf = await loginSpread(cluster, pki.dir, transcripts, clients);
       const victim = nodeOf.get("ann")!;
       const other = SPREAD.find((u) => u !== "ann" && nodeOf.get(u) === victim)!;
       const bystander = SPREAD.find((u) => nodeOf.get(u) !== victim)!;
