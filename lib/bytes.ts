@@ -155,16 +155,10 @@ export class ByteBuilder {
 
   /**
    * u32be(len(utf8(text))) || utf8(text): a length-prefixed string (a record's `to` in its
-   * statement and record_enc), with no encoding of its own made when it is ASCII.
+   * statement and record_enc): its length counted, then the text written in place.
    */
   textWithLength(text: string): this {
-    for (let i = 0; i < text.length; i++) {
-      if (text.charCodeAt(i) >= 0x80) {
-        const bytes = encoder.encode(text);
-        return this.u32(bytes.length).bytes(bytes);
-      }
-    }
-    return this.u32(text.length).text(text);
+    return this.u32(utf8Length(text)).text(text);
   }
 
   u8(value: number): this {
@@ -277,22 +271,30 @@ export class Utf8Text implements Encodable {
   readonly length: number;
 
   constructor(readonly text: string) {
-    let length = 0;
-    for (let i = 0; i < text.length; i++) {
-      const code = text.charCodeAt(i);
-      if (code < 0x80) length += 1;
-      else if (code < 0x800) length += 2;
-      else if (code >= 0xd800 && code <= 0xdbff && isLowSurrogate(text.charCodeAt(i + 1))) {
-        length += 4;
-        i++;
-      } else length += 3;
-    }
-    this.length = length;
+    this.length = utf8Length(text);
   }
 
   writeTo(out: ByteBuilder): void {
     out.text(this.text);
   }
+}
+
+/**
+ * How many bytes `text` takes as UTF-8, without encoding it. Lone surrogates count as the U+FFFD
+ * the encoder writes for them.
+ */
+function utf8Length(text: string): number {
+  let length = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) length += 1;
+    else if (code < 0x800) length += 2;
+    else if (code >= 0xd800 && code <= 0xdbff && isLowSurrogate(text.charCodeAt(i + 1))) {
+      length += 4;
+      i++;
+    } else length += 3;
+  }
+  return length;
 }
 
 function isLowSurrogate(code: number): boolean {
