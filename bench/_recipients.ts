@@ -1,0 +1,54 @@
+/**
+ * Child process of the messages bench's per-party measurement (issue 12): `n` recipients as
+ * `connect` runs them — handshake, login, a ChatSession that checks every relayed record's
+ * author signature, content and marks (PROTOCOL §6.4) and writes its transcript — in a
+ * process of their own, so the bench reads their CPU from /proc apart from the sender's
+ * and the server's.
+ *
+ *   deno run -A bench/_recipients.ts <pkiDir> <port> <transcriptDir> <name>...
+ *
+ * Prints {"ready":true} once every recipient is logged in; answers {"cmd":"wait","n":N}
+ * with {"relayed":N} once every recipient has received N relays (counted from its login);
+ * exits when stdin closes.
+ */
+import { loadTrustStore } from "../lib/pki/trust_files.ts";
+import { loadIdentity } from "../lib/identity.ts";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
+import { BENCH_PASSWORD, commands, connectLikeClient, reply, sleep } from "./_util.ts";
+
+const [pkiDir, portText, transcriptDir, ...names] = Deno.args;
+const trust = await loadTrustStore(`${pkiDir}/ca.pem`);
+const counts: number[] = [];
+for (const name of names) {
+  const conn = new FrameConnection(await connectLikeClient(Number(portText)));
+  const est = await clientHandshake(conn, {
+    identity: await loadIdentity(`${pkiDir}/${name}.pem`, `${pkiDir}/${name}.key`),
+    trust,
+    serverName: "localhost",
+    credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
+  });
+  const session = await ChatSession.start(est, {
+    transcripts: transcriptDirectory(transcriptDir),
+    serverName: "localhost",
+    relayTrust: trust,
+  });
+  const index = counts.push(0) - 1;
+  void session.run({
+    onMessage: (m: ReceivedMessage) => {
+      if (m.type === "relay") counts[index]++;
+    },
+  });
+}
+reply({ ready: true });
+
+for await (const cmd of commands()) {
+  if (cmd.cmd !== "wait") throw new Error(`recipients: unknown command ${JSON.stringify(cmd)}`);
+  const n = Number(cmd.n);
+  // A 1 ms poll: its CPU is charged to the recipients, which only makes their figure larger.
+  while (counts.some((c) => c < n)) await sleep(1);
+  reply({ relayed: n });
+}
+Deno.exit(0);
