@@ -109,6 +109,15 @@ export interface ClusterHandlers {
   crl: CrlOffer;
 }
 
+/** The user names the presences list, in their order. */
+export function listedNames(presences: Iterable<Presence>): string[] {
+  const names: string[] = [];
+  // One push per name, not push(...list): a spread passes every name as an argument, and past
+  // the engine's limit (about 125,000, fewer on a deep stack) the call throws RangeError.
+  for (const presence of presences) for (const user of presence.users) names.push(user.name);
+  return names;
+}
+
 /** Where a user was last seen on another node, and how far that node had delivered. */
 export interface LastSeen {
   node: string;
@@ -358,11 +367,7 @@ export class ClusterLink {
 
   /** Users on the other live nodes. */
   remoteUsers(now = Date.now()): string[] {
-    const names: string[] = [];
-    for (const peer of this.#peers.values()) {
-      if (this.#alive(peer, now)) names.push(...peer.presence.users.map((u) => u.name));
-    }
-    return names;
+    return listedNames(this.#presences((peer) => this.#alive(peer, now)));
   }
 
   /**
@@ -371,11 +376,12 @@ export class ClusterLink {
    * what they missed (DEPLOY.md §4.4). Kept as long as the node's last presence, for replays.
    */
   departedUsers(now = Date.now()): string[] {
-    const names: string[] = [];
-    for (const peer of this.#peers.values()) {
-      if (!this.#alive(peer, now)) names.push(...peer.presence.users.map((u) => u.name));
-    }
-    return names;
+    return listedNames(this.#presences((peer) => !this.#alive(peer, now)));
+  }
+
+  /** The last presence of each peer `which` picks. */
+  *#presences(which: (peer: Peer) => boolean): Iterable<Presence> {
+    for (const peer of this.#peers.values()) if (which(peer)) yield peer.presence;
   }
 
   /**

@@ -4,9 +4,11 @@ import { Backoff, LineSource, parseServers, STOPPED } from "../../commands/_reco
 import { isPermanent, isTakeover, worthReconnecting } from "../../lib/session/reconnect.ts";
 import type { SessionEnd } from "../../lib/session/session.ts";
 import { resolveClusterConfig } from "../../lib/cluster/config.ts";
+import { listedNames } from "../../lib/cluster/link.ts";
 import {
   encodeClusterMessage,
   parseClusterMessage,
+  type Presence,
   PresenceSchema,
   RecordEnvelopeSchema,
   SUBJECTS,
@@ -249,4 +251,26 @@ Deno.test("UnansweredLines: a CLUSTER_UNAVAILABLE end lists the unanswered lines
   const listed = clusterUncertainty("t", many);
   assert.equal(listed.length, 2 + 20 + 1);
   assert.equal(listed.at(-1), "  and 5 more (messages 21–25)");
+});
+
+Deno.test("listedNames() lists every name of presences longer than the engine's argument limit", () => {
+  // Past ~125,000 arguments a call throws RangeError (less on a deeper stack): a node listing
+  // that many users must not break remoteUsers()/departedUsers(), which every /who and lobby
+  // membership check reads.
+  const presence = (node: string, count: number): Presence => ({
+    v: 1,
+    node,
+    at: 0,
+    cursor: 0,
+    users: Array.from({ length: count }, (_, i) => ({
+      name: `${node}-${i}`,
+      session: "00000000-0000-4000-8000-000000000000",
+      since: 0,
+    })),
+  });
+  const names = listedNames([presence("a", 200_000), presence("b", 3)]);
+  assert.equal(names.length, 200_003);
+  assert.equal(names[0], "a-0");
+  assert.equal(names[199_999], "a-199999");
+  assert.deepEqual(names.slice(200_000), ["b-0", "b-1", "b-2"]);
 });
