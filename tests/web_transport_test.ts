@@ -453,3 +453,50 @@ Deno.test("web: a message in 1024 frames reaches the core; one in 1025 is refuse
     await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
   }
 });
+
+/** A close frame's body: `code` in two bytes, then `reason`'s bytes. */
+function closeBody(code: number, reason: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const body = new Uint8Array(2 + reason.length);
+  new DataView(body.buffer).setUint16(0, code);
+  body.set(reason, 2);
+  return body;
+}
+
+Deno.test("web: a close is answered with the peer's code only where RFC 6455 §7.4 lets one be sent; 1005, 1006, 1015, reserved and out-of-range codes are refused with 1002", async () => {
+  // The front echoed whatever two bytes a close began with, so a peer's 1005 ("no code"),
+  // 1006 ("closed abnormally") or 1015 ("TLS failed"), which no endpoint may put on the wire,
+  // went back out as the server's own close.
+  const pki = await makePki([], "ed25519");
+  const { server, web } = await startWebServer(pki);
+  const answerTo = async (body: Uint8Array) => {
+    const conn = await upgraded(web);
+    await conn.write(clientFrame(0x8, body));
+    return await firstAnswer(conn);
+  };
+  try {
+    assert.deepEqual(await answerTo(new Uint8Array(0)), { opcode: 0x8, code: 1000 });
+    for (const code of [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4000, 4999]) {
+      const reason = new TextEncoder().encode("bye ✓");
+      assert.deepEqual(await answerTo(closeBody(code, reason)), { opcode: 0x8, code }, `${code}`);
+    }
+    const mark = server.mark();
+    for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535]) {
+      assert.deepEqual(await answerTo(closeBody(code)), { opcode: 0x8, code: 1002 }, `${code}`);
+    }
+    // A one-byte body holds no code (RFC 6455 §5.5.1).
+    assert.deepEqual(await answerTo(Uint8Array.of(3)), { opcode: 0x8, code: 1002 });
+    // A reason that is not UTF-8 fails the connection with 1007 (RFC 6455 §8.1).
+    assert.deepEqual(await answerTo(closeBody(1000, Uint8Array.of(0xc3, 0x28))), {
+      opcode: 0x8,
+      code: 1007,
+    });
+    await server.waitFor(
+      (l) => l.event === "PROTOCOL_ERROR" && String(l.detail).includes("code 1006"),
+      10_000,
+      mark,
+    );
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true }).catch(() => {});
+  }
+});

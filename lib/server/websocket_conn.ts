@@ -9,14 +9,15 @@
  *    reads (PROTOCOL §2: one binary message per frame), its payload unmasked as it arrives;
  *  - a fragmented message (continuation frames) is gathered up to the frame limit, in at most
  *    MAX_FRAGMENTS frames (an empty fragment costs nothing against the limit in bytes);
- *  - ping is answered, close is answered and ends the stream; a text message, an unmasked
- *    frame, reserved bits or opcodes are refused with a close code and PROTOCOL_ERROR.
+ *  - ping is answered; close is answered (its code echoed only where RFC 6455 §7.4 lets a peer
+ *    send it) and ends the stream; a text message, an unmasked frame, reserved bits or opcodes
+ *    are refused with a close code and PROTOCOL_ERROR.
  * The socket is paused while the core has not taken what was read (back-pressure), and a
  * write resolves once the socket has drained.
  */
 import type { Socket } from "node:net";
 import { sha1 } from "@noble/hashes/legacy.js";
-import { concat, join, toBase64, u32be, utf8 } from "../bytes.ts";
+import { concat, fromUtf8, join, toBase64, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import type { ByteStreamConn } from "../wire/connection.ts";
 import { MAX_FRAME_BYTES } from "../wire/frame.ts";
@@ -45,6 +46,7 @@ const OP_PONG = 0xa;
 const CLOSE_NORMAL = 1000;
 const CLOSE_PROTOCOL_ERROR = 1002;
 const CLOSE_UNSUPPORTED_DATA = 1003;
+const CLOSE_INVALID_DATA = 1007;
 const CLOSE_MESSAGE_TOO_BIG = 1009;
 /**
  * The most frames one message may come in (PROTOCOL §2). RFC 6455 allows empty fragments, which
@@ -192,13 +194,19 @@ export class WebSocketServerConn implements ByteStreamConn {
       case OP_PONG:
         return;
       case OP_CLOSE: {
-        // Answer with the peer's code (or a normal close), then end the stream.
-        const code = payload.length >= 2 ? payload.subarray(0, 2) : u16(CLOSE_NORMAL);
-        this.#sendFrame(OP_CLOSE, code);
-        this.#state = { kind: "done" };
-        this.#socket.end();
-        this.#end();
-        return;
+        if (payload.length === 0) return this.#answerClose(CLOSE_NORMAL);
+        const code = payload.length >= 2 ? (payload[0] << 8) | payload[1] : undefined;
+        if (code === undefined || !closeCodeReceivable(code)) {
+          // A code the peer may not send (RFC 6455 §7.4): echoing it would send one we may not
+          // send either (1005, 1006, 1015 never go on the wire). A one-byte body is no code.
+          this.#refuse(CLOSE_PROTOCOL_ERROR, `a close with ${describeCloseBody(payload)}`);
+          return;
+        }
+        if (!validUtf8(payload.subarray(2))) {
+          this.#refuse(CLOSE_INVALID_DATA, "a close whose reason is not UTF-8");
+          return;
+        }
+        return this.#answerClose(code);
       }
     }
     if (!state.fin) {
@@ -234,6 +242,14 @@ export class WebSocketServerConn implements ByteStreamConn {
       this.#pongOwed = null;
       if (owed) this.#sendFrame(OP_PONG, owed);
     });
+  }
+
+  /** Answers the peer's close with `code` (RFC 6455 §5.5.1: it echoes theirs) and ends the stream. */
+  #answerClose(code: number): void {
+    this.#sendFrame(OP_CLOSE, u16(code));
+    this.#state = { kind: "done" };
+    this.#socket.end();
+    this.#end();
   }
 
   /** Ends the stream with PROTOCOL_ERROR and closes with `code`; returns "stop reading". */
@@ -314,6 +330,33 @@ export class WebSocketServerConn implements ByteStreamConn {
   #sendFrame(opcode: number, payload: Uint8Array): void {
     if (this.#socket.destroyed || !this.#socket.writable) return;
     this.#socket.write(concat(frameHeader(opcode, payload.length), payload));
+  }
+}
+
+/**
+ * Whether a peer may send `code` in a close (RFC 6455 §7.4): the codes defined for that
+ * (1000–1003, 1007–1011) or registered with IANA since (1012–1014), and 3000–4999 (libraries,
+ * applications). Not 1004 (reserved), nor 1005, 1006 and 1015, which stand for "no code", "no
+ * close" and "TLS failed" in an API and never go on the wire; the rest of 0–2999 is reserved.
+ */
+export function closeCodeReceivable(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) ||
+    (code >= 3000 && code <= 4999);
+}
+
+/** A close body for a log line: its code, or that it is too short for one. */
+function describeCloseBody(payload: Uint8Array): string {
+  return payload.length < 2
+    ? `a ${payload.length}-byte body`
+    : `code ${(payload[0] << 8) | payload[1]}`;
+}
+
+function validUtf8(bytes: Uint8Array): boolean {
+  try {
+    fromUtf8(bytes);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -286,10 +286,12 @@ export class FrameReader {
     this.#pulling = false;
     this.#ended = true;
     // Our own close interrupts the pending read: an end of stream, as a cancelled stream gives.
+    // A transport that refused what the peer sent (the WebSocket front's framing faults) said
+    // why with its own error: that is what the log should read.
     if (!this.#cancelled) {
-      this.#failure = new SecureChatError("PROTOCOL_ERROR", "connection lost while reading", {
-        cause,
-      });
+      this.#failure = cause instanceof SecureChatError
+        ? cause
+        : new SecureChatError("PROTOCOL_ERROR", "connection lost while reading", { cause });
     }
     this.#settle();
   }
