@@ -62,14 +62,12 @@ const LISTED = 20;
 const TEXT_START = 40;
 
 /**
- * What to tell the user when the session ended CLUSTER_UNAVAILABLE (PROTOCOL §6.5): why, the
- * server's text (display only: the caller makes it safe to print), and the lines that may or
- * may not have arrived.
+ * What to tell the user when the session ended CLUSTER_UNAVAILABLE (PROTOCOL §6.5): why, and
+ * the lines that may or may not have arrived. Not the server's text: the line that follows
+ * these (the error connect ends with, or its "reconnecting") carries it.
  */
-export function clusterUncertainty(serverText: string, open: UnansweredLine[]): string[] {
-  const out = [
-    `the session ended because the chat cluster could not confirm delivery: ${serverText}`,
-  ];
+export function clusterUncertainty(open: UnansweredLine[]): string[] {
+  const out = ["the session ended because the chat cluster could not confirm delivery"];
   if (open.length === 0) {
     out.push(
       `none of your lines of its last ${OPEN_WINDOW_MS / 1000} s went unanswered; ` +

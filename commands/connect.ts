@@ -328,7 +328,7 @@ async function connect(options: ConnectOptions): Promise<void> {
       if (end.fromPeer && end.code === "CLUSTER_UNAVAILABLE") {
         // A node that cannot learn whether a line was stored ends the session unanswered
         // (PROTOCOL §6.5): the user must not take silence for delivery, nor for loss.
-        for (const line of clusterUncertainty(end.message ?? "", unanswered)) info(line);
+        for (const line of clusterUncertainty(unanswered)) info(line);
       }
       if (!userQuit && reconnect && worthReconnecting(end)) {
         info(

@@ -430,10 +430,17 @@ Deno.test({
       const result = await alice.end();
       cluster.nats.resume();
       assert.equal(errorCodeOf(result), "CLUSTER_UNAVAILABLE", result.stderr);
-      // What ended the session, in the server's words (display text, never parsed)…
+      // What ended the session, in the server's words (display text, never parsed), once: the
+      // explanation repeated them before the error line that carries them.
       assert.match(
         result.stderr,
-        /session ended because the chat cluster could not confirm delivery: .*did not confirm whether message \d+ was delivered/,
+        /session ended because the chat cluster could not confirm delivery/,
+      );
+      const serverWords = /did not confirm whether message \d+ was delivered/g;
+      assert.equal(result.stderr.match(serverWords)?.length, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        /error: CLUSTER_UNAVAILABLE: .*did not confirm whether message \d+ was delivered/,
       );
       // …and the lines that may or may not have arrived: the likely ones, not a proof.
       assert.match(result.stderr, /may or may not have reached their recipients/);
