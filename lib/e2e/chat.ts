@@ -17,7 +17,7 @@ import type { SealedState } from "./sealed_state.ts";
  * Hands the layer what is its own: the server's `keys` answers and notices, and `members`
  * bodies (§12.5). A relayed `sender_key` record was taken by the session already. A refusal
  * (§6.5) is told to the layer (it may have carried our sender key) and still shown; a `queued`
- * (§6.6) of one of our sender keys is the layer's alone.
+ * (§6.6) is told to the layer too, and one of our sender keys is the layer's alone.
  * @returns true when `message` is not for display
  */
 export async function takeE2eMessage(
@@ -29,9 +29,10 @@ export async function takeE2eMessage(
     e2e.onNotDelivered(message.of);
     return false;
   }
-  // A sender key stored for a member the server took for offline (a node's view of the
-  // cluster lagging after a failover) is ours to redo, not a line of the user's to report.
-  if (message.type === "queued") return e2e.onNotDelivered(message.of);
+  // A sender key stored for a member the server took for offline (failing over to another
+  // node, or a node's view of the cluster lagging after a failover) is the layer's, not a line
+  // of the user's to report.
+  if (message.type === "queued") return e2e.onQueued(message.of);
   if (message.type === "msg" && message.body.kind === "keys") {
     // A failed prekey top-up is retried at the next notice or login.
     await e2e.onKeys(message.body, channel).catch(() => {});

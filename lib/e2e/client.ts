@@ -52,6 +52,7 @@ import {
 } from "./pqxdh.ts";
 import { Ratchet, RatchetJsonSchema } from "./ratchet.ts";
 import { encodeDistribution, SenderChain, SenderKeyReceiver } from "./sender_key.ts";
+import { MAX_SKIP } from "./chain.ts";
 
 /** One-time prekeys a device keeps on the server; it tops up when fewer than half are left. */
 export const PREKEY_TARGET = 20;
@@ -207,6 +208,12 @@ export class E2eClient {
   #leftOutCheckedAt = 0;
   /** Our seqnos of the `sender_key` records that carried `#chain`. */
   #chainSeqnos = new Set<number>();
+  /**
+   * Whether the server queued one of `#chain`'s `sender_key` records (§6.6): that member reads
+   * from the chain's position then, and a line more than MAX_SKIP ahead of what they last
+   * opened would end their session (§12.5 step 4), so the chain wraps at most MAX_SKIP lines.
+   */
+  #chainQueued = false;
   /** Counts membership changes: a chain made across one is not kept. */
   #membership = 0;
   /**
@@ -544,7 +551,7 @@ export class E2eClient {
     // those who came meanwhile show that they have no key for this line.
     let result = { unreadable: [] as { user: string; reason: string }[] };
     for (let round = 0; round < LOBBY_REKEY_ROUNDS; round++) {
-      if (this.#chain && this.#chainMembership === this.#membership) {
+      if (this.#chain && this.#chainMembership === this.#membership && !this.#chainSpent()) {
         if (round === 0) await this.#catchUpLeftOut(channel);
         break;
       }
@@ -620,6 +627,7 @@ export class E2eClient {
     this.#chain = chain;
     this.#chainMembership = membership;
     this.#chainSeqnos = seqnos;
+    this.#chainQueued = false;
     this.#leftOut = new Set(unreadable.map(({ user }) => user));
     this.#leftOutCheckedAt = Date.now();
     return { unreadable };
@@ -630,15 +638,33 @@ export class E2eClient {
     return this.devicesOf(user).filter((d) => this.#lobbyDevices.has(`${user}/${d}`));
   }
 
+  /** A chain queued for someone that has wrapped MAX_SKIP lines (see #chainQueued). */
+  #chainSpent(): boolean {
+    return this.#chainQueued && this.#chain!.position >= MAX_SKIP;
+  }
+
   /**
-   * The server refused our message `seqno` (PROTOCOL §6.5), or stored it for later because it
-   * took the recipient for offline (§6.6). When it carried our sender key to a member, that
-   * member cannot read our lobby lines under it now: the next line starts a new chain.
-   * @returns whether it was one of our sender keys (not a line of the user's)
+   * The server refused our message `seqno` (PROTOCOL §6.5). When it carried our sender key to
+   * a member, that member cannot read our lobby lines under it: the next line starts a new
+   * chain.
+   * @returns whether it was one of our sender keys
    */
   onNotDelivered(seqno: number): boolean {
     if (!this.#chainSeqnos.has(seqno)) return false;
     this.#chainMembership = -1;
+    return true;
+  }
+
+  /**
+   * The server stored our message `seqno` in its recipient's offline queue (§6.6). When it
+   * carried our sender key, the chain stays: the member is sent the key before our later lines
+   * (at their login, merged into a cluster's replay, or at once if they are online elsewhere),
+   * so sending it again with every line would only queue one more key per line (§6.5).
+   * @returns whether it was one of our sender keys (not a line of the user's)
+   */
+  onQueued(seqno: number): boolean {
+    if (!this.#chainSeqnos.has(seqno)) return false;
+    this.#chainQueued = true;
     return true;
   }
 

@@ -66,6 +66,11 @@ export class SenderChain {
     return new SenderChain(author, id, randomBytes(E2E_KEY_BYTES));
   }
 
+  /** The position of the next wrap. */
+  get position(): number {
+    return this.#n;
+  }
+
   /** The chain as a member must receive it: from the next message on. */
   distribution(): SenderKeyDistribution {
     return { id: this.id, n: this.#n, ck: this.#ck.slice() };

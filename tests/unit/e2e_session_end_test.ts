@@ -8,7 +8,9 @@
 import assert from "node:assert/strict";
 import { codeOf } from "../../lib/errors.ts";
 import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
-import type { Body } from "../../lib/message/record.ts";
+import { type Body, LOBBY, type MessageRecord, sealContent } from "../../lib/message/record.ts";
+import { MAX_SKIP } from "../../lib/e2e/chain.ts";
+import { takeE2eMessage } from "../../lib/e2e/chat.ts";
 import { makePki } from "../../testkit/pki.ts";
 import { SilentServer } from "../helpers/silent_server.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
@@ -166,3 +168,71 @@ Deno.test("e2e: a members body out of the promised order is the server's PROTOCO
   whole.sessionEnded(session);
   whole.onMembers(members("online", ["alice", "dave"]));
 });
+
+Deno.test("e2e: a sender key answered queued (a member failing over) keeps the chain: the member gets one sender key per chain, not one per lobby line (PROTOCOL §6.5, §12.5)", async () => {
+  // Before: `queued` retired the chain like a refusal, so every lobby line started a new chain
+  // and queued one more sender key for the member, up to their queue's limit, and rekeyed
+  // every other member each line. A queued key reaches its member before the author's later
+  // lines (§6.6: at their login, merged into the replay, or at once if they are online).
+  const alice = await aliceDevice();
+  const keys = await bobKeys();
+  const server = new SilentServer();
+  const senderKeys = () => server.sent.filter((b) => b.kind === "sender_key").length;
+  alice.onMembers({ kind: "members", event: "online", users: ["alice", "bob"] });
+  const first = alice.prepareLobby(server);
+  await server.fetched();
+  await alice.onKeys(keys, server);
+  await first;
+  assert.equal(senderKeys(), 1);
+  const keySeqno = server.sent.findIndex((b) => b.kind === "sender_key") + 1;
+  const queued = { type: "queued" as const, seqno: 1, ts: Date.now(), of: keySeqno };
+  assert.equal(await takeE2eMessage(alice, queued, server), true, "the layer's, not shown");
+  const line = async () => {
+    await alice.prepareLobby(server);
+    const { record, k } = lobbyRecord();
+    const envelope = await alice.wrap(record, k);
+    assert.equal(envelope?.kind, "sender");
+    return envelope as Extract<typeof envelope, { kind: "sender" }>;
+  };
+  const chainId = (await line()).id;
+  for (let i = 1; i < 5; i++) assert.equal((await line()).id, chainId);
+  assert.equal(senderKeys(), 1, "the queued member was sent the chain again");
+
+  // The member reads from the queued key's position on, and a line more than MAX_SKIP (1000)
+  // ahead of it ends their session (§12.5 step 4): a failover replays at most the newest 1000
+  // records, so a chain queued for someone wraps at most 1000 lines; the next starts another.
+  for (let i = 5; i < MAX_SKIP; i++) await alice.wrap(lobbyRecord().record, new Uint8Array(32));
+  const after = await line();
+  assert.notEqual(after.id, chainId);
+  assert.equal(after.n, 0);
+  assert.equal(senderKeys(), 2);
+
+  // A refused one did not reach the member: the next line starts a new chain, as before.
+  const refusedSeqno = server.sent.findLastIndex((b) => b.kind === "sender_key") + 1;
+  const refused = {
+    ...queued,
+    type: "refused" as const,
+    of: refusedSeqno,
+    code: "QUEUE_FULL" as const,
+  };
+  assert.equal(await takeE2eMessage(alice, refused, server), false, "a refusal is shown");
+  assert.notEqual((await line()).id, after.id);
+  assert.equal(senderKeys(), 3);
+});
+
+let lobbySeqno = 0;
+/** A lobby record of alice's with its content key (its signature is not checked here). */
+function lobbyRecord(): { record: MessageRecord; k: Uint8Array } {
+  const { k, ct, c } = sealContent({ kind: "text", text: `line ${++lobbySeqno}` });
+  const record: MessageRecord = {
+    sid: "01".repeat(16),
+    dir: "c2s",
+    to: LOBBY,
+    seqno: lobbySeqno,
+    ts: Date.now(),
+    ct,
+    c,
+    sig: new Uint8Array(64),
+  };
+  return { record, k };
+}
