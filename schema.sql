@@ -91,3 +91,11 @@ CREATE TABLE IF NOT EXISTS e2e_prekeys (
 ) ENGINE=InnoDB;
 
 INSERT IGNORE INTO schema_version (version, applied_at) VALUES (5, UNIX_TIMESTAMP() * 1000);
+
+-- Migration 6: the serial of the certificate each queued record was signed under, so a
+-- revocation deletes what that certificate left queued when it reaches the server (PROTOCOL §6.6).
+ALTER TABLE message_queue ADD COLUMN IF NOT EXISTS
+  author_serial VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NULL;
+CREATE INDEX IF NOT EXISTS message_queue_author_serial ON message_queue (author_serial);
+
+INSERT IGNORE INTO schema_version (version, applied_at) VALUES (6, UNIX_TIMESTAMP() * 1000);

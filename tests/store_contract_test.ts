@@ -622,6 +622,15 @@ async function plantUser(ctx: Context, label: string): Promise<string> {
 
 const LIMITS = { maxRecords: 5, maxAgeMs: 60_000 };
 const item = (n: number) => JSON.stringify({ relay: { n } });
+/**
+ * An author whose certificate serial no other test's rows share (MariaDB tests share one
+ * database): removeSignedUnder() deletes by serial across every recipient.
+ */
+const author = (name = "alice") => ({
+  name,
+  serial: toHex(crypto.getRandomValues(new Uint8Array(16))),
+});
+const ALICE = author();
 
 /** Offline delivery (PROTOCOL §6.6): the queue in the same store, on both engines alike. */
 const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
@@ -632,8 +641,8 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
         const queue = store.queue!;
         const [bob, carol] = [await plantUser(ctx, "qbob"), await plantUser(ctx, "qcarol")];
         const ids = [];
-        for (let n = 0; n < 3; n++) ids.push(await queue.enqueue(bob, "alice", item(n), LIMITS));
-        const other = await queue.enqueue(carol, "alice", item(9), LIMITS);
+        for (let n = 0; n < 3; n++) ids.push(await queue.enqueue(bob, ALICE, item(n), LIMITS));
+        const other = await queue.enqueue(carol, ALICE, item(9), LIMITS);
         assert.deepEqual([...ids].sort((a, b) => a - b), ids, "ids follow insertion");
         // Names are found in any case, as accounts are.
         const waiting = await queue.pending(bob.toUpperCase(), 100);
@@ -655,10 +664,10 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
     run: (ctx) =>
       withStore(ctx, async (store) => {
         await rejectsWith(
-          store.queue!.enqueue(ctx.name("nobody"), "alice", item(0), LIMITS),
+          store.queue!.enqueue(ctx.name("nobody"), ALICE, item(0), LIMITS),
           "UNKNOWN_USER",
         );
-        await rejectsWith(store.queue!.enqueue("../x", "alice", item(0), LIMITS), "UNKNOWN_USER");
+        await rejectsWith(store.queue!.enqueue("../x", ALICE, item(0), LIMITS), "UNKNOWN_USER");
       }),
   },
   {
@@ -668,17 +677,17 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
         const queue = store.queue!;
         const bob = await plantUser(ctx, "qfull");
         const t0 = Date.now();
-        const first = await queue.enqueue(bob, "alice", item(0), { ...LIMITS, maxAgeMs: 1000 }, t0);
-        for (let n = 1; n < 5; n++) await queue.enqueue(bob, "alice", item(n), LIMITS, t0);
-        await rejectsWith(queue.enqueue(bob, "alice", item(5), LIMITS, t0), "QUEUE_FULL");
+        const first = await queue.enqueue(bob, ALICE, item(0), { ...LIMITS, maxAgeMs: 1000 }, t0);
+        for (let n = 1; n < 5; n++) await queue.enqueue(bob, ALICE, item(n), LIMITS, t0);
+        await rejectsWith(queue.enqueue(bob, ALICE, item(5), LIMITS, t0), "QUEUE_FULL");
         // Once the first has expired it neither counts nor is handed out.
         const later = t0 + 1000;
         assert.equal((await queue.pending(bob, 100, 0, later)).length, 4);
         assert.ok(!(await queue.pending(bob, 100, 0, later)).some((r) => r.id === first));
-        const sixth = await queue.enqueue(bob, "alice", item(5), LIMITS, later);
-        await rejectsWith(queue.enqueue(bob, "alice", item(6), LIMITS, later), "QUEUE_FULL");
+        const sixth = await queue.enqueue(bob, ALICE, item(5), LIMITS, later);
+        await rejectsWith(queue.enqueue(bob, ALICE, item(6), LIMITS, later), "QUEUE_FULL");
         await queue.remove(bob, [sixth]);
-        await queue.enqueue(bob, "alice", item(6), LIMITS, later);
+        await queue.enqueue(bob, ALICE, item(6), LIMITS, later);
       }),
   },
   {
@@ -688,8 +697,8 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
         const queue = store.queue!;
         const bob = await plantUser(ctx, "qpurge");
         const t0 = Date.now();
-        await queue.enqueue(bob, "alice", item(0), { ...LIMITS, maxAgeMs: 10 }, t0);
-        const kept = await queue.enqueue(bob, "alice", item(1), LIMITS, t0);
+        await queue.enqueue(bob, ALICE, item(0), { ...LIMITS, maxAgeMs: 10 }, t0);
+        const kept = await queue.enqueue(bob, ALICE, item(1), LIMITS, t0);
         assert.ok(await queue.purgeExpired(t0 + 10) >= 1);
         const rows = await query(
           ctx.raw,
@@ -700,12 +709,31 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
       }),
   },
   {
+    name:
+      "queue: removeSignedUnder() deletes every recipient's records signed under those serials, and says whose",
+    run: (ctx) =>
+      withStore(ctx, async (store) => {
+        const queue = store.queue!;
+        const [bob, carol] = [await plantUser(ctx, "qrbob"), await plantUser(ctx, "qrcarol")];
+        const [revoked, reissued, other] = [author("dan"), author("dan"), author("erin")];
+        await queue.enqueue(bob, revoked, item(0), LIMITS);
+        const kept = await queue.enqueue(bob, reissued, item(1), LIMITS);
+        await queue.enqueue(carol, revoked, item(2), LIMITS);
+        const carols = await queue.enqueue(carol, other, item(3), LIMITS);
+        const deleted = await queue.removeSignedUnder([revoked.serial, author().serial]);
+        assert.deepEqual([...deleted], [["dan", 2]]);
+        assert.deepEqual((await queue.pending(bob, 100)).map((r) => r.id), [kept]);
+        assert.deepEqual((await queue.pending(carol, 100)).map((r) => r.id), [carols]);
+        assert.deepEqual([...await queue.removeSignedUnder([revoked.serial])], []);
+      }),
+  },
+  {
     name: "queue: a committed record outlives the store being closed and reopened",
     run: async (ctx) => {
       const bob = await plantUser(ctx, "qdurable");
       const id = await withStore(
         ctx,
-        (store) => store.queue!.enqueue(bob, "alice", item(7), LIMITS),
+        (store) => store.queue!.enqueue(bob, ALICE, item(7), LIMITS),
       );
       const again = await withStore(ctx, (store) => store.queue!.pending(bob, 100));
       assert.deepEqual(again.map((r) => [r.id, r.item]), [[id, item(7)]]);
@@ -716,7 +744,7 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
     run: (ctx) =>
       withAdmin(ctx, async (store) => {
         const bob = await plantUser(ctx, "qgone");
-        await store.queue!.enqueue(bob, "alice", item(0), LIMITS);
+        await store.queue!.enqueue(bob, ALICE, item(0), LIMITS);
         const userId = Number((await rowOf(ctx, bob))!.id);
         assert.equal(await store.remove(bob), true);
         const left = await query(ctx.raw, "SELECT id FROM message_queue WHERE user_id = ?", [
@@ -734,7 +762,7 @@ const QUEUE_CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
         const outcomes = await Promise.all(
           Array.from(
             { length: 12 },
-            (_, n) => store.queue!.enqueue(bob, "alice", item(n), LIMITS).then(() => "ok", codeOf),
+            (_, n) => store.queue!.enqueue(bob, ALICE, item(n), LIMITS).then(() => "ok", codeOf),
           ),
         );
         const stored = (await store.queue!.pending(bob, 100)).length;

@@ -470,7 +470,8 @@ export class Lobby {
     }
     const { queue, limits } = this.#offline;
     try {
-      await queue.enqueue(to, keyOf(from.username), JSON.stringify({ relay }), limits);
+      const author = { name: keyOf(from.username), serial: from.session.established.peer.serial };
+      await queue.enqueue(to, author, JSON.stringify({ relay }), limits);
     } catch (error) {
       const refusal = STORE_REFUSALS[codeOf(error)] ?? "DB_UNAVAILABLE";
       this.log(codeOf(error), {

@@ -185,11 +185,44 @@ export class ChatServer {
     await this.#crl?.reload();
   }
 
-  /** Ends the live sessions of newly revoked certificates, each with REVOKED. */
+  /**
+   * Ends the live sessions of newly revoked certificates, each with REVOKED, then deletes what
+   * they left in offline queues.
+   */
   #endRevoked(serials: Set<string>): void {
     if (serials.has(this.#own.serial)) this.#retire("SERVER_CERT_REVOKED");
     for (const member of this.lobby.localMembers()) {
       if (serials.has(member.session.established.peer.serial)) this.#revoke(member);
+    }
+    void this.#dropRevokedQueued(serials);
+  }
+
+  /**
+   * Deletes the queued records signed under newly revoked certificates (PROTOCOL §6.6): no
+   * recipient would take one (§6.4 step 2), and a revoked author's records, sender keys among
+   * them, should not wait out the queue's age limit for recipients who may not log in for
+   * weeks. Delivery still drops any this misses (stored meanwhile, or before serials were kept).
+   * In a cluster every node adopting the CRL does this; the second finds nothing.
+   */
+  async #dropRevokedQueued(serials: Set<string>): Promise<void> {
+    const queue = this.#opts.store.queue;
+    if (!queue) return;
+    let deleted: Map<string, number>;
+    try {
+      deleted = await queue.removeSignedUnder([...serials]);
+    } catch (error) {
+      this.#opts.log(codeOf(error), {
+        detail: `offline queue: records under revoked certificates not deleted now (delivery ` +
+          `drops them): ${(error as Error).message}`,
+      });
+      return;
+    }
+    for (const [author, count] of deleted) {
+      this.#opts.log("REVOKED", {
+        user: author,
+        detail: `offline queue: ${count} record(s) from ${author}, whose certificate is revoked, ` +
+          "deleted undelivered",
+      });
     }
   }
 

@@ -27,6 +27,14 @@ export const MAX_QUEUE_AGE_MS = MAX_STORED_AGE_MS;
 
 export const DEFAULT_QUEUE_LIMITS: QueueLimits = { maxRecords: 1000, maxAgeMs: MAX_QUEUE_AGE_MS };
 
+/** Who wrote a record that waits in a queue. */
+export interface QueueAuthor {
+  /** The author's canonical name. */
+  name: string;
+  /** The serial of the certificate the record was signed under (hex, as the CRL lists it). */
+  serial: string;
+}
+
 /** One waiting record, as stored. */
 export interface QueuedRecord {
   /** Its place in the recipient's queue: delivery follows it. */
@@ -48,7 +56,7 @@ export interface MessageQueue {
    */
   enqueue(
     recipient: string,
-    author: string,
+    author: QueueAuthor,
     item: string,
     limits: QueueLimits,
     now?: number,
@@ -69,6 +77,14 @@ export interface MessageQueue {
    * @throws DB_UNAVAILABLE
    */
   purgeExpired(now?: number): Promise<number>;
+  /**
+   * Deletes every record signed under a certificate with one of `serials` (newly revoked: no
+   * recipient would take it, PROTOCOL §6.6). Records stored before the queue kept serials are
+   * not found here; delivery drops them.
+   * @returns the authors of the deleted records, with how many each
+   * @throws DB_UNAVAILABLE
+   */
+  removeSignedUnder(serials: readonly string[]): Promise<Map<string, number>>;
 }
 
 /** Longest stored relay text: a 64 KiB frame cannot carry more. */
@@ -79,7 +95,7 @@ export class SqlMessageQueue implements MessageQueue {
 
   async enqueue(
     recipient: string,
-    author: string,
+    author: QueueAuthor,
     item: string,
     limits: QueueLimits,
     now = Date.now(),
@@ -98,11 +114,22 @@ export class SqlMessageQueue implements MessageQueue {
     // DB_UNAVAILABLE and the sender is told; none can pass the bound.
     const rows = await queryRetryingConflicts(
       this.db,
-      `INSERT INTO message_queue (user_id, author, item, stored_at, expires_at)
-       SELECT ?, ?, ?, ?, ? FROM users WHERE id = ? AND
+      `INSERT INTO message_queue (user_id, author, author_serial, item, stored_at, expires_at)
+       SELECT ?, ?, ?, ?, ?, ? FROM users WHERE id = ? AND
        (SELECT COUNT(*) FROM message_queue WHERE user_id = ? AND expires_at > ?) < ?
        RETURNING id`,
-      [userId, author, item, now, now + limits.maxAgeMs, userId, userId, now, limits.maxRecords],
+      [
+        userId,
+        author.name,
+        author.serial,
+        item,
+        now,
+        now + limits.maxAgeMs,
+        userId,
+        userId,
+        now,
+        limits.maxRecords,
+      ],
     );
     if (rows.length === 0) {
       throw new SecureChatError(
@@ -159,6 +186,26 @@ export class SqlMessageQueue implements MessageQueue {
       [now],
     );
     return rows.length;
+  }
+
+  async removeSignedUnder(serials: readonly string[]): Promise<Map<string, number>> {
+    await this.ready();
+    const deleted = new Map<string, number>();
+    // Bound parameters only, in chunks: a CRL may newly revoke many serials at once.
+    for (let i = 0; i < serials.length; i += 100) {
+      const chunk = serials.slice(i, i + 100);
+      const rows = await query(
+        this.db,
+        `DELETE FROM message_queue WHERE author_serial IN (${chunk.map(() => "?").join(",")})
+         RETURNING author`,
+        chunk,
+      );
+      for (const row of rows) {
+        const author = String(row.author);
+        deleted.set(author, (deleted.get(author) ?? 0) + 1);
+      }
+    }
+    return deleted;
   }
 
   async #userId(name: string): Promise<number | undefined> {

@@ -207,6 +207,20 @@ const MIGRATIONS: Migration[] = [{
   PRIMARY KEY (username, device, id)
 ) ENGINE=InnoDB`,
   ],
+}, {
+  // The serial of the certificate each queued record was signed under: a revocation deletes
+  // what its certificate left queued when it reaches the server (PROTOCOL §6.6), instead of at
+  // each recipient's next login. Rows stored before have none; delivery drops those.
+  version: 6,
+  sqlite: [
+    "ALTER TABLE message_queue ADD COLUMN author_serial TEXT",
+    "CREATE INDEX message_queue_author_serial ON message_queue (author_serial)",
+  ],
+  mysql: [
+    `ALTER TABLE message_queue ADD COLUMN IF NOT EXISTS
+  author_serial VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NULL`,
+    "CREATE INDEX IF NOT EXISTS message_queue_author_serial ON message_queue (author_serial)",
+  ],
 }];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

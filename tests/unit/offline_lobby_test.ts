@@ -18,7 +18,12 @@ import {
 } from "../../lib/message/record.ts";
 import { Lobby, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
-import type { MessageQueue, QueuedRecord, QueueLimits } from "../../lib/store/message_queue.ts";
+import type {
+  MessageQueue,
+  QueueAuthor,
+  QueuedRecord,
+  QueueLimits,
+} from "../../lib/store/message_queue.ts";
 import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
 import type { ClusterLink } from "../../lib/cluster/link.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
@@ -76,14 +81,14 @@ class FakeQueue implements MessageQueue {
   gate?: Promise<void>;
   failure?: SecureChatError;
   removed: number[] = [];
-  async enqueue(recipient: string, author: string, item: string, limits: QueueLimits) {
+  async enqueue(recipient: string, author: QueueAuthor, item: string, limits: QueueLimits) {
     await this.gate;
     if (this.failure) throw this.failure;
     if (this.rows.filter((r) => r.recipient === recipient).length >= limits.maxRecords) {
       throw new SecureChatError("QUEUE_FULL", "full");
     }
     const id = this.#next++;
-    this.rows.push({ id, recipient, author, item, storedAt: Date.now() });
+    this.rows.push({ id, recipient, author: author.name, item, storedAt: Date.now() });
     return id;
   }
   async pending(recipient: string, limit: number, after = 0) {
@@ -97,6 +102,9 @@ class FakeQueue implements MessageQueue {
   }
   purgeExpired() {
     return Promise.resolve(0);
+  }
+  removeSignedUnder() {
+    return Promise.resolve(new Map<string, number>());
   }
 }
 
