@@ -29,14 +29,24 @@ let units = 0;
 let since = performance.now();
 
 /**
- * Spends `cost` units of the current turn's budget. When it is spent the turn is over: what
- * was gathered for its end ({@link atTurnEnd}) is done now, before the caller goes on.
- * @returns undefined while the budget lasts; else a promise that resolves on a later turn
- *   of the event loop, after pending I/O and due timers had their chance
+ * Spends `cost` units of the current turn's budget.
+ * @returns whether it is spent: the caller then acts on what it still holds from this turn
+ *   and calls {@link endTurn}. Two steps, so what that acting makes (a session's held
+ *   messages, relayed to others) is this turn's and leaves at its end (PROTOCOL §3.2), not
+ *   with what the next turn makes.
  */
-export function spendTurn(cost = 1): Promise<void> | undefined {
+export function spendTurn(cost = 1): boolean {
   units += cost;
-  if (units < TURN_UNITS && performance.now() - since < TURN_MS) return undefined;
+  return units >= TURN_UNITS || performance.now() - since >= TURN_MS;
+}
+
+/**
+ * Ends a turn whose budget is spent: what was gathered for its end ({@link atTurnEnd}) is
+ * done now, before the caller goes on.
+ * @returns a promise that resolves on a later turn of the event loop, after pending I/O and
+ *   due timers had their chance
+ */
+export function endTurn(): Promise<void> {
   runTurnEnd();
   return nextTurn();
 }

@@ -235,7 +235,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
     import { importSigningKeyPkcs8 } from "./lib/crypto/signature.ts";
     import { prepareMsg, sealPlaintext, signBatch } from "./lib/message/record.ts";
     import { TranscriptWriter } from "./lib/transcript/writer.ts";
-    import { spendTurn } from "./lib/turn.ts";
+    import { endTurn, spendTurn } from "./lib/turn.ts";
     import { transcriptDirectory } from "./lib/transcript/file_storage.ts";
     const key = await importSigningKeyPkcs8(await Deno.readFile(${JSON.stringify(keyFile)}));
     const w = await TranscriptWriter.create(transcriptDirectory(${
@@ -255,7 +255,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
       w.append(prepareMsg("c2s", record, k).line);
       // As ChatSession.send does: without a turn of the event loop now and then, a
       // synchronous signature (Ed25519) would never let the writer's file writes run.
-      await spendTurn();
+      if (spendTurn()) await endTurn();
     }`;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", "--quiet", script],

@@ -80,7 +80,7 @@ import { SequenceWindow } from "./replay.ts";
 import { BatchSigner } from "./batch_signer.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import type { TrustStore } from "../pki/validate.ts";
-import { atTurnEnd, spendTurn, TURN_UNIT_BYTES } from "../turn.ts";
+import { atTurnEnd, endTurn, spendTurn, TURN_UNIT_BYTES } from "../turn.ts";
 import { type C2sAnswer, C2sAnswers } from "../message/answers.ts";
 import {
   type Content,
@@ -477,8 +477,7 @@ export class ChatSession {
     }
     // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep the socket
     // writes and the transcript's flush waiting until it stops.
-    const turn = spendTurn();
-    if (turn) await turn;
+    if (spendTurn()) await endTurn();
   }
 
   /**
@@ -769,11 +768,12 @@ export class ChatSession {
         // handled a bounded amount per turn, so what the turn made for each session is sealed
         // and written (its send queue counts only what the peer has not read) and the other
         // sessions are served before the next part.
-        const turn = spendTurn(Math.ceil(payload.length / TURN_UNIT_BYTES));
-        if (turn) {
+        // The held messages are acted on before the turn's end seals: what they make (relays,
+        // answers) is this turn's and leaves with it, never with the next turn's (§3.2).
+        if (spendTurn(Math.ceil(payload.length / TURN_UNIT_BYTES))) {
           const releasing = this.#release(handlers);
           if (releasing) await releasing;
-          await turn;
+          await endTurn();
         }
       }
       const files = await this.#transcript.finish(this.#ownReceipt!, this.#peerReceipt);
