@@ -149,7 +149,17 @@ const KeysBodySchema = z.object({
   /** To a publish: the publishing device and its one-time prekeys left (to replenish). */
   device: DeviceIdSchema.optional(),
   opks_left: z.number().int().min(0).max(0xffff_ffff).optional(),
-}).strict();
+}).strict().refine(
+  // Exactly one of PROTOCOL §12.6's three: `devices` (a fetch's answer), `device` with
+  // `opks_left` (a publish's answer or a low-prekeys notice), or neither (the store failed).
+  // Anything else would be read as one of them by one client and as another by the next
+  // (interop finding 78).
+  (b) =>
+    b.devices !== undefined
+      ? b.device === undefined && b.opks_left === undefined
+      : (b.device === undefined) === (b.opks_left === undefined),
+  { message: "a keys body is devices, or device with opks_left, or neither", path: ["device"] },
+);
 const SenderKeyBodySchema = z.object({
   kind: z.literal("sender_key"),
   ...SenderKeyDistributionJsonSchema.shape,

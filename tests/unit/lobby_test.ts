@@ -312,6 +312,27 @@ Deno.test("onlineBodies(): chunks of at most MAX_MEMBERS_PER_BODY names, each bu
   );
 });
 
+Deno.test("a keys body is one of PROTOCOL §12.6's three shapes, nothing between them (interop finding 78)", () => {
+  const device = "0123456789abcdef";
+  const valid = [
+    { kind: "keys", user: "bob", devices: [] },
+    { kind: "keys", user: "bob", device, opks_left: 3 },
+    { kind: "keys", user: "bob" },
+  ];
+  for (const body of valid) {
+    assert.deepEqual(BodyShape.safeParse(body), { success: true, data: body });
+  }
+  const mixed = [
+    { kind: "keys", user: "bob", device },
+    { kind: "keys", user: "bob", opks_left: 3 },
+    { kind: "keys", user: "bob", devices: [], device, opks_left: 3 },
+    { kind: "keys", user: "bob", devices: [], opks_left: 3 },
+  ];
+  for (const body of mixed) {
+    assert.equal(BodyShape.safeParse(body).success, false, JSON.stringify(body));
+  }
+});
+
 Deno.test("Lobby.receive() in a cluster: refused only when the stream surely lacks the line; an unknown outcome ends the author's session unanswered (PROTOCOL §6.5, interop finding 55)", async () => {
   const outcomes: PublishOutcome[] = [
     { outcome: "stored", seq: 1 },
