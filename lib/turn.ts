@@ -57,7 +57,7 @@ export function endTurn(): Promise<void> {
  * or `setTimeout(0)` (clamped to a millisecond or more); a fresh channel per yield holds
  * nothing open once it fired. It comes after every microtask queued before it is delivered;
  * I/O that completes in the same poll (a read of data already waiting) may come before or
- * after it (tests/unit/turn_test.ts).
+ * after it (tests/turn_test.ts).
  */
 export function nextTurn(): Promise<void> {
   return new Promise((resolve) => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { atTurnEnd, endTurn, nextTurn, spendTurn, TURN_UNITS } from "../../lib/turn.ts";
+import { atTurnEnd, endTurn, nextTurn, spendTurn, TURN_UNITS } from "../lib/turn.ts";
 
 Deno.test("spendTurn/endTurn: a spent budget is said first; the turn's end runs at endTurn(), before the caller goes on", async () => {
   await nextTurn(); // a fresh budget

@@ -6,9 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { sha256 } from "#sync-crypto";
-import { concat, randomBytes, toBase64, toHex } from "../../lib/bytes.ts";
-import { codeOf } from "../../lib/errors.ts";
-import type { Identity } from "../../lib/handshake/common.ts";
+import { concat, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
+import { codeOf } from "../lib/errors.ts";
+import type { Identity } from "../lib/handshake/common.ts";
 import {
   batchStatement,
   encodeRecord,
@@ -22,16 +22,16 @@ import {
   rootFromPath,
   sealContent,
   signBatch,
-} from "../../lib/message/record.ts";
-import { authorCertOf } from "../../lib/message/author_certs.ts";
-import { fingerprintOf } from "../../lib/pki/describe.ts";
-import { TrustStore } from "../../lib/pki/validate.ts";
-import { RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
-import { transcriptDirectory } from "../../lib/transcript/file_storage.ts";
-import { verifyTranscript } from "../../lib/transcript/verify.ts";
-import { TranscriptWriter } from "../../lib/transcript/writer.ts";
-import { makePki } from "../../testkit/pki.ts";
-import { makePki as makeFilePki } from "../../testkit/transcript_fixtures.ts";
+} from "../lib/message/record.ts";
+import { authorCertOf } from "../lib/message/author_certs.ts";
+import { fingerprintOf } from "../lib/pki/describe.ts";
+import { TrustStore } from "../lib/pki/validate.ts";
+import { RelayVerifier, SeenStore } from "../lib/session/relay.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
+import { verifyTranscript } from "../lib/transcript/verify.ts";
+import { TranscriptWriter } from "../lib/transcript/writer.ts";
+import { makePki } from "../testkit/pki.ts";
+import { makePki as makeFilePki } from "../testkit/transcript_fixtures.ts";
 
 // ---- RFC 9162 §2.1.1 and §2.1.3.1, written from the RFC, not from lib ----
 
