@@ -196,9 +196,11 @@ export class JsonChild {
   readonly #out: AsyncGenerator<string>;
   readonly #in: WritableStreamDefaultWriter<Uint8Array>;
 
-  constructor(script: string, args: string[], denoFlags: string[] = []) {
+  /** `cwd`: where Deno looks for its configuration (another checkout's deno.json). */
+  constructor(script: string, args: string[], denoFlags: string[] = [], cwd?: string) {
     this.#child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--quiet", "--allow-all", ...denoFlags, script, ...args],
+      cwd,
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
