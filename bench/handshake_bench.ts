@@ -13,7 +13,11 @@
  * commits in one sitting. The clients are always this checkout's.
  *
  *   deno run -A bench/handshake_bench.ts [--rounds 5] [--cold 200] [--warm 600] [--tree DIR]…
- *     [--no-peer] [--no-self] [--cpu-prof DIR]
+ *     [--no-peer] [--no-self] [--cpu-prof DIR] [--server-deno-flag=FLAG]…
+ *
+ * `--cpu-prof DIR`: V8 CPU profiles of our server children (wall-time samples: on a loaded
+ * machine they charge waiting to whatever ran last); `--server-deno-flag=--v8-flags=--perf-basic-prof`
+ * with `perf record` for where the CPU really goes, native threads and the kernel included.
  *
  * Run it under `nice -n -15` on a shared machine (never `chrt -f`). Prints one JSON line per
  * server per round on stderr and a summary (medians, spread, ratios) on stdout.
@@ -73,14 +77,14 @@ async function ours(
   ids: Map<string, Identity>,
   cold: number,
   warm: number,
-  profileDir: string | undefined,
+  denoFlags: string[],
 ): Promise<Run> {
   const work = await Deno.makeTempDir({ prefix: "sc-bench-hs-" });
   const names = [...ids.keys()];
   const child = new JsonChild(
     `${tree}/bench/_setup_server.ts`,
     [pki.dir, "memory", work, names.join(",")],
-    profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}/${tree.split("/").pop()}`] : [],
+    denoFlags,
     tree,
   );
   try {
@@ -192,6 +196,7 @@ if (import.meta.main) {
       warm: { type: "string" },
       tree: { type: "string", multiple: true },
       "cpu-prof": { type: "string" },
+      "server-deno-flag": { type: "string", multiple: true },
       "no-peer": { type: "boolean" },
       "no-self": { type: "boolean" },
     },
@@ -221,7 +226,12 @@ if (import.meta.main) {
         console.error(JSON.stringify({ round: r, ...run }));
       }
       for (const tree of order) {
-        const run = await ours(tree, pki, ids, cold, warm, args["cpu-prof"]);
+        const profile = args["cpu-prof"];
+        const flags = [
+          ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}/${tree.split("/").pop()}`] : []),
+          ...(args["server-deno-flag"] ?? []),
+        ];
+        const run = await ours(tree, pki, ids, cold, warm, flags);
         runs.push(run);
         console.error(JSON.stringify({ round: r, ...run }));
       }
