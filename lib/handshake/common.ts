@@ -139,6 +139,8 @@ export class HandshakeIo {
   /** Set once a record from the peer opened: from then on no plaintext frame is accepted. */
   #peerSealed = false;
   records: RecordLayer | null = null;
+  /** The frames of a flight being built (`beginFlight`), not yet handed to the connection. */
+  #flight: Uint8Array[] | null = null;
   /** Where transport secrets go when an auditor asked for them (PROTOCOL §12.9); else nowhere. */
   keylog?: (label: string, secret: Uint8Array) => void;
 
@@ -273,17 +275,39 @@ export class HandshakeIo {
     return message;
   }
 
+  /**
+   * From now until `endFlight`, what we send is held and then handed to the connection in one
+   * turn, so it leaves in one write: the server's server_hello … finished would otherwise go
+   * as four writes (the connection writes what was queued before each await, and the
+   * signature is awaited), each a syscall and a segment for both sides to handle.
+   */
+  beginFlight(): void {
+    this.#flight ??= [];
+  }
+
+  /** Sends the held flight (records were sealed in order as they were made). */
+  endFlight(): void {
+    const flight = this.#flight;
+    this.#flight = null;
+    for (const payload of flight ?? []) this.conn.send(payload);
+  }
+
+  #send(payload: Uint8Array): void {
+    if (this.#flight) this.#flight.push(payload);
+    else this.conn.send(payload);
+  }
+
   /** Sends a plaintext message; returns its bytes (for a caller that records it later). */
   sendPlain(message: unknown, record = true): Uint8Array {
     const payload = utf8(JSON.stringify(message));
-    this.conn.send(payload);
+    this.#send(payload);
     if (record) this.transcript.add(payload);
     return payload;
   }
 
   sendSealed(message: unknown, hashed = true): void {
     const content = utf8(JSON.stringify(message));
-    this.conn.send(this.#records().seal(content));
+    this.#send(this.#records().seal(content));
     if (hashed) this.transcript.add(content);
   }
 
@@ -346,6 +370,8 @@ export class HandshakeIo {
   async sendError(error: SecureChatError): Promise<void> {
     const message = errorMessageFor(error);
     try {
+      // A flight cut short goes first: its server_hello is what lets the peer open the error.
+      this.endFlight();
       const payload = utf8(JSON.stringify(message));
       this.conn.send(this.records ? this.records.seal(payload) : payload);
     } catch {

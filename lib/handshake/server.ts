@@ -4,7 +4,7 @@
  *   <- hello                          admit() runs here, before any expensive work
  *   (-> retry, <- hello with cookie)  only under load (PROTOCOL §5.1)
  *   -> server_hello                   (time, key share)
- *   -> certificate, certificate_verify, finished     sealed, server
+ *   -> certificate, certificate_verify, finished     sealed, server; one write with server_hello
  *   <- certificate, certificate_verify, finished     sealed, client
  *   <- login | register | resume               authenticate(): CN must equal the user name
  *   -> auth_ok
@@ -106,8 +106,11 @@ class ServerHandshake {
 
   async run(): Promise<EstablishedSession> {
     const clientShare = await this.readHello();
+    // One flight, as TLS 1.3's server flight: one write once the signature is made.
+    this.io.beginFlight();
     await this.sendServerHello(clientShare);
     await this.sendServerAuthentication();
+    this.io.endFlight();
     await this.readClientCertificate();
     await this.readClientCertificateVerify();
     await this.readClientFinished();
