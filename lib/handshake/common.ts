@@ -31,6 +31,14 @@ import { RecordLayer } from "./record.ts";
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
+ * What a connection asks for per read during the handshake: its first frames are larger than
+ * an idle connection's reads (IDLE_READ_BYTES, 1 KiB): the hello with the hybrid's share
+ * (~2.4 KB), the server's flight (~3.7 KB with RSA-2048), the client's certificate flight
+ * (~2.4 KB). Each then arrives in one read instead of a full 1 KiB read and a second one.
+ */
+export const HANDSHAKE_READ_BYTES = 4096;
+
+/**
  * How long a side whose write failed waits for the `error` the peer sent before closing.
  * It is normally already received; the bound only covers a peer that closed without one.
  */
@@ -144,8 +152,13 @@ export class HandshakeIo {
   /** Where transport secrets go when an auditor asked for them (PROTOCOL §12.9); else nowhere. */
   keylog?: (label: string, secret: Uint8Array) => void;
 
+  /** The connection's read size before the handshake, given back by `wipe` at its end. */
+  readonly #quietReadBytes: number;
+
   constructor(readonly role: Role, readonly conn: FrameConnection, timeoutMs: number) {
     this.#deadline = Date.now() + timeoutMs;
+    this.#quietReadBytes = conn.quietReadBytes;
+    conn.quietReadBytes = HANDSHAKE_READ_BYTES;
   }
 
   /** After server_hello: handshake keys from ss1 and H(hello, server_hello) (§4.1). */
@@ -203,8 +216,12 @@ export class HandshakeIo {
     };
   }
 
-  /** Best effort (JS may keep copies): the handshake secrets are not needed after the handshake. */
+  /**
+   * Best effort (JS may keep copies): the handshake secrets are not needed after the handshake.
+   * The connection reads as it did before the handshake again.
+   */
   wipe(): void {
+    this.conn.quietReadBytes = this.#quietReadBytes;
     const p = this.#phase1;
     if (p) wipe(p.handshakeSecret, p.clientFinishedKey, p.serverFinishedKey);
     const m = this.#phase2;

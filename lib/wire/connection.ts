@@ -70,6 +70,15 @@ export class FrameConnection {
     return this.#reader.hasFrame;
   }
 
+  /** Bytes asked for per read while nothing larger is in progress (FrameReader.quietReadBytes). */
+  get quietReadBytes(): number {
+    return this.#reader.quietReadBytes;
+  }
+
+  set quietReadBytes(bytes: number) {
+    this.#reader.quietReadBytes = bytes;
+  }
+
   /** Bytes accepted by `send` and not yet taken by the kernel. */
   get queuedBytes(): number {
     return this.#queued;

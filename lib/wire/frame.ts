@@ -89,6 +89,12 @@ export class FrameReader {
   #cancelled = false;
   /** The last read filled its buffer: the peer is sending faster than we read. */
   #busy = false;
+  /**
+   * Bytes asked for per read when no larger frame is in progress and the peer is not busy:
+   * IDLE_READ_BYTES, unless a phase whose frames are known to be larger asks for more (the
+   * handshake, HANDSHAKE_READ_BYTES).
+   */
+  quietReadBytes = IDLE_READ_BYTES;
 
   constructor(source: ReadableStream<Uint8Array> | ByteReader, maxFrame = MAX_FRAME_BYTES) {
     this.#source = source instanceof ReadableStream ? source.getReader() : source;
@@ -241,14 +247,14 @@ export class FrameReader {
   /**
    * Where the next read of a ByteReader goes: the room after the buffered bytes when the frame
    * in progress fits in it; otherwise a new buffer with those bytes moved to its start and room
-   * for the rest of that frame, but never less than IDLE_READ_BYTES (BUSY_READ_BYTES while the
+   * for the rest of that frame, but never less than quietReadBytes (BUSY_READ_BYTES while the
    * peer keeps our reads full).
    */
   #room(): Uint8Array {
     const wanted = this.#wanted();
     const end = this.#start + this.#have;
     if (this.#have > 0 && this.#buffer.length - end >= wanted) return this.#buffer.subarray(end);
-    const room = Math.max(wanted, this.#busy ? BUSY_READ_BYTES : IDLE_READ_BYTES);
+    const room = Math.max(wanted, this.#busy ? BUSY_READ_BYTES : this.quietReadBytes);
     const buffer = new Uint8Array(this.#have + room);
     buffer.set(this.#buffer.subarray(this.#start, end));
     [this.#buffer, this.#start] = [buffer, 0];
