@@ -67,6 +67,9 @@ export function clientHandshake(
   return runHandshake(hs.io, () => hs.run());
 }
 
+/** The server's answer to a hello (PROTOCOL §5, §5.1): made once, not per handshake. */
+const ServerAnswerSchema = ServerHelloSchema.or(RetrySchema);
+
 class ClientHandshake {
   readonly io: HandshakeIo;
   readonly #opts: ClientHandshakeOptions;
@@ -127,7 +130,7 @@ class ClientHandshake {
    * hashed, so the cookie is bound into the handshake like the rest of the hello.
    */
   async readServerHello(): Promise<void> {
-    let answer = await this.io.readPlainBytes(ServerHelloSchema.or(RetrySchema));
+    let answer = await this.io.readPlainBytes(ServerAnswerSchema);
     if (answer.message.type === "retry") {
       this.#hello = { ...this.#hello, cookie: toBase64(answer.message.cookie) };
       this.#helloBytes = this.io.sendPlain(this.#hello, false);

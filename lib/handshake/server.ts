@@ -46,6 +46,9 @@ import {
 import type { CookieHello } from "./cookie.ts";
 import type { z } from "zod";
 
+/** What the client proves the user with (PROTOCOL §5): made once, not per handshake. */
+const CredentialsSchema = LoginSchema.or(RegisterSchema).or(ResumeSchema);
+
 /** The server's stateless hello cookies (lib/handshake/cookie.ts), bound to this client's address. */
 export interface HelloCookies {
   /** Whether a hello without a cookie must be answered with `retry` now (under load). */
@@ -201,10 +204,7 @@ class ServerHandshake {
   }
 
   async readCredentials(): Promise<void> {
-    const request = await this.io.readSealed(
-      LoginSchema.or(RegisterSchema).or(ResumeSchema),
-      false,
-    );
+    const request = await this.io.readSealed(CredentialsSchema, false);
     if (request.username !== this.#client.commonName) {
       throw new SecureChatError("AUTH_FAIL", "user name differs from the certificate's CN");
     }

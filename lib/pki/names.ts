@@ -65,8 +65,10 @@ export function nameSkeleton(name: string): string {
   return [...skeleton].map((c) => LOOKALIKE_CHARS[c] ?? c).join("");
 }
 
+/** The reserved names' skeletons, made once: every login checks against them. */
+const RESERVED_SKELETONS: ReadonlySet<string> = new Set(RESERVED_USER_NAMES.map(nameSkeleton));
+
 /** Whether `name` is, or could be taken for, a reserved name. */
 export function isReservedUserName(name: string): boolean {
-  const skeleton = nameSkeleton(name);
-  return RESERVED_USER_NAMES.some((reserved) => nameSkeleton(reserved) === skeleton);
+  return RESERVED_SKELETONS.has(nameSkeleton(name));
 }

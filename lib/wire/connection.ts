@@ -201,6 +201,7 @@ export class FrameConnection {
 
   /** Resolves when everything queued so far has been written (or the write failed). */
   async flush(timeoutMs = 5000): Promise<void> {
+    if (!this.#writer) return; // nothing queued: no timer to set and clear
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#writing,
