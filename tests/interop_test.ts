@@ -649,6 +649,15 @@ for (const { keyType, group, bobFirst } of CASES) {
         const vo1 = await runCli(["verify", "--ca", ca, "--opening", format1]);
         assert.equal(vo1.code, 2, vo1.stdout);
         assert.match(vo1.stderr, /UNSUPPORTED_FORMAT: opening format 1 /);
+        // Nor one of format 2 (before the ChaCha20-Poly1305 content cipher, TRANSCRIPT §2.1).
+        const format2 = `${tmp}/format2-opening.json`;
+        await Deno.writeTextFile(format2, JSON.stringify({ ...o1, version: 2 }));
+        const po2 = await pythonVerify(ca, "", ["--opening", format2]);
+        assert.equal(po2.code, 2, po2.out);
+        assert.match(po2.out, /^RESULT UNSUPPORTED_FORMAT opening .*before the ChaCha20-Poly1305/m);
+        const vo2 = await runCli(["verify", "--ca", ca, "--opening", format2]);
+        assert.equal(vo2.code, 2, vo2.stdout);
+        assert.match(vo2.stderr, /UNSUPPORTED_FORMAT: opening format 2 .*before the ChaCha20/);
         assert.match(pob.out, / seqno=9 .* batch=2\/3$/m, pob.out);
         assert.match(pob.out, /^BODY text batch line three$/m, pob.out);
 
@@ -1234,10 +1243,11 @@ Deno.test({
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
     const lines = text.split("\n").filter((l) =>
-      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES|TRANSCRIPT-HASH) /.test(l)
+      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES|TRANSCRIPT-HASH|GOLDEN-OPENINGS) /
+        .test(l)
     );
     const failed = lines.filter((l) =>
-      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES) (['"]).+\4|TRANSCRIPT-HASH) OK /
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES) (['"]).+\4|TRANSCRIPT-HASH|GOLDEN-OPENINGS) OK /
         .test(l)
     );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
@@ -1277,6 +1287,8 @@ Deno.test({
     // TRANSCRIPT §3: tests/vectors/transcript/hash_v2.json's digests and hashes (batch in
     // record_enc) from its lines.
     assert.equal(lines.filter((l) => l.startsWith("TRANSCRIPT-HASH ")).length, 1, text);
+    // PROTOCOL §6.1's content cipher: every line of the golden transcript opened under its keys.
+    assert.equal(lines.filter((l) => l.startsWith("GOLDEN-OPENINGS ")).length, 1, text);
     // PROTOCOL §6.4.1's certificate list at its bound (SESSION_CERTS = 256), §6.1's recipient
     // rule, §3.2's reading of several messages per record, and §6.4 step 4 on relays of a batch.
     assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3 + 7, text);
@@ -1985,6 +1997,18 @@ Deno.test({
       const cliOld = await runCli(["verify", "--ca", ca, `${tmp}/format2.log`]);
       assert.equal(cliOld.code, 2, cliOld.stdout);
       assert.match(cliOld.stderr, /UNSUPPORTED_FORMAT: format2\.log: line 1: transcript format 2 /);
+      // Nor one of format 3 (before the ChaCha20-Poly1305 content cipher: its `ct`s are AES-GCM).
+      old[0] = JSON.stringify({ ...JSON.parse(old[0]), version: 3 });
+      await Deno.writeTextFile(`${tmp}/format3.log`, old.join("\n"));
+      const py3 = await pythonVerify(ca, `${tmp}/format3.log`);
+      assert.equal(py3.code, 2, py3.out);
+      assert.match(py3.out, /^RESULT UNSUPPORTED_FORMAT line 1 .*before the ChaCha20-Poly1305/m);
+      const cli3 = await runCli(["verify", "--ca", ca, `${tmp}/format3.log`]);
+      assert.equal(cli3.code, 2, cli3.stdout);
+      assert.match(
+        cli3.stderr,
+        /UNSUPPORTED_FORMAT: format3\.log: line 1: transcript format 3 .*before the ChaCha20/,
+      );
       for (const [what, seqno, change, code] of tamperings) {
         const at = lineOf(seqno);
         assert.ok(at > 0, `${what}: no relay of c2s ${seqno} in ${bobLog}`);

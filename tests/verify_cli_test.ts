@@ -118,7 +118,7 @@ Deno.test("cli verify --reveal / --opening: one line proven to a third party wit
     const path = `${dir}/${name}.json`;
     await Deno.writeTextFile(
       path,
-      value ? JSON.stringify(value) : text.replace('"version": 2,', '"version": 2, "version": 2,'),
+      value ? JSON.stringify(value) : text.replace('"version": 3,', '"version": 3, "version": 3,'),
     );
     const r = await runCli(["verify", "--opening", path, "--ca", b.pki.caPath]);
     assert.equal(r.code, 1, `${name}: ${r.stdout}${r.stderr}`);
@@ -154,7 +154,7 @@ Deno.test("cli verify --opening --json: an author's control and bidi characters 
   const path = `${dir}/hostile.json`;
   const opening = {
     type: "securechat-opening",
-    version: 2,
+    version: 3,
     cert: toBase64(b.pki.client.certDer),
     record: encodeRecord(record),
     k: toBase64(k),
@@ -204,14 +204,19 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
   const lines = (await Deno.readTextFile(b.session.logPath)).split("\n");
   // The format number is not signed (review9 R9-6): of an earlier one, verify names the
   // securechat that judges it, so "not evidence of tampering" is all it claims; a later one may
-  // be an edited format-3 header, and verify says only that.
+  // be an edited format-4 header, and verify says only that.
   const earlier = /not evidence of tampering/;
   const later = /newer than this securechat, or a header edited to say so: .*not signed/;
   const cases = [
-    [2, /transcript format 2 .*before signed batches.*reads format 3/, earlier],
-    [1, /transcript format 1 .*protocol v1.*reads format 3/, earlier],
-    [4, /transcript format 4 .*reads format 3/, later],
-    [99, /transcript format 99 .*reads format 3/, later],
+    [
+      3,
+      /transcript format 3 .*before the ChaCha20-Poly1305 content cipher.*reads format 4/,
+      earlier,
+    ],
+    [2, /transcript format 2 .*before signed batches.*reads format 4/, earlier],
+    [1, /transcript format 1 .*protocol v1.*reads format 4/, earlier],
+    [5, /transcript format 5 .*reads format 4/, later],
+    [99, /transcript format 99 .*reads format 4/, later],
   ] as const;
   for (const [version, reason, claim] of cases) {
     const log = `${dir}/format${version}.log`;
@@ -235,18 +240,20 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
   }
   // A version that is no format at all is an edited header, as before.
   const bad = `${dir}/bad.log`;
-  const badHeader = { ...JSON.parse(lines[0]), version: "3" };
+  const badHeader = { ...JSON.parse(lines[0]), version: "4" };
   await Deno.writeTextFile(bad, [JSON.stringify(badHeader), ...lines.slice(1)].join("\n"));
   const rb = await runCli(["verify", bad, "--ca", b.pki.caPath]);
   assert.equal(rb.code, 1, rb.stdout + rb.stderr);
   assert.match(rb.stderr, /error: TAMPERED: bad\.log: line 1: /);
 
-  // An opening of format 1 (before signed batches), or of a newer one.
+  // An opening of format 2 (before the ChaCha20-Poly1305 content cipher) or 1 (before signed
+  // batches), or of a newer one.
   const o = JSON.parse(await Deno.readTextFile(await revealLine4(b, dir)));
   for (
     const [version, reason] of [
-      [1, /opening format 1 .*before signed batches.*reads format 2/],
-      [3, /opening format 3 \(newer than this securechat, or a header edited .*reads format 2/],
+      [2, /opening format 2 .*before the ChaCha20-Poly1305 content cipher.*reads format 3/],
+      [1, /opening format 1 .*before signed batches.*reads format 3/],
+      [4, /opening format 4 \(newer than this securechat, or a header edited .*reads format 3/],
     ] as const
   ) {
     const path = `${dir}/opening${version}.json`;
@@ -255,7 +262,7 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
     assert.equal(r.code, 2, `opening format ${version}: ${r.stdout}${r.stderr}`);
     assert.match(r.stderr, /securechat: error: UNSUPPORTED_FORMAT: /);
     assert.match(r.stderr, reason);
-    if (version > 2) assert.doesNotMatch(r.stderr, /not evidence/);
+    if (version > 3) assert.doesNotMatch(r.stderr, /not evidence/);
   }
 });
 

@@ -1,6 +1,6 @@
 /**
- * The AEADs: ChaCha20-Poly1305 for sealed records (PROTOCOL §3.2), AES-GCM for the content
- * layer, the end-to-end wraps and state, and resumption tickets. Record nonces are never
+ * The AEADs: ChaCha20-Poly1305 for sealed records (PROTOCOL §3.2) and message contents (§6.1),
+ * AES-GCM for the end-to-end wraps and state (§12) and resumption tickets. Record nonces are never
  * random: each direction derives them from a static IV and a record counter exactly as
  * TLS 1.3 does (RFC 8446 §5.3), so a nonce repeats only if a counter does, and the counter
  * is a 64-bit integer that must never wrap.
@@ -20,10 +20,11 @@ export const POLY1305_TAG_BYTES = 16;
 /** Key sizes the wrapper takes: the protocol uses 16; 24 and 32 are for test vectors. */
 const AES_KEY_SIZES: readonly number[] = [16, 24, 32];
 /**
- * Key sizes of the synchronous pair: 16 (message contents) and 32 (resumption tickets). Deno's
- * node:crypto has no AES-192-GCM, so the `#sync-crypto` backends are held to these two.
+ * The key size of the synchronous pair: 32, the end-to-end layer's AES-256-GCM (PROTOCOL §12).
+ * Message contents took 16 until session 11 (now ChaCha20-Poly1305, §6.1); resumption tickets
+ * call the `#sync-crypto` backend themselves.
  */
-const SYNC_AES_KEY_SIZES: readonly number[] = [16, 32];
+const SYNC_AES_KEY_BYTES = 32;
 
 /**
  * Imports a raw AES-GCM key, non-extractable. The caller owns and should wipe `raw`.
@@ -123,7 +124,7 @@ export async function open(
  * Synchronous AES-GCM (the `#sync-crypto` backend), for the per-message path: no key
  * import and no thread-pool hop per message (docs/PERFORMANCE.md). Same output as
  * {@link seal}: ciphertext || 16-byte tag.
- * @throws {RangeError} for a key that is not 16/32 bytes or a nonce that is not 12 bytes
+ * @throws {RangeError} for a key that is not 32 bytes or a nonce that is not 12 bytes
  */
 export function sealSync(
   key: Uint8Array,
@@ -131,7 +132,7 @@ export function sealSync(
   plaintext: Uint8Array,
   aad: Uint8Array,
 ): Uint8Array {
-  if (!SYNC_AES_KEY_SIZES.includes(key.length)) throw new RangeError("AES key must be 16/32 bytes");
+  if (key.length !== SYNC_AES_KEY_BYTES) throw new RangeError("AES key must be 32 bytes");
   if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("GCM nonce must be 12 bytes");
   return aesGcmSeal(key, nonce, plaintext, aad);
 }
@@ -147,7 +148,7 @@ export function openSync(
   aad: Uint8Array,
 ): Uint8Array {
   if (
-    !SYNC_AES_KEY_SIZES.includes(key.length) || nonce.length !== GCM_NONCE_BYTES ||
+    key.length !== SYNC_AES_KEY_BYTES || nonce.length !== GCM_NONCE_BYTES ||
     ciphertext.length < GCM_TAG_BYTES
   ) {
     throw new SecureChatError("DECRYPT_FAIL", "record too short or bad key/nonce");

@@ -1,17 +1,18 @@
 /**
  * The browser's counterpart of ./sync_node.ts, selected by the web build's import map
  * (`#sync-crypto`, scripts/web_build.ts): the same interface over the audited, pinned
- * `@noble/*` packages, because the protocol code needs these primitives synchronously and
- * WebCrypto offers them only as promises. Asynchronous WebCrypto stays where the shared code
- * already uses it (signatures, handshake key agreement, ML-KEM).
+ * `@noble/*` packages, and ChaCha20-Poly1305 in JavaScript (./chacha20_poly1305.ts), because the
+ * protocol code needs these primitives synchronously and WebCrypto offers them only as promises.
+ * Asynchronous WebCrypto stays where the shared code already uses it (signatures, handshake key
+ * agreement, ML-KEM).
  */
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { scrypt as nobleScrypt } from "@noble/hashes/scrypt.js";
 import { gcm } from "@noble/ciphers/aes.js";
-import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { x25519 } from "@noble/curves/ed25519.js";
 import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
+import { chaCha20Poly1305OpenJs, chaCha20Poly1305SealJs } from "./chacha20_poly1305.ts";
 
 export type { Sha256Hasher, SyncEd25519Key, SyncX25519Key };
 
@@ -76,27 +77,15 @@ export function aesGcmOpen(
   return gcm(key, nonce, aad).decrypt(sealed);
 }
 
-export function chaCha20Poly1305Seal(
-  key: Uint8Array,
-  nonce: Uint8Array,
-  plaintext: Uint8Array,
-  aad: Uint8Array,
-  headroom = 0,
-): Uint8Array {
-  const out = new Uint8Array(headroom + plaintext.length + 16);
-  chacha20poly1305(key, nonce, aad).encrypt(plaintext, out.subarray(headroom));
-  return out;
-}
+/**
+ * ChaCha20-Poly1305 in JavaScript at every length, as the node backend's short path: in the page
+ * it beats @noble/ciphers' by several times (docs/PERFORMANCE.md, session 11), and the page's
+ * records stay short.
+ */
+export const chaCha20Poly1305Seal = chaCha20Poly1305SealJs;
 
 /** @throws {Error} when authentication fails */
-export function chaCha20Poly1305Open(
-  key: Uint8Array,
-  nonce: Uint8Array,
-  sealed: Uint8Array,
-  aad: Uint8Array,
-): Uint8Array {
-  return chacha20poly1305(key, nonce, aad).decrypt(sealed);
-}
+export const chaCha20Poly1305Open = chaCha20Poly1305OpenJs;
 
 export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
   return x25519.getPublicKey(privateKey);

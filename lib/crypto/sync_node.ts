@@ -1,10 +1,12 @@
 /**
  * The synchronous primitives of the shared protocol code, for the CLI and the server: SHA-256,
- * HMAC-SHA-256, AES-GCM and X25519 through node:crypto (one call each, no key import and no
- * thread-pool hop: docs/PERFORMANCE.md), except SHA-256 and HMAC of short inputs, which
- * ./sha256_short.ts computes faster in JavaScript than a node:crypto call costs ({@link sha256}). The specifier `#sync-crypto` names this module in
- * deno.json; the browser build maps it to ./sync_browser.ts instead (scripts/web_build.ts), so
- * both run the same protocol code over one interface. This is the only lib/ module that may
+ * HMAC-SHA-256, AES-GCM, ChaCha20-Poly1305 and X25519 through node:crypto (one call each, no key
+ * import and no thread-pool hop: docs/PERFORMANCE.md), except SHA-256 and HMAC of short inputs,
+ * which ./sha256_short.ts computes faster in JavaScript than a node:crypto call costs
+ * ({@link sha256}), and ChaCha20-Poly1305 of short plaintexts, which ./chacha20_poly1305.ts
+ * does for the same reason ({@link chaCha20Poly1305Seal}). The specifier `#sync-crypto` names
+ * this module in deno.json; the browser build maps it to ./sync_browser.ts instead
+ * (scripts/web_build.ts), so both run the same protocol code over one interface. This is the only lib/ module that may
  * import node:crypto (tests/unit/layers_test.ts); tests/unit/sync_crypto_test.ts holds the two
  * backends to the same outputs.
  */
@@ -19,6 +21,11 @@ import {
   verify as nodeVerify,
 } from "node:crypto";
 import { hmacSha256Short, sha256Short, SHORT_HASH_MAX_BYTES } from "./sha256_short.ts";
+import {
+  CHACHA20_POLY1305_JS_MAX_BYTES,
+  chaCha20Poly1305OpenJs,
+  chaCha20Poly1305SealJs,
+} from "./chacha20_poly1305.ts";
 import { concat, fromHex, wipe } from "../bytes.ts";
 import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
 
@@ -131,9 +138,11 @@ export function aesGcmOpen(
 }
 
 /**
- * ChaCha20-Poly1305 (RFC 8439): ciphertext || 16-byte tag. The caller checks key (32) and
- * nonce (12) lengths. Deno's node:crypto runs it at ~1.2 ns/B here, where its AES-GCM, which
- * does not use the CPU's AES instructions, takes ~6 (docs/PERFORMANCE.md, session 7).
+ * ChaCha20-Poly1305 (RFC 8439): `headroom` zero bytes, then ciphertext || 16-byte tag. The caller
+ * checks key (32) and nonce (12) lengths. Short plaintexts in JavaScript
+ * ({@link CHACHA20_POLY1305_JS_MAX_BYTES} says why); longer ones through node:crypto, which runs
+ * it at ~1.2 ns/B here, where its AES-GCM, which does not use the CPU's AES instructions, takes ~6
+ * (docs/PERFORMANCE.md, session 7).
  */
 export function chaCha20Poly1305Seal(
   key: Uint8Array,
@@ -142,11 +151,15 @@ export function chaCha20Poly1305Seal(
   aad: Uint8Array,
   headroom = 0,
 ): Uint8Array {
+  if (plaintext.length <= CHACHA20_POLY1305_JS_MAX_BYTES) {
+    return chaCha20Poly1305SealJs(key, nonce, plaintext, aad, headroom);
+  }
   return sealWith(createCipheriv("chacha20-poly1305", key, nonce, TAG), plaintext, aad, headroom);
 }
 
 /**
- * Opens ChaCha20-Poly1305 ciphertext || 16-byte tag (at least 16 bytes: the caller checks).
+ * Opens ChaCha20-Poly1305 ciphertext || 16-byte tag (at least 16 bytes: the caller checks), as
+ * {@link chaCha20Poly1305Seal} picks its implementation.
  * @throws {Error} when authentication fails; the caller turns it into its own code
  */
 export function chaCha20Poly1305Open(
@@ -155,6 +168,9 @@ export function chaCha20Poly1305Open(
   sealed: Uint8Array,
   aad: Uint8Array,
 ): Uint8Array {
+  if (sealed.length - 16 <= CHACHA20_POLY1305_JS_MAX_BYTES) {
+    return chaCha20Poly1305OpenJs(key, nonce, sealed, aad);
+  }
   return openWith(createDecipheriv("chacha20-poly1305", key, nonce, TAG), sealed, aad);
 }
 

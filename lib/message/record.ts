@@ -22,7 +22,7 @@ import {
   u64be,
   utf8,
 } from "../bytes.ts";
-import { openSync, sealSync } from "../crypto/aead.ts";
+import { openChaCha20Poly1305, sealChaCha20Poly1305 } from "../crypto/aead.ts";
 import { hmacSha256Sync } from "../crypto/hkdf.ts";
 import { sign, type SigningKey, type VerifyingKey, verifyNow } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
@@ -526,8 +526,9 @@ export interface SealedContent {
   c: Uint8Array;
 }
 
+/** `ek`: all 32 bytes of the HMAC, the ChaCha20-Poly1305 key of `ct` (PROTOCOL §6.1). */
 function contentKey(k: Uint8Array): Uint8Array {
-  return hmacSha256Sync(k, LABEL.contentKey).subarray(0, 16);
+  return hmacSha256Sync(k, LABEL.contentKey);
 }
 
 function commitment(k: Uint8Array, body: Uint8Array): Uint8Array {
@@ -558,7 +559,7 @@ export function sealPlaintext(
 ): SealedContent {
   return {
     k,
-    ct: sealSync(contentKey(k), ZERO_NONCE, plaintext, LABEL.contentAad),
+    ct: sealChaCha20Poly1305(contentKey(k), ZERO_NONCE, plaintext, LABEL.contentAad),
     c: commitment(k, plaintext),
   };
 }
@@ -571,7 +572,7 @@ export function openContent(r: MessageRecord, k: Uint8Array): Body {
   if (k.length !== CONTENT_KEY_BYTES) {
     throw new SecureChatError("PROTOCOL_ERROR", "content key is not 32 bytes");
   }
-  const plaintext = openSync(contentKey(k), ZERO_NONCE, r.ct, LABEL.contentAad);
+  const plaintext = openChaCha20Poly1305(contentKey(k), ZERO_NONCE, r.ct, LABEL.contentAad);
   if (!timingSafeEqual(commitment(k, plaintext), r.c)) {
     throw new SecureChatError("TAMPERED", "content does not match the record's commitment");
   }

@@ -26,14 +26,20 @@ export interface EncodedLine {
 }
 
 /** Version of the transcript file / hash format (not of the wire protocol). */
-/** 3 since signed batches (PROTOCOL §6.1): record_enc covers `batch` (TRANSCRIPT §3.1). */
-export const TRANSCRIPT_VERSION = 3;
-/** Version of the opening format (TRANSCRIPT §6): 2 since signed batches, whose record carries `batch`. */
-export const OPENING_VERSION = 2;
 /**
- * The files earlier securechats wrote, and what reads them (TRANSCRIPT §2.1, §6). This one reads only
- * the current formats; a file of another format cannot be judged here, which is no evidence that it
- * was edited, so it gets its own code (interop finding 72).
+ * 4 since the ChaCha20-Poly1305 content cipher (PROTOCOL §6.1, §11: `ct` is sealed otherwise);
+ * 3 since signed batches (record_enc covers `batch`, TRANSCRIPT §3.1).
+ */
+export const TRANSCRIPT_VERSION = 4;
+/**
+ * Version of the opening format (TRANSCRIPT §6): 3 since the ChaCha20-Poly1305 content cipher,
+ * 2 since signed batches, whose record carries `batch`.
+ */
+export const OPENING_VERSION = 3;
+/**
+ * The files earlier securechats wrote, and what reads them (TRANSCRIPT §2.1's table, §6). This one
+ * reads only the current formats; a file of another format cannot be judged here, which is no
+ * evidence that it was edited, so it gets its own code (interop finding 72).
  */
 const OTHER_FORMATS = {
   transcript: {
@@ -42,6 +48,8 @@ const OTHER_FORMATS = {
       1: "written by protocol v1 (PROTOCOL §11); a securechat of protocol v1 reads it",
       2: "written before signed batches (PROTOCOL §11); a securechat from before them " +
         "(commit 9c9d09a, session 8) reads it",
+      3: "written before the ChaCha20-Poly1305 content cipher (PROTOCOL §11); a securechat " +
+        "from 9c9d09a to 75c258e (sessions 8 to 10) reads it",
     } as Record<number, string>,
   },
   opening: {
@@ -49,6 +57,8 @@ const OTHER_FORMATS = {
     earlier: {
       1: "made before signed batches (PROTOCOL §11); a securechat from before them " +
         "(commit 9c9d09a, session 8) reads it",
+      2: "made before the ChaCha20-Poly1305 content cipher (PROTOCOL §11); a securechat " +
+        "from 9c9d09a to 75c258e (sessions 8 to 10) reads it",
     } as Record<number, string>,
   },
 } as const;

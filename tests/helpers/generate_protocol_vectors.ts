@@ -344,7 +344,7 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
       records.push({
         name,
         k: hex(k),
-        ek: hex(hmacSha256Sync(k, utf8("securechat/v2 content key\0")).subarray(0, 16)),
+        ek: hex(hmacSha256Sync(k, utf8("securechat/v2 content key\0"))),
         c: hex(record.c),
         body: JSON.stringify(body),
         statement_hex: dir === "c2s" ? hex(statement(record)) : null,

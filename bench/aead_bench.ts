@@ -1,0 +1,82 @@
+/**
+ * ChaCha20-Poly1305 per call, the JavaScript implementation (lib/crypto/chacha20_poly1305.ts)
+ * beside node:crypto's, at several plaintext lengths: CPU µs per seal and per open, this process
+ * (process.cpuUsage, microsecond resolution), the two alternated within each round so load moves
+ * both alike. Where they cross is the node backend's CHACHA20_POLY1305_JS_MAX_BYTES
+ * (docs/PERFORMANCE.md, session 11).
+ *
+ *   deno run -A bench/aead_bench.ts [--sizes 88,256,512,768,1024,1536,2048] [--rounds 3]
+ */
+import { parseArgs } from "node:util";
+import process from "node:process";
+import { createCipheriv, createDecipheriv } from "node:crypto";
+import {
+  CHACHA20_POLY1305_JS_MAX_BYTES,
+  chaCha20Poly1305OpenJs,
+  chaCha20Poly1305SealJs,
+} from "../lib/crypto/chacha20_poly1305.ts";
+import { randomBytes } from "../lib/bytes.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    sizes: { type: "string", default: "88,256,512,768,1024,1536,2048" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+const sizes = values.sizes.split(",").map(Number);
+const rounds = Number(values.rounds);
+
+const TAG = { authTagLength: 16 } as const;
+
+/** node:crypto as lib/crypto/sync_node.ts calls it above the crossover. */
+function nodeSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array) {
+  const cipher = createCipheriv("chacha20-poly1305", key, nonce, TAG);
+  cipher.setAAD(aad, { plaintextLength: plaintext.length });
+  const head = cipher.update(plaintext);
+  const tail = cipher.final();
+  const tag = cipher.getAuthTag();
+  const out = new Uint8Array(head.length + tail.length + tag.length);
+  out.set(head);
+  out.set(tail, head.length);
+  out.set(tag, head.length + tail.length);
+  return out;
+}
+
+function nodeOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array) {
+  const decipher = createDecipheriv("chacha20-poly1305", key, nonce, TAG);
+  decipher.setAAD(aad, { plaintextLength: sealed.length - 16 });
+  decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+  const head = decipher.update(sealed.subarray(0, sealed.length - 16));
+  decipher.final();
+  return head;
+}
+
+/** CPU µs per call of `op` over `n` calls, after a warm-up. */
+function cpuPerCall(op: () => unknown, n: number): number {
+  for (let i = 0; i < 500; i++) op();
+  const before = process.cpuUsage();
+  for (let i = 0; i < n; i++) op();
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / n;
+}
+
+const key = randomBytes(32);
+const nonce = randomBytes(12);
+const aad = randomBytes(21); // a record's AAD is 5 bytes, the content's 21 (PROTOCOL §3.2, §6.1)
+console.log(`ChaCha20-Poly1305, CPU µs per call (JS bound now ${CHACHA20_POLY1305_JS_MAX_BYTES})`);
+console.log("bytes\tround\tseal node\tseal JS\topen node\topen JS");
+for (let round = 1; round <= rounds; round++) {
+  for (const size of sizes) {
+    const plaintext = randomBytes(size);
+    const sealed = nodeSeal(key, nonce, plaintext, aad);
+    const n = Math.max(2000, Math.floor(4_000_000 / (size + 200)));
+    const figures = [
+      cpuPerCall(() => nodeSeal(key, nonce, plaintext, aad), n),
+      cpuPerCall(() => chaCha20Poly1305SealJs(key, nonce, plaintext, aad), n),
+      cpuPerCall(() => nodeOpen(key, nonce, sealed, aad), n),
+      cpuPerCall(() => chaCha20Poly1305OpenJs(key, nonce, sealed, aad), n),
+    ];
+    console.log([size, round, ...figures.map((f) => f.toFixed(2))].join("\t"));
+  }
+}
