@@ -8,7 +8,7 @@ For each scenario file, two independent passes:
    implies, check its padding and re-seal it to the recorded payload byte for byte; every handshake
    hash, both certificate_verify signatures (verified, and recomputed byte for byte: Ed25519 and
    RSA PKCS#1 v1.5 are deterministic), all four Finished MACs, ss2, master, Hfinal, session_id,
-   the application keys and the key update; every message record's ct, c, statement, leaf hash,
+   the application keys and the key update; every message record's ek, ct, c, statement, leaf hash,
    root, batch statement and signature (PROTOCOL §6.1), and every batch's paths rebuilt.
 2. Replay. The client state machine of client.py, given the vector's nonce, ephemeral keys, clock
    and content keys, reads the recorded server frames and must write the recorded client frames
@@ -24,7 +24,8 @@ inputs, each with its code.
 
 Then batches.json (PROTOCOL §6.1): its batch of 5 recomputed (leaves, subtrees, paths, root,
 batch statement, signature), and each case refused with its code live and in a file. Then
-tests/vectors/transcript/hash_v2.json (TRANSCRIPT §3): digests and hashes from its lines.
+tests/vectors/transcript/hash_v2.json (TRANSCRIPT §3): digests and hashes from its lines; and
+golden.log's lines opened under golden.keys (TRANSCRIPT §6, the content cipher of PROTOCOL §6.1).
 
 Usage: check_vectors.py [DIR [E2E_DIR]]   (defaults: ../vectors/protocol and ../vectors/e2e)
 Prints one line per scenario and per case; exit 0 only if every check passed.
@@ -247,6 +248,7 @@ def recompute(v):
     batches = {}
     for r in v["records"]:
         k, body, rec = unhex(r["k"]), r["body"].encode(), sc.parse_record(r["record"])
+        eq(f"record {r['name']} ek", sc.content_key(k), unhex(r["ek"]))
         eq(f"record {r['name']} ct", rec["ct"], sc.seal_body(k, body))
         eq(f"record {r['name']} c", rec["c"], sc.commitment(k, body))
         eq(f"record {r['name']} opens", sc.check_content(rec, k), body)
@@ -1224,6 +1226,42 @@ def check_transcript_hash(path):
         return 1
 
 
+def check_golden_openings(tdir):
+    """tests/vectors/transcript (TRANSCRIPT §6): every golden.log line whose key golden.keys holds
+    opens under it (PROTOCOL §6.1's content cipher, DECRYPT_FAIL otherwise), its commitment
+    matches and its body parses; and every `msg`, `relay` or `stored` line has its key there (the
+    golden client had them all). One GOLDEN-OPENINGS line; returns the number failed."""
+    try:
+        with open(os.path.join(tdir, "golden.json")) as f:
+            v = json.load(f)
+        with open(os.path.join(tdir, v["keys"]), "rb") as f:
+            keys = {}
+            for raw in f.read().splitlines():
+                kl = sc.parse_json(raw, tag="dir")
+                sc.strict(kl, ["dir", "seqno", "k"])
+                keys[(kl["dir"], kl["seqno"])] = sc.b64d(kl["k"], size=32)
+        with open(os.path.join(tdir, v["log"]), "rb") as f:
+            lines = f.read().splitlines()[1:]
+        opened = set()
+        for raw in lines:
+            line = sc.parse_json(raw)
+            if line["type"] not in ("msg", "relay", "stored"):
+                continue
+            rec = sc.parse_record(line["record"])
+            at = (line["dir"], rec["seqno"] if line["type"] == "msg" else line["seqno"])
+            if at not in keys:
+                raise Mismatch(f"{at[0]} {at[1]} has no key in {v['keys']}")
+            sc.parse_body(sc.check_content(rec, keys[at]))
+            opened.add(at)
+        eq("keys without a line", sorted(set(keys) - opened), [])
+        print(f"GOLDEN-OPENINGS OK {len(opened)} lines of {v['log']} opened under {v['keys']}",
+              flush=True)
+        return 0
+    except (Mismatch, sc.ProtoError, KeyError, OSError) as e:
+        print(f"GOLDEN-OPENINGS FAIL {e.__class__.__name__}: {e}", flush=True)
+        return 1
+
+
 def record_reading_cases():
     """(name, expected code, thunk): client.Client.read_content over records of several messages
     (PROTOCOL §3.2), sealed under a fixed key and read from a stand-in connection: the messages
@@ -1337,6 +1375,7 @@ def main():
     failed += check_records(os.path.join(vdir, "records.json"))
     failed += check_batches(os.path.join(vdir, "batches.json"))
     failed += check_transcript_hash(os.path.join(vdir, "..", "transcript", "hash_v2.json"))
+    failed += check_golden_openings(os.path.join(vdir, "..", "transcript"))
     with tempfile.TemporaryDirectory(prefix="securechat-vectors-") as work:
         for name, code, fn in (session_cert_cases() + recipient_rule_cases()
                                + record_reading_cases() + relay_batch_cases(base, work)):

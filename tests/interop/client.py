@@ -89,11 +89,12 @@ MESSAGE_LABEL = b"securechat/v2 message"     # §6.1: a record's statement, a ba
 BATCH_LABEL = b"securechat/v2 message batch"  # §6.1: what an author signs
 MAX_BATCH = 32                               # §6.1: records one signature covers
 MAX_PATH = 5                                 # §6.1: inclusion path entries (n ≤ 32)
-CONTENT_KEY_LABEL = b"securechat/v2 content key"
-CONTENT_AAD = b"securechat/v2 content"
+CONTENT_KEY_LABEL = b"securechat/v2 content key"   # §6.1: ek, all 32 bytes of the HMAC
+CONTENT_AAD = b"securechat/v2 content"       # §6.1: ct is ChaCha20-Poly1305 under ek, nonce 0^12
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
-TRANSCRIPT_VERSION = 3                       # TRANSCRIPT §2.1: 3 since signed batches (§6.1)
+# TRANSCRIPT §2.1: 4 since the ChaCha20-Poly1305 content cipher (3 before, 2 before signed batches)
+TRANSCRIPT_VERSION = 4
 SKEW_MS = 5 * 60 * 1000                      # §8.2
 # §6.5: a node gives up on a record 30 s after first publishing it (DEPLOY.md §4.1 OUTCOME_WAIT_MS),
 # and records sent behind it may share its fate; 5 s more for the trips (interop finding 64)
@@ -900,7 +901,9 @@ def is_recipient(to):
 # ---------------------------------------------------------------- message records (§6.1)
 
 def content_key(k):
-    return hmac.new(k, CONTENT_KEY_LABEL + b"\x00", hashlib.sha256).digest()[:16]
+    """§6.1 `ek`: the whole HMAC, a 32-byte ChaCha20-Poly1305 key (format 3 and before used only
+    its first 16 bytes, as an AES-128-GCM key)."""
+    return hmac.new(k, CONTENT_KEY_LABEL + b"\x00", hashlib.sha256).digest()
 
 
 def commitment(k, body):
@@ -908,12 +911,14 @@ def commitment(k, body):
 
 
 def seal_body(k, body):
-    return AESGCM(content_key(k)).encrypt(bytes(12), body, CONTENT_AAD)
+    """§6.1 `ct`: the ciphertext followed by the 16-byte tag (RFC 8439 §2.8), nonce 0^12: every k
+    seals exactly one body."""
+    return ChaCha20Poly1305(content_key(k)).encrypt(bytes(12), body, CONTENT_AAD)
 
 
 def open_body(k, ct):
     try:
-        return AESGCM(content_key(k)).decrypt(bytes(12), ct, CONTENT_AAD)
+        return ChaCha20Poly1305(content_key(k)).decrypt(bytes(12), ct, CONTENT_AAD)
     except (InvalidTag, ValueError):
         raise ProtoError("DECRYPT_FAIL", "content does not open under k")
 

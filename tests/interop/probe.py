@@ -25,6 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import client as sc  # noqa: E402  (the clean-room client: one home for every protocol step)
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+
 
 class Outcome(Exception):
     """How a probe ended: `peer:<code>` (the server's error), `local:<code>`, or a word."""
@@ -775,6 +777,20 @@ def _(a):
     a.session()
     _, wire, _k = a.record()
     a.send_msg(wire, os.urandom(32))
+    return a.await_error()
+
+
+@probe("msg_old_content_cipher", "peer:DECRYPT_FAIL")
+def _(a):
+    # PROTOCOL §11: a record sealed as before session 11 (AES-128-GCM under ek's first 16 bytes),
+    # its commitment and signature right, fails to open
+    a.session()
+    body = {"kind": "text", "text": "the old content cipher"}
+    rec, wire, k = a.record(body=body)
+    rec["ct"] = AESGCM(sc.content_key(k)[:16]).encrypt(bytes(12), sc.enc_json(body),
+                                                       sc.CONTENT_AAD)
+    a.resign(rec, wire)
+    a.send_msg(wire, k)
     return a.await_error()
 
 

@@ -43,8 +43,19 @@ import client as sc  # noqa: E402  (one home for the primitives, the record and 
 
 from cryptography import x509  # noqa: E402
 
-TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 3 (2 before signed batches)
+TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 4 (3, 2, 1 before, below)
 RECEIPT_VERSION = 2          # §4.1
+OPENING_VERSION = 3          # §6: 3 since the ChaCha20-Poly1305 content cipher (2, 1 before)
+# §5 step 1, §6 step 1: what made each earlier format, for the reason of UNSUPPORTED_FORMAT
+EARLIER_TRANSCRIPTS = {
+    1: "written by protocol v1",
+    2: "written before signed batches",
+    3: "written before the ChaCha20-Poly1305 content cipher: its ct fields are AES-128-GCM",
+}
+EARLIER_OPENINGS = {
+    1: "made before signed batches",
+    2: "made before the ChaCha20-Poly1305 content cipher: its ct is AES-128-GCM",
+}
 MAX_LINE_BYTES = 160 * 1024  # §5: memory bounded by one line
 
 
@@ -58,6 +69,17 @@ class Unsupported(Exception):
 def other_format(version):
     """True for a format number (an integer >= 1) that is not ours; anything else is TAMPERED."""
     return type(version) is int and version >= 1
+
+
+def unsupported(what, version, ours, earlier):
+    """§5 step 1's reason: the format, what reads it, and only what this verifier knows: an
+    earlier format is an older securechat's and no evidence of tampering; a later one is newer than
+    this verifier or its header was edited to say so (the number is under no signature)."""
+    if version < ours:
+        why = f"{earlier[version]}; a securechat of that time reads it; not evidence of tampering"
+    else:
+        why = "newer than this verifier, or edited to say so: the format number is not signed"
+    return f"{what} format {version} ({why}): this verifier reads format {ours} only"
 
 
 class Invalid(Exception):
@@ -135,9 +157,8 @@ class Verifier:
             raise Invalid("TAMPERED", "line 1", e.detail)
         if (isinstance(obj, dict) and obj.get("type") == "securechat-transcript"
                 and obj.get("version") != TRANSCRIPT_VERSION and other_format(obj.get("version"))):
-            raise Unsupported("line 1", f"transcript format {obj['version']}"
-                              + (", written before signed batches (PROTOCOL §6.1)"
-                                 if obj["version"] == 2 else "") + ": not this verifier's format")
+            raise Unsupported("line 1", unsupported("transcript", obj["version"],
+                                                    TRANSCRIPT_VERSION, EARLIER_TRANSCRIPTS))
         h = strict_line(raw, 1, ["type", "version", "protocol_version", "session_id", "role",
                                  "session_time", "started_at", "client_cert", "server_cert"],
                         ["server_name"])
@@ -405,9 +426,6 @@ def verify(log_path, trust, receipt_paths):
     return v, [v.receipt(p) for p in receipt_paths]
 
 
-OPENING_VERSION = 2          # §6: 2 since signed batches (1 before)
-
-
 def verify_opening(path, trust):
     """TRANSCRIPT §6 `verify --opening`, steps 1-5 in order; returns (cn, fingerprint, record,
     body) or raises Invalid (where: `opening`)."""
@@ -420,9 +438,8 @@ def verify_opening(path, trust):
         obj = sc.parse_json(raw.rstrip(b"\n"), code="TAMPERED")
         if (isinstance(obj, dict) and obj.get("type") == "securechat-opening"
                 and obj.get("version") != OPENING_VERSION and other_format(obj.get("version"))):
-            raise Unsupported("opening", f"opening format {obj['version']}"
-                              + (", made before signed batches" if obj["version"] == 1 else "")
-                              + ": not this verifier's format")
+            raise Unsupported("opening", unsupported("opening", obj["version"], OPENING_VERSION,
+                                                     EARLIER_OPENINGS))
         sc.strict(obj, ["type", "version", "cert", "record", "k"], code="TAMPERED")
         if obj["type"] != "securechat-opening":
             fail("TAMPERED", "not a securechat-opening")
