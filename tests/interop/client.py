@@ -158,8 +158,9 @@ def b64e(b):
     return base64.b64encode(b).decode("ascii")
 
 
-def b64d(s, code="PROTOCOL_ERROR", size=None, max_size=None):
-    """Standard padded base64, canonical (§2); optional exact or maximum decoded size (§3.3)."""
+def b64d(s, code="PROTOCOL_ERROR", size=None, max_size=None, min_size=None):
+    """Standard padded base64, canonical (§2); optional exact, maximum or minimum decoded size
+    (§3.3)."""
     if not isinstance(s, str):
         raise ProtoError(code, "binary field is not a string")
     try:
@@ -172,6 +173,8 @@ def b64d(s, code="PROTOCOL_ERROR", size=None, max_size=None):
         raise ProtoError(code, f"binary field of {len(raw)} bytes, want {size}")
     if max_size is not None and len(raw) > max_size:
         raise ProtoError(code, f"binary field of {len(raw)} bytes, over {max_size}")
+    if min_size is not None and len(raw) < min_size:
+        raise ProtoError(code, f"binary field of {len(raw)} bytes, under {min_size}")
     return raw
 
 
@@ -1089,9 +1092,12 @@ def parse_record(obj):
     rec = {
         "sid": bytes.fromhex(sid), "dir": d, "to": want_str(obj, "to", 80),
         "seqno": want_int(obj, "seqno"), "ts": want_int(obj, "ts"),
-        "ct": b64d(obj["ct"], max_size=64 * 1024), "c": b64d(obj["c"], size=32),
-        "sig": b64d(obj["sig"], max_size=1024) if "sig" in obj else None,
+        # at least a ChaCha20-Poly1305 tag (interop finding 73)
+        "ct": b64d(obj["ct"], min_size=16, max_size=64 * 1024), "c": b64d(obj["c"], size=32),
+        "sig": b64d(obj["sig"], min_size=1, max_size=1024) if "sig" in obj else None,
     }
+    if rec["to"] == "":
+        raise ProtoError("PROTOCOL_ERROR", "record to is empty")
     if rec["seqno"] < 1:
         raise ProtoError("PROTOCOL_ERROR", "record seqno 0")
     if ("batch" in obj) != ("sig" in obj):

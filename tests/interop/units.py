@@ -24,10 +24,14 @@ Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 import json
 import os
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import client as sc  # noqa: E402
+import verify  # noqa: E402
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "transcript")
 
 
 class ChainRecorder:
@@ -414,6 +418,141 @@ class SignedBatches(unittest.TestCase):
             sc.parse_record({k: v for k, v in wire.items() if k != "batch"})
         with self.assertRaises(sc.ProtoError):
             sc.parse_record({k: v for k, v in wire.items() if k != "sig"})
+
+
+class ContentCipher(unittest.TestCase):
+    """PROTOCOL §6.1: ct is ChaCha20-Poly1305 under all 32 bytes of ek, nonce 0^12; a record
+    sealed as before session 11 (AES-128-GCM under ek's first 16 bytes, §11) does not open."""
+
+    body = sc.enc_json({"kind": "text", "text": "hello, bob"})
+    k = bytes(range(32))
+
+    def test_ct_is_the_body_and_a_16_byte_tag_under_the_whole_ek(self):
+        ek = sc.content_key(self.k)
+        self.assertEqual(len(ek), 32)
+        ct = sc.seal_body(self.k, self.body)
+        self.assertEqual(len(ct), len(self.body) + 16)
+        self.assertEqual(sc.ChaCha20Poly1305(ek).decrypt(bytes(12), ct, sc.CONTENT_AAD), self.body)
+        self.assertEqual(sc.open_body(self.k, ct), self.body)
+
+    def test_the_old_content_cipher_does_not_open(self):
+        old = sc.AESGCM(sc.content_key(self.k)[:16]).encrypt(bytes(12), self.body, sc.CONTENT_AAD)
+        with self.assertRaises(sc.ProtoError) as caught:
+            sc.open_body(self.k, old)
+        self.assertEqual(caught.exception.code, "DECRYPT_FAIL")
+
+    def test_a_ct_under_half_of_ek_does_not_open(self):
+        half = sc.content_key(self.k)[:16] * 2
+        ct = sc.ChaCha20Poly1305(half).encrypt(bytes(12), self.body, sc.CONTENT_AAD)
+        with self.assertRaises(sc.ProtoError) as caught:
+            sc.open_body(self.k, ct)
+        self.assertEqual(caught.exception.code, "DECRYPT_FAIL")
+
+
+class RecordBounds(unittest.TestCase):
+    """PROTOCOL §6.1 "Bounds": `ct` 16 bytes to 64 KiB decoded, `sig` 1-1024 bytes, `to` 1-80
+    characters; outside them the record's schema fails (PROTOCOL_ERROR live, TAMPERED in a file),
+    before any signature or content is looked at."""
+
+    def wire(self, **change):
+        _, recs = batch_of(1)
+        return {**sc.record_wire(recs[0]), **change}
+
+    def code(self, wire):
+        try:
+            sc.parse_record(wire)
+        except sc.ProtoError as e:
+            return e.code
+        return "OK"
+
+    def test_each_bound(self):
+        for name, change, want in (
+                ("ct of 0 bytes", {"ct": ""}, "PROTOCOL_ERROR"),
+                ("ct of 15 bytes", {"ct": sc.b64e(bytes(15))}, "PROTOCOL_ERROR"),
+                ("ct of 16 bytes", {"ct": sc.b64e(bytes(16))}, "OK"),
+                ("ct of 64 KiB", {"ct": sc.b64e(bytes(64 * 1024))}, "OK"),
+                ("ct of 64 KiB + 1", {"ct": sc.b64e(bytes(64 * 1024 + 1))}, "PROTOCOL_ERROR"),
+                ("sig of 0 bytes", {"sig": ""}, "PROTOCOL_ERROR"),
+                ("sig of 1024 bytes", {"sig": sc.b64e(bytes(1024))}, "OK"),
+                ("sig of 1025 bytes", {"sig": sc.b64e(bytes(1025))}, "PROTOCOL_ERROR"),
+                ("to of 0 characters", {"to": ""}, "PROTOCOL_ERROR"),
+                ("to of 80 characters", {"to": "x" * 80}, "OK"),
+                ("to of 81 characters", {"to": "x" * 81}, "PROTOCOL_ERROR")):
+            self.assertEqual(self.code(self.wire(**change)), want, name)
+
+    def test_a_file_line_outside_them_is_tampered(self):
+        """TRANSCRIPT §2.2, §5 step 4: an s2c `msg` line (no signature covers its ct) whose ct is
+        shorter than a tag is a schema fault at its line."""
+        ca = os.path.join(GOLDEN, "golden_ca.pem")
+        with open(os.path.join(GOLDEN, "golden.log")) as f:
+            lines = f.read().split("\n")
+        at = next(j for j, line in enumerate(lines)
+                  if line.startswith('{"dir":"s2c","type":"msg"'))
+        line = json.loads(lines[at])
+        line["record"]["ct"] = sc.b64e(bytes(8))
+        lines[at] = json.dumps(line, separators=(",", ":"))
+        with tempfile.TemporaryDirectory() as tmp:
+            log = os.path.join(tmp, "short-ct.log")
+            with open(log, "w") as f:
+                f.write("\n".join(lines))
+            with self.assertRaises(verify.Invalid) as caught:
+                verify.verify(log, sc.Trust(ca), [])
+        self.assertEqual((caught.exception.code, caught.exception.where),
+                         ("TAMPERED", f"line {at + 1}"))
+
+
+class Formats(unittest.TestCase):
+    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 4 and an opening of format 3 are
+    judged; another format number is UNSUPPORTED_FORMAT with its reason (earlier: what wrote it
+    and no evidence of tampering; later: newer or edited), and a version that is no format number
+    is TAMPERED."""
+
+    def outcome(self, obj, opening):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "f")
+            with open(path, "w") as f:
+                f.write(json.dumps(obj) + "\n")
+            trust = sc.Trust(os.path.join(GOLDEN, "golden_ca.pem"))
+            try:
+                if opening:
+                    verify.verify_opening(path, trust)
+                else:
+                    verify.verify(path, trust, [])
+            except verify.Unsupported as e:
+                return "UNSUPPORTED_FORMAT", e.detail
+            except verify.Invalid as e:
+                return e.code, e.detail
+        return "VALID", ""
+
+    def test_transcript_formats(self):
+        for version, code, reason in (
+                (1, "UNSUPPORTED_FORMAT", "written by protocol v1; a securechat"),
+                (2, "UNSUPPORTED_FORMAT", "before signed batches; a securechat"),
+                (3, "UNSUPPORTED_FORMAT", "before the ChaCha20-Poly1305 content cipher"),
+                (5, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
+                (4, "TAMPERED", ""), ("4", "TAMPERED", ""), (0, "TAMPERED", ""),
+                (2.5, "TAMPERED", "")):
+            got, detail = self.outcome({"type": "securechat-transcript", "version": version},
+                                       opening=False)
+            self.assertEqual(got, code, version)
+            self.assertIn(reason, detail, version)
+            if code == "UNSUPPORTED_FORMAT":
+                self.assertIn(f"transcript format {version} (", detail)
+                self.assertIn("reads format 4 only", detail)
+                self.assertEqual("not evidence of tampering" in detail, version < 4, version)
+
+    def test_opening_formats(self):
+        for version, code, reason in (
+                (1, "UNSUPPORTED_FORMAT", "made before signed batches"),
+                (2, "UNSUPPORTED_FORMAT", "made before the ChaCha20-Poly1305 content cipher"),
+                (4, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
+                (3, "TAMPERED", ""), ("3", "TAMPERED", ""), (0, "TAMPERED", "")):
+            got, detail = self.outcome({"type": "securechat-opening", "version": version},
+                                       opening=True)
+            self.assertEqual(got, code, version)
+            self.assertIn(reason, detail, version)
+            if code == "UNSUPPORTED_FORMAT":
+                self.assertIn("reads format 3 only", detail)
 
 
 if __name__ == "__main__":
