@@ -904,8 +904,8 @@ def is_recipient(to):
 # ---------------------------------------------------------------- message records (§6.1)
 
 def content_key(k):
-    """§6.1 `ek`: the whole HMAC, a 32-byte ChaCha20-Poly1305 key (format 3 and before used only
-    its first 16 bytes, as an AES-128-GCM key)."""
+    """§6.1 `ek`: the whole HMAC, a 32-byte ChaCha20-Poly1305 key (before session 11, §11, its
+    first 16 bytes were an AES-128-GCM key)."""
     return hmac.new(k, CONTENT_KEY_LABEL + b"\x00", hashlib.sha256).digest()
 
 
