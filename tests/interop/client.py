@@ -1386,6 +1386,7 @@ class SenderChain:
         self.n = n
         self.ck = ck if ck is not None else os.urandom(32)
         self.skipped = {}   # n -> mk, receiver side
+        self.queued = False  # author side: one of its sender keys was answered `queued` (§6.5)
 
     def state(self):
         """The `{id, n, ck}` sent to members (§12.5), at the current position."""
@@ -1613,7 +1614,7 @@ class Device:
         self.lock = threading.RLock()
         # §12.5: sender chains live in memory only (a restart is a new login, a membership change)
         self.chains = SenderKeyring()  # the receiver's side
-        self.my_chain = None    # ours; any `members` body retires it
+        self.my_chain = None    # ours; a `members` body or a refused `sender_key` retires it
         self.lobby_devices = {}  # (user, device) -> True when a fetch listed it with "lobby"
         self.opks = {}          # id -> private key, unused one-time prekeys
         self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
@@ -1783,14 +1784,26 @@ class Device:
     # -- sender keys (§12.5)
     @_locked
     def retire_chain(self):
-        """§12.5: any `members` body retires our chain; the next lobby line starts a new one."""
+        """§12.5: any `members` body retires our chain, and so does a refused `sender_key`
+        (§6.5): the next lobby line starts a new one."""
         self.my_chain = None
+
+    @_locked
+    def sender_key_queued(self, chain_id):
+        """§6.5: a `sender_key` of the chain `chain_id` was answered `queued`. It reaches its
+        member before our later lines, so the chain stays, but it wraps at most MAX_SKIP lines:
+        the member opens at most that far ahead of the key (§12.5 step 4), and a replay carries
+        only the newest 1000 records. A retired chain's key changes nothing."""
+        if self.my_chain is not None and self.my_chain.id == chain_id:
+            self.my_chain.queued = True
 
     @_locked
     def lobby_chain(self):
         """(chain, new): our current sender chain, or a new one (random ck and id, n = 0) that the
-        caller must distribute before it wraps under it."""
-        if self.my_chain is not None:
+        caller must distribute before it wraps under it. A chain with a queued key has wrapped
+        its last line at n = MAX_SKIP - 1 (the 1000th): the next line starts a new one (§6.5)."""
+        if self.my_chain is not None and not (self.my_chain.queued
+                                              and self.my_chain.n >= E2E_MAX_SKIP):
             return self.my_chain, False
         self.my_chain = SenderChain(self.user)
         return self.my_chain, True
@@ -2194,7 +2207,7 @@ class Client:
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
         self.members_known = threading.Event()   # the whole `online` list came (§12.5)
-        self.sender_key_seqnos = set()  # our c2s seqnos that carried a sender_key (§6.5)
+        self.sender_key_seqnos = {}  # our c2s seqno that carried a sender_key -> its chain id
         self.private_seqnos = set()  # our c2s seqnos to `user:` + a name: `queued` is for these
         self.answered = {}  # our c2s seqno -> its one answer (§6.5 "One answer per record")
         self.recent_tx = deque()  # (c2s seqno, ts) of our last OPEN_FATE_MS, for unknown_fate
@@ -2496,7 +2509,7 @@ class Client:
                     e2e = self.tamper("sender_key", e2e)  # probe.py: None sends it with k
             # known before the record leaves: the reader thread may take its answer at once
             if body["kind"] == "sender_key":
-                self.sender_key_seqnos.add(self.seq_tx)
+                self.sender_key_seqnos[self.seq_tx] = body["id"]
             if to.startswith("user:"):
                 self.private_seqnos.add(self.seq_tx)
             self.recent_tx.append((self.seq_tx, ts))
@@ -2875,8 +2888,8 @@ class Client:
         self.answer(of, "queued")
         self.accept_hop(seqno, ts)
         self.answered[of] = "queued"
-        if of in self.sender_key_seqnos:  # §6.5: stored for later, so not with the member now:
-            self.device.retire_chain()    # the next lobby line starts a new chain
+        if of in self.sender_key_seqnos:  # §6.5: it reaches the member before our later lines
+            self.device.sender_key_queued(self.sender_key_seqnos[of])
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}},
                             b"\x04" + u64(seqno) + u64(ts) + u64(of))
         out(f"QUEUED {of}")

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """Unit checks of client.py where the real server cannot be made to reach a path on demand.
 
-- PROTOCOL §6.5: a `sender_key` record answered `queued` did not reach its member now, so it
-  retires the author's sender chain as a refused one does (the next lobby line starts a new
-  chain); an answer to any other record leaves the chain alone. The server queues a sender key
-  only when the member left between our membership list and the record, a race no live test pins.
+- PROTOCOL §6.5, §12.5: a `sender_key` record answered `queued` reaches its member before our
+  later lines, so the author's sender chain stays, but wraps at most MAX_SKIP (1000) lines: the
+  1001st starts a new chain; a refused one retires the chain (the next lobby line starts a new
+  one); an answer to any other record leaves the chain alone. The server queues a sender key only
+  when it takes the member for offline (a member failing over from a lost cluster node, or one who
+  left between our membership list and the record), which no live test here pins.
 - §6.5 "One answer per record": an answer to a record never sent, a `queued` for a record not to
   `user:` + a name, and a second answer are the server's PROTOCOL_ERROR (an honest server sends
   none of them; the live tests cover the one answer it does send, a line to oneself relayed back).
@@ -25,6 +27,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,28 +37,25 @@ import verify  # noqa: E402
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "transcript")
 
 
-class ChainRecorder:
-    """The device's side of the chain: counts retirements (Device.retire_chain's one caller)."""
-
-    def __init__(self):
-        self.retired = 0
-
-    def retire_chain(self):
-        self.retired += 1
+def author_device():
+    """The author side of the sender keys of a Device (§12.5): its chain and the lock its methods
+    take; nothing else of a device is used by them."""
+    d = sc.Device.__new__(sc.Device)
+    d.user, d.id, d.lock, d.my_chain = "alice", "0123456789abcdef", threading.RLock(), None
+    return d
 
 
-def session_after(sent, sender_keys=(), private=None):
-    """A client session that has sent c2s seqnos 1..`sent`, of which `sender_keys` carried a
-    sender_key body and `private` (by default every one) went to `user:` + a name, and has
-    received nothing yet."""
+def session_after(sent, private=None):
+    """A client session that has sent c2s seqnos 1..`sent`, of which `private` (by default every
+    one) went to `user:` + a name, and has received nothing yet; its device has no sender chain."""
     c = sc.Client.__new__(sc.Client)
     c.seq_tx, c.seq_sent, c.seq_rx, c.ts_rx = sent, sent, 0, 0
-    c.sender_key_seqnos = set(sender_keys)
+    c.sender_key_seqnos = {}
     c.private_seqnos = set(range(1, sent + 1) if private is None else private)
     c.answered = {}
     c.session_id = bytes(16)
     c.recent_tx = sc.deque((n, sc.now_ms()) for n in range(1, sent + 1))
-    c.device = ChainRecorder()
+    c.device = author_device()
     c.transcript = sc.Transcript(None, bytes(16), 0, "localhost", b"", b"")
     c.now = sc.now_ms
     return c
@@ -69,26 +69,81 @@ def refused(seqno, of, code="NOT_ONLINE"):
     return {"type": "refused", "seqno": seqno, "ts": sc.now_ms(), "of": of, "code": code}
 
 
-class SenderChainRetirement(unittest.TestCase):
-    def test_queued_sender_key_retires_the_chain(self):
-        c = session_after(3, sender_keys=[2])
+def chain_keyed(c, seqno=2):
+    """Our current sender chain (a new one if none), its `sender_key` sent as c2s `seqno`."""
+    chain, _ = c.device.lobby_chain()
+    c.sender_key_seqnos[seqno] = chain.id
+    return chain
+
+
+def lobby_lines(c, count):
+    """Wraps `count` lobby lines as send_record does (§12.5): each under the chain lobby_chain
+    gives; returns the (chain id, n) of each line."""
+    lines = []
+    for _ in range(count):
+        chain, _ = c.device.lobby_chain()
+        e2e = c.device.sender_wrap(chain, bytes(32), bytes(32))
+        lines.append((e2e["id"], e2e["n"]))
+    return lines
+
+
+class SenderChainAnswers(unittest.TestCase):
+    """§6.5, §12.5: what an answer to one of our `sender_key` records does to our sender chain."""
+
+    def test_a_queued_key_keeps_the_chain(self):
+        c = session_after(3)
+        chain = chain_keyed(c)
         c.on_queued(queued(1, 2))
-        self.assertEqual(c.device.retired, 1)
+        self.assertEqual(c.device.lobby_chain(), (chain, False))
+        self.assertEqual(lobby_lines(c, 5), [(chain.id, n) for n in range(5)])
 
-    def test_refused_sender_key_retires_the_chain(self):
-        c = session_after(3, sender_keys=[2])
+    def test_the_1001st_line_after_a_queued_key_starts_a_new_chain(self):
+        c = session_after(3)
+        chain = chain_keyed(c)
+        c.on_queued(queued(1, 2))
+        self.assertEqual(lobby_lines(c, 1000), [(chain.id, n) for n in range(1000)])
+        new, fresh = c.device.lobby_chain()
+        self.assertTrue(fresh)
+        self.assertNotEqual(new.id, chain.id)
+        self.assertEqual(new.n, 0)
+        self.assertFalse(new.queued)  # the new chain's own keys decide its bound
+
+    def test_a_key_queued_after_1000_lines_rekeys_at_once(self):
+        c = session_after(3)
+        chain = chain_keyed(c)
+        lobby_lines(c, 1200)  # not bounded while no key of the chain is queued
+        self.assertEqual(c.device.lobby_chain(), (chain, False))
+        c.on_queued(queued(1, 2))
+        self.assertTrue(c.device.lobby_chain()[1])
+
+    def test_a_chain_without_a_queued_key_goes_past_1000_lines(self):
+        c = session_after(3)
+        chain = chain_keyed(c)
+        c.on_queued(queued(1, 3))  # a private line queued, not the key
+        self.assertEqual(lobby_lines(c, 1001)[-1], (chain.id, 1000))
+
+    def test_a_queued_key_of_a_retired_chain_bounds_no_other(self):
+        c = session_after(3)
+        old = chain_keyed(c)
+        c.device.retire_chain()  # a `members` body
+        chain, _ = c.device.lobby_chain()
+        c.on_queued(queued(1, 2))
+        self.assertNotEqual(chain.id, old.id)
+        self.assertEqual(lobby_lines(c, 1001)[-1], (chain.id, 1000))
+
+    def test_a_refused_key_retires_the_chain(self):
+        c = session_after(3)
+        chain = chain_keyed(c)
         c.on_refused(refused(1, 2))
-        self.assertEqual(c.device.retired, 1)
+        new, fresh = c.device.lobby_chain()
+        self.assertTrue(fresh)
+        self.assertNotEqual(new.id, chain.id)
 
-    def test_queued_private_line_keeps_the_chain(self):
-        c = session_after(3, sender_keys=[2])
-        c.on_queued(queued(1, 3))
-        self.assertEqual(c.device.retired, 0)
-
-    def test_refused_private_line_keeps_the_chain(self):
-        c = session_after(3, sender_keys=[2])
+    def test_a_refused_private_line_keeps_the_chain(self):
+        c = session_after(3)
+        chain = chain_keyed(c)
         c.on_refused(refused(1, 3, "QUEUE_FULL"))
-        self.assertEqual(c.device.retired, 0)
+        self.assertEqual(c.device.lobby_chain(), (chain, False))
 
 
 class OneAnswerPerRecord(unittest.TestCase):
