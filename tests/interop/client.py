@@ -1614,7 +1614,7 @@ class Device:
         self.lock = threading.RLock()
         # §12.5: sender chains live in memory only (a restart is a new login, a membership change)
         self.chains = SenderKeyring()  # the receiver's side
-        self.my_chain = None    # ours; a `members` body or a refused `sender_key` retires it
+        self.my_chain = None    # ours; a `members` body or a refused `sender_key` of it retires it
         self.lobby_devices = {}  # (user, device) -> True when a fetch listed it with "lobby"
         self.opks = {}          # id -> private key, unused one-time prekeys
         self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
@@ -1784,16 +1784,23 @@ class Device:
     # -- sender keys (§12.5)
     @_locked
     def retire_chain(self):
-        """§12.5: any `members` body retires our chain, and so does a refused `sender_key`
-        (§6.5): the next lobby line starts a new one."""
+        """§12.5: any `members` body retires our chain: the next lobby line starts a new one."""
         self.my_chain = None
+
+    @_locked
+    def sender_key_refused(self, chain_id):
+        """§6.5: a `sender_key` of the chain `chain_id` was refused: it did not reach its member,
+        so the chain is retired if it is still ours; a replaced chain's key changes nothing."""
+        if self.my_chain is not None and self.my_chain.id == chain_id:
+            self.my_chain = None
 
     @_locked
     def sender_key_queued(self, chain_id):
         """§6.5: a `sender_key` of the chain `chain_id` was answered `queued`. It reaches its
         member before our later lines, so the chain stays, but it wraps at most MAX_SKIP lines:
         the member opens at most that far ahead of the key (§12.5 step 4), and a replay carries
-        only the newest 1000 records. A retired chain's key changes nothing."""
+        only the newest 1000 records; counted from the chain's n = 0, not from the key's n. A
+        replaced chain's key changes nothing."""
         if self.my_chain is not None and self.my_chain.id == chain_id:
             self.my_chain.queued = True
 
@@ -2907,7 +2914,7 @@ class Client:
         self.accept_hop(seqno, ts)
         self.answered[of] = "refused"
         if of in self.sender_key_seqnos:  # §6.5: it did not reach the member; a new chain next
-            self.device.retire_chain()
+            self.device.sender_key_refused(self.sender_key_seqnos[of])
         enc = (b"\x03" + u64(seqno) + u64(ts) + u64(of) + u32(len(code.encode())) + code.encode())
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}}, enc)
         out(f"REFUSED {of} {code}")

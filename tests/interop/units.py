@@ -3,8 +3,9 @@
 
 - PROTOCOL §6.5, §12.5: a `sender_key` record answered `queued` reaches its member before our
   later lines, so the author's sender chain stays, but wraps at most MAX_SKIP (1000) lines: the
-  1001st starts a new chain; a refused one retires the chain (the next lobby line starts a new
-  one); an answer to any other record leaves the chain alone. The server queues a sender key only
+  1001st starts a new chain (counted from the chain's n = 0); a refused one retires the chain
+  (the next lobby line starts a new one); either answer about a key of a chain already replaced,
+  or about any other record, leaves the current chain alone. The server queues a sender key only
   when it takes the member for offline (a member failing over from a lost cluster node, or one who
   left between our membership list and the record), which no live test here pins.
 - §6.5 "One answer per record": an answer to a record never sent, a `queued` for a record not to
@@ -138,6 +139,14 @@ class SenderChainAnswers(unittest.TestCase):
         new, fresh = c.device.lobby_chain()
         self.assertTrue(fresh)
         self.assertNotEqual(new.id, chain.id)
+
+    def test_a_refused_key_of_a_retired_chain_keeps_the_current_one(self):
+        c = session_after(3)
+        chain_keyed(c)
+        c.device.retire_chain()  # a `members` body
+        chain, _ = c.device.lobby_chain()
+        c.on_refused(refused(1, 2, "CLUSTER_UNAVAILABLE"))
+        self.assertEqual(c.device.lobby_chain(), (chain, False))
 
     def test_a_refused_private_line_keeps_the_chain(self):
         c = session_after(3)
