@@ -567,9 +567,9 @@ class RecordBounds(unittest.TestCase):
 
 class Formats(unittest.TestCase):
     """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 4 and an opening of format 3 are
-    judged; another format number is UNSUPPORTED_FORMAT with its reason (earlier: what wrote it
-    and no evidence of tampering; later: newer or edited), and a version that is no format number
-    is TAMPERED."""
+    judged; another format number is UNSUPPORTED_FORMAT with its reason (earlier: what wrote it,
+    the securechat that reads it by §2.1's table, and no evidence of tampering; later: newer or
+    edited), and a version that is no format number is TAMPERED."""
 
     def outcome(self, obj, opening):
         with tempfile.TemporaryDirectory() as tmp:
@@ -590,9 +590,11 @@ class Formats(unittest.TestCase):
 
     def test_transcript_formats(self):
         for version, code, reason in (
-                (1, "UNSUPPORTED_FORMAT", "written by protocol v1; a securechat"),
-                (2, "UNSUPPORTED_FORMAT", "before signed batches; a securechat"),
-                (3, "UNSUPPORTED_FORMAT", "before the ChaCha20-Poly1305 content cipher"),
+                (1, "UNSUPPORTED_FORMAT", "written by protocol v1; securechat before 5607e35 "),
+                (2, "UNSUPPORTED_FORMAT", "before signed batches; securechat 5607e35 up to "
+                                          "before 9c9d09a reads it"),
+                (3, "UNSUPPORTED_FORMAT", "before the ChaCha20-Poly1305 content cipher: its ct "
+                                          "fields are AES-128-GCM; securechat 9c9d09a to 75c258e"),
                 (5, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
                 (4, "TAMPERED", ""), ("4", "TAMPERED", ""), (0, "TAMPERED", ""),
                 (2.5, "TAMPERED", "")):
@@ -607,8 +609,10 @@ class Formats(unittest.TestCase):
 
     def test_opening_formats(self):
         for version, code, reason in (
-                (1, "UNSUPPORTED_FORMAT", "made before signed batches"),
-                (2, "UNSUPPORTED_FORMAT", "made before the ChaCha20-Poly1305 content cipher"),
+                (1, "UNSUPPORTED_FORMAT", "made before signed batches; securechat 5607e35 up "
+                                          "to before 9c9d09a reads it"),
+                (2, "UNSUPPORTED_FORMAT", "made before the ChaCha20-Poly1305 content cipher: "
+                                          "its ct is AES-128-GCM; securechat 9c9d09a to 75c258e"),
                 (4, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
                 (3, "TAMPERED", ""), ("3", "TAMPERED", ""), (0, "TAMPERED", "")):
             got, detail = self.outcome({"type": "securechat-opening", "version": version},

@@ -46,15 +46,23 @@ from cryptography import x509  # noqa: E402
 TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 4 (3, 2, 1 before, below)
 RECEIPT_VERSION = 2          # §4.1
 OPENING_VERSION = 3          # §6: 3 since the ChaCha20-Poly1305 content cipher (2, 1 before)
-# §5 step 1, §6 step 1: what made each earlier format, for the reason of UNSUPPORTED_FORMAT
+# §5 step 1, §6 step 1: each earlier format, what wrote it and which securechat reads it (the
+# table of formats in §2.1, by commit; interop finding 74)
+READERS = {
+    "protocol v1": "securechat before 5607e35",
+    "signed batches": "securechat 5607e35 up to before 9c9d09a",
+    "AES-128-GCM": "securechat 9c9d09a to 75c258e (sessions 8-10)",
+}
 EARLIER_TRANSCRIPTS = {
-    1: "written by protocol v1",
-    2: "written before signed batches",
-    3: "written before the ChaCha20-Poly1305 content cipher: its ct fields are AES-128-GCM",
+    1: ("written by protocol v1", READERS["protocol v1"]),
+    2: ("written before signed batches", READERS["signed batches"]),
+    3: ("written before the ChaCha20-Poly1305 content cipher: its ct fields are AES-128-GCM",
+        READERS["AES-128-GCM"]),
 }
 EARLIER_OPENINGS = {
-    1: "made before signed batches",
-    2: "made before the ChaCha20-Poly1305 content cipher: its ct is AES-128-GCM",
+    1: ("made before signed batches", READERS["signed batches"]),
+    2: ("made before the ChaCha20-Poly1305 content cipher: its ct is AES-128-GCM",
+        READERS["AES-128-GCM"]),
 }
 MAX_LINE_BYTES = 160 * 1024  # §5: memory bounded by one line
 
@@ -76,7 +84,8 @@ def unsupported(what, version, ours, earlier):
     earlier format is an older securechat's and no evidence of tampering; a later one is newer than
     this verifier or its header was edited to say so (the number is under no signature)."""
     if version < ours:
-        why = f"{earlier[version]}; a securechat of that time reads it; not evidence of tampering"
+        made, reader = earlier[version]
+        why = f"{made}; {reader} reads it; not evidence of tampering"
     else:
         why = "newer than this verifier, or edited to say so: the format number is not signed"
     return f"{what} format {version} ({why}): this verifier reads format {ours} only"
