@@ -1143,6 +1143,105 @@ def parse_body(body):
     return parse_json(body, tag="kind")
 
 
+# §12.6: a keys_fetch's `user`, a user name in any case
+FETCH_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _flag(obj, name):
+    """An optional member that is only ever `true` (§6.2 `private`, §12.5/§12.6 `lobby`, `more`)."""
+    if name in obj and obj[name] is not True:
+        raise ProtoError("PROTOCOL_ERROR", f"{name} is not true")
+    return name in obj
+
+
+def _list(obj, name, lo, hi):
+    v = obj[name]
+    if not isinstance(v, list) or not lo <= len(v) <= hi:
+        raise ProtoError("PROTOCOL_ERROR", f"{name} is not a list of {lo}-{hi} entries")
+    return v
+
+
+def _opk(obj):
+    """§12.2: a one-time prekey `{"id","pub"}`."""
+    strict(obj, ["id", "pub"])
+    want_u32(obj, "id")
+    b64d(obj["pub"], size=32)
+
+
+def check_body_schema(body):
+    """The strict schema of a body's kind, PROTOCOL §6.2 and §12.6 (PROTOCOL_ERROR, also for a
+    kind neither defines); not whether the kind fits its record's `dir` and `to`. TRANSCRIPT §6
+    step 5 (interop finding 77): what an opening's body must be."""
+    kind = body["kind"]
+    if kind in ("text", "notice"):
+        strict(body, ["kind", "text"])
+        want_text(body)
+    elif kind == "who":
+        strict(body, ["kind"])
+    elif kind == "operator":
+        strict(body, ["kind", "text"], ["private"])
+        want_text(body)
+        _flag(body, "private")
+    elif kind == "received":                                              # §6.6
+        strict(body, ["kind", "upto"], ["unread"])
+        if want_int(body, "upto") < 1:
+            raise ProtoError("PROTOCOL_ERROR", "received upto 0")
+        if "unread" in body and not all(is_int(s) and s >= 1
+                                        for s in _list(body, "unread", 0, 1000)):
+            raise ProtoError("PROTOCOL_ERROR", "received unread: an entry is not a seqno")
+    elif kind == "keys_publish":
+        strict(body, ["kind", "device", "opks"], ["bundle", "lobby"])
+        want_device(body)
+        if "bundle" in body:
+            parse_bundle(body["bundle"])
+        for o in _list(body, "opks", 0, 100):
+            _opk(o)
+        _flag(body, "lobby")
+    elif kind == "keys_fetch":
+        strict(body, ["kind", "user"], ["known"])
+        if not FETCH_USER.fullmatch(want_str(body, "user")):
+            raise ProtoError("PROTOCOL_ERROR", "keys_fetch user is not a user name")
+        if "known" in body:
+            known = _list(body, "known", 0, E2E_MAX_DEVICES)
+            for j in range(len(known)):
+                want_device(known, j)
+    elif kind == "keys":
+        strict(body, ["kind", "user"], ["devices", "device", "opks_left"])
+        want_str(body, "user", 64)
+        if "device" in body or "opks_left" in body:   # to a publish, or prekeys low
+            strict(body, ["kind", "user", "device", "opks_left"])
+            want_device(body)
+            want_int(body, "opks_left")
+        for e in _list(body, "devices", 0, E2E_MAX_DEVICES) if "devices" in body else []:
+            strict(e, ["device"], ["cert", "bundle", "opk", "lobby"])
+            want_device(e)
+            if ("cert" in e) != ("bundle" in e) or ("opk" in e and "bundle" not in e):
+                raise ProtoError("PROTOCOL_ERROR", "device entry: cert and bundle go together")
+            if "cert" in e:
+                b64d(e["cert"], max_size=16 * 1024)
+                parse_bundle(e["bundle"])
+            if "opk" in e:
+                _opk(e["opk"])
+            _flag(e, "lobby")
+    elif kind == "members":
+        strict(body, ["kind", "event", "users"], ["more"])
+        if want_str(body, "event") not in ("online", "joined", "left"):
+            raise ProtoError("PROTOCOL_ERROR", "members event")
+        if not all(isinstance(u, str) and is_canonical_name(u)
+                   for u in _list(body, "users", 1, 1000)):
+            raise ProtoError("PROTOCOL_ERROR", "members: not a canonical name")
+        if _flag(body, "more") and body["event"] != "online":
+            raise ProtoError("PROTOCOL_ERROR", "members: more only on online")
+    elif kind == "sender_key":                                            # §12.5
+        strict(body, ["kind", "id", "n", "ck"])
+        want_u32(body, "id")
+        want_u32(body, "n")
+        b64d(body["ck"], size=32)
+    else:
+        raise ProtoError("PROTOCOL_ERROR", f"body kind {safe(kind)!r} is no body of §6.2 or §12.6")
+    return body
+
+
 def record_enc(rec):
     """TRANSCRIPT §3.1."""
     to = rec["to"].encode("utf-8")

@@ -36,6 +36,7 @@ import client as sc  # noqa: E402
 import verify  # noqa: E402
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "transcript")
+VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "protocol")
 
 
 def author_device():
@@ -621,6 +622,99 @@ class Formats(unittest.TestCase):
             self.assertIn(reason, detail, version)
             if code == "UNSUPPORTED_FORMAT":
                 self.assertIn("reads format 3 only", detail)
+
+
+ZERO32 = sc.b64e(bytes(32))
+DEVICE = "0123456789abcdef"
+
+
+class OpeningBody(unittest.TestCase):
+    """TRANSCRIPT §6 step 5 (interop finding 77): an opening's body is a body of one of the kinds
+    of PROTOCOL §6.2 and §12.6 under that kind's strict schema, else PROTOCOL_ERROR; whether the
+    kind fits the record's dir and `to` is not judged. Step 4 before it: DECRYPT_FAIL, TAMPERED."""
+
+    BODIES = (  # (body, schema holds)
+        ({"kind": "text", "text": "hi"}, True), ({"kind": "text", "text": ""}, False),
+        ({"kind": "text"}, False), ({"kind": "text", "text": "hi", "x": 1}, False),
+        ({"kind": "who"}, True), ({"kind": "who", "text": "x"}, False),
+        ({"kind": "notice", "text": "bob joined"}, True),
+        ({"kind": "operator", "text": "x", "private": True}, True),
+        ({"kind": "operator", "text": "x", "private": False}, False),
+        ({"kind": "received", "upto": 3, "unread": [1, 2]}, True),
+        ({"kind": "received", "upto": 0}, False),
+        ({"kind": "received", "upto": 3, "unread": [0]}, False),
+        ({"kind": "received", "upto": 3, "unread": [1] * 1001}, False),
+        ({"kind": "keys_publish", "device": DEVICE, "opks": [{"id": 1, "pub": ZERO32}]}, True),
+        ({"kind": "keys_publish", "device": DEVICE, "opks": [], "lobby": True}, True),
+        ({"kind": "keys_publish", "device": DEVICE}, False),
+        ({"kind": "keys_publish", "device": "0123", "opks": []}, False),
+        ({"kind": "keys_publish", "device": DEVICE, "opks": [{"id": 1}]}, False),
+        ({"kind": "keys_fetch", "user": "Bob", "known": [DEVICE]}, True),
+        ({"kind": "keys_fetch", "user": "-bob"}, False),
+        ({"kind": "keys_fetch", "user": "bob", "known": [DEVICE] * 9}, False),
+        ({"kind": "keys", "user": "bob"}, True),
+        ({"kind": "keys", "user": "bob", "device": DEVICE, "opks_left": 3}, True),
+        ({"kind": "keys", "user": "bob", "devices": [{"device": DEVICE, "lobby": True}]}, True),
+        ({"kind": "keys", "user": "bob", "devices": [{"device": DEVICE, "cert": "AA=="}]}, False),
+        ({"kind": "members", "event": "online", "users": ["bob"], "more": True}, True),
+        ({"kind": "members", "event": "left", "users": ["bob"], "more": True}, False),
+        ({"kind": "members", "event": "joined", "users": []}, False),
+        ({"kind": "members", "event": "joined", "users": ["Bob"]}, False),
+        ({"kind": "sender_key", "id": 1, "n": 0, "ck": ZERO32}, True),
+        ({"kind": "sender_key", "id": 2**32, "n": 0, "ck": ZERO32}, False),
+        ({"kind": "sender_key", "id": 1, "n": 0, "ck": "AAAA"}, False),
+        ({"kind": "bogus"}, False))
+
+    def test_each_kind_schema(self):
+        for body, holds in self.BODIES:
+            try:
+                sc.check_body_schema(sc.parse_body(sc.enc_json(body)))
+                got = "OK"
+            except sc.ProtoError as e:
+                got = e.code
+            self.assertEqual(got, "OK" if holds else "PROTOCOL_ERROR", body)
+
+    def opening(self, tmp, body, to="lobby", k=None, c=None):
+        """An opening (format 3) of a record signed by the protocol vectors' client, dated a day
+        into its certificate's validity; returns verify.py's outcome for it."""
+        with open(os.path.join(VECTORS, "handshake_ed25519_x25519.json")) as f:
+            pki = json.load(f)["inputs"]["pki"]
+        ca = os.path.join(tmp, "ca.pem")
+        with open(ca, "w") as f:
+            f.write(pki["ca_cert_pem"])
+        cert = sc.x509.load_pem_x509_certificate(pki["client_cert_pem"].encode())
+        key = sc.serialization.load_pem_private_key(pki["client_key_pem"].encode(), None)
+        ts = int(sc.utc(cert, "not_valid_before").timestamp() * 1000) + 86400 * 1000
+        rec = sc.new_record(bytes(16), to, 1, ts, body, bytes(range(32)))
+        if c is not None:
+            rec["c"] = c
+        sc.sign_batch(key, [rec])
+        path = os.path.join(tmp, "opening.json")
+        with open(path, "w") as f:
+            json.dump({"type": "securechat-opening", "version": 3,
+                       "cert": sc.b64e(cert.public_bytes(sc.serialization.Encoding.DER)),
+                       "record": sc.record_wire(rec), "k": sc.b64e(k or bytes(range(32)))}, f)
+        try:
+            verify.verify_opening(path, sc.Trust(ca))
+        except verify.Invalid as e:
+            return e.code
+        return "VALID"
+
+    def test_step_5_and_its_code(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for body, to, want in (
+                    (b'{"kind":"text","text":"hi"}', "lobby", "VALID"),
+                    (b"not json", "lobby", "PROTOCOL_ERROR"),
+                    (b"\xff\xfe", "lobby", "PROTOCOL_ERROR"),
+                    (b'{"kind":"bogus"}', "lobby", "PROTOCOL_ERROR"),
+                    (b'{"kind":"text"}', "lobby", "PROTOCOL_ERROR"),
+                    # the kind is not judged against dir and `to`
+                    (b'{"kind":"notice","text":"x"}', "lobby", "VALID"),
+                    (b'{"kind":"text","text":"hi"}', "server", "VALID")):
+                self.assertEqual(self.opening(tmp, body, to), want, body)
+            body = b'{"kind":"text","text":"hi"}'
+            self.assertEqual(self.opening(tmp, body, k=bytes(32)), "DECRYPT_FAIL")
+            self.assertEqual(self.opening(tmp, b"not json", c=bytes(32)), "TAMPERED")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
 Prints, on stdout:
   RESULT VALID <confirmed by both|confirmed by the client only|confirmed by the server only|
                unconfirmed>                         exit 0
-  RESULT INVALID <code> line <n> <detail>           exit 1 (or `receipt <file>` for a receipt)
+  RESULT INVALID <code> line <n> <detail>           exit 1 (or `receipt <file>` for a receipt;
+                                                     `opening`, whose code may be PROTOCOL_ERROR
+                                                     for a body that is none, §6 step 5)
   RESULT UNSUPPORTED_FORMAT <line 1|opening> <detail>  exit 2: a format this verifier does not
                                                      read, not judged either way (§5 step 1, §6)
   LINES c2s <n> s2c <m>
@@ -476,10 +478,16 @@ def verify_opening(path, trust):
         fail(e.code, e.detail)
     if not ok:
         fail("SIG_FAIL", "the batch signature over the record's batch statement")
-    try:                                                                                   # 4, 5
-        body = sc.parse_body(sc.check_content(rec, k))
+    try:                                                                                   # 4
+        plain = sc.check_content(rec, k)
     except sc.ProtoError as e:
-        fail(e.code if e.code in ("DECRYPT_FAIL", "TAMPERED") else "TAMPERED", e.detail)
+        fail(e.code, e.detail)  # DECRYPT_FAIL, or TAMPERED for the commitment
+    try:                                                                                   # 5
+        # the live code: the author signed these bytes and they are no body (interop finding 77);
+        # whether the kind fits dir and `to` is not judged here
+        body = sc.check_body_schema(sc.parse_body(plain))
+    except sc.ProtoError as e:
+        fail("PROTOCOL_ERROR", f"the body: {e.detail}")
     return cn, sc.fingerprint(der), rec, body
 
 
