@@ -13,23 +13,16 @@
  */
 import { loadTrustStore } from "../lib/pki/trust_files.ts";
 import { loadIdentity } from "../lib/identity.ts";
-import { clientHandshake } from "../lib/handshake/client.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
-import { FrameConnection } from "../lib/wire/connection.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
-import { BENCH_PASSWORD, commands, connectLikeClient, reply, sleep } from "./_util.ts";
+import { commands, loginLikeClient, reply, sleep } from "./_util.ts";
 
 const [pkiDir, portText, transcriptDir, ...names] = Deno.args;
 const trust = await loadTrustStore(`${pkiDir}/ca.pem`);
 const counts: number[] = [];
 for (const name of names) {
-  const conn = new FrameConnection(await connectLikeClient(Number(portText)));
-  const est = await clientHandshake(conn, {
-    identity: await loadIdentity(`${pkiDir}/${name}.pem`, `${pkiDir}/${name}.key`),
-    trust,
-    serverName: "localhost",
-    credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
-  });
+  const identity = await loadIdentity(`${pkiDir}/${name}.pem`, `${pkiDir}/${name}.key`);
+  const est = await loginLikeClient(Number(portText), trust, identity, name);
   const session = await ChatSession.start(est, {
     transcripts: transcriptDirectory(transcriptDir),
     serverName: "localhost",

@@ -2,7 +2,10 @@
  * Shared pieces of the benchmark suite (issue 7): figures with their same-run
  * reference, percentiles, a loopback pair, child processes.
  */
-import { FrameConnection } from "../lib/wire/connection.ts";
+import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import type { EstablishedSession, Identity } from "../lib/handshake/common.ts";
+import type { TrustStore } from "../lib/pki/validate.ts";
 import { readStartTask } from "../testkit/start_task.ts";
 
 export interface Options {
@@ -126,6 +129,26 @@ export async function connectLikeClient(port: number): Promise<Deno.TcpConn> {
   const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
   tcp.setNoDelay(true);
   return tcp;
+}
+
+/**
+ * A client's handshake and login as `name` (the bench password) to the server on `port`, over
+ * `tcp` if given, as `connect` dials it: the one client login every bench uses.
+ */
+export async function loginLikeClient(
+  port: number,
+  trust: TrustStore,
+  identity: Identity,
+  name: string,
+  tcp?: ByteStreamConn,
+): Promise<EstablishedSession> {
+  const conn = new FrameConnection(tcp ?? await connectLikeClient(port));
+  return await clientHandshake(conn, {
+    identity,
+    trust,
+    serverName: "localhost",
+    credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
+  });
 }
 
 /**

@@ -23,14 +23,12 @@
  * round's ratio to InspIRCd's and to the first tree's, and the medians of those.
  */
 import { parseArgs } from "node:util";
-import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
-import { FrameConnection } from "../lib/wire/connection.ts";
 import { findInspircd, Inspircd } from "./_inspircd.ts";
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { rsaPki, type TestPki } from "./_pki.ts";
 import { sampleProcess, threadCpu } from "./_proc.ts";
-import { BENCH_PASSWORD, connectLikeClient, JsonChild, round } from "./_util.ts";
+import { JsonChild, loginLikeClient, round } from "./_util.ts";
 
 const CLIENTS = 8;
 const SELF = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -105,17 +103,7 @@ async function ours(
     async one() {
       total++;
       const name = names[next++ % names.length];
-      const conn = new FrameConnection(await connectLikeClient(port));
-      try {
-        await clientHandshake(conn, {
-          identity: ids.get(name)!,
-          trust: pki.trust,
-          serverName: "localhost",
-          credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
-        });
-      } finally {
-        conn.close();
-      }
+      (await loginLikeClient(port, pki.trust, ids.get(name)!, name)).conn.close();
     },
     // The server's side of a handshake ends after the client's: wait for its count.
     async settled() {

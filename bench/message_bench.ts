@@ -48,6 +48,7 @@ import {
   type Figure,
   figure,
   JsonChild,
+  loginLikeClient,
   loopbackPair,
   type Options,
   percentile,
@@ -316,12 +317,7 @@ async function perParty(
       ...names.slice(1, 1 + recipients),
     ], flags);
     await readers.next(); // {"ready":true}
-    const est = await clientHandshake(new FrameConnection(await connectLikeClient(port)), {
-      identity: await pki.identity(names[0]),
-      trust: pki.trust,
-      serverName: "localhost",
-      credentials: { mode: "login", username: names[0], password: BENCH_PASSWORD },
-    });
+    const est = await loginLikeClient(port, pki.trust, await pki.identity(names[0]), names[0]);
     const session = await ChatSession.start(est, {
       transcripts: transcriptDirectory(`${work}/sender`),
       serverName: "localhost",

@@ -41,7 +41,6 @@
  */
 import { HeldWrites } from "../testkit/held_writes.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
-import { clientHandshake } from "../lib/handshake/client.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
 import { type Body, LOBBY, userRecipient } from "../lib/message/record.ts";
@@ -54,10 +53,10 @@ import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.t
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
 import { Budget, cpuDuring, sampleProcess, settledSample, threadCpu } from "./_proc.ts";
 import {
-  BENCH_PASSWORD,
   connectLikeClient,
   figure,
   JsonChild,
+  loginLikeClient,
   type Options,
   percentile,
   ref,
@@ -183,13 +182,7 @@ async function ourLogin(
   identity: Identity,
   tcp?: ByteStreamConn,
 ): Promise<OurClient> {
-  const conn = new FrameConnection(tcp ?? await connectLikeClient(server.port));
-  const est = await clientHandshake(conn, {
-    identity,
-    trust: pki.trust,
-    serverName: "localhost",
-    credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
-  });
+  const est = await loginLikeClient(server.port, pki.trust, identity, name, tcp);
   const session = await ChatSession.start(est, {
     transcripts: transcriptDirectory(`${server.dir}/clients`),
     serverName: "localhost",
@@ -337,19 +330,8 @@ async function ourHandshakes(
   const child = new JsonChild(HANDSHAKE_SERVER_SCRIPT, [pki.dir, "memory", dir, names.join(",")]);
   try {
     const { port } = await child.next() as { port: number };
-    const once = async (name: string) => {
-      const conn = new FrameConnection(await connectLikeClient(port));
-      try {
-        await clientHandshake(conn, {
-          identity: ids.get(name)!,
-          trust: pki.trust,
-          serverName: "localhost",
-          credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
-        });
-      } finally {
-        conn.close();
-      }
-    };
+    const once = async (name: string) =>
+      (await loginLikeClient(port, pki.trust, ids.get(name)!, name)).conn.close();
     let warmed = 0;
     await Promise.all(names.map(async (name) => {
       while (warmed < warmUp) {
@@ -450,13 +432,8 @@ async function countingRecipient(
   received: { relayed: number; notices: number; batches: number };
   conn: FrameConnection;
 }> {
-  const conn = new FrameConnection(await connectLikeClient(server.port));
-  const est = await clientHandshake(conn, {
-    identity,
-    trust: pki.trust,
-    serverName: "localhost",
-    credentials: { mode: "login", username: name, password: BENCH_PASSWORD },
-  });
+  const est = await loginLikeClient(server.port, pki.trust, identity, name);
+  const conn = est.conn;
   const received = { relayed: 0, notices: 0, batches: 0 };
   const decoder = new TextDecoder();
   void (async () => {
