@@ -27,17 +27,44 @@ import { runVerifyBench } from "./verify_bench.ts";
 import { figure, ref } from "./_util.ts";
 import { type SectionName, SECTIONS } from "../testkit/bench_sections.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    quick: { type: "boolean", default: false },
-    only: { type: "string" },
-    merge: { type: "boolean", default: false },
-    out: { type: "string", default: new URL("./results.json", import.meta.url).pathname },
-  },
-});
+const USAGE = `usage: deno task bench [--quick] [--only SECTION,...] [--out FILE] [--merge]
+
+  --quick        a short run of every section: checks the bench works (what CI runs), not speed
+  --only LIST    run only these sections, comma-separated: ${SECTIONS.join(", ")}
+  --out FILE     write the results there (default bench/results.json)
+  --merge        keep the sections of FILE this run does not measure
+  --help         this text`;
+
+function parseOptions() {
+  try {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        quick: { type: "boolean", default: false },
+        only: { type: "string" },
+        merge: { type: "boolean", default: false },
+        out: { type: "string", default: new URL("./results.json", import.meta.url).pathname },
+        help: { type: "boolean", default: false },
+      },
+    });
+    const only = values.only?.split(",") ?? [...SECTIONS];
+    // Checked before anything runs: a typo in the last name must not cost the sections before it.
+    const unknown = only.filter((name) => !(SECTIONS as readonly string[]).includes(name));
+    if (unknown.length > 0) throw new Error(`unknown section ${unknown.join(", ")}`);
+    return { ...values, only: only as SectionName[] };
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message : error}\n\n${USAGE}`);
+    Deno.exit(2);
+  }
+}
+
+const values = parseOptions();
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
 const quick = values.quick;
-const only = (values.only?.split(",") ?? SECTIONS) as SectionName[];
+const only = values.only;
 
 async function verifySection(): Promise<Section> {
   const r = await runVerifyBench({
@@ -111,8 +138,6 @@ try {
       case "lobby":
         sections.lobby = await lobby.run({ quick });
         break;
-      default:
-        throw new Error(`unknown section ${name}; known: ${SECTIONS.join(", ")}`);
     }
     sections[name]!.measured_at = new Date().toISOString();
     console.error(`bench: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
