@@ -335,3 +335,23 @@ export async function v8FlagsOfThisProcess(): Promise<
     shipped: await serveV8Flags(),
   };
 }
+
+/**
+ * A bench script's command line: `parse` runs node:util's strict `parseArgs` (its options
+ * must include `help`); `--help` prints `usage` and exits, and an unknown or malformed option
+ * is refused with the usage (exit 2) before anything is measured.
+ */
+export function benchOptions<T extends { help?: boolean }>(usage: string, parse: () => T): T {
+  let values: T;
+  try {
+    values = parse();
+  } catch (error) {
+    console.error(`${error instanceof Error ? error.message : error}\n\n${usage}`);
+    Deno.exit(2);
+  }
+  if (values.help) {
+    console.log(usage);
+    Deno.exit(0);
+  }
+  return values;
+}

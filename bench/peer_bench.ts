@@ -52,7 +52,9 @@ import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
 import { Budget, cpuDuring, sampleProcess, settledSample, threadCpu } from "./_proc.ts";
+import { parseArgs } from "node:util";
 import {
+  benchOptions,
   connectLikeClient,
   figure,
   JsonChild,
@@ -81,15 +83,14 @@ const OUR_UNDELIVERED = 256;
 const IRC_BATCH = 256;
 const IRC_IN_FLIGHT = 8192;
 const SERVER_SCRIPT = new URL("./_peer_server.ts", import.meta.url).pathname;
-const profileFlag = Deno.args.indexOf("--server-cpu-prof");
-const serverCpuProfileDir = profileFlag >= 0 ? Deno.args[profileFlag + 1] : undefined;
+/** `--server-cpu-prof DIR` (this file run alone): our server children write V8 CPU profiles there. */
+let serverCpuProfileDir: string | undefined;
 /**
- * `--server-v8-flag FLAG` (repeatable): a V8 flag for our server children after serve's own
- * (the later of two settings of one flag wins), to compare memory settings in one sitting.
+ * `--server-v8-flag FLAG` (repeatable; this file run alone): a V8 flag for our server children
+ * after serve's own (the later of two settings of one flag wins), to compare memory settings in
+ * one sitting.
  */
-const extraServerV8Flags = Deno.args.flatMap((arg, i) =>
-  Deno.args[i - 1] === "--server-v8-flag" ? [`--v8-flags=${arg}`] : []
-);
+let extraServerV8Flags: string[] = [];
 const HANDSHAKE_SERVER_SCRIPT = new URL("./_setup_server.ts", import.meta.url).pathname;
 /** Handshakes a server has made before the handshake phase measures it (`run`). */
 const HANDSHAKE_WARM_UP = 300;
@@ -1192,34 +1193,58 @@ async function idleOnly(levels: IdleLevels, peer: boolean): Promise<Record<strin
   }
 }
 
+const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
+
+  (no option)            every phase, both servers (what \`deno task bench --only peer\` runs)
+  --quick                a short run: checks the phases work, not their speed
+  --breakdown            where our server's CPU goes per delivery and per handshake
+  --idle N,M             the idle phase alone: RSS per connection between N and M held
+  --fanout W,...         relay bursts at these widths (e.g. 4,16,64), both servers
+    --rounds N           … repeated N times (default 1)
+    --keys rsa,ed25519   … with these key types (default both)
+    --messages N         … N messages per burst
+    --warm N             … on a server that relayed N messages first (default 0: fresh)
+  --no-peer              ours only (with --idle or --fanout), for comparing our own trees
+  --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
+  --server-v8-flag FLAG  (repeatable) a V8 flag for our server children after serve's own
+  --help                 this text`;
+
 if (import.meta.main) {
-  const quick = Deno.args.includes("--quick");
-  const idleFlag = Deno.args.indexOf("--idle");
-  const fanOutFlag = Deno.args.indexOf("--fanout");
-  const roundsFlag = Deno.args.indexOf("--rounds");
-  const keysFlag = Deno.args.indexOf("--keys");
-  const messagesFlag = Deno.args.indexOf("--messages");
-  const warmFlag = Deno.args.indexOf("--warm");
-  const result = fanOutFlag >= 0
+  const args = benchOptions(USAGE, () =>
+    parseArgs({
+      args: Deno.args,
+      options: {
+        quick: { type: "boolean", default: false },
+        breakdown: { type: "boolean", default: false },
+        idle: { type: "string" },
+        fanout: { type: "string" },
+        rounds: { type: "string", default: "1" },
+        keys: { type: "string", default: "rsa,ed25519" },
+        messages: { type: "string" },
+        warm: { type: "string", default: "0" },
+        "no-peer": { type: "boolean", default: false },
+        "server-cpu-prof": { type: "string" },
+        "server-v8-flag": { type: "string", multiple: true, default: [] },
+        help: { type: "boolean", default: false },
+      },
+    }).values);
+  serverCpuProfileDir = args["server-cpu-prof"];
+  extraServerV8Flags = args["server-v8-flag"].map((flag) => `--v8-flags=${flag}`);
+  const result = args.fanout !== undefined
     ? await fanOut(
-      Deno.args[fanOutFlag + 1].split(",").map(Number),
-      roundsFlag >= 0 ? Number(Deno.args[roundsFlag + 1]) : 1,
+      args.fanout.split(",").map(Number),
+      Number(args.rounds),
       {
-        keys: keysFlag >= 0
-          ? Deno.args[keysFlag + 1].split(",") as FanOutOptions["keys"]
-          : ["rsa", "ed25519"],
-        messages: messagesFlag >= 0 ? Number(Deno.args[messagesFlag + 1]) : undefined,
-        peer: !Deno.args.includes("--no-peer"),
-        warm: warmFlag >= 0 ? Number(Deno.args[warmFlag + 1]) : 0,
+        keys: args.keys.split(",") as FanOutOptions["keys"],
+        messages: args.messages !== undefined ? Number(args.messages) : undefined,
+        peer: !args["no-peer"],
+        warm: Number(args.warm),
       },
     )
-    : idleFlag >= 0
-    ? await idleOnly(
-      Deno.args[idleFlag + 1].split(",").map(Number) as [number, number],
-      !Deno.args.includes("--no-peer"),
-    )
-    : Deno.args.includes("--breakdown")
-    ? await breakdown(quick)
-    : await run({ quick });
+    : args.idle !== undefined
+    ? await idleOnly(args.idle.split(",").map(Number) as [number, number], !args["no-peer"])
+    : args.breakdown
+    ? await breakdown(args.quick)
+    : await run({ quick: args.quick });
   console.log(JSON.stringify(result, null, 2));
 }

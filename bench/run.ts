@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { benchPkis, removePkis } from "./_pki.ts";
-import { commandOutput, type Figure, type Section } from "./_util.ts";
+import { benchOptions, commandOutput, type Figure, type Section } from "./_util.ts";
 import * as signing from "./signing_bench.ts";
 import * as setup from "./setup_bench.ts";
 import * as messages from "./message_bench.ts";
@@ -35,34 +35,23 @@ const USAGE = `usage: deno task bench [--quick] [--only SECTION,...] [--out FILE
   --merge        keep the sections of FILE this run does not measure
   --help         this text`;
 
-function parseOptions() {
-  try {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        quick: { type: "boolean", default: false },
-        only: { type: "string" },
-        merge: { type: "boolean", default: false },
-        out: { type: "string", default: new URL("./results.json", import.meta.url).pathname },
-        help: { type: "boolean", default: false },
-      },
-    });
-    const only = values.only?.split(",") ?? [...SECTIONS];
-    // Checked before anything runs: a typo in the last name must not cost the sections before it.
-    const unknown = only.filter((name) => !(SECTIONS as readonly string[]).includes(name));
-    if (unknown.length > 0) throw new Error(`unknown section ${unknown.join(", ")}`);
-    return { ...values, only: only as SectionName[] };
-  } catch (error) {
-    console.error(`bench: ${error instanceof Error ? error.message : error}\n\n${USAGE}`);
-    Deno.exit(2);
-  }
-}
-
-const values = parseOptions();
-if (values.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
+const values = benchOptions(USAGE, () => {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      only: { type: "string" },
+      merge: { type: "boolean", default: false },
+      out: { type: "string", default: new URL("./results.json", import.meta.url).pathname },
+      help: { type: "boolean", default: false },
+    },
+  });
+  const only = values.only?.split(",") ?? [...SECTIONS];
+  // Checked before anything runs: a typo in the last name must not cost the sections before it.
+  const unknown = only.filter((name) => !(SECTIONS as readonly string[]).includes(name));
+  if (unknown.length > 0) throw new Error(`unknown section ${unknown.join(", ")}`);
+  return { ...values, only: only as SectionName[] };
+});
 const quick = values.quick;
 const only = values.only;
 
