@@ -252,6 +252,52 @@ Deno.test("offline: what a revoked author left queued is deleted when the revoca
   }
 });
 
+Deno.test("offline: what waits for a revoked recipient's devices is deleted when the revocation reaches the server; another recipient's stays", async () => {
+  // Records queued for carol were wrapped for her device, whose keys her certificate signed.
+  // Revoking it retires that device (senders refuse its keys, PROTOCOL §12.6), yet the records
+  // stayed until they expired, holding places in carol's queue that her next device needs.
+  const pki = await makePki(["alice", "bob", "carol"], "ed25519");
+  const server = await ServerProcess.start({ pkiDir: pki.dir });
+  const queuedFor = (user: string) => {
+    const db = new DatabaseSync(`${server.workDir}/t.db`, { readOnly: true });
+    try {
+      return Number(
+        db.prepare(
+          `SELECT COUNT(*) AS n FROM message_queue
+           WHERE user_id = (SELECT id FROM users WHERE username = ?)`,
+        ).get(user)!.n,
+      );
+    } finally {
+      db.close();
+    }
+  };
+  try {
+    for (const user of ["alice", "bob", "carol"]) await register(server, pki.dir, user);
+    const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
+    await alice.send("/msg carol for carol's laptop");
+    await alice.send("/msg bob for bob");
+    await waitForStored(alice, 2);
+    assert.equal((await alice.end()).code, 0);
+    assert.deepEqual([queuedFor("carol"), queuedFor("bob")], [1, 1]);
+    const mark = server.mark();
+    const revoked = await runCli(["cert", "revoke", "carol", "--dir", pki.dir]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const dropped = await server.waitFor(
+      (e) => e.event === "REVOKED" && e.user === "carol",
+      20_000,
+      mark,
+    );
+    assert.match(
+      String(dropped.detail),
+      /offline queue: 1 record\(s\) for carol, wrapped only for devices of a revoked certificate/,
+    );
+    assert.deepEqual([queuedFor("carol"), queuedFor("bob")], [0, 1]);
+  } finally {
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
 Deno.test("three users: lobby, private and an offline message; every transcript verifies with receipts", async () => {
   const users = ["alice", "bob", "carol"];
   const pki = await makePki(users, "ed25519");

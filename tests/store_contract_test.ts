@@ -15,6 +15,9 @@ import { query, type SqlDatabase, type SqlRow } from "../lib/store/sql.ts";
 import type { AccountAdmin, UserStore } from "../lib/store/user_store.ts";
 import { mysqlTestTarget, startMariaDb } from "../testkit/mariadb.ts";
 import { skipMysql } from "./helpers/mariadb.ts";
+import { makePki } from "../testkit/pki.ts";
+import { parseCertificate } from "../lib/pki/certificate.ts";
+import { serialHex } from "../lib/pki/crl.ts";
 
 interface Context {
   url: string;
@@ -432,6 +435,44 @@ const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
         assert.ok(!after.some((d) => d.device === d1));
         assert.equal((await keys.publish(user, d1, cert, undefined, opks)).left, 0);
       });
+    },
+  },
+  {
+    name:
+      "keys: devicesCertifiedBy() finds the devices last published under those serials, by user",
+    run: async (ctx) => {
+      const [kim, lee] = [ctx.name("kim"), ctx.name("lee")];
+      const [d1, d2, d3] = ["00000000000000a1", "00000000000000a2", "00000000000000a3"];
+      const pki = await makePki([kim, `${kim}x`, lee]);
+      try {
+        const certOf = async (name: string) => (await pki.identity(name)).certDer;
+        const [revoked, reissued, other] = [
+          await certOf(kim),
+          await certOf(`${kim}x`),
+          await certOf(lee),
+        ];
+        const serialOf = (der: Uint8Array) => serialHex(parseCertificate(der).serial);
+        await withStore(ctx, async (store) => {
+          const keys = store.keys!;
+          await keys.publish(kim, d1, revoked, "{}", []);
+          await keys.publish(kim, d2, revoked, "{}", []);
+          await keys.publish(lee, d1, other, "{}", []);
+          // d3 published under the old certificate, then again under a re-issued one: the
+          // newer certificate is the one that vouches for it now.
+          await keys.publish(kim, d3, revoked, "{}", []);
+          await keys.publish(kim, d3, reissued, "{}", []);
+          const found = await keys.devicesCertifiedBy(new Set([serialOf(revoked)]));
+          assert.deepEqual(
+            [...found].map(([user, devices]) => [user, [...devices].sort()]),
+            [[kim, [d1, d2]]],
+          );
+          const both = await keys.devicesCertifiedBy(new Set([serialOf(reissued), "00ff"]));
+          assert.deepEqual([...both].map(([user, devices]) => [user, [...devices]]), [[kim, [d3]]]);
+          assert.deepEqual([...await keys.devicesCertifiedBy(new Set())], []);
+        });
+      } finally {
+        await Deno.remove(pki.dir, { recursive: true });
+      }
     },
   },
   {

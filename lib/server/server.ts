@@ -37,6 +37,7 @@ import {
 import type { CloseCode } from "../wire/messages.ts";
 import { DEFAULT_CLOSE_TIMEOUT_MS } from "../session/session.ts";
 import { CrlWatcher } from "./revocation.ts";
+import { dropRevokedQueued } from "./queue_revocation.ts";
 import { canonicalName } from "../pki/names.ts";
 import type { TicketAuthority } from "../resumption/ticket.ts";
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from "../store/message_queue.ts";
@@ -187,43 +188,14 @@ export class ChatServer {
 
   /**
    * Ends the live sessions of newly revoked certificates, each with REVOKED, then deletes what
-   * they left in offline queues.
+   * they left in offline queues and what waits there for the devices they certified.
    */
   #endRevoked(serials: Set<string>): void {
     if (serials.has(this.#own.serial)) this.#retire("SERVER_CERT_REVOKED");
     for (const member of this.lobby.localMembers()) {
       if (serials.has(member.session.established.peer.serial)) this.#revoke(member);
     }
-    void this.#dropRevokedQueued(serials);
-  }
-
-  /**
-   * Deletes the queued records signed under newly revoked certificates (PROTOCOL §6.6): no
-   * recipient would take one (§6.4 step 2), and a revoked author's records, sender keys among
-   * them, should not wait out the queue's age limit for recipients who may not log in for
-   * weeks. Delivery still drops any this misses (stored meanwhile, or before serials were kept).
-   * In a cluster every node adopting the CRL does this; the second finds nothing.
-   */
-  async #dropRevokedQueued(serials: Set<string>): Promise<void> {
-    const queue = this.#opts.store.queue;
-    if (!queue) return;
-    let deleted: Map<string, number>;
-    try {
-      deleted = await queue.removeSignedUnder([...serials]);
-    } catch (error) {
-      this.#opts.log(codeOf(error), {
-        detail: `offline queue: records under revoked certificates not deleted now (delivery ` +
-          `drops them): ${(error as Error).message}`,
-      });
-      return;
-    }
-    for (const [author, count] of deleted) {
-      this.#opts.log("REVOKED", {
-        user: author,
-        detail: `offline queue: ${count} record(s) from ${author}, whose certificate is revoked, ` +
-          "deleted undelivered",
-      });
-    }
+    void dropRevokedQueued(this.#opts.store, serials, this.#opts.log);
   }
 
   #revoke(member: Member): void {

@@ -8,6 +8,8 @@
 import { MAX_DEVICES } from "../e2e/envelope.ts";
 import { SecureChatError } from "../errors.ts";
 import { query, type SqlDatabase } from "./sql.ts";
+import { parseCertificate } from "../pki/certificate.ts";
+import { serialHex } from "../pki/crl.ts";
 
 /** One-time prekeys kept per device at most; a publish beyond it is cut to fit. */
 export const MAX_STORED_PREKEYS = 200;
@@ -65,6 +67,13 @@ export interface KeyDirectory {
    * @throws DB_UNAVAILABLE
    */
   fetch(user: string, known: ReadonlySet<string>): Promise<StoredDevice[]>;
+  /**
+   * The devices whose bundle was last published under a certificate with one of `serials`
+   * (hex, as the CRL lists them): what a newly revoked certificate retires (PROTOCOL §6.6).
+   * @returns per user name as stored, that user's device ids
+   * @throws DB_UNAVAILABLE
+   */
+  devicesCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>>;
 }
 
 export class SqlKeyDirectory implements KeyDirectory {
@@ -169,6 +178,29 @@ export class SqlKeyDirectory implements KeyDirectory {
       });
     }
     return devices;
+  }
+
+  async devicesCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>> {
+    await this.ready();
+    const found = new Map<string, Set<string>>();
+    if (serials.size === 0) return found;
+    // The serial is inside the stored certificate, so every row is read: this runs only when a
+    // CRL newly revokes someone, and a directory holds at most MAX_DEVICES rows per user.
+    const rows = await query(this.db, "SELECT username, device, cert FROM e2e_devices", []);
+    for (const row of rows) {
+      let serial: string;
+      try {
+        serial = serialHex(parseCertificate(bytes(row.cert)).serial);
+      } catch {
+        continue; // Not a certificate (a row this server did not write): it certifies no one.
+      }
+      if (!serials.has(serial)) continue;
+      const user = String(row.username);
+      let devices = found.get(user);
+      if (!devices) found.set(user, devices = new Set());
+      devices.add(String(row.device));
+    }
+    return found;
   }
 
   async #prekeysLeft(user: string, device: string): Promise<number> {
