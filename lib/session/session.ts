@@ -13,6 +13,7 @@ import {
   errorMessageFor,
   type EstablishedSession,
   isFromPeer,
+  PEER_ERROR_GRACE_MS,
 } from "../handshake/common.ts";
 import {
   type Body,
@@ -265,6 +266,8 @@ export class ChatSession {
   #ended = false;
   #aborted?: SecureChatError;
   #closeTimer?: ReturnType<typeof setTimeout>;
+  /** After a write failed: ends run()'s wait for what the peer said before going. */
+  #goneTimer?: ReturnType<typeof setTimeout>;
   /**
    * Messages that passed every check, recorded in the transcript's pending batch, not yet
    * handed to the caller: the frames already received are read first, then the batch is
@@ -734,6 +737,13 @@ export class ChatSession {
     this.#sendOutbox(); // what was made before the error goes before it
     this.#aborted ??= error;
     this.#ended = true;
+    if (error === this.#est.conn.writeError) {
+      // The peer went while we wrote, and may have said why before going: run() reads what
+      // already arrived (#peerErrorAfterWriteFailure), and closes the connection; a peer that
+      // said nothing is not waited for longer than the grace.
+      this.#goneTimer = setTimeout(() => this.#est.conn.close(), PEER_ERROR_GRACE_MS);
+      return;
+    }
     try {
       this.#est.conn.send(this.#est.records.seal(utf8(JSON.stringify(errorMessageFor(error)))));
       await this.#est.conn.flush(1000);
@@ -754,7 +764,8 @@ export class ChatSession {
         const payload = await this.#nextFrame();
         if (this.#aborted) {
           await this.#release(handlers);
-          return await this.#end("error", this.#aborted);
+          const told = await this.#peerErrorAfterWriteFailure(payload);
+          return await this.#end("error", told ?? this.#aborted);
         }
         if (payload === null) {
           await this.#release(handlers);
@@ -792,6 +803,7 @@ export class ChatSession {
     } finally {
       this.#abandonPasswordChange();
       clearTimeout(this.#closeTimer);
+      clearTimeout(this.#goneTimer);
       this.#sendOutbox();
       await this.#est.conn.flush(1000);
       this.#est.conn.close();
@@ -842,6 +854,39 @@ export class ChatSession {
   }
 
   /** Not async: an idle session waits in the reader's one promise, not in a frame of its own. */
+  /**
+   * When the session ended because a write of ours failed (the peer went), the `error` the
+   * peer sent before going, if it did: in `payload` or the frames that arrived after it, read
+   * for PEER_ERROR_GRACE_MS at most. The failed write is how we learnt that the peer went, not
+   * why: a server that ends a session (a full disk: TRANSCRIPT_IO) closes at once, and a client
+   * still sending meets the reset before it has read the server's reason (as a handshake's
+   * pipelined writes may, runHandshake).
+   */
+  async #peerErrorAfterWriteFailure(
+    payload: Uint8Array | null,
+  ): Promise<SecureChatError | undefined> {
+    const conn = this.#est.conn;
+    if (this.#aborted === undefined || this.#aborted !== conn.writeError) return undefined;
+    const deadline = Date.now() + PEER_ERROR_GRACE_MS;
+    try {
+      while (payload !== null) {
+        for (const content of this.#est.records.openContents(payload)) {
+          const message = parseMessage(
+            content,
+            this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
+          );
+          if (message.type === "error") return errorFromPeer(message.code, message.message, true);
+          if (message.type === "key_update") this.#est.records.updateReceive();
+        }
+        if (deadline <= Date.now()) return undefined;
+        payload = await conn.read(deadline - Date.now());
+      }
+    } catch {
+      // a record that does not open, a timeout, the reset: the peer said nothing more
+    }
+    return undefined;
+  }
+
   #nextFrame(): Promise<Uint8Array | null> {
     const timeout = this.closing
       ? this.#opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS
