@@ -1,42 +1,25 @@
 /**
- * The AEADs: ChaCha20-Poly1305 for sealed records (PROTOCOL §3.2) and message contents (§6.1),
- * AES-GCM for the end-to-end wraps and state (§12) and resumption tickets. Record nonces are never
- * random: each direction derives them from a static IV and a record counter exactly as
- * TLS 1.3 does (RFC 8446 §5.3), so a nonce repeats only if a counter does, and the counter
- * is a 64-bit integer that must never wrap.
+ * The AEADs, synchronous, over the `#sync-crypto` backend (node:crypto for the CLI and server,
+ * @noble/ciphers and our JavaScript ChaCha20-Poly1305 for the page): ChaCha20-Poly1305 for
+ * sealed records (PROTOCOL §3.2) and message contents (§6.1), AES-256-GCM for the end-to-end
+ * wraps and state (§12). Each wrapper checks key and nonce lengths and turns every failure to
+ * open into the same DECRYPT_FAIL. Record nonces are never random: each direction derives them
+ * from a static IV and a record counter exactly as TLS 1.3 does (RFC 8446 §5.3), so a nonce
+ * repeats only if a counter does, and the counter is a 64-bit integer that must never wrap.
+ * (Resumption tickets call the backend's AES-GCM themselves, lib/resumption/ticket.ts.)
  */
 
 import { aesGcmOpen, aesGcmSeal, chaCha20Poly1305Open, chaCha20Poly1305Seal } from "#sync-crypto";
 import { SecureChatError } from "../errors.ts";
 import { u64be } from "../bytes.ts";
 
-export const AES_KEY_BYTES = 16;
+/** AES-256-GCM's key: the end-to-end layer's (PROTOCOL §12). */
+export const AES_KEY_BYTES = 32;
 export const GCM_NONCE_BYTES = 12;
 export const GCM_TAG_BYTES = 16;
 /** ChaCha20-Poly1305's key and tag (RFC 8439); its nonce is 12 bytes, as GCM's. */
 export const CHACHA20_POLY1305_KEY_BYTES = 32;
 export const POLY1305_TAG_BYTES = 16;
-
-/** Key sizes the wrapper takes: the protocol uses 16; 24 and 32 are for test vectors. */
-const AES_KEY_SIZES: readonly number[] = [16, 24, 32];
-/**
- * The key size of the synchronous pair: 32, the end-to-end layer's AES-256-GCM (PROTOCOL §12).
- * Message contents took 16 until session 11 (now ChaCha20-Poly1305, §6.1); resumption tickets
- * call the `#sync-crypto` backend themselves.
- */
-const SYNC_AES_KEY_BYTES = 32;
-
-/**
- * Imports a raw AES-GCM key, non-extractable. The caller owns and should wipe `raw`.
- * @throws {RangeError} unless `raw` is 16, 24 or 32 bytes
- */
-export async function importAesGcmKey(raw: Uint8Array): Promise<CryptoKey> {
-  if (!AES_KEY_SIZES.includes(raw.length)) throw new RangeError("AES key must be 16/24/32 bytes");
-  return await crypto.subtle.importKey("raw", raw as BufferSource, "AES-GCM", false, [
-    "encrypt",
-    "decrypt",
-  ]);
-}
 
 /**
  * The per-record nonce: `iv` XOR (0x00000000 || u64be(counter)) (RFC 8446 §5.3).
@@ -71,84 +54,35 @@ export function counterNonceInto(out: Uint8Array, iv: Uint8Array, counter: numbe
   return out;
 }
 
-function gcmParams(nonce: Uint8Array, aad: Uint8Array): AesGcmParams {
-  return {
-    name: "AES-GCM",
-    iv: nonce as BufferSource,
-    additionalData: aad as BufferSource,
-    tagLength: 8 * GCM_TAG_BYTES,
-  };
-}
-
 /**
- * Encrypts and authenticates; returns ciphertext || 16-byte tag.
- * @throws {RangeError} if `nonce` is not 12 bytes
- */
-export async function seal(
-  key: CryptoKey,
-  nonce: Uint8Array,
-  plaintext: Uint8Array,
-  aad: Uint8Array,
-): Promise<Uint8Array> {
-  if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("GCM nonce must be 12 bytes");
-  return new Uint8Array(
-    await crypto.subtle.encrypt(gcmParams(nonce, aad), key, plaintext as BufferSource),
-  );
-}
-
-/**
- * Authenticates and decrypts ciphertext || tag. Every failure, including a
- * wrong nonce length or input shorter than the tag, is the same DECRYPT_FAIL
- * so the reason never leaks to a peer.
- * @throws {SecureChatError} DECRYPT_FAIL
- */
-export async function open(
-  key: CryptoKey,
-  nonce: Uint8Array,
-  ciphertext: Uint8Array,
-  aad: Uint8Array,
-): Promise<Uint8Array> {
-  if (nonce.length !== GCM_NONCE_BYTES || ciphertext.length < GCM_TAG_BYTES) {
-    throw new SecureChatError("DECRYPT_FAIL", "record too short or bad nonce");
-  }
-  try {
-    return new Uint8Array(
-      await crypto.subtle.decrypt(gcmParams(nonce, aad), key, ciphertext as BufferSource),
-    );
-  } catch (cause) {
-    throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
-  }
-}
-
-/**
- * Synchronous AES-GCM (the `#sync-crypto` backend), for the per-message path: no key
- * import and no thread-pool hop per message (docs/PERFORMANCE.md). Same output as
- * {@link seal}: ciphertext || 16-byte tag.
+ * AES-256-GCM: ciphertext || 16-byte tag. No key import and no thread-pool hop per call, as
+ * WebCrypto would need (docs/PERFORMANCE.md).
  * @throws {RangeError} for a key that is not 32 bytes or a nonce that is not 12 bytes
  */
-export function sealSync(
+export function sealAesGcm(
   key: Uint8Array,
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
 ): Uint8Array {
-  if (key.length !== SYNC_AES_KEY_BYTES) throw new RangeError("AES key must be 32 bytes");
+  if (key.length !== AES_KEY_BYTES) throw new RangeError("AES key must be 32 bytes");
   if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("GCM nonce must be 12 bytes");
   return aesGcmSeal(key, nonce, plaintext, aad);
 }
 
 /**
- * Synchronous counterpart of {@link open}; every failure is the same DECRYPT_FAIL.
+ * Counterpart of {@link sealAesGcm}. Every failure, including a wrong key or nonce length or
+ * input shorter than the tag, is the same DECRYPT_FAIL, so the reason never leaks to a peer.
  * @throws {SecureChatError} DECRYPT_FAIL
  */
-export function openSync(
+export function openAesGcm(
   key: Uint8Array,
   nonce: Uint8Array,
   ciphertext: Uint8Array,
   aad: Uint8Array,
 ): Uint8Array {
   if (
-    key.length !== SYNC_AES_KEY_BYTES || nonce.length !== GCM_NONCE_BYTES ||
+    key.length !== AES_KEY_BYTES || nonce.length !== GCM_NONCE_BYTES ||
     ciphertext.length < GCM_TAG_BYTES
   ) {
     throw new SecureChatError("DECRYPT_FAIL", "record too short or bad key/nonce");

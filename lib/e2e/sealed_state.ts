@@ -9,7 +9,7 @@
 import { scrypt } from "#sync-crypto";
 import { z } from "zod";
 import { fromBase64, fromUtf8, randomBytes, toBase64, utf8, wipe } from "../bytes.ts";
-import { openSync, sealSync } from "../crypto/aead.ts";
+import { openAesGcm, sealAesGcm } from "../crypto/aead.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import { base64Text } from "../wire/schema.ts";
 import type { E2eStorage } from "./client.ts";
@@ -67,7 +67,7 @@ export class StateSeal {
     const key = derive(secret, salt);
     let plaintext: Uint8Array;
     try {
-      plaintext = openSync(key, fromBase64(parsed.nonce), fromBase64(parsed.ct), AAD);
+      plaintext = openAesGcm(key, fromBase64(parsed.nonce), fromBase64(parsed.ct), AAD);
     } catch (cause) {
       throw new SecureChatError(
         "DECRYPT_FAIL",
@@ -99,7 +99,7 @@ export class StateSeal {
         p: SCRYPT.p,
         salt: toBase64(this.#salt),
         nonce: toBase64(nonce),
-        ct: toBase64(sealSync(this.#key, nonce, plaintext, AAD)),
+        ct: toBase64(sealAesGcm(this.#key, nonce, plaintext, AAD)),
       });
     } finally {
       wipe(plaintext); // best-effort in JS

@@ -7,7 +7,7 @@
  * under its key.
  */
 
-import { openSync, sealSync } from "../crypto/aead.ts";
+import { openAesGcm, sealAesGcm } from "../crypto/aead.ts";
 import { hkdfExpandSync } from "../crypto/hkdf.ts";
 import { utf8, wipe } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
@@ -27,7 +27,7 @@ export function wrapContentKey(mk: Uint8Array, aad: Uint8Array, k: Uint8Array): 
   const key = hkdfExpandSync(mk, LABEL_KEY, 32);
   const iv = hkdfExpandSync(mk, LABEL_IV, 12);
   try {
-    return sealSync(key, iv, k, aad);
+    return sealAesGcm(key, iv, k, aad);
   } finally {
     wipe(key, iv); // best-effort in JS
   }
@@ -44,7 +44,7 @@ export function unwrapContentKey(mk: Uint8Array, aad: Uint8Array, wrapped: Uint8
   const key = hkdfExpandSync(mk, LABEL_KEY, 32);
   const iv = hkdfExpandSync(mk, LABEL_IV, 12);
   try {
-    return openSync(key, iv, wrapped, aad);
+    return openAesGcm(key, iv, wrapped, aad);
   } finally {
     wipe(key, iv);
   }
