@@ -181,7 +181,7 @@ function syncFiles(backend: typeof nodeSync, label: string): SuiteFile[] {
       group: (group) => {
         if (group.ivSize !== 96) return Promise.resolve({ skip: "IV ≠ 96 bits" });
         if (group.tagSize !== 128) return Promise.resolve({ skip: "tag ≠ 128 bits" });
-        if (group.keySize === 192) {
+        if (group.keySize === 192 && backend === nodeSync) {
           return Promise.resolve({
             skip: "AES-192: Deno's node:crypto has no AES-192-GCM",
           });
