@@ -206,8 +206,8 @@ export class E2eClient {
   /** Members `#chain` was not sent to (no fitting device, or their keys could not be had). */
   #leftOut = new Set<string>();
   #leftOutCheckedAt = 0;
-  /** Our seqnos of the `sender_key` records that carried `#chain`. */
-  #chainSeqnos = new Set<number>();
+  /** Our seqnos of the `sender_key` records that carried `#chain`, and the member of each. */
+  #chainSeqnos = new Map<number, string>();
   /**
    * Whether the server queued one of `#chain`'s `sender_key` records (§6.6): that member reads
    * from the chain's position then, and a line more than MAX_SKIP ahead of what they last
@@ -446,7 +446,7 @@ export class E2eClient {
     // session's `online` list (a membership change) retires it, and its seqnos were that
     // session's.
     this.#sessionsEnded++;
-    this.#chainSeqnos = new Set();
+    this.#chainSeqnos = new Map();
     // The next session's `online` list is the membership then: until it comes, no lobby line.
     this.#membersKnown = new Promise((resolve) => this.#membersArrived = resolve);
     this.#listWhole = false;
@@ -580,8 +580,9 @@ export class E2eClient {
       const ready = await this.prepare(user, channel).then(() => true, () => false);
       if (!ready || !this.#lobbyDevicesOf(user).length || this.#chain !== chain) continue;
       const distribution = encodeDistribution(chain.distribution());
-      this.#chainSeqnos.add(
+      this.#chainSeqnos.set(
         await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user)),
+        user,
       );
       this.#leftOut.delete(user);
     }
@@ -618,9 +619,12 @@ export class E2eClient {
     });
     const chain = SenderChain.fresh(this.#me.user);
     const distribution = encodeDistribution(chain.distribution());
-    const seqnos = new Set<number>();
+    const seqnos = new Map<number, string>();
     for (const user of ready) {
-      seqnos.add(await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user)));
+      seqnos.set(
+        await channel.send({ kind: "sender_key", ...distribution }, userRecipient(user)),
+        user,
+      );
     }
     // Sent in a session that has ended since: not ours to keep.
     if (sessionsEnded !== this.#sessionsEnded) return { unreadable };
@@ -645,13 +649,17 @@ export class E2eClient {
 
   /**
    * The server refused our message `seqno` (PROTOCOL §6.5). When it carried our sender key to
-   * a member, that member cannot read our lobby lines under it: the next line starts a new
-   * chain.
+   * a member, only that member lacks the chain: they are left out of it, and looked up again
+   * and sent it from its position then, as a member the chain was not sent to (§12.5). A new
+   * chain for everyone would rekey every member at every line for as long as the refusal lasts
+   * (a full queue: as long as the member stays away).
    * @returns whether it was one of our sender keys
    */
   onNotDelivered(seqno: number): boolean {
-    if (!this.#chainSeqnos.has(seqno)) return false;
-    this.#chainMembership = -1;
+    const member = this.#chainSeqnos.get(seqno);
+    if (member === undefined) return false;
+    this.#chainSeqnos.delete(seqno);
+    this.#leftOut.add(member);
     return true;
   }
 

@@ -8,8 +8,11 @@ import { pollUntil } from "../../testkit/server_process.ts";
 
 export class SilentServer implements KeysChannel {
   readonly sent: Body[] = [];
-  send(body: Body): Promise<number> {
+  /** Where each of `sent` went (its record's `to`). */
+  readonly sentTo: string[] = [];
+  send(body: Body, to: string): Promise<number> {
     this.sent.push(body);
+    this.sentTo.push(to);
     return Promise.resolve(this.sent.length);
   }
   /** The users whose devices were asked for, in order. */

@@ -16,7 +16,7 @@ import { SilentServer } from "../helpers/silent_server.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
 import { toBase64 } from "../../lib/bytes.ts";
 
-const pki = await makePki(["alice", "bob"]);
+const pki = await makePki(["alice", "bob", "carol", "dave"]);
 globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
 
 async function aliceDevice(): Promise<E2eClient> {
@@ -93,19 +93,19 @@ Deno.test("e2e: after a reconnection the lobby is the new session's online list;
 });
 
 /** The directory's answer to a fetch of bob's devices: the one device his client published. */
-async function bobKeys() {
-  const id = await pki.identity("bob");
-  const bob = await E2eClient.open(new MemoryStorage(), {
-    user: "bob",
+async function keysOf(user: string) {
+  const id = await pki.identity(user);
+  const device = await E2eClient.open(new MemoryStorage(), {
+    user,
     certDer: id.certDer,
     signingKey: id.signingKey,
   }, pki.trust);
   const directory = new SilentServer();
-  await bob.publish(directory);
+  await device.publish(directory);
   const published = directory.sent[0] as Extract<Body, { kind: "keys_publish" }>;
   return {
     kind: "keys" as const,
-    user: "bob",
+    user,
     devices: [{
       device: published.device,
       cert: toBase64(id.certDer),
@@ -114,6 +114,8 @@ async function bobKeys() {
     }],
   };
 }
+
+const bobKeys = () => keysOf("bob");
 
 Deno.test("e2e: after a session ended, the next one's first lobby line waits for its members and sends a new chain (the last one's sender keys may have died with its node)", async () => {
   const alice = await aliceDevice();
@@ -206,18 +208,80 @@ Deno.test("e2e: a sender key answered queued (a member failing over) keeps the c
   assert.notEqual(after.id, chainId);
   assert.equal(after.n, 0);
   assert.equal(senderKeys(), 2);
+});
 
-  // A refused one did not reach the member: the next line starts a new chain, as before.
-  const refusedSeqno = server.sent.findLastIndex((b) => b.kind === "sender_key") + 1;
-  const refused = {
-    ...queued,
-    type: "refused" as const,
-    of: refusedSeqno,
-    code: "QUEUE_FULL" as const,
+Deno.test("e2e: a sender key refused QUEUE_FULL leaves only that member out: the chain stays for the others, and the member is sent it again at most every 2 s, from its position then (PROTOCOL §6.5, §12.5)", async () => {
+  // Before: a refusal retired the chain, so every lobby line started a new one and sent it to
+  // every member, and the full queue refused the member's new key again: 3 lines in a lobby of
+  // four sent 3 + 3 × 3 = 12 sender keys instead of 3 (and would have queued a key per line for
+  // each other member who was away, and spent the author's message rate on keys).
+  const alice = await aliceDevice();
+  const server = new SilentServer();
+  const members = ["bob", "carol", "dave"];
+  const keysTo = (user: string) =>
+    server.sent.filter((b, i) => b.kind === "sender_key" && server.sentTo[i] === `user:${user}`)
+      .length;
+  alice.onMembers({ kind: "members", event: "online", users: ["alice", ...members] });
+  const first = alice.prepareLobby(server);
+  await pollUntil(() => server.fetches().length === 3 || undefined, 2000, () => "no fetches");
+  for (const user of members) await alice.onKeys(await keysOf(user), server);
+  await first;
+  assert.deepEqual(members.map(keysTo), [1, 1, 1]);
+  // The server refuses every key sent to bob while his queue is full.
+  const refusedSeqnos = new Set<number>();
+  let answerSeqno = 0;
+  const refuseBobsKeys = async () => {
+    for (let i = 0; i < server.sent.length; i++) {
+      if (server.sent[i].kind !== "sender_key" || server.sentTo[i] !== "user:bob") continue;
+      if (refusedSeqnos.has(i + 1)) continue;
+      refusedSeqnos.add(i + 1);
+      const refused = {
+        type: "refused" as const,
+        seqno: ++answerSeqno,
+        ts: Date.now(),
+        of: i + 1,
+        code: "QUEUE_FULL" as const,
+      };
+      assert.equal(await takeE2eMessage(alice, refused, server), false, "a refusal is shown");
+    }
   };
-  assert.equal(await takeE2eMessage(alice, refused, server), false, "a refusal is shown");
-  assert.notEqual((await line()).id, after.id);
-  assert.equal(senderKeys(), 3);
+  const realNow = Date.now;
+  let now = realNow();
+  Date.now = () => now; // the 2 s between look-ups pass only when this test says so
+  try {
+    await refuseBobsKeys();
+    const line = async () => {
+      await alice.prepareLobby(server);
+      const envelope = await alice.wrap(lobbyRecord().record, new Uint8Array(32));
+      return envelope as Extract<typeof envelope, { kind: "sender" }>;
+    };
+    const chainId = (await line()).id;
+    await refuseBobsKeys();
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await line()).id, chainId, "the chain stays");
+      await refuseBobsKeys();
+    }
+    assert.deepEqual(members.map(keysTo), [1, 1, 1], "no member was sent a key again");
+
+    // Two seconds on, bob is looked up again and sent the chain from the next line's position.
+    now += 2_001;
+    const next = alice.prepareLobby(server);
+    await pollUntil(() => server.fetches().length === 4 || undefined, 2000, () => "no refetch");
+    assert.equal(server.fetches().at(-1), "bob");
+    await alice.onKeys(await keysOf("bob"), server);
+    await next;
+    assert.deepEqual(members.map(keysTo), [2, 1, 1]);
+    const resent = server.sent.findLast((b) => b.kind === "sender_key") as Extract<
+      Body,
+      { kind: "sender_key" }
+    >;
+    const after = await line();
+    assert.equal(after.id, chainId);
+    assert.equal(resent.id, chainId);
+    assert.equal(resent.n, after.n, "from the position of the next line");
+  } finally {
+    Date.now = realNow;
+  }
 });
 
 let lobbySeqno = 0;
