@@ -81,17 +81,7 @@ export function openAesGcm(
   ciphertext: Uint8Array,
   aad: Uint8Array,
 ): Uint8Array {
-  if (
-    key.length !== AES_KEY_BYTES || nonce.length !== GCM_NONCE_BYTES ||
-    ciphertext.length < GCM_TAG_BYTES
-  ) {
-    throw new SecureChatError("DECRYPT_FAIL", "record too short or bad key/nonce");
-  }
-  try {
-    return aesGcmOpen(key, nonce, ciphertext, aad);
-  } catch (cause) {
-    throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
-  }
+  return openChecked(aesGcmOpen, AES_KEY_BYTES, GCM_TAG_BYTES, key, nonce, ciphertext, aad);
 }
 
 /**
@@ -124,14 +114,37 @@ export function openChaCha20Poly1305(
   ciphertext: Uint8Array,
   aad: Uint8Array,
 ): Uint8Array {
+  return openChecked(
+    chaCha20Poly1305Open,
+    CHACHA20_POLY1305_KEY_BYTES,
+    POLY1305_TAG_BYTES,
+    key,
+    nonce,
+    ciphertext,
+    aad,
+  );
+}
+
+/**
+ * Both AEADs' open, after their length checks (12-byte nonces both): every failure, a length
+ * included, is the same DECRYPT_FAIL, so the reason never leaks to a peer.
+ */
+function openChecked(
+  backendOpen: typeof aesGcmOpen,
+  keyBytes: number,
+  tagBytes: number,
+  key: Uint8Array,
+  nonce: Uint8Array,
+  ciphertext: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
   if (
-    key.length !== CHACHA20_POLY1305_KEY_BYTES || nonce.length !== GCM_NONCE_BYTES ||
-    ciphertext.length < POLY1305_TAG_BYTES
+    key.length !== keyBytes || nonce.length !== GCM_NONCE_BYTES || ciphertext.length < tagBytes
   ) {
     throw new SecureChatError("DECRYPT_FAIL", "record too short or bad key/nonce");
   }
   try {
-    return chaCha20Poly1305Open(key, nonce, ciphertext, aad);
+    return backendOpen(key, nonce, ciphertext, aad);
   } catch (cause) {
     throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
   }
