@@ -11,6 +11,7 @@ import { checkOpening, makeOpening } from "../lib/transcript/opening.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { makePki } from "../testkit/pki.ts";
 import { authorCertOf } from "../lib/message/author_certs.ts";
+import { loggedIn as loggedInPair } from "./helpers/logged_in.ts";
 import { prepareRelay, type RelayType } from "../lib/message/record.ts";
 
 const pki = await makePki(["alice"]);
@@ -141,20 +142,8 @@ Deno.test("clientHandshake() refuses a wrong password with AUTH_FAIL on both sid
 });
 
 /** Both handshakes of alice over `server` / `client`, any password accepted. */
-async function loggedIn(server: FrameConnection, client: FrameConnection) {
-  return await Promise.all([
-    serverHandshake(server, {
-      identity: await pki.identity("server"),
-      trust: pki.trust,
-      authenticate: () => Promise.resolve({ registered: false }),
-    }),
-    clientHandshake(client, {
-      identity: await pki.identity("alice"),
-      trust: pki.trust,
-      serverName: "localhost",
-      credentials: { mode: "login", username: "alice", password: "pw" },
-    }),
-  ]);
+function loggedIn(server: FrameConnection, client: FrameConnection) {
+  return loggedInPair(pki, server, client);
 }
 
 Deno.test("ChatSession: the lines sent in one turn are one signed batch in one record; verify takes it and refuses a tampered batch line", async () => {

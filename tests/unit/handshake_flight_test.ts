@@ -5,11 +5,10 @@
  * larger than an idle connection's 1 KiB reads in one read, where it took two.
  */
 import assert from "node:assert/strict";
-import { clientHandshake } from "../../lib/handshake/client.ts";
-import { serverHandshake } from "../../lib/handshake/server.ts";
 import { HANDSHAKE_READ_BYTES } from "../../lib/handshake/common.ts";
 import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
 import { IDLE_READ_BYTES } from "../../lib/wire/frame.ts";
+import { loggedIn } from "../helpers/logged_in.ts";
 import { makePki } from "../../testkit/pki.ts";
 
 /**
@@ -92,19 +91,7 @@ async function handshakeOverCountedPair() {
   const serverConn = new FrameConnection(serverSide);
   const clientConn = new FrameConnection(clientSide);
   try {
-    const [server, client] = await Promise.all([
-      serverHandshake(serverConn, {
-        identity: await pki.identity("server"),
-        trust: pki.trust,
-        authenticate: () => Promise.resolve({ registered: false }),
-      }),
-      clientHandshake(clientConn, {
-        identity: await pki.identity("alice"),
-        trust: pki.trust,
-        serverName: "localhost",
-        credentials: { mode: "login", username: "alice", password: "a-long-password" },
-      }),
-    ]);
+    const [server, client] = await loggedIn(pki, serverConn, clientConn);
     assert.equal(server.sessionId, client.sessionId);
     return { serverSide, clientSide, serverConn, clientConn };
   } finally {

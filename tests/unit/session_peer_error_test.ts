@@ -5,12 +5,11 @@
  * its read loop had taken the `error`, and reported "connection lost while writing".
  */
 import assert from "node:assert/strict";
-import { clientHandshake } from "../../lib/handshake/client.ts";
-import { serverHandshake } from "../../lib/handshake/server.ts";
 import { utf8 } from "../../lib/bytes.ts";
 import { ChatSession } from "../../lib/session/session.ts";
 import { transcriptDirectory } from "../../lib/transcript/file_storage.ts";
 import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
+import { loggedIn } from "../helpers/logged_in.ts";
 import { makePki } from "../../testkit/pki.ts";
 
 /**
@@ -92,19 +91,7 @@ async function sessionPair() {
   const [serverSide, clientSide] = ResettableEnd.pair();
   const serverConn = new FrameConnection(serverSide);
   const clientConn = new FrameConnection(clientSide);
-  const [server, client] = await Promise.all([
-    serverHandshake(serverConn, {
-      identity: await pki.identity("server"),
-      trust: pki.trust,
-      authenticate: () => Promise.resolve({ registered: false }),
-    }),
-    clientHandshake(clientConn, {
-      identity: await pki.identity("alice"),
-      trust: pki.trust,
-      serverName: "localhost",
-      credentials: { mode: "login", username: "alice", password: "a-long-password" },
-    }),
-  ]);
+  const [server, client] = await loggedIn(pki, serverConn, clientConn);
   const session = await ChatSession.start(client, {
     transcripts: transcriptDirectory(transcripts),
     serverName: "localhost",
