@@ -461,6 +461,18 @@ const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
           // newer certificate is the one that vouches for it now.
           await keys.publish(kim, d3, revoked, "{}", []);
           await keys.publish(kim, d3, reissued, "{}", []);
+          // More rows than one page of the scan, sorted before kim's, none a certificate.
+          const pad = Array.from(
+            { length: 600 },
+            (_, i) => [ctx.name("apad"), `${i}`.padStart(16, "0")],
+          );
+          await query(
+            ctx.raw,
+            `INSERT INTO e2e_devices (username, device, cert, bundle, lobby, updated_at) VALUES ${
+              pad.map(() => "(?, ?, ?, '{}', 0, 1)").join(", ")
+            }`,
+            pad.flatMap(([user, device]) => [user, device, Uint8Array.of(1)]),
+          );
           const found = await keys.devicesCertifiedBy(new Set([serialOf(revoked)]));
           assert.deepEqual(
             [...found].map(([user, devices]) => [user, [...devices].sort()]),
