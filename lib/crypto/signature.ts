@@ -4,8 +4,15 @@
  * AlgorithmIdentifier, so a key cannot be used with a second algorithm.
  */
 
-import { ed25519Sign, ed25519SyncKey, ed25519Verify } from "#sync-crypto";
-import type { SyncEd25519Key } from "./sync_types.ts";
+import {
+  ed25519Sign,
+  ed25519SyncKey,
+  ed25519Verify,
+  rsaSign,
+  rsaSigner,
+  rsaSyncKey,
+} from "#sync-crypto";
+import type { RsaSigner, SyncEd25519Key, SyncRsaKey } from "./sync_types.ts";
 import { rsaPkcs1Sha256Verify, type RsaPublicKey, rsaPublicKeyOfSpki } from "./rsa_verify.ts";
 import { SecureChatError } from "../errors.ts";
 import {
@@ -26,6 +33,8 @@ export interface SigningKey {
   readonly key: CryptoKey;
   /** Ed25519 only: the same key for the synchronous backend, see {@link nativeEd25519}. */
   readonly native?: SyncEd25519Key;
+  /** RSA only: the same key in OpenSSL's libcrypto where the backend has it ({@link rsaSignerOf}). */
+  readonly rsa?: SyncRsaKey;
 }
 
 export interface VerifyingKey {
@@ -146,8 +155,24 @@ export async function importSigningKeyPkcs8(pkcs8Der: Uint8Array): Promise<Signi
   // PrivateKeyInfo ::= SEQUENCE { version, privateKeyAlgorithm, privateKey, ... } (RFC 5958)
   const algorithm = detectAlgorithm(pkcs8Der, 1, "PKCS#8 key");
   const key = await importKey("pkcs8", pkcs8Der, algorithm, "sign");
+  if (algorithm === "rsa-pkcs1-sha256") {
+    // WebCrypto's import checked the key first (and its modulus length); libcrypto signs with it.
+    const bits = (key.algorithm as RsaHashedKeyAlgorithm).modulusLength;
+    return { algorithm, key, rsa: rsaSyncKey(pkcs8Der, bits) };
+  }
   if (algorithm !== "ed25519") return { algorithm, key };
   return { algorithm, key, native: nativeEd25519("pkcs8", pkcs8Der) };
+}
+
+/**
+ * For an RSA key, which implementation signs with it and why (lib never prints: serve and
+ * connect report it). On the CLI's backend that is OpenSSL's libcrypto where the process can load
+ * it (constant time, ~5× faster), else Deno's WebCrypto, whose RSA is not constant time
+ * (RUSTSEC-2023-0071; docs/CRYPTO.md). Undefined for other algorithms, which this does not concern.
+ */
+export function rsaSignerOf(key: SigningKey): RsaSigner | undefined {
+  // Every RSA key of a process goes the same way: to libcrypto exactly when it is loadable.
+  return key.algorithm === "rsa-pkcs1-sha256" ? rsaSigner() : undefined;
 }
 
 /**
@@ -169,11 +194,13 @@ export async function importVerifyingKeySpki(spkiDer: Uint8Array): Promise<Verif
 
 /**
  * Signs `data`. ECDSA output is raw r||s (IEEE P1363, 64 bytes), not DER.
- * RSA PKCS#1 v1.5 and Ed25519 are deterministic. ECDSA may be either (Deno
+ * RSA PKCS#1 v1.5 and Ed25519 are deterministic. RSA goes through libcrypto where the key has it
+ * ({@link rsaSignerOf}). ECDSA may be either (Deno
  * uses RFC 6979 deterministic nonces); nothing in the protocol relies on which.
  */
 export async function sign(key: SigningKey, data: Uint8Array): Promise<Uint8Array> {
   if (key.native) return ed25519Sign(key.native, data);
+  if (key.rsa) return rsaSign(key.rsa, data);
   const params = WEBCRYPTO[key.algorithm].signParams;
   return new Uint8Array(await crypto.subtle.sign(params, key.key, data as BufferSource));
 }

@@ -11,10 +11,16 @@ import { hmac } from "@noble/hashes/hmac.js";
 import { scrypt as nobleScrypt } from "@noble/hashes/scrypt.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { x25519 } from "@noble/curves/ed25519.js";
-import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
+import type {
+  RsaSigner,
+  Sha256Hasher,
+  SyncEd25519Key,
+  SyncRsaKey,
+  SyncX25519Key,
+} from "./sync_types.ts";
 import { chaCha20Poly1305OpenJs, chaCha20Poly1305SealJs } from "./chacha20_poly1305.ts";
 
-export type { Sha256Hasher, SyncEd25519Key, SyncX25519Key };
+export type { RsaSigner, Sha256Hasher, SyncEd25519Key, SyncRsaKey, SyncX25519Key };
 
 type NobleSha256 = ReturnType<typeof nobleSha256.create>;
 
@@ -129,4 +135,18 @@ export function ed25519Verify(
   _signature: Uint8Array,
 ): boolean {
   throw new Error("the browser backend holds no synchronous Ed25519 key");
+}
+
+/** The page signs RSA with the browser's WebCrypto, which is fast and constant time there. */
+export function rsaSigner(): RsaSigner {
+  return { native: false, detail: "the browser's WebCrypto" };
+}
+
+/** No synchronous RSA key in the browser: signature.ts keeps the WebCrypto key. */
+export function rsaSyncKey(_pkcs8Der: Uint8Array, _bits: number): SyncRsaKey | undefined {
+  return undefined;
+}
+
+export function rsaSign(_key: SyncRsaKey, _data: Uint8Array): Uint8Array {
+  throw new Error("the browser backend holds no synchronous RSA key");
 }

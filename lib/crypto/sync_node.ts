@@ -27,9 +27,16 @@ import {
   chaCha20Poly1305SealJs,
 } from "./chacha20_poly1305.ts";
 import { concat, fromHex, wipe } from "../bytes.ts";
-import type { Sha256Hasher, SyncEd25519Key, SyncX25519Key } from "./sync_types.ts";
+import type {
+  RsaSigner,
+  Sha256Hasher,
+  SyncEd25519Key,
+  SyncRsaKey,
+  SyncX25519Key,
+} from "./sync_types.ts";
+import { openLibcrypto, type OpenSslRsa, type OpenSslRsaKey } from "./openssl_rsa.ts";
 
-export type { Sha256Hasher, SyncEd25519Key, SyncX25519Key };
+export type { RsaSigner, Sha256Hasher, SyncEd25519Key, SyncRsaKey, SyncX25519Key };
 
 class NodeSha256 implements Sha256Hasher {
   constructor(readonly hash: Hash = createHash("sha256")) {}
@@ -326,4 +333,45 @@ export function ed25519Verify(
   signature: Uint8Array,
 ): boolean {
   return nodeVerify(null, data, key.backendKey as KeyObject, signature);
+}
+
+/** libcrypto, opened on the first RSA key (an Ed25519-only process never loads it). */
+let libcrypto: OpenSslRsa | { reason: string } | undefined;
+
+function openSsl(): OpenSslRsa | { reason: string } {
+  return libcrypto ??= openLibcrypto();
+}
+
+/**
+ * RSA signing goes through OpenSSL's libcrypto where this process can load it
+ * (./openssl_rsa.ts says why); elsewhere it stays on WebCrypto, Deno's RustCrypto `rsa`, and
+ * this says so and why.
+ */
+export function rsaSigner(): RsaSigner {
+  const openssl = openSsl();
+  return "reason" in openssl
+    ? {
+      native: false,
+      detail:
+        `Deno's built-in (~5x slower, not constant time: RUSTSEC-2023-0071); ${openssl.reason}`,
+    }
+    : { native: true, detail: `${openssl.version} libcrypto (${openssl.path})` };
+}
+
+/**
+ * libcrypto's copy of an RSA PKCS#8 key that WebCrypto imported with a `bits`-bit modulus, or
+ * undefined where libcrypto is not loadable ({@link rsaSigner} says why).
+ * @throws {SecureChatError} INVALID_INPUT when libcrypto refuses the key
+ */
+export function rsaSyncKey(pkcs8Der: Uint8Array, bits: number): SyncRsaKey | undefined {
+  const openssl = openSsl();
+  return "reason" in openssl ? undefined : { backendKey: openssl.importKey(pkcs8Der, bits) };
+}
+
+/**
+ * RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.1), synchronously.
+ * @throws {SecureChatError} INTERNAL when libcrypto fails (no signature is returned then)
+ */
+export function rsaSign(key: SyncRsaKey, data: Uint8Array): Uint8Array {
+  return (key.backendKey as OpenSslRsaKey).signDigest(sha256(data));
 }

@@ -22,3 +22,15 @@ export interface SyncX25519Key {
   readonly publicKey: Uint8Array;
   readonly backendKey: unknown;
 }
+
+/** An RSA private key held by a backend for synchronous signing; opaque to everyone else. */
+export interface SyncRsaKey {
+  readonly backendKey: unknown;
+}
+
+/** Which implementation makes this process's RSA signatures, and why: for the operator's log. */
+export interface RsaSigner {
+  /** True for OpenSSL's libcrypto (constant time); false for Deno's or the browser's WebCrypto. */
+  readonly native: boolean;
+  readonly detail: string;
+}
