@@ -1,6 +1,7 @@
 /** `securechat connect`: log in (or register) and chat from the terminal or a script. */
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
+import { rsaSignerOf } from "../lib/crypto/signature.ts";
 import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { clientHandshake, type Credentials } from "../lib/handshake/client.ts";
@@ -199,6 +200,11 @@ async function connect(options: ConnectOptions): Promise<void> {
       : undefined,
     skipChecks: !options.preflight,
   });
+  // connect keeps no log: the fallback is one diagnostic line, and the usual case says nothing.
+  // A client signs only in its own handshakes and batches, to a server it chose; the server,
+  // which signs for anyone, refuses the fallback instead (serve's checkRsaSigner).
+  const rsa = rsaSignerOf(identity.signingKey);
+  if (rsa && !rsa.native) info(`RSA signing: ${rsa.detail}`);
   await privateDir(options.transcripts);
   let credentials = await credentialsFor(options, interactive);
   const servers = parseServers(options.server, options.host, options.port);

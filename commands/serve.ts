@@ -7,6 +7,7 @@ import { Command, Option } from "commander";
 import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
+import { rsaSignerOf, type SigningKey } from "../lib/crypto/signature.ts";
 import { defaultCrlPath } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
@@ -63,6 +64,7 @@ interface ServeFlags {
   webRoot?: string;
   trustedProxy?: string[];
   keylog?: string;
+  allowBuiltinRsa?: boolean;
 }
 
 /** The flags with the config file and the home filled in: what `serve` runs with. */
@@ -155,6 +157,11 @@ export function registerServe(program: Command): void {
     .option(
       "--keylog <file>",
       "AUDITORS ONLY: append every session's transport secrets to FILE (PROTOCOL §12.9)",
+    )
+    .option(
+      "--allow-builtin-rsa",
+      "start with an RSA key even where OpenSSL's libcrypto cannot sign with it: Deno's " +
+        "built-in RSA is ~5x slower and leaks timing (RUSTSEC-2023-0071; docs/DEPLOY.md §1)",
     )
     .option(
       "--handshake-timeout <ms>",
@@ -267,6 +274,27 @@ function layoutLogLine(screen: Screen, line: string): string {
   return cut < 0
     ? layoutLine(screen, line, "")
     : layoutLine(screen, line.slice(0, cut), line.slice(cut + 1));
+}
+
+/**
+ * The server signs for every peer that opens a handshake, before any authentication: with
+ * Deno's built-in RSA (RUSTSEC-2023-0071, not constant time) that hands anyone who can connect
+ * and time the answers a measurement of the private key. So an RSA server key signs through
+ * OpenSSL's libcrypto, or serve refuses to start unless the operator accepts the built-in one
+ * with --allow-builtin-rsa (a test bed, a platform without OpenSSL 3). Logged once either way.
+ * @throws {SecureChatError} UNSUPPORTED for an RSA key libcrypto cannot sign with, unless allowed
+ */
+function checkRsaSigner(key: SigningKey, allowBuiltin: boolean, log: Logger): void {
+  const signer = rsaSignerOf(key);
+  if (!signer) return;
+  if (!signer.native && !allowBuiltin) {
+    throw new SecureChatError("UNSUPPORTED", `RSA signing would use ${signer.detail}`, {
+      hint: "install OpenSSL 3 (Debian, Ubuntu: libssl3) and run with the start task's " +
+        "--allow-ffi, or use an Ed25519 or ECDSA server key, or pass --allow-builtin-rsa " +
+        "(docs/DEPLOY.md §1)",
+    });
+  }
+  log("RSA_SIGNER", { detail: signer.native ? signer.detail : `WARNING: ${signer.detail}` });
 }
 
 /**
@@ -395,6 +423,7 @@ async function runServer(options: ServeOptions, hangups: HangupReloads): Promise
     options.key,
     options.keyPasswordFile ? await readPasswordFile(options.keyPasswordFile) : undefined,
   );
+  checkRsaSigner(identity.signingKey, options.allowBuiltinRsa === true, log);
   const trust = await loadTrustStore(options.ca, options.crl);
   const clusterConfig = clusterConfigOf(options);
   // An existing transcripts directory is tightened (or serve refuses) now; one that does not

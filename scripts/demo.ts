@@ -7,13 +7,11 @@
  *
  *   deno task demo [--verbose] [DIR]
  */
+import { readStartTask } from "../testkit/start_task.ts";
+
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const PERMISSIONS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_HOME,XDG_CONFIG_HOME,XDG_DATA_HOME,HOME,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
-];
+// The start task's flags: the demo runs the CLI as users do (testkit/start_task.ts).
+const PERMISSIONS = await readStartTask(new URL("../deno.json", import.meta.url).pathname);
 const verbose = Deno.args.includes("--verbose");
 const dir = Deno.args.find((a) => a !== "--verbose") ??
   await Deno.makeTempDir({ prefix: "securechat-demo-" });

@@ -1,4 +1,6 @@
 /** Runs the real CLI (main.ts) as a subprocess, as users do. */
+import { parseStartTask } from "./start_task.ts";
+
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 export interface CliResult {
@@ -11,23 +13,24 @@ export interface CliOptions {
   cwd?: string;
   env?: Record<string, string>;
   stdin?: string;
+  /** The `deno run` flags, by default the start task's ({@link CLI_PERMISSIONS}). */
+  flags?: readonly string[];
 }
 
-/** The permissions of `deno task start`/`install`/`compile`: the tests run with no more. */
-export const CLI_PERMISSIONS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env=SECURECHAT_PASSWORD,SECURECHAT_HOME,XDG_CONFIG_HOME,XDG_DATA_HOME,HOME,SECURECHAT_CLUSTER,SECURECHAT_NODE,DB_HOST,DB_PORT,DB_USER,DB_PASSWORD,DB_NAME",
-];
-
+/**
+ * The flags of `deno task start` (and so of `install` and `compile`): the tests run the CLI
+ * with exactly what users get, no more and no less (testkit/start_task.ts).
+ */
+export const CLI_PERMISSIONS: readonly string[] = parseStartTask(
+  JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url))).tasks.start,
+);
 /** The argv that starts the CLI. */
-export function cliCommand(args: string[]): string[] {
+export function cliCommand(args: string[], flags: readonly string[] = CLI_PERMISSIONS): string[] {
   return [
     Deno.execPath(),
     "run",
     "--quiet",
-    ...CLI_PERMISSIONS,
+    ...flags,
     MAIN,
     ...args,
   ];
@@ -51,7 +54,7 @@ export function cliEnv(options: { cwd?: string; env?: Record<string, string> }) 
 }
 
 export async function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
-  const [cmd, ...rest] = cliCommand(args);
+  const [cmd, ...rest] = cliCommand(args, options.flags);
   const child = new Deno.Command(cmd, {
     args: rest,
     cwd: options.cwd,
@@ -75,7 +78,7 @@ export function spawnCli(
   args: string[],
   options: Omit<CliOptions, "stdin"> = {},
 ): Deno.ChildProcess {
-  const [cmd, ...rest] = cliCommand(args);
+  const [cmd, ...rest] = cliCommand(args, options.flags);
   return new Deno.Command(cmd, {
     args: rest,
     cwd: options.cwd,

@@ -100,6 +100,8 @@ export interface ServerStartOptions {
   workDir?: string;
   /** Called as soon as the process exists, before its LISTEN (to signal a server starting). */
   spawned?: (child: Deno.ChildProcess) => void;
+  /** The `deno run` flags, by default the start task's (testkit/cli.ts). */
+  flags?: readonly string[];
 }
 
 /** A running `securechat serve`. */
@@ -166,7 +168,11 @@ export class ServerProcess {
       ...(opts.console ? ["--console"] : []),
       ...(opts.args ?? []),
     ];
-    const server = new ServerProcess(spawnCli(args, { cwd: workDir }), workDir, ownsDir);
+    const server = new ServerProcess(
+      spawnCli(args, { cwd: workDir, flags: opts.flags }),
+      workDir,
+      ownsDir,
+    );
     opts.spawned?.(server.child);
     const exited = server.#exit!.then((status) => status);
     const listen = server.waitFor(logIs("LISTEN"), 20_000);
@@ -247,6 +253,8 @@ export interface ConnectOptions {
   registerEmail?: string;
   args?: string[];
   env?: Record<string, string>;
+  /** The `deno run` flags, by default the start task's (testkit/cli.ts). */
+  flags?: readonly string[];
 }
 
 /** `name`'s options for `connect` to `server` with `password`, transcripts in its work dir. */
@@ -293,6 +301,7 @@ function connectEnv(o: ConnectOptions): Record<string, string> {
 export function runConnect(o: ConnectOptions, lines: string[] = []): Promise<CliResult> {
   return runCli(connectArgs(o), {
     env: connectEnv(o),
+    flags: o.flags,
     stdin: lines.map((l) => l + "\n").join(""),
   });
 }

@@ -31,7 +31,6 @@ export const LIBCRYPTO_PATHS: readonly string[] = [
 
 const SYMBOLS = {
   OpenSSL_version_num: { parameters: [], result: "u64" },
-  OpenSSL_version: { parameters: ["i32"], result: "pointer" },
   ERR_clear_error: { parameters: [], result: "void" },
   BIO_s_mem: { parameters: [], result: "pointer" },
   BIO_new: { parameters: ["pointer"], result: "pointer" },
@@ -58,7 +57,6 @@ type Libcrypto = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 /** OpenSSL's constants (openssl/evp.h, openssl/rsa.h, openssl/crypto.h): a stable ABI. */
 const EVP_PKEY_RSA = 6;
 const RSA_PKCS1_PADDING = 1;
-const OPENSSL_VERSION = 0;
 const OPENSSL_3 = 0x30000000n;
 const SHA256_BYTES = 32;
 
@@ -187,6 +185,16 @@ export class OpenSslRsa {
 }
 
 /**
+ * "OpenSSL 3.0.22" from OPENSSL_VERSION_NUMBER's 0xMNN00PP0 (OpenSSL 3): the number, because
+ * reading the version string would take a pointer view, which a path-scoped --allow-ffi does not
+ * grant (and should not: it reads any memory).
+ */
+function versionName(number: bigint): string {
+  const field = (shift: bigint, mask: bigint) => (number >> shift) & mask;
+  return `OpenSSL ${field(28n, 0xfn)}.${field(20n, 0xffn)}.${field(4n, 0xffn)}`;
+}
+
+/**
  * Opens libcrypto from the first of `paths` that this process may open (`--allow-ffi`) and that
  * loads as OpenSSL 3 or later, or says why none did (the caller falls back to WebCrypto and
  * reports the reason). Never prompts for the permission.
@@ -214,9 +222,7 @@ export function openLibcrypto(
       library.close();
       continue;
     }
-    const name = lib.OpenSSL_version(OPENSSL_VERSION);
-    const version = name ? Deno.UnsafePointerView.getCString(name) : "OpenSSL 3";
-    return new OpenSslRsa(path, version, lib);
+    return new OpenSslRsa(path, versionName(lib.OpenSSL_version_num()), lib);
   }
   return {
     reason: failures.length > 0

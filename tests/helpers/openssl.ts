@@ -1,4 +1,5 @@
 /** Test helper: runs openssl in a directory, failing loudly with its stderr. */
+import { openLibcrypto } from "../../lib/crypto/openssl_rsa.ts";
 
 export interface OpensslResult {
   code: number;
@@ -62,4 +63,14 @@ export async function opensslIssue(
     `${opts.name}.pem`,
   );
   return `${cwd}/${opts.name}.pem`;
+}
+
+/**
+ * Why OpenSSL 3's libcrypto cannot sign here (not at any of LIBCRYPTO_PATHS, or no
+ * `--allow-ffi`), or undefined when it can: the `openssl` suite's condition for the tests of
+ * lib/crypto/openssl_rsa.ts.
+ */
+export function libcryptoMissing(): string | undefined {
+  const opened = openLibcrypto();
+  return "reason" in opened ? opened.reason : undefined;
 }

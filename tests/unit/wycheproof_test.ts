@@ -28,8 +28,11 @@ import {
 import * as nodeSync from "../../lib/crypto/sync_node.ts";
 import * as browserSync from "../../lib/crypto/sync_browser.ts";
 import { PEER_SUITES, peerSuiteMissing, skipUnless } from "../helpers/optional_suites.ts";
+import { libcryptoMissing } from "../helpers/openssl.ts";
 
 const SUITE = new URL("wycheproof/", PEER_SUITES);
+/** Why RSA does not sign through libcrypto here (the openssl suite reports it), if it does not. */
+const LIBCRYPTO_MISSING = libcryptoMissing();
 
 type Expectation = "accepted" | "rejected";
 /** What a wrapper did with one case; "wrong-output" always fails. */
@@ -318,11 +321,20 @@ const FILES: SuiteFile[] = [
     group: async (group) => {
       if (group.sha !== "SHA-256") return { skip: `${group.sha}: securechat signs with SHA-256` };
       const signer = await importSigningKeyPkcs8(fromHex(group.privateKeyPkcs8));
+      // sign() goes through OpenSSL's libcrypto wherever it loads (lib/crypto/openssl_rsa.ts);
+      // WebCrypto, the fallback, is held to the same vectors below.
+      assert.equal(signer.rsa !== undefined, LIBCRYPTO_MISSING === undefined, "libcrypto signs");
       const verifier = await importVerifyingKeySpki(fromHex(group.keyDer));
       return async (test) => {
         const msg = fromHex(test.msg);
         const signature = await sign(signer, msg);
+        const webCrypto = await crypto.subtle.sign(
+          "RSASSA-PKCS1-v1_5",
+          signer.key,
+          source(test.msg),
+        );
         if (!timingSafeEqual(signature, fromHex(test.sig))) return "wrong-output";
+        if (!timingSafeEqual(new Uint8Array(webCrypto), fromHex(test.sig))) return "wrong-output";
         return await verify(verifier, msg, signature) ? "accepted" : "rejected";
       };
     },
