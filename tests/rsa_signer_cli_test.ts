@@ -67,7 +67,7 @@ Deno.test({
     assert.ok(refused, "serve started with Deno's built-in RSA unasked");
     assert.match(refused, /exited with 1/);
     assert.match(refused, /securechat: error: UNSUPPORTED: RSA signing would use Deno's built-in/);
-    assert.match(refused, /RUSTSEC-2023-0071; no --allow-ffi for libcrypto/);
+    assert.match(refused, /RUSTSEC-2023-0071\); no --allow-ffi for libcrypto/);
     assert.match(refused, /hint: .*libssl3.*--allow-builtin-rsa/);
 
     const server = await ServerProcess.start({
