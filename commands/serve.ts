@@ -289,9 +289,10 @@ function checkRsaSigner(key: SigningKey, allowBuiltin: boolean, log: Logger): vo
   if (!signer) return;
   if (!signer.native && !allowBuiltin) {
     throw new SecureChatError("UNSUPPORTED", `RSA signing would use ${signer.detail}`, {
-      hint: "install OpenSSL 3 (Debian, Ubuntu: libssl3) and run with the start task's " +
-        "--allow-ffi, or use an Ed25519 or ECDSA server key, or pass --allow-builtin-rsa " +
-        "(docs/DEPLOY.md §1)",
+      hint: "install OpenSSL 3's library (Debian, Ubuntu: libssl3) and run with the start " +
+        "task's --allow-ffi; or use an Ed25519 or ECDSA server key; or pass --allow-builtin-rsa " +
+        "to sign with Deno's own RSA anyway, ~5x slower and leaking the key's timing to anyone " +
+        "who can connect (docs/DEPLOY.md §1)",
     });
   }
   log("RSA_SIGNER", { detail: signer.native ? signer.detail : `WARNING: ${signer.detail}` });

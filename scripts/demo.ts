@@ -5,15 +5,24 @@
  * Each step is the real CLI, run as a subprocess. It prints one line per step and a
  * summary; `--verbose` shows every command and its whole output.
  *
- *   deno task demo [--verbose] [DIR]
+ * The certificates are RSA (the default), which the CLI signs through OpenSSL 3's libcrypto
+ * (docs/DEPLOY.md §1). On a machine without it (a Node.js from nvm or nodesource links its own
+ * OpenSSL statically, so "npx" alone brings none) serve refuses an RSA key: the demo then starts
+ * it with `--allow-builtin-rsa` and says so in one line. `--without-ffi` runs the CLI without
+ * `--allow-ffi`, to see that path on a machine that has libcrypto.
+ *
+ *   deno task demo [--verbose] [--without-ffi] [DIR]
  */
 import { readStartTask } from "../testkit/start_task.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-// The start task's flags: the demo runs the CLI as users do (testkit/start_task.ts).
-const PERMISSIONS = await readStartTask(new URL("../deno.json", import.meta.url).pathname);
+const OPTIONS = ["--verbose", "--without-ffi"];
 const verbose = Deno.args.includes("--verbose");
-const dir = Deno.args.find((a) => a !== "--verbose") ??
+const withoutFfi = Deno.args.includes("--without-ffi");
+// The start task's flags: the demo runs the CLI as users do (testkit/start_task.ts).
+const PERMISSIONS = (await readStartTask(new URL("../deno.json", import.meta.url).pathname))
+  .filter((flag) => !(withoutFfi && flag.startsWith("--allow-ffi")));
+const dir = Deno.args.find((a) => !OPTIONS.includes(a)) ??
   await Deno.makeTempDir({ prefix: "securechat-demo-" });
 const decoder = new TextDecoder();
 
@@ -94,17 +103,52 @@ await step("server certificate", ["cert", "issue", "server", "--server"]);
 await step("alice's certificate", ["cert", "issue", "alice"]);
 await step("bob's certificate", ["cert", "issue", "bob"]);
 
-if (verbose) console.log("\n$ securechat serve --port 0 --console   # in the background");
-const server = command(["serve", "--port", "0", "--console"]).spawn();
-const serverOut = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-let serverLog = "";
-let port = 0;
-while (!port) {
-  const { value, done } = await serverOut.read();
-  if (done) throw new Error("the server exited before listening");
-  serverLog += value;
-  port = Number(/LISTEN detail=[^:\s]+:(\d+)/.exec(serverLog)?.[1] ?? 0);
+interface Listening {
+  server: Deno.ChildProcess;
+  serverOut: ReadableStreamDefaultReader<string>;
+  serverLog: string;
+  port: number;
 }
+
+/** Starts `serve` in the background: its port once it listens, or what it said if it exited. */
+async function startServer(args: string[]): Promise<Listening | { said: string }> {
+  if (verbose) console.log(`\n$ securechat ${args.join(" ")}   # in the background`);
+  const server = command(args).spawn();
+  const serverOut = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let serverLog = "";
+  for (;;) {
+    const { value, done } = await serverOut.read();
+    if (done) {
+      const said = serverLog + await new Response(server.stderr).text();
+      await server.status;
+      return { said: said.trimEnd() };
+    }
+    serverLog += value;
+    const port = Number(/LISTEN detail=[^:\s]+:(\d+)/.exec(serverLog)?.[1] ?? 0);
+    if (port) return { server, serverOut, serverLog, port };
+  }
+}
+
+const serveArgs = ["serve", "--port", "0", "--console"];
+let started = await startServer(serveArgs);
+// serve's refusal of Deno's built-in RSA (commands/serve.ts): its reason, for the one line below.
+const builtinRsa = "said" in started
+  ? /RSA signing would use Deno's built-in \([^)]*\); (.*)/.exec(started.said)
+  : null;
+if (builtinRsa) {
+  console.log(
+    `  note  this machine's CLI cannot sign RSA through OpenSSL 3 (${builtinRsa[1]}): the ` +
+      "demo's server runs with --allow-builtin-rsa, Deno's own RSA (~5x slower, not constant " +
+      "time). For a real server install libssl3 (docs/DEPLOY.md §1).",
+  );
+  started = await startServer([...serveArgs, "--allow-builtin-rsa"]);
+}
+if ("said" in started) {
+  detail(started.said, true);
+  throw new Error("the server exited before listening");
+}
+const { server, serverOut, port } = started;
+let serverLog = started.serverLog;
 const drainServer = (async () => {
   for (let r = await serverOut.read(); !r.done; r = await serverOut.read()) serverLog += r.value;
 })();
