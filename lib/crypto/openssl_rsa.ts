@@ -71,8 +71,8 @@ const natives = new FinalizationRegistry<
 );
 
 /**
- * An RSA private key held by libcrypto with a signing context set up for PKCS#1 v1.5 / SHA-256.
- * The key bytes live only in libcrypto's memory; its pointers never leave this module.
+ * libcrypto's copy of an RSA private key, with a signing context set up for PKCS#1 v1.5 /
+ * SHA-256. Its pointers never leave this module, and no error carries anything of the key.
  */
 export class OpenSslRsaKey {
   #lib: Libcrypto;
