@@ -28,9 +28,12 @@ session (PROTOCOL §7). Output lines (stdout, flushed):
   SENDER_KEYS <names>                            our new sender chain went to these members
   NOT_SENT <code>                                a line not sent (§12.6: NO_E2E_KEYS, TIMEOUT, ...)
   CANNOT_READ <users (why)>: ...                 members our new sender chain could not reach
+  LATE_SENDER_KEY <name> <n>                     our current sender chain went to a member it had
+                                                 left out, from position <n> (§12.5)
   NOTICE: <text> / OPERATOR: <text>              server bodies (§6.2)
   QUEUED <of>                                    our c2s seqno <of> waits in an offline queue (§6.6)
-  REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5)
+  REFUSED <of> <code>                            the server refused our c2s seqno <of> (§6.5; a
+                                                 sender key's too: its member is left out)
   UNKNOWN_FATE <seqnos|-> <text>                 the session ended CLUSTER_UNAVAILABLE: our c2s
                                                  seqnos of its last OPEN_FATE_MS without an answer
                                                  may or may not have arrived; <text>: the server's
@@ -1486,6 +1489,10 @@ class SenderChain:
         self.ck = ck if ck is not None else os.urandom(32)
         self.skipped = {}   # n -> mk, receiver side
         self.queued = False  # author side: one of its sender keys was answered `queued` (§6.5)
+        # author side, §12.5 catch-up rounds: the members the chain does not reach (no device
+        # that takes sender keys, a failed fetch, a `sender_key` refused), and when it was made or
+        # last made a round (monotonic time; set by Device.lobby_chain)
+        self.left_out, self.last_round = set(), None
 
     def state(self):
         """The `{id, n, ck}` sent to members (§12.5), at the current position."""
@@ -1527,6 +1534,7 @@ class SenderChain:
 
 E2E_CHAINS_KEPT = 4          # §12.5: the latest chains a receiver keeps per (author, device)
 E2E_LEFT_KEEP_S = 5 * 60     # §12.5: a departed member's chains, kept after their `left`
+E2E_CATCH_UP_S = 2           # §12.5: at most one catch-up round of a chain every 2 s
 
 
 class SenderKeyring:
@@ -1713,7 +1721,8 @@ class Device:
         self.lock = threading.RLock()
         # §12.5: sender chains live in memory only (a restart is a new login, a membership change)
         self.chains = SenderKeyring()  # the receiver's side
-        self.my_chain = None    # ours; a `members` body or a refused `sender_key` of it retires it
+        self.my_chain = None    # ours; a `members` body retires it
+        self.clock = time.monotonic  # when our chain's next catch-up round is due (§12.5)
         self.lobby_devices = {}  # (user, device) -> True when a fetch listed it with "lobby"
         self.opks = {}          # id -> private key, unused one-time prekeys
         self.sessions = {}      # (user, device) -> [E2ESession], the one that last opened first
@@ -1801,6 +1810,12 @@ class Device:
         got = self.lists.get(user)
         return got is None or time.monotonic() - got[0] > E2E_DEVICE_LIST_MAX_AGE_S
 
+    @_locked
+    def forget_list(self, user):
+        """The next line to or for `user` fetches their devices again, whatever the list's age
+        (§12.5: a member who `joined`, a catch-up round)."""
+        self.lists.pop(user, None)
+
     def known(self, user):
         """`known` of a fetch: devices we have a session with, except those whose line we could
         not open (§12.6: the next line to them starts a new session, kept in front)."""
@@ -1887,11 +1902,33 @@ class Device:
         self.my_chain = None
 
     @_locked
-    def sender_key_refused(self, chain_id):
-        """§6.5: a `sender_key` of the chain `chain_id` was refused: it did not reach its member,
-        so the chain is retired if it is still ours; a replaced chain's key changes nothing."""
+    def chain_sent(self, chain, user, reached):
+        """§12.5: our chain goes to `user` now (`reached`: marked before the record leaves, so a
+        refusal finds them in), or leaves them out until a catch-up round reaches them."""
+        if reached:
+            chain.left_out.discard(user)
+        else:
+            chain.left_out.add(user)
+
+    @_locked
+    def catch_up_round(self, chain):
+        """§12.5: the members our chain left out, to fetch again and send the chain before the
+        next line, when 2 s have passed since the chain was made or its last round (one clock
+        for all of them; a refusal starts none); else none. A round is made only when someone is
+        left out (the docs leave open whether an empty one counts: interop finding 87)."""
+        now = self.clock()
+        if not chain.left_out or now - chain.last_round < E2E_CATCH_UP_S:
+            return []
+        chain.last_round = now
+        return sorted(chain.left_out)
+
+    @_locked
+    def sender_key_refused(self, chain_id, user):
+        """§6.5: a `sender_key` of the chain `chain_id` to `user` was refused: it reached no one,
+        so only `user` is left out of the chain, if it is still ours (a replaced chain's key
+        changes nothing), until a catch-up round (§12.5)."""
         if self.my_chain is not None and self.my_chain.id == chain_id:
-            self.my_chain = None
+            self.my_chain.left_out.add(user)
 
     @_locked
     def sender_key_queued(self, chain_id):
@@ -1912,6 +1949,7 @@ class Device:
                                               and self.my_chain.n >= E2E_MAX_SKIP):
             return self.my_chain, False
         self.my_chain = SenderChain(self.user)
+        self.my_chain.last_round = self.clock()  # §12.5: its first catch-up round 2 s on
         return self.my_chain, True
 
     @_locked
@@ -2313,7 +2351,7 @@ class Client:
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
         self.members_known = threading.Event()   # the whole `online` list came (§12.5)
-        self.sender_key_seqnos = {}  # our c2s seqno that carried a sender_key -> its chain id
+        self.sender_key_seqnos = {}  # our c2s seqno that carried a sender_key -> (chain id, member)
         self.private_seqnos = set()  # our c2s seqnos to `user:` + a name: `queued` is for these
         self.answered = {}  # our c2s seqno -> its one answer (§6.5 "One answer per record")
         self.recent_tx = deque()  # (c2s seqno, ts) of our last OPEN_FATE_MS, for unknown_fate
@@ -2615,7 +2653,7 @@ class Client:
                     e2e = self.tamper("sender_key", e2e)  # probe.py: None sends it with k
             # known before the record leaves: the reader thread may take its answer at once
             if body["kind"] == "sender_key":
-                self.sender_key_seqnos[self.seq_tx] = body["id"]
+                self.sender_key_seqnos[self.seq_tx] = (body["id"], to[len("user:"):])
             if to.startswith("user:"):
                 self.private_seqnos.add(self.seq_tx)
             self.recent_tx.append((self.seq_tx, ts))
@@ -2697,33 +2735,55 @@ class Client:
         """§12.5 before a lobby line: the sender chain to wrap it under, or None when not sent.
         A new chain goes first to every member with a device that takes sender keys, in a private
         end-to-end `sender_key` wrapped for those devices only; a member without one gets none
-        and cannot read the line (we say who, once per chain). A `members` body while a chain goes
-        out retires it: another round, at most 3, then the last chain is used."""
+        and cannot read the line (we say who, once per chain). The members the chain left out
+        (that, or a `sender_key` refused, §6.5) are fetched again in a catch-up round before a
+        later line, at most every 2 s, and sent the chain from its current position once they
+        have such a device. A `members` body while a chain goes out retires it: another round,
+        at most 3, then the last chain is used."""
         if not self.members_known.wait(E2E_FETCH_TIMEOUT_S):
             log("warning: the server told us no lobby membership: not sent (TIMEOUT)")
             out("NOT_SENT TIMEOUT")
             return None
         for _ in range(3):
             chain, new = self.device.lobby_chain()
-            if not new:
-                return chain
+            if new:
+                users = sorted(self.members - {self.my_name})
+            else:
+                users = self.device.catch_up_round(chain)
+                if not users:
+                    return chain
             sent, cannot = [], []
-            for user in sorted(self.members - {self.my_name}):
-                devices, code = self.devices_of(user)
-                lobby = [d for d in devices if self.device.lobby_devices.get((user, d))]
-                if lobby:
-                    self.send_record("user:" + user, {"kind": "sender_key", **chain.state()},
-                                     lobby, hold)
+            for user in users:
+                code = self.send_chain(chain, user, hold, fresh=not new)
+                if code is None:
                     sent.append(user)
+                    if not new:  # from the `n` of the next line on (§12.5)
+                        out(f"LATE_SENDER_KEY {safe(user)} {chain.n}")
                 else:
-                    cannot.append(f"{user} ({code or 'no device takes sender keys'})")
-            out(f"SENDER_KEYS {','.join(sent)}")
-            if cannot:
-                out(f"CANNOT_READ {safe(', '.join(cannot))}: no sender key, this lobby line "
-                    "is unreadable to them")
+                    cannot.append(f"{user} ({code})")
+            if new:
+                out(f"SENDER_KEYS {','.join(sent)}")
+                if cannot:
+                    out(f"CANNOT_READ {safe(', '.join(cannot))}: no sender key, this lobby line "
+                        "is unreadable to them")
             if self.device.my_chain is chain:
                 return chain
         return chain
+
+    def send_chain(self, chain, user, hold, fresh):
+        """§12.5: `user`'s devices (§12.6 `prepare`; `fresh`, in a catch-up round: a new
+        `keys_fetch` whatever the age of the list we hold), then our chain at its current
+        position, wrapped for their devices that take sender keys; None when it went, else why
+        not (the member is left out of the chain)."""
+        if fresh:
+            self.device.forget_list(user)
+        devices, code = self.devices_of(user)
+        lobby = [d for d in devices if self.device.lobby_devices.get((user, d))]
+        self.device.chain_sent(chain, user, reached=bool(lobby))
+        if not lobby:
+            return code or "no device takes sender keys"
+        self.send_record("user:" + user, {"kind": "sender_key", **chain.state()}, lobby, hold)
+        return None
 
     def on_input(self, line):
         hold = self.batching
@@ -2872,7 +2932,7 @@ class Client:
                 self.device.chains.joined(u)
         if event == "joined":
             for u in users:
-                self.device.lists.pop(u, None)
+                self.device.forget_list(u)
         self.device.retire_chain()
         if not more:
             self.members_known.set()
@@ -2995,7 +3055,7 @@ class Client:
         self.accept_hop(seqno, ts)
         self.answered[of] = "queued"
         if of in self.sender_key_seqnos:  # §6.5: it reaches the member before our later lines
-            self.device.sender_key_queued(self.sender_key_seqnos[of])
+            self.device.sender_key_queued(self.sender_key_seqnos[of][0])
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}},
                             b"\x04" + u64(seqno) + u64(ts) + u64(of))
         out(f"QUEUED {of}")
@@ -3012,11 +3072,11 @@ class Client:
         self.answer(of, "refused")
         self.accept_hop(seqno, ts)
         self.answered[of] = "refused"
-        if of in self.sender_key_seqnos:  # §6.5: it did not reach the member; a new chain next
-            self.device.sender_key_refused(self.sender_key_seqnos[of])
         enc = (b"\x03" + u64(seqno) + u64(ts) + u64(of) + u32(len(code.encode())) + code.encode())
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}}, enc)
         out(f"REFUSED {of} {code}")
+        if of in self.sender_key_seqnos:  # §6.5: it did not reach its member, and only them
+            self.device.sender_key_refused(*self.sender_key_seqnos[of])
 
     # -- close and receipts (§7, TRANSCRIPT §4)
     def start_close(self):

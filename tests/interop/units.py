@@ -3,11 +3,15 @@
 
 - PROTOCOL §6.5, §12.5: a `sender_key` record answered `queued` reaches its member before our
   later lines, so the author's sender chain stays, but wraps at most MAX_SKIP (1000) lines: the
-  1001st starts a new chain (counted from the chain's n = 0); a refused one retires the chain
-  (the next lobby line starts a new one); either answer about a key of a chain already replaced,
-  or about any other record, leaves the current chain alone. The server queues a sender key only
-  when it takes the member for offline (a member failing over from a lost cluster node, or one who
-  left between our membership list and the record), which no live test here pins.
+  1001st starts a new chain (counted from the chain's n = 0); a refused one leaves only its member
+  out of the chain, which goes on for the others; the members a chain left out (a refused key, no
+  device that takes sender keys) are fetched again in a catch-up round before a later line, at
+  most every 2 s on one clock per chain, and sent the chain from its current position; either
+  answer about a key of a chain already replaced, or about any other record, leaves the current
+  chain alone. The server queues a sender key only when it takes the member for offline (a member
+  failing over from a lost cluster node, or one who left between our membership list and the
+  record), and refuses one to a member whose queue is full while their node is down, which no live
+  test here pins.
 - §6.5 "One answer per record": an answer to a record never sent, a `queued` for a record not to
   `user:` + a name, and a second answer are the server's PROTOCOL_ERROR (an honest server sends
   none of them; the live tests cover the one answer it does send, a line to oneself relayed back).
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import threading
 import unittest
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import client as sc  # noqa: E402
@@ -44,6 +49,7 @@ def author_device():
     take; nothing else of a device is used by them."""
     d = sc.Device.__new__(sc.Device)
     d.user, d.id, d.lock, d.my_chain = "alice", "0123456789abcdef", threading.RLock(), None
+    d.clock = sc.time.monotonic
     return d
 
 
@@ -72,9 +78,11 @@ def refused(seqno, of, code="NOT_ONLINE"):
 
 
 def chain_keyed(c, seqno=2):
-    """Our current sender chain (a new one if none), its `sender_key` sent as c2s `seqno`."""
+    """Our current sender chain (a new one if none), its `sender_key` sent to bob as c2s
+    `seqno`."""
     chain, _ = c.device.lobby_chain()
-    c.sender_key_seqnos[seqno] = chain.id
+    c.device.chain_sent(chain, "bob", reached=True)
+    c.sender_key_seqnos[seqno] = (chain.id, "bob")  # as Client.send_record keeps it
     return chain
 
 
@@ -133,13 +141,12 @@ class SenderChainAnswers(unittest.TestCase):
         self.assertNotEqual(chain.id, old.id)
         self.assertEqual(lobby_lines(c, 1001)[-1], (chain.id, 1000))
 
-    def test_a_refused_key_retires_the_chain(self):
+    def test_a_refused_key_keeps_the_chain(self):
         c = session_after(3)
         chain = chain_keyed(c)
         c.on_refused(refused(1, 2))
-        new, fresh = c.device.lobby_chain()
-        self.assertTrue(fresh)
-        self.assertNotEqual(new.id, chain.id)
+        self.assertEqual(c.device.lobby_chain(), (chain, False))
+        self.assertEqual(lobby_lines(c, 3), [(chain.id, n) for n in range(3)])
 
     def test_a_refused_key_of_a_retired_chain_keeps_the_current_one(self):
         c = session_after(3)
@@ -148,12 +155,184 @@ class SenderChainAnswers(unittest.TestCase):
         chain, _ = c.device.lobby_chain()
         c.on_refused(refused(1, 2, "CLUSTER_UNAVAILABLE"))
         self.assertEqual(c.device.lobby_chain(), (chain, False))
+        self.assertEqual(chain.left_out, set())  # bob is not left out of the current chain
 
     def test_a_refused_private_line_keeps_the_chain(self):
         c = session_after(3)
         chain = chain_keyed(c)
         c.on_refused(refused(1, 3, "QUEUE_FULL"))
         self.assertEqual(c.device.lobby_chain(), (chain, False))
+
+
+def lobby_session(members, without_lobby=()):
+    """alice's session (c2s seqno 1 sent) in a lobby with `members`, each with one device that
+    takes sender keys except those `without_lobby` (no device listed: NO_E2E_KEYS). Nothing goes
+    on the wire: `c.fetches` lists each member whose devices §12.6 `prepare` fetched (no list
+    held, or one older than 60 s), `c.sent` each record as (seqno, to, body), `c.lines` the
+    client's output; `c.at(t)` sets the device's clock."""
+    c = session_after(1)
+    c.my_name, c.members = "alice", {"alice", *members}
+    c.members_known = threading.Event()
+    c.members_known.set()
+    c.device.lobby_devices, c.device.lists = {}, {}
+    c.fetches, c.sent, c.lines, now = [], [], [], [0.0]
+    c.device.clock = lambda: now[0]
+    c.at = lambda t: now.__setitem__(0, t)
+    c.without_lobby = set(without_lobby)
+
+    def devices_of(user):  # as Client.devices_of, the fetch answered here
+        if c.device.needs_fetch(user):
+            c.fetches.append(user)
+            if user in c.without_lobby:
+                return [], "NO_E2E_KEYS"  # an empty list is not kept (§12.6)
+            device = (user + "0123456789abcdef")[:16]
+            c.device.lobby_devices[(user, device)] = True
+            c.device.lists[user] = (sc.time.monotonic(), [device])
+        return c.device.lists[user][1], None
+
+    def send_record(to, body, devices=None, hold=False):
+        c.seq_tx = c.seq_sent = c.seq_tx + 1
+        c.sent.append((c.seq_tx, to, body))
+        c.private_seqnos.add(c.seq_tx)
+        if body["kind"] == "sender_key":
+            c.sender_key_seqnos[c.seq_tx] = (body["id"], to[len("user:"):])  # as send_record does
+
+    c.devices_of, c.send_record = devices_of, send_record
+    return c
+
+
+def lobby_line(c):
+    """One lobby line as send_record makes it (§12.5): prepare_lobby, then the wrap; returns the
+    chain it went under, the line's `sender` envelope and its binding."""
+    with mock.patch.object(sc, "out", c.lines.append):
+        chain = c.prepare_lobby()
+    binding = bytes([chain.n % 256]) * 32
+    return chain, c.device.sender_wrap(chain, bytes(32), binding), binding
+
+
+class CatchUpRounds(unittest.TestCase):
+    """§6.5, §12.5: a refused `sender_key` leaves only its member out of the chain. The members a
+    chain left out are fetched again (a fresh `keys_fetch`) in a catch-up round before a later
+    line, when 2 s have passed since the chain was made or its last round (one clock for all of
+    them), and sent the chain from its current position (the `n` of the next line)."""
+
+    def refuse(self, c, seqno):
+        with mock.patch.object(sc, "out", c.lines.append):
+            c.on_refused(refused(c.seq_rx + 1, seqno, "QUEUE_FULL"))
+
+    def key_of(self, c, user):
+        """The c2s seqno of the last sender_key sent to `user`."""
+        return [seqno for seqno, to, b in c.sent
+                if to == "user:" + user and b["kind"] == "sender_key"][-1]
+
+    def keys_to(self, c, start=0):
+        """(member, id, n) of each sender_key sent from c.sent[start] on."""
+        return [(to[len("user:"):], b["id"], b["n"]) for _, to, b in c.sent[start:]
+                if b["kind"] == "sender_key"]
+
+    def test_a_refused_key_leaves_only_that_member_out(self):
+        c = lobby_session(["bob", "carol", "dave"])
+        chain, first, _ = lobby_line(c)
+        self.assertEqual(self.keys_to(c), [(u, chain.id, 0) for u in ("bob", "carol", "dave")])
+        self.refuse(c, self.key_of(c, "bob"))
+        sent, fetches = len(c.sent), len(c.fetches)
+        c.at(0.5)
+        again, line, _ = lobby_line(c)
+        # the next line goes to carol and dave under the same chain: no new key to anyone
+        self.assertIs(again, chain)
+        self.assertEqual((line["id"], line["n"]), (chain.id, 1))
+        self.assertEqual((len(c.sent), len(c.fetches)), (sent, fetches))
+        self.assertEqual(chain.left_out, {"bob"})
+        # shown as every refusal is; CANNOT_READ is said only when a chain is made
+        self.assertEqual(c.lines, ["SENDER_KEYS bob,carol,dave", "REFUSED 2 QUEUE_FULL"])
+
+    def test_the_member_is_fetched_and_sent_the_chain_from_its_position(self):
+        c = lobby_session(["bob", "carol"])
+        chain, _, _ = lobby_line(c)  # at 0: the chain is made and goes to bob and carol
+        self.refuse(c, self.key_of(c, "bob"))
+        for t in (0.5, 1.999):
+            c.at(t)
+            lobby_line(c)
+        self.assertEqual(c.fetches, ["bob", "carol"])  # no round within 2 s of the chain
+        sent = len(c.sent)
+        c.at(2.0)
+        again, line, binding = lobby_line(c)
+        self.assertIs(again, chain)
+        # a fresh fetch, though the list held for bob is seconds old
+        self.assertEqual(c.fetches, ["bob", "carol", "bob"])
+        self.assertEqual(self.keys_to(c, sent), [("bob", chain.id, 3)])
+        self.assertEqual((line["id"], line["n"]), (chain.id, 3))
+        self.assertIn("LATE_SENDER_KEY bob 3", c.lines)
+        # the key is the chain at that position: bob opens line 3 with it, and nothing before
+        key = c.sent[-1][2]
+        bob = sc.SenderChain("alice", key["id"], key["n"], sc.b64d(key["ck"], size=32))
+        self.assertEqual(bob.decrypt(line["id"], 3, sc.b64d(line["w"]), binding), bytes(32))
+        with self.assertRaises(sc.ProtoError) as e:
+            bob.decrypt(line["id"], 2, sc.b64d(line["w"]), binding)
+        self.assertEqual(e.exception.code, "REPLAY")
+        # reached: no more rounds while no one is left out
+        c.at(10.0)
+        lobby_line(c)
+        self.assertEqual(c.fetches, ["bob", "carol", "bob"])
+
+    def test_a_refusal_starts_no_clock_of_its_own(self):
+        c = lobby_session(["bob", "carol"])
+        chain, _, _ = lobby_line(c)
+        c.at(1.9)
+        self.refuse(c, self.key_of(c, "bob"))  # the chain was made at 0
+        c.at(2.0)
+        lobby_line(c)
+        self.assertEqual((c.fetches, self.keys_to(c)[-1]), (["bob", "carol", "bob"],
+                                                            ("bob", chain.id, 1)))
+
+    def test_one_clock_for_every_member_left_out(self):
+        c = lobby_session(["bob", "carol"], without_lobby=["carol"])
+        chain, _, _ = lobby_line(c)  # at 0: to bob; carol has no device
+        c.at(2.0)
+        lobby_line(c)  # a round: carol fetched again, still none
+        self.assertEqual(c.fetches, ["bob", "carol", "carol"])
+        c.at(2.5)
+        self.refuse(c, self.key_of(c, "bob"))
+        c.without_lobby = set()  # carol's device is stored now
+        c.at(3.0)
+        lobby_line(c)  # 1 s after the last round: none, for either
+        self.assertEqual(len(c.fetches), 3)
+        c.at(4.0)
+        lobby_line(c)  # the next round: both, from the line's position
+        self.assertEqual(c.fetches[3:], ["bob", "carol"])
+        self.assertEqual(self.keys_to(c)[-2:], [("bob", chain.id, 3), ("carol", chain.id, 3)])
+        self.assertEqual(c.lines.count("CANNOT_READ carol (NO_E2E_KEYS): no sender key, this "
+                                       "lobby line is unreadable to them"), 1)
+
+    def test_a_member_refused_again_waits_for_the_next_round(self):
+        c = lobby_session(["bob", "carol"])
+        chain, _, _ = lobby_line(c)
+        self.refuse(c, self.key_of(c, "bob"))
+        c.at(2.0)
+        lobby_line(c)  # a round: bob is sent the chain again
+        self.refuse(c, self.key_of(c, "bob"))  # and refused again
+        c.at(3.9)
+        lobby_line(c)
+        self.assertEqual(c.fetches, ["bob", "carol", "bob"])
+        c.at(4.0)
+        lobby_line(c)
+        self.assertEqual(c.fetches, ["bob", "carol", "bob", "bob"])
+        self.assertEqual(self.keys_to(c)[-1], ("bob", chain.id, 3))
+        self.assertEqual([x for x in c.lines if x.startswith("REFUSED")],
+                         ["REFUSED 2 QUEUE_FULL", "REFUSED 4 QUEUE_FULL"])
+
+    def test_a_new_chain_leaves_no_one_out(self):
+        c = lobby_session(["bob", "carol"])
+        old, _, _ = lobby_line(c)
+        self.refuse(c, self.key_of(c, "bob"))
+        c.device.retire_chain()  # a `members` body
+        c.at(2.0)
+        chain, _, _ = lobby_line(c)  # a new chain, to both, from the lists held
+        self.assertNotEqual(chain.id, old.id)
+        self.assertEqual(self.keys_to(c, 2), [("bob", chain.id, 0), ("carol", chain.id, 0)])
+        c.at(5.0)
+        lobby_line(c)
+        self.assertEqual(c.fetches, ["bob", "carol"])  # no round: no one is left out
 
 
 class OneAnswerPerRecord(unittest.TestCase):
