@@ -1405,7 +1405,7 @@ const UNITS_PY = new URL("./interop/units.py", import.meta.url).pathname;
 
 Deno.test({
   name:
-    "interop: client.py's units where no live server goes on demand — a queued sender_key keeps the chain (at most 1000 lines), a refused one retires it, one answer per record, our own record back stored or from the lobby, a session of unknown fate (PROTOCOL §6.5; tests/interop/units.py)",
+    "interop: client.py's units where no live server goes on demand — a queued sender_key keeps the chain (at most 1000 lines), a refused one leaves only its member out (fetched again in a catch-up round at most every 2 s, sent the chain from its position), one answer per record, our own record back stored or from the lobby, a session of unknown fate (PROTOCOL §6.5; tests/interop/units.py)",
   ignore: skipInterop,
   async fn() {
     const r = await new Deno.Command(PYTHON, { args: [UNITS_PY] }).output();
