@@ -16,8 +16,8 @@ import type { SealedState } from "./sealed_state.ts";
 /**
  * Hands the layer what is its own: the server's `keys` answers and notices, and `members`
  * bodies (§12.5). A relayed `sender_key` record was taken by the session already. A refusal
- * (§6.5) is told to the layer (it may have carried our sender key) and still shown; a `queued`
- * (§6.6) is told to the layer too, and one of our sender keys is the layer's alone.
+ * (§6.5) or a `queued` (§6.6) is told to the layer; one of our sender keys is the layer's alone,
+ * any other is shown.
  * @returns true when `message` is not for display
  */
 export async function takeE2eMessage(
@@ -25,10 +25,9 @@ export async function takeE2eMessage(
   message: ReceivedMessage,
   channel: KeysChannel,
 ): Promise<boolean> {
-  if (message.type === "refused") {
-    e2e.onNotDelivered(message.of);
-    return false;
-  }
+  // A refused sender key is told at the author's next lobby line, as a member who cannot read
+  // (prepareLobby): its seqno is no line the user wrote.
+  if (message.type === "refused") return e2e.onNotDelivered(message.of, message.code);
   // A sender key stored for a member the server took for offline (failing over to another
   // node, or a node's view of the cluster lagging after a failover) is the layer's, not a line
   // of the user's to report.

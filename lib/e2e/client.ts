@@ -206,6 +206,10 @@ export class E2eClient {
   /** Members `#chain` was not sent to (no fitting device, or their keys could not be had). */
   #leftOut = new Set<string>();
   #leftOutCheckedAt = 0;
+  /** Members told (or to be told) under `#chain` that the server refused their key. */
+  #refusalsTold = new Set<string>();
+  /** Refusals of `#chain`'s keys not yet told, member → the refusal's code. */
+  #refusalsToTell = new Map<string, string>();
   /** Our seqnos of the `sender_key` records that carried `#chain`, and the member of each. */
   #chainSeqnos = new Map<number, string>();
   /**
@@ -557,7 +561,7 @@ export class E2eClient {
       }
       result = await this.#distributeChain(channel);
     }
-    return result;
+    return { unreadable: [...result.unreadable, ...this.#takeRefusalsToTell()] };
   }
 
   /**
@@ -634,6 +638,8 @@ export class E2eClient {
     this.#chainQueued = false;
     this.#leftOut = new Set(unreadable.map(({ user }) => user));
     this.#leftOutCheckedAt = Date.now();
+    this.#refusalsTold.clear();
+    this.#refusalsToTell.clear();
     return { unreadable };
   }
 
@@ -652,15 +658,35 @@ export class E2eClient {
    * a member, only that member lacks the chain: they are left out of it, and looked up again
    * and sent it from its position then, as a member the chain was not sent to (§12.5). A new
    * chain for everyone would rekey every member at every line for as long as the refusal lasts
-   * (a full queue: as long as the member stays away).
-   * @returns whether it was one of our sender keys
+   * (a full queue: as long as the member stays away). The user is told before their next lobby
+   * line (prepareLobby's `unreadable`), once per chain and member.
+   * @returns whether it was one of our sender keys (the layer's, not a line of the user's)
    */
-  onNotDelivered(seqno: number): boolean {
+  onNotDelivered(seqno: number, code: string): boolean {
     const member = this.#chainSeqnos.get(seqno);
     if (member === undefined) return false;
     this.#chainSeqnos.delete(seqno);
     this.#leftOut.add(member);
+    if (!this.#refusalsTold.has(member)) {
+      this.#refusalsTold.add(member);
+      this.#refusalsToTell.set(member, code);
+    }
     return true;
+  }
+
+  /**
+   * Members whose key of the current chain the server refused and who are still left out, not
+   * yet told under this chain (§12.5: once per chain and member), said with the refusal's code.
+   */
+  #takeRefusalsToTell(): { user: string; reason: string }[] {
+    const told = [...this.#refusalsToTell].filter(([user]) => this.#leftOut.has(user));
+    this.#refusalsToTell.clear();
+    return told.map(([user, code]) => ({
+      user,
+      reason: `the server refused your key for them: ${code}; offered again every ${
+        LEFT_OUT_RECHECK_MS / 1000
+      } s`,
+    }));
   }
 
   /**

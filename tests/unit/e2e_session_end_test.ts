@@ -242,7 +242,12 @@ Deno.test("e2e: a sender key refused QUEUE_FULL leaves only that member out: the
         of: i + 1,
         code: "QUEUE_FULL" as const,
       };
-      assert.equal(await takeE2eMessage(alice, refused, server), false, "a refusal is shown");
+      // Not shown as "message N refused": the user wrote no sender_key record.
+      assert.equal(
+        await takeE2eMessage(alice, refused, server),
+        true,
+        "a refused key is the layer's",
+      );
     }
   };
   const realNow = Date.now;
@@ -250,15 +255,21 @@ Deno.test("e2e: a sender key refused QUEUE_FULL leaves only that member out: the
   Date.now = () => now; // the 2 s between look-ups pass only when this test says so
   try {
     await refuseBobsKeys();
+    let told: { user: string; reason: string }[] = [];
     const line = async () => {
-      await alice.prepareLobby(server);
+      told = (await alice.prepareLobby(server)).unreadable;
       const envelope = await alice.wrap(lobbyRecord().record, new Uint8Array(32));
       return envelope as Extract<typeof envelope, { kind: "sender" }>;
     };
     const chainId = (await line()).id;
+    assert.deepEqual(told, [{
+      user: "bob",
+      reason: "the server refused your key for them: QUEUE_FULL; offered again every 2 s",
+    }], "the user is told before the next lobby line who cannot read it, and why");
     await refuseBobsKeys();
     for (let i = 0; i < 2; i++) {
       assert.equal((await line()).id, chainId, "the chain stays");
+      assert.deepEqual(told, [], "told once per chain and member");
       await refuseBobsKeys();
     }
     assert.deepEqual(members.map(keysTo), [1, 1, 1], "no member was sent a key again");
@@ -276,9 +287,16 @@ Deno.test("e2e: a sender key refused QUEUE_FULL leaves only that member out: the
       { kind: "sender_key" }
     >;
     const after = await line();
+    assert.deepEqual(told, [], "bob has the chain again: nothing to tell");
     assert.equal(after.id, chainId);
     assert.equal(resent.id, chainId);
     assert.equal(resent.n, after.n, "from the position of the next line");
+    await refuseBobsKeys(); // the catch-up key is refused too: bob is left out again
+    now += 2_001;
+    const again = alice.prepareLobby(server);
+    await pollUntil(() => server.fetches().length === 5 || undefined, 2000, () => "no refetch");
+    await alice.onKeys(await keysOf("bob"), server);
+    assert.deepEqual((await again).unreadable, [], "not told again under the same chain");
   } finally {
     Date.now = realNow;
   }
