@@ -130,8 +130,18 @@ export class ByteBuilder {
     // A long string goes to the encoder, whose one call costs what the loop below takes for
     // about a hundred characters (a line's base64 members, a certificate).
     if (text.length > SHORT_TEXT) {
-      this.reserve(3 * text.length);
-      this.#at += encoder.encodeInto(text, this.#bytes.subarray(this.#at)).written;
+      // Room for ASCII first (what nearly every long text here is: base64, hex, JSON of
+      // those); only text that did not fit asks for its worst case. Reserving 3 bytes per
+      // character up front outgrew buffers sized exactly for their contents (a record's inner
+      // plaintext, its JSON), and each growth is a native allocation and a copy.
+      this.reserve(text.length);
+      const { read, written } = encoder.encodeInto(text, this.#bytes.subarray(this.#at));
+      this.#at += written;
+      if (read < text.length) {
+        const rest = text.slice(read);
+        this.reserve(3 * rest.length);
+        this.#at += encoder.encodeInto(rest, this.#bytes.subarray(this.#at)).written;
+      }
       return this;
     }
     // Most of what is written is ASCII: one byte per character, written here; else the encoder.

@@ -125,6 +125,23 @@ Deno.test("ByteBuilder.text() and textWithLength() write exactly what TextEncode
   }
 });
 
+Deno.test("ByteBuilder.text() fills a buffer sized for its ASCII text without growing it; other text still fits", () => {
+  // A record's inner plaintext and its JSON are laid out in buffers sized for them: a long text
+  // asking for 3 bytes a character regrew them (a native allocation and a copy) per message.
+  for (const length of [65, 200, 4000]) {
+    const text = "a".repeat(length);
+    const exact = new ByteBuilder(length + 2).u8(1).text(text).u8(2);
+    assert.equal(exact.capacity, length + 2, `${length} ASCII characters`);
+    assert.deepEqual(exact.done(), Uint8Array.of(1, ...utf8(text), 2));
+    // Not ASCII past the room: the rest is encoded after the buffer grows, none of it lost.
+    for (const tail of ["é", "😀", "\ud800"]) {
+      const mixed = "b".repeat(length) + tail + "c";
+      const out = new ByteBuilder(length + 1).text(mixed).done();
+      assert.deepEqual(out, new TextEncoder().encode(mixed), `${length} + ${JSON.stringify(tail)}`);
+    }
+  }
+});
+
 Deno.test("u64be() writes numbers and bigints alike, refusing what does not fit", () => {
   const cases: [number | bigint, string][] = [
     [0, "0000000000000000"],
