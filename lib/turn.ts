@@ -58,17 +58,25 @@ export function endTurn(): Promise<void> {
  * nothing open once it fired. It comes after every microtask queued before it is delivered;
  * I/O that completes in the same poll (a read of data already waiting) may come before or
  * after it (tests/turn_test.ts).
+ *
+ * Listened to with `addEventListener` and `start`, not `onmessage`: once any npm package is
+ * loaded (the CLI's reflect-metadata, @peculiar/x509), Deno's Node compatibility replaces the
+ * global MessageChannel with node:worker_threads' own, whose `onmessage` is called from a
+ * microtask after the post — not a turn at all: every "yield" went on without polling I/O and
+ * every "turn's end" came a microtask later. Its ports' message event is still the event
+ * loop's (tests/unit/turn_node_compat_test.ts).
  */
 export function nextTurn(): Promise<void> {
   return new Promise((resolve) => {
     const { port1, port2 } = new MessageChannel();
-    port1.onmessage = () => {
+    port1.addEventListener("message", () => {
       port1.close();
       port2.close();
       units = 0;
       since = performance.now();
       resolve();
-    };
+    }, { once: true });
+    port1.start();
     port2.postMessage(null);
   });
 }
