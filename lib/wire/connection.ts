@@ -6,6 +6,7 @@
 import { SecureChatError } from "../errors.ts";
 import { join, writeU32 } from "../bytes.ts";
 import { type ByteReader, checkFrameLength, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
+import { atTurnEnd } from "../turn.ts";
 
 export interface ByteStreamConn {
   readable: ReadableStream<Uint8Array>;
@@ -40,6 +41,15 @@ export class FrameConnection {
   #writer: Promise<void> | null = null;
   #writeError: SecureChatError | null = null;
   #closed = false;
+  /**
+   * A write started during this turn of the event loop: what is queued after it in the turn
+   * waits for the turn's end, to leave in one write (see #queue).
+   */
+  #wroteThisTurn = false;
+  readonly #turnEnded = () => {
+    this.#wroteThisTurn = false;
+    if (this.#pending.length > 0 && !this.#writer) this.#startWriter();
+  };
 
   constructor(
     conn: ByteStreamConn,
@@ -128,8 +138,22 @@ export class FrameConnection {
     writeU32(frame, 0, frame.length - FRAME_HEADER_BYTES);
     this.#queued += frame.length;
     this.#pending.push(frame);
-    // Started after the current job: the frames it queues go out together.
-    this.#writer ??= Promise.resolve().then(() => this.#drain());
+    // With a write on its way, the frame goes in the next. Else the first frame of a turn
+    // leaves at once (after the current job: what the job queues goes with it), and what is
+    // queued after that write in the same turn waits for the turn's end and leaves in one
+    // write. A sender that makes frame after frame without yielding (Ed25519 signs
+    // synchronously: a loop awaiting each send) pays a write per turn, not per frame — each a
+    // syscall, and a segment the peer's kernel and reader handle; a frame alone waits for
+    // nothing, as with Nagle's rule for a lone segment (RFC 896).
+    if (!this.#writer && !this.#wroteThisTurn) this.#startWriter();
+  }
+
+  #startWriter(): void {
+    if (!this.#wroteThisTurn) {
+      this.#wroteThisTurn = true;
+      atTurnEnd(this.#turnEnded);
+    }
+    this.#writer = Promise.resolve().then(() => this.#drain());
   }
 
   /**
@@ -149,7 +173,9 @@ export class FrameConnection {
     }
   }
 
+  /** The write of everything queued so far: what waits for the turn's end leaves now. */
   get #writing(): Promise<void> {
+    if (!this.#writer && this.#pending.length > 0) this.#startWriter();
     return this.#writer ?? Promise.resolve();
   }
 
@@ -201,7 +227,8 @@ export class FrameConnection {
 
   /** Resolves when everything queued so far has been written (or the write failed). */
   async flush(timeoutMs = 5000): Promise<void> {
-    if (!this.#writer) return; // nothing queued: no timer to set and clear
+    // Nothing queued: no timer to set and clear.
+    if (!this.#writer && this.#pending.length === 0) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#writing,

@@ -4,6 +4,7 @@ import { concat } from "../../lib/bytes.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
 import { encodeFrame } from "../../lib/wire/frame.ts";
+import { nextTurn } from "../../lib/turn.ts";
 
 /** A connection whose writes wait for `release()` (or fail), recording what each was given. */
 function heldConn() {
@@ -114,6 +115,68 @@ Deno.test("FrameConnection: 150,000 sealed-record-sized frames queued behind a w
   assert.deepEqual(held.writes[1].subarray(-276), encodeFrame(record));
   held.release();
   await fc.flush(1000);
+  assert.equal(fc.queuedBytes, 0);
+  fc.close();
+});
+
+/** A connection whose writes complete in their call, as a loopback socket's do. */
+function eagerConn() {
+  const writes: Uint8Array[] = [];
+  const conn: ByteStreamConn = {
+    readable: new ReadableStream(),
+    write(bytes: Uint8Array): Promise<number> {
+      writes.push(bytes.slice());
+      return Promise.resolve(bytes.length);
+    },
+    close() {},
+  };
+  return { conn, writes };
+}
+
+/** A few microtasks: what a sender's `await send()` loop takes between two frames. */
+async function microtasks(): Promise<void> {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+}
+
+Deno.test("FrameConnection.send(): a frame alone leaves at once; frames queued after that write in the same turn leave together at its end", async () => {
+  await nextTurn(); // a turn of our own
+  const eager = eagerConn();
+  const fc = new FrameConnection(eager.conn);
+  fc.send(payload(1));
+  await microtasks();
+  assert.deepEqual(eager.writes, [encodeFrame(payload(1))], "alone: written without waiting");
+  // A sender that makes frame after frame without yielding (a loop awaiting each send with
+  // Ed25519 keys): each of these was its own write (a syscall) before.
+  for (let i = 2; i <= 5; i++) {
+    fc.send(payload(i));
+    await microtasks();
+  }
+  assert.equal(eager.writes.length, 1, "the rest of the turn waits for its end");
+  assert.equal(fc.queuedBytes, [2, 3, 4, 5].reduce((n, i) => n + 4 + payload(i).length, 0));
+  // Two turns: the order in which the event loop delivers two channels' messages is not fixed.
+  await nextTurn();
+  await nextTurn();
+  assert.deepEqual(eager.writes.slice(1), [
+    concat(...[2, 3, 4, 5].map((i) => encodeFrame(payload(i)))),
+  ]);
+  assert.equal(fc.queuedBytes, 0);
+  // After a turn with nothing sent, a frame is alone again: at once.
+  for (let i = 0; i < 3; i++) await nextTurn();
+  fc.send(payload(6));
+  await microtasks();
+  assert.deepEqual(eager.writes.at(-1), encodeFrame(payload(6)));
+  fc.close();
+});
+
+Deno.test("FrameConnection.flush(): frames waiting for the turn's end are written now", async () => {
+  await nextTurn();
+  const eager = eagerConn();
+  const fc = new FrameConnection(eager.conn);
+  fc.send(payload(1));
+  await microtasks();
+  fc.send(payload(2));
+  await fc.flush(1000);
+  assert.deepEqual(eager.writes, [encodeFrame(payload(1)), encodeFrame(payload(2))]);
   assert.equal(fc.queuedBytes, 0);
   fc.close();
 });
