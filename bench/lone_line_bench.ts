@@ -12,7 +12,8 @@
  * `--pairs` times. Besides the rates it reads the main thread's CPU time from
  * /proc/self/task/<pid>/schedstat (nanoseconds): the lone line's path is one JavaScript
  * thread, and its CPU per line beside the raw crypto's moves less with other processes' load
- * than the wall-clock rate does. Prints one JSON line per child on stderr and, on stdout, the
+ * than the wall-clock rate does. Then `--messages` / 4 lines alone, each awaited until the
+ * server's handler has it before the next: the latency of a line alone. Prints one JSON line per child on stderr and, on stdout, the
  * medians per tree and each round's ratio to the first tree's.
  *
  *   deno run -A bench/lone_line_bench.ts [--tree DIR]… [--no-self] [--rounds 5] [--pairs 3]
@@ -33,6 +34,8 @@ interface ChildResult {
   /** Main-thread CPU µs per line, and per raw crypto operation, per pair. */
   line_cpu_us: number[];
   raw_cpu_us: number[];
+  /** A line alone: `send` to the server's handler, then the next (ms, median and p90). */
+  latency_ms: { p50: number; p90: number };
 }
 
 /** CPU time of this process's main thread, ns (the scheduler's own count: no 10 ms ticks). */
@@ -118,6 +121,7 @@ async function child(
       raw_rates: [],
       line_cpu_us: [],
       raw_cpu_us: [],
+      latency_ms: { p50: 0, p90: 0 },
     };
     for (let pair = 0; pair < opts.pairs; pair++) {
       let ns = mainThreadNs();
@@ -135,6 +139,16 @@ async function child(
       result.rates.push(opts.messages / ((performance.now() - t0) / 1000));
       result.line_cpu_us.push((mainThreadNs() - ns) / 1000 / opts.messages);
     }
+    const latencies: number[] = [];
+    for (let i = 0; i < opts.messages / 4; i++) {
+      const t0 = performance.now();
+      await lines(1);
+      latencies.push(performance.now() - t0);
+    }
+    result.latency_ms = {
+      p50: round(percentile(latencies, 50), 4),
+      p90: round(percentile(latencies, 90), 4),
+    };
     await clientSession.close();
     await Promise.all([serverRun, clientRun]);
     return result;
@@ -222,6 +236,7 @@ if (import.meta.main) {
             raw_cpu_per_line_cpu: round(median(rs.map((x) => x.cpu)), 3),
             line_cpu_us: round(median(rs.map((x) => x.line_cpu_us)), 1),
             raw_cpu_us: round(median(rs.map((x) => x.raw_cpu_us)), 1),
+            latency_p50_ms: round(median(byTree.get(tree)!.map((c) => c.latency_ms.p50)), 4),
             rounds_rate_per_raw: rs.map((x) => round(x.rate, 3)),
             rounds_cpu_ratio_vs_first_tree: rs.map((x, i) => round(x.cpu / first[i].cpu, 3)),
           }];
