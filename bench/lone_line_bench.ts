@@ -20,7 +20,7 @@
  *     [--messages 2000] [--warm 2000] [--keys ed25519|rsa2048]
  */
 import { parseArgs } from "node:util";
-import { percentile, round } from "./_util.ts";
+import { benchOptions, percentile, round } from "./_util.ts";
 
 const SELF = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const TEXT = "the quick brown fox jumps over the lazy dog, 64 bytes of chat..";
@@ -160,20 +160,33 @@ async function child(
 
 const median = (values: number[]) => percentile(values, 50);
 
+const USAGE = `usage: deno run -A bench/lone_line_bench.ts [OPTIONS]
+
+  --tree DIR        (repeatable) also measure this checkout (its lib/ and deno.json)
+  --no-self         not this checkout
+  --rounds N        children per tree, alternated (default 5)
+  --pairs N         raw crypto then lines, N times per child (default 3)
+  --messages N      lines per pair, sent one at a time (default 2000; N / 4 alone for latency)
+  --warm N          lines first, not measured (default 2000)
+  --keys K          ed25519 (default) or rsa2048
+  --help            this text`;
+
 if (import.meta.main) {
-  const { values: args } = parseArgs({
-    args: Deno.args,
-    options: {
-      child: { type: "string" },
-      tree: { type: "string", multiple: true },
-      "no-self": { type: "boolean" },
-      rounds: { type: "string" },
-      pairs: { type: "string" },
-      messages: { type: "string" },
-      warm: { type: "string" },
-      keys: { type: "string" },
-    },
-  });
+  const args = benchOptions(USAGE, () =>
+    parseArgs({
+      args: Deno.args,
+      options: {
+        child: { type: "string" },
+        tree: { type: "string", multiple: true },
+        "no-self": { type: "boolean" },
+        rounds: { type: "string" },
+        pairs: { type: "string" },
+        messages: { type: "string" },
+        warm: { type: "string" },
+        keys: { type: "string" },
+        help: { type: "boolean" },
+      },
+    }).values);
   const opts = {
     keys: args.keys ?? "ed25519",
     messages: Number(args.messages ?? 2000),
