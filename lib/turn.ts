@@ -27,6 +27,26 @@ export const TURN_MS = 10;
 
 let units = 0;
 let since = performance.now();
+/** Turns seen: counted at each {@link nextTurn} and each read a connection reports. */
+let turns = 0;
+
+/**
+ * Which turn of the event loop this is, as far as this process can tell: it changes when a
+ * {@link nextTurn} comes and when a connection's read completes ({@link readCompleted}). Equal
+ * values may still be two turns (I/O nobody reported came between); different values never
+ * are one.
+ */
+export function currentTurn(): number {
+  return turns;
+}
+
+/**
+ * A connection's read completed: what runs now was handed to us by the event loop, so it is
+ * a later turn than anything before the read (lib/wire/frame.ts calls it).
+ */
+export function readCompleted(): void {
+  turns++;
+}
 
 /**
  * Spends `cost` units of the current turn's budget.
@@ -72,6 +92,7 @@ export function nextTurn(): Promise<void> {
     port1.addEventListener("message", () => {
       port1.close();
       port2.close();
+      turns++;
       units = 0;
       since = performance.now();
       resolve();

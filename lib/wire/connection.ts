@@ -6,7 +6,7 @@
 import { SecureChatError } from "../errors.ts";
 import { join, writeU32 } from "../bytes.ts";
 import { type ByteReader, checkFrameLength, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
-import { atTurnEnd } from "../turn.ts";
+import { atTurnEnd, currentTurn } from "../turn.ts";
 
 export interface ByteStreamConn {
   readable: ReadableStream<Uint8Array>;
@@ -42,12 +42,14 @@ export class FrameConnection {
   #writeError: SecureChatError | null = null;
   #closed = false;
   /**
-   * A write started during this turn of the event loop: what is queued after it in the turn
-   * waits for the turn's end, to leave in one write (see #queue).
+   * The turn of the event loop (lib/turn.ts currentTurn) in which the last write started: what
+   * is queued after it in that turn waits for the turn's end, to leave in one write (#queue).
    */
-  #wroteThisTurn = false;
+  #wroteInTurn = -1;
+  /** The turn's end will write what waits (atTurnEnd is asked once per turn). */
+  #endAwaited = false;
   readonly #turnEnded = () => {
-    this.#wroteThisTurn = false;
+    this.#endAwaited = false;
     if (this.#pending.length > 0 && !this.#writer) this.#startWriter();
   };
 
@@ -144,16 +146,23 @@ export class FrameConnection {
     // write. A sender that makes frame after frame without yielding (Ed25519 signs
     // synchronously: a loop awaiting each send) pays a write per turn, not per frame — each a
     // syscall, and a segment the peer's kernel and reader handle; a frame alone waits for
-    // nothing, as with Nagle's rule for a lone segment (RFC 896).
-    if (!this.#writer && !this.#wroteThisTurn) this.#startWriter();
+    // nothing, as with Nagle's rule for a lone segment (RFC 896). A read that completed since
+    // the write is a new turn: a line answering what was just read leaves at once too.
+    if (this.#writer) return;
+    if (this.#wroteInTurn !== currentTurn()) this.#startWriter();
+    else this.#awaitEnd();
   }
 
   #startWriter(): void {
-    if (!this.#wroteThisTurn) {
-      this.#wroteThisTurn = true;
-      atTurnEnd(this.#turnEnded);
-    }
+    this.#wroteInTurn = currentTurn();
+    this.#awaitEnd();
     this.#writer = Promise.resolve().then(() => this.#drain());
+  }
+
+  #awaitEnd(): void {
+    if (this.#endAwaited) return;
+    this.#endAwaited = true;
+    atTurnEnd(this.#turnEnded);
   }
 
   /**

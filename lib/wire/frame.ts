@@ -6,6 +6,7 @@
 import { concat, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { atDeadline, type Deadline } from "../deadlines.ts";
+import { readCompleted } from "../turn.ts";
 
 export const MAX_FRAME_BYTES = 64 * 1024;
 
@@ -226,7 +227,10 @@ export class FrameReader {
     this.#pulling = true;
     if (this.#source instanceof ReadableStreamDefaultReader) {
       this.#source.read().then(
-        ({ value, done }) => this.#received(done ? null : value),
+        ({ value, done }) => {
+          readCompleted();
+          this.#received(done ? null : value);
+        },
         (cause) => this.#lost(cause),
       );
       return;
@@ -234,6 +238,7 @@ export class FrameReader {
     const into = this.#room();
     this.#source.read(into).then(
       (got) => {
+        readCompleted();
         this.#busy = got === into.length;
         this.#pulling = false;
         if (got === null) this.#ended = true;

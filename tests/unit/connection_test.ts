@@ -168,6 +168,29 @@ Deno.test("FrameConnection.send(): a frame alone leaves at once; frames queued a
   fc.close();
 });
 
+Deno.test("FrameConnection.send(): after a read completed, the next frame leaves at once (a new turn: a line answering what was just read)", async () => {
+  await nextTurn();
+  const eager = eagerConn();
+  const incoming = encodeFrame(payload(9));
+  let delivered = false;
+  const fc = new FrameConnection({
+    ...eager.conn,
+    read(into: Uint8Array): Promise<number | null> {
+      if (delivered) return new Promise(() => {}); // nothing more
+      delivered = true;
+      into.set(incoming);
+      return Promise.resolve(incoming.length);
+    },
+  });
+  fc.send(payload(1));
+  await microtasks();
+  assert.deepEqual(await fc.read(), payload(9));
+  fc.send(payload(2));
+  await microtasks();
+  assert.deepEqual(eager.writes, [encodeFrame(payload(1)), encodeFrame(payload(2))]);
+  fc.close();
+});
+
 Deno.test("FrameConnection.flush(): frames waiting for the turn's end are written now", async () => {
   await nextTurn();
   const eager = eagerConn();
