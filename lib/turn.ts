@@ -27,24 +27,25 @@ export const TURN_MS = 10;
 
 let units = 0;
 let since = performance.now();
-/** Turns seen: counted at each {@link nextTurn} and each read a connection reports. */
+/** Turns seen: counted at each {@link nextTurn} and each {@link turnBegan}. */
 let turns = 0;
 
 /**
  * Which turn of the event loop this is, as far as this process can tell: it changes when a
- * {@link nextTurn} comes and when a connection's read completes ({@link readCompleted}). Equal
- * values may still be two turns (I/O nobody reported came between); different values never
- * are one.
+ * {@link nextTurn} comes and when a callback of the event loop says so ({@link turnBegan}).
+ * Equal values may still be two turns (a callback nobody reported came between); different
+ * values never are one.
  */
 export function currentTurn(): number {
   return turns;
 }
 
 /**
- * A connection's read completed: what runs now was handed to us by the event loop, so it is
- * a later turn than anything before the read (lib/wire/frame.ts calls it).
+ * Called first by a callback the event loop runs (a connection's read completed, a timer
+ * fired): what runs now is a later turn than anything before it. Free, unlike asking for a
+ * turn's end: no channel, no message.
  */
-export function readCompleted(): void {
+export function turnBegan(): void {
   turns++;
 }
 

@@ -33,6 +33,7 @@ import {
   spkiOfCertificate,
 } from "./receipt.ts";
 import type { AppendSink, TranscriptStorage } from "./storage.ts";
+import { turnBegan } from "../turn.ts";
 
 export interface TranscriptHeader {
   /** 32 lowercase hex characters (the 16-byte session_id of the key schedule). */
@@ -81,6 +82,7 @@ const NEWLINE = 0x0a;
 let flushAllTimer: ReturnType<typeof setTimeout> | undefined;
 
 function flushAll(): void {
+  turnBegan(); // a timer: a turn of its own (lib/turn.ts)
   flushAllTimer = undefined;
   for (const writer of unflushed) writer.flush();
 }

@@ -46,7 +46,10 @@ export class FrameConnection {
    * is queued after it in that turn waits for the turn's end, to leave in one write (#queue).
    */
   #wroteInTurn = -1;
-  /** The turn's end will write what waits (atTurnEnd is asked once per turn). */
+  /**
+   * The turn's end will write what waits: asked for only once a frame waits (a turn's end is
+   * a MessageChannel message, tens of µs under Node compatibility), never for a frame alone.
+   */
   #endAwaited = false;
   readonly #turnEnded = () => {
     this.#endAwaited = false;
@@ -146,8 +149,9 @@ export class FrameConnection {
     // write. A sender that makes frame after frame without yielding (Ed25519 signs
     // synchronously: a loop awaiting each send) pays a write per turn, not per frame — each a
     // syscall, and a segment the peer's kernel and reader handle; a frame alone waits for
-    // nothing, as with Nagle's rule for a lone segment (RFC 896). A read that completed since
-    // the write is a new turn: a line answering what was just read leaves at once too.
+    // nothing, as with Nagle's rule for a lone segment (RFC 896). A read that completed or a
+    // timer that fired since the write is a new turn (lib/turn.ts turnBegan): a line answering
+    // what was just read, or made a while later, leaves at once too.
     if (this.#writer) return;
     if (this.#wroteInTurn !== currentTurn()) this.#startWriter();
     else this.#awaitEnd();
@@ -155,7 +159,6 @@ export class FrameConnection {
 
   #startWriter(): void {
     this.#wroteInTurn = currentTurn();
-    this.#awaitEnd();
     this.#writer = Promise.resolve().then(() => this.#drain());
   }
 

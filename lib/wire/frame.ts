@@ -6,7 +6,7 @@
 import { concat, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { atDeadline, type Deadline } from "../deadlines.ts";
-import { readCompleted } from "../turn.ts";
+import { turnBegan } from "../turn.ts";
 
 export const MAX_FRAME_BYTES = 64 * 1024;
 
@@ -228,7 +228,7 @@ export class FrameReader {
     if (this.#source instanceof ReadableStreamDefaultReader) {
       this.#source.read().then(
         ({ value, done }) => {
-          readCompleted();
+          turnBegan();
           this.#received(done ? null : value);
         },
         (cause) => this.#lost(cause),
@@ -238,7 +238,7 @@ export class FrameReader {
     const into = this.#room();
     this.#source.read(into).then(
       (got) => {
-        readCompleted();
+        turnBegan();
         this.#busy = got === into.length;
         this.#pulling = false;
         if (got === null) this.#ended = true;
