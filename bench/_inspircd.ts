@@ -18,6 +18,8 @@
  *    (`resolvehostnames="no"`, `useident="no"`, m_ident not loaded), no clone limits.
  */
 import { lines } from "./_util.ts";
+import type { IrcTls } from "./_irc_client.ts";
+import type { TestPki } from "../testkit/pki.ts";
 
 export { findInspircd, INSPIRCD_INSTALL_HINT } from "../testkit/inspircd.ts";
 
@@ -31,6 +33,24 @@ export interface InspircdFiles {
   keyFile: string;
   caFile: string;
   dir: string;
+}
+
+/** The server's TLS files InspIRCd is started with. */
+export type TlsFiles = { certFile: string; keyFile: string; caFile: string };
+
+/** InspIRCd's TLS files and its clients' credentials (user1's), from one test PKI. */
+export async function ircTlsOf(pki: TestPki): Promise<{ files: TlsFiles; tls: IrcTls }> {
+  const files: TlsFiles = {
+    certFile: `${pki.dir}/server.pem`,
+    keyFile: `${pki.dir}/server.key`,
+    caFile: `${pki.dir}/ca.pem`,
+  };
+  const tls: IrcTls = {
+    caCert: await Deno.readTextFile(files.caFile),
+    cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
+    key: await Deno.readTextFile(`${pki.dir}/user1.key`),
+  };
+  return { files, tls };
 }
 
 /** The generated inspircd.conf (XML format of InspIRCd 3). */
@@ -96,7 +116,7 @@ export class Inspircd {
    */
   static async start(
     binary: string,
-    tls: { certFile: string; keyFile: string; caFile: string },
+    tls: TlsFiles,
   ): Promise<Inspircd> {
     const dir = await Deno.makeTempDir({ prefix: "sc-bench-inspircd-" });
     const port = freePort();

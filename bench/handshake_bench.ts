@@ -24,8 +24,8 @@
  */
 import { parseArgs } from "node:util";
 import type { Identity } from "../lib/handshake/common.ts";
-import { findInspircd, Inspircd } from "./_inspircd.ts";
-import { IrcClient, type IrcTls } from "./_irc_client.ts";
+import { findInspircd, Inspircd, ircTlsOf } from "./_inspircd.ts";
+import { IrcClient } from "./_irc_client.ts";
 import { rsaPki, type TestPki } from "./_pki.ts";
 import { sampleProcess, threadCpu } from "./_proc.ts";
 import { JsonChild, loginLikeClient, round } from "./_util.ts";
@@ -124,16 +124,7 @@ async function ours(
 }
 
 async function inspircd(binary: string, pki: TestPki): Promise<Target> {
-  const files = {
-    certFile: `${pki.dir}/server.pem`,
-    keyFile: `${pki.dir}/server.key`,
-    caFile: `${pki.dir}/ca.pem`,
-  };
-  const tls: IrcTls = {
-    caCert: await Deno.readTextFile(files.caFile),
-    cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
-    key: await Deno.readTextFile(`${pki.dir}/user1.key`),
-  };
+  const { files, tls } = await ircTlsOf(pki);
   const server = await Inspircd.start(binary, files);
   return {
     name: "inspircd",

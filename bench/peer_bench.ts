@@ -47,7 +47,14 @@ import { type Body, LOBBY, userRecipient } from "../lib/message/record.ts";
 import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
 import { codeOf } from "../lib/errors.ts";
 import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
-import { findInspircd, GNUTLS_PRIORITY, Inspircd, INSPIRCD_INSTALL_HINT } from "./_inspircd.ts";
+import {
+  findInspircd,
+  GNUTLS_PRIORITY,
+  Inspircd,
+  INSPIRCD_INSTALL_HINT,
+  ircTlsOf,
+  type TlsFiles,
+} from "./_inspircd.ts";
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
@@ -814,26 +821,9 @@ async function ircIdle(
 
 // ---------------------------------------------------------------- the section
 
-type TlsFiles = { certFile: string; keyFile: string; caFile: string };
-
 /** Each user's identity (certificate and key) from one test PKI, by name. */
 async function identitiesOf(pki: TestPki, users: string[]): Promise<Map<string, Identity>> {
   return new Map(await Promise.all(users.map(async (n) => [n, await pki.identity(n)] as const)));
-}
-
-/** InspIRCd's TLS files and its clients' credentials (user1's), from one test PKI. */
-async function ircTlsOf(pki: TestPki): Promise<{ files: TlsFiles; tls: IrcTls }> {
-  const files: TlsFiles = {
-    certFile: `${pki.dir}/server.pem`,
-    keyFile: `${pki.dir}/server.key`,
-    caFile: `${pki.dir}/ca.pem`,
-  };
-  const tls: IrcTls = {
-    caCert: await Deno.readTextFile(files.caFile),
-    cert: await Deno.readTextFile(`${pki.dir}/user1.pem`),
-    key: await Deno.readTextFile(`${pki.dir}/user1.key`),
-  };
-  return { files, tls };
 }
 
 const rssPer = (p: Phase) =>

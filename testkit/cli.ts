@@ -1,5 +1,5 @@
 /** Runs the real CLI (main.ts) as a subprocess, as users do. */
-import { parseStartTask } from "./start_task.ts";
+import { readStartTask } from "./start_task.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -21,8 +21,8 @@ export interface CliOptions {
  * The flags of `deno task start` (and so of `install` and `compile`): the tests run the CLI
  * with exactly what users get, no more and no less (testkit/start_task.ts).
  */
-export const CLI_PERMISSIONS: readonly string[] = parseStartTask(
-  JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url))).tasks.start,
+export const CLI_PERMISSIONS: readonly string[] = await readStartTask(
+  new URL("../deno.json", import.meta.url).pathname,
 );
 /** The argv that starts the CLI. */
 export function cliCommand(args: string[], flags: readonly string[] = CLI_PERMISSIONS): string[] {
