@@ -150,15 +150,17 @@ export class LineEditor {
     }
     const rl = this.#rl as readline.Interface & { line: string; cursor: number };
     const { line, cursor } = rl;
-    rl.line = "";
-    rl.cursor = 0;
-    rl.prompt(true);
-    readline.cursorTo(process.stdout, 0);
-    readline.clearLine(process.stdout, 0);
-    process.stdout.write(`${text}\n`);
-    rl.line = line;
-    rl.cursor = cursor;
-    rl.prompt(true);
+    inOneWrite(() => {
+      rl.line = "";
+      rl.cursor = 0;
+      rl.prompt(true);
+      readline.cursorTo(process.stdout, 0);
+      readline.clearLine(process.stdout, 0);
+      process.stdout.write(`${text}\n`);
+      rl.line = line;
+      rl.cursor = cursor;
+      rl.prompt(true);
+    });
   }
 
   /** Yields each entered line; ends on Ctrl-D on an empty line, Ctrl-C or `stop()`. */
@@ -190,6 +192,28 @@ export class LineEditor {
     this.#ended = true;
     this.#rl.close();
     this.#wake?.();
+  }
+}
+
+/**
+ * Runs `draw` with everything it writes to stdout sent in one write. readline clears and
+ * redraws its prompt in several writes; gathered, the terminal never shows an incoming line
+ * with the prompt below it still missing or half drawn.
+ */
+function inOneWrite(draw: () => void): void {
+  type Write = (chunk: string | Uint8Array, ...rest: unknown[]) => boolean;
+  const stdout = process.stdout as unknown as { write: Write };
+  const write = stdout.write;
+  const gathered: string[] = [];
+  stdout.write = (chunk) => {
+    gathered.push(typeof chunk === "string" ? chunk : decoder.decode(chunk));
+    return true;
+  };
+  try {
+    draw();
+  } finally {
+    stdout.write = write;
+    write.call(stdout, gathered.join(""));
   }
 }
 

@@ -48,8 +48,11 @@ Deno.test({
       await tmux.keys("half typed");
       await tmux.waitFor((rows) => rows.at(-1) === "alice> half typed", "the half-typed line");
       await bob.send("incoming while alice types");
+      // The screen settled: bob's line, and a prompt drawn below it.
       const rows = await tmux.waitFor(
-        (r) => r.some((row) => row.endsWith("bob \u2713 incoming while alice types")),
+        (r) =>
+          r.some((row) => row.endsWith("bob \u2713 incoming while alice types")) &&
+          r.at(-1)!.startsWith("alice> "),
         "bob's line",
       );
       assert.equal(rows.at(-1), "alice> half typed", rows.join("\n"));
@@ -63,7 +66,9 @@ Deno.test({
       await tmux.waitFor((r) => r.join("").endsWith(long), "the long line");
       await bob.send("over a long line");
       const after = await tmux.waitFor(
-        (r) => r.some((row) => row.endsWith("bob \u2713 over a long line")),
+        (r) =>
+          r.some((row) => row.endsWith("bob \u2713 over a long line")) &&
+          r.join("").endsWith(long),
         "bob's second line",
       );
       const xRows = after.filter((row) => row.includes("xxxxxxxxxx"));
