@@ -1,4 +1,4 @@
--- securechat user store, MySQL/MariaDB schema (version 5).
+-- securechat user store, MySQL/MariaDB schema (version 6).
 -- Load with:  mysql secure_chat < schema.sql
 -- securechat also creates and migrates this schema itself on start (lib/store/schema.ts holds the
 -- same statements; tests/store_mysql_test.ts checks that both give identical tables).
