@@ -12,8 +12,7 @@ import type { KexGroup } from "../crypto/kex.ts";
 import type { TrustStore, ValidatedPeer } from "../pki/validate.ts";
 import { ChatSession, type ChatSessionOptions } from "../session/session.ts";
 import type { UserStore } from "../store/user_store.ts";
-import { type ByteStreamConn, FrameConnection } from "../wire/connection.ts";
-import { encodeFrame } from "../wire/frame.ts";
+import { type ByteStreamConn, FrameConnection, LINGER_MS } from "../wire/connection.ts";
 import { utf8 } from "../bytes.ts";
 import { atDeadline } from "../deadlines.ts";
 import {
@@ -44,6 +43,11 @@ import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from "../store/message_queue.t
 
 /** How often expired offline records are purged (they are never handed out once expired). */
 const QUEUE_PURGE_INTERVAL_MS = 10 * 60 * 1000;
+/**
+ * The most refused connections (no slot: TOO_MANY_CONNECTIONS, a retired server's refusal) that
+ * linger after their `error` at once; each lingers LINGER_MS at most.
+ */
+const MAX_REFUSALS_LINGERING = 64;
 import { checkPasswordChange } from "../crypto/password.ts";
 import { MemoryLoginFailures } from "../store/login_failures.ts";
 
@@ -87,6 +91,8 @@ export class ChatServer {
   readonly #connections = new Set<Promise<void>>();
   /** Connections admitted and not yet logged in: what a shutdown closes at once. */
   readonly #inHandshake = new Set<FrameConnection>();
+  /** Refused connections lingering after their `error` (#refuse). */
+  #refusalsLingering = 0;
   readonly #crl?: CrlWatcher;
   readonly #cookies = new CookieJar();
   readonly #purgeTimer?: ReturnType<typeof setInterval>;
@@ -362,6 +368,7 @@ export class ChatServer {
 
   async #admit(stream: ByteStreamConn, address: string, peer: string): Promise<void> {
     const { log } = this.#opts;
+    const conn = new FrameConnection(stream, { maxQueuedBytes: this.#opts.sendQueueBytes });
     if (this.#retired) {
       // No handshake: it would be signed under a certificate about to lapse, or revoked.
       log(this.#retired, {
@@ -370,10 +377,9 @@ export class ChatServer {
           this.#retired === "SERVER_CERT_REVOKED" ? "is revoked" : "expires"
         }; restart serve with a new one`,
       });
-      await refuse(stream, this.#retired);
+      await this.#refuse(conn, this.#retired);
       return;
     }
-    const conn = new FrameConnection(stream, { maxQueuedBytes: this.#opts.sendQueueBytes });
     let slot: Slot;
     try {
       slot = this.#admission.connect(address, () => {
@@ -382,7 +388,7 @@ export class ChatServer {
       });
     } catch (error) {
       log(codeOf(error), { peer, detail: (error as Error).message });
-      await refuse(stream, codeOf(error));
+      await this.#refuse(conn, codeOf(error));
       return;
     }
     log("CONNECT", { peer });
@@ -392,6 +398,31 @@ export class ChatServer {
     } finally {
       this.#inHandshake.delete(conn);
       slot.release();
+    }
+  }
+
+  /**
+   * Tells a refused peer why, in one plaintext error frame, and closes, lingering after it as a
+   * session's end does (PROTOCOL §7): its hello may be on its way. A refused connection holds
+   * no slot, so at most MAX_REFUSALS_LINGERING linger at once and the rest close straight away:
+   * a flood of connections to a full server cannot make it hold a descriptor for each.
+   */
+  async #refuse(conn: FrameConnection, code: string): Promise<void> {
+    try {
+      conn.send(utf8(JSON.stringify({ type: "error", code })));
+    } catch {
+      // cannot happen on a fresh connection; the log has the code
+    }
+    if (this.#refusalsLingering >= MAX_REFUSALS_LINGERING) {
+      await conn.flush(LINGER_MS);
+      conn.close();
+      return;
+    }
+    this.#refusalsLingering++;
+    try {
+      await conn.lingerClose();
+    } finally {
+      this.#refusalsLingering--;
     }
   }
 
@@ -623,14 +654,3 @@ export class ChatServer {
 
 /** Refusals that count against the certificate (and account): the rest decide nothing. */
 const COUNTED_FAILURES = new Set(["AUTH_FAIL", "USER_EXISTS", "INVALID_INPUT"]);
-
-/** Tells a refused peer why, in one plaintext error frame, and closes. */
-async function refuse(stream: ByteStreamConn, code: string): Promise<void> {
-  try {
-    await stream.write(encodeFrame(utf8(JSON.stringify({ type: "error", code }))));
-  } catch {
-    // peer already gone
-  } finally {
-    stream.close();
-  }
-}

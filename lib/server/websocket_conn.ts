@@ -19,7 +19,7 @@ import type { Socket } from "node:net";
 import { sha1 } from "@noble/hashes/legacy.js";
 import { concat, fromUtf8, join, toBase64, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import type { ByteStreamConn } from "../wire/connection.ts";
+import { type ByteStreamConn, LINGER_MAX_BYTES } from "../wire/connection.ts";
 import { MAX_FRAME_BYTES } from "../wire/frame.ts";
 import { splitFrames } from "../wire/websocket.ts";
 
@@ -79,6 +79,9 @@ export class WebSocketServerConn implements ByteStreamConn {
   /** Bytes written by FrameConnection not yet cut into whole frames. */
   #pendingOut: Uint8Array = new Uint8Array(0);
   #ended = false;
+  /** Our close is sent: what arrives until the peer's is dropped (#take), #dropped bytes so far. */
+  #closing = false;
+  #dropped = 0;
   /** The latest ping's payload, its pong waiting for the socket to drain (see #answerPing). */
   #pongOwed: Uint8Array | null = null;
 
@@ -102,6 +105,12 @@ export class WebSocketServerConn implements ByteStreamConn {
   }
 
   #take(chunk: Uint8Array): void {
+    if (this.#closing) {
+      // Dropped while the close lingers (PROTOCOL §7 "Ending with an error"), a bounded amount.
+      this.#dropped += chunk.length;
+      if (this.#dropped > LINGER_MAX_BYTES) this.#socket.destroy();
+      return;
+    }
     let at = 0;
     while (at < chunk.length && this.#state.kind !== "done") {
       at = this.#state.kind === "header"
@@ -322,6 +331,10 @@ export class WebSocketServerConn implements ByteStreamConn {
     if (this.#socket.destroyed || !this.#socket.writable) return;
     this.#sendFrame(OP_CLOSE, u16(code));
     this.#socket.end();
+    // Reads go on until the peer's close, so the descriptor is not closed over unread data (a
+    // reset, which can lose what we sent last: PROTOCOL §7); what arrives is dropped in #take.
+    this.#closing = true;
+    this.#socket.resume();
     // A peer that never answers the close must not keep the descriptor.
     const socket = this.#socket;
     Deno.unrefTimer(setTimeout(() => socket.destroy(), CLOSE_GRACE_MS));

@@ -265,6 +265,8 @@ export class ChatSession {
   /** Set when the session ends without the close exchange: nothing more is sent or recorded. */
   #ended = false;
   #aborted?: SecureChatError;
+  /** terminate() sent the peer `#aborted` and lingers after it. */
+  #told = false;
   #closeTimer?: ReturnType<typeof setTimeout>;
   /** After a write failed: ends run()'s wait for what the peer said before going. */
   #goneTimer?: ReturnType<typeof setTimeout>;
@@ -744,13 +746,10 @@ export class ChatSession {
       this.#goneTimer = setTimeout(() => this.#est.conn.close(), PEER_ERROR_GRACE_MS);
       return;
     }
-    try {
-      this.#est.conn.send(this.#est.records.seal(utf8(JSON.stringify(errorMessageFor(error)))));
-      await this.#est.conn.flush(1000);
-    } catch {
-      // the peer is gone; the local log still has the code
-    }
-    this.#est.conn.close();
+    // Lingers after it (PROTOCOL §7): the peer may still be sending. run()'s loop, reading
+    // meanwhile, shares the linger's reads and ends the session when it does (#end).
+    this.#told = true;
+    await sendSealedError(this.#est, error);
   }
 
   /** Reads until the session ends; never throws. */
@@ -1227,7 +1226,9 @@ export class ChatSession {
     if (!this.#est.conn.closed) this.#sendOutbox(); // made before the end: they go first
     this.#ended = true;
     const code = error === undefined ? undefined : codeOf(error);
-    if (error instanceof SecureChatError && !isFromPeer(error) && !this.#est.conn.closed) {
+    if (error === this.#aborted && this.#told) {
+      await this.#est.conn.lingerClose(); // terminate() sent it: its linger ends the session
+    } else if (error instanceof SecureChatError && !isFromPeer(error) && !this.#est.conn.closed) {
       await sendSealedError(this.#est, error);
     }
     await this.#opts.seen?.save().catch(() => {});

@@ -19,6 +19,18 @@ export interface ByteStreamConn {
 }
 
 export const DEFAULT_SEND_QUEUE_BYTES = 1024 * 1024;
+/**
+ * How long a side that ends with an `error` keeps reading after it (PROTOCOL §7 "Ending with an
+ * error"): a peer that has it reads it in well under this and closes; one that does not is not
+ * waited for longer.
+ */
+export const LINGER_MS = 500;
+/**
+ * The most a side reads and drops while it lingers: a peer still sending cannot make it read
+ * for the whole of LINGER_MS at line rate. One send queue's worth, what a peer of ours can have
+ * written and not yet seen refused.
+ */
+export const LINGER_MAX_BYTES = DEFAULT_SEND_QUEUE_BYTES;
 /** A frame's bytes on the wire beyond its payload's: the length. */
 export const FRAME_HEADER_BYTES = 4;
 
@@ -41,6 +53,8 @@ export class FrameConnection {
   #writer: Promise<void> | null = null;
   #writeError: SecureChatError | null = null;
   #closed = false;
+  /** The linger after a last frame, once started (lingerClose). */
+  #lingering?: Promise<void>;
   /**
    * The turn of the event loop (lib/turn.ts currentTurn) in which the last write started: what
    * is queued after it in that turn waits for the turn's end, to leave in one write (#queue).
@@ -250,19 +264,29 @@ export class FrameConnection {
   }
 
   /**
-   * Closes after a last frame (an `error`) without destroying it: flushes, shuts our
-   * sending side, then reads and drops whatever the peer still sends until it closes
-   * or `ms` pass. Closing with unread data makes the kernel answer with a reset,
-   * which can discard our last frame before the peer has read it.
+   * Closes after a last frame (an `error`) without destroying it (PROTOCOL §7 "Ending with an
+   * error"): flushes, shuts our sending side (a FIN after the frame), then reads and drops what
+   * the peer still sends until it closes, LINGER_MAX_BYTES have come or LINGER_MS have passed
+   * since the call. Closing with unread data makes the kernel answer with a reset, which throws
+   * away what it had not sent yet (our last frame, behind what the peer was slow to read) and
+   * may reach the peer before it has read it. Every call joins the first one's linger: a reader
+   * already waiting (a session's loop) shares its reads (FrameReader.read) and ends with it.
    */
-  async lingerClose(ms = 500): Promise<void> {
+  lingerClose(): Promise<void> {
+    return this.#lingering ??= this.#linger();
+  }
+
+  async #linger(): Promise<void> {
     if (this.#closed) return;
-    const deadline = Date.now() + ms;
-    await this.flush(ms);
+    const deadline = Date.now() + LINGER_MS;
+    await this.flush(LINGER_MS);
     try {
       await this.#conn.closeWrite?.();
-      while (Date.now() < deadline && await this.read(deadline - Date.now()) !== null) {
-        // drop it: the session is over
+      let dropped = 0;
+      while (dropped < LINGER_MAX_BYTES && Date.now() < deadline) {
+        const frame = await this.read(deadline - Date.now());
+        if (frame === null) break;
+        dropped += FRAME_HEADER_BYTES + frame.length; // the session is over: not acted on
       }
     } catch {
       // timeout, reset or garbage: nothing more to wait for
