@@ -289,14 +289,66 @@ Deno.test("offline: what waits for a revoked recipient's devices is deleted when
     );
     assert.match(
       String(dropped.detail),
+      /key directory: carol's device\(s\) [0-9a-f]{16}, certified/,
+    );
+    const deleted = await server.waitFor(
+      (e) => e.event === "REVOKED" && e.user === "carol" && /offline queue/.test(String(e.detail)),
+      20_000,
+      mark,
+    );
+    assert.match(
+      String(deleted.detail),
       /offline queue: 1 record\(s\) for carol, wrapped only for devices of a revoked certificate/,
     );
     assert.deepEqual([queuedFor("carol"), queuedFor("bob")], [0, 1]);
+    // The device left the key directory: no asker is handed its keys again (PROTOCOL §12.6).
+    assert.deepEqual([devicesOf(server, "carol"), devicesOf(server, "bob")], [0, 1]);
   } finally {
     await server.dispose();
     await Deno.remove(pki.dir, { recursive: true });
   }
 });
+
+Deno.test("key directory: a device certified by a certificate revoked while no server ran is never handed out, and leaves the directory", async () => {
+  // A CRL in force from the server's start newly revokes nothing, so nothing retired carol's
+  // device: a keys_fetch handed out its bundle, and a sender whose CRL was older wrapped for a
+  // key a thief may hold; the device counted toward carol's 8 until she published again.
+  const pki = await makePki(["alice", "carol"], "ed25519");
+  const workDir = await Deno.makeTempDir({ prefix: "securechat-retired-" });
+  let server = await ServerProcess.start({ pkiDir: pki.dir, workDir });
+  try {
+    for (const user of ["alice", "carol"]) await register(server, pki.dir, user);
+    assert.equal(devicesOf(server, "carol"), 1);
+    await server.stop();
+    const revoked = await runCli(["cert", "revoke", "carol", "--dir", pki.dir]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    server = await ServerProcess.start({ pkiDir: pki.dir, workDir });
+    const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
+    await alice.send("/msg carol are you there?");
+    await alice.waitForLine((l) =>
+      l.includes("NO_E2E_KEYS: carol has published no end-to-end keys")
+    );
+    assert.equal((await alice.end()).code, 0, alice.stderr.join("\n"));
+    assert.equal(devicesOf(server, "carol"), 0);
+    assert.deepEqual(server.events((e) => e.event === "STORED"), []);
+  } finally {
+    await server.dispose();
+    await Deno.remove(workDir, { recursive: true });
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+/** How many devices `user` has in the server's key directory. */
+function devicesOf(server: ServerProcess, user: string): number {
+  const db = new DatabaseSync(`${server.workDir}/t.db`, { readOnly: true });
+  try {
+    return Number(
+      db.prepare("SELECT COUNT(*) AS n FROM e2e_devices WHERE username = ?").get(user)!.n,
+    );
+  } finally {
+    db.close();
+  }
+}
 
 Deno.test("three users: lobby, private and an offline message; every transcript verifies with receipts", async () => {
   const users = ["alice", "bob", "carol"];

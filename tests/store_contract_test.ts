@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { codeOf } from "../lib/errors.ts";
-import { fromHex, toHex, utf8 } from "../lib/bytes.ts";
+import { fromHex, timingSafeEqual, toHex, utf8 } from "../lib/bytes.ts";
 import { PBKDF2_ITERATIONS, verifyPassword } from "../lib/crypto/password.ts";
 import { openUserStore, resolveDatabase } from "../lib/store/open.ts";
 import { SCHEMA_VERSION } from "../lib/store/schema.ts";
@@ -439,7 +439,7 @@ const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
   },
   {
     name:
-      "keys: devicesCertifiedBy() finds the devices last published under those serials, by user",
+      "keys: retireCertifiedBy() removes the devices last published under those serials, with their prekeys, by user",
     run: async (ctx) => {
       const [kim, lee] = [ctx.name("kim"), ctx.name("lee")];
       const [d1, d2, d3] = ["00000000000000a1", "00000000000000a2", "00000000000000a3"];
@@ -473,14 +473,54 @@ const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
             }`,
             pad.flatMap(([user, device]) => [user, device, Uint8Array.of(1)]),
           );
-          const found = await keys.devicesCertifiedBy(new Set([serialOf(revoked)]));
+          await keys.publish(kim, d1, revoked, undefined, [{ id: 1, pub: new Uint8Array(32) }]);
+          const found = await keys.retireCertifiedBy(new Set([serialOf(revoked)]));
           assert.deepEqual(
             [...found].map(([user, devices]) => [user, [...devices].sort()]),
             [[kim, [d1, d2]]],
           );
-          const both = await keys.devicesCertifiedBy(new Set([serialOf(reissued), "00ff"]));
-          assert.deepEqual([...both].map(([user, devices]) => [user, [...devices]]), [[kim, [d3]]]);
-          assert.deepEqual([...await keys.devicesCertifiedBy(new Set())], []);
+          // Gone from what askers are handed, and from the count toward MAX_DEVICES.
+          assert.deepEqual((await keys.fetch(kim, new Set())).map((d) => d.device), [d3]);
+          assert.deepEqual([...await keys.retireCertifiedBy(new Set([serialOf(revoked)]))], []);
+          // Its prekeys went with it: a device published again under d1 starts with none.
+          assert.equal((await keys.publish(kim, d1, reissued, "{}", [])).left, 0);
+          const both = await keys.retireCertifiedBy(new Set([serialOf(reissued), "00ff"]));
+          assert.deepEqual(
+            [...both].map(([user, devices]) => [user, [...devices].sort()]),
+            [[kim, [d1, d3]]],
+          );
+          assert.deepEqual(await keys.fetch(kim, new Set()), []);
+          assert.deepEqual((await keys.fetch(lee, new Set())).map((d) => d.device), [d1]);
+          assert.deepEqual([...await keys.retireCertifiedBy(new Set())], []);
+        });
+      } finally {
+        await Deno.remove(pki.dir, { recursive: true });
+      }
+    },
+  },
+  {
+    name:
+      "keys: fetch() removes and leaves out a device whose certificate the caller says is revoked, keeping its prekeys from askers",
+    run: async (ctx) => {
+      const [kim] = [ctx.name("kim")];
+      const [d1, d2] = ["00000000000000b1", "00000000000000b2"];
+      const pki = await makePki([kim, `${kim}x`]);
+      try {
+        const [revoked, valid] = [
+          (await pki.identity(kim)).certDer,
+          (await pki.identity(`${kim}x`)).certDer,
+        ];
+        const isRevoked = (cert: Uint8Array) => timingSafeEqual(cert, revoked);
+        await withStore(ctx, async (store) => {
+          const keys = store.keys!;
+          const opk = (id: number) => ({ id, pub: new Uint8Array(32).fill(id) });
+          await keys.publish(kim, d1, revoked, "{}", [opk(1)]);
+          await keys.publish(kim, d2, valid, "{}", [opk(2)]);
+          const got = await keys.fetch(kim.toUpperCase(), new Set(), isRevoked);
+          assert.deepEqual(got.map((d) => [d.device, d.keys?.opk?.id]), [[d2, 2]]);
+          // Removed, not only hidden: it no longer counts, and its prekey was never handed out.
+          assert.deepEqual((await keys.fetch(kim, new Set())).map((d) => d.device), [d2]);
+          assert.equal((await keys.publish(kim, d1, valid, "{}", [])).left, 0);
         });
       } finally {
         await Deno.remove(pki.dir, { recursive: true });

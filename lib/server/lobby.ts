@@ -201,6 +201,8 @@ export class Lobby {
   readonly #offline?: OfflineDelivery;
   readonly #presence: PresenceNotices;
   readonly #keyDirectory?: KeyDirectory;
+  /** Whether the CRL in force revokes a certificate a stored bundle was published under. */
+  readonly #revoked?: (cert: Uint8Array) => boolean;
 
   constructor(
     readonly log: Logger,
@@ -208,6 +210,7 @@ export class Lobby {
     cluster?: ClusterLink,
     offline?: OfflineDelivery,
     keyDirectory?: KeyDirectory,
+    revoked?: (cert: Uint8Array) => boolean,
   ) {
     this.#cluster = cluster;
     this.#offline = offline;
@@ -218,6 +221,7 @@ export class Lobby {
       (text, sole, at) => void this.#route({ body: { kind: "notice", text }, at }, undefined, sole),
     );
     this.#keyDirectory = keyDirectory;
+    this.#revoked = revoked;
   }
 
   /** What the cluster link calls: records from the stream, logins elsewhere, presence. */
@@ -737,7 +741,8 @@ export class Lobby {
         }
         return;
       }
-      const stored = await directory.fetch(user, new Set(body.known ?? []));
+      // A revoked certificate's devices are never handed out (§12.6), whatever CRL the asker has.
+      const stored = await directory.fetch(user, new Set(body.known ?? []), this.#revoked);
       const devices = stored.map(({ device, lobby, keys }) => {
         const caps = lobby ? { lobby: true as const } : {};
         if (!keys) return { device, ...caps };

@@ -1,6 +1,12 @@
 /**
- * What a newly adopted CRL removes from the offline queue (PROTOCOL §6.6), on every node that
- * adopts it (the second finds nothing), without waiting for a recipient's next login:
+ * What a newly adopted CRL removes from the key directory (PROTOCOL §12.6) and the offline queue
+ * (§6.6), on every node that adopts it (the second finds nothing), without waiting for a
+ * recipient's next login:
+ *
+ * - every device whose bundle was last published under a newly revoked certificate, with its
+ *   one-time prekeys: revoking a certificate retires the devices it certified (SECURITY.md
+ *   "Devices"), so no asker is handed their keys again (a sender whose CRL is older would wrap
+ *   for a key a thief may hold), and they no longer count toward a user's MAX_DEVICES;
  *
  * - every record **signed** under a newly revoked certificate, for every recipient: no recipient
  *   would take one (§6.4 step 2), and a revoked author's records, sender keys among them, should
@@ -24,26 +30,35 @@ import { type ClusterRelay, decodeStoredRelay } from "./cluster_record.ts";
 /** Queue rows read per page while looking for records wrapped for retired devices. */
 const PAGE = 500;
 
-export async function dropRevokedQueued(
+export async function retireRevoked(
   store: UserStore,
   serials: ReadonlySet<string>,
   log: Logger,
 ): Promise<void> {
   const queue = store.queue;
-  if (!queue) return;
-  await dropSignedUnder(queue, serials, log);
+  if (queue) await dropSignedUnder(queue, serials, log);
   if (store.keys) {
     let retired: Map<string, Set<string>>;
     try {
-      retired = await store.keys.devicesCertifiedBy(serials);
+      retired = await store.keys.retireCertifiedBy(serials);
     } catch (error) {
       log(codeOf(error), {
-        detail: `offline queue: records for devices of revoked certificates not deleted (they ` +
-          `expire): ${(error as Error).message}`,
+        detail: `key directory: devices of revoked certificates not removed (each goes at its ` +
+          `next fetch), nor the offline records for them (they expire): ${
+            (error as Error).message
+          }`,
       });
       return;
     }
-    for (const [user, devices] of retired) await dropWrappedOnlyFor(queue, user, devices, log);
+    for (const [user, devices] of retired) {
+      log("REVOKED", {
+        user,
+        detail: `key directory: ${user}'s device(s) ${
+          [...devices].join(", ")
+        }, certified by a revoked certificate, removed`,
+      });
+      if (queue) await dropWrappedOnlyFor(queue, user, devices, log);
+    }
   }
 }
 

@@ -36,7 +36,7 @@ import {
 import type { CloseCode } from "../wire/messages.ts";
 import { DEFAULT_CLOSE_TIMEOUT_MS } from "../session/session.ts";
 import { CrlWatcher } from "./revocation.ts";
-import { dropRevokedQueued } from "./queue_revocation.ts";
+import { retireRevoked } from "./queue_revocation.ts";
 import { canonicalName } from "../pki/names.ts";
 import type { TicketAuthority } from "../resumption/ticket.ts";
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from "../store/message_queue.ts";
@@ -138,6 +138,13 @@ export class ChatServer {
         lapsed: (certDer) => opts.trust.lapsed(certDer),
       },
       opts.store.keys,
+      (cert) => {
+        try {
+          return opts.trust.lapsed(cert) === "revoked";
+        } catch {
+          return false; // no certificate: the asker refuses the bundle itself (§12.6)
+        }
+      },
     );
     if (queue) {
       const purge = () =>
@@ -193,15 +200,16 @@ export class ChatServer {
   }
 
   /**
-   * Ends the live sessions of newly revoked certificates, each with REVOKED, then deletes what
-   * they left in offline queues and what waits there for the devices they certified.
+   * Ends the live sessions of newly revoked certificates, each with REVOKED, then removes the
+   * devices they certified from the key directory, what they left in offline queues and what
+   * waits there for those devices.
    */
   #endRevoked(serials: Set<string>): void {
     if (serials.has(this.#own.serial)) this.#retire("SERVER_CERT_REVOKED");
     for (const member of this.lobby.localMembers()) {
       if (serials.has(member.session.established.peer.serial)) this.#revoke(member);
     }
-    void dropRevokedQueued(this.#opts.store, serials, this.#opts.log);
+    void retireRevoked(this.#opts.store, serials, this.#opts.log);
   }
 
   #revoke(member: Member): void {

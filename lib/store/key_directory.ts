@@ -7,11 +7,11 @@
  */
 import { MAX_DEVICES } from "../e2e/envelope.ts";
 import { SecureChatError } from "../errors.ts";
-import { query, type SqlDatabase } from "./sql.ts";
+import { change, query, type SqlDatabase } from "./sql.ts";
 import { parseCertificate } from "../pki/certificate.ts";
 import { serialHex } from "../pki/crl.ts";
 
-/** Directory rows read at a time by devicesCertifiedBy. */
+/** Directory rows read at a time by retireCertifiedBy. */
 const SCAN_PAGE = 500;
 
 /** One-time prekeys kept per device at most; a publish beyond it is cut to fit. */
@@ -66,17 +66,26 @@ export interface KeyDirectory {
   ): Promise<PublishResult>;
   /**
    * A user's devices, most recently published first; for each device not in `known`, its
-   * bundle and one of its one-time prekeys (consumed).
+   * bundle and one of its one-time prekeys (consumed). A device whose bundle was published
+   * under a certificate `revoked` says is revoked is removed instead, with its prekeys, and not
+   * listed (PROTOCOL §12.6): one revoked while no server adopted the CRL (a restart with a new
+   * CRL file) is retired at its first fetch.
    * @throws DB_UNAVAILABLE
    */
-  fetch(user: string, known: ReadonlySet<string>): Promise<StoredDevice[]>;
+  fetch(
+    user: string,
+    known: ReadonlySet<string>,
+    revoked?: (cert: Uint8Array) => boolean,
+  ): Promise<StoredDevice[]>;
   /**
-   * The devices whose bundle was last published under a certificate with one of `serials`
-   * (hex, as the CRL lists them): what a newly revoked certificate retires (PROTOCOL §6.6).
-   * @returns per user name as stored, that user's device ids
+   * Removes, with their one-time prekeys, the devices whose bundle was last published under a
+   * certificate with one of `serials` (hex, as the CRL lists them): what a newly revoked
+   * certificate retires (PROTOCOL §6.6, §12.6). A device published again meanwhile under
+   * another certificate stays.
+   * @returns per user name as stored, the device ids removed
    * @throws DB_UNAVAILABLE
    */
-  devicesCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>>;
+  retireCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>>;
 }
 
 export class SqlKeyDirectory implements KeyDirectory {
@@ -143,17 +152,27 @@ export class SqlKeyDirectory implements KeyDirectory {
     return { left: await this.#prekeysLeft(user, device), evicted };
   }
 
-  async fetch(user: string, known: ReadonlySet<string>): Promise<StoredDevice[]> {
+  async fetch(
+    user: string,
+    known: ReadonlySet<string>,
+    revoked?: (cert: Uint8Array) => boolean,
+  ): Promise<StoredDevice[]> {
     await this.ready();
     const rows = await query(
       this.db,
-      `SELECT device, cert, bundle, lobby FROM e2e_devices WHERE username = ?
+      `SELECT username, device, cert, bundle, lobby FROM e2e_devices WHERE username = ?
        ORDER BY updated_at DESC, device`,
       [user],
     );
     const devices: StoredDevice[] = [];
-    for (const row of rows.slice(0, MAX_DEVICES)) {
+    for (const row of rows) {
+      if (devices.length === MAX_DEVICES) break;
       const device = String(row.device);
+      if (revoked?.(bytes(row.cert))) {
+        // As stored (the asker's spelling may differ in case), and only under that certificate.
+        await this.#remove(String(row.username), device, bytes(row.cert));
+        continue;
+      }
       const lobby = Number(row.lobby) === 1;
       if (known.has(device)) {
         devices.push({ device, lobby });
@@ -183,10 +202,11 @@ export class SqlKeyDirectory implements KeyDirectory {
     return devices;
   }
 
-  async devicesCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>> {
+  async retireCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>> {
     await this.ready();
     const found = new Map<string, Set<string>>();
     if (serials.size === 0) return found;
+    const doomed: { user: string; device: string; cert: Uint8Array }[] = [];
     // The serial is inside the stored certificate, so every row is read (~30 µs a certificate
     // to parse here): this runs only when a CRL newly revokes someone. A page at a time, so
     // neither the memory nor one turn of the event loop grows with the directory.
@@ -208,14 +228,39 @@ export class SqlKeyDirectory implements KeyDirectory {
         } catch {
           continue; // Not a certificate (a row this server did not write): it certifies no one.
         }
-        if (!serials.has(serial)) continue;
-        let devices = found.get(user);
-        if (!devices) found.set(user, devices = new Set());
-        devices.add(after.device);
+        if (serials.has(serial)) doomed.push({ user, device: after.device, cert: bytes(row.cert) });
       }
       if (rows.length < SCAN_PAGE) break;
     }
+    for (const { user, device, cert } of doomed) {
+      if (!await this.#remove(user, device, cert)) continue;
+      let devices = found.get(user);
+      if (!devices) found.set(user, devices = new Set());
+      devices.add(device);
+    }
     return found;
+  }
+
+  /**
+   * Removes a device, and its prekeys, if its bundle is still the one published under `cert`
+   * (one statement decides, so a publish under another certificate meanwhile wins).
+   * @returns whether it was
+   */
+  async #remove(user: string, device: string, cert: Uint8Array): Promise<boolean> {
+    const removed = await change(
+      this.db,
+      "DELETE FROM e2e_devices WHERE username = ? AND device = ? AND cert = ?",
+      [user, device, cert],
+    );
+    if (removed === 0) return false;
+    // Prekeys belong to a published identity key: unless the device published again since.
+    await query(
+      this.db,
+      `DELETE FROM e2e_prekeys WHERE username = ? AND device = ? AND NOT EXISTS
+       (SELECT 1 FROM e2e_devices WHERE username = ? AND device = ?)`,
+      [user, device, user, device],
+    );
+    return true;
   }
 
   async #prekeysLeft(user: string, device: string): Promise<number> {
