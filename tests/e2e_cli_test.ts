@@ -209,11 +209,21 @@ Deno.test("e2e: /verify shows the certificate fingerprint behind each of bob's d
     assert.equal((await bob.end()).code, 0);
     assert.equal((await alice.end()).code, 0);
 
-    // bob's certificate is revoked; alice's next client reads the new CRL beside the CA.
+    // bob's certificate is revoked; alice's next client reads the new CRL beside the CA. The
+    // server, which adopts it too, no longer lists bob's devices (PROTOCOL §12.6): alice's client
+    // had sessions with them, and says they are revoked, not that the server hides them.
+    const mark = server.mark();
     await revokeCertificates(pki.dir, await loadCaSigner(pki.dir), "bob", 1);
+    await server.waitFor(
+      (e) => e.event === "REVOKED" && e.user === "bob" && /key directory/.test(String(e.detail)),
+      20_000,
+      mark,
+    );
     const again = await login("alice");
     await again.send("/verify bob");
-    await again.waitForLine((l) => l.includes("bob's end-to-end keys refused"));
+    const refused = await again.waitForLine((l) => l.includes("bob's end-to-end keys refused"));
+    assert.match(refused, /revoked/);
+    assert.doesNotMatch(refused, /WARNING/);
     assert.ok(!again.stdout.some((l) => l.includes("signed by certificate")));
     await again.send("/msg bob are you still there");
     await again.waitForLine((l) => l.includes("not sent to bob"));

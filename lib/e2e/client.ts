@@ -771,6 +771,32 @@ export class E2eClient {
     return { devices, refused };
   }
 
+  /**
+   * The refusal when the server lists no device of `name` (PROTOCOL §12.6). A server must not
+   * list a device whose certificate is revoked: the sessions with such devices go, as they would
+   * from a list, and when none of ours is left the revocation is the reason (BAD_CERT); only
+   * devices whose certificates still validate count as hidden.
+   */
+  async #noDevices(name: string): Promise<SecureChatError> {
+    const sessions = this.#peers.get(name);
+    let revoked: unknown;
+    for (const [device, [session]] of sessions ?? []) {
+      try {
+        await validatePeerCertificate(this.#trust, session.cert, { role: "client" });
+      } catch (error) {
+        sessions!.delete(device);
+        this.#restart.delete(`${name}/${device}`);
+        revoked ??= error;
+      }
+    }
+    if (revoked === undefined) return noDevices(name, sessions?.size ?? 0);
+    if (sessions!.size === 0) this.#peers.delete(name);
+    await this.save();
+    return sessions!.size === 0 && revoked instanceof SecureChatError
+      ? revoked
+      : noDevices(name, sessions!.size);
+  }
+
   async #fetchDevices(name: string, channel: KeysChannel): Promise<Preparation> {
     const known = this.devicesOf(name).filter((d) => !this.#restart.has(`${name}/${d}`));
     let waiting = this.#pending.get(channel);
@@ -791,7 +817,7 @@ export class E2eClient {
         hint: "try again in a moment",
       });
     }
-    if (devices.length === 0) throw noDevices(name, this.#peers.get(name)?.size ?? 0);
+    if (devices.length === 0) throw await this.#noDevices(name);
     // The contact's map is in place before the awaits below, so a first message from one of
     // their devices answered meanwhile (§12.3) adds its session to this map rather than to one
     // this fetch would then replace: that lost the session, and their next message, still
@@ -1077,8 +1103,9 @@ function noDevices(name: string, had: number): SecureChatError {
       `conversation with ${had} of them: nothing was sent. A server that hides a user's ` +
       "devices could read what is sent without end-to-end encryption; this client never does that",
     {
-      hint: `if ${name} did not remove every device, the server may be lying: compare ` +
-        `\`/verify ${name}\` with ${name} out of band and tell the operator`,
+      hint: `if ${name} did not remove every device and was not revoked (a CRL newer than ` +
+        `yours), the server may be lying: compare \`/verify ${name}\` with ${name} out of ` +
+        "band and tell the operator",
     },
   );
 }
