@@ -308,6 +308,9 @@ class FakeConn:
     def write_frame(self, payload):
         self.sock.sent.append(payload)
 
+    def send_locked(self, data):
+        self.sock.sendall(data)
+
 
 class VectorClient(sc.Client):
     """client.py's Client with the vector's randomness and clock."""

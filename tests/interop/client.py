@@ -104,6 +104,13 @@ SKEW_MS = 5 * 60 * 1000                      # §8.2
 OPEN_FATE_MS = 35 * 1000
 MAX_STORED_AGE_MS = 30 * 24 * 3600 * 1000    # §6.6 MAX_STORED_AGE
 CLOSE_TIMEOUT_S = 5                          # §7
+# §7 "Ending with an error": after our `error`, what the peer still sends is read and dropped until
+# it closes, LINGER_MAX_BYTES (framed bytes) are read, or LINGER_MS pass, whichever comes first
+LINGER_S = 0.5                               # LINGER_MS
+LINGER_MAX_BYTES = 1024 * 1024
+# §5, §7 "A write that fails": a side whose write fails reads what the peer sent for this long and
+# reports the peer's `error` code if one is there, else the lost connection
+PEER_ERROR_GRACE_S = 1.0                     # PEER_ERROR_GRACE_MS
 MAX_TEXT = 4000                              # §8.2
 SESSION_CERTS = 256                          # §6.4.1: author certificates a session's list holds
 # §5.2, §7.1: the codes a server's `close` may carry, each a reason that holds (§8.1), and what the
@@ -135,6 +142,15 @@ class ProtoError(Exception):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+class PeerError(ProtoError):
+    """The peer's `error`: the code it ended with (its detail starts "from the peer")."""
+
+
+class WriteFailed(OSError):
+    """A write to the peer failed. Not reported as it is: §5 and §7 "A write that fails" read what
+    the peer sent first, whose `error`, if any, is the session's end."""
 
 
 def log(*a):
@@ -1646,11 +1662,15 @@ def parse_pre(obj):
 
 class E2ESession:
     """One Double Ratchet session with one contact device (§12.3/§12.4); `pre` is the prekey
-    header we send until the contact has answered."""
+    header we send until the contact has answered; `cert` the contact's certificate (DER) it was
+    made with (the bundle's, or the first message's author's), checked against our CRL whenever
+    the contact's devices are fetched (§12.6 sender step 2, "Never readable"); None in a state
+    saved before it was kept."""
 
-    def __init__(self, ratchet, pre=None, ek=None):
+    def __init__(self, ratchet, pre=None, ek=None, cert=None):
         self.ratchet, self.pre = ratchet, pre
         self.ek = ek  # the initiator's `pre.ek` this session answered (§12.3 B 2), responder only
+        self.cert = cert
 
 
 E2E_STATE_AAD = b"securechat/e2e state"      # §12.7
@@ -1748,7 +1768,9 @@ class Device:
         for user, dev, sessions in state["sessions"]:
             self.sessions[(user, dev)] = [
                 E2ESession(_ratchet_from(s["ratchet"]), s["pre"],
-                           bytes.fromhex(s["ek"]) if s.get("ek") else None) for s in sessions]
+                           bytes.fromhex(s["ek"]) if s.get("ek") else None,
+                           bytes.fromhex(s["cert"]) if s.get("cert") else None)
+                for s in sessions]
 
     @_locked
     def save(self):
@@ -1759,7 +1781,8 @@ class Device:
                  "spk_id": self.spk_id, "pq_id": self.pq_id, "next_opk": self.next_opk,
                  "opks": {str(i): k.hex() for i, k in self.opks.items()},
                  "sessions": [[u, d, [{"ratchet": _ratchet_state(s.ratchet), "pre": s.pre,
-                                       "ek": s.ek.hex() if s.ek else None} for s in ss]]
+                                       "ek": s.ek.hex() if s.ek else None,
+                                       "cert": s.cert.hex() if s.cert else None} for s in ss]]
                               for (u, d), ss in self.sessions.items()]}
         salt, nonce = os.urandom(16), os.urandom(12)
         key = hashlib.scrypt(self.password.encode(), salt=salt, maxmem=256 * 1024 * 1024,
@@ -1826,14 +1849,20 @@ class Device:
         """Applies a `keys` answer's `devices`: drops sessions with devices no longer listed, starts
         §12.3 with each new device whose keys pass §12.2. Returns the devices to wrap for; raises
         the first failure's code when every listed device failed."""
+        revoked = self.drop_revoked(trust, user, warn)
         # An empty list is never kept: it is NO_E2E_KEYS (§12.6 "never readable": cache nothing,
-        # ask again before every line).
+        # ask again before every line). The server must not list a device under a revoked
+        # certificate, so when every device we had a conversation with is revoked in our CRL the
+        # answer is that revocation; any still valid may be hidden by the server: said loudly.
         if not devices:
-            held = sorted(d for (u, d) in self.sessions if u == user)
+            held = sorted({d for (u, d) in self.sessions if u == user})
+            self.lists.pop(user, None)
             if held:
                 warn(f"the server now lists no device of {user}, though this device has a "
                      f"conversation with {len(held)} of them")
-            self.lists.pop(user, None)
+            elif revoked:
+                raise ProtoError("BAD_CERT", f"the certificate of every device of {user} this "
+                                             "device had a conversation with is revoked")
             return []
         listed, usable, first_error = [], [], None
         for entry in devices:
@@ -1845,6 +1874,9 @@ class Device:
             if "bundle" not in entry and self.sessions.get((user, d)) and \
                     (user, d) not in self.restart:  # one we have a session with (`known`)
                 usable.append(d)
+                continue
+            if "bundle" not in entry and d in revoked:  # §12.6 sender step 2
+                first_error = first_error or ProtoError("BAD_CERT", "certificate revoked")
                 continue
             if "bundle" not in entry or "cert" not in entry:  # §12.6 sender step 3
                 warn(f"device {d} of {user} left out: PROTOCOL_ERROR: listed bare, but this "
@@ -1870,6 +1902,29 @@ class Device:
         self.lists[user] = (time.monotonic(), usable)
         return usable
 
+    def drop_revoked(self, trust, user, warn):
+        """§12.6 sender step 2 and "Never readable": our sessions with devices of `user` made under
+        a certificate our CRL revokes go (revoking a certificate retires the devices it certified,
+        SECURITY.md "Devices"); a device keeps its sessions under another certificate. Returns the
+        devices left with no session, each told to the user; the state is saved when any went."""
+        gone, dropped = set(), False
+        for (u, d) in sorted(k for k in self.sessions if k[0] == user):
+            kept = [s for s in self.sessions[(u, d)]
+                    if s.cert is None or trust.revoked_at(s.cert) is None]
+            if len(kept) == len(self.sessions[(u, d)]):
+                continue
+            dropped = True
+            if kept:
+                self.sessions[(u, d)] = kept
+            else:
+                del self.sessions[(u, d)]
+                gone.add(d)
+                warn(f"device {d} of {user} left out: BAD_CERT: its certificate is revoked; "
+                     "its sessions are dropped")
+        if dropped:
+            self.save()
+        return gone
+
     def _initiate(self, user, d, b, opk, opk_id):
         ek = os.urandom(32)
         sk, ad, kem_ct = pqxdh_initiate(self.ik, ek, b, opk, None, self.cert_der, b["cert"])
@@ -1877,7 +1932,7 @@ class Device:
                "spk_id": b["spk_id"], "pq_id": b["pq_id"], "kem_ct": b64e(kem_ct)}
         if opk_id is not None:
             pre["opk_id"] = opk_id
-        s = E2ESession(Ratchet.initiator(sk, ad, b["spk"]), pre)
+        s = E2ESession(Ratchet.initiator(sk, ad, b["spk"]), pre, cert=b["cert"])
         self.sessions[(user, d)] = ([s] + self.sessions.get((user, d), []))[:E2E_SESSIONS_PER_DEVICE]
 
     @_locked
@@ -2052,7 +2107,7 @@ class Device:
             return None, f"{e.code}: {e.detail}"
         if pre["opk_id"] is not None:                                            # B 6
             del self.opks[pre["opk_id"]]
-        self.sessions[key] = ([E2ESession(r, ek=pre["ek"])]
+        self.sessions[key] = ([E2ESession(r, ek=pre["ek"], cert=cert_der)]
                               + self.sessions.get(key, []))[:E2E_SESSIONS_PER_DEVICE]
         self.save()
         return k, None
@@ -2064,6 +2119,7 @@ class Conn:
     def __init__(self, sock):
         self.sock = sock
         self.send_lock = threading.Lock()
+        self.error_sent = False  # our `error` left: it is our last frame (§7 "Ending with an error")
 
     def _read_exact(self, n):
         buf = b""
@@ -2084,7 +2140,50 @@ class Conn:
         if not 1 <= len(payload) <= MAX_FRAME_BYTES:
             raise ProtoError("INTERNAL", "frame size")
         with self.send_lock:
-            self.sock.sendall(u32(len(payload)) + payload)
+            self.send_locked(u32(len(payload)) + payload)
+
+    def send_locked(self, data):
+        """Every write to the peer; the caller holds send_lock. A failed write is WriteFailed."""
+        if self.error_sent:
+            raise ProtoError("INTERNAL", "a frame after our error")
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise WriteFailed(e.errno, e.strerror or str(e)) from e
+
+    def linger(self, clock=None):
+        """§7 "Ending with an error", after our `error` left (step 1's sendall returned: the kernel
+        has it, last): the FIN follows it, then what the peer still sends is read and dropped, acted
+        on by no one, until the peer closes, LINGER_MAX_BYTES are read or LINGER_S pass since the
+        half-close began; then the socket is closed. Returns why the reading stopped."""
+        clock = clock or time.monotonic
+        start = clock()
+        why = "io"
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            read = 0
+            while True:
+                left = LINGER_S - (clock() - start)
+                if left <= 0:
+                    why = "time"
+                    break
+                if read >= LINGER_MAX_BYTES:
+                    why = "bytes"
+                    break
+                self.sock.settimeout(left)
+                try:
+                    chunk = self.sock.recv(min(65536, LINGER_MAX_BYTES - read))
+                except socket.timeout:
+                    why = "time"
+                    break
+                if not chunk:
+                    why = "closed"
+                    break
+                read += len(chunk)
+        except OSError:
+            pass
+        self.sock.close()
+        return why
 
 
 def pad_inner(*contents):
@@ -2358,6 +2457,10 @@ class Client:
         self.batches = BatchCache()  # §6.1 check step 2: batch signatures verified already
         self.pending = []  # (record, k, e2e) numbered and sealed, not yet signed (§6.1 batches)
         self.batching = False  # between `/batch` and `/end`: records wait for one signature
+        self.ending = False  # our `error` is sent or going: nothing read is acted on (§7)
+        # §7 "A write that fails": (the lost connection to report, monotonic time) of our first
+        # failed write in the session; the peer's `error`, read within PEER_ERROR_GRACE_S, wins
+        self.write_failure = None
 
     # -- records (§3.2, §3.3)
     def send_content(self, obj):
@@ -2380,7 +2483,7 @@ class Client:
         with self.conn.send_lock:
             for group in frames:
                 payload = self.tx.seal_inner(pad_inner(*group))
-                self.conn.sock.sendall(u32(len(payload)) + payload)
+                self.conn.send_locked(u32(len(payload)) + payload)
 
     def read_content(self):
         """The peer's next message: (content bytes, parsed message). §3.2: a record holds one or
@@ -2452,8 +2555,8 @@ class Client:
         text = ""
         if authenticated and "message" in msg:
             text = safe(want_str(msg, "message", 256, text=True))
-        raise ProtoError(code, "from the peer" + (f": {text}" if text else
-                                                   " (unauthenticated)" if not authenticated else ""))
+        raise PeerError(code, "from the peer" + (f": {text}" if text else
+                                                  " (unauthenticated)" if not authenticated else ""))
 
     def expect(self, msg_type, fields, optional=()):
         content, msg = self.read_content()
@@ -2463,20 +2566,24 @@ class Client:
         return content, msg
 
     def send_error(self, code):
-        """On a failure: `error`, sealed whenever we have keys, then a half-close (§7 step 4)."""
+        """On a failure: `error`, sealed whenever we have keys, as our last frame, then the linger
+        of §7 "Ending with an error" (the reader thread, if any, acts on nothing more). Returns
+        why the linger stopped, or None when the `error` could not be sent."""
         if self.conn is None:
-            return
+            return None
+        self.ending = True
         try:
-            if self.tx is not None:
-                self.send_content({"type": "error", "code": code})
-            else:
-                self.conn.write_frame(enc_json({"type": "error", "code": code}))
-            self.conn.sock.shutdown(socket.SHUT_WR)
-            self.conn.sock.settimeout(0.5)
-            while self.conn.sock.recv(4096):
-                pass
-        except Exception:
-            pass
+            with self.conn.send_lock:
+                if self.tx is not None:
+                    payload = self.tx.seal(enc_json({"type": "error", "code": code}))
+                else:
+                    payload = enc_json({"type": "error", "code": code})
+                self.conn.send_locked(u32(len(payload)) + payload)
+                self.conn.error_sent = True
+        except (OSError, ProtoError):
+            self.conn.sock.close()
+            return None
+        return self.conn.linger()
 
     # Time and randomness; tests/interop/check_vectors.py replaces them with a vector's inputs.
     def now(self):
@@ -2497,8 +2604,49 @@ class Client:
         """Hook for tests/interop/probe.py, which sends doc-defined faults; the client sends `msg`."""
         return msg
 
-    # -- handshake (§5, client side), one step per message
+    @staticmethod
+    def lost(e):
+        """The lost connection, reported when no `error` of the peer's explains it."""
+        return ProtoError("PROTOCOL_ERROR", f"socket: {e}")
+
+    def read_peer_error(self, lost):
+        """§5, §7 "A write that fails", when no reader thread runs: our write failed, so for up to
+        PEER_ERROR_GRACE_S read what the peer sent before going and raise its `error` (PeerError)
+        if one is there, else `lost`. Nothing read meanwhile is acted on but a `key_update` (so the
+        records after it open)."""
+        deadline = time.monotonic() + PEER_ERROR_GRACE_S
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.conn.sock.settimeout(left)
+                if self.rx is None:  # no server_hello yet: a refusal comes plaintext (§5.2)
+                    msg = parse_json(self.conn.read_frame())
+                    if msg["type"] == "error":
+                        self._raise_peer_error(msg, authenticated=False)
+                    continue
+                _, m = self.read_content()  # raises the peer's `error`
+                if m["type"] == "key_update":
+                    strict(m, ["type"])
+                    self.rx.update()
+        except PeerError:
+            raise
+        except (ProtoError, OSError):
+            pass
+        raise lost
+
     def handshake(self):
+        """§5, client side. Our certificate, certificate_verify, finished and login leave without
+        waiting, so a write can fail before we read the server's refusal: a failed write reads
+        what the server sent first (§5 after step 11), and an OSError when it sent no `error`."""
+        try:
+            self._handshake()
+        except WriteFailed as e:
+            self.read_peer_error(e)
+
+    # -- handshake (§5, client side), one step per message
+    def _handshake(self):
         a = self.args
         self.group = a.group
         groups = self.offered_groups()
@@ -3152,31 +3300,57 @@ class Client:
         self.transcript.store_receipt(".peer-receipt.json", m)
         self.receipt_hash = self.my_receipt_hash.hex()
 
-    def reader(self):
+    def write_failed(self, e):
+        """§7 "A write that fails", from any thread: the first failed write of the session starts
+        the grace. The reader thread goes on reading but acts on nothing but a `key_update` and
+        the peer's `error`, which ends the session; `run` ends it with the lost connection when
+        PEER_ERROR_GRACE_S pass without one."""
+        if self.write_failure is None:
+            self.write_failure = (self.lost(e), time.monotonic())
+
+    def dispatch(self, m):
         handlers = {"msg": self.on_msg, "relay": self.on_relay, "stored": self.on_relay,
                     "queued": self.on_queued, "refused": self.on_refused}
+        t = m["type"]
+        if t in handlers:
+            if self.peer_closed:
+                raise ProtoError("PROTOCOL_ERROR", f"{t} after the server's close")
+            handlers[t](m)
+        elif t == "key_update":
+            strict(m, ["type"])
+            self.rx.update()
+            out("KEY_UPDATE s2c")
+        elif t == "close":
+            self.on_close(m)
+        elif t == "receipt":
+            self.on_receipt(m)
+        else:
+            raise ProtoError("PROTOCOL_ERROR", f"unexpected {safe(t)} in the session")
+
+    def reader(self):
         try:
-            while self.receipt_hash is None:
-                _, m = self.read_content()
-                t = m["type"]
-                if t in handlers:
-                    if self.peer_closed:
-                        raise ProtoError("PROTOCOL_ERROR", f"{t} after the server's close")
-                    handlers[t](m)
-                elif t == "key_update":
-                    strict(m, ["type"])
-                    self.rx.update()
-                    out("KEY_UPDATE s2c")
-                elif t == "close":
-                    self.on_close(m)
-                elif t == "receipt":
-                    self.on_receipt(m)
-                else:
-                    raise ProtoError("PROTOCOL_ERROR", f"unexpected {safe(t)} in the session")
-        except ProtoError as e:
+            while self.receipt_hash is None and not self.ending:
+                _, m = self.read_content()  # the peer's `error` raises PeerError
+                if self.ending:  # our `error` went: nothing more is acted on (§7)
+                    break
+                if self.write_failure is not None:  # §7 "A write that fails"
+                    if m["type"] == "key_update":
+                        strict(m, ["type"])
+                        self.rx.update()
+                    continue
+                try:
+                    self.dispatch(m)
+                except WriteFailed as e:  # our answer (a receipt, a top-up) could not leave
+                    self.write_failed(e)
+        except PeerError as e:
             self.fatal = e
-        except OSError as e:
-            self.fatal = ProtoError("PROTOCOL_ERROR", f"socket: {e}")
+        except (ProtoError, OSError) as e:
+            if self.write_failure is not None:
+                self.fatal = self.write_failure[0]
+            elif isinstance(e, ProtoError):
+                self.fatal = e
+            else:
+                self.fatal = self.lost(e)
         except Exception as e:  # a bug in this client
             self.fatal = ProtoError("INTERNAL", repr(e))
         finally:
@@ -3192,12 +3366,28 @@ class Client:
                     break
             if self.fatal is None:
                 self.start_close()
+        except WriteFailed as e:
+            self.write_failed(e)  # the reader thread looks for the peer's `error` meanwhile
         except ProtoError as e:
             self.fatal = e
             self.done.set()
         except OSError as e:
-            self.fatal = ProtoError("PROTOCOL_ERROR", f"socket: {e}")
+            self.fatal = self.lost(e)
             self.done.set()
+
+    def wait_end(self):
+        """Until the reader thread ends the session (both receipts, or a failure: raised), the
+        close exchange times out, or PEER_ERROR_GRACE_S pass after a failed write without the
+        peer's `error` (§7 "A write that fails": the lost connection)."""
+        while not self.done.wait(timeout=0.05):
+            failure = self.write_failure
+            if failure is not None and time.monotonic() - failure[1] > PEER_ERROR_GRACE_S:
+                raise failure[0]
+            if self.close_started is not None and \
+                    time.monotonic() - self.close_started > CLOSE_TIMEOUT_S:
+                raise ProtoError("TIMEOUT", "close/receipt exchange")
+        if self.fatal is not None:
+            raise self.fatal
 
     def run(self):
         a = self.args
@@ -3218,19 +3408,17 @@ class Client:
         if a.e2e:  # §12.6: the device's bundle is the first message of every session
             self.device = Device(self.my_name, self.my_der, self.my_key, state, self.password,
                                  lobby=not a.no_sender_keys)
-            self.publish_keys()
+            try:
+                self.publish_keys()
+            except WriteFailed as e:
+                self.read_peer_error(self.lost(e))
             out(f"DEVICE {self.device.id}")
         threading.Thread(target=self.reader, daemon=True).start()
         threading.Thread(target=self.stdin_loop, daemon=True).start()
         try:
-            while not self.done.wait(timeout=0.1):
-                if self.close_started is not None and \
-                        time.monotonic() - self.close_started > CLOSE_TIMEOUT_S:
-                    raise ProtoError("TIMEOUT", "close/receipt exchange")
+            self.wait_end()
         finally:
             self.seen.save()
-        if self.fatal is not None:
-            raise self.fatal
         try:  # both receipts exchanged: close TCP after the server does
             sock.shutdown(socket.SHUT_WR)
             sock.settimeout(1)
@@ -3272,7 +3460,7 @@ def main(client_class=None):
         return 0
     except ProtoError as e:
         log(f"error: {e.code}: {e.detail}")
-        if client is not None and e.code != "USAGE" and not e.detail.startswith("from the peer"):
+        if client is not None and e.code != "USAGE" and not isinstance(e, PeerError):
             client.send_error(e.code)
         out(f"ERROR {e.code}")
         return 1

@@ -25,6 +25,14 @@
   1-8, every complete subtree, two published inclusion proofs), RFC 9162 §2.1.3.2's root
   recomputation against §2.1.1's definition for every (i, n ≤ 32), and every attack on a batch a
   verifier must refuse, with the verified-batch cache and without.
+- PROTOCOL §7 "Ending with an error": after our `error` (its last frame) a half-close, then reading
+  and dropping until the peer closes, 1 MiB or 500 ms (one deadline), then the close; §5 and §7 "A
+  write that fails": the peer's `error` read after our failed write (the race: it comes only once
+  the write failed) is what the session or handshake ends with, only a `key_update` acted on
+  meanwhile. The live server lingers, so the race does not show live.
+- §12.6 sender step 2 and "Never readable": sessions made under a certificate our CRL revokes go
+  when the contact's devices are fetched; an empty list is then BAD_CERT, or the loud NO_E2E_KEYS
+  counting only the devices still valid (a server cannot be made to list a revoked device).
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
@@ -38,6 +46,7 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import client as sc  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 import verify  # noqa: E402
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vectors", "transcript")
@@ -894,6 +903,385 @@ class OpeningBody(unittest.TestCase):
             body = b'{"kind":"text","text":"hi"}'
             self.assertEqual(self.opening(tmp, body, k=bytes(32)), "DECRYPT_FAIL")
             self.assertEqual(self.opening(tmp, b"not json", c=bytes(32)), "TAMPERED")
+
+
+
+# ---------------------------------------------------------------- §7 "Ending with an error"
+
+class PeerSock:
+    """The peer end of a socket as the client sees it, scripted: what the client writes goes to
+    `sent` (in order, a "FIN" entry for its half-close); each recv takes the next of `incoming`
+    (bytes, or b"" for the peer's close) and, once they are used up, `forever` (None: the peer
+    sends nothing and the recv times out). `on_recv` runs before each recv. A read past
+    `limit` bytes fails the test."""
+
+    def __init__(self, incoming=(), forever=None, on_recv=None, limit=8 * 1024 * 1024):
+        self.sent, self.incoming, self.forever = [], list(incoming), forever
+        self.on_recv, self.limit = on_recv, limit
+        self.read, self.recvs, self.timeouts, self.closed = 0, 0, [], False
+
+    def sendall(self, data):
+        if self.closed or "FIN" in self.sent:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.sent.append(bytes(data))
+
+    def shutdown(self, how):
+        self.sent.append("FIN")
+
+    def settimeout(self, t):
+        self.timeouts.append(t)
+
+    def recv(self, n):
+        if self.on_recv:
+            self.on_recv()
+        self.recvs += 1
+        if self.read > self.limit:
+            raise AssertionError(f"read {self.read} bytes after our error")
+        chunk = self.incoming.pop(0) if self.incoming else self.forever
+        if chunk is None:
+            raise sc.socket.timeout("timed out")
+        chunk = chunk[:n]
+        self.read += len(chunk)
+        return chunk
+
+    def close(self):
+        self.closed = True
+
+
+def keyed_session(sock):
+    """A client in a session over `sock`, c2s and s2c both under the traffic secret `SECRET`, so
+    a test seals what the server sends with `server_tx()` (and opens what we sent with it)."""
+    c = session_after(0)
+    c.conn = sc.Conn(sock)
+    c.tx, c.rx = server_tx(), server_tx()
+    c.peer_record_opened, c.unread = True, sc.deque()
+    c.ending, c.write_failure, c.fatal = False, None, None
+    c.done, c.state_lock = threading.Event(), threading.Lock()
+    c.receipt_hash, c.peer_closed, c.close_sent, c.close_started = None, False, False, None
+    c.batching, c.pending, c.args, c.ts_tx = False, [], mock.Mock(key_update_every=0), 0
+    c.my_key = ed25519.Ed25519PrivateKey.generate()
+    return c
+
+
+SECRET = bytes(range(32))
+
+
+def server_tx():
+    direction = sc.RecordDirection(bytes(32), bytes(12))
+    direction.switch(SECRET)
+    return direction
+
+
+def frame(payload):
+    return sc.u32(len(payload)) + payload
+
+
+class EndingWithAnError(unittest.TestCase):
+    """PROTOCOL §7 "Ending with an error": after our `error` (its last frame), a half-close, then
+    what the peer sends is read and dropped until it closes, LINGER_MAX_BYTES (1 MiB) are read, or
+    LINGER_MS (500 ms) have passed since the half-close began; then the socket closes."""
+
+    def test_the_error_is_the_last_frame_and_the_fin_follows_it(self):
+        sock = PeerSock([b""])
+        c = keyed_session(sock)
+        self.assertEqual(c.send_error("TAMPERED"), "closed")
+        self.assertEqual(len(sock.sent), 2)
+        self.assertEqual(sock.sent[1], "FIN")
+        [content] = server_tx().open(sock.sent[0][4:])
+        self.assertEqual(sc.parse_json(content), {"type": "error", "code": "TAMPERED"})
+        with self.assertRaises(sc.ProtoError):  # another thread's line after it does not leave
+            c.send_content({"type": "close"})
+        self.assertEqual(len(sock.sent), 2)
+        self.assertTrue(sock.closed)
+
+    def test_a_peer_that_keeps_sending_is_read_for_at_most_1_mib(self):
+        sock = PeerSock(forever=b"x" * 65536)
+        c = keyed_session(sock)
+        self.assertEqual(c.send_error("PROTOCOL_ERROR"), "bytes")
+        self.assertEqual(sock.read, sc.LINGER_MAX_BYTES)
+        self.assertTrue(sock.closed)
+
+    def test_a_peer_that_trickles_is_read_for_at_most_500_ms(self):
+        """A byte every 100 ms of the clock: a per-read timeout would read for ever; the linger
+        stops 500 ms after its half-close began (the clock is the test's, moved by each read)."""
+        now = [1000.0]
+
+        def tick():
+            now[0] += 0.1
+        sock = PeerSock(forever=b"x", on_recv=tick)
+        c = keyed_session(sock)
+        with mock.patch.object(sc.time, "monotonic", lambda: now[0]):
+            self.assertEqual(c.send_error("PROTOCOL_ERROR"), "time")
+        self.assertLessEqual(sock.recvs, 5)
+        self.assertTrue(all(t <= sc.LINGER_S for t in sock.timeouts), sock.timeouts)
+        self.assertTrue(sock.closed)
+
+    def test_a_silent_peer_ends_the_linger_at_its_timeout(self):
+        sock = PeerSock()
+        c = keyed_session(sock)
+        self.assertEqual(c.send_error("PROTOCOL_ERROR"), "time")
+        self.assertEqual(sock.recvs, 1)
+        self.assertTrue(0 < sock.timeouts[0] <= sc.LINGER_S)
+
+    def test_no_linger_when_the_error_cannot_be_sent(self):
+        sock = PeerSock()
+        sock.closed = True
+        c = keyed_session(sock)
+        self.assertIsNone(c.send_error("PROTOCOL_ERROR"))
+        self.assertEqual(sock.recvs, 0)
+
+
+# ---------------------------------------------------------------- §5, §7 "A write that fails"
+
+class FailingWrites:
+    """A socket whose writes fail (the peer reset it) and whose reads come from a socketpair's
+    other end, where the test plays the server. `failed` is set at the first failed write."""
+
+    def __init__(self):
+        self.ours, self.peer = sc.socket.socketpair()
+        self.failed = threading.Event()
+
+    def sendall(self, data):
+        self.failed.set()
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def __getattr__(self, name):
+        return getattr(self.ours, name)
+
+    def close(self):
+        self.ours.close()
+        self.peer.close()
+
+
+class AWriteThatFails(unittest.TestCase):
+    """PROTOCOL §7 "A write that fails" (and §5 for the handshake): a side whose write fails reads
+    what the peer sent for up to PEER_ERROR_GRACE_MS (1 s) and ends with the peer's `error` code
+    if one is there, else with the lost connection; nothing read meanwhile is acted on but a
+    `key_update` and that `error`. The server's `error` here comes only once our write has
+    failed, the race the rule is for; the grace is made long so no test depends on speed."""
+
+    def session(self, server_sends, grace=30.0, then_close=True):
+        """Our line's write fails; the server then sends `server_sends` (contents, sealed one to
+        a record in order; a key_update switches its key after its record) and closes unless
+        not `then_close`. What the session ended with."""
+        sock = FailingWrites()
+        self.addCleanup(sock.close)
+        c = keyed_session(sock)
+        c.transcript = sc.Transcript(None, bytes(16), 0, "localhost", b"", b"")
+        c.device = None
+
+        def server():
+            sock.failed.wait(30)
+            tx = server_tx()
+            for content in server_sends:
+                sock.peer.sendall(frame(tx.seal(sc.enc_json(content))))
+                if content["type"] == "key_update":
+                    tx.update()
+            if then_close:
+                sock.peer.shutdown(sc.socket.SHUT_WR)
+        threading.Thread(target=server, daemon=True).start()
+        threading.Thread(target=c.reader, daemon=True).start()
+        with mock.patch.object(sys, "stdin", ["a line\n"]), \
+                mock.patch.object(sc, "PEER_ERROR_GRACE_S", grace), \
+                mock.patch.object(sc, "out"):
+            c.stdin_loop()
+            with self.assertRaises(sc.ProtoError) as ended:
+                c.wait_end()
+        return ended.exception
+
+    def test_the_peer_error_read_after_the_failed_write_ends_the_session(self):
+        e = self.session([{"type": "error", "code": "TRANSCRIPT_IO"}])
+        self.assertIsInstance(e, sc.PeerError)
+        self.assertEqual(e.code, "TRANSCRIPT_IO")
+
+    def test_only_a_key_update_is_acted_on_before_the_error(self):
+        """A message the session would refuse (a `msg` out of its schema) is not acted on; the
+        `key_update` is, so the `error` under the next key opens."""
+        e = self.session([{"type": "msg", "bogus": 1}, {"type": "key_update"},
+                          {"type": "close"}, {"type": "error", "code": "REVOKED"}])
+        self.assertIsInstance(e, sc.PeerError)
+        self.assertEqual(e.code, "REVOKED")
+
+    def test_without_an_error_in_the_grace_the_lost_connection(self):
+        e = self.session([], grace=0.2, then_close=False)
+        self.assertNotIsInstance(e, sc.PeerError)
+        self.assertEqual(e.code, "PROTOCOL_ERROR")
+        self.assertIn("socket", e.detail)
+
+    def test_the_peer_closing_without_an_error_is_the_lost_connection(self):
+        """Before the grace ends (30 s here): the close is the peer's last word."""
+        e = self.session([{"type": "key_update"}])
+        self.assertNotIsInstance(e, sc.PeerError)
+        self.assertEqual(e.code, "PROTOCOL_ERROR")
+        self.assertIn("Connection reset by peer", e.detail)  # our write's failure, not the EOF
+
+    def test_a_refusal_read_after_the_hello_write_failed(self):
+        """§5, §5.2: the server refused the connection before any handshake (plaintext `error`)
+        and our `hello` could not be written: the client reports the server's code."""
+        sock = FailingWrites()
+        self.addCleanup(sock.close)
+        sock.peer.sendall(frame(sc.enc_json({"type": "error", "code": "TOO_MANY_CONNECTIONS"})))
+        c = sc.Client.__new__(sc.Client)
+        c.args = mock.Mock(group="x25519")
+        c.conn, c.rx, c.tx, c.peer_record_opened, c.unread = sc.Conn(sock), None, None, False, \
+            sc.deque()
+        with self.assertRaises(sc.PeerError) as ended:
+            c.handshake()
+        self.assertEqual(ended.exception.code, "TOO_MANY_CONNECTIONS")
+
+    def test_a_handshake_write_failure_without_an_error_is_the_socket_error(self):
+        sock = FailingWrites()
+        self.addCleanup(sock.close)
+        sock.peer.close()
+        c = sc.Client.__new__(sc.Client)
+        c.args = mock.Mock(group="x25519")
+        c.conn, c.rx, c.tx, c.peer_record_opened, c.unread = sc.Conn(sock), None, None, False, \
+            sc.deque()
+        with self.assertRaises(OSError):
+            c.handshake()
+
+
+# ---------------------------------------------------------------- §12.6 revoked devices
+
+def make_pki(tmp, names, revoked=()):
+    """An Ed25519 CA (PKI.md "Profiles"), a client certificate per name (DER), and a CRL in
+    tmp/ca.crl revoking `revoked`; returns (Trust reading them, {name: DER})."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    now = sc.utcnow()
+    day = sc.datetime.timedelta(days=1)
+    ca_key = ed25519.Ed25519PrivateKey.generate()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "units CA")])
+    ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - day).not_valid_after(now + day)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(ski, critical=False).sign(ca_key, None))
+    certs = {}
+    for name in names:
+        key = ed25519.Ed25519PrivateKey.generate()
+        certs[name] = (x509.CertificateBuilder()
+                       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                   name.split("/")[0])]))
+                       .issuer_name(ca_name).public_key(key.public_key())
+                       .serial_number(x509.random_serial_number())
+                       .not_valid_before(now - day).not_valid_after(now + day)
+                       .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+                       .add_extension(x509.KeyUsage(True, False, False, False, False, False,
+                                                    False, False, False), True)
+                       .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                                      False)
+                       .add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), False)
+                       .sign(ca_key, None))
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca_name)
+           .last_update(now - day).next_update(now + day))
+    for name in revoked:
+        crl = crl.add_revoked_certificate(x509.RevokedCertificateBuilder()
+                                          .serial_number(certs[name].serial_number)
+                                          .revocation_date(now - day / 2).build())
+    with open(os.path.join(tmp, "ca.pem"), "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(tmp, "ca.crl"), "wb") as f:
+        f.write(crl.sign(ca_key, None).public_bytes(serialization.Encoding.PEM))
+    der = {n: c.public_bytes(serialization.Encoding.DER) for n, c in certs.items()}
+    return sc.Trust(os.path.join(tmp, "ca.pem")), der
+
+
+def sender_device():
+    """The sender side of a Device (§12.6): its sessions, lists and the lock; in memory."""
+    d = sc.Device.__new__(sc.Device)
+    d.user, d.id, d.lock, d.state_path = "alice", "0123456789abcdef", threading.RLock(), None
+    d.sessions, d.lists, d.restart, d.lobby_devices = {}, {}, set(), {}
+    return d
+
+
+def a_session(cert):
+    return sc.E2ESession(sc.Ratchet.initiator(os.urandom(32), os.urandom(64),
+                                              sc.x25519_public(os.urandom(32))), cert=cert)
+
+
+BOB1, BOB2 = "b0b1b0b1b0b1b0b1", "b0b2b0b2b0b2b0b2"
+
+
+class RevokedDevices(unittest.TestCase):
+    """PROTOCOL §12.6: the server never lists a device published under a certificate the CRL
+    in force revokes. A sender holding sessions with devices of a user first checks their
+    certificates against its own CRL: a revoked one's sessions go (sender step 2), and an empty
+    list that leaves no session is that revocation (BAD_CERT), not NO_E2E_KEYS; for the devices
+    still valid an empty list is said loudly and their sessions kept."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.trust, self.certs = make_pki(tmp.name, ["bob/old", "bob/new"], revoked=["bob/old"])
+        self.d = sender_device()
+        self.warnings = []
+
+    def take(self, devices):
+        return self.d.take_list(self.trust, "bob", devices, self.warnings.append)
+
+    def test_an_empty_list_when_every_held_device_is_revoked_is_bad_cert(self):
+        self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
+        with self.assertRaises(sc.ProtoError) as e:
+            self.take([])
+        self.assertEqual(e.exception.code, "BAD_CERT")
+        self.assertEqual(self.d.sessions, {})
+        self.assertNotIn("bob", self.d.lists)
+        self.assertTrue(any(BOB1 in w and "BAD_CERT" in w for w in self.warnings), self.warnings)
+        self.assertFalse(any("now lists no device" in w for w in self.warnings), self.warnings)
+
+    def test_an_empty_list_counts_only_the_devices_still_valid(self):
+        self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
+        kept = a_session(self.certs["bob/new"])
+        self.d.sessions[("bob", BOB2)] = [kept]
+        self.assertEqual(self.take([]), [])
+        self.assertEqual(self.d.sessions, {("bob", BOB2): [kept]})
+        self.assertIn("the server now lists no device of bob, though this device has a "
+                      "conversation with 1 of them", self.warnings)
+        self.assertNotIn("bob", self.d.lists)
+
+    def test_a_revoked_device_listed_bare_is_left_out(self):
+        """A server whose CRL is older than ours lists it (in `known`, bare)."""
+        self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
+        with self.assertRaises(sc.ProtoError) as e:
+            self.take([{"device": BOB1}])
+        self.assertEqual(e.exception.code, "BAD_CERT")
+        self.assertEqual(self.d.sessions, {})
+
+    def test_a_revoked_device_beside_a_valid_one(self):
+        self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
+        self.d.sessions[("bob", BOB2)] = [a_session(self.certs["bob/new"])]
+        self.assertEqual(self.take([{"device": BOB1}, {"device": BOB2}]), [BOB2])
+        self.assertEqual(list(self.d.sessions), [("bob", BOB2)])
+
+    def test_a_device_keeps_its_sessions_under_another_certificate(self):
+        newer = a_session(self.certs["bob/new"])
+        self.d.sessions[("bob", BOB1)] = [newer, a_session(self.certs["bob/old"])]
+        self.assertEqual(self.take([{"device": BOB1}]), [BOB1])
+        self.assertEqual(self.d.sessions[("bob", BOB1)], [newer])
+
+    def test_an_empty_list_with_only_valid_devices_keeps_them(self):
+        s = a_session(self.certs["bob/new"])
+        self.d.sessions[("bob", BOB2)] = [s]
+        self.assertEqual(self.take([]), [])
+        self.assertEqual(self.d.sessions, {("bob", BOB2): [s]})
+        self.assertIn("the server now lists no device of bob, though this device has a "
+                      "conversation with 1 of them", self.warnings)
+
+    def test_the_state_keeps_each_session_certificate(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        path = os.path.join(tmp.name, "alice.e2e")
+        d = sc.Device("alice", self.certs["bob/new"], ed25519.Ed25519PrivateKey.generate(), path,
+                      "pw")
+        d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
+        d.save()
+        again = sc.Device.__new__(sc.Device)
+        again.state_path, again.password, again.sessions = path, "pw", {}
+        again._load()
+        self.assertEqual(again.sessions[("bob", BOB1)][0].cert, self.certs["bob/old"])
 
 
 if __name__ == "__main__":
