@@ -1,10 +1,12 @@
 /**
  * Child process of the peer bench (issue 18): securechat's real ChatServer — admission,
- * handshake, chat sessions with transcripts, the lobby — in a process of its own, so
- * the bench can read its CPU time and RSS from /proc as it reads InspIRCd's. Logins
- * are checked by the in-memory store (testkit/memory_store.ts: no PBKDF2,
- * which would dominate setup and is not what the comparison is about); admission and
- * lobby rate limits are lifted as InspIRCd's flood control is switched off.
+ * handshake, chat sessions with transcripts, the lobby, the end-to-end key directory — in a
+ * process of its own, so the bench can read its CPU time and RSS from /proc as it reads
+ * InspIRCd's. Logins are checked by the in-memory store (testkit/memory_store.ts: no PBKDF2,
+ * which would dominate setup and is not what the comparison is about); the key directory
+ * (PROTOCOL §12.6, what end-to-end lobby lines need before their sender chains can go out) is
+ * the real SQLite one, in a file beside the transcripts; admission and lobby rate limits are
+ * lifted as InspIRCd's flood control is switched off.
  *
  *   deno run -A --v8-flags=--expose-gc bench/_peer_server.ts <pkiDir> <transcriptDir> each|coalesced
  *
@@ -20,17 +22,19 @@ import { ChatServer } from "../lib/server/server.ts";
 import { createLogger } from "../lib/log.ts";
 import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
 import { sharedPasswordStore } from "../testkit/memory_store.ts";
+import { openUserStore } from "../lib/store/open.ts";
 import { BENCH_PASSWORD, commands, reply, sleep } from "./_util.ts";
 import { getHeapSpaceStatistics } from "node:v8";
 
 const [pkiDir, transcriptDir, presence] = Deno.args;
 const logFile = `${transcriptDir}.log`;
+const keys = (await openUserStore({ url: `sqlite:${transcriptDir}-keys.db` })).keys;
 const server = ChatServer.listen({
   hostname: "127.0.0.1",
   port: 0,
   identity: await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`),
   trust: await loadTrustStore(`${pkiDir}/ca.pem`),
-  store: sharedPasswordStore(BENCH_PASSWORD),
+  store: { ...sharedPasswordStore(BENCH_PASSWORD), keys },
   // Kept beside the transcripts (the bench shows its tail when a phase times out): a dropped
   // session or a refused record is otherwise invisible to a bench that only counts.
   log: createLogger(

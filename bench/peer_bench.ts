@@ -46,6 +46,8 @@ import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/sessi
 import { type Body, LOBBY, userRecipient } from "../lib/message/record.ts";
 import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
 import { codeOf } from "../lib/errors.ts";
+import { relayedLine } from "../lib/e2e/chat.ts";
+import { deviceLogin } from "../testkit/e2e_device.ts";
 import { PRESENCE_NOTICE_WINDOW_MS } from "../lib/server/presence.ts";
 import {
   findInspircd,
@@ -61,6 +63,7 @@ import { deliveryCosts, opCosts } from "./_op_costs.ts";
 import { Budget, cpuDuring, sampleProcess, settledSample, threadCpu } from "./_proc.ts";
 import { parseArgs } from "node:util";
 import {
+  BENCH_PASSWORD,
   benchOptions,
   connectLikeClient,
   figure,
@@ -465,13 +468,32 @@ async function countingRecipient(
 }
 
 /**
+ * What a relay burst's sender sends (`ourBurst`):
+ *  - "e2e": lobby lines as `connect` sends them (PROTOCOL §12.5, §12.6): the author's sender
+ *    chain sent to each member's device before the burst, every line then a record carried
+ *    with `e2e` and no `k`, which the server records and forwards without opening; the
+ *    recipients are end-to-end devices (testkit/e2e_device.ts) that verify and decrypt every
+ *    line, as `connect` does. What users send: the issue's figure.
+ *  - "text": server-readable `text` records with their content key `k`, which the server
+ *    opens and checks (§6.3) before relaying; `connect` never sends a chat line so, but the
+ *    path exists (key directory bodies), so it stays measured; the recipients only count.
+ */
+type BurstShape = "e2e" | "text";
+
+/** What a burst's recipients received, counted as it arrives. */
+interface BurstReceiver {
+  relayed(): number;
+  batches(): number;
+  close(): Promise<void>;
+}
+
+/**
  * The relay at the server's own speed, as InspIRCd's is measured (its sender writes
- * IRC_BATCH lines a write and its recipients only count): `messages` made, signed and
- * sealed by a real sender session before the clock starts, written in one burst, relayed
- * to `recipients` counting clients. With verifying clients in this process (ourFanOut)
- * the server waits on them most of the time and each message pays the server's wake-up
- * (timers, a read and a write per frame) alone; here the server reads batches of frames
- * as a loaded server does.
+ * IRC_BATCH lines a write): `messages` made, signed and sealed by a real sender session
+ * before the clock starts, written in one burst, relayed to `recipients` (see BurstShape).
+ * With verifying clients that pace the sender (ourFanOut) the server waits on them most of
+ * the time and each message pays the server's wake-up (timers, a read and a write per frame)
+ * alone; here the server reads batches of frames as a loaded server does.
  */
 async function ourBurst(
   pki: TestPki,
@@ -479,40 +501,74 @@ async function ourBurst(
   recipients: number,
   messages: number,
   warm = 0,
+  shape: BurstShape = "e2e",
 ): Promise<Phase> {
   const server = await OurServer.start(pki);
-  const conns: FrameConnection[] = [];
-  let sender: OurClient | undefined;
+  const receivers: BurstReceiver[] = [];
+  let closeSender = () => Promise.resolve();
   try {
     const names = [...ids.keys()].slice(0, recipients + 1);
-    const receivers: { relayed: number; notices: number; batches: number }[] = [];
-    for (const name of names.slice(1)) {
-      const r = await countingRecipient(server, pki, name, ids.get(name)!);
-      conns.push(r.conn);
-      receivers.push(r.received);
-    }
-    const held = new HeldWrites(await connectLikeClient(server.port));
-    sender = await ourLogin(server, pki, names[0], ids.get(names[0])!, held);
-    // Every recipient has heard every join (the sender's last) and its welcome.
-    await until(
-      () => receivers.every((r, i) => r.notices >= recipients - i + 1),
-      "join notices",
-    );
-    const body: Body = { kind: "text", text: TEXT };
     const to = recipients === 1 ? userRecipient(names[1]) : LOBBY;
+    const body: Body = { kind: "text", text: TEXT };
+    const held = new HeldWrites(await connectLikeClient(server.port));
+    let send: () => Promise<unknown>;
+    if (shape === "e2e") {
+      for (const name of names.slice(1)) receivers.push(await e2eRecipient(server, pki, name));
+      const sender = await deviceLogin(new FrameConnection(held), {
+        pki,
+        user: names[0],
+        password: BENCH_PASSWORD,
+        transcriptDir: `${server.dir}/clients`,
+      });
+      closeSender = async () => {
+        await sender.session.close().catch(() => {});
+        await sender.running;
+      };
+      // The first line sends the sender chain (or, to one recipient, starts the pairwise
+      // session); every recipient has read it before the clock starts.
+      await sender.say(recipients === 1 ? `/msg ${names[1]} ${TEXT}` : TEXT);
+      await until(() => receivers.every((r) => r.relayed() >= 1), "the first line delivered");
+      // Each line made ready as `connect` makes it (lib/e2e/chat.ts readyToSend): nothing to
+      // do once the chain or the session is there, which the first line made sure of.
+      send = async () => {
+        if (to === LOBBY) await sender.e2e.prepareLobby(sender.session);
+        else await sender.e2e.prepare(names[1], sender.session);
+        return sender.session.send(body, to);
+      };
+    } else {
+      const counted: { relayed: number; notices: number; batches: number }[] = [];
+      for (const name of names.slice(1)) {
+        const r = await countingRecipient(server, pki, name, ids.get(name)!);
+        counted.push(r.received);
+        receivers.push({
+          relayed: () => r.received.relayed,
+          batches: () => r.received.batches,
+          close: () => Promise.resolve(r.conn.close()),
+        });
+      }
+      const sender = await ourLogin(server, pki, names[0], ids.get(names[0])!, held);
+      closeSender = async () => void await sender.run;
+      // Every recipient has heard every join (the sender's last) and its welcome.
+      await until(
+        () => counted.every((r, i) => r.notices >= recipients - i + 1),
+        "join notices",
+      );
+      send = () => sender.session.send(body, to);
+    }
+    const base = receivers[0].relayed();
     const burst = async (n: number, total: number) => {
       held.hold();
-      const sends: Promise<number>[] = [];
-      for (let i = 0; i < n; i++) sends.push(sender!.session.send(body, to));
+      const sends: Promise<unknown>[] = [];
+      for (let i = 0; i < n; i++) sends.push(send());
       await Promise.all(sends);
       return () =>
         cpuDuring(server.pid, async () => {
           await held.release();
           await until(
-            () => receivers.every((r) => r.relayed >= total),
+            () => receivers.every((r) => r.relayed() >= base + total),
             () =>
               `every relayed message delivered: of ${total}, the recipients counted ` +
-              receivers.map((r) => r.relayed).join(", ") +
+              receivers.map((r) => r.relayed() - base).join(", ") +
               `; the server's log ends:\n${server.logTail()}`,
           );
           return n;
@@ -520,6 +576,7 @@ async function ourBurst(
     };
     // A burst not measured first: the server's JIT compiles the relay path in it.
     if (warm > 0) await (await burst(warm, warm))();
+    const batchesBefore = receivers[0].batches();
     const measured = await burst(messages, warm + messages);
     const { result: m, threads } = await threadsDuring(server.pid, measured);
     return {
@@ -527,17 +584,59 @@ async function ourBurst(
       wallSeconds: m.wallSeconds,
       cpuSeconds: m.cpuSeconds,
       extra: {
+        shape,
         messages,
         server_thread_cpu_seconds: threads,
         // Records per author signature the server verified (PROTOCOL §6.1).
-        author_batch_mean: round(messages / Math.max(1, receivers[0].batches), 2),
+        author_batch_mean: round(
+          messages / Math.max(1, receivers[0].batches() - batchesBefore),
+          2,
+        ),
       },
     };
   } finally {
     await server.stop();
-    for (const conn of conns) conn.close();
-    await sender?.run;
+    for (const r of receivers) await r.close();
+    await closeSender();
   }
+}
+
+/**
+ * A recipient as `connect` runs one (testkit/e2e_device.ts): its device published, every
+ * relayed line's author signature checked and the line decrypted; a line it could not
+ * decrypt or show fails the bench rather than counting.
+ */
+async function e2eRecipient(server: OurServer, pki: TestPki, name: string): Promise<BurstReceiver> {
+  const device = await deviceLogin(new FrameConnection(await connectLikeClient(server.port)), {
+    pki,
+    user: name,
+    password: BENCH_PASSWORD,
+    transcriptDir: `${server.dir}/clients`,
+  });
+  let seen = 0;
+  let relayed = 0;
+  let batches = 0;
+  // Counted from where the last count stopped: the list only grows.
+  const count = () => {
+    for (; seen < device.received.length; seen++) {
+      const m = device.received[seen];
+      if (m.type !== "relay") continue;
+      if (m.relayed.text !== TEXT) {
+        throw new Error(`peer bench: ${name} received ${JSON.stringify(relayedLine(m.relayed))}`);
+      }
+      relayed++;
+      // The first record of each of the author's signed batches (PROTOCOL §6.1).
+      if (m.relayed.record.batch?.i === 0) batches++;
+    }
+  };
+  return {
+    relayed: () => (count(), relayed),
+    batches: () => (count(), batches),
+    close: async () => {
+      device.session.close().catch(() => {});
+      await device.running.catch(() => {});
+    },
+  };
 }
 
 /**
@@ -881,6 +980,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       idle: await ircIdle(binary, files, tls, idle, settleMs),
     };
     const edPki = await ed25519Pki(users);
+    const edIds = await identitiesOf(edPki, users);
     const ours = {
       handshake: await ourHandshakes(pki, ids, span, handshakeWarmUp),
       handshake_cold: await ourHandshakes(pki, ids, span),
@@ -888,15 +988,20 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       // Measured after a burst of the same size that is not (steady state, as a server that
       // has run for a while; InspIRCd, compiled ahead of time, has no other state): on a fresh
       // server V8's helpers spend 5–20 µs per delivery compiling the relay path during the burst.
+      // Lobby lines end to end, as `connect` sends them (BurstShape "e2e"): the issue's figure.
       direct_burst: await ourBurst(pki, ids, 1, burst, burst),
       relay_burst: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, burst),
       relay_burst_cold: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst),
-      relay_burst_ed25519: await ourBurst(
+      relay_burst_ed25519: await ourBurst(edPki, edIds, RELAY_RECIPIENTS, 2 * burst, 2 * burst),
+      // Server-readable text records with `k` (BurstShape "text"), which `connect` never sends.
+      relay_burst_text: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, burst, "text"),
+      relay_burst_text_ed25519: await ourBurst(
         edPki,
-        new Map(await Promise.all(users.map(async (n) => [n, await edPki.identity(n)] as const))),
+        edIds,
         RELAY_RECIPIENTS,
         2 * burst,
         2 * burst,
+        "text",
       ).finally(() => Deno.remove(edPki.dir, { recursive: true })),
       direct: await ourFanOut(pki, ids, 1, span),
       relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
@@ -939,23 +1044,38 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         ),
       ),
       figure(
-        `server CPU per relay delivery (1 sender -> ${RELAY_RECIPIENTS}, a burst at the ` +
-          "server's pace)",
+        `server CPU per relay delivery (1 sender -> ${RELAY_RECIPIENTS}, lobby lines end to end ` +
+          "as `connect` sends them, a burst at the server's pace)",
         cpuMicrosPer(ours.relay_burst),
         "µs",
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
         { goal: "<= 4 (issue 18)" },
       ),
       figure(
-        `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, a burst on a fresh server: ` +
-          "its JIT compiling the relay path meanwhile)",
+        `server CPU per relay delivery, Ed25519 keys (1 -> ${RELAY_RECIPIENTS}, lobby lines end ` +
+          "to end, a burst)",
+        cpuMicrosPer(ours.relay_burst_ed25519),
+        "µs",
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
+      figure(
+        `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, end to end, a burst on a fresh ` +
+          "server: its JIT compiling the relay path meanwhile)",
         cpuMicrosPer(ours.relay_burst_cold),
         "µs",
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
       ),
       figure(
-        `server CPU per relay delivery, Ed25519 keys (1 -> ${RELAY_RECIPIENTS}, a burst)`,
-        cpuMicrosPer(ours.relay_burst_ed25519),
+        `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, server-readable text records ` +
+          "with k, which the server opens; a burst)",
+        cpuMicrosPer(ours.relay_burst_text),
+        "µs",
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
+      figure(
+        `server CPU per relay delivery, Ed25519 keys (1 -> ${RELAY_RECIPIENTS}, server-readable ` +
+          "text records with k; a burst)",
+        cpuMicrosPer(ours.relay_burst_text_ed25519),
         "µs",
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
       ),
@@ -966,7 +1086,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
       ),
       figure(
-        "server CPU per direct message (1 -> 1, a burst)",
+        "server CPU per direct message (1 -> 1, end to end as `connect` sends it, a burst)",
         cpuMicrosPer(ours.direct_burst),
         "µs",
         ref(peer("per PRIVMSG to a nick"), cpuMicrosPer(theirs.direct), "µs"),
@@ -1030,9 +1150,15 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
             `in flight and at most ${OUR_UNDELIVERED} undelivered, IRC ${IRC_BATCH} lines a ` +
             `write and at most ${IRC_IN_FLIGHT} undelivered`,
           burst: `ours: ${burst} messages (Ed25519: ${2 * burst}) signed and sealed before the ` +
-            "clock starts, written at once, relayed to recipients that count them (record layer " +
-            "opened, nothing verified, as the IRC clients count PRIVMSGs); each after a burst " +
-            "of the same size not measured (steady state), but relay_burst_cold (a fresh server)",
+            "clock starts, written at once; each after a burst of the same size not measured " +
+            "(steady state), but relay_burst_cold (a fresh server). relay_burst, " +
+            "relay_burst_ed25519, relay_burst_cold and direct_burst: lines end to end as " +
+            "`connect` sends them (PROTOCOL §12.5, §12.6: records with `e2e`, no `k`, which the " +
+            "server forwards unopened; the sender chain or pairwise session set up by a first " +
+            "line before the clock), to end-to-end devices that verify and decrypt every line; " +
+            "relay_burst_text*: server-readable `text` records with `k` (the server opens them; " +
+            "`connect` never sends a chat line so) to recipients that count them (record layer " +
+            "opened, nothing verified, as the IRC clients count PRIVMSGs)",
           idle: `${idle[0]} connections held, then ${idle[1]}; RSS per connection is the slope ` +
             `between the two; ${SETUP_CLIENTS} connecting at once`,
         },
@@ -1102,6 +1228,8 @@ const BURST_DELIVERIES = 8000;
  */
 interface FanOutOptions {
   keys: ("rsa" | "ed25519")[];
+  /** What our sender sends (BurstShape), a row each. */
+  shapes: BurstShape[];
   messages?: number;
   peer: boolean;
   /** Messages of a burst not measured, on the same server before the measured one. */
@@ -1111,7 +1239,7 @@ interface FanOutOptions {
 async function fanOut(
   widths: number[],
   rounds: number,
-  { keys, messages: fixed, peer, warm }: FanOutOptions,
+  { keys, shapes, messages: fixed, peer, warm }: FanOutOptions,
 ): Promise<Record<string, unknown>> {
   const binary = peer ? await findInspircd() : undefined;
   if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
@@ -1129,26 +1257,28 @@ async function fanOut(
       for (const width of widths) {
         const messages = fixed ?? Math.max(250, Math.round(BURST_DELIVERIES / width));
         const irc = binary && cpuMicrosPer(await ircFanOut(binary, files, tls, width, span));
-        const row: Record<string, unknown> = { round: pass, width, messages };
-        if (irc) row.inspircd_us = round(irc, 2);
-        if (keys.includes("rsa")) {
-          const rsaPhase = await ourBurst(pki, ids, width, messages, warm);
-          const rsa = cpuMicrosPer(rsaPhase);
-          row.rsa_us = round(rsa, 2);
-          if (irc) row.rsa_ratio = round(rsa / irc, 2);
-          row.rsa_threads_us = threadMicrosPer(rsaPhase);
+        for (const shape of shapes) {
+          const row: Record<string, unknown> = { round: pass, width, shape, messages };
+          if (irc) row.inspircd_us = round(irc, 2);
+          if (keys.includes("rsa")) {
+            const rsaPhase = await ourBurst(pki, ids, width, messages, warm, shape);
+            const rsa = cpuMicrosPer(rsaPhase);
+            row.rsa_us = round(rsa, 2);
+            if (irc) row.rsa_ratio = round(rsa / irc, 2);
+            row.rsa_threads_us = threadMicrosPer(rsaPhase);
+          }
+          if (keys.includes("ed25519")) {
+            const edPhase = await ourBurst(edPki, edIds, width, 2 * messages, 2 * warm, shape);
+            const ed = cpuMicrosPer(edPhase);
+            row.ed25519_us = round(ed, 2);
+            if (irc) row.ed25519_ratio = round(ed / irc, 2);
+            row.ed25519_threads_us = threadMicrosPer(edPhase);
+            const batch = edPhase.extra?.author_batch_mean;
+            if (typeof batch === "number") row.author_batch_mean = batch;
+          }
+          console.error(JSON.stringify(row));
+          rows.push(row);
         }
-        if (keys.includes("ed25519")) {
-          const edPhase = await ourBurst(edPki, edIds, width, 2 * messages, 2 * warm);
-          const ed = cpuMicrosPer(edPhase);
-          row.ed25519_us = round(ed, 2);
-          if (irc) row.ed25519_ratio = round(ed / irc, 2);
-          row.ed25519_threads_us = threadMicrosPer(edPhase);
-          const batch = edPhase.extra?.author_batch_mean;
-          if (typeof batch === "number") row.author_batch_mean = batch;
-        }
-        console.error(JSON.stringify(row));
-        rows.push(row);
       }
     }
     return { server_cpu_us_per_delivery: rows };
@@ -1192,6 +1322,8 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
   --fanout W,...         relay bursts at these widths (e.g. 4,16,64), both servers
     --rounds N           … repeated N times (default 1)
     --keys rsa,ed25519   … with these key types (default both)
+    --shapes e2e,text    … our sender's lobby lines end to end as \`connect\` sends them (e2e),
+                           or server-readable text records with \`k\` (text); default both
     --messages N         … N messages per burst
     --warm N             … on a server that relayed N messages first (default 0: fresh)
   --no-peer              ours only (with --idle or --fanout), for comparing our own trees
@@ -1210,6 +1342,7 @@ if (import.meta.main) {
         fanout: { type: "string" },
         rounds: { type: "string", default: "1" },
         keys: { type: "string", default: "rsa,ed25519" },
+        shapes: { type: "string", default: "e2e,text" },
         messages: { type: "string" },
         warm: { type: "string", default: "0" },
         "no-peer": { type: "boolean", default: false },
@@ -1226,6 +1359,7 @@ if (import.meta.main) {
       Number(args.rounds),
       {
         keys: args.keys.split(",") as FanOutOptions["keys"],
+        shapes: args.shapes.split(",") as BurstShape[],
         messages: args.messages !== undefined ? Number(args.messages) : undefined,
         peer: !args["no-peer"],
         warm: Number(args.warm),

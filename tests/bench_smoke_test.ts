@@ -80,6 +80,16 @@ Deno.test({
         const goals = report.sections.peer.figures.filter((f: { goal?: string }) => f.goal);
         assert.equal(goals.length, 3, "peer: the three goals of issue 18");
         assert.match(report.sections.peer.details.peer.version, /^InspIRCd-3\./);
+        // The relay goal is measured on lines end to end, as `connect` sends them, and the
+        // server-readable text records are measured beside them (both key types each).
+        const relayGoal = goals.find((f: { name: string }) => f.name.includes("relay delivery"));
+        assert.match(relayGoal?.name ?? "", /end to end/);
+        const relays = report.sections.peer.figures.map((f: { name: string }) => f.name)
+          .filter((n: string) => n.includes("relay delivery") && n.includes("a burst"));
+        for (const shape of [/end to end/, /server-readable text/]) {
+          assert.equal(relays.filter((n: string) => shape.test(n)).length >= 2, true, `${shape}`);
+          assert.ok(relays.some((n: string) => shape.test(n) && n.includes("Ed25519")), `${shape}`);
+        }
       }
       if (STORM_SKIPPED) {
         assert.match(report.sections.storm?.skipped ?? "", /mariadbd/);
