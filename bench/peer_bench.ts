@@ -92,7 +92,8 @@ const OUR_UNDELIVERED = 256;
 /** IRC: lines written per write, and most lines sent but not yet at every recipient. */
 const IRC_BATCH = 256;
 const IRC_IN_FLIGHT = 8192;
-const SERVER_SCRIPT = new URL("./_peer_server.ts", import.meta.url).pathname;
+/** Our server child's script: this checkout's, or `--server-tree DIR`'s (this file run alone). */
+let serverScript = new URL("./_peer_server.ts", import.meta.url).pathname;
 /** `--server-cpu-prof DIR` (this file run alone): our server children write V8 CPU profiles there. */
 let serverCpuProfileDir: string | undefined;
 /**
@@ -139,7 +140,7 @@ class OurServer {
     presence: "each" | "coalesced" = "each",
   ): Promise<OurServer> {
     const dir = await Deno.makeTempDir({ prefix: "sc-bench-peer-" });
-    const child = new JsonChild(SERVER_SCRIPT, [pki.dir, `${dir}/server`, presence], [
+    const child = new JsonChild(serverScript, [pki.dir, `${dir}/server`, presence], [
       ...await serveV8Flags(),
       "--v8-flags=--expose-gc",
       ...extraServerV8Flags,
@@ -1329,6 +1330,8 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
   --no-peer              ours only (with --idle or --fanout), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
   --server-v8-flag FLAG  (repeatable) a V8 flag for our server children after serve's own
+  --server-tree DIR      our server children run DIR/bench/_peer_server.ts (another checkout's
+                         lib/), the clients this one's: to compare trees, alternate runs
   --help                 this text`;
 
 if (import.meta.main) {
@@ -1348,10 +1351,12 @@ if (import.meta.main) {
         "no-peer": { type: "boolean", default: false },
         "server-cpu-prof": { type: "string" },
         "server-v8-flag": { type: "string", multiple: true, default: [] },
+        "server-tree": { type: "string" },
         help: { type: "boolean", default: false },
       },
     }).values);
   serverCpuProfileDir = args["server-cpu-prof"];
+  if (args["server-tree"]) serverScript = `${args["server-tree"]}/bench/_peer_server.ts`;
   extraServerV8Flags = args["server-v8-flag"].map((flag) => `--v8-flags=${flag}`);
   const result = args.fanout !== undefined
     ? await fanOut(
