@@ -50,7 +50,7 @@ import {
   BundleJsonSchema,
   DeviceIdSchema,
   type E2eEnvelope,
-  E2eEnvelopeSchema,
+  E2eEnvelopeShape,
   MAX_DEVICES,
   MAX_PREKEYS_PER_PUBLISH,
   OneTimePrekeyJsonSchema,
@@ -1114,7 +1114,7 @@ export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
   literal(o.type, p, "type", MSG_TYPES);
   const record = recordMember(o, p);
   if (key === "k") return { type: "msg", record, k: contentKeyText(o, p) };
-  return { type: "msg", record, e2e: nested(E2eEnvelopeSchema, o.e2e, p, "e2e") };
+  return { type: "msg", record, e2e: nested(E2eEnvelopeShape, o.e2e, p, "e2e") };
 });
 
 const RELAY_MEMBERS = {
@@ -1145,7 +1145,7 @@ export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
       ? { type, seqno, ts, author_fp, record, k }
       : { type, seqno, ts, author_fp, cert, record, k };
   }
-  const e2e = nested(E2eEnvelopeSchema, o.e2e, p, "e2e");
+  const e2e = nested(E2eEnvelopeShape, o.e2e, p, "e2e");
   return cert === undefined
     ? { type, seqno, ts, author_fp, record, e2e }
     : { type, seqno, ts, author_fp, cert, record, e2e };
