@@ -24,6 +24,15 @@ export class HeldWrites implements ByteStreamConn {
     this.#held.push(bytes.slice());
     return Promise.resolve(bytes.length);
   }
+  /**
+   * Takes out what is held so far, in one buffer, and goes on holding: a burst cut into parts
+   * that the caller writes in order (to `inner`) before {@link release} writes the rest.
+   */
+  take(): Uint8Array {
+    const bytes = concat(...this.#held ?? []);
+    if (this.#held) this.#held = [];
+    return bytes;
+  }
   /** Writes everything held in one write, then lets writes through again. @returns its bytes */
   async release(): Promise<number> {
     const bytes = concat(...this.#held ?? []);
