@@ -521,6 +521,7 @@ async function ourBurst(
     const body: Body = { kind: "text", text: TEXT };
     const held = new HeldWrites(await connectLikeClient(server.port));
     let send: () => Promise<unknown>;
+    let senderSession: ChatSession;
     if (shape === "e2e") {
       for (const name of names.slice(1)) receivers.push(await e2eRecipient(server, pki, name));
       const sender = await deviceLogin(new FrameConnection(held), {
@@ -529,6 +530,7 @@ async function ourBurst(
         password: BENCH_PASSWORD,
         transcriptDir: `${server.dir}/clients`,
       });
+      senderSession = sender.session;
       closeSender = async () => {
         await sender.session.close().catch(() => {});
         await sender.running;
@@ -556,6 +558,7 @@ async function ourBurst(
         });
       }
       const sender = await ourLogin(server, pki, names[0], ids.get(names[0])!, held);
+      senderSession = sender.session;
       closeSender = async () => void await sender.run;
       // Every recipient has heard every join (the sender's last) and its welcome.
       await until(
@@ -573,6 +576,9 @@ async function ourBurst(
         const sends: Promise<unknown>[] = [];
         for (let i = made; i < Math.min(n, made + part); i++) sends.push(send());
         await Promise.all(sends);
+        // A send resolves once its record is queued on the connection, which writes it (here:
+        // into the held bytes) a turn later: what a part takes is all of its messages.
+        await senderSession.drain();
         parts.push(held.take());
       }
       const delivered = (upTo: number) =>
