@@ -190,5 +190,7 @@ Deno.test("E2eEnvelopeShape agrees with the zod reference on fuzzed envelopes", 
     }
     if (agree(value, `seed ${seed}, case ${i}`)) accepted++;
   }
-  assert.ok(accepted > 100, `${accepted} fuzzed values were accepted by some shape`);
+  // The fuzz must reach envelopes the shapes accept, not only refusals: about 3.5 % of the cases
+  // are (96–118 over seeds 1–12), so 40 is far below any seed's count yet far above none.
+  assert.ok(accepted > 40, `${accepted} fuzzed values were accepted by some shape`);
 });
