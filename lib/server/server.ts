@@ -40,6 +40,8 @@ import { retireRevoked } from "./queue_revocation.ts";
 import { canonicalName } from "../pki/names.ts";
 import type { TicketAuthority } from "../resumption/ticket.ts";
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from "../store/message_queue.ts";
+import { checkPasswordChange } from "../crypto/password.ts";
+import { MemoryLoginFailures } from "../store/login_failures.ts";
 
 /** How often expired offline records are purged (they are never handed out once expired). */
 const QUEUE_PURGE_INTERVAL_MS = 10 * 60 * 1000;
@@ -48,8 +50,6 @@ const QUEUE_PURGE_INTERVAL_MS = 10 * 60 * 1000;
  * linger after their `error` at once; each lingers LINGER_MS at most.
  */
 const MAX_REFUSALS_LINGERING = 64;
-import { checkPasswordChange } from "../crypto/password.ts";
-import { MemoryLoginFailures } from "../store/login_failures.ts";
 
 export interface ServerOptions {
   hostname: string;
@@ -413,7 +413,9 @@ export class ChatServer {
    * Tells a refused peer why, in one plaintext error frame, and closes, lingering after it as a
    * session's end does (PROTOCOL §7): its hello may be on its way. A refused connection holds
    * no slot, so at most MAX_REFUSALS_LINGERING linger at once and the rest close straight away:
-   * a flood of connections to a full server cannot make it hold a descriptor for each.
+   * a flood of connections to a full server cannot make it hold a descriptor for each. (On the
+   * WebSocket front, closing waits for the peer's close under the front's own bound:
+   * websocket_conn.ts MAX_AWAITING_CLOSE.)
    */
   async #refuse(conn: FrameConnection, code: string): Promise<void> {
     try {

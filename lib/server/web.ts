@@ -15,7 +15,7 @@ import type { Logger } from "../log.ts";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { ChatServer } from "./server.ts";
-import { acceptKey, WebSocketServerConn } from "./websocket_conn.ts";
+import { acceptKey, AwaitingClose, WebSocketServerConn } from "./websocket_conn.ts";
 
 export const WEBSOCKET_PATH = "/ws";
 /** The CA's CRL in force on this server: the page's revocation source (it trusts its CA only). */
@@ -112,6 +112,7 @@ export async function serveWeb(
     log("WEB_REFUSED", { peer: peerOf(request.socket), detail: refusal.why });
     plain(response, refusal.status, refusal.why);
   });
+  const awaitingClose = new AwaitingClose();
   http.on("upgrade", (request: IncomingMessage, socket: Socket, head: Uint8Array) => {
     socket.on("error", () => {}); // a reset before the session owns it: nothing to answer
     const peer = peerOf(socket);
@@ -133,7 +134,7 @@ export async function serveWeb(
         "\r\n",
     );
     server.serveConnection(
-      new WebSocketServerConn(socket, head),
+      new WebSocketServerConn(socket, head, awaitingClose),
       socket.remoteAddress ?? "",
       `ws:${peer}`,
     );

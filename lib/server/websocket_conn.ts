@@ -19,7 +19,7 @@ import type { Socket } from "node:net";
 import { sha1 } from "@noble/hashes/legacy.js";
 import { concat, fromUtf8, join, toBase64, u32be, utf8 } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import { type ByteStreamConn, LINGER_MAX_BYTES } from "../wire/connection.ts";
+import { type ByteStreamConn, LINGER_MAX_BYTES, LINGER_MS } from "../wire/connection.ts";
 import { MAX_FRAME_BYTES } from "../wire/frame.ts";
 import { splitFrames } from "../wire/websocket.ts";
 
@@ -56,6 +56,18 @@ const CLOSE_MESSAGE_TOO_BIG = 1009;
 const MAX_FRAGMENTS = 1024;
 /** How long a closed connection waits for the peer's side of the close before it is cut. */
 const CLOSE_GRACE_MS = 5_000;
+/**
+ * The most sockets of one front that wait for their peer's close at once (PROTOCOL §7 "Ending
+ * with an error"). Such a socket holds no admission slot (its session has ended, or it was
+ * refused), so nothing else bounds how many a flood of connections leaves waiting; past this
+ * many, a socket is let go once our close is written.
+ */
+export const MAX_AWAITING_CLOSE = 64;
+
+/** One front's count of sockets waiting for their peer's close, shared by its connections. */
+export class AwaitingClose {
+  count = 0;
+}
 
 /** Where the reader is in the byte stream. */
 type ReadState =
@@ -78,6 +90,7 @@ export class WebSocketServerConn implements ByteStreamConn {
   #fragmentBytes = 0;
   /** Bytes written by FrameConnection not yet cut into whole frames. */
   #pendingOut: Uint8Array = new Uint8Array(0);
+  readonly #awaitingClose: AwaitingClose;
   #ended = false;
   /** Our close is sent: what arrives until the peer's is dropped (#take), #dropped bytes so far. */
   #closing = false;
@@ -85,9 +98,13 @@ export class WebSocketServerConn implements ByteStreamConn {
   /** The latest ping's payload, its pong waiting for the socket to drain (see #answerPing). */
   #pongOwed: Uint8Array | null = null;
 
-  /** `socket` is the upgraded connection; `head` what arrived after the upgrade request. */
-  constructor(socket: Socket, head: Uint8Array) {
+  /**
+   * `socket` is the upgraded connection; `head` what arrived after the upgrade request;
+   * `awaitingClose` the front's count that bounds the sockets waiting for their peer's close.
+   */
+  constructor(socket: Socket, head: Uint8Array, awaitingClose: AwaitingClose) {
     this.#socket = socket;
+    this.#awaitingClose = awaitingClose;
     socket.setNoDelay(true);
     this.readable = new ReadableStream<Uint8Array>({
       start: (controller) => {
@@ -253,12 +270,16 @@ export class WebSocketServerConn implements ByteStreamConn {
     });
   }
 
-  /** Answers the peer's close with `code` (RFC 6455 §5.5.1: it echoes theirs) and ends the stream. */
+  /**
+   * Answers the peer's close with `code` (RFC 6455 §5.5.1: it echoes theirs) and ends the stream.
+   * The close handshake is then complete: the socket is let go once the answer is written (RFC
+   * 6455 §7.1.1: the server closes the TCP connection first), not when the peer's FIN comes.
+   */
   #answerClose(code: number): void {
     this.#sendFrame(OP_CLOSE, u16(code));
     this.#state = { kind: "done" };
-    this.#socket.end();
     this.#end();
+    this.#closeSent(false);
   }
 
   /** Ends the stream with PROTOCOL_ERROR and closes with `code`; returns "stop reading". */
@@ -328,16 +349,37 @@ export class WebSocketServerConn implements ByteStreamConn {
   #closeWith(code: number): void {
     this.#state = { kind: "done" };
     this.#end();
-    if (this.#socket.destroyed || !this.#socket.writable) return;
     this.#sendFrame(OP_CLOSE, u16(code));
-    this.#socket.end();
-    // Reads go on until the peer's close, so the descriptor is not closed over unread data (a
-    // reset, which can lose what we sent last: PROTOCOL §7); what arrives is dropped in #take.
-    this.#closing = true;
-    this.#socket.resume();
-    // A peer that never answers the close must not keep the descriptor.
+    this.#closeSent(this.#awaitingClose.count < MAX_AWAITING_CLOSE);
+  }
+
+  /**
+   * Our close is on its way (sent, or the peer's answered): ends our side, and lets the socket go
+   * in bounded time whatever the peer does (node's upgrade sockets allow a half-open connection,
+   * so a peer that never sends its FIN would keep it open: review13). If `waitForPeer`, reads go
+   * on until the peer's close, so the descriptor is not closed over unread data (a reset, which
+   * can lose what we sent last: PROTOCOL §7), for CLOSE_GRACE_MS at most, counted in the front's
+   * AwaitingClose; what arrives is dropped in #take. Otherwise the socket is let go once our
+   * writes have left (within LINGER_MS, for a peer that does not read them).
+   */
+  #closeSent(waitForPeer: boolean): void {
     const socket = this.#socket;
-    Deno.unrefTimer(setTimeout(() => socket.destroy(), CLOSE_GRACE_MS));
+    if (this.#closing || socket.destroyed) return;
+    this.#closing = true;
+    socket.resume();
+    let timer: ReturnType<typeof setTimeout>;
+    if (waitForPeer) {
+      const awaiting = this.#awaitingClose;
+      awaiting.count++;
+      socket.end();
+      timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+      socket.once("close", () => awaiting.count--);
+    } else {
+      socket.end(() => socket.destroy());
+      timer = setTimeout(() => socket.destroy(), LINGER_MS);
+    }
+    Deno.unrefTimer(timer);
+    socket.once("close", () => clearTimeout(timer));
   }
 
   #sendFrame(opcode: number, payload: Uint8Array): void {

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
-import { WebSocketServerConn } from "../../lib/server/websocket_conn.ts";
+import { AwaitingClose, WebSocketServerConn } from "../../lib/server/websocket_conn.ts";
 
 /** A socket whose peer reads nothing until told to: what is written stays queued. */
 class UnreadSocket extends EventEmitter {
@@ -43,7 +43,7 @@ const pongs = (socket: UnreadSocket) => socket.written.filter((frame) => frame[0
 
 Deno.test("web: a peer that pings and never reads gets pongs up to the socket's high-water mark, then only the latest ping's, once it drains", () => {
   const socket = new UnreadSocket();
-  new WebSocketServerConn(socket as unknown as Socket, new Uint8Array(0));
+  new WebSocketServerConn(socket as unknown as Socket, new Uint8Array(0), new AwaitingClose());
   const count = 10_000;
   const payload = (i: number) => Uint8Array.of(i >> 8, i & 0xff, ...new Uint8Array(100));
   for (let i = 0; i < count; i++) socket.emit("data", ping(payload(i)));
@@ -58,7 +58,7 @@ Deno.test("web: a peer that pings and never reads gets pongs up to the socket's 
 
 Deno.test("web: a peer that reads gets a pong for every ping", () => {
   const socket = new UnreadSocket();
-  new WebSocketServerConn(socket as unknown as Socket, new Uint8Array(0));
+  new WebSocketServerConn(socket as unknown as Socket, new Uint8Array(0), new AwaitingClose());
   for (let i = 0; i < 500; i++) {
     socket.emit("data", ping(Uint8Array.of(i & 0xff)));
     socket.drained();

@@ -1,0 +1,159 @@
+/**
+ * The WebSocket front's close on real sockets (PROTOCOL §7 "Ending with an error", review13): a
+ * server socket is let go in bounded time whatever the peer does after the close. node:http's
+ * upgrade sockets allow a half-open connection, so a peer that sends its close frame and never
+ * its FIN kept the server's socket open for good (review13 finding 1).
+ */
+import assert from "node:assert/strict";
+import { createServer, type IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+import { concat, utf8 } from "../lib/bytes.ts";
+import {
+  AwaitingClose,
+  MAX_AWAITING_CLOSE,
+  WebSocketServerConn,
+} from "../lib/server/websocket_conn.ts";
+import { FrameConnection, LINGER_MAX_BYTES } from "../lib/wire/connection.ts";
+
+/** How long a test waits for the server's socket to be let go: the 5 s grace and room to spare. */
+const LET_GO_WITHIN_MS = 15_000;
+
+/** A server's WebSocketServerConn over a real loopback upgrade, and the client's raw socket. */
+async function upgraded(awaitingClose = new AwaitingClose()): Promise<{
+  server: FrameConnection;
+  socket: Socket;
+  closed: Promise<void>;
+  client: Deno.TcpConn;
+  dispose: () => Promise<void>;
+}> {
+  const http = createServer();
+  const accepted = Promise.withResolvers<{ socket: Socket; head: Uint8Array }>();
+  http.on("upgrade", (_request: IncomingMessage, socket: Socket, head: Uint8Array) => {
+    socket.on("error", () => {});
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n",
+    );
+    accepted.resolve({ socket, head });
+  });
+  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+  const port = (http.address() as { port: number }).port;
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  await client.write(utf8(
+    "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  ));
+  const { socket, head } = await accepted.promise;
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  const server = new FrameConnection(new WebSocketServerConn(socket, head, awaitingClose));
+  await readUntil(client, "\r\n\r\n");
+  return {
+    server,
+    socket,
+    closed,
+    client,
+    dispose: async () => {
+      socket.destroy();
+      try {
+        client.close();
+      } catch {
+        // closed by the test
+      }
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    },
+  };
+}
+
+/** Reads from `conn` until what it read ends with `marker` (the 101 response's end). */
+async function readUntil(conn: Deno.Conn, marker: string): Promise<void> {
+  let text = "";
+  const buffer = new Uint8Array(1024);
+  while (!text.endsWith(marker)) {
+    const n = await conn.read(buffer.subarray(0, 1));
+    if (n === null) throw new Error("the server closed before the upgrade's answer");
+    text += String.fromCharCode(buffer[0]);
+  }
+}
+
+/** A masked client frame (RFC 6455 §5.2; a zero mask keeps the bytes), payload below 64 KiB. */
+function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const header = payload.length < 126
+    ? Uint8Array.of(0x80 | opcode, 0x80 | payload.length)
+    : Uint8Array.of(0x80 | opcode, 0x80 | 126, payload.length >> 8, payload.length & 0xff);
+  return concat(header, Uint8Array.of(0, 0, 0, 0), payload);
+}
+
+/** Resolves true when `closed` does, false after `ms`. */
+async function within(closed: Promise<void>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    closed.then(() => true),
+    new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+  ]);
+  clearTimeout(timer);
+  return outcome;
+}
+
+Deno.test("web: a peer that sends its close frame and never its FIN does not hold the server's socket (the session's end)", async () => {
+  const { server, closed, client, dispose } = await upgraded();
+  try {
+    await client.write(clientFrame(0x8, Uint8Array.of(0x03, 0xe8)));
+    assert.equal(await server.read(5000), null, "the peer's close ends the stream");
+    server.close();
+    // On 8fda5f5 the socket was still open after any wait: nothing armed a timer.
+    assert.ok(await within(closed, LET_GO_WITHIN_MS), "the server's socket is let go");
+  } finally {
+    await dispose();
+  }
+});
+
+Deno.test("web: a peer that sends its close frame while the server lingers after an `error`, and never its FIN, does not hold the server's socket", async () => {
+  const { server, closed, client, dispose } = await upgraded();
+  try {
+    server.send(utf8(JSON.stringify({ type: "error", code: "TOO_MANY_CONNECTIONS" })));
+    const lingering = server.lingerClose();
+    await client.write(clientFrame(0x8, Uint8Array.of(0x03, 0xe8)));
+    await lingering;
+    assert.ok(await within(closed, LET_GO_WITHIN_MS), "the server's socket is let go");
+  } finally {
+    await dispose();
+  }
+});
+
+Deno.test("web: a server's close waits for the peer's close, counted in the front's AwaitingClose, and is let go without waiting once MAX_AWAITING_CLOSE wait", async () => {
+  for (const full of [false, true]) {
+    const awaitingClose = new AwaitingClose();
+    if (full) awaitingClose.count = MAX_AWAITING_CLOSE;
+    const { server, closed, dispose } = await upgraded(awaitingClose);
+    try {
+      server.close();
+      // The peer reads the close and answers nothing: only the server lets the socket go.
+      assert.equal(awaitingClose.count, full ? MAX_AWAITING_CLOSE : 1, `full: ${full}`);
+      assert.ok(await within(closed, LET_GO_WITHIN_MS), "the server's socket is let go");
+      assert.equal(awaitingClose.count, full ? MAX_AWAITING_CLOSE : 0, `full: ${full}`);
+    } finally {
+      await dispose();
+    }
+  }
+});
+
+Deno.test("web: a peer that keeps sending after the server's close is cut after LINGER_MAX_BYTES, not read for the whole grace", async () => {
+  const { server, socket, closed, client, dispose } = await upgraded();
+  try {
+    server.close();
+    const junk = clientFrame(0x2, new Uint8Array(60_000).fill(0x61));
+    let sent = 0;
+    try {
+      while (sent < 8 * LINGER_MAX_BYTES) {
+        await client.write(junk);
+        sent += junk.length;
+      }
+    } catch {
+      // the server cut the connection: what is tested
+    }
+    assert.ok(await within(closed, LET_GO_WITHIN_MS), "the server's socket is let go");
+    // What it read, beyond the upgrade request, is what it dropped: one chunk past the bound.
+    assert.ok(socket.bytesRead <= LINGER_MAX_BYTES + 2 * 65_536, `${socket.bytesRead} bytes read`);
+  } finally {
+    await dispose();
+  }
+});
