@@ -11,7 +11,12 @@ import { fromUtf8 } from "../lib/bytes.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { ChatSession } from "../lib/session/session.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
-import { FrameConnection } from "../lib/wire/connection.ts";
+import {
+  type ByteStreamConn,
+  FRAME_HEADER_BYTES,
+  FrameConnection,
+  LINGER_MAX_BYTES,
+} from "../lib/wire/connection.ts";
 import { loggedIn } from "./helpers/logged_in.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
 import { makePki } from "../testkit/pki.ts";
@@ -123,6 +128,109 @@ Deno.test("ChatServer: a refused connection (TOO_MANY_CONNECTIONS) is read after
     refused.close();
     await server.dispose();
     await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+/** A connection whose peer sends nothing and never closes; it records how it was closed. */
+class SilentConn implements ByteStreamConn {
+  halfClosed = false;
+  closed = false;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  readonly readable = new ReadableStream<Uint8Array>({
+    start: (controller) => {
+      this.#controller = controller;
+    },
+  });
+  write(bytes: Uint8Array): Promise<number> {
+    return Promise.resolve(bytes.length);
+  }
+  closeWrite(): Promise<void> {
+    this.halfClosed = true;
+    return Promise.resolve();
+  }
+  close(): void {
+    this.closed = true;
+    this.#controller.close();
+  }
+}
+
+Deno.test("ChatServer: at most 64 refused connections linger at once; the 65th is closed right after its `error`, and lingering is open again once theirs end", async () => {
+  const pki = await makePki(["alice"]);
+  const server = await startInProcessServer(pki, {}, {
+    admission: { maxConnectionsPerAddress: 1 },
+  });
+  const serve = (conn: SilentConn) => server.server.serveConnection(conn, "192.0.2.1", "test");
+  const held = new SilentConn();
+  try {
+    serve(held);
+    // All served in one go: each refusal starts lingering before any LINGER_MS has passed.
+    const refused = Array.from({ length: 65 }, () => new SilentConn());
+    for (const conn of refused) serve(conn);
+    await waitFor(() => refused.every((conn) => conn.closed));
+    const lingered = refused.map((conn) => conn.halfClosed);
+    assert.deepEqual(lingered, [...Array(64).fill(true), false]);
+    // Their lingers have ended (closed): the next refusal lingers again.
+    const next = new SilentConn();
+    serve(next);
+    await waitFor(() => next.closed);
+    assert.ok(next.halfClosed, "the next refusal lingers");
+    assert.equal(
+      server.logs.filter((entry) => entry.event === "TOO_MANY_CONNECTIONS").length,
+      66,
+    );
+  } finally {
+    held.close();
+    await server.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+/** A connection that counts the bytes read from it. */
+class CountingConn implements ByteStreamConn {
+  bytesRead = 0;
+  constructor(readonly inner: Deno.TcpConn) {}
+  get readable(): ReadableStream<Uint8Array> {
+    return this.inner.readable;
+  }
+  async read(into: Uint8Array): Promise<number | null> {
+    const got = await this.inner.read(into);
+    this.bytesRead += got ?? 0;
+    return got;
+  }
+  write(bytes: Uint8Array): Promise<number> {
+    return this.inner.write(bytes);
+  }
+  close(): void {
+    this.inner.close();
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+}
+
+Deno.test("FrameConnection.lingerClose(): a peer streaming after the `error` is read for LINGER_MAX_BYTES, not for the whole of LINGER_MS", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [accepted, dialled] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
+  ]);
+  listener.close();
+  const counted = new CountingConn(accepted);
+  const server = new FrameConnection(counted);
+  const client = new FrameConnection(dialled, { maxQueuedBytes: 16 * LINGER_MAX_BYTES });
+  try {
+    server.send(new Uint8Array(16).fill(0x65));
+    const lingering = server.lingerClose();
+    // Eight times the bound, queued at once: on loopback it arrives well within LINGER_MS.
+    const frame = new Uint8Array(60_000).fill(0x61);
+    for (let sent = 0; sent < 8 * LINGER_MAX_BYTES; sent += frame.length) client.send(frame);
+    await lingering;
+    // Whole frames up to the bound, and the one that crossed it, plus what one read had buffered.
+    const bound = LINGER_MAX_BYTES + 2 * (FRAME_HEADER_BYTES + frame.length);
+    assert.ok(counted.bytesRead <= bound, `${counted.bytesRead} bytes read, bound ${bound}`);
+  } finally {
+    client.close();
+    server.close();
   }
 });
 
