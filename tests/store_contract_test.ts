@@ -528,6 +528,37 @@ const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
     },
   },
   {
+    name:
+      "keys: publish() removes a device whose certificate the caller says is revoked before dropping the oldest valid one to make room",
+    run: async (ctx) => {
+      const [kim] = [ctx.name("kim")];
+      const pki = await makePki([kim, `${kim}x`]);
+      try {
+        const [revoked, valid] = [
+          (await pki.identity(kim)).certDer,
+          (await pki.identity(`${kim}x`)).certDer,
+        ];
+        const isRevoked = (cert: Uint8Array) => timingSafeEqual(cert, revoked);
+        const device = (i: number) => `00000000000000c${i}`;
+        await withStore(ctx, async (store) => {
+          const keys = store.keys!;
+          // Eight devices, the second under a certificate revoked while no server adopted it.
+          for (let i = 0; i < 8; i++) {
+            await keys.publish(kim, device(i), i === 1 ? revoked : valid, "{}", []);
+            await new Promise((r) => setTimeout(r, 2)); // distinct publication times
+          }
+          const ninth = await keys.publish(kim, device(8), valid, "{}", [], false, isRevoked);
+          // On 8fda5f5 the oldest valid device went and the revoked one stayed.
+          assert.deepEqual(ninth.evicted, [], "the revoked device made room");
+          const listed = (await keys.fetch(kim, new Set())).map((d) => d.device).sort();
+          assert.deepEqual(listed, [0, 2, 3, 4, 5, 6, 7, 8].map(device));
+        });
+      } finally {
+        await Deno.remove(pki.dir, { recursive: true });
+      }
+    },
+  },
+  {
     name: "description names the database without its password",
     run: (ctx) =>
       withStore(ctx, (store) => {

@@ -719,6 +719,7 @@ export class Lobby {
           body.bundle && JSON.stringify(body.bundle),
           body.opks.map((o) => ({ id: o.id, pub: fromBase64(o.pub) })),
           body.lobby === true,
+          this.#revoked,
         );
         this.log("KEYS_PUBLISHED", {
           user: from.username,

@@ -53,7 +53,9 @@ export interface KeyDirectory {
   /**
    * Stores a device's bundle (replacing its previous one) when given, and adds one-time
    * prekeys to a device that has a bundle. A new device beyond MAX_DEVICES drops the user's
-   * least recently published device and its prekeys.
+   * least recently published device and its prekeys; first, as fetch does, it removes the
+   * user's devices published under a certificate `revoked` says is revoked (one revoked while
+   * no server adopted the CRL), which do not count toward MAX_DEVICES (PROTOCOL §12.6).
    * @throws DB_UNAVAILABLE
    */
   publish(
@@ -63,6 +65,7 @@ export interface KeyDirectory {
     bundle: string | undefined,
     opks: { id: number; pub: Uint8Array }[],
     lobby?: boolean,
+    revoked?: (cert: Uint8Array) => boolean,
   ): Promise<PublishResult>;
   /**
    * A user's devices, most recently published first; for each device not in `known`, its
@@ -98,6 +101,7 @@ export class SqlKeyDirectory implements KeyDirectory {
     bundle: string | undefined,
     opks: { id: number; pub: Uint8Array }[],
     lobby = false,
+    revoked?: (cert: Uint8Array) => boolean,
   ): Promise<PublishResult> {
     await this.ready();
     const evicted: string[] = [];
@@ -116,11 +120,22 @@ export class SqlKeyDirectory implements KeyDirectory {
       );
       const rows = await query(
         this.db,
-        "SELECT device FROM e2e_devices WHERE username = ? ORDER BY updated_at DESC, device",
+        `SELECT username, device, cert FROM e2e_devices WHERE username = ?
+         ORDER BY updated_at DESC, device`,
         [user],
       );
       // The device publishing now stays whatever the clock's resolution says.
-      const others = rows.map((row) => String(row.device)).filter((d) => d !== device);
+      const others: string[] = [];
+      for (const row of rows) {
+        const other = String(row.device);
+        if (other === device) continue;
+        // As fetch does: removed, so a revoked device does not take a valid one's place.
+        if (revoked?.(bytes(row.cert))) {
+          await this.#remove(String(row.username), other, bytes(row.cert));
+          continue;
+        }
+        others.push(other);
+      }
       for (const old of others.slice(MAX_DEVICES - 1)) {
         await query(this.db, "DELETE FROM e2e_devices WHERE username = ? AND device = ?", [
           user,
