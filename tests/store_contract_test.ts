@@ -474,24 +474,27 @@ const CASES: { name: string; run(ctx: Context): Promise<void> }[] = [
             pad.flatMap(([user, device]) => [user, device, Uint8Array.of(1)]),
           );
           await keys.publish(kim, d1, revoked, undefined, [{ id: 1, pub: new Uint8Array(32) }]);
-          const found = await keys.retireCertifiedBy(new Set([serialOf(revoked)]));
+          const found = (await keys.retireCertifiedBy(new Set([serialOf(revoked)]))).removed;
           assert.deepEqual(
             [...found].map(([user, devices]) => [user, [...devices].sort()]),
             [[kim, [d1, d2]]],
           );
           // Gone from what askers are handed, and from the count toward MAX_DEVICES.
           assert.deepEqual((await keys.fetch(kim, new Set())).map((d) => d.device), [d3]);
-          assert.deepEqual([...await keys.retireCertifiedBy(new Set([serialOf(revoked)]))], []);
+          assert.deepEqual(await keys.retireCertifiedBy(new Set([serialOf(revoked)])), {
+            removed: new Map(),
+          });
           // Its prekeys went with it: a device published again under d1 starts with none.
           assert.equal((await keys.publish(kim, d1, reissued, "{}", [])).left, 0);
-          const both = await keys.retireCertifiedBy(new Set([serialOf(reissued), "00ff"]));
+          const both = (await keys.retireCertifiedBy(new Set([serialOf(reissued), "00ff"])))
+            .removed;
           assert.deepEqual(
             [...both].map(([user, devices]) => [user, [...devices].sort()]),
             [[kim, [d1, d3]]],
           );
           assert.deepEqual(await keys.fetch(kim, new Set()), []);
           assert.deepEqual((await keys.fetch(lee, new Set())).map((d) => d.device), [d1]);
-          assert.deepEqual([...await keys.retireCertifiedBy(new Set())], []);
+          assert.deepEqual(await keys.retireCertifiedBy(new Set()), { removed: new Map() });
         });
       } finally {
         await Deno.remove(pki.dir, { recursive: true });

@@ -25,10 +25,14 @@ import { codeOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { UserStore } from "../store/user_store.ts";
 import type { MessageQueue } from "../store/message_queue.ts";
+import type { Retirement } from "../store/key_directory.ts";
 import { type ClusterRelay, decodeStoredRelay } from "./cluster_record.ts";
 
 /** Queue rows read per page while looking for records wrapped for retired devices. */
 const PAGE = 500;
+/** What a key directory failure leaves, for its log line. */
+const NOT_REMOVED = "devices of revoked certificates not removed (each goes at its next fetch " +
+  "or publish), nor the offline records for them (they expire)";
 
 export async function retireRevoked(
   store: UserStore,
@@ -38,19 +42,20 @@ export async function retireRevoked(
   const queue = store.queue;
   if (queue) await dropSignedUnder(queue, serials, log);
   if (store.keys) {
-    let retired: Map<string, Set<string>>;
+    let retirement: Retirement;
     try {
-      retired = await store.keys.retireCertifiedBy(serials);
+      retirement = await store.keys.retireCertifiedBy(serials);
     } catch (error) {
-      log(codeOf(error), {
-        detail: `key directory: devices of revoked certificates not removed (each goes at its ` +
-          `next fetch), nor the offline records for them (they expire): ${
-            (error as Error).message
-          }`,
-      });
+      log(codeOf(error), { detail: `key directory: ${NOT_REMOVED}: ${(error as Error).message}` });
       return;
     }
-    for (const [user, devices] of retired) {
+    const { removed, failure } = retirement;
+    if (failure !== undefined) {
+      log(codeOf(failure), {
+        detail: `key directory: some ${NOT_REMOVED}: ${(failure as Error).message}`,
+      });
+    }
+    for (const [user, devices] of removed) {
       log("REVOKED", {
         user,
         detail: `key directory: ${user}'s device(s) ${

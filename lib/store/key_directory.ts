@@ -49,6 +49,18 @@ export interface PublishResult {
   evicted: string[];
 }
 
+/** What retireCertifiedBy removed. */
+export interface Retirement {
+  /** Per user name as stored, the device ids removed. */
+  removed: Map<string, Set<string>>;
+  /**
+   * Why the removals stopped before the last device found (DB_UNAVAILABLE), if they did. The
+   * devices left go at their next fetch or publish; those in `removed` are gone all the same,
+   * and only this call can name them for what follows a removal (PROTOCOL §12.6).
+   */
+  failure?: unknown;
+}
+
 export interface KeyDirectory {
   /**
    * Stores a device's bundle (replacing its previous one) when given, and adds one-time
@@ -84,11 +96,11 @@ export interface KeyDirectory {
    * Removes, with their one-time prekeys, the devices whose bundle was last published under a
    * certificate with one of `serials` (hex, as the CRL lists them): what a newly revoked
    * certificate retires (PROTOCOL §6.6, §12.6). A device published again meanwhile under
-   * another certificate stays.
-   * @returns per user name as stored, the device ids removed
-   * @throws DB_UNAVAILABLE
+   * another certificate stays. A failure once removals have begun is returned beside what was
+   * removed, not thrown: another node's scan would not find those devices again.
+   * @throws DB_UNAVAILABLE before anything is removed
    */
-  retireCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>>;
+  retireCertifiedBy(serials: ReadonlySet<string>): Promise<Retirement>;
 }
 
 export class SqlKeyDirectory implements KeyDirectory {
@@ -217,10 +229,10 @@ export class SqlKeyDirectory implements KeyDirectory {
     return devices;
   }
 
-  async retireCertifiedBy(serials: ReadonlySet<string>): Promise<Map<string, Set<string>>> {
+  async retireCertifiedBy(serials: ReadonlySet<string>): Promise<Retirement> {
     await this.ready();
-    const found = new Map<string, Set<string>>();
-    if (serials.size === 0) return found;
+    const removed = new Map<string, Set<string>>();
+    if (serials.size === 0) return { removed };
     const doomed: { user: string; device: string; cert: Uint8Array }[] = [];
     // The serial is inside the stored certificate, so every row is read (~30 µs a certificate
     // to parse here): this runs only when a CRL newly revokes someone. A page at a time, so
@@ -248,12 +260,16 @@ export class SqlKeyDirectory implements KeyDirectory {
       if (rows.length < SCAN_PAGE) break;
     }
     for (const { user, device, cert } of doomed) {
-      if (!await this.#remove(user, device, cert)) continue;
-      let devices = found.get(user);
-      if (!devices) found.set(user, devices = new Set());
+      try {
+        if (!await this.#remove(user, device, cert)) continue;
+      } catch (failure) {
+        return { removed, failure };
+      }
+      let devices = removed.get(user);
+      if (!devices) removed.set(user, devices = new Set());
       devices.add(device);
     }
-    return found;
+    return { removed };
   }
 
   /**
