@@ -266,7 +266,10 @@ Deno.test("malicious server: hiding a user's devices gets nothing readable — a
     await alice.send(`/msg bob ${c.never}`);
     const refusal = await alice.waitForLine((l) => l.includes("not sent to bob"));
     assert.match(refusal, /NO_E2E_KEYS/);
-    assert.match(refusal, /bob has published no end-to-end keys: nothing was sent/);
+    assert.match(
+      refusal,
+      /bob has no device with valid end-to-end keys \(none published, or their certificate was revoked\): nothing was sent/,
+    );
 
     // A lobby line: carol reads it; bob gets no sender key, and says he has no key for it.
     const bobFrom = bob.stdout.length;

@@ -326,7 +326,10 @@ Deno.test("key directory: a device certified by a certificate revoked while no s
     const alice = await LiveClient.login(clientOptions(server, pki.dir, "alice"));
     await alice.send("/msg carol are you there?");
     await alice.waitForLine((l) =>
-      l.includes("NO_E2E_KEYS: carol has published no end-to-end keys")
+      l.includes(
+        "NO_E2E_KEYS: carol has no device with valid end-to-end keys (none published, or " +
+          "their certificate was revoked)",
+      )
     );
     assert.equal((await alice.end()).code, 0, alice.stderr.join("\n"));
     assert.equal(devicesOf(server, "carol"), 0);

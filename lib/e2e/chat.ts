@@ -127,7 +127,7 @@ export async function verifyLines(
       problem(`${name}'s device ${device}: keys refused: ${reason}`);
     }
     if (devices.length === 0) {
-      problem(`${name} has published no end-to-end keys`);
+      problem(`${name} has no device with valid end-to-end keys`);
       return lines;
     }
     for (const { device, fingerprint } of devices) {

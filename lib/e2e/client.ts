@@ -1092,9 +1092,12 @@ function noDevices(name: string, had: number): SecureChatError {
   if (had === 0) {
     return new SecureChatError(
       "NO_E2E_KEYS",
-      `${name} has published no end-to-end keys: nothing was sent (the server could have ` +
-        "read it)",
-      { hint: `${name}'s keys are published when ${name} logs in with securechat` },
+      `${name} has no device with valid end-to-end keys (none published, or their certificate ` +
+        "was revoked): nothing was sent (the server could have read it)",
+      {
+        hint: `${name}'s keys are published when ${name} logs in with securechat, under a ` +
+          "certificate that is not revoked",
+      },
     );
   }
   return new SecureChatError(
