@@ -1,6 +1,6 @@
 /**
  * lib/e2e/client.ts when the server lists no device of a contact we have sessions with
- * (PROTOCOL §12.6): a device whose certificate no longer validates (revoked, or expired) is one
+ * (PROTOCOL §12.6): a device whose certificate no longer validates (revoked or expired) is one
  * we would refuse from a list anyway, so its session goes; the devices still valid are the ones
  * the server may be hiding, and the warning counts them (review13 finding 7: the mixed case).
  */
