@@ -831,20 +831,28 @@ export class E2eClient {
       else this.#lobbyDevices.delete(key);
     }
     const refused: { device: string; reason: string; error: unknown }[] = [];
+    let outdated = false;
     for (const [device, [session]] of sessions) {
       if (!listed.has(device)) {
         sessions.delete(device);
         continue;
       }
-      // A device we know is kept only while its certificate still validates (not revoked).
+      // A device we know is kept only while the certificate its session was made under still
+      // validates. One the server still lists, though, may have moved to a new certificate (a
+      // key rotation: re-issued, then the old one revoked, §6.6): it is asked for afresh below,
+      // and its bundle decides, as a new device's does.
       try {
         await validatePeerCertificate(this.#trust, session.cert, { role: "client" });
-      } catch (error) {
+      } catch {
         sessions.delete(device);
         this.#restart.delete(`${name}/${device}`);
-        refused.push({ device, reason: (error as Error).message, error });
-        listed.delete(device);
+        outdated = true;
       }
+    }
+    if (outdated) {
+      await this.save();
+      // Those devices are no longer in `known`, so the answer carries their current bundles.
+      return this.#fetchDevices(name, channel);
     }
     for (const entry of devices) {
       if (!listed.has(entry.device)) continue; // refused above

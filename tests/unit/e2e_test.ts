@@ -5,7 +5,7 @@
 import { loadTrustStore } from "../../lib/pki/trust_files.ts";
 import assert from "node:assert/strict";
 import { randomFillSync } from "node:crypto";
-import { toHex } from "../../lib/bytes.ts";
+import { toBase64, toHex } from "../../lib/bytes.ts";
 import { codeOf } from "../../lib/errors.ts";
 import { mlKem768 } from "../../lib/crypto/mlkem.ts";
 import { x25519KeyPair } from "../../lib/crypto/x25519.ts";
@@ -453,4 +453,86 @@ Deno.test("E2eClient.prepareLobby() waits for the whole online list, the chunk w
   const { unreadable } = await prepared;
   assert.deepEqual(asked.sort(), ["bob", "carol"]);
   assert.deepEqual(unreadable.map((u) => u.user).sort(), ["bob", "carol"]);
+});
+
+Deno.test("E2eClient.prepare(): a contact device whose certificate was re-issued and the old one revoked (a key rotation, PROTOCOL §6.6) is fetched afresh and reached; one still published under the revoked certificate is refused", async () => {
+  // Before: the device the server listed bare (in `known`) was refused BAD_CERT for the
+  // revoked certificate of the session made with it, and the first line after a documented key
+  // rotation was not sent.
+  const dir = await Deno.makeTempDir({ prefix: "securechat-e2e-rotation-" });
+  try {
+    const pki = await makePki(["alice", "bob"], "ed25519", dir);
+    const aliceId = await pki.identity("alice");
+    const aliceMe = { user: "alice", certDer: aliceId.certDer, signingKey: aliceId.signingKey };
+    const bobStorage = new MemoryStorage();
+    const bobOld = await pki.identity("bob");
+    const bob = await E2eClient.open(bobStorage, {
+      user: "bob",
+      certDer: bobOld.certDer,
+      signingKey: bobOld.signingKey,
+    }, pki.trust);
+    await bob.save();
+    // The server's directory: bob's one device, as last published.
+    let published = { cert: bobOld.certDer, bundle: await bob.bundle() };
+    const asked: string[][] = [];
+    const serverFor = (client: E2eClient) => {
+      const channel = {
+        send(body: Body, to: string): Promise<number> {
+          if (body.kind !== "keys_fetch") assert.fail(`unexpected ${body.kind} to ${to}`);
+          const known = body.known ?? [];
+          asked.push(known);
+          const devices = known.includes(bob.device)
+            ? [{ device: bob.device, lobby: true as const }]
+            : [{
+              device: bob.device,
+              cert: toBase64(published.cert),
+              bundle: encodeBundle(published.bundle),
+              lobby: true as const,
+            }];
+          queueMicrotask(() => void client.onKeys({ kind: "keys", user: "bob", devices }, channel));
+          return Promise.resolve(asked.length);
+        },
+      };
+      return channel;
+    };
+    const aliceStorage = new MemoryStorage();
+    const alice = await E2eClient.open(aliceStorage, aliceMe, pki.trust);
+    assert.deepEqual(await alice.prepare("bob", serverFor(alice)), { devices: 1, refused: [] });
+    await alice.save();
+    const withSession = await aliceStorage.load();
+
+    // bob's first certificate is revoked; the server has not taken the CRL, so it still hands
+    // out the device's bundle under that certificate: refused, as a thief's would be.
+    await revokeCertificates(dir, await loadCaSigner(dir), "bob", 7);
+    const withCrl = await loadTrustStore(`${dir}/ca.pem`);
+    const aliceLate = await E2eClient.open(aliceStorage, aliceMe, withCrl);
+    asked.length = 0;
+    assert.equal(
+      await codeOfAsync(() => aliceLate.prepare("bob", serverFor(aliceLate))),
+      "BAD_CERT",
+    );
+    assert.deepEqual(asked, [[bob.device], []], "asked with the device known, then afresh");
+
+    // The rotation: bob's device (same state) now holds a re-issued certificate and has
+    // published its bundle under it.
+    await pki.issue("bob");
+    const bobNew = await pki.identity("bob");
+    const bobRotated = await E2eClient.open(bobStorage, {
+      user: "bob",
+      certDer: bobNew.certDer,
+      signingKey: bobNew.signingKey,
+    }, withCrl);
+    assert.equal(bobRotated.device, bob.device);
+    published = { cert: bobNew.certDer, bundle: await bobRotated.bundle() };
+    await aliceStorage.save(withSession);
+    const aliceAfter = await E2eClient.open(aliceStorage, aliceMe, withCrl);
+    asked.length = 0;
+    assert.deepEqual(await aliceAfter.prepare("bob", serverFor(aliceAfter)), {
+      devices: 1,
+      refused: [],
+    });
+    assert.deepEqual(asked, [[bob.device], []]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
