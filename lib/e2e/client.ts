@@ -781,13 +781,16 @@ export class E2eClient {
     const sessions = this.#peers.get(name);
     let revoked: unknown;
     for (const [device, [session]] of sessions ?? []) {
+      let retired: SecureChatError | undefined;
       try {
-        await validatePeerCertificate(this.#trust, session.cert, { role: "client" });
+        retired = await this.#retired(session.cert);
       } catch (error) {
-        sessions!.delete(device);
-        this.#restart.delete(`${name}/${device}`);
-        revoked ??= error;
+        return error instanceof SecureChatError ? error : noDevices(name, sessions!.size);
       }
+      if (!retired) continue;
+      sessions!.delete(device);
+      this.#restart.delete(`${name}/${device}`);
+      revoked ??= retired;
     }
     if (revoked === undefined) return noDevices(name, sessions?.size ?? 0);
     if (sessions!.size === 0) this.#peers.delete(name);
@@ -795,6 +798,20 @@ export class E2eClient {
     return sessions!.size === 0 && revoked instanceof SecureChatError
       ? revoked
       : noDevices(name, sessions!.size);
+  }
+
+  /**
+   * Why the certificate a session with a contact device was made under has lapsed for good
+   * (revoked in our CRL, or expired), if it has: then the device's sessions go (§12.6 step 2).
+   * A certificate that fails to validate for another reason says nothing about the contact (our
+   * CRL past its nextUpdate, typically) and must not cost sessions that cannot be rebuilt.
+   * @throws BAD_CERT when it fails to validate for such a reason: the line is not sent
+   */
+  async #retired(cert: Uint8Array): Promise<SecureChatError | undefined> {
+    const lapsed = this.#trust.lapsed(cert);
+    if (lapsed !== undefined) return new SecureChatError("BAD_CERT", `certificate is ${lapsed}`);
+    await validatePeerCertificate(this.#trust, cert, { role: "client" });
+    return undefined;
   }
 
   async #fetchDevices(name: string, channel: KeysChannel): Promise<Preparation> {
@@ -837,13 +854,11 @@ export class E2eClient {
         sessions.delete(device);
         continue;
       }
-      // A device we know is kept only while the certificate its session was made under still
-      // validates. One the server still lists, though, may have moved to a new certificate (a
-      // key rotation: re-issued, then the old one revoked, §6.6): it is asked for afresh below,
-      // and its bundle decides, as a new device's does.
-      try {
-        await validatePeerCertificate(this.#trust, session.cert, { role: "client" });
-      } catch {
+      // A device we know is kept only while the certificate its session was made under has not
+      // lapsed. One the server still lists, though, may have moved to a new certificate (a key
+      // rotation: re-issued, then the old one revoked, §6.6): it is asked for afresh below, and
+      // its bundle decides, as a new device's does.
+      if (await this.#retired(session.cert)) {
         sessions.delete(device);
         this.#restart.delete(`${name}/${device}`);
         outdated = true;

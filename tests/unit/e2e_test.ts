@@ -536,3 +536,71 @@ Deno.test("E2eClient.prepare(): a contact device whose certificate was re-issued
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("E2eClient.prepare(): a CRL of our own past its nextUpdate refuses the line and drops no session (interop finding 94)", async () => {
+  // Before: the stale CRL failed every contact certificate's validation, which dropped every
+  // session with the contact's devices for good (ratchet sessions cannot be rebuilt).
+  const dir = await Deno.makeTempDir({ prefix: "securechat-e2e-stale-crl-" });
+  try {
+    const pki = await makePki(["alice", "bob", "carol"], "ed25519", dir);
+    const aliceId = await pki.identity("alice");
+    const aliceMe = { user: "alice", certDer: aliceId.certDer, signingKey: aliceId.signingKey };
+    const bobId = await pki.identity("bob");
+    const bob = await E2eClient.open(new MemoryStorage(), {
+      user: "bob",
+      certDer: bobId.certDer,
+      signingKey: bobId.signingKey,
+    }, pki.trust);
+    const entry = {
+      device: bob.device,
+      cert: toBase64(bobId.certDer),
+      bundle: encodeBundle(await bob.bundle()),
+      lobby: true as const,
+    };
+    const asked: string[][] = [];
+    const serverFor = (client: E2eClient) => {
+      const channel = {
+        send(body: Body, to: string): Promise<number> {
+          if (body.kind !== "keys_fetch") assert.fail(`unexpected ${body.kind} to ${to}`);
+          const known = body.known ?? [];
+          asked.push(known);
+          const devices = known.includes(bob.device)
+            ? [{ device: bob.device, lobby: true as const }]
+            : [entry];
+          queueMicrotask(() => void client.onKeys({ kind: "keys", user: "bob", devices }, channel));
+          return Promise.resolve(asked.length);
+        },
+      };
+      return channel;
+    };
+    const aliceStorage = new MemoryStorage();
+    const alice = await E2eClient.open(aliceStorage, aliceMe, pki.trust);
+    assert.deepEqual(await alice.prepare("bob", serverFor(alice)), { devices: 1, refused: [] });
+    await alice.save();
+
+    // A CRL (revoking carol) whose nextUpdate is a second away, then past.
+    await revokeCertificates(dir, await loadCaSigner(dir), "carol", 1 / 86_400);
+    const stale = await loadTrustStore(`${dir}/ca.pem`);
+    await new Promise((resolve) => setTimeout(resolve, 2_100));
+    const aliceStale = await E2eClient.open(aliceStorage, aliceMe, stale);
+    asked.length = 0;
+    assert.equal(
+      await codeOfAsync(() => aliceStale.prepare("bob", serverFor(aliceStale))),
+      "BAD_CERT",
+    );
+    assert.deepEqual(asked, [[bob.device]], "not asked afresh: nothing was dropped");
+
+    // A current CRL again: the session with bob's device is still there.
+    await revokeCertificates(dir, await loadCaSigner(dir), "carol", 7);
+    const current = await loadTrustStore(`${dir}/ca.pem`);
+    const aliceAfter = await E2eClient.open(aliceStorage, aliceMe, current);
+    asked.length = 0;
+    assert.deepEqual(await aliceAfter.prepare("bob", serverFor(aliceAfter)), {
+      devices: 1,
+      refused: [],
+    });
+    assert.deepEqual(asked, [[bob.device]], "the device is still known");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
