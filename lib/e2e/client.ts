@@ -773,9 +773,10 @@ export class E2eClient {
 
   /**
    * The refusal when the server lists no device of `name` (PROTOCOL §12.6). The sessions with
-   * devices whose certificate no longer validates (revoked or expired; a revoked one a server
-   * must not list) go, as they would from a list, and when none of ours is left that refusal is the
-   * reason (BAD_CERT); only devices whose certificates still validate count as hidden.
+   * devices whose certificate has lapsed (revoked or expired; a revoked one a server must not
+   * list) go, as they would from a list, and when none of ours is left that refusal is the reason
+   * (BAD_CERT); only devices whose certificates still validate count as hidden. A failure of our
+   * own (a CRL past its nextUpdate) is the answer, and drops nothing.
    */
   async #noDevices(name: string): Promise<SecureChatError> {
     const sessions = this.#peers.get(name);
