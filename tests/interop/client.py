@@ -148,6 +148,11 @@ class PeerError(ProtoError):
     """The peer's `error`: the code it ended with (its detail starts "from the peer")."""
 
 
+class FetchAgain(Exception):
+    """§12.6 sender step 2: a device the answer listed bare lost its sessions (its certificate no
+    longer validates), so the contact's devices are fetched again without it in `known`."""
+
+
 class WriteFailed(OSError):
     """A write to the peer failed. Not reported as it is: §5 and §7 "A write that fails" read what
     the peer sent first, whose `error`, if any, is the session's end."""
@@ -1845,25 +1850,32 @@ class Device:
         return sorted({d for (u, d) in self.sessions if u == user and (u, d) not in self.restart})
 
     @_locked
-    def take_list(self, trust, user, devices, warn):
-        """Applies a `keys` answer's `devices`: drops sessions with devices no longer listed, starts
+    def take_list(self, trust, user, devices, warn, again=False):
+        """Applies a `keys` answer's `devices` (§12.6 sender steps 2-3): drops sessions with
+        devices no longer listed and with devices whose certificate no longer validates, starts
         §12.3 with each new device whose keys pass §12.2. Returns the devices to wrap for; raises
-        the first failure's code when every listed device failed."""
-        revoked = self.drop_revoked(trust, user, warn)
+        the first failure's code when every listed device failed, and FetchAgain (once: not when
+        `again`) when a device listed bare lost its sessions, so its current keys are asked for."""
+        dropped = self.drop_unvalidated(trust, user, warn)
         # An empty list is never kept: it is NO_E2E_KEYS (§12.6 "never readable": cache nothing,
         # ask again before every line). The server must not list a device under a revoked
-        # certificate, so when every device we had a conversation with is revoked in our CRL the
-        # answer is that revocation; any still valid may be hidden by the server: said loudly.
+        # certificate, so when every device we had a conversation with no longer validates the
+        # answer is that (BAD_CERT); any still valid may be hidden by the server: said loudly.
         if not devices:
             held = sorted({d for (u, d) in self.sessions if u == user})
             self.lists.pop(user, None)
             if held:
                 warn(f"the server now lists no device of {user}, though this device has a "
                      f"conversation with {len(held)} of them")
-            elif revoked:
+            elif dropped:
                 raise ProtoError("BAD_CERT", f"the certificate of every device of {user} this "
-                                             "device had a conversation with is revoked")
+                                             "device had a conversation with no longer validates")
             return []
+        if not again and any("bundle" not in e and e["device"] in dropped for e in devices):
+            # step 2: no longer in `known`, so the next answer carries its current cert and bundle
+            # and step 3 decides (a key rotation gets a new session, a revoked one is refused)
+            self.lists.pop(user, None)
+            raise FetchAgain()
         listed, usable, first_error = [], [], None
         for entry in devices:
             d = entry["device"]
@@ -1875,8 +1887,8 @@ class Device:
                     (user, d) not in self.restart:  # one we have a session with (`known`)
                 usable.append(d)
                 continue
-            if "bundle" not in entry and d in revoked:  # §12.6 sender step 2
-                first_error = first_error or ProtoError("BAD_CERT", "certificate revoked")
+            if "bundle" not in entry and d in dropped:  # step 2 again, on the answer fetched again
+                first_error = first_error or ProtoError("BAD_CERT", "certificate no longer valid")
                 continue
             if "bundle" not in entry or "cert" not in entry:  # §12.6 sender step 3
                 warn(f"device {d} of {user} left out: PROTOCOL_ERROR: listed bare, but this "
@@ -1902,26 +1914,25 @@ class Device:
         self.lists[user] = (time.monotonic(), usable)
         return usable
 
-    def drop_revoked(self, trust, user, warn):
-        """§12.6 sender step 2 and "Never readable": our sessions with devices of `user` made under
-        a certificate our CRL revokes go (revoking a certificate retires the devices it certified,
-        SECURITY.md "Devices"); a device keeps its sessions under another certificate. Returns the
-        devices left with no session, each told to the user; the state is saved when any went."""
-        gone, dropped = set(), False
+    def drop_unvalidated(self, trust, user, warn):
+        """§12.6 sender step 2 and "Never readable", per device: the certificate of the session
+        tried first (the front of the list, §12.7's, whose session we wrap with) is validated as
+        §6.4.1 does (chain, validity, our CRL); when it no longer validates (revoked or expired),
+        all that device's sessions go. Returns those devices, each told to the user; the state
+        is saved when any went. A session saved before certificates were kept is not checked."""
+        gone = set()
         for (u, d) in sorted(k for k in self.sessions if k[0] == user):
-            kept = [s for s in self.sessions[(u, d)]
-                    if s.cert is None or trust.revoked_at(s.cert) is None]
-            if len(kept) == len(self.sessions[(u, d)]):
+            cert = self.sessions[(u, d)][0].cert
+            if cert is None:
                 continue
-            dropped = True
-            if kept:
-                self.sessions[(u, d)] = kept
-            else:
+            try:
+                trust.validate(cert, "client")
+            except ProtoError as e:
                 del self.sessions[(u, d)]
                 gone.add(d)
-                warn(f"device {d} of {user} left out: BAD_CERT: its certificate is revoked; "
-                     "its sessions are dropped")
-        if dropped:
+                warn(f"device {d} of {user}: BAD_CERT: the certificate its session was made "
+                     f"under no longer validates ({e.detail}); all its sessions are dropped")
+        if gone:
             self.save()
         return gone
 
@@ -2857,27 +2868,41 @@ class Client:
     def devices_of(self, user):
         """§12.6 `prepare`: (the devices of `user` to wrap for, None), or ([], code) when there is
         none: NO_E2E_KEYS (no device published), DB_UNAVAILABLE (the store failed), TIMEOUT (no
-        answer in 10 s), or the first failure's code when every listed device failed a check."""
+        answer in 10 s), or the first failure's code when every listed device failed a check.
+        A device whose session's certificate no longer validates is fetched again (step 2)."""
         if self.device.needs_fetch(user):
-            while not self.key_answers.empty():  # an answer that came after its 10 s
-                self.key_answers.get_nowait()
-            self.send_record("server", {"kind": "keys_fetch", "user": user,
-                                        "known": self.device.known(user)})
-            try:
-                answer = self.key_answers.get(timeout=E2E_FETCH_TIMEOUT_S)
-            except queue.Empty:
-                return [], "TIMEOUT"
-            if answer["user"] != user:
-                raise ProtoError("PROTOCOL_ERROR", "keys answer for another user")
-            if "devices" not in answer:
-                return [], "DB_UNAVAILABLE"
-            try:
-                self.device.take_list(self.trust, user, answer["devices"],
-                                      lambda w: log("warning: " + safe(w)))
-            except ProtoError as e:
-                return [], e.code
+            again = False
+            while True:
+                devices, code = self.fetch_devices(user)
+                if code:
+                    return [], code
+                try:
+                    self.device.take_list(self.trust, user, devices,
+                                          lambda w: log("warning: " + safe(w)), again)
+                    break
+                except FetchAgain:
+                    again = True
+                except ProtoError as e:
+                    return [], e.code
         got = self.device.lists.get(user)
         return (got[1], None) if got else ([], "NO_E2E_KEYS")
+
+    def fetch_devices(self, user):
+        """§12.6 sender step 1: a `keys_fetch` with `known` as it stands now; (the answer's
+        `devices`, None), or (None, TIMEOUT / DB_UNAVAILABLE)."""
+        while not self.key_answers.empty():  # an answer that came after its 10 s
+            self.key_answers.get_nowait()
+        self.send_record("server", {"kind": "keys_fetch", "user": user,
+                                    "known": self.device.known(user)})
+        try:
+            answer = self.key_answers.get(timeout=E2E_FETCH_TIMEOUT_S)
+        except queue.Empty:
+            return None, "TIMEOUT"
+        if answer["user"] != user:
+            raise ProtoError("PROTOCOL_ERROR", "keys answer for another user")
+        if "devices" not in answer:
+            return None, "DB_UNAVAILABLE"
+        return answer["devices"], None
 
     def prepare_lobby(self, hold=False):
         """§12.5 before a lobby line: the sender chain to wrap it under, or None when not sent.

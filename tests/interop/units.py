@@ -30,9 +30,12 @@
   write that fails": the peer's `error` read after our failed write (the race: it comes only once
   the write failed) is what the session or handshake ends with, only a `key_update` acted on
   meanwhile. The live server lingers, so the race does not show live.
-- §12.6 sender step 2 and "Never readable": sessions made under a certificate our CRL revokes go
-  when the contact's devices are fetched; an empty list is then BAD_CERT, or the loud NO_E2E_KEYS
-  counting only the devices still valid (a server cannot be made to list a revoked device).
+- §12.6 sender step 2 and "Never readable", per device: when the certificate of a contact
+  device's session tried first no longer validates (revoked or expired), all its sessions go and
+  the contact is fetched again without it in `known` (once), so a key rotation gets a new
+  session and a device still published under a revoked certificate is refused (BAD_CERT); an
+  empty list is then BAD_CERT, or the loud NO_E2E_KEYS counting only the devices still valid (a
+  server cannot be made to list a revoked device).
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
@@ -1141,11 +1144,12 @@ class AWriteThatFails(unittest.TestCase):
             c.handshake()
 
 
-# ---------------------------------------------------------------- §12.6 revoked devices
+# ---------------------------------------------------------------- §12.6 sender step 2
 
-def make_pki(tmp, names, revoked=()):
-    """An Ed25519 CA (PKI.md "Profiles"), a client certificate per name (DER), and a CRL in
-    tmp/ca.crl revoking `revoked`; returns (Trust reading them, {name: DER})."""
+def make_pki(tmp, names, revoked=(), expired=()):
+    """An Ed25519 CA (PKI.md "Profiles"), a client certificate per name (CN: the part before
+    "/"), those in `expired` past their notAfter, and a CRL in tmp/ca.crl revoking `revoked`;
+    returns (Trust reading them, {name: DER}, {name: private key})."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -1156,18 +1160,19 @@ def make_pki(tmp, names, revoked=()):
     ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - day).not_valid_after(now + day)
+          .not_valid_before(now - 2 * day).not_valid_after(now + day)
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(ski, critical=False).sign(ca_key, None))
-    certs = {}
+    certs, keys = {}, {}
     for name in names:
-        key = ed25519.Ed25519PrivateKey.generate()
+        keys[name] = ed25519.Ed25519PrivateKey.generate()
+        until = now - day / 2 if name in expired else now + day
         certs[name] = (x509.CertificateBuilder()
                        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
                                                                    name.split("/")[0])]))
-                       .issuer_name(ca_name).public_key(key.public_key())
+                       .issuer_name(ca_name).public_key(keys[name].public_key())
                        .serial_number(x509.random_serial_number())
-                       .not_valid_before(now - day).not_valid_after(now + day)
+                       .not_valid_before(now - day).not_valid_after(until)
                        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
                        .add_extension(x509.KeyUsage(True, False, False, False, False, False,
                                                     False, False, False), True)
@@ -1186,15 +1191,7 @@ def make_pki(tmp, names, revoked=()):
     with open(os.path.join(tmp, "ca.crl"), "wb") as f:
         f.write(crl.sign(ca_key, None).public_bytes(serialization.Encoding.PEM))
     der = {n: c.public_bytes(serialization.Encoding.DER) for n, c in certs.items()}
-    return sc.Trust(os.path.join(tmp, "ca.pem")), der
-
-
-def sender_device():
-    """The sender side of a Device (§12.6): its sessions, lists and the lock; in memory."""
-    d = sc.Device.__new__(sc.Device)
-    d.user, d.id, d.lock, d.state_path = "alice", "0123456789abcdef", threading.RLock(), None
-    d.sessions, d.lists, d.restart, d.lobby_devices = {}, {}, set(), {}
-    return d
+    return sc.Trust(os.path.join(tmp, "ca.pem")), der, keys
 
 
 def a_session(cert):
@@ -1205,22 +1202,154 @@ def a_session(cert):
 BOB1, BOB2 = "b0b1b0b1b0b1b0b1", "b0b2b0b2b0b2b0b2"
 
 
-class RevokedDevices(unittest.TestCase):
-    """PROTOCOL §12.6: the server never lists a device published under a certificate the CRL
-    in force revokes. A sender holding sessions with devices of a user first checks their
-    certificates against its own CRL: a revoked one's sessions go (sender step 2), and an empty
-    list that leaves no session is that revocation (BAD_CERT), not NO_E2E_KEYS; for the devices
-    still valid an empty list is said loudly and their sessions kept."""
+class StepTwo(unittest.TestCase):
+    """PROTOCOL §12.6 sender step 2 (as of b2127ca) and "Never readable": for each device of the
+    contact still listed, the certificate its session was made under (§12.7; of its sessions,
+    the one tried first) is validated as §6.4.1 does; when it no longer validates (revoked or
+    expired) all that device's sessions go and the contact is fetched again, the device no
+    longer in `known`, so the answer carries its current `cert` and `bundle` and step 3
+    decides: a key rotation (re-issue, then revoke the old serial, §6.6) gets a new session,
+    a device still published under the revoked certificate is refused (BAD_CERT). The server
+    cannot be made to list a revoked device, so no live test reaches this."""
 
     def setUp(self):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
-        self.trust, self.certs = make_pki(tmp.name, ["bob/old", "bob/new"], revoked=["bob/old"])
-        self.d = sender_device()
+        self.trust, self.certs, self.keys = make_pki(
+            tmp.name, ["alice", "bob/old", "bob/new", "bob/lapsed"], revoked=["bob/old"],
+            expired=["bob/lapsed"])
+        self.d = sc.Device("alice", self.certs["alice"], self.keys["alice"])  # in memory
         self.warnings = []
 
     def take(self, devices):
         return self.d.take_list(self.trust, "bob", devices, self.warnings.append)
+
+    def bob_device(self, cert):
+        """bob's device (one, the same keys whatever certificate it is published under) and
+        the `keys` entry a server lists it with under `cert` when it is not in `known`."""
+        if not hasattr(self, "bob"):
+            self.bob = sc.Device("bob", self.certs["bob/new"], self.keys["bob/new"])
+        bob = self.bob
+        bob.cert_der, bob.cert_key = self.certs[cert], self.keys[cert]
+        bob.ik_sig = sc.sign(bob.cert_key, sc.identity_statement("bob", bob.ik_pub))
+        return bob.id, {"device": bob.id, "cert": sc.b64e(self.certs[cert]),
+                        "bundle": bob.bundle()}
+
+    def client(self, answers):
+        """alice's Client around self.d for devices_of: each `keys_fetch` it sends is kept in
+        `c.fetches` and answered with the next of `answers` (a `devices` list, or None for a
+        store failure)."""
+        c = sc.Client.__new__(sc.Client)
+        c.device, c.trust, c.key_answers, c.fetches = self.d, self.trust, sc.queue.Queue(), []
+        answers = list(answers)
+
+        def send_record(to, body, devices=None, hold=False):
+            self.assertEqual((to, body["kind"]), ("server", "keys_fetch"))
+            c.fetches.append(body)
+            devices = answers.pop(0)
+            c.key_answers.put({"kind": "keys", "user": body["user"]} |
+                              ({} if devices is None else {"devices": devices}))
+        c.send_record = send_record
+        return c
+
+    def test_a_key_rotation_gets_a_new_session(self):
+        """bob's device re-published under his re-issued certificate, the old one revoked: the
+        server lists it bare (it is in `known`); the line goes to it under a new session."""
+        d, fresh = self.bob_device("bob/new")
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/old"])]
+        c = self.client([[{"device": d}], [fresh]])
+        with mock.patch.object(sc, "log"):
+            self.assertEqual(c.devices_of("bob"), ([d], None))
+        self.assertEqual([f["known"] for f in c.fetches], [[d], []])
+        self.assertEqual([s.cert for s in self.d.sessions[("bob", d)]], [self.certs["bob/new"]])
+        self.assertIsNotNone(self.d.sessions[("bob", d)][0].pre)  # a first contact again
+
+    def test_a_device_still_published_under_the_revoked_certificate_is_refused(self):
+        """A server whose CRL is older than ours still lists it, with its old cert, fetched
+        again: BAD_CERT at step 3, the line not sent."""
+        d, stale = self.bob_device("bob/old")
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/old"])]
+        c = self.client([[{"device": d}], [stale]])
+        with mock.patch.object(sc, "log"):
+            self.assertEqual(c.devices_of("bob"), ([], "BAD_CERT"))
+        self.assertEqual([f["known"] for f in c.fetches], [[d], []])
+        self.assertEqual(self.d.sessions, {})
+        self.assertNotIn("bob", self.d.lists)
+
+    def test_an_expired_certificate_drops_the_device_and_fetches_it_again(self):
+        d, fresh = self.bob_device("bob/new")
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/lapsed"])]
+        c = self.client([[{"device": d}], [fresh]])
+        with mock.patch.object(sc, "log"):
+            self.assertEqual(c.devices_of("bob"), ([d], None))
+        self.assertEqual([f["known"] for f in c.fetches], [[d], []])
+        self.assertEqual([s.cert for s in self.d.sessions[("bob", d)]], [self.certs["bob/new"]])
+
+    def test_a_revoked_device_beside_a_valid_one(self):
+        d, stale = self.bob_device("bob/old")
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/old"])]
+        valid = a_session(self.certs["bob/new"])
+        self.d.sessions[("bob", BOB2)] = [valid]
+        c = self.client([[{"device": d}, {"device": BOB2}], [stale, {"device": BOB2}]])
+        with mock.patch.object(sc, "log") as logged:
+            self.assertEqual(c.devices_of("bob"), ([BOB2], None))
+        self.assertEqual([f["known"] for f in c.fetches], [sorted([d, BOB2]), [BOB2]])
+        self.assertEqual(self.d.sessions, {("bob", BOB2): [valid]})
+        self.assertTrue(any(d in str(a) and "BAD_CERT" in str(a) and "left out" in str(a)
+                            for a in logged.call_args_list), logged.call_args_list)
+
+    def test_fetched_again_once_only(self):
+        """A server that lists the device bare again, though it is no longer in `known`: that
+        entry is step 3's (PROTOCOL_ERROR), not a third fetch."""
+        d, _ = self.bob_device("bob/new")
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/old"])]
+        c = self.client([[{"device": d}], [{"device": d}]])
+        with mock.patch.object(sc, "log"):
+            self.assertEqual(c.devices_of("bob"), ([], "PROTOCOL_ERROR"))
+        self.assertEqual(len(c.fetches), 2)
+
+    def test_a_store_failure_on_the_second_fetch_is_db_unavailable(self):
+        d, _ = self.bob_device("bob/new")
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/old"])]
+        c = self.client([[{"device": d}], None])
+        with mock.patch.object(sc, "log"):
+            self.assertEqual(c.devices_of("bob"), ([], "DB_UNAVAILABLE"))
+        self.assertEqual(self.d.sessions, {})  # dropped for good: they are under a revoked cert
+
+    def test_a_device_is_judged_by_the_session_tried_first(self):
+        """Per device: the front session's certificate revoked, every session goes, the one
+        under a valid certificate behind it too, and the device gets a new session."""
+        d, fresh = self.bob_device("bob/new")
+        behind = a_session(self.certs["bob/new"])
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/old"]), behind]
+        c = self.client([[{"device": d}], [fresh]])
+        with mock.patch.object(sc, "log") as logged:
+            self.assertEqual(c.devices_of("bob"), ([d], None))
+        self.assertEqual([f["known"] for f in c.fetches], [[d], []])
+        self.assertEqual(len(self.d.sessions[("bob", d)]), 1)
+        self.assertIsNot(self.d.sessions[("bob", d)][0], behind)
+        self.assertTrue(any(d in str(a) and "BAD_CERT" in str(a) for a in logged.call_args_list),
+                        logged.call_args_list)
+
+    def test_a_valid_front_session_keeps_the_device_whole(self):
+        front, behind = a_session(self.certs["bob/new"]), a_session(self.certs["bob/old"])
+        self.d.sessions[("bob", BOB1)] = [front, behind]
+        self.assertEqual(self.take([{"device": BOB1}]), [BOB1])
+        self.assertEqual(self.d.sessions[("bob", BOB1)], [front, behind])
+
+    def test_a_device_marked_for_a_new_session_is_not_fetched_again(self):
+        """Not in `known`, it came with its current keys: step 3 decides at once."""
+        d, fresh = self.bob_device("bob/new")
+        self.d.sessions[("bob", d)] = [a_session(self.certs["bob/old"])]
+        self.d.restart.add(("bob", d))
+        self.assertEqual(self.take([fresh]), [d])
+        self.assertEqual([s.cert for s in self.d.sessions[("bob", d)]], [self.certs["bob/new"]])
+
+    def test_a_session_without_a_kept_certificate_is_not_checked(self):
+        s = a_session(None)  # a state saved before sessions kept their certificate
+        self.d.sessions[("bob", BOB1)] = [s]
+        self.assertEqual(self.take([{"device": BOB1}]), [BOB1])
+        self.assertEqual(self.d.sessions[("bob", BOB1)], [s])
 
     def test_an_empty_list_when_every_held_device_is_revoked_is_bad_cert(self):
         self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
@@ -1232,6 +1361,13 @@ class RevokedDevices(unittest.TestCase):
         self.assertTrue(any(BOB1 in w and "BAD_CERT" in w for w in self.warnings), self.warnings)
         self.assertFalse(any("now lists no device" in w for w in self.warnings), self.warnings)
 
+    def test_an_empty_list_when_every_held_device_expired_is_bad_cert(self):
+        self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/lapsed"])]
+        with self.assertRaises(sc.ProtoError) as e:
+            self.take([])
+        self.assertEqual(e.exception.code, "BAD_CERT")
+        self.assertEqual(self.d.sessions, {})
+
     def test_an_empty_list_counts_only_the_devices_still_valid(self):
         self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
         kept = a_session(self.certs["bob/new"])
@@ -1241,26 +1377,6 @@ class RevokedDevices(unittest.TestCase):
         self.assertIn("the server now lists no device of bob, though this device has a "
                       "conversation with 1 of them", self.warnings)
         self.assertNotIn("bob", self.d.lists)
-
-    def test_a_revoked_device_listed_bare_is_left_out(self):
-        """A server whose CRL is older than ours lists it (in `known`, bare)."""
-        self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
-        with self.assertRaises(sc.ProtoError) as e:
-            self.take([{"device": BOB1}])
-        self.assertEqual(e.exception.code, "BAD_CERT")
-        self.assertEqual(self.d.sessions, {})
-
-    def test_a_revoked_device_beside_a_valid_one(self):
-        self.d.sessions[("bob", BOB1)] = [a_session(self.certs["bob/old"])]
-        self.d.sessions[("bob", BOB2)] = [a_session(self.certs["bob/new"])]
-        self.assertEqual(self.take([{"device": BOB1}, {"device": BOB2}]), [BOB2])
-        self.assertEqual(list(self.d.sessions), [("bob", BOB2)])
-
-    def test_a_device_keeps_its_sessions_under_another_certificate(self):
-        newer = a_session(self.certs["bob/new"])
-        self.d.sessions[("bob", BOB1)] = [newer, a_session(self.certs["bob/old"])]
-        self.assertEqual(self.take([{"device": BOB1}]), [BOB1])
-        self.assertEqual(self.d.sessions[("bob", BOB1)], [newer])
 
     def test_an_empty_list_with_only_valid_devices_keeps_them(self):
         s = a_session(self.certs["bob/new"])
