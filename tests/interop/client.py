@@ -814,6 +814,19 @@ class Trust:
                 raise ProtoError("BAD_CERT", "certificate revoked")
         return pub, cn
 
+    def lapsed(self, der):
+        """§12.6 sender step 2: why a contact certificate has lapsed (revoked in our CRL, or past
+        its notAfter or the CA's), or None: what says the contact's keys are done, unlike a
+        validation failure of our own (a CRL past its nextUpdate)."""
+        now = utcnow()
+        if self.revoked_at(der) is not None:
+            return "certificate revoked"
+        if utc(x509.load_der_x509_certificate(der), "not_valid_after") < now:
+            return "certificate expired"
+        if utc(self.ca, "not_valid_after") < now:
+            return "CA certificate expired"
+        return None
+
     def revoked_at(self, der):
         """The effective revocation time of a certificate in our CRL, or None (TRANSCRIPT §5 step
         3: the entry's invalidityDate if present, else its revocationDate)."""
@@ -1915,25 +1928,34 @@ class Device:
         return usable
 
     def drop_unvalidated(self, trust, user, warn):
-        """§12.6 sender step 2 and "Never readable", per device: the certificate of the session
-        tried first (the front of the list, §12.7's, whose session we wrap with) is validated as
-        §6.4.1 does (chain, validity, our CRL); when it no longer validates (revoked or expired),
-        all that device's sessions go. Returns those devices, each told to the user; the state
-        is saved when any went. A session saved before certificates were kept is not checked."""
-        gone = set()
+        """§12.6 sender step 2 and "Never readable", per device: the certificate of its first
+        session (the one step 6 wraps with, §12.7's) is checked. When it has lapsed (revoked in
+        our CRL, or past its notAfter or the CA's), all that device's sessions go. Returns those
+        devices, each told to the user; the state is saved when any went. One that has not lapsed
+        but fails §6.4.1's validation for a reason that says nothing about the contact (our own
+        CRL past its nextUpdate) drops nothing: BAD_CERT, the line not sent. A session saved
+        before certificates were kept is not checked."""
+        gone, refused = set(), None
         for (u, d) in sorted(k for k in self.sessions if k[0] == user):
             cert = self.sessions[(u, d)][0].cert
             if cert is None:
                 continue
-            try:
-                trust.validate(cert, "client")
-            except ProtoError as e:
+            lapsed = trust.lapsed(cert)
+            if lapsed is not None:
                 del self.sessions[(u, d)]
                 gone.add(d)
                 warn(f"device {d} of {user}: BAD_CERT: the certificate its session was made "
-                     f"under no longer validates ({e.detail}); all its sessions are dropped")
+                     f"under has lapsed ({lapsed}); all its sessions are dropped")
+                continue
+            try:
+                trust.validate(cert, "client")
+            except ProtoError as e:
+                refused = refused or e
         if gone:
             self.save()
+        if refused is not None:
+            raise ProtoError("BAD_CERT", f"{refused.detail}: no session dropped, nothing sent "
+                                         "(a current CRL is needed)")
         return gone
 
     def _initiate(self, user, d, b, opk, opk_id):

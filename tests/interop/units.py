@@ -31,11 +31,12 @@
   the write failed) is what the session or handshake ends with, only a `key_update` acted on
   meanwhile. The live server lingers, so the race does not show live.
 - §12.6 sender step 2 and "Never readable", per device: when the certificate of a contact
-  device's session tried first no longer validates (revoked or expired), all its sessions go and
-  the contact is fetched again without it in `known` (once), so a key rotation gets a new
-  session and a device still published under a revoked certificate is refused (BAD_CERT); an
-  empty list is then BAD_CERT, or the loud NO_E2E_KEYS counting only the devices still valid (a
-  server cannot be made to list a revoked device).
+  device's first session has lapsed (revoked or expired), all its sessions go and the contact is
+  fetched again without it in `known` (once), so a key rotation gets a new session and a device
+  still published under a revoked certificate is refused (BAD_CERT); our own CRL past its
+  nextUpdate drops nothing (BAD_CERT, not sent); an empty list is then BAD_CERT, or the loud
+  NO_E2E_KEYS counting only the devices still valid (a server cannot be made to list a revoked
+  device).
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
@@ -1146,10 +1147,11 @@ class AWriteThatFails(unittest.TestCase):
 
 # ---------------------------------------------------------------- §12.6 sender step 2
 
-def make_pki(tmp, names, revoked=(), expired=()):
+def make_pki(tmp, names, revoked=(), expired=(), crl_lapsed=False):
     """An Ed25519 CA (PKI.md "Profiles"), a client certificate per name (CN: the part before
-    "/"), those in `expired` past their notAfter, and a CRL in tmp/ca.crl revoking `revoked`;
-    returns (Trust reading them, {name: DER}, {name: private key})."""
+    "/"), those in `expired` past their notAfter, and a CRL in tmp/ca.crl revoking `revoked`
+    (past its nextUpdate when `crl_lapsed`); returns (Trust reading them, {name: DER},
+    {name: private key})."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -1181,7 +1183,7 @@ def make_pki(tmp, names, revoked=(), expired=()):
                        .add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), False)
                        .sign(ca_key, None))
     crl = (x509.CertificateRevocationListBuilder().issuer_name(ca_name)
-           .last_update(now - day).next_update(now + day))
+           .last_update(now - day).next_update(now - day / 4 if crl_lapsed else now + day))
     for name in revoked:
         crl = crl.add_revoked_certificate(x509.RevokedCertificateBuilder()
                                           .serial_number(certs[name].serial_number)
@@ -1203,14 +1205,15 @@ BOB1, BOB2 = "b0b1b0b1b0b1b0b1", "b0b2b0b2b0b2b0b2"
 
 
 class StepTwo(unittest.TestCase):
-    """PROTOCOL §12.6 sender step 2 (as of b2127ca) and "Never readable": for each device of the
-    contact still listed, the certificate its session was made under (§12.7; of its sessions,
-    the one tried first) is validated as §6.4.1 does; when it no longer validates (revoked or
-    expired) all that device's sessions go and the contact is fetched again, the device no
-    longer in `known`, so the answer carries its current `cert` and `bundle` and step 3
-    decides: a key rotation (re-issue, then revoke the old serial, §6.6) gets a new session,
-    a device still published under the revoked certificate is refused (BAD_CERT). The server
-    cannot be made to list a revoked device, so no live test reaches this."""
+    """PROTOCOL §12.6 sender step 2 (as of lead13's d13e4b2) and "Never readable": for each
+    device of the contact still listed, the certificate its first session was made under (§12.7)
+    is checked; when it has lapsed (revoked in our CRL, or expired) all that device's sessions
+    go and the contact is fetched again, once, the device no longer in `known`, so the answer
+    carries its current `cert` and `bundle` and step 3 decides: a key rotation (re-issue, then
+    revoke the old serial, §6.6) gets a new session, a device still published under the revoked
+    certificate is refused (BAD_CERT). Our own CRL past its nextUpdate drops nothing (BAD_CERT,
+    not sent). The server cannot be made to list a revoked device, so no live test reaches
+    this."""
 
     def setUp(self):
         tmp = tempfile.TemporaryDirectory()
@@ -1344,6 +1347,19 @@ class StepTwo(unittest.TestCase):
         self.d.restart.add(("bob", d))
         self.assertEqual(self.take([fresh]), [d])
         self.assertEqual([s.cert for s in self.d.sessions[("bob", d)]], [self.certs["bob/new"]])
+
+    def test_our_own_lapsed_crl_drops_nothing(self):
+        """Our CRL past its nextUpdate fails every validation but says nothing about bob: the
+        line is not sent (BAD_CERT) and his device keeps its sessions (they cannot be rebuilt)."""
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        trust, certs, _ = make_pki(tmp.name, ["bob"], crl_lapsed=True)
+        s = a_session(certs["bob"])
+        self.d.sessions[("bob", BOB1)] = [s]
+        with self.assertRaises(sc.ProtoError) as e:
+            self.d.take_list(trust, "bob", [{"device": BOB1}], self.warnings.append)
+        self.assertEqual(e.exception.code, "BAD_CERT")
+        self.assertEqual(self.d.sessions, {("bob", BOB1): [s]})
 
     def test_a_session_without_a_kept_certificate_is_not_checked(self):
         s = a_session(None)  # a state saved before sessions kept their certificate
