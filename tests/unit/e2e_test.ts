@@ -455,6 +455,33 @@ Deno.test("E2eClient.prepareLobby() waits for the whole online list, the chunk w
   assert.deepEqual(unreadable.map((u) => u.user).sort(), ["bob", "carol"]);
 });
 
+/**
+ * A server whose key directory holds bob's one device as `published()` says: listed bare when
+ * the asker names it in `known`, else with its certificate and bundle. Every fetch's `known`
+ * goes into `asked`.
+ */
+function bobsDirectory(
+  client: E2eClient,
+  device: string,
+  published: () => { cert: Uint8Array; bundle: KeyBundle },
+  asked: string[][],
+) {
+  const channel = {
+    send(body: Body, to: string): Promise<number> {
+      if (body.kind !== "keys_fetch") assert.fail(`unexpected ${body.kind} to ${to}`);
+      const known = body.known ?? [];
+      asked.push(known);
+      const { cert, bundle } = published();
+      const devices = known.includes(device)
+        ? [{ device, lobby: true as const }]
+        : [{ device, cert: toBase64(cert), bundle: encodeBundle(bundle), lobby: true as const }];
+      queueMicrotask(() => void client.onKeys({ kind: "keys", user: "bob", devices }, channel));
+      return Promise.resolve(asked.length);
+    },
+  };
+  return channel;
+}
+
 Deno.test("E2eClient.prepare(): a contact device whose certificate was re-issued and the old one revoked (a key rotation, PROTOCOL §6.6) is fetched afresh and reached; one still published under the revoked certificate is refused", async () => {
   // Before: the device the server listed bare (in `known`) was refused BAD_CERT for the
   // revoked certificate of the session made with it, and the first line after a documented key
@@ -475,26 +502,8 @@ Deno.test("E2eClient.prepare(): a contact device whose certificate was re-issued
     // The server's directory: bob's one device, as last published.
     let published = { cert: bobOld.certDer, bundle: await bob.bundle() };
     const asked: string[][] = [];
-    const serverFor = (client: E2eClient) => {
-      const channel = {
-        send(body: Body, to: string): Promise<number> {
-          if (body.kind !== "keys_fetch") assert.fail(`unexpected ${body.kind} to ${to}`);
-          const known = body.known ?? [];
-          asked.push(known);
-          const devices = known.includes(bob.device)
-            ? [{ device: bob.device, lobby: true as const }]
-            : [{
-              device: bob.device,
-              cert: toBase64(published.cert),
-              bundle: encodeBundle(published.bundle),
-              lobby: true as const,
-            }];
-          queueMicrotask(() => void client.onKeys({ kind: "keys", user: "bob", devices }, channel));
-          return Promise.resolve(asked.length);
-        },
-      };
-      return channel;
-    };
+    const serverFor = (client: E2eClient) =>
+      bobsDirectory(client, bob.device, () => published, asked);
     const aliceStorage = new MemoryStorage();
     const alice = await E2eClient.open(aliceStorage, aliceMe, pki.trust);
     assert.deepEqual(await alice.prepare("bob", serverFor(alice)), { devices: 1, refused: [] });
@@ -551,28 +560,10 @@ Deno.test("E2eClient.prepare(): a CRL of our own past its nextUpdate refuses the
       certDer: bobId.certDer,
       signingKey: bobId.signingKey,
     }, pki.trust);
-    const entry = {
-      device: bob.device,
-      cert: toBase64(bobId.certDer),
-      bundle: encodeBundle(await bob.bundle()),
-      lobby: true as const,
-    };
+    const published = { cert: bobId.certDer, bundle: await bob.bundle() };
     const asked: string[][] = [];
-    const serverFor = (client: E2eClient) => {
-      const channel = {
-        send(body: Body, to: string): Promise<number> {
-          if (body.kind !== "keys_fetch") assert.fail(`unexpected ${body.kind} to ${to}`);
-          const known = body.known ?? [];
-          asked.push(known);
-          const devices = known.includes(bob.device)
-            ? [{ device: bob.device, lobby: true as const }]
-            : [entry];
-          queueMicrotask(() => void client.onKeys({ kind: "keys", user: "bob", devices }, channel));
-          return Promise.resolve(asked.length);
-        },
-      };
-      return channel;
-    };
+    const serverFor = (client: E2eClient) =>
+      bobsDirectory(client, bob.device, () => published, asked);
     const aliceStorage = new MemoryStorage();
     const alice = await E2eClient.open(aliceStorage, aliceMe, pki.trust);
     assert.deepEqual(await alice.prepare("bob", serverFor(alice)), { devices: 1, refused: [] });
