@@ -157,3 +157,78 @@ Deno.test("web: a peer that keeps sending after the server's close is cut after 
     await dispose();
   }
 });
+
+/**
+ * Longer than any test runs: a socket let go under it was let go at the peer's close frame, not
+ * by the grace (the timer is unref'd, so it holds nothing open).
+ */
+const NO_GRACE_MS = 3_600_000;
+
+/** Resolves once the server's socket has read `count` more bytes than `from`. */
+async function serverHasRead(socket: Socket, from: number, count: number): Promise<void> {
+  while (socket.bytesRead < from + count) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+Deno.test("web: a peer that sends data frames and then its close frame, after the server's close, has its TCP closed at its close frame (RFC 6455 §7.1.1), not after the grace, and frees its AwaitingClose place", async () => {
+  const awaitingClose = new AwaitingClose(NO_GRACE_MS);
+  const { server, closed, client, dispose } = await upgraded(awaitingClose);
+  try {
+    server.close();
+    assert.equal(awaitingClose.count, 1, "the server waits for the peer's close");
+    const a = new Uint8Array(300).fill(0x61);
+    await client.write(concat(
+      clientFrame(0x2, a),
+      // A fragmented message, a ping, a pong and a text message: all dropped, none answered.
+      concat(Uint8Array.of(0x02, 0x80 | 3), Uint8Array.of(0, 0, 0, 0), a.subarray(0, 3)),
+      clientFrame(0x0, a.subarray(0, 4)),
+      clientFrame(0x9, utf8("ping")),
+      clientFrame(0xa, utf8("pong")),
+      clientFrame(0x1, utf8("text")),
+      clientFrame(0x2, new Uint8Array(60_000).fill(0x61)),
+      clientFrame(0x8, Uint8Array.of(0x03, 0xe8)),
+    ));
+    // On 922479d the server dropped these bytes unparsed and waited for a FIN or the grace.
+    assert.ok(await within(closed, LET_GO_WITHIN_MS), "the server's socket is let go");
+    assert.equal(awaitingClose.count, 0, "its place among those awaiting a close is free");
+    assert.deepEqual(await readAll(client), [0x88, 2, 0x03, 0xe8], "our close, then nothing");
+  } finally {
+    await dispose();
+  }
+});
+
+Deno.test("web: the server's close in the middle of a peer's frame goes on reading at the frame's end, so the peer's close frame after it is seen", async () => {
+  const awaitingClose = new AwaitingClose(NO_GRACE_MS);
+  const { server, socket, closed, client, dispose } = await upgraded(awaitingClose);
+  try {
+    // Bytes 0x61 read as a header have reserved bits set: a reader that lost the frame's end
+    // would stop parsing and never see the close.
+    const frame = clientFrame(0x2, new Uint8Array(1000).fill(0x61));
+    const from = socket.bytesRead;
+    await client.write(frame.subarray(0, 500));
+    await serverHasRead(socket, from, 500);
+    server.close();
+    await client.write(concat(frame.subarray(500), clientFrame(0x8, new Uint8Array(0))));
+    assert.ok(await within(closed, LET_GO_WITHIN_MS), "the server's socket is let go");
+    assert.equal(awaitingClose.count, 0);
+  } finally {
+    await dispose();
+  }
+});
+
+/** Everything `conn` sends until its end, as numbers (for deepEqual's message). */
+async function readAll(conn: Deno.Conn): Promise<number[]> {
+  const out: number[] = [];
+  const buffer = new Uint8Array(4096);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buffer);
+    } catch {
+      return out; // a reset ends it as well
+    }
+    if (n === null) return out;
+    out.push(...buffer.subarray(0, n));
+  }
+}

@@ -11,7 +11,9 @@
  *    MAX_FRAGMENTS frames (an empty fragment costs nothing against the limit in bytes);
  *  - ping is answered; close is answered (its code echoed only where RFC 6455 §7.4 lets a peer
  *    send it) and ends the stream; a text message, an unmasked frame, reserved bits or opcodes
- *    are refused with a close code and PROTOCOL_ERROR.
+ *    are refused with a close code and PROTOCOL_ERROR;
+ *  - once our close is sent, frames are still read (a bounded amount) but only the peer's close
+ *    is acted on: it lets the socket go (#closeSent).
  * The socket is paused while the core has not taken what was read (back-pressure), and a
  * write resolves once the socket has drained.
  */
@@ -64,15 +66,29 @@ const CLOSE_GRACE_MS = 5_000;
  */
 export const MAX_AWAITING_CLOSE = 64;
 
-/** One front's count of sockets waiting for their peer's close, shared by its connections. */
+/**
+ * One front's sockets waiting for their peer's close, shared by its connections: how many wait
+ * (at most MAX_AWAITING_CLOSE) and how long each may (`graceMs`, CLOSE_GRACE_MS but in tests,
+ * which set it past any test's length to tell a socket let go at the peer's close frame from one
+ * let go by the grace).
+ */
 export class AwaitingClose {
   count = 0;
+  constructor(readonly graceMs = CLOSE_GRACE_MS) {}
 }
 
 /** Where the reader is in the byte stream. */
 type ReadState =
   | { kind: "header" }
-  | { kind: "payload"; opcode: number; fin: boolean; mask: Uint8Array; left: number }
+  | {
+    kind: "payload";
+    opcode: number;
+    fin: boolean;
+    mask: Uint8Array;
+    left: number;
+    /** A data frame after our close: its payload is passed over, neither kept nor unmasked. */
+    skip: boolean;
+  }
   | { kind: "done" };
 
 export class WebSocketServerConn implements ByteStreamConn {
@@ -92,9 +108,14 @@ export class WebSocketServerConn implements ByteStreamConn {
   #pendingOut: Uint8Array = new Uint8Array(0);
   readonly #awaitingClose: AwaitingClose;
   #ended = false;
-  /** Our close is sent: what arrives until the peer's is dropped (#take), #dropped bytes so far. */
+  /**
+   * Our close is sent: what arrives is read for the peer's close and otherwise dropped (#take),
+   * #dropped bytes so far.
+   */
   #closing = false;
   #dropped = 0;
+  /** Destroys the socket if it is still open when it fires (#letGoAfter). */
+  #letGoTimer: ReturnType<typeof setTimeout> | undefined;
   /** The latest ping's payload, its pong waiting for the socket to drain (see #answerPing). */
   #pongOwed: Uint8Array | null = null;
 
@@ -123,10 +144,12 @@ export class WebSocketServerConn implements ByteStreamConn {
 
   #take(chunk: Uint8Array): void {
     if (this.#closing) {
-      // Dropped while the close lingers (PROTOCOL §7 "Ending with an error"), a bounded amount.
+      // Read while the close lingers (PROTOCOL §7 "Ending with an error"), a bounded amount.
       this.#dropped += chunk.length;
-      if (this.#dropped > LINGER_MAX_BYTES) this.#socket.destroy();
-      return;
+      if (this.#dropped > LINGER_MAX_BYTES) {
+        this.#socket.destroy();
+        return;
+      }
     }
     let at = 0;
     while (at < chunk.length && this.#state.kind !== "done") {
@@ -134,7 +157,8 @@ export class WebSocketServerConn implements ByteStreamConn {
         ? this.#readHeader(chunk, at)
         : this.#readPayload(chunk, at);
     }
-    if ((this.#controller.desiredSize ?? 1) <= 0) this.#socket.pause();
+    // Once closing, the stream has ended (its desiredSize is 0) and nothing waits for the core.
+    if (!this.#closing && (this.#controller.desiredSize ?? 1) <= 0) this.#socket.pause();
   }
 
   /** Gathers header bytes from `chunk` at `at`; starts the payload when the header is whole. */
@@ -170,6 +194,9 @@ export class WebSocketServerConn implements ByteStreamConn {
         return this.#refuse(CLOSE_PROTOCOL_ERROR, `unknown opcode ${opcode}`);
       }
       if (!fin || length > 125) return this.#refuse(CLOSE_PROTOCOL_ERROR, "bad control frame");
+    } else if (this.#closing) {
+      // Our close is sent: a data frame, whatever its kind or size, is passed over (RFC 6455
+      // §5.5.1: the peer may still be sending; nothing of it is acted on).
     } else if (opcode === OP_TEXT) {
       return this.#refuse(CLOSE_UNSUPPORTED_DATA, "a WebSocket text message is not a frame");
     } else if (opcode === OP_CONTINUATION ? this.#fragments === null : this.#fragments !== null) {
@@ -180,15 +207,16 @@ export class WebSocketServerConn implements ByteStreamConn {
       return this.#refuse(CLOSE_MESSAGE_TOO_BIG, `a message in more than ${MAX_FRAGMENTS} frames`);
     } else if (this.#fragmentBytes + length > MAX_FRAME_BYTES) {
       // Announced above the limit: FrameReader is given that length alone and answers
-      // FRAME_TOO_LARGE; the payload is never read.
+      // FRAME_TOO_LARGE; the payload is never read (nor, after our close, parsed past).
       this.#enqueue(u32be(Math.min(this.#fragmentBytes + length, 0xffffffff)));
       this.#state = { kind: "done" };
       this.#socket.pause();
       return Number.MAX_SAFE_INTEGER;
     }
-    this.#payload = new Uint8Array(length);
+    const skip = this.#closing && opcode < 0x8;
+    this.#payload = skip ? new Uint8Array(0) : new Uint8Array(length);
     this.#filled = 0;
-    this.#state = { kind: "payload", opcode, fin, mask: mask.slice(), left: length };
+    this.#state = { kind: "payload", opcode, fin, mask: mask.slice(), left: length, skip };
     if (length === 0) this.#frameDone();
     return at;
   }
@@ -196,13 +224,15 @@ export class WebSocketServerConn implements ByteStreamConn {
   #readPayload(chunk: Uint8Array, at: number): number {
     const state = this.#state as Extract<ReadState, { kind: "payload" }>;
     const take = Math.min(state.left, chunk.length - at);
-    const { mask } = state;
-    const into = this.#payload;
-    for (let i = 0; i < take; i++) {
-      const offset = this.#filled + i;
-      into[offset] = chunk[at + i] ^ mask[offset & 3];
+    if (!state.skip) {
+      const { mask } = state;
+      const into = this.#payload;
+      for (let i = 0; i < take; i++) {
+        const offset = this.#filled + i;
+        into[offset] = chunk[at + i] ^ mask[offset & 3];
+      }
+      this.#filled += take;
     }
-    this.#filled += take;
     state.left -= take;
     if (state.left === 0) this.#frameDone();
     return at + take;
@@ -213,6 +243,12 @@ export class WebSocketServerConn implements ByteStreamConn {
     const payload = this.#payload;
     this.#payload = new Uint8Array(0);
     this.#state = { kind: "header" };
+    if (this.#closing) {
+      // Our close is sent: the peer's answers it and completes the close handshake; the rest
+      // (data, a ping, a frame begun before our close) is dropped.
+      if (state.opcode === OP_CLOSE) this.#letGo();
+      return;
+    }
     switch (state.opcode) {
       case OP_PING:
         this.#answerPing(payload);
@@ -347,7 +383,6 @@ export class WebSocketServerConn implements ByteStreamConn {
    * (as a closed TCP connection's reads do) rather than when the peer answers, if it does.
    */
   #closeWith(code: number): void {
-    this.#state = { kind: "done" };
     this.#end();
     this.#sendFrame(OP_CLOSE, u16(code));
     this.#closeSent(this.#awaitingClose.count < MAX_AWAITING_CLOSE);
@@ -357,29 +392,45 @@ export class WebSocketServerConn implements ByteStreamConn {
    * Our close is on its way (sent, or the peer's answered): ends our side, and lets the socket go
    * in bounded time whatever the peer does (node's upgrade sockets allow a half-open connection,
    * so a peer that never sends its FIN would keep it open: review13). If `waitForPeer`, reads go
-   * on until the peer's close, so the descriptor is not closed over unread data (a reset, which
-   * can lose what we sent last: PROTOCOL §7), for CLOSE_GRACE_MS at most, counted in the front's
-   * AwaitingClose; what arrives is dropped in #take. Otherwise the socket is let go once our
-   * writes have left (within LINGER_MS, for a peer that does not read them).
+   * on until the peer's close frame (#frameDone), so the descriptor is not closed over unread data
+   * (a reset, which can lose what we sent last: PROTOCOL §7), for the front's grace at most,
+   * counted in its AwaitingClose; what else arrives is dropped. Reading stops for good (the
+   * stream's place is not followed) after a refusal, which RFC 6455 §7.1.7 forbids answering
+   * anything after, or a message announced above the limit: then only the peer's FIN or the
+   * grace ends the wait. Otherwise the close handshake is complete (#letGo).
    */
   #closeSent(waitForPeer: boolean): void {
     const socket = this.#socket;
     if (this.#closing || socket.destroyed) return;
     this.#closing = true;
     socket.resume();
-    let timer: ReturnType<typeof setTimeout>;
-    if (waitForPeer) {
-      const awaiting = this.#awaitingClose;
-      awaiting.count++;
-      socket.end();
-      timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
-      socket.once("close", () => awaiting.count--);
-    } else {
-      socket.end(() => socket.destroy());
-      timer = setTimeout(() => socket.destroy(), LINGER_MS);
-    }
-    Deno.unrefTimer(timer);
-    socket.once("close", () => clearTimeout(timer));
+    socket.once("close", () => clearTimeout(this.#letGoTimer));
+    if (!waitForPeer) return this.#letGo();
+    const awaiting = this.#awaitingClose;
+    awaiting.count++;
+    socket.once("close", () => awaiting.count--);
+    socket.end();
+    this.#letGoAfter(awaiting.graceMs);
+  }
+
+  /**
+   * Lets the socket go once our writes have left (within LINGER_MS, for a peer that does not read
+   * them), reading nothing more: both closes are sent, so the close handshake is complete and the
+   * server closes the TCP connection first (RFC 6455 §7.1.1), or the front has MAX_AWAITING_CLOSE
+   * sockets waiting already.
+   */
+  #letGo(): void {
+    this.#state = { kind: "done" };
+    const socket = this.#socket;
+    socket.end(() => socket.destroy());
+    this.#letGoAfter(LINGER_MS);
+  }
+
+  /** Destroys the socket in `ms` if it is still open then (replacing an earlier deadline). */
+  #letGoAfter(ms: number): void {
+    clearTimeout(this.#letGoTimer);
+    this.#letGoTimer = setTimeout(() => this.#socket.destroy(), ms);
+    Deno.unrefTimer(this.#letGoTimer);
   }
 
   #sendFrame(opcode: number, payload: Uint8Array): void {
