@@ -599,8 +599,8 @@ async function leaveFromPage(page: Page, user: string): Promise<void> {
 
 Deno.test({
   name: "browser: the page is an end-to-end device: private and lobby lines with the CLI both " +
-    "ways, /verify, revoked peers refused from the server's CRL, lost state, no plaintext at " +
-    "the server",
+    "ways, /verify, revoked peers refused from the CRL at /crl, lost state, its own revocation " +
+    "adopted by the server reaching the page through /crl, no plaintext at the server",
   ignore: skip,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -715,15 +715,7 @@ Deno.test({
         await leaveFromPage(alice, "alice");
         await alice.reload({ waitUntil: "load" });
         await waitForStatus(alice, /^ready$/, "alice's reloaded page");
-        const kept = await alice.evaluate<number[]>(`new Promise((resolve, reject) => {
-        const open = indexedDB.open("securechat");
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const get = open.result.transaction("identity").objectStore("identity").get("current");
-          get.onsuccess = () => { open.result.close(); resolve([...get.result.crlDer]); };
-        };
-      })`);
-        assert.deepEqual(new Uint8Array(kept), newerCrl);
+        assert.deepEqual(await storedCrl(alice), newerCrl);
 
         // This browser loses its end-to-end state (site data cleared): the page says so, starts
         // again as a new device, and the conversation goes on both ways.
@@ -739,9 +731,28 @@ Deno.test({
         await carol.send(`/msg alice ${privates[4]}`);
         await waitForLine(alice, (l) => l.text === privates[4], "carol's line to the new device");
 
+        // The server adopts a CRL revoking alice while her page is open (PKI.md "Revocation in a
+        // running server"): her session ends with REVOKED. The page's next login reads that CRL
+        // from /crl (PKI.md "The page's CRL": it holds number 2, the copy's; the CA's own file
+        // revokes dave again, number 2, then alice, number 3) and keeps it, and the server
+        // refuses her certificate. Marked before the file changes: the 5-second check may adopt
+        // it before the SIGHUP.
+        const mark = server.mark();
+        const signer = await loadCaSigner(pki.dir);
+        await revokeCertificates(pki.dir, signer, "dave", 30);
+        await revokeCertificates(pki.dir, signer, "alice", 30);
+        server.child.kill("SIGHUP");
+        await server.waitFor((e) => e.event === "CRL_LOADED" && e.number === "3", 15_000, mark);
+        await waitForLine(alice, (l) => l.text.startsWith("REVOKED: "), "alice's session's end");
+        await waitForStatus(alice, /^session ended \(REVOKED\)$/, "alice's page once revoked");
+        await alice.click("input[name=mode][value=login]");
+        await alice.type("#password", PASSWORDS.alice);
+        await alice.click("#login-form button[type=submit]");
+        await waitForStatus(alice, /^not connected \(BAD_CERT\)$/, "alice's login once revoked");
+        assert.deepEqual(await storedCrl(alice), await readCrlDer(join(pki.dir, "ca.crl")));
+
         assert.deepEqual(problems.console, [], "alice's console");
         assert.deepEqual(await alice.evaluate<string[]>("globalThis.cspViolations"), []);
-        await leaveFromPage(alice, "alice");
         const carolEnd = await carol.end();
         assert.equal(carolEnd.code, 0, carolEnd.stderr);
         assert.ok(!carolEnd.stderr.includes("readable by the server"), carolEnd.stderr);
@@ -777,6 +788,20 @@ Deno.test({
     });
   },
 });
+
+/** The CRL this browser keeps beside its identity (PKI.md "The page's CRL"), DER. */
+async function storedCrl(page: Page): Promise<Uint8Array> {
+  return new Uint8Array(
+    await page.evaluate<number[]>(`new Promise((resolve, reject) => {
+      const open = indexedDB.open("securechat");
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const get = open.result.transaction("identity").objectStore("identity").get("current");
+        get.onsuccess = () => { open.result.close(); resolve([...get.result.crlDer]); };
+      };
+    })`),
+  );
+}
 
 /** The page's `e2e` store (PROTOCOL §12.7), record by record, as this browser keeps it. */
 async function e2eRecords(page: Page): Promise<Record<string, string>> {
