@@ -226,7 +226,7 @@ export function registerServe(program: Command): void {
     )
     .option(
       "--login-lockout <n>",
-      "failed logins per user or address before refusing for 15 minutes",
+      "failed logins per certificate, and per account, before refusing for 15 minutes",
       positiveInt("--login-lockout"),
       20,
     )
