@@ -76,13 +76,26 @@ async function readUntil(conn: Deno.Conn, marker: string): Promise<void> {
   }
 }
 
-/** A masked client frame (RFC 6455 §5.2; a zero mask keeps the bytes), payload below 64 KiB. */
-function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const header = payload.length < 126
-    ? Uint8Array.of(0x80 | opcode, 0x80 | payload.length)
-    : Uint8Array.of(0x80 | opcode, 0x80 | 126, payload.length >> 8, payload.length & 0xff);
-  return concat(header, Uint8Array.of(0, 0, 0, 0), payload);
+/**
+ * A final masked client frame (RFC 6455 §5.2), payload below 64 KiB; the mask is zero (which
+ * keeps the bytes) unless given, the length the shortest encoding unless `long` (64 bits).
+ */
+function clientFrame(
+  opcode: number,
+  payload: Uint8Array,
+  { mask = [0, 0, 0, 0], long = false }: { mask?: number[]; long?: boolean } = {},
+): Uint8Array {
+  const n = payload.length;
+  const header = long
+    ? Uint8Array.of(0x80 | opcode, 0x80 | 127, 0, 0, 0, 0, 0, 0, n >> 8, n & 0xff)
+    : n < 126
+    ? Uint8Array.of(0x80 | opcode, 0x80 | n)
+    : Uint8Array.of(0x80 | opcode, 0x80 | 126, n >> 8, n & 0xff);
+  return concat(header, Uint8Array.from(mask), payload.map((byte, i) => byte ^ mask[i & 3]));
 }
+
+/** The close frame the tests' peer sends, code 1000. */
+const PEER_CLOSE = clientFrame(0x8, Uint8Array.of(0x03, 0xe8));
 
 /** Resolves true when `closed` does, false after `ms`. */
 async function within(closed: Promise<void>, ms: number): Promise<boolean> {
@@ -235,3 +248,79 @@ async function readAll(conn: Deno.Conn): Promise<number[]> {
     out.push(...buffer.subarray(0, n));
   }
 }
+
+Deno.test("web: after the server's close, a frame that would be refused ends the wait for the peer's close at once (PROTOCOL §7), and nothing more is sent", async () => {
+  const malformed: [string, Uint8Array][] = [
+    ["an unmasked data frame", Uint8Array.of(0x82, 0x01, 0x00)],
+    ["a data frame with a reserved bit", Uint8Array.of(0xc2, 0x80, 0, 0, 0, 0)],
+    ["a ping of 126 bytes", clientFrame(0x9, new Uint8Array(126))],
+    ["an unknown control opcode", clientFrame(0xb, new Uint8Array(0))],
+    ["a fragmented ping", Uint8Array.of(0x09, 0x80, 0, 0, 0, 0)],
+  ];
+  for (const [what, frame] of malformed) {
+    const awaitingClose = new AwaitingClose(NO_GRACE_MS);
+    const { server, closed, client, dispose } = await upgraded(awaitingClose);
+    try {
+      server.close();
+      // The peer's close after it would go unparsed: on d976a69 the socket waited for the grace.
+      await client.write(concat(frame, PEER_CLOSE));
+      assert.ok(await within(closed, LET_GO_WITHIN_MS), `${what}: the server's socket is let go`);
+      assert.equal(awaitingClose.count, 0, what);
+      assert.deepEqual(await readAll(client), [0x88, 2, 0x03, 0xe8], `${what}: our close alone`);
+    } finally {
+      await dispose();
+    }
+  }
+});
+
+Deno.test("web: after the server's close, the peer's close is seen whatever the frames' encoding: split across reads, after a 64-bit length, under non-zero masks, after a ping begun before our close", async () => {
+  const cases: [string, (run: Run) => Promise<void>][] = [
+    ["the close byte by byte", async ({ server, socket, client }) => {
+      server.close();
+      for (const byte of PEER_CLOSE) {
+        const from = socket.bytesRead;
+        await client.write(Uint8Array.of(byte));
+        await serverHasRead(socket, from, 1);
+      }
+    }],
+    ["the close's first byte before ours", async ({ server, socket, client }) => {
+      const from = socket.bytesRead;
+      await client.write(PEER_CLOSE.subarray(0, 1));
+      await serverHasRead(socket, from, 1);
+      server.close();
+      await client.write(PEER_CLOSE.subarray(1));
+    }],
+    ["a 64-bit length and non-zero masks", async ({ server, client }) => {
+      server.close();
+      await client.write(concat(
+        clientFrame(0x2, new Uint8Array(300).fill(7), {
+          long: true,
+          mask: [0x81, 0x82, 0x83, 0x84],
+        }),
+        clientFrame(0x8, Uint8Array.of(0x03, 0xe8), { mask: [1, 2, 3, 4] }),
+      ));
+    }],
+    ["a ping begun before our close (not answered)", async ({ server, socket, client }) => {
+      const ping = clientFrame(0x9, utf8("hello-ping"));
+      const from = socket.bytesRead;
+      await client.write(ping.subarray(0, 8));
+      await serverHasRead(socket, from, 8);
+      server.close();
+      await client.write(concat(ping.subarray(8), PEER_CLOSE));
+    }],
+  ];
+  for (const [what, run] of cases) {
+    const awaitingClose = new AwaitingClose(NO_GRACE_MS);
+    const connection = await upgraded(awaitingClose);
+    try {
+      await run(connection);
+      assert.ok(await within(connection.closed, LET_GO_WITHIN_MS), `${what}: let go`);
+      assert.equal(awaitingClose.count, 0, what);
+      assert.deepEqual(await readAll(connection.client), [0x88, 2, 0x03, 0xe8], what);
+    } finally {
+      await connection.dispose();
+    }
+  }
+});
+
+type Run = Awaited<ReturnType<typeof upgraded>>;

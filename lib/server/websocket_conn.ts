@@ -9,11 +9,13 @@
  *    reads (PROTOCOL §2: one binary message per frame), its payload unmasked as it arrives;
  *  - a fragmented message (continuation frames) is gathered up to the frame limit, in at most
  *    MAX_FRAGMENTS frames (an empty fragment costs nothing against the limit in bytes);
- *  - ping is answered; close is answered (its code echoed only where RFC 6455 §7.4 lets a peer
- *    send it) and ends the stream; a text message, an unmasked frame, reserved bits or opcodes
- *    are refused with a close code and PROTOCOL_ERROR;
+ *  - ping is answered; pings and pongs together are held to CONTROL_FRAMES_PER_SECOND (burst
+ *    CONTROL_FRAME_BURST), past which the socket is closed with 1008; close is answered (its
+ *    code echoed only where RFC 6455 §7.4 lets a peer send it) and ends the stream; a text
+ *    message, an unmasked frame, reserved bits or opcodes are refused with a close code and
+ *    PROTOCOL_ERROR;
  *  - once our close is sent, frames are still read (a bounded amount) but only the peer's close
- *    is acted on: it lets the socket go (#closeSent).
+ *    is acted on: it lets the socket go (#letGo), and so does a frame that would be refused.
  * The socket is paused while the core has not taken what was read (back-pressure), and a
  * write resolves once the socket has drained.
  */
@@ -49,6 +51,7 @@ const CLOSE_NORMAL = 1000;
 const CLOSE_PROTOCOL_ERROR = 1002;
 const CLOSE_UNSUPPORTED_DATA = 1003;
 const CLOSE_INVALID_DATA = 1007;
+const CLOSE_POLICY_VIOLATION = 1008;
 const CLOSE_MESSAGE_TOO_BIG = 1009;
 /**
  * The most frames one message may come in (PROTOCOL §2). RFC 6455 allows empty fragments, which
@@ -56,6 +59,15 @@ const CLOSE_MESSAGE_TOO_BIG = 1009;
  * (review10 R10-1). Browsers send a message whole; 1024 allows pieces of 64 bytes.
  */
 const MAX_FRAGMENTS = 1024;
+/**
+ * The pings and pongs a peer may send (a token bucket per connection, PROTOCOL §8.2). They never
+ * reach FrameReader, so neither the message rate nor a deadline counts them, and each costs the
+ * server microseconds of its one thread for a few bytes of the peer's: unbounded, one connection
+ * outpaced the server (review14a finding 1). Honest peers send close to none: the server never
+ * pings, so a browser never pongs, and a page cannot ping.
+ */
+const CONTROL_FRAMES_PER_SECOND = 4;
+export const CONTROL_FRAME_BURST = 16;
 /** How long a closed connection waits for the peer's side of the close before it is cut. */
 const CLOSE_GRACE_MS = 5_000;
 /**
@@ -77,6 +89,22 @@ export class AwaitingClose {
   constructor(readonly graceMs = CLOSE_GRACE_MS) {}
 }
 
+/** The longest frame header (RFC 6455 §5.2): two bytes, a 64-bit length, the mask. */
+const MAX_HEADER_BYTES = 14;
+/** A frame header's length, from its second byte (the mask bit and the length's first 7 bits). */
+function headerBytes(second: number): number {
+  const len7 = second & 0x7f;
+  return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + 4;
+}
+
+/** The big-endian u32 in `bytes` at `at`. */
+function u32At(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
+}
+
+/** An empty payload, shared (never written to). */
+const EMPTY = new Uint8Array(0);
+
 /** Where the reader is in the byte stream. */
 type ReadState =
   | { kind: "header" }
@@ -84,22 +112,26 @@ type ReadState =
     kind: "payload";
     opcode: number;
     fin: boolean;
-    mask: Uint8Array;
     left: number;
     /** A data frame after our close: its payload is passed over, neither kept nor unmasked. */
     skip: boolean;
   }
   | { kind: "done" };
+const AT_HEADER: ReadState = { kind: "header" };
+const DONE: ReadState = { kind: "done" };
 
 export class WebSocketServerConn implements ByteStreamConn {
   readonly readable: ReadableStream<Uint8Array>;
   readonly #socket: Socket;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
-  #state: ReadState = { kind: "header" };
-  /** Header bytes read so far (a header is at most 14 bytes). */
-  #header: Uint8Array = new Uint8Array(0);
+  #state: ReadState = AT_HEADER;
+  /** A header that came in pieces, #headerFilled bytes of it so far. */
+  readonly #header = new Uint8Array(MAX_HEADER_BYTES);
+  #headerFilled = 0;
+  /** The mask of the frame in progress. */
+  readonly #mask = new Uint8Array(4);
   /** The payload of the frame in progress: the message part, or a control frame's body. */
-  #payload: Uint8Array = new Uint8Array(0);
+  #payload: Uint8Array = EMPTY;
   #filled = 0;
   /** Earlier frames of a fragmented binary message (continuations pending). */
   #fragments: Uint8Array[] | null = null;
@@ -114,10 +146,14 @@ export class WebSocketServerConn implements ByteStreamConn {
    */
   #closing = false;
   #dropped = 0;
-  /** Destroys the socket if it is still open when it fires (#letGoAfter). */
+  /** Destroys the socket if it is still open when it fires (#letGoAfter), at #letGoBy (ms). */
   #letGoTimer: ReturnType<typeof setTimeout> | undefined;
+  #letGoBy = Infinity;
   /** The latest ping's payload, its pong waiting for the socket to drain (see #answerPing). */
   #pongOwed: Uint8Array | null = null;
+  /** Pings and pongs the peer may still send now, and when that was last worked out (ms). */
+  #controlTokens = CONTROL_FRAME_BURST;
+  #controlCountedAt = performance.now();
 
   /**
    * `socket` is the upgraded connection; `head` what arrived after the upgrade request;
@@ -161,39 +197,62 @@ export class WebSocketServerConn implements ByteStreamConn {
     if (!this.#closing && (this.#controller.desiredSize ?? 1) <= 0) this.#socket.pause();
   }
 
-  /** Gathers header bytes from `chunk` at `at`; starts the payload when the header is whole. */
+  /**
+   * Reads a header from `chunk` at `at`, in place when it is whole there (nothing allocated per
+   * frame: a peer's empty frames cost little, review14a), else gathered in #header across reads;
+   * starts the payload when the header is whole.
+   */
   #readHeader(chunk: Uint8Array, at: number): number {
-    const needed = (have: Uint8Array) => {
-      if (have.length < 2) return 2;
-      const len7 = have[1] & 0x7f;
-      return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + 4;
-    };
-    while (at < chunk.length && this.#header.length < needed(this.#header)) {
-      const take = Math.min(needed(this.#header) - this.#header.length, chunk.length - at);
-      this.#header = concat(this.#header, chunk.subarray(at, at + take));
-      at += take;
+    let h: Uint8Array;
+    let base: number;
+    if (
+      this.#headerFilled === 0 && chunk.length - at >= 2 &&
+      chunk.length - at >= headerBytes(chunk[at + 1])
+    ) {
+      h = chunk;
+      base = at;
+      at += headerBytes(chunk[at + 1]);
+    } else {
+      const header = this.#header;
+      for (;;) {
+        const needed = this.#headerFilled < 2 ? 2 : headerBytes(header[1]);
+        if (this.#headerFilled === needed || at === chunk.length) break;
+        const take = Math.min(needed - this.#headerFilled, chunk.length - at);
+        header.set(chunk.subarray(at, at + take), this.#headerFilled);
+        this.#headerFilled += take;
+        at += take;
+      }
+      if (this.#headerFilled < 2 || this.#headerFilled < headerBytes(header[1])) return at;
+      this.#headerFilled = 0;
+      h = header;
+      base = 0;
     }
-    if (this.#header.length < needed(this.#header)) return at;
-    const h = this.#header;
-    this.#header = new Uint8Array(0);
-    const fin = (h[0] & 0x80) !== 0;
-    const opcode = h[0] & 0x0f;
-    const len7 = h[1] & 0x7f;
-    const view = new DataView(h.buffer, h.byteOffset, h.length);
+    const fin = (h[base] & 0x80) !== 0;
+    const opcode = h[base] & 0x0f;
+    const len7 = h[base + 1] & 0x7f;
     // A 64-bit length above 2^53 is read as "very large": it is over the limit either way.
     const length = len7 === 126
-      ? view.getUint16(2)
+      ? (h[base + 2] << 8) | h[base + 3]
       : len7 === 127
-      ? view.getUint32(2) * 2 ** 32 + view.getUint32(6)
+      ? u32At(h, base + 2) * 2 ** 32 + u32At(h, base + 6)
       : len7;
-    const mask = h.subarray(h.length - 4);
-    if ((h[0] & 0x70) !== 0) return this.#refuse(CLOSE_PROTOCOL_ERROR, "reserved bits set");
-    if ((h[1] & 0x80) === 0) return this.#refuse(CLOSE_PROTOCOL_ERROR, "unmasked client frame");
+    const maskAt = base + headerBytes(h[base + 1]) - 4;
+    if ((h[base] & 0x70) !== 0) return this.#refuse(CLOSE_PROTOCOL_ERROR, "reserved bits set");
+    if ((h[base + 1] & 0x80) === 0) {
+      return this.#refuse(CLOSE_PROTOCOL_ERROR, "unmasked client frame");
+    }
     if (opcode >= 0x8) {
       if (opcode !== OP_CLOSE && opcode !== OP_PING && opcode !== OP_PONG) {
         return this.#refuse(CLOSE_PROTOCOL_ERROR, `unknown opcode ${opcode}`);
       }
       if (!fin || length > 125) return this.#refuse(CLOSE_PROTOCOL_ERROR, "bad control frame");
+      if (opcode !== OP_CLOSE && !this.#spendControlToken()) {
+        return this.#refuse(
+          CLOSE_POLICY_VIOLATION,
+          `more than ${CONTROL_FRAME_BURST} pings and pongs at once ` +
+            `(${CONTROL_FRAMES_PER_SECOND} a second)`,
+        );
+      }
     } else if (this.#closing) {
       // Our close is sent: a data frame, whatever its kind or size, is passed over (RFC 6455
       // §5.5.1: the peer may still be sending; nothing of it is acted on).
@@ -209,23 +268,35 @@ export class WebSocketServerConn implements ByteStreamConn {
       // Announced above the limit: FrameReader is given that length alone and answers
       // FRAME_TOO_LARGE; the payload is never read (nor, after our close, parsed past).
       this.#enqueue(u32be(Math.min(this.#fragmentBytes + length, 0xffffffff)));
-      this.#state = { kind: "done" };
+      this.#state = DONE;
       this.#socket.pause();
       return Number.MAX_SAFE_INTEGER;
     }
     const skip = this.#closing && opcode < 0x8;
-    this.#payload = skip ? new Uint8Array(0) : new Uint8Array(length);
+    this.#payload = skip || length === 0 ? EMPTY : new Uint8Array(length);
     this.#filled = 0;
-    this.#state = { kind: "payload", opcode, fin, mask: mask.slice(), left: length, skip };
+    for (let i = 0; i < 4; i++) this.#mask[i] = h[maskAt + i];
+    this.#state = { kind: "payload", opcode, fin, left: length, skip };
     if (length === 0) this.#frameDone();
     return at;
+  }
+
+  /** Takes one of the peer's control-frame tokens (refilled at CONTROL_FRAMES_PER_SECOND). */
+  #spendControlToken(): boolean {
+    const now = performance.now();
+    const earned = (now - this.#controlCountedAt) * CONTROL_FRAMES_PER_SECOND / 1000;
+    this.#controlTokens = Math.min(CONTROL_FRAME_BURST, this.#controlTokens + earned);
+    this.#controlCountedAt = now;
+    if (this.#controlTokens < 1) return false;
+    this.#controlTokens--;
+    return true;
   }
 
   #readPayload(chunk: Uint8Array, at: number): number {
     const state = this.#state as Extract<ReadState, { kind: "payload" }>;
     const take = Math.min(state.left, chunk.length - at);
     if (!state.skip) {
-      const { mask } = state;
+      const mask = this.#mask;
       const into = this.#payload;
       for (let i = 0; i < take; i++) {
         const offset = this.#filled + i;
@@ -241,8 +312,8 @@ export class WebSocketServerConn implements ByteStreamConn {
   #frameDone(): void {
     const state = this.#state as Extract<ReadState, { kind: "payload" }>;
     const payload = this.#payload;
-    this.#payload = new Uint8Array(0);
-    this.#state = { kind: "header" };
+    this.#payload = EMPTY;
+    this.#state = AT_HEADER;
     if (this.#closing) {
       // Our close is sent: the peer's answers it and completes the close handshake; the rest
       // (data, a ping, a frame begun before our close) is dropped.
@@ -313,14 +384,23 @@ export class WebSocketServerConn implements ByteStreamConn {
    */
   #answerClose(code: number): void {
     this.#sendFrame(OP_CLOSE, u16(code));
-    this.#state = { kind: "done" };
+    this.#state = DONE;
     this.#end();
     this.#closeSent(false);
   }
 
-  /** Ends the stream with PROTOCOL_ERROR and closes with `code`; returns "stop reading". */
+  /**
+   * Ends the stream with PROTOCOL_ERROR and closes with `code`; returns "stop reading". After our
+   * close a frame that would be refused ends the wait for the peer's close instead (PROTOCOL §7):
+   * the stream has ended and our close is sent, so nothing is failed or sent again, and a peer
+   * that sends malformed frames is not waited on (its close after one would go unparsed).
+   */
   #refuse(code: number, why: string): number {
-    this.#state = { kind: "done" };
+    if (this.#closing) {
+      this.#letGo();
+      return Number.MAX_SAFE_INTEGER;
+    }
+    this.#state = DONE;
     this.#fail(why);
     this.#closeWith(code);
     return Number.MAX_SAFE_INTEGER;
@@ -394,10 +474,11 @@ export class WebSocketServerConn implements ByteStreamConn {
    * so a peer that never sends its FIN would keep it open: review13). If `waitForPeer`, reads go
    * on until the peer's close frame (#frameDone), so the descriptor is not closed over unread data
    * (a reset, which can lose what we sent last: PROTOCOL §7), for the front's grace at most,
-   * counted in its AwaitingClose; what else arrives is dropped. Reading stops for good (the
-   * stream's place is not followed) after a refusal, which RFC 6455 §7.1.7 forbids answering
-   * anything after, or a message announced above the limit: then only the peer's FIN or the
-   * grace ends the wait. Otherwise the close handshake is complete (#letGo).
+   * counted in its AwaitingClose; what else arrives is dropped. The wait is our choice, not the
+   * RFC's: it keeps a reset from eating our close. Reading stops for good (the stream's place is
+   * not followed) after a refusal (RFC 6455 §7.1.7: nothing after it is processed, a close frame
+   * included) or a message announced above the limit: then only the peer's FIN or the grace ends
+   * the wait. Otherwise the close handshake is complete (#letGo).
    */
   #closeSent(waitForPeer: boolean): void {
     const socket = this.#socket;
@@ -420,14 +501,21 @@ export class WebSocketServerConn implements ByteStreamConn {
    * sockets waiting already.
    */
   #letGo(): void {
-    this.#state = { kind: "done" };
+    this.#state = DONE;
     const socket = this.#socket;
     socket.end(() => socket.destroy());
     this.#letGoAfter(LINGER_MS);
   }
 
-  /** Destroys the socket in `ms` if it is still open then (replacing an earlier deadline). */
+  /**
+   * Destroys the socket in `ms` if it is still open then, unless an earlier deadline is set: a
+   * deadline only moves closer (the peer's close late in the grace does not extend it, review14a
+   * finding 2).
+   */
   #letGoAfter(ms: number): void {
+    const by = performance.now() + ms;
+    if (by >= this.#letGoBy) return;
+    this.#letGoBy = by;
     clearTimeout(this.#letGoTimer);
     this.#letGoTimer = setTimeout(() => this.#socket.destroy(), ms);
     Deno.unrefTimer(this.#letGoTimer);
