@@ -108,26 +108,106 @@ export class Budget {
 }
 
 /**
- * CPU seconds of a process's live threads, summed by thread name (comm): in Deno,
- * "main" runs JavaScript, "tokio-runtime-w" the I/O reactor and off-thread ops such
- * as WebCrypto, "V8 DefaultWorke" the GC and compiler helpers. Threads that exited
- * are not counted (the process total in sampleProcess is).
+ * What each thread of a Deno server is, by its name (/proc/<pid>/task/<tid>/comm, 15
+ * characters at most): the peer bench reports the server's CPU per unit under these names.
+ */
+export const THREAD_ROLES: Record<string, string> = {
+  main: "the main thread: JavaScript, V8's work on it (the main thread's share of every GC " +
+    "pause, inline compilation) and tokio's reactor (Deno's event loop: socket reads and writes, " +
+    "timers)",
+  "V8 DefaultWorke": "V8's platform workers: concurrent marking, parallel scavenges and " +
+    "compaction, concurrent sweeping (ArrayBuffer backing stores' frees too) and the concurrent " +
+    "compilers (Sparkplug, Maglev, TurboFan)",
+  "tokio-runtime-w": "tokio's blocking pool: ops Deno hands off the event loop " +
+    "(asynchronous file calls such as open and fsync, DNS, some node:crypto calls)",
+};
+
+/** One thread's name and CPU time, its id the key of threadTimes's map. */
+interface ThreadTime {
+  name: string;
+  cpuSeconds: number;
+}
+
+/**
+ * The CPU time of each live thread of a process, by thread id: from
+ * /proc/<pid>/task/<tid>/schedstat (the scheduler's own count, in ns: a thread's few ms in a
+ * burst are not lost in 10 ms ticks), or utime + stime of its stat where the kernel has no
+ * schedstat. The thread whose id is the process's is named "main" (its comm is the
+ * program's).
+ */
+export async function threadTimes(pid: number): Promise<Map<number, ThreadTime>> {
+  const out = new Map<number, ThreadTime>();
+  for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+    const tid = Number(task.name);
+    const dir = `/proc/${pid}/task/${tid}`;
+    try {
+      const stat = await Deno.readTextFile(`${dir}/stat`);
+      const name = tid === pid ? "main" : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      let cpuSeconds: number;
+      try {
+        cpuSeconds = Number((await Deno.readTextFile(`${dir}/schedstat`)).split(" ")[0]) / 1e9;
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        cpuSeconds = (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLOCK_TICKS_PER_SECOND;
+      }
+      out.set(tid, { name, cpuSeconds });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // else: exited meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds of a process's live threads, summed by thread name (THREAD_ROLES). Threads
+ * that exited are not counted (the process total in sampleProcess is).
  */
 export async function threadCpu(pid: number): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
-    let stat: string;
-    try {
-      stat = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/stat`);
-    } catch {
-      continue; // exited meanwhile
-    }
-    const name = Number(task.name) === pid
-      ? "main"
-      : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const seconds = (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLOCK_TICKS_PER_SECOND;
-    out[name] = (out[name] ?? 0) + seconds;
+  for (const { name, cpuSeconds } of (await threadTimes(pid)).values()) {
+    out[name] = (out[name] ?? 0) + cpuSeconds;
   }
   return out;
+}
+
+/** How often threadCpuDuring looks at the threads while the work runs. */
+const THREAD_POLL_MS = 250;
+
+/**
+ * The CPU seconds each thread of `pid` adds while `work` runs, summed by thread name. The
+ * threads are looked at every THREAD_POLL_MS meanwhile, so a thread that exits during the
+ * work still counts up to its last look (tokio's blocking threads exit after 10 s idle, so
+ * they lose nothing; V8's workers live as long as the process), and one that starts counts
+ * from zero.
+ */
+export async function threadCpuDuring<T>(
+  pid: number,
+  work: () => Promise<T>,
+): Promise<{ result: T; threads: Record<string, number> }> {
+  const first = await threadTimes(pid);
+  const last = new Map(first);
+  const look = async () => {
+    try {
+      for (const [tid, t] of await threadTimes(pid)) last.set(tid, t);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // the process itself is gone
+    }
+  };
+  let looking = Promise.resolve();
+  const poll = setInterval(() => looking = looking.then(look), THREAD_POLL_MS);
+  let result: T;
+  try {
+    result = await work();
+  } finally {
+    clearInterval(poll);
+    await looking;
+  }
+  await look();
+  const threads: Record<string, number> = {};
+  for (const [tid, { name, cpuSeconds }] of last) {
+    const added = cpuSeconds - (first.get(tid)?.cpuSeconds ?? 0);
+    threads[name] = (threads[name] ?? 0) + added;
+  }
+  return { result, threads };
 }

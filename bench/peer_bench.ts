@@ -60,18 +60,27 @@ import {
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
-import { Budget, cpuDuring, sampleProcess, settledSample, threadCpu } from "./_proc.ts";
+import {
+  Budget,
+  cpuDuring,
+  sampleProcess,
+  settledSample,
+  THREAD_ROLES,
+  threadCpuDuring,
+} from "./_proc.ts";
 import { parseArgs } from "node:util";
 import {
   BENCH_PASSWORD,
   benchOptions,
   connectLikeClient,
+  type Figure,
   figure,
   JsonChild,
   loginLikeClient,
   type Options,
   percentile,
   ref,
+  type Reference,
   round,
   type Section,
   serveV8Flags,
@@ -117,15 +126,43 @@ interface Phase {
 }
 
 /**
- * The server's CPU per unit by thread name (`threadsDuring`): "main" runs JavaScript and the
- * main thread's share of garbage collection, "V8 DefaultWorke" V8's helpers (concurrent and
- * parallel GC, the ArrayBuffer sweeper's frees, compilers), invisible in a CPU profile.
+ * The server's CPU per unit by thread name (threadCpuDuring; what each thread is: THREAD_ROLES),
+ * in µs: V8's helpers' share is invisible in a CPU profile of the main thread.
  */
-const threadMicrosPer = (p: Phase) =>
+const threadMicrosPer = (p: Phase): Record<string, number> =>
   Object.fromEntries(
     Object.entries(p.extra?.server_thread_cpu_seconds as Record<string, number> ?? {})
       .map(([name, s]) => [name, round((s / p.units) * 1e6, 2)]),
   );
+/** The threads' seconds as the details record them: ns-precise, zero-CPU threads left out. */
+const threadSeconds = (threads: Record<string, number>) =>
+  Object.fromEntries(
+    Object.entries(threads).map(([name, s]) => [name, round(s, 6)]).filter(([, s]) =>
+      (s as number) > 0
+    ),
+  );
+/**
+ * A phase's CPU per unit on the main thread and on V8's helper threads, beside the same
+ * reference as the phase's figure; every thread by name is in the phase's details
+ * (`server_thread_cpu_us_per_unit`; tokio's blocking pool is there when it worked).
+ */
+function threadFigures(what: string, p: Phase, reference: Reference): Figure[] {
+  const threads = threadMicrosPer(p);
+  return [
+    figure(
+      `${what}: on the main thread (JavaScript, its GC pauses, the event loop)`,
+      threads.main ?? 0,
+      "µs",
+      reference,
+    ),
+    figure(
+      `${what}: on V8's helper threads (concurrent GC, compilers)`,
+      threads["V8 DefaultWorke"] ?? 0,
+      "µs",
+      reference,
+    ),
+  ];
+}
 const perSecond = (p: Phase) => p.units / (p.rateSeconds ?? p.wallSeconds);
 const cpuMicrosPer = (p: Phase) => (p.cpuSeconds / p.units) * 1e6;
 
@@ -266,28 +303,13 @@ async function sendWhile(
   return sent;
 }
 
-/** The CPU seconds each named thread of `pid` adds while `work` runs. */
-async function threadsDuring<T>(
-  pid: number,
-  work: () => Promise<T>,
-): Promise<{ result: T; threads: Record<string, number> }> {
-  const before = await threadCpu(pid);
-  const result = await work();
-  const after = await threadCpu(pid);
-  const threads = Object.fromEntries(
-    Object.entries(after).map(([name, s]) => [name, round(s - (before[name] ?? 0), 2)])
-      .filter(([, s]) => (s as number) > 0),
-  );
-  return { result, threads };
-}
-
 async function ourSetup(pki: TestPki, ids: Map<string, Identity>, span: Span): Promise<Phase> {
   const server = await OurServer.start(pki);
   try {
     const names = [...ids.keys()].slice(0, SETUP_CLIENTS);
     await closeCleanly(await ourLogin(server, pki, names[0], ids.get(names[0])!)); // warm-up
     const latencies: number[] = [];
-    const { result: m, threads } = await threadsDuring(
+    const { result: m, threads } = await threadCpuDuring(
       server.pid,
       () =>
         cpuDuring(server.pid, async () => {
@@ -311,7 +333,7 @@ async function ourSetup(pki: TestPki, ids: Map<string, Identity>, span: Span): P
       cpuSeconds: m.cpuSeconds,
       extra: {
         login_latency_ms_p50: round(percentile(latencies, 50)),
-        server_thread_cpu_seconds: threads,
+        server_thread_cpu_seconds: threadSeconds(threads),
       },
     };
   } finally {
@@ -400,7 +422,7 @@ async function ourFanOut(
     const warmUp = new Budget(server.pid, 50, 0);
     const base = await sendWhile(sender.session, body, () => warmUp.more(), slowest);
     await until(() => receivers.every((r) => r.received.relayed >= base), "warm-up delivered");
-    const { result: m, threads } = await threadsDuring(
+    const { result: m, threads } = await threadCpuDuring(
       server.pid,
       () =>
         cpuDuring(server.pid, async () => {
@@ -419,7 +441,7 @@ async function ourFanOut(
       wallSeconds: m.wallSeconds,
       cpuSeconds: m.cpuSeconds,
       extra: {
-        server_thread_cpu_seconds: threads,
+        server_thread_cpu_seconds: threadSeconds(threads),
         // Records per author signature the server (and each recipient) verified.
         author_batch_mean: round(first.relayed / Math.max(1, first.batches), 2),
       },
@@ -603,7 +625,7 @@ async function ourBurst(
     if (warm > 0) await (await burst(warm, warm))();
     const batchesBefore = receivers[0].batches();
     const measured = await burst(messages, warm + messages);
-    const { result: m, threads } = await threadsDuring(server.pid, measured);
+    const { result: m, threads } = await threadCpuDuring(server.pid, measured);
     return {
       units: m.result * recipients,
       wallSeconds: m.wallSeconds,
@@ -611,7 +633,7 @@ async function ourBurst(
       extra: {
         shape,
         messages,
-        server_thread_cpu_seconds: threads,
+        server_thread_cpu_seconds: threadSeconds(threads),
         // Records per author signature the server verified (PROTOCOL §6.1).
         author_batch_mean: round(
           messages / Math.max(1, receivers[0].batches() - batchesBefore),
@@ -961,6 +983,8 @@ function phaseDetails(p: Phase) {
     per_second: round(perSecond(p)),
     server_cpu_us_per_unit: round(cpuMicrosPer(p)),
     ...p.extra,
+    ...(p.extra?.server_thread_cpu_seconds !== undefined &&
+      { server_thread_cpu_us_per_unit: threadMicrosPer(p) }),
   };
 }
 
@@ -1076,6 +1100,11 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
         { goal: "<= 4 (issue 18)" },
       ),
+      ...threadFigures(
+        `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, end to end, a burst)`,
+        ours.relay_burst,
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
       figure(
         `server CPU per relay delivery, Ed25519 keys (1 -> ${RELAY_RECIPIENTS}, lobby lines end ` +
           "to end, a burst)",
@@ -1187,7 +1216,9 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
           idle: `${idle[0]} connections held, then ${idle[1]}; RSS per connection is the slope ` +
             `between the two; ${SETUP_CLIENTS} connecting at once`,
         },
-        cpu: "utime+stime of the server process (/proc/<pid>/stat, all threads, 10 ms ticks)",
+        cpu: "utime+stime of the server process (/proc/<pid>/stat, all threads, 10 ms ticks); " +
+          "by thread: /proc/<pid>/task/<tid>/schedstat (ns), summed by thread name",
+        threads: THREAD_ROLES,
         securechat: Object.fromEntries(
           Object.entries(ours).map(([k, p]) => [k, phaseDetails(p)]),
         ),

@@ -86,6 +86,14 @@ Deno.test({
         assert.match(relayGoal?.name ?? "", /end to end/);
         const relays = report.sections.peer.figures.map((f: { name: string }) => f.name)
           .filter((n: string) => n.includes("relay delivery") && n.includes("a burst"));
+        // The goal row's CPU split by thread, from the same burst, every thread in the details.
+        const byThread = report.sections.peer.figures.filter((f: { name: string }) =>
+          f.name.includes("relay delivery") && / on (the main|V8's helper) thread/.test(f.name)
+        );
+        assert.equal(byThread.length, 2, "peer: the relay goal's main and helper threads");
+        const threads = report.sections.peer.details.securechat.relay_burst
+          .server_thread_cpu_us_per_unit;
+        assert.ok(threads.main > 0 && threads["V8 DefaultWorke"] > 0, JSON.stringify(threads));
         for (const shape of [/end to end/, /server-readable text/]) {
           assert.equal(relays.filter((n: string) => shape.test(n)).length >= 2, true, `${shape}`);
           assert.ok(relays.some((n: string) => shape.test(n) && n.includes("Ed25519")), `${shape}`);
