@@ -60,6 +60,7 @@ import {
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
+import { floorBurst, type FloorRecords, type Rung, RUNGS } from "./_floor.ts";
 import {
   Budget,
   cpuDuring,
@@ -111,6 +112,12 @@ let serverCpuProfileDir: string | undefined;
  * one sitting.
  */
 let extraServerV8Flags: string[] = [];
+/** `--server-cpu-prof`'s flags for a server child, if it was given. */
+const cpuProfileFlags = () =>
+  // Sampled every 100 µs (the default, ~1 ms, leaves a burst of 0.3 s a few hundred samples).
+  serverCpuProfileDir
+    ? ["--cpu-prof", `--cpu-prof-dir=${serverCpuProfileDir}`, "--cpu-prof-interval=100"]
+    : [];
 const HANDSHAKE_SERVER_SCRIPT = new URL("./_setup_server.ts", import.meta.url).pathname;
 /** Handshakes a server has made before the handshake phase measures it (`run`). */
 const HANDSHAKE_WARM_UP = 300;
@@ -181,10 +188,7 @@ class OurServer {
       ...await serveV8Flags(),
       "--v8-flags=--expose-gc",
       ...extraServerV8Flags,
-      // Sampled every 100 µs (the default, ~1 ms, leaves a burst of 0.3 s a few hundred samples).
-      ...(serverCpuProfileDir
-        ? ["--cpu-prof", `--cpu-prof-dir=${serverCpuProfileDir}`, "--cpu-prof-interval=100"]
-        : []),
+      ...cpuProfileFlags(),
     ]);
     const { port } = await child.next() as { port: number };
     return new OurServer(child, port, dir);
@@ -511,6 +515,13 @@ type BurstShape = "e2e" | "text";
  */
 const E2E_BURST_PART = 500;
 
+/** What each rung above the floor adds, cumulatively (_floor.ts). */
+const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
+  json: "the msg's parse and the relay's JSON (lib/wire, lib/message)",
+  checks: "JSON + the record's checks (leaf, path, batch signature)",
+  transcript: "JSON + checks + transcript lines (the author's and each recipient's)",
+};
+
 /** What a burst's recipients received, counted as it arrives. */
 interface BurstReceiver {
   relayed(): number;
@@ -591,6 +602,8 @@ async function ourBurst(
     }
     const base = receivers[0].relayed();
     const part = shape === "e2e" ? E2E_BURST_PART : messages + warm;
+    /** The measured burst's bytes as the sender wrote them, framed and sealed. */
+    let wireBytes = 0;
     const burst = async (n: number, total: number) => {
       held.hold();
       const parts: Uint8Array[] = [];
@@ -611,6 +624,7 @@ async function ourBurst(
             receivers.map((r) => r.relayed() - base).join(", ") +
             `; the server's log ends:\n${server.logTail()}`,
         );
+      wireBytes = parts.reduce((a, p) => a + p.length, 0);
       return () =>
         cpuDuring(server.pid, async () => {
           for (const [i, bytes] of parts.entries()) {
@@ -633,6 +647,7 @@ async function ourBurst(
       extra: {
         shape,
         messages,
+        wire_bytes_per_message: Math.round(wireBytes / messages),
         server_thread_cpu_seconds: threadSeconds(threads),
         // Records per author signature the server verified (PROTOCOL §6.1).
         author_batch_mean: round(
@@ -684,6 +699,29 @@ async function e2eRecipient(server: OurServer, pki: TestPki, name: string): Prom
       await device.running.catch(() => {});
     },
   };
+}
+
+/**
+ * The relay's floor in this runtime and the ladder of our layers on it (_floor.ts): the burst of
+ * ourBurst's goal row (1 → `recipients`, lobby lines end to end of our size, parts of
+ * E2E_BURST_PART, after a warm burst of the same size) through a bench-only server at `rung`.
+ */
+function ourFloor(
+  pki: TestPki,
+  rung: Rung,
+  recipients: number,
+  messages: number,
+  records: FloorRecords = "signed",
+): Promise<Phase> {
+  return floorBurst(pki, "user1", TEXT, {
+    rung,
+    recipients,
+    messages,
+    warm: messages,
+    part: E2E_BURST_PART,
+    records,
+    denoFlags: [...extraServerV8Flags, ...cpuProfileFlags()],
+  });
 }
 
 /**
@@ -1056,6 +1094,9 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
       idle: await ourIdle(pki, idle, settleMs),
     };
+    // The goal row's burst through the bench-only floor server, one layer of ours at a time.
+    const ladder = {} as Record<Rung, Phase>;
+    for (const rung of RUNGS) ladder[rung] = await ourFloor(pki, rung, RELAY_RECIPIENTS, burst);
 
     const version = await Inspircd.version(binary);
     const peer = (what: string) => `InspIRCd ${what}`;
@@ -1118,6 +1159,30 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         cpuMicrosPer(ours.relay_burst_cold),
         "µs",
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
+      figure(
+        `server CPU per relay delivery: this runtime's floor (1 -> ${RELAY_RECIPIENTS}, the goal ` +
+          "row's burst through a bench-only relay: per-connection ChaCha20-Poly1305 records " +
+          "opened once, a turn's relays sealed once per recipient; no JSON, signature or " +
+          "transcript)",
+        cpuMicrosPer(ladder.floor),
+        "µs",
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
+      figure(
+        `server CPU per relay delivery, ours (the goal's row) against this runtime's floor`,
+        cpuMicrosPer(ours.relay_burst),
+        "µs",
+        ref("the floor, same burst", cpuMicrosPer(ladder.floor), "µs"),
+      ),
+      ...(Object.keys(LADDER_LAYERS) as (keyof typeof LADDER_LAYERS)[]).map((rung) =>
+        figure(
+          `server CPU per relay delivery: the floor + ${LADDER_LAYERS[rung]} (1 -> ` +
+            `${RELAY_RECIPIENTS}, the goal row's burst)`,
+          cpuMicrosPer(ladder[rung]),
+          "µs",
+          ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+        )
       ),
       figure(
         `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, server-readable text records ` +
@@ -1213,6 +1278,12 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
             "relay_burst_text*: server-readable `text` records with `k` (the server opens them; " +
             "`connect` never sends a chat line so) to recipients that count them (record layer " +
             "opened, nothing verified, as the IRC clients count PRIVMSGs)",
+          ladder:
+            `the relay_burst's shape (${burst} messages after as many not measured, written ` +
+            `in parts of ${E2E_BURST_PART}, lobby lines end to end of our size signed in batches ` +
+            "of 32) through bench/_floor_server.ts, per-connection keys from a fixed secret, " +
+            "recipients that open and count: floor (records opened, relays sealed per recipient " +
+            "per turn), then + json, + checks, + transcript, each through lib's own functions",
           idle: `${idle[0]} connections held, then ${idle[1]}; RSS per connection is the slope ` +
             `between the two; ${SETUP_CLIENTS} connecting at once`,
         },
@@ -1225,6 +1296,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         inspircd: Object.fromEntries(
           Object.entries(theirs).map(([k, p]) => [k, phaseDetails(p)]),
         ),
+        ladder: Object.fromEntries(Object.entries(ladder).map(([k, p]) => [k, phaseDetails(p)])),
       },
     };
   } finally {
@@ -1369,6 +1441,56 @@ async function idleOnly(levels: IdleLevels, peer: boolean): Promise<Record<strin
   }
 }
 
+/**
+ * `--ladder`: the floor and its rungs (_floor.ts) beside our goal row (ourBurst, end to end,
+ * RSA-2048) and InspIRCd's channel relay, `rounds` times in turn, so each round's ratios come from
+ * one stretch of the machine's load.
+ */
+async function ladderOnly(
+  rounds: number,
+  { messages, peer, records }: { messages: number; peer: boolean; records: FloorRecords[] },
+): Promise<Record<string, unknown>> {
+  const binary = peer ? await findInspircd() : undefined;
+  if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
+  const users = Array.from({ length: RELAY_RECIPIENTS + 1 }, (_, i) => `user${i + 1}`);
+  const pki = await rsaPki(users);
+  try {
+    const ids = await identitiesOf(pki, users);
+    const { files, tls } = await ircTlsOf(pki);
+    const span: Span = { ms: 3000, minCpuSeconds: 0.5 };
+    const rows: Record<string, unknown>[] = [];
+    for (let pass = 1; pass <= rounds; pass++) {
+      const row: Record<string, unknown> = { round: pass, messages };
+      if (binary) {
+        row.inspircd_us = round(cpuMicrosPer(await ircFanOut(binary, files, tls, 4, span)), 3);
+      }
+      for (const kind of records) {
+        const name = (rung: Rung) => kind === "signed" ? rung : `${rung}_${kind}`;
+        for (const rung of RUNGS) {
+          const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, kind);
+          row[`${name(rung)}_us`] = round(cpuMicrosPer(phase), 2);
+          row[`${name(rung)}_threads_us`] = threadMicrosPer(phase);
+          row[`${name("floor")}_wire_bytes_per_message`] = phase.extra?.wire_bytes_per_message;
+        }
+      }
+      const ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, messages, messages);
+      row.ours_us = round(cpuMicrosPer(ours), 2);
+      row.ours_wire_bytes_per_message = ours.extra?.wire_bytes_per_message;
+      row.ours_threads_us = threadMicrosPer(ours);
+      row.ours_over_floor = round(cpuMicrosPer(ours) / (row.floor_us as number), 2);
+      if (binary) {
+        row.floor_ratio = round((row.floor_us as number) / (row.inspircd_us as number), 2);
+        row.ours_ratio = round(cpuMicrosPer(ours) / (row.inspircd_us as number), 2);
+      }
+      console.error(JSON.stringify(row));
+      rows.push(row);
+    }
+    return { server_cpu_us_per_delivery: rows };
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+}
+
 const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
 
   (no option)            every phase, both servers (what \`deno task bench --only peer\` runs)
@@ -1382,7 +1504,14 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
                            or server-readable text records with \`k\` (text); default both
     --messages N         … N messages per burst
     --warm N             … on a server that relayed N messages first (default 0: fresh)
-  --no-peer              ours only (with --idle or --fanout), for comparing our own trees
+  --ladder               the relay's floor in this runtime and our layers on it, one rung at a
+                         time (bench/_floor.ts), beside our goal row and InspIRCd's relay
+    --rounds N           … repeated N times (default 1)
+    --messages N         … N messages per burst (default 2000)
+    --records signed,unsigned  … the ladder's records as ours (signed), and/or without
+                         their batch signature and path (unsigned: what a record weighs if
+                         both travelled once per batch; a protocol change measured, not made)
+  --no-peer              ours only (with --idle, --fanout or --ladder), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
   --server-v8-flag FLAG  (repeatable) a V8 flag for our server children after serve's own
   --server-tree DIR      our server children run DIR/bench/_peer_server.ts (another checkout's
@@ -1396,6 +1525,8 @@ if (import.meta.main) {
       options: {
         quick: { type: "boolean", default: false },
         breakdown: { type: "boolean", default: false },
+        ladder: { type: "boolean", default: false },
+        records: { type: "string", default: "signed" },
         idle: { type: "string" },
         fanout: { type: "string" },
         rounds: { type: "string", default: "1" },
@@ -1425,6 +1556,12 @@ if (import.meta.main) {
         warm: Number(args.warm),
       },
     )
+    : args.ladder
+    ? await ladderOnly(Number(args.rounds), {
+      messages: args.messages !== undefined ? Number(args.messages) : 2000,
+      peer: !args["no-peer"],
+      records: args.records.split(",") as FloorRecords[],
+    })
     : args.idle !== undefined
     ? await idleOnly(args.idle.split(",").map(Number) as [number, number], !args["no-peer"])
     : args.breakdown

@@ -1,0 +1,241 @@
+/**
+ * The relay's floor in this runtime, and a ladder of our relay's layers on it (issue 18): what
+ * the peer bench's `floor` rows measure, driven as our end-to-end relay burst is (1 sender → N
+ * recipients, lobby lines of our size, written in parts, all delivered) against a bench-only
+ * server child (_floor_server.ts), its CPU read from /proc as every other row's.
+ *
+ * Every connection has its own record keys (lib/handshake/record.ts RecordLayer,
+ * ChaCha20-Poly1305 each way as ours after the handshake), derived from a fixed test secret and
+ * the connection's number: this measures the relay, not the handshake. Each rung is one layer of
+ * what our server does per message more than the one below it, each through lib's own functions
+ * (none re-implemented, so none cheaper than what ships):
+ *  - "floor": each inbound record opened once, each message in it queued for every recipient as
+ *    the bytes it came as, a turn's relays sealed into one record and written once per recipient
+ *    (RecordOutbox at the turn's end, lib/turn.ts): no JSON, no signature, no transcript;
+ *  - "json": + the message's strict parse (lib/wire parseMessage with lib/message's msg shape),
+ *    the record decoded and laid out again (RecordForms), each recipient's relay made
+ *    (prepareRelay, RecipientRelay) as our lobby makes it;
+ *  - "checks": + the record's checks: the envelope fits, leaf and path hashed, the batch
+ *    signature verified once per batch (RecordSignatures);
+ *  - "transcript": + a transcript line per recipient and the author's (TranscriptWriter, files
+ *    beside the child's other files, as `serve` writes them).
+ * What the top rung still lacks of our server: the handshake and login (before the clock), the
+ * session's hop checks (a seqno window and a clock comparison), holding and releasing a
+ * turn's messages to the lobby (presence, the member list, rate limits lifted), key updates.
+ */
+import { createHash } from "node:crypto";
+import { randomBytes, toBase64, toHex, utf8 } from "../lib/bytes.ts";
+import { type DirectionKeys, trafficKeys } from "../lib/handshake/key_schedule.ts";
+import { RecordLayer } from "../lib/handshake/record.ts";
+import {
+  encodeRecord,
+  LOBBY,
+  MAX_BATCH,
+  type MessageRecord,
+  sealContent,
+  signBatch,
+} from "../lib/message/record.ts";
+import type { SenderEnvelope } from "../lib/e2e/envelope.ts";
+import { encodeFrame } from "../lib/wire/frame.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import type { TestPki } from "./_pki.ts";
+import { cpuDuring, threadCpuDuring } from "./_proc.ts";
+import { connectLikeClient, JsonChild, round, serveV8Flags, sleep } from "./_util.ts";
+
+/** The rungs, each what the one before it does and one layer more. */
+export const RUNGS = ["floor", "json", "checks", "transcript"] as const;
+export type Rung = typeof RUNGS[number];
+
+/**
+ * The records the sender sends: "signed" as ours (each record its batch's signature and its
+ * inclusion path, PROTOCOL §6.1), or "unsigned": the same records without either, what a record
+ * would weigh if a batch's signature travelled once per batch and each receiver rebuilt the tree
+ * from the batch's leaves (a protocol change measured, not made: the checks then hash each
+ * record's leaf, and verify nothing).
+ */
+export type FloorRecords = "signed" | "unsigned";
+
+/** What a connection says first, in the clear, before its records. */
+export interface FloorHello {
+  role: "sender" | "recipient";
+  /** The connection's number: its keys are derived from it (floorKeys). */
+  id: number;
+}
+
+/** What the server seals first to every connection once it knows it. */
+export const FLOOR_READY = utf8("ready");
+
+/** A connection's keys for one direction: from a fixed test secret, its number and the direction. */
+export function floorKeys(id: number, dir: "c2s" | "s2c"): DirectionKeys {
+  const secret = createHash("sha256").update(`securechat floor bench ${id} ${dir}`).digest();
+  return trafficKeys(new Uint8Array(secret));
+}
+
+const SERVER_SCRIPT = new URL("./_floor_server.ts", import.meta.url).pathname;
+
+/**
+ * `count` lobby lines end to end as our sender makes them, as each record's contents: each a
+ * `msg` with a record (a real content seal of `text`, sid, seqno from 1, ts) and a `sender`
+ * envelope of the shipped sizes (PROTOCOL §12.5: a device id, the chain's id and index, `k`
+ * wrapped: 48 bytes), signed by `author` in batches of MAX_BATCH, one batch per record as our
+ * sender seals a signed batch (lib/session/session.ts #sendBatchOutbox).
+ */
+export async function lobbyLines(
+  pki: TestPki,
+  author: string,
+  text: string,
+  count: number,
+  records: FloorRecords = "signed",
+): Promise<Uint8Array[][]> {
+  const { signingKey } = await pki.identity(author);
+  const sid = toHex(randomBytes(16));
+  const device = "0123456789abcdef";
+  const lines: Uint8Array[][] = [];
+  for (let first = 1; first <= count; first += MAX_BATCH) {
+    const batch: MessageRecord[] = [];
+    for (let seqno = first; seqno < Math.min(count + 1, first + MAX_BATCH); seqno++) {
+      const { ct, c } = sealContent({ kind: "text", text });
+      batch.push({ sid, dir: "c2s", to: LOBBY, seqno, ts: Date.now(), ct, c });
+    }
+    if (records === "signed") await signBatch(signingKey, batch);
+    lines.push(batch.map((record) => {
+      const e2e: SenderEnvelope = {
+        kind: "sender",
+        from: device,
+        id: 1,
+        n: record.seqno,
+        w: toBase64(randomBytes(48)),
+      };
+      return utf8(JSON.stringify({ type: "msg", record: encodeRecord(record), e2e }));
+    }));
+  }
+  return lines;
+}
+
+/** A connection to the floor server, its records under its own keys. */
+async function floorConnect(
+  port: number,
+  hello: FloorHello,
+): Promise<{ conn: FrameConnection; records: RecordLayer; tcp: Deno.TcpConn }> {
+  const tcp = await connectLikeClient(port);
+  const conn = new FrameConnection(tcp);
+  conn.send(utf8(JSON.stringify(hello)));
+  const records = new RecordLayer(floorKeys(hello.id, "c2s"), floorKeys(hello.id, "s2c"));
+  const ready = await conn.read(10_000);
+  if (ready === null || new TextDecoder().decode(records.open(ready)) !== "ready") {
+    throw new Error("floor bench: the server did not answer the hello");
+  }
+  return { conn, records, tcp };
+}
+
+export interface FloorPhase {
+  units: number;
+  wallSeconds: number;
+  cpuSeconds: number;
+  extra: Record<string, unknown>;
+}
+
+/**
+ * One burst through the floor server at `rung`: `warm` messages not measured (the JIT compiles
+ * the path), then `messages` measured, each written in parts of `part` messages (whole records),
+ * the next once every recipient has counted the last, as ourBurst writes end-to-end lines. The
+ * recipients open each record and count its contents, as the peer bench's counting recipients.
+ */
+export async function floorBurst(
+  pki: TestPki,
+  author: string,
+  text: string,
+  o: {
+    rung: Rung;
+    recipients: number;
+    messages: number;
+    warm: number;
+    part: number;
+    /** Deno flags for the server child after serve's V8 flags (a CPU profile, say). */
+    denoFlags?: string[];
+    records?: FloorRecords;
+  },
+): Promise<FloorPhase> {
+  const dir = await Deno.makeTempDir({ prefix: "sc-bench-floor-" });
+  const records = o.records ?? "signed";
+  const child = new JsonChild(SERVER_SCRIPT, [pki.dir, author, o.rung, records, dir], [
+    ...await serveV8Flags(),
+    ...o.denoFlags ?? [],
+  ]);
+  const tcps: Deno.TcpConn[] = [];
+  try {
+    const { port } = await child.next() as { port: number };
+    const counts: number[] = [];
+    for (let i = 0; i < o.recipients; i++) {
+      const { conn, records, tcp } = await floorConnect(port, { role: "recipient", id: i + 1 });
+      tcps.push(tcp);
+      counts.push(0);
+      void (async () => {
+        for (;;) {
+          const payload = await conn.read().catch(() => null);
+          if (payload === null) return;
+          counts[i] += records.openContents(payload).length;
+        }
+      })();
+    }
+    const sender = await floorConnect(port, { role: "sender", id: 0 });
+    tcps.push(sender.tcp);
+    const batches = await lobbyLines(pki, author, text, o.warm + o.messages, records);
+    const frames = batches.map((contents) => encodeFrame(sender.records.sealContents(contents)));
+    /** As ourBurst's wire_bytes_per_message: framed and sealed, as the sender writes them. */
+    const wireBytes = frames.reduce((a, f) => a + f.length, 0) / (o.warm + o.messages);
+    const slowest = () => Math.min(...counts);
+    /** Writes the frames of `from`..`to` (messages) in parts, each once the last is delivered. */
+    const burst = async (from: number, to: number) => {
+      for (let at = from; at < to;) {
+        const end = Math.min(to, at + Math.max(MAX_BATCH, o.part));
+        const bytes = frames.slice(at / MAX_BATCH, Math.ceil(end / MAX_BATCH));
+        for (const frame of bytes) {
+          for (let w = 0; w < frame.length;) w += await sender.tcp.write(frame.subarray(w));
+        }
+        at = Math.min(to, Math.ceil(end / MAX_BATCH) * MAX_BATCH);
+        const t0 = performance.now();
+        while (slowest() < at) {
+          if (performance.now() - t0 > 120_000) {
+            throw new Error(
+              `floor bench (${o.rung}): of ${at} messages the recipients counted ${counts}`,
+            );
+          }
+          await sleep(2);
+        }
+      }
+      return to - from;
+    };
+    // Whole records: the warm-up ends at a batch's edge.
+    const warm = Math.ceil(o.warm / MAX_BATCH) * MAX_BATCH;
+    if (warm > 0) await burst(0, warm);
+    const { result: m, threads } = await threadCpuDuring(
+      child.pid,
+      () => cpuDuring(child.pid, () => burst(warm, o.warm + o.messages)),
+    );
+    return {
+      units: m.result * o.recipients,
+      wallSeconds: m.wallSeconds,
+      cpuSeconds: m.cpuSeconds,
+      extra: {
+        rung: o.rung,
+        records,
+        messages: m.result,
+        wire_bytes_per_message: Math.round(wireBytes),
+        server_thread_cpu_seconds: Object.fromEntries(
+          Object.entries(threads).map(([name, s]) => [name, round(s, 6)]),
+        ),
+      },
+    };
+  } finally {
+    for (const tcp of tcps) {
+      try {
+        tcp.close();
+      } catch {
+        // closed by the server's exit
+      }
+    }
+    await child.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
