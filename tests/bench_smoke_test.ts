@@ -98,6 +98,16 @@ Deno.test({
           assert.equal(relays.filter((n: string) => shape.test(n)).length >= 2, true, `${shape}`);
           assert.ok(relays.some((n: string) => shape.test(n) && n.includes("Ed25519")), `${shape}`);
         }
+        // The relay's floor in this runtime and each rung of the ladder ran (bench/_floor.ts),
+        // all delivered (their figures are checked positive above), the floor beside ours.
+        const names = report.sections.peer.figures.map((f: { name: string }) => f.name);
+        assert.ok(names.some((n: string) => n.includes("this runtime's floor (")), "the floor row");
+        assert.ok(names.some((n: string) => n.includes("against this runtime's floor")));
+        for (const rung of ["floor", "json", "checks", "transcript"]) {
+          const phase = report.sections.peer.details.ladder?.[rung];
+          assertPositive(phase?.server_cpu_us_per_unit, `peer: the ladder's ${rung} rung`);
+          assert.equal(phase.rung, rung);
+        }
       }
       if (STORM_SKIPPED) {
         assert.match(report.sections.storm?.skipped ?? "", /mariadbd/);
