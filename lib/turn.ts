@@ -72,35 +72,67 @@ export function endTurn(): Promise<void> {
   return nextTurn();
 }
 
+/** A MessagePort, with node:worker_threads' ref/unref where Deno's Node compatibility made it. */
+type TurnPort = MessagePort & { ref?(): void; unref?(): void };
+
+/** The channel whose messages are the yields (nextTurn): kept between yields where it can be. */
+let turnPorts: { in: TurnPort; out: TurnPort } | undefined;
+/** The yields waiting, oldest first: each message posted resolves one, in order. */
+const waiting: (() => void)[] = [];
+
 /**
  * Resolves from a macrotask. A MessagePort message is delivered by the event loop
  * itself (when it polls I/O), unlike `setImmediate` (which Deno runs without polling)
- * or `setTimeout(0)` (clamped to a millisecond or more); a fresh channel per yield holds
- * nothing open once it fired. It comes after every microtask queued before it is delivered;
- * I/O that completes in the same poll (a read of data already waiting) may come before or
- * after it (tests/turn_test.ts).
+ * or `setTimeout(0)` (clamped to a millisecond or more). It comes after every microtask
+ * queued before it is delivered; I/O that completes in the same poll (a read of data already
+ * waiting) may come before or after it (tests/turn_test.ts).
  *
- * Listened to with `addEventListener` and `start`, not `onmessage`: once any npm package is
+ * One channel serves every yield, each a message on it, where its port can be unreferenced:
+ * a busy server yields hundreds of times a second, and a fresh channel per yield (two ports,
+ * their resources and a receive op, closed again) cost 13–50 µs of CPU where a message on a
+ * kept one costs 3–5 (docs/PERFORMANCE.md, session 14). The receiving port holds the event loop
+ * open only while a yield waits (`ref`), so an idle process still exits. That is
+ * node:worker_threads' MessagePort, which `serve` and `connect` have: once any npm package is
  * loaded (the CLI's reflect-metadata, @peculiar/x509), Deno's Node compatibility replaces the
- * global MessageChannel with node:worker_threads' own, whose `onmessage` is called from a
- * microtask after the post — not a turn at all: every "yield" went on without polling I/O and
- * every "turn's end" came a microtask later. Its ports' message event is still the event
- * loop's (tests/unit/turn_node_compat_test.ts).
+ * global MessageChannel with it. The web platform's ports cannot be unreferenced, so there the
+ * channel is closed whenever no yield waits, and a later yield opens another.
+ *
+ * Listened to with `addEventListener` and `start`, not `onmessage`: node:worker_threads' own
+ * `onmessage` is called from a microtask after the post — not a turn at all: every "yield"
+ * went on without polling I/O and every "turn's end" came a microtask later. Its ports' message
+ * event is still the event loop's (tests/unit/turn_node_compat_test.ts).
  */
 export function nextTurn(): Promise<void> {
-  return new Promise((resolve) => {
+  if (!turnPorts) {
     const { port1, port2 } = new MessageChannel();
-    port1.addEventListener("message", () => {
-      port1.close();
-      port2.close();
-      turns++;
-      units = 0;
-      since = performance.now();
-      resolve();
-    }, { once: true });
+    port1.addEventListener("message", turnCame);
     port1.start();
-    port2.postMessage(null);
+    turnPorts = { in: port1, out: port2 };
+  }
+  const ports = turnPorts;
+  return new Promise((resolve) => {
+    if (waiting.push(resolve) === 1) ports.in.ref?.();
+    ports.out.postMessage(null);
   });
+}
+
+/** A yield's message came: a new turn, and the oldest yield waiting resolves. */
+function turnCame(): void {
+  turns++;
+  units = 0;
+  since = performance.now();
+  const resolve = waiting.shift()!;
+  if (waiting.length === 0) {
+    const ports = turnPorts!;
+    if (ports.in.unref) {
+      ports.in.unref();
+    } else {
+      ports.in.close();
+      ports.out.close();
+      turnPorts = undefined;
+    }
+  }
+  resolve();
 }
 
 const atEnd = new Set<() => void>();

@@ -56,3 +56,39 @@ Deno.test("nextTurn resolves from a macrotask: after the microtasks queued after
     listener.close();
   }
 });
+
+Deno.test("nextTurn under Node's MessageChannel: the kept channel holds the process open while a yield waits, and not after", async () => {
+  // A process of its own: Node's MessageChannel replaces the global one for the whole isolate,
+  // and only a process's exit shows whether a port still holds its event loop open.
+  const dir = await Deno.makeTempDir({ prefix: "sc-turn-" });
+  try {
+    const script = `${dir}/yields.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import "node:worker_threads";
+import { atTurnEnd, nextTurn } from ${
+        JSON.stringify(new URL("../lib/turn.ts", import.meta.url).href)
+      };
+for (let i = 0; i < 3; i++) await nextTurn(); // nothing else holds the event loop open
+atTurnEnd(() => console.log("turn's end"));
+await nextTurn();
+console.log("done");
+`,
+    );
+    // Not a timing: a bound on a hang, so that a port left referenced fails the test rather
+    // than stalling the suite.
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--no-config", script],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.signal, null, `the process had to be killed: a port held it open\n${stderr}`);
+    assert.equal(out.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(out.stdout), "turn's end\ndone\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

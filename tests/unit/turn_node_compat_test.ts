@@ -26,3 +26,22 @@ Deno.test("nextTurn() and atTurnEnd() wait for the turn's end under Node's Messa
   assert.deepEqual(order.slice(0, 1), ["10,000 awaits"], order.join(", "));
   assert.ok(order.includes("turn's end"), order.join(", "));
 });
+
+Deno.test("nextTurn() posts every yield on one kept channel under Node's MessageChannel, not a channel per yield", async () => {
+  const NodeChannel = globalThis.MessageChannel;
+  let made = 0;
+  globalThis.MessageChannel = class extends NodeChannel {
+    constructor() {
+      super();
+      made++;
+    }
+  };
+  try {
+    for (let i = 0; i < 20; i++) await nextTurn(); // one after another, as a busy server yields
+    await Promise.all([nextTurn(), nextTurn(), nextTurn()]); // several in one turn
+  } finally {
+    globalThis.MessageChannel = NodeChannel;
+  }
+  // None if the test above left the channel kept (it did, unreferenced), else this one's.
+  assert.ok(made <= 1, `${made} channels made for 23 yields`);
+});
