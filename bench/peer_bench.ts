@@ -37,7 +37,8 @@
  *   … --server-cpu-prof DIR   our server children also write V8 CPU profiles into DIR
  *     (`--cpu-prof`: samples, so best read on a quiet machine; see --breakdown's note)
  *   … --server-v8-flag FLAG   (repeatable) a V8 flag for our server children after serve's own,
- *     e.g. `--server-v8-flag --max-semi-space-size=8`: memory settings compared in one sitting
+ *     e.g. `--server-v8-flag=--max-semi-space-size=8` (with `=`: a separate `--…` is an option of
+ *     its own): memory settings compared in one sitting
  */
 import { HeldWrites } from "../testkit/held_writes.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
@@ -1366,8 +1367,11 @@ const BURST_DELIVERIES = 8000;
  */
 interface FanOutOptions {
   keys: ("rsa" | "ed25519")[];
-  /** What our sender sends (BurstShape), a row each. */
-  shapes: BurstShape[];
+  /**
+   * What our sender sends (BurstShape), a row each; or "paced": text records sent as the
+   * recipients take them (the table's paced relay row, ourFanOut), a few per turn of the server.
+   */
+  shapes: (BurstShape | "paced")[];
   messages?: number;
   peer: boolean;
   /** Messages of a burst not measured, on the same server before the measured one. */
@@ -1396,17 +1400,22 @@ async function fanOut(
         const messages = fixed ?? Math.max(250, Math.round(BURST_DELIVERIES / width));
         const irc = binary && cpuMicrosPer(await ircFanOut(binary, files, tls, width, span));
         for (const shape of shapes) {
-          const row: Record<string, unknown> = { round: pass, width, shape, messages };
+          const row: Record<string, unknown> = { round: pass, width, shape };
+          if (shape !== "paced") row.messages = messages;
           if (irc) row.inspircd_us = round(irc, 2);
           if (keys.includes("rsa")) {
-            const rsaPhase = await ourBurst(pki, ids, width, messages, warm, shape);
+            const rsaPhase = shape === "paced"
+              ? await ourFanOut(pki, ids, width, span)
+              : await ourBurst(pki, ids, width, messages, warm, shape);
             const rsa = cpuMicrosPer(rsaPhase);
             row.rsa_us = round(rsa, 2);
             if (irc) row.rsa_ratio = round(rsa / irc, 2);
             row.rsa_threads_us = threadMicrosPer(rsaPhase);
           }
           if (keys.includes("ed25519")) {
-            const edPhase = await ourBurst(edPki, edIds, width, 2 * messages, 2 * warm, shape);
+            const edPhase = shape === "paced"
+              ? await ourFanOut(edPki, edIds, width, span)
+              : await ourBurst(edPki, edIds, width, 2 * messages, 2 * warm, shape);
             const ed = cpuMicrosPer(edPhase);
             row.ed25519_us = round(ed, 2);
             if (irc) row.ed25519_ratio = round(ed / irc, 2);
@@ -1511,7 +1520,8 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
     --rounds N           … repeated N times (default 1)
     --keys rsa,ed25519   … with these key types (default both)
     --shapes e2e,text    … our sender's lobby lines end to end as \`connect\` sends them (e2e),
-                           or server-readable text records with \`k\` (text); default both
+                           or server-readable text records with \`k\` (text); default both;
+                           or text records paced by the recipients (paced: a few a turn)
     --messages N         … N messages per burst
     --warm N             … on a server that relayed N messages first (default 0: fresh)
   --ladder               the relay's floor in this runtime and our layers on it, one rung at a
@@ -1523,7 +1533,7 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
                          both travelled once per batch; a protocol change measured, not made)
   --no-peer              ours only (with --idle, --fanout or --ladder), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
-  --server-v8-flag FLAG  (repeatable) a V8 flag for our server children after serve's own
+  --server-v8-flag=FLAG  (repeatable) a V8 flag for our server children after serve's own
   --server-tree DIR      our server children run DIR/bench/_peer_server.ts (another checkout's
                          lib/), the clients this one's: to compare trees, alternate runs
   --help                 this text`;
@@ -1560,7 +1570,7 @@ if (import.meta.main) {
       Number(args.rounds),
       {
         keys: args.keys.split(",") as FanOutOptions["keys"],
-        shapes: args.shapes.split(",") as BurstShape[],
+        shapes: args.shapes.split(",") as FanOutOptions["shapes"],
         messages: args.messages !== undefined ? Number(args.messages) : undefined,
         peer: !args["no-peer"],
         warm: Number(args.warm),
