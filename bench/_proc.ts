@@ -119,7 +119,7 @@ export const THREAD_ROLES: Record<string, string> = {
     "compaction, concurrent sweeping (ArrayBuffer backing stores' frees too) and the concurrent " +
     "compilers (Sparkplug, Maglev, TurboFan)",
   "tokio-runtime-w": "tokio's blocking pool: ops Deno hands off the event loop " +
-    "(asynchronous file calls such as open and fsync, DNS, some node:crypto calls)",
+    "(asynchronous file calls such as open and fsync, WebCrypto's operations, DNS)",
 };
 
 /** One thread's name and CPU time, its id the key of threadTimes's map. */
