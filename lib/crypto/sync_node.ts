@@ -26,7 +26,7 @@ import {
   chaCha20Poly1305OpenJs,
   chaCha20Poly1305SealJs,
 } from "./chacha20_poly1305.ts";
-import { concat, fromHex, wipe } from "../bytes.ts";
+import { concat, fromHex, join, wipe } from "../bytes.ts";
 import type {
   RsaSigner,
   Sha256Hasher,
@@ -34,7 +34,9 @@ import type {
   SyncRsaKey,
   SyncX25519Key,
 } from "./sync_types.ts";
-import { openLibcrypto, type OpenSslRsa, type OpenSslRsaKey } from "./openssl_rsa.ts";
+import { libcrypto } from "./libcrypto.ts";
+import { importRsaKey, type OpenSslRsaKey } from "./openssl_rsa.ts";
+import { LibcryptoError, OpenSslSymmetric } from "./openssl_symmetric.ts";
 
 export type { RsaSigner, Sha256Hasher, SyncEd25519Key, SyncRsaKey, SyncX25519Key };
 
@@ -78,6 +80,21 @@ export function scrypt(
  */
 const JS_HASH_MAX_BYTES = SHORT_HASH_MAX_BYTES;
 
+/**
+ * Where libcrypto loads ({@link nativeSymmetric}), SHA-256 of more than this many bytes, HMAC of
+ * more than {@link NATIVE_HMAC_MIN_BYTES} (or under a key longer than a block), and
+ * ChaCha20-Poly1305 of plaintexts longer than {@link NATIVE_AEAD_MIN_BYTES} go through it; shorter
+ * ones stay in JavaScript. An FFI call into libcrypto costs ~0.3 µs, so its one-shot SHA-256 and
+ * HMAC cost ~0.9 and ~2 µs of CPU plus ~2 ns a byte, and its seal and open (five calls each) ~2
+ * and ~2.3 µs; JavaScript takes ~1 µs per 64-byte block of SHA-256 and ~1.3 µs plus ~5 ns a byte
+ * for the AEAD, so they cross near these bounds (bench/aead_bench.ts, docs/PERFORMANCE.md
+ * session 14). Past {@link JS_HASH_MAX_BYTES} and {@link CHACHA20_POLY1305_JS_MAX_BYTES},
+ * node:crypto runs only where libcrypto does not load.
+ */
+const NATIVE_HASH_MIN_BYTES = 64;
+const NATIVE_HMAC_MIN_BYTES = 128;
+const NATIVE_AEAD_MIN_BYTES = 256;
+
 function totalLength(parts: readonly Uint8Array[]): number {
   let total = 0;
   for (const part of parts) total += part.length;
@@ -86,10 +103,21 @@ function totalLength(parts: readonly Uint8Array[]): number {
 
 /** SHA-256 over the concatenation of `parts`. */
 export function sha256(...parts: Uint8Array[]): Uint8Array {
+  const native = nativeSymmetric();
+  if (native && totalLength(parts) > NATIVE_HASH_MIN_BYTES) return native.sha256(joined(parts));
+  return portableSha256(parts);
+}
+
+function portableSha256(parts: readonly Uint8Array[]): Uint8Array {
   if (totalLength(parts) <= JS_HASH_MAX_BYTES) return sha256Short(parts);
   const h = createHash("sha256");
   for (const part of parts) h.update(part);
   return new Uint8Array(h.digest());
+}
+
+/** One buffer for libcrypto's one-shot calls: the part itself when there is one. */
+function joined(parts: readonly Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? parts[0] : join(parts);
 }
 
 const HMAC_BLOCK_BYTES = 64;
@@ -103,6 +131,14 @@ const HMAC_BLOCK_BYTES = 64;
  * (tests/unit/crypto_hkdf_test.ts).
  */
 export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const native = nativeSymmetric();
+  if (native && (key.length > HMAC_BLOCK_BYTES || totalLength(parts) > NATIVE_HMAC_MIN_BYTES)) {
+    return native.hmacSha256(key, joined(parts));
+  }
+  return portableHmacSha256(key, parts);
+}
+
+function portableHmacSha256(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
   if (key.length <= HMAC_BLOCK_BYTES && totalLength(parts) <= JS_HASH_MAX_BYTES) {
     return hmacSha256Short(key, parts);
   }
@@ -158,6 +194,20 @@ export function chaCha20Poly1305Seal(
   aad: Uint8Array,
   headroom = 0,
 ): Uint8Array {
+  const native = nativeSymmetric();
+  if (native && plaintext.length > NATIVE_AEAD_MIN_BYTES) {
+    return native.seal(key, nonce, plaintext, aad, headroom);
+  }
+  return portableChaCha20Poly1305Seal(key, nonce, plaintext, aad, headroom);
+}
+
+function portableChaCha20Poly1305Seal(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+  headroom = 0,
+): Uint8Array {
   if (plaintext.length <= CHACHA20_POLY1305_JS_MAX_BYTES) {
     return chaCha20Poly1305SealJs(key, nonce, plaintext, aad, headroom);
   }
@@ -170,6 +220,19 @@ export function chaCha20Poly1305Seal(
  * @throws {Error} when authentication fails; the caller turns it into its own code
  */
 export function chaCha20Poly1305Open(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array {
+  const native = nativeSymmetric();
+  if (native && sealed.length - 16 > NATIVE_AEAD_MIN_BYTES) {
+    return native.open(key, nonce, sealed, aad);
+  }
+  return portableChaCha20Poly1305Open(key, nonce, sealed, aad);
+}
+
+function portableChaCha20Poly1305Open(
   key: Uint8Array,
   nonce: Uint8Array,
   sealed: Uint8Array,
@@ -335,12 +398,39 @@ export function ed25519Verify(
   return nodeVerify(null, data, key.backendKey as KeyObject, signature);
 }
 
-/** libcrypto, opened on the first RSA key (an Ed25519-only process never loads it). */
-let libcrypto: OpenSslRsa | { reason: string } | undefined;
+/** libcrypto's symmetric primitives, set up on first use; null where libcrypto is not loadable. */
+let symmetric: OpenSslSymmetric | null | undefined;
 
-function openSsl(): OpenSslRsa | { reason: string } {
-  return libcrypto ??= openLibcrypto();
+/**
+ * The per-message primitives through libcrypto (./openssl_symmetric.ts) where this process can
+ * load it, or null, and then {@link portable}'s node:crypto and JavaScript paths run: an Ed25519
+ * deployment without OpenSSL (or without `--allow-ffi`) keeps working, with the same bytes.
+ */
+export function nativeSymmetric(): OpenSslSymmetric | null {
+  if (symmetric === undefined) {
+    const opened = libcrypto();
+    try {
+      symmetric = "reason" in opened ? null : new OpenSslSymmetric(opened);
+    } catch (error) {
+      if (!(error instanceof LibcryptoError)) throw error;
+      symmetric = null;
+    }
+  }
+  return symmetric;
 }
+
+/**
+ * What {@link sha256}, {@link hmacSha256} and the ChaCha20-Poly1305 seal and open compute
+ * without libcrypto (node:crypto and JavaScript): exported so the tests hold both
+ * implementations to the same vectors whichever this process loads.
+ */
+export const portable = {
+  sha256: (...parts: Uint8Array[]): Uint8Array => portableSha256(parts),
+  hmacSha256: (key: Uint8Array, ...parts: Uint8Array[]): Uint8Array =>
+    portableHmacSha256(key, parts),
+  chaCha20Poly1305Seal: portableChaCha20Poly1305Seal,
+  chaCha20Poly1305Open: portableChaCha20Poly1305Open,
+};
 
 /**
  * RSA signing goes through OpenSSL's libcrypto where this process can load it
@@ -348,7 +438,7 @@ function openSsl(): OpenSslRsa | { reason: string } {
  * this says so and why.
  */
 export function rsaSigner(): RsaSigner {
-  const openssl = openSsl();
+  const openssl = libcrypto();
   return "reason" in openssl
     ? {
       native: false,
@@ -364,8 +454,8 @@ export function rsaSigner(): RsaSigner {
  * @throws {SecureChatError} INVALID_INPUT when libcrypto refuses the key
  */
 export function rsaSyncKey(pkcs8Der: Uint8Array, bits: number): SyncRsaKey | undefined {
-  const openssl = openSsl();
-  return "reason" in openssl ? undefined : { backendKey: openssl.importKey(pkcs8Der, bits) };
+  const openssl = libcrypto();
+  return "reason" in openssl ? undefined : { backendKey: importRsaKey(openssl, pkcs8Der, bits) };
 }
 
 /**

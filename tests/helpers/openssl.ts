@@ -1,5 +1,5 @@
 /** Test helper: runs openssl in a directory, failing loudly with its stderr. */
-import { openLibcrypto } from "../../lib/crypto/openssl_rsa.ts";
+import { openLibcrypto } from "../../lib/crypto/libcrypto.ts";
 
 export interface OpensslResult {
   code: number;

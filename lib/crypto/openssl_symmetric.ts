@@ -1,0 +1,193 @@
+/**
+ * ChaCha20-Poly1305 (RFC 8439), SHA-256 and HMAC-SHA-256 through the system's libcrypto
+ * (./libcrypto.ts), for the node backend's per-message primitives (./sync_node.ts): one FFI call
+ * per step into OpenSSL's SIMD assembly, where Deno's node:crypto pays a cipher or hash object and
+ * several ops per call around unvectorised code (docs/PERFORMANCE.md session 14).
+ *
+ * Memory safety is this module's whole contract with C: every length passed to libcrypto is the
+ * length of a JavaScript buffer handed over in the same call (checked against the fixed key and
+ * nonce sizes first, since libcrypto reads those without a length), every output buffer is
+ * allocated here to exactly what the call writes (ChaCha20 is a stream cipher: an Update writes
+ * as many bytes as it reads, a Final none, the tag 16), and the counts libcrypto reports are
+ * checked against that. Every return code is checked; a failure clears OpenSSL's error queue and
+ * throws, never returns output. Zero-length inputs pass a one-byte scratch buffer with length 0,
+ * so no call ever sees a null or dangling pointer.
+ */
+import { wipe } from "../bytes.ts";
+import type { Libcrypto, LibcryptoSymbols } from "./libcrypto.ts";
+
+/** OpenSSL's constants (openssl/evp.h, openssl/core_names.h): a stable ABI. */
+const EVP_CTRL_AEAD_GET_TAG = 0x10;
+const EVP_CTRL_AEAD_SET_TAG = 0x11;
+const KEY_BYTES = 32;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const SHA256_BYTES = 32;
+/** EVP_EncryptUpdate and HMAC take an `int` length. */
+const INT_MAX = 0x7fffffff;
+
+/** Thrown on every libcrypto failure; the caller turns it into its own code. */
+export class LibcryptoError extends Error {}
+
+/**
+ * libcrypto's ChaCha20-Poly1305, SHA-256 and HMAC-SHA-256 for this process. It holds one cipher
+ * context for sealing and one for opening, set up once and re-keyed by every call (Init with the
+ * key and nonce resets the AEAD state): sharing them is safe only because every method runs to
+ * completion synchronously on the one JS thread that owns this object, with no await and no
+ * callback between the Init and the Final, so no two calls interleave on a context. The contexts
+ * live as long as the process (one object, made once by ./sync_node.ts), so nothing is freed.
+ */
+export class OpenSslSymmetric {
+  readonly #lib: LibcryptoSymbols;
+  readonly #cipher: Deno.PointerObject;
+  readonly #sealCtx: Deno.PointerObject;
+  readonly #openCtx: Deno.PointerObject;
+  readonly #sha256: Deno.PointerObject;
+  /** The int the Update and Final calls write their output count to. */
+  readonly #count = new Int32Array(1);
+  /** HMAC's unsigned int output length. */
+  readonly #macLength = new Uint32Array(1);
+  /** Stands in for an empty input, and receives a Final's zero bytes (checked). */
+  readonly #scratch = new Uint8Array(TAG_BYTES);
+
+  /** @throws {LibcryptoError} when libcrypto lacks ChaCha20-Poly1305 or SHA-256 or memory */
+  constructor(libcrypto: Libcrypto) {
+    const lib = this.#lib = libcrypto.lib;
+    const cipher = lib.EVP_chacha20_poly1305();
+    const sha256 = lib.EVP_sha256();
+    const sealCtx = lib.EVP_CIPHER_CTX_new();
+    const openCtx = lib.EVP_CIPHER_CTX_new();
+    if (!cipher || !sha256 || !sealCtx || !openCtx) {
+      lib.ERR_clear_error();
+      throw new LibcryptoError("libcrypto has no ChaCha20-Poly1305 or SHA-256 here");
+    }
+    [this.#cipher, this.#sha256, this.#sealCtx, this.#openCtx] = [cipher, sha256, sealCtx, openCtx];
+  }
+
+  /**
+   * ChaCha20-Poly1305: `headroom` zero bytes, then ciphertext || 16-byte tag.
+   * @throws {LibcryptoError} on a wrong key or nonce length, or when libcrypto fails
+   */
+  seal(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    plaintext: Uint8Array,
+    aad: Uint8Array,
+    headroom: number,
+  ): Uint8Array {
+    checkKeyAndNonce(key, nonce);
+    checkLength(plaintext.length);
+    checkLength(aad.length);
+    if (!Number.isSafeInteger(headroom) || headroom < 0) {
+      throw new LibcryptoError("the headroom is not a byte count");
+    }
+    const lib = this.#lib;
+    const ctx = this.#sealCtx;
+    const count = this.#count;
+    const out = new Uint8Array(headroom + plaintext.length + TAG_BYTES);
+    const body = out.subarray(headroom, headroom + plaintext.length);
+    const tag = out.subarray(headroom + plaintext.length);
+    const ok = lib.EVP_EncryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
+      (aad.length === 0 ||
+        (lib.EVP_EncryptUpdate(ctx, null, count, aad, aad.length) === 1 &&
+          count[0] === aad.length)) &&
+      (plaintext.length === 0 ||
+        (lib.EVP_EncryptUpdate(ctx, body, count, plaintext, plaintext.length) === 1 &&
+          count[0] === plaintext.length)) &&
+      lib.EVP_EncryptFinal_ex(ctx, this.#scratch, count) === 1 && count[0] === 0 &&
+      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_BYTES, tag) === 1;
+    if (!ok) {
+      lib.ERR_clear_error();
+      wipe(out);
+      throw new LibcryptoError("libcrypto could not seal with ChaCha20-Poly1305");
+    }
+    return out;
+  }
+
+  /**
+   * Opens ChaCha20-Poly1305 ciphertext || 16-byte tag. OpenSSL compares the tag in constant time;
+   * on a mismatch the unauthenticated plaintext is wiped and never returned.
+   * @throws {LibcryptoError} when authentication fails (or libcrypto does, or the input is not
+   *   at least a tag, or a length is wrong)
+   */
+  open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array {
+    checkKeyAndNonce(key, nonce);
+    if (sealed.length < TAG_BYTES) {
+      throw new LibcryptoError("the sealed input is shorter than a tag");
+    }
+    checkLength(sealed.length);
+    checkLength(aad.length);
+    const lib = this.#lib;
+    const ctx = this.#openCtx;
+    const count = this.#count;
+    const length = sealed.length - TAG_BYTES;
+    const out = new Uint8Array(length);
+    // A copy: SET_TAG takes a non-const pointer, and the caller's bytes stay the caller's.
+    const tag = sealed.slice(length);
+    const ok = lib.EVP_DecryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
+      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_BYTES, tag) === 1 &&
+      (aad.length === 0 ||
+        (lib.EVP_DecryptUpdate(ctx, null, count, aad, aad.length) === 1 &&
+          count[0] === aad.length)) &&
+      (length === 0 ||
+        (lib.EVP_DecryptUpdate(ctx, out, count, sealed.subarray(0, length), length) === 1 &&
+          count[0] === length)) &&
+      lib.EVP_DecryptFinal_ex(ctx, this.#scratch, count) === 1 && count[0] === 0;
+    if (!ok) {
+      lib.ERR_clear_error();
+      wipe(out);
+      throw new LibcryptoError("ChaCha20-Poly1305 authentication failed");
+    }
+    return out;
+  }
+
+  /**
+   * SHA-256 of `data`.
+   * @throws {LibcryptoError} when libcrypto fails
+   */
+  sha256(data: Uint8Array): Uint8Array {
+    const out = new Uint8Array(SHA256_BYTES);
+    const input = data.length === 0 ? this.#scratch : data;
+    const ok = this.#lib.EVP_Digest(input, BigInt(data.length), out, null, this.#sha256, null);
+    if (ok !== 1) {
+      this.#lib.ERR_clear_error();
+      throw new LibcryptoError("libcrypto could not hash");
+    }
+    return out;
+  }
+
+  /**
+   * HMAC-SHA-256(key, data), any key length including empty.
+   * @throws {LibcryptoError} when libcrypto fails
+   */
+  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
+    checkLength(key.length);
+    const out = new Uint8Array(SHA256_BYTES);
+    const length = this.#macLength;
+    const made = this.#lib.HMAC(
+      this.#sha256,
+      key.length === 0 ? this.#scratch : key,
+      key.length,
+      data.length === 0 ? this.#scratch : data,
+      BigInt(data.length),
+      out,
+      length,
+    );
+    if (made === null || length[0] !== SHA256_BYTES) {
+      this.#lib.ERR_clear_error();
+      throw new LibcryptoError("libcrypto could not compute the HMAC");
+    }
+    return out;
+  }
+}
+
+function checkKeyAndNonce(key: Uint8Array, nonce: Uint8Array): void {
+  // libcrypto reads 32 and 12 bytes from these pointers whatever they hold.
+  if (key.length !== KEY_BYTES || nonce.length !== NONCE_BYTES) {
+    throw new LibcryptoError("ChaCha20-Poly1305 takes a 32-byte key and a 12-byte nonce");
+  }
+}
+
+function checkLength(length: number): void {
+  if (length > INT_MAX) throw new LibcryptoError("an input longer than libcrypto's int length");
+}
