@@ -16,10 +16,11 @@
  */
 
 /**
- * The node backend (./sync_node.ts) seals and opens plaintexts of at most this many bytes here,
- * longer ones through node:crypto; the browser's uses this module at every length. Every record
- * (PROTOCOL §3.2) and every message's content (§6.1) is one AEAD call at each party that seals or
- * opens it, most of them a few hundred bytes. In Deno a node:crypto call costs a cipher object and
+ * Where libcrypto does not load, the node backend (./sync_node.ts) seals and opens plaintexts of
+ * at most this many bytes here, longer ones through node:crypto (where it loads, libcrypto takes
+ * all past NATIVE_AEAD_MIN_BYTES there); the browser's uses this module at every length. Every
+ * record (PROTOCOL §3.2) and every message's content (§6.1) is one AEAD call at each party that
+ * seals or opens it, most of them a few hundred bytes. In Deno a node:crypto call costs a cipher object and
  * its stream ops whatever the length, about 6–13 µs of CPU per seal and 4–9 per open here, where
  * JavaScript spends about 2 µs plus 5 ns a byte and node:crypto's native code ~1.2 ns a byte: seals
  * cross over near 1,100–1,500 bytes, opens near 700 (docs/PERFORMANCE.md, session 11). One bound

@@ -1,14 +1,17 @@
 /**
- * The synchronous primitives of the shared protocol code, for the CLI and the server: SHA-256,
- * HMAC-SHA-256, AES-GCM, ChaCha20-Poly1305 and X25519 through node:crypto (one call each, no key
- * import and no thread-pool hop: docs/PERFORMANCE.md), except SHA-256 and HMAC of short inputs,
- * which ./sha256_short.ts computes faster in JavaScript than a node:crypto call costs
- * ({@link sha256}), and ChaCha20-Poly1305 of short plaintexts, which ./chacha20_poly1305.ts
- * does for the same reason ({@link chaCha20Poly1305Seal}). The specifier `#sync-crypto` names
- * this module in deno.json; the browser build maps it to ./sync_browser.ts instead
- * (scripts/web_build.ts), so both run the same protocol code over one interface. This is the only lib/ module that may
- * import node:crypto (tests/unit/layers_test.ts); tests/unit/sync_crypto_test.ts holds the two
- * backends to the same outputs.
+ * The synchronous primitives of the shared protocol code, for the CLI and the server. Where this
+ * process can load OpenSSL 3's libcrypto (./libcrypto.ts: `--allow-ffi` for it, as the start task
+ * grants), ChaCha20-Poly1305, SHA-256 and HMAC-SHA-256 of all but short inputs go through it
+ * (./openssl_symmetric.ts: one FFI call per step into OpenSSL's SIMD code), and so does RSA signing
+ * (./openssl_rsa.ts). Short inputs stay in JavaScript (./sha256_short.ts, ./chacha20_poly1305.ts),
+ * cheaper than any call out ({@link NATIVE_AEAD_MIN_BYTES}). Without libcrypto, the longer ones go
+ * through node:crypto instead ({@link portable}: the same bytes). AES-GCM, X25519, Ed25519 and
+ * scrypt go through node:crypto (one call each, no key import and no thread-pool hop:
+ * docs/PERFORMANCE.md). The specifier `#sync-crypto` names this module in deno.json; the browser
+ * build maps it to ./sync_browser.ts instead (scripts/web_build.ts), so both run the same protocol
+ * code over one interface. This is the only lib/ module that may import node:crypto
+ * (tests/unit/layers_test.ts); tests/unit/sync_crypto_test.ts holds the two backends to the same
+ * outputs, tests/unit/openssl_symmetric_test.ts libcrypto to the fallback.
  */
 import { createCipheriv, createDecipheriv, createHash, type Hash, scryptSync } from "node:crypto";
 import {
@@ -69,8 +72,8 @@ export function scrypt(
 }
 
 /**
- * Inputs of at most this many bytes are hashed in JavaScript (./sha256_short.ts); longer ones
- * by node:crypto. Every chat message hashes a few short inputs at every party (its content key
+ * Without libcrypto, inputs of at most this many bytes are hashed in JavaScript
+ * (./sha256_short.ts); longer ones by node:crypto. Every chat message hashes a few short inputs at every party (its content key
  * and commitment, its statement's SHA-256(ct), its batch leaf and path), and in Deno each
  * node:crypto hash costs a hash object, three ops and native allocations — in a running session
  * about 5 µs, where JavaScript compresses a 64-byte block in about 0.35 µs; node:crypto's native
@@ -123,12 +126,13 @@ function joined(parts: readonly Uint8Array[]): Uint8Array {
 const HMAC_BLOCK_BYTES = 64;
 
 /**
- * HMAC-SHA-256(key, parts...), any key length including empty. Short inputs (a key of at most
- * one block, a message of at most {@link JS_HASH_MAX_BYTES}) are computed in JavaScript, as
- * {@link sha256} says why; longer ones through RFC 2104 over two node:crypto SHA-256 hashes,
- * about half of `createHmac`'s cost in Deno. Checked against RFC 4231, the Wycheproof HKDF
- * vectors and `createHmac` itself on both sides of the threshold
- * (tests/unit/crypto_hkdf_test.ts).
+ * HMAC-SHA-256(key, parts...), any key length including empty: through libcrypto's one-shot
+ * HMAC() past {@link NATIVE_HMAC_MIN_BYTES} or under a key longer than a block, where it loads.
+ * Otherwise short inputs (a key of at most one block, a message of at most
+ * {@link JS_HASH_MAX_BYTES}) are computed in JavaScript, as {@link sha256} says why, and longer
+ * ones through RFC 2104 over two node:crypto SHA-256 hashes, about half of `createHmac`'s cost in
+ * Deno. Checked against RFC 4231, the Wycheproof HKDF vectors and `createHmac` itself on both
+ * sides of the thresholds (tests/unit/crypto_hkdf_test.ts, tests/unit/openssl_symmetric_test.ts).
  */
 export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
   const native = nativeSymmetric();
@@ -182,10 +186,11 @@ export function aesGcmOpen(
 
 /**
  * ChaCha20-Poly1305 (RFC 8439): `headroom` zero bytes, then ciphertext || 16-byte tag. The caller
- * checks key (32) and nonce (12) lengths. Short plaintexts in JavaScript
- * ({@link CHACHA20_POLY1305_JS_MAX_BYTES} says why); longer ones through node:crypto, which runs
- * it at ~1.2 ns/B here, where its AES-GCM, which does not use the CPU's AES instructions, takes ~6
- * (docs/PERFORMANCE.md, session 7).
+ * checks key (32) and nonce (12) lengths (and libcrypto's path again: it reads them unsized).
+ * Plaintexts longer than {@link NATIVE_AEAD_MIN_BYTES} through libcrypto where it loads; otherwise
+ * short ones in JavaScript ({@link CHACHA20_POLY1305_JS_MAX_BYTES} says why) and longer ones
+ * through node:crypto (its ChaCha20-Poly1305 ~1.2 ns/B, where its AES-GCM, which does not use the
+ * CPU's AES instructions, takes ~6: docs/PERFORMANCE.md, session 7).
  */
 export function chaCha20Poly1305Seal(
   key: Uint8Array,
@@ -406,7 +411,7 @@ let symmetric: OpenSslSymmetric | null | undefined;
  * load it, or null, and then {@link portable}'s node:crypto and JavaScript paths run: an Ed25519
  * deployment without OpenSSL (or without `--allow-ffi`) keeps working, with the same bytes.
  */
-export function nativeSymmetric(): OpenSslSymmetric | null {
+function nativeSymmetric(): OpenSslSymmetric | null {
   if (symmetric === undefined) {
     const opened = libcrypto();
     try {

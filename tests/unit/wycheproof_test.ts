@@ -173,9 +173,10 @@ async function mlkemOutcome(run: () => Promise<boolean>): Promise<Verdict> {
 /**
  * AES-GCM and X25519 through one synchronous backend (lib/crypto/sync_node.ts for the CLI,
  * sync_browser.ts for the page), X25519 under lib/crypto/x25519.ts's all-zero refusal. The
- * browser module is passed as `typeof nodeSync`: `deno check` fails if their exports drift.
+ * browser module is passed as the node module's type: `deno check` fails if their exports drift
+ * (but for `portable`, the node backend's paths without libcrypto, which the page has no need of).
  */
-function syncFiles(backend: typeof nodeSync, label: string): SuiteFile[] {
+function syncFiles(backend: Omit<typeof nodeSync, "portable">, label: string): SuiteFile[] {
   return [
     {
       file: "aes_gcm_test.json",
