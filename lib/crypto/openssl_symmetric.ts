@@ -88,9 +88,8 @@ export class OpenSslSymmetric {
     const body = out.subarray(headroom, headroom + plaintext.length);
     const tag = out.subarray(headroom + plaintext.length);
     const ok = lib.EVP_EncryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
-      (aad.length === 0 ||
-        (lib.EVP_EncryptUpdate(ctx, null, count, aad, aad.length) === 1 &&
-          count[0] === aad.length)) &&
+      // AAD: out is null, nothing is written, and the count is no output length.
+      (aad.length === 0 || lib.EVP_EncryptUpdate(ctx, null, count, aad, aad.length) === 1) &&
       (plaintext.length === 0 ||
         (lib.EVP_EncryptUpdate(ctx, body, count, plaintext, plaintext.length) === 1 &&
           count[0] === plaintext.length)) &&
@@ -126,9 +125,8 @@ export class OpenSslSymmetric {
     const tag = sealed.slice(length);
     const ok = lib.EVP_DecryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
       lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_BYTES, tag) === 1 &&
-      (aad.length === 0 ||
-        (lib.EVP_DecryptUpdate(ctx, null, count, aad, aad.length) === 1 &&
-          count[0] === aad.length)) &&
+      // AAD: out is null, nothing is written, and the count is no output length.
+      (aad.length === 0 || lib.EVP_DecryptUpdate(ctx, null, count, aad, aad.length) === 1) &&
       (length === 0 ||
         (lib.EVP_DecryptUpdate(ctx, out, count, sealed.subarray(0, length), length) === 1 &&
           count[0] === length)) &&

@@ -29,7 +29,7 @@ import {
   chaCha20Poly1305OpenJs,
   chaCha20Poly1305SealJs,
 } from "./chacha20_poly1305.ts";
-import { concat, fromHex, join, wipe } from "../bytes.ts";
+import { concat, fromHex, join, timingSafeEqual, wipe } from "../bytes.ts";
 import type {
   RsaSigner,
   Sha256Hasher,
@@ -415,13 +415,34 @@ function nativeSymmetric(): OpenSslSymmetric | null {
   if (symmetric === undefined) {
     const opened = libcrypto();
     try {
-      symmetric = "reason" in opened ? null : new OpenSslSymmetric(opened);
+      symmetric = "reason" in opened ? null : agreesWithPortable(new OpenSslSymmetric(opened));
     } catch (error) {
       if (!(error instanceof LibcryptoError)) throw error;
       symmetric = null;
     }
   }
   return symmetric;
+}
+
+/**
+ * `native` if it gives {@link portable}'s bytes on one fixed input per primitive (past every
+ * bound, with AAD and headroom), else null: a libcrypto that loads but cannot run these (a
+ * provider configuration without ChaCha20-Poly1305, say) leaves the process on the portable
+ * paths instead of failing every message. Once per process, ~50 µs.
+ */
+function agreesWithPortable(native: OpenSslSymmetric): OpenSslSymmetric | null {
+  const input = new Uint8Array(1500).map((_, i) => i * 7);
+  const [key, nonce, aad] = [input.subarray(0, 32), input.subarray(32, 44), input.subarray(44, 57)];
+  const sealed = native.seal(key, nonce, input, aad, 2);
+  return timingSafeEqual(sealed, portableChaCha20Poly1305Seal(key, nonce, input, aad, 2)) &&
+      timingSafeEqual(native.open(key, nonce, sealed.subarray(2), aad), input) &&
+      timingSafeEqual(native.sha256(input), portableSha256([input])) &&
+      timingSafeEqual(
+        native.hmacSha256(input.subarray(0, 100), input),
+        portableHmacSha256(input.subarray(0, 100), [input]),
+      )
+    ? native
+    : null;
 }
 
 /**
