@@ -87,10 +87,11 @@ const JS_HASH_MAX_BYTES = SHORT_HASH_MAX_BYTES;
  * Where libcrypto loads ({@link nativeSymmetric}), SHA-256 of more than this many bytes, HMAC of
  * more than {@link NATIVE_HMAC_MIN_BYTES} (or under a key longer than a block), and
  * ChaCha20-Poly1305 of plaintexts longer than {@link NATIVE_AEAD_MIN_BYTES} go through it; shorter
- * ones stay in JavaScript. An FFI call into libcrypto costs ~0.3 µs, so its one-shot SHA-256 and
- * HMAC cost ~0.9 and ~2 µs of CPU plus ~2 ns a byte, and its seal and open (five calls each) ~2
- * and ~2.3 µs; JavaScript takes ~1 µs per 64-byte block of SHA-256 and ~1.3 µs plus ~5 ns a byte
- * for the AEAD, so they cross near these bounds (bench/aead_bench.ts, docs/PERFORMANCE.md
+ * ones stay in JavaScript. A call out costs a few tenths of a µs, so libcrypto's one-shot SHA-256
+ * takes ~0.9–1.3 µs of CPU up to a kilobyte, its HMAC ~2–2.5, its seal and open (four or five
+ * calls each) ~2–2.5; JavaScript takes ~0.5 µs plus ~0.4 per 64-byte block of SHA-256 (HMAC
+ * hashes two blocks more) and ~1.3 µs plus ~4.5 ns a byte for the AEAD, so they cross near
+ * these bounds (bench/aead_bench.ts, 3 rounds at load 12; docs/PERFORMANCE.md
  * session 14). Past {@link JS_HASH_MAX_BYTES} and {@link CHACHA20_POLY1305_JS_MAX_BYTES},
  * node:crypto runs only where libcrypto does not load.
  */
