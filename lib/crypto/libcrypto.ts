@@ -147,8 +147,8 @@ export function openLibcrypto(
 let opened: Libcrypto | { reason: string } | undefined;
 
 /**
- * This process's libcrypto, opened on first use (a process that never needs it never loads it),
- * or why it is not loadable here: the one place that opens it.
+ * This process's libcrypto, opened once (./sync_node.ts asks as it loads), or why it is not
+ * loadable here: the one place that opens it.
  */
 export function libcrypto(): Libcrypto | { reason: string } {
   return opened ??= openLibcrypto();

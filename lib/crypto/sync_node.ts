@@ -404,25 +404,26 @@ export function ed25519Verify(
   return nodeVerify(null, data, key.backendKey as KeyObject, signature);
 }
 
-/** libcrypto's symmetric primitives, set up on first use; null where libcrypto is not loadable. */
-let symmetric: OpenSslSymmetric | null | undefined;
-
 /**
  * The per-message primitives through libcrypto (./openssl_symmetric.ts) where this process can
  * load it, or null, and then {@link portable}'s node:crypto and JavaScript paths run: an Ed25519
- * deployment without OpenSSL (or without `--allow-ffi`) keeps working, with the same bytes.
+ * deployment without OpenSSL (or without `--allow-ffi`) keeps working, with the same bytes. Set
+ * up as this module loads (at its end, {@link symmetric}), so the library is open before any
+ * caller's first message rather than in the middle of it (Deno's test sanitizer counts a library
+ * opened during a test as a leak).
  */
 function nativeSymmetric(): OpenSslSymmetric | null {
-  if (symmetric === undefined) {
-    const opened = libcrypto();
-    try {
-      symmetric = "reason" in opened ? null : agreesWithPortable(new OpenSslSymmetric(opened));
-    } catch (error) {
-      if (!(error instanceof LibcryptoError)) throw error;
-      symmetric = null;
-    }
-  }
   return symmetric;
+}
+
+function loadSymmetric(): OpenSslSymmetric | null {
+  const opened = libcrypto();
+  try {
+    return "reason" in opened ? null : agreesWithPortable(new OpenSslSymmetric(opened));
+  } catch (error) {
+    if (!(error instanceof LibcryptoError)) throw error;
+    return null;
+  }
 }
 
 /**
@@ -492,3 +493,6 @@ export function rsaSyncKey(pkcs8Der: Uint8Array, bits: number): SyncRsaKey | und
 export function rsaSign(key: SyncRsaKey, data: Uint8Array): Uint8Array {
   return (key.backendKey as OpenSslRsaKey).signDigest(sha256(data));
 }
+
+/** Last: {@link loadSymmetric}'s self-test runs the portable paths, which need the constants above. */
+const symmetric: OpenSslSymmetric | null = loadSymmetric();
