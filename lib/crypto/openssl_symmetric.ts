@@ -10,8 +10,11 @@
  * allocated here to exactly what the call writes (ChaCha20 is a stream cipher: an Update writes
  * as many bytes as it reads, a Final none, the tag 16), and the counts libcrypto reports are
  * checked against that. Every return code is checked; a failure clears OpenSSL's error queue and
- * throws, never returns output. Zero-length inputs pass a one-byte scratch buffer with length 0,
- * so no call ever sees a null or dangling pointer.
+ * throws, never returns output. No call sees a dangling pointer: an empty input to hash passes a
+ * scratch buffer with length 0, an empty AAD or plaintext skips its Update, and null goes only
+ * where OpenSSL's API gives it a meaning (the AAD Update's output, EVP_Digest's size, the ENGINE).
+ * The contexts keep the last call's key state until the next call re-keys them (the JS path zeroes
+ * its state; the same keys sit in the session objects anyway).
  */
 import { wipe } from "../bytes.ts";
 import type { Libcrypto, LibcryptoSymbols } from "./libcrypto.ts";
@@ -25,6 +28,15 @@ const TAG_BYTES = 16;
 const SHA256_BYTES = 32;
 /** EVP_EncryptUpdate and HMAC take an `int` length. */
 const INT_MAX = 0x7fffffff;
+
+/**
+ * A view's byte count from the engine's internal slot (%TypedArray%.prototype.byteLength's getter),
+ * not from `.length`, which a subclass can override: the count passed to C must be the one the
+ * pointer Deno passes is good for.
+ */
+const byteLength: (view: Uint8Array) => number = Function.prototype.call.bind(
+  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!.get!,
+);
 
 /** Thrown on every libcrypto failure; the caller turns it into its own code. */
 export class LibcryptoError extends Error {}
@@ -76,23 +88,23 @@ export class OpenSslSymmetric {
     headroom: number,
   ): Uint8Array {
     checkKeyAndNonce(key, nonce);
-    checkLength(plaintext.length);
-    checkLength(aad.length);
+    const length = checkLength(byteLength(plaintext));
+    const aadLength = checkLength(byteLength(aad));
     if (!Number.isSafeInteger(headroom) || headroom < 0) {
       throw new LibcryptoError("the headroom is not a byte count");
     }
     const lib = this.#lib;
     const ctx = this.#sealCtx;
     const count = this.#count;
-    const out = new Uint8Array(headroom + plaintext.length + TAG_BYTES);
-    const body = out.subarray(headroom, headroom + plaintext.length);
-    const tag = out.subarray(headroom + plaintext.length);
+    const out = new Uint8Array(headroom + length + TAG_BYTES);
+    const body = out.subarray(headroom, headroom + length);
+    const tag = out.subarray(headroom + length);
     const ok = lib.EVP_EncryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
       // AAD: out is null, nothing is written, and the count is no output length.
-      (aad.length === 0 || lib.EVP_EncryptUpdate(ctx, null, count, aad, aad.length) === 1) &&
-      (plaintext.length === 0 ||
-        (lib.EVP_EncryptUpdate(ctx, body, count, plaintext, plaintext.length) === 1 &&
-          count[0] === plaintext.length)) &&
+      (aadLength === 0 || lib.EVP_EncryptUpdate(ctx, null, count, aad, aadLength) === 1) &&
+      (length === 0 ||
+        (lib.EVP_EncryptUpdate(ctx, body, count, plaintext, length) === 1 &&
+          count[0] === length)) &&
       lib.EVP_EncryptFinal_ex(ctx, this.#scratch, count) === 1 && count[0] === 0 &&
       lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_BYTES, tag) === 1;
     if (!ok) {
@@ -111,24 +123,26 @@ export class OpenSslSymmetric {
    */
   open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array {
     checkKeyAndNonce(key, nonce);
-    if (sealed.length < TAG_BYTES) {
+    const sealedLength = checkLength(byteLength(sealed));
+    const aadLength = checkLength(byteLength(aad));
+    if (sealedLength < TAG_BYTES) {
       throw new LibcryptoError("the sealed input is shorter than a tag");
     }
-    checkLength(sealed.length);
-    checkLength(aad.length);
     const lib = this.#lib;
     const ctx = this.#openCtx;
     const count = this.#count;
-    const length = sealed.length - TAG_BYTES;
+    const length = sealedLength - TAG_BYTES;
     const out = new Uint8Array(length);
-    // A copy: SET_TAG takes a non-const pointer, and the caller's bytes stay the caller's.
-    const tag = sealed.slice(length);
+    // Both views made before Init, so only FFI calls run between Init and Final. The tag a copy:
+    // SET_TAG takes a non-const pointer, and the caller's bytes stay the caller's.
+    const ciphertext = Uint8Array.prototype.subarray.call(sealed, 0, length);
+    const tag = Uint8Array.prototype.slice.call(sealed, length);
     const ok = lib.EVP_DecryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
       lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_BYTES, tag) === 1 &&
       // AAD: out is null, nothing is written, and the count is no output length.
-      (aad.length === 0 || lib.EVP_DecryptUpdate(ctx, null, count, aad, aad.length) === 1) &&
+      (aadLength === 0 || lib.EVP_DecryptUpdate(ctx, null, count, aad, aadLength) === 1) &&
       (length === 0 ||
-        (lib.EVP_DecryptUpdate(ctx, out, count, sealed.subarray(0, length), length) === 1 &&
+        (lib.EVP_DecryptUpdate(ctx, out, count, ciphertext, length) === 1 &&
           count[0] === length)) &&
       lib.EVP_DecryptFinal_ex(ctx, this.#scratch, count) === 1 && count[0] === 0;
     if (!ok) {
@@ -145,8 +159,9 @@ export class OpenSslSymmetric {
    */
   sha256(data: Uint8Array): Uint8Array {
     const out = new Uint8Array(SHA256_BYTES);
-    const input = data.length === 0 ? this.#scratch : data;
-    const ok = this.#lib.EVP_Digest(input, BigInt(data.length), out, null, this.#sha256, null);
+    const length = byteLength(data);
+    const input = length === 0 ? this.#scratch : data;
+    const ok = this.#lib.EVP_Digest(input, BigInt(length), out, null, this.#sha256, null);
     if (ok !== 1) {
       this.#lib.ERR_clear_error();
       throw new LibcryptoError("libcrypto could not hash");
@@ -159,15 +174,16 @@ export class OpenSslSymmetric {
    * @throws {LibcryptoError} when libcrypto fails
    */
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
-    checkLength(key.length);
+    const keyLength = checkLength(byteLength(key));
+    const dataLength = byteLength(data);
     const out = new Uint8Array(SHA256_BYTES);
     const length = this.#macLength;
     const made = this.#lib.HMAC(
       this.#sha256,
-      key.length === 0 ? this.#scratch : key,
-      key.length,
-      data.length === 0 ? this.#scratch : data,
-      BigInt(data.length),
+      keyLength === 0 ? this.#scratch : key,
+      keyLength,
+      dataLength === 0 ? this.#scratch : data,
+      BigInt(dataLength),
       out,
       length,
     );
@@ -181,11 +197,13 @@ export class OpenSslSymmetric {
 
 function checkKeyAndNonce(key: Uint8Array, nonce: Uint8Array): void {
   // libcrypto reads 32 and 12 bytes from these pointers whatever they hold.
-  if (key.length !== KEY_BYTES || nonce.length !== NONCE_BYTES) {
+  if (byteLength(key) !== KEY_BYTES || byteLength(nonce) !== NONCE_BYTES) {
     throw new LibcryptoError("ChaCha20-Poly1305 takes a 32-byte key and a 12-byte nonce");
   }
 }
 
-function checkLength(length: number): void {
+/** `length`, if libcrypto's `int` lengths can carry it (the callers route nothing near it here). */
+function checkLength(length: number): number {
   if (length > INT_MAX) throw new LibcryptoError("an input longer than libcrypto's int length");
+  return length;
 }

@@ -10,7 +10,7 @@
  * docs/PERFORMANCE.md). The specifier `#sync-crypto` names this module in deno.json; the browser
  * build maps it to ./sync_browser.ts instead (scripts/web_build.ts), so both run the same protocol
  * code over one interface. This is the only lib/ module that may import node:crypto
- * (tests/unit/layers_test.ts); tests/unit/sync_crypto_test.ts holds the two backends to the same
+ * (tests/unit/layers_test.ts); tests/unit/crypto_aead_test.ts and others hold the two backends to the same
  * outputs, tests/unit/openssl_symmetric_test.ts libcrypto to the fallback.
  */
 import { createCipheriv, createDecipheriv, createHash, type Hash, scryptSync } from "node:crypto";
@@ -416,6 +416,26 @@ function nativeSymmetric(): OpenSslSymmetric | null {
   return symmetric;
 }
 
+/**
+ * Whether this process's ChaCha20-Poly1305, SHA-256 and HMAC go through libcrypto (it loaded and
+ * passed its self-check), and which: for the operator's log and the tests.
+ */
+export function symmetricBackend(): { native: boolean; detail: string } {
+  const opened = libcrypto();
+  if (symmetric) {
+    return {
+      native: true,
+      detail: "reason" in opened ? "libcrypto" : `${opened.version} libcrypto`,
+    };
+  }
+  return {
+    native: false,
+    detail: "reason" in opened
+      ? `JavaScript and node:crypto; ${opened.reason}`
+      : "JavaScript and node:crypto; libcrypto failed its self-check",
+  };
+}
+
 function loadSymmetric(): OpenSslSymmetric | null {
   const opened = libcrypto();
   try {
@@ -436,6 +456,14 @@ function agreesWithPortable(native: OpenSslSymmetric): OpenSslSymmetric | null {
   const input = new Uint8Array(1500).map((_, i) => i * 7);
   const [key, nonce, aad] = [input.subarray(0, 32), input.subarray(32, 44), input.subarray(44, 57)];
   const sealed = native.seal(key, nonce, input, aad, 2);
+  const tampered = sealed.slice(2);
+  tampered[7] ^= 1;
+  try {
+    native.open(key, nonce, tampered, aad);
+    return null; // a forgery opened: never use this library
+  } catch (error) {
+    if (!(error instanceof LibcryptoError)) throw error;
+  }
   return timingSafeEqual(sealed, portableChaCha20Poly1305Seal(key, nonce, input, aad, 2)) &&
       timingSafeEqual(native.open(key, nonce, sealed.subarray(2), aad), input) &&
       timingSafeEqual(native.sha256(input), portableSha256([input])) &&

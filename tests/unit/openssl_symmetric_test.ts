@@ -313,3 +313,42 @@ Deno.test({
     assert.equal(native.open(key, nonce, sealed, aad).length, 10);
   },
 });
+
+Deno.test("the node backend takes the libcrypto path exactly when libcrypto loads here, and says so", () => {
+  const backend = nodeSync.symmetricBackend();
+  assert.equal(backend.native, missing === undefined, backend.detail);
+  assert.match(
+    backend.detail,
+    missing === undefined ? /libcrypto$/ : /^JavaScript and node:crypto; /,
+  );
+});
+
+/** A view whose `length` lies (review14b finding 2): libcrypto must get the real byte count. */
+class LyingLength extends Uint8Array {
+  override get length(): number {
+    return 512;
+  }
+}
+
+Deno.test({
+  name: "OpenSslSymmetric passes libcrypto each view's real byte count, not an overridden length",
+  ignore: ignoreLibcrypto,
+  fn: () => {
+    const native = libcryptoPrimitives();
+    const [key, nonce] = [randomBytes(32), randomBytes(12)];
+    const plaintext = new LyingLength(16).fill(7);
+    const sealed = native.seal(key, nonce, plaintext, new LyingLength(0), 0);
+    assert.equal(sealed.length, 32, "ciphertext covers exactly the 16 real bytes");
+    const plain = new Uint8Array(16).fill(7);
+    assert.equal(toHex(sealed), toHex(fallback.seal(key, nonce, plain, new Uint8Array(0))));
+    assert.equal(
+      toHex(native.sha256(new LyingLength(3))),
+      toHex(fallback.sha256(new Uint8Array(3))),
+    );
+    assert.equal(
+      toHex(native.hmacSha256(new LyingLength(5), new LyingLength(3))),
+      toHex(fallback.hmacSha256(new Uint8Array(5), new Uint8Array(3))),
+    );
+    assert.throws(() => native.seal(new LyingLength(31), nonce, plain, plain, 0), LibcryptoError);
+  },
+});

@@ -174,9 +174,12 @@ async function mlkemOutcome(run: () => Promise<boolean>): Promise<Verdict> {
  * AES-GCM and X25519 through one synchronous backend (lib/crypto/sync_node.ts for the CLI,
  * sync_browser.ts for the page), X25519 under lib/crypto/x25519.ts's all-zero refusal. The
  * browser module is passed as the node module's type: `deno check` fails if their exports drift
- * (but for `portable`, the node backend's paths without libcrypto, which the page has no need of).
+ * (but for `portable` and `symmetricBackend`, the node backend's libcrypto choice: not the page's).
  */
-function syncFiles(backend: Omit<typeof nodeSync, "portable">, label: string): SuiteFile[] {
+function syncFiles(
+  backend: Omit<typeof nodeSync, "portable" | "symmetricBackend">,
+  label: string,
+): SuiteFile[] {
   return [
     {
       file: "aes_gcm_test.json",
