@@ -8,6 +8,7 @@ import { codeOf, SecureChatError } from "../lib/errors.ts";
 import { createLogger, type LogFormat, type Logger } from "../lib/log.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import { rsaSignerOf, type SigningKey } from "../lib/crypto/signature.ts";
+import { symmetricBackend } from "../lib/crypto/sync_node.ts";
 import { defaultCrlPath } from "../lib/pki/validate.ts";
 import { ChatServer } from "../lib/server/server.ts";
 import { DEFAULT_LOGIN_THROTTLE } from "../lib/server/limits.ts";
@@ -425,6 +426,8 @@ async function runServer(options: ServeOptions, hangups: HangupReloads): Promise
     options.keyPasswordFile ? await readPasswordFile(options.keyPasswordFile) : undefined,
   );
   checkRsaSigner(identity.signingKey, options.allowBuiltinRsa === true, log);
+  // Which library seals records and hashes: an operator cannot see it otherwise (DEPLOY.md §1).
+  log("SYMMETRIC_CRYPTO", { detail: symmetricBackend().detail });
   const trust = await loadTrustStore(options.ca, options.crl);
   const clusterConfig = clusterConfigOf(options);
   // An existing transcripts directory is tightened (or serve refuses) now; one that does not

@@ -32,6 +32,9 @@ Deno.test({
       const signer = server.events(logIs("RSA_SIGNER"));
       assert.equal(signer.length, 1, "logged once");
       assert.match(String(signer[0].detail), /^OpenSSL 3\.\S+ .*libcrypto \(\/.*libcrypto/);
+      const symmetric = server.events(logIs("SYMMETRIC_CRYPTO"));
+      assert.equal(symmetric.length, 1, "which library seals: logged once");
+      assert.match(String(symmetric[0].detail), /^OpenSSL 3\.\S+ libcrypto$/);
       const result = await runConnect({
         port: server.port,
         user: "alice",
@@ -103,7 +106,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "serve with an Ed25519 key needs no libcrypto and logs no RSA_SIGNER",
+  name:
+    "serve with an Ed25519 key needs no libcrypto and logs no RSA_SIGNER; SYMMETRIC_CRYPTO says the portable paths seal",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -111,6 +115,9 @@ Deno.test({
     const server = await ServerProcess.start({ pkiDir: ed25519.dir, flags: WITHOUT_FFI });
     try {
       assert.deepEqual(server.events(logIs("RSA_SIGNER")), []);
+      const symmetric = server.events(logIs("SYMMETRIC_CRYPTO"));
+      assert.equal(symmetric.length, 1, "which library seals: logged once");
+      assert.match(String(symmetric[0].detail), /^JavaScript and node:crypto; /);
     } finally {
       await server.dispose();
       await Deno.remove(ed25519.dir, { recursive: true });
