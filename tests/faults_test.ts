@@ -79,7 +79,8 @@ Deno.test({
     let server: ServerProcess | undefined;
     try {
       server = await ServerProcess.start({ pkiDir: pki.dir, args: ["--db", db.url] });
-      assert.match(String(server.logs[0].db), /^mysql:\/\//);
+      const listen = server.logs.find((e) => e.event === "LISTEN");
+      assert.match(String(listen?.db), /^mysql:\/\//);
       for (const user of ["alice", "bob", "carol"]) {
         await registerUser(server, pki.dir, user, PASSWORD);
       }
