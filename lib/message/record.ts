@@ -1791,6 +1791,12 @@ export interface PreparedLine {
   readonly ts: number;
   /** The content key, for the client's `.keys` file (TRANSCRIPT §6); never in the log. */
   readonly k?: Uint8Array;
+  /**
+   * A relay line's content keys by its records' places (`itemKeys[J − 1]` the key of item J,
+   * undefined where the holder has none), for the `.keys` file's `item` lines (TRANSCRIPT §6);
+   * a relay line has these instead of `k`.
+   */
+  readonly itemKeys?: readonly (Uint8Array | undefined)[];
   /** The line's JSON text, without the newline. */
   writeJson(out: ByteBuilder): void;
   /** line_enc. */
