@@ -41,8 +41,8 @@ export interface RelayedText {
   k?: Uint8Array;
   /**
    * Not a line: the author's new lobby sender key, sent privately end to end (PROTOCOL
-   * §12.5). Recorded; the session hands it to the end-to-end layer once the record is
-   * accepted, and nothing is shown.
+   * §12.5). Recorded; handed to the end-to-end layer as soon as its record opened
+   * (RelayContext.senderKey), and nothing is shown.
    */
   senderKey?: SenderKeyUpdate;
   /**
@@ -219,6 +219,12 @@ export interface RelayContext {
   maxSkewMs: number;
   /** The client's end-to-end layer; without it an end-to-end relay is PROTOCOL_ERROR. */
   unwrap?: E2eUnwrap;
+  /**
+   * Takes an author's new lobby sender chain (PROTOCOL §12.5) as soon as its record opened: the
+   * next record of the same relay may be a lobby line under it (a `sender_key` and the line
+   * after it are one batch when they leave in one turn, §12.6 steps 7–12 per record in order).
+   */
+  senderKey?: (author: string, update: SenderKeyUpdate) => void;
 }
 
 /** Checks relayed records in the order of PROTOCOL §6.4. */
@@ -545,6 +551,7 @@ export class RelayVerifier {
         k = undefined;
       } else if (opened.body.kind === "sender_key" && e2e) {
         senderKey = { fromDevice: e2e.from, body: opened.body };
+        this.ctx.senderKey?.(peer.commonName, senderKey);
       } else if (opened.body.kind === "text") text = opened.body.text;
     }
     return {

@@ -322,6 +322,7 @@ export class ChatSession {
         sessionTime: est.sessionTime,
         maxSkewMs: this.#maxSkew,
         unwrap: opts.e2e && ((author, record, e2e) => opts.e2e!.unwrap(author, record, e2e)),
+        senderKey: opts.e2e && ((author, update) => opts.e2e!.onSenderKey(author, update)),
       });
     }
   }
@@ -1201,7 +1202,6 @@ export class ChatSession {
     );
     const received: ReceivedMessage[] = [];
     for (const relayed of texts) {
-      if (relayed.senderKey) this.#opts.e2e?.onSenderKey(relayed.author, relayed.senderKey);
       received.push({ type: "relay", seqno: message.seqno, ts: message.ts, relayed });
     }
     return received;
