@@ -16,7 +16,7 @@ import {
   type PreparedLine,
   prepareMsg,
   prepareRelay,
-  RecipientRelay,
+  RecipientRelayGroup,
   RecordForms,
   sealContent,
   signBatch,
@@ -296,7 +296,7 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
             k,
           );
           // The author's certificate is introduced on its first relay (PROTOCOL §6.4.1).
-          return new RecipientRelay(shared, p.seqno, p.ts, "relay", record.seqno === 1);
+          return new RecipientRelayGroup(shared, p.seqno, p.ts, record.seqno === 1);
         }
         const { k, ct, c } = sealContent({ kind: "notice", text });
         const to = userRecipient(pki.client.name);

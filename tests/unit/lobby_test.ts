@@ -17,7 +17,7 @@ import {
   MAX_TEXT_CHARS,
   onlineBodies,
   type PreparedRelay,
-  RecipientRelay,
+  RecipientRelayGroup,
   type RefusalCode,
   relaySharedBytes,
   TO_SERVER,
@@ -107,7 +107,7 @@ let seqno = 0;
 /** A verified record from a member, as the session hands it to the lobby. */
 const message = (body: Body, to: string): ReceivedMessage => checkedMessage(body, to, ++seqno);
 
-const wire = (p: PreparedRelay) => JSON.parse(wireText(new RecipientRelay(p, 9, 1, "relay", true)));
+const wire = (p: PreparedRelay) => JSON.parse(wireText(new RecipientRelayGroup(p, 9, 1, true)));
 
 Deno.test("Lobby.join(): the newcomer is welcomed with who is online, the others told", async () => {
   const { lobby, join } = setup();
