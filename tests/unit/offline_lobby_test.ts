@@ -47,7 +47,7 @@ class FakeSession {
     return Promise.resolve(++this.#seqno);
   }
   relay(prepared: PreparedRelay, type = "relay"): number {
-    const text = JSON.parse(wireText(new RecipientRelayGroup(prepared, 1, 1, true))).record.seqno;
+    const text = prepared.forms.record.seqno;
     this.sent.push(`${type} ${text}`);
     if (type === "stored") this.storedHops.push(this.#seqno + 1);
     return ++this.#seqno;
