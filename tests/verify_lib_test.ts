@@ -13,6 +13,7 @@ import { formatReport } from "../commands/verify.ts";
 import {
   makePki,
   revoke,
+  storedLineOf,
   TAMPER_CASES,
   writeCase,
   writeSession,
@@ -339,8 +340,9 @@ Deno.test("verify: a lobby relay relabelled as a stored line (PROTOCOL §6.6) is
   const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
   const at = lines.findIndex((l) => l.includes('"type":"relay"'));
   const relabelled = [...lines];
-  // Only private records are ever stored: an old lobby line cannot pass as one.
-  relabelled[at] = relabelled[at].replace('"type":"relay"', '"type":"stored"');
+  // Only private records are ever stored: an old lobby line cannot pass as one, even whole (its
+  // signature and path good).
+  relabelled[at] = JSON.stringify(storedLineOf(lines[at]));
   const bad = await verifyTranscript(
     await writeCase(join(dir, "stored"), { lines: relabelled }),
     { trust },
@@ -423,12 +425,12 @@ Deno.test("verify: a relayed or stored record dated after its hop is STALE, the 
     const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
     const at = lines.findIndex((l) => l.includes('"type":"relay"'));
     for (const type of ["relay", "stored"] as const) {
-      const line = JSON.parse(lines[at]);
-      line.type = type;
+      const line = type === "relay" ? JSON.parse(lines[at]) : storedLineOf(lines[at]);
+      const record = type === "relay" ? line.records[0].record : line.record;
       // Ten minutes after the hop that carried it, twice the skew: the dates are checked
       // before the signature, so the edit that breaks it is not what is reported.
-      line.record.ts = line.ts + 10 * 60 * 1000;
-      if (type === "stored") line.record.to = "user:alice";
+      record.ts = line.ts + 10 * 60 * 1000;
+      if (type === "stored") record.to = "user:alice";
       const edited = [...lines];
       edited[at] = JSON.stringify(line);
       const report = await verifyTranscript(
