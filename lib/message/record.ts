@@ -473,6 +473,27 @@ export class RecordForms {
     this.#encoding = both.subarray(0, split);
     this.#bytes = both.subarray(split);
   }
+
+  /**
+   * The record as a relay carries it (PROTOCOL §6.4), without `sig` and `batch`: its JSON text
+   * and record_enc, laid out once, into one buffer, at its first relay.
+   */
+  get relayed(): { readonly bytes: Uint8Array; readonly encoding: Uint8Array } {
+    return this.#relayed ??= layOutRelayed(this.record, this.json);
+  }
+
+  #relayed?: { readonly bytes: Uint8Array; readonly encoding: Uint8Array };
+}
+
+function layOutRelayed(record: MessageRecord, json: RecordJson) {
+  const { sig: _sig, batch: _batch, ...bare } = record;
+  const { sig: _jsonSig, batch: _jsonBatch, ...bareJson } = json;
+  const out = new ByteBuilder(recordEncodingBound(bare) + recordJsonBound(bareJson));
+  writeRecordEncoding(out, bare);
+  const split = out.length;
+  writeRecordJson(out, bareJson);
+  const both = out.done();
+  return { encoding: both.subarray(0, split), bytes: both.subarray(split) };
 }
 
 /** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
@@ -1934,6 +1955,8 @@ export interface AuthorCert {
 export interface PreparedRelay {
   /** The author certificate's fingerprint: the key of a session's certificate list. */
   readonly fingerprint: string;
+  /** The record and its forms: a relay carries it without `sig` and `batch` (RecordForms.relayed). */
+  readonly forms: RecordForms;
   readonly author: AuthorParts;
   /** The record's JSON text (RecordForms.bytes). */
   readonly record: Uint8Array;
@@ -1984,6 +2007,7 @@ export function prepareRelay(
 ): PreparedRelay {
   return {
     fingerprint: author.fingerprint,
+    forms,
     author: authorPartsOf(author),
     record: forms.bytes,
     keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
@@ -2011,9 +2035,9 @@ const RELAY_LINE_HEAD: Record<RelayType, Uint8Array> = {
 const RECORD_MEMBER = utf8('"record":');
 
 /**
- * One recipient's relay (§6.4): the hop's seqno and ts in front of the shared parts; `type`
- * says whether it is live or from the offline queue (§6.6), `introduce` whether it carries the
- * author's certificate (the session's certificate list decides, §6.4.1). Its wire content and
+ * One recipient's `stored` message (§6.6; a live relay is a RecipientRelayGroup): the hop's
+ * seqno and ts in front of the shared parts, the record whole; `introduce` whether it carries
+ * the author's certificate (the session's certificate list decides, §6.4.1). Its wire content and
  * its transcript line are both written in place: this hop's head, then the bytes every
  * recipient shares (PROTOCOL §3.2), with nothing made per recipient but this object and the
  * few characters of its numbers.
@@ -2028,7 +2052,7 @@ export class RecipientRelay implements Encodable, PreparedLine {
     readonly prepared: PreparedRelay,
     readonly seqno: number,
     readonly ts: number,
-    readonly type: RelayType,
+    readonly type: "stored",
     readonly introduce: boolean,
   ) {
     if (introduce && !prepared.author.cert) {
@@ -2076,12 +2100,205 @@ export class RecipientRelay implements Encodable, PreparedLine {
 }
 
 /**
- * The transcript line of a relay a client received: a RecipientRelay's line, laid out at the
- * batch's write from the relay as it was parsed and decoded (no string or encoding of its own
- * made per relay), without the parts only a sender of relays needs.
+ * What a relay says of its batch once for all its records, made at the first relay that starts
+ * with this record (every recipient's relay of one batch's burst starts with the same one):
+ * `"sig":"…","first":F,"n":N,` and line_enc's u32be(len(sig)) || sig || u64be(first) || u32be(n).
  */
-export function receivedRelayLine(
-  type: RelayType,
+interface BatchParts {
+  readonly json: Uint8Array;
+  readonly enc: Uint8Array;
+  readonly sid: string;
+  readonly first: number;
+  readonly n: number;
+  readonly sig: string;
+}
+
+const batchParts = new WeakMap<PreparedRelay, BatchParts>();
+
+function batchPartsOf(prepared: PreparedRelay): BatchParts {
+  let parts = batchParts.get(prepared);
+  if (!parts) {
+    const { record, json } = prepared.forms;
+    if (!record.sig || !record.batch || json.sig === undefined) {
+      throw new SecureChatError("INTERNAL", "a relayed record without its signature");
+    }
+    const first = record.seqno - record.batch.i;
+    const n = record.batch.n;
+    const enc = new ByteBuilder(4 + record.sig.length + 12);
+    enc.u32(record.sig.length).bytes(record.sig).u64(first).u32(n);
+    parts = {
+      json: utf8(`"sig":"${json.sig}","first":${first},"n":${n},`),
+      enc: enc.done(),
+      sid: record.sid,
+      first,
+      n,
+      sig: json.sig,
+    };
+    batchParts.set(prepared, parts);
+  }
+  return parts;
+}
+
+/** What starts a relay's wire and its line, up to the hop's seqno (as bytes, once). */
+const GROUP_WIRE_HEAD = utf8('{"type":"relay","seqno":');
+const GROUP_LINE_HEAD = utf8('{"dir":"s2c","type":"relay","seqno":');
+const PROOF_MEMBER = utf8('"proof":[');
+const RECORDS_MEMBER = utf8('],"records":[');
+const ITEM_HEAD = utf8('{"record":');
+const GROUP_END = utf8("]}");
+/** A proof entry in JSON, `"<44 base64>",` at most: what a relay's proof adds per entry. */
+const PROOF_ENTRY_JSON_BYTES = 47;
+
+/**
+ * One recipient's relay (PROTOCOL §6.4): records of one author batch, in seqno order, with the
+ * batch's `sig`, `first`, `n` once and the `proof` made from the records' own paths
+ * (groupProof) when the relay is complete. The session adds the records one turn relays to
+ * this recipient ({@link takes}, {@link add}) while it is the last message it made, then
+ * closes it: only then are its wire content and its transcript line written, both in place
+ * from the bytes every recipient shares (each record's RecordForms.relayed, its key's
+ * carrier, the author's and the batch's parts), with nothing made per recipient but this
+ * object, its proof and the few characters of its numbers. `introduce` says whether it
+ * carries the author's certificate (the session's certificate list decides, §6.4.1).
+ */
+export class RecipientRelayGroup implements Encodable, PreparedLine {
+  readonly dir = "s2c";
+  readonly items: PreparedRelay[];
+  readonly #batch: BatchParts;
+  /** `<seqno>,"ts":<ts>,` */
+  readonly #numbers: string;
+  /** The wire content's bytes without the proof's entries. */
+  #bytes: number;
+  #proof?: { json: Uint8Array; enc: Uint8Array };
+
+  constructor(
+    first: PreparedRelay,
+    readonly seqno: number,
+    readonly ts: number,
+    readonly introduce: boolean,
+  ) {
+    if (introduce && !first.author.cert) {
+      throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
+    }
+    this.items = [first];
+    this.#batch = batchPartsOf(first);
+    this.#numbers = `${seqno},"ts":${ts},`;
+    const { author } = first;
+    this.#bytes = GROUP_WIRE_HEAD.length + this.#numbers.length + author.named.length +
+      (introduce ? author.cert!.length : 0) + this.#batch.json.length + PROOF_MEMBER.length +
+      RECORDS_MEMBER.length + GROUP_END.length + itemBytes(first);
+  }
+
+  /**
+   * Whether `next` may join: a record of the same author and batch, after the last one (a
+   * record the server relays again, or of another batch, starts a relay of its own).
+   */
+  takes(next: PreparedRelay): boolean {
+    const last = this.items[this.items.length - 1];
+    if (this.#proof || next.fingerprint !== last.fingerprint) return false;
+    const { record } = next.forms;
+    if (record.seqno <= last.forms.record.seqno || !record.batch) return false;
+    const b = this.#batch;
+    return record.sid === b.sid && record.seqno - record.batch.i === b.first &&
+      record.batch.n === b.n && next.forms.json.sig === b.sig;
+  }
+
+  /** The wire content's length at most, before its proof is made. */
+  get boundLength(): number {
+    return this.#bytes + (this.#batch.n - 1) * PROOF_ENTRY_JSON_BYTES;
+  }
+
+  /** {@link boundLength} with `next` added. */
+  lengthWith(next: PreparedRelay): number {
+    return this.boundLength + 1 + itemBytes(next);
+  }
+
+  /** Adds a record {@link takes} took. */
+  add(next: PreparedRelay): void {
+    this.items.push(next);
+    this.#bytes += 1 + itemBytes(next);
+  }
+
+  /** The content keys by item, for the `.keys` file (the client's; a server holds them too). */
+  get itemKeys(): readonly (Uint8Array | undefined)[] {
+    return this.items.map((item) => item.k);
+  }
+
+  /** The wire content's length in bytes; the relay is complete from here on. */
+  get length(): number {
+    return this.#bytes + this.#proofParts().json.length;
+  }
+
+  writeTo(out: ByteBuilder): void {
+    out.bytes(GROUP_WIRE_HEAD);
+    this.#writeShared(out);
+    for (let j = 0; j < this.items.length; j++) {
+      const item = this.items[j];
+      if (j > 0) out.u8(COMMA);
+      out.bytes(ITEM_HEAD).bytes(item.forms.relayed.bytes).bytes(item.keyTail);
+    }
+    out.bytes(GROUP_END);
+  }
+
+  writeJson(out: ByteBuilder): void {
+    out.bytes(GROUP_LINE_HEAD);
+    this.#writeShared(out);
+    for (let j = 0; j < this.items.length; j++) {
+      if (j > 0) out.u8(COMMA);
+      out.bytes(ITEM_HEAD).bytes(this.items[j].forms.relayed.bytes).u8(CLOSE_BRACE);
+    }
+    out.bytes(GROUP_END);
+  }
+
+  /** line_enc(relay), TRANSCRIPT §3.1. */
+  writeEncoding(out: ByteBuilder): void {
+    const author = this.items[0].author;
+    out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts)
+      .bytes(this.introduce ? author.encIntroduced! : author.encNamed).bytes(this.#batch.enc)
+      .bytes(this.#proofParts().enc).u8(this.items.length);
+    for (const item of this.items) out.bytes(item.forms.relayed.encoding);
+  }
+
+  /** `<seqno>,"ts":<ts>,"author_fp":…,["cert":…,]"sig":…,"first":…,"n":…,"proof":[…],"records":[` */
+  #writeShared(out: ByteBuilder): void {
+    const { author } = this.items[0];
+    out.text(this.#numbers).bytes(author.named);
+    if (this.introduce) out.bytes(author.cert!);
+    out.bytes(this.#batch.json).bytes(PROOF_MEMBER).bytes(this.#proofParts().json)
+      .bytes(RECORDS_MEMBER);
+  }
+
+  /** The proof, made once the relay is complete: its JSON entries, and u8(len) || entries. */
+  #proofParts(): { json: Uint8Array; enc: Uint8Array } {
+    if (this.#proof) return this.#proof;
+    const { first, n } = this.#batch;
+    const proof = groupProof(
+      this.items.map((item) => item.forms.record.seqno - first),
+      n,
+      this.items.map((item) => item.forms.record.batch!.path),
+    );
+    const enc = new ByteBuilder(1 + proof.length * HASH_BYTES).u8(proof.length);
+    for (const entry of proof) enc.bytes(entry);
+    return this.#proof = {
+      json: utf8(proof.map((entry) => `"${toBase64(entry)}"`).join(",")),
+      enc: enc.done(),
+    };
+  }
+}
+
+const COMMA = 0x2c;
+
+/** `{"record":<record without sig and batch>,"k":…}`: one item of a relay's records. */
+function itemBytes(prepared: PreparedRelay): number {
+  return ITEM_HEAD.length + prepared.forms.relayed.bytes.length + prepared.keyTail.length;
+}
+
+/**
+ * The transcript line of a stored message a client received: a RecipientRelay's line, laid out
+ * at the batch's write from the message as it was parsed and decoded (no string or encoding of
+ * its own made per message), without the parts only a sender needs.
+ */
+export function receivedStoredLine(
+  type: "stored",
   seqno: number,
   ts: number,
   author: AuthorCert,
@@ -2096,7 +2313,7 @@ class ReceivedRelayLine implements PreparedLine {
   readonly dir = "s2c";
 
   constructor(
-    readonly type: RelayType,
+    readonly type: "stored",
     readonly seqno: number,
     readonly ts: number,
     readonly author: AuthorCert,
@@ -2118,6 +2335,73 @@ class ReceivedRelayLine implements PreparedLine {
     out.u8(LINE_TAG[this.type]).u64(this.seqno).u64(this.ts);
     writeAuthorEncoding(out, this.author.fingerprint, this.author.cert?.der);
     writeRecordEncoding(out, this.record);
+  }
+}
+
+/** A relay's batch members, decoded (PROTOCOL §6.4). */
+export interface GroupParts {
+  readonly sig: Uint8Array;
+  readonly first: number;
+  readonly n: number;
+  readonly proof: readonly Uint8Array[];
+}
+
+/**
+ * The transcript line of a relay a client received (TRANSCRIPT §2.2, §3.1 v5), laid out at the
+ * batch's write from the relay as it was parsed (`message`: its JSON members) and decoded
+ * (`group`, `records`); `itemKeys` the content keys by item for the `.keys` file.
+ */
+export function receivedRelayLine(
+  message: RelayMessage,
+  author: AuthorCert,
+  group: GroupParts,
+  records: readonly MessageRecord[],
+  itemKeys: readonly (Uint8Array | undefined)[],
+): PreparedLine {
+  return new ReceivedGroupLine(message, author, group, records, itemKeys);
+}
+
+class ReceivedGroupLine implements PreparedLine {
+  readonly dir = "s2c";
+  readonly seqno: number;
+  readonly ts: number;
+
+  constructor(
+    readonly message: RelayMessage,
+    readonly author: AuthorCert,
+    readonly group: GroupParts,
+    readonly records: readonly MessageRecord[],
+    readonly itemKeys: readonly (Uint8Array | undefined)[],
+  ) {
+    this.seqno = message.seqno;
+    this.ts = message.ts;
+  }
+
+  writeJson(out: ByteBuilder): void {
+    const m = this.message;
+    out.bytes(RELAY_LINE_HEAD.relay).text(`${m.seqno},"ts":${m.ts},"author_fp":"`)
+      .text(this.author.fingerprint);
+    if (this.author.cert) out.text('","cert":"').text(this.author.cert.base64);
+    out.text('","sig":"').text(m.sig).text(`","first":${m.first},"n":${m.n},"proof":[`);
+    for (let j = 0; j < m.proof.length; j++) {
+      out.text(j === 0 ? '"' : ',"').text(m.proof[j]).text('"');
+    }
+    out.text('],"records":[');
+    for (let j = 0; j < m.records.length; j++) {
+      out.text(j === 0 ? '{"record":' : ',{"record":');
+      writeRecordJson(out, m.records[j].record);
+      out.text("}");
+    }
+    out.text("]}");
+  }
+
+  writeEncoding(out: ByteBuilder): void {
+    const { sig, first, n, proof } = this.group;
+    out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts);
+    writeAuthorEncoding(out, this.author.fingerprint, this.author.cert?.der);
+    writeGroupEncoding(out, sig, first, n, proof);
+    out.u8(this.records.length);
+    for (const r of this.records) writeRecordEncoding(out, r);
   }
 }
 
