@@ -246,7 +246,6 @@ async function relayLines(
   let batch: { records: MessageRecord[]; keys: Uint8Array[] } | null = null;
   let taken = 0;
   let seqno = 0;
-  const authorFp = fingerprintOf(author.certDer);
   for (const [h, hop] of hops.entries()) {
     if (!batch || taken === batch.records.length) {
       // The next batch, signed before the hop that carries its first records.
@@ -270,36 +269,58 @@ async function relayLines(
     const records = batch.records.slice(taken, taken + groups.perRelay);
     const keys = batch.keys.slice(taken, taken + groups.perRelay);
     taken += records.length;
-    const first = batch.records[0];
-    const line: Line = {
-      dir: "s2c",
-      type: "relay",
-      seqno: hop.seqno,
-      ts: hop.ts,
-      author_fp: authorFp,
-      ...(h === 0 ? { cert: author.certDer } : {}),
-      sig: first.sig!,
-      first: first.seqno,
-      n: groups.n,
-      proof: groupProof(
-        records.map((r) => r.batch!.i),
-        groups.n,
-        records.map((r) => r.batch!.path),
-      ),
-      records: records.map(({ sig: _sig, batch: _batch, ...record }) => record),
-    };
-    const json = encodeLine(line);
-    const encoding = lineEncoding(line);
-    lines.set(hop.seqno, {
-      dir: "s2c",
-      seqno: hop.seqno,
-      ts: hop.ts,
-      itemKeys: keys,
-      writeJson: (out) => out.text(json),
-      writeEncoding: (out) => out.bytes(encoding),
-    });
+    lines.set(
+      hop.seqno,
+      relayLineOf({ authorDer: author.certDer, ...hop, introduce: h === 0, records, keys }),
+    );
   }
   return lines;
+}
+
+/**
+ * The transcript line of a relay (PROTOCOL §6.4, TRANSCRIPT §2.2) carrying `records` — signed
+ * records of one batch of the author's, in seqno order — with the proof made from their own
+ * paths, introducing the author's certificate or only naming it, and their content keys for the
+ * `.keys` file; laid out by encodeLine and lineEncoding, as verify reads it back.
+ */
+export function relayLineOf(relay: {
+  authorDer: Uint8Array;
+  seqno: number;
+  ts: number;
+  introduce: boolean;
+  records: readonly MessageRecord[];
+  keys?: readonly (Uint8Array | undefined)[];
+}): PreparedLine {
+  const { records } = relay;
+  const { sig, batch } = records[0];
+  if (!sig || !batch) throw new Error("the records are not signed");
+  const line: Line = {
+    dir: "s2c",
+    type: "relay",
+    seqno: relay.seqno,
+    ts: relay.ts,
+    author_fp: fingerprintOf(relay.authorDer),
+    ...(relay.introduce ? { cert: relay.authorDer } : {}),
+    sig,
+    first: records[0].seqno - batch.i,
+    n: batch.n,
+    proof: groupProof(
+      records.map((r) => r.batch!.i),
+      batch.n,
+      records.map((r) => r.batch!.path),
+    ),
+    records: records.map(({ sig: _sig, batch: _batch, ...record }) => record),
+  };
+  const json = encodeLine(line);
+  const encoding = lineEncoding(line);
+  return {
+    dir: "s2c",
+    seqno: relay.seqno,
+    ts: relay.ts,
+    itemKeys: relay.keys,
+    writeJson: (out) => out.text(json),
+    writeEncoding: (out) => out.bytes(encoding),
+  };
 }
 
 /**
