@@ -25,7 +25,7 @@ import {
   MsgMessageShape,
   type PreparedLine,
   prepareRelay,
-  RecipientRelay,
+  RecipientRelayGroup,
   RecordForms,
   RecordSignatures,
 } from "../lib/message/record.ts";
@@ -83,7 +83,7 @@ interface Peer {
 const recipients: Peer[] = [];
 
 /** Queues a message for `peer`, sealed with the rest of this turn's at its end. */
-function emit(peer: Peer, content: Uint8Array | RecipientRelay, line?: PreparedLine): void {
+function emit(peer: Peer, content: Uint8Array | RecipientRelayGroup, line?: PreparedLine): void {
   if (!peer.outbox) {
     const outbox = peer.outbox = new RecordOutbox();
     atTurnEnd(() => {
@@ -133,7 +133,7 @@ function forward(
   }
   const prepared = prepareRelay(authorCert, forms, undefined, e2e);
   for (const peer of recipients) {
-    const hop = new RecipientRelay(prepared, ++peer.seqno, Date.now(), "relay", !peer.introduced);
+    const hop = new RecipientRelayGroup(prepared, ++peer.seqno, Date.now(), !peer.introduced);
     peer.introduced = true;
     emit(peer, hop, logged ? hop : undefined);
   }

@@ -10,7 +10,7 @@ import { SecureChatError } from "../../lib/errors.ts";
 import {
   type Body,
   type PreparedRelay,
-  RecipientRelay,
+  RecipientRelayGroup,
   recipientUser,
   type RefusalCode,
   TO_SERVER,
@@ -47,8 +47,7 @@ class FakeSession {
     return Promise.resolve(++this.#seqno);
   }
   relay(prepared: PreparedRelay, type = "relay"): number {
-    const text =
-      JSON.parse(wireText(new RecipientRelay(prepared, 1, 1, "relay", true))).record.seqno;
+    const text = prepared.forms.record.seqno;
     this.sent.push(`${type} ${text}`);
     if (type === "stored") this.storedHops.push(this.#seqno + 1);
     return ++this.#seqno;
