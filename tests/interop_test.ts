@@ -1250,11 +1250,11 @@ Deno.test({
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
     const lines = text.split("\n").filter((l) =>
-      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES|TRANSCRIPT-HASH|GOLDEN-OPENINGS) /
+      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES|RELAYS|TRANSCRIPT-HASH|GOLDEN-OPENINGS) /
         .test(l)
     );
     const failed = lines.filter((l) =>
-      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES) (['"]).+\4|TRANSCRIPT-HASH|GOLDEN-OPENINGS) OK /
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES|RELAYS) (['"]).+\4|TRANSCRIPT-HASH|GOLDEN-OPENINGS) OK /
         .test(l)
     );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
@@ -1291,14 +1291,22 @@ Deno.test({
       1 + batches.cases.length,
       text,
     );
+    // PROTOCOL §6.4: batches.json's relays recomputed (root, proof, each record's derived path),
+    // and each of its relay cases refused with its code, live and in a file.
+    assert.equal(
+      lines.filter((l) => l.startsWith("RELAYS ")).length,
+      batches.relays.length + batches.relay_cases.length,
+      text,
+    );
     // TRANSCRIPT §3: tests/vectors/transcript/hash_v2.json's digests and hashes (batch in
     // record_enc) from its lines.
     assert.equal(lines.filter((l) => l.startsWith("TRANSCRIPT-HASH ")).length, 1, text);
     // PROTOCOL §6.1's content cipher: every line of the golden transcript opened under its keys.
     assert.equal(lines.filter((l) => l.startsWith("GOLDEN-OPENINGS ")).length, 1, text);
     // PROTOCOL §6.4.1's certificate list at its bound (SESSION_CERTS = 256), §6.1's recipient
-    // rule, §3.2's reading of several messages per record, and §6.4 step 4 on relays of a batch.
-    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3 + 7, text);
+    // rule, §3.2's reading of several messages per record, and §6.4 steps 3–4 on relays of a
+    // batch's records (groups, their proofs, their schema).
+    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3 + 17, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });
@@ -1994,34 +2002,40 @@ Deno.test({
         assert.deepEqual(pyAuthors(py.out), cliAuthors(cliOut), `${log}:\n${py.out}\n${cliOut}`);
       }
 
-      // Both verifiers refuse the same edit of a batched record in bob's log, at the same line,
-      // with the same code (TRANSCRIPT §5 step 4, PROTOCOL §6.1 "Checking a record's
-      // signature"): the path no longer fits i and n (TAMPERED), another root (SIG_FAIL), a
-      // record claiming another position or size (SIG_FAIL), `batch` gone (the schema).
+      // Both verifiers refuse the same edit of a relay line's group in bob's log, at the same line,
+      // with the same code (TRANSCRIPT §5 step 4, PROTOCOL §6.4 "A batch's root from some of its
+      // records"): the proof no longer fits the records and n (TAMPERED), another root or
+      // signature (SIG_FAIL), a record carrying its own sig (the schema). bob's group of batch 1
+      // lacks alice's line to herself (c2s 4): its proof is that record's leaf hash.
       const bobLines = (await Deno.readTextFile(bobLog)).split("\n");
       const lineOf = (seqno: number) =>
         bobLines.findIndex((l) =>
-          l.includes('"type":"relay"') && JSON.parse(l).record.seqno === seqno
+          l.includes('"type":"relay"') &&
+          (JSON.parse(l).records as { record: { seqno: number } }[])
+            .some((item) => item.record.seqno === seqno)
         );
-      type Batch = { i: number; n: number; path: string[] };
-      type Line = { record: { batch?: Batch; sig?: string } };
-      const flipEntry = (b: Batch) => {
-        const raw = atob(b.path[0]);
-        b.path[0] = btoa(String.fromCharCode(raw.charCodeAt(0) ^ 1) + raw.slice(1));
+      type Line = {
+        sig: string;
+        n: number;
+        proof: string[];
+        records: { record: { ct: string; sig?: string } }[];
       };
+      const flipped = (b64: string) => {
+        const raw = atob(b64);
+        return btoa(String.fromCharCode(raw.charCodeAt(0) ^ 1) + raw.slice(1));
+      };
+      assert.equal((JSON.parse(bobLines[lineOf(6)]) as Line).proof.length, 1, bobLog);
       const tamperings: [string, number, (l: Line) => void, string][] = [
-        ["a path entry flipped", 38, (l) => flipEntry(l.record.batch!), "SIG_FAIL"],
-        ["a path one entry short", 38, (l) => l.record.batch!.path.pop(), "TAMPERED"],
-        [
-          "a path one entry long",
-          6,
-          (l) => l.record.batch!.path.push(btoa("x".repeat(32))),
-          "TAMPERED",
-        ],
-        ["another position", 40, (l) => l.record.batch!.i = 0, "SIG_FAIL"],
-        ["n of another batch, same root", 7, (l) => l.record.batch!.n = 31, "SIG_FAIL"],
-        ["another batch's signature", 40, (l) => l.record.sig = relays[0].record.sig, "SIG_FAIL"],
-        ["no batch", 3, (l) => delete l.record.batch, "TAMPERED"],
+        ["a proof entry flipped", 6, (l) => l.proof[0] = flipped(l.proof[0]), "SIG_FAIL"],
+        ["a proof one entry short", 6, (l) => l.proof.pop(), "TAMPERED"],
+        ["a proof one entry long", 38, (l) => l.proof.push(btoa("x".repeat(32))), "TAMPERED"],
+        ["n of a larger batch (the proof no longer fits)", 40, (l) => l.n = 3, "TAMPERED"],
+        ["another batch's signature", 40, (l) => l.sig = relays[0].sig, "SIG_FAIL"],
+        ["a record's ct flipped", 38, (l) => {
+          const record = l.records[l.records.length - 1].record;
+          record.ct = flipped(record.ct);
+        }, "SIG_FAIL"],
+        ["a record carrying its own sig", 3, (l) => l.records[0].record.sig = l.sig, "TAMPERED"],
       ];
       // A transcript of format 2 (before signed batches, TRANSCRIPT §2.1) is not judged by either:
       // UNSUPPORTED_FORMAT at its header, exit 2 (interop finding 72).
