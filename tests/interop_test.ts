@@ -1962,28 +1962,40 @@ Deno.test({
         assert.ok(!p.out.lines.some((l) => /^(REFUSED|NOT_SENT|ERROR)/.test(l)), p.out.text());
       }
 
-      // bob's transcript holds alice's records in relay lines that each carry a group of one
-      // batch's records with the batch's sig and a proof (TRANSCRIPT §2.2, PROTOCOL §6.4); each
-      // record made whole (TRANSCRIPT §6's derived path) sits where it was signed: leaf 5 of 6 (a
-      // path of 2: RFC 9162 splits 6 as 4 + 2), leaf 31 of 32 (5), leaf 1 of 2.
+      // bob's transcript holds alice's records in relay lines, each of one batch's records with
+      // the batch's sig, first, n and proof once (TRANSCRIPT §2.2, PROTOCOL §6.4): 39 records
+      // (alice's line to herself went to her), in relays of batches 1-6, 7-38 and 39-40.
       const bobLog = logsIn(`${tmp}/bobtr`, "client")[0];
-      const relays = (await Deno.readTextFile(bobLog)).split("\n").filter((l) => l)
+      type RelayLine = {
+        type: string;
+        sig: string;
+        first: number;
+        n: number;
+        proof: string[];
+        records: { record: { seqno: number; ts: number; sig?: string } }[];
+      };
+      const relays: RelayLine[] = (await Deno.readTextFile(bobLog)).split("\n").filter((l) => l)
         .map((l) => JSON.parse(l)).filter((l) => l.type === "relay");
-      const records = relays.flatMap((r) =>
-        (r.records as { record: { seqno: number } }[]).map((item, j) => ({ r, j, item }))
-      );
-      assert.equal(records.length, 39, bobLog);
-      assert.ok(relays.length < records.length, `${bobLog}: a relay line carries a group`);
-      const batchOf = (seqno: number) => {
-        const { r, j } = records.find(({ item }) => item.record.seqno === seqno)!;
-        const whole = storedLineOf(JSON.stringify(r), j + 1).record as {
+      assert.equal(relays.reduce((a, r) => a + r.records.length, 0), 39, bobLog);
+      const relayOf = (seqno: number) =>
+        relays.find((r) => r.records.some((item) => item.record.seqno === seqno))!;
+      assert.deepEqual([relayOf(6).first, relayOf(6).n], [1, 6]);
+      assert.deepEqual([relayOf(38).first, relayOf(38).n], [7, 32]);
+      assert.deepEqual([relayOf(40).first, relayOf(40).n], [39, 2]);
+      // Each record made whole (TRANSCRIPT §6: the line's sig, the path derived from the group
+      // and its proof) sits where it was signed: leaf 5 of 6 (a path of 2: RFC 9162 splits 6 as
+      // 4 + 2), leaf 31 of 32 (5), leaf 1 of 2.
+      const pathOf = (seqno: number) => {
+        const relay = relayOf(seqno);
+        const item = relay.records.findIndex((it) => it.record.seqno === seqno) + 1;
+        const whole = storedLineOf(JSON.stringify(relay), item).record as {
           batch: { i: number; n: number; path: string[] };
         };
-        return whole.batch;
+        return [whole.batch.i, whole.batch.n, whole.batch.path.length];
       };
-      assert.deepEqual([batchOf(6).i, batchOf(6).n, batchOf(6).path.length], [5, 6, 2]);
-      assert.deepEqual([batchOf(38).i, batchOf(38).n, batchOf(38).path.length], [31, 32, 5]);
-      assert.deepEqual([batchOf(40).i, batchOf(40).n, batchOf(40).path.length], [1, 2, 1]);
+      assert.deepEqual(pathOf(6), [5, 6, 2]);
+      assert.deepEqual(pathOf(38), [31, 32, 5]);
+      assert.deepEqual(pathOf(40), [1, 2, 1]);
       assert.equal(new Set(relays.map((r) => r.sig)).size, 3, "one signature per batch");
 
       // Every transcript (the two clients', the server's two) VALID in lib/'s verify and in
@@ -2002,40 +2014,30 @@ Deno.test({
         assert.deepEqual(pyAuthors(py.out), cliAuthors(cliOut), `${log}:\n${py.out}\n${cliOut}`);
       }
 
-      // Both verifiers refuse the same edit of a relay line's group in bob's log, at the same line,
-      // with the same code (TRANSCRIPT §5 step 4, PROTOCOL §6.4 "A batch's root from some of its
-      // records"): the proof no longer fits the records and n (TAMPERED), another root or
-      // signature (SIG_FAIL), a record carrying its own sig (the schema). bob's group of batch 1
-      // lacks alice's line to herself (c2s 4): its proof is that record's leaf hash.
+      // Both verifiers refuse the same edit of a relay line in bob's log, at the same line, with
+      // the same code (TRANSCRIPT §5 step 4, PROTOCOL §6.4): a proof that no longer fits the
+      // records and n (TAMPERED), another root (SIG_FAIL), records out of order or still
+      // carrying their signature (the schema: TAMPERED). The relay of batch 1 lacks alice's
+      // record to herself (c2s 4): its proof holds that leaf.
       const bobLines = (await Deno.readTextFile(bobLog)).split("\n");
       const lineOf = (seqno: number) =>
         bobLines.findIndex((l) =>
           l.includes('"type":"relay"') &&
-          (JSON.parse(l).records as { record: { seqno: number } }[])
-            .some((item) => item.record.seqno === seqno)
+          (JSON.parse(l) as RelayLine).records.some((item) => item.record.seqno === seqno)
         );
-      type Line = {
-        sig: string;
-        n: number;
-        proof: string[];
-        records: { record: { ct: string; sig?: string } }[];
+      const flipEntry = (entries: string[]) => {
+        const raw = atob(entries[0]);
+        entries[0] = btoa(String.fromCharCode(raw.charCodeAt(0) ^ 1) + raw.slice(1));
       };
-      const flipped = (b64: string) => {
-        const raw = atob(b64);
-        return btoa(String.fromCharCode(raw.charCodeAt(0) ^ 1) + raw.slice(1));
-      };
-      assert.equal((JSON.parse(bobLines[lineOf(6)]) as Line).proof.length, 1, bobLog);
-      const tamperings: [string, number, (l: Line) => void, string][] = [
-        ["a proof entry flipped", 6, (l) => l.proof[0] = flipped(l.proof[0]), "SIG_FAIL"],
-        ["a proof one entry short", 6, (l) => l.proof.pop(), "TAMPERED"],
-        ["a proof one entry long", 38, (l) => l.proof.push(btoa("x".repeat(32))), "TAMPERED"],
-        ["n of a larger batch (the proof no longer fits)", 40, (l) => l.n = 3, "TAMPERED"],
-        ["another batch's signature", 40, (l) => l.sig = relays[0].sig, "SIG_FAIL"],
-        ["a record's ct flipped", 38, (l) => {
-          const record = l.records[l.records.length - 1].record;
-          record.ct = flipped(record.ct);
-        }, "SIG_FAIL"],
-        ["a record carrying its own sig", 3, (l) => l.records[0].record.sig = l.sig, "TAMPERED"],
+      const tamperings: [string, number, (l: RelayLine) => void, string][] = [
+        ["a proof entry flipped", 6, (l) => flipEntry(l.proof), "SIG_FAIL"],
+        ["a proof entry missing", 6, (l) => l.proof.pop(), "TAMPERED"],
+        ["a proof entry extra", 6, (l) => l.proof.push(btoa("x".repeat(32))), "TAMPERED"],
+        ["n of another size, the proof no longer fits", 6, (l) => l.n = 8, "TAMPERED"],
+        ["a record's ts changed", 38, (l) => l.records[0].record.ts += 1, "SIG_FAIL"],
+        ["records out of order", 40, (l) => l.records.reverse(), "TAMPERED"],
+        ["another batch's signature", 40, (l) => l.sig = relayOf(6).sig, "SIG_FAIL"],
+        ["a record still carrying its sig", 3, (l) => l.records[0].record.sig = l.sig, "TAMPERED"],
       ];
       // A transcript of format 2 (before signed batches, TRANSCRIPT §2.1) is not judged by either:
       // UNSUPPORTED_FORMAT at its header, exit 2 (interop finding 72).

@@ -10,7 +10,6 @@ import { SecureChatError } from "../../lib/errors.ts";
 import {
   type Body,
   type PreparedRelay,
-  RecipientRelayGroup,
   recipientUser,
   type RefusalCode,
   TO_SERVER,
@@ -24,7 +23,7 @@ import type {
   QueuedRecord,
   QueueLimits,
 } from "../../lib/store/message_queue.ts";
-import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
+import { checkedMessage, RATCHET_ENVELOPE } from "../helpers/records.ts";
 import type { ClusterLink } from "../../lib/cluster/link.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
 
