@@ -1340,7 +1340,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
             "batches of 32) through bench/_floor_server.ts, per-connection keys from a fixed " +
             "secret, recipients that open and count: floor (records opened, relays sealed per " +
             "recipient per turn), then + json, + checks, + transcript, each through lib's own " +
-            "functions; ours: relay_burst's lines at the ladder's size, after as many relayed",
+            "functions; ours: relay_burst's lines at the ladder's size, after the same warm-up",
           idle: `${idle[0]} connections held, then ${idle[1]}; RSS per connection is the slope ` +
             `between the two; ${SETUP_CLIENTS} connecting at once`,
         },
