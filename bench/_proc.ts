@@ -164,6 +164,8 @@ export interface GrowthSample {
   cpuSeconds: number;
   /** minflt of /proc/<pid>/stat: pages the process touched for the first time, mostly. */
   minorFaults: number;
+  /** VmRSS: whether what grew is kept (a working set filling up, or state that never stops). */
+  rssBytes: number;
 }
 
 /**
@@ -174,13 +176,16 @@ export interface GrowthSample {
  * @throws Error when /proc is missing or the process is gone
  */
 export async function growthSample(pid: number): Promise<GrowthSample> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const [stat, { rssBytes }] = await Promise.all([
+    Deno.readTextFile(`/proc/${pid}/stat`),
+    sampleProcess(pid),
+  ]);
   // minflt is field 10, counted after the parenthesised command name as in sampleProcess.
   const minorFaults = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[10 - 3]);
   let cpuSeconds = 0;
   for (const t of (await threadTimes(pid)).values()) cpuSeconds += t.cpuSeconds;
   if (!Number.isFinite(minorFaults)) throw new Error(`cannot read the page faults of ${pid}`);
-  return { cpuSeconds, minorFaults };
+  return { cpuSeconds, minorFaults, rssBytes };
 }
 
 /**

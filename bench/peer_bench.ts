@@ -513,13 +513,14 @@ type BurstShape = "e2e" | "text";
 /**
  * Messages a relay burst's server relays, unmeasured, before the measured burst, whatever the
  * latter's size (ourBurst, ourFloor): the steady state of a server that has run a while, as
- * InspIRCd, compiled ahead of time, has from its start. A fresh server's first ~5,000 relayed
- * lines cost up to twice per delivery what later ones do, in parts that each take 1,000–3,000
- * minor page faults where a grown server's take next to none: the process is still growing its
- * heap and allocator pools (and V8 still tiering the relay path up). The warm burst used to be
- * the measured burst's size, so a 2,000-line burst was measured on lines 2,001–4,000, inside
- * that growth, and an 8,000-line one on 8,001–16,000, after it: twice the CPU per delivery for
- * the smaller burst (docs/PERFORMANCE.md, "Session 15: the burst-size effect").
+ * InspIRCd, compiled ahead of time, has from its start. A fresh server grows its heap in steps
+ * through its first several thousand lines (burst15 saw steps near 2,500, 4,500 and 6,500 lines
+ * relayed, then none until ~17,000): a part of a burst that takes such a step faults in 1,000–3,000
+ * fresh pages and costs ~15 µs (up to 80) more per delivery than one that does not (`by_part`).
+ * The warm burst used to be the measured burst's size, so a 2,000-line burst was measured on
+ * lines 2,001–4,000, across those steps, and an 8,000-line one on 8,001–16,000, mostly after
+ * them: the floor read 2–3× per delivery at 2,000 lines what it read at 8,000
+ * (docs/PERFORMANCE.md, "Session 15: the burst-size effect").
  */
 const RELAY_WARM_UP = 8000;
 
@@ -534,12 +535,14 @@ const E2E_BURST_PART = 500;
 /**
  * One part of a burst as the server lived it: `upTo`, the messages it had relayed in this
  * phase at the part's end (the warm burst's included); its CPU per delivery over all threads;
- * the minor page faults it took (growthSample): what shows a server still growing.
+ * the minor page faults it took and its resident size at the end, in MiB (growthSample): what
+ * shows a server still growing.
  */
 interface PartGrowth {
   upTo: number;
   cpuUs: number;
   faults: number;
+  rssMiB: number;
 }
 
 function partGrowth(upTo: number, now: GrowthSample, last: GrowthSample, deliveries: number) {
@@ -547,6 +550,7 @@ function partGrowth(upTo: number, now: GrowthSample, last: GrowthSample, deliver
     upTo,
     cpuUs: round((now.cpuSeconds - last.cpuSeconds) * 1e6 / deliveries, 2),
     faults: now.minorFaults - last.minorFaults,
+    rssMiB: round(now.rssBytes / 2 ** 20, 1),
   };
 }
 
