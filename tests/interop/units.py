@@ -1047,6 +1047,67 @@ class RelayAtTheClient(unittest.TestCase):
         self.assertEqual([k["item"] for k in self.key_lines()], [1, 2])
 
 
+class RelayLines(unittest.TestCase):
+    """TRANSCRIPT §5 step 4 on a format 5 relay line (verify.py): its schema and its records'
+    recipients at the line, the root from its records and proof once (TAMPERED when the proof
+    does not fit), `sig` once (SIG_FAIL), then each record's times and seqno (REPLAY names the
+    record, N:J); the report counts records, not lines."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.trust, self.certs, self.keys = make_pki(tmp.name, ["alice", "bob"])
+        v = verify.Verifier(self.trust)
+        v.session_id, v.session_time, v.client_name = bytes(16), sc.now_ms() - 1000, "alice"
+        v.client_der, v.client_revoked = self.certs["alice"], None
+        self.v = v
+        t = sc.now_ms()
+        self.recs = [sc.new_record(bytes([9]) * 16, "lobby", 4 + j, t + j,
+                                   sc.enc_json({"kind": "text", "text": f"{j}"}), bytes(32))
+                     for j in range(5)]
+        sc.sign_batch(self.keys["bob"], self.recs)
+
+    def line(self, group, seqno=1, edit=None, introduce=True):
+        m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"],
+                             sc.relay_of([self.recs[j] for j in group]),
+                             [{} for _ in group], introduce)
+        if edit is not None:
+            edit(m)
+        return sc.enc_json({"dir": "s2c", **m})
+
+    def outcome(self, *lines):
+        try:
+            for n, raw in enumerate(lines, 2):
+                self.v.line(raw, n)
+        except verify.Invalid as e:
+            return e.code, e.where
+        return "VALID", None
+
+    def test_a_valid_line_counts_each_record(self):
+        self.assertEqual(self.outcome(self.line([0, 2, 3]), self.line([4], 2, introduce=False)),
+                         ("VALID", None))
+        self.assertEqual(self.v.authors, {sc.fingerprint(self.certs["bob"]): ["bob", 4]})
+
+    def test_each_fault_and_where(self):
+        line = self.line
+        for name, lines, want in (
+                ("a proof entry missing", lambda: [line([1, 3], edit=lambda m: m["proof"].pop())],
+                 ("TAMPERED", "line 2")),
+                ("a proof entry too many", lambda: [line([1, 3], edit=lambda m: m["proof"].append(
+                    ZERO32))], ("TAMPERED", "line 2")),
+                ("a proof entry changed", lambda: [line([2], edit=lambda m: m["proof"].__setitem__(
+                    0, ZERO32))], ("SIG_FAIL", "line 2")),
+                ("an item with its k", lambda: [line([2], edit=lambda m: m["records"][0].update(
+                    k=ZERO32))], ("TAMPERED", "line 2")),
+                ("a record moved to another recipient", lambda: [line(
+                    [1, 2], edit=lambda m: m["records"][1]["record"].update(to="user:carol"))],
+                 ("TAMPERED", "line 2:2")),
+                ("a record again on a later line", lambda: [line([0, 1]), line(
+                    [1, 2], 2, introduce=False)], ("REPLAY", "line 3:1"))):
+            self.setUp()
+            self.assertEqual(self.outcome(*lines()), want, name)
+
+
 class ContentCipher(unittest.TestCase):
     """PROTOCOL §6.1: ct is ChaCha20-Poly1305 under all 32 bytes of ek, nonce 0^12; a record
     sealed as before session 11 (AES-128-GCM under ek's first 16 bytes, §11) does not open."""
