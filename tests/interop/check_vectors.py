@@ -23,7 +23,9 @@ side), and the §12 rejections (tampered kem_ct, moved or replayed wraps, bounds
 inputs, each with its code.
 
 Then batches.json (PROTOCOL §6.1): its batch of 5 recomputed (leaves, subtrees, paths, root,
-batch statement, signature), and each case refused with its code live and in a file. Then
+batch statement, signature), and each case refused with its code live and in a file; its relays
+(PROTOCOL §6.4): each group's root from its records and proof, the proof a server makes, each
+record's path back, and each relay case with its code live and in a file. Then
 tests/vectors/transcript/hash_v2.json (TRANSCRIPT §3): digests and hashes from its lines; and
 golden.log's lines opened under golden.keys (TRANSCRIPT §6, the content cipher of PROTOCOL §6.1).
 
@@ -1206,6 +1208,81 @@ def check_batches(path):
             continue
         want = [want_live, want_file]
         report(case["name"], got == want, f"live {want_live}, in a file {want_file}" if got == want
+               else f"expected {want}, got {got}")
+    if "relays" in v:
+        failed += check_batch_relays(v, author)
+    return failed
+
+
+def _relay_verdict(cache, key, relay, code):
+    """What a recipient (code PROTOCOL_ERROR: the relay as sent) or a verifier (TAMPERED: its
+    line, each item only its record) concludes of a relay of batches.json (PROTOCOL §6.4 steps
+    3-4): OK, SIG_FAIL or `code`."""
+    m = json.loads(json.dumps(relay))
+    if code == "TAMPERED":
+        for item in m.get("records", []) if isinstance(m.get("records"), list) else []:
+            if isinstance(item, dict):
+                item.pop("k", None)
+    try:
+        sig, first, n, proof, items = sc.parse_relay(m, carriers=code != "TAMPERED", code=code)
+        recs = [rec for rec, _ in items]
+        stmt = sc.relay_statement(recs[0]["sid"], first, n, proof, recs, code=code)
+    except sc.ProtoError as e:
+        return e.code
+    return "OK" if cache.verified("author", key.public_key(), stmt, sig) else "SIG_FAIL"
+
+
+def check_batch_relays(v, author):
+    """batches.json's relays (PROTOCOL §6.4): each group's records, proof and root recomputed (ROOT
+    from the records and proof; the proof a server makes from the records' own paths; each
+    record's path back from the relay, TRANSCRIPT §6), its signature once; then each relay case
+    with its code live and in a file, after the whole batch's relay was verified by the same
+    verifier (the cache must not pass it). Returns the number failed."""
+    failed = 0
+
+    def report(name, ok, detail):
+        nonlocal failed
+        failed += not ok
+        print(f"BATCHES relay {name!r} {'OK' if ok else 'FAIL'} {detail}", flush=True)
+    whole = sc.BatchCache()
+    signed = []
+    for r in v["records"]:
+        rec = sc.parse_record(r["record"])
+        signed.append(rec)
+    for entry in v["relays"]:
+        name = f"records {entry['indices']}"
+        try:
+            relay, n = entry["relay"], v["n"]
+            sig, first, size, proof, items = sc.parse_relay(relay)
+            recs = [rec for rec, _ in items]
+            eq(f"{name}: first, n", (first, size), (v["first"], n))
+            eq(f"{name}: indices", [r["seqno"] - first for r in recs], entry["indices"])
+            subtrees = sc.relay_subtrees({r["seqno"] - first: sc.leaf_hash(sc.statement(r))
+                                          for r in recs}, n, proof)
+            if subtrees is None:
+                raise Mismatch(f"{name}: the proof does not fit")
+            eq(f"{name}: root", subtrees[(0, n)], unhex(entry["root"]))
+            eq(f"{name}: root is the batch's", subtrees[(0, n)], unhex(v["root"]))
+            made = sc.relay_of([signed[j] for j in entry["indices"]])
+            eq(f"{name}: the proof made from the records' paths", made[3], proof)
+            for rec, item in items:
+                j = rec["seqno"] - first
+                eq(f"{name}: record {j} path from the relay",
+                   sc.relay_path(subtrees, n, j), signed[j]["batch"][2])
+                sc.check_content(rec, sc.b64d(item["k"], size=32))
+            if _relay_verdict(whole, author, relay, "PROTOCOL_ERROR") != "OK":
+                raise Mismatch(f"{name}: the signature does not verify")
+            report(name, True, "root, proof, paths and signature recomputed and equal")
+        except (Mismatch, sc.ProtoError, KeyError, ValueError, TypeError) as e:
+            report(name, False, f"{e.__class__.__name__}: {e}")
+    for case in v["relay_cases"]:
+        want = [case["code"], "TAMPERED" if case["code"] == "PROTOCOL_ERROR" else case["code"]]
+        got = []
+        for code in ("PROTOCOL_ERROR", "TAMPERED"):
+            cache = sc.BatchCache()
+            _relay_verdict(cache, author, v["relays"][0]["relay"], code)  # the batch, verified
+            got.append(_relay_verdict(cache, author, case["relay"], code))
+        report(case["name"], got == want, f"live {want[0]}, in a file {want[1]}" if got == want
                else f"expected {want}, got {got}")
     return failed
 
