@@ -34,6 +34,10 @@ import { RecordLayer } from "../lib/handshake/record.ts";
 import {
   decodeRecord,
   encodeRecord,
+  groupPath,
+  groupProof,
+  groupRoot,
+  leafHash,
   LOBBY,
   MAX_BATCH,
   merkleTree,
@@ -41,6 +45,7 @@ import {
   prepareMsg,
   RecordJsonShape,
   RecordSignatures,
+  RelayMessageShape,
   rootFromPath,
   sealContent,
   sealPlaintext,
@@ -831,6 +836,16 @@ interface BatchVectors {
     checked_before?: number[];
     code: string;
   }[];
+  relays: { indices: number[]; relay: RelayGroupJson; root: string }[];
+  relay_cases: { name: string; relay: RelayGroupJson; code: string }[];
+}
+/** What a relay carries of its batch (PROTOCOL §6.4), as batches.json holds it. */
+interface RelayGroupJson {
+  sig: string;
+  first: number;
+  n: number;
+  proof: string[];
+  records: { record: Record<string, unknown> & { seqno: number }; k: string }[];
 }
 const batches: BatchVectors = await load("batches.json");
 
@@ -965,6 +980,160 @@ Deno.test("batch trees: for every n ≤ 32 and i < n, lib's root and path agree 
       assert.equal(rootFromPath(leaves[i], i, n, [...paths[i], root]), null, `${i} of ${n} long`);
       if (paths[i].length > 0) {
         assert.equal(rootFromPath(leaves[i], i, n, paths[i].slice(1)), null, `${i} of ${n} short`);
+      }
+    }
+  }
+});
+
+// ---- batches.json's relays: PROTOCOL §6.4's ROOT, written from the text ----
+
+/** ROOT(0, n) of PROTOCOL §6.4 as written, the leaves by their index; null on a fail. */
+function rootOfGroup(
+  leafAt: Map<number, Uint8Array>,
+  n: number,
+  proof: Uint8Array[],
+): Uint8Array | null {
+  let used = 0;
+  let failed = false;
+  const root = (lo: number, hi: number): Uint8Array => {
+    if (![...leafAt.keys()].some((i) => lo <= i && i < hi)) {
+      if (used === proof.length) failed = true;
+      return proof[used++] ?? new Uint8Array(32);
+    }
+    if (hi - lo === 1) return leafAt.get(lo)!;
+    let k = 1;
+    while (k * 2 < hi - lo) k *= 2;
+    const left = root(lo, lo + k);
+    return nodeOf(left, root(lo + k, hi));
+  };
+  const r = root(0, n);
+  return failed || used !== proof.length ? null : r;
+}
+
+/** A relay around a group, with a hop and an author (what §6.4's checks of the group ignore). */
+const relayAround = (group: RelayGroupJson) => ({
+  type: "relay",
+  seqno: 1,
+  ts: 1767225600500,
+  author_fp: "a".repeat(64),
+  ...group,
+});
+
+Deno.test("relay vectors: each relay's proof gives the batch's root, from the text and in lib; its signature verifies; lib's proof and derived paths are the records' own", async () => {
+  const b = batches;
+  const key = await importVerifyingKeySpki(fromHex(b.author.spki));
+  const leaves = b.records.map((r) => leafOf(fromHex(r.statement_hex)));
+  const paths = b.records.map((r) => r.record.batch.path.map(fromBase64));
+  for (const { indices, relay, root } of b.relays) {
+    const proof = relay.proof.map(fromBase64);
+    const leafAt = new Map(indices.map((i) => [i, leaves[i]]));
+    assert.equal(toHex(rootOfGroup(leafAt, relay.n, proof)!), root, `ROOT of ${indices}`);
+    const parsed = RelayMessageShape.safeParse(relayAround(relay));
+    assert.ok(parsed.success, `relay of ${indices} refused: ${JSON.stringify(parsed)}`);
+    const records = parsed.data.records.map((item) => decodeRecord(item.record));
+    assert.deepEqual(records.map((r) => r.seqno - b.first), indices);
+    const libLeaves = records.map(leafHash);
+    assert.equal(toHex(groupRoot(libLeaves, indices, b.n, proof)!), root);
+    const signed = batchStatementOf(b.sid, relay.first, relay.n, fromHex(root));
+    assert.ok(await verify(key, signed, fromBase64(relay.sig)), `the signature, ${indices}`);
+    assert.deepEqual(
+      groupProof(indices, b.n, indices.map((i) => paths[i])).map(toHex),
+      proof.map(toHex),
+      `lib's proof for ${indices}`,
+    );
+    if (indices.length === 1) {
+      // One record: its path in the tree's left-to-right order (§6.4): the siblings to its left,
+      // nearest the root first, then those to its right, nearest the leaf first.
+      const i = indices[0];
+      const left: Uint8Array[] = [];
+      const right: Uint8Array[] = [];
+      let [fn, sn] = [i, b.n - 1];
+      for (const entry of paths[i]) {
+        // RFC 9162 §2.1.3.2's walk says on which side each entry lies.
+        if (fn % 2 === 1 || fn === sn) {
+          left.unshift(entry);
+          while (fn !== 0 && fn % 2 === 0) [fn, sn] = [fn >> 1, sn >> 1];
+        } else right.push(entry);
+        [fn, sn] = [fn >> 1, sn >> 1];
+      }
+      assert.deepEqual(proof.map(toHex), [...left, ...right].map(toHex), `one record: ${i}`);
+    }
+    for (const [at, i] of indices.entries()) {
+      assert.deepEqual(
+        groupPath(libLeaves, indices, b.n, proof, at)!.map(toHex),
+        paths[i].map(toHex),
+        `record ${i}'s path derived from the relay of ${indices}`,
+      );
+    }
+  }
+});
+
+for (const c of batches.relay_cases) {
+  Deno.test(`relay vector: ${c.name} → ${c.code} (live), and in a file`, async () => {
+    const author = {
+      fingerprint: "a".repeat(64),
+      key: await importVerifyingKeySpki(fromHex(batches.author.spki)),
+    };
+    const parsed = RelayMessageShape.safeParse(relayAround(c.relay));
+    for (const pathFault of ["PROTOCOL_ERROR", "TAMPERED"] as const) {
+      let code: string;
+      if (!parsed.success) code = "PROTOCOL_ERROR"; // the schema: TAMPERED in a file, as always
+      else {
+        const { sig, first, n, proof } = parsed.data;
+        const group = { sig: fromBase64(sig), first, n, proof: proof.map(fromBase64) };
+        const records = parsed.data.records.map((item) => decodeRecord(item.record));
+        code = await Promise.resolve()
+          .then(() => new RecordSignatures(pathFault).checkGroupNow(author, records, group, "case"))
+          .then(() => "valid", (error) => error.code);
+        // The same verdict from the text: ROOT, then the signature.
+        const leafAt = new Map(records.map((r) => [r.seqno - first, leafHash(r)]));
+        const root = rootOfGroup(leafAt, n, group.proof);
+        const fromText = root === null ? pathFault : await verify(
+            author.key,
+            batchStatementOf(records[0].sid, first, n, root),
+            group.sig,
+          )
+          ? "valid"
+          : "SIG_FAIL";
+        assert.equal(code, fromText, `${c.name}: lib and the text disagree`);
+      }
+      const want = c.code === "PROTOCOL_ERROR" && parsed.success ? pathFault : c.code;
+      assert.equal(code, want, `${c.name} (${pathFault === "TAMPERED" ? "verify" : "live"})`);
+    }
+  });
+}
+
+Deno.test("relay trees: for every n ≤ 32 and many sets of records, lib's proof gives the root by ROOT written from the text, and each record's derived path is its own", () => {
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  for (let n = 1; n <= MAX_BATCH; n++) {
+    const leaves = Array.from({ length: n }, (_, j) => sha256(utf8(`leaf ${j} of ${n}`)));
+    const { root, paths } = merkleTree(leaves);
+    const sets: number[][] = [];
+    if (n <= 6) {
+      for (let mask = 1; mask < 1 << n; mask++) {
+        sets.push([...Array(n).keys()].filter((i) => mask & (1 << i)));
+      }
+    } else {
+      for (let t = 0; t < 40; t++) {
+        const set = [...Array(n).keys()].filter(() => random() < 0.3);
+        sets.push(set.length > 0 ? set : [Math.floor(random() * n)]);
+      }
+      sets.push([...Array(n).keys()]);
+    }
+    for (const indices of sets) {
+      const proof = groupProof(indices, n, indices.map((i) => paths[i]));
+      const at = indices.map((i) => leaves[i]);
+      const leafAt = new Map(indices.map((i) => [i, leaves[i]]));
+      assert.equal(toHex(rootOfGroup(leafAt, n, proof)!), toHex(root), `${indices} of ${n}`);
+      assert.equal(toHex(groupRoot(at, indices, n, proof)!), toHex(root));
+      if (indices.length === n) assert.equal(proof.length, 0, "a whole batch: no proof");
+      for (const [j, i] of indices.entries()) {
+        assert.deepEqual(groupPath(at, indices, n, proof, j)!.map(toHex), paths[i].map(toHex));
+      }
+      assert.equal(groupRoot(at, indices, n, [...proof, root]), null, `${indices} of ${n} long`);
+      if (proof.length > 0) {
+        assert.equal(groupRoot(at, indices, n, proof.slice(1)), null, `${indices} of ${n} short`);
       }
     }
   }

@@ -306,15 +306,7 @@ const PATH_AT: Path = ["record", "batch", "path"];
 /** Checks a record's JSON form: exactly its members, each within its bounds. */
 function recordJson(value: unknown, path: Path): RecordJson {
   const o = members(value, path, RECORD_MEMBERS, RECORD_OPTIONAL);
-  const json: RecordJson = {
-    sid: lowerHex(o.sid, path, "sid", 32),
-    dir: literal(o.dir, path, "dir", DIRECTIONS),
-    to: textMember(o.to, path, "to", 1, MAX_TO_CHARS),
-    seqno: uint(o.seqno, path, "seqno", 1),
-    ts: uint(o.ts, path, "ts"),
-    ct: base64Text(o.ct, path, "ct", 16, MAX_CT_BYTES),
-    c: base64Text(o.c, path, "c", 32, 32),
-  };
+  const json = recordCore(o, path);
   if (o.sig !== undefined) json.sig = base64Text(o.sig, path, "sig", 1, MAX_SIG_BYTES);
   if (o.batch !== undefined) {
     json.batch = batchJson(o.batch, path === RECORD_AT ? BATCH_AT : [...path, "batch"], json.seqno);
@@ -323,6 +315,27 @@ function recordJson(value: unknown, path: Path): RecordJson {
     fail(path, json.sig === undefined ? "batch" : "sig", "a record has sig and batch, or neither");
   }
   return json;
+}
+
+/**
+ * A record in a relay's `records` (PROTOCOL §6.4): without `sig` and `batch`, which the relay
+ * carries once for all its records (either here is an unrecognized member).
+ */
+function relayedRecordJson(value: unknown, path: Path): RecordJson {
+  return recordCore(members(value, path, RECORD_MEMBERS), path);
+}
+
+/** The members every record has. */
+function recordCore(o: Record<string, unknown>, path: Path): RecordJson {
+  return {
+    sid: lowerHex(o.sid, path, "sid", 32),
+    dir: literal(o.dir, path, "dir", DIRECTIONS),
+    to: textMember(o.to, path, "to", 1, MAX_TO_CHARS),
+    seqno: uint(o.seqno, path, "seqno", 1),
+    ts: uint(o.ts, path, "ts"),
+    ct: base64Text(o.ct, path, "ct", 16, MAX_CT_BYTES),
+    c: base64Text(o.c, path, "c", 32, 32),
+  };
 }
 
 /** `batch`'s bounds (PROTOCOL §6.1): whether the path fits `i` and `n` is the signature check's. */
@@ -460,6 +473,27 @@ export class RecordForms {
     this.#encoding = both.subarray(0, split);
     this.#bytes = both.subarray(split);
   }
+
+  /**
+   * The record as a relay carries it (PROTOCOL §6.4), without `sig` and `batch`: its JSON text
+   * and record_enc, laid out once, into one buffer, at its first relay.
+   */
+  get relayed(): { readonly bytes: Uint8Array; readonly encoding: Uint8Array } {
+    return this.#relayed ??= layOutRelayed(this.record, this.json);
+  }
+
+  #relayed?: { readonly bytes: Uint8Array; readonly encoding: Uint8Array };
+}
+
+function layOutRelayed(record: MessageRecord, json: RecordJson) {
+  const { sig: _sig, batch: _batch, ...bare } = record;
+  const { sig: _jsonSig, batch: _jsonBatch, ...bareJson } = json;
+  const out = new ByteBuilder(recordEncodingBound(bare) + recordJsonBound(bareJson));
+  writeRecordEncoding(out, bare);
+  const split = out.length;
+  writeRecordJson(out, bareJson);
+  const both = out.done();
+  return { encoding: both.subarray(0, split), bytes: both.subarray(split) };
 }
 
 /** record_enc of TRANSCRIPT §3.1: what the transcript hash covers of a record. */
@@ -699,6 +733,161 @@ export function rootFromPath(
   if (sn !== 0) return null;
   if (passed) memo!.remember(passed, r);
   return r;
+}
+
+// ---- a relay's group of one batch's records (PROTOCOL §6.4) ----
+
+/**
+ * `ROOT(0, n)` of PROTOCOL §6.4 "A batch's root from some of its records": the root of a batch
+ * of `n` from the leaf hashes of the records a relay carries, at `indices` (their
+ * `seqno − first`, strictly increasing, each below `n`), and `proof`, the hashes of the largest
+ * subtrees holding none of them, left to right. Null when the proof does not fit: an entry
+ * missing or left over, or indices that are not strictly increasing below `n`.
+ */
+export function groupRoot(
+  leaves: readonly Uint8Array[],
+  indices: readonly number[],
+  n: number,
+  proof: readonly Uint8Array[],
+): Uint8Array | null {
+  return new GroupTree(leaves, indices, n, proof).root(undefined);
+}
+
+/**
+ * The RFC 9162 inclusion path (PROTOCOL §6.1, nearest the leaf first) of the record at
+ * `indices[at]`, from a relay's records and proof as {@link groupRoot} takes them (TRANSCRIPT §6:
+ * an opening's record made whole): each entry is the hash of a sibling subtree on the leaf's way
+ * to the root, taken from `proof` or computed from the records. Null when the proof does not fit.
+ */
+export function groupPath(
+  leaves: readonly Uint8Array[],
+  indices: readonly number[],
+  n: number,
+  proof: readonly Uint8Array[],
+  at: number,
+): Uint8Array[] | null {
+  const path: Uint8Array[] = [];
+  const tree = new GroupTree(leaves, indices, n, proof);
+  if (at < 0 || at >= indices.length || !tree.root({ leaf: indices[at], path })) return null;
+  return path;
+}
+
+/**
+ * The `proof` of a relay carrying the records at `indices` (strictly increasing, below `n`) of
+ * one batch, from those records' own paths (`paths[j]` the path of the record at `indices[j]`):
+ * every subtree `ROOT` takes from the proof is the sibling of a subtree holding one of the
+ * records, so its hash is the entry of that record's path at the level where the two meet
+ * (PROTOCOL §6.4 "Making the proof"). The paths are the ones their signatures were checked with.
+ * @throws INTERNAL when the indices or a path do not fit the batch (a caller's bug)
+ */
+export function groupProof(
+  indices: readonly number[],
+  n: number,
+  paths: readonly (readonly Uint8Array[])[],
+): Uint8Array[] {
+  if (!increasingBelow(indices, n) || paths.length !== indices.length) {
+    throw new SecureChatError("INTERNAL", "a relay's records do not fit their batch");
+  }
+  const proof: Uint8Array[] = [];
+  let next = 0; // the first of `indices` not yet passed (ROOT goes left to right)
+  /** `witness`: a record in the sibling of [lo, hi), whose path holds that sibling's hash. */
+  const walk = (lo: number, hi: number, depth: number, witness: number): void => {
+    if (next >= indices.length || indices[next] >= hi) {
+      const path = paths[witness];
+      const entry = path[path.length - depth];
+      if (depth === 0 || !entry) {
+        throw new SecureChatError("INTERNAL", "a relayed record's path does not fit its batch");
+      }
+      proof.push(entry);
+      return;
+    }
+    if (hi - lo === 1) {
+      next++;
+      return;
+    }
+    const k = largestPowerOfTwoBelow(hi - lo);
+    const first = next;
+    walk(lo, lo + k, depth + 1, first);
+    walk(lo + k, hi, depth + 1, first);
+  };
+  walk(0, n, 0, 0);
+  return proof;
+}
+
+/**
+ * The record at `at` of a relay made whole, as its author signed it (TRANSCRIPT §6: an opening's
+ * record): the relay's `sig`, and `batch` `{i: seqno − first, n, path}` with the path derived by
+ * {@link groupPath}. Null when the proof does not fit.
+ */
+export function wholeRecordOfGroup(
+  records: readonly MessageRecord[],
+  group: { sig: Uint8Array; first: number; n: number; proof: readonly Uint8Array[] },
+  at: number,
+): MessageRecord | null {
+  const { sig, first, n, proof } = group;
+  const indices = records.map((r) => r.seqno - first);
+  const path = groupPath(records.map(leafHash), indices, n, proof, at);
+  if (!path) return null;
+  return { ...records[at], sig, batch: { i: indices[at], n, path } };
+}
+
+function largestPowerOfTwoBelow(size: number): number {
+  let k = 1;
+  while (k * 2 < size) k *= 2;
+  return k;
+}
+
+function increasingBelow(indices: readonly number[], n: number): boolean {
+  if (indices.length === 0 || n > MAX_BATCH) return false;
+  for (let j = 0; j < indices.length; j++) {
+    const i = indices[j];
+    if (!Number.isInteger(i) || i < 0 || i >= n || (j > 0 && i <= indices[j - 1])) return false;
+  }
+  return true;
+}
+
+/** ROOT's recursion over one relay's records and proof, consuming both left to right. */
+class GroupTree {
+  #next = 0;
+  #used = 0;
+
+  constructor(
+    readonly leaves: readonly Uint8Array[],
+    readonly indices: readonly number[],
+    readonly n: number,
+    readonly proof: readonly Uint8Array[],
+  ) {}
+
+  /** ROOT(0, n), appending to `target.path` the siblings on `target.leaf`'s way up. */
+  root(target: { leaf: number; path: Uint8Array[] } | undefined): Uint8Array | null {
+    const { leaves, indices, n, proof } = this;
+    if (leaves.length !== indices.length || !increasingBelow(indices, n)) return null;
+    const root = this.#subtree(0, n, target);
+    if (!root || this.#used !== proof.length) return null;
+    return root;
+  }
+
+  #subtree(
+    lo: number,
+    hi: number,
+    target: { leaf: number; path: Uint8Array[] } | undefined,
+  ): Uint8Array | null {
+    const { indices } = this;
+    if (this.#next >= indices.length || indices[this.#next] >= hi) {
+      const entry = this.proof[this.#used++];
+      return entry && entry.length === HASH_BYTES ? entry : null;
+    }
+    if (hi - lo === 1) return this.leaves[this.#next++];
+    const k = largestPowerOfTwoBelow(hi - lo);
+    const left = this.#subtree(lo, lo + k, target);
+    if (!left) return null;
+    const right = this.#subtree(lo + k, hi, target);
+    if (!right) return null;
+    if (target && lo <= target.leaf && target.leaf < hi) {
+      target.path.push(target.leaf < lo + k ? right : left);
+    }
+    return nodeHash(left, right);
+  }
 }
 
 /** Where RFC 9162 §2.1.3.2's loop stands before hashing `path[step]`: all the rest depends on. */
@@ -950,21 +1139,63 @@ export class RecordSignatures {
         `${whose}: a batch path of ${path.length} hashes does not fit leaf ${i} of ${n}`,
       );
     }
+    return this.#verifyRoot(author, r.sid, r.seqno - i, n, root, r.sig, whose);
+  }
+
+  /**
+   * The check of a relay's records (PROTOCOL §6.4 "A batch's root from some of its records"):
+   * the root from their leaves, their places `seqno − first` and `proof` (groupRoot), then `sig`
+   * over the batch statement with their `sid`, `first`, `n` and that root, remembered as
+   * {@link checkNow} remembers a record's. The records are the relay's, as its schema passed
+   * them (one sid, seqnos strictly increasing within the batch), without `sig` and `batch`.
+   * @param whose names the relay in the error ("alice's relay", "line 7")
+   * @throws {@link pathFault} when the proof does not fit the records and `n`; SIG_FAIL when a
+   *   record is not a user's or the signature does not verify
+   */
+  checkGroupNow(
+    author: RecordAuthor,
+    records: readonly MessageRecord[],
+    group: { sig: Uint8Array; first: number; n: number; proof: readonly Uint8Array[] },
+    whose: string,
+  ): Promise<void> | undefined {
+    const { sig, first, n, proof } = group;
+    for (const r of records) {
+      if (r.dir !== "c2s") throw new SecureChatError("SIG_FAIL", `${whose}: not a user's record`);
+    }
+    const root = groupRoot(records.map(leafHash), records.map((r) => r.seqno - first), n, proof);
+    if (!root) {
+      throw new SecureChatError(
+        this.pathFault,
+        `${whose}: a proof of ${proof.length} hashes does not fit ${records.length} records of ${n}`,
+      );
+    }
+    return this.#verifyRoot(author, records[0].sid, first, n, root, sig, whose);
+  }
+
+  /** `sig` over a batch statement, verified once per certificate, statement and signature. */
+  #verifyRoot(
+    author: RecordAuthor,
+    sid: string,
+    first: number,
+    n: number,
+    root: Uint8Array,
+    sig: Uint8Array,
+    whose: string,
+  ): Promise<void> | undefined {
     const failed = () => new SecureChatError("SIG_FAIL", `${whose}: the signature does not verify`);
     if (n === 1) {
       // A batch of one has no other record to share its check with: nothing to remember.
-      const verdict = verifyNow(author.key, batchStatement(r.sid, r.seqno - i, 1, root), r.sig);
+      const verdict = verifyNow(author.key, batchStatement(sid, first, 1, root), sig);
       if (verdict === true) return undefined;
       if (verdict === false) throw failed();
       return verdict.then((ok) => {
         if (!ok) throw failed();
       });
     }
-    const sig = r.sig;
-    // The statement this record's batch needs, looked up where it is laid out; copied only when
-    // it must be verified (its entry keeps it).
+    // The statement this batch needs, looked up where it is laid out; copied only when it must
+    // be verified (its entry keeps it).
     const signed = batchScratch.use((out) => {
-      const laidOut = writeBatchStatement(out, r.sid, r.seqno - i, n, root);
+      const laidOut = writeBatchStatement(out, sid, first, n, root);
       const known = this.#verified.get(batchKey(laidOut));
       const same = known !== undefined && known.fingerprint === author.fingerprint &&
         bytesEqual(known.statement, laidOut) && bytesEqual(known.sig, sig);
@@ -975,13 +1206,13 @@ export class RecordSignatures {
       return this.#settled(signed, signed.verdict, failed);
     }
     const key = batchKey(signed);
-    const verdict = verifyNow(author.key, signed, r.sig);
+    const verdict = verifyNow(author.key, signed, sig);
     if (verdict === false) throw failed(); // only a signature that verified is remembered
     // The signature's own copy: a view would keep the record's ciphertext alive (review9 R9-5).
     const entry = {
       fingerprint: author.fingerprint,
       statement: signed,
-      sig: r.sig.slice(),
+      sig: sig.slice(),
       verdict,
     };
     this.#verified.delete(key);
@@ -1049,22 +1280,42 @@ export type MsgMessage =
   | { type: "msg"; record: RecordJson; k: string }
   | { type: "msg"; record: RecordJson; e2e: E2eEnvelope };
 
-/**
- * A user's record forwarded by the server: `relay` live (§6.4), `stored` from the recipient's
- * offline queue (§6.6). The two differ only in the freshness rule the recipient applies. The
- * content key travels readable (`k`) or end to end (`e2e`, §12.6).
- */
-type RelayHop = {
-  type: RelayType;
+/** What a message that forwards users' records says of the hop and the author (§6.4, §6.4.1). */
+type AuthorHop = {
   seqno: number;
   ts: number;
   /** The author certificate's fingerprint (PROTOCOL §6.4.1). */
   author_fp: string;
-  /** The certificate itself, on the relay that introduces it to the session only. */
+  /** The certificate itself, on the message that introduces it to the session only. */
   cert?: string;
-  record: RecordJson;
 };
-export type RelayMessage = (RelayHop & { k: string }) | (RelayHop & { e2e: E2eEnvelope });
+
+/**
+ * One user's record from the recipient's offline queue (§6.6): whole, with its own `sig` and
+ * `batch`. The content key travels readable (`k`) or end to end (`e2e`, §12.6).
+ */
+type StoredHop = AuthorHop & { type: "stored"; record: RecordJson };
+export type StoredMessage = (StoredHop & { k: string }) | (StoredHop & { e2e: E2eEnvelope });
+
+/** A record of a relay with its content key's carrier (§6.4, §12.6). */
+export type RelayItem = { record: RecordJson; k: string } | {
+  record: RecordJson;
+  e2e: E2eEnvelope;
+};
+
+/**
+ * Records of one author batch relayed live (§6.4): each without `sig` and `batch`, and once for
+ * all of them the batch's signature, first seqno, size and the proof from which the recipient
+ * recomputes the batch's root (groupRoot).
+ */
+export type RelayMessage = AuthorHop & {
+  type: "relay";
+  sig: string;
+  first: number;
+  n: number;
+  proof: string[];
+  records: RelayItem[];
+};
 
 /** How a record's content key travels: readable by the server, or end to end. */
 type ContentKey = { k: Uint8Array } | { e2e: E2eEnvelope };
@@ -1090,7 +1341,8 @@ export interface QueuedMessage {
   of: number;
 }
 
-const RELAY_TYPES: readonly RelayType[] = ["relay", "stored"];
+const STORED_TYPES: readonly "stored"[] = ["stored"];
+const RELAY_TYPES: readonly "relay"[] = ["relay"];
 
 const contentKeyText = (o: Record<string, unknown>, p: Path) =>
   base64Text(o.k, p, "k", CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
@@ -1117,21 +1369,21 @@ export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
   return { type: "msg", record, e2e: nested(E2eEnvelopeShape, o.e2e, p, "e2e") };
 });
 
-const RELAY_MEMBERS = {
+const STORED_MEMBERS = {
   k: ["type", "seqno", "ts", "author_fp", "record", "k"],
   e2e: ["type", "seqno", "ts", "author_fp", "record", "e2e"],
 };
-const RELAY_OPTIONAL = ["cert"];
+const CERT_OPTIONAL = ["cert"];
 
 /**
- * A relay or stored message: its members checked in the order of their JSON (type, seqno, ts,
- * author_fp, cert, record, then the content key), which decides the fault a malformed one is
- * refused with; written out member by member, as every recipient checks every relay.
+ * A stored message: its members checked in the order of their JSON (type, seqno, ts, author_fp,
+ * cert, record, then the content key), which decides the fault a malformed one is refused with;
+ * written out member by member, as every recipient checks every one.
  */
-export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
+export const StoredMessageShape: Shape<StoredMessage> = shape((v, p) => {
   const key = keyMemberOf(v);
-  const o = members(v, p, RELAY_MEMBERS[key], RELAY_OPTIONAL);
-  const type = literal(o.type, p, "type", RELAY_TYPES);
+  const o = members(v, p, STORED_MEMBERS[key], CERT_OPTIONAL);
+  const type = literal(o.type, p, "type", STORED_TYPES);
   const seqno = uint(o.seqno, p, "seqno", 1);
   const ts = uint(o.ts, p, "ts");
   const author_fp = lowerHex(o.author_fp, p, "author_fp", 64);
@@ -1150,6 +1402,94 @@ export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
     ? { type, seqno, ts, author_fp, record, e2e }
     : { type, seqno, ts, author_fp, cert, record, e2e };
 });
+
+const RELAY_MEMBERS = [
+  "type",
+  "seqno",
+  "ts",
+  "author_fp",
+  "sig",
+  "first",
+  "n",
+  "proof",
+  "records",
+];
+const ITEM_MEMBERS = { k: ["record", "k"], e2e: ["record", "e2e"] };
+
+/**
+ * A relay (PROTOCOL §6.4): the hop, the author, the batch's `sig`, `first`, `n` and `proof`,
+ * then its records, each with its content key's carrier; every rule of §6.4's table and the
+ * paragraph after it (one `sid`, seqnos strictly increasing within `first` … `first + n − 1`,
+ * no record with `sig` or `batch`). Whether the proof fits is groupRoot's.
+ */
+export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
+  const o = members(v, p, RELAY_MEMBERS, CERT_OPTIONAL);
+  literal(o.type, p, "type", RELAY_TYPES);
+  const seqno = uint(o.seqno, p, "seqno", 1);
+  const ts = uint(o.ts, p, "ts");
+  const author_fp = lowerHex(o.author_fp, p, "author_fp", 64);
+  const cert = Object.hasOwn(o, "cert")
+    ? base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES)
+    : undefined;
+  const group = groupMembers(o, p);
+  const items = o.records as unknown[];
+  const records: RelayItem[] = [];
+  for (let j = 0; j < items.length; j++) {
+    const item = items[j];
+    const at = [...p, "records", j];
+    const key = keyMemberOf(item);
+    const io = members(item, at, ITEM_MEMBERS[key]);
+    const record = group.records[j];
+    records.push(
+      key === "k"
+        ? { record, k: contentKeyText(io, at) }
+        : { record, e2e: nested(E2eEnvelopeShape, io.e2e, at, "e2e") },
+    );
+  }
+  const hop = { type: "relay" as const, seqno, ts, author_fp };
+  const { sig, first, n, proof } = group;
+  return cert === undefined
+    ? { ...hop, sig, first, n, proof, records }
+    : { ...hop, cert, sig, first, n, proof, records };
+});
+
+/**
+ * What a relay and its transcript line share of the batch (PROTOCOL §6.4): `sig`, `first`, `n`,
+ * `proof` and the records (each item's `record`; its carrier is the caller's), checked against
+ * each other.
+ */
+function groupMembers(o: Record<string, unknown>, p: Path) {
+  const sig = base64Text(o.sig, p, "sig", 1, MAX_SIG_BYTES);
+  const first = uint(o.first, p, "first", 1);
+  const n = uint(o.n, p, "n", 1);
+  if (n > MAX_BATCH) fail(p, "n", `expected 1..${MAX_BATCH}`);
+  const proofAt = [...p, "proof"];
+  const proof = list(o.proof, p, "proof", MAX_BATCH - 1)
+    .map((entry, j) => base64Text(entry, proofAt, j, HASH_BYTES, HASH_BYTES));
+  const items = list(o.records, p, "records", n);
+  if (items.length === 0) fail(p, "records", "expected at least one record");
+  const records: RecordJson[] = [];
+  for (let j = 0; j < items.length; j++) {
+    const at = [...p, "records", j];
+    const item = items[j];
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      fail(at, undefined, "expected an object");
+    }
+    const record = relayedRecordJson((item as Record<string, unknown>).record, [...at, "record"]);
+    const before = records[j - 1];
+    if (before && record.sid !== before.sid) {
+      fail(at, "record", "a relay's records are one author session's (one sid)");
+    }
+    if (before && record.seqno <= before.seqno) {
+      fail(at, "record", "a relay's records' seqnos strictly increase");
+    }
+    if (record.seqno < first || record.seqno > first + n - 1) {
+      fail(at, "record", "a relay's record's seqno is within first … first + n − 1");
+    }
+    records.push(record);
+  }
+  return { sig, first, n, proof, records };
+}
 
 export const RefusedMessageShape: Shape<RefusedMessage> = shape((v, p) => {
   const o = members(v, p, ["type", "seqno", "ts", "of", "code"]);
@@ -1184,12 +1524,28 @@ function queued(o: Record<string, unknown>, p: Path) {
   };
 }
 
-/** A transcript line (TRANSCRIPT §2.2): the session message without `k`, plus `dir`. */
+/**
+ * A transcript line (TRANSCRIPT §2.2): the session message without its content keys' carriers
+ * (`k`, `e2e`; a relay's items keep only their `record`), plus `dir`.
+ */
 export type LineJson =
   | { dir: Direction; type: "msg"; record: RecordJson }
   | {
     dir: "s2c";
-    type: RelayType;
+    type: "relay";
+    seqno: number;
+    ts: number;
+    author_fp: string;
+    cert?: string;
+    sig: string;
+    first: number;
+    n: number;
+    proof: string[];
+    records: { record: RecordJson }[];
+  }
+  | {
+    dir: "s2c";
+    type: "stored";
     seqno: number;
     ts: number;
     author_fp: string;
@@ -1201,15 +1557,42 @@ export type LineJson =
 
 const S2C: readonly "s2c"[] = ["s2c"];
 
-const relayLine = shape((v, p): LineJson => {
-  const o = members(v, p, ["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]);
+const storedLine = shape((v, p): LineJson => {
+  const o = members(v, p, ["dir", "type", "seqno", "ts", "author_fp", "record"], CERT_OPTIONAL);
   return {
     dir: literal(o.dir, p, "dir", S2C),
-    type: literal(o.type, p, "type", RELAY_TYPES),
+    type: literal(o.type, p, "type", STORED_TYPES),
     seqno: uint(o.seqno, p, "seqno", 1),
     ts: uint(o.ts, p, "ts"),
     ...authorMembers(o, p),
     record: recordMember(o, p),
+  };
+});
+
+const RELAY_LINE_MEMBERS = ["dir", ...RELAY_MEMBERS];
+
+/** A relay's line: the relay's members and rules (groupMembers), each item only its `record`. */
+const relayLine = shape((v, p): LineJson => {
+  const o = members(v, p, RELAY_LINE_MEMBERS, CERT_OPTIONAL);
+  const dir = literal(o.dir, p, "dir", S2C);
+  literal(o.type, p, "type", RELAY_TYPES);
+  const seqno = uint(o.seqno, p, "seqno", 1);
+  const ts = uint(o.ts, p, "ts");
+  const author = authorMembers(o, p);
+  const { sig, first, n, proof, records } = groupMembers(o, p);
+  const items = o.records as unknown[];
+  for (let j = 0; j < items.length; j++) members(items[j], [...p, "records", j], ["record"]);
+  return {
+    dir,
+    type: "relay",
+    seqno,
+    ts,
+    ...author,
+    sig,
+    first,
+    n,
+    proof,
+    records: records.map((record) => ({ record })),
   };
 });
 
@@ -1219,7 +1602,7 @@ export const LineShape: Shape<LineJson> = byType<LineJson>({
     return { dir: literal(o.dir, p, "dir", DIRECTIONS), type: "msg", record: recordMember(o, p) };
   }),
   relay: relayLine,
-  stored: relayLine,
+  stored: storedLine,
   refused: shape((v, p) => {
     const o = members(v, p, ["dir", "type", "seqno", "ts", "of", "code"]);
     return { dir: literal(o.dir, p, "dir", S2C), ...refusal(o, p, "refused") };
@@ -1235,7 +1618,24 @@ export type Line =
   | { dir: Direction; type: "msg"; record: MessageRecord }
   | {
     dir: "s2c";
-    type: RelayType;
+    type: "relay";
+    seqno: number;
+    ts: number;
+    /** The author certificate's fingerprint (hex; PROTOCOL §6.4.1). */
+    author_fp: string;
+    /** The certificate, on the line that introduced it to the session only. */
+    cert?: Uint8Array;
+    /** The batch's signature, first seqno, size and proof (PROTOCOL §6.4). */
+    sig: Uint8Array;
+    first: number;
+    n: number;
+    proof: Uint8Array[];
+    /** The relay's records, without `sig` and `batch`, in order. */
+    records: MessageRecord[];
+  }
+  | {
+    dir: "s2c";
+    type: "stored";
     seqno: number;
     ts: number;
     /** The author certificate's fingerprint (hex; PROTOCOL §6.4.1). */
@@ -1266,6 +1666,19 @@ export function decodeLine(json: LineJson): Line {
     case "msg":
       return { dir: json.dir, type: "msg", record: decodeRecord(json.record) };
     case "relay":
+      return {
+        dir: json.dir,
+        type: json.type,
+        seqno: json.seqno,
+        ts: json.ts,
+        author_fp: json.author_fp,
+        ...(json.cert === undefined ? {} : { cert: fromBase64(json.cert) }),
+        sig: fromBase64(json.sig),
+        first: json.first,
+        n: json.n,
+        proof: json.proof.map(fromBase64),
+        records: json.records.map((item) => decodeRecord(item.record)),
+      };
     case "stored":
       return {
         dir: json.dir,
@@ -1288,6 +1701,19 @@ export function encodeLine(line: Line): string {
     case "msg":
       return JSON.stringify({ dir: line.dir, type: "msg", record: encodeRecord(line.record) });
     case "relay":
+      return JSON.stringify({
+        dir: line.dir,
+        type: line.type,
+        seqno: line.seqno,
+        ts: line.ts,
+        author_fp: line.author_fp,
+        ...(line.cert ? { cert: toBase64(line.cert) } : {}),
+        sig: toBase64(line.sig),
+        first: line.first,
+        n: line.n,
+        proof: line.proof.map(toBase64),
+        records: line.records.map((r) => ({ record: encodeRecord(r) })),
+      });
     case "stored":
       return JSON.stringify({
         dir: line.dir,
@@ -1305,14 +1731,22 @@ export function encodeLine(line: Line): string {
 }
 
 /**
- * line_enc of TRANSCRIPT §3.1. `recordBytes` lets a relay reuse the author record's
- * encoding, computed once for every recipient.
+ * line_enc of TRANSCRIPT §3.1. `recordBytes` lets a msg or stored line reuse its record's
+ * encoding, computed once.
  */
 export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
   switch (line.type) {
     case "msg":
       return concat(Uint8Array.of(LINE_TAG.msg), recordBytes ?? recordEncoding(line.record));
-    case "relay":
+    case "relay": {
+      const out = new ByteBuilder(relayLineEncodingBound(line));
+      out.u8(LINE_TAG.relay).u64(line.seqno).u64(line.ts);
+      writeAuthorEncoding(out, line.author_fp, line.cert);
+      writeGroupEncoding(out, line.sig, line.first, line.n, line.proof);
+      out.u8(line.records.length);
+      for (const r of line.records) writeRecordEncoding(out, r);
+      return out.done();
+    }
     case "stored":
       return concat(
         Uint8Array.of(LINE_TAG[line.type]),
@@ -1342,6 +1776,29 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
   }
 }
 
+function relayLineEncodingBound(line: Extract<Line, { type: "relay" }>): number {
+  let length = 1 + 8 + 8 + HASH_BYTES + 4 + (line.cert?.length ?? 0) +
+    groupEncodingBytes(line.sig, line.proof) + 1;
+  for (const r of line.records) length += recordEncodingBound(r);
+  return length;
+}
+
+/** What line_enc(relay) holds of the batch (TRANSCRIPT §3.1): sig, first, n, proof. */
+function writeGroupEncoding(
+  out: ByteBuilder,
+  sig: Uint8Array,
+  first: number,
+  n: number,
+  proof: readonly Uint8Array[],
+): void {
+  out.u32(sig.length).bytes(sig).u64(first).u32(n).u8(proof.length);
+  for (const entry of proof) out.bytes(entry);
+}
+
+function groupEncodingBytes(sig: Uint8Array, proof: readonly Uint8Array[]): number {
+  return 4 + sig.length + 8 + 4 + 1 + proof.length * HASH_BYTES;
+}
+
 // ---- building session messages once (PROTOCOL §6.4: serialise once, seal per recipient) ----
 
 /**
@@ -1355,6 +1812,12 @@ export interface PreparedLine {
   readonly ts: number;
   /** The content key, for the client's `.keys` file (TRANSCRIPT §6); never in the log. */
   readonly k?: Uint8Array;
+  /**
+   * A relay line's content keys by its records' places (`itemKeys[J − 1]` the key of item J,
+   * undefined where the holder has none), for the `.keys` file's `item` lines (TRANSCRIPT §6);
+   * a relay line has these instead of `k`.
+   */
+  readonly itemKeys?: readonly (Uint8Array | undefined)[];
   /** The line's JSON text, without the newline. */
   writeJson(out: ByteBuilder): void;
   /** line_enc. */
@@ -1492,6 +1955,8 @@ export interface AuthorCert {
 export interface PreparedRelay {
   /** The author certificate's fingerprint: the key of a session's certificate list. */
   readonly fingerprint: string;
+  /** The record and its forms: a relay carries it without `sig` and `batch` (RecordForms.relayed). */
+  readonly forms: RecordForms;
   readonly author: AuthorParts;
   /** The record's JSON text (RecordForms.bytes). */
   readonly record: Uint8Array;
@@ -1542,6 +2007,7 @@ export function prepareRelay(
 ): PreparedRelay {
   return {
     fingerprint: author.fingerprint,
+    forms,
     author: authorPartsOf(author),
     record: forms.bytes,
     keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
@@ -1569,9 +2035,9 @@ const RELAY_LINE_HEAD: Record<RelayType, Uint8Array> = {
 const RECORD_MEMBER = utf8('"record":');
 
 /**
- * One recipient's relay (§6.4): the hop's seqno and ts in front of the shared parts; `type`
- * says whether it is live or from the offline queue (§6.6), `introduce` whether it carries the
- * author's certificate (the session's certificate list decides, §6.4.1). Its wire content and
+ * One recipient's `stored` message (§6.6; a live relay is a RecipientRelayGroup): the hop's
+ * seqno and ts in front of the shared parts, the record whole; `introduce` whether it carries
+ * the author's certificate (the session's certificate list decides, §6.4.1). Its wire content and
  * its transcript line are both written in place: this hop's head, then the bytes every
  * recipient shares (PROTOCOL §3.2), with nothing made per recipient but this object and the
  * few characters of its numbers.
@@ -1586,7 +2052,7 @@ export class RecipientRelay implements Encodable, PreparedLine {
     readonly prepared: PreparedRelay,
     readonly seqno: number,
     readonly ts: number,
-    readonly type: RelayType,
+    readonly type: "stored",
     readonly introduce: boolean,
   ) {
     if (introduce && !prepared.author.cert) {
@@ -1634,12 +2100,205 @@ export class RecipientRelay implements Encodable, PreparedLine {
 }
 
 /**
- * The transcript line of a relay a client received: a RecipientRelay's line, laid out at the
- * batch's write from the relay as it was parsed and decoded (no string or encoding of its own
- * made per relay), without the parts only a sender of relays needs.
+ * What a relay says of its batch once for all its records, made at the first relay that starts
+ * with this record (every recipient's relay of one batch's burst starts with the same one):
+ * `"sig":"…","first":F,"n":N,` and line_enc's u32be(len(sig)) || sig || u64be(first) || u32be(n).
  */
-export function receivedRelayLine(
-  type: RelayType,
+interface BatchParts {
+  readonly json: Uint8Array;
+  readonly enc: Uint8Array;
+  readonly sid: string;
+  readonly first: number;
+  readonly n: number;
+  readonly sig: string;
+}
+
+const batchParts = new WeakMap<PreparedRelay, BatchParts>();
+
+function batchPartsOf(prepared: PreparedRelay): BatchParts {
+  let parts = batchParts.get(prepared);
+  if (!parts) {
+    const { record, json } = prepared.forms;
+    if (!record.sig || !record.batch || json.sig === undefined) {
+      throw new SecureChatError("INTERNAL", "a relayed record without its signature");
+    }
+    const first = record.seqno - record.batch.i;
+    const n = record.batch.n;
+    const enc = new ByteBuilder(4 + record.sig.length + 12);
+    enc.u32(record.sig.length).bytes(record.sig).u64(first).u32(n);
+    parts = {
+      json: utf8(`"sig":"${json.sig}","first":${first},"n":${n},`),
+      enc: enc.done(),
+      sid: record.sid,
+      first,
+      n,
+      sig: json.sig,
+    };
+    batchParts.set(prepared, parts);
+  }
+  return parts;
+}
+
+/** What starts a relay's wire and its line, up to the hop's seqno (as bytes, once). */
+const GROUP_WIRE_HEAD = utf8('{"type":"relay","seqno":');
+const GROUP_LINE_HEAD = utf8('{"dir":"s2c","type":"relay","seqno":');
+const PROOF_MEMBER = utf8('"proof":[');
+const RECORDS_MEMBER = utf8('],"records":[');
+const ITEM_HEAD = utf8('{"record":');
+const GROUP_END = utf8("]}");
+/** A proof entry in JSON, `"<44 base64>",` at most: what a relay's proof adds per entry. */
+const PROOF_ENTRY_JSON_BYTES = 47;
+
+/**
+ * One recipient's relay (PROTOCOL §6.4): records of one author batch, in seqno order, with the
+ * batch's `sig`, `first`, `n` once and the `proof` made from the records' own paths
+ * (groupProof) when the relay is complete. The session adds the records one turn relays to
+ * this recipient ({@link takes}, {@link add}) while it is the last message it made, then
+ * closes it: only then are its wire content and its transcript line written, both in place
+ * from the bytes every recipient shares (each record's RecordForms.relayed, its key's
+ * carrier, the author's and the batch's parts), with nothing made per recipient but this
+ * object, its proof and the few characters of its numbers. `introduce` says whether it
+ * carries the author's certificate (the session's certificate list decides, §6.4.1).
+ */
+export class RecipientRelayGroup implements Encodable, PreparedLine {
+  readonly dir = "s2c";
+  readonly items: PreparedRelay[];
+  readonly #batch: BatchParts;
+  /** `<seqno>,"ts":<ts>,` */
+  readonly #numbers: string;
+  /** The wire content's bytes without the proof's entries. */
+  #bytes: number;
+  #proof?: { json: Uint8Array; enc: Uint8Array };
+
+  constructor(
+    first: PreparedRelay,
+    readonly seqno: number,
+    readonly ts: number,
+    readonly introduce: boolean,
+  ) {
+    if (introduce && !first.author.cert) {
+      throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
+    }
+    this.items = [first];
+    this.#batch = batchPartsOf(first);
+    this.#numbers = `${seqno},"ts":${ts},`;
+    const { author } = first;
+    this.#bytes = GROUP_WIRE_HEAD.length + this.#numbers.length + author.named.length +
+      (introduce ? author.cert!.length : 0) + this.#batch.json.length + PROOF_MEMBER.length +
+      RECORDS_MEMBER.length + GROUP_END.length + itemBytes(first);
+  }
+
+  /**
+   * Whether `next` may join: a record of the same author and batch, after the last one (a
+   * record the server relays again, or of another batch, starts a relay of its own).
+   */
+  takes(next: PreparedRelay): boolean {
+    const last = this.items[this.items.length - 1];
+    if (this.#proof || next.fingerprint !== last.fingerprint) return false;
+    const { record } = next.forms;
+    if (record.seqno <= last.forms.record.seqno || !record.batch) return false;
+    const b = this.#batch;
+    return record.sid === b.sid && record.seqno - record.batch.i === b.first &&
+      record.batch.n === b.n && next.forms.json.sig === b.sig;
+  }
+
+  /** The wire content's length at most, before its proof is made. */
+  get boundLength(): number {
+    return this.#bytes + (this.#batch.n - 1) * PROOF_ENTRY_JSON_BYTES;
+  }
+
+  /** {@link boundLength} with `next` added. */
+  lengthWith(next: PreparedRelay): number {
+    return this.boundLength + 1 + itemBytes(next);
+  }
+
+  /** Adds a record {@link takes} took. */
+  add(next: PreparedRelay): void {
+    this.items.push(next);
+    this.#bytes += 1 + itemBytes(next);
+  }
+
+  /** The content keys by item, for the `.keys` file (the client's; a server holds them too). */
+  get itemKeys(): readonly (Uint8Array | undefined)[] {
+    return this.items.map((item) => item.k);
+  }
+
+  /** The wire content's length in bytes; the relay is complete from here on. */
+  get length(): number {
+    return this.#bytes + this.#proofParts().json.length;
+  }
+
+  writeTo(out: ByteBuilder): void {
+    out.bytes(GROUP_WIRE_HEAD);
+    this.#writeShared(out);
+    for (let j = 0; j < this.items.length; j++) {
+      const item = this.items[j];
+      if (j > 0) out.u8(COMMA);
+      out.bytes(ITEM_HEAD).bytes(item.forms.relayed.bytes).bytes(item.keyTail);
+    }
+    out.bytes(GROUP_END);
+  }
+
+  writeJson(out: ByteBuilder): void {
+    out.bytes(GROUP_LINE_HEAD);
+    this.#writeShared(out);
+    for (let j = 0; j < this.items.length; j++) {
+      if (j > 0) out.u8(COMMA);
+      out.bytes(ITEM_HEAD).bytes(this.items[j].forms.relayed.bytes).u8(CLOSE_BRACE);
+    }
+    out.bytes(GROUP_END);
+  }
+
+  /** line_enc(relay), TRANSCRIPT §3.1. */
+  writeEncoding(out: ByteBuilder): void {
+    const author = this.items[0].author;
+    out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts)
+      .bytes(this.introduce ? author.encIntroduced! : author.encNamed).bytes(this.#batch.enc)
+      .bytes(this.#proofParts().enc).u8(this.items.length);
+    for (const item of this.items) out.bytes(item.forms.relayed.encoding);
+  }
+
+  /** `<seqno>,"ts":<ts>,"author_fp":…,["cert":…,]"sig":…,"first":…,"n":…,"proof":[…],"records":[` */
+  #writeShared(out: ByteBuilder): void {
+    const { author } = this.items[0];
+    out.text(this.#numbers).bytes(author.named);
+    if (this.introduce) out.bytes(author.cert!);
+    out.bytes(this.#batch.json).bytes(PROOF_MEMBER).bytes(this.#proofParts().json)
+      .bytes(RECORDS_MEMBER);
+  }
+
+  /** The proof, made once the relay is complete: its JSON entries, and u8(len) || entries. */
+  #proofParts(): { json: Uint8Array; enc: Uint8Array } {
+    if (this.#proof) return this.#proof;
+    const { first, n } = this.#batch;
+    const proof = groupProof(
+      this.items.map((item) => item.forms.record.seqno - first),
+      n,
+      this.items.map((item) => item.forms.record.batch!.path),
+    );
+    const enc = new ByteBuilder(1 + proof.length * HASH_BYTES).u8(proof.length);
+    for (const entry of proof) enc.bytes(entry);
+    return this.#proof = {
+      json: utf8(proof.map((entry) => `"${toBase64(entry)}"`).join(",")),
+      enc: enc.done(),
+    };
+  }
+}
+
+const COMMA = 0x2c;
+
+/** `{"record":<record without sig and batch>,"k":…}`: one item of a relay's records. */
+function itemBytes(prepared: PreparedRelay): number {
+  return ITEM_HEAD.length + prepared.forms.relayed.bytes.length + prepared.keyTail.length;
+}
+
+/**
+ * The transcript line of a stored message a client received: a RecipientRelay's line, laid out
+ * at the batch's write from the message as it was parsed and decoded (no string or encoding of
+ * its own made per message), without the parts only a sender needs.
+ */
+export function receivedStoredLine(
+  type: "stored",
   seqno: number,
   ts: number,
   author: AuthorCert,
@@ -1654,7 +2313,7 @@ class ReceivedRelayLine implements PreparedLine {
   readonly dir = "s2c";
 
   constructor(
-    readonly type: RelayType,
+    readonly type: "stored",
     readonly seqno: number,
     readonly ts: number,
     readonly author: AuthorCert,
@@ -1676,6 +2335,73 @@ class ReceivedRelayLine implements PreparedLine {
     out.u8(LINE_TAG[this.type]).u64(this.seqno).u64(this.ts);
     writeAuthorEncoding(out, this.author.fingerprint, this.author.cert?.der);
     writeRecordEncoding(out, this.record);
+  }
+}
+
+/** A relay's batch members, decoded (PROTOCOL §6.4). */
+export interface GroupParts {
+  readonly sig: Uint8Array;
+  readonly first: number;
+  readonly n: number;
+  readonly proof: readonly Uint8Array[];
+}
+
+/**
+ * The transcript line of a relay a client received (TRANSCRIPT §2.2, §3.1 v5), laid out at the
+ * batch's write from the relay as it was parsed (`message`: its JSON members) and decoded
+ * (`group`, `records`); `itemKeys` the content keys by item for the `.keys` file.
+ */
+export function receivedRelayLine(
+  message: RelayMessage,
+  author: AuthorCert,
+  group: GroupParts,
+  records: readonly MessageRecord[],
+  itemKeys: readonly (Uint8Array | undefined)[],
+): PreparedLine {
+  return new ReceivedGroupLine(message, author, group, records, itemKeys);
+}
+
+class ReceivedGroupLine implements PreparedLine {
+  readonly dir = "s2c";
+  readonly seqno: number;
+  readonly ts: number;
+
+  constructor(
+    readonly message: RelayMessage,
+    readonly author: AuthorCert,
+    readonly group: GroupParts,
+    readonly records: readonly MessageRecord[],
+    readonly itemKeys: readonly (Uint8Array | undefined)[],
+  ) {
+    this.seqno = message.seqno;
+    this.ts = message.ts;
+  }
+
+  writeJson(out: ByteBuilder): void {
+    const m = this.message;
+    out.bytes(RELAY_LINE_HEAD.relay).text(`${m.seqno},"ts":${m.ts},"author_fp":"`)
+      .text(this.author.fingerprint);
+    if (this.author.cert) out.text('","cert":"').text(this.author.cert.base64);
+    out.text('","sig":"').text(m.sig).text(`","first":${m.first},"n":${m.n},"proof":[`);
+    for (let j = 0; j < m.proof.length; j++) {
+      out.text(j === 0 ? '"' : ',"').text(m.proof[j]).text('"');
+    }
+    out.text('],"records":[');
+    for (let j = 0; j < m.records.length; j++) {
+      out.text(j === 0 ? '{"record":' : ',{"record":');
+      writeRecordJson(out, m.records[j].record);
+      out.text("}");
+    }
+    out.text("]}");
+  }
+
+  writeEncoding(out: ByteBuilder): void {
+    const { sig, first, n, proof } = this.group;
+    out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts);
+    writeAuthorEncoding(out, this.author.fingerprint, this.author.cert?.der);
+    writeGroupEncoding(out, sig, first, n, proof);
+    out.u8(this.records.length);
+    for (const r of this.records) writeRecordEncoding(out, r);
   }
 }
 

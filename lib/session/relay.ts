@@ -19,6 +19,7 @@ import {
   openContent,
   RecordSignatures,
   type RelayMessage,
+  type StoredMessage,
   userRecipient,
 } from "../message/record.ts";
 import type { VerifyingKey } from "../crypto/signature.ts";
@@ -40,8 +41,8 @@ export interface RelayedText {
   k?: Uint8Array;
   /**
    * Not a line: the author's new lobby sender key, sent privately end to end (PROTOCOL
-   * §12.5). Recorded; the session hands it to the end-to-end layer once the record is
-   * accepted, and nothing is shown.
+   * §12.5). Recorded; handed to the end-to-end layer as soon as its record opened
+   * (RelayContext.senderKey), and nothing is shown.
    */
   senderKey?: SenderKeyUpdate;
   /**
@@ -218,6 +219,12 @@ export interface RelayContext {
   maxSkewMs: number;
   /** The client's end-to-end layer; without it an end-to-end relay is PROTOCOL_ERROR. */
   unwrap?: E2eUnwrap;
+  /**
+   * Takes an author's new lobby sender chain (PROTOCOL §12.5) as soon as its record opened: the
+   * next record of the same relay may be a lobby line under it (a `sender_key` and the line
+   * after it are one batch when they leave in one turn, §12.6 steps 7–12 per record in order).
+   */
+  senderKey?: (author: string, update: SenderKeyUpdate) => void;
 }
 
 /** Checks relayed records in the order of PROTOCOL §6.4. */
@@ -225,7 +232,7 @@ export interface RelayContext {
  * A relayed record's author certificate that did not pass, said as that (not as the server's
  * certificate, which is what a client's own BAD_CERT is otherwise about).
  */
-function authorRefused(error: unknown, type: RelayMessage["type"]): unknown {
+function authorRefused(error: unknown, type: "relay" | "stored"): unknown {
   if (codeOf(error) !== "BAD_CERT") return error;
   return new SecureChatError(
     "BAD_CERT",
@@ -257,6 +264,32 @@ interface AdmittedAuthor {
 /** How a relay's content key came out: in hand, or why this device cannot read the record. */
 type ContentKeyOutcome = { k: Uint8Array } | { undecryptable: string };
 
+/** A relay's or stored message's record with its content key's carrier. */
+type Item = { record: MessageRecord; key: { k: string } | { e2e: E2eEnvelope } };
+
+/** What a message forwarding records is, as the checks below need it. */
+type Forwarded = RelayMessage | StoredMessage;
+
+/** A relay's batch members decoded (PROTOCOL §6.4): what its check and its line share. */
+export interface RelayGroup {
+  sig: Uint8Array;
+  first: number;
+  n: number;
+  proof: Uint8Array[];
+}
+
+/**
+ * A message whose every check passed: its records, each as a RelayedText in seqno order, and
+ * for a relay its batch members decoded (its transcript line holds them).
+ */
+export interface RelayedMessage {
+  texts: RelayedText[];
+  group?: RelayGroup;
+}
+
+const carrierOf = (o: { k: string } | { e2e: E2eEnvelope }) =>
+  "e2e" in o ? { e2e: o.e2e } : { k: o.k };
+
 export class RelayVerifier {
   /** This session's author certificates (§6.4.1), each validated once when introduced. */
   readonly #authors = new SessionCertList<AdmittedAuthor>();
@@ -271,12 +304,13 @@ export class RelayVerifier {
   }
 
   /**
-   * Steps 2–6 of PROTOCOL §6.4 (the hop's seqno and ts are the session's), with the
-   * freshness rule of §6.6 for a `stored` record.
+   * Steps 2–7 of PROTOCOL §6.4 (the hop's seqno and ts are the session's) for a relay's
+   * records, or a stored record's with §6.6's steps 3', 4' and 6'; with `e2e`, §12.6: steps
+   * 1–6 for the whole message before steps 7–12 for each record in seqno order.
    * @throws BAD_CERT, TAMPERED, SIG_FAIL, DECRYPT_FAIL, PROTOCOL_ERROR, REPLAY, STALE
    */
-  async check(relay: RelayMessage): Promise<RelayedText> {
-    return await this.checkNow(relay);
+  async check(message: Forwarded): Promise<RelayedMessage> {
+    return await this.checkNow(message);
   }
 
   /**
@@ -286,105 +320,186 @@ export class RelayVerifier {
    * state checks its relays without an await. Its faults are thrown, or the promise rejects
    * with them. Steps, each waiting only where it says:
    */
-  checkNow(relay: RelayMessage): RelayedText | Promise<RelayedText> {
+  checkNow(message: Forwarded): RelayedMessage | Promise<RelayedMessage> {
     // Step 2: the author's certificate, validated when introduced (may wait, once per author).
-    const certDer = relay.cert === undefined ? undefined : fromBase64(relay.cert);
-    const admitted = this.#authors.admit(relay.author_fp, certDer, (der) => {
+    const certDer = message.cert === undefined ? undefined : fromBase64(message.cert);
+    const admitted = this.#authors.admit(message.author_fp, certDer, (der) => {
       const entry: AdmittedAuthor = {
         validation: validatePeerCertificate(this.ctx.trust, der, { role: "client" }).then(
           (peer) => (entry.validated = { peer, key: peer.key }),
           (error) => {
-            throw authorRefused(error, relay.type);
+            throw authorRefused(error, message.type);
           },
         ),
       };
       return entry;
     });
-    if (admitted.validated) return this.#checkSignature(admitted.validated, relay, certDer);
-    return admitted.validation.then((author) => this.#checkSignature(author, relay, certDer));
-  }
-
-  /** Steps 3–4: addressing, then the author's signature (may wait, for WebCrypto's ECDSA). */
-  #checkSignature(
-    { peer, key }: Author,
-    relay: RelayMessage,
-    certDer: Uint8Array | undefined,
-  ): RelayedText | Promise<RelayedText> {
-    const stored = relay.type === "stored";
-    const record = decodeRecord(relay.record);
-    if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {
-      throw new SecureChatError(
-        "TAMPERED",
-        `${relay.type} record is addressed ${record.dir} to ${record.to.slice(0, 80)}, not to us`,
-      );
-    }
-    if ("e2e" in relay && !envelopeFits(relay.e2e, record.to)) {
-      // The server must have refused it from the author (§12.6): relaying it is its fault.
-      throw new SecureChatError(
-        "PROTOCOL_ERROR",
-        `a ${relay.e2e.kind} envelope relayed on a record to ${record.to.slice(0, 80)}`,
-      );
-    }
-    const signing = this.#signatures.checkNow(
-      { fingerprint: relay.author_fp, key },
-      record,
-      `${peer.commonName}'s ${relay.type} record`,
-    );
-    if (signing) return signing.then(() => this.#checkFresh(peer, relay, record, certDer));
-    return this.#checkFresh(peer, relay, record, certDer);
+    if (admitted.validated) return this.#checkSignature(admitted.validated, message, certDer);
+    return admitted.validation.then((author) => this.#checkSignature(author, message, certDer));
   }
 
   /**
-   * Step 6, freshness, before the unwrap (§6.4 step 6, §6.6 step 6'), then the content key (may
-   * wait, for an end-to-end unwrap): a record this device accepted in an earlier session is
-   * recorded but neither shown nor unwrapped again — its ratchet key was used up, so a second
-   * unwrap would fail REPLAY and show a line already shown as unreadable, each time a lost
-   * acknowledgement (§6.6) or a failover replay (§6.4 step 7) legitimately repeats it.
-   * Nothing is committed until every check has passed.
+   * Steps 3–5 of §12.6 (3–4 of §6.4): every record's addressing, every envelope, then the
+   * author's signature — over the relay's root from its records and proof, or a stored
+   * record's own (may wait, for WebCrypto's ECDSA).
+   */
+  #checkSignature(
+    { peer, key }: Author,
+    message: Forwarded,
+    certDer: Uint8Array | undefined,
+  ): RelayedMessage | Promise<RelayedMessage> {
+    const stored = message.type === "stored";
+    const items: Item[] = stored
+      ? [{ record: decodeRecord(message.record), key: carrierOf(message) }]
+      : message.records.map((item) => ({
+        record: decodeRecord(item.record),
+        key: carrierOf(item),
+      }));
+    for (const { record, key } of items) {
+      if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {
+        throw new SecureChatError(
+          "TAMPERED",
+          `${message.type} record is addressed ${record.dir} to ${
+            record.to.slice(0, 80)
+          }, not to us`,
+        );
+      }
+      if ("e2e" in key && !envelopeFits(key.e2e, record.to)) {
+        // The server must have refused it from the author (§12.6): relaying it is its fault.
+        throw new SecureChatError(
+          "PROTOCOL_ERROR",
+          `a ${key.e2e.kind} envelope relayed on a record to ${record.to.slice(0, 80)}`,
+        );
+      }
+    }
+    const author = { fingerprint: message.author_fp, key };
+    let group: RelayGroup | undefined;
+    let signing: Promise<void> | undefined;
+    if (message.type === "stored") {
+      if (!items[0].record.sig) {
+        throw new SecureChatError("PROTOCOL_ERROR", "a stored record without its signature");
+      }
+      signing = this.#signatures.checkNow(
+        author,
+        items[0].record,
+        `${peer.commonName}'s stored record`,
+      );
+    } else {
+      group = {
+        sig: fromBase64(message.sig),
+        first: message.first,
+        n: message.n,
+        proof: message.proof.map(fromBase64),
+      };
+      signing = this.#signatures.checkGroupNow(
+        author,
+        items.map((item) => item.record),
+        group,
+        `${peer.commonName}'s relay`,
+      );
+    }
+    const fresh = () => this.#checkFresh(peer, message, items, certDer, group);
+    return signing ? signing.then(fresh) : fresh();
+  }
+
+  /**
+   * Step 6, freshness, for every record before any unwrap (§6.4 step 6, §6.6 step 6'); then,
+   * record by record in seqno order, the content key (may wait, for an end-to-end unwrap) and
+   * the content: a record this device accepted in an earlier session is recorded but neither
+   * shown nor unwrapped again — its ratchet key was used up, so a second unwrap would fail
+   * REPLAY and show a line already shown as unreadable, each time a lost acknowledgement (§6.6)
+   * or a failover replay (§6.4 step 7) legitimately repeats it. The marks are committed only
+   * once every record of the message has passed: a message refused part way leaves none.
    */
   #checkFresh(
     peer: ValidatedPeer,
-    relay: RelayMessage,
-    record: MessageRecord,
+    message: Forwarded,
+    items: readonly Item[],
+    certDer: Uint8Array | undefined,
+    group: RelayGroup | undefined,
+  ): RelayedMessage | Promise<RelayedMessage> {
+    const stored = message.type === "stored";
+    const { sessionTime, maxSkewMs } = this.ctx;
+    let last = 0;
+    for (const { record } of items) {
+      // A live relay is never older than our session; a stored one is never older than any
+      // queue keeps it (§6.6), and the marks of private records are kept that long.
+      if (!stored && record.ts < sessionTime - maxSkewMs) {
+        throw new SecureChatError(
+          "REPLAY",
+          `relayed record from ${peer.commonName} was written before this session began`,
+        );
+      }
+      if (stored && record.ts < message.ts - MAX_STORED_AGE_MS - maxSkewMs) {
+        throw new SecureChatError(
+          "REPLAY",
+          `stored record from ${peer.commonName} is older than any queue keeps one`,
+        );
+      }
+      if (record.ts > message.ts + maxSkewMs) {
+        throw new SecureChatError("STALE", "relayed record is dated after its relay");
+      }
+      // The relay's records are one author session's, seqnos increasing (its schema).
+      last ||= this.#inSession.get(`${message.author_fp}/${record.sid}`) ?? 0;
+      if (record.seqno <= last) {
+        throw new SecureChatError(
+          "REPLAY",
+          `relayed record ${record.sid.slice(0, 8)}…/${record.seqno} repeats one of this session`,
+        );
+      }
+      last = record.seqno;
+    }
+    const texts: RelayedText[] = [];
+    const done = (): RelayedMessage => {
+      this.#commit(message.author_fp, texts);
+      return group ? { texts, group } : { texts };
+    };
+    for (let j = 0; j < items.length; j++) {
+      const opening = this.#open(peer, message, items[j], certDer);
+      if (opening instanceof Promise) {
+        return this.#openRest(opening, j, peer, message, items, certDer, texts, done);
+      }
+      texts.push(opening);
+    }
+    return done();
+  }
+
+  /** The rest of a message's records, from the one whose unwrap had to be waited for. */
+  async #openRest(
+    opening: Promise<RelayedText>,
+    from: number,
+    peer: ValidatedPeer,
+    message: Forwarded,
+    items: readonly Item[],
+    certDer: Uint8Array | undefined,
+    texts: RelayedText[],
+    done: () => RelayedMessage,
+  ): Promise<RelayedMessage> {
+    texts.push(await opening);
+    for (let j = from + 1; j < items.length; j++) {
+      texts.push(await this.#open(peer, message, items[j], certDer));
+    }
+    return done();
+  }
+
+  /** Steps 7–11 of §12.6 (§6.4 steps 5 and 7 with `k`) for one record that passed 1–6. */
+  #open(
+    peer: ValidatedPeer,
+    message: Forwarded,
+    { record, key }: Item,
     certDer: Uint8Array | undefined,
   ): RelayedText | Promise<RelayedText> {
-    const stored = relay.type === "stored";
-    const { sessionTime, maxSkewMs, seen } = this.ctx;
-    // A live relay is never older than our session; a stored one is never older than any
-    // queue keeps it (§6.6), and the marks of private records are kept that long.
-    if (!stored && record.ts < sessionTime - maxSkewMs) {
-      throw new SecureChatError(
-        "REPLAY",
-        `relayed record from ${peer.commonName} was written before this session began`,
-      );
-    }
-    if (stored && record.ts < relay.ts - MAX_STORED_AGE_MS - maxSkewMs) {
-      throw new SecureChatError(
-        "REPLAY",
-        `stored record from ${peer.commonName} is older than any queue keeps one`,
-      );
-    }
-    if (record.ts > relay.ts + maxSkewMs) {
-      throw new SecureChatError("STALE", "relayed record is dated after its relay");
-    }
-    const authorSession = `${relay.author_fp}/${record.sid}`;
-    if (record.seqno <= (this.#inSession.get(authorSession) ?? 0)) {
-      throw new SecureChatError(
-        "REPLAY",
-        `relayed record ${record.sid.slice(0, 8)}…/${record.seqno} repeats one of this session`,
-      );
-    }
-    const duplicate = seen.has(relay.author_fp, record.sid, record.seqno);
-    const accept = (key: ContentKeyOutcome) =>
-      this.#accept(peer, relay, record, certDer, duplicate, authorSession, key);
-    if (!("e2e" in relay)) return accept({ k: fromBase64(relay.k) });
+    const duplicate = this.ctx.seen.has(message.author_fp, record.sid, record.seqno);
+    const accept = (outcome: ContentKeyOutcome) =>
+      this.#accept(peer, message, record, key, certDer, duplicate, outcome);
+    if (!("e2e" in key)) return accept({ k: fromBase64(key.k) });
     if (duplicate) return accept({ undecryptable: "received in an earlier session already" });
     if (!this.ctx.unwrap) {
       return accept({
         undecryptable: "this client has no end-to-end keys, so it cannot read this message",
       });
     }
-    return this.#unwrap(this.ctx.unwrap, peer, record, relay.e2e).then(accept);
+    return this.#unwrap(this.ctx.unwrap, peer, record, key.e2e).then(accept);
   }
 
   async #unwrap(
@@ -414,53 +529,55 @@ export class RelayVerifier {
     }
   }
 
-  /** Step 5, the content (§6.4 step 5, §12.6 steps 10–11); then the marks are committed. */
+  /** Step 5, the content (§6.4 step 5, §12.6 steps 10–11), of one record. */
   #accept(
     peer: ValidatedPeer,
-    relay: RelayMessage,
+    message: Forwarded,
     record: MessageRecord,
+    carrier: Item["key"],
     certDer: Uint8Array | undefined,
     duplicate: boolean,
-    authorSession: string,
-    key: ContentKeyOutcome,
+    outcome: ContentKeyOutcome,
   ): RelayedText {
-    let k = "k" in key ? key.k : undefined;
+    let k = "k" in outcome ? outcome.k : undefined;
     let text = "";
     let senderKey: SenderKeyUpdate | undefined;
     let malformed: string | undefined;
+    const e2e = "e2e" in carrier ? carrier.e2e : undefined;
     if (k) {
-      const opened = openBody(record, k, relay, peer.commonName);
+      const opened = openBody(record, k, e2e !== undefined, peer.commonName);
       if ("malformed" in opened) {
         malformed = opened.malformed;
         k = undefined;
-      } else if (opened.body.kind === "sender_key" && "e2e" in relay) {
-        senderKey = { fromDevice: relay.e2e.from, body: opened.body };
+      } else if (opened.body.kind === "sender_key" && e2e) {
+        senderKey = { fromDevice: e2e.from, body: opened.body };
+        this.ctx.senderKey?.(peer.commonName, senderKey);
       } else if (opened.body.kind === "text") text = opened.body.text;
-    }
-    this.#inSession.set(authorSession, record.seqno);
-    if (!duplicate) {
-      this.ctx.seen.accept(
-        relay.author_fp,
-        record.sid,
-        record.seqno,
-        record.ts,
-        record.to !== LOBBY,
-      );
     }
     return {
       duplicate,
-      stored: relay.type === "stored",
+      stored: message.type === "stored",
       author: peer.commonName,
-      fingerprint: relay.author_fp,
+      fingerprint: message.author_fp,
       ...(certDer ? { certDer } : {}),
       text,
       private: record.to !== LOBBY,
       record,
       k,
-      ...("undecryptable" in key ? { undecryptable: key.undecryptable } : {}),
+      ...("undecryptable" in outcome ? { undecryptable: outcome.undecryptable } : {}),
       ...(malformed === undefined ? {} : { malformed }),
       ...(senderKey ? { senderKey } : {}),
     };
+  }
+
+  /** The marks of a message's records, once all of them passed. */
+  #commit(fingerprint: string, texts: readonly RelayedText[]): void {
+    for (const { record, duplicate } of texts) {
+      this.#inSession.set(`${fingerprint}/${record.sid}`, record.seqno);
+      if (!duplicate) {
+        this.ctx.seen.accept(fingerprint, record.sid, record.seqno, record.ts, record.to !== LOBBY);
+      }
+    }
   }
 }
 
@@ -472,12 +589,12 @@ export class RelayVerifier {
 function openBody(
   record: MessageRecord,
   k: Uint8Array,
-  relay: RelayMessage,
+  endToEnd: boolean,
   author: string,
 ): { body: Body } | { malformed: string } {
   try {
     const body = openContent(record, k);
-    if (!bodyFits(body, "c2s", record.to, "e2e" in relay)) {
+    if (!bodyFits(body, "c2s", record.to, endToEnd)) {
       throw new SecureChatError("PROTOCOL_ERROR", `relayed a ${body.kind} to ${record.to}`);
     }
     return { body };
@@ -486,7 +603,7 @@ function openBody(
     // it could not, and the signature and the wrap (bound to the signed statement) make `k`
     // the author's: ending our session with the server would let any author cut every
     // recipient off, again at every reconnect.
-    if (!("e2e" in relay) || !(error instanceof SecureChatError)) throw error;
+    if (!endToEnd || !(error instanceof SecureChatError)) throw error;
     return {
       malformed: `${author} sent a line this client cannot show (${error.code}: ${error.message})`,
     };

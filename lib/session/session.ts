@@ -37,7 +37,9 @@ import {
   type QueuedMessage,
   QueuedMessageShape,
   receivedRelayLine,
+  receivedStoredLine,
   RecipientRelay,
+  RecipientRelayGroup,
   RecordForms,
   RecordSignatures,
   type RefusalCode,
@@ -47,6 +49,8 @@ import {
   RelayMessageShape,
   type RelayType,
   sealContent,
+  type StoredMessage,
+  StoredMessageShape,
   TO_SERVER,
   userRecipient,
 } from "../message/record.ts";
@@ -71,6 +75,7 @@ import { byType } from "../wire/shape.ts";
 import { FRAME_HEADER_BYTES } from "../wire/connection.ts";
 import {
   type E2eUnwrap,
+  type RelayedMessage,
   type RelayedText,
   RelayVerifier,
   SeenStore,
@@ -86,6 +91,7 @@ import { type C2sAnswer, C2sAnswers } from "../message/answers.ts";
 import {
   type Content,
   CONTENT_OVERHEAD,
+  MAX_CONTENT_BYTES,
   padContents,
   RECORD_PADDING,
   RecordOutbox,
@@ -240,6 +246,12 @@ export class ChatSession {
    * frame each (PROTOCOL §3.2), instead of one per message.
    */
   #outbox?: RecordOutbox;
+  /**
+   * Server: the relay this turn made last, still taking records of its batch (PROTOCOL §6.4):
+   * its line and content are added to the transcript and the outbox when the next message is
+   * made or the outbox is sealed, so that both hold it complete.
+   */
+  #openRelay?: RecipientRelayGroup;
   readonly #sendOutboxAtTurnEnd = () => this.#sendOutbox();
   #sendSeqno = 0;
   /** What the server said back about each record we sent (clients; PROTOCOL §6.5). */
@@ -310,6 +322,7 @@ export class ChatSession {
         sessionTime: est.sessionTime,
         maxSkewMs: this.#maxSkew,
         unwrap: opts.e2e && ((author, record, e2e) => opts.e2e!.unwrap(author, record, e2e)),
+        senderKey: opts.e2e && ((author, update) => opts.e2e!.onSenderKey(author, update)),
       });
     }
   }
@@ -487,16 +500,55 @@ export class ChatSession {
 
   /**
    * The server forwards a user's record (PROTOCOL §6.4): no signature, one seal; `stored`
-   * for one from the offline queue (§6.6).
-   * @returns the hop's seqno
+   * for one from the offline queue (§6.6), whole. A live record joins the relay this turn
+   * made last when it is of the same author batch and the relay still fits one record
+   * (§3.2): a turn's records of one batch to this recipient leave as one relay, with one
+   * signature and one proof.
+   * @returns the hop's seqno (a relay's, shared by its records)
    */
   relay(prepared: PreparedRelay, type: RelayType = "relay"): number {
+    const open = this.#openRelay;
+    if (
+      type === "relay" && open?.takes(prepared) &&
+      open.lengthWith(prepared) <= MAX_CONTENT_BYTES
+    ) {
+      this.#est.conn.assertRoom(
+        (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + open.lengthWith(prepared) +
+          RECORD_WIRE_OVERHEAD,
+      );
+      open.add(prepared);
+      return open.seqno;
+    }
     const certs = this.#authorCerts ??= new SessionCertList<true>();
     const introduce = certs.mustIntroduce(prepared.fingerprint, true);
+    if (type === "stored") {
+      const { seqno, ts } = this.#number();
+      const hop = new RecipientRelay(prepared, seqno, ts, type, introduce);
+      this.#emit(hop, hop);
+      return seqno;
+    }
+    this.#closeRelay();
     const { seqno, ts } = this.#number();
-    const hop = new RecipientRelay(prepared, seqno, ts, type, introduce);
-    this.#emit(hop, hop);
+    const hop = new RecipientRelayGroup(prepared, seqno, ts, introduce);
+    this.#est.conn.assertRoom(
+      (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + hop.boundLength +
+        RECORD_WIRE_OVERHEAD,
+    );
+    if (!this.#outbox) {
+      this.#outbox = new RecordOutbox();
+      atTurnEnd(this.#sendOutboxAtTurnEnd);
+    }
+    this.#openRelay = hop;
     return seqno;
+  }
+
+  /** The open relay, complete: into the outbox and the transcript, behind what came before. */
+  #closeRelay(): void {
+    const open = this.#openRelay;
+    if (!open) return;
+    this.#openRelay = undefined;
+    this.#outbox!.add(open);
+    this.#transcript.append(open);
   }
 
   /** The server tells the author its private record `of` is stored for later (§6.6). */
@@ -521,6 +573,7 @@ export class ChatSession {
    * @throws SLOW_CONSUMER when the peer stopped reading, as a send now would; TRANSCRIPT_IO
    */
   #emit(content: Content, line: PreparedLine): void {
+    this.#closeRelay();
     const bytes = CONTENT_OVERHEAD + content.length;
     this.#est.conn.assertRoom((this.#outbox?.bytes ?? 0) + bytes + RECORD_WIRE_OVERHEAD);
     if (!this.#outbox) {
@@ -541,7 +594,8 @@ export class ChatSession {
     const { conn } = this.#est;
     try {
       conn.assertRoom(
-        (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + bytes + HOP_HEAD_BYTES +
+        (this.#outbox?.bytes ?? 0) + (this.#openRelay?.boundLength ?? 0) + CONTENT_OVERHEAD +
+          bytes + HOP_HEAD_BYTES +
           RECORD_WIRE_OVERHEAD + Math.ceil(conn.maxQueuedBytes * reserve),
       );
       return true;
@@ -570,6 +624,12 @@ export class ChatSession {
     if (!outbox) return;
     this.#outbox = undefined;
     try {
+      if (this.#openRelay) {
+        const open = this.#openRelay;
+        this.#openRelay = undefined;
+        outbox.add(open);
+        this.#transcript.append(open);
+      }
       outbox.seal((inner) => this.#est.conn.sendFramed(this.#sealInnerWithUpdate(inner, true)));
     } catch (error) {
       this.abort(
@@ -727,6 +787,7 @@ export class ChatSession {
     this.#aborted ??= error;
     this.#ended = true;
     this.#outbox = undefined;
+    this.#openRelay = undefined;
     this.#est.conn.close();
   }
 
@@ -973,8 +1034,15 @@ export class ChatSession {
     return this.#hold(received, stored, handlers);
   }
 
-  #hold(message: ReceivedMessage, stored: boolean, handlers: SessionHandlers) {
-    this.#held.push({ message, stored });
+  /** A checked message held, or a relay's records, each as one received message. */
+  #hold(
+    received: ReceivedMessage | readonly ReceivedMessage[],
+    stored: boolean,
+    handlers: SessionHandlers,
+  ) {
+    if (Array.isArray(received)) {
+      for (const message of received) this.#held.push({ message, stored });
+    } else this.#held.push({ message: received as ReceivedMessage, stored });
     return this.#held.length >= MAX_HELD ? this.#release(handlers) : undefined;
   }
 
@@ -1082,9 +1150,14 @@ export class ChatSession {
     };
   }
 
-  /** PROTOCOL §6.4 (clients only); a promise only when RelayVerifier's check must wait. */
-  #checkRelay(message: RelayMessage): ReceivedMessage | Promise<ReceivedMessage> {
-    if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", "unexpected relay");
+  /**
+   * PROTOCOL §6.4, §6.6 (clients only): one received message per record, in seqno order; a
+   * promise only when RelayVerifier's check must wait.
+   */
+  #checkRelay(
+    message: RelayMessage | StoredMessage,
+  ): ReceivedMessage[] | Promise<ReceivedMessage[]> {
+    if (!this.#relays) throw new SecureChatError("PROTOCOL_ERROR", `unexpected ${message.type}`);
     this.#checkHop(message.seqno, message.ts);
     const checking = this.#relays.checkNow(message);
     if (checking instanceof Promise) {
@@ -1093,28 +1166,45 @@ export class ChatSession {
     return this.#acceptRelay(message, checking);
   }
 
-  #acceptRelay(message: RelayMessage, relayed: RelayedText): ReceivedMessage {
-    if (relayed.record.sid === this.sessionId) {
-      this.#answered(relayed.record.seqno, message.type === "stored" ? "stored" : "relayed");
+  /** A relay or stored message that passed: its answers, its one line, its records. */
+  #acceptRelay(
+    message: RelayMessage | StoredMessage,
+    { texts, group }: RelayedMessage,
+  ): ReceivedMessage[] {
+    const how = message.type === "stored" ? "stored" : "relayed";
+    for (const { record } of texts) {
+      if (record.sid === this.sessionId) this.#answered(record.seqno, how);
     }
     this.#accept(message.seqno, message.ts);
-    const introduced = relayed.certDer !== undefined;
+    const certDer = texts[0].certDer;
+    const author = {
+      fingerprint: message.author_fp,
+      ...(certDer ? { cert: { base64: message.cert!, der: certDer } } : {}),
+    };
     this.#transcript.append(
-      receivedRelayLine(
-        message.type,
-        message.seqno,
-        message.ts,
-        {
-          fingerprint: message.author_fp,
-          ...(introduced ? { cert: { base64: message.cert!, der: relayed.certDer! } } : {}),
-        },
-        message.record,
-        relayed.record,
-        relayed.k,
-      ),
+      message.type === "stored"
+        ? receivedStoredLine(
+          message.type,
+          message.seqno,
+          message.ts,
+          author,
+          message.record,
+          texts[0].record,
+          texts[0].k,
+        )
+        : receivedRelayLine(
+          message,
+          author,
+          group!,
+          texts.map((t) => t.record),
+          texts.map((t) => t.k),
+        ),
     );
-    if (relayed.senderKey) this.#opts.e2e?.onSenderKey(relayed.author, relayed.senderKey);
-    return { type: "relay", seqno: message.seqno, ts: message.ts, relayed };
+    const received: ReceivedMessage[] = [];
+    for (const relayed of texts) {
+      received.push({ type: "relay", seqno: message.seqno, ts: message.ts, relayed });
+    }
+    return received;
   }
 
   /**
@@ -1270,6 +1360,7 @@ type PasswordAnswer =
 type SessionMessage =
   | MsgMessage
   | RelayMessage
+  | StoredMessage
   | RefusedMessage
   | QueuedMessage
   | PasswordChange
@@ -1285,7 +1376,7 @@ const CLIENT_MESSAGES = byType<SessionMessage>({
 const SERVER_MESSAGES = byType<SessionMessage>({
   msg: MsgMessageShape,
   relay: RelayMessageShape,
-  stored: RelayMessageShape,
+  stored: StoredMessageShape,
   refused: RefusedMessageShape,
   queued: QueuedMessageShape,
   password_changed: PasswordChangedSchema,

@@ -10,7 +10,7 @@
  *
  * A script, not a test: nothing in the test suite imports or runs it.
  */
-import { concat, fromBase64, sha256, toHex, utf8 } from "../../lib/bytes.ts";
+import { concat, fromBase64, sha256, toBase64, toHex, utf8 } from "../../lib/bytes.ts";
 import { hmacSha256Sync } from "../../lib/crypto/hkdf.ts";
 import { sha256 as sha256Sync } from "#sync-crypto";
 import { Buffer } from "node:buffer";
@@ -34,6 +34,8 @@ import {
   batchStatement,
   type Body,
   encodeRecord,
+  groupProof,
+  groupRoot,
   leafHash,
   LOBBY,
   merkleTree,
@@ -784,6 +786,7 @@ async function batchVectors(): Promise<Json> {
     c: c6,
   };
   await signBatch(author.signingKey, [outside]);
+  const relays = relayVectors(made, first, root);
   return {
     description: "One batch of 5 c2s records signed once (PROTOCOL §6.1): leaves, subtrees, " +
       "paths, root, batch statement, signature; then cases a verifier must refuse, each with " +
@@ -929,6 +932,158 @@ async function batchVectors(): Promise<Json> {
       },
       { name: "no sig and no batch", record: 1, set: { sig: null, batch: null }, code: "SIG_FAIL" },
     ],
+    relays: relays.valid,
+    relay_cases: relays.cases,
+  };
+}
+
+/** A record as a relay carries it (PROTOCOL §6.4): without `sig` and `batch`. */
+function relayedJson(record: MessageRecord): Json {
+  const { sig: _sig, batch: _batch, ...rest } = encodeRecord(record);
+  return rest;
+}
+
+/**
+ * Relays of the batch (PROTOCOL §6.4): subsets of its records with their proof (made from the
+ * records' own paths, as a server makes it) and the root ROOT gives; then whole relays (the
+ * members sig, first, n, proof, records) a recipient must refuse, each with its code.
+ */
+function relayVectors(
+  made: { k: Uint8Array; record: MessageRecord }[],
+  first: number,
+  root: Uint8Array,
+): { valid: Json[]; cases: Json[] } {
+  const n = made.length;
+  const sig = toBase64(made[0].record.sig!);
+  const relayOf = (indices: number[]) => ({
+    sig,
+    first,
+    n,
+    proof: groupProof(indices, n, indices.map((i) => made[i].record.batch!.path)).map(toBase64),
+    records: indices.map((i) => ({ record: relayedJson(made[i].record), k: toBase64(made[i].k) })),
+  });
+  const subsets = [[0, 1, 2, 3, 4], [2], [0, 1, 3], [3, 4], [4]];
+  const valid = subsets.map((indices) => {
+    const relay = relayOf(indices);
+    const got = groupRoot(
+      indices.map((i) => leafHash(made[i].record)),
+      indices,
+      n,
+      relay.proof.map(fromBase64),
+    );
+    if (!got || hex(got) !== hex(root)) throw new Error(`relay of ${indices}: not the root`);
+    return { indices, relay, root: hex(root) };
+  });
+  type Relay = ReturnType<typeof relayOf>;
+  const changed = (indices: number[], change: (r: Relay) => void) => {
+    const relay = relayOf(indices);
+    change(relay);
+    return relay;
+  };
+  const flip = (entry: string) => {
+    const bytes = fromBase64(entry);
+    bytes[0] ^= 1;
+    return toBase64(bytes);
+  };
+  const whole = (i: number) => ({ ...encodeRecord(made[i].record) });
+  const cases: [string, Relay, string][] = [
+    ["a proof entry flipped", changed([0, 1, 3], (r) => r.proof[0] = flip(r.proof[0])), "SIG_FAIL"],
+    ["a proof entry missing", changed([0, 1, 3], (r) => r.proof.pop()), "PROTOCOL_ERROR"],
+    [
+      "a proof entry extra",
+      changed([0, 1, 3], (r) => r.proof.push(r.proof[0])),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "an extra proof entry on a whole batch",
+      changed([0, 1, 2, 3, 4], (r) => {
+        r.proof.push(valid[1].relay.proof[0]);
+      }),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "proof entries out of order",
+      changed([2], (r) => r.proof.reverse()),
+      "SIG_FAIL",
+    ],
+    [
+      "records out of order",
+      changed([0, 1, 2, 3, 4], (r) => r.records.reverse()),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "a record repeated",
+      changed([3, 4], (r) => r.records.splice(1, 0, r.records[0])),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "a record outside first … first + n − 1",
+      changed(
+        [3, 4],
+        (r) => r.records.push({ record: relayedJson(made[0].record), k: r.records[0].k }),
+      ),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "a record of another session beside one of this",
+      changed(
+        [3, 4],
+        (r) => (r.records[1].record as Record<string, unknown>).sid = "a5".repeat(16),
+      ),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "the one record moved to another session",
+      changed([4], (r) => (r.records[0].record as Record<string, unknown>).sid = "a5".repeat(16)),
+      "SIG_FAIL",
+    ],
+    [
+      "a record still carrying sig and batch",
+      changed([3, 4], (r) => r.records[0].record = whole(3)),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "a record still carrying sig",
+      changed([3, 4], (r) => {
+        const { batch: _batch, ...withSig } = whole(3);
+        r.records[0].record = withSig;
+      }),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "a record moved to another recipient",
+      changed([0, 1, 3], (r) => (r.records[2].record as Record<string, unknown>).to = "user:carol"),
+      "SIG_FAIL",
+    ],
+    ["first changed, the proof still fits", changed([2], (r) => r.first = first - 1), "SIG_FAIL"],
+    [
+      "first changed, a record beyond the batch",
+      changed([4], (r) => r.first = first - 1),
+      "PROTOCOL_ERROR",
+    ],
+    [
+      "first changed, a record before it",
+      changed([0, 1], (r) => r.first = first + 1),
+      "PROTOCOL_ERROR",
+    ],
+    ["n changed, the proof still fits", changed([2], (r) => r.n = n + 1), "SIG_FAIL"],
+    [
+      "n changed, the proof no longer fits",
+      changed([0, 1, 2, 3, 4], (r) => r.n = n + 1),
+      "PROTOCOL_ERROR",
+    ],
+    ["n below a record's place", changed([0, 1, 2, 3, 4], (r) => r.n = n - 1), "PROTOCOL_ERROR"],
+    ["no records", changed([2], (r) => r.records.pop()), "PROTOCOL_ERROR"],
+    [
+      "a proof entry of 31 bytes",
+      changed([2], (r) => r.proof[0] = toBase64(fromBase64(r.proof[0]).subarray(1))),
+      "PROTOCOL_ERROR",
+    ],
+    ["another signature", changed([0, 1, 2, 3, 4], (r) => r.sig = flip(r.sig)), "SIG_FAIL"],
+  ];
+  return {
+    valid,
+    cases: cases.map(([name, relay, code]) => ({ name, relay, code })),
   };
 }
 

@@ -1,6 +1,7 @@
 /**
- * lib/session/relay.ts directly: RelayVerifier accepts an author's genuine record as the
- * server forwards it (PROTOCOL §6.4) and refuses every way a server could alter, forge,
+ * lib/session/relay.ts directly: RelayVerifier accepts an author's genuine records as the
+ * server forwards them (PROTOCOL §6.4: a relay of one batch's records, §6.6: a stored record
+ * whole) and refuses every way a server could alter, forge,
  * move or replay one, each with its own code; SeenStore keeps the high-water marks across
  * sessions (a record accepted in an earlier session comes back flagged, not shown again)
  * and survives a restart through its file.
@@ -12,17 +13,25 @@ import type { Identity } from "../../lib/handshake/common.ts";
 import {
   type Body,
   encodeRecord,
+  groupProof,
   LOBBY,
   MAX_STORED_AGE_MS,
   type MessageRecord,
+  type RecordJson,
   type RelayMessage,
   sealContent,
   sealPlaintext,
   signBatch,
+  type StoredMessage,
   userRecipient,
 } from "../../lib/message/record.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
-import { type E2eUnwrap, RelayVerifier, SeenStore } from "../../lib/session/relay.ts";
+import {
+  type E2eUnwrap,
+  type RelayedText,
+  RelayVerifier,
+  SeenStore,
+} from "../../lib/session/relay.ts";
 import { seenFile } from "../../lib/session/seen_file.ts";
 import { makePki } from "../../testkit/pki.ts";
 import { fingerprintOf } from "../../lib/pki/describe.ts";
@@ -38,6 +47,56 @@ globalThis.addEventListener("unload", () => {
 
 const SID = toHex(crypto.getRandomValues(new Uint8Array(16)));
 const SESSION_TIME = Date.now();
+
+/** What the server forwards: a relay of one batch's records, or a stored record. */
+type Forwarded = RelayMessage | StoredMessage;
+
+/** A record as a relay carries it (PROTOCOL §6.4): without `sig` and `batch`. */
+function relayedJson(record: MessageRecord): RecordJson {
+  const { sig: _sig, batch: _batch, ...rest } = encodeRecord(record);
+  return rest;
+}
+
+/**
+ * `author`'s signed records (of one batch, in seqno order) as the server relays them in one
+ * relay: each without `sig` and `batch`, the batch's `sig`, `first`, `n` once, and the proof
+ * made from the records' own paths (PROTOCOL §6.4); its certificate introduced.
+ */
+function relayOf(
+  author: Identity,
+  made: { record: MessageRecord; k: Uint8Array }[],
+  e2e?: E2eEnvelope,
+): RelayMessage {
+  const head = made[0].record;
+  const first = head.seqno - head.batch!.i;
+  const n = head.batch!.n;
+  return {
+    type: "relay",
+    seqno: 1,
+    ts: Date.now(),
+    author_fp: fingerprintOf(author.certDer),
+    cert: toBase64(author.certDer),
+    sig: toBase64(head.sig!),
+    first,
+    n,
+    proof: groupProof(
+      made.map(({ record }) => record.seqno - first),
+      n,
+      made.map(({ record }) => record.batch!.path),
+    ).map(toBase64),
+    records: made.map(({ record, k }) => ({
+      record: relayedJson(record),
+      ...(e2e ? { e2e } : { k: toBase64(k) }),
+    })),
+  };
+}
+
+/** What a check of a message of one record says of that record. */
+async function checkOne(v: RelayVerifier, message: Forwarded): Promise<RelayedText> {
+  const { texts } = await v.check(message);
+  assert.equal(texts.length, 1);
+  return texts[0];
+}
 
 /**
  * What `author` would send, as the server relays it: the signed record, its certificate
@@ -58,7 +117,7 @@ async function signedRelay(
     /** Sealed instead of `body`'s JSON: bytes no honest author sends. */
     plaintext?: Uint8Array;
   } = {},
-): Promise<{ relay: RelayMessage; k: Uint8Array }> {
+): Promise<{ relay: Forwarded; k: Uint8Array }> {
   const { k, ct, c } = o.plaintext
     ? sealPlaintext(o.plaintext)
     : sealContent(o.body ?? { kind: "text", text: `message ${seqno}` });
@@ -73,8 +132,9 @@ async function signedRelay(
   };
   await signBatch((o.signer ?? author).signingKey, [record]);
   o.edit?.(record);
-  const relay: RelayMessage = {
-    type: o.type ?? "relay",
+  if (o.type !== "stored") return { relay: relayOf(author, [{ record, k }], o.e2e), k };
+  const relay: StoredMessage = {
+    type: "stored",
     seqno: 1,
     ts: Date.now(),
     author_fp: fingerprintOf(author.certDer),
@@ -90,14 +150,14 @@ async function relayed(
   author: Identity,
   seqno: number,
   o: Parameters<typeof signedRelay>[2] = {},
-): Promise<RelayMessage> {
+): Promise<Forwarded> {
   return (await signedRelay(author, seqno, o)).relay;
 }
 
-/** The same relay naming its author's certificate only, as once a session holds it (§6.4.1). */
-function named(relay: RelayMessage): RelayMessage {
+/** The same message naming its author's certificate only, as once a session holds it (§6.4.1). */
+function named<T extends Forwarded>(relay: T): T {
   const { cert: _introduced, ...rest } = relay;
-  return rest;
+  return rest as T;
 }
 
 const verifier = (seen = SeenStore.memory()) =>
@@ -109,9 +169,9 @@ const verifier = (seen = SeenStore.memory()) =>
     maxSkewMs: 5 * 60 * 1000,
   });
 
-async function codeOfCheck(v: RelayVerifier, relay: RelayMessage): Promise<string> {
+async function codeOfCheck(v: RelayVerifier, relay: Forwarded): Promise<string> {
   try {
-    await v.check(relay);
+    await checkOne(v, relay);
     return "ok";
   } catch (error) {
     return codeOf(error);
@@ -119,24 +179,20 @@ async function codeOfCheck(v: RelayVerifier, relay: RelayMessage): Promise<strin
 }
 
 Deno.test("RelayVerifier.check() returns the author, the text and the record", async () => {
-  const got = await verifier().check(await relayed(alice, 1));
+  const got = await checkOne(verifier(), await relayed(alice, 1));
   assert.equal(got.author, "alice");
   assert.equal(got.text, "message 1");
   assert.equal(got.private, false);
   assert.equal(got.duplicate, false);
-  const privately = await verifier().check(await relayed(alice, 1, { to: userRecipient("Bob") }));
+  const privately = await checkOne(
+    verifier(),
+    await relayed(alice, 1, { to: userRecipient("Bob") }),
+  );
   assert.equal(privately.private, true);
 });
 
-/**
- * alice's records 1..n signed as one batch (PROTOCOL §6.1), `edit` applied after signing, each
- * as the server relays it to bob in turn: hop seqnos 1.., the first introducing her certificate.
- */
-async function relayedBatch(
-  n: number,
-  edit?: (records: MessageRecord[]) => void,
-  signer = alice,
-): Promise<RelayMessage[]> {
+/** alice's records 1..n signed as one batch (PROTOCOL §6.1), each with its content key. */
+async function signedBatch(n: number, signer = alice) {
   const made = Array.from({ length: n }, (_, j) => {
     const { k, ct, c } = sealContent({ kind: "text", text: `batched ${j + 1}` });
     const record: MessageRecord = {
@@ -151,62 +207,96 @@ async function relayedBatch(
     return { record, k };
   });
   await signBatch(signer.signingKey, made.map((m) => m.record));
-  edit?.(made.map((m) => m.record));
-  return made.map(({ record, k }, j) => {
-    const relay: RelayMessage = {
-      type: "relay",
-      seqno: j + 1,
-      ts: Date.now(),
-      author_fp: fingerprintOf(alice.certDer),
-      cert: toBase64(alice.certDer),
-      record: encodeRecord(record),
-      k: toBase64(k),
-    };
-    return j === 0 ? relay : named(relay);
-  });
+  return made;
 }
 
-Deno.test("RelayVerifier.check() takes each record of a signed batch, all of it or a part", async () => {
-  const v = verifier();
-  for (const relay of await relayedBatch(3)) assert.equal((await v.check(relay)).author, "alice");
-  // bob may get only some records of alice's batch (the others went to other recipients).
-  const [first, , third] = await relayedBatch(3);
-  const part = verifier();
-  await part.check(first);
-  assert.equal((await part.check({ ...third, seqno: 2 })).text, "batched 3");
+Deno.test("RelayVerifier.check() takes a relay of a whole batch: every record, in order, under one signature", async () => {
+  const got = await verifier().check(relayOf(alice, await signedBatch(3)));
+  assert.deepEqual(got.texts.map((t) => t.text), ["batched 1", "batched 2", "batched 3"]);
+  assert.deepEqual(got.texts.map((t) => t.record.seqno), [1, 2, 3]);
+  assert.equal(got.group?.n, 3);
+  assert.equal(got.group?.proof.length, 0, "a whole batch needs no proof");
 });
 
-Deno.test("RelayVerifier.check() refuses a tampered record of a batch after a genuine one (PROTOCOL §6.1)", async () => {
-  const flip = (b: Uint8Array) => (b[0] ^= 1);
-  const cases: [string, (r: MessageRecord[]) => void, string][] = [
-    ["the first record's path", ([r0, r1]) => (r1.batch!.path = r0.batch!.path), "SIG_FAIL"],
-    ["another position (i)", ([, r1]) => (r1.batch!.i = 0), "SIG_FAIL"],
-    ["n changed, the path no longer fits", ([, r1]) => (r1.batch!.n = 3), "PROTOCOL_ERROR"],
-    ["a path entry flipped", ([, r1]) => flip(r1.batch!.path[0]), "SIG_FAIL"],
-    ["the path one entry short", ([, r1]) => r1.batch!.path.pop(), "PROTOCOL_ERROR"],
-    ["ts changed after signing", ([, r1]) => (r1.ts += 1), "SIG_FAIL"],
-    [
-      "another signature under the statement the first passed (the cache must not pass it)",
-      ([, r1]) => (r1.sig = Uint8Array.from(r1.sig!, (b, i) => i === 0 ? b ^ 1 : b)),
-      "SIG_FAIL",
-    ],
-  ];
-  for (const [name, edit, code] of cases) {
-    const v = verifier();
-    const [first, second] = await relayedBatch(2, edit);
-    await v.check(first);
-    assert.equal(await codeOfCheck(v, second), code, name);
-  }
-  // The same batch statement signed by bob, under alice's certificate, after alice's passed.
+Deno.test("RelayVerifier.check() takes a batch in parts: relays of some of its records, each with its proof", async () => {
+  const made = await signedBatch(5);
   const v = verifier();
-  const [genuine] = await relayedBatch(2);
-  await v.check(genuine);
-  const [, forged] = await relayedBatch(2, undefined, bob);
-  assert.equal(await codeOfCheck(v, forged), "SIG_FAIL", "bob's signature as alice's");
+  const first = await v.check(relayOf(alice, [made[0], made[2]]));
+  assert.deepEqual(first.texts.map((t) => t.text), ["batched 1", "batched 3"]);
+  // bob need not get every record (the others went to other recipients).
+  const rest = { ...named(relayOf(alice, [made[4]])), seqno: 2 };
+  assert.deepEqual((await v.check(rest)).texts.map((t) => t.text), ["batched 5"]);
+});
+
+Deno.test("RelayVerifier.check() refuses a relay whose group does not prove its records (PROTOCOL §6.4), each with its code", async () => {
+  const made = await signedBatch(5);
+  const flip = (text: string) => {
+    const bytes = Uint8Array.from(atob(text), (ch) => ch.charCodeAt(0));
+    bytes[0] ^= 1;
+    return toBase64(bytes);
+  };
+  const other = await signedBatch(5, bob);
+  const cases: [string, () => RelayMessage, string][] = [
+    ["a proof entry flipped", () => {
+      const r = relayOf(alice, [made[1]]);
+      r.proof[0] = flip(r.proof[0]);
+      return r;
+    }, "SIG_FAIL"],
+    ["a proof entry missing", () => {
+      const r = relayOf(alice, [made[1]]);
+      r.proof.pop();
+      return r;
+    }, "PROTOCOL_ERROR"],
+    ["a proof of another record", () => ({
+      ...relayOf(alice, [made[1]]),
+      proof: relayOf(alice, [made[2]]).proof,
+    }), "SIG_FAIL"],
+    [
+      "n changed, the proof no longer fits",
+      () => ({ ...relayOf(alice, made), n: 6 }),
+      "PROTOCOL_ERROR",
+    ],
+    ["another signature", () => {
+      const r = relayOf(alice, made);
+      return { ...r, sig: flip(r.sig) };
+    }, "SIG_FAIL"],
+    ["bob's signature of the same statement, as alice's", () => ({
+      ...relayOf(alice, made),
+      sig: relayOf(bob, other).sig,
+    }), "SIG_FAIL"],
+    ["a record's ts changed", () => {
+      const r = relayOf(alice, made);
+      r.records[2].record = { ...r.records[2].record, ts: r.records[2].record.ts + 1 };
+      return r;
+    }, "SIG_FAIL"],
+  ];
+  for (const [name, make, code] of cases) {
+    assert.equal(await codeOfCheck(verifier(), make()), code, name);
+  }
+  // A forged relay after a genuine one of the same batch: the cache must not pass it.
+  const v = verifier();
+  await v.check(relayOf(alice, [made[0]]));
+  const forged = { ...named(relayOf(alice, [made[1]])), seqno: 2, sig: relayOf(bob, other).sig };
+  assert.equal(await codeOfCheck(v, forged), "SIG_FAIL", "bob's signature after alice's");
+});
+
+Deno.test("RelayVerifier.check(): one bad record refuses the whole relay, and none of its records is marked", async () => {
+  const made = await signedBatch(3);
+  const seen = SeenStore.memory();
+  const r = relayOf(alice, made);
+  r.records[2].record = { ...r.records[2].record, to: userRecipient("carol") };
+  assert.equal(await codeOfCheck(verifier(seen), r), "TAMPERED");
+  assert.equal(seen.has(fingerprintOf(alice.certDer), SID, 1), false);
+  const replayed = SeenStore.memory();
+  const v = verifier(replayed);
+  await v.check(relayOf(alice, [made[1]]));
+  // A later relay whose first record repeats one of this session: REPLAY, nothing more marked.
+  assert.equal(await codeOfCheck(v, { ...named(relayOf(alice, made)), seqno: 2 }), "REPLAY");
+  assert.equal(replayed.has(fingerprintOf(alice.certDer), SID, 3), false);
 });
 
 Deno.test("RelayVerifier.check() refuses what the server altered, forged or moved, each with its code", async () => {
-  const cases: [string, Promise<RelayMessage>, string][] = [
+  const cases: [string, Promise<Forwarded>, string][] = [
     ["ciphertext altered", relayed(alice, 1, { edit: (r) => (r.ct[0] ^= 1) }), "SIG_FAIL"],
     ["signed by bob in alice's name", relayed(alice, 1, { signer: bob }), "SIG_FAIL"],
     [
@@ -241,7 +331,7 @@ Deno.test("RelayVerifier.check() refuses what the server altered, forged or move
 });
 
 Deno.test("RelayVerifier.check(): a refused author certificate is said as the author's, not as the server's", async () => {
-  const refused = await verifier().check(await relayed(await rogue.identity("alice"), 1)).then(
+  const refused = await checkOne(verifier(), await relayed(await rogue.identity("alice"), 1)).then(
     () => assert.fail("an author certificate from another CA was accepted"),
     (error: SecureChatError) => error,
   );
@@ -254,19 +344,19 @@ Deno.test("RelayVerifier.check(): a repeat within the session is REPLAY; one fro
   const seen = SeenStore.memory();
   const first = verifier(seen);
   const r1 = await relayed(alice, 1);
-  assert.equal((await first.check(r1)).duplicate, false);
+  assert.equal((await checkOne(first, r1)).duplicate, false);
   assert.equal(await codeOfCheck(first, named(r1)), "REPLAY");
   // The next session (same store): the server re-delivers it — caught, not shown as new.
   const next = verifier(seen);
-  assert.equal((await next.check(r1)).duplicate, true);
-  assert.equal((await next.check(named(await relayed(alice, 2)))).duplicate, false);
+  assert.equal((await checkOne(next, r1)).duplicate, true);
+  assert.equal((await checkOne(next, named(await relayed(alice, 2)))).duplicate, false);
 });
 
 Deno.test("RelayVerifier.check(): an author's certificate is introduced once per session, then named (PROTOCOL §6.4.1)", async () => {
   const v = verifier();
-  const first = await v.check(await relayed(alice, 1));
+  const first = await checkOne(v, await relayed(alice, 1));
   assert.deepEqual(first.certDer, alice.certDer);
-  const second = await v.check(named(await relayed(alice, 2)));
+  const second = await checkOne(v, named(await relayed(alice, 2)));
   assert.equal(second.author, "alice");
   assert.equal(second.certDer, undefined);
   assert.equal(second.fingerprint, fingerprintOf(alice.certDer));
@@ -277,14 +367,14 @@ Deno.test("RelayVerifier.check() refuses a server's misuse of certificate names,
   assert.equal(await codeOfCheck(verifier(), named(await relayed(alice, 1))), "PROTOCOL_ERROR");
   // The same certificate introduced twice.
   const twice = verifier();
-  await twice.check(await relayed(alice, 1));
+  await checkOne(twice, await relayed(alice, 1));
   assert.equal(await codeOfCheck(twice, await relayed(alice, 2)), "PROTOCOL_ERROR");
   // Other bytes under a name: bob's certificate introduced as alice's fingerprint.
   const swapped = { ...await relayed(alice, 1), cert: toBase64(bob.certDer) };
   assert.equal(await codeOfCheck(verifier(), swapped), "TAMPERED");
   // alice's record under bob's name (bob introduced before): checked with bob's key.
   const v = verifier();
-  await v.check(await relayed(bob, 1));
+  await checkOne(v, await relayed(bob, 1));
   const misattributed = {
     ...named(await relayed(alice, 1)),
     author_fp: fingerprintOf(bob.certDer),
@@ -317,22 +407,22 @@ async function stored(
   author: Identity,
   seqno: number,
   o: Parameters<typeof relayed>[2] = {},
-): Promise<RelayMessage> {
-  return { ...await relayed(author, seqno, { to: userRecipient("bob"), ...o }), type: "stored" };
+): Promise<Forwarded> {
+  return await relayed(author, seqno, { to: userRecipient("bob"), type: "stored", ...o });
 }
 
 const DAY_MS = 24 * 3_600_000;
 
 Deno.test("RelayVerifier.check(): a stored record written days before the session is accepted, flagged stored", async () => {
-  const got = await verifier().check(await stored(alice, 1, { ts: SESSION_TIME - 3 * DAY_MS }));
+  const got = await checkOne(verifier(), await stored(alice, 1, { ts: SESSION_TIME - 3 * DAY_MS }));
   assert.equal(got.stored, true);
   assert.equal(got.private, true);
   assert.equal(got.duplicate, false);
-  assert.equal((await verifier().check(await relayed(alice, 1))).stored, false);
+  assert.equal((await checkOne(verifier(), await relayed(alice, 1))).stored, false);
 });
 
 Deno.test("RelayVerifier.check(): what a server could pass off as stored is refused, each with its code", async () => {
-  const cases: [string, Promise<RelayMessage>, string][] = [
+  const cases: [string, Promise<Forwarded>, string][] = [
     // The freshness rule relaxed for stored records must not open a door for old lobby lines.
     [
       "an old lobby line as stored",
@@ -364,9 +454,9 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
     const retention = 10 * 60 * 1000;
     const seen = await SeenStore.load(seenFile(path), retention);
     const original = await relayed(alice, 4, { to: userRecipient("bob") });
-    assert.equal((await verifier(seen).check(original)).duplicate, false);
+    assert.equal((await checkOne(verifier(seen), original)).duplicate, false);
     const lobbyOnly = await relayed(bob, 1);
-    await verifier(seen).check(lobbyOnly);
+    await checkOne(verifier(seen), lobbyOnly);
     await seen.save();
     // Five days on, beyond the lobby retention: the private mark is still there.
     const reloaded = await SeenStore.load(seenFile(path), retention, Date.now() + 5 * DAY_MS);
@@ -374,7 +464,7 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
       new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(bob.certDer))),
     );
     assert.equal(reloaded.has(fp, SID, 1), false, "a lobby-only mark is dropped");
-    const again = await verifier(reloaded).check({ ...original, type: "stored" });
+    const again = await checkOne(verifier(reloaded), asStored(original as RelayMessage));
     assert.equal(again.duplicate, true, "the private mark outlives the lobby retention");
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -385,7 +475,7 @@ Deno.test("RelayVerifier.check(): a private record seen live comes back as store
 function e2eRelayed(
   seqno: number,
   o: { to?: string; type?: "relay" | "stored"; e2e?: E2eEnvelope; text?: string } = {},
-): Promise<{ relay: RelayMessage; k: Uint8Array }> {
+): Promise<{ relay: Forwarded; k: Uint8Array }> {
   return signedRelay(alice, seqno, {
     to: o.to ?? userRecipient("bob"),
     type: o.type,
@@ -414,9 +504,9 @@ Deno.test("RelayVerifier.check(): an end-to-end record accepted before is a dupl
     if (unwraps++ > 0) throw new SecureChatError("REPLAY", "message key already used");
     return Promise.resolve(k);
   };
-  assert.equal((await e2eVerifier(unwrap, seen).check(relay)).text, "once");
+  assert.equal((await checkOne(e2eVerifier(unwrap, seen), relay)).text, "once");
   // The acknowledgement was lost: the next session gets it again from the queue.
-  const again = await e2eVerifier(unwrap, seen).check(relay);
+  const again = await checkOne(e2eVerifier(unwrap, seen), relay);
   assert.equal(again.duplicate, true);
   assert.equal(unwraps, 1);
 });
@@ -447,7 +537,7 @@ Deno.test("RelayVerifier.check(): a new record whose wrap's key this device used
   const { relay } = await e2eRelayed(3, { type: "stored" });
   const spent = () =>
     Promise.reject(new SecureChatError("REPLAY", "ratchet message already opened"));
-  const got = await e2eVerifier(spent, seen).check(relay);
+  const got = await checkOne(e2eVerifier(spent, seen), relay);
   assert.match(got.undecryptable ?? "", /no key for this message \(it used that key already/);
   assert.equal(got.text, "");
   assert.ok(seen.has(got.fingerprint, SID, 3), "accepted: the next delivery is a duplicate");
@@ -475,7 +565,7 @@ Deno.test("RelayVerifier.check(): an end-to-end line whose wrap opened but whose
     const seen = SeenStore.memory();
     const { relay, k } = await signedRelay(alice, i + 1, o);
     const wrapped = otherKey ? crypto.getRandomValues(new Uint8Array(32)) : k;
-    const got = await e2eVerifier(() => Promise.resolve(wrapped), seen).check(relay);
+    const got = await checkOne(e2eVerifier(() => Promise.resolve(wrapped), seen), relay);
     assert.match(
       got.malformed ?? "",
       /^alice sent a line this client cannot show \((PROTOCOL_ERROR|DECRYPT_FAIL): /,
@@ -490,4 +580,57 @@ Deno.test("RelayVerifier.check(): an end-to-end line whose wrap opened but whose
   // handed one has the server to blame, and the session ends.
   const readable = await relayed(alice, 9, { body: { kind: "text", text: "x".repeat(4001) } });
   assert.equal(await codeOfCheck(verifier(), readable), "PROTOCOL_ERROR");
+});
+
+/** A relay of one record as the server would store it instead (its record made whole). */
+function asStored(relay: RelayMessage): StoredMessage {
+  const { sig, first, n, proof: _proof, records: [item], ...hop } = relay;
+  // A batch of one (signedRelay's): its path is empty.
+  assert.equal(n, 1);
+  const record = { ...item.record, sig, batch: { i: item.record.seqno - first, n, path: [] } };
+  return "k" in item
+    ? { ...hop, type: "stored", record, k: item.k }
+    : { ...hop, type: "stored", record, e2e: item.e2e };
+}
+
+Deno.test("RelayVerifier.check(): a sender key and the lobby line under it in one relay: the key is taken before the line is unwrapped (PROTOCOL §12.6 steps 7–12 per record, interop finding 101)", async () => {
+  // Two records of one batch: the private sender_key, then a lobby line under its chain.
+  const chain = { kind: "sender_key" as const, id: 7, n: 0, ck: toBase64(new Uint8Array(32)) };
+  const bodies: [string, Body][] = [
+    [userRecipient("bob"), chain],
+    [LOBBY, { kind: "text", text: "under the new chain" }],
+  ];
+  const made = bodies.map(([to, body], j) => {
+    const { k, ct, c } = sealContent(body);
+    const record: MessageRecord = { sid: SID, dir: "c2s", to, seqno: j + 1, ts: Date.now(), ct, c };
+    return { record, k };
+  });
+  await signBatch(alice.signingKey, made.map((m) => m.record));
+  const relay = relayOf(alice, made);
+  relay.records[0] = { record: relay.records[0].record, e2e: RATCHET_ENVELOPE };
+  relay.records[1] = { record: relay.records[1].record, e2e: SENDER_ENVELOPE };
+  let chainTaken = false;
+  const v = new RelayVerifier({
+    trust: pki.trust,
+    seen: SeenStore.memory(),
+    username: "bob",
+    sessionTime: SESSION_TIME,
+    maxSkewMs: 5 * 60 * 1000,
+    // The lobby line's wrap opens only under the chain the first record carries.
+    unwrap: (_author, record, e2e) => {
+      if (e2e.kind === "sender" && !chainTaken) {
+        return Promise.reject(new SecureChatError("DECRYPT_FAIL", "no chain for this line"));
+      }
+      return Promise.resolve(made[record.seqno - 1].k);
+    },
+    senderKey: (author, update) => {
+      assert.equal(author, "alice");
+      assert.equal(update.body.id, 7);
+      chainTaken = true;
+    },
+  });
+  const { texts } = await v.check(relay);
+  assert.equal(texts[0].senderKey?.body.id, 7);
+  assert.equal(texts[1].text, "under the new chain");
+  assert.equal(texts[1].undecryptable, undefined);
 });
