@@ -1243,7 +1243,7 @@ def check_batch_relays(v, author):
     def report(name, ok, detail):
         nonlocal failed
         failed += not ok
-        print(f"BATCHES relay {name!r} {'OK' if ok else 'FAIL'} {detail}", flush=True)
+        print(f"BATCHES {'relay: ' + name!r} {'OK' if ok else 'FAIL'} {detail}", flush=True)
     whole = sc.BatchCache()
     signed = []
     for r in v["records"]:
