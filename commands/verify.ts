@@ -1,6 +1,6 @@
 /**
  * `securechat verify <session.log> [receipt.json] [--ca certs/ca.pem] [--json]
- *  [--reveal LINE [--keys FILE] [--out FILE]]` and `securechat verify --opening FILE`.
+ *  [--reveal LINE[:ITEM] [--keys FILE] [--out FILE]]` and `securechat verify --opening FILE`.
  * Offline check of a transcript and its receipts, or of one line's opening, with only
  * the CA certificate (docs/TRANSCRIPT.md §5, §6).
  * Exit: 0 valid, 1 invalid or tampered (naming the first bad line), 2 usage or I/O error, or a
@@ -14,7 +14,12 @@ import { formatFingerprint, formatSerial } from "../lib/pki/describe.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { type VerifyReport, verifyTranscript } from "../lib/transcript/verify.ts";
-import { checkOpening, makeOpening, readOpening } from "../lib/transcript/opening.ts";
+import {
+  checkOpening,
+  makeOpening,
+  readOpening,
+  type RevealTarget,
+} from "../lib/transcript/opening.ts";
 import { basePathOfLog, UNSUPPORTED_FORMAT_HINT } from "../lib/transcript/format.ts";
 import { info, positiveInt, subcommand } from "./_cli.ts";
 import { safeJson, safeText } from "../lib/safe_text.ts";
@@ -23,7 +28,7 @@ interface VerifyFlags {
   ca?: string;
   crl?: string;
   json?: boolean;
-  reveal?: number;
+  reveal?: RevealTarget;
   keys?: string;
   out?: string;
   opening?: string;
@@ -41,9 +46,10 @@ export function registerVerify(program: Command): void {
     .option("--crl <file>", "certificate revocation list (PEM) to apply")
     .option("--json", "print a machine-readable report on stdout")
     .option(
-      "--reveal <line>",
-      "write an opening of this line (its content key from <base>.keys) that anyone can check",
-      positiveInt("--reveal"),
+      "--reveal <line[:item]>",
+      "write an opening of this line (its content key from <base>.keys) that anyone can check; " +
+        "a relay line of several records: LINE:ITEM opens its ITEMth record (from 1)",
+      parseReveal,
     )
     .option("--keys <file>", "content keys for --reveal (default <base>.keys beside the log)")
     .option("--out <file>", "write the opening here instead of stdout")
@@ -66,6 +72,22 @@ export function registerVerify(program: Command): void {
         await runVerify(logPath, receiptPath, trust, flags);
       },
     );
+}
+
+/**
+ * `--reveal N` or `--reveal N:J` (TRANSCRIPT §6): a line number, and for a relay line the place
+ * of one of its records, both from 1.
+ * @throws USAGE
+ */
+export function parseReveal(value: string): RevealTarget {
+  const [line, item, ...rest] = value.split(":");
+  if (rest.length > 0) {
+    throw new SecureChatError("USAGE", "--reveal takes LINE or LINE:ITEM (e.g. 12 or 12:3)");
+  }
+  const lineNumber = positiveInt("--reveal's LINE")(line);
+  return item === undefined
+    ? { line: lineNumber }
+    : { line: lineNumber, item: positiveInt("--reveal's ITEM")(item) };
 }
 
 async function loadTrust(flags: VerifyFlags): Promise<TrustStore> {
@@ -113,12 +135,15 @@ async function runVerify(
     const text = JSON.stringify(opening, null, 2) + "\n";
     if (flags.out) {
       await Deno.writeTextFile(flags.out, text, { mode: 0o600 });
-      info(`opening of line ${flags.reveal} written to ${flags.out}`);
+      info(`opening of line ${revealName(flags.reveal)} written to ${flags.out}`);
     } else {
       await Deno.stdout.write(new TextEncoder().encode(text));
     }
   }
 }
+
+const revealName = (target: RevealTarget) =>
+  target.item === undefined ? `${target.line}` : `${target.line}:${target.item}`;
 
 async function runCheckOpening(path: string, trust: TrustStore, flags: VerifyFlags) {
   const opened = await checkOpening(await readOpening(path), trust);
@@ -209,7 +234,9 @@ export function formatReport(r: VerifyReport): string {
         `${a.commonName}'s own valid signature`,
     );
   }
-  for (const u of r.unattributed) row("unattributed", `line ${u.line}: ${u.reason}`);
+  for (const u of r.unattributed) {
+    row("unattributed", `line ${revealName({ line: u.line, item: u.item })}: ${u.reason}`);
+  }
   for (const x of r.refused) {
     row("refused", `c2s ${x.of} was refused by the server (${x.code}), line ${x.line}`);
   }

@@ -4,23 +4,26 @@
  * transcripts are written by TranscriptWriter with lines really signed by the
  * leaf keys.
  */
-import { authorCertOf } from "../lib/message/author_certs.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
 import { fromHex, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
 import { importSigningKeyPkcs8, sign, type SigningKey } from "../lib/crypto/signature.ts";
 import {
+  decodeLine,
+  encodeLine,
   encodeRecord,
+  groupProof,
+  type Line,
+  lineEncoding,
+  LineShape,
   LOBBY,
   type MessageRecord,
   type PreparedLine,
   prepareMsg,
-  prepareRelay,
-  RecipientRelay,
-  RecordForms,
   sealContent,
   signBatch,
   userRecipient,
+  wholeRecordOfGroup,
 } from "../lib/message/record.ts";
 import { fingerprintOf } from "../lib/pki/describe.ts";
 import { type Receipt, receiptSignedData } from "../lib/transcript/receipt.ts";
@@ -202,10 +205,16 @@ export interface SessionOptions {
   /** Signatures made at once while generating (large transcripts). */
   batch?: number;
   /**
-   * Every other s2c line relays a record of this author (a client certificate of the
+   * Every other s2c line relays records of this author (a client certificate of the
    * same CA); the others are server notices. Default: notices only.
    */
   relayAuthor?: Party;
+  /**
+   * How the author signs and the server groups (PROTOCOL §6.4): batches of `n` records, each
+   * relay line carrying the next `perRelay` records of the current batch (fewer at its end).
+   * Default `{ n: 1, perRelay: 1 }`: a record per batch and per relay.
+   */
+  relayGroups?: { n: number; perRelay: number };
 }
 
 export interface SessionResult {
@@ -218,6 +227,124 @@ export interface SessionResult {
   /** The other side's transcript when receipts = "both". */
   peerLogPath?: string;
   entries: number;
+}
+
+/**
+ * The relay lines of `author` at the given hops, by hop seqno: its records signed in batches of
+ * `groups.n` (one author session), each hop carrying the next `groups.perRelay` records of the
+ * current batch with the proof made from their own paths (PROTOCOL §6.4); the author's
+ * certificate introduced on the first (§6.4.1). Each line carries its records' content keys for
+ * the `.keys` file.
+ */
+async function relayLines(
+  author: Party,
+  hops: readonly { seqno: number; ts: number }[],
+  groups: { n: number; perRelay: number },
+): Promise<Map<number, PreparedLine>> {
+  const sid = toHex(randomBytes(16));
+  const lines = new Map<number, PreparedLine>();
+  let batch: { records: MessageRecord[]; keys: Uint8Array[] } | null = null;
+  let taken = 0;
+  let seqno = 0;
+  for (const [h, hop] of hops.entries()) {
+    if (!batch || taken === batch.records.length) {
+      // The next batch, signed before the hop that carries its first records.
+      const made = Array.from({ length: groups.n }, () => {
+        const { k, ct, c } = sealContent({ kind: "text", text: `relayed ${seqno + 1}` });
+        const record: MessageRecord = {
+          sid,
+          dir: "c2s",
+          to: LOBBY,
+          seqno: ++seqno,
+          ts: hop.ts - 1,
+          ct,
+          c,
+        };
+        return { record, k };
+      });
+      batch = { records: made.map((m) => m.record), keys: made.map((m) => m.k) };
+      await signBatch(author.signer, batch.records);
+      taken = 0;
+    }
+    const records = batch.records.slice(taken, taken + groups.perRelay);
+    const keys = batch.keys.slice(taken, taken + groups.perRelay);
+    taken += records.length;
+    lines.set(
+      hop.seqno,
+      relayLineOf({ authorDer: author.certDer, ...hop, introduce: h === 0, records, keys }),
+    );
+  }
+  return lines;
+}
+
+/**
+ * The transcript line of a relay (PROTOCOL §6.4, TRANSCRIPT §2.2) carrying `records` — signed
+ * records of one batch of the author's, in seqno order — with the proof made from their own
+ * paths, introducing the author's certificate or only naming it, and their content keys for the
+ * `.keys` file; laid out by encodeLine and lineEncoding, as verify reads it back.
+ */
+export function relayLineOf(relay: {
+  authorDer: Uint8Array;
+  seqno: number;
+  ts: number;
+  introduce: boolean;
+  records: readonly MessageRecord[];
+  keys?: readonly (Uint8Array | undefined)[];
+}): PreparedLine {
+  const { records } = relay;
+  const { sig, batch } = records[0];
+  if (!sig || !batch) throw new Error("the records are not signed");
+  const line: Line = {
+    dir: "s2c",
+    type: "relay",
+    seqno: relay.seqno,
+    ts: relay.ts,
+    author_fp: fingerprintOf(relay.authorDer),
+    ...(relay.introduce ? { cert: relay.authorDer } : {}),
+    sig,
+    first: records[0].seqno - batch.i,
+    n: batch.n,
+    proof: groupProof(
+      records.map((r) => r.batch!.i),
+      batch.n,
+      records.map((r) => r.batch!.path),
+    ),
+    records: records.map(({ sig: _sig, batch: _batch, ...record }) => record),
+  };
+  const json = encodeLine(line);
+  const encoding = lineEncoding(line);
+  return {
+    dir: "s2c",
+    seqno: relay.seqno,
+    ts: relay.ts,
+    itemKeys: relay.keys,
+    writeJson: (out) => out.text(json),
+    writeEncoding: (out) => out.bytes(encoding),
+  };
+}
+
+/**
+ * A relay line's record `item` (from 1) made whole (its `sig` and derived path, TRANSCRIPT §6) on
+ * a `stored` line of the same hop and author: what a relay relabelled as a delivery from the
+ * offline queue would be (tests of the stored line's own rules).
+ */
+export function storedLineOf(relayLine: string, item = 1): Record<string, unknown> {
+  const json = JSON.parse(relayLine);
+  const parsed = LineShape.safeParse(json);
+  if (!parsed.success) throw new Error("not a transcript line");
+  const line = decodeLine(parsed.data);
+  if (line.type !== "relay") throw new Error("not a relay line");
+  const record = wholeRecordOfGroup(line.records, line, item - 1);
+  if (!record) throw new Error("the relay's proof does not fit its records");
+  return {
+    dir: "s2c",
+    type: "stored",
+    seqno: json.seqno,
+    ts: json.ts,
+    author_fp: json.author_fp,
+    ...(json.cert === undefined ? {} : { cert: json.cert }),
+    record: encodeRecord(record),
+  };
 }
 
 export function directions(n: number): ("c2s" | "s2c")[] {
@@ -265,8 +392,13 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
   const plan = dirs.map((dir, i) => ({ dir, seqno: ++seq[dir], ts: startedAt + 10 + i * gap }));
   const batch = options.batch ?? 256;
   const peerLater: PreparedLine[] = [];
-  const authorSid = toHex(randomBytes(16));
-  let authorSeqno = 0;
+  const relays = options.relayAuthor
+    ? await relayLines(
+      options.relayAuthor,
+      plan.filter((p) => p.dir === "s2c" && p.seqno % 2 === 0),
+      options.relayGroups ?? { n: 1, perRelay: 1 },
+    )
+    : new Map<number, PreparedLine>();
   for (let i = 0; i < plan.length; i += batch) {
     const lines = await Promise.all(
       plan.slice(i, i + batch).map(async (p): Promise<PreparedLine> => {
@@ -277,27 +409,8 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
           await signBatch(pki.client.signer, [record]);
           return prepareMsg("c2s", record, k).line;
         }
-        const author = options.relayAuthor;
-        if (author && p.seqno % 2 === 0) {
-          const { k, ct, c } = sealContent({ kind: "text", text });
-          const record: MessageRecord = {
-            sid: authorSid,
-            dir: "c2s",
-            to: LOBBY,
-            seqno: ++authorSeqno,
-            ts: p.ts - 1,
-            ct,
-            c,
-          };
-          await signBatch(author.signer, [record]);
-          const shared = prepareRelay(
-            authorCertOf(author.certDer),
-            new RecordForms(record, encodeRecord(record)),
-            k,
-          );
-          // The author's certificate is introduced on its first relay (PROTOCOL §6.4.1).
-          return new RecipientRelay(shared, p.seqno, p.ts, "relay", record.seqno === 1);
-        }
+        const relay = relays.get(p.seqno);
+        if (relay) return relay;
         const { k, ct, c } = sealContent({ kind: "notice", text });
         const to = userRecipient(pki.client.name);
         return prepareMsg("s2c", { sid: sessionId, to, ...p, ct, c }, k).line;

@@ -15,15 +15,11 @@ import {
   LOBBY,
   MAX_BATCH,
   type MessageRecord,
-  prepareRelay,
-  RecipientRelay,
-  RecordForms,
   type RelayMessage,
   rootFromPath,
   sealContent,
   signBatch,
 } from "../lib/message/record.ts";
-import { authorCertOf } from "../lib/message/author_certs.ts";
 import { fingerprintOf } from "../lib/pki/describe.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { RelayVerifier, SeenStore } from "../lib/session/relay.ts";
@@ -31,7 +27,7 @@ import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { TranscriptWriter } from "../lib/transcript/writer.ts";
 import { makePki } from "../testkit/pki.ts";
-import { makePki as makeFilePki } from "../testkit/transcript_fixtures.ts";
+import { makePki as makeFilePki, relayLineOf } from "../testkit/transcript_fixtures.ts";
 
 // ---- RFC 9162 §2.1.1 and §2.1.3.1, written from the RFC, not from lib ----
 
@@ -170,12 +166,14 @@ Deno.test("verifyTranscript(): a relay line naming another author for a record w
     await signBatch(carol.signer, made.map((m) => m.record));
     made.forEach(({ record, k }, j) => {
       const author = j === 0 ? carol : rogue; // the second line names mallory
-      const shared = prepareRelay(
-        authorCertOf(author.certDer),
-        new RecordForms(record, encodeRecord(record)),
-        k,
-      );
-      writer.append(new RecipientRelay(shared, j + 1, start + 10 + j, "relay", true));
+      writer.append(relayLineOf({
+        authorDer: author.certDer,
+        seqno: j + 1,
+        ts: start + 10 + j,
+        introduce: true,
+        records: [record],
+        keys: [k],
+      }));
     });
     await writer.abort();
     const report = await verifyTranscript(writer.path, {

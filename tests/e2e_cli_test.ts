@@ -90,18 +90,24 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     let lobbyEndToEnd = 0;
     for (const { message } of opened) {
       if (message.type !== "msg" && message.type !== "relay") continue;
-      const record = decodeRecord(message.record as never);
-      if (record.dir === "c2s" && record.to !== "server") {
-        assert.ok(!("k" in message), `a ${record.to} record travels without its content key`);
-        assert.ok("e2e" in message, `a ${record.to} record carries its end-to-end envelope`);
-        const kind = (message.e2e as { kind: string }).kind;
-        assert.equal(kind, record.to === "lobby" ? "sender" : "ratchet");
-        if (record.to === "lobby") lobbyEndToEnd++;
-        endToEnd++;
-      }
-      if (typeof message.k === "string") {
-        const body = openContent(record, fromBase64(message.k));
-        if ("text" in body) readable.push(body.text);
+      // A msg carries one record and its key's carrier; a relay, items of both (PROTOCOL §6.4).
+      const items = message.type === "msg"
+        ? [message]
+        : message.records as Record<string, unknown>[];
+      for (const item of items) {
+        const record = decodeRecord(item.record as never);
+        if (record.dir === "c2s" && record.to !== "server") {
+          assert.ok(!("k" in item), `a ${record.to} record travels without its content key`);
+          assert.ok("e2e" in item, `a ${record.to} record carries its end-to-end envelope`);
+          const kind = (item.e2e as { kind: string }).kind;
+          assert.equal(kind, record.to === "lobby" ? "sender" : "ratchet");
+          if (record.to === "lobby") lobbyEndToEnd++;
+          endToEnd++;
+        }
+        if (typeof item.k === "string") {
+          const body = openContent(record, fromBase64(item.k));
+          if ("text" in body) readable.push(body.text);
+        }
       }
     }
     assert.ok(endToEnd >= 6 + 9, `each line in its author's msg and its relays (${endToEnd})`);
@@ -135,9 +141,13 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     //    private line — whose relay only named her certificate, introduced with her first
     //    (TRANSCRIPT §2.2) — to a third party, who checks author and content with only the CA.
     const logLines = (await Deno.readTextFile(join(bobDir, log))).split("\n");
+    // Each private record of a relay line, by line and place in it (TRANSCRIPT §6's N:J).
     const privateRelays = logLines.flatMap((l, i) => {
       const line = l ? JSON.parse(l) : {};
-      return line.type === "relay" && line.record?.to === "user:bob" ? [{ i, line }] : [];
+      if (line.type !== "relay") return [];
+      return (line.records as { record: { to: string } }[]).flatMap((item, j) =>
+        item.record.to === "user:bob" ? [{ i, j, line }] : []
+      );
     });
     assert.ok(privateRelays.length >= 2, "alice's private lines are in bob's transcript");
     assert.equal(
@@ -146,7 +156,7 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
       "her first introduces her certificate",
     );
     assert.equal(privateRelays[1].line.cert, undefined, "her next only names it");
-    const lineNumber = 1 + privateRelays[1].i;
+    const revealed = `${1 + privateRelays[1].i}:${1 + privateRelays[1].j}`;
     const opening = join(workDir, "opening.json");
     const made = await runCli([
       "verify",
@@ -154,7 +164,7 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
       "--ca",
       `${pki.dir}/ca.pem`,
       "--reveal",
-      String(lineNumber),
+      revealed,
       "--out",
       opening,
     ]);

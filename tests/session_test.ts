@@ -178,7 +178,7 @@ Deno.test("ChatSession: the lines sent in one turn are one signed batch in one r
     }
     // The third line opened to a third party: its batch is all the opening needs (TRANSCRIPT §6).
     const keys = clientEnd.transcriptPath.replace(/\.log$/, ".keys");
-    const opening = await makeOpening(clientEnd.transcriptPath, c2s[2] + 1, keys);
+    const opening = await makeOpening(clientEnd.transcriptPath, { line: c2s[2] + 1 }, keys);
     assert.deepEqual((await checkOpening(opening, pki.trust)).body, {
       kind: "text",
       text: "line 3",

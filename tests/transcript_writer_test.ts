@@ -2,7 +2,7 @@
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { randomBytes, toHex } from "../lib/bytes.ts";
+import { randomBytes, toBase64, toHex } from "../lib/bytes.ts";
 import { SecureChatError } from "../lib/errors.ts";
 import {
   LOBBY,
@@ -95,6 +95,35 @@ Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", a
   assert.deepEqual(receipt, own);
   assert.equal(receipt.signer_role, "client");
   assert.deepEqual([receipt.c2s_count, receipt.s2c_count], [1, 1]);
+});
+
+Deno.test("writer: a relay line's content keys go to .keys by item, from 1, only those it has (TRANSCRIPT §6)", async () => {
+  const h = await header();
+  const w = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), {
+    ...h,
+    keepKeys: true,
+  });
+  const [k1, k3] = [randomBytes(32), randomBytes(32)];
+  // A relay of three records, the second without a key here (a device that did not unwrap it).
+  const relay: PreparedLine = {
+    dir: "s2c",
+    seqno: 1,
+    ts: Date.now(),
+    itemKeys: [k1, undefined, k3],
+    writeJson: (out) => out.text('{"dir":"s2c","type":"relay"}'),
+    writeEncoding: (out) => out.u8(0x02),
+  };
+  w.append(await entry(h, "c2s", 1));
+  w.append(relay);
+  await w.abort();
+  const keys = (await Deno.readTextFile(`${w.basePath}.keys`)).split("\n").slice(0, -1)
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(keys.slice(1), [
+    { dir: "s2c", seqno: 1, item: 1, k: toBase64(k1) },
+    { dir: "s2c", seqno: 1, item: 3, k: toBase64(k3) },
+  ]);
+  assert.deepEqual(Object.keys(keys[0]), ["dir", "seqno", "k"], "a msg line's key has no item");
+  assert.ok(!(await Deno.readTextFile(w.path)).includes('"k"'), "no content key in the log");
 });
 
 Deno.test("writer: appends keep call order, in one batch", async () => {

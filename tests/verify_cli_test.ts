@@ -204,19 +204,24 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
   const lines = (await Deno.readTextFile(b.session.logPath)).split("\n");
   // The format number is not signed (review9 R9-6): of an earlier one, verify names the
   // securechat that judges it, so "not evidence of tampering" is all it claims; a later one may
-  // be an edited format-4 header, and verify says only that.
+  // be an edited format-5 header, and verify says only that.
   const earlier = /not evidence of tampering/;
   const later = /newer than this securechat, or a header edited to say so: .*not signed/;
   const cases = [
     [
-      3,
-      /transcript format 3 .*before the ChaCha20-Poly1305 content cipher.*reads format 4/,
+      4,
+      /transcript format 4 .*before relays carried groups.*sessions 11 to 14.*reads format 5/,
       earlier,
     ],
-    [2, /transcript format 2 .*before signed batches.*reads format 4/, earlier],
-    [1, /transcript format 1 .*protocol v1.*reads format 4/, earlier],
-    [5, /transcript format 5 .*reads format 4/, later],
-    [99, /transcript format 99 .*reads format 4/, later],
+    [
+      3,
+      /transcript format 3 .*before the ChaCha20-Poly1305 content cipher.*reads format 5/,
+      earlier,
+    ],
+    [2, /transcript format 2 .*before signed batches.*reads format 5/, earlier],
+    [1, /transcript format 1 .*protocol v1.*reads format 5/, earlier],
+    [6, /transcript format 6 .*reads format 5/, later],
+    [99, /transcript format 99 .*reads format 5/, later],
   ] as const;
   for (const [version, reason, claim] of cases) {
     const log = `${dir}/format${version}.log`;
@@ -285,3 +290,61 @@ for (const c of TAMPER_CASES) {
     assert.equal(report.ok, false);
   });
 }
+
+Deno.test("cli verify --reveal N:J: one record of a relay line's group opens, made whole; N alone on a group, an item it lacks, or a .keys line naming no record of it do not (TRANSCRIPT §6)", async () => {
+  const vectors = new URL("./vectors/transcript/", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "sc-reveal-group-" });
+  try {
+    // The golden transcript without its receipts (verify finds none beside it) and its keys.
+    await Deno.copyFile(`${vectors}golden.log`, `${dir}/golden.log`);
+    await Deno.copyFile(`${vectors}golden.keys`, `${dir}/golden.keys`);
+    const ca = `${vectors}golden_ca.pem`;
+    const log = `${dir}/golden.log`;
+    const lines = (await Deno.readTextFile(log)).split("\n");
+    const group = lines.findIndex((l) => l.includes('"type":"relay"')) + 1;
+    const relay = JSON.parse(lines[group - 1]);
+    assert.equal(relay.records.length, 2, "the golden's first relay carries two records");
+    const reveal = (target: string, ...more: string[]) =>
+      runCli(["verify", log, "--ca", ca, "--reveal", target, ...more]);
+
+    const opening = `${dir}/item2.json`;
+    const made = await reveal(`${group}:2`, "--out", opening);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stderr, new RegExp(`opening of line ${group}:2 written to`));
+    const o = JSON.parse(await Deno.readTextFile(opening));
+    // The record as bob signed it: the line's sig, its place and the path derived from the group.
+    assert.equal(o.record.sig, relay.sig);
+    assert.deepEqual([o.record.batch.i, o.record.batch.n], [1, 3]);
+    assert.equal(o.record.batch.path.length, 2);
+    assert.deepEqual(
+      { ...o.record, sig: undefined, batch: undefined },
+      { ...relay.records[1].record, sig: undefined, batch: undefined },
+    );
+    const checked = await runCli(["verify", "--opening", opening, "--ca", ca]);
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.match(checked.stdout, /said +relayed 2/);
+
+    const whole = await reveal(`${group}`);
+    assert.equal(whole.code, 2, whole.stderr);
+    assert.match(whole.stderr, /USAGE: .*is a relay of 2 records: name one with --reveal \d+:J/);
+    const beyond = await reveal(`${group}:3`);
+    assert.equal(beyond.code, 2, beyond.stderr);
+    assert.match(beyond.stderr, /there is no record 3/);
+    const malformed = await reveal(`${group}:1:1`);
+    assert.equal(malformed.code, 2, malformed.stderr);
+    assert.match(malformed.stderr, /--reveal takes LINE or LINE:ITEM/);
+
+    // A key about that line naming an item it does not hold: the keys file was edited.
+    const keys = await Deno.readTextFile(`${dir}/golden.keys`);
+    const seqno = relay.seqno;
+    await Deno.writeTextFile(
+      `${dir}/golden.keys`,
+      keys.replace(`"seqno":${seqno},"item":1,`, `"seqno":${seqno},"item":7,`),
+    );
+    const edited = await reveal(`${group}:2`);
+    assert.equal(edited.code, 1, edited.stderr);
+    assert.match(edited.stderr, /TAMPERED: .*names item 7, but that line holds a relay of 2/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -13,6 +13,7 @@ import { formatReport } from "../commands/verify.ts";
 import {
   makePki,
   revoke,
+  storedLineOf,
   TAMPER_CASES,
   writeCase,
   writeSession,
@@ -339,8 +340,9 @@ Deno.test("verify: a lobby relay relabelled as a stored line (PROTOCOL §6.6) is
   const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
   const at = lines.findIndex((l) => l.includes('"type":"relay"'));
   const relabelled = [...lines];
-  // Only private records are ever stored: an old lobby line cannot pass as one.
-  relabelled[at] = relabelled[at].replace('"type":"relay"', '"type":"stored"');
+  // Only private records are ever stored: an old lobby line cannot pass as one, even whole (its
+  // signature and path good).
+  relabelled[at] = JSON.stringify(storedLineOf(lines[at]));
   const bad = await verifyTranscript(
     await writeCase(join(dir, "stored"), { lines: relabelled }),
     { trust },
@@ -423,12 +425,12 @@ Deno.test("verify: a relayed or stored record dated after its hop is STALE, the 
     const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
     const at = lines.findIndex((l) => l.includes('"type":"relay"'));
     for (const type of ["relay", "stored"] as const) {
-      const line = JSON.parse(lines[at]);
-      line.type = type;
+      const line = type === "relay" ? JSON.parse(lines[at]) : storedLineOf(lines[at]);
+      const record = type === "relay" ? line.records[0].record : line.record;
       // Ten minutes after the hop that carried it, twice the skew: the dates are checked
       // before the signature, so the edit that breaks it is not what is reported.
-      line.record.ts = line.ts + 10 * 60 * 1000;
-      if (type === "stored") line.record.to = "user:alice";
+      record.ts = line.ts + 10 * 60 * 1000;
+      if (type === "stored") record.to = "user:alice";
       const edited = [...lines];
       edited[at] = JSON.stringify(line);
       const report = await verifyTranscript(
@@ -532,6 +534,84 @@ Deno.test("verify: a second queued or refused for one c2s line, or queued for a 
       assert.equal(report.firstBadLine, badAt + 1, `${name}: ${report.reason}`);
       if (reason) assert.match(report.reason ?? "", reason, name);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("verify: relay lines carrying groups of a batch's records verify once per line and count every record (TRANSCRIPT §5, PROTOCOL §6.4)", async () => {
+  const pki = await makePki({ alg: "ed25519", others: ["bob"] });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-groups-" });
+  try {
+    // bob's batches of 4 relayed as groups of 3 then 1: 4 relay lines, 8 records.
+    const s = await writeSession(pki, {
+      dir,
+      messages: 16,
+      relayAuthor: pki.others[0],
+      relayGroups: { n: 4, perRelay: 3 },
+    });
+    const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+    const relays = lines.filter((l) => l.includes('"type":"relay"')).map((l) => JSON.parse(l));
+    assert.deepEqual(relays.map((r) => [r.first, r.n, r.records.length, r.proof.length]), [
+      [1, 4, 3, 1],
+      [1, 4, 1, 2],
+      [5, 4, 3, 1],
+      [5, 4, 1, 2],
+    ]);
+    const report = await verifyTranscript(s.logPath, { trust });
+    assert.equal(report.ok, true, report.reason ?? "");
+    assert.deepEqual(report.messages, { c2s: 8, s2c: 8 });
+    assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 8], [
+      "bob",
+      8,
+    ]]);
+    assert.match(formatReport(report), /author +bob .*: 8 signed record\(s\)/);
+    // The group's third record dated before the session: REPLAY names it, at its line.
+    const at = lines.findIndex((l) => l.includes('"type":"relay"'));
+    const old = JSON.parse(lines[at]);
+    old.records[2].record.ts = JSON.parse(lines[0]).session_time - 10 * 60 * 1000;
+    const edited = [...lines];
+    edited[at] = JSON.stringify(old);
+    const bad = await verifyTranscript(await writeCase(join(dir, "old"), { lines: edited }), {
+      trust,
+    });
+    assert.equal(bad.code, "REPLAY");
+    assert.equal(bad.firstBadLine, at + 1);
+    assert.match(bad.reason ?? "", /before this session began.*\(record 3 of 3\)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("verify: a group's records signed after their author's revocation are not attributed, each named N:J", async () => {
+  const pki = await makePki({
+    alg: "ed25519",
+    others: ["bob"],
+    notBefore: "20200101000000Z",
+    notAfter: "20360101000000Z",
+  });
+  const dir = await Deno.makeTempDir({ prefix: "sc-groups-revoked-" });
+  try {
+    const crl = await revoke(pki, pki.others[0]);
+    const trust = await TrustStore.fromPem(pki.caPem, crl);
+    const s = await writeSession(pki, {
+      dir,
+      messages: 4,
+      startedAt: Date.now() + 5_000,
+      relayAuthor: pki.others[0],
+      relayGroups: { n: 2, perRelay: 2 },
+    });
+    const report = await verifyTranscript(s.logPath, { trust });
+    assert.equal(report.ok, true, report.reason ?? "");
+    assert.deepEqual(report.authors.map((a) => a.commonName), ["alice"]);
+    const line = (await Deno.readTextFile(s.logPath)).split("\n")
+      .findIndex((l) => l.includes('"type":"relay"')) + 1;
+    assert.deepEqual(report.unattributed.map((u) => [u.line, u.item]), [[line, 1], [line, 2]]);
+    assert.match(
+      formatReport(report),
+      new RegExp(`unattributed line ${line}:2: bob's certificate`),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -25,12 +25,13 @@ export interface EncodedLine {
   writeEncoding(out: ByteBuilder): void;
 }
 
-/** Version of the transcript file / hash format (not of the wire protocol). */
 /**
+ * Version of the transcript file / hash format (not of the wire protocol): 5 since a relay line
+ * carries a group of one batch's records with the batch's `sig` and `proof` once (PROTOCOL §6.4);
  * 4 since the ChaCha20-Poly1305 content cipher (PROTOCOL §6.1, §11: `ct` is sealed otherwise);
  * 3 since signed batches (record_enc covers `batch`, TRANSCRIPT §3.1).
  */
-export const TRANSCRIPT_VERSION = 4;
+export const TRANSCRIPT_VERSION = 5;
 /**
  * Version of the opening format (TRANSCRIPT §6): 3 since the ChaCha20-Poly1305 content cipher,
  * 2 since signed batches, whose record carries `batch`.
@@ -50,6 +51,8 @@ const OTHER_FORMATS = {
         "(commit 9c9d09a, session 8) reads it",
       3: "written before the ChaCha20-Poly1305 content cipher (PROTOCOL §11); a securechat " +
         "from 9c9d09a to 75c258e (sessions 8 to 10) reads it",
+      4: "written before relays carried groups of a batch's records (PROTOCOL §11); a " +
+        "securechat of sessions 11 to 14 (up to 82c2781) reads it",
     } as Record<number, string>,
   },
   opening: {

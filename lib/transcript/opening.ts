@@ -1,7 +1,8 @@
 /**
  * Openings (docs/TRANSCRIPT.md §6): proving to a third party what one signed line
  * said, with only the CA certificate, without revealing any other line. An opening is
- * the author's certificate, the signed record and that record's content key.
+ * the author's certificate, the signed record (whole: a relay's record with the line's `sig` and
+ * its derived path) and that record's content key.
  */
 import { z } from "zod";
 import { fromBase64, fromUtf8, toBase64 } from "../bytes.ts";
@@ -17,6 +18,7 @@ import {
   openContent,
   RecordJsonShape,
   RecordSignatures,
+  wholeRecordOfGroup,
 } from "../message/record.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { base64Text } from "../wire/schema.ts";
@@ -51,17 +53,32 @@ export interface OpenedLine {
 }
 
 /**
- * Builds the opening of line `lineNumber` of a transcript from the keys file beside it.
- * The caller verifies the transcript first. @throws INVALID_INPUT, IO_ERROR
+ * What `verify --reveal` opens (TRANSCRIPT §6): a line, and for a relay line of several records
+ * which of them (`item`, from 1).
+ */
+export interface RevealTarget {
+  line: number;
+  item?: number;
+}
+
+/**
+ * Builds the opening of a line (or of one record of a relay line) of a transcript from the keys
+ * file beside it: the record whole as its author signed it — a relay's record with the line's
+ * `sig` and the path derived from its records and proof (TRANSCRIPT §6). The caller verifies the
+ * transcript first.
+ * @throws INVALID_INPUT (no such signed line or key), USAGE (a relay line of several records
+ *   without ITEM, or an ITEM it does not hold), TAMPERED (a `.keys` line that names no record of
+ *   the line), IO_ERROR
  */
 export async function makeOpening(
   logPath: string,
-  lineNumber: number,
+  target: RevealTarget,
   keysPath: string,
 ): Promise<Opening> {
+  const { line: lineNumber, item } = target;
   const file = await openOrFail(logPath);
   let header: z.output<typeof HeaderLineSchema> | undefined;
-  let target: string | undefined;
+  let found: string | undefined;
   // A relay may only name its author's certificate: the session's list, run over the lines
   // up to the target as verify runs it, finds the line that introduced it (TRANSCRIPT §2.2).
   const sessionCerts = new SessionCertList<Uint8Array>();
@@ -78,18 +95,20 @@ export async function makeOpening(
         authorDer = sessionCerts.admit(line.author_fp, line.cert, (der) => der);
       }
       if (raw.number === lineNumber) {
-        target = text;
+        found = text;
         break;
       }
     }
   } finally {
     file.close();
   }
-  if (!header || lineNumber < 2 || target === undefined) {
+  if (!header || lineNumber < 2 || found === undefined) {
     throw new SecureChatError("INVALID_INPUT", `line ${lineNumber} is not a message line`);
   }
-  const line = decodeLine(zodOf(LineShape).parse(parseStrictJson(target)));
-  if (line.type === "refused" || line.type === "queued" || !line.record.sig) {
+  const line = decodeLine(zodOf(LineShape).parse(parseStrictJson(found)));
+  if (
+    line.type === "refused" || line.type === "queued" || (line.type !== "relay" && !line.record.sig)
+  ) {
     throw new SecureChatError(
       "INVALID_INPUT",
       `line ${lineNumber} is not a signed record (only a user's own lines and relays can be ` +
@@ -97,13 +116,49 @@ export async function makeOpening(
     );
   }
   const seqno = line.type === "msg" ? line.record.seqno : line.seqno;
-  const k = await findKey(keysPath, line.dir, seqno);
-  const cert = line.type === "msg" ? header.client_cert : authorDer!;
+  if (line.type !== "relay") {
+    if (item !== undefined) {
+      throw new SecureChatError(
+        "USAGE",
+        `line ${lineNumber} holds one record, not a relay's group: open it with --reveal ` +
+          `${lineNumber}`,
+      );
+    }
+    const k = await findKey(keysPath, line.dir, seqno, undefined);
+    return opening(line.type === "msg" ? header.client_cert : authorDer!, line.record, k);
+  }
+  const count = line.records.length;
+  if (item === undefined && count > 1) {
+    throw new SecureChatError(
+      "USAGE",
+      `line ${lineNumber} is a relay of ${count} records: name one with --reveal ` +
+        `${lineNumber}:J, J from 1 to ${count}`,
+    );
+  }
+  if (item !== undefined && item > count) {
+    throw new SecureChatError(
+      "USAGE",
+      `line ${lineNumber} is a relay of ${count} record${count === 1 ? "" : "s"}: there is no ` +
+        `record ${item}`,
+    );
+  }
+  const j = item ?? 1;
+  const record = wholeRecordOfGroup(line.records, line, j - 1);
+  if (!record) {
+    // verify checked the line: its proof fits its records (a caller that skipped it gets this).
+    throw new SecureChatError("TAMPERED", `line ${lineNumber}: the proof does not fit its records`);
+  }
+  const k = await findKey(keysPath, line.dir, seqno, { item: j, count });
+  return opening(authorDer!, record, k);
+}
+
+/** The opening's JSON (TRANSCRIPT §6): the author's certificate, the whole record, its key. */
+function opening(cert: Uint8Array, record: MessageRecord, k: Uint8Array): Opening {
   return {
     type: "securechat-opening",
     version: OPENING_VERSION,
     cert: toBase64(cert),
-    record: encodeRecord(line.record),
+    record: encodeRecord(record),
     k: toBase64(k),
   };
 }
@@ -160,24 +215,53 @@ export async function readOpening(path: string): Promise<unknown> {
   }
 }
 
-async function findKey(keysPath: string, dir: string, seqno: number): Promise<Uint8Array> {
+/**
+ * The content key of line `seqno` of `dir` in a `.keys` file (TRANSCRIPT §6): for a relay line,
+ * of its record `relay.item`. A `.keys` line about that line that names no record of it — an
+ * `item` on a line that holds one record whole, none on a relay's, or one beyond its records —
+ * is TAMPERED: the keys file was edited, or is another transcript's.
+ * @throws INVALID_INPUT (no key for it), TAMPERED, IO_ERROR
+ */
+async function findKey(
+  keysPath: string,
+  dir: string,
+  seqno: number,
+  relay: { item: number; count: number } | undefined,
+): Promise<Uint8Array> {
   const file = await openOrFail(keysPath);
+  const what = relay ? `${dir} ${seqno} record ${relay.item}` : `${dir} ${seqno}`;
   try {
     for await (const raw of readLines(file, 1024)) {
       if (!raw.complete || raw.overlong) continue;
       const entry = parseStrictJson(fromUtf8(raw.bytes)) as {
         dir?: unknown;
         seqno?: unknown;
+        item?: unknown;
         k?: unknown;
       };
-      if (entry.dir === dir && entry.seqno === seqno && typeof entry.k === "string") {
+      if (entry.dir !== dir || entry.seqno !== seqno) continue;
+      const item = entry.item;
+      const fits = relay
+        ? Number.isSafeInteger(item) && (item as number) >= 1 && (item as number) <= relay.count
+        : item === undefined;
+      if (!fits) {
+        const line = relay
+          ? `a relay of ${relay.count} record${relay.count === 1 ? "" : "s"}`
+          : "one record whole";
+        const names = item === undefined ? "names no item" : `names item ${JSON.stringify(item)}`;
+        throw new SecureChatError(
+          "TAMPERED",
+          `${keysPath}: a key for ${dir} ${seqno} ${names}, but that line holds ${line}`,
+        );
+      }
+      if ((relay === undefined || item === relay.item) && typeof entry.k === "string") {
         return fromBase64(entry.k);
       }
     }
   } finally {
     file.close();
   }
-  throw new SecureChatError("INVALID_INPUT", `no key for ${dir} ${seqno} in ${keysPath}`);
+  throw new SecureChatError("INVALID_INPUT", `no key for ${what} in ${keysPath}`);
 }
 
 async function openOrFail(path: string): Promise<Deno.FsFile> {

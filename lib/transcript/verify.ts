@@ -96,10 +96,16 @@ export interface VerifyReport {
   /** message lines that passed every check, per direction */
   messages: { c2s: number; s2c: number };
   signers: { client?: PartyReport; server?: PartyReport };
-  /** Authors of signed records whose signatures verified and who were not revoked by then. */
+  /**
+   * Authors of signed records whose signatures verified and who were not revoked by then, with
+   * the number of such records (a relay line of several counts each).
+   */
   authors: { commonName: string; fingerprint: string; messages: number }[];
-  /** Signed lines whose author's certificate was revoked before the line was signed. */
-  unattributed: { line: number; commonName: string; reason: string }[];
+  /**
+   * Signed records whose author's certificate was revoked before they were signed: by line, and
+   * for a relay line by the record's place in it from 1 (`item`, TRANSCRIPT §6's `N:J`).
+   */
+  unattributed: { line: number; item?: number; commonName: string; reason: string }[];
   /** c2s messages the server refused (PROTOCOL §6.5). */
   refused: { of: number; code: string; line: number }[];
   /** c2s messages the server stored for an offline recipient (PROTOCOL §6.6). */
@@ -520,6 +526,7 @@ async function checkLines(
   };
   const attribute = (
     n: number,
+    item: number | undefined,
     party: ValidatedPeer,
     fingerprint: string,
     revokedFrom: Date | null,
@@ -528,6 +535,7 @@ async function checkLines(
     if (revokedFrom && revokedFrom.getTime() <= record.ts) {
       report.unattributed.push({
         line: n,
+        ...(item === undefined ? {} : { item }),
         commonName: party.commonName,
         reason:
           `${party.commonName}'s certificate is distrusted from ${revokedFrom.toISOString()}, ` +
@@ -573,13 +581,18 @@ async function checkLines(
     const line: Line = decodeLine(parsed.data);
     const prepared = prepareLine(line, text);
     const { dir, seqno, ts } = prepared;
-    const problem = checkSequence(dir, seqno, ts, nextSeq, lastTs) ??
-      checkBinding(line, header, me);
-    if (problem) {
-      lineProblem = stop(n, problem.reason, problem.code);
+    const outOfOrder = checkSequence(dir, seqno, ts, nextSeq, lastTs);
+    if (outOfOrder) {
+      lineProblem = stop(n, outOfOrder.reason, outOfOrder.code);
       break;
     }
     let authorDer: Uint8Array | undefined;
+    /** The user records the line forwards: a relay's group, a stored line's one. */
+    const forwarded = line.type === "relay"
+      ? line.records
+      : line.type === "stored"
+      ? [line.record]
+      : [];
     if (line.type === "relay" || line.type === "stored") {
       try {
         authorDer = sessionCerts.admit(line.author_fp, line.cert, (der) => der);
@@ -587,19 +600,12 @@ async function checkLines(
         lineProblem = stop(n, (error as Error).message);
         break;
       }
-      // Live and stored deliveries of one author session share its seqno order (§6.6).
-      const key = `${line.author_fp}/${line.record.sid}`;
-      const last = relaySeq.get(key) ?? 0;
-      if (line.record.seqno <= last) {
-        lineProblem = stop(
-          n,
-          `relayed record ${line.record.sid.slice(0, 8)}…/${line.record.seqno} repeats or ` +
-            `precedes one already relayed (${last})`,
-          "REPLAY",
-        );
-        break;
-      }
-      relaySeq.set(key, line.record.seqno);
+    }
+    const problem = checkBinding(line, header, me) ??
+      checkAuthorSeqnos(line, forwarded, relaySeq);
+    if (problem) {
+      lineProblem = stop(n, problem.reason, problem.code);
+      break;
     }
     if (line.type === "refused") refused.push({ of: line.of, code: line.code, line: n });
     if (line.type === "queued") queued.push({ of: line.of, line: n });
@@ -607,12 +613,11 @@ async function checkLines(
       answers.push({ of: line.of, how: line.type, line: n });
     }
     if (line.type === "msg" && dir === "c2s") c2sAnswers.sent(seqno, line.record.to);
-    // The client's own record relayed back to it (a private line to oneself) is an answer too.
-    if (
-      (line.type === "relay" || line.type === "stored") && line.record.sid === header.session_id
-    ) {
+    // The client's own records relayed back to it (private lines to oneself) are answers too.
+    for (const record of forwarded) {
+      if (record.sid !== header.session_id) continue;
       answers.push({
-        of: line.record.seqno,
+        of: record.seqno,
         how: line.type === "stored" ? "stored" : "relayed",
         line: n,
       });
@@ -632,7 +637,7 @@ async function checkLines(
       active++;
       const record = line.record;
       signatures.check(client, record, `c2s seqno ${seqno}`).then(
-        () => attribute(n, client.peer, client.fingerprint, client.revokedFrom, record),
+        () => attribute(n, undefined, client.peer, client.fingerprint, client.revokedFrom, record),
         (error) =>
           recordAsync({
             line: n,
@@ -646,39 +651,54 @@ async function checkLines(
           }),
       ).finally(settled);
     } else if (line.type === "relay" || line.type === "stored") {
-      const record = line.record;
       const fingerprint = line.author_fp;
-      let cert = authorCerts.get(`${fingerprint}@${record.ts}`);
-      if (!cert) {
-        cert = trustAt.validate(authorDer!, { role: "client", now: new Date(record.ts) });
-        if (authorCerts.size > 4096) authorCerts.clear();
-        authorCerts.set(`${fingerprint}@${record.ts}`, cert);
-      }
+      // The certificate is judged at each record's own time (TRANSCRIPT §5 step 4).
+      const certs = forwarded.map((record) => {
+        let cert = authorCerts.get(`${fingerprint}@${record.ts}`);
+        if (!cert) {
+          cert = trustAt.validate(authorDer!, { role: "client", now: new Date(record.ts) });
+          if (authorCerts.size > 4096) authorCerts.clear();
+          authorCerts.set(`${fingerprint}@${record.ts}`, cert);
+        }
+        return cert;
+      });
+      const group = line.type === "relay" ? line : null;
       active++;
-      cert.then(async (author) => {
+      settledInOrder(certs).then(async (validated) => {
+        if (!Array.isArray(validated)) {
+          const { at, error } = validated;
+          recordAsync({
+            line: n,
+            code: "BAD_CERT",
+            reason:
+              `relayed author's certificate at ${new Date(forwarded[at].ts).toISOString()}: ` +
+              (error instanceof Error ? error.message : String(error)),
+            before,
+          });
+          return;
+        }
+        const author = validated[0];
+        const whose = `${author.commonName}'s relayed record${forwarded.length > 1 ? "s" : ""}`;
         try {
-          await signatures.check(author, record, `${author.commonName}'s relayed record`);
+          if (group) await signatures.checkGroupNow(author, group.records, group, whose);
+          else await signatures.check(author, forwarded[0], whose);
         } catch (error) {
           recordAsync({
             line: n,
             ...signatureFault(
               error,
-              `relayed record does not carry ${author.commonName}'s signature ` +
-                "(the record was altered, or forged)",
+              `relayed record${forwarded.length > 1 ? "s do" : " does"} not carry ` +
+                `${author.commonName}'s signature (altered, or forged)`,
             ),
             before,
           });
           return;
         }
-        attribute(n, author, fingerprint, trustAt.revokedFrom(author), record);
-      }, (error) =>
-        recordAsync({
-          line: n,
-          code: "BAD_CERT",
-          reason: `relayed author's certificate at ${new Date(record.ts).toISOString()}: ` +
-            (error instanceof Error ? error.message : String(error)),
-          before,
-        })).finally(settled);
+        const revokedFrom = trustAt.revokedFrom(author);
+        forwarded.forEach((record, j) =>
+          attribute(n, group ? j + 1 : undefined, author, fingerprint, revokedFrom, record)
+        );
+      }).finally(settled);
     }
     while (active >= limit) await slot();
   }
@@ -699,7 +719,7 @@ async function checkLines(
   const snap = firstBad ? firstBad.before : running;
   report.messages = { c2s: snap.c2s, s2c: snap.s2c };
   report.authors = [...authors.values()].sort((a, b) => a.commonName.localeCompare(b.commonName));
-  report.unattributed.sort((a, b) => a.line - b.line);
+  report.unattributed.sort((a, b) => a.line - b.line || (a.item ?? 0) - (b.item ?? 0));
   report.refused = refused;
   report.queued = queued;
   report.stored = stored;
@@ -782,33 +802,41 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
     return null;
   }
   if (line.type === "relay") {
-    const r = line.record;
-    if (r.dir !== "c2s") return tampered("a relayed record must be a user's (c2s)");
-    if (r.to !== LOBBY && r.to !== me) {
-      return tampered(
-        `relayed record addressed to ${r.to.slice(0, 80)}, not to ${me} or the lobby`,
-      );
+    // Every record of the group first where it goes, then when it was signed (TRANSCRIPT §5).
+    const many = line.records.length > 1;
+    const which = (j: number) => many ? ` (record ${j + 1} of ${line.records.length})` : "";
+    for (const [j, r] of line.records.entries()) {
+      if (r.dir !== "c2s") return tampered(`a relayed record must be a user's (c2s)${which(j)}`);
+      if (r.to !== LOBBY && r.to !== me) {
+        return tampered(
+          `relayed record addressed to ${r.to.slice(0, 80)}, not to ${me} or the lobby${which(j)}`,
+        );
+      }
     }
-    if (!r.sig) return { line: 0, code: "SIG_FAIL", reason: "relayed record without a signature" };
-    if (r.ts < header.session_time - VERIFY_SKEW_MS) {
-      return {
-        line: 0,
-        code: "REPLAY",
-        reason: `relayed record signed at ${new Date(r.ts).toISOString()}, before this session ` +
-          `began (${new Date(header.session_time).toISOString()}): an old record presented as new`,
-      };
+    for (const [j, r] of line.records.entries()) {
+      if (r.ts < header.session_time - VERIFY_SKEW_MS) {
+        return {
+          line: 0,
+          code: "REPLAY",
+          reason: `relayed record signed at ${new Date(r.ts).toISOString()}, before this ` +
+            `session began (${new Date(header.session_time).toISOString()}): an old record ` +
+            `presented as new${which(j)}`,
+        };
+      }
+      if (r.ts > line.ts + VERIFY_SKEW_MS) {
+        return stale(`relayed record dated after its relay${which(j)}`);
+      }
     }
-    if (r.ts > line.ts + VERIFY_SKEW_MS) return stale("relayed record dated after its relay");
   }
   if (line.type === "stored") {
-    // A record from the offline queue (PROTOCOL §6.6): written before this session, for us
-    // alone, and never older than any queue keeps one.
+    // A record from the offline queue (PROTOCOL §6.6): whole (its own signature and path),
+    // written before this session, for us alone, and never older than any queue keeps one.
     const r = line.record;
+    if (!r.sig || !r.batch) return tampered("a stored record carries its own sig and batch");
     if (r.dir !== "c2s") return tampered("a stored record must be a user's (c2s)");
     if (r.to !== me) {
       return tampered(`stored record addressed to ${r.to.slice(0, 80)}, not to ${me}`);
     }
-    if (!r.sig) return { line: 0, code: "SIG_FAIL", reason: "stored record without a signature" };
     if (r.ts < line.ts - MAX_STORED_AGE_MS - VERIFY_SKEW_MS) {
       return {
         line: 0,
@@ -820,6 +848,49 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
     if (r.ts > line.ts + VERIFY_SKEW_MS) return stale("stored record dated after its delivery");
   }
   return null;
+}
+
+/**
+ * Live and stored deliveries of one author session share its seqno order (PROTOCOL §6.4 step 6,
+ * §6.6): each forwarded record above every earlier one of its author and author session in this
+ * file, the line's own earlier records included. Records the marks when the line passes.
+ */
+function checkAuthorSeqnos(
+  line: Line,
+  forwarded: readonly MessageRecord[],
+  relaySeq: Map<string, number>,
+): Problem | null {
+  if (line.type !== "relay" && line.type !== "stored") return null;
+  const marks = new Map<string, number>();
+  for (const r of forwarded) {
+    const key = `${line.author_fp}/${r.sid}`;
+    const last = marks.get(key) ?? relaySeq.get(key) ?? 0;
+    if (r.seqno <= last) {
+      return {
+        line: 0,
+        code: "REPLAY",
+        reason: `relayed record ${r.sid.slice(0, 8)}…/${r.seqno} repeats or precedes one ` +
+          `already relayed (${last})`,
+      };
+    }
+    marks.set(key, r.seqno);
+  }
+  for (const [key, seqno] of marks) relaySeq.set(key, seqno);
+  return null;
+}
+
+/**
+ * The values of `promises`, or the first (by place, not by time) that rejected: a relay's records
+ * each have their certificate judged at their own time, and the first record that fails is
+ * reported, whichever check finished first.
+ */
+async function settledInOrder<T>(
+  promises: readonly Promise<T>[],
+): Promise<T[] | { at: number; error: unknown }> {
+  const results = await Promise.allSettled(promises);
+  const at = results.findIndex((r) => r.status === "rejected");
+  if (at !== -1) return { at, error: (results[at] as PromiseRejectedResult).reason };
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 function schemaReason(error: { issues: { path: (string | number)[]; message: string }[] }) {

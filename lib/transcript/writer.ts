@@ -223,8 +223,17 @@ export class TranscriptWriter {
       unflushed.add(this.#batch);
       flushAllTimer ??= setTimeout(flushAll, 0);
     }
-    if (line.k && this.#keys !== null) {
-      this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
+    if (this.#keys !== null) {
+      if (line.k) {
+        this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
+      }
+      // A relay line's records, each by its place from 1 (TRANSCRIPT §6: `--reveal N:J`).
+      line.itemKeys?.forEach((k, j) => {
+        if (!k) return;
+        this.#pendingKeys.push(
+          `{"dir":"${dir}","seqno":${seqno},"item":${j + 1},"k":"${toBase64(k)}"}`,
+        );
+      });
     }
   }
 

@@ -1,8 +1,9 @@
 /**
- * Writes tests/vectors/transcript/golden.* (and negative*.log with negative.json): a real v2 client transcript (Ed25519
- * certificates valid only during 2020, session time 2020-06-01, relays from a second
- * user) with both receipts and its `.keys`, and golden.json whose transcript_sha256
- * comes from the independent Python implementation (transcript_hash_v2.py).
+ * Writes tests/vectors/transcript/golden.* (and negative*.log with negative.json): a real v2
+ * client transcript of format 5 (Ed25519 certificates valid only during 2020, session time
+ * 2020-06-01, relays of a second user's batch of 3: a group of two records, then the third) with
+ * both receipts and its `.keys`, and golden.json whose transcript_sha256 comes from the
+ * independent Python implementation (transcript_hash_v2.py).
  *
  *   deno run -A tests/helpers/generate_transcript_vectors.ts
  *
@@ -28,6 +29,7 @@ const s = await writeSession(pki, {
   messages: 10,
   startedAt: Date.UTC(2020, 5, 1),
   relayAuthor: pki.others[0],
+  relayGroups: { n: 3, perRelay: 2 },
 });
 const base = s.logPath.replace(/\.log$/, "");
 for (
@@ -49,10 +51,12 @@ await Deno.writeTextFile(
   join(out, "golden.json"),
   JSON.stringify(
     {
-      description: "A real v2 client transcript (Ed25519 certificates valid only during 2020, " +
-        "session time 2020-06-01, two relays from bob: the first introduces his certificate, " +
-        "the second names it, PROTOCOL §6.4.1) with both receipts and its .keys; " +
-        "transcript_sha256 recomputed independently in Python (transcript_hash_v2.py)",
+      description: "A real v2 client transcript of format 5 (Ed25519 certificates valid only " +
+        "during 2020, session time 2020-06-01, two relays of bob's batch of 3 (PROTOCOL §6.4): " +
+        "the first carries records 1 and 2 and introduces his certificate, the second carries " +
+        "record 3 and names it, PROTOCOL §6.4.1) with both receipts and its .keys (the relays' " +
+        "keys by item); transcript_sha256 recomputed independently in Python " +
+        "(transcript_hash_v2.py)",
       ca: "golden_ca.pem",
       log: "golden.log",
       receipts: ["golden.receipt.json", "golden.peer-receipt.json"],
@@ -66,12 +70,18 @@ await Deno.writeTextFile(
   ) + "\n",
 );
 
-// Negative vectors (TRANSCRIPT §2.2, §5 step 4): the golden log with one author-certificate
-// edit each, and the code and line a verifier must report (the lowest bad line).
+// Negative vectors (TRANSCRIPT §2.2, §5 step 4): the golden log with one edit each of its two
+// relay lines (the author certificate, the group's members and records), and the code and line a
+// verifier must report (the lowest bad line).
 const lines = (await Deno.readTextFile(join(out, "golden.log"))).split("\n").slice(0, -1);
 const header = JSON.parse(lines[0]);
 const relays = lines.flatMap((l, i) => l.includes('"type":"relay"') ? [i] : []);
 if (relays.length !== 2) throw new Error(`golden.log has ${relays.length} relays, not 2`);
+type Item = { record: Line };
+const items = (line: Line) => line.records as Item[];
+/** Replaces the base64 character at `i` by another valid one (canonical form kept). */
+const flip = (text: string, i: number) =>
+  text.slice(0, i) + (text[i] === "A" ? "B" : "A") + text.slice(i + 1);
 const cases: [string, string, (first: Line, second: Line) => void, string, number][] = [
   [
     "a relay names a certificate no earlier line introduced",
@@ -95,13 +105,107 @@ const cases: [string, string, (first: Line, second: Line) => void, string, numbe
     relays[1],
   ],
   [
-    "bob's record under another user's certificate (alice's, introduced under its own name)",
+    "bob's records under another user's certificate (alice's, introduced under its own name)",
     "negative_cert_other_user.log",
     (first) => {
       first.cert = header.client_cert;
       first.author_fp = fingerprintOf(fromBase64(header.client_cert));
     },
     "SIG_FAIL",
+    relays[0],
+  ],
+  [
+    "a proof entry changed (another root: the signature fails)",
+    "negative_group_proof_flipped.log",
+    (first) => (first.proof = [flip((first.proof as string[])[0], 5)]),
+    "SIG_FAIL",
+    relays[0],
+  ],
+  [
+    "a proof entry missing (the proof does not fit the records and n)",
+    "negative_group_proof_missing.log",
+    (first) => (first.proof = []),
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "an extra proof entry (one left unused)",
+    "negative_group_proof_extra.log",
+    (first) => (first.proof = [...first.proof as string[], ...first.proof as string[]]),
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "a group's records reordered (seqnos must increase)",
+    "negative_group_reordered.log",
+    (first) => (first.records = [...items(first)].reverse()),
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "a record repeated within a group",
+    "negative_group_repeated.log",
+    (first) => (first.records = [items(first)[0], items(first)[0]]),
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "a record dropped from a group (its proof no longer fits)",
+    "negative_group_dropped.log",
+    (first) => (first.records = [items(first)[0]]),
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "a record relayed again on a later line",
+    "negative_group_again.log",
+    (first, second) => (second.records = [items(first)[1]]),
+    "REPLAY",
+    relays[1],
+  ],
+  [
+    "a record of a group carrying its own sig",
+    "negative_group_record_sig.log",
+    (first) => (items(first)[0].record.sig = first.sig),
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "a record of another author session in a group (one sid)",
+    "negative_group_other_sid.log",
+    (first) => (items(first)[1].record.sid = "ab".repeat(16)),
+    "TAMPERED",
+    relays[0],
+  ],
+  [
+    "first changed (the record's index moves: the proof no longer fits)",
+    "negative_group_first.log",
+    (_, second) => (second.first = (second.first as number) + 1),
+    "TAMPERED",
+    relays[1],
+  ],
+  [
+    "n changed (the root still fits; the signed statement binds n)",
+    "negative_group_n.log",
+    (first) => (first.n = (first.n as number) + 1),
+    "SIG_FAIL",
+    relays[0],
+  ],
+  [
+    "a record's ciphertext changed",
+    "negative_group_ct.log",
+    (first) => {
+      const record = items(first)[1].record;
+      record.ct = flip(record.ct as string, 3);
+    },
+    "SIG_FAIL",
+    relays[0],
+  ],
+  [
+    "a record of a group moved to another recipient",
+    "negative_group_moved.log",
+    (first) => (items(first)[1].record.to = "user:carol"),
+    "TAMPERED",
     relays[0],
   ],
 ];
@@ -119,8 +223,9 @@ await Deno.writeTextFile(
   join(out, "negative.json"),
   JSON.stringify(
     {
-      description: "golden.log with one author-certificate edit each (TRANSCRIPT §2.2): the " +
-        "code and the line number (the header is line 1) a verifier must report; no receipts",
+      description: "golden.log with one edit each of its relay lines (TRANSCRIPT §2.2, §5 step " +
+        "4: the author certificate, the group's proof, records, first and n): the code and the " +
+        "line number (the header is line 1) a verifier must report; no receipts",
       ca: "golden_ca.pem",
       cases: negatives,
     },

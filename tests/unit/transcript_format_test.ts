@@ -141,16 +141,28 @@ Deno.test("transcript hash: every bound field changes it", () => {
   assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
 });
 
-Deno.test("transcript hash: a relay's author record is hashed (it cannot move between lines)", () => {
+Deno.test("transcript hash: a relay's records, sig, first, n and proof are hashed (none can move between lines)", () => {
   const relay = vector.lines.find((l) => l.type === "relay")!;
-  const edited = structuredClone(relay) as typeof relay & { record: { seqno: number } };
-  edited.record.seqno++;
+  if (relay.type !== "relay") throw new Error("no relay line in the vector");
   const line = (json: LineJson) => prepareLine(decodeLine(json), "");
-  const a = new TranscriptHasher(ctx);
-  const b = new TranscriptHasher(ctx);
-  a.add("s2c", line(relay));
-  b.add("s2c", line(edited));
-  assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
+  const hashOf = (json: LineJson) => {
+    const h = new TranscriptHasher(ctx);
+    h.add("s2c", line(json));
+    return h.current().transcriptSha256;
+  };
+  const edits: ((l: typeof relay) => void)[] = [
+    (l) => l.records[1].record.seqno++,
+    (l) => (l.records = l.records.slice(0, 1)),
+    (l) => l.first--,
+    (l) => l.n++,
+    (l) => (l.proof = []),
+    (l) => (l.sig = l.sig.replace(/^./, (c) => (c === "A" ? "B" : "A"))),
+  ];
+  for (const edit of edits) {
+    const edited = structuredClone(relay);
+    edit(edited);
+    assert.notEqual(hashOf(edited), hashOf(relay), edit.toString());
+  }
 });
 
 Deno.test("a received msg's line, its record's text and encoding shared with its relays (RecordForms), is the line encodeLine and lineEncoding make", () => {
@@ -274,32 +286,56 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
   assert.deepEqual(report.confirmedBy, ["client", "server"]);
   assert.deepEqual(report.authors.map((a) => a.commonName), ["alice", "bob"]);
   assert.ok(report.signers.client!.notAfter < new Date().toISOString(), "certificate expired");
-  // bob's relayed lines open to what bob said, with only the CA: the first introduces his
-  // certificate, the second only names it (PROTOCOL §6.4.1), and its opening carries it.
+  // bob's relayed records open to what bob said, with only the CA (TRANSCRIPT §6): the first
+  // relay carries records 1 and 2 of his batch of 3 and introduces his certificate, the second
+  // carries record 3 and only names it (PROTOCOL §6.4.1), and its opening carries it. Each
+  // opening's record is whole: the line's sig, and the path derived from the group and its proof.
   const { checkOpening, makeOpening } = await import("../../lib/transcript/opening.ts");
   const lines = (await Deno.readTextFile(`${dir}${golden.log}`)).split("\n");
   const relayLines = lines.flatMap((l, i) => l.includes('"type":"relay"') ? [i + 1] : []);
   assert.equal(relayLines.length, 2);
   assert.ok(lines[relayLines[0] - 1].includes('"cert":'));
   assert.ok(!lines[relayLines[1] - 1].includes('"cert":'));
-  for (const [i, text] of [[0, "message s2c 2"], [1, "message s2c 4"]] as const) {
-    const opening = await makeOpening(`${dir}${golden.log}`, relayLines[i], `${dir}${golden.keys}`);
-    const opened = await checkOpening(
-      opening,
-      await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
+  assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 5], [
+    "bob",
+    3,
+  ]]);
+  const trust = await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`));
+  const keys = `${dir}${golden.keys}`;
+  for (
+    const [target, text, i, path] of [
+      [{ line: relayLines[0], item: 1 }, "relayed 1", 0, 2],
+      [{ line: relayLines[0], item: 2 }, "relayed 2", 1, 2],
+      [{ line: relayLines[1] }, "relayed 3", 2, 1],
+    ] as const
+  ) {
+    const opening = await makeOpening(`${dir}${golden.log}`, target, keys);
+    assert.deepEqual(
+      [opening.record.batch?.i, opening.record.batch?.n, opening.record.batch?.path.length],
+      [i, 3, path],
     );
+    const opened = await checkOpening(opening, trust);
     assert.equal(opened.author, "bob");
     assert.deepEqual(opened.body, { kind: "text", text });
   }
+  // A relay of two records needs its item named; a record it does not hold is no record.
+  await assert.rejects(
+    makeOpening(`${dir}${golden.log}`, { line: relayLines[0] }, keys),
+    /is a relay of 2 records: name one with --reveal \d+:J, J from 1 to 2/,
+  );
+  await assert.rejects(
+    makeOpening(`${dir}${golden.log}`, { line: relayLines[0], item: 3 }, keys),
+    /there is no record 3/,
+  );
 });
 
-Deno.test("negative transcript vectors: each author-certificate edit of the golden log fails with its code at its line (TRANSCRIPT §2.2)", async () => {
+Deno.test("negative transcript vectors: each edit of the golden log's relay lines (author certificate, the group's proof, records, first, n) fails with its code at its line (TRANSCRIPT §2.2, §5)", async () => {
   const { TrustStore } = await import("../../lib/pki/validate.ts");
   const { verifyTranscript } = await import("../../lib/transcript/verify.ts");
   const dir = new URL("../vectors/transcript/", import.meta.url).pathname;
   const negative = JSON.parse(await Deno.readTextFile(`${dir}negative.json`));
   const trust = await TrustStore.fromPem(await Deno.readTextFile(`${dir}${negative.ca}`));
-  assert.equal(negative.cases.length, 4);
+  assert.equal(negative.cases.length, 17);
   for (const c of negative.cases) {
     const report = await verifyTranscript(`${dir}${c.log}`, { trust });
     assert.equal(report.ok, false, c.name);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Transcript hash v2 (docs/TRANSCRIPT.md section 3), written from the spec text alone.
+"""Transcript hash v2 (docs/TRANSCRIPT.md section 3, transcript format 5), written from the spec text alone.
 
   python3 transcript_hash_v2.py vector > hash_v2.json   # the synthetic vector
   python3 transcript_hash_v2.py log FILE.log            # prints the hash of a transcript
@@ -31,8 +31,16 @@ def line_enc(l):
     if l["type"] in ("relay", "stored"):
         # the author certificate's fingerprint; the certificate only where it was introduced
         cert = base64.b64decode(l["cert"], validate=True) if "cert" in l else b""
-        return (b"\x02" if l["type"] == "relay" else b"\x05") + u64(l["seqno"]) + u64(l["ts"]) \
-            + bytes.fromhex(l["author_fp"]) + u32(len(cert)) + cert + record_enc(l["record"])
+        head = (b"\x02" if l["type"] == "relay" else b"\x05") + u64(l["seqno"]) + u64(l["ts"]) \
+            + bytes.fromhex(l["author_fp"]) + u32(len(cert)) + cert
+        if l["type"] == "stored":
+            return head + record_enc(l["record"])
+        # format 5: the batch's sig, first, n and proof once, then each item's record (PROTOCOL 6.4)
+        sig = base64.b64decode(l["sig"], validate=True)
+        proof = [base64.b64decode(p, validate=True) for p in l["proof"]]
+        return (head + u32(len(sig)) + sig + u64(l["first"]) + u32(l["n"]) + u8(len(proof))
+                + b"".join(proof) + u8(len(l["records"]))
+                + b"".join(record_enc(item["record"]) for item in l["records"]))
     if l["type"] == "queued":
         return b"\x04" + u64(l["seqno"]) + u64(l["ts"]) + u64(l["of"])
     code = l["code"].encode()
@@ -72,23 +80,30 @@ def vector():
             "batch": {"i": batch[0], "n": batch[1],
                       "path": [b64(bytes([0xa0 + s + j]) * 32) for j in range(batch[2])]}}
            if batch else {}))
+    bob = lambda to, s, ts, batch: dict(rec("c2s", to, s, ts, batch), sid="cd" * 16)
+    bob_fp = hashlib.sha256(b"bob's certificate").hexdigest()
+    # a relay (format 5): records without sig and batch; the batch's sig, first, n, proof once
+    relay = lambda s, ts, cert, first, n, proof, records: dict(
+        {"dir": "s2c", "type": "relay", "seqno": s, "ts": ts, "author_fp": bob_fp},
+        **({"cert": b64(b"bob's certificate")} if cert else {}),
+        sig=b64(bytes([0x66]) * 64), first=first, n=n,
+        proof=[b64(bytes([0xe0 + j]) * 32) for j in range(proof)],
+        records=[{"record": r} for r in records])
     lines = [
         {"dir": "c2s", "type": "msg", "record": rec("c2s", "lobby", 1, 1767225600100, (0, 1, 0))},
         {"dir": "s2c", "type": "msg", "record": rec("s2c", "user:alice", 1, 1767225600101, None)},
-        {"dir": "s2c", "type": "relay", "seqno": 2, "ts": 1767225600200,
-         "author_fp": hashlib.sha256(b"bob's certificate").hexdigest(),
-         "cert": b64(b"bob's certificate"),
-         "record": dict(rec("c2s", "lobby", 7, 1767225600150, (0, 2, 1)), sid="cd" * 16)},
+        relay(2, 1767225600200, True, 7, 3, 1,
+              [bob("lobby", 7, 1767225600150, None), bob("user:alice", 8, 1767225600150, None)]),
         {"dir": "c2s", "type": "msg", "record": rec("c2s", "server", 2, 1767225600300, (0, 1, 0))},
         {"dir": "s2c", "type": "refused", "seqno": 3, "ts": 1767225600301, "of": 2,
          "code": "RATE_LIMITED"},
-        {"dir": "s2c", "type": "relay", "seqno": 4, "ts": 1767225600400,
-         "author_fp": hashlib.sha256(b"bob's certificate").hexdigest(),
-         "record": dict(rec("c2s", "lobby", 8, 1767225600350, (1, 2, 1)), sid="cd" * 16)},
+        relay(4, 1767225600400, False, 7, 3, 1, [bob("lobby", 9, 1767225600150, None)]),
+        {"dir": "s2c", "type": "stored", "seqno": 5, "ts": 1767225600500, "author_fp": bob_fp,
+         "record": bob("user:alice", 3, 1767225000000, (1, 2, 1))},
     ]
     h, d, n = transcript_hash(header, lines)
     empty, _, _ = transcript_hash(header, [])
-    return {"description": "Transcript hash v2 (docs/TRANSCRIPT.md section 3), computed "
+    return {"description": "Transcript hash v2 of transcript format 5 (docs/TRANSCRIPT.md section 3: relay lines carry a group), computed "
                            "independently in Python (transcript_hash_v2.py) from the spec text",
             **header, "lines": lines, "c2s_count": n["c2s"], "s2c_count": n["s2c"],
             "d_c2s": d["c2s"].hex(), "d_s2c": d["s2c"].hex(), "transcript_sha256": h,
