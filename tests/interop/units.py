@@ -1080,6 +1080,7 @@ class RelayLines(unittest.TestCase):
             for n, raw in enumerate(lines, 2):
                 self.v.line(raw, n)
         except verify.Invalid as e:
+            self.detail = e.detail
             return e.code, e.where
         return "VALID", None
 
@@ -1101,11 +1102,13 @@ class RelayLines(unittest.TestCase):
                     k=ZERO32))], ("TAMPERED", "line 2")),
                 ("a record moved to another recipient", lambda: [line(
                     [1, 2], edit=lambda m: m["records"][1]["record"].update(to="user:carol"))],
-                 ("TAMPERED", "line 2:2")),
+                 ("TAMPERED", "line 2")),
                 ("a record again on a later line", lambda: [line([0, 1]), line(
-                    [1, 2], 2, introduce=False)], ("REPLAY", "line 3:1"))):
+                    [1, 2], 2, introduce=False)], ("REPLAY", "line 3"))):
             self.setUp()
             self.assertEqual(self.outcome(*lines()), want, name)
+            if name.startswith("a record"):  # the line, and which of its records in the detail
+                self.assertIn(f"record {2 if 'moved' in name else 1} of the line", self.detail)
 
 
 class ContentCipher(unittest.TestCase):

@@ -102,8 +102,17 @@ def unsupported(what, version, ours, earlier):
 
 class Invalid(Exception):
     def __init__(self, code, where, detail):
+        if isinstance(where, Record):  # §5: a fault is reported at its line; the detail says
+            where, detail = where.line, f"record {where.item} of the line: {detail}"  # which record
         super().__init__(f"{code} {where}: {detail}")
         self.code, self.where, self.detail = code, where, detail
+
+
+class Record:
+    """Where a fault in record `item` (from 1) of relay line `n` is: the line (§5's exit: the
+    first bad line number), the record named in the detail."""
+    def __init__(self, n, item):
+        self.line, self.item = f"line {n}", item
 
 
 def at_ms(ms):
@@ -236,6 +245,8 @@ class Verifier:
         if kind != "msg" and d != "s2c":
             raise Invalid("TAMPERED", f"line {n}", f"a {kind} line is s2c only")
         rec = field(sc.parse_record, n, m["record"]) if "record" in m else None
+        if kind == "relay":  # §5 step 4's first check of a relay line, before its seqno and ts
+            group = field(sc.parse_relay, n, m, carriers=False, code="TAMPERED")
         if kind == "msg":
             seqno, ts = rec["seqno"], rec["ts"]
         else:
@@ -248,8 +259,7 @@ class Verifier:
             enc = b"\x01" + self.msg(rec, d, n)
         elif kind == "relay":
             fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
-            sig, first, size, proof, items = field(sc.parse_relay, n, m, carriers=False,
-                                                   code="TAMPERED")
+            sig, first, size, proof, items = group
             recs = [r for r, _ in items]
             self.relay(ts, fp, introduced, sig, first, size, proof, recs, n)
             enc = sc.relay_line_enc(seqno, ts, fp, introduced, sig, first, size, proof, recs)
@@ -322,17 +332,18 @@ class Verifier:
         self.certs.commit(fp, cert)  # a bad line ends the walk, so committing early is harmless
         return cert
 
-    def author_checks(self, cert, stored, rec, where):
-        """§5 step 4, per record of a relay or stored line: the author certificate at
-        `record.ts` (BAD_CERT), then `dir` and `to` (TAMPERED). Returns (key, CN)."""
-        try:
-            author_pub, cn = self.trust.validate(cert, "client", at=at_ms(rec["ts"]))
-        except sc.ProtoError as e:
-            raise Invalid("BAD_CERT", where, f"author certificate: {e.detail}")
+    def author_recipient(self, stored, rec, where):
+        """§5 step 4.3: a user's record to the lobby or to the client; stored: to the client."""
         allowed = ("user:" + self.client_name,) if stored else ("lobby", "user:" + self.client_name)
         if rec["dir"] != "c2s" or rec["to"] not in allowed:
             raise Invalid("TAMPERED", where, "author record moved to another recipient")
-        return author_pub, cn
+
+    def author_valid(self, cert, rec, where):
+        """§5 step 4.5: the author certificate at `record.ts` (BAD_CERT). Returns (key, CN)."""
+        try:
+            return self.trust.validate(cert, "client", at=at_ms(rec["ts"]))
+        except sc.ProtoError as e:
+            raise Invalid("BAD_CERT", where, f"author certificate: {e.detail}")
 
     def author_fresh(self, stored, hop_ts, fp, rec, where):
         """§5 step 4: the record's ts against the session (a relay) or the hop (stored), and its
@@ -365,34 +376,39 @@ class Verifier:
             self.answers.append((n, rec["seqno"], kind))
 
     def relay(self, hop_ts, fp, introduced, sig, first, size, proof, recs, n):
-        """§5 step 4's `relay` (format 5): the line's records, then once for the line the root
-        from its records and `proof` (PROTOCOL §6.4's ROOT: TAMPERED when the proof does not fit)
-        and `sig` over the batch statement (SIG_FAIL), then each record's times and seqno."""
+        """§5 step 4's `relay` (format 5), after its schema: the certificate list, each record's
+        recipient, each record's dates and seqno, the certificate at each record's ts, then once
+        for the line the root from its records and `proof` (PROTOCOL §6.4's ROOT: TAMPERED when
+        the proof does not fit) and `sig` over the batch statement (SIG_FAIL). A fault in a record
+        is reported at `line N:J`."""
         cert = self.author_cert(fp, introduced, n)
-        where = [f"line {n}:{j}" for j in range(1, len(recs) + 1)]
-        keys = [self.author_checks(cert, False, rec, w) for rec, w in zip(recs, where)]
-        author_pub, cn = keys[0]
+        for j, rec in enumerate(recs, 1):
+            self.author_recipient(False, rec, Record(n, j))
+        for j, rec in enumerate(recs, 1):
+            self.author_fresh(False, hop_ts, fp, rec, Record(n, j))
+        author_pub, cn = [self.author_valid(cert, rec, Record(n, j))
+                          for j, rec in enumerate(recs, 1)][0]
         try:
             stmt = sc.relay_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
         except sc.ProtoError as e:
             raise Invalid(e.code, f"line {n}", e.detail)
         if not self.batches.verified(fp, author_pub, stmt, sig):
             raise Invalid("SIG_FAIL", f"line {n}", "author batch signature over the line's records")
-        for rec, w in zip(recs, where):
-            self.author_fresh(False, hop_ts, fp, rec, w)
-        for rec, w in zip(recs, where):
-            self.attribute(cert, fp, cn, rec, w, n, False)
+        for j, rec in enumerate(recs, 1):
+            self.attribute(cert, fp, cn, rec, f"line {n}:{j}", n, False)
 
     def stored_record(self, hop_ts, fp, introduced, rec, n):
         """§5 step 4's `stored`: as a relay of its one record, which carries its own `sig` and
-        `batch` (TAMPERED without) and passes PROTOCOL §6.1's check."""
+        `batch` (TAMPERED without, with the recipient) and passes PROTOCOL §6.1's check in place
+        of the root and the relay's signature."""
         cert = self.author_cert(fp, introduced, n)
         where = f"line {n}"
-        author_pub, cn = self.author_checks(cert, True, rec, where)
+        self.author_recipient(True, rec, where)
         if rec["sig"] is None:
             raise Invalid("TAMPERED", where, "stored record without its sig and batch")
-        self.signed(fp, author_pub, rec, n, "author record signature")
         self.author_fresh(True, hop_ts, fp, rec, where)
+        author_pub, cn = self.author_valid(cert, rec, where)
+        self.signed(fp, author_pub, rec, n, "author record signature")
         self.attribute(cert, fp, cn, rec, where, n, True)
         self.stored.append((n, cn, fp, rec["ts"]))
 
