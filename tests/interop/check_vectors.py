@@ -25,7 +25,7 @@ inputs, each with its code.
 Then batches.json (PROTOCOL §6.1): its batch of 5 recomputed (leaves, subtrees, paths, root,
 batch statement, signature), and each case refused with its code live and in a file; its relays
 (PROTOCOL §6.4): each group's root from its records and proof, the proof a server makes, each
-record's path back, and each relay case with its code live and in a file. Then
+record's path back, and each relay case with its code live and in a file (RELAYS lines). Then
 tests/vectors/transcript/hash_v2.json (TRANSCRIPT §3): digests and hashes from its lines; and
 golden.log's lines opened under golden.keys (TRANSCRIPT §6, the content cipher of PROTOCOL §6.1).
 
@@ -1243,7 +1243,7 @@ def check_batch_relays(v, author):
     def report(name, ok, detail):
         nonlocal failed
         failed += not ok
-        print(f"BATCHES {'relay: ' + name!r} {'OK' if ok else 'FAIL'} {detail}", flush=True)
+        print(f"RELAYS {name!r} {'OK' if ok else 'FAIL'} {detail}", flush=True)
     whole = sc.BatchCache()
     signed = []
     for r in v["records"]:
