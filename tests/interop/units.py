@@ -25,6 +25,14 @@
   1-8, every complete subtree, two published inclusion proofs), RFC 9162 §2.1.3.2's root
   recomputation against §2.1.1's definition for every (i, n ≤ 32), and every attack on a batch a
   verifier must refuse, with the verified-batch cache and without.
+- PROTOCOL §6.4 relays of a group of one batch's records: ROOT over the records and `proof` is
+  the batch's root exactly when the proof is the docs' definition (the largest subtrees without
+  records, left to right; for one record its path left to right, not reversed: interop finding
+  100), for every n ≤ 32; the proof a server makes from the records' paths is that one; each
+  record's path follows from the relay (TRANSCRIPT §6); the relay's schema, its line encoding
+  (TRANSCRIPT §3.1) and verify.py's order on a relay line (§5 step 4); at the client, one line per
+  relay written before any record is shown, `.keys` items, a late failure showing nothing, and a
+  `sender_key` taken before the lobby line under it in the same relay is unwrapped (finding 101).
 - PROTOCOL §7 "Ending with an error": after our `error` (its last frame) a half-close, then reading
   and dropping until the peer closes, 1 MiB or 500 ms (one deadline), then the close; §5 and §7 "A
   write that fails": the peer's `error` read after our failed write (the race: it comes only once
