@@ -13,12 +13,13 @@
  *    the bytes it came as, a turn's relays sealed into one record and written once per recipient
  *    (RecordOutbox at the turn's end, lib/turn.ts): no JSON, no signature, no transcript;
  *  - "json": + the message's strict parse (lib/wire parseMessage with lib/message's msg shape),
- *    the record decoded and laid out again (RecordForms), each recipient's relay made
- *    (prepareRelay, RecipientRelay) as our lobby makes it;
+ *    the record decoded and laid out again (RecordForms), each recipient's relay made as our
+ *    session makes it (prepareRelay once per record; per recipient and turn one relay of a
+ *    batch's records, RecipientRelayGroup, its proof made at the turn's end: PROTOCOL §6.4);
  *  - "checks": + the record's checks: the envelope fits, leaf and path hashed, the batch
  *    signature verified once per batch (RecordSignatures);
- *  - "transcript": + a transcript line per recipient and the author's (TranscriptWriter, files
- *    beside the child's other files, as `serve` writes them).
+ *  - "transcript": + a transcript line per recipient relay and per author record
+ *    (TranscriptWriter, files beside the child's other files, as `serve` writes them).
  * What the top rung still lacks of our server: the handshake and login (before the clock), the
  * session's hop checks (a seqno window and a clock comparison), holding and releasing a
  * turn's messages to the lobby (presence, the member list, rate limits lifted), key updates.
@@ -48,10 +49,9 @@ export type Rung = typeof RUNGS[number];
 
 /**
  * The records the sender sends: "signed" as ours (each record its batch's signature and its
- * inclusion path, PROTOCOL §6.1), or "unsigned": the same records without either, what a record
- * would weigh if a batch's signature travelled once per batch and each receiver rebuilt the tree
- * from the batch's leaves (a protocol change measured, not made: the checks then hash each
- * record's leaf, and verify nothing).
+ * inclusion path, PROTOCOL §6.1). "unsigned" (the same records without either) stood in, in
+ * session 14, for relays carrying a batch's signature once; since session 15 they do (PROTOCOL
+ * §6.4, the "signed" rows' relays), and the floor server refuses "unsigned".
  */
 export type FloorRecords = "signed" | "unsigned";
 

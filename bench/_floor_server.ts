@@ -5,7 +5,7 @@
  * handshake (keys from a fixed secret, floorKeys), no limits; one sender, the rest recipients.
  *
  *   deno run -A bench/_floor_server.ts <pkiDir> <author> floor|json|checks|transcript \
- *     signed|unsigned <dir>
+ *     signed <dir>
  *
  * Prints {"port":N}; exits when stdin closes. The author's certificate (`<pkiDir>/<author>.pem`)
  * is what the checks verify its batch signatures with and what its relays carry.
@@ -13,19 +13,19 @@
 import { toBase64 } from "../lib/bytes.ts";
 import { importVerifyingKeySpki } from "../lib/crypto/signature.ts";
 import type { E2eEnvelope } from "../lib/e2e/envelope.ts";
-import { RecordLayer, RecordOutbox } from "../lib/handshake/record.ts";
+import { MAX_CONTENT_BYTES, RecordLayer, RecordOutbox } from "../lib/handshake/record.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import {
   type AuthorCert,
   decodeRecord,
   envelopeFits,
-  leafHash,
   msgLine,
   type MsgMessage,
   MsgMessageShape,
   type PreparedLine,
+  type PreparedRelay,
   prepareRelay,
-  RecipientRelay,
+  RecipientRelayGroup,
   RecordForms,
   RecordSignatures,
 } from "../lib/message/record.ts";
@@ -41,8 +41,10 @@ import { FLOOR_READY, type FloorHello, floorKeys, type Rung, RUNGS } from "./_fl
 import { commands, reply } from "./_util.ts";
 
 const [pkiDir, authorName, rungArg, records, dir] = Deno.args;
-if (records !== "signed" && records !== "unsigned") {
-  throw new Error(`floor server: records ${records} are neither signed nor unsigned`);
+if (records !== "signed") {
+  throw new Error(
+    `floor server: records ${records}: only signed records are relayed (PROTOCOL §6.4)`,
+  );
 }
 if (!(RUNGS as readonly string[]).includes(rungArg)) {
   throw new Error(`floor server: rung ${rungArg} is not one of ${RUNGS.join(", ")}`);
@@ -73,6 +75,8 @@ interface Peer {
   records: RecordLayer;
   /** What this turn made for the peer, sealed at its end (as ChatSession's #emit). */
   outbox?: RecordOutbox;
+  /** This turn's last relay to the peer, still taking records of its batch (ChatSession.relay). */
+  open?: RecipientRelayGroup;
   /** The last relay's seqno to this peer. */
   seqno: number;
   /** Whether it has been sent the author's certificate. */
@@ -83,18 +87,48 @@ interface Peer {
 const recipients: Peer[] = [];
 
 /** Queues a message for `peer`, sealed with the rest of this turn's at its end. */
-function emit(peer: Peer, content: Uint8Array | RecipientRelay, line?: PreparedLine): void {
+function emit(peer: Peer, content: Uint8Array | RecipientRelayGroup, line?: PreparedLine): void {
+  outboxOf(peer).add(content);
+  if (line) peer.transcript!.append(line);
+}
+
+/** The peer's outbox for this turn: its open relay closed, then all sealed, at the turn's end. */
+function outboxOf(peer: Peer): RecordOutbox {
   if (!peer.outbox) {
     const outbox = peer.outbox = new RecordOutbox();
     atTurnEnd(() => {
+      closeRelay(peer);
       peer.outbox = undefined;
       outbox.seal((inner) =>
         peer.conn.sendFramed(peer.records.sealInner(inner, FRAME_HEADER_BYTES))
       );
     });
   }
-  peer.outbox.add(content);
-  if (line) peer.transcript!.append(line);
+  return peer.outbox;
+}
+
+/** The peer's open relay, complete: into its outbox and (logged) its transcript. */
+function closeRelay(peer: Peer): void {
+  const open = peer.open;
+  if (!open) return;
+  peer.open = undefined;
+  emit(peer, open, rung >= TRANSCRIPT_RUNG ? open : undefined);
+}
+
+/**
+ * A record relayed to `peer` as ChatSession.relay does it (PROTOCOL §6.4): into this turn's open
+ * relay when it is of the same batch and fits one record, else a relay of its own.
+ */
+function relayTo(peer: Peer, prepared: PreparedRelay): void {
+  const open = peer.open;
+  if (open?.takes(prepared) && open.lengthWith(prepared) <= MAX_CONTENT_BYTES) {
+    open.add(prepared);
+    return;
+  }
+  closeRelay(peer);
+  outboxOf(peer);
+  peer.open = new RecipientRelayGroup(prepared, ++peer.seqno, Date.now(), !peer.introduced);
+  peer.introduced = true;
 }
 
 /** One message from the sender, relayed to every recipient at this rung. */
@@ -108,12 +142,6 @@ function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
   const record = decodeRecord(message.record);
   if (rung >= CHECKS_RUNG) {
     if (!envelopeFits(message.e2e, record.to)) throw new Error("floor server: envelope misfit");
-    if (records === "unsigned") {
-      // What is left of the record's checks without a signature and path in it: its leaf.
-      if (record.sig || record.batch) throw new Error("floor server: a signed record");
-      leafHash(record);
-      return forward(from, message.record, record, message.e2e);
-    }
     const signing = signatures.checkNow(authorKey, record, `message ${record.seqno}`);
     if (signing) return signing.then(() => forward(from, message.record, record, message.e2e));
   }
@@ -132,11 +160,7 @@ function forward(
     from.transcript!.append(msgLine("c2s", record, forms.bytes, undefined, forms.encoding));
   }
   const prepared = prepareRelay(authorCert, forms, undefined, e2e);
-  for (const peer of recipients) {
-    const hop = new RecipientRelay(prepared, ++peer.seqno, Date.now(), "relay", !peer.introduced);
-    peer.introduced = true;
-    emit(peer, hop, logged ? hop : undefined);
-  }
+  for (const peer of recipients) relayTo(peer, prepared);
   return undefined;
 }
 

@@ -27,7 +27,7 @@ import {
   openContent,
   prepareMsg,
   prepareRelay,
-  RecipientRelay,
+  RecipientRelayGroup,
   RecordForms,
   RecordSignatures,
   sealContent,
@@ -154,13 +154,13 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     let hopSeq = 0;
     const frame = await cpuPerOp(
       () =>
-        new RecipientRelay(prepared, ++hopSeq, Date.now(), "relay", false).writeTo(
+        new RecipientRelayGroup(prepared, ++hopSeq, Date.now(), false).writeTo(
           new ByteBuilder(),
         ),
       n * 3,
       1,
     );
-    const wire = new RecipientRelay(prepared, 1, Date.now(), "relay", false);
+    const wire = new RecipientRelayGroup(prepared, 1, Date.now(), false);
     const seal = await cpuPerOp(() => layer.sealContents([wire]), n * 3, 1);
 
     const writer = await TranscriptWriter.create(transcriptDirectory(dir), {
@@ -178,7 +178,7 @@ export async function deliveryCosts(pki: TestPki, quick: boolean): Promise<Recor
     const appendRelay = await cpuPerOp(
       () => {
         for (let i = 0; i < BATCH; i++) {
-          writer.append(new RecipientRelay(prepared, ++s2c, Date.now(), "relay", false));
+          writer.append(new RecipientRelayGroup(prepared, ++s2c, Date.now(), false));
         }
         writer.commit();
       },

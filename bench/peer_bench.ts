@@ -248,7 +248,7 @@ async function ourLogin(
       if (m.type === "relay") {
         received.relayed++;
         // The first record of each of the author's signed batches (PROTOCOL §6.1).
-        if (m.relayed.record.batch?.i === 0) received.batches++;
+        if (m.relayed.record.seqno === m.relayed.batchFirst) received.batches++;
       } else if (m.type === "msg" && m.body.kind === "notice") received.notices++;
     },
   });
@@ -457,6 +457,10 @@ async function ourFanOut(
   }
 }
 
+/** A relay's `first`, and its first record's seqno (PROTOCOL §6.4, members in the table's order). */
+const RELAY_FIRST = /"first":(\d+),/;
+const RELAY_FIRST_SEQNO = /"records":\[\{"record":\{[^{}]*?"seqno":(\d+),/;
+
 /**
  * A recipient that counts the relays reaching it: handshake and login as a client, then
  * every record opened (the record layer) and its type read, nothing verified, as the IRC
@@ -484,9 +488,14 @@ async function countingRecipient(
       for (const content of est.records.openContents(payload)) {
         const head = decoder.decode(content.subarray(0, 16));
         if (head.startsWith('{"type":"relay"')) {
-          received.relayed++;
+          // A relay carries one or more records of one author batch (PROTOCOL §6.4).
+          const text = decoder.decode(content);
+          received.relayed += text.split('{"record":').length - 1;
           // The first record of each of the author's signed batches (PROTOCOL §6.1).
-          if (decoder.decode(content).includes('"batch":{"i":0,')) received.batches++;
+          const first = RELAY_FIRST.exec(text)?.[1];
+          if (first !== undefined && RELAY_FIRST_SEQNO.exec(text)?.[1] === first) {
+            received.batches++;
+          }
         } else if (head.startsWith('{"type":"msg"')) received.notices++;
         else if (head.startsWith('{"type":"key_up')) est.records.updateReceive();
       }
@@ -689,7 +698,7 @@ async function e2eRecipient(server: OurServer, pki: TestPki, name: string): Prom
       }
       relayed++;
       // The first record of each of the author's signed batches (PROTOCOL §6.1).
-      if (m.relayed.record.batch?.i === 0) batches++;
+      if (m.relayed.record.seqno === m.relayed.batchFirst) batches++;
     }
   };
   return {

@@ -46,6 +46,7 @@ import {
   MsgMessageShape,
   RefusedMessageShape,
   RelayMessageShape,
+  StoredMessageShape,
 } from "../lib/message/record.ts";
 import type { Shape } from "../lib/wire/shape.ts";
 import { ChatServer } from "../lib/server/server.ts";
@@ -135,6 +136,9 @@ const RECORD = {
   batch: { i: 0, n: 1, path: [] },
 };
 
+/** RECORD as a relay carries it (PROTOCOL §6.4): without `sig` and `batch`. */
+const { sig: _sig, batch: _batch, ...RELAYED_RECORD } = RECORD;
+
 /** One well-formed example of every message and body: the seeds for mutation. */
 export const CORPUS: Record<string, unknown> = {
   hello: {
@@ -154,6 +158,18 @@ export const CORPUS: Record<string, unknown> = {
   msg: { type: "msg", record: RECORD, k: b64(32) },
   relay: {
     type: "relay",
+    seqno: 3,
+    ts: 1_700_000_000_000,
+    author_fp: "ab".repeat(32),
+    cert: CERT,
+    sig: b64(64),
+    first: 1,
+    n: 2,
+    proof: [b64(32, 5)],
+    records: [{ record: RELAYED_RECORD, k: b64(32) }],
+  },
+  stored: {
+    type: "stored",
     seqno: 3,
     ts: 1_700_000_000_000,
     author_fp: "ab".repeat(32),
@@ -186,6 +202,7 @@ export const SCHEMAS: [string, Shape<unknown>, "type" | "kind"][] = [
   ["server_hello", ServerHelloSchema, "type"],
   ["msg", MsgMessageShape, "type"],
   ["relay", RelayMessageShape, "type"],
+  ["stored", StoredMessageShape, "type"],
   ["refused", RefusedMessageShape, "type"],
   ["key_update", KeyUpdateSchema, "type"],
   ["error", ErrorSchema, "type"],

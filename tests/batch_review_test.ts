@@ -12,6 +12,7 @@ import type { Identity } from "../lib/handshake/common.ts";
 import {
   batchStatement,
   encodeRecord,
+  groupProof,
   LOBBY,
   MAX_BATCH,
   type MessageRecord,
@@ -111,15 +112,21 @@ async function batchOfTwo(author: Identity): Promise<{ record: MessageRecord; k:
   return made;
 }
 
+/** `record` relayed alone (PROTOCOL §6.4): its batch's sig, first and n, its path as the proof. */
 function relayOf(record: MessageRecord, k: Uint8Array, author: Identity): RelayMessage {
+  const { sig: _sig, batch: _batch, ...bare } = encodeRecord(record);
+  const { i, n, path } = record.batch!;
   return {
     type: "relay",
     seqno: record.seqno,
     ts: Date.now(),
     author_fp: fingerprintOf(author.certDer),
     cert: toBase64(author.certDer),
-    record: encodeRecord(record),
-    k: toBase64(k),
+    sig: toBase64(record.sig!),
+    first: record.seqno - i,
+    n,
+    proof: groupProof([i], n, [path]).map(toBase64),
+    records: [{ record: bare, k: toBase64(k) }],
   };
 }
 
@@ -132,10 +139,11 @@ Deno.test("RelayVerifier.check(): a sibling of a batch bob already verified, rel
     sessionTime: Date.now(),
     maxSkewMs: 5 * 60 * 1000,
   });
-  assert.equal((await verifier.check(relayOf(first.record, first.k, alice))).author, "alice");
+  const accepted = await verifier.check(relayOf(first.record, first.k, alice));
+  assert.equal(accepted.texts[0].author, "alice");
   // Same batch statement, same signature bytes: only the certificate differs.
   const swapped = await verifier.check(relayOf(second.record, second.k, mallory)).then(
-    (r) => `accepted as ${r.author}'s`,
+    (r) => `accepted as ${r.texts[0].author}'s`,
     codeOf,
   );
   assert.equal(swapped, "SIG_FAIL");

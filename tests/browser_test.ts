@@ -770,11 +770,17 @@ Deno.test({
         let relayedEndToEnd = 0;
         for (const { message } of opened) {
           if (message.type !== "msg" && message.type !== "relay") continue;
-          const record = decodeRecord(message.record as never);
-          if (record.to === "server" || message.type === "msg" && record.dir !== "c2s") continue;
-          assert.ok(!("k" in message), `a ${message.type} to ${record.to} with its content key`);
-          assert.ok("e2e" in message, `a ${message.type} to ${record.to} without an envelope`);
-          if (message.type === "relay") relayedEndToEnd++;
+          // A relay carries its records each with its carrier (PROTOCOL §6.4).
+          const items = message.type === "relay"
+            ? message.records as Record<string, unknown>[]
+            : [message];
+          for (const item of items) {
+            const record = decodeRecord(item.record as never);
+            if (record.to === "server" || message.type === "msg" && record.dir !== "c2s") continue;
+            assert.ok(!("k" in item), `a ${message.type} to ${record.to} with its content key`);
+            assert.ok("e2e" in item, `a ${message.type} to ${record.to} without an envelope`);
+            if (message.type === "relay") relayedEndToEnd++;
+          }
         }
         // From the page: privates 1, 3 and 4, and lobby 1 (more with sender-key records).
         assert.ok(relayedEndToEnd >= 4, `relays to carol end to end: ${relayedEndToEnd}`);

@@ -1929,17 +1929,27 @@ Deno.test({
         assert.ok(!p.out.lines.some((l) => /^(REFUSED|NOT_SENT|ERROR)/.test(l)), p.out.text());
       }
 
-      // bob's transcript holds alice's records with their batches as they came (TRANSCRIPT §2.2):
-      // leaf 5 of 6 (a path of 2: RFC 9162 splits 6 as 4 + 2), leaf 31 of 32 (5), leaf 1 of 2.
+      // bob's transcript holds alice's records in relay lines, each of one batch's records with
+      // the batch's sig, first, n and proof once (TRANSCRIPT §2.2, PROTOCOL §6.4): 39 records
+      // (alice's line to herself went to her), in relays of batches 1-6, 7-38 and 39-40.
       const bobLog = logsIn(`${tmp}/bobtr`, "client")[0];
-      const relays = (await Deno.readTextFile(bobLog)).split("\n").filter((l) => l)
+      type RelayLine = {
+        type: string;
+        sig: string;
+        first: number;
+        n: number;
+        proof: string[];
+        records: { record: { seqno: number; ts: number; sig?: string } }[];
+      };
+      const relays: RelayLine[] = (await Deno.readTextFile(bobLog)).split("\n").filter((l) => l)
         .map((l) => JSON.parse(l)).filter((l) => l.type === "relay");
-      assert.equal(relays.length, 39, bobLog);
-      const batchOf = (seqno: number) => relays.find((r) => r.record.seqno === seqno).record.batch;
-      assert.deepEqual([batchOf(6).i, batchOf(6).n, batchOf(6).path.length], [5, 6, 2]);
-      assert.deepEqual([batchOf(38).i, batchOf(38).n, batchOf(38).path.length], [31, 32, 5]);
-      assert.deepEqual([batchOf(40).i, batchOf(40).n, batchOf(40).path.length], [1, 2, 1]);
-      assert.equal(new Set(relays.map((r) => r.record.sig)).size, 3, "one signature per batch");
+      assert.equal(relays.reduce((a, r) => a + r.records.length, 0), 39, bobLog);
+      const relayOf = (seqno: number) =>
+        relays.find((r) => r.records.some((item) => item.record.seqno === seqno))!;
+      assert.deepEqual([relayOf(6).first, relayOf(6).n], [1, 6]);
+      assert.deepEqual([relayOf(38).first, relayOf(38).n], [7, 32]);
+      assert.deepEqual([relayOf(40).first, relayOf(40).n], [39, 2]);
+      assert.equal(new Set(relays.map((r) => r.sig)).size, 3, "one signature per batch");
 
       // Every transcript (the two clients', the server's two) VALID in lib/'s verify and in
       // verify.py, with the same authors.
@@ -1957,34 +1967,30 @@ Deno.test({
         assert.deepEqual(pyAuthors(py.out), cliAuthors(cliOut), `${log}:\n${py.out}\n${cliOut}`);
       }
 
-      // Both verifiers refuse the same edit of a batched record in bob's log, at the same line,
-      // with the same code (TRANSCRIPT §5 step 4, PROTOCOL §6.1 "Checking a record's
-      // signature"): the path no longer fits i and n (TAMPERED), another root (SIG_FAIL), a
-      // record claiming another position or size (SIG_FAIL), `batch` gone (the schema).
+      // Both verifiers refuse the same edit of a relay line in bob's log, at the same line, with
+      // the same code (TRANSCRIPT §5 step 4, PROTOCOL §6.4): a proof that no longer fits the
+      // records and n (TAMPERED), another root (SIG_FAIL), records out of order or still
+      // carrying their signature (the schema: TAMPERED). The relay of batch 1 lacks alice's
+      // record to herself (c2s 4): its proof holds that leaf.
       const bobLines = (await Deno.readTextFile(bobLog)).split("\n");
       const lineOf = (seqno: number) =>
         bobLines.findIndex((l) =>
-          l.includes('"type":"relay"') && JSON.parse(l).record.seqno === seqno
+          l.includes('"type":"relay"') &&
+          (JSON.parse(l) as RelayLine).records.some((item) => item.record.seqno === seqno)
         );
-      type Batch = { i: number; n: number; path: string[] };
-      type Line = { record: { batch?: Batch; sig?: string } };
-      const flipEntry = (b: Batch) => {
-        const raw = atob(b.path[0]);
-        b.path[0] = btoa(String.fromCharCode(raw.charCodeAt(0) ^ 1) + raw.slice(1));
+      const flipEntry = (entries: string[]) => {
+        const raw = atob(entries[0]);
+        entries[0] = btoa(String.fromCharCode(raw.charCodeAt(0) ^ 1) + raw.slice(1));
       };
-      const tamperings: [string, number, (l: Line) => void, string][] = [
-        ["a path entry flipped", 38, (l) => flipEntry(l.record.batch!), "SIG_FAIL"],
-        ["a path one entry short", 38, (l) => l.record.batch!.path.pop(), "TAMPERED"],
-        [
-          "a path one entry long",
-          6,
-          (l) => l.record.batch!.path.push(btoa("x".repeat(32))),
-          "TAMPERED",
-        ],
-        ["another position", 40, (l) => l.record.batch!.i = 0, "SIG_FAIL"],
-        ["n of another batch, same root", 7, (l) => l.record.batch!.n = 31, "SIG_FAIL"],
-        ["another batch's signature", 40, (l) => l.record.sig = relays[0].record.sig, "SIG_FAIL"],
-        ["no batch", 3, (l) => delete l.record.batch, "TAMPERED"],
+      const tamperings: [string, number, (l: RelayLine) => void, string][] = [
+        ["a proof entry flipped", 6, (l) => flipEntry(l.proof), "SIG_FAIL"],
+        ["a proof entry missing", 6, (l) => l.proof.pop(), "TAMPERED"],
+        ["a proof entry extra", 6, (l) => l.proof.push(btoa("x".repeat(32))), "TAMPERED"],
+        ["n of another size, the proof no longer fits", 6, (l) => l.n = 8, "TAMPERED"],
+        ["a record's ts changed", 38, (l) => l.records[0].record.ts += 1, "SIG_FAIL"],
+        ["records out of order", 40, (l) => l.records.reverse(), "TAMPERED"],
+        ["another batch's signature", 40, (l) => l.sig = relayOf(6).sig, "SIG_FAIL"],
+        ["a record still carrying its sig", 3, (l) => l.records[0].record.sig = l.sig, "TAMPERED"],
       ];
       // A transcript of format 2 (before signed batches, TRANSCRIPT §2.1) is not judged by either:
       // UNSUPPORTED_FORMAT at its header, exit 2 (interop finding 72).

@@ -688,16 +688,22 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
     };
     await signBatch(nc.set.signer === "server" ? serverId.signingKey : clientId.signingKey, [r]);
     const clientCert = toBase64(clientId.certDer);
-    const relay = (seqno: number, record: MessageRecord, cert: string | undefined) =>
-      JSON.stringify({
+    // A relay of the one record (PROTOCOL §6.4): a batch of one needs no proof.
+    const relay = (seqno: number, record: MessageRecord, cert: string | undefined) => {
+      const { sig, batch, ...bare } = encodeRecord(record);
+      return JSON.stringify({
         type: "relay",
         seqno,
         ts: Date.now(),
         author_fp: fingerprintOf(clientId.certDer),
         ...(cert === undefined ? {} : { cert }),
-        record: encodeRecord(record),
-        k: toBase64(k),
+        sig,
+        first: record.seqno - batch!.i,
+        n: batch!.n,
+        proof: [],
+        records: [{ record: bare, k: toBase64(k) }],
       });
+    };
     s.conn.send(
       s.records.seal(utf8(relay(1, r, nc.set.cert === "omitted" ? undefined : clientCert))),
     );

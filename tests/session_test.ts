@@ -681,3 +681,43 @@ Deno.test("ChatSession (server): a backlog read at once is handled a bounded amo
     await Deno.remove(transcripts, { recursive: true });
   }
 });
+
+Deno.test("ChatSession (server): a turn's records of one batch to one recipient leave as few relays as fit a record each (PROTOCOL §6.4): 32 lines of 4000 characters, all delivered, each relay within the frame limit", async () => {
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const { server, client } = await sessionPair(transcripts);
+    const atServer = inbox("at the server");
+    const atClient = inbox("at the client");
+    const serverRun = server.run({ onMessage: atServer.onMessage });
+    const clientRun = client.run({ onMessage: atClient.onMessage });
+    // Private lines to oneself, so that the server may relay them back (§6.5); sent in one
+    // turn, they are signed as one batch of 32 (§6.1), each near the text limit in two-byte
+    // characters: a record of ~11 KB in its relay, ~350 KB for the batch.
+    const texts = Array.from({ length: 32 }, (_, j) => `${j} ${"é".repeat(3990)}`);
+    const sending = texts.map((text) => client.send({ kind: "text", text }, "user:alice"));
+    await Promise.all(sending);
+    await atServer.count(32);
+    const author = authorCertOf(server.established.peer.der);
+    const relays: number[] = [];
+    for (const m of atServer.messages) {
+      if (m.type !== "msg") throw new Error("not a msg");
+      assert.equal(m.record.batch?.n, 32, "one batch");
+      relays.push(server.relay(prepareRelay(author, m.forms, m.k)));
+    }
+    await atClient.count(32);
+    const shown = atClient.messages.map((m) => m.type === "relay" ? m.relayed.text : m.type);
+    assert.deepEqual(shown, texts, "every record, in order");
+    const hops = new Set(relays);
+    assert.ok(hops.size > 1 && hops.size < 32, `${hops.size} relays: grouped, and split to fit`);
+    assert.deepEqual(atClient.messages.map((m) => m.seqno), relays, "each record's hop");
+    await client.close();
+    assert.equal((await clientRun).outcome, "closed");
+    await serverRun;
+    for (const path of [client.transcriptPath, server.transcriptPath]) {
+      const report = await verifyTranscript(path, { trust: pki.trust });
+      assert.equal(report.code, null, `${path}: ${report.reason}`);
+    }
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});

@@ -350,6 +350,21 @@ Deno.test("verify: a lobby relay relabelled as a stored line (PROTOCOL §6.6) is
   assert.equal(bad.code, "TAMPERED");
   assert.equal(bad.firstBadLine, at + 1);
   assert.match(bad.reason ?? "", /stored record addressed to lobby, not to user:alice/);
+  // A stored record travels whole (TRANSCRIPT §5 step 4): one without its sig and batch, as a
+  // relay's records travel, is TAMPERED whatever else it says.
+  const stripped = storedLineOf(lines[at]);
+  const record = stripped.record as Record<string, unknown>;
+  record.to = "user:alice";
+  delete record.sig;
+  delete record.batch;
+  relabelled[at] = JSON.stringify(stripped);
+  const bare = await verifyTranscript(
+    await writeCase(join(dir, "bare"), { lines: relabelled }),
+    { trust },
+  );
+  assert.equal(bare.code, "TAMPERED");
+  assert.equal(bare.firstBadLine, at + 1);
+  assert.match(bare.reason ?? "", /a stored record without its own sig and batch/);
 });
 
 Deno.test("verify: revocation is judged by date (issue 11 item 12)", async (t) => {

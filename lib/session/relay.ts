@@ -37,6 +37,8 @@ export interface RelayedText {
   /** true when addressed to us alone (`user:<us>`), false for the lobby. */
   private: boolean;
   record: MessageRecord;
+  /** The seqno its author's signed batch starts at (PROTOCOL §6.1): a relay's `first`. */
+  batchFirst: number;
   /** The content key (unwrapped, for an end-to-end record); absent when it could not be. */
   k?: Uint8Array;
   /**
@@ -557,6 +559,7 @@ export class RelayVerifier {
     return {
       duplicate,
       stored: message.type === "stored",
+      batchFirst: message.type === "stored" ? record.seqno - record.batch!.i : message.first,
       author: peer.commonName,
       fingerprint: message.author_fp,
       ...(certDer ? { certDer } : {}),

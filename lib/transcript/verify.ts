@@ -832,7 +832,7 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
     // A record from the offline queue (PROTOCOL §6.6): whole (its own signature and path),
     // written before this session, for us alone, and never older than any queue keeps one.
     const r = line.record;
-    if (!r.sig || !r.batch) return tampered("a stored record carries its own sig and batch");
+    if (!r.sig || !r.batch) return tampered("a stored record without its own sig and batch");
     if (r.dir !== "c2s") return tampered("a stored record must be a user's (c2s)");
     if (r.to !== me) {
       return tampered(`stored record addressed to ${r.to.slice(0, 80)}, not to ${me}`);

@@ -17,7 +17,7 @@ import {
   MAX_TEXT_CHARS,
   onlineBodies,
   type PreparedRelay,
-  RecipientRelay,
+  RecipientRelayGroup,
   type RefusalCode,
   relaySharedBytes,
   TO_SERVER,
@@ -107,7 +107,7 @@ let seqno = 0;
 /** A verified record from a member, as the session hands it to the lobby. */
 const message = (body: Body, to: string): ReceivedMessage => checkedMessage(body, to, ++seqno);
 
-const wire = (p: PreparedRelay) => JSON.parse(wireText(new RecipientRelay(p, 9, 1, "relay", true)));
+const wire = (p: PreparedRelay) => JSON.parse(wireText(new RecipientRelayGroup(p, 9, 1, true)));
 
 Deno.test("Lobby.join(): the newcomer is welcomed with who is online, the others told", async () => {
   const { lobby, join } = setup();
@@ -145,11 +145,26 @@ Deno.test("Lobby.receive(): a text reaches every other member as the author's re
   assert.equal(bob.session.relays.length, 1);
   assert.strictEqual(bob.session.relays[0], carol.session.relays[0], "one serialisation for all");
   const relay = wire(bob.session.relays[0]);
-  assert.deepEqual(relay.record, m.type === "msg" ? m.forms.json : null);
+  if (m.type !== "msg") throw new Error("not a msg");
+  // The record without sig and batch, which the relay carries once (PROTOCOL §6.4).
+  const { sig, batch, ...bare } = m.forms.json;
+  assert.deepEqual(relay.records[0].record, bare);
+  assert.deepEqual([relay.sig, relay.first, relay.n, relay.proof], [sig, m.seqno, batch!.n, []]);
   assert.equal(relay.cert, toBase64(alice.session.cert));
   assert.equal(relay.author_fp, fingerprintOf(alice.session.cert));
-  assert.deepEqual(fromBase64(relay.k), m.type === "msg" ? m.k : null);
-  assert.deepEqual(Object.keys(relay), ["type", "seqno", "ts", "author_fp", "cert", "record", "k"]);
+  assert.deepEqual(fromBase64(relay.records[0].k), m.k);
+  assert.deepEqual(Object.keys(relay), [
+    "type",
+    "seqno",
+    "ts",
+    "author_fp",
+    "cert",
+    "sig",
+    "first",
+    "n",
+    "proof",
+    "records",
+  ]);
 });
 
 Deno.test("Lobby.receive(): user:x reaches one member, case-insensitively; one not online is refused", async () => {
@@ -409,7 +424,7 @@ class SendQueueSession {
       );
     }
     this.queued += bytes;
-    this.relayed.push(wire(prepared).record.seqno);
+    this.relayed.push(wire(prepared).records[0].record.seqno);
     return this.relayed.length;
   }
   hasRoom(bytes: number, reserve = 0): boolean {

@@ -10,7 +10,6 @@ import { SecureChatError } from "../../lib/errors.ts";
 import {
   type Body,
   type PreparedRelay,
-  RecipientRelay,
   recipientUser,
   type RefusalCode,
   TO_SERVER,
@@ -24,7 +23,7 @@ import type {
   QueuedRecord,
   QueueLimits,
 } from "../../lib/store/message_queue.ts";
-import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
+import { checkedMessage, RATCHET_ENVELOPE } from "../helpers/records.ts";
 import type { ClusterLink } from "../../lib/cluster/link.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
 
@@ -47,8 +46,7 @@ class FakeSession {
     return Promise.resolve(++this.#seqno);
   }
   relay(prepared: PreparedRelay, type = "relay"): number {
-    const text =
-      JSON.parse(wireText(new RecipientRelay(prepared, 1, 1, "relay", true))).record.seqno;
+    const text = prepared.forms.record.seqno;
     this.sent.push(`${type} ${text}`);
     if (type === "stored") this.storedHops.push(this.#seqno + 1);
     return ++this.#seqno;

@@ -22,6 +22,7 @@ import {
   REFUSAL_CODES,
   RefusedMessageShape,
   RelayMessageShape,
+  StoredMessageShape,
 } from "../../lib/message/record.ts";
 import { base64Text } from "../../lib/wire/schema.ts";
 import type { Shape } from "../../lib/wire/shape.ts";
@@ -65,8 +66,8 @@ const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
 const cert = base64Text(1, MAX_CERT_BYTES).optional();
 const authorFp = z.string().regex(/^[0-9a-f]{64}$/);
 const Msg = z.object({ type: z.literal("msg"), record: RecordJson, k }).strict();
-const Relay = z.object({
-  type: z.enum(["relay", "stored"]),
+const Stored = z.object({
+  type: z.literal("stored"),
   seqno: uint().min(1),
   ts: uint(),
   author_fp: authorFp,
@@ -74,6 +75,41 @@ const Relay = z.object({
   record: RecordJson,
   k,
 }).strict();
+// A relay (PROTOCOL §6.4, session 15): records without sig and batch, the batch's once.
+const RelayedRecordJson = z.object({
+  sid: z.string().regex(/^[0-9a-f]{32}$/),
+  dir: z.enum(["c2s", "s2c"]),
+  to: z.string().min(1).max(80),
+  seqno: uint().min(1),
+  ts: uint(),
+  ct: base64Text(16, MAX_CT_BYTES),
+  c: base64Text(32, 32),
+}).strict();
+const group = {
+  sig: base64Text(1, MAX_SIG_BYTES),
+  first: uint().min(1),
+  n: z.number().int().min(1).max(MAX_BATCH),
+  proof: z.array(base64Text(32, 32)).max(MAX_BATCH - 1),
+};
+/** §6.4's paragraph after the table: 1..n records, one sid, seqnos increasing within the batch. */
+const groupFits = (
+  g: { first: number; n: number; records: { record: { sid: string; seqno: number } }[] },
+) =>
+  g.records.length >= 1 && g.records.length <= g.n &&
+  g.records.every(({ record }, j) =>
+    record.seqno >= g.first && record.seqno <= g.first + g.n - 1 &&
+    (j === 0 ||
+      (record.sid === g.records[j - 1].record.sid && record.seqno > g.records[j - 1].record.seqno))
+  );
+const Relay = z.object({
+  type: z.literal("relay"),
+  seqno: uint().min(1),
+  ts: uint(),
+  author_fp: authorFp,
+  cert,
+  ...group,
+  records: z.array(z.object({ record: RelayedRecordJson, k }).strict()),
+}).strict().refine(groupFits);
 const refusal = {
   seqno: uint().min(1),
   ts: uint(),
@@ -83,17 +119,27 @@ const refusal = {
 const Refused = z.object({ type: z.literal("refused"), ...refusal }).strict();
 const queued = { seqno: uint().min(1), ts: uint(), of: uint().min(1) };
 const Queued = z.object({ type: z.literal("queued"), ...queued }).strict();
-const Line = z.discriminatedUnion("type", [
+const Line = z.union([
   z.object({ dir: z.enum(["c2s", "s2c"]), type: z.literal("msg"), record: RecordJson }).strict(),
   z.object({
     dir: z.literal("s2c"),
-    type: z.enum(["relay", "stored"]),
+    type: z.literal("stored"),
     seqno: uint().min(1),
     ts: uint(),
     author_fp: authorFp,
     cert,
     record: RecordJson,
   }).strict(),
+  z.object({
+    dir: z.literal("s2c"),
+    type: z.literal("relay"),
+    seqno: uint().min(1),
+    ts: uint(),
+    author_fp: authorFp,
+    cert,
+    ...group,
+    records: z.array(z.object({ record: RelayedRecordJson }).strict()),
+  }).strict().refine(groupFits),
   z.object({ dir: z.literal("s2c"), type: z.literal("refused"), ...refusal }).strict(),
   z.object({ dir: z.literal("s2c"), type: z.literal("queued"), ...queued }).strict(),
 ]);
@@ -103,6 +149,7 @@ const PAIRS: [string, Shape<unknown>, z.ZodTypeAny][] = [
   ["record", RecordJsonShape, RecordJson],
   ["msg", MsgMessageShape, Msg],
   ["relay", RelayMessageShape, Relay],
+  ["stored", StoredMessageShape, Stored],
   ["refused", RefusedMessageShape, Refused],
   ["queued", QueuedMessageShape, Queued],
   ["line", LineShape, Line],
@@ -240,6 +287,7 @@ Deno.test("record shapes agree with the zod reference on fuzzed messages", () =>
   const seeds = [
     CORPUS.msg,
     CORPUS.relay,
+    CORPUS.stored,
     CORPUS.refused,
     CORPUS.text,
     CORPUS.operator,
@@ -252,12 +300,29 @@ Deno.test("record shapes agree with the zod reference on fuzzed messages", () =>
     { kind: "received", upto: 7, unread: [3, 4] },
     {
       dir: "s2c",
-      type: "relay",
+      type: "stored",
       seqno: 2,
       ts: 5,
       author_fp: "ef".repeat(32),
       record: RECORD,
     },
+    (() => {
+      const { type, seqno, ts, author_fp, sig, first, n, proof, records } = CORPUS.relay as {
+        records: { record: unknown }[];
+      } & Record<string, unknown>;
+      return {
+        dir: "s2c",
+        type,
+        seqno,
+        ts,
+        author_fp,
+        sig,
+        first,
+        n,
+        proof,
+        records: records.map(({ record }) => ({ record })),
+      };
+    })(),
   ];
   let accepted = 0;
   for (let i = 0; i < 4000; i++) {

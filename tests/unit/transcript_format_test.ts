@@ -183,12 +183,13 @@ Deno.test("a received msg's line, its record's text and encoding shared with its
     const enc = new ByteBuilder();
     line.writeEncoding(enc);
     assert.equal(toHex(enc.done()), toHex(lineEncoding(decodeLine(parsed))));
-    // The relay made from the same forms carries the same record and the same encoding.
+    // A stored message made from the same forms carries the same record and the same encoding
+    // (a relay carries it without sig and batch: tests/unit/relay_line_test.ts).
     const hop = new RecipientRelay(
       prepareRelay(authorCertOf(der), m.forms, m.k),
       2,
       m.ts,
-      "relay",
+      "stored",
       true,
     );
     const hopEnc = new ByteBuilder();
@@ -198,7 +199,7 @@ Deno.test("a received msg's line, its record's text and encoding shared with its
   }
 });
 
-Deno.test("a relay's line as a recipient session writes it in place is the line encodeLine and lineEncoding make", () => {
+Deno.test("a stored line as a recipient session writes it in place is the line encodeLine and lineEncoding make (a relay's: tests/unit/relay_line_test.ts)", () => {
   // The server writes each recipient's relay line from bytes shared by all recipients (JSON
   // text and line_enc, TRANSCRIPT §3.1); `verify` recomputes both from the line it reads.
   const der = fromBase64(vector.client_cert);
@@ -206,7 +207,7 @@ Deno.test("a relay's line as a recipient session writes it in place is the line 
   for (const e2e of [undefined, RATCHET_ENVELOPE]) {
     const m = checkedMessage({ kind: "text", text: "héllo, 😀" }, LOBBY, 3);
     const prepared = prepareRelay(author, m.forms, m.k, e2e);
-    for (const type of ["relay", "stored"] as const) {
+    for (const type of ["stored"] as const) {
       for (const introduce of [true, false]) {
         const hop = new RecipientRelay(prepared, 12, 1_796_001_047_145, type, introduce);
         const json = new ByteBuilder();
