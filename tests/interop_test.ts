@@ -16,6 +16,7 @@ import { makePki } from "../testkit/pki.ts";
 import type { KeyType } from "../lib/pki/keys.ts";
 import { runCli, spawnCli } from "../testkit/cli.ts";
 import { skipUnless } from "./helpers/optional_suites.ts";
+import { storedLineOf } from "../testkit/transcript_fixtures.ts";
 
 const PYTHON = "/usr/bin/python3";
 const CLIENT_PY = new URL("./interop/client.py", import.meta.url).pathname;
@@ -590,6 +591,12 @@ for (const { keyType, group, bobFirst } of CASES) {
           l.includes('"type":"relay"') && l.includes('"to":"user:alice"')
         ) + 1;
         assert.ok(privateLine > 1, `no private relay line in ${pyLog}`);
+        // Its last private record: a relay line may carry a group (TRANSCRIPT §6's N:J).
+        const privateItem = (JSON.parse(lines[privateLine - 1]).records as {
+          record: { to: string };
+        }[]).findLastIndex((item) =>
+          item.record.to === "user:alice"
+        ) + 1;
         const opening = `${tmp}/opening.json`;
         const reveal = await runCli([
           "verify",
@@ -597,7 +604,7 @@ for (const { keyType, group, bobFirst } of CASES) {
           ca,
           pyLog,
           "--reveal",
-          String(privateLine),
+          `${privateLine}:${privateItem}`,
           "--out",
           opening,
         ]);
@@ -1243,11 +1250,11 @@ Deno.test({
     const text = new TextDecoder().decode(out.stdout);
     const err = new TextDecoder().decode(out.stderr);
     const lines = text.split("\n").filter((l) =>
-      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES|TRANSCRIPT-HASH|GOLDEN-OPENINGS) /
+      /^(VECTOR|NEGATIVE|E2E|E2E-NEGATIVE|RULE|RECORDS|BATCHES|RELAYS|TRANSCRIPT-HASH|GOLDEN-OPENINGS) /
         .test(l)
     );
     const failed = lines.filter((l) =>
-      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES) (['"]).+\4|TRANSCRIPT-HASH|GOLDEN-OPENINGS) OK /
+      !/^((VECTOR|E2E) \S+|(NEGATIVE|E2E-NEGATIVE|RULE|RECORDS|BATCHES|RELAYS) (['"]).+\4|TRANSCRIPT-HASH|GOLDEN-OPENINGS) OK /
         .test(l)
     );
     assert.deepEqual(failed, [], `vector checks failed:\n${text}\n${err}`);
@@ -1284,14 +1291,22 @@ Deno.test({
       1 + batches.cases.length,
       text,
     );
+    // PROTOCOL §6.4: batches.json's relays recomputed (root, proof, each record's derived path),
+    // and each of its relay cases refused with its code, live and in a file.
+    assert.equal(
+      lines.filter((l) => l.startsWith("RELAYS ")).length,
+      batches.relays.length + batches.relay_cases.length,
+      text,
+    );
     // TRANSCRIPT §3: tests/vectors/transcript/hash_v2.json's digests and hashes (batch in
     // record_enc) from its lines.
     assert.equal(lines.filter((l) => l.startsWith("TRANSCRIPT-HASH ")).length, 1, text);
     // PROTOCOL §6.1's content cipher: every line of the golden transcript opened under its keys.
     assert.equal(lines.filter((l) => l.startsWith("GOLDEN-OPENINGS ")).length, 1, text);
     // PROTOCOL §6.4.1's certificate list at its bound (SESSION_CERTS = 256), §6.1's recipient
-    // rule, §3.2's reading of several messages per record, and §6.4 step 4 on relays of a batch.
-    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3 + 7, text);
+    // rule, §3.2's reading of several messages per record, and §6.4 steps 3–4 on relays of a
+    // batch's records (groups, their proofs, their schema).
+    assert.equal(lines.filter((l) => l.startsWith("RULE ")).length, 3 + 13 + 3 + 17, text);
     assert.equal(out.code, 0, `check_vectors.py exited ${out.code}:\n${text}\n${err}`);
   },
 });
@@ -1352,6 +1367,7 @@ async function secondAnswersTampered(ca: string, tmp: string, answered: string, 
     seqno: number;
     ts: number;
     record: { seqno: number; ts: number; sid: string; to: string };
+    records?: { record: { seqno: number; sid: string } }[];
   };
   const read = async (log: string) =>
     (await Deno.readTextFile(log)).split("\n").map((l) => l ? JSON.parse(l) as Line : null);
@@ -1363,7 +1379,9 @@ async function secondAnswersTampered(ca: string, tmp: string, answered: string, 
   assert.ok(q > 0 && r > 0 && notPrivate, answered);
   const b = await read(back);
   const sid = (b[0] as unknown as { session_id: string }).session_id;
-  const relayBack = b.findIndex((l) => l?.type === "relay" && l.record.sid === sid);
+  // The relay line whose group holds this session's own record (TRANSCRIPT §2.2: a group).
+  const ownOf = (l: Line | null) => l?.records?.find((item) => item.record.sid === sid)?.record;
+  const relayBack = b.findIndex((l) => l?.type === "relay" && ownOf(l) !== undefined);
   const after = b.findIndex((l, i) => i > relayBack && l?.dir === "s2c" && l.type === "msg");
   assert.ok(relayBack > 0 && after > relayBack, back);
   const cases: [string, (Line | null)[], number, (ls: (Line | null)[]) => void][] = [
@@ -1371,7 +1389,11 @@ async function secondAnswersTampered(ca: string, tmp: string, answered: string, 
     ["queued for a record to no user", a, q, (ls) => ls[q]!.of = notPrivate.record.seqno],
     ["refused for a record never sent", a, r, (ls) => ls[r]!.of = c2s.length + 1],
     // PROTOCOL §6.5: a record of this session comes back only as a relay (interop finding 63)
-    ["a record of this session back stored", b, relayBack, (ls) => ls[relayBack]!.type = "stored"],
+    ["a record of this session back stored", b, relayBack, (ls) => {
+      // The record whole, as a stored line carries it (PROTOCOL §6.6).
+      const own = ls[relayBack]!.records!.findIndex((item) => item.record.sid === sid) + 1;
+      ls[relayBack] = storedLineOf(JSON.stringify(ls[relayBack]), own) as unknown as Line;
+    }],
     ["refused after the record came back", b, after, (ls) => {
       const m = ls[after]!;
       ls[after] = {
@@ -1379,7 +1401,7 @@ async function secondAnswersTampered(ca: string, tmp: string, answered: string, 
         type: "refused",
         seqno: m.record.seqno,
         ts: m.record.ts,
-        of: ls[relayBack]!.record.seqno,
+        of: ownOf(ls[relayBack])!.seqno,
         code: "NOT_ONLINE",
       } as unknown as Line;
     }],
@@ -1523,7 +1545,7 @@ Deno.test({
     const ca = `${dir}golden_ca.pem`;
     const golden = await pythonVerify(ca, `${dir}golden.log`);
     const cliGolden = (await runCli(["verify", "--ca", ca, `${dir}golden.log`])).stdout;
-    assert.equal(pyAuthors(golden.out).length, 2, golden.out); // alice's 5, bob's 2
+    assert.equal(pyAuthors(golden.out).length, 2, golden.out); // alice's 5, bob's 3
     assert.deepEqual(pyAuthors(golden.out), cliAuthors(cliGolden), golden.out + cliGolden);
 
     type Line = Record<string, unknown> & { record: Record<string, unknown> & { ts: number } };
@@ -1543,6 +1565,27 @@ Deno.test({
       of: 99,
       code: "NOT_ONLINE",
     });
+    /** A relay line (TRANSCRIPT §2.2) of one record the client signed alone, made into a group. */
+    const ownRelay = (hop: { seqno: unknown; ts: unknown }, signed: Line["record"]) => {
+      const { sig, batch, ...record } = structuredClone(signed) as Line["record"] & {
+        sig: string;
+        batch: { i: number; n: number; path: string[] };
+      };
+      assert.deepEqual([batch.n, batch.path], [1, []], "the client's records are batches of one");
+      return {
+        dir: "s2c",
+        type: "relay",
+        seqno: hop.seqno,
+        ts: hop.ts,
+        author_fp: alice,
+        cert: header.client_cert,
+        sig,
+        first: record.seqno as number,
+        n: 1,
+        proof: [],
+        records: [{ record }],
+      } as unknown as Line;
+    };
     const flip = (l: Line) => {
       const ct = atob(l.record.ct as string);
       l.record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
@@ -1566,15 +1609,7 @@ Deno.test({
       [
         "the client's lobby record relayed back to it",
         (ls) => {
-          ls[10] = {
-            dir: "s2c",
-            type: "relay",
-            seqno: ls[10].record.seqno,
-            ts: ls[10].record.ts,
-            author_fp: alice,
-            cert: header.client_cert,
-            record: structuredClone(ls[9].record),
-          } as unknown as Line;
+          ls[10] = ownRelay({ seqno: ls[10].record.seqno, ts: ls[10].record.ts }, ls[9].record);
         },
         "TAMPERED",
         11,
@@ -1583,15 +1618,7 @@ Deno.test({
         // judged with the answers, at the end (the bullet it sits in; interop finding 66)
         "that relay earlier, and a bad signature after it",
         (ls) => {
-          ls[8] = {
-            dir: "s2c",
-            type: "relay",
-            seqno: ls[8].seqno,
-            ts: ls[8].ts,
-            author_fp: alice,
-            cert: header.client_cert,
-            record: structuredClone(ls[7].record),
-          } as unknown as Line;
+          ls[8] = ownRelay({ seqno: ls[8].seqno, ts: ls[8].ts }, ls[7].record);
           flip(ls[9]);
         },
         "SIG_FAIL",
@@ -1812,7 +1839,8 @@ Deno.test({
             assert.ok(!introduced.has(r.author_fp), `${log}: a certificate introduced twice`);
             introduced.set(r.author_fp, 0);
           }
-          introduced.set(r.author_fp, introduced.get(r.author_fp)! + 1);
+          // Uses by record: a relay line may carry a group of them (PROTOCOL §6.4).
+          introduced.set(r.author_fp, introduced.get(r.author_fp)! + (r.records?.length ?? 1));
           fps.set(r.author_fp, log);
         }
         assert.equal(introduced.size, 2, `${log}: bob's and carol's certificates`);
@@ -1832,7 +1860,11 @@ Deno.test({
       const [a, b] = relays.filter(({ l }) => l.cert !== undefined);
       const laterA = relays.find(({ i, l }) => i > b.i && l.author_fp === a.l.author_fp);
       assert.ok(a && b && laterA && laterA.l.cert === undefined, bobLog);
-      type Line = Record<string, unknown> & { record: { ct: string; ts: number }; ts: number };
+      type Line = Record<string, unknown> & {
+        record: { ct: string; ts: number };
+        records: { record: { ct: string } }[];
+        ts: number;
+      };
       const earlier = (ls: Line[], upTo: number) => {
         for (const [i, l] of ls.entries()) {
           if (i === 0 || i > upTo || l.dir !== "s2c") continue;
@@ -1842,8 +1874,9 @@ Deno.test({
       };
       const tamperings: [string, number, (ls: Line[]) => void, string][] = [
         ["ct", a.i, (ls) => {
-          const ct = atob(ls[a.i].record.ct);
-          ls[a.i].record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
+          const record = ls[a.i].records[0].record;
+          const ct = atob(record.ct);
+          record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
         }, "SIG_FAIL"],
         ["no introduction", a.i, (ls) => delete ls[a.i].cert, "TAMPERED"],
         ["introduced again", laterA.i, (ls) => ls[laterA.i].cert = a.l.cert, "TAMPERED"],
@@ -1949,6 +1982,20 @@ Deno.test({
       assert.deepEqual([relayOf(6).first, relayOf(6).n], [1, 6]);
       assert.deepEqual([relayOf(38).first, relayOf(38).n], [7, 32]);
       assert.deepEqual([relayOf(40).first, relayOf(40).n], [39, 2]);
+      // Each record made whole (TRANSCRIPT §6: the line's sig, the path derived from the group
+      // and its proof) sits where it was signed: leaf 5 of 6 (a path of 2: RFC 9162 splits 6 as
+      // 4 + 2), leaf 31 of 32 (5), leaf 1 of 2.
+      const pathOf = (seqno: number) => {
+        const relay = relayOf(seqno);
+        const item = relay.records.findIndex((it) => it.record.seqno === seqno) + 1;
+        const whole = storedLineOf(JSON.stringify(relay), item).record as {
+          batch: { i: number; n: number; path: string[] };
+        };
+        return [whole.batch.i, whole.batch.n, whole.batch.path.length];
+      };
+      assert.deepEqual(pathOf(6), [5, 6, 2]);
+      assert.deepEqual(pathOf(38), [31, 32, 5]);
+      assert.deepEqual(pathOf(40), [1, 2, 1]);
       assert.equal(new Set(relays.map((r) => r.sig)).size, 3, "one signature per batch");
 
       // Every transcript (the two clients', the server's two) VALID in lib/'s verify and in
