@@ -3309,20 +3309,23 @@ class Client:
 
     def on_relay(self, m):
         """§6.4 (with §12.6's recipient steps for records that carry `e2e`): a group of one author
-        batch's records, the batch's `sig`, `first`, `n` and `proof` once. Steps 1-6 for the whole
-        relay, each of its records included, then steps 7-11 for each record in seqno order; the
-        relay is one transcript line, and nothing of it is shown before that line is written."""
+        batch's records, the batch's `sig`, `first`, `n` and `proof` once. The schema on parsing,
+        then steps 1-6 for the whole relay, each of its records included, then steps 7-11 for each
+        record in seqno order (a failure at record j leaves the end-to-end state changes of the
+        records before it, and shows and marks nothing); the relay is one transcript line, and
+        nothing of it is shown before that line is written."""
         strict(m, ["type", "seqno", "ts", "author_fp", "sig", "first", "n", "proof", "records"],
                ["cert"])
         seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
         fp, introduced = parse_author_fp(m)
-        self.check_hop(seqno, ts)                                                 # 1
-        author_cert = self.author_cert(fp, introduced)                            # 2, §6.4.1
-        cert_der, author_pub, author = author_cert
-        sig, first, n, proof, items = parse_relay(m)                              # 3
+        # the schema (the table and the paragraph after it) on parsing, before step 1
+        sig, first, n, proof, items = parse_relay(m)
         for _, item in items:
             if "e2e" in item and (self.device is None or not isinstance(item["e2e"], dict)):
                 raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
+        self.check_hop(seqno, ts)                                                 # 1
+        author_cert = self.author_cert(fp, introduced)                            # 2, §6.4.1
+        cert_der, author_pub, author = author_cert
         recs = [rec for rec, _ in items]
         own = recs[0]["sid"] == self.session_id  # our own records relayed back (§6.5): answers
         for rec in recs if own else ():
@@ -3330,8 +3333,9 @@ class Client:
                 raise ProtoError("PROTOCOL_ERROR",
                                  f"our own lobby record came back (c2s seqno {rec['seqno']})")
             self.answer(rec["seqno"], "relay")
-        for rec, item in items:
+        for rec in recs:
             self.check_recipient(rec, stored=False)                               # 3
+        for rec, item in items:  # every record's addressing first, then every envelope
             self.check_envelope(rec, item)                                        # §12.6 4
         stmt = relay_statement(recs[0]["sid"], first, n, proof, recs)             # 4
         if not self.batches.verified(fp, author_pub, stmt, sig):

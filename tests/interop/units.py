@@ -1023,6 +1023,30 @@ class RelayAtTheClient(unittest.TestCase):
                 self.c.on_relay(m)
             self.assertEqual(caught.exception.code, code, name)
 
+    def test_the_schema_comes_before_the_hop(self):
+        """PROTOCOL §6.4: the schema on parsing, before step 1 (review15 R5): a relay repeating a
+        hop seqno whose records are out of order is PROTOCOL_ERROR, not REPLAY."""
+        recs, ks = self.bob_batch(self.texts("one", "two"))
+        self.c.seq_rx = 3
+        m = sc.relay_message(2, sc.now_ms(), self.certs["bob"], sc.relay_of(recs),
+                             [{"k": sc.b64e(k)} for k in ks])
+        m["records"].reverse()
+        with self.assertRaises(sc.ProtoError) as caught:
+            self.c.on_relay(m)
+        self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
+
+    def test_every_record_s_addressing_before_any_envelope(self):
+        """§12.6 steps 3 and 4 for the whole message (review15 R4): record 1's envelope does not
+        fit its `to`, record 2 is to someone else: TAMPERED (step 3), not PROTOCOL_ERROR."""
+        self.c.device = sc.Device("alice", self.certs["alice"], self.keys["alice"], lobby=True)
+        recs, ks = self.bob_batch(self.texts("one", "two"))
+        recs[1]["to"] = "user:carol"
+        sc.sign_batch(self.keys["bob"], recs)
+        ratchet = {"kind": "ratchet", "from": "b0b1b0b1b0b1b0b1", "wraps": []}
+        with self.assertRaises(sc.ProtoError) as caught:
+            self.relay(recs, [{"e2e": ratchet}, {"k": sc.b64e(ks[1])}])
+        self.assertEqual(caught.exception.code, "TAMPERED")
+
     def test_our_own_private_records_back_are_answered_each(self):
         self.c.seq_sent, self.c.private_seqnos = 3, {1, 2, 3}
         self.sid = self.c.session_id
