@@ -357,7 +357,8 @@ export class RelayVerifier {
         record: decodeRecord(item.record),
         key: carrierOf(item),
       }));
-    for (const { record, key } of items) {
+    // §12.6 step 3 for every record, then step 4 for every record (review15 R4).
+    for (const { record } of items) {
       if (record.dir !== "c2s" || (record.to !== this.#me && (stored || record.to !== LOBBY))) {
         throw new SecureChatError(
           "TAMPERED",
@@ -366,6 +367,8 @@ export class RelayVerifier {
           }, not to us`,
         );
       }
+    }
+    for (const { record, key } of items) {
       if ("e2e" in key && !envelopeFits(key.e2e, record.to)) {
         // The server must have refused it from the author (§12.6): relaying it is its fault.
         throw new SecureChatError(

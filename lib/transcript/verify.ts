@@ -602,7 +602,7 @@ async function checkLines(
       }
     }
     const problem = checkBinding(line, header, me) ??
-      checkAuthorSeqnos(line, forwarded, relaySeq);
+      checkFreshness(line, forwarded, header, relaySeq);
     if (problem) {
       lineProblem = stop(n, problem.reason, problem.code);
       break;
@@ -779,11 +779,12 @@ function checkSequence(
   return null;
 }
 
-/** The bindings of docs/TRANSCRIPT.md §5 step 4 that need no signature check. */
+/**
+ * The bindings of docs/TRANSCRIPT.md §5 step 4 that need no signature check, except the dates and
+ * seqnos of forwarded records (checkFreshness's).
+ */
 function checkBinding(line: Line, header: HeaderLine, me: string): Problem | null {
   const tampered = (reason: string): Problem => ({ line: 0, code: "TAMPERED", reason });
-  // The live check's code (PROTOCOL §6.4 step 6, §6.6 step 6'): one code per fault.
-  const stale = (reason: string): Problem => ({ line: 0, code: "STALE", reason });
   if (line.type === "msg") {
     const r = line.record;
     if (r.sid !== header.session_id) {
@@ -802,7 +803,7 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
     return null;
   }
   if (line.type === "relay") {
-    // Every record of the group first where it goes, then when it was signed (TRANSCRIPT §5).
+    // Where every record of the group goes, before when any was signed (TRANSCRIPT §5 step 4).
     const many = line.records.length > 1;
     const which = (j: number) => many ? ` (record ${j + 1} of ${line.records.length})` : "";
     for (const [j, r] of line.records.entries()) {
@@ -813,64 +814,71 @@ function checkBinding(line: Line, header: HeaderLine, me: string): Problem | nul
         );
       }
     }
-    for (const [j, r] of line.records.entries()) {
-      if (r.ts < header.session_time - VERIFY_SKEW_MS) {
-        return {
-          line: 0,
-          code: "REPLAY",
-          reason: `relayed record signed at ${new Date(r.ts).toISOString()}, before this ` +
-            `session began (${new Date(header.session_time).toISOString()}): an old record ` +
-            `presented as new${which(j)}`,
-        };
-      }
-      if (r.ts > line.ts + VERIFY_SKEW_MS) {
-        return stale(`relayed record dated after its relay${which(j)}`);
-      }
-    }
   }
   if (line.type === "stored") {
-    // A record from the offline queue (PROTOCOL §6.6): whole (its own signature and path),
-    // written before this session, for us alone, and never older than any queue keeps one.
+    // A record from the offline queue (PROTOCOL §6.6): whole (its own signature and path), and
+    // for us alone; its dates are checkFreshness's.
     const r = line.record;
     if (!r.sig || !r.batch) return tampered("a stored record without its own sig and batch");
     if (r.dir !== "c2s") return tampered("a stored record must be a user's (c2s)");
     if (r.to !== me) {
       return tampered(`stored record addressed to ${r.to.slice(0, 80)}, not to ${me}`);
     }
-    if (r.ts < line.ts - MAX_STORED_AGE_MS - VERIFY_SKEW_MS) {
-      return {
-        line: 0,
-        code: "REPLAY",
-        reason: `stored record signed at ${new Date(r.ts).toISOString()}, older than any ` +
-          "offline queue keeps one",
-      };
-    }
-    if (r.ts > line.ts + VERIFY_SKEW_MS) return stale("stored record dated after its delivery");
   }
   return null;
 }
 
 /**
- * Live and stored deliveries of one author session share its seqno order (PROTOCOL §6.4 step 6,
- * §6.6): each forwarded record above every earlier one of its author and author session in this
- * file, the line's own earlier records included. Records the marks when the line passes.
+ * When each forwarded record was signed, record by record in the line's order (TRANSCRIPT §5 step
+ * 4.4, as PROTOCOL §6.4 step 6 and the live client check it): its dates — a relayed record not
+ * older than the session (REPLAY) nor dated after its hop (STALE), a stored one within
+ * MAX_STORED_AGE before its hop (REPLAY) and not after it (STALE) — then its seqno, above every
+ * earlier record of its author and author session in this file, live and stored deliveries sharing
+ * that order (§6.6) and the line's own earlier records included (REPLAY). Records the marks when
+ * the line passes.
  */
-function checkAuthorSeqnos(
+function checkFreshness(
   line: Line,
   forwarded: readonly MessageRecord[],
+  header: HeaderLine,
   relaySeq: Map<string, number>,
 ): Problem | null {
   if (line.type !== "relay" && line.type !== "stored") return null;
+  const stored = line.type === "stored";
+  const what = stored ? "stored record" : "relayed record";
+  const which = (j: number) =>
+    forwarded.length > 1 ? ` (record ${j + 1} of ${forwarded.length})` : "";
   const marks = new Map<string, number>();
-  for (const r of forwarded) {
+  for (const [j, r] of forwarded.entries()) {
+    const oldest = stored
+      ? line.ts - MAX_STORED_AGE_MS - VERIFY_SKEW_MS
+      : header.session_time - VERIFY_SKEW_MS;
+    if (r.ts < oldest) {
+      return {
+        line: 0,
+        code: "REPLAY",
+        reason: `${what} signed at ${new Date(r.ts).toISOString()}, ` + (stored
+          ? "older than any offline queue keeps one"
+          : `before this session began (${new Date(header.session_time).toISOString()}): an ` +
+            "old record presented as new") +
+          which(j),
+      };
+    }
+    if (r.ts > line.ts + VERIFY_SKEW_MS) {
+      return {
+        line: 0,
+        code: "STALE",
+        reason: `${what} dated after its ${stored ? "delivery" : "relay"}${which(j)}`,
+      };
+    }
     const key = `${line.author_fp}/${r.sid}`;
     const last = marks.get(key) ?? relaySeq.get(key) ?? 0;
     if (r.seqno <= last) {
       return {
         line: 0,
         code: "REPLAY",
-        reason: `relayed record ${r.sid.slice(0, 8)}…/${r.seqno} repeats or precedes one ` +
-          `already relayed (${last})`,
+        reason: `${what} ${r.sid.slice(0, 8)}…/${r.seqno} repeats or precedes one already ` +
+          `relayed (${last})${which(j)}`,
       };
     }
     marks.set(key, r.seqno);

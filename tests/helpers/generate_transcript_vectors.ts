@@ -5,9 +5,10 @@
  * both receipts and its `.keys`, and golden.json whose transcript_sha256 comes from the
  * independent Python implementation (transcript_hash_v2.py).
  *
- *   deno run -A tests/helpers/generate_transcript_vectors.ts
+ *   deno run -A tests/helpers/generate_transcript_vectors.ts [--negatives]
  *
  * A script, not part of the test suite; every run makes new keys, so commit its output.
+ * `--negatives` rewrites only negative*.log and negative.json from the committed golden.log.
  */
 import { join } from "node:path";
 import { makePki, writeSession } from "../../testkit/transcript_fixtures.ts";
@@ -17,58 +18,65 @@ import { fingerprintOf } from "../../lib/pki/describe.ts";
 type Line = Record<string, unknown>;
 
 const out = new URL("../vectors/transcript/", import.meta.url).pathname;
-const pki = await makePki({
-  alg: "ed25519",
-  notBefore: "20200101000000Z",
-  notAfter: "20210101000000Z",
-  others: ["bob"],
-});
-const work = await Deno.makeTempDir({ prefix: "sc-golden-" });
-const s = await writeSession(pki, {
-  dir: work,
-  messages: 10,
-  startedAt: Date.UTC(2020, 5, 1),
-  relayAuthor: pki.others[0],
-  relayGroups: { n: 3, perRelay: 2 },
-});
-const base = s.logPath.replace(/\.log$/, "");
-for (
-  const [from, to] of [
-    [`${base}.log`, "golden.log"],
-    [`${base}.receipt.json`, "golden.receipt.json"],
-    [`${base}.peer-receipt.json`, "golden.peer-receipt.json"],
-    [`${base}.keys`, "golden.keys"],
-    [pki.caPath, "golden_ca.pem"],
-  ]
-) await Deno.copyFile(from, join(out, to));
-const python = await new Deno.Command("python3", {
-  args: [join(out, "transcript_hash_v2.py"), "log", join(out, "golden.log")],
-  stdout: "piped",
-}).output();
-const hash = new TextDecoder().decode(python.stdout).trim();
-if (hash !== s.ownReceipt!.transcript_sha256) throw new Error(`Python says ${hash}`);
-await Deno.writeTextFile(
-  join(out, "golden.json"),
-  JSON.stringify(
-    {
-      description: "A real v2 client transcript of format 5 (Ed25519 certificates valid only " +
-        "during 2020, session time 2020-06-01, two relays of bob's batch of 3 (PROTOCOL §6.4): " +
-        "the first carries records 1 and 2 and introduces his certificate, the second carries " +
-        "record 3 and names it, PROTOCOL §6.4.1) with both receipts and its .keys (the relays' " +
-        "keys by item); transcript_sha256 recomputed independently in Python " +
-        "(transcript_hash_v2.py)",
-      ca: "golden_ca.pem",
-      log: "golden.log",
-      receipts: ["golden.receipt.json", "golden.peer-receipt.json"],
-      keys: "golden.keys",
-      c2s: 5,
-      s2c: 5,
-      transcript_sha256: hash,
-    },
-    null,
-    2,
-  ) + "\n",
-);
+// `--negatives`: only the negative vectors, from the committed golden.log (its keys kept).
+const negativesOnly = Deno.args.includes("--negatives");
+let pkiDir: string | undefined;
+if (!negativesOnly) {
+  const pki = await makePki({
+    alg: "ed25519",
+    notBefore: "20200101000000Z",
+    notAfter: "20210101000000Z",
+    others: ["bob"],
+  });
+  const work = await Deno.makeTempDir({ prefix: "sc-golden-" });
+  const s = await writeSession(pki, {
+    dir: work,
+    messages: 10,
+    startedAt: Date.UTC(2020, 5, 1),
+    relayAuthor: pki.others[0],
+    relayGroups: { n: 3, perRelay: 2 },
+  });
+  const base = s.logPath.replace(/\.log$/, "");
+  for (
+    const [from, to] of [
+      [`${base}.log`, "golden.log"],
+      [`${base}.receipt.json`, "golden.receipt.json"],
+      [`${base}.peer-receipt.json`, "golden.peer-receipt.json"],
+      [`${base}.keys`, "golden.keys"],
+      [pki.caPath, "golden_ca.pem"],
+    ]
+  ) await Deno.copyFile(from, join(out, to));
+  const python = await new Deno.Command("python3", {
+    args: [join(out, "transcript_hash_v2.py"), "log", join(out, "golden.log")],
+    stdout: "piped",
+  }).output();
+  const hash = new TextDecoder().decode(python.stdout).trim();
+  if (hash !== s.ownReceipt!.transcript_sha256) throw new Error(`Python says ${hash}`);
+  await Deno.writeTextFile(
+    join(out, "golden.json"),
+    JSON.stringify(
+      {
+        description: "A real v2 client transcript of format 5 (Ed25519 certificates valid only " +
+          "during 2020, session time 2020-06-01, two relays of bob's batch of 3 (PROTOCOL §6.4): " +
+          "the first carries records 1 and 2 and introduces his certificate, the second carries " +
+          "record 3 and names it, PROTOCOL §6.4.1) with both receipts and its .keys (the relays' " +
+          "keys by item); transcript_sha256 recomputed independently in Python " +
+          "(transcript_hash_v2.py)",
+        ca: "golden_ca.pem",
+        log: "golden.log",
+        receipts: ["golden.receipt.json", "golden.peer-receipt.json"],
+        keys: "golden.keys",
+        c2s: 5,
+        s2c: 5,
+        transcript_sha256: hash,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  pkiDir = pki.dir;
+  await Deno.remove(work, { recursive: true });
+}
 
 // Negative vectors (TRANSCRIPT §2.2, §5 step 4): the golden log with one edit each of its two
 // relay lines (the author certificate, the group's members and records), and the code and line a
@@ -164,6 +172,19 @@ const cases: [string, string, (first: Line, second: Line) => void, string, numbe
     relays[1],
   ],
   [
+    // Record by record, its dates then its seqno (TRANSCRIPT §5 step 4.4, PROTOCOL §6.4 step 6):
+    // the first record's REPLAY comes before the second's STALE (review15 R3).
+    "a record relayed again, then a record dated an hour after its hop, on one line",
+    "negative_group_again_then_stale.log",
+    (first, second) => {
+      const late = structuredClone(items(second)[0]);
+      late.record.ts = (second.ts as number) + 60 * 60 * 1000;
+      second.records = [items(first)[1], late];
+    },
+    "REPLAY",
+    relays[1],
+  ],
+  [
     "a record of a group carrying its own sig",
     "negative_group_record_sig.log",
     (first) => (items(first)[0].record.sig = first.sig),
@@ -233,6 +254,8 @@ await Deno.writeTextFile(
     2,
   ) + "\n",
 );
-await Deno.remove(work, { recursive: true });
-await Deno.remove(pki.dir, { recursive: true });
-console.log(`golden transcript written, transcript_sha256 ${hash}; ${negatives.length} negatives`);
+if (pkiDir) await Deno.remove(pkiDir, { recursive: true });
+console.log(
+  `${negativesOnly ? "golden kept" : "golden transcript written"}; ` +
+    `${negatives.length} negatives`,
+);

@@ -634,3 +634,17 @@ Deno.test("RelayVerifier.check(): a sender key and the lobby line under it in on
   assert.equal(texts[1].text, "under the new chain");
   assert.equal(texts[1].undecryptable, undefined);
 });
+
+Deno.test("RelayVerifier.check(): every record's addressing (§12.6 step 3) before any envelope's fit (step 4): a misfit envelope before a misaddressed record is TAMPERED (review15 R4)", async () => {
+  const made = await signedBatch(2);
+  made[1].record = { ...made[1].record };
+  const relay = relayOf(alice, made);
+  // Record 1: a lobby line under a ratchet envelope (step 4: PROTOCOL_ERROR); record 2: moved
+  // to carol (step 3: TAMPERED).
+  relay.records[0] = { record: relay.records[0].record, e2e: RATCHET_ENVELOPE };
+  relay.records[1] = {
+    record: { ...relay.records[1].record, to: userRecipient("carol") },
+    e2e: SENDER_ENVELOPE,
+  };
+  assert.equal(await codeOfCheck(verifier(), relay), "TAMPERED");
+});

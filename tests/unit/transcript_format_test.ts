@@ -336,7 +336,7 @@ Deno.test("negative transcript vectors: each edit of the golden log's relay line
   const dir = new URL("../vectors/transcript/", import.meta.url).pathname;
   const negative = JSON.parse(await Deno.readTextFile(`${dir}negative.json`));
   const trust = await TrustStore.fromPem(await Deno.readTextFile(`${dir}${negative.ca}`));
-  assert.equal(negative.cases.length, 17);
+  assert.equal(negative.cases.length, 18);
   for (const c of negative.cases) {
     const report = await verifyTranscript(`${dir}${c.log}`, { trust });
     assert.equal(report.ok, false, c.name);
