@@ -112,6 +112,18 @@ export async function lobbyLines(
   return lines;
 }
 
+const RELAY_HEAD = utf8('{"type":"relay"');
+const ITEM = '{"record":';
+
+/**
+ * The messages a content carries: a relay (the rungs above the floor) one per record of its
+ * group (PROTOCOL §6.4), anything else (the floor's forwarded msg) one.
+ */
+function messagesIn(content: Uint8Array): number {
+  for (let j = 0; j < RELAY_HEAD.length; j++) if (content[j] !== RELAY_HEAD[j]) return 1;
+  return new TextDecoder().decode(content).split(ITEM).length - 1;
+}
+
 /** A connection to the floor server, its records under its own keys. */
 async function floorConnect(
   port: number,
@@ -174,7 +186,7 @@ export async function floorBurst(
         for (;;) {
           const payload = await conn.read().catch(() => null);
           if (payload === null) return;
-          counts[i] += records.openContents(payload).length;
+          for (const content of records.openContents(payload)) counts[i] += messagesIn(content);
         }
       })();
     }

@@ -1326,11 +1326,14 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
 
 /**
  * `--breakdown`: where our server's CPU per session and per delivery goes, in CPU
- * time rather than samples: the server's CPU per thread in each phase, the relay
- * again with Ed25519 keys everywhere (what RSA-2048 signing costs), and the CPU of
- * each piece of a delivery measured alone (_op_costs.ts). A V8 `--cpu-prof` of the
- * server was tried first and is not used: it samples wall time, and on a shared
- * machine it charged waiting to whichever op ran last (docs/PERFORMANCE.md).
+ * time rather than samples: the server's CPU per thread in each phase, its deliveries those
+ * of the goal row (ourBurst's lobby lines end to end, as `connect` sends them, after a warm
+ * burst of the same size) and the same with Ed25519 keys everywhere (what RSA-2048 signing
+ * costs), and the CPU of each piece of a delivery measured alone (_op_costs.ts: the pieces of
+ * a server-readable text record's, whose content the server opens; an end-to-end one's it
+ * only forwards). A V8 `--cpu-prof` of the server was tried first and is not used: it samples
+ * wall time, and on a shared machine it charged waiting to whichever op ran last
+ * (docs/PERFORMANCE.md).
  */
 async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
   const users = Array.from({ length: SETUP_CLIENTS }, (_, i) => `user${i + 1}`);
@@ -1340,16 +1343,25 @@ async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
     const identities = (p: TestPki) => identitiesOf(p, users);
     const ids = await identities(pki);
     const span: Span = quick ? { ms: 1000, minCpuSeconds: 0.1 } : { ms: 3000, minCpuSeconds: 2 };
+    /** Messages of a burst, and of the warm burst before it: as run()'s goal row. */
+    const burst = quick ? 100 : 2000;
     const phases: Record<string, Phase> = {
       handshake: await ourHandshakes(pki, ids, span),
       setup: await ourSetup(pki, ids, span),
-      direct: await ourFanOut(pki, ids, 1, span),
-      relay: await ourFanOut(pki, ids, RELAY_RECIPIENTS, span),
-      relay_ed25519: await ourFanOut(edPki, await identities(edPki), RELAY_RECIPIENTS, span),
+      direct_burst: await ourBurst(pki, ids, 1, burst, burst),
+      relay_burst: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, burst),
+      relay_burst_ed25519: await ourBurst(
+        edPki,
+        await identities(edPki),
+        RELAY_RECIPIENTS,
+        2 * burst,
+        2 * burst,
+      ),
     };
     return {
       phases: Object.fromEntries(Object.entries(phases).map(([k, p]) => [k, phaseDetails(p)])),
       op_cpu_us: await opCosts(pki, quick),
+      // A server-readable text record's pieces (_op_costs.ts), not the phases' end-to-end lines'.
       delivery_cpu_us: {
         "RSA-2048": await deliveryCosts(pki, quick),
         Ed25519: await deliveryCosts(edPki, quick),
@@ -1523,7 +1535,9 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
 
   (no option)            every phase, both servers (what \`deno task bench --only peer\` runs)
   --quick                a short run: checks the phases work, not their speed
-  --breakdown            where our server's CPU goes per delivery and per handshake
+  --breakdown            where our server's CPU goes per handshake and per delivery, the
+                         deliveries the goal row's (lobby lines end to end, RSA-2048, then
+                         Ed25519); the pieces measured alone are a text record's (_op_costs.ts)
   --idle N,M             the idle phase alone: RSS per connection between N and M held
   --fanout W,...         relay bursts at these widths (e.g. 4,16,64), both servers
     --rounds N           … repeated N times (default 1)

@@ -25,20 +25,25 @@ const skipNats = skipUnless(
   "the cluster publish tests",
 );
 
+/** What the link logged: its event word and `outcome` field, and the detail. */
+type Logged = { event: string; outcome?: unknown; detail?: string }[];
+
 async function withLink(
-  fn: (nats: NatsServer, link: ClusterLink) => Promise<void>,
+  fn: (nats: NatsServer, link: ClusterLink, logged: Logged) => Promise<void>,
   outcomeWaitMs?: number,
 ): Promise<void> {
   const nats = await startNats();
+  const logged: Logged = [];
   try {
     const link = await ClusterLink.connect({
       servers: [nats.url],
       node: "n1",
-      log: () => {},
+      log: (event, fields) =>
+        logged.push({ event, outcome: fields?.outcome, detail: fields?.detail }),
       outcomeWaitMs,
     });
     try {
-      await fn(nats, link);
+      await fn(nats, link, logged);
     } finally {
       nats.resume();
       await link.close();
@@ -64,21 +69,28 @@ const envelope = (text: string) => ({ from: "alice", record: { body: { kind: "no
 
 Deno.test({
   name:
-    "ClusterLink.publishRecord() says stored for a record JetStream took after the publish timed out, and stores it once",
+    "ClusterLink.publishRecord() says stored for a record JetStream took after the publish timed out, stores it once, and logs CLUSTER_SLOW when it asks and when it knows",
   ignore: skipNats,
   async fn() {
-    await withLink(async (nats, link) => {
+    await withLink(async (nats, link, logged) => {
       assert.equal((await link.publishRecord(envelope("before"), "s1:1")).outcome, "stored");
-      // NATS stops reading for longer than the publish waits (2 s): the record sits in the
-      // socket, unanswered, and is stored when NATS reads on. The old code refused it here
-      // (CLUSTER_UNAVAILABLE) while every node delivered it.
+      assert.equal(logged.length, 0, "an acknowledged publish logs nothing");
+      // NATS stops reading until the publish has waited its 2 s and the node asks: the record
+      // sits in the socket, unanswered, and is stored when NATS reads on. The old code refused
+      // it here (CLUSTER_UNAVAILABLE) while every node delivered it.
       await nats.pause();
       const publishing = link.publishRecord(envelope("slow"), "s1:2");
-      await new Promise((resolve) => setTimeout(resolve, 3000));
+      await pollUntil(() => logged.length > 0 || undefined, 10_000, () => "no CLUSTER_SLOW");
       nats.resume();
       const outcome: PublishOutcome = await publishing;
       assert.equal(outcome.outcome, "stored", JSON.stringify(outcome));
       assert.equal(await streamCount(nats), 2, "the question stores nothing of its own");
+      assert.deepEqual(logged.map((l) => [l.event, l.outcome]), [
+        ["CLUSTER_SLOW", "asking"],
+        ["CLUSTER_SLOW", "stored"],
+      ]);
+      assert.match(logged[0].detail!, /^record n1:s1:2: no acknowledgement in 2000 ms/);
+      assert.match(logged[1].detail!, /^record n1:s1:2: stored \(stream seq 2\)/);
     });
   },
 });
@@ -88,11 +100,13 @@ Deno.test({
     "ClusterLink.publishRecord() says not_stored when NATS is down and unknown when NATS never answers",
   ignore: skipNats,
   async fn() {
-    await withLink(async (nats, link) => {
+    await withLink(async (nats, link, logged) => {
       // Stopped for longer than the node asks (1.5 s here): nobody can say whether it landed.
       await nats.pause();
       const unknown = await link.publishRecord(envelope("unanswered"), "s1:1");
       assert.equal(unknown.outcome, "unknown", JSON.stringify(unknown));
+      // Only the asking is the link's to log: the caller logs what it does with `unknown`.
+      assert.deepEqual(logged.map((l) => [l.event, l.outcome]), [["CLUSTER_SLOW", "asking"]]);
       nats.resume();
       await nats.kill();
       // Disconnected: nothing is published, so nothing can land later.

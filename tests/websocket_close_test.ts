@@ -14,6 +14,8 @@ import {
   WebSocketServerConn,
 } from "../lib/server/websocket_conn.ts";
 import { FrameConnection, LINGER_MAX_BYTES } from "../lib/wire/connection.ts";
+import { MAX_FRAME_BYTES } from "../lib/wire/frame.ts";
+import { codeOf } from "../lib/errors.ts";
 
 /** How long a test waits for the server's socket to be let go: the 5 s grace and room to spare. */
 const LET_GO_WITHIN_MS = 15_000;
@@ -324,3 +326,65 @@ Deno.test("web: after the server's close, the peer's close is seen whatever the 
 });
 
 type Run = Awaited<ReturnType<typeof upgraded>>;
+
+/** A masked binary frame's header announcing `length` bytes in 64 bits (mask zero), no payload. */
+function announcing(length: number, { opcode = 0x2, fin = true } = {}): Uint8Array {
+  const header = Uint8Array.of((fin ? 0x80 : 0) | opcode, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0);
+  new DataView(header.buffer).setUint32(6, length);
+  return concat(header, new Uint8Array(4));
+}
+
+Deno.test("web: a message announced above the frame limit ends the wait for the peer's close at once, whether announced before the server's close or after it (PROTOCOL §7)", async () => {
+  const over = MAX_FRAME_BYTES + 1;
+  // What the peer sends after the announcement: part of the payload, then its close frame.
+  const rest = concat(new Uint8Array(1000).fill(0x61), PEER_CLOSE);
+  const cases: [string, (run: Run) => Promise<void>][] = [
+    ["announced before our close", async ({ server, client }) => {
+      await client.write(concat(announcing(over), rest));
+      await assert.rejects(server.read(5000), (e) => codeOf(e) === "FRAME_TOO_LARGE");
+      server.close();
+    }],
+    ["announced before our close, and nothing after it", async ({ server, client }) => {
+      await client.write(announcing(over));
+      await assert.rejects(server.read(5000), (e) => codeOf(e) === "FRAME_TOO_LARGE");
+      server.close();
+    }],
+    [
+      "a continuation taking a message past the limit before our close",
+      async ({ server, client }) => {
+        const first = MAX_FRAME_BYTES - 100;
+        await client.write(concat(
+          announcing(first, { fin: false }),
+          new Uint8Array(first),
+          announcing(101, { opcode: 0x0 }),
+          rest,
+        ));
+        await assert.rejects(server.read(5000), (e) => codeOf(e) === "FRAME_TOO_LARGE");
+        server.close();
+      },
+    ],
+    ["announced after our close", async ({ server, client }) => {
+      server.close();
+      await client.write(concat(announcing(over), rest));
+    }],
+    ["announced after our close, 2^53 bytes", async ({ server, client }) => {
+      server.close();
+      const huge = Uint8Array.of(0x82, 0x80 | 127, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      await client.write(concat(huge, rest));
+    }],
+  ];
+  for (const [what, run] of cases) {
+    const awaitingClose = new AwaitingClose(NO_GRACE_MS);
+    const connection = await upgraded(awaitingClose);
+    try {
+      await run(connection);
+      // The payload is never read, so the peer's close after it could never be found: on
+      // 82c2781 the socket waited for the FIN or the grace, holding its place among the 64.
+      assert.ok(await within(connection.closed, LET_GO_WITHIN_MS), `${what}: let go`);
+      assert.equal(awaitingClose.count, 0, what);
+      assert.deepEqual(await readAll(connection.client), [0x88, 2, 0x03, 0xe8], what);
+    } finally {
+      await connection.dispose();
+    }
+  }
+});

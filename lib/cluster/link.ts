@@ -259,6 +259,8 @@ export class ClusterLink {
    * when no answer came within OUTCOME_WAIT_MS (ClusterOptions.outcomeWaitMs). A publish without an acknowledgement may still
    * have landed (JetStream was slow, or the answer was lost): the node then asks with
    * #storedBefore() rather than guess, since a refusal for a record others received is a lie.
+   * It logs `CLUSTER_SLOW` when it starts asking (`outcome=asking`) and when the answer is
+   * `stored` (`outcome=stored`); the other outcomes are its caller's to log.
    */
   async publishRecord(
     envelope: Omit<RecordEnvelope, "v" | "node">,
@@ -278,7 +280,23 @@ export class ClusterLink {
       if (refusedByNats(error)) {
         return { outcome: "not_stored", reason: `the record stream refused it: ${error}` };
       }
-      return await this.#storedBefore(subject, data, msgID, since, error);
+      // Said as it happens (the outcome may take OUTCOME_WAIT_MS): NATS is slower than the
+      // publish waits, which the operator should see even when the record turns out stored.
+      this.#log("CLUSTER_SLOW", {
+        outcome: "asking",
+        detail: `record ${msgID}: no acknowledgement in ${PUBLISH_TIMEOUT_MS} ms (${error}); ` +
+          "asking the stream whether it was stored",
+      });
+      const outcome = await this.#storedBefore(subject, data, msgID, since, error);
+      // What else it can be is logged by the caller, who knows what it refuses or ends.
+      if (outcome.outcome === "stored") {
+        this.#log("CLUSTER_SLOW", {
+          outcome: "stored",
+          detail: `record ${msgID}: stored (stream seq ${outcome.seq}), known ` +
+            `${Date.now() - since} ms after its publish`,
+        });
+      }
+      return outcome;
     }
   }
 

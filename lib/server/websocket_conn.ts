@@ -5,6 +5,7 @@
  * it. Here the frame header is read first, and a frame's payload is not buffered whole:
  *  - a message announced above the protocol's frame limit is handed to FrameReader as that
  *    length alone (so the core answers FRAME_TOO_LARGE as on TCP) and the rest is never read;
+ *    our close then does not wait for the peer's (#closeWith), which could never be found;
  *  - a binary message within the limit is passed on as the length-prefixed frame FrameReader
  *    reads (PROTOCOL §2: one binary message per frame), its payload unmasked as it arrives;
  *  - a fragmented message (continuation frames) is gathered up to the frame limit, in at most
@@ -15,7 +16,8 @@
  *    message, an unmasked frame, reserved bits or opcodes are refused with a close code and
  *    PROTOCOL_ERROR;
  *  - once our close is sent, frames are still read (a bounded amount) but only the peer's close
- *    is acted on: it lets the socket go (#letGo), and so does a frame that would be refused.
+ *    is acted on: it lets the socket go (#letGo), and so does a frame that would be refused or a
+ *    message announced above the limit.
  * The socket is paused while the core has not taken what was read (back-pressure), and a
  * write resolves once the socket has drained.
  */
@@ -139,6 +141,11 @@ export class WebSocketServerConn implements ByteStreamConn {
   /** Bytes written by FrameConnection not yet cut into whole frames. */
   #pendingOut: Uint8Array = new Uint8Array(0);
   readonly #awaitingClose: AwaitingClose;
+  /**
+   * Reading stopped at a message announced above the limit: its payload is never read, so the
+   * peer's close behind it cannot be found, and our close does not wait for it.
+   */
+  #overLimit = false;
   #ended = false;
   /**
    * Our close is sent: what arrives is read for the peer's close and otherwise dropped (#take),
@@ -254,8 +261,13 @@ export class WebSocketServerConn implements ByteStreamConn {
         );
       }
     } else if (this.#closing) {
-      // Our close is sent: a data frame, whatever its kind or size, is passed over (RFC 6455
-      // §5.5.1: the peer may still be sending; nothing of it is acted on).
+      // Our close is sent: a data frame of any kind is passed over (RFC 6455 §5.5.1: the peer
+      // may still be sending; nothing of it is acted on), but one announced above the limit
+      // ends the wait as a refused frame does: no honest peer sends it, and passing over its
+      // payload would read up to LINGER_MAX_BYTES for a close frame that may never come.
+      if (length > MAX_FRAME_BYTES) {
+        return this.#refuse(CLOSE_MESSAGE_TOO_BIG, "a message above the frame limit");
+      }
     } else if (opcode === OP_TEXT) {
       return this.#refuse(CLOSE_UNSUPPORTED_DATA, "a WebSocket text message is not a frame");
     } else if (opcode === OP_CONTINUATION ? this.#fragments === null : this.#fragments !== null) {
@@ -269,6 +281,7 @@ export class WebSocketServerConn implements ByteStreamConn {
       // FRAME_TOO_LARGE; the payload is never read (nor, after our close, parsed past).
       this.#enqueue(u32be(Math.min(this.#fragmentBytes + length, 0xffffffff)));
       this.#state = DONE;
+      this.#overLimit = true;
       this.#socket.pause();
       return Number.MAX_SAFE_INTEGER;
     }
@@ -465,7 +478,7 @@ export class WebSocketServerConn implements ByteStreamConn {
   #closeWith(code: number): void {
     this.#end();
     this.#sendFrame(OP_CLOSE, u16(code));
-    this.#closeSent(this.#awaitingClose.count < MAX_AWAITING_CLOSE);
+    this.#closeSent(!this.#overLimit && this.#awaitingClose.count < MAX_AWAITING_CLOSE);
   }
 
   /**
@@ -477,8 +490,9 @@ export class WebSocketServerConn implements ByteStreamConn {
    * counted in its AwaitingClose; what else arrives is dropped. The wait is our choice, not the
    * RFC's: it keeps a reset from eating our close. Reading stops for good (the stream's place is
    * not followed) after a refusal (RFC 6455 §7.1.7: nothing after it is processed, a close frame
-   * included) or a message announced above the limit: then only the peer's FIN or the grace ends
-   * the wait. Otherwise the close handshake is complete (#letGo).
+   * included): then only the peer's FIN or the grace ends the wait. After a message announced
+   * above the limit, whose payload is never read, #closeWith does not wait (a peer that sent one
+   * is not waited on, PROTOCOL §7). Otherwise the close handshake is complete (#letGo).
    */
   #closeSent(waitForPeer: boolean): void {
     const socket = this.#socket;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SecureChatError } from "../../lib/errors.ts";
-import { concat, fromHex, randomBytes, toHex, u64be } from "../../lib/bytes.ts";
+import { concat, randomBytes, toHex, u64be } from "../../lib/bytes.ts";
 import * as nodeSync from "../../lib/crypto/sync_node.ts";
 import * as browserSync from "../../lib/crypto/sync_browser.ts";
 import {
@@ -16,6 +16,7 @@ import {
   sealAesGcm,
   sealChaCha20Poly1305,
 } from "../../lib/crypto/aead.ts";
+import { RFC8439_AEAD_VECTORS } from "../helpers/rfc8439_vectors.ts";
 
 function assertDecryptFail(run: () => unknown, what: string): void {
   assert.throws(run, (e) => e instanceof SecureChatError && e.code === "DECRYPT_FAIL", what);
@@ -145,19 +146,8 @@ Deno.test("openAesGcm() throws DECRYPT_FAIL for truncated, extended or mis-sized
   for (const [name, run] of cases) assertDecryptFail(run, name);
 });
 
-/** RFC 8439 §2.8.2's AEAD example (tests/vectors/crypto): the record layer's AEAD, PROTOCOL §3.2. */
-const RFC8439 = JSON.parse(
-  await Deno.readTextFile(
-    new URL("../vectors/crypto/chacha20_poly1305_rfc8439.json", import.meta.url),
-  ),
-);
-const rfc = {
-  key: fromHex(RFC8439.key),
-  nonce: fromHex(RFC8439.nonce),
-  aad: fromHex(RFC8439.aad),
-  plaintext: fromHex(RFC8439.plaintext),
-  sealed: fromHex(RFC8439.ciphertext + RFC8439.tag),
-};
+/** RFC 8439 §2.8.2's AEAD example (the helper's first vector): the record layer's AEAD, PROTOCOL §3.2. */
+const rfc = RFC8439_AEAD_VECTORS[0];
 
 Deno.test("sealChaCha20Poly1305() gives RFC 8439's ciphertext and tag on both #sync-crypto backends", () => {
   assert.equal(

@@ -5,44 +5,21 @@
  * survive our fetch: their next messages carry the same first-contact header until we answer.
  */
 import assert from "node:assert/strict";
-import { toBase64, toHex } from "../../lib/bytes.ts";
-import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
-import {
-  type Body,
-  type MessageRecord,
-  sealContent,
-  userRecipient,
-} from "../../lib/message/record.ts";
+import { toHex } from "../../lib/bytes.ts";
+import { type MessageRecord, sealContent, userRecipient } from "../../lib/message/record.ts";
 import { validatePeerCertificate } from "../../lib/pki/validate.ts";
 import { makePki } from "../../testkit/pki.ts";
+import { publishedDevice } from "../helpers/published_device.ts";
 import { SilentServer } from "../helpers/silent_server.ts";
 
 const pki = await makePki(["alice", "bob"]);
 globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
 
 async function device(user: string) {
-  const id = await pki.identity(user);
-  const e2e = await E2eClient.open(new MemoryStorage(), {
-    user,
-    certDer: id.certDer,
-    signingKey: id.signingKey,
-  }, pki.trust);
+  const { e2e, identity, listed } = await publishedDevice(pki, user);
   // What the key directory holds for it, as a fetch of its devices returns it.
-  const directory = new SilentServer();
-  await e2e.publish(directory);
-  const published = directory.sent[0] as Extract<Body, { kind: "keys_publish" }>;
-  const keys = {
-    kind: "keys" as const,
-    user,
-    devices: [{
-      device: published.device,
-      cert: toBase64(id.certDer),
-      bundle: published.bundle!,
-      opk: published.opks[0],
-      lobby: true as const,
-    }],
-  };
-  const peer = await validatePeerCertificate(pki.trust, id.certDer, { role: "client" });
+  const keys = { kind: "keys" as const, user, devices: [{ ...listed, lobby: true as const }] };
+  const peer = await validatePeerCertificate(pki.trust, identity.certDer, { role: "client" });
   return { e2e, keys, peer };
 }
 

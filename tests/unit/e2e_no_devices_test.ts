@@ -5,37 +5,22 @@
  * the server may be hiding, and the warning counts them (review13 finding 7: the mixed case).
  */
 import assert from "node:assert/strict";
-import { toBase64 } from "../../lib/bytes.ts";
 import { loadCaSigner } from "../../lib/ca/ca.ts";
 import { revokeCertificates } from "../../lib/ca/revoke.ts";
 import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
 import { codeOf } from "../../lib/errors.ts";
-import type { Body } from "../../lib/message/record.ts";
 import { parseCertificate } from "../../lib/pki/certificate.ts";
 import { serialHex } from "../../lib/pki/crl.ts";
 import { loadTrustStore } from "../../lib/pki/trust_files.ts";
 import type { TrustStore } from "../../lib/pki/validate.ts";
 import { makePki, type TestPki } from "../../testkit/pki.ts";
+import { publishedDevice } from "../helpers/published_device.ts";
 import { SilentServer } from "../helpers/silent_server.ts";
 
-/** A device of `user` under its current certificate, and its entry in a fetch's answer. */
+/** A device of `user` under its current certificate, its entry in a fetch's answer and its serial. */
 async function device(pki: TestPki, user: string) {
-  const id = await pki.identity(user);
-  const e2e = await E2eClient.open(new MemoryStorage(), {
-    user,
-    certDer: id.certDer,
-    signingKey: id.signingKey,
-  }, pki.trust);
-  const directory = new SilentServer();
-  await e2e.publish(directory);
-  const published = directory.sent[0] as Extract<Body, { kind: "keys_publish" }>;
-  const listed = {
-    device: published.device,
-    cert: toBase64(id.certDer),
-    bundle: published.bundle!,
-    opk: published.opks[0],
-  };
-  return { listed, serial: serialHex(parseCertificate(id.certDer).serial) };
+  const { identity, listed } = await publishedDevice(pki, user);
+  return { listed, serial: serialHex(parseCertificate(identity.certDer).serial) };
 }
 
 /** What `e2e.prepare(user)` throws when the server answers `devices: []`. */

@@ -12,9 +12,9 @@ import { type Body, LOBBY, type MessageRecord, sealContent } from "../../lib/mes
 import { MAX_SKIP } from "../../lib/e2e/chain.ts";
 import { takeE2eMessage } from "../../lib/e2e/chat.ts";
 import { makePki } from "../../testkit/pki.ts";
+import { publishedDevice } from "../helpers/published_device.ts";
 import { SilentServer } from "../helpers/silent_server.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
-import { toBase64 } from "../../lib/bytes.ts";
 
 const pki = await makePki(["alice", "bob", "carol", "dave"]);
 globalThis.addEventListener("unload", () => Deno.removeSync(pki.dir, { recursive: true }));
@@ -92,27 +92,10 @@ Deno.test("e2e: after a reconnection the lobby is the new session's online list;
   assert.deepEqual((await preparing).unreadable.map((u) => u.user), ["bob"]);
 });
 
-/** The directory's answer to a fetch of bob's devices: the one device his client published. */
+/** The directory's answer to a fetch of `user`'s devices: the one device their client published. */
 async function keysOf(user: string) {
-  const id = await pki.identity(user);
-  const device = await E2eClient.open(new MemoryStorage(), {
-    user,
-    certDer: id.certDer,
-    signingKey: id.signingKey,
-  }, pki.trust);
-  const directory = new SilentServer();
-  await device.publish(directory);
-  const published = directory.sent[0] as Extract<Body, { kind: "keys_publish" }>;
-  return {
-    kind: "keys" as const,
-    user,
-    devices: [{
-      device: published.device,
-      cert: toBase64(id.certDer),
-      bundle: published.bundle!,
-      lobby: true as const,
-    }],
-  };
+  const { opk: _noPrekey, ...listed } = (await publishedDevice(pki, user)).listed;
+  return { kind: "keys" as const, user, devices: [{ ...listed, lobby: true as const }] };
 }
 
 const bobKeys = () => keysOf("bob");
