@@ -159,6 +159,35 @@ export async function threadTimes(pid: number): Promise<Map<number, ThreadTime>>
   return out;
 }
 
+/** A process's CPU over its live threads (threadTimes: ns-precise) and its minor page faults. */
+export interface GrowthSample {
+  cpuSeconds: number;
+  /** minflt of /proc/<pid>/stat: pages the process touched for the first time, mostly. */
+  minorFaults: number;
+  /** VmRSS: whether what grew is kept (a working set filling up, or state that never stops). */
+  rssBytes: number;
+}
+
+/**
+ * What a process has spent so far, cheaply enough to read between the parts of a burst: the
+ * CPU of its live threads and its minor page faults. A young process that is still growing its
+ * heap and allocator pools faults in fresh pages (the kernel zeroes each one) where a grown one
+ * reuses what it has, so the faults say which of the two a stretch of work ran in.
+ * @throws Error when /proc is missing or the process is gone
+ */
+export async function growthSample(pid: number): Promise<GrowthSample> {
+  const [stat, { rssBytes }] = await Promise.all([
+    Deno.readTextFile(`/proc/${pid}/stat`),
+    sampleProcess(pid),
+  ]);
+  // minflt is field 10, counted after the parenthesised command name as in sampleProcess.
+  const minorFaults = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[10 - 3]);
+  let cpuSeconds = 0;
+  for (const t of (await threadTimes(pid)).values()) cpuSeconds += t.cpuSeconds;
+  if (!Number.isFinite(minorFaults)) throw new Error(`cannot read the page faults of ${pid}`);
+  return { cpuSeconds, minorFaults, rssBytes };
+}
+
 /**
  * CPU seconds of a process's live threads, summed by thread name (THREAD_ROLES). Threads
  * that exited are not counted (the process total in sampleProcess is).

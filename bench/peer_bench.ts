@@ -65,6 +65,8 @@ import { floorBurst, type FloorRecords, type Rung, RUNGS } from "./_floor.ts";
 import {
   Budget,
   cpuDuring,
+  type GrowthSample,
+  growthSample,
   sampleProcess,
   settledSample,
   THREAD_ROLES,
@@ -518,12 +520,48 @@ async function countingRecipient(
 type BurstShape = "e2e" | "text";
 
 /**
+ * Messages a relay burst's server relays, unmeasured, before the measured burst, whatever the
+ * latter's size (ourBurst, ourFloor): the steady state of a server that has run a while, as
+ * InspIRCd, compiled ahead of time, has from its start. A fresh server grows its heap in steps
+ * through its first several thousand lines (burst15 saw steps near 2,500, 4,500 and 6,500 lines
+ * relayed, then none until ~17,000): a part of a burst that takes such a step faults in 1,000–3,000
+ * fresh pages and costs ~15 µs (up to 80) more per delivery than one that does not (`by_part`).
+ * The warm burst used to be the measured burst's size, so a 2,000-line burst was measured on
+ * lines 2,001–4,000, across those steps, and an 8,000-line one on 8,001–16,000, mostly after
+ * them: the floor read 2–3× per delivery at 2,000 lines what it read at 8,000
+ * (docs/PERFORMANCE.md, "Session 15: the burst-size effect").
+ */
+const RELAY_WARM_UP = 8000;
+
+/**
  * Messages of an end-to-end burst written at once, the next part once they are all delivered:
  * recipients that verify and decrypt every line (in the bench process) are slower than the
  * server, and a backlog of more than ~1 MB per recipient (some 900 relays) would be dropped as
  * a slow consumer (PROTOCOL §8.2). Each part is still hundreds of messages read at once.
  */
 const E2E_BURST_PART = 500;
+
+/**
+ * One part of a burst as the server lived it: `upTo`, the messages it had relayed in this
+ * phase at the part's end (the warm burst's included); its CPU per delivery over all threads;
+ * the minor page faults it took and its resident size at the end, in MiB (growthSample): what
+ * shows a server still growing.
+ */
+interface PartGrowth {
+  upTo: number;
+  cpuUs: number;
+  faults: number;
+  rssMiB: number;
+}
+
+function partGrowth(upTo: number, now: GrowthSample, last: GrowthSample, deliveries: number) {
+  return {
+    upTo,
+    cpuUs: round((now.cpuSeconds - last.cpuSeconds) * 1e6 / deliveries, 2),
+    faults: now.minorFaults - last.minorFaults,
+    rssMiB: round(now.rssBytes / 2 ** 20, 1),
+  };
+}
 
 /** What each rung above the floor adds, cumulatively (_floor.ts). */
 const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
@@ -637,14 +675,21 @@ async function ourBurst(
       wireBytes = parts.reduce((a, p) => a + p.length, 0);
       return () =>
         cpuDuring(server.pid, async () => {
+          let last = await growthSample(server.pid);
           for (const [i, bytes] of parts.entries()) {
             for (let at = 0; at < bytes.length;) at += await held.inner.write(bytes.subarray(at));
-            await delivered(Math.min(total, total - n + (i + 1) * part));
+            const upTo = Math.min(total, total - n + (i + 1) * part);
+            await delivered(upTo);
+            const now = await growthSample(server.pid);
+            byPart.push(partGrowth(upTo, now, last, (upTo - (total - n + i * part)) * recipients));
+            last = now;
           }
           await held.release();
           return n;
         });
     };
+    /** Every part's server CPU and page faults, the warm burst's too (PartGrowth). */
+    const byPart: PartGrowth[] = [];
     // A burst not measured first: the server's JIT compiles the relay path in it.
     if (warm > 0) await (await burst(warm, warm))();
     const batchesBefore = receivers[0].batches();
@@ -659,6 +704,7 @@ async function ourBurst(
         messages,
         wire_bytes_per_message: Math.round(wireBytes / messages),
         server_thread_cpu_seconds: threadSeconds(threads),
+        by_part: byPart,
         // Records per author signature the server verified (PROTOCOL §6.1).
         author_batch_mean: round(
           messages / Math.max(1, receivers[0].batches() - batchesBefore),
@@ -714,20 +760,21 @@ async function e2eRecipient(server: OurServer, pki: TestPki, name: string): Prom
 /**
  * The relay's floor in this runtime and the ladder of our layers on it (_floor.ts): the burst of
  * ourBurst's goal row (1 → `recipients`, lobby lines end to end of our size, parts of
- * E2E_BURST_PART, after a warm burst of the same size) through a bench-only server at `rung`.
+ * E2E_BURST_PART, after `warm` not measured) through a bench-only server at `rung`.
  */
 function ourFloor(
   pki: TestPki,
   rung: Rung,
   recipients: number,
   messages: number,
+  warm: number,
   records: FloorRecords = "signed",
 ): Promise<Phase> {
   return floorBurst(pki, "user1", TEXT, {
     rung,
     recipients,
     messages,
-    warm: messages,
+    warm,
     part: E2E_BURST_PART,
     records,
     denoFlags: [...extraServerV8Flags, ...cpuProfileFlags()],
@@ -1063,6 +1110,8 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
      * 4× the goal row's to read more than a few 10 ms ticks; quick: still enough for some.
      */
     const ladderBurst = opts.quick ? 2000 : 4 * burst;
+    /** Messages relayed before each relay burst's clock (RELAY_WARM_UP); quick: a short one. */
+    const relayWarmUp = opts.quick ? burst : RELAY_WARM_UP;
     /**
      * Handshakes before the handshake phase's clock (steady state, as a server that has run for a
      * while; InspIRCd, compiled ahead of time, has no other state): a fresh server's first ~200
@@ -1087,22 +1136,22 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
       handshake: await ourHandshakes(pki, ids, span, handshakeWarmUp),
       handshake_cold: await ourHandshakes(pki, ids, span),
       setup: await ourSetup(pki, ids, span),
-      // Measured after a burst of the same size that is not (steady state, as a server that
-      // has run for a while; InspIRCd, compiled ahead of time, has no other state): on a fresh
-      // server V8's helpers spend 5–20 µs per delivery compiling the relay path during the burst.
+      // Measured after RELAY_WARM_UP messages that are not (steady state, as a server that has
+      // run for a while; InspIRCd, compiled ahead of time, has no other state): a fresh server
+      // grows its heap and compiles the relay path during its first few thousand messages.
       // Lobby lines end to end, as `connect` sends them (BurstShape "e2e"): the issue's figure.
-      direct_burst: await ourBurst(pki, ids, 1, burst, burst),
-      relay_burst: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, burst),
+      direct_burst: await ourBurst(pki, ids, 1, burst, relayWarmUp),
+      relay_burst: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, relayWarmUp),
       relay_burst_cold: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst),
-      relay_burst_ed25519: await ourBurst(edPki, edIds, RELAY_RECIPIENTS, 2 * burst, 2 * burst),
+      relay_burst_ed25519: await ourBurst(edPki, edIds, RELAY_RECIPIENTS, 2 * burst, relayWarmUp),
       // Server-readable text records with `k` (BurstShape "text"), which `connect` never sends.
-      relay_burst_text: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, burst, "text"),
+      relay_burst_text: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, relayWarmUp, "text"),
       relay_burst_text_ed25519: await ourBurst(
         edPki,
         edIds,
         RELAY_RECIPIENTS,
         2 * burst,
-        2 * burst,
+        relayWarmUp,
         "text",
       ).finally(() => Deno.remove(edPki.dir, { recursive: true })),
       direct: await ourFanOut(pki, ids, 1, span),
@@ -1113,9 +1162,9 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     // ours again at the ladder's size (the floor's CPU per burst is small: longer bursts).
     const ladder = {} as Record<Rung | "ours", Phase>;
     for (const rung of RUNGS) {
-      ladder[rung] = await ourFloor(pki, rung, RELAY_RECIPIENTS, ladderBurst);
+      ladder[rung] = await ourFloor(pki, rung, RELAY_RECIPIENTS, ladderBurst, relayWarmUp);
     }
-    ladder.ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, ladderBurst, ladderBurst);
+    ladder.ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, ladderBurst, relayWarmUp);
 
     const version = await Inspircd.version(binary);
     const peer = (what: string) => `InspIRCd ${what}`;
@@ -1289,7 +1338,7 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
             `in flight and at most ${OUR_UNDELIVERED} undelivered, IRC ${IRC_BATCH} lines a ` +
             `write and at most ${IRC_IN_FLIGHT} undelivered`,
           burst: `ours: ${burst} messages (Ed25519: ${2 * burst}) signed and sealed before the ` +
-            "clock starts, written at once; each after a burst of the same size not measured " +
+            `clock starts, written at once; each after ${relayWarmUp} relayed and not measured ` +
             "(steady state), but relay_burst_cold (a fresh server). relay_burst, " +
             "relay_burst_ed25519, relay_burst_cold and direct_burst: lines end to end as " +
             "`connect` sends them (PROTOCOL §12.5, §12.6: records with `e2e`, no `k`, which the " +
@@ -1298,12 +1347,13 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
             "relay_burst_text*: server-readable `text` records with `k` (the server opens them; " +
             "`connect` never sends a chat line so) to recipients that count them (record layer " +
             "opened, nothing verified, as the IRC clients count PRIVMSGs)",
-          ladder: `the relay_burst's shape (${ladderBurst} messages after as many not measured, ` +
+          ladder: `the relay_burst's shape (${ladderBurst} messages after ${relayWarmUp} not ` +
+            "measured, " +
             `written in parts of ${E2E_BURST_PART}, lobby lines end to end of our size signed in ` +
             "batches of 32) through bench/_floor_server.ts, per-connection keys from a fixed " +
             "secret, recipients that open and count: floor (records opened, relays sealed per " +
             "recipient per turn), then + json, + checks, + transcript, each through lib's own " +
-            "functions; ours: relay_burst at the same size",
+            "functions; ours: relay_burst's lines at the ladder's size, after the same warm-up",
           idle: `${idle[0]} connections held, then ${idle[1]}; RSS per connection is the slope ` +
             `between the two; ${SETUP_CLIENTS} connecting at once`,
         },
@@ -1327,8 +1377,8 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
 /**
  * `--breakdown`: where our server's CPU per session and per delivery goes, in CPU
  * time rather than samples: the server's CPU per thread in each phase, its deliveries those
- * of the goal row (ourBurst's lobby lines end to end, as `connect` sends them, after a warm
- * burst of the same size) and the same with Ed25519 keys everywhere (what RSA-2048 signing
+ * of the goal row (ourBurst's lobby lines end to end, as `connect` sends them, after
+ * RELAY_WARM_UP relayed) and the same with Ed25519 keys everywhere (what RSA-2048 signing
  * costs), and the CPU of each piece of a delivery measured alone (_op_costs.ts: the pieces of
  * a server-readable text record's, whose content the server opens; an end-to-end one's it
  * only forwards). A V8 `--cpu-prof` of the server was tried first and is not used: it samples
@@ -1343,19 +1393,20 @@ async function breakdown(quick: boolean): Promise<Record<string, unknown>> {
     const identities = (p: TestPki) => identitiesOf(p, users);
     const ids = await identities(pki);
     const span: Span = quick ? { ms: 1000, minCpuSeconds: 0.1 } : { ms: 3000, minCpuSeconds: 2 };
-    /** Messages of a burst, and of the warm burst before it: as run()'s goal row. */
+    /** Messages of a burst, and relayed before it: as run()'s goal row. */
     const burst = quick ? 100 : 2000;
+    const warm = quick ? burst : RELAY_WARM_UP;
     const phases: Record<string, Phase> = {
       handshake: await ourHandshakes(pki, ids, span),
       setup: await ourSetup(pki, ids, span),
-      direct_burst: await ourBurst(pki, ids, 1, burst, burst),
-      relay_burst: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, burst),
+      direct_burst: await ourBurst(pki, ids, 1, burst, warm),
+      relay_burst: await ourBurst(pki, ids, RELAY_RECIPIENTS, burst, warm),
       relay_burst_ed25519: await ourBurst(
         edPki,
         await identities(edPki),
         RELAY_RECIPIENTS,
         2 * burst,
-        2 * burst,
+        warm,
       ),
     };
     return {
@@ -1432,6 +1483,7 @@ async function fanOut(
             row.rsa_us = round(rsa, 2);
             if (irc) row.rsa_ratio = round(rsa / irc, 2);
             row.rsa_threads_us = threadMicrosPer(rsaPhase);
+            if (rsaPhase.extra?.by_part) row.rsa_by_part = rsaPhase.extra.by_part;
           }
           if (keys.includes("ed25519")) {
             const edPhase = shape === "paced"
@@ -1488,7 +1540,12 @@ async function idleOnly(levels: IdleLevels, peer: boolean): Promise<Record<strin
  */
 async function ladderOnly(
   rounds: number,
-  { messages, peer, records }: { messages: number; peer: boolean; records: FloorRecords[] },
+  { messages, warm, peer, records }: {
+    messages: number;
+    warm: number;
+    peer: boolean;
+    records: FloorRecords[];
+  },
 ): Promise<Record<string, unknown>> {
   const binary = peer ? await findInspircd() : undefined;
   if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
@@ -1500,20 +1557,20 @@ async function ladderOnly(
     const span: Span = { ms: 3000, minCpuSeconds: 0.5 };
     const rows: Record<string, unknown>[] = [];
     for (let pass = 1; pass <= rounds; pass++) {
-      const row: Record<string, unknown> = { round: pass, messages };
+      const row: Record<string, unknown> = { round: pass, messages, warm };
       if (binary) {
         row.inspircd_us = round(cpuMicrosPer(await ircFanOut(binary, files, tls, 4, span)), 3);
       }
       for (const kind of records) {
         const name = (rung: Rung) => kind === "signed" ? rung : `${rung}_${kind}`;
         for (const rung of RUNGS) {
-          const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, kind);
+          const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, warm, kind);
           row[`${name(rung)}_us`] = round(cpuMicrosPer(phase), 2);
           row[`${name(rung)}_threads_us`] = threadMicrosPer(phase);
           row[`${name("floor")}_wire_bytes_per_message`] = phase.extra?.wire_bytes_per_message;
         }
       }
-      const ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, messages, messages);
+      const ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, messages, warm);
       row.ours_us = round(cpuMicrosPer(ours), 2);
       row.ours_wire_bytes_per_message = ours.extra?.wire_bytes_per_message;
       row.ours_threads_us = threadMicrosPer(ours);
@@ -1551,6 +1608,8 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
                          time (bench/_floor.ts), beside our goal row and InspIRCd's relay
     --rounds N           … repeated N times (default 1)
     --messages N         … N messages per burst (default 2000)
+    --warm N             … each burst after N relayed and not measured (default 8000: a
+                         server past its growth; see RELAY_WARM_UP)
     --records signed,unsigned  … the ladder's records as ours (signed), and/or without
                          their batch signature and path (unsigned: what a record weighs if
                          both travelled once per batch; a protocol change measured, not made)
@@ -1576,7 +1635,7 @@ if (import.meta.main) {
         keys: { type: "string", default: "rsa,ed25519" },
         shapes: { type: "string", default: "e2e,text" },
         messages: { type: "string" },
-        warm: { type: "string", default: "0" },
+        warm: { type: "string" },
         "no-peer": { type: "boolean", default: false },
         "server-cpu-prof": { type: "string" },
         "server-v8-flag": { type: "string", multiple: true, default: [] },
@@ -1596,12 +1655,13 @@ if (import.meta.main) {
         shapes: args.shapes.split(",") as FanOutOptions["shapes"],
         messages: args.messages !== undefined ? Number(args.messages) : undefined,
         peer: !args["no-peer"],
-        warm: Number(args.warm),
+        warm: Number(args.warm ?? 0),
       },
     )
     : args.ladder
     ? await ladderOnly(Number(args.rounds), {
       messages: args.messages !== undefined ? Number(args.messages) : 2000,
+      warm: Number(args.warm ?? RELAY_WARM_UP),
       peer: !args["no-peer"],
       records: args.records.split(",") as FloorRecords[],
     })
