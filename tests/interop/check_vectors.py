@@ -23,7 +23,9 @@ side), and the §12 rejections (tampered kem_ct, moved or replayed wraps, bounds
 inputs, each with its code.
 
 Then batches.json (PROTOCOL §6.1): its batch of 5 recomputed (leaves, subtrees, paths, root,
-batch statement, signature), and each case refused with its code live and in a file. Then
+batch statement, signature), and each case refused with its code live and in a file; its relays
+(PROTOCOL §6.4): each group's root from its records and proof, the proof a server makes, each
+record's path back, and each relay case with its code live and in a file (RELAYS lines). Then
 tests/vectors/transcript/hash_v2.json (TRANSCRIPT §3): digests and hashes from its lines; and
 golden.log's lines opened under golden.keys (TRANSCRIPT §6, the content cipher of PROTOCOL §6.1).
 
@@ -492,12 +494,12 @@ def s2c_relay_case(v, case, workdir):
         ts = t0 - 3600 * 1000
     signer = server_key if s.get("signer") == "server" else client_key
     k = hashlib.sha256(b"negative relay").digest()
-    _, wire = sc.make_record(signer, author_sid, to, 1, ts, b'{"kind":"text","text":"relayed"}', k)
+    body = b'{"kind":"text","text":"relayed"}'
+    rec, _ = sc.make_record(signer, author_sid, to, 1, ts, body, k)
     author = cert_der(pki["client_cert_pem"])
-    first = {"type": "relay", "seqno": 1, "ts": t0 + 1001, "author_fp": sc.fingerprint(author),
-             "cert": sc.b64e(author), "record": wire, "k": sc.b64e(k)}
-    if s.get("cert") == "omitted":
-        del first["cert"]
+    carrier = [{"k": sc.b64e(k)}]
+    first = sc.relay_message(1, t0 + 1001, author, sc.relay_of([rec]), carrier,
+                             introduce=s.get("cert") != "omitted")
     relays = [first]
     if case["target"] == "s2c relay twice":
         second = {key: val for key, val in first.items() if key != "cert"}
@@ -508,8 +510,9 @@ def s2c_relay_case(v, case, workdir):
         elif what == "introduces the server certificate under the name":
             second["cert"] = sc.b64e(cert_der(pki["server_cert_pem"]))
         elif what == "a new record signed by the server":
-            _, second["record"] = sc.make_record(server_key, author_sid, to, 2, ts + 1,
-                                                 b'{"kind":"text","text":"relayed"}', k)
+            other, _ = sc.make_record(server_key, author_sid, to, 2, ts + 1, body, k)
+            second = sc.relay_message(2, t0 + 1002, author, sc.relay_of([other]), carrier,
+                                      introduce=False)
         elif what is not None:
             raise Mismatch(f"{case['name']}: unknown second relay {what!r}")
         relays.append(second)
@@ -523,40 +526,42 @@ def s2c_relay_case(v, case, workdir):
 
 
 def relay_batch_cases(v, workdir):
-    """(name, expected code, thunk): PROTOCOL §6.4 step 4 at the replayed client — relays of a
-    batch of records of the vector client's own certificate (another session of its user), each
-    record checked through the session's verified-batch cache (§6.1)."""
+    """(name, expected code, thunk): PROTOCOL §6.4 steps 3-4 at the replayed client — relays of
+    records of one batch of the vector client's own certificate (another session of its user):
+    each relay's root from its records and proof (ROOT), its signature once, through the
+    session's verified-batch cache (§6.1)."""
     pki, t0 = v["inputs"]["pki"], v["session_time"]
     key, author = private_key(pki["client_key_pem"]), cert_der(pki["client_cert_pem"])
     sid = hashlib.sha256(b"relay batch author session").digest()[:16]
 
+    def k_of(j):
+        return hashlib.sha256(b"relay batch k %d" % j).digest()
+
     def batch(count):
         recs = [sc.new_record(sid, "lobby", 1 + j, t0 + 1000 + j,
-                              sc.enc_json({"kind": "text", "text": f"batched {j}"}),
-                              hashlib.sha256(b"relay batch k %d" % j).digest())
+                              sc.enc_json({"kind": "text", "text": f"batched {j}"}), k_of(j))
                 for j in range(count)]
         sc.sign_batch(key, recs)
         return recs
 
-    def relay_all(wires):
+    def relay_all(relays):
         c, _ = replay(v, tempfile.mkdtemp(dir=workdir), stop_after_handshake=True)
         c.clock = t0 + 2000
-        for j, (wire, k) in enumerate(wires):
-            m = {"type": "relay", "seqno": j + 1, "ts": t0 + 2000, "author_fp":
-                 sc.fingerprint(author), "record": wire, "k": sc.b64e(k)}
-            if j == 0:
-                m["cert"] = sc.b64e(author)
+        for j, m in enumerate(relays):
+            m.update(seqno=j + 1, ts=t0 + 2000)
+            if j > 0:
+                m.pop("cert", None)
             c.on_relay(m)
 
-    def relayed(count, at=None, edit=None):
-        """Relays records 0..at of a batch of `count`, record `at` edited by `edit(wire)`."""
+    def relayed(count, groups, edit=None):
+        """Relays of a batch of `count`, one per group of record indices; the last relay edited
+        by `edit(message)`."""
         recs = batch(count)
-        at = count - 1 if at is None else at
-        wires = [(sc.record_wire(r), hashlib.sha256(b"relay batch k %d" % j).digest())
-                 for j, r in enumerate(recs[:at + 1])]
+        relays = [sc.relay_message(0, 0, author, sc.relay_of([recs[j] for j in g]),
+                                   [{"k": sc.b64e(k_of(j))} for j in g]) for g in groups]
         if edit is not None:
-            edit(wires[at][0])
-        return lambda: relay_all(wires)
+            edit(relays[-1])
+        return lambda: relay_all(relays)
 
     def once(thunk):
         """`thunk`, which must verify exactly one batch signature (the cache, §6.1)."""
@@ -576,23 +581,47 @@ def relay_batch_cases(v, workdir):
                 raise Mismatch(f"{len(calls)} batch signatures verified, not one")
         return run
 
-    def flip_entry(w):
-        w["batch"]["path"][0] = sc.b64e(_flip(sc.b64d(w["batch"]["path"][0])))
+    def flip_proof(m):
+        m["proof"][0] = sc.b64e(_flip(sc.b64d(m["proof"][0])))
+
+    def record(m, j=0):
+        return m["records"][j]["record"]
 
     return [
-        ("relayed batch: the 5 records of one batch, one verification", "accepted",
-         once(relayed(5))),
-        ("relayed batch: a path one entry short", "PROTOCOL_ERROR",
-         relayed(3, 1, lambda w: w["batch"]["path"].pop())),
-        ("relayed batch: a path entry flipped", "SIG_FAIL", relayed(3, 1, flip_entry)),
-        ("relayed batch: another signature on the batch statement verified just before",
-         "SIG_FAIL", relayed(3, 1, lambda w: w.update(sig=sc.b64e(_flip(sc.b64d(w["sig"])))))),
-        ("relayed batch: leaf 0 of 4 claims n = 3 (the same root)", "SIG_FAIL",
-         relayed(4, 0, lambda w: w["batch"].update(n=3))),
-        ("relayed batch: batch without sig", "PROTOCOL_ERROR",
-         relayed(2, 1, lambda w: w.pop("sig"))),
-        ("relayed batch: neither sig nor batch", "SIG_FAIL",
-         relayed(2, 1, lambda w: (w.pop("sig"), w.pop("batch")))),
+        ("relay: the 5 records of one batch in one relay, an empty proof", "accepted",
+         once(relayed(5, [[0, 1, 2, 3, 4]]))),
+        ("relay: a batch of 5 in three relays, one verification", "accepted",
+         once(relayed(5, [[0], [1, 3], [4]]))),
+        ("relay: records not consecutive (one entry between them)", "accepted",
+         relayed(5, [[1, 3]])),
+        ("relay: a proof entry missing", "PROTOCOL_ERROR",
+         relayed(5, [[1, 3]], lambda m: m["proof"].pop())),
+        ("relay: a proof entry too many", "PROTOCOL_ERROR",
+         relayed(5, [[0, 1, 2, 3]], lambda m: m["proof"].append(sc.b64e(bytes(32))))),
+        ("relay: a proof entry flipped", "SIG_FAIL", relayed(5, [[2]], flip_proof)),
+        ("relay: proof entries swapped", "SIG_FAIL",
+         relayed(5, [[2]], lambda m: m["proof"].reverse())),
+        ("relay: another signature on the batch statement verified just before", "SIG_FAIL",
+         relayed(3, [[0], [1]], lambda m: m.update(sig=sc.b64e(_flip(sc.b64d(m["sig"])))))),
+        ("relay: leaf 0 of 4 claims n = 3 (the same root)", "SIG_FAIL",
+         relayed(4, [[0]], lambda m: m.update(n=3))),
+        ("relay: first changed (the records at other leaves)", "SIG_FAIL",
+         relayed(5, [[1, 2, 3, 4]], lambda m: m.update(first=2))),
+        ("relay: records out of order", "PROTOCOL_ERROR",
+         relayed(4, [[1, 2]], lambda m: m["records"].reverse())),
+        ("relay: a record repeated", "PROTOCOL_ERROR",
+         relayed(4, [[1]], lambda m: m["records"].append(m["records"][0]))),
+        ("relay: a record outside first .. first + n - 1", "PROTOCOL_ERROR",
+         relayed(4, [[1, 2]], lambda m: m.update(n=2))),
+        ("relay: a record still carrying its sig and batch", "PROTOCOL_ERROR",
+         relayed(4, [[1]], lambda m: record(m).update(
+             sig=m["sig"], batch={"i": 0, "n": 4, "path": m["proof"][:2]}))),
+        ("relay: more records than n", "PROTOCOL_ERROR",
+         relayed(4, [[0, 1, 2, 3]], lambda m: m.update(n=3))),
+        ("relay: no records", "PROTOCOL_ERROR",
+         relayed(2, [[0]], lambda m: m.update(records=[]))),
+        ("relay: an item with both k and e2e", "PROTOCOL_ERROR",
+         relayed(2, [[0]], lambda m: m["records"][0].update(e2e={"kind": "sender"}))),
     ]
 
 
@@ -1180,6 +1209,81 @@ def check_batches(path):
         want = [want_live, want_file]
         report(case["name"], got == want, f"live {want_live}, in a file {want_file}" if got == want
                else f"expected {want}, got {got}")
+    if "relays" in v:
+        failed += check_batch_relays(v, author)
+    return failed
+
+
+def _relay_verdict(cache, key, relay, code):
+    """What a recipient (code PROTOCOL_ERROR: the relay as sent) or a verifier (TAMPERED: its
+    line, each item only its record) concludes of a relay of batches.json (PROTOCOL §6.4 steps
+    3-4): OK, SIG_FAIL or `code`."""
+    m = json.loads(json.dumps(relay))
+    if code == "TAMPERED":
+        for item in m.get("records", []) if isinstance(m.get("records"), list) else []:
+            if isinstance(item, dict):
+                item.pop("k", None)
+    try:
+        sig, first, n, proof, items = sc.parse_relay(m, carriers=code != "TAMPERED", code=code)
+        recs = [rec for rec, _ in items]
+        stmt = sc.relay_statement(recs[0]["sid"], first, n, proof, recs, code=code)
+    except sc.ProtoError as e:
+        return e.code
+    return "OK" if cache.verified("author", key.public_key(), stmt, sig) else "SIG_FAIL"
+
+
+def check_batch_relays(v, author):
+    """batches.json's relays (PROTOCOL §6.4): each group's records, proof and root recomputed (ROOT
+    from the records and proof; the proof a server makes from the records' own paths; each
+    record's path back from the relay, TRANSCRIPT §6), its signature once; then each relay case
+    with its code live and in a file, after the whole batch's relay was verified by the same
+    verifier (the cache must not pass it). Returns the number failed."""
+    failed = 0
+
+    def report(name, ok, detail):
+        nonlocal failed
+        failed += not ok
+        print(f"RELAYS {name!r} {'OK' if ok else 'FAIL'} {detail}", flush=True)
+    whole = sc.BatchCache()
+    signed = []
+    for r in v["records"]:
+        rec = sc.parse_record(r["record"])
+        signed.append(rec)
+    for entry in v["relays"]:
+        name = f"records {entry['indices']}"
+        try:
+            relay, n = entry["relay"], v["n"]
+            sig, first, size, proof, items = sc.parse_relay(relay)
+            recs = [rec for rec, _ in items]
+            eq(f"{name}: first, n", (first, size), (v["first"], n))
+            eq(f"{name}: indices", [r["seqno"] - first for r in recs], entry["indices"])
+            subtrees = sc.relay_subtrees({r["seqno"] - first: sc.leaf_hash(sc.statement(r))
+                                          for r in recs}, n, proof)
+            if subtrees is None:
+                raise Mismatch(f"{name}: the proof does not fit")
+            eq(f"{name}: root", subtrees[(0, n)], unhex(entry["root"]))
+            eq(f"{name}: root is the batch's", subtrees[(0, n)], unhex(v["root"]))
+            made = sc.relay_of([signed[j] for j in entry["indices"]])
+            eq(f"{name}: the proof made from the records' paths", made[3], proof)
+            for rec, item in items:
+                j = rec["seqno"] - first
+                eq(f"{name}: record {j} path from the relay",
+                   sc.relay_path(subtrees, n, j), signed[j]["batch"][2])
+                sc.check_content(rec, sc.b64d(item["k"], size=32))
+            if _relay_verdict(whole, author, relay, "PROTOCOL_ERROR") != "OK":
+                raise Mismatch(f"{name}: the signature does not verify")
+            report(name, True, "root, proof, paths and signature recomputed and equal")
+        except (Mismatch, sc.ProtoError, KeyError, ValueError, TypeError) as e:
+            report(name, False, f"{e.__class__.__name__}: {e}")
+    for case in v["relay_cases"]:
+        want = [case["code"], "TAMPERED" if case["code"] == "PROTOCOL_ERROR" else case["code"]]
+        got = []
+        for code in ("PROTOCOL_ERROR", "TAMPERED"):
+            cache = sc.BatchCache()
+            _relay_verdict(cache, author, v["relays"][0]["relay"], code)  # the batch, verified
+            got.append(_relay_verdict(cache, author, case["relay"], code))
+        report(case["name"], got == want, f"live {want[0]}, in a file {want[1]}" if got == want
+               else f"expected {want}, got {got}")
     return failed
 
 
@@ -1188,10 +1292,14 @@ def _line_enc(line):
     t = line["type"]
     if t == "msg":
         return b"\x01" + sc.record_enc(sc.parse_record(line["record"]))
-    if t in ("relay", "stored"):
-        cert = sc.b64d(line["cert"]) if "cert" in line else None
-        return sc.author_line_enc(b"\x02" if t == "relay" else b"\x05", line["seqno"], line["ts"],
-                                  line["author_fp"], cert, sc.parse_record(line["record"]))
+    cert = sc.b64d(line["cert"]) if "cert" in line else None
+    if t == "relay":  # format 5: a group of one batch's records, sig and proof once
+        sig, first, n, proof, items = sc.parse_relay(line, carriers=False)
+        return sc.relay_line_enc(line["seqno"], line["ts"], line["author_fp"], cert, sig, first, n,
+                                 proof, [rec for rec, _ in items])
+    if t == "stored":
+        return sc.stored_line_enc(line["seqno"], line["ts"], line["author_fp"], cert,
+                                  sc.parse_record(line["record"]))
     if t == "refused":
         code = line["code"].encode()
         return (b"\x03" + sc.u64(line["seqno"]) + sc.u64(line["ts"]) + sc.u64(line["of"])
@@ -1230,10 +1338,11 @@ def check_transcript_hash(path):
 
 
 def check_golden_openings(tdir):
-    """tests/vectors/transcript (TRANSCRIPT §6): every golden.log line whose key golden.keys holds
-    opens under it (PROTOCOL §6.1's content cipher, DECRYPT_FAIL otherwise), its commitment
-    matches and its body parses; and every `msg`, `relay` or `stored` line has its key there (the
-    golden client had them all). One GOLDEN-OPENINGS line; returns the number failed."""
+    """tests/vectors/transcript (TRANSCRIPT §6): every record of golden.log whose key golden.keys
+    holds opens under it (PROTOCOL §6.1's content cipher, DECRYPT_FAIL otherwise), its commitment
+    matches and its body parses; and every record of a `msg`, `relay` or `stored` line has its key
+    there (the golden client had them all): a relay's per record, `item` J from 1. One
+    GOLDEN-OPENINGS line; returns the number failed."""
     try:
         with open(os.path.join(tdir, "golden.json")) as f:
             v = json.load(f)
@@ -1241,21 +1350,28 @@ def check_golden_openings(tdir):
             keys = {}
             for raw in f.read().splitlines():
                 kl = sc.parse_json(raw, tag="dir")
-                sc.strict(kl, ["dir", "seqno", "k"])
-                keys[(kl["dir"], kl["seqno"])] = sc.b64d(kl["k"], size=32)
+                sc.strict(kl, ["dir", "seqno", "k"], ["item"])
+                keys[(kl["dir"], kl["seqno"], kl.get("item"))] = sc.b64d(kl["k"], size=32)
         with open(os.path.join(tdir, v["log"]), "rb") as f:
             lines = f.read().splitlines()[1:]
         opened = set()
         for raw in lines:
             line = sc.parse_json(raw)
-            if line["type"] not in ("msg", "relay", "stored"):
+            if line["type"] == "relay":
+                _, _, _, _, items = sc.parse_relay(line, carriers=False)
+                records = [(rec, (line["dir"], line["seqno"], j))
+                           for j, (rec, _) in enumerate(items, 1)]
+            elif line["type"] in ("msg", "stored"):
+                rec = sc.parse_record(line["record"])
+                records = [(rec, (line["dir"], rec["seqno"] if line["type"] == "msg"
+                                  else line["seqno"], None))]
+            else:
                 continue
-            rec = sc.parse_record(line["record"])
-            at = (line["dir"], rec["seqno"] if line["type"] == "msg" else line["seqno"])
-            if at not in keys:
-                raise Mismatch(f"{at[0]} {at[1]} has no key in {v['keys']}")
-            sc.parse_body(sc.check_content(rec, keys[at]))
-            opened.add(at)
+            for rec, at in records:
+                if at not in keys:
+                    raise Mismatch(f"{at} has no key in {v['keys']}")
+                sc.parse_body(sc.check_content(rec, keys[at]))
+                opened.add(at)
         eq("keys without a line", sorted(set(keys) - opened), [])
         print(f"GOLDEN-OPENINGS OK {len(opened)} lines of {v['log']} opened under {v['keys']}",
               flush=True)

@@ -96,8 +96,9 @@ CONTENT_KEY_LABEL = b"securechat/v2 content key"   # §6.1: ek, all 32 bytes of 
 CONTENT_AAD = b"securechat/v2 content"       # §6.1: ct is ChaCha20-Poly1305 under ek, nonce 0^12
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
-# TRANSCRIPT §2.1: 4 since the ChaCha20-Poly1305 content cipher (3 before, 2 before signed batches)
-TRANSCRIPT_VERSION = 4
+# TRANSCRIPT §2.1: 5 since relays carry groups of one batch's records (4 before, 3 before the
+# ChaCha20-Poly1305 content cipher, 2 before signed batches)
+TRANSCRIPT_VERSION = 5
 SKEW_MS = 5 * 60 * 1000                      # §8.2
 # §6.5: a node gives up on a record 30 s after first publishing it (DEPLOY.md §4.1 OUTCOME_WAIT_MS),
 # and records sent behind it may share its fate; 5 s more for the trips (interop finding 64)
@@ -916,10 +917,11 @@ def parse_author_fp(m, code="PROTOCOL_ERROR"):
     return fp, cert_der
 
 
-def author_line_enc(tag, seqno, ts, fp, cert_der, rec):
-    """TRANSCRIPT §3.1 line_enc of a `relay` (0x02) or `stored` (0x05) line."""
+def stored_line_enc(seqno, ts, fp, cert_der, rec):
+    """TRANSCRIPT §3.1 line_enc of a `stored` line (0x05): its one record whole (a relay line's
+    is relay_line_enc)."""
     cert = cert_der or b""
-    return (tag + u64(seqno) + u64(ts) + bytes.fromhex(fp) + u32(len(cert)) + cert
+    return (b"\x05" + u64(seqno) + u64(ts) + bytes.fromhex(fp) + u32(len(cert)) + cert
             + record_enc(rec))
 
 
@@ -1089,17 +1091,183 @@ class BatchCache:
     def check(self, fp, pub, rec, root_code="PROTOCOL_ERROR"):
         """True iff the record's signature verifies through its batch (a `root_code` ProtoError
         when the path does not fit); the record's `sig` must be present."""
-        stmt = batch_of(rec, root_code)
-        key = (fp, stmt, rec["sig"])
+        return self.verified(fp, pub, batch_of(rec, root_code), rec["sig"])
+
+    def verified(self, fp, pub, stmt, sig):
+        """True iff `sig` verifies over the batch statement `stmt` under the certificate `fp`
+        (its key `pub`): a relay's (§6.4, the same cache) or a record's."""
+        key = (fp, stmt, sig)
         if key in self.seen:
             self.seen.move_to_end(key)
             return True
-        if not verify(pub, rec["sig"], stmt):
+        if not verify(pub, sig, stmt):
             return False
         self.seen[key] = True
         if len(self.seen) > self.limit:
             self.seen.popitem(last=False)
         return True
+
+
+# ---------------------------------------------------------------- relays (§6.4)
+# A relay carries a group of one author batch's records without their `sig` and `batch`, and once
+# for them all the batch's `sig`, `first`, `n` and a `proof`: the hashes of the largest subtrees of
+# the batch's tree that hold none of the relay's records, left to right.
+
+def relay_subtrees(leaves, n, proof):
+    """§6.4 "A batch's root from some of its records": ROOT(0, n) over `leaves` ({i: leaf hash},
+    each i in 0..n-1) and `proof` (32-byte entries, taken in order), as the docs define it. Returns
+    every subtree ROOT went through, {(lo, hi): hash} ((0, n) is the root), or None when the proof
+    does not fit the records and n (an entry missing, or one left unused)."""
+    hashes = {}
+    entries = iter(proof)
+
+    def root(lo, hi):
+        if not any(lo <= i < hi for i in leaves):
+            h = next(entries, None)  # entries are bytes: None only when none is left
+            if h is None:
+                raise LookupError
+        elif hi - lo == 1:
+            h = leaves[lo]
+        else:
+            k = _split(hi - lo)
+            left = root(lo, lo + k)  # the left part first: it takes the earlier entries
+            h = node_hash(left, root(lo + k, hi))
+        hashes[(lo, hi)] = h
+        return h
+
+    try:
+        root(0, n)
+    except LookupError:
+        return None
+    return hashes if next(entries, None) is None else None
+
+
+def relay_root(leaves, n, proof):
+    """ROOT(0, n) (§6.4), or None when the proof does not fit."""
+    subtrees = relay_subtrees(leaves, n, proof)
+    return None if subtrees is None else subtrees[(0, n)]
+
+
+def sibling_ranges(i, n):
+    """The subtrees (lo, hi) of a tree of n leaves whose hashes make leaf i's RFC 9162 path (§6.1),
+    the one nearest the root first: the sibling of each subtree on the leaf's way down."""
+    ranges, lo, hi = [], 0, n
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if i < lo + k:
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:
+            ranges.append((lo, lo + k))
+            lo = lo + k
+    return ranges
+
+
+def relay_path(subtrees, n, i):
+    """TRANSCRIPT §6: leaf i's path (leaf to root) out of the subtrees ROOT went through for a
+    relay holding leaf i: each entry is the sibling of a subtree on the leaf's way up, which ROOT
+    either took from the proof or computed."""
+    return [subtrees[r] for r in reversed(sibling_ranges(i, n))]
+
+
+def relay_of(recs):
+    """A relay of `recs` (signed records of one batch, each with its own `sig` and `batch`, in
+    seqno order) as §6.4 "Making the proof" says a server makes one: (sig, first, n, proof, the
+    records without `sig` and `batch`). Every subtree ROOT takes from the proof is the sibling of
+    a subtree holding one of the records, so its hash is an entry of that record's path. The
+    server's side: probes and tests build relays with it."""
+    i0, n, _ = recs[0]["batch"]
+    first = recs[0]["seqno"] - i0
+    known = {}
+    for r in recs:
+        i, _, path = r["batch"]
+        known.update(zip(reversed(sibling_ranges(i, n)), path))
+    indices = [r["seqno"] - first for r in recs]
+    proof = []
+
+    def walk(lo, hi):
+        if not any(lo <= i < hi for i in indices):
+            proof.append(known[(lo, hi)])
+        elif hi - lo > 1:
+            k = _split(hi - lo)
+            walk(lo, lo + k)
+            walk(lo + k, hi)
+
+    walk(0, n)
+    return recs[0]["sig"], first, n, proof, [dict(r, sig=None, batch=None) for r in recs]
+
+
+def relay_message(seqno, ts, author_der, relay, carriers, introduce=True):
+    """The `relay` message (§6.4) of relay_of's result, each record with its carrier ({"k": …}
+    or {"e2e": …}); `cert` when `introduce`."""
+    sig, first, n, proof, recs = relay
+    m = {"type": "relay", "seqno": seqno, "ts": ts, "author_fp": fingerprint(author_der)}
+    if introduce:
+        m["cert"] = b64e(author_der)
+    m.update(sig=b64e(sig), first=first, n=n, proof=[b64e(p) for p in proof],
+             records=[{"record": record_wire(r), **c} for r, c in zip(recs, carriers)])
+    return m
+
+
+def parse_relay(m, carriers=True, code="PROTOCOL_ERROR"):
+    """A relay's `sig`, `first`, `n`, `proof` and `records` by §6.4's table and the paragraph after
+    it (TRANSCRIPT §2.2 for a relay line: `carriers` False, each item only its `record`):
+    (sig, first, n, proof, [(record, item object)]), records in their order; `code` otherwise.
+    The caller checked the message's other members."""
+    sig = b64d(m["sig"], code=code, min_size=1, max_size=1024)
+    first, n = want_int(m, "first", code), want_int(m, "n", code)
+    if first < 1:
+        raise ProtoError(code, "relay first is below 1")
+    if not 1 <= n <= MAX_BATCH:
+        raise ProtoError(code, f"relay n {n} outside 1-{MAX_BATCH}")
+    proof, items = m["proof"], m["records"]
+    if not isinstance(proof, list) or len(proof) > MAX_BATCH - 1:
+        raise ProtoError(code, f"relay proof is not a list of at most {MAX_BATCH - 1}")
+    proof = [b64d(p, code=code, size=32) for p in proof]
+    if not isinstance(items, list) or not 1 <= len(items) <= n:
+        raise ProtoError(code, f"relay records is not a list of 1-{n} items")
+    records = []
+    for item in items:
+        if carriers:
+            strict(item, ["record"], ["k", "e2e"], code=code)
+            if ("k" in item) == ("e2e" in item):
+                raise ProtoError(code, "a relay item carries either k or e2e (§12.6)")
+        else:
+            strict(item, ["record"], code=code)
+        try:
+            rec = parse_record(item["record"])
+        except ProtoError as e:
+            raise ProtoError(code, e.detail)
+        if rec["sig"] is not None:  # parse_record: a batch goes with its sig
+            raise ProtoError(code, "a record in a relay carries sig or batch")
+        if records and rec["sid"] != records[0][0]["sid"]:
+            raise ProtoError(code, "the records of a relay are of more than one author session")
+        if records and rec["seqno"] <= records[-1][0]["seqno"]:
+            raise ProtoError(code, "the records of a relay are not in strictly increasing seqno")
+        if not first <= rec["seqno"] <= first + n - 1:
+            raise ProtoError(code, f"record seqno {rec['seqno']} outside the batch "
+                             f"{first}..{first + n - 1}")
+        records.append((rec, item))
+    return sig, first, n, proof, records
+
+
+def relay_statement(sid, first, n, proof, recs, code="PROTOCOL_ERROR"):
+    """§6.4: the batch statement a relay's records and proof prove (ROOT, then §6.1's
+    batch_statement), or `code` when the proof does not fit: PROTOCOL_ERROR live, TAMPERED in a
+    transcript."""
+    root = relay_root({r["seqno"] - first: leaf_hash(statement(r)) for r in recs}, n, proof)
+    if root is None:
+        raise ProtoError(code, f"relay proof of {len(proof)} entries does not fit its "
+                         f"{len(recs)} records in a batch of {n}")
+    return batch_statement(sid, first, n, root)
+
+
+def relay_line_enc(seqno, ts, fp, cert_der, sig, first, n, proof, recs):
+    """TRANSCRIPT §3.1 line_enc(relay) (format 5): the records without `sig` and `batch`."""
+    cert = cert_der or b""
+    return (b"\x02" + u64(seqno) + u64(ts) + bytes.fromhex(fp) + u32(len(cert)) + cert
+            + u32(len(sig)) + sig + u64(first) + u32(n) + u8(len(proof)) + b"".join(proof)
+            + u8(len(recs)) + b"".join(record_enc(r) for r in recs))
 
 
 def sign_batch(author_key, recs):
@@ -2344,8 +2512,10 @@ class Transcript:
             write_private(self.base + ".log", enc_json(header) + b"\n")
             write_private(self.base + ".keys", b"")
 
-    def add(self, direction, seqno, ts, line_obj, line_bytes, k=None):
-        """Append one accepted session message; the caller checked seqno and ts already."""
+    def add(self, direction, seqno, ts, line_obj, line_bytes, k=None, items=None):
+        """Append one accepted session message; the caller checked seqno and ts already. `k` is
+        a `msg` or `stored` line's key; `items` a relay line's, one per record in order (None
+        where this device has none), written with `item` J from 1 (§6)."""
         with self.lock:
             if seqno != self.n[direction] + 1 or ts < self.last_ts[direction]:
                 raise ProtoError("INTERNAL", "transcript line out of order")
@@ -2354,9 +2524,13 @@ class Transcript:
             self.d[direction].update(line_bytes)
             if self.base is not None:
                 write_private(self.base + ".log", enc_json(line_obj) + b"\n", "ab")
+                keys = [{"dir": direction, "seqno": seqno, "item": j, "k": b64e(item)}
+                        for j, item in enumerate(items or (), 1) if item is not None]
                 if k is not None:
-                    write_private(self.base + ".keys", enc_json(
-                        {"dir": direction, "seqno": seqno, "k": b64e(k)}) + b"\n", "ab")
+                    keys.append({"dir": direction, "seqno": seqno, "k": b64e(k)})
+                if keys:
+                    write_private(self.base + ".keys",
+                                  b"".join(enc_json(key) + b"\n" for key in keys), "ab")
 
     def counts(self):
         with self.lock:
@@ -3134,91 +3308,175 @@ class Client:
         return f"MEMBERS {event} {safe(','.join(users))}{' (more)' if more else ''}"
 
     def on_relay(self, m):
-        """§6.4 (a `relay`) and §6.6 (a `stored`: steps 3' and 6'), in the order given there, the
-        author's certificate introduced or named by §6.4.1."""
-        stored = m["type"] == "stored"
+        """§6.4 (with §12.6's recipient steps for records that carry `e2e`): a group of one author
+        batch's records, the batch's `sig`, `first`, `n` and `proof` once. The schema on parsing,
+        then steps 1-6 for the whole relay, each of its records included, then steps 7-11 for each
+        record in seqno order (a failure at record j leaves the end-to-end state changes of the
+        records before it, and shows and marks nothing); the relay is one transcript line, and
+        nothing of it is shown before that line is written."""
+        strict(m, ["type", "seqno", "ts", "author_fp", "sig", "first", "n", "proof", "records"],
+               ["cert"])
+        seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
+        fp, introduced = parse_author_fp(m)
+        # the schema (the table and the paragraph after it) on parsing, before step 1
+        sig, first, n, proof, items = parse_relay(m)
+        for _, item in items:
+            if "e2e" in item and (self.device is None or not isinstance(item["e2e"], dict)):
+                raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
+        self.check_hop(seqno, ts)                                                 # 1
+        author_cert = self.author_cert(fp, introduced)                            # 2, §6.4.1
+        cert_der, author_pub, author = author_cert
+        recs = [rec for rec, _ in items]
+        own = recs[0]["sid"] == self.session_id  # our own records relayed back (§6.5): answers
+        for rec in recs if own else ():
+            if rec["to"] == "lobby":  # §6.5: never comes back honestly
+                raise ProtoError("PROTOCOL_ERROR",
+                                 f"our own lobby record came back (c2s seqno {rec['seqno']})")
+            self.answer(rec["seqno"], "relay")
+        for rec in recs:
+            self.check_recipient(rec, stored=False)                               # 3
+        for rec, item in items:  # every record's addressing first, then every envelope
+            self.check_envelope(rec, item)                                        # §12.6 4
+        stmt = relay_statement(recs[0]["sid"], first, n, proof, recs)             # 4
+        if not self.batches.verified(fp, author_pub, stmt, sig):
+            raise ProtoError("SIG_FAIL", "author batch signature over the relay's records")
+        duplicates = [self.check_fresh(fp, rec, ts, stored=False) for rec in recs]  # 6, 7
+        taken = [self.take_record(author_cert, rec, item, dup)                    # 5, §12.6 7-11
+                 for (rec, item), dup in zip(items, duplicates)]
+        self.accept_hop(seqno, ts)
+        for rec in recs if own else ():
+            self.answered[rec["seqno"]] = "relay"
+        self.certs.commit(fp, author_cert)
+        for rec in recs:
+            self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
+        # TRANSCRIPT §2.2: the relay as it travelled, `cert` only on the introducing line, each
+        # item only its `record`; the key of each record whose content opened goes to `.keys`
+        line = {"dir": "s2c", "type": "relay", "seqno": seqno, "ts": ts, "author_fp": fp,
+                **({"cert": m["cert"]} if introduced is not None else {}),
+                "sig": m["sig"], "first": first, "n": n, "proof": m["proof"],
+                "records": [{"record": item["record"]} for _, item in items]}
+        enc = relay_line_enc(seqno, ts, fp, introduced, sig, first, n, proof, recs)
+        self.transcript.add("s2c", seqno, ts, line, enc, items=[t[0] for t in taken])
+        for (rec, item), dup, t in zip(items, duplicates, taken):
+            self.show_record(author, rec, item, dup, t, stored=False)
+
+    def on_stored(self, m):
+        """§6.6: a `stored` is checked as a `relay` of its one record (§6.4 steps 1-7, §12.6 for
+        `e2e`), with steps 3', 4' and 6': the record carries its own `sig` and `batch`."""
         strict(m, ["type", "seqno", "ts", "author_fp", "record"], ["cert", "k", "e2e"])
         if ("k" in m) == ("e2e" in m):
-            raise ProtoError("PROTOCOL_ERROR", "a relay carries either k or e2e (§12.6)")
+            raise ProtoError("PROTOCOL_ERROR", "a stored carries either k or e2e (§12.6)")
         seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
         fp, introduced = parse_author_fp(m)
         rec = parse_record(m["record"])
-        k = b64d(m["k"], size=32) if "k" in m else None
         if "e2e" in m and (self.device is None or not isinstance(m["e2e"], dict)):
-            raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
+            raise ProtoError("PROTOCOL_ERROR", "e2e stored to a client without the layer")
         self.check_hop(seqno, ts)                                                 # 1
-        own = rec["sid"] == self.session_id  # our own record relayed back (§6.5): its answer
-        if own and (stored or rec["to"] == "lobby"):  # §6.5: neither comes back honestly
-            what = "record came back stored" if stored else "lobby record came back"
-            raise ProtoError("PROTOCOL_ERROR", f"our own {what} (c2s seqno {rec['seqno']})")
-        if own:
-            self.answer(rec["seqno"], m["type"])
-        author_cert = self.certs.resolve(fp, introduced)                          # 2, §6.4.1
-        if author_cert is None:  # introduced here: validated now, kept for later references
-            author_cert = (introduced, *self.trust.validate(introduced, "client"))
-        cert_der, author_pub, author = author_cert
-        allowed = ("user:" + self.my_name,) if stored else ("lobby", "user:" + self.my_name)
-        if rec["dir"] != "c2s" or rec["to"] not in allowed:                       # 3, 3'
-            raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
-        if "e2e" in m:  # §12.6 recipient step 4: `ratchet` only to user:x, `sender` only to lobby
-            fits = "sender" if rec["to"] == "lobby" else "ratchet"
-            if m["e2e"].get("kind") != fits:
-                raise ProtoError("PROTOCOL_ERROR", "the end-to-end envelope does not fit the record")
-        if rec["sig"] is None:                                                    # 4
-            raise ProtoError("SIG_FAIL", "relayed record without a signature")
+        if rec["sid"] == self.session_id:  # §6.5: a record of ours never comes back stored
+            raise ProtoError("PROTOCOL_ERROR",
+                             f"our own record came back stored (c2s seqno {rec['seqno']})")
+        author_cert = self.author_cert(fp, introduced)                            # 2, §6.4.1
+        _, author_pub, author = author_cert
+        self.check_recipient(rec, stored=True)                                    # 3'
+        self.check_envelope(rec, m)                                               # §12.6 4
+        if rec["sig"] is None:                                                    # 4'
+            raise ProtoError("PROTOCOL_ERROR", "stored record without its sig and batch")
         if not self.batches.check(fp, author_pub, rec):  # §6.1: path to root, then the batch
             raise ProtoError("SIG_FAIL", "author batch signature")
-        # Steps 6 and 7 come before step 5 here: they do not need k, and an end-to-end record
-        # can be unwrapped once only, so a replayed or re-delivered one must be known as such
-        # before its wrap is tried (interop finding 29).
-        if stored and rec["ts"] < ts - MAX_STORED_AGE_MS - SKEW_MS:                # 6'
+        duplicate = self.check_fresh(fp, rec, ts, stored=True)                    # 6', 7
+        k, no_key, text, sender_key, unshowable = self.take_record(author_cert, rec, m, duplicate)
+        self.accept_hop(seqno, ts)
+        self.certs.commit(fp, author_cert)
+        self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], True)
+        # TRANSCRIPT §2.2: the message as it travelled, `cert` only on the introducing line
+        line = {"dir": "s2c", "type": "stored", "seqno": seqno, "ts": ts, "author_fp": fp,
+                **({"cert": m["cert"]} if introduced is not None else {}), "record": m["record"]}
+        enc = stored_line_enc(seqno, ts, fp, introduced, rec)
+        self.transcript.add("s2c", seqno, ts, line, enc, k)
+        # §6.6: acknowledged once the line, the marks (and e2e state) are durable
+        self.seen.save(force=True)
+        ack = {"kind": "received", "upto": seqno}
+        if no_key is not None:  # wrapped for our other devices: keep it queued
+            ack["unread"] = [seqno]
+        self.send_record("server", ack)
+        self.show_record(author, rec, m, duplicate, (k, no_key, text, sender_key, unshowable),
+                         stored=True)
+
+    def author_cert(self, fp, introduced):
+        """§6.4 step 2 (§6.4.1): (DER, key, CN) of the certificate `author_fp` names, introduced
+        here (validated now) or held from an earlier relay or stored of this session."""
+        held = self.certs.resolve(fp, introduced)
+        if held is not None:
+            return held
+        return (introduced, *self.trust.validate(introduced, "client"))
+
+    def check_recipient(self, rec, stored):
+        """§6.4 step 3 (§6.6 step 3'): a user's record to the lobby or to us; stored: to us."""
+        allowed = ("user:" + self.my_name,) if stored else ("lobby", "user:" + self.my_name)
+        if rec["dir"] != "c2s" or rec["to"] not in allowed:
+            raise ProtoError("TAMPERED", "relayed record for another recipient or direction")
+
+    @staticmethod
+    def check_envelope(rec, carrier):
+        """§12.6 recipient step 4: `ratchet` only to user:x, `sender` only to lobby."""
+        if "e2e" in carrier:
+            fits = "sender" if rec["to"] == "lobby" else "ratchet"
+            if carrier["e2e"].get("kind") != fits:
+                raise ProtoError("PROTOCOL_ERROR", "the end-to-end envelope does not fit the record")
+
+    def check_fresh(self, fp, rec, hop_ts, stored):
+        """§6.4 step 6 (§6.6 step 6') and this session's marks (REPLAY, STALE); then step 7: True
+        for a record accepted in an earlier session (recorded, never shown again)."""
+        if stored and rec["ts"] < hop_ts - MAX_STORED_AGE_MS - SKEW_MS:
             raise ProtoError("REPLAY", "stored record older than any queue keeps one")
-        if not stored and rec["ts"] < self.session_time - SKEW_MS:                # 6
+        if not stored and rec["ts"] < self.session_time - SKEW_MS:
             raise ProtoError("REPLAY", "relayed record older than this session")
-        if rec["ts"] > ts + SKEW_MS:
+        if rec["ts"] > hop_ts + SKEW_MS:
             raise ProtoError("STALE", "relayed record from the future")
-        duplicate = self.seen.check(fp, rec["sid"].hex(), rec["seqno"])          # 6, 7
+        return self.seen.check(fp, rec["sid"].hex(), rec["seqno"])
+
+    def take_record(self, author_cert, rec, carrier, duplicate):
+        """§6.4 step 5, or §12.6 steps 7-11 for a record that carries `e2e`, after steps 1-6
+        passed for the whole message (steps 6 and 7 come before the content: an end-to-end
+        record can be unwrapped once only, so a replayed or re-delivered one must be known as
+        such before its wrap is tried, interop finding 29). Returns (k for `.keys` or None,
+        why this device has no key or None, text, sender_key body, unshowable code)."""
+        cert_der, author_pub, author = author_cert
+        k = b64d(carrier["k"], size=32) if "k" in carrier else None
         no_key = None
-        if k is None and not duplicate:                                           # 5, §12.6
-            k, no_key = self.open_e2e(author, author_pub, cert_der, m["e2e"], rec)
+        if k is None and not duplicate:                                           # §12.6 7-9
+            k, no_key = self.open_e2e(author, author_pub, cert_der, carrier["e2e"], rec)
         text = sender_key = unshowable = None
         if k is not None:
             try:
                 body = parse_body(check_content(rec, k))                          # 10
-                if body["kind"] == "sender_key" and "e2e" in m and rec["to"] != "lobby":
-                    sender_key = body  # §12.6 step 11: a chain, private and end to end only
+                if body["kind"] == "sender_key" and "e2e" in carrier and rec["to"] != "lobby":
+                    # §12.6 step 11: a chain (private and end to end only) goes to §12.5 now, not
+                    # when the relay is shown: a later record of the same relay (the author's
+                    # next lobby line, signed in the same batch) may be wrapped under it
+                    self.device.take_sender_key(author, carrier["e2e"]["from"], body)
+                    sender_key = body
                 elif body["kind"] != "text":
                     raise ProtoError("PROTOCOL_ERROR", "relayed body is not text")
                 else:
                     strict(body, ["kind", "text"])
                     text = want_text(body)
             except ProtoError as e:
-                if "e2e" not in m:  # with k the server checked the content: its fault (§6.4 5)
-                    raise
+                if "e2e" not in carrier:  # with k the server checked the content: its fault
+                    raise                 # (§6.4 step 5)
                 # §12.6 steps 10-11: the wrap opened and the signature verified, so the content
                 # is the author's doing: recorded, never shown, no k kept, and the session goes on
                 unshowable, k = e.code, None
-        self.accept_hop(seqno, ts)
-        if own:
-            self.answered[rec["seqno"]] = m["type"]
-        self.certs.commit(fp, author_cert)
-        self.seen.accept(fp, rec["sid"].hex(), rec["seqno"], rec["ts"], rec["to"] != "lobby")
-        # TRANSCRIPT §2.2: the message as it travelled, `cert` only on the introducing line
-        line = {"dir": "s2c", "type": m["type"], "seqno": seqno, "ts": ts, "author_fp": fp,
-                **({"cert": m["cert"]} if introduced is not None else {}), "record": m["record"]}
-        enc = author_line_enc(b"\x05" if stored else b"\x02", seqno, ts, fp, introduced, rec)
-        self.transcript.add("s2c", seqno, ts, line, enc, k)
-        if stored:  # §6.6: acknowledged once the line, the marks (and e2e state) are durable
-            self.seen.save(force=True)
-            ack = {"kind": "received", "upto": seqno}
-            if no_key is not None:  # wrapped for our other devices: keep it queued
-                ack["unread"] = [seqno]
-            self.send_record("server", ack)
+        return k, no_key, text, sender_key, unshowable
+
+    def show_record(self, author, rec, carrier, duplicate, taken, stored):
+        """§6.4, §12.6 step 12: what the user sees of one accepted record, once its message's
+        transcript line is written."""
+        _, no_key, text, sender_key, unshowable = taken
         private = " (private)" if rec["to"] != "lobby" else ""
         private += " (stored)" if stored else ""
-        if sender_key is not None:  # §12.5: handed to the end-to-end layer, nothing shown
-            self.device.take_sender_key(author, m["e2e"]["from"], sender_key)
-            out(f"SENDER_KEY {safe(author)} {m['e2e']['from']}")
+        if sender_key is not None:  # §12.5: taken by the end-to-end layer, nothing shown
+            out(f"SENDER_KEY {safe(author)} {carrier['e2e']['from']}")
         elif duplicate:  # §6.4 step 7: accepted in an earlier session; recorded, not shown again
             log(f"a record of {safe(author)} seen in an earlier session, recorded, not shown")
         elif unshowable is not None:  # §12.6 steps 10-11: the author's fault, not the server's
@@ -3230,7 +3488,7 @@ class Client:
                 f"({safe(no_key)})")
             self.device.lists.pop(author, None)  # the next line to the author refetches
         else:
-            out(f"{safe(author)}{private}{' e2e' if 'e2e' in m else ''}: {safe(text)}")
+            out(f"{safe(author)}{private}{' e2e' if 'e2e' in carrier else ''}: {safe(text)}")
 
     def open_e2e(self, author, author_pub, cert_der, e2e, rec):
         """§12.6 step 5: (k, None), or (None, why) when this device has no key for it."""
@@ -3356,7 +3614,7 @@ class Client:
             self.write_failure = (self.lost(e), time.monotonic())
 
     def dispatch(self, m):
-        handlers = {"msg": self.on_msg, "relay": self.on_relay, "stored": self.on_relay,
+        handlers = {"msg": self.on_msg, "relay": self.on_relay, "stored": self.on_stored,
                     "queued": self.on_queued, "refused": self.on_refused}
         t = m["type"]
         if t in handlers:

@@ -8,7 +8,8 @@
       Opens every captured session with the key log (§12.9: H1 from the plaintext hello and
       server_hello, the handshake keys from hs, each direction switched to its APP_TRAFFIC_*_0
       secret after its second `finished`, advanced at each `key_update`) and prints one line per
-      session message: `AUDIT <n> <dir> <type> to=<to> carrier=<k|ratchet|sender|->`, where the
+      session record: `AUDIT <n> <dir> <type> to=<to> carrier=<k|ratchet|sender|->` (a relay's
+      records one line each, §6.4), where the
       carrier is what the server could use to read the record's body: `k` (readable), or the
       end-to-end envelope's kind. Then `CANARY <text> absent|FOUND` for each --canary: whether the
       text occurs anywhere in what the auditor (so the server) can read — the decrypted frames,
@@ -115,18 +116,26 @@ class Direction:
         return got
 
 
-def carrier(msg):
-    if "e2e" in msg and isinstance(msg["e2e"], dict):
-        return str(msg["e2e"].get("kind"))
-    return "k" if "k" in msg else "-"
+def carrier(item):
+    if "e2e" in item and isinstance(item["e2e"], dict):
+        return str(item["e2e"].get("kind"))
+    return "k" if "k" in item else "-"
 
 
-def readable_body(msg):
+def readable_body(item):
     """The body the server can read: ct opened with the record's `k` (§6.1), else None."""
-    if "k" not in msg or "record" not in msg:
+    if "k" not in item or "record" not in item:
         return None
-    rec = sc.parse_record(msg["record"])
-    return sc.check_content(rec, sc.b64d(msg["k"], size=32))
+    rec = sc.parse_record(item["record"])
+    return sc.check_content(rec, sc.b64d(item["k"], size=32))
+
+
+def carried(msg):
+    """The records a message carries, each beside its content key's carrier: a `msg` or
+    `stored` carries one; a `relay` one or more, each an item of its `records` (§6.4)."""
+    if msg["type"] == "relay":
+        return [item for item in msg.get("records", []) if isinstance(item, dict)]
+    return [msg] if msg["type"] in ("msg", "stored") else []
 
 
 def audit_session(n, c2s, s2c, secrets, seen_text):
@@ -143,12 +152,12 @@ def audit_session(n, c2s, s2c, secrets, seen_text):
         for payload in captured[1:]:
             for content, msg in d.open(payload):
                 seen_text.append(content)
-                body = readable_body(msg) if msg["type"] in ("msg", "relay", "stored") else None
-                if body is not None:
-                    seen_text.append(body)
-                if msg["type"] in ("msg", "relay", "stored"):
-                    to = msg["record"]["to"]
-                    print(f"AUDIT {n} {name} {msg['type']} to={to} carrier={carrier(msg)}",
+                for item in carried(msg):
+                    body = readable_body(item)
+                    if body is not None:
+                        seen_text.append(body)
+                    to = item["record"]["to"]
+                    print(f"AUDIT {n} {name} {msg['type']} to={to} carrier={carrier(item)}",
                           flush=True)
 
 

@@ -1236,9 +1236,11 @@ def _(a):
     a.seq_tx += 1
     while True:
         _, m = a.read_content()
-        if m["type"] == "relay":
-            return "relayed as sent" if m.get("e2e") == e2e and "k" not in m and \
-                m["record"] == wire else f"relay {sorted(m)}"
+        if m["type"] == "relay":  # §6.4: the record without sig and batch, its e2e beside it
+            bare = {key: val for key, val in wire.items() if key not in ("sig", "batch")}
+            items = m.get("records")
+            return "relayed as sent" if items == [{"record": bare, "e2e": e2e}] and \
+                m.get("sig") == wire["sig"] else f"relay {sorted(m)}"
         if m["type"] == "key_update":
             a.rx.update()
         elif m["type"] != "msg":

@@ -25,6 +25,14 @@
   1-8, every complete subtree, two published inclusion proofs), RFC 9162 §2.1.3.2's root
   recomputation against §2.1.1's definition for every (i, n ≤ 32), and every attack on a batch a
   verifier must refuse, with the verified-batch cache and without.
+- PROTOCOL §6.4 relays of a group of one batch's records: ROOT over the records and `proof` is
+  the batch's root exactly when the proof is the docs' definition (the largest subtrees without
+  records, left to right; for one record its path left to right, not reversed: interop finding
+  100), for every n ≤ 32; the proof a server makes from the records' paths is that one; each
+  record's path follows from the relay (TRANSCRIPT §6); the relay's schema, its line encoding
+  (TRANSCRIPT §3.1) and verify.py's order on a relay line (§5 step 4); at the client, one line per
+  relay written before any record is shown, `.keys` items, a late failure showing nothing, and a
+  `sender_key` taken before the lobby line under it in the same relay is unwrapped (finding 101).
 - PROTOCOL §7 "Ending with an error": after our `error` (its last frame) a half-close, then reading
   and dropping until the peer closes, 1 MiB or 500 ms (one deadline), then the close; §5 and §7 "A
   write that fails": the peer's `error` read after our failed write (the race: it comes only once
@@ -40,8 +48,10 @@
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
+import itertools
 import json
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -389,11 +399,18 @@ class OwnRecordBack(unittest.TestCase):
     def own_back(self, kind, to):
         c = session_after(2)
         key = sc.ed25519.Ed25519PrivateKey.generate()
-        _, wire = sc.make_record(key, c.session_id, to, 2, sc.now_ms(), b"{}", bytes(32))
-        m = {"type": kind, "seqno": 1, "ts": sc.now_ms(), "author_fp": "ab" * 32,
-             "record": wire, "k": sc.b64e(bytes(32))}
+        rec, wire = sc.make_record(key, c.session_id, to, 2, sc.now_ms(), b"{}", bytes(32))
+        if kind == "stored":
+            m = {"type": kind, "seqno": 1, "ts": sc.now_ms(), "author_fp": "ab" * 32,
+                 "record": wire, "k": sc.b64e(bytes(32))}
+        else:
+            m = sc.relay_message(1, sc.now_ms(), b"der", sc.relay_of([rec]),
+                                 [{"k": sc.b64e(bytes(32))}], introduce=False)
+        c.certs = sc.SessionCerts()
+        c.certs.entries[m["author_fp"]] = (b"der", key.public_key(), "alice")
+        c.my_name, c.batches = "alice", sc.BatchCache()
         with self.assertRaises(sc.ProtoError) as caught:
-            c.on_relay(m)
+            (c.on_stored if kind == "stored" else c.on_relay)(m)
         self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
         self.assertIn("our own", caught.exception.detail)
         self.assertEqual(c.answered, {})
@@ -677,6 +694,455 @@ class SignedBatches(unittest.TestCase):
             sc.parse_record({k: v for k, v in wire.items() if k != "sig"})
 
 
+def relay_proof(hashes, indices):
+    """PROTOCOL §6.4's definition of `proof`, written here from its words (not from ROOT): "the
+    MTH of each largest subtree holding none of the relay's records, left to right" — a subtree
+    of the batch's tree (RFC 9162's split) with none of `indices`, whose parent holds one."""
+    proof = []
+
+    def walk(lo, hi):
+        if not any(lo <= i < hi for i in indices):
+            proof.append(sc.tree_hash(hashes[lo:hi]))
+        elif hi - lo > 1:
+            k = sc._split(hi - lo)
+            walk(lo, lo + k)
+            walk(lo + k, hi)
+
+    walk(0, len(hashes))
+    return proof
+
+
+def subsets(n, rng):
+    """Every nonempty set of leaves of a batch of n up to 10, else 300 drawn at random, always
+    with every single leaf and the whole batch."""
+    if n <= 10:
+        for size in range(1, n + 1):
+            yield from itertools.combinations(range(n), size)
+        return
+    yield tuple(range(n))
+    for i in range(n):
+        yield (i,)
+    for _ in range(300):
+        yield tuple(sorted(rng.sample(range(n), rng.randint(1, n))))
+
+
+class RelayRoot(unittest.TestCase):
+    """PROTOCOL §6.4 "A batch's root from some of its records": ROOT over a relay's records and
+    `proof` is the batch's MTH exactly when the proof is the definition's (the largest subtrees
+    without records, left to right); it is what a server makes from the records' own paths
+    ("Making the proof"); each record's RFC 9162 path follows from what ROOT went through
+    (TRANSCRIPT §6, openings); a proof that does not fit fails, and one changed proves another
+    root (the signature then fails)."""
+
+    def batch(self, n):
+        _, recs = batch_of(n, first=3)
+        return recs, [sc.leaf_hash(sc.statement(r)) for r in recs]
+
+    def test_a_small_batch_by_hand(self):
+        """n = 3, the relay holds leaf 1: ROOT(0,3) = node(ROOT(0,2), ROOT(2,3)), ROOT(0,2) =
+        node(proof[0], h1), ROOT(2,3) = proof[1]."""
+        _, h = self.batch(3)
+        self.assertEqual(relay_proof(h, [1]), [h[0], h[2]])
+        self.assertEqual(sc.relay_root({1: h[1]}, 3, [h[0], h[2]]),
+                         sc.node_hash(sc.node_hash(h[0], h[1]), h[2]))
+        self.assertEqual(sc.relay_root({1: h[1]}, 3, [h[0], h[2]]), sc.tree_hash(h))
+
+    def test_a_whole_batch_needs_no_proof(self):
+        for n in range(1, sc.MAX_BATCH + 1):
+            _, h = self.batch(n)
+            self.assertEqual(relay_proof(h, range(n)), [], n)
+            self.assertEqual(sc.relay_root(dict(enumerate(h)), n, []), sc.tree_hash(h), n)
+
+    def test_every_group_proves_the_batch_root(self):
+        rng = random.Random(15)
+        for n in range(1, sc.MAX_BATCH + 1):
+            recs, h = self.batch(n)
+            root = sc.tree_hash(h)
+            for group in subsets(n, rng):
+                proof = relay_proof(h, group)
+                where = f"n={n} records {group}"
+                self.assertLessEqual(len(proof), sc.MAX_BATCH - 1, where)
+                subtrees = sc.relay_subtrees({i: h[i] for i in group}, n, proof)
+                self.assertEqual(subtrees[(0, n)], root, where)
+                # the server's proof, from the records' own paths, is the definition's
+                sig, first, size, made, bare = sc.relay_of([recs[i] for i in group])
+                self.assertEqual((first, size, made), (3, n, proof), where)
+                self.assertTrue(all(r["sig"] is None and r["batch"] is None for r in bare))
+                # every entry is an entry of one of the records' paths
+                entries = {p for i in group for p in recs[i]["batch"][2]}
+                self.assertTrue(set(proof) <= entries, where)
+                # TRANSCRIPT §6: each record's path follows from the relay
+                for i in group:
+                    self.assertEqual(sc.relay_path(subtrees, n, i), recs[i]["batch"][2], where)
+
+    def test_one_record_s_proof_is_its_path_left_to_right(self):
+        """Interop finding 100: for one record the proof is not its path reversed, but its
+        path's entries left to right: the siblings to the leaf's left, nearest the root first,
+        then those to its right, nearest the leaf first."""
+        reversed_wrong = 0
+        for n in range(1, sc.MAX_BATCH + 1):
+            recs, h = self.batch(n)
+            for i in range(n):
+                path = recs[i]["batch"][2]
+                ranges = sc.sibling_ranges(i, n)  # nearest the root first
+                left = [sc.tree_hash(h[lo:hi]) for lo, hi in ranges if hi <= i]
+                right = [sc.tree_hash(h[lo:hi]) for lo, hi in ranges if lo > i][::-1]
+                self.assertEqual(relay_proof(h, [i]), left + right, f"n={n} i={i}")
+                self.assertEqual(sorted(left + right), sorted(path))
+                self.assertEqual(sc.relay_root({i: h[i]}, n, left + right), sc.tree_hash(h))
+                if path[::-1] != left + right:
+                    reversed_wrong += 1
+                    self.assertNotEqual(sc.relay_root({i: h[i]}, n, path[::-1]),
+                                        sc.tree_hash(h), f"n={n} i={i}")
+        self.assertGreater(reversed_wrong, 0)
+
+    def test_a_proof_that_does_not_fit_fails(self):
+        for n, group in ((2, [0]), (5, [2]), (5, [1, 3]), (8, [0, 7]), (32, [5, 6, 20])):
+            _, h = self.batch(n)
+            leaves = {i: h[i] for i in group}
+            proof = relay_proof(h, group)
+            for j in range(len(proof)):
+                self.assertIsNone(sc.relay_root(leaves, n, proof[:j] + proof[j + 1:]), (n, j))
+            for extra in (proof + [bytes(32)], [bytes(32)] + proof):
+                self.assertIsNone(sc.relay_root(leaves, n, extra), n)
+        _, h = self.batch(4)
+        self.assertIsNone(sc.relay_root(dict(enumerate(h)), 4, [h[0]]))  # whole batch, one more
+
+    def test_a_changed_proof_proves_another_root(self):
+        for n, group in ((5, [2]), (5, [1, 3]), (8, [0, 7]), (32, [5, 6, 20])):
+            _, h = self.batch(n)
+            leaves, root = {i: h[i] for i in group}, sc.tree_hash(h)
+            proof = relay_proof(h, group)
+            for j in range(len(proof)):
+                flipped = list(proof)
+                flipped[j] = bytes([proof[j][0] ^ 1]) + proof[j][1:]
+                self.assertNotEqual(sc.relay_root(leaves, n, flipped), root, (n, j))
+            self.assertNotEqual(sc.relay_root(leaves, n, proof[::-1]), root, n)
+            # the same records and proof at other leaves (first moved by one)
+            moved = {i + 1: v for i, v in leaves.items() if i + 1 < n}
+            if len(moved) == len(leaves):
+                self.assertNotEqual(sc.relay_root(moved, n, proof), root, n)
+
+
+class RelaySchema(unittest.TestCase):
+    """PROTOCOL §6.4's table and the paragraph after it, on client.parse_relay (PROTOCOL_ERROR
+    live; TAMPERED for a transcript line, whose items hold only `record`)."""
+
+    def relay(self, group=(1, 2), n=4):
+        key, recs = batch_of(n, first=3)
+        return sc.relay_message(1, 2, b"der", sc.relay_of([recs[i] for i in group]),
+                                [{"k": ZERO32} for _ in group])
+
+    def code(self, m, carriers=True):
+        try:
+            sc.parse_relay(m, carriers=carriers, code="PROTOCOL_ERROR" if carriers else "TAMPERED")
+        except sc.ProtoError as e:
+            return e.code
+        return "OK"
+
+    def test_each_rule(self):
+        def rec(m, j=0):
+            return m["records"][j]["record"]
+        for name, edit, want in (
+                ("as made", lambda m: None, "OK"),
+                ("first 0", lambda m: m.update(first=0), "PROTOCOL_ERROR"),
+                ("n 0", lambda m: m.update(n=0), "PROTOCOL_ERROR"),
+                ("n 33", lambda m: m.update(n=33), "PROTOCOL_ERROR"),
+                ("n a string", lambda m: m.update(n="4"), "PROTOCOL_ERROR"),
+                ("sig empty", lambda m: m.update(sig=""), "PROTOCOL_ERROR"),
+                ("sig of 1025 bytes", lambda m: m.update(sig=sc.b64e(bytes(1025))),
+                 "PROTOCOL_ERROR"),
+                ("proof of 32 entries", lambda m: m.update(proof=[ZERO32] * 32),
+                 "PROTOCOL_ERROR"),
+                ("proof of 31 entries (the schema allows it)",
+                 lambda m: m.update(n=32, proof=[ZERO32] * 31), "OK"),
+                ("a proof entry of 31 bytes", lambda m: m["proof"].append(sc.b64e(bytes(31))),
+                 "PROTOCOL_ERROR"),
+                ("proof not a list", lambda m: m.update(proof=ZERO32), "PROTOCOL_ERROR"),
+                ("no records", lambda m: m.update(records=[]), "PROTOCOL_ERROR"),
+                ("more records than n", lambda m: m.update(n=1), "PROTOCOL_ERROR"),
+                ("an item without a carrier", lambda m: m["records"][0].pop("k"),
+                 "PROTOCOL_ERROR"),
+                ("an item with both carriers", lambda m: m["records"][0].update(e2e={}),
+                 "PROTOCOL_ERROR"),
+                ("an item with another member", lambda m: m["records"][0].update(x=1),
+                 "PROTOCOL_ERROR"),
+                ("a record with sig", lambda m: rec(m).update(sig=m["sig"]), "PROTOCOL_ERROR"),
+                ("a record with sig and batch", lambda m: rec(m).update(
+                    sig=m["sig"], batch={"i": 1, "n": 4, "path": []}), "PROTOCOL_ERROR"),
+                ("records of two sessions", lambda m: rec(m, 1).update(sid="11" * 16),
+                 "PROTOCOL_ERROR"),
+                ("records out of order", lambda m: m["records"].reverse(), "PROTOCOL_ERROR"),
+                ("a record twice", lambda m: m["records"].__setitem__(1, m["records"][0]),
+                 "PROTOCOL_ERROR"),
+                ("a record below first", lambda m: m.update(first=5), "PROTOCOL_ERROR"),
+                ("a record above first + n - 1", lambda m: m.update(n=2), "PROTOCOL_ERROR")):
+            m = self.relay()
+            edit(m)
+            self.assertEqual(self.code(m), want, name)
+
+    def test_a_line_s_items_hold_only_their_record(self):
+        m = self.relay()
+        self.assertEqual(self.code(m, carriers=False), "TAMPERED")
+        for item in m["records"]:
+            del item["k"]
+        self.assertEqual(self.code(m, carriers=False), "OK")
+        self.assertEqual(self.code(m), "PROTOCOL_ERROR")
+
+    def test_the_line_encoding(self):
+        """TRANSCRIPT §3.1 line_enc(relay), byte by byte, with a certificate and without."""
+        key, recs = batch_of(4, first=3)
+        sig, first, n, proof, bare = sc.relay_of([recs[1], recs[3]])
+        for cert in (b"\x30\x03abc", None):
+            enc = sc.relay_line_enc(7, 8, "ab" * 32, cert, sig, first, n, proof, bare)
+            want = (b"\x02" + (7).to_bytes(8, "big") + (8).to_bytes(8, "big") + bytes([0xab]) * 32
+                    + len(cert or b"").to_bytes(4, "big") + (cert or b"")
+                    + len(sig).to_bytes(4, "big") + sig + (3).to_bytes(8, "big")
+                    + (4).to_bytes(4, "big") + bytes([len(proof)]) + b"".join(proof)
+                    + bytes([2]) + b"".join(sc.record_enc(r) for r in bare))
+            self.assertEqual(enc, want)
+            for r in bare:  # each record_enc ends with no sig and no batch
+                self.assertTrue(sc.record_enc(r).endswith(bytes(4) + bytes(4) + bytes(4) + b"\x00"))
+
+
+class RelayAtTheClient(unittest.TestCase):
+    """PROTOCOL §6.4 and §12.6 at alice's client: a relay of several records is one transcript
+    line, written before any of it is shown, its records shown in seqno order and each record's
+    key in `.keys` with its `item` (TRANSCRIPT §6); a failure in any record shows and records
+    nothing; a record seen in an earlier session is recorded, not shown, the others shown; a
+    `sender_key` and the lobby line wrapped under it, signed in one batch, arrive in one relay
+    and the line opens (§12.6: steps 7-12 for each record in seqno order)."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.tmp = tmp.name
+        self.trust, self.certs, self.keys = make_pki(tmp.name, ["alice", "bob"])
+        self.shown = []
+        patcher = mock.patch.object(sc, "out", self.shown.append)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        c = sc.Client.__new__(sc.Client)
+        c.trust, c.my_name, c.device = self.trust, "alice", None
+        c.session_id, c.session_time = bytes([7]) * 16, sc.now_ms() - 1000
+        c.seq_rx, c.ts_rx, c.seq_sent, c.answered, c.private_seqnos = 0, 0, 0, {}, set()
+        c.certs, c.batches, c.seen = sc.SessionCerts(), sc.BatchCache(), sc.SeenMarks(None)
+        c.transcript = sc.Transcript(self.tmp, c.session_id, c.session_time, "localhost",
+                                     self.certs["alice"], b"server")
+        c.now = sc.now_ms
+        self.c = c
+        self.sid = bytes([9]) * 16  # bob's session
+
+    def bob_batch(self, bodies, to="lobby"):
+        t = sc.now_ms()
+        ks = [bytes([j + 1]) * 32 for j in range(len(bodies))]
+        recs = [sc.new_record(self.sid, to, 10 + j, t + j, sc.enc_json(b), k)
+                for j, (b, k) in enumerate(zip(bodies, ks))]
+        sc.sign_batch(self.keys["bob"], recs)
+        return recs, ks
+
+    def relay(self, recs, carriers, seqno=1, introduce=True):
+        m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"], sc.relay_of(recs), carriers,
+                             introduce)
+        self.c.on_relay(json.loads(sc.enc_json(m)))
+        return m
+
+    def log_lines(self):
+        with open(self.c.transcript.base + ".log") as f:
+            return [json.loads(line) for line in f.read().splitlines()[1:]]
+
+    def key_lines(self):
+        with open(self.c.transcript.base + ".keys") as f:
+            return [json.loads(line) for line in f.read().splitlines()]
+
+    def texts(self, *texts):
+        return [{"kind": "text", "text": t} for t in texts]
+
+    def test_one_line_its_records_shown_in_order_and_their_keys(self):
+        recs, ks = self.bob_batch(self.texts("one", "two", "three", "four"))
+        m = self.relay([recs[0], recs[2], recs[3]], [{"k": sc.b64e(ks[j])} for j in (0, 2, 3)])
+        self.assertEqual(self.shown, ["bob: one", "bob: three", "bob: four"])
+        [line] = self.log_lines()
+        self.assertEqual(line, {"dir": "s2c", **{k: v for k, v in m.items()
+                                                  if k != "records"},
+                                "records": [{"record": i["record"]} for i in m["records"]]})
+        self.assertEqual(self.key_lines(), [{"dir": "s2c", "seqno": 1, "item": j,
+                                             "k": sc.b64e(ks[i])}
+                                            for j, i in ((1, 0), (2, 2), (3, 3))])
+        self.assertEqual(self.c.transcript.counts(), (0, 1))
+        # the same line, hashed as TRANSCRIPT §3.1 says and checked as §5 step 4 says
+        v = verify.Verifier(self.trust)
+        v.session_id, v.session_time, v.client_name = self.c.session_id, self.c.session_time, "alice"
+        v.client_der, v.client_revoked = self.certs["alice"], None
+        v.line(sc.enc_json(line), 2)
+        self.assertEqual(v.d["s2c"].digest(), self.c.transcript.d["s2c"].digest())
+        self.assertEqual(v.authors, {sc.fingerprint(self.certs["bob"]): ["bob", 3]})
+
+    def test_a_later_record_that_fails_shows_and_records_nothing(self):
+        recs, ks = self.bob_batch(self.texts("one", "two"))
+        with self.assertRaises(sc.ProtoError) as caught:
+            self.relay(recs, [{"k": sc.b64e(ks[0])}, {"k": sc.b64e(ks[0])}])
+        self.assertEqual(caught.exception.code, "DECRYPT_FAIL")
+        self.assertEqual((self.shown, self.log_lines(), self.c.seq_rx), ([], [], 0))
+
+    def test_a_record_seen_in_an_earlier_session_is_recorded_not_shown(self):
+        recs, ks = self.bob_batch(self.texts("one", "two"))
+        self.c.seen.marks[f"{sc.fingerprint(self.certs['bob'])}:{self.sid.hex()}"] = (
+            recs[0]["seqno"], recs[0]["ts"], False)
+        self.relay(recs, [{"k": sc.b64e(k)} for k in ks])
+        self.assertEqual(self.shown, ["bob: two"])
+        self.assertEqual(len(self.log_lines()[0]["records"]), 2)
+
+    def test_a_record_again_in_the_same_session_is_replay(self):
+        recs, ks = self.bob_batch(self.texts("one", "two"))
+        self.relay(recs[:1], [{"k": sc.b64e(ks[0])}])
+        with self.assertRaises(sc.ProtoError) as caught:
+            self.relay(recs, [{"k": sc.b64e(k)} for k in ks], seqno=2, introduce=False)
+        self.assertEqual(caught.exception.code, "REPLAY")
+        self.assertEqual(self.shown, ["bob: one"])
+
+    def test_the_signature_and_the_proof(self):
+        recs, ks = self.bob_batch(self.texts("one", "two", "three"))
+        carriers = [{"k": sc.b64e(ks[1])}]
+        for name, edit, code in (
+                ("proof entry missing", lambda m: m["proof"].pop(), "PROTOCOL_ERROR"),
+                ("proof entry flipped", lambda m: m["proof"].__setitem__(
+                    0, sc.b64e(bytes(32))), "SIG_FAIL"),
+                ("n changed", lambda m: m.update(n=4, proof=m["proof"] + [ZERO32]),
+                 "PROTOCOL_ERROR"),
+                ("another author's certificate", lambda m: m.update(
+                    author_fp=sc.fingerprint(self.certs["alice"]),
+                    cert=sc.b64e(self.certs["alice"])), "SIG_FAIL"),
+                ("moved to another recipient", lambda m: m["records"][0]["record"].update(
+                    to="user:carol"), "TAMPERED")):
+            self.setUp()
+            m = sc.relay_message(1, sc.now_ms(), self.certs["bob"], sc.relay_of([recs[1]]),
+                                 carriers)
+            edit(m)
+            with self.assertRaises(sc.ProtoError, msg=name) as caught:
+                self.c.on_relay(m)
+            self.assertEqual(caught.exception.code, code, name)
+
+    def test_the_schema_comes_before_the_hop(self):
+        """PROTOCOL §6.4: the schema on parsing, before step 1 (review15 R5): a relay repeating a
+        hop seqno whose records are out of order is PROTOCOL_ERROR, not REPLAY."""
+        recs, ks = self.bob_batch(self.texts("one", "two"))
+        self.c.seq_rx = 3
+        m = sc.relay_message(2, sc.now_ms(), self.certs["bob"], sc.relay_of(recs),
+                             [{"k": sc.b64e(k)} for k in ks])
+        m["records"].reverse()
+        with self.assertRaises(sc.ProtoError) as caught:
+            self.c.on_relay(m)
+        self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
+
+    def test_every_record_s_addressing_before_any_envelope(self):
+        """§12.6 steps 3 and 4 for the whole message (review15 R4): record 1's envelope does not
+        fit its `to`, record 2 is to someone else: TAMPERED (step 3), not PROTOCOL_ERROR."""
+        self.c.device = sc.Device("alice", self.certs["alice"], self.keys["alice"], lobby=True)
+        recs, ks = self.bob_batch(self.texts("one", "two"))
+        recs[1]["to"] = "user:carol"
+        sc.sign_batch(self.keys["bob"], recs)
+        ratchet = {"kind": "ratchet", "from": "b0b1b0b1b0b1b0b1", "wraps": []}
+        with self.assertRaises(sc.ProtoError) as caught:
+            self.relay(recs, [{"e2e": ratchet}, {"k": sc.b64e(ks[1])}])
+        self.assertEqual(caught.exception.code, "TAMPERED")
+
+    def test_our_own_private_records_back_are_answered_each(self):
+        self.c.seq_sent, self.c.private_seqnos = 3, {1, 2, 3}
+        self.sid = self.c.session_id
+        self.keys["bob"], self.certs["bob"] = self.keys["alice"], self.certs["alice"]
+        recs, ks = self.bob_batch(self.texts("a", "b"), to="user:alice")
+        for j, r in enumerate(recs):
+            r["seqno"] = 2 + j  # our c2s 2 and 3, one batch
+        sc.sign_batch(self.keys["alice"], recs)
+        self.relay(recs, [{"k": sc.b64e(k)} for k in ks])
+        self.assertEqual(self.c.answered, {2: "relay", 3: "relay"})
+
+    def test_a_sender_key_and_the_lobby_line_under_it_in_one_relay(self):
+        """bob's client signs the `sender_key` of its new chain to alice and the lobby line
+        wrapped under that chain in one batch; the server relays both to alice in one relay.
+        The key must be taken before the line is unwrapped (§12.6 steps 7-12 for each record in
+        seqno order), not when the relay is shown."""
+        self.c.device = sc.Device("alice", self.certs["alice"], self.keys["alice"], lobby=True)
+        bob_device = "b0b1b0b1b0b1b0b1"
+        chain = sc.SenderChain("bob")
+        recs, ks = self.bob_batch([{"kind": "sender_key", **chain.state()},
+                                   {"kind": "text", "text": "hello, lobby"}])
+        recs[0]["to"] = "user:alice"
+        sc.sign_batch(self.keys["bob"], recs)
+        ratchet = {"kind": "ratchet", "from": bob_device, "wraps": []}
+        lobby = {"kind": "sender", "from": bob_device, "id": chain.id,
+                 "n": 0, "w": sc.b64e(chain.encrypt(ks[1], sc.binding_of(recs[1]))[1])}
+        with mock.patch.object(self.c.device, "open_ratchet", return_value=(ks[0], None)):
+            self.relay(recs, [{"e2e": ratchet}, {"e2e": lobby}])
+        self.assertEqual(self.shown, [f"SENDER_KEY bob {bob_device}", "bob e2e: hello, lobby"])
+        self.assertEqual([k["item"] for k in self.key_lines()], [1, 2])
+
+
+class RelayLines(unittest.TestCase):
+    """TRANSCRIPT §5 step 4 on a format 5 relay line (verify.py): its schema and its records'
+    recipients at the line, the root from its records and proof once (TAMPERED when the proof
+    does not fit), `sig` once (SIG_FAIL), then each record's times and seqno (REPLAY names the
+    record, N:J); the report counts records, not lines."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.trust, self.certs, self.keys = make_pki(tmp.name, ["alice", "bob"])
+        v = verify.Verifier(self.trust)
+        v.session_id, v.session_time, v.client_name = bytes(16), sc.now_ms() - 1000, "alice"
+        v.client_der, v.client_revoked = self.certs["alice"], None
+        self.v = v
+        t = sc.now_ms()
+        self.recs = [sc.new_record(bytes([9]) * 16, "lobby", 4 + j, t + j,
+                                   sc.enc_json({"kind": "text", "text": f"{j}"}), bytes(32))
+                     for j in range(5)]
+        sc.sign_batch(self.keys["bob"], self.recs)
+
+    def line(self, group, seqno=1, edit=None, introduce=True):
+        m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"],
+                             sc.relay_of([self.recs[j] for j in group]),
+                             [{} for _ in group], introduce)
+        if edit is not None:
+            edit(m)
+        return sc.enc_json({"dir": "s2c", **m})
+
+    def outcome(self, *lines):
+        try:
+            for n, raw in enumerate(lines, 2):
+                self.v.line(raw, n)
+        except verify.Invalid as e:
+            self.detail = e.detail
+            return e.code, e.where
+        return "VALID", None
+
+    def test_a_valid_line_counts_each_record(self):
+        self.assertEqual(self.outcome(self.line([0, 2, 3]), self.line([4], 2, introduce=False)),
+                         ("VALID", None))
+        self.assertEqual(self.v.authors, {sc.fingerprint(self.certs["bob"]): ["bob", 4]})
+
+    def test_each_fault_and_where(self):
+        line = self.line
+        for name, lines, want in (
+                ("a proof entry missing", lambda: [line([1, 3], edit=lambda m: m["proof"].pop())],
+                 ("TAMPERED", "line 2")),
+                ("a proof entry too many", lambda: [line([1, 3], edit=lambda m: m["proof"].append(
+                    ZERO32))], ("TAMPERED", "line 2")),
+                ("a proof entry changed", lambda: [line([2], edit=lambda m: m["proof"].__setitem__(
+                    0, ZERO32))], ("SIG_FAIL", "line 2")),
+                ("an item with its k", lambda: [line([2], edit=lambda m: m["records"][0].update(
+                    k=ZERO32))], ("TAMPERED", "line 2")),
+                ("a record moved to another recipient", lambda: [line(
+                    [1, 2], edit=lambda m: m["records"][1]["record"].update(to="user:carol"))],
+                 ("TAMPERED", "line 2")),
+                ("a record again on a later line", lambda: [line([0, 1]), line(
+                    [1, 2], 2, introduce=False)], ("REPLAY", "line 3"))):
+            self.setUp()
+            self.assertEqual(self.outcome(*lines()), want, name)
+            if name.startswith("a record"):  # the line, and which of its records in the detail
+                self.assertIn(f"record {2 if 'moved' in name else 1} of the line", self.detail)
+
+
 class ContentCipher(unittest.TestCase):
     """PROTOCOL §6.1: ct is ChaCha20-Poly1305 under all 32 bytes of ek, nonce 0^12; a record
     sealed as before session 11 (AES-128-GCM under ek's first 16 bytes, §11) does not open."""
@@ -759,7 +1225,7 @@ class RecordBounds(unittest.TestCase):
 
 
 class Formats(unittest.TestCase):
-    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 4 and an opening of format 3 are
+    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 5 and an opening of format 3 are
     judged; another format number is UNSUPPORTED_FORMAT with its reason (earlier: what wrote it,
     the securechat that reads it by §2.1's table, and no evidence of tampering; later: newer or
     edited), and a version that is no format number is TAMPERED."""
@@ -788,8 +1254,11 @@ class Formats(unittest.TestCase):
                                           "before 9c9d09a reads it"),
                 (3, "UNSUPPORTED_FORMAT", "before the ChaCha20-Poly1305 content cipher: its ct "
                                           "fields are AES-128-GCM; securechat 9c9d09a to 75c258e"),
-                (5, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
-                (4, "TAMPERED", ""), ("4", "TAMPERED", ""), (0, "TAMPERED", ""),
+                (4, "UNSUPPORTED_FORMAT", "before relays carried groups: a relay line holds one "
+                                          "record with its own sig and batch; securechat "
+                                          "sessions 11-14 (up to 82c2781) reads it"),
+                (6, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
+                (5, "TAMPERED", ""), ("5", "TAMPERED", ""), (0, "TAMPERED", ""),
                 (2.5, "TAMPERED", "")):
             got, detail = self.outcome({"type": "securechat-transcript", "version": version},
                                        opening=False)
@@ -797,8 +1266,8 @@ class Formats(unittest.TestCase):
             self.assertIn(reason, detail, version)
             if code == "UNSUPPORTED_FORMAT":
                 self.assertIn(f"transcript format {version} (", detail)
-                self.assertIn("reads format 4 only", detail)
-                self.assertEqual("not evidence of tampering" in detail, version < 4, version)
+                self.assertIn("reads format 5 only", detail)
+                self.assertEqual("not evidence of tampering" in detail, version < 5, version)
 
     def test_opening_formats(self):
         for version, code, reason in (

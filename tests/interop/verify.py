@@ -3,7 +3,9 @@
 (no line of lib/transcript was read). It checks a `<base>.log` of either role, client or server,
 with only the CA certificate (and a CRL), and its receipts beside it. Author certificates are
 resolved as TRANSCRIPT §2.2 says: the session's list of PROTOCOL §6.4.1 (client.SessionCerts, the
-one the live client runs) over the `relay` and `stored` lines in file order.
+one the live client runs) over the `relay` and `stored` lines in file order. Format 5: a relay line
+carries a group of one author batch's records and the batch's `sig`, `first`, `n` and `proof` once
+(PROTOCOL §6.4's ROOT, client.relay_statement).
 
 Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
        verify.py --opening FILE --ca ca.pem [--crl ca.crl]   (TRANSCRIPT §6: RESULT, OPENING,
@@ -17,11 +19,13 @@ Prints, on stdout:
   RESULT UNSUPPORTED_FORMAT <line 1|opening> <detail>  exit 2: a format this verifier does not
                                                      read, not judged either way (§5 step 1, §6)
   LINES c2s <n> s2c <m>
-  AUTHOR <cn> <fingerprint> <count>                  lines carrying an author's valid signature:
-                                                     the client's c2s records, relayed and stored
-                                                     ones (the client's relayed back count again)
+  AUTHOR <cn> <fingerprint> <count>                  records carrying an author's valid
+                                                     signature: the client's c2s records, relayed
+                                                     and stored ones (each record of a relay line;
+                                                     the client's relayed back count again)
   RECEIPT <role> c2s 1..<a> s2c 1..<b>               per valid receipt
-  NOT_ATTRIBUTED line <n> <why>                      a signed record at or after its author's revocation
+  NOT_ATTRIBUTED line <n>[:<j>] <why>                a signed record at or after its author's
+                                                     revocation (j: which record of a relay line)
   REFUSED <of> <code>                                a c2s seqno the server refused (PROTOCOL §6.5)
   QUEUED <of>                                        a c2s seqno put in an offline queue (§6.6)
   STORED line <n> <cn> <fingerprint> <record ts>     a line from the offline queue, its author's time
@@ -45,7 +49,7 @@ import client as sc  # noqa: E402  (one home for the primitives, the record and 
 
 from cryptography import x509  # noqa: E402
 
-TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 4 (3, 2, 1 before, below)
+TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 5 (4, 3, 2, 1 before, below)
 RECEIPT_VERSION = 2          # §4.1
 OPENING_VERSION = 3          # §6: 3 since the ChaCha20-Poly1305 content cipher (2, 1 before)
 # §5 step 1, §6 step 1: each earlier format, what wrote it and which securechat reads it (the
@@ -54,12 +58,15 @@ READERS = {
     "protocol v1": "securechat before 5607e35",
     "signed batches": "securechat 5607e35 up to before 9c9d09a",
     "AES-128-GCM": "securechat 9c9d09a to 75c258e (sessions 8-10)",
+    "relay groups": "securechat sessions 11-14 (up to 82c2781)",
 }
 EARLIER_TRANSCRIPTS = {
     1: ("written by protocol v1", READERS["protocol v1"]),
     2: ("written before signed batches", READERS["signed batches"]),
     3: ("written before the ChaCha20-Poly1305 content cipher: its ct fields are AES-128-GCM",
         READERS["AES-128-GCM"]),
+    4: ("written before relays carried groups: a relay line holds one record with its own sig "
+        "and batch", READERS["relay groups"]),
 }
 EARLIER_OPENINGS = {
     1: ("made before signed batches", READERS["signed batches"]),
@@ -95,8 +102,17 @@ def unsupported(what, version, ours, earlier):
 
 class Invalid(Exception):
     def __init__(self, code, where, detail):
+        if isinstance(where, Record):  # §5: a fault is reported at its line; the detail says
+            where, detail = where.line, f"record {where.item} of the line: {detail}"  # which record
         super().__init__(f"{code} {where}: {detail}")
         self.code, self.where, self.detail = code, where, detail
+
+
+class Record:
+    """Where a fault in record `item` (from 1) of relay line `n` is: the line (§5's exit: the
+    first bad line number), the record named in the detail."""
+    def __init__(self, n, item):
+        self.line, self.item = f"line {n}", item
 
 
 def at_ms(ms):
@@ -212,11 +228,13 @@ class Verifier:
 
     def line(self, raw, n):
         base = strict_line(raw, n, ["dir", "type"], ["record", "seqno", "ts", "author_fp", "cert",
-                                                     "of", "code"])
+                                                     "of", "code", "sig", "first", "n", "proof",
+                                                     "records"])
         kind, d = base["type"], base["dir"]
         shapes = {  # (required, optional)
             "msg": (["dir", "type", "record"], []),
-            "relay": (["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]),
+            "relay": (["dir", "type", "seqno", "ts", "author_fp", "sig", "first", "n", "proof",
+                       "records"], ["cert"]),
             "stored": (["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]),
             "refused": (["dir", "type", "seqno", "ts", "of", "code"], []),
             "queued": (["dir", "type", "seqno", "ts", "of"], []),
@@ -227,6 +245,8 @@ class Verifier:
         if kind != "msg" and d != "s2c":
             raise Invalid("TAMPERED", f"line {n}", f"a {kind} line is s2c only")
         rec = field(sc.parse_record, n, m["record"]) if "record" in m else None
+        if kind == "relay":  # §5 step 4's first check of a relay line, before its seqno and ts
+            group = field(sc.parse_relay, n, m, carriers=False, code="TAMPERED")
         if kind == "msg":
             seqno, ts = rec["seqno"], rec["ts"]
         else:
@@ -237,11 +257,16 @@ class Verifier:
             raise Invalid("TAMPERED", f"line {n}", f"{d} ts goes backwards")
         if kind == "msg":
             enc = b"\x01" + self.msg(rec, d, n)
-        elif kind in ("relay", "stored"):
+        elif kind == "relay":
             fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
-            self.author_record(kind == "stored", ts, fp, introduced, rec, n)
-            tag = b"\x05" if kind == "stored" else b"\x02"
-            enc = sc.author_line_enc(tag, seqno, ts, fp, introduced, rec)
+            sig, first, size, proof, items = group
+            recs = [r for r, _ in items]
+            self.relay(ts, fp, introduced, sig, first, size, proof, recs, n)
+            enc = sc.relay_line_enc(seqno, ts, fp, introduced, sig, first, size, proof, recs)
+        elif kind == "stored":
+            fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
+            self.stored_record(ts, fp, introduced, rec, n)
+            enc = sc.stored_line_enc(seqno, ts, fp, introduced, rec)
         else:
             of = field(sc.want_int, n, m, "of")
             if kind == "refused":
@@ -270,7 +295,7 @@ class Verifier:
             self.signed(sc.fingerprint(self.client_der), self.client_pub, rec, n,
                         "the client's record signature")
             if self.client_revoked is not None and at_ms(rec["ts"]) >= self.client_revoked:
-                self.not_attributed.append((n, "signed at or after its author's revocation"))
+                self.not_attributed.append((f"line {n}", "signed at or after its author's revocation"))
             else:  # §5 report: the client is the author of its own c2s records
                 self.authors.setdefault(sc.fingerprint(self.client_der),
                                         [subject_cn(self.client_der), 0])[1] += 1
@@ -296,47 +321,96 @@ class Verifier:
         if not ok:
             raise Invalid("SIG_FAIL", f"line {n}", what)
 
-    def author_record(self, stored, hop_ts, fp, introduced, rec, n):
-        # §2.2 "Author certificates": the session's list (PROTOCOL §6.4.1) over the relay and
-        # stored lines in file order resolves `author_fp` to an earlier line's certificate bytes
+    def author_cert(self, fp, introduced, n):
+        """§2.2 "Author certificates": the session's list (PROTOCOL §6.4.1) over the relay and
+        stored lines in file order resolves `author_fp` to an earlier line's certificate bytes."""
         try:
             held = self.certs.resolve(fp, introduced, list_code="TAMPERED")
         except sc.ProtoError as e:
             raise Invalid(e.code, f"line {n}", e.detail)
         cert = introduced if held is None else held
         self.certs.commit(fp, cert)  # a bad line ends the walk, so committing early is harmless
-        try:
-            author_pub, cn = self.trust.validate(cert, "client", at=at_ms(rec["ts"]))
-        except sc.ProtoError as e:
-            raise Invalid("BAD_CERT", f"line {n}", f"author certificate: {e.detail}")
+        return cert
+
+    def author_recipient(self, stored, rec, where):
+        """§5 step 4.3: a user's record to the lobby or to the client; stored: to the client."""
         allowed = ("user:" + self.client_name,) if stored else ("lobby", "user:" + self.client_name)
         if rec["dir"] != "c2s" or rec["to"] not in allowed:
-            raise Invalid("TAMPERED", f"line {n}", "author record moved to another recipient")
-        self.signed(fp, author_pub, rec, n, "author record signature")
+            raise Invalid("TAMPERED", where, "author record moved to another recipient")
+
+    def author_valid(self, cert, rec, where):
+        """§5 step 4.5: the author certificate at `record.ts` (BAD_CERT). Returns (key, CN)."""
+        try:
+            return self.trust.validate(cert, "client", at=at_ms(rec["ts"]))
+        except sc.ProtoError as e:
+            raise Invalid("BAD_CERT", where, f"author certificate: {e.detail}")
+
+    def author_fresh(self, stored, hop_ts, fp, rec, where):
+        """§5 step 4: the record's ts against the session (a relay) or the hop (stored), and its
+        seqno above every earlier record of its author and author session in this file."""
         if stored:
             if rec["ts"] < hop_ts - sc.MAX_STORED_AGE_MS - sc.SKEW_MS:
-                raise Invalid("REPLAY", f"line {n}", "stored record older than any queue keeps")
+                raise Invalid("REPLAY", where, "stored record older than any queue keeps")
             if rec["ts"] > hop_ts + sc.SKEW_MS:
-                raise Invalid("STALE", f"line {n}", "stored record dated after its hop")
+                raise Invalid("STALE", where, "stored record dated after its hop")
         else:
             if rec["ts"] < self.session_time - sc.SKEW_MS:
-                raise Invalid("REPLAY", f"line {n}", "relayed record older than the session")
+                raise Invalid("REPLAY", where, "relayed record older than the session")
             if rec["ts"] > hop_ts + sc.SKEW_MS:
-                raise Invalid("STALE", f"line {n}", "relayed record dated after its hop")
+                raise Invalid("STALE", where, "relayed record dated after its hop")
         key = (fp, rec["sid"])
         if key in self.marks and rec["seqno"] <= self.marks[key]:
-            raise Invalid("REPLAY", f"line {n}", "author record repeated in this transcript")
+            raise Invalid("REPLAY", where, "author record repeated in this transcript")
         self.marks[key] = rec["seqno"]
+
+    def attribute(self, cert, fp, cn, rec, where, n, stored):
+        """§5's report: one record attributed to its author, unless signed at or after the
+        author's revocation; a record of this session come back is its answer (step 4's end)."""
         revoked = self.trust.revoked_at(cert)
         if revoked is not None and at_ms(rec["ts"]) >= revoked:
-            self.not_attributed.append((n, f"{cn} was revoked at {revoked.isoformat()}"))
+            self.not_attributed.append((where, f"{cn} was revoked at {revoked.isoformat()}"))
         else:
             self.authors.setdefault(fp, [cn, 0])[1] += 1
-        if stored:
-            self.stored.append((n, cn, fp, rec["ts"]))
         if rec["sid"] == self.session_id:  # the client's own record came back: its answer
             kind = "stored" if stored else "lobby relay" if rec["to"] == "lobby" else "relay"
             self.answers.append((n, rec["seqno"], kind))
+
+    def relay(self, hop_ts, fp, introduced, sig, first, size, proof, recs, n):
+        """§5 step 4's `relay` (format 5), after its schema: the certificate list, each record's
+        recipient, each record's dates and seqno, the certificate at each record's ts, then once
+        for the line the root from its records and `proof` (PROTOCOL §6.4's ROOT: TAMPERED when
+        the proof does not fit) and `sig` over the batch statement (SIG_FAIL). A fault in a record
+        is reported at `line N:J`."""
+        cert = self.author_cert(fp, introduced, n)
+        for j, rec in enumerate(recs, 1):
+            self.author_recipient(False, rec, Record(n, j))
+        for j, rec in enumerate(recs, 1):
+            self.author_fresh(False, hop_ts, fp, rec, Record(n, j))
+        author_pub, cn = [self.author_valid(cert, rec, Record(n, j))
+                          for j, rec in enumerate(recs, 1)][0]
+        try:
+            stmt = sc.relay_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
+        except sc.ProtoError as e:
+            raise Invalid(e.code, f"line {n}", e.detail)
+        if not self.batches.verified(fp, author_pub, stmt, sig):
+            raise Invalid("SIG_FAIL", f"line {n}", "author batch signature over the line's records")
+        for j, rec in enumerate(recs, 1):
+            self.attribute(cert, fp, cn, rec, f"line {n}:{j}", n, False)
+
+    def stored_record(self, hop_ts, fp, introduced, rec, n):
+        """§5 step 4's `stored`: as a relay of its one record, which carries its own `sig` and
+        `batch` (TAMPERED without, with the recipient) and passes PROTOCOL §6.1's check in place
+        of the root and the relay's signature."""
+        cert = self.author_cert(fp, introduced, n)
+        where = f"line {n}"
+        self.author_recipient(True, rec, where)
+        if rec["sig"] is None:
+            raise Invalid("TAMPERED", where, "stored record without its sig and batch")
+        self.author_fresh(True, hop_ts, fp, rec, where)
+        author_pub, cn = self.author_valid(cert, rec, where)
+        self.signed(fp, author_pub, rec, n, "author record signature")
+        self.attribute(cert, fp, cn, rec, where, n, True)
+        self.stored.append((n, cn, fp, rec["ts"]))
 
     def end(self):
         """§5 step 4, checked at the end (PROTOCOL §6.5 "One answer per record"): each answer in
@@ -554,8 +628,8 @@ def main():
         print(f"AUTHOR {sc.safe(cn)} {fp} {count}")
     for role, a, b in receipts:
         print(f"RECEIPT {role} c2s 1..{a} s2c 1..{b}")
-    for n, why in v.not_attributed:
-        print(f"NOT_ATTRIBUTED line {n} {sc.safe(why)}")
+    for where, why in v.not_attributed:
+        print(f"NOT_ATTRIBUTED {where} {sc.safe(why)}")
     for _, of, code in v.of_lines:
         print(f"QUEUED {of}" if code is None else f"REFUSED {of} {sc.safe(code)}")
     for n, cn, fp, ts in v.stored:
