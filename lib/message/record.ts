@@ -27,6 +27,7 @@ import { hmacSha256Sync } from "../crypto/hkdf.ts";
 import { sign, type SigningKey, type VerifyingKey, verifyNow } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
+import { MAX_CONTENT_BYTES } from "../handshake/record.ts";
 import {
   base64Text,
   byType,
@@ -63,7 +64,15 @@ export type Direction = "c2s" | "s2c";
 export const DIRECTION_BYTE: Record<Direction, number> = { c2s: 0x01, s2c: 0x02 };
 
 export const CONTENT_KEY_BYTES = 32;
-export const MAX_CT_BYTES = 64 * 1024;
+/**
+ * The most bytes a `c2s` record's `ct` holds (PROTOCOL §6.1 "Bounds"): every honest body fits
+ * (the largest, a `text` of MAX_TEXT_CHARS units each written `\uXXXX`, makes 24,041), and a
+ * relay or `stored` of any one such record alone, its author's certificate introduced, fits one
+ * record (§3.2) with a `k` or `sender` carrier; {@link loneRelayBytes} checks the rest.
+ */
+export const MAX_CT_BYTES = 24 * 1024;
+/** A server's own record is never relayed or stored: only the frame bounds its `ct` (§6.1). */
+export const MAX_S2C_CT_BYTES = 64 * 1024;
 export const MAX_SIG_BYTES = 1024;
 export const MAX_CERT_BYTES = 16 * 1024;
 export const MAX_TEXT_CHARS = 4000;
@@ -327,13 +336,15 @@ function relayedRecordJson(value: unknown, path: Path): RecordJson {
 
 /** The members every record has. */
 function recordCore(o: Record<string, unknown>, path: Path): RecordJson {
+  const sid = lowerHex(o.sid, path, "sid", 32);
+  const dir = literal(o.dir, path, "dir", DIRECTIONS);
   return {
-    sid: lowerHex(o.sid, path, "sid", 32),
-    dir: literal(o.dir, path, "dir", DIRECTIONS),
+    sid,
+    dir,
     to: textMember(o.to, path, "to", 1, MAX_TO_CHARS),
     seqno: uint(o.seqno, path, "seqno", 1),
     ts: uint(o.ts, path, "ts"),
-    ct: base64Text(o.ct, path, "ct", 16, MAX_CT_BYTES),
+    ct: base64Text(o.ct, path, "ct", 16, dir === "c2s" ? MAX_CT_BYTES : MAX_S2C_CT_BYTES),
     c: base64Text(o.c, path, "c", 32, 32),
   };
 }
@@ -1999,13 +2010,22 @@ function authorPartsOf(author: AuthorCert): AuthorParts {
   return parts;
 }
 
+/**
+ * What every recipient's relay or `stored` of one record shares, made once per record before
+ * any recipient's session is touched. Checks that a relay and a `stored` of the record alone,
+ * introducing its author's certificate, fit one record (PROTOCOL §6.3 step 7, §6.4): a record
+ * that would not is refused with `fault` (the server's acceptance: its author's
+ * PROTOCOL_ERROR), never left to end each recipient's session at its outbox.
+ * @throws `fault` (INTERNAL by default: a record past the acceptance that does not fit)
+ */
 export function prepareRelay(
   author: AuthorCert,
   forms: RecordForms,
   k: Uint8Array | undefined,
   e2e?: E2eEnvelope,
+  fault: "PROTOCOL_ERROR" | "INTERNAL" = "INTERNAL",
 ): PreparedRelay {
-  return {
+  const prepared: PreparedRelay = {
     fingerprint: author.fingerprint,
     forms,
     author: authorPartsOf(author),
@@ -2014,6 +2034,34 @@ export function prepareRelay(
     encRecord: forms.encoding,
     k,
   };
+  const bytes = loneRelayBytes(prepared);
+  if (bytes > MAX_CONTENT_BYTES) {
+    throw new SecureChatError(
+      fault,
+      `message ${forms.record.seqno}: a relay of it alone would take ${bytes} bytes, ` +
+        `above one record's ${MAX_CONTENT_BYTES}`,
+    );
+  }
+  return prepared;
+}
+
+/** The hop's `<seqno>,"ts":<ts>,` at its longest (integers up to 2^53 − 1, PROTOCOL §2). */
+const MAX_HOP_NUMBERS_BYTES = `${Number.MAX_SAFE_INTEGER},"ts":${Number.MAX_SAFE_INTEGER},`.length;
+
+/**
+ * The most bytes a relay of this record alone (its proof as long as its path) or a `stored` of
+ * it takes as a message's content, introducing its author's certificate, whatever the hop's
+ * seqno and ts (PROTOCOL §6.3 step 7).
+ */
+export function loneRelayBytes(prepared: PreparedRelay): number {
+  const { author, record, keyTail, forms } = prepared;
+  const shared = MAX_HOP_NUMBERS_BYTES + author.named.length + (author.cert?.length ?? 0);
+  const relay = GROUP_WIRE_HEAD.length + shared + batchPartsOf(prepared).json.length +
+    PROOF_MEMBER.length + forms.record.batch!.path.length * PROOF_ENTRY_JSON_BYTES +
+    RECORDS_MEMBER.length + GROUP_END.length + itemBytes(prepared);
+  const stored = RELAY_WIRE_HEAD.stored.length + shared + RECORD_MEMBER.length + record.length +
+    keyTail.length;
+  return Math.max(relay, stored);
 }
 
 /** The most bytes a relay's shared part adds to a recipient's wire content (with the certificate). */

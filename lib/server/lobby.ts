@@ -372,8 +372,9 @@ export class Lobby {
    * node alone, a refusal and a `who` are done when it returns (undefined: the session's loop
    * goes on to the next message without a promise per message); what waits on the store, the
    * key directory or the cluster returns its promise.
-   * @throws PROTOCOL_ERROR for a key directory request no honest client makes (§12.6): the
-   *   session ends with it, telling the member
+   * @throws PROTOCOL_ERROR for a key directory request no honest client makes (§12.6), or a
+   *   record whose relay alone would not fit one record (§6.3 step 7): the session ends with
+   *   it, telling the member
    */
   receive(from: Member, message: ReceivedMessage): Promise<void> | undefined {
     if (message.type !== "msg" && message.type !== "sealed") return; // clients send nothing else
@@ -407,6 +408,16 @@ export class Lobby {
       }
       if (body.kind !== "text") return;
     }
+    // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4); made first, for
+    // every route, since it refuses the record whose relay or `stored` alone would not fit one
+    // record (§6.3 step 7): that is its author's PROTOCOL_ERROR, not every recipient's end.
+    const prepared = prepareRelay(
+      from.authorCert,
+      message.forms,
+      message.type === "msg" ? message.k : undefined,
+      message.type === "sealed" ? message.e2e : undefined,
+      "PROTOCOL_ERROR",
+    );
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
     if (to !== undefined && !this.#reachable(to)) {
       return this.#store(from, message.seqno, to, clusterRelayOf(from, message));
@@ -414,13 +425,6 @@ export class Lobby {
     // Joins and leaves told before this line stay before it.
     this.#presence.flush();
     if (!this.#cluster) {
-      // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4).
-      const prepared = prepareRelay(
-        from.authorCert,
-        message.forms,
-        message.type === "msg" ? message.k : undefined,
-        message.type === "sealed" ? message.e2e : undefined,
-      );
       for (const member of this.#localRecipients(from.username, to)) this.#relay(member, prepared);
       return;
     }

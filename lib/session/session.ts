@@ -23,6 +23,7 @@ import {
   envelopeFits,
   isClientRecipient,
   LOBBY,
+  MAX_CT_BYTES,
   MAX_UNREAD,
   type MessageRecord,
   msgLine,
@@ -392,13 +393,22 @@ export class ChatSession {
   send(body: Body, to?: string): Promise<number> {
     // A client's default is the lobby; the server's records always go to its one user.
     to ??= this.#est.role === "client" ? LOBBY : userRecipient(this.#est.username);
+    const { k, ct, c } = sealContent(body);
+    if (this.#sendDir === "c2s" && ct.length > MAX_CT_BYTES) {
+      // Refused before it takes a seqno: the server would end the session (PROTOCOL §6.1).
+      return Promise.reject(
+        new SecureChatError(
+          "INVALID_INPUT",
+          `message of ${ct.length} bytes, above ${MAX_CT_BYTES}`,
+        ),
+      );
+    }
     let numbered: { seqno: number; ts: number };
     try {
       numbered = this.#number();
     } catch (error) {
       return Promise.reject(error);
     }
-    const { k, ct, c } = sealContent(body);
     const record: MessageRecord = {
       sid: this.sessionId,
       dir: this.#sendDir,
