@@ -1,0 +1,313 @@
+/**
+ * review15 R1 and R1b: a user's record is relayed, or stored and delivered later, with its
+ * author's certificate and the hop's members around it. Bounded only by the frame, a `msg`
+ * that just fitted made a relay that did not, and every recipient's session ended at its
+ * outbox — one line from any user cut the whole lobby off, again at every login for a stored
+ * one. PROTOCOL §6.1 "Why MAX_CT_BYTES" and §6.3 step 7: the author's record is refused
+ * (PROTOCOL_ERROR, the author's session ends) and every other session goes on.
+ */
+import assert from "node:assert/strict";
+import { fromBase64 } from "../lib/bytes.ts";
+import { codeOf } from "../lib/errors.ts";
+import { authorCertOf } from "../lib/message/author_certs.ts";
+import {
+  type Body,
+  encodeRecord,
+  LOBBY,
+  loneRelayBytes,
+  MAX_CT_BYTES,
+  MAX_TEXT_CHARS,
+  type MessageRecord,
+  openContent,
+  prepareRelay,
+  RecordForms,
+  signBatch,
+} from "../lib/message/record.ts";
+import { MAX_CONTENT_BYTES } from "../lib/handshake/record.ts";
+import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import type { HostileClient } from "../testkit/hostile.ts";
+import { loggedIn } from "./helpers/logged_in.ts";
+import { makePki } from "../testkit/pki.ts";
+import { pollUntil } from "../testkit/server_process.ts";
+import { startInProcessServer } from "./helpers/in_process_server.ts";
+import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "./helpers/records.ts";
+
+const USERS = ["alice", "bob", "carol", "dave", "mallory"];
+const pki = await makePki(USERS);
+const ACCOUNTS = Object.fromEntries(USERS.map((u) => [u, `${u}-password-1`]));
+
+type Json = Record<string, unknown>;
+
+/** Reads the server's messages until one `match` takes (key updates followed); throws if the
+ * session ends first. */
+async function readUntil(h: HostileClient, match: (m: Json) => boolean): Promise<Json> {
+  const deadline = Date.now() + 10_000;
+  while (true) {
+    const content = await h.readRecord(Math.max(1, deadline - Date.now()));
+    const m = JSON.parse(new TextDecoder().decode(content)) as Json;
+    if (m.type === "key_update") {
+      h.records!.updateReceive();
+      continue;
+    }
+    if (m.type === "error") throw new Error(`${h.opts.username}'s session ended: ${m.code}`);
+    if (match(m)) return m;
+  }
+}
+
+/** The body of a server's `msg` (a notice, an answer to `who`). */
+function bodyOf(m: Json): Body | undefined {
+  if (m.type !== "msg") return undefined;
+  const record = m.record as Json;
+  return openContent(
+    {
+      ...record,
+      ct: fromBase64(record.ct as string),
+      c: fromBase64(record.c as string),
+    } as unknown as MessageRecord,
+    fromBase64(m.k as string),
+  );
+}
+
+/** The session answers: a `who` gets its notice. */
+async function stillInSession(h: HostileClient): Promise<void> {
+  await h.sendMsg({ kind: "who" }, { to: "server" });
+  await readUntil(h, (m) => bodyOf(m)?.kind === "notice");
+}
+
+/** A logged-in member of the lobby (its `who` answered, so the lobby holds it). */
+async function member(srv: Awaited<ReturnType<typeof startInProcessServer>>, username: string) {
+  const h = await srv.client({ username, password: ACCOUNTS[username] });
+  await h.handshake();
+  await stillInSession(h);
+  return h;
+}
+
+/**
+ * A `msg` of an end-to-end record of `ctBytes` (the server cannot read its body: §12.6), with
+ * the carrier `e2e`, signed by `h`'s key.
+ */
+async function sealedMsg(
+  h: HostileClient,
+  ctBytes: number,
+  to: string,
+  e2e: unknown,
+): Promise<Uint8Array> {
+  return await h.msgContent(new Uint8Array(ctBytes - 16).fill(0x41), {
+    to,
+    message: (m) => {
+      delete m.k;
+      return { ...m, e2e };
+    },
+  });
+}
+
+/**
+ * The largest `ct` whose `msg` still fits one record's content (§3.2), for `h` as author:
+ * what the frame alone allowed before MAX_CT_BYTES.
+ */
+async function largestCtInAFrame(h: HostileClient, to: string, e2e: unknown): Promise<number> {
+  const identity = h.opts.identity;
+  const probe = async (ctBytes: number) => {
+    const record: MessageRecord = {
+      sid: h.sessionId!,
+      dir: "c2s",
+      to,
+      seqno: 99,
+      ts: Date.now(),
+      ct: new Uint8Array(ctBytes),
+      c: new Uint8Array(32),
+    };
+    await signBatch(identity.signingKey, [record]);
+    return JSON.stringify({ type: "msg", record: encodeRecord(record), e2e }).length;
+  };
+  const overhead = await probe(3) - 4;
+  return Math.floor((MAX_CONTENT_BYTES - 16 - overhead) / 4) * 3;
+}
+
+Deno.test({
+  name: "review15 R1: an e2e lobby msg that fits a frame but whose relay would not is refused " +
+    "from its author; every recipient's session goes on",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const srv = await startInProcessServer(pki, ACCOUNTS);
+    try {
+      const bob = await member(srv, "bob");
+      const carol = await member(srv, "carol");
+      const mallory = await member(srv, "mallory");
+      const ctBytes = await largestCtInAFrame(mallory, LOBBY, SENDER_ENVELOPE);
+      assert.ok(ctBytes > MAX_CT_BYTES, `a ct of ${ctBytes} bytes fits a msg`);
+      const msg = await sealedMsg(mallory, ctBytes, LOBBY, SENDER_ENVELOPE);
+      assert.ok(msg.length <= MAX_CONTENT_BYTES && msg.length > 65_000, `msg of ${msg.length}`);
+      await mallory.sendSealed(msg);
+      assert.equal((await mallory.expectEnd()).code, "PROTOCOL_ERROR");
+      await stillInSession(bob);
+      await stillInSession(carol);
+      bob.close();
+      carol.close();
+    } finally {
+      await srv.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "review15 R1b: an e2e private msg to a user offline that fits a frame but whose stored " +
+    "form would not is refused from its author; the recipient's next login goes on",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const srv = await startInProcessServer(pki, ACCOUNTS);
+    try {
+      const mallory = await member(srv, "mallory");
+      const ctBytes = await largestCtInAFrame(mallory, "user:dave", RATCHET_ENVELOPE);
+      await mallory.sendSealed(await sealedMsg(mallory, ctBytes, "user:dave", RATCHET_ENVELOPE));
+      assert.equal((await mallory.expectEnd()).code, "PROTOCOL_ERROR");
+      const dave = await member(srv, "dave");
+      // Whatever the queue held for dave has been sent by now (his `who` answer came after it).
+      await stillInSession(dave);
+      dave.close();
+    } finally {
+      await srv.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "a c2s record one byte above MAX_CT_BYTES is PROTOCOL_ERROR from its author; one at " +
+    "MAX_CT_BYTES is relayed, introducing its author's certificate, and the lobby goes on",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const srv = await startInProcessServer(pki, ACCOUNTS);
+    try {
+      const bob = await member(srv, "bob");
+      const alice = await member(srv, "alice");
+      const mallory = await member(srv, "mallory");
+      await mallory.sendSealed(await sealedMsg(mallory, MAX_CT_BYTES + 1, LOBBY, SENDER_ENVELOPE));
+      const end = await mallory.expectEnd();
+      assert.equal(end.code, "PROTOCOL_ERROR");
+      await stillInSession(bob);
+      const refusal = await pollUntil(
+        () => srv.logs.find((e) => e.user === "mallory" && e.event === "PROTOCOL_ERROR"),
+        10_000,
+        () => JSON.stringify(srv.logs.filter((e) => e.user === "mallory")),
+      );
+      assert.match(String(refusal.detail), /ct/);
+      await stillInSession(bob);
+      await alice.sendSealed(await sealedMsg(alice, MAX_CT_BYTES, LOBBY, SENDER_ENVELOPE));
+      const relay = await readUntil(bob, (m) => m.type === "relay");
+      assert.equal(typeof relay.cert, "string", "alice's certificate introduced");
+      const [item] = relay.records as { record: Json }[];
+      assert.equal(fromBase64(item.record.ct as string).length, MAX_CT_BYTES);
+      await stillInSession(alice);
+      await stillInSession(bob);
+      alice.close();
+      bob.close();
+    } finally {
+      await srv.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "the largest honest text (4000 code units, each written \\uXXXX) relays to a recipient " +
+    "introduced to its author's certificate",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const srv = await startInProcessServer(pki, ACCOUNTS);
+    try {
+      const bob = await member(srv, "bob");
+      const alice = await member(srv, "alice");
+      const text = "\u0001".repeat(MAX_TEXT_CHARS);
+      const body = new TextEncoder().encode(JSON.stringify({ kind: "text", text }));
+      assert.equal(body.length, 25 + 6 * MAX_TEXT_CHARS);
+      assert.ok(body.length + 16 <= MAX_CT_BYTES);
+      await alice.sendMsg({ kind: "text", text });
+      const relay = await readUntil(bob, (m) => m.type === "relay");
+      assert.equal(typeof relay.cert, "string", "alice's certificate introduced");
+      const [item] = relay.records as { record: Json; k: string }[];
+      const got = bodyOf({ type: "msg", record: item.record, k: item.k });
+      assert.deepEqual(got, { kind: "text", text });
+      await stillInSession(bob);
+      alice.close();
+      bob.close();
+    } finally {
+      await srv.dispose();
+    }
+  },
+});
+
+Deno.test(
+  "prepareRelay refuses a record whose relay or stored alone would not fit one record, " +
+    "before any recipient session is touched (INTERNAL past the acceptance, PROTOCOL_ERROR at it)",
+  async () => {
+    const alice = await pki.identity("alice");
+    const author = authorCertOf(alice.certDer);
+    const make = (ctBytes: number): MessageRecord => ({
+      sid: "0".repeat(32),
+      dir: "c2s",
+      to: "user:bob",
+      seqno: 1,
+      ts: Date.now(),
+      ct: new Uint8Array(ctBytes),
+      c: new Uint8Array(32),
+    });
+    const fits = make(MAX_CT_BYTES);
+    const over = make(60_000); // no schema in the way: the builder checks its own bound
+    await signBatch(alice.signingKey, [fits]);
+    await signBatch(alice.signingKey, [over]);
+    const forms = (r: MessageRecord) => new RecordForms(r, encodeRecord(r));
+    assert.ok(
+      loneRelayBytes(prepareRelay(author, forms(fits), undefined, RATCHET_ENVELOPE)) <=
+        MAX_CONTENT_BYTES,
+    );
+    for (const fault of ["INTERNAL", "PROTOCOL_ERROR"] as const) {
+      assert.throws(
+        () => prepareRelay(author, forms(over), undefined, RATCHET_ENVELOPE, fault),
+        (error: unknown) => codeOf(error) === fault && /would take \d+ bytes/.test(String(error)),
+      );
+    }
+    assert.throws(
+      () => prepareRelay(author, forms(over), new Uint8Array(32)),
+      (error: unknown) => codeOf(error) === "INTERNAL",
+    );
+  },
+);
+
+Deno.test("a client refuses locally to make a record above MAX_CT_BYTES (INVALID_INPUT), before it takes a seqno", async () => {
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const [serverTcp, clientTcp] = await Promise.all([
+      listener.accept(),
+      Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    ]);
+    listener.close();
+    const [s, c] = await loggedIn(
+      pki,
+      new FrameConnection(serverTcp),
+      new FrameConnection(clientTcp),
+    );
+    const storage = transcriptDirectory(transcripts);
+    const server = await ChatSession.start(s, { transcripts: storage });
+    const client = await ChatSession.start(c, { transcripts: storage, relayTrust: pki.trust });
+    const received: ReceivedMessage[] = [];
+    const serverRun = server.run({ onMessage: (m) => void received.push(m) });
+    const clientRun = client.run({ onMessage: () => {} });
+    // 5000 units written \uXXXX: 30,025 bytes of body, over what any honest body needs.
+    await assert.rejects(
+      client.send({ kind: "text", text: "\u0001".repeat(5000) }),
+      (error: unknown) => codeOf(error) === "INVALID_INPUT",
+    );
+    assert.equal(await client.send({ kind: "text", text: "next" }), 1);
+    await client.close();
+    await Promise.all([serverRun, clientRun]);
+    assert.deepEqual(received.map((m) => m.type === "msg" && m.record.seqno), [1]);
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});
