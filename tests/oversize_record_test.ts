@@ -7,7 +7,7 @@
  * (PROTOCOL_ERROR, the author's session ends) and every other session goes on.
  */
 import assert from "node:assert/strict";
-import { fromBase64 } from "../lib/bytes.ts";
+import { fromBase64, toBase64 } from "../lib/bytes.ts";
 import { codeOf } from "../lib/errors.ts";
 import { authorCertOf } from "../lib/message/author_certs.ts";
 import {
@@ -56,6 +56,17 @@ async function readUntil(h: HostileClient, match: (m: Json) => boolean): Promise
   }
 }
 
+/** What `h` hears first that `match` takes (its type, and a refusal's code), or why its
+ * session ended. */
+async function nextOf(h: HostileClient, match: (m: Json) => boolean): Promise<string> {
+  try {
+    const m = await readUntil(h, match);
+    return `${m.type} ${m.code ?? ""}`;
+  } catch (error) {
+    return String(error);
+  }
+}
+
 /** The body of a server's `msg` (a notice, an answer to `who`). */
 function bodyOf(m: Json): Body | undefined {
   if (m.type !== "msg") return undefined;
@@ -70,10 +81,16 @@ function bodyOf(m: Json): Body | undefined {
   );
 }
 
+/** A notice's text, or "". */
+function whoAnswer(m: Json): string {
+  const body = bodyOf(m);
+  return body?.kind === "notice" ? body.text : "";
+}
+
 /** The session answers: a `who` gets its notice. */
 async function stillInSession(h: HostileClient): Promise<void> {
   await h.sendMsg({ kind: "who" }, { to: "server" });
-  await readUntil(h, (m) => bodyOf(m)?.kind === "notice");
+  await readUntil(h, (m) => /^online/.test(whoAnswer(m)));
 }
 
 /** A logged-in member of the lobby (its `who` answered, so the lobby holds it). */
@@ -104,26 +121,32 @@ async function sealedMsg(
 }
 
 /**
- * The largest `ct` whose `msg` still fits one record's content (§3.2), for `h` as author:
- * what the frame alone allowed before MAX_CT_BYTES.
+ * The `ct` size (bytes) that makes `shape(record with that ct)`'s JSON `target` characters long
+ * (within 4), for `h` as the signing author of a record to `to`.
  */
-async function largestCtInAFrame(h: HostileClient, to: string, e2e: unknown): Promise<number> {
-  const identity = h.opts.identity;
-  const probe = async (ctBytes: number) => {
-    const record: MessageRecord = {
-      sid: h.sessionId!,
-      dir: "c2s",
-      to,
-      seqno: 99,
-      ts: Date.now(),
-      ct: new Uint8Array(ctBytes),
-      c: new Uint8Array(32),
-    };
-    await signBatch(identity.signingKey, [record]);
-    return JSON.stringify({ type: "msg", record: encodeRecord(record), e2e }).length;
+async function ctForLength(
+  h: HostileClient,
+  to: string,
+  target: number,
+  shape: (record: unknown) => unknown,
+): Promise<number> {
+  const record: MessageRecord = {
+    sid: h.sessionId!,
+    dir: "c2s",
+    to,
+    seqno: 99,
+    ts: Date.now(),
+    ct: new Uint8Array(3),
+    c: new Uint8Array(32),
   };
-  const overhead = await probe(3) - 4;
-  return Math.floor((MAX_CONTENT_BYTES - 16 - overhead) / 4) * 3;
+  await signBatch(h.opts.identity.signingKey, [record]);
+  const overhead = JSON.stringify(shape(encodeRecord(record))).length - 4;
+  return Math.floor((target - overhead) / 4) * 3;
+}
+
+/** The largest `ct` whose `msg` still fits one record's content (§3.2): all the frame allowed. */
+function largestCtInAFrame(h: HostileClient, to: string, e2e: unknown): Promise<number> {
+  return ctForLength(h, to, MAX_CONTENT_BYTES - 16, (record) => ({ type: "msg", record, e2e }));
 }
 
 Deno.test({
@@ -142,9 +165,13 @@ Deno.test({
       const msg = await sealedMsg(mallory, ctBytes, LOBBY, SENDER_ENVELOPE);
       assert.ok(msg.length <= MAX_CONTENT_BYTES && msg.length > 65_000, `msg of ${msg.length}`);
       await mallory.sendSealed(msg);
-      assert.equal((await mallory.expectEnd()).code, "PROTOCOL_ERROR");
+      // Her `who` is answered once her line went to bob and carol (one session's messages are
+      // handled in order): before the fix it was, and bob's and carol's sessions had ended.
+      await mallory.sendMsg({ kind: "who" }, { to: "server" });
+      const answer = await nextOf(mallory, (m) => /^online/.test(whoAnswer(m)));
       await stillInSession(bob);
       await stillInSession(carol);
+      assert.match(answer, /PROTOCOL_ERROR/);
       bob.close();
       carol.close();
     } finally {
@@ -162,13 +189,23 @@ Deno.test({
     const srv = await startInProcessServer(pki, ACCOUNTS);
     try {
       const mallory = await member(srv, "mallory");
-      const ctBytes = await largestCtInAFrame(mallory, "user:dave", RATCHET_ENVELOPE);
+      // What the queue takes (its rows are at most 65536 characters, lib/store/message_queue.ts),
+      // but not a `stored` message once the hop's seqno, ts and author_fp are around it.
+      const cert = toBase64(mallory.opts.identity.certDer);
+      const ctBytes = await ctForLength(
+        mallory,
+        "user:dave",
+        65_400,
+        (record) => ({ relay: { cert, record, e2e: RATCHET_ENVELOPE } }),
+      );
       await mallory.sendSealed(await sealedMsg(mallory, ctBytes, "user:dave", RATCHET_ENVELOPE));
-      assert.equal((await mallory.expectEnd()).code, "PROTOCOL_ERROR");
+      // Before the fix: `queued`, and dave's session ended at his login (at every login).
+      const answer = await nextOf(mallory, (m) => m.type === "queued" || m.type === "refused");
       const dave = await member(srv, "dave");
       // Whatever the queue held for dave has been sent by now (his `who` answer came after it).
       await stillInSession(dave);
       dave.close();
+      assert.match(answer, /PROTOCOL_ERROR/);
     } finally {
       await srv.dispose();
     }
