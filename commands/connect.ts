@@ -634,6 +634,12 @@ async function chatInput(
         }
       },
       (error) => {
+        // Refused before it took a seqno (PROTOCOL §6.3 step 7: the server could not relay it):
+        // nothing was sent and the session goes on. Later, the session has ended with it.
+        if (codeOf(error) === "INVALID_INPUT" && !session.closing) {
+          show(safeText(`securechat: ${(error as Error).message}`));
+          return;
+        }
         failure ??= error;
       },
     ).finally(() => inFlight.delete(sending));

@@ -8,11 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { fromBase64, toBase64 } from "../lib/bytes.ts";
+import { signatureLength } from "../lib/crypto/signature.ts";
+import type { E2eEnvelope } from "../lib/e2e/envelope.ts";
 import { codeOf } from "../lib/errors.ts";
 import { authorCertOf } from "../lib/message/author_certs.ts";
 import {
   type Body,
   encodeRecord,
+  largestLoneRelayBytes,
   LOBBY,
   loneRelayBytes,
   MAX_CT_BYTES,
@@ -347,4 +350,48 @@ Deno.test("a client refuses locally to make a record above MAX_CT_BYTES (INVALID
   } finally {
     await Deno.remove(transcripts, { recursive: true });
   }
+});
+
+Deno.test("largestLoneRelayBytes (the client's check before a seqno) bounds the relay and stored of any record the server would take, and refuses what it would not", async () => {
+  const alice = await pki.identity("alice");
+  const author = authorCertOf(alice.certDer);
+  const sigBytes = signatureLength(alice.signingKey);
+  const pre = {
+    ik: toBase64(new Uint8Array(32)),
+    ik_sig: toBase64(new Uint8Array(sigBytes)),
+    ek: toBase64(new Uint8Array(32)),
+    spk_id: 4294967295,
+    pq_id: 4294967295,
+    opk_id: 4294967295,
+    kem_ct: toBase64(new Uint8Array(1088)),
+  };
+  const [oneWrap] = (RATCHET_ENVELOPE as Extract<E2eEnvelope, { kind: "ratchet" }>).wraps;
+  const wrap = { ...oneWrap, pre };
+  const eightFirstContacts = { ...RATCHET_ENVELOPE, wraps: Array(8).fill(wrap) } as E2eEnvelope;
+  for (
+    const [to, e2e] of [["lobby", SENDER_ENVELOPE], ["user:bob", eightFirstContacts]] as const
+  ) {
+    for (const ctBytes of [16, 1000, MAX_CT_BYTES]) {
+      const record: MessageRecord = {
+        sid: "1".repeat(32),
+        dir: "c2s",
+        to,
+        seqno: 3,
+        ts: Date.now(),
+        ct: new Uint8Array(ctBytes),
+        c: new Uint8Array(32),
+      };
+      await signBatch(alice.signingKey, [record]);
+      const real = loneRelayBytes(
+        prepareRelay(author, new RecordForms(record, encodeRecord(record)), undefined, e2e),
+      );
+      const bound = largestLoneRelayBytes(author, sigBytes, to, ctBytes);
+      assert.ok(real <= bound && bound - real < 1000, `${to} ${ctBytes}: ${real} ≤ ${bound}`);
+    }
+  }
+  // A certificate of 16 KiB with 1024-byte signatures: the largest private line cannot leave
+  // (8 first contacts would not fit), a lobby line can.
+  const big = authorCertOf(new Uint8Array(16 * 1024));
+  assert.ok(largestLoneRelayBytes(big, 1024, "user:bob", MAX_CT_BYTES) > MAX_CONTENT_BYTES);
+  assert.ok(largestLoneRelayBytes(big, 1024, "lobby", MAX_CT_BYTES) <= MAX_CONTENT_BYTES);
 });

@@ -205,8 +205,8 @@ export async function sign(key: SigningKey, data: Uint8Array): Promise<Uint8Arra
   return new Uint8Array(await crypto.subtle.sign(params, key.key, data as BufferSource));
 }
 
-/** The exact length every valid signature under `key` has. */
-export function signatureLength(key: VerifyingKey): number {
+/** The exact length every valid signature under `key` (or made with it) has. */
+export function signatureLength(key: Pick<VerifyingKey | SigningKey, "algorithm" | "key">): number {
   switch (key.algorithm) {
     case "rsa-pkcs1-sha256":
       return Math.ceil((key.key.algorithm as RsaHashedKeyAlgorithm).modulusLength / 8);

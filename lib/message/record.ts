@@ -2025,15 +2025,7 @@ export function prepareRelay(
   e2e?: E2eEnvelope,
   fault: "PROTOCOL_ERROR" | "INTERNAL" = "INTERNAL",
 ): PreparedRelay {
-  const prepared: PreparedRelay = {
-    fingerprint: author.fingerprint,
-    forms,
-    author: authorPartsOf(author),
-    record: forms.bytes,
-    keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
-    encRecord: forms.encoding,
-    k,
-  };
+  const prepared = prepareParts(author, forms, k, e2e);
   const bytes = loneRelayBytes(prepared);
   if (bytes > MAX_CONTENT_BYTES) {
     throw new SecureChatError(
@@ -2043,6 +2035,90 @@ export function prepareRelay(
     );
   }
   return prepared;
+}
+
+/**
+ * The most bytes a relay or `stored` alone (PROTOCOL §6.3 step 7) of a record of `ctBytes` to
+ * `to` can take, made by `author` (its certificate, signatures of `sigBytes`) with the largest
+ * carrier §12.6 lets such a record have: a client's check before the record takes a seqno
+ * (its envelope is made only after), so that the server never refuses a line it let us make.
+ */
+export function largestLoneRelayBytes(
+  author: AuthorCert,
+  sigBytes: number,
+  to: string,
+  ctBytes: number,
+): number {
+  const kind = to === LOBBY ? LOBBY : to === TO_SERVER ? TO_SERVER : USER_PREFIX;
+  const key = `${author.fingerprint} ${sigBytes} ${kind}`;
+  let base = largestLoneBase.get(key);
+  if (base === undefined) {
+    const u32 = 2 ** 32 - 1;
+    const bytes = (n: number) => toBase64(new Uint8Array(n));
+    const pre = {
+      ik: bytes(32),
+      ik_sig: bytes(sigBytes),
+      ek: bytes(32),
+      spk_id: u32,
+      pq_id: u32,
+      opk_id: u32,
+      kem_ct: bytes(1088),
+    };
+    const wrap = { device: "0".repeat(16), dh: bytes(32), pn: u32, n: u32, w: bytes(48), pre };
+    const e2e: E2eEnvelope | undefined = kind === LOBBY
+      ? { kind: "sender", from: "0".repeat(16), id: u32, n: u32, w: bytes(48) }
+      : kind === USER_PREFIX
+      ? { kind: "ratchet", from: "0".repeat(16), wraps: Array(MAX_DEVICES).fill(wrap) }
+      : undefined;
+    const record: MessageRecord = {
+      sid: "0".repeat(32),
+      dir: "c2s",
+      to: kind === USER_PREFIX ? USER_PREFIX + "x".repeat(MAX_USER_NAME_CHARS) : kind,
+      seqno: Number.MAX_SAFE_INTEGER,
+      ts: Number.MAX_SAFE_INTEGER,
+      ct: new Uint8Array(AEAD_TAG_BYTES),
+      c: new Uint8Array(HASH_BYTES),
+      sig: new Uint8Array(sigBytes),
+      batch: {
+        i: MAX_BATCH - 1,
+        n: MAX_BATCH,
+        path: Array.from({ length: MAX_PATH }, () => new Uint8Array(HASH_BYTES)),
+      },
+    };
+    const forms = new RecordForms(record, encodeRecord(record));
+    const k = e2e ? undefined : new Uint8Array(CONTENT_KEY_BYTES);
+    base = loneRelayBytes(prepareParts(author, forms, k, e2e));
+    if (largestLoneBase.size >= 16) largestLoneBase.clear();
+    largestLoneBase.set(key, base);
+  }
+  return base + base64Length(ctBytes) - base64Length(AEAD_TAG_BYTES);
+}
+
+/** largestLoneRelayBytes for a `ct` of the tag alone, by author, signature length and `to`. */
+const largestLoneBase = new Map<string, number>();
+const AEAD_TAG_BYTES = 16;
+/** A canonical user name is at most 32 characters (PROTOCOL §6.1 "Recipient rule"). */
+const MAX_USER_NAME_CHARS = 32;
+
+function base64Length(bytes: number): number {
+  return 4 * Math.ceil(bytes / 3);
+}
+
+function prepareParts(
+  author: AuthorCert,
+  forms: RecordForms,
+  k: Uint8Array | undefined,
+  e2e: E2eEnvelope | undefined,
+): PreparedRelay {
+  return {
+    fingerprint: author.fingerprint,
+    forms,
+    author: authorPartsOf(author),
+    record: forms.bytes,
+    keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
+    encRecord: forms.encoding,
+    k,
+  };
 }
 
 /** The hop's `<seqno>,"ts":<ts>,` at its longest (integers up to 2^53 − 1, PROTOCOL §2). */

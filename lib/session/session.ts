@@ -16,12 +16,14 @@ import {
   PEER_ERROR_GRACE_MS,
 } from "../handshake/common.ts";
 import {
+  type AuthorCert,
   type Body,
   bodyFits,
   decodeRecord,
   type Direction,
   envelopeFits,
   isClientRecipient,
+  largestLoneRelayBytes,
   LOBBY,
   MAX_CT_BYTES,
   MAX_UNREAD,
@@ -85,7 +87,8 @@ import {
 import type { E2eEnvelope } from "../e2e/envelope.ts";
 import { SequenceWindow } from "./replay.ts";
 import { BatchSigner } from "./batch_signer.ts";
-import { SessionCertList } from "../message/author_certs.ts";
+import { authorCertOf, SessionCertList } from "../message/author_certs.ts";
+import { signatureLength } from "../crypto/signature.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { atTurnEnd, endTurn, spendTurn, TURN_UNIT_BYTES } from "../turn.ts";
 import { type C2sAnswer, C2sAnswers } from "../message/answers.ts";
@@ -394,14 +397,12 @@ export class ChatSession {
     // A client's default is the lobby; the server's records always go to its one user.
     to ??= this.#est.role === "client" ? LOBBY : userRecipient(this.#est.username);
     const { k, ct, c } = sealContent(body);
-    if (this.#sendDir === "c2s" && ct.length > MAX_CT_BYTES) {
-      // Refused before it takes a seqno: the server would end the session (PROTOCOL §6.1).
-      return Promise.reject(
-        new SecureChatError(
-          "INVALID_INPUT",
-          `message of ${ct.length} bytes, above ${MAX_CT_BYTES}`,
-        ),
-      );
+    if (this.#sendDir === "c2s") {
+      try {
+        this.#assertRelayable(to, ct.length);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
     let numbered: { seqno: number; ts: number };
     try {
@@ -441,6 +442,32 @@ export class ChatSession {
       throw error;
     });
   }
+
+  /**
+   * A line of ours the server would refuse, and end the session for (PROTOCOL §6.1 `ct` bound,
+   * §6.3 step 7: its relay or `stored` alone must fit one record, whatever envelope it gets),
+   * refused here instead, before it takes a seqno: nothing is sent and the session goes on.
+   * @throws INVALID_INPUT
+   */
+  #assertRelayable(to: string, ctBytes: number): void {
+    const tooLarge = (why: string) =>
+      new SecureChatError("INVALID_INPUT", `message too large to send (${why}): not sent`);
+    if (ctBytes > MAX_CT_BYTES) throw tooLarge(`${ctBytes} bytes, above ${MAX_CT_BYTES}`);
+    if (to === TO_SERVER) return; // never relayed or stored
+    const self = this.#est.self;
+    const relayed = largestLoneRelayBytes(
+      this.#ownAuthor ??= authorCertOf(self.certDer),
+      signatureLength(self.signingKey),
+      to,
+      ctBytes,
+    );
+    if (relayed > MAX_CONTENT_BYTES) {
+      throw tooLarge(`relayed with this certificate it could take ${relayed} bytes`);
+    }
+  }
+
+  /** Our certificate as relays of our records carry it (for #assertRelayable). */
+  #ownAuthor?: AuthorCert;
 
   /**
    * Wraps, records and queues one numbered record of ours once its batch is signed; the last

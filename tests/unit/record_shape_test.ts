@@ -13,6 +13,7 @@ import {
   MAX_BATCH,
   MAX_CERT_BYTES,
   MAX_CT_BYTES,
+  MAX_S2C_CT_BYTES,
   MAX_SIG_BYTES,
   MAX_TEXT_CHARS,
   MAX_UNREAD,
@@ -44,6 +45,10 @@ const Body = z.discriminatedUnion("kind", [
     unread: z.array(seqnoValue).max(MAX_UNREAD).optional(),
   }).strict(),
 ]);
+/** PROTOCOL §6.1: a `c2s` record's `ct` is at most MAX_CT_BYTES decoded (an `s2c` one's, 64 KiB). */
+const c2sCtFits = (r: { dir: string; ct: string }) =>
+  r.dir === "s2c" ||
+  r.ct.length / 4 * 3 - (r.ct.endsWith("==") ? 2 : r.ct.endsWith("=") ? 1 : 0) <= MAX_CT_BYTES;
 const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const RecordJson = z.object({
   sid: z.string().regex(/^[0-9a-f]{32}$/),
@@ -51,7 +56,7 @@ const RecordJson = z.object({
   to: z.string().min(1).max(80),
   seqno: uint().min(1),
   ts: uint(),
-  ct: base64Text(16, MAX_CT_BYTES),
+  ct: base64Text(16, MAX_S2C_CT_BYTES),
   c: base64Text(32, 32),
   sig: base64Text(1, MAX_SIG_BYTES).optional(),
   batch: z.object({
@@ -61,7 +66,8 @@ const RecordJson = z.object({
   }).strict().optional(),
 }).strict()
   .refine((r) => (r.sig === undefined) === (r.batch === undefined))
-  .refine((r) => r.batch === undefined || (r.batch.i < r.batch.n && r.batch.i < r.seqno));
+  .refine((r) => r.batch === undefined || (r.batch.i < r.batch.n && r.batch.i < r.seqno))
+  .refine(c2sCtFits);
 const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
 const cert = base64Text(1, MAX_CERT_BYTES).optional();
 const authorFp = z.string().regex(/^[0-9a-f]{64}$/);
@@ -82,9 +88,9 @@ const RelayedRecordJson = z.object({
   to: z.string().min(1).max(80),
   seqno: uint().min(1),
   ts: uint(),
-  ct: base64Text(16, MAX_CT_BYTES),
+  ct: base64Text(16, MAX_S2C_CT_BYTES),
   c: base64Text(32, 32),
-}).strict();
+}).strict().refine(c2sCtFits);
 const group = {
   sig: base64Text(1, MAX_SIG_BYTES),
   first: uint().min(1),
@@ -221,6 +227,18 @@ Deno.test("record shapes agree with the zod reference on fixed cases", () => {
     ["an 81-char recipient", { ...RECORD, to: "x".repeat(81) }],
     ["an empty recipient", { ...RECORD, to: "" }],
     ["a short ct", { ...RECORD, ct: "AAAA" }],
+    ["a c2s ct at MAX_CT_BYTES", { ...RECORD, ct: toBase64(new Uint8Array(MAX_CT_BYTES)) }],
+    ["a c2s ct one byte above", { ...RECORD, ct: toBase64(new Uint8Array(MAX_CT_BYTES + 1)) }],
+    ["a c2s msg one byte above", {
+      type: "msg",
+      record: { ...SIGNED, ct: toBase64(new Uint8Array(MAX_CT_BYTES + 1)) },
+      k: toBase64(new Uint8Array(32)),
+    }],
+    ["an s2c ct above MAX_CT_BYTES", {
+      ...RECORD,
+      dir: "s2c",
+      ct: toBase64(new Uint8Array(MAX_CT_BYTES + 1)),
+    }],
     ["non-canonical base64", { ...RECORD, c: RECORD.c.slice(0, 42) + "B=" }],
     ["unpadded base64", { ...RECORD, c: RECORD.c.slice(0, 43) }],
     ["a relay line from c2s", { ...line, type: "relay", dir: "c2s" }],
@@ -279,6 +297,15 @@ Deno.test("record shapes agree with the zod reference on fixed cases", () => {
     }],
   ];
   for (const [what, value] of cases) agree(value, what);
+  // The bound itself, not only agreement (PROTOCOL §6.1).
+  const ctOf = (dir: string, bytes: number) => ({
+    ...RECORD,
+    dir,
+    ct: toBase64(new Uint8Array(bytes)),
+  });
+  assert.ok(RecordJsonShape.safeParse(ctOf("c2s", MAX_CT_BYTES)).success);
+  assert.ok(!RecordJsonShape.safeParse(ctOf("c2s", MAX_CT_BYTES + 1)).success);
+  assert.ok(RecordJsonShape.safeParse(ctOf("s2c", MAX_CT_BYTES + 1)).success);
 });
 
 Deno.test("record shapes agree with the zod reference on fuzzed messages", () => {
