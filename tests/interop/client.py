@@ -113,6 +113,9 @@ LINGER_MAX_BYTES = 1024 * 1024
 # reports the peer's `error` code if one is there, else the lost connection
 PEER_ERROR_GRACE_S = 1.0                     # PEER_ERROR_GRACE_MS
 MAX_TEXT = 4000                              # §8.2
+# §6.1 "Bounds", "Why MAX_CT_BYTES": a user's (c2s) record's ct, decoded, so that a relay or a
+# `stored` of it alone fits one record; an s2c record's ct is bounded by the frame (64 KiB)
+MAX_CT_BYTES = 24576
 SESSION_CERTS = 256                          # §6.4.1: author certificates a session's list holds
 # §5.2, §7.1: the codes a server's `close` may carry, each a reason that holds (§8.1), and what the
 # user is told; the session still ends cleanly with receipts, and nothing reconnects by itself
@@ -1305,6 +1308,9 @@ def parse_record(obj):
         raise ProtoError("PROTOCOL_ERROR", "record to is empty")
     if rec["seqno"] < 1:
         raise ProtoError("PROTOCOL_ERROR", "record seqno 0")
+    if d == "c2s" and len(rec["ct"]) > MAX_CT_BYTES:
+        raise ProtoError("PROTOCOL_ERROR", f"a user's record's ct of {len(rec['ct'])} bytes, "
+                         f"over {MAX_CT_BYTES}")
     if ("batch" in obj) != ("sig" in obj):
         raise ProtoError("PROTOCOL_ERROR", "a record's batch goes with its sig (§6.1)")
     rec["batch"] = parse_batch(obj["batch"], rec["seqno"]) if "batch" in obj else None
@@ -2973,6 +2979,10 @@ class Client:
         a lobby one under our sender chain; when there is nothing to wrap for, it is not sent.
         The record is numbered, sealed and committed now and joins our pending batch; it is
         signed and sent when the batch is (`flush`: at once unless `hold`, the `/batch` input)."""
+        if len(enc_json(body)) + 16 > MAX_CT_BYTES:  # §6.1: refused here, before a seqno
+            log(f"warning: a {safe(body['kind'])} body over {MAX_CT_BYTES - 16} bytes: not sent")
+            out("NOT_SENT INVALID_INPUT")
+            return
         chain = None
         if self.device is not None and to.startswith("user:") and devices is None:
             user = to[len("user:"):]

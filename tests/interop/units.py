@@ -1173,15 +1173,22 @@ class ContentCipher(unittest.TestCase):
 
 
 class RecordBounds(unittest.TestCase):
-    """PROTOCOL §6.1 "Bounds": `ct` 16 bytes to 64 KiB decoded, `sig` 1-1024 bytes, `to` 1-80
-    characters; outside them the record's schema fails (PROTOCOL_ERROR live, TAMPERED in a file),
-    before any signature or content is looked at."""
+    """PROTOCOL §6.1 "Bounds": `ct` 16 bytes to MAX_CT_BYTES (24576) decoded in a user's record
+    (64 KiB in a server's), `sig` 1-1024 bytes, `to` 1-80 characters; outside them the record's
+    schema fails (PROTOCOL_ERROR live, TAMPERED in a file), before any signature or content is
+    looked at; a client refuses locally to make a record over the ct bound."""
 
     def wire(self, **change):
         _, recs = batch_of(1)
         return {**sc.record_wire(recs[0]), **change}
 
+    @staticmethod
+    def s2c(**change):
+        """A change that makes the record a server's (no sig, no batch)."""
+        return {"dir": "s2c", "sig": None, "batch": None, **change}
+
     def code(self, wire):
+        wire = {k: v for k, v in wire.items() if v is not None}
         try:
             sc.parse_record(wire)
         except sc.ProtoError as e:
@@ -1193,8 +1200,12 @@ class RecordBounds(unittest.TestCase):
                 ("ct of 0 bytes", {"ct": ""}, "PROTOCOL_ERROR"),
                 ("ct of 15 bytes", {"ct": sc.b64e(bytes(15))}, "PROTOCOL_ERROR"),
                 ("ct of 16 bytes", {"ct": sc.b64e(bytes(16))}, "OK"),
-                ("ct of 64 KiB", {"ct": sc.b64e(bytes(64 * 1024))}, "OK"),
-                ("ct of 64 KiB + 1", {"ct": sc.b64e(bytes(64 * 1024 + 1))}, "PROTOCOL_ERROR"),
+                ("a user's ct of MAX_CT_BYTES", {"ct": sc.b64e(bytes(24576))}, "OK"),
+                ("a user's ct of MAX_CT_BYTES + 1", {"ct": sc.b64e(bytes(24577))},
+                 "PROTOCOL_ERROR"),
+                ("a server's ct of 64 KiB", self.s2c(ct=sc.b64e(bytes(64 * 1024))), "OK"),
+                ("a server's ct of 64 KiB + 1", self.s2c(ct=sc.b64e(bytes(64 * 1024 + 1))),
+                 "PROTOCOL_ERROR"),
                 ("sig of 0 bytes", {"sig": ""}, "PROTOCOL_ERROR"),
                 ("sig of 1024 bytes", {"sig": sc.b64e(bytes(1024))}, "OK"),
                 ("sig of 1025 bytes", {"sig": sc.b64e(bytes(1025))}, "PROTOCOL_ERROR"),
@@ -1202,6 +1213,21 @@ class RecordBounds(unittest.TestCase):
                 ("to of 80 characters", {"to": "x" * 80}, "OK"),
                 ("to of 81 characters", {"to": "x" * 81}, "PROTOCOL_ERROR")):
             self.assertEqual(self.code(self.wire(**change)), want, name)
+
+    def test_the_client_refuses_a_body_over_the_bound_before_a_seqno(self):
+        """§6.1 "Why MAX_CT_BYTES": a client refuses locally to make a record whose ct would be
+        over the bound (nothing sent, no seqno taken); the largest honest text (4000 characters
+        each written \\uXXXX, a ct of 24041 bytes) is made."""
+        c = session_after(0)
+        c.device, c.close_sent, c.ts_tx, c.pending = None, False, 0, []
+        c.state_lock, c.random, c.tamper = threading.Lock(), sc.os.urandom, lambda step, v: v
+        c._flush = lambda: None
+        shown = []
+        with mock.patch.object(sc, "out", shown.append):
+            c.send_record("lobby", {"kind": "text", "text": "x" * (24576 - 16 - 24)})
+            self.assertEqual((shown, c.seq_tx, c.pending), (["NOT_SENT INVALID_INPUT"], 0, []))
+            c.send_record("lobby", {"kind": "text", "text": "\x01" * 4000})
+        self.assertEqual((c.seq_tx, len(c.pending[0][0]["ct"])), (1, 24041))
 
     def test_a_file_line_outside_them_is_tampered(self):
         """TRANSCRIPT §2.2, §5 step 4: an s2c `msg` line (no signature covers its ct) whose ct is
