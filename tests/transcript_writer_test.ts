@@ -262,7 +262,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
   const h = await header();
   const script = `
     import { importSigningKeyPkcs8 } from "./lib/crypto/signature.ts";
-    import { prepareMsg, sealPlaintext, signBatch } from "./lib/message/record.ts";
+    import { MAX_CT_BYTES, prepareMsg, sealPlaintext, signBatch } from "./lib/message/record.ts";
     import { TranscriptWriter } from "./lib/transcript/writer.ts";
     import { endTurn, spendTurn } from "./lib/turn.ts";
     import { transcriptDirectory } from "./lib/transcript/file_storage.ts";
@@ -276,7 +276,9 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
       serverCertDer: Uint8Array.from(${JSON.stringify(Array.from(p.server.certDer))}),
     });
     console.log(w.path);
-    const body = crypto.getRandomValues(new Uint8Array(48 * 1024));
+    // The largest body a user's record may carry (its ct is MAX_CT_BYTES with the AEAD's
+    // 16-byte tag, PROTOCOL §6.1): long lines, so the kill likely lands mid-write.
+    const body = crypto.getRandomValues(new Uint8Array(MAX_CT_BYTES - 16));
     for (let seq = 1; ; seq++) {
       const { k, ct, c } = sealPlaintext(body);
       const record = { sid: "${h.sessionId}", dir: "c2s", to: "lobby", seqno: seq, ts: Date.now(), ct, c };
