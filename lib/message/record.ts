@@ -1397,21 +1397,10 @@ export const StoredMessageShape: Shape<StoredMessage> = shape((v, p) => {
   const type = literal(o.type, p, "type", STORED_TYPES);
   const seqno = uint(o.seqno, p, "seqno", 1);
   const ts = uint(o.ts, p, "ts");
-  const author_fp = lowerHex(o.author_fp, p, "author_fp", 64);
-  const cert = Object.hasOwn(o, "cert")
-    ? base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES)
-    : undefined;
+  const author = authorMembers(o, p);
   const record = recordMember(o, p);
-  if (key === "k") {
-    const k = contentKeyText(o, p);
-    return cert === undefined
-      ? { type, seqno, ts, author_fp, record, k }
-      : { type, seqno, ts, author_fp, cert, record, k };
-  }
-  const e2e = nested(E2eEnvelopeShape, o.e2e, p, "e2e");
-  return cert === undefined
-    ? { type, seqno, ts, author_fp, record, e2e }
-    : { type, seqno, ts, author_fp, cert, record, e2e };
+  if (key === "k") return { type, seqno, ts, ...author, record, k: contentKeyText(o, p) };
+  return { type, seqno, ts, ...author, record, e2e: nested(E2eEnvelopeShape, o.e2e, p, "e2e") };
 });
 
 const RELAY_MEMBERS = [
@@ -1438,10 +1427,7 @@ export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
   literal(o.type, p, "type", RELAY_TYPES);
   const seqno = uint(o.seqno, p, "seqno", 1);
   const ts = uint(o.ts, p, "ts");
-  const author_fp = lowerHex(o.author_fp, p, "author_fp", 64);
-  const cert = Object.hasOwn(o, "cert")
-    ? base64Text(o.cert, p, "cert", 1, MAX_CERT_BYTES)
-    : undefined;
+  const author = authorMembers(o, p);
   const group = groupMembers(o, p);
   const items = o.records as unknown[];
   const records: RelayItem[] = [];
@@ -1457,11 +1443,8 @@ export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
         : { record, e2e: nested(E2eEnvelopeShape, io.e2e, at, "e2e") },
     );
   }
-  const hop = { type: "relay" as const, seqno, ts, author_fp };
   const { sig, first, n, proof } = group;
-  return cert === undefined
-    ? { ...hop, sig, first, n, proof, records }
-    : { ...hop, cert, sig, first, n, proof, records };
+  return { type: "relay", seqno, ts, ...author, sig, first, n, proof, records };
 });
 
 /**
