@@ -545,14 +545,9 @@ export class ChatSession {
    */
   relay(prepared: PreparedRelay, type: RelayType = "relay"): number {
     const open = this.#openRelay;
-    if (
-      type === "relay" && open?.takes(prepared) &&
-      open.lengthWith(prepared) <= MAX_CONTENT_BYTES
-    ) {
-      this.#est.conn.assertRoom(
-        (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + open.lengthWith(prepared) +
-          RECORD_WIRE_OVERHEAD,
-      );
+    const joined = type === "relay" && open?.takes(prepared) ? open.lengthWith(prepared) : null;
+    if (open && joined !== null && joined <= MAX_CONTENT_BYTES) {
+      this.#outboxWithRoom(joined); // the open relay is not in the outbox yet
       open.add(prepared);
       return open.seqno;
     }
@@ -567,24 +562,20 @@ export class ChatSession {
     this.#closeRelay();
     const { seqno, ts } = this.#number();
     const hop = new RecipientRelayGroup(prepared, seqno, ts, introduce);
-    this.#est.conn.assertRoom(
-      (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + hop.boundLength +
-        RECORD_WIRE_OVERHEAD,
-    );
-    if (!this.#outbox) {
-      this.#outbox = new RecordOutbox();
-      atTurnEnd(this.#sendOutboxAtTurnEnd);
-    }
+    this.#outboxWithRoom(hop.boundLength);
     this.#openRelay = hop;
     return seqno;
   }
 
-  /** The open relay, complete: into the outbox and the transcript, behind what came before. */
-  #closeRelay(): void {
+  /**
+   * The open relay, complete: into the outbox (`outbox`, the one being sealed, when
+   * #sendOutbox has already taken it) and the transcript, behind what came before.
+   */
+  #closeRelay(outbox = this.#outbox): void {
     const open = this.#openRelay;
     if (!open) return;
     this.#openRelay = undefined;
-    this.#outbox!.add(open);
+    outbox!.add(open);
     this.#transcript.append(open);
   }
 
@@ -611,14 +602,24 @@ export class ChatSession {
    */
   #emit(content: Content, line: PreparedLine): void {
     this.#closeRelay();
-    const bytes = CONTENT_OVERHEAD + content.length;
-    this.#est.conn.assertRoom((this.#outbox?.bytes ?? 0) + bytes + RECORD_WIRE_OVERHEAD);
+    this.#outboxWithRoom(content.length).add(content);
+    this.#transcript.append(line);
+  }
+
+  /**
+   * This turn's outbox, made (and sent at the turn's end) if none is open yet, once a content of
+   * `length` bytes more fits the send queue beside it.
+   * @throws SLOW_CONSUMER when it does not
+   */
+  #outboxWithRoom(length: number): RecordOutbox {
+    this.#est.conn.assertRoom(
+      (this.#outbox?.bytes ?? 0) + CONTENT_OVERHEAD + length + RECORD_WIRE_OVERHEAD,
+    );
     if (!this.#outbox) {
       this.#outbox = new RecordOutbox();
       atTurnEnd(this.#sendOutboxAtTurnEnd);
     }
-    this.#outbox.add(content);
-    this.#transcript.append(line);
+    return this.#outbox;
   }
 
   /**
@@ -661,12 +662,7 @@ export class ChatSession {
     if (!outbox) return;
     this.#outbox = undefined;
     try {
-      if (this.#openRelay) {
-        const open = this.#openRelay;
-        this.#openRelay = undefined;
-        outbox.add(open);
-        this.#transcript.append(open);
-      }
+      this.#closeRelay(outbox);
       outbox.seal((inner) => this.#est.conn.sendFramed(this.#sealInnerWithUpdate(inner, true)));
     } catch (error) {
       this.abort(
