@@ -22,7 +22,6 @@ import {
   type C2sMsgMessage,
   C2sMsgShape,
   decodeRecord,
-  type Direction,
   envelopeFits,
   type GroupItem,
   isClientRecipient,
