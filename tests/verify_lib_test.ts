@@ -656,6 +656,31 @@ Deno.test("verify: the client's msg lines carrying groups of its batches verify 
     assert.deepEqual(report.confirmedBy, ["client", "server"]);
     assert.deepEqual([s.ownReceipt!.c2s_count, s.peerReceipt!.c2s_count], [16, 16]);
     assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 16]]);
+    // A receipt over the prefix that ends with the line of c2s 5-7 (and s2c 1) confirms it.
+    const prefix = await verifyTranscript(
+      await writeCase(join(dir, "prefix"), { lines: lines.slice(0, 4) }),
+      { trust },
+    );
+    assert.deepEqual(prefix.messages, { c2s: 7, s2c: 1 });
+    const partial = await signReceipt(pki.client.signer, {
+      sessionId: s.sessionId,
+      role: "client",
+      signerFingerprint: fingerprintOf(pki.client.certDer),
+      state: {
+        transcriptHash: fromHex(prefix.transcriptSha256!),
+        transcriptSha256: prefix.transcriptSha256!,
+        c2s: 7,
+        s2c: 1,
+      },
+    });
+    const upTo = join(dir, "up-to");
+    await writeCase(upTo, { lines, receipt: encodeReceiptFile(partial) });
+    const confirmed = await verifyTranscript(join(upTo, "case.log"), { trust });
+    assert.equal(confirmed.ok, true, confirmed.reason ?? "");
+    assert.deepEqual(
+      [confirmed.receipts[0].status, confirmed.receipts[0].complete],
+      ["valid", false],
+    );
     // A receipt whose c2s_count ends inside a line (c2s 5-7) confirms no transcript.
     const inside = { ...s.ownReceipt!, c2s_count: 6 };
     const cut = join(dir, "cut");
