@@ -2622,6 +2622,8 @@ abstract class GroupMessage implements Encodable, PreparedLine {
   takes(next: GroupItem): boolean {
     const last = this.items[this.items.length - 1];
     if (this.#proof || next.fingerprint !== last.fingerprint) return false;
+    // Ours relays records of one msg together (PROTOCOL §6.4 "Which records a relay carries").
+    if (next.forms.group !== last.forms.group) return false;
     const { record } = next.forms;
     if (record.seqno <= last.forms.record.seqno || !record.batch) return false;
     const b = this.#batch;

@@ -26,7 +26,6 @@ import {
   LOBBY,
   onlineBodies,
   type PreparedRelay,
-  prepareRelay,
   recipientUser,
   type RefusalCode,
   relaySharedBytes,
@@ -44,7 +43,6 @@ import {
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
 import { commonNameOf, parseCertificate } from "../pki/certificate.ts";
-import { authorCertOf } from "../message/author_certs.ts";
 import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
 import type { CloseCode } from "../wire/messages.ts";
 import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } from "./presence.ts";
@@ -103,8 +101,6 @@ export class Member {
    * books below are made at first use: an idle member holds none of them.
    */
   inFlight?: Set<Promise<void>>;
-  /** See authorCert: made at the member's first relay, not for every idle session. */
-  #authorCert?: AuthorCert;
   /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
   readonly since = Date.now();
   /**
@@ -150,11 +146,12 @@ export class Member {
     this.bucket = new TokenBucket(limits.messageBurst, limits.messagesPerSecond);
   }
   /**
-   * The member's certificate as relays name or introduce it (PROTOCOL §6.4.1), made once:
-   * every recipient session's list shares its fingerprint, and its bytes.
+   * The member's certificate as relays name or introduce it (PROTOCOL §6.4.1), made once (by
+   * its session, at its first msg): every recipient session's list shares its fingerprint, and
+   * its bytes.
    */
   get authorCert(): AuthorCert {
-    return this.#authorCert ??= authorCertOf(this.session.established.peer.der);
+    return this.session.peerAuthor;
   }
   get username(): string {
     return this.session.username;
@@ -408,16 +405,10 @@ export class Lobby {
       }
       if (body.kind !== "text") return;
     }
-    // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4); made first, for
-    // every route, since it refuses the record whose relay or `stored` alone would not fit one
-    // record (§6.3 step 7): that is its author's PROTOCOL_ERROR, not every recipient's end.
-    const prepared = prepareRelay(
-      from.authorCert,
-      message.forms,
-      message.type === "msg" ? message.k : undefined,
-      message.type === "sealed" ? message.e2e : undefined,
-      "PROTOCOL_ERROR",
-    );
+    // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4): prepared by the
+    // session with §6.3 step 7, before any record of the msg was acted on.
+    const { prepared } = message;
+    if (!prepared) throw new SecureChatError("INTERNAL", `message ${message.seqno} not prepared`);
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
     if (to !== undefined && !this.#reachable(to)) {
       return this.#store(from, message.seqno, to, clusterRelayOf(from, message));
