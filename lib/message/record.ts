@@ -2087,6 +2087,9 @@ export interface PreparedLine {
 
 /** A line whose JSON text and encoding are at hand (every line but a relay's). */
 class TextLine implements PreparedLine {
+  readonly lastSeqno?: number;
+  readonly lastTs?: number;
+
   constructor(
     readonly dir: Direction,
     readonly seqno: number,
@@ -2094,7 +2097,14 @@ class TextLine implements PreparedLine {
     readonly json: string,
     readonly enc: readonly Uint8Array[],
     readonly k?: Uint8Array,
-  ) {}
+    /** A user's msg line's last record's seqno and ts (it takes several seqnos). */
+    last?: { seqno: number; ts: number },
+  ) {
+    if (last) {
+      this.lastSeqno = last.seqno;
+      this.lastTs = last.ts;
+    }
+  }
 
   writeJson(out: ByteBuilder): void {
     out.text(this.json);
@@ -2965,5 +2975,15 @@ export function prepareQueued(
 
 /** A line read back from a transcript, as the writer and the verifier hash it. */
 export function prepareLine(line: Line, json: string): PreparedLine {
-  return new TextLine(line.dir, lineSeqno(line), lineTs(line), json, [lineEncoding(line)]);
+  const seqno = lineSeqno(line);
+  const last = lineLastSeqno(line);
+  return new TextLine(
+    line.dir,
+    seqno,
+    lineTs(line),
+    json,
+    [lineEncoding(line)],
+    undefined,
+    last === seqno ? undefined : { seqno: last, ts: lineLastTs(line) },
+  );
 }
