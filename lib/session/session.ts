@@ -183,8 +183,8 @@ export type ReceivedMessage =
     record: MessageRecord;
     forms: RecordForms;
     e2e: E2eEnvelope;
-    /** Prepared for its relays and `stored`, as a `msg`'s (§6.3 step 7). */
-    prepared: PreparedRelay;
+    /** Server: prepared for its relays and `stored`, as a `msg`'s `text` (§6.3 step 7). */
+    prepared?: PreparedRelay;
   }
   | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
   | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
