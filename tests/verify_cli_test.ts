@@ -396,6 +396,29 @@ Deno.test("cli verify --reveal N:J: one record of the client's msg line opens, m
       edited.stderr,
       /TAMPERED: .*names item 2, but that line holds a record of the client's/,
     );
+    // A line of the keys file that is no key line, about any line: the file was edited.
+    for (const junk of ["not json", '{"dir":"c2s","seqno":9,"k":"AAAA"}', "[]"]) {
+      await Deno.writeTextFile(`${dir}/golden.keys`, `${keys}${junk}\n`);
+      const broken = await reveal(`${line}:2`);
+      assert.equal(broken.code, 1, broken.stderr);
+      assert.match(broken.stderr, /TAMPERED: .*golden\.keys: line 17 is not a key line/, junk);
+    }
+    // A torn final line (a writer killed mid-write) is no key and no fault.
+    await Deno.writeTextFile(`${dir}/golden.keys`, `${keys}{"dir":"c2s","se`);
+    const torn = await reveal(`${line}:2`, "--out", `${dir}/again.json`);
+    assert.equal(torn.code, 0, torn.stderr);
+    // A line the server wrote is no signed record, nor is a record with no key here.
+    const notice = lines.findIndex((l) => l.startsWith('{"dir":"s2c","type":"msg"')) + 1;
+    const server = await reveal(`${notice}`);
+    assert.equal(server.code, 1, server.stderr);
+    assert.match(server.stderr, /INVALID_INPUT: .*is not a signed record/);
+    await Deno.writeTextFile(
+      `${dir}/golden.keys`,
+      keys.split("\n").filter((l) => !l.startsWith('{"dir":"c2s","seqno":3,')).join("\n"),
+    );
+    const keyless = await reveal(`${line}:3`);
+    assert.equal(keyless.code, 1, keyless.stderr);
+    assert.match(keyless.stderr, /INVALID_INPUT: no key for c2s 3/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
