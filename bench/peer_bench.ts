@@ -65,7 +65,6 @@ import { floorBurst, type FloorRecords, type Rung, RUNGS } from "./_floor.ts";
 import {
   Budget,
   cpuDuring,
-  type GrowthSample,
   growthSample,
   sampleProcess,
   settledSample,
@@ -73,6 +72,13 @@ import {
   threadCpuDuring,
 } from "./_proc.ts";
 import { parseArgs } from "node:util";
+import {
+  type PartGrowth,
+  partGrowth,
+  QUIET_FAULTS_PER_MESSAGE,
+  type QuietParts,
+  quietParts,
+} from "../testkit/burst_parts.ts";
 import {
   BENCH_PASSWORD,
   benchOptions,
@@ -170,6 +176,27 @@ function threadFigures(what: string, p: Phase, reference: Reference): Figure[] {
       threads["V8 DefaultWorke"] ?? 0,
       "µs",
       reference,
+    ),
+  ];
+}
+/**
+ * A burst's median CPU per delivery over its quiet parts (quietParts: parts that took no heap
+ * step), beside the same reference as the burst's total: what two trees can be compared on
+ * where a fresh server's heap steps fall at different places in their bursts. None when no part
+ * was quiet (a --quick burst is one short part on a server still growing), saying so in a note.
+ */
+function quietFigure(what: string, p: Phase, reference: Reference): Figure[] {
+  const q = p.extra?.quiet_parts as QuietParts | undefined;
+  if (q?.cpu_us_median === null || q?.cpu_us_median === undefined) return [];
+  return [
+    figure(
+      `${what}: the median over its parts without a heap step (fewer than ` +
+        `${QUIET_FAULTS_PER_MESSAGE * E2E_BURST_PART} minor page faults a ${E2E_BURST_PART}-line ` +
+        "part)",
+      q.cpu_us_median,
+      "µs",
+      reference,
+      { note: `${q.parts} of the burst's ${q.of} parts` },
     ),
   ];
 }
@@ -541,28 +568,6 @@ const RELAY_WARM_UP = 8000;
  */
 const E2E_BURST_PART = 500;
 
-/**
- * One part of a burst as the server lived it: `upTo`, the messages it had relayed in this
- * phase at the part's end (the warm burst's included); its CPU per delivery over all threads;
- * the minor page faults it took and its resident size at the end, in MiB (growthSample): what
- * shows a server still growing.
- */
-interface PartGrowth {
-  upTo: number;
-  cpuUs: number;
-  faults: number;
-  rssMiB: number;
-}
-
-function partGrowth(upTo: number, now: GrowthSample, last: GrowthSample, deliveries: number) {
-  return {
-    upTo,
-    cpuUs: round((now.cpuSeconds - last.cpuSeconds) * 1e6 / deliveries, 2),
-    faults: now.minorFaults - last.minorFaults,
-    rssMiB: round(now.rssBytes / 2 ** 20, 1),
-  };
-}
-
 /** What each rung above the floor adds, cumulatively (_floor.ts). */
 const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
   json: "the msg's parse and the relay's JSON (lib/wire, lib/message)",
@@ -681,7 +686,8 @@ async function ourBurst(
             const upTo = Math.min(total, total - n + (i + 1) * part);
             await delivered(upTo);
             const now = await growthSample(server.pid);
-            byPart.push(partGrowth(upTo, now, last, (upTo - (total - n + i * part)) * recipients));
+            const lines = upTo - (total - n + i * part);
+            byPart.push(partGrowth(upTo, lines, lines * recipients, last, now));
             last = now;
           }
           await held.release();
@@ -693,6 +699,7 @@ async function ourBurst(
     // A burst not measured first: the server's JIT compiles the relay path in it.
     if (warm > 0) await (await burst(warm, warm))();
     const batchesBefore = receivers[0].batches();
+    const warmParts = byPart.length;
     const measured = await burst(messages, warm + messages);
     const { result: m, threads } = await threadCpuDuring(server.pid, measured);
     return {
@@ -705,6 +712,8 @@ async function ourBurst(
         wire_bytes_per_message: Math.round(wireBytes / messages),
         server_thread_cpu_seconds: threadSeconds(threads),
         by_part: byPart,
+        // What two trees compare on where heap steps fall unlike (testkit/burst_parts.ts).
+        quiet_parts: quietParts(byPart.slice(warmParts)),
         // Records per author signature the server verified (PROTOCOL §6.1).
         author_batch_mean: round(
           messages / Math.max(1, receivers[0].batches() - batchesBefore),
@@ -1209,6 +1218,11 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
         { goal: "<= 4 (issue 18)" },
       ),
+      ...quietFigure(
+        `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, end to end, a burst)`,
+        ours.relay_burst,
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
       ...threadFigures(
         `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, end to end, a burst)`,
         ours.relay_burst,
@@ -1483,6 +1497,11 @@ async function fanOut(
             row.rsa_us = round(rsa, 2);
             if (irc) row.rsa_ratio = round(rsa / irc, 2);
             row.rsa_threads_us = threadMicrosPer(rsaPhase);
+            const quiet = rsaPhase.extra?.quiet_parts as QuietParts | undefined;
+            if (quiet) {
+              row.rsa_quiet_us = quiet.cpu_us_median;
+              row.rsa_quiet_parts = `${quiet.parts}/${quiet.of}`;
+            }
             if (rsaPhase.extra?.by_part) row.rsa_by_part = rsaPhase.extra.by_part;
           }
           if (keys.includes("ed25519")) {
@@ -1493,6 +1512,11 @@ async function fanOut(
             row.ed25519_us = round(ed, 2);
             if (irc) row.ed25519_ratio = round(ed / irc, 2);
             row.ed25519_threads_us = threadMicrosPer(edPhase);
+            const edQuiet = edPhase.extra?.quiet_parts as QuietParts | undefined;
+            if (edQuiet) {
+              row.ed25519_quiet_us = edQuiet.cpu_us_median;
+              row.ed25519_quiet_parts = `${edQuiet.parts}/${edQuiet.of}`;
+            }
             const batch = edPhase.extra?.author_batch_mean;
             if (typeof batch === "number") row.author_batch_mean = batch;
           }
@@ -1572,6 +1596,9 @@ async function ladderOnly(
       }
       const ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, messages, warm);
       row.ours_us = round(cpuMicrosPer(ours), 2);
+      const quiet = ours.extra?.quiet_parts as QuietParts;
+      row.ours_quiet_us = quiet.cpu_us_median;
+      row.ours_quiet_parts = `${quiet.parts}/${quiet.of}`;
       row.ours_wire_bytes_per_message = ours.extra?.wire_bytes_per_message;
       row.ours_threads_us = threadMicrosPer(ours);
       row.ours_over_floor = round(cpuMicrosPer(ours) / (row.floor_us as number), 2);
