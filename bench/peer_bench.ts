@@ -61,7 +61,7 @@ import {
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
-import { floorBurst, type FloorRecords, type Rung, RUNGS } from "./_floor.ts";
+import { floorBurst, type Rung, RUNGS } from "./_floor.ts";
 import {
   Budget,
   cpuDuring,
@@ -777,7 +777,6 @@ function ourFloor(
   recipients: number,
   messages: number,
   warm: number,
-  records: FloorRecords = "signed",
 ): Promise<Phase> {
   return floorBurst(pki, "user1", TEXT, {
     rung,
@@ -785,7 +784,6 @@ function ourFloor(
     messages,
     warm,
     part: E2E_BURST_PART,
-    records,
     denoFlags: [...extraServerV8Flags, ...cpuProfileFlags()],
   });
 }
@@ -1564,12 +1562,7 @@ async function idleOnly(levels: IdleLevels, peer: boolean): Promise<Record<strin
  */
 async function ladderOnly(
   rounds: number,
-  { messages, warm, peer, records }: {
-    messages: number;
-    warm: number;
-    peer: boolean;
-    records: FloorRecords[];
-  },
+  { messages, warm, peer }: { messages: number; warm: number; peer: boolean },
 ): Promise<Record<string, unknown>> {
   const binary = peer ? await findInspircd() : undefined;
   if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
@@ -1585,14 +1578,11 @@ async function ladderOnly(
       if (binary) {
         row.inspircd_us = round(cpuMicrosPer(await ircFanOut(binary, files, tls, 4, span)), 3);
       }
-      for (const kind of records) {
-        const name = (rung: Rung) => kind === "signed" ? rung : `${rung}_${kind}`;
-        for (const rung of RUNGS) {
-          const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, warm, kind);
-          row[`${name(rung)}_us`] = round(cpuMicrosPer(phase), 2);
-          row[`${name(rung)}_threads_us`] = threadMicrosPer(phase);
-          row[`${name("floor")}_wire_bytes_per_message`] = phase.extra?.wire_bytes_per_message;
-        }
+      for (const rung of RUNGS) {
+        const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, warm);
+        row[`${rung}_us`] = round(cpuMicrosPer(phase), 2);
+        row[`${rung}_threads_us`] = threadMicrosPer(phase);
+        row.floor_wire_bytes_per_message = phase.extra?.wire_bytes_per_message;
       }
       const ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, messages, warm);
       row.ours_us = round(cpuMicrosPer(ours), 2);
@@ -1637,9 +1627,6 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
     --messages N         … N messages per burst (default 2000)
     --warm N             … each burst after N relayed and not measured (default 8000: a
                          server past its growth; see RELAY_WARM_UP)
-    --records signed,unsigned  … the ladder's records as ours (signed), and/or without
-                         their batch signature and path (unsigned: what a record weighs if
-                         both travelled once per batch; a protocol change measured, not made)
   --no-peer              ours only (with --idle, --fanout or --ladder), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
   --server-v8-flag=FLAG  (repeatable) a V8 flag for our server children after serve's own
@@ -1655,7 +1642,6 @@ if (import.meta.main) {
         quick: { type: "boolean", default: false },
         breakdown: { type: "boolean", default: false },
         ladder: { type: "boolean", default: false },
-        records: { type: "string", default: "signed" },
         idle: { type: "string" },
         fanout: { type: "string" },
         rounds: { type: "string", default: "1" },
@@ -1690,7 +1676,6 @@ if (import.meta.main) {
       messages: args.messages !== undefined ? Number(args.messages) : 2000,
       warm: Number(args.warm ?? RELAY_WARM_UP),
       peer: !args["no-peer"],
-      records: args.records.split(",") as FloorRecords[],
     })
     : args.idle !== undefined
     ? await idleOnly(args.idle.split(",").map(Number) as [number, number], !args["no-peer"])
