@@ -533,20 +533,25 @@ export class HostileClient {
    * Makes one record per body with the next seqnos, signs them as one batch (PROTOCOL §6.1),
    * lets `after` edit the signed records (a tampered batch), and sends them in one `msg`
    * (PROTOCOL §6.3), or with `each` each in a `msg` of its own (its proof from its path), in
-   * order; `message` edits each msg's JSON (`j` its first record's place in the batch).
+   * order; `message` edits each msg's JSON (`j` its first record's place in the batch); `to`
+   * addresses record `j` (the lobby by default).
    */
   async sendBatch(
     bodies: Body[],
     after?: (records: MessageRecord[]) => void,
-    o: { each?: boolean; message?: (m: Record<string, unknown>, j: number) => unknown } = {},
+    o: {
+      each?: boolean;
+      message?: (m: Record<string, unknown>, j: number) => unknown;
+      to?: (j: number) => string;
+    } = {},
   ): Promise<void> {
     if (!this.sessionId) throw new Error("handshake not complete");
-    const made = bodies.map((body) => {
+    const made = bodies.map((body, j) => {
       const { k, ct, c } = sealContent(body);
       const record: MessageRecord = {
         sid: this.sessionId!,
         dir: "c2s",
-        to: LOBBY,
+        to: o.to?.(j) ?? LOBBY,
         seqno: ++this.#seqno,
         ts: Date.now(),
         ct,

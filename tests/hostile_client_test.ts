@@ -12,7 +12,7 @@ import { sign } from "../lib/crypto/signature.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { finishedMac, signatureInput, trafficKeys } from "../lib/handshake/key_schedule.ts";
 import { sealRecord } from "../lib/handshake/record.ts";
-import type { MessageRecord } from "../lib/message/record.ts";
+import { type Body, LOBBY, type MessageRecord } from "../lib/message/record.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { certDer, makeBadCertPki } from "./helpers/cert_fixtures.ts";
@@ -498,11 +498,24 @@ Deno.test({
         run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.to = "user:bob")),
       },
       {
-        name: "msg: a record of another session among its records",
-        code: "TAMPERED",
+        name: "msg: records of two sessions (one sid per msg, its schema)",
+        code: "PROTOCOL_ERROR",
         run: (h) =>
           h.sendBatch([text("a"), text("b")], undefined, {
             message: (m) => editRecord(m, 1, (r) => ({ ...r, sid: "00".repeat(16) })),
+          }),
+      },
+      {
+        name: "msg: its records all of another session",
+        code: "TAMPERED",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], undefined, {
+            message: (m) =>
+              editRecord(
+                editRecord(m, 0, (r) => ({ ...r, sid: "00".repeat(16) })),
+                1,
+                (r) => ({ ...r, sid: "00".repeat(16) }),
+              ),
           }),
       },
       // A batch split into msgs of one record each, with proofs (PROTOCOL §6.3): the first
@@ -823,6 +836,39 @@ Deno.test({
           } finally {
             h.close();
           }
+        });
+      }
+
+      // PROTOCOL §6.3: nothing of a msg is acted on unless every record passes every step —
+      // the checks the server makes of a record before it acts (§6.3 step 7, §12.6's publish
+      // rules) included (review16 R1: the lobby relayed the first, then refused the second).
+      const second: [string, Body, string][] = [
+        ["a text of 4001 characters", text("a".repeat(4001)), LOBBY],
+        ["another user's bundle published", {
+          kind: "keys_publish",
+          device: "0123456789abcdef",
+          bundle: bundleJson("bob"),
+          opks: [],
+        }, "server"],
+      ];
+      for (const [name, body, to] of second) {
+        await t.step(`a msg's lobby line, then ${name}: nothing of it is relayed`, async () => {
+          const canary = `canary-${crypto.randomUUID()}`;
+          const seen = bob.client.stdout.length;
+          const h = await mallory();
+          try {
+            await h.handshake();
+            const from = server.mark();
+            await h.sendBatch([text(canary), body], undefined, { to: (j) => j ? to : LOBBY });
+            const logged = await serverCodeFor(server, h.conn, from);
+            assert.equal(logged.event, "PROTOCOL_ERROR", JSON.stringify(logged));
+            assert.ok((await h.expectEnd()).closed, "the server did not end the session");
+          } finally {
+            h.close();
+          }
+          await bob.ping(); // after anything relayed before it
+          const shown = bob.client.stdout.slice(seen).join("\n");
+          assert.ok(!shown.includes(canary), `bob was shown the msg's first line:\n${shown}`);
         });
       }
 

@@ -17,7 +17,6 @@ import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { fromBase64, toBase64 } from "../bytes.ts";
 import { BundleJsonSchema } from "../e2e/envelope.ts";
-import { deviceOf } from "../e2e/bundle.ts";
 import { type KeyDirectory, PREKEYS_LOW } from "../store/key_directory.ts";
 import {
   type AuthorCert,
@@ -369,9 +368,9 @@ export class Lobby {
    * node alone, a refusal and a `who` are done when it returns (undefined: the session's loop
    * goes on to the next message without a promise per message); what waits on the store, the
    * key directory or the cluster returns its promise.
-   * @throws PROTOCOL_ERROR for a key directory request no honest client makes (§12.6), or a
-   *   record whose relay alone would not fit one record (§6.3 step 7): the session ends with
-   *   it, telling the member
+   * @throws INTERNAL for a relayed record its session did not prepare (§6.3 step 7 is the
+   *   session's, as §12.6's publish rules are: checked for every record of a msg before any is
+   *   acted on)
    */
   receive(from: Member, message: ReceivedMessage): Promise<void> | undefined {
     if (message.type !== "msg" && message.type !== "sealed") return; // clients send nothing else
@@ -701,12 +700,7 @@ export class Lobby {
     if (!directory) return answer({ user });
     try {
       if (body.kind === "keys_publish") {
-        if (body.bundle && body.bundle.user !== me) {
-          throw new SecureChatError("PROTOCOL_ERROR", "a bundle may be published by its user only");
-        }
-        if (body.bundle && deviceOf(fromBase64(body.bundle.ik)) !== body.device) {
-          throw new SecureChatError("PROTOCOL_ERROR", "the device id is not its identity key's");
-        }
+        // The session checked that the bundle is its user's own (assertOwnPublish, §6.3 step 6).
         const { left, evicted } = await directory.publish(
           me,
           body.device,
