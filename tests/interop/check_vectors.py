@@ -498,7 +498,7 @@ def s2c_relay_case(v, case, workdir):
     rec, _ = sc.make_record(signer, author_sid, to, 1, ts, body, k)
     author = cert_der(pki["client_cert_pem"])
     carrier = [{"k": sc.b64e(k)}]
-    first = sc.relay_message(1, t0 + 1001, author, sc.relay_of([rec]), carrier,
+    first = sc.relay_message(1, t0 + 1001, author, sc.group_of([rec]), carrier,
                              introduce=s.get("cert") != "omitted")
     relays = [first]
     if case["target"] == "s2c relay twice":
@@ -511,7 +511,7 @@ def s2c_relay_case(v, case, workdir):
             second["cert"] = sc.b64e(cert_der(pki["server_cert_pem"]))
         elif what == "a new record signed by the server":
             other, _ = sc.make_record(server_key, author_sid, to, 2, ts + 1, body, k)
-            second = sc.relay_message(2, t0 + 1002, author, sc.relay_of([other]), carrier,
+            second = sc.relay_message(2, t0 + 1002, author, sc.group_of([other]), carrier,
                                       introduce=False)
         elif what is not None:
             raise Mismatch(f"{case['name']}: unknown second relay {what!r}")
@@ -557,7 +557,7 @@ def relay_batch_cases(v, workdir):
         """Relays of a batch of `count`, one per group of record indices; the last relay edited
         by `edit(message)`."""
         recs = batch(count)
-        relays = [sc.relay_message(0, 0, author, sc.relay_of([recs[j] for j in g]),
+        relays = [sc.relay_message(0, 0, author, sc.group_of([recs[j] for j in g]),
                                    [{"k": sc.b64e(k_of(j))} for j in g]) for g in groups]
         if edit is not None:
             edit(relays[-1])
@@ -1224,9 +1224,9 @@ def _relay_verdict(cache, key, relay, code):
             if isinstance(item, dict):
                 item.pop("k", None)
     try:
-        sig, first, n, proof, items = sc.parse_relay(m, carriers=code != "TAMPERED", code=code)
+        sig, first, n, proof, items = sc.parse_group(m, carriers=code != "TAMPERED", code=code)
         recs = [rec for rec, _ in items]
-        stmt = sc.relay_statement(recs[0]["sid"], first, n, proof, recs, code=code)
+        stmt = sc.group_statement(recs[0]["sid"], first, n, proof, recs, code=code)
     except sc.ProtoError as e:
         return e.code
     return "OK" if cache.verified("author", key.public_key(), stmt, sig) else "SIG_FAIL"
@@ -1253,7 +1253,7 @@ def check_batch_relays(v, author):
         name = f"records {entry['indices']}"
         try:
             relay, n = entry["relay"], v["n"]
-            sig, first, size, proof, items = sc.parse_relay(relay)
+            sig, first, size, proof, items = sc.parse_group(relay)
             recs = [rec for rec, _ in items]
             eq(f"{name}: first, n", (first, size), (v["first"], n))
             eq(f"{name}: indices", [r["seqno"] - first for r in recs], entry["indices"])
@@ -1263,7 +1263,7 @@ def check_batch_relays(v, author):
                 raise Mismatch(f"{name}: the proof does not fit")
             eq(f"{name}: root", subtrees[(0, n)], unhex(entry["root"]))
             eq(f"{name}: root is the batch's", subtrees[(0, n)], unhex(v["root"]))
-            made = sc.relay_of([signed[j] for j in entry["indices"]])
+            made = sc.group_of([signed[j] for j in entry["indices"]])
             eq(f"{name}: the proof made from the records' paths", made[3], proof)
             for rec, item in items:
                 j = rec["seqno"] - first
@@ -1294,7 +1294,7 @@ def _line_enc(line):
         return b"\x01" + sc.record_enc(sc.parse_record(line["record"]))
     cert = sc.b64d(line["cert"]) if "cert" in line else None
     if t == "relay":  # format 5: a group of one batch's records, sig and proof once
-        sig, first, n, proof, items = sc.parse_relay(line, carriers=False)
+        sig, first, n, proof, items = sc.parse_group(line, carriers=False)
         return sc.relay_line_enc(line["seqno"], line["ts"], line["author_fp"], cert, sig, first, n,
                                  proof, [rec for rec, _ in items])
     if t == "stored":
@@ -1358,7 +1358,7 @@ def check_golden_openings(tdir):
         for raw in lines:
             line = sc.parse_json(raw)
             if line["type"] == "relay":
-                _, _, _, _, items = sc.parse_relay(line, carriers=False)
+                _, _, _, _, items = sc.parse_group(line, carriers=False)
                 records = [(rec, (line["dir"], line["seqno"], j))
                            for j, (rec, _) in enumerate(items, 1)]
             elif line["type"] in ("msg", "stored"):

@@ -404,7 +404,7 @@ class OwnRecordBack(unittest.TestCase):
             m = {"type": kind, "seqno": 1, "ts": sc.now_ms(), "author_fp": "ab" * 32,
                  "record": wire, "k": sc.b64e(bytes(32))}
         else:
-            m = sc.relay_message(1, sc.now_ms(), b"der", sc.relay_of([rec]),
+            m = sc.relay_message(1, sc.now_ms(), b"der", sc.group_of([rec]),
                                  [{"k": sc.b64e(bytes(32))}], introduce=False)
         c.certs = sc.SessionCerts()
         c.certs.entries[m["author_fp"]] = (b"der", key.public_key(), "alice")
@@ -765,7 +765,7 @@ class RelayRoot(unittest.TestCase):
                 subtrees = sc.relay_subtrees({i: h[i] for i in group}, n, proof)
                 self.assertEqual(subtrees[(0, n)], root, where)
                 # the server's proof, from the records' own paths, is the definition's
-                sig, first, size, made, bare = sc.relay_of([recs[i] for i in group])
+                sig, first, size, made, bare = sc.group_of([recs[i] for i in group])
                 self.assertEqual((first, size, made), (3, n, proof), where)
                 self.assertTrue(all(r["sig"] is None and r["batch"] is None for r in bare))
                 # every entry is an entry of one of the records' paths
@@ -825,17 +825,17 @@ class RelayRoot(unittest.TestCase):
 
 
 class RelaySchema(unittest.TestCase):
-    """PROTOCOL §6.4's table and the paragraph after it, on client.parse_relay (PROTOCOL_ERROR
+    """PROTOCOL §6.4's table and the paragraph after it, on client.parse_group (PROTOCOL_ERROR
     live; TAMPERED for a transcript line, whose items hold only `record`)."""
 
     def relay(self, group=(1, 2), n=4):
         key, recs = batch_of(n, first=3)
-        return sc.relay_message(1, 2, b"der", sc.relay_of([recs[i] for i in group]),
+        return sc.relay_message(1, 2, b"der", sc.group_of([recs[i] for i in group]),
                                 [{"k": ZERO32} for _ in group])
 
     def code(self, m, carriers=True):
         try:
-            sc.parse_relay(m, carriers=carriers, code="PROTOCOL_ERROR" if carriers else "TAMPERED")
+            sc.parse_group(m, carriers=carriers, code="PROTOCOL_ERROR" if carriers else "TAMPERED")
         except sc.ProtoError as e:
             return e.code
         return "OK"
@@ -892,7 +892,7 @@ class RelaySchema(unittest.TestCase):
     def test_the_line_encoding(self):
         """TRANSCRIPT §3.1 line_enc(relay), byte by byte, with a certificate and without."""
         key, recs = batch_of(4, first=3)
-        sig, first, n, proof, bare = sc.relay_of([recs[1], recs[3]])
+        sig, first, n, proof, bare = sc.group_of([recs[1], recs[3]])
         for cert in (b"\x30\x03abc", None):
             enc = sc.relay_line_enc(7, 8, "ab" * 32, cert, sig, first, n, proof, bare)
             want = (b"\x02" + (7).to_bytes(8, "big") + (8).to_bytes(8, "big") + bytes([0xab]) * 32
@@ -942,7 +942,7 @@ class RelayAtTheClient(unittest.TestCase):
         return recs, ks
 
     def relay(self, recs, carriers, seqno=1, introduce=True):
-        m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"], sc.relay_of(recs), carriers,
+        m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"], sc.group_of(recs), carriers,
                              introduce)
         self.c.on_relay(json.loads(sc.enc_json(m)))
         return m
@@ -1016,7 +1016,7 @@ class RelayAtTheClient(unittest.TestCase):
                 ("moved to another recipient", lambda m: m["records"][0]["record"].update(
                     to="user:carol"), "TAMPERED")):
             self.setUp()
-            m = sc.relay_message(1, sc.now_ms(), self.certs["bob"], sc.relay_of([recs[1]]),
+            m = sc.relay_message(1, sc.now_ms(), self.certs["bob"], sc.group_of([recs[1]]),
                                  carriers)
             edit(m)
             with self.assertRaises(sc.ProtoError, msg=name) as caught:
@@ -1028,7 +1028,7 @@ class RelayAtTheClient(unittest.TestCase):
         hop seqno whose records are out of order is PROTOCOL_ERROR, not REPLAY."""
         recs, ks = self.bob_batch(self.texts("one", "two"))
         self.c.seq_rx = 3
-        m = sc.relay_message(2, sc.now_ms(), self.certs["bob"], sc.relay_of(recs),
+        m = sc.relay_message(2, sc.now_ms(), self.certs["bob"], sc.group_of(recs),
                              [{"k": sc.b64e(k)} for k in ks])
         m["records"].reverse()
         with self.assertRaises(sc.ProtoError) as caught:
@@ -1101,7 +1101,7 @@ class RelayLines(unittest.TestCase):
 
     def line(self, group, seqno=1, edit=None, introduce=True):
         m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"],
-                             sc.relay_of([self.recs[j] for j in group]),
+                             sc.group_of([self.recs[j] for j in group]),
                              [{} for _ in group], introduce)
         if edit is not None:
             edit(m)
@@ -1251,7 +1251,7 @@ class RecordBounds(unittest.TestCase):
 
 
 class Formats(unittest.TestCase):
-    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 5 and an opening of format 3 are
+    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 6 and an opening of format 3 are
     judged; another format number is UNSUPPORTED_FORMAT with its reason (earlier: what wrote it,
     the securechat that reads it by §2.1's table, and no evidence of tampering; later: newer or
     edited), and a version that is no format number is TAMPERED."""
@@ -1283,8 +1283,11 @@ class Formats(unittest.TestCase):
                 (4, "UNSUPPORTED_FORMAT", "before relays carried groups: a relay line holds one "
                                           "record with its own sig and batch; securechat "
                                           "sessions 11-14 (up to 82c2781) reads it"),
-                (6, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
-                (5, "TAMPERED", ""), ("5", "TAMPERED", ""), (0, "TAMPERED", ""),
+                (5, "UNSUPPORTED_FORMAT", "before a client's msg carried a group: a c2s msg "
+                                          "line holds one record with its own sig and batch; "
+                                          "securechat session 15 (up to ed384f7) reads it"),
+                (7, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
+                (6, "TAMPERED", ""), ("6", "TAMPERED", ""), (0, "TAMPERED", ""),
                 (2.5, "TAMPERED", "")):
             got, detail = self.outcome({"type": "securechat-transcript", "version": version},
                                        opening=False)
@@ -1292,8 +1295,8 @@ class Formats(unittest.TestCase):
             self.assertIn(reason, detail, version)
             if code == "UNSUPPORTED_FORMAT":
                 self.assertIn(f"transcript format {version} (", detail)
-                self.assertIn("reads format 5 only", detail)
-                self.assertEqual("not evidence of tampering" in detail, version < 5, version)
+                self.assertIn("reads format 6 only", detail)
+                self.assertEqual("not evidence of tampering" in detail, version < 6, version)
 
     def test_opening_formats(self):
         for version, code, reason in (

@@ -3,9 +3,10 @@
 (no line of lib/transcript was read). It checks a `<base>.log` of either role, client or server,
 with only the CA certificate (and a CRL), and its receipts beside it. Author certificates are
 resolved as TRANSCRIPT §2.2 says: the session's list of PROTOCOL §6.4.1 (client.SessionCerts, the
-one the live client runs) over the `relay` and `stored` lines in file order. Format 5: a relay line
-carries a group of one author batch's records and the batch's `sig`, `first`, `n` and `proof` once
-(PROTOCOL §6.4's ROOT, client.relay_statement).
+one the live client runs) over the `relay` and `stored` lines in file order. Format 6: a relay line,
+and a c2s msg line, carries a group of one author batch's records and the batch's `sig`, `first`,
+`n` and `proof` once (PROTOCOL §6.3, §6.4's ROOT, client.group_statement); a c2s msg line covers
+its records' seqnos.
 
 Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
        verify.py --opening FILE --ca ca.pem [--crl ca.crl]   (TRANSCRIPT §6: RESULT, OPENING,
@@ -49,7 +50,7 @@ import client as sc  # noqa: E402  (one home for the primitives, the record and 
 
 from cryptography import x509  # noqa: E402
 
-TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 5 (4, 3, 2, 1 before, below)
+TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 6 (5, 4, 3, 2, 1 before, below)
 RECEIPT_VERSION = 2          # §4.1
 OPENING_VERSION = 3          # §6: 3 since the ChaCha20-Poly1305 content cipher (2, 1 before)
 # §5 step 1, §6 step 1: each earlier format, what wrote it and which securechat reads it (the
@@ -59,6 +60,7 @@ READERS = {
     "signed batches": "securechat 5607e35 up to before 9c9d09a",
     "AES-128-GCM": "securechat 9c9d09a to 75c258e (sessions 8-10)",
     "relay groups": "securechat sessions 11-14 (up to 82c2781)",
+    "msg groups": "securechat session 15 (up to ed384f7)",
 }
 EARLIER_TRANSCRIPTS = {
     1: ("written by protocol v1", READERS["protocol v1"]),
@@ -67,6 +69,8 @@ EARLIER_TRANSCRIPTS = {
         READERS["AES-128-GCM"]),
     4: ("written before relays carried groups: a relay line holds one record with its own sig "
         "and batch", READERS["relay groups"]),
+    5: ("written before a client's msg carried a group: a c2s msg line holds one record with its "
+        "own sig and batch", READERS["msg groups"]),
 }
 EARLIER_OPENINGS = {
     1: ("made before signed batches", READERS["signed batches"]),
@@ -160,8 +164,10 @@ class Verifier:
     def __init__(self, trust):
         self.trust = trust
         self.d = {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()}
-        self.digests = {"c2s": [hashlib.sha256().digest()], "s2c": [hashlib.sha256().digest()]}
-        self.ts_upto = {"c2s": [None], "s2c": [None]}  # ts of line n of a direction (its latest)
+        # per direction, the digest and the latest ts at each count that ends a line (§3.2: a c2s
+        # msg line covers its records' seqnos, so a count inside one ends no line)
+        self.digests = {"c2s": {0: hashlib.sha256().digest()}, "s2c": {0: hashlib.sha256().digest()}}
+        self.ts_upto = {"c2s": {0: None}, "s2c": {0: None}}
         self.n = {"c2s": 0, "s2c": 0}
         self.last_ts = {"c2s": 0, "s2c": 0}
         self.certs = sc.SessionCerts()  # the session's author certificates (PROTOCOL §6.4.1)
@@ -231,31 +237,45 @@ class Verifier:
                                                      "of", "code", "sig", "first", "n", "proof",
                                                      "records"])
         kind, d = base["type"], base["dir"]
+        if d not in ("c2s", "s2c"):
+            raise Invalid("TAMPERED", f"line {n}", "unknown line direction")
         shapes = {  # (required, optional)
-            "msg": (["dir", "type", "record"], []),
+            "msg": ((["dir", "type", "sig", "first", "n", "proof", "records"], []) if d == "c2s"
+                    else (["dir", "type", "record"], [])),  # §2.2: the form follows the direction
             "relay": (["dir", "type", "seqno", "ts", "author_fp", "sig", "first", "n", "proof",
                        "records"], ["cert"]),
             "stored": (["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]),
             "refused": (["dir", "type", "seqno", "ts", "of", "code"], []),
             "queued": (["dir", "type", "seqno", "ts", "of"], []),
         }
-        if kind not in shapes or d not in ("c2s", "s2c"):
-            raise Invalid("TAMPERED", f"line {n}", "unknown line type or direction")
+        if kind not in shapes:
+            raise Invalid("TAMPERED", f"line {n}", "unknown line type")
         m = strict_line(raw, n, *shapes[kind])
         if kind != "msg" and d != "s2c":
             raise Invalid("TAMPERED", f"line {n}", f"a {kind} line is s2c only")
         rec = field(sc.parse_record, n, m["record"]) if "record" in m else None
         if kind == "relay":  # §5 step 4's first check of a relay line, before its seqno and ts
-            group = field(sc.parse_relay, n, m, carriers=False, code="TAMPERED")
-        if kind == "msg":
-            seqno, ts = rec["seqno"], rec["ts"]
+            group = field(sc.parse_group, n, m, carriers=False, code="TAMPERED")
+        elif kind == "msg" and d == "c2s":  # likewise the group of a client's msg line
+            group = field(sc.parse_author_msg, n, m, carriers=False, code="TAMPERED")
+        if kind == "msg" and d == "c2s":
+            recs = [r for r, _ in group[4]]
+            covered = [(r["seqno"], r["ts"]) for r in recs]
+        elif kind == "msg":
+            covered = [(rec["seqno"], rec["ts"])]
         else:
-            seqno, ts = field(sc.want_int, n, m, "seqno"), field(sc.want_int, n, m, "ts")
+            covered = [(field(sc.want_int, n, m, "seqno"), field(sc.want_int, n, m, "ts"))]
+        seqno, ts = covered[0]
         if seqno != self.n[d] + 1:
             raise Invalid("TAMPERED", f"line {n}", f"{d} seqno {seqno}, expected {self.n[d] + 1}")
-        if ts < self.last_ts[d]:
-            raise Invalid("TAMPERED", f"line {n}", f"{d} ts goes backwards")
-        if kind == "msg":
+        for before, (_, t) in zip([self.last_ts[d]] + [t for _, t in covered], covered):
+            if t < before:
+                raise Invalid("TAMPERED", f"line {n}", f"{d} ts goes backwards")
+        if kind == "msg" and d == "c2s":
+            sig, first, size, proof, _ = group
+            self.author_msg(sig, first, size, proof, recs, n)
+            enc = sc.msg_line_enc(sig, first, size, proof, recs)
+        elif kind == "msg":
             enc = b"\x01" + self.msg(rec, d, n)
         elif kind == "relay":
             fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
@@ -280,32 +300,48 @@ class Verifier:
                 self.of_lines.append((n, of, None))
                 self.answers.append((n, of, "queued"))
                 enc = b"\x04" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of)
-        self.n[d] = seqno
-        self.last_ts[d] = ts
+        self.n[d], self.last_ts[d] = covered[-1]
         self.d[d].update(enc)
-        self.digests[d].append(self.d[d].copy().digest())
-        self.ts_upto[d].append(ts)
+        self.digests[d][self.n[d]] = self.d[d].copy().digest()
+        self.ts_upto[d][self.n[d]] = self.last_ts[d]
 
-    def msg(self, rec, d, n):
-        if rec["sid"] != self.session_id or rec["dir"] != d:
-            raise Invalid("TAMPERED", f"line {n}", "a record of another session or direction")
-        if d == "c2s":
+    def author_msg(self, sig, first, size, proof, recs, n):
+        """§5 step 4's c2s `msg` (format 6), after its schema and its seqnos and dates: for every
+        record its session and direction, then its recipient (TAMPERED), then once for the line the
+        root from its records and `proof` (TAMPERED when the proof does not fit) and `sig` over
+        the batch statement under the client certificate (SIG_FAIL). A fault in a record is
+        reported at its line, the record named in the detail."""
+        for j, rec in enumerate(recs, 1):
+            if rec["sid"] != self.session_id or rec["dir"] != "c2s":
+                raise Invalid("TAMPERED", Record(n, j), "a record of another session or direction")
+        for j, rec in enumerate(recs, 1):
             if not sc.is_recipient(rec["to"]):  # PROTOCOL §6.1's recipient rule
-                raise Invalid("TAMPERED", f"line {n}", "c2s record to no valid recipient")
-            self.signed(sc.fingerprint(self.client_der), self.client_pub, rec, n,
-                        "the client's record signature")
+                raise Invalid("TAMPERED", Record(n, j), "c2s record to no valid recipient")
+        try:
+            stmt = sc.group_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
+        except sc.ProtoError as e:
+            raise Invalid(e.code, f"line {n}", e.detail)
+        fp = sc.fingerprint(self.client_der)
+        if not self.batches.verified(fp, self.client_pub, stmt, sig):
+            raise Invalid("SIG_FAIL", f"line {n}", "the client's batch signature over the line's "
+                                                   "records")
+        for j, rec in enumerate(recs, 1):
             if self.client_revoked is not None and at_ms(rec["ts"]) >= self.client_revoked:
-                self.not_attributed.append((f"line {n}", "signed at or after its author's revocation"))
+                self.not_attributed.append((f"line {n}:{j}",
+                                            "signed at or after its author's revocation"))
             else:  # §5 report: the client is the author of its own c2s records
-                self.authors.setdefault(sc.fingerprint(self.client_der),
-                                        [subject_cn(self.client_der), 0])[1] += 1
+                self.authors.setdefault(fp, [subject_cn(self.client_der), 0])[1] += 1
             if rec["to"].startswith("user:"):
                 self.private.add(rec["seqno"])
-        else:
-            if rec["sig"] is not None:
-                raise Invalid("TAMPERED", f"line {n}", "an s2c record carries a signature")
-            if rec["to"] != "user:" + self.client_name:
-                raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
+
+    def msg(self, rec, d, n):
+        """§5 step 4's s2c `msg`: the server's own record, unsigned, to the client."""
+        if rec["sid"] != self.session_id or rec["dir"] != d:
+            raise Invalid("TAMPERED", f"line {n}", "a record of another session or direction")
+        if rec["sig"] is not None:
+            raise Invalid("TAMPERED", f"line {n}", "an s2c record carries a signature")
+        if rec["to"] != "user:" + self.client_name:
+            raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
         return sc.record_enc(rec)
 
     def signed(self, fp, pub, rec, n, what):
@@ -389,7 +425,7 @@ class Verifier:
         author_pub, cn = [self.author_valid(cert, rec, Record(n, j))
                           for j, rec in enumerate(recs, 1)][0]
         try:
-            stmt = sc.relay_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
+            stmt = sc.group_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
         except sc.ProtoError as e:
             raise Invalid(e.code, f"line {n}", e.detail)
         if not self.batches.verified(fp, author_pub, stmt, sig):
@@ -470,6 +506,8 @@ class Verifier:
             raise Invalid("TAMPERED", where, "signer is not that party's certificate")
         if a > self.n["c2s"] or b > self.n["s2c"]:                                    # 4
             raise Invalid("TAMPERED", where, "the receipt names lines the transcript lacks")
+        if a not in self.digests["c2s"]:  # a count inside a msg line: no prefix of lines hashes so
+            raise Invalid("TAMPERED", where, f"c2s_count {a} ends inside a msg line")
         th = self.transcript_hash(a, b)
         if not hmac.compare_digest(th.hex(), th_hex):                                 # 5
             raise Invalid("TAMPERED", where, "transcript hash mismatch")
