@@ -1143,6 +1143,260 @@ class RelayLines(unittest.TestCase):
                 self.assertIn(f"record {2 if 'moved' in name else 1} of the line", self.detail)
 
 
+class AuthorMsgs(unittest.TestCase):
+    """PROTOCOL §6.3 at the sender: a signed batch leaves as one `msg` of the group members (`sig`,
+    `first`, `n` once, an empty proof, the records without `sig` and `batch`, each with its
+    carrier) when it fits one record (§3.2: 65 276 bytes of content), else as several `msg`s of
+    the next records, each with its own proof and each fitting; every `msg` proves its records
+    into the signed root (§6.4 ROOT). The schema (parse_author_msg): a relay's, and consecutive
+    seqnos."""
+
+    def signed(self, count, text="x", first=1):
+        key = ed25519.Ed25519PrivateKey.generate()
+        made = [(sc.new_record(bytes(16), "lobby", first + j, 1767225600000 + j,
+                               sc.enc_json({"kind": "text", "text": text}), bytes([j]) * 32),
+                 bytes([j]) * 32, None) for j in range(count)]
+        sc.sign_batch(key, [rec for rec, _, _ in made])
+        return key, made
+
+    def proves(self, key, msg):
+        """The msg as a receiver parses it, its root and signature checked (§6.3 step 4)."""
+        sig, first, n, proof, items = sc.parse_author_msg(json.loads(sc.enc_json(msg)))
+        recs = [rec for rec, _ in items]
+        stmt = sc.group_statement(recs[0]["sid"], first, n, proof, recs)
+        return sc.verify(key.public_key(), sig, stmt), [r["seqno"] for r in recs]
+
+    def test_a_batch_that_fits_is_one_msg_with_an_empty_proof(self):
+        key, made = self.signed(5)
+        [(msg, group, items)] = sc.author_msgs(made)
+        self.assertEqual(sorted(msg), ["first", "n", "proof", "records", "sig", "type"])
+        self.assertEqual((msg["type"], msg["first"], msg["n"], msg["proof"]), ("msg", 1, 5, []))
+        self.assertEqual([sorted(item) for item in msg["records"]], [["k", "record"]] * 5)
+        self.assertFalse(any("sig" in it["record"] or "batch" in it["record"]
+                             for it in msg["records"]))
+        self.assertEqual(msg["sig"], sc.b64e(made[0][0]["sig"]))
+        self.assertEqual(self.proves(key, msg), (True, [1, 2, 3, 4, 5]))
+        self.assertEqual(items, made)
+
+    def test_a_batch_that_does_not_fit_leaves_in_msgs_that_each_fit_and_prove(self):
+        key, made = self.signed(sc.MAX_BATCH, text="y" * sc.MAX_TEXT, first=7)
+        msgs = sc.author_msgs(made)
+        self.assertGreater(len(msgs), 1)
+        seqnos = []
+        for msg, _, items in msgs:
+            self.assertLessEqual(len(sc.enc_json(msg)), sc.MAX_CONTENT)
+            self.assertEqual((msg["first"], msg["n"]), (7, sc.MAX_BATCH))
+            self.assertTrue(msg["proof"])
+            ok, got = self.proves(key, msg)
+            self.assertTrue(ok)
+            seqnos += got
+        self.assertEqual(seqnos, list(range(7, 7 + sc.MAX_BATCH)))
+        # as many as fit: the next record would not have fitted in any msg but the last
+        for (msg, _, items), (after, _, _) in zip(msgs, msgs[1:]):
+            wider = sc._author_msg(items + [(made[after["records"][0]["record"]["seqno"] - 7][0],
+                                             made[0][1], None)])[0]
+            self.assertGreater(len(sc.enc_json(wider)), sc.MAX_CONTENT)
+
+    def test_at_most_most_records_to_a_msg(self):
+        key, made = self.signed(5)
+        msgs = sc.author_msgs(made, most=2)
+        self.assertEqual([len(m["records"]) for m, _, _ in msgs], [2, 2, 1])
+        self.assertEqual([len(m["proof"]) for m, _, _ in msgs], [2, 2, 1])
+        self.assertTrue(all(self.proves(key, m)[0] for m, _, _ in msgs))
+
+    def test_e2e_items(self):
+        key, made = self.signed(2)
+        made[1] = (made[1][0], None, {"kind": "sender"})
+        [(msg, _, _)] = sc.author_msgs(made)
+        self.assertEqual([sorted(it) for it in msg["records"]], [["k", "record"], ["e2e", "record"]])
+
+    def code(self, edit, count=3):
+        _, made = self.signed(count)
+        [(msg, _, _)] = sc.author_msgs(made)
+        msg = json.loads(sc.enc_json(msg))
+        edit(msg)
+        try:
+            sc.parse_author_msg(msg)
+        except sc.ProtoError as e:
+            return e.code
+        return "OK"
+
+    def test_the_schema(self):
+        rec = lambda m, j: m["records"][j]["record"]  # noqa: E731
+        for name, edit, want in (
+                ("as made", lambda m: None, "OK"),
+                ("a gap inside", lambda m: m["records"].pop(1), "PROTOCOL_ERROR"),
+                ("reordered", lambda m: m["records"].reverse(), "PROTOCOL_ERROR"),
+                ("a record repeated", lambda m: m["records"].__setitem__(1, m["records"][0]),
+                 "PROTOCOL_ERROR"),
+                ("a record with sig", lambda m: rec(m, 0).update(sig=ZERO32), "PROTOCOL_ERROR"),
+                ("a record with sig and batch", lambda m: rec(m, 0).update(
+                    sig=ZERO32, batch={"i": 0, "n": 3, "path": []}), "PROTOCOL_ERROR"),
+                ("two sids", lambda m: rec(m, 2).update(sid="ab" * 16), "PROTOCOL_ERROR"),
+                ("a record outside first..first+n-1", lambda m: m.update(first=2),
+                 "PROTOCOL_ERROR"),
+                ("more records than n", lambda m: m.update(n=2), "PROTOCOL_ERROR"),
+                ("no records", lambda m: m["records"].clear(), "PROTOCOL_ERROR"),
+                ("an item with k and e2e", lambda m: m["records"][0].update(e2e={}),
+                 "PROTOCOL_ERROR"),
+                ("an item without a carrier", lambda m: m["records"][0].pop("k"),
+                 "PROTOCOL_ERROR"),
+                ("a proof of 32 entries", lambda m: m.update(proof=[ZERO32] * 32),
+                 "PROTOCOL_ERROR")):
+            self.assertEqual(self.code(edit), want, name)
+
+    def test_the_line_and_its_encoding(self):
+        """TRANSCRIPT §2.2: the msg without its carriers, plus `dir`; §3.1: 0x06 and the group part
+        of line_enc(relay), each record_enc ending with no sig and no batch."""
+        _, made = self.signed(2)
+        made[1] = (made[1][0], None, {"kind": "sender"})
+        [(msg, group, _)] = sc.author_msgs(made)
+        line = sc.msg_line(msg)
+        self.assertEqual(line, {"dir": "c2s", "type": "msg", "sig": msg["sig"], "first": 1,
+                                "n": 2, "proof": [], "records": [
+                                    {"record": it["record"]} for it in msg["records"]]})
+        sig = made[0][0]["sig"]
+        want = (b"\x06" + len(sig).to_bytes(4, "big") + sig + (1).to_bytes(8, "big")
+                + (2).to_bytes(4, "big") + b"\x00" + b"\x02"
+                + b"".join(sc.record_enc(r) for r in group[4]))
+        self.assertEqual(sc.msg_line_enc(*group), want)
+        for r in group[4]:
+            self.assertTrue(sc.record_enc(r).endswith(bytes(12) + b"\x00"))
+        relay = sc.relay_line_enc(3, 4, "ab" * 32, None, *group)
+        self.assertEqual(relay[1 + 8 + 8 + 32 + 4:], want[1:])  # one group part, one encoder
+
+
+class AuthorMsgsAtTheClient(unittest.TestCase):
+    """PROTOCOL §6.3, TRANSCRIPT §2.2, §3, §6 at our client's send: each `msg` one transcript line,
+    written as it leaves, D_c2s over those lines, the direction's count at the last record's
+    seqno, and each record's key in `.keys` under its own c2s seqno."""
+
+    def client(self, most=None):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        c = sc.Client.__new__(sc.Client)
+        c.args = sc.argparse.Namespace(msg_records=most, key_update_every=0)
+        c.my_key = ed25519.Ed25519PrivateKey.generate()
+        c.session_id = bytes([3]) * 16
+        c.transcript = sc.Transcript(tmp.name, c.session_id, 0, "localhost", b"c", b"s")
+        c.tamper = lambda step, v: v
+        c.sent = []
+        c.send_contents = c.sent.extend
+        c.sent_since_update = 0
+        c.pending = [(sc.new_record(c.session_id, "server", j, 100 + j,
+                                    b'{"kind":"who"}', bytes([j]) * 32), bytes([j]) * 32, None)
+                     for j in range(1, 6)]
+        return c
+
+    def lines(self, c, suffix):
+        with open(c.transcript.base + suffix) as f:
+            return [json.loads(line) for line in f.read().splitlines()]
+
+    def test_one_line_per_msg_and_a_key_per_record(self):
+        for most, shape in ((None, [5]), (2, [2, 2, 1])):
+            c = self.client(most)
+            with mock.patch.object(sc, "out", lambda line: None):
+                c._flush()
+            sent = [json.loads(content) for content in c.sent]
+            self.assertEqual([len(m["records"]) for m in sent], shape)
+            log = self.lines(c, ".log")[1:]
+            self.assertEqual(log, [sc.msg_line(m) for m in sent])
+            self.assertEqual(self.lines(c, ".keys"), [
+                {"dir": "c2s", "seqno": j, "k": sc.b64e(bytes([j]) * 32)} for j in range(1, 6)])
+            self.assertEqual((c.transcript.n["c2s"], c.transcript.last_ts["c2s"]), (5, 105))
+            d = sc.hashlib.sha256()
+            for m in sent:
+                sig, first, n, proof, items = sc.parse_author_msg(m)
+                d.update(sc.msg_line_enc(sig, first, n, proof, [r for r, _ in items]))
+            self.assertEqual(c.transcript.d["c2s"].digest(), d.digest())
+
+
+class MsgLines(unittest.TestCase):
+    """TRANSCRIPT §5 step 4 on a format 6 c2s msg line (verify.py): its schema (a relay's group,
+    consecutive seqnos, the form of its direction), the first seqno and each record's ts, each
+    record's session and direction and recipient, then the root and `sig` once under the client
+    certificate; the report counts records; a receipt's c2s_count inside a msg line."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.trust, self.certs, self.keys = make_pki(tmp.name, ["alice"])
+        v = verify.Verifier(self.trust)
+        v.session_id, v.session_time, v.client_name = bytes(16), sc.now_ms() - 1000, "alice"
+        v.client_der, v.client_revoked = self.certs["alice"], None
+        v.client_pub = sc.x509.load_der_x509_certificate(self.certs["alice"]).public_key()
+        self.v = v
+        t = sc.now_ms()
+        self.made = [(sc.new_record(bytes(16), "user:bob" if j == 2 else "lobby", 1 + j, t + j,
+                                    sc.enc_json({"kind": "text", "text": f"{j}"}), bytes(32)),
+                      bytes(32), None) for j in range(5)]
+        sc.sign_batch(self.keys["alice"], [rec for rec, _, _ in self.made])
+
+    def line(self, part, edit=None):
+        (msg, _, _), = sc.author_msgs([self.made[j] for j in part])
+        line = sc.msg_line(msg)
+        if edit is not None:
+            edit(line)
+        return sc.enc_json(line)
+
+    def outcome(self, *lines):
+        try:
+            for n, raw in enumerate(lines, 2):
+                self.v.line(raw, n)
+        except verify.Invalid as e:
+            self.detail = e.detail
+            return e.code, e.where
+        return "VALID", None
+
+    def test_valid_lines_count_each_record(self):
+        self.assertEqual(self.outcome(self.line([0, 1]), self.line([2, 3, 4])), ("VALID", None))
+        self.assertEqual(self.v.authors, {sc.fingerprint(self.certs["alice"]): ["alice", 5]})
+        self.assertEqual((self.v.n["c2s"], sorted(self.v.digests["c2s"])), (5, [0, 2, 5]))
+        self.assertEqual(self.v.private, {3})
+
+    def test_each_fault_and_where(self):
+        line = self.line
+        rec = lambda j, **c: lambda m: m["records"][j]["record"].update(**c)  # noqa: E731
+        for name, lines, want in (
+                ("a record with sig", lambda: [line([0, 1], rec(1, sig=ZERO32))],
+                 ("TAMPERED", "line 2")),
+                ("a gap inside", lambda: [line([0, 1, 2], lambda m: m["records"].pop(1))],
+                 ("TAMPERED", "line 2")),
+                ("reordered", lambda: [line([0, 1], lambda m: m["records"].reverse())],
+                 ("TAMPERED", "line 2")),
+                ("a proof entry flipped", lambda: [line([0, 1]), line(
+                    [2, 3], lambda m: m["proof"].__setitem__(0, ZERO32))], ("SIG_FAIL", "line 3")),
+                ("a proof entry extra", lambda: [line([0, 1, 2, 3, 4], lambda m: m[
+                    "proof"].append(ZERO32))], ("TAMPERED", "line 2")),
+                ("a proof entry missing", lambda: [line([0, 1]), line(
+                    [2, 3], lambda m: m["proof"].pop())], ("TAMPERED", "line 3")),
+                ("first changed", lambda: [line([0, 1, 2, 3, 4], lambda m: m.update(first=2))],
+                 ("TAMPERED", "line 2")),
+                ("n changed, the proof still fitting", lambda: [line(
+                    [0, 1, 2, 3], lambda m: m.update(n=4, proof=[]))], ("SIG_FAIL", "line 2")),
+                ("a line that skips a seqno", lambda: [line([0]), line([2])],
+                 ("TAMPERED", "line 3")),
+                ("a record's ts before the one before it", lambda: [line(
+                    [0, 1], rec(1, ts=0))], ("TAMPERED", "line 2")),
+                ("a record of another session", lambda: [line(
+                    [0, 1], lambda m: [it["record"].update(sid="ab" * 16) for it in m[
+                        "records"]])], ("TAMPERED", "line 2")),
+                ("a record to no valid recipient", lambda: [line([0, 1], rec(1, to="user:B"))],
+                 ("TAMPERED", "line 2")),
+                ("a c2s msg line moved to s2c", lambda: [line([0], lambda m: m.update(
+                    dir="s2c"))], ("TAMPERED", "line 2")),
+                ("a c2s msg line of the record form", lambda: [sc.enc_json({
+                    "dir": "c2s", "type": "msg", "record": sc.record_wire(self.made[0][0])})],
+                 ("TAMPERED", "line 2")),
+                ("a ct changed", lambda: [line([0, 1], rec(0, ct=sc.b64e(bytes(17))))],
+                 ("SIG_FAIL", "line 2"))):
+            self.setUp()
+            self.assertEqual(self.outcome(*lines()), want, name)
+        self.setUp()
+        self.outcome(line([0, 1]), line([2, 3], rec(1, to="user:B")))
+        self.assertIn("record 2 of the line", self.detail)
+
+
 class ContentCipher(unittest.TestCase):
     """PROTOCOL §6.1: ct is ChaCha20-Poly1305 under all 32 bytes of ek, nonce 0^12; a record
     sealed as before session 11 (AES-128-GCM under ek's first 16 bytes, §11) does not open."""
