@@ -215,6 +215,12 @@ export interface SessionOptions {
    * Default `{ n: 1, perRelay: 1 }`: a record per batch and per relay.
    */
   relayGroups?: { n: number; perRelay: number };
+  /**
+   * How the client signs its own records and sends them (PROTOCOL §6.3): batches of `n` records,
+   * each c2s msg line carrying the next `perMsg` records of the current batch (fewer at its end),
+   * so a planned c2s line is a msg of up to `perMsg` records. Default `{ n: 1, perMsg: 1 }`.
+   */
+  c2sGroups?: { n: number; perMsg: number };
 }
 
 export interface SessionResult {
@@ -278,6 +284,42 @@ async function relayLines(
 }
 
 /**
+ * The client's msg lines at the given places, by first seqno: its records signed in batches of
+ * `n` (PROTOCOL §6.1), each line carrying `count` consecutive records of the current batch, a
+ * new batch signed at the line that starts it, every record dated that line's ts.
+ */
+async function ownLines(
+  client: Party,
+  sid: string,
+  lines: readonly { seqno: number; ts: number; count: number; newBatch: boolean }[],
+  n: number,
+): Promise<Map<number, PreparedLine>> {
+  const made = new Map<number, PreparedLine>();
+  let batch: { records: MessageRecord[]; keys: Uint8Array[] } = { records: [], keys: [] };
+  for (const line of lines) {
+    if (line.newBatch) {
+      const sealed = Array.from({ length: n }, (_, j) => {
+        const seqno = line.seqno + j;
+        const { k, ct, c } = sealContent({ kind: "text", text: `message c2s ${seqno}` });
+        const record: MessageRecord = { sid, dir: "c2s", to: LOBBY, seqno, ts: line.ts, ct, c };
+        return { record, k };
+      });
+      batch = { records: sealed.map((s) => s.record), keys: sealed.map((s) => s.k) };
+      await signBatch(client.signer, batch.records);
+    }
+    const at = batch.records.findIndex((r) => r.seqno === line.seqno);
+    made.set(
+      line.seqno,
+      msgLineOf(
+        batch.records.slice(at, at + line.count),
+        batch.keys.slice(at, at + line.count),
+      ),
+    );
+  }
+  return made;
+}
+
+/**
  * The transcript line of a relay (PROTOCOL §6.4, TRANSCRIPT §2.2) carrying `records` — signed
  * records of one batch of the author's, in seqno order — with the proof made from their own
  * paths, introducing the author's certificate or only naming it, and their content keys for the
@@ -321,6 +363,56 @@ export function relayLineOf(relay: {
     writeJson: (out) => out.text(json),
     writeEncoding: (out) => out.bytes(encoding),
   };
+}
+
+/**
+ * The transcript line of a user's msg (PROTOCOL §6.3, TRANSCRIPT §2.2) carrying `records` — signed
+ * records of one batch of the client's, consecutive, in seqno order — with the proof made from
+ * their own paths, and their content keys for the `.keys` file; laid out by encodeLine and
+ * lineEncoding, as verify reads it back.
+ */
+export function msgLineOf(
+  records: readonly MessageRecord[],
+  keys?: readonly (Uint8Array | undefined)[],
+): PreparedLine {
+  const line = groupLine(records);
+  const json = encodeLine(line);
+  const encoding = lineEncoding(line);
+  const last = records[records.length - 1];
+  return {
+    dir: "c2s",
+    seqno: records[0].seqno,
+    ts: records[0].ts,
+    lastSeqno: last.seqno,
+    lastTs: last.ts,
+    itemKeys: keys,
+    writeJson: (out) => out.text(json),
+    writeEncoding: (out) => out.bytes(encoding),
+  };
+}
+
+/** A user's msg line (TRANSCRIPT §2.2) of signed records of one batch, their proof made. */
+function groupLine(records: readonly MessageRecord[]): Line {
+  const { sig, batch } = records[0];
+  if (!sig || !batch) throw new Error("the records are not signed");
+  return {
+    dir: "c2s",
+    type: "msg",
+    sig,
+    first: records[0].seqno - batch.i,
+    n: batch.n,
+    proof: groupProof(
+      records.map((r) => r.batch!.i),
+      batch.n,
+      records.map((r) => r.batch!.path),
+    ),
+    records: records.map(({ sig: _sig, batch: _batch, ...record }) => record),
+  };
+}
+
+/** The JSON text of a user's msg line of `records` (signed, of one batch): for tamper cases. */
+export function msgLineJson(records: readonly MessageRecord[]): string {
+  return encodeLine(groupLine(records));
 }
 
 /**
@@ -389,7 +481,21 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
 
   const seq = { c2s: 0, s2c: 0 };
   const gap = options.lineGapMs ?? 7;
-  const plan = dirs.map((dir, i) => ({ dir, seqno: ++seq[dir], ts: startedAt + 10 + i * gap }));
+  const groups = options.c2sGroups ?? { n: 1, perMsg: 1 };
+  /** Records of the client's current batch not yet in a line. */
+  let batchLeft = 0;
+  const plan = dirs.map((dir, i) => {
+    const ts = startedAt + 10 + i * gap;
+    if (dir === "s2c") return { dir, seqno: ++seq.s2c, ts, count: 1, newBatch: false };
+    // A c2s line: the next records of the client's batch (a new batch when one is used up).
+    const newBatch = batchLeft === 0;
+    if (newBatch) batchLeft = groups.n;
+    const count = Math.min(groups.perMsg, batchLeft);
+    batchLeft -= count;
+    const seqno = seq.c2s + 1;
+    seq.c2s += count;
+    return { dir, seqno, ts, count, newBatch };
+  });
   const batch = options.batch ?? 256;
   const peerLater: PreparedLine[] = [];
   const relays = options.relayAuthor
@@ -399,21 +505,35 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
       options.relayGroups ?? { n: 1, perRelay: 1 },
     )
     : new Map<number, PreparedLine>();
+  const own = options.c2sGroups
+    ? await ownLines(pki.client, sessionId, plan.filter((p) => p.dir === "c2s"), groups.n)
+    : new Map<number, PreparedLine>();
   for (let i = 0; i < plan.length; i += batch) {
     const lines = await Promise.all(
       plan.slice(i, i + batch).map(async (p): Promise<PreparedLine> => {
         const text = `message ${p.dir} ${p.seqno}`;
         if (p.dir === "c2s") {
+          const grouped = own.get(p.seqno);
+          if (grouped) return grouped;
           const { k, ct, c } = sealContent({ kind: "text", text });
-          const record: MessageRecord = { sid: sessionId, to: LOBBY, ...p, ct, c };
+          const record: MessageRecord = {
+            sid: sessionId,
+            dir: "c2s",
+            to: LOBBY,
+            seqno: p.seqno,
+            ts: p.ts,
+            ct,
+            c,
+          };
           await signBatch(pki.client.signer, [record]);
-          return prepareMsg("c2s", record, k).line;
+          return msgLineOf([record], [k]);
         }
         const relay = relays.get(p.seqno);
         if (relay) return relay;
         const { k, ct, c } = sealContent({ kind: "notice", text });
         const to = userRecipient(pki.client.name);
-        return prepareMsg("s2c", { sid: sessionId, to, ...p, ct, c }, k).line;
+        const record = { sid: sessionId, dir: "s2c" as const, to, seqno: p.seqno, ts: p.ts, ct, c };
+        return prepareMsg("s2c", record, k).line;
       }),
     );
     for (const line of lines) {
@@ -516,13 +636,18 @@ const edit = (line: string, f: (o: Json) => void): string => {
   f(o);
   return JSON.stringify(o);
 };
+/** The record of an s2c msg line, or the first of a group line. */
+const recordOf = (line: string): Json => {
+  const o = JSON.parse(line) as Json;
+  return (o.record ?? (o.records as { record: Json }[])[0].record) as Json;
+};
 /** Replaces the base64 character at `i` by another valid one (canonical form kept). */
 const flipB64 = (s: string, i: number) =>
   s.slice(0, i) + (s[i] === "A" ? "B" : "A") + s.slice(i + 1);
 
-/** Edits the record of a msg or relay line. */
+/** Edits the record of an s2c msg line, or the first record of a group line (a c2s msg, a relay). */
 const editRecord = (line: string, f: (r: Json) => void): string =>
-  edit(line, (o) => f(o.record as Json));
+  edit(line, (o) => f((o.record ?? (o.records as { record: Json }[])[0].record) as Json));
 
 export const TAMPER_CASES: TamperCase[] = [
   {
@@ -543,7 +668,7 @@ export const TAMPER_CASES: TamperCase[] = [
     reason: /c2s seqno 3: the client's signature does not verify/,
     make: (b) => {
       const lines = [...b.lines];
-      lines[5] = editRecord(lines[5], (r) => (r.sig = flipB64(r.sig as string, 10)));
+      lines[5] = edit(lines[5], (o) => (o.sig = flipB64(o.sig as string, 10)));
       return Promise.resolve({ lines, receipt: b.receipt });
     },
   },
@@ -565,7 +690,8 @@ export const TAMPER_CASES: TamperCase[] = [
     reason: /c2s seqno 5, expected 3/,
     make: (b) => {
       const lines = [...b.lines];
-      lines[5] = lines[5].replace('"seqno":3,', '"seqno":5,');
+      // The record's seqno and the line's `first` with it (the group's schema holds).
+      lines[5] = lines[5].replace('"seqno":3,', '"seqno":5,').replace('"first":3,', '"first":5,');
       return Promise.resolve({ lines, receipt: b.receipt });
     },
   },
@@ -590,7 +716,7 @@ export const TAMPER_CASES: TamperCase[] = [
     reason: /c2s ts \d+ is before the previous c2s ts/,
     make: (b) => {
       const lines = [...b.lines];
-      const earlier = ((JSON.parse(lines[3]) as Json).record as Json).ts as number;
+      const earlier = recordOf(lines[3]).ts as number;
       lines[5] = editRecord(lines[5], (r) => (r.ts = earlier - 1));
       return Promise.resolve({ lines, receipt: b.receipt });
     },
@@ -623,7 +749,7 @@ export const TAMPER_CASES: TamperCase[] = [
     line: 10,
     reason: /c2s seqno 5: the client's signature does not verify/,
     make: async (b) => {
-      const last = (JSON.parse(b.lines[8]) as Json).record as Json;
+      const last = recordOf(b.lines[8]);
       const { ct, c } = sealContent({ kind: "text", text: "forged" });
       const record: MessageRecord = {
         sid: b.session.sessionId,
@@ -635,8 +761,7 @@ export const TAMPER_CASES: TamperCase[] = [
         c,
       };
       await signBatch(b.attacker, [record]);
-      const forged = JSON.stringify({ dir: "c2s", type: "msg", record: encodeRecord(record) });
-      return { lines: [...b.lines, forged], receipt: b.receipt };
+      return { lines: [...b.lines, msgLineJson([record])], receipt: b.receipt };
     },
   },
   {

@@ -460,7 +460,15 @@ export class RecordForms {
   #bytes?: Uint8Array;
   #encoding?: Uint8Array;
 
-  constructor(readonly record: MessageRecord, readonly json: RecordJson) {}
+  /**
+   * @param group the user's msg the record came in, when the server received it so: the record
+   *   and its JSON are whole (ReceivedGroup.whole), its path derived from the msg when read
+   */
+  constructor(
+    readonly record: MessageRecord,
+    readonly json: RecordJson,
+    readonly group?: ReceivedGroup,
+  ) {}
 
   /** The record's JSON text as UTF-8: exactly `JSON.stringify(json)` (writeRecordJson). */
   get bytes(): Uint8Array {
@@ -494,6 +502,89 @@ export class RecordForms {
   }
 
   #relayed?: { readonly bytes: Uint8Array; readonly encoding: Uint8Array };
+}
+
+/**
+ * A user's msg as the server received and checked it (PROTOCOL §6.3): the batch's members once,
+ * its records. Each record is made whole as its author signed it (`sig`, `batch` `{i, n, path}`),
+ * for what keeps one record alone — a `stored` (§6.6), the cluster's stream — but its path is
+ * derived from the msg's records and proof (groupPaths: the hashing of one root, for all of
+ * them) only when something reads it: a relay carrying all the msg's records takes the msg's
+ * proof as it is, so a delivery pays for no path nobody needs.
+ */
+export class ReceivedGroup {
+  readonly batchParts: BatchParts;
+  #paths?: Uint8Array[][];
+  #pathTexts: (string[] | undefined)[] = [];
+  #proofParts?: { json: Uint8Array; enc: Uint8Array };
+
+  /**
+   * @param message the msg's batch members as received (JSON)
+   * @param group the same, decoded
+   * @param records the msg's records as decoded (without `sig` and `batch`), in order
+   * @param leaves their leaf hashes
+   */
+  constructor(
+    readonly message: { sig: string; first: number; n: number; proof: readonly string[] },
+    readonly group: GroupParts,
+    readonly records: readonly MessageRecord[],
+    readonly leaves: readonly Uint8Array[],
+  ) {
+    const { sig, first, n } = group;
+    this.batchParts = makeBatchParts(records[0].sid, message.sig, sig, first, n);
+  }
+
+  /**
+   * Record `j` and its JSON (`json`, as received) made whole, in place: `sig` and `batch`, whose
+   * `path` is derived when first read. The forms a relay, a `stored` and the cluster share.
+   */
+  whole(j: number, json: RecordJson): RecordForms {
+    const record = this.records[j];
+    const { sig, first, n } = this.group;
+    const i = record.seqno - first;
+    // deno-lint-ignore no-this-alias
+    const group = this;
+    record.sig = sig;
+    record.batch = {
+      i,
+      n,
+      get path() {
+        return group.#pathOf(j);
+      },
+    };
+    json.sig = this.message.sig;
+    json.batch = {
+      i,
+      n,
+      get path() {
+        return group.#pathTexts[j] ??= group.#pathOf(j).map(toBase64);
+      },
+    };
+    return new RecordForms(record, json, this);
+  }
+
+  /** Whether a group message's items are exactly this msg's records. */
+  carriesAll(items: readonly GroupItem[]): boolean {
+    if (items.length !== this.records.length) return false;
+    for (const item of items) if (item.forms.group !== this) return false;
+    return true;
+  }
+
+  /** The msg's proof as a group message writes it. */
+  get proofParts(): { json: Uint8Array; enc: Uint8Array } {
+    return this.#proofParts ??= proofParts(this.group.proof);
+  }
+
+  #pathOf(j: number): Uint8Array[] {
+    const { first, n, proof } = this.group;
+    this.#paths ??= groupPaths(this.leaves, this.records.map((r) => r.seqno - first), n, proof) ??
+      undefined;
+    if (!this.#paths) {
+      // Its root was checked from these: a caller's bug.
+      throw new SecureChatError("INTERNAL", "a received msg's proof does not fit its records");
+    }
+    return this.#paths[j];
+  }
 }
 
 function layOutRelayed(record: MessageRecord, json: RecordJson) {
@@ -777,10 +868,23 @@ export function groupPath(
   proof: readonly Uint8Array[],
   at: number,
 ): Uint8Array[] | null {
-  const path: Uint8Array[] = [];
-  const tree = new GroupTree(leaves, indices, n, proof);
-  if (at < 0 || at >= indices.length || !tree.root({ leaf: indices[at], path })) return null;
-  return path;
+  if (at < 0 || at >= indices.length) return null;
+  return groupPaths(leaves, indices, n, proof)?.[at] ?? null;
+}
+
+/**
+ * Every record's inclusion path at once ({@link groupPath} of each, in one pass over the tree:
+ * the hashing of one root), `paths[j]` the path of the record at `indices[j]`. Null when the
+ * proof does not fit.
+ */
+export function groupPaths(
+  leaves: readonly Uint8Array[],
+  indices: readonly number[],
+  n: number,
+  proof: readonly Uint8Array[],
+): Uint8Array[][] | null {
+  const paths = indices.map(() => [] as Uint8Array[]);
+  return new GroupTree(leaves, indices, n, proof).root(paths) ? paths : null;
 }
 
 /**
@@ -842,6 +946,17 @@ export function wholeRecordOfGroup(
   return { ...records[at], sig, batch: { i: indices[at], n, path } };
 }
 
+/** How many hashes leaf `i`'s inclusion path in a tree of `n` leaves has (RFC 9162 §2.1.3.1). */
+function pathLength(i: number, n: number): number {
+  let length = 0;
+  for (let lo = 0, hi = n; hi - lo > 1; length++) {
+    const k = largestPowerOfTwoBelow(hi - lo);
+    if (i < lo + k) hi = lo + k;
+    else lo += k;
+  }
+  return length;
+}
+
 function largestPowerOfTwoBelow(size: number): number {
   let k = 1;
   while (k * 2 < size) k *= 2;
@@ -869,20 +984,19 @@ class GroupTree {
     readonly proof: readonly Uint8Array[],
   ) {}
 
-  /** ROOT(0, n), appending to `target.path` the siblings on `target.leaf`'s way up. */
-  root(target: { leaf: number; path: Uint8Array[] } | undefined): Uint8Array | null {
+  /**
+   * ROOT(0, n), appending to `paths[j]` (when given) the siblings on the way up of the record
+   * at `indices[j]`, nearest the leaf first.
+   */
+  root(paths: Uint8Array[][] | undefined): Uint8Array | null {
     const { leaves, indices, n, proof } = this;
     if (leaves.length !== indices.length || !increasingBelow(indices, n)) return null;
-    const root = this.#subtree(0, n, target);
+    const root = this.#subtree(0, n, paths);
     if (!root || this.#used !== proof.length) return null;
     return root;
   }
 
-  #subtree(
-    lo: number,
-    hi: number,
-    target: { leaf: number; path: Uint8Array[] } | undefined,
-  ): Uint8Array | null {
+  #subtree(lo: number, hi: number, paths: Uint8Array[][] | undefined): Uint8Array | null {
     const { indices } = this;
     if (this.#next >= indices.length || indices[this.#next] >= hi) {
       const entry = this.proof[this.#used++];
@@ -890,12 +1004,15 @@ class GroupTree {
     }
     if (hi - lo === 1) return this.leaves[this.#next++];
     const k = largestPowerOfTwoBelow(hi - lo);
-    const left = this.#subtree(lo, lo + k, target);
+    const from = this.#next;
+    const left = this.#subtree(lo, lo + k, paths);
     if (!left) return null;
-    const right = this.#subtree(lo + k, hi, target);
+    const middle = this.#next;
+    const right = this.#subtree(lo + k, hi, paths);
     if (!right) return null;
-    if (target && lo <= target.leaf && target.leaf < hi) {
-      target.path.push(target.leaf < lo + k ? right : left);
+    if (paths) {
+      for (let j = from; j < middle; j++) paths[j].push(right);
+      for (let j = middle; j < this.#next; j++) paths[j].push(left);
     }
     return nodeHash(left, right);
   }
@@ -1154,12 +1271,14 @@ export class RecordSignatures {
   }
 
   /**
-   * The check of a relay's records (PROTOCOL §6.4 "A batch's root from some of its records"):
+   * The check of a relay's or a user's msg's records (PROTOCOL §6.4 "A batch's root from some of
+   * its records", §6.3 step 4):
    * the root from their leaves, their places `seqno − first` and `proof` (groupRoot), then `sig`
    * over the batch statement with their `sid`, `first`, `n` and that root, remembered as
    * {@link checkNow} remembers a record's. The records are the relay's, as its schema passed
    * them (one sid, seqnos strictly increasing within the batch), without `sig` and `batch`.
    * @param whose names the relay in the error ("alice's relay", "line 7")
+   * @param leaves the records' leaf hashes, when the caller has them (it keeps them: ReceivedGroup)
    * @throws {@link pathFault} when the proof does not fit the records and `n`; SIG_FAIL when a
    *   record is not a user's or the signature does not verify
    */
@@ -1168,12 +1287,13 @@ export class RecordSignatures {
     records: readonly MessageRecord[],
     group: { sig: Uint8Array; first: number; n: number; proof: readonly Uint8Array[] },
     whose: string,
+    leaves: readonly Uint8Array[] = records.map(leafHash),
   ): Promise<void> | undefined {
     const { sig, first, n, proof } = group;
     for (const r of records) {
       if (r.dir !== "c2s") throw new SecureChatError("SIG_FAIL", `${whose}: not a user's record`);
     }
-    const root = groupRoot(records.map(leafHash), records.map((r) => r.seqno - first), n, proof);
+    const root = groupRoot(leaves, records.map((r) => r.seqno - first), n, proof);
     if (!root) {
       throw new SecureChatError(
         this.pathFault,
@@ -1284,12 +1404,25 @@ export const REFUSAL_CODES = [
 export type RefusalCode = typeof REFUSAL_CODES[number];
 
 /**
- * A `msg` carries its content key either in the clear of the session (`k`: the server may
- * read it) or end to end (`e2e`: only the recipients can unwrap it, PROTOCOL §12.6).
+ * The server's own `msg` (PROTOCOL §6.3): one unsigned record, its content key readable by
+ * its one recipient.
  */
-export type MsgMessage =
-  | { type: "msg"; record: RecordJson; k: string }
-  | { type: "msg"; record: RecordJson; e2e: E2eEnvelope };
+export type S2cMsgMessage = { type: "msg"; record: RecordJson; k: string };
+
+/**
+ * A user's `msg` (PROTOCOL §6.3): records of one of its own batches, each without `sig` and
+ * `batch`, and once for all of them the batch's signature, first seqno, size and the proof of
+ * the records' root (a relay's group members, §6.4, without the hop and the author). Each
+ * record's content key travels readable by the server (`k`) or end to end (`e2e`, §12.6).
+ */
+export type C2sMsgMessage = {
+  type: "msg";
+  sig: string;
+  first: number;
+  n: number;
+  proof: string[];
+  records: RelayItem[];
+};
 
 /** What a message that forwards users' records says of the hop and the author (§6.4, §6.4.1). */
 type AuthorHop = {
@@ -1369,15 +1502,12 @@ const recordMember = (o: Record<string, unknown>, p: Path) =>
 const keyMemberOf = (v: unknown): "k" | "e2e" =>
   typeof v === "object" && v !== null && Object.hasOwn(v, "e2e") ? "e2e" : "k";
 const MSG_TYPES: readonly "msg"[] = ["msg"];
-const MSG_MEMBERS = { k: ["type", "record", "k"], e2e: ["type", "record", "e2e"] };
+const S2C_MSG_MEMBERS = ["type", "record", "k"];
 
-export const MsgMessageShape: Shape<MsgMessage> = shape((v, p) => {
-  const key = keyMemberOf(v);
-  const o = members(v, p, MSG_MEMBERS[key]);
+export const S2cMsgShape: Shape<S2cMsgMessage> = shape((v, p) => {
+  const o = members(v, p, S2C_MSG_MEMBERS);
   literal(o.type, p, "type", MSG_TYPES);
-  const record = recordMember(o, p);
-  if (key === "k") return { type: "msg", record, k: contentKeyText(o, p) };
-  return { type: "msg", record, e2e: nested(E2eEnvelopeShape, o.e2e, p, "e2e") };
+  return { type: "msg", record: recordMember(o, p), k: contentKeyText(o, p) };
 });
 
 const STORED_MEMBERS = {
@@ -1428,7 +1558,27 @@ export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
   const seqno = uint(o.seqno, p, "seqno", 1);
   const ts = uint(o.ts, p, "ts");
   const author = authorMembers(o, p);
-  const group = groupMembers(o, p);
+  const { sig, first, n, proof, records } = groupWithCarriers(o, p, false);
+  return { type: "relay", seqno, ts, ...author, sig, first, n, proof, records };
+});
+
+const C2S_MSG_MEMBERS = ["type", "sig", "first", "n", "proof", "records"];
+
+/**
+ * A user's `msg` (PROTOCOL §6.3): a group of one batch of its own records, exactly a relay's
+ * group members (groupMembers) without the hop and the author (the session's client), its
+ * records' seqnos consecutive.
+ */
+export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
+  const o = members(v, p, C2S_MSG_MEMBERS);
+  literal(o.type, p, "type", MSG_TYPES);
+  const { sig, first, n, proof, records } = groupWithCarriers(o, p, true);
+  return { type: "msg", sig, first, n, proof, records };
+});
+
+/** groupMembers, each item with its content key's carrier (a relay's, a user's msg's). */
+function groupWithCarriers(o: Record<string, unknown>, p: Path, consecutive: boolean) {
+  const group = groupMembers(o, p, consecutive);
   const items = o.records as unknown[];
   const records: RelayItem[] = [];
   for (let j = 0; j < items.length; j++) {
@@ -1443,16 +1593,15 @@ export const RelayMessageShape: Shape<RelayMessage> = shape((v, p) => {
         : { record, e2e: nested(E2eEnvelopeShape, io.e2e, at, "e2e") },
     );
   }
-  const { sig, first, n, proof } = group;
-  return { type: "relay", seqno, ts, ...author, sig, first, n, proof, records };
-});
+  return { ...group, records };
+}
 
 /**
- * What a relay and its transcript line share of the batch (PROTOCOL §6.4): `sig`, `first`, `n`,
- * `proof` and the records (each item's `record`; its carrier is the caller's), checked against
- * each other.
+ * What a relay, a user's msg and their transcript lines share of the batch (PROTOCOL §6.3,
+ * §6.4): `sig`, `first`, `n`, `proof` and the records (each item's `record`; its carrier is the
+ * caller's), checked against each other; a msg's records' seqnos are `consecutive` (§6.3).
  */
-function groupMembers(o: Record<string, unknown>, p: Path) {
+function groupMembers(o: Record<string, unknown>, p: Path, consecutive: boolean) {
   const sig = base64Text(o.sig, p, "sig", 1, MAX_SIG_BYTES);
   const first = uint(o.first, p, "first", 1);
   const n = uint(o.n, p, "n", 1);
@@ -1472,13 +1621,16 @@ function groupMembers(o: Record<string, unknown>, p: Path) {
     const record = relayedRecordJson((item as Record<string, unknown>).record, [...at, "record"]);
     const before = records[j - 1];
     if (before && record.sid !== before.sid) {
-      fail(at, "record", "a relay's records are one author session's (one sid)");
+      fail(at, "record", "a group's records are one author session's (one sid)");
     }
     if (before && record.seqno <= before.seqno) {
-      fail(at, "record", "a relay's records' seqnos strictly increase");
+      fail(at, "record", "a group's records' seqnos strictly increase");
+    }
+    if (consecutive && before && record.seqno !== before.seqno + 1) {
+      fail(at, "record", "a msg's records' seqnos are consecutive");
     }
     if (record.seqno < first || record.seqno > first + n - 1) {
-      fail(at, "record", "a relay's record's seqno is within first … first + n − 1");
+      fail(at, "record", "a group's record's seqno is within first … first + n − 1");
     }
     records.push(record);
   }
@@ -1523,7 +1675,16 @@ function queued(o: Record<string, unknown>, p: Path) {
  * (`k`, `e2e`; a relay's items keep only their `record`), plus `dir`.
  */
 export type LineJson =
-  | { dir: Direction; type: "msg"; record: RecordJson }
+  | { dir: "s2c"; type: "msg"; record: RecordJson }
+  | {
+    dir: "c2s";
+    type: "msg";
+    sig: string;
+    first: number;
+    n: number;
+    proof: string[];
+    records: { record: RecordJson }[];
+  }
   | {
     dir: "s2c";
     type: "relay";
@@ -1573,9 +1734,7 @@ const relayLine = shape((v, p): LineJson => {
   const seqno = uint(o.seqno, p, "seqno", 1);
   const ts = uint(o.ts, p, "ts");
   const author = authorMembers(o, p);
-  const { sig, first, n, proof, records } = groupMembers(o, p);
-  const items = o.records as unknown[];
-  for (let j = 0; j < items.length; j++) members(items[j], [...p, "records", j], ["record"]);
+  const { sig, first, n, proof, records } = groupLineMembers(o, p, false);
   return {
     dir,
     type: "relay",
@@ -1590,11 +1749,38 @@ const relayLine = shape((v, p): LineJson => {
   };
 });
 
+/** A group line's members (groupMembers), each item only its `record`. */
+function groupLineMembers(o: Record<string, unknown>, p: Path, consecutive: boolean) {
+  const group = groupMembers(o, p, consecutive);
+  const items = o.records as unknown[];
+  for (let j = 0; j < items.length; j++) members(items[j], [...p, "records", j], ["record"]);
+  return group;
+}
+
+const C2S_MSG_LINE_MEMBERS = ["dir", ...C2S_MSG_MEMBERS];
+const C2S: readonly "c2s"[] = ["c2s"];
+
+/** A user's msg's line (TRANSCRIPT §2.2): the msg's group members, each item only its `record`. */
+function c2sMsgLine(v: unknown, p: Path): LineJson {
+  const o = members(v, p, C2S_MSG_LINE_MEMBERS);
+  const dir = literal(o.dir, p, "dir", C2S);
+  literal(o.type, p, "type", MSG_TYPES);
+  const { sig, first, n, proof, records } = groupLineMembers(o, p, true);
+  return { dir, type: "msg", sig, first, n, proof, records: records.map((record) => ({ record })) };
+}
+
+function s2cMsgLine(v: unknown, p: Path): LineJson {
+  const o = members(v, p, ["dir", "type", "record"]);
+  return { dir: literal(o.dir, p, "dir", S2C), type: "msg", record: recordMember(o, p) };
+}
+
 export const LineShape: Shape<LineJson> = byType<LineJson>({
-  msg: shape((v, p) => {
-    const o = members(v, p, ["dir", "type", "record"]);
-    return { dir: literal(o.dir, p, "dir", DIRECTIONS), type: "msg", record: recordMember(o, p) };
-  }),
+  // A user's msg line is a group (the `dir` decides its members), the server's one record.
+  msg: shape((v, p) =>
+    typeof v === "object" && v !== null && (v as Record<string, unknown>).dir === "c2s"
+      ? c2sMsgLine(v, p)
+      : s2cMsgLine(v, p)
+  ),
   relay: relayLine,
   stored: storedLine,
   refused: shape((v, p) => {
@@ -1609,7 +1795,18 @@ export const LineShape: Shape<LineJson> = byType<LineJson>({
 
 /** A transcript line as the session hands it to the writer. */
 export type Line =
-  | { dir: Direction; type: "msg"; record: MessageRecord }
+  | { dir: "s2c"; type: "msg"; record: MessageRecord }
+  | {
+    dir: "c2s";
+    type: "msg";
+    /** The batch's signature, first seqno, size and proof (PROTOCOL §6.3). */
+    sig: Uint8Array;
+    first: number;
+    n: number;
+    proof: Uint8Array[];
+    /** The msg's records, without `sig` and `batch`, consecutive seqnos in order. */
+    records: MessageRecord[];
+  }
   | {
     dir: "s2c";
     type: "relay";
@@ -1644,21 +1841,64 @@ export type Line =
 /** How a user's record reached this session: live, or from the offline queue (§6.6). */
 export type RelayType = "relay" | "stored";
 
-/** line_enc's first byte per line type (TRANSCRIPT §3.1). */
-const LINE_TAG = { msg: 0x01, relay: 0x02, refused: 0x03, queued: 0x04, stored: 0x05 } as const;
+/** line_enc's first byte per line type (TRANSCRIPT §3.1); `c2sMsg` a user's msg's (a group). */
+const LINE_TAG = {
+  msg: 0x01,
+  relay: 0x02,
+  refused: 0x03,
+  queued: 0x04,
+  stored: 0x05,
+  c2sMsg: 0x06,
+} as const;
 
+/** A line's seqno: a user's msg's first record's (its line covers lineSeqno … lineLastSeqno). */
 export function lineSeqno(line: Line | LineJson): number {
-  return line.type === "msg" ? line.record.seqno : line.seqno;
+  if (line.type !== "msg") return line.seqno;
+  return "record" in line ? line.record.seqno : msgRecordAt(line, 0).seqno;
 }
 
+/** The last seqno a line covers: a user's msg's last record's, else lineSeqno. */
+export function lineLastSeqno(line: Line | LineJson): number {
+  if (line.type !== "msg" || "record" in line) return lineSeqno(line);
+  return msgRecordAt(line, line.records.length - 1).seqno;
+}
+
+/** A line's ts: a user's msg's first record's (its records' ts do not decrease). */
 export function lineTs(line: Line | LineJson): number {
-  return line.type === "msg" ? line.record.ts : line.ts;
+  if (line.type !== "msg") return line.ts;
+  return "record" in line ? line.record.ts : msgRecordAt(line, 0).ts;
+}
+
+/** The last ts a line holds: a user's msg's last record's, else lineTs. */
+export function lineLastTs(line: Line | LineJson): number {
+  if (line.type !== "msg" || "record" in line) return lineTs(line);
+  return msgRecordAt(line, line.records.length - 1).ts;
+}
+
+/** Record `j` of a user's msg line, as a line or its JSON holds it. */
+function msgRecordAt(
+  line: Extract<Line | LineJson, { records: unknown }>,
+  j: number,
+): { seqno: number; ts: number } {
+  const item = line.records[j];
+  return "record" in item ? item.record : item;
 }
 
 export function decodeLine(json: LineJson): Line {
   switch (json.type) {
     case "msg":
-      return { dir: json.dir, type: "msg", record: decodeRecord(json.record) };
+      if (json.dir === "s2c") {
+        return { dir: json.dir, type: "msg", record: decodeRecord(json.record) };
+      }
+      return {
+        dir: json.dir,
+        type: "msg",
+        sig: fromBase64(json.sig),
+        first: json.first,
+        n: json.n,
+        proof: json.proof.map(fromBase64),
+        records: json.records.map((item) => decodeRecord(item.record)),
+      };
     case "relay":
       return {
         dir: json.dir,
@@ -1693,7 +1933,18 @@ export function decodeLine(json: LineJson): Line {
 export function encodeLine(line: Line): string {
   switch (line.type) {
     case "msg":
-      return JSON.stringify({ dir: line.dir, type: "msg", record: encodeRecord(line.record) });
+      if (line.dir === "s2c") {
+        return JSON.stringify({ dir: line.dir, type: "msg", record: encodeRecord(line.record) });
+      }
+      return JSON.stringify({
+        dir: line.dir,
+        type: "msg",
+        sig: toBase64(line.sig),
+        first: line.first,
+        n: line.n,
+        proof: line.proof.map(toBase64),
+        records: line.records.map((r) => ({ record: encodeRecord(r) })),
+      });
     case "relay":
       return JSON.stringify({
         dir: line.dir,
@@ -1730,15 +1981,22 @@ export function encodeLine(line: Line): string {
  */
 export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
   switch (line.type) {
-    case "msg":
-      return concat(Uint8Array.of(LINE_TAG.msg), recordBytes ?? recordEncoding(line.record));
+    case "msg": {
+      if (line.dir === "s2c") {
+        return concat(Uint8Array.of(LINE_TAG.msg), recordBytes ?? recordEncoding(line.record));
+      }
+      const out = new ByteBuilder(1 + groupEncodingBound(line));
+      writeGroupEncoding(out.u8(LINE_TAG.c2sMsg), line, line.records);
+      return out.done();
+    }
     case "relay": {
-      const out = new ByteBuilder(relayLineEncodingBound(line));
+      const out = new ByteBuilder(
+        1 + 8 + 8 + HASH_BYTES + 4 + (line.cert?.length ?? 0) +
+          groupEncodingBound(line),
+      );
       out.u8(LINE_TAG.relay).u64(line.seqno).u64(line.ts);
       writeAuthorEncoding(out, line.author_fp, line.cert);
-      writeGroupEncoding(out, line.sig, line.first, line.n, line.proof);
-      out.u8(line.records.length);
-      for (const r of line.records) writeRecordEncoding(out, r);
+      writeGroupEncoding(out, line, line.records);
       return out.done();
     }
     case "stored":
@@ -1770,27 +2028,30 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
   }
 }
 
-function relayLineEncodingBound(line: Extract<Line, { type: "relay" }>): number {
-  let length = 1 + 8 + 8 + HASH_BYTES + 4 + (line.cert?.length ?? 0) +
-    groupEncodingBytes(line.sig, line.proof) + 1;
-  for (const r of line.records) length += recordEncodingBound(r);
+/** The most bytes writeGroupEncoding takes for `group`'s records. */
+function groupEncodingBound(
+  group: { sig: Uint8Array; proof: readonly Uint8Array[]; records: readonly MessageRecord[] },
+): number {
+  let length = 4 + group.sig.length + 8 + 4 + 1 + group.proof.length * HASH_BYTES + 1;
+  for (const r of group.records) length += recordEncodingBound(r);
   return length;
 }
 
-/** What line_enc(relay) holds of the batch (TRANSCRIPT §3.1): sig, first, n, proof. */
+/**
+ * The group part of line_enc (TRANSCRIPT §3.1), the one encoder of a relay's and a user's msg's:
+ * u32be(len(sig)) || sig || u64be(first) || u32be(n) || u8(len(proof)) || proof…
+ * || u8(len(records)) || record_enc(R_1) || … (the records without `sig` and `batch`).
+ */
 function writeGroupEncoding(
   out: ByteBuilder,
-  sig: Uint8Array,
-  first: number,
-  n: number,
-  proof: readonly Uint8Array[],
+  group: GroupParts,
+  records: readonly MessageRecord[],
 ): void {
+  const { sig, first, n, proof } = group;
   out.u32(sig.length).bytes(sig).u64(first).u32(n).u8(proof.length);
   for (const entry of proof) out.bytes(entry);
-}
-
-function groupEncodingBytes(sig: Uint8Array, proof: readonly Uint8Array[]): number {
-  return 4 + sig.length + 8 + 4 + 1 + proof.length * HASH_BYTES;
+  out.u8(records.length);
+  for (const r of records) writeRecordEncoding(out, r);
 }
 
 // ---- building session messages once (PROTOCOL §6.4: serialise once, seal per recipient) ----
@@ -1812,6 +2073,12 @@ export interface PreparedLine {
    * a relay line has these instead of `k`.
    */
   readonly itemKeys?: readonly (Uint8Array | undefined)[];
+  /**
+   * A user's msg's line covers its records' seqnos, `seqno` … `lastSeqno` (TRANSCRIPT §2.2),
+   * and their ts, `ts` … `lastTs`; every other line one seqno (these absent).
+   */
+  readonly lastSeqno?: number;
+  readonly lastTs?: number;
   /** The line's JSON text, without the newline. */
   writeJson(out: ByteBuilder): void;
   /** line_enc. */
@@ -1839,58 +2106,100 @@ class TextLine implements PreparedLine {
 }
 
 /**
- * A `msg`: the wire content and the transcript line. `k` is the content key when the
- * holder knows it (it goes to the `.keys` file); `e2e` the envelope when it travels end to end.
+ * The server's own `msg` (PROTOCOL §6.3: one unsigned record): the wire content and the
+ * transcript line. `k` is the content key (it goes to the client's `.keys` file).
  */
 export function prepareMsg(
-  dir: Direction,
   record: MessageRecord,
-  k: Uint8Array | undefined,
-  e2e?: E2eEnvelope,
+  k: Uint8Array,
 ): { wire: string; line: PreparedLine } {
   const json = JSON.stringify(encodeRecord(record));
-  const key = e2e ? contentKeyMember({ e2e }) : contentKeyMember({ k: k! });
   return {
-    wire: `{"type":"msg","record":${json},${key}}`,
-    line: msgLine(dir, record, json, k),
+    wire: `{"type":"msg","record":${json},${contentKeyMember({ k })}}`,
+    line: msgLine(record, json, k),
   };
 }
 
 /**
- * The transcript line of a `msg`, its record serialised as `recordJson` (a received record's
- * own JSON as UTF-8, shared with its relays: RecordForms; or a JSON text made for a record of
- * ours) and encoded as `encoding` (likewise).
+ * The transcript line of the server's own `msg`, its record serialised as `recordJson` (a
+ * received record's own JSON as UTF-8: RecordForms; or a JSON text made for a record of ours)
+ * and encoded as `encoding` (likewise).
  */
 export function msgLine(
-  dir: Direction,
   record: MessageRecord,
   recordJson: string | Uint8Array,
   k: Uint8Array | undefined,
   encoding?: Uint8Array,
 ): PreparedLine {
-  return new MsgLine(dir, record, recordJson, encoding, k);
+  return new MsgLine(record, recordJson, encoding, k);
 }
 
-/** What starts a msg's line, up to its record, per direction (as bytes, once). */
-const MSG_LINE_HEAD: Record<Direction, Uint8Array> = {
-  c2s: utf8('{"dir":"c2s","type":"msg","record":'),
-  s2c: utf8('{"dir":"s2c","type":"msg","record":'),
-};
+/**
+ * A user's records of one signed batch (consecutive seqnos, in order) as the msgs that carry
+ * them (PROTOCOL §6.3): as many of them in one msg as fit one record (§3.2), the rest in the
+ * next, each with its own proof — as the server's relays split a batch (§6.4).
+ */
+export function userMsgsOf(items: readonly GroupItem[]): UserMsg[] {
+  const msgs: UserMsg[] = [];
+  for (const item of items) {
+    const open = msgs[msgs.length - 1];
+    if (open?.takes(item) && open.lengthWith(item) <= MAX_CONTENT_BYTES) open.add(item);
+    else msgs.push(new UserMsg(item));
+  }
+  return msgs;
+}
+
+/**
+ * A signed record of ours as a user's msg carries it: its content key readable by the server
+ * (`k`), or end to end (`e2e`, PROTOCOL §12.6) with `k` kept for the `.keys` file.
+ */
+export function userMsgItem(
+  record: MessageRecord,
+  k: Uint8Array | undefined,
+  e2e?: E2eEnvelope,
+): GroupItem {
+  return {
+    fingerprint: "",
+    forms: new RecordForms(record, encodeRecord(record)),
+    keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
+    k,
+  };
+}
+
+/**
+ * One user's msg of `records` (one batch's, signed, consecutive, fitting one record): its wire
+ * content as text and its transcript line (tests, vectors and fixtures).
+ * @throws INTERNAL when they do not make one msg
+ */
+export function prepareUserMsg(
+  records: readonly { record: MessageRecord; k: Uint8Array | undefined; e2e?: E2eEnvelope }[],
+): { wire: string; line: PreparedLine } {
+  const msgs = userMsgsOf(records.map(({ record, k, e2e }) => userMsgItem(record, k, e2e)));
+  if (msgs.length !== 1) {
+    throw new SecureChatError("INTERNAL", `${records.length} records make ${msgs.length} msgs`);
+  }
+  const out = new ByteBuilder(msgs[0].length);
+  msgs[0].writeTo(out);
+  return { wire: new TextDecoder().decode(out.done()), line: msgs[0] };
+}
+
+/** What starts the server's msg's line, up to its record (as bytes, once). */
+const MSG_LINE_HEAD = utf8('{"dir":"s2c","type":"msg","record":');
 const MSG_LINE_TAG = Uint8Array.of(LINE_TAG.msg);
 const CLOSE_BRACE = 0x7d;
 
 /**
- * A msg's line: its head, the record's JSON, `}`; line_enc: the tag, then record_enc — a received
- * record's shared one (RecordForms), or, for a record of ours, written from the record where the
- * transcript lays out its batch (no buffer of its own: docs/PERFORMANCE.md, "Session 10: a line
- * alone"). The record is complete (signed, or received and checked) and does not change.
+ * The server's msg's line: its head, the record's JSON, `}`; line_enc: the tag, then
+ * record_enc — a received record's shared one (RecordForms), or, for a record of ours, written
+ * from the record where the transcript lays out its batch (no buffer of its own:
+ * docs/PERFORMANCE.md, "Session 10: a line alone"). The record is complete and does not change.
  */
 class MsgLine implements PreparedLine {
+  readonly dir = "s2c";
   readonly seqno: number;
   readonly ts: number;
 
   constructor(
-    readonly dir: Direction,
     readonly record: MessageRecord,
     readonly recordJson: string | Uint8Array,
     readonly encoding: Uint8Array | undefined,
@@ -1901,7 +2210,7 @@ class MsgLine implements PreparedLine {
   }
 
   writeJson(out: ByteBuilder): void {
-    out.bytes(MSG_LINE_HEAD[this.dir]);
+    out.bytes(MSG_LINE_HEAD);
     if (typeof this.recordJson === "string") out.text(this.recordJson);
     else out.bytes(this.recordJson);
     out.u8(CLOSE_BRACE);
@@ -2115,8 +2424,9 @@ const MAX_HOP_NUMBERS_BYTES = `${Number.MAX_SAFE_INTEGER},"ts":${Number.MAX_SAFE
 export function loneRelayBytes(prepared: PreparedRelay): number {
   const { author, record, keyTail, forms } = prepared;
   const shared = MAX_HOP_NUMBERS_BYTES + author.named.length + (author.cert?.length ?? 0);
-  const relay = GROUP_WIRE_HEAD.length + shared + batchPartsOf(prepared).json.length +
-    PROOF_MEMBER.length + forms.record.batch!.path.length * PROOF_ENTRY_JSON_BYTES +
+  const { i, n } = forms.record.batch!;
+  const relay = GROUP_WIRE_HEAD.length + shared + batchPartsOf(forms).json.length +
+    PROOF_MEMBER.length + pathLength(i, n) * PROOF_ENTRY_JSON_BYTES +
     RECORDS_MEMBER.length + GROUP_END.length + itemBytes(prepared);
   const stored = RELAY_WIRE_HEAD.stored.length + shared + RECORD_MEMBER.length + record.length +
     keyTail.length;
@@ -2207,9 +2517,10 @@ export class RecipientRelay implements Encodable, PreparedLine {
 }
 
 /**
- * What a relay says of its batch once for all its records, made at the first relay that starts
- * with this record (every recipient's relay of one batch's burst starts with the same one):
- * `"sig":"…","first":F,"n":N,` and line_enc's u32be(len(sig)) || sig || u64be(first) || u32be(n).
+ * What a group message says of its batch once for all its records, made once per msg the server
+ * received (ReceivedGroup), else at the first message that starts with this record (every
+ * recipient's relay of one batch's burst starts with the same one): `"sig":"…","first":F,"n":N,`
+ * and line_enc's u32be(len(sig)) || sig || u64be(first) || u32be(n).
  */
 interface BatchParts {
   readonly json: Uint8Array;
@@ -2220,30 +2531,40 @@ interface BatchParts {
   readonly sig: string;
 }
 
-const batchParts = new WeakMap<PreparedRelay, BatchParts>();
+const batchParts = new WeakMap<RecordForms, BatchParts>();
 
-function batchPartsOf(prepared: PreparedRelay): BatchParts {
-  let parts = batchParts.get(prepared);
+function batchPartsOf(forms: RecordForms): BatchParts {
+  if (forms.group) return forms.group.batchParts;
+  let parts = batchParts.get(forms);
   if (!parts) {
-    const { record, json } = prepared.forms;
+    const { record, json } = forms;
     if (!record.sig || !record.batch || json.sig === undefined) {
       throw new SecureChatError("INTERNAL", "a relayed record without its signature");
     }
     const first = record.seqno - record.batch.i;
-    const n = record.batch.n;
-    const enc = new ByteBuilder(4 + record.sig.length + 12);
-    enc.u32(record.sig.length).bytes(record.sig).u64(first).u32(n);
-    parts = {
-      json: utf8(`"sig":"${json.sig}","first":${first},"n":${n},`),
-      enc: enc.done(),
-      sid: record.sid,
-      first,
-      n,
-      sig: json.sig,
-    };
-    batchParts.set(prepared, parts);
+    parts = makeBatchParts(record.sid, json.sig, record.sig, first, record.batch.n);
+    batchParts.set(forms, parts);
   }
   return parts;
+}
+
+function makeBatchParts(
+  sid: string,
+  sigText: string,
+  sig: Uint8Array,
+  first: number,
+  n: number,
+): BatchParts {
+  const enc = new ByteBuilder(4 + sig.length + 12);
+  enc.u32(sig.length).bytes(sig).u64(first).u32(n);
+  return {
+    json: utf8(`"sig":"${sigText}","first":${first},"n":${n},`),
+    enc: enc.done(),
+    sid,
+    first,
+    n,
+    sig: sigText,
+  };
 }
 
 /** What starts a relay's wire and its line, up to the hop's seqno (as bytes, once). */
@@ -2257,51 +2578,42 @@ const GROUP_END = utf8("]}");
 const PROOF_ENTRY_JSON_BYTES = 47;
 
 /**
- * One recipient's relay (PROTOCOL §6.4): records of one author batch, in seqno order, with the
- * batch's `sig`, `first`, `n` once and the `proof` made from the records' own paths
- * (groupProof) when the relay is complete. The session adds the records one turn relays to
- * this recipient ({@link takes}, {@link add}) while it is the last message it made, then
- * closes it: only then are its wire content and its transcript line written, both in place
- * from the bytes every recipient shares (each record's RecordForms.relayed, its key's
- * carrier, the author's and the batch's parts), with nothing made per recipient but this
- * object, its proof and the few characters of its numbers. `introduce` says whether it
- * carries the author's certificate (the session's certificate list decides, §6.4.1).
+ * Records of one author batch in one message, in seqno order, with the batch's `sig`, `first`,
+ * `n` once and the `proof` of their root (PROTOCOL §6.3, §6.4): what a relay and a user's msg
+ * share, wire and transcript line, written in place from the bytes every holder shares (each
+ * record's RecordForms.relayed, its key's carrier, the batch's parts) behind a head of the
+ * message's own ({@link RecipientRelayGroup}, {@link UserMsg}). Records join ({@link takes},
+ * {@link add}) while it is open; its proof is made when it is first written, from the group
+ * the records came in when it carries all of them (no hashing), else from the records' paths
+ * (groupProof).
  */
-export class RecipientRelayGroup implements Encodable, PreparedLine {
-  readonly dir = "s2c";
-  readonly items: PreparedRelay[];
+abstract class GroupMessage implements Encodable, PreparedLine {
+  abstract readonly dir: Direction;
+  abstract readonly seqno: number;
+  abstract readonly ts: number;
+  readonly items: GroupItem[];
   readonly #batch: BatchParts;
-  /** `<seqno>,"ts":<ts>,` */
-  readonly #numbers: string;
   /** The wire content's bytes without the proof's entries. */
   #bytes: number;
   #proof?: { json: Uint8Array; enc: Uint8Array };
 
-  constructor(
-    first: PreparedRelay,
-    readonly seqno: number,
-    readonly ts: number,
-    readonly introduce: boolean,
-  ) {
-    if (introduce && !first.author.cert) {
-      throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
-    }
+  /** @param headBytes the wire content's bytes before the batch's members (its head's) */
+  constructor(first: GroupItem, headBytes: number) {
     this.items = [first];
-    this.#batch = batchPartsOf(first);
-    this.#numbers = `${seqno},"ts":${ts},`;
-    const { author } = first;
-    this.#bytes = GROUP_WIRE_HEAD.length + this.#numbers.length + author.named.length +
-      (introduce ? author.cert!.length : 0) + this.#batch.json.length + PROOF_MEMBER.length +
+    this.#batch = batchPartsOf(first.forms);
+    this.#bytes = headBytes + this.#batch.json.length + PROOF_MEMBER.length +
       RECORDS_MEMBER.length + GROUP_END.length + itemBytes(first);
   }
 
   /**
    * Whether `next` may join: a record of the same author and batch, after the last one (a
-   * record the server relays again, or of another batch, starts a relay of its own).
+   * record relayed again, or of another batch, starts a message of its own).
    */
-  takes(next: PreparedRelay): boolean {
+  takes(next: GroupItem): boolean {
     const last = this.items[this.items.length - 1];
     if (this.#proof || next.fingerprint !== last.fingerprint) return false;
+    // Ours relays records of one msg together (PROTOCOL §6.4 "Which records a relay carries").
+    if (next.forms.group !== last.forms.group) return false;
     const { record } = next.forms;
     if (record.seqno <= last.forms.record.seqno || !record.batch) return false;
     const b = this.#batch;
@@ -2315,29 +2627,29 @@ export class RecipientRelayGroup implements Encodable, PreparedLine {
   }
 
   /** {@link boundLength} with `next` added. */
-  lengthWith(next: PreparedRelay): number {
+  lengthWith(next: GroupItem): number {
     return this.boundLength + 1 + itemBytes(next);
   }
 
   /** Adds a record {@link takes} took. */
-  add(next: PreparedRelay): void {
+  add(next: GroupItem): void {
     this.items.push(next);
     this.#bytes += 1 + itemBytes(next);
   }
 
-  /** The content keys by item, for the `.keys` file (the client's; a server holds them too). */
+  /** The content keys by item, for the `.keys` file (TRANSCRIPT §6). */
   get itemKeys(): readonly (Uint8Array | undefined)[] {
     return this.items.map((item) => item.k);
   }
 
-  /** The wire content's length in bytes; the relay is complete from here on. */
+  /** The wire content's length in bytes; the message is complete from here on. */
   get length(): number {
     return this.#bytes + this.#proofParts().json.length;
   }
 
   writeTo(out: ByteBuilder): void {
-    out.bytes(GROUP_WIRE_HEAD);
-    this.#writeShared(out);
+    this.writeWireHead(out);
+    this.#writeGroup(out);
     for (let j = 0; j < this.items.length; j++) {
       const item = this.items[j];
       if (j > 0) out.u8(COMMA);
@@ -2347,8 +2659,8 @@ export class RecipientRelayGroup implements Encodable, PreparedLine {
   }
 
   writeJson(out: ByteBuilder): void {
-    out.bytes(GROUP_LINE_HEAD);
-    this.#writeShared(out);
+    this.writeLineHead(out);
+    this.#writeGroup(out);
     for (let j = 0; j < this.items.length; j++) {
       if (j > 0) out.u8(COMMA);
       out.bytes(ITEM_HEAD).bytes(this.items[j].forms.relayed.bytes).u8(CLOSE_BRACE);
@@ -2356,46 +2668,161 @@ export class RecipientRelayGroup implements Encodable, PreparedLine {
     out.bytes(GROUP_END);
   }
 
-  /** line_enc(relay), TRANSCRIPT §3.1. */
+  /** line_enc: the head's part, then writeGroupEncoding's, from the shared bytes. */
   writeEncoding(out: ByteBuilder): void {
-    const author = this.items[0].author;
-    out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts)
-      .bytes(this.introduce ? author.encIntroduced! : author.encNamed).bytes(this.#batch.enc)
-      .bytes(this.#proofParts().enc).u8(this.items.length);
+    this.writeEncodingHead(out);
+    out.bytes(this.#batch.enc).bytes(this.#proofParts().enc).u8(this.items.length);
     for (const item of this.items) out.bytes(item.forms.relayed.encoding);
   }
 
-  /** `<seqno>,"ts":<ts>,"author_fp":…,["cert":…,]"sig":…,"first":…,"n":…,"proof":[…],"records":[` */
-  #writeShared(out: ByteBuilder): void {
-    const { author } = this.items[0];
-    out.text(this.#numbers).bytes(author.named);
-    if (this.introduce) out.bytes(author.cert!);
+  /** The wire content up to the batch's members: `{"type":…,` and the message's own. */
+  protected abstract writeWireHead(out: ByteBuilder): void;
+  /** The line up to the batch's members: `{"dir":…,"type":…,` and the message's own. */
+  protected abstract writeLineHead(out: ByteBuilder): void;
+  /** line_enc up to its group part: the tag and the message's own. */
+  protected abstract writeEncodingHead(out: ByteBuilder): void;
+
+  /** `"sig":…,"first":…,"n":…,"proof":[…],"records":[` */
+  #writeGroup(out: ByteBuilder): void {
     out.bytes(this.#batch.json).bytes(PROOF_MEMBER).bytes(this.#proofParts().json)
       .bytes(RECORDS_MEMBER);
   }
 
-  /** The proof, made once the relay is complete: its JSON entries, and u8(len) || entries. */
+  /** The proof, made once the message is complete: its JSON entries, and u8(len) || entries. */
   #proofParts(): { json: Uint8Array; enc: Uint8Array } {
     if (this.#proof) return this.#proof;
+    const received = this.items[0].forms.group;
+    if (received && received.carriesAll(this.items)) return this.#proof = received.proofParts;
     const { first, n } = this.#batch;
-    const proof = groupProof(
+    return this.#proof = proofParts(groupProof(
       this.items.map((item) => item.forms.record.seqno - first),
       n,
       this.items.map((item) => item.forms.record.batch!.path),
+    ));
+  }
+}
+
+/** A proof's JSON entries, and u8(len) || entries (TRANSCRIPT §3.1). */
+function proofParts(proof: readonly Uint8Array[]): { json: Uint8Array; enc: Uint8Array } {
+  const enc = new ByteBuilder(1 + proof.length * HASH_BYTES).u8(proof.length);
+  for (const entry of proof) enc.bytes(entry);
+  return {
+    json: utf8(proof.map((entry) => `"${toBase64(entry)}"`).join(",")),
+    enc: enc.done(),
+  };
+}
+
+/**
+ * What a group message holds of one record: its forms (RecordForms.relayed is what it
+ * carries), `,"k":…}` or `,"e2e":…}` after it on the wire, its content key when the holder knows
+ * it, and its author's fingerprint (a PreparedRelay is one).
+ */
+export type GroupItem = Pick<PreparedRelay, "fingerprint" | "forms" | "keyTail" | "k">;
+
+/**
+ * One recipient's relay (PROTOCOL §6.4): a group message behind the hop's `seqno` and `ts` and
+ * the author's name, introducing its certificate when `introduce` (the session's certificate
+ * list decides, §6.4.1). The session adds the records one turn relays to this recipient while
+ * it is the last message it made, then closes it.
+ */
+export class RecipientRelayGroup extends GroupMessage {
+  readonly dir = "s2c";
+  readonly #author: AuthorParts;
+  /** `<seqno>,"ts":<ts>,` */
+  readonly #numbers: string;
+
+  constructor(
+    first: PreparedRelay,
+    readonly seqno: number,
+    readonly ts: number,
+    readonly introduce: boolean,
+  ) {
+    if (introduce && !first.author.cert) {
+      throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
+    }
+    const numbers = `${seqno},"ts":${ts},`;
+    super(
+      first,
+      GROUP_WIRE_HEAD.length + numbers.length + first.author.named.length +
+        (introduce ? first.author.cert!.length : 0),
     );
-    const enc = new ByteBuilder(1 + proof.length * HASH_BYTES).u8(proof.length);
-    for (const entry of proof) enc.bytes(entry);
-    return this.#proof = {
-      json: utf8(proof.map((entry) => `"${toBase64(entry)}"`).join(",")),
-      enc: enc.done(),
-    };
+    this.#author = first.author;
+    this.#numbers = numbers;
+  }
+
+  protected writeWireHead(out: ByteBuilder): void {
+    out.bytes(GROUP_WIRE_HEAD);
+    this.#writeHop(out);
+  }
+
+  protected writeLineHead(out: ByteBuilder): void {
+    out.bytes(GROUP_LINE_HEAD);
+    this.#writeHop(out);
+  }
+
+  protected writeEncodingHead(out: ByteBuilder): void {
+    const author = this.#author;
+    out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts)
+      .bytes(this.introduce ? author.encIntroduced! : author.encNamed);
+  }
+
+  /** `<seqno>,"ts":<ts>,"author_fp":…,["cert":…,]` */
+  #writeHop(out: ByteBuilder): void {
+    out.text(this.#numbers).bytes(this.#author.named);
+    if (this.introduce) out.bytes(this.#author.cert!);
+  }
+}
+
+const MSG_WIRE_HEAD = utf8('{"type":"msg",');
+const MSG_GROUP_LINE_HEAD = utf8('{"dir":"c2s","type":"msg",');
+
+/**
+ * A user's msg (PROTOCOL §6.3): its records, of one batch of its own, consecutive seqnos, as a
+ * group message without hop or author; its line covers its records' seqnos, `seqno` …
+ * `lastSeqno` (TRANSCRIPT §2.2). The client makes one per group of a batch it sends (wire and
+ * line), the server one per msg it received (its line; the items' `keyTail` unused).
+ */
+export class UserMsg extends GroupMessage {
+  readonly dir = "c2s";
+  readonly seqno: number;
+  readonly ts: number;
+
+  constructor(first: GroupItem) {
+    super(first, MSG_WIRE_HEAD.length);
+    this.seqno = first.forms.record.seqno;
+    this.ts = first.forms.record.ts;
+  }
+
+  /** Joins only the next seqno: a msg's records are consecutive. */
+  override takes(next: GroupItem): boolean {
+    return next.forms.record.seqno === this.lastSeqno + 1 && super.takes(next);
+  }
+
+  get lastSeqno(): number {
+    return this.items[this.items.length - 1].forms.record.seqno;
+  }
+
+  get lastTs(): number {
+    return this.items[this.items.length - 1].forms.record.ts;
+  }
+
+  protected writeWireHead(out: ByteBuilder): void {
+    out.bytes(MSG_WIRE_HEAD);
+  }
+
+  protected writeLineHead(out: ByteBuilder): void {
+    out.bytes(MSG_GROUP_LINE_HEAD);
+  }
+
+  protected writeEncodingHead(out: ByteBuilder): void {
+    out.u8(LINE_TAG.c2sMsg);
   }
 }
 
 const COMMA = 0x2c;
 
 /** `{"record":<record without sig and batch>,"k":…}`: one item of a relay's records. */
-function itemBytes(prepared: PreparedRelay): number {
+function itemBytes(prepared: GroupItem): number {
   return ITEM_HEAD.length + prepared.forms.relayed.bytes.length + prepared.keyTail.length;
 }
 
@@ -2503,12 +2930,9 @@ class ReceivedGroupLine implements PreparedLine {
   }
 
   writeEncoding(out: ByteBuilder): void {
-    const { sig, first, n, proof } = this.group;
     out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts);
     writeAuthorEncoding(out, this.author.fingerprint, this.author.cert?.der);
-    writeGroupEncoding(out, sig, first, n, proof);
-    out.u8(this.records.length);
-    for (const r of this.records) writeRecordEncoding(out, r);
+    writeGroupEncoding(out, this.group, this.records);
   }
 }
 

@@ -5,7 +5,7 @@
  * close / receipt exchange. Any failed check ends the session with its code: the
  * record layer already authenticated the frame, so a bad message is the peer's own.
  */
-import { fromBase64, utf8, Utf8Text } from "../bytes.ts";
+import { fromBase64, fromBase64Each, utf8 } from "../bytes.ts";
 import { codeOf, SecureChatError } from "../errors.ts";
 import {
   DEFAULT_MAX_SKEW_MS,
@@ -19,26 +19,30 @@ import {
   type AuthorCert,
   type Body,
   bodyFits,
+  type C2sMsgMessage,
+  C2sMsgShape,
   decodeRecord,
   type Direction,
   envelopeFits,
+  type GroupItem,
   isClientRecipient,
   largestLoneRelayBytes,
+  leafHash,
   LOBBY,
   MAX_CT_BYTES,
   MAX_UNREAD,
   type MessageRecord,
   msgLine,
-  type MsgMessage,
-  MsgMessageShape,
   openContent,
   type PreparedLine,
   type PreparedRelay,
   prepareMsg,
   prepareQueued,
   prepareRefused,
+  prepareRelay,
   type QueuedMessage,
   QueuedMessageShape,
+  ReceivedGroup,
   receivedRelayLine,
   receivedStoredLine,
   RecipientRelay,
@@ -51,10 +55,15 @@ import {
   type RelayMessage,
   RelayMessageShape,
   type RelayType,
+  type S2cMsgMessage,
+  S2cMsgShape,
   sealContent,
   type StoredMessage,
   StoredMessageShape,
   TO_SERVER,
+  UserMsg,
+  userMsgItem,
+  userMsgsOf,
   userRecipient,
 } from "../message/record.ts";
 import type { Receipt } from "../transcript/receipt.ts";
@@ -156,6 +165,11 @@ export type ReceivedMessage =
     /** As received: what a relay forwards without re-serialising (§6.4). */
     forms: RecordForms;
     k: Uint8Array;
+    /**
+     * Server: a user's `text`, prepared for its relays and `stored` (PROTOCOL §6.3 step 7
+     * passed for it before any record of its msg was acted on).
+     */
+    prepared?: PreparedRelay;
   }
   | {
     /**
@@ -168,6 +182,8 @@ export type ReceivedMessage =
     record: MessageRecord;
     forms: RecordForms;
     e2e: E2eEnvelope;
+    /** Prepared for its relays and `stored`, as a `msg`'s (§6.3 step 7). */
+    prepared: PreparedRelay;
   }
   | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
   | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
@@ -228,6 +244,9 @@ const RECORD_WIRE_OVERHEAD = 4 + 16 + RECORD_PADDING - 1;
 /** A message checked and recorded, not yet acted on; `stored`: a hop from the offline queue. */
 type Held = { message: ReceivedMessage; stored: boolean };
 
+/** A record's line item that is never sent (the server's line of a user's msg): no carrier. */
+const NO_TAIL = new Uint8Array(0);
+
 /** A relay's own members around the shared part: type, seqno and ts (RecipientRelay). */
 const HOP_HEAD_BYTES = 64;
 
@@ -269,8 +288,8 @@ export class ChatSession {
   #signer?: BatchSigner;
   /** The client's sends made and not yet complete (sent, or failed). */
   #unsent = 0;
-  /** A client's msgs made and recorded, waiting for the rest of their batch to leave with. */
-  #batchOutbox: Content[] = [];
+  /** A client's records made and signed, waiting for the rest of their batch to leave with. */
+  #batchOutbox: GroupItem[] = [];
   /** The client's batch signatures, each verified once (PROTOCOL §6.1): a server's only. */
   #signatures?: RecordSignatures;
   #close: CloseState = { sent: false, received: false, receiptSent: false };
@@ -420,7 +439,7 @@ export class ChatSession {
     };
     if (this.#est.role === "server") {
       try {
-        this.#emitText(prepareMsg("s2c", record, k));
+        this.#emitText(prepareMsg(record, k));
         return Promise.resolve(record.seqno);
       } catch (error) {
         return Promise.reject(error);
@@ -468,10 +487,18 @@ export class ChatSession {
 
   /** Our certificate as relays of our records carry it (for #assertRelayable). */
   #ownAuthor?: AuthorCert;
+  /** Server: the client's certificate as relays of its records carry it (PROTOCOL §6.4.1). */
+  #peerAuthor?: AuthorCert;
+
+  /** Server: the client's certificate as relays of its records carry it, made once. */
+  get peerAuthor(): AuthorCert {
+    return this.#peerAuthor ??= authorCertOf(this.#est.peer.der);
+  }
 
   /**
-   * Wraps, records and queues one numbered record of ours once its batch is signed; the last
-   * of a batch sends the batch's msgs in one record (PROTOCOL §3.2 "Who groups"). Its seqno is
+   * Wraps and gathers one numbered record of ours once its batch is signed; the last of a batch
+   * sends the batch in as few msgs as hold it (PROTOCOL §6.3: usually one), recorded first, in
+   * as few records as hold them (§3.2 "Who groups"). Its seqno is
    * taken: if it cannot leave, no later record can either (every receiver wants exactly the
    * next seqno, our transcript writer first), so the session ends at once with the cause
    * rather than stay open unable to send (review8 R8-2); what was made before it still leaves.
@@ -496,13 +523,8 @@ export class ChatSession {
         );
       }
       await signing;
-      const { wire, line } = prepareMsg("c2s", record, k, e2e);
-      // Recorded before it leaves: a connection that fails while the record is on its way
-      // may still have delivered it, and the transcript (and its content key, for an
-      // opening) must then hold what was sent.
-      this.#transcript.append(line);
+      this.#batchOutbox.push(userMsgItem(record, k, e2e));
       (this.#answers ??= new C2sAnswers()).sent(record.seqno, record.to);
-      this.#batchOutbox.push(new Utf8Text(wire)); // encoded into the record, not before
     } catch (error) {
       failure = ours(error);
     }
@@ -523,10 +545,18 @@ export class ChatSession {
     }
   }
 
-  /** Seals and sends, at the peer's pace, the msgs of one batch gathered by send(). */
+  /**
+   * Records, seals and sends, at the peer's pace, the msgs of the records of one batch gathered
+   * by send() (all of it, or what was made before a record that failed: its own proof).
+   */
   async #sendBatchOutbox(): Promise<void> {
-    const contents = this.#batchOutbox;
+    const items = this.#batchOutbox;
     this.#batchOutbox = [];
+    const contents = userMsgsOf(items);
+    // Recorded before they leave: a connection that fails while a msg is on its way may still
+    // have delivered it, and the transcript (and its content keys, for an opening) must then
+    // hold what was sent.
+    for (const msg of contents) this.#transcript.append(msg);
     for (const run of recordRuns(contents)) {
       await this.#est.conn.sendPacedFramed(this.#sealWithUpdate(run)); // at the server's pace
     }
@@ -1055,7 +1085,7 @@ export class ChatSession {
     }
     const stored = message.type === "stored";
     const received = message.type === "msg"
-      ? this.#checkMsg(message)
+      ? "records" in message ? this.#checkUserMsg(message) : this.#checkMsg(message)
       : message.type === "queued"
       ? this.#checkQueued(message)
       : message.type === "refused"
@@ -1087,10 +1117,15 @@ export class ChatSession {
   /** The hop checks every session message passes (PROTOCOL §6): seqno and ts. */
   #checkHop(seqno: number, ts: number): void {
     this.#window.check(seqno);
+    this.#checkTs(ts, this.#receiveTs);
+  }
+
+  /** A ts within the skew of our clock and not before `previous`, the one before it (§6). */
+  #checkTs(ts: number, previous: number): void {
     if (Math.abs(Date.now() - ts) > this.#maxSkew) {
       throw new SecureChatError("STALE", `timestamp ${ts} is ${Date.now() - ts} ms from our clock`);
     }
-    if (ts < this.#receiveTs) {
+    if (ts < previous) {
       throw new SecureChatError("STALE", `timestamp ${ts} is before the previous message's`);
     }
   }
@@ -1100,9 +1135,34 @@ export class ChatSession {
     this.#receiveTs = ts;
   }
 
-  /** PROTOCOL §6.3, in order; a promise only when the signature must be waited for. */
-  #checkMsg(message: MsgMessage): ReceivedMessage | Promise<ReceivedMessage> {
+  /** The server's msg (PROTOCOL §6.3; clients only): one unsigned record, checked in order. */
+  #checkMsg(message: S2cMsgMessage): ReceivedMessage {
     const record = decodeRecord(message.record);
+    this.#checkOrigin(record);
+    this.#checkHop(record.seqno, record.ts);
+    if (record.to !== userRecipient(this.#est.username)) {
+      throw new SecureChatError("TAMPERED", `record addressed to ${record.to.slice(0, 80)}`);
+    }
+    if (record.sig || record.batch) {
+      throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
+    }
+    const k = fromBase64(message.k);
+    const body = openContent(record, k);
+    if (!bodyFits(body, "s2c", record.to)) {
+      throw new SecureChatError(
+        "PROTOCOL_ERROR",
+        `a ${body.kind} body is not allowed s2c to ${record.to.slice(0, 80)}`,
+      );
+    }
+    const forms = new RecordForms(record, message.record);
+    const line = msgLine(record, forms.bytes, k, forms.encoding);
+    this.#accept(record.seqno, record.ts);
+    this.#transcript.append(line);
+    return { type: "msg", seqno: record.seqno, ts: record.ts, body, record, forms, k };
+  }
+
+  /** PROTOCOL §6.3 step 1: a record of this session and the direction we receive. */
+  #checkOrigin(record: MessageRecord): void {
     const dir = this.#receiveDir;
     if (record.sid !== this.sessionId || record.dir !== dir) {
       throw new SecureChatError(
@@ -1111,76 +1171,118 @@ export class ChatSession {
           `${this.sessionId.slice(0, 8)}…/${dir}`,
       );
     }
-    this.#checkHop(record.seqno, record.ts);
-    const mine = userRecipient(this.#est.username);
-    if (dir === "c2s" ? !isClientRecipient(record.to) : record.to !== mine) {
-      throw new SecureChatError("TAMPERED", `record addressed to ${record.to.slice(0, 80)}`);
-    }
-    if ("e2e" in message && (dir !== "c2s" || record.to === TO_SERVER)) {
-      throw new SecureChatError(
-        "PROTOCOL_ERROR",
-        "only a user's record to users travels end to end",
-      );
-    }
-    if ("e2e" in message && !envelopeFits(message.e2e, record.to)) {
-      throw new SecureChatError(
-        "PROTOCOL_ERROR",
-        `a ${message.e2e.kind} envelope does not fit a record to ${record.to.slice(0, 80)}`,
-      );
-    }
-    if (dir === "c2s") {
-      const client = { fingerprint: this.#est.peer.fingerprint, key: this.#est.peerKey };
-      const signing = (this.#signatures ??= new RecordSignatures()).checkNow(
-        client,
-        record,
-        `message ${record.seqno}`,
-      );
-      if (signing) return signing.then(() => this.#acceptMsg(message, record, dir));
-    } else if (record.sig) {
-      throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
-    }
-    return this.#acceptMsg(message, record, dir);
   }
 
-  /** PROTOCOL §6.3 from step 5 (the content), once the record's signature passed. */
-  #acceptMsg(message: MsgMessage, record: MessageRecord, dir: Direction): ReceivedMessage {
-    if ("e2e" in message) {
-      // The server cannot open it, by design (PROTOCOL §12.6): it records and forwards it,
-      // its line made as for any other record (not the whole outgoing message again).
-      const forms = new RecordForms(record, message.record);
-      const line = msgLine(dir, record, forms.bytes, undefined, forms.encoding);
-      this.#accept(record.seqno, record.ts);
-      this.#transcript.append(line);
-      return {
-        type: "sealed",
+  /**
+   * A user's msg (PROTOCOL §6.3; the server only): steps 1–3 for every record, the signature
+   * once (step 4), then steps 5–7 for every record (#acceptUserMsg); a promise only when the
+   * signature must be waited for. Nothing is accepted, recorded or handed on unless every
+   * record passes.
+   */
+  #checkUserMsg(message: C2sMsgMessage): ReceivedMessage[] | Promise<ReceivedMessage[]> {
+    const items = message.records;
+    const records = items.map((item) => decodeRecord(item.record));
+    for (const record of records) this.#checkOrigin(record);
+    // Step 2: the first is the next seqno; the schema made the others follow it one by one.
+    this.#window.check(records[0].seqno);
+    let previousTs = this.#receiveTs;
+    for (const record of records) {
+      this.#checkTs(record.ts, previousTs);
+      previousTs = record.ts;
+    }
+    for (let j = 0; j < items.length; j++) {
+      const { to } = records[j];
+      if (!isClientRecipient(to)) {
+        throw new SecureChatError("TAMPERED", `record addressed to ${to.slice(0, 80)}`);
+      }
+      const item = items[j];
+      if (!("e2e" in item)) continue;
+      if (to === TO_SERVER) {
+        throw new SecureChatError(
+          "PROTOCOL_ERROR",
+          "only a user's record to users travels end to end",
+        );
+      }
+      if (!envelopeFits(item.e2e, to)) {
+        throw new SecureChatError(
+          "PROTOCOL_ERROR",
+          `a ${item.e2e.kind} envelope does not fit a record to ${to.slice(0, 80)}`,
+        );
+      }
+    }
+    const [sig, ...proof] = fromBase64Each([message.sig, ...message.proof]);
+    const group = { sig, first: message.first, n: message.n, proof };
+    const leaves = records.map(leafHash);
+    const client = { fingerprint: this.#est.peer.fingerprint, key: this.#est.peerKey };
+    const signing = (this.#signatures ??= new RecordSignatures()).checkGroupNow(
+      client,
+      records,
+      group,
+      `message ${records[0].seqno}`,
+      leaves,
+    );
+    const received = () => new ReceivedGroup(message, group, records, leaves);
+    if (signing) return signing.then(() => this.#acceptUserMsg(message, received()));
+    return this.#acceptUserMsg(message, received());
+  }
+
+  /**
+   * PROTOCOL §6.3 steps 5–7 for every record of a user's msg whose signature passed, then the
+   * msg accepted and recorded as one line, its records handed on one by one, in seqno order.
+   */
+  #acceptUserMsg(message: C2sMsgMessage, group: ReceivedGroup): ReceivedMessage[] {
+    const author = this.peerAuthor;
+    const checked: ReceivedMessage[] = [];
+    const lineItems: GroupItem[] = [];
+    for (let j = 0; j < message.records.length; j++) {
+      const item = message.records[j];
+      const forms = group.whole(j, item.record);
+      const { record } = forms;
+      if ("e2e" in item) {
+        // The server cannot open it, by design (PROTOCOL §12.6): it checks that it can relay
+        // and store it (step 7), and forwards it.
+        const prepared = prepareRelay(author, forms, undefined, item.e2e, "PROTOCOL_ERROR");
+        lineItems.push(prepared);
+        checked.push({
+          type: "sealed",
+          seqno: record.seqno,
+          ts: record.ts,
+          record,
+          forms,
+          e2e: item.e2e,
+          prepared,
+        });
+        continue;
+      }
+      const k = fromBase64(item.k);
+      const body = openContent(record, k);
+      if (!bodyFits(body, "c2s", record.to)) {
+        throw new SecureChatError(
+          "PROTOCOL_ERROR",
+          `a ${body.kind} body is not allowed c2s to ${record.to.slice(0, 80)}`,
+        );
+      }
+      // Only a `text` is relayed or stored (§6.2: to lobby or a user, which bodyFits ensured).
+      const prepared = body.kind === "text"
+        ? prepareRelay(author, forms, k, undefined, "PROTOCOL_ERROR")
+        : undefined;
+      lineItems.push(prepared ?? { fingerprint: author.fingerprint, forms, keyTail: NO_TAIL, k });
+      checked.push({
+        type: "msg",
         seqno: record.seqno,
         ts: record.ts,
+        body,
         record,
         forms,
-        e2e: message.e2e,
-      };
+        k,
+        prepared,
+      });
     }
-    const k = fromBase64(message.k);
-    const body = openContent(record, k);
-    if (!bodyFits(body, dir, record.to)) {
-      throw new SecureChatError(
-        "PROTOCOL_ERROR",
-        `a ${body.kind} body is not allowed ${dir} to ${record.to.slice(0, 80)}`,
-      );
-    }
-    const forms = new RecordForms(record, message.record);
-    const line = msgLine(dir, record, forms.bytes, k, forms.encoding);
-    this.#accept(record.seqno, record.ts);
+    const line = new UserMsg(lineItems[0]);
+    for (let j = 1; j < lineItems.length; j++) line.add(lineItems[j]);
+    for (const record of group.records) this.#accept(record.seqno, record.ts);
     this.#transcript.append(line);
-    return {
-      type: "msg",
-      seqno: record.seqno,
-      ts: record.ts,
-      body,
-      record,
-      forms,
-      k,
-    };
+    return checked;
   }
 
   /**
@@ -1391,7 +1493,8 @@ type PasswordAnswer =
   | import("zod").output<typeof PasswordRefusedSchema>;
 /** Every message a session reads after the handshake; each role accepts its own subset. */
 type SessionMessage =
-  | MsgMessage
+  | C2sMsgMessage
+  | S2cMsgMessage
   | RelayMessage
   | StoredMessage
   | RefusedMessage
@@ -1401,13 +1504,13 @@ type SessionMessage =
   | Control;
 /** What a server may read from a client after the handshake, by type. */
 const CLIENT_MESSAGES = byType<SessionMessage>({
-  msg: MsgMessageShape,
+  msg: C2sMsgShape,
   password_change: PasswordChangeSchema,
   ...CONTROL,
 });
 /** What a client may read from the server after the handshake, by type. */
 const SERVER_MESSAGES = byType<SessionMessage>({
-  msg: MsgMessageShape,
+  msg: S2cMsgShape,
   relay: RelayMessageShape,
   stored: StoredMessageShape,
   refused: RefusedMessageShape,

@@ -20,18 +20,26 @@ const HASH_BATCH_BYTES = 32 * 1024;
 /** Where line encodings are laid out to be hashed: one buffer, reused. */
 const encodingScratch = new ScratchBytes(2 * HASH_BATCH_BYTES);
 
-/** A line as the transcript hash takes it: it writes its line_enc (TRANSCRIPT §3.1). */
+/**
+ * A line as the transcript hash takes it: it writes its line_enc (TRANSCRIPT §3.1), and takes the
+ * seqnos `seqno` … `lastSeqno` of its direction (several for a user's msg of several records,
+ * TRANSCRIPT §2.2; one for every other line, `lastSeqno` absent).
+ */
 export interface EncodedLine {
+  readonly seqno: number;
+  readonly lastSeqno?: number;
   writeEncoding(out: ByteBuilder): void;
 }
 
 /**
- * Version of the transcript file / hash format (not of the wire protocol): 5 since a relay line
+ * Version of the transcript file / hash format (not of the wire protocol): 6 since a user's msg
+ * line carries a group of its batch with the batch's `sig` and `proof` once (PROTOCOL §6.3); 5
+ * since a relay line
  * carries a group of one batch's records with the batch's `sig` and `proof` once (PROTOCOL §6.4);
  * 4 since the ChaCha20-Poly1305 content cipher (PROTOCOL §6.1, §11: `ct` is sealed otherwise);
  * 3 since signed batches (record_enc covers `batch`, TRANSCRIPT §3.1).
  */
-export const TRANSCRIPT_VERSION = 5;
+export const TRANSCRIPT_VERSION = 6;
 /**
  * Version of the opening format (TRANSCRIPT §6): 3 since the ChaCha20-Poly1305 content cipher,
  * 2 since signed batches, whose record carries `batch`.
@@ -53,6 +61,8 @@ const OTHER_FORMATS = {
         "from 9c9d09a to 75c258e (sessions 8 to 10) reads it",
       4: "written before relays carried groups of a batch's records (PROTOCOL §11); a " +
         "securechat of sessions 11 to 14 (up to 82c2781) reads it",
+      5: "written before a user's msg carried a group of its batch's records (PROTOCOL §11); " +
+        "a securechat of session 15 (up to ed384f7) reads it",
     } as Record<number, string>,
   },
   opening: {
@@ -201,13 +211,16 @@ export class TranscriptHasher {
     this.#ctx = ctx;
   }
 
-  /** Adds one line's encoding (line_enc of docs/TRANSCRIPT.md §3.1) to `dir`. */
+  /**
+   * Adds one line's encoding (line_enc of docs/TRANSCRIPT.md §3.1) to `dir`; the direction's count
+   * is then the line's last seqno (TRANSCRIPT §3.2: counts are seqnos, at line boundaries).
+   */
   add(dir: Direction, line: EncodedLine): void {
     encodingScratch.use((out) => {
       line.writeEncoding(out);
       this.#running[dir].update(out.done());
     });
-    this.counts[dir]++;
+    this.counts[dir] = line.lastSeqno ?? line.seqno;
   }
 
   /**
@@ -221,7 +234,7 @@ export class TranscriptHasher {
         for (const line of lines) {
           if (line.dir !== dir) continue;
           line.writeEncoding(out);
-          this.counts[dir]++;
+          this.counts[dir] = line.lastSeqno ?? line.seqno;
           if (out.length < HASH_BATCH_BYTES) continue;
           this.#running[dir].update(out.done());
           out.reset();

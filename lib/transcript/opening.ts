@@ -53,8 +53,8 @@ export interface OpenedLine {
 }
 
 /**
- * What `verify --reveal` opens (TRANSCRIPT §6): a line, and for a relay line of several records
- * which of them (`item`, from 1).
+ * What `verify --reveal` opens (TRANSCRIPT §6): a line, and for a relay or user's msg line of
+ * several records which of them (`item`, from 1).
  */
 export interface RevealTarget {
   line: number;
@@ -62,13 +62,13 @@ export interface RevealTarget {
 }
 
 /**
- * Builds the opening of a line (or of one record of a relay line) of a transcript from the keys
- * file beside it: the record whole as its author signed it — a relay's record with the line's
- * `sig` and the path derived from its records and proof (TRANSCRIPT §6). The caller verifies the
- * transcript first.
- * @throws INVALID_INPUT (no such signed line or key), USAGE (a relay line of several records
- *   without ITEM, or an ITEM it does not hold), TAMPERED (a `.keys` line that names no record of
- *   the line), IO_ERROR
+ * Builds the opening of a line (or of one record of a relay or user's msg line) of a transcript
+ * from the keys file beside it: the record whole as its author signed it — a group's record with
+ * the line's `sig` and the path derived from its records and proof (TRANSCRIPT §6). The caller
+ * verifies the transcript first.
+ * @throws INVALID_INPUT (no such signed line or key), USAGE (a group line of several records
+ *   without ITEM, or an ITEM it does not hold, or an ITEM on a line of one record whole),
+ *   TAMPERED (a `.keys` line that names no record of the line), IO_ERROR
  */
 export async function makeOpening(
   logPath: string,
@@ -106,39 +106,39 @@ export async function makeOpening(
     throw new SecureChatError("INVALID_INPUT", `line ${lineNumber} is not a message line`);
   }
   const line = decodeLine(zodOf(LineShape).parse(parseStrictJson(found)));
-  if (
-    line.type === "refused" || line.type === "queued" || (line.type !== "relay" && !line.record.sig)
-  ) {
+  if (line.type === "refused" || line.type === "queued" || (line.type === "msg" && "record" in line)) {
     throw new SecureChatError(
       "INVALID_INPUT",
       `line ${lineNumber} is not a signed record (only a user's own lines and relays can be ` +
         "opened to a third party; the server's lines are proven by its receipt)",
     );
   }
-  const seqno = line.type === "msg" ? line.record.seqno : line.seqno;
-  if (line.type !== "relay") {
+  if (line.type === "stored") {
     if (item !== undefined) {
       throw new SecureChatError(
         "USAGE",
-        `line ${lineNumber} holds one record, not a relay's group: open it with --reveal ` +
+        `line ${lineNumber} holds one record whole, not a group: open it with --reveal ` +
           `${lineNumber}`,
       );
     }
-    const k = await findKey(keysPath, line.dir, seqno, undefined);
-    return opening(line.type === "msg" ? header.client_cert : authorDer!, line.record, k);
+    const k = await findKey(keysPath, line.dir, line.seqno, undefined);
+    return opening(authorDer!, line.record, k);
   }
+  // A group (TRANSCRIPT §6): a relay's, its key by the line's seqno and the record's place; a
+  // user's msg's, by the record's own c2s seqno.
+  const what = line.type === "relay" ? "a relay" : "a msg line";
   const count = line.records.length;
   if (item === undefined && count > 1) {
     throw new SecureChatError(
       "USAGE",
-      `line ${lineNumber} is a relay of ${count} records: name one with --reveal ` +
+      `line ${lineNumber} is ${what} of ${count} records: name one with --reveal ` +
         `${lineNumber}:J, J from 1 to ${count}`,
     );
   }
   if (item !== undefined && item > count) {
     throw new SecureChatError(
       "USAGE",
-      `line ${lineNumber} is a relay of ${count} record${count === 1 ? "" : "s"}: there is no ` +
+      `line ${lineNumber} is ${what} of ${count} record${count === 1 ? "" : "s"}: there is no ` +
         `record ${item}`,
     );
   }
@@ -148,7 +148,11 @@ export async function makeOpening(
     // verify checked the line: its proof fits its records (a caller that skipped it gets this).
     throw new SecureChatError("TAMPERED", `line ${lineNumber}: the proof does not fit its records`);
   }
-  const k = await findKey(keysPath, line.dir, seqno, { item: j, count });
+  if (line.type === "msg") {
+    const k = await findKey(keysPath, "c2s", record.seqno, undefined);
+    return opening(header.client_cert, record, k);
+  }
+  const k = await findKey(keysPath, line.dir, line.seqno, { item: j, count });
   return opening(authorDer!, record, k);
 }
 
@@ -216,10 +220,11 @@ export async function readOpening(path: string): Promise<unknown> {
 }
 
 /**
- * The content key of line `seqno` of `dir` in a `.keys` file (TRANSCRIPT §6): for a relay line,
- * of its record `relay.item`. A `.keys` line about that line that names no record of it — an
- * `item` on a line that holds one record whole, none on a relay's, or one beyond its records —
- * is TAMPERED: the keys file was edited, or is another transcript's.
+ * The content key of `seqno` of `dir` in a `.keys` file (TRANSCRIPT §6): a c2s record's own seqno,
+ * an s2c line's, and for a relay line of its record `relay.item`. A `.keys` line about it that
+ * names no record of it — an `item` on a c2s key or on a line that holds one record whole, none on
+ * a relay's, or one beyond its records — is TAMPERED: the keys file was edited, or is another
+ * transcript's.
  * @throws INVALID_INPUT (no key for it), TAMPERED, IO_ERROR
  */
 async function findKey(
@@ -247,6 +252,8 @@ async function findKey(
       if (!fits) {
         const line = relay
           ? `a relay of ${relay.count} record${relay.count === 1 ? "" : "s"}`
+          : dir === "c2s"
+          ? "a record of the client's, whose key is named by its own seqno"
           : "one record whole";
         const names = item === undefined ? "names no item" : `names item ${JSON.stringify(item)}`;
         throw new SecureChatError(

@@ -110,7 +110,10 @@ export interface ReceiptParties {
 export interface ReceiptExpectation {
   sessionId: string;
   counts: { c2s: number; s2c: number };
-  /** The transcript hash over c2s 1..c2s and s2c 1..s2c; null if not computed. */
+  /**
+   * The transcript hash over c2s 1..c2s and s2c 1..s2c; null where a count is no line boundary
+   * of its direction (TRANSCRIPT §3.2: inside a user's msg line of several records).
+   */
   stateAt(c2s: number, s2c: number): HashState | null;
   parties: ReceiptParties;
 }
@@ -147,7 +150,12 @@ export async function checkReceipt(receipt: Receipt, expected: ReceiptExpectatio
   }
   const state = expected.stateAt(receipt.c2s_count, receipt.s2c_count);
   if (!state) {
-    throw new SecureChatError("INTERNAL", "transcript hash not computed for the receipt's counts");
+    throw new SecureChatError(
+      "TAMPERED",
+      `receipt covers c2s 1..${receipt.c2s_count} and s2c 1..${receipt.s2c_count}, which ends ` +
+        "inside a line of the transcript (a c2s msg line of several records): a receipt covers " +
+        "whole lines",
+    );
   }
   if (!timingSafeEqual(fromHex(receipt.transcript_sha256), state.transcriptHash)) {
     throw new SecureChatError(

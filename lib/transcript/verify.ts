@@ -580,8 +580,12 @@ async function checkLines(
     }
     const line: Line = decodeLine(parsed.data);
     const prepared = prepareLine(line, text);
-    const { dir, seqno, ts } = prepared;
-    const outOfOrder = checkSequence(dir, seqno, ts, nextSeq, lastTs);
+    const { dir, seqno } = prepared;
+    /** The client's records on a user's msg line (TRANSCRIPT §2.2): a group of its batch. */
+    const own = line.type === "msg" && line.dir === "c2s" ? line : null;
+    /** Each seqno the line takes, with its ts (a user's msg: its records'; else the line's). */
+    const taken = own ? own.records : [{ seqno, ts: prepared.ts }];
+    const outOfOrder = checkSequence(dir, taken, nextSeq, lastTs);
     if (outOfOrder) {
       lineProblem = stop(n, outOfOrder.reason, outOfOrder.code);
       break;
@@ -612,7 +616,7 @@ async function checkLines(
     if (line.type === "refused" || line.type === "queued") {
       answers.push({ of: line.of, how: line.type, line: n });
     }
-    if (line.type === "msg" && dir === "c2s") c2sAnswers.sent(seqno, line.record.to);
+    for (const record of own?.records ?? []) c2sAnswers.sent(record.seqno, record.to);
     // The client's own records relayed back to it (private lines to oneself) are answers too.
     for (const record of forwarded) {
       if (record.sid !== header.session_id) continue;
@@ -624,28 +628,33 @@ async function checkLines(
     }
     if (line.type === "stored") stored.push({ line: n, writtenAt: line.record.ts });
     const before = { ...running };
-    nextSeq[dir]++;
-    lastTs[dir] = ts;
+    const last = taken[taken.length - 1];
+    nextSeq[dir] = last.seqno + 1;
+    lastTs[dir] = last.ts;
     hasher.add(dir, prepared);
     snapshot(dir);
-    running[dir]++;
-    running.first = running.first === null ? ts : Math.min(running.first, ts);
-    running.last = running.last === null ? ts : Math.max(running.last, ts);
+    running[dir] = last.seqno;
+    running.first = running.first === null ? taken[0].ts : Math.min(running.first, taken[0].ts);
+    running.last = running.last === null ? last.ts : Math.max(running.last, last.ts);
 
-    if (line.type === "msg" && dir === "c2s") {
+    if (own) {
       const client = parties.client;
+      const seqnos = own.records.length > 1 ? `c2s seqnos ${seqno}–${last.seqno}` : `c2s seqno ${seqno}`;
       active++;
-      const record = line.record;
-      signatures.check(client, record, `c2s seqno ${seqno}`).then(
-        () => attribute(n, undefined, client.peer, client.fingerprint, client.revokedFrom, record),
+      // Once for the line (TRANSCRIPT §5 step 4): the root from its records and proof, then sig.
+      Promise.resolve().then(() => signatures.checkGroupNow(client, own.records, own, seqnos)).then(
+        () =>
+          own.records.forEach((record, j) =>
+            attribute(n, j + 1, client.peer, client.fingerprint, client.revokedFrom, record)
+          ),
         (error) =>
           recordAsync({
             line: n,
             ...signatureFault(
               error,
-              `c2s seqno ${seqno}: the client's signature does not verify over the record ` +
-                "(its session, direction, recipients, seqno, ts, commitment, ciphertext or " +
-                "batch altered, or forged)",
+              `${seqnos}: the client's signature does not verify over the line's records ` +
+                "(their session, direction, recipients, seqnos, ts, commitments or ciphertexts, " +
+                "or the line's first, n or proof altered, or forged)",
             ),
             before,
           }),
@@ -750,15 +759,19 @@ async function checkLines(
   };
 }
 
-/** seqno exactly the next of its direction, ts not below the previous one. */
+/**
+ * The line's first seqno exactly the next of its direction (the others follow it: a user's msg's
+ * records are consecutive by their schema), and each ts it takes not below the one before it
+ * (TRANSCRIPT §5 step 4).
+ */
 function checkSequence(
   dir: Direction,
-  seqno: number,
-  ts: number,
+  taken: readonly { seqno: number; ts: number }[],
   nextSeq: Record<Direction, number>,
   lastTs: Record<Direction, number>,
 ): Problem | null {
   const want = nextSeq[dir];
+  const { seqno } = taken[0];
   if (seqno !== want) {
     const why = seqno < want
       ? "a replayed, duplicated or reordered line"
@@ -769,12 +782,16 @@ function checkSequence(
       reason: `${dir} seqno ${seqno}, expected ${want} (${why})`,
     };
   }
-  if (ts < lastTs[dir]) {
-    return {
-      line: 0,
-      code: "TAMPERED",
-      reason: `${dir} ts ${ts} is before the previous ${dir} ts ${lastTs[dir]}`,
-    };
+  let previous = lastTs[dir];
+  for (const { ts } of taken) {
+    if (ts < previous) {
+      return {
+        line: 0,
+        code: "TAMPERED",
+        reason: `${dir} ts ${ts} is before the previous ${dir} ts ${previous}`,
+      };
+    }
+    previous = ts;
   }
   return null;
 }
@@ -785,19 +802,29 @@ function checkSequence(
  */
 function checkBinding(line: Line, header: HeaderLine, me: string): Problem | null {
   const tampered = (reason: string): Problem => ({ line: 0, code: "TAMPERED", reason });
+  const session = (r: MessageRecord, which: string) =>
+    r.sid === header.session_id && r.dir === line.dir ? null : tampered(
+      r.sid !== header.session_id
+        ? `record of session ${r.sid}, not ${header.session_id} (moved from another session)${which}`
+        : `a ${r.dir} record on a ${line.dir} line${which}`,
+    );
+  if (line.type === "msg" && line.dir === "c2s") {
+    // The client's records (TRANSCRIPT §5 step 4), each before the line's signature.
+    const many = line.records.length > 1;
+    for (const [j, r] of line.records.entries()) {
+      const which = many ? ` (record ${j + 1} of ${line.records.length})` : "";
+      const moved = session(r, which);
+      if (moved) return moved;
+      if (!isClientRecipient(r.to)) {
+        return tampered(`c2s record addressed to ${r.to.slice(0, 80)}${which}`);
+      }
+    }
+    return null;
+  }
   if (line.type === "msg") {
     const r = line.record;
-    if (r.sid !== header.session_id) {
-      return tampered(
-        `record of session ${r.sid}, not ${header.session_id} (moved from another session)`,
-      );
-    }
-    if (r.dir !== line.dir) return tampered(`a ${r.dir} record on a ${line.dir} line`);
-    if (line.dir === "c2s") {
-      if (!isClientRecipient(r.to)) return tampered(`c2s record addressed to ${r.to.slice(0, 80)}`);
-      if (!r.sig) return { line: 0, code: "SIG_FAIL", reason: "c2s record without a signature" };
-      return null;
-    }
+    const moved = session(r, "");
+    if (moved) return moved;
     if (r.sig) return tampered("the server's records carry no signature");
     if (r.to !== me) return tampered(`s2c record addressed to ${r.to.slice(0, 80)}, not ${me}`);
     return null;

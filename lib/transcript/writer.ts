@@ -198,9 +198,11 @@ export class TranscriptWriter {
   }
 
   /**
-   * Records one session message. Per direction, seqno must be the next one (1, 2, ...)
-   * and ts must not decrease: anything else is PROTOCOL_ERROR and nothing is recorded.
-   * The line is hashed now and written with the current batch.
+   * Records one session message. Per direction, its (first) seqno must be the next one (1, 2,
+   * ...) and its ts must not decrease: anything else is PROTOCOL_ERROR and nothing is recorded. A
+   * user's msg of several records takes their seqnos (TRANSCRIPT §2.2: `seqno` … `lastSeqno`,
+   * consecutive and their ts in order, as its schema and the session checked them). The line is
+   * hashed and written with the current batch.
    * @throws TRANSCRIPT_IO once a write failed; PROTOCOL_ERROR as above
    */
   append(line: PreparedLine): void {
@@ -217,8 +219,8 @@ export class TranscriptWriter {
     if (!Number.isSafeInteger(ts) || ts < this.#lastTs[dir]) {
       throw new SecureChatError("PROTOCOL_ERROR", `transcript: ${dir} timestamp went backwards`);
     }
-    this.#next[dir]++;
-    this.#lastTs[dir] = ts;
+    this.#next[dir] = (line.lastSeqno ?? seqno) + 1;
+    this.#lastTs[dir] = line.lastTs ?? ts;
     if (this.#pending.push(line) === 1) {
       unflushed.add(this.#batch);
       flushAllTimer ??= setTimeout(flushAll, 0);
@@ -227,11 +229,14 @@ export class TranscriptWriter {
       if (line.k) {
         this.#pendingKeys.push(`{"dir":"${dir}","seqno":${seqno},"k":"${toBase64(line.k)}"}`);
       }
-      // A relay line's records, each by its place from 1 (TRANSCRIPT §6: `--reveal N:J`).
+      // A group's records (TRANSCRIPT §6): a user's msg's by their own seqnos (consecutive from
+      // the line's), a relay's by their place from 1 (`--reveal N:J`).
       line.itemKeys?.forEach((k, j) => {
         if (!k) return;
         this.#pendingKeys.push(
-          `{"dir":"${dir}","seqno":${seqno},"item":${j + 1},"k":"${toBase64(k)}"}`,
+          dir === "c2s"
+            ? `{"dir":"c2s","seqno":${seqno + j},"k":"${toBase64(k)}"}`
+            : `{"dir":"${dir}","seqno":${seqno},"item":${j + 1},"k":"${toBase64(k)}"}`,
         );
       });
     }

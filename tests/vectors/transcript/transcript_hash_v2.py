@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Transcript hash v2 (docs/TRANSCRIPT.md section 3, transcript format 5), written from the spec text alone.
+"""Transcript hash v2 (docs/TRANSCRIPT.md section 3, transcript format 6), written from the spec text alone.
 
   python3 transcript_hash_v2.py vector > hash_v2.json   # the synthetic vector
   python3 transcript_hash_v2.py log FILE.log            # prints the hash of a transcript
@@ -25,9 +25,19 @@ def record_enc(r):
             + b"".join(path))
 
 
+def group_enc(l):
+    # the batch's sig, first, n and proof once, then each item's record (PROTOCOL 6.3, 6.4)
+    sig = base64.b64decode(l["sig"], validate=True)
+    proof = [base64.b64decode(p, validate=True) for p in l["proof"]]
+    return (u32(len(sig)) + sig + u64(l["first"]) + u32(l["n"]) + u8(len(proof))
+            + b"".join(proof) + u8(len(l["records"]))
+            + b"".join(record_enc(item["record"]) for item in l["records"]))
+
+
 def line_enc(l):
     if l["type"] == "msg":
-        return b"\x01" + record_enc(l["record"])
+        # format 6: a user's msg line is a group (tag 6), the server's one record (tag 1)
+        return b"\x06" + group_enc(l) if l["dir"] == "c2s" else b"\x01" + record_enc(l["record"])
     if l["type"] in ("relay", "stored"):
         # the author certificate's fingerprint; the certificate only where it was introduced
         cert = base64.b64decode(l["cert"], validate=True) if "cert" in l else b""
@@ -35,28 +45,27 @@ def line_enc(l):
             + bytes.fromhex(l["author_fp"]) + u32(len(cert)) + cert
         if l["type"] == "stored":
             return head + record_enc(l["record"])
-        # format 5: the batch's sig, first, n and proof once, then each item's record (PROTOCOL 6.4)
-        sig = base64.b64decode(l["sig"], validate=True)
-        proof = [base64.b64decode(p, validate=True) for p in l["proof"]]
-        return (head + u32(len(sig)) + sig + u64(l["first"]) + u32(l["n"]) + u8(len(proof))
-                + b"".join(proof) + u8(len(l["records"]))
-                + b"".join(record_enc(item["record"]) for item in l["records"]))
+        return head + group_enc(l)
     if l["type"] == "queued":
         return b"\x04" + u64(l["seqno"]) + u64(l["ts"]) + u64(l["of"])
     code = l["code"].encode()
     return b"\x03" + u64(l["seqno"]) + u64(l["ts"]) + u64(l["of"]) + u32(len(code)) + code
 
 
-def seqno(l):
-    return l["record"]["seqno"] if l["type"] == "msg" else l["seqno"]
+def seqnos(l):
+    """The seqnos a line takes: a user's msg line its records' (section 2.2), any other one."""
+    if l["type"] == "msg" and l["dir"] == "c2s":
+        return [item["record"]["seqno"] for item in l["records"]]
+    return [l["record"]["seqno"] if l["type"] == "msg" else l["seqno"]]
 
 
 def transcript_hash(header, lines):
     d = {}
     n = {}
     for direction in ("c2s", "s2c"):
-        mine = sorted((l for l in lines if l["dir"] == direction), key=seqno)
-        n[direction] = len(mine)
+        mine = sorted((l for l in lines if l["dir"] == direction), key=lambda l: seqnos(l)[0])
+        # the count is the last seqno of the direction (section 3.2), not its number of lines
+        n[direction] = seqnos(mine[-1])[-1] if mine else 0
         d[direction] = hashlib.sha256(b"".join(line_enc(l) for l in mine)).digest()
     fp = lambda b64: hashlib.sha256(base64.b64decode(b64)).digest()
     final = (b"securechat/v2 transcript\x00" + u32(header["protocol_version"])
@@ -89,21 +98,31 @@ def vector():
         sig=b64(bytes([0x66]) * 64), first=first, n=n,
         proof=[b64(bytes([0xe0 + j]) * 32) for j in range(proof)],
         records=[{"record": r} for r in records])
+    # a user's msg (format 6): the relay's group members without the hop and the author
+    msg = lambda first, n, proof, records: {
+        "dir": "c2s", "type": "msg", "sig": b64(bytes([0x77 + first]) * 64), "first": first,
+        "n": n, "proof": [b64(bytes([0xd0 + first + j]) * 32) for j in range(proof)],
+        "records": [{"record": r} for r in records]}
     lines = [
-        {"dir": "c2s", "type": "msg", "record": rec("c2s", "lobby", 1, 1767225600100, (0, 1, 0))},
+        msg(1, 2, 0, [rec("c2s", "lobby", 1, 1767225600100, None),
+                      rec("c2s", "user:bob", 2, 1767225600100, None)]),
         {"dir": "s2c", "type": "msg", "record": rec("s2c", "user:alice", 1, 1767225600101, None)},
         relay(2, 1767225600200, True, 7, 3, 1,
               [bob("lobby", 7, 1767225600150, None), bob("user:alice", 8, 1767225600150, None)]),
-        {"dir": "c2s", "type": "msg", "record": rec("c2s", "server", 2, 1767225600300, (0, 1, 0))},
-        {"dir": "s2c", "type": "refused", "seqno": 3, "ts": 1767225600301, "of": 2,
+        # one batch of 3 in two msgs (records 3-4, then 5), each with its own proof
+        msg(3, 3, 1, [rec("c2s", "server", 3, 1767225600300, None),
+                      rec("c2s", "lobby", 4, 1767225600300, None)]),
+        {"dir": "s2c", "type": "refused", "seqno": 3, "ts": 1767225600301, "of": 4,
          "code": "RATE_LIMITED"},
+        msg(3, 3, 1, [rec("c2s", "lobby", 5, 1767225600302, None)]),
         relay(4, 1767225600400, False, 7, 3, 1, [bob("lobby", 9, 1767225600150, None)]),
         {"dir": "s2c", "type": "stored", "seqno": 5, "ts": 1767225600500, "author_fp": bob_fp,
          "record": bob("user:alice", 3, 1767225000000, (1, 2, 1))},
     ]
     h, d, n = transcript_hash(header, lines)
     empty, _, _ = transcript_hash(header, [])
-    return {"description": "Transcript hash v2 of transcript format 5 (docs/TRANSCRIPT.md section 3: relay lines carry a group), computed "
+    return {"description": "Transcript hash v2 of transcript format 6 (docs/TRANSCRIPT.md section 3: relay lines and "
+                           "the client's msg lines carry a group, the c2s count is its last seqno), computed "
                            "independently in Python (transcript_hash_v2.py) from the spec text",
             **header, "lines": lines, "c2s_count": n["c2s"], "s2c_count": n["s2c"],
             "d_c2s": d["c2s"].hex(), "d_s2c": d["s2c"].hex(), "transcript_sha256": h,
