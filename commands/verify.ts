@@ -48,7 +48,8 @@ export function registerVerify(program: Command): void {
     .option(
       "--reveal <line[:item]>",
       "write an opening of this line (its content key from <base>.keys) that anyone can check; " +
-        "a relay line of several records: LINE:ITEM opens its ITEMth record (from 1)",
+        "a line of several records (a relay, or your own msg): LINE:ITEM opens its ITEMth " +
+        "record (from 1)",
       parseReveal,
     )
     .option("--keys <file>", "content keys for --reveal (default <base>.keys beside the log)")
@@ -75,8 +76,8 @@ export function registerVerify(program: Command): void {
 }
 
 /**
- * `--reveal N` or `--reveal N:J` (TRANSCRIPT §6): a line number, and for a relay line the place
- * of one of its records, both from 1.
+ * `--reveal N` or `--reveal N:J` (TRANSCRIPT §6): a line number, and for a group line (a relay,
+ * a user's msg) the place of one of its records, both from 1.
  * @throws USAGE
  */
 export function parseReveal(value: string): RevealTarget {

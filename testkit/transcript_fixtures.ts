@@ -6,7 +6,7 @@
  */
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { join } from "node:path";
-import { fromHex, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
+import { ByteBuilder, fromHex, fromUtf8, randomBytes, toBase64, toHex } from "../lib/bytes.ts";
 import { importSigningKeyPkcs8, sign, type SigningKey } from "../lib/crypto/signature.ts";
 import {
   decodeLine,
@@ -20,6 +20,7 @@ import {
   type MessageRecord,
   type PreparedLine,
   prepareMsg,
+  prepareUserMsg,
   sealContent,
   signBatch,
   userRecipient,
@@ -216,11 +217,12 @@ export interface SessionOptions {
    */
   relayGroups?: { n: number; perRelay: number };
   /**
-   * How the client signs its own records and sends them (PROTOCOL §6.3): batches of `n` records,
-   * each c2s msg line carrying the next `perMsg` records of the current batch (fewer at its end),
-   * so a planned c2s line is a msg of up to `perMsg` records. Default `{ n: 1, perMsg: 1 }`.
+   * How the client signs its own records and sends them (PROTOCOL §6.3): each batch the sizes of
+   * the msg lines it leaves in, in order (`[3]`: a batch of 3 whole in one line; `[2, 1]`: a batch
+   * of 3 in two lines, each with its proof), the list used in turn and again from its start.
+   * Default: every c2s line a batch of one.
    */
-  c2sGroups?: { n: number; perMsg: number };
+  c2sGroups?: number[][];
 }
 
 export interface SessionResult {
@@ -284,21 +286,20 @@ async function relayLines(
 }
 
 /**
- * The client's msg lines at the given places, by first seqno: its records signed in batches of
- * `n` (PROTOCOL §6.1), each line carrying `count` consecutive records of the current batch, a
- * new batch signed at the line that starts it, every record dated that line's ts.
+ * The client's msg lines at the given places, by first seqno: each line carrying `count`
+ * consecutive records of the current batch (PROTOCOL §6.1, §6.3), a batch of `newBatch` records
+ * signed at the line that starts it, every record dated that line's ts.
  */
 async function ownLines(
   client: Party,
   sid: string,
-  lines: readonly { seqno: number; ts: number; count: number; newBatch: boolean }[],
-  n: number,
+  lines: readonly { seqno: number; ts: number; count: number; newBatch: number }[],
 ): Promise<Map<number, PreparedLine>> {
   const made = new Map<number, PreparedLine>();
   let batch: { records: MessageRecord[]; keys: Uint8Array[] } = { records: [], keys: [] };
   for (const line of lines) {
-    if (line.newBatch) {
-      const sealed = Array.from({ length: n }, (_, j) => {
+    if (line.newBatch > 0) {
+      const sealed = Array.from({ length: line.newBatch }, (_, j) => {
         const seqno = line.seqno + j;
         const { k, ct, c } = sealContent({ kind: "text", text: `message c2s ${seqno}` });
         const record: MessageRecord = { sid, dir: "c2s", to: LOBBY, seqno, ts: line.ts, ct, c };
@@ -367,52 +368,23 @@ export function relayLineOf(relay: {
 
 /**
  * The transcript line of a user's msg (PROTOCOL §6.3, TRANSCRIPT §2.2) carrying `records` — signed
- * records of one batch of the client's, consecutive, in seqno order — with the proof made from
- * their own paths, and their content keys for the `.keys` file; laid out by encodeLine and
- * lineEncoding, as verify reads it back.
+ * records of one batch of the client's, consecutive, in seqno order — as the client sends it
+ * (prepareUserMsg: the proof made from their own paths), with their content keys for the `.keys`
+ * file.
  */
 export function msgLineOf(
   records: readonly MessageRecord[],
   keys?: readonly (Uint8Array | undefined)[],
 ): PreparedLine {
-  const line = groupLine(records);
-  const json = encodeLine(line);
-  const encoding = lineEncoding(line);
-  const last = records[records.length - 1];
-  return {
-    dir: "c2s",
-    seqno: records[0].seqno,
-    ts: records[0].ts,
-    lastSeqno: last.seqno,
-    lastTs: last.ts,
-    itemKeys: keys,
-    writeJson: (out) => out.text(json),
-    writeEncoding: (out) => out.bytes(encoding),
-  };
-}
-
-/** A user's msg line (TRANSCRIPT §2.2) of signed records of one batch, their proof made. */
-function groupLine(records: readonly MessageRecord[]): Line {
-  const { sig, batch } = records[0];
-  if (!sig || !batch) throw new Error("the records are not signed");
-  return {
-    dir: "c2s",
-    type: "msg",
-    sig,
-    first: records[0].seqno - batch.i,
-    n: batch.n,
-    proof: groupProof(
-      records.map((r) => r.batch!.i),
-      batch.n,
-      records.map((r) => r.batch!.path),
-    ),
-    records: records.map(({ sig: _sig, batch: _batch, ...record }) => record),
-  };
+  return prepareUserMsg(records.map((record, j) => ({ record, k: keys?.[j] ?? randomBytes(32) })))
+    .line;
 }
 
 /** The JSON text of a user's msg line of `records` (signed, of one batch): for tamper cases. */
 export function msgLineJson(records: readonly MessageRecord[]): string {
-  return encodeLine(groupLine(records));
+  const out = new ByteBuilder();
+  msgLineOf(records).writeJson(out);
+  return fromUtf8(out.done());
 }
 
 /**
@@ -481,20 +453,22 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
 
   const seq = { c2s: 0, s2c: 0 };
   const gap = options.lineGapMs ?? 7;
-  const groups = options.c2sGroups ?? { n: 1, perMsg: 1 };
-  /** Records of the client's current batch not yet in a line. */
-  let batchLeft = 0;
+  const groups = options.c2sGroups ?? [[1]];
+  /** The lines of the client's batches, in order: how many records each, and the batch's size. */
+  const c2sLines = function* () {
+    for (let b = 0;; b = (b + 1) % groups.length) {
+      const n = groups[b].reduce((a, m) => a + m, 0);
+      for (const [j, count] of groups[b].entries()) yield { count, n: j === 0 ? n : 0 };
+    }
+  }();
   const plan = dirs.map((dir, i) => {
     const ts = startedAt + 10 + i * gap;
-    if (dir === "s2c") return { dir, seqno: ++seq.s2c, ts, count: 1, newBatch: false };
-    // A c2s line: the next records of the client's batch (a new batch when one is used up).
-    const newBatch = batchLeft === 0;
-    if (newBatch) batchLeft = groups.n;
-    const count = Math.min(groups.perMsg, batchLeft);
-    batchLeft -= count;
+    if (dir === "s2c") return { dir, seqno: ++seq.s2c, ts, count: 1, newBatch: 0 };
+    // A c2s line: the next records of the client's batch (`newBatch` its size where one starts).
+    const { count, n } = c2sLines.next().value!;
     const seqno = seq.c2s + 1;
     seq.c2s += count;
-    return { dir, seqno, ts, count, newBatch };
+    return { dir, seqno, ts, count, newBatch: n };
   });
   const batch = options.batch ?? 256;
   const peerLater: PreparedLine[] = [];
@@ -505,16 +479,16 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
       options.relayGroups ?? { n: 1, perRelay: 1 },
     )
     : new Map<number, PreparedLine>();
-  const own = options.c2sGroups
-    ? await ownLines(pki.client, sessionId, plan.filter((p) => p.dir === "c2s"), groups.n)
+  const grouped = options.c2sGroups
+    ? await ownLines(pki.client, sessionId, plan.filter((p) => p.dir === "c2s"))
     : new Map<number, PreparedLine>();
   for (let i = 0; i < plan.length; i += batch) {
     const lines = await Promise.all(
       plan.slice(i, i + batch).map(async (p): Promise<PreparedLine> => {
         const text = `message ${p.dir} ${p.seqno}`;
         if (p.dir === "c2s") {
-          const grouped = own.get(p.seqno);
-          if (grouped) return grouped;
+          const line = grouped.get(p.seqno);
+          if (line) return line;
           const { k, ct, c } = sealContent({ kind: "text", text });
           const record: MessageRecord = {
             sid: sessionId,
@@ -533,7 +507,7 @@ export async function writeSession(pki: Pki, options: SessionOptions): Promise<S
         const { k, ct, c } = sealContent({ kind: "notice", text });
         const to = userRecipient(pki.client.name);
         const record = { sid: sessionId, dir: "s2c" as const, to, seqno: p.seqno, ts: p.ts, ct, c };
-        return prepareMsg("s2c", record, k).line;
+        return prepareMsg(record, k).line;
       }),
     );
     for (const line of lines) {

@@ -106,7 +106,9 @@ export async function makeOpening(
     throw new SecureChatError("INVALID_INPUT", `line ${lineNumber} is not a message line`);
   }
   const line = decodeLine(zodOf(LineShape).parse(parseStrictJson(found)));
-  if (line.type === "refused" || line.type === "queued" || (line.type === "msg" && "record" in line)) {
+  if (
+    line.type === "refused" || line.type === "queued" || (line.type === "msg" && "record" in line)
+  ) {
     throw new SecureChatError(
       "INVALID_INPUT",
       `line ${lineNumber} is not a signed record (only a user's own lines and relays can be ` +

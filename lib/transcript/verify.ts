@@ -639,7 +639,9 @@ async function checkLines(
 
     if (own) {
       const client = parties.client;
-      const seqnos = own.records.length > 1 ? `c2s seqnos ${seqno}–${last.seqno}` : `c2s seqno ${seqno}`;
+      const seqnos = own.records.length > 1
+        ? `c2s seqnos ${seqno}–${last.seqno}`
+        : `c2s seqno ${seqno}`;
       active++;
       // Once for the line (TRANSCRIPT §5 step 4): the root from its records and proof, then sig.
       Promise.resolve().then(() => signatures.checkGroupNow(client, own.records, own, seqnos)).then(

@@ -8,12 +8,15 @@ import {
   type LineJson,
   LineShape,
   LOBBY,
-  msgLine,
   prepareLine,
   prepareRelay,
+  prepareUserMsg,
   RecipientRelay,
   recordEncoding,
+  sealContent,
+  signBatch,
 } from "../../lib/message/record.ts";
+import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
 import { checkedMessage, RATCHET_ENVELOPE, wireText } from "../helpers/records.ts";
 import {
@@ -95,7 +98,9 @@ Deno.test("transcript hash: D_dir is SHA-256 over the line encodings, however th
     if (i % 97 === 0) h.digest("c2s");
   }
   assert.equal(toHex(h.digest("c2s")), toHex(sha256(...all)));
-  assert.equal(h.counts.c2s, lines.length);
+  // The count is the last line's last seqno (TRANSCRIPT §3.2), not the number of lines.
+  const last = lines[lines.length - 1];
+  assert.equal(h.counts.c2s, last.lastSeqno ?? last.seqno);
 });
 
 Deno.test("transcript hash: empty transcript, and the final block alone", () => {
@@ -141,16 +146,15 @@ Deno.test("transcript hash: every bound field changes it", () => {
   assert.notEqual(a.current().transcriptSha256, b.current().transcriptSha256);
 });
 
-Deno.test("transcript hash: a relay's records, sig, first, n and proof are hashed (none can move between lines)", () => {
-  const relay = vector.lines.find((l) => l.type === "relay")!;
-  if (relay.type !== "relay") throw new Error("no relay line in the vector");
+Deno.test("transcript hash: a relay's and a user's msg's records, sig, first, n and proof are hashed (none can move between lines)", () => {
   const line = (json: LineJson) => prepareLine(decodeLine(json), "");
   const hashOf = (json: LineJson) => {
     const h = new TranscriptHasher(ctx);
-    h.add("s2c", line(json));
+    h.add(json.dir, line(json));
     return h.current().transcriptSha256;
   };
-  const edits: ((l: typeof relay) => void)[] = [
+  type Group = Extract<LineJson, { records: unknown }>;
+  const edits: ((l: Group) => void)[] = [
     (l) => l.records[1].record.seqno++,
     (l) => (l.records = l.records.slice(0, 1)),
     (l) => l.first--,
@@ -158,23 +162,41 @@ Deno.test("transcript hash: a relay's records, sig, first, n and proof are hashe
     (l) => (l.proof = []),
     (l) => (l.sig = l.sig.replace(/^./, (c) => (c === "A" ? "B" : "A"))),
   ];
-  for (const edit of edits) {
-    const edited = structuredClone(relay);
-    edit(edited);
-    assert.notEqual(hashOf(edited), hashOf(relay), edit.toString());
+  // Lines of two records and a proof entry: every edit changes something.
+  const groupOf = (type: string) =>
+    vector.lines.find((l) =>
+      l.type === type && "records" in l && l.records.length > 1 && l.proof.length > 0
+    ) as Group;
+  for (const group of [groupOf("relay"), groupOf("msg")]) {
+    for (const edit of edits) {
+      const edited = structuredClone(group);
+      edit(edited);
+      assert.notEqual(hashOf(edited), hashOf(group), `${group.type}: ${edit.toString()}`);
+    }
   }
 });
 
-Deno.test("a received msg's line, its record's text and encoding shared with its relays (RecordForms), is the line encodeLine and lineEncoding make", () => {
-  // The server's line of an author's record and every relay of it use one JSON text and one
-  // record_enc (TRANSCRIPT §3.1), made once; `verify` recomputes both from the line it reads.
-  const der = fromBase64(vector.client_cert);
-  for (const to of [LOBBY, "user:bob"]) {
-    const m = checkedMessage({ kind: "text", text: "héllo, 😀" }, to, 5);
-    if (m.type !== "msg") throw new Error("not a msg");
-    assert.equal(new TextDecoder().decode(m.forms.bytes), JSON.stringify(m.forms.json));
-    assert.equal(toHex(m.forms.encoding), toHex(recordEncoding(m.record)));
-    const line = msgLine("c2s", m.record, m.forms.bytes, m.k, m.forms.encoding);
+Deno.test("a user's msg's line (UserMsg: the client's sent msg, the server's received one) is the line encodeLine and lineEncoding make, tag 0x06, and its wire is the line with its carriers", async () => {
+  // The client's msg and the server's line of it are laid out from the records' shared JSON and
+  // record_enc (TRANSCRIPT §3.1); `verify` recomputes both from the line it reads.
+  const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]);
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
+  const signer = await importSigningKeyPkcs8(pkcs8);
+  const sid = "0f".repeat(16);
+  const sealed = [LOBBY, "user:bob", "server"].map((to, j) => {
+    const { k, ct, c } = sealContent({ kind: "text", text: `héllo ${j}, 😀` });
+    return {
+      record: { sid, dir: "c2s" as const, to, seqno: 7 + j, ts: 1_796_001_047_145, ct, c },
+      k,
+    };
+  });
+  await signBatch(signer, sealed.map((s) => s.record));
+  // The whole batch (an empty proof), and the batch in two msgs (records 1-2, then 3), each with
+  // its proof; one item's key end to end.
+  for (const items of [sealed, sealed.slice(0, 2), sealed.slice(2)]) {
+    const { wire, line } = prepareUserMsg(
+      items.map((item, j) => j === 1 ? { ...item, e2e: RATCHET_ENVELOPE } : item),
+    );
     const json = new ByteBuilder();
     line.writeJson(json);
     const text = new TextDecoder().decode(json.done());
@@ -182,9 +204,35 @@ Deno.test("a received msg's line, its record's text and encoding shared with its
     assert.equal(text, encodeLine(decodeLine(parsed)));
     const enc = new ByteBuilder();
     line.writeEncoding(enc);
-    assert.equal(toHex(enc.done()), toHex(lineEncoding(decodeLine(parsed))));
-    // A stored message made from the same forms carries the same record and the same encoding
-    // (a relay carries it without sig and batch: tests/unit/relay_line_test.ts).
+    const encoding = enc.done();
+    assert.equal(toHex(encoding), toHex(lineEncoding(decodeLine(parsed))));
+    assert.equal(encoding[0], 0x06);
+    assert.deepEqual(
+      [line.dir, line.seqno, line.lastSeqno ?? line.seqno],
+      ["c2s", items[0].record.seqno, items[items.length - 1].record.seqno],
+    );
+    // The wire: the line without `dir`, each item with its carrier beside its record.
+    const { dir: _dir, ...members } = JSON.parse(text);
+    const sent = JSON.parse(wire);
+    assert.deepEqual(
+      { ...sent, records: sent.records.map((i: { record: unknown }) => ({ record: i.record })) },
+      members,
+    );
+    assert.deepEqual(
+      sent.records.map((i: { k?: string; e2e?: unknown }) => i.e2e ?? i.k),
+      items.map((item, j) => j === 1 ? RATCHET_ENVELOPE : toBase64(item.k)),
+    );
+  }
+});
+
+Deno.test("a stored message made from a received record's forms carries its record whole and its record_enc", () => {
+  // A stored message made from the same forms carries the same record and the same encoding
+  // (a relay carries it without sig and batch: tests/unit/relay_line_test.ts).
+  const der = fromBase64(vector.client_cert);
+  for (const to of [LOBBY, "user:bob"]) {
+    const m = checkedMessage({ kind: "text", text: "héllo, 😀" }, to, 5);
+    assert.equal(new TextDecoder().decode(m.forms.bytes), JSON.stringify(m.forms.json));
+    assert.equal(toHex(m.forms.encoding), toHex(recordEncoding(m.record)));
     const hop = new RecipientRelay(
       prepareRelay(authorCertOf(der), m.forms, m.k),
       2,
@@ -297,7 +345,7 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
   assert.equal(relayLines.length, 2);
   assert.ok(lines[relayLines[0] - 1].includes('"cert":'));
   assert.ok(!lines[relayLines[1] - 1].includes('"cert":'));
-  assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 5], [
+  assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 10], [
     "bob",
     3,
   ]]);
@@ -328,15 +376,47 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
     makeOpening(`${dir}${golden.log}`, { line: relayLines[0], item: 3 }, keys),
     /there is no record 3/,
   );
+  // alice's own msg lines (TRANSCRIPT §2.2): c2s 1-3 whole, c2s 4-5 and 6 one batch in two lines,
+  // c2s 7 alone, c2s 8-10 whole. Each record opens whole (the line's sig, its path derived), its
+  // key found by its own c2s seqno.
+  const msgLines = lines.flatMap((l, i) => l.startsWith('{"dir":"c2s"') ? [i + 1] : []);
+  assert.equal(msgLines.length, 5);
+  for (
+    const [target, seqno, i, n, path] of [
+      [{ line: msgLines[0], item: 2 }, 2, 1, 3, 2],
+      [{ line: msgLines[1], item: 2 }, 5, 1, 3, 2],
+      [{ line: msgLines[2] }, 6, 2, 3, 1],
+      [{ line: msgLines[3] }, 7, 0, 1, 0],
+      [{ line: msgLines[4], item: 3 }, 10, 2, 3, 1],
+    ] as const
+  ) {
+    const opening = await makeOpening(`${dir}${golden.log}`, target, keys);
+    assert.deepEqual(
+      [
+        opening.record.seqno,
+        opening.record.batch?.i,
+        opening.record.batch?.n,
+        opening.record.batch?.path.length,
+      ],
+      [seqno, i, n, path],
+    );
+    const opened = await checkOpening(opening, trust);
+    assert.equal(opened.author, "alice");
+    assert.deepEqual(opened.body, { kind: "text", text: `message c2s ${seqno}` });
+  }
+  await assert.rejects(
+    makeOpening(`${dir}${golden.log}`, { line: msgLines[0] }, keys),
+    /is a msg line of 3 records: name one with --reveal \d+:J, J from 1 to 3/,
+  );
 });
 
-Deno.test("negative transcript vectors: each edit of the golden log's relay lines (author certificate, the group's proof, records, first, n) fails with its code at its line (TRANSCRIPT §2.2, §5)", async () => {
+Deno.test("negative transcript vectors: each edit of the golden log's relay lines (author certificate, the group's proof, records, first, n) and msg lines (a record with sig, a seqno gap, records reordered, a proof entry flipped, missing or extra, first or n changed, a line moved to s2c) fails with its code at its line (TRANSCRIPT §2.2, §5)", async () => {
   const { TrustStore } = await import("../../lib/pki/validate.ts");
   const { verifyTranscript } = await import("../../lib/transcript/verify.ts");
   const dir = new URL("../vectors/transcript/", import.meta.url).pathname;
   const negative = JSON.parse(await Deno.readTextFile(`${dir}negative.json`));
   const trust = await TrustStore.fromPem(await Deno.readTextFile(`${dir}${negative.ca}`));
-  assert.equal(negative.cases.length, 18);
+  assert.equal(negative.cases.length, 37);
   for (const c of negative.cases) {
     const report = await verifyTranscript(`${dir}${c.log}`, { trust });
     assert.equal(report.ok, false, c.name);
