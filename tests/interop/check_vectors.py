@@ -1290,6 +1290,9 @@ def check_batch_relays(v, author):
 def _line_enc(line):
     """TRANSCRIPT §3.1 line_enc of one transcript line (record_enc covers `batch`)."""
     t = line["type"]
+    if t == "msg" and line["dir"] == "c2s":  # format 6: a group of the client's batch
+        sig, first, n, proof, items = sc.parse_author_msg(line, carriers=False)
+        return sc.msg_line_enc(sig, first, n, proof, [rec for rec, _ in items])
     if t == "msg":
         return b"\x01" + sc.record_enc(sc.parse_record(line["record"]))
     cert = sc.b64d(line["cert"]) if "cert" in line else None
@@ -1320,7 +1323,8 @@ def check_transcript_hash(path):
             digests[line["dir"]].update(_line_enc(line))
         eq("d_c2s", digests["c2s"].hexdigest(), v["d_c2s"])
         eq("d_s2c", digests["s2c"].hexdigest(), v["d_s2c"])
-        counts = {d: sum(1 for line in v["lines"] if line["dir"] == d) for d in digests}
+        counts = {d: sum(len(line["records"]) if d == "c2s" and line["type"] == "msg" else 1
+                         for line in v["lines"] if line["dir"] == d) for d in digests}
         eq("counts", (counts["c2s"], counts["s2c"]), (v["c2s_count"], v["s2c_count"]))
         for name, n, d in (("transcript_sha256", counts, digests),
                            ("empty_transcript_sha256", {"c2s": 0, "s2c": 0},
@@ -1341,7 +1345,8 @@ def check_golden_openings(tdir):
     """tests/vectors/transcript (TRANSCRIPT §6): every record of golden.log whose key golden.keys
     holds opens under it (PROTOCOL §6.1's content cipher, DECRYPT_FAIL otherwise), its commitment
     matches and its body parses; and every record of a `msg`, `relay` or `stored` line has its key
-    there (the golden client had them all): a relay's per record, `item` J from 1. One
+    there (the golden client had them all): a relay's per record, `item` J from 1; a c2s msg
+    line's per record, under the record's own seqno. One
     GOLDEN-OPENINGS line; returns the number failed."""
     try:
         with open(os.path.join(tdir, "golden.json")) as f:
@@ -1361,6 +1366,9 @@ def check_golden_openings(tdir):
                 _, _, _, _, items = sc.parse_group(line, carriers=False)
                 records = [(rec, (line["dir"], line["seqno"], j))
                            for j, (rec, _) in enumerate(items, 1)]
+            elif line["type"] == "msg" and line["dir"] == "c2s":  # a key per record, by its seqno
+                _, _, _, _, items = sc.parse_author_msg(line, carriers=False)
+                records = [(rec, ("c2s", rec["seqno"], None)) for rec, _ in items]
             elif line["type"] in ("msg", "stored"):
                 rec = sc.parse_record(line["record"])
                 records = [(rec, (line["dir"], rec["seqno"] if line["type"] == "msg"

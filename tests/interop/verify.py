@@ -306,15 +306,14 @@ class Verifier:
         self.ts_upto[d][self.n[d]] = self.last_ts[d]
 
     def author_msg(self, sig, first, size, proof, recs, n):
-        """§5 step 4's c2s `msg` (format 6), after its schema and its seqnos and dates: for every
-        record its session and direction, then its recipient (TAMPERED), then once for the line the
+        """§5 step 4's c2s `msg` (format 6), after its schema and its seqnos and dates: record by
+        record its session, direction and recipient (TAMPERED), then once for the line the
         root from its records and `proof` (TAMPERED when the proof does not fit) and `sig` over
         the batch statement under the client certificate (SIG_FAIL). A fault in a record is
         reported at its line, the record named in the detail."""
         for j, rec in enumerate(recs, 1):
             if rec["sid"] != self.session_id or rec["dir"] != "c2s":
                 raise Invalid("TAMPERED", Record(n, j), "a record of another session or direction")
-        for j, rec in enumerate(recs, 1):
             if not sc.is_recipient(rec["to"]):  # PROTOCOL §6.1's recipient rule
                 raise Invalid("TAMPERED", Record(n, j), "c2s record to no valid recipient")
         try:
