@@ -1180,6 +1180,16 @@ def relay_path(subtrees, n, i):
     return [subtrees[r] for r in reversed(sibling_ranges(i, n))]
 
 
+def whole_record(sig, first, n, proof, recs, rec):
+    """TRANSCRIPT §6: record `rec` of a group (a relay's or a c2s msg's: its sig, first, n, proof
+    and records `recs`) made whole as its author signed it: the group's `sig`, and `batch` =
+    (seqno − first, n, its path made from the group, relay_path)."""
+    subtrees = relay_subtrees({r["seqno"] - first: leaf_hash(statement(r)) for r in recs}, n,
+                              proof)
+    i = rec["seqno"] - first
+    return dict(rec, sig=sig, batch=(i, n, relay_path(subtrees, n, i)))
+
+
 def group_of(recs):
     """The group members (§6.4's table: `sig`, `first`, `n`, `proof`, `records`) of `recs`, signed
     records of one batch, each with its own `sig` and `batch`, in seqno order, as §6.4 "Making the

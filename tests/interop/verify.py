@@ -9,6 +9,12 @@ and a c2s msg line, carries a group of one author batch's records and the batch'
 its records' seqnos.
 
 Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
+       verify.py LOG --ca ca.pem --reveal N[:J] [--keys FILE] [--out FILE]
+                                           (TRANSCRIPT §6: the transcript checked, then the opening
+                                            of line N, record J of a relay or c2s msg line, with its
+                                            key from <base>.keys: to FILE (mode 0600) with the
+                                            report on stdout, or alone on stdout, the report then
+                                            on stderr; interop finding 112)
        verify.py --opening FILE --ca ca.pem [--crl ca.crl]   (TRANSCRIPT §6: RESULT, OPENING,
                                                                BODY lines)
 Prints, on stdout:
@@ -33,7 +39,9 @@ Prints, on stdout:
   REVOKED <client|server> <cn> <fingerprint> <time>  a party revoked after the session (step 3)
   WARNING <text>                                     a stale CRL (step 3); session_time unconfirmed
                                                      without a valid receipt (§5.1)
-Usage or I/O errors exit 2.
+Usage or I/O errors exit 2, and so does a --reveal this transcript cannot answer: a line that holds
+no signed record, N alone on a line of several records, :J on a line of one record whole, a record
+whose key the keys file does not hold (RESULT NOT_OPENED <why>).
 """
 
 import argparse
@@ -180,6 +188,8 @@ class Verifier:
         self.private = set()     # c2s seqnos whose record went to `user:` + a name
         self.stored = []         # (line number, author cn, fingerprint, record ts) of stored lines
         self.warnings = []
+        self.reveal_line = None  # --reveal N: the line number N
+        self.revealed = None     # ... and what the opening needs of it, once checked
 
     # ---- header (§2.1, §5 steps 1-3)
 
@@ -281,11 +291,11 @@ class Verifier:
             fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
             sig, first, size, proof, items = group
             recs = [r for r, _ in items]
-            self.relay(ts, fp, introduced, sig, first, size, proof, recs, n)
+            cert = self.relay(ts, fp, introduced, sig, first, size, proof, recs, n)
             enc = sc.relay_line_enc(seqno, ts, fp, introduced, sig, first, size, proof, recs)
         elif kind == "stored":
             fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
-            self.stored_record(ts, fp, introduced, rec, n)
+            cert = self.stored_record(ts, fp, introduced, rec, n)
             enc = sc.stored_line_enc(seqno, ts, fp, introduced, rec)
         else:
             of = field(sc.want_int, n, m, "of")
@@ -300,6 +310,12 @@ class Verifier:
                 self.of_lines.append((n, of, None))
                 self.answers.append((n, of, "queued"))
                 enc = b"\x04" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of)
+        if n == self.reveal_line:  # TRANSCRIPT §6: what the opening of this line needs
+            grouped = kind == "relay" or (kind, d) == ("msg", "c2s")
+            self.revealed = {"kind": kind, "dir": d, "seqno": seqno,
+                             "group": group[:4] if grouped else None,
+                             "recs": recs if grouped else [rec] if rec is not None else [],
+                             "cert": cert if kind in ("relay", "stored") else self.client_der}
         self.n[d], self.last_ts[d] = covered[-1]
         self.d[d].update(enc)
         self.digests[d][self.n[d]] = self.d[d].copy().digest()
@@ -431,6 +447,7 @@ class Verifier:
             raise Invalid("SIG_FAIL", f"line {n}", "author batch signature over the line's records")
         for j, rec in enumerate(recs, 1):
             self.attribute(cert, fp, cn, rec, f"line {n}:{j}", n, False)
+        return cert
 
     def stored_record(self, hop_ts, fp, introduced, rec, n):
         """§5 step 4's `stored`: as a relay of its one record, which carries its own `sig` and
@@ -446,6 +463,7 @@ class Verifier:
         self.signed(fp, author_pub, rec, n, "author record signature")
         self.attribute(cert, fp, cn, rec, where, n, True)
         self.stored.append((n, cn, fp, rec["ts"]))
+        return cert
 
     def end(self):
         """§5 step 4, checked at the end (PROTOCOL §6.5 "One answer per record"): each answer in
@@ -525,10 +543,12 @@ class Verifier:
         return role, a, b
 
 
-def verify(log_path, trust, receipt_paths):
+def verify(log_path, trust, receipt_paths, reveal_line=None):
     """Returns (verifier, [(role, a, b)]) or raises Invalid (the first bad line wins: lines are
-    checked in order and the first failure stops the walk)."""
+    checked in order and the first failure stops the walk). With `reveal_line`, the verifier
+    keeps what TRANSCRIPT §6's opening of that line needs (Verifier.revealed)."""
     v = Verifier(trust)
+    v.reveal_line = reveal_line
     with open(log_path, "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
@@ -602,6 +622,81 @@ def verify_opening(path, trust):
     return cn, sc.fingerprint(der), rec, body
 
 
+class NotOpened(Exception):
+    """TRANSCRIPT §6: a --reveal this transcript cannot answer (exit 2): a usage error, or a
+    record whose key this device does not have."""
+
+
+def read_keys(path):
+    """TRANSCRIPT §6's `.keys` lines: {(dir, seqno, item or None): k}; a line that is not one
+    of its three kinds is TAMPERED (where: `keys <file>`)."""
+    keys = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f.read().splitlines(), 1):
+            try:
+                kl = sc.parse_json(raw, code="TAMPERED", tag="dir")
+                sc.strict(kl, ["dir", "seqno", "k"], ["item"], code="TAMPERED")
+                d, seqno = kl["dir"], sc.want_int(kl, "seqno", code="TAMPERED")
+                item = sc.want_int(kl, "item", code="TAMPERED") if "item" in kl else None
+                if d not in ("c2s", "s2c") or seqno < 1 or (item is not None and item < 1):
+                    raise sc.ProtoError("TAMPERED", "dir, seqno or item")
+                if d == "c2s" and item is not None:
+                    raise sc.ProtoError("TAMPERED", "an item on a c2s key")
+                keys[(d, seqno, item)] = sc.b64d(kl["k"], code="TAMPERED", size=32)
+            except sc.ProtoError as e:
+                raise Invalid("TAMPERED", f"keys {path}", f"line {number}: {e.detail}")
+    return keys
+
+
+def reveal(v, target, keys):
+    """TRANSCRIPT §6 `--reveal N[:J]` on a checked transcript: the opening object of record J (or
+    the line's one record) of line N, its record whole as its author signed it."""
+    n, j = target
+    line = v.revealed
+    if line is None:
+        raise NotOpened(f"line {n} is not a message line of the transcript")
+    if line["kind"] in ("refused", "queued") or (line["kind"], line["dir"]) == ("msg", "s2c"):
+        raise NotOpened(f"line {n} holds no record a user signed (a {line['dir']} "
+                        f"{line['kind']} line): nothing to open")
+    recs = line["recs"]
+    if line["group"] is None:  # a stored line: one record whole
+        if j is not None:
+            raise NotOpened(f"line {n} holds one record whole: --reveal {n}, not {n}:{j}")
+        whole, key_at = recs[0], ("s2c", line["seqno"], None)
+        wrong = [at for at in keys if at[:2] == key_at[:2] and at[2] is not None]
+    else:
+        if j is None and len(recs) > 1:
+            raise NotOpened(f"line {n} holds {len(recs)} records: --reveal {n}:J, J from 1 to "
+                            f"{len(recs)}")
+        j = j or 1
+        if not 1 <= j <= len(recs):
+            raise NotOpened(f"line {n} holds {len(recs)} records: J from 1 to {len(recs)}")
+        rec = recs[j - 1]
+        whole = sc.whole_record(*line["group"], recs, rec)
+        if line["kind"] == "relay":
+            key_at = ("s2c", line["seqno"], j)
+            wrong = [at for at in keys if at[:2] == key_at[:2] and
+                     (at[2] is None or at[2] > len(recs))]
+        else:
+            key_at, wrong = ("c2s", rec["seqno"], None), []  # an item on c2s: read_keys
+    if wrong:
+        raise Invalid("TAMPERED", "keys", f"a key of line {n} that names no record of it")
+    if key_at not in keys:
+        raise NotOpened(f"the keys hold no key of line {n}" + (f" record {j}" if j else "") +
+                        ": this device cannot open it")
+    return {"type": "securechat-opening", "version": OPENING_VERSION,
+            "cert": sc.b64e(line["cert"]), "record": sc.record_wire(whole),
+            "k": sc.b64e(keys[key_at])}
+
+
+def reveal_target(text):
+    """`N` or `N:J` (N ≥ 2: a line after the header; J ≥ 1)."""
+    n, _, j = text.partition(":")
+    if not n.isdigit() or int(n) < 2 or (j and (not j.isdigit() or int(j) < 1)):
+        raise argparse.ArgumentTypeError(f"--reveal N or N:J, not {text!r}")
+    return int(n), int(j) if j else None
+
+
 def judged(check):
     """(check()'s result, None), or (None, the exit status) once RESULT INVALID (1), RESULT
     UNSUPPORTED_FORMAT (2) or the I/O or usage error (2) has been reported."""
@@ -612,6 +707,9 @@ def judged(check):
         return None, 1
     except Unsupported as e:
         print(f"RESULT UNSUPPORTED_FORMAT {e.where} {sc.safe(e.detail)}")
+        return None, 2
+    except NotOpened as e:
+        print(f"RESULT NOT_OPENED {sc.safe(str(e))}")
         return None, 2
     except (OSError, sc.ProtoError) as e:
         sc.log(f"error: {e}")
@@ -640,22 +738,39 @@ def main():
     p.add_argument("--crl")
     p.add_argument("--receipt", action="append", default=None)
     p.add_argument("--opening", metavar="FILE", help="check an opening (TRANSCRIPT §6) instead")
+    p.add_argument("--reveal", metavar="N[:J]", type=reveal_target,
+                   help="then open line N (record J of a relay or c2s msg line): TRANSCRIPT §6")
+    p.add_argument("--keys", metavar="FILE", help="the keys for --reveal (default <base>.keys)")
+    p.add_argument("--out", metavar="FILE", help="write the opening here (mode 0600)")
     args = p.parse_args()
     if args.opening is not None:
         return main_opening(args)
     if args.log is None:
         p.error("a transcript LOG or --opening FILE")
+    base = args.log[:-4] if args.log.endswith(".log") else args.log
     if args.receipt is None:
-        base = args.log[:-4] if args.log.endswith(".log") else args.log
         args.receipt = [base + s for s in (".receipt.json", ".peer-receipt.json")
                         if os.path.exists(base + s)]
     trust, status = judged(lambda: sc.Trust(args.ca, args.crl))
     if status is not None:
         return status
-    verified, status = judged(lambda: verify(args.log, trust, args.receipt))
+    if args.reveal is not None and args.out is None:  # the opening alone on stdout
+        report, sys.stdout = sys.stdout, sys.stderr
+    verified, status = judged(lambda: verify(args.log, trust, args.receipt,
+                                             args.reveal and args.reveal[0]))
     if status is not None:
         return status
     v, receipts = verified
+    if args.reveal is not None:
+        opening, status = judged(lambda: reveal(v, args.reveal,
+                                                read_keys(args.keys or base + ".keys")))
+        if status is not None:
+            return status
+        if args.out is None:
+            report.write(sc.enc_json(opening).decode() + "\n")
+            report.flush()
+        else:
+            sc.write_private(args.out, sc.enc_json(opening) + b"\n")
     full = {role for role, a, b in receipts if (a, b) == (v.n["c2s"], v.n["s2c"])}
     confirmed = ("confirmed by both" if full == {"client", "server"} else
                  f"confirmed by the {full.pop()} only" if full else "unconfirmed")
