@@ -1397,6 +1397,64 @@ class MsgLines(unittest.TestCase):
         self.assertIn("record 2 of the line", self.detail)
 
 
+class Reveal(unittest.TestCase):
+    """TRANSCRIPT §6 `--reveal N[:J]` (verify.py): every record of the golden transcript's c2s
+    msg and relay lines opens, made whole from its line (the line's sig, batch i and n, and its
+    path from the line), and the opening passes `--opening`; N alone on a line of several records,
+    J beyond the line's, a line with no signed record and a missing key are not opened; a keys line
+    that names no record of the line is TAMPERED."""
+
+    def setUp(self):
+        self.log = os.path.join(GOLDEN, "golden.log")
+        self.trust = sc.Trust(os.path.join(GOLDEN, "golden_ca.pem"))
+        self.keys = verify.read_keys(os.path.join(GOLDEN, "golden.keys"))
+        with open(self.log) as f:
+            self.lines = [json.loads(line) for line in f.read().splitlines()[1:]]
+
+    def opening(self, n, j=None, keys=None):
+        v, _ = verify.verify(self.log, self.trust, [], reveal_line=n)
+        return verify.reveal(v, (n, j), self.keys if keys is None else keys)
+
+    def test_every_record_opens(self):
+        opened = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            for n, line in enumerate(self.lines, 2):
+                for j in range(1, len(line.get("records", ())) + 1):
+                    path = os.path.join(tmp, f"{n}-{j}")
+                    with open(path, "wb") as f:
+                        f.write(sc.enc_json(self.opening(n, j)))
+                    _, _, rec, body = verify.verify_opening(path, self.trust)
+                    self.assertEqual(rec["seqno"], line["records"][j - 1]["record"]["seqno"])
+                    self.assertEqual(rec["sig"], sc.b64d(line["sig"]))
+                    opened += 1
+        self.assertEqual(opened, 13)  # alice's 10 records, bob's 3
+
+    def test_what_is_not_opened(self):
+        several = next(n for n, line in enumerate(self.lines, 2) if len(line.get("records", ())) > 1)
+        server = next(n for n, line in enumerate(self.lines, 2)
+                      if line["dir"] == "s2c" and line["type"] == "msg")
+        for name, target in (("N alone on a line of several records", (several, None)),
+                             ("J beyond the line's records", (several, 9)),
+                             ("the server's own line", (server, None))):
+            with self.assertRaises(verify.NotOpened, msg=name):
+                self.opening(*target)
+        with self.assertRaises(verify.NotOpened):
+            self.opening(several, 1, keys={})
+
+    def test_a_key_that_names_no_record_of_the_line(self):
+        relay = next(n for n, line in enumerate(self.lines, 2) if line["type"] == "relay")
+        seqno = self.lines[relay - 2]["seqno"]
+        with self.assertRaises(verify.Invalid) as caught:
+            self.opening(relay, 1, keys={**self.keys, ("s2c", seqno, None): bytes(32)})
+        self.assertEqual(caught.exception.code, "TAMPERED")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "keys")
+            with open(path, "w") as f:
+                f.write('{"dir":"c2s","seqno":1,"item":1,"k":"%s"}\n' % ZERO32)
+            with self.assertRaises(verify.Invalid):
+                verify.read_keys(path)
+
+
 class ContentCipher(unittest.TestCase):
     """PROTOCOL §6.1: ct is ChaCha20-Poly1305 under all 32 bytes of ek, nonce 0^12; a record
     sealed as before session 11 (AES-128-GCM under ek's first 16 bytes, §11) does not open."""
