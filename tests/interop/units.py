@@ -1400,9 +1400,11 @@ class MsgLines(unittest.TestCase):
 class Reveal(unittest.TestCase):
     """TRANSCRIPT §6 `--reveal N[:J]` (verify.py): every record of the golden transcript's c2s
     msg and relay lines opens, made whole from its line (the line's sig, batch i and n, and its
-    path from the line), and the opening passes `--opening`; N alone on a line of several records,
-    J beyond the line's, a line with no signed record and a missing key are not opened; a keys line
-    that names no record of the line is TAMPERED."""
+    path from the line), and the opening passes `--opening`; N alone on a line of several records
+    and J beyond the line's are usage errors, a line with no signed record and a missing key
+    INVALID_INPUT; a keys line that names no record of the line, or any malformed whole line of
+    the file, is TAMPERED, a torn final line skipped (interop finding 112 as transcript16 settled
+    it)."""
 
     def setUp(self):
         self.log = os.path.join(GOLDEN, "golden.log")
@@ -1433,13 +1435,17 @@ class Reveal(unittest.TestCase):
         several = next(n for n, line in enumerate(self.lines, 2) if len(line.get("records", ())) > 1)
         server = next(n for n, line in enumerate(self.lines, 2)
                       if line["dir"] == "s2c" and line["type"] == "msg")
-        for name, target in (("N alone on a line of several records", (several, None)),
-                             ("J beyond the line's records", (several, 9)),
-                             ("the server's own line", (server, None))):
-            with self.assertRaises(verify.NotOpened, msg=name):
+        for name, target, code in (
+                ("N alone on a line of several records", (several, None), "USAGE"),
+                ("J beyond the line's records", (several, 9), "USAGE"),
+                ("the server's own line", (server, None), "INVALID_INPUT"),
+                ("beyond the file", (len(self.lines) + 2, None), "INVALID_INPUT")):
+            with self.assertRaises(verify.NotOpened, msg=name) as caught:
                 self.opening(*target)
-        with self.assertRaises(verify.NotOpened):
+            self.assertEqual(caught.exception.code, code, name)
+        with self.assertRaises(verify.NotOpened) as caught:
             self.opening(several, 1, keys={})
+        self.assertEqual(caught.exception.code, "INVALID_INPUT")
 
     def test_a_key_that_names_no_record_of_the_line(self):
         relay = next(n for n, line in enumerate(self.lines, 2) if line["type"] == "relay")
@@ -1449,10 +1455,17 @@ class Reveal(unittest.TestCase):
         self.assertEqual(caught.exception.code, "TAMPERED")
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "keys")
-            with open(path, "w") as f:
-                f.write('{"dir":"c2s","seqno":1,"item":1,"k":"%s"}\n' % ZERO32)
-            with self.assertRaises(verify.Invalid):
-                verify.read_keys(path)
+            for bad in ('{"dir":"c2s","seqno":1,"item":1,"k":"%s"}\n' % ZERO32,
+                        '{"dir":"s2c","seqno":1,"item":33,"k":"%s"}\n' % ZERO32,
+                        '{"dir":"s2c","seqno":0,"k":"%s"}\n' % ZERO32,
+                        '{"dir":"s2c","seqno":1,"k":"%s","x":1}\n' % ZERO32):
+                with open(path, "w") as f:  # any line of the file, not only the one opened
+                    f.write('{"dir":"c2s","seqno":1,"k":"%s"}\n' % ZERO32 + bad)
+                with self.assertRaises(verify.Invalid, msg=bad):
+                    verify.read_keys(path)
+            with open(path, "w") as f:  # a torn final line is skipped
+                f.write('{"dir":"c2s","seqno":1,"k":"%s"}\n{"dir":"c2s","se' % ZERO32)
+            self.assertEqual(verify.read_keys(path), {("c2s", 1, None): bytes(32)})
 
 
 class ContentCipher(unittest.TestCase):

@@ -12,9 +12,9 @@ Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
        verify.py LOG --ca ca.pem --reveal N[:J] [--keys FILE] [--out FILE]
                                            (TRANSCRIPT §6: the transcript checked, then the opening
                                             of line N, record J of a relay or c2s msg line, with its
-                                            key from <base>.keys: to FILE (mode 0600) with the
-                                            report on stdout, or alone on stdout, the report then
-                                            on stderr; interop finding 112)
+                                            key from <base>.keys, checked, then written to FILE
+                                            (mode 0600) alone, or to stdout after the report,
+                                            pretty-printed)
        verify.py --opening FILE --ca ca.pem [--crl ca.crl]   (TRANSCRIPT §6: RESULT, OPENING,
                                                                BODY lines)
 Prints, on stdout:
@@ -39,9 +39,10 @@ Prints, on stdout:
   REVOKED <client|server> <cn> <fingerprint> <time>  a party revoked after the session (step 3)
   WARNING <text>                                     a stale CRL (step 3); session_time unconfirmed
                                                      without a valid receipt (§5.1)
-Usage or I/O errors exit 2, and so does a --reveal this transcript cannot answer: a line that holds
-no signed record, N alone on a line of several records, :J on a line of one record whole, a record
-whose key the keys file does not hold (RESULT NOT_OPENED <why>).
+Usage or I/O errors exit 2. A --reveal this transcript cannot answer is `RESULT NOT_OPENED USAGE
+<why>`, exit 2 (N alone on a line of several records, N:J on a line of one record whole), or
+`RESULT NOT_OPENED INVALID_INPUT <why>`, exit 1 (a line that holds no signed record, or a record
+whose key the keys file does not hold; TRANSCRIPT §6 as interop finding 112 settled it).
 """
 
 import argparse
@@ -572,8 +573,11 @@ def verify_opening(path, trust):
     """TRANSCRIPT §6 `verify --opening`, steps 1-5 in order; returns (cn, fingerprint, record,
     body) or raises Invalid (where: `opening`)."""
     with open(path, "rb") as f:
-        raw = f.read()
+        return check_opening(f.read(), trust)
 
+
+def check_opening(raw, trust):
+    """verify_opening on the opening's bytes."""
     def fail(code, detail):
         raise Invalid(code, "opening", detail)
     try:                                                                                   # 1
@@ -623,28 +627,35 @@ def verify_opening(path, trust):
 
 
 class NotOpened(Exception):
-    """TRANSCRIPT §6: a --reveal this transcript cannot answer (exit 2): a usage error, or a
-    record whose key this device does not have."""
+    """TRANSCRIPT §6: a --reveal this transcript cannot answer: a usage error (USAGE, exit 2: N
+    alone on a line of several records, N:J on a line of one record whole), or a line with no
+    signed record or a record without its key (INVALID_INPUT, exit 1)."""
+    def __init__(self, code, detail):
+        super().__init__(f"{code} {detail}")
+        self.code, self.detail = code, detail
 
 
 def read_keys(path):
-    """TRANSCRIPT §6's `.keys` lines: {(dir, seqno, item or None): k}; a line that is not one
-    of its three kinds is TAMPERED (where: `keys <file>`)."""
+    """TRANSCRIPT §6's `.keys` lines: {(dir, seqno, item or None): k}. Every whole line must be a
+    strict key line (`item` 1-32 only on an s2c key), else TAMPERED (where: `keys <file>`); a torn
+    final line (without its newline) is skipped."""
     keys = {}
     with open(path, "rb") as f:
-        for number, raw in enumerate(f.read().splitlines(), 1):
-            try:
-                kl = sc.parse_json(raw, code="TAMPERED", tag="dir")
-                sc.strict(kl, ["dir", "seqno", "k"], ["item"], code="TAMPERED")
-                d, seqno = kl["dir"], sc.want_int(kl, "seqno", code="TAMPERED")
-                item = sc.want_int(kl, "item", code="TAMPERED") if "item" in kl else None
-                if d not in ("c2s", "s2c") or seqno < 1 or (item is not None and item < 1):
-                    raise sc.ProtoError("TAMPERED", "dir, seqno or item")
-                if d == "c2s" and item is not None:
-                    raise sc.ProtoError("TAMPERED", "an item on a c2s key")
-                keys[(d, seqno, item)] = sc.b64d(kl["k"], code="TAMPERED", size=32)
-            except sc.ProtoError as e:
-                raise Invalid("TAMPERED", f"keys {path}", f"line {number}: {e.detail}")
+        lines = f.read().split(b"\n")
+    lines.pop()  # after the final newline nothing; anything else is a torn final line
+    for number, raw in enumerate(lines, 1):
+        try:
+            kl = sc.parse_json(raw, code="TAMPERED", tag="dir")
+            sc.strict(kl, ["dir", "seqno", "k"], ["item"], code="TAMPERED")
+            d, seqno = kl["dir"], sc.want_int(kl, "seqno", code="TAMPERED")
+            item = sc.want_int(kl, "item", code="TAMPERED") if "item" in kl else None
+            if d not in ("c2s", "s2c") or seqno < 1:
+                raise sc.ProtoError("TAMPERED", "dir or seqno")
+            if item is not None and (d == "c2s" or not 1 <= item <= sc.MAX_BATCH):
+                raise sc.ProtoError("TAMPERED", "an item off a relay's key, or out of 1-32")
+            keys[(d, seqno, item)] = sc.b64d(kl["k"], code="TAMPERED", size=32)
+        except sc.ProtoError as e:
+            raise Invalid("TAMPERED", f"keys {path}", f"line {number}: {e.detail}")
     return keys
 
 
@@ -654,23 +665,25 @@ def reveal(v, target, keys):
     n, j = target
     line = v.revealed
     if line is None:
-        raise NotOpened(f"line {n} is not a message line of the transcript")
+        raise NotOpened("INVALID_INPUT", f"line {n} is no message line of the transcript")
     if line["kind"] in ("refused", "queued") or (line["kind"], line["dir"]) == ("msg", "s2c"):
-        raise NotOpened(f"line {n} holds no record a user signed (a {line['dir']} "
-                        f"{line['kind']} line): nothing to open")
+        raise NotOpened("INVALID_INPUT", f"line {n} is no signed record (a {line['dir']} "
+                        f"{line['kind']} line: the server's receipt proves it)")
     recs = line["recs"]
     if line["group"] is None:  # a stored line: one record whole
         if j is not None:
-            raise NotOpened(f"line {n} holds one record whole: --reveal {n}, not {n}:{j}")
+            raise NotOpened("USAGE", f"line {n} holds one record whole: --reveal {n}, not "
+                            f"{n}:{j}")
         whole, key_at = recs[0], ("s2c", line["seqno"], None)
         wrong = [at for at in keys if at[:2] == key_at[:2] and at[2] is not None]
     else:
         if j is None and len(recs) > 1:
-            raise NotOpened(f"line {n} holds {len(recs)} records: --reveal {n}:J, J from 1 to "
-                            f"{len(recs)}")
+            raise NotOpened("USAGE", f"line {n} holds {len(recs)} records: --reveal {n}:J, J "
+                            f"from 1 to {len(recs)}")
         j = j or 1
         if not 1 <= j <= len(recs):
-            raise NotOpened(f"line {n} holds {len(recs)} records: J from 1 to {len(recs)}")
+            raise NotOpened("USAGE", f"line {n} holds {len(recs)} records: J from 1 to "
+                            f"{len(recs)}")
         rec = recs[j - 1]
         whole = sc.whole_record(*line["group"], recs, rec)
         if line["kind"] == "relay":
@@ -682,11 +695,13 @@ def reveal(v, target, keys):
     if wrong:
         raise Invalid("TAMPERED", "keys", f"a key of line {n} that names no record of it")
     if key_at not in keys:
-        raise NotOpened(f"the keys hold no key of line {n}" + (f" record {j}" if j else "") +
-                        ": this device cannot open it")
-    return {"type": "securechat-opening", "version": OPENING_VERSION,
-            "cert": sc.b64e(line["cert"]), "record": sc.record_wire(whole),
-            "k": sc.b64e(keys[key_at])}
+        raise NotOpened("INVALID_INPUT", f"the keys hold no key of line {n}" +
+                        (f" record {j}" if j else "") + ": this device cannot open it")
+    opening = {"type": "securechat-opening", "version": OPENING_VERSION,
+               "cert": sc.b64e(line["cert"]), "record": sc.record_wire(whole),
+               "k": sc.b64e(keys[key_at])}
+    check_opening(sc.enc_json(opening), v.trust)  # §6: checked before it is written
+    return opening
 
 
 def reveal_target(text):
@@ -709,8 +724,8 @@ def judged(check):
         print(f"RESULT UNSUPPORTED_FORMAT {e.where} {sc.safe(e.detail)}")
         return None, 2
     except NotOpened as e:
-        print(f"RESULT NOT_OPENED {sc.safe(str(e))}")
-        return None, 2
+        print(f"RESULT NOT_OPENED {e.code} {sc.safe(e.detail)}")
+        return None, 2 if e.code == "USAGE" else 1
     except (OSError, sc.ProtoError) as e:
         sc.log(f"error: {e}")
         return None, 2
@@ -754,23 +769,20 @@ def main():
     trust, status = judged(lambda: sc.Trust(args.ca, args.crl))
     if status is not None:
         return status
-    if args.reveal is not None and args.out is None:  # the opening alone on stdout
-        report, sys.stdout = sys.stdout, sys.stderr
     verified, status = judged(lambda: verify(args.log, trust, args.receipt,
                                              args.reveal and args.reveal[0]))
     if status is not None:
         return status
     v, receipts = verified
-    if args.reveal is not None:
+    opening = None
+    if args.reveal is not None:  # TRANSCRIPT §6: opened only from a valid transcript
         opening, status = judged(lambda: reveal(v, args.reveal,
                                                 read_keys(args.keys or base + ".keys")))
         if status is not None:
             return status
-        if args.out is None:
-            report.write(sc.enc_json(opening).decode() + "\n")
-            report.flush()
-        else:
+        if args.out is not None:
             sc.write_private(args.out, sc.enc_json(opening) + b"\n")
+            opening = None
     full = {role for role, a, b in receipts if (a, b) == (v.n["c2s"], v.n["s2c"])}
     confirmed = ("confirmed by both" if full == {"client", "server"} else
                  f"confirmed by the {full.pop()} only" if full else "unconfirmed")
@@ -797,6 +809,8 @@ def main():
                   f"{iso(sc.utc(crl, 'last_update'))} are unknown")
     if not receipts:  # §5.1: session_time is signed only through the receipts
         print("WARNING no valid receipt: session_time and the line counts are unconfirmed")
+    if opening is not None:  # §6: without --out, the opening after the report, pretty-printed
+        print(json.dumps(opening, indent=2, ensure_ascii=False))
     return 0
 
 
