@@ -1284,6 +1284,46 @@ def _(a):
     return a.await_error()
 
 
+def _mixed_msg(a, first, second):
+    """One msg of two records of one batch, each (to, body, carrier kind): "bad k" a record with
+    `k` whose ct does not open under it, "e2e to server" an end-to-end record to `server`, "k" a
+    record with its `k`."""
+    made, carriers = [], []
+    for seqno, (to, body, kind) in enumerate((first, second), 1):
+        k = os.urandom(32)
+        made.append((sc.new_record(a.session_id, to, seqno, sc.now_ms(), sc.enc_json(body), k), k))
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    for (rec, k), (_, _, kind) in zip(made, (first, second)):
+        carriers.append({"e2e": e2e_envelope(a, rec)} if kind == "e2e to server" else
+                        {"k": sc.b64e(os.urandom(32) if kind == "bad k" else k)})
+    a.send_msgs([a.msg_of([(rec, sc.record_wire(rec), k) for rec, k in made], carriers)])
+    return a.await_notices(1, before=0)
+
+
+_WHO = ("server", {"kind": "who"})
+# §6.3 step 5 per record in order (interop finding 111 as c30ceb1 settles it): the envelope's fit
+# is its record's step 5, so the record before it decides when it fails first
+probe("e2e_msg_bad_k_then_e2e_to_server", "peer:DECRYPT_FAIL", e2e=True)(
+    lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "bad k"), (*_WHO, "e2e to server")))[1])
+probe("e2e_msg_e2e_to_server_then_bad_k", "peer:PROTOCOL_ERROR", e2e=True)(
+    lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "e2e to server"), (*_WHO, "bad k")))[1])
+
+
+@probe("e2e_msg_who_then_another_users_bundle", "peer:PROTOCOL_ERROR", e2e=True)
+def _(a):
+    # §6.3 step 6 (review16 R1 as c30ceb1 writes it): a keys_publish of another user's bundle ends
+    # the session before anything of its msg is acted on: the `who` before it is not answered
+    e2e_session(a)
+    a.device.user = "bob"
+    made = a.batch(2)
+    body = sc.enc_json(a.device.publish_body(0))
+    rec, _, k = made[1]
+    made[1] = (sc.new_record(a.session_id, "server", rec["seqno"], rec["ts"], body, k), None, k)
+    sc.sign_batch(a.my_key, [r for r, _, _ in made])
+    a.send_msgs([a.msg_of([(r, sc.record_wire(r), k) for r, _, k in made])])
+    return a.await_notices(1, before=0)
+
+
 @probe("e2e_private_to_self_relayed_byte_for_byte", "relayed as sent", e2e=True)
 def _(a):
     e2e_session(a)  # §12.6: the server relays `e2e` byte for byte
