@@ -33,6 +33,13 @@
   (TRANSCRIPT §3.1) and verify.py's order on a relay line (§5 step 4); at the client, one line per
   relay written before any record is shown, `.keys` items, a late failure showing nothing, and a
   `sender_key` taken before the lobby line under it in the same relay is unwrapped (finding 101).
+- PROTOCOL §6.3 a user's `msg` of a group of one batch: one `msg` per batch when it fits one
+  record, else `msg`s that each fit and prove their records (and at most --msg-records records
+  each), its schema (a relay's, and consecutive seqnos), its transcript line and encoding
+  (TRANSCRIPT §2.2, §3.1 format 6: 0x06 and the relay line's group part), one line per `msg` at the
+  client with a `.keys` line per record under its seqno, and verify.py's faults on such a line;
+  TRANSCRIPT §6 `--reveal N:J` (verify.py) on every record of the golden transcript, what it does
+  not open, and the keys file's rules (interop finding 112).
 - PROTOCOL §7 "Ending with an error": after our `error` (its last frame) a half-close, then reading
   and dropping until the peer closes, 1 MiB or 500 ms (one deadline), then the close; §5 and §7 "A
   write that fails": the peer's `error` read after our failed write (the race: it comes only once
