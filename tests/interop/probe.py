@@ -106,9 +106,10 @@ class Probe(sc.Client):
             item["record"] = {key: v for key, v in wire.items() if key not in ("sig", "batch")}
         return msg
 
-    def send_msg(self, wire, k, extra=None):
-        """One signed record (its own batch, or a part of one) in a `msg` of its own."""
-        msg = self.msg_of([(None, wire, k)])
+    def send_msg(self, wire, k, extra=None, rec=None):
+        """One signed record (its own batch, or a part of one) in a `msg` of its own; `rec` its
+        decoded form, for a wire the record's schema refuses."""
+        msg = self.msg_of([(rec, wire, k)])
         msg.update(extra or {})
         self.send_content(msg)
         self.seq_tx = max(self.seq_tx, wire["seqno"])
@@ -1018,8 +1019,8 @@ def _(a):
 def msg_to(to):
     def run(a):
         a.session()
-        _, wire, k = a.record(to=to)
-        a.send_msg(wire, k)
+        rec, wire, k = a.record(to=to)
+        a.send_msg(wire, k, rec=rec)
         return a.await_error()
     return run
 
@@ -1396,10 +1397,10 @@ def negative_case(case):
                     rec[field], wire[field] = value, value
             if case["sign"] == "after edit":
                 a.resign(rec, wire)
-            a.send_msg(wire, k)
+            a.send_msg(wire, k, rec=rec)
         elif target == "c2s twice":
-            a.send_msg(wire, k)
-            a.send_msg(wire, k)
+            a.send_msg(wire, k, rec=rec)
+            a.send_msg(wire, k, rec=rec)
         elif target == "c2s duplicate member":
             msg = a.msg_of([(rec, wire, k)])
             content = sc.enc_json(msg)
