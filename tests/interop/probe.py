@@ -668,6 +668,20 @@ def _(a):
     return a.await_notices(3)
 
 
+def _three(a, middle, bad_commitment=False):
+    """Records 1-3 of one batch, all of one ts: a `who`, `middle` (to, body), a `who` (with a
+    commitment that does not match its content when `bad_commitment`)."""
+    ts, made = sc.now_ms(), []
+    for seqno, (to, body) in enumerate((("server", {"kind": "who"}), middle,
+                                        ("server", {"kind": "who"})), 1):
+        k = os.urandom(32)
+        made.append((sc.new_record(a.session_id, to, seqno, ts, sc.enc_json(body), k), k))
+    if bad_commitment:
+        made[2][0]["c"] = os.urandom(32)
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    return [(rec, sc.record_wire(rec), k) for rec, k in made]
+
+
 @probe("msg_each_record_acted_on", "notice,notice,refused:of=2")
 def _(a):
     # §6.3: then the records are acted on, each as if it had come alone: two `who`s answered, a
@@ -675,11 +689,7 @@ def _(a):
     # answers, here sorted, need not come so (the refusal after the later `who`'s notice:
     # interop finding 114)
     a.session()
-    made = a.batch(3)
-    made[1] = a.batch(3, to="user:nobody-here", body={"kind": "text", "text": "hi"})[1]
-    sc.sign_batch(a.my_key, [rec for rec, _, _ in made])
-    made = [(rec, sc.record_wire(rec), k) for rec, _, k in made]
-    a.send_msgs([a.msg_of(made)])
+    a.send_msgs([a.msg_of(_three(a, ("user:nobody-here", {"kind": "text", "text": "hi"})))])
     got = []
     try:
         while len(got) < 3:
@@ -818,15 +828,8 @@ def _(a):
     # commitment fails (step 5): the session ends TAMPERED, and neither the notice nor the refusal
     # comes first (await_notices reports any)
     a.session()
-    k_bad = os.urandom(32)
-    made = a.batch(3)
-    made[1] = a.batch(3, to="user:nobody-here", body={"kind": "text", "text": "hi"})[1]
-    made[2] = (sc.new_record(a.session_id, "server", 3, sc.now_ms(), b'{"kind":"who"}', k_bad),
-               None, k_bad)
-    made[2][0]["c"] = os.urandom(32)
-    sc.sign_batch(a.my_key, [rec for rec, _, _ in made])
-    made = [(rec, sc.record_wire(rec), k) for rec, _, k in made]
-    a.send_msgs([a.msg_of(made)])
+    a.send_msgs([a.msg_of(_three(a, ("user:nobody-here", {"kind": "text", "text": "hi"}),
+                                 bad_commitment=True))])
     return a.await_notices(1, before=0)
 
 
