@@ -43,9 +43,10 @@ import {
 } from "../lib/wire/messages.ts";
 import {
   BodyShape,
-  MsgMessageShape,
+  C2sMsgShape,
   RefusedMessageShape,
   RelayMessageShape,
+  S2cMsgShape,
   StoredMessageShape,
 } from "../lib/message/record.ts";
 import type { Shape } from "../lib/wire/shape.ts";
@@ -155,7 +156,15 @@ export const CORPUS: Record<string, unknown> = {
     time: 1_700_000_000_000,
     key_share: { group: "x25519", pub: b64(32, 9) },
   },
-  msg: { type: "msg", record: RECORD, k: b64(32) },
+  msg: {
+    type: "msg",
+    sig: b64(64),
+    first: 1,
+    n: 1,
+    proof: [],
+    records: [{ record: RELAYED_RECORD, k: b64(32) }],
+  },
+  server_msg: { type: "msg", record: { ...RELAYED_RECORD, dir: "s2c" }, k: b64(32) },
   relay: {
     type: "relay",
     seqno: 3,
@@ -200,7 +209,8 @@ export const CORPUS: Record<string, unknown> = {
 export const SCHEMAS: [string, Shape<unknown>, "type" | "kind"][] = [
   ["hello", HelloSchema, "type"],
   ["server_hello", ServerHelloSchema, "type"],
-  ["msg", MsgMessageShape, "type"],
+  ["msg", C2sMsgShape, "type"],
+  ["server_msg", S2cMsgShape, "type"],
   ["relay", RelayMessageShape, "type"],
   ["stored", StoredMessageShape, "type"],
   ["refused", RefusedMessageShape, "type"],

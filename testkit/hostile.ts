@@ -41,6 +41,7 @@ import {
   type Body,
   decodeRecord,
   encodeRecord,
+  groupProof,
   LOBBY,
   type MessageRecord,
   openContent,
@@ -493,9 +494,9 @@ export class HostileClient {
   /**
    * Makes and signs one record as §6.1 says, then lets the test change any part:
    * `record` edits the record before signing (sid, dir, to, seqno, ts), `after` edits
-   * it after signing (a tampered record), `message` edits the `msg` JSON itself, and
-   * `k` replaces the content key sent. The honest seqno counter advances only when the
-   * seqno is not overridden.
+   * it after signing (a tampered record: its `sig` and `batch` make the msg's, userMsgJson),
+   * `message` edits the `msg` JSON itself, and `k` replaces the content key sent. The honest
+   * seqno counter advances only when the seqno is not overridden.
    */
   async msgContent(body: Body | Uint8Array, o: {
     to?: string;
@@ -519,11 +520,7 @@ export class HostileClient {
     if (record.seqno === this.#seqno + 1) this.#seqno++;
     await signBatch(this.opts.identity.signingKey, [record]);
     o.after?.(record);
-    let message: unknown = {
-      type: "msg",
-      record: encodeRecord(record),
-      k: toBase64(o.k ? o.k(k) : k),
-    };
+    let message: unknown = userMsgJson([record], [o.k ? o.k(k) : k]);
     if (o.message) message = o.message(message as Record<string, unknown>);
     return json(message);
   }
@@ -534,17 +531,27 @@ export class HostileClient {
 
   /**
    * Makes one record per body with the next seqnos, signs them as one batch (PROTOCOL §6.1),
-   * lets `after` edit the signed records (a tampered batch), and sends each in its own `msg`
-   * record, in order.
+   * lets `after` edit the signed records (a tampered batch), and sends them in one `msg`
+   * (PROTOCOL §6.3), or with `each` each in a `msg` of its own (its proof from its path), in
+   * order; `message` edits each msg's JSON (`j` its first record's place in the batch); `to`
+   * addresses record `j` (the lobby by default).
    */
-  async sendBatch(bodies: Body[], after?: (records: MessageRecord[]) => void): Promise<void> {
+  async sendBatch(
+    bodies: Body[],
+    after?: (records: MessageRecord[]) => void,
+    o: {
+      each?: boolean;
+      message?: (m: Record<string, unknown>, j: number) => unknown;
+      to?: (j: number) => string;
+    } = {},
+  ): Promise<void> {
     if (!this.sessionId) throw new Error("handshake not complete");
-    const made = bodies.map((body) => {
+    const made = bodies.map((body, j) => {
       const { k, ct, c } = sealContent(body);
       const record: MessageRecord = {
         sid: this.sessionId!,
         dir: "c2s",
-        to: LOBBY,
+        to: o.to?.(j) ?? LOBBY,
         seqno: ++this.#seqno,
         ts: Date.now(),
         ct,
@@ -555,8 +562,13 @@ export class HostileClient {
     const records = made.map((m) => m.record);
     await signBatch(this.opts.identity.signingKey, records);
     after?.(records);
-    for (const { record, k } of made) {
-      await this.sendSealed(json({ type: "msg", record: encodeRecord(record), k: toBase64(k) }));
+    const groups = o.each ? made.map((m) => [m]) : [made];
+    let j = 0;
+    for (const group of groups) {
+      let message: unknown = userMsgJson(group.map((m) => m.record), group.map((m) => m.k));
+      if (o.message) message = o.message(message as Record<string, unknown>, j);
+      j += group.length;
+      await this.sendSealed(json(message));
     }
   }
 
@@ -708,4 +720,53 @@ export async function runRefusalTable(
   } finally {
     await bob.finish();
   }
+}
+
+/**
+ * A user's msg (PROTOCOL §6.3) of `records` signed as a batch (their `sig` and `batch` as they
+ * are now, tampered or not), each with its content key: the batch's members from the first
+ * record, the proof from their paths when they fit (groupProof), else the first record's path
+ * as it is (a tampered path stays wrong on the wire); each record without `sig` and `batch`.
+ */
+export function userMsgJson(
+  records: readonly MessageRecord[],
+  keys: readonly Uint8Array[],
+): Record<string, unknown> {
+  const head = records[0];
+  const batch = head.batch ?? { i: 0, n: 1, path: [] };
+  const first = head.seqno - batch.i;
+  const indices = records.map((r) => r.seqno - first);
+  let proof: Uint8Array[];
+  try {
+    proof = groupProof(indices, batch.n, records.map((r) => r.batch?.path ?? []));
+  } catch {
+    proof = batch.path;
+  }
+  if (records.length === 1 && batch.path.length !== leafPathLength(batch.i, batch.n)) {
+    proof = batch.path;
+  }
+  const msg: Record<string, unknown> = { type: "msg" };
+  if (head.sig) msg.sig = toBase64(head.sig);
+  Object.assign(msg, {
+    first,
+    n: batch.n,
+    proof: proof.map(toBase64),
+    records: records.map((r, j) => {
+      const { sig: _sig, batch: _batch, ...bare } = encodeRecord(r);
+      return { record: bare, k: toBase64(keys[j]) };
+    }),
+  });
+  return msg;
+}
+
+/** How many hashes leaf `i`'s RFC 9162 path in a tree of `n` has. */
+function leafPathLength(i: number, n: number): number {
+  let length = 0;
+  for (let lo = 0, hi = n; hi - lo > 1; length++) {
+    let k = 1;
+    while (k * 2 < hi - lo) k *= 2;
+    if (i < lo + k) hi = lo + k;
+    else lo += k;
+  }
+  return length;
 }

@@ -12,7 +12,7 @@ import { sign } from "../lib/crypto/signature.ts";
 import { clientHandshake } from "../lib/handshake/client.ts";
 import { finishedMac, signatureInput, trafficKeys } from "../lib/handshake/key_schedule.ts";
 import { sealRecord } from "../lib/handshake/record.ts";
-import type { MessageRecord } from "../lib/message/record.ts";
+import { type Body, LOBBY, type MessageRecord } from "../lib/message/record.ts";
 import { ChatSession, type ReceivedMessage } from "../lib/session/session.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { certDer, makeBadCertPki } from "./helpers/cert_fixtures.ts";
@@ -345,9 +345,27 @@ function bundleJson(user: string) {
 
 /** An envelope that passes the schema (PROTOCOL §12.6), put on a record it does not fit. */
 const e2eInstead = (e2e: Record<string, unknown>) => (m: Record<string, unknown>) => {
-  const { k: _k, ...rest } = m;
-  return { ...rest, e2e };
+  const items = m.records as Record<string, unknown>[];
+  const { k: _k, ...rest } = items[0];
+  return { ...m, records: [{ ...rest, e2e }, ...items.slice(1)] };
 };
+
+/** A user's msg (PROTOCOL §6.3) with item `j`'s `record` replaced by `edit`'s. */
+function editRecord(
+  m: Record<string, unknown>,
+  j: number,
+  edit: (r: Record<string, unknown>) => Record<string, unknown>,
+): Record<string, unknown> {
+  const items = [...(m.records as { record: Record<string, unknown> }[])];
+  items[j] = { ...items[j], record: edit(items[j].record) };
+  return { ...m, records: items };
+}
+
+/** A user's msg with some of its batch members (`first`, `n`, `proof`) replaced. */
+const withMsg = (members: Record<string, unknown>) => (m: Record<string, unknown>) => ({
+  ...m,
+  ...members,
+});
 
 Deno.test({
   name: "hostile chat messages: every bad record ends the session with its code (PROTOCOL §6.3)",
@@ -414,58 +432,143 @@ Deno.test({
         run: (h) => h.sendMsg(text("x"), { after: (r) => flip(r.c) }),
       },
       {
-        name: "record without sig",
-        code: "SIG_FAIL",
+        name: "msg without sig",
+        code: "PROTOCOL_ERROR",
         run: (h) => h.sendMsg(text("x"), { after: (r) => (delete r.sig, delete r.batch) }),
       },
       {
-        name: "sig without batch (PROTOCOL §6.1 bounds)",
-        code: "PROTOCOL_ERROR",
-        run: (h) => h.sendMsg(text("x"), { after: (r) => delete r.batch }),
-      },
-      // A batch of records under one signature (PROTOCOL §6.1): the first record is genuine
-      // and accepted, the second tampered.
-      {
-        name: "batch: the second record with the first's path",
-        code: "SIG_FAIL",
-        run: (h) =>
-          h.sendBatch([text("a"), text("b")], ([r0, r1]) => (r1.batch!.path = r0.batch!.path)),
-      },
-      {
-        name: "batch: the second record claims the first's position (i)",
-        code: "SIG_FAIL",
-        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.batch!.i = 0)),
-      },
-      {
-        name: "batch: n changed, the path no longer fits",
-        code: "PROTOCOL_ERROR",
-        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.batch!.n = 3)),
-      },
-      {
-        name: "batch: n changed, the path still fits",
-        code: "SIG_FAIL",
-        run: (h) => h.sendBatch([text("a"), text("b"), text("c")], ([, r1]) => (r1.batch!.n = 4)),
-      },
-      {
-        name: "batch: a path entry flipped",
-        code: "SIG_FAIL",
-        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => flip(r1.batch!.path[0])),
-      },
-      {
-        name: "batch: the path one entry long",
+        name: "a msg's record carrying its own sig and batch (PROTOCOL §6.3)",
         code: "PROTOCOL_ERROR",
         run: (h) =>
-          h.sendBatch([text("a"), text("b")], ([, r1]) => r1.batch!.path.push(new Uint8Array(32))),
+          h.sendMsg(text("x"), {
+            message: (m) =>
+              editRecord(m, 0, (r) => ({ ...r, sig: m.sig, batch: { i: 0, n: 1, path: [] } })),
+          }),
       },
+      // A batch under one signature (PROTOCOL §6.1) in one msg (§6.3): nothing of it passes.
       {
-        name: "batch: the path one entry short",
+        name: "msg: n changed, the proof no longer fits",
         code: "PROTOCOL_ERROR",
-        run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => r1.batch!.path.pop()),
+        run: (h) => h.sendBatch([text("a"), text("b")], undefined, { message: withMsg({ n: 3 }) }),
       },
       {
-        name: "batch: a record of the batch readdressed after signing",
+        name: "msg: first changed, a record outside first … first + n − 1",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], undefined, { message: withMsg({ first: 2 }) }),
+      },
+      {
+        name: "msg: n changed and a proof entry added, so that the proof fits",
+        code: "SIG_FAIL",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], undefined, {
+            message: withMsg({ n: 4, proof: [toBase64(bytes(32))] }),
+          }),
+      },
+      {
+        name: "msg: a proof entry too many",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], undefined, {
+            message: withMsg({ proof: [toBase64(bytes(32))] }),
+          }),
+      },
+      {
+        name: "msg: two records swapped",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], undefined, {
+            message: (m) => ({ ...m, records: (m.records as unknown[]).toReversed() }),
+          }),
+      },
+      {
+        name: "msg: a seqno skipped inside it",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b"), text("c")], undefined, {
+            message: (m) => ({
+              ...m,
+              records: [(m.records as unknown[])[0], (m.records as unknown[])[2]],
+            }),
+          }),
+      },
+      {
+        name: "msg: a record of the batch readdressed after signing",
         code: "SIG_FAIL",
         run: (h) => h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.to = "user:bob")),
+      },
+      {
+        name: "msg: records of two sessions (one sid per msg, its schema)",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], undefined, {
+            message: (m) => editRecord(m, 1, (r) => ({ ...r, sid: "00".repeat(16) })),
+          }),
+      },
+      {
+        name: "msg: its records all of another session",
+        code: "TAMPERED",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], undefined, {
+            message: (m) =>
+              editRecord(
+                editRecord(m, 0, (r) => ({ ...r, sid: "00".repeat(16) })),
+                1,
+                (r) => ({ ...r, sid: "00".repeat(16) }),
+              ),
+          }),
+      },
+      // A batch split into msgs of one record each, with proofs (PROTOCOL §6.3): the first
+      // record is genuine and accepted, the second tampered.
+      {
+        name: "batch in msgs: the second record with the first's path as its proof",
+        code: "SIG_FAIL",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([r0, r1]) => (r1.batch!.path = r0.batch!.path), {
+            each: true,
+          }),
+      },
+      {
+        name: "batch in msgs: the second record claims the first's position (first)",
+        code: "SIG_FAIL",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.batch!.i = 0), { each: true }),
+      },
+      {
+        name: "batch in msgs: n changed, the proof no longer fits",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([, r1]) => (r1.batch!.n = 3), { each: true }),
+      },
+      {
+        name: "batch in msgs: n changed, the proof still fits",
+        code: "SIG_FAIL",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b"), text("c")], ([, r1]) => (r1.batch!.n = 4), {
+            each: true,
+          }),
+      },
+      {
+        name: "batch in msgs: a proof entry flipped",
+        code: "SIG_FAIL",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([, r1]) => flip(r1.batch!.path[0]), { each: true }),
+      },
+      {
+        name: "batch in msgs: the proof one entry long",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch(
+            [text("a"), text("b")],
+            ([, r1]) => r1.batch!.path.push(new Uint8Array(32)),
+            { each: true },
+          ),
+      },
+      {
+        name: "batch in msgs: the proof one entry short",
+        code: "PROTOCOL_ERROR",
+        run: (h) =>
+          h.sendBatch([text("a"), text("b")], ([, r1]) => r1.batch!.path.pop(), { each: true }),
       },
       {
         name: "batch: its signature on a record outside it",
@@ -480,13 +583,14 @@ Deno.test({
         },
       },
       {
-        name: "batch: another signature under the batch statement a genuine record passed (cache)",
+        name:
+          "batch in msgs: another signature under the batch statement a genuine msg passed (cache)",
         code: "SIG_FAIL",
         run: (h) =>
           h.sendBatch([text("a"), text("b")], ([, r1]) => {
             r1.sig = new Uint8Array(r1.sig!);
             flip(r1.sig);
-          }),
+          }, { each: true }),
       },
       {
         name: "a content key that does not open ct, record correctly signed",
@@ -530,7 +634,7 @@ Deno.test({
         code: "PROTOCOL_ERROR",
         run: (h) =>
           h.sendMsg(text("x"), {
-            message: (m) => ({ ...m, record: { ...(m.record as object), seqno } }),
+            message: (m) => editRecord(m, 0, (r) => ({ ...r, seqno })),
           }),
       })),
       {
@@ -550,7 +654,7 @@ Deno.test({
         code: "PROTOCOL_ERROR",
         run: (h) =>
           h.sendMsg(text("x"), {
-            message: (m) => ({ ...m, record: { ...(m.record as object), ts: -1 } }),
+            message: (m) => editRecord(m, 0, (r) => ({ ...r, ts: -1 })),
           }),
       },
       {
@@ -563,7 +667,8 @@ Deno.test({
         code: "PROTOCOL_ERROR",
         run: async (h) => {
           const content = new TextDecoder().decode(await h.msgContent(text("x")));
-          await h.sendSealed(utf8(content.replace(/}$/, ',"k":"' + toBase64(bytes(32)) + '"}')));
+          // `n` again with its own value: only a parser that refuses duplicates sees a fault.
+          await h.sendSealed(utf8(content.replace(/}$/, ',"n":1}')));
         },
       },
       {
@@ -731,6 +836,39 @@ Deno.test({
           } finally {
             h.close();
           }
+        });
+      }
+
+      // PROTOCOL §6.3: nothing of a msg is acted on unless every record passes every step —
+      // the checks the server makes of a record before it acts (§6.3 step 7, §12.6's publish
+      // rules) included (review16 R1: the lobby relayed the first, then refused the second).
+      const second: [string, Body, string][] = [
+        ["a text of 4001 characters", text("a".repeat(4001)), LOBBY],
+        ["another user's bundle published", {
+          kind: "keys_publish",
+          device: "0123456789abcdef",
+          bundle: bundleJson("bob"),
+          opks: [],
+        }, "server"],
+      ];
+      for (const [name, body, to] of second) {
+        await t.step(`a msg's lobby line, then ${name}: nothing of it is relayed`, async () => {
+          const canary = `canary-${crypto.randomUUID()}`;
+          const seen = bob.client.stdout.length;
+          const h = await mallory();
+          try {
+            await h.handshake();
+            const from = server.mark();
+            await h.sendBatch([text(canary), body], undefined, { to: (j) => j ? to : LOBBY });
+            const logged = await serverCodeFor(server, h.conn, from);
+            assert.equal(logged.event, "PROTOCOL_ERROR", JSON.stringify(logged));
+            assert.ok((await h.expectEnd()).closed, "the server did not end the session");
+          } finally {
+            h.close();
+          }
+          await bob.ping(); // after anything relayed before it
+          const shown = bob.client.stdout.slice(seen).join("\n");
+          assert.ok(!shown.includes(canary), `bob was shown the msg's first line:\n${shown}`);
         });
       }
 

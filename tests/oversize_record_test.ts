@@ -24,6 +24,7 @@ import {
   openContent,
   prepareRelay,
   RecordForms,
+  type RecordJson,
   signBatch,
 } from "../lib/message/record.ts";
 import { MAX_CONTENT_BYTES } from "../lib/handshake/record.ts";
@@ -117,8 +118,8 @@ async function sealedMsg(
   return await h.msgContent(new Uint8Array(ctBytes - 16).fill(0x41), {
     to,
     message: (m) => {
-      delete m.k;
-      return { ...m, e2e };
+      const [{ record }] = m.records as { record: unknown }[];
+      return { ...m, records: [{ record, e2e }] };
     },
   });
 }
@@ -144,12 +145,26 @@ async function ctForLength(
   };
   await signBatch(h.opts.identity.signingKey, [record]);
   const overhead = JSON.stringify(shape(encodeRecord(record))).length - 4;
+  // Four base64 characters are three bytes of ct.
   return Math.floor((target - overhead) / 4) * 3;
 }
 
-/** The largest `ct` whose `msg` still fits one record's content (§3.2): all the frame allowed. */
+/**
+ * The largest `ct` whose `msg` (PROTOCOL §6.3: one record, a batch of one) still fits one
+ * record's content (§3.2): all the frame allowed.
+ */
 function largestCtInAFrame(h: HostileClient, to: string, e2e: unknown): Promise<number> {
-  return ctForLength(h, to, MAX_CONTENT_BYTES - 16, (record) => ({ type: "msg", record, e2e }));
+  return ctForLength(h, to, MAX_CONTENT_BYTES - 16, (record) => {
+    const { sig, batch: _batch, ...bare } = record as RecordJson;
+    return {
+      type: "msg",
+      sig,
+      first: bare.seqno,
+      n: 1,
+      proof: [],
+      records: [{ record: bare, e2e }],
+    };
+  });
 }
 
 Deno.test({

@@ -42,7 +42,7 @@ import {
   MAX_BATCH,
   merkleTree,
   type MessageRecord,
-  prepareMsg,
+  prepareUserMsg,
   RecordJsonShape,
   RecordSignatures,
   RelayMessageShape,
@@ -368,10 +368,16 @@ for (const file of FILES) {
       assert.deepEqual(contents.map(toHex), f.contents_hex ?? [f.content_hex]);
       assert.deepEqual(sealContents(k, f.counter!, contents), f.payload);
     }
-    // A batch of two c2s records left in one frame (PROTOCOL §6.1, §3.2 "Who groups").
+    // A batch of two c2s records left as one msg (PROTOCOL §6.3), in one frame.
     assert.ok(
-      frames.some((f) => f.dir === "c2s" && (f.contents_hex?.length ?? 0) >= 2),
-      "the session holds a frame of a batch of two or more",
+      frames.some((f) =>
+        f.dir === "c2s" && f.key !== "none" && f.key !== "hs" && (f.contents_hex ?? [f.content_hex])
+          .some((hex) => {
+            const m = JSON.parse(new TextDecoder().decode(fromHex(hex!)));
+            return m.type === "msg" && m.records?.length >= 2;
+          })
+      ),
+      "the session holds a msg of a batch of two or more",
     );
     const statements = new Map<number, Uint8Array>();
     // Records (§6.1): ek, ct, c, the statement and its signature.
@@ -603,14 +609,14 @@ async function serverEndsWith(nc: NegativeCase): Promise<string | undefined> {
     const send = (content: string | Uint8Array) =>
       c.conn.send(c.records.seal(typeof content === "string" ? utf8(content) : content));
     const { r, k } = await c2sRecord(c, clientId, nc);
-    const wire = prepareMsg("c2s", r, k).wire;
+    const wire = prepareUserMsg([{ record: r, k }]).wire;
     switch (nc.target) {
       case "c2s twice":
         send(wire);
         send(wire);
         break;
       case "c2s duplicate member":
-        send(wire.replace(/}$/, `,"k":"${btoa("x".repeat(32))}"}`));
+        send(wire.replace(/}$/, `,"n":1}`));
         break;
       case "c2s frame twice": {
         const payload = c.records.seal(utf8(wire));

@@ -146,7 +146,7 @@ function loggedIn(server: FrameConnection, client: FrameConnection) {
   return loggedInPair(pki, server, client);
 }
 
-Deno.test("ChatSession: the lines sent in one turn are one signed batch in one record; verify takes it and refuses a tampered batch line", async () => {
+Deno.test("ChatSession: the lines sent in one turn are one signed batch in one msg; verify takes it and refuses a tampered msg line", async () => {
   const { server, client } = await connectPair();
   const transcripts = await Deno.makeTempDir();
   try {
@@ -162,23 +162,34 @@ Deno.test("ChatSession: the lines sent in one turn are one signed batch in one r
     const clientRun = clientSession.run({ onMessage: () => {} });
     const texts = Array.from({ length: 5 }, (_, i) => `line ${i + 1}`);
     await Promise.all(texts.map((text) => clientSession.send({ kind: "text", text })));
-    assert.equal(frames.count, 1, "the five msgs left in one record (PROTOCOL §3.2)");
+    assert.equal(frames.count, 1, "the five lines left in one record (PROTOCOL §3.2)");
     await clientSession.close();
     const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
     assert.equal(clientEnd.outcome, "closed", clientEnd.message);
     assert.deepEqual(got, texts);
     const log = (await Deno.readTextFile(clientEnd.transcriptPath)).split("\n");
     const c2s = log.flatMap((l, n) => l.includes('"dir":"c2s","type":"msg"') ? [n] : []);
-    const records = c2s.map((n) => JSON.parse(log[n]).record);
-    assert.deepEqual(records.map((r) => [r.batch.i, r.batch.n]), texts.map((_, i) => [i, 5]));
-    assert.equal(new Set(records.map((r) => r.sig)).size, 1, "one signature for the batch");
+    assert.equal(c2s.length, 1, "the batch is one msg, one line (PROTOCOL §6.3)");
+    const msg = JSON.parse(log[c2s[0]]);
+    assert.deepEqual([msg.first, msg.n, msg.proof], [1, 5, []]);
+    assert.deepEqual(msg.records.map((item: { record: { seqno: number } }) => item.record.seqno), [
+      1,
+      2,
+      3,
+      4,
+      5,
+    ]);
     for (const path of [clientEnd.transcriptPath, serverEnd.transcriptPath]) {
       const report = await verifyTranscript(path, { trust: pki.trust });
       assert.equal(report.ok, true, report.reason ?? "");
     }
-    // The third line opened to a third party: its batch is all the opening needs (TRANSCRIPT §6).
+    // The third record opened to a third party: made whole, with its own batch (TRANSCRIPT §6).
     const keys = clientEnd.transcriptPath.replace(/\.log$/, ".keys");
-    const opening = await makeOpening(clientEnd.transcriptPath, { line: c2s[2] + 1 }, keys);
+    const opening = await makeOpening(
+      clientEnd.transcriptPath,
+      { line: c2s[0] + 1, item: 3 },
+      keys,
+    );
     assert.deepEqual((await checkOpening(opening, pki.trust)).body, {
       kind: "text",
       text: "line 3",
@@ -193,29 +204,37 @@ Deno.test("ChatSession: the lines sent in one turn are one signed batch in one r
     const moved = structuredClone(opening);
     (moved.record.batch as { i: number }).i = 1;
     await assert.rejects(checkOpening(moved, pki.trust), (e) => codeOf(e) === "SIG_FAIL");
-    // Each edit of the third line's batch, in a copy of the log (TRANSCRIPT §5 step 4).
+    // Each edit of the msg's line, in a copy of the log (TRANSCRIPT §5 step 4).
     const flip = (b64: string) => {
       const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
       bytes[0] ^= 1;
       return btoa(String.fromCharCode(...bytes));
     };
-    const cases: [string, (b: { i: number; n: number; path: string[] }) => void, string][] = [
-      ["a path entry flipped", (b) => (b.path[0] = flip(b.path[0])), "SIG_FAIL"],
-      ["another position", (b) => (b.i = 1), "SIG_FAIL"],
-      ["a position at or past its seqno", (b) => (b.i = 3), "TAMPERED"],
-      ["the path one entry short", (b) => b.path.pop(), "TAMPERED"],
-      ["n changed, the path no longer fits", (b) => (b.n = 2), "TAMPERED"],
+    type MsgLine = {
+      sig: string;
+      first: number;
+      n: number;
+      proof: string[];
+      records: { record: Record<string, unknown> }[];
+    };
+    const cases: [string, (m: MsgLine) => void, string][] = [
+      ["the signature flipped", (m) => (m.sig = flip(m.sig)), "SIG_FAIL"],
+      ["n changed, the proof no longer fits", (m) => (m.n = 6), "TAMPERED"],
+      ["a proof entry too many", (m) => m.proof.push(btoa("x".repeat(32))), "TAMPERED"],
+      ["first past a record's seqno", (m) => (m.first = 2), "TAMPERED"],
+      ["two records swapped", (m) => m.records.reverse(), "TAMPERED"],
+      ["a record carrying the signature", (m) => (m.records[0].record.sig = m.sig), "TAMPERED"],
     ];
     for (const [name, edit, code] of cases) {
-      const line = JSON.parse(log[c2s[2]]);
-      edit(line.record.batch);
+      const line = JSON.parse(log[c2s[0]]);
+      edit(line);
       const edited = [...log];
-      edited[c2s[2]] = JSON.stringify(line);
+      edited[c2s[0]] = JSON.stringify(line);
       const copy = `${transcripts}/edited.log`;
       await Deno.writeTextFile(copy, edited.join("\n"));
       const report = await verifyTranscript(copy, { trust: pki.trust });
       assert.equal(report.code, code, `${name}: ${report.reason}`);
-      assert.equal(report.firstBadLine, c2s[2] + 1, name);
+      assert.equal(report.firstBadLine, c2s[0] + 1, name);
     }
   } finally {
     await Deno.remove(transcripts, { recursive: true });
@@ -255,11 +274,16 @@ Deno.test("ChatSession: a sender that keeps sends in flight shares signatures (E
     await clientSession.close();
     const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
     assert.equal(clientEnd.outcome, "closed", clientEnd.message);
-    const records = (await Deno.readTextFile(clientEnd.transcriptPath)).split("\n")
-      .filter((l) => l.includes('"dir":"c2s","type":"msg"')).map((l) => JSON.parse(l).record);
-    assert.equal(records.length, alone + lines);
-    assert.deepEqual(records.slice(0, alone).map((r) => r.batch.n), [1, 1, 1]);
-    const batches = records.slice(alone).filter((r) => r.batch.i === 0).map((r) => r.batch.n);
+    // Each batch one msg (PROTOCOL §6.3: it fits one record), its line one of the transcript.
+    const msgs = (await Deno.readTextFile(clientEnd.transcriptPath)).split("\n")
+      .filter((l) => l.includes('"dir":"c2s","type":"msg"')).map((l) => JSON.parse(l));
+    assert.deepEqual(msgs.slice(0, alone).map((m) => [m.n, m.records.length]), [[1, 1], [1, 1], [
+      1,
+      1,
+    ]]);
+    const piped = msgs.slice(alone);
+    for (const m of piped) assert.equal(m.records.length, m.n, "a whole batch per msg");
+    const batches = piped.map((m) => m.n);
     assert.equal(batches.reduce((a, b) => a + b, 0), lines);
     assert.ok(
       batches.length <= lines / (window / 2),

@@ -14,7 +14,7 @@ import {
   userRecipient,
 } from "../lib/message/record.ts";
 import { type TranscriptHeader, TranscriptWriter } from "../lib/transcript/writer.ts";
-import { makePki, type Pki, writeSession } from "../testkit/transcript_fixtures.ts";
+import { makePki, msgLineOf, type Pki, writeSession } from "../testkit/transcript_fixtures.ts";
 
 let pkiPromise: Promise<Pki> | undefined;
 const pki = () => (pkiPromise ??= makePki({ alg: "ed25519" }));
@@ -31,19 +31,30 @@ async function header(role: "client" | "server" = "client"): Promise<TranscriptH
   };
 }
 
-/** A c2s line signed by the client, or an s2c server notice, of session `h`. */
+/**
+ * A c2s msg line of `count` records (one batch) signed by the client, from `seqno`, or an s2c
+ * server notice, of session `h`.
+ */
 async function entry(
   h: TranscriptHeader,
   dir: "c2s" | "s2c",
   seqno: number,
   ts = Date.now(),
+  count = 1,
 ): Promise<PreparedLine> {
   const p = await pki();
-  const { k, ct, c } = sealContent({ kind: dir === "c2s" ? "text" : "notice", text: "hi" });
-  const to = dir === "c2s" ? LOBBY : userRecipient(p.client.name);
-  const record: MessageRecord = { sid: h.sessionId, dir, to, seqno, ts, ct, c };
-  if (dir === "c2s") await signBatch(p.client.signer, [record]);
-  return prepareMsg(dir, record, k).line;
+  if (dir === "s2c") {
+    const { k, ct, c } = sealContent({ kind: "notice", text: "hi" });
+    const to = userRecipient(p.client.name);
+    return prepareMsg({ sid: h.sessionId, dir, to, seqno, ts, ct, c }, k).line;
+  }
+  const sealed = Array.from({ length: count }, (_, j) => {
+    const { k, ct, c } = sealContent({ kind: "text", text: "hi" });
+    const record: MessageRecord = { sid: h.sessionId, dir, to: LOBBY, seqno: seqno + j, ts, ct, c };
+    return { record, k };
+  });
+  await signBatch(p.client.signer, sealed.map((s) => s.record));
+  return msgLineOf(sealed.map((s) => s.record), sealed.map((s) => s.k));
 }
 
 const hasCode = (code: string) => (e: unknown) => e instanceof SecureChatError && e.code === code;
@@ -89,7 +100,8 @@ Deno.test("writer: modes 0700 / 0600, header line, one JSON line per message", a
     "server_cert",
   ]);
   assert.equal(lines[0].session_id, h.sessionId);
-  assert.deepEqual(Object.keys(lines[1]), ["dir", "type", "record"]);
+  assert.deepEqual(Object.keys(lines[1]), ["dir", "type", "sig", "first", "n", "proof", "records"]);
+  assert.deepEqual(Object.keys(lines[2]), ["dir", "type", "record"]);
   assert.ok(!text.includes('"k"'), "no content key in the log");
   const receipt = JSON.parse(await Deno.readTextFile(files.receiptPath));
   assert.deepEqual(receipt, own);
@@ -126,6 +138,43 @@ Deno.test("writer: a relay line's content keys go to .keys by item, from 1, only
   assert.ok(!(await Deno.readTextFile(w.path)).includes('"k"'), "no content key in the log");
 });
 
+Deno.test("writer: a user's msg of several records takes their seqnos, its keys go to .keys by each record's own seqno (TRANSCRIPT §2.2, §6)", async () => {
+  const h = await header();
+  const w = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), {
+    ...h,
+    keepKeys: true,
+  });
+  const now = Date.now();
+  w.append(await entry(h, "c2s", 1, now, 3));
+  assert.deepEqual(w.counts, { c2s: 3, s2c: 0 });
+  // The next line starts after the msg's last record: neither inside it nor past it.
+  for (const seqno of [2, 3, 5]) {
+    const line = await entry(h, "c2s", seqno, now);
+    assert.throws(() => w.append(line), hasCode("PROTOCOL_ERROR"), `seqno ${seqno}`);
+  }
+  w.append(await entry(h, "c2s", 4, now, 2));
+  assert.deepEqual(w.counts, { c2s: 5, s2c: 0 });
+  const own = await w.createReceipt((await pki()).client.signer);
+  assert.deepEqual([own.c2s_count, own.s2c_count], [5, 0]);
+  await w.finish(own);
+  const keys = (await Deno.readTextFile(`${w.basePath}.keys`)).split("\n").slice(0, -1)
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(keys.map((k) => [k.dir, k.seqno, "item" in k]), [
+    ["c2s", 1, false],
+    ["c2s", 2, false],
+    ["c2s", 3, false],
+    ["c2s", 4, false],
+    ["c2s", 5, false],
+  ]);
+  const lines = (await Deno.readTextFile(w.path)).split("\n").slice(1, -1).map((l) =>
+    JSON.parse(l)
+  );
+  assert.deepEqual(
+    lines.map((l) => l.records.map((i: { record: { seqno: number } }) => i.record.seqno)),
+    [[1, 2, 3], [4, 5]],
+  );
+});
+
 Deno.test("writer: appends keep call order, in one batch", async () => {
   const h = await header();
   const w = await TranscriptWriter.create(transcriptDirectory(await Deno.makeTempDir()), h);
@@ -140,7 +189,7 @@ Deno.test("writer: appends keep call order, in one batch", async () => {
     JSON.parse(l)
   );
   assert.deepEqual(
-    lines.map((l) => `${l.dir}${l.record.seqno}`),
+    lines.map((l) => `${l.dir}${(l.record ?? l.records[0].record).seqno}`),
     entries.map((e) => `${e.dir}${e.seqno}`),
   );
 });
@@ -262,7 +311,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
   const h = await header();
   const script = `
     import { importSigningKeyPkcs8 } from "./lib/crypto/signature.ts";
-    import { MAX_CT_BYTES, prepareMsg, sealPlaintext, signBatch } from "./lib/message/record.ts";
+    import { MAX_CT_BYTES, prepareUserMsg, sealPlaintext, signBatch } from "./lib/message/record.ts";
     import { TranscriptWriter } from "./lib/transcript/writer.ts";
     import { endTurn, spendTurn } from "./lib/turn.ts";
     import { transcriptDirectory } from "./lib/transcript/file_storage.ts";
@@ -283,7 +332,7 @@ Deno.test("writer: a process killed mid-session leaves only whole lines (or a to
       const { k, ct, c } = sealPlaintext(body);
       const record = { sid: "${h.sessionId}", dir: "c2s", to: "lobby", seqno: seq, ts: Date.now(), ct, c };
       await signBatch(key, [record]);
-      w.append(prepareMsg("c2s", record, k).line);
+      w.append(prepareUserMsg([{ record, k }]).line);
       // As ChatSession.send does: without a turn of the event loop now and then, a
       // synchronous signature (Ed25519) would never let the writer's file writes run.
       if (spendTurn()) await endTurn();

@@ -204,24 +204,29 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
   const lines = (await Deno.readTextFile(b.session.logPath)).split("\n");
   // The format number is not signed (review9 R9-6): of an earlier one, verify names the
   // securechat that judges it, so "not evidence of tampering" is all it claims; a later one may
-  // be an edited format-5 header, and verify says only that.
+  // be an edited format-6 header, and verify says only that.
   const earlier = /not evidence of tampering/;
   const later = /newer than this securechat, or a header edited to say so: .*not signed/;
   const cases = [
     [
+      5,
+      /transcript format 5 .*before a user's msg carried a group.*session 15.*reads format 6/,
+      earlier,
+    ],
+    [
       4,
-      /transcript format 4 .*before relays carried groups.*sessions 11 to 14.*reads format 5/,
+      /transcript format 4 .*before relays carried groups.*sessions 11 to 14.*reads format 6/,
       earlier,
     ],
     [
       3,
-      /transcript format 3 .*before the ChaCha20-Poly1305 content cipher.*reads format 5/,
+      /transcript format 3 .*before the ChaCha20-Poly1305 content cipher.*reads format 6/,
       earlier,
     ],
-    [2, /transcript format 2 .*before signed batches.*reads format 5/, earlier],
-    [1, /transcript format 1 .*protocol v1.*reads format 5/, earlier],
-    [6, /transcript format 6 .*reads format 5/, later],
-    [99, /transcript format 99 .*reads format 5/, later],
+    [2, /transcript format 2 .*before signed batches.*reads format 6/, earlier],
+    [1, /transcript format 1 .*protocol v1.*reads format 6/, earlier],
+    [7, /transcript format 7 .*reads format 6/, later],
+    [99, /transcript format 99 .*reads format 6/, later],
   ] as const;
   for (const [version, reason, claim] of cases) {
     const log = `${dir}/format${version}.log`;
@@ -344,6 +349,76 @@ Deno.test("cli verify --reveal N:J: one record of a relay line's group opens, ma
     const edited = await reveal(`${group}:2`);
     assert.equal(edited.code, 1, edited.stderr);
     assert.match(edited.stderr, /TAMPERED: .*names item 7, but that line holds a relay of 2/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli verify --reveal N:J: one record of the client's msg line opens, made whole, its key found by its own c2s seqno; N alone on a msg of several, or a c2s key naming an item, do not (TRANSCRIPT §6)", async () => {
+  const vectors = new URL("./vectors/transcript/", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "sc-reveal-msg-" });
+  try {
+    await Deno.copyFile(`${vectors}golden.log`, `${dir}/golden.log`);
+    await Deno.copyFile(`${vectors}golden.keys`, `${dir}/golden.keys`);
+    const ca = `${vectors}golden_ca.pem`;
+    const log = `${dir}/golden.log`;
+    const lines = (await Deno.readTextFile(log)).split("\n");
+    // The golden's first msg line: alice's batch of 3 whole (c2s 1-3, an empty proof).
+    const line = lines.findIndex((l) => l.startsWith('{"dir":"c2s","type":"msg"')) + 1;
+    const msg = JSON.parse(lines[line - 1]);
+    assert.deepEqual([msg.records.length, msg.proof.length], [3, 0]);
+    const reveal = (target: string, ...more: string[]) =>
+      runCli(["verify", log, "--ca", ca, "--reveal", target, ...more]);
+
+    const opening = `${dir}/c2s2.json`;
+    const made = await reveal(`${line}:2`, "--out", opening);
+    assert.equal(made.code, 0, made.stderr);
+    const o = JSON.parse(await Deno.readTextFile(opening));
+    assert.equal(o.record.sig, msg.sig);
+    assert.deepEqual([o.record.seqno, o.record.batch.i, o.record.batch.n], [2, 1, 3]);
+    assert.equal(o.record.batch.path.length, 2);
+    const checked = await runCli(["verify", "--opening", opening, "--ca", ca]);
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.match(checked.stdout, /said +message c2s 2/);
+
+    const whole = await reveal(`${line}`);
+    assert.equal(whole.code, 2, whole.stderr);
+    assert.match(whole.stderr, /USAGE: .*is a msg line of 3 records: name one with --reveal \d+:J/);
+    // A c2s key names its record by its own seqno: one with an item was edited in.
+    const keys = await Deno.readTextFile(`${dir}/golden.keys`);
+    await Deno.writeTextFile(
+      `${dir}/golden.keys`,
+      keys.replace('{"dir":"c2s","seqno":2,', '{"dir":"c2s","seqno":2,"item":2,'),
+    );
+    const edited = await reveal(`${line}:2`);
+    assert.equal(edited.code, 1, edited.stderr);
+    assert.match(
+      edited.stderr,
+      /TAMPERED: .*names item 2, but that line holds a record of the client's/,
+    );
+    // A line of the keys file that is no key line, about any line: the file was edited.
+    for (const junk of ["not json", '{"dir":"c2s","seqno":9,"k":"AAAA"}', "[]"]) {
+      await Deno.writeTextFile(`${dir}/golden.keys`, `${keys}${junk}\n`);
+      const broken = await reveal(`${line}:2`);
+      assert.equal(broken.code, 1, broken.stderr);
+      assert.match(broken.stderr, /TAMPERED: .*golden\.keys: line 17 is not a key line/, junk);
+    }
+    // A torn final line (a writer killed mid-write) is no key and no fault.
+    await Deno.writeTextFile(`${dir}/golden.keys`, `${keys}{"dir":"c2s","se`);
+    const torn = await reveal(`${line}:2`, "--out", `${dir}/again.json`);
+    assert.equal(torn.code, 0, torn.stderr);
+    // A line the server wrote is no signed record, nor is a record with no key here.
+    const notice = lines.findIndex((l) => l.startsWith('{"dir":"s2c","type":"msg"')) + 1;
+    const server = await reveal(`${notice}`);
+    assert.equal(server.code, 1, server.stderr);
+    assert.match(server.stderr, /INVALID_INPUT: .*is not a signed record/);
+    await Deno.writeTextFile(
+      `${dir}/golden.keys`,
+      keys.split("\n").filter((l) => !l.startsWith('{"dir":"c2s","seqno":3,')).join("\n"),
+    );
+    const keyless = await reveal(`${line}:3`);
+    assert.equal(keyless.code, 1, keyless.stderr);
+    assert.match(keyless.stderr, /INVALID_INPUT: no key for c2s 3/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -137,7 +137,7 @@ Deno.test("verify: concurrency 1 and 64 agree on the first bad line", async () =
   // Two bad signatures: line 8 and line 4; the report must name line 4.
   for (const i of [7, 3]) {
     const o = JSON.parse(lines[i]);
-    o.record.sig = (o.record.sig[0] === "A" ? "B" : "A") + o.record.sig.slice(1);
+    o.sig = (o.sig[0] === "A" ? "B" : "A") + o.sig.slice(1);
     lines[i] = JSON.stringify(o);
   }
   const logPath = await writeCase(await Deno.makeTempDir(), { lines });
@@ -626,6 +626,114 @@ Deno.test("verify: a group's records signed after their author's revocation are 
     assert.match(
       formatReport(report),
       new RegExp(`unattributed line ${line}:2: bob's certificate`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("verify: the client's msg lines carrying groups of its batches verify once per line, count every record, and receipts end at a line boundary (TRANSCRIPT §2.2, §3.2, §4.2)", async () => {
+  const pki = await makePki({ alg: "ed25519" });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-msg-groups-" });
+  try {
+    // alice's batches: 4 whole, 4 in lines of 3 and 1, then one alone: c2s 1-4, 5-7, 8, 9, 10-13,
+    // 14-16 on 6 lines.
+    const s = await writeSession(pki, { dir, messages: 12, c2sGroups: [[4], [3, 1], [1]] });
+    const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+    const msgs = lines.filter((l) => l.startsWith('{"dir":"c2s"')).map((l) => JSON.parse(l));
+    assert.deepEqual(msgs.map((m) => [m.first, m.n, m.records.length, m.proof.length]), [
+      [1, 4, 4, 0],
+      [5, 4, 3, 1],
+      [5, 4, 1, 2],
+      [9, 1, 1, 0],
+      [10, 4, 4, 0],
+      [14, 4, 3, 1],
+    ]);
+    const report = await verifyTranscript(s.logPath, { trust });
+    assert.equal(report.ok, true, report.reason ?? "");
+    assert.deepEqual(report.messages, { c2s: 16, s2c: 6 });
+    assert.deepEqual(report.confirmedBy, ["client", "server"]);
+    assert.deepEqual([s.ownReceipt!.c2s_count, s.peerReceipt!.c2s_count], [16, 16]);
+    assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 16]]);
+    // A receipt over the prefix that ends with the line of c2s 5-7 (and s2c 1) confirms it.
+    const prefix = await verifyTranscript(
+      await writeCase(join(dir, "prefix"), { lines: lines.slice(0, 4) }),
+      { trust },
+    );
+    assert.deepEqual(prefix.messages, { c2s: 7, s2c: 1 });
+    const partial = await signReceipt(pki.client.signer, {
+      sessionId: s.sessionId,
+      role: "client",
+      signerFingerprint: fingerprintOf(pki.client.certDer),
+      state: {
+        transcriptHash: fromHex(prefix.transcriptSha256!),
+        transcriptSha256: prefix.transcriptSha256!,
+        c2s: 7,
+        s2c: 1,
+      },
+    });
+    const upTo = join(dir, "up-to");
+    await writeCase(upTo, { lines, receipt: encodeReceiptFile(partial) });
+    const confirmed = await verifyTranscript(join(upTo, "case.log"), { trust });
+    assert.equal(confirmed.ok, true, confirmed.reason ?? "");
+    assert.deepEqual(
+      [confirmed.receipts[0].status, confirmed.receipts[0].complete],
+      ["valid", false],
+    );
+    // A receipt whose c2s_count ends inside a line (c2s 5-7) confirms no transcript.
+    const inside = { ...s.ownReceipt!, c2s_count: 6 };
+    const cut = join(dir, "cut");
+    await writeCase(cut, { lines, receipt: encodeReceiptFile(inside) });
+    const bad = await verifyTranscript(join(cut, "case.log"), { trust });
+    assert.equal(bad.code, "TAMPERED");
+    assert.equal(bad.firstBadLine, null);
+    assert.match(bad.reason ?? "", /c2s 1\.\.6 and s2c 1\.\.6, which ends inside a line/);
+    // A line's third record dated before its second: TAMPERED at that line, naming the ts.
+    const at = lines.findIndex((l) => l.startsWith('{"dir":"c2s"'));
+    const back = JSON.parse(lines[at]);
+    back.records[2].record.ts = back.records[1].record.ts - 1;
+    const edited = [...lines];
+    edited[at] = JSON.stringify(back);
+    const order = await verifyTranscript(await writeCase(join(dir, "ts"), { lines: edited }), {
+      trust,
+    });
+    assert.equal(order.code, "TAMPERED");
+    assert.equal(order.firstBadLine, at + 1);
+    assert.match(order.reason ?? "", /c2s ts \d+ is before the previous c2s ts/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("verify: the client's records signed after its revocation are not attributed, each named N:J", async () => {
+  const pki = await makePki({
+    alg: "ed25519",
+    notBefore: "20200101000000Z",
+    notAfter: "20360101000000Z",
+  });
+  const dir = await Deno.makeTempDir({ prefix: "sc-msg-revoked-" });
+  try {
+    const crl = await revoke(pki, pki.client);
+    const trust = await TrustStore.fromPem(pki.caPem, crl);
+    // The session began before the revocation (second resolution: 25 s); its third c2s line,
+    // two records of one batch, is dated 15 s after it.
+    const s = await writeSession(pki, {
+      dir,
+      messages: 6,
+      startedAt: Date.now() - 25_000,
+      lineGapMs: 10_000,
+      c2sGroups: [[2]],
+    });
+    const report = await verifyTranscript(s.logPath, { trust });
+    assert.equal(report.ok, true, report.reason ?? "");
+    assert.deepEqual(report.authors.map((a) => [a.commonName, a.messages]), [["alice", 4]]);
+    const line = (await Deno.readTextFile(s.logPath)).split("\n")
+      .findLastIndex((l) => l.startsWith('{"dir":"c2s"')) + 1;
+    assert.deepEqual(report.unattributed.map((u) => [u.line, u.item]), [[line, 1], [line, 2]]);
+    assert.match(
+      formatReport(report),
+      new RegExp(`unattributed line ${line}:2: alice's certificate`),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -30,6 +30,26 @@ export function deviceOf(ik: Uint8Array): string {
   return toHex(sha256(DEVICE_LABEL, ik).subarray(0, 8));
 }
 
+/**
+ * What a server requires of a `keys_publish` from `user` (canonical name) before it acts on
+ * anything of the msg that carries it (PROTOCOL §12.6, §6.3 step 6): a bundle is its publisher's
+ * own, filed under the device id its identity key gives.
+ * @throws PROTOCOL_ERROR
+ */
+export function assertOwnPublish(
+  publish: { device: string; bundle?: { user: string; ik: string } },
+  user: string,
+): void {
+  const { bundle } = publish;
+  if (!bundle) return;
+  if (bundle.user !== user) {
+    throw new SecureChatError("PROTOCOL_ERROR", "a bundle may be published by its user only");
+  }
+  if (deviceOf(fromBase64(bundle.ik)) !== publish.device) {
+    throw new SecureChatError("PROTOCOL_ERROR", "the device id is not its identity key's");
+  }
+}
+
 export interface KeyBundle {
   /** The canonical user name (certificate CN, lower case). */
   user: string;

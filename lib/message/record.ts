@@ -494,6 +494,21 @@ export class RecordForms {
   }
 
   /**
+   * The length of {@link bytes}: for a record of a received msg, counted from its relayed form
+   * and its batch's members without laying it out (its path is derived only when it is).
+   */
+  get wholeLength(): number {
+    const { group, record, json } = this;
+    if (!group || this.#bytes) return this.bytes.length;
+    const { i, n } = record.batch!;
+    const entries = pathLength(i, n);
+    // `","sig":"<sig>` after `c`, then `,"batch":{"i":I,"n":N,"path":["<hash>",…]}`.
+    return this.relayed.bytes.length + WHOLE_SIG_MEMBER.length + json.sig!.length +
+      WHOLE_BATCH_MEMBERS.length + `${i}`.length + `${n}`.length +
+      entries * (base64Length(HASH_BYTES) + 2) + Math.max(0, entries - 1);
+  }
+
+  /**
    * The record as a relay carries it (PROTOCOL §6.4), without `sig` and `batch`: its JSON text
    * and record_enc, laid out once, into one buffer, at its first relay.
    */
@@ -503,6 +518,10 @@ export class RecordForms {
 
   #relayed?: { readonly bytes: Uint8Array; readonly encoding: Uint8Array };
 }
+
+/** What writeRecordJson adds for `sig` and `batch` around their values (RecordForms.wholeLength). */
+const WHOLE_SIG_MEMBER = '","sig":"';
+const WHOLE_BATCH_MEMBERS = ',"batch":{"i":,"n":,"path":[]}';
 
 /**
  * A user's msg as the server received and checked it (PROTOCOL §6.3): the batch's members once,
@@ -2087,6 +2106,9 @@ export interface PreparedLine {
 
 /** A line whose JSON text and encoding are at hand (every line but a relay's). */
 class TextLine implements PreparedLine {
+  readonly lastSeqno?: number;
+  readonly lastTs?: number;
+
   constructor(
     readonly dir: Direction,
     readonly seqno: number,
@@ -2094,7 +2116,14 @@ class TextLine implements PreparedLine {
     readonly json: string,
     readonly enc: readonly Uint8Array[],
     readonly k?: Uint8Array,
-  ) {}
+    /** A user's msg line's last record's seqno and ts (it takes several seqnos). */
+    last?: { seqno: number; ts: number },
+  ) {
+    if (last) {
+      this.lastSeqno = last.seqno;
+      this.lastTs = last.ts;
+    }
+  }
 
   writeJson(out: ByteBuilder): void {
     out.text(this.json);
@@ -2406,9 +2435,15 @@ function prepareParts(
     fingerprint: author.fingerprint,
     forms,
     author: authorPartsOf(author),
-    record: forms.bytes,
+    // The record whole is laid out only for what carries it so (a `stored`): a relay carries
+    // RecordForms.relayed, and a record from a msg would have its path derived for nothing.
+    get record() {
+      return forms.bytes;
+    },
     keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
-    encRecord: forms.encoding,
+    get encRecord() {
+      return forms.encoding;
+    },
     k,
   };
 }
@@ -2422,22 +2457,22 @@ const MAX_HOP_NUMBERS_BYTES = `${Number.MAX_SAFE_INTEGER},"ts":${Number.MAX_SAFE
  * seqno and ts (PROTOCOL §6.3 step 7).
  */
 export function loneRelayBytes(prepared: PreparedRelay): number {
-  const { author, record, keyTail, forms } = prepared;
+  const { author, keyTail, forms } = prepared;
   const shared = MAX_HOP_NUMBERS_BYTES + author.named.length + (author.cert?.length ?? 0);
   const { i, n } = forms.record.batch!;
   const relay = GROUP_WIRE_HEAD.length + shared + batchPartsOf(forms).json.length +
     PROOF_MEMBER.length + pathLength(i, n) * PROOF_ENTRY_JSON_BYTES +
     RECORDS_MEMBER.length + GROUP_END.length + itemBytes(prepared);
-  const stored = RELAY_WIRE_HEAD.stored.length + shared + RECORD_MEMBER.length + record.length +
-    keyTail.length;
+  const stored = RELAY_WIRE_HEAD.stored.length + shared + RECORD_MEMBER.length +
+    forms.wholeLength + keyTail.length;
   return Math.max(relay, stored);
 }
 
 /** The most bytes a relay's shared part adds to a recipient's wire content (with the certificate). */
 export function relaySharedBytes(prepared: PreparedRelay): number {
-  const { author, record, keyTail } = prepared;
-  return author.named.length + (author.cert?.length ?? 0) + RECORD_MEMBER.length + record.length +
-    keyTail.length;
+  const { author, forms, keyTail } = prepared;
+  return author.named.length + (author.cert?.length ?? 0) + RECORD_MEMBER.length +
+    forms.wholeLength + keyTail.length;
 }
 
 /** What starts a relay's wire and its line, up to the hop's seqno, per type (as bytes, once). */
@@ -2965,5 +3000,15 @@ export function prepareQueued(
 
 /** A line read back from a transcript, as the writer and the verifier hash it. */
 export function prepareLine(line: Line, json: string): PreparedLine {
-  return new TextLine(line.dir, lineSeqno(line), lineTs(line), json, [lineEncoding(line)]);
+  const seqno = lineSeqno(line);
+  const last = lineLastSeqno(line);
+  return new TextLine(
+    line.dir,
+    seqno,
+    lineTs(line),
+    json,
+    [lineEncoding(line)],
+    undefined,
+    last === seqno ? undefined : { seqno: last, ts: lineLastTs(line) },
+  );
 }

@@ -17,7 +17,6 @@ import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { fromBase64, toBase64 } from "../bytes.ts";
 import { BundleJsonSchema } from "../e2e/envelope.ts";
-import { deviceOf } from "../e2e/bundle.ts";
 import { type KeyDirectory, PREKEYS_LOW } from "../store/key_directory.ts";
 import {
   type AuthorCert,
@@ -26,7 +25,6 @@ import {
   LOBBY,
   onlineBodies,
   type PreparedRelay,
-  prepareRelay,
   recipientUser,
   type RefusalCode,
   relaySharedBytes,
@@ -44,7 +42,6 @@ import {
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
 import { commonNameOf, parseCertificate } from "../pki/certificate.ts";
-import { authorCertOf } from "../message/author_certs.ts";
 import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
 import type { CloseCode } from "../wire/messages.ts";
 import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } from "./presence.ts";
@@ -103,8 +100,6 @@ export class Member {
    * books below are made at first use: an idle member holds none of them.
    */
   inFlight?: Set<Promise<void>>;
-  /** See authorCert: made at the member's first relay, not for every idle session. */
-  #authorCert?: AuthorCert;
   /** Login time: of two sessions of one user, the newer one stays; the operator's `/who` shows it. */
   readonly since = Date.now();
   /**
@@ -150,11 +145,12 @@ export class Member {
     this.bucket = new TokenBucket(limits.messageBurst, limits.messagesPerSecond);
   }
   /**
-   * The member's certificate as relays name or introduce it (PROTOCOL §6.4.1), made once:
-   * every recipient session's list shares its fingerprint, and its bytes.
+   * The member's certificate as relays name or introduce it (PROTOCOL §6.4.1), made once (by
+   * its session, at its first msg): every recipient session's list shares its fingerprint, and
+   * its bytes.
    */
   get authorCert(): AuthorCert {
-    return this.#authorCert ??= authorCertOf(this.session.established.peer.der);
+    return this.session.peerAuthor;
   }
   get username(): string {
     return this.session.username;
@@ -372,9 +368,9 @@ export class Lobby {
    * node alone, a refusal and a `who` are done when it returns (undefined: the session's loop
    * goes on to the next message without a promise per message); what waits on the store, the
    * key directory or the cluster returns its promise.
-   * @throws PROTOCOL_ERROR for a key directory request no honest client makes (§12.6), or a
-   *   record whose relay alone would not fit one record (§6.3 step 7): the session ends with
-   *   it, telling the member
+   * @throws INTERNAL for a relayed record its session did not prepare (§6.3 step 7 is the
+   *   session's, as §12.6's publish rules are: checked for every record of a msg before any is
+   *   acted on)
    */
   receive(from: Member, message: ReceivedMessage): Promise<void> | undefined {
     if (message.type !== "msg" && message.type !== "sealed") return; // clients send nothing else
@@ -408,16 +404,10 @@ export class Lobby {
       }
       if (body.kind !== "text") return;
     }
-    // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4); made first, for
-    // every route, since it refuses the record whose relay or `stored` alone would not fit one
-    // record (§6.3 step 7): that is its author's PROTOCOL_ERROR, not every recipient's end.
-    const prepared = prepareRelay(
-      from.authorCert,
-      message.forms,
-      message.type === "msg" ? message.k : undefined,
-      message.type === "sealed" ? message.e2e : undefined,
-      "PROTOCOL_ERROR",
-    );
+    // One serialisation, one seal per recipient, no signature (PROTOCOL §6.4): prepared by the
+    // session with §6.3 step 7, before any record of the msg was acted on.
+    const { prepared } = message;
+    if (!prepared) throw new SecureChatError("INTERNAL", `message ${message.seqno} not prepared`);
     const to = record.to === LOBBY ? undefined : recipientUser(record.to)!;
     if (to !== undefined && !this.#reachable(to)) {
       return this.#store(from, message.seqno, to, clusterRelayOf(from, message));
@@ -710,12 +700,7 @@ export class Lobby {
     if (!directory) return answer({ user });
     try {
       if (body.kind === "keys_publish") {
-        if (body.bundle && body.bundle.user !== me) {
-          throw new SecureChatError("PROTOCOL_ERROR", "a bundle may be published by its user only");
-        }
-        if (body.bundle && deviceOf(fromBase64(body.bundle.ik)) !== body.device) {
-          throw new SecureChatError("PROTOCOL_ERROR", "the device id is not its identity key's");
-        }
+        // The session checked that the bundle is its user's own (assertOwnPublish, §6.3 step 6).
         const { left, evicted } = await directory.publish(
           me,
           body.device,
@@ -767,9 +752,8 @@ export class Lobby {
       }
       return;
     } catch (error) {
-      // The peer's fault ends its session through the session itself, which tells it the code
-      // in an `error` record first (§8.1) and logs it.
-      if (codeOf(error) === "PROTOCOL_ERROR") throw error;
+      // The directory's or the cluster's failure, not the peer's (a publish no honest client
+      // makes failed the session's checks before this, assertOwnPublish): answered empty.
       this.log(codeOf(error), { user: from.username, detail: `keys: ${(error as Error).message}` });
       return answer({ user });
     }

@@ -21,8 +21,8 @@ import {
   bodyFits,
   type C2sMsgMessage,
   C2sMsgShape,
+  canonicalName,
   decodeRecord,
-  type Direction,
   envelopeFits,
   type GroupItem,
   isClientRecipient,
@@ -94,6 +94,7 @@ import {
   type SenderKeyUpdate,
 } from "./relay.ts";
 import type { E2eEnvelope } from "../e2e/envelope.ts";
+import { assertOwnPublish } from "../e2e/bundle.ts";
 import { SequenceWindow } from "./replay.ts";
 import { BatchSigner } from "./batch_signer.ts";
 import { authorCertOf, SessionCertList } from "../message/author_certs.ts";
@@ -182,8 +183,8 @@ export type ReceivedMessage =
     record: MessageRecord;
     forms: RecordForms;
     e2e: E2eEnvelope;
-    /** Prepared for its relays and `stored`, as a `msg`'s (§6.3 step 7). */
-    prepared: PreparedRelay;
+    /** Server: prepared for its relays and `stored`, as a `msg`'s `text` (§6.3 step 7). */
+    prepared?: PreparedRelay;
   }
   | { type: "relay"; seqno: number; ts: number; relayed: RelayedText }
   | { type: "refused"; seqno: number; ts: number; of: number; code: RefusalCode }
@@ -1262,6 +1263,7 @@ export class ChatSession {
           `a ${body.kind} body is not allowed c2s to ${record.to.slice(0, 80)}`,
         );
       }
+      if (body.kind === "keys_publish") assertOwnPublish(body, canonicalName(this.username));
       // Only a `text` is relayed or stored (§6.2: to lobby or a user, which bodyFits ensured).
       const prepared = body.kind === "text"
         ? prepareRelay(author, forms, k, undefined, "PROTOCOL_ERROR")

@@ -14,6 +14,7 @@ import {
   encodeRecord,
   isClientRecipient,
   LineShape,
+  MAX_BATCH,
   type MessageRecord,
   openContent,
   RecordJsonShape,
@@ -31,7 +32,7 @@ import {
   OPENING_VERSION,
   unsupportedFormat,
 } from "./format.ts";
-import { readLines } from "./lines.ts";
+import { type RawLine, readLines } from "./lines.ts";
 import { SessionCertList } from "../message/author_certs.ts";
 import { TrustAtSessionTime } from "./trust_at.ts";
 
@@ -226,7 +227,7 @@ export async function readOpening(path: string): Promise<unknown> {
  * an s2c line's, and for a relay line of its record `relay.item`. A `.keys` line about it that
  * names no record of it — an `item` on a c2s key or on a line that holds one record whole, none on
  * a relay's, or one beyond its records — is TAMPERED: the keys file was edited, or is another
- * transcript's.
+ * transcript's; so is any whole line that is no key line.
  * @throws INVALID_INPUT (no key for it), TAMPERED, IO_ERROR
  */
 async function findKey(
@@ -237,20 +238,22 @@ async function findKey(
 ): Promise<Uint8Array> {
   const file = await openOrFail(keysPath);
   const what = relay ? `${dir} ${seqno} record ${relay.item}` : `${dir} ${seqno}`;
+  let found: string | undefined;
   try {
-    for await (const raw of readLines(file, 1024)) {
-      if (!raw.complete || raw.overlong) continue;
-      const entry = parseStrictJson(fromUtf8(raw.bytes)) as {
-        dir?: unknown;
-        seqno?: unknown;
-        item?: unknown;
-        k?: unknown;
-      };
+    for await (const raw of readLines(file, KEY_LINE_BYTES)) {
+      // A torn final line (the writer killed mid-write, TRANSCRIPT §2.3) holds no key.
+      if (!raw.complete) continue;
+      const entry = keyLine(raw);
+      if (!entry) {
+        throw new SecureChatError(
+          "TAMPERED",
+          `${keysPath}: line ${raw.number} is not a key line (strict JSON of exactly dir, seqno, ` +
+            "item where it names a relay's record, and a 32-byte k): the file was edited",
+        );
+      }
       if (entry.dir !== dir || entry.seqno !== seqno) continue;
       const item = entry.item;
-      const fits = relay
-        ? Number.isSafeInteger(item) && (item as number) >= 1 && (item as number) <= relay.count
-        : item === undefined;
+      const fits = relay ? item !== undefined && item <= relay.count : item === undefined;
       if (!fits) {
         const line = relay
           ? `a relay of ${relay.count} record${relay.count === 1 ? "" : "s"}`
@@ -263,14 +266,36 @@ async function findKey(
           `${keysPath}: a key for ${dir} ${seqno} ${names}, but that line holds ${line}`,
         );
       }
-      if ((relay === undefined || item === relay.item) && typeof entry.k === "string") {
-        return fromBase64(entry.k);
-      }
+      if (relay === undefined || item === relay.item) found ??= entry.k;
     }
   } finally {
     file.close();
   }
+  // Every line read first: an edited file is TAMPERED wherever the edit is.
+  if (found !== undefined) return fromBase64(found);
   throw new SecureChatError("INVALID_INPUT", `no key for ${what} in ${keysPath}`);
+}
+
+/** A `.keys` line is far shorter (a 32-byte key and three small members). */
+const KEY_LINE_BYTES = 1024;
+
+/** One line of a `.keys` file (TRANSCRIPT §6). */
+const KeyLineSchema = z.object({
+  dir: z.enum(["c2s", "s2c"]),
+  seqno: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  item: z.number().int().min(1).max(MAX_BATCH).optional(),
+  k: base64Text(32, 32),
+}).strict();
+
+/** A `.keys` line, or null for one that is no key line (not strict JSON, or not its schema). */
+function keyLine(raw: RawLine): z.output<typeof KeyLineSchema> | null {
+  if (raw.overlong) return null;
+  try {
+    const parsed = KeyLineSchema.safeParse(parseStrictJson(fromUtf8(raw.bytes)));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null; // not UTF-8, or not strict JSON
+  }
 }
 
 async function openOrFail(path: string): Promise<Deno.FsFile> {

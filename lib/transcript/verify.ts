@@ -93,7 +93,10 @@ export interface VerifyReport {
   /** server_hello.time: certificates are judged at it; signed only through the receipts */
   sessionTime: number | null;
   startedAt: number | null;
-  /** message lines that passed every check, per direction */
+  /**
+   * the seqnos of the lines that passed every check, per direction (TRANSCRIPT §2.2: a user's msg
+   * line takes one per record, every other line one): the counts a receipt names
+   */
   messages: { c2s: number; s2c: number };
   signers: { client?: PartyReport; server?: PartyReport };
   /**

@@ -41,6 +41,7 @@ import {
   merkleTree,
   type MessageRecord,
   prepareMsg,
+  prepareUserMsg,
   sealPlaintext,
   signBatch,
   statement,
@@ -362,7 +363,11 @@ async function generate(scenario: Scenario, freshPki: boolean): Promise<Json> {
         record: encodeRecord(record),
       });
     }
-    session.push({ dir, contents: made.map((m) => prepareMsg(dir, m.record, m.k).wire) });
+    // A user's batch leaves as one msg (PROTOCOL §6.3); the server's records one msg each.
+    const contents = dir === "c2s"
+      ? [prepareUserMsg(made.map(({ record, k }) => ({ record, k }))).wire]
+      : made.map((m) => prepareMsg(m.record, m.k).wire);
+    session.push({ dir, contents });
   };
   await send(
     await make("c2s 1", "c2s", LOBBY, 1, T0 + 1000, { kind: "text", text: "hello, lobby" }),

@@ -4,8 +4,15 @@
  */
 import { ByteBuilder, type Encodable, toBase64, toHex } from "../../lib/bytes.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
-import { type Body, encodeRecord, RecordForms, sealContent } from "../../lib/message/record.ts";
+import {
+  type Body,
+  encodeRecord,
+  prepareRelay,
+  RecordForms,
+  sealContent,
+} from "../../lib/message/record.ts";
 import type { ReceivedMessage } from "../../lib/session/session.ts";
+import type { Member } from "../../lib/server/lobby.ts";
 
 /**
  * End-to-end envelopes of the schema's shape (PROTOCOL §12.6), a private record's and a lobby
@@ -60,6 +67,20 @@ export function checkedMessage(
     forms: new RecordForms(record, encodeRecord(record)),
     k,
   };
+}
+
+/**
+ * `m` as `from`'s session hands it to the lobby: a record the lobby relays or stores (a `text`,
+ * an end-to-end record) prepared for it, PROTOCOL §6.3 step 7 passed.
+ */
+export function fromMember(from: Member, m: ReceivedMessage): ReceivedMessage {
+  if (m.type === "sealed") {
+    return { ...m, prepared: prepareRelay(from.authorCert, m.forms, undefined, m.e2e) };
+  }
+  if (m.type === "msg" && m.body.kind === "text") {
+    return { ...m, prepared: prepareRelay(from.authorCert, m.forms, m.k) };
+  }
+  return m;
 }
 
 /** A relay's wire as a recipient session writes it into its record, as text. */

@@ -10,6 +10,7 @@ import { SecureChatError } from "../../lib/errors.ts";
 import { fingerprintOf } from "../../lib/pki/describe.ts";
 import type { LogFields } from "../../lib/log.ts";
 import {
+  type AuthorCert,
   type Body,
   BodyShape,
   LOBBY,
@@ -23,9 +24,10 @@ import {
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
+import { authorCertOf } from "../../lib/message/author_certs.ts";
 import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
-import { checkedMessage, wireText } from "../helpers/records.ts";
+import { checkedMessage, fromMember, wireText } from "../helpers/records.ts";
 import type { ClusterLink, PublishOutcome } from "../../lib/cluster/link.ts";
 import type { RecordEnvelope } from "../../lib/cluster/messages.ts";
 import type { CloseCode } from "../../lib/wire/messages.ts";
@@ -49,6 +51,11 @@ class FakeSession {
 
   get established() {
     return { conn: { queuedBytes: 0 }, peer: { der: this.cert } };
+  }
+
+  #author?: AuthorCert;
+  get peerAuthor(): AuthorCert {
+    return this.#author ??= authorCertOf(this.cert);
   }
 
   send(body: Body): Promise<number> {
@@ -140,7 +147,7 @@ Deno.test("Lobby.receive(): a text reaches every other member as the author's re
   const bob = await join("bob");
   const carol = await join("carol");
   const m = message({ kind: "text", text: "hello all" }, LOBBY);
-  await lobby.receive(alice.member, m);
+  await lobby.receive(alice.member, fromMember(alice.member, m));
   assert.equal(alice.session.relays.length, 0, "never echoed to its author");
   assert.equal(bob.session.relays.length, 1);
   assert.strictEqual(bob.session.relays[0], carol.session.relays[0], "one serialisation for all");
@@ -172,9 +179,12 @@ Deno.test("Lobby.receive(): user:x reaches one member, case-insensitively; one n
   const alice = await join("alice");
   const bob = await join("BOB");
   const carol = await join("carol");
-  await lobby.receive(alice.member, message({ kind: "text", text: "psst" }, userRecipient("bob")));
+  await lobby.receive(
+    alice.member,
+    fromMember(alice.member, message({ kind: "text", text: "psst" }, userRecipient("bob"))),
+  );
   const absent = message({ kind: "text", text: "hello?" }, userRecipient("dave"));
-  await lobby.receive(alice.member, absent);
+  await lobby.receive(alice.member, fromMember(alice.member, absent));
   assert.equal(bob.session.relays.length, 1);
   assert.equal(carol.session.relays.length, 0);
   assert.deepEqual(alice.session.refusals, [{ of: absent.seqno, code: "NOT_ONLINE" }]);
@@ -185,7 +195,7 @@ Deno.test("Lobby.receive(): who answers the asker alone", async () => {
   const alice = await join("alice");
   const bob = await join("bob");
   const before = bob.session.notices.length;
-  await lobby.receive(alice.member, message({ kind: "who" }, TO_SERVER));
+  await lobby.receive(alice.member, fromMember(alice.member, message({ kind: "who" }, TO_SERVER)));
   assert.equal(alice.session.notices.at(-1), "online: alice, bob");
   assert.equal(bob.session.notices.length, before);
 });
@@ -199,9 +209,9 @@ Deno.test("Lobby.receive(): past the burst every kind is refused by seqno with R
   const alice = await join("alice");
   const bob = await join("bob");
   const sent = [1, 2, 3].map((i) => message({ kind: "text", text: `t${i}` }, LOBBY));
-  for (const m of sent) await lobby.receive(alice.member, m);
+  for (const m of sent) await lobby.receive(alice.member, fromMember(alice.member, m));
   const who = message({ kind: "who" }, TO_SERVER);
-  await lobby.receive(alice.member, who);
+  await lobby.receive(alice.member, fromMember(alice.member, who));
   assert.equal(bob.session.relays.length, 2);
   assert.deepEqual(alice.session.refusals, [
     { of: sent[2].seqno, code: "RATE_LIMITED" },
@@ -216,7 +226,10 @@ Deno.test("Lobby: a member whose send fails is dropped with that code; the other
   const bob = await join("bob");
   const carol = await join("carol");
   bob.session.failure = new SecureChatError("SLOW_CONSUMER", "queue full");
-  await lobby.receive(alice.member, message({ kind: "text", text: "x" }, LOBBY));
+  await lobby.receive(
+    alice.member,
+    fromMember(alice.member, message({ kind: "text", text: "x" }, LOBBY)),
+  );
   assert.deepEqual(bob.dropped.map((e) => e.code), ["SLOW_CONSUMER"]);
   assert.equal(carol.session.relays.length, 1);
 });
@@ -255,14 +268,17 @@ Deno.test("Lobby.join(): 500 joins in one window cost each member one coalesced 
       } and 450 more (/who lists everyone)`,
     );
     // A line flushes the joins told so far ahead of it: one notice, in join order.
-    await lobby.receive(first.member, message({ kind: "text", text: "hi all" }, LOBBY));
+    await lobby.receive(
+      first.member,
+      fromMember(first.member, message({ kind: "text", text: "hi all" }, LOBBY)),
+    );
     assert.deepEqual(first.session.notices.slice(1), [
       `${names.slice(1, 21).join(", ")} and 479 others joined`,
     ]);
     assert.equal(last.session.notices.length, 2);
     assert.equal(last.session.relays.length, 1, "the line came after the notice");
 
-    await lobby.receive(last.member, message({ kind: "who" }, TO_SERVER));
+    await lobby.receive(last.member, fromMember(last.member, message({ kind: "who" }, TO_SERVER)));
     const pages = last.session.notices.slice(2);
     assert.ok(pages.length > 1 && pages.every((p) => p.length <= MAX_TEXT_CHARS), `${pages}`);
     assert.match(pages[0], /^online \(1\/\d\): user000, user001/);
@@ -290,7 +306,10 @@ Deno.test("Lobby: a newcomer is not told of joins and leaves from before it came
   await new Promise((resolve) => setTimeout(resolve, 5));
   const bob = await join("bob");
   try {
-    await lobby.receive(alice.member, message({ kind: "text", text: "hi" }, LOBBY)); // flushes
+    await lobby.receive(
+      alice.member,
+      fromMember(alice.member, message({ kind: "text", text: "hi" }, LOBBY)),
+    ); // flushes
     assert.deepEqual(alice.session.notices.slice(1), ["carol joined", "carol left", "bob joined"]);
     assert.deepEqual(bob.session.notices, ["welcome bob; online: alice, bob"]);
   } finally {
@@ -375,7 +394,7 @@ Deno.test("Lobby.receive() in a cluster: refused only when the stream surely lac
     );
     await lobby.join(alice);
     const line = message({ kind: "text", text: "hello" }, LOBBY);
-    await lobby.receive(alice, line);
+    await lobby.receive(alice, fromMember(alice, line));
     // The publish is awaited in the member's window: let it settle.
     await Promise.all(alice.inFlight ?? []);
     const name = published.outcome;
@@ -411,6 +430,11 @@ class SendQueueSession {
   }
   get established() {
     return { conn: { queuedBytes: this.queued }, peer: { der: this.cert } };
+  }
+
+  #author?: AuthorCert;
+  get peerAuthor(): AuthorCert {
+    return this.#author ??= authorCertOf(this.cert);
   }
   send(): Promise<number> {
     return Promise.resolve(1); // notices: small, left out of the count
@@ -481,7 +505,7 @@ Deno.test("Lobby in a cluster without an offline queue: live records held during
   await lobby.join(alice);
   const long = (n: number) => `${n} ${"x".repeat(MAX_TEXT_CHARS - 10)}`;
   const say = async (n: number) => {
-    await lobby.receive(alice, message({ kind: "text", text: long(n) }, LOBBY));
+    await lobby.receive(alice, fromMember(alice, message({ kind: "text", text: long(n) }, LOBBY)));
     await Promise.all(alice.inFlight ?? []);
     return stream.length;
   };
@@ -556,6 +580,6 @@ Deno.test("Lobby in a cluster: /who also lists the members failing over (a silen
   const ann = new Member(session as unknown as ChatSession, "127.0.0.1:40000", limits, () => {});
   await lobby.join(ann);
   session.notices.length = 0;
-  await lobby.receive(ann, message({ kind: "who" }, TO_SERVER));
+  await lobby.receive(ann, fromMember(ann, message({ kind: "who" }, TO_SERVER)));
   assert.deepEqual(session.notices, ["online: ann, bob", "reconnecting: dan"]);
 });

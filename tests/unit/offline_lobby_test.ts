@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { SecureChatError } from "../../lib/errors.ts";
 import {
+  type AuthorCert,
   type Body,
   type PreparedRelay,
   recipientUser,
@@ -15,6 +16,7 @@ import {
   TO_SERVER,
   userRecipient,
 } from "../../lib/message/record.ts";
+import { authorCertOf } from "../../lib/message/author_certs.ts";
 import { Lobby, Member } from "../../lib/server/lobby.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import type {
@@ -23,7 +25,7 @@ import type {
   QueuedRecord,
   QueueLimits,
 } from "../../lib/store/message_queue.ts";
-import { checkedMessage, RATCHET_ENVELOPE } from "../helpers/records.ts";
+import { checkedMessage, fromMember, RATCHET_ENVELOPE } from "../helpers/records.ts";
 import type { ClusterLink } from "../../lib/cluster/link.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
 
@@ -40,6 +42,11 @@ class FakeSession {
   constructor(readonly username: string, readonly sessionId = crypto.randomUUID()) {}
   get established() {
     return { conn: { queuedBytes: 0 }, peer: { der: this.cert } };
+  }
+
+  #author?: AuthorCert;
+  get peerAuthor(): AuthorCert {
+    return this.#author ??= authorCertOf(this.cert);
   }
   send(body: Body): Promise<number> {
     if (body.kind !== "notice") this.sent.push(`${body.kind}`);
@@ -150,7 +157,7 @@ Deno.test("Lobby: a private record to an offline user is stored, and its author 
   const m = message("later", userRecipient("bob"));
   const held = gate();
   queue.gate = held.promise;
-  const receiving = lobby.receive(alice.member, m);
+  const receiving = lobby.receive(alice.member, fromMember(alice.member, m));
   await settle();
   assert.deepEqual(alice.session.sent, [], "nothing said before the commit");
   held.open();
@@ -166,14 +173,14 @@ Deno.test("Lobby: stored records reach the recipient at login before the author'
   const alice = member("alice");
   await lobby.join(alice.member);
   const first = message("one", userRecipient("bob"));
-  await lobby.receive(alice.member, first);
+  await lobby.receive(alice.member, fromMember(alice.member, first));
   // bob logs in while his queue is slow to answer; alice's next record is live.
   const held = gate();
   queue.gate = held.promise;
   const bob = member("bob");
   await lobby.join(bob.member);
   const second = message("two", userRecipient("bob"));
-  await lobby.receive(alice.member, second);
+  await lobby.receive(alice.member, fromMember(alice.member, second));
   await settle();
   assert.deepEqual(bob.session.sent, [], "the live record waits behind the stored one");
   held.open();
@@ -189,7 +196,7 @@ Deno.test("Lobby: a record committed after the recipient's login delivery is sen
   const held = gate();
   queue.gate = held.promise;
   const late = message("late", userRecipient("bob"));
-  const storing = lobby.receive(alice.member, late);
+  const storing = lobby.receive(alice.member, fromMember(alice.member, late));
   await settle();
   queue.gate = undefined; // bob's login delivery finds nothing yet
   const bob = member("bob");
@@ -199,7 +206,7 @@ Deno.test("Lobby: a record committed after the recipient's login delivery is sen
   held.open();
   await storing;
   const next = message("next", userRecipient("bob"));
-  await lobby.receive(alice.member, next);
+  await lobby.receive(alice.member, fromMember(alice.member, next));
   await settle();
   assert.deepEqual(bob.session.sent, [`stored ${late.seqno}`, `relay ${next.seqno}`]);
 });
@@ -209,7 +216,10 @@ Deno.test("Lobby: received deletes exactly the records delivered up to that hop,
   const alice = member("alice");
   await lobby.join(alice.member);
   for (const text of ["a", "b", "c"]) {
-    await lobby.receive(alice.member, message(text, userRecipient("bob")));
+    await lobby.receive(
+      alice.member,
+      fromMember(alice.member, message(text, userRecipient("bob"))),
+    );
   }
   const bob = member("bob");
   await lobby.join(bob.member);
@@ -218,9 +228,9 @@ Deno.test("Lobby: received deletes exactly the records delivered up to that hop,
   const [firstId, secondId] = queue.rows.map((r) => r.id);
   const upto = bob.session.storedHops[1];
   const received = () => message("", TO_SERVER, { kind: "received", upto });
-  await lobby.receive(bob.member, received());
+  await lobby.receive(bob.member, fromMember(bob.member, received()));
   assert.deepEqual(queue.removed, [firstId, secondId]);
-  await lobby.receive(bob.member, received());
+  await lobby.receive(bob.member, fromMember(bob.member, received()));
   assert.deepEqual(queue.removed, [firstId, secondId], "nothing deleted twice");
   assert.equal(queue.rows.length, 1);
 });
@@ -231,14 +241,14 @@ Deno.test("Lobby: what the store refuses, the author is told with its code", asy
   await lobby.join(alice.member);
   const fits = message("fits", userRecipient("bob"));
   const full = message("full", userRecipient("bob"));
-  await lobby.receive(alice.member, fits);
-  await lobby.receive(alice.member, full);
+  await lobby.receive(alice.member, fromMember(alice.member, fits));
+  await lobby.receive(alice.member, fromMember(alice.member, full));
   queue.failure = new SecureChatError("UNKNOWN_USER", "no such account");
   const nobody = message("hello?", userRecipient("nobody"));
-  await lobby.receive(alice.member, nobody);
+  await lobby.receive(alice.member, fromMember(alice.member, nobody));
   queue.failure = new SecureChatError("DB_UNAVAILABLE", "down");
   const down = message("down", userRecipient("carol"));
-  await lobby.receive(alice.member, down);
+  await lobby.receive(alice.member, fromMember(alice.member, down));
   assert.deepEqual(alice.session.sent, [
     `queued ${fits.seqno}`,
     `refused ${full.seqno} QUEUE_FULL`,
@@ -252,7 +262,10 @@ Deno.test("Lobby: a stored record the device could not open stays for the user's
   const alice = member("alice");
   await lobby.join(alice.member);
   for (const text of ["a", "b", "c"]) {
-    await lobby.receive(alice.member, message(text, userRecipient("bob")));
+    await lobby.receive(
+      alice.member,
+      fromMember(alice.member, message(text, userRecipient("bob"))),
+    );
   }
   const [a, b, c] = queue.rows.map((r) => r.id);
   const phone = member("bob");
@@ -261,7 +274,10 @@ Deno.test("Lobby: a stored record the device could not open stays for the user's
   const [, unreadHop, lastHop] = phone.session.storedHops;
   await lobby.receive(
     phone.member,
-    message("", TO_SERVER, { kind: "received", upto: lastHop, unread: [unreadHop] }),
+    fromMember(
+      phone.member,
+      message("", TO_SERVER, { kind: "received", upto: lastHop, unread: [unreadHop] }),
+    ),
   );
   assert.deepEqual(queue.removed, [a, c]);
   assert.deepEqual(queue.rows.map((r) => r.id), [b]);
@@ -280,7 +296,7 @@ Deno.test("Lobby: a record the server could read is never stored: refused NOT_ON
   const alice = member("alice");
   await lobby.join(alice.member);
   const readable = message("in the clear", userRecipient("bob"), undefined, true);
-  await lobby.receive(alice.member, readable);
+  await lobby.receive(alice.member, fromMember(alice.member, readable));
   assert.deepEqual(alice.session.sent, [`refused ${readable.seqno} NOT_ONLINE`]);
   assert.deepEqual(queue.rows, []);
 });

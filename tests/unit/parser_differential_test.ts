@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { fromBase64, toBase64 } from "../../lib/bytes.ts";
 import { codeOf } from "../../lib/errors.ts";
-import { MsgMessageShape, RelayMessageShape } from "../../lib/message/record.ts";
+import { C2sMsgShape, RelayMessageShape } from "../../lib/message/record.ts";
 import { parseMessage } from "../../lib/wire/messages.ts";
 import * as shapes from "../../lib/wire/shape.ts";
 import { parseStrictJson, StrictJsonError } from "../../lib/wire/strict_json.ts";
@@ -581,10 +581,10 @@ function hostileFrames(): Uint8Array[] {
   frames.push(new Uint8Array([...encoder.encode(msg), 0x00]));
   frames.push(new Uint8Array([...encoder.encode(msg), 0x0a]));
   frames.push(new Uint8Array(0));
-  // Repeated members of a real message, at the top, in the record and in its batch.
+  // Repeated members of a real message: at the top, in the record and among the batch's.
   frames.push(encoder.encode(msg.replace('{"type":"msg",', '{"type":"msg","type":"msg",')));
   frames.push(encoder.encode(msg.replace('"to":', '"to":"@x","to":')));
-  frames.push(encoder.encode(msg.replace('"batch":{', '"batch":{"n":1,')));
+  frames.push(encoder.encode(msg.replace('"proof":[', '"n":2,"proof":[')));
   frames.push(encoder.encode(msg.replace('"k":', '"__proto__":{},"k":')));
   frames.push(encoder.encode(msg.replace('"seqno":1', '"seqno":1e400')));
   frames.push(encoder.encode(msg.replace('"seqno":1', '"seqno":1.0')));
@@ -616,7 +616,7 @@ Deno.test("parseMessage() gives 124a7dd's verdict and code on hostile frames: ba
 Deno.test("parseMessage() gives 124a7dd's verdict and code on fuzzed frames of every message", () => {
   const rng = new Rng(SEED ^ 0x51c3);
   const hot: [string, shapes.Shape<unknown>, "type" | "kind"][] = [
-    ["msg", MsgMessageShape, "type"],
+    ["msg", C2sMsgShape, "type"],
     ["relay", RelayMessageShape, "type"],
   ];
   let accepted = 0;

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { fromUtf8, toBase64 } from "../../lib/bytes.ts";
 import {
   BodyShape,
+  C2sMsgShape,
   CONTENT_KEY_BYTES,
   LineShape,
   MAX_BATCH,
@@ -17,12 +18,12 @@ import {
   MAX_SIG_BYTES,
   MAX_TEXT_CHARS,
   MAX_UNREAD,
-  MsgMessageShape,
   QueuedMessageShape,
   RecordJsonShape,
   REFUSAL_CODES,
   RefusedMessageShape,
   RelayMessageShape,
+  S2cMsgShape,
   StoredMessageShape,
 } from "../../lib/message/record.ts";
 import { base64Text } from "../../lib/wire/schema.ts";
@@ -71,7 +72,7 @@ const RecordJson = z.object({
 const k = base64Text(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
 const cert = base64Text(1, MAX_CERT_BYTES).optional();
 const authorFp = z.string().regex(/^[0-9a-f]{64}$/);
-const Msg = z.object({ type: z.literal("msg"), record: RecordJson, k }).strict();
+const S2cMsg = z.object({ type: z.literal("msg"), record: RecordJson, k }).strict();
 const Stored = z.object({
   type: z.literal("stored"),
   seqno: uint().min(1),
@@ -107,6 +108,15 @@ const groupFits = (
     (j === 0 ||
       (record.sid === g.records[j - 1].record.sid && record.seqno > g.records[j - 1].record.seqno))
   );
+/** PROTOCOL §6.3: a user's msg's records have consecutive seqnos. */
+const consecutive = (g: { records: { record: { seqno: number } }[] }) =>
+  g.records.every(({ record }, j) => j === 0 || record.seqno === g.records[j - 1].record.seqno + 1);
+// A user's msg (PROTOCOL §6.3, session 16): a relay's group members without hop and author.
+const C2sMsg = z.object({
+  type: z.literal("msg"),
+  ...group,
+  records: z.array(z.object({ record: RelayedRecordJson, k }).strict()),
+}).strict().refine(groupFits).refine(consecutive);
 const Relay = z.object({
   type: z.literal("relay"),
   seqno: uint().min(1),
@@ -126,7 +136,13 @@ const Refused = z.object({ type: z.literal("refused"), ...refusal }).strict();
 const queued = { seqno: uint().min(1), ts: uint(), of: uint().min(1) };
 const Queued = z.object({ type: z.literal("queued"), ...queued }).strict();
 const Line = z.union([
-  z.object({ dir: z.enum(["c2s", "s2c"]), type: z.literal("msg"), record: RecordJson }).strict(),
+  z.object({ dir: z.literal("s2c"), type: z.literal("msg"), record: RecordJson }).strict(),
+  z.object({
+    dir: z.literal("c2s"),
+    type: z.literal("msg"),
+    ...group,
+    records: z.array(z.object({ record: RelayedRecordJson }).strict()),
+  }).strict().refine(groupFits).refine(consecutive),
   z.object({
     dir: z.literal("s2c"),
     type: z.literal("stored"),
@@ -153,7 +169,8 @@ const Line = z.union([
 const PAIRS: [string, Shape<unknown>, z.ZodTypeAny][] = [
   ["body", BodyShape, Body],
   ["record", RecordJsonShape, RecordJson],
-  ["msg", MsgMessageShape, Msg],
+  ["msg", C2sMsgShape, C2sMsg],
+  ["server msg", S2cMsgShape, S2cMsg],
   ["relay", RelayMessageShape, Relay],
   ["stored", StoredMessageShape, Stored],
   ["refused", RefusedMessageShape, Refused],
@@ -195,7 +212,23 @@ const SIGNED = {
 };
 
 Deno.test("record shapes agree with the zod reference on fixed cases", () => {
-  const line = { dir: "c2s", type: "msg", record: RECORD };
+  const line = { dir: "s2c", type: "msg", record: { ...RECORD, dir: "s2c" } };
+  const k = toBase64(new Uint8Array(32));
+  const msg = {
+    type: "msg",
+    sig: SIGNED.sig,
+    first: 6,
+    n: 3,
+    proof: [SIGNED.batch.path[0]],
+    records: [{ record: RECORD, k }, { record: { ...RECORD, seqno: 8 }, k }],
+  };
+  const { type: _type, ...group } = msg;
+  const msgLine = {
+    dir: "c2s",
+    type: "msg",
+    ...group,
+    records: msg.records.map(({ record }) => ({ record })),
+  };
   const cases: [string, unknown][] = [
     ["a record", RECORD],
     ["a signed record", SIGNED],
@@ -215,7 +248,27 @@ Deno.test("record shapes agree with the zod reference on fixed cases", () => {
     }],
     ["an unknown batch member", { ...SIGNED, batch: { ...SIGNED.batch, root: "x" } }],
     ["a line", line],
-    ["a msg", { type: "msg", record: RECORD, k: toBase64(new Uint8Array(32)) }],
+    ["a server's msg", { type: "msg", record: RECORD, k }],
+    ["a user's msg", msg],
+    ["a user's msg line", msgLine],
+    ["a user's msg line as s2c", { ...msgLine, dir: "s2c" }],
+    ["a server's msg line as c2s", { ...line, dir: "c2s" }],
+    ["a user's msg with a gap", {
+      ...msg,
+      n: 4,
+      records: [msg.records[0], { record: { ...RECORD, seqno: 9 }, k }],
+    }],
+    ["a user's msg line with a gap", {
+      ...msgLine,
+      n: 4,
+      records: [msgLine.records[0], { record: { ...RECORD, seqno: 9 } }],
+    }],
+    ["a user's msg with a record carrying sig", {
+      ...msg,
+      records: [{ record: SIGNED, k }],
+    }],
+    ["a user's msg with the hop's seqno", { ...msg, seqno: 3 }],
+    ["a user's msg without records", { ...msg, records: [] }],
     ["an unknown member", { ...RECORD, extra: 1 }],
     ["a missing member", { ...RECORD, ts: undefined }],
     ["__proto__ as a member", JSON.parse(`{"__proto__":1,${JSON.stringify(RECORD).slice(1)}`)],
@@ -230,9 +283,8 @@ Deno.test("record shapes agree with the zod reference on fixed cases", () => {
     ["a c2s ct at MAX_CT_BYTES", { ...RECORD, ct: toBase64(new Uint8Array(MAX_CT_BYTES)) }],
     ["a c2s ct one byte above", { ...RECORD, ct: toBase64(new Uint8Array(MAX_CT_BYTES + 1)) }],
     ["a c2s msg one byte above", {
-      type: "msg",
-      record: { ...SIGNED, ct: toBase64(new Uint8Array(MAX_CT_BYTES + 1)) },
-      k: toBase64(new Uint8Array(32)),
+      ...msg,
+      records: [{ record: { ...RECORD, ct: toBase64(new Uint8Array(MAX_CT_BYTES + 1)) }, k }],
     }],
     ["an s2c ct above MAX_CT_BYTES", {
       ...RECORD,

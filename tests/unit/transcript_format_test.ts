@@ -179,7 +179,10 @@ Deno.test("transcript hash: a relay's and a user's msg's records, sig, first, n 
 Deno.test("a user's msg's line (UserMsg: the client's sent msg, the server's received one) is the line encodeLine and lineEncoding make, tag 0x06, and its wire is the line with its carriers", async () => {
   // The client's msg and the server's line of it are laid out from the records' shared JSON and
   // record_enc (TRANSCRIPT §3.1); `verify` recomputes both from the line it reads.
-  const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]);
+  const pair = await crypto.subtle.generateKey("Ed25519", true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
   const signer = await importSigningKeyPkcs8(pkcs8);
   const sid = "0f".repeat(16);
