@@ -10,8 +10,10 @@ import { fromHex } from "../lib/bytes.ts";
 import { fingerprintOf } from "../lib/pki/describe.ts";
 import { encodeReceiptFile, signReceipt } from "../lib/transcript/receipt.ts";
 import { formatReport } from "../commands/verify.ts";
+import { decodeLine, LineShape, wholeRecordOfGroup } from "../lib/message/record.ts";
 import {
   makePki,
+  msgLineJson,
   revoke,
   storedLineOf,
   TAMPER_CASES,
@@ -735,6 +737,44 @@ Deno.test("verify: the client's records signed after its revocation are not attr
       formatReport(report),
       new RegExp(`unattributed line ${line}:2: alice's certificate`),
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("verify: a batch's msg line regrouped into two lines (each with the proof that fits) passes line by line; the receipts refuse it (TRANSCRIPT §5.1)", async () => {
+  const pki = await makePki({ alg: "ed25519" });
+  const trust = await TrustStore.fromPem(pki.caPem);
+  const dir = await Deno.makeTempDir({ prefix: "sc-regroup-" });
+  try {
+    const s = await writeSession(pki, { dir, messages: 4, c2sGroups: [[3]] });
+    const lines = (await Deno.readTextFile(s.logPath)).split("\n").slice(0, -1);
+    const at = lines.findIndex((l) => l.startsWith('{"dir":"c2s"'));
+    const parsed = LineShape.safeParse(JSON.parse(lines[at]));
+    if (!parsed.success) throw new Error("not a line");
+    const line = decodeLine(parsed.data);
+    if (line.type !== "msg" || !("records" in line)) throw new Error("not a user's msg line");
+    const whole = line.records.map((_, j) => wholeRecordOfGroup(line.records, line, j)!);
+    const regrouped = [
+      ...lines.slice(0, at),
+      msgLineJson(whole.slice(0, 2)),
+      msgLineJson(whole.slice(2)),
+      ...lines.slice(at + 1),
+    ];
+    const bare = await verifyTranscript(await writeCase(join(dir, "bare"), { lines: regrouped }), {
+      trust,
+    });
+    assert.equal(bare.ok, true, bare.reason ?? "");
+    assert.deepEqual(bare.messages, { c2s: 6, s2c: 2 });
+    const withReceipt = await verifyTranscript(
+      await writeCase(join(dir, "receipt"), {
+        lines: regrouped,
+        receipt: encodeReceiptFile(s.ownReceipt!),
+      }),
+      { trust },
+    );
+    assert.equal(withReceipt.code, "TAMPERED");
+    assert.match(withReceipt.reason ?? "", /does not match the recomputed/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -646,7 +646,8 @@ async function checkLines(
         ? `c2s seqnos ${seqno}–${last.seqno}`
         : `c2s seqno ${seqno}`;
       active++;
-      // Once for the line (TRANSCRIPT §5 step 4): the root from its records and proof, then sig.
+      // Once for the line (TRANSCRIPT §5 step 4): the root from its records and proof, then sig;
+      // in a promise, so a proof that does not fit (thrown at once) is found as a bad sig is.
       Promise.resolve().then(() => signatures.checkGroupNow(client, own.records, own, seqnos)).then(
         () =>
           own.records.forEach((record, j) =>
