@@ -1307,7 +1307,8 @@ def _mixed_msg(a, first, second):
 _WHO = ("server", {"kind": "who"})
 # §6.3 step 5 per record in order (interop finding 111 as c30ceb1 settles it): the envelope's fit
 # is its record's step 5, so the record before it decides when it fails first
-probe("e2e_msg_bad_k_then_e2e_to_server", "peer:DECRYPT_FAIL", e2e=True)(
+probe("e2e_msg_bad_k_then_e2e_to_server", "peer:DECRYPT_FAIL", e2e=True,
+      deviation=("peer:PROTOCOL_ERROR", 115))(
     lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "bad k"), (*_WHO, "e2e to server")))[1])
 probe("e2e_msg_e2e_to_server_then_bad_k", "peer:PROTOCOL_ERROR", e2e=True)(
     lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "e2e to server"), (*_WHO, "bad k")))[1])
