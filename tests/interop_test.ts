@@ -2187,7 +2187,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "interop: a signed batch waits in the offline queue — the clean-room client's three private lines of one batch are queued, and connect checks each stored record's path and the one signature at login (PROTOCOL §6.1, §6.6)",
+    "interop: a signed batch waits in the offline queue — the clean-room client's three private lines of one batch, sent in two msgs, are queued, and connect checks each stored record's path (the server's, from the msg's proof) and the one signature at login (PROTOCOL §6.1, §6.4, §6.6)",
   ignore: skipInterop,
   sanitizeResources: true,
   sanitizeOps: true,
@@ -2208,20 +2208,28 @@ Deno.test({
       await closeStdin(b1);
       assert.equal(await finish(b1), 0, b1.err.text());
       // c2s: publish 1, the fetch of bob's devices 2 (it goes at once: we wait for its answer),
-      // then the three lines 3-5, one batch, each wrapped for bob's device and queued.
+      // then the three lines 3-5, one batch, each wrapped for bob's device and queued. The batch
+      // leaves in two msgs, [3, 4] and [5], each with its proof (--msg-records 2): the server
+      // derives each stored record's path from the msg that brought it (PROTOCOL §6.4 "Making
+      // the proof", §6.6).
       const py = pythonClient([CLIENT_PY], port, certs, [
         "--register",
         "alice@example.com",
         "--transcripts",
         `${tmp}/pytr`,
         "--e2e",
+        "--msg-records",
+        "2",
       ], "python");
       procs.push(py);
       await py.out.waitFor((l) => l.startsWith("KEYS published"), "python published");
       await py.send("/batch");
       for (const i of [1, 2, 3]) await py.send(`/msg bob stored ${i}`);
       await py.send("/end");
-      await py.out.waitFor((l) => l === "BATCH 3 3", "python signs c2s 3-5 as one batch");
+      await py.out.waitFor(
+        (l) => l === "BATCH 3 3 in 2 msgs",
+        "python signs c2s 3-5 as one batch",
+      );
       for (const seqno of [3, 4, 5]) {
         await py.out.waitFor((l) => l === `QUEUED ${seqno}`, `QUEUED ${seqno}`);
       }
