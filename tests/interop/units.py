@@ -1361,6 +1361,16 @@ class MsgLines(unittest.TestCase):
         self.assertEqual((self.v.n["c2s"], sorted(self.v.digests["c2s"])), (5, [0, 2, 5]))
         self.assertEqual(self.v.private, {3})
 
+    def test_a_batch_regrouped_verifies_line_by_line_but_hashes_apart(self):
+        """TRANSCRIPT §5.1: the batch's signature does not fix how its records were grouped into
+        lines; the receipts do, over every line's bytes (§3)."""
+        self.assertEqual(self.outcome(self.line([0, 1]), self.line([2, 3, 4])), ("VALID", None))
+        sent = self.v.d["c2s"].digest()
+        self.setUp()
+        self.assertEqual(self.outcome(self.line([0, 1, 2]), self.line([3, 4])), ("VALID", None))
+        self.assertNotEqual(self.v.d["c2s"].digest(), sent)
+        self.assertEqual(sorted(self.v.digests["c2s"]), [0, 3, 5])  # no receipt can end at 2
+
     def test_each_fault_and_where(self):
         line = self.line
         rec = lambda j, **c: lambda m: m["records"][j]["record"].update(**c)  # noqa: E731
