@@ -90,10 +90,9 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     let lobbyEndToEnd = 0;
     for (const { message } of opened) {
       if (message.type !== "msg" && message.type !== "relay") continue;
-      // A msg carries one record and its key's carrier; a relay, items of both (PROTOCOL §6.4).
-      const items = message.type === "msg"
-        ? [message]
-        : message.records as Record<string, unknown>[];
+      // A user's msg and a relay carry items of a record and its key's carrier (PROTOCOL §6.3,
+      // §6.4); the server's msg one record and its key.
+      const items = "records" in message ? message.records as Record<string, unknown>[] : [message];
       for (const item of items) {
         const record = decodeRecord(item.record as never);
         if (record.dir === "c2s" && record.to !== "server") {
@@ -182,6 +181,48 @@ Deno.test("e2e: private and lobby lines are ciphertext to the server, in its fil
     assert.equal(proven.author, "alice");
     assert.equal(proven.to, "user:bob");
     assert.deepEqual(proven.body, { kind: "text", text: privateCanaries[2] });
+
+    // 5. alice proves the same line from her own transcript: her msg line (TRANSCRIPT §2.2) holds
+    //    it without its envelope, her .keys the key she made, by the record's own c2s seqno (§6).
+    const aliceDir = join(pki.dir, "alice-transcripts");
+    const aliceLog = join(
+      aliceDir,
+      [...Deno.readDirSync(aliceDir)].map((e) => e.name).find((n) => n.endsWith(".log"))!,
+    );
+    await verifiedReport(aliceLog, `${pki.dir}/ca.pem`);
+    const own = (await Deno.readTextFile(aliceLog)).split("\n").flatMap((l, i) => {
+      const line = l ? JSON.parse(l) : {};
+      if (line.dir !== "c2s") return [];
+      return (line.records as { record: { to: string; seqno: number } }[]).flatMap((item, j) =>
+        item.record.to === "user:bob" ? [{ i, j, seqno: item.record.seqno }] : []
+      );
+    });
+    // Her two lines, then (with her first lobby line) her sender key to bob (PROTOCOL §12.5).
+    assert.equal(own.length, 3, "alice's private records to bob are in her msg lines");
+    const mine = join(workDir, "own-opening.json");
+    const ownMade = await runCli([
+      "verify",
+      aliceLog,
+      "--ca",
+      `${pki.dir}/ca.pem`,
+      "--reveal",
+      `${1 + own[1].i}:${1 + own[1].j}`,
+      "--out",
+      mine,
+    ]);
+    assert.equal(ownMade.code, 0, ownMade.stderr);
+    const ownChecked = await runCli([
+      "verify",
+      "--opening",
+      mine,
+      "--ca",
+      `${pki.dir}/ca.pem`,
+      "--json",
+    ]);
+    assert.equal(ownChecked.code, 0, ownChecked.stderr);
+    const ownProof = JSON.parse(ownChecked.stdout);
+    assert.deepEqual([ownProof.author, ownProof.seqno], ["alice", own[1].seqno]);
+    assert.deepEqual(ownProof.body, { kind: "text", text: privateCanaries[2] });
   } finally {
     for (const c of clients) await c.end().catch(() => {});
     await proxy.close();
