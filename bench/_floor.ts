@@ -9,32 +9,38 @@
  * the connection's number: this measures the relay, not the handshake. Each rung is one layer of
  * what our server does per message more than the one below it, each through lib's own functions
  * (none re-implemented, so none cheaper than what ships):
- *  - "floor": each inbound record opened once, each message in it queued for every recipient as
- *    the bytes it came as, a turn's relays sealed into one record and written once per recipient
- *    (RecordOutbox at the turn's end, lib/turn.ts): no JSON, no signature, no transcript;
- *  - "json": + the message's strict parse (lib/wire parseMessage with lib/message's msg shape),
- *    the record decoded and laid out again (RecordForms), each recipient's relay made as our
- *    session makes it (prepareRelay once per record; per recipient and turn one relay of a
- *    batch's records, RecipientRelayGroup, its proof made at the turn's end: PROTOCOL §6.4);
- *  - "checks": + the record's checks: the envelope fits, leaf and path hashed, the batch
- *    signature verified once per batch (RecordSignatures);
- *  - "transcript": + a transcript line per recipient relay and per author record
- *    (TranscriptWriter, files beside the child's other files, as `serve` writes them).
+ *  - "floor": each inbound record opened once, each msg in it (a batch's records, PROTOCOL §6.3)
+ *    queued for every recipient as the bytes it came as, a turn's relays sealed into one record
+ *    and written once per recipient (RecordOutbox at the turn's end, lib/turn.ts): no JSON, no
+ *    signature, no transcript;
+ *  - "json": + the msg's strict parse (lib/wire parseMessage with lib/message's C2sMsgShape), its
+ *    records decoded and made whole as the server makes them (ReceivedGroup.whole, RecordForms),
+ *    each recipient's relay made as our session makes it (prepareRelay once per record; per
+ *    recipient and turn one relay of a msg's records, RecipientRelayGroup, the msg's proof as it
+ *    came when the relay carries all its records: §6.4);
+ *  - "checks": + the msg's checks (§6.3): every record's envelope fits, the leaves hashed and the
+ *    batch's root made from them and the msg's proof, the batch signature verified once
+ *    (RecordSignatures.checkGroupNow);
+ *  - "transcript": + a transcript line per recipient relay and per author msg (TranscriptWriter,
+ *    files beside the child's other files, as `serve` writes them).
+ * Since session 16 an author's msg carries a batch's records (§6.3); until then it carried one
+ * record with its own `sig` and `batch` path, and the floor forwarded one msg per line.
  * What the top rung still lacks of our server: the handshake and login (before the clock), the
  * session's hop checks (a seqno window and a clock comparison), holding and releasing a
  * turn's messages to the lobby (presence, the member list, rate limits lifted), key updates.
  */
 import { createHash } from "node:crypto";
-import { randomBytes, toBase64, toHex, utf8 } from "../lib/bytes.ts";
+import { ByteBuilder, randomBytes, toBase64, toHex, utf8 } from "../lib/bytes.ts";
 import { type DirectionKeys, trafficKeys } from "../lib/handshake/key_schedule.ts";
 import { RecordLayer } from "../lib/handshake/record.ts";
 import {
-  encodeRecord,
   LOBBY,
   MAX_BATCH,
   type MessageRecord,
   sealContent,
   signBatch,
+  userMsgItem,
+  userMsgsOf,
 } from "../lib/message/record.ts";
 import type { SenderEnvelope } from "../lib/e2e/envelope.ts";
 import { encodeFrame } from "../lib/wire/frame.ts";
@@ -46,14 +52,6 @@ import { connectLikeClient, JsonChild, round, serveV8Flags, sleep } from "./_uti
 /** The rungs, each what the one before it does and one layer more. */
 export const RUNGS = ["floor", "json", "checks", "transcript"] as const;
 export type Rung = typeof RUNGS[number];
-
-/**
- * The records the sender sends: "signed" as ours (each record its batch's signature and its
- * inclusion path, PROTOCOL §6.1). "unsigned" (the same records without either) stood in, in
- * session 14, for relays carrying a batch's signature once; since session 15 they do (PROTOCOL
- * §6.4, the "signed" rows' relays), and the floor server refuses "unsigned".
- */
-export type FloorRecords = "signed" | "unsigned";
 
 /** What a connection says first, in the clear, before its records. */
 export interface FloorHello {
@@ -74,10 +72,11 @@ export function floorKeys(id: number, dir: "c2s" | "s2c"): DirectionKeys {
 const SERVER_SCRIPT = new URL("./_floor_server.ts", import.meta.url).pathname;
 
 /**
- * `count` lobby lines end to end as our sender makes them, as each record's contents: each a
- * `msg` with a record (a real content seal of `text`, sid, seqno from 1, ts) and a `sender`
- * envelope of the shipped sizes (PROTOCOL §12.5: a device id, the chain's id and index, `k`
- * wrapped: 48 bytes), signed by `author` in batches of MAX_BATCH, one batch per record as our
+ * `count` lobby lines end to end as our sender makes them, as each record's contents: records (a
+ * real content seal of `text`, sid, seqno from 1, ts) signed by `author` in batches of MAX_BATCH,
+ * each with a `sender` envelope of the shipped sizes (PROTOCOL §12.5: a device id, the chain's id
+ * and index, `k` wrapped: 48 bytes), a batch's records in the msgs that carry them (§6.3: one
+ * msg, or several when they do not fit one record, userMsgsOf), one batch per record as our
  * sender seals a signed batch (lib/session/session.ts #sendBatchOutbox).
  */
 export async function lobbyLines(
@@ -85,7 +84,6 @@ export async function lobbyLines(
   author: string,
   text: string,
   count: number,
-  records: FloorRecords = "signed",
 ): Promise<Uint8Array[][]> {
   const { signingKey } = await pki.identity(author);
   const sid = toHex(randomBytes(16));
@@ -97,8 +95,8 @@ export async function lobbyLines(
       const { ct, c } = sealContent({ kind: "text", text });
       batch.push({ sid, dir: "c2s", to: LOBBY, seqno, ts: Date.now(), ct, c });
     }
-    if (records === "signed") await signBatch(signingKey, batch);
-    lines.push(batch.map((record) => {
+    await signBatch(signingKey, batch);
+    const items = batch.map((record) => {
       const e2e: SenderEnvelope = {
         kind: "sender",
         from: device,
@@ -106,21 +104,26 @@ export async function lobbyLines(
         n: record.seqno,
         w: toBase64(randomBytes(48)),
       };
-      return utf8(JSON.stringify({ type: "msg", record: encodeRecord(record), e2e }));
-    }));
+      return userMsgItem(record, undefined, e2e);
+    });
+    lines.push(
+      userMsgsOf(items).map((msg) => {
+        const out = new ByteBuilder(msg.length);
+        msg.writeTo(out);
+        return out.done();
+      }),
+    );
   }
   return lines;
 }
 
-const RELAY_HEAD = utf8('{"type":"relay"');
 const ITEM = '{"record":';
 
 /**
- * The messages a content carries: a relay (the rungs above the floor) one per record of its
- * group (PROTOCOL §6.4), anything else (the floor's forwarded msg) one.
+ * The messages a content carries, one per record of its group: a relay's (the rungs above the
+ * floor, PROTOCOL §6.4) or the user's msg the floor forwards as it came (§6.3).
  */
 function messagesIn(content: Uint8Array): number {
-  for (let j = 0; j < RELAY_HEAD.length; j++) if (content[j] !== RELAY_HEAD[j]) return 1;
   return new TextDecoder().decode(content).split(ITEM).length - 1;
 }
 
@@ -165,12 +168,10 @@ export async function floorBurst(
     part: number;
     /** Deno flags for the server child after serve's V8 flags (a CPU profile, say). */
     denoFlags?: string[];
-    records?: FloorRecords;
   },
 ): Promise<FloorPhase> {
   const dir = await Deno.makeTempDir({ prefix: "sc-bench-floor-" });
-  const records = o.records ?? "signed";
-  const child = new JsonChild(SERVER_SCRIPT, [pki.dir, author, o.rung, records, dir], [
+  const child = new JsonChild(SERVER_SCRIPT, [pki.dir, author, o.rung, dir], [
     ...await serveV8Flags(),
     ...o.denoFlags ?? [],
   ]);
@@ -192,7 +193,7 @@ export async function floorBurst(
     }
     const sender = await floorConnect(port, { role: "sender", id: 0 });
     tcps.push(sender.tcp);
-    const batches = await lobbyLines(pki, author, text, o.warm + o.messages, records);
+    const batches = await lobbyLines(pki, author, text, o.warm + o.messages);
     const frames = batches.map((contents) => encodeFrame(sender.records.sealContents(contents)));
     /** As ourBurst's wire_bytes_per_message: framed and sealed, as the sender writes them. */
     const wireBytes = frames.reduce((a, f) => a + f.length, 0) / (o.warm + o.messages);
@@ -231,7 +232,6 @@ export async function floorBurst(
       cpuSeconds: m.cpuSeconds,
       extra: {
         rung: o.rung,
-        records,
         messages: m.result,
         wire_bytes_per_message: Math.round(wireBytes),
         server_thread_cpu_seconds: Object.fromEntries(

@@ -4,30 +4,30 @@
  * our server does per message, through lib's own functions. Bench only: no admission, no
  * handshake (keys from a fixed secret, floorKeys), no limits; one sender, the rest recipients.
  *
- *   deno run -A bench/_floor_server.ts <pkiDir> <author> floor|json|checks|transcript \
- *     signed <dir>
+ *   deno run -A bench/_floor_server.ts <pkiDir> <author> floor|json|checks|transcript <dir>
  *
  * Prints {"port":N}; exits when stdin closes. The author's certificate (`<pkiDir>/<author>.pem`)
  * is what the checks verify its batch signatures with and what its relays carry.
  */
-import { toBase64 } from "../lib/bytes.ts";
+import { fromBase64Each, toBase64 } from "../lib/bytes.ts";
 import { importVerifyingKeySpki } from "../lib/crypto/signature.ts";
-import type { E2eEnvelope } from "../lib/e2e/envelope.ts";
 import { MAX_CONTENT_BYTES, RecordLayer, RecordOutbox } from "../lib/handshake/record.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import {
   type AuthorCert,
+  type C2sMsgMessage,
+  C2sMsgShape,
   decodeRecord,
   envelopeFits,
-  msgLine,
-  type MsgMessage,
-  MsgMessageShape,
+  leafHash,
+  type MessageRecord,
   type PreparedLine,
   type PreparedRelay,
   prepareRelay,
+  ReceivedGroup,
   RecipientRelayGroup,
-  RecordForms,
   RecordSignatures,
+  UserMsg,
 } from "../lib/message/record.ts";
 import { parseCertificate } from "../lib/pki/certificate.ts";
 import { fingerprintOf } from "../lib/pki/describe.ts";
@@ -40,12 +40,7 @@ import { byType } from "../lib/wire/shape.ts";
 import { FLOOR_READY, type FloorHello, floorKeys, type Rung, RUNGS } from "./_floor.ts";
 import { commands, reply } from "./_util.ts";
 
-const [pkiDir, authorName, rungArg, records, dir] = Deno.args;
-if (records !== "signed") {
-  throw new Error(
-    `floor server: records ${records}: only signed records are relayed (PROTOCOL §6.4)`,
-  );
-}
+const [pkiDir, authorName, rungArg, dir] = Deno.args;
 if (!(RUNGS as readonly string[]).includes(rungArg)) {
   throw new Error(`floor server: rung ${rungArg} is not one of ${RUNGS.join(", ")}`);
 }
@@ -67,7 +62,7 @@ const authorCert: AuthorCert = {
   cert: { base64: toBase64(author.certDer), der: author.certDer },
 };
 /** What a server reads from a client, narrowed to the one type this bench sends. */
-const MSG = byType<MsgMessage>({ msg: MsgMessageShape });
+const MSG = byType<C2sMsgMessage>({ msg: C2sMsgShape });
 const signatures = new RecordSignatures();
 
 interface Peer {
@@ -131,36 +126,53 @@ function relayTo(peer: Peer, prepared: PreparedRelay): void {
   peer.introduced = true;
 }
 
-/** One message from the sender, relayed to every recipient at this rung. */
+/**
+ * One msg from the sender (records of one batch, PROTOCOL §6.3), relayed to every recipient at
+ * this rung, as the server's session checks it (lib/session/session.ts #checkUserMsg) and the
+ * lobby hands its records on, one by one.
+ */
 function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
   if (rung < JSON_RUNG) {
     for (const peer of recipients) emit(peer, content);
     return undefined;
   }
   const message = parseMessage(content, MSG);
-  if (!("e2e" in message)) throw new Error("floor server: a line without its envelope");
-  const record = decodeRecord(message.record);
+  const records = message.records.map((item) => decodeRecord(item.record));
+  const [sig, ...proof] = fromBase64Each([message.sig, ...message.proof]);
+  const group = { sig, first: message.first, n: message.n, proof };
+  // What the received msg keeps (ReceivedGroup): a relay that does not carry all of the msg's
+  // records derives their paths from these, so the json rung hashes them too.
+  const leaves = records.map(leafHash);
+  const received = () => new ReceivedGroup(message, group, records, leaves);
   if (rung >= CHECKS_RUNG) {
-    if (!envelopeFits(message.e2e, record.to)) throw new Error("floor server: envelope misfit");
-    const signing = signatures.checkNow(authorKey, record, `message ${record.seqno}`);
-    if (signing) return signing.then(() => forward(from, message.record, record, message.e2e));
+    message.records.forEach((item, j) => {
+      if (!("e2e" in item) || !envelopeFits(item.e2e, records[j].to)) {
+        throw new Error("floor server: a line without its envelope, or one that does not fit");
+      }
+    });
+    const whose = `message ${records[0].seqno}`;
+    const signing = signatures.checkGroupNow(authorKey, records, group, whose, leaves);
+    if (signing) return signing.then(() => forward(from, message, records, received()));
   }
-  return forward(from, message.record, record, message.e2e);
+  return forward(from, message, records, received());
 }
 
 function forward(
   from: Peer,
-  json: MsgMessage["record"],
-  record: ReturnType<typeof decodeRecord>,
-  e2e: E2eEnvelope,
+  message: C2sMsgMessage,
+  records: readonly MessageRecord[],
+  group: ReceivedGroup,
 ): undefined {
-  const forms = new RecordForms(record, json);
-  const logged = rung >= TRANSCRIPT_RUNG;
-  if (logged) {
-    from.transcript!.append(msgLine("c2s", record, forms.bytes, undefined, forms.encoding));
+  const prepared = message.records.map((item, j) => {
+    if (!("e2e" in item)) throw new Error(`floor server: line ${records[j].seqno} without e2e`);
+    return prepareRelay(authorCert, group.whole(j, item.record), undefined, item.e2e);
+  });
+  if (rung >= TRANSCRIPT_RUNG) {
+    const line = new UserMsg(prepared[0]);
+    for (const item of prepared.slice(1)) line.add(item);
+    from.transcript!.append(line);
   }
-  const prepared = prepareRelay(authorCert, forms, undefined, e2e);
-  for (const peer of recipients) relayTo(peer, prepared);
+  for (const item of prepared) for (const peer of recipients) relayTo(peer, item);
   return undefined;
 }
 

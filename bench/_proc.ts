@@ -5,6 +5,7 @@
  * by the units of work it did, so client-side costs (our recipients verify
  * signatures, IRC clients do not) never enter the comparison.
  */
+import { cpuAddedByThread, type GrowthSample, type ThreadTime } from "../testkit/burst_parts.ts";
 
 /** USER_HZ: /proc counts CPU time in 1/100 s on every Linux ABI Deno runs on. */
 const CLOCK_TICKS_PER_SECOND = 100;
@@ -122,12 +123,6 @@ export const THREAD_ROLES: Record<string, string> = {
     "(asynchronous file calls such as open and fsync, WebCrypto's operations, DNS)",
 };
 
-/** One thread's name and CPU time, its id the key of threadTimes's map. */
-interface ThreadTime {
-  name: string;
-  cpuSeconds: number;
-}
-
 /**
  * The CPU time of each live thread of a process, by thread id: from
  * /proc/<pid>/task/<tid>/schedstat (the scheduler's own count, in ns: a thread's few ms in a
@@ -159,33 +154,24 @@ export async function threadTimes(pid: number): Promise<Map<number, ThreadTime>>
   return out;
 }
 
-/** A process's CPU over its live threads (threadTimes: ns-precise) and its minor page faults. */
-export interface GrowthSample {
-  cpuSeconds: number;
-  /** minflt of /proc/<pid>/stat: pages the process touched for the first time, mostly. */
-  minorFaults: number;
-  /** VmRSS: whether what grew is kept (a working set filling up, or state that never stops). */
-  rssBytes: number;
-}
-
 /**
  * What a process has spent so far, cheaply enough to read between the parts of a burst: the
- * CPU of its live threads and its minor page faults. A young process that is still growing its
- * heap and allocator pools faults in fresh pages (the kernel zeroes each one) where a grown one
+ * CPU of each live thread (threadTimes: ns-precise; a part's CPU is what each thread added,
+ * cpuAddedByThread) and its minor page faults. A young process that is still growing its heap
+ * and allocator pools faults in fresh pages (the kernel zeroes each one) where a grown one
  * reuses what it has, so the faults say which of the two a stretch of work ran in.
  * @throws Error when /proc is missing or the process is gone
  */
 export async function growthSample(pid: number): Promise<GrowthSample> {
-  const [stat, { rssBytes }] = await Promise.all([
+  const [stat, { rssBytes }, threads] = await Promise.all([
     Deno.readTextFile(`/proc/${pid}/stat`),
     sampleProcess(pid),
+    threadTimes(pid),
   ]);
   // minflt is field 10, counted after the parenthesised command name as in sampleProcess.
   const minorFaults = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[10 - 3]);
-  let cpuSeconds = 0;
-  for (const t of (await threadTimes(pid)).values()) cpuSeconds += t.cpuSeconds;
   if (!Number.isFinite(minorFaults)) throw new Error(`cannot read the page faults of ${pid}`);
-  return { cpuSeconds, minorFaults, rssBytes };
+  return { threads, minorFaults, rssBytes };
 }
 
 /**
@@ -233,10 +219,5 @@ export async function threadCpuDuring<T>(
     await looking;
   }
   await look();
-  const threads: Record<string, number> = {};
-  for (const [tid, { name, cpuSeconds }] of last) {
-    const added = cpuSeconds - (first.get(tid)?.cpuSeconds ?? 0);
-    threads[name] = (threads[name] ?? 0) + added;
-  }
-  return { result, threads };
+  return { result, threads: cpuAddedByThread(first, last) };
 }

@@ -61,11 +61,10 @@ import {
 import { IrcClient, type IrcTls } from "./_irc_client.ts";
 import { ed25519Pki, mintClientIdentities, rsaPki, type TestPki } from "./_pki.ts";
 import { deliveryCosts, opCosts } from "./_op_costs.ts";
-import { floorBurst, type FloorRecords, type Rung, RUNGS } from "./_floor.ts";
+import { floorBurst, type Rung, RUNGS } from "./_floor.ts";
 import {
   Budget,
   cpuDuring,
-  type GrowthSample,
   growthSample,
   sampleProcess,
   settledSample,
@@ -73,6 +72,13 @@ import {
   threadCpuDuring,
 } from "./_proc.ts";
 import { parseArgs } from "node:util";
+import {
+  type PartGrowth,
+  partGrowth,
+  QUIET_FAULTS_PER_MESSAGE,
+  type QuietParts,
+  quietParts,
+} from "../testkit/burst_parts.ts";
 import {
   BENCH_PASSWORD,
   benchOptions,
@@ -170,6 +176,27 @@ function threadFigures(what: string, p: Phase, reference: Reference): Figure[] {
       threads["V8 DefaultWorke"] ?? 0,
       "µs",
       reference,
+    ),
+  ];
+}
+/**
+ * A burst's median CPU per delivery over its quiet parts (quietParts: parts that took no heap
+ * step), beside the same reference as the burst's total: what two trees can be compared on
+ * where a fresh server's heap steps fall at different places in their bursts. None when no part
+ * was quiet (a --quick burst is one short part on a server still growing), saying so in a note.
+ */
+function quietFigure(what: string, p: Phase, reference: Reference): Figure[] {
+  const q = p.extra?.quiet_parts as QuietParts | undefined;
+  if (q?.cpu_us_median === null || q?.cpu_us_median === undefined) return [];
+  return [
+    figure(
+      `${what}: the median over its parts without a heap step (fewer than ` +
+        `${QUIET_FAULTS_PER_MESSAGE * E2E_BURST_PART} minor page faults a ${E2E_BURST_PART}-line ` +
+        "part)",
+      q.cpu_us_median,
+      "µs",
+      reference,
+      { note: `${q.parts} of the burst's ${q.of} parts` },
     ),
   ];
 }
@@ -541,28 +568,6 @@ const RELAY_WARM_UP = 8000;
  */
 const E2E_BURST_PART = 500;
 
-/**
- * One part of a burst as the server lived it: `upTo`, the messages it had relayed in this
- * phase at the part's end (the warm burst's included); its CPU per delivery over all threads;
- * the minor page faults it took and its resident size at the end, in MiB (growthSample): what
- * shows a server still growing.
- */
-interface PartGrowth {
-  upTo: number;
-  cpuUs: number;
-  faults: number;
-  rssMiB: number;
-}
-
-function partGrowth(upTo: number, now: GrowthSample, last: GrowthSample, deliveries: number) {
-  return {
-    upTo,
-    cpuUs: round((now.cpuSeconds - last.cpuSeconds) * 1e6 / deliveries, 2),
-    faults: now.minorFaults - last.minorFaults,
-    rssMiB: round(now.rssBytes / 2 ** 20, 1),
-  };
-}
-
 /** What each rung above the floor adds, cumulatively (_floor.ts). */
 const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
   json: "the msg's parse and the relay's JSON (lib/wire, lib/message)",
@@ -681,7 +686,8 @@ async function ourBurst(
             const upTo = Math.min(total, total - n + (i + 1) * part);
             await delivered(upTo);
             const now = await growthSample(server.pid);
-            byPart.push(partGrowth(upTo, now, last, (upTo - (total - n + i * part)) * recipients));
+            const lines = upTo - (total - n + i * part);
+            byPart.push(partGrowth(upTo, lines, lines * recipients, last, now));
             last = now;
           }
           await held.release();
@@ -693,6 +699,7 @@ async function ourBurst(
     // A burst not measured first: the server's JIT compiles the relay path in it.
     if (warm > 0) await (await burst(warm, warm))();
     const batchesBefore = receivers[0].batches();
+    const warmParts = byPart.length;
     const measured = await burst(messages, warm + messages);
     const { result: m, threads } = await threadCpuDuring(server.pid, measured);
     return {
@@ -705,6 +712,8 @@ async function ourBurst(
         wire_bytes_per_message: Math.round(wireBytes / messages),
         server_thread_cpu_seconds: threadSeconds(threads),
         by_part: byPart,
+        // What two trees compare on where heap steps fall unlike (testkit/burst_parts.ts).
+        quiet_parts: quietParts(byPart.slice(warmParts)),
         // Records per author signature the server verified (PROTOCOL §6.1).
         author_batch_mean: round(
           messages / Math.max(1, receivers[0].batches() - batchesBefore),
@@ -768,7 +777,6 @@ function ourFloor(
   recipients: number,
   messages: number,
   warm: number,
-  records: FloorRecords = "signed",
 ): Promise<Phase> {
   return floorBurst(pki, "user1", TEXT, {
     rung,
@@ -776,7 +784,6 @@ function ourFloor(
     messages,
     warm,
     part: E2E_BURST_PART,
-    records,
     denoFlags: [...extraServerV8Flags, ...cpuProfileFlags()],
   });
 }
@@ -1209,6 +1216,11 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
         ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
         { goal: "<= 4 (issue 18)" },
       ),
+      ...quietFigure(
+        `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, end to end, a burst)`,
+        ours.relay_burst,
+        ref(peer("per channel PRIVMSG delivery"), cpuMicrosPer(theirs.relay), "µs"),
+      ),
       ...threadFigures(
         `server CPU per relay delivery (1 -> ${RELAY_RECIPIENTS}, end to end, a burst)`,
         ours.relay_burst,
@@ -1483,6 +1495,11 @@ async function fanOut(
             row.rsa_us = round(rsa, 2);
             if (irc) row.rsa_ratio = round(rsa / irc, 2);
             row.rsa_threads_us = threadMicrosPer(rsaPhase);
+            const quiet = rsaPhase.extra?.quiet_parts as QuietParts | undefined;
+            if (quiet) {
+              row.rsa_quiet_us = quiet.cpu_us_median;
+              row.rsa_quiet_parts = `${quiet.parts}/${quiet.of}`;
+            }
             if (rsaPhase.extra?.by_part) row.rsa_by_part = rsaPhase.extra.by_part;
           }
           if (keys.includes("ed25519")) {
@@ -1493,6 +1510,11 @@ async function fanOut(
             row.ed25519_us = round(ed, 2);
             if (irc) row.ed25519_ratio = round(ed / irc, 2);
             row.ed25519_threads_us = threadMicrosPer(edPhase);
+            const edQuiet = edPhase.extra?.quiet_parts as QuietParts | undefined;
+            if (edQuiet) {
+              row.ed25519_quiet_us = edQuiet.cpu_us_median;
+              row.ed25519_quiet_parts = `${edQuiet.parts}/${edQuiet.of}`;
+            }
             const batch = edPhase.extra?.author_batch_mean;
             if (typeof batch === "number") row.author_batch_mean = batch;
           }
@@ -1540,12 +1562,7 @@ async function idleOnly(levels: IdleLevels, peer: boolean): Promise<Record<strin
  */
 async function ladderOnly(
   rounds: number,
-  { messages, warm, peer, records }: {
-    messages: number;
-    warm: number;
-    peer: boolean;
-    records: FloorRecords[];
-  },
+  { messages, warm, peer }: { messages: number; warm: number; peer: boolean },
 ): Promise<Record<string, unknown>> {
   const binary = peer ? await findInspircd() : undefined;
   if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
@@ -1561,17 +1578,17 @@ async function ladderOnly(
       if (binary) {
         row.inspircd_us = round(cpuMicrosPer(await ircFanOut(binary, files, tls, 4, span)), 3);
       }
-      for (const kind of records) {
-        const name = (rung: Rung) => kind === "signed" ? rung : `${rung}_${kind}`;
-        for (const rung of RUNGS) {
-          const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, warm, kind);
-          row[`${name(rung)}_us`] = round(cpuMicrosPer(phase), 2);
-          row[`${name(rung)}_threads_us`] = threadMicrosPer(phase);
-          row[`${name("floor")}_wire_bytes_per_message`] = phase.extra?.wire_bytes_per_message;
-        }
+      for (const rung of RUNGS) {
+        const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, warm);
+        row[`${rung}_us`] = round(cpuMicrosPer(phase), 2);
+        row[`${rung}_threads_us`] = threadMicrosPer(phase);
+        row.floor_wire_bytes_per_message = phase.extra?.wire_bytes_per_message;
       }
       const ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, messages, warm);
       row.ours_us = round(cpuMicrosPer(ours), 2);
+      const quiet = ours.extra?.quiet_parts as QuietParts;
+      row.ours_quiet_us = quiet.cpu_us_median;
+      row.ours_quiet_parts = `${quiet.parts}/${quiet.of}`;
       row.ours_wire_bytes_per_message = ours.extra?.wire_bytes_per_message;
       row.ours_threads_us = threadMicrosPer(ours);
       row.ours_over_floor = round(cpuMicrosPer(ours) / (row.floor_us as number), 2);
@@ -1610,9 +1627,6 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
     --messages N         … N messages per burst (default 2000)
     --warm N             … each burst after N relayed and not measured (default 8000: a
                          server past its growth; see RELAY_WARM_UP)
-    --records signed,unsigned  … the ladder's records as ours (signed), and/or without
-                         their batch signature and path (unsigned: what a record weighs if
-                         both travelled once per batch; a protocol change measured, not made)
   --no-peer              ours only (with --idle, --fanout or --ladder), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
   --server-v8-flag=FLAG  (repeatable) a V8 flag for our server children after serve's own
@@ -1628,7 +1642,6 @@ if (import.meta.main) {
         quick: { type: "boolean", default: false },
         breakdown: { type: "boolean", default: false },
         ladder: { type: "boolean", default: false },
-        records: { type: "string", default: "signed" },
         idle: { type: "string" },
         fanout: { type: "string" },
         rounds: { type: "string", default: "1" },
@@ -1663,7 +1676,6 @@ if (import.meta.main) {
       messages: args.messages !== undefined ? Number(args.messages) : 2000,
       warm: Number(args.warm ?? RELAY_WARM_UP),
       peer: !args["no-peer"],
-      records: args.records.split(",") as FloorRecords[],
     })
     : args.idle !== undefined
     ? await idleOnly(args.idle.split(",").map(Number) as [number, number], !args["no-peer"])

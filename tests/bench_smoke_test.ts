@@ -98,6 +98,18 @@ Deno.test({
           assert.equal(relays.filter((n: string) => shape.test(n)).length >= 2, true, `${shape}`);
           assert.ok(relays.some((n: string) => shape.test(n) && n.includes("Ed25519")), `${shape}`);
         }
+        // Every burst part's CPU is what each server thread added in it (testkit/burst_parts.ts):
+        // never negative, as parts read when a thread exited in them; the goal row's quiet parts
+        // are counted, and their median is a figure when one was quiet (a quick burst is one
+        // short part of a server still growing, so mostly none is).
+        const goalRow = report.sections.peer.details.securechat.relay_burst;
+        for (const part of goalRow.by_part) assertPositive(part.cpuUs, "a relay burst part's CPU");
+        const quiet = goalRow.quiet_parts;
+        assert.ok(quiet.of >= 1 && quiet.parts <= quiet.of, JSON.stringify(quiet));
+        const median = report.sections.peer.figures.find((f: { name: string }) =>
+          f.name.includes("parts without a heap step")
+        );
+        assert.equal(median?.value, quiet.parts > 0 ? quiet.cpu_us_median : undefined);
         // The relay's floor in this runtime and each rung of the ladder ran (bench/_floor.ts),
         // all delivered (their figures are checked positive above), the floor beside ours.
         const names = report.sections.peer.figures.map((f: { name: string }) => f.name);

@@ -752,9 +752,8 @@ export class Lobby {
       }
       return;
     } catch (error) {
-      // The peer's fault ends its session through the session itself, which tells it the code
-      // in an `error` record first (§8.1) and logs it.
-      if (codeOf(error) === "PROTOCOL_ERROR") throw error;
+      // The directory's or the cluster's failure, not the peer's (a publish no honest client
+      // makes failed the session's checks before this, assertOwnPublish): answered empty.
       this.log(codeOf(error), { user: from.username, detail: `keys: ${(error as Error).message}` });
       return answer({ user });
     }
