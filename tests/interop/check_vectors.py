@@ -270,8 +270,9 @@ def recompute(v):
         else:
             eq(f"record {r['name']} unsigned", (rec["sig"], rec["batch"], r["statement_hex"]),
                (None, None, None))
-        # the record travels byte for byte in a msg of a frame
-        if not any(r["record"] == sc.parse_json(c).get("record")
+        # the record travels byte for byte in a msg of a frame: the server's whole, a client's in
+        # the group of a msg (PROTOCOL §6.3) without its sig and batch, which the msg carries once
+        if not any(_travels(r["record"], sc.parse_json(c))
                    for opened in contents.values() for c in opened):
             raise Mismatch(f"record {r['name']} is in no frame")
     for (first, n, _), leaves in sorted(batches.items()):
@@ -280,6 +281,21 @@ def recompute(v):
             for i in range(n):
                 eq(f"batch {first}+{n} path of leaf {i}", sc.inclusion_path(i, hashes),
                    leaves[i][1])
+
+
+def _travels(record, m):
+    """True when the message `m` carries `record` (JSON, as its author signed it): an s2c msg the
+    record itself; a client's msg (§6.3) the record without `sig` and `batch` among its items, with
+    the record's `sig` and its batch's `first` and `n` once for the group."""
+    if m.get("type") != "msg":
+        return False
+    if "record" in m:
+        return m["record"] == record
+    bare = {key: v for key, v in record.items() if key not in ("sig", "batch")}
+    batch = record.get("batch") or {}
+    return (any(item.get("record") == bare for item in m.get("records", ()))
+            and (m.get("sig"), m.get("first"), m.get("n"))
+            == (record.get("sig"), record["seqno"] - batch.get("i", 0), batch.get("n")))
 
 
 # ---------------------------------------------------------------- pass 2: replay the client
@@ -372,20 +388,20 @@ def replay(v, workdir, s2c_override=None, stop_after_handshake=False):
     handlers = {"msg": c.on_msg, "relay": c.on_relay, "refused": c.on_refused,
                 "close": c.on_close, "receipt": c.on_receipt}
     for f in frames[v["handshake_frames"]["c2s_last"] + 1:]:
-        if "contents_hex" in f:  # our records of one batch, their msgs in one record (§6.1)
-            if f["dir"] != "c2s":
-                raise Mismatch(f"frame {f['index']}: an s2c record of several messages")
-            c.batching = True
-            for content in f["contents_hex"]:
-                want = sc.parse_json(unhex(content))
-                r = records[("c2s", want["record"]["seqno"])]
-                c.clock = r["record"]["ts"]
-                c.send_record(r["record"]["to"], sc.parse_json(r["body"].encode(), tag="kind"),
-                              hold=True)
-            c.batching = False
+        if "contents_hex" in f and f["dir"] != "c2s":
+            raise Mismatch(f"frame {f['index']}: an s2c record of several messages")
+        wants = [sc.parse_json(unhex(c)) for c in f.get("contents_hex", [f["content_hex"]])]
+        if f["dir"] == "c2s" and all(w["type"] == "msg" for w in wants):
+            # our records, one signed batch: its msgs (§6.3: one when it fits) in this record
+            for want in wants:
+                for item in want["records"]:
+                    r = records[("c2s", item["record"]["seqno"])]
+                    c.clock = r["record"]["ts"]
+                    c.send_record(r["record"]["to"],
+                                  sc.parse_json(r["body"].encode(), tag="kind"), hold=True)
             c.flush()
             continue
-        want = sc.parse_json(unhex(f["content_hex"]))
+        want = wants[0]
         if f["dir"] == "s2c":
             _, m = c.read_content()
             if m["type"] == "key_update":
@@ -396,11 +412,6 @@ def replay(v, workdir, s2c_override=None, stop_after_handshake=False):
             elif "ts" in m:
                 c.clock = m["ts"]
             handlers[m["type"]](m)
-        elif want["type"] == "msg":
-            r = records[("c2s", want["record"]["seqno"])]
-            c.clock = r["record"]["ts"]
-            body = sc.parse_json(r["body"].encode(), tag="kind")
-            c.send_record(r["record"]["to"], body)
         elif want["type"] == "key_update":
             with c.state_lock:
                 c.send_content({"type": "key_update"})
