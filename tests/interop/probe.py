@@ -1305,28 +1305,57 @@ def _mixed_msg(a, first, second):
 
 
 _WHO = ("server", {"kind": "who"})
-# §6.3 step 5 per record in order (interop finding 111 as c30ceb1 settles it): the envelope's fit
-# is its record's step 5, so the record before it decides when it fails first
-probe("e2e_msg_bad_k_then_e2e_to_server", "peer:DECRYPT_FAIL", e2e=True,
-      deviation=("peer:PROTOCOL_ERROR", 115))(
+# §6.3's order (interop findings 111, 115 as spec16 9efd099 settles them): steps 1-3 each for
+# every record, the envelope's fit with step 3, before any record's step 5
+probe("e2e_msg_bad_k_then_e2e_to_server", "peer:PROTOCOL_ERROR", e2e=True)(
     lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "bad k"), (*_WHO, "e2e to server")))[1])
 probe("e2e_msg_e2e_to_server_then_bad_k", "peer:PROTOCOL_ERROR", e2e=True)(
     lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "e2e to server"), (*_WHO, "bad k")))[1])
 
 
-@probe("e2e_msg_who_then_another_users_bundle", "peer:PROTOCOL_ERROR", e2e=True)
+@probe("msg_step_1_for_every_record_before_step_2", "peer:TAMPERED")
 def _(a):
-    # §6.3 step 6 (review16 R1 as c30ceb1 writes it): a keys_publish of another user's bundle ends
-    # the session before anything of its msg is acted on: the `who` before it is not answered
+    # §6.3: step 1 for every record before step 2 for any: record 1 dated before the skew
+    # (step 2, STALE), record 2 of the other direction (step 1, TAMPERED)
+    a.session()
+    old = sc.now_ms() - sc.SKEW_MS - 60_000
+    made = []
+    for seqno, d in ((1, "c2s"), (2, "s2c")):
+        k = os.urandom(32)
+        rec = sc.new_record(a.session_id, "server", seqno, old, b'{"kind":"who"}', k)
+        rec["dir"] = d
+        made.append((rec, k))
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    a.send_msgs([a.msg_of([(rec, sc.record_wire(rec), k) for rec, k in made])])
+    return a.await_notices(1, before=0)
+
+
+def _bundle_msg(a, first, second):
+    """A msg of two records to `server`, each a `who` ("who"), a `who` under another key ("bad
+    k") or a keys_publish of bob's bundle from alice ("bob's bundle", §12.6: not hers)."""
     e2e_session(a)
     a.device.user = "bob"
-    made = a.batch(2)
-    body = sc.enc_json(a.device.publish_body(0))
-    rec, _, k = made[1]
-    made[1] = (sc.new_record(a.session_id, "server", rec["seqno"], rec["ts"], body, k), None, k)
-    sc.sign_batch(a.my_key, [r for r, _, _ in made])
-    a.send_msgs([a.msg_of([(r, sc.record_wire(r), k) for r, _, k in made])])
+    ts, made, carriers = sc.now_ms(), [], []
+    for seqno, kind in enumerate((first, second), 1):
+        k = os.urandom(32)
+        body = (sc.enc_json(a.device.publish_body(0)) if kind == "bob's bundle"
+                else b'{"kind":"who"}')
+        made.append((sc.new_record(a.session_id, "server", seqno, ts, body, k), k))
+        carriers.append({"k": sc.b64e(os.urandom(32) if kind == "bad k" else k)})
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    a.send_msgs([a.msg_of([(rec, sc.record_wire(rec), k) for rec, k in made], carriers)])
     return a.await_notices(1, before=0)
+
+
+# §6.3 step 6 (review16 R1): a keys_publish of another user's bundle ends the session before
+# anything of its msg is acted on (the `who` before it unanswered); steps 5-7 run record by record
+# (R8, 9efd099), so a record before it whose ct does not open is reported first, and one after not
+probe("e2e_msg_who_then_another_users_bundle", "peer:PROTOCOL_ERROR", e2e=True)(
+    lambda a: _bundle_msg(a, "who", "bob's bundle"))
+probe("e2e_msg_bad_k_then_another_users_bundle", "peer:DECRYPT_FAIL", e2e=True)(
+    lambda a: _bundle_msg(a, "bad k", "bob's bundle"))
+probe("e2e_msg_another_users_bundle_then_bad_k", "peer:PROTOCOL_ERROR", e2e=True)(
+    lambda a: _bundle_msg(a, "bob's bundle", "bad k"))
 
 
 @probe("e2e_private_to_self_relayed_byte_for_byte", "relayed as sent", e2e=True)
