@@ -770,8 +770,9 @@ Deno.test({
         let relayedEndToEnd = 0;
         for (const { message } of opened) {
           if (message.type !== "msg" && message.type !== "relay") continue;
-          // A relay carries its records each with its carrier (PROTOCOL §6.4).
-          const items = message.type === "relay"
+          // A relay and a user's msg carry their records each with its carrier (PROTOCOL §6.3,
+          // §6.4); the server's msg one record and its key.
+          const items = "records" in message
             ? message.records as Record<string, unknown>[]
             : [message];
           for (const item of items) {

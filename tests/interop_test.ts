@@ -430,9 +430,10 @@ for (const { keyType, group, bobFirst } of CASES) {
         await py.out.waitFor((l) => l === "NOT_SENT INVALID_INPUT", "python refuses user:ab");
 
         // A signed batch (PROTOCOL §6.1): the Python client signs c2s 7-9 (lobby, private to bob,
-        // lobby) once, over the RFC 9162 tree of their statements, and sends their msgs in one
-        // sealed record (§3.2); the server checks each record's path and the one signature, and
-        // bob (lib/) checks the three relays it gets, the lobby ones under the sender chain.
+        // lobby) once, over the RFC 9162 tree of their statements, and sends them in one msg
+        // (§6.3: sig, first and n once, an empty proof); the server checks the root and the one
+        // signature, and bob (lib/) checks the relays it gets, the lobby ones under the sender
+        // chain.
         for (
           const l of ["/batch", "batch line one", "/msg bob batch line two", "batch line three"]
         ) {
@@ -617,13 +618,35 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.equal(po.code, 0, po.out);
         assert.match(po.out, /^BODY text deno batch two$/m, po.out);
 
-        // An opening of the last record of the Python client's batch (c2s 9, leaf 2 of 3): its
-        // path and the one batch signature, checked by lib/'s verify and by verify.py.
+        // verify.py --reveal (TRANSCRIPT §6, from the docs) makes the same opening, member for
+        // member (interop finding 112).
+        const pyOpening = `${tmp}/py-opening.json`;
+        const pyReveal = await pythonVerify(ca, pyLog, [
+          "--reveal",
+          `${privateLine}:${privateItem}`,
+          "--out",
+          pyOpening,
+        ]);
+        assert.equal(pyReveal.code, 0, pyReveal.out);
+        assert.deepEqual(
+          JSON.parse(await Deno.readTextFile(pyOpening)),
+          JSON.parse(await Deno.readTextFile(opening)),
+        );
+
+        // An opening of the last record of the Python client's batch (c2s 9, the third record of
+        // its msg line: PROTOCOL §6.3, TRANSCRIPT §2.2): made whole from the line (its sig, batch
+        // 2 of 3 and the path from the group), checked by lib/'s verify and by verify.py, and
+        // made alike by both verifiers' --reveal.
         const batchLine = lines.findIndex((l) =>
           l.startsWith('{"dir":"c2s"') && l.includes('"seqno":9,')
         ) + 1;
         assert.ok(batchLine > 1, `no c2s 9 in ${pyLog}`);
-        assert.match(lines[batchLine - 1], /"batch":\{"i":2,"n":3,"path":\["[^"]+"\]\}/);
+        const batchMsg = JSON.parse(lines[batchLine - 1]);
+        assert.deepEqual(
+          [batchMsg.first, batchMsg.n, batchMsg.proof, batchMsg.records.length],
+          [7, 3, [], 3],
+          lines[batchLine - 1],
+        );
         const batchOpening = `${tmp}/batch-opening.json`;
         const revealBatch = await runCli([
           "verify",
@@ -631,7 +654,7 @@ for (const { keyType, group, bobFirst } of CASES) {
           ca,
           pyLog,
           "--reveal",
-          String(batchLine),
+          `${batchLine}:3`,
           "--out",
           batchOpening,
         ]);
@@ -645,6 +668,18 @@ for (const { keyType, group, bobFirst } of CASES) {
         assert.ok(vob.stdout.includes("batch line three"), vob.stdout);
         const pob = await pythonVerify(ca, "", ["--opening", batchOpening]);
         assert.equal(pob.code, 0, pob.out);
+        const pyBatchOpening = `${tmp}/py-batch-opening.json`;
+        const pyRevealBatch = await pythonVerify(ca, pyLog, [
+          "--reveal",
+          `${batchLine}:3`,
+          "--out",
+          pyBatchOpening,
+        ]);
+        assert.equal(pyRevealBatch.code, 0, pyRevealBatch.out);
+        assert.deepEqual(
+          JSON.parse(await Deno.readTextFile(pyBatchOpening)),
+          JSON.parse(await Deno.readTextFile(batchOpening)),
+        );
         // An opening of format 1 (before signed batches, TRANSCRIPT §6) is not judged by either:
         // UNSUPPORTED_FORMAT, exit 2 (interop finding 72).
         const format1 = `${tmp}/format1-opening.json`;
@@ -1367,15 +1402,17 @@ async function secondAnswersTampered(ca: string, tmp: string, answered: string, 
     seqno: number;
     ts: number;
     record: { seqno: number; ts: number; sid: string; to: string };
-    records?: { record: { seqno: number; sid: string } }[];
+    records?: { record: { seqno: number; sid: string; to: string } }[];
   };
   const read = async (log: string) =>
     (await Deno.readTextFile(log)).split("\n").map((l) => l ? JSON.parse(l) as Line : null);
   const a = await read(answered);
   const at = (ls: (Line | null)[], type: string) => ls.findIndex((l) => l?.type === type);
   const q = at(a, "queued"), r = at(a, "refused");
-  const c2s = a.filter((l) => l?.dir === "c2s" && l.type === "msg") as Line[];
-  const notPrivate = c2s.find((l) => !l.record.to.startsWith("user:"))!;
+  // The c2s records: a c2s msg line carries a group of them (PROTOCOL §6.3, TRANSCRIPT §2.2).
+  const c2s = (a.filter((l) => l?.dir === "c2s" && l.type === "msg") as Line[])
+    .flatMap((l) => l.records!.map((item) => item.record));
+  const notPrivate = c2s.find((r) => !r.to.startsWith("user:"))!;
   assert.ok(q > 0 && r > 0 && notPrivate, answered);
   const b = await read(back);
   const sid = (b[0] as unknown as { session_id: string }).session_id;
@@ -1386,7 +1423,7 @@ async function secondAnswersTampered(ca: string, tmp: string, answered: string, 
   assert.ok(relayBack > 0 && after > relayBack, back);
   const cases: [string, (Line | null)[], number, (ls: (Line | null)[]) => void][] = [
     ["refused after queued", a, r, (ls) => ls[r]!.of = ls[q]!.of],
-    ["queued for a record to no user", a, q, (ls) => ls[q]!.of = notPrivate.record.seqno],
+    ["queued for a record to no user", a, q, (ls) => ls[q]!.of = notPrivate.seqno],
     ["refused for a record never sent", a, r, (ls) => ls[r]!.of = c2s.length + 1],
     // PROTOCOL §6.5: a record of this session comes back only as a relay (interop finding 63)
     ["a record of this session back stored", b, relayBack, (ls) => {
@@ -1451,7 +1488,14 @@ async function revocationReported(lab: Lab, log: string) {
   const { tmp, certs, ca } = lab;
   const lines = (await Deno.readTextFile(log)).split("\n").filter((l) => l)
     .map((l) => JSON.parse(l));
-  const c2s = lines.map((l, i) => ({ l, n: i + 1 })).filter(({ l }) => l.dir === "c2s");
+  // Each c2s record and where it is, `N:J` (a c2s msg line carries a group: TRANSCRIPT §2.2, §5)
+  const c2s = lines.map((l, i) => ({ l, n: i + 1 })).filter(({ l }) => l.dir === "c2s")
+    .flatMap(({ l, n }) =>
+      (l.records as { record: { ts: number } }[]).map((item, j) => ({
+        record: item.record,
+        at: `${n}:${j + 1}`,
+      }))
+    );
   const last = c2s[c2s.length - 1];
   const alone = `${tmp}/alone`;
   await Deno.mkdir(alone);
@@ -1481,7 +1525,7 @@ async function revocationReported(lab: Lab, log: string) {
     return out;
   };
   // A CRL dates a revocation to the second: "later" must be a second after the last line's.
-  const nextSecond = (Math.floor(last.l.record.ts / 1000) + 1) * 1000;
+  const nextSecond = (Math.floor(last.record.ts / 1000) + 1) * 1000;
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, nextSecond - Date.now())));
   const later = await crl("later-stale", Date.now(), -60);
   const py = await pythonVerify(ca, log, ["--crl", later]);
@@ -1497,20 +1541,20 @@ async function revocationReported(lab: Lab, log: string) {
   assert.match(cli.stdout, /^crl\s+.*STALE: past its nextUpdate/m, cli.stdout);
 
   // A CRL dates to the second: every c2s record from the start of the last one's second on
-  const revokedAt = Math.floor(last.l.record.ts / 1000) * 1000;
+  const revokedAt = Math.floor(last.record.ts / 1000) * 1000;
   const during = await crl("during", revokedAt, 3600);
   const pyDuring = await pythonVerify(ca, log, ["--crl", during]);
   assert.equal(pyDuring.code, 0, pyDuring.out);
   assert.deepEqual(
-    [...pyDuring.out.matchAll(/^NOT_ATTRIBUTED line (\d+) /gm)].map((m) => Number(m[1])),
-    c2s.filter(({ l }) => l.record.ts >= revokedAt).map(({ n }) => n),
+    [...pyDuring.out.matchAll(/^NOT_ATTRIBUTED line (\d+:\d+) /gm)].map((m) => m[1]),
+    c2s.filter(({ record }) => record.ts >= revokedAt).map(({ at }) => at),
     pyDuring.out,
   );
   const cliDuring = await runCli(["verify", "--ca", ca, "--crl", during, log]);
   assert.equal(cliDuring.code, 0, cliDuring.stdout + cliDuring.stderr);
   assert.deepEqual(
-    [...cliDuring.stdout.matchAll(/^unattributed line (\d+):/gm)].map((m) => Number(m[1])),
-    [...pyDuring.out.matchAll(/^NOT_ATTRIBUTED line (\d+) /gm)].map((m) => Number(m[1])),
+    [...cliDuring.stdout.matchAll(/^unattributed line (\d+(?::\d+)?)/gm)].map((m) => m[1]),
+    [...pyDuring.out.matchAll(/^NOT_ATTRIBUTED line (\d+:\d+) /gm)].map((m) => m[1]),
     cliDuring.stdout,
   );
   // TRANSCRIPT §5's report: a line not attributed is not counted for its author (interop finding 65)
@@ -1545,18 +1589,20 @@ Deno.test({
     const ca = `${dir}golden_ca.pem`;
     const golden = await pythonVerify(ca, `${dir}golden.log`);
     const cliGolden = (await runCli(["verify", "--ca", ca, `${dir}golden.log`])).stdout;
-    assert.equal(pyAuthors(golden.out).length, 2, golden.out); // alice's 5, bob's 3
+    assert.equal(pyAuthors(golden.out).length, 2, golden.out); // alice's 10, bob's 3
     assert.deepEqual(pyAuthors(golden.out), cliAuthors(cliGolden), golden.out + cliGolden);
 
-    type Line = Record<string, unknown> & { record: Record<string, unknown> & { ts: number } };
+    type Rec = { [member: string]: unknown; ct: string; ts: number; seqno: number };
+    type Line = { [member: string]: unknown } & { record: Rec; records: { record: Rec }[] };
     const lines = (await Deno.readTextFile(`${dir}golden.log`)).split("\n")
       .map((l) => l ? JSON.parse(l) : null);
     const header = lines[0] as { client_cert: string };
     const alice = cliGolden.match(/^client\s+alice\s+sha256:([0-9a-f]{64})/m)![1];
     const at = (n: number) => lines[n - 1] as Line;
+    // The golden shape (its golden.json): alice's msg lines carry groups (PROTOCOL §6.3)
     assert.ok(at(3).type === "msg" && at(3).dir === "s2c" && at(4).dir === "c2s", "golden shape");
-    assert.ok(at(10).record.to === "lobby" && at(11).dir === "s2c" && at(11).type === "msg");
-    assert.ok(at(8).record.to === "lobby" && at(9).type === "relay" && at(9).cert === undefined);
+    assert.ok(at(10).records.every((i) => i.record.to === "lobby") && at(11).type === "msg");
+    assert.ok(at(8).records.length === 1 && at(9).type === "relay" && at(9).cert === undefined);
     const refusal = (l: Line) => ({
       dir: "s2c",
       type: "refused",
@@ -1565,13 +1611,10 @@ Deno.test({
       of: 99,
       code: "NOT_ONLINE",
     });
-    /** A relay line (TRANSCRIPT §2.2) of one record the client signed alone, made into a group. */
-    const ownRelay = (hop: { seqno: unknown; ts: unknown }, signed: Line["record"]) => {
-      const { sig, batch, ...record } = structuredClone(signed) as Line["record"] & {
-        sig: string;
-        batch: { i: number; n: number; path: string[] };
-      };
-      assert.deepEqual([batch.n, batch.path], [1, []], "the client's records are batches of one");
+    /** A relay line (TRANSCRIPT §2.2) of the group of the client's msg line `msg`: its own
+     * records come back to it. */
+    const ownRelay = (hop: { seqno: unknown; ts: unknown }, msg: Line) => {
+      const { dir: _, type: __, ...group } = structuredClone(msg);
       return {
         dir: "s2c",
         type: "relay",
@@ -1579,20 +1622,17 @@ Deno.test({
         ts: hop.ts,
         author_fp: alice,
         cert: header.client_cert,
-        sig,
-        first: record.seqno as number,
-        n: 1,
-        proof: [],
-        records: [{ record }],
+        ...group,
       } as unknown as Line;
     };
     const flip = (l: Line) => {
-      const ct = atob(l.record.ct as string);
-      l.record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
+      const record = l.records[0].record;
+      const ct = atob(record.ct);
+      record.ct = btoa(String.fromCharCode(ct.charCodeAt(0) ^ 1) + ct.slice(1));
     };
     const cases: [string, (ls: Line[]) => void, string, number][] = [
       [
-        "an answer naming no c2s line",
+        "an answer naming no c2s record",
         (ls) => ls[2] = refusal(ls[2]) as unknown as Line,
         "TAMPERED",
         3,
@@ -1607,9 +1647,9 @@ Deno.test({
         4,
       ],
       [
-        "the client's lobby record relayed back to it",
+        "the client's lobby records relayed back to it",
         (ls) => {
-          ls[10] = ownRelay({ seqno: ls[10].record.seqno, ts: ls[10].record.ts }, ls[9].record);
+          ls[10] = ownRelay({ seqno: ls[10].record.seqno, ts: ls[10].record.ts }, ls[9]);
         },
         "TAMPERED",
         11,
@@ -1618,7 +1658,7 @@ Deno.test({
         // judged with the answers, at the end (the bullet it sits in; interop finding 66)
         "that relay earlier, and a bad signature after it",
         (ls) => {
-          ls[8] = ownRelay({ seqno: ls[8].seqno, ts: ls[8].ts }, ls[7].record);
+          ls[8] = ownRelay({ seqno: ls[8].seqno, ts: ls[8].ts }, ls[7]);
           flip(ls[9]);
         },
         "SIG_FAIL",
@@ -1900,7 +1940,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "interop: two clean-room clients exchange signed batches through serve — batches of 6, 32 and 2 (lobby, private, one's own line relayed back), each relay's path and the one signature checked, every transcript VALID in both verifiers (PROTOCOL §6.1, TRANSCRIPT §3.1, §5)",
+    "interop: two clean-room clients exchange signed batches through serve — batches of 6, 32 and 2 (lobby, private, one's own line relayed back), each sent in msgs of at most 5 records with their proofs, each relay's path and the one signature checked, every transcript VALID in both verifiers (PROTOCOL §6.1, §6.3, TRANSCRIPT §3.1, §5)",
   ignore: skipInterop,
   sanitizeResources: true,
   sanitizeOps: true,
@@ -1908,7 +1948,7 @@ Deno.test({
     await inLab("securechat-interop-batch-", ["alice", "bob"], "ed25519", async (lab) => {
       const { tmp, certs, ca, procs } = lab;
       const { port } = await lab.serve([]);
-      const python = async (user: string) => {
+      const python = async (user: string, extra: string[] = []) => {
         const p = pythonClient(
           [CLIENT_PY],
           port,
@@ -1918,6 +1958,7 @@ Deno.test({
             `${user}@example.com`,
             "--transcripts",
             `${tmp}/${user}tr`,
+            ...extra,
           ],
           user,
           user,
@@ -1927,11 +1968,13 @@ Deno.test({
         return p;
       };
       const bob = await python("bob");
-      const alice = await python("alice");
+      // alice sends each batch in msgs of at most 5 records, each with its proof (PROTOCOL §6.3:
+      // the server's side of a batch split over several msgs, interop finding 110)
+      const alice = await python("alice", ["--msg-records", "5"]);
       await alice.out.waitFor((l) => /^NOTICE: .*\bonline\b.*\bbob\b/.test(l), "alice: bob online");
 
       // Batch 1 (c2s 1-6): lobby, private to bob, lobby, alice to herself (relayed back to her:
-      // its answer, PROTOCOL §6.5), lobby, lobby — one signature, one sealed record.
+      // its answer, PROTOCOL §6.5), lobby, lobby — one signature, two msgs (5 + 1).
       const first = [
         "lobby 1",
         "/msg bob private 2",
@@ -1940,7 +1983,10 @@ Deno.test({
         "lobby 5",
       ];
       for (const l of ["/batch", ...first, "lobby 6", "/end"]) await alice.send(l);
-      await alice.out.waitFor((l) => l === "BATCH 1 6", "alice signs c2s 1-6 as one batch");
+      await alice.out.waitFor(
+        (l) => l === "BATCH 1 6 in 2 msgs",
+        "alice signs c2s 1-6 as one batch",
+      );
       for (const i of [1, 3, 5, 6]) {
         await bob.out.waitFor((l) => l === `alice: lobby ${i}`, `bob: lobby ${i}`);
       }
@@ -1952,7 +1998,10 @@ Deno.test({
       await alice.send("/batch");
       for (let i = 7; i <= 40; i++) await alice.send(`lobby ${i}`);
       await alice.send("/end");
-      await alice.out.waitFor((l) => l === "BATCH 7 32", "alice signs c2s 7-38 as one batch");
+      await alice.out.waitFor(
+        (l) => l === "BATCH 7 32 in 7 msgs",
+        "alice signs c2s 7-38 as one batch",
+      );
       await alice.out.waitFor((l) => l === "BATCH 39 2", "alice signs c2s 39-40 as one batch");
       await bob.out.waitFor((l) => l === "alice: lobby 40", "bob: lobby 40");
       for (let i = 7; i <= 40; i++) assert.ok(bob.out.lines.includes(`alice: lobby ${i}`), `${i}`);
@@ -1997,6 +2046,26 @@ Deno.test({
       assert.deepEqual(pathOf(38), [31, 32, 5]);
       assert.deepEqual(pathOf(40), [1, 2, 1]);
       assert.equal(new Set(relays.map((r) => r.sig)).size, 3, "one signature per batch");
+
+      // alice's transcript: one c2s msg line per msg, each with the batch's sig, first and n and
+      // its own proof (TRANSCRIPT §2.2): 5 + 1, 5 × 6 + 2, 2 records.
+      const aliceLog = logsIn(`${tmp}/alicetr`, "client")[0];
+      type MsgLine = RelayLine & { dir: string };
+      const aliceLines = (await Deno.readTextFile(aliceLog)).split("\n");
+      const msgs: MsgLine[] = aliceLines.filter((l) => l).map((l) => JSON.parse(l))
+        .filter((l) => l.dir === "c2s");
+      assert.deepEqual(
+        msgs.map((m) => `${m.first}/${m.n}:${m.records.length}:${m.proof.length > 0}`),
+        [
+          "1/6:5:true",
+          "1/6:1:true",
+          ...Array(6).fill("7/32:5:true"),
+          "7/32:2:true",
+          "39/2:2:false",
+        ],
+        aliceLog,
+      );
+      assert.equal(new Set(msgs.map((m) => m.sig)).size, 3, "one signature per batch");
 
       // Every transcript (the two clients', the server's two) VALID in lib/'s verify and in
       // verify.py, with the same authors.
@@ -2072,13 +2141,53 @@ Deno.test({
         lines[at] = JSON.stringify(line);
         await bothRefuse(ca, `${tmp}/tampered.log`, lines, what, at + 1, code);
       }
+
+      // ... and the same edits of one of alice's c2s msg lines (TRANSCRIPT §5 step 4, PROTOCOL
+      // §6.3), at the same line, with the same code: the line of c2s 12-16 (records 6-10 of the
+      // batch of 32, a proof of 5 entries).
+      const msgAt = aliceLines.findIndex((l) =>
+        l.startsWith('{"dir":"c2s"') && l.includes('"seqno":12,')
+      );
+      const tamperMsg: [string, (l: MsgLine) => void, string][] = [
+        ["a proof entry flipped", (l) => flipEntry(l.proof), "SIG_FAIL"],
+        ["a proof entry missing", (l) => l.proof.pop(), "TAMPERED"],
+        ["a proof entry extra", (l) => l.proof.push(btoa("x".repeat(32))), "TAMPERED"],
+        ["first changed", (l) => l.first = 8, "SIG_FAIL"],
+        ["n changed, the proof no longer fits", (l) => l.n = 16, "TAMPERED"],
+        ["its last record's ts changed", (l) => l.records[4].record.ts += 1, "SIG_FAIL"],
+        ["a record dropped from the middle", (l) => l.records.splice(2, 1), "TAMPERED"],
+        ["records out of order", (l) => l.records.reverse(), "TAMPERED"],
+        ["a record still carrying its sig", (l) => l.records[0].record.sig = l.sig, "TAMPERED"],
+        ["another batch's signature", (l) => l.sig = msgs[0].sig, "SIG_FAIL"],
+        ["the line moved to s2c", (l) => l.dir = "s2c", "TAMPERED"],
+      ];
+      assert.deepEqual(
+        JSON.parse(aliceLines[msgAt]).records.map((i: { record: { seqno: number } }) =>
+          i.record.seqno
+        ),
+        [12, 13, 14, 15, 16],
+      );
+      for (const [what, change, code] of tamperMsg) {
+        const lines = [...aliceLines];
+        const line = JSON.parse(lines[msgAt]);
+        change(line);
+        lines[msgAt] = JSON.stringify(line);
+        await bothRefuse(
+          ca,
+          `${tmp}/tampered.log`,
+          lines,
+          `alice's line: ${what}`,
+          msgAt + 1,
+          code,
+        );
+      }
     });
   },
 });
 
 Deno.test({
   name:
-    "interop: a signed batch waits in the offline queue — the clean-room client's three private lines of one batch are queued, and connect checks each stored record's path and the one signature at login (PROTOCOL §6.1, §6.6)",
+    "interop: a signed batch waits in the offline queue — the clean-room client's three private lines of one batch, sent in two msgs, are queued, and connect checks each stored record's path (the server's, from the msg's proof) and the one signature at login (PROTOCOL §6.1, §6.4, §6.6)",
   ignore: skipInterop,
   sanitizeResources: true,
   sanitizeOps: true,
@@ -2099,20 +2208,28 @@ Deno.test({
       await closeStdin(b1);
       assert.equal(await finish(b1), 0, b1.err.text());
       // c2s: publish 1, the fetch of bob's devices 2 (it goes at once: we wait for its answer),
-      // then the three lines 3-5, one batch, each wrapped for bob's device and queued.
+      // then the three lines 3-5, one batch, each wrapped for bob's device and queued. The batch
+      // leaves in two msgs, [3, 4] and [5], each with its proof (--msg-records 2): the server
+      // derives each stored record's path from the msg that brought it (PROTOCOL §6.4 "Making
+      // the proof", §6.6).
       const py = pythonClient([CLIENT_PY], port, certs, [
         "--register",
         "alice@example.com",
         "--transcripts",
         `${tmp}/pytr`,
         "--e2e",
+        "--msg-records",
+        "2",
       ], "python");
       procs.push(py);
       await py.out.waitFor((l) => l.startsWith("KEYS published"), "python published");
       await py.send("/batch");
       for (const i of [1, 2, 3]) await py.send(`/msg bob stored ${i}`);
       await py.send("/end");
-      await py.out.waitFor((l) => l === "BATCH 3 3", "python signs c2s 3-5 as one batch");
+      await py.out.waitFor(
+        (l) => l === "BATCH 3 3 in 2 msgs",
+        "python signs c2s 3-5 as one batch",
+      );
       for (const seqno of [3, 4, 5]) {
         await py.out.waitFor((l) => l === `QUEUED ${seqno}`, `QUEUED ${seqno}`);
       }

@@ -270,8 +270,9 @@ def recompute(v):
         else:
             eq(f"record {r['name']} unsigned", (rec["sig"], rec["batch"], r["statement_hex"]),
                (None, None, None))
-        # the record travels byte for byte in a msg of a frame
-        if not any(r["record"] == sc.parse_json(c).get("record")
+        # the record travels byte for byte in a msg of a frame: the server's whole, a client's in
+        # the group of a msg (PROTOCOL §6.3) without its sig and batch, which the msg carries once
+        if not any(_travels(r["record"], sc.parse_json(c))
                    for opened in contents.values() for c in opened):
             raise Mismatch(f"record {r['name']} is in no frame")
     for (first, n, _), leaves in sorted(batches.items()):
@@ -280,6 +281,21 @@ def recompute(v):
             for i in range(n):
                 eq(f"batch {first}+{n} path of leaf {i}", sc.inclusion_path(i, hashes),
                    leaves[i][1])
+
+
+def _travels(record, m):
+    """True when the message `m` carries `record` (JSON, as its author signed it): an s2c msg the
+    record itself; a client's msg (§6.3) the record without `sig` and `batch` among its items, with
+    the record's `sig` and its batch's `first` and `n` once for the group."""
+    if m.get("type") != "msg":
+        return False
+    if "record" in m:
+        return m["record"] == record
+    bare = {key: v for key, v in record.items() if key not in ("sig", "batch")}
+    batch = record.get("batch") or {}
+    return (any(item.get("record") == bare for item in m.get("records", ()))
+            and (m.get("sig"), m.get("first"), m.get("n"))
+            == (record.get("sig"), record["seqno"] - batch.get("i", 0), batch.get("n")))
 
 
 # ---------------------------------------------------------------- pass 2: replay the client
@@ -372,20 +388,20 @@ def replay(v, workdir, s2c_override=None, stop_after_handshake=False):
     handlers = {"msg": c.on_msg, "relay": c.on_relay, "refused": c.on_refused,
                 "close": c.on_close, "receipt": c.on_receipt}
     for f in frames[v["handshake_frames"]["c2s_last"] + 1:]:
-        if "contents_hex" in f:  # our records of one batch, their msgs in one record (§6.1)
-            if f["dir"] != "c2s":
-                raise Mismatch(f"frame {f['index']}: an s2c record of several messages")
-            c.batching = True
-            for content in f["contents_hex"]:
-                want = sc.parse_json(unhex(content))
-                r = records[("c2s", want["record"]["seqno"])]
-                c.clock = r["record"]["ts"]
-                c.send_record(r["record"]["to"], sc.parse_json(r["body"].encode(), tag="kind"),
-                              hold=True)
-            c.batching = False
+        if "contents_hex" in f and f["dir"] != "c2s":
+            raise Mismatch(f"frame {f['index']}: an s2c record of several messages")
+        wants = [sc.parse_json(unhex(c)) for c in f.get("contents_hex", [f["content_hex"]])]
+        if f["dir"] == "c2s" and all(w["type"] == "msg" for w in wants):
+            # our records, one signed batch: its msgs (§6.3: one when it fits) in this record
+            for want in wants:
+                for item in want["records"]:
+                    r = records[("c2s", item["record"]["seqno"])]
+                    c.clock = r["record"]["ts"]
+                    c.send_record(r["record"]["to"],
+                                  sc.parse_json(r["body"].encode(), tag="kind"), hold=True)
             c.flush()
             continue
-        want = sc.parse_json(unhex(f["content_hex"]))
+        want = wants[0]
         if f["dir"] == "s2c":
             _, m = c.read_content()
             if m["type"] == "key_update":
@@ -396,11 +412,6 @@ def replay(v, workdir, s2c_override=None, stop_after_handshake=False):
             elif "ts" in m:
                 c.clock = m["ts"]
             handlers[m["type"]](m)
-        elif want["type"] == "msg":
-            r = records[("c2s", want["record"]["seqno"])]
-            c.clock = r["record"]["ts"]
-            body = sc.parse_json(r["body"].encode(), tag="kind")
-            c.send_record(r["record"]["to"], body)
         elif want["type"] == "key_update":
             with c.state_lock:
                 c.send_content({"type": "key_update"})
@@ -498,7 +509,7 @@ def s2c_relay_case(v, case, workdir):
     rec, _ = sc.make_record(signer, author_sid, to, 1, ts, body, k)
     author = cert_der(pki["client_cert_pem"])
     carrier = [{"k": sc.b64e(k)}]
-    first = sc.relay_message(1, t0 + 1001, author, sc.relay_of([rec]), carrier,
+    first = sc.relay_message(1, t0 + 1001, author, sc.group_of([rec]), carrier,
                              introduce=s.get("cert") != "omitted")
     relays = [first]
     if case["target"] == "s2c relay twice":
@@ -511,7 +522,7 @@ def s2c_relay_case(v, case, workdir):
             second["cert"] = sc.b64e(cert_der(pki["server_cert_pem"]))
         elif what == "a new record signed by the server":
             other, _ = sc.make_record(server_key, author_sid, to, 2, ts + 1, body, k)
-            second = sc.relay_message(2, t0 + 1002, author, sc.relay_of([other]), carrier,
+            second = sc.relay_message(2, t0 + 1002, author, sc.group_of([other]), carrier,
                                       introduce=False)
         elif what is not None:
             raise Mismatch(f"{case['name']}: unknown second relay {what!r}")
@@ -557,7 +568,7 @@ def relay_batch_cases(v, workdir):
         """Relays of a batch of `count`, one per group of record indices; the last relay edited
         by `edit(message)`."""
         recs = batch(count)
-        relays = [sc.relay_message(0, 0, author, sc.relay_of([recs[j] for j in g]),
+        relays = [sc.relay_message(0, 0, author, sc.group_of([recs[j] for j in g]),
                                    [{"k": sc.b64e(k_of(j))} for j in g]) for g in groups]
         if edit is not None:
             edit(relays[-1])
@@ -1224,9 +1235,9 @@ def _relay_verdict(cache, key, relay, code):
             if isinstance(item, dict):
                 item.pop("k", None)
     try:
-        sig, first, n, proof, items = sc.parse_relay(m, carriers=code != "TAMPERED", code=code)
+        sig, first, n, proof, items = sc.parse_group(m, carriers=code != "TAMPERED", code=code)
         recs = [rec for rec, _ in items]
-        stmt = sc.relay_statement(recs[0]["sid"], first, n, proof, recs, code=code)
+        stmt = sc.group_statement(recs[0]["sid"], first, n, proof, recs, code=code)
     except sc.ProtoError as e:
         return e.code
     return "OK" if cache.verified("author", key.public_key(), stmt, sig) else "SIG_FAIL"
@@ -1253,7 +1264,7 @@ def check_batch_relays(v, author):
         name = f"records {entry['indices']}"
         try:
             relay, n = entry["relay"], v["n"]
-            sig, first, size, proof, items = sc.parse_relay(relay)
+            sig, first, size, proof, items = sc.parse_group(relay)
             recs = [rec for rec, _ in items]
             eq(f"{name}: first, n", (first, size), (v["first"], n))
             eq(f"{name}: indices", [r["seqno"] - first for r in recs], entry["indices"])
@@ -1263,7 +1274,7 @@ def check_batch_relays(v, author):
                 raise Mismatch(f"{name}: the proof does not fit")
             eq(f"{name}: root", subtrees[(0, n)], unhex(entry["root"]))
             eq(f"{name}: root is the batch's", subtrees[(0, n)], unhex(v["root"]))
-            made = sc.relay_of([signed[j] for j in entry["indices"]])
+            made = sc.group_of([signed[j] for j in entry["indices"]])
             eq(f"{name}: the proof made from the records' paths", made[3], proof)
             for rec, item in items:
                 j = rec["seqno"] - first
@@ -1290,11 +1301,14 @@ def check_batch_relays(v, author):
 def _line_enc(line):
     """TRANSCRIPT §3.1 line_enc of one transcript line (record_enc covers `batch`)."""
     t = line["type"]
+    if t == "msg" and line["dir"] == "c2s":  # format 6: a group of the client's batch
+        sig, first, n, proof, items = sc.parse_author_msg(line, carriers=False)
+        return sc.msg_line_enc(sig, first, n, proof, [rec for rec, _ in items])
     if t == "msg":
         return b"\x01" + sc.record_enc(sc.parse_record(line["record"]))
     cert = sc.b64d(line["cert"]) if "cert" in line else None
     if t == "relay":  # format 5: a group of one batch's records, sig and proof once
-        sig, first, n, proof, items = sc.parse_relay(line, carriers=False)
+        sig, first, n, proof, items = sc.parse_group(line, carriers=False)
         return sc.relay_line_enc(line["seqno"], line["ts"], line["author_fp"], cert, sig, first, n,
                                  proof, [rec for rec, _ in items])
     if t == "stored":
@@ -1320,7 +1334,8 @@ def check_transcript_hash(path):
             digests[line["dir"]].update(_line_enc(line))
         eq("d_c2s", digests["c2s"].hexdigest(), v["d_c2s"])
         eq("d_s2c", digests["s2c"].hexdigest(), v["d_s2c"])
-        counts = {d: sum(1 for line in v["lines"] if line["dir"] == d) for d in digests}
+        counts = {d: sum(len(line["records"]) if d == "c2s" and line["type"] == "msg" else 1
+                         for line in v["lines"] if line["dir"] == d) for d in digests}
         eq("counts", (counts["c2s"], counts["s2c"]), (v["c2s_count"], v["s2c_count"]))
         for name, n, d in (("transcript_sha256", counts, digests),
                            ("empty_transcript_sha256", {"c2s": 0, "s2c": 0},
@@ -1341,7 +1356,8 @@ def check_golden_openings(tdir):
     """tests/vectors/transcript (TRANSCRIPT §6): every record of golden.log whose key golden.keys
     holds opens under it (PROTOCOL §6.1's content cipher, DECRYPT_FAIL otherwise), its commitment
     matches and its body parses; and every record of a `msg`, `relay` or `stored` line has its key
-    there (the golden client had them all): a relay's per record, `item` J from 1. One
+    there (the golden client had them all): a relay's per record, `item` J from 1; a c2s msg
+    line's per record, under the record's own seqno. One
     GOLDEN-OPENINGS line; returns the number failed."""
     try:
         with open(os.path.join(tdir, "golden.json")) as f:
@@ -1358,9 +1374,12 @@ def check_golden_openings(tdir):
         for raw in lines:
             line = sc.parse_json(raw)
             if line["type"] == "relay":
-                _, _, _, _, items = sc.parse_relay(line, carriers=False)
+                _, _, _, _, items = sc.parse_group(line, carriers=False)
                 records = [(rec, (line["dir"], line["seqno"], j))
                            for j, (rec, _) in enumerate(items, 1)]
+            elif line["type"] == "msg" and line["dir"] == "c2s":  # a key per record, by its seqno
+                _, _, _, _, items = sc.parse_author_msg(line, carriers=False)
+                records = [(rec, ("c2s", rec["seqno"], None)) for rec, _ in items]
             elif line["type"] in ("msg", "stored"):
                 rec = sc.parse_record(line["record"])
                 records = [(rec, (line["dir"], rec["seqno"] if line["type"] == "msg"

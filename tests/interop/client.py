@@ -6,11 +6,13 @@ Usage:
   client.py --host 127.0.0.1 --port P --ca ca.pem --cert user.pem --key user.key --user NAME
             --password-env VAR [--register EMAIL] [--server-name localhost] [--group x25519|p256]
             [--key-update-every N] [--transcripts DIR] [--e2e [--no-sender-keys]]
+            [--msg-records N]
 
 Every stdin line is one chat input: `/msg NAME text` (private), `/who`, `/quit`, anything else a
 lobby `text`; the records of the lines between `/batch` and `/end` are signed as one batch (§6.1,
-at most MAX_BATCH; sooner when we must wait for an answer) and their `msg`s leave together in one
-sealed record (§3.2), every other line's record alone (a batch of one). End of input closes the
+at most MAX_BATCH; sooner when we must wait for an answer) and leave in one `msg` (§6.3), or in
+several with their proofs when that does not fit one record (or --msg-records N: at most N records
+to a `msg`), every other line's record alone (a batch of one). End of input closes the
 session (PROTOCOL §7). Output lines (stdout, flushed):
   SESSION <session_id> registered=<true|false>   after the handshake (PROTOCOL §5)
   DEVICE <id>                                    --e2e: this device (§12.2), its bundle published
@@ -41,8 +43,8 @@ session (PROTOCOL §7). Output lines (stdout, flushed):
   SERVER_CLOSED <code>                           the server's close gave its reason (§5.2, §7.1:
                                                  SESSION_TAKEN_OVER, SERVER_CERT_*); receipts follow
   TRANSCRIPT <path>                              where our transcript went (TRANSCRIPT §2)
-  BATCH <first> <n>                              our records first..first+n-1 left signed as one
-                                                 batch of n ≥ 2 (§6.1), their msgs sealed together
+  BATCH <first> <n> [in <m> msgs]                our records first..first+n-1 left signed as one
+                                                 batch of n ≥ 2 (§6.1), in one msg or m (§6.3)
   RECEIPT OK <transcript_sha256>                 the server's receipt matched our transcript
   ERROR <code>                                   fatal error (exit 1)
 Diagnostics go to stderr. Section numbers below cite PROTOCOL.md unless they name another file.
@@ -81,6 +83,7 @@ PROTOCOL_VERSION = 2
 MAX_FRAME_BYTES = 65536                      # §2
 RECORD_PADDING = 256                         # §3.2
 MAX_INNER = 65280                            # §3.2
+MAX_CONTENT = MAX_INNER - 4                  # §3.2: one message's largest content, 65 276 bytes
 RECORD_LIMIT = 2**24                         # §3.2: hard limit per key
 RECORD_AAD = b"securechat/v2 record"         # §3.2
 RECORD_KEY_BYTES = 32                        # §3.2, §4.1, §4.3: a ChaCha20-Poly1305 key
@@ -96,9 +99,13 @@ CONTENT_KEY_LABEL = b"securechat/v2 content key"   # §6.1: ek, all 32 bytes of 
 CONTENT_AAD = b"securechat/v2 content"       # §6.1: ct is ChaCha20-Poly1305 under ek, nonce 0^12
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
-# TRANSCRIPT §2.1: 5 since relays carry groups of one batch's records (4 before, 3 before the
-# ChaCha20-Poly1305 content cipher, 2 before signed batches)
-TRANSCRIPT_VERSION = 5
+# TRANSCRIPT §2.1: 6 since a client's msg carries a group of one batch's records (5 before, when
+# only relays did; 4 before relays carried groups, 3 before the ChaCha20-Poly1305 content cipher, 2
+# before signed batches)
+TRANSCRIPT_VERSION = 6
+# TRANSCRIPT §3.1: the first byte of line_enc for a relay line and for a client's msg line
+RELAY_LINE = b"\x02"
+GROUP_MSG_LINE = b"\x06"
 SKEW_MS = 5 * 60 * 1000                      # §8.2
 # §6.5: a node gives up on a record 30 s after first publishing it (DEPLOY.md §4.1 OUTCOME_WAIT_MS),
 # and records sent behind it may share its fate; 5 s more for the trips (interop finding 64)
@@ -1173,12 +1180,22 @@ def relay_path(subtrees, n, i):
     return [subtrees[r] for r in reversed(sibling_ranges(i, n))]
 
 
-def relay_of(recs):
-    """A relay of `recs` (signed records of one batch, each with its own `sig` and `batch`, in
-    seqno order) as §6.4 "Making the proof" says a server makes one: (sig, first, n, proof, the
+def whole_record(sig, first, n, proof, recs, rec):
+    """TRANSCRIPT §6: record `rec` of a group (a relay's or a c2s msg's: its sig, first, n, proof
+    and records `recs`) made whole as its author signed it: the group's `sig`, and `batch` =
+    (seqno − first, n, its path made from the group, relay_path)."""
+    subtrees = relay_subtrees({r["seqno"] - first: leaf_hash(statement(r)) for r in recs}, n,
+                              proof)
+    i = rec["seqno"] - first
+    return dict(rec, sig=sig, batch=(i, n, relay_path(subtrees, n, i)))
+
+
+def group_of(recs):
+    """The group members (§6.4's table: `sig`, `first`, `n`, `proof`, `records`) of `recs`, signed
+    records of one batch, each with its own `sig` and `batch`, in seqno order, as §6.4 "Making the
+    proof" says a server makes a relay's and a client a `msg`'s (§6.3): (sig, first, n, proof, the
     records without `sig` and `batch`). Every subtree ROOT takes from the proof is the sibling of
-    a subtree holding one of the records, so its hash is an entry of that record's path. The
-    server's side: probes and tests build relays with it."""
+    a subtree holding one of the records, so its hash is an entry of that record's path."""
     i0, n, _ = recs[0]["batch"]
     first = recs[0]["seqno"] - i0
     known = {}
@@ -1200,23 +1217,60 @@ def relay_of(recs):
     return recs[0]["sig"], first, n, proof, [dict(r, sig=None, batch=None) for r in recs]
 
 
+def group_members(group, carriers):
+    """The group members of group_of's result as JSON, each record with its carrier ({"k": …} or
+    {"e2e": …}), or only its `record` (a transcript line) where the carrier is None."""
+    sig, first, n, proof, recs = group
+    return {"sig": b64e(sig), "first": first, "n": n, "proof": [b64e(p) for p in proof],
+            "records": [{"record": record_wire(r), **(c or {})} for r, c in zip(recs, carriers)]}
+
+
+def author_msgs(signed, most=None):
+    """§6.3: a batch's signed records (in seqno order, each (record, k, e2e)) as the `msg`s that
+    carry them: one `msg` when it fits one record's content (§3.2), otherwise as many of the next
+    records as fit in each, with its own proof; at most `most` records to a `msg` when given (any
+    client MAY send smaller groups). Returns [(msg object, group_of result, its items)]."""
+    msgs, at = [], 0
+    while at < len(signed):
+        end = at + 1  # a record alone always fits (§6.1 MAX_CT_BYTES, §6.3 step 7)
+        best = _author_msg(signed[at:end])
+        while end < len(signed) and (most is None or end - at < most):
+            wider = _author_msg(signed[at:end + 1])
+            if len(enc_json(wider[0])) > MAX_CONTENT:
+                break
+            best, end = wider, end + 1
+        msgs.append(best + (signed[at:end],))
+        at = end
+    return msgs
+
+
+def _author_msg(items):
+    group = group_of([rec for rec, _, _ in items])
+    carriers = [{"e2e": e2e} if e2e is not None else {"k": b64e(k)} for _, k, e2e in items]
+    return {"type": "msg", **group_members(group, carriers)}, group
+
+
+def msg_line(msg):
+    """TRANSCRIPT §2.2: a client's msg line, the msg without its carriers, plus `dir`."""
+    return {"dir": "c2s", **msg, "records": [{"record": it["record"]} for it in msg["records"]]}
+
+
 def relay_message(seqno, ts, author_der, relay, carriers, introduce=True):
-    """The `relay` message (§6.4) of relay_of's result, each record with its carrier ({"k": …}
-    or {"e2e": …}); `cert` when `introduce`."""
-    sig, first, n, proof, recs = relay
+    """The `relay` message (§6.4) of group_of's result, each record with its carrier; `cert` when
+    `introduce`."""
     m = {"type": "relay", "seqno": seqno, "ts": ts, "author_fp": fingerprint(author_der)}
     if introduce:
         m["cert"] = b64e(author_der)
-    m.update(sig=b64e(sig), first=first, n=n, proof=[b64e(p) for p in proof],
-             records=[{"record": record_wire(r), **c} for r, c in zip(recs, carriers)])
+    m.update(group_members(relay, carriers))
     return m
 
 
-def parse_relay(m, carriers=True, code="PROTOCOL_ERROR"):
-    """A relay's `sig`, `first`, `n`, `proof` and `records` by §6.4's table and the paragraph after
-    it (TRANSCRIPT §2.2 for a relay line: `carriers` False, each item only its `record`):
-    (sig, first, n, proof, [(record, item object)]), records in their order; `code` otherwise.
-    The caller checked the message's other members."""
+def parse_group(m, carriers=True, code="PROTOCOL_ERROR"):
+    """The group members of a relay (§6.4's table and the paragraph after it) or of a client's
+    `msg` (§6.3, the same members): `sig`, `first`, `n`, `proof` and `records` (TRANSCRIPT §2.2
+    for a line: `carriers` False, each item only its `record`): (sig, first, n, proof, [(record,
+    item object)]), records in their order; `code` otherwise. The caller checked the message's
+    other members."""
     sig = b64d(m["sig"], code=code, min_size=1, max_size=1024)
     first, n = want_int(m, "first", code), want_int(m, "n", code)
     if first < 1:
@@ -1234,7 +1288,7 @@ def parse_relay(m, carriers=True, code="PROTOCOL_ERROR"):
         if carriers:
             strict(item, ["record"], ["k", "e2e"], code=code)
             if ("k" in item) == ("e2e" in item):
-                raise ProtoError(code, "a relay item carries either k or e2e (§12.6)")
+                raise ProtoError(code, "an item carries either k or e2e (§12.6)")
         else:
             strict(item, ["record"], code=code)
         try:
@@ -1242,11 +1296,11 @@ def parse_relay(m, carriers=True, code="PROTOCOL_ERROR"):
         except ProtoError as e:
             raise ProtoError(code, e.detail)
         if rec["sig"] is not None:  # parse_record: a batch goes with its sig
-            raise ProtoError(code, "a record in a relay carries sig or batch")
+            raise ProtoError(code, "a record of a group carries sig or batch")
         if records and rec["sid"] != records[0][0]["sid"]:
-            raise ProtoError(code, "the records of a relay are of more than one author session")
+            raise ProtoError(code, "the records of a group are of more than one author session")
         if records and rec["seqno"] <= records[-1][0]["seqno"]:
-            raise ProtoError(code, "the records of a relay are not in strictly increasing seqno")
+            raise ProtoError(code, "the records of a group are not in strictly increasing seqno")
         if not first <= rec["seqno"] <= first + n - 1:
             raise ProtoError(code, f"record seqno {rec['seqno']} outside the batch "
                              f"{first}..{first + n - 1}")
@@ -1254,23 +1308,47 @@ def parse_relay(m, carriers=True, code="PROTOCOL_ERROR"):
     return sig, first, n, proof, records
 
 
-def relay_statement(sid, first, n, proof, recs, code="PROTOCOL_ERROR"):
-    """§6.4: the batch statement a relay's records and proof prove (ROOT, then §6.1's
-    batch_statement), or `code` when the proof does not fit: PROTOCOL_ERROR live, TAMPERED in a
-    transcript."""
+def parse_author_msg(m, carriers=True, code="PROTOCOL_ERROR"):
+    """§6.3: a client's `msg` (or its transcript line, `carriers` False): the group members of a
+    relay (parse_group) and the one rule a relay does not have, consecutive seqnos; `code`
+    otherwise. The caller checked the message's other members."""
+    group = parse_group(m, carriers, code)
+    recs = [rec for rec, _ in group[4]]
+    for before, rec in zip(recs, recs[1:]):
+        if rec["seqno"] != before["seqno"] + 1:
+            raise ProtoError(code, f"the records of a msg are not consecutive: {rec['seqno']} "
+                             f"after {before['seqno']}")
+    return group
+
+
+def group_statement(sid, first, n, proof, recs, code="PROTOCOL_ERROR"):
+    """§6.4: the batch statement a group's records and proof prove (ROOT, then §6.1's
+    batch_statement), a relay's or a client msg's (§6.3 step 4), or `code` when the proof does not
+    fit: PROTOCOL_ERROR live, TAMPERED in a transcript."""
     root = relay_root({r["seqno"] - first: leaf_hash(statement(r)) for r in recs}, n, proof)
     if root is None:
-        raise ProtoError(code, f"relay proof of {len(proof)} entries does not fit its "
+        raise ProtoError(code, f"proof of {len(proof)} entries does not fit its "
                          f"{len(recs)} records in a batch of {n}")
     return batch_statement(sid, first, n, root)
 
 
-def relay_line_enc(seqno, ts, fp, cert_der, sig, first, n, proof, recs):
-    """TRANSCRIPT §3.1 line_enc(relay) (format 5): the records without `sig` and `batch`."""
-    cert = cert_der or b""
-    return (b"\x02" + u64(seqno) + u64(ts) + bytes.fromhex(fp) + u32(len(cert)) + cert
-            + u32(len(sig)) + sig + u64(first) + u32(n) + u8(len(proof)) + b"".join(proof)
+def group_enc(sig, first, n, proof, recs):
+    """TRANSCRIPT §3.1: the group part of line_enc(relay) and of line_enc of a c2s msg, one
+    encoder for both: the records without `sig` and `batch`."""
+    return (u32(len(sig)) + sig + u64(first) + u32(n) + u8(len(proof)) + b"".join(proof)
             + u8(len(recs)) + b"".join(record_enc(r) for r in recs))
+
+
+def relay_line_enc(seqno, ts, fp, cert_der, sig, first, n, proof, recs):
+    """TRANSCRIPT §3.1 line_enc(relay)."""
+    cert = cert_der or b""
+    return (RELAY_LINE + u64(seqno) + u64(ts) + bytes.fromhex(fp) + u32(len(cert)) + cert
+            + group_enc(sig, first, n, proof, recs))
+
+
+def msg_line_enc(sig, first, n, proof, recs):
+    """TRANSCRIPT §3.1 line_enc of a c2s msg (format 6): its group."""
+    return GROUP_MSG_LINE + group_enc(sig, first, n, proof, recs)
 
 
 def sign_batch(author_key, recs):
@@ -2518,22 +2596,26 @@ class Transcript:
             write_private(self.base + ".log", enc_json(header) + b"\n")
             write_private(self.base + ".keys", b"")
 
-    def add(self, direction, seqno, ts, line_obj, line_bytes, k=None, items=None):
+    def add(self, direction, seqno, ts, line_obj, line_bytes, k=None, items=None, records=None):
         """Append one accepted session message; the caller checked seqno and ts already. `k` is
-        a `msg` or `stored` line's key; `items` a relay line's, one per record in order (None
-        where this device has none), written with `item` J from 1 (§6)."""
+        an s2c `msg` or a `stored` line's key; `items` a relay line's, one per record in order
+        (None where this device has none), written with `item` J from 1 (§6). A c2s msg line
+        covers the seqnos of its `records`, [(seqno, ts, k)] in order (`seqno` and `ts` are the
+        first's), each key under its record's own seqno (§2.2, §3.2, §6)."""
+        covered = records or [(seqno, ts, k)]
         with self.lock:
-            if seqno != self.n[direction] + 1 or ts < self.last_ts[direction]:
-                raise ProtoError("INTERNAL", "transcript line out of order")
-            self.n[direction] += 1
-            self.last_ts[direction] = ts
+            for j, (s, t, _) in enumerate(covered):
+                if s != self.n[direction] + 1 + j or t < (covered[j - 1][1] if j else
+                                                            self.last_ts[direction]):
+                    raise ProtoError("INTERNAL", "transcript line out of order")
+            self.n[direction], self.last_ts[direction] = covered[-1][0], covered[-1][1]
             self.d[direction].update(line_bytes)
             if self.base is not None:
                 write_private(self.base + ".log", enc_json(line_obj) + b"\n", "ab")
                 keys = [{"dir": direction, "seqno": seqno, "item": j, "k": b64e(item)}
                         for j, item in enumerate(items or (), 1) if item is not None]
-                if k is not None:
-                    keys.append({"dir": direction, "seqno": seqno, "k": b64e(k)})
+                keys += [{"dir": direction, "seqno": s, "k": b64e(key)}
+                         for s, _, key in covered if key is not None]
                 if keys:
                     write_private(self.base + ".keys",
                                   b"".join(enc_json(key) + b"\n" for key in keys), "ab")
@@ -3036,28 +3118,27 @@ class Client:
 
     def _flush(self):
         """§6.1: the pending records (consecutive seqnos of this session's c2s direction) signed
-        as one batch, one signature over the Merkle tree of their statements; their `msg`s leave
-        in as few sealed records as hold them (§3.2 "Any sender MAY put several messages in one
-        record"), each record's line written to the transcript as it leaves. Caller holds
-        state_lock."""
+        as one batch, one signature over the Merkle tree of their statements, sent as one `msg`
+        (§6.3), or several with their proofs when it does not fit one record (or --msg-records
+        asks for smaller ones), in as few sealed records as hold them (§3.2); each `msg` is one
+        transcript line, written as it leaves. Caller holds state_lock."""
         if not self.pending:
             return
         batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
         sign_batch(self.my_key, [rec for rec, _, _ in batch])
         contents = []
-        for rec, k, e2e in batch:
-            wire = record_wire(rec)
-            msg = {"type": "msg", "record": wire}
-            msg.update({"e2e": e2e} if e2e is not None else {"k": b64e(k)})
+        for msg, group, items in author_msgs(batch, getattr(self.args, "msg_records", None)):
+            msg = self.tamper("msg", msg)
             contents.append(enc_json(msg))
-            self.transcript.add("c2s", rec["seqno"], rec["ts"],
-                                {"dir": "c2s", "type": "msg", "record": wire},
-                                b"\x01" + record_enc(rec), k)
+            self.transcript.add("c2s", items[0][0]["seqno"], items[0][0]["ts"], msg_line(msg),
+                                msg_line_enc(*group),
+                                records=[(rec["seqno"], rec["ts"], k) for rec, k, _ in items])
         # sent from here on: the reader thread may take an answer before send_contents returns
         self.seq_sent = batch[-1][0]["seqno"]
         self.send_contents(contents)
         if len(batch) > 1:
-            out(f"BATCH {batch[0][0]['seqno']} {len(batch)}")
+            out(f"BATCH {batch[0][0]['seqno']} {len(batch)}" +
+                (f" in {len(contents)} msgs" if len(contents) > 1 else ""))
         self.sent_since_update += len(batch)
         every = self.args.key_update_every
         if every and self.sent_since_update >= every:
@@ -3329,7 +3410,7 @@ class Client:
         seqno, ts = want_int(m, "seqno"), want_int(m, "ts")
         fp, introduced = parse_author_fp(m)
         # the schema (the table and the paragraph after it) on parsing, before step 1
-        sig, first, n, proof, items = parse_relay(m)
+        sig, first, n, proof, items = parse_group(m)
         for _, item in items:
             if "e2e" in item and (self.device is None or not isinstance(item["e2e"], dict)):
                 raise ProtoError("PROTOCOL_ERROR", "e2e relay to a client without the layer")
@@ -3347,7 +3428,7 @@ class Client:
             self.check_recipient(rec, stored=False)                               # 3
         for rec, item in items:  # every record's addressing first, then every envelope
             self.check_envelope(rec, item)                                        # §12.6 4
-        stmt = relay_statement(recs[0]["sid"], first, n, proof, recs)             # 4
+        stmt = group_statement(recs[0]["sid"], first, n, proof, recs)             # 4
         if not self.batches.verified(fp, author_pub, stmt, sig):
             raise ProtoError("SIG_FAIL", "author batch signature over the relay's records")
         duplicates = [self.check_fresh(fp, rec, ts, stored=False) for rec in recs]  # 6, 7
@@ -3765,6 +3846,9 @@ def main(client_class=None):
                    help="the end-to-end layer (PROTOCOL §12): a device with its keys in "
                         "<transcripts>/<user>.e2e, private lines wrapped for the recipient's devices, "
                         "lobby lines under sender keys (§12.5)")
+    p.add_argument("--msg-records", type=int, metavar="N",
+                   help="at most N records to a msg: a batch leaves in several msgs, each with "
+                        "its proof (PROTOCOL §6.3; default: as many as fit one record)")
     p.add_argument("--no-sender-keys", action="store_true",
                    help="with --e2e: a device that does not take sender keys (no \"lobby\": true)")
     args = p.parse_args()

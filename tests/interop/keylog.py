@@ -8,8 +8,8 @@
       Opens every captured session with the key log (§12.9: H1 from the plaintext hello and
       server_hello, the handshake keys from hs, each direction switched to its APP_TRAFFIC_*_0
       secret after its second `finished`, advanced at each `key_update`) and prints one line per
-      session record: `AUDIT <n> <dir> <type> to=<to> carrier=<k|ratchet|sender|->` (a relay's
-      records one line each, §6.4), where the
+      session record: `AUDIT <n> <dir> <type> to=<to> carrier=<k|ratchet|sender|->` (the records of a
+      relay or of a client's msg one line each, §6.3, §6.4), where the
       carrier is what the server could use to read the record's body: `k` (readable), or the
       end-to-end envelope's kind. Then `CANARY <text> absent|FOUND` for each --canary: whether the
       text occurs anywhere in what the auditor (so the server) can read — the decrypted frames,
@@ -131,9 +131,10 @@ def readable_body(item):
 
 
 def carried(msg):
-    """The records a message carries, each beside its content key's carrier: a `msg` or
-    `stored` carries one; a `relay` one or more, each an item of its `records` (§6.4)."""
-    if msg["type"] == "relay":
+    """The records a message carries, each beside its content key's carrier: a server's `msg` or
+    a `stored` carries one; a `relay` or a client's `msg` one or more, each an item of its
+    `records` (§6.3, §6.4)."""
+    if msg["type"] == "relay" or (msg["type"] == "msg" and "records" in msg):
         return [item for item in msg.get("records", []) if isinstance(item, dict)]
     return [msg] if msg["type"] in ("msg", "stored") else []
 

@@ -46,10 +46,10 @@ def main():
     t = sc.Transcript(a.out, session_id, now, "localhost", client_der, server_der)
     ts = now + a.line_after * 1000
     k = os.urandom(32)
-    rec, wire = sc.make_record(key, session_id, "lobby", 1, ts,
-                               sc.enc_json({"kind": "text", "text": "a line"}), k)
-    t.add("c2s", 1, ts, {"dir": "c2s", "type": "msg", "record": wire},
-          b"\x01" + sc.record_enc(rec), k)
+    rec, _ = sc.make_record(key, session_id, "lobby", 1, ts,
+                            sc.enc_json({"kind": "text", "text": "a line"}), k)
+    (msg, group, _), = sc.author_msgs([(rec, k, None)])
+    t.add("c2s", 1, ts, sc.msg_line(msg), sc.msg_line_enc(*group), records=[(1, ts, k)])
     th = t.final_hash()
     t.store_receipt(".receipt.json", {
         "type": "receipt", "version": 2, "session_id": session_id.hex(), "signer_role": "client",

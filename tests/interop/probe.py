@@ -87,8 +87,29 @@ class Probe(sc.Client):
         """Seals content bytes as given (for faults a JSON serialiser cannot produce)."""
         self.conn.write_frame(self.tx.seal(content))
 
-    def send_msg(self, wire, k, extra=None):
-        msg = {"type": "msg", "record": wire, "k": sc.b64e(k)}
+    def msg_of(self, made, carriers=None):
+        """The c2s `msg` (§6.3) carrying `made`, [(decoded, wire, k)] of one signed batch in seqno
+        order: the group members of its records with the proof made from their paths (§6.4
+        "Making the proof"), each record as its wire says without `sig` and `batch` (a wire the
+        record's schema refuses goes as it is, its group from the decoded record; otherwise the
+        wire is parsed again, so an edit to it counts, its `sig` included); each record with its
+        `k` unless `carriers` says otherwise."""
+        recs = []
+        for rec, wire, _ in made:
+            try:
+                recs.append(sc.parse_record(wire))
+            except sc.ProtoError:
+                recs.append(rec)
+        carriers = carriers or [{"k": sc.b64e(k)} for _, _, k in made]
+        msg = {"type": "msg", **sc.group_members(sc.group_of(recs), carriers)}
+        for item, (_, wire, _) in zip(msg["records"], made):
+            item["record"] = {key: v for key, v in wire.items() if key not in ("sig", "batch")}
+        return msg
+
+    def send_msg(self, wire, k, extra=None, rec=None):
+        """One signed record (its own batch, or a part of one) in a `msg` of its own; `rec` its
+        decoded form, for a wire the record's schema refuses."""
+        msg = self.msg_of([(rec, wire, k)])
         msg.update(extra or {})
         self.send_content(msg)
         self.seq_tx = max(self.seq_tx, wire["seqno"])
@@ -105,16 +126,16 @@ class Probe(sc.Client):
         sc.sign_batch(self.my_key, [rec for rec, _ in made])
         return [(rec, sc.record_wire(rec), k) for rec, k in made]
 
-    def send_msgs(self, made):
-        """The `msg`s of records in one sealed record (§3.2)."""
-        self.conn.write_frame(self.tx.seal_inner(sc.pad_inner(*[
-            sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
-            for _, wire, k in made])))
-        self.seq_tx = max([self.seq_tx] + [wire["seqno"] for _, wire, _ in made])
+    def send_msgs(self, msgs):
+        """`msg` objects in one sealed record (§3.2)."""
+        self.conn.write_frame(self.tx.seal_inner(sc.pad_inner(*[sc.enc_json(m) for m in msgs])))
+        self.seq_tx = max([self.seq_tx] + [item["record"]["seqno"] for m in msgs
+                                           for item in m["records"]])
 
-    def await_notices(self, count):
+    def await_notices(self, count, before=None):
         """Reads the server's answers until `count` `online` notices came (each `who` of ours
-        answered: the records passed every check) or the server's error."""
+        answered: the records passed every check) or the server's error; with `before`, the
+        error is expected after exactly that many (§6.3: nothing of a failing msg is acted on)."""
         seen = 0
         try:
             while seen < count:
@@ -130,8 +151,10 @@ class Probe(sc.Client):
                     self.accept_hop(rec["seqno"], rec["ts"])
                     seen += body["kind"] == "notice" and body["text"].startswith("online")
         except sc.ProtoError as e:
+            if before is not None and seen != before:
+                return f"{peer_or_local(e)} after {seen} answers"
             return peer_or_local(e)
-        return f"answered {seen}"
+        return f"answered {seen}" if before is None else "the session went on"
 
     def resign(self, rec, wire):
         """Re-sign a record after changing its decoded fields, so only the intended fault stays."""
@@ -419,7 +442,7 @@ def _(a):
         rec, wire, k = a.record(to="server", body={"kind": "who"})
         a.seq_tx = wire["seqno"]
         made.append((rec, wire, k))
-    a.send_msgs(made)
+    a.send_msgs([a.msg_of([m]) for m in made])  # two batches of one, a msg each
     return a.await_notices(2)
 
 
@@ -472,7 +495,7 @@ def _(a):
 def _(a):
     a.session()
     _, wire, k = a.record()
-    payload = a.tx.seal(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+    payload = a.tx.seal(sc.enc_json(a.msg_of([(None, wire, k)])))
     a.conn.write_frame(payload)
     a.conn.write_frame(payload)
     return a.await_error()
@@ -565,211 +588,249 @@ def _(a):
     return a.await_error()
 
 
-@probe("msg_without_signature", "peer:SIG_FAIL")
+@probe("msg_of_the_record_form", "peer:PROTOCOL_ERROR")
 def _(a):
-    a.session()  # §6.1 Bounds: a c2s record with neither `sig` nor `batch` fails §6.3 step 4
+    a.session()  # §6.3: a client's msg carries a group; the s2c form (one record whole) is refused
     _, wire, k = a.record()
-    del wire["sig"], wire["batch"]
-    a.send_msg(wire, k)
+    a.send_content({"type": "msg", "record": wire, "k": sc.b64e(k)})
     return a.await_error()
 
 
-# ---- signed batches (§6.1): one signature over the Merkle tree of a batch's statements
+# ---- a client's msg carries a group of one signed batch (§6.1, §6.3)
 
-@probe("msg_batch_of_five_in_one_record", "answered 5")
+@probe("msg_batch_of_five_in_one_msg", "answered 5")
 def _(a):
-    a.session()  # §6.1: every record of the batch checks; §3.2: several msgs in one record
-    a.send_msgs(a.batch(5))
+    a.session()  # §6.3: one msg, sig and first and n once, an empty proof
+    a.send_msgs([a.msg_of(a.batch(5))])
     return a.await_notices(5)
 
 
-@probe("msg_batch_of_32_in_one_record", "answered 32")
+@probe("msg_batch_of_32_in_one_msg", "answered 32")
 def _(a):
-    a.session()  # MAX_BATCH = 32: paths of 5 entries
-    a.send_msgs(a.batch(32))
+    a.session()  # MAX_BATCH = 32
+    a.send_msgs([a.msg_of(a.batch(32))])
     return a.await_notices(32)
 
 
-@probe("msg_batch_of_32_over_several_records", "answered 1")
+@probe("msg_batch_of_32_over_several_msgs", "answered 1")
 def _(a):
-    # 31 lobby lines of 4000 characters and a `who`, one batch: their msgs need several sealed
-    # records (§3.2: an inner of at most 65 280 bytes); the `who` is answered only once every
-    # record before it passed (nobody else is online to receive the lines)
+    # 31 lobby lines of 4000 characters and a `who`, one batch: it does not fit one record, so it
+    # leaves in several msgs, each with its proof (§6.3), as the client splits it; the `who` is
+    # answered only once every msg before it passed (nobody else is online to receive the lines)
     a.session()
     line = sc.enc_json({"kind": "text", "text": "x" * sc.MAX_TEXT})
     made = []
     for seqno in range(1, 33):
         k = os.urandom(32)
         to, body = ("lobby", line) if seqno < 32 else ("server", b'{"kind":"who"}')
-        made.append((sc.new_record(a.session_id, to, seqno, sc.now_ms(), body, k), k))
-    sc.sign_batch(a.my_key, [rec for rec, _ in made])
-    made = [(rec, sc.record_wire(rec), k) for rec, k in made]
-    a.send_contents([sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
-                     for _, wire, k in made])
+        made.append((sc.new_record(a.session_id, to, seqno, sc.now_ms(), body, k), k, None))
+    sc.sign_batch(a.my_key, [rec for rec, _, _ in made])
+    msgs = [m for m, _, _ in sc.author_msgs(made)]
+    if len(msgs) < 2 or any(m["proof"] == [] for m in msgs):
+        return f"the batch left in {len(msgs)} msgs"
+    a.send_contents([sc.enc_json(m) for m in msgs])
     return a.await_notices(1)
 
 
-@probe("msg_batch_of_three_in_three_records", "answered 3")
+@probe("msg_batch_of_three_in_three_msgs", "answered 3")
 def _(a):
-    a.session()  # the batch adds no rule on how its records travel
-    for made in a.batch(3):
-        a.send_msgs([made])
+    a.session()  # each msg one record of the batch with its own proof (§6.1's cache)
+    a.send_msgs([a.msg_of([made]) for made in a.batch(3)])
     return a.await_notices(3)
+
+
+@probe("msg_batch_of_five_in_two_msgs_two_records", "answered 5")
+def _(a):
+    a.session()  # records 1-3 then 4-5 of one batch, each msg with its proof (interop finding 110)
+    made = a.batch(5)
+    first, second = a.msg_of(made[:3]), a.msg_of(made[3:])
+    if (len(first["proof"]), len(second["proof"])) != (2, 2):
+        return f"proofs of {len(first['proof'])} and {len(second['proof'])} entries"
+    a.send_msgs([first])
+    a.send_msgs([second])
+    return a.await_notices(5)
 
 
 @probe("msg_batches_back_to_back", "answered 6")
 def _(a):
-    a.session()  # a batch of 2, one of 1 and one of 3, in one record
-    made = a.batch(2) + a.batch(1, first=3) + a.batch(3, first=4)
-    a.send_msgs(made)
+    a.session()  # a batch of 2, one of 1 and one of 3, each its msg, in one record
+    a.send_msgs([a.msg_of(a.batch(2)), a.msg_of(a.batch(1, first=3)),
+                 a.msg_of(a.batch(3, first=4))])
     return a.await_notices(6)
-
-
-def _batch_fault(a, count, at, edit, before=True):
-    """Sends a batch of `count` whose record `at` has `edit(rec, wire)` applied (the records
-    before it unchanged, in one record, when `before`); returns the server's verdict."""
-    a.session()
-    made = a.batch(count)
-    rec, wire, k = made[at]
-    edit(rec, wire)
-    a.send_msgs((made[:at] if before else []) + [(rec, wire, k)])
-    return a.await_error()
-
-
-def _path_entry(b):
-    return sc.b64e(b)
-
-
-@probe("msg_batch_path_one_entry_short", "peer:PROTOCOL_ERROR")
-def _(a):  # §6.1 check step 1: path too short for (i, n)
-    return _batch_fault(a, 3, 1, lambda r, w: w["batch"].update(path=w["batch"]["path"][:-1]))
-
-
-@probe("msg_batch_path_one_entry_long", "peer:PROTOCOL_ERROR")
-def _(a):  # step 1: path too long
-    return _batch_fault(a, 3, 1, lambda r, w: w["batch"]["path"].append(_path_entry(bytes(32))))
-
-
-@probe("msg_batch_of_one_with_a_path", "peer:PROTOCOL_ERROR")
-def _(a):  # n = 1 has no path entry
-    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(path=[_path_entry(bytes(32))]))
-
-
-@probe("msg_batch_path_entry_flipped", "peer:SIG_FAIL")
-def _(a):  # another root: the signature over the batch statement fails
-    return _batch_fault(a, 4, 2, lambda r, w: w["batch"]["path"].__setitem__(0, flip(
-        w["batch"]["path"][0])))
-
-
-@probe("msg_batch_path_of_another_record", "peer:SIG_FAIL")
-def _(a):
-    a.session()
-    made = a.batch(3)
-    made[0][1]["batch"]["path"] = made[1][1]["batch"]["path"]  # (0, 3) and (1, 3): 2 entries
-    a.send_msgs(made[:1])
-    return a.await_error()
-
-
-@probe("msg_batch_claims_another_position", "peer:SIG_FAIL")
-def _(a):  # record 2 of a batch of 2 claims i = 0 (first = 2): another root and another first
-    return _batch_fault(a, 2, 1, lambda r, w: w["batch"].update(i=0))
-
-
-@probe("msg_batch_claims_another_size_same_root", "peer:SIG_FAIL")
-def _(a):
-    # leaf 0 of 4 claims n = 3: its path of 2 proves the same root in a tree of 3 (RFC 9162
-    # §2.1.3.2), so only the batch statement's n tells them apart
-    return _batch_fault(a, 4, 0, lambda r, w: w["batch"].update(n=3))
-
-
-@probe("msg_batch_n_33", "peer:PROTOCOL_ERROR")
-def _(a):  # Bounds: n 1-32
-    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(n=33))
-
-
-@probe("msg_batch_n_0", "peer:PROTOCOL_ERROR")
-def _(a):
-    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(n=0))
-
-
-@probe("msg_batch_i_not_below_n", "peer:PROTOCOL_ERROR")
-def _(a):
-    return _batch_fault(a, 2, 1, lambda r, w: w["batch"].update(i=2))
-
-
-@probe("msg_batch_i_not_below_seqno", "peer:PROTOCOL_ERROR")
-def _(a):  # Bounds: i < seqno (first ≥ 1); seqno 1 claims i = 1 of 2
-    return _batch_fault(a, 2, 1, lambda r, w: (w.update(seqno=1), w["batch"].update(i=1)),
-                        before=False)
-
-
-@probe("msg_batch_path_entry_31_bytes", "peer:PROTOCOL_ERROR")
-def _(a):
-    return _batch_fault(a, 2, 0, lambda r, w: w["batch"].update(path=[_path_entry(bytes(31))]))
-
-
-@probe("msg_batch_path_six_entries", "peer:PROTOCOL_ERROR")
-def _(a):  # Bounds: at most 5 entries (schema, before any path check)
-    return _batch_fault(a, 2, 0, lambda r, w: w["batch"].update(
-        path=[_path_entry(bytes(32))] * 6))
-
-
-@probe("msg_batch_unknown_member", "peer:PROTOCOL_ERROR")
-def _(a):  # Bounds: exactly i, n, path
-    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(first=1))
-
-
-@probe("msg_batch_i_string", "peer:PROTOCOL_ERROR")
-def _(a):
-    return _batch_fault(a, 1, 0, lambda r, w: w["batch"].update(i="0"))
-
-
-@probe("msg_batch_without_sig", "peer:PROTOCOL_ERROR")
-def _(a):  # Bounds: batch present exactly when sig is
-    return _batch_fault(a, 1, 0, lambda r, w: w.pop("sig"))
-
-
-@probe("msg_sig_without_batch", "peer:PROTOCOL_ERROR")
-def _(a):  # a record of the earlier v2 drafts, signed alone (§11: now refused)
-    def edit(rec, wire):
-        del wire["batch"]
-        wire["sig"] = sc.b64e(sc.sign(a.my_key, sc.statement(rec)))
-    return _batch_fault(a, 1, 0, edit)
-
-
-@probe("msg_batch_cached_statement_with_garbage_sig", "peer:SIG_FAIL")
-def _(a):
-    # record 1 verifies the batch; record 2 of the same batch (same batch statement) carries
-    # another signature: a cache keyed on the statement alone would pass it (§6.1)
-    return _batch_fault(a, 2, 1, lambda r, w: w.update(sig=flip(w["sig"])))
-
-
-@probe("msg_batch_cached_statement_signed_by_another_key", "peer:SIG_FAIL")
-def _(a):
-    def edit(rec, wire):
-        other = sc.ed25519.Ed25519PrivateKey.generate()
-        wire["sig"] = sc.b64e(other.sign(sc.batch_of(rec)))
-    return _batch_fault(a, 2, 1, edit)
-
-
-@probe("msg_batch_signature_on_a_record_outside_it", "peer:SIG_FAIL")
-def _(a):
-    a.session()
-    made = a.batch(2)
-    rec, wire, k = a.batch(1, first=3)[0]
-    wire["sig"] = made[0][1]["sig"]  # the batch 1-2's signature on record 3, a batch of one
-    a.send_msgs(made + [(rec, wire, k)])
-    return a.await_error()
 
 
 @probe("msg_batch_cut_short_then_another", "answered 3")
 def _(a):
-    # records 1-2 of a batch of 3, then record 3 of another batch: each record proves only its
-    # own leaf, so the server accepts all three (the batch adds no rule to §6)
+    # records 1-2 of a batch of 3 (its proof: leaf 3), then record 3 of another batch: each msg
+    # proves its own records (the batch adds no rule to §6)
     a.session()
-    made = a.batch(3)[:2] + a.batch(1, first=3)
-    a.send_msgs(made)
+    a.send_msgs([a.msg_of(a.batch(3)[:2]), a.msg_of(a.batch(1, first=3))])
     return a.await_notices(3)
+
+
+def _three(a, middle, bad_commitment=False):
+    """Records 1-3 of one batch, all of one ts: a `who`, `middle` (to, body), a `who` (with a
+    commitment that does not match its content when `bad_commitment`)."""
+    ts, made = sc.now_ms(), []
+    for seqno, (to, body) in enumerate((("server", {"kind": "who"}), middle,
+                                        ("server", {"kind": "who"})), 1):
+        k = os.urandom(32)
+        made.append((sc.new_record(a.session_id, to, seqno, ts, sc.enc_json(body), k), k))
+    if bad_commitment:
+        made[2][0]["c"] = os.urandom(32)
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    return [(rec, sc.record_wire(rec), k) for rec, k in made]
+
+
+@probe("msg_each_record_acted_on", "notice,notice,refused:of=2")
+def _(a):
+    # §6.3: then the records are acted on, each as if it had come alone: two `who`s answered, a
+    # private line to no account refused (§6.5) by its own seqno. In seqno order, §6.3 says; the
+    # answers, here sorted, need not come so (the refusal after the later `who`'s notice:
+    # interop finding 114)
+    a.session()
+    a.send_msgs([a.msg_of(_three(a, ("user:nobody-here", {"kind": "text", "text": "hi"})))])
+    got = []
+    try:
+        while len(got) < 3:
+            _, m = a.read_content()
+            if m["type"] == "key_update":
+                a.rx.update()
+            elif m["type"] == "refused":
+                a.check_hop(m["seqno"], m["ts"])
+                a.accept_hop(m["seqno"], m["ts"])
+                got.append(f"refused:of={m['of']}")
+            elif m["type"] == "msg":
+                rec = sc.parse_record(m["record"])
+                a.check_hop(rec["seqno"], rec["ts"])
+                a.accept_hop(rec["seqno"], rec["ts"])
+                got.append("notice")
+            else:
+                got.append(m["type"])
+    except sc.ProtoError as e:
+        got.append(peer_or_local(e))
+    return ",".join(sorted(got))
+
+
+def _group_fault(a, count, edit, at=None, answered=0):
+    """Sends a batch of `count` `who`s as one msg (or, with `at`, the records before `at` in a
+    msg of their own, then a msg of the rest), the last msg changed by `edit(msg)`; returns the
+    server's verdict. §6.3: nothing of a failing msg is acted on, so no `who` of it is answered;
+    a msg before it is (`answered` of them, each checked)."""
+    a.session()
+    made = a.batch(count)
+    msgs = [a.msg_of(made)] if at is None else [a.msg_of(made[:at]), a.msg_of(made[at:])]
+    edit(msgs[-1])
+    a.send_msgs(msgs)
+    return a.await_notices(answered + 1, before=answered)
+
+
+def _entry(b):
+    return sc.b64e(b)
+
+
+def _records(edit):
+    """An edit of each record of the msg."""
+    return lambda m: [edit(item["record"]) for item in m["records"]]
+
+
+# §6.3 step 4, §6.4 ROOT: the proof does not fit the records and n (PROTOCOL_ERROR) ...
+probe("msg_group_proof_one_entry_short", "peer:PROTOCOL_ERROR")(
+    lambda a: _group_fault(a, 3, lambda m: m["proof"].pop(), at=1, answered=1))
+probe("msg_group_proof_one_entry_extra", "peer:PROTOCOL_ERROR")(
+    lambda a: _group_fault(a, 3, lambda m: m["proof"].append(_entry(bytes(32))), at=1,
+                           answered=1))
+probe("msg_group_whole_batch_with_a_proof_entry", "peer:PROTOCOL_ERROR")(
+    lambda a: _group_fault(a, 2, lambda m: m["proof"].append(_entry(bytes(32)))))
+probe("msg_group_part_of_a_batch_without_its_proof", "peer:PROTOCOL_ERROR")(
+    lambda a: _group_fault(a, 3, lambda m: m.update(proof=[]), at=2, answered=2))
+# ... or fits and proves another root, first or n, which the signature does not cover (SIG_FAIL)
+probe("msg_group_proof_entry_flipped", "peer:SIG_FAIL")(
+    lambda a: _group_fault(a, 4, lambda m: m["proof"].__setitem__(0, flip(m["proof"][0])),
+                           at=2, answered=2))
+probe("msg_group_proof_entries_swapped", "peer:SIG_FAIL")(
+    # record 4 of 4 alone: its proof [MTH(1..2), leaf 3] in the other order
+    lambda a: _group_fault(a, 4, lambda m: m.update(proof=m["proof"][::-1]), at=3, answered=3))
+probe("msg_group_first_changed", "peer:SIG_FAIL")(
+    # records 2-3 of a batch 1-4 claim first = 2: their indices move, and so does the root
+    lambda a: _group_fault(a, 4, lambda m: m.update(first=2, proof=m["proof"][:1]), at=1,
+                           answered=1))
+probe("msg_group_cached_statement_with_another_sig", "peer:SIG_FAIL")(
+    # msg 1 verifies the batch; msg 2 of the same batch (the same batch statement) carries
+    # another signature: a cache keyed on the statement alone would pass it (§6.1)
+    lambda a: _group_fault(a, 2, lambda m: m.update(sig=flip(m["sig"])), at=1, answered=1))
+probe("msg_group_cached_statement_signed_by_another_key", "peer:SIG_FAIL")(
+    lambda a: _group_fault(a, 2, lambda m: m.update(sig=sc.b64e(
+        sc.ed25519.Ed25519PrivateKey.generate().sign(_statement_of(a, m)))), at=1, answered=1))
+# the schema (§6.3's table and the paragraph after it, checked on parsing): PROTOCOL_ERROR
+for _name, _count, _edit in (
+        ("msg_group_n_33", 1, lambda m: m.update(n=33)),
+        ("msg_group_n_0", 1, lambda m: m.update(n=0)),
+        ("msg_group_n_string", 1, lambda m: m.update(n="1")),
+        ("msg_group_first_0", 1, lambda m: m.update(first=0)),
+        ("msg_group_record_outside_the_batch", 1, lambda m: m.update(first=2)),
+        ("msg_group_more_records_than_n", 2, lambda m: m.update(n=1)),
+        ("msg_group_no_records", 1, lambda m: m["records"].clear()),
+        ("msg_group_sig_0_bytes", 1, lambda m: m.update(sig="")),
+        ("msg_group_sig_1025_bytes", 1, lambda m: m.update(sig=sc.b64e(bytes(1025)))),
+        ("msg_group_without_sig", 1, lambda m: m.pop("sig")),
+        ("msg_group_without_proof", 1, lambda m: m.pop("proof")),
+        ("msg_group_unknown_member", 1, lambda m: m.update(seqno=1)),
+        ("msg_group_proof_entry_31_bytes", 2, lambda m: m.update(proof=[_entry(bytes(31))])),
+        ("msg_group_proof_of_32_entries", 1, lambda m: m.update(proof=[_entry(bytes(32))] * 32)),
+        ("msg_group_record_carrying_sig", 1, _records(lambda r: r.update(
+            sig=sc.b64e(bytes(64))))),
+        ("msg_group_record_carrying_sig_and_batch", 1, _records(lambda r: r.update(
+            sig=sc.b64e(bytes(64)), batch={"i": 0, "n": 1, "path": []}))),
+        ("msg_group_records_not_consecutive", 3, lambda m: m["records"].pop(1)),
+        ("msg_group_records_reordered", 2, lambda m: m["records"].reverse()),
+        ("msg_group_record_repeated", 2, lambda m: m["records"].__setitem__(1, m["records"][0])),
+        ("msg_group_records_of_two_sessions", 2, lambda m: m["records"][1]["record"].update(
+            sid=os.urandom(16).hex())),
+        ("msg_group_item_without_carrier", 1, lambda m: m["records"][0].pop("k")),
+        ("msg_group_item_unknown_member", 1, lambda m: m["records"][0].update(x=1)),
+        ("msg_group_item_k_31_bytes", 1, lambda m: m["records"][0].update(
+            k=sc.b64e(bytes(31))))):
+    probe(_name, "peer:PROTOCOL_ERROR")(lambda a, c=_count, e=_edit: _group_fault(a, c, e))
+
+
+def _statement_of(a, m):
+    """The batch statement a msg's records and proof prove (§6.4 ROOT, §6.1)."""
+    recs = [sc.parse_record(item["record"]) for item in m["records"]]
+    return sc.group_statement(recs[0]["sid"], m["first"], m["n"],
+                              [sc.b64d(p) for p in m["proof"]], recs)
+
+
+@probe("msg_group_claims_another_size_same_root", "peer:SIG_FAIL")
+def _(a):
+    # record 1 of a batch of 4 alone claims n = 3: its proof [leaf 2, MTH(3..4)] proves the same
+    # root in a tree of 3 (ROOT takes MTH(3..4) as the subtree 2..3), so only the batch
+    # statement's n tells them apart
+    a.session()
+    m = a.msg_of(a.batch(4)[:1])
+    m["n"] = 3
+    a.send_msgs([m])
+    return a.await_notices(1, before=0)
+
+
+@probe("msg_group_signature_of_a_batch_on_another", "peer:SIG_FAIL")
+def _(a):
+    a.session()  # the batch 1-2's signature on record 3, a batch of one, in the next msg
+    first, other = a.msg_of(a.batch(2)), a.msg_of(a.batch(1, first=3))
+    other["sig"] = first["sig"]
+    a.send_msgs([first, other])
+    return a.await_notices(3, before=2)
+
+
+@probe("msg_nothing_acted_on_before_every_record_passed", "peer:TAMPERED")
+def _(a):
+    # §6.3: a `who` and a private line to an unknown user (refused) before a record whose
+    # commitment fails (step 5): the session ends TAMPERED, and neither the notice nor the refusal
+    # comes first (await_notices reports any)
+    a.session()
+    a.send_msgs([a.msg_of(_three(a, ("user:nobody-here", {"kind": "text", "text": "hi"}),
+                                 bad_commitment=True))])
+    return a.await_notices(1, before=0)
 
 
 @probe("msg_wrong_content_key", "peer:DECRYPT_FAIL")
@@ -881,8 +942,9 @@ def _(a):
 def _(a):
     a.session()
     _, wire, k = a.record()
-    content = sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
-    a.send_content_raw(content[:-1] + b',"k":' + json.dumps(sc.b64e(k)).encode() + b"}")
+    msg = a.msg_of([(None, wire, k)])
+    content = sc.enc_json(msg)
+    a.send_content_raw(content[:-1] + b',"sig":' + json.dumps(msg["sig"]).encode() + b"}")
     return a.await_error()
 
 
@@ -960,8 +1022,8 @@ def _(a):
 def msg_to(to):
     def run(a):
         a.session()
-        _, wire, k = a.record(to=to)
-        a.send_msg(wire, k)
+        rec, wire, k = a.record(to=to)
+        a.send_msg(wire, k, rec=rec)
         return a.await_error()
     return run
 
@@ -1196,7 +1258,7 @@ def e2e_envelope(a, rec):
 def _(a):
     e2e_session(a)  # §12.6: the server MUST refuse an e2e record to `server`
     rec, wire, _ = a.record(to="server", body={"kind": "who"})
-    a.send_content({"type": "msg", "record": wire, "e2e": e2e_envelope(a, rec)})
+    a.send_content(a.msg_of([(rec, wire, None)], [{"e2e": e2e_envelope(a, rec)}]))
     return a.await_error()
 
 
@@ -1204,9 +1266,9 @@ def _(a):
 def _(a):
     e2e_session(a)  # §12.6: `sender` goes on a record to lobby only; the server refuses a misfit
     rec, wire, _ = a.record(to="user:" + a.my_name)
-    a.send_content({"type": "msg", "record": wire, "e2e": {
+    a.send_content(a.msg_of([(rec, wire, None)], [{"e2e": {
         "kind": "sender", "from": sc.device_id(os.urandom(32)), "id": 1, "n": 0,
-        "w": sc.b64e(os.urandom(48))}})
+        "w": sc.b64e(os.urandom(48))}}]))
     return a.await_error()
 
 
@@ -1214,7 +1276,7 @@ def _(a):
 def _(a):
     e2e_session(a)  # §12.6: `ratchet` goes on a record to user:x only
     rec, wire, _ = a.record(to="lobby")
-    a.send_content({"type": "msg", "record": wire, "e2e": e2e_envelope(a, rec)})
+    a.send_content(a.msg_of([(rec, wire, None)], [{"e2e": e2e_envelope(a, rec)}]))
     return a.await_error()
 
 
@@ -1222,9 +1284,78 @@ def _(a):
 def _(a):
     e2e_session(a)  # §12.6: either k or e2e, never both
     rec, wire, k = a.record(to="user:" + a.my_name)
-    a.send_content({"type": "msg", "record": wire, "k": sc.b64e(k),
-                    "e2e": e2e_envelope(a, rec)})
+    a.send_content(a.msg_of([(rec, wire, k)], [{"k": sc.b64e(k), "e2e": e2e_envelope(a, rec)}]))
     return a.await_error()
+
+
+def _mixed_msg(a, first, second):
+    """One msg of two records of one batch, each (to, body, carrier kind): "bad k" a record with
+    `k` whose ct does not open under it, "e2e to server" an end-to-end record to `server`, "k" a
+    record with its `k`."""
+    made, carriers = [], []
+    for seqno, (to, body, kind) in enumerate((first, second), 1):
+        k = os.urandom(32)
+        made.append((sc.new_record(a.session_id, to, seqno, sc.now_ms(), sc.enc_json(body), k), k))
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    for (rec, k), (_, _, kind) in zip(made, (first, second)):
+        carriers.append({"e2e": e2e_envelope(a, rec)} if kind == "e2e to server" else
+                        {"k": sc.b64e(os.urandom(32) if kind == "bad k" else k)})
+    a.send_msgs([a.msg_of([(rec, sc.record_wire(rec), k) for rec, k in made], carriers)])
+    return a.await_notices(1, before=0)
+
+
+_WHO = ("server", {"kind": "who"})
+# §6.3's order (interop findings 111, 115 as spec16 9efd099 settles them): steps 1-3 each for
+# every record, the envelope's fit with step 3, before any record's step 5
+probe("e2e_msg_bad_k_then_e2e_to_server", "peer:PROTOCOL_ERROR", e2e=True)(
+    lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "bad k"), (*_WHO, "e2e to server")))[1])
+probe("e2e_msg_e2e_to_server_then_bad_k", "peer:PROTOCOL_ERROR", e2e=True)(
+    lambda a: (e2e_session(a), _mixed_msg(a, (*_WHO, "e2e to server"), (*_WHO, "bad k")))[1])
+
+
+@probe("msg_step_1_for_every_record_before_step_2", "peer:TAMPERED")
+def _(a):
+    # §6.3: step 1 for every record before step 2 for any: record 1 dated before the skew
+    # (step 2, STALE), record 2 of the other direction (step 1, TAMPERED)
+    a.session()
+    old = sc.now_ms() - sc.SKEW_MS - 60_000
+    made = []
+    for seqno, d in ((1, "c2s"), (2, "s2c")):
+        k = os.urandom(32)
+        rec = sc.new_record(a.session_id, "server", seqno, old, b'{"kind":"who"}', k)
+        rec["dir"] = d
+        made.append((rec, k))
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    a.send_msgs([a.msg_of([(rec, sc.record_wire(rec), k) for rec, k in made])])
+    return a.await_notices(1, before=0)
+
+
+def _bundle_msg(a, first, second):
+    """A msg of two records to `server`, each a `who` ("who"), a `who` under another key ("bad
+    k") or a keys_publish of bob's bundle from alice ("bob's bundle", §12.6: not hers)."""
+    e2e_session(a)
+    a.device.user = "bob"
+    ts, made, carriers = sc.now_ms(), [], []
+    for seqno, kind in enumerate((first, second), 1):
+        k = os.urandom(32)
+        body = (sc.enc_json(a.device.publish_body(0)) if kind == "bob's bundle"
+                else b'{"kind":"who"}')
+        made.append((sc.new_record(a.session_id, "server", seqno, ts, body, k), k))
+        carriers.append({"k": sc.b64e(os.urandom(32) if kind == "bad k" else k)})
+    sc.sign_batch(a.my_key, [rec for rec, _ in made])
+    a.send_msgs([a.msg_of([(rec, sc.record_wire(rec), k) for rec, k in made], carriers)])
+    return a.await_notices(1, before=0)
+
+
+# §6.3 step 6 (review16 R1): a keys_publish of another user's bundle ends the session before
+# anything of its msg is acted on (the `who` before it unanswered); steps 5-7 run record by record
+# (R8, 9efd099), so a record before it whose ct does not open is reported first, and one after not
+probe("e2e_msg_who_then_another_users_bundle", "peer:PROTOCOL_ERROR", e2e=True)(
+    lambda a: _bundle_msg(a, "who", "bob's bundle"))
+probe("e2e_msg_bad_k_then_another_users_bundle", "peer:DECRYPT_FAIL", e2e=True)(
+    lambda a: _bundle_msg(a, "bad k", "bob's bundle"))
+probe("e2e_msg_another_users_bundle_then_bad_k", "peer:PROTOCOL_ERROR", e2e=True)(
+    lambda a: _bundle_msg(a, "bob's bundle", "bad k"))
 
 
 @probe("e2e_private_to_self_relayed_byte_for_byte", "relayed as sent", e2e=True)
@@ -1232,15 +1363,14 @@ def _(a):
     e2e_session(a)  # §12.6: the server relays `e2e` byte for byte
     rec, wire, _ = a.record(to="user:" + a.my_name)
     e2e = e2e_envelope(a, rec)
-    a.send_content({"type": "msg", "record": wire, "e2e": e2e})
+    sent = a.msg_of([(rec, wire, None)], [{"e2e": e2e}])
+    a.send_content(sent)
     a.seq_tx += 1
     while True:
         _, m = a.read_content()
-        if m["type"] == "relay":  # §6.4: the record without sig and batch, its e2e beside it
-            bare = {key: val for key, val in wire.items() if key not in ("sig", "batch")}
-            items = m.get("records")
-            return "relayed as sent" if items == [{"record": bare, "e2e": e2e}] and \
-                m.get("sig") == wire["sig"] else f"relay {sorted(m)}"
+        if m["type"] == "relay":  # §6.4: the msg's group members, its item's e2e as it was
+            return "relayed as sent" if all(m.get(key) == sent[key] for key in (
+                "sig", "first", "n", "proof", "records")) else f"relay {sorted(m)}"
         if m["type"] == "key_update":
             a.rx.update()
         elif m["type"] != "msg":
@@ -1300,29 +1430,28 @@ def negative_case(case):
                     rec[field], wire[field] = value, value
             if case["sign"] == "after edit":
                 a.resign(rec, wire)
-            a.send_msg(wire, k)
+            a.send_msg(wire, k, rec=rec)
         elif target == "c2s twice":
-            a.send_msg(wire, k)
-            a.send_msg(wire, k)
+            a.send_msg(wire, k, rec=rec)
+            a.send_msg(wire, k, rec=rec)
         elif target == "c2s duplicate member":
-            content = sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
-            a.send_content_raw(content[:-1] + b',"k":' + json.dumps(sc.b64e(k)).encode() + b"}")
+            msg = a.msg_of([(rec, wire, k)])
+            content = sc.enc_json(msg)
+            a.send_content_raw(content[:-1] + b',"sig":' + json.dumps(msg["sig"]).encode() + b"}")
         elif target == "c2s frame twice":
-            payload = a.tx.seal(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+            payload = a.tx.seal(sc.enc_json(a.msg_of([(rec, wire, k)])))
             a.conn.write_frame(payload)
             a.conn.write_frame(payload)
         elif target == "c2s plaintext":
-            a.conn.write_frame(sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))
+            a.conn.write_frame(sc.enc_json(a.msg_of([(rec, wire, k)])))
         elif target == "c2s key_update not last":  # §3.2: a key_update ends its record
             a.conn.write_frame(a.tx.seal_inner(sc.pad_inner(
-                sc.enc_json({"type": "key_update"}),
-                sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)}))))
+                sc.enc_json({"type": "key_update"}), sc.enc_json(a.msg_of([(rec, wire, k)])))))
         elif target == "c2s two in one record":  # §3.2: each message checked as if alone
-            content = sc.enc_json({"type": "msg", "record": wire, "k": sc.b64e(k)})
+            content = sc.enc_json(a.msg_of([(rec, wire, k)]))
             a.conn.write_frame(a.tx.seal_inner(sc.pad_inner(content, content)))
         elif target == "c2s padding":
-            inner = bytearray(sc.pad_inner(sc.enc_json(
-                {"type": "msg", "record": wire, "k": sc.b64e(k)})))
+            inner = bytearray(sc.pad_inner(sc.enc_json(a.msg_of([(rec, wire, k)]))))
             inner[-1] = 1
             a.conn.write_frame(a.tx.seal_inner(bytes(inner)))
         else:

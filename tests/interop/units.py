@@ -33,6 +33,13 @@
   (TRANSCRIPT §3.1) and verify.py's order on a relay line (§5 step 4); at the client, one line per
   relay written before any record is shown, `.keys` items, a late failure showing nothing, and a
   `sender_key` taken before the lobby line under it in the same relay is unwrapped (finding 101).
+- PROTOCOL §6.3 a user's `msg` of a group of one batch: one `msg` per batch when it fits one
+  record, else `msg`s that each fit and prove their records (and at most --msg-records records
+  each), its schema (a relay's, and consecutive seqnos), its transcript line and encoding
+  (TRANSCRIPT §2.2, §3.1 format 6: 0x06 and the relay line's group part), one line per `msg` at the
+  client with a `.keys` line per record under its seqno, and verify.py's faults on such a line;
+  TRANSCRIPT §6 `--reveal N:J` (verify.py) on every record of the golden transcript, what it does
+  not open, and the keys file's rules (interop finding 112).
 - PROTOCOL §7 "Ending with an error": after our `error` (its last frame) a half-close, then reading
   and dropping until the peer closes, 1 MiB or 500 ms (one deadline), then the close; §5 and §7 "A
   write that fails": the peer's `error` read after our failed write (the race: it comes only once
@@ -404,7 +411,7 @@ class OwnRecordBack(unittest.TestCase):
             m = {"type": kind, "seqno": 1, "ts": sc.now_ms(), "author_fp": "ab" * 32,
                  "record": wire, "k": sc.b64e(bytes(32))}
         else:
-            m = sc.relay_message(1, sc.now_ms(), b"der", sc.relay_of([rec]),
+            m = sc.relay_message(1, sc.now_ms(), b"der", sc.group_of([rec]),
                                  [{"k": sc.b64e(bytes(32))}], introduce=False)
         c.certs = sc.SessionCerts()
         c.certs.entries[m["author_fp"]] = (b"der", key.public_key(), "alice")
@@ -765,7 +772,7 @@ class RelayRoot(unittest.TestCase):
                 subtrees = sc.relay_subtrees({i: h[i] for i in group}, n, proof)
                 self.assertEqual(subtrees[(0, n)], root, where)
                 # the server's proof, from the records' own paths, is the definition's
-                sig, first, size, made, bare = sc.relay_of([recs[i] for i in group])
+                sig, first, size, made, bare = sc.group_of([recs[i] for i in group])
                 self.assertEqual((first, size, made), (3, n, proof), where)
                 self.assertTrue(all(r["sig"] is None and r["batch"] is None for r in bare))
                 # every entry is an entry of one of the records' paths
@@ -825,17 +832,17 @@ class RelayRoot(unittest.TestCase):
 
 
 class RelaySchema(unittest.TestCase):
-    """PROTOCOL §6.4's table and the paragraph after it, on client.parse_relay (PROTOCOL_ERROR
+    """PROTOCOL §6.4's table and the paragraph after it, on client.parse_group (PROTOCOL_ERROR
     live; TAMPERED for a transcript line, whose items hold only `record`)."""
 
     def relay(self, group=(1, 2), n=4):
         key, recs = batch_of(n, first=3)
-        return sc.relay_message(1, 2, b"der", sc.relay_of([recs[i] for i in group]),
+        return sc.relay_message(1, 2, b"der", sc.group_of([recs[i] for i in group]),
                                 [{"k": ZERO32} for _ in group])
 
     def code(self, m, carriers=True):
         try:
-            sc.parse_relay(m, carriers=carriers, code="PROTOCOL_ERROR" if carriers else "TAMPERED")
+            sc.parse_group(m, carriers=carriers, code="PROTOCOL_ERROR" if carriers else "TAMPERED")
         except sc.ProtoError as e:
             return e.code
         return "OK"
@@ -892,7 +899,7 @@ class RelaySchema(unittest.TestCase):
     def test_the_line_encoding(self):
         """TRANSCRIPT §3.1 line_enc(relay), byte by byte, with a certificate and without."""
         key, recs = batch_of(4, first=3)
-        sig, first, n, proof, bare = sc.relay_of([recs[1], recs[3]])
+        sig, first, n, proof, bare = sc.group_of([recs[1], recs[3]])
         for cert in (b"\x30\x03abc", None):
             enc = sc.relay_line_enc(7, 8, "ab" * 32, cert, sig, first, n, proof, bare)
             want = (b"\x02" + (7).to_bytes(8, "big") + (8).to_bytes(8, "big") + bytes([0xab]) * 32
@@ -942,7 +949,7 @@ class RelayAtTheClient(unittest.TestCase):
         return recs, ks
 
     def relay(self, recs, carriers, seqno=1, introduce=True):
-        m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"], sc.relay_of(recs), carriers,
+        m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"], sc.group_of(recs), carriers,
                              introduce)
         self.c.on_relay(json.loads(sc.enc_json(m)))
         return m
@@ -1016,7 +1023,7 @@ class RelayAtTheClient(unittest.TestCase):
                 ("moved to another recipient", lambda m: m["records"][0]["record"].update(
                     to="user:carol"), "TAMPERED")):
             self.setUp()
-            m = sc.relay_message(1, sc.now_ms(), self.certs["bob"], sc.relay_of([recs[1]]),
+            m = sc.relay_message(1, sc.now_ms(), self.certs["bob"], sc.group_of([recs[1]]),
                                  carriers)
             edit(m)
             with self.assertRaises(sc.ProtoError, msg=name) as caught:
@@ -1028,7 +1035,7 @@ class RelayAtTheClient(unittest.TestCase):
         hop seqno whose records are out of order is PROTOCOL_ERROR, not REPLAY."""
         recs, ks = self.bob_batch(self.texts("one", "two"))
         self.c.seq_rx = 3
-        m = sc.relay_message(2, sc.now_ms(), self.certs["bob"], sc.relay_of(recs),
+        m = sc.relay_message(2, sc.now_ms(), self.certs["bob"], sc.group_of(recs),
                              [{"k": sc.b64e(k)} for k in ks])
         m["records"].reverse()
         with self.assertRaises(sc.ProtoError) as caught:
@@ -1101,7 +1108,7 @@ class RelayLines(unittest.TestCase):
 
     def line(self, group, seqno=1, edit=None, introduce=True):
         m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"],
-                             sc.relay_of([self.recs[j] for j in group]),
+                             sc.group_of([self.recs[j] for j in group]),
                              [{} for _ in group], introduce)
         if edit is not None:
             edit(m)
@@ -1141,6 +1148,341 @@ class RelayLines(unittest.TestCase):
             self.assertEqual(self.outcome(*lines()), want, name)
             if name.startswith("a record"):  # the line, and which of its records in the detail
                 self.assertIn(f"record {2 if 'moved' in name else 1} of the line", self.detail)
+
+
+class AuthorMsgs(unittest.TestCase):
+    """PROTOCOL §6.3 at the sender: a signed batch leaves as one `msg` of the group members (`sig`,
+    `first`, `n` once, an empty proof, the records without `sig` and `batch`, each with its
+    carrier) when it fits one record (§3.2: 65 276 bytes of content), else as several `msg`s of
+    the next records, each with its own proof and each fitting; every `msg` proves its records
+    into the signed root (§6.4 ROOT). The schema (parse_author_msg): a relay's, and consecutive
+    seqnos."""
+
+    def signed(self, count, text="x", first=1):
+        key = ed25519.Ed25519PrivateKey.generate()
+        made = [(sc.new_record(bytes(16), "lobby", first + j, 1767225600000 + j,
+                               sc.enc_json({"kind": "text", "text": text}), bytes([j]) * 32),
+                 bytes([j]) * 32, None) for j in range(count)]
+        sc.sign_batch(key, [rec for rec, _, _ in made])
+        return key, made
+
+    def proves(self, key, msg):
+        """The msg as a receiver parses it, its root and signature checked (§6.3 step 4)."""
+        sig, first, n, proof, items = sc.parse_author_msg(json.loads(sc.enc_json(msg)))
+        recs = [rec for rec, _ in items]
+        stmt = sc.group_statement(recs[0]["sid"], first, n, proof, recs)
+        return sc.verify(key.public_key(), sig, stmt), [r["seqno"] for r in recs]
+
+    def test_a_batch_that_fits_is_one_msg_with_an_empty_proof(self):
+        key, made = self.signed(5)
+        [(msg, group, items)] = sc.author_msgs(made)
+        self.assertEqual(sorted(msg), ["first", "n", "proof", "records", "sig", "type"])
+        self.assertEqual((msg["type"], msg["first"], msg["n"], msg["proof"]), ("msg", 1, 5, []))
+        self.assertEqual([sorted(item) for item in msg["records"]], [["k", "record"]] * 5)
+        self.assertFalse(any("sig" in it["record"] or "batch" in it["record"]
+                             for it in msg["records"]))
+        self.assertEqual(msg["sig"], sc.b64e(made[0][0]["sig"]))
+        self.assertEqual(self.proves(key, msg), (True, [1, 2, 3, 4, 5]))
+        self.assertEqual(items, made)
+
+    def test_a_batch_that_does_not_fit_leaves_in_msgs_that_each_fit_and_prove(self):
+        key, made = self.signed(sc.MAX_BATCH, text="y" * sc.MAX_TEXT, first=7)
+        msgs = sc.author_msgs(made)
+        self.assertGreater(len(msgs), 1)
+        seqnos = []
+        for msg, _, items in msgs:
+            self.assertLessEqual(len(sc.enc_json(msg)), sc.MAX_CONTENT)
+            self.assertEqual((msg["first"], msg["n"]), (7, sc.MAX_BATCH))
+            self.assertTrue(msg["proof"])
+            ok, got = self.proves(key, msg)
+            self.assertTrue(ok)
+            seqnos += got
+        self.assertEqual(seqnos, list(range(7, 7 + sc.MAX_BATCH)))
+        # as many as fit: the next record would not have fitted in any msg but the last
+        for (msg, _, items), (after, _, _) in zip(msgs, msgs[1:]):
+            wider = sc._author_msg(items + [(made[after["records"][0]["record"]["seqno"] - 7][0],
+                                             made[0][1], None)])[0]
+            self.assertGreater(len(sc.enc_json(wider)), sc.MAX_CONTENT)
+
+    def test_at_most_most_records_to_a_msg(self):
+        key, made = self.signed(5)
+        msgs = sc.author_msgs(made, most=2)
+        self.assertEqual([len(m["records"]) for m, _, _ in msgs], [2, 2, 1])
+        self.assertEqual([len(m["proof"]) for m, _, _ in msgs], [2, 2, 1])
+        self.assertTrue(all(self.proves(key, m)[0] for m, _, _ in msgs))
+
+    def test_e2e_items(self):
+        key, made = self.signed(2)
+        made[1] = (made[1][0], None, {"kind": "sender"})
+        [(msg, _, _)] = sc.author_msgs(made)
+        self.assertEqual([sorted(it) for it in msg["records"]], [["k", "record"], ["e2e", "record"]])
+
+    def code(self, edit, count=3):
+        _, made = self.signed(count)
+        [(msg, _, _)] = sc.author_msgs(made)
+        msg = json.loads(sc.enc_json(msg))
+        edit(msg)
+        try:
+            sc.parse_author_msg(msg)
+        except sc.ProtoError as e:
+            return e.code
+        return "OK"
+
+    def test_the_schema(self):
+        rec = lambda m, j: m["records"][j]["record"]  # noqa: E731
+        for name, edit, want in (
+                ("as made", lambda m: None, "OK"),
+                ("a gap inside", lambda m: m["records"].pop(1), "PROTOCOL_ERROR"),
+                ("reordered", lambda m: m["records"].reverse(), "PROTOCOL_ERROR"),
+                ("a record repeated", lambda m: m["records"].__setitem__(1, m["records"][0]),
+                 "PROTOCOL_ERROR"),
+                ("a record with sig", lambda m: rec(m, 0).update(sig=ZERO32), "PROTOCOL_ERROR"),
+                ("a record with sig and batch", lambda m: rec(m, 0).update(
+                    sig=ZERO32, batch={"i": 0, "n": 3, "path": []}), "PROTOCOL_ERROR"),
+                ("two sids", lambda m: rec(m, 2).update(sid="ab" * 16), "PROTOCOL_ERROR"),
+                ("a record outside first..first+n-1", lambda m: m.update(first=2),
+                 "PROTOCOL_ERROR"),
+                ("more records than n", lambda m: m.update(n=2), "PROTOCOL_ERROR"),
+                ("no records", lambda m: m["records"].clear(), "PROTOCOL_ERROR"),
+                ("an item with k and e2e", lambda m: m["records"][0].update(e2e={}),
+                 "PROTOCOL_ERROR"),
+                ("an item without a carrier", lambda m: m["records"][0].pop("k"),
+                 "PROTOCOL_ERROR"),
+                ("a proof of 32 entries", lambda m: m.update(proof=[ZERO32] * 32),
+                 "PROTOCOL_ERROR")):
+            self.assertEqual(self.code(edit), want, name)
+
+    def test_the_line_and_its_encoding(self):
+        """TRANSCRIPT §2.2: the msg without its carriers, plus `dir`; §3.1: 0x06 and the group part
+        of line_enc(relay), each record_enc ending with no sig and no batch."""
+        _, made = self.signed(2)
+        made[1] = (made[1][0], None, {"kind": "sender"})
+        [(msg, group, _)] = sc.author_msgs(made)
+        line = sc.msg_line(msg)
+        self.assertEqual(line, {"dir": "c2s", "type": "msg", "sig": msg["sig"], "first": 1,
+                                "n": 2, "proof": [], "records": [
+                                    {"record": it["record"]} for it in msg["records"]]})
+        sig = made[0][0]["sig"]
+        want = (b"\x06" + len(sig).to_bytes(4, "big") + sig + (1).to_bytes(8, "big")
+                + (2).to_bytes(4, "big") + b"\x00" + b"\x02"
+                + b"".join(sc.record_enc(r) for r in group[4]))
+        self.assertEqual(sc.msg_line_enc(*group), want)
+        for r in group[4]:
+            self.assertTrue(sc.record_enc(r).endswith(bytes(12) + b"\x00"))
+        relay = sc.relay_line_enc(3, 4, "ab" * 32, None, *group)
+        self.assertEqual(relay[1 + 8 + 8 + 32 + 4:], want[1:])  # one group part, one encoder
+
+
+class AuthorMsgsAtTheClient(unittest.TestCase):
+    """PROTOCOL §6.3, TRANSCRIPT §2.2, §3, §6 at our client's send: each `msg` one transcript line,
+    written as it leaves, D_c2s over those lines, the direction's count at the last record's
+    seqno, and each record's key in `.keys` under its own c2s seqno."""
+
+    def client(self, most=None):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        c = sc.Client.__new__(sc.Client)
+        c.args = sc.argparse.Namespace(msg_records=most, key_update_every=0)
+        c.my_key = ed25519.Ed25519PrivateKey.generate()
+        c.session_id = bytes([3]) * 16
+        c.transcript = sc.Transcript(tmp.name, c.session_id, 0, "localhost", b"c", b"s")
+        c.tamper = lambda step, v: v
+        c.sent = []
+        c.send_contents = c.sent.extend
+        c.sent_since_update = 0
+        c.pending = [(sc.new_record(c.session_id, "server", j, 100 + j,
+                                    b'{"kind":"who"}', bytes([j]) * 32), bytes([j]) * 32, None)
+                     for j in range(1, 6)]
+        return c
+
+    def lines(self, c, suffix):
+        with open(c.transcript.base + suffix) as f:
+            return [json.loads(line) for line in f.read().splitlines()]
+
+    def test_one_line_per_msg_and_a_key_per_record(self):
+        for most, shape in ((None, [5]), (2, [2, 2, 1])):
+            c = self.client(most)
+            with mock.patch.object(sc, "out", lambda line: None):
+                c._flush()
+            sent = [json.loads(content) for content in c.sent]
+            self.assertEqual([len(m["records"]) for m in sent], shape)
+            log = self.lines(c, ".log")[1:]
+            self.assertEqual(log, [sc.msg_line(m) for m in sent])
+            self.assertEqual(self.lines(c, ".keys"), [
+                {"dir": "c2s", "seqno": j, "k": sc.b64e(bytes([j]) * 32)} for j in range(1, 6)])
+            self.assertEqual((c.transcript.n["c2s"], c.transcript.last_ts["c2s"]), (5, 105))
+            d = sc.hashlib.sha256()
+            for m in sent:
+                sig, first, n, proof, items = sc.parse_author_msg(m)
+                d.update(sc.msg_line_enc(sig, first, n, proof, [r for r, _ in items]))
+            self.assertEqual(c.transcript.d["c2s"].digest(), d.digest())
+
+
+class MsgLines(unittest.TestCase):
+    """TRANSCRIPT §5 step 4 on a format 6 c2s msg line (verify.py): its schema (a relay's group,
+    consecutive seqnos, the form of its direction), the first seqno and each record's ts, each
+    record's session and direction and recipient, then the root and `sig` once under the client
+    certificate; the report counts records; a receipt's c2s_count inside a msg line."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.trust, self.certs, self.keys = make_pki(tmp.name, ["alice"])
+        v = verify.Verifier(self.trust)
+        v.session_id, v.session_time, v.client_name = bytes(16), sc.now_ms() - 1000, "alice"
+        v.client_der, v.client_revoked = self.certs["alice"], None
+        v.client_pub = sc.x509.load_der_x509_certificate(self.certs["alice"]).public_key()
+        self.v = v
+        t = sc.now_ms()
+        self.made = [(sc.new_record(bytes(16), "user:bob" if j == 2 else "lobby", 1 + j, t + j,
+                                    sc.enc_json({"kind": "text", "text": f"{j}"}), bytes(32)),
+                      bytes(32), None) for j in range(5)]
+        sc.sign_batch(self.keys["alice"], [rec for rec, _, _ in self.made])
+
+    def line(self, part, edit=None):
+        (msg, _, _), = sc.author_msgs([self.made[j] for j in part])
+        line = sc.msg_line(msg)
+        if edit is not None:
+            edit(line)
+        return sc.enc_json(line)
+
+    def outcome(self, *lines):
+        try:
+            for n, raw in enumerate(lines, 2):
+                self.v.line(raw, n)
+        except verify.Invalid as e:
+            self.detail = e.detail
+            return e.code, e.where
+        return "VALID", None
+
+    def test_valid_lines_count_each_record(self):
+        self.assertEqual(self.outcome(self.line([0, 1]), self.line([2, 3, 4])), ("VALID", None))
+        self.assertEqual(self.v.authors, {sc.fingerprint(self.certs["alice"]): ["alice", 5]})
+        self.assertEqual((self.v.n["c2s"], sorted(self.v.digests["c2s"])), (5, [0, 2, 5]))
+        self.assertEqual(self.v.private, {3})
+
+    def test_a_batch_regrouped_verifies_line_by_line_but_hashes_apart(self):
+        """TRANSCRIPT §5.1: the batch's signature does not fix how its records were grouped into
+        lines; the receipts do, over every line's bytes (§3)."""
+        self.assertEqual(self.outcome(self.line([0, 1]), self.line([2, 3, 4])), ("VALID", None))
+        sent = self.v.d["c2s"].digest()
+        self.setUp()
+        self.assertEqual(self.outcome(self.line([0, 1, 2]), self.line([3, 4])), ("VALID", None))
+        self.assertNotEqual(self.v.d["c2s"].digest(), sent)
+        self.assertEqual(sorted(self.v.digests["c2s"]), [0, 3, 5])  # no receipt can end at 2
+
+    def test_each_fault_and_where(self):
+        line = self.line
+        rec = lambda j, **c: lambda m: m["records"][j]["record"].update(**c)  # noqa: E731
+        for name, lines, want in (
+                ("a record with sig", lambda: [line([0, 1], rec(1, sig=ZERO32))],
+                 ("TAMPERED", "line 2")),
+                ("a gap inside", lambda: [line([0, 1, 2], lambda m: m["records"].pop(1))],
+                 ("TAMPERED", "line 2")),
+                ("reordered", lambda: [line([0, 1], lambda m: m["records"].reverse())],
+                 ("TAMPERED", "line 2")),
+                ("a proof entry flipped", lambda: [line([0, 1]), line(
+                    [2, 3], lambda m: m["proof"].__setitem__(0, ZERO32))], ("SIG_FAIL", "line 3")),
+                ("a proof entry extra", lambda: [line([0, 1, 2, 3, 4], lambda m: m[
+                    "proof"].append(ZERO32))], ("TAMPERED", "line 2")),
+                ("a proof entry missing", lambda: [line([0, 1]), line(
+                    [2, 3], lambda m: m["proof"].pop())], ("TAMPERED", "line 3")),
+                ("first changed", lambda: [line([0, 1, 2, 3, 4], lambda m: m.update(first=2))],
+                 ("TAMPERED", "line 2")),
+                ("n changed, the proof still fitting", lambda: [line(
+                    [0, 1, 2, 3], lambda m: m.update(n=4, proof=[]))], ("SIG_FAIL", "line 2")),
+                ("a line that skips a seqno", lambda: [line([0]), line([2])],
+                 ("TAMPERED", "line 3")),
+                ("a record's ts before the one before it", lambda: [line(
+                    [0, 1], rec(1, ts=0))], ("TAMPERED", "line 2")),
+                ("a record of another session", lambda: [line(
+                    [0, 1], lambda m: [it["record"].update(sid="ab" * 16) for it in m[
+                        "records"]])], ("TAMPERED", "line 2")),
+                ("a record to no valid recipient", lambda: [line([0, 1], rec(1, to="user:B"))],
+                 ("TAMPERED", "line 2")),
+                ("a c2s msg line moved to s2c", lambda: [line([0], lambda m: m.update(
+                    dir="s2c"))], ("TAMPERED", "line 2")),
+                ("a c2s msg line of the record form", lambda: [sc.enc_json({
+                    "dir": "c2s", "type": "msg", "record": sc.record_wire(self.made[0][0])})],
+                 ("TAMPERED", "line 2")),
+                ("a ct changed", lambda: [line([0, 1], rec(0, ct=sc.b64e(bytes(17))))],
+                 ("SIG_FAIL", "line 2"))):
+            self.setUp()
+            self.assertEqual(self.outcome(*lines()), want, name)
+        self.setUp()
+        self.outcome(line([0, 1]), line([2, 3], rec(1, to="user:B")))
+        self.assertIn("record 2 of the line", self.detail)
+
+
+class Reveal(unittest.TestCase):
+    """TRANSCRIPT §6 `--reveal N[:J]` (verify.py): every record of the golden transcript's c2s
+    msg and relay lines opens, made whole from its line (the line's sig, batch i and n, and its
+    path from the line), and the opening passes `--opening`; N alone on a line of several records
+    and J beyond the line's are usage errors, a line with no signed record and a missing key
+    INVALID_INPUT; a keys line that names no record of the line, or any malformed whole line of
+    the file, is TAMPERED, a torn final line skipped (interop finding 112 as transcript16 settled
+    it)."""
+
+    def setUp(self):
+        self.log = os.path.join(GOLDEN, "golden.log")
+        self.trust = sc.Trust(os.path.join(GOLDEN, "golden_ca.pem"))
+        self.keys = verify.read_keys(os.path.join(GOLDEN, "golden.keys"))
+        with open(self.log) as f:
+            self.lines = [json.loads(line) for line in f.read().splitlines()[1:]]
+
+    def opening(self, n, j=None, keys=None):
+        v, _ = verify.verify(self.log, self.trust, [], reveal_line=n)
+        return verify.reveal(v, (n, j), self.keys if keys is None else keys)
+
+    def test_every_record_opens(self):
+        opened = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            for n, line in enumerate(self.lines, 2):
+                for j in range(1, len(line.get("records", ())) + 1):
+                    path = os.path.join(tmp, f"{n}-{j}")
+                    with open(path, "wb") as f:
+                        f.write(sc.enc_json(self.opening(n, j)))
+                    _, _, rec, body = verify.verify_opening(path, self.trust)
+                    self.assertEqual(rec["seqno"], line["records"][j - 1]["record"]["seqno"])
+                    self.assertEqual(rec["sig"], sc.b64d(line["sig"]))
+                    opened += 1
+        self.assertEqual(opened, 13)  # alice's 10 records, bob's 3
+
+    def test_what_is_not_opened(self):
+        several = next(n for n, line in enumerate(self.lines, 2) if len(line.get("records", ())) > 1)
+        server = next(n for n, line in enumerate(self.lines, 2)
+                      if line["dir"] == "s2c" and line["type"] == "msg")
+        for name, target, code in (
+                ("N alone on a line of several records", (several, None), "USAGE"),
+                ("J beyond the line's records", (several, 9), "USAGE"),
+                ("the server's own line", (server, None), "INVALID_INPUT"),
+                ("beyond the file", (len(self.lines) + 2, None), "INVALID_INPUT")):
+            with self.assertRaises(verify.NotOpened, msg=name) as caught:
+                self.opening(*target)
+            self.assertEqual(caught.exception.code, code, name)
+        with self.assertRaises(verify.NotOpened) as caught:
+            self.opening(several, 1, keys={})
+        self.assertEqual(caught.exception.code, "INVALID_INPUT")
+
+    def test_a_key_that_names_no_record_of_the_line(self):
+        relay = next(n for n, line in enumerate(self.lines, 2) if line["type"] == "relay")
+        seqno = self.lines[relay - 2]["seqno"]
+        with self.assertRaises(verify.Invalid) as caught:
+            self.opening(relay, 1, keys={**self.keys, ("s2c", seqno, None): bytes(32)})
+        self.assertEqual(caught.exception.code, "TAMPERED")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "keys")
+            for bad in ('{"dir":"c2s","seqno":1,"item":1,"k":"%s"}\n' % ZERO32,
+                        '{"dir":"s2c","seqno":1,"item":33,"k":"%s"}\n' % ZERO32,
+                        '{"dir":"s2c","seqno":0,"k":"%s"}\n' % ZERO32,
+                        '{"dir":"s2c","seqno":1,"k":"%s","x":1}\n' % ZERO32):
+                with open(path, "w") as f:  # any line of the file, not only the one opened
+                    f.write('{"dir":"c2s","seqno":1,"k":"%s"}\n' % ZERO32 + bad)
+                with self.assertRaises(verify.Invalid, msg=bad):
+                    verify.read_keys(path)
+            with open(path, "w") as f:  # a torn final line is skipped
+                f.write('{"dir":"c2s","seqno":1,"k":"%s"}\n{"dir":"c2s","se' % ZERO32)
+            self.assertEqual(verify.read_keys(path), {("c2s", 1, None): bytes(32)})
 
 
 class ContentCipher(unittest.TestCase):
@@ -1251,7 +1593,7 @@ class RecordBounds(unittest.TestCase):
 
 
 class Formats(unittest.TestCase):
-    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 5 and an opening of format 3 are
+    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 6 and an opening of format 3 are
     judged; another format number is UNSUPPORTED_FORMAT with its reason (earlier: what wrote it,
     the securechat that reads it by §2.1's table, and no evidence of tampering; later: newer or
     edited), and a version that is no format number is TAMPERED."""
@@ -1283,8 +1625,11 @@ class Formats(unittest.TestCase):
                 (4, "UNSUPPORTED_FORMAT", "before relays carried groups: a relay line holds one "
                                           "record with its own sig and batch; securechat "
                                           "sessions 11-14 (up to 82c2781) reads it"),
-                (6, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
-                (5, "TAMPERED", ""), ("5", "TAMPERED", ""), (0, "TAMPERED", ""),
+                (5, "UNSUPPORTED_FORMAT", "before a client's msg carried a group: a c2s msg "
+                                          "line holds one record with its own sig and batch; "
+                                          "securechat session 15 (up to ed384f7) reads it"),
+                (7, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
+                (6, "TAMPERED", ""), ("6", "TAMPERED", ""), (0, "TAMPERED", ""),
                 (2.5, "TAMPERED", "")):
             got, detail = self.outcome({"type": "securechat-transcript", "version": version},
                                        opening=False)
@@ -1292,8 +1637,8 @@ class Formats(unittest.TestCase):
             self.assertIn(reason, detail, version)
             if code == "UNSUPPORTED_FORMAT":
                 self.assertIn(f"transcript format {version} (", detail)
-                self.assertIn("reads format 5 only", detail)
-                self.assertEqual("not evidence of tampering" in detail, version < 5, version)
+                self.assertIn("reads format 6 only", detail)
+                self.assertEqual("not evidence of tampering" in detail, version < 6, version)
 
     def test_opening_formats(self):
         for version, code, reason in (

@@ -3,11 +3,18 @@
 (no line of lib/transcript was read). It checks a `<base>.log` of either role, client or server,
 with only the CA certificate (and a CRL), and its receipts beside it. Author certificates are
 resolved as TRANSCRIPT §2.2 says: the session's list of PROTOCOL §6.4.1 (client.SessionCerts, the
-one the live client runs) over the `relay` and `stored` lines in file order. Format 5: a relay line
-carries a group of one author batch's records and the batch's `sig`, `first`, `n` and `proof` once
-(PROTOCOL §6.4's ROOT, client.relay_statement).
+one the live client runs) over the `relay` and `stored` lines in file order. Format 6: a relay line,
+and a c2s msg line, carries a group of one author batch's records and the batch's `sig`, `first`,
+`n` and `proof` once (PROTOCOL §6.3, §6.4's ROOT, client.group_statement); a c2s msg line covers
+its records' seqnos.
 
 Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
+       verify.py LOG --ca ca.pem --reveal N[:J] [--keys FILE] [--out FILE]
+                                           (TRANSCRIPT §6: the transcript checked, then the opening
+                                            of line N, record J of a relay or c2s msg line, with its
+                                            key from <base>.keys, checked, then written to FILE
+                                            (mode 0600) alone, or to stdout after the report,
+                                            pretty-printed)
        verify.py --opening FILE --ca ca.pem [--crl ca.crl]   (TRANSCRIPT §6: RESULT, OPENING,
                                                                BODY lines)
 Prints, on stdout:
@@ -32,7 +39,10 @@ Prints, on stdout:
   REVOKED <client|server> <cn> <fingerprint> <time>  a party revoked after the session (step 3)
   WARNING <text>                                     a stale CRL (step 3); session_time unconfirmed
                                                      without a valid receipt (§5.1)
-Usage or I/O errors exit 2.
+Usage or I/O errors exit 2. A --reveal this transcript cannot answer is `RESULT NOT_OPENED USAGE
+<why>`, exit 2 (N alone on a line of several records, N:J on a line of one record whole), or
+`RESULT NOT_OPENED INVALID_INPUT <why>`, exit 1 (a line that holds no signed record, or a record
+whose key the keys file does not hold; TRANSCRIPT §6 as interop finding 112 settled it).
 """
 
 import argparse
@@ -49,7 +59,7 @@ import client as sc  # noqa: E402  (one home for the primitives, the record and 
 
 from cryptography import x509  # noqa: E402
 
-TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 5 (4, 3, 2, 1 before, below)
+TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 6 (5, 4, 3, 2, 1 before, below)
 RECEIPT_VERSION = 2          # §4.1
 OPENING_VERSION = 3          # §6: 3 since the ChaCha20-Poly1305 content cipher (2, 1 before)
 # §5 step 1, §6 step 1: each earlier format, what wrote it and which securechat reads it (the
@@ -59,6 +69,7 @@ READERS = {
     "signed batches": "securechat 5607e35 up to before 9c9d09a",
     "AES-128-GCM": "securechat 9c9d09a to 75c258e (sessions 8-10)",
     "relay groups": "securechat sessions 11-14 (up to 82c2781)",
+    "msg groups": "securechat session 15 (up to ed384f7)",
 }
 EARLIER_TRANSCRIPTS = {
     1: ("written by protocol v1", READERS["protocol v1"]),
@@ -67,6 +78,8 @@ EARLIER_TRANSCRIPTS = {
         READERS["AES-128-GCM"]),
     4: ("written before relays carried groups: a relay line holds one record with its own sig "
         "and batch", READERS["relay groups"]),
+    5: ("written before a client's msg carried a group: a c2s msg line holds one record with its "
+        "own sig and batch", READERS["msg groups"]),
 }
 EARLIER_OPENINGS = {
     1: ("made before signed batches", READERS["signed batches"]),
@@ -160,8 +173,10 @@ class Verifier:
     def __init__(self, trust):
         self.trust = trust
         self.d = {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()}
-        self.digests = {"c2s": [hashlib.sha256().digest()], "s2c": [hashlib.sha256().digest()]}
-        self.ts_upto = {"c2s": [None], "s2c": [None]}  # ts of line n of a direction (its latest)
+        # per direction, the digest and the latest ts at each count that ends a line (§3.2: a c2s
+        # msg line covers its records' seqnos, so a count inside one ends no line)
+        self.digests = {"c2s": {0: hashlib.sha256().digest()}, "s2c": {0: hashlib.sha256().digest()}}
+        self.ts_upto = {"c2s": {0: None}, "s2c": {0: None}}
         self.n = {"c2s": 0, "s2c": 0}
         self.last_ts = {"c2s": 0, "s2c": 0}
         self.certs = sc.SessionCerts()  # the session's author certificates (PROTOCOL §6.4.1)
@@ -174,6 +189,8 @@ class Verifier:
         self.private = set()     # c2s seqnos whose record went to `user:` + a name
         self.stored = []         # (line number, author cn, fingerprint, record ts) of stored lines
         self.warnings = []
+        self.reveal_line = None  # --reveal N: the line number N
+        self.revealed = None     # ... and what the opening needs of it, once checked
 
     # ---- header (§2.1, §5 steps 1-3)
 
@@ -231,41 +248,55 @@ class Verifier:
                                                      "of", "code", "sig", "first", "n", "proof",
                                                      "records"])
         kind, d = base["type"], base["dir"]
+        if d not in ("c2s", "s2c"):
+            raise Invalid("TAMPERED", f"line {n}", "unknown line direction")
         shapes = {  # (required, optional)
-            "msg": (["dir", "type", "record"], []),
+            "msg": ((["dir", "type", "sig", "first", "n", "proof", "records"], []) if d == "c2s"
+                    else (["dir", "type", "record"], [])),  # §2.2: the form follows the direction
             "relay": (["dir", "type", "seqno", "ts", "author_fp", "sig", "first", "n", "proof",
                        "records"], ["cert"]),
             "stored": (["dir", "type", "seqno", "ts", "author_fp", "record"], ["cert"]),
             "refused": (["dir", "type", "seqno", "ts", "of", "code"], []),
             "queued": (["dir", "type", "seqno", "ts", "of"], []),
         }
-        if kind not in shapes or d not in ("c2s", "s2c"):
-            raise Invalid("TAMPERED", f"line {n}", "unknown line type or direction")
+        if kind not in shapes:
+            raise Invalid("TAMPERED", f"line {n}", "unknown line type")
         m = strict_line(raw, n, *shapes[kind])
         if kind != "msg" and d != "s2c":
             raise Invalid("TAMPERED", f"line {n}", f"a {kind} line is s2c only")
         rec = field(sc.parse_record, n, m["record"]) if "record" in m else None
         if kind == "relay":  # §5 step 4's first check of a relay line, before its seqno and ts
-            group = field(sc.parse_relay, n, m, carriers=False, code="TAMPERED")
-        if kind == "msg":
-            seqno, ts = rec["seqno"], rec["ts"]
+            group = field(sc.parse_group, n, m, carriers=False, code="TAMPERED")
+        elif kind == "msg" and d == "c2s":  # likewise the group of a client's msg line
+            group = field(sc.parse_author_msg, n, m, carriers=False, code="TAMPERED")
+        if kind == "msg" and d == "c2s":
+            recs = [r for r, _ in group[4]]
+            covered = [(r["seqno"], r["ts"]) for r in recs]
+        elif kind == "msg":
+            covered = [(rec["seqno"], rec["ts"])]
         else:
-            seqno, ts = field(sc.want_int, n, m, "seqno"), field(sc.want_int, n, m, "ts")
+            covered = [(field(sc.want_int, n, m, "seqno"), field(sc.want_int, n, m, "ts"))]
+        seqno, ts = covered[0]
         if seqno != self.n[d] + 1:
             raise Invalid("TAMPERED", f"line {n}", f"{d} seqno {seqno}, expected {self.n[d] + 1}")
-        if ts < self.last_ts[d]:
-            raise Invalid("TAMPERED", f"line {n}", f"{d} ts goes backwards")
-        if kind == "msg":
+        for before, (_, t) in zip([self.last_ts[d]] + [t for _, t in covered], covered):
+            if t < before:
+                raise Invalid("TAMPERED", f"line {n}", f"{d} ts goes backwards")
+        if kind == "msg" and d == "c2s":
+            sig, first, size, proof, _ = group
+            self.author_msg(sig, first, size, proof, recs, n)
+            enc = sc.msg_line_enc(sig, first, size, proof, recs)
+        elif kind == "msg":
             enc = b"\x01" + self.msg(rec, d, n)
         elif kind == "relay":
             fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
             sig, first, size, proof, items = group
             recs = [r for r, _ in items]
-            self.relay(ts, fp, introduced, sig, first, size, proof, recs, n)
+            cert = self.relay(ts, fp, introduced, sig, first, size, proof, recs, n)
             enc = sc.relay_line_enc(seqno, ts, fp, introduced, sig, first, size, proof, recs)
         elif kind == "stored":
             fp, introduced = field(sc.parse_author_fp, n, m, code="TAMPERED")
-            self.stored_record(ts, fp, introduced, rec, n)
+            cert = self.stored_record(ts, fp, introduced, rec, n)
             enc = sc.stored_line_enc(seqno, ts, fp, introduced, rec)
         else:
             of = field(sc.want_int, n, m, "of")
@@ -280,32 +311,53 @@ class Verifier:
                 self.of_lines.append((n, of, None))
                 self.answers.append((n, of, "queued"))
                 enc = b"\x04" + sc.u64(seqno) + sc.u64(ts) + sc.u64(of)
-        self.n[d] = seqno
-        self.last_ts[d] = ts
+        if n == self.reveal_line:  # TRANSCRIPT §6: what the opening of this line needs
+            grouped = kind == "relay" or (kind, d) == ("msg", "c2s")
+            self.revealed = {"kind": kind, "dir": d, "seqno": seqno,
+                             "group": group[:4] if grouped else None,
+                             "recs": recs if grouped else [rec] if rec is not None else [],
+                             "cert": cert if kind in ("relay", "stored") else self.client_der}
+        self.n[d], self.last_ts[d] = covered[-1]
         self.d[d].update(enc)
-        self.digests[d].append(self.d[d].copy().digest())
-        self.ts_upto[d].append(ts)
+        self.digests[d][self.n[d]] = self.d[d].copy().digest()
+        self.ts_upto[d][self.n[d]] = self.last_ts[d]
 
-    def msg(self, rec, d, n):
-        if rec["sid"] != self.session_id or rec["dir"] != d:
-            raise Invalid("TAMPERED", f"line {n}", "a record of another session or direction")
-        if d == "c2s":
+    def author_msg(self, sig, first, size, proof, recs, n):
+        """§5 step 4's c2s `msg` (format 6), after its schema and its seqnos and dates: record by
+        record its session, direction and recipient (TAMPERED), then once for the line the
+        root from its records and `proof` (TAMPERED when the proof does not fit) and `sig` over
+        the batch statement under the client certificate (SIG_FAIL). A fault in a record is
+        reported at its line, the record named in the detail."""
+        for j, rec in enumerate(recs, 1):
+            if rec["sid"] != self.session_id or rec["dir"] != "c2s":
+                raise Invalid("TAMPERED", Record(n, j), "a record of another session or direction")
             if not sc.is_recipient(rec["to"]):  # PROTOCOL §6.1's recipient rule
-                raise Invalid("TAMPERED", f"line {n}", "c2s record to no valid recipient")
-            self.signed(sc.fingerprint(self.client_der), self.client_pub, rec, n,
-                        "the client's record signature")
+                raise Invalid("TAMPERED", Record(n, j), "c2s record to no valid recipient")
+        try:
+            stmt = sc.group_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
+        except sc.ProtoError as e:
+            raise Invalid(e.code, f"line {n}", e.detail)
+        fp = sc.fingerprint(self.client_der)
+        if not self.batches.verified(fp, self.client_pub, stmt, sig):
+            raise Invalid("SIG_FAIL", f"line {n}", "the client's batch signature over the line's "
+                                                   "records")
+        for j, rec in enumerate(recs, 1):
             if self.client_revoked is not None and at_ms(rec["ts"]) >= self.client_revoked:
-                self.not_attributed.append((f"line {n}", "signed at or after its author's revocation"))
+                self.not_attributed.append((f"line {n}:{j}",
+                                            "signed at or after its author's revocation"))
             else:  # §5 report: the client is the author of its own c2s records
-                self.authors.setdefault(sc.fingerprint(self.client_der),
-                                        [subject_cn(self.client_der), 0])[1] += 1
+                self.authors.setdefault(fp, [subject_cn(self.client_der), 0])[1] += 1
             if rec["to"].startswith("user:"):
                 self.private.add(rec["seqno"])
-        else:
-            if rec["sig"] is not None:
-                raise Invalid("TAMPERED", f"line {n}", "an s2c record carries a signature")
-            if rec["to"] != "user:" + self.client_name:
-                raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
+
+    def msg(self, rec, d, n):
+        """§5 step 4's s2c `msg`: the server's own record, unsigned, to the client."""
+        if rec["sid"] != self.session_id or rec["dir"] != d:
+            raise Invalid("TAMPERED", f"line {n}", "a record of another session or direction")
+        if rec["sig"] is not None:
+            raise Invalid("TAMPERED", f"line {n}", "an s2c record carries a signature")
+        if rec["to"] != "user:" + self.client_name:
+            raise Invalid("TAMPERED", f"line {n}", "s2c record to someone else")
         return sc.record_enc(rec)
 
     def signed(self, fp, pub, rec, n, what):
@@ -389,13 +441,14 @@ class Verifier:
         author_pub, cn = [self.author_valid(cert, rec, Record(n, j))
                           for j, rec in enumerate(recs, 1)][0]
         try:
-            stmt = sc.relay_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
+            stmt = sc.group_statement(recs[0]["sid"], first, size, proof, recs, code="TAMPERED")
         except sc.ProtoError as e:
             raise Invalid(e.code, f"line {n}", e.detail)
         if not self.batches.verified(fp, author_pub, stmt, sig):
             raise Invalid("SIG_FAIL", f"line {n}", "author batch signature over the line's records")
         for j, rec in enumerate(recs, 1):
             self.attribute(cert, fp, cn, rec, f"line {n}:{j}", n, False)
+        return cert
 
     def stored_record(self, hop_ts, fp, introduced, rec, n):
         """§5 step 4's `stored`: as a relay of its one record, which carries its own `sig` and
@@ -411,6 +464,7 @@ class Verifier:
         self.signed(fp, author_pub, rec, n, "author record signature")
         self.attribute(cert, fp, cn, rec, where, n, True)
         self.stored.append((n, cn, fp, rec["ts"]))
+        return cert
 
     def end(self):
         """§5 step 4, checked at the end (PROTOCOL §6.5 "One answer per record"): each answer in
@@ -470,6 +524,8 @@ class Verifier:
             raise Invalid("TAMPERED", where, "signer is not that party's certificate")
         if a > self.n["c2s"] or b > self.n["s2c"]:                                    # 4
             raise Invalid("TAMPERED", where, "the receipt names lines the transcript lacks")
+        if a not in self.digests["c2s"]:  # a count inside a msg line: no prefix of lines hashes so
+            raise Invalid("TAMPERED", where, f"c2s_count {a} ends inside a msg line")
         th = self.transcript_hash(a, b)
         if not hmac.compare_digest(th.hex(), th_hex):                                 # 5
             raise Invalid("TAMPERED", where, "transcript hash mismatch")
@@ -488,10 +544,12 @@ class Verifier:
         return role, a, b
 
 
-def verify(log_path, trust, receipt_paths):
+def verify(log_path, trust, receipt_paths, reveal_line=None):
     """Returns (verifier, [(role, a, b)]) or raises Invalid (the first bad line wins: lines are
-    checked in order and the first failure stops the walk)."""
+    checked in order and the first failure stops the walk). With `reveal_line`, the verifier
+    keeps what TRANSCRIPT §6's opening of that line needs (Verifier.revealed)."""
     v = Verifier(trust)
+    v.reveal_line = reveal_line
     with open(log_path, "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
@@ -515,8 +573,11 @@ def verify_opening(path, trust):
     """TRANSCRIPT §6 `verify --opening`, steps 1-5 in order; returns (cn, fingerprint, record,
     body) or raises Invalid (where: `opening`)."""
     with open(path, "rb") as f:
-        raw = f.read()
+        return check_opening(f.read(), trust)
 
+
+def check_opening(raw, trust):
+    """verify_opening on the opening's bytes."""
     def fail(code, detail):
         raise Invalid(code, "opening", detail)
     try:                                                                                   # 1
@@ -565,6 +626,92 @@ def verify_opening(path, trust):
     return cn, sc.fingerprint(der), rec, body
 
 
+class NotOpened(Exception):
+    """TRANSCRIPT §6: a --reveal this transcript cannot answer: a usage error (USAGE, exit 2: N
+    alone on a line of several records, N:J on a line of one record whole), or a line with no
+    signed record or a record without its key (INVALID_INPUT, exit 1)."""
+    def __init__(self, code, detail):
+        super().__init__(f"{code} {detail}")
+        self.code, self.detail = code, detail
+
+
+def read_keys(path):
+    """TRANSCRIPT §6's `.keys` lines: {(dir, seqno, item or None): k}. Every whole line must be a
+    strict key line (`item` 1-32 only on an s2c key), else TAMPERED (where: `keys <file>`); a torn
+    final line (without its newline) is skipped."""
+    keys = {}
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    lines.pop()  # after the final newline nothing; anything else is a torn final line
+    for number, raw in enumerate(lines, 1):
+        try:
+            kl = sc.parse_json(raw, code="TAMPERED", tag="dir")
+            sc.strict(kl, ["dir", "seqno", "k"], ["item"], code="TAMPERED")
+            d, seqno = kl["dir"], sc.want_int(kl, "seqno", code="TAMPERED")
+            item = sc.want_int(kl, "item", code="TAMPERED") if "item" in kl else None
+            if d not in ("c2s", "s2c") or seqno < 1:
+                raise sc.ProtoError("TAMPERED", "dir or seqno")
+            if item is not None and (d == "c2s" or not 1 <= item <= sc.MAX_BATCH):
+                raise sc.ProtoError("TAMPERED", "an item off a relay's key, or out of 1-32")
+            keys[(d, seqno, item)] = sc.b64d(kl["k"], code="TAMPERED", size=32)
+        except sc.ProtoError as e:
+            raise Invalid("TAMPERED", f"keys {path}", f"line {number}: {e.detail}")
+    return keys
+
+
+def reveal(v, target, keys):
+    """TRANSCRIPT §6 `--reveal N[:J]` on a checked transcript: the opening object of record J (or
+    the line's one record) of line N, its record whole as its author signed it."""
+    n, j = target
+    line = v.revealed
+    if line is None:
+        raise NotOpened("INVALID_INPUT", f"line {n} is no message line of the transcript")
+    if line["kind"] in ("refused", "queued") or (line["kind"], line["dir"]) == ("msg", "s2c"):
+        raise NotOpened("INVALID_INPUT", f"line {n} is no signed record (a {line['dir']} "
+                        f"{line['kind']} line: the server's receipt proves it)")
+    recs = line["recs"]
+    if line["group"] is None:  # a stored line: one record whole
+        if j is not None:
+            raise NotOpened("USAGE", f"line {n} holds one record whole: --reveal {n}, not "
+                            f"{n}:{j}")
+        whole, key_at = recs[0], ("s2c", line["seqno"], None)
+        wrong = [at for at in keys if at[:2] == key_at[:2] and at[2] is not None]
+    else:
+        if j is None and len(recs) > 1:
+            raise NotOpened("USAGE", f"line {n} holds {len(recs)} records: --reveal {n}:J, J "
+                            f"from 1 to {len(recs)}")
+        j = j or 1
+        if not 1 <= j <= len(recs):
+            raise NotOpened("USAGE", f"line {n} holds {len(recs)} records: J from 1 to "
+                            f"{len(recs)}")
+        rec = recs[j - 1]
+        whole = sc.whole_record(*line["group"], recs, rec)
+        if line["kind"] == "relay":
+            key_at = ("s2c", line["seqno"], j)
+            wrong = [at for at in keys if at[:2] == key_at[:2] and
+                     (at[2] is None or at[2] > len(recs))]
+        else:
+            key_at, wrong = ("c2s", rec["seqno"], None), []  # an item on c2s: read_keys
+    if wrong:
+        raise Invalid("TAMPERED", "keys", f"a key of line {n} that names no record of it")
+    if key_at not in keys:
+        raise NotOpened("INVALID_INPUT", f"the keys hold no key of line {n}" +
+                        (f" record {j}" if j else "") + ": this device cannot open it")
+    opening = {"type": "securechat-opening", "version": OPENING_VERSION,
+               "cert": sc.b64e(line["cert"]), "record": sc.record_wire(whole),
+               "k": sc.b64e(keys[key_at])}
+    check_opening(sc.enc_json(opening), v.trust)  # §6: checked before it is written
+    return opening
+
+
+def reveal_target(text):
+    """`N` or `N:J` (N ≥ 2: a line after the header; J ≥ 1)."""
+    n, _, j = text.partition(":")
+    if not n.isdigit() or int(n) < 2 or (j and (not j.isdigit() or int(j) < 1)):
+        raise argparse.ArgumentTypeError(f"--reveal N or N:J, not {text!r}")
+    return int(n), int(j) if j else None
+
+
 def judged(check):
     """(check()'s result, None), or (None, the exit status) once RESULT INVALID (1), RESULT
     UNSUPPORTED_FORMAT (2) or the I/O or usage error (2) has been reported."""
@@ -576,6 +723,9 @@ def judged(check):
     except Unsupported as e:
         print(f"RESULT UNSUPPORTED_FORMAT {e.where} {sc.safe(e.detail)}")
         return None, 2
+    except NotOpened as e:
+        print(f"RESULT NOT_OPENED {e.code} {sc.safe(e.detail)}")
+        return None, 2 if e.code == "USAGE" else 1
     except (OSError, sc.ProtoError) as e:
         sc.log(f"error: {e}")
         return None, 2
@@ -603,22 +753,36 @@ def main():
     p.add_argument("--crl")
     p.add_argument("--receipt", action="append", default=None)
     p.add_argument("--opening", metavar="FILE", help="check an opening (TRANSCRIPT §6) instead")
+    p.add_argument("--reveal", metavar="N[:J]", type=reveal_target,
+                   help="then open line N (record J of a relay or c2s msg line): TRANSCRIPT §6")
+    p.add_argument("--keys", metavar="FILE", help="the keys for --reveal (default <base>.keys)")
+    p.add_argument("--out", metavar="FILE", help="write the opening here (mode 0600)")
     args = p.parse_args()
     if args.opening is not None:
         return main_opening(args)
     if args.log is None:
         p.error("a transcript LOG or --opening FILE")
+    base = args.log[:-4] if args.log.endswith(".log") else args.log
     if args.receipt is None:
-        base = args.log[:-4] if args.log.endswith(".log") else args.log
         args.receipt = [base + s for s in (".receipt.json", ".peer-receipt.json")
                         if os.path.exists(base + s)]
     trust, status = judged(lambda: sc.Trust(args.ca, args.crl))
     if status is not None:
         return status
-    verified, status = judged(lambda: verify(args.log, trust, args.receipt))
+    verified, status = judged(lambda: verify(args.log, trust, args.receipt,
+                                             args.reveal and args.reveal[0]))
     if status is not None:
         return status
     v, receipts = verified
+    opening = None
+    if args.reveal is not None:  # TRANSCRIPT §6: opened only from a valid transcript
+        opening, status = judged(lambda: reveal(v, args.reveal,
+                                                read_keys(args.keys or base + ".keys")))
+        if status is not None:
+            return status
+        if args.out is not None:
+            sc.write_private(args.out, sc.enc_json(opening) + b"\n")
+            opening = None
     full = {role for role, a, b in receipts if (a, b) == (v.n["c2s"], v.n["s2c"])}
     confirmed = ("confirmed by both" if full == {"client", "server"} else
                  f"confirmed by the {full.pop()} only" if full else "unconfirmed")
@@ -645,6 +809,8 @@ def main():
                   f"{iso(sc.utc(crl, 'last_update'))} are unknown")
     if not receipts:  # §5.1: session_time is signed only through the receipts
         print("WARNING no valid receipt: session_time and the line counts are unconfirmed")
+    if opening is not None:  # §6: without --out, the opening after the report, pretty-printed
+        print(json.dumps(opening, indent=2, ensure_ascii=False))
     return 0
 
 
