@@ -685,9 +685,9 @@ def _three(a, middle, bad_commitment=False):
 @probe("msg_each_record_acted_on", "notice,notice,refused:of=2")
 def _(a):
     # §6.3: then the records are acted on, each as if it had come alone: two `who`s answered, a
-    # private line to no account refused (§6.5) by its own seqno. In seqno order, §6.3 says; the
-    # answers, here sorted, need not come so (the refusal after the later `who`'s notice:
-    # interop finding 114)
+    # private line to no account refused (§6.5) by its own seqno. Acted on in seqno order, but
+    # the answers need not leave so (§6.3 as spec16 f336f67 settles interop finding 114: the
+    # refusal comes after the later `who`'s notice), so they are compared sorted
     a.session()
     a.send_msgs([a.msg_of(_three(a, ("user:nobody-here", {"kind": "text", "text": "hi"})))])
     got = []
