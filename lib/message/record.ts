@@ -561,14 +561,14 @@ export class ReceivedGroup {
     const record = this.records[j];
     const { sig, first, n } = this.group;
     const i = record.seqno - first;
-    // deno-lint-ignore no-this-alias
-    const group = this;
+    const path = () => this.#pathOf(j);
+    const pathText = () => this.#pathTexts[j] ??= this.#pathOf(j).map(toBase64);
     record.sig = sig;
     record.batch = {
       i,
       n,
       get path() {
-        return group.#pathOf(j);
+        return path();
       },
     };
     json.sig = this.message.sig;
@@ -576,7 +576,7 @@ export class ReceivedGroup {
       i,
       n,
       get path() {
-        return group.#pathTexts[j] ??= group.#pathOf(j).map(toBase64);
+        return pathText();
       },
     };
     return new RecordForms(record, json, this);
