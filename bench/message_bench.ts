@@ -63,7 +63,8 @@ import {
   v8FlagsOfThisProcess,
 } from "./_util.ts";
 import { sharedPasswordStore } from "../testkit/memory_store.ts";
-import { sampleProcess } from "./_proc.ts";
+import { sampleProcess, threadTimes } from "./_proc.ts";
+import { cpuAddedByThread } from "../testkit/burst_parts.ts";
 
 /**
  * CPU µs per call of `op`, called until the process has spent `seconds` of CPU: /proc
@@ -81,12 +82,17 @@ async function cpuPerCall(op: () => Promise<unknown>, seconds: number): Promise<
   return spent * 1e6 / calls;
 }
 
-/** This process's CPU time (all threads) while `work` runs, in µs. */
+/**
+ * This process's CPU time while `work` runs, in µs: what each of its threads added, from the
+ * scheduler's ns count (threadTimes, cpuAddedByThread), not /proc/<pid>/stat's 10 ms ticks, in
+ * which a quick run's relay read 0 (75 lines, ~10 ms of every party's CPU since a msg carries a
+ * batch: CI at 9aec391).
+ */
 async function cpuMicros(work: () => Promise<unknown>): Promise<number> {
-  const before = await sampleProcess(Deno.pid);
+  const before = await threadTimes(Deno.pid);
   await work();
-  const after = await sampleProcess(Deno.pid);
-  return (after.cpuSeconds - before.cpuSeconds) * 1e6;
+  const added = cpuAddedByThread(before, await threadTimes(Deno.pid));
+  return Object.values(added).reduce((a, s) => a + s, 0) * 1e6;
 }
 
 const TEXT = "the quick brown fox jumps over the lazy dog, 64 bytes of chat..";
