@@ -1211,6 +1211,22 @@ class AuthorMsgs(unittest.TestCase):
         self.assertEqual([len(m["proof"]) for m, _, _ in msgs], [2, 2, 1])
         self.assertTrue(all(self.proves(key, m)[0] for m, _, _ in msgs))
 
+    def test_each_record_of_a_msg_made_whole_is_the_signed_record(self):
+        """TRANSCRIPT §6, PROTOCOL §6.4 "Making the proof": a record of any msg (any run of a
+        batch's consecutive records, with its proof) made whole from the msg alone has the sig
+        and the RFC 9162 path (§6.1) its author signed it with — what an opening of a c2s msg
+        line, and the server's `stored`, carry."""
+        rng = random.Random(16)
+        for n in range(1, sc.MAX_BATCH + 1):
+            _, made = self.signed(n)
+            runs = [(a, b) for a in range(n) for b in range(a + 1, n + 1)]
+            for a, b in runs if n <= 12 else rng.sample(runs, 60):
+                sig, first, size, proof, recs = sc.group_of([r for r, _, _ in made[a:b]])
+                for signed, rec in zip(made[a:b], recs):
+                    whole = sc.whole_record(sig, first, size, proof, recs, rec)
+                    self.assertEqual((whole["sig"], whole["batch"]),
+                                     (signed[0]["sig"], signed[0]["batch"]), f"n={n} {a}..{b}")
+
     def test_e2e_items(self):
         key, made = self.signed(2)
         made[1] = (made[1][0], None, {"kind": "sender"})
