@@ -1,0 +1,226 @@
+/**
+ * Random mutations of a valid user's msg of several records (PROTOCOL §6.3) against a
+ * real server in this process. Each mutated msg ends mallory's session with one of the protocol's
+ * codes (never INTERNAL, never a crash), and when it does, no lobby line of that msg reaches bob:
+ * nothing of a msg is acted on unless every record passes. Seeded like tests/fuzz_test.ts: the
+ * seed is printed, and `SECURECHAT_FUZZ_SEED=<seed>` replays a run.
+ */
+import assert from "node:assert/strict";
+import { fromBase64, toBase64 } from "../lib/bytes.ts";
+import {
+  type Body,
+  decodeRecord,
+  LOBBY,
+  type MessageRecord,
+  openContent,
+  sealContent,
+  signBatch,
+  TO_SERVER,
+} from "../lib/message/record.ts";
+import { HostileClient, json, userMsgJson } from "../testkit/hostile.ts";
+import { makePki } from "../testkit/pki.ts";
+import { fuzzSeed } from "../testkit/fuzz.ts";
+import { type InProcessServer, startInProcessServer } from "./helpers/in_process_server.ts";
+
+const PASSWORDS = { mallory: "mallory-password-1", bob: "bob-password-1", carol: "carol-pw-123" };
+const CODES = new Set([
+  "PROTOCOL_ERROR",
+  "TAMPERED",
+  "REPLAY",
+  "STALE",
+  "SIG_FAIL",
+  "DECRYPT_FAIL",
+]);
+
+function prng(seed: number): (below: number) => number {
+  let s = seed >>> 0 || 1;
+  return (below) => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % below;
+  };
+}
+
+async function login(srv: InProcessServer, username: keyof typeof PASSWORDS) {
+  const h = await srv.client({ username, password: PASSWORDS[username] });
+  await h.handshake();
+  return h;
+}
+
+type Json = Record<string, unknown>;
+
+/** One random change to a msg's JSON (its members, its items, a record's members). */
+function mutate(rand: (below: number) => number, msg: Json): string {
+  const items = msg.records as Json[];
+  const j = rand(items.length);
+  const record = items[j].record as Json;
+  const flip = (b64: string) => {
+    const bytes = fromBase64(b64);
+    bytes[rand(bytes.length)] ^= 1 << rand(8);
+    return toBase64(bytes);
+  };
+  const choices: [string, () => void][] = [
+    ["record seqno +1", () => (record.seqno = (record.seqno as number) + 1)],
+    ["record seqno -1", () => (record.seqno = (record.seqno as number) - 1)],
+    ["record ts back", () => (record.ts = (record.ts as number) - 1)],
+    ["record ts far", () => (record.ts = (record.ts as number) + 3_600_000)],
+    ["record to", () => (record.to = rand(2) ? "user:Bob" : "server")],
+    ["record sid", () => (record.sid = "00".repeat(16))],
+    ["record dir", () => (record.dir = "s2c")],
+    ["record ct", () => (record.ct = flip(record.ct as string))],
+    ["record c", () => (record.c = flip(record.c as string))],
+    ["record sig", () => (record.sig = msg.sig)],
+    ["item k", () => (items[j].k = toBase64(crypto.getRandomValues(new Uint8Array(32))))],
+    ["item no k", () => delete items[j].k],
+    ["item extra", () => (items[j].x = 1)],
+    ["sig", () => (msg.sig = flip(msg.sig as string))],
+    ["first +1", () => (msg.first = (msg.first as number) + 1)],
+    ["first -1", () => (msg.first = (msg.first as number) - 1)],
+    ["n +1", () => (msg.n = (msg.n as number) + 1)],
+    ["n -1", () => (msg.n = (msg.n as number) - 1)],
+    ["proof extra", () => (msg.proof as string[]).push(toBase64(new Uint8Array(32)))],
+    ["proof short", () => (msg.proof as string[]).pop() ?? (msg.proof = ["AA=="])],
+    ["items swapped", () => items.splice(0, 2, items[1], items[0])],
+    ["item dropped", () => items.splice(j, 1)],
+    ["item repeated", () => items.splice(j, 0, structuredClone(items[j]))],
+    ["records empty", () => (msg.records = [])],
+    ["extra member", () => (msg.seqno = 1)],
+  ];
+  const [name, apply] = choices[rand(choices.length)];
+  apply();
+  return name;
+}
+
+Deno.test({
+  name:
+    "mutated msgs of several records end the session with a protocol code and relay nothing (120 random cases)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const seed = fuzzSeed();
+    console.log(`user msg fuzz seed ${seed} (replay: SECURECHAT_FUZZ_SEED=${seed})`);
+    const rand = prng(seed);
+    const pki = await makePki(Object.keys(PASSWORDS));
+    const srv = await startInProcessServer(pki, PASSWORDS, {
+      lobby: { messageBurst: 1_000_000, messagesPerSecond: 1_000_000 },
+    });
+    try {
+      const bob = await login(srv, "bob");
+      const carol = await login(srv, "carol");
+      let carolSeqno = 0;
+      let ended = 0;
+      for (let t = 0; t < 120; t++) {
+        const mallory = await login(srv, "mallory");
+        const count = 2 + rand(5);
+        const parts: { body: Body; to: string }[] = Array.from({ length: count }, (_, j) => {
+          const kind = rand(4);
+          if (kind === 0) return { body: { kind: "who" } as Body, to: TO_SERVER };
+          if (kind === 1) {
+            return { body: { kind: "text", text: `leak-${t}-${j}` }, to: "user:carol" };
+          }
+          return { body: { kind: "text", text: `leak-${t}-${j}` }, to: LOBBY };
+        });
+        // One case in six: every record well made and signed, the last one a keys_publish of
+        // another user's bundle (§12.6), refused only by what the body says.
+        const publishCase = rand(6) === 0;
+        if (publishCase) parts.push({ body: othersPublish("bob"), to: TO_SERVER });
+        const made = parts.map(({ body, to }, j) => {
+          const { k, ct, c } = sealContent(body);
+          const record: MessageRecord = {
+            sid: mallory.sessionId!,
+            dir: "c2s",
+            to,
+            seqno: 1 + j,
+            ts: Date.now(),
+            ct,
+            c,
+          };
+          return { record, k };
+        });
+        await signBatch(mallory.opts.identity.signingKey, made.map((m) => m.record));
+        const msg = userMsgJson(made.map((m) => m.record), made.map((m) => m.k));
+        const what = `seed ${seed}, case ${t}: ` +
+          (publishCase ? "another user's bundle" : mutate(rand, msg));
+        await mallory.sendSealed(json(msg));
+        const end = await mallory.expectEnd(3_000);
+        mallory.close();
+        const marker = `marker ${t}`;
+        await carol.sendSealed(
+          json(await signedMsg(carol, ++carolSeqno, { kind: "text", text: marker })),
+        );
+        const seen = await textsUntil(bob, marker);
+        if (end.code === undefined) continue; // the change kept the msg valid (rare)
+        ended++;
+        assert.ok(CODES.has(end.code), `${what}: ${end.code}`);
+        assert.deepEqual(seen.filter((x) => x.startsWith(`leak-${t}-`)), [], what);
+      }
+      assert.ok(ended >= 100, `seed ${seed}: only ${ended} of 120 mutated msgs were refused`);
+      assert.deepEqual(
+        srv.logs.filter((e) => e.event === "INTERNAL"),
+        [],
+        `seed ${seed}: the server logged INTERNAL`,
+      );
+      bob.close();
+      carol.close();
+    } finally {
+      await srv.dispose();
+      await Deno.remove(pki.dir, { recursive: true });
+    }
+  },
+});
+
+/** A keys_publish that passes the schema but names another user's bundle (PROTOCOL §12.6). */
+function othersPublish(user: string): Body {
+  const b = (n: number, fill: number) => toBase64(new Uint8Array(n).fill(fill));
+  return {
+    kind: "keys_publish",
+    device: "0123456789abcdef",
+    bundle: {
+      user,
+      created: Date.now(),
+      ik: b(32, 1),
+      spk_id: 1,
+      spk: b(32, 2),
+      pq_id: 2,
+      pq: b(1184, 3),
+      ik_sig: b(64, 4),
+      sig: b(64, 5),
+    },
+    opks: [],
+  } as Body;
+}
+
+async function signedMsg(h: HostileClient, seqno: number, body: Body) {
+  const { k, ct, c } = sealContent(body);
+  const record: MessageRecord = {
+    sid: h.sessionId!,
+    dir: "c2s",
+    to: LOBBY,
+    seqno,
+    ts: Date.now(),
+    ct,
+    c,
+  };
+  await signBatch(h.opts.identity.signingKey, [record]);
+  return userMsgJson([record], [k]);
+}
+
+/** Every readable text that reaches `h` until one equal to `until` does. */
+async function textsUntil(h: HostileClient, until: string): Promise<string[]> {
+  const seen: string[] = [];
+  while (true) {
+    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
+    const items: { record: unknown; k?: string }[] = m.type === "relay" ? m.records : [];
+    for (const item of items) {
+      if (!item.k) continue;
+      // deno-lint-ignore no-explicit-any
+      const body = openContent(decodeRecord(item.record as any), fromBase64(item.k));
+      if (body.kind !== "text") continue;
+      seen.push(body.text);
+      if (body.text === until) return seen;
+    }
+  }
+}

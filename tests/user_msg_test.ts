@@ -1,0 +1,498 @@
+/**
+ * A user's msg carrying several records (PROTOCOL §6.3) against a real server in this
+ * process. Nothing of a msg is acted on unless every record passes (a lobby line before a record
+ * that ends the session reaches no one), and the message rate counts records, not msgs (§8.2).
+ */
+import assert from "node:assert/strict";
+import { fromBase64, toBase64 } from "../lib/bytes.ts";
+import {
+  type Body,
+  decodeRecord,
+  LOBBY,
+  type MessageRecord,
+  openContent,
+  sealContent,
+  signBatch,
+  TO_SERVER,
+  userRecipient,
+} from "../lib/message/record.ts";
+import { clientHandshake } from "../lib/handshake/client.ts";
+import { ChatSession, type E2eHooks, type ReceivedMessage } from "../lib/session/session.ts";
+import { codeOf } from "../lib/errors.ts";
+import { MAX_CONTENT_BYTES } from "../lib/handshake/record.ts";
+import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
+import { verifyTranscript } from "../lib/transcript/verify.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
+import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "./helpers/records.ts";
+import { HostileClient, json, userMsgJson } from "../testkit/hostile.ts";
+import type { KeyType } from "../lib/pki/keys.ts";
+import { makePki, type TestPki } from "../testkit/pki.ts";
+import { type InProcessServer, startInProcessServer } from "./helpers/in_process_server.ts";
+
+const PASSWORDS = { mallory: "mallory-password-1", bob: "bob-password-1", carol: "carol-pw-123" };
+
+async function withServer(
+  fn: (srv: InProcessServer, pki: TestPki) => Promise<void>,
+  lobby?: { messageBurst: number; messagesPerSecond: number },
+  keyType: KeyType = "ed25519",
+) {
+  const pki = await makePki(Object.keys(PASSWORDS), keyType);
+  const srv = await startInProcessServer(pki, PASSWORDS, lobby ? { lobby } : {});
+  try {
+    await fn(srv, pki);
+  } finally {
+    await srv.dispose();
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+}
+
+async function login(srv: InProcessServer, username: keyof typeof PASSWORDS) {
+  const h = await srv.client({ username, password: PASSWORDS[username] });
+  await h.handshake();
+  return h;
+}
+
+/** One msg of `parts` (body and `to`), seqnos from `from`, signed as one batch (PROTOCOL §6.3). */
+async function userMsg(
+  h: HostileClient,
+  from: number,
+  parts: { body: Body; to: string }[],
+): Promise<Uint8Array> {
+  const made = parts.map(({ body, to }, j) => {
+    const { k, ct, c } = sealContent(body);
+    const record: MessageRecord = {
+      sid: h.sessionId!,
+      dir: "c2s",
+      to,
+      seqno: from + j,
+      ts: Date.now(),
+      ct,
+      c,
+    };
+    return { record, k };
+  });
+  await signBatch(h.opts.identity.signingKey, made.map((m) => m.record));
+  return json(userMsgJson(made.map((m) => m.record), made.map((m) => m.k)));
+}
+
+/** Every readable text that reaches `h` until one equal to `until` does. */
+async function textsUntil(h: HostileClient, until: string): Promise<string[]> {
+  const seen: string[] = [];
+  while (true) {
+    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
+    const items: { record: unknown; k?: string }[] = m.type === "relay"
+      ? m.records
+      : m.type === "msg" || m.type === "stored"
+      ? [m]
+      : [];
+    for (const item of items) {
+      if (!item.k) continue;
+      // deno-lint-ignore no-explicit-any
+      const body = openContent(decodeRecord(item.record as any), fromBase64(item.k));
+      if (body.kind !== "text") continue;
+      seen.push(body.text);
+      if (body.text === until) return seen;
+    }
+  }
+}
+
+const text = (t: string): Body => ({ kind: "text", text: t });
+
+/** A keys_publish that passes the schema but names another user's bundle (PROTOCOL §12.6). */
+function othersPublish(user: string): Body {
+  const b = (n: number, fill: number) => toBase64(new Uint8Array(n).fill(fill));
+  return {
+    kind: "keys_publish",
+    device: "0123456789abcdef",
+    bundle: {
+      user,
+      created: Date.now(),
+      ik: b(32, 1),
+      spk_id: 1,
+      spk: b(32, 2),
+      pq_id: 2,
+      pq: b(1184, 3),
+      ik_sig: b(64, 4),
+      sig: b(64, 5),
+    },
+    opks: [],
+  } as Body;
+}
+
+for (const keyType of ["ed25519", "rsa2048"] as const) {
+  Deno.test({
+    name:
+      `a lobby line in the same msg as a record that ends the session reaches no one (PROTOCOL §6.3), ${keyType}`,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      await withServer(
+        async (srv) => {
+          const bob = await login(srv, "bob");
+          const carol = await login(srv, "carol");
+          const cases: { name: string; bad: { body: Body; to: string } }[] = [
+            { name: "another user's bundle", bad: { body: othersPublish("bob"), to: TO_SERVER } },
+            {
+              name: "a who to the lobby",
+              bad: { body: { kind: "who" } as Body, to: LOBBY },
+            },
+          ];
+          let carolSeqno = 0;
+          for (const { name, bad } of cases) {
+            const mallory = await login(srv, "mallory");
+            await mallory.sendSealed(
+              await userMsg(mallory, 1, [{ body: text(`leak: ${name}`), to: LOBBY }, bad]),
+            );
+            const end = await mallory.expectEnd();
+            assert.equal(end.code, "PROTOCOL_ERROR", name);
+            // carol's line leaves after mallory's session ended: a relay of mallory's line, had it
+            // been made, is before it in bob's session.
+            const marker = `marker after ${name}`;
+            await carol.sendSealed(
+              await userMsg(carol, ++carolSeqno, [{ body: text(marker), to: LOBBY }]),
+            );
+            const seen = await textsUntil(bob, marker);
+            assert.deepEqual(seen.filter((t) => t.startsWith("leak")), [], name);
+          }
+          bob.close();
+          carol.close();
+        },
+        undefined,
+        keyType,
+      );
+    },
+  });
+}
+
+Deno.test({
+  name: "the message rate counts a msg's records, each refused with its own of (§8.2, §6.5)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (srv) => {
+      const bob = await login(srv, "bob");
+      const mallory = await login(srv, "mallory");
+      const lines = Array.from(
+        { length: 8 },
+        (_, j) => ({ body: text(`line ${j + 1}`), to: LOBBY }),
+      );
+      await mallory.sendSealed(await userMsg(mallory, 1, lines));
+      const refused: number[] = [];
+      while (refused.length < 5) {
+        const m = JSON.parse(new TextDecoder().decode(await mallory.readRecord(20_000)));
+        if (m.type === "refused") {
+          assert.equal(m.code, "RATE_LIMITED");
+          refused.push(m.of);
+        }
+      }
+      assert.deepEqual(refused, [4, 5, 6, 7, 8]);
+      const seen = await textsUntil(bob, "line 3");
+      assert.deepEqual(seen.filter((t) => t.startsWith("line")), ["line 1", "line 2", "line 3"]);
+      bob.close();
+      mallory.close();
+    }, { messageBurst: 3, messagesPerSecond: 0.001 });
+  },
+});
+
+Deno.test({
+  name:
+    "a private record stored from the middle of a msg reaches its offline recipient with a path that verifies (PROTOCOL §6.6 4')",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (srv, pki) => {
+      const mallory = await login(srv, "mallory");
+      // A batch of 5 in one msg, bob's private record at index 2: its path is
+      // [leaf 3, MTH(0..2), leaf 4], derived by the server from the msg (§6.4 "Making the proof").
+      const made = [0, 1, 2, 3, 4].map((j) => {
+        const { k, ct, c } = sealContent(text(`line ${j + 1}`));
+        const record: MessageRecord = {
+          sid: mallory.sessionId!,
+          dir: "c2s",
+          to: j === 2 ? userRecipient("bob") : LOBBY,
+          seqno: 1 + j,
+          ts: Date.now(),
+          ct,
+          c,
+        };
+        return { record, k };
+      });
+      await signBatch(mallory.opts.identity.signingKey, made.map((m) => m.record));
+      const msg = userMsgJson(made.map((m) => m.record), made.map((m) => m.k));
+      const items = msg.records as Record<string, unknown>[];
+      const { k: _k, ...bare } = items[2];
+      items[2] = { ...bare, e2e: RATCHET_ENVELOPE };
+      await mallory.sendSealed(json(msg));
+      while (true) {
+        const m = JSON.parse(new TextDecoder().decode(await mallory.readRecord(20_000)));
+        if (m.type === "refused") assert.fail(`refused ${m.of}: ${m.code}`);
+        if (m.type === "queued") {
+          assert.equal(m.of, 3);
+          break;
+        }
+      }
+      mallory.close();
+      // bob logs in with the real client: it checks the stored record (§6.6 4') with its path.
+      const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
+      const est = await clientHandshake(new FrameConnection(tcp), {
+        identity: await pki.identity("bob"),
+        trust: pki.trust,
+        serverName: "localhost",
+        credentials: { mode: "login", username: "bob", password: PASSWORDS.bob },
+        timeoutMs: 20_000,
+      });
+      const dir = await Deno.makeTempDir({ prefix: "user-msg-bob-" });
+      try {
+        const chat = await ChatSession.start(est, {
+          transcripts: transcriptDirectory(dir),
+          relayTrust: pki.trust,
+        });
+        const stored = Promise.withResolvers<ReceivedMessage>();
+        const running = chat.run({
+          onMessage: (m) => {
+            if (m.type === "relay" && m.relayed.stored) stored.resolve(m);
+          },
+        });
+        let guard: ReturnType<typeof setTimeout> | undefined;
+        const got = await Promise.race([
+          stored.promise,
+          running.then((end) => assert.fail(`bob's session ended: ${JSON.stringify(end)}`)),
+          // Not a measure of speed: a hang guard, so that a lost record fails with a reason.
+          new Promise<never>((_, reject) => {
+            guard = setTimeout(() => reject(new Error("no stored record in 60 s")), 60_000);
+          }),
+        ]).finally(() => clearTimeout(guard));
+        assert.equal(got.type, "relay");
+        if (got.type === "relay") {
+          assert.equal(got.relayed.record.seqno, 3);
+          assert.equal(got.relayed.record.batch?.n, 5);
+          assert.equal(got.relayed.record.batch?.path.length, 3);
+        }
+        await chat.close();
+        assert.equal((await running).outcome, "closed");
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  },
+});
+
+/** A logged-in real client (it checks every relay, PROTOCOL §6.4) whose texts are collected. */
+async function realClient(srv: InProcessServer, pki: TestPki, name: keyof typeof PASSWORDS) {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
+  const est = await clientHandshake(new FrameConnection(tcp), {
+    identity: await pki.identity(name),
+    trust: pki.trust,
+    serverName: "localhost",
+    credentials: { mode: "login", username: name, password: PASSWORDS[name] },
+    timeoutMs: 20_000,
+  });
+  const dir = await Deno.makeTempDir({ prefix: `user-msg-${name}-` });
+  const chat = await ChatSession.start(est, {
+    transcripts: transcriptDirectory(dir),
+    relayTrust: pki.trust,
+  });
+  const texts: string[] = [];
+  let wake = () => {};
+  const running = chat.run({
+    onMessage: (m) => {
+      if (m.type === "relay") texts.push(m.relayed.text);
+      wake();
+    },
+  });
+  /** Resolves once `count` relayed texts arrived; fails with the reason if the session ends. */
+  const waitFor = async (count: number) => {
+    while (texts.length < count) {
+      await Promise.race([
+        new Promise<void>((resolve) => (wake = resolve)),
+        running.then((end) => assert.fail(`${name}'s session ended: ${JSON.stringify(end)}`)),
+      ]);
+    }
+    return texts;
+  };
+  const done = async () => {
+    await chat.close();
+    const end = await running;
+    await Deno.remove(dir, { recursive: true });
+    return end;
+  };
+  return { waitFor, done };
+}
+
+Deno.test({
+  name:
+    "live relays of part of a msg (a private record to another between lobby lines) verify at real clients (PROTOCOL §6.4 'Making the proof')",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (srv, pki) => {
+      const bob = await realClient(srv, pki, "bob");
+      const carol = await realClient(srv, pki, "carol");
+      const mallory = await login(srv, "mallory");
+      const parts = [1, 2, 3, 4, 5].map((j) => ({
+        body: text(`line ${j}`),
+        to: j === 3 ? userRecipient("carol") : LOBBY,
+      }));
+      await mallory.sendSealed(await userMsg(mallory, 1, parts));
+      // bob: records 1, 2, 4, 5 in one relay, whose proof holds record 3's leaf (not the msg's).
+      assert.deepEqual(await bob.waitFor(4), ["line 1", "line 2", "line 4", "line 5"]);
+      // carol: all five, the msg's own proof.
+      assert.deepEqual(await carol.waitFor(5), parts.map((p) => (p.body as { text: string }).text));
+      mallory.close();
+      assert.equal((await bob.done()).outcome, "closed");
+      assert.equal((await carol.done()).outcome, "closed");
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "a real client's batch too large for one msg leaves in several, each checked by the server and relayed; receipts agree at close",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (srv, pki) => {
+      const bob = await realClient(srv, pki, "bob");
+      const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
+      const est = await clientHandshake(new FrameConnection(tcp), {
+        identity: await pki.identity("mallory"),
+        trust: pki.trust,
+        serverName: "localhost",
+        credentials: { mode: "login", username: "mallory", password: PASSWORDS.mallory },
+        timeoutMs: 20_000,
+      });
+      const dir = await Deno.makeTempDir({ prefix: "user-msg-mallory-" });
+      try {
+        const chat = await ChatSession.start(est, {
+          transcripts: transcriptDirectory(dir),
+          relayTrust: pki.trust,
+        });
+        const running = chat.run({ onMessage: () => {} });
+        // 10 lines of 3000 units each written \u0001 (18 KB of body each): a batch of 10 that
+        // no single msg holds, sent without waiting (one batch, PROTOCOL §6.1).
+        const lines = Array.from({ length: 10 }, (_, j) => `${j}:` + "\u0001".repeat(2998));
+        await Promise.all(lines.map((t) => chat.send({ kind: "text", text: t })));
+        assert.deepEqual(await bob.waitFor(10), lines);
+        await chat.close();
+        const end = await running;
+        assert.equal(end.outcome, "closed", JSON.stringify(end));
+        const log = (await Deno.readTextFile(end.transcriptPath!)).split("\n");
+        const msgs = log.filter((l) => l.startsWith('{"dir":"c2s"')).map((l) => JSON.parse(l));
+        assert.ok(msgs.length > 1, `the batch left in ${msgs.length} msg(s)`);
+        assert.ok(msgs.every((m) => m.n === msgs[0].n && m.first === msgs[0].first));
+        const report = await verifyTranscript(end.transcriptPath!, { trust: pki.trust });
+        assert.equal(report.ok, true, report.reason ?? "");
+        assert.deepEqual(report.confirmedBy, ["client", "server"]);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+      assert.equal((await bob.done()).outcome, "closed");
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "a record that fails mid-batch (no end-to-end envelope) ends the session, and the batch's records before it leave as a msg with their proof",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (srv, pki) => {
+      const bob = await login(srv, "bob");
+      const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
+      const est = await clientHandshake(new FrameConnection(tcp), {
+        identity: await pki.identity("mallory"),
+        trust: pki.trust,
+        serverName: "localhost",
+        credentials: { mode: "login", username: "mallory", password: PASSWORDS.mallory },
+        timeoutMs: 20_000,
+      });
+      const dir = await Deno.makeTempDir({ prefix: "user-msg-mallory-" });
+      try {
+        // An end-to-end layer that has keys for the lobby, none for carol.
+        const chat = await ChatSession.start(est, {
+          transcripts: transcriptDirectory(dir),
+          relayTrust: pki.trust,
+          e2e: {
+            wrap: (record: MessageRecord) =>
+              Promise.resolve(record.to === LOBBY ? SENDER_ENVELOPE : undefined),
+            unwrap: () => Promise.resolve(undefined),
+            save: () => Promise.resolve(),
+            onSenderKey: () => {},
+          } as unknown as E2eHooks,
+        });
+        const running = chat.run({ onMessage: () => {} });
+        const sends = [
+          chat.send(text("one")),
+          chat.send(text("two")),
+          chat.send(text("three"), userRecipient("carol")),
+          chat.send(text("four")),
+        ].map((p) => p.then(() => "sent", codeOf));
+        const outcomes = await Promise.all(sends);
+        assert.deepEqual(outcomes.slice(0, 3), ["sent", "sent", "NO_E2E_KEYS"]);
+        assert.notEqual(outcomes[3], "sent");
+        const end = await running;
+        assert.equal(end.outcome, "error");
+        // Records 1 and 2 of the batch of 4 reached bob in one relay, their proof checked
+        // by the server (§6.3 step 4): first 1, n 4, one proof entry (records 3 and 4's subtree).
+        const relay = await firstRelay(bob);
+        assert.deepEqual(
+          [relay.first, relay.n, relay.proof.length, relay.records.length],
+          [1, 4, 1, 2],
+        );
+        const log = (await Deno.readTextFile(end.transcriptPath!)).split("\n");
+        const msgs = log.filter((l) => l.startsWith('{"dir":"c2s"')).map((l) => JSON.parse(l));
+        assert.deepEqual(msgs.map((m) => m.records.length), [2]);
+        const report = await verifyTranscript(end.transcriptPath!, { trust: pki.trust });
+        assert.equal(report.ok, true, report.reason ?? "");
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+      bob.close();
+    });
+  },
+});
+
+/** The next relay that reaches `h`, as JSON. */
+async function firstRelay(h: HostileClient) {
+  while (true) {
+    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
+    if (m.type === "relay") return m;
+  }
+}
+
+Deno.test({
+  name:
+    "a msg that fits one record whose relay does not leaves the server in two relays, each with a proof from a derived path, both verified",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (srv, pki) => {
+      const bob = await realClient(srv, pki, "bob");
+      const carol = await realClient(srv, pki, "carol");
+      const mallory = await login(srv, "mallory");
+      // Two of the largest lines (4000 units each written \u0001): one msg of about 64.7 KB,
+      // which a relay introducing mallory's certificate cannot hold both of.
+      const lines = ["a", "b"].map((x) => x + "\u0001".repeat(3999));
+      const wire = await userMsg(mallory, 1, lines.map((t) => ({ body: text(t), to: LOBBY })));
+      assert.ok(wire.length <= MAX_CONTENT_BYTES, `${wire.length} bytes`);
+      await mallory.sendSealed(wire);
+      assert.deepEqual(await bob.waitFor(2), lines);
+      assert.deepEqual(await carol.waitFor(2), lines);
+      mallory.close();
+      assert.equal((await bob.done()).outcome, "closed");
+      assert.equal((await carol.done()).outcome, "closed");
+      // The server's transcript of bob's session holds two relay lines of one record each.
+      const relays: { records: unknown[] }[] = [];
+      for await (const entry of Deno.readDir(srv.transcripts)) {
+        if (!entry.name.endsWith(".log")) continue;
+        const text = await Deno.readTextFile(`${srv.transcripts}/${entry.name}`);
+        for (const line of text.split("\n")) {
+          if (line.startsWith('{"dir":"s2c","type":"relay"')) relays.push(JSON.parse(line));
+        }
+      }
+      assert.ok(relays.length >= 4, `${relays.length} relay lines`);
+      assert.ok(relays.every((r) => r.records.length === 1));
+    });
+  },
+});
