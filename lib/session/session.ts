@@ -23,6 +23,7 @@ import {
   C2sMsgShape,
   canonicalName,
   decodeRecord,
+  type Direction,
   envelopeFits,
   type GroupItem,
   isClientRecipient,
@@ -1148,13 +1149,7 @@ export class ChatSession {
       throw new SecureChatError("PROTOCOL_ERROR", "the server's records are not signed");
     }
     const k = fromBase64(message.k);
-    const body = openContent(record, k);
-    if (!bodyFits(body, "s2c", record.to)) {
-      throw new SecureChatError(
-        "PROTOCOL_ERROR",
-        `a ${body.kind} body is not allowed s2c to ${record.to.slice(0, 80)}`,
-      );
-    }
+    const body = openFitting(record, k, "s2c");
     const forms = new RecordForms(record, message.record);
     const line = msgLine(record, forms.bytes, k, forms.encoding);
     this.#accept(record.seqno, record.ts);
@@ -1256,13 +1251,7 @@ export class ChatSession {
         continue;
       }
       const k = fromBase64(item.k);
-      const body = openContent(record, k);
-      if (!bodyFits(body, "c2s", record.to)) {
-        throw new SecureChatError(
-          "PROTOCOL_ERROR",
-          `a ${body.kind} body is not allowed c2s to ${record.to.slice(0, 80)}`,
-        );
-      }
+      const body = openFitting(record, k, "c2s");
       if (body.kind === "keys_publish") assertOwnPublish(body, canonicalName(this.username));
       // Only a `text` is relayed or stored (§6.2: to lobby or a user, which bodyFits ensured).
       const prepared = body.kind === "text"
@@ -1545,4 +1534,20 @@ function ours(error: unknown): SecureChatError {
   return error instanceof SecureChatError
     ? error
     : new SecureChatError("INTERNAL", String(error), { cause: error });
+}
+
+/**
+ * PROTOCOL §6.3 steps 5–6 for a record with `k`, in either direction: its body, opened and its
+ * commitment checked, of a kind its direction and `to` allow.
+ * @throws DECRYPT_FAIL, TAMPERED, PROTOCOL_ERROR
+ */
+function openFitting(record: MessageRecord, k: Uint8Array, dir: Direction): Body {
+  const body = openContent(record, k);
+  if (!bodyFits(body, dir, record.to)) {
+    throw new SecureChatError(
+      "PROTOCOL_ERROR",
+      `a ${body.kind} body is not allowed ${dir} to ${record.to.slice(0, 80)}`,
+    );
+  }
+  return body;
 }
