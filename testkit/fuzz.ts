@@ -60,6 +60,12 @@ import { makePki, type TestPki } from "./pki.ts";
 
 // ---------------------------------------------------------------- PRNG and seeds
 
+/** Draws below their argument from a {@link Rng} seeded with `seed`: `rand(n)` is 0 … n − 1. */
+export function seededInts(seed: number): (below: number) => number {
+  const rng = new Rng(seed);
+  return (below) => rng.int(below);
+}
+
 /** sfc32: a small, fast, well-mixed 32-bit PRNG; the whole state comes from one u32 seed. */
 export class Rng {
   #a: number;

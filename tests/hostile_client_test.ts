@@ -5,6 +5,7 @@
  * an honest `connect` logged in throughout, still gets answers and closes with receipts.
  */
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
+import { unownedPublish } from "./helpers/records.ts";
 import assert from "node:assert/strict";
 import { fromHex, toBase64, utf8 } from "../lib/bytes.ts";
 import { keyAgreement } from "../lib/crypto/kex.ts";
@@ -326,21 +327,6 @@ interface MsgCase {
   run(h: HostileClient): Promise<void>;
   /** The code mallory must read in the server's `error` record (checked when given). */
   clientSees?: string;
-}
-
-/** A bundle that passes the schema (PROTOCOL §12.2); the server checks its owner and id first. */
-function bundleJson(user: string) {
-  return {
-    user,
-    created: Date.now(),
-    ik: toBase64(bytes(32, 1)),
-    spk_id: 1,
-    spk: toBase64(bytes(32, 2)),
-    pq_id: 2,
-    pq: toBase64(bytes(1184, 3)),
-    ik_sig: toBase64(bytes(64, 4)),
-    sig: toBase64(bytes(64, 5)),
-  };
 }
 
 /** An envelope that passes the schema (PROTOCOL §12.6), put on a record it does not fit. */
@@ -794,13 +780,7 @@ Deno.test({
         name,
         code: "PROTOCOL_ERROR",
         clientSees: "PROTOCOL_ERROR",
-        run: (h) =>
-          h.sendMsg({
-            kind: "keys_publish",
-            device: "0123456789abcdef", // not the id of bundleJson's identity key
-            bundle: bundleJson(owner),
-            opks: [],
-          }, { to: "server" }),
+        run: (h) => h.sendMsg(unownedPublish(owner), { to: "server" }),
       })),
     ];
     const bob = await bystander();
@@ -844,12 +824,7 @@ Deno.test({
       // rules) included (review16 R1: the lobby relayed the first, then refused the second).
       const second: [string, Body, string][] = [
         ["a text of 4001 characters", text("a".repeat(4001)), LOBBY],
-        ["another user's bundle published", {
-          kind: "keys_publish",
-          device: "0123456789abcdef",
-          bundle: bundleJson("bob"),
-          opks: [],
-        }, "server"],
+        ["another user's bundle published", unownedPublish("bob"), "server"],
       ];
       for (const [name, body, to] of second) {
         await t.step(`a msg's lobby line, then ${name}: nothing of it is relayed`, async () => {

@@ -19,7 +19,8 @@ import {
 } from "../lib/message/record.ts";
 import { HostileClient, json, userMsgJson } from "../testkit/hostile.ts";
 import { makePki } from "../testkit/pki.ts";
-import { fuzzSeed } from "../testkit/fuzz.ts";
+import { fuzzSeed, seededInts } from "../testkit/fuzz.ts";
+import { unownedPublish } from "./helpers/records.ts";
 import { type InProcessServer, startInProcessServer } from "./helpers/in_process_server.ts";
 
 const PASSWORDS = { mallory: "mallory-password-1", bob: "bob-password-1", carol: "carol-pw-123" };
@@ -31,18 +32,6 @@ const CODES = new Set([
   "SIG_FAIL",
   "DECRYPT_FAIL",
 ]);
-
-function prng(seed: number): (below: number) => number {
-  let s = seed >>> 0 || 1;
-  return (below) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % below;
-  };
-}
 
 async function login(srv: InProcessServer, username: keyof typeof PASSWORDS) {
   const h = await srv.client({ username, password: PASSWORDS[username] });
@@ -102,7 +91,7 @@ Deno.test({
   fn: async () => {
     const seed = fuzzSeed();
     console.log(`user msg fuzz seed ${seed} (replay: SECURECHAT_FUZZ_SEED=${seed})`);
-    const rand = prng(seed);
+    const rand = seededInts(seed);
     const pki = await makePki(Object.keys(PASSWORDS));
     const srv = await startInProcessServer(pki, PASSWORDS, {
       lobby: { messageBurst: 1_000_000, messagesPerSecond: 1_000_000 },
@@ -126,7 +115,7 @@ Deno.test({
         // One case in six: every record well made and signed, the last one a keys_publish of
         // another user's bundle (§12.6), refused only by what the body says.
         const publishCase = rand(6) === 0;
-        if (publishCase) parts.push({ body: othersPublish("bob"), to: TO_SERVER });
+        if (publishCase) parts.push({ body: unownedPublish("bob"), to: TO_SERVER });
         const made = parts.map(({ body, to }, j) => {
           const { k, ct, c } = sealContent(body);
           const record: MessageRecord = {
@@ -171,27 +160,6 @@ Deno.test({
     }
   },
 });
-
-/** A keys_publish that passes the schema but names another user's bundle (PROTOCOL §12.6). */
-function othersPublish(user: string): Body {
-  const b = (n: number, fill: number) => toBase64(new Uint8Array(n).fill(fill));
-  return {
-    kind: "keys_publish",
-    device: "0123456789abcdef",
-    bundle: {
-      user,
-      created: Date.now(),
-      ik: b(32, 1),
-      spk_id: 1,
-      spk: b(32, 2),
-      pq_id: 2,
-      pq: b(1184, 3),
-      ik_sig: b(64, 4),
-      sig: b(64, 5),
-    },
-    opks: [],
-  } as Body;
-}
 
 async function signedMsg(h: HostileClient, seqno: number, body: Body) {
   const { k, ct, c } = sealContent(body);

@@ -4,7 +4,7 @@
  * that ends the session reaches no one), and the message rate counts records, not msgs (§8.2).
  */
 import assert from "node:assert/strict";
-import { fromBase64, toBase64 } from "../lib/bytes.ts";
+import { fromBase64 } from "../lib/bytes.ts";
 import {
   type Body,
   decodeRecord,
@@ -23,7 +23,7 @@ import { MAX_CONTENT_BYTES } from "../lib/handshake/record.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "./helpers/records.ts";
+import { RATCHET_ENVELOPE, SENDER_ENVELOPE, unownedPublish } from "./helpers/records.ts";
 import { HostileClient, json, userMsgJson } from "../testkit/hostile.ts";
 import type { KeyType } from "../lib/pki/keys.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
@@ -98,27 +98,6 @@ async function textsUntil(h: HostileClient, until: string): Promise<string[]> {
 
 const text = (t: string): Body => ({ kind: "text", text: t });
 
-/** A keys_publish that passes the schema but names another user's bundle (PROTOCOL §12.6). */
-function othersPublish(user: string): Body {
-  const b = (n: number, fill: number) => toBase64(new Uint8Array(n).fill(fill));
-  return {
-    kind: "keys_publish",
-    device: "0123456789abcdef",
-    bundle: {
-      user,
-      created: Date.now(),
-      ik: b(32, 1),
-      spk_id: 1,
-      spk: b(32, 2),
-      pq_id: 2,
-      pq: b(1184, 3),
-      ik_sig: b(64, 4),
-      sig: b(64, 5),
-    },
-    opks: [],
-  } as Body;
-}
-
 for (const keyType of ["ed25519", "rsa2048"] as const) {
   Deno.test({
     name:
@@ -131,7 +110,7 @@ for (const keyType of ["ed25519", "rsa2048"] as const) {
           const bob = await login(srv, "bob");
           const carol = await login(srv, "carol");
           const cases: { name: string; bad: { body: Body; to: string } }[] = [
-            { name: "another user's bundle", bad: { body: othersPublish("bob"), to: TO_SERVER } },
+            { name: "another user's bundle", bad: { body: unownedPublish("bob"), to: TO_SERVER } },
             {
               name: "a who to the lobby",
               bad: { body: { kind: "who" } as Body, to: LOBBY },

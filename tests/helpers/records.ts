@@ -38,6 +38,31 @@ export const SENDER_ENVELOPE: E2eEnvelope = {
 };
 
 /**
+ * A `keys_publish` that passes the schema (PROTOCOL §12.2, §12.6) and that the server must refuse
+ * (§6.3 step 6): a bundle of `owner` (another user's, unless `owner` is the sender) under a
+ * `device` that is not the id of its identity key.
+ */
+export function unownedPublish(owner: string): Body {
+  const filled = (n: number, fill: number) => toBase64(new Uint8Array(n).fill(fill));
+  return {
+    kind: "keys_publish",
+    device: "0123456789abcdef",
+    bundle: {
+      user: owner,
+      created: Date.now(),
+      ik: filled(32, 1),
+      spk_id: 1,
+      spk: filled(32, 2),
+      pq_id: 2,
+      pq: filled(1184, 3),
+      ik_sig: filled(64, 4),
+      sig: filled(64, 5),
+    },
+    opks: [],
+  };
+}
+
+/**
  * A member's c2s record carrying `body` to `to`, as the server's session hands it to the lobby
  * once checked (its signature a stand-in: the lobby never checks it again).
  */

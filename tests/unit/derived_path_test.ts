@@ -11,7 +11,7 @@ import { ByteBuilder, fromBase64, toBase64, toHex } from "../../lib/bytes.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { decodeClusterRecord, preparedRelayOf } from "../../lib/server/cluster_record.ts";
 import { MAX_CONTENT_BYTES } from "../../lib/handshake/record.ts";
-import { fuzzSeed } from "../../testkit/fuzz.ts";
+import { fuzzSeed, seededInts } from "../../testkit/fuzz.ts";
 import {
   C2sMsgShape,
   decodeRecord,
@@ -43,21 +43,8 @@ const author = { fingerprint, cert: { base64: toBase64(der), der } };
 const SEED = fuzzSeed();
 console.log(`derived path seed ${SEED} (replay: SECURECHAT_FUZZ_SEED=${SEED})`);
 
-/** A deterministic PRNG, so that a failing case can be replayed from its seed. */
-function prng(seed: number): (below: number) => number {
-  let s = seed >>> 0 || 1;
-  return (below) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % below;
-  };
-}
-
 function trial(seed: number): void {
-  const rand = prng(seed);
+  const rand = seededInts(seed);
   const n = 1 + rand(32);
   const first = 1 + rand(50);
   const sid = toHex(crypto.getRandomValues(new Uint8Array(16)));
@@ -211,7 +198,7 @@ Deno.test("a batch of 32 of the largest lines leaves in msgs that each fit one r
 Deno.test("records of a batch split over two msgs, through the cluster's form, join one relay whose proof proves the root (500 random cases)", () => {
   const base = SEED;
   for (let t = 0; t < 500; t++) {
-    const rand = prng(base + t);
+    const rand = seededInts(base + t);
     const n = 2 + rand(31);
     const split = 1 + rand(n - 1); // msg 1: 0 … split − 1, msg 2: split … n − 1
     const sid = toHex(crypto.getRandomValues(new Uint8Array(16)));
