@@ -635,5 +635,8 @@ Deno.test("parseMessage() gives 124a7dd's verdict and code on fuzzed frames of e
       if ("value" in want) accepted++;
     }
   }
-  assert.ok(accepted > 300, `${accepted} accepted`);
+  // Not vacuous: enough frames reach the shapes to compare them. Since a user's msg carries a
+  // group (PROTOCOL §6.3) fewer mutants stay valid: 290–380 of 4,000 over seeds 1–12 and CI's, so
+  // 300 failed on some seeds (CI at 0fd96d1: 294); half the usual count still proves the point.
+  assert.ok(accepted > 150, `${accepted} accepted`);
 });
