@@ -18,6 +18,7 @@ import { codeOf, SecureChatError } from "../errors.ts";
 import {
   type Body,
   canonicalName,
+  type ListedDevice,
   LOBBY,
   MAX_CERT_BYTES,
   type MessageRecord,
@@ -41,6 +42,7 @@ import {
   DeviceIdSchema,
   type DeviceWrapJson,
   type E2eEnvelope,
+  MAX_DEVICES,
   type PrekeyHeaderJson,
   PrekeyHeaderJsonSchema,
 } from "./envelope.ts";
@@ -129,6 +131,12 @@ interface PeerSession {
 }
 
 type KeysBody = Extract<Body, { kind: "keys" }>;
+
+/** A `keys_fetch` waiting for its answer, and the devices its earlier parts listed. */
+interface PendingFetch {
+  take(answer: KeysBody | SecureChatError): void;
+  listed: ListedDevice[];
+}
 type MembersBody = Extract<Body, { kind: "members" }>;
 type SenderKeyBody = Extract<Body, { kind: "sender_key" }>;
 
@@ -238,8 +246,11 @@ export class E2eClient {
   readonly #lobbyDevices = new Set<string>();
   /** Each lobby author device's chain (`name/device`), as its author distributed it to us. */
   readonly #receivers = new Map<string, SenderKeyReceiver[]>();
-  /** Each session's unanswered `keys_fetch`es: contact → the answer's taker. */
-  readonly #pending = new WeakMap<KeysChannel, Map<string, (body: KeysBody) => void>>();
+  /**
+   * Each session's unanswered `keys_fetch`es: contact → the answer's taker, and the devices of
+   * the answer's parts so far (a list that did not fit one record comes in parts, §12.6).
+   */
+  readonly #pending = new WeakMap<KeysChannel, Map<string, PendingFetch>>();
   /** Per session, rejects once it ended ({@link sessionEnded}): nothing waits on it after. */
   readonly #ends = new WeakMap<KeysChannel, { ended: Promise<never>; end: () => void }>();
   #saveTimer?: ReturnType<typeof setTimeout>;
@@ -433,9 +444,31 @@ export class E2eClient {
       return;
     }
     const waiting = this.#pending.get(channel);
-    const waiter = waiting?.get(body.user);
-    waiting?.delete(body.user);
-    waiter?.(body);
+    const fetch = waiting?.get(body.user);
+    if (!fetch) return;
+    if (body.devices !== undefined) {
+      // The parts of one list follow one another (§12.6): it is whole at the one without `more`.
+      const listed = [...fetch.listed, ...body.devices];
+      const twice = new Set(listed.map((d) => d.device)).size !== listed.length;
+      if (listed.length > MAX_DEVICES || twice) {
+        waiting!.delete(body.user);
+        return fetch.take(
+          new SecureChatError(
+            "PROTOCOL_ERROR",
+            `the server listed ${
+              twice ? "a device twice" : "more than 8 devices"
+            } for ${body.user}`,
+          ),
+        );
+      }
+      if (body.more) {
+        fetch.listed = listed;
+        return;
+      }
+      body = { ...body, devices: listed };
+    }
+    waiting!.delete(body.user);
+    fetch.take(body);
   }
 
   /**
@@ -819,7 +852,12 @@ export class E2eClient {
     const known = this.devicesOf(name).filter((d) => !this.#restart.has(`${name}/${d}`));
     let waiting = this.#pending.get(channel);
     if (!waiting) this.#pending.set(channel, waiting = new Map());
-    const answer = new Promise<KeysBody>((resolve) => waiting.set(name, resolve));
+    const answer = new Promise<KeysBody>((resolve, reject) =>
+      waiting.set(name, {
+        take: (a) => a instanceof SecureChatError ? reject(a) : resolve(a),
+        listed: [],
+      })
+    );
     const { devices } = await channel.send({ kind: "keys_fetch", user: name, known }, "server")
       .then(() =>
         withTimeout(

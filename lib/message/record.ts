@@ -155,6 +155,8 @@ const KeysBodySchema = z.object({
       lobby: z.literal(true).optional(),
     }).strict(),
   ).max(MAX_DEVICES).optional(),
+  /** The list goes on in the next `keys` body: it did not fit one record (§12.6). */
+  more: z.literal(true).optional(),
   /** To a publish: the publishing device and its one-time prekeys left (to replenish). */
   device: DeviceIdSchema.optional(),
   opks_left: z.number().int().min(0).max(0xffff_ffff).optional(),
@@ -168,6 +170,10 @@ const KeysBodySchema = z.object({
       ? b.device === undefined && b.opks_left === undefined
       : (b.device === undefined) === (b.opks_left === undefined),
   { message: "a keys body is devices, or device with opks_left, or neither", path: ["device"] },
+).refine(
+  // A part of a list that goes on holds at least one device (PROTOCOL §12.6).
+  (b) => b.more === undefined || (b.devices?.length ?? 0) > 0,
+  { message: "more goes only with one or more devices", path: ["more"] },
 );
 const SenderKeyBodySchema = z.object({
   kind: z.literal("sender_key"),
@@ -198,6 +204,44 @@ export function onlineBodies(names: readonly string[]): Extract<Body, { kind: "m
     const more = i + MAX_MEMBERS_PER_BODY < names.length;
     bodies.push({ kind: "members", event: "online", users, ...(more ? { more } : {}) });
   }
+  return bodies;
+}
+
+/** One device of a fetch's answer (PROTOCOL §12.6). */
+export type ListedDevice = NonNullable<z.output<typeof KeysBodySchema>["devices"]>[number];
+
+/**
+ * A fetch's answer, `user`'s `devices`, as the `keys` bodies that carry it (PROTOCOL §12.6):
+ * as many devices in each as fit one server record, each but the last marked `more`. With
+ * our certificates one body is the rule; eight devices under 16 KiB certificates take eight.
+ */
+export function keysBodies(
+  user: string,
+  devices: readonly ListedDevice[],
+): Extract<Body, { kind: "keys" }>[] {
+  const bodies: Extract<Body, { kind: "keys" }>[] = [];
+  let part: ListedDevice[] = [];
+  // The JSON of {"kind":"keys","user":…,"devices":[…],"more":true}: its entries, commas
+  // between them, and the rest.
+  const head = JSON.stringify({ kind: "keys", user, devices: [], more: true }).length;
+  let bytes = head;
+  for (const device of devices) {
+    const entry = JSON.stringify(device).length; // ASCII: base64, hex, names, numbers
+    if (head + entry > MAX_SERVER_BODY_BYTES) {
+      // The schema's bounds make every entry fit (about 27 KB at their largest).
+      throw new SecureChatError("INTERNAL", `a device entry of ${entry} bytes fits no record`);
+    }
+    const joined = bytes + entry + (part.length ? 1 : 0);
+    if (part.length && joined > MAX_SERVER_BODY_BYTES) {
+      bodies.push({ kind: "keys", user, devices: part, more: true });
+      part = [];
+      bytes = head + entry;
+    } else {
+      bytes = joined;
+    }
+    part.push(device);
+  }
+  bodies.push({ kind: "keys", user, devices: part });
   return bodies;
 }
 
@@ -2420,6 +2464,23 @@ const largestLoneBase = new Map<string, number>();
 const AEAD_TAG_BYTES = 16;
 /** A canonical user name is at most 32 characters (PROTOCOL §6.1 "Recipient rule"). */
 const MAX_USER_NAME_CHARS = 32;
+
+/**
+ * The largest body (UTF-8 bytes of its JSON) whose server `msg` (PROTOCOL §6.3: one record,
+ * its `ct` and `k`) fits one record's content (§3.2) at the longest `to`, `seqno` and `ts`.
+ */
+export const MAX_SERVER_BODY_BYTES = (() => {
+  const msg = prepareMsg({
+    sid: "0".repeat(32),
+    dir: "s2c",
+    to: USER_PREFIX + "x".repeat(MAX_USER_NAME_CHARS),
+    seqno: Number.MAX_SAFE_INTEGER,
+    ts: Number.MAX_SAFE_INTEGER,
+    ct: new Uint8Array(0),
+    c: new Uint8Array(HASH_BYTES),
+  }, new Uint8Array(CONTENT_KEY_BYTES)).wire;
+  return Math.floor((MAX_CONTENT_BYTES - msg.length) / 4) * 3 - AEAD_TAG_BYTES;
+})();
 
 function base64Length(bytes: number): number {
   return 4 * Math.ceil(bytes / 3);

@@ -22,6 +22,7 @@ import {
   type AuthorCert,
   type Body,
   canonicalName,
+  keysBodies,
   LOBBY,
   onlineBodies,
   type PreparedRelay,
@@ -746,7 +747,8 @@ export class Lobby {
           ...caps,
         };
       });
-      answer({ user, devices });
+      // In parts when one record cannot hold them all: large certificates (§12.6).
+      for (const part of keysBodies(user, devices)) this.#notify(from, part);
       for (const { device, keys } of stored) {
         if (keys?.opk && keys.left < PREKEYS_LOW) await this.#prekeysLow(user, device, keys.left);
       }

@@ -9,6 +9,12 @@
  * dates, proves that a refusal comes from the one defect each fixture has and not
  * from the way openssl encodes certificates.
  */
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { loadCaSigner } from "../../lib/ca/ca.ts";
+import { OID } from "../../lib/pki/certificate.ts";
+import { generateKeyPair, privateKeyToPem, signingAlgorithmOf } from "../../lib/pki/keys.ts";
+import { pemEncode } from "../../lib/pki/pem.ts";
 import { makePki, type TestPki } from "../../testkit/pki.ts";
 
 async function openssl(args: string[], cwd: string): Promise<void> {
@@ -239,4 +245,66 @@ export async function certDer(pki: TestPki, name: string): Promise<Uint8Array> {
   const pem = await Deno.readTextFile(`${pki.dir}/${name}.pem`);
   const b64 = pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+/** A DER OCTET STRING of `length` zero bytes (length < 64 KiB). */
+function derOctetString(length: number): Uint8Array<ArrayBuffer> {
+  const head = length < 0x80
+    ? [0x04, length]
+    : length < 0x100
+    ? [0x04, 0x81, length]
+    : [0x04, 0x82, length >> 8, length & 0xff];
+  const der = new Uint8Array(head.length + length);
+  der.set(head);
+  return der;
+}
+
+/**
+ * Re-issues `name`'s client certificate under the test PKI's CA, padded with a non-critical
+ * extension of the documentation PEN (RFC 5612) to exactly `derBytes` bytes of DER: the
+ * largest certificate the protocol takes is 16 KiB (PROTOCOL §3.3), ours are 1–2 KB.
+ */
+export async function issuePaddedClient(
+  pki: TestPki,
+  name: string,
+  derBytes: number,
+): Promise<Uint8Array> {
+  const ca = await loadCaSigner(pki.dir);
+  const keys = await generateKeyPair("ed25519");
+  const caSki = ca.cert.getExtension(x509.SubjectKeyIdentifierExtension)!;
+  const notBefore = new Date(Date.now() - 60_000);
+  const make = async (pad: number) =>
+    new Uint8Array(
+      (await x509.X509CertificateGenerator.create({
+        serialNumber: "4" + crypto.randomUUID().replaceAll("-", "").slice(0, 15),
+        subject: [{ CN: [name] }],
+        issuer: ca.cert.subjectName,
+        notBefore,
+        notAfter: new Date(notBefore.getTime() + 30 * DAY),
+        signingAlgorithm: signingAlgorithmOf(ca.key),
+        publicKey: keys.publicKey,
+        signingKey: ca.key,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([OID.clientAuth]),
+          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+          new x509.AuthorityKeyIdentifierExtension(caSki.keyId),
+          new x509.Extension("1.3.6.1.4.1.32473.1", false, derOctetString(pad)),
+        ],
+      })).rawData,
+    );
+  // The padding's own length fields grow with it: a few tries land on the size.
+  let pad = Math.max(0, derBytes - 400);
+  let der = await make(pad);
+  for (let tries = 0; der.length !== derBytes && tries < 4; tries++) {
+    pad += derBytes - der.length;
+    der = await make(pad);
+  }
+  if (der.length !== derBytes) {
+    throw new Error(`padded certificate is ${der.length} bytes, not ${derBytes}`);
+  }
+  await Deno.writeTextFile(`${pki.dir}/${name}.key`, await privateKeyToPem(keys.privateKey));
+  await Deno.writeTextFile(`${pki.dir}/${name}.pem`, pemEncode("CERTIFICATE", der));
+  return der;
 }
