@@ -15,6 +15,7 @@ import {
   BodyShape,
   LOBBY,
   MAX_MEMBERS_PER_BODY,
+  MAX_SERVER_BODY_BYTES,
   MAX_TEXT_CHARS,
   onlineBodies,
   type PreparedRelay,
@@ -344,6 +345,22 @@ Deno.test("onlineBodies(): chunks of at most MAX_MEMBERS_PER_BODY names, each bu
     BodyShape.safeParse({ kind: "members", event: "online", users: ["bob"], more: false }).success,
     false,
   );
+});
+
+Deno.test("the server's bodies that grow with who is online fit one record at their largest (PROTOCOL §6.2, §12.5)", () => {
+  // A notice's or operator line's text is at most MAX_TEXT_CHARS (PROTOCOL §6.2; `who` pages,
+  // the welcome and presence notices keep within it): 6 bytes a unit when each is escaped.
+  const escaped = { kind: "operator", text: "\u0001".repeat(MAX_TEXT_CHARS), private: true };
+  assert.equal(JSON.stringify(escaped).length, 6 * MAX_TEXT_CHARS + 44);
+  assert.ok(JSON.stringify(escaped).length <= MAX_SERVER_BODY_BYTES, "the longest text");
+  // The lobby's `online` list, in chunks of the longest names (32 characters, PKI.md "Names").
+  const longest = Array.from(
+    { length: 3 * MAX_MEMBERS_PER_BODY },
+    (_, i) => `u${i}`.padEnd(32, "x"),
+  );
+  for (const body of onlineBodies(longest)) {
+    assert.ok(JSON.stringify(body).length <= MAX_SERVER_BODY_BYTES, "an online chunk");
+  }
 });
 
 Deno.test("a keys body is one of PROTOCOL §12.6's three shapes, nothing between them (interop finding 78)", () => {
