@@ -64,7 +64,8 @@ export function checkIssueOptions(opts: IssueOptions): void {
   }
 }
 
-async function leafExtensions(
+/** The extensions of a leaf of `opts.profile` (docs/PKI.md "Profiles") for `publicKey`. */
+export async function leafExtensions(
   opts: IssueOptions,
   publicKey: CryptoKey,
   ca: CaSigner,

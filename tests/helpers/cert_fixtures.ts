@@ -12,7 +12,8 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { loadCaSigner } from "../../lib/ca/ca.ts";
-import { OID } from "../../lib/pki/certificate.ts";
+import { leafExtensions as profileExtensions } from "../../lib/ca/issue.ts";
+import { randomSerialHex, validityWindow } from "../../lib/ca/serial.ts";
 import { generateKeyPair, privateKeyToPem, signingAlgorithmOf } from "../../lib/pki/keys.ts";
 import { pemEncode } from "../../lib/pki/pem.ts";
 import { makePki, type TestPki } from "../../testkit/pki.ts";
@@ -271,25 +272,24 @@ export async function issuePaddedClient(
 ): Promise<Uint8Array> {
   const ca = await loadCaSigner(pki.dir);
   const keys = await generateKeyPair("ed25519");
-  const caSki = ca.cert.getExtension(x509.SubjectKeyIdentifierExtension)!;
-  const notBefore = new Date(Date.now() - 60_000);
+  const profile = await profileExtensions(
+    { name, profile: "client", dns: [], ip: [], days: 30, keyType: "ed25519" },
+    keys.publicKey,
+    ca,
+  );
+  const window = validityWindow(30);
   const make = async (pad: number) =>
     new Uint8Array(
       (await x509.X509CertificateGenerator.create({
-        serialNumber: "4" + crypto.randomUUID().replaceAll("-", "").slice(0, 15),
+        serialNumber: randomSerialHex(), // always 16 bytes: the size does not move between tries
         subject: [{ CN: [name] }],
         issuer: ca.cert.subjectName,
-        notBefore,
-        notAfter: new Date(notBefore.getTime() + 30 * DAY),
+        ...window,
         signingAlgorithm: signingAlgorithmOf(ca.key),
         publicKey: keys.publicKey,
         signingKey: ca.key,
         extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([OID.clientAuth]),
-          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-          new x509.AuthorityKeyIdentifierExtension(caSki.keyId),
+          ...profile,
           new x509.Extension("1.3.6.1.4.1.32473.1", false, derOctetString(pad)),
         ],
       })).rawData,

@@ -5,12 +5,9 @@
 import { toBase64 } from "../../lib/bytes.ts";
 import { E2eClient, MemoryStorage } from "../../lib/e2e/client.ts";
 import type { Identity } from "../../lib/handshake/common.ts";
-import type { Body } from "../../lib/message/record.ts";
+import type { ListedDevice } from "../../lib/message/record.ts";
 import type { TestPki } from "../../testkit/pki.ts";
 import { SilentServer } from "./silent_server.ts";
-
-/** One entry of a `keys` body's `devices`, as a fetch of a user's devices lists it. */
-export type ListedDevice = NonNullable<Extract<Body, { kind: "keys" }>["devices"]>[number];
 
 /**
  * A fresh device of `user` (memory storage) under the certificate `pki` holds for it now, made to
