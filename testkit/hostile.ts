@@ -723,6 +723,56 @@ export async function runRefusalTable(
 }
 
 /**
+ * `parts` (each a body and its `to`) as records of `h`'s session with seqnos from `from`,
+ * signed as one batch (PROTOCOL §6.1), as the JSON of the one user msg that carries them (§6.3).
+ */
+export async function signedUserMsgJson(
+  h: HostileClient,
+  from: number,
+  parts: readonly { body: Body; to: string }[],
+): Promise<Record<string, unknown>> {
+  const made = parts.map(({ body, to }, j) => {
+    const { k, ct, c } = sealContent(body);
+    const record: MessageRecord = {
+      sid: h.sessionId!,
+      dir: "c2s",
+      to,
+      seqno: from + j,
+      ts: Date.now(),
+      ct,
+      c,
+    };
+    return { record, k };
+  });
+  await signBatch(h.opts.identity.signingKey, made.map((m) => m.record));
+  return userMsgJson(made.map((m) => m.record), made.map((m) => m.k));
+}
+
+/**
+ * Every text with `k` (readable) that reaches `h` in a relay, a `stored` or a `msg` until one
+ * equal to `until` does.
+ */
+export async function textsUntil(h: HostileClient, until: string): Promise<string[]> {
+  const seen: string[] = [];
+  while (true) {
+    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
+    const items: { record: unknown; k?: string }[] = m.type === "relay"
+      ? m.records
+      : m.type === "msg" || m.type === "stored"
+      ? [m]
+      : [];
+    for (const item of items) {
+      if (!item.k) continue;
+      // deno-lint-ignore no-explicit-any
+      const body = openContent(decodeRecord(item.record as any), fromBase64(item.k));
+      if (body.kind !== "text") continue;
+      seen.push(body.text);
+      if (body.text === until) return seen;
+    }
+  }
+}
+
+/**
  * A user's msg (PROTOCOL §6.3) of `records` signed as a batch (their `sig` and `batch` as they
  * are now, tampered or not), each with its content key: the batch's members from the first
  * record, the proof from their paths when they fit (groupProof), else the first record's path

@@ -7,17 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { fromBase64, toBase64 } from "../lib/bytes.ts";
-import {
-  type Body,
-  decodeRecord,
-  LOBBY,
-  type MessageRecord,
-  openContent,
-  sealContent,
-  signBatch,
-  TO_SERVER,
-} from "../lib/message/record.ts";
-import { HostileClient, json, userMsgJson } from "../testkit/hostile.ts";
+import { type Body, LOBBY, TO_SERVER } from "../lib/message/record.ts";
+import { json, signedUserMsgJson, textsUntil } from "../testkit/hostile.ts";
 import { makePki } from "../testkit/pki.ts";
 import { fuzzSeed, seededInts } from "../testkit/fuzz.ts";
 import { unownedPublish } from "./helpers/records.ts";
@@ -116,21 +107,7 @@ Deno.test({
         // another user's bundle (§12.6), refused only by what the body says.
         const publishCase = rand(6) === 0;
         if (publishCase) parts.push({ body: unownedPublish("bob"), to: TO_SERVER });
-        const made = parts.map(({ body, to }, j) => {
-          const { k, ct, c } = sealContent(body);
-          const record: MessageRecord = {
-            sid: mallory.sessionId!,
-            dir: "c2s",
-            to,
-            seqno: 1 + j,
-            ts: Date.now(),
-            ct,
-            c,
-          };
-          return { record, k };
-        });
-        await signBatch(mallory.opts.identity.signingKey, made.map((m) => m.record));
-        const msg = userMsgJson(made.map((m) => m.record), made.map((m) => m.k));
+        const msg = await signedUserMsgJson(mallory, 1, parts);
         const what = `seed ${seed}, case ${t}: ` +
           (publishCase ? "another user's bundle" : mutate(rand, msg));
         await mallory.sendSealed(json(msg));
@@ -138,7 +115,12 @@ Deno.test({
         mallory.close();
         const marker = `marker ${t}`;
         await carol.sendSealed(
-          json(await signedMsg(carol, ++carolSeqno, { kind: "text", text: marker })),
+          json(
+            await signedUserMsgJson(carol, ++carolSeqno, [{
+              body: { kind: "text", text: marker },
+              to: LOBBY,
+            }]),
+          ),
         );
         const seen = await textsUntil(bob, marker);
         if (end.code === undefined) continue; // the change kept the msg valid (rare)
@@ -160,35 +142,3 @@ Deno.test({
     }
   },
 });
-
-async function signedMsg(h: HostileClient, seqno: number, body: Body) {
-  const { k, ct, c } = sealContent(body);
-  const record: MessageRecord = {
-    sid: h.sessionId!,
-    dir: "c2s",
-    to: LOBBY,
-    seqno,
-    ts: Date.now(),
-    ct,
-    c,
-  };
-  await signBatch(h.opts.identity.signingKey, [record]);
-  return userMsgJson([record], [k]);
-}
-
-/** Every readable text that reaches `h` until one equal to `until` does. */
-async function textsUntil(h: HostileClient, until: string): Promise<string[]> {
-  const seen: string[] = [];
-  while (true) {
-    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
-    const items: { record: unknown; k?: string }[] = m.type === "relay" ? m.records : [];
-    for (const item of items) {
-      if (!item.k) continue;
-      // deno-lint-ignore no-explicit-any
-      const body = openContent(decodeRecord(item.record as any), fromBase64(item.k));
-      if (body.kind !== "text") continue;
-      seen.push(body.text);
-      if (body.text === until) return seen;
-    }
-  }
-}

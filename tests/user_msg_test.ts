@@ -4,15 +4,10 @@
  * that ends the session reaches no one), and the message rate counts records, not msgs (§8.2).
  */
 import assert from "node:assert/strict";
-import { fromBase64 } from "../lib/bytes.ts";
 import {
   type Body,
-  decodeRecord,
   LOBBY,
   type MessageRecord,
-  openContent,
-  sealContent,
-  signBatch,
   TO_SERVER,
   userRecipient,
 } from "../lib/message/record.ts";
@@ -24,7 +19,7 @@ import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { RATCHET_ENVELOPE, SENDER_ENVELOPE, unownedPublish } from "./helpers/records.ts";
-import { HostileClient, json, userMsgJson } from "../testkit/hostile.ts";
+import { HostileClient, json, signedUserMsgJson, textsUntil } from "../testkit/hostile.ts";
 import type { KeyType } from "../lib/pki/keys.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
 import { type InProcessServer, startInProcessServer } from "./helpers/in_process_server.ts";
@@ -52,51 +47,37 @@ async function login(srv: InProcessServer, username: keyof typeof PASSWORDS) {
   return h;
 }
 
-/** One msg of `parts` (body and `to`), seqnos from `from`, signed as one batch (PROTOCOL §6.3). */
-async function userMsg(
-  h: HostileClient,
-  from: number,
-  parts: { body: Body; to: string }[],
-): Promise<Uint8Array> {
-  const made = parts.map(({ body, to }, j) => {
-    const { k, ct, c } = sealContent(body);
-    const record: MessageRecord = {
-      sid: h.sessionId!,
-      dir: "c2s",
-      to,
-      seqno: from + j,
-      ts: Date.now(),
-      ct,
-      c,
-    };
-    return { record, k };
-  });
-  await signBatch(h.opts.identity.signingKey, made.map((m) => m.record));
-  return json(userMsgJson(made.map((m) => m.record), made.map((m) => m.k)));
-}
+const text = (t: string): Body => ({ kind: "text", text: t });
 
-/** Every readable text that reaches `h` until one equal to `until` does. */
-async function textsUntil(h: HostileClient, until: string): Promise<string[]> {
-  const seen: string[] = [];
-  while (true) {
-    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
-    const items: { record: unknown; k?: string }[] = m.type === "relay"
-      ? m.records
-      : m.type === "msg" || m.type === "stored"
-      ? [m]
-      : [];
-    for (const item of items) {
-      if (!item.k) continue;
-      // deno-lint-ignore no-explicit-any
-      const body = openContent(decodeRecord(item.record as any), fromBase64(item.k));
-      if (body.kind !== "text") continue;
-      seen.push(body.text);
-      if (body.text === until) return seen;
-    }
+/**
+ * `name` logged in with the real client (lib/session: it checks everything the server sends),
+ * with `e2e` as its end-to-end layer if given; its transcripts go to `dir`, which the caller
+ * removes.
+ */
+async function realSession(
+  srv: InProcessServer,
+  pki: TestPki,
+  name: keyof typeof PASSWORDS,
+  e2e?: E2eHooks,
+): Promise<{ chat: ChatSession; dir: string }> {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
+  const est = await clientHandshake(new FrameConnection(tcp), {
+    identity: await pki.identity(name),
+    trust: pki.trust,
+    serverName: "localhost",
+    credentials: { mode: "login", username: name, password: PASSWORDS[name] },
+    timeoutMs: 20_000,
+  });
+  const dir = await Deno.makeTempDir({ prefix: `user-msg-${name}-` });
+  try {
+    const transcripts = transcriptDirectory(dir);
+    const chat = await ChatSession.start(est, { transcripts, relayTrust: pki.trust, e2e });
+    return { chat, dir };
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
   }
 }
-
-const text = (t: string): Body => ({ kind: "text", text: t });
 
 for (const keyType of ["ed25519", "rsa2048"] as const) {
   Deno.test({
@@ -120,7 +101,12 @@ for (const keyType of ["ed25519", "rsa2048"] as const) {
           for (const { name, bad } of cases) {
             const mallory = await login(srv, "mallory");
             await mallory.sendSealed(
-              await userMsg(mallory, 1, [{ body: text(`leak: ${name}`), to: LOBBY }, bad]),
+              json(
+                await signedUserMsgJson(mallory, 1, [
+                  { body: text(`leak: ${name}`), to: LOBBY },
+                  bad,
+                ]),
+              ),
             );
             const end = await mallory.expectEnd();
             assert.equal(end.code, "PROTOCOL_ERROR", name);
@@ -128,7 +114,9 @@ for (const keyType of ["ed25519", "rsa2048"] as const) {
             // been made, is before it in bob's session.
             const marker = `marker after ${name}`;
             await carol.sendSealed(
-              await userMsg(carol, ++carolSeqno, [{ body: text(marker), to: LOBBY }]),
+              json(
+                await signedUserMsgJson(carol, ++carolSeqno, [{ body: text(marker), to: LOBBY }]),
+              ),
             );
             const seen = await textsUntil(bob, marker);
             assert.deepEqual(seen.filter((t) => t.startsWith("leak")), [], name);
@@ -155,7 +143,7 @@ Deno.test({
         { length: 8 },
         (_, j) => ({ body: text(`line ${j + 1}`), to: LOBBY }),
       );
-      await mallory.sendSealed(await userMsg(mallory, 1, lines));
+      await mallory.sendSealed(json(await signedUserMsgJson(mallory, 1, lines)));
       const refused: number[] = [];
       while (refused.length < 5) {
         const m = JSON.parse(new TextDecoder().decode(await mallory.readRecord(20_000)));
@@ -183,21 +171,14 @@ Deno.test({
       const mallory = await login(srv, "mallory");
       // A batch of 5 in one msg, bob's private record at index 2: its path is
       // [leaf 3, MTH(0..2), leaf 4], derived by the server from the msg (§6.4 "Making the proof").
-      const made = [0, 1, 2, 3, 4].map((j) => {
-        const { k, ct, c } = sealContent(text(`line ${j + 1}`));
-        const record: MessageRecord = {
-          sid: mallory.sessionId!,
-          dir: "c2s",
-          to: j === 2 ? userRecipient("bob") : LOBBY,
-          seqno: 1 + j,
-          ts: Date.now(),
-          ct,
-          c,
-        };
-        return { record, k };
-      });
-      await signBatch(mallory.opts.identity.signingKey, made.map((m) => m.record));
-      const msg = userMsgJson(made.map((m) => m.record), made.map((m) => m.k));
+      const msg = await signedUserMsgJson(
+        mallory,
+        1,
+        [1, 2, 3, 4, 5].map((j) => ({
+          body: text(`line ${j}`),
+          to: j === 3 ? userRecipient("bob") : LOBBY,
+        })),
+      );
       const items = msg.records as Record<string, unknown>[];
       const { k: _k, ...bare } = items[2];
       items[2] = { ...bare, e2e: RATCHET_ENVELOPE };
@@ -212,20 +193,8 @@ Deno.test({
       }
       mallory.close();
       // bob logs in with the real client: it checks the stored record (§6.6 4') with its path.
-      const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
-      const est = await clientHandshake(new FrameConnection(tcp), {
-        identity: await pki.identity("bob"),
-        trust: pki.trust,
-        serverName: "localhost",
-        credentials: { mode: "login", username: "bob", password: PASSWORDS.bob },
-        timeoutMs: 20_000,
-      });
-      const dir = await Deno.makeTempDir({ prefix: "user-msg-bob-" });
+      const { chat, dir } = await realSession(srv, pki, "bob");
       try {
-        const chat = await ChatSession.start(est, {
-          transcripts: transcriptDirectory(dir),
-          relayTrust: pki.trust,
-        });
         const stored = Promise.withResolvers<ReceivedMessage>();
         const running = chat.run({
           onMessage: (m) => {
@@ -258,19 +227,7 @@ Deno.test({
 
 /** A logged-in real client (it checks every relay, PROTOCOL §6.4) whose texts are collected. */
 async function realClient(srv: InProcessServer, pki: TestPki, name: keyof typeof PASSWORDS) {
-  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
-  const est = await clientHandshake(new FrameConnection(tcp), {
-    identity: await pki.identity(name),
-    trust: pki.trust,
-    serverName: "localhost",
-    credentials: { mode: "login", username: name, password: PASSWORDS[name] },
-    timeoutMs: 20_000,
-  });
-  const dir = await Deno.makeTempDir({ prefix: `user-msg-${name}-` });
-  const chat = await ChatSession.start(est, {
-    transcripts: transcriptDirectory(dir),
-    relayTrust: pki.trust,
-  });
+  const { chat, dir } = await realSession(srv, pki, name);
   const texts: string[] = [];
   let wake = () => {};
   const running = chat.run({
@@ -312,7 +269,7 @@ Deno.test({
         body: text(`line ${j}`),
         to: j === 3 ? userRecipient("carol") : LOBBY,
       }));
-      await mallory.sendSealed(await userMsg(mallory, 1, parts));
+      await mallory.sendSealed(json(await signedUserMsgJson(mallory, 1, parts)));
       // bob: records 1, 2, 4, 5 in one relay, whose proof holds record 3's leaf (not the msg's).
       assert.deepEqual(await bob.waitFor(4), ["line 1", "line 2", "line 4", "line 5"]);
       // carol: all five, the msg's own proof.
@@ -332,20 +289,8 @@ Deno.test({
   fn: async () => {
     await withServer(async (srv, pki) => {
       const bob = await realClient(srv, pki, "bob");
-      const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
-      const est = await clientHandshake(new FrameConnection(tcp), {
-        identity: await pki.identity("mallory"),
-        trust: pki.trust,
-        serverName: "localhost",
-        credentials: { mode: "login", username: "mallory", password: PASSWORDS.mallory },
-        timeoutMs: 20_000,
-      });
-      const dir = await Deno.makeTempDir({ prefix: "user-msg-mallory-" });
+      const { chat, dir } = await realSession(srv, pki, "mallory");
       try {
-        const chat = await ChatSession.start(est, {
-          transcripts: transcriptDirectory(dir),
-          relayTrust: pki.trust,
-        });
         const running = chat.run({ onMessage: () => {} });
         // 10 lines of 3000 units each written \u0001 (18 KB of body each): a batch of 10 that
         // no single msg holds, sent without waiting (one batch, PROTOCOL §6.1).
@@ -378,28 +323,15 @@ Deno.test({
   fn: async () => {
     await withServer(async (srv, pki) => {
       const bob = await login(srv, "bob");
-      const tcp = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.port });
-      const est = await clientHandshake(new FrameConnection(tcp), {
-        identity: await pki.identity("mallory"),
-        trust: pki.trust,
-        serverName: "localhost",
-        credentials: { mode: "login", username: "mallory", password: PASSWORDS.mallory },
-        timeoutMs: 20_000,
-      });
-      const dir = await Deno.makeTempDir({ prefix: "user-msg-mallory-" });
+      // An end-to-end layer that has keys for the lobby, none for carol.
+      const { chat, dir } = await realSession(srv, pki, "mallory", {
+        wrap: (record: MessageRecord) =>
+          Promise.resolve(record.to === LOBBY ? SENDER_ENVELOPE : undefined),
+        unwrap: () => Promise.resolve(undefined),
+        save: () => Promise.resolve(),
+        onSenderKey: () => {},
+      } as unknown as E2eHooks);
       try {
-        // An end-to-end layer that has keys for the lobby, none for carol.
-        const chat = await ChatSession.start(est, {
-          transcripts: transcriptDirectory(dir),
-          relayTrust: pki.trust,
-          e2e: {
-            wrap: (record: MessageRecord) =>
-              Promise.resolve(record.to === LOBBY ? SENDER_ENVELOPE : undefined),
-            unwrap: () => Promise.resolve(undefined),
-            save: () => Promise.resolve(),
-            onSenderKey: () => {},
-          } as unknown as E2eHooks,
-        });
         const running = chat.run({ onMessage: () => {} });
         const sends = [
           chat.send(text("one")),
@@ -453,7 +385,9 @@ Deno.test({
       // Two of the largest lines (4000 units each written \u0001): one msg of about 64.7 KB,
       // which a relay introducing mallory's certificate cannot hold both of.
       const lines = ["a", "b"].map((x) => x + "\u0001".repeat(3999));
-      const wire = await userMsg(mallory, 1, lines.map((t) => ({ body: text(t), to: LOBBY })));
+      const wire = json(
+        await signedUserMsgJson(mallory, 1, lines.map((t) => ({ body: text(t), to: LOBBY }))),
+      );
       assert.ok(wire.length <= MAX_CONTENT_BYTES, `${wire.length} bytes`);
       await mallory.sendSealed(wire);
       assert.deepEqual(await bob.waitFor(2), lines);
