@@ -24,6 +24,13 @@ import { SilentServer } from "../helpers/silent_server.ts";
 
 const b64 = (n: number) => toBase64(new Uint8Array(n));
 
+type KeysBody = ReturnType<typeof keysBodies>[number];
+
+/** A part of a list of bob's devices, `more` or the last. */
+function part(devices: ListedDevice[], more = false): KeysBody {
+  return { kind: "keys", user: "bob", devices, ...(more ? { more } : {}) };
+}
+
 /** A device entry with every member at its schema's largest: a 16 KiB certificate. */
 function largestEntry(i: number): ListedDevice {
   return {
@@ -118,7 +125,7 @@ Deno.test("a keys body's more: only true, only beside one or more devices", () =
   assert.deepEqual(BodyShape.safeParse(part), { success: true, data: part });
 });
 
-Deno.test("e2e: a device list in parts is whole at its part without more; more than 8 devices in all, or one twice, refuses the fetch", async () => {
+Deno.test("e2e: a device list in parts is whole at its part without more; more than 8 devices in all, or one twice, refuses the fetch, as a store failure ends it", async () => {
   const pki = await makePki(["alice", "bob"]);
   try {
     const bobs = await Promise.all([0, 1, 2].map(() => publishedDevice(pki, "bob")));
@@ -137,6 +144,12 @@ Deno.test("e2e: a device list in parts is whole at its part without more; more t
     const preparing = joined.prepare("bob", server);
     await server.fetched();
     await joined.onKeys({ kind: "keys", user: "bob", devices: [first], more: true }, server);
+    // What comes between leaves the list open: another user's list, a prekey count.
+    await joined.onKeys({ kind: "keys", user: "carol", devices: [third] }, server);
+    await joined.onKeys(
+      { kind: "keys", user: "alice", device: "0".repeat(16), opks_left: 15 },
+      server,
+    );
     await joined.onKeys({ kind: "keys", user: "bob", devices: [second], more: true }, server);
     let settled = false;
     void preparing.finally(() => settled = true);
@@ -149,27 +162,25 @@ Deno.test("e2e: a device list in parts is whole at its part without more; more t
       new Set([first, second, third].map((d) => d.device)),
     );
 
-    // A server that lists nine devices in all, or one device twice, is refused.
+    // A server that lists nine devices in all, or one device twice (in parts or in one body),
+    // is refused for the fetch; a store failure for bob ends his open list.
     const nine = Array.from({ length: MAX_DEVICES }, (_, i) => ({
       device: (i + 16).toString(16).padStart(16, "0"),
     }));
-    for (
-      const [name, parts] of [
-        ["nine devices", [nine, [first]]],
-        ["a device twice", [[first, second], [first]]],
-      ] as const
-    ) {
+    const cases: [string, KeysBody[], string][] = [
+      ["nine devices", [part(nine, true), part([first])], "PROTOCOL_ERROR"],
+      ["a device twice", [part([first, second], true), part([first])], "PROTOCOL_ERROR"],
+      ["a device twice in one body", [part([first, second, first])], "PROTOCOL_ERROR"],
+      ["a store failure", [part([first], true), { kind: "keys", user: "bob" }], "DB_UNAVAILABLE"],
+    ];
+    for (const [name, bodies, code] of cases) {
       const refusing = await alice();
       const to = new SilentServer();
       const fetching = refusing.prepare("bob", to);
       await to.fetched();
-      await refusing.onKeys(
-        { kind: "keys", user: "bob", devices: [...parts[0]], more: true },
-        to,
-      );
-      await refusing.onKeys({ kind: "keys", user: "bob", devices: [...parts[1]] }, to);
+      for (const body of bodies) await refusing.onKeys(body, to);
       const error = await fetching.then(() => assert.fail(`${name}: accepted`), (e) => e);
-      assert.equal(codeOf(error), "PROTOCOL_ERROR", name);
+      assert.equal(codeOf(error), code, name);
       assert.deepEqual(refusing.devicesOf("bob"), [], `${name}: no session made`);
     }
   } finally {
