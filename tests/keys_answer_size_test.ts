@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { verifyTranscript } from "../lib/transcript/verify.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import { MAX_DEVICES } from "../lib/e2e/envelope.ts";
 import { type DeviceClient, deviceLogin } from "../testkit/e2e_device.ts";
@@ -42,7 +43,11 @@ Deno.test("keys: a user's 8 devices under 16 KiB certificates all reach a contac
     // The session went on, and a line to alice leaves wrapped for all of them.
     assert.equal(await bob.say("/msg alice eight devices"), MAX_DEVICES);
     await bob.session.close();
-    assert.ok((await bob.running).receiptPath, "bob's session ended with a receipt");
+    const end = await bob.running;
+    assert.ok(end.receiptPath, "bob's session ended with a receipt");
+    // The answer's parts are lines of bob's transcript like any server msg, and it verifies.
+    const report = await verifyTranscript(end.transcriptPath!, { trust: pki.trust });
+    assert.equal(report.ok, true, report.reason ?? "");
   } finally {
     await bob?.session.close().catch(() => {});
     await srv.dispose();
