@@ -15,7 +15,7 @@ import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import v8 from "node:v8";
 import vm from "node:vm";
-import { concat, fromBase64, fromHex, toBase64, u32be, utf8 } from "../lib/bytes.ts";
+import { concat, fromBase64, fromHex, fromUtf8, toBase64, u32be, utf8 } from "../lib/bytes.ts";
 import { generateKeyShare } from "../lib/crypto/ecdh.ts";
 import { keyAgreement, phase2Group } from "../lib/crypto/kex.ts";
 import { sign } from "../lib/crypto/signature.ts";
@@ -23,6 +23,7 @@ import { SecureChatError } from "../lib/errors.ts";
 import { finishedMac, signatureInput } from "../lib/handshake/key_schedule.ts";
 import type { LogFields } from "../lib/log.ts";
 import { FrameReader, MAX_FRAME_BYTES } from "../lib/wire/frame.ts";
+import { parseStrictJson } from "../lib/wire/strict_json.ts";
 import {
   AuthOkSchema,
   CertificateSchema,
@@ -430,6 +431,35 @@ export function fuzzPayload(rng: Rng, seedMessage?: unknown): Uint8Array {
     default:
       return utf8(JSON.stringify(mutateJson(rng, base)));
   }
+}
+
+/**
+ * A differential fuzz of shapes: `cases` inputs near `seeds` (one JSON edit two times in three,
+ * inputs near the boundary; else heavier noise, fuzzPayload), each that parses as strict JSON
+ * (what parseMessage would hand a shape) given to `agree` with its case number.
+ * @returns how many `agree` counted as accepted (true), so a test can show it is not vacuous
+ */
+export function fuzzNearSeeds(
+  rng: Rng,
+  seeds: readonly unknown[],
+  cases: number,
+  agree: (value: unknown, i: number) => boolean,
+): number {
+  let accepted = 0;
+  for (let i = 0; i < cases; i++) {
+    const base = rng.pick(seeds);
+    const payload = i % 3 === 0
+      ? fuzzPayload(rng, base)
+      : utf8(JSON.stringify(mutateJson(rng, base, 1)));
+    let value: unknown;
+    try {
+      value = parseStrictJson(fromUtf8(payload));
+    } catch {
+      continue; // parseMessage refuses it before any shape sees it
+    }
+    if (agree(value, i)) accepted++;
+  }
+  return accepted;
 }
 
 /** Flips one bit inside a decoded base64 member: still well-formed, now wrong. */

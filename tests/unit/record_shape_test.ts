@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { fromUtf8, toBase64 } from "../../lib/bytes.ts";
+import { toBase64 } from "../../lib/bytes.ts";
 import {
   BodyShape,
   C2sMsgShape,
@@ -28,8 +28,7 @@ import {
 } from "../../lib/message/record.ts";
 import { base64Text } from "../../lib/wire/schema.ts";
 import type { Shape } from "../../lib/wire/shape.ts";
-import { parseStrictJson } from "../../lib/wire/strict_json.ts";
-import { CORPUS, fuzzPayload, fuzzSeed, mutateJson, Rng } from "../../testkit/fuzz.ts";
+import { CORPUS, fuzzNearSeeds, fuzzSeed, Rng } from "../../testkit/fuzz.ts";
 
 // ---- the reference: the zod schemas of lib/message/record.ts before the shapes ----
 
@@ -403,20 +402,11 @@ Deno.test("record shapes agree with the zod reference on fuzzed messages", () =>
       };
     })(),
   ];
-  let accepted = 0;
-  for (let i = 0; i < 4000; i++) {
-    const base = rng.pick(seeds);
-    // One JSON edit most of the time (inputs near the boundary), else heavier noise.
-    const payload = i % 3 === 0
-      ? fuzzPayload(rng, base)
-      : new TextEncoder().encode(JSON.stringify(mutateJson(rng, base, 1)));
-    let value: unknown;
-    try {
-      value = parseStrictJson(fromUtf8(payload));
-    } catch {
-      continue; // parseMessage refuses it before any shape sees it
-    }
-    if (agree(value, `seed ${seed}, case ${i}`)) accepted++;
-  }
+  const accepted = fuzzNearSeeds(
+    rng,
+    seeds,
+    4000,
+    (value, i) => agree(value, `seed ${seed}, case ${i}`),
+  );
   assert.ok(accepted > 100, `${accepted} fuzzed values were accepted by some shape`);
 });
