@@ -549,7 +549,7 @@ export class RecordForms {
     // `","sig":"<sig>` after `c`, then `,"batch":{"i":I,"n":N,"path":["<hash>",…]}`.
     return this.relayed.bytes.length + WHOLE_SIG_MEMBER.length + json.sig!.length +
       WHOLE_BATCH_MEMBERS.length + `${i}`.length + `${n}`.length +
-      entries * (base64Length(HASH_BYTES) + 2) + Math.max(0, entries - 1);
+      hashListJsonBytes(entries);
   }
 
   /**
@@ -2522,7 +2522,7 @@ export function loneRelayBytes(prepared: PreparedRelay): number {
   const shared = MAX_HOP_NUMBERS_BYTES + author.named.length + (author.cert?.length ?? 0);
   const { i, n } = forms.record.batch!;
   const relay = GROUP_WIRE_HEAD.length + shared + batchPartsOf(forms).json.length +
-    PROOF_MEMBER.length + pathLength(i, n) * PROOF_ENTRY_JSON_BYTES +
+    PROOF_MEMBER.length + hashListJsonBytes(pathLength(i, n)) +
     RECORDS_MEMBER.length + GROUP_END.length + itemBytes(prepared);
   const stored = RELAY_WIRE_HEAD.stored.length + shared + RECORD_MEMBER.length +
     forms.wholeLength + keyTail.length;
@@ -2672,6 +2672,11 @@ const ITEM_HEAD = utf8('{"record":');
 const GROUP_END = utf8("]}");
 /** A proof entry in JSON, `"<44 base64>",` at most: what a relay's proof adds per entry. */
 const PROOF_ENTRY_JSON_BYTES = 47;
+
+/** A JSON array's inside of `entries` hashes (a path or a proof): quoted, commas between. */
+function hashListJsonBytes(entries: number): number {
+  return entries * (base64Length(HASH_BYTES) + 2) + Math.max(0, entries - 1);
+}
 
 /**
  * Records of one author batch in one message, in seqno order, with the batch's `sig`, `first`,

@@ -7,13 +7,26 @@
 import assert from "node:assert/strict";
 import { MAX_CONTENT_BYTES } from "../../lib/handshake/record.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
-import { largestLoneRelayBytes, MAX_CT_BYTES } from "../../lib/message/record.ts";
+import {
+  encodeRecord,
+  largestLoneRelayBytes,
+  loneRelayBytes,
+  MAX_CT_BYTES,
+  type MessageRecord,
+  prepareRelay,
+  RecipientRelay,
+  RecipientRelayGroup,
+  RecordForms,
+  signBatch,
+} from "../../lib/message/record.ts";
+import { makePki } from "../../testkit/pki.ts";
+import { RATCHET_ENVELOPE, SENDER_ENVELOPE, wireText } from "../helpers/records.ts";
 
 const b64 = (n: number) => 4 * Math.ceil(n / 3);
 
 /** PROTOCOL §6.1's `largest(to)`, as the text gives it. */
 function largest(to: string, certBytes: number, ctBytes: number, sigBytes: number): number {
-  const [c, m] = to === "lobby" ? [788, 1] : [15377, 9];
+  const [c, m] = to === "lobby" ? [787, 1] : [15376, 9];
   return c + b64(certBytes) + b64(ctBytes) + m * b64(sigBytes);
 }
 
@@ -38,7 +51,47 @@ Deno.test("PROTOCOL §6.1's largest(to) is lib's largest lone relay or stored, t
     while (largest(to, cert + 1, MAX_CT_BYTES, sigBytes) <= MAX_CONTENT_BYTES) cert++;
     return cert;
   };
-  assert.equal(largestCert("user:bob", 64), 12252, "Ed25519");
-  assert.equal(largestCert("user:bob", 256), 10524, "RSA-2048");
+  assert.equal(largestCert("user:bob", 64), 12255, "Ed25519");
+  assert.equal(largestCert("user:bob", 256), 10527, "RSA-2048");
   assert.ok(largest("lobby", 16 * 1024, MAX_CT_BYTES, 1024) <= MAX_CONTENT_BYTES, "lobby: any");
+});
+
+Deno.test("loneRelayBytes is the longest relay or stored of a record alone, to the byte, whatever its path (interop finding 116: a proof's last entry was counted with a comma)", async () => {
+  const pki = await makePki(["alice"]);
+  try {
+    const alice = await pki.identity("alice");
+    const author = authorCertOf(alice.certDer);
+    const hop = Number.MAX_SAFE_INTEGER; // the hop's seqno and ts at their longest
+    for (const n of [1, 2, 3, 8, 32]) {
+      const records: MessageRecord[] = Array.from({ length: n }, (_, j) => ({
+        sid: "1".repeat(32),
+        dir: "c2s",
+        to: j % 2 ? "lobby" : "user:bob",
+        seqno: 1 + j,
+        ts: Date.now(),
+        ct: new Uint8Array(100 + j),
+        c: new Uint8Array(32),
+      }));
+      await signBatch(alice.signingKey, records);
+      for (const record of records) {
+        const forms = new RecordForms(record, encodeRecord(record));
+        const carriers = record.to === "lobby"
+          ? [{ k: new Uint8Array(32) }, { e2e: SENDER_ENVELOPE }]
+          : [{ k: new Uint8Array(32) }, { e2e: RATCHET_ENVELOPE }];
+        for (const carrier of carriers) {
+          const prepared = prepareRelay(author, forms, carrier.k, carrier.e2e);
+          const relay = wireText(new RecipientRelayGroup(prepared, hop, hop, true)).length;
+          const stored = wireText(new RecipientRelay(prepared, hop, hop, "stored", true)).length;
+          assert.equal(
+            loneRelayBytes(prepared),
+            Math.max(relay, stored),
+            `record ${record.seqno} of ${n} (a path of ${record.batch!.path.length}), ` +
+              `${carrier.k ? "k" : "e2e"}: relay ${relay}, stored ${stored}`,
+          );
+        }
+      }
+    }
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
 });
