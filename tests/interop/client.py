@@ -28,7 +28,9 @@ session (PROTOCOL §7). Output lines (stdout, flushed):
   MEMBERS <online|joined|left> <names> [(more)]  the lobby's membership (§12.5, with --e2e)
   SENDER_KEY <author> <device>                   a member's new sender chain arrived (§12.5)
   SENDER_KEYS <names>                            our new sender chain went to these members
-  NOT_SENT <code>                                a line not sent (§12.6: NO_E2E_KEYS, TIMEOUT, ...)
+  NOT_SENT <code>                                a line not sent (§12.6: NO_E2E_KEYS, TIMEOUT, ...;
+                                                 §6.1: INVALID_INPUT, over a bound checked locally)
+  KEYS_PARTS <user> <n> devices in <p> parts     a fetch's list came in p > 1 parts (§12.6)
   CANNOT_READ <users (why)>: ...                 members our new sender chain could not reach
   LATE_SENDER_KEY <name> <n>                     our current sender chain went to a member it had
                                                  left out, from position <n> (§12.5)
@@ -123,6 +125,13 @@ MAX_TEXT = 4000                              # §8.2
 # §6.1 "Bounds", "Why MAX_CT_BYTES": a user's (c2s) record's ct, decoded, so that a relay or a
 # `stored` of it alone fits one record; an s2c record's ct is bounded by the frame (64 KiB)
 MAX_CT_BYTES = 24576
+# §6.1 "Why MAX_CT_BYTES": a client's local check for §6.3 step 7 (interop finding 108, settled by
+# the formula): largest(to) = C + b64(len(cert)) + b64(len(ct)) + m × b64(S), the largest relay or
+# `stored` the record alone could make with the largest carrier it could get — to `lobby` a
+# `sender` envelope and the batch's `sig` (m = 1), to `user:` 8 wraps each with a `pre` holding the
+# author's `ik_sig`, and the batch's `sig` (m = 9). Refused above MAX_CONTENT. (Interop finding
+# 116: the docs' members at their largest make C one byte less; units.py LargestLoneRecord.)
+LARGEST_FIXED = {"lobby": (788, 1), "user": (15377, 9)}
 SESSION_CERTS = 256                          # §6.4.1: author certificates a session's list holds
 # §5.2, §7.1: the codes a server's `close` may carry, each a reason that holds (§8.1), and what the
 # user is told; the session still ends cleanly with receipts, and nothing reconnects by itself
@@ -935,6 +944,29 @@ def stored_line_enc(seqno, ts, fp, cert_der, rec):
             + record_enc(rec))
 
 
+def b64_len(n):
+    """§6.1: the base64 characters of n bytes, 4 × ⌈n / 3⌉."""
+    return 4 * -(-n // 3)
+
+
+def signature_length(key):
+    """§4.6, §6.1: S, the length of a signature by `key` (a certificate's, public or private):
+    RSA the modulus length, ECDSA P-256 64 (raw r || s), Ed25519 64."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return (key.key_size + 7) // 8
+    return 64
+
+
+def largest_lone(to, cert_len, ct_len, sig_len):
+    """§6.1: largest(to), the largest relay or `stored` a record to `to` with a `ct` of `ct_len`
+    bytes could make alone, by an author whose certificate is `cert_len` bytes of DER and whose
+    signatures are `sig_len` bytes; None for a record to `server` (never relayed or stored)."""
+    if to == "server":
+        return None
+    fixed, sigs = LARGEST_FIXED["lobby" if to == "lobby" else "user"]
+    return fixed + b64_len(cert_len) + b64_len(ct_len) + sigs * b64_len(sig_len)
+
+
 def canonical(name):
     """§6.1: the certificate CN in ASCII lower case."""
     return name.lower()
@@ -1495,12 +1527,16 @@ def check_body_schema(body):
             for j in range(len(known)):
                 want_device(known, j)
     elif kind == "keys":
-        strict(body, ["kind", "user"], ["devices", "device", "opks_left"])
+        strict(body, ["kind", "user"], ["devices", "device", "opks_left", "more"])
         want_str(body, "user", 64)
         if "device" in body or "opks_left" in body:   # to a publish, or prekeys low
             strict(body, ["kind", "user", "device", "opks_left"])
             want_device(body)
             want_int(body, "opks_left")
+        if _flag(body, "more"):  # §12.6 "A list in parts": only beside 1-8 devices
+            if "devices" not in body:
+                raise ProtoError("PROTOCOL_ERROR", "keys more without devices")
+            _list(body, "devices", 1, E2E_MAX_DEVICES)
         for e in _list(body, "devices", 0, E2E_MAX_DEVICES) if "devices" in body else []:
             strict(e, ["device"], ["cert", "bundle", "opk", "lobby"])
             want_device(e)
@@ -2743,6 +2779,7 @@ class Client:
         self.sent_since_update = 0
         self.device = None       # §12: made after the handshake unless --no-e2e
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
+        self.keys_parts = None   # (user, devices so far, parts) while a list comes in parts
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
         self.members_known = threading.Event()   # the whole `online` list came (§12.5)
         self.sender_key_seqnos = {}  # our c2s seqno that carried a sender_key -> (chain id, member)
@@ -3061,8 +3098,16 @@ class Client:
         a lobby one under our sender chain; when there is nothing to wrap for, it is not sent.
         The record is numbered, sealed and committed now and joins our pending batch; it is
         signed and sent when the batch is (`flush`: at once unless `hold`, the `/batch` input)."""
-        if len(enc_json(body)) + 16 > MAX_CT_BYTES:  # §6.1: refused here, before a seqno
+        ct_len = len(enc_json(body)) + 16
+        if ct_len > MAX_CT_BYTES:  # §6.1: refused here, before a seqno
             log(f"warning: a {safe(body['kind'])} body over {MAX_CT_BYTES - 16} bytes: not sent")
+            out("NOT_SENT INVALID_INPUT")
+            return
+        largest = largest_lone(to, len(self.my_der), ct_len, signature_length(self.my_key))
+        if largest is not None and largest > MAX_CONTENT:  # §6.1, for §6.3 step 7: here too
+            log(f"warning: a {safe(body['kind'])} body this long could make a relay of "
+                f"{largest} bytes with this certificate ({len(self.my_der)} bytes), over "
+                f"{MAX_CONTENT}: not sent")
             out("NOT_SENT INVALID_INPUT")
             return
         chain = None
@@ -3176,7 +3221,7 @@ class Client:
 
     def fetch_devices(self, user):
         """§12.6 sender step 1: a `keys_fetch` with `known` as it stands now; (the answer's
-        `devices`, None), or (None, TIMEOUT / DB_UNAVAILABLE)."""
+        `devices`, None), or (None, TIMEOUT / DB_UNAVAILABLE / PROTOCOL_ERROR)."""
         while not self.key_answers.empty():  # an answer that came after its 10 s
             self.key_answers.get_nowait()
         self.send_record("server", {"kind": "keys_fetch", "user": user,
@@ -3187,6 +3232,8 @@ class Client:
             return None, "TIMEOUT"
         if answer["user"] != user:
             raise ProtoError("PROTOCOL_ERROR", "keys answer for another user")
+        if "refused" in answer:  # a list in parts that failed its checks (on_keys)
+            return None, answer["refused"]
         if "devices" not in answer:
             return None, "DB_UNAVAILABLE"
         return answer["devices"], None
@@ -3298,6 +3345,8 @@ class Client:
             raise ProtoError("PROTOCOL_ERROR", "s2c record carries a signature")
         body = parse_body(check_content(rec, k))                                  # 5, 6
         kind = body["kind"]
+        if kind != "keys" and self.keys_parts is not None:  # §12.6: parts back to back (118)
+            raise ProtoError("PROTOCOL_ERROR", f"a {safe(kind)} between the parts of a keys list")
         if kind == "notice":
             strict(body, ["kind", "text"])
             shown = "NOTICE: " + safe(want_text(body))
@@ -3321,9 +3370,20 @@ class Client:
             out(shown)
 
     def on_keys(self, body):
-        """A `keys` body (§12.6): the answer to a publish or to a fetch."""
-        strict(body, ["kind", "user"], ["devices", "device", "opks_left"])
-        want_str(body, "user", 64)
+        """A `keys` body (§12.6): the answer to a publish or to a fetch. A fetch's list may come
+        in parts (§12.6 "A list in parts": each but the last with `more`, back to back), joined
+        here: the fetch sees the whole list, or PROTOCOL_ERROR for a list of more than 8 devices in
+        all or one that names a device twice (the line is not sent; the session goes on: interop
+        finding 117)."""
+        strict(body, ["kind", "user"], ["devices", "device", "opks_left", "more"])
+        user = want_str(body, "user", 64)
+        more = _flag(body, "more")
+        if more and (not isinstance(body.get("devices"), list) or not body["devices"]):
+            raise ProtoError("PROTOCOL_ERROR", "keys: more only beside 1-8 devices")
+        if self.keys_parts is not None and ("devices" not in body or self.keys_parts[0] != user):
+            # the parts come back to back (interop finding 118: what a client does otherwise is
+            # unsaid; this one takes it as the server's protocol error, as for members, finding 51)
+            raise ProtoError("PROTOCOL_ERROR", "another keys body between the parts of a list")
         if "opks_left" in body or "device" in body:
             strict(body, ["kind", "user", "device", "opks_left"])
             left = want_int(body, "opks_left")
@@ -3355,6 +3415,23 @@ class Client:
                         raise ProtoError("PROTOCOL_ERROR", "opk is not an object")
                     strict(e["opk"], ["id", "pub"])
                     want_u32(e["opk"], "id")
+            _, devices, parts = self.keys_parts or (user, [], 0)
+            devices, parts = devices + devs, parts + 1
+            if more:
+                self.keys_parts = (user, devices, parts)
+                return None
+            self.keys_parts = None
+            ids = [e["device"] for e in devices]
+            if len(devices) > E2E_MAX_DEVICES or len(set(ids)) != len(ids):
+                log(f"warning: the server listed {len(devices)} devices of {safe(user)} in "
+                    f"{parts} parts, {len(set(ids))} of them distinct: more than "
+                    f"{E2E_MAX_DEVICES} or one twice, the fetch is refused")
+                self.key_answers.put({"kind": "keys", "user": user, "refused": "PROTOCOL_ERROR"})
+                return None
+            body = {"kind": "keys", "user": user, "devices": devices}
+            if parts > 1:
+                self.key_answers.put(body)
+                return f"KEYS_PARTS {safe(user)} {len(devices)} devices in {parts} parts"
         self.key_answers.put(body)
         return None
 
@@ -3711,6 +3788,8 @@ class Client:
         if t in handlers:
             if self.peer_closed:
                 raise ProtoError("PROTOCOL_ERROR", f"{t} after the server's close")
+            if t != "msg" and self.keys_parts is not None:  # §12.6: parts back to back (118)
+                raise ProtoError("PROTOCOL_ERROR", f"a {t} between the parts of a keys list")
             handlers[t](m)
         elif t == "key_update":
             strict(m, ["type"])

@@ -1,12 +1,17 @@
 #!/usr/bin/python3
-"""Issues a short-lived certificate under a securechat CA, from docs/PKI.md "Profiles" alone, for
-interop tests that need a certificate lapsing within seconds (`cert issue` counts whole days).
+"""Issues a certificate under a securechat CA, from docs/PKI.md "Profiles" alone, for interop tests
+that need a certificate lapsing within seconds (`cert issue` counts whole days) or a large one.
 
 Usage: issue.py --dir CERTS --name NAME (--server | --client) --seconds N [--out BASE]
+                [--der-bytes SIZE]
 Writes BASE.pem and BASE.key (0600; BASE defaults to DIR/NAME) for an Ed25519 key: the profile's
 extensions (basicConstraints CA:FALSE, keyUsage digitalSignature, EKU serverAuth or clientAuth,
 SAN DNS:localhost and IP:127.0.0.1 for a server, SKI, AKI = the CA's SKI), validity from 5 minutes
 in the past to N seconds from now, a 16-octet serial with the top bit clear and the next set.
+--der-bytes: a certificate of exactly SIZE bytes of DER (at most 16 KiB, PKI.md "Validation" step
+1), made so by one more extension, non-critical and of an OID no profile names (step 3 refuses only
+an unknown critical one), holding an OCTET STRING of zeros: the size a PROTOCOL §6.1 / §12.6 bound
+turns on, on a certificate every other check passes.
 """
 
 import argparse
@@ -20,6 +25,25 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+# 2.25 is X.667's arc of UUIDs: an OID no profile of PKI.md names, so no validator understands it
+PAD_OID = x509.ObjectIdentifier("2.25.329800735698586629295641978511506172918")
+
+
+def padded(builder, ca_key, algorithm, size):
+    """The certificate of `builder` with a non-critical PAD_OID extension making its DER exactly
+    `size` bytes (the padding's length fixes every other length, so one guess and a few tries
+    around it find it when it exists)."""
+    def made(pad):
+        ext = x509.UnrecognizedExtension(PAD_OID, b"\x04\x82" + pad.to_bytes(2, "big") + bytes(pad))
+        return builder.add_extension(ext, critical=False).sign(ca_key, algorithm)
+    guess = size - len(made(256).public_bytes(serialization.Encoding.DER)) + 256
+    for pad in range(max(256, guess - 8), guess + 9):
+        cert = made(pad)
+        if len(cert.public_bytes(serialization.Encoding.DER)) == size:
+            return cert
+    raise SystemExit(f"no certificate of exactly {size} bytes of DER")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dir", required=True)
@@ -29,6 +53,7 @@ def main():
     role.add_argument("--client", action="store_true")
     p.add_argument("--seconds", type=int, required=True)
     p.add_argument("--out")
+    p.add_argument("--der-bytes", type=int)
     a = p.parse_args()
     with open(os.path.join(a.dir, "ca.pem"), "rb") as f:
         ca = x509.load_pem_x509_certificate(f.read())
@@ -60,6 +85,8 @@ def main():
             critical=False)
     algorithm = None if isinstance(ca_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     cert = b.sign(ca_key, algorithm)
+    if a.der_bytes:
+        cert = padded(b, ca_key, algorithm, a.der_bytes)
     base = a.out or os.path.join(a.dir, a.name)
     with open(base + ".pem", "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))

@@ -162,6 +162,20 @@ class Probe(sc.Client):
         wire.update(sc.record_wire(rec))
 
 
+def text_of_ct(ct_len):
+    """A `text` (§6.2) of at most MAX_TEXT UTF-16 units whose record's `ct` is exactly `ct_len`
+    bytes (§6.1: the body's JSON, as client.py writes it, and the 16-byte tag), from characters
+    of 6 (U+0001, written \\u0001), 3 (U+20AC) and 1 byte; None when no such text exists."""
+    room = ct_len - 16 - len(sc.enc_json({"kind": "text", "text": ""}))
+    for six in range(min(room // 6, sc.MAX_TEXT), -1, -1):
+        three, one = divmod(room - 6 * six, 3)
+        if room - 6 * six >= 0 and six + three + one <= sc.MAX_TEXT:
+            text = "\x01" * six + "\u20ac" * three + "x" * one
+            assert len(sc.enc_json({"kind": "text", "text": text})) + 16 == ct_len
+            return text
+    return None
+
+
 def raw_hello(args, payload):
     """Sends one raw `hello` frame payload; returns the server's plaintext answer (§3.1)."""
     conn = sc.Conn(socket.create_connection((args.host, args.port), timeout=10))

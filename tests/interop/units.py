@@ -52,6 +52,12 @@
   nextUpdate drops nothing (BAD_CERT, not sent); an empty list is then BAD_CERT, or the loud
   NO_E2E_KEYS counting only the devices still valid (a server cannot be made to list a revoked
   device).
+- PROTOCOL §6.1 (session 17): the client's local check for §6.3 step 7, largest(to), against the
+  largest relay and `stored` the docs' members make (one byte apart: interop finding 116), the
+  figures the docs draw from it, and the refusal at its boundary before a seqno.
+- §12.6 "A list in parts" (session 17): a fetch's list in parts joined in order; `more`'s schema;
+  more than 8 devices in all or one twice refuses the fetch (finding 117); nothing else between
+  the parts (finding 118). The live tests reach only lists our server makes.
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
@@ -96,6 +102,8 @@ def session_after(sent, private=None):
     c.device = author_device()
     c.transcript = sc.Transcript(None, bytes(16), 0, "localhost", b"", b"")
     c.now = sc.now_ms
+    c.my_der, c.my_key = b"", ed25519.Ed25519PrivateKey.generate()  # §6.1's local check
+    c.key_answers, c.keys_parts = sc.queue.Queue(), None
     return c
 
 
@@ -1607,6 +1615,244 @@ class RecordBounds(unittest.TestCase):
         self.assertEqual((caught.exception.code, caught.exception.where),
                          ("TAMPERED", f"line {at + 1}"))
 
+
+
+# PROTOCOL §2: the largest integer a member may hold, 2^53 − 1 (16 digits), and a u32 (10 digits)
+MAX_INT, MAX_U32 = 2**53 - 1, 2**32 - 1
+# Interop finding 116: §6.1's C is one byte above the largest relay the docs' members make
+FINDING_116 = 1
+
+
+def docs_largest(to, cert_len, ct_len, sig_len):
+    """PROTOCOL §6.1 "Why MAX_CT_BYTES" and §6.3 step 7, built from the members the docs define, each
+    at its largest: the larger of the relay of one record alone (§6.4, introducing the author's
+    certificate, the hop's seqno and ts at 16 digits, `first` too, a proof of 5 entries) and its
+    `stored` (§6.6, the record with `sig` and `batch`, `i` 31 of `n` 32, a path of 5), for a
+    record to `to` (a `to` of 37 characters for `user:`) at the largest seqno and ts, with its
+    largest carrier: to `lobby` a `sender` envelope (§12.5: ids and counters at 10 digits), to
+    `user:` a `ratchet` one of 8 wraps (§12.6), each with a `pre` (§12.3, with `opk_id`) whose
+    `ik_sig` is `sig_len` bytes. Base64 members are filled to their length (§2: 4⌈n/3⌉)."""
+    def b64(n):
+        return "A" * sc.b64_len(n)
+    if to == "lobby":
+        carrier = {"kind": "sender", "from": "f" * 16, "id": MAX_U32, "n": MAX_U32, "w": b64(48)}
+    else:
+        to = "user:" + "a" * 32
+        pre = {"ik": b64(32), "ik_sig": b64(sig_len), "ek": b64(32), "spk_id": MAX_U32,
+               "pq_id": MAX_U32, "opk_id": MAX_U32, "kem_ct": b64(1088)}
+        wrap = {"device": "d" * 16, "dh": b64(32), "pn": MAX_U32, "n": MAX_U32, "w": b64(48),
+                "pre": pre}
+        carrier = {"kind": "ratchet", "from": "f" * 16, "wraps": [wrap] * sc.E2E_MAX_DEVICES}
+    record = {"sid": "0" * 32, "dir": "c2s", "to": to, "seqno": MAX_INT, "ts": MAX_INT,
+              "ct": b64(ct_len), "c": b64(32)}
+    hop = {"seqno": MAX_INT, "ts": MAX_INT, "author_fp": "f" * 64, "cert": b64(cert_len)}
+    path = [b64(32)] * sc.MAX_PATH
+    relay = {"type": "relay", **hop, "sig": b64(sig_len), "first": MAX_INT, "n": sc.MAX_BATCH,
+             "proof": path, "records": [{"record": record, "e2e": carrier}]}
+    alone = {**record, "sig": b64(sig_len),
+             "batch": {"i": sc.MAX_BATCH - 1, "n": sc.MAX_BATCH, "path": path}}
+    stored = {"type": "stored", **hop, "record": alone, "e2e": carrier}
+    return max(len(sc.enc_json(relay)), len(sc.enc_json(stored)))
+
+
+class LargestLoneRecord(unittest.TestCase):
+    """PROTOCOL §6.1 (fix17 207d78d, settling interop finding 108): a client refuses locally, before
+    the record takes a seqno, a record whose largest(to) = C + b64(len(cert)) + b64(len(ct)) +
+    m × b64(S) exceeds 65276 — C = 788, m = 1 to `lobby`; C = 15377, m = 9 to `user:`; a record
+    to `server` only by the ct bound — S the author's signature length (§4.6). The formula against
+    the relay and `stored` the docs' members make at their largest (one byte apart: finding 116),
+    the figures the docs give from it, and the client's refusal at the boundary."""
+
+    def test_the_formula_is_the_largest_lone_relay_or_stored_of_the_docs(self):
+        for to in ("lobby", "user:bob"):
+            for cert_len in (1, 345, 12789, 16 * 1024):
+                for ct_len in (16, 1000, 24041, sc.MAX_CT_BYTES):
+                    for sig_len in (64, 256, 1024):
+                        self.assertEqual(sc.largest_lone(to, cert_len, ct_len, sig_len),
+                                         docs_largest(to, cert_len, ct_len, sig_len) + FINDING_116,
+                                         (to, cert_len, ct_len, sig_len))
+        self.assertIsNone(sc.largest_lone("server", 16 * 1024, sc.MAX_CT_BYTES, 1024))
+
+    def largest_cert(self, to, sig_len):
+        """The largest certificate (≤ 16 KiB, PKI.md) with which a record to `to` of the largest
+        ct passes the check."""
+        return max(n for n in range(1, 16 * 1024 + 1)
+                   if sc.largest_lone(to, n, sc.MAX_CT_BYTES, sig_len) <= sc.MAX_CONTENT)
+
+    def test_the_docs_figures(self):
+        """"a private line leaves up to a certificate of 12252 bytes with Ed25519 and 10524 with
+        RSA-2048, a lobby line up to any certificate the schema takes (16 KiB)"; a lone relay or
+        stored with k or a sender envelope "takes at most 56772 bytes"."""
+        self.assertEqual(self.largest_cert("user:bob", 64), 12252)
+        self.assertEqual(self.largest_cert("user:bob", 256), 10524)
+        self.assertEqual(self.largest_cert("lobby", 1024), 16 * 1024)
+        self.assertEqual(sc.largest_lone("lobby", 16 * 1024, sc.MAX_CT_BYTES, 1024), 56772)
+
+    def test_the_signature_length_of_each_key_type(self):
+        """§4.6: RSA the modulus length, ECDSA P-256 raw r || s, Ed25519."""
+        rsa_key = sc.rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for key, want in ((ed25519.Ed25519PrivateKey.generate(), 64),
+                          (sc.ec.generate_private_key(sc.ec.SECP256R1()), 64),
+                          (rsa_key, 256), (rsa_key.public_key(), 256)):
+            self.assertEqual(sc.signature_length(key), want, type(key).__name__)
+
+    def test_the_client_refuses_above_65276_before_a_seqno_and_sends_up_to_it(self):
+        """With an Ed25519 certificate of 12789 bytes (b64 17052), a private line whose ct is
+        24038 bytes makes largest 65273 (sent; 65274-65276 are no largest of a private line: C
+        is 1 mod 4), one of 24041 bytes 65277 (not sent, no seqno taken, the session goes on);
+        a lobby line of 24041 bytes, 49984, is sent, as is a `who` (to `server`: the ct bound
+        alone)."""
+        import probe
+        c = session_after(0)
+        c.device, c.close_sent, c.ts_tx, c.pending = None, False, 0, []
+        c.state_lock, c.random, c.tamper = threading.Lock(), sc.os.urandom, lambda step, v: v
+        c._flush = lambda: None
+        c.my_der = bytes(12789)
+        fits, over = probe.text_of_ct(24038), probe.text_of_ct(24041)
+        self.assertEqual((sc.largest_lone("user:bob", 12789, 24038, 64),
+                          sc.largest_lone("user:bob", 12789, 24041, 64),
+                          sc.largest_lone("lobby", 12789, 24041, 64)), (65273, 65277, 49984))
+        shown = []
+        with mock.patch.object(sc, "out", shown.append), mock.patch.object(sc, "log"):
+            c.send_record("user:bob", {"kind": "text", "text": over})
+            self.assertEqual((shown, c.seq_tx, c.pending), (["NOT_SENT INVALID_INPUT"], 0, []))
+            c.send_record("user:bob", {"kind": "text", "text": fits})
+            c.send_record("lobby", {"kind": "text", "text": over})
+            c.send_record("server", {"kind": "who"})
+        self.assertEqual([(rec["to"], len(rec["ct"])) for rec, _, _ in c.pending],
+                         [("user:bob", 24038), ("lobby", 24041), ("server", 30)])
+        self.assertEqual((shown, c.seq_tx), (["NOT_SENT INVALID_INPUT"], 3))
+
+
+def keys_client():
+    """A client with the end-to-end layer whose session has received nothing yet, for `keys`
+    bodies from the server (§12.6), each in a server `msg` of its own (§6.3)."""
+    c = session_after(0)
+    c.my_name, c.device = "alice", sc.Device("alice", b"", ed25519.Ed25519PrivateKey.generate())
+    c.peer_closed = False
+    return c
+
+
+def server_msg(c, body):
+    """The server's next `msg` to `c` (§6.3: one record, unsigned, with `k`) carrying `body`."""
+    k = sc.os.urandom(32)
+    rec = sc.new_record(c.session_id, "user:" + c.my_name, c.seq_rx + 1, sc.now_ms(),
+                        sc.enc_json(body), k)
+    rec["dir"] = "s2c"
+    return {"type": "msg", "record": sc.record_wire(rec), "k": sc.b64e(k)}
+
+
+def entry(j):
+    """A bare device entry (§12.6: a device the asker knows); device ids 0..."""
+    return {"device": f"{j:016x}"}
+
+
+class KeysInParts(unittest.TestCase):
+    """PROTOCOL §12.6 "A list in parts" (fix17 340307d): a fetch's list that would not fit one
+    record comes as consecutive `keys` bodies, each the body of a server `msg` of its own, all with
+    the same `user`, every one but the last with `"more": true`; the list is their `devices` in
+    order, whole at the first part without `more`. `more` beside `devices: []`, beside `device`, or
+    without `devices` is PROTOCOL_ERROR (the body's schema: the session ends); a list of more than
+    8 devices in all, or naming a device twice, is the server's PROTOCOL_ERROR and the fetch is
+    refused (interop finding 117: the session goes on); anything else of the session between the
+    parts is the server's PROTOCOL_ERROR (interop finding 118)."""
+
+    def feed(self, c, *bodies):
+        """Each body in a server msg, in order; what the client printed."""
+        shown = []
+        with mock.patch.object(sc, "out", shown.append), mock.patch.object(sc, "log"):
+            for body in bodies:
+                c.dispatch(server_msg(c, body))
+        return shown
+
+    @staticmethod
+    def part(devices, more=True, user="bob"):
+        return {"kind": "keys", "user": user, "devices": devices} | ({"more": True} if more else {})
+
+    def answer(self, c):
+        return c.key_answers.get_nowait()
+
+    def test_parts_are_joined_in_order(self):
+        c = keys_client()
+        shown = self.feed(c, self.part([entry(0), entry(1)]), self.part([entry(2)]),
+                          self.part([entry(3), entry(4), entry(5)], more=False))
+        self.assertEqual(self.answer(c), {"kind": "keys", "user": "bob",
+                                          "devices": [entry(j) for j in range(6)]})
+        self.assertTrue(c.key_answers.empty())
+        self.assertEqual(shown, ["KEYS_PARTS bob 6 devices in 3 parts"])
+        # each part is a line of the transcript, as every server msg
+        self.assertEqual((c.seq_rx, c.transcript.counts()[1]), (3, 3))
+
+    def test_one_body_is_the_list_as_before(self):
+        c = keys_client()
+        self.assertEqual(self.feed(c, self.part([entry(0), entry(1)], more=False)), [])
+        self.assertEqual(self.answer(c)["devices"], [entry(0), entry(1)])
+        self.feed(c, self.part([], more=False))
+        self.assertEqual(self.answer(c)["devices"], [])
+
+    def test_eight_in_all_is_a_list_nine_is_refused(self):
+        c = keys_client()
+        self.feed(c, self.part([entry(j) for j in range(5)]),
+                  self.part([entry(j) for j in range(5, 8)], more=False))
+        self.assertEqual(len(self.answer(c)["devices"]), 8)
+        self.feed(c, self.part([entry(j) for j in range(5)]),
+                  self.part([entry(j) for j in range(5, 9)], more=False))
+        self.assertEqual(self.answer(c), {"kind": "keys", "user": "bob",
+                                          "refused": "PROTOCOL_ERROR"})
+        # the session goes on: the next list is read as any other
+        self.feed(c, self.part([entry(0)], more=False))
+        self.assertEqual(self.answer(c)["devices"], [entry(0)])
+
+    def test_a_device_twice_is_refused_across_parts_or_in_one(self):
+        for bodies in ((self.part([entry(0), entry(1)]), self.part([entry(1)], more=False)),
+                       (self.part([entry(2), entry(2)], more=False),)):
+            c = keys_client()
+            self.feed(c, *bodies)
+            self.assertEqual(self.answer(c)["refused"], "PROTOCOL_ERROR", bodies)
+
+    def test_a_refused_list_refuses_the_fetch_and_its_line(self):
+        c = keys_client()
+        c.send_record = lambda to, body, devices=None, hold=False: self.feed(
+            c, self.part([entry(j) for j in range(8)]), self.part([entry(0)], more=False))
+        self.assertEqual(c.fetch_devices("bob"), (None, "PROTOCOL_ERROR"))
+        c.send_record = lambda to, body, devices=None, hold=False: self.feed(
+            c, self.part([entry(0)]), self.part([entry(1)], more=False))
+        self.assertEqual(c.fetch_devices("bob"), ([entry(0), entry(1)], None))
+
+    def code(self, *bodies):
+        try:
+            self.feed(keys_client(), *bodies)
+        except sc.ProtoError as e:
+            return e.code
+        return "OK"
+
+    def test_the_schema_of_more(self):
+        for name, body in (
+                ("more beside devices: []", self.part([])),
+                ("more beside device", {"kind": "keys", "user": "bob", "device": "0" * 16,
+                                        "opks_left": 3, "more": True}),
+                ("more without devices", {"kind": "keys", "user": "bob", "more": True}),
+                ("more false", {**self.part([entry(0)]), "more": False}),
+                ("more 1", {**self.part([entry(0)]), "more": 1}),
+                ("a part of 9", self.part([entry(j) for j in range(9)]))):
+            self.assertEqual(self.code(body), "PROTOCOL_ERROR", name)
+            self.assertRaises(sc.ProtoError, sc.check_body_schema, body)
+        self.assertEqual(sc.check_body_schema(self.part([entry(0)])), self.part([entry(0)]))
+
+    def test_nothing_else_between_the_parts(self):
+        first = self.part([entry(0)])
+        for name, between in (
+                ("a part for another user", self.part([entry(1)], more=False, user="carol")),
+                ("a store failure", {"kind": "keys", "user": "bob"}),
+                ("a prekey count", {"kind": "keys", "user": "bob", "device": "0" * 16,
+                                    "opks_left": 3}),
+                ("a notice", {"kind": "notice", "text": "hello"})):
+            self.assertEqual(self.code(first, between), "PROTOCOL_ERROR", name)
+        c = keys_client()
+        self.feed(c, first)
+        with self.assertRaises(sc.ProtoError) as caught:
+            c.dispatch(queued(1, 1))
+        self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
 
 class Formats(unittest.TestCase):
     """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 6 and an opening of format 3 are
