@@ -2260,3 +2260,131 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "interop: a fetch's device list in parts — 8 clean-room devices under 12789-byte certificates, the clean-room client and connect join the parts and reach a device of the last part; the clean-room client's local §6.1 refusal at its boundary, the session going on (PROTOCOL §12.6 'A list in parts', §6.1)",
+  ignore: skipInterop,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    await inLab("securechat-interop-parts-", ["alice", "bob"], "ed25519", async (lab) => {
+      const { tmp, certs, ca, procs } = lab;
+      // dave's certificate: 12789 bytes of DER (tests/interop/issue.py, from PKI.md "Profiles"; a
+      // non-critical extension of an OID no profile names pads it, which "Validation" allows), so a
+      // device entry of his is about 20 KB: 8 do not fit one record, and the server lists them in
+      // parts (PROTOCOL §12.6, each part at most 48731 bytes of body).
+      const issued = await new Deno.Command(PYTHON, {
+        args: [ISSUE_PY, "--dir", certs, "--name", "dave", "--client", "--seconds", "3600"]
+          .concat(["--der-bytes", "12789"]),
+      }).output();
+      assert.equal(issued.code, 0, new TextDecoder().decode(issued.stderr));
+      const { port } = await lab.serve([]);
+      const dave = (device: number, extra: string[] = []) => {
+        const p = pythonClient(
+          [CLIENT_PY],
+          port,
+          certs,
+          [
+            ...extra,
+            "--transcripts",
+            `${tmp}/dave${device}`,
+            "--e2e",
+          ],
+          `dave${device}`,
+          "dave",
+        );
+        procs.push(p);
+        return p;
+      };
+      // 8 devices of dave, each a state of its own, publish their bundles one after another;
+      // the server lists the most recently published first, so device 0 comes in the last part.
+      for (let device = 0; device < 8; device++) {
+        const d = dave(device, device === 0 ? ["--register", "dave@example.com"] : []);
+        await d.out.waitFor((l) => l.startsWith("KEYS published"), `dave ${device} published`);
+        await closeStdin(d);
+        assert.equal(await finish(d), 0, `dave ${device}:\n${d.out.text()}\n${d.err.text()}`);
+      }
+
+      // alice (the clean-room client) writes to dave: her fetch's answer comes in parts, she joins
+      // them and wraps her line for all 8 devices; dave is offline, so it is queued.
+      const py = pythonClient([CLIENT_PY], port, certs, [
+        "--register",
+        "alice@example.com",
+        "--transcripts",
+        `${tmp}/pytr`,
+        "--e2e",
+      ], "python");
+      procs.push(py);
+      await py.out.waitFor((l) => l.startsWith("KEYS published"), "python published");
+      await py.send("/msg dave a line for every device of a list in parts");
+      const parts = await py.out.waitFor(
+        (l) => l.startsWith("KEYS_PARTS dave "),
+        "python joins the parts",
+      );
+      const joined = /^KEYS_PARTS dave 8 devices in ([0-9]+) parts$/.exec(parts);
+      assert.ok(joined && Number(joined[1]) >= 2, parts);
+      await py.out.waitFor((l) => /^QUEUED [0-9]+$/.test(l), "python's line queued");
+
+      // bob (connect) writes to dave too: lib/'s client joins the same parts.
+      const bob = connectCli(port, certs, "bob", `${tmp}/bobtr`, [
+        "--register",
+        "--email",
+        "bob@example.com",
+      ], "bob");
+      procs.push(bob);
+      await bob.out.waitFor((l) => l.includes("welcome bob"), "bob welcome");
+      await bob.send("/msg dave bob's line for a list in parts");
+      await bob.err.waitFor((l) => /stored/.test(l), "bob is told his line is stored");
+      await closeStdin(bob);
+      assert.equal(await finish(bob), 0, `bob:\n${bob.out.text()}\n${bob.err.text()}`);
+
+      // dave's first device, from the last part, opens both lines at login.
+      const d0 = dave(0);
+      await d0.out.waitFor(
+        (l) => l === "alice (private) (stored) e2e: a line for every device of a list in parts",
+        "dave's device of the last part opens alice's line",
+      );
+      await d0.out.waitFor(
+        (l) => l === "bob (private) (stored) e2e: bob's line for a list in parts",
+        "dave's device of the last part opens bob's line",
+      );
+
+      // §6.1's local check with dave's certificate (b64 17052) and Ed25519 (S = 64):
+      // largest(user:) = 15377 + 17052 + b64(ct) + 9 × 88. A text of 3999 × U+0001 (each written
+      // \u0001) and one U+20AC is a ct of 24038 bytes, largest 65273: sent; 4000 × U+0001 a ct
+      // of 24041, largest 65277: refused before a seqno, and the session goes on (the same
+      // figures in units.py LargestLoneRecord). To the lobby the same text is 49984: sent.
+      const fits = "\x01".repeat(3999) + "\u20ac";
+      const over = "\x01".repeat(4000);
+      await d0.send(`/msg alice ${fits}`);
+      await py.out.waitFor((l) => l.startsWith("dave (private) e2e: "), "alice gets the largest");
+      await d0.send(`/msg alice ${over}`);
+      await d0.out.waitFor((l) => l === "NOT_SENT INVALID_INPUT", "dave's line refused locally");
+      await d0.send("/msg alice after the refusal");
+      await py.out.waitFor(
+        (l) => l === "dave (private) e2e: after the refusal",
+        "the session went on",
+      );
+      await d0.send(over);
+      await py.out.waitFor((l) => l.startsWith("dave e2e: "), "alice gets dave's lobby line");
+      assert.equal(
+        py.out.lines.filter((l) => l.startsWith("dave (private) e2e: ")).length,
+        2,
+        py.out.text(),
+      );
+      assert.equal(d0.out.lines.filter((l) => l.startsWith("NOT_SENT")).length, 1, d0.out.text());
+
+      for (const [p, name] of [[d0, "dave 0"], [py, "python"]] as const) {
+        await closeStdin(p);
+        assert.equal(await finish(p), 0, `${name}:\n${p.out.text()}\n${p.err.text()}`);
+        assert.ok(!p.out.lines.some((l) => /^(WARNING|ERROR)/.test(l)), p.out.text());
+      }
+      // alice's transcript holds each part as a server msg line: both verifiers accept it.
+      const log = findLog(`${tmp}/pytr`, "-client.log");
+      await verifyConfirmedByBoth(ca, log);
+      const pyv = await pythonVerify(ca, log);
+      assert.match(pyv.out, /^RESULT VALID confirmed by both$/m, pyv.out);
+    });
+  },
+});

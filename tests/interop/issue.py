@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
-# 2.25 is X.667's arc of UUIDs: an OID no profile of PKI.md names, so no validator understands it
-PAD_OID = x509.ObjectIdentifier("2.25.329800735698586629295641978511506172918")
+# under 32473, the enterprise number RFC 5612 sets aside for documentation: an OID no profile of
+# PKI.md names, so no validator understands it
+PAD_OID = x509.ObjectIdentifier("1.3.6.1.4.1.32473.1")
 
 
 def padded(builder, ca_key, algorithm, size):
