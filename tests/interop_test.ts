@@ -1239,6 +1239,12 @@ Deno.test({
   async fn() {
     await inLab("securechat-probe-", ["alice", "carol"], "ed25519", async (lab) => {
       const { certs, ca } = lab;
+      // dave, for §6.3 step 7's probes: a certificate of 12789 bytes of DER (issue.py, PKI.md)
+      const issued = await new Deno.Command(PYTHON, {
+        args: [ISSUE_PY, "--dir", certs, "--name", "dave", "--client", "--seconds", "3600"]
+          .concat(["--der-bytes", "12789"]),
+      }).output();
+      assert.equal(issued.code, 0, new TextDecoder().decode(issued.stderr));
       // One address makes every probe's handshake: lift the per-address handshake rate.
       const { port } = await lab.serve(["--handshake-rate", "1000"]);
       const out = await new Deno.Command(PYTHON, {
@@ -1267,6 +1273,13 @@ Deno.test({
       // (probe.py's KNOWN_DEVIATIONS): shown here, so it stays visible until it is fixed.
       for (const l of probes.filter((l) => l.includes(" KNOWN-DEVIATION "))) console.log(l);
       assert.ok(probes.length >= 70, `only ${probes.length} probes ran:\n${text}\n${err}`);
+      // §6.3 step 7 at its boundary, as the docs write the lone relay and stored (both ran)
+      for (
+        const want of [
+          "step7_lone_carrier_of_65276_bytes_relayed OK relayed ",
+          "step7_lone_carrier_of_65277_bytes_refused OK peer:PROTOCOL_ERROR ",
+        ]
+      ) assert.ok(probes.some((l) => l.startsWith(`PROBE ${want}`)), text);
       assert.equal(out.code, 0, `probe.py exited ${out.code}:\n${text}\n${err}`);
     });
   },

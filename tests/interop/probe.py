@@ -8,7 +8,8 @@ cites its section of docs/PROTOCOL.md. Usage:
   probe.py --port P --ca ca.pem --certs DIR --password-env VAR [--only NAME,...] [--e2e]
   probe.py --hostile-e2e MODE CLIENT-ARGS     (client.py whose first private line is faulty)
 
-DIR holds alice.pem/.key, carol.pem/.key and server.pem (a certificate of the wrong role). alice
+DIR holds alice.pem/.key, carol.pem/.key, dave.pem/.key (12789 bytes of DER: issue.py --der-bytes,
+for §6.3 step 7) and server.pem (a certificate of the wrong role). alice
 must not exist yet (the first probe registers her); carol must never be registered.
 One output line per probe: `PROBE <name> OK <observed>` or `PROBE <name> FAIL expected <x>, got
 <y>`; exit 0 only if every probe passed.
@@ -1389,6 +1390,99 @@ def _(a):
             a.rx.update()
         elif m["type"] != "msg":
             return f"unexpected {m['type']}"
+
+
+# ---- §6.3 step 7: the server's own check that a record's lone relay and stored fit one record
+# dave (certs DIR/dave.pem, 12789 bytes of DER: the harness makes it with issue.py --der-bytes) is
+# registered by the first of these probes that runs; a record of his to himself comes back to his
+# own session as a relay when it passes
+DAVE = set()
+
+
+def dave_session(a):
+    if not DAVE:
+        a.args.register = "dave@example.com"
+    a.session()
+    DAVE.add(a.my_name)
+
+
+def fake_ratchet(ik_sig_len, pn=0):
+    """A `ratchet` envelope (§12.6) the schema takes: 8 wraps, each with a `pre` (§12.3) whose
+    `ik_sig` is `ik_sig_len` bytes; the server cannot open one, so nothing in it need be real. The
+    first wrap's `pn` is `pn` (its digits tune the size byte by byte)."""
+    def b64(n):
+        return sc.b64e(os.urandom(n))
+    wraps = [{"device": f"{j:016x}", "dh": b64(32), "pn": pn if j == 0 else 0, "n": 0,
+              "w": b64(48), "pre": {"ik": b64(32), "ik_sig": b64(ik_sig_len), "ek": b64(32),
+                                    "spk_id": 1, "pq_id": 1, "kem_ct": b64(1088)}}
+             for j in range(sc.E2E_MAX_DEVICES)]
+    return {"kind": "ratchet", "from": "f" * 16, "wraps": wraps}
+
+
+def lone_carriers(a, rec, e2e):
+    """§6.3 step 7 as the docs write it: the bytes of the relay of `rec` alone (§6.4, introducing
+    the author's certificate, its proof as many entries as the record's path) and of its stored
+    (§6.6), each with `e2e` and the hop's seqno and ts at 16 digits, no whitespace."""
+    wire = sc.record_wire(rec)
+    hop = {"seqno": 10**15, "ts": 10**15, "author_fp": sc.fingerprint(a.my_der),
+           "cert": sc.b64e(a.my_der)}
+    relay = {"type": "relay", **hop, "sig": wire["sig"], "first": rec["seqno"] - rec["batch"][0],
+             "n": rec["batch"][1], "proof": wire["batch"]["path"],
+             "records": [{"record": {k: v for k, v in wire.items() if k not in ("sig", "batch")},
+                          "e2e": e2e}]}
+    stored = {"type": "stored", **hop, "record": wire, "e2e": e2e}
+    return len(sc.enc_json(relay)), len(sc.enc_json(stored))
+
+
+def lone_record_of(a, size):
+    """A record of ours to ourselves (a batch of one, §6.1) with a fake `ratchet` envelope whose
+    larger lone carrier (lone_carriers) is exactly `size` bytes: its `ct` (random: the server does
+    not open a record with `e2e`, §6.3 step 5) as long as keeps it at most `size`, then the first
+    wrap's `pn` one digit longer per byte left."""
+    def made(ct_len, pn=0):
+        rec = {"sid": a.session_id, "dir": "c2s", "to": "user:" + a.my_name,
+               "seqno": a.seq_tx + 1, "ts": sc.now_ms(), "ct": os.urandom(ct_len),
+               "c": os.urandom(32), "sig": None, "batch": None}
+        sc.sign_batch(a.my_key, [rec])
+        e2e = fake_ratchet(1024, pn)
+        return rec, e2e, max(lone_carriers(a, rec, e2e))
+    lo, hi = 16, sc.MAX_CT_BYTES
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if made(mid)[2] <= size else (lo, mid - 1)
+    rec, e2e, got = made(lo)
+    if got < size:
+        rec, e2e, got = made(lo, 10 ** (size - got))
+    if got != size:
+        raise Outcome(f"no record of {size} bytes alone: {got}")
+    return rec, e2e
+
+
+def lone_record_outcome(a, size):
+    dave_session(a)
+    rec, e2e = lone_record_of(a, size)
+    msg = a.msg_of([(rec, sc.record_wire(rec), None)], carriers=[{"e2e": e2e}])
+    a.send_content(msg)
+    a.seq_tx = rec["seqno"]
+    try:
+        while True:
+            _, m = a.read_content()
+            if m["type"] == "key_update":
+                a.rx.update()
+            elif m["type"] == "relay":
+                return "relayed"
+    except sc.ProtoError as e:
+        return peer_or_local(e)
+
+
+@probe("step7_lone_carrier_of_65276_bytes_relayed", "relayed", user="dave", e2e=True)
+def _(a):
+    return lone_record_outcome(a, sc.MAX_CONTENT)  # §6.3 step 7: fits one record's content
+
+
+@probe("step7_lone_carrier_of_65277_bytes_refused", "peer:PROTOCOL_ERROR", user="dave", e2e=True)
+def _(a):
+    return lone_record_outcome(a, sc.MAX_CONTENT + 1)
 
 
 # ---- credentials (§5 server step 7); last, because failed logins slow the address down
