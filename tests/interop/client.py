@@ -2779,7 +2779,7 @@ class Client:
         self.sent_since_update = 0
         self.device = None       # §12: made after the handshake unless --no-e2e
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
-        self.keys_parts = None   # (user, devices so far, parts) while a list comes in parts
+        self.keys_parts = {}     # user -> (devices so far, parts) while a list comes in parts
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
         self.members_known = threading.Event()   # the whole `online` list came (§12.5)
         self.sender_key_seqnos = {}  # our c2s seqno that carried a sender_key -> (chain id, member)
@@ -3226,12 +3226,15 @@ class Client:
             self.key_answers.get_nowait()
         self.send_record("server", {"kind": "keys_fetch", "user": user,
                                     "known": self.device.known(user)})
-        try:
-            answer = self.key_answers.get(timeout=E2E_FETCH_TIMEOUT_S)
-        except queue.Empty:
-            return None, "TIMEOUT"
-        if answer["user"] != user:
-            raise ProtoError("PROTOCOL_ERROR", "keys answer for another user")
+        deadline = time.monotonic() + E2E_FETCH_TIMEOUT_S
+        while True:  # answers pair with fetches by canonical name (§12.6): another's is not ours
+            try:
+                answer = self.key_answers.get(timeout=max(0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None, "TIMEOUT"
+            if answer["user"] == user:
+                break
+            log(f"note: a list of {safe(answer['user'])}'s devices, not asked for now: ignored")
         if "refused" in answer:  # a list in parts that failed its checks (on_keys)
             return None, answer["refused"]
         if "devices" not in answer:
@@ -3345,8 +3348,6 @@ class Client:
             raise ProtoError("PROTOCOL_ERROR", "s2c record carries a signature")
         body = parse_body(check_content(rec, k))                                  # 5, 6
         kind = body["kind"]
-        if kind != "keys" and self.keys_parts is not None:  # §12.6: parts back to back (118)
-            raise ProtoError("PROTOCOL_ERROR", f"a {safe(kind)} between the parts of a keys list")
         if kind == "notice":
             strict(body, ["kind", "text"])
             shown = "NOTICE: " + safe(want_text(body))
@@ -3371,19 +3372,17 @@ class Client:
 
     def on_keys(self, body):
         """A `keys` body (§12.6): the answer to a publish or to a fetch. A fetch's list may come
-        in parts (§12.6 "A list in parts": each but the last with `more`, back to back), joined
-        here: the fetch sees the whole list, or PROTOCOL_ERROR for a list of more than 8 devices in
-        all or one that names a device twice (the line is not sent; the session goes on: interop
-        finding 117)."""
+        in parts (§12.6 "A list in parts": each but the last with `more`), joined here by their
+        `user`: what comes between is handled as always and leaves the list open, a store failure
+        for that user ends it (the fetch: DB_UNAVAILABLE); the fetch sees the whole list, or
+        PROTOCOL_ERROR for a list of more than 8 devices in all or one that names a device twice,
+        in parts or in one body (the line is not sent; the session goes on: interop findings 117,
+        118 as fix17 ec755e1 settles them)."""
         strict(body, ["kind", "user"], ["devices", "device", "opks_left", "more"])
         user = want_str(body, "user", 64)
         more = _flag(body, "more")
         if more and (not isinstance(body.get("devices"), list) or not body["devices"]):
             raise ProtoError("PROTOCOL_ERROR", "keys: more only beside 1-8 devices")
-        if self.keys_parts is not None and ("devices" not in body or self.keys_parts[0] != user):
-            # the parts come back to back (interop finding 118: what a client does otherwise is
-            # unsaid; this one takes it as the server's protocol error, as for members, finding 51)
-            raise ProtoError("PROTOCOL_ERROR", "another keys body between the parts of a list")
         if "opks_left" in body or "device" in body:
             strict(body, ["kind", "user", "device", "opks_left"])
             left = want_int(body, "opks_left")
@@ -3415,12 +3414,11 @@ class Client:
                         raise ProtoError("PROTOCOL_ERROR", "opk is not an object")
                     strict(e["opk"], ["id", "pub"])
                     want_u32(e["opk"], "id")
-            _, devices, parts = self.keys_parts or (user, [], 0)
+            devices, parts = self.keys_parts.pop(user, ([], 0))
             devices, parts = devices + devs, parts + 1
             if more:
-                self.keys_parts = (user, devices, parts)
+                self.keys_parts[user] = (devices, parts)
                 return None
-            self.keys_parts = None
             ids = [e["device"] for e in devices]
             if len(devices) > E2E_MAX_DEVICES or len(set(ids)) != len(ids):
                 log(f"warning: the server listed {len(devices)} devices of {safe(user)} in "
@@ -3432,6 +3430,8 @@ class Client:
             if parts > 1:
                 self.key_answers.put(body)
                 return f"KEYS_PARTS {safe(user)} {len(devices)} devices in {parts} parts"
+        elif self.keys_parts.pop(user, None) is not None:  # the store failed: the list ends
+            log(f"warning: the server's list of {safe(user)}'s devices ended in a store failure")
         self.key_answers.put(body)
         return None
 
@@ -3788,8 +3788,6 @@ class Client:
         if t in handlers:
             if self.peer_closed:
                 raise ProtoError("PROTOCOL_ERROR", f"{t} after the server's close")
-            if t != "msg" and self.keys_parts is not None:  # §12.6: parts back to back (118)
-                raise ProtoError("PROTOCOL_ERROR", f"a {t} between the parts of a keys list")
             handlers[t](m)
         elif t == "key_update":
             strict(m, ["type"])
