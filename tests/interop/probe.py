@@ -8,7 +8,7 @@ cites its section of docs/PROTOCOL.md. Usage:
   probe.py --port P --ca ca.pem --certs DIR --password-env VAR [--only NAME,...] [--e2e]
   probe.py --hostile-e2e MODE CLIENT-ARGS     (client.py whose first private line is faulty)
 
-DIR holds alice.pem/.key, carol.pem/.key, dave.pem/.key (12789 bytes of DER: issue.py --der-bytes,
+DIR holds alice.pem/.key, carol.pem/.key, dave.pem/.key (12792 bytes of DER: issue.py --der-bytes,
 for §6.3 step 7) and server.pem (a certificate of the wrong role). alice
 must not exist yet (the first probe registers her); carol must never be registered.
 One output line per probe: `PROBE <name> OK <observed>` or `PROBE <name> FAIL expected <x>, got
@@ -1393,7 +1393,7 @@ def _(a):
 
 
 # ---- §6.3 step 7: the server's own check that a record's lone relay and stored fit one record
-# dave (certs DIR/dave.pem, 12789 bytes of DER: the harness makes it with issue.py --der-bytes) is
+# dave (certs DIR/dave.pem, 12792 bytes of DER: the harness makes it with issue.py --der-bytes) is
 # registered by the first of these probes that runs; a record of his to himself comes back to his
 # own session as a relay when it passes
 DAVE = set()
@@ -1434,36 +1434,50 @@ def lone_carriers(a, rec, e2e):
     return len(sc.enc_json(relay)), len(sc.enc_json(stored))
 
 
+# a batch of 17 whose first record, leaf 0, has a path of 5 entries (§6.1: the most it can have):
+# that record is the one sized, 16 `who`s to the server follow it (within §8.2's burst of 40)
+STEP7_BATCH = 17
+
+
 def lone_record_of(a, size):
-    """A record of ours to ourselves (a batch of one, §6.1) with a fake `ratchet` envelope whose
-    larger lone carrier (lone_carriers) is exactly `size` bytes: its `ct` (random: the server does
-    not open a record with `e2e`, §6.3 step 5) as long as keeps it at most `size`, then the first
-    wrap's `pn` one digit longer per byte left."""
+    """A batch of STEP7_BATCH records of ours (§6.1): first one to ourselves with a fake `ratchet`
+    envelope whose larger lone carrier (lone_carriers) is exactly `size` bytes — its `ct` (random:
+    the server does not open a record with `e2e`, §6.3 step 5) as long as keeps it at most `size`,
+    then the first wrap's `pn` one digit longer per byte left — then `who`s to the server with
+    `k`. [(decoded, wire, k)] and the carriers, as Probe.msg_of takes them."""
     def made(ct_len, pn=0):
-        rec = {"sid": a.session_id, "dir": "c2s", "to": "user:" + a.my_name,
-               "seqno": a.seq_tx + 1, "ts": sc.now_ms(), "ct": os.urandom(ct_len),
-               "c": os.urandom(32), "sig": None, "batch": None}
-        sc.sign_batch(a.my_key, [rec])
+        first, ts = a.seq_tx + 1, sc.now_ms()
+        recs = [{"sid": a.session_id, "dir": "c2s", "to": "user:" + a.my_name, "seqno": first,
+                 "ts": ts, "ct": os.urandom(ct_len), "c": os.urandom(32), "sig": None,
+                 "batch": None}]
+        keys = [None] + [os.urandom(32) for _ in range(STEP7_BATCH - 1)]
+        recs += [sc.new_record(a.session_id, "server", first + j, ts,
+                               sc.enc_json({"kind": "who"}), keys[j])
+                 for j in range(1, STEP7_BATCH)]
+        sc.sign_batch(a.my_key, recs)
         e2e = fake_ratchet(1024, pn)
-        return rec, e2e, max(lone_carriers(a, rec, e2e))
+        carriers = [{"e2e": e2e}] + [{"k": sc.b64e(k)} for k in keys[1:]]
+        made = [(rec, sc.record_wire(rec), k) for rec, k in zip(recs, keys)]
+        return made, carriers, max(lone_carriers(a, recs[0], e2e))
     lo, hi = 16, sc.MAX_CT_BYTES
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if made(mid)[2] <= size else (lo, mid - 1)
-    rec, e2e, got = made(lo)
+    batch, carriers, got = made(lo)
     if got < size:
-        rec, e2e, got = made(lo, 10 ** (size - got))
-    if got != size:
-        raise Outcome(f"no record of {size} bytes alone: {got}")
-    return rec, e2e
+        batch, carriers, got = made(lo, 10 ** (size - got))
+    if got != size or len(batch[0][0]["batch"][2]) != sc.MAX_PATH:
+        raise Outcome(f"no record of {size} bytes alone with a path of {sc.MAX_PATH}: {got}")
+    return batch, carriers
 
 
 def lone_record_outcome(a, size):
+    """"relayed" when the sized record comes back to our session (the `who`s' notices before it
+    skipped), else the server's error."""
     dave_session(a)
-    rec, e2e = lone_record_of(a, size)
-    msg = a.msg_of([(rec, sc.record_wire(rec), None)], carriers=[{"e2e": e2e}])
-    a.send_content(msg)
-    a.seq_tx = rec["seqno"]
+    batch, carriers = lone_record_of(a, size)
+    a.send_content(a.msg_of(batch, carriers))
+    a.seq_tx = batch[-1][0]["seqno"]
     try:
         while True:
             _, m = a.read_content()
@@ -1471,6 +1485,8 @@ def lone_record_outcome(a, size):
                 a.rx.update()
             elif m["type"] == "relay":
                 return "relayed"
+            elif m["type"] != "msg":
+                return f"unexpected {m['type']}"
     except sc.ProtoError as e:
         return peer_or_local(e)
 

@@ -53,8 +53,8 @@
   NO_E2E_KEYS counting only the devices still valid (a server cannot be made to list a revoked
   device).
 - PROTOCOL §6.1 (session 17): the client's local check for §6.3 step 7, largest(to), against the
-  largest relay and `stored` the docs' members make (one byte apart: interop finding 116), the
-  figures the docs draw from it, and the refusal at its boundary before a seqno.
+  largest relay and `stored` the docs' members make (interop finding 116), the figures the docs
+  draw from it, and the refusal at its boundary before a seqno.
 - §12.6 "A list in parts" (session 17): a fetch's list in parts joined in order; `more`'s schema;
   more than 8 devices in all or one twice refuses the fetch (finding 117); nothing else between
   the parts (finding 118). The live tests reach only lists our server makes.
@@ -1619,8 +1619,6 @@ class RecordBounds(unittest.TestCase):
 
 # PROTOCOL §2: the largest integer a member may hold, 2^53 − 1 (16 digits), and a u32 (10 digits)
 MAX_INT, MAX_U32 = 2**53 - 1, 2**32 - 1
-# Interop finding 116: §6.1's C is one byte above the largest relay the docs' members make
-FINDING_116 = 1
 
 
 def docs_largest(to, cert_len, ct_len, sig_len):
@@ -1658,10 +1656,11 @@ def docs_largest(to, cert_len, ct_len, sig_len):
 class LargestLoneRecord(unittest.TestCase):
     """PROTOCOL §6.1 (fix17 207d78d, settling interop finding 108): a client refuses locally, before
     the record takes a seqno, a record whose largest(to) = C + b64(len(cert)) + b64(len(ct)) +
-    m × b64(S) exceeds 65276 — C = 788, m = 1 to `lobby`; C = 15377, m = 9 to `user:`; a record
+    m × b64(S) exceeds 65276 — C = 787, m = 1 to `lobby`; C = 15376, m = 9 to `user:`; a record
     to `server` only by the ct bound — S the author's signature length (§4.6). The formula against
-    the relay and `stored` the docs' members make at their largest (one byte apart: finding 116),
-    the figures the docs give from it, and the client's refusal at the boundary."""
+    the relay and `stored` the docs' members make at their largest (C was one byte above it until
+    fix17 d962ab0: interop finding 116), the figures the docs give from it, and the client's
+    refusal at the boundary."""
 
     def test_the_formula_is_the_largest_lone_relay_or_stored_of_the_docs(self):
         for to in ("lobby", "user:bob"):
@@ -1669,7 +1668,7 @@ class LargestLoneRecord(unittest.TestCase):
                 for ct_len in (16, 1000, 24041, sc.MAX_CT_BYTES):
                     for sig_len in (64, 256, 1024):
                         self.assertEqual(sc.largest_lone(to, cert_len, ct_len, sig_len),
-                                         docs_largest(to, cert_len, ct_len, sig_len) + FINDING_116,
+                                         docs_largest(to, cert_len, ct_len, sig_len),
                                          (to, cert_len, ct_len, sig_len))
         self.assertIsNone(sc.largest_lone("server", 16 * 1024, sc.MAX_CT_BYTES, 1024))
 
@@ -1680,13 +1679,13 @@ class LargestLoneRecord(unittest.TestCase):
                    if sc.largest_lone(to, n, sc.MAX_CT_BYTES, sig_len) <= sc.MAX_CONTENT)
 
     def test_the_docs_figures(self):
-        """"a private line leaves up to a certificate of 12252 bytes with Ed25519 and 10524 with
+        """"a private line leaves up to a certificate of 12255 bytes with Ed25519 and 10527 with
         RSA-2048, a lobby line up to any certificate the schema takes (16 KiB)"; a lone relay or
-        stored with k or a sender envelope "takes at most 56772 bytes"."""
-        self.assertEqual(self.largest_cert("user:bob", 64), 12252)
-        self.assertEqual(self.largest_cert("user:bob", 256), 10524)
+        stored with k or a sender envelope "takes at most 56771 bytes"."""
+        self.assertEqual(self.largest_cert("user:bob", 64), 12255)
+        self.assertEqual(self.largest_cert("user:bob", 256), 10527)
         self.assertEqual(self.largest_cert("lobby", 1024), 16 * 1024)
-        self.assertEqual(sc.largest_lone("lobby", 16 * 1024, sc.MAX_CT_BYTES, 1024), 56772)
+        self.assertEqual(sc.largest_lone("lobby", 16 * 1024, sc.MAX_CT_BYTES, 1024), 56771)
 
     def test_the_signature_length_of_each_key_type(self):
         """§4.6: RSA the modulus length, ECDSA P-256 raw r || s, Ed25519."""
@@ -1697,21 +1696,20 @@ class LargestLoneRecord(unittest.TestCase):
             self.assertEqual(sc.signature_length(key), want, type(key).__name__)
 
     def test_the_client_refuses_above_65276_before_a_seqno_and_sends_up_to_it(self):
-        """With an Ed25519 certificate of 12789 bytes (b64 17052), a private line whose ct is
-        24038 bytes makes largest 65273 (sent; 65274-65276 are no largest of a private line: C
-        is 1 mod 4), one of 24041 bytes 65277 (not sent, no seqno taken, the session goes on);
-        a lobby line of 24041 bytes, 49984, is sent, as is a `who` (to `server`: the ct bound
-        alone)."""
+        """With an Ed25519 certificate of 12792 bytes (b64 17056), a private line whose ct is
+        24038 bytes makes largest 65276 (sent), one of 24041 bytes 65280 (the next a private line
+        can make: not sent, no seqno taken, the session goes on); a lobby line of 24041 bytes,
+        49987, is sent, as is a `who` (to `server`: the ct bound alone)."""
         import probe
         c = session_after(0)
         c.device, c.close_sent, c.ts_tx, c.pending = None, False, 0, []
         c.state_lock, c.random, c.tamper = threading.Lock(), sc.os.urandom, lambda step, v: v
         c._flush = lambda: None
-        c.my_der = bytes(12789)
+        c.my_der = bytes(12792)
         fits, over = probe.text_of_ct(24038), probe.text_of_ct(24041)
-        self.assertEqual((sc.largest_lone("user:bob", 12789, 24038, 64),
-                          sc.largest_lone("user:bob", 12789, 24041, 64),
-                          sc.largest_lone("lobby", 12789, 24041, 64)), (65273, 65277, 49984))
+        self.assertEqual((sc.largest_lone("user:bob", 12792, 24038, 64),
+                          sc.largest_lone("user:bob", 12792, 24041, 64),
+                          sc.largest_lone("lobby", 12792, 24041, 64)), (65276, 65280, 49987))
         shown = []
         with mock.patch.object(sc, "out", shown.append), mock.patch.object(sc, "log"):
             c.send_record("user:bob", {"kind": "text", "text": over})
