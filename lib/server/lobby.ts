@@ -79,6 +79,13 @@ export const RELAY_WINDOW = 32;
 const STORED_PAGE = 100;
 /** The share of a session's send queue its offline delivery and a replay leave free (#roomFor). */
 const STORED_RESERVE = 0.5;
+/**
+ * How many times its send queue the live relays held for a member during its offline delivery
+ * may take (PROTOCOL §8.2). They pile up while the member's link carries its queue, so a reader
+ * on a slow link holds several send queues' worth (review9 R9-2: ~3.4 at 200 KB/s with the
+ * lobby speaking half that); one that stopped reading would otherwise hold everything said.
+ */
+const DEFERRED_QUEUE_FACTOR = 8;
 
 /** The offline queue and its bounds (absent: private records to absent users are refused). */
 export interface OfflineDelivery {
@@ -115,6 +122,8 @@ export class Member {
    * author's queued records arrive before their later live ones (PROTOCOL §6.6).
    */
   deferred?: PreparedRelay[];
+  /** What `deferred` holds, in bytes (relaySharedBytes of each). */
+  deferredBytes = 0;
   /** More was queued while a delivery ran: it goes round again. */
   storedAgain = false;
   /**
@@ -555,11 +564,14 @@ export class Lobby {
     try {
       for (let i = 0; i < deferred.length && !member.session.closing; i++) {
         const prepared = deferred[i];
-        await this.#roomFor(member, relaySharedBytes(prepared));
+        const bytes = relaySharedBytes(prepared);
+        await this.#roomFor(member, bytes);
         this.#deliver(member, () => void member.session.relay(prepared));
+        member.deferredBytes -= bytes;
       }
     } finally {
       member.deferred = undefined;
+      member.deferredBytes = 0;
     }
   }
 
@@ -1048,8 +1060,33 @@ export class Lobby {
 
   #relay(member: Member, prepared: PreparedRelay): void {
     // Held behind the stored records being delivered (§6.6).
-    if (member.deferred) member.deferred.push(prepared);
+    if (member.deferred) this.#defer(member, prepared);
     else this.#deliver(member, () => void member.session.relay(prepared));
+  }
+
+  /**
+   * Holds a live relay behind the member's offline delivery (PROTOCOL §6.6, §8.2), up to
+   * DEFERRED_QUEUE_FACTOR times the member's send queue: past that it is not reading, or reads
+   * far slower than the lobby speaks, and it is dropped as a full send queue drops it
+   * (SLOW_CONSUMER). Before (review17 R17-4), a member that stopped reading during its delivery
+   * made the server keep everything said meanwhile.
+   */
+  #defer(member: Member, prepared: PreparedRelay): void {
+    if (member.session.closing) return;
+    member.deferred!.push(prepared);
+    member.deferredBytes += relaySharedBytes(prepared);
+    const limit = DEFERRED_QUEUE_FACTOR * member.session.established.conn.maxQueuedBytes;
+    if (member.deferredBytes <= limit) return;
+    const held = `${member.deferred!.length} relays, ${member.deferredBytes} bytes`;
+    member.deferred!.length = 0; // what a dropped member held goes now, not with the member
+    member.deferredBytes = 0;
+    this.#failed(
+      member,
+      new SecureChatError(
+        "SLOW_CONSUMER",
+        `peer is not reading: ${held} held back during its offline delivery`,
+      ),
+    );
   }
 
   #refuse(member: Member, of: number, code: RefusalCode): void {
