@@ -5,6 +5,7 @@
  * online), dropping a member whose sends fail.
  */
 import assert from "node:assert/strict";
+import { DEFAULT_SEND_QUEUE_BYTES } from "../../lib/wire/connection.ts";
 import { fromBase64, toBase64 } from "../../lib/bytes.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import { fingerprintOf } from "../../lib/pki/describe.ts";
@@ -51,7 +52,10 @@ class FakeSession {
   }
 
   get established() {
-    return { conn: { queuedBytes: 0 }, peer: { der: this.cert } };
+    return {
+      conn: { queuedBytes: 0, maxQueuedBytes: DEFAULT_SEND_QUEUE_BYTES },
+      peer: { der: this.cert },
+    };
   }
 
   #author?: AuthorCert;

@@ -6,6 +6,7 @@
  * delete exactly what was delivered; refusals carry the store's reason.
  */
 import assert from "node:assert/strict";
+import { DEFAULT_SEND_QUEUE_BYTES } from "../../lib/wire/connection.ts";
 import { SecureChatError } from "../../lib/errors.ts";
 import {
   type AuthorCert,
@@ -41,7 +42,10 @@ class FakeSession {
   #seqno = 0;
   constructor(readonly username: string, readonly sessionId = crypto.randomUUID()) {}
   get established() {
-    return { conn: { queuedBytes: 0 }, peer: { der: this.cert } };
+    return {
+      conn: { queuedBytes: 0, maxQueuedBytes: DEFAULT_SEND_QUEUE_BYTES },
+      peer: { der: this.cert },
+    };
   }
 
   #author?: AuthorCert;
