@@ -626,6 +626,27 @@ export class ReceivedGroup {
     return new RecordForms(record, json, this);
   }
 
+  /**
+   * About what this group keeps alive, in bytes: every record of its msg, as parsed (the JSON's
+   * text, an envelope's too) and as decoded (`ct` as bytes). A relay made from one of them keeps
+   * it all (its RecordForms keep the group), which a bound on what is held must count (review17
+   * R17-5: a short lobby line in a msg of large records to `server`).
+   */
+  get retainedBytes(): number {
+    if (this.#retained === undefined) {
+      let bytes = 0;
+      for (let j = 0; j < this.records.length; j++) {
+        const ct = this.records[j].ct.length;
+        const item = (this.message as { records?: { e2e?: unknown }[] }).records?.[j];
+        bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES +
+          (item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length);
+      }
+      this.#retained = bytes;
+    }
+    return this.#retained;
+  }
+  #retained?: number;
+
   /** Whether a group message's items are exactly this msg's records. */
   carriesAll(items: readonly GroupItem[]): boolean {
     if (items.length !== this.records.length) return false;
@@ -2670,6 +2691,12 @@ const PROOF_MEMBER = utf8('"proof":[');
 const RECORDS_MEMBER = utf8('],"records":[');
 const ITEM_HEAD = utf8('{"record":');
 const GROUP_END = utf8("]}");
+/**
+ * What a received record keeps beside its `ct` (ReceivedGroup.retainedBytes), at most: its other
+ * members as text and as bytes, a content key, the objects that hold them.
+ */
+const RETAINED_RECORD_BYTES = 1024;
+
 /** A proof entry in JSON, `"<44 base64>",` at most: what a relay's proof adds per entry. */
 const PROOF_ENTRY_JSON_BYTES = 47;
 

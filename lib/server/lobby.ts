@@ -26,6 +26,7 @@ import {
   LOBBY,
   onlineBodies,
   type PreparedRelay,
+  type ReceivedGroup,
   recipientUser,
   type RefusalCode,
   relaySharedBytes,
@@ -122,8 +123,10 @@ export class Member {
    * author's queued records arrive before their later live ones (PROTOCOL §6.6).
    */
   deferred?: PreparedRelay[];
-  /** What `deferred` holds, in bytes (relaySharedBytes of each). */
+  /** What `deferred` keeps, in bytes (Lobby.#heldCost). */
   deferredBytes = 0;
+  /** How many relays of each msg `deferred` holds (its group is kept while any is). */
+  deferredGroups?: Map<ReceivedGroup, number>;
   /** More was queued while a delivery ran: it goes round again. */
   storedAgain = false;
   /**
@@ -564,14 +567,14 @@ export class Lobby {
     try {
       for (let i = 0; i < deferred.length && !member.session.closing; i++) {
         const prepared = deferred[i];
-        const bytes = relaySharedBytes(prepared);
-        await this.#roomFor(member, bytes);
+        await this.#roomFor(member, relaySharedBytes(prepared));
         this.#deliver(member, () => void member.session.relay(prepared));
-        member.deferredBytes -= bytes;
+        member.deferredBytes -= this.#heldCost(member, prepared, true);
       }
     } finally {
       member.deferred = undefined;
       member.deferredBytes = 0;
+      member.deferredGroups = undefined;
     }
   }
 
@@ -1074,12 +1077,13 @@ export class Lobby {
   #defer(member: Member, prepared: PreparedRelay): void {
     if (member.session.closing) return;
     member.deferred!.push(prepared);
-    member.deferredBytes += relaySharedBytes(prepared);
+    member.deferredBytes += this.#heldCost(member, prepared);
     const limit = DEFERRED_QUEUE_FACTOR * member.session.established.conn.maxQueuedBytes;
     if (member.deferredBytes <= limit) return;
     const held = `${member.deferred!.length} relays, ${member.deferredBytes} bytes`;
     member.deferred!.length = 0; // what a dropped member held goes now, not with the member
     member.deferredBytes = 0;
+    member.deferredGroups = undefined;
     this.#failed(
       member,
       new SecureChatError(
@@ -1087,6 +1091,24 @@ export class Lobby {
         `peer is not reading: ${held} held back during its offline delivery`,
       ),
     );
+  }
+
+  /**
+   * What holding `prepared` for `member` keeps: its relay and, while it is the only relay of its
+   * msg held, the msg (a relay made from a user's msg keeps the whole msg: review17 R17-5).
+   * `release` is the same as the relay leaves.
+   */
+  #heldCost(member: Member, prepared: PreparedRelay, release = false): number {
+    const bytes = relaySharedBytes(prepared);
+    const group = prepared.forms.group;
+    if (!group) return bytes;
+    const groups = member.deferredGroups ??= new Map();
+    const held = groups.get(group) ?? 0;
+    if (release && held === 0) return bytes; // not counted: the member was dropped meanwhile
+    const now = held + (release ? -1 : 1);
+    if (now > 0) groups.set(group, now);
+    else groups.delete(group);
+    return (release ? now === 0 : held === 0) ? bytes + group.retainedBytes : bytes;
   }
 
   #refuse(member: Member, of: number, code: RefusalCode): void {

@@ -8,13 +8,25 @@
 import assert from "node:assert/strict";
 import { DEFAULT_SEND_QUEUE_BYTES } from "../../lib/wire/connection.ts";
 import { SecureChatError } from "../../lib/errors.ts";
+import { ByteBuilder, fromBase64Each } from "../../lib/bytes.ts";
 import {
   type AuthorCert,
   type Body,
+  type C2sMsgMessage,
+  C2sMsgShape,
+  decodeRecord,
+  leafHash,
+  LOBBY,
+  type MessageRecord,
   type PreparedRelay,
+  ReceivedGroup,
   recipientUser,
   type RefusalCode,
+  relaySharedBytes,
+  sealContent,
   TO_SERVER,
+  userMsgItem,
+  userMsgsOf,
   userRecipient,
 } from "../../lib/message/record.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
@@ -28,6 +40,7 @@ import type {
 } from "../../lib/store/message_queue.ts";
 import { checkedMessage, fromMember, RATCHET_ENVELOPE } from "../helpers/records.ts";
 import type { ClusterLink } from "../../lib/cluster/link.ts";
+import { parseMessage } from "../../lib/wire/messages.ts";
 import { pollUntil } from "../../testkit/server_process.ts";
 
 const LIMITS = { messagesPerSecond: 100, messageBurst: 100 };
@@ -335,4 +348,101 @@ Deno.test("Lobby in a cluster: while a member's offline queue is being delivered
   assert.equal(heldFrom(), 40);
   open();
   await pollUntil(() => heldFrom() === undefined || undefined, 2000, () => `${heldFrom()}`);
+});
+
+/**
+ * A user's msg as the server's session hands its lobby line to the lobby (ReceivedGroup.whole,
+ * its signature a stand-in): two short lobby lines, then five acknowledgements to the server as
+ * large as a body makes them (1000 `unread` seqnos each).
+ */
+function lobbyLinesBesideLargeRecords(): { lines: ReceivedMessage[]; group: ReceivedGroup } {
+  const unread = Array.from({ length: 1000 }, (_, i) => 1_000_000 + i);
+  const parts: { body: Body; to: string }[] = ["hi", "there"].map((text) => ({
+    body: { kind: "text", text },
+    to: LOBBY,
+  }));
+  for (let j = 0; j < 5; j++) {
+    parts.push({ body: { kind: "received", upto: 2_000_000, unread }, to: TO_SERVER });
+  }
+  const made = parts.map(({ body, to }, j) => {
+    const { k, ct, c } = sealContent(body);
+    const record: MessageRecord = {
+      sid: "0f".repeat(16),
+      dir: "c2s",
+      to,
+      seqno: 1 + j,
+      ts: Date.now(),
+      ct,
+      c,
+      sig: new Uint8Array(64).fill(7),
+      batch: { i: j, n: parts.length, path: [] },
+    };
+    return { record, k };
+  });
+  const [msg] = userMsgsOf(made.map(({ record, k }) => userMsgItem(record, k, undefined)));
+  const out = new ByteBuilder(msg.length);
+  msg.writeTo(out);
+  const parsed = parseMessage(out.done().slice(), C2sMsgShape) as C2sMsgMessage;
+  const records = parsed.records.map((item) => decodeRecord(item.record));
+  const [sig, ...proof] = fromBase64Each([parsed.sig, ...parsed.proof]);
+  const group = new ReceivedGroup(
+    parsed,
+    { sig, first: parsed.first, n: parsed.n, proof },
+    records,
+    records.map(leafHash),
+  );
+  const lines = [0, 1].map((j): ReceivedMessage => {
+    const item = parsed.records[j] as { record: C2sMsgMessage["records"][0]["record"]; k: string };
+    const forms = group.whole(j, item.record);
+    const [k] = fromBase64Each([item.k]);
+    return {
+      type: "msg",
+      seqno: forms.record.seqno,
+      ts: forms.record.ts,
+      body: parts[j].body,
+      record: forms.record,
+      forms,
+      k,
+    };
+  });
+  return { lines, group };
+}
+
+Deno.test("Lobby: a relay held during an offline delivery counts the msg it keeps, once per msg, and gives it back as it leaves (review17 R17-5)", async () => {
+  const { queue, lobby, member } = setup();
+  const alice = member("alice");
+  await lobby.join(alice.member);
+  await lobby.receive(alice.member, fromMember(alice.member, message("one", userRecipient("bob"))));
+  // bob logs in while his queue is slow to answer: live relays to him are held.
+  const held = gate();
+  queue.gate = held.promise;
+  const bob = member("bob");
+  await lobby.join(bob.member);
+  await settle();
+  assert.ok(bob.member.deferred, "bob's delivery holds live relays");
+  const { lines, group } = lobbyLinesBesideLargeRecords();
+  const prepared = lines.map((m) =>
+    (fromMember(alice.member, m) as Extract<ReceivedMessage, { type: "msg" }>).prepared!
+  );
+  // What a held relay keeps: its own bytes and, through its group, every record of the msg.
+  const kept = (group.message as C2sMsgMessage).records
+    .reduce((sum, r) => sum + r.record.ct.length, 0);
+  assert.ok(kept > 20 * relaySharedBytes(prepared[0]), "the msg is far larger than a line");
+  for (const m of lines) await lobby.receive(alice.member, fromMember(alice.member, m));
+  assert.equal(bob.member.deferred!.length, 2);
+  // The msg once, however many of its relays are held.
+  assert.equal(
+    bob.member.deferredBytes,
+    relaySharedBytes(prepared[0]) + relaySharedBytes(prepared[1]) + group.retainedBytes,
+  );
+  assert.ok(bob.member.deferredBytes >= kept, `${bob.member.deferredBytes} counted, ${kept} kept`);
+  // The delivery ends: the held relays leave, and with them what they were counted at.
+  held.open();
+  await settle();
+  assert.deepEqual(
+    bob.session.sent.slice(-2),
+    prepared.map((p) => `relay ${p.forms.record.seqno}`),
+  );
+  assert.equal(bob.member.deferred, undefined);
+  assert.equal(bob.member.deferredBytes, 0);
 });
