@@ -82,11 +82,12 @@ const STORED_PAGE = 100;
 const STORED_RESERVE = 0.5;
 /**
  * How many times its send queue the live relays held for a member during its offline delivery
- * may take (PROTOCOL §8.2). They pile up while the member's link carries its queue, so a reader
- * on a slow link holds several send queues' worth (review9 R9-2: ~3.4 at 200 KB/s with the
- * lobby speaking half that); one that stopped reading would otherwise hold everything said.
+ * may keep (PROTOCOL §8.2), each with the msg it came in (#heldCost). They pile up while the
+ * member's link carries its queue, so a reader on a slow link holds several send queues' worth
+ * (review9 R9-2: ~9 at 200 KB/s with the lobby speaking half that, each line ~15 KB kept); one
+ * that stopped reading would otherwise hold everything said.
  */
-const DEFERRED_QUEUE_FACTOR = 8;
+const DEFERRED_QUEUE_FACTOR = 16;
 
 /** The offline queue and its bounds (absent: private records to absent users are refused). */
 export interface OfflineDelivery {
