@@ -107,12 +107,19 @@ export class ByteBuilder {
     return this.#bytes.length;
   }
 
-  /** Makes room for `more` bytes past `length` (and past it, zeros). */
+  /**
+   * Makes room for `more` bytes past `length` (and past it, zeros). The buffer only doubles
+   * (from a power of two, it stays one): a part larger than the buffer once made it exactly
+   * that large, and its next doubling could pass a bound a reused builder is kept under
+   * (ScratchBytes), so the largest records' builder was dropped and regrown every time.
+   */
   reserve(more: number): this {
     if (this.#done) throw new RangeError("bytes written after done()");
     const needed = this.#at + more;
     if (needed <= this.#bytes.length) return this;
-    const grown = new Uint8Array(Math.max(needed, 2 * this.#bytes.length));
+    let capacity = Math.max(1, 2 * this.#bytes.length);
+    while (capacity < needed) capacity *= 2;
+    const grown = new Uint8Array(capacity);
     grown.set(this.#bytes.subarray(0, this.#at));
     this.#bytes = grown;
     return this;

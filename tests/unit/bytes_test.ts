@@ -216,6 +216,31 @@ Deno.test("ScratchBytes: the reused buffer is zeroed between uses, nothing left 
   assert.notEqual(after.buffer, big.buffer);
 });
 
+Deno.test("ScratchBytes keeps its buffer for records up to keepBytes made of large parts", () => {
+  // A record of four 15 KiB contents, padded (PROTOCOL §3.2): a part larger than the buffer's
+  // double used to grow it to an odd size whose next doubling passed keepBytes (122 KiB), so
+  // the buffer was dropped and every such record allocated and zeroed ~200 KiB afresh.
+  const scratch = new ScratchBytes(64 * 1024);
+  const layOut = () =>
+    scratch.use((out) => {
+      for (let i = 0; i < 4; i++) out.u32(15_000).bytes(new Uint8Array(15_000).fill(i + 1));
+      return out.done(256);
+    });
+  const first = layOut();
+  assert.equal(first.length, 60_160);
+  const second = layOut();
+  assert.equal(second.buffer, first.buffer, "the buffer is reused");
+  assert.equal(second.buffer.byteLength, 64 * 1024);
+});
+
+Deno.test("ByteBuilder grows by doubling, to the first double that holds what is asked", () => {
+  const out = new ByteBuilder(1024).bytes(new Uint8Array(5000));
+  assert.equal(out.capacity, 8192);
+  assert.equal(out.bytes(new Uint8Array(4000)).capacity, 16_384);
+  assert.equal(new ByteBuilder(0).u8(1).capacity, 1);
+  assert.equal(new ByteBuilder(0).bytes(new Uint8Array(3)).capacity, 4);
+});
+
 Deno.test("fromUtf8() throws on malformed UTF-8 and keeps a real U+FFFD, as a fatal TextDecoder", () => {
   const fatal = new TextDecoder("utf-8", { fatal: true });
   const malformed = [
