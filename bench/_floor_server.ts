@@ -11,7 +11,12 @@
  */
 import { fromBase64Each, toBase64 } from "../lib/bytes.ts";
 import { importVerifyingKeySpki } from "../lib/crypto/signature.ts";
-import { MAX_CONTENT_BYTES, RecordLayer, RecordOutbox } from "../lib/handshake/record.ts";
+import {
+  MAX_CONTENT_BYTES,
+  RecordLayer,
+  RecordOutbox,
+  sealedLength,
+} from "../lib/handshake/record.ts";
 import { loadIdentity } from "../lib/identity.ts";
 import {
   type AuthorCert,
@@ -34,7 +39,7 @@ import { fingerprintOf } from "../lib/pki/describe.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { TranscriptWriter } from "../lib/transcript/writer.ts";
 import { atTurnEnd, endTurn, spendTurn, TURN_UNIT_BYTES } from "../lib/turn.ts";
-import { FRAME_HEADER_BYTES, FrameConnection } from "../lib/wire/connection.ts";
+import { FrameConnection } from "../lib/wire/connection.ts";
 import { parseMessage } from "../lib/wire/messages.ts";
 import { byType } from "../lib/wire/shape.ts";
 import { FLOOR_READY, type FloorHello, floorKeys, type Rung, RUNGS } from "./_floor.ts";
@@ -95,7 +100,10 @@ function outboxOf(peer: Peer): RecordOutbox {
       closeRelay(peer);
       peer.outbox = undefined;
       outbox.seal((inner) =>
-        peer.conn.sendFramed(peer.records.sealInner(inner, FRAME_HEADER_BYTES))
+        peer.conn.sendSealed(
+          sealedLength(inner.length),
+          (into) => peer.records.sealInner(inner, into),
+        )
       );
     });
   }

@@ -83,7 +83,7 @@ for (let round = 1; round <= rounds; round++) {
     const figures = [
       cpuPerCall(() => nodeSeal(key, nonce, plaintext, aad), n),
       cpuPerCall(() => chaCha20Poly1305SealJs(key, nonce, plaintext, aad), n),
-      cpuPerCall(() => native.seal(key, nonce, plaintext, aad, 0), n),
+      cpuPerCall(() => native.seal(key, nonce, plaintext, aad), n),
       cpuPerCall(() => nodeOpen(key, nonce, sealed, aad), n),
       cpuPerCall(() => chaCha20Poly1305OpenJs(key, nonce, sealed, aad), n),
       cpuPerCall(() => native.open(key, nonce, sealed, aad), n),

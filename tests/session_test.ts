@@ -42,13 +42,12 @@ function inbox(what: string) {
   };
 }
 
-/** Counts the frames `conn` queues, whichever way they are laid out (send, sendFramed). */
+/** Counts the frames `conn` queues, whichever way they are laid out (send, sendSealed). */
 function countFrames(conn: FrameConnection): { count: number } {
   const frames = { count: 0 };
-  const send = conn.send.bind(conn);
-  const sendFramed = conn.sendFramed.bind(conn);
-  conn.send = (payload) => (frames.count++, send(payload));
-  conn.sendFramed = (frame) => (frames.count++, sendFramed(frame));
+  const sendSealed = conn.sendSealed.bind(conn);
+  // send() queues through sendSealed too.
+  conn.sendSealed = (length, write) => (frames.count++, sendSealed(length, write));
   return frames;
 }
 

@@ -85,23 +85,28 @@ export function openAesGcm(
 }
 
 /**
- * ChaCha20-Poly1305 (RFC 8439), synchronous: ciphertext || 16-byte tag, after `headroom` zero
- * bytes (a frame's length, written there later: no copy to frame it). The record layer's
- * AEAD (PROTOCOL §3.2): fast in software, where Deno's node:crypto AES-GCM is not.
- * @throws {RangeError} for a key that is not 32 bytes or a nonce that is not 12 bytes
+ * ChaCha20-Poly1305 (RFC 8439), synchronous: ciphertext || 16-byte tag, in a new buffer or
+ * written into `into` (exactly that long: a frame's place in a connection's batch, no buffer of
+ * its own and no copy to send it). The record layer's AEAD (PROTOCOL §3.2): fast in software,
+ * where Deno's node:crypto AES-GCM is not.
+ * @throws {RangeError} for a key that is not 32 bytes, a nonce that is not 12 bytes or an `into`
+ *   of another length
  */
 export function sealChaCha20Poly1305(
   key: Uint8Array,
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
-  headroom = 0,
+  into?: Uint8Array,
 ): Uint8Array {
   if (key.length !== CHACHA20_POLY1305_KEY_BYTES) {
     throw new RangeError("ChaCha20-Poly1305 key must be 32 bytes");
   }
   if (nonce.length !== GCM_NONCE_BYTES) throw new RangeError("nonce must be 12 bytes");
-  return chaCha20Poly1305Seal(key, nonce, plaintext, aad, headroom);
+  if (into && into.length !== plaintext.length + POLY1305_TAG_BYTES) {
+    throw new RangeError("the output is not the sealed length");
+  }
+  return chaCha20Poly1305Seal(key, nonce, plaintext, aad, into);
 }
 
 /**

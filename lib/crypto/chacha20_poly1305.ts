@@ -303,24 +303,27 @@ function start(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array): void {
 }
 
 /**
- * ChaCha20-Poly1305 seal (RFC 8439 §2.8): `headroom` zero bytes, then ciphertext || 16-byte tag.
+ * ChaCha20-Poly1305 seal (RFC 8439 §2.8): ciphertext || 16-byte tag, in a new buffer or written
+ * into `into` (exactly the plaintext's length and 16: a frame's place in a connection's batch).
  * A 32-byte key and a 12-byte nonce (the caller checks).
+ * @throws {RangeError} for an `into` of another length
  */
 export function chaCha20Poly1305SealJs(
   key: Uint8Array,
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
-  headroom = 0,
+  into?: Uint8Array,
 ): Uint8Array {
   const length = plaintext.length;
-  const out = new Uint8Array(headroom + length + 16);
+  const out = into ?? new Uint8Array(length + 16);
+  if (out.length !== length + 16) throw new RangeError("the output is not the sealed length");
   try {
     start(key, nonce, aad);
-    chachaXor(plaintext, 0, out, headroom, length);
-    polyPadded(out, headroom, length);
+    chachaXor(plaintext, 0, out, 0, length);
+    polyPadded(out, 0, length);
     polyLengths(aad.length, length);
-    polyFinish(out, headroom + length);
+    polyFinish(out, length);
     return out;
   } finally {
     wipeState();

@@ -77,28 +77,29 @@ export class OpenSslSymmetric {
   }
 
   /**
-   * ChaCha20-Poly1305: `headroom` zero bytes, then ciphertext || 16-byte tag.
-   * @throws {LibcryptoError} on a wrong key or nonce length, or when libcrypto fails
+   * ChaCha20-Poly1305: ciphertext || 16-byte tag, in a new buffer or written into `into`
+   * (exactly the plaintext's length and the tag's: libcrypto writes that many bytes there).
+   * @throws {LibcryptoError} on a wrong key, nonce or output length, or when libcrypto fails
    */
   seal(
     key: Uint8Array,
     nonce: Uint8Array,
     plaintext: Uint8Array,
     aad: Uint8Array,
-    headroom: number,
+    into?: Uint8Array,
   ): Uint8Array {
     checkKeyAndNonce(key, nonce);
     const length = checkLength(byteLength(plaintext));
     const aadLength = checkLength(byteLength(aad));
-    if (!Number.isSafeInteger(headroom) || headroom < 0) {
-      throw new LibcryptoError("the headroom is not a byte count");
+    if (into !== undefined && byteLength(into) !== length + TAG_BYTES) {
+      throw new LibcryptoError("the output is not the sealed length");
     }
     const lib = this.#lib;
     const ctx = this.#sealCtx;
     const count = this.#count;
-    const out = new Uint8Array(headroom + length + TAG_BYTES);
-    const body = out.subarray(headroom, headroom + length);
-    const tag = out.subarray(headroom + length);
+    const out = into ?? new Uint8Array(length + TAG_BYTES);
+    const body = Uint8Array.prototype.subarray.call(out, 0, length);
+    const tag = Uint8Array.prototype.subarray.call(out, length);
     const ok = lib.EVP_EncryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
       // AAD: out is null, nothing is written, and the count is no output length.
       (aadLength === 0 || lib.EVP_EncryptUpdate(ctx, null, count, aad, aadLength) === 1) &&

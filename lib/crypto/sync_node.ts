@@ -186,7 +186,8 @@ export function aesGcmOpen(
 }
 
 /**
- * ChaCha20-Poly1305 (RFC 8439): `headroom` zero bytes, then ciphertext || 16-byte tag. The caller
+ * ChaCha20-Poly1305 (RFC 8439): ciphertext || 16-byte tag, new or written into `into` (exactly
+ * the plaintext's length and the tag's: a frame's place in a connection's batch). The caller
  * checks key (32) and nonce (12) lengths (and libcrypto's path again: it reads them unsized).
  * Plaintexts longer than {@link NATIVE_AEAD_MIN_BYTES} through libcrypto where it loads; otherwise
  * short ones in JavaScript ({@link CHACHA20_POLY1305_JS_MAX_BYTES} says why) and longer ones
@@ -198,13 +199,13 @@ export function chaCha20Poly1305Seal(
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
-  headroom = 0,
+  into?: Uint8Array,
 ): Uint8Array {
   const native = nativeSymmetric();
   if (native && plaintext.length > NATIVE_AEAD_MIN_BYTES) {
-    return native.seal(key, nonce, plaintext, aad, headroom);
+    return native.seal(key, nonce, plaintext, aad, into);
   }
-  return portableChaCha20Poly1305Seal(key, nonce, plaintext, aad, headroom);
+  return portableChaCha20Poly1305Seal(key, nonce, plaintext, aad, into);
 }
 
 function portableChaCha20Poly1305Seal(
@@ -212,12 +213,12 @@ function portableChaCha20Poly1305Seal(
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad: Uint8Array,
-  headroom = 0,
+  into?: Uint8Array,
 ): Uint8Array {
   if (plaintext.length <= CHACHA20_POLY1305_JS_MAX_BYTES) {
-    return chaCha20Poly1305SealJs(key, nonce, plaintext, aad, headroom);
+    return chaCha20Poly1305SealJs(key, nonce, plaintext, aad, into);
   }
-  return sealWith(createCipheriv("chacha20-poly1305", key, nonce, TAG), plaintext, aad, headroom);
+  return sealWith(createCipheriv("chacha20-poly1305", key, nonce, TAG), plaintext, aad, into);
 }
 
 /**
@@ -272,21 +273,27 @@ interface AeadDecipher {
   final(): Uint8Array;
 }
 
-/** `headroom` zero bytes, then ciphertext || tag: room in front for what frames it. */
+/**
+ * Ciphertext || tag, new or written into `into` (exactly that long).
+ * @throws {RangeError} for an `into` of another length
+ */
 function sealWith(
   cipher: AeadCipher,
   plaintext: Uint8Array,
   aad: Uint8Array,
-  headroom = 0,
+  into?: Uint8Array,
 ): Uint8Array {
   cipher.setAAD(aad, { plaintextLength: plaintext.length });
   const head = cipher.update(plaintext);
   const tail = cipher.final();
   const tag = cipher.getAuthTag();
-  const out = new Uint8Array(headroom + head.length + tail.length + tag.length);
-  out.set(head, headroom);
-  out.set(tail, headroom + head.length);
-  out.set(tag, headroom + head.length + tail.length);
+  const out = into ?? new Uint8Array(head.length + tail.length + tag.length);
+  if (out.length !== head.length + tail.length + tag.length) {
+    throw new RangeError("the output is not the sealed length");
+  }
+  out.set(head);
+  out.set(tail, head.length);
+  out.set(tag, head.length + tail.length);
   return out;
 }
 
@@ -448,15 +455,15 @@ function loadSymmetric(): OpenSslSymmetric | null {
 
 /**
  * `native` if it gives {@link portable}'s bytes on one fixed input per primitive (past every
- * bound, with AAD and headroom), else null: a libcrypto that loads but cannot run these (a
+ * bound, with AAD, and into a caller's buffer), else null: a libcrypto that loads but cannot run these (a
  * provider configuration without ChaCha20-Poly1305, say) leaves the process on the portable
  * paths instead of failing every message. Once per process, ~50 µs.
  */
 function agreesWithPortable(native: OpenSslSymmetric): OpenSslSymmetric | null {
   const input = new Uint8Array(1500).map((_, i) => i * 7);
   const [key, nonce, aad] = [input.subarray(0, 32), input.subarray(32, 44), input.subarray(44, 57)];
-  const sealed = native.seal(key, nonce, input, aad, 2);
-  const tampered = sealed.slice(2);
+  const sealed = native.seal(key, nonce, input, aad, new Uint8Array(input.length + 16));
+  const tampered = sealed.slice();
   tampered[7] ^= 1;
   try {
     native.open(key, nonce, tampered, aad);
@@ -464,8 +471,8 @@ function agreesWithPortable(native: OpenSslSymmetric): OpenSslSymmetric | null {
   } catch (error) {
     if (!(error instanceof LibcryptoError)) throw error;
   }
-  return timingSafeEqual(sealed, portableChaCha20Poly1305Seal(key, nonce, input, aad, 2)) &&
-      timingSafeEqual(native.open(key, nonce, sealed.subarray(2), aad), input) &&
+  return timingSafeEqual(sealed, portableChaCha20Poly1305Seal(key, nonce, input, aad)) &&
+      timingSafeEqual(native.open(key, nonce, sealed, aad), input) &&
       timingSafeEqual(native.sha256(input), portableSha256([input])) &&
       timingSafeEqual(
         native.hmacSha256(input.subarray(0, 100), input),

@@ -11,6 +11,7 @@ import {
   counterNonceInto,
   GCM_NONCE_BYTES,
   openChaCha20Poly1305,
+  POLY1305_TAG_BYTES,
   sealChaCha20Poly1305,
 } from "../crypto/aead.ts";
 import { SecureChatError } from "../errors.ts";
@@ -24,6 +25,10 @@ export const MAX_INNER_BYTES = Math.floor((64 * 1024 - 16) / RECORD_PADDING) * R
 export const MAX_CONTENT_BYTES = MAX_INNER_BYTES - 4;
 /** A sender must update its key before this many records under one key (PROTOCOL §3.2). */
 export const MAX_RECORDS_PER_KEY = 2 ** 24;
+/** The frame payload an inner plaintext of `innerBytes` is sealed into: it and the AEAD's tag. */
+export function sealedLength(innerBytes: number): number {
+  return innerBytes + POLY1305_TAG_BYTES;
+}
 /** What a content adds to its record's inner plaintext besides its bytes: its length. */
 export const CONTENT_OVERHEAD = 4;
 
@@ -198,16 +203,17 @@ const recordNonce = new Uint8Array(GCM_NONCE_BYTES);
 
 /**
  * The record at counter `n` under `keys` (PROTOCOL §3.2): ChaCha20-Poly1305 with nonce
- * iv XOR n and the record label as associated data.
+ * iv XOR n and the record label as associated data; in a new buffer, or written into `into`
+ * (exactly {@link sealedLength} bytes).
  */
 export function sealRecord(
   keys: DirectionKeys,
   n: number,
   inner: Uint8Array,
-  headroom = 0,
+  into?: Uint8Array,
 ): Uint8Array {
   const nonce = counterNonceInto(recordNonce, keys.iv, n);
-  return sealChaCha20Poly1305(keys.key, nonce, inner, RECORD_AAD, headroom);
+  return sealChaCha20Poly1305(keys.key, nonce, inner, RECORD_AAD, into);
 }
 
 /**
@@ -277,17 +283,22 @@ export class RecordLayer {
   }
 
   /**
-   * Seals a padded inner plaintext (a RecordOutbox's) into one frame payload, after `headroom`
-   * bytes left for the frame's length (FrameConnection.sendFramed).
-   * @throws INVALID_INPUT for one not padded, or too large
+   * Seals a padded inner plaintext (a RecordOutbox's) into one frame payload: a new buffer, or
+   * `into` (exactly {@link sealedLength} bytes: the frame's place in FrameConnection.sendSealed's
+   * batch).
+   * @throws INVALID_INPUT for one not padded, or too large, or an `into` of another length (no
+   *   counter spent)
    */
-  sealInner(inner: Uint8Array, headroom = 0): Uint8Array {
+  sealInner(inner: Uint8Array, into?: Uint8Array): Uint8Array {
     if (
       inner.length === 0 || inner.length % RECORD_PADDING !== 0 || inner.length > MAX_INNER_BYTES
     ) {
       throw new SecureChatError("INVALID_INPUT", `inner plaintext of ${inner.length} bytes`);
     }
-    return sealRecord(this.#send.keys, this.#send.next(), inner, headroom);
+    if (into && into.length !== sealedLength(inner.length)) {
+      throw new SecureChatError("INVALID_INPUT", `${into.length} bytes for a sealed record`);
+    }
+    return sealRecord(this.#send.keys, this.#send.next(), inner, into);
   }
 
   /**

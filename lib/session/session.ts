@@ -85,7 +85,6 @@ import {
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
 import { byType } from "../wire/shape.ts";
-import { FRAME_HEADER_BYTES } from "../wire/connection.ts";
 import {
   type E2eUnwrap,
   type RelayedMessage,
@@ -111,6 +110,7 @@ import {
   RECORD_PADDING,
   RecordOutbox,
   recordRuns,
+  sealedLength,
 } from "../handshake/record.ts";
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
@@ -560,7 +560,7 @@ export class ChatSession {
     // hold what was sent.
     for (const msg of contents) this.#transcript.append(msg);
     for (const run of recordRuns(contents)) {
-      await this.#est.conn.sendPacedFramed(this.#sealWithUpdate(run)); // at the server's pace
+      await this.#est.conn.sendPaced(this.#sealWithUpdate(run)); // at the server's pace
     }
     // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep the socket
     // writes and the transcript's flush waiting until it stops.
@@ -695,7 +695,7 @@ export class ChatSession {
     this.#outbox = undefined;
     try {
       this.#closeRelay(outbox);
-      outbox.seal((inner) => this.#est.conn.sendFramed(this.#sealInnerWithUpdate(inner, true)));
+      outbox.seal((inner) => this.#sendInner(inner));
     } catch (error) {
       this.abort(
         error instanceof SecureChatError ? error : new SecureChatError("INTERNAL", String(error)),
@@ -703,19 +703,25 @@ export class ChatSession {
     }
   }
 
-  /**
-   * Seals one record as a frame (FrameConnection.sendFramed: no copy to frame it), first sending
-   * a key_update when the key is due (§4.4).
-   */
+  /** Seals one record into a new buffer, first sending a key_update when the key is due (§4.4). */
   #sealWithUpdate(contents: readonly Content[]): Uint8Array {
-    return this.#sealInnerWithUpdate(padContents(contents), true);
+    this.#updateKeyIfDue();
+    return this.#est.records.sealInner(padContents(contents));
   }
 
   /**
-   * Seals one record's padded inner plaintext, likewise; `framed`: as a frame with room for its
-   * length (FrameConnection.sendFramed), not a payload.
+   * Queues one record's padded inner plaintext, sealed into its place in the connection's batch
+   * (FrameConnection.sendSealed: no buffer of its own), first sending a key_update when the key
+   * is due (§4.4).
    */
-  #sealInnerWithUpdate(inner: Uint8Array, framed: boolean): Uint8Array {
+  #sendInner(inner: Uint8Array): void {
+    this.#updateKeyIfDue();
+    const records = this.#est.records;
+    this.#est.conn.sendSealed(sealedLength(inner.length), (into) => records.sealInner(inner, into));
+  }
+
+  /** Sends a key_update and moves to the next sending key, when the current one is due (§4.4). */
+  #updateKeyIfDue(): void {
     const records = this.#est.records;
     const limit = this.#opts.keyUpdateRecords ?? DEFAULT_KEY_UPDATE_RECORDS;
     const age = Date.now() - this.#keySince;
@@ -726,7 +732,6 @@ export class ChatSession {
       records.updateSend();
       this.#keySince = Date.now();
     }
-    return records.sealInner(inner, framed ? FRAME_HEADER_BYTES : 0);
   }
 
   /**
@@ -1427,7 +1432,7 @@ export class ChatSession {
 
   #sendControl(message: unknown): void {
     this.#sendOutbox(); // the session messages made before it go first
-    this.#est.conn.sendFramed(this.#sealWithUpdate([utf8(JSON.stringify(message))]));
+    this.#sendInner(padContents([utf8(JSON.stringify(message))]));
   }
 
   #armCloseTimer(): void {

@@ -4,7 +4,7 @@
  * can hold a session's resources forever.
  */
 import { SecureChatError } from "../errors.ts";
-import { join, writeU32 } from "../bytes.ts";
+import { writeU32 } from "../bytes.ts";
 import { type ByteReader, checkFrameLength, FrameReader, MAX_FRAME_BYTES } from "./frame.ts";
 import { atTurnEnd, currentTurn } from "../turn.ts";
 
@@ -12,6 +12,10 @@ export interface ByteStreamConn {
   readable: ReadableStream<Uint8Array>;
   /** Read into our buffer (Deno.Conn has it): preferred, see FrameReader. */
   read?(into: Uint8Array): Promise<number | null>;
+  /**
+   * Must be done with `bytes` once it settles (a socket's write, a copy): the buffer is then
+   * another batch's (FrameConnection's spare batches).
+   */
   write(bytes: Uint8Array): Promise<number>;
   close(): void;
   /** Half-close: no more writes from us, reads go on (Deno.TcpConn has it). */
@@ -34,6 +38,40 @@ export const LINGER_MAX_BYTES = DEFAULT_SEND_QUEUE_BYTES;
 /** A frame's bytes on the wire beyond its payload's: the length. */
 export const FRAME_HEADER_BYTES = 4;
 
+/** A batch's smallest buffer: a lone short frame (a line, an ack) still takes one this size. */
+const MIN_BATCH_BYTES = 1024;
+/**
+ * The most the spare batches hold in all: a batch written is kept for the next one up to this,
+ * so a busy server writes each turn's records into buffers it already has (a fresh one of tens
+ * of KiB is calloc'd, zeroed and faulted in by the kernel: the floor's largest cost before
+ * session 17), and an idle one holds at most this much beside its connections.
+ */
+const SPARE_BATCH_BYTES = 2 * 1024 * 1024;
+const NO_BATCH = new Uint8Array(0);
+
+/** Batch buffers no connection is using, by size (powers of two), and their bytes in all. */
+const spareBatches = new Map<number, Uint8Array[]>();
+let spareBytes = 0;
+
+/** A batch buffer of at least `bytes`: a spare one of the size, else a new one. */
+function takeBatch(bytes: number): Uint8Array {
+  let size = MIN_BATCH_BYTES;
+  while (size < bytes) size *= 2;
+  const spare = spareBatches.get(size)?.pop();
+  if (!spare) return new Uint8Array(size);
+  spareBytes -= size;
+  return spare;
+}
+
+/** A batch buffer no write holds any more: kept for the next batch while the spares have room. */
+function giveBackBatch(buffer: Uint8Array): void {
+  if (buffer === NO_BATCH || spareBytes + buffer.length > SPARE_BATCH_BYTES) return;
+  let spares = spareBatches.get(buffer.length);
+  if (!spares) spareBatches.set(buffer.length, spares = []);
+  spares.push(buffer);
+  spareBytes += buffer.length;
+}
+
 /** The connection itself is the reader's source: no wrapper object and closure per connection. */
 function readsIntoOurBuffer(conn: ByteStreamConn): conn is ByteStreamConn & ByteReader {
   return conn.read !== undefined;
@@ -45,10 +83,13 @@ export class FrameConnection {
   readonly #maxQueuedBytes: number;
   #queued = 0;
   /**
-   * Frames accepted by `send` and not yet handed to a write, in order, each its length and
-   * payload in one buffer: one alone in its batch is written as it is, several are joined.
+   * Frames accepted by `send` and not yet handed to a write, in order, back to back (each its
+   * length, then its payload) in `#batch[0, #batchLength)`: a buffer of the spares, handed whole
+   * to one write and given back when it is done. A sealed record is written into its place here
+   * (sendSealed): no buffer of its own, no copy to join it to the others.
    */
-  #pending: Uint8Array[] = [];
+  #batch: Uint8Array = NO_BATCH;
+  #batchLength = 0;
   /** The running write loop, if any: resolves once everything queued is written. */
   #writer: Promise<void> | null = null;
   #writeError: SecureChatError | null = null;
@@ -67,7 +108,7 @@ export class FrameConnection {
   #endAwaited = false;
   readonly #turnEnded = () => {
     this.#endAwaited = false;
-    if (this.#pending.length > 0 && !this.#writer) this.#startWriter();
+    if (this.#batchLength > 0 && !this.#writer) this.#startWriter();
   };
 
   constructor(
@@ -134,29 +175,31 @@ export class FrameConnection {
    * @throws FRAME_TOO_LARGE, and what assertRoom throws
    */
   send(payload: Uint8Array): void {
-    checkFrameLength(payload.length);
-    this.assertRoom(FRAME_HEADER_BYTES + payload.length);
-    const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.length);
-    frame.set(payload, FRAME_HEADER_BYTES);
-    this.#queue(frame);
+    this.sendSealed(payload.length, (into) => into.set(payload));
   }
 
   /**
-   * Queues one frame laid out by the caller: FRAME_HEADER_BYTES left for its length (written
-   * here), then the payload. A sealed record made so (RecordLayer.sealInner's headroom) is
-   * framed without a copy.
-   * @throws as `send`
+   * Queues one frame of `length` payload bytes that `write` writes into its place in the batch
+   * (`into`, exactly `length` bytes; keeping no view of it): a record sealed there
+   * (RecordLayer.sealInner's `into`) needs no buffer of its own and no copy. Nothing is queued
+   * if `write` throws.
+   * @throws as `send`, and what `write` throws
    */
-  sendFramed(frame: Uint8Array): void {
-    checkFrameLength(frame.length - FRAME_HEADER_BYTES);
-    this.assertRoom(frame.length);
-    this.#queue(frame);
-  }
-
-  #queue(frame: Uint8Array): void {
-    writeU32(frame, 0, frame.length - FRAME_HEADER_BYTES);
-    this.#queued += frame.length;
-    this.#pending.push(frame);
+  sendSealed(length: number, write: (into: Uint8Array) => void): void {
+    checkFrameLength(length);
+    const bytes = FRAME_HEADER_BYTES + length;
+    this.assertRoom(bytes);
+    const start = this.#batchLength;
+    if (start + bytes > this.#batch.length) {
+      const grown = takeBatch(start + bytes);
+      grown.set(this.#batch.subarray(0, start));
+      giveBackBatch(this.#batch);
+      this.#batch = grown;
+    }
+    write(this.#batch.subarray(start + FRAME_HEADER_BYTES, start + bytes));
+    writeU32(this.#batch, start, length);
+    this.#batchLength = start + bytes;
+    this.#queued += bytes;
     // With a write on its way, the frame goes in the next. Else the first frame of a turn
     // leaves at once (after the current job: what the job queues goes with it), and what is
     // queued after that write in the same turn waits for the turn's end and leaves in one
@@ -201,23 +244,21 @@ export class FrameConnection {
 
   /** The write of everything queued so far: what waits for the turn's end leaves now. */
   get #writing(): Promise<void> {
-    if (!this.#writer && this.#pending.length > 0) this.#startWriter();
+    if (!this.#writer && this.#batchLength > 0) this.#startWriter();
     return this.#writer ?? Promise.resolve();
   }
 
   /**
    * Writes until nothing is queued. Everything queued while a write was in flight goes
    * out in the next single write: one syscall (and one op) per batch, not per frame,
-   * as a chat server's send queue flushes. A frame alone in its batch is written as it was
-   * queued; several are joined into one buffer.
+   * as a chat server's send queue flushes.
    */
   async #drain(): Promise<void> {
     try {
-      while (this.#pending.length > 0) {
-        const batch = this.#pending;
-        this.#pending = [];
-        // Joined from the list, not spread: a peer that stops reading lets it grow (R10-2).
-        const bytes = batch.length === 1 ? batch[0] : join(batch);
+      while (this.#batchLength > 0) {
+        const batch = this.#batch;
+        const bytes = batch.subarray(0, this.#batchLength);
+        [this.#batch, this.#batchLength] = [NO_BATCH, 0];
         try {
           if (this.#writeError || this.#closed) continue;
           let offset = 0;
@@ -232,6 +273,7 @@ export class FrameConnection {
           );
         } finally {
           this.#queued -= bytes.length;
+          giveBackBatch(batch);
         }
       }
     } finally {
@@ -240,21 +282,22 @@ export class FrameConnection {
   }
 
   /**
-   * Queues one frame laid out as `sendFramed` takes it, first waiting for the queue to drain if
-   * it is full: for a sender whose own pace should follow the peer's (a client typing or
-   * piping lines), where `sendFramed` would give up with SLOW_CONSUMER.
+   * Queues one frame as `send`, first waiting for the queue to drain if it is full: for a
+   * sender whose own pace should follow the peer's (a client typing or piping lines), where
+   * `send` would give up with SLOW_CONSUMER.
    */
-  async sendPacedFramed(frame: Uint8Array): Promise<void> {
-    while (this.#queued > 0 && this.#queued + frame.length > this.#maxQueuedBytes) {
+  async sendPaced(payload: Uint8Array): Promise<void> {
+    const bytes = FRAME_HEADER_BYTES + payload.length;
+    while (this.#queued > 0 && this.#queued + bytes > this.#maxQueuedBytes) {
       await this.#writing;
     }
-    this.sendFramed(frame);
+    this.send(payload);
   }
 
   /** Resolves when everything queued so far has been written (or the write failed). */
   async flush(timeoutMs = 5000): Promise<void> {
     // Nothing queued: no timer to set and clear.
-    if (!this.#writer && this.#pending.length === 0) return;
+    if (!this.#writer && this.#batchLength === 0) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#writing,

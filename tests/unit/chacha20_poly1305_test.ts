@@ -79,9 +79,12 @@ Deno.test("chaCha20Poly1305SealJs() agrees with node:crypto on every length 0..3
       assert.equal(toHex(backend.chaCha20Poly1305Seal(key, nonce, plaintext, aad)), want);
       assert.deepEqual(backend.chaCha20Poly1305Open(key, nonce, fromHex(want), aad), plaintext);
     }
-    // Headroom: that many zero bytes in front, then the same bytes.
-    const roomy = chaCha20Poly1305SealJs(key, nonce, plaintext, aad, 5);
-    assert.equal(toHex(roomy), "0000000000" + want, `${length} bytes with headroom`);
+    // Into a caller's place (a frame's in a batch): the same bytes there, nothing around touched.
+    const batch = new Uint8Array(5 + want.length / 2 + 3).fill(0xee);
+    const into = batch.subarray(5, 5 + want.length / 2);
+    assert.equal(chaCha20Poly1305SealJs(key, nonce, plaintext, aad, into), into);
+    assert.equal(toHex(batch), "ee".repeat(5) + want + "ee".repeat(3), `${length} bytes, into`);
+    assert.throws(() => chaCha20Poly1305SealJs(key, nonce, plaintext, aad, batch), RangeError);
   }
 });
 

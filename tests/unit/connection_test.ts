@@ -56,22 +56,21 @@ Deno.test("FrameConnection.send(): frames queued in one job leave in one write, 
   fc.close();
 });
 
-Deno.test("FrameConnection.sendFramed(): a frame laid out by the caller goes as it is, in order with send()'s", async () => {
+Deno.test("FrameConnection.sendSealed(): a frame written into its place goes in order with send()'s; one that throws is not queued", async () => {
   const held = heldConn();
   const fc = new FrameConnection(held.conn);
-  const framed = (i: number) => {
-    const frame = new Uint8Array(4 + payload(i).length);
-    frame.set(payload(i), 4);
-    return frame;
-  };
-  const alone = framed(1);
-  fc.sendFramed(alone);
+  const write = (i: number) => (into: Uint8Array) => into.set(payload(i));
+  fc.sendSealed(payload(1).length, write(1));
   await Promise.resolve();
   await Promise.resolve();
   assert.deepEqual(held.writes, [encodeFrame(payload(1))]);
-  assert.deepEqual(alone, encodeFrame(payload(1)), "its length written in place");
   fc.send(payload(2));
-  fc.sendFramed(framed(3));
+  fc.sendSealed(payload(3).length, write(3));
+  assert.throws(() =>
+    fc.sendSealed(100, () => {
+      throw new Error("the seal failed");
+    })
+  );
   fc.send(payload(4));
   held.release();
   await new Promise((r) => setTimeout(r, 0));
@@ -79,6 +78,39 @@ Deno.test("FrameConnection.sendFramed(): a frame laid out by the caller goes as 
   held.release();
   await fc.flush(1000);
   assert.equal(fc.queuedBytes, 0);
+  fc.close();
+});
+
+Deno.test("FrameConnection: a batch's buffer, once written, is another batch's; what each write was given stays whole until it settles", async () => {
+  // Batches of one connection after another's, of sizes that need a larger buffer midway: each
+  // write sees exactly its frames, though the buffers are reused (spare batches).
+  const seen: Uint8Array[] = [];
+  const views: Uint8Array[] = [];
+  let release: (() => void) | null = null;
+  const conn: ByteStreamConn = {
+    readable: new ReadableStream(),
+    write(bytes: Uint8Array): Promise<number> {
+      views.push(bytes);
+      seen.push(bytes.slice());
+      return new Promise((resolve) => release = () => resolve(bytes.length));
+    },
+    close() {},
+  };
+  const fc = new FrameConnection(conn);
+  const expected = [encodeFrame(payload(0))];
+  fc.send(payload(0));
+  await new Promise((r) => setTimeout(r, 0)); // its write in flight
+  for (let round = 1; round < 8; round++) {
+    const frames = Array.from({ length: round * 3 }, (_, i) => payload(round * 40 + i * 90));
+    for (const frame of frames) fc.send(frame); // into another batch: the last is being written
+    expected.push(concat(...frames.map((p) => encodeFrame(p))));
+    assert.deepEqual(views.at(-1), seen.at(-1), `round ${round}: the write in flight is whole`);
+    release!();
+    await new Promise((r) => setTimeout(r, 0)); // that write done, this round's in flight
+  }
+  release!();
+  await fc.flush(1000);
+  assert.deepEqual(seen, expected);
   fc.close();
 });
 

@@ -178,10 +178,19 @@ Deno.test("sealChaCha20Poly1305(): both backends agree from an empty plaintext t
       toHex(sealed),
     );
     assert.deepEqual(browserSync.chaCha20Poly1305Open(key, nonce, sealed, aad), plaintext);
-    // With room in front for a frame's length: zeros, then the same bytes.
+    // Into a frame's place in a batch: the same bytes there, nothing around them touched.
+    assert.throws(
+      () => sealChaCha20Poly1305(key, nonce, plaintext, aad, new Uint8Array(sealed.length + 1)),
+      RangeError,
+    );
     for (const backend of [nodeSync, browserSync]) {
-      const roomy = backend.chaCha20Poly1305Seal(key, nonce, plaintext, aad, 4);
-      assert.equal(toHex(roomy), "00000000" + toHex(sealed));
+      const batch = new Uint8Array(4 + sealed.length + 2).fill(0xee);
+      backend.chaCha20Poly1305Seal(key, nonce, plaintext, aad, batch.subarray(4, -2));
+      assert.equal(toHex(batch), "ee".repeat(4) + toHex(sealed) + "eeee");
+      assert.throws(
+        () => backend.chaCha20Poly1305Seal(key, nonce, plaintext, aad, batch.subarray(4, -1)),
+        Error, // RangeError, or libcrypto's own (past NATIVE_AEAD_MIN_BYTES)
+      );
     }
   }
 });

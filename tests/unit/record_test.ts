@@ -13,6 +13,7 @@ import {
   RecordLayer,
   RecordOutbox,
   recordRuns,
+  sealedLength,
   unpadContent,
   unpadContents,
 } from "../../lib/handshake/record.ts";
@@ -67,6 +68,23 @@ for (const c of vectors.cases) {
     }
   });
 }
+
+Deno.test("RecordLayer.sealInner(): sealed into a caller's place, the bytes a new buffer gets; a place of another length spends no counter", () => {
+  const keys = { key, iv };
+  const [fresh, inPlace] = [new RecordLayer(keys, keys), new RecordLayer(keys, keys)];
+  for (const text of ["a", "x".repeat(300), "y".repeat(5000)]) {
+    const inner = padContents([utf8(text)]);
+    const batch = new Uint8Array(4 + sealedLength(inner.length) + 4).fill(0xee);
+    const into = batch.subarray(4, -4);
+    assert.throws(
+      () => inPlace.sealInner(inner, batch.subarray(4, -3)),
+      (e) => codeOf(e) === "INVALID_INPUT",
+    );
+    assert.equal(inPlace.sealInner(inner, into), into);
+    assert.equal(toHex(batch), "eeeeeeee" + toHex(fresh.sealInner(inner)) + "eeeeeeee", text);
+  }
+  assert.equal(inPlace.sentUnderKey, 3);
+});
 
 Deno.test("RecordLayer: contents sealed together open together, in order, one counter each record", () => {
   const keys = { key, iv };
