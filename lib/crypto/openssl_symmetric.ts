@@ -61,6 +61,8 @@ export class OpenSslSymmetric {
   readonly #macLength = new Uint32Array(1);
   /** Stands in for an empty input, and receives a Final's zero bytes (checked). */
   readonly #scratch = new Uint8Array(TAG_BYTES);
+  /** The tag being checked, copied here: not a buffer of its own per open. */
+  readonly #tag = new Uint8Array(TAG_BYTES);
 
   /** @throws {LibcryptoError} when libcrypto lacks ChaCha20-Poly1305 or SHA-256 or memory */
   constructor(libcrypto: Libcrypto) {
@@ -137,7 +139,8 @@ export class OpenSslSymmetric {
     // Both views made before Init, so only FFI calls run between Init and Final. The tag a copy:
     // SET_TAG takes a non-const pointer, and the caller's bytes stay the caller's.
     const ciphertext = Uint8Array.prototype.subarray.call(sealed, 0, length);
-    const tag = Uint8Array.prototype.slice.call(sealed, length);
+    const tag = this.#tag;
+    tag.set(Uint8Array.prototype.subarray.call(sealed, length));
     const ok = lib.EVP_DecryptInit_ex(ctx, this.#cipher, null, key, nonce) === 1 &&
       lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_BYTES, tag) === 1 &&
       // AAD: out is null, nothing is written, and the count is no output length.

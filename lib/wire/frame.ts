@@ -46,11 +46,12 @@ export interface ByteReader {
 export const IDLE_READ_BYTES = 1024;
 /**
  * Bytes asked for after a read that filled its whole buffer: more is waiting, so one
- * read takes a batch of frames instead of one op (and one allocation) per kilobyte. The
+ * read takes a batch of frames instead of one op per kilobyte, into the same buffer read
+ * after read while the peer keeps it full (a turn's worth: TURN_UNIT_BYTES × TURN_UNITS). The
  * first read that comes back short returns to IDLE_READ_BYTES, so a connection that
  * goes quiet parks a small buffer (unless its burst ended exactly on a buffer's edge).
  */
-export const BUSY_READ_BYTES = 16 * 1024;
+export const BUSY_READ_BYTES = 64 * 1024;
 
 const NOTHING = new Uint8Array(0);
 
@@ -194,8 +195,8 @@ export class FrameReader {
     const payload = this.#buffer.slice(this.#start + 4, this.#start + 4 + length);
     this.#start += 4 + length;
     this.#have -= 4 + length;
-    // An idle connection keeps no buffer at all.
-    if (this.#have === 0) [this.#buffer, this.#start] = [NOTHING, 0];
+    // An idle connection keeps no buffer at all; a busy one its own for the next read.
+    if (this.#have === 0) [this.#buffer, this.#start] = [this.#busy ? this.#buffer : NOTHING, 0];
     return payload;
   }
 
@@ -251,15 +252,23 @@ export class FrameReader {
 
   /**
    * Where the next read of a ByteReader goes: the room after the buffered bytes when the frame
-   * in progress fits in it; otherwise a new buffer with those bytes moved to its start and room
-   * for the rest of that frame, but never less than quietReadBytes (BUSY_READ_BYTES while the
-   * peer keeps our reads full).
+   * in progress fits in it; otherwise those bytes moved to the start of a buffer with room for
+   * the rest of that frame, but never less than quietReadBytes (BUSY_READ_BYTES while the peer
+   * keeps our reads full): this buffer when it has room for that frame and half as much (read
+   * after read of a busy peer, a part of a frame left each time: no new buffer, calloc'd and
+   * faulted in, per read), else a new one.
    */
   #room(): Uint8Array {
     const wanted = this.#wanted();
     const end = this.#start + this.#have;
     if (this.#have > 0 && this.#buffer.length - end >= wanted) return this.#buffer.subarray(end);
     const room = Math.max(wanted, this.#busy ? BUSY_READ_BYTES : this.quietReadBytes);
+    if (this.#buffer.length - this.#have >= Math.max(wanted, room / 2)) {
+      // Ours alone: every frame taken from it was a copy (#takeFrame).
+      this.#buffer.copyWithin(0, this.#start, end);
+      this.#start = 0;
+      return this.#buffer.subarray(this.#have);
+    }
     const buffer = new Uint8Array(this.#have + room);
     buffer.set(this.#buffer.subarray(this.#start, end));
     [this.#buffer, this.#start] = [buffer, 0];

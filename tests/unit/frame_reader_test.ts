@@ -62,17 +62,38 @@ Deno.test("FrameReader(ByteReader): small and maximum frames whole, in any piece
 });
 
 Deno.test("FrameReader(ByteReader): reads that come back full ask for BUSY_READ_BYTES, a short one goes back to idle", async () => {
-  const frames = Array.from({ length: 100 }, (_, i) => frame(600, i));
+  const frames = Array.from({ length: 250 }, (_, i) => frame(600, i));
   const source = scripted(joined(...frames), 1 << 20); // everything is waiting at once
   const reader = new FrameReader(source);
   for (let i = 0; i < frames.length; i++) {
     assert.deepEqual(await reader.read(), new Uint8Array(600).fill(i));
   }
   assert.equal(await reader.read(), null);
-  // 60 KB waiting: one idle-sized read, then busy-sized ones, then the short tail.
-  assert.deepEqual(source.asked.slice(0, 3), [IDLE_READ_BYTES, BUSY_READ_BYTES, BUSY_READ_BYTES]);
-  assert.ok(source.asked.length <= 8, `${source.asked.length} reads for 60 KB`);
+  // 150 KB waiting: one idle-sized read, then busy-sized ones, then the short tail.
+  assert.deepEqual(source.asked.slice(0, 2), [IDLE_READ_BYTES, BUSY_READ_BYTES]);
+  assert.ok(source.asked[2] >= BUSY_READ_BYTES, "then the rest of that buffer");
+  assert.ok(source.asked.length <= 8, `${source.asked.length} reads for 150 KB`);
   assert.equal(source.asked.at(-1), IDLE_READ_BYTES, "the read after a short one is idle-sized");
+});
+
+Deno.test("FrameReader(ByteReader): a busy peer's reads go into the same buffer, frames straddling them", async () => {
+  // A sender's records of ~15 KB, all waiting: every full read leaves part of a frame behind.
+  // A new buffer per read (calloc'd, zeroed, faulted in) was the floor's read cost.
+  const frames = Array.from({ length: 60 }, (_, i) => frame(15_000 + i, i));
+  const source = scripted(joined(...frames), 1 << 22);
+  const buffers = new Set<ArrayBufferLike>();
+  const reader = new FrameReader({
+    read(into: Uint8Array): Promise<number | null> {
+      buffers.add(into.buffer);
+      return source.read(into);
+    },
+  });
+  for (let i = 0; i < frames.length; i++) {
+    assert.deepEqual(await reader.read(), new Uint8Array(15_000 + i).fill(i));
+  }
+  assert.equal(await reader.read(), null);
+  assert.ok(source.asked.length >= 14, `${source.asked.length} reads`);
+  assert.ok(buffers.size <= 3, `${buffers.size} buffers for ${source.asked.length} reads`);
 });
 
 Deno.test("FrameReader.hasFrame: true only while a whole frame is buffered", async () => {
