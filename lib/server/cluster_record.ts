@@ -98,3 +98,11 @@ export function decodeStoredRelay(text: string): ClusterRelay {
   }
   return record.relay;
 }
+
+/**
+ * What holding a decoded stream record back keeps (Member.held), in bytes: its strings, as its
+ * JSON counts them — a relay's ct and certificate are nearly all of it.
+ */
+export function heldRecordBytes(record: ClusterRecord): number {
+  return JSON.stringify(record).length;
+}

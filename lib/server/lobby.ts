@@ -40,6 +40,7 @@ import {
   decodeClusterRecord,
   decodeStoredRelay,
   encodeClusterRecord,
+  heldRecordBytes,
   preparedRelayOf,
 } from "./cluster_record.ts";
 import { TokenBucket } from "./limits.ts";
@@ -81,13 +82,14 @@ const STORED_PAGE = 100;
 /** The share of a session's send queue its offline delivery and a replay leave free (#roomFor). */
 const STORED_RESERVE = 0.5;
 /**
- * How many times its send queue the live relays held for a member during its offline delivery
- * may keep (PROTOCOL §8.2), each with the msg it came in (#heldCost). They pile up while the
- * member's link carries its queue, so a reader on a slow link holds several send queues' worth
+ * How many times its send queue what is held back for a member may keep (PROTOCOL §8.2): the
+ * live relays held during its offline delivery, each with the msg it came in (#heldCost), and the
+ * stream records held during a cluster replay, together. They pile up while the member's link
+ * carries its queue or its replay, so a reader on a slow link holds several send queues' worth
  * (review9 R9-2: ~9 at 200 KB/s with the lobby speaking half that, each line ~15 KB kept); one
- * that stopped reading would otherwise hold everything said.
+ * that stopped reading would otherwise hold everything said (review17 R17-4, held17).
  */
-const DEFERRED_QUEUE_FACTOR = 16;
+const HELD_QUEUE_FACTOR = 16;
 
 /** The offline queue and its bounds (absent: private records to absent users are refused). */
 export interface OfflineDelivery {
@@ -114,9 +116,12 @@ export class Member {
   readonly since = Date.now();
   /**
    * Stream records held back while older ones are replayed to this member (a takeover from a
-   * lost node), so each author's messages still arrive in order.
+   * lost node), so each author's messages still arrive in order; each with what it keeps, in
+   * bytes (heldRecordBytes).
    */
-  held?: ClusterRecord[];
+  held?: { record: ClusterRecord; bytes: number }[];
+  /** What `held` keeps, in bytes: bounded with `deferredBytes` (Lobby.#checkHeld). */
+  heldBytes = 0;
   /** Ended because the user logged in again elsewhere: no "left" notice. */
   replaced = false;
   /**
@@ -124,7 +129,7 @@ export class Member {
    * author's queued records arrive before their later live ones (PROTOCOL §6.6).
    */
   deferred?: PreparedRelay[];
-  /** What `deferred` keeps, in bytes (Lobby.#heldCost). */
+  /** What `deferred` keeps, in bytes (Lobby.#heldCost), bounded with `heldBytes`. */
   deferredBytes = 0;
   /** How many relays of each msg `deferred` holds (its group is kept while any is). */
   deferredGroups?: Map<ReceivedGroup, number>;
@@ -908,9 +913,14 @@ export class Lobby {
       return;
     }
     const now: Member[] = [];
+    let bytes: number | undefined;
     for (const member of this.#localRecipients(envelope.from, envelope.to)) {
-      if (member.held) member.held.push(record);
-      else now.push(member);
+      if (!member.held) now.push(member);
+      else if (!member.session.closing) {
+        member.held.push({ record, bytes: bytes ??= heldRecordBytes(record) });
+        member.heldBytes += bytes;
+        this.#checkHeld(member, "replay");
+      }
     }
     // The server's sends are synchronous (no signature): nothing to wait for here.
     this.#deliverRecord(now, record);
@@ -1008,7 +1018,8 @@ export class Lobby {
     const held = member.held ?? [];
     try {
       for (let i = 0; i < held.length && !member.session.closing; i++) {
-        const record = held[i];
+        const { record, bytes } = held[i];
+        member.heldBytes -= bytes;
         if (!("relay" in record)) {
           this.#deliverRecord([member], record);
           continue;
@@ -1022,6 +1033,7 @@ export class Lobby {
       this.log(codeOf(error), { user: member.username, detail: `held records: ${error}` });
     } finally {
       member.held = undefined;
+      member.heldBytes = 0;
     }
   }
 
@@ -1070,26 +1082,39 @@ export class Lobby {
 
   /**
    * Holds a live relay behind the member's offline delivery (PROTOCOL §6.6, §8.2), up to
-   * DEFERRED_QUEUE_FACTOR times the member's send queue: past that it is not reading, or reads
-   * far slower than the lobby speaks, and it is dropped as a full send queue drops it
-   * (SLOW_CONSUMER). Before (review17 R17-4), a member that stopped reading during its delivery
+   * HELD_QUEUE_FACTOR times the member's send queue with what its replay holds (#checkHeld):
+   * past that it is not reading, or reads far slower than the lobby speaks, and it is dropped as
+   * a full send queue drops it (SLOW_CONSUMER). Before (review17 R17-4), a member that stopped reading during its delivery
    * made the server keep everything said meanwhile.
    */
   #defer(member: Member, prepared: PreparedRelay): void {
     if (member.session.closing) return;
     member.deferred!.push(prepared);
     member.deferredBytes += this.#heldCost(member, prepared);
-    const limit = DEFERRED_QUEUE_FACTOR * member.session.established.conn.maxQueuedBytes;
-    if (member.deferredBytes <= limit) return;
-    const held = `${member.deferred!.length} relays, ${member.deferredBytes} bytes`;
-    member.deferred!.length = 0; // what a dropped member held goes now, not with the member
+    this.#checkHeld(member, "offline delivery");
+  }
+
+  /**
+   * The one bound on what is held back for a member (PROTOCOL §8.2): the relays of its offline
+   * delivery and the stream records of its replay together may keep HELD_QUEUE_FACTOR times its
+   * send queue; past that it is dropped as a full send queue drops it (SLOW_CONSUMER), and what
+   * it held goes now, not with the member. `during` names what was holding when it passed.
+   */
+  #checkHeld(member: Member, during: "offline delivery" | "replay"): void {
+    const bytes = member.heldBytes + member.deferredBytes;
+    const limit = HELD_QUEUE_FACTOR * member.session.established.conn.maxQueuedBytes;
+    if (bytes <= limit) return;
+    const count = (member.held?.length ?? 0) + (member.deferred?.length ?? 0);
+    if (member.held) member.held.length = 0;
+    if (member.deferred) member.deferred.length = 0;
+    member.heldBytes = 0;
     member.deferredBytes = 0;
     member.deferredGroups = undefined;
     this.#failed(
       member,
       new SecureChatError(
         "SLOW_CONSUMER",
-        `peer is not reading: ${held} held back during its offline delivery`,
+        `peer is not reading: ${count} records, ${bytes} bytes held back during its ${during}`,
       ),
     );
   }

@@ -450,7 +450,10 @@ class SendQueueSession {
     this.cert = new TextEncoder().encode(`certificate of ${username}`);
   }
   get established() {
-    return { conn: { queuedBytes: this.queued }, peer: { der: this.cert } };
+    return {
+      conn: { queuedBytes: this.queued, maxQueuedBytes: this.limit },
+      peer: { der: this.cert },
+    };
   }
 
   #author?: AuthorCert;
@@ -490,8 +493,13 @@ class SendQueueSession {
   }
 }
 
-Deno.test("Lobby in a cluster without an offline queue: live records held during a replay reach the member at its pace afterwards, not in one turn (review9 R9-2's last case)", async () => {
-  // The stream as a list: every record a node publishes lands there, in order.
+/**
+ * A lobby in a cluster whose stream is a list, alice in session, and bob's last node killed
+ * before it handed him anything of the stream: at his login here he is replayed what alice said
+ * before (`missed` long lines), against a `sendQueue`-byte send queue that empties only when the
+ * test reads (`bob.read()`).
+ */
+async function replayedToBob(missed: number, sendQueue: number) {
   const stream: RecordEnvelope[] = [];
   const cluster = {
     processed: 0,
@@ -503,14 +511,13 @@ Deno.test("Lobby in a cluster without an offline queue: live records held during
     departedUsers: () => [],
     announceLogin: () => {},
     announcePresence: () => {},
-    // bob's last node was killed before it handed him anything of the stream.
     lastSeen: (user: string) =>
       user === "bob" ? { node: "n2", session: "lost", cursor: 0 } : undefined,
     async *replay(after: number, upTo: number) {
       for (let seq = after + 1; seq <= upTo; seq++) yield [stream[seq - 1], seq] as const;
     },
   };
-  const limits = { messagesPerSecond: 1000, messageBurst: 1000, presenceNoticeMs: 0 };
+  const limits = { messagesPerSecond: 10_000, messageBurst: 10_000, presenceNoticeMs: 0 };
   const logged: string[] = [];
   const lobby = new Lobby(
     (event) => void logged.push(event),
@@ -525,37 +532,65 @@ Deno.test("Lobby in a cluster without an offline queue: live records held during
   const alice = member(new SendQueueSession("alice", 1 << 30), []);
   await lobby.join(alice);
   const long = (n: number) => `${n} ${"x".repeat(MAX_TEXT_CHARS - 10)}`;
-  const say = async (n: number) => {
+  /** alice says line `n`; this node takes it from the stream unless `missed`. */
+  const say = async (n: number, missed = false) => {
     await lobby.receive(alice, fromMember(alice, message({ kind: "text", text: long(n) }, LOBBY)));
     await Promise.all(alice.inFlight ?? []);
-    return stream.length;
-  };
-  // 20 lines bob missed (~110 KB), against his 64 KiB send queue.
-  for (let n = 0; n < 20; n++) await say(n);
-  cluster.processed = stream.length;
-  const bobSession = new SendQueueSession("bob", 64 * 1024);
-  const dropped: SecureChatError[] = [];
-  await lobby.join(member(bobSession, dropped));
-  // The replay waits for bob to read; the lobby goes on meanwhile: 30 lines (~165 KB) held.
-  for (let n = 20; n < 50; n++) {
-    const seq = await say(n);
-    await lobby.clusterHandlers().record(stream[seq - 1], seq);
+    const seq = stream.length;
+    if (!missed) await lobby.clusterHandlers().record(stream[seq - 1], seq);
     cluster.processed = seq;
-  }
+  };
+  for (let n = 0; n < missed; n++) await say(n, true);
+  const bob = new SendQueueSession("bob", sendQueue);
+  const dropped: SecureChatError[] = [];
+  const bobMember = member(bob, dropped);
+  await lobby.join(bobMember);
+  return { say, bob, bobMember, dropped, logged };
+}
+
+Deno.test("Lobby in a cluster without an offline queue: live records held during a replay reach the member at its pace afterwards, not in one turn (review9 R9-2's last case)", async () => {
+  // 20 lines bob missed (~110 KB), against his 64 KiB send queue.
+  const { say, bob, dropped, logged } = await replayedToBob(20, 64 * 1024);
+  // The replay waits for bob to read; the lobby goes on meanwhile: 30 lines (~165 KB) held.
+  for (let n = 20; n < 50; n++) await say(n);
   // bob reads whatever is sent, turn after turn, until every line has reached him.
   const expected = 20 + 30;
-  for (
-    let turn = 0;
-    turn < 1000 && bobSession.relayed.length < expected && !dropped.length;
-    turn++
-  ) {
-    bobSession.read();
+  for (let turn = 0; turn < 1000 && bob.relayed.length < expected && !dropped.length; turn++) {
+    bob.read();
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
   assert.deepEqual(dropped.map((e) => `${e.code}: ${e.message}`), []);
-  assert.equal(bobSession.relayed.length, expected);
-  assert.deepEqual(bobSession.relayed, [...bobSession.relayed].sort((a, b) => a - b));
+  assert.equal(bob.relayed.length, expected);
+  assert.deepEqual(bob.relayed, [...bob.relayed].sort((a, b) => a - b));
   assert.ok(logged.includes("REPLAYED"));
+});
+
+Deno.test("Lobby in a cluster: a member that stops reading during its replay is dropped SLOW_CONSUMER once the stream records held for it keep 16 send queues, not held everything the cluster says (held17)", async () => {
+  const sendQueue = 64 * 1024;
+  // bob reads nothing: his replay of 20 lines waits with his send queue full.
+  const { say, bob, bobMember, dropped } = await replayedToBob(20, sendQueue);
+  // Meanwhile the lobby says ~2.2 MB, twice what 16 of bob's send queues hold.
+  const said = 400;
+  for (let n = 20; n < 20 + said && !dropped.length; n++) await say(n);
+  assert.ok(
+    dropped.length === 1,
+    `bob's session is open and ${bobMember.held?.length} records ` +
+      `(${bobMember.heldBytes} bytes) are held for him`,
+  );
+  assert.equal(dropped[0].code, "SLOW_CONSUMER");
+  const [, count, bytes] = /(\d+) records, (\d+) bytes held back during its replay/
+    .exec(dropped[0].message)!.map(Number);
+  // Dropped at the bound: 16 send queues and the record that passed it, no more.
+  const line = MAX_TEXT_CHARS + 1024;
+  assert.ok(bytes > 16 * sendQueue && bytes <= 16 * sendQueue + line, `${bytes} bytes held`);
+  assert.ok(count < said, `${count} records held`);
+  // What was held goes with the drop, and nothing more is held for, or sent to, the closed
+  // session: bob had only the first few of his 20 replayed lines (held ones come after all 20).
+  assert.equal(bobMember.heldBytes, 0);
+  await say(20 + said);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(bobMember.heldBytes, 0);
+  assert.ok(bob.relayed.length > 0 && bob.relayed.length < 20, `${bob.relayed.length} relayed`);
 });
 
 Deno.test("Lobby in a cluster: users of a silent node forgotten without logging in again leave the end-to-end membership; one back elsewhere does not", async () => {
