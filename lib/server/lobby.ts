@@ -1084,8 +1084,8 @@ export class Lobby {
    * Holds a live relay behind the member's offline delivery (PROTOCOL §6.6, §8.2), up to
    * HELD_QUEUE_FACTOR times the member's send queue with what its replay holds (#checkHeld):
    * past that it is not reading, or reads far slower than the lobby speaks, and it is dropped as
-   * a full send queue drops it (SLOW_CONSUMER). Before (review17 R17-4), a member that stopped reading during its delivery
-   * made the server keep everything said meanwhile.
+   * a full send queue drops it (SLOW_CONSUMER). Before (review17 R17-4), a member that stopped
+   * reading during its delivery made the server keep everything said meanwhile.
    */
   #defer(member: Member, prepared: PreparedRelay): void {
     if (member.session.closing) return;
