@@ -159,3 +159,82 @@ Deno.test("parseStrictJson() reads escaped member names itself: V8's JSON.parse 
     { x: 1, 'a"': 2, b: { 'c"': 1 } },
   );
 });
+
+/**
+ * A message shaped as a user's msg of a lobby batch (PROTOCOL §6.3), end to end: base64, hex
+ * and numbers, no backslash and no colon inside a string — the text whose names
+ * parseStrictJson counts by its colons.
+ */
+function lobbyMsg(rng: Rng, records: number): Record<string, unknown> {
+  const text = (n: number, alphabet: string) =>
+    Array.from({ length: n }, () => alphabet[rng.int(alphabet.length)]).join("");
+  const b64 = (n: number) =>
+    text(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+  const sid = text(32, "0123456789abcdef");
+  return {
+    type: "msg",
+    sig: b64(344),
+    first: 7,
+    n: records,
+    proof: [b64(44)],
+    records: Array.from({ length: records }, (_, j) => ({
+      record: {
+        sid,
+        dir: "c2s",
+        to: "lobby",
+        seqno: 7 + j,
+        ts: 1_796_000_000_000 + j,
+        ct: b64(96),
+        c: b64(44),
+      },
+      e2e: { kind: "sender", from: text(16, "0123456789abcdef"), id: 3, n: j, w: b64(64) },
+    })),
+  };
+}
+
+/** JSON.stringify(value), with the first member of the object `target` (by visit order) written twice. */
+function withRepeatedMember(value: unknown, target: number, spell: (name: string) => string) {
+  let visited = 0;
+  const write = (v: unknown): string => {
+    if (Array.isArray(v)) return `[${v.map(write).join(",")}]`;
+    if (typeof v !== "object" || v === null) return JSON.stringify(v);
+    const entries = Object.entries(v);
+    const members = entries.map(([name, item]) => `${JSON.stringify(name)}:${write(item)}`);
+    if (visited++ === target && entries.length > 0) {
+      const [name, item] = entries[0];
+      members.splice(1 + (target % entries.length), 0, `${spell(name)}:${write(item)}`);
+    }
+    return `{${members.join(",")}}`;
+  };
+  return write(value);
+}
+
+Deno.test("parseStrictJson() refuses a repeated member anywhere in a msg, whether its names are counted by colons or by a scan", () => {
+  const rng = new Rng(SEED ^ 0x17f0);
+  const msg = lobbyMsg(rng, 4);
+  const plain = JSON.stringify(msg);
+  assert.ok(!plain.includes("\\"), "the msg has no backslash");
+  assert.deepEqual(parseStrictJson(plain), msg);
+  // Each object's first name again, as written (the colon count sees it), escaped (the scan,
+  // and the careful parser, must), and beside a colon inside a string (the colon count cannot
+  // decide: the scan must).
+  const objects = 1 + 4 * 3; // the msg, and each item, its record and its envelope
+  const spellings = [
+    (name: string) => JSON.stringify(name),
+    (name: string) => `"\\u${name.charCodeAt(0).toString(16).padStart(4, "0")}${name.slice(1)}"`,
+  ];
+  for (let target = 0; target < objects; target++) {
+    for (const spell of spellings) {
+      const text = withRepeatedMember(msg, target, spell);
+      assert.throws(() => parseStrictJson(text), /appears twice/, `object ${target}: ${text}`);
+      const colon = text.replace('"lobby"', '"lob:by"');
+      assert.throws(() => parseStrictJson(colon), /appears twice/, `object ${target}: ${colon}`);
+    }
+  }
+  // Colons inside strings and escapes without a repeated name: the value JSON.parse gives.
+  for (
+    const text of [plain.replaceAll('"lobby"', '"a:b"'), plain.replace('"lobby"', '"lo\\u0062by"')]
+  ) {
+    assert.deepEqual(parseStrictJson(text), JSON.parse(text));
+  }
+});
