@@ -45,6 +45,7 @@ import {
   uint,
 } from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
+import { hasNoEscape, jsonAt, literalAt } from "../wire/canonical_text.ts";
 import { base64Text as zodBase64Text } from "../wire/schema.ts";
 import { z } from "zod";
 import {
@@ -512,7 +513,14 @@ export class RecordForms {
     readonly record: MessageRecord,
     readonly json: RecordJson,
     readonly group?: ReceivedGroup,
-  ) {}
+    /**
+     * The relayed form's JSON text as received, when it was received exactly so (its msg's
+     * text matched the canonical form: receivedSpans): taken as it came, never laid out.
+     */
+    relayedJson?: Uint8Array,
+  ) {
+    if (relayedJson) this.#relayed = new RelayedForm(record, relayedJson);
+  }
 
   /** The record's JSON text as UTF-8: exactly `JSON.stringify(json)` (writeRecordJson). */
   get bytes(): Uint8Array {
@@ -563,6 +571,20 @@ export class RecordForms {
   #relayed?: { readonly bytes: Uint8Array; readonly encoding: Uint8Array };
 }
 
+/** A relayed form whose JSON text came as received: its record_enc laid out when first read. */
+class RelayedForm {
+  #encoding?: Uint8Array;
+
+  constructor(readonly record: MessageRecord, readonly bytes: Uint8Array) {}
+
+  get encoding(): Uint8Array {
+    if (this.#encoding) return this.#encoding;
+    const out = new ByteBuilder(recordEncodingBound(this.record, true));
+    writeRecordEncoding(out, this.record, true);
+    return this.#encoding = out.done();
+  }
+}
+
 /** What writeRecordJson adds for `sig` and `batch` around their values (RecordForms.wholeLength). */
 const WHOLE_SIG_MEMBER = '","sig":"';
 const WHOLE_BATCH_MEMBERS = ',"batch":{"i":,"n":,"path":[]}';
@@ -586,20 +608,33 @@ export class ReceivedGroup {
    * @param group the same, decoded
    * @param records the msg's records as decoded (without `sig` and `batch`), in order
    * @param leaves their leaf hashes
+   * @param source the msg's content as received, when its text is the msg's canonical form
+   *   (receivedSpans): each record's relayed JSON and its carrier are taken from it
    */
   constructor(
     readonly message: { sig: string; first: number; n: number; proof: readonly string[] },
     readonly group: GroupParts,
     readonly records: readonly MessageRecord[],
     readonly leaves: readonly Uint8Array[],
+    readonly source?: ReceivedSource,
   ) {
     const { sig, first, n } = group;
     this.batchParts = makeBatchParts(records[0].sid, message.sig, sig, first, n);
   }
 
   /**
+   * Record `j`'s carrier as received, `,"k":…}` or `,"e2e":…}` (what ends a relay's item after
+   * its record), when the msg came in its canonical form.
+   */
+  carrier(j: number): Uint8Array | undefined {
+    const source = this.source;
+    return source?.content.subarray(source.spans[3 * j + 1], source.spans[3 * j + 2]);
+  }
+
+  /**
    * Record `j` and its JSON (`json`, as received) made whole, in place: `sig` and `batch`, whose
-   * `path` is derived when first read. The forms a relay, a `stored` and the cluster share.
+   * `path` is derived when first read. The forms a relay, a `stored` and the cluster share; the
+   * relayed form's JSON taken as received when the msg came in its canonical form.
    */
   whole(j: number, json: RecordJson): RecordForms {
     const record = this.records[j];
@@ -623,7 +658,9 @@ export class ReceivedGroup {
         return pathText();
       },
     };
-    return new RecordForms(record, json, this);
+    const source = this.source;
+    const relayed = source?.content.subarray(source.spans[3 * j], source.spans[3 * j + 1]);
+    return new RecordForms(record, json, this, relayed);
   }
 
   /**
@@ -671,11 +708,57 @@ export class ReceivedGroup {
   }
 }
 
+/**
+ * A user's msg's content as received, and where in it each record's JSON and its carrier lie
+ * (receivedSpans: 3 offsets per record).
+ */
+export interface ReceivedSource {
+  readonly content: Uint8Array;
+  readonly spans: readonly number[];
+}
+
+/**
+ * Where a user's msg's records and their carriers lie in `content`, its bytes as received
+ * (`text` their UTF-8 reading), when that text is exactly the msg's canonical form — what
+ * UserMsg writes of it: PROTOCOL §6.3's members in order, no whitespace, each value as
+ * JSON.stringify writes it, ASCII throughout (so that the text's offsets are the bytes').
+ * For record j: spans[3j] where its JSON starts, spans[3j + 1] where it ends and its carrier's
+ * tail (`,"k":…}` or `,"e2e":…}`) starts, spans[3j + 2] where that ends. Undefined for any
+ * other text (whitespace, another member order, a number or string spelt otherwise, an
+ * escape, a character beyond ASCII): such a msg is laid out afresh, never forwarded as it came.
+ */
+export function receivedSpans(
+  content: Uint8Array,
+  text: string,
+  message: C2sMsgMessage,
+): ReceivedSource | undefined {
+  if (text.length !== content.length || !hasNoEscape(text)) return undefined;
+  let at = literalAt(text, 0, '{"type":"msg","sig":');
+  at = jsonAt(text, at, message.sig);
+  at = jsonAt(text, literalAt(text, at, ',"first":'), message.first);
+  at = jsonAt(text, literalAt(text, at, ',"n":'), message.n);
+  at = jsonAt(text, literalAt(text, at, ',"proof":'), message.proof);
+  at = literalAt(text, at, ',"records":[');
+  const spans: number[] = [];
+  for (let j = 0; j < message.records.length && at >= 0; j++) {
+    const item = message.records[j];
+    at = literalAt(text, j === 0 ? at : literalAt(text, at, ","), '{"record":');
+    spans.push(at);
+    at = jsonAt(text, at, item.record);
+    spans.push(at);
+    at = "e2e" in item
+      ? jsonAt(text, literalAt(text, at, ',"e2e":'), item.e2e)
+      : jsonAt(text, literalAt(text, at, ',"k":'), item.k);
+    at = literalAt(text, at, "}");
+    spans.push(at);
+  }
+  return literalAt(text, at, "]}") === text.length ? { content, spans } : undefined;
+}
+
 function layOutRelayed(record: MessageRecord, json: RecordJson) {
-  const { sig: _sig, batch: _batch, ...bare } = record;
   const { sig: _jsonSig, batch: _jsonBatch, ...bareJson } = json;
-  const out = new ByteBuilder(recordEncodingBound(bare) + recordJsonBound(bareJson));
-  writeRecordEncoding(out, bare);
+  const out = new ByteBuilder(recordEncodingBound(record, true) + recordJsonBound(bareJson));
+  writeRecordEncoding(out, record, true);
   const split = out.length;
   writeRecordJson(out, bareJson);
   const both = out.done();
@@ -690,9 +773,11 @@ export function recordEncoding(r: MessageRecord): Uint8Array {
 }
 
 /** The most bytes record_enc takes: `to` at most 3 UTF-8 bytes per UTF-16 unit. */
-function recordEncodingBound(r: MessageRecord): number {
-  return SID_BYTES + 1 + 4 + 3 * r.to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
-    (r.sig?.length ?? 0) + 4 + 4 + 1 + (r.batch?.path.length ?? 0) * HASH_BYTES;
+function recordEncodingBound(r: MessageRecord, relayed = false): number {
+  const bare = SID_BYTES + 1 + 4 + 3 * r.to.length + 8 + 8 + 4 + r.ct.length + r.c.length + 4 +
+    4 + 4 + 1;
+  // A received record's path is derived when read: not for a relayed form, which has none.
+  return relayed ? bare : bare + (r.sig?.length ?? 0) + (r.batch?.path.length ?? 0) * HASH_BYTES;
 }
 
 /**
@@ -707,14 +792,19 @@ function recordJsonBound(json: RecordJson): number {
   return length;
 }
 
-/** record_enc written in place (a line's encoding laid out at the batch's write). */
-function writeRecordEncoding(out: ByteBuilder, r: MessageRecord): void {
+/**
+ * record_enc written in place (a line's encoding laid out at the batch's write); `relayed`: of
+ * the record as a relay carries it, without its `sig` and `batch` (PROTOCOL §6.4).
+ */
+function writeRecordEncoding(out: ByteBuilder, r: MessageRecord, relayed = false): void {
   out.hex(r.sid).u8(DIRECTION_BYTE[r.dir]).textWithLength(r.to).u64(r.seqno).u64(r.ts)
     .u32(r.ct.length).bytes(r.ct).bytes(r.c);
-  if (r.sig) out.u32(r.sig.length).bytes(r.sig);
+  const sig = relayed ? undefined : r.sig;
+  const batch = relayed ? undefined : r.batch;
+  if (sig) out.u32(sig.length).bytes(sig);
   else out.u32(0);
-  const path = r.batch?.path ?? [];
-  out.u32(r.batch?.i ?? 0).u32(r.batch?.n ?? 0).u8(path.length);
+  const path = batch?.path ?? [];
+  out.u32(batch?.i ?? 0).u32(batch?.n ?? 0).u8(path.length);
   for (const hash of path) out.bytes(hash);
 }
 
@@ -2402,6 +2492,8 @@ function authorPartsOf(author: AuthorCert): AuthorParts {
  * introducing its author's certificate, fit one record (PROTOCOL §6.3 step 7, §6.4): a record
  * that would not is refused with `fault` (the server's acceptance: its author's
  * PROTOCOL_ERROR), never left to end each recipient's session at its outbox.
+ * @param carrier `,"k":…}` or `,"e2e":…}` for `k` or `e2e` as received, when that was their
+ *   canonical form (ReceivedGroup.carrier): taken as it is, not written again
  * @throws `fault` (INTERNAL by default: a record past the acceptance that does not fit)
  */
 export function prepareRelay(
@@ -2410,8 +2502,9 @@ export function prepareRelay(
   k: Uint8Array | undefined,
   e2e?: E2eEnvelope,
   fault: "PROTOCOL_ERROR" | "INTERNAL" = "INTERNAL",
+  carrier?: Uint8Array,
 ): PreparedRelay {
-  const prepared = prepareParts(author, forms, k, e2e);
+  const prepared = prepareParts(author, forms, k, e2e, carrier);
   const bytes = loneRelayBytes(prepared);
   if (bytes > MAX_CONTENT_BYTES) {
     throw new SecureChatError(
@@ -2512,6 +2605,7 @@ function prepareParts(
   forms: RecordForms,
   k: Uint8Array | undefined,
   e2e: E2eEnvelope | undefined,
+  carrier?: Uint8Array,
 ): PreparedRelay {
   return {
     fingerprint: author.fingerprint,
@@ -2522,7 +2616,7 @@ function prepareParts(
     get record() {
       return forms.bytes;
     },
-    keyTail: utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
+    keyTail: carrier ?? utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
     get encRecord() {
       return forms.encoding;
     },

@@ -45,6 +45,7 @@ import {
   QueuedMessageShape,
   ReceivedGroup,
   receivedRelayLine,
+  receivedSpans,
   receivedStoredLine,
   RecipientRelay,
   RecipientRelayGroup,
@@ -77,6 +78,7 @@ import {
   ErrorSchema,
   KeyUpdateSchema,
   parseMessage,
+  parseMessageAndText,
   PASSWORD_REFUSAL_CODES,
   PasswordChangedSchema,
   PasswordChangeSchema,
@@ -1060,7 +1062,7 @@ export class ChatSession {
     lastOfRecord: boolean,
     handlers: SessionHandlers,
   ): Promise<void> | undefined {
-    const message = parseMessage(
+    const { message, text } = parseMessageAndText(
       content,
       this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
     );
@@ -1092,7 +1094,7 @@ export class ChatSession {
     }
     const stored = message.type === "stored";
     const received = message.type === "msg"
-      ? "records" in message ? this.#checkUserMsg(message) : this.#checkMsg(message)
+      ? "records" in message ? this.#checkUserMsg(message, content, text) : this.#checkMsg(message)
       : message.type === "queued"
       ? this.#checkQueued(message)
       : message.type === "refused"
@@ -1178,9 +1180,14 @@ export class ChatSession {
    * A user's msg (PROTOCOL §6.3; the server only): steps 1–3 for every record, the signature
    * once (step 4), then steps 5–7 for every record (#acceptUserMsg); a promise only when the
    * signature must be waited for. Nothing is accepted, recorded or handed on unless every
-   * record passes.
+   * record passes. `content` is the msg as received, `text` its reading: what of it is
+   * forwarded is copied from there when the text is the msg's canonical form (receivedSpans).
    */
-  #checkUserMsg(message: C2sMsgMessage): ReceivedMessage[] | Promise<ReceivedMessage[]> {
+  #checkUserMsg(
+    message: C2sMsgMessage,
+    content: Uint8Array,
+    text: string,
+  ): ReceivedMessage[] | Promise<ReceivedMessage[]> {
     const items = message.records;
     const records = items.map((item) => decodeRecord(item.record));
     for (const record of records) this.#checkOrigin(record);
@@ -1222,7 +1229,8 @@ export class ChatSession {
       `message ${records[0].seqno}`,
       leaves,
     );
-    const received = () => new ReceivedGroup(message, group, records, leaves);
+    const source = receivedSpans(content, text, message);
+    const received = () => new ReceivedGroup(message, group, records, leaves, source);
     if (signing) return signing.then(() => this.#acceptUserMsg(message, received()));
     return this.#acceptUserMsg(message, received());
   }
@@ -1242,7 +1250,14 @@ export class ChatSession {
       if ("e2e" in item) {
         // The server cannot open it, by design (PROTOCOL §12.6): it checks that it can relay
         // and store it (step 7), and forwards it.
-        const prepared = prepareRelay(author, forms, undefined, item.e2e, "PROTOCOL_ERROR");
+        const prepared = prepareRelay(
+          author,
+          forms,
+          undefined,
+          item.e2e,
+          "PROTOCOL_ERROR",
+          group.carrier(j),
+        );
         lineItems.push(prepared);
         checked.push({
           type: "sealed",
@@ -1260,7 +1275,7 @@ export class ChatSession {
       if (body.kind === "keys_publish") assertOwnPublish(body, canonicalName(this.username));
       // Only a `text` is relayed or stored (§6.2: to lobby or a user, which bodyFits ensured).
       const prepared = body.kind === "text"
-        ? prepareRelay(author, forms, k, undefined, "PROTOCOL_ERROR")
+        ? prepareRelay(author, forms, k, undefined, "PROTOCOL_ERROR", group.carrier(j))
         : undefined;
       lineItems.push(prepared ?? { fingerprint: author.fingerprint, forms, keyTail: NO_TAIL, k });
       checked.push({

@@ -185,6 +185,19 @@ export function parseMessage<T>(
 }
 
 /**
+ * {@link parseMessage}, with the text it read: for a message whose parts are forwarded as they
+ * came when the text is their canonical form (lib/wire/canonical_text.ts).
+ * @throws PROTOCOL_ERROR as parseMessage
+ */
+export function parseMessageAndText<T>(
+  payload: Uint8Array,
+  schema: Shape<T>,
+): { message: T; text: string } {
+  const { value, type, text } = parseObject(payload, "type");
+  return { message: checkShape(value, type, schema), text };
+}
+
+/**
  * A handshake message of `schema`, or the `error` the peer sent instead (PROTOCOL §3.3): the
  * JSON is parsed once for both. A malformed `error` is a malformed message, as in parseMessage.
  * @throws PROTOCOL_ERROR as parseMessage
@@ -206,10 +219,12 @@ type PeerError = { code: string; message?: string };
 function parseObject(
   payload: Uint8Array,
   discriminator: "type" | "kind",
-): { value: unknown; type: string } {
+): { value: unknown; type: string; text: string } {
   let value: unknown;
+  let text = "";
   try {
-    value = parseStrictJson(fromUtf8(payload));
+    text = fromUtf8(payload);
+    value = parseStrictJson(text);
   } catch (cause) {
     throw new SecureChatError("PROTOCOL_ERROR", "message is not strict UTF-8 JSON", { cause });
   }
@@ -219,7 +234,7 @@ function parseObject(
   if (typeof type !== "string") {
     throw new SecureChatError("PROTOCOL_ERROR", `not a JSON object with a ${discriminator}`);
   }
-  return { value, type };
+  return { value, type, text };
 }
 
 function checkShape<T>(value: unknown, type: string, schema: Shape<T>): T {

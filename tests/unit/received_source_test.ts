@@ -1,0 +1,288 @@
+/**
+ * fwd17: the server forwards what it received. A user's msg whose text is its canonical form
+ * (receivedSpans) gives each record's relayed JSON and its carrier as the bytes that came; any
+ * other text is laid out afresh. Both paths must write the same bytes — every relay's wire
+ * content, the author's and each recipient's transcript line and line_enc — and a text that is
+ * not canonical must never be forwarded as it came.
+ */
+import assert from "node:assert/strict";
+import { ByteBuilder, fromBase64Each, toBase64, utf8 } from "../../lib/bytes.ts";
+import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
+import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
+import { authorCertOf } from "../../lib/message/author_certs.ts";
+import {
+  type C2sMsgMessage,
+  C2sMsgShape,
+  decodeRecord,
+  type GroupItem,
+  leafHash,
+  LOBBY,
+  type MessageRecord,
+  type PreparedLine,
+  prepareRelay,
+  ReceivedGroup,
+  receivedSpans,
+  RecipientRelayGroup,
+  sealContent,
+  signBatch,
+  UserMsg,
+  userMsgItem,
+  userMsgsOf,
+} from "../../lib/message/record.ts";
+import { parseMessageAndText } from "../../lib/wire/messages.ts";
+import { hasNoEscape, jsonAt } from "../../lib/wire/canonical_text.ts";
+import { fuzzSeed, Rng } from "../../testkit/fuzz.ts";
+
+const SEED = fuzzSeed();
+const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
+const signer = await importSigningKeyPkcs8(
+  new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)),
+);
+const author = authorCertOf(new TextEncoder().encode("an author's certificate"));
+const b64 = (n: number, fill = 7) => toBase64(new Uint8Array(n).fill(fill));
+
+const SENDER: E2eEnvelope = { kind: "sender", from: "0a".repeat(8), id: 4, n: 17, w: b64(48) };
+const RATCHET: E2eEnvelope = {
+  kind: "ratchet",
+  from: "0b".repeat(8),
+  wraps: [
+    { device: "0c".repeat(8), dh: b64(32, 1), pn: 0, n: 2, w: b64(48, 2) },
+    {
+      device: "0d".repeat(8),
+      dh: b64(32, 3),
+      pn: 1,
+      n: 0,
+      w: b64(48, 4),
+      pre: {
+        ik: b64(32, 5),
+        ik_sig: b64(64, 6),
+        ek: b64(32, 7),
+        spk_id: 9,
+        pq_id: 10,
+        opk_id: 11,
+        kem_ct: b64(1088, 8),
+      },
+    },
+  ],
+};
+
+type Carried = { record: MessageRecord; k: Uint8Array; e2e?: E2eEnvelope };
+
+/** A signed batch of `n` records: lobby lines end to end, a private line, a text with `k`. */
+async function batch(n: number): Promise<Carried[]> {
+  const made = Array.from({ length: n }, (_, j): Carried => {
+    const kind = j % 3;
+    const { k, ct, c } = sealContent({ kind: "text", text: `line ${j}` });
+    const record: MessageRecord = {
+      sid: "0f".repeat(16),
+      dir: "c2s",
+      to: kind === 1 ? "@bob" : LOBBY,
+      seqno: 3 + j,
+      ts: 1_796_000_000_000 + j,
+      ct,
+      c,
+    };
+    return { record, k, e2e: kind === 0 ? SENDER : kind === 1 ? RATCHET : undefined };
+  });
+  await signBatch(signer, made.map((m) => m.record));
+  return made;
+}
+
+/** The msg ours sends for `made`, as bytes. */
+function sent(made: Carried[]): Uint8Array {
+  const msgs = userMsgsOf(made.map(({ record, k, e2e }) => userMsgItem(record, k, e2e)));
+  assert.equal(msgs.length, 1);
+  const out = new ByteBuilder(msgs[0].length);
+  msgs[0].writeTo(out);
+  return out.done().slice();
+}
+
+function bytesOf(write: (out: ByteBuilder) => void): string {
+  const out = new ByteBuilder();
+  write(out);
+  return toBase64(out.done());
+}
+
+/**
+ * What the server makes of a msg's bytes (as #checkUserMsg and #acceptUserMsg do), taking
+ * what it can from them (`fromSource`) or laying everything out afresh: the wire content of a
+ * relay of all its records and of one of them, their transcript lines and line_enc, and the
+ * author's line and line_enc.
+ */
+function forwarded(content: Uint8Array, fromSource: boolean) {
+  const { message, text } = parseMessageAndText(content, C2sMsgShape);
+  const msg = message as C2sMsgMessage;
+  const source = fromSource ? receivedSpans(content, text, msg) : undefined;
+  const records = msg.records.map((item) => decodeRecord(item.record));
+  const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
+  const group = new ReceivedGroup(
+    msg,
+    { sig, first: msg.first, n: msg.n, proof },
+    records,
+    records.map(leafHash),
+    source,
+  );
+  const prepared = msg.records.map((item, j) => {
+    const forms = group.whole(j, item.record);
+    return "e2e" in item
+      ? prepareRelay(author, forms, undefined, item.e2e, "PROTOCOL_ERROR", group.carrier(j))
+      : prepareRelay(
+        author,
+        forms,
+        fromBase64Each([item.k])[0],
+        undefined,
+        "PROTOCOL_ERROR",
+        group.carrier(j),
+      );
+  });
+  const all = new RecipientRelayGroup(prepared[0], 9, 1_796_000_000_100, true);
+  for (const item of prepared.slice(1)) all.add(item);
+  const one = new RecipientRelayGroup(prepared[prepared.length - 1], 10, 1_796_000_000_101, false);
+  const line = new UserMsg(prepared[0] as GroupItem);
+  for (const item of prepared.slice(1)) line.add(item);
+  const lines = (
+    l: PreparedLine,
+  ) => [bytesOf((o) => l.writeJson(o)), bytesOf((o) => l.writeEncoding(o))];
+  return {
+    source,
+    wire: [bytesOf((o) => all.writeTo(o)), bytesOf((o) => one.writeTo(o))],
+    lines: [...lines(all), ...lines(one), ...lines(line)],
+    stored: prepared.map((p) => [toBase64(p.record), toBase64(p.keyTail)]),
+  };
+}
+
+Deno.test("receivedSpans(): a msg as ours writes it is forwarded from its own bytes, and every relay, line and line_enc equals the one laid out afresh", async () => {
+  const content = sent(await batch(7));
+  const taken = forwarded(content, true);
+  assert.ok(taken.source, "the msg as ours writes it is taken as it came");
+  const laidOut = forwarded(content, false);
+  assert.deepEqual(taken.wire, laidOut.wire);
+  assert.deepEqual(taken.lines, laidOut.lines);
+  assert.deepEqual(taken.stored, laidOut.stored);
+  // The relayed JSON and the carrier are the msg's own bytes, not copies.
+  const { source } = taken;
+  assert.equal(source.spans.length, 3 * 7);
+  const wire = new TextDecoder().decode(content);
+  for (let j = 0; j < 7; j++) {
+    const [start, end, tail] = source.spans.slice(3 * j, 3 * j + 3);
+    assert.ok(wire.slice(start, end).startsWith('{"sid":'), `record ${j}`);
+    assert.ok(/^,"(k|e2e)":/.test(wire.slice(end, tail)), `carrier ${j}`);
+  }
+});
+
+/** Texts of one msg that JSON reads as the same value but that are not its canonical form. */
+function respellings(text: string): string[] {
+  const first = (from: string, to: string) => {
+    assert.ok(text.includes(from), from);
+    return text.replace(from, to);
+  };
+  return [
+    ` ${text}`,
+    `${text}\n`,
+    first('{"record":', '{ "record":'),
+    first('"seqno":', '"seqno" :'),
+    first(',"e2e":', ', "e2e":'),
+    first('"seqno":3,', '"seqno":3.0,'),
+    first('"seqno":3,', '"seqno":3e0,'),
+    first('"pn":0,', '"pn":-0,'),
+    first('"n":17,', '"n":1.7e1,'),
+    first('"dir":"c2s"', '"dir":"c2\\u0073"'),
+    first('"to":"lobby"', '"to":"lob\\u0062y"'),
+    first('"to":"@bob"', '"to":"\\u0040bob"'),
+    first('"kind":"sender"', '"kind":"sende\\u0072"'),
+    first('"type":"msg"', '"type":"ms\\u0067"'),
+    // members in another order: the record's, the carrier's, the wrap's, the msg's
+    text.replace(/"ct":("[^"]*"),"c":("[^"]*")/, '"c":$2,"ct":$1'),
+    first(`"id":4,"n":17`, `"n":17,"id":4`),
+    first('"pn":0,"n":2', '"n":2,"pn":0'),
+    first('"first":3,"n":4', '"n":4,"first":3'),
+  ];
+}
+
+Deno.test("receivedSpans(): a msg spelt otherwise than its canonical form (whitespace, numbers, escapes, member order) is never forwarded as it came: its relays and lines are the canonical ones", async () => {
+  const content = sent(await batch(4));
+  const text = new TextDecoder().decode(content);
+  const canonical = forwarded(content, false);
+  let compared = 0;
+  for (const other of respellings(text)) {
+    assert.notEqual(other, text);
+    const bytes = utf8(other);
+    let taken;
+    try {
+      taken = forwarded(bytes, true);
+    } catch {
+      continue; // a spelling the shape refuses (the msg is refused as today)
+    }
+    assert.equal(taken.source, undefined, other.slice(0, 300));
+    assert.deepEqual(taken.wire, canonical.wire, other.slice(0, 300));
+    assert.deepEqual(taken.lines, canonical.lines);
+    assert.deepEqual(taken.stored, canonical.stored);
+    compared++;
+  }
+  assert.ok(compared >= 15, `${compared} respellings parsed`);
+});
+
+Deno.test("receivedSpans(): a text beyond ASCII is laid out afresh (its offsets are not its bytes')", async () => {
+  const made = await batch(2);
+  const content = sent(made);
+  const text = new TextDecoder().decode(content).replace('"to":"@bob"', '"to":"@bøb"');
+  const bytes = utf8(text);
+  const { message } = parseMessageAndText(bytes, C2sMsgShape);
+  assert.equal(receivedSpans(bytes, text, message as C2sMsgMessage), undefined);
+});
+
+/** A random JSON value of the kinds a message holds. */
+function randomValue(rng: Rng, depth = 0): unknown {
+  const pick = rng.int(depth > 3 ? 4 : 6);
+  if (pick === 0) return rng.pick(["", "a", "lobby", b64(rng.int(40)), "x:y", "é", "{}"]);
+  if (pick === 1) return rng.pick([0, -0, 1, 17, -3, 2 ** 53 - 1, 0.5, 1e21, 1e-7, -1.25e-9]);
+  if (pick === 2) return rng.pick([true, false]);
+  if (pick === 3) return null;
+  if (pick === 4) return Array.from({ length: rng.int(4) }, () => randomValue(rng, depth + 1));
+  const o: Record<string, unknown> = {};
+  for (let i = rng.int(5); i > 0; i--) {
+    o[rng.pick(["a", "b", "kind", "n", "w"]) + i] = randomValue(rng, depth + 1);
+  }
+  return o;
+}
+
+/** A text of `value` spelt another way now and then: spaces, an escape, a number's exponent. */
+function respell(rng: Rng, text: string): string {
+  const at = rng.int(text.length + 1);
+  const cut = (s: string) => text.slice(0, at) + s + text.slice(at);
+  switch (rng.int(5)) {
+    case 0:
+      return cut(" ");
+    case 1:
+      return text.replace(/"a/, '"\\u0061');
+    case 2:
+      return text.replace(/(\d)([,\]}])/, "$1.0$2");
+    case 3:
+      return text.replace(/(\d)([,\]}])/, "$1e0$2");
+    default:
+      return text;
+  }
+}
+
+Deno.test("jsonAt() matches a text exactly when it is JSON.stringify of what it parses to", () => {
+  const rng = new Rng(SEED ^ 0x17fd);
+  let matched = 0;
+  let refused = 0;
+  for (let i = 0; i < 4000; i++) {
+    const text = respell(rng, JSON.stringify(randomValue(rng)));
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      continue;
+    }
+    if (!hasNoEscape(text)) continue; // the matchers judge only such text
+    const canonical = JSON.stringify(value) === text;
+    assert.equal(jsonAt(text, 0, value) === text.length, canonical, `seed ${SEED}: ${text}`);
+    // Inside a longer text, it ends where the value does.
+    assert.equal(jsonAt(`[${text},1]`, 1, value) === text.length + 1, canonical);
+    if (canonical) matched++;
+    else refused++;
+  }
+  assert.ok(matched > 1000 && refused > 200, `${matched} matched, ${refused} refused`);
+});
