@@ -930,8 +930,16 @@ export function leafHash(r: MessageRecord): Uint8Array {
 
 const NODE_PREFIX = Uint8Array.of(0x01);
 
+/** 0x01 || left || right, rewritten for each node hash (sha256 is synchronous). */
+const NODE_INPUT = Uint8Array.of(0x01, ...new Uint8Array(2 * HASH_BYTES));
+
 function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
-  return sha256(NODE_PREFIX, left, right);
+  if (left.length !== HASH_BYTES || right.length !== HASH_BYTES) {
+    return sha256(NODE_PREFIX, left, right);
+  }
+  NODE_INPUT.set(left, 1);
+  NODE_INPUT.set(right, 1 + HASH_BYTES);
+  return sha256(NODE_INPUT);
 }
 
 /**
@@ -2607,21 +2615,37 @@ function prepareParts(
   e2e: E2eEnvelope | undefined,
   carrier?: Uint8Array,
 ): PreparedRelay {
-  return {
-    fingerprint: author.fingerprint,
+  return new RelayParts(
+    author.fingerprint,
     forms,
-    author: authorPartsOf(author),
-    // The record whole is laid out only for what carries it so (a `stored`): a relay carries
-    // RecordForms.relayed, and a record from a msg would have its path derived for nothing.
-    get record() {
-      return forms.bytes;
-    },
-    keyTail: carrier ?? utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
-    get encRecord() {
-      return forms.encoding;
-    },
+    authorPartsOf(author),
+    carrier ?? utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
     k,
-  };
+  );
+}
+
+/**
+ * A PreparedRelay made once per record relayed (a class: an object literal with getters costs
+ * several closures per record).
+ */
+class RelayParts implements PreparedRelay {
+  constructor(
+    readonly fingerprint: string,
+    readonly forms: RecordForms,
+    readonly author: AuthorParts,
+    readonly keyTail: Uint8Array,
+    readonly k: Uint8Array | undefined,
+  ) {}
+
+  // The record whole is laid out only for what carries it so (a `stored`): a relay carries
+  // RecordForms.relayed, and a record from a msg would have its path derived for nothing.
+  get record(): Uint8Array {
+    return this.forms.bytes;
+  }
+
+  get encRecord(): Uint8Array {
+    return this.forms.encoding;
+  }
 }
 
 /** The hop's `<seqno>,"ts":<ts>,` at its longest (integers up to 2^53 − 1, PROTOCOL §2). */

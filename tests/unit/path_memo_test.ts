@@ -89,3 +89,31 @@ Deno.test("rootFromPath() with a memo refuses an entry that is only a prefix of 
     }
   }
 });
+
+Deno.test("merkleTree() and rootFromPath() give RFC 9162's MTH as its definition computes it, for 1 to 33 leaves (node hashes written into one reused buffer)", async () => {
+  const hash = async (...parts: Uint8Array[]) => {
+    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) all.set(p, (at += p.length) - p.length);
+    return new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+  };
+  // RFC 9162 §2.1.1: MTH(D[n]) = SHA-256(0x01 || MTH(D[0:k]) || MTH(D[k:n])), k the largest
+  // power of two below n; the leaves here are already leaf hashes.
+  const mth = async (leaves: Uint8Array[]): Promise<Uint8Array> => {
+    if (leaves.length === 1) return leaves[0];
+    let k = 1;
+    while (k * 2 < leaves.length) k *= 2;
+    return hash(Uint8Array.of(1), await mth(leaves.slice(0, k)), await mth(leaves.slice(k)));
+  };
+  for (let n = 1; n <= 33; n++) {
+    const leaves = await Promise.all(
+      Array.from({ length: n }, (_, j) => hash(Uint8Array.of(0, j, n))),
+    );
+    const want = await mth(leaves);
+    const tree = merkleTree(leaves);
+    assert.deepEqual(tree.root, want, `${n} leaves`);
+    for (let j = 0; j < n; j++) {
+      assert.deepEqual(rootFromPath(leaves[j], j, n, tree.paths[j]), want);
+    }
+  }
+});
