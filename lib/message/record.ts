@@ -709,8 +709,8 @@ export class ReceivedGroup {
 }
 
 /**
- * A user's msg's content as received, and where in it each record's JSON and its carrier lie
- * (receivedSpans: 3 offsets per record).
+ * A user's msg's content as received (a copy of its bytes alone), and where in it each
+ * record's JSON and its carrier lie (receivedSpans: 3 offsets per record).
  */
 export interface ReceivedSource {
   readonly content: Uint8Array;
@@ -752,7 +752,11 @@ export function receivedSpans(
     at = literalAt(text, at, "}");
     spans.push(at);
   }
-  return literalAt(text, at, "]}") === text.length ? { content, spans } : undefined;
+  if (literalAt(text, at, "]}") !== text.length) return undefined;
+  // The msg's bytes alone, copied once: every relay of one of its records keeps them (as its
+  // ReceivedGroup keeps the msg's parsed members), never the whole opened record around them,
+  // which may hold other contents up to 64 KiB.
+  return { content: content.slice(), spans };
 }
 
 function layOutRelayed(record: MessageRecord, json: RecordJson) {

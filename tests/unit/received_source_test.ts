@@ -159,8 +159,10 @@ Deno.test("receivedSpans(): a msg as ours writes it is forwarded from its own by
   assert.deepEqual(taken.wire, laidOut.wire);
   assert.deepEqual(taken.lines, laidOut.lines);
   assert.deepEqual(taken.stored, laidOut.stored);
-  // The relayed JSON and the carrier are the msg's own bytes, not copies.
+  // The relayed JSON and the carrier are spans of the msg's bytes (a copy of them alone).
   const { source } = taken;
+  assert.deepEqual(source.content, content);
+  assert.notEqual(source.content.buffer, content.buffer);
   assert.equal(source.spans.length, 3 * 7);
   const wire = new TextDecoder().decode(content);
   for (let j = 0; j < 7; j++) {
