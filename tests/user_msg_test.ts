@@ -4,10 +4,13 @@
  * that ends the session reaches no one), and the message rate counts records, not msgs (§8.2).
  */
 import assert from "node:assert/strict";
+import { fromBase64 } from "../lib/bytes.ts";
 import {
   type Body,
+  decodeRecord,
   LOBBY,
   type MessageRecord,
+  openContent,
   TO_SERVER,
   userRecipient,
 } from "../lib/message/record.ts";
@@ -407,5 +410,53 @@ Deno.test({
       assert.ok(relays.length >= 4, `${relays.length} relay lines`);
       assert.ok(relays.every((r) => r.records.length === 1));
     });
+  },
+});
+
+Deno.test({
+  name:
+    "a msg spelt otherwise than its canonical form (whitespace, member order, escapes, 3.0) is relayed in the server's own form, never as it came (fwd17)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (srv) => {
+      const bob = await login(srv, "bob");
+      const mallory = await login(srv, "mallory");
+      const respelt = [
+        // every member on its own line, indented
+        (msg: string) => JSON.stringify(JSON.parse(msg), null, 1),
+        (msg: string) => msg.replaceAll('"to":"lobby"', '"to":"lob\\u0062y"'),
+        (msg: string) => msg.replace(/"ct":("[^"]*"),"c":("[^"]*")/g, '"c":$2,"ct":$1'),
+        (msg: string) => msg.replace(/"seqno":(\d+),/g, '"seqno":$1.0,'),
+      ];
+      let seqno = 1;
+      for (const [j, respell] of respelt.entries()) {
+        const parts = [1, 2].map((k) => ({ body: text(`respelt ${j}.${k}`), to: LOBBY }));
+        const sent = JSON.stringify(await signedUserMsgJson(mallory, seqno, parts));
+        seqno += parts.length;
+        const other = respell(sent);
+        assert.notEqual(other, sent, `respelling ${j} changes the text`);
+        await mallory.sendSealed(new TextEncoder().encode(other));
+        // bob's relay of the two lines: exactly the text JSON.stringify writes of its value,
+        // members in the server's order (the relay's own, then the records' §6.1 order).
+        let relay: string;
+        do {
+          relay = new TextDecoder().decode(await bob.readRecord(20_000));
+        } while (!relay.startsWith('{"type":"relay"'));
+        assert.equal(relay, JSON.stringify(JSON.parse(relay)), `respelling ${j}`);
+        const { records } = JSON.parse(relay);
+        assert.deepEqual(records.map((item: { record: object }) => Object.keys(item.record)), [
+          ["sid", "dir", "to", "seqno", "ts", "ct", "c"],
+          ["sid", "dir", "to", "seqno", "ts", "ct", "c"],
+        ]);
+        const opened = records.map((item: { record: MessageRecord; k: string }) =>
+          // deno-lint-ignore no-explicit-any
+          openContent(decodeRecord(item.record as any), fromBase64(item.k))
+        );
+        assert.deepEqual(opened, parts.map((p) => p.body), `respelling ${j}`);
+      }
+      bob.close();
+      mallory.close();
+    }, { messageBurst: 100, messagesPerSecond: 100 });
   },
 });
