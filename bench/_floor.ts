@@ -13,8 +13,11 @@
  *    queued for every recipient as the bytes it came as, a turn's relays sealed into one record
  *    and written once per recipient (RecordOutbox at the turn's end, lib/turn.ts): no JSON, no
  *    signature, no transcript;
- *  - "json": + the msg's strict parse (lib/wire parseMessage with lib/message's C2sMsgShape), its
- *    records decoded and made whole as the server makes them (ReceivedGroup.whole, RecordForms),
+ *  - "json": + the msg's strict parse (lib/wire parseMessageAndText with lib/message's
+ *    C2sMsgShape), its text matched against its canonical form (receivedSpans: each record's
+ *    relayed JSON and carrier then taken as they came, as the server takes them since session
+ *    17), its records decoded and made whole as the server makes them (ReceivedGroup.whole,
+ *    RecordForms),
  *    each recipient's relay made as our session makes it (prepareRelay once per record; per
  *    recipient and turn one relay of a msg's records, RecipientRelayGroup, the msg's proof as it
  *    came when the relay carries all its records: §6.4);

@@ -30,6 +30,7 @@ import {
   type PreparedRelay,
   prepareRelay,
   ReceivedGroup,
+  receivedSpans,
   RecipientRelayGroup,
   RecordSignatures,
   UserMsg,
@@ -40,7 +41,7 @@ import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import { TranscriptWriter } from "../lib/transcript/writer.ts";
 import { atTurnEnd, endTurn, spendTurn, TURN_UNIT_BYTES } from "../lib/turn.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
-import { parseMessage } from "../lib/wire/messages.ts";
+import { parseMessageAndText } from "../lib/wire/messages.ts";
 import { byType } from "../lib/wire/shape.ts";
 import { FLOOR_READY, type FloorHello, floorKeys, type Rung, RUNGS } from "./_floor.ts";
 import { commands, reply } from "./_util.ts";
@@ -144,14 +145,15 @@ function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
     for (const peer of recipients) emit(peer, content);
     return undefined;
   }
-  const message = parseMessage(content, MSG);
+  const { message, text } = parseMessageAndText(content, MSG);
   const records = message.records.map((item) => decodeRecord(item.record));
   const [sig, ...proof] = fromBase64Each([message.sig, ...message.proof]);
   const group = { sig, first: message.first, n: message.n, proof };
   // What the received msg keeps (ReceivedGroup): a relay that does not carry all of the msg's
   // records derives their paths from these, so the json rung hashes them too.
   const leaves = records.map(leafHash);
-  const received = () => new ReceivedGroup(message, group, records, leaves);
+  const source = receivedSpans(content, text, message);
+  const received = () => new ReceivedGroup(message, group, records, leaves, source);
   if (rung >= CHECKS_RUNG) {
     message.records.forEach((item, j) => {
       if (!("e2e" in item) || !envelopeFits(item.e2e, records[j].to)) {
@@ -173,7 +175,8 @@ function forward(
 ): undefined {
   const prepared = message.records.map((item, j) => {
     if (!("e2e" in item)) throw new Error(`floor server: line ${records[j].seqno} without e2e`);
-    return prepareRelay(authorCert, group.whole(j, item.record), undefined, item.e2e);
+    const forms = group.whole(j, item.record);
+    return prepareRelay(authorCert, forms, undefined, item.e2e, "INTERNAL", group.carrier(j));
   });
   if (rung >= TRANSCRIPT_RUNG) {
     const line = new UserMsg(prepared[0]);
