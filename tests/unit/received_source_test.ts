@@ -29,6 +29,7 @@ import {
   userMsgItem,
   userMsgsOf,
 } from "../../lib/message/record.ts";
+import { MAX_INNER_BYTES, unpadContents } from "../../lib/handshake/record.ts";
 import { parseMessageAndText } from "../../lib/wire/messages.ts";
 import { hasNoEscape, jsonAt } from "../../lib/wire/canonical_text.ts";
 import { fuzzSeed, Rng } from "../../testkit/fuzz.ts";
@@ -287,4 +288,17 @@ Deno.test("jsonAt() matches a text exactly when it is JSON.stringify of what it 
     else refused++;
   }
   assert.ok(matched > 1000 && refused > 200, `${matched} matched, ${refused} refused`);
+});
+
+Deno.test("receivedSpans(): a relay of a msg that came in a padded record keeps the msg's bytes alone, not the record's (review17 R17-3)", async () => {
+  const wire = sent(await batch(1));
+  // A record's inner may be padded to its largest (PROTOCOL §3.2): one content, then zeros.
+  const inner = new Uint8Array(MAX_INNER_BYTES);
+  new DataView(inner.buffer).setUint32(0, wire.length);
+  inner.set(wire, 4);
+  const [content] = unpadContents(inner);
+  const { message, text } = parseMessageAndText(content, C2sMsgShape);
+  const source = receivedSpans(content, text, message as C2sMsgMessage);
+  assert.ok(source, "the msg is canonical");
+  assert.equal(source.content.buffer.byteLength, wire.length);
 });
