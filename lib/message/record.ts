@@ -640,17 +640,12 @@ export class ReceivedGroup {
     const record = this.records[j];
     const { sig, first, n } = this.group;
     const i = record.seqno - first;
-    const path = () => this.#pathOf(j);
-    const pathText = () => this.#pathTexts[j] ??= this.#pathOf(j).map(toBase64);
     record.sig = sig;
-    record.batch = {
-      i,
-      n,
-      get path() {
-        return path();
-      },
-    };
+    record.batch = new DerivedPosition(this, j, i, n);
     json.sig = this.message.sig;
+    // An own member, unlike DerivedPosition's path: JSON.stringify writes it (the cluster's
+    // stream and the offline queue carry this JSON).
+    const pathText = () => this.pathTextOf(j);
     json.batch = {
       i,
       n,
@@ -696,7 +691,13 @@ export class ReceivedGroup {
     return this.#proofParts ??= proofParts(this.group.proof);
   }
 
-  #pathOf(j: number): Uint8Array[] {
+  /** Record `j`'s path in its batch as base64 text, derived when first read. */
+  pathTextOf(j: number): string[] {
+    return this.#pathTexts[j] ??= this.pathOf(j).map(toBase64);
+  }
+
+  /** Record `j`'s path in its batch, derived (for all the msg's records) when first read. */
+  pathOf(j: number): Uint8Array[] {
     const { first, n, proof } = this.group;
     this.#paths ??= groupPaths(this.leaves, this.records.map((r) => r.seqno - first), n, proof) ??
       undefined;
@@ -705,6 +706,24 @@ export class ReceivedGroup {
       throw new SecureChatError("INTERNAL", "a received msg's proof does not fit its records");
     }
     return this.#paths[j];
+  }
+}
+
+/**
+ * A received record's place in its batch (ReceivedGroup.whole): its path derived from its msg
+ * when first read. A class, not an object literal with a getter: one is made per record.
+ */
+class DerivedPosition implements BatchPosition {
+  readonly #group: ReceivedGroup;
+  readonly #j: number;
+
+  constructor(group: ReceivedGroup, j: number, readonly i: number, readonly n: number) {
+    this.#group = group;
+    this.#j = j;
+  }
+
+  get path(): Uint8Array[] {
+    return this.#group.pathOf(this.#j);
   }
 }
 
