@@ -14,7 +14,7 @@
  *    and written once per recipient (RecordOutbox at the turn's end, lib/turn.ts): no JSON, no
  *    signature, no transcript;
  *  - "json": + the msg's strict parse (lib/wire parseMessageAndText with lib/message's
- *    C2sMsgShape), its text matched against its canonical form (receivedSpans: each record's
+ *    C2sMsgShape), its text matched against its canonical form (receivedItems: each record's
  *    relayed JSON and carrier then taken as they came, as the server takes them since session
  *    17), its records decoded and made whole as the server makes them (ReceivedGroup.whole,
  *    RecordForms),

@@ -30,7 +30,7 @@ import {
   type PreparedRelay,
   prepareRelay,
   ReceivedGroup,
-  receivedSpans,
+  receivedItems,
   RecipientRelayGroup,
   RecordSignatures,
   UserMsg,
@@ -152,8 +152,8 @@ function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
   // What the received msg keeps (ReceivedGroup): a relay that does not carry all of the msg's
   // records derives their paths from these, so the json rung hashes them too.
   const leaves = records.map(leafHash);
-  const source = receivedSpans(content, text, message);
-  const received = () => new ReceivedGroup(message, group, records, leaves, source);
+  const items = receivedItems(content, text, message);
+  const received = () => new ReceivedGroup(message, group, records, leaves, items);
   if (rung >= CHECKS_RUNG) {
     message.records.forEach((item, j) => {
       if (!("e2e" in item) || !envelopeFits(item.e2e, records[j].to)) {

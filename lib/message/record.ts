@@ -515,7 +515,7 @@ export class RecordForms {
     readonly group?: ReceivedGroup,
     /**
      * The relayed form's JSON text as received, when it was received exactly so (its msg's
-     * text matched the canonical form: receivedSpans): taken as it came, never laid out.
+     * text matched the canonical form: receivedItems): taken as it came, never laid out.
      */
     relayedJson?: Uint8Array,
   ) {
@@ -608,15 +608,15 @@ export class ReceivedGroup {
    * @param group the same, decoded
    * @param records the msg's records as decoded (without `sig` and `batch`), in order
    * @param leaves their leaf hashes
-   * @param source the msg's content as received, when its text is the msg's canonical form
-   *   (receivedSpans): each record's relayed JSON and its carrier are taken from it
+   * @param received each record's JSON and carrier as received, when the msg's text is its
+   *   canonical form (receivedItems): taken as they came, never written again
    */
   constructor(
     readonly message: { sig: string; first: number; n: number; proof: readonly string[] },
     readonly group: GroupParts,
     readonly records: readonly MessageRecord[],
     readonly leaves: readonly Uint8Array[],
-    readonly source?: ReceivedSource,
+    readonly received?: readonly ReceivedItem[],
   ) {
     const { sig, first, n } = group;
     this.batchParts = makeBatchParts(records[0].sid, message.sig, sig, first, n);
@@ -627,8 +627,7 @@ export class ReceivedGroup {
    * its record), when the msg came in its canonical form.
    */
   carrier(j: number): Uint8Array | undefined {
-    const source = this.source;
-    return source?.content.subarray(source.spans[3 * j + 1], source.spans[3 * j + 2]);
+    return this.received?.[j].carrier;
   }
 
   /**
@@ -653,9 +652,7 @@ export class ReceivedGroup {
         return pathText();
       },
     };
-    const source = this.source;
-    const relayed = source?.content.subarray(source.spans[3 * j], source.spans[3 * j + 1]);
-    return new RecordForms(record, json, this, relayed);
+    return new RecordForms(record, json, this, this.received?.[j].record);
   }
 
   /**
@@ -728,29 +725,31 @@ class DerivedPosition implements BatchPosition {
 }
 
 /**
- * A user's msg's content as received (a copy of its bytes alone), and where in it each
- * record's JSON and its carrier lie (receivedSpans: 3 offsets per record).
+ * One record of a user's msg as received, its text being its canonical form (receivedItems):
+ * its JSON (the relayed form, PROTOCOL §6.4) and its carrier's tail, `,"k":…}` or `,"e2e":…}`.
  */
-export interface ReceivedSource {
-  readonly content: Uint8Array;
-  readonly spans: readonly number[];
+export interface ReceivedItem {
+  readonly record: Uint8Array;
+  readonly carrier: Uint8Array;
 }
 
 /**
- * Where a user's msg's records and their carriers lie in `content`, its bytes as received
- * (`text` their UTF-8 reading), when that text is exactly the msg's canonical form — what
- * UserMsg writes of it: PROTOCOL §6.3's members in order, no whitespace, each value as
- * JSON.stringify writes it, ASCII throughout (so that the text's offsets are the bytes').
- * For record j: spans[3j] where its JSON starts, spans[3j + 1] where it ends and its carrier's
- * tail (`,"k":…}` or `,"e2e":…}`) starts, spans[3j + 2] where that ends. Undefined for any
- * other text (whitespace, another member order, a number or string spelt otherwise, an
- * escape, a character beyond ASCII): such a msg is laid out afresh, never forwarded as it came.
+ * Each record of a user's msg and its carrier as received in `content` (`text` its UTF-8
+ * reading), when that text is exactly the msg's canonical form — what UserMsg writes of it:
+ * PROTOCOL §6.3's members in order, no whitespace, each value as JSON.stringify writes it, ASCII
+ * throughout (so that the text's offsets are the bytes'). Undefined for any other text
+ * (whitespace, another member order, a number or string spelt otherwise, an escape, a character
+ * beyond ASCII): such a msg is laid out afresh, never forwarded as it came.
+ *
+ * Each record's bytes are copied out with its carrier, one buffer per record: a relay held for
+ * a recipient keeps its own record, never the rest of its msg or the opened record around it,
+ * which may be padded to 64 KiB (review17 R17-3, R17-5).
  */
-export function receivedSpans(
+export function receivedItems(
   content: Uint8Array,
   text: string,
   message: C2sMsgMessage,
-): ReceivedSource | undefined {
+): ReceivedItem[] | undefined {
   if (text.length !== content.length || !hasNoEscape(text)) return undefined;
   let at = literalAt(text, 0, '{"type":"msg","sig":');
   at = jsonAt(text, at, message.sig);
@@ -758,6 +757,7 @@ export function receivedSpans(
   at = jsonAt(text, literalAt(text, at, ',"n":'), message.n);
   at = jsonAt(text, literalAt(text, at, ',"proof":'), message.proof);
   at = literalAt(text, at, ',"records":[');
+  // For record j: where its JSON starts, where it ends and its carrier starts, where that ends.
   const spans: number[] = [];
   for (let j = 0; j < message.records.length && at >= 0; j++) {
     const item = message.records[j];
@@ -772,10 +772,13 @@ export function receivedSpans(
     spans.push(at);
   }
   if (literalAt(text, at, "]}") !== text.length) return undefined;
-  // The msg's bytes alone, copied once: every relay of one of its records keeps them (as its
-  // ReceivedGroup keeps the msg's parsed members), never the whole opened record around them,
-  // which may hold other contents up to 64 KiB.
-  return { content: content.slice(), spans };
+  const items: ReceivedItem[] = [];
+  for (let j = 0; j < spans.length; j += 3) {
+    const bytes = content.slice(spans[j], spans[j + 2]);
+    const split = spans[j + 1] - spans[j];
+    items.push({ record: bytes.subarray(0, split), carrier: bytes.subarray(split) });
+  }
+  return items;
 }
 
 function layOutRelayed(record: MessageRecord, json: RecordJson) {

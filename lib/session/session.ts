@@ -44,8 +44,8 @@ import {
   type QueuedMessage,
   QueuedMessageShape,
   ReceivedGroup,
+  receivedItems,
   receivedRelayLine,
-  receivedSpans,
   receivedStoredLine,
   RecipientRelay,
   RecipientRelayGroup,
@@ -1181,7 +1181,7 @@ export class ChatSession {
    * once (step 4), then steps 5–7 for every record (#acceptUserMsg); a promise only when the
    * signature must be waited for. Nothing is accepted, recorded or handed on unless every
    * record passes. `content` is the msg as received, `text` its reading: what of it is
-   * forwarded is copied from there when the text is the msg's canonical form (receivedSpans).
+   * forwarded is copied from there when the text is the msg's canonical form (receivedItems).
    */
   #checkUserMsg(
     message: C2sMsgMessage,
@@ -1229,8 +1229,8 @@ export class ChatSession {
       `message ${records[0].seqno}`,
       leaves,
     );
-    const source = receivedSpans(content, text, message);
-    const received = () => new ReceivedGroup(message, group, records, leaves, source);
+    const asReceived = receivedItems(content, text, message);
+    const received = () => new ReceivedGroup(message, group, records, leaves, asReceived);
     if (signing) return signing.then(() => this.#acceptUserMsg(message, received()));
     return this.#acceptUserMsg(message, received());
   }

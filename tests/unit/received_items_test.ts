@@ -1,6 +1,6 @@
 /**
  * fwd17: the server forwards what it received. A user's msg whose text is its canonical form
- * (receivedSpans) gives each record's relayed JSON and its carrier as the bytes that came; any
+ * (receivedItems) gives each record's relayed JSON and its carrier as the bytes that came; any
  * other text is laid out afresh. Both paths must write the same bytes — every relay's wire
  * content, the author's and each recipient's transcript line and line_enc — and a text that is
  * not canonical must never be forwarded as it came.
@@ -21,7 +21,7 @@ import {
   type PreparedLine,
   prepareRelay,
   ReceivedGroup,
-  receivedSpans,
+  receivedItems,
   RecipientRelayGroup,
   sealContent,
   signBatch,
@@ -113,7 +113,7 @@ function bytesOf(write: (out: ByteBuilder) => void): string {
 function forwarded(content: Uint8Array, fromSource: boolean) {
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
   const msg = message as C2sMsgMessage;
-  const source = fromSource ? receivedSpans(content, text, msg) : undefined;
+  const source = fromSource ? receivedItems(content, text, msg) : undefined;
   const records = msg.records.map((item) => decodeRecord(item.record));
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = new ReceivedGroup(
@@ -152,7 +152,7 @@ function forwarded(content: Uint8Array, fromSource: boolean) {
   };
 }
 
-Deno.test("receivedSpans(): a msg as ours writes it is forwarded from its own bytes, and every relay, line and line_enc equals the one laid out afresh", async () => {
+Deno.test("receivedItems(): a msg as ours writes it is forwarded from its own bytes, and every relay, line and line_enc equals the one laid out afresh", async () => {
   const content = sent(await batch(7));
   const taken = forwarded(content, true);
   assert.ok(taken.source, "the msg as ours writes it is taken as it came");
@@ -160,16 +160,16 @@ Deno.test("receivedSpans(): a msg as ours writes it is forwarded from its own by
   assert.deepEqual(taken.wire, laidOut.wire);
   assert.deepEqual(taken.lines, laidOut.lines);
   assert.deepEqual(taken.stored, laidOut.stored);
-  // The relayed JSON and the carrier are spans of the msg's bytes (a copy of them alone).
+  // Each record's JSON and carrier are its own bytes as they came, copied out of the msg.
   const { source } = taken;
-  assert.deepEqual(source.content, content);
-  assert.notEqual(source.content.buffer, content.buffer);
-  assert.equal(source.spans.length, 3 * 7);
+  assert.equal(source.length, 7);
   const wire = new TextDecoder().decode(content);
-  for (let j = 0; j < 7; j++) {
-    const [start, end, tail] = source.spans.slice(3 * j, 3 * j + 3);
-    assert.ok(wire.slice(start, end).startsWith('{"sid":'), `record ${j}`);
-    assert.ok(/^,"(k|e2e)":/.test(wire.slice(end, tail)), `carrier ${j}`);
+  for (const [j, { record, carrier }] of source.entries()) {
+    const text = new TextDecoder().decode(record) + new TextDecoder().decode(carrier);
+    assert.ok(wire.includes(`{"record":${text}`), `record ${j}`);
+    assert.ok(/^,"(k|e2e)":/.test(new TextDecoder().decode(carrier)), `carrier ${j}`);
+    assert.equal(record.buffer, carrier.buffer, "one buffer per record");
+    assert.equal(record.buffer.byteLength, record.length + carrier.length, "its own bytes alone");
   }
 });
 
@@ -202,7 +202,7 @@ function respellings(text: string): string[] {
   ];
 }
 
-Deno.test("receivedSpans(): a msg spelt otherwise than its canonical form (whitespace, numbers, escapes, member order) is never forwarded as it came: its relays and lines are the canonical ones", async () => {
+Deno.test("receivedItems(): a msg spelt otherwise than its canonical form (whitespace, numbers, escapes, member order) is never forwarded as it came: its relays and lines are the canonical ones", async () => {
   const content = sent(await batch(4));
   const text = new TextDecoder().decode(content);
   const canonical = forwarded(content, false);
@@ -225,13 +225,13 @@ Deno.test("receivedSpans(): a msg spelt otherwise than its canonical form (white
   assert.ok(compared >= 15, `${compared} respellings parsed`);
 });
 
-Deno.test("receivedSpans(): a text beyond ASCII is laid out afresh (its offsets are not its bytes')", async () => {
+Deno.test("receivedItems(): a text beyond ASCII is laid out afresh (its offsets are not its bytes')", async () => {
   const made = await batch(2);
   const content = sent(made);
   const text = new TextDecoder().decode(content).replace('"to":"@bob"', '"to":"@bøb"');
   const bytes = utf8(text);
   const { message } = parseMessageAndText(bytes, C2sMsgShape);
-  assert.equal(receivedSpans(bytes, text, message as C2sMsgMessage), undefined);
+  assert.equal(receivedItems(bytes, text, message as C2sMsgMessage), undefined);
 });
 
 /** A random JSON value of the kinds a message holds. */
@@ -290,15 +290,17 @@ Deno.test("jsonAt() matches a text exactly when it is JSON.stringify of what it 
   assert.ok(matched > 1000 && refused > 200, `${matched} matched, ${refused} refused`);
 });
 
-Deno.test("receivedSpans(): a relay of a msg that came in a padded record keeps the msg's bytes alone, not the record's (review17 R17-3)", async () => {
-  const wire = sent(await batch(1));
+Deno.test("receivedItems(): a relay of a msg that came in a padded record keeps its own record's bytes alone, not the msg's or the record's (review17 R17-3, R17-5)", async () => {
+  const wire = sent(await batch(3));
   // A record's inner may be padded to its largest (PROTOCOL §3.2): one content, then zeros.
   const inner = new Uint8Array(MAX_INNER_BYTES);
   new DataView(inner.buffer).setUint32(0, wire.length);
   inner.set(wire, 4);
   const [content] = unpadContents(inner);
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
-  const source = receivedSpans(content, text, message as C2sMsgMessage);
-  assert.ok(source, "the msg is canonical");
-  assert.equal(source.content.buffer.byteLength, wire.length);
+  const items = receivedItems(content, text, message as C2sMsgMessage);
+  assert.ok(items, "the msg is canonical");
+  for (const { record, carrier } of items) {
+    assert.equal(record.buffer.byteLength, record.length + carrier.length);
+  }
 });
