@@ -657,7 +657,8 @@ export class ReceivedGroup {
 
   /**
    * About what this group keeps alive, in bytes: every record of its msg, as parsed (the JSON's
-   * text, an envelope's too) and as decoded (`ct` as bytes). A relay made from one of them keeps
+   * text, an envelope's too), as decoded (`ct` as bytes) and, when its text was canonical, as
+   * received (its JSON and carrier copied out: receivedItems). A relay made from one of them keeps
    * it all (its RecordForms keep the group), which a bound on what is held must count (review17
    * R17-5: a short lobby line in a msg of large records to `server`).
    */
@@ -667,8 +668,10 @@ export class ReceivedGroup {
       for (let j = 0; j < this.records.length; j++) {
         const ct = this.records[j].ct.length;
         const item = (this.message as { records?: { e2e?: unknown }[] }).records?.[j];
+        const received = this.received?.[j];
         bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES +
-          (item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length);
+          (item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length) +
+          (received ? received.record.length + received.carrier.length : 0);
       }
       this.#retained = bytes;
     }

@@ -304,3 +304,23 @@ Deno.test("receivedItems(): a relay of a msg that came in a padded record keeps 
     assert.equal(record.buffer.byteLength, record.length + carrier.length);
   }
 });
+
+Deno.test("ReceivedGroup.retainedBytes counts each record as received too, when the msg came canonical (review17 R17-5)", async () => {
+  const content = sent(await batch(4));
+  const { message, text } = parseMessageAndText(content, C2sMsgShape);
+  const msg = message as C2sMsgMessage;
+  const items = receivedItems(content, text, msg);
+  assert.ok(items);
+  const records = msg.records.map((item) => decodeRecord(item.record));
+  const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
+  const group = (received?: typeof items) =>
+    new ReceivedGroup(
+      msg,
+      { sig, first: msg.first, n: msg.n, proof },
+      records,
+      records.map(leafHash),
+      received,
+    );
+  const copied = items.reduce((n, { record, carrier }) => n + record.length + carrier.length, 0);
+  assert.equal(group(items).retainedBytes - group().retainedBytes, copied);
+});
