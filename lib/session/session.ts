@@ -87,6 +87,7 @@ import {
   ReceiptEnvelopeSchema,
 } from "../wire/messages.ts";
 import { byType } from "../wire/shape.ts";
+import { FRAME_HEADER_BYTES } from "../wire/connection.ts";
 import {
   type E2eUnwrap,
   type RelayedMessage,
@@ -562,7 +563,12 @@ export class ChatSession {
     // hold what was sent.
     for (const msg of contents) this.#transcript.append(msg);
     for (const run of recordRuns(contents)) {
-      await this.#est.conn.sendPaced(this.#sealWithUpdate(run)); // at the server's pace
+      // At the server's pace. Room first, then the seal and the queueing in one step: a record
+      // takes its nonce's counter only as it is queued, so a control message sent while this
+      // one waits cannot take a later counter and leave before it (§3.2; review17 R17-6).
+      const inner = padContents(run);
+      await this.#est.conn.untilRoom(FRAME_HEADER_BYTES + sealedLength(inner.length));
+      this.#sendInner(inner);
     }
     // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep the socket
     // writes and the transcript's flush waiting until it stops.
@@ -703,12 +709,6 @@ export class ChatSession {
         error instanceof SecureChatError ? error : new SecureChatError("INTERNAL", String(error)),
       );
     }
-  }
-
-  /** Seals one record into a new buffer, first sending a key_update when the key is due (§4.4). */
-  #sealWithUpdate(contents: readonly Content[]): Uint8Array {
-    this.#updateKeyIfDue();
-    return this.#est.records.sealInner(padContents(contents));
   }
 
   /**

@@ -282,16 +282,16 @@ export class FrameConnection {
   }
 
   /**
-   * Queues one frame as `send`, first waiting for the queue to drain if it is full: for a
-   * sender whose own pace should follow the peer's (a client typing or piping lines), where
-   * `send` would give up with SLOW_CONSUMER.
+   * Resolves once `bytes` more bytes on the wire fit the queue (or nothing is queued), waiting
+   * for it to drain: for a sender whose own pace should follow the peer's (a client typing or
+   * piping lines), where `send` would give up with SLOW_CONSUMER. What the sender queues right
+   * after, in the same job, takes that room; a record is sealed only then, so that records
+   * leave in the order their nonces were taken (PROTOCOL §3.2).
    */
-  async sendPaced(payload: Uint8Array): Promise<void> {
-    const bytes = FRAME_HEADER_BYTES + payload.length;
+  async untilRoom(bytes: number): Promise<void> {
     while (this.#queued > 0 && this.#queued + bytes > this.#maxQueuedBytes) {
       await this.#writing;
     }
-    this.send(payload);
   }
 
   /** Resolves when everything queued so far has been written (or the write failed). */
