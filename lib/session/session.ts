@@ -116,6 +116,9 @@ import {
   sealedLength,
 } from "../handshake/record.ts";
 
+/** A key_update on the wire (one padded record, §4.4): the room a paced record keeps for one. */
+const KEY_UPDATE_WIRE_BYTES = FRAME_HEADER_BYTES + sealedLength(RECORD_PADDING);
+
 export const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5000;
 /** A sender updates its key after this many records or this long (PROTOCOL §4.4). */
@@ -567,7 +570,9 @@ export class ChatSession {
       // takes its nonce's counter only as it is queued, so a control message sent while this
       // one waits cannot take a later counter and leave before it (§3.2; review17 R17-6).
       const inner = padContents(run);
-      await this.#est.conn.untilRoom(FRAME_HEADER_BYTES + sealedLength(inner.length));
+      await this.#est.conn.untilRoom(
+        FRAME_HEADER_BYTES + sealedLength(inner.length) + KEY_UPDATE_WIRE_BYTES,
+      );
       this.#sendInner(inner);
     }
     // Signing is synchronous for Ed25519: a sender in a loop would otherwise keep the socket
