@@ -456,7 +456,7 @@ export class E2eClient {
           new SecureChatError(
             "PROTOCOL_ERROR",
             `the server listed ${
-              twice ? "a device twice" : "more than 8 devices"
+              twice ? "a device twice" : `more than ${MAX_DEVICES} devices`
             } for ${body.user}`,
           ),
         );
