@@ -457,6 +457,43 @@ export function decodeRecord(json: RecordJson): MessageRecord {
   return r;
 }
 
+/**
+ * Records with their binary members decoded, as {@link decodeRecord} decodes each, all into one
+ * buffer: a user's msg of 32 records makes one backing store, not 32 — native memory V8
+ * allocates, zeroes, counts as external and sweeps on its helper threads, which cost the server
+ * more than the decoding (docs/PERFORMANCE.md, session 18). For records that share their
+ * lifetime: a held relay keeps its msg's ReceivedGroup, so all of the msg's records, whole.
+ */
+export function decodeRecords(jsons: readonly RecordJson[]): MessageRecord[] {
+  const texts: string[] = [];
+  for (const json of jsons) {
+    texts.push(json.ct, json.c);
+    if (json.sig !== undefined) texts.push(json.sig);
+    if (json.batch !== undefined) texts.push(...json.batch.path);
+  }
+  const bytes = fromBase64Each(texts);
+  const records: MessageRecord[] = [];
+  let at = 0;
+  for (const json of jsons) {
+    const r: MessageRecord = {
+      sid: json.sid,
+      dir: json.dir,
+      to: json.to,
+      seqno: json.seqno,
+      ts: json.ts,
+      ct: bytes[at++],
+      c: bytes[at++],
+    };
+    if (json.sig !== undefined) r.sig = bytes[at++];
+    if (json.batch !== undefined) {
+      const path = bytes.slice(at, at += json.batch.path.length);
+      r.batch = { i: json.batch.i, n: json.batch.n, path };
+    }
+    records.push(r);
+  }
+  return records;
+}
+
 /** The JSON form, members in the order of PROTOCOL §6.1. */
 export function encodeRecord(r: MessageRecord): RecordJson {
   const json: RecordJson = {
@@ -608,15 +645,15 @@ export class ReceivedGroup {
    * @param group the same, decoded
    * @param records the msg's records as decoded (without `sig` and `batch`), in order
    * @param leaves their leaf hashes
-   * @param received each record's JSON and carrier as received, when the msg's text is its
-   *   canonical form (receivedItems): taken as they came, never written again
+   * @param received the msg's records as received, when its text is its canonical form
+   *   (receivedItems): each record's JSON and carrier taken as they came, never written again
    */
   constructor(
     readonly message: { sig: string; first: number; n: number; proof: readonly string[] },
     readonly group: GroupParts,
     readonly records: readonly MessageRecord[],
     readonly leaves: readonly Uint8Array[],
-    readonly received?: readonly ReceivedItem[],
+    readonly received?: ReceivedItems,
   ) {
     const { sig, first, n } = group;
     this.batchParts = makeBatchParts(records[0].sid, message.sig, sig, first, n);
@@ -627,7 +664,7 @@ export class ReceivedGroup {
    * its record), when the msg came in its canonical form.
    */
   carrier(j: number): Uint8Array | undefined {
-    return this.received?.[j].carrier;
+    return this.received?.items[j].carrier;
   }
 
   /**
@@ -652,26 +689,24 @@ export class ReceivedGroup {
         return pathText();
       },
     };
-    return new RecordForms(record, json, this, this.received?.[j].record);
+    return new RecordForms(record, json, this, this.received?.items[j].record);
   }
 
   /**
    * About what this group keeps alive, in bytes: every record of its msg, as parsed (the JSON's
    * text, an envelope's too), as decoded (`ct` as bytes) and, when its text was canonical, as
-   * received (its JSON and carrier copied out: receivedItems). A relay made from one of them keeps
+   * received (its records' bytes copied out: receivedItems). A relay made from one of them keeps
    * it all (its RecordForms keep the group), which a bound on what is held must count (review17
    * R17-5: a short lobby line in a msg of large records to `server`).
    */
   get retainedBytes(): number {
     if (this.#retained === undefined) {
-      let bytes = 0;
+      let bytes = this.received?.bytes.length ?? 0;
       for (let j = 0; j < this.records.length; j++) {
         const ct = this.records[j].ct.length;
         const item = (this.message as { records?: { e2e?: unknown }[] }).records?.[j];
-        const received = this.received?.[j];
         bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES +
-          (item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length) +
-          (received ? received.record.length + received.carrier.length : 0);
+          (item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length);
       }
       this.#retained = bytes;
     }
@@ -737,22 +772,34 @@ export interface ReceivedItem {
 }
 
 /**
- * Each record of a user's msg and its carrier as received in `content` (`text` its UTF-8
+ * A user's msg's records as received (receivedItems): `bytes`, the inside of its `records` array
+ * exactly as it came — from the first item's `{"record":` to the last item's `}`, the commas
+ * between them included — and each item's record and carrier, views of it.
+ */
+export interface ReceivedItems {
+  readonly bytes: Uint8Array;
+  readonly items: readonly ReceivedItem[];
+}
+
+/**
+ * The records of a user's msg and their carriers as received in `content` (`text` its UTF-8
  * reading), when that text is exactly the msg's canonical form — what UserMsg writes of it:
  * PROTOCOL §6.3's members in order, no whitespace, each value as JSON.stringify writes it, ASCII
  * throughout (so that the text's offsets are the bytes'). Undefined for any other text
  * (whitespace, another member order, a number or string spelt otherwise, an escape, a character
  * beyond ASCII): such a msg is laid out afresh, never forwarded as it came.
  *
- * Each record's bytes are copied out with its carrier, one buffer per record: a relay held for
- * a recipient keeps its own record, never the rest of its msg or the opened record around it,
- * which may be padded to 64 KiB (review17 R17-3, R17-5).
+ * The records are copied out, in one piece: never the msg's other members, nor the opened record
+ * around it, which may be padded to 64 KiB (review17 R17-3) or reused for the next one. A relay
+ * held for a recipient keeps its msg's ReceivedGroup, and so this copy whole, which
+ * ReceivedGroup.retainedBytes counts (R17-5): one buffer for all the records holds what one each
+ * held, without a backing store per record to allocate, zero and sweep (session 18).
  */
 export function receivedItems(
   content: Uint8Array,
   text: string,
   message: C2sMsgMessage,
-): ReceivedItem[] | undefined {
+): ReceivedItems | undefined {
   if (text.length !== content.length || !hasNoEscape(text)) return undefined;
   let at = literalAt(text, 0, '{"type":"msg","sig":');
   at = jsonAt(text, at, message.sig);
@@ -760,6 +807,7 @@ export function receivedItems(
   at = jsonAt(text, literalAt(text, at, ',"n":'), message.n);
   at = jsonAt(text, literalAt(text, at, ',"proof":'), message.proof);
   at = literalAt(text, at, ',"records":[');
+  const start = at;
   // For record j: where its JSON starts, where it ends and its carrier starts, where that ends.
   const spans: number[] = [];
   for (let j = 0; j < message.records.length && at >= 0; j++) {
@@ -775,13 +823,15 @@ export function receivedItems(
     spans.push(at);
   }
   if (literalAt(text, at, "]}") !== text.length) return undefined;
+  const bytes = content.slice(start, at);
   const items: ReceivedItem[] = [];
   for (let j = 0; j < spans.length; j += 3) {
-    const bytes = content.slice(spans[j], spans[j + 2]);
-    const split = spans[j + 1] - spans[j];
-    items.push({ record: bytes.subarray(0, split), carrier: bytes.subarray(split) });
+    items.push({
+      record: bytes.subarray(spans[j] - start, spans[j + 1] - start),
+      carrier: bytes.subarray(spans[j + 1] - start, spans[j + 2] - start),
+    });
   }
-  return items;
+  return { bytes, items };
 }
 
 function layOutRelayed(record: MessageRecord, json: RecordJson) {

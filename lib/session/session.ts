@@ -23,6 +23,7 @@ import {
   C2sMsgShape,
   canonicalName,
   decodeRecord,
+  decodeRecords,
   type Direction,
   envelopeFits,
   type GroupItem,
@@ -1194,7 +1195,7 @@ export class ChatSession {
     text: string,
   ): ReceivedMessage[] | Promise<ReceivedMessage[]> {
     const items = message.records;
-    const records = items.map((item) => decodeRecord(item.record));
+    const records = decodeRecords(items.map((item) => item.record));
     for (const record of records) this.#checkOrigin(record);
     // Step 2: the first is the next seqno; the schema made the others follow it one by one.
     this.#window.check(records[0].seqno);

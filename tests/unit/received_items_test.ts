@@ -13,7 +13,7 @@ import { authorCertOf } from "../../lib/message/author_certs.ts";
 import {
   type C2sMsgMessage,
   C2sMsgShape,
-  decodeRecord,
+  decodeRecords,
   type GroupItem,
   leafHash,
   LOBBY,
@@ -114,7 +114,7 @@ function forwarded(content: Uint8Array, fromSource: boolean) {
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
   const msg = message as C2sMsgMessage;
   const source = fromSource ? receivedItems(content, text, msg) : undefined;
-  const records = msg.records.map((item) => decodeRecord(item.record));
+  const records = decodeRecords(msg.records.map((item) => item.record));
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = new ReceivedGroup(
     msg,
@@ -160,17 +160,25 @@ Deno.test("receivedItems(): a msg as ours writes it is forwarded from its own by
   assert.deepEqual(taken.wire, laidOut.wire);
   assert.deepEqual(taken.lines, laidOut.lines);
   assert.deepEqual(taken.stored, laidOut.stored);
-  // Each record's JSON and carrier are its own bytes as they came, copied out of the msg.
+  // Each record's JSON and carrier are its own bytes as they came, copied out of the msg in one
+  // piece: the inside of its `records` array, exactly.
   const { source } = taken;
-  assert.equal(source.length, 7);
+  assert.equal(source.items.length, 7);
   const wire = new TextDecoder().decode(content);
-  for (const [j, { record, carrier }] of source.entries()) {
+  const inside = new TextDecoder().decode(source.bytes);
+  assert.ok(wire.endsWith(`,"records":[${inside}]}`), "the records array's inside");
+  assert.equal(source.bytes.buffer.byteLength, source.bytes.length, "a copy of its own");
+  let at = 0;
+  for (const [j, { record, carrier }] of source.items.entries()) {
     const text = new TextDecoder().decode(record) + new TextDecoder().decode(carrier);
-    assert.ok(wire.includes(`{"record":${text}`), `record ${j}`);
+    const item = `${j === 0 ? "" : ","}{"record":${text}`;
+    assert.equal(inside.slice(at, at + item.length), item, `record ${j}`);
+    at += item.length;
     assert.ok(/^,"(k|e2e)":/.test(new TextDecoder().decode(carrier)), `carrier ${j}`);
-    assert.equal(record.buffer, carrier.buffer, "one buffer per record");
-    assert.equal(record.buffer.byteLength, record.length + carrier.length, "its own bytes alone");
+    assert.equal(record.buffer, source.bytes.buffer, "views of the one copy");
+    assert.equal(carrier.buffer, source.bytes.buffer, "views of the one copy");
   }
+  assert.equal(at, inside.length);
 });
 
 /** Texts of one msg that JSON reads as the same value but that are not its canonical form. */
@@ -290,7 +298,7 @@ Deno.test("jsonAt() matches a text exactly when it is JSON.stringify of what it 
   assert.ok(matched > 1000 && refused > 200, `${matched} matched, ${refused} refused`);
 });
 
-Deno.test("receivedItems(): a relay of a msg that came in a padded record keeps its own record's bytes alone, not the msg's or the record's (review17 R17-3, R17-5)", async () => {
+Deno.test("receivedItems(): a relay of a msg that came in a padded record keeps its msg's records' bytes alone, copied in one piece, not the msg's other members or the record's (review17 R17-3, R17-5)", async () => {
   const wire = sent(await batch(3));
   // A record's inner may be padded to its largest (PROTOCOL §3.2): one content, then zeros.
   const inner = new Uint8Array(MAX_INNER_BYTES);
@@ -298,20 +306,28 @@ Deno.test("receivedItems(): a relay of a msg that came in a padded record keeps 
   inner.set(wire, 4);
   const [content] = unpadContents(inner);
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
-  const items = receivedItems(content, text, message as C2sMsgMessage);
-  assert.ok(items, "the msg is canonical");
-  for (const { record, carrier } of items) {
-    assert.equal(record.buffer.byteLength, record.length + carrier.length);
+  const received = receivedItems(content, text, message as C2sMsgMessage);
+  assert.ok(received, "the msg is canonical");
+  const records = received.items.reduce(
+    (n, { record, carrier }) => n + record.length + carrier.length + '{"record":'.length,
+    0,
+  );
+  // The records' bytes, with the commas between them: nothing of the msg's head, nor the record's.
+  assert.equal(received.bytes.buffer.byteLength, records + received.items.length - 1);
+  assert.ok(received.bytes.buffer.byteLength < content.length);
+  for (const { record, carrier } of received.items) {
+    assert.equal(record.buffer, received.bytes.buffer);
+    assert.equal(carrier.buffer, received.bytes.buffer);
   }
 });
 
-Deno.test("ReceivedGroup.retainedBytes counts each record as received too, when the msg came canonical (review17 R17-5)", async () => {
+Deno.test("ReceivedGroup.retainedBytes counts the msg's records as received too, when the msg came canonical (review17 R17-5)", async () => {
   const content = sent(await batch(4));
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
   const msg = message as C2sMsgMessage;
   const items = receivedItems(content, text, msg);
   assert.ok(items);
-  const records = msg.records.map((item) => decodeRecord(item.record));
+  const records = decodeRecords(msg.records.map((item) => item.record));
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = (received?: typeof items) =>
     new ReceivedGroup(
@@ -321,6 +337,5 @@ Deno.test("ReceivedGroup.retainedBytes counts each record as received too, when 
       records.map(leafHash),
       received,
     );
-  const copied = items.reduce((n, { record, carrier }) => n + record.length + carrier.length, 0);
-  assert.equal(group(items).retainedBytes - group().retainedBytes, copied);
+  assert.equal(group(items).retainedBytes - group().retainedBytes, items.bytes.length);
 });
