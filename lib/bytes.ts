@@ -384,6 +384,56 @@ export function fromBase64Each(texts: readonly string[]): Uint8Array[] {
   });
 }
 
+/**
+ * Base64 texts decoded one after another, each checked as it is decoded ({@link fromBase64}'s
+ * acceptance, in the runtime's codec: one pass, where a check and a decode were two), into one
+ * scratch kept for the process, then copied out into one buffer of exactly their bytes: for a
+ * message whose members are checked and then all used as bytes (a user's msg at the server,
+ * lib/message/record.ts). Synchronous: one batch at a time, from {@link start} to {@link take}.
+ */
+export class Base64Batch {
+  #scratch = new Uint8Array(4096);
+  #at = 0;
+  readonly #ends: number[] = [];
+
+  /** Starts a batch: what an unfinished one added (a message refused midway) is forgotten. */
+  start(): void {
+    this.#at = 0;
+    this.#ends.length = 0;
+  }
+
+  /**
+   * Decodes `text` after what this batch holds.
+   * @returns its length in bytes
+   * @throws TypeError as {@link fromBase64}
+   */
+  add(text: string): number {
+    const length = base64Length(text);
+    const end = this.#at + length;
+    if (end > this.#scratch.length) {
+      let capacity = 2 * this.#scratch.length;
+      while (capacity < end) capacity *= 2;
+      const grown = new Uint8Array(capacity);
+      grown.set(this.#scratch.subarray(0, this.#at));
+      this.#scratch = grown;
+    }
+    decodeBase64Into(text, this.#scratch.subarray(this.#at, end));
+    this.#at = end;
+    this.#ends.push(end);
+    return length;
+  }
+
+  /** What was added since {@link start}, copied into one buffer: one view of it per text, in order. */
+  take(): Uint8Array[] {
+    const block = this.#scratch.slice(0, this.#at);
+    const views: Uint8Array[] = [];
+    let from = 0;
+    for (const end of this.#ends) views.push(block.subarray(from, from = end));
+    this.start();
+    return views;
+  }
+}
+
 /** What padded base64 of this length and padding decodes to; its characters are checked after. */
 function base64Length(text: string): number {
   const n = text.length;

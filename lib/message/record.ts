@@ -8,6 +8,7 @@
 import { canonicalName, isCanonicalUserName } from "../pki/names.ts";
 import { sha256 } from "#sync-crypto";
 import {
+  Base64Batch,
   ByteBuilder,
   concat,
   type Encodable,
@@ -29,6 +30,7 @@ import { SecureChatError } from "../errors.ts";
 import { PROTOCOL_VERSION } from "../wire/messages.ts";
 import { MAX_CONTENT_BYTES } from "../handshake/record.ts";
 import {
+  base64Decoded,
   base64Text,
   byType,
   fail,
@@ -375,23 +377,27 @@ function recordJson(value: unknown, path: Path): RecordJson {
  * A record in a relay's `records` (PROTOCOL §6.4): without `sig` and `batch`, which the relay
  * carries once for all its records (either here is an unrecognized member).
  */
-function relayedRecordJson(value: unknown, path: Path): RecordJson {
-  return recordCore(members(value, path, RECORD_MEMBERS), path);
+function relayedRecordJson(value: unknown, path: Path, into?: Base64Batch): RecordJson {
+  return recordCore(members(value, path, RECORD_MEMBERS), path, into);
 }
 
-/** The members every record has. */
-function recordCore(o: Record<string, unknown>, path: Path): RecordJson {
+/**
+ * The members every record has; `ct` and `c` decoded into `into` as they are checked, when given
+ * (a user's msg at the server, which uses them all as bytes).
+ */
+function recordCore(o: Record<string, unknown>, path: Path, into?: Base64Batch): RecordJson {
   const sid = lowerHex(o.sid, path, "sid", 32);
   const dir = literal(o.dir, path, "dir", DIRECTIONS);
-  return {
-    sid,
-    dir,
-    to: textMember(o.to, path, "to", 1, MAX_TO_CHARS),
-    seqno: uint(o.seqno, path, "seqno", 1),
-    ts: uint(o.ts, path, "ts"),
-    ct: base64Text(o.ct, path, "ct", 16, dir === "c2s" ? MAX_CT_BYTES : MAX_S2C_CT_BYTES),
-    c: base64Text(o.c, path, "c", 32, 32),
-  };
+  const to = textMember(o.to, path, "to", 1, MAX_TO_CHARS);
+  const seqno = uint(o.seqno, path, "seqno", 1);
+  const ts = uint(o.ts, path, "ts");
+  const maxCt = dir === "c2s" ? MAX_CT_BYTES : MAX_S2C_CT_BYTES;
+  if (into) {
+    const ct = base64Decoded(o.ct, path, "ct", 16, maxCt, into);
+    return { sid, dir, to, seqno, ts, ct, c: base64Decoded(o.c, path, "c", 32, 32, into) };
+  }
+  const ct = base64Text(o.ct, path, "ct", 16, maxCt);
+  return { sid, dir, to, seqno, ts, ct, c: base64Text(o.c, path, "c", 32, 32) };
 }
 
 /** `batch`'s bounds (PROTOCOL §6.1): whether the path fits `i` and `n` is the signature check's. */
@@ -455,43 +461,6 @@ export function decodeRecord(json: RecordJson): MessageRecord {
     r.batch = { i: json.batch.i, n: json.batch.n, path: bytes.slice(pathAt) };
   }
   return r;
-}
-
-/**
- * Records with their binary members decoded, as {@link decodeRecord} decodes each, all into one
- * buffer: a user's msg of 32 records makes one backing store, not 32 — native memory V8
- * allocates, zeroes, counts as external and sweeps on its helper threads, which cost the server
- * more than the decoding (docs/PERFORMANCE.md, session 18). For records that share their
- * lifetime: a held relay keeps its msg's ReceivedGroup, so all of the msg's records, whole.
- */
-export function decodeRecords(jsons: readonly RecordJson[]): MessageRecord[] {
-  const texts: string[] = [];
-  for (const json of jsons) {
-    texts.push(json.ct, json.c);
-    if (json.sig !== undefined) texts.push(json.sig);
-    if (json.batch !== undefined) texts.push(...json.batch.path);
-  }
-  const bytes = fromBase64Each(texts);
-  const records: MessageRecord[] = [];
-  let at = 0;
-  for (const json of jsons) {
-    const r: MessageRecord = {
-      sid: json.sid,
-      dir: json.dir,
-      to: json.to,
-      seqno: json.seqno,
-      ts: json.ts,
-      ct: bytes[at++],
-      c: bytes[at++],
-    };
-    if (json.sig !== undefined) r.sig = bytes[at++];
-    if (json.batch !== undefined) {
-      const path = bytes.slice(at, at += json.batch.path.length);
-      r.batch = { i: json.batch.i, n: json.batch.n, path };
-    }
-    records.push(r);
-  }
-  return records;
 }
 
 /** The JSON form, members in the order of PROTOCOL §6.1. */
@@ -1683,6 +1652,11 @@ export type C2sMsgMessage = {
   n: number;
   proof: string[];
   records: RelayItem[];
+  /**
+   * Not a member: each record with its binary members decoded, as its shape checked them, into one
+   * buffer for the msg (decodeRecord's records, without `sig` and `batch`).
+   */
+  decoded: MessageRecord[];
 };
 
 /** What a message that forwards users' records says of the hop and the author (§6.4, §6.4.1). */
@@ -1833,13 +1807,42 @@ const C2S_MSG_MEMBERS = ["type", "sig", "first", "n", "proof", "records"];
 export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
   const o = members(v, p, C2S_MSG_MEMBERS);
   literal(o.type, p, "type", MSG_TYPES);
-  const { sig, first, n, proof, records } = groupWithCarriers(o, p, true);
-  return { type: "msg", sig, first, n, proof, records };
+  userMsgBytes.start();
+  const { sig, first, n, proof, records } = groupWithCarriers(o, p, true, userMsgBytes);
+  const bytes = userMsgBytes.take();
+  const decoded = records.map(({ record: json }, j): MessageRecord => ({
+    sid: json.sid,
+    dir: json.dir,
+    to: json.to,
+    seqno: json.seqno,
+    ts: json.ts,
+    ct: bytes[2 * j],
+    c: bytes[2 * j + 1],
+  }));
+  return { type: "msg", sig, first, n, proof, records, decoded };
 });
 
-/** groupMembers, each item with its content key's carrier (a relay's, a user's msg's). */
-function groupWithCarriers(o: Record<string, unknown>, p: Path, consecutive: boolean) {
-  const group = groupMembers(o, p, consecutive);
+/**
+ * Where a user's msg's records' `ct` and `c` are decoded as they are checked, then copied into one
+ * buffer for the msg (Base64Batch): one pass over each, and one backing store per msg, not one per
+ * record — native memory V8 allocates, zeroes, counts as external and sweeps on its helper
+ * threads, which cost the server more than the decoding (docs/PERFORMANCE.md, session 18). The
+ * records share their lifetime already: a relay held for a recipient keeps its msg's
+ * ReceivedGroup, so all of the msg's records.
+ */
+const userMsgBytes = new Base64Batch();
+
+/**
+ * groupMembers, each item with its content key's carrier (a relay's, a user's msg's); the
+ * records' `ct` and `c` decoded into `into` as they are checked, when given.
+ */
+function groupWithCarriers(
+  o: Record<string, unknown>,
+  p: Path,
+  consecutive: boolean,
+  into?: Base64Batch,
+) {
+  const group = groupMembers(o, p, consecutive, into);
   const items = o.records as unknown[];
   const records: RelayItem[] = [];
   for (let j = 0; j < items.length; j++) {
@@ -1862,7 +1865,12 @@ function groupWithCarriers(o: Record<string, unknown>, p: Path, consecutive: boo
  * §6.4): `sig`, `first`, `n`, `proof` and the records (each item's `record`; its carrier is the
  * caller's), checked against each other; a msg's records' seqnos are `consecutive` (§6.3).
  */
-function groupMembers(o: Record<string, unknown>, p: Path, consecutive: boolean) {
+function groupMembers(
+  o: Record<string, unknown>,
+  p: Path,
+  consecutive: boolean,
+  into?: Base64Batch,
+) {
   const sig = base64Text(o.sig, p, "sig", 1, MAX_SIG_BYTES);
   const first = uint(o.first, p, "first", 1);
   const n = uint(o.n, p, "n", 1);
@@ -1879,7 +1887,11 @@ function groupMembers(o: Record<string, unknown>, p: Path, consecutive: boolean)
     if (typeof item !== "object" || item === null || Array.isArray(item)) {
       fail(at, undefined, "expected an object");
     }
-    const record = relayedRecordJson((item as Record<string, unknown>).record, [...at, "record"]);
+    const record = relayedRecordJson(
+      (item as Record<string, unknown>).record,
+      [...at, "record"],
+      into,
+    );
     const before = records[j - 1];
     if (before && record.sid !== before.sid) {
       fail(at, "record", "a group's records are one author session's (one sid)");

@@ -23,7 +23,6 @@ import {
   C2sMsgShape,
   canonicalName,
   decodeRecord,
-  decodeRecords,
   type Direction,
   envelopeFits,
   type GroupItem,
@@ -1195,7 +1194,7 @@ export class ChatSession {
     text: string,
   ): ReceivedMessage[] | Promise<ReceivedMessage[]> {
     const items = message.records;
-    const records = decodeRecords(items.map((item) => item.record));
+    const records = message.decoded;
     for (const record of records) this.#checkOrigin(record);
     // Step 2: the first is the next seqno; the schema made the others follow it one by one.
     this.#window.check(records[0].seqno);

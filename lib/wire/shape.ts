@@ -10,6 +10,7 @@
  * chokepoint, takes either.
  */
 import { z } from "zod";
+import type { Base64Batch } from "../bytes.ts";
 import { canonicalBase64Length } from "./schema.ts";
 
 export type Path = readonly (string | number)[];
@@ -184,6 +185,33 @@ export function base64Text(
   let length: number;
   try {
     length = canonicalBase64Length(value);
+  } catch {
+    fail(path, key, "not canonical standard base64");
+  }
+  if (length < minBytes || length > maxBytes) {
+    fail(path, key, `expected ${minBytes}..${maxBytes} bytes`);
+  }
+  return value;
+}
+
+/**
+ * {@link base64Text}, the text decoded into `into` as it is checked (one pass: Base64Batch), with
+ * the same checks in the same order, so the same refusal: the length cap before anything is
+ * decoded, then canonical base64, then the decoded length.
+ */
+export function base64Decoded(
+  value: unknown,
+  path: Path,
+  key: string | number,
+  minBytes: number,
+  maxBytes: number,
+  into: Base64Batch,
+): string {
+  if (typeof value !== "string") fail(path, key, "expected a string");
+  if (value.length > Math.ceil(maxBytes / 3) * 4) fail(path, key, `expected ..${maxBytes} bytes`);
+  let length: number;
+  try {
+    length = into.add(value);
   } catch {
     fail(path, key, "not canonical standard base64");
   }

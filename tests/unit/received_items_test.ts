@@ -13,7 +13,6 @@ import { authorCertOf } from "../../lib/message/author_certs.ts";
 import {
   type C2sMsgMessage,
   C2sMsgShape,
-  decodeRecords,
   type GroupItem,
   leafHash,
   LOBBY,
@@ -114,7 +113,7 @@ function forwarded(content: Uint8Array, fromSource: boolean) {
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
   const msg = message as C2sMsgMessage;
   const source = fromSource ? receivedItems(content, text, msg) : undefined;
-  const records = decodeRecords(msg.records.map((item) => item.record));
+  const records = msg.decoded;
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = new ReceivedGroup(
     msg,
@@ -327,7 +326,7 @@ Deno.test("ReceivedGroup.retainedBytes counts the msg's records as received too,
   const msg = message as C2sMsgMessage;
   const items = receivedItems(content, text, msg);
   assert.ok(items);
-  const records = decodeRecords(msg.records.map((item) => item.record));
+  const records = msg.decoded;
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = (received?: typeof items) =>
     new ReceivedGroup(
