@@ -1652,11 +1652,6 @@ export type C2sMsgMessage = {
   n: number;
   proof: string[];
   records: RelayItem[];
-  /**
-   * Not a member: each record with its binary members decoded, as its shape checked them, into one
-   * buffer for the msg (decodeRecord's records, without `sig` and `batch`).
-   */
-  decoded: MessageRecord[];
 };
 
 /** What a message that forwards users' records says of the hop and the author (§6.4, §6.4.1). */
@@ -1810,17 +1805,36 @@ export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
   userMsgBytes.start();
   const { sig, first, n, proof, records } = groupWithCarriers(o, p, true, userMsgBytes);
   const bytes = userMsgBytes.take();
-  const decoded = records.map(({ record: json }, j): MessageRecord => ({
-    sid: json.sid,
-    dir: json.dir,
-    to: json.to,
-    seqno: json.seqno,
-    ts: json.ts,
-    ct: bytes[2 * j],
-    c: bytes[2 * j + 1],
-  }));
-  return { type: "msg", sig, first, n, proof, records, decoded };
+  const message: C2sMsgMessage = { type: "msg", sig, first, n, proof, records };
+  decodedByShape.set(
+    message,
+    records.map(({ record: json }, j): MessageRecord => ({
+      sid: json.sid,
+      dir: json.dir,
+      to: json.to,
+      seqno: json.seqno,
+      ts: json.ts,
+      ct: bytes[2 * j],
+      c: bytes[2 * j + 1],
+    })),
+  );
+  return message;
 });
+
+/**
+ * Each user's msg's records as C2sMsgShape decoded them, beside the msg rather than in it: the msg
+ * stays exactly what its members are (what the zod reference of the shape parses).
+ */
+const decodedByShape = new WeakMap<C2sMsgMessage, MessageRecord[]>();
+
+/**
+ * A user's msg's records with their binary members decoded (decodeRecord's, without `sig` and
+ * `batch`): as C2sMsgShape decoded them while it checked them, into one buffer for the msg; for a
+ * msg that shape did not make, decoded now.
+ */
+export function userMsgRecords(message: C2sMsgMessage): MessageRecord[] {
+  return decodedByShape.get(message) ?? message.records.map((item) => decodeRecord(item.record));
+}
 
 /**
  * Where a user's msg's records' `ct` and `c` are decoded as they are checked, then copied into one
@@ -1831,6 +1845,15 @@ export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
  * ReceivedGroup, so all of the msg's records.
  */
 const userMsgBytes = new Base64Batch();
+
+/**
+ * Where item `j` of a message's `records` is, and its record: made once for a message's own items
+ * (`p` empty: a relay, a user's msg; `j` below MAX_BATCH, as `records` holds at most `n`), as every
+ * party checks every item of every one.
+ */
+const ITEM_AT: readonly Path[] = Array.from({ length: MAX_BATCH }, (_, j) => ["records", j]);
+const ITEM_RECORD_AT: readonly Path[] = ITEM_AT.map((at) => [...at, "record"]);
+const itemAt = (p: Path, j: number): Path => p.length === 0 ? ITEM_AT[j] : [...p, "records", j];
 
 /**
  * groupMembers, each item with its content key's carrier (a relay's, a user's msg's); the
@@ -1847,7 +1870,7 @@ function groupWithCarriers(
   const records: RelayItem[] = [];
   for (let j = 0; j < items.length; j++) {
     const item = items[j];
-    const at = [...p, "records", j];
+    const at = itemAt(p, j);
     const key = keyMemberOf(item);
     const io = members(item, at, ITEM_MEMBERS[key]);
     const record = group.records[j];
@@ -1882,14 +1905,14 @@ function groupMembers(
   if (items.length === 0) fail(p, "records", "expected at least one record");
   const records: RecordJson[] = [];
   for (let j = 0; j < items.length; j++) {
-    const at = [...p, "records", j];
+    const at = itemAt(p, j);
     const item = items[j];
     if (typeof item !== "object" || item === null || Array.isArray(item)) {
       fail(at, undefined, "expected an object");
     }
     const record = relayedRecordJson(
       (item as Record<string, unknown>).record,
-      [...at, "record"],
+      p.length === 0 ? ITEM_RECORD_AT[j] : [...at, "record"],
       into,
     );
     const before = records[j - 1];

@@ -65,6 +65,7 @@ import {
   TO_SERVER,
   UserMsg,
   userMsgItem,
+  userMsgRecords,
   userMsgsOf,
   userRecipient,
 } from "../message/record.ts";
@@ -1194,7 +1195,7 @@ export class ChatSession {
     text: string,
   ): ReceivedMessage[] | Promise<ReceivedMessage[]> {
     const items = message.records;
-    const records = message.decoded;
+    const records = userMsgRecords(message);
     for (const record of records) this.#checkOrigin(record);
     // Step 2: the first is the next seqno; the schema made the others follow it one by one.
     this.#window.check(records[0].seqno);

@@ -26,6 +26,7 @@ import {
   signBatch,
   UserMsg,
   userMsgItem,
+  userMsgRecords,
   userMsgsOf,
 } from "../../lib/message/record.ts";
 import { MAX_INNER_BYTES, unpadContents } from "../../lib/handshake/record.ts";
@@ -113,7 +114,7 @@ function forwarded(content: Uint8Array, fromSource: boolean) {
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
   const msg = message as C2sMsgMessage;
   const source = fromSource ? receivedItems(content, text, msg) : undefined;
-  const records = msg.decoded;
+  const records = userMsgRecords(msg);
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = new ReceivedGroup(
     msg,
@@ -326,7 +327,7 @@ Deno.test("ReceivedGroup.retainedBytes counts the msg's records as received too,
   const msg = message as C2sMsgMessage;
   const items = receivedItems(content, text, msg);
   assert.ok(items);
-  const records = msg.decoded;
+  const records = userMsgRecords(msg);
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = (received?: typeof items) =>
     new ReceivedGroup(

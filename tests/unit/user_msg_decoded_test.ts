@@ -1,6 +1,7 @@
 /**
  * in18 (session 18): the server's shape of a user's msg (C2sMsgShape) decodes each record's `ct`
- * and `c` as it checks them (Base64Batch: one pass, one buffer for the msg), where a relay's shape
+ * and `c` as it checks them (Base64Batch: one pass, one buffer for the msg; userMsgRecords gives
+ * them), where a relay's shape
  * checks them as text (base64Text) and decodeRecord decodes them after. Both must accept and
  * refuse alike — the same first fault, at the same place, in the same words — and decode alike,
  * and the msg's one buffer must hold its records' bytes and nothing else.
@@ -18,6 +19,7 @@ import {
   sealContent,
   signBatch,
   userMsgItem,
+  userMsgRecords,
   userMsgsOf,
 } from "../../lib/message/record.ts";
 import type { ShapeResult } from "../../lib/wire/shape.ts";
@@ -100,7 +102,8 @@ Deno.test(`C2sMsgShape: each record decoded as decodeRecord decodes it, the msg'
     const msg = await msgOf(rng, rng.range(1, 32));
     const result = C2sMsgShape.safeParse(msg);
     assert.ok(result.success, `seed ${SEED} round ${round}`);
-    const { records, decoded } = result.data;
+    const { records } = result.data;
+    const decoded = userMsgRecords(result.data);
     assert.equal(decoded.length, records.length);
     const buffer = decoded[0].ct.buffer;
     let bytes = 0;
@@ -130,7 +133,7 @@ Deno.test(`C2sMsgShape: a spoilt ct or c is refused as a relay's shape refuses i
     const honest = await msgOf(rng, 2);
     const next = C2sMsgShape.safeParse(honest);
     assert.ok(next.success);
-    for (const [j, record] of next.data.decoded.entries()) {
+    for (const [j, record] of userMsgRecords(next.data).entries()) {
       assert.deepEqual(record, decodeRecord(next.data.records[j].record));
     }
   }
