@@ -1806,9 +1806,9 @@ export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
   const { sig, first, n, proof, records } = groupWithCarriers(o, p, true, userMsgBytes);
   const bytes = userMsgBytes.take();
   const message: C2sMsgMessage = { type: "msg", sig, first, n, proof, records };
-  decodedByShape.set(
+  lastDecoded = {
     message,
-    records.map(({ record: json }, j): MessageRecord => ({
+    records: records.map(({ record: json }, j): MessageRecord => ({
       sid: json.sid,
       dir: json.dir,
       to: json.to,
@@ -1817,23 +1817,27 @@ export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
       ct: bytes[2 * j],
       c: bytes[2 * j + 1],
     })),
-  );
+  };
   return message;
 });
 
 /**
- * Each user's msg's records as C2sMsgShape decoded them, beside the msg rather than in it: the msg
- * stays exactly what its members are (what the zod reference of the shape parses).
+ * The records of the user's msg C2sMsgShape made last, as it decoded them, until they are taken
+ * (userMsgRecords): beside the msg rather than in it, so that the msg stays exactly its members
+ * (what the shape's zod reference parses). The server takes them as soon as the msg is parsed.
  */
-const decodedByShape = new WeakMap<C2sMsgMessage, MessageRecord[]>();
+let lastDecoded: { message: C2sMsgMessage; records: MessageRecord[] } | undefined;
 
 /**
  * A user's msg's records with their binary members decoded (decodeRecord's, without `sig` and
- * `batch`): as C2sMsgShape decoded them while it checked them, into one buffer for the msg; for a
- * msg that shape did not make, decoded now.
+ * `batch`): as C2sMsgShape decoded them while it checked them, into one buffer for the msg, when
+ * it is the msg that shape made last and they were not taken yet; else decoded now.
  */
 export function userMsgRecords(message: C2sMsgMessage): MessageRecord[] {
-  return decodedByShape.get(message) ?? message.records.map((item) => decodeRecord(item.record));
+  const last = lastDecoded;
+  lastDecoded = undefined;
+  if (last?.message === message) return last.records;
+  return message.records.map((item) => decodeRecord(item.record));
 }
 
 /**

@@ -11,6 +11,7 @@ import { ByteBuilder, toBase64 } from "../../lib/bytes.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import {
+  type C2sMsgMessage,
   C2sMsgShape,
   decodeRecord,
   LOBBY,
@@ -138,4 +139,24 @@ Deno.test(`C2sMsgShape: a spoilt ct or c is refused as a relay's shape refuses i
     }
   }
   assert.ok(refused > 200, `${refused} of 300 refused`);
+});
+
+Deno.test(`userMsgRecords(): the shape's records for the msg it made last, taken once; any other msg's decoded afresh, alike (seed ${SEED})`, async () => {
+  const rng = new Rng(SEED ^ 0x3c3c);
+  const parse = async () => {
+    const result = C2sMsgShape.safeParse(await msgOf(rng, rng.range(1, 8)));
+    assert.ok(result.success);
+    return result.data;
+  };
+  const expected = (message: C2sMsgMessage) =>
+    message.records.map((item) => decodeRecord(item.record));
+  const a = await parse();
+  const b = await parse();
+  const fromShape = userMsgRecords(b);
+  assert.deepEqual(fromShape, expected(b));
+  assert.equal(fromShape[0].ct.buffer, fromShape[fromShape.length - 1].c.buffer, "the shape's");
+  const again = userMsgRecords(b);
+  assert.deepEqual(again, expected(b));
+  assert.notEqual(again[0], fromShape[0], "taken once: decoded afresh");
+  assert.deepEqual(userMsgRecords(a), expected(a), "not the last msg: decoded afresh");
 });
