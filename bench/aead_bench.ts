@@ -100,9 +100,9 @@ for (let round = 1; round <= rounds; round++) {
     const n = Math.max(2000, Math.floor(4_000_000 / (size + 200)));
     const figures = [
       cpuPerCall(() => sha256Short([data]), n),
-      cpuPerCall(() => native.sha256(data), n),
+      cpuPerCall(() => native.sha256([data]), n),
       cpuPerCall(() => hmacSha256Short(key, [data]), n),
-      cpuPerCall(() => native.hmacSha256(key, data), n),
+      cpuPerCall(() => native.hmacSha256(key, [data]), n),
     ];
     console.log([size, round, ...figures.map((f) => f.toFixed(2))].join("\t"));
   }

@@ -70,14 +70,12 @@ const SYMBOLS = {
   },
   EVP_DecryptFinal_ex: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
   EVP_CIPHER_CTX_ctrl: { parameters: ["pointer", "i32", "i32", "buffer"], result: "i32" },
-  EVP_Digest: {
-    parameters: ["buffer", "usize", "buffer", "buffer", "pointer", "pointer"],
-    result: "i32",
-  },
-  HMAC: {
-    parameters: ["pointer", "buffer", "i32", "buffer", "usize", "buffer", "buffer"],
-    result: "pointer",
-  },
+  EVP_MD_fetch: { parameters: ["pointer", "buffer", "pointer"], result: "pointer" },
+  EVP_MD_get_size: { parameters: ["pointer"], result: "i32" },
+  EVP_MD_CTX_new: { parameters: [], result: "pointer" },
+  EVP_DigestInit_ex2: { parameters: ["pointer", "pointer", "pointer"], result: "i32" },
+  EVP_DigestUpdate: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  EVP_DigestFinal_ex: { parameters: ["pointer", "buffer", "pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libcrypto's functions, as Deno FFI calls them. */

@@ -10,15 +10,22 @@
  * allocated here to exactly what the call writes (ChaCha20 is a stream cipher: an Update writes
  * as many bytes as it reads, a Final none, the tag 16), and the counts libcrypto reports are
  * checked against that. Every return code is checked; a failure clears OpenSSL's error queue and
- * throws, never returns output. No call sees a dangling pointer: an empty input to hash passes a
- * scratch buffer with length 0, an empty AAD or plaintext skips its Update, and null goes only
- * where OpenSSL's API gives it a meaning (the AAD Update's output, EVP_Digest's size, the ENGINE).
- * The contexts keep the last call's key state until the next call re-keys them (the JS path zeroes
- * its state; the same keys sit in the session objects anyway).
+ * throws, never returns output. No call sees a dangling pointer: an empty AAD, plaintext or part
+ * to hash skips its Update, and null goes only where OpenSSL's API gives it a meaning (the AAD
+ * Update's output, a digest Final's size, the ENGINE, an Init's parameters). The contexts keep
+ * the last call's key state until the next call re-keys them (the JS path zeroes its state; the
+ * same keys sit in the session objects anyway).
+ *
+ * SHA-256 runs on one kept digest context with a SHA-256 fetched once: OpenSSL 3's one-shot
+ * EVP_Digest makes and frees a context per call and, given the legacy `EVP_sha256()`, fetches
+ * the provider's implementation again in every Init, which cost more than the hashing itself
+ * (docs/PERFORMANCE.md session 18).
  */
 import { wipe } from "../bytes.ts";
 import type { Libcrypto, LibcryptoSymbols } from "./libcrypto.ts";
 
+/** The name EVP_MD_fetch knows SHA-256 by, NUL-terminated. */
+const SHA256_NAME = new TextEncoder().encode("SHA2-256\0");
 /** OpenSSL's constants (openssl/evp.h, openssl/core_names.h): a stable ABI. */
 const EVP_CTRL_AEAD_GET_TAG = 0x10;
 const EVP_CTRL_AEAD_SET_TAG = 0x11;
@@ -26,6 +33,9 @@ const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const SHA256_BYTES = 32;
+const HMAC_BLOCK_BYTES = 64;
+const IPAD = 0x36;
+const OPAD = 0x5c;
 /** EVP_EncryptUpdate and HMAC take an `int` length. */
 const INT_MAX = 0x7fffffff;
 
@@ -46,20 +56,26 @@ export class LibcryptoError extends Error {}
  * context for sealing and one for opening, set up once and re-keyed by every call (Init with the
  * key and nonce resets the AEAD state): sharing them is safe only because every method runs to
  * completion synchronously on the one JS thread that owns this object, with no await and no
- * callback between the Init and the Final, so no two calls interleave on a context. The contexts
- * live as long as the process (one object, made once by ./sync_node.ts), so nothing is freed.
+ * callback between the Init and the Final, so no two calls interleave on a context. The digest
+ * context is shared the same way. The contexts and the fetched SHA-256 live as long as the
+ * process (one object, made once by ./sync_node.ts), so nothing is freed.
  */
 export class OpenSslSymmetric {
   readonly #lib: LibcryptoSymbols;
   readonly #cipher: Deno.PointerObject;
   readonly #sealCtx: Deno.PointerObject;
   readonly #openCtx: Deno.PointerObject;
+  /** SHA-256, fetched once from the default provider. */
   readonly #sha256: Deno.PointerObject;
+  readonly #digestCtx: Deno.PointerObject;
   /** The int the Update and Final calls write their output count to. */
   readonly #count = new Int32Array(1);
-  /** HMAC's unsigned int output length. */
-  readonly #macLength = new Uint32Array(1);
-  /** Stands in for an empty input, and receives a Final's zero bytes (checked). */
+  /** HMAC's padded key block (K0 XOR ipad, then XOR opad), zero between calls. */
+  readonly #pad = new Uint8Array(new ArrayBuffer(HMAC_BLOCK_BYTES));
+  /** HMAC's inner digest, zero between calls. */
+  readonly #inner = new Uint8Array(new ArrayBuffer(SHA256_BYTES));
+  readonly #innerParts = [this.#inner];
+  /** Receives an AEAD Final's zero bytes (checked). */
   readonly #scratch = new Uint8Array(TAG_BYTES);
   /** The tag being checked, copied here: not a buffer of its own per open. */
   readonly #tag = new Uint8Array(TAG_BYTES);
@@ -68,14 +84,20 @@ export class OpenSslSymmetric {
   constructor(libcrypto: Libcrypto) {
     const lib = this.#lib = libcrypto.lib;
     const cipher = lib.EVP_chacha20_poly1305();
-    const sha256 = lib.EVP_sha256();
+    const sha256 = lib.EVP_MD_fetch(null, SHA256_NAME, null);
     const sealCtx = lib.EVP_CIPHER_CTX_new();
     const openCtx = lib.EVP_CIPHER_CTX_new();
-    if (!cipher || !sha256 || !sealCtx || !openCtx) {
+    const digestCtx = lib.EVP_MD_CTX_new();
+    // The Final writes the digest's size into a 32-byte output: it must be SHA-256's.
+    if (
+      !cipher || !sha256 || !sealCtx || !openCtx || !digestCtx ||
+      lib.EVP_MD_get_size(sha256) !== SHA256_BYTES
+    ) {
       lib.ERR_clear_error();
       throw new LibcryptoError("libcrypto has no ChaCha20-Poly1305 or SHA-256 here");
     }
-    [this.#cipher, this.#sha256, this.#sealCtx, this.#openCtx] = [cipher, sha256, sealCtx, openCtx];
+    [this.#cipher, this.#sealCtx, this.#openCtx] = [cipher, sealCtx, openCtx];
+    [this.#sha256, this.#digestCtx] = [sha256, digestCtx];
   }
 
   /**
@@ -158,15 +180,13 @@ export class OpenSslSymmetric {
   }
 
   /**
-   * SHA-256 of `data`.
+   * SHA-256 of the concatenation of `parts`, each handed to libcrypto where it lies (no joined
+   * copy).
    * @throws {LibcryptoError} when libcrypto fails
    */
-  sha256(data: Uint8Array): Uint8Array {
+  sha256(parts: readonly Uint8Array[]): Uint8Array {
     const out = new Uint8Array(SHA256_BYTES);
-    const length = byteLength(data);
-    const input = length === 0 ? this.#scratch : data;
-    const ok = this.#lib.EVP_Digest(input, BigInt(length), out, null, this.#sha256, null);
-    if (ok !== 1) {
+    if (!this.#digest(undefined, parts, out)) {
       this.#lib.ERR_clear_error();
       throw new LibcryptoError("libcrypto could not hash");
     }
@@ -174,28 +194,60 @@ export class OpenSslSymmetric {
   }
 
   /**
-   * HMAC-SHA-256(key, data), any key length including empty.
+   * HMAC-SHA-256(key, concatenation of `parts`), any key length including empty: RFC 2104 over
+   * the kept SHA-256 context, two hashes of a padded key block and the rest. libcrypto's HMAC()
+   * fetches an HMAC and a SHA-256 and makes and frees three contexts per call (OpenSSL 3's
+   * EVP_Q_mac), twice this one's cost; an EVP_MAC context would need its digest named through an
+   * OSSL_PARAM built of pointers. The padded key and the inner digest are wiped after, and the
+   * context reset (best-effort: the key sits in the caller's memory anyway).
    * @throws {LibcryptoError} when libcrypto fails
    */
-  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
-    const keyLength = checkLength(byteLength(key));
-    const dataLength = byteLength(data);
+  hmacSha256(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
+    const pad = this.#pad;
+    const inner = this.#inner;
     const out = new Uint8Array(SHA256_BYTES);
-    const length = this.#macLength;
-    const made = this.#lib.HMAC(
-      this.#sha256,
-      keyLength === 0 ? this.#scratch : key,
-      keyLength,
-      dataLength === 0 ? this.#scratch : data,
-      BigInt(dataLength),
-      out,
-      length,
-    );
-    if (made === null || length[0] !== SHA256_BYTES) {
+    // K0 (RFC 2104 §2): the key, or its digest when longer than a block, zero-padded.
+    let ok = true;
+    if (byteLength(key) > HMAC_BLOCK_BYTES) {
+      ok = this.#digest(undefined, [key], Uint8Array.prototype.subarray.call(pad, 0, SHA256_BYTES));
+    } else {
+      pad.set(key);
+    }
+    if (ok) {
+      for (let i = 0; i < HMAC_BLOCK_BYTES; i++) pad[i] ^= IPAD;
+      ok = this.#digest(pad, parts, inner);
+    }
+    if (ok) {
+      for (let i = 0; i < HMAC_BLOCK_BYTES; i++) pad[i] ^= IPAD ^ OPAD;
+      ok = this.#digest(pad, this.#innerParts, out);
+    }
+    wipe(pad);
+    wipe(inner);
+    ok = this.#lib.EVP_DigestInit_ex2(this.#digestCtx, this.#sha256, null) === 1 && ok;
+    if (!ok) {
       this.#lib.ERR_clear_error();
+      wipe(out);
       throw new LibcryptoError("libcrypto could not compute the HMAC");
     }
     return out;
+  }
+
+  /**
+   * SHA-256 of `head` (when given) and `parts` into `out`, exactly 32 bytes (every caller's is),
+   * on the kept context: whether libcrypto succeeded.
+   */
+  #digest(head: Uint8Array | undefined, parts: readonly Uint8Array[], out: Uint8Array): boolean {
+    const lib = this.#lib;
+    const ctx = this.#digestCtx;
+    // Init with the same SHA-256 as the last call resets the provider's state in place.
+    let ok = lib.EVP_DigestInit_ex2(ctx, this.#sha256, null) === 1 &&
+      (head === undefined || lib.EVP_DigestUpdate(ctx, head, BigInt(byteLength(head))) === 1);
+    for (let i = 0; ok && i < parts.length; i++) {
+      const length = byteLength(parts[i]);
+      // A bigint: a number would take Deno's slow call path (~0.13 µs more).
+      if (length !== 0) ok = lib.EVP_DigestUpdate(ctx, parts[i], BigInt(length)) === 1;
+    }
+    return ok && lib.EVP_DigestFinal_ex(ctx, out, null) === 1;
   }
 }
 

@@ -1,11 +1,12 @@
 /**
  * The synchronous primitives of the shared protocol code, for the CLI and the server. Where this
  * process can load OpenSSL 3's libcrypto (./libcrypto.ts: `--allow-ffi` for it, as the start task
- * grants), ChaCha20-Poly1305, SHA-256 and HMAC-SHA-256 of all but short inputs go through it
- * (./openssl_symmetric.ts: one FFI call per step into OpenSSL's SIMD code), and so does RSA signing
- * (./openssl_rsa.ts). Short inputs stay in JavaScript (./sha256_short.ts, ./chacha20_poly1305.ts),
- * cheaper than any call out ({@link NATIVE_AEAD_MIN_BYTES}). Without libcrypto, the longer ones go
- * through node:crypto instead ({@link portable}: the same bytes). AES-GCM, X25519, Ed25519 and
+ * grants), SHA-256 and HMAC-SHA-256 of every input and ChaCha20-Poly1305 of all but short ones go
+ * through it (./openssl_symmetric.ts: one FFI call per step into OpenSSL's SIMD code), and so does
+ * RSA signing (./openssl_rsa.ts). Short AEAD inputs stay in JavaScript (./chacha20_poly1305.ts),
+ * cheaper than the calls out ({@link NATIVE_AEAD_MIN_BYTES}). Without libcrypto, short inputs are
+ * hashed in JavaScript (./sha256_short.ts) and longer ones go through node:crypto
+ * ({@link portable}: the same bytes). AES-GCM, X25519, Ed25519 and
  * scrypt go through node:crypto (one call each, no key import and no thread-pool hop:
  * docs/PERFORMANCE.md). The specifier `#sync-crypto` names this module in deno.json; the browser
  * build maps it to ./sync_browser.ts instead (scripts/web_build.ts), so both run the same protocol
@@ -29,7 +30,7 @@ import {
   chaCha20Poly1305OpenJs,
   chaCha20Poly1305SealJs,
 } from "./chacha20_poly1305.ts";
-import { concat, fromHex, join, timingSafeEqual, wipe } from "../bytes.ts";
+import { concat, fromHex, timingSafeEqual, wipe } from "../bytes.ts";
 import type {
   RsaSigner,
   Sha256Hasher,
@@ -84,19 +85,16 @@ export function scrypt(
 const JS_HASH_MAX_BYTES = SHORT_HASH_MAX_BYTES;
 
 /**
- * Where libcrypto loads ({@link nativeSymmetric}), SHA-256 of more than this many bytes, HMAC of
- * more than {@link NATIVE_HMAC_MIN_BYTES} (or under a key longer than a block), and
- * ChaCha20-Poly1305 of plaintexts longer than {@link NATIVE_AEAD_MIN_BYTES} go through it; shorter
- * ones stay in JavaScript. A call out costs a few tenths of a µs, so libcrypto's one-shot SHA-256
- * takes ~0.9–1.3 µs of CPU up to a kilobyte, its HMAC ~2–2.5, its seal and open (four or five
- * calls each) ~2–2.5; JavaScript takes ~0.5 µs plus ~0.4 per 64-byte block of SHA-256 (HMAC
- * hashes two blocks more) and ~1.3 µs plus ~4.5 ns a byte for the AEAD, so they cross near
- * these bounds (bench/aead_bench.ts, 3 rounds at load 12; docs/PERFORMANCE.md
- * session 14). Past {@link JS_HASH_MAX_BYTES} and {@link CHACHA20_POLY1305_JS_MAX_BYTES},
- * node:crypto runs only where libcrypto does not load.
+ * Where libcrypto loads ({@link nativeSymmetric}), ChaCha20-Poly1305 of plaintexts longer than
+ * this many bytes goes through it; shorter ones stay in JavaScript. Its seal and open (four or
+ * five calls each) take ~2–2.5 µs of CPU, JavaScript ~1.3 µs plus ~4.5 ns a byte, so they cross
+ * near this bound (bench/aead_bench.ts, 3 rounds at load 12; docs/PERFORMANCE.md session 14).
+ * SHA-256 and HMAC go through libcrypto at every length: on its kept context a hash takes
+ * ~0.4 µs up to a few blocks and an HMAC ~0.7, below JavaScript's ~0.5 µs plus ~0.3 per 64-byte
+ * block even at one block (bench/aead_bench.ts; docs/PERFORMANCE.md session 18). Past
+ * {@link JS_HASH_MAX_BYTES} and {@link CHACHA20_POLY1305_JS_MAX_BYTES}, node:crypto runs only
+ * where libcrypto does not load.
  */
-const NATIVE_HASH_MIN_BYTES = 64;
-const NATIVE_HMAC_MIN_BYTES = 128;
 const NATIVE_AEAD_MIN_BYTES = 256;
 
 function totalLength(parts: readonly Uint8Array[]): number {
@@ -108,8 +106,7 @@ function totalLength(parts: readonly Uint8Array[]): number {
 /** SHA-256 over the concatenation of `parts`. */
 export function sha256(...parts: Uint8Array[]): Uint8Array {
   const native = nativeSymmetric();
-  if (native && totalLength(parts) > NATIVE_HASH_MIN_BYTES) return native.sha256(joined(parts));
-  return portableSha256(parts);
+  return native ? native.sha256(parts) : portableSha256(parts);
 }
 
 function portableSha256(parts: readonly Uint8Array[]): Uint8Array {
@@ -119,17 +116,11 @@ function portableSha256(parts: readonly Uint8Array[]): Uint8Array {
   return new Uint8Array(h.digest());
 }
 
-/** One buffer for libcrypto's one-shot calls: the part itself when there is one. */
-function joined(parts: readonly Uint8Array[]): Uint8Array {
-  return parts.length === 1 ? parts[0] : join(parts);
-}
-
 const HMAC_BLOCK_BYTES = 64;
 
 /**
- * HMAC-SHA-256(key, parts...), any key length including empty: through libcrypto's one-shot
- * HMAC() past {@link NATIVE_HMAC_MIN_BYTES} or under a key longer than a block, where it loads.
- * Otherwise short inputs (a key of at most one block, a message of at most
+ * HMAC-SHA-256(key, parts...), any key length including empty: through libcrypto where it loads
+ * (RFC 2104 over its SHA-256, ./openssl_symmetric.ts). Otherwise short inputs (a key of at most one block, a message of at most
  * {@link JS_HASH_MAX_BYTES}) are computed in JavaScript, as {@link sha256} says why, and longer
  * ones through RFC 2104 over two node:crypto SHA-256 hashes, about half of `createHmac`'s cost in
  * Deno. Checked against RFC 4231, the Wycheproof HKDF vectors and `createHmac` itself on both
@@ -137,10 +128,7 @@ const HMAC_BLOCK_BYTES = 64;
  */
 export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
   const native = nativeSymmetric();
-  if (native && (key.length > HMAC_BLOCK_BYTES || totalLength(parts) > NATIVE_HMAC_MIN_BYTES)) {
-    return native.hmacSha256(key, joined(parts));
-  }
-  return portableHmacSha256(key, parts);
+  return native ? native.hmacSha256(key, parts) : portableHmacSha256(key, parts);
 }
 
 function portableHmacSha256(key: Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
@@ -473,10 +461,10 @@ function agreesWithPortable(native: OpenSslSymmetric): OpenSslSymmetric | null {
   }
   return timingSafeEqual(sealed, portableChaCha20Poly1305Seal(key, nonce, input, aad)) &&
       timingSafeEqual(native.open(key, nonce, sealed, aad), input) &&
-      timingSafeEqual(native.sha256(input), portableSha256([input])) &&
+      timingSafeEqual(native.sha256([aad, input]), portableSha256([aad, input])) &&
       timingSafeEqual(
-        native.hmacSha256(input.subarray(0, 100), input),
-        portableHmacSha256(input.subarray(0, 100), [input]),
+        native.hmacSha256(input.subarray(0, 100), [aad, input]),
+        portableHmacSha256(input.subarray(0, 100), [aad, input]),
       )
     ? native
     : null;
