@@ -16,9 +16,21 @@ import { startInProcessServer } from "./helpers/in_process_server.ts";
 const ACCOUNTS = { alice: "alice-password-1", bob: "bob-password-12" };
 
 Deno.test("keys: a user's 8 devices under 16 KiB certificates all reach a contact that fetches them", async () => {
+  await fetchEightLargeDevices();
+});
+
+// review17 R17-1: the answer's 8 parts (~300 KB) were queued in one turn, past a send queue of
+// two records (`serve --send-queue 131072`): bob, reading all along, was dropped SLOW_CONSUMER
+// and his fetch timed out. The parts now go as his queue drains.
+Deno.test("keys: the 8 parts of a fetch's answer reach a contact whose send queue holds two records (128 KiB)", async () => {
+  await fetchEightLargeDevices(128 * 1024);
+});
+
+/** alice's 8 devices under 16 KiB certificates, fetched by bob (`sendQueueBytes`: the server's). */
+async function fetchEightLargeDevices(sendQueueBytes?: number): Promise<void> {
   const pki = await makePki(["alice", "bob"]);
   await issuePaddedClient(pki, "alice", 16 * 1024);
-  const srv = await startInProcessServer(pki, ACCOUNTS);
+  const srv = await startInProcessServer(pki, ACCOUNTS, { sendQueueBytes });
   const work = await Deno.makeTempDir({ prefix: "securechat-keys-size-" });
   const login = async (user: "alice" | "bob", name: string): Promise<DeviceClient> =>
     await deviceLogin(
@@ -48,10 +60,15 @@ Deno.test("keys: a user's 8 devices under 16 KiB certificates all reach a contac
     // The answer's parts are lines of bob's transcript like any server msg, and it verifies.
     const report = await verifyTranscript(end.transcriptPath!, { trust: pki.trust });
     assert.equal(report.ok, true, report.reason ?? "");
+  } catch (error) {
+    const logged = srv.logs.filter((l) => l.event !== "INFO").map((l) =>
+      `${l.event} ${l.detail ?? ""}`
+    );
+    throw new Error(`${(error as Error).message}; server log: ${logged.slice(-6).join(" | ")}`);
   } finally {
     await bob?.session.close().catch(() => {});
     await srv.dispose();
     await Deno.remove(work, { recursive: true });
     await Deno.remove(pki.dir, { recursive: true });
   }
-});
+}

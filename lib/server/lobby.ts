@@ -47,6 +47,7 @@ import { TokenBucket } from "./limits.ts";
 import { commonNameOf, parseCertificate } from "../pki/certificate.ts";
 import type { MessageQueue, QueueLimits } from "../store/message_queue.ts";
 import type { CloseCode } from "../wire/messages.ts";
+import { MAX_CONTENT_BYTES } from "../handshake/record.ts";
 import { PRESENCE_NOTICE_WINDOW_MS, PresenceNotices, welcomeText, whoPages } from "./presence.ts";
 
 // The operator's name is a reserved user name: its home is lib/pki/names.ts.
@@ -133,6 +134,12 @@ export class Member {
   deferredBytes = 0;
   /** How many relays of each msg `deferred` holds (its group is kept while any is). */
   deferredGroups?: Map<ReceivedGroup, number>;
+  /**
+   * While the lobby's online list goes to this member in parts, paced (Lobby.#sendParts): the
+   * membership changes made meanwhile, told after the list's last part (PROTOCOL §12.5: no
+   * `joined` or `left` before the whole list).
+   */
+  membersHeld?: Extract<Body, { kind: "members" }>[];
   /** More was queued while a delivery ran: it goes round again. */
   storedAgain = false;
   /**
@@ -637,6 +644,21 @@ export class Lobby {
     if (!member.session.hasRoom(bytes, STORED_RESERVE)) await member.session.drain();
   }
 
+  /**
+   * Sends an answer that comes in parts (a fetch's list, the lobby's members: PROTOCOL §12.5,
+   * §12.6), each part after the first paced as the offline delivery is (#roomFor): all queued in
+   * one turn they could take more than the member's send queue holds (8 parts of ~37 KB against
+   * `serve --send-queue 131072`) and end the session of a member reading all along (review17
+   * R17-1). A part is at most one record (MAX_CONTENT_BYTES); a member that stops reading is
+   * dropped at the next part, as a full send queue drops it (SLOW_CONSUMER).
+   */
+  async #sendParts(member: Member, parts: readonly Body[]): Promise<void> {
+    for (let i = 0; i < parts.length && !member.session.closing; i++) {
+      if (i > 0) await this.#roomFor(member, MAX_CONTENT_BYTES);
+      this.#notify(member, parts[i]);
+    }
+  }
+
   /** The member's queued records not yet sent in this session, oldest first. */
   async #storedRows(member: Member): Promise<StoredRow[]> {
     const rows: StoredRow[] = [];
@@ -741,7 +763,13 @@ export class Lobby {
         if (body.bundle && body.lobby && !from.e2e) {
           // From now on this session hears of membership changes; first, who is there.
           from.e2e = true;
-          for (const body of onlineBodies(this.#lobbyMembership())) this.#notify(from, body);
+          const held: Extract<Body, { kind: "members" }>[] = from.membersHeld = [];
+          try {
+            await this.#sendParts(from, onlineBodies(this.#lobbyMembership()));
+          } finally {
+            from.membersHeld = undefined;
+          }
+          for (const change of held) this.#notify(from, change);
           // The other end-to-end members hear of the newcomer only now that its device is
           // stored, so the refetch this makes them do finds it: it retires their sender chains
           // (PROTOCOL §12.5).
@@ -769,7 +797,7 @@ export class Lobby {
         };
       });
       // In parts when one record cannot hold them all: large certificates (§12.6).
-      for (const part of keysBodies(user, devices)) this.#notify(from, part);
+      await this.#sendParts(from, keysBodies(user, devices));
       for (const { device, keys } of stored) {
         if (keys?.opk && keys.left < PREKEYS_LOW) await this.#prekeysLow(user, device, keys.left);
       }
@@ -899,7 +927,8 @@ export class Lobby {
     for (const m of members) {
       if (!m.e2e) continue;
       m.rekeyAllowance = allowance;
-      this.#notify(m, body);
+      if (m.membersHeld) m.membersHeld.push(body);
+      else this.#notify(m, body);
     }
   }
 

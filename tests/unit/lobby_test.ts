@@ -28,6 +28,7 @@ import {
 } from "../../lib/message/record.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
 import { Lobby, type LobbyLimits, Member } from "../../lib/server/lobby.ts";
+import type { KeyDirectory } from "../../lib/store/key_directory.ts";
 import type { ChatSession, ReceivedMessage } from "../../lib/session/session.ts";
 import { checkedMessage, fromMember, wireText } from "../helpers/records.ts";
 import type { ClusterLink, PublishOutcome } from "../../lib/cluster/link.ts";
@@ -638,4 +639,75 @@ Deno.test("Lobby in a cluster: /who also lists the members failing over (a silen
   session.notices.length = 0;
   await lobby.receive(ann, fromMember(ann, message({ kind: "who" }, TO_SERVER)));
   assert.deepEqual(session.notices, ["online: ann, bob", "reconnecting: dan"]);
+});
+
+// review17 R17-1's same shape: the lobby's members, told to a device that joins the end-to-end
+// lobby (PROTOCOL §12.5), come in bodies of 1000 names; all queued in one turn they could take
+// more than the member's send queue holds and drop a member reading all along; a membership
+// change made while they go waits for the last (§12.5: no `joined` or `left` before the list).
+Deno.test("Lobby: the members list in parts goes to a device as its send queue drains, not in one turn", async () => {
+  // 2,999 users of a silent node still in the lobby's membership, names of 32 characters: three
+  // bodies of ~35 KB against a send queue of 64 KiB.
+  const away = Array.from({ length: 2999 }, (_, i) => `user${String(i).padStart(28, "0")}`);
+  const cluster = {
+    processed: 0,
+    publishRecord: () => Promise.resolve({ outcome: "stored", seq: 1 }),
+    remoteUsers: () => [],
+    departedUsers: () => away,
+    announceLogin: () => {},
+    announcePresence: () => {},
+    lastSeen: () => undefined,
+  };
+  const directory = {
+    publish: () => Promise.resolve({ left: 20, evicted: [] }),
+  };
+  const limits = { messagesPerSecond: 20, messageBurst: 40, presenceNoticeMs: 0 };
+  const lobby = new Lobby(
+    () => {},
+    limits,
+    cluster as unknown as ClusterLink,
+    undefined,
+    directory as unknown as KeyDirectory,
+  );
+  const session = new SendQueueSession("ann", 64 * 1024);
+  const members: string[] = [];
+  const events: string[] = [];
+  session.send = (body?: Body) => {
+    if (body?.kind !== "members") return Promise.resolve(1);
+    const bytes = JSON.stringify(body).length;
+    if (session.queued + bytes > session.limit) {
+      return Promise.reject(new SecureChatError("SLOW_CONSUMER", "peer is not reading"));
+    }
+    session.queued += bytes;
+    if (body.event === "online") members.push(...body.users);
+    events.push(body.event === "online" ? `online${body.more ? " more" : ""}` : body.event);
+    return Promise.resolve(1);
+  };
+  const dropped: SecureChatError[] = [];
+  const ann = new Member(session as unknown as ChatSession, "127.0.0.1:40000", limits, (error) => {
+    dropped.push(error);
+    session.closing = true;
+  });
+  await lobby.join(ann);
+  const publish: Body = {
+    kind: "keys_publish",
+    device: "0123456789abcdef",
+    bundle: {} as Extract<Body, { kind: "keys_publish" }>["bundle"],
+    opks: [],
+    lobby: true,
+  };
+  const publishing = lobby.receive(ann, fromMember(ann, message(publish, TO_SERVER)));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(dropped.map((e) => `${e.code}: ${e.message}`), []);
+  assert.equal(members.length, MAX_MEMBERS_PER_BODY, "the first part, then a wait for ann to read");
+  // A membership change while the list is on its way is told after its last part (§12.5).
+  lobby.clusterHandlers().forgotten([away[0]]);
+  for (let turn = 0; turn < 100 && members.length < away.length + 1 && !dropped.length; turn++) {
+    session.read();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  await publishing;
+  assert.deepEqual(dropped.map((e) => `${e.code}: ${e.message}`), []);
+  assert.deepEqual(members, [...away, "ann"].sort());
+  assert.deepEqual(events, ["online more", "online more", "online", "left"]);
 });
