@@ -482,6 +482,31 @@ async function sessionPair(transcripts: string) {
   };
 }
 
+Deno.test("ChatSession (server): a body too large for any record ends the session with INTERNAL, told to the client and in its end, not a drop without a code", async () => {
+  // No body of the server's gets that large (MAX_SERVER_BODY_BYTES, keys in parts), but its
+  // seqno would be taken unsent: the session cannot go on, and the client should hear why.
+  const transcripts = await Deno.makeTempDir();
+  try {
+    const { server, client } = await sessionPair(transcripts);
+    const serverRun = server.run({ onMessage: () => {} });
+    const clientRun = client.run({ onMessage: () => {} });
+    await assert.rejects(
+      server.send({ kind: "notice", text: "x".repeat(70_000) }),
+      (e) => codeOf(e) === "INTERNAL" && /fits no record/.test((e as Error).message),
+    );
+    assert.equal(server.closing, true);
+    const [serverEnd, clientEnd] = await Promise.all([serverRun, clientRun]);
+    assert.deepEqual([serverEnd.outcome, serverEnd.code], ["error", "INTERNAL"]);
+    assert.deepEqual([clientEnd.outcome, clientEnd.code, clientEnd.fromPeer], [
+      "error",
+      "INTERNAL",
+      true,
+    ]);
+  } finally {
+    await Deno.remove(transcripts, { recursive: true });
+  }
+});
+
 Deno.test("ChatSession (client): a second answer for one record, or queued for a record not to a user, is the server's PROTOCOL_ERROR (PROTOCOL §6.5, interop finding 55)", async () => {
   const cases: [string, (server: ChatSession) => void, string | undefined][] = [
     ["queued for the private record", (s) => s.queued(2), undefined],

@@ -648,6 +648,17 @@ export class ChatSession {
    */
   #emit(content: Content, line: PreparedLine): void {
     this.#closeRelay();
+    if (content.length > MAX_CONTENT_BYTES) {
+      // Our bug (every body of ours fits: MAX_SERVER_BODY_BYTES, §6.3 step 7). Its seqno is
+      // taken, so nothing after it could go either: the session ends, and the peer is told why
+      // rather than left with a connection that closed without a word.
+      const error = new SecureChatError(
+        "INTERNAL",
+        `a message of ${content.length} bytes fits no record: not sent, the session ends`,
+      );
+      void this.terminate(error);
+      throw error;
+    }
     this.#outboxWithRoom(content.length).add(content);
     this.#transcript.append(line);
   }
