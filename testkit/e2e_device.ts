@@ -87,6 +87,10 @@ export async function deviceLogin(
       received.push(m);
     },
   });
+  // A fetch sent just before the session ended is never answered: it fails now, as in
+  // commands/connect.ts, not at its timeout.
+  const ended = () => e2e.sessionEnded(session);
+  running.then(ended, ended);
   if (o.publish !== false) {
     // Logged in means findable, as `connect` (and LiveClient.login) have it: until the server
     // answers the publish, a contact's fetch may not list this device yet.

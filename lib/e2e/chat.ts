@@ -26,8 +26,9 @@ export async function takeE2eMessage(
   channel: KeysChannel,
 ): Promise<boolean> {
   // A refused sender key is told at the author's next lobby line, as a member who cannot read
-  // (prepareLobby): its seqno is no line the user wrote.
-  if (message.type === "refused") return e2e.onNotDelivered(message.of, message.code);
+  // (prepareLobby), a refused fetch fails the line it was for: neither seqno is a line the user
+  // wrote.
+  if (message.type === "refused") return e2e.onNotDelivered(message.of, message.code, channel);
   // A sender key stored for a member the server took for offline (failing over to another
   // node, or a node's view of the cluster lagging after a failover) is the layer's, not a line
   // of the user's to report.

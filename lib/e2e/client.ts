@@ -14,7 +14,7 @@ import { sha256 } from "#sync-crypto";
 import { mlKem768, type MlKemKeyPair } from "../crypto/mlkem.ts";
 import type { SigningKey } from "../crypto/signature.ts";
 import { type X25519KeyPair, x25519KeyPair } from "../crypto/x25519.ts";
-import { codeOf, SecureChatError } from "../errors.ts";
+import { codeOf, type ErrorCode, SecureChatError } from "../errors.ts";
 import {
   type Body,
   canonicalName,
@@ -132,10 +132,16 @@ interface PeerSession {
 
 type KeysBody = Extract<Body, { kind: "keys" }>;
 
-/** A `keys_fetch` waiting for its answer, and the devices its earlier parts listed. */
+/**
+ * A `keys_fetch` waiting for its answer, and the devices its earlier parts listed. `take` is
+ * gone once the fetch gave up (timed out, or refused a part): its answer, or the rest of it,
+ * is still its own when it comes, and is dropped (#pending).
+ */
 interface PendingFetch {
-  take(answer: KeysBody | SecureChatError): void;
+  take?: (answer: KeysBody | SecureChatError) => void;
   listed: ListedDevice[];
+  /** Its `keys_fetch`'s seqno, once sent: a refusal of it (§6.5) is its only answer. */
+  seqno?: number;
 }
 type MembersBody = Extract<Body, { kind: "members" }>;
 type SenderKeyBody = Extract<Body, { kind: "sender_key" }>;
@@ -247,10 +253,13 @@ export class E2eClient {
   /** Each lobby author device's chain (`name/device`), as its author distributed it to us. */
   readonly #receivers = new Map<string, SenderKeyReceiver[]>();
   /**
-   * Each session's unanswered `keys_fetch`es: contact → the answer's taker, and the devices of
-   * the answer's parts so far (a list that did not fit one record comes in parts, §12.6).
+   * Each session's unanswered `keys_fetch`es: contact → its fetches in the order they were
+   * sent, each with its answer's taker and the devices of the answer's parts so far (a list
+   * that did not fit one record comes in parts, §12.6). The server answers each fetch once, in
+   * order, so an answer is the oldest's: one that gave up stays until its answer has come, or
+   * that late answer would be taken by the next fetch for the same contact (interop17).
    */
-  readonly #pending = new WeakMap<KeysChannel, Map<string, PendingFetch>>();
+  readonly #pending = new WeakMap<KeysChannel, Map<string, PendingFetch[]>>();
   /** Per session, rejects once it ended ({@link sessionEnded}): nothing waits on it after. */
   readonly #ends = new WeakMap<KeysChannel, { ended: Promise<never>; end: () => void }>();
   #saveTimer?: ReturnType<typeof setTimeout>;
@@ -444,15 +453,23 @@ export class E2eClient {
       return;
     }
     const waiting = this.#pending.get(channel);
-    const fetch = waiting?.get(body.user);
-    if (!fetch) return;
+    const fetches = waiting?.get(body.user);
+    const fetch = fetches?.[0];
+    if (!fetch) return; // not asked for
+    // The parts of one list follow one another (§12.6): it is whole at the one without `more`,
+    // and it answers the oldest fetch, which then leaves.
+    if (!body.more) {
+      fetches!.shift();
+      if (fetches!.length === 0) waiting!.delete(body.user);
+    }
+    const take = fetch.take;
+    if (!take) return; // the answer of a fetch that gave up: dropped
     if (body.devices !== undefined) {
-      // The parts of one list follow one another (§12.6): it is whole at the one without `more`.
       const listed = [...fetch.listed, ...body.devices];
       const twice = new Set(listed.map((d) => d.device)).size !== listed.length;
       if (listed.length > MAX_DEVICES || twice) {
-        waiting!.delete(body.user);
-        return fetch.take(
+        fetch.take = undefined; // the rest of this list, if more comes, is dropped
+        return take(
           new SecureChatError(
             "PROTOCOL_ERROR",
             `the server listed ${
@@ -467,8 +484,7 @@ export class E2eClient {
       }
       body = { ...body, devices: listed };
     }
-    waiting!.delete(body.user);
-    fetch.take(body);
+    take(body);
   }
 
   /**
@@ -693,9 +709,13 @@ export class E2eClient {
    * chain for everyone would rekey every member at every line for as long as the refusal lasts
    * (a full queue: as long as the member stays away). The user is told before their next lobby
    * line (prepareLobby's `unreadable`), once per chain and member.
-   * @returns whether it was one of our sender keys (the layer's, not a line of the user's)
+   * A refused `keys_fetch` of `channel`'s session gets no `keys` answer (§12.6): it fails now
+   * with the refusal's code, and leaves the fetches the answers are paired with.
+   * @returns whether it was one of our sender keys or fetches (the layer's, not a line of the
+   *   user's)
    */
-  onNotDelivered(seqno: number, code: string): boolean {
+  onNotDelivered(seqno: number, code: string, channel?: KeysChannel): boolean {
+    if (channel && this.#fetchRefused(seqno, code, channel)) return true;
     const member = this.#chainSeqnos.get(seqno);
     if (member === undefined) return false;
     this.#chainSeqnos.delete(seqno);
@@ -705,6 +725,24 @@ export class E2eClient {
       this.#refusalsToTell.set(member, code);
     }
     return true;
+  }
+
+  #fetchRefused(seqno: number, code: string, channel: KeysChannel): boolean {
+    const waiting = this.#pending.get(channel);
+    for (const [user, fetches] of waiting ?? []) {
+      const at = fetches.findIndex((fetch) => fetch.seqno === seqno);
+      if (at < 0) continue;
+      const [fetch] = fetches.splice(at, 1);
+      if (fetches.length === 0) waiting!.delete(user);
+      fetch.take?.(
+        new SecureChatError(
+          code as ErrorCode,
+          `the server refused the fetch of ${user}'s keys: ${code}`,
+        ),
+      );
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -852,22 +890,27 @@ export class E2eClient {
     const known = this.devicesOf(name).filter((d) => !this.#restart.has(`${name}/${d}`));
     let waiting = this.#pending.get(channel);
     if (!waiting) this.#pending.set(channel, waiting = new Map());
+    let fetches = waiting.get(name);
+    if (!fetches) waiting.set(name, fetches = []);
+    const fetch: PendingFetch = { listed: [] };
     const answer = new Promise<KeysBody>((resolve, reject) =>
-      waiting.set(name, {
-        take: (a) => a instanceof SecureChatError ? reject(a) : resolve(a),
-        listed: [],
-      })
+      fetch.take = (a) => a instanceof SecureChatError ? reject(a) : resolve(a)
     );
-    const { devices } = await channel.send({ kind: "keys_fetch", user: name, known }, "server")
-      .then(() =>
-        withTimeout(
-          answer,
-          FETCH_TIMEOUT_MS,
-          `the server did not answer for ${name}'s keys`,
-          this.#endOf(channel).ended,
-        )
-      )
-      .finally(() => waiting.delete(name));
+    fetches.push(fetch);
+    try {
+      fetch.seqno = await channel.send({ kind: "keys_fetch", user: name, known }, "server");
+    } catch (error) {
+      // Not sent: no answer will come for it.
+      fetches.splice(fetches.indexOf(fetch), 1);
+      if (fetches.length === 0 && waiting.get(name) === fetches) waiting.delete(name);
+      throw error;
+    }
+    const { devices } = await withTimeout(
+      answer,
+      FETCH_TIMEOUT_MS,
+      `the server did not answer for ${name}'s keys`,
+      this.#endOf(channel).ended,
+    ).finally(() => fetch.take = undefined); // given up, if not answered: its answer is dropped
     if (devices === undefined) {
       throw new SecureChatError("DB_UNAVAILABLE", `the server could not hand out ${name}'s keys`, {
         hint: "try again in a moment",

@@ -21,6 +21,7 @@ import {
 import { makePki } from "../../testkit/pki.ts";
 import { publishedDevice } from "../helpers/published_device.ts";
 import { SilentServer } from "../helpers/silent_server.ts";
+import { pollUntil } from "../../testkit/server_process.ts";
 
 const b64 = (n: number) => toBase64(new Uint8Array(n));
 
@@ -183,6 +184,73 @@ Deno.test("e2e: a device list in parts is whole at its part without more; more t
       assert.equal(codeOf(error), code, name);
       assert.deepEqual(refusing.devicesOf("bob"), [], `${name}: no session made`);
     }
+  } finally {
+    await Deno.remove(pki.dir, { recursive: true });
+  }
+});
+
+// interop17: a fetch's answer paired with the fetch by user alone, so the answer to one that
+// had given up was taken by the next fetch for that user: a stale list, built for another
+// `known` (the devices it lists without keys). The server answers each fetch once, in order.
+Deno.test("e2e: the rest of a list refused mid-way, or the late answer of a fetch that timed out, is dropped, not taken by the next fetch for that user; a refused fetch fails with its code", async () => {
+  const pki = await makePki(["alice", "bob"]);
+  try {
+    const [first, second, third] = (await Promise.all(
+      [0, 1, 2].map(() => publishedDevice(pki, "bob")),
+    )).map((d) => d.listed);
+    const aliceId = await pki.identity("alice");
+    const alice = () =>
+      E2eClient.open(new MemoryStorage(), {
+        user: "alice",
+        certDer: aliceId.certDer,
+        signingKey: aliceId.signingKey,
+      }, pki.trust);
+    const fetchedTimes = (server: SilentServer, n: number) =>
+      pollUntil(() => server.fetches().length >= n || undefined, 15_000, () => `not ${n} fetches`);
+
+    // A list that names a device twice in its first part is refused there; its later parts
+    // come after the next fetch was sent.
+    const refusing = await alice();
+    const server = new SilentServer();
+    const refused = refusing.prepare("bob", server);
+    await fetchedTimes(server, 1);
+    await refusing.onKeys(part([first, first], true), server);
+    assert.equal(codeOf(await refused.then(() => "accepted", (e) => e)), "PROTOCOL_ERROR");
+    const again = refusing.prepare("bob", server);
+    await fetchedTimes(server, 2);
+    await refusing.onKeys(part([second], true), server);
+    await refusing.onKeys(part([third]), server); // the refused list's end
+    await refusing.onKeys(part([first]), server); // the answer to the second fetch
+    assert.equal((await again).devices, 1);
+    assert.deepEqual(refusing.devicesOf("bob"), [first.device]);
+
+    // A fetch the server refuses (its rate, §6.5) gets no list: it fails with the refusal's
+    // code, and the next answer is the next fetch's.
+    const limited = await alice();
+    const busy = new SilentServer();
+    const refusedFetch = limited.prepare("bob", busy);
+    await fetchedTimes(busy, 1);
+    const seqno = busy.sent.findIndex((b) => b.kind === "keys_fetch") + 1;
+    assert.equal(limited.onNotDelivered(seqno, "RATE_LIMITED", busy), true);
+    assert.equal(codeOf(await refusedFetch.then(() => "accepted", (e) => e)), "RATE_LIMITED");
+    const after = limited.prepare("bob", busy);
+    await fetchedTimes(busy, 2);
+    await limited.onKeys(part([third]), busy);
+    assert.equal((await after).devices, 1);
+    assert.deepEqual(limited.devicesOf("bob"), [third.device]);
+
+    // A fetch the server answers only after it timed out (10 s): the answer is that fetch's.
+    const late = await alice();
+    const slow = new SilentServer();
+    const timedOut = late.prepare("bob", slow);
+    await fetchedTimes(slow, 1);
+    assert.equal(codeOf(await timedOut.then(() => "accepted", (e) => e)), "TIMEOUT");
+    const next = late.prepare("bob", slow);
+    await fetchedTimes(slow, 2);
+    await late.onKeys(part([first]), slow); // the first fetch's, late
+    await late.onKeys(part([second]), slow);
+    assert.equal((await next).devices, 1);
+    assert.deepEqual(late.devicesOf("bob"), [second.device]);
   } finally {
     await Deno.remove(pki.dir, { recursive: true });
   }
