@@ -646,16 +646,18 @@ export class Lobby {
 
   /**
    * Sends an answer that comes in parts (a fetch's list, the lobby's members: PROTOCOL §12.5,
-   * §12.6), each part after the first paced as the offline delivery is (#roomFor): all queued in
+   * §12.6), each part paced as the offline delivery is (#roomFor; the first too, behind what is
+   * already queued: review18 R18-2): all queued in
    * one turn they could take more than the member's send queue holds (8 parts of ~37 KB against
    * `serve --send-queue 131072`) and end the session of a member reading all along (review17
    * R17-1). A part is at most one record (MAX_CONTENT_BYTES); a member that stops reading is
    * dropped at the next part, as a full send queue drops it (SLOW_CONSUMER).
    */
   async #sendParts(member: Member, parts: readonly Body[]): Promise<void> {
-    for (let i = 0; i < parts.length && !member.session.closing; i++) {
-      if (i > 0) await this.#roomFor(member, MAX_CONTENT_BYTES);
-      this.#notify(member, parts[i]);
+    for (const part of parts) {
+      await this.#roomFor(member, MAX_CONTENT_BYTES);
+      if (member.session.closing) return;
+      this.#notify(member, part);
     }
   }
 
