@@ -520,12 +520,12 @@ export class RecordForms {
     readonly json: RecordJson,
     readonly group?: ReceivedGroup,
     /**
-     * The relayed form's JSON text as received, when it was received exactly so (its msg's
-     * text matched the canonical form: receivedItems): taken as it came, never laid out.
+     * The relayed form, when the record came in a msg (ReceivedGroup.whole): its JSON text as
+     * received or laid out when first read, its record_enc a view of its msg's group_enc.
      */
-    relayedJson?: Uint8Array,
+    relayed?: { readonly bytes: Uint8Array; readonly encoding: Uint8Array },
   ) {
-    if (relayedJson) this.#relayed = new RelayedForm(record, relayedJson);
+    this.#relayed = relayed;
   }
 
   /** The record's JSON text as UTF-8: exactly `JSON.stringify(json)` (writeRecordJson). */
@@ -577,17 +577,33 @@ export class RecordForms {
   #relayed?: { readonly bytes: Uint8Array; readonly encoding: Uint8Array };
 }
 
-/** A relayed form whose JSON text came as received: its record_enc laid out when first read. */
-class RelayedForm {
-  #encoding?: Uint8Array;
+/**
+ * The relayed form of record `j` of a received msg: its JSON text as received when the msg's
+ * text was canonical (receivedItems), else laid out when first read; its record_enc a view of
+ * the msg's group_enc (ReceivedGroup.groupEncoding), not a buffer of its own.
+ */
+class ReceivedRelayedForm {
+  #bytes?: Uint8Array;
 
-  constructor(readonly record: MessageRecord, readonly bytes: Uint8Array) {}
+  constructor(
+    readonly group: ReceivedGroup,
+    readonly j: number,
+    readonly json: RecordJson,
+    received?: Uint8Array,
+  ) {
+    this.#bytes = received;
+  }
+
+  get bytes(): Uint8Array {
+    if (this.#bytes) return this.#bytes;
+    const { sig: _sig, batch: _batch, ...bare } = this.json;
+    const out = new ByteBuilder(recordJsonBound(bare));
+    writeRecordJson(out, bare);
+    return this.#bytes = out.done();
+  }
 
   get encoding(): Uint8Array {
-    if (this.#encoding) return this.#encoding;
-    const out = new ByteBuilder(recordEncodingBound(this.record, true));
-    writeRecordEncoding(out, this.record, true);
-    return this.#encoding = out.done();
+    return this.group.relayedEncodingOf(this.j);
   }
 }
 
@@ -658,7 +674,12 @@ export class ReceivedGroup {
         return pathText();
       },
     };
-    return new RecordForms(record, json, this, this.received?.items[j].record);
+    return new RecordForms(
+      record,
+      json,
+      this,
+      new ReceivedRelayedForm(this, j, json, this.received?.items[j].record),
+    );
   }
 
   /**
@@ -693,6 +714,45 @@ export class ReceivedGroup {
   /** The msg's proof as a group message writes it. */
   get proofParts(): { json: Uint8Array; enc: Uint8Array } {
     return this.#proofParts ??= proofParts(this.group.proof);
+  }
+
+  /**
+   * group_enc of the whole msg (TRANSCRIPT §3.1: the batch's members, the proof, every record
+   * without `sig` and `batch`), laid out once, into one buffer, when first needed: the author's
+   * line and every relay carrying the whole msg copy it in one piece, and each record's relayed
+   * record_enc is a view of it — not a buffer per record per msg, each fresh native memory
+   * (docs/PERFORMANCE.md, "Session 18: a msg's group_enc once").
+   */
+  get groupEncoding(): Uint8Array {
+    if (!this.#encoding) this.#layOutEncoding();
+    return this.#encoding!;
+  }
+
+  /** Record `j`'s record_enc as relayed (without `sig` and `batch`): a view of groupEncoding. */
+  relayedEncodingOf(j: number): Uint8Array {
+    const whole = this.groupEncoding;
+    return whole.subarray(this.#recordStarts[j], this.#recordStarts[j + 1]);
+  }
+
+  #encoding?: Uint8Array;
+  /** Where each record's record_enc starts in #encoding, and where the last one ends. */
+  #recordStarts: number[] = [];
+
+  #layOutEncoding(): void {
+    const { records } = this;
+    const batch = this.batchParts.enc;
+    const proof = this.proofParts.enc;
+    let bound = batch.length + proof.length + 1;
+    for (const r of records) bound += recordEncodingBound(r, true);
+    const out = new ByteBuilder(bound).bytes(batch).bytes(proof).u8(records.length);
+    const starts: number[] = [];
+    for (const r of records) {
+      starts.push(out.length);
+      writeRecordEncoding(out, r, true);
+    }
+    starts.push(out.length);
+    this.#recordStarts = starts;
+    this.#encoding = out.done();
   }
 
   /** Record `j`'s path in its batch as base64 text, derived when first read. */
@@ -2960,6 +3020,8 @@ abstract class GroupMessage implements Encodable, PreparedLine {
   /** The wire content's bytes without the proof's entries. */
   #bytes: number;
   #proof?: { json: Uint8Array; enc: Uint8Array };
+  /** The msg whose records it carries, all of them (set with the proof): its group_enc is ours. */
+  #wholeMsg?: ReceivedGroup;
 
   /** @param headBytes the wire content's bytes before the batch's members (its head's) */
   constructor(first: GroupItem, headBytes: number) {
@@ -3032,10 +3094,18 @@ abstract class GroupMessage implements Encodable, PreparedLine {
     out.bytes(GROUP_END);
   }
 
-  /** line_enc: the head's part, then writeGroupEncoding's, from the shared bytes. */
+  /**
+   * line_enc: the head's part, then writeGroupEncoding's, from the shared bytes: the received
+   * msg's group_enc in one piece when this carries all its records.
+   */
   writeEncoding(out: ByteBuilder): void {
     this.writeEncodingHead(out);
-    out.bytes(this.#batch.enc).bytes(this.#proofParts().enc).u8(this.items.length);
+    const proof = this.#proofParts();
+    if (this.#wholeMsg) {
+      out.bytes(this.#wholeMsg.groupEncoding);
+      return;
+    }
+    out.bytes(this.#batch.enc).bytes(proof.enc).u8(this.items.length);
     for (const item of this.items) out.bytes(item.forms.relayed.encoding);
   }
 
@@ -3056,7 +3126,10 @@ abstract class GroupMessage implements Encodable, PreparedLine {
   #proofParts(): { json: Uint8Array; enc: Uint8Array } {
     if (this.#proof) return this.#proof;
     const received = this.items[0].forms.group;
-    if (received && received.carriesAll(this.items)) return this.#proof = received.proofParts;
+    if (received && received.carriesAll(this.items)) {
+      this.#wholeMsg = received;
+      return this.#proof = received.proofParts;
+    }
     const { first, n } = this.#batch;
     return this.#proof = proofParts(groupProof(
       this.items.map((item) => item.forms.record.seqno - first),
