@@ -4,23 +4,29 @@
  * proof of a relay of some or all of its records (§6.4 "Making the proof").
  */
 import assert from "node:assert/strict";
-import { fromBase64Each } from "../../lib/bytes.ts";
+import { fromBase64Each, toHex } from "../../lib/bytes.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
 import {
   C2sMsgShape,
+  decodeLine,
   decodeRecord,
   encodeRecord,
   groupRoot,
   leafHash,
+  lineEncoding,
+  LineShape,
   LOBBY,
   merkleTree,
   type MessageRecord,
+  type PreparedLine,
   prepareRelay,
   ReceivedGroup,
+  receivedItems,
   RecipientRelayGroup,
   sealContent,
   signBatch,
+  UserMsg,
   userMsgItem,
   userMsgsOf,
 } from "../../lib/message/record.ts";
@@ -54,24 +60,40 @@ async function batch(n: number, chars = 20): Promise<{ record: MessageRecord; k:
 
 /** The msgs ours sends for `made`, as the server parses them. */
 function sent(made: { record: MessageRecord; k: Uint8Array }[]) {
+  return sentWithText(made).map(({ msg }) => msg);
+}
+
+/** {@link sent}, each msg with its text as it went. */
+function sentWithText(made: { record: MessageRecord; k: Uint8Array }[]) {
   return userMsgsOf(made.map(({ record, k }) => userMsgItem(record, k))).map((msg) => {
     const out = new ByteBuilder(msg.length);
     msg.writeTo(out);
-    const parsed = C2sMsgShape.safeParse(JSON.parse(new TextDecoder().decode(out.done())));
+    const content = out.done().slice();
+    const text = new TextDecoder().decode(content);
+    const parsed = C2sMsgShape.safeParse(JSON.parse(text));
     if (!parsed.success) throw new Error(JSON.stringify(parsed.error));
-    return parsed.data;
+    return { msg: parsed.data, content, text };
   });
 }
 
-/** What the server's session makes of a msg it received and checked (ReceivedGroup). */
-function received(msg: ReturnType<typeof sent>[number]) {
+/**
+ * What the server's session makes of a msg it received and checked (ReceivedGroup); with `as`,
+ * the msg's text as it came, taken as it is when canonical (receivedItems).
+ */
+function received(
+  msg: ReturnType<typeof sent>[number],
+  as?: { content: Uint8Array; text: string },
+) {
   const records = msg.records.map((item) => decodeRecord(item.record));
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
+  const items = as && receivedItems(as.content, as.text, msg);
+  if (as) assert.ok(items, "ours sends a msg in its canonical form");
   const group = new ReceivedGroup(
     msg,
     { sig, first: msg.first, n: msg.n, proof },
     records,
     records.map(leafHash),
+    items,
   );
   const forms = msg.records.map((item, j) => group.whole(j, item.record));
   return { group, forms, items: msg.records };
@@ -154,4 +176,51 @@ Deno.test("a relay of all of a msg's records carries the msg's proof; of some of
   const other = received(again).forms.map((f, j) => prepareRelay(author, f, made[j].k));
   const relay = new RecipientRelayGroup(prepared[0], 9, 1_796_000_000_100, false);
   assert.equal(relay.takes(other[1]), false);
+});
+
+/** A line's line_enc as written, and as TRANSCRIPT §3.1 defines it for the line's JSON text. */
+function encodings(line: PreparedLine): { written: string; defined: string } {
+  const json = new ByteBuilder();
+  line.writeJson(json);
+  const parsed = LineShape.safeParse(JSON.parse(new TextDecoder().decode(json.done())));
+  if (!parsed.success) throw new Error(JSON.stringify(parsed.error));
+  const enc = new ByteBuilder();
+  line.writeEncoding(enc);
+  return { written: toHex(enc.done()), defined: toHex(lineEncoding(decodeLine(parsed.data))) };
+}
+
+Deno.test("the server's lines of a received msg (its author's, relays of all or some of its records) write TRANSCRIPT §3.1's line_enc from the msg's group_enc laid out once", async () => {
+  for (const made of [await batch(7), await batch(32, 4000)]) {
+    for (const canonical of [true, false]) {
+      for (const { msg, content, text } of sentWithText(made)) {
+        const { group, forms } = received(msg, canonical ? { content, text } : undefined);
+        const prepared = forms.map((f) =>
+          prepareRelay(author, f, made.find((m) => m.record.seqno === f.record.seqno)!.k)
+        );
+        const all = prepared.map((_, j) => j);
+        // Some records first (their record_enc views of the msg's group_enc), then all of them.
+        const picks = [all.filter((j) => j % 2 === 1), [all.length - 1], all];
+        for (const picked of picks.filter((p) => p.length > 0)) {
+          for (const introduce of [false, true]) {
+            const relay = new RecipientRelayGroup(
+              prepared[picked[0]],
+              11,
+              1_796_000_000_200,
+              introduce,
+            );
+            for (const j of picked.slice(1)) relay.add(prepared[j]);
+            const { written, defined } = encodings(relay);
+            assert.equal(written, defined, `relay of ${picked}`);
+          }
+        }
+        const line = new UserMsg(prepared[0]);
+        for (const p of prepared.slice(1)) line.add(p);
+        const { written, defined } = encodings(line);
+        assert.equal(written, defined, "the author's line");
+        assert.ok(
+          toHex(group.groupEncoding).length > 0 && defined.endsWith(toHex(group.groupEncoding)),
+        );
+      }
+    }
+  }
 });
