@@ -39,8 +39,9 @@ export function parseStrictJson(text: string): unknown {
   // Without a backslash every name reads as written (review9 R9-4), and each has one colon
   // after it: colons anywhere no more than the members parsed means no name came twice. The
   // scan below finds the names themselves, for text whose strings hold colons or escapes.
-  if (text.indexOf("\\") === -1 && colonsIn(text) === members) return value;
-  const named = memberNamesOf(text);
+  const plain = text.indexOf("\\") === -1;
+  if (plain && colonsIn(text) === members) return value;
+  const named = plain ? plainMemberNamesOf(text) : memberNamesOf(text);
   return named === members ? value : parseCarefully(text);
 }
 
@@ -99,6 +100,30 @@ function memberNamesOf(text: string): number {
       if (++open > MAX_DEPTH) return UNSURE;
     } else if (c === 0x7d || c === 0x5d) open--;
     i++;
+  }
+  return names;
+}
+
+/**
+ * {@link memberNamesOf} for a text without a backslash, where no quote is escaped: every
+ * string ends at the next quote. A user msg's text (`"to":"user:…"`, a colon in a string) comes
+ * here. Kept apart because V8 (Deno 2.9) compiles memberNamesOf's escape handling into a loop
+ * some 50 times slower on such text (dm18: ~1.7 ms for a 63 KB msg of 25 records, 30 µs here),
+ * which was about half of the server's CPU per direct message.
+ */
+function plainMemberNamesOf(text: string): number {
+  let names = 0;
+  let open = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      i = text.indexOf('"', i + 1);
+      if (i < 0) return UNSURE;
+    } else if (c === COLON) names++;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++open > MAX_DEPTH) return UNSURE;
+    } else if (c === 0x7d || c === 0x5d) open--;
   }
   return names;
 }
