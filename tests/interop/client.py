@@ -2780,6 +2780,12 @@ class Client:
         self.device = None       # §12: made after the handshake unless --no-e2e
         self.key_answers = queue.Queue()   # `keys` answers to our fetches, in order (§12.6)
         self.keys_parts = {}     # user -> (devices so far, parts) while a list comes in parts
+        # §12.6: every keys_fetch is answered once, in order; a list for x is the oldest
+        # unanswered fetch's for x, and a fetch we gave up on keeps its place (its answer dropped)
+        self.fetch_lock = threading.Lock()
+        self.fetches_out = {}    # user -> deque of our unanswered keys_fetch c2s seqnos, oldest first
+        self.fetch_users = {}    # unanswered keys_fetch c2s seqno -> its user
+        self.given_up = set()    # unanswered keys_fetch c2s seqnos whose fetch ended TIMEOUT
         self.members = set()     # §12.5: the lobby's membership, from `members` bodies
         self.members_known = threading.Event()   # the whole `online` list came (§12.5)
         self.sender_key_seqnos = {}  # our c2s seqno that carried a sender_key -> (chain id, member)
@@ -3146,6 +3152,10 @@ class Client:
             # known before the record leaves: the reader thread may take its answer at once
             if body["kind"] == "sender_key":
                 self.sender_key_seqnos[self.seq_tx] = (body["id"], to[len("user:"):])
+            if body["kind"] == "keys_fetch":
+                with self.fetch_lock:
+                    self.fetches_out.setdefault(body["user"], deque()).append(self.seq_tx)
+                    self.fetch_users[self.seq_tx] = body["user"]
             if to.startswith("user:"):
                 self.private_seqnos.add(self.seq_tx)
             self.recent_tx.append((self.seq_tx, ts))
@@ -3222,7 +3232,7 @@ class Client:
     def fetch_devices(self, user):
         """§12.6 sender step 1: a `keys_fetch` with `known` as it stands now; (the answer's
         `devices`, None), or (None, TIMEOUT / DB_UNAVAILABLE / PROTOCOL_ERROR)."""
-        while not self.key_answers.empty():  # an answer that came after its 10 s
+        while not self.key_answers.empty():  # an answer no fetch of ours was waiting for
             self.key_answers.get_nowait()
         self.send_record("server", {"kind": "keys_fetch", "user": user,
                                     "known": self.device.known(user)})
@@ -3231,7 +3241,12 @@ class Client:
             try:
                 answer = self.key_answers.get(timeout=max(0, deadline - time.monotonic()))
             except queue.Empty:
-                return None, "TIMEOUT"
+                with self.fetch_lock:  # an answer paired meanwhile is ours; else it is dropped
+                    try:
+                        answer = self.key_answers.get_nowait()
+                    except queue.Empty:
+                        self.give_up_fetch(user)
+                        return None, "TIMEOUT"
             if answer["user"] == user:
                 break
             log(f"note: a list of {safe(answer['user'])}'s devices, not asked for now: ignored")
@@ -3370,6 +3385,35 @@ class Client:
         if shown is not None:
             out(shown)
 
+    def give_up_fetch(self, user):
+        """§12.6: our newest fetch for `user` (fetches go one at a time, from one thread) keeps
+        its place among the unanswered ones; its list, when it comes, is dropped, not taken by
+        the next fetch for `user` (it was made for another `known`). Caller holds fetch_lock."""
+        pending = self.fetches_out.get(user)
+        if pending:
+            self.given_up.add(pending[-1])
+
+    def pair_fetch(self, user, answer, seqno=None):
+        """§12.6: `answer` (a whole list, a store failure, or a fetch refused) is for the fetch
+        `seqno` (a `refused` names it) or else the oldest unanswered fetch for `user`. Handed to
+        fetch_devices, or dropped when that fetch was given up. An answer for a user we have no
+        fetch out for is handed on as before; fetch_devices ignores it."""
+        with self.fetch_lock:
+            pending = self.fetches_out.get(user)
+            if seqno is None and pending:
+                seqno = pending[0]
+            if pending and seqno in pending:
+                pending.remove(seqno)
+                if not pending:
+                    del self.fetches_out[user]
+            self.fetch_users.pop(seqno, None)
+            if seqno in self.given_up:
+                self.given_up.discard(seqno)
+                log(f"note: the answer to a fetch of {safe(user)}'s devices we gave up on "
+                    "(TIMEOUT) came late: dropped")
+                return
+            self.key_answers.put(answer)
+
     def on_keys(self, body):
         """A `keys` body (§12.6): the answer to a publish or to a fetch. A fetch's list may come
         in parts (§12.6 "A list in parts": each but the last with `more`), joined here by their
@@ -3424,15 +3468,15 @@ class Client:
                 log(f"warning: the server listed {len(devices)} devices of {safe(user)} in "
                     f"{parts} parts, {len(set(ids))} of them distinct: more than "
                     f"{E2E_MAX_DEVICES} or one twice, the fetch is refused")
-                self.key_answers.put({"kind": "keys", "user": user, "refused": "PROTOCOL_ERROR"})
+                self.pair_fetch(user, {"kind": "keys", "user": user, "refused": "PROTOCOL_ERROR"})
                 return None
             body = {"kind": "keys", "user": user, "devices": devices}
             if parts > 1:
-                self.key_answers.put(body)
+                self.pair_fetch(user, body)
                 return f"KEYS_PARTS {safe(user)} {len(devices)} devices in {parts} parts"
         elif self.keys_parts.pop(user, None) is not None:  # the store failed: the list ends
             log(f"warning: the server's list of {safe(user)}'s devices ended in a store failure")
-        self.key_answers.put(body)
+        self.pair_fetch(user, body)
         return None
 
     def on_members(self, body):
@@ -3446,7 +3490,8 @@ class Client:
         more = "more" in body
         if more and (body["more"] is not True or event != "online"):
             raise ProtoError("PROTOCOL_ERROR", "members: `more` is only ever true, on online")
-        # the chunks come back to back before any joined or left, and the list once (interop
+        # the chunks come before any joined or left, and the list once; other messages (relays,
+        # notices) may come between the chunks, each handled as always (§12.5, §8.2) (interop
         # finding 51: what a client does otherwise is unsaid; this one takes it as the server's
         # protocol error)
         if (event == "online") == self.members_known.is_set():
@@ -3696,6 +3741,10 @@ class Client:
         enc = (b"\x03" + u64(seqno) + u64(ts) + u64(of) + u32(len(code.encode())) + code.encode())
         self.transcript.add("s2c", seqno, ts, {"dir": "s2c", **{k: m[k] for k in m}}, enc)
         out(f"REFUSED {of} {code}")
+        with self.fetch_lock:
+            fetched = self.fetch_users.get(of)
+        if fetched is not None:  # §12.6: a fetch's refused is its only answer, failing it
+            self.pair_fetch(fetched, {"kind": "keys", "user": fetched, "refused": code}, of)
         if of in self.sender_key_seqnos:  # §6.5: it did not reach its member, and only them
             self.device.sender_key_refused(*self.sender_key_seqnos[of])
 

@@ -104,6 +104,7 @@ def session_after(sent, private=None):
     c.now = sc.now_ms
     c.my_der, c.my_key = b"", ed25519.Ed25519PrivateKey.generate()  # §6.1's local check
     c.key_answers, c.keys_parts = sc.queue.Queue(), {}
+    c.fetch_lock, c.fetches_out, c.fetch_users, c.given_up = threading.Lock(), {}, {}, set()
     return c
 
 
@@ -1878,6 +1879,59 @@ class KeysInParts(unittest.TestCase):
         self.feed(c, self.part([entry(1)], more=False))  # a new list, whole
         self.assertEqual(self.answer(c)["devices"], [entry(1)])
 
+    def fetching(self, c, *then):
+        """c.send_record as Client.send_record keeps a keys_fetch (its c2s seqno, in order),
+        then each of `then` (a body of a server msg, or a callable of the fetch's seqno) fed."""
+        def send_record(to, body, devices=None, hold=False):
+            c.seq_tx = c.seq_sent = c.seq_tx + 1
+            c.fetches_out.setdefault(body["user"], sc.deque()).append(c.seq_tx)
+            c.fetch_users[c.seq_tx] = body["user"]
+            for t in then:
+                if callable(t):
+                    with mock.patch.object(sc, "out"), mock.patch.object(sc, "log"):
+                        c.dispatch(t(c.seq_tx))
+                else:
+                    self.feed(c, t)
+        c.send_record = send_record
+
+    def test_a_late_answer_to_a_fetch_given_up_on_is_dropped(self):
+        """§12.6 (session 18): a fetch given up on (TIMEOUT) keeps its place; its list, coming
+        late (in parts here, the second fetch's list between its parts' user's), is dropped, and
+        the next fetch for bob gets its own list, not the one made for another `known`."""
+        c = keys_client()
+        self.fetching(c)
+        with mock.patch.object(sc, "E2E_FETCH_TIMEOUT_S", 0), mock.patch.object(sc, "log"):
+            self.assertEqual(c.fetch_devices("bob"), (None, "TIMEOUT"))
+        self.assertEqual(c.given_up, {1})
+        self.fetching(c, self.part([entry(0)]), self.part([entry(9)], more=False),
+                      self.part([entry(1)], more=False))
+        with mock.patch.object(sc, "log"):
+            self.assertEqual(c.fetch_devices("bob"), ([entry(1)], None))
+        self.assertEqual((c.fetches_out, c.fetch_users, c.given_up), ({}, {}, set()))
+
+    def test_lists_pair_with_the_oldest_unanswered_fetch_of_their_user(self):
+        """Two fetches out for bob, one for carol: each list goes to the oldest of its user's."""
+        c = keys_client()
+        for seqno, user in ((1, "bob"), (2, "carol"), (3, "bob")):
+            c.fetches_out.setdefault(user, sc.deque()).append(seqno)
+            c.fetch_users[seqno] = user
+        c.given_up.add(1)
+        with mock.patch.object(sc, "log"):
+            self.feed(c, self.part([entry(0)], more=False), self.part([entry(1)], more=False),
+                      self.part([entry(2)], more=False, user="carol"))
+        self.assertEqual([(a["user"], a["devices"]) for a in
+                          (self.answer(c), self.answer(c))],
+                         [("bob", [entry(1)]), ("carol", [entry(2)])])
+        self.assertEqual((c.fetches_out, c.fetch_users, c.given_up), ({}, {}, set()))
+
+    def test_a_refused_keys_fetch_fails_with_its_code(self):
+        """§12.6: a `refused` of the fetch's record is its only answer; the fetch fails with
+        its code, and a list for bob after it is not that fetch's."""
+        c = keys_client()
+        self.fetching(c, lambda of: refused(c.seq_rx + 1, of, "RATE_LIMITED"))
+        self.assertEqual(c.fetch_devices("bob"), (None, "RATE_LIMITED"))
+        self.assertEqual((c.fetches_out, c.fetch_users), ({}, {}))
+
 
 class Formats(unittest.TestCase):
     """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 6 and an opening of format 3 are
@@ -2371,6 +2425,7 @@ class StepTwo(unittest.TestCase):
         store failure)."""
         c = sc.Client.__new__(sc.Client)
         c.device, c.trust, c.key_answers, c.fetches = self.d, self.trust, sc.queue.Queue(), []
+        c.fetch_lock, c.fetches_out, c.fetch_users, c.given_up = threading.Lock(), {}, {}, set()
         answers = list(answers)
 
         def send_record(to, body, devices=None, hold=False):
