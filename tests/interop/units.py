@@ -1924,6 +1924,21 @@ class KeysInParts(unittest.TestCase):
                          [("bob", [entry(1)]), ("carol", [entry(2)])])
         self.assertEqual((c.fetches_out, c.fetch_users, c.given_up), ({}, {}, set()))
 
+    def test_other_messages_come_between_online_chunks(self):
+        """§12.5/§8.2 (session 18): the `online` chunks are paced by the send queue, so a notice
+        and a list of keys may come between them; each handled as always, the list whole at
+        its last chunk."""
+        c = keys_client()
+        c.members, c.members_known, c.device.lobby = set(), threading.Event(), True
+        shown = self.feed(c, {"kind": "members", "event": "online", "users": ["alice"],
+                              "more": True},
+                          {"kind": "notice", "text": "hello"},
+                          self.part([entry(1)], more=False),
+                          {"kind": "members", "event": "online", "users": ["bob"]})
+        self.assertEqual(shown, ["MEMBERS online alice (more)", "NOTICE: hello",
+                                 "MEMBERS online bob"])
+        self.assertEqual((sorted(c.members), c.members_known.is_set()), (["alice", "bob"], True))
+
     def test_a_refused_keys_fetch_fails_with_its_code(self):
         """§12.6: a `refused` of the fetch's record is its only answer; the fetch fails with
         its code, and a list for bob after it is not that fetch's."""
