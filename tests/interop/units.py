@@ -58,6 +58,10 @@
 - §12.6 "A list in parts" (session 17): a fetch's list in parts joined in order; `more`'s schema;
   more than 8 devices in all or one twice refuses the fetch (finding 117); nothing else between
   the parts (finding 118). The live tests reach only lists our server makes.
+- §12.6 and §12.5/§8.2 (session 18): every keys_fetch answered once, in order: a list pairs with
+  the oldest unanswered fetch of its user, a fetch given up on (TIMEOUT) keeps its place and its
+  late list is dropped, a `refused` of a keys_fetch fails it with its code; other messages between
+  the `online` chunks, handled as always.
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
