@@ -221,7 +221,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
   for (;;) {
     const payload = await conn.read().catch(() => null);
     if (payload === null) return;
-    for (const content of peer.records.openContents(payload)) {
+    for (const content of peer.records.openContentsInPlace(payload)) {
       const relaying = relay(peer, content);
       if (relaying) await relaying;
     }

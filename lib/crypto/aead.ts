@@ -110,15 +110,23 @@ export function sealChaCha20Poly1305(
 }
 
 /**
- * Counterpart of {@link sealChaCha20Poly1305}; every failure is the same DECRYPT_FAIL.
+ * Counterpart of {@link sealChaCha20Poly1305}: the plaintext in a new buffer, or written into
+ * `into` (exactly the ciphertext's length without the tag), which may be the sealed input's own
+ * first bytes (opened in place: a received record's frame, no buffer of its own). Every failure
+ * is the same DECRYPT_FAIL, and leaves `into` zeroed: no unauthenticated plaintext stays there.
  * @throws {SecureChatError} DECRYPT_FAIL
+ * @throws {RangeError} for an `into` of another length
  */
 export function openChaCha20Poly1305(
   key: Uint8Array,
   nonce: Uint8Array,
   ciphertext: Uint8Array,
   aad: Uint8Array,
+  into?: Uint8Array,
 ): Uint8Array {
+  if (into && into.length !== ciphertext.length - POLY1305_TAG_BYTES) {
+    throw new RangeError("the output is not the opened length");
+  }
   return openChecked(
     chaCha20Poly1305Open,
     CHACHA20_POLY1305_KEY_BYTES,
@@ -127,6 +135,7 @@ export function openChaCha20Poly1305(
     nonce,
     ciphertext,
     aad,
+    into,
   );
 }
 
@@ -135,13 +144,14 @@ export function openChaCha20Poly1305(
  * included, is the same DECRYPT_FAIL, so the reason never leaks to a peer.
  */
 function openChecked(
-  backendOpen: typeof aesGcmOpen,
+  backendOpen: typeof chaCha20Poly1305Open,
   keyBytes: number,
   tagBytes: number,
   key: Uint8Array,
   nonce: Uint8Array,
   ciphertext: Uint8Array,
   aad: Uint8Array,
+  into?: Uint8Array,
 ): Uint8Array {
   if (
     key.length !== keyBytes || nonce.length !== GCM_NONCE_BYTES || ciphertext.length < tagBytes
@@ -149,8 +159,9 @@ function openChecked(
     throw new SecureChatError("DECRYPT_FAIL", "record too short or bad key/nonce");
   }
   try {
-    return backendOpen(key, nonce, ciphertext, aad);
+    return backendOpen(key, nonce, ciphertext, aad, into);
   } catch (cause) {
+    into?.fill(0);
     throw new SecureChatError("DECRYPT_FAIL", "AEAD authentication failed", { cause });
   }
 }

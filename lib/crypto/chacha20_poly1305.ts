@@ -340,9 +340,11 @@ export function chaCha20Poly1305OpenJs(
   nonce: Uint8Array,
   sealed: Uint8Array,
   aad: Uint8Array,
+  into?: Uint8Array,
 ): Uint8Array {
   const length = sealed.length - 16;
   if (length < 0) throw new Error("ChaCha20-Poly1305 input shorter than its tag");
+  if (into && into.length !== length) throw new Error("the output is not the opened length");
   try {
     start(key, nonce, aad);
     polyPadded(sealed, 0, length);
@@ -351,7 +353,8 @@ export function chaCha20Poly1305OpenJs(
     let diff = 0;
     for (let i = 0; i < 16; i++) diff |= pad[i] ^ sealed[length + i];
     if (diff !== 0) throw new Error("ChaCha20-Poly1305 authentication failed");
-    const out = new Uint8Array(length);
+    // The tag was checked over the ciphertext first: the XOR may then overwrite it (in place).
+    const out = into ?? new Uint8Array(length);
     chachaXor(sealed, 0, out, 0, length);
     return out;
   } finally {

@@ -48,6 +48,13 @@ const byteLength: (view: Uint8Array) => number = Function.prototype.call.bind(
   Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!.get!,
 );
 
+const viewBuffer: (view: Uint8Array) => ArrayBufferLike = Function.prototype.call.bind(
+  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "buffer")!.get!,
+);
+const byteOffset: (view: Uint8Array) => number = Function.prototype.call.bind(
+  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteOffset")!.get!,
+);
+
 /** Thrown on every libcrypto failure; the caller turns it into its own code. */
 export class LibcryptoError extends Error {}
 
@@ -141,23 +148,38 @@ export class OpenSslSymmetric {
   }
 
   /**
-   * Opens ChaCha20-Poly1305 ciphertext || 16-byte tag. OpenSSL compares the tag in constant time;
-   * on a mismatch the unauthenticated plaintext is wiped and never returned.
+   * Opens ChaCha20-Poly1305 ciphertext || 16-byte tag: the plaintext in a new buffer, or written
+   * into `into` (exactly the ciphertext's length), which may be the ciphertext itself (OpenSSL's
+   * EVP ciphers take an output equal to the input; a partial overlap they do not, nor does this).
+   * OpenSSL compares the tag in constant time; on a mismatch the unauthenticated plaintext is
+   * wiped and never returned.
    * @throws {LibcryptoError} when authentication fails (or libcrypto does, or the input is not
    *   at least a tag, or a length is wrong)
    */
-  open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array {
+  open(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    sealed: Uint8Array,
+    aad: Uint8Array,
+    into?: Uint8Array,
+  ): Uint8Array {
     checkKeyAndNonce(key, nonce);
     const sealedLength = checkLength(byteLength(sealed));
     const aadLength = checkLength(byteLength(aad));
     if (sealedLength < TAG_BYTES) {
       throw new LibcryptoError("the sealed input is shorter than a tag");
     }
+    const length = sealedLength - TAG_BYTES;
+    if (into !== undefined && byteLength(into) !== length) {
+      throw new LibcryptoError("the output is not the opened length");
+    }
+    if (into !== undefined && partlyOverlaps(into, sealed)) {
+      throw new LibcryptoError("the output overlaps the input other than in place");
+    }
     const lib = this.#lib;
     const ctx = this.#openCtx;
     const count = this.#count;
-    const length = sealedLength - TAG_BYTES;
-    const out = new Uint8Array(length);
+    const out = into ?? new Uint8Array(length);
     // Both views made before Init, so only FFI calls run between Init and Final. The tag a copy:
     // SET_TAG takes a non-const pointer, and the caller's bytes stay the caller's.
     const ciphertext = Uint8Array.prototype.subarray.call(sealed, 0, length);
@@ -256,6 +278,17 @@ function checkKeyAndNonce(key: Uint8Array, nonce: Uint8Array): void {
   if (byteLength(key) !== KEY_BYTES || byteLength(nonce) !== NONCE_BYTES) {
     throw new LibcryptoError("ChaCha20-Poly1305 takes a 32-byte key and a 12-byte nonce");
   }
+}
+
+/**
+ * `a` and `b` share some bytes without starting at the same one: an output there would overwrite
+ * input the cipher has not read yet.
+ */
+function partlyOverlaps(a: Uint8Array, b: Uint8Array): boolean {
+  if (viewBuffer(a) !== viewBuffer(b)) return false;
+  const [aStart, bStart] = [byteOffset(a), byteOffset(b)];
+  if (aStart === bStart) return false;
+  return aStart < bStart + byteLength(b) && bStart < aStart + byteLength(a);
 }
 
 /** `length`, if libcrypto's `int` lengths can carry it (the callers route nothing near it here). */

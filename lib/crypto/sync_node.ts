@@ -211,7 +211,8 @@ function portableChaCha20Poly1305Seal(
 
 /**
  * Opens ChaCha20-Poly1305 ciphertext || 16-byte tag (at least 16 bytes: the caller checks), as
- * {@link chaCha20Poly1305Seal} picks its implementation.
+ * {@link chaCha20Poly1305Seal} picks its implementation: the plaintext new, or written into
+ * `into` (the caller checks its length), which may be the ciphertext's own bytes (in place).
  * @throws {Error} when authentication fails; the caller turns it into its own code
  */
 export function chaCha20Poly1305Open(
@@ -219,12 +220,13 @@ export function chaCha20Poly1305Open(
   nonce: Uint8Array,
   sealed: Uint8Array,
   aad: Uint8Array,
+  into?: Uint8Array,
 ): Uint8Array {
   const native = nativeSymmetric();
   if (native && sealed.length - 16 > NATIVE_AEAD_MIN_BYTES) {
-    return native.open(key, nonce, sealed, aad);
+    return native.open(key, nonce, sealed, aad, into);
   }
-  return portableChaCha20Poly1305Open(key, nonce, sealed, aad);
+  return portableChaCha20Poly1305Open(key, nonce, sealed, aad, into);
 }
 
 function portableChaCha20Poly1305Open(
@@ -232,11 +234,16 @@ function portableChaCha20Poly1305Open(
   nonce: Uint8Array,
   sealed: Uint8Array,
   aad: Uint8Array,
+  into?: Uint8Array,
 ): Uint8Array {
   if (sealed.length - 16 <= CHACHA20_POLY1305_JS_MAX_BYTES) {
-    return chaCha20Poly1305OpenJs(key, nonce, sealed, aad);
+    return chaCha20Poly1305OpenJs(key, nonce, sealed, aad, into);
   }
-  return openWith(createDecipheriv("chacha20-poly1305", key, nonce, TAG), sealed, aad);
+  const opened = openWith(createDecipheriv("chacha20-poly1305", key, nonce, TAG), sealed, aad);
+  if (!into) return opened;
+  // node:crypto's decipher makes its own output: copied where the caller wants it.
+  into.set(opened);
+  return into;
 }
 
 /** Both AEADs here take a 16-byte tag. */

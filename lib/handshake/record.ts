@@ -217,15 +217,25 @@ export function sealRecord(
 }
 
 /**
- * Opens the record at counter `n` under `keys` (PROTOCOL §3.2).
+ * Opens the record at counter `n` under `keys` (PROTOCOL §3.2): the inner plaintext in a new
+ * buffer, or in `payload`'s own first bytes when `inPlace` (the payload is then spent: its
+ * ciphertext is gone, and zeroed if the record does not open).
  * @throws DECRYPT_FAIL
  */
-export function openRecord(keys: DirectionKeys, n: number, payload: Uint8Array): Uint8Array {
+export function openRecord(
+  keys: DirectionKeys,
+  n: number,
+  payload: Uint8Array,
+  inPlace = false,
+): Uint8Array {
   return openChaCha20Poly1305(
     keys.key,
     counterNonceInto(recordNonce, keys.iv, n),
     payload,
     RECORD_AAD,
+    inPlace && payload.length >= POLY1305_TAG_BYTES
+      ? payload.subarray(0, payload.length - POLY1305_TAG_BYTES)
+      : undefined,
   );
 }
 
@@ -306,7 +316,7 @@ export class RecordLayer {
    * @throws DECRYPT_FAIL, PROTOCOL_ERROR (padding, several contents)
    */
   open(payload: Uint8Array): Uint8Array {
-    return unpadContent(this.#openInner(payload));
+    return unpadContent(this.#openInner(payload, false));
   }
 
   /**
@@ -314,11 +324,21 @@ export class RecordLayer {
    * @throws DECRYPT_FAIL, PROTOCOL_ERROR (padding)
    */
   openContents(payload: Uint8Array): Uint8Array[] {
-    return unpadContents(this.#openInner(payload));
+    return unpadContents(this.#openInner(payload, false));
   }
 
-  #openInner(payload: Uint8Array): Uint8Array {
-    return openRecord(this.#receive.keys, this.#receive.next(), payload);
+  /**
+   * {@link openContents} in `payload`'s own bytes, for a caller whose frame is its own
+   * (FrameConnection.read gives each frame a buffer of its own): no buffer per record for its
+   * plaintext. The contents are views of `payload`, whose ciphertext is gone.
+   * @throws as openContents
+   */
+  openContentsInPlace(payload: Uint8Array): Uint8Array[] {
+    return unpadContents(this.#openInner(payload, true));
+  }
+
+  #openInner(payload: Uint8Array, inPlace: boolean): Uint8Array {
+    return openRecord(this.#receive.keys, this.#receive.next(), payload, inPlace);
   }
 
   /** From now on we send under the application secret `secret` (counter 0). */

@@ -1019,7 +1019,7 @@ export class ChatSession {
     const deadline = Date.now() + PEER_ERROR_GRACE_MS;
     try {
       while (payload !== null) {
-        for (const content of this.#est.records.openContents(payload)) {
+        for (const content of this.#est.records.openContentsInPlace(payload)) {
           const message = parseMessage(
             content,
             this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
@@ -1048,7 +1048,7 @@ export class ChatSession {
    * promise only once one of them has to wait, and the rest then wait for it.
    */
   #handle(payload: Uint8Array, handlers: SessionHandlers): Promise<void> | undefined {
-    const contents = this.#est.records.openContents(payload);
+    const contents = this.#est.records.openContentsInPlace(payload);
     for (let i = 0; i < contents.length; i++) {
       const handling = this.#handleContent(contents[i], i === contents.length - 1, handlers);
       if (handling) return this.#handleAfter(handling, contents, i + 1, handlers);
