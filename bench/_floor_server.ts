@@ -225,6 +225,10 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
       const relaying = relay(peer, content);
       if (relaying) await relaying;
     }
+    // From the json rung up, what is relayed was copied out of the frame (receivedItems), as in
+    // ChatSession.run: its buffer takes the next frame. The floor relays the contents themselves,
+    // views of the frame until its turn's end.
+    if (rung >= JSON_RUNG) conn.reuse(payload);
     // A backlog is handled a bounded amount per turn, as ChatSession.run does (lib/turn.ts).
     if (spendTurn(Math.ceil(payload.length / TURN_UNIT_BYTES))) await endTurn();
   }

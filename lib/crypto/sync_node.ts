@@ -239,6 +239,9 @@ function portableChaCha20Poly1305Open(
   if (sealed.length - 16 <= CHACHA20_POLY1305_JS_MAX_BYTES) {
     return chaCha20Poly1305OpenJs(key, nonce, sealed, aad, into);
   }
+  if (into && into.length !== sealed.length - 16) {
+    throw new RangeError("the output is not the opened length");
+  }
   const opened = openWith(createDecipheriv("chacha20-poly1305", key, nonce, TAG), sealed, aad);
   if (!into) return opened;
   // node:crypto's decipher makes its own output: copied where the caller wants it.

@@ -924,6 +924,9 @@ export class ChatSession {
         // waited for (the steady state: authors known, batches verified): see #handleContent.
         const handling = this.#handle(payload, handlers);
         if (handling) await handling;
+        // Handled: what is held of it was parsed or copied out (receivedItems), so its buffer
+        // takes the next frame (tests/held_relay_reuse_test.ts).
+        this.#est.conn.reuse(payload);
         // Frames the kernel already holds are read without the turn ending: a backlog is
         // handled a bounded amount per turn, so what the turn made for each session is sealed
         // and written (its send queue counts only what the peer has not read) and the other

@@ -170,6 +170,14 @@ export class FrameConnection {
   }
 
   /**
+   * Gives back a frame `read` returned, once nothing refers to its bytes (FrameReader.reuse):
+   * the next frame that fits is copied into it.
+   */
+  reuse(frame: Uint8Array): void {
+    this.#reader.reuse(frame);
+  }
+
+  /**
    * Queues one frame. Never waits for the peer: if the peer has stopped reading and
    * the queue is full, the frame is refused with SLOW_CONSUMER instead.
    * @throws FRAME_TOO_LARGE, and what assertRoom throws

@@ -92,6 +92,12 @@ export class FrameReader {
   /** The last read filled its buffer: the peer is sending faster than we read. */
   #busy = false;
   /**
+   * A frame's buffer its reader gave back ({@link reuse}): the next frame that fits is copied
+   * there, not into a new buffer (calloc'd, faulted in and freed on a GC thread, per record).
+   * Kept only while more frames are on their way: an idle connection holds none.
+   */
+  #spare?: Uint8Array;
+  /**
    * Bytes asked for per read when no larger frame is in progress and the peer is not busy:
    * IDLE_READ_BYTES, unless a phase whose frames are known to be larger asks for more (the
    * handshake, HANDSHAKE_READ_BYTES).
@@ -132,6 +138,17 @@ export class FrameReader {
   get hasFrame(): boolean {
     if (this.#waiter || this.#have < 4) return false;
     return this.#have >= 4 + this.#header().getUint32(0);
+  }
+
+  /**
+   * Gives back a frame `read` returned, once nothing refers to its bytes any more (its contents
+   * parsed, what is kept of them copied): its buffer takes the next frame that fits. The caller
+   * must keep no view of it: the next frame overwrites it.
+   */
+  reuse(frame: Uint8Array): void {
+    if (this.#have === 0 && !this.#busy) return;
+    const buffer = new Uint8Array(frame.buffer);
+    if (buffer.length > (this.#spare?.length ?? 0)) this.#spare = buffer;
   }
 
   /** Releases a stream source; a ByteReader source is released by closing its connection. */
@@ -191,12 +208,23 @@ export class FrameReader {
       );
     }
     if (this.#have < 4 + length) return undefined;
-    // A copy: the frame must not pin the read buffer behind it.
-    const payload = this.#buffer.slice(this.#start + 4, this.#start + 4 + length);
+    // A copy: the frame must not pin the read buffer behind it, and is its reader's own (the
+    // record layer opens it in place). Into the spare a reader gave back, when it fits.
+    const bytes = this.#buffer.subarray(this.#start + 4, this.#start + 4 + length);
+    const spare = this.#spare;
+    let payload: Uint8Array;
+    if (spare !== undefined && spare.length >= length) {
+      this.#spare = undefined;
+      payload = spare.subarray(0, length);
+      payload.set(bytes);
+    } else {
+      payload = bytes.slice();
+    }
     this.#start += 4 + length;
     this.#have -= 4 + length;
     // An idle connection keeps no buffer at all; a busy one its own for the next read.
-    if (this.#have === 0) [this.#buffer, this.#start] = [this.#busy ? this.#buffer : NOTHING, 0];
+    if (this.#have === 0 && !this.#busy) [this.#buffer, this.#spare] = [NOTHING, undefined];
+    if (this.#have === 0) this.#start = 0;
     return payload;
   }
 

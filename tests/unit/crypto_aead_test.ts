@@ -224,6 +224,31 @@ Deno.test("openChaCha20Poly1305() throws DECRYPT_FAIL when any byte of ciphertex
   for (const [name, fn] of cases) assert.throws(fn, decryptFail, name);
 });
 
+Deno.test("openChaCha20Poly1305(into): in place or into a buffer of the opened length; a refusal zeroes it", () => {
+  const key = randomBytes(CHACHA20_POLY1305_KEY_BYTES);
+  const decryptFail = (e: unknown) => e instanceof SecureChatError && e.code === "DECRYPT_FAIL";
+  for (const size of [1, 200, 1000, 65_280]) {
+    const nonce = randomBytes(GCM_NONCE_BYTES);
+    const plaintext = randomBytes(size);
+    const sealed = sealChaCha20Poly1305(key, nonce, plaintext, rfc.aad);
+    const frame = sealed.slice();
+    const opened = openChaCha20Poly1305(key, nonce, frame, rfc.aad, frame.subarray(0, size));
+    assert.equal(opened.buffer, frame.buffer);
+    assert.deepEqual(opened, plaintext);
+    assert.throws(
+      () => openChaCha20Poly1305(key, nonce, sealed, rfc.aad, new Uint8Array(size - 1)),
+      RangeError,
+    );
+    const bad = sealed.slice();
+    bad[size] ^= 1; // the tag's first byte
+    assert.throws(
+      () => openChaCha20Poly1305(key, nonce, bad, rfc.aad, bad.subarray(0, size)),
+      decryptFail,
+    );
+    assert.ok(bad.subarray(0, size).every((b) => b === 0), `${size}: zeroed`);
+  }
+});
+
 Deno.test("sealChaCha20Poly1305() throws RangeError for a key that is not 32 bytes or a nonce that is not 12", () => {
   for (const size of [0, 16, 31, 33]) {
     assert.throws(

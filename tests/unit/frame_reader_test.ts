@@ -96,6 +96,30 @@ Deno.test("FrameReader(ByteReader): a busy peer's reads go into the same buffer,
   assert.ok(buffers.size <= 3, `${buffers.size} buffers for ${source.asked.length} reads`);
 });
 
+Deno.test("FrameReader.reuse: a busy reader copies the next frame that fits into the buffer given back; an idle one keeps none", async () => {
+  const sizes = [5000, 4000, 4500, 6000, 100];
+  const frames = sizes.map((size, i) => frame(size, i + 1));
+  const reader = new FrameReader(scripted(joined(...frames), 1 << 20)); // all waiting at once
+  const got: Uint8Array[] = [];
+  for (let i = 0; i < sizes.length; i++) {
+    const payload = await reader.read();
+    assert.ok(payload);
+    assert.deepEqual(payload, new Uint8Array(sizes[i]).fill(i + 1), `frame ${i}`);
+    got.push(payload);
+    reader.reuse(payload);
+  }
+  // 4000 and 4500 fit 5000's buffer (given back, and back again); 6000 does not; 100 fits 6000's.
+  assert.equal(got[1].buffer, got[0].buffer);
+  assert.equal(got[2].buffer, got[0].buffer);
+  assert.notEqual(got[3].buffer, got[0].buffer);
+  assert.equal(got[4].buffer, got[3].buffer);
+  // The last read came back short: idle, the reader keeps no buffer given back.
+  const idle = new FrameReader(scripted(joined(frame(300, 1), frame(200, 2)), 304));
+  const first = await idle.read();
+  idle.reuse(first!);
+  assert.notEqual((await idle.read())!.buffer, first!.buffer);
+});
+
 Deno.test("FrameReader.hasFrame: true only while a whole frame is buffered", async () => {
   const bytes = joined(frame(10, 1), frame(20, 2), frame(30, 3));
   const reader = new FrameReader(scripted(bytes.subarray(0, bytes.length - 5), 1 << 20));

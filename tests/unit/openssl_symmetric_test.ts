@@ -23,7 +23,7 @@ import { RFC8439_AEAD_VECTORS } from "../helpers/rfc8439_vectors.ts";
 /** One implementation of the four primitives, as the tests call them. */
 interface Primitives {
   seal(k: Uint8Array, n: Uint8Array, p: Uint8Array, a: Uint8Array, into?: Uint8Array): Uint8Array;
-  open(k: Uint8Array, n: Uint8Array, s: Uint8Array, a: Uint8Array): Uint8Array;
+  open(k: Uint8Array, n: Uint8Array, s: Uint8Array, a: Uint8Array, into?: Uint8Array): Uint8Array;
   sha256(...parts: Uint8Array[]): Uint8Array;
   hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array;
 }
@@ -46,7 +46,7 @@ function viaLibcrypto(): Primitives {
   const native = libcryptoPrimitives();
   return {
     seal: (k, n, p, a, into) => native.seal(k, n, p, a, into),
-    open: (k, n, s, a) => native.open(k, n, s, a),
+    open: (k, n, s, a, into) => native.open(k, n, s, a, into),
     sha256: (...parts) => native.sha256(parts),
     hmacSha256: (key, ...parts) => native.hmacSha256(key, parts),
   };
@@ -216,6 +216,64 @@ for (const implementation of IMPLEMENTATIONS) {
     },
   });
 }
+
+for (const implementation of IMPLEMENTATIONS) {
+  const { name, ignore } = implementation;
+  Deno.test({
+    name:
+      `ChaCha20-Poly1305 through ${name} opens in place (a received frame's own bytes) or into a given buffer, and zeroes it on a refusal`,
+    ignore,
+    fn: () => {
+      const p = implementation.get();
+      for (
+        const length of [1, 64, 255, 256, 257, 300, CHACHA20_POLY1305_JS_MAX_BYTES + 1, 65_280]
+      ) {
+        const key = randomBytes(32);
+        const nonce = randomBytes(12);
+        const aad = randomBytes(21);
+        const plaintext = randomBytes(length);
+        const sealed = p.seal(key, nonce, plaintext, aad);
+        // In place: the plaintext over the ciphertext, the tag's bytes left as they were.
+        const frame = sealed.slice();
+        const inPlace = frame.subarray(0, length);
+        assert.equal(p.open(key, nonce, frame, aad, inPlace), inPlace, `${length}`);
+        assert.equal(toHex(inPlace), toHex(plaintext), `${length}: in place`);
+        assert.equal(toHex(frame.subarray(length)), toHex(sealed.subarray(length)));
+        // Into a buffer of its own, at an offset; nothing around it touched.
+        const around = new Uint8Array(length + 6).fill(0xee);
+        p.open(key, nonce, sealed, aad, around.subarray(3, -3));
+        assert.equal(toHex(around), "eeeeee" + toHex(plaintext) + "eeeeee", `${length}: into`);
+        // A refused record leaves no unauthenticated plaintext where it was opened: libcrypto
+        // decrypts before it checks the tag and wipes, JavaScript checks first and writes nothing.
+        const bad = sealed.slice();
+        bad[length - 1] ^= 1;
+        const ciphertext = toHex(bad.subarray(0, length));
+        assert.throws(() => p.open(key, nonce, bad, aad, bad.subarray(0, length)), Error);
+        const left = toHex(bad.subarray(0, length));
+        assert.ok(left === "00".repeat(length) || left === ciphertext, `${length}: ${left}`);
+        assert.throws(() => p.open(key, nonce, sealed, aad, new Uint8Array(length + 1)), Error);
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "libcrypto's open refuses an output that overlaps its input other than in place",
+  ignore: ignoreLibcrypto,
+  fn: () => {
+    const native = libcryptoPrimitives();
+    const [key, nonce, aad] = [randomBytes(32), randomBytes(12), randomBytes(3)];
+    const sealed = native.seal(key, nonce, randomBytes(1000), aad);
+    const frame = new Uint8Array(sealed.length + 1);
+    frame.set(sealed);
+    for (const into of [frame.subarray(1, 1001), new Uint8Array(frame.buffer, 1, 1000)]) {
+      assert.throws(() => native.open(key, nonce, frame.subarray(0, sealed.length), aad, into), {
+        name: "Error",
+        message: /overlaps/,
+      });
+    }
+  },
+});
 
 /** Every length 0..300, both sides of each bound between the paths, and a few large ones. */
 const LENGTHS = [

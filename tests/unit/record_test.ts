@@ -86,6 +86,25 @@ Deno.test("RecordLayer.sealInner(): sealed into a caller's place, the bytes a ne
   assert.equal(inPlace.sentUnderKey, 3);
 });
 
+Deno.test("RecordLayer.openContentsInPlace: the contents openContents gives, as views of the frame; a refused frame zeroed", () => {
+  const keys = { key, iv };
+  const sender = new RecordLayer(keys, keys);
+  const copying = new RecordLayer(keys, keys);
+  const inPlace = new RecordLayer(keys, keys);
+  for (const texts of [["a", "bb", "ccc"], ["x".repeat(300), "y".repeat(5000)]]) {
+    const payload = sender.sealContents(texts.map(utf8));
+    const frame = payload.slice();
+    const contents = inPlace.openContentsInPlace(frame);
+    assert.deepEqual(copying.openContents(payload).map((b) => decoder.decode(b)), texts);
+    assert.deepEqual(contents.map((b) => decoder.decode(b)), texts);
+    for (const content of contents) assert.equal(content.buffer, frame.buffer);
+  }
+  const bad = sender.seal(utf8("z".repeat(700)));
+  bad[3] ^= 1;
+  assert.throws(() => inPlace.openContentsInPlace(bad), (e) => codeOf(e) === "DECRYPT_FAIL");
+  assert.ok(bad.subarray(0, bad.length - 16).every((b) => b === 0));
+});
+
 Deno.test("RecordLayer: contents sealed together open together, in order, one counter each record", () => {
   const keys = { key, iv };
   const sender = new RecordLayer(keys, keys);
