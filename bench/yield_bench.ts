@@ -1,10 +1,11 @@
 /**
  * What one yield of lib/turn.ts costs (nextTurn: a server yields at the end of every turn that
  * made records, and when a turn's budget is spent), in CPU time of this process over all its
- * threads (schedstat, ns: V8's helpers free what a yield leaves behind), beside a yield on a
- * fresh MessageChannel each time, as nextTurn yielded until session 14. Rounds alternate the two;
- * Node's MessageChannel is the global one, as in `serve` and `connect` (any npm package loads
- * Deno's Node compatibility, which replaces it).
+ * threads (schedstat, ns: V8's helpers free what a yield leaves behind), beside a message on one
+ * kept MessageChannel, as nextTurn yielded in sessions 14–17; and how many yields of each run
+ * before a read that became ready as they started completes (the runtime learns of it only when
+ * it polls I/O). Rounds alternate the two; Node's MessageChannel is the global one, as in `serve`
+ * and `connect` (any npm package loads Deno's Node compatibility, which replaces it).
  *
  *   deno run -A bench/yield_bench.ts [--yields N] [--rounds N]
  */
@@ -14,18 +15,52 @@ import { nextTurn } from "../lib/turn.ts";
 import { threadCpu } from "./_proc.ts";
 import { percentile, round } from "./_util.ts";
 
-/** A yield as nextTurn made it before: a channel of its own, closed once its message came. */
-function freshChannelYield(): Promise<void> {
-  return new Promise((resolve) => {
+type Port = MessagePort & { ref?(): void; unref?(): void };
+let kept: { in: Port; out: Port; waiting: (() => void)[] } | undefined;
+
+/** A yield as nextTurn made it in sessions 14–17: a message on one kept channel. */
+function keptChannelYield(): Promise<void> {
+  if (!kept) {
     const { port1, port2 } = new MessageChannel();
+    const waiting: (() => void)[] = [];
     port1.addEventListener("message", () => {
-      port1.close();
-      port2.close();
-      resolve();
-    }, { once: true });
+      waiting.shift()!();
+      if (waiting.length === 0) (port1 as Port).unref?.();
+    });
     port1.start();
-    port2.postMessage(null);
+    kept = { in: port1, out: port2, waiting };
+  }
+  const channel = kept;
+  return new Promise((resolve) => {
+    if (channel.waiting.push(resolve) === 1) channel.in.ref?.();
+    channel.out.postMessage(null);
   });
+}
+
+/** Yields run before a read of data written just before them completes, `rounds` times. */
+async function yieldsBeforeRead(yieldOnce: () => Promise<void>, rounds: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [a, b] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+  ]);
+  const counts: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    await b.write(new Uint8Array(8));
+    let yields = 0;
+    let readAfter = -1;
+    const read = a.read(new Uint8Array(64)).then(() => readAfter = yields);
+    while (readAfter < 0) {
+      await yieldOnce();
+      yields++;
+    }
+    await read;
+    counts.push(readAfter);
+  }
+  a.close();
+  b.close();
+  listener.close();
+  return counts;
 }
 
 async function cpuSeconds(): Promise<number> {
@@ -48,12 +83,14 @@ if (import.meta.main) {
     },
   }).values;
   const n = Number(args.yields);
-  const ways = { next_turn: nextTurn, fresh_channel: freshChannelYield };
-  const samples: Record<string, number[]> = { next_turn: [], fresh_channel: [] };
+  const ways = { next_turn: nextTurn, kept_channel: keptChannelYield };
+  const samples: Record<string, number[]> = { next_turn: [], kept_channel: [] };
+  const beforeRead: Record<string, number[]> = { next_turn: [], kept_channel: [] };
   for (const f of Object.values(ways)) await perYield(f, 2000); // the JIT compiles both first
   for (let r = 0; r < Number(args.rounds); r++) {
     for (const [name, f] of Object.entries(ways)) {
       samples[name].push(round(await perYield(f, n), 2));
+      beforeRead[name].push(...await yieldsBeforeRead(f, 3));
     }
   }
   console.log(JSON.stringify(
@@ -63,6 +100,7 @@ if (import.meta.main) {
         Object.entries(samples).map(([name, s]) => [name, round(percentile(s, 50), 2)]),
       ),
       yields_per_round: n,
+      yields_before_a_ready_read: beforeRead,
     },
     null,
     2,

@@ -72,66 +72,64 @@ export function endTurn(): Promise<void> {
   return nextTurn();
 }
 
-/** A MessagePort, with node:worker_threads' ref/unref where Deno's Node compatibility made it. */
-type TurnPort = MessagePort & { ref?(): void; unref?(): void };
+/**
+ * The runtime's own "after I/O" macrotask, where it has one: Deno's `setImmediate` (global, Node
+ * compatibility or not). Browsers have none.
+ */
+const immediate = (globalThis as { setImmediate?: (task: () => void) => unknown }).setImmediate;
 
-/** The channel whose messages are the yields (nextTurn): kept between yields where it can be. */
-let turnPorts: { in: TurnPort; out: TurnPort } | undefined;
-/** The yields waiting, oldest first: each message posted resolves one, in order. */
-const waiting: (() => void)[] = [];
+/** A browser's yields: one channel, kept, each message one macrotask (see nextTurn). */
+let browserPorts: { in: MessagePort; out: MessagePort } | undefined;
+/** The browser's yields waiting, oldest first: each message posted resolves one, in order. */
+const browserWaiting: (() => void)[] = [];
+
+/** The yield asked for in this turn and not come yet: later yields of the same turn share it. */
+let coming: { turn: number; promise: Promise<void> } | undefined;
 
 /**
- * Resolves from a macrotask. A MessagePort message is delivered by the event loop
- * itself (when it polls I/O), unlike `setImmediate` (which Deno runs without polling)
- * or `setTimeout(0)` (clamped to a millisecond or more). It comes after every microtask
- * queued before it is delivered; I/O that completes in the same poll (a read of data already
- * waiting) may come before or after it (tests/turn_test.ts).
+ * Resolves from a macrotask, after every microtask queued before it runs; I/O that completes in
+ * the same poll (a read of data already waiting) may come before or after it (tests/turn_test.ts).
+ * Every yield asked for in one turn shares one macrotask: a busy session's endTurn and the turn's
+ * end it runs (atTurnEnd) would otherwise take two, one of them finding nothing left to do.
  *
- * One channel serves every yield, each a message on it, where its port can be unreferenced:
- * a busy server yields hundreds of times a second, and a fresh channel per yield (two ports,
- * their resources and a receive op, closed again) cost 13–50 µs of CPU where a message on a
- * kept one costs 3–5 (docs/PERFORMANCE.md, session 14). The receiving port holds the event loop
- * open only while a yield waits (`ref`), so an idle process still exits. That is
- * node:worker_threads' MessagePort, which `serve` and `connect` have: once any npm package is
- * loaded (the CLI's reflect-metadata, @peculiar/x509), Deno's Node compatibility replaces the
- * global MessageChannel with it. The web platform's ports cannot be unreferenced, so there the
- * channel is closed whenever no yield waits, and a later yield opens another.
+ * In Deno, `setImmediate`: ~1–2 µs of CPU per yield, where a message on a kept MessageChannel
+ * (node:worker_threads' port, sessions 14–17) cost 2–7 in dispatching its event. It lets I/O in
+ * more often, too: a read that became ready while a loop of yields runs completed within ~60
+ * yields, where the channel's messages ran ~3,700 first, and a loop doing 200 µs of work per turn
+ * waited ~0.5 s for it (docs/PERFORMANCE.md, session 18; tests/turn_test.ts). Session 3 had found
+ * the opposite in the Deno of its day: `setImmediate` ran without polling I/O. `setTimeout(0)`
+ * waits a millisecond or more.
  *
- * Listened to with `addEventListener` and `start`, not `onmessage`: node:worker_threads' own
- * `onmessage` is called from a microtask after the post — not a turn at all: every "yield"
- * went on without polling I/O and every "turn's end" came a microtask later. Its ports' message
- * event is still the event loop's (tests/unit/turn_node_compat_test.ts).
+ * In a browser (no `setImmediate`), a message on a kept MessageChannel, listened to with
+ * `addEventListener` and `start`.
  */
 export function nextTurn(): Promise<void> {
-  if (!turnPorts) {
-    const { port1, port2 } = new MessageChannel();
-    port1.addEventListener("message", turnCame);
-    port1.start();
-    turnPorts = { in: port1, out: port2 };
-  }
-  const ports = turnPorts;
-  return new Promise((resolve) => {
-    if (waiting.push(resolve) === 1) ports.in.ref?.();
-    ports.out.postMessage(null);
+  if (coming?.turn === turns) return coming.promise;
+  const promise = new Promise<void>((resolve) => {
+    if (immediate) immediate(() => turnCame(resolve));
+    else browserYield(resolve);
   });
+  coming = { turn: turns, promise };
+  return promise;
 }
 
-/** A yield's message came: a new turn, and the oldest yield waiting resolves. */
-function turnCame(): void {
+function browserYield(resolve: () => void): void {
+  if (!browserPorts) {
+    const { port1, port2 } = new MessageChannel();
+    port1.addEventListener("message", () => turnCame(browserWaiting.shift()!));
+    port1.start();
+    browserPorts = { in: port1, out: port2 };
+  }
+  browserWaiting.push(resolve);
+  browserPorts.out.postMessage(null);
+}
+
+/** A yield's macrotask came: a new turn, and the yield resolves. */
+function turnCame(resolve: () => void): void {
   turns++;
   units = 0;
   since = performance.now();
-  const resolve = waiting.shift()!;
-  if (waiting.length === 0) {
-    const ports = turnPorts!;
-    if (ports.in.unref) {
-      ports.in.unref();
-    } else {
-      ports.in.close();
-      ports.out.close();
-      turnPorts = undefined;
-    }
-  }
+  coming = undefined;
   resolve();
 }
 

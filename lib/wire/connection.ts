@@ -103,7 +103,7 @@ export class FrameConnection {
   #wroteInTurn = -1;
   /**
    * The turn's end will write what waits: asked for only once a frame waits (a turn's end is
-   * a MessageChannel message, tens of µs under Node compatibility), never for a frame alone.
+   * a macrotask of its own, lib/turn.ts nextTurn), never for a frame alone.
    */
   #endAwaited = false;
   readonly #turnEnded = () => {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import "node:worker_threads";
-import { atTurnEnd, nextTurn } from "../../lib/turn.ts";
+import { atTurnEnd, currentTurn, endTurn, nextTurn } from "../../lib/turn.ts";
 
 Deno.test("nextTurn() and atTurnEnd() wait for the turn's end under Node's MessageChannel too: after the microtasks queued before it", async () => {
   assert.notEqual(
@@ -27,21 +27,10 @@ Deno.test("nextTurn() and atTurnEnd() wait for the turn's end under Node's Messa
   assert.ok(order.includes("turn's end"), order.join(", "));
 });
 
-Deno.test("nextTurn() posts every yield on one kept channel under Node's MessageChannel, not a channel per yield", async () => {
-  const NodeChannel = globalThis.MessageChannel;
-  let made = 0;
-  globalThis.MessageChannel = class extends NodeChannel {
-    constructor() {
-      super();
-      made++;
-    }
-  };
-  try {
-    for (let i = 0; i < 20; i++) await nextTurn(); // one after another, as a busy server yields
-    await Promise.all([nextTurn(), nextTurn(), nextTurn()]); // several in one turn
-  } finally {
-    globalThis.MessageChannel = NodeChannel;
-  }
-  // None if the test above left the channel kept (it did, unreferenced), else this one's.
-  assert.ok(made <= 1, `${made} channels made for 23 yields`);
+Deno.test("nextTurn() under Node compatibility: yields one after another are a new turn each; those asked for in one turn share one", async () => {
+  const first = currentTurn();
+  for (let i = 0; i < 20; i++) await nextTurn(); // one after another, as a busy server yields
+  assert.equal(currentTurn(), first + 20);
+  await Promise.all([nextTurn(), endTurn(), nextTurn()]); // several in one turn
+  assert.equal(currentTurn(), first + 21);
 });
