@@ -766,20 +766,22 @@ export class Lobby {
           // From now on this session hears of membership changes; first, who is there.
           from.e2e = true;
           const held: Extract<Body, { kind: "members" }>[] = from.membersHeld = [];
+          const online = onlineBodies(this.#lobbyMembership());
           try {
-            await this.#sendParts(from, onlineBodies(this.#lobbyMembership()));
+            // The other end-to-end members hear of the newcomer only now that its device is
+            // stored, so the refetch this makes them do finds it: it retires their sender
+            // chains (PROTOCOL §12.5). Told before the newcomer's own list, which waits for room
+            // behind its offline delivery: meanwhile their lines must already take it in.
+            await this.#route(
+              { body: { kind: "members", event: "joined", users: [from.username] } },
+              undefined,
+              from,
+            );
+            await this.#sendParts(from, online);
           } finally {
             from.membersHeld = undefined;
           }
           for (const change of held) this.#notify(from, change);
-          // The other end-to-end members hear of the newcomer only now that its device is
-          // stored, so the refetch this makes them do finds it: it retires their sender chains
-          // (PROTOCOL §12.5).
-          await this.#route(
-            { body: { kind: "members", event: "joined", users: [from.username] } },
-            undefined,
-            from,
-          );
         }
         return;
       }
