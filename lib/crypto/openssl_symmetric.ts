@@ -7,8 +7,10 @@
  * Memory safety is this module's whole contract with C: every length passed to libcrypto is the
  * length of a JavaScript buffer handed over in the same call (checked against the fixed key and
  * nonce sizes first, since libcrypto reads those without a length), every output buffer is
- * allocated here to exactly what the call writes (ChaCha20 is a stream cipher: an Update writes
- * as many bytes as it reads, a Final none, the tag 16), and the counts libcrypto reports are
+ * sized to exactly what the call writes, allocated here or given by the caller (an open may write
+ * in place: output and input exactly the same bytes, a partial overlap refused before any call;
+ * ChaCha20 is a stream cipher: an Update writes as many bytes as it reads, a Final none, the tag
+ * 16), and the counts libcrypto reports are
  * checked against that. Every return code is checked; a failure clears OpenSSL's error queue and
  * throws, never returns output. No call sees a dangling pointer: an empty AAD, plaintext or part
  * to hash skips its Update, and null goes only where OpenSSL's API gives it a meaning (the AAD
