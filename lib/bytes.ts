@@ -239,6 +239,17 @@ export class ByteBuilder {
   }
 
   /**
+   * The next `length` bytes, counted as written, for the caller to write in place (a decoder's
+   * output): a view of the builder's buffer, valid until its next write.
+   */
+  next(length: number): Uint8Array {
+    this.reserve(length);
+    const view = this.#bytes.subarray(this.#at, this.#at + length);
+    this.#at += length;
+    return view;
+  }
+
+  /**
    * Empties the builder for reuse, zeroing what was written: whoever had `done`'s bytes must
    * be done with them (sealed, hashed, written), and nothing written outlives that use.
    */
@@ -392,13 +403,12 @@ export function fromBase64Each(texts: readonly string[]): Uint8Array[] {
  * lib/message/record.ts). Synchronous: one batch at a time, from {@link start} to {@link take}.
  */
 export class Base64Batch {
-  #scratch = new Uint8Array(4096);
-  #at = 0;
+  readonly #decoded = new ByteBuilder(4096);
   readonly #ends: number[] = [];
 
   /** Starts a batch: what an unfinished one added (a message refused midway) is forgotten. */
   start(): void {
-    this.#at = 0;
+    this.#decoded.reset();
     this.#ends.length = 0;
   }
 
@@ -409,23 +419,14 @@ export class Base64Batch {
    */
   add(text: string): number {
     const length = base64Length(text);
-    const end = this.#at + length;
-    if (end > this.#scratch.length) {
-      let capacity = 2 * this.#scratch.length;
-      while (capacity < end) capacity *= 2;
-      const grown = new Uint8Array(capacity);
-      grown.set(this.#scratch.subarray(0, this.#at));
-      this.#scratch = grown;
-    }
-    decodeBase64Into(text, this.#scratch.subarray(this.#at, end));
-    this.#at = end;
-    this.#ends.push(end);
+    decodeBase64Into(text, this.#decoded.next(length));
+    this.#ends.push(this.#decoded.length);
     return length;
   }
 
   /** What was added since {@link start}, copied into one buffer: one view of it per text, in order. */
   take(): Uint8Array[] {
-    const block = this.#scratch.slice(0, this.#at);
+    const block = this.#decoded.done().slice();
     const views: Uint8Array[] = [];
     let from = 0;
     for (const end of this.#ends) views.push(block.subarray(from, from = end));
