@@ -76,6 +76,8 @@ interface Peer {
   records: RecordLayer;
   /** What this turn made for the peer, sealed at its end (as ChatSession's #emit). */
   outbox?: RecordOutbox;
+  /** sendOutbox for this peer, made once. */
+  sendOutbox: () => void;
   /** This turn's last relay to the peer, still taking records of its batch (ChatSession.relay). */
   open?: RecipientRelayGroup;
   /** The last relay's seqno to this peer. */
@@ -96,19 +98,29 @@ function emit(peer: Peer, content: Uint8Array | RecipientRelayGroup, line?: Prep
 /** The peer's outbox for this turn: its open relay closed, then all sealed, at the turn's end. */
 function outboxOf(peer: Peer): RecordOutbox {
   if (!peer.outbox) {
-    const outbox = peer.outbox = new RecordOutbox();
-    atTurnEnd(() => {
-      closeRelay(peer);
-      peer.outbox = undefined;
-      outbox.seal((inner) =>
-        peer.conn.sendSealed(
-          sealedLength(inner.length),
-          (into) => peer.records.sealInner(inner, into),
-        )
-      );
-    });
+    peer.outbox = new RecordOutbox();
+    atTurnEnd(peer.sendOutbox);
   }
   return peer.outbox;
+}
+
+/**
+ * A peer's turn's end (atTurnEnd): one closure per peer, as ChatSession has one per session, not
+ * one per turn holding that turn's outbox. With one per turn every rung from json up promoted
+ * ~3.7 MB of relays per scavenge (V8's --trace-gc-nvp), which ours does not: the rungs measured a
+ * growing old generation as well as their layer (docs/PERFORMANCE.md, session 20). What kept such
+ * a closure past its turn was not pinned down; atTurnEnd's set, cleared every turn, is likeliest.
+ */
+function sendOutbox(peer: Peer): void {
+  closeRelay(peer);
+  const outbox = peer.outbox!;
+  peer.outbox = undefined;
+  outbox.seal((inner) =>
+    peer.conn.sendSealed(
+      sealedLength(inner.length),
+      (into) => peer.records.sealInner(inner, into),
+    )
+  );
 }
 
 /** The peer's open relay, complete: into its outbox and (logged) its transcript. */
@@ -198,6 +210,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
     records: new RecordLayer(floorKeys(hello.id, "s2c"), floorKeys(hello.id, "c2s")),
     seqno: 0,
     introduced: false,
+    sendOutbox: () => sendOutbox(peer),
   };
   if (rung >= TRANSCRIPT_RUNG) {
     const now = Date.now();

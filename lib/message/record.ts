@@ -664,16 +664,7 @@ export class ReceivedGroup {
     record.sig = sig;
     record.batch = new DerivedPosition(this, j, i, n);
     json.sig = this.message.sig;
-    // An own member, unlike DerivedPosition's path: JSON.stringify writes it (the cluster's
-    // stream and the offline queue carry this JSON).
-    const pathText = () => this.pathTextOf(j);
-    json.batch = {
-      i,
-      n,
-      get path() {
-        return pathText();
-      },
-    };
+    json.batch = new DerivedBatchJson(this, j, i, n);
     return new RecordForms(
       record,
       json,
@@ -774,8 +765,41 @@ export class ReceivedGroup {
 }
 
 /**
+ * A received record's `batch` member as JSON (BatchJson), its `path` derived from its msg when
+ * first read (ReceivedGroup.pathTextOf) and written by JSON.stringify (toJSON: the cluster's
+ * stream and the offline queue carry this JSON) as `{"i":…,"n":…,"path":[…]}`.
+ *
+ * A class, not an object literal with a getter. V8 gives each such literal a hidden class of its
+ * own (its getter is a new closure each time), and hidden classes are made in the old
+ * generation: each record's dead one there still pointed at the young record around it, so a
+ * scavenge kept every msg's objects alive and promoted them (docs/PERFORMANCE.md, session 20:
+ * ~2.6 MB promoted per scavenge of the goal row, the old generation growing until a
+ * mark-compact, the server's RSS by ~45 MiB). tests/unit/hidden_class_test.ts holds two records'
+ * `batch` to one hidden class.
+ */
+class DerivedBatchJson implements BatchJson {
+  readonly #group: ReceivedGroup;
+  readonly #j: number;
+
+  constructor(group: ReceivedGroup, j: number, readonly i: number, readonly n: number) {
+    this.#group = group;
+    this.#j = j;
+  }
+
+  get path(): string[] {
+    return this.#group.pathTextOf(this.#j);
+  }
+
+  toJSON(): { i: number; n: number; path: string[] } {
+    return { i: this.i, n: this.n, path: this.path };
+  }
+}
+
+/**
  * A received record's place in its batch (ReceivedGroup.whole): its path derived from its msg
- * when first read. A class, not an object literal with a getter: one is made per record.
+ * when first read. A class, not an object literal with a getter: one is made per record, and a
+ * literal with a getter costs a hidden class (a Map, made in V8's old space) of its own each
+ * time (see DerivedBatchJson).
  */
 class DerivedPosition implements BatchPosition {
   readonly #group: ReceivedGroup;
