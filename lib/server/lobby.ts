@@ -161,6 +161,8 @@ export class Member {
    * change: one new sender key per member (§12.5), which the server cannot tell from text.
    */
   rekeyAllowance = 0;
+  /** The member's key among the lobby's members (keyOf its name), made once. */
+  readonly key: string;
   constructor(
     readonly session: ChatSession,
     readonly peer: string,
@@ -169,6 +171,7 @@ export class Member {
     readonly drop: (error: SecureChatError) => void,
   ) {
     this.bucket = new TokenBucket(limits.messageBurst, limits.messagesPerSecond);
+    this.key = keyOf(session.username);
   }
   /**
    * The member's certificate as relays name or introduce it (PROTOCOL §6.4.1), made once (by
@@ -355,14 +358,14 @@ export class Lobby {
    * (lib/store) follow the welcome.
    */
   async join(member: Member, notices: readonly string[] = []): Promise<void> {
-    const previous = this.#members.get(keyOf(member.username));
+    const previous = this.#members.get(member.key);
     const replay = this.#replayRangeFor(member);
     if (replay) {
       member.held = [];
       // What the member's last node had handed over: all it has until the replay is done.
       member.heldFrom = replay.after;
     }
-    this.#members.set(keyOf(member.username), member);
+    this.#members.set(member.key, member);
     // Before anything can be relayed to the member: what waited comes first (§6.6). A replay
     // sends it instead, each record in its author's order among the replayed ones.
     if (!replay) void this.#deliverStored(member);
@@ -376,8 +379,8 @@ export class Lobby {
   }
 
   leave(member: Member): void {
-    if (this.#members.get(keyOf(member.username)) !== member) return;
-    this.#members.delete(keyOf(member.username));
+    if (this.#members.get(member.key) !== member) return;
+    this.#members.delete(member.key);
     this.#cluster?.announcePresence();
     if (!member.replaced) {
       this.#presence.add("left", member.username);
@@ -441,7 +444,15 @@ export class Lobby {
     // Joins and leaves told before this line stay before it.
     this.#presence.flush();
     if (!this.#cluster) {
-      for (const member of this.#localRecipients(from.username, to)) this.#relay(member, prepared);
+      // Every record of every msg comes this way: no list of recipients made for it.
+      if (to !== undefined) {
+        const target = this.#members.get(keyOf(to));
+        if (target) this.#relay(target, prepared);
+      } else {
+        for (const member of this.#members.values()) {
+          if (member.key !== from.key) this.#relay(member, prepared);
+        }
+      }
       return;
     }
     return this.#publish(from, message, to);
@@ -1109,8 +1120,14 @@ export class Lobby {
 
   #relay(member: Member, prepared: PreparedRelay): void {
     // Held behind the stored records being delivered (§6.6).
-    if (member.deferred) this.#defer(member, prepared);
-    else this.#deliver(member, () => void member.session.relay(prepared));
+    if (member.deferred) return this.#defer(member, prepared);
+    // #deliver's steps without its closure: one relay per recipient of every record.
+    if (member.session.closing) return;
+    try {
+      member.session.relay(prepared);
+    } catch (error) {
+      this.#failed(member, error);
+    }
   }
 
   /**
