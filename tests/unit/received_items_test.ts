@@ -246,7 +246,24 @@ Deno.test("receivedItems(): a text beyond ASCII is laid out afresh (its offsets 
 function randomValue(rng: Rng, depth = 0): unknown {
   const pick = rng.int(depth > 3 ? 4 : 6);
   if (pick === 0) return rng.pick(["", "a", "lobby", b64(rng.int(40)), "x:y", "é", "{}"]);
-  if (pick === 1) return rng.pick([0, -0, 1, 17, -3, 2 ** 53 - 1, 0.5, 1e21, 1e-7, -1.25e-9]);
+  if (pick === 1) {
+    return rng.pick([
+      0,
+      -0,
+      1,
+      10,
+      17,
+      -3,
+      -120,
+      1_700_000_000_123,
+      2 ** 53 - 1,
+      -(2 ** 53 - 1),
+      0.5,
+      1e21,
+      1e-7,
+      -1.25e-9,
+    ]);
+  }
   if (pick === 2) return rng.pick([true, false]);
   if (pick === 3) return null;
   if (pick === 4) return Array.from({ length: rng.int(4) }, () => randomValue(rng, depth + 1));
@@ -257,13 +274,27 @@ function randomValue(rng: Rng, depth = 0): unknown {
   return o;
 }
 
+/** `value` with its integers (at any depth) a little off now and then: one more, ten times. */
+function nudged(rng: Rng, value: unknown): unknown {
+  if (typeof value === "number" && Number.isSafeInteger(value)) {
+    return rng.pick([value, value + 1, value - 1, value * 10, -value]);
+  }
+  if (Array.isArray(value)) return value.map((v) => nudged(rng, v));
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, nudged(rng, v)]));
+  }
+  return value;
+}
+
 /** A text of `value` spelt another way now and then: spaces, an escape, a number's exponent. */
 function respell(rng: Rng, text: string): string {
   const at = rng.int(text.length + 1);
   const cut = (s: string) => text.slice(0, at) + s + text.slice(at);
-  switch (rng.int(5)) {
+  switch (rng.int(6)) {
     case 0:
       return cut(" ");
+    case 5: // -0, which JSON.stringify writes as 0
+      return text.replace(/([:,[])0([,\]}])/, "$1-0$2");
     case 1:
       return text.replace(/"a/, '"\\u0061');
     case 2:
@@ -292,6 +323,13 @@ Deno.test("jsonAt() matches a text exactly when it is JSON.stringify of what it 
     assert.equal(jsonAt(text, 0, value) === text.length, canonical, `seed ${SEED}: ${text}`);
     // Inside a longer text, it ends where the value does.
     assert.equal(jsonAt(`[${text},1]`, 1, value) === text.length + 1, canonical);
+    // Another value matches only a text that is its own canonical form (a number a digit off).
+    const other = rng.int(2) === 0 ? randomValue(rng) : nudged(rng, value);
+    assert.equal(
+      jsonAt(text, 0, other) === text.length,
+      JSON.stringify(other) === text,
+      `seed ${SEED}: ${text} against ${JSON.stringify(other)}`,
+    );
     if (canonical) matched++;
     else refused++;
   }
