@@ -29,12 +29,13 @@ export const LIBCRYPTO_PATHS: readonly string[] = [
 const SYMBOLS = {
   OpenSSL_version_num: { parameters: [], result: "u64" },
   ERR_clear_error: { parameters: [], result: "void" },
-  // RSA signing (./openssl_rsa.ts)
+  // RSA signing and verification (./openssl_rsa.ts)
   BIO_s_mem: { parameters: [], result: "pointer" },
   BIO_new: { parameters: ["pointer"], result: "pointer" },
   BIO_write: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   BIO_free: { parameters: ["pointer"], result: "i32" },
   d2i_PrivateKey_bio: { parameters: ["pointer", "pointer"], result: "pointer" },
+  d2i_PUBKEY_bio: { parameters: ["pointer", "pointer"], result: "pointer" },
   EVP_PKEY_get_base_id: { parameters: ["pointer"], result: "i32" },
   EVP_PKEY_get_bits: { parameters: ["pointer"], result: "i32" },
   EVP_PKEY_free: { parameters: ["pointer"], result: "void" },
@@ -46,6 +47,11 @@ const SYMBOLS = {
   EVP_sha256: { parameters: [], result: "pointer" },
   EVP_PKEY_sign: {
     parameters: ["pointer", "buffer", "buffer", "buffer", "usize"],
+    result: "i32",
+  },
+  EVP_PKEY_verify_init: { parameters: ["pointer"], result: "i32" },
+  EVP_PKEY_verify: {
+    parameters: ["pointer", "buffer", "usize", "buffer", "usize"],
     result: "i32",
   },
   // ChaCha20-Poly1305, SHA-256, HMAC-SHA-256 (./openssl_symmetric.ts)
@@ -77,6 +83,15 @@ const SYMBOLS = {
   EVP_DigestUpdate: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
   EVP_DigestFinal_ex: { parameters: ["pointer", "buffer", "pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
+
+/**
+ * A view's byte count from the engine's internal slot (%TypedArray%.prototype.byteLength's getter),
+ * not from `.length`, which a subclass can override: the count passed to C must be the one the
+ * pointer Deno passes is good for.
+ */
+export const byteLength: (view: Uint8Array) => number = Function.prototype.call.bind(
+  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!.get!,
+);
 
 /** libcrypto's functions, as Deno FFI calls them. */
 export type LibcryptoSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

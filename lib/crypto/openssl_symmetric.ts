@@ -24,7 +24,7 @@
  * (docs/PERFORMANCE.md session 18).
  */
 import { wipe } from "../bytes.ts";
-import type { Libcrypto, LibcryptoSymbols } from "./libcrypto.ts";
+import { byteLength, type Libcrypto, type LibcryptoSymbols } from "./libcrypto.ts";
 
 /** The name EVP_MD_fetch knows SHA-256 by, NUL-terminated. */
 const SHA256_NAME = new TextEncoder().encode("SHA2-256\0");
@@ -40,15 +40,6 @@ const IPAD = 0x36;
 const OPAD = 0x5c;
 /** EVP_EncryptUpdate and HMAC take an `int` length. */
 const INT_MAX = 0x7fffffff;
-
-/**
- * A view's byte count from the engine's internal slot (%TypedArray%.prototype.byteLength's getter),
- * not from `.length`, which a subclass can override: the count passed to C must be the one the
- * pointer Deno passes is good for.
- */
-const byteLength: (view: Uint8Array) => number = Function.prototype.call.bind(
-  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!.get!,
-);
 
 const viewBuffer: (view: Uint8Array) => ArrayBufferLike = Function.prototype.call.bind(
   Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "buffer")!.get!,

@@ -13,7 +13,12 @@ import {
   rsaSyncKey,
 } from "#sync-crypto";
 import type { RsaSigner, SyncEd25519Key, SyncRsaKey } from "./sync_types.ts";
-import { rsaPkcs1Sha256Verify, type RsaPublicKey, rsaPublicKeyOfSpki } from "./rsa_verify.ts";
+import {
+  OID_RSA_ENCRYPTION,
+  rsaPkcs1Sha256Verify,
+  type RsaPublicKey,
+  rsaPublicKeyOfSpki,
+} from "./rsa_verify.ts";
 import { SecureChatError } from "../errors.ts";
 import {
   malformed,
@@ -42,7 +47,10 @@ export interface VerifyingKey {
   readonly key: CryptoKey;
   /** Ed25519 only: the same key for the synchronous backend, see {@link nativeEd25519}. */
   readonly native?: SyncEd25519Key;
-  /** RSA only: n and e for the BigInt verification (./rsa_verify.ts: ~4× faster in Deno). */
+  /**
+   * RSA only: the key as ./rsa_verify.ts verifies it (through libcrypto where the backend has it,
+   * else in BigInt: each several times cheaper than Deno's WebCrypto).
+   */
   readonly rsa?: RsaPublicKey;
 }
 
@@ -57,7 +65,6 @@ function nativeEd25519(format: "pkcs8" | "spki", der: Uint8Array): SyncEd25519Ke
   return ed25519SyncKey(format, der);
 }
 
-const OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1";
 const OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1";
 const OID_PRIME256V1 = "1.2.840.10045.3.1.7";
 const OID_ED25519 = "1.3.101.112";

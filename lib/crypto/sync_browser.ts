@@ -12,15 +12,24 @@ import { scrypt as nobleScrypt } from "@noble/hashes/scrypt.js";
 import { gcm } from "@noble/ciphers/aes.js";
 import { x25519 } from "@noble/curves/ed25519.js";
 import type {
+  RsaPublicNumbers,
   RsaSigner,
   Sha256Hasher,
   SyncEd25519Key,
   SyncRsaKey,
+  SyncRsaPublicKey,
   SyncX25519Key,
 } from "./sync_types.ts";
 import { chaCha20Poly1305OpenJs, chaCha20Poly1305SealJs } from "./chacha20_poly1305.ts";
 
-export type { RsaSigner, Sha256Hasher, SyncEd25519Key, SyncRsaKey, SyncX25519Key };
+export type {
+  RsaSigner,
+  Sha256Hasher,
+  SyncEd25519Key,
+  SyncRsaKey,
+  SyncRsaPublicKey,
+  SyncX25519Key,
+};
 
 type NobleSha256 = ReturnType<typeof nobleSha256.create>;
 
@@ -149,4 +158,20 @@ export function rsaSyncKey(_pkcs8Der: Uint8Array, _bits: number): SyncRsaKey | u
 
 export function rsaSign(_key: SyncRsaKey, _data: Uint8Array): Uint8Array {
   throw new Error("the browser backend holds no synchronous RSA key");
+}
+
+/** No native RSA in the page: ./rsa_verify.ts verifies in BigInt arithmetic. */
+export function rsaPublicSyncKey(
+  _spkiDer: Uint8Array,
+  _key: RsaPublicNumbers,
+): SyncRsaPublicKey | undefined {
+  return undefined;
+}
+
+export function rsaVerify(
+  _key: SyncRsaPublicKey,
+  _data: Uint8Array,
+  _signature: Uint8Array,
+): boolean {
+  throw new Error("the browser backend holds no synchronous RSA public key");
 }

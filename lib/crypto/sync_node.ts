@@ -2,8 +2,8 @@
  * The synchronous primitives of the shared protocol code, for the CLI and the server. Where this
  * process can load OpenSSL 3's libcrypto (./libcrypto.ts: `--allow-ffi` for it, as the start task
  * grants), SHA-256 and HMAC-SHA-256 of every input and ChaCha20-Poly1305 of all but short ones go
- * through it (./openssl_symmetric.ts: one FFI call per step into OpenSSL's SIMD code), and so does
- * RSA signing (./openssl_rsa.ts). Short AEAD inputs stay in JavaScript (./chacha20_poly1305.ts),
+ * through it (./openssl_symmetric.ts: one FFI call per step into OpenSSL's SIMD code), and so do
+ * RSA signing and verification (./openssl_rsa.ts). Short AEAD inputs stay in JavaScript (./chacha20_poly1305.ts),
  * cheaper than the calls out ({@link NATIVE_AEAD_MIN_BYTES}). Without libcrypto, short inputs are
  * hashed in JavaScript (./sha256_short.ts) and longer ones go through node:crypto
  * ({@link portable}: the same bytes). AES-GCM, X25519, Ed25519 and
@@ -32,17 +32,31 @@ import {
 } from "./chacha20_poly1305.ts";
 import { concat, fromHex, timingSafeEqual, wipe } from "../bytes.ts";
 import type {
+  RsaPublicNumbers,
   RsaSigner,
   Sha256Hasher,
   SyncEd25519Key,
   SyncRsaKey,
+  SyncRsaPublicKey,
   SyncX25519Key,
 } from "./sync_types.ts";
 import { libcrypto } from "./libcrypto.ts";
-import { importRsaKey, type OpenSslRsaKey } from "./openssl_rsa.ts";
+import {
+  importRsaKey,
+  importRsaPublicKey,
+  type OpenSslRsaKey,
+  type OpenSslRsaPublicKey,
+} from "./openssl_rsa.ts";
 import { LibcryptoError, OpenSslSymmetric } from "./openssl_symmetric.ts";
 
-export type { RsaSigner, Sha256Hasher, SyncEd25519Key, SyncRsaKey, SyncX25519Key };
+export type {
+  RsaSigner,
+  Sha256Hasher,
+  SyncEd25519Key,
+  SyncRsaKey,
+  SyncRsaPublicKey,
+  SyncX25519Key,
+};
 
 class NodeSha256 implements Sha256Hasher {
   constructor(readonly hash: Hash = createHash("sha256")) {}
@@ -525,6 +539,30 @@ export function rsaSyncKey(pkcs8Der: Uint8Array, bits: number): SyncRsaKey | und
  */
 export function rsaSign(key: SyncRsaKey, data: Uint8Array): Uint8Array {
   return (key.backendKey as OpenSslRsaKey).signDigest(sha256(data));
+}
+
+/**
+ * libcrypto's copy of an RSA public key that ./rsa_verify.ts has read as `key` from `spkiDer`, for
+ * its native path, or undefined where libcrypto is not loadable or OpenSSL's public operation
+ * would refuse the key (./openssl_rsa.ts's importRsaPublicKey): the BigInt path verifies then.
+ * @throws {SecureChatError} INVALID_INPUT when libcrypto refuses the key
+ */
+export function rsaPublicSyncKey(
+  spkiDer: Uint8Array,
+  key: RsaPublicNumbers,
+): SyncRsaPublicKey | undefined {
+  const openssl = libcrypto();
+  if ("reason" in openssl) return undefined;
+  const backendKey = importRsaPublicKey(openssl, spkiDer, key);
+  return backendKey && { backendKey };
+}
+
+/**
+ * RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §8.2.2): whether `signature` is `key`'s signature of
+ * `data`; any other signature is false.
+ */
+export function rsaVerify(key: SyncRsaPublicKey, data: Uint8Array, signature: Uint8Array): boolean {
+  return (key.backendKey as OpenSslRsaPublicKey).verifyDigest(sha256(data), signature);
 }
 
 /** Last: {@link loadSymmetric}'s self-test runs the portable paths, which need the constants above. */

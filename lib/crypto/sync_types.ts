@@ -28,6 +28,22 @@ export interface SyncRsaKey {
   readonly backendKey: unknown;
 }
 
+/** An RSA public key's numbers, as ./rsa_verify.ts reads them from its SubjectPublicKeyInfo. */
+export interface RsaPublicNumbers {
+  readonly n: bigint;
+  readonly e: bigint;
+  /** Bytes of the modulus: every signature and EM is this long. */
+  readonly k: number;
+}
+
+/**
+ * An RSA public key held by a backend for synchronous verification (./rsa_verify.ts's native
+ * path); opaque to everyone else.
+ */
+export interface SyncRsaPublicKey {
+  readonly backendKey: unknown;
+}
+
 /** Which implementation makes this process's RSA signatures, and why: for the operator's log. */
 export interface RsaSigner {
   /** True for OpenSSL's libcrypto (constant time); false for Deno's or the browser's WebCrypto. */

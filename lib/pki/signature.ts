@@ -65,8 +65,9 @@ function importIssuerKey(issuer: ParsedCertificate, hash?: Hash): Promise<Crypto
 const rsaKeys = new WeakMap<ParsedCertificate, RsaPublicKey>();
 
 /**
- * The issuer's n and e for the BigInt verification (lib/crypto/rsa_verify.ts, ~4× faster than
- * Deno's RSA), read once per parsed certificate; WebCrypto has imported the key first.
+ * The issuer's key as lib/crypto/rsa_verify.ts verifies it (through libcrypto where the backend
+ * has it, else in BigInt: each several times cheaper than Deno's RSA), read once per parsed
+ * certificate; WebCrypto has imported the key first.
  */
 function rsaKeyOf(issuer: ParsedCertificate): RsaPublicKey {
   let key = rsaKeys.get(issuer);

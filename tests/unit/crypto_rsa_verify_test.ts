@@ -1,7 +1,9 @@
 /**
- * lib/crypto/rsa_verify.ts: the BigInt RSASSA-PKCS1-v1_5 / SHA-256 verification that
- * `verify` uses for RSA keys. Wycheproof's RSA files (wycheproof_test.ts) run through it;
- * here it is held to WebCrypto's answer on signatures made and mutated in the test.
+ * lib/crypto/rsa_verify.ts: the RSASSA-PKCS1-v1_5 / SHA-256 verification that `verify` uses for
+ * RSA keys, held here to WebCrypto's answer on signatures made and mutated in the test, on both
+ * its paths: the key as read (through libcrypto where it loads) and its numbers alone (BigInt, as
+ * in the page). Wycheproof's RSA files (wycheproof_test.ts) run through both;
+ * ./openssl_rsa_verify_test.ts holds the two to each other.
  */
 import assert from "node:assert/strict";
 import { importVerifyingKeySpki, verify } from "../../lib/crypto/signature.ts";
@@ -24,7 +26,7 @@ async function rsaKey(publicExponent: Uint8Array<ArrayBuffer>) {
   return { spki, sign, webCrypto };
 }
 
-Deno.test("verify() takes the BigInt path for RSA keys", async () => {
+Deno.test("importVerifyingKeySpki() reads an RSA key's numbers for rsa_verify.ts", async () => {
   const { spki } = await rsaKey(Uint8Array.of(1, 0, 1));
   const key = await importVerifyingKeySpki(spki);
   assert.equal(key.rsa?.e, 65537n);
@@ -34,14 +36,16 @@ Deno.test("verify() takes the BigInt path for RSA keys", async () => {
 for (const [label, exponent] of [["e = 65537", [1, 0, 1]], ["e = 3", [3]]] as const) {
   Deno.test(`rsaPkcs1Sha256Verify() agrees with WebCrypto on valid and mutated signatures (${label})`, async () => {
     const { spki, sign, webCrypto } = await rsaKey(Uint8Array.from(exponent));
-    const key = rsaPublicKeyOfSpki(spki);
-    for (let i = 0; i < 8; i++) {
-      const data = crypto.getRandomValues(new Uint8Array(i * 37));
+    const read = rsaPublicKeyOfSpki(spki);
+    for (let i = 0; i < 16; i++) {
+      // Even rounds check the key as read, odd ones its numbers alone: the BigInt path.
+      const key = i % 2 === 0 ? read : { n: read.n, e: read.e, k: read.k };
+      const data = crypto.getRandomValues(new Uint8Array(i * 19));
       const sig = await sign(data);
       assert.equal(rsaPkcs1Sha256Verify(key, data, sig), true);
       const cases: [string, Uint8Array, Uint8Array][] = [
         ["other data", Uint8Array.of(...data, 0), sig],
-        ["bit flipped", data, sig.map((b, j) => j === i * 31 ? b ^ 1 : b)],
+        ["bit flipped", data, sig.map((b, j) => j === i * 15 ? b ^ 1 : b)],
         ["truncated", data, sig.subarray(1)],
         ["padded", data, Uint8Array.of(0, ...sig)],
         ["all zero", data, new Uint8Array(sig.length)],
@@ -75,4 +79,12 @@ Deno.test("rsaPublicKeyOfSpki() refuses trailing fields and a non-RSA key", asyn
     await crypto.subtle.exportKey("spki", (ed as CryptoKeyPair).publicKey),
   );
   assert.throws(() => rsaPublicKeyOfSpki(edSpki), /malformed RSA public key/);
+});
+
+Deno.test("rsaPublicKeyOfSpki() refuses an RSAPublicKey under RSASSA-PSS's OID", async () => {
+  const { spki } = await rsaKey(Uint8Array.of(1, 0, 1));
+  // rsaEncryption (1.2.840.113549.1.1.1) → RSASSA-PSS (…1.10): libcrypto would read another key.
+  const pss = Uint8Array.fromHex(spki.toHex().replace("2a864886f70d010101", "2a864886f70d01010a"));
+  assert.notEqual(pss.toHex(), spki.toHex());
+  assert.throws(() => rsaPublicKeyOfSpki(pss), /malformed RSA public key/);
 });

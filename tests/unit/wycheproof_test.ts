@@ -7,7 +7,8 @@
  * Cases whose parameters the wrappers cannot express are skipped and counted
  * with the reason; every case of a file is accounted for (numberOfTests).
  * Two files have no securechat wrapper and run on raw WebCrypto, labelled so.
- * The ML-KEM-768 files run once per backend of lib/crypto/mlkem.ts.
+ * The ML-KEM-768 files run once per backend of lib/crypto/mlkem.ts, the RSA PKCS#1 verification
+ * file once per path of lib/crypto/rsa_verify.ts (libcrypto, BigInt).
  */
 
 import assert from "node:assert/strict";
@@ -25,6 +26,7 @@ import {
   sign,
   verify,
 } from "../../lib/crypto/signature.ts";
+import { rsaPkcs1Sha256Verify } from "../../lib/crypto/rsa_verify.ts";
 import * as nodeSync from "../../lib/crypto/sync_node.ts";
 import * as browserSync from "../../lib/crypto/sync_browser.ts";
 import { PEER_SUITES, peerSuiteMissing, skipUnless } from "../helpers/optional_suites.ts";
@@ -317,7 +319,29 @@ const FILES: SuiteFile[] = [
   {
     file: "rsa_signature_2048_sha256_test.json",
     schema: "rsassa_pkcs1_verify_schema_v1.json",
-    group: verifyRunner(),
+    label: LIBCRYPTO_MISSING === undefined
+      ? "libcrypto: verify() through lib/crypto/openssl_rsa.ts"
+      : `BigInt: verify(), libcrypto not loadable (${LIBCRYPTO_MISSING})`,
+    group: async (group) => {
+      const key = await importVerifyingKeySpki(fromHex(group.publicKeyDer));
+      assert.equal(key.rsa?.native !== undefined, LIBCRYPTO_MISSING === undefined, "native key");
+      return await verifyRunner()(group);
+    },
+  },
+  {
+    file: "rsa_signature_2048_sha256_test.json",
+    schema: "rsassa_pkcs1_verify_schema_v1.json",
+    label: "BigInt: lib/crypto/rsa_verify.ts without a native key, as in the page",
+    group: async (group) => {
+      const { rsa } = await importVerifyingKeySpki(fromHex(group.publicKeyDer));
+      const bigint = { n: rsa!.n, e: rsa!.e, k: rsa!.k };
+      return (test) =>
+        Promise.resolve(
+          rsaPkcs1Sha256Verify(bigint, fromHex(test.msg), fromHex(test.sig))
+            ? "accepted"
+            : "rejected",
+        );
+    },
   },
   {
     file: "rsa_pkcs1_2048_sig_gen_test.json",
@@ -584,7 +608,9 @@ const skip = skipUnless("wycheproof", peerSuiteMissing("wycheproof/"), "every Wy
 for (const entry of FILES) {
   Deno.test({
     name: `wycheproof ${entry.file}${
-      entry.file.startsWith("mlkem") ? ` (${entry.label?.split(" ")[0]})` : ""
+      entry.file.startsWith("mlkem") || entry.file.startsWith("rsa_signature")
+        ? ` (${entry.label?.split(/[ :]/)[0]})`
+        : ""
     } matches our wrappers on every vector`,
     ignore: skip,
     fn: () => runFile(entry),
