@@ -17,7 +17,8 @@
  * variable-time arithmetic leaks nothing. The padding is never parsed: EM' is built from
  * the message's hash and compared whole with s^e mod n (RFC 8017 §8.2.2 steps 3–4), so a
  * malformed padding or DigestInfo cannot be accepted (Bleichenbacher 2006 was a parser's bug);
- * OpenSSL checks the same way (its padding check is strict, its DigestInfo re-encoded and compared).
+ * OpenSSL checks the same way (its padding check is strict, its DigestInfo re-encoded and
+ * compared).
  */
 import { rsaPublicSyncKey, rsaVerify, sha256 } from "#sync-crypto";
 import type { RsaPublicNumbers, SyncRsaPublicKey } from "./sync_types.ts";

@@ -3,8 +3,9 @@
  * process can load OpenSSL 3's libcrypto (./libcrypto.ts: `--allow-ffi` for it, as the start task
  * grants), SHA-256 and HMAC-SHA-256 of every input and ChaCha20-Poly1305 of all but short ones go
  * through it (./openssl_symmetric.ts: one FFI call per step into OpenSSL's SIMD code), and so do
- * RSA signing and verification (./openssl_rsa.ts). Short AEAD inputs stay in JavaScript (./chacha20_poly1305.ts),
- * cheaper than the calls out ({@link NATIVE_AEAD_MIN_BYTES}). Without libcrypto, short inputs are
+ * RSA signing and verification (./openssl_rsa.ts; verification by way of ./rsa_verify.ts). Short
+ * AEAD inputs stay in JavaScript (./chacha20_poly1305.ts), cheaper than the calls out
+ * ({@link NATIVE_AEAD_MIN_BYTES}). Without libcrypto, short inputs are
  * hashed in JavaScript (./sha256_short.ts) and longer ones go through node:crypto
  * ({@link portable}: the same bytes). AES-GCM, X25519, Ed25519 and
  * scrypt go through node:crypto (one call each, no key import and no thread-pool hop:
