@@ -1,10 +1,10 @@
 /**
- * Run by tests/die_young_test.ts with `--v8-flags=--expose-gc`: how much of what the server makes
- * per record of a received msg (ReceivedGroup.whole, prepareRelay) outlives the msg into V8's old
- * generation. A msg is made and held across one minor collection (as a msg in flight is when a
- * scavenge comes), then dropped, and two more minor collections run: what they still find alive
- * and promote is kept by something in the old generation that points at it. Prints
- * `{"records": N, "oldSpaceGrowth": bytes}` after many msgs.
+ * Run by tests/die_young_test.ts (V8 flags `--expose-gc` and `--single-threaded-gc`): how much of
+ * what the server makes per record of a received msg (ReceivedGroup.whole, prepareRelay) outlives
+ * the msg into V8's old generation. A msg is made and held across one minor collection (as a msg
+ * in flight is when a scavenge comes), then dropped, and two more minor collections run: what
+ * they still find alive and promote is kept by something in the old generation that points at
+ * it. Prints `{"records": N, "oldSpaceGrowth": bytes}` after many msgs.
  */
 import { getHeapSpaceStatistics } from "node:v8";
 import { toBase64, toHex } from "../../lib/bytes.ts";
