@@ -767,15 +767,16 @@ export class ReceivedGroup {
 /**
  * A received record's `batch` member as JSON (BatchJson), its `path` derived from its msg when
  * first read (ReceivedGroup.pathTextOf) and written by JSON.stringify (toJSON: the cluster's
- * stream and the offline queue carry this JSON) as `{"i":…,"n":…,"path":[…]}`.
+ * stream and the offline queue carry this JSON) as `{"i":…,"n":…,"path":[…]}`. Not an own
+ * member: a spread or structuredClone of it has no `path` (encodeClusterRecord says so).
  *
- * A class, not an object literal with a getter. V8 gives each such literal a hidden class of its
- * own (its getter is a new closure each time), and hidden classes are made in the old
- * generation: each record's dead one there still pointed at the young record around it, so a
- * scavenge kept every msg's objects alive and promoted them (docs/PERFORMANCE.md, session 20:
- * ~2.6 MB promoted per scavenge of the goal row, the old generation growing until a
- * mark-compact, the server's RSS by ~45 MiB). tests/unit/hidden_class_test.ts holds two records'
- * `batch` to one hidden class.
+ * A class, not an object literal with a getter. V8 gives each such literal an AccessorPair (and
+ * a property dictionary) of its own, since its getter is a new closure each time, and makes
+ * AccessorPairs in the old generation: each record's dead pair there still pointed at the young
+ * getter and through it at the record's whole msg, so a scavenge kept every msg in flight alive
+ * and promoted it (docs/PERFORMANCE.md, session 20: ~2.6 MB promoted per scavenge of the goal row,
+ * the old generation growing until a mark-compact, the server's RSS by ~45 MiB).
+ * tests/die_young_test.ts holds what a msg's records make to dying young.
  */
 class DerivedBatchJson implements BatchJson {
   readonly #group: ReceivedGroup;
@@ -798,8 +799,8 @@ class DerivedBatchJson implements BatchJson {
 /**
  * A received record's place in its batch (ReceivedGroup.whole): its path derived from its msg
  * when first read. A class, not an object literal with a getter: one is made per record, and a
- * literal with a getter costs a hidden class (a Map, made in V8's old space) of its own each
- * time (see DerivedBatchJson).
+ * literal with a getter costs an AccessorPair in V8's old generation each time (see
+ * DerivedBatchJson).
  */
 class DerivedPosition implements BatchPosition {
   readonly #group: ReceivedGroup;

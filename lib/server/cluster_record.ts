@@ -52,6 +52,11 @@ const ClusterRecordSchema = z.union([
   z.object({ stored: z.literal(true) }).strict(),
 ]);
 
+/**
+ * What the stream and the offline queue carry of a record: a value for JSON.stringify, whose text
+ * is the wire form (decodeClusterRecord reads that text parsed, never this value itself: a
+ * received record's `batch` writes its derived `path` through toJSON, not as an own member).
+ */
 export function encodeClusterRecord(record: ClusterRecord): unknown {
   return record;
 }

@@ -293,7 +293,7 @@ export class Lobby {
   names(): string[] {
     const names = new Map<string, string>();
     for (const name of this.#cluster?.remoteUsers() ?? []) names.set(keyOf(name), name);
-    for (const m of this.#members.values()) names.set(keyOf(m.username), m.username);
+    for (const m of this.#members.values()) names.set(m.key, m.username);
     return [...names.values()].sort();
   }
 
@@ -444,7 +444,9 @@ export class Lobby {
     // Joins and leaves told before this line stay before it.
     this.#presence.flush();
     if (!this.#cluster) {
-      // Every record of every msg comes this way: no list of recipients made for it.
+      // Every record of every msg comes this way: no list of recipients made for it. The same
+      // recipients as #localRecipients's (the author skipped by its key, so a session taken over
+      // never reaches its successor): keep the two in step (tests/unit/lobby_test.ts).
       if (to !== undefined) {
         const target = this.#members.get(keyOf(to));
         if (target) this.#relay(target, prepared);
@@ -505,7 +507,7 @@ export class Lobby {
     }
     const { queue, limits } = this.#offline;
     try {
-      const author = { name: keyOf(from.username), serial: from.session.established.peer.serial };
+      const author = { name: from.key, serial: from.session.established.peer.serial };
       await queue.enqueue(to, author, JSON.stringify({ relay }), limits);
     } catch (error) {
       const refusal = STORE_REFUSALS[codeOf(error)] ?? "DB_UNAVAILABLE";
@@ -749,7 +751,7 @@ export class Lobby {
    * devices. The answer is a `keys` body; a store failure answers with no devices and is logged.
    */
   async #keys(from: Member, body: Extract<Body, { kind: "keys_publish" | "keys_fetch" }>) {
-    const me = keyOf(from.username);
+    const me = from.key;
     const directory = this.#keyDirectory;
     const answer = (fields: Omit<Extract<Body, { kind: "keys" }>, "kind">) =>
       this.#notify(from, { kind: "keys", ...fields });
@@ -859,7 +861,11 @@ export class Lobby {
     }));
   }
 
-  /** This node's members a record from `from` (a user name) to `to` (one user, or all) reaches. */
+  /**
+   * This node's members a record from `from` (a user name) to `to` (one user, or all) reaches.
+   * `receive` walks the members itself by the same rule for a single node's relays, without the
+   * list: keep the two in step.
+   */
   #localRecipients(from: string | undefined, to: string | undefined): Member[] {
     if (to !== undefined) {
       const target = this.#members.get(keyOf(to));

@@ -180,6 +180,30 @@ Deno.test("Lobby.receive(): a text reaches every other member as the author's re
   ]);
 });
 
+Deno.test("Lobby.receive(): a line of a session taken over reaches the others, never the session that took over; a closing member hears nothing", async () => {
+  const { lobby, join } = setup();
+  const first = await join("alice");
+  const bob = await join("bob");
+  const carol = await join("carol");
+  // The first session's line arrives after the second login replaced it (its session closing).
+  const second = await join("Alice");
+  first.session.closing = false; // still handing on what it had read
+  await lobby.receive(
+    first.member,
+    fromMember(first.member, message({ kind: "text", text: "late" }, LOBBY)),
+  );
+  assert.equal(second.session.relays.length, 0, "the author's own other session: same member key");
+  assert.equal(bob.session.relays.length, 1);
+  assert.equal(carol.session.relays.length, 1);
+  carol.session.closing = true;
+  await lobby.receive(
+    bob.member,
+    fromMember(bob.member, message({ kind: "text", text: "to the open ones" }, LOBBY)),
+  );
+  assert.equal(carol.session.relays.length, 1, "a closing member is given no more relays");
+  assert.equal(second.session.relays.length, 1);
+});
+
 Deno.test("Lobby.receive(): user:x reaches one member, case-insensitively; one not online is refused", async () => {
   const { lobby, join } = setup();
   const alice = await join("alice");
