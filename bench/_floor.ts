@@ -49,7 +49,7 @@ import type { SenderEnvelope } from "../lib/e2e/envelope.ts";
 import { encodeFrame } from "../lib/wire/frame.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import type { TestPki } from "./_pki.ts";
-import { cpuDuring, threadCpuDuring } from "./_proc.ts";
+import { burstCpuSeconds, cpuDuring, threadCpuDuring } from "./_proc.ts";
 import { connectLikeClient, JsonChild, round, serveV8Flags, sleep } from "./_util.ts";
 
 /** The rungs, each what the one before it does and one layer more. */
@@ -232,9 +232,10 @@ export async function floorBurst(
     return {
       units: m.result * o.recipients,
       wallSeconds: m.wallSeconds,
-      cpuSeconds: m.cpuSeconds,
+      cpuSeconds: burstCpuSeconds(m.cpuSeconds, threads),
       extra: {
         rung: o.rung,
+        server_cpu_seconds_in_ticks: round(m.cpuSeconds, 2),
         messages: m.result,
         wire_bytes_per_message: Math.round(wireBytes),
         server_thread_cpu_seconds: Object.fromEntries(

@@ -221,3 +221,18 @@ export async function threadCpuDuring<T>(
   await look();
   return { result, threads: cpuAddedByThread(first, last) };
 }
+
+/**
+ * A burst's server CPU: its threads' time by the scheduler's count (threadCpuDuring's, from
+ * schedstat in ns) where the kernel keeps it, else `ticks` (utime + stime, cpuDuring's). A burst
+ * has no CPU budget (Budget) and may take only tens of ms of the server's CPU, which utime and
+ * stime count in 10 ms ticks charged to whichever thread a tick finds running: a sample of a few
+ * ticks. Session 20's closing run read 8.75 µs per delivery for a goal-row burst whose threads
+ * summed 7.02, and a `--quick` burst on a fresh server read 0 (tests/bench_smoke_test.ts failed).
+ * The threads' sum leaves out only a thread that exited between two of threadCpuDuring's looks;
+ * a server's threads live as long as it does.
+ */
+export function burstCpuSeconds(ticks: number, threads: Record<string, number>): number {
+  const summed = Object.values(threads).reduce((total, seconds) => total + seconds, 0);
+  return summed > 0 ? summed : ticks;
+}

@@ -64,6 +64,7 @@ import { deliveryCosts, opCosts } from "./_op_costs.ts";
 import { floorBurst, type Rung, RUNGS } from "./_floor.ts";
 import {
   Budget,
+  burstCpuSeconds,
   cpuDuring,
   growthSample,
   sampleProcess,
@@ -705,9 +706,10 @@ async function ourBurst(
     return {
       units: m.result * recipients,
       wallSeconds: m.wallSeconds,
-      cpuSeconds: m.cpuSeconds,
+      cpuSeconds: burstCpuSeconds(m.cpuSeconds, threads),
       extra: {
         shape,
+        server_cpu_seconds_in_ticks: round(m.cpuSeconds, 2),
         messages,
         wire_bytes_per_message: Math.round(wireBytes / messages),
         server_thread_cpu_seconds: threadSeconds(threads),
