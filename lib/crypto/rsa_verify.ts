@@ -1,8 +1,8 @@
 /**
  * RSASSA-PKCS1-v1_5 verification with SHA-256 (RFC 8017 §8.2.2): the one place RSA signatures are
  * verified. Where the `#sync-crypto` backend has a native RSA (the node backend with libcrypto
- * loaded: ./openssl_rsa.ts, ~18 µs of CPU per 2048-bit verification and no JS garbage) a key is
- * also loaded there and verified by it; elsewhere (the page, a process without libcrypto, and a
+ * loaded: ./openssl_rsa.ts, ~18 µs of CPU per 2048-bit verification and no JS garbage) a key checked
+ * more than once is also loaded there and verified by it (NATIVE_FROM_CHECK); elsewhere (the page, a process without libcrypto, and a
  * key OpenSSL's public operation refuses) in BigInt arithmetic here, ~36 µs. Both give one
  * verdict for every signature: tests/unit/openssl_rsa_verify_test.ts holds them to each other and
  * to Wycheproof.
@@ -41,6 +41,60 @@ export interface RsaPublicKey extends RsaPublicNumbers {
   readonly native?: SyncRsaPublicKey;
 }
 
+/**
+ * A key's checks in BigInt before it is loaded into the backend's native RSA: from its second on.
+ * A native copy is ~2.7 KB of libcrypto's memory (an EVP_PKEY and its verification context), and
+ * most keys are checked once: a client's, by the server, at its handshake. Loading every one
+ * grew what an idle authenticated connection keeps from ~8.2 to ~10.9 KB of malloc'ed memory
+ * (`bench/peer_bench.ts --idle 200,800`, session 20); one check in BigInt costs ~20 µs more. A
+ * key checked again (an author's, once per batch of lines; an issuer's, at every handshake) is
+ * checked natively from then on.
+ */
+const NATIVE_FROM_CHECK = 2;
+
+/**
+ * What rsaPublicKeyOfSpki reads: the numbers, and the key's native copy, loaded when first asked
+ * for ({@link native}) or at its NATIVE_FROM_CHECK-th check ({@link nativeForCheck}).
+ */
+class SpkiRsaPublicKey implements RsaPublicKey {
+  readonly n: bigint;
+  readonly e: bigint;
+  readonly k: number;
+  /** A copy: the caller's may be a view of a buffer used again (a received frame's). */
+  readonly #spki: Uint8Array;
+  /** null: the backend has no native RSA that takes this key. */
+  #native?: SyncRsaPublicKey | null;
+  #checks = 0;
+
+  constructor(numbers: RsaPublicNumbers, spki: Uint8Array) {
+    this.n = numbers.n;
+    this.e = numbers.e;
+    this.k = numbers.k;
+    this.#spki = spki.slice();
+  }
+
+  /**
+   * The key in the backend's native RSA, loaded now if it was not.
+   * @throws {SecureChatError} INVALID_INPUT when libcrypto reads the key otherwise than it was read
+   *   here (./openssl_rsa.ts importRsaPublicKey)
+   */
+  get native(): SyncRsaPublicKey | undefined {
+    if (this.#native === undefined) this.#native = rsaPublicSyncKey(this.#spki, this) ?? null;
+    return this.#native ?? undefined;
+  }
+
+  /** Whether the native copy is loaded: what the key keeps of libcrypto's memory. */
+  get nativeLoaded(): boolean {
+    return this.#native !== undefined && this.#native !== null;
+  }
+
+  /** The native key for a check, from the key's NATIVE_FROM_CHECK-th on. */
+  nativeForCheck(): SyncRsaPublicKey | undefined {
+    if (this.#native === undefined && ++this.#checks < NATIVE_FROM_CHECK) return undefined;
+    return this.native;
+  }
+}
+
 /** DigestInfo { AlgorithmIdentifier { id-sha256, NULL }, OCTET STRING (32) } (RFC 8017 §9.2 note 1). */
 const SHA256_DIGEST_INFO = Uint8Array.of(
   0x30,
@@ -69,10 +123,10 @@ const bigintOf = (bytes: Uint8Array): bigint =>
 
 /**
  * n and e of an RSA SubjectPublicKeyInfo (RFC 8017 A.1.1 inside RFC 5280 §4.1), and the key in
- * the backend's native RSA where it has one. The caller has already had the key accepted by
- * WebCrypto; this reads the same DER strictly.
+ * the backend's native RSA where it has one, loaded from its second check (NATIVE_FROM_CHECK).
+ * The caller has already had the key accepted by WebCrypto; this reads the same DER strictly.
  * @throws {SecureChatError} INVALID_INPUT for anything but SEQUENCE { rsaEncryption, BIT STRING
- *   { n, e } }, or a key the native RSA refuses
+ *   { n, e } } (a key the native RSA then reads otherwise is refused when it is loaded)
  */
 export function rsaPublicKeyOfSpki(spki: Uint8Array): RsaPublicKey {
   const numbers = parseDerAs("INVALID_INPUT", () => {
@@ -94,7 +148,7 @@ export function rsaPublicKeyOfSpki(spki: Uint8Array): RsaPublicKey {
     key.end("RSAPublicKey");
     return { n: bigintOf(n), e: bigintOf(e), k: n.length };
   }, "malformed RSA public key");
-  return { ...numbers, native: rsaPublicSyncKey(spki, numbers) };
+  return new SpkiRsaPublicKey(numbers, spki);
 }
 
 /** base^exponent mod modulus, square and multiply from the top bit (public values only). */
@@ -118,7 +172,8 @@ export function rsaPkcs1Sha256Verify(
 ): boolean {
   const { n, e, k } = key;
   if (signature.length !== k || e < 3n || k < SHA256_DIGEST_INFO.length + 32 + 11) return false;
-  if (key.native) return rsaVerify(key.native, data, signature);
+  const native = key instanceof SpkiRsaPublicKey ? key.nativeForCheck() : key.native;
+  if (native) return rsaVerify(native, data, signature);
   const s = bigintOf(signature);
   if (s >= n) return false; // RFC 8017 §5.2.2: the representative must be below n
   const hex = modPow(s, e, n).toString(16).padStart(2 * k, "0");

@@ -218,3 +218,24 @@ Deno.test({
     assert.ok(rsaPublicKeyOfSpki(spkiOf(n, 2n ** 64n + 1n)).native);
   },
 });
+
+Deno.test({
+  name:
+    "rsaPublicKeyOfSpki(): a key is checked in BigInt at its first check and loaded into libcrypto at its second, from a copy of its SPKI",
+  ignore,
+  fn: async () => {
+    const key = await testKey(2048, [1, 0, 1]);
+    const spki = key.spki.slice();
+    const read = rsaPublicKeyOfSpki(spki) as RsaPublicKey & { readonly nativeLoaded: boolean };
+    // The caller's buffer used again (a received frame's) must not change the key loaded later.
+    spki.fill(0);
+    const data = new TextEncoder().encode("checked twice");
+    const signature = await key.sign(data);
+    assert.equal(read.nativeLoaded, false, "nothing in libcrypto before a check");
+    assert.equal(rsaPkcs1Sha256Verify(read, data, signature), true);
+    assert.equal(read.nativeLoaded, false, "one check: BigInt, nothing kept in libcrypto");
+    assert.equal(rsaPkcs1Sha256Verify(read, data, signature), true);
+    assert.equal(read.nativeLoaded, true, "checked again: loaded");
+    assert.equal(rsaPkcs1Sha256Verify(read, data, Uint8Array.from(signature).reverse()), false);
+  },
+});
