@@ -116,23 +116,7 @@ export function importRsaKey(
   bits: number,
 ): OpenSslRsaKey {
   const lib = libcrypto.lib;
-  const pkey = readKey(lib, pkcs8Der, "private");
-  if (lib.EVP_PKEY_get_base_id(pkey) !== EVP_PKEY_RSA || lib.EVP_PKEY_get_bits(pkey) !== bits) {
-    lib.EVP_PKEY_free(pkey);
-    throw new SecureChatError("INVALID_INPUT", "libcrypto reads this key as another RSA key");
-  }
-  const ctx = lib.EVP_PKEY_CTX_new(pkey, null);
-  if (
-    !ctx ||
-    lib.EVP_PKEY_sign_init(ctx) !== 1 ||
-    lib.EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) !== 1 ||
-    lib.EVP_PKEY_CTX_set_signature_md(ctx, lib.EVP_sha256()) !== 1
-  ) {
-    lib.ERR_clear_error();
-    if (ctx) lib.EVP_PKEY_CTX_free(ctx);
-    lib.EVP_PKEY_free(pkey);
-    throw new SecureChatError("INVALID_INPUT", "libcrypto cannot sign with this RSA key");
-  }
+  const { pkey, ctx } = keyWithContext(lib, pkcs8Der, "private", bits);
   return new OpenSslRsaKey(lib, pkey, ctx, bits);
 }
 
@@ -209,24 +193,42 @@ export function importRsaPublicKey(
     (bits > SMALL_MODULUS_BITS && eBits > MAX_PUBEXP_BITS)
   ) return undefined;
   const lib = libcrypto.lib;
-  const pkey = readKey(lib, spkiDer, "public");
+  const { pkey, ctx } = keyWithContext(lib, spkiDer, "public", bits);
+  return new OpenSslRsaPublicKey(lib, pkey, ctx, key.k);
+}
+
+/**
+ * A key read into libcrypto (readKey) and its context for PKCS#1 v1.5 / SHA-256: signing for a
+ * private key, verification for a public one.
+ * @throws {SecureChatError} INVALID_INPUT when libcrypto refuses the key, reads another algorithm
+ *   or size than `bits`, or cannot set the context up
+ */
+function keyWithContext(
+  lib: LibcryptoSymbols,
+  der: Uint8Array,
+  kind: "private" | "public",
+  bits: number,
+): { pkey: Deno.PointerObject; ctx: Deno.PointerObject } {
+  const pkey = readKey(lib, der, kind);
   if (lib.EVP_PKEY_get_base_id(pkey) !== EVP_PKEY_RSA || lib.EVP_PKEY_get_bits(pkey) !== bits) {
     lib.EVP_PKEY_free(pkey);
     throw new SecureChatError("INVALID_INPUT", "libcrypto reads this key as another RSA key");
   }
   const ctx = lib.EVP_PKEY_CTX_new(pkey, null);
+  const init = kind === "private" ? lib.EVP_PKEY_sign_init : lib.EVP_PKEY_verify_init;
   if (
     !ctx ||
-    lib.EVP_PKEY_verify_init(ctx) !== 1 ||
+    init(ctx) !== 1 ||
     lib.EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) !== 1 ||
     lib.EVP_PKEY_CTX_set_signature_md(ctx, lib.EVP_sha256()) !== 1
   ) {
     lib.ERR_clear_error();
     if (ctx) lib.EVP_PKEY_CTX_free(ctx);
     lib.EVP_PKEY_free(pkey);
-    throw new SecureChatError("INVALID_INPUT", "libcrypto cannot verify with this RSA key");
+    const use = kind === "private" ? "sign" : "verify";
+    throw new SecureChatError("INVALID_INPUT", `libcrypto cannot ${use} with this RSA key`);
   }
-  return new OpenSslRsaPublicKey(lib, pkey, ctx, key.k);
+  return { pkey, ctx };
 }
 
 /**
