@@ -49,11 +49,15 @@ import type { SenderEnvelope } from "../lib/e2e/envelope.ts";
 import { encodeFrame } from "../lib/wire/frame.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import type { TestPki } from "./_pki.ts";
+import { sketchCount, sketchMsg } from "./_binary_sketch.ts";
 import { burstCpuSeconds, cpuDuring, threadCpuDuring } from "./_proc.ts";
 import { connectLikeClient, JsonChild, round, serveV8Flags, sleep } from "./_util.ts";
 
-/** The rungs, each what the one before it does and one layer more. */
-export const RUNGS = ["floor", "json", "checks", "transcript"] as const;
+/**
+ * The rungs, each what the one before it does and one layer more; "binary" last, the
+ * transcript rung's work on a binary layout instead of JSON (bench/_binary_sketch.ts).
+ */
+export const RUNGS = ["floor", "json", "checks", "transcript", "binary"] as const;
 export type Rung = typeof RUNGS[number];
 
 /** What a connection says first, in the clear, before its records. */
@@ -87,6 +91,7 @@ export async function lobbyLines(
   author: string,
   text: string,
   count: number,
+  layout: "json" | "binary" = "json",
 ): Promise<Uint8Array[][]> {
   const { signingKey } = await pki.identity(author);
   const sid = toHex(randomBytes(16));
@@ -99,6 +104,11 @@ export async function lobbyLines(
       batch.push({ sid, dir: "c2s", to: LOBBY, seqno, ts: Date.now(), ct, c });
     }
     await signBatch(signingKey, batch);
+    if (layout === "binary") {
+      const envelopes = batch.map((r) => ({ from: device, id: 1, n: r.seqno, w: randomBytes(48) }));
+      lines.push([sketchMsg(batch, envelopes)]);
+      continue;
+    }
     const items = batch.map((record) => {
       const e2e: SenderEnvelope = {
         kind: "sender",
@@ -126,7 +136,8 @@ const ITEM = '{"record":';
  * The messages a content carries, one per record of its group: a relay's (the rungs above the
  * floor, PROTOCOL §6.4) or the user's msg the floor forwards as it came (§6.3).
  */
-function messagesIn(content: Uint8Array): number {
+function messagesIn(content: Uint8Array, rung: Rung): number {
+  if (rung === "binary") return sketchCount(content);
   return new TextDecoder().decode(content).split(ITEM).length - 1;
 }
 
@@ -190,13 +201,16 @@ export async function floorBurst(
         for (;;) {
           const payload = await conn.read().catch(() => null);
           if (payload === null) return;
-          for (const content of records.openContents(payload)) counts[i] += messagesIn(content);
+          for (const content of records.openContents(payload)) {
+            counts[i] += messagesIn(content, o.rung);
+          }
         }
       })();
     }
     const sender = await floorConnect(port, { role: "sender", id: 0 });
     tcps.push(sender.tcp);
-    const batches = await lobbyLines(pki, author, text, o.warm + o.messages);
+    const layout = o.rung === "binary" ? "binary" : "json";
+    const batches = await lobbyLines(pki, author, text, o.warm + o.messages, layout);
     const frames = batches.map((contents) => encodeFrame(sender.records.sealContents(contents)));
     /** As ourBurst's wire_bytes_per_message: framed and sealed, as the sender writes them. */
     const wireBytes = frames.reduce((a, f) => a + f.length, 0) / (o.warm + o.messages);

@@ -9,7 +9,7 @@
  * Prints {"port":N}; exits when stdin closes. The author's certificate (`<pkiDir>/<author>.pem`)
  * is what the checks verify its batch signatures with and what its relays carry.
  */
-import { fromBase64Each, toBase64 } from "../lib/bytes.ts";
+import { fromBase64Each, fromHex, toBase64 } from "../lib/bytes.ts";
 import { importVerifyingKeySpki } from "../lib/crypto/signature.ts";
 import {
   MAX_CONTENT_BYTES,
@@ -45,19 +45,30 @@ import { parseMessageAndText } from "../lib/wire/messages.ts";
 import { byType } from "../lib/wire/shape.ts";
 import { FLOOR_READY, type FloorHello, floorKeys, type Rung, RUNGS } from "./_floor.ts";
 import { commands, reply } from "./_util.ts";
+import {
+  sketchCheck,
+  type SketchChecked,
+  SketchRelay,
+  sketchSidAt,
+  SketchTranscript,
+} from "./_binary_sketch.ts";
 
 const [pkiDir, authorName, rungArg, dir] = Deno.args;
 if (!(RUNGS as readonly string[]).includes(rungArg)) {
   throw new Error(`floor server: rung ${rungArg} is not one of ${RUNGS.join(", ")}`);
 }
-const rung = RUNGS.indexOf(rungArg as Rung);
+/** The binary rung has none of the JSON rungs' layers: it takes the floor's place among them. */
+const rung = rungArg === "binary" ? 0 : RUNGS.indexOf(rungArg as Rung);
 const JSON_RUNG = RUNGS.indexOf("json");
 const CHECKS_RUNG = RUNGS.indexOf("checks");
 const TRANSCRIPT_RUNG = RUNGS.indexOf("transcript");
+/** The transcript rung's work on bench/_binary_sketch.ts's layout: its own path below. */
+const BINARY = rungArg === "binary";
 
 const author = await loadIdentity(`${pkiDir}/${authorName}.pem`, `${pkiDir}/${authorName}.key`);
 const serverCertDer = (await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`)).certDer;
 const authorFingerprint = fingerprintOf(author.certDer);
+const authorFingerprintBytes = fromHex(authorFingerprint);
 const authorKey = {
   fingerprint: authorFingerprint,
   key: await importVerifyingKeySpki(parseCertificate(author.certDer).spki),
@@ -85,14 +96,21 @@ interface Peer {
   /** Whether it has been sent the author's certificate. */
   introduced: boolean;
   transcript?: TranscriptWriter;
+  /** The binary rung's transcript, and what its sender's next msg must carry. */
+  sketch?: { transcript: SketchTranscript; sid?: Uint8Array; next: number; lastTs: number };
 }
 
 const recipients: Peer[] = [];
 
 /** Queues a message for `peer`, sealed with the rest of this turn's at its end. */
-function emit(peer: Peer, content: Uint8Array | RecipientRelayGroup, line?: PreparedLine): void {
+function emit(
+  peer: Peer,
+  content: Uint8Array | RecipientRelayGroup | SketchRelay,
+  line?: PreparedLine,
+): void {
   outboxOf(peer).add(content);
   if (line) peer.transcript!.append(line);
+  if (content instanceof SketchRelay) peer.sketch!.transcript.append(content);
 }
 
 /** The peer's outbox for this turn: its open relay closed, then all sealed, at the turn's end. */
@@ -113,6 +131,7 @@ function outboxOf(peer: Peer): RecordOutbox {
  */
 function sendOutbox(peer: Peer): void {
   closeRelay(peer);
+  peer.sketch?.transcript.flush();
   const outbox = peer.outbox!;
   peer.outbox = undefined;
   outbox.seal((inner) =>
@@ -153,6 +172,7 @@ function relayTo(peer: Peer, prepared: PreparedRelay): void {
  * lobby hands its records on, one by one.
  */
 function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
+  if (BINARY) return relaySketch(from, content);
   if (rung < JSON_RUNG) {
     for (const peer of recipients) emit(peer, content);
     return undefined;
@@ -199,6 +219,34 @@ function forward(
   return undefined;
 }
 
+/**
+ * One msg of bench/_binary_sketch.ts's layout, checked as the checks rung checks a JSON one,
+ * recorded (its sender's line written before anything is relayed, as ChatSession's commit) and
+ * relayed to every recipient in one relay each, its tail shared.
+ */
+function relaySketch(from: Peer, content: Uint8Array): Promise<void> | undefined {
+  const session = from.sketch!;
+  if (!session.sid) {
+    const at = sketchSidAt(content);
+    session.sid = content.slice(at, at + 16);
+  }
+  const checking = sketchCheck(content, session.sid, session.next, session.lastTs, authorKey);
+  const forward = (checked: SketchChecked) => {
+    session.next += checked.count;
+    session.lastTs = checked.lastTs;
+    session.transcript.append(checked);
+    session.transcript.flush();
+    for (const peer of recipients) {
+      const cert = peer.introduced ? undefined : author.certDer;
+      peer.introduced = true;
+      emit(peer, new SketchRelay(checked, ++peer.seqno, Date.now(), authorFingerprintBytes, cert));
+    }
+  };
+  if (checking instanceof Promise) return checking.then(forward);
+  forward(checking);
+  return undefined;
+}
+
 async function serve(tcp: Deno.TcpConn): Promise<void> {
   tcp.setNoDelay(true);
   const conn = new FrameConnection(tcp);
@@ -223,6 +271,11 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
       startedAt: now,
     });
   }
+  if (BINARY) {
+    const path = `${dir}/sketch-${hello.id}.log`;
+    const file = await Deno.open(path, { write: true, append: true, create: true, mode: 0o600 });
+    peer.sketch = { transcript: new SketchTranscript(file), next: 1, lastTs: 0 };
+  }
   conn.send(peer.records.seal(FLOOR_READY));
   if (hello.role === "recipient") {
     recipients.push(peer);
@@ -241,7 +294,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
     // From the json rung up, what is relayed was copied out of the frame (receivedItems), as in
     // ChatSession.run: its buffer takes the next frame. The floor relays the contents themselves,
     // views of the frame until its turn's end.
-    if (rung >= JSON_RUNG) conn.reuse(payload);
+    if (rung >= JSON_RUNG || BINARY) conn.reuse(payload);
     // A backlog is handled a bounded amount per turn, as ChatSession.run does (lib/turn.ts).
     if (spendTurn(Math.ceil(payload.length / TURN_UNIT_BYTES))) await endTurn();
   }

@@ -574,6 +574,8 @@ const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
   json: "the msg's parse and the relay's JSON (lib/wire, lib/message)",
   checks: "JSON + the record's checks (leaf, path, batch signature)",
   transcript: "JSON + checks + transcript lines (the author's and each recipient's)",
+  binary:
+    "the transcript rung's work, its msg and relays in a binary layout (a sketch, _binary_sketch.ts)",
 };
 
 /** What a burst's recipients received, counted as it arrives. */
@@ -1564,7 +1566,12 @@ async function idleOnly(levels: IdleLevels, peer: boolean): Promise<Record<strin
  */
 async function ladderOnly(
   rounds: number,
-  { messages, warm, peer }: { messages: number; warm: number; peer: boolean },
+  { messages, warm, peer, rungs }: {
+    messages: number;
+    warm: number;
+    peer: boolean;
+    rungs: readonly Rung[];
+  },
 ): Promise<Record<string, unknown>> {
   const binary = peer ? await findInspircd() : undefined;
   if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
@@ -1580,7 +1587,7 @@ async function ladderOnly(
       if (binary) {
         row.inspircd_us = round(cpuMicrosPer(await ircFanOut(binary, files, tls, 4, span)), 3);
       }
-      for (const rung of RUNGS) {
+      for (const rung of rungs) {
         const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, warm);
         row[`${rung}_us`] = round(cpuMicrosPer(phase), 2);
         row[`${rung}_threads_us`] = threadMicrosPer(phase);
@@ -1593,9 +1600,13 @@ async function ladderOnly(
       row.ours_quiet_parts = `${quiet.parts}/${quiet.of}`;
       row.ours_wire_bytes_per_message = ours.extra?.wire_bytes_per_message;
       row.ours_threads_us = threadMicrosPer(ours);
-      row.ours_over_floor = round(cpuMicrosPer(ours) / (row.floor_us as number), 2);
+      if (row.floor_us) {
+        row.ours_over_floor = round(cpuMicrosPer(ours) / (row.floor_us as number), 2);
+      }
       if (binary) {
-        row.floor_ratio = round((row.floor_us as number) / (row.inspircd_us as number), 2);
+        if (row.floor_us) {
+          row.floor_ratio = round((row.floor_us as number) / (row.inspircd_us as number), 2);
+        }
         row.ours_ratio = round(cpuMicrosPer(ours) / (row.inspircd_us as number), 2);
       }
       console.error(JSON.stringify(row));
@@ -1629,12 +1640,24 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
     --messages N         … N messages per burst (default 2000)
     --warm N             … each burst after N relayed and not measured (default 8000: a
                          server past its growth; see RELAY_WARM_UP)
+    --rungs R,...        … only these rungs (default all: floor,json,checks,transcript,binary)
   --no-peer              ours only (with --idle, --fanout or --ladder), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
   --server-v8-flag=FLAG  (repeatable) a V8 flag for our server children after serve's own
   --server-tree DIR      our server children run DIR/bench/_peer_server.ts (another checkout's
                          lib/), the clients this one's: to compare trees, alternate runs
   --help                 this text`;
+
+/** `--rungs a,b`: the ladder's rungs to run, each one of RUNGS. */
+function rungsOf(list: string): Rung[] {
+  const rungs = list.split(",");
+  for (const rung of rungs) {
+    if (!(RUNGS as readonly string[]).includes(rung)) {
+      throw new Error(`--rungs: ${rung} is not one of ${RUNGS.join(", ")}`);
+    }
+  }
+  return rungs as Rung[];
+}
 
 if (import.meta.main) {
   const args = benchOptions(USAGE, () =>
@@ -1644,6 +1667,7 @@ if (import.meta.main) {
         quick: { type: "boolean", default: false },
         breakdown: { type: "boolean", default: false },
         ladder: { type: "boolean", default: false },
+        rungs: { type: "string", default: RUNGS.join(",") },
         idle: { type: "string" },
         fanout: { type: "string" },
         rounds: { type: "string", default: "1" },
@@ -1678,6 +1702,7 @@ if (import.meta.main) {
       messages: args.messages !== undefined ? Number(args.messages) : 2000,
       warm: Number(args.warm ?? RELAY_WARM_UP),
       peer: !args["no-peer"],
+      rungs: rungsOf(args.rungs),
     })
     : args.idle !== undefined
     ? await idleOnly(args.idle.split(",").map(Number) as [number, number], !args["no-peer"])
