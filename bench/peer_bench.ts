@@ -1591,7 +1591,10 @@ async function ladderOnly(
         const phase = await ourFloor(pki, rung, RELAY_RECIPIENTS, messages, warm);
         row[`${rung}_us`] = round(cpuMicrosPer(phase), 2);
         row[`${rung}_threads_us`] = threadMicrosPer(phase);
-        row.floor_wire_bytes_per_message = phase.extra?.wire_bytes_per_message;
+        // The JSON rungs' sender writes what the floor's does; the binary rung's its own layout.
+        if (rung === "floor" || rung === "binary") {
+          row[`${rung}_wire_bytes_per_message`] = phase.extra?.wire_bytes_per_message;
+        }
       }
       const ours = await ourBurst(pki, ids, RELAY_RECIPIENTS, messages, warm);
       row.ours_us = round(cpuMicrosPer(ours), 2);
