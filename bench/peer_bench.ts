@@ -558,8 +558,12 @@ type BurstShape = "e2e" | "text";
  * lines 2,001–4,000, across those steps, and an 8,000-line one on 8,001–16,000, mostly after
  * them: the floor read 2–3× per delivery at 2,000 lines what it read at 8,000
  * (docs/PERFORMANCE.md, "Session 15: the burst-size effect").
+ * 8,000 lines reach the heap's steady state (session 20) but not the JIT's: V8's helper threads
+ * still spend 1.3–2.7 µs per delivery compiling after 16,000–32,000 lines and ~0.5 after 48,000
+ * (docs/PERFORMANCE.md, "Session 21: a warm-up that settles the JIT"). A server relays 48,000
+ * lines in a few seconds of a busy lobby; the fresh server's figure stays its own row.
  */
-const RELAY_WARM_UP = 8000;
+const RELAY_WARM_UP = 48_000;
 
 /**
  * Messages of an end-to-end burst written at once, the next part once they are all delivered:
@@ -1641,8 +1645,8 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
                          time (bench/_floor.ts), beside our goal row and InspIRCd's relay
     --rounds N           … repeated N times (default 1)
     --messages N         … N messages per burst (default 2000)
-    --warm N             … each burst after N relayed and not measured (default 8000: a
-                         server past its growth; see RELAY_WARM_UP)
+    --warm N             … each burst after N relayed and not measured (default 48000: a
+                         server past its growth and its JIT's; see RELAY_WARM_UP)
     --rungs R,...        … only these rungs (default all: floor,json,checks,transcript,binary)
   --no-peer              ours only (with --idle, --fanout or --ladder), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
