@@ -20,7 +20,7 @@
  * length | cert | the msg's bytes from its sig length on (sig, first, n, proof, items, as they
  * came). A transcript line is the bytes sent or received.
  */
-import { ByteBuilder, type Encodable, fromHex, toHex, utf8 } from "../lib/bytes.ts";
+import { ByteBuilder, type Encodable, fromHex, ScratchBytes, toHex, utf8 } from "../lib/bytes.ts";
 import { verifyNow } from "../lib/crypto/signature.ts";
 import { sha256, sha256Hasher } from "../lib/crypto/sync_node.ts";
 import {
@@ -233,5 +233,166 @@ export class SketchTranscript {
       start = end;
     }
     for (let w = 0; w < bytes.length;) w += this.file.writeSync(bytes.subarray(w));
+  }
+}
+
+// ---- the same work on PROTOCOL v2's JSON msg, read in place ----
+
+/**
+ * A msg of PROTOCOL v2 in the canonical form our client writes (members in §6.3, §6.1 and §12.6's
+ * order, no whitespace or escape: what lib's receivedItems forwards as it came), checked as
+ * {@link sketchCheck} checks a binary one — lobby lines with sender envelopes — without reading it
+ * into objects: its text scanned once, the base64 members the checks need decoded (sig, each
+ * record's c and ct), the rest matched in place. The ladder's `inplace` rung: how near the JSON
+ * layout itself comes to the binary one's cost. Throws on anything else (the bench's sender never
+ * sends it).
+ */
+export function inPlaceCheck(
+  content: Uint8Array,
+  sid: string,
+  next: number,
+  lastTs: number,
+  author: RecordAuthor,
+): SketchChecked | Promise<SketchChecked> {
+  const text = new TextDecoder().decode(content);
+  const scan = new Scan(text);
+  scan.literal('{"type":"msg",');
+  const tailAt = scan.at;
+  scan.literal('"sig":');
+  const sig = Uint8Array.fromBase64(scan.base64(), STRICT);
+  const first = scan.after(',"first":').integer();
+  const n = scan.after(',"n":').integer();
+  scan.literal(',"proof":[');
+  const proof: Uint8Array[] = [];
+  while (scan.peek() !== "]".charCodeAt(0)) {
+    if (proof.length > 0) scan.literal(",");
+    proof.push(Uint8Array.fromBase64(scan.base64(), STRICT));
+  }
+  scan.literal('],"records":[');
+  if (n > 32 || first !== next) scan.fail("counts");
+  const leaves: Uint8Array[] = [];
+  const indices: number[] = [];
+  let ts = lastTs;
+  for (let j = 0; j === 0 || scan.peek() === ",".charCodeAt(0); j++) {
+    if (j > 0) scan.literal(",");
+    scan.literal('{"record":{"sid":"');
+    if (!scan.holds(sid)) scan.fail("sid");
+    scan.literal('","dir":"c2s","to":"lobby","seqno":');
+    const seqno = scan.integer();
+    const recordTs = scan.after(',"ts":').integer();
+    if (seqno !== first + j || recordTs < ts) scan.fail("seqno or ts");
+    ts = recordTs;
+    const ct = Uint8Array.fromBase64(scan.after(',"ct":').base64(), STRICT);
+    const c = Uint8Array.fromBase64(scan.after(',"c":').base64(), STRICT);
+    if (ct.length < 16 || ct.length > 24576 || c.length !== HASH_BYTES) scan.fail("ct or c");
+    scan.literal('},"e2e":{"kind":"sender","from":"');
+    scan.hex(16);
+    scan.after('","id":').integer();
+    scan.after(',"n":').integer();
+    const w = Uint8Array.fromBase64(scan.after(',"w":').base64(), STRICT);
+    if (w.length !== 48) scan.fail("w");
+    scan.literal("}}");
+    leaves.push(leafScratch.use((out) =>
+      sha256(
+        out.bytes(LEAF_PREFIX).hex(sid).u8(C2S).u32(LOBBY_BYTES.length).bytes(LOBBY_BYTES)
+          .u64(seqno).u64(recordTs).bytes(c).bytes(sha256(ct)).done(),
+      )
+    ));
+    indices.push(j);
+  }
+  scan.literal("]}");
+  if (scan.at !== text.length || leaves.length > n) scan.fail("trailing text");
+  const root = groupRoot(leaves, indices, n, proof) ?? scan.fail("proof");
+  const verdict = verifyNow(author.key, batchStatement(sid, first, n, root), sig);
+  const checked = new SketchChecked(content.slice(), tailAt, leaves.length, ts);
+  if (verdict instanceof Promise) {
+    return verdict.then((ok) => ok ? checked : scan.fail("signature"));
+  }
+  return verdict ? checked : scan.fail("signature");
+}
+
+const leafScratch = new ScratchBytes(1024);
+/** lib's acceptance of base64: canonical, padded (lib/bytes.ts fromBase64). */
+const STRICT = { lastChunkHandling: "strict" } as const;
+
+/** A cursor over canonical JSON text (ASCII, no escape). */
+class Scan {
+  at = 0;
+  constructor(readonly text: string) {}
+
+  fail(why: string): never {
+    throw new Error(`in-place sketch: ${why} at ${this.at}`);
+  }
+
+  peek(): number {
+    return this.text.charCodeAt(this.at);
+  }
+
+  holds(part: string): boolean {
+    if (this.text.slice(this.at, this.at + part.length) !== part) return false;
+    this.at += part.length;
+    return true;
+  }
+
+  literal(part: string): void {
+    if (!this.holds(part)) this.fail(`not ${part}`);
+  }
+
+  after(part: string): this {
+    this.literal(part);
+    return this;
+  }
+
+  integer(): number {
+    const start = this.at;
+    while (this.at < this.text.length) {
+      const code = this.text.charCodeAt(this.at);
+      if (code < 0x30 || code > 0x39) break;
+      this.at++;
+    }
+    if (this.at === start || this.at - start > 15) this.fail("an integer");
+    return Number(this.text.slice(start, this.at));
+  }
+
+  /** A quoted base64 member's text (decoded, strictly, by the caller). */
+  base64(): string {
+    this.literal('"');
+    const end = this.text.indexOf('"', this.at);
+    if (end < 0) this.fail("an unterminated string");
+    const value = this.text.slice(this.at, end);
+    this.at = end + 1;
+    return value;
+  }
+
+  hex(length: number): void {
+    for (let i = 0; i < length; i++) {
+      const code = this.text.charCodeAt(this.at + i);
+      if (!((code >= 0x30 && code <= 0x39) || (code >= 0x61 && code <= 0x66))) this.fail("hex");
+    }
+    this.at += length;
+  }
+}
+
+/** One recipient's relay of a msg read in place: its JSON head, then the msg's text from `"sig"`. */
+export class InPlaceRelay implements Encodable {
+  readonly length: number;
+  readonly #head: Uint8Array;
+
+  constructor(
+    readonly msg: SketchChecked,
+    seqno: number,
+    ts: number,
+    authorFingerprint: string,
+    certBase64: string | undefined,
+  ) {
+    const cert = certBase64 === undefined ? "" : `"cert":"${certBase64}",`;
+    this.#head = utf8(
+      `{"type":"relay","seqno":${seqno},"ts":${ts},"author_fp":"${authorFingerprint}",${cert}`,
+    );
+    this.length = this.#head.length + msg.tail.length;
+  }
+
+  writeTo(out: ByteBuilder): void {
+    out.bytes(this.#head).bytes(this.msg.tail);
   }
 }

@@ -54,10 +54,11 @@ import { burstCpuSeconds, cpuDuring, threadCpuDuring } from "./_proc.ts";
 import { connectLikeClient, JsonChild, round, serveV8Flags, sleep } from "./_util.ts";
 
 /**
- * The rungs, each what the one before it does and one layer more; "binary" last, the
- * transcript rung's work on a binary layout instead of JSON (bench/_binary_sketch.ts).
+ * The rungs, each what the one before it does and one layer more; then the transcript rung's
+ * work done otherwise (bench/_binary_sketch.ts): "inplace" on our JSON msg read in place, without
+ * objects, and "binary" on a binary layout.
  */
-export const RUNGS = ["floor", "json", "checks", "transcript", "binary"] as const;
+export const RUNGS = ["floor", "json", "checks", "transcript", "inplace", "binary"] as const;
 export type Rung = typeof RUNGS[number];
 
 /** What a connection says first, in the clear, before its records. */

@@ -46,6 +46,8 @@ import { byType } from "../lib/wire/shape.ts";
 import { FLOOR_READY, type FloorHello, floorKeys, type Rung, RUNGS } from "./_floor.ts";
 import { commands, reply } from "./_util.ts";
 import {
+  inPlaceCheck,
+  InPlaceRelay,
   sketchCheck,
   type SketchChecked,
   SketchRelay,
@@ -57,13 +59,15 @@ const [pkiDir, authorName, rungArg, dir] = Deno.args;
 if (!(RUNGS as readonly string[]).includes(rungArg)) {
   throw new Error(`floor server: rung ${rungArg} is not one of ${RUNGS.join(", ")}`);
 }
-/** The binary rung has none of the JSON rungs' layers: it takes the floor's place among them. */
-const rung = rungArg === "binary" ? 0 : RUNGS.indexOf(rungArg as Rung);
+/** The transcript rung's work done otherwise (bench/_binary_sketch.ts): its own path below. */
+const BINARY = rungArg === "binary";
+const IN_PLACE = rungArg === "inplace";
+const SKETCH = BINARY || IN_PLACE;
+/** The sketches have none of the JSON rungs' layers: they take the floor's place among them. */
+const rung = SKETCH ? 0 : RUNGS.indexOf(rungArg as Rung);
 const JSON_RUNG = RUNGS.indexOf("json");
 const CHECKS_RUNG = RUNGS.indexOf("checks");
 const TRANSCRIPT_RUNG = RUNGS.indexOf("transcript");
-/** The transcript rung's work on bench/_binary_sketch.ts's layout: its own path below. */
-const BINARY = rungArg === "binary";
 
 const author = await loadIdentity(`${pkiDir}/${authorName}.pem`, `${pkiDir}/${authorName}.key`);
 const serverCertDer = (await loadIdentity(`${pkiDir}/server.pem`, `${pkiDir}/server.key`)).certDer;
@@ -97,7 +101,13 @@ interface Peer {
   introduced: boolean;
   transcript?: TranscriptWriter;
   /** The binary rung's transcript, and what its sender's next msg must carry. */
-  sketch?: { transcript: SketchTranscript; sid?: Uint8Array; next: number; lastTs: number };
+  sketch?: {
+    transcript: SketchTranscript;
+    sid?: Uint8Array;
+    sidText?: string;
+    next: number;
+    lastTs: number;
+  };
 }
 
 const recipients: Peer[] = [];
@@ -105,12 +115,14 @@ const recipients: Peer[] = [];
 /** Queues a message for `peer`, sealed with the rest of this turn's at its end. */
 function emit(
   peer: Peer,
-  content: Uint8Array | RecipientRelayGroup | SketchRelay,
+  content: Uint8Array | RecipientRelayGroup | SketchRelay | InPlaceRelay,
   line?: PreparedLine,
 ): void {
   outboxOf(peer).add(content);
   if (line) peer.transcript!.append(line);
-  if (content instanceof SketchRelay) peer.sketch!.transcript.append(content);
+  if (content instanceof SketchRelay || content instanceof InPlaceRelay) {
+    peer.sketch!.transcript.append(content);
+  }
 }
 
 /** The peer's outbox for this turn: its open relay closed, then all sealed, at the turn's end. */
@@ -172,7 +184,7 @@ function relayTo(peer: Peer, prepared: PreparedRelay): void {
  * lobby hands its records on, one by one.
  */
 function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
-  if (BINARY) return relaySketch(from, content);
+  if (SKETCH) return relaySketch(from, content);
   if (rung < JSON_RUNG) {
     for (const peer of recipients) emit(peer, content);
     return undefined;
@@ -220,31 +232,65 @@ function forward(
 }
 
 /**
- * One msg of bench/_binary_sketch.ts's layout, checked as the checks rung checks a JSON one,
+ * One msg of the sketches (bench/_binary_sketch.ts): checked as the checks rung checks a JSON one,
  * recorded (its sender's line written before anything is relayed, as ChatSession's commit) and
- * relayed to every recipient in one relay each, its tail shared.
+ * relayed to every recipient in one relay each, the msg's bytes shared.
  */
 function relaySketch(from: Peer, content: Uint8Array): Promise<void> | undefined {
   const session = from.sketch!;
-  if (!session.sid) {
-    const at = sketchSidAt(content);
-    session.sid = content.slice(at, at + 16);
-  }
-  const checking = sketchCheck(content, session.sid, session.next, session.lastTs, authorKey);
+  const checking = BINARY
+    ? sketchCheck(content, sketchSid(session, content), session.next, session.lastTs, authorKey)
+    : inPlaceCheck(content, inPlaceSid(session, content), session.next, session.lastTs, authorKey);
   const forward = (checked: SketchChecked) => {
     session.next += checked.count;
     session.lastTs = checked.lastTs;
     session.transcript.append(checked);
     session.transcript.flush();
     for (const peer of recipients) {
-      const cert = peer.introduced ? undefined : author.certDer;
+      const introduce = !peer.introduced;
       peer.introduced = true;
-      emit(peer, new SketchRelay(checked, ++peer.seqno, Date.now(), authorFingerprintBytes, cert));
+      const seqno = ++peer.seqno;
+      emit(
+        peer,
+        BINARY
+          ? new SketchRelay(
+            checked,
+            seqno,
+            Date.now(),
+            authorFingerprintBytes,
+            introduce ? author.certDer : undefined,
+          )
+          : new InPlaceRelay(
+            checked,
+            seqno,
+            Date.now(),
+            authorFingerprint,
+            introduce ? authorCert.cert!.base64 : undefined,
+          ),
+      );
     }
   };
   if (checking instanceof Promise) return checking.then(forward);
   forward(checking);
   return undefined;
+}
+
+/** The sender's session id, as a handshake would have fixed it: its first msg's. */
+function sketchSid(session: NonNullable<Peer["sketch"]>, content: Uint8Array): Uint8Array {
+  if (!session.sid) {
+    const at = sketchSidAt(content);
+    session.sid = content.slice(at, at + 16);
+  }
+  return session.sid;
+}
+
+function inPlaceSid(session: NonNullable<Peer["sketch"]>, content: Uint8Array): string {
+  if (!session.sidText) {
+    const text = new TextDecoder().decode(content);
+    const at = text.indexOf('"sid":"') + 7;
+    session.sidText = text.slice(at, at + 32);
+  }
+  return session.sidText;
 }
 
 async function serve(tcp: Deno.TcpConn): Promise<void> {
@@ -271,7 +317,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
       startedAt: now,
     });
   }
-  if (BINARY) {
+  if (SKETCH) {
     const path = `${dir}/sketch-${hello.id}.log`;
     const file = await Deno.open(path, { write: true, append: true, create: true, mode: 0o600 });
     peer.sketch = { transcript: new SketchTranscript(file), next: 1, lastTs: 0 };
@@ -294,7 +340,7 @@ async function serve(tcp: Deno.TcpConn): Promise<void> {
     // From the json rung up, what is relayed was copied out of the frame (receivedItems), as in
     // ChatSession.run: its buffer takes the next frame. The floor relays the contents themselves,
     // views of the frame until its turn's end.
-    if (rung >= JSON_RUNG || BINARY) conn.reuse(payload);
+    if (rung >= JSON_RUNG || SKETCH) conn.reuse(payload);
     // A backlog is handled a bounded amount per turn, as ChatSession.run does (lib/turn.ts).
     if (spendTurn(Math.ceil(payload.length / TURN_UNIT_BYTES))) await endTurn();
   }

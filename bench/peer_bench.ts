@@ -578,6 +578,8 @@ const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
   json: "the msg's parse and the relay's JSON (lib/wire, lib/message)",
   checks: "JSON + the record's checks (leaf, path, batch signature)",
   transcript: "JSON + checks + transcript lines (the author's and each recipient's)",
+  inplace:
+    "the transcript rung's work, its JSON msg read in place and relayed as it came (a sketch, _binary_sketch.ts)",
   binary:
     "the transcript rung's work, its msg and relays in a binary layout (a sketch, _binary_sketch.ts)",
 };
@@ -1647,7 +1649,8 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
     --messages N         … N messages per burst (default 2000)
     --warm N             … each burst after N relayed and not measured (default 48000: a
                          server past its growth and its JIT's; see RELAY_WARM_UP)
-    --rungs R,...        … only these rungs (default all: floor,json,checks,transcript,binary)
+    --rungs R,...        … only these rungs (default all: floor,json,checks,transcript,inplace,
+                           binary)
   --no-peer              ours only (with --idle, --fanout or --ladder), for comparing our own trees
   --server-cpu-prof DIR  our server children write V8 CPU profiles into DIR
   --server-v8-flag=FLAG  (repeatable) a V8 flag for our server children after serve's own

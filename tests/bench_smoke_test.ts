@@ -115,7 +115,7 @@ Deno.test({
         const names = report.sections.peer.figures.map((f: { name: string }) => f.name);
         assert.ok(names.some((n: string) => n.includes("this runtime's floor (")), "the floor row");
         assert.ok(names.some((n: string) => n.includes("against this runtime's floor")));
-        for (const rung of ["floor", "json", "checks", "transcript", "binary"]) {
+        for (const rung of ["floor", "json", "checks", "transcript", "inplace", "binary"]) {
           const phase = report.sections.peer.details.ladder?.[rung];
           assertPositive(phase?.server_cpu_us_per_unit, `peer: the ladder's ${rung} rung`);
           assert.equal(phase.rung, rung);
