@@ -49,13 +49,22 @@ import type { SenderEnvelope } from "../lib/e2e/envelope.ts";
 import { encodeFrame } from "../lib/wire/frame.ts";
 import { FrameConnection } from "../lib/wire/connection.ts";
 import type { TestPki } from "./_pki.ts";
-import { sketchCount, sketchMsg } from "./_binary_sketch.ts";
+import {
+  inPlaceCheck,
+  selfCheck,
+  sketchCheck,
+  sketchCount,
+  sketchMsg,
+  sketchSid,
+} from "./_layout_sketch.ts";
+import { importVerifyingKeySpki } from "../lib/crypto/signature.ts";
+import { parseCertificate } from "../lib/pki/certificate.ts";
 import { burstCpuSeconds, cpuDuring, threadCpuDuring } from "./_proc.ts";
 import { connectLikeClient, JsonChild, round, serveV8Flags, sleep } from "./_util.ts";
 
 /**
  * The rungs, each what the one before it does and one layer more; then the transcript rung's
- * work done otherwise (bench/_binary_sketch.ts): "inplace" on our JSON msg read in place, without
+ * work done otherwise (bench/_layout_sketch.ts): "inplace" on our JSON msg read in place, without
  * objects, and "binary" on a binary layout.
  */
 export const RUNGS = ["floor", "json", "checks", "transcript", "inplace", "binary"] as const;
@@ -158,6 +167,37 @@ async function floorConnect(
   return { conn, records, tcp };
 }
 
+/**
+ * The sketch rungs' checks, tried on the burst's first msg before the burst: it passes, and a byte
+ * changed in its first record's ct or c, or in its signature, is refused (selfCheck).
+ */
+async function checkSketch(
+  pki: TestPki,
+  author: string,
+  rung: "inplace" | "binary",
+  msg: Uint8Array,
+): Promise<void> {
+  const { certDer } = await pki.identity(author);
+  const key = {
+    fingerprint: "",
+    key: await importVerifyingKeySpki(parseCertificate(certDer).spki),
+  };
+  if (rung === "binary") {
+    const sid = sketchSid(msg);
+    const sigLength = new DataView(msg.buffer, msg.byteOffset).getUint32(1);
+    const ctAt = 1 + 4 + sigLength + 8 + 4 + 1 + 1 + 16 + 1 + 4 + LOBBY.length + 8 + 8 + 4;
+    const ctLength = new DataView(msg.buffer, msg.byteOffset).getUint32(ctAt - 4);
+    const signed = [5 + sigLength - 1, ctAt + 3, ctAt + ctLength + 3];
+    return selfCheck(msg, (m) => sketchCheck(m, sid, 1, 0, key), signed);
+  }
+  const text = new TextDecoder().decode(msg);
+  const sid = text.slice(text.indexOf('"sid":"') + 7, text.indexOf('"sid":"') + 39);
+  const signed = ['"sig":"', '"ct":"', '"c":"'].map((member) =>
+    text.indexOf(member) + member.length + 3
+  );
+  return selfCheck(msg, (m) => inPlaceCheck(m, sid, 1, 0, key), signed);
+}
+
 export interface FloorPhase {
   units: number;
   wallSeconds: number;
@@ -212,6 +252,9 @@ export async function floorBurst(
     tcps.push(sender.tcp);
     const layout = o.rung === "binary" ? "binary" : "json";
     const batches = await lobbyLines(pki, author, text, o.warm + o.messages, layout);
+    if (o.rung === "inplace" || o.rung === "binary") {
+      await checkSketch(pki, author, o.rung, batches[0][0]);
+    }
     const frames = batches.map((contents) => encodeFrame(sender.records.sealContents(contents)));
     /** As ourBurst's wire_bytes_per_message: framed and sealed, as the sender writes them. */
     const wireBytes = frames.reduce((a, f) => a + f.length, 0) / (o.warm + o.messages);

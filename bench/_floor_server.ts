@@ -4,7 +4,7 @@
  * our server does per message, through lib's own functions. Bench only: no admission, no
  * handshake (keys from a fixed secret, floorKeys), no limits; one sender, the rest recipients.
  *
- *   deno run -A bench/_floor_server.ts <pkiDir> <author> floor|json|checks|transcript <dir>
+ *   deno run -A bench/_floor_server.ts <pkiDir> <author> floor|json|checks|transcript|inplace|binary <dir>
  *
  * Prints {"port":N}; exits when stdin closes. The author's certificate (`<pkiDir>/<author>.pem`)
  * is what the checks verify its batch signatures with and what its relays carry.
@@ -12,6 +12,7 @@
 import { fromBase64Each, fromHex, toBase64 } from "../lib/bytes.ts";
 import { importVerifyingKeySpki } from "../lib/crypto/signature.ts";
 import {
+  type Content,
   MAX_CONTENT_BYTES,
   RecordLayer,
   RecordOutbox,
@@ -47,19 +48,19 @@ import { FLOOR_READY, type FloorHello, floorKeys, type Rung, RUNGS } from "./_fl
 import { commands, reply } from "./_util.ts";
 import {
   inPlaceCheck,
-  InPlaceRelay,
+  inPlaceRelay,
   sketchCheck,
   type SketchChecked,
-  SketchRelay,
-  sketchSidAt,
+  sketchRelay,
+  sketchSid,
   SketchTranscript,
-} from "./_binary_sketch.ts";
+} from "./_layout_sketch.ts";
 
 const [pkiDir, authorName, rungArg, dir] = Deno.args;
 if (!(RUNGS as readonly string[]).includes(rungArg)) {
   throw new Error(`floor server: rung ${rungArg} is not one of ${RUNGS.join(", ")}`);
 }
-/** The transcript rung's work done otherwise (bench/_binary_sketch.ts): its own path below. */
+/** The transcript rung's work done otherwise (bench/_layout_sketch.ts): its own path below. */
 const BINARY = rungArg === "binary";
 const IN_PLACE = rungArg === "inplace";
 const SKETCH = BINARY || IN_PLACE;
@@ -100,7 +101,7 @@ interface Peer {
   /** Whether it has been sent the author's certificate. */
   introduced: boolean;
   transcript?: TranscriptWriter;
-  /** The binary rung's transcript, and what its sender's next msg must carry. */
+  /** A sketch rung's transcript, and what its sender's next msg must carry. */
   sketch?: {
     transcript: SketchTranscript;
     sid?: Uint8Array;
@@ -113,16 +114,9 @@ interface Peer {
 const recipients: Peer[] = [];
 
 /** Queues a message for `peer`, sealed with the rest of this turn's at its end. */
-function emit(
-  peer: Peer,
-  content: Uint8Array | RecipientRelayGroup | SketchRelay | InPlaceRelay,
-  line?: PreparedLine,
-): void {
+function emit(peer: Peer, content: Content | RecipientRelayGroup, line?: PreparedLine): void {
   outboxOf(peer).add(content);
   if (line) peer.transcript!.append(line);
-  if (content instanceof SketchRelay || content instanceof InPlaceRelay) {
-    peer.sketch!.transcript.append(content);
-  }
 }
 
 /** The peer's outbox for this turn: its open relay closed, then all sealed, at the turn's end. */
@@ -232,42 +226,52 @@ function forward(
 }
 
 /**
- * One msg of the sketches (bench/_binary_sketch.ts): checked as the checks rung checks a JSON one,
- * recorded (its sender's line written before anything is relayed, as ChatSession's commit) and
- * relayed to every recipient in one relay each, the msg's bytes shared.
+ * One msg of the sketches (bench/_layout_sketch.ts): checked in place, its author's line written
+ * before anything is relayed (as ChatSession's commit), one relay per recipient.
  */
 function relaySketch(from: Peer, content: Uint8Array): Promise<void> | undefined {
   const session = from.sketch!;
   const checking = BINARY
-    ? sketchCheck(content, sketchSid(session, content), session.next, session.lastTs, authorKey)
-    : inPlaceCheck(content, inPlaceSid(session, content), session.next, session.lastTs, authorKey);
+    ? sketchCheck(
+      content,
+      session.sid ??= sketchSid(content),
+      session.next,
+      session.lastTs,
+      authorKey,
+    )
+    : inPlaceCheck(
+      content,
+      session.sidText ??= inPlaceSid(content),
+      session.next,
+      session.lastTs,
+      authorKey,
+    );
   const forward = (checked: SketchChecked) => {
     session.next += checked.count;
     session.lastTs = checked.lastTs;
-    session.transcript.append(checked);
+    session.transcript.append(checked.line);
     session.transcript.flush();
     for (const peer of recipients) {
       const introduce = !peer.introduced;
       peer.introduced = true;
       const seqno = ++peer.seqno;
-      emit(
-        peer,
-        BINARY
-          ? new SketchRelay(
-            checked,
-            seqno,
-            Date.now(),
-            authorFingerprintBytes,
-            introduce ? author.certDer : undefined,
-          )
-          : new InPlaceRelay(
-            checked,
-            seqno,
-            Date.now(),
-            authorFingerprint,
-            introduce ? authorCert.cert!.base64 : undefined,
-          ),
-      );
+      const relay = BINARY
+        ? sketchRelay(
+          checked,
+          seqno,
+          Date.now(),
+          authorFingerprintBytes,
+          introduce ? author.certDer : undefined,
+        )
+        : inPlaceRelay(
+          checked,
+          seqno,
+          Date.now(),
+          authorFingerprint,
+          introduce ? authorCert.cert!.base64 : undefined,
+        );
+      emit(peer, relay.content);
+      peer.sketch!.transcript.append(relay.line);
     }
   };
   if (checking instanceof Promise) return checking.then(forward);
@@ -275,22 +279,11 @@ function relaySketch(from: Peer, content: Uint8Array): Promise<void> | undefined
   return undefined;
 }
 
-/** The sender's session id, as a handshake would have fixed it: its first msg's. */
-function sketchSid(session: NonNullable<Peer["sketch"]>, content: Uint8Array): Uint8Array {
-  if (!session.sid) {
-    const at = sketchSidAt(content);
-    session.sid = content.slice(at, at + 16);
-  }
-  return session.sid;
-}
-
-function inPlaceSid(session: NonNullable<Peer["sketch"]>, content: Uint8Array): string {
-  if (!session.sidText) {
-    const text = new TextDecoder().decode(content);
-    const at = text.indexOf('"sid":"') + 7;
-    session.sidText = text.slice(at, at + 32);
-  }
-  return session.sidText;
+/** The sender's session id, as a handshake would have fixed it: its first msg's first record's. */
+function inPlaceSid(content: Uint8Array): string {
+  const text = new TextDecoder().decode(content);
+  const at = text.indexOf('"sid":"') + '"sid":"'.length;
+  return text.slice(at, at + 32);
 }
 
 async function serve(tcp: Deno.TcpConn): Promise<void> {

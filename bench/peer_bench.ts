@@ -579,9 +579,9 @@ const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
   checks: "JSON + the record's checks (leaf, path, batch signature)",
   transcript: "JSON + checks + transcript lines (the author's and each recipient's)",
   inplace:
-    "the transcript rung's work, its JSON msg read in place and relayed as it came (a sketch, _binary_sketch.ts)",
+    "the transcript rung's work, its JSON msg read in place and relayed as it came (a sketch, _layout_sketch.ts)",
   binary:
-    "the transcript rung's work, its msg and relays in a binary layout (a sketch, _binary_sketch.ts)",
+    "the transcript rung's work, its msg and relays in a binary layout (a sketch, _layout_sketch.ts)",
 };
 
 /** What a burst's recipients received, counted as it arrives. */
