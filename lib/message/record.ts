@@ -702,6 +702,24 @@ export class ReceivedGroup {
     return true;
   }
 
+  /**
+   * Whether `items`, which carry all this msg's records (carriesAll), are each the msg's record `j`
+   * as received with its carrier as received (receivedItems' views, which ReceivedGroup.whole and
+   * prepareRelay gave them), in order: then `received.bytes` is exactly what a relay's wire writes
+   * of them, `{"record":…,<carrier>}` each, commas between. False when the msg was not canonical,
+   * or an item was made otherwise.
+   */
+  itemsAsReceived(items: readonly GroupItem[]): boolean {
+    const received = this.received?.items;
+    if (!received || items.length !== received.length) return false;
+    for (let j = 0; j < items.length; j++) {
+      const item = items[j];
+      if (item.forms.relayed.bytes !== received[j].record) return false;
+      if (item.keyTail !== received[j].carrier) return false;
+    }
+    return true;
+  }
+
   /** The msg's proof as a group message writes it. */
   get proofParts(): { json: Uint8Array; enc: Uint8Array } {
     return this.#proofParts ??= proofParts(this.group.proof);
@@ -3047,6 +3065,11 @@ abstract class GroupMessage implements Encodable, PreparedLine {
   #proof?: { json: Uint8Array; enc: Uint8Array };
   /** The msg whose records it carries, all of them (set with the proof): its group_enc is ours. */
   #wholeMsg?: ReceivedGroup;
+  /**
+   * Set with the proof: the items are the msg's records and carriers as received
+   * (ReceivedGroup.itemsAsReceived), which the wire content copies in one piece.
+   */
+  #itemsAsReceived = false;
 
   /** @param headBytes the wire content's bytes before the batch's members (its head's) */
   constructor(first: GroupItem, headBytes: number) {
@@ -3098,13 +3121,22 @@ abstract class GroupMessage implements Encodable, PreparedLine {
     return this.#bytes + this.#proofParts().json.length;
   }
 
+  /**
+   * The wire content. Its items are the msg's `records` as received, copied in one piece, when they
+   * are exactly that (#itemsAsReceived): every recipient's relay of a whole msg carries the same
+   * bytes, not 3 copies per item each. Else item by item; the two write the same bytes
+   * (tests/unit/relay_records_once_test.ts).
+   */
   writeTo(out: ByteBuilder): void {
     this.writeWireHead(out);
     this.#writeGroup(out);
-    for (let j = 0; j < this.items.length; j++) {
-      const item = this.items[j];
-      if (j > 0) out.u8(COMMA);
-      out.bytes(ITEM_HEAD).bytes(item.forms.relayed.bytes).bytes(item.keyTail);
+    if (this.#itemsAsReceived) out.bytes(this.#wholeMsg!.received!.bytes);
+    else {
+      for (let j = 0; j < this.items.length; j++) {
+        const item = this.items[j];
+        if (j > 0) out.u8(COMMA);
+        out.bytes(ITEM_HEAD).bytes(item.forms.relayed.bytes).bytes(item.keyTail);
+      }
     }
     out.bytes(GROUP_END);
   }
@@ -3153,6 +3185,7 @@ abstract class GroupMessage implements Encodable, PreparedLine {
     const received = this.items[0].forms.group;
     if (received && received.carriesAll(this.items)) {
       this.#wholeMsg = received;
+      this.#itemsAsReceived = received.itemsAsReceived(this.items);
       return this.#proof = received.proofParts;
     }
     const { first, n } = this.#batch;
