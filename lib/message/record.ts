@@ -2003,8 +2003,11 @@ function startsWithBytes(content: Uint8Array, head: Uint8Array): boolean {
 /** Thrown inside CanonicalMsgReader at the first character that is not the canonical form's. */
 const NOT_CANONICAL = new Error("not the canonical form");
 
-/** The envelopes read in place; any other is parsed on its own slice and matched (envelopeAt). */
-const SENDER_HEAD = '{"kind":"sender","from":"';
+/**
+ * A record's end and a lobby line's carrier up to its envelope's `from` (PROTOCOL §12.6): the one
+ * envelope read in place; any other is parsed on its own slice and matched (envelope()).
+ */
+const SENDER_ITEM_HEAD = '},"e2e":{"kind":"sender","from":"';
 
 /**
  * canonicalUserMsg's one pass: `at` moves forward through `text`, each step taking exactly the
@@ -2057,7 +2060,7 @@ class CanonicalMsgReader {
       const record = this.record(sid, items.length === 0 ? undefined : seqno);
       if (record.seqno < first || record.seqno > first + n - 1) throw NOT_CANONICAL;
       seqno = record.seqno;
-      spans.push(this.at);
+      spans.push(this.at + 1); // after the record's `}`, matched with what follows it (carrier)
       items.push(this.carrier(record));
       spans.push(this.at);
     } while (this.comma());
@@ -2091,8 +2094,14 @@ class CanonicalMsgReader {
    * own `c2s`): the next after `previous`, the seqno before it in the msg, if any.
    */
   record(sid: string, previous: number | undefined): RecordJson {
-    const to = this.printable(MAX_TO_CHARS);
-    this.literal(',"seqno":');
+    let to = this.#to;
+    if (this.#toTail === "" || !this.maybe(this.#toTail)) {
+      const start = this.at;
+      to = this.printable(MAX_TO_CHARS);
+      this.literal(',"seqno":');
+      this.#to = to;
+      this.#toTail = this.text.slice(start, this.at);
+    }
     const seqno = this.uint(1);
     if (previous !== undefined && seqno !== previous + 1) throw NOT_CANONICAL;
     this.literal(',"ts":');
@@ -2101,19 +2110,30 @@ class CanonicalMsgReader {
     const ct = this.decoded(16, MAX_CT_BYTES);
     this.literal(',"c":"');
     const c = this.decoded(32, 32);
-    this.literal("}");
     return { sid, dir: "c2s", to, seqno, ts, ct, c };
   }
 
-  /** An item's carrier after its record, `,"k":…}` or `,"e2e":…}`, with the record. */
+  /** The last record's `to`, and its text up to `seqno`'s value: the next one's, mostly. */
+  #to = "";
+  #toTail = "";
+
+  /**
+   * The record's closing `}`, then the item's carrier, `,"k":…}` or `,"e2e":…}`: with the record,
+   * the item. A lobby line's (a `sender` envelope) is the common case, matched first and in one.
+   */
   carrier(record: RecordJson): RelayItem {
-    if (this.maybe(',"k":"')) {
+    if (this.maybe(SENDER_ITEM_HEAD)) {
+      const e2e = this.senderEnvelope();
+      this.literal("}}");
+      return { record, e2e };
+    }
+    if (this.maybe('},"k":"')) {
       const k = this.base64(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
       this.literal("}");
       return { record, k };
     }
-    this.literal(',"e2e":');
-    const e2e = this.maybe(SENDER_HEAD) ? this.senderEnvelope() : this.envelope();
+    this.literal('},"e2e":');
+    const e2e = this.envelope();
     this.literal("}");
     return { record, e2e };
   }
@@ -2122,7 +2142,10 @@ class CanonicalMsgReader {
   #senderFrom = "";
   #senderHead = "";
 
-  /** A `sender` envelope after its `"from":"` (lib/e2e/envelope.ts SenderEnvelopeShape). */
+  /**
+   * A `sender` envelope after its `"from":"` to its `w`'s closing quote (lib/e2e/envelope.ts
+   * SenderEnvelopeShape).
+   */
   senderEnvelope(): E2eEnvelope {
     let from = this.#senderFrom;
     if (this.#senderHead === "" || !this.maybe(this.#senderHead)) {
@@ -2137,7 +2160,6 @@ class CanonicalMsgReader {
     const n = this.uint(0, UINT32_MAX);
     this.literal(',"w":"');
     const w = this.base64(WRAPPED_KEY_BYTES, WRAPPED_KEY_BYTES);
-    this.literal("}");
     return { kind: "sender", from, id, n, w };
   }
 
@@ -2176,8 +2198,18 @@ class CanonicalMsgReader {
 
   /** Whether `part` is next; taken if so. */
   maybe(part: string): boolean {
-    if (!this.text.startsWith(part, this.at)) return false;
-    this.at += part.length;
+    const { text, at } = this;
+    const length = part.length;
+    if (at + length > text.length) return false;
+    if (length > SHORT_PART) {
+      if (text.slice(at, at + length) !== part) return false;
+      this.at = at + length;
+      return true;
+    }
+    for (let i = 0; i < length; i++) {
+      if (text.charCodeAt(at + i) !== part.charCodeAt(i)) return false;
+    }
+    this.at = at + length;
     return true;
   }
 
@@ -2299,6 +2331,11 @@ const OPEN_BRACE = 0x7b;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const UINT32_MAX = 0xffff_ffff;
+/**
+ * Parts longer are compared as a slice of the text, which V8 makes a view of it and compares at
+ * memcmp's speed (canonical_text.ts holds()); shorter ones character by character.
+ */
+const SHORT_PART = 16;
 /** Deeper than any envelope (ratchet, wraps, a wrap, its `pre`): a text that nests more is not one. */
 const MAX_ENVELOPE_DEPTH = 4;
 
