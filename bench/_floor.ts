@@ -13,9 +13,10 @@
  *    queued for every recipient as the bytes it came as, a turn's relays sealed into one record
  *    and written once per recipient (RecordOutbox at the turn's end, lib/turn.ts): no JSON, no
  *    signature, no transcript;
- *  - "json": + the msg's strict parse (lib/wire parseMessageAndText with lib/message's
- *    C2sMsgShape), its text matched against its canonical form (receivedItems: each record's
- *    relayed JSON and carrier then taken as they came, as the server takes them since session
+ *  - "json": + the msg read as the server reads it (lib/message canonicalUserMsg: in one pass
+ *    when its text is its canonical form, since session 21; else lib/wire parseMessageAndText with
+ *    C2sMsgShape, its text matched against its canonical form by receivedItems), each record's
+ *    relayed JSON and carrier then taken as they came (as the server takes them since session
  *    17), its records decoded and made whole as the server makes them (ReceivedGroup.whole,
  *    RecordForms),
  *    each recipient's relay made as our session makes it (prepareRelay once per record; per

@@ -23,7 +23,7 @@ import {
   type AuthorCert,
   type C2sMsgMessage,
   C2sMsgShape,
-  decodeRecord,
+  canonicalUserMsg,
   envelopeFits,
   leafHash,
   type MessageRecord,
@@ -31,10 +31,11 @@ import {
   type PreparedRelay,
   prepareRelay,
   ReceivedGroup,
-  receivedItems,
   RecipientRelayGroup,
   RecordSignatures,
   UserMsg,
+  type UserMsgRead,
+  userMsgRead,
 } from "../lib/message/record.ts";
 import { parseCertificate } from "../lib/pki/certificate.ts";
 import { fingerprintOf } from "../lib/pki/describe.ts";
@@ -183,14 +184,13 @@ function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
     for (const peer of recipients) emit(peer, content);
     return undefined;
   }
-  const { message, text } = parseMessageAndText(content, MSG);
-  const records = message.records.map((item) => decodeRecord(item.record));
+  // As the server's session reads it: in one pass when canonical, else by the parse chokepoint.
+  const { message, records, received: items } = canonicalUserMsg(content) ?? readByParse(content);
   const [sig, ...proof] = fromBase64Each([message.sig, ...message.proof]);
   const group = { sig, first: message.first, n: message.n, proof };
   // What the received msg keeps (ReceivedGroup): a relay that does not carry all of the msg's
   // records derives their paths from these, so the json rung hashes them too.
   const leaves = records.map(leafHash);
-  const items = receivedItems(content, text, message);
   const received = () => new ReceivedGroup(message, group, records, leaves, items);
   if (rung >= CHECKS_RUNG) {
     message.records.forEach((item, j) => {
@@ -203,6 +203,11 @@ function relay(from: Peer, content: Uint8Array): Promise<void> | undefined {
     if (signing) return signing.then(() => forward(from, message, records, received()));
   }
   return forward(from, message, records, received());
+}
+
+function readByParse(content: Uint8Array): UserMsgRead {
+  const { message, text } = parseMessageAndText(content, MSG);
+  return userMsgRead(message, content, text);
 }
 
 function forward(

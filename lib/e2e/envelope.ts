@@ -29,7 +29,8 @@ import {
 const uint32 = () => z.number().int().min(0).max(0xffff_ffff);
 const X25519 = 32;
 const KEM_CT = 1088;
-const WRAPPED = 48;
+/** A wrapped content key: `k` under a message key, with its tag (§12.4, §12.5). */
+export const WRAPPED_KEY_BYTES = 48;
 const MLKEM_EK = 1184;
 /** One-time prekeys one `keys_publish` may upload. */
 export const MAX_PREKEYS_PER_PUBLISH = 100;
@@ -161,7 +162,7 @@ function deviceWrap(v: unknown, p: Path): DeviceWrapJson {
     dh: x25519(o, p, "dh"),
     pn: uint32Member(o.pn, p, "pn"),
     n: uint32Member(o.n, p, "n"),
-    w: base64Member(o.w, p, "w", WRAPPED, WRAPPED),
+    w: base64Member(o.w, p, "w", WRAPPED_KEY_BYTES, WRAPPED_KEY_BYTES),
   };
   if (Object.hasOwn(o, "pre")) wrap.pre = nested(PrekeyHeaderShape, o.pre, p, "pre");
   return wrap;
@@ -193,7 +194,7 @@ const SenderEnvelopeShape: Shape<SenderEnvelope> = shape((v, p) => {
     from: deviceId(o.from, p, "from"),
     id: uint32Member(o.id, p, "id"),
     n: uint32Member(o.n, p, "n"),
-    w: base64Member(o.w, p, "w", WRAPPED, WRAPPED),
+    w: base64Member(o.w, p, "w", WRAPPED_KEY_BYTES, WRAPPED_KEY_BYTES),
   };
 });
 

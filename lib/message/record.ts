@@ -48,7 +48,7 @@ import {
 } from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
 import { hasNoEscape, jsonAt, literalAt } from "../wire/canonical_text.ts";
-import { base64Text as zodBase64Text } from "../wire/schema.ts";
+import { base64Text as zodBase64Text, canonicalBase64Length } from "../wire/schema.ts";
 import { z } from "zod";
 import {
   BundleJsonSchema,
@@ -59,6 +59,7 @@ import {
   MAX_PREKEYS_PER_PUBLISH,
   OneTimePrekeyJsonSchema,
   SenderKeyDistributionJsonSchema,
+  WRAPPED_KEY_BYTES,
 } from "../e2e/envelope.ts";
 
 export { PROTOCOL_VERSION };
@@ -1952,6 +1953,409 @@ export function userMsgRecords(message: C2sMsgMessage): MessageRecord[] {
  * ReceivedGroup, so all of the msg's records.
  */
 const userMsgBytes = new Base64Batch();
+
+// ---- a user's msg as the server reads it (PROTOCOL §6.3; docs/PERFORMANCE.md, session 21) ----
+
+/**
+ * A user's msg as the server's session reads it (#checkUserMsg): the message as C2sMsgShape
+ * makes it, its records with `ct` and `c` decoded into one buffer (userMsgRecords), and its
+ * records and carriers as received when its text is its canonical form (receivedItems).
+ */
+export interface UserMsgRead {
+  readonly message: C2sMsgMessage;
+  readonly records: MessageRecord[];
+  readonly received: ReceivedItems | undefined;
+}
+
+/**
+ * A user's msg the parse chokepoint read (parseMessageAndText: its `text`, through C2sMsgShape),
+ * read on: its records as that shape decoded them, its items as received.
+ */
+export function userMsgRead(
+  message: C2sMsgMessage,
+  content: Uint8Array,
+  text: string,
+): UserMsgRead {
+  return {
+    message,
+    records: userMsgRecords(message),
+    received: receivedItems(content, text, message),
+  };
+}
+
+/**
+ * A user's msg read in one pass over its text, when `content` is exactly the canonical form our
+ * client writes (UserMsg): PROTOCOL §6.3's members in order, then §6.1's in each record and §12.6's
+ * in a `sender` envelope, no whitespace, integers in plain decimal, strings without escapes, ASCII
+ * throughout — what receivedItems asks of a text to forward its bytes as they came. Every bound
+ * C2sMsgShape checks is checked here; the result is what parseMessageAndText, C2sMsgShape and
+ * {@link userMsgRead} make of the same bytes (tests/unit/user_msg_scan_test.ts holds the two to
+ * each other). Undefined for anything else — another spelling, another member order, any value
+ * out of bounds — which the parse chokepoint then reads, accepting or refusing it as always: this
+ * never refuses, so it cannot refuse otherwise. Three passes over ~10 KB (strict JSON into objects,
+ * the shape, the canonical match) were a fifth of the server's busy main thread per msg.
+ */
+export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
+  if (!startsWithBytes(content, CANONICAL_MSG_HEAD)) return undefined;
+  // Decoded once, at the codec's speed; a byte beyond ASCII becomes a character no check below
+  // takes (or several bytes one character: the lengths differ), so the text's offsets are the bytes'.
+  const text = asciiReader.decode(content);
+  if (text.length !== content.length) return undefined;
+  try {
+    return new CanonicalMsgReader(text, content).read();
+  } catch (error) {
+    if (error !== NOT_CANONICAL) throw error;
+    return undefined;
+  }
+}
+
+const CANONICAL_MSG_HEAD = utf8('{"type":"msg","sig":"');
+const asciiReader = new TextDecoder("utf-8");
+
+function startsWithBytes(content: Uint8Array, head: Uint8Array): boolean {
+  if (content.length < head.length) return false;
+  for (let i = 0; i < head.length; i++) if (content[i] !== head[i]) return false;
+  return true;
+}
+
+/** Thrown inside CanonicalMsgReader at the first character that is not the canonical form's. */
+const NOT_CANONICAL = new Error("not the canonical form");
+
+/**
+ * A record's end and a lobby line's carrier up to its envelope's `from` (PROTOCOL §12.6): the one
+ * envelope read in place; any other is parsed on its own slice and matched (envelope()).
+ */
+const SENDER_ITEM_HEAD = '},"e2e":{"kind":"sender","from":"';
+
+/**
+ * canonicalUserMsg's one pass: `at` moves forward through `text`, each step taking exactly the
+ * characters the canonical form has there and checking the value as C2sMsgShape does.
+ */
+class CanonicalMsgReader {
+  at = 0;
+  constructor(readonly text: string, readonly content: Uint8Array) {}
+
+  read(): UserMsgRead {
+    userMsgBytes.start();
+    this.at = CANONICAL_MSG_HEAD.length;
+    const sig = this.base64(1, MAX_SIG_BYTES);
+    this.literal(',"first":');
+    const first = this.uint(1);
+    this.literal(',"n":');
+    const n = this.uint(1);
+    if (n > MAX_BATCH) throw NOT_CANONICAL;
+    this.literal(',"proof":[');
+    const proof: string[] = [];
+    if (this.text.charCodeAt(this.at) !== CLOSE_BRACKET) {
+      do {
+        if (proof.length === MAX_BATCH - 1) throw NOT_CANONICAL;
+        this.literal('"');
+        proof.push(this.base64(HASH_BYTES, HASH_BYTES));
+      } while (this.comma());
+    }
+    this.literal('],"records":[');
+    const start = this.at;
+    const items: RelayItem[] = [];
+    const spans: number[] = [];
+    // The first record's head, `{"record":{"sid":"<sid>","dir":"c2s","to":"`: every other
+    // record of the msg has the same (one sid), so it is matched as one piece.
+    let head = "";
+    let seqno = 0;
+    do {
+      if (items.length === n) throw NOT_CANONICAL;
+      const itemStart = this.at;
+      let sid: string;
+      if (items.length === 0) {
+        this.literal('{"record":{"sid":"');
+        sid = this.hex(32);
+        this.literal('","dir":"c2s","to":"');
+        head = this.text.slice(itemStart, this.at);
+      } else {
+        this.literal(head);
+        sid = items[0].record.sid;
+      }
+      spans.push(itemStart + '{"record":'.length);
+      const record = this.record(sid, items.length === 0 ? undefined : seqno);
+      if (record.seqno < first || record.seqno > first + n - 1) throw NOT_CANONICAL;
+      seqno = record.seqno;
+      spans.push(this.at + 1); // after the record's `}`, matched with what follows it (carrier)
+      items.push(this.carrier(record));
+      spans.push(this.at);
+    } while (this.comma());
+    const end = this.at;
+    this.literal("]}");
+    if (this.at !== this.text.length) throw NOT_CANONICAL;
+    const decoded = userMsgBytes.take();
+    const records = items.map(({ record: json }, j): MessageRecord => ({
+      sid: json.sid,
+      dir: json.dir,
+      to: json.to,
+      seqno: json.seqno,
+      ts: json.ts,
+      ct: decoded[2 * j],
+      c: decoded[2 * j + 1],
+    }));
+    const bytes = this.content.slice(start, end);
+    const received: ReceivedItem[] = [];
+    for (let j = 0; j < spans.length; j += 3) {
+      received.push({
+        record: bytes.subarray(spans[j] - start, spans[j + 1] - start),
+        carrier: bytes.subarray(spans[j + 1] - start, spans[j + 2] - start),
+      });
+    }
+    const message: C2sMsgMessage = { type: "msg", sig, first, n, proof, records: items };
+    return { message, records, received: { bytes, items: received } };
+  }
+
+  /**
+   * A record of `sid` from after its `"to":"` (relayedRecordJson's members and bounds, a user's
+   * own `c2s`): the next after `previous`, the seqno before it in the msg, if any.
+   */
+  record(sid: string, previous: number | undefined): RecordJson {
+    let to = this.#to;
+    if (this.#toTail === "" || !this.maybe(this.#toTail)) {
+      const start = this.at;
+      to = this.printable(MAX_TO_CHARS);
+      this.literal(',"seqno":');
+      this.#to = to;
+      this.#toTail = this.text.slice(start, this.at);
+    }
+    const seqno = this.uint(1);
+    if (previous !== undefined && seqno !== previous + 1) throw NOT_CANONICAL;
+    this.literal(',"ts":');
+    const ts = this.uint(0);
+    this.literal(',"ct":"');
+    const ct = this.decoded(16, MAX_CT_BYTES);
+    this.literal(',"c":"');
+    const c = this.decoded(32, 32);
+    return { sid, dir: "c2s", to, seqno, ts, ct, c };
+  }
+
+  /** The last record's `to`, and its text up to `seqno`'s value: the next one's, mostly. */
+  #to = "";
+  #toTail = "";
+
+  /**
+   * The record's closing `}`, then the item's carrier, `,"k":…}` or `,"e2e":…}`: with the record,
+   * the item. A lobby line's (a `sender` envelope) is the common case, matched first and in one.
+   */
+  carrier(record: RecordJson): RelayItem {
+    if (this.maybe(SENDER_ITEM_HEAD)) {
+      const e2e = this.senderEnvelope();
+      this.literal("}}");
+      return { record, e2e };
+    }
+    if (this.maybe('},"k":"')) {
+      const k = this.base64(CONTENT_KEY_BYTES, CONTENT_KEY_BYTES);
+      this.literal("}");
+      return { record, k };
+    }
+    this.literal('},"e2e":');
+    const e2e = this.envelope();
+    this.literal("}");
+    return { record, e2e };
+  }
+
+  /** The last `sender` envelope's `from`, and its text up to `id`'s value: the next one's, mostly. */
+  #senderFrom = "";
+  #senderHead = "";
+
+  /**
+   * A `sender` envelope after its `"from":"` to its `w`'s closing quote (lib/e2e/envelope.ts
+   * SenderEnvelopeShape).
+   */
+  senderEnvelope(): E2eEnvelope {
+    let from = this.#senderFrom;
+    if (this.#senderHead === "" || !this.maybe(this.#senderHead)) {
+      const start = this.at;
+      from = this.hex(16);
+      this.literal('","id":');
+      this.#senderFrom = from;
+      this.#senderHead = this.text.slice(start, this.at);
+    }
+    const id = this.uint(0, UINT32_MAX);
+    this.literal(',"n":');
+    const n = this.uint(0, UINT32_MAX);
+    this.literal(',"w":"');
+    const w = this.base64(WRAPPED_KEY_BYTES, WRAPPED_KEY_BYTES);
+    return { kind: "sender", from, id, n, w };
+  }
+
+  /**
+   * Any other envelope (a private line's `ratchet`, rarer and larger): the object's text parsed
+   * on its own and checked by its shape, then taken only when the text is exactly its canonical
+   * form (JSON.stringify of what the shape made: so no member twice, nothing escaped).
+   */
+  envelope(): E2eEnvelope {
+    const { text } = this;
+    const start = this.at;
+    let depth = 0;
+    let at = start;
+    do {
+      const code = text.charCodeAt(at);
+      if (code === QUOTE_CODE) {
+        at = text.indexOf('"', at + 1);
+        if (at < 0) throw NOT_CANONICAL;
+      } else if (code === OPEN_BRACE || code === OPEN_BRACKET) {
+        if (++depth > MAX_ENVELOPE_DEPTH) throw NOT_CANONICAL;
+      } else if (code === CLOSE_BRACE || code === CLOSE_BRACKET) depth--;
+      else if (Number.isNaN(code)) throw NOT_CANONICAL;
+      at++;
+    } while (depth > 0);
+    let value: unknown;
+    try {
+      value = JSON.parse(text.slice(start, at));
+    } catch {
+      throw NOT_CANONICAL;
+    }
+    const parsed = E2eEnvelopeShape.safeParse(value);
+    if (!parsed.success || jsonAt(text, start, parsed.data) !== at) throw NOT_CANONICAL;
+    this.at = at;
+    return parsed.data;
+  }
+
+  /** Whether `part` is next; taken if so. */
+  maybe(part: string): boolean {
+    const { text, at } = this;
+    const length = part.length;
+    if (at + length > text.length) return false;
+    if (length > SHORT_PART) {
+      if (text.slice(at, at + length) !== part) return false;
+      this.at = at + length;
+      return true;
+    }
+    for (let i = 0; i < length; i++) {
+      if (text.charCodeAt(at + i) !== part.charCodeAt(i)) return false;
+    }
+    this.at = at + length;
+    return true;
+  }
+
+  literal(part: string): void {
+    if (!this.maybe(part)) throw NOT_CANONICAL;
+  }
+
+  /** Whether a `,` is next (another item follows); taken if so. */
+  comma(): boolean {
+    if (this.text.charCodeAt(this.at) !== COMMA) return false;
+    this.at++;
+    return true;
+  }
+
+  /** The string's characters up to its closing quote, which is taken: none of them escaped. */
+  #stringTo(maxChars: number): string {
+    const { text, at } = this;
+    const end = text.indexOf('"', at);
+    if (end < 0 || end - at > maxChars) throw NOT_CANONICAL;
+    this.at = end + 1;
+    return text.slice(at, end);
+  }
+
+  /** Canonical base64 of `min..max` bytes, to its closing quote (shape.ts base64Text). */
+  base64(minBytes: number, maxBytes: number): string {
+    const value = this.#stringTo(Math.ceil(maxBytes / 3) * 4);
+    let length: number;
+    try {
+      length = canonicalBase64Length(value);
+    } catch {
+      throw NOT_CANONICAL;
+    }
+    if (length < minBytes || length > maxBytes) throw NOT_CANONICAL;
+    return value;
+  }
+
+  /** {@link base64}, decoded into the msg's one buffer (shape.ts base64Decoded). */
+  decoded(minBytes: number, maxBytes: number): string {
+    const value = this.#stringTo(Math.ceil(maxBytes / 3) * 4);
+    let length: number;
+    try {
+      length = userMsgBytes.add(value);
+    } catch {
+      throw NOT_CANONICAL;
+    }
+    if (length < minBytes || length > maxBytes) throw NOT_CANONICAL;
+    return value;
+  }
+
+  /** Exactly `chars` lowercase hex digits (shape.ts lowerHex); the quote after them not taken. */
+  hex(chars: number): string {
+    const { text, at } = this;
+    for (let i = at; i < at + chars; i++) {
+      const code = text.charCodeAt(i);
+      if (!((code >= 0x30 && code <= 0x39) || (code >= 0x61 && code <= 0x66))) {
+        throw NOT_CANONICAL;
+      }
+    }
+    this.at = at + chars;
+    return text.slice(at, at + chars);
+  }
+
+  /**
+   * A string of 1..`maxChars` printable ASCII characters, to its closing quote: what JSON writes
+   * as it is (no quote, no backslash, no control character), as receivedItems asks of a `to`.
+   */
+  printable(maxChars: number): string {
+    const { text, at } = this;
+    let i = at;
+    for (let code = text.charCodeAt(i); code !== QUOTE_CODE; code = text.charCodeAt(++i)) {
+      if (!(code >= 0x20 && code < 0x7f) || code === BACKSLASH_CODE || i - at >= maxChars) {
+        throw NOT_CANONICAL;
+      }
+    }
+    if (i === at) throw NOT_CANONICAL;
+    this.at = i + 1;
+    return text.slice(at, i);
+  }
+
+  /**
+   * An integer `min..max` in plain decimal, as JSON.stringify writes it (no sign, no leading zero,
+   * no fraction or exponent): at most 16 digits, each step exact below 2^53.
+   */
+  uint(min: number, max = Number.MAX_SAFE_INTEGER): number {
+    const { text } = this;
+    const start = this.at;
+    let code = text.charCodeAt(start);
+    if (!(code >= ZERO_CODE && code <= NINE_CODE)) throw NOT_CANONICAL;
+    let value = code - ZERO_CODE;
+    let at = start + 1;
+    if (value !== 0) {
+      for (
+        code = text.charCodeAt(at);
+        code >= ZERO_CODE && code <= NINE_CODE;
+        code = text.charCodeAt(++at)
+      ) {
+        if (at - start === 16) throw NOT_CANONICAL;
+        value = value * 10 + (code - ZERO_CODE);
+      }
+    }
+    // A fraction or an exponent, or a digit after a leading zero: another spelling.
+    code = text.charCodeAt(at);
+    if (
+      code === 0x2e || code === 0x65 || code === 0x45 || (code >= ZERO_CODE && code <= NINE_CODE)
+    ) {
+      throw NOT_CANONICAL;
+    }
+    if (value < min || value > max) throw NOT_CANONICAL;
+    this.at = at;
+    return value;
+  }
+}
+
+const QUOTE_CODE = 0x22;
+const BACKSLASH_CODE = 0x5c;
+const ZERO_CODE = 0x30;
+const NINE_CODE = 0x39;
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const UINT32_MAX = 0xffff_ffff;
+/**
+ * Parts longer are compared as a slice of the text, which V8 makes a view of it and compares at
+ * memcmp's speed (canonical_text.ts holds()); shorter ones character by character.
+ */
+const SHORT_PART = 16;
+/** Deeper than any envelope (ratchet, wraps, a wrap, its `pre`): a text that nests more is not one. */
+const MAX_ENVELOPE_DEPTH = 4;
 
 /**
  * Where item `j` of a message's `records` is, and its record: made once for a message's own items

@@ -22,6 +22,7 @@ import {
   type C2sMsgMessage,
   C2sMsgShape,
   canonicalName,
+  canonicalUserMsg,
   decodeRecord,
   type Direction,
   envelopeFits,
@@ -44,7 +45,6 @@ import {
   type QueuedMessage,
   QueuedMessageShape,
   ReceivedGroup,
-  receivedItems,
   receivedRelayLine,
   receivedStoredLine,
   RecipientRelay,
@@ -65,7 +65,8 @@ import {
   TO_SERVER,
   UserMsg,
   userMsgItem,
-  userMsgRecords,
+  type UserMsgRead,
+  userMsgRead,
   userMsgsOf,
   userRecipient,
 } from "../message/record.ts";
@@ -1082,10 +1083,21 @@ export class ChatSession {
     lastOfRecord: boolean,
     handlers: SessionHandlers,
   ): Promise<void> | undefined {
-    const { message, text } = parseMessageAndText(
-      content,
-      this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
-    );
+    // A user's msg as ours writes it is read in one pass; any other message, or a msg spelt
+    // otherwise, by the parse chokepoint, which accepts and refuses as it always has.
+    let userMsg = this.#est.role === "server" ? canonicalUserMsg(content) : undefined;
+    let message: SessionMessage;
+    if (userMsg) message = userMsg.message;
+    else {
+      const parsed = parseMessageAndText(
+        content,
+        this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
+      );
+      message = parsed.message;
+      if (message.type === "msg" && "records" in message) {
+        userMsg = userMsgRead(message, content, parsed.text);
+      }
+    }
     switch (message.type) {
       case "error":
         throw errorFromPeer(message.code, message.message, true);
@@ -1114,7 +1126,7 @@ export class ChatSession {
     }
     const stored = message.type === "stored";
     const received = message.type === "msg"
-      ? "records" in message ? this.#checkUserMsg(message, content, text) : this.#checkMsg(message)
+      ? "records" in message ? this.#checkUserMsg(userMsg!) : this.#checkMsg(message)
       : message.type === "queued"
       ? this.#checkQueued(message)
       : message.type === "refused"
@@ -1200,16 +1212,13 @@ export class ChatSession {
    * A user's msg (PROTOCOL §6.3; the server only): steps 1–3 for every record, the signature
    * once (step 4), then steps 5–7 for every record (#acceptUserMsg); a promise only when the
    * signature must be waited for. Nothing is accepted, recorded or handed on unless every
-   * record passes. `content` is the msg as received, `text` its reading: what of it is
-   * forwarded is copied from there when the text is the msg's canonical form (receivedItems).
+   * record passes. What of it is forwarded is copied from the msg as received when its text is
+   * its canonical form (`received`: receivedItems, canonicalUserMsg).
    */
   #checkUserMsg(
-    message: C2sMsgMessage,
-    content: Uint8Array,
-    text: string,
+    { message, records, received: asReceived }: UserMsgRead,
   ): ReceivedMessage[] | Promise<ReceivedMessage[]> {
     const items = message.records;
-    const records = userMsgRecords(message);
     for (const record of records) this.#checkOrigin(record);
     // Step 2: the first is the next seqno; the schema made the others follow it one by one.
     this.#window.check(records[0].seqno);
@@ -1249,7 +1258,6 @@ export class ChatSession {
       `message ${records[0].seqno}`,
       leaves,
     );
-    const asReceived = receivedItems(content, text, message);
     const received = () => new ReceivedGroup(message, group, records, leaves, asReceived);
     if (signing) return signing.then(() => this.#acceptUserMsg(message, received()));
     return this.#acceptUserMsg(message, received());
