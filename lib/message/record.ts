@@ -80,7 +80,7 @@ export const MAX_S2C_CT_BYTES = 64 * 1024;
 export const MAX_SIG_BYTES = 1024;
 export const MAX_CERT_BYTES = 16 * 1024;
 export const MAX_TEXT_CHARS = 4000;
-const MAX_TO_CHARS = 80;
+export const MAX_TO_CHARS = 80;
 /**
  * The oldest a `stored` record may be (PROTOCOL §6.6): a server keeps queued records at most
  * this long, and recipients keep their duplicate marks for private records as long.
