@@ -1992,8 +1992,15 @@ export function userMsgRead(
  * {@link userMsgRead} make of the same bytes (tests/unit/user_msg_scan_test.ts holds the two to
  * each other). Undefined for anything else — another spelling, another member order, any value
  * out of bounds — which the parse chokepoint then reads, accepting or refusing it as always: this
- * never refuses, so it cannot refuse otherwise. Three passes over ~10 KB (strict JSON into objects,
- * the shape, the canonical match) were a fifth of the server's busy main thread per msg.
+ * refuses nothing itself (a check that fails declines, NOT_CANONICAL), so it cannot refuse
+ * otherwise; any other error (a fault of its own, never the msg's) is rethrown as it is. Three
+ * passes over ~10 KB (strict JSON into objects, the shape, the canonical match) were a fifth of
+ * the server's busy main thread per msg.
+ *
+ * Every string it reads in place (`sig`, `proof`, each record's members, a `k`, a `sender`
+ * envelope's) is a slice of the msg's whole text — V8 makes one of 13 characters or more a view of
+ * it — which stays alive as long as any of them does: what keeps one beyond the msg's handling (a
+ * cache, a queue, a session's state) must copy it first, or it keeps the whole msg's text.
  */
 export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
   if (!startsWithBytes(content, CANONICAL_MSG_HEAD)) return undefined;
