@@ -47,7 +47,7 @@ import {
   uint,
 } from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
-import { hasNoEscape, jsonAt, literalAt } from "../wire/canonical_text.ts";
+import { hasNoEscape, holds, jsonAt, literalAt } from "../wire/canonical_text.ts";
 import { base64Text as zodBase64Text, canonicalBase64Length } from "../wire/schema.ts";
 import { z } from "zod";
 import {
@@ -80,7 +80,7 @@ export const MAX_S2C_CT_BYTES = 64 * 1024;
 export const MAX_SIG_BYTES = 1024;
 export const MAX_CERT_BYTES = 16 * 1024;
 export const MAX_TEXT_CHARS = 4000;
-const MAX_TO_CHARS = 80;
+export const MAX_TO_CHARS = 80;
 /**
  * The oldest a `stored` record may be (PROTOCOL §6.6): a server keeps queued records at most
  * this long, and recipients keep their duplicate marks for private records as long.
@@ -896,7 +896,21 @@ export function receivedItems(
     spans.push(at);
   }
   if (literalAt(text, at, "]}") !== text.length) return undefined;
-  const bytes = content.slice(start, at);
+  return receivedItemsIn(content, start, at, spans);
+}
+
+/**
+ * A msg's `records` as received, `start` … `end` of `content`, copied out in one piece, and each
+ * item's record and carrier a view of the copy: `spans` holds, for item j, where its record
+ * starts, where it ends and its carrier starts, and where that ends.
+ */
+function receivedItemsIn(
+  content: Uint8Array,
+  start: number,
+  end: number,
+  spans: readonly number[],
+): ReceivedItems {
+  const bytes = content.slice(start, end);
   const items: ReceivedItem[] = [];
   for (let j = 0; j < spans.length; j += 3) {
     items.push({
@@ -1908,22 +1922,26 @@ export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
   literal(o.type, p, "type", MSG_TYPES);
   userMsgBytes.start();
   const { sig, first, n, proof, records } = groupWithCarriers(o, p, true, userMsgBytes);
-  const bytes = userMsgBytes.take();
   const message: C2sMsgMessage = { type: "msg", sig, first, n, proof, records };
-  lastDecoded = {
-    message,
-    records: records.map(({ record: json }, j): MessageRecord => ({
-      sid: json.sid,
-      dir: json.dir,
-      to: json.to,
-      seqno: json.seqno,
-      ts: json.ts,
-      ct: bytes[2 * j],
-      c: bytes[2 * j + 1],
-    })),
-  };
+  lastDecoded = { message, records: decodedRecords(records, userMsgBytes.take()) };
   return message;
 });
+
+/**
+ * A user's msg's records (`items`' records, without `sig` and `batch`), with their `ct` and `c`
+ * as userMsgBytes decoded them: `decoded` holds each record's `ct`, then its `c`, in order.
+ */
+function decodedRecords(items: readonly RelayItem[], decoded: Uint8Array[]): MessageRecord[] {
+  return items.map(({ record: json }, j): MessageRecord => ({
+    sid: json.sid,
+    dir: json.dir,
+    to: json.to,
+    seqno: json.seqno,
+    ts: json.ts,
+    ct: decoded[2 * j],
+    c: decoded[2 * j + 1],
+  }));
+}
 
 /**
  * The records of the user's msg C2sMsgShape made last, as it decoded them, until they are taken
@@ -1992,14 +2010,21 @@ export function userMsgRead(
  * {@link userMsgRead} make of the same bytes (tests/unit/user_msg_scan_test.ts holds the two to
  * each other). Undefined for anything else — another spelling, another member order, any value
  * out of bounds — which the parse chokepoint then reads, accepting or refusing it as always: this
- * never refuses, so it cannot refuse otherwise. Three passes over ~10 KB (strict JSON into objects,
- * the shape, the canonical match) were a fifth of the server's busy main thread per msg.
+ * refuses nothing itself (a check that fails declines, NOT_CANONICAL), so it cannot refuse
+ * otherwise; any other error (a fault of its own, never the msg's) is rethrown as it is. Three
+ * passes over ~10 KB (strict JSON into objects, the shape, the canonical match) were a fifth of
+ * the server's busy main thread per msg.
+ *
+ * Every string it reads in place (`sig`, `proof`, each record's members, a `k`, a `sender`
+ * envelope's) is a slice of the msg's whole text — V8 makes one of 13 characters or more a view of
+ * it — which stays alive as long as any of them does: what keeps one beyond the msg's handling (a
+ * cache, a queue, a session's state) must copy it first, or it keeps the whole msg's text.
  */
 export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
   if (!startsWithBytes(content, CANONICAL_MSG_HEAD)) return undefined;
   // Decoded once, at the codec's speed; a byte beyond ASCII becomes a character no check below
   // takes (or several bytes one character: the lengths differ), so the text's offsets are the bytes'.
-  const text = asciiReader.decode(content);
+  const text = lossyUtf8Decoder.decode(content);
   if (text.length !== content.length) return undefined;
   try {
     return new CanonicalMsgReader(text, content).read();
@@ -2010,7 +2035,8 @@ export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
 }
 
 const CANONICAL_MSG_HEAD = utf8('{"type":"msg","sig":"');
-const asciiReader = new TextDecoder("utf-8");
+/** Not `fatal`: a byte that is not UTF-8 becomes U+FFFD, which the canonical form never holds. */
+const lossyUtf8Decoder = new TextDecoder("utf-8");
 
 function startsWithBytes(content: Uint8Array, head: Uint8Array): boolean {
   if (content.length < head.length) return false;
@@ -2085,26 +2111,12 @@ class CanonicalMsgReader {
     const end = this.at;
     this.literal("]}");
     if (this.at !== this.text.length) throw NOT_CANONICAL;
-    const decoded = userMsgBytes.take();
-    const records = items.map(({ record: json }, j): MessageRecord => ({
-      sid: json.sid,
-      dir: json.dir,
-      to: json.to,
-      seqno: json.seqno,
-      ts: json.ts,
-      ct: decoded[2 * j],
-      c: decoded[2 * j + 1],
-    }));
-    const bytes = this.content.slice(start, end);
-    const received: ReceivedItem[] = [];
-    for (let j = 0; j < spans.length; j += 3) {
-      received.push({
-        record: bytes.subarray(spans[j] - start, spans[j + 1] - start),
-        carrier: bytes.subarray(spans[j + 1] - start, spans[j + 2] - start),
-      });
-    }
     const message: C2sMsgMessage = { type: "msg", sig, first, n, proof, records: items };
-    return { message, records, received: { bytes, items: received } };
+    return {
+      message,
+      records: decodedRecords(items, userMsgBytes.take()),
+      received: receivedItemsIn(this.content, start, end, spans),
+    };
   }
 
   /**
@@ -2216,18 +2228,8 @@ class CanonicalMsgReader {
 
   /** Whether `part` is next; taken if so. */
   maybe(part: string): boolean {
-    const { text, at } = this;
-    const length = part.length;
-    if (at + length > text.length) return false;
-    if (length > SHORT_PART) {
-      if (text.slice(at, at + length) !== part) return false;
-      this.at = at + length;
-      return true;
-    }
-    for (let i = 0; i < length; i++) {
-      if (text.charCodeAt(at + i) !== part.charCodeAt(i)) return false;
-    }
-    this.at = at + length;
+    if (!holds(this.text, this.at, part)) return false;
+    this.at += part.length;
     return true;
   }
 
@@ -2349,11 +2351,6 @@ const OPEN_BRACE = 0x7b;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const UINT32_MAX = 0xffff_ffff;
-/**
- * Parts longer are compared as a slice of the text, which V8 makes a view of it and compares at
- * memcmp's speed (canonical_text.ts holds()); shorter ones character by character.
- */
-const SHORT_PART = 16;
 /** Deeper than any envelope (ratchet, wraps, a wrap, its `pre`): a text that nests more is not one. */
 const MAX_ENVELOPE_DEPTH = 4;
 

@@ -1085,18 +1085,14 @@ export class ChatSession {
   ): Promise<void> | undefined {
     // A user's msg as ours writes it is read in one pass; any other message, or a msg spelt
     // otherwise, by the parse chokepoint, which accepts and refuses as it always has.
-    let userMsg = this.#est.role === "server" ? canonicalUserMsg(content) : undefined;
-    let message: SessionMessage;
-    if (userMsg) message = userMsg.message;
-    else {
-      const parsed = parseMessageAndText(
-        content,
-        this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
-      );
-      message = parsed.message;
-      if (message.type === "msg" && "records" in message) {
-        userMsg = userMsgRead(message, content, parsed.text);
-      }
+    const canonical = this.#est.role === "server" ? canonicalUserMsg(content) : undefined;
+    if (canonical) return this.#handleUserMsg(canonical, handlers);
+    const { message, text } = parseMessageAndText(
+      content,
+      this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
+    );
+    if (message.type === "msg" && "records" in message) {
+      return this.#handleUserMsg(userMsgRead(message, content, text), handlers);
     }
     switch (message.type) {
       case "error":
@@ -1121,17 +1117,39 @@ export class ChatSession {
         this.#settlePasswordChange(message);
         return undefined;
     }
-    if (this.#close.received) {
-      throw new SecureChatError("PROTOCOL_ERROR", "message after the peer's close");
-    }
-    const stored = message.type === "stored";
+    this.#refuseAfterPeerClose();
     const received = message.type === "msg"
-      ? "records" in message ? this.#checkUserMsg(userMsg!) : this.#checkMsg(message)
+      ? this.#checkMsg(message)
       : message.type === "queued"
       ? this.#checkQueued(message)
       : message.type === "refused"
       ? this.#checkRefused(message)
       : this.#checkRelay(message);
+    return this.#holdChecked(received, message.type === "stored", handlers);
+  }
+
+  /** A user's msg (the server only), as read: checked and held like any other message. */
+  #handleUserMsg(userMsg: UserMsgRead, handlers: SessionHandlers): Promise<void> | undefined {
+    this.#refuseAfterPeerClose();
+    return this.#holdChecked(this.#checkUserMsg(userMsg), false, handlers);
+  }
+
+  /** A session message (`msg`, `relay`, `stored`, `queued`, `refused`) after the peer's close (§7). */
+  #refuseAfterPeerClose(): void {
+    if (this.#close.received) {
+      throw new SecureChatError("PROTOCOL_ERROR", "message after the peer's close");
+    }
+  }
+
+  /** A checked message held once its check is done (#hold). */
+  #holdChecked(
+    received:
+      | ReceivedMessage
+      | readonly ReceivedMessage[]
+      | Promise<ReceivedMessage | readonly ReceivedMessage[]>,
+    stored: boolean,
+    handlers: SessionHandlers,
+  ): Promise<void> | undefined {
     if (received instanceof Promise) {
       return received.then((checked) => this.#hold(checked, stored, handlers));
     }

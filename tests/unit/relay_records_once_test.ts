@@ -14,6 +14,7 @@ import { authorCertOf } from "../../lib/message/author_certs.ts";
 import {
   type C2sMsgMessage,
   C2sMsgShape,
+  canonicalUserMsg,
   leafHash,
   LOBBY,
   type MessageRecord,
@@ -27,6 +28,7 @@ import {
   signBatch,
   UserMsg,
   userMsgItem,
+  type UserMsgRead,
   userMsgRecords,
   userMsgsOf,
 } from "../../lib/message/record.ts";
@@ -119,15 +121,31 @@ interface Variation {
 }
 
 /**
- * What the server makes of a msg's bytes (as #checkUserMsg and #acceptUserMsg do), with its
- * records as received (`fromSource`: receivedItems, when the text is canonical) or laid out
- * afresh: a relay of all its records, one of `subset`, their lines, and the author's line.
+ * How the msg's records as received are found: by canonicalUserMsg's one pass, as the server's
+ * session reads a msg (the chokepoint, then receivedItems, when it declines); by receivedItems
+ * after the chokepoint; or not at all (the records laid out afresh).
  */
-function forwarded(content: Uint8Array, fromSource: boolean, variation: Variation) {
+type Reading = "canonicalUserMsg" | "receivedItems" | "laid out";
+const AS_RECEIVED: readonly Reading[] = ["canonicalUserMsg", "receivedItems"];
+
+function readMsg(content: Uint8Array, reading: Reading): UserMsgRead {
+  const fast = reading === "canonicalUserMsg" ? canonicalUserMsg(content) : undefined;
+  if (fast) return fast;
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
   const msg = message as C2sMsgMessage;
-  const source = fromSource ? receivedItems(content, text, msg) : undefined;
-  const records = userMsgRecords(msg);
+  return {
+    message: msg,
+    records: userMsgRecords(msg),
+    received: reading === "laid out" ? undefined : receivedItems(content, text, msg),
+  };
+}
+
+/**
+ * What the server makes of a msg's bytes (as #checkUserMsg and #acceptUserMsg do), read as
+ * `reading` says: a relay of all its records, one of `subset`, their lines, and the author's line.
+ */
+function forwarded(content: Uint8Array, reading: Reading, variation: Variation) {
+  const { message: msg, records, received: source } = readMsg(content, reading);
   const [sig, ...proof] = fromBase64Each([msg.sig, ...msg.proof]);
   const group = new ReceivedGroup(
     msg,
@@ -239,18 +257,23 @@ Deno.test("a relay of a whole msg as received writes what the item-by-item path 
     const content = sent(await batch(rng, n));
     const text = decoder.decode(content);
     const variation = variationFor(rng, n);
-    const taken = forwarded(content, true, variation);
-    const laidOut = forwarded(content, false, variation);
-    const why = `seed ${SEED}, round ${round}, ${n} records, ${JSON.stringify(variation)}`;
-    // The canonical msg's records are forwarded as they came, unless a carrier was made afresh.
-    assert.equal(taken.asReceived, variation.freshCarrier === undefined, why);
-    assert.equal(laidOut.asReceived, false, why);
-    assert.deepEqual(taken.wire, laidOut.wire, why);
-    assert.deepEqual(taken.lines, laidOut.lines, why);
+    assert.ok(canonicalUserMsg(content), "our client's msg is read in one pass");
+    const laidOut = forwarded(content, "laid out", variation);
+    assert.equal(laidOut.asReceived, false);
     const oracle = expected(text, true);
-    if (variation.freshCarrier === undefined) assert.equal(taken.wire[0], oracle.wire, why);
-    assert.equal(taken.lines[0], oracle.authorLine, why);
-    assert.equal(taken.lines[2], oracle.line, why);
+    for (const reading of AS_RECEIVED) {
+      const taken = forwarded(content, reading, variation);
+      const why = `seed ${SEED}, round ${round}, ${n} records, ${reading}, ${
+        JSON.stringify(variation)
+      }`;
+      // The canonical msg's records are forwarded as they came, unless a carrier was made afresh.
+      assert.equal(taken.asReceived, variation.freshCarrier === undefined, why);
+      assert.deepEqual(taken.wire, laidOut.wire, why);
+      assert.deepEqual(taken.lines, laidOut.lines, why);
+      if (variation.freshCarrier === undefined) assert.equal(taken.wire[0], oracle.wire, why);
+      assert.equal(taken.lines[0], oracle.authorLine, why);
+      assert.equal(taken.lines[2], oracle.line, why);
+    }
     fast++;
     if (variation.freshCarrier !== undefined) carrierMade++;
   }
@@ -265,36 +288,39 @@ Deno.test("a relay of a mutated msg (respelt, a ct changed, or its bytes mutated
   for (let round = 0; round < 300; round++) {
     const n = rng.pick([1, 2, 5, 32, rng.range(1, 32)]);
     const original = sent(await batch(rng, n));
-    const canonical = forwarded(original, false, variationFor(new Rng(round), n));
+    const canonical = forwarded(original, "laid out", variationFor(new Rng(round), n));
     const how = rng.pick(["respelt", "ct changed", "bytes mutated"]);
     const content = how === "respelt"
       ? utf8(respelt(rng, decoder.decode(original)))
       : how === "ct changed"
       ? utf8(ctChanged(rng, decoder.decode(original)))
       : mutateBytes(rng, original, rng.range(1, 2));
-    const why = `seed ${SEED}, round ${round}, ${n} records`;
-    let taken;
     let laidOut;
     try {
-      taken = forwarded(content, true, variationFor(new Rng(round), n));
-      laidOut = forwarded(content, false, variationFor(new Rng(round), n));
+      laidOut = forwarded(content, "laid out", variationFor(new Rng(round), n));
     } catch {
       continue; // refused by the shape (or not a relayable record): refused as today
     }
-    assert.deepEqual(taken.wire, laidOut.wire, why);
-    assert.deepEqual(taken.lines, laidOut.lines, why);
-    if (how === "respelt") {
-      // The same value spelt otherwise: laid out as the canonical msg is, never as it came.
-      assert.equal(taken.asReceived, false, why);
-      assert.deepEqual(taken.wire, canonical.wire, why);
-      assert.deepEqual(taken.lines, canonical.lines, why);
-      respelled++;
-    } else if (how === "ct changed") {
-      // Another msg, canonical: forwarded as it came, and not as the original.
-      assert.equal(taken.asReceived, variationFor(new Rng(round), n).freshCarrier === undefined);
-      assert.notDeepEqual(taken.wire, canonical.wire, why);
-      changed++;
-    } else mutated++;
+    for (const reading of AS_RECEIVED) {
+      const why = `seed ${SEED}, round ${round}, ${n} records, ${reading}`;
+      const taken = forwarded(content, reading, variationFor(new Rng(round), n));
+      assert.deepEqual(taken.wire, laidOut.wire, why);
+      assert.deepEqual(taken.lines, laidOut.lines, why);
+      if (how === "respelt") {
+        // The same value spelt otherwise: laid out as the canonical msg is, never as it came.
+        assert.equal(taken.asReceived, false, why);
+        assert.deepEqual(taken.wire, canonical.wire, why);
+        assert.deepEqual(taken.lines, canonical.lines, why);
+      } else if (how === "ct changed") {
+        // Another msg, canonical: forwarded as it came, and not as the original.
+        const fresh = variationFor(new Rng(round), n).freshCarrier;
+        assert.equal(taken.asReceived, fresh === undefined, why);
+        assert.notDeepEqual(taken.wire, canonical.wire, why);
+      }
+    }
+    if (how === "respelt") respelled++;
+    else if (how === "ct changed") changed++;
+    else mutated++;
   }
   // Each kind is a third of the rounds (~100); few byte mutations parse.
   assert.ok(respelled > 60 && changed > 60, `${respelled} respelt, ${changed} with a ct changed`);

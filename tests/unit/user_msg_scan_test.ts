@@ -16,9 +16,12 @@ import {
   type C2sMsgMessage,
   C2sMsgShape,
   canonicalUserMsg,
+  decodeRecord,
   LOBBY,
   MAX_BATCH,
   MAX_CT_BYTES,
+  MAX_SIG_BYTES,
+  MAX_TO_CHARS,
   type MessageRecord,
   signBatch,
   TO_SERVER,
@@ -292,9 +295,10 @@ Deno.test(`canonicalUserMsg(): every msg our client writes is read in one pass, 
   for (let n = 1; n <= MAX_BATCH; n++) {
     for (const part of [false, true]) {
       for (const content of await sentMsgs(rng, n, part && n > 1)) {
+        // As the session reads it: the fast path first; the chokepoint too, to hold them to each other.
+        const fast = canonicalUserMsg(content);
         const slow = slowRead(content);
         assert.ok(!(slow instanceof Error), `${slow}`);
-        const fast = canonicalUserMsg(content);
         assert.ok(fast, `n=${n}: ${new TextDecoder().decode(content).slice(0, 200)}`);
         assertSame(fast, slow, `n=${n}`);
         msgs++;
@@ -326,10 +330,20 @@ Deno.test(`canonicalUserMsg(): a mutated msg is declined or read as the parse ch
     const content = name === "bytes" && rng.chance(0.5)
       ? mutateBytes(rng, utf8(rng.pick(corpus)))
       : utf8(text);
-    const slow = slowRead(content);
+    // As the session reads it: the fast path first, so that the chokepoint reads after a fast
+    // read declined part way, with the msg's shared decoding buffer (userMsgBytes) half filled.
     const fast = canonicalUserMsg(content);
+    const slow = slowRead(content);
     const counts = tally[name] ??= { taken: 0, declined: 0, refused: 0 };
     if (slow instanceof Error) counts.refused++;
+    else {
+      const what = `${name} (seed ${SEED}, case ${cases}), the chokepoint's records`;
+      assert.deepEqual(
+        slow.records,
+        slow.message.records.map((item) => decodeRecord(item.record)),
+        what,
+      );
+    }
     if (fast === undefined) {
       counts.declined++;
       continue;
@@ -347,5 +361,118 @@ Deno.test(`canonicalUserMsg(): a mutated msg is declined or read as the parse ch
   assert.ok(all.reduce((s, t) => s + t.refused, 0) > 0, JSON.stringify(tally));
   for (const name of RESPELLINGS) {
     assert.equal(tally[name]?.taken ?? 0, 0, `${name} is never the canonical form`);
+  }
+});
+
+/**
+ * A msg of `records` lobby records, canonical, with fixed members: `ct` of 40 bytes, `to` the
+ * lobby, seqnos 1…, each with a `sender` envelope (`e2e`) or a content key.
+ */
+async function boundsMsgText(records: number, e2e: boolean): Promise<string> {
+  const made = Array.from({ length: records }, (_, j) => {
+    const record: MessageRecord = {
+      sid: "0f".repeat(16),
+      dir: "c2s",
+      to: LOBBY,
+      seqno: 1 + j,
+      ts: j,
+      ct: new Uint8Array(40).fill(j + 1),
+      c: new Uint8Array(32).fill(j + 2),
+    };
+    const envelope: E2eEnvelope | undefined = e2e
+      ? { kind: "sender", from: "0a".repeat(8), id: 3, n: j, w: toBase64(new Uint8Array(48)) }
+      : undefined;
+    return { record, k: new Uint8Array(32).fill(7), e2e: envelope };
+  });
+  await signBatch(signer, made.map((m) => m.record));
+  const [msg] = userMsgsOf(made.map(({ record, k, e2e }) => userMsgItem(record, k, e2e)));
+  const out = new ByteBuilder(msg.length);
+  msg.writeTo(out);
+  return new TextDecoder().decode(out.done());
+}
+
+/** `text` with the match of `pattern` (each, if global) replaced by `by`: there is one at least. */
+function replaced(text: string, pattern: RegExp, by: string): string {
+  assert.match(text, pattern);
+  return text.replace(pattern, by);
+}
+/** Every `"name":"…"` member's value replaced by canonical base64 of `bytes` bytes. */
+const withBase64 = (text: string, name: string, bytes: number) =>
+  replaced(
+    text,
+    new RegExp(`"${name}":"[^"]*"`, "g"),
+    `"${name}":"${toBase64(new Uint8Array(bytes).fill(0x5a))}"`,
+  );
+/** The first `"name":<integer>` member's value replaced by `value` (the msg's, before any item's). */
+const withNumber = (text: string, name: string, value: number) =>
+  replaced(text, new RegExp(`"${name}":\\d+`), `"${name}":${value}`);
+const UINT32_MAX = 2 ** 32 - 1;
+
+Deno.test("canonicalUserMsg(): each bounded member at min−1, min, max and max+1 is taken exactly when the parse chokepoint accepts it", async () => {
+  const e2e = await boundsMsgText(2, true);
+  const k = await boundsMsgText(2, false);
+  const one = await boundsMsgText(1, true);
+  const hash = (bytes: number) => `"${toBase64(new Uint8Array(bytes).fill(0x33))}"`;
+  const withProof = (entries: string[]) =>
+    replaced(one, /"proof":\[\]/g, `"proof":[${entries.join(",")}]`);
+  // [what, text, whether the chokepoint accepts it]
+  const cases: [string, string, boolean][] = [];
+  for (
+    const [name, min, max, text] of [
+      ["ct", 16, MAX_CT_BYTES, e2e],
+      ["c", 32, 32, e2e],
+      ["w", 48, 48, e2e],
+      ["k", 32, 32, k],
+      ["sig", 1, MAX_SIG_BYTES, e2e],
+    ] as const
+  ) {
+    for (const bytes of [min - 1, min, max, max + 1]) {
+      cases.push([
+        `${name} of ${bytes} bytes`,
+        withBase64(text, name, bytes),
+        bytes >= min && bytes <= max,
+      ]);
+    }
+  }
+  for (const chars of [0, 1, MAX_TO_CHARS, MAX_TO_CHARS + 1]) {
+    cases.push([
+      `to of ${chars} characters`,
+      replaced(e2e, new RegExp(`"to":"${LOBBY}"`, "g"), `"to":"${"t".repeat(chars)}"`),
+      chars >= 1 && chars <= MAX_TO_CHARS,
+    ]);
+  }
+  // A one-record msg: its seqno 1 within first … first + n − 1 for every n from 1.
+  for (const n of [0, 1, MAX_BATCH, MAX_BATCH + 1]) {
+    cases.push([`n ${n}`, withNumber(one, "n", n), n >= 1 && n <= MAX_BATCH]);
+  }
+  for (const id of [0, UINT32_MAX, UINT32_MAX + 1]) {
+    cases.push([`id ${id}`, withNumber(e2e, "id", id), id <= UINT32_MAX]);
+  }
+  for (const entries of [0, 1, MAX_BATCH - 1, MAX_BATCH]) {
+    cases.push([
+      `proof of ${entries} hashes`,
+      withProof(Array.from({ length: entries }, () => hash(32))),
+      entries <= MAX_BATCH - 1,
+    ]);
+  }
+  for (const bytes of [31, 33]) {
+    cases.push([`a proof hash of ${bytes} bytes`, withProof([hash(bytes)]), false]);
+  }
+  // first 0 with every seqno still within first … first + n − 1: refused for first alone.
+  cases.push(["first 0, n 3", replaced(e2e, /"first":1,"n":2/g, '"first":0,"n":3'), false]);
+  cases.push(["first 1, n 2", e2e, true]);
+
+  for (const [what, text, accepted] of cases) {
+    const content = utf8(text);
+    // As the session reads it: the fast path first, the chokepoint after it.
+    const fast = canonicalUserMsg(content);
+    const slow = slowRead(content);
+    assert.equal(!(slow instanceof Error), accepted, `${what}: the chokepoint ${slow}`);
+    if (slow instanceof Error) {
+      assert.equal(fast, undefined, `${what}: taken, but the chokepoint refuses it: ${slow}`);
+    } else {
+      assert.ok(fast, `${what}: canonical and accepted, but declined`);
+      assertSame(fast, slow, what);
+    }
   }
 });
