@@ -7,9 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { ByteBuilder, fromBase64Each, toBase64, utf8 } from "../../lib/bytes.ts";
-import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
-import { authorCertOf } from "../../lib/message/author_certs.ts";
 import {
   type C2sMsgMessage,
   C2sMsgShape,
@@ -25,22 +23,21 @@ import {
   sealContent,
   signBatch,
   UserMsg,
-  userMsgItem,
   userMsgRecords,
-  userMsgsOf,
 } from "../../lib/message/record.ts";
 import { MAX_INNER_BYTES, unpadContents } from "../../lib/handshake/record.ts";
 import { parseMessageAndText } from "../../lib/wire/messages.ts";
 import { hasNoEscape, jsonAt } from "../../lib/wire/canonical_text.ts";
+import {
+  b64,
+  type Carried,
+  sentMsg,
+  testAuthor as author,
+  testSigner as signer,
+} from "../helpers/user_msgs.ts";
 import { fuzzSeed, Rng } from "../../testkit/fuzz.ts";
 
 const SEED = fuzzSeed();
-const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
-const signer = await importSigningKeyPkcs8(
-  new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)),
-);
-const author = authorCertOf(new TextEncoder().encode("an author's certificate"));
-const b64 = (n: number, fill = 7) => toBase64(new Uint8Array(n).fill(fill));
 
 const SENDER: E2eEnvelope = { kind: "sender", from: "0a".repeat(8), id: 4, n: 17, w: b64(48) };
 const RATCHET: E2eEnvelope = {
@@ -67,8 +64,6 @@ const RATCHET: E2eEnvelope = {
   ],
 };
 
-type Carried = { record: MessageRecord; k: Uint8Array; e2e?: E2eEnvelope };
-
 /** A signed batch of `n` records: lobby lines end to end, a private line, a text with `k`. */
 async function batch(n: number): Promise<Carried[]> {
   const made = Array.from({ length: n }, (_, j): Carried => {
@@ -87,15 +82,6 @@ async function batch(n: number): Promise<Carried[]> {
   });
   await signBatch(signer, made.map((m) => m.record));
   return made;
-}
-
-/** The msg ours sends for `made`, as bytes. */
-function sent(made: Carried[]): Uint8Array {
-  const msgs = userMsgsOf(made.map(({ record, k, e2e }) => userMsgItem(record, k, e2e)));
-  assert.equal(msgs.length, 1);
-  const out = new ByteBuilder(msgs[0].length);
-  msgs[0].writeTo(out);
-  return out.done().slice();
 }
 
 function bytesOf(write: (out: ByteBuilder) => void): string {
@@ -153,7 +139,7 @@ function forwarded(content: Uint8Array, fromSource: boolean) {
 }
 
 Deno.test("receivedItems(): a msg as ours writes it is forwarded from its own bytes, and every relay, line and line_enc equals the one laid out afresh", async () => {
-  const content = sent(await batch(7));
+  const content = sentMsg(await batch(7));
   const taken = forwarded(content, true);
   assert.ok(taken.source, "the msg as ours writes it is taken as it came");
   const laidOut = forwarded(content, false);
@@ -211,7 +197,7 @@ function respellings(text: string): string[] {
 }
 
 Deno.test("receivedItems(): a msg spelt otherwise than its canonical form (whitespace, numbers, escapes, member order) is never forwarded as it came: its relays and lines are the canonical ones", async () => {
-  const content = sent(await batch(4));
+  const content = sentMsg(await batch(4));
   const text = new TextDecoder().decode(content);
   const canonical = forwarded(content, false);
   let compared = 0;
@@ -235,7 +221,7 @@ Deno.test("receivedItems(): a msg spelt otherwise than its canonical form (white
 
 Deno.test("receivedItems(): a text beyond ASCII is laid out afresh (its offsets are not its bytes')", async () => {
   const made = await batch(2);
-  const content = sent(made);
+  const content = sentMsg(made);
   const text = new TextDecoder().decode(content).replace('"to":"@bob"', '"to":"@bøb"');
   const bytes = utf8(text);
   const { message } = parseMessageAndText(bytes, C2sMsgShape);
@@ -337,7 +323,7 @@ Deno.test("jsonAt() matches a text exactly when it is JSON.stringify of what it 
 });
 
 Deno.test("receivedItems(): a relay of a msg that came in a padded record keeps its msg's records' bytes alone, copied in one piece, not the msg's other members or the record's (review17 R17-3, R17-5)", async () => {
-  const wire = sent(await batch(3));
+  const wire = sentMsg(await batch(3));
   // A record's inner may be padded to its largest (PROTOCOL §3.2): one content, then zeros.
   const inner = new Uint8Array(MAX_INNER_BYTES);
   new DataView(inner.buffer).setUint32(0, wire.length);
@@ -360,7 +346,7 @@ Deno.test("receivedItems(): a relay of a msg that came in a padded record keeps 
 });
 
 Deno.test("ReceivedGroup.retainedBytes counts the msg's records as received too, when the msg came canonical (review17 R17-5)", async () => {
-  const content = sent(await batch(4));
+  const content = sentMsg(await batch(4));
   const { message, text } = parseMessageAndText(content, C2sMsgShape);
   const msg = message as C2sMsgMessage;
   const items = receivedItems(content, text, msg);

@@ -8,9 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { ByteBuilder, type Encodable, fromBase64Each, toBase64, utf8 } from "../../lib/bytes.ts";
-import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
-import { authorCertOf } from "../../lib/message/author_certs.ts";
 import {
   type C2sMsgMessage,
   C2sMsgShape,
@@ -27,21 +25,20 @@ import {
   sealContent,
   signBatch,
   UserMsg,
-  userMsgItem,
   type UserMsgRead,
   userMsgRecords,
-  userMsgsOf,
 } from "../../lib/message/record.ts";
 import { parseMessageAndText } from "../../lib/wire/messages.ts";
+import {
+  b64,
+  type Carried,
+  sentMsg,
+  testAuthor as author,
+  testSigner as signer,
+} from "../helpers/user_msgs.ts";
 import { fuzzSeed, mutateBytes, Rng } from "../../testkit/fuzz.ts";
 
 const SEED = fuzzSeed();
-const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
-const signer = await importSigningKeyPkcs8(
-  new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)),
-);
-const author = authorCertOf(new TextEncoder().encode("an author's certificate"));
-const b64 = (n: number, fill = 7) => toBase64(new Uint8Array(n).fill(fill));
 const decoder = new TextDecoder();
 
 function sender(rng: Rng): E2eEnvelope {
@@ -62,8 +59,6 @@ function ratchet(rng: Rng): E2eEnvelope {
   };
 }
 
-type Carried = { record: MessageRecord; k: Uint8Array; e2e?: E2eEnvelope };
-
 /** A signed batch of `n` records of random kinds and lengths: lobby lines end to end mostly. */
 async function batch(rng: Rng, n: number): Promise<Carried[]> {
   const made = Array.from({ length: n }, (_, j): Carried => {
@@ -83,15 +78,6 @@ async function batch(rng: Rng, n: number): Promise<Carried[]> {
   });
   await signBatch(signer, made.map((m) => m.record));
   return made;
-}
-
-/** The msg ours sends for `made`, as bytes. */
-function sent(made: Carried[]): Uint8Array {
-  const msgs = userMsgsOf(made.map(({ record, k, e2e }) => userMsgItem(record, k, e2e)));
-  assert.equal(msgs.length, 1);
-  const out = new ByteBuilder(msgs[0].length);
-  msgs[0].writeTo(out);
-  return out.done().slice();
 }
 
 function written(write: (out: ByteBuilder) => void): string {
@@ -254,7 +240,7 @@ Deno.test("a relay of a whole msg as received writes what the item-by-item path 
   let carrierMade = 0;
   for (let round = 0; round < 40; round++) {
     const n = rng.pick([1, 2, 3, 7, 32, rng.range(1, 32)]);
-    const content = sent(await batch(rng, n));
+    const content = sentMsg(await batch(rng, n));
     const text = decoder.decode(content);
     const variation = variationFor(rng, n);
     assert.ok(canonicalUserMsg(content), "our client's msg is read in one pass");
@@ -287,7 +273,7 @@ Deno.test("a relay of a mutated msg (respelt, a ct changed, or its bytes mutated
   let mutated = 0;
   for (let round = 0; round < 300; round++) {
     const n = rng.pick([1, 2, 5, 32, rng.range(1, 32)]);
-    const original = sent(await batch(rng, n));
+    const original = sentMsg(await batch(rng, n));
     const canonical = forwarded(original, "laid out", variationFor(new Rng(round), n));
     const how = rng.pick(["respelt", "ct changed", "bytes mutated"]);
     const content = how === "respelt"

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { ByteBuilder, toBase64 } from "../../lib/bytes.ts";
-import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
+import { testSigner as signer } from "../helpers/user_msgs.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import {
   type C2sMsgMessage,
@@ -27,10 +27,6 @@ import type { ShapeResult } from "../../lib/wire/shape.ts";
 import { fuzzSeed, Rng } from "../../testkit/fuzz.ts";
 
 const SEED = fuzzSeed();
-const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
-const signer = await importSigningKeyPkcs8(
-  new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)),
-);
 const SENDER: E2eEnvelope = {
   kind: "sender",
   from: "0a".repeat(8),

@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { ByteBuilder, toBase64, utf8 } from "../../lib/bytes.ts";
-import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
+import { testSigner as signer } from "../helpers/user_msgs.ts";
 import type { E2eEnvelope } from "../../lib/e2e/envelope.ts";
 import {
   type C2sMsgMessage,
@@ -36,10 +36,6 @@ import { SecureChatError } from "../../lib/errors.ts";
 import { fuzzSeed, mutateBytes, Rng } from "../../testkit/fuzz.ts";
 
 const SEED = fuzzSeed();
-const pair = await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"]) as CryptoKeyPair;
-const signer = await importSigningKeyPkcs8(
-  new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)),
-);
 /** What the server's session parses a client's message with, for a msg. */
 const CLIENT_MSG = byType<C2sMsgMessage>({ msg: C2sMsgShape });
 
