@@ -47,7 +47,7 @@ import {
   uint,
 } from "../wire/shape.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
-import { hasNoEscape, holds, jsonAt, literalAt } from "../wire/canonical_text.ts";
+import { hasNoEscape, jsonAt, literalAt } from "../wire/canonical_text.ts";
 import { base64Text as zodBase64Text, canonicalBase64Length } from "../wire/schema.ts";
 import { z } from "zod";
 import {
@@ -896,21 +896,7 @@ export function receivedItems(
     spans.push(at);
   }
   if (literalAt(text, at, "]}") !== text.length) return undefined;
-  return receivedItemsIn(content, start, at, spans);
-}
-
-/**
- * A msg's `records` as received, `start` … `end` of `content`, copied out in one piece, and each
- * item's record and carrier a view of the copy: `spans` holds, for item j, where its record
- * starts, where it ends and its carrier starts, and where that ends.
- */
-function receivedItemsIn(
-  content: Uint8Array,
-  start: number,
-  end: number,
-  spans: readonly number[],
-): ReceivedItems {
-  const bytes = content.slice(start, end);
+  const bytes = content.slice(start, at);
   const items: ReceivedItem[] = [];
   for (let j = 0; j < spans.length; j += 3) {
     items.push({
@@ -1922,26 +1908,22 @@ export const C2sMsgShape: Shape<C2sMsgMessage> = shape((v, p) => {
   literal(o.type, p, "type", MSG_TYPES);
   userMsgBytes.start();
   const { sig, first, n, proof, records } = groupWithCarriers(o, p, true, userMsgBytes);
+  const bytes = userMsgBytes.take();
   const message: C2sMsgMessage = { type: "msg", sig, first, n, proof, records };
-  lastDecoded = { message, records: decodedRecords(records, userMsgBytes.take()) };
+  lastDecoded = {
+    message,
+    records: records.map(({ record: json }, j): MessageRecord => ({
+      sid: json.sid,
+      dir: json.dir,
+      to: json.to,
+      seqno: json.seqno,
+      ts: json.ts,
+      ct: bytes[2 * j],
+      c: bytes[2 * j + 1],
+    })),
+  };
   return message;
 });
-
-/**
- * A user's msg's records (`items`' records, without `sig` and `batch`), with their `ct` and `c`
- * as userMsgBytes decoded them: `decoded` holds each record's `ct`, then its `c`, in order.
- */
-function decodedRecords(items: readonly RelayItem[], decoded: Uint8Array[]): MessageRecord[] {
-  return items.map(({ record: json }, j): MessageRecord => ({
-    sid: json.sid,
-    dir: json.dir,
-    to: json.to,
-    seqno: json.seqno,
-    ts: json.ts,
-    ct: decoded[2 * j],
-    c: decoded[2 * j + 1],
-  }));
-}
 
 /**
  * The records of the user's msg C2sMsgShape made last, as it decoded them, until they are taken
@@ -2024,7 +2006,7 @@ export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
   if (!startsWithBytes(content, CANONICAL_MSG_HEAD)) return undefined;
   // Decoded once, at the codec's speed; a byte beyond ASCII becomes a character no check below
   // takes (or several bytes one character: the lengths differ), so the text's offsets are the bytes'.
-  const text = lossyUtf8Decoder.decode(content);
+  const text = asciiReader.decode(content);
   if (text.length !== content.length) return undefined;
   try {
     return new CanonicalMsgReader(text, content).read();
@@ -2035,8 +2017,7 @@ export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
 }
 
 const CANONICAL_MSG_HEAD = utf8('{"type":"msg","sig":"');
-/** Not `fatal`: a byte that is not UTF-8 becomes U+FFFD, which the canonical form never holds. */
-const lossyUtf8Decoder = new TextDecoder("utf-8");
+const asciiReader = new TextDecoder("utf-8");
 
 function startsWithBytes(content: Uint8Array, head: Uint8Array): boolean {
   if (content.length < head.length) return false;
@@ -2111,12 +2092,26 @@ class CanonicalMsgReader {
     const end = this.at;
     this.literal("]}");
     if (this.at !== this.text.length) throw NOT_CANONICAL;
+    const decoded = userMsgBytes.take();
+    const records = items.map(({ record: json }, j): MessageRecord => ({
+      sid: json.sid,
+      dir: json.dir,
+      to: json.to,
+      seqno: json.seqno,
+      ts: json.ts,
+      ct: decoded[2 * j],
+      c: decoded[2 * j + 1],
+    }));
+    const bytes = this.content.slice(start, end);
+    const received: ReceivedItem[] = [];
+    for (let j = 0; j < spans.length; j += 3) {
+      received.push({
+        record: bytes.subarray(spans[j] - start, spans[j + 1] - start),
+        carrier: bytes.subarray(spans[j + 1] - start, spans[j + 2] - start),
+      });
+    }
     const message: C2sMsgMessage = { type: "msg", sig, first, n, proof, records: items };
-    return {
-      message,
-      records: decodedRecords(items, userMsgBytes.take()),
-      received: receivedItemsIn(this.content, start, end, spans),
-    };
+    return { message, records, received: { bytes, items: received } };
   }
 
   /**
@@ -2228,8 +2223,18 @@ class CanonicalMsgReader {
 
   /** Whether `part` is next; taken if so. */
   maybe(part: string): boolean {
-    if (!holds(this.text, this.at, part)) return false;
-    this.at += part.length;
+    const { text, at } = this;
+    const length = part.length;
+    if (at + length > text.length) return false;
+    if (length > SHORT_PART) {
+      if (text.slice(at, at + length) !== part) return false;
+      this.at = at + length;
+      return true;
+    }
+    for (let i = 0; i < length; i++) {
+      if (text.charCodeAt(at + i) !== part.charCodeAt(i)) return false;
+    }
+    this.at = at + length;
     return true;
   }
 
@@ -2351,6 +2356,11 @@ const OPEN_BRACE = 0x7b;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const UINT32_MAX = 0xffff_ffff;
+/**
+ * Parts longer are compared as a slice of the text, which V8 makes a view of it and compares at
+ * memcmp's speed (canonical_text.ts holds()); shorter ones character by character.
+ */
+const SHORT_PART = 16;
 /** Deeper than any envelope (ratchet, wraps, a wrap, its `pre`): a text that nests more is not one. */
 const MAX_ENVELOPE_DEPTH = 4;
 

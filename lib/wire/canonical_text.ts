@@ -33,7 +33,7 @@ export function literalAt(text: string, at: number, literal: string): number {
  * punctuation, a `dir`) character by character: its slice would be a string of its own, made and
  * collected for each of the ~20 matches a record takes.
  */
-export function holds(text: string, at: number, part: string): boolean {
+function holds(text: string, at: number, part: string): boolean {
   const length = part.length;
   if (length > SHORT_PART) return text.slice(at, at + length) === part;
   if (at + length > text.length) return false;
