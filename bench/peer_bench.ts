@@ -1125,9 +1125,10 @@ export async function run(opts: Options, pki?: TestPki): Promise<Section> {
     /**
      * Messages of a burst phase: enough that V8's collections (a mark-compact every several
      * thousand lines, marked concurrently on its helper threads) are averaged in, not caught or
-     * missed whole. By session 21 the goal row's 2,000 lines were ~25 ms of the server's CPU, and
-     * two runs of one sitting read 2.89 and 4.70 µs per delivery, the second with a heap step in
-     * one of its four parts (its helpers 0.28 against 1.85 µs).
+     * missed whole. By session 21 the goal row's 2,000 lines were ~25 ms of the server's CPU:
+     * four parts of ~6 ms, one of which a heap step could take (a run read 4.70 µs per delivery
+     * with one such part, another 2.89 without; their code differed too, so not all of that gap
+     * was the step: docs/PERFORMANCE.md, "Session 21 closing run").
      */
     const burst = opts.quick ? 100 : 8000;
     /** Messages of the ladder's bursts (ourFloor), the goal row's; quick: enough for the floor. */
