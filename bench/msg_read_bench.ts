@@ -18,9 +18,9 @@ import {
   canonicalUserMsg,
   LOBBY,
   type MessageRecord,
-  UserMsg,
   userMsgItem,
   userMsgRead,
+  userMsgsOf,
 } from "../lib/message/record.ts";
 import { parseMessageAndText } from "../lib/wire/messages.ts";
 import { byType } from "../lib/wire/shape.ts";
@@ -60,8 +60,9 @@ function goalRowMsg(): Uint8Array {
     } as const;
     return userMsgItem(record, randomBytes(32), e2e);
   });
-  const msg = new UserMsg(items[0]);
-  for (const item of items.slice(1)) msg.add(item);
+  const msgs = userMsgsOf(items);
+  if (msgs.length !== 1) throw new Error(`msg_read_bench: ${lines} lines make ${msgs.length} msgs`);
+  const [msg] = msgs;
   const out = new ByteBuilder(msg.length);
   msg.writeTo(out);
   return out.done().slice();
