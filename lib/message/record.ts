@@ -2006,7 +2006,7 @@ export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
   if (!startsWithBytes(content, CANONICAL_MSG_HEAD)) return undefined;
   // Decoded once, at the codec's speed; a byte beyond ASCII becomes a character no check below
   // takes (or several bytes one character: the lengths differ), so the text's offsets are the bytes'.
-  const text = asciiReader.decode(content);
+  const text = lossyUtf8Decoder.decode(content);
   if (text.length !== content.length) return undefined;
   try {
     return new CanonicalMsgReader(text, content).read();
@@ -2017,7 +2017,8 @@ export function canonicalUserMsg(content: Uint8Array): UserMsgRead | undefined {
 }
 
 const CANONICAL_MSG_HEAD = utf8('{"type":"msg","sig":"');
-const asciiReader = new TextDecoder("utf-8");
+/** Not `fatal`: a byte that is not UTF-8 becomes U+FFFD, which the canonical form never holds. */
+const lossyUtf8Decoder = new TextDecoder("utf-8");
 
 function startsWithBytes(content: Uint8Array, head: Uint8Array): boolean {
   if (content.length < head.length) return false;
