@@ -204,29 +204,34 @@ Deno.test("cli verify: a transcript or opening of a format this verifier cannot 
   const lines = (await Deno.readTextFile(b.session.logPath)).split("\n");
   // The format number is not signed (review9 R9-6): of an earlier one, verify names the
   // securechat that judges it, so "not evidence of tampering" is all it claims; a later one may
-  // be an edited format-6 header, and verify says only that.
+  // be an edited format-7 header, and verify says only that.
   const earlier = /not evidence of tampering/;
   const later = /newer than this securechat, or a header edited to say so: .*not signed/;
   const cases = [
     [
+      6,
+      /transcript format 6 .*before a group's line hashed its digest.*sessions 16 to 21.*reads format 7/,
+      earlier,
+    ],
+    [
       5,
-      /transcript format 5 .*before a user's msg carried a group.*session 15.*reads format 6/,
+      /transcript format 5 .*before a user's msg carried a group.*session 15.*reads format 7/,
       earlier,
     ],
     [
       4,
-      /transcript format 4 .*before relays carried groups.*sessions 11 to 14.*reads format 6/,
+      /transcript format 4 .*before relays carried groups.*sessions 11 to 14.*reads format 7/,
       earlier,
     ],
     [
       3,
-      /transcript format 3 .*before the ChaCha20-Poly1305 content cipher.*reads format 6/,
+      /transcript format 3 .*before the ChaCha20-Poly1305 content cipher.*reads format 7/,
       earlier,
     ],
-    [2, /transcript format 2 .*before signed batches.*reads format 6/, earlier],
-    [1, /transcript format 1 .*protocol v1.*reads format 6/, earlier],
-    [7, /transcript format 7 .*reads format 6/, later],
-    [99, /transcript format 99 .*reads format 6/, later],
+    [2, /transcript format 2 .*before signed batches.*reads format 7/, earlier],
+    [1, /transcript format 1 .*protocol v1.*reads format 7/, earlier],
+    [8, /transcript format 8 .*reads format 7/, later],
+    [99, /transcript format 99 .*reads format 7/, later],
   ] as const;
   for (const [version, reason, claim] of cases) {
     const log = `${dir}/format${version}.log`;
