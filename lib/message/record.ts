@@ -738,6 +738,17 @@ export class ReceivedGroup {
     return this.#encoding!;
   }
 
+  /**
+   * SHA-256 of groupEncoding, once per msg: what the author's line and every relay of the whole msg
+   * put in their line_enc (TRANSCRIPT §3.1 group_digest), so no recipient's line hashes the records
+   * again.
+   */
+  get groupDigest(): Uint8Array {
+    return this.#digest ??= sha256(this.groupEncoding);
+  }
+
+  #digest?: Uint8Array;
+
   /** Record `j`'s record_enc as relayed (without `sig` and `batch`): a view of groupEncoding. */
   relayedEncodingOf(j: number): Uint8Array {
     const whole = this.groupEncoding;
@@ -2803,18 +2814,17 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
       if (line.dir === "s2c") {
         return concat(Uint8Array.of(LINE_TAG.msg), recordBytes ?? recordEncoding(line.record));
       }
-      const out = new ByteBuilder(1 + groupEncodingBound(line));
-      writeGroupEncoding(out.u8(LINE_TAG.c2sMsg), line, line.records);
+      const out = new ByteBuilder(1 + HASH_BYTES);
+      writeGroupDigest(out.u8(LINE_TAG.c2sMsg), line, line.records);
       return out.done();
     }
     case "relay": {
       const out = new ByteBuilder(
-        1 + 8 + 8 + HASH_BYTES + 4 + (line.cert?.length ?? 0) +
-          groupEncodingBound(line),
+        1 + 8 + 8 + HASH_BYTES + 4 + (line.cert?.length ?? 0) + HASH_BYTES,
       );
       out.u8(LINE_TAG.relay).u64(line.seqno).u64(line.ts);
       writeAuthorEncoding(out, line.author_fp, line.cert);
-      writeGroupEncoding(out, line, line.records);
+      writeGroupDigest(out, line, line.records);
       return out.done();
     }
     case "stored":
@@ -2846,31 +2856,29 @@ export function lineEncoding(line: Line, recordBytes?: Uint8Array): Uint8Array {
   }
 }
 
-/** The most bytes writeGroupEncoding takes for `group`'s records. */
-function groupEncodingBound(
-  group: { sig: Uint8Array; proof: readonly Uint8Array[]; records: readonly MessageRecord[] },
-): number {
-  let length = 4 + group.sig.length + 8 + 4 + 1 + group.proof.length * HASH_BYTES + 1;
-  for (const r of group.records) length += recordEncodingBound(r);
-  return length;
-}
-
 /**
  * The group part of line_enc (TRANSCRIPT §3.1), the one encoder of a relay's and a user's msg's:
- * u32be(len(sig)) || sig || u64be(first) || u32be(n) || u8(len(proof)) || proof…
- * || u8(len(records)) || record_enc(R_1) || … (the records without `sig` and `batch`).
+ * group_digest = SHA-256(group_enc), group_enc = u32be(len(sig)) || sig || u64be(first) ||
+ * u32be(n) || u8(len(proof)) || proof… || u8(len(records)) || record_enc(R_1) || … (the records
+ * without `sig` and `batch`).
  */
-function writeGroupEncoding(
+function writeGroupDigest(
   out: ByteBuilder,
   group: GroupParts,
   records: readonly MessageRecord[],
 ): void {
-  const { sig, first, n, proof } = group;
-  out.u32(sig.length).bytes(sig).u64(first).u32(n).u8(proof.length);
-  for (const entry of proof) out.bytes(entry);
-  out.u8(records.length);
-  for (const r of records) writeRecordEncoding(out, r);
+  out.bytes(groupScratch.use((enc) => {
+    const { sig, first, n, proof } = group;
+    enc.u32(sig.length).bytes(sig).u64(first).u32(n).u8(proof.length);
+    for (const entry of proof) enc.bytes(entry);
+    enc.u8(records.length);
+    for (const r of records) writeRecordEncoding(enc, r);
+    return sha256(enc.done());
+  }));
 }
+
+/** Where a group's group_enc is laid out to be digested (writeGroupDigest, GroupMessage). */
+const groupScratch = new ScratchBytes(64 * 1024);
 
 // ---- building session messages once (PROTOCOL §6.4: serialise once, seal per recipient) ----
 
@@ -3567,18 +3575,22 @@ abstract class GroupMessage implements Encodable, PreparedLine {
   }
 
   /**
-   * line_enc: the head's part, then writeGroupEncoding's, from the shared bytes: the received
-   * msg's group_enc in one piece when this carries all its records.
+   * line_enc: the head's part, then the group's digest (TRANSCRIPT §3.1 group_digest): the received
+   * msg's, made once for all its lines, when this carries all its records; else its own, of its
+   * group_enc laid out from the shared bytes.
    */
   writeEncoding(out: ByteBuilder): void {
     this.writeEncodingHead(out);
     const proof = this.#proofParts();
     if (this.#wholeMsg) {
-      out.bytes(this.#wholeMsg.groupEncoding);
+      out.bytes(this.#wholeMsg.groupDigest);
       return;
     }
-    out.bytes(this.#batch.enc).bytes(proof.enc).u8(this.items.length);
-    for (const item of this.items) out.bytes(item.forms.relayed.encoding);
+    out.bytes(groupScratch.use((group) => {
+      group.bytes(this.#batch.enc).bytes(proof.enc).u8(this.items.length);
+      for (const item of this.items) group.bytes(item.forms.relayed.encoding);
+      return sha256(group.done());
+    }));
   }
 
   /** The wire content up to the batch's members: `{"type":…,` and the message's own. */
@@ -3842,7 +3854,7 @@ class ReceivedGroupLine implements PreparedLine {
   writeEncoding(out: ByteBuilder): void {
     out.u8(LINE_TAG.relay).u64(this.seqno).u64(this.ts);
     writeAuthorEncoding(out, this.author.fingerprint, this.author.cert?.der);
-    writeGroupEncoding(out, this.group, this.records);
+    writeGroupDigest(out, this.group, this.records);
   }
 }
 

@@ -32,14 +32,14 @@ export interface EncodedLine {
 }
 
 /**
- * Version of the transcript file / hash format (not of the wire protocol): 6 since a user's msg
+ * Version of the transcript file / hash format (not of the wire protocol): 7 since a group's
+ * line_enc holds SHA-256 of its group_enc, not group_enc (TRANSCRIPT §3.1); 6 since a user's msg
  * line carries a group of its batch with the batch's `sig` and `proof` once (PROTOCOL §6.3); 5
- * since a relay line
- * carries a group of one batch's records with the batch's `sig` and `proof` once (PROTOCOL §6.4);
+ * since a relay line carries a group of one batch's records with the batch's `sig` and `proof` once (PROTOCOL §6.4);
  * 4 since the ChaCha20-Poly1305 content cipher (PROTOCOL §6.1, §11: `ct` is sealed otherwise);
  * 3 since signed batches (record_enc covers `batch`, TRANSCRIPT §3.1).
  */
-export const TRANSCRIPT_VERSION = 6;
+export const TRANSCRIPT_VERSION = 7;
 /**
  * Version of the opening format (TRANSCRIPT §6): 3 since the ChaCha20-Poly1305 content cipher,
  * 2 since signed batches, whose record carries `batch`.
@@ -63,6 +63,8 @@ const OTHER_FORMATS = {
         "securechat of sessions 11 to 14 (up to 82c2781) reads it",
       5: "written before a user's msg carried a group of its batch's records (PROTOCOL §11); " +
         "a securechat of session 15 (up to ed384f7) reads it",
+      6: "written before a group's line hashed its digest (TRANSCRIPT §3.1); a securechat of " +
+        "sessions 16 to 21 (up to 1ac3ad3) reads it",
     } as Record<number, string>,
   },
   opening: {

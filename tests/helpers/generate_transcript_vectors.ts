@@ -1,6 +1,6 @@
 /**
  * Writes tests/vectors/transcript/golden.* (and negative*.log with negative.json): a real v2
- * client transcript of format 6 (Ed25519 certificates valid only during 2020, session time
+ * client transcript of format 7 (Ed25519 certificates valid only during 2020, session time
  * 2020-06-01; the client's msg lines: a batch of 3 whole, a batch of 3 in two lines of 2 and 1,
  * a batch of one, a batch of 3 whole; relays of a second user's batch of 3: a group of two
  * records, then the third) with both receipts and its `.keys`, and golden.json whose

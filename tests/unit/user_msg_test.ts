@@ -4,6 +4,7 @@
  * proof of a relay of some or all of its records (§6.4 "Making the proof").
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { fromBase64Each, toHex } from "../../lib/bytes.ts";
 import { importSigningKeyPkcs8 } from "../../lib/crypto/signature.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
@@ -189,7 +190,7 @@ function encodings(line: PreparedLine): { written: string; defined: string } {
   return { written: toHex(enc.done()), defined: toHex(lineEncoding(decodeLine(parsed.data))) };
 }
 
-Deno.test("the server's lines of a received msg (its author's, relays of all or some of its records) write TRANSCRIPT §3.1's line_enc from the msg's group_enc laid out once", async () => {
+Deno.test("the server's lines of a received msg (its author's, relays of all or some of its records) write TRANSCRIPT §3.1's line_enc from the msg's group_enc laid out and digested once", async () => {
   for (const made of [await batch(7), await batch(32, 4000)]) {
     for (const canonical of [true, false]) {
       for (const { msg, content, text } of sentWithText(made)) {
@@ -217,9 +218,12 @@ Deno.test("the server's lines of a received msg (its author's, relays of all or 
         for (const p of prepared.slice(1)) line.add(p);
         const { written, defined } = encodings(line);
         assert.equal(written, defined, "the author's line");
-        assert.ok(
-          toHex(group.groupEncoding).length > 0 && defined.endsWith(toHex(group.groupEncoding)),
+        // Format 7: the line ends in the digest of the msg's group_enc, made once for its lines.
+        assert.equal(
+          toHex(group.groupDigest),
+          createHash("sha256").update(group.groupEncoding).digest("hex"),
         );
+        assert.ok(defined.endsWith(toHex(group.groupDigest)));
       }
     }
   }

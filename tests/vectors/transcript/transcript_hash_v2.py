@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Transcript hash v2 (docs/TRANSCRIPT.md section 3, transcript format 6), written from the spec text alone.
+"""Transcript hash v2 (docs/TRANSCRIPT.md section 3, transcript format 7), written from the spec text alone.
 
   python3 transcript_hash_v2.py vector > hash_v2.json   # the synthetic vector
   python3 transcript_hash_v2.py log FILE.log            # prints the hash of a transcript
@@ -34,10 +34,15 @@ def group_enc(l):
             + b"".join(record_enc(item["record"]) for item in l["records"]))
 
 
+def group_digest(l):
+    # format 7: a group's line holds SHA-256 of its group_enc (section 3.1)
+    return hashlib.sha256(group_enc(l)).digest()
+
+
 def line_enc(l):
     if l["type"] == "msg":
-        # format 6: a user's msg line is a group (tag 6), the server's one record (tag 1)
-        return b"\x06" + group_enc(l) if l["dir"] == "c2s" else b"\x01" + record_enc(l["record"])
+        # a user's msg line is a group (tag 6), the server's one record (tag 1)
+        return b"\x06" + group_digest(l) if l["dir"] == "c2s" else b"\x01" + record_enc(l["record"])
     if l["type"] in ("relay", "stored"):
         # the author certificate's fingerprint; the certificate only where it was introduced
         cert = base64.b64decode(l["cert"], validate=True) if "cert" in l else b""
@@ -45,7 +50,7 @@ def line_enc(l):
             + bytes.fromhex(l["author_fp"]) + u32(len(cert)) + cert
         if l["type"] == "stored":
             return head + record_enc(l["record"])
-        return head + group_enc(l)
+        return head + group_digest(l)
     if l["type"] == "queued":
         return b"\x04" + u64(l["seqno"]) + u64(l["ts"]) + u64(l["of"])
     code = l["code"].encode()
@@ -98,7 +103,7 @@ def vector():
         sig=b64(bytes([0x66]) * 64), first=first, n=n,
         proof=[b64(bytes([0xe0 + j]) * 32) for j in range(proof)],
         records=[{"record": r} for r in records])
-    # a user's msg (format 6): the relay's group members without the hop and the author
+    # a user's msg (format 6 on): the relay's group members without the hop and the author
     msg = lambda first, n, proof, records: {
         "dir": "c2s", "type": "msg", "sig": b64(bytes([0x77 + first]) * 64), "first": first,
         "n": n, "proof": [b64(bytes([0xd0 + first + j]) * 32) for j in range(proof)],
@@ -121,8 +126,8 @@ def vector():
     ]
     h, d, n = transcript_hash(header, lines)
     empty, _, _ = transcript_hash(header, [])
-    return {"description": "Transcript hash v2 of transcript format 6 (docs/TRANSCRIPT.md section 3: relay lines and "
-                           "the client's msg lines carry a group, the c2s count is its last seqno), computed "
+    return {"description": "Transcript hash v2 of transcript format 7 (docs/TRANSCRIPT.md section 3: relay lines and "
+                           "the client's msg lines carry a group, hashed as its digest; the c2s count is its last seqno), computed "
                            "independently in Python (transcript_hash_v2.py) from the spec text",
             **header, "lines": lines, "c2s_count": n["c2s"], "s2c_count": n["s2c"],
             "d_c2s": d["c2s"].hex(), "d_s2c": d["s2c"].hex(), "transcript_sha256": h,
