@@ -1299,15 +1299,16 @@ def check_batch_relays(v, author):
 
 
 def _line_enc(line):
-    """TRANSCRIPT §3.1 line_enc of one transcript line (record_enc covers `batch`)."""
+    """TRANSCRIPT §3.1 line_enc of one transcript line (record_enc covers `batch`), format 7: a
+    group's line (a c2s msg, a relay) holds group_digest = SHA-256(group_enc)."""
     t = line["type"]
-    if t == "msg" and line["dir"] == "c2s":  # format 6: a group of the client's batch
+    if t == "msg" and line["dir"] == "c2s":  # a group of the client's batch (format 6 on)
         sig, first, n, proof, items = sc.parse_author_msg(line, carriers=False)
         return sc.msg_line_enc(sig, first, n, proof, [rec for rec, _ in items])
     if t == "msg":
         return b"\x01" + sc.record_enc(sc.parse_record(line["record"]))
     cert = sc.b64d(line["cert"]) if "cert" in line else None
-    if t == "relay":  # format 5: a group of one batch's records, sig and proof once
+    if t == "relay":  # a group of one batch's records (format 5 on)
         sig, first, n, proof, items = sc.parse_group(line, carriers=False)
         return sc.relay_line_enc(line["seqno"], line["ts"], line["author_fp"], cert, sig, first, n,
                                  proof, [rec for rec, _ in items])

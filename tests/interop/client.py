@@ -101,10 +101,11 @@ CONTENT_KEY_LABEL = b"securechat/v2 content key"   # §6.1: ek, all 32 bytes of 
 CONTENT_AAD = b"securechat/v2 content"       # §6.1: ct is ChaCha20-Poly1305 under ek, nonce 0^12
 COMMITMENT_LABEL = b"securechat/v2 commitment"
 TRANSCRIPT_LABEL = b"securechat/v2 transcript"   # TRANSCRIPT §3.3
-# TRANSCRIPT §2.1: 6 since a client's msg carries a group of one batch's records (5 before, when
-# only relays did; 4 before relays carried groups, 3 before the ChaCha20-Poly1305 content cipher, 2
-# before signed batches)
-TRANSCRIPT_VERSION = 6
+# TRANSCRIPT §2.1: 7 since a group's line (a relay's, a client's msg's) hashes group_digest =
+# SHA-256(group_enc) in place of group_enc (6 before; 5 before a client's msg carried a group of
+# one batch's records, when only relays did; 4 before relays carried groups, 3 before the
+# ChaCha20-Poly1305 content cipher, 2 before signed batches)
+TRANSCRIPT_VERSION = 7
 # TRANSCRIPT §3.1: the first byte of line_enc for a relay line and for a client's msg line
 RELAY_LINE = b"\x02"
 GROUP_MSG_LINE = b"\x06"
@@ -1365,22 +1366,29 @@ def group_statement(sid, first, n, proof, recs, code="PROTOCOL_ERROR"):
 
 
 def group_enc(sig, first, n, proof, recs):
-    """TRANSCRIPT §3.1: the group part of line_enc(relay) and of line_enc of a c2s msg, one
-    encoder for both: the records without `sig` and `batch`."""
+    """TRANSCRIPT §3.1 group_enc: what a group's line hashes through group_digest, a relay's and a
+    c2s msg's, one encoder for both: the records without `sig` and `batch`."""
     return (u32(len(sig)) + sig + u64(first) + u32(n) + u8(len(proof)) + b"".join(proof)
             + u8(len(recs)) + b"".join(record_enc(r) for r in recs))
 
 
+def group_digest(sig, first, n, proof, recs):
+    """TRANSCRIPT §3.1 (format 7): group_digest = SHA-256(group_enc), 32 bytes, the group part of
+    line_enc(relay) and of line_enc of a c2s msg, computed from the line's own records."""
+    return hashlib.sha256(group_enc(sig, first, n, proof, recs)).digest()
+
+
 def relay_line_enc(seqno, ts, fp, cert_der, sig, first, n, proof, recs):
-    """TRANSCRIPT §3.1 line_enc(relay)."""
+    """TRANSCRIPT §3.1 line_enc(relay): its hop, author and certificate, then group_digest."""
     cert = cert_der or b""
     return (RELAY_LINE + u64(seqno) + u64(ts) + bytes.fromhex(fp) + u32(len(cert)) + cert
-            + group_enc(sig, first, n, proof, recs))
+            + group_digest(sig, first, n, proof, recs))
 
 
 def msg_line_enc(sig, first, n, proof, recs):
-    """TRANSCRIPT §3.1 line_enc of a c2s msg (format 6): its group."""
-    return GROUP_MSG_LINE + group_enc(sig, first, n, proof, recs)
+    """TRANSCRIPT §3.1 line_enc of a c2s msg: 0x06 then group_digest (format 7; format 6 hashed
+    group_enc itself), exactly the bytes line_enc(relay) has after its `cert`."""
+    return GROUP_MSG_LINE + group_digest(sig, first, n, proof, recs)
 
 
 def sign_batch(author_key, recs):

@@ -36,8 +36,9 @@
 - PROTOCOL §6.3 a user's `msg` of a group of one batch: one `msg` per batch when it fits one
   record, else `msg`s that each fit and prove their records (and at most --msg-records records
   each), its schema (a relay's, and consecutive seqnos), its transcript line and encoding
-  (TRANSCRIPT §2.2, §3.1 format 6: 0x06 and the relay line's group part), one line per `msg` at the
-  client with a `.keys` line per record under its seqno, and verify.py's faults on such a line;
+  (TRANSCRIPT §2.2, §3.1 format 7: 0x06 and the relay line's group part, group_digest), one line
+  per `msg` at the client with a `.keys` line per record under its seqno, and verify.py's faults
+  on such a line;
   TRANSCRIPT §6 `--reveal N:J` (verify.py) on every record of the golden transcript, what it does
   not open, and the keys file's rules (interop finding 112).
 - PROTOCOL §7 "Ending with an error": after our `error` (its last frame) a half-close, then reading
@@ -65,6 +66,7 @@
 Prints `UNITS OK <n>` and exits 0, or the failures and exits 1.
 """
 
+import hashlib
 import itertools
 import json
 import os
@@ -910,17 +912,21 @@ class RelaySchema(unittest.TestCase):
         self.assertEqual(self.code(m), "PROTOCOL_ERROR")
 
     def test_the_line_encoding(self):
-        """TRANSCRIPT §3.1 line_enc(relay), byte by byte, with a certificate and without."""
+        """TRANSCRIPT §3.1 line_enc(relay), byte by byte, with a certificate and without; format
+        7: it ends in group_digest, the SHA-256 of group_enc (32 bytes), not group_enc."""
         key, recs = batch_of(4, first=3)
         sig, first, n, proof, bare = sc.group_of([recs[1], recs[3]])
+        group = (len(sig).to_bytes(4, "big") + sig + (3).to_bytes(8, "big")
+                 + (4).to_bytes(4, "big") + bytes([len(proof)]) + b"".join(proof)
+                 + bytes([2]) + b"".join(sc.record_enc(r) for r in bare))
+        self.assertEqual(sc.group_enc(sig, first, n, proof, bare), group)
         for cert in (b"\x30\x03abc", None):
             enc = sc.relay_line_enc(7, 8, "ab" * 32, cert, sig, first, n, proof, bare)
             want = (b"\x02" + (7).to_bytes(8, "big") + (8).to_bytes(8, "big") + bytes([0xab]) * 32
                     + len(cert or b"").to_bytes(4, "big") + (cert or b"")
-                    + len(sig).to_bytes(4, "big") + sig + (3).to_bytes(8, "big")
-                    + (4).to_bytes(4, "big") + bytes([len(proof)]) + b"".join(proof)
-                    + bytes([2]) + b"".join(sc.record_enc(r) for r in bare))
+                    + hashlib.sha256(group).digest())
             self.assertEqual(enc, want)
+            self.assertEqual(len(enc), 1 + 8 + 8 + 32 + 4 + len(cert or b"") + 32)
             for r in bare:  # each record_enc ends with no sig and no batch
                 self.assertTrue(sc.record_enc(r).endswith(bytes(4) + bytes(4) + bytes(4) + b"\x00"))
 
@@ -1100,7 +1106,7 @@ class RelayAtTheClient(unittest.TestCase):
 
 
 class RelayLines(unittest.TestCase):
-    """TRANSCRIPT §5 step 4 on a format 5 relay line (verify.py): its schema and its records'
+    """TRANSCRIPT §5 step 4 on a relay line of a group (format 5 on; verify.py): its schema and its records'
     recipients at the line, the root from its records and proof once (TAMPERED when the proof
     does not fit), `sig` once (SIG_FAIL), then each record's times and seqno (REPLAY names the
     record, N:J); the report counts records, not lines."""
@@ -1282,8 +1288,9 @@ class AuthorMsgs(unittest.TestCase):
             self.assertEqual(self.code(edit), want, name)
 
     def test_the_line_and_its_encoding(self):
-        """TRANSCRIPT §2.2: the msg without its carriers, plus `dir`; §3.1: 0x06 and the group part
-        of line_enc(relay), each record_enc ending with no sig and no batch."""
+        """TRANSCRIPT §2.2: the msg without its carriers, plus `dir`; §3.1 (format 7): 0x06 and the
+        group part of line_enc(relay), group_digest = SHA-256(group_enc), each record_enc in
+        group_enc ending with no sig and no batch."""
         _, made = self.signed(2)
         made[1] = (made[1][0], None, {"kind": "sender"})
         [(msg, group, _)] = sc.author_msgs(made)
@@ -1292,10 +1299,13 @@ class AuthorMsgs(unittest.TestCase):
                                 "n": 2, "proof": [], "records": [
                                     {"record": it["record"]} for it in msg["records"]]})
         sig = made[0][0]["sig"]
-        want = (b"\x06" + len(sig).to_bytes(4, "big") + sig + (1).to_bytes(8, "big")
-                + (2).to_bytes(4, "big") + b"\x00" + b"\x02"
-                + b"".join(sc.record_enc(r) for r in group[4]))
+        enc = (len(sig).to_bytes(4, "big") + sig + (1).to_bytes(8, "big")
+               + (2).to_bytes(4, "big") + b"\x00" + b"\x02"
+               + b"".join(sc.record_enc(r) for r in group[4]))
+        self.assertEqual(sc.group_enc(*group), enc)
+        want = b"\x06" + hashlib.sha256(enc).digest()
         self.assertEqual(sc.msg_line_enc(*group), want)
+        self.assertEqual(len(want), 33)
         for r in group[4]:
             self.assertTrue(sc.record_enc(r).endswith(bytes(12) + b"\x00"))
         relay = sc.relay_line_enc(3, 4, "ab" * 32, None, *group)
@@ -1348,7 +1358,7 @@ class AuthorMsgsAtTheClient(unittest.TestCase):
 
 
 class MsgLines(unittest.TestCase):
-    """TRANSCRIPT §5 step 4 on a format 6 c2s msg line (verify.py): its schema (a relay's group,
+    """TRANSCRIPT §5 step 4 on a c2s msg line of a group (format 6 on; verify.py): its schema (a relay's group,
     consecutive seqnos, the form of its direction), the first seqno and each record's ts, each
     record's session and direction and recipient, then the root and `sig` once under the client
     certificate; the report counts records; a receipt's c2s_count inside a msg line."""
@@ -1953,7 +1963,7 @@ class KeysInParts(unittest.TestCase):
 
 
 class Formats(unittest.TestCase):
-    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 6 and an opening of format 3 are
+    """TRANSCRIPT §5 step 1, §6 step 1: a transcript of format 7 and an opening of format 3 are
     judged; another format number is UNSUPPORTED_FORMAT with its reason (earlier: what wrote it,
     the securechat that reads it by §2.1's table, and no evidence of tampering; later: newer or
     edited), and a version that is no format number is TAMPERED."""
@@ -1988,8 +1998,12 @@ class Formats(unittest.TestCase):
                 (5, "UNSUPPORTED_FORMAT", "before a client's msg carried a group: a c2s msg "
                                           "line holds one record with its own sig and batch; "
                                           "securechat session 15 (up to ed384f7) reads it"),
-                (7, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
-                (6, "TAMPERED", ""), ("6", "TAMPERED", ""), (0, "TAMPERED", ""),
+                (6, "UNSUPPORTED_FORMAT", "before a group's lines hashed its digest: a relay or "
+                                          "c2s msg line's line_enc holds its group_enc, not "
+                                          "SHA-256(group_enc); securechat sessions 16-21 (up "
+                                          "to 1ac3ad3) reads it"),
+                (8, "UNSUPPORTED_FORMAT", "newer than this verifier, or edited to say so"),
+                (7, "TAMPERED", ""), ("7", "TAMPERED", ""), (0, "TAMPERED", ""),
                 (2.5, "TAMPERED", "")):
             got, detail = self.outcome({"type": "securechat-transcript", "version": version},
                                        opening=False)
@@ -1997,8 +2011,8 @@ class Formats(unittest.TestCase):
             self.assertIn(reason, detail, version)
             if code == "UNSUPPORTED_FORMAT":
                 self.assertIn(f"transcript format {version} (", detail)
-                self.assertIn("reads format 6 only", detail)
-                self.assertEqual("not evidence of tampering" in detail, version < 6, version)
+                self.assertIn("reads format 7 only", detail)
+                self.assertEqual("not evidence of tampering" in detail, version < 7, version)
 
     def test_opening_formats(self):
         for version, code, reason in (

@@ -3,10 +3,11 @@
 (no line of lib/transcript was read). It checks a `<base>.log` of either role, client or server,
 with only the CA certificate (and a CRL), and its receipts beside it. Author certificates are
 resolved as TRANSCRIPT §2.2 says: the session's list of PROTOCOL §6.4.1 (client.SessionCerts, the
-one the live client runs) over the `relay` and `stored` lines in file order. Format 6: a relay line,
+one the live client runs) over the `relay` and `stored` lines in file order. Format 7: a relay line,
 and a c2s msg line, carries a group of one author batch's records and the batch's `sig`, `first`,
 `n` and `proof` once (PROTOCOL §6.3, §6.4's ROOT, client.group_statement); a c2s msg line covers
-its records' seqnos.
+its records' seqnos; and such a line's line_enc (TRANSCRIPT §3.1) holds group_digest, the SHA-256
+of its group_enc, computed here from the line's own records (format 6 hashed group_enc itself).
 
 Usage: verify.py LOG --ca ca.pem [--crl ca.crl] [--receipt FILE ...]
        verify.py LOG --ca ca.pem --reveal N[:J] [--keys FILE] [--out FILE]
@@ -59,7 +60,7 @@ import client as sc  # noqa: E402  (one home for the primitives, the record and 
 
 from cryptography import x509  # noqa: E402
 
-TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 6 (5, 4, 3, 2, 1 before, below)
+TRANSCRIPT_VERSION = sc.TRANSCRIPT_VERSION  # §2.1 `version`: 7 (6, 5, 4, 3, 2, 1 before, below)
 RECEIPT_VERSION = 2          # §4.1
 OPENING_VERSION = 3          # §6: 3 since the ChaCha20-Poly1305 content cipher (2, 1 before)
 # §5 step 1, §6 step 1: each earlier format, what wrote it and which securechat reads it (the
@@ -70,6 +71,7 @@ READERS = {
     "AES-128-GCM": "securechat 9c9d09a to 75c258e (sessions 8-10)",
     "relay groups": "securechat sessions 11-14 (up to 82c2781)",
     "msg groups": "securechat session 15 (up to ed384f7)",
+    "group digests": "securechat sessions 16-21 (up to 1ac3ad3)",
 }
 EARLIER_TRANSCRIPTS = {
     1: ("written by protocol v1", READERS["protocol v1"]),
@@ -80,6 +82,8 @@ EARLIER_TRANSCRIPTS = {
         "and batch", READERS["relay groups"]),
     5: ("written before a client's msg carried a group: a c2s msg line holds one record with its "
         "own sig and batch", READERS["msg groups"]),
+    6: ("written before a group's lines hashed its digest: a relay or c2s msg line's line_enc "
+        "holds its group_enc, not SHA-256(group_enc)", READERS["group digests"]),
 }
 EARLIER_OPENINGS = {
     1: ("made before signed batches", READERS["signed batches"]),
@@ -323,8 +327,9 @@ class Verifier:
         self.ts_upto[d][self.n[d]] = self.last_ts[d]
 
     def author_msg(self, sig, first, size, proof, recs, n):
-        """§5 step 4's c2s `msg` (format 6), after its schema and its seqnos and dates: record by
-        record its session, direction and recipient (TAMPERED), then once for the line the
+        """§5 step 4's c2s `msg` (a group since format 6), after its schema and its seqnos and
+        dates: record by record its session, direction and recipient (TAMPERED), then once for the
+        line the
         root from its records and `proof` (TAMPERED when the proof does not fit) and `sig` over
         the batch statement under the client certificate (SIG_FAIL). A fault in a record is
         reported at its line, the record named in the detail."""
@@ -428,8 +433,9 @@ class Verifier:
             self.answers.append((n, rec["seqno"], kind))
 
     def relay(self, hop_ts, fp, introduced, sig, first, size, proof, recs, n):
-        """§5 step 4's `relay` (format 5), after its schema: the certificate list, each record's
-        recipient, each record's dates and seqno, the certificate at each record's ts, then once
+        """§5 step 4's `relay` (a group since format 5), after its schema: the certificate list,
+        each record's recipient, each record's dates and seqno, the certificate at each record's
+        ts, then once
         for the line the root from its records and `proof` (PROTOCOL §6.4's ROOT: TAMPERED when
         the proof does not fit) and `sig` over the batch statement (SIG_FAIL). A fault in a record
         is reported at `line N:J`."""
