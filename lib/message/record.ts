@@ -696,10 +696,16 @@ export class ReceivedGroup {
   }
   #retained?: number;
 
-  /** Whether a group message's items are exactly this msg's records. */
+  /**
+   * Whether a group message's items are exactly this msg's records, in order: then its line_enc
+   * ends in this msg's groupDigest, so nothing less than this may pass.
+   */
   carriesAll(items: readonly GroupItem[]): boolean {
     if (items.length !== this.records.length) return false;
-    for (const item of items) if (item.forms.group !== this) return false;
+    for (let j = 0; j < items.length; j++) {
+      const { forms } = items[j];
+      if (forms.group !== this || forms.record !== this.records[j]) return false;
+    }
     return true;
   }
 
@@ -728,9 +734,9 @@ export class ReceivedGroup {
 
   /**
    * group_enc of the whole msg (TRANSCRIPT §3.1: the batch's members, the proof, every record
-   * without `sig` and `batch`), laid out once, into one buffer, when first needed: the author's
-   * line and every relay carrying the whole msg copy it in one piece, and each record's relayed
-   * record_enc is a view of it — not a buffer per record per msg, each fresh native memory
+   * without `sig` and `batch`), laid out once, into one buffer, when first needed: its digest is
+   * what the author's line and every relay carrying the whole msg hash (groupDigest), and each
+   * record's relayed record_enc is a view of it — not a buffer per record per msg, each fresh native memory
    * (docs/PERFORMANCE.md, "Session 18: a msg's group_enc once").
    */
   get groupEncoding(): Uint8Array {
@@ -2877,7 +2883,7 @@ function writeGroupDigest(
   }));
 }
 
-/** Where a group's group_enc is laid out to be digested (writeGroupDigest, GroupMessage). */
+/** Where a group's group_enc is laid out to be digested (writeGroupDigest). */
 const groupScratch = new ScratchBytes(64 * 1024);
 
 // ---- building session messages once (PROTOCOL §6.4: serialise once, seal per recipient) ----
@@ -3586,11 +3592,10 @@ abstract class GroupMessage implements Encodable, PreparedLine {
       out.bytes(this.#wholeMsg.groupDigest);
       return;
     }
-    out.bytes(groupScratch.use((group) => {
-      group.bytes(this.#batch.enc).bytes(proof.enc).u8(this.items.length);
-      for (const item of this.items) group.bytes(item.forms.relayed.encoding);
-      return sha256(group.done());
-    }));
+    // Hashed where the parts lie: the batch's, the proof's, each record's shared record_enc.
+    const parts = [this.#batch.enc, proof.enc, Uint8Array.of(this.items.length)];
+    for (const item of this.items) parts.push(item.forms.relayed.encoding);
+    out.bytes(sha256(...parts));
   }
 
   /** The wire content up to the batch's members: `{"type":…,` and the message's own. */
@@ -3803,7 +3808,7 @@ export interface GroupParts {
 }
 
 /**
- * The transcript line of a relay a client received (TRANSCRIPT §2.2, §3.1 v5), laid out at the
+ * The transcript line of a relay a client received (TRANSCRIPT §2.2, §3.1), laid out at the
  * batch's write from the relay as it was parsed (`message`: its JSON members) and decoded
  * (`group`, `records`); `itemKeys` the content keys by item for the `.keys` file.
  */

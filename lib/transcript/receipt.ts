@@ -162,7 +162,8 @@ export async function checkReceipt(receipt: Receipt, expected: ReceiptExpectatio
       "TAMPERED",
       `receipt transcript_sha256 ${receipt.transcript_sha256} does not match the recomputed ` +
         `${state.transcriptSha256} over c2s 1..${state.c2s}, s2c 1..${state.s2c} ` +
-        "(a receipt for another transcript, or the transcript was altered)",
+        "(a receipt for another transcript, the transcript was altered, or the peer computes " +
+        "another transcript format's hash: TRANSCRIPT §2.1)",
     );
   }
   const signed = receiptSignedData(role, state.transcriptHash);

@@ -58,7 +58,7 @@ if (!negativesOnly) {
     join(out, "golden.json"),
     JSON.stringify(
       {
-        description: "A real v2 client transcript of format 6 (Ed25519 certificates valid only " +
+        description: "A real v2 client transcript of format 7 (Ed25519 certificates valid only " +
           "during 2020, session time 2020-06-01; alice's five msg lines (PROTOCOL §6.3, " +
           "TRANSCRIPT §2.2): c2s 1-3 a whole batch of 3 (empty proof), c2s 4-5 and c2s 6 one " +
           "batch of 3 in two lines (each with its proof), c2s 7 a batch of one, c2s 8-10 a whole " +

@@ -212,6 +212,23 @@ Deno.test("the server's lines of a received msg (its author's, relays of all or 
             for (const j of picked.slice(1)) relay.add(prepared[j]);
             const { written, defined } = encodings(relay);
             assert.equal(written, defined, `relay of ${picked}`);
+            // The msg's digest only on a relay of all its records, and then made once: a second
+            // such relay does not lay out or hash the records again.
+            const whole = picked.length === all.length;
+            assert.equal(written.endsWith(toHex(group.groupDigest)), whole, `relay of ${picked}`);
+            if (whole) {
+              const again = new RecipientRelayGroup(prepared[0], 12, 1_796_000_000_300, introduce);
+              for (const p of prepared.slice(1)) again.add(p);
+              Object.defineProperty(group, "groupEncoding", {
+                configurable: true,
+                get: () => assert.fail("a whole msg's records hashed again"),
+              });
+              try {
+                assert.equal(encodings(again).written.endsWith(toHex(group.groupDigest)), true);
+              } finally {
+                delete (group as { groupEncoding?: unknown }).groupEncoding;
+              }
+            }
           }
         }
         const line = new UserMsg(prepared[0]);
