@@ -12,6 +12,7 @@ import {
   C2sMsgShape,
   decodeLine,
   decodeRecord,
+  encodeLine,
   encodeRecord,
   groupRoot,
   leafHash,
@@ -183,8 +184,11 @@ Deno.test("a relay of all of a msg's records carries the msg's proof; of some of
 function encodings(line: PreparedLine): { written: string; defined: string } {
   const json = new ByteBuilder();
   line.writeJson(json);
-  const parsed = LineShape.safeParse(JSON.parse(new TextDecoder().decode(json.done())));
+  const text = new TextDecoder().decode(json.done());
+  const parsed = LineShape.safeParse(JSON.parse(text));
   if (!parsed.success) throw new Error(JSON.stringify(parsed.error));
+  // The text as written is the line's own canonical text, laid out piece by piece or not.
+  assert.equal(text, encodeLine(decodeLine(parsed.data)));
   const enc = new ByteBuilder();
   line.writeEncoding(enc);
   return { written: toHex(enc.done()), defined: toHex(lineEncoding(decodeLine(parsed.data))) };
