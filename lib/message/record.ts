@@ -678,9 +678,9 @@ export class ReceivedGroup {
    * About what this group keeps alive, in bytes: every record of its msg, as parsed (the JSON's
    * text, an envelope's too), as decoded (`ct` as bytes), as its lines write it (lineItems: `ct`'s
    * text once more; its other members' within RETAINED_RECORD_BYTES) and, when its text was
-   * canonical, as received (its records' bytes copied out: receivedItems). A relay made from one of them keeps
-   * it all (its RecordForms keep the group), which a bound on what is held must count (review17
-   * R17-5: a short lobby line in a msg of large records to `server`).
+   * canonical, as received (its records' bytes copied out: receivedItems). A relay made from one
+   * of them keeps it all (its RecordForms keep the group), which a bound on what is held must
+   * count (review17 R17-5: a short lobby line in a msg of large records to `server`).
    */
   get retainedBytes(): number {
     if (this.#retained === undefined) {
@@ -737,8 +737,8 @@ export class ReceivedGroup {
    * group_enc of the whole msg (TRANSCRIPT §3.1: the batch's members, the proof, every record
    * without `sig` and `batch`), laid out once, into one buffer, when first needed: its digest is
    * what the author's line and every relay carrying the whole msg hash (groupDigest), and each
-   * record's relayed record_enc is a view of it — not a buffer per record per msg, each fresh native memory
-   * (docs/PERFORMANCE.md, "Session 18: a msg's group_enc once").
+   * record's relayed record_enc is a view of it — not a buffer per record per msg, each fresh
+   * native memory (docs/PERFORMANCE.md, "Session 18: a msg's group_enc once").
    */
   get groupEncoding(): Uint8Array {
     if (!this.#encoding) this.#layOutEncoding();
@@ -3771,7 +3771,7 @@ export class UserMsg extends GroupMessage {
 
 const COMMA = 0x2c;
 
-/** A group line's `records` inside: `{"record":<record without sig and batch>}` each, commas between. */
+/** Inside a group line's `records`: `{"record":<record without sig and batch>}` each, commas between. */
 function writeLineItems(out: ByteBuilder, items: readonly GroupItem[]): void {
   for (let j = 0; j < items.length; j++) {
     if (j > 0) out.u8(COMMA);
