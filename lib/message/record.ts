@@ -676,11 +676,10 @@ export class ReceivedGroup {
 
   /**
    * About what this group keeps alive, in bytes: every record of its msg, as parsed (the JSON's
-   * text, an envelope's too), as decoded (`ct` as bytes), as its lines write it (lineItems: `ct`'s
-   * text once more; its other members' within RETAINED_RECORD_BYTES) and, when its text was
-   * canonical, as received (its records' bytes copied out: receivedItems). A relay made from one
-   * of them keeps it all (its RecordForms keep the group), which a bound on what is held must
-   * count (review17 R17-5: a short lobby line in a msg of large records to `server`).
+   * text, an envelope's too), as decoded (`ct` as bytes) and, when its text was canonical, as
+   * received (its records' bytes copied out: receivedItems). A relay made from one of them keeps
+   * it all (its RecordForms keep the group), which a bound on what is held must count (review17
+   * R17-5: a short lobby line in a msg of large records to `server`).
    */
   get retainedBytes(): number {
     if (this.#retained === undefined) {
@@ -688,7 +687,7 @@ export class ReceivedGroup {
       for (let j = 0; j < this.records.length; j++) {
         const ct = this.records[j].ct.length;
         const item = (this.message as { records?: { e2e?: unknown }[] }).records?.[j];
-        bytes += ct + 2 * base64Length(ct) + RETAINED_RECORD_BYTES +
+        bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES +
           (item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length);
       }
       this.#retained = bytes;
@@ -755,26 +754,6 @@ export class ReceivedGroup {
   }
 
   #digest?: Uint8Array;
-
-  /**
-   * What every line carrying the whole msg writes inside its `records`, laid out once from the
-   * first such line's `items` (carriesAll: exactly this msg's records, in order, so every such
-   * line's would be the same bytes).
-   */
-  lineItems(items: readonly GroupItem[]): Uint8Array {
-    if (!this.#lineItems) {
-      let bytes = items.length - 1;
-      for (const item of items) {
-        bytes += ITEM_HEAD.length + item.forms.relayed.bytes.length + 1;
-      }
-      const out = new ByteBuilder(bytes);
-      writeLineItems(out, items);
-      this.#lineItems = out.done();
-    }
-    return this.#lineItems;
-  }
-
-  #lineItems?: Uint8Array;
 
   /** Record `j`'s record_enc as relayed (without `sig` and `batch`): a view of groupEncoding. */
   relayedEncodingOf(j: number): Uint8Array {
@@ -3591,15 +3570,13 @@ abstract class GroupMessage implements Encodable, PreparedLine {
     out.bytes(GROUP_END);
   }
 
-  /**
-   * The line: its items are the msg's, laid out once for all the lines that carry the whole msg
-   * (ReceivedGroup.lineItems), else item by item; the two write the same bytes.
-   */
   writeJson(out: ByteBuilder): void {
     this.writeLineHead(out);
     this.#writeGroup(out);
-    if (this.#wholeMsg) out.bytes(this.#wholeMsg.lineItems(this.items));
-    else writeLineItems(out, this.items);
+    for (let j = 0; j < this.items.length; j++) {
+      if (j > 0) out.u8(COMMA);
+      out.bytes(ITEM_HEAD).bytes(this.items[j].forms.relayed.bytes).u8(CLOSE_BRACE);
+    }
     out.bytes(GROUP_END);
   }
 
@@ -3770,14 +3747,6 @@ export class UserMsg extends GroupMessage {
 }
 
 const COMMA = 0x2c;
-
-/** Inside a group line's `records`: `{"record":<record without sig and batch>}` each, commas between. */
-function writeLineItems(out: ByteBuilder, items: readonly GroupItem[]): void {
-  for (let j = 0; j < items.length; j++) {
-    if (j > 0) out.u8(COMMA);
-    out.bytes(ITEM_HEAD).bytes(items[j].forms.relayed.bytes).u8(CLOSE_BRACE);
-  }
-}
 
 /** `{"record":<record without sig and batch>,"k":…}`: one item of a relay's records. */
 function itemBytes(prepared: GroupItem): number {
