@@ -8,13 +8,13 @@
  * before anything is relayed, one relay per recipient, each relay's line hashed into its session's
  * running SHA-256 (TRANSCRIPT §3) and appended with the turn's others — on another layout:
  *
- * - `binary`: the wire msg is its transcript line's encoding (TRANSCRIPT §3.1 `line_enc(msg, c2s)`:
- *   0x06 || group_enc) followed by the carriers the transcript never holds; a relay is
- *   `line_enc(relay)` (its hop head, then the same group_enc as it came) and the same carriers. The
- *   server hashes and writes the bytes it received, carriers left off, and forwards them.
+ * - `binary`: the wire msg is 0x06 || group_enc (TRANSCRIPT §3.1) followed by the carriers the
+ *   transcript never holds; a relay is `line_enc(relay)`'s hop head, then the same group_enc as it
+ *   came and the same carriers. The server writes the bytes it received, carriers left off, hashes
+ *   group_enc once per msg (format 7's group_digest) and forwards them.
  * - `inplace`: our v2 JSON msg in the canonical form our client writes (what lib's receivedItems
  *   forwards as it came), its text scanned once and only the base64 the checks need decoded; per
- *   msg, its group_enc (hashed by every recipient's line) and its text without the carriers
+ *   msg, its group_enc's digest (in every recipient's line_enc) and its text without the carriers
  *   (written in every relay's line) laid out once; each relay a JSON head and then the msg's text
  *   from `"sig"` on, as it came.
  *
@@ -213,12 +213,14 @@ export function sketchCheck(
   const bytes = content.slice();
   const lineBytes = bytes.subarray(0, recordsEnd);
   const group = bytes.subarray(tailAt, recordsEnd);
+  // TRANSCRIPT §3.1 (format 7): the lines hash the group's digest, made once per msg.
+  const digest = sha256(group);
   const checked: SketchChecked = {
     count,
     lastTs: ts,
-    line: { written: bytesOf(lineBytes), hashed: bytesOf(lineBytes) },
+    line: { written: bytesOf(lineBytes), hashed: headThen(Uint8Array.of(MSG_LINE), digest) },
     tail: bytes.subarray(tailAt),
-    lineTail: { written: group, hashed: group },
+    lineTail: { written: group, hashed: digest },
   };
   if (verdict instanceof Promise) return verdict.then((ok) => ok ? checked : f.fail("signature"));
   return verdict ? checked : f.fail("signature");
@@ -336,16 +338,17 @@ export function inPlaceCheck(
     from = carriers[j + 1];
   }
   const lineText = written.bytes(content.subarray(from)).done();
-  const groupEnc = group.done();
+  // TRANSCRIPT §3.1 (format 7): the lines hash the group's digest, made once per msg.
+  const digest = sha256(group.done());
   const checked: SketchChecked = {
     count,
     lastTs: ts,
     line: {
       written: headThen(utf8('{"dir":"c2s","type":"msg",'), lineText),
-      hashed: headThen(Uint8Array.of(MSG_LINE), groupEnc),
+      hashed: headThen(Uint8Array.of(MSG_LINE), digest),
     },
     tail: content.slice(tailAt),
-    lineTail: { written: lineText, hashed: groupEnc },
+    lineTail: { written: lineText, hashed: digest },
   };
   if (verdict instanceof Promise) {
     return verdict.then((ok) => ok ? checked : scan.fail("signature"));
