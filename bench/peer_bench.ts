@@ -586,6 +586,67 @@ const LADDER_LAYERS: Record<Exclude<Rung, "floor">, string> = {
     "the transcript rung's work, its msg and relays in a binary layout (a sketch, _layout_sketch.ts)",
 };
 
+/** Each server transcript file's size: where a later count (groupsSince) starts. */
+async function transcriptSizes(dir: string): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  const walk = async (d: string) => {
+    for await (const e of Deno.readDir(d)) {
+      const path = `${d}/${e.name}`;
+      if (e.isDirectory) await walk(path);
+      else if (e.isFile) sizes.set(path, (await Deno.stat(path)).size);
+    }
+  };
+  await walk(dir).catch(() => {});
+  return sizes;
+}
+
+/**
+ * What the server received and sent since `from` (transcriptSizes), by its transcript lines
+ * (JSON Lines, appended synchronously, so complete once every relay is delivered): the
+ * user's msgs and the records they carried (PROTOCOL §6.3: a group of one batch each, one
+ * signature verified per batch), the relays and theirs (§6.4). The server's per-msg and
+ * per-relay fixed costs are amortised over these (session 22: why the Ed25519 row costs more).
+ */
+async function groupsSince(dir: string, from: Map<string, number>) {
+  const counts = { msgs: 0, msg_records: 0, batches: 0, relays: 0, relay_records: 0 };
+  const itemsIn = (line: string) => line.split('{"record":').length - 1;
+  for (const [path, size] of await transcriptSizes(dir)) {
+    const start = from.get(path) ?? 0;
+    if (size <= start) continue;
+    const file = await Deno.open(path);
+    try {
+      await file.seek(start, Deno.SeekMode.Start);
+      const bytes = new Uint8Array(size - start);
+      for (let at = 0; at < bytes.length;) {
+        const got = await file.read(bytes.subarray(at));
+        if (got === null) break;
+        at += got;
+      }
+      for (const line of new TextDecoder().decode(bytes).split("\n")) {
+        if (line.startsWith('{"dir":"c2s","type":"msg",')) {
+          counts.msgs++;
+          counts.msg_records += itemsIn(line);
+          // A batch's msgs share its `first`; a msg whose first record is `first` starts one.
+          const first = line.match(/"first":(\d+)/)?.[1];
+          const seqno = line.match(/"seqno":(\d+)/)?.[1];
+          if (first !== undefined && first === seqno) counts.batches++;
+        } else if (line.startsWith('{"dir":"s2c","type":"relay",')) {
+          counts.relays++;
+          counts.relay_records += itemsIn(line);
+        }
+      }
+    } finally {
+      file.close();
+    }
+  }
+  return {
+    ...counts,
+    records_per_msg: round(counts.msg_records / Math.max(1, counts.msgs), 2),
+    records_per_batch: round(counts.msg_records / Math.max(1, counts.batches), 2),
+    records_per_relay: round(counts.relay_records / Math.max(1, counts.relays), 2),
+  };
+}
+
 /** What a burst's recipients received, counted as it arrives. */
 interface BurstReceiver {
   relayed(): number;
@@ -712,7 +773,9 @@ async function ourBurst(
     const batchesBefore = receivers[0].batches();
     const warmParts = byPart.length;
     const measured = await burst(messages, warm + messages);
+    const transcriptsBefore = await transcriptSizes(`${server.dir}/server`);
     const { result: m, threads } = await threadCpuDuring(server.pid, measured);
+    const groups = await groupsSince(`${server.dir}/server`, transcriptsBefore);
     return {
       units: m.result * recipients,
       wallSeconds: m.wallSeconds,
@@ -731,6 +794,7 @@ async function ourBurst(
           messages / Math.max(1, receivers[0].batches() - batchesBefore),
           2,
         ),
+        server_groups: groups,
       },
     };
   } finally {
@@ -1477,12 +1541,18 @@ interface FanOutOptions {
   peer: boolean;
   /** Messages of a burst not measured, on the same server before the measured one. */
   warm: number;
+  /**
+   * The Ed25519 bursts' messages and warm-up, as multiples of RSA's (`--ed-scale`; 2 by default,
+   * the series' since session 3). At 2 the Ed25519 row is measured twice as deep into a server's
+   * life as RSA's; 1 compares the two at the same depth (session 22).
+   */
+  edScale: number;
 }
 
 async function fanOut(
   widths: number[],
   rounds: number,
-  { keys, shapes, messages: fixed, peer, warm }: FanOutOptions,
+  { keys, shapes, messages: fixed, peer, warm, edScale }: FanOutOptions,
 ): Promise<Record<string, unknown>> {
   const binary = peer ? await findInspircd() : undefined;
   if (peer && !binary) throw new Error(`inspircd not found; ${INSPIRCD_INSTALL_HINT}`);
@@ -1518,11 +1588,12 @@ async function fanOut(
               row.rsa_quiet_parts = `${quiet.parts}/${quiet.of}`;
             }
             if (rsaPhase.extra?.by_part) row.rsa_by_part = rsaPhase.extra.by_part;
+            if (rsaPhase.extra?.server_groups) row.rsa_groups = rsaPhase.extra.server_groups;
           }
           if (keys.includes("ed25519")) {
             const edPhase = shape === "paced"
               ? await ourFanOut(edPki, edIds, width, span)
-              : await ourBurst(edPki, edIds, width, 2 * messages, 2 * warm, shape);
+              : await ourBurst(edPki, edIds, width, edScale * messages, edScale * warm, shape);
             const ed = cpuMicrosPer(edPhase);
             row.ed25519_us = round(ed, 2);
             if (irc) row.ed25519_ratio = round(ed / irc, 2);
@@ -1532,8 +1603,10 @@ async function fanOut(
               row.ed25519_quiet_us = edQuiet.cpu_us_median;
               row.ed25519_quiet_parts = `${edQuiet.parts}/${edQuiet.of}`;
             }
+            if (edPhase.extra?.by_part) row.ed25519_by_part = edPhase.extra.by_part;
             const batch = edPhase.extra?.author_batch_mean;
             if (typeof batch === "number") row.author_batch_mean = batch;
+            if (edPhase.extra?.server_groups) row.ed25519_groups = edPhase.extra.server_groups;
           }
           console.error(JSON.stringify(row));
           rows.push(row);
@@ -1650,6 +1723,8 @@ const USAGE = `usage: deno run -A bench/peer_bench.ts [OPTIONS]
                            or text records paced by the recipients (paced: a few a turn)
     --messages N         … N messages per burst
     --warm N             … on a server that relayed N messages first (default 0: fresh)
+    --ed-scale F         … Ed25519's bursts F × RSA's messages and warm-up (default 2; 1: the
+                           same depth into the server's life as RSA's)
   --ladder               the relay's floor in this runtime and our layers on it, one rung at a
                          time (bench/_floor.ts), beside our goal row and InspIRCd's relay
     --rounds N           … repeated N times (default 1)
@@ -1692,6 +1767,7 @@ if (import.meta.main) {
         shapes: { type: "string", default: "e2e,text" },
         messages: { type: "string" },
         warm: { type: "string" },
+        "ed-scale": { type: "string", default: "2" },
         "no-peer": { type: "boolean", default: false },
         "server-cpu-prof": { type: "string" },
         "server-v8-flag": { type: "string", multiple: true, default: [] },
@@ -1712,6 +1788,7 @@ if (import.meta.main) {
         messages: args.messages !== undefined ? Number(args.messages) : undefined,
         peer: !args["no-peer"],
         warm: Number(args.warm ?? 0),
+        edScale: Number(args["ed-scale"]),
       },
     )
     : args.ladder
