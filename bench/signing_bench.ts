@@ -8,7 +8,7 @@
  */
 import { createPrivateKey, sign as nodeSign } from "node:crypto";
 import { randomBytes } from "../lib/bytes.ts";
-import { sign, verify } from "../lib/crypto/signature.ts";
+import { sign, verify, verifyNow } from "../lib/crypto/signature.ts";
 import { importVerifyingKeySpki } from "../lib/crypto/signature.ts";
 import { parseCertificate } from "../lib/pki/certificate.ts";
 import { BENCH_KEY_TYPES, benchPkis, type Pkis, removePkis } from "./_pki.ts";
@@ -52,6 +52,8 @@ export async function run(opts: Options, pkis: Pkis): Promise<Section> {
     const signMs = await timeOp(() => sign(id.signingKey, digest), ms);
     const signParallel = await rateOf(() => sign(id.signingKey, digest), 32, ms);
     const verifyMs = await timeOp(() => verify(pub, digest, sig), ms);
+    // The server's path for a user's batch signature (PROTOCOL §6.3): synchronous where it can be.
+    const verifyNowMs = await timeOp(() => verifyNow(pub, digest, sig), ms);
     const nodeKey = createPrivateKey(await Deno.readTextFile(`${pki.dir}/user1.key`));
     const nodeAlg = kt.type === "ed25519" ? null : "sha256";
     const nodeRate = syncRate(() => nodeSign(nodeAlg, digest, nodeKey), ms);
@@ -88,6 +90,7 @@ export async function run(opts: Options, pkis: Pkis): Promise<Section> {
       deno_sign_per_s_sequential: round(1000 / signMs),
       deno_sign_per_s_32_in_flight: round(signParallel),
       deno_verify_ms: round(verifyMs, 4),
+      deno_verify_now_ms: round(verifyNowMs, 4),
       deno_node_crypto_sign_per_s: round(nodeRate),
       openssl_sign_per_s: ossl?.signPerSecond ?? null,
       openssl_verify_per_s: ossl?.verifyPerSecond ?? null,
