@@ -613,30 +613,19 @@ async function groupsSince(dir: string, from: Map<string, number>) {
   for (const [path, size] of await transcriptSizes(dir)) {
     const start = from.get(path) ?? 0;
     if (size <= start) continue;
-    const file = await Deno.open(path);
-    try {
-      await file.seek(start, Deno.SeekMode.Start);
-      const bytes = new Uint8Array(size - start);
-      for (let at = 0; at < bytes.length;) {
-        const got = await file.read(bytes.subarray(at));
-        if (got === null) break;
-        at += got;
+    const added = (await Deno.readFile(path)).subarray(start, size);
+    for (const line of new TextDecoder().decode(added).split("\n")) {
+      if (line.startsWith('{"dir":"c2s","type":"msg",')) {
+        counts.msgs++;
+        counts.msg_records += itemsIn(line);
+        // A batch's msgs share its `first`; a msg whose first record is `first` starts one.
+        const first = line.match(/"first":(\d+)/)?.[1];
+        const seqno = line.match(/"seqno":(\d+)/)?.[1];
+        if (first !== undefined && first === seqno) counts.batches++;
+      } else if (line.startsWith('{"dir":"s2c","type":"relay",')) {
+        counts.relays++;
+        counts.relay_records += itemsIn(line);
       }
-      for (const line of new TextDecoder().decode(bytes).split("\n")) {
-        if (line.startsWith('{"dir":"c2s","type":"msg",')) {
-          counts.msgs++;
-          counts.msg_records += itemsIn(line);
-          // A batch's msgs share its `first`; a msg whose first record is `first` starts one.
-          const first = line.match(/"first":(\d+)/)?.[1];
-          const seqno = line.match(/"seqno":(\d+)/)?.[1];
-          if (first !== undefined && first === seqno) counts.batches++;
-        } else if (line.startsWith('{"dir":"s2c","type":"relay",')) {
-          counts.relays++;
-          counts.relay_records += itemsIn(line);
-        }
-      }
-    } finally {
-      file.close();
     }
   }
   return {

@@ -36,7 +36,8 @@ export interface EncodedLine {
  * line_enc holds SHA-256 of its group_enc, not group_enc (TRANSCRIPT §3.1); 6 since a user's msg
  * line carries a group of its batch with the batch's `sig` and `proof` once (PROTOCOL §6.3); 5
  * since a relay line carries a group of one batch's records with the batch's `sig` and `proof`
- * once (PROTOCOL §6.4); 4 since the ChaCha20-Poly1305 content cipher (PROTOCOL §6.1, §11: `ct` is sealed otherwise);
+ * once (PROTOCOL §6.4); 4 since the ChaCha20-Poly1305 content cipher (PROTOCOL §6.1, §11: `ct`
+ * is sealed otherwise);
  * 3 since signed batches (record_enc covers `batch`, TRANSCRIPT §3.1).
  */
 export const TRANSCRIPT_VERSION = 7;
