@@ -242,7 +242,7 @@ def recompute(v):
         epoch = "app1" if f["dir"] == "c2s" and dirs["c2s"].secret != ms.app_c2s_0 else "app0"
         eq(f"frame {f['index']} key", epoch, f["key"])
         for content in open_all(f):
-            if sc.parse_json(content)["type"] == "key_update":  # the last of its record (§3.2)
+            if sc.parse_content(content)["type"] == "key_update":  # the last of its record (§3.2)
                 dirs[f["dir"]].update()
 
     # Message records (§6.1): each c2s record's statement, leaf, path to its batch's root, batch
@@ -272,7 +272,7 @@ def recompute(v):
                (None, None, None))
         # the record travels byte for byte in a msg of a frame: the server's whole, a client's in
         # the group of a msg (PROTOCOL §6.3) without its sig and batch, which the msg carries once
-        if not any(_travels(r["record"], sc.parse_json(c))
+        if not any(_travels(r["record"], sc.parse_content(c))
                    for opened in contents.values() for c in opened):
             raise Mismatch(f"record {r['name']} is in no frame")
     for (first, n, _), leaves in sorted(batches.items()):
@@ -390,7 +390,7 @@ def replay(v, workdir, s2c_override=None, stop_after_handshake=False):
     for f in frames[v["handshake_frames"]["c2s_last"] + 1:]:
         if "contents_hex" in f and f["dir"] != "c2s":
             raise Mismatch(f"frame {f['index']}: an s2c record of several messages")
-        wants = [sc.parse_json(unhex(c)) for c in f.get("contents_hex", [f["content_hex"]])]
+        wants = [sc.parse_content(unhex(c)) for c in f.get("contents_hex", [f["content_hex"]])]
         if f["dir"] == "c2s" and all(w["type"] == "msg" for w in wants):
             # our records, one signed batch: its msgs (§6.3: one when it fits) in this record
             for want in wants:
@@ -529,8 +529,8 @@ def s2c_relay_case(v, case, workdir):
         relays.append(second)
     c.clock = t0 + 1002
     try:
-        for relay in relays:
-            c.on_relay(relay)
+        for relay in relays:  # as it travels (PROTOCOL §6.4 "A relay on the wire")
+            c.on_relay(sc.parse_content(sc.relay_wire(relay)))
     except sc.ProtoError as e:
         return e.code
     return "accepted"
@@ -562,7 +562,7 @@ def relay_batch_cases(v, workdir):
             m.update(seqno=j + 1, ts=t0 + 2000)
             if j > 0:
                 m.pop("cert", None)
-            c.on_relay(m)
+            c.on_relay(sc.parse_content(sc.relay_wire(m)))  # as it travels (PROTOCOL §6.4)
 
     def relayed(count, groups, edit=None):
         """Relays of a batch of `count`, one per group of record indices; the last relay edited
@@ -631,8 +631,10 @@ def relay_batch_cases(v, workdir):
          relayed(4, [[0, 1, 2, 3]], lambda m: m.update(n=3))),
         ("relay: no records", "PROTOCOL_ERROR",
          relayed(2, [[0]], lambda m: m.update(records=[]))),
-        ("relay: an item with both k and e2e", "PROTOCOL_ERROR",
-         relayed(2, [[0]], lambda m: m["records"][0].update(e2e={"kind": "sender"}))),
+        ("relay: a sender envelope in JSON (carrier 0x01; §6.4: one encoding each)",
+         "PROTOCOL_ERROR", relayed(2, [[0]], lambda m: m["records"][0].update(
+             e2e_raw=sc.enc_json({"kind": "sender", "from": "b0" * 8, "id": 1, "n": 0,
+                                  "w": sc.b64e(bytes(48))})))),
     ]
 
 

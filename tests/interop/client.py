@@ -1391,6 +1391,237 @@ def msg_line_enc(sig, first, n, proof, recs):
     return GROUP_MSG_LINE + group_digest(sig, first, n, proof, recs)
 
 
+# ---------------------------------------------------------------- a relay on the wire (§6.4)
+# Session 23: a relay travels binary (§6.4 "A relay on the wire"): a head (the hop's seqno and ts,
+# author_fp, cert: line_enc(relay)'s bytes up to its cert), group_enc (TRANSCRIPT §3.1) and one
+# carrier per record. Its JSON form (§6.4's JSON) is what a transcript line records and how the
+# docs name its parts; a relay in JSON is PROTOCOL_ERROR (§3.3: each message has one encoding).
+JSON_FIRST = 0x7B                            # §3.3: `{`, a JSON message of §3.3's table
+RELAY_FIRST = 0x02                           # §3.3, §6.4: a relay in its binary layout
+RELAY_HEAD_BYTES = 53                        # §6.4: 0x02, seqno, ts, author_fp, u32(len(cert))
+CARRIER_K, CARRIER_RATCHET, CARRIER_SENDER = 0x00, 0x01, 0x02   # §6.4 carrier's first byte
+MAX_CERT_BYTES = 16 * 1024                   # §3.3 `certificate`, §6.4 `cert`
+MAX_SIG_BYTES = 1024                         # §6.1, §6.4 `sig`
+MAX_TO_BYTES = 80                            # §6.4: `to` 1-80 bytes of UTF-8 on the wire
+MAX_JSON_INT = 2**53 - 1                     # §2: every integer of the JSON form
+SENDER_WRAP_BYTES = 48                       # §12.5, §12.6: a `sender` envelope's `w`
+
+
+class WireReader:
+    """Reads a relay's content front to back (§6.4 "A relay on the wire"): every length is bounded
+    by what is left of the content, so one that runs past its end is PROTOCOL_ERROR."""
+
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def take(self, size, what):
+        if size > len(self.data) - self.at:
+            raise ProtoError("PROTOCOL_ERROR", f"relay: {what} of {size} bytes runs past the "
+                             f"content's end ({len(self.data) - self.at} left at {self.at})")
+        got = self.data[self.at:self.at + size]
+        self.at += size
+        return got
+
+    def u8(self, what):
+        return self.take(1, what)[0]
+
+    def u32(self, what):
+        return struct.unpack(">I", self.take(4, what))[0]
+
+    def u64(self, what):
+        return struct.unpack(">Q", self.take(8, what))[0]
+
+    def json_int(self, what, least=0):
+        """A u64 that the JSON form holds as an integer: `least` to 2^53 − 1 (§2, §6.4)."""
+        v = self.u64(what)
+        if not least <= v <= MAX_JSON_INT:
+            raise ProtoError("PROTOCOL_ERROR", f"relay: {what} {v} outside {least}-2^53-1")
+        return v
+
+    def left(self):
+        return len(self.data) - self.at
+
+
+def _bounded(v, lo, hi, what):
+    if not lo <= v <= hi:
+        raise ProtoError("PROTOCOL_ERROR", f"relay: {what} {v} outside {lo}-{hi}")
+    return v
+
+
+def _wire_record(r):
+    """§6.4 record_enc(R) in a relay: a record of §6.1 without `sig` and `batch` (the four
+    fields after `c` zero), `to` 1-80 bytes of valid UTF-8, `ct` 16-MAX_CT_BYTES; as its JSON
+    object (the JSON form's `record`)."""
+    sid = r.take(16, "a record's sid")
+    d = r.u8("a record's dir")
+    if d not in (1, 2):
+        raise ProtoError("PROTOCOL_ERROR", f"relay: a record's dir byte 0x{d:02x}")
+    to_len = _bounded(r.u32("a record's to length"), 1, MAX_TO_BYTES, "a record's to length")
+    try:
+        to = r.take(to_len, "a record's to").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtoError("PROTOCOL_ERROR", "relay: a record's to is not UTF-8")
+    seqno = r.json_int("a record's seqno", least=1)
+    ts = r.json_int("a record's ts")
+    ct_len = _bounded(r.u32("a record's ct length"), 16, MAX_CT_BYTES, "a record's ct length")
+    ct = r.take(ct_len, "a record's ct")
+    c = r.take(32, "a record's c")
+    # u32(len(sig)) || u32(i) || u32(n) || u8(len(path)), all zero: no `sig`, no `batch`
+    for what, size in (("sig length", 4), ("batch i", 4), ("batch n", 4), ("path length", 1)):
+        if any(r.take(size, f"a record's {what}")):
+            raise ProtoError("PROTOCOL_ERROR", f"relay: a record's {what} is not zero (a record "
+                             "in a relay carries no sig or batch)")
+    return {"sid": sid.hex(), "dir": "c2s" if d == 1 else "s2c", "to": to, "seqno": seqno,
+            "ts": ts, "ct": b64e(ct), "c": b64e(c)}
+
+
+def parse_ratchet_envelope(raw):
+    """§6.4 carrier 0x01: `e`, one strict JSON object (§2), §12.6's envelope of kind `ratchet`
+    with its members and bounds — `from` a device id, `wraps` 1-8 entries `{"device", "dh" (32
+    bytes), "pn", "n" (u32), "w" (48 bytes), "pre"?}` (§12.3's header), no device twice. A `sender`
+    envelope in JSON is refused (it has its own carrier, 0x02). The object, or PROTOCOL_ERROR."""
+    e = parse_json(raw, tag="kind")
+    if e["kind"] != "ratchet":
+        raise ProtoError("PROTOCOL_ERROR", f"relay: a carrier 0x01 of kind {safe(e['kind'])!r} "
+                         "(only a ratchet envelope travels as JSON)")
+    strict(e, ["kind", "from", "wraps"])
+    want_device(e, "from")
+    wraps = e["wraps"]
+    if not isinstance(wraps, list) or not 1 <= len(wraps) <= E2E_MAX_DEVICES:
+        raise ProtoError("PROTOCOL_ERROR", f"relay: wraps is not a list of 1-{E2E_MAX_DEVICES}")
+    devices = set()
+    for w in wraps:
+        if not isinstance(w, dict):
+            raise ProtoError("PROTOCOL_ERROR", "relay: a wrap is not an object")
+        strict(w, ["device", "dh", "pn", "n", "w"], ["pre"])
+        d = want_device(w)
+        if d in devices:
+            raise ProtoError("PROTOCOL_ERROR", "relay: a device wrapped twice")
+        devices.add(d)
+        b64d(w["dh"], size=32)
+        want_u32(w, "pn")
+        want_u32(w, "n")
+        b64d(w["w"], size=48)
+        if "pre" in w:
+            parse_pre(w["pre"])
+    return e
+
+
+def _wire_carrier(r):
+    """§6.4 carrier: the item's carrier member of the JSON form, {"k": …} or {"e2e": …}."""
+    kind = r.u8("a carrier's first byte")
+    if kind == CARRIER_K:
+        return {"k": b64e(r.take(32, "a carrier's k"))}
+    if kind == CARRIER_RATCHET:
+        return {"e2e": parse_ratchet_envelope(r.take(r.u32("a ratchet envelope's length"),
+                                                      "a ratchet envelope"))}
+    if kind == CARRIER_SENDER:
+        sender = r.take(8, "a sender envelope's from").hex()
+        chain_id, n = r.u32("a sender envelope's id"), r.u32("a sender envelope's n")
+        w = r.take(SENDER_WRAP_BYTES, "a sender envelope's w")
+        return {"e2e": {"kind": "sender", "from": sender, "id": chain_id, "n": n, "w": b64e(w)}}
+    raise ProtoError("PROTOCOL_ERROR", f"relay: a carrier's first byte 0x{kind:02x}")
+
+
+def decode_relay(content):
+    """A relay's content (§6.4 "A relay on the wire") to its JSON form (§6.4's table: the members
+    a transcript line records, each item with its carrier), every bound of the layout checked:
+    PROTOCOL_ERROR. The record rules of §6.4's paragraph (one sid, increasing seqnos within first
+    .. first + n − 1) too; on_relay checks the JSON form again as every relay's."""
+    r = WireReader(content)
+    if r.u8("the first byte") != RELAY_FIRST:
+        raise ProtoError("PROTOCOL_ERROR", "relay: the first byte is not 0x02")
+    m = {"type": "relay", "seqno": r.json_int("seqno", least=1), "ts": r.json_int("ts"),
+         "author_fp": r.take(32, "author_fp").hex()}
+    cert_len = r.u32("cert length")
+    if cert_len > MAX_CERT_BYTES:
+        raise ProtoError("PROTOCOL_ERROR", f"relay: cert of {cert_len} bytes, over "
+                         f"{MAX_CERT_BYTES}")
+    if cert_len:  # 0: no `cert` (§6.4.1: the certificate was introduced earlier)
+        m["cert"] = b64e(r.take(cert_len, "cert"))
+    # group_enc (TRANSCRIPT §3.1)
+    sig = r.take(_bounded(r.u32("sig length"), 1, MAX_SIG_BYTES, "sig length"), "sig")
+    first = r.json_int("first", least=1)
+    n = _bounded(r.u32("n"), 1, MAX_BATCH, "n")
+    proof_len = _bounded(r.u8("proof length"), 0, MAX_BATCH - 1, "proof length")
+    proof = [r.take(32, "a proof entry") for _ in range(proof_len)]
+    count = _bounded(r.u8("m (records)"), 1, n, "m (records)")
+    records = [_wire_record(r) for _ in range(count)]
+    for before, rec in zip([None] + records, records):
+        if before is not None and rec["sid"] != before["sid"]:
+            raise ProtoError("PROTOCOL_ERROR", "relay: records of more than one author session")
+        if before is not None and rec["seqno"] <= before["seqno"]:
+            raise ProtoError("PROTOCOL_ERROR", "relay: records not in strictly increasing seqno")
+        if not first <= rec["seqno"] <= first + n - 1:
+            raise ProtoError("PROTOCOL_ERROR", f"relay: record seqno {rec['seqno']} outside the "
+                             f"batch {first}..{first + n - 1}")
+    items = [{"record": rec, **_wire_carrier(r)} for rec in records]
+    if r.left():
+        raise ProtoError("PROTOCOL_ERROR", f"relay: {r.left()} bytes after the last carrier")
+    m.update(sig=b64e(sig), first=first, n=n, proof=[b64e(p) for p in proof], records=items)
+    return m
+
+
+def _raw_b64(s):
+    return base64.b64decode(s) if isinstance(s, str) else s
+
+
+def relay_wire(m):
+    """The content of a relay (§6.4 "A relay on the wire") from its JSON form with carriers, as
+    the server lays it out: head, group_enc, carriers. It writes what it is given and checks
+    nothing (a record's `sig` and `batch`, if the JSON form has them, go into the four fields
+    after `c`, as TRANSCRIPT's record_enc lays them out), so a test can make any fault; each
+    item's carrier as carrier_wire lays it out."""
+    cert = _raw_b64(m["cert"]) if "cert" in m else b""
+    head = (bytes([RELAY_FIRST]) + u64(m["seqno"]) + u64(m["ts"]) + bytes.fromhex(m["author_fp"])
+            + u32(len(cert)) + cert)
+    recs = []
+    for item in m["records"]:
+        w = item["record"]
+        batch = w.get("batch")
+        recs.append({"sid": bytes.fromhex(w["sid"]), "dir": w["dir"], "to": w["to"],
+                     "seqno": w["seqno"], "ts": w["ts"], "ct": _raw_b64(w["ct"]),
+                     "c": _raw_b64(w["c"]), "sig": _raw_b64(w["sig"]) if "sig" in w else None,
+                     "batch": (batch["i"], batch["n"], [_raw_b64(p) for p in batch["path"]])
+                     if batch is not None else None})
+    group = group_enc(_raw_b64(m["sig"]), m["first"], m["n"], [_raw_b64(p) for p in m["proof"]],
+                      recs)
+    return head + group + b"".join(carrier_wire(item) for item in m["records"])
+
+
+def carrier_wire(item):
+    """§6.4 carrier of an item of a relay's JSON form: `k` 0x00, a `sender` envelope 0x02 (its
+    fields raw), any other `e2e` 0x01 with its JSON; `e2e_raw` (a test's) 0x01 with those bytes,
+    whatever else the item holds."""
+    if "e2e_raw" in item:
+        return bytes([CARRIER_RATCHET]) + u32(len(item["e2e_raw"])) + item["e2e_raw"]
+    if "k" in item:
+        return bytes([CARRIER_K]) + _raw_b64(item["k"])
+    e = item["e2e"]
+    if e.get("kind") == "sender":
+        return (bytes([CARRIER_SENDER]) + bytes.fromhex(e["from"]) + u32(e["id"]) + u32(e["n"])
+                + _raw_b64(e["w"]))
+    raw = enc_json(e)
+    return bytes([CARRIER_RATCHET]) + u32(len(raw)) + raw
+
+
+def parse_content(content, code="PROTOCOL_ERROR"):
+    """§3.3 "JSON or binary": a record's content (§3.2) read by its first byte — `{` a JSON message
+    (§2; a relay in JSON is refused: each message has one encoding), 0x02 a relay in its binary
+    layout, returned in its JSON form (decode_relay), anything else PROTOCOL_ERROR."""
+    if not content:
+        raise ProtoError(code, "an empty content")
+    if content[0] == RELAY_FIRST:
+        return decode_relay(content)
+    if content[0] != JSON_FIRST:
+        raise ProtoError(code, f"a content whose first byte is 0x{content[0]:02x}, neither `{{` "
+                         "nor 0x02 (§3.3)")
+    m = parse_json(content, code)
+    if m["type"] == "relay":
+        raise ProtoError(code, "a relay in JSON (§3.3: a relay travels binary, §6.4)")
+    return m
+
+
 def sign_batch(author_key, recs):
     """Signs records of one session and direction with consecutive seqnos (in order, at most
     MAX_BATCH) as one batch: sets each one's `sig` and `batch` (§6.1)."""
@@ -2847,7 +3078,7 @@ class Client:
             self.peer_record_opened = True
             self.unread.extend(contents)
         content = self.unread.popleft()
-        msg = parse_json(content)
+        msg = parse_content(content)  # §3.3: JSON, or a relay in its binary layout
         if msg["type"] == "error":
             self.unknown_fate(msg)
             self._raise_peer_error(msg)  # what follows an error in its record is not read

@@ -102,10 +102,11 @@ class Direction:
 
     def open(self, payload):
         """The record's messages, [(content, parsed)], in order (§3.2: one or more per record; a
-        `key_update` is the last of its record, and the next record is under the new key)."""
+        `key_update` is the last of its record, and the next record is under the new key); a
+        relay in its JSON form (§6.4), each item with its carrier."""
         got = []
         for content in self.rec.open(payload):
-            msg = sc.parse_json(content)
+            msg = sc.parse_content(content)  # §3.3: JSON, or a relay in its binary layout (§6.4)
             got.append((content, msg))
             if msg["type"] == "finished":
                 self.finished += 1

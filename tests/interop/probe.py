@@ -1135,6 +1135,43 @@ def _(a):
     a.send_content({"type": "queued", "seqno": 1, "ts": sc.now_ms(), "of": 1})
     return a.await_error()
 
+
+# ---- §3.3 "JSON or binary" (session 23): a content is JSON (`{`) or a relay's binary layout (0x02)
+def own_relay(a):
+    """A relay (§6.4's JSON form) of a record of ours to ourselves, as a server would send it."""
+    rec, _, k = a.record(to="user:" + a.my_name)
+    return sc.relay_message(1, sc.now_ms(), a.my_der, sc.group_of([rec]), [{"k": sc.b64e(k)}])
+
+
+@probe("relay_binary_sent_by_a_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: a relay in its binary layout, which only the server sends
+    a.send_content_raw(sc.relay_wire(own_relay(a)))
+    return a.await_error()
+
+
+@probe("relay_json_sent_by_a_client", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: a relay in JSON is PROTOCOL_ERROR (and a relay is s2c only)
+    a.send_content(own_relay(a))
+    return a.await_error()
+
+
+@probe("content_first_byte_neither_json_nor_relay", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: a first byte other than `{` or 0x02 (here a space before the JSON)
+    _, wire, k = a.record(to="server", body={"kind": "who"})
+    a.send_content_raw(b" " + sc.enc_json(a.msg_of([(None, wire, k)])))
+    return a.await_error()
+
+
+@probe("content_json_after_a_byte_order_mark", "peer:PROTOCOL_ERROR")
+def _(a):
+    a.session()  # §3.3: the first byte 0xEF is neither `{` nor 0x02 (§2 says ours skips a BOM:
+    _, wire, k = a.record(to="server", body={"kind": "who"})  # interop finding 122)
+    a.send_content_raw(b"\xef\xbb\xbf" + sc.enc_json(a.msg_of([(None, wire, k)])))
+    return a.await_error()
+
 # ---- the end-to-end key directory and records (§12.6)
 def e2e_session(a):
     """A session with this probe's own device (§12.2), nothing published yet."""

@@ -33,6 +33,15 @@
   (TRANSCRIPT §3.1) and verify.py's order on a relay line (§5 step 4); at the client, one line per
   relay written before any record is shown, `.keys` items, a late failure showing nothing, and a
   `sender_key` taken before the lobby line under it in the same relay is unwrapped (finding 101).
+- PROTOCOL §6.4 "A relay on the wire" and §3.3 "JSON or binary" (session 23): a relay's binary
+  layout (head, group_enc, one carrier per record) written by hand from the docs' grammar against
+  client.py's writer and reader, its head line_enc(relay)'s up to `cert` and its group_enc what
+  the line hashes; every bound the section lists refused (PROTOCOL_ERROR: a trailing byte, every
+  cut, a length past the end, sig/batch fields not zero, m = 0, m > n, a dir byte, `to` of 81
+  bytes or not UTF-8, `ct` past 24576 for either dir, an unknown carrier, a `sender` envelope as
+  JSON, a `ratchet` envelope off §12.6's schema, ...) and each bound's other side taken; a relay
+  in JSON and a first byte other than `{` or 0x02 refused, also by the client's read_content;
+  every relay the units above give the client travels binary.
 - PROTOCOL §6.3 a user's `msg` of a group of one batch: one `msg` per batch when it fits one
   record, else `msg`s that each fit and prove their records (and at most --msg-records records
   each), its schema (a relay's, and consecutive seqnos), its transcript line and encoding
@@ -432,7 +441,10 @@ class OwnRecordBack(unittest.TestCase):
         c.certs.entries[m["author_fp"]] = (b"der", key.public_key(), "alice")
         c.my_name, c.batches = "alice", sc.BatchCache()
         with self.assertRaises(sc.ProtoError) as caught:
-            (c.on_stored if kind == "stored" else c.on_relay)(m)
+            if kind == "stored":
+                c.on_stored(m)
+            else:  # as it travels (§6.4 "A relay on the wire")
+                c.on_relay(sc.parse_content(sc.relay_wire(m)))
         self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
         self.assertIn("our own", caught.exception.detail)
         self.assertEqual(c.answered, {})
@@ -931,6 +943,13 @@ class RelaySchema(unittest.TestCase):
                 self.assertTrue(sc.record_enc(r).endswith(bytes(4) + bytes(4) + bytes(4) + b"\x00"))
 
 
+def a_ratchet(sender, *devices):
+    """A `ratchet` envelope (§12.6) its schema takes, one wrap per device (nothing in it opens)."""
+    return {"kind": "ratchet", "from": sender,
+            "wraps": [{"device": d, "dh": ZERO32, "pn": 0, "n": 0, "w": sc.b64e(bytes(48))}
+                      for d in devices]}
+
+
 class RelayAtTheClient(unittest.TestCase):
     """PROTOCOL §6.4 and §12.6 at alice's client: a relay of several records is one transcript
     line, written before any of it is shown, its records shown in seqno order and each record's
@@ -970,8 +989,13 @@ class RelayAtTheClient(unittest.TestCase):
     def relay(self, recs, carriers, seqno=1, introduce=True):
         m = sc.relay_message(seqno, sc.now_ms(), self.certs["bob"], sc.group_of(recs), carriers,
                              introduce)
-        self.c.on_relay(json.loads(sc.enc_json(m)))
+        self.receive(m)
         return m
+
+    def receive(self, m):
+        """The relay `m` (its JSON form) as it travels (§6.4 "A relay on the wire"), read as the
+        client reads a content (§3.3)."""
+        self.c.on_relay(sc.parse_content(sc.relay_wire(m)))
 
     def log_lines(self):
         with open(self.c.transcript.base + ".log") as f:
@@ -1046,7 +1070,7 @@ class RelayAtTheClient(unittest.TestCase):
                                  carriers)
             edit(m)
             with self.assertRaises(sc.ProtoError, msg=name) as caught:
-                self.c.on_relay(m)
+                self.receive(m)
             self.assertEqual(caught.exception.code, code, name)
 
     def test_the_schema_comes_before_the_hop(self):
@@ -1058,7 +1082,7 @@ class RelayAtTheClient(unittest.TestCase):
                              [{"k": sc.b64e(k)} for k in ks])
         m["records"].reverse()
         with self.assertRaises(sc.ProtoError) as caught:
-            self.c.on_relay(m)
+            self.receive(m)
         self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
 
     def test_every_record_s_addressing_before_any_envelope(self):
@@ -1068,7 +1092,7 @@ class RelayAtTheClient(unittest.TestCase):
         recs, ks = self.bob_batch(self.texts("one", "two"))
         recs[1]["to"] = "user:carol"
         sc.sign_batch(self.keys["bob"], recs)
-        ratchet = {"kind": "ratchet", "from": "b0b1b0b1b0b1b0b1", "wraps": []}
+        ratchet = a_ratchet("b0b1b0b1b0b1b0b1", self.c.device.id)
         with self.assertRaises(sc.ProtoError) as caught:
             self.relay(recs, [{"e2e": ratchet}, {"k": sc.b64e(ks[1])}])
         self.assertEqual(caught.exception.code, "TAMPERED")
@@ -1096,13 +1120,287 @@ class RelayAtTheClient(unittest.TestCase):
                                    {"kind": "text", "text": "hello, lobby"}])
         recs[0]["to"] = "user:alice"
         sc.sign_batch(self.keys["bob"], recs)
-        ratchet = {"kind": "ratchet", "from": bob_device, "wraps": []}
+        ratchet = a_ratchet(bob_device, self.c.device.id)
         lobby = {"kind": "sender", "from": bob_device, "id": chain.id,
                  "n": 0, "w": sc.b64e(chain.encrypt(ks[1], sc.binding_of(recs[1]))[1])}
         with mock.patch.object(self.c.device, "open_ratchet", return_value=(ks[0], None)):
             self.relay(recs, [{"e2e": ratchet}, {"e2e": lobby}])
         self.assertEqual(self.shown, [f"SENDER_KEY bob {bob_device}", "bob e2e: hello, lobby"])
         self.assertEqual([k["item"] for k in self.key_lines()], [1, 2])
+
+
+def be(value, size):
+    return value.to_bytes(size, "big")
+
+
+class RelayOnTheWire(unittest.TestCase):
+    """PROTOCOL §6.4 "A relay on the wire" and §3.3 "JSON or binary" (session 23): the layout
+    byte by byte, written here by hand from the docs' grammar (head, group_enc, one carrier per
+    record), against client.py's writer and reader; every bound the section lists refused
+    (PROTOCOL_ERROR), each boundary taken; a relay in JSON and any first byte but `{` and 0x02
+    refused; the client reading either from a record (read_content)."""
+
+    CERT = b"\x30\x03abc"
+    FP = bytes([0xab]) * 32
+
+    def setUp(self):
+        _, recs = batch_of(4, first=3)
+        self.sig, self.first, self.n, self.proof, self.bare = sc.group_of([recs[1], recs[3]])
+        self.k = bytes([5]) * 32
+        self.sender = {"kind": "sender", "from": "b0b1b2b3b4b5b6b7", "id": 0xdeadbeef, "n": 7,
+                       "w": sc.b64e(bytes([6]) * 48)}
+
+    def fields(self):
+        """The relay's fields as the grammar names them, each one a test may change: the head,
+        group_enc's, each record's (`tail` the four zero fields after `c`), the carriers'
+        bytes and what follows the last carrier."""
+        recs = [{"sid": r["sid"], "dir": b"\x01", "to": r["to"].encode(), "seqno": r["seqno"],
+                 "ts": r["ts"], "ct": r["ct"], "c": r["c"], "tail": bytes(13)} for r in self.bare]
+        return {"first_byte": b"\x02", "seqno": 7, "ts": 8, "fp": self.FP, "cert": self.CERT,
+                "sig": self.sig, "gfirst": self.first, "n": self.n, "proof": list(self.proof),
+                "records": recs,
+                "carriers": [b"\x00" + self.k,
+                             b"\x02" + bytes.fromhex(self.sender["from"]) + be(0xdeadbeef, 4)
+                             + be(7, 4) + bytes([6]) * 48],
+                "after": b""}
+
+    @staticmethod
+    def layout(f, **lengths):
+        """§6.4's grammar over `f`; a length named in `lengths` (cert, sig, proof, m, to, ct)
+        written as given in place of the real one."""
+        def record(r):
+            return (r["sid"] + r["dir"] + be(lengths.get("to", len(r["to"])), 4) + r["to"]
+                    + be(r["seqno"], 8) + be(r["ts"], 8) + be(lengths.get("ct", len(r["ct"])), 4)
+                    + r["ct"] + r["c"] + r["tail"])
+        head = (f["first_byte"] + be(f["seqno"], 8) + be(f["ts"], 8) + f["fp"]
+                + be(lengths.get("cert", len(f["cert"])), 4) + f["cert"])
+        group = (be(lengths.get("sig", len(f["sig"])), 4) + f["sig"] + be(f["gfirst"], 8)
+                 + be(f["n"], 4) + bytes([lengths.get("proof", len(f["proof"]))])
+                 + b"".join(f["proof"]) + bytes([lengths.get("m", len(f["records"]))])
+                 + b"".join(record(r) for r in f["records"]))
+        return head + group + b"".join(f["carriers"]) + f["after"]
+
+    def json_form(self, carriers=None):
+        m = sc.relay_message(7, 8, self.CERT, (self.sig, self.first, self.n, self.proof,
+                                               self.bare),
+                             carriers or [{"k": sc.b64e(self.k)}, {"e2e": self.sender}])
+        m["author_fp"] = self.FP.hex()
+        return json.loads(sc.enc_json(m))
+
+    def code(self, content):
+        try:
+            sc.parse_content(content)
+        except sc.ProtoError as e:
+            return e.code
+        return "OK"
+
+    def test_the_layout_byte_by_byte(self):
+        f = self.fields()
+        wire = self.layout(f)
+        self.assertEqual(sc.relay_wire(self.json_form()), wire)
+        self.assertEqual(sc.parse_content(wire), self.json_form())
+        # the head is line_enc(relay)'s up to its cert: 53 bytes, then the certificate
+        line = sc.relay_line_enc(7, 8, self.FP.hex(), self.CERT, self.sig, self.first, self.n,
+                                 self.proof, self.bare)
+        head = 53 + len(self.CERT)
+        self.assertEqual(wire[:head], line[:head])
+        # group_enc is exactly what the line hashes (TRANSCRIPT §3.1, format 7)
+        group = wire[head:len(wire) - 33 - 65]
+        self.assertEqual(group, sc.group_enc(self.sig, self.first, self.n, self.proof, self.bare))
+        self.assertEqual(hashlib.sha256(group).digest(), line[-32:])
+        # a `k` carrier is 33 bytes, a `sender` envelope's 65 (§6.4 "Why binary")
+        self.assertEqual([len(c) for c in f["carriers"]], [33, 65])
+
+    def test_without_a_certificate_and_with_a_ratchet_envelope(self):
+        ratchet = a_ratchet("b0b1b2b3b4b5b6b7", "0123456789abcdef", "fedcba9876543210")
+        m = self.json_form([{"k": sc.b64e(self.k)}, {"e2e": ratchet}])
+        del m["cert"]
+        f = self.fields()
+        f["cert"] = b""
+        e = sc.enc_json(ratchet)
+        f["carriers"][1] = b"\x01" + be(len(e), 4) + e
+        self.assertEqual(sc.relay_wire(m), self.layout(f))
+        self.assertEqual(sc.parse_content(self.layout(f)), m)
+        self.assertNotIn("cert", sc.parse_content(self.layout(f)))
+
+    def test_the_client_reads_a_binary_relay_and_refuses_a_json_one(self):
+        c = sc.Client.__new__(sc.Client)
+        c.unread = sc.deque([self.layout(self.fields()), sc.enc_json(self.json_form())])
+        content, m = c.read_content()
+        self.assertEqual((content[:1], m), (b"\x02", self.json_form()))
+        with self.assertRaises(sc.ProtoError) as caught:
+            c.read_content()
+        self.assertEqual(caught.exception.code, "PROTOCOL_ERROR")
+
+    def test_the_first_byte(self):
+        json_relay = sc.enc_json(self.json_form())
+        for name, content, want in (
+                ("a JSON message", b'{"type":"key_update"}', "OK"),
+                ("a relay in JSON", json_relay, "PROTOCOL_ERROR"),
+                ("a relay in JSON, spaced", b'{ "type" : "relay"}', "PROTOCOL_ERROR"),
+                ("JSON after a space", b' {"type":"key_update"}', "PROTOCOL_ERROR"),
+                ("JSON after a byte-order mark", b'\xef\xbb\xbf{"type":"key_update"}',
+                 "PROTOCOL_ERROR"),
+                ("0x01", b"\x01" + self.layout(self.fields())[1:], "PROTOCOL_ERROR"),
+                ("0x03", b"\x03" + self.layout(self.fields())[1:], "PROTOCOL_ERROR"),
+                ("a relay", self.layout(self.fields()), "OK")):
+            self.assertEqual(self.code(content), want, name)
+
+    def test_every_cut_runs_past_the_end(self):
+        wire = self.layout(self.fields())
+        for end in range(len(wire)):
+            self.assertEqual(self.code(wire[:end]), "PROTOCOL_ERROR", f"cut at {end}")
+
+    def test_each_refusal(self):
+        too_big = 2**53
+        sender_json = sc.enc_json(self.sender)
+
+        def rec(j=0):
+            return lambda f: f["records"][j]
+
+        def set_rec(key, value, j=0):
+            return lambda f: f["records"][j].update({key: value})
+
+        def carrier(raw, j=1):
+            return lambda f: f["carriers"].__setitem__(j, raw)
+
+        def ratchet(raw):
+            return carrier(b"\x01" + be(len(raw), 4) + raw)
+
+        def wraps(*entries):
+            return ratchet(sc.enc_json({"kind": "ratchet", "from": "b0b1b2b3b4b5b6b7",
+                                        "wraps": list(entries)}))
+        wrap = {"device": "0123456789abcdef", "dh": ZERO32, "pn": 0, "n": 0,
+                "w": sc.b64e(bytes(48))}
+        for name, edit, lengths in (
+                ("a trailing byte", lambda f: f.update(after=b"\x00"), {}),
+                ("seqno 0", lambda f: f.update(seqno=0), {}),
+                ("seqno 2^53", lambda f: f.update(seqno=too_big), {}),
+                ("ts 2^53", lambda f: f.update(ts=too_big), {}),
+                ("cert of 16385 bytes", lambda f: f.update(cert=bytes(16385)), {}),
+                ("a cert length past the end", lambda f: None, {"cert": 10**6}),
+                ("sig empty", lambda f: f.update(sig=b""), {}),
+                ("sig of 1025 bytes", lambda f: f.update(sig=bytes(1025)), {}),
+                ("a sig length past the end", lambda f: None, {"sig": 2**32 - 1}),
+                ("first 0", lambda f: f.update(gfirst=0), {}),
+                ("first 2^53", lambda f: f.update(gfirst=too_big), {}),
+                ("n 0", lambda f: f.update(n=0), {}),
+                ("n 33", lambda f: f.update(n=33), {}),
+                ("a proof of 32 entries", lambda f: f.update(n=32, proof=[bytes(32)] * 32), {}),
+                ("a proof length past the end", lambda f: None, {"proof": 255}),
+                ("m = 0", lambda f: f.update(records=[], carriers=[]), {}),
+                ("m > n", lambda f: f.update(n=1, gfirst=f["records"][0]["seqno"],
+                                             records=f["records"][:1] * 2), {}),
+                ("m larger than the records there", lambda f: None, {"m": 3}),
+                ("a record's dir 0x00", set_rec("dir", b"\x00"), {}),
+                ("a record's dir 0x03", set_rec("dir", b"\x03"), {}),
+                ("a record's to empty", set_rec("to", b""), {}),
+                ("a record's to of 81 bytes", set_rec("to", b"user:" + b"a" * 76), {}),
+                ("a record's to of 41 two-byte characters (82 bytes, 41 UTF-16 units)",
+                 set_rec("to", "é".encode() * 41), {}),
+                ("a record's to not UTF-8", set_rec("to", b"lobb\xff"), {}),
+                ("a record's to a lone surrogate in UTF-8", set_rec("to", b"\xed\xa0\x80"), {}),
+                ("a to length past the end", lambda f: None, {"to": 2**32 - 1}),
+                ("a record's seqno 0", set_rec("seqno", 0), {}),
+                ("a record's seqno 2^53", set_rec("seqno", too_big), {}),
+                ("a record's ts 2^53", set_rec("ts", too_big), {}),
+                ("a record's ct of 15 bytes", set_rec("ct", bytes(15)), {}),
+                ("a record's ct of 24577 bytes", set_rec("ct", bytes(24577)), {}),
+                ("an s2c record's ct of 24577 bytes (the wire's bound is for both)",
+                 lambda f: f["records"][0].update(dir=b"\x02", ct=bytes(24577)), {}),
+                ("a ct length past the end", lambda f: None, {"ct": 60000}),
+                ("a record with a sig length", set_rec("tail", be(1, 4) + bytes(9)), {}),
+                ("a record with a sig", set_rec("tail", be(1, 4) + b"s" + bytes(9)), {}),
+                ("a record with batch i", set_rec("tail", bytes(4) + be(1, 4) + bytes(5)), {}),
+                ("a record with batch n", set_rec("tail", bytes(8) + be(1, 4) + b"\x00"), {}),
+                ("a record with a path length", set_rec("tail", bytes(12) + b"\x01"), {}),
+                ("records of two sessions", set_rec("sid", bytes([1]) * 16, 1), {}),
+                ("records out of order", lambda f: f["records"].reverse(), {}),
+                ("a record twice", lambda f: f["records"].__setitem__(1, f["records"][0]), {}),
+                ("a record below first", lambda f: f.update(gfirst=5), {}),
+                ("a record above first + n - 1", lambda f: f.update(n=2), {}),
+                ("a carrier 0x03", carrier(b"\x03" + bytes(32)), {}),
+                ("a carrier 0xff", carrier(b"\xff"), {}),
+                ("a carrier missing", lambda f: f["carriers"].pop(), {}),
+                ("a k of 31 bytes", lambda f: f.update(carriers=[b"\x00" + bytes(31)]
+                                                       + f["carriers"][1:]), {}),
+                ("a sender envelope cut short", carrier(b"\x02" + bytes(63)), {}),
+                ("a sender envelope as JSON (0x01)", ratchet(sender_json), {}),
+                ("an envelope length past the end", carrier(b"\x01" + be(10**6, 4) + b"{}"), {}),
+                ("a ratchet envelope not UTF-8", ratchet(b'{"kind":"ratchet\xff"}'), {}),
+                ("a ratchet envelope not JSON", ratchet(b"{kind}"), {}),
+                ("a ratchet envelope an array", ratchet(b'[{"kind":"ratchet"}]'), {}),
+                ("a ratchet envelope of kind unknown",
+                 ratchet(b'{"kind":"other","from":"b0b1b2b3b4b5b6b7","wraps":[]}'), {}),
+                ("a ratchet envelope with a repeated member",
+                 ratchet(sc.enc_json({"kind": "ratchet", "from": "b0b1b2b3b4b5b6b7",
+                                      "wraps": [wrap]})[:-1] + b',"kind":"ratchet"}'), {}),
+                ("a ratchet envelope with another member",
+                 ratchet(sc.enc_json({"kind": "ratchet", "from": "b0b1b2b3b4b5b6b7",
+                                      "wraps": [wrap], "x": 1})), {}),
+                ("a ratchet envelope without from",
+                 ratchet(sc.enc_json({"kind": "ratchet", "wraps": [wrap]})), {}),
+                ("no wraps", wraps(), {}),
+                ("nine wraps", wraps(*[dict(wrap, device=f"{j:016x}") for j in range(9)]), {}),
+                ("a device wrapped twice", wraps(wrap, wrap), {}),
+                ("a wrap's dh of 31 bytes", wraps(dict(wrap, dh=sc.b64e(bytes(31)))), {}),
+                ("a wrap's w of 47 bytes", wraps(dict(wrap, w=sc.b64e(bytes(47)))), {}),
+                ("a wrap's pn 2^32", wraps(dict(wrap, pn=2**32)), {}),
+                ("a wrap's device not hex", wraps(dict(wrap, device="0123456789ABCDEF")), {}),
+                ("a wrap with another member", wraps(dict(wrap, x=1)), {}),
+                ("a wrap's pre not an object", wraps(dict(wrap, pre=[])), {})):
+            f = self.fields()
+            edit(f)
+            self.assertEqual(self.code(self.layout(f, **lengths)), "PROTOCOL_ERROR", name)
+
+    def test_each_bound_taken(self):
+        """The other side of each bound: decoded (what the later steps make of it is theirs)."""
+        def set_rec(key, value):
+            return lambda f: f["records"][0].update({key: value})
+        for name, edit in (
+                ("as made", lambda f: None),
+                ("no cert", lambda f: f.update(cert=b"")),
+                ("cert of 16384 bytes", lambda f: f.update(cert=bytes(16384))),
+                ("seqno and ts 2^53 - 1", lambda f: f.update(seqno=2**53 - 1, ts=2**53 - 1)),
+                ("ts 0", lambda f: f.update(ts=0)),
+                ("sig of 1 byte", lambda f: f.update(sig=b"s")),
+                ("sig of 1024 bytes", lambda f: f.update(sig=bytes(1024))),
+                ("n 32, a proof of 31 entries", lambda f: f.update(n=32, proof=[bytes(32)] * 31)),
+                ("m = n", lambda f: f.update(n=4, gfirst=f["records"][1]["seqno"] - 3)),
+                ("an s2c record (step 3 refuses it)", set_rec("dir", b"\x02")),
+                ("a record's to of 80 bytes", set_rec("to", b"user:" + b"a" * 75)),
+                ("a record's to of 40 two-byte characters", set_rec("to", "é".encode() * 40)),
+                ("a record's to of 1 byte", set_rec("to", b"x")),
+                ("a record's ts 0", set_rec("ts", 0)),
+                ("a record's ct of 16 bytes", set_rec("ct", bytes(16))),
+                ("a record's ct of 24576 bytes", set_rec("ct", bytes(24576))),
+                ("a k and a k", lambda f: f["carriers"].__setitem__(1, b"\x00" + bytes(32))),
+                ("a ratchet envelope of 8 wraps", lambda f: f["carriers"].__setitem__(1, (
+                    lambda e: b"\x01" + be(len(e), 4) + e)(sc.enc_json(a_ratchet(
+                        "b0b1b2b3b4b5b6b7", *[f"{j:016x}" for j in range(8)])))))):
+            f = self.fields()
+            edit(f)
+            self.assertEqual(self.code(self.layout(f)), "OK", name)
+
+    def test_the_records_and_carriers_in_the_json_form(self):
+        """Each field maps one to one (§6.4): the record's hex, base64 and UTF-8, a sender's
+        `from` as 16 hex, and an s2c dir byte as `s2c` (which §6.4 step 3 then refuses)."""
+        f = self.fields()
+        f["records"][0].update(dir=b"\x02", to="user:é".encode())
+        m = sc.parse_content(self.layout(f))
+        r = m["records"][0]["record"]
+        self.assertEqual((r["dir"], r["to"], r["sid"]),
+                         ("s2c", "user:é", self.bare[0]["sid"].hex()))
+        self.assertEqual(list(r), ["sid", "dir", "to", "seqno", "ts", "ct", "c"])
+        self.assertEqual(m["records"][1]["e2e"], self.sender)
+        self.assertEqual(list(m), ["type", "seqno", "ts", "author_fp", "cert", "sig", "first", "n",
+                                   "proof", "records"])
+
+    def test_the_auditor_reads_a_binary_relay(self):
+        """keylog.py (§12.9) tells each record's carrier of a relay as it travels."""
+        import keylog
+        m = sc.parse_content(self.layout(self.fields()))
+        self.assertEqual([keylog.carrier(item) for item in keylog.carried(m)], ["k", "sender"])
 
 
 class RelayLines(unittest.TestCase):
