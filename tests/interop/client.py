@@ -128,11 +128,12 @@ MAX_TEXT = 4000                              # §8.2
 MAX_CT_BYTES = 24576
 # §6.1 "Why MAX_CT_BYTES": a client's local check for §6.3 step 7 (interop finding 108, settled by
 # the formula): largest(to) = C + b64(len(cert)) + b64(len(ct)) + m × b64(S), the largest relay or
-# `stored` the record alone could make with the largest carrier it could get — to `lobby` a
-# `sender` envelope and the batch's `sig` (m = 1), to `user:` 8 wraps each with a `pre` holding the
-# author's `ik_sig`, and the batch's `sig` (m = 9). Refused above MAX_CONTENT. (C as the docs' own
-# members at their largest make it, units.py LargestLoneRecord: interop finding 116 had it 1 high.)
-LARGEST_FIXED = {"lobby": (787, 1), "user": (15376, 9)}
+# `stored` the record alone could make with the largest carrier it could get — the `stored`, since
+# a relay travels binary (session 23; the JSON relay was the larger, C 787 and 15376) — to `lobby`
+# a `sender` envelope and the record's `sig` (m = 1), to `user:` 8 wraps each with a `pre` holding
+# the author's `ik_sig`, and the record's `sig` (m = 9). Refused above MAX_CONTENT. (C as the docs'
+# own members at their largest make it, units.py LargestLoneRecord: finding 116 had it 1 high.)
+LARGEST_FIXED = {"lobby": (765, 1), "user": (15354, 9)}
 SESSION_CERTS = 256                          # §6.4.1: author certificates a session's list holds
 # §5.2, §7.1: the codes a server's `close` may carry, each a reason that holds (§8.1), and what the
 # user is told; the session still ends cleanly with receipts, and nothing reconnects by itself

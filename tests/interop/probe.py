@@ -1457,9 +1457,10 @@ def fake_ratchet(ik_sig_len, pn=0):
 
 
 def lone_carriers(a, rec, e2e):
-    """§6.3 step 7 as the docs write it: the bytes of the relay of `rec` alone (§6.4, introducing
-    the author's certificate, its proof as many entries as the record's path) and of its stored
-    (§6.6), each with `e2e` and the hop's seqno and ts at 16 digits, no whitespace."""
+    """§6.3 step 7 as the docs write it: the bytes of the relay of `rec` alone (§6.4, binary since
+    session 23: "A relay on the wire"; introducing the author's certificate, its proof as many
+    entries as the record's path) and of its stored (§6.6, as it shows it: the hop's seqno and ts
+    at 16 digits, no whitespace), each introducing the certificate, with `e2e`."""
     wire = sc.record_wire(rec)
     hop = {"seqno": 10**15, "ts": 10**15, "author_fp": sc.fingerprint(a.my_der),
            "cert": sc.b64e(a.my_der)}
@@ -1468,7 +1469,7 @@ def lone_carriers(a, rec, e2e):
              "records": [{"record": {k: v for k, v in wire.items() if k not in ("sig", "batch")},
                           "e2e": e2e}]}
     stored = {"type": "stored", **hop, "record": wire, "e2e": e2e}
-    return len(sc.enc_json(relay)), len(sc.enc_json(stored))
+    return len(sc.relay_wire(relay)), len(sc.enc_json(stored))
 
 
 # a batch of 17 whose first record, leaf 0, has a path of 5 entries (§6.1: the most it can have):

@@ -1936,15 +1936,16 @@ MAX_INT, MAX_U32 = 2**53 - 1, 2**32 - 1
 
 def docs_largest(to, cert_len, ct_len, sig_len):
     """PROTOCOL §6.1 "Why MAX_CT_BYTES" and §6.3 step 7, built from the members the docs define, each
-    at its largest: the larger of the relay of one record alone (§6.4, introducing the author's
-    certificate, the hop's seqno and ts at 16 digits, `first` too, a proof of 5 entries) and its
-    `stored` (§6.6, the record with `sig` and `batch`, `i` 31 of `n` 32, a path of 5), for a
-    record to `to` (a `to` of 37 characters for `user:`) at the largest seqno and ts, with its
-    largest carrier: to `lobby` a `sender` envelope (§12.5: ids and counters at 10 digits), to
-    `user:` a `ratchet` one of 8 wraps (§12.6), each with a `pre` (§12.3, with `opk_id`) whose
-    `ik_sig` is `sig_len` bytes. Base64 members are filled to their length (§2: 4⌈n/3⌉)."""
+    at its largest: the larger of the relay of one record alone (§6.4 "A relay on the wire", binary
+    since session 23: introducing the author's certificate, a proof of 5 entries) and its `stored`
+    (§6.6 as it shows it: the record with `sig` and `batch`, `i` 31 of `n` 32, a path of 5, the
+    hop's seqno and ts at 16 digits), for a record to `to` (a `to` of 37 characters for `user:`)
+    at the largest seqno and ts, with its largest carrier: to `lobby` a `sender` envelope (§12.5:
+    ids and counters at 10 digits), to `user:` a `ratchet` one of 8 wraps (§12.6), each with a
+    `pre` (§12.3, with `opk_id`) whose `ik_sig` is `sig_len` bytes. Base64 members are filled to
+    their length (§2: 4⌈n/3⌉). Returns (largest, relay's bytes, stored's bytes)."""
     def b64(n):
-        return "A" * sc.b64_len(n)
+        return sc.b64e(bytes(n))
     if to == "lobby":
         carrier = {"kind": "sender", "from": "f" * 16, "id": MAX_U32, "n": MAX_U32, "w": b64(48)}
     else:
@@ -1963,15 +1964,17 @@ def docs_largest(to, cert_len, ct_len, sig_len):
     alone = {**record, "sig": b64(sig_len),
              "batch": {"i": sc.MAX_BATCH - 1, "n": sc.MAX_BATCH, "path": path}}
     stored = {"type": "stored", **hop, "record": alone, "e2e": carrier}
-    return max(len(sc.enc_json(relay)), len(sc.enc_json(stored)))
+    relay_len, stored_len = len(sc.relay_wire(relay)), len(sc.enc_json(stored))
+    return max(relay_len, stored_len), relay_len, stored_len
 
 
 class LargestLoneRecord(unittest.TestCase):
     """PROTOCOL §6.1 (fix17 207d78d, settling interop finding 108): a client refuses locally, before
     the record takes a seqno, a record whose largest(to) = C + b64(len(cert)) + b64(len(ct)) +
-    m × b64(S) exceeds 65276 — C = 787, m = 1 to `lobby`; C = 15376, m = 9 to `user:`; a record
-    to `server` only by the ct bound — S the author's signature length (§4.6). The formula against
-    the relay and `stored` the docs' members make at their largest (C was one byte above it until
+    m × b64(S) exceeds 65276 — C = 765, m = 1 to `lobby`; C = 15354, m = 9 to `user:` (787 and
+    15376 until session 23, when the relay, then JSON, was the larger); a record to `server` only
+    by the ct bound — S the author's signature length (§4.6). The formula against the relay
+    (binary) and `stored` the docs' members make at their largest (C was one byte above it until
     fix17 d962ab0: interop finding 116), the figures the docs give from it, and the client's
     refusal at the boundary."""
 
@@ -1980,9 +1983,11 @@ class LargestLoneRecord(unittest.TestCase):
             for cert_len in (1, 345, 12789, 16 * 1024):
                 for ct_len in (16, 1000, 24041, sc.MAX_CT_BYTES):
                     for sig_len in (64, 256, 1024):
-                        self.assertEqual(sc.largest_lone(to, cert_len, ct_len, sig_len),
-                                         docs_largest(to, cert_len, ct_len, sig_len),
+                        largest, relay, stored = docs_largest(to, cert_len, ct_len, sig_len)
+                        self.assertEqual(sc.largest_lone(to, cert_len, ct_len, sig_len), largest,
                                          (to, cert_len, ct_len, sig_len))
+                        # "the `stored`, which is always the larger since relays are binary"
+                        self.assertGreater(stored, relay, (to, cert_len, ct_len, sig_len))
         self.assertIsNone(sc.largest_lone("server", 16 * 1024, sc.MAX_CT_BYTES, 1024))
 
     def largest_cert(self, to, sig_len):
@@ -1992,13 +1997,14 @@ class LargestLoneRecord(unittest.TestCase):
                    if sc.largest_lone(to, n, sc.MAX_CT_BYTES, sig_len) <= sc.MAX_CONTENT)
 
     def test_the_docs_figures(self):
-        """"a private line leaves up to a certificate of 12255 bytes with Ed25519 and 10527 with
-        RSA-2048, a lobby line up to any certificate the schema takes (16 KiB)"; a lone relay or
-        stored with k or a sender envelope "takes at most 56771 bytes"."""
-        self.assertEqual(self.largest_cert("user:bob", 64), 12255)
-        self.assertEqual(self.largest_cert("user:bob", 256), 10527)
+        """"a private line leaves up to a certificate of 12270 bytes with Ed25519 and 10542 with
+        RSA-2048, a lobby line up to any certificate the schema takes (16 KiB)"; a lone `stored`
+        with k or a sender envelope "takes at most 56749 bytes", "the 8527 bytes left"."""
+        self.assertEqual(self.largest_cert("user:bob", 64), 12270)
+        self.assertEqual(self.largest_cert("user:bob", 256), 10542)
         self.assertEqual(self.largest_cert("lobby", 1024), 16 * 1024)
-        self.assertEqual(sc.largest_lone("lobby", 16 * 1024, sc.MAX_CT_BYTES, 1024), 56771)
+        self.assertEqual(sc.largest_lone("lobby", 16 * 1024, sc.MAX_CT_BYTES, 1024), 56749)
+        self.assertEqual(sc.MAX_CONTENT - 56749, 8527)
 
     def test_the_signature_length_of_each_key_type(self):
         """§4.6: RSA the modulus length, ECDSA P-256 raw r || s, Ed25519."""
@@ -2009,20 +2015,21 @@ class LargestLoneRecord(unittest.TestCase):
             self.assertEqual(sc.signature_length(key), want, type(key).__name__)
 
     def test_the_client_refuses_above_65276_before_a_seqno_and_sends_up_to_it(self):
-        """With an Ed25519 certificate of 12792 bytes (b64 17056), a private line whose ct is
-        24038 bytes makes largest 65276 (sent), one of 24041 bytes 65280 (the next a private line
-        can make: not sent, no seqno taken, the session goes on); a lobby line of 24041 bytes,
-        49987, is sent, as is a `who` (to `server`: the ct bound alone)."""
+        """With an Ed25519 certificate of 12805 bytes (b64 17076), a private line whose ct is
+        24038 bytes makes largest 65274 (sent; with C = 15354 an Ed25519 private line's largest is
+        2 mod 4, never 65276), one of 24041 bytes 65278 (the next a private line can make: not
+        sent, no seqno taken, the session goes on); a lobby line of 24041 bytes, 49985, is sent,
+        as is a `who` (to `server`: the ct bound alone)."""
         import probe
         c = session_after(0)
         c.device, c.close_sent, c.ts_tx, c.pending = None, False, 0, []
         c.state_lock, c.random, c.tamper = threading.Lock(), sc.os.urandom, lambda step, v: v
         c._flush = lambda: None
-        c.my_der = bytes(12792)
+        c.my_der = bytes(12805)
         fits, over = probe.text_of_ct(24038), probe.text_of_ct(24041)
-        self.assertEqual((sc.largest_lone("user:bob", 12792, 24038, 64),
-                          sc.largest_lone("user:bob", 12792, 24041, 64),
-                          sc.largest_lone("lobby", 12792, 24041, 64)), (65276, 65280, 49987))
+        self.assertEqual((sc.largest_lone("user:bob", 12805, 24038, 64),
+                          sc.largest_lone("user:bob", 12805, 24041, 64),
+                          sc.largest_lone("lobby", 12805, 24041, 64)), (65274, 65278, 49985))
         shown = []
         with mock.patch.object(sc, "out", shown.append), mock.patch.object(sc, "log"):
             c.send_record("user:bob", {"kind": "text", "text": over})
