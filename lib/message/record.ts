@@ -709,24 +709,6 @@ export class ReceivedGroup {
     return true;
   }
 
-  /**
-   * Whether `items`, which carry all this msg's records (carriesAll), are each the msg's record `j`
-   * as received with its carrier as received (receivedItems' views, which ReceivedGroup.whole and
-   * prepareRelay gave them), in order: then `received.bytes` is exactly what a relay's wire writes
-   * of them, `{"record":…,<carrier>}` each, commas between. False when the msg was not canonical,
-   * or an item was made otherwise.
-   */
-  itemsAsReceived(items: readonly GroupItem[]): boolean {
-    const received = this.received?.items;
-    if (!received || items.length !== received.length) return false;
-    for (let j = 0; j < items.length; j++) {
-      const item = items[j];
-      if (item.forms.relayed.bytes !== received[j].record) return false;
-      if (item.keyTail !== received[j].carrier) return false;
-    }
-    return true;
-  }
-
   /** The msg's proof as a group message writes it. */
   get proofParts(): { json: Uint8Array; enc: Uint8Array } {
     return this.#proofParts ??= proofParts(this.group.proof);
@@ -2679,12 +2661,16 @@ export type RelayType = "relay" | "stored";
 /** line_enc's first byte per line type (TRANSCRIPT §3.1); `c2sMsg` a user's msg's (a group). */
 const LINE_TAG = {
   msg: 0x01,
+  /** Also a relay's first byte on the wire (PROTOCOL §6.4 "A relay on the wire"). */
   relay: 0x02,
   refused: 0x03,
   queued: 0x04,
   stored: 0x05,
   c2sMsg: 0x06,
 } as const;
+
+/** A relay's first byte on the wire (PROTOCOL §3.3 "JSON or binary"); a JSON message's is `{`. */
+export const RELAY_TAG = LINE_TAG.relay;
 
 /** A line's seqno: a user's msg's first record's (its line covers lineSeqno … lineLastSeqno). */
 export function lineSeqno(line: Line | LineJson): number {
@@ -3105,8 +3091,10 @@ export interface PreparedRelay {
   readonly author: AuthorParts;
   /** The record's JSON text (RecordForms.bytes). */
   readonly record: Uint8Array;
-  /** `,"k":…}` or `,"e2e":…}`: what ends the wire content after the record. */
+  /** `,"k":…}` or `,"e2e":…}`: what ends a `stored`'s wire content after the record. */
   readonly keyTail: Uint8Array;
+  /** The same key in a relay's binary layout (PROTOCOL §6.4 "A relay on the wire"): its carrier. */
+  readonly carrier: Uint8Array;
   /** record_enc(record) */
   readonly encRecord: Uint8Array;
   /** The content key, when the holder knows it (never the server for an end-to-end record). */
@@ -3270,9 +3258,32 @@ function prepareParts(
     forms,
     authorPartsOf(author),
     carrier ?? utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
+    binaryCarrier(e2e ? { e2e } : { k: k! }),
     k,
   );
 }
+
+/**
+ * A record's carrier in a relay's binary layout (PROTOCOL §6.4 "A relay on the wire"): `k`, a
+ * `sender` envelope in 65 bytes, or any other envelope's JSON behind its length.
+ */
+function binaryCarrier(key: ContentKey): Uint8Array {
+  if ("k" in key) {
+    return new ByteBuilder(1 + CONTENT_KEY_BYTES).u8(CARRIER_TAG.k).bytes(key.k).done();
+  }
+  const e2e = key.e2e;
+  if (e2e.kind === "sender") {
+    return new ByteBuilder(SENDER_CARRIER_BYTES).u8(CARRIER_TAG.sender).hex(e2e.from).u32(e2e.id)
+      .u32(e2e.n).bytes(fromBase64(e2e.w)).done();
+  }
+  const json = utf8(JSON.stringify(e2e));
+  return new ByteBuilder(5 + json.length).u8(CARRIER_TAG.json).u32(json.length).bytes(json).done();
+}
+
+/** A relay's carrier tags (PROTOCOL §6.4 "A relay on the wire"). */
+export const CARRIER_TAG = { k: 0x00, json: 0x01, sender: 0x02 } as const;
+/** A `sender` envelope's carrier: the tag, `from` (8 bytes), `id`, `n`, `w` (48 bytes). */
+const SENDER_CARRIER_BYTES = 1 + 8 + 4 + 4 + 48;
 
 /**
  * A PreparedRelay made once per record relayed (a class: an object literal with getters costs
@@ -3284,6 +3295,7 @@ class RelayParts implements PreparedRelay {
     readonly forms: RecordForms,
     readonly author: AuthorParts,
     readonly keyTail: Uint8Array,
+    readonly carrier: Uint8Array,
     readonly k: Uint8Array | undefined,
   ) {}
 
@@ -3308,13 +3320,12 @@ const MAX_HOP_NUMBERS_BYTES = `${Number.MAX_SAFE_INTEGER},"ts":${Number.MAX_SAFE
  */
 export function loneRelayBytes(prepared: PreparedRelay): number {
   const { author, keyTail, forms } = prepared;
-  const shared = MAX_HOP_NUMBERS_BYTES + author.named.length + (author.cert?.length ?? 0);
   const { i, n } = forms.record.batch!;
-  const relay = GROUP_WIRE_HEAD.length + shared + batchPartsOf(forms).json.length +
-    PROOF_MEMBER.length + hashListJsonBytes(pathLength(i, n)) +
-    RECORDS_MEMBER.length + GROUP_END.length + itemBytes(prepared);
-  const stored = RELAY_WIRE_HEAD.stored.length + shared + RECORD_MEMBER.length +
-    forms.wholeLength + keyTail.length;
+  const relay = RELAY_HEAD_BYTES + (author.encIntroduced ?? author.encNamed).length +
+    BINARY_GROUP.fixed(batchPartsOf(forms)) + pathLength(i, n) * HASH_BYTES +
+    BINARY_GROUP.item(prepared);
+  const stored = RELAY_WIRE_HEAD.stored.length + MAX_HOP_NUMBERS_BYTES + author.named.length +
+    (author.cert?.length ?? 0) + RECORD_MEMBER.length + forms.wholeLength + keyTail.length;
   return Math.max(relay, stored);
 }
 
@@ -3453,7 +3464,6 @@ function makeBatchParts(
 }
 
 /** What starts a relay's wire and its line, up to the hop's seqno (as bytes, once). */
-const GROUP_WIRE_HEAD = utf8('{"type":"relay","seqno":');
 const GROUP_LINE_HEAD = utf8('{"dir":"s2c","type":"relay","seqno":');
 const PROOF_MEMBER = utf8('"proof":[');
 const RECORDS_MEMBER = utf8('],"records":[');
@@ -3474,6 +3484,36 @@ function hashListJsonBytes(entries: number): number {
 }
 
 /**
+ * How a group message's wire content is sized: a user's msg in JSON (PROTOCOL §6.3), a relay in
+ * its binary layout (§6.4 "A relay on the wire"). `fixed` is the group's part without proof
+ * entries and records; `item` what one record and its carrier add (a separator included when
+ * not the first); `proofEntry` the most one proof entry adds before the proof is made.
+ */
+interface GroupLayout<Item extends GroupItem> {
+  fixed(batch: BatchParts): number;
+  item(item: Item, first?: boolean): number;
+  readonly proofEntry: number;
+  proofBytes(proof: { json: Uint8Array; enc: Uint8Array }): number;
+}
+
+/** `"sig":…,"first":…,"n":…,"proof":[…],"records":[{"record":…,"k":…},…]}` */
+const JSON_GROUP: GroupLayout<GroupItem> = {
+  fixed: (batch) =>
+    batch.json.length + PROOF_MEMBER.length + RECORDS_MEMBER.length + GROUP_END.length,
+  item: (item, first = false) => (first ? 0 : 1) + itemBytes(item),
+  proofEntry: PROOF_ENTRY_JSON_BYTES,
+  proofBytes: (proof) => proof.json.length,
+};
+
+/** group_enc (u32 len(sig) || sig || u64 first || u32 n || u8 proof… || u8 m || record_enc…), carriers. */
+const BINARY_GROUP: GroupLayout<PreparedRelay> = {
+  fixed: (batch) => batch.enc.length + 2,
+  item: (item) => item.forms.relayed.encoding.length + item.carrier.length,
+  proofEntry: HASH_BYTES,
+  proofBytes: (proof) => proof.enc.length - 1,
+};
+
+/**
  * Records of one author batch in one message, in seqno order, with the batch's `sig`, `first`,
  * `n` once and the `proof` of their root (PROTOCOL §6.3, §6.4): what a relay and a user's msg
  * share, wire and transcript line, written in place from the bytes every holder shares (each
@@ -3481,38 +3521,35 @@ function hashListJsonBytes(entries: number): number {
  * message's own ({@link RecipientRelayGroup}, {@link UserMsg}). Records join ({@link takes},
  * {@link add}) while it is open; its proof is made when it is first written, from the group
  * the records came in when it carries all of them (no hashing), else from the records' paths
- * (groupProof).
+ * (groupProof). The wire content is laid out as `layout` says: JSON for a user's msg, binary
+ * for a relay; the transcript line is JSON for both.
  */
-abstract class GroupMessage implements Encodable, PreparedLine {
+abstract class GroupMessage<Item extends GroupItem = GroupItem> implements Encodable, PreparedLine {
   abstract readonly dir: Direction;
   abstract readonly seqno: number;
   abstract readonly ts: number;
-  readonly items: GroupItem[];
+  readonly items: Item[];
   readonly #batch: BatchParts;
+  readonly #layout: GroupLayout<Item>;
   /** The wire content's bytes without the proof's entries. */
   #bytes: number;
   #proof?: { json: Uint8Array; enc: Uint8Array };
   /** The msg whose records it carries, all of them (set with the proof): its group_enc is ours. */
   #wholeMsg?: ReceivedGroup;
-  /**
-   * Set with the proof: the items are the msg's records and carriers as received
-   * (ReceivedGroup.itemsAsReceived), which the wire content copies in one piece.
-   */
-  #itemsAsReceived = false;
 
-  /** @param headBytes the wire content's bytes before the batch's members (its head's) */
-  constructor(first: GroupItem, headBytes: number) {
+  /** @param headBytes the wire content's bytes before the group's (its head's) */
+  constructor(first: Item, headBytes: number, layout: GroupLayout<Item>) {
     this.items = [first];
     this.#batch = batchPartsOf(first.forms);
-    this.#bytes = headBytes + this.#batch.json.length + PROOF_MEMBER.length +
-      RECORDS_MEMBER.length + GROUP_END.length + itemBytes(first);
+    this.#layout = layout;
+    this.#bytes = headBytes + layout.fixed(this.#batch) + layout.item(first, true);
   }
 
   /**
    * Whether `next` may join: a record of the same author and batch, after the last one (a
    * record relayed again, or of another batch, starts a message of its own).
    */
-  takes(next: GroupItem): boolean {
+  takes(next: Item): boolean {
     const last = this.items[this.items.length - 1];
     if (this.#proof || next.fingerprint !== last.fingerprint) return false;
     // Ours relays records of one msg together (PROTOCOL §6.4 "Which records a relay carries").
@@ -3526,18 +3563,18 @@ abstract class GroupMessage implements Encodable, PreparedLine {
 
   /** The wire content's length at most, before its proof is made. */
   get boundLength(): number {
-    return this.#bytes + (this.#batch.n - 1) * PROOF_ENTRY_JSON_BYTES;
+    return this.#bytes + (this.#batch.n - 1) * this.#layout.proofEntry;
   }
 
   /** {@link boundLength} with `next` added. */
-  lengthWith(next: GroupItem): number {
-    return this.boundLength + 1 + itemBytes(next);
+  lengthWith(next: Item): number {
+    return this.boundLength + this.#layout.item(next);
   }
 
   /** Adds a record {@link takes} took. */
-  add(next: GroupItem): void {
+  add(next: Item): void {
     this.items.push(next);
-    this.#bytes += 1 + itemBytes(next);
+    this.#bytes += this.#layout.item(next);
   }
 
   /** The content keys by item, for the `.keys` file (TRANSCRIPT §6). */
@@ -3547,27 +3584,35 @@ abstract class GroupMessage implements Encodable, PreparedLine {
 
   /** The wire content's length in bytes; the message is complete from here on. */
   get length(): number {
-    return this.#bytes + this.#proofParts().json.length;
+    return this.#bytes + this.#layout.proofBytes(this.#proofParts());
+  }
+
+  /** The wire content: laid out as the message's layout says (its subclass writes it). */
+  abstract writeTo(out: ByteBuilder): void;
+
+  /** The JSON wire content (a user's msg): `head`, the group's members, its items. */
+  protected writeJsonWire(out: ByteBuilder, head: Uint8Array): void {
+    out.bytes(head);
+    this.#writeGroup(out);
+    for (let j = 0; j < this.items.length; j++) {
+      const item = this.items[j];
+      if (j > 0) out.u8(COMMA);
+      out.bytes(ITEM_HEAD).bytes(item.forms.relayed.bytes).bytes(item.keyTail);
+    }
+    out.bytes(GROUP_END);
   }
 
   /**
-   * The wire content. Its items are the msg's `records` as received, copied in one piece, when they
-   * are exactly that (#itemsAsReceived): every recipient's relay of a whole msg carries the same
-   * bytes, not 3 copies per item each. Else item by item; the two write the same bytes
-   * (tests/unit/relay_records_once_test.ts).
+   * group_enc (TRANSCRIPT §3.1) as the parts that lie in memory: the received msg's, laid out once
+   * for all its relays, when this carries all its records; else the batch's, the proof's, the
+   * count and each record's shared record_enc.
    */
-  writeTo(out: ByteBuilder): void {
-    this.writeWireHead(out);
-    this.#writeGroup(out);
-    if (this.#itemsAsReceived) out.bytes(this.#wholeMsg!.received!.bytes);
-    else {
-      for (let j = 0; j < this.items.length; j++) {
-        const item = this.items[j];
-        if (j > 0) out.u8(COMMA);
-        out.bytes(ITEM_HEAD).bytes(item.forms.relayed.bytes).bytes(item.keyTail);
-      }
-    }
-    out.bytes(GROUP_END);
+  protected groupEncodingParts(): Uint8Array[] {
+    const proof = this.#proofParts();
+    if (this.#wholeMsg) return [this.#wholeMsg.groupEncoding];
+    const parts = [this.#batch.enc, proof.enc, Uint8Array.of(this.items.length)];
+    for (const item of this.items) parts.push(item.forms.relayed.encoding);
+    return parts;
   }
 
   writeJson(out: ByteBuilder): void {
@@ -3583,23 +3628,14 @@ abstract class GroupMessage implements Encodable, PreparedLine {
   /**
    * line_enc: the head's part, then the group's digest (TRANSCRIPT §3.1 group_digest): the received
    * msg's, made once for all its lines, when this carries all its records; else its own, of its
-   * group_enc laid out from the shared bytes.
+   * group_enc hashed where its parts lie.
    */
   writeEncoding(out: ByteBuilder): void {
     this.writeEncodingHead(out);
-    const proof = this.#proofParts();
-    if (this.#wholeMsg) {
-      out.bytes(this.#wholeMsg.groupDigest);
-      return;
-    }
-    // Hashed where the parts lie: the batch's, the proof's, each record's shared record_enc.
-    const parts = [this.#batch.enc, proof.enc, Uint8Array.of(this.items.length)];
-    for (const item of this.items) parts.push(item.forms.relayed.encoding);
-    out.bytes(sha256(...parts));
+    const parts = this.groupEncodingParts();
+    out.bytes(this.#wholeMsg ? this.#wholeMsg.groupDigest : sha256(...parts));
   }
 
-  /** The wire content up to the batch's members: `{"type":…,` and the message's own. */
-  protected abstract writeWireHead(out: ByteBuilder): void;
   /** The line up to the batch's members: `{"dir":…,"type":…,` and the message's own. */
   protected abstract writeLineHead(out: ByteBuilder): void;
   /** line_enc up to its group part: the tag and the message's own. */
@@ -3617,7 +3653,6 @@ abstract class GroupMessage implements Encodable, PreparedLine {
     const received = this.items[0].forms.group;
     if (received && received.carriesAll(this.items)) {
       this.#wholeMsg = received;
-      this.#itemsAsReceived = received.itemsAsReceived(this.items);
       return this.#proof = received.proofParts;
     }
     const { first, n } = this.#batch;
@@ -3646,13 +3681,18 @@ function proofParts(proof: readonly Uint8Array[]): { json: Uint8Array; enc: Uint
  */
 export type GroupItem = Pick<PreparedRelay, "fingerprint" | "forms" | "keyTail" | "k">;
 
+/** A relay's head on the wire before its author: RELAY_TAG, the hop's `seqno` and `ts` (u64be). */
+const RELAY_HEAD_BYTES = 1 + 8 + 8;
+
 /**
  * One recipient's relay (PROTOCOL §6.4): a group message behind the hop's `seqno` and `ts` and
  * the author's name, introducing its certificate when `introduce` (the session's certificate
  * list decides, §6.4.1). The session adds the records one turn relays to this recipient while
- * it is the last message it made, then closes it.
+ * it is the last message it made, then closes it. On the wire it is binary (§6.4 "A relay on the
+ * wire"): its line_enc's head, the group_enc that line hashes (a whole msg's laid out once for
+ * every recipient), its carriers; its transcript line is its JSON form.
  */
-export class RecipientRelayGroup extends GroupMessage {
+export class RecipientRelayGroup extends GroupMessage<PreparedRelay> {
   readonly dir = "s2c";
   readonly #author: AuthorParts;
   /** `<seqno>,"ts":<ts>,` */
@@ -3667,19 +3707,20 @@ export class RecipientRelayGroup extends GroupMessage {
     if (introduce && !first.author.cert) {
       throw new SecureChatError("INTERNAL", "a relay cannot introduce a certificate it lacks");
     }
-    const numbers = `${seqno},"ts":${ts},`;
     super(
       first,
-      GROUP_WIRE_HEAD.length + numbers.length + first.author.named.length +
-        (introduce ? first.author.cert!.length : 0),
+      RELAY_HEAD_BYTES + (introduce ? first.author.encIntroduced! : first.author.encNamed).length,
+      BINARY_GROUP,
     );
     this.#author = first.author;
-    this.#numbers = numbers;
+    this.#numbers = `${seqno},"ts":${ts},`;
   }
 
-  protected writeWireHead(out: ByteBuilder): void {
-    out.bytes(GROUP_WIRE_HEAD);
-    this.#writeHop(out);
+  /** The binary wire content: line_enc's head, group_enc, one carrier per record. */
+  writeTo(out: ByteBuilder): void {
+    this.writeEncodingHead(out);
+    for (const part of this.groupEncodingParts()) out.bytes(part);
+    for (const item of this.items) out.bytes(item.carrier);
   }
 
   protected writeLineHead(out: ByteBuilder): void {
@@ -3715,9 +3756,13 @@ export class UserMsg extends GroupMessage {
   readonly ts: number;
 
   constructor(first: GroupItem) {
-    super(first, MSG_WIRE_HEAD.length);
+    super(first, MSG_WIRE_HEAD.length, JSON_GROUP);
     this.seqno = first.forms.record.seqno;
     this.ts = first.forms.record.ts;
+  }
+
+  writeTo(out: ByteBuilder): void {
+    this.writeJsonWire(out, MSG_WIRE_HEAD);
   }
 
   /** Joins only the next seqno: a msg's records are consecutive. */
@@ -3731,10 +3776,6 @@ export class UserMsg extends GroupMessage {
 
   get lastTs(): number {
     return this.items[this.items.length - 1].forms.record.ts;
-  }
-
-  protected writeWireHead(out: ByteBuilder): void {
-    out.bytes(MSG_WIRE_HEAD);
   }
 
   protected writeLineHead(out: ByteBuilder): void {

@@ -54,8 +54,8 @@ import {
   type RefusalCode,
   type RefusedMessage,
   RefusedMessageShape,
+  RELAY_TAG,
   type RelayMessage,
-  RelayMessageShape,
   type RelayType,
   type S2cMsgMessage,
   S2cMsgShape,
@@ -103,6 +103,7 @@ import { assertOwnPublish } from "../e2e/bundle.ts";
 import { SequenceWindow } from "./replay.ts";
 import { BatchSigner } from "./batch_signer.ts";
 import { authorCertOf, SessionCertList } from "../message/author_certs.ts";
+import { readRelay } from "../message/relay_wire.ts";
 import { signatureLength } from "../crypto/signature.ts";
 import type { TrustStore } from "../pki/validate.ts";
 import { atTurnEnd, endTurn, spendTurn, TURN_UNIT_BYTES } from "../turn.ts";
@@ -1085,12 +1086,13 @@ export class ChatSession {
   ): Promise<void> | undefined {
     // A user's msg as ours writes it is read in one pass; any other message, or a msg spelt
     // otherwise, by the parse chokepoint, which accepts and refuses as it always has.
-    const canonical = this.#est.role === "server" ? canonicalUserMsg(content) : undefined;
+    const server = this.#est.role === "server";
+    const canonical = server ? canonicalUserMsg(content) : undefined;
     if (canonical) return this.#handleUserMsg(canonical, handlers);
-    const { message, text } = parseMessageAndText(
-      content,
-      this.#est.role === "server" ? CLIENT_MESSAGES : SERVER_MESSAGES,
-    );
+    // A relay is binary (PROTOCOL §3.3 "JSON or binary"); every other message is JSON.
+    const { message, text } = !server && content[0] === RELAY_TAG
+      ? { message: readRelay(content), text: "" }
+      : parseMessageAndText(content, server ? CLIENT_MESSAGES : SERVER_MESSAGES);
     if (message.type === "msg" && "records" in message) {
       return this.#handleUserMsg(userMsgRead(message, content, text), handlers);
     }
@@ -1568,7 +1570,6 @@ const CLIENT_MESSAGES = byType<SessionMessage>({
 /** What a client may read from the server after the handshake, by type. */
 const SERVER_MESSAGES = byType<SessionMessage>({
   msg: S2cMsgShape,
-  relay: RelayMessageShape,
   stored: StoredMessageShape,
   refused: RefusedMessageShape,
   queued: QueuedMessageShape,
