@@ -4,9 +4,8 @@
  * of a layout the server need not parse"). lib/ speaks the binary relay since session 23
  * (PROTOCOL §6.4 "A relay on the wire", whose carriers these use), not yet the binary msg. Each
  * does what the top rung does with a batch of lobby lines with sender envelopes — every record's
- * sid, dir, `to`, seqno, ts,
- * ct and c bounds and envelope checked, its leaf hashed, the batch's root made from the leaves and
- * the proof, the signature verified (PROTOCOL §6.1, §6.3 steps 1–4), the author's line written
+ * sid, dir, `to`, seqno, ts, ct and c bounds and envelope checked, its leaf hashed, the batch's
+ * root made from the leaves and the proof, the signature verified (PROTOCOL §6.1, §6.3 steps 1–4), the author's line written
  * before anything is relayed, one relay per recipient, each relay's line hashed into its session's
  * running SHA-256 (TRANSCRIPT §3) and appended with the turn's others — on another layout:
  *
