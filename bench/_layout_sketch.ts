@@ -1,10 +1,11 @@
 /**
  * What the ladder's top rung ("transcript") costs when the server does not read a user's msg into
  * objects: two sketches, for the bench only (issue 18: docs/PERFORMANCE.md "Session 21: the bound
- * of a layout the server need not parse"). Nothing in lib/ speaks them. Each does what the top rung
- * does with a batch of lobby lines with sender envelopes — every record's sid, dir, `to`, seqno, ts,
- * ct and c bounds and envelope checked, its leaf hashed, the batch's root made from the leaves and
- * the proof, the signature verified (PROTOCOL §6.1, §6.3 steps 1–4), the author's line written
+ * of a layout the server need not parse"). lib/ speaks the binary relay since session 23
+ * (PROTOCOL §6.4 "A relay on the wire", whose carriers these use), not yet the binary msg. Each
+ * does what the top rung does with a batch of lobby lines with sender envelopes — every record's
+ * sid, dir, `to`, seqno, ts, ct and c bounds and envelope checked, its leaf hashed, the batch's
+ * root made from the leaves and the proof, the signature verified (PROTOCOL §6.1, §6.3 steps 1–4), the author's line written
  * before anything is relayed, one relay per recipient, each relay's line hashed into its session's
  * running SHA-256 (TRANSCRIPT §3) and appended with the turn's others — on another layout:
  *
@@ -35,6 +36,7 @@ import { verifyNow } from "../lib/crypto/signature.ts";
 import { sha256, sha256Hasher } from "../lib/crypto/sync_node.ts";
 import {
   batchStatement,
+  CARRIER_TAG,
   groupRoot,
   LOBBY,
   MAX_BATCH,
@@ -47,7 +49,7 @@ import {
 const MSG_LINE = 0x06;
 const RELAY_LINE = 0x02;
 const C2S = 0x01;
-const SENDER_ENVELOPE = 1;
+const SENDER_ENVELOPE = CARRIER_TAG.sender;
 const SID_BYTES = 16;
 const HASH_BYTES = 32;
 const CARRIER_BYTES = 1 + 8 + 4 + 4 + 48;

@@ -453,7 +453,7 @@ function base64Length(text: string): number {
  * fewer than the length promised.
  * The differential test in tests/unit/bytes_test.ts holds it to canonicalBase64Length().
  */
-function decodeBase64Into(text: string, out: Uint8Array): void {
+export function decodeBase64Into(text: string, out: Uint8Array): void {
   let result: { read: number; written: number };
   try {
     result = (out as Base64Target).setFromBase64(text, STRICT);

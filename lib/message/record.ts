@@ -11,6 +11,7 @@ import {
   Base64Batch,
   ByteBuilder,
   concat,
+  decodeBase64Into,
   type Encodable,
   fromBase64,
   fromBase64Each,
@@ -604,8 +605,10 @@ class ReceivedRelayedForm {
   }
 
   get encoding(): Uint8Array {
-    return this.group.relayedEncodingOf(this.j);
+    return this.#encoding ??= this.group.relayedEncodingOf(this.j);
   }
+
+  #encoding?: Uint8Array;
 }
 
 /** What writeRecordJson adds for `sig` and `batch` around their values (RecordForms.wholeLength). */
@@ -676,19 +679,25 @@ export class ReceivedGroup {
 
   /**
    * About what this group keeps alive, in bytes: every record of its msg, as parsed (the JSON's
-   * text, an envelope's too), as decoded (`ct` as bytes) and, when its text was canonical, as
-   * received (its records' bytes copied out: receivedItems). A relay made from one of them keeps
-   * it all (its RecordForms keep the group), which a bound on what is held must count (review17
-   * R17-5: a short lobby line in a msg of large records to `server`).
+   * text, an envelope's too), as decoded (`ct` as bytes), when its text was canonical as received
+   * (its records' bytes copied out: receivedItems), and its carrier as a relay writes it
+   * (binaryCarrierOf). A relay made from one of them keeps it all (its RecordForms keep the
+   * group), which a bound on what is held must count (review17 R17-5: a short lobby line in a msg
+   * of large records to `server`).
    */
   get retainedBytes(): number {
     if (this.#retained === undefined) {
       let bytes = this.received?.bytes.length ?? 0;
       for (let j = 0; j < this.records.length; j++) {
         const ct = this.records[j].ct.length;
-        const item = (this.message as { records?: { e2e?: unknown }[] }).records?.[j];
-        bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES +
-          (item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length);
+        const item = (this.message as { records?: { e2e?: E2eEnvelope }[] }).records?.[j];
+        const envelope = item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length;
+        const carrier = item?.e2e === undefined
+          ? 1 + CONTENT_KEY_BYTES
+          : item.e2e.kind === "sender"
+          ? SENDER_CARRIER_BYTES
+          : 5 + envelope;
+        bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES + envelope + carrier;
       }
       this.#retained = bytes;
     }
@@ -736,6 +745,37 @@ export class ReceivedGroup {
   }
 
   #digest?: Uint8Array;
+
+  /**
+   * Record `j`'s carrier in a relay's binary layout (PROTOCOL §6.4 "A relay on the wire"), `items`
+   * the msg's records with their keys: a view of one buffer of all the msg's carriers, laid out
+   * when the first is asked for, which a relay of the whole msg writes in one piece (carriesViews).
+   */
+  binaryCarrierOf(j: number, items: readonly RelayItem[]): Uint8Array {
+    if (!this.#carriers) {
+      const out = new ByteBuilder(items.length * SENDER_CARRIER_BYTES);
+      const starts = [0];
+      for (const item of items) {
+        writeBinaryCarrier(out, "e2e" in item ? { e2e: item.e2e } : { k: fromBase64(item.k) });
+        starts.push(out.length);
+      }
+      const block = out.done();
+      this.#carriers = block;
+      this.#carrierViews = items.map((_, i) => block.subarray(starts[i], starts[i + 1]));
+    }
+    return this.#carrierViews[j];
+  }
+
+  /** Whether each item's carrier is this msg's view for its place: then they are #carriers whole. */
+  carriersWhole(items: readonly { readonly carrier: Uint8Array }[]): Uint8Array | undefined {
+    const views = this.#carrierViews;
+    if (!this.#carriers || items.length !== views.length) return undefined;
+    for (let j = 0; j < items.length; j++) if (items[j].carrier !== views[j]) return undefined;
+    return this.#carriers;
+  }
+
+  #carriers?: Uint8Array;
+  #carrierViews: Uint8Array[] = [];
 
   /** Record `j`'s record_enc as relayed (without `sig` and `batch`): a view of groupEncoding. */
   relayedEncodingOf(j: number): Uint8Array {
@@ -3140,6 +3180,8 @@ function authorPartsOf(author: AuthorCert): AuthorParts {
  * PROTOCOL_ERROR), never left to end each recipient's session at its outbox.
  * @param carrier `,"k":…}` or `,"e2e":…}` for `k` or `e2e` as received, when that was their
  *   canonical form (ReceivedGroup.carrier): taken as it is, not written again
+ * @param binary the same key as a relay's binary carrier, when its msg laid it out
+ *   (ReceivedGroup.binaryCarrierOf); else written here
  * @throws `fault` (INTERNAL by default: a record past the acceptance that does not fit)
  */
 export function prepareRelay(
@@ -3149,8 +3191,9 @@ export function prepareRelay(
   e2e?: E2eEnvelope,
   fault: "PROTOCOL_ERROR" | "INTERNAL" = "INTERNAL",
   carrier?: Uint8Array,
+  binary?: Uint8Array,
 ): PreparedRelay {
-  const prepared = prepareParts(author, forms, k, e2e, carrier);
+  const prepared = prepareParts(author, forms, k, e2e, carrier, binary);
   const bytes = loneRelayBytes(prepared);
   if (bytes > MAX_CONTENT_BYTES) {
     throw new SecureChatError(
@@ -3252,13 +3295,14 @@ function prepareParts(
   k: Uint8Array | undefined,
   e2e: E2eEnvelope | undefined,
   carrier?: Uint8Array,
+  binary?: Uint8Array,
 ): PreparedRelay {
   return new RelayParts(
     author.fingerprint,
     forms,
     authorPartsOf(author),
     carrier ?? utf8(`,${contentKeyMember(e2e ? { e2e } : { k: k! })}}`),
-    binaryCarrier(e2e ? { e2e } : { k: k! }),
+    binary ?? binaryCarrier(e2e ? { e2e } : { k: k! }),
     k,
   );
 }
@@ -3268,22 +3312,29 @@ function prepareParts(
  * `sender` envelope in 65 bytes, or any other envelope's JSON behind its length.
  */
 function binaryCarrier(key: ContentKey): Uint8Array {
+  const out = new ByteBuilder(SENDER_CARRIER_BYTES);
+  writeBinaryCarrier(out, key);
+  return out.done();
+}
+
+function writeBinaryCarrier(out: ByteBuilder, key: ContentKey): void {
   if ("k" in key) {
-    return new ByteBuilder(1 + CONTENT_KEY_BYTES).u8(CARRIER_TAG.k).bytes(key.k).done();
+    out.u8(CARRIER_TAG.k).bytes(key.k);
+    return;
   }
   const e2e = key.e2e;
   if (e2e.kind === "sender") {
-    return new ByteBuilder(SENDER_CARRIER_BYTES).u8(CARRIER_TAG.sender).hex(e2e.from).u32(e2e.id)
-      .u32(e2e.n).bytes(fromBase64(e2e.w)).done();
+    out.u8(CARRIER_TAG.sender).hex(e2e.from).u32(e2e.id).u32(e2e.n);
+    decodeBase64Into(e2e.w, out.next(WRAPPED_KEY_BYTES));
+    return;
   }
-  const json = utf8(JSON.stringify(e2e));
-  return new ByteBuilder(5 + json.length).u8(CARRIER_TAG.json).u32(json.length).bytes(json).done();
+  out.u8(CARRIER_TAG.json).textWithLength(JSON.stringify(e2e));
 }
 
 /** A relay's carrier tags (PROTOCOL §6.4 "A relay on the wire"). */
 export const CARRIER_TAG = { k: 0x00, json: 0x01, sender: 0x02 } as const;
 /** A `sender` envelope's carrier: the tag, `from` (8 bytes), `id`, `n`, `w` (48 bytes). */
-const SENDER_CARRIER_BYTES = 1 + 8 + 4 + 4 + 48;
+const SENDER_CARRIER_BYTES = 1 + 8 + 4 + 4 + WRAPPED_KEY_BYTES;
 
 /**
  * A PreparedRelay made once per record relayed (a class: an object literal with getters costs
@@ -3720,7 +3771,9 @@ export class RecipientRelayGroup extends GroupMessage<PreparedRelay> {
   writeTo(out: ByteBuilder): void {
     this.writeEncodingHead(out);
     for (const part of this.groupEncodingParts()) out.bytes(part);
-    for (const item of this.items) out.bytes(item.carrier);
+    const whole = this.items[0].forms.group?.carriersWhole(this.items);
+    if (whole) out.bytes(whole);
+    else for (const item of this.items) out.bytes(item.carrier);
   }
 
   protected writeLineHead(out: ByteBuilder): void {

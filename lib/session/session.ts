@@ -1305,6 +1305,7 @@ export class ChatSession {
           item.e2e,
           "PROTOCOL_ERROR",
           group.carrier(j),
+          group.binaryCarrierOf(j, message.records),
         );
         lineItems.push(prepared);
         checked.push({
@@ -1323,7 +1324,15 @@ export class ChatSession {
       if (body.kind === "keys_publish") assertOwnPublish(body, canonicalName(this.username));
       // Only a `text` is relayed or stored (§6.2: to lobby or a user, which bodyFits ensured).
       const prepared = body.kind === "text"
-        ? prepareRelay(author, forms, k, undefined, "PROTOCOL_ERROR", group.carrier(j))
+        ? prepareRelay(
+          author,
+          forms,
+          k,
+          undefined,
+          "PROTOCOL_ERROR",
+          group.carrier(j),
+          group.binaryCarrierOf(j, message.records),
+        )
         : undefined;
       lineItems.push(prepared ?? { fingerprint: author.fingerprint, forms, keyTail: NO_TAIL, k });
       checked.push({
