@@ -311,7 +311,7 @@ export class Utf8Text implements Encodable {
  * How many bytes `text` takes as UTF-8, without encoding it. Lone surrogates count as the U+FFFD
  * the encoder writes for them.
  */
-function utf8Length(text: string): number {
+export function utf8Length(text: string): number {
   let length = 0;
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);

@@ -23,6 +23,7 @@ import {
   u32be,
   u64be,
   utf8,
+  utf8Length,
 } from "../bytes.ts";
 import { openChaCha20Poly1305, sealChaCha20Poly1305 } from "../crypto/aead.ts";
 import { hmacSha256Sync } from "../crypto/hkdf.ts";
@@ -649,8 +650,8 @@ export class ReceivedGroup {
   }
 
   /**
-   * Record `j`'s carrier as received, `,"k":…}` or `,"e2e":…}` (what ends a relay's item after
-   * its record), when the msg came in its canonical form.
+   * Record `j`'s carrier as received, `,"k":…}` or `,"e2e":…}` (what ends a `stored` after its
+   * record), when the msg came in its canonical form.
    */
   carrier(j: number): Uint8Array | undefined {
     return this.received?.items[j].carrier;
@@ -690,14 +691,10 @@ export class ReceivedGroup {
       let bytes = this.received?.bytes.length ?? 0;
       for (let j = 0; j < this.records.length; j++) {
         const ct = this.records[j].ct.length;
-        const item = (this.message as { records?: { e2e?: E2eEnvelope }[] }).records?.[j];
-        const envelope = item?.e2e === undefined ? 0 : JSON.stringify(item.e2e).length;
-        const carrier = item?.e2e === undefined
-          ? 1 + CONTENT_KEY_BYTES
-          : item.e2e.kind === "sender"
-          ? SENDER_CARRIER_BYTES
-          : 5 + envelope;
-        bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES + envelope + carrier;
+        const item = (this.message as { records?: RelayItem[] }).records?.[j];
+        const envelope = item && "e2e" in item ? JSON.stringify(item.e2e).length : 0;
+        bytes += ct + base64Length(ct) + RETAINED_RECORD_BYTES + envelope +
+          (item ? binaryCarrierLength(item) : 0);
       }
       this.#retained = bytes;
     }
@@ -748,12 +745,15 @@ export class ReceivedGroup {
 
   /**
    * Record `j`'s carrier in a relay's binary layout (PROTOCOL §6.4 "A relay on the wire"), `items`
-   * the msg's records with their keys: a view of one buffer of all the msg's carriers, laid out
-   * when the first is asked for, which a relay of the whole msg writes in one piece (carriesViews).
+   * the msg's records with their keys (the same on every call: the first lays them all out): a
+   * view of one buffer of all the msg's carriers, exactly their size (retainedBytes counts it),
+   * which a relay of the whole msg writes in one piece (carriersWhole).
    */
   binaryCarrierOf(j: number, items: readonly RelayItem[]): Uint8Array {
     if (!this.#carriers) {
-      const out = new ByteBuilder(items.length * SENDER_CARRIER_BYTES);
+      let length = 0;
+      for (const item of items) length += binaryCarrierLength(item);
+      const out = new ByteBuilder(length);
       const starts = [0];
       for (const item of items) {
         writeBinaryCarrier(out, "e2e" in item ? { e2e: item.e2e } : { k: fromBase64(item.k) });
@@ -3317,6 +3317,13 @@ function binaryCarrier(key: ContentKey): Uint8Array {
   return out.done();
 }
 
+/** The length of an item's binary carrier (writeBinaryCarrier's). */
+function binaryCarrierLength(item: RelayItem): number {
+  if (!("e2e" in item)) return 1 + CONTENT_KEY_BYTES;
+  if (item.e2e.kind === "sender") return SENDER_CARRIER_BYTES;
+  return 5 + utf8Length(JSON.stringify(item.e2e));
+}
+
 function writeBinaryCarrier(out: ByteBuilder, key: ContentKey): void {
   if ("k" in key) {
     out.u8(CARRIER_TAG.k).bytes(key.k);
@@ -3375,23 +3382,24 @@ export function loneRelayBytes(prepared: PreparedRelay): number {
   const relay = RELAY_HEAD_BYTES + (author.encIntroduced ?? author.encNamed).length +
     BINARY_GROUP.fixed(batchPartsOf(forms)) + pathLength(i, n) * HASH_BYTES +
     BINARY_GROUP.item(prepared);
-  const stored = RELAY_WIRE_HEAD.stored.length + MAX_HOP_NUMBERS_BYTES + author.named.length +
+  const stored = STORED_WIRE_HEAD.length + MAX_HOP_NUMBERS_BYTES + author.named.length +
     (author.cert?.length ?? 0) + RECORD_MEMBER.length + forms.wholeLength + keyTail.length;
   return Math.max(relay, stored);
 }
 
-/** The most bytes a relay's shared part adds to a recipient's wire content (with the certificate). */
+/**
+ * The most bytes a relay's shared part adds to a recipient's wire content (with the certificate):
+ * a `stored`'s measure, which bounds a relay's too (binary, it is the smaller).
+ */
 export function relaySharedBytes(prepared: PreparedRelay): number {
   const { author, forms, keyTail } = prepared;
   return author.named.length + (author.cert?.length ?? 0) + RECORD_MEMBER.length +
     forms.wholeLength + keyTail.length;
 }
 
-/** What starts a relay's wire and its line, up to the hop's seqno, per type (as bytes, once). */
-const RELAY_WIRE_HEAD: Record<RelayType, Uint8Array> = {
-  relay: utf8('{"type":"relay","seqno":'),
-  stored: utf8('{"type":"stored","seqno":'),
-};
+/** What starts a `stored`'s wire content, up to the hop's seqno (a relay's is binary). */
+const STORED_WIRE_HEAD = utf8('{"type":"stored","seqno":');
+/** What starts a relay's or a `stored`'s line, up to the hop's seqno, per type (as bytes, once). */
 const RELAY_LINE_HEAD: Record<RelayType, Uint8Array> = {
   relay: utf8('{"dir":"s2c","type":"relay","seqno":'),
   stored: utf8('{"dir":"s2c","type":"stored","seqno":'),
@@ -3429,14 +3437,14 @@ export class RecipientRelay implements Encodable, PreparedLine {
   /** The wire content's length in bytes. */
   get length(): number {
     const { author, record, keyTail } = this.prepared;
-    return RELAY_WIRE_HEAD[this.type].length + this.#numbers.length + author.named.length +
+    return STORED_WIRE_HEAD.length + this.#numbers.length + author.named.length +
       (this.introduce ? author.cert!.length : 0) + RECORD_MEMBER.length + record.length +
       keyTail.length;
   }
 
   /** The wire content: `{"type":…,"seqno":…,"ts":…,` then the shared parts. */
   writeTo(out: ByteBuilder): void {
-    out.bytes(RELAY_WIRE_HEAD[this.type]);
+    out.bytes(STORED_WIRE_HEAD);
     this.#writeShared(out);
     out.bytes(this.prepared.keyTail);
   }
@@ -3514,8 +3522,7 @@ function makeBatchParts(
   };
 }
 
-/** What starts a relay's wire and its line, up to the hop's seqno (as bytes, once). */
-const GROUP_LINE_HEAD = utf8('{"dir":"s2c","type":"relay","seqno":');
+/** A group's members in JSON, around its proof and records (a user's msg; a group's line). */
 const PROOF_MEMBER = utf8('"proof":[');
 const RECORDS_MEMBER = utf8('],"records":[');
 const ITEM_HEAD = utf8('{"record":');
@@ -3683,6 +3690,7 @@ abstract class GroupMessage<Item extends GroupItem = GroupItem> implements Encod
    */
   writeEncoding(out: ByteBuilder): void {
     this.writeEncodingHead(out);
+    // First: it makes the proof, which finds whether this carries the whole msg (#wholeMsg).
     const parts = this.groupEncodingParts();
     out.bytes(this.#wholeMsg ? this.#wholeMsg.groupDigest : sha256(...parts));
   }
@@ -3727,8 +3735,9 @@ function proofParts(proof: readonly Uint8Array[]): { json: Uint8Array; enc: Uint
 
 /**
  * What a group message holds of one record: its forms (RecordForms.relayed is what it
- * carries), `,"k":…}` or `,"e2e":…}` after it on the wire, its content key when the holder knows
- * it, and its author's fingerprint (a PreparedRelay is one).
+ * carries), `,"k":…}` or `,"e2e":…}` after it in a user's msg, its content key when the holder
+ * knows it, and its author's fingerprint (a PreparedRelay is one, with the binary carrier a relay
+ * writes instead).
  */
 export type GroupItem = Pick<PreparedRelay, "fingerprint" | "forms" | "keyTail" | "k">;
 
@@ -3777,7 +3786,7 @@ export class RecipientRelayGroup extends GroupMessage<PreparedRelay> {
   }
 
   protected writeLineHead(out: ByteBuilder): void {
-    out.bytes(GROUP_LINE_HEAD);
+    out.bytes(RELAY_LINE_HEAD.relay);
     this.#writeHop(out);
   }
 
@@ -3842,7 +3851,7 @@ export class UserMsg extends GroupMessage {
 
 const COMMA = 0x2c;
 
-/** `{"record":<record without sig and batch>,"k":…}`: one item of a relay's records. */
+/** `{"record":<record without sig and batch>,"k":…}`: one item of a user's msg's records. */
 function itemBytes(prepared: GroupItem): number {
   return ITEM_HEAD.length + prepared.forms.relayed.bytes.length + prepared.keyTail.length;
 }

@@ -7,12 +7,15 @@
  * layout itself must hold (lengths within the content, the carriers' tags, zero `sig` and
  * `batch` fields, nothing left over).
  */
-import { fromUtf8, toBase64, toHex, utf8 } from "../bytes.ts";
+import { toBase64, toHex } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
-import type { E2eEnvelope, SenderEnvelope } from "../e2e/envelope.ts";
+import { type E2eEnvelope, type SenderEnvelope, WRAPPED_KEY_BYTES } from "../e2e/envelope.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
 import {
   CARRIER_TAG,
+  CONTENT_KEY_BYTES,
+  type Direction,
+  DIRECTION_BYTE,
   MAX_TO_CHARS,
   type RecordJson,
   RELAY_TAG,
@@ -23,9 +26,16 @@ import {
 
 const HASH_BYTES = 32;
 const SID_BYTES = 16;
+/** A device id's 16 hex characters (PROTOCOL §12.2) as bytes. */
 const DEVICE_ID_BYTES = 8;
-const WRAPPED_KEY_BYTES = 48;
-const DIRECTIONS: Record<number, "c2s" | "s2c"> = { 0x01: "c2s", 0x02: "s2c" };
+const DIRECTIONS = new Map<number, Direction>(
+  Object.entries(DIRECTION_BYTE).map(([dir, byte]) => [byte, dir as Direction]),
+);
+/**
+ * Exact UTF-8: a malformed byte is refused, and a leading byte-order mark is a character of the
+ * text, as the bytes say, not dropped (a `to` starting with one then fails §6.4 step 3).
+ */
+const exactUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * A relay's content read into its JSON form and checked (PROTOCOL §6.4): the one parse of a
@@ -96,19 +106,11 @@ class RelayReader {
   record(): RecordJson {
     const sid = toHex(this.take(SID_BYTES));
     const dirByte = this.u8();
-    const dir = DIRECTIONS[dirByte];
+    const dir = DIRECTIONS.get(dirByte);
     if (dir === undefined) throw new LayoutFault(`a record's direction byte ${dirByte}`);
     const toLength = this.u32();
     if (toLength > MAX_TO_CHARS) throw new LayoutFault(`a record's \`to\` of ${toLength} bytes`);
-    const toBytes = this.take(toLength);
-    let to = "";
-    try {
-      to = fromUtf8(toBytes);
-    } catch {
-      throw new LayoutFault("a record's `to` is not UTF-8");
-    }
-    // The decoder drops a leading byte-order mark: the JSON form must be these bytes exactly.
-    if (utf8(to).length !== toLength) throw new LayoutFault("a record's `to` starts with a BOM");
+    const to = this.text(toLength, "a record's `to`");
     const seqno = this.u64();
     const ts = this.u64();
     const ct = toBase64(this.take(this.u32()));
@@ -121,7 +123,7 @@ class RelayReader {
 
   carrier(record: RecordJson): RelayItem {
     const tag = this.u8();
-    if (tag === CARRIER_TAG.k) return { record, k: toBase64(this.take(HASH_BYTES)) };
+    if (tag === CARRIER_TAG.k) return { record, k: toBase64(this.take(CONTENT_KEY_BYTES)) };
     if (tag === CARRIER_TAG.sender) {
       const e2e: SenderEnvelope = {
         kind: "sender",
@@ -133,12 +135,12 @@ class RelayReader {
       return { record, e2e };
     }
     if (tag !== CARRIER_TAG.json) throw new LayoutFault(`a carrier's tag ${tag}`);
-    const text = this.take(this.u32());
+    const text = this.text(this.u32(), "an envelope");
     let e2e: unknown;
     try {
-      e2e = parseStrictJson(fromUtf8(text));
+      e2e = parseStrictJson(text);
     } catch {
-      throw new LayoutFault("an envelope is not strict UTF-8 JSON");
+      throw new LayoutFault("an envelope is not strict JSON");
     }
     // A sender envelope has one encoding, the binary one; the shape checks the rest.
     if ((e2e as { kind?: unknown } | null)?.kind !== "ratchet") {
@@ -167,6 +169,16 @@ class RelayReader {
     this.#at += 8;
     if (high > 0x1f_ffff) throw new LayoutFault("an integer above 2^53 − 1");
     return high * 2 ** 32 + low;
+  }
+
+  /** `length` bytes of exact UTF-8 (exactUtf8), `what` naming them in a refusal. */
+  text(length: number, what: string): string {
+    const bytes = this.take(length);
+    try {
+      return exactUtf8.decode(bytes);
+    } catch {
+      throw new LayoutFault(`${what} is not UTF-8`);
+    }
   }
 
   take(length: number): Uint8Array {
