@@ -126,6 +126,7 @@ MAX_TEXT = 4000                              # §8.2
 # §6.1 "Bounds", "Why MAX_CT_BYTES": a user's (c2s) record's ct, decoded, so that a relay or a
 # `stored` of it alone fits one record; an s2c record's ct is bounded by the frame (64 KiB)
 MAX_CT_BYTES = 24576
+S2C_CT_BYTES = 64 * 1024  # §6.1: an s2c record's ct, "to 64 KiB"
 # §6.1 "Why MAX_CT_BYTES": a client's local check for §6.3 step 7 (interop finding 108, settled by
 # the formula): largest(to) = C + b64(len(cert)) + b64(len(ct)) + m × b64(S), the largest relay or
 # `stored` the record alone could make with the largest carrier it could get — the `stored`, since
@@ -1397,7 +1398,6 @@ def msg_line_enc(sig, first, n, proof, recs):
 # author_fp, cert: line_enc(relay)'s bytes up to its cert), group_enc (TRANSCRIPT §3.1) and one
 # carrier per record. Its JSON form (§6.4's JSON) is what a transcript line records and how the
 # docs name its parts; a relay in JSON is PROTOCOL_ERROR (§3.3: each message has one encoding).
-JSON_FIRST = 0x7B                            # §3.3: `{`, a JSON message of §3.3's table
 RELAY_FIRST = 0x02                           # §3.3, §6.4: a relay in its binary layout
 RELAY_HEAD_BYTES = 53                        # §6.4: 0x02, seqno, ts, author_fp, u32(len(cert))
 CARRIER_K, CARRIER_RATCHET, CARRIER_SENDER = 0x00, 0x01, 0x02   # §6.4 carrier's first byte
@@ -1451,7 +1451,7 @@ def _bounded(v, lo, hi, what):
 
 def _wire_record(r):
     """§6.4 record_enc(R) in a relay: a record of §6.1 without `sig` and `batch` (the four
-    fields after `c` zero), `to` 1-80 bytes of valid UTF-8, `ct` 16-MAX_CT_BYTES; as its JSON
+    fields after `c` zero), `to` 1-80 bytes of valid UTF-8, `ct` bounded by dir; as its JSON
     object (the JSON form's `record`)."""
     sid = r.take(16, "a record's sid")
     d = r.u8("a record's dir")
@@ -1464,7 +1464,10 @@ def _wire_record(r):
         raise ProtoError("PROTOCOL_ERROR", "relay: a record's to is not UTF-8")
     seqno = r.json_int("a record's seqno", least=1)
     ts = r.json_int("a record's ts")
-    ct_len = _bounded(r.u32("a record's ct length"), 16, MAX_CT_BYTES, "a record's ct length")
+    # §6.4 (binrelay 6d4ae45, interop finding 121): ct as §6.1 bounds it by dir, 16-MAX_CT_BYTES
+    # in a c2s record, to 64 KiB in an s2c one (whose refusal is then step 3's, TAMPERED)
+    ct_len = _bounded(r.u32("a record's ct length"), 16, MAX_CT_BYTES if d == 1 else S2C_CT_BYTES,
+                      "a record's ct length")
     ct = r.take(ct_len, "a record's ct")
     c = r.take(32, "a record's c")
     # u32(len(sig)) || u32(i) || u32(n) || u8(len(path)), all zero: no `sig`, no `batch`
@@ -1480,7 +1483,10 @@ def parse_ratchet_envelope(raw):
     """§6.4 carrier 0x01: `e`, one strict JSON object (§2), §12.6's envelope of kind `ratchet`
     with its members and bounds — `from` a device id, `wraps` 1-8 entries `{"device", "dh" (32
     bytes), "pn", "n" (u32), "w" (48 bytes), "pre"?}` (§12.3's header), no device twice. A `sender`
-    envelope in JSON is refused (it has its own carrier, 0x02). The object, or PROTOCOL_ERROR."""
+    envelope in JSON is refused (it has its own carrier, 0x02). §6.4 (binrelay 6d4ae45, interop
+    finding 122): §2's rules for JSON text and objects, discriminator `kind`, UTF-8 exactly (a
+    byte-order mark is not skipped: JSON refuses it), whitespace, member order and escapes free
+    (a carrier is not hashed). The object, or PROTOCOL_ERROR."""
     e = parse_json(raw, tag="kind")
     if e["kind"] != "ratchet":
         raise ProtoError("PROTOCOL_ERROR", f"relay: a carrier 0x01 of kind {safe(e['kind'])!r} "
@@ -1607,16 +1613,14 @@ def carrier_wire(item):
 
 
 def parse_content(content, code="PROTOCOL_ERROR"):
-    """§3.3 "JSON or binary": a record's content (§3.2) read by its first byte — `{` a JSON message
-    (§2; a relay in JSON is refused: each message has one encoding), 0x02 a relay in its binary
-    layout, returned in its JSON form (decode_relay), anything else PROTOCOL_ERROR."""
-    if not content:
-        raise ProtoError(code, "an empty content")
-    if content[0] == RELAY_FIRST:
+    """§3.3 "JSON or binary" (binrelay 6d4ae45): a record's content (§3.2) read by its first byte —
+    0x02 a relay in its binary layout, returned in its JSON form (decode_relay); any other content
+    read as JSON (§2), a relay in JSON refused (a relay has one encoding). What a JSON reader
+    allows before the `{` is the receiver's: this one takes JSON's whitespace (RFC 8259: space,
+    tab, LF, CR) and refuses a byte-order mark (§2: a sender writes none, a receiver MAY refuse
+    it), as it refuses any other first byte (PROTOCOL_ERROR)."""
+    if content[:1] == bytes([RELAY_FIRST]):
         return decode_relay(content)
-    if content[0] != JSON_FIRST:
-        raise ProtoError(code, f"a content whose first byte is 0x{content[0]:02x}, neither `{{` "
-                         "nor 0x02 (§3.3)")
     m = parse_json(content, code)
     if m["type"] == "relay":
         raise ProtoError(code, "a relay in JSON (§3.3: a relay travels binary, §6.4)")
@@ -1651,7 +1655,7 @@ def parse_record(obj):
         "sid": bytes.fromhex(sid), "dir": d, "to": want_str(obj, "to", 80),
         "seqno": want_int(obj, "seqno"), "ts": want_int(obj, "ts"),
         # at least a ChaCha20-Poly1305 tag (interop finding 73)
-        "ct": b64d(obj["ct"], min_size=16, max_size=64 * 1024), "c": b64d(obj["c"], size=32),
+        "ct": b64d(obj["ct"], min_size=16, max_size=S2C_CT_BYTES), "c": b64d(obj["c"], size=32),
         "sig": b64d(obj["sig"], min_size=1, max_size=1024) if "sig" in obj else None,
     }
     if rec["to"] == "":

@@ -1136,7 +1136,7 @@ def _(a):
     return a.await_error()
 
 
-# ---- §3.3 "JSON or binary" (session 23): a content is JSON (`{`) or a relay's binary layout (0x02)
+# ---- §3.3 "JSON or binary" (session 23): a content is a relay's binary layout (0x02) or JSON
 def own_relay(a):
     """A relay (§6.4's JSON form) of a record of ours to ourselves, as a server would send it."""
     rec, _, k = a.record(to="user:" + a.my_name)
@@ -1157,22 +1157,53 @@ def _(a):
     return a.await_error()
 
 
-@probe("content_first_byte_neither_json_nor_relay", "peer:PROTOCOL_ERROR",
-       deviation=("answered 1", 120))
-def _(a):
-    a.session()  # §3.3: a first byte other than `{` or 0x02 (here a space before the JSON)
+def send_who_after(a, prefix):
+    """A `who` to the server (which answers it with an `online` notice) in a content of `prefix`
+    and the `msg`'s JSON; the outcome: "answered 1" when the server took it."""
+    a.session()
     _, wire, k = a.record(to="server", body={"kind": "who"})
-    a.send_content_raw(b" " + sc.enc_json(a.msg_of([(None, wire, k)])))
-    return a.await_notices(1)  # "answered 1": the server took it
-
-
-@probe("content_json_after_a_byte_order_mark", "peer:PROTOCOL_ERROR",
-       deviation=("answered 1", 120))
-def _(a):
-    a.session()  # §3.3: the first byte 0xEF is neither `{` nor 0x02 (§2: "ours ... skips a
-    _, wire, k = a.record(to="server", body={"kind": "who"})  # leading BOM", finding 120)
-    a.send_content_raw(b"\xef\xbb\xbf" + sc.enc_json(a.msg_of([(None, wire, k)])))
+    a.send_content_raw(prefix + sc.enc_json(a.msg_of([(None, wire, k)])))
     return a.await_notices(1)
+
+
+# §3.3 "JSON or binary" (binrelay 6d4ae45, answering interop finding 120): a content whose first
+# byte is not 0x02 is read as JSON, what comes before its `{` being what the receiver's JSON reader
+# allows: "ours a byte-order mark or whitespace"; anything else PROTOCOL_ERROR.
+@probe("content_json_after_whitespace", "answered 1")
+def _(a):
+    return send_who_after(a, b" \t\r\n")  # JSON's whitespace (RFC 8259), all four
+
+
+@probe("content_json_after_a_byte_order_mark", "answered 1")
+def _(a):
+    return send_who_after(a, b"\xef\xbb\xbf")  # §2, §3.3: ours skips a leading BOM
+
+
+@probe("content_first_byte_neither_json_nor_relay", "peer:PROTOCOL_ERROR")
+def _(a):
+    return send_who_after(a, b"\x01")  # §3.3: neither 0x02 nor JSON
+
+
+@probe("content_json_after_a_form_feed", "peer:PROTOCOL_ERROR")
+def _(a):
+    return send_who_after(a, b"\x0c")  # not JSON's whitespace (RFC 8259 §2)
+
+
+@probe("content_json_after_a_bom_then_whitespace", "answered 1")
+def _(a):
+    return send_who_after(a, b"\xef\xbb\xbf \n")  # a BOM and whitespace
+
+
+# §2: ours "skips a leading BOM", one and first; a BOM after it is neither JSON nor whitespace
+@probe("content_json_after_whitespace_then_a_bom", "peer:PROTOCOL_ERROR")
+def _(a):
+    return send_who_after(a, b" \xef\xbb\xbf")
+
+
+@probe("content_json_after_two_byte_order_marks", "peer:PROTOCOL_ERROR")
+def _(a):
+    return send_who_after(a, b"\xef\xbb\xbf\xef\xbb\xbf")
+
 
 # ---- the end-to-end key directory and records (§12.6)
 def e2e_session(a):

@@ -38,9 +38,12 @@
   client.py's writer and reader, its head line_enc(relay)'s up to `cert` and its group_enc what
   the line hashes; every bound the section lists refused (PROTOCOL_ERROR: a trailing byte, every
   cut, a length past the end, sig/batch fields not zero, m = 0, m > n, a dir byte, `to` of 81
-  bytes or not UTF-8, `ct` past 24576 for either dir, an unknown carrier, a `sender` envelope as
-  JSON, a `ratchet` envelope off §12.6's schema, ...) and each bound's other side taken; a relay
-  in JSON and a first byte other than `{` or 0x02 refused, also by the client's read_content;
+  bytes or not UTF-8, `ct` past §6.1's bound by dir (24576 c2s, 64 KiB s2c; an s2c record then
+  TAMPERED at step 3: finding 121), an unknown carrier, a `sender` envelope as JSON, a `ratchet`
+  envelope off §12.6's schema or after a BOM, ...) and each bound's other side taken; a ratchet
+  envelope spelt as JSON allows (whitespace, order, escapes: finding 122) read the same; a relay
+  in JSON refused, any other content but 0x02 read as JSON (JSON's whitespace before it taken, a
+  BOM refused: this reader's choice, §2, §3.3, finding 120), also by the client's read_content;
   every relay the units above give the client travels binary.
 - PROTOCOL §6.3 a user's `msg` of a group of one batch: one `msg` per batch when it fits one
   record, else `msg`s that each fit and prove their records (and at most --msg-records records
@@ -1073,6 +1076,22 @@ class RelayAtTheClient(unittest.TestCase):
                 self.receive(m)
             self.assertEqual(caught.exception.code, code, name)
 
+    def test_an_s2c_record_past_the_c2s_ct_bound_is_step_3s(self):
+        """PROTOCOL §6.4 (binrelay 6d4ae45, interop finding 121): a relay record's `ct` is
+        bounded by §6.1 by its `dir`, so an `s2c` record's of 24577 bytes passes the layout and
+        step 3 refuses the record moved to another direction: TAMPERED, not PROTOCOL_ERROR; the
+        same `ct` in a `c2s` record is the layout's refusal (PROTOCOL_ERROR)."""
+        recs, ks = self.bob_batch(self.texts("one"), to="user:alice")
+        for d, code in (("s2c", "TAMPERED"), ("c2s", "PROTOCOL_ERROR")):
+            self.setUp()
+            m = sc.relay_message(1, sc.now_ms(), self.certs["bob"], sc.group_of(recs),
+                                 [{"k": sc.b64e(ks[0])}])
+            m["records"][0]["record"].update(dir=d, ct=sc.b64e(bytes(24577)))
+            with self.assertRaises(sc.ProtoError, msg=d) as caught:
+                self.receive(m)
+            self.assertEqual(caught.exception.code, code, d)
+            self.assertEqual(self.shown, [], d)
+
     def test_the_schema_comes_before_the_hop(self):
         """PROTOCOL §6.4: the schema on parsing, before step 1 (review15 R5): a relay repeating a
         hop seqno whose records are out of order is PROTOCOL_ERROR, not REPLAY."""
@@ -1137,8 +1156,9 @@ class RelayOnTheWire(unittest.TestCase):
     """PROTOCOL §6.4 "A relay on the wire" and §3.3 "JSON or binary" (session 23): the layout
     byte by byte, written here by hand from the docs' grammar (head, group_enc, one carrier per
     record), against client.py's writer and reader; every bound the section lists refused
-    (PROTOCOL_ERROR), each boundary taken; a relay in JSON and any first byte but `{` and 0x02
-    refused; the client reading either from a record (read_content)."""
+    (PROTOCOL_ERROR), each boundary taken; a relay in JSON refused, any other content but 0x02
+    read as JSON (this reader: JSON's whitespace before it, no BOM); the client reading either
+    from a record (read_content)."""
 
     CERT = b"\x30\x03abc"
     FP = bytes([0xab]) * 32
@@ -1238,11 +1258,26 @@ class RelayOnTheWire(unittest.TestCase):
                 ("a JSON message", b'{"type":"key_update"}', "OK"),
                 ("a relay in JSON", json_relay, "PROTOCOL_ERROR"),
                 ("a relay in JSON, spaced", b'{ "type" : "relay"}', "PROTOCOL_ERROR"),
-                ("JSON after a space", b' {"type":"key_update"}', "PROTOCOL_ERROR"),
+                # §3.3 (binrelay 6d4ae45, finding 120): any content but 0x02 is read as JSON,
+                # what comes before `{` the receiver's JSON reader's: this one takes JSON's
+                # whitespace and refuses a byte-order mark (§2: a receiver MAY)
+                ("JSON after a space", b' {"type":"key_update"}', "OK"),
+                ("JSON after a tab, LF and CR", b'\t\n\r{"type":"key_update"}', "OK"),
+                ("JSON with whitespace after it", b'{"type":"key_update"} \n', "OK"),
+                ("a relay in JSON after a space", b" " + json_relay, "PROTOCOL_ERROR"),
                 ("JSON after a byte-order mark", b'\xef\xbb\xbf{"type":"key_update"}',
                  "PROTOCOL_ERROR"),
+                ("JSON after a form feed (not JSON's whitespace)", b'\x0c{"type":"key_update"}',
+                 "PROTOCOL_ERROR"),
+                ("JSON after a no-break space", b'\xc2\xa0{"type":"key_update"}',
+                 "PROTOCOL_ERROR"),
+                ("empty", b"", "PROTOCOL_ERROR"),
+                ("whitespace alone", b" ", "PROTOCOL_ERROR"),
+                ("a relay after a space", b" " + self.layout(self.fields()), "PROTOCOL_ERROR"),
                 ("0x01", b"\x01" + self.layout(self.fields())[1:], "PROTOCOL_ERROR"),
                 ("0x03", b"\x03" + self.layout(self.fields())[1:], "PROTOCOL_ERROR"),
+                ("0x00", b"\x00" + self.layout(self.fields())[1:], "PROTOCOL_ERROR"),
+                ("a letter", b'x{"type":"key_update"}', "PROTOCOL_ERROR"),
                 ("a relay", self.layout(self.fields()), "OK")):
             self.assertEqual(self.code(content), want, name)
 
@@ -1306,8 +1341,10 @@ class RelayOnTheWire(unittest.TestCase):
                 ("a record's ts 2^53", set_rec("ts", too_big), {}),
                 ("a record's ct of 15 bytes", set_rec("ct", bytes(15)), {}),
                 ("a record's ct of 24577 bytes", set_rec("ct", bytes(24577)), {}),
-                ("an s2c record's ct of 24577 bytes (the wire's bound is for both)",
-                 lambda f: f["records"][0].update(dir=b"\x02", ct=bytes(24577)), {}),
+                # §6.4 (binrelay 6d4ae45, finding 121): ct bounded by dir, to 64 KiB in s2c
+                ("an s2c record's ct of 65537 bytes",
+                 lambda f: f["records"][0].update(dir=b"\x02", ct=bytes(65537)), {}),
+                ("a c2s record's ct of 65536 bytes", set_rec("ct", bytes(65536)), {}),
                 ("a ct length past the end", lambda f: None, {"ct": 60000}),
                 ("a record with a sig length", set_rec("tail", be(1, 4) + bytes(9)), {}),
                 ("a record with a sig", set_rec("tail", be(1, 4) + b"s" + bytes(9)), {}),
@@ -1329,6 +1366,17 @@ class RelayOnTheWire(unittest.TestCase):
                 ("an envelope length past the end", carrier(b"\x01" + be(10**6, 4) + b"{}"), {}),
                 ("a ratchet envelope not UTF-8", ratchet(b'{"kind":"ratchet\xff"}'), {}),
                 ("a ratchet envelope not JSON", ratchet(b"{kind}"), {}),
+                # §6.4 (binrelay 6d4ae45, finding 122): UTF-8 exactly, a BOM not skipped
+                ("a ratchet envelope after a byte-order mark",
+                 ratchet(b"\xef\xbb\xbf" + sc.enc_json(a_ratchet("b0b1b2b3b4b5b6b7",
+                                                                 "0123456789abcdef"))), {}),
+                ("a ratchet envelope with its discriminator as type",
+                 ratchet(sc.enc_json({"type": "ratchet", "from": "b0b1b2b3b4b5b6b7",
+                                      "wraps": [wrap]})), {}),
+                ("a ratchet envelope with a trailing byte after the JSON",
+                 ratchet(sc.enc_json(a_ratchet("b0b1b2b3b4b5b6b7", "0123456789abcdef")) + b"x"),
+                 {}),
+                ("a ratchet envelope empty", ratchet(b""), {}),
                 ("a ratchet envelope an array", ratchet(b'[{"kind":"ratchet"}]'), {}),
                 ("a ratchet envelope of kind unknown",
                  ratchet(b'{"kind":"other","from":"b0b1b2b3b4b5b6b7","wraps":[]}'), {}),
@@ -1374,6 +1422,12 @@ class RelayOnTheWire(unittest.TestCase):
                 ("a record's ts 0", set_rec("ts", 0)),
                 ("a record's ct of 16 bytes", set_rec("ct", bytes(16))),
                 ("a record's ct of 24576 bytes", set_rec("ct", bytes(24576))),
+                # §6.4 (binrelay 6d4ae45, finding 121): an s2c record's ct to 64 KiB (step 3
+                # then refuses the record: TAMPERED, RelayAtTheClient)
+                ("an s2c record's ct of 24577 bytes",
+                 lambda f: f["records"][0].update(dir=b"\x02", ct=bytes(24577))),
+                ("an s2c record's ct of 65536 bytes",
+                 lambda f: f["records"][0].update(dir=b"\x02", ct=bytes(65536))),
                 ("a k and a k", lambda f: f["carriers"].__setitem__(1, b"\x00" + bytes(32))),
                 ("a ratchet envelope of 8 wraps", lambda f: f["carriers"].__setitem__(1, (
                     lambda e: b"\x01" + be(len(e), 4) + e)(sc.enc_json(a_ratchet(
@@ -1381,6 +1435,26 @@ class RelayOnTheWire(unittest.TestCase):
             f = self.fields()
             edit(f)
             self.assertEqual(self.code(self.layout(f)), "OK", name)
+
+    def test_a_ratchet_envelope_spelt_as_json_allows(self):
+        """§6.4 (binrelay 6d4ae45, interop finding 122): a ratchet carrier's JSON is §2's, spelt
+        as §2 allows — whitespace, member order and escapes free (a carrier is not hashed): each
+        spelling reads as the same envelope, the same relay's JSON form."""
+        ratchet = a_ratchet("b0b1b2b3b4b5b6b7", "0123456789abcdef", "fedcba9876543210")
+        m = self.json_form([{"k": sc.b64e(self.k)}, {"e2e": ratchet}])
+        canonical = sc.enc_json(ratchet)
+        reordered = {"wraps": [dict(reversed(list(w.items()))) for w in ratchet["wraps"]],
+                     "from": ratchet["from"], "kind": "ratchet"}
+        for name, raw in (
+                ("as made", canonical),
+                ("spaced", json.dumps(ratchet, indent=2).encode()),
+                ("whitespace before and after", b" \t\r\n" + canonical + b"\n "),
+                ("members reordered", sc.enc_json(reordered)),
+                ("escaped", canonical.replace(b'"ratchet"', b'"\\u0072atchet"')
+                 .replace(b'"from"', b'"fr\\u006fm"').replace(b"b0b1", b"\\u0062\\u0030b1", 1))):
+            f = self.fields()
+            f["carriers"][1] = b"\x01" + be(len(raw), 4) + raw
+            self.assertEqual(sc.parse_content(self.layout(f)), m, name)
 
     def test_the_records_and_carriers_in_the_json_form(self):
         """Each field maps one to one (§6.4): the record's hex, base64 and UTF-8, a sender's
