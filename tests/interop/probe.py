@@ -1166,7 +1166,7 @@ def send_who_after(a, prefix):
     return a.await_notices(1)
 
 
-# §3.3 "JSON or binary" (binrelay 6d4ae45, answering interop finding 120): a content whose first
+# §3.3 "JSON or binary" (binrelay 6d4ae45, answering interop finding 123): a content whose first
 # byte is not 0x02 is read as JSON, what comes before its `{` being what the receiver's JSON reader
 # allows: "ours a byte-order mark or whitespace"; anything else PROTOCOL_ERROR.
 @probe("content_json_after_whitespace", "answered 1")

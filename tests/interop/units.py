@@ -43,7 +43,7 @@
   envelope off §12.6's schema or after a BOM, ...) and each bound's other side taken; a ratchet
   envelope spelt as JSON allows (whitespace, order, escapes: finding 122) read the same; a relay
   in JSON refused, any other content but 0x02 read as JSON (JSON's whitespace before it taken, a
-  BOM refused: this reader's choice, §2, §3.3, finding 120), also by the client's read_content;
+  BOM refused: this reader's choice, §2, §3.3, finding 123), also by the client's read_content;
   every relay the units above give the client travels binary.
 - PROTOCOL §6.3 a user's `msg` of a group of one batch: one `msg` per batch when it fits one
   record, else `msg`s that each fit and prove their records (and at most --msg-records records
@@ -1258,7 +1258,7 @@ class RelayOnTheWire(unittest.TestCase):
                 ("a JSON message", b'{"type":"key_update"}', "OK"),
                 ("a relay in JSON", json_relay, "PROTOCOL_ERROR"),
                 ("a relay in JSON, spaced", b'{ "type" : "relay"}', "PROTOCOL_ERROR"),
-                # §3.3 (binrelay 6d4ae45, finding 120): any content but 0x02 is read as JSON,
+                # §3.3 (binrelay 6d4ae45, finding 123): any content but 0x02 is read as JSON,
                 # what comes before `{` the receiver's JSON reader's: this one takes JSON's
                 # whitespace and refuses a byte-order mark (§2: a receiver MAY)
                 ("JSON after a space", b' {"type":"key_update"}', "OK"),
