@@ -20,7 +20,7 @@ import {
   signBatch,
 } from "../../lib/message/record.ts";
 import { makePki } from "../../testkit/pki.ts";
-import { RATCHET_ENVELOPE, SENDER_ENVELOPE, wireText } from "../helpers/records.ts";
+import { RATCHET_ENVELOPE, SENDER_ENVELOPE, wireBytes } from "../helpers/records.ts";
 
 const b64 = (n: number) => 4 * Math.ceil(n / 3);
 
@@ -80,8 +80,9 @@ Deno.test("loneRelayBytes is the longest relay or stored of a record alone, to t
           : [{ k: new Uint8Array(32) }, { e2e: RATCHET_ENVELOPE }];
         for (const carrier of carriers) {
           const prepared = prepareRelay(author, forms, carrier.k, carrier.e2e);
-          const relay = wireText(new RecipientRelayGroup(prepared, hop, hop, true)).length;
-          const stored = wireText(new RecipientRelay(prepared, hop, hop, "stored", true)).length;
+          // Bytes, not characters: a relay is binary (PROTOCOL §6.4 "A relay on the wire").
+          const relay = wireBytes(new RecipientRelayGroup(prepared, hop, hop, true)).length;
+          const stored = wireBytes(new RecipientRelay(prepared, hop, hop, "stored", true)).length;
           assert.equal(
             loneRelayBytes(prepared),
             Math.max(relay, stored),
