@@ -205,7 +205,7 @@ function forwarded(content: Uint8Array, reading: Reading, variation: Variation) 
  * of encodeRecord, no msg behind them): each relay lays its group_enc out item by item.
  */
 function afresh(msg: C2sMsgMessage, made: Carried[], subset: number[]) {
-  const prepared = msg.records.map((item, j) => {
+  const prepared = msg.records.map((item) => {
     const carried = made.find((m) => m.record.seqno === item.record.seqno)!;
     const forms = new RecordForms(carried.record, encodeRecord(carried.record));
     return "e2e" in item
@@ -288,7 +288,7 @@ function checkMsg(
   mutated = false,
 ): Uint8Array[] {
   const base = forwarded(content, "parsed", variation);
-  const { msg, group } = base;
+  const { msg } = base;
   const all = jsonForm(msg, { seqno: 9, introduce: true }, msg.proof);
   const some = readRelay(base.wires[1]);
   assert.deepEqual(
