@@ -13,7 +13,8 @@ export interface ForgedRecord {
   sid: string;
   /** `c2s` (0x01), `s2c` (0x02), or the raw byte */
   dir: string | number;
-  to: string;
+  /** as text (its UTF-8), or the raw bytes (invalid UTF-8, a byte-order mark) */
+  to: string | Uint8Array;
   seqno: number | bigint;
   ts: number | bigint;
   ct: string;
@@ -90,7 +91,9 @@ class Out {
 export function recordEnc(record: ForgedRecord): Uint8Array {
   const out = new Out().raw(fromHex(record.sid));
   out.u8(typeof record.dir === "number" ? record.dir : record.dir === "c2s" ? 0x01 : 0x02);
-  out.sized(utf8(record.to)).u64(record.seqno).u64(record.ts);
+  out.sized(typeof record.to === "string" ? utf8(record.to) : record.to).u64(record.seqno).u64(
+    record.ts,
+  );
   out.sized(fromBase64(record.ct)).raw(fromBase64(record.c));
   out.sized(record.sig === undefined ? new Uint8Array(0) : fromBase64(record.sig));
   const batch = record.batch ?? { i: 0, n: 0, path: [] };
