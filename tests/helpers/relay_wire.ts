@@ -7,6 +7,7 @@
  * envelope as JSON (`json: true`), or hands a carrier's raw bytes (`carrier`).
  */
 import { fromBase64, fromHex, utf8 } from "../../lib/bytes.ts";
+import { readRelay } from "../../lib/message/relay_wire.ts";
 
 /** A record as a relay's JSON form holds it; `sig` and `batch` only to forge a refused relay. */
 export interface ForgedRecord {
@@ -139,4 +140,14 @@ export function encodeRelay(relay: ForgedRelay): Uint8Array {
 /** Whether a message's content is a relay in its binary layout (its first byte, PROTOCOL §3.3). */
 export function isBinaryRelay(content: Uint8Array): boolean {
   return content.length > 0 && content[0] === RELAY_BYTE;
+}
+
+/**
+ * A session message's content as whoever holds the keys reads it (an auditor with the key log, a
+ * hostile server's proxy): a relay as its JSON form (readRelay, PROTOCOL §6.4), any other as its
+ * JSON.
+ */
+export function messageOf(content: Uint8Array): Record<string, unknown> {
+  if (isBinaryRelay(content)) return { ...readRelay(content) };
+  return JSON.parse(new TextDecoder().decode(content));
 }
