@@ -26,6 +26,7 @@ import { HostileClient, json, signedUserMsgJson, textsUntil } from "../testkit/h
 import type { KeyType } from "../lib/pki/keys.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
 import { type InProcessServer, startInProcessServer } from "./helpers/in_process_server.ts";
+import { messageOf } from "./helpers/relay_wire.ts";
 
 const PASSWORDS = { mallory: "mallory-password-1", bob: "bob-password-1", carol: "carol-pw-123" };
 
@@ -149,7 +150,7 @@ Deno.test({
       await mallory.sendSealed(json(await signedUserMsgJson(mallory, 1, lines)));
       const refused: number[] = [];
       while (refused.length < 5) {
-        const m = JSON.parse(new TextDecoder().decode(await mallory.readRecord(20_000)));
+        const m = messageOf(await mallory.readRecord(20_000));
         if (m.type === "refused") {
           assert.equal(m.code, "RATE_LIMITED");
           refused.push(m.of);
@@ -187,7 +188,7 @@ Deno.test({
       items[2] = { ...bare, e2e: RATCHET_ENVELOPE };
       await mallory.sendSealed(json(msg));
       while (true) {
-        const m = JSON.parse(new TextDecoder().decode(await mallory.readRecord(20_000)));
+        const m = messageOf(await mallory.readRecord(20_000));
         if (m.type === "refused") assert.fail(`refused ${m.of}: ${m.code}`);
         if (m.type === "queued") {
           assert.equal(m.of, 3);
@@ -370,7 +371,7 @@ Deno.test({
 /** The next relay that reaches `h`, as JSON. */
 async function firstRelay(h: HostileClient) {
   while (true) {
-    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
+    const m = messageOf(await h.readRecord(20_000));
     if (m.type === "relay") return m;
   }
 }
