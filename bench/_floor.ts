@@ -148,7 +148,9 @@ const ITEM = '{"record":';
  * floor, PROTOCOL §6.4) or the user's msg the floor forwards as it came (§6.3).
  */
 function messagesIn(content: Uint8Array, rung: Rung): number {
-  if (rung === "binary") return sketchCount(content);
+  // lib's relay is binary too since session 23 (PROTOCOL §6.4 "A relay on the wire"), its count
+  // where the sketch's is: the rungs that relay with lib's writer send it.
+  if (rung === "binary" || content[0] === 0x02) return sketchCount(content);
   return new TextDecoder().decode(content).split(ITEM).length - 1;
 }
 

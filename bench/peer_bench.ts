@@ -487,9 +487,25 @@ async function ourFanOut(
   }
 }
 
-/** A relay's `first`, and its first record's seqno (PROTOCOL §6.4, members in the table's order). */
-const RELAY_FIRST = /"first":(\d+),/;
-const RELAY_FIRST_SEQNO = /"records":\[\{"record":\{[^{}]*?"seqno":(\d+),/;
+/**
+ * A relay's records, and whether its first record is its author's batch's first (PROTOCOL §6.4 "A
+ * relay on the wire": 0x02, the hop's seqno and ts, author_fp, `cert` and `sig` behind their
+ * lengths, `first`, `n`, the proof, `m`, then each record_enc: sid, dir, `to` behind its length,
+ * seqno), read where the layout puts them: nothing else is read, nothing verified.
+ */
+function relayCounts(content: Uint8Array): { records: number; startsBatch: boolean } {
+  const view = new DataView(content.buffer, content.byteOffset, content.byteLength);
+  let at = 1 + 8 + 8 + 32;
+  at += 4 + view.getUint32(at); // cert
+  at += 4 + view.getUint32(at); // sig
+  const first = view.getBigUint64(at);
+  at += 8 + 4; // first, n
+  at += 1 + 32 * content[at]; // the proof
+  const records = content[at];
+  at += 1 + 16 + 1; // m, the first record's sid and dir
+  at += 4 + view.getUint32(at); // its `to`
+  return { records, startsBatch: view.getBigUint64(at) === first };
+}
 
 /**
  * A recipient that counts the relays reaching it: handshake and login as a client, then
@@ -517,15 +533,12 @@ async function countingRecipient(
       // hold several (§3.2).
       for (const content of est.records.openContents(payload)) {
         const head = decoder.decode(content.subarray(0, 16));
-        if (head.startsWith('{"type":"relay"')) {
-          // A relay carries one or more records of one author batch (PROTOCOL §6.4).
-          const text = decoder.decode(content);
-          received.relayed += text.split('{"record":').length - 1;
+        if (content[0] === 0x02) {
+          // A relay, binary (PROTOCOL §3.3): one or more records of one author batch (§6.4).
+          const { records, startsBatch } = relayCounts(content);
+          received.relayed += records;
           // The first record of each of the author's signed batches (PROTOCOL §6.1).
-          const first = RELAY_FIRST.exec(text)?.[1];
-          if (first !== undefined && RELAY_FIRST_SEQNO.exec(text)?.[1] === first) {
-            received.batches++;
-          }
+          if (startsBatch) received.batches++;
         } else if (head.startsWith('{"type":"msg"')) received.notices++;
         else if (head.startsWith('{"type":"key_up')) est.records.updateReceive();
       }

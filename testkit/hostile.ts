@@ -37,6 +37,7 @@ import {
   signatureInput,
 } from "../lib/handshake/key_schedule.ts";
 import { RecordLayer } from "../lib/handshake/record.ts";
+import { readRelay } from "../lib/message/relay_wire.ts";
 import {
   type Body,
   decodeRecord,
@@ -61,6 +62,16 @@ import {
   ServerHelloSchema,
 } from "../lib/wire/messages.ts";
 import type { Bystander, LogEvent, ServerProcess } from "./server_process.ts";
+
+/**
+ * A session message's content as a client reads it: a relay, binary on the wire (PROTOCOL §6.4
+ * "A relay on the wire"), as its JSON form; any other message as its JSON.
+ */
+// deno-lint-ignore no-explicit-any
+function contentMessage(content: Uint8Array): any {
+  if (content[0] === 0x02) return readRelay(content);
+  return JSON.parse(new TextDecoder().decode(content));
+}
 
 export const encoder = new TextEncoder();
 
@@ -331,7 +342,7 @@ export class HostileClient {
       this.#unread = this.#records().openContents(payload);
     }
     const content = this.#unread.shift()!;
-    const message = JSON.parse(new TextDecoder().decode(content));
+    const message = contentMessage(content);
     if (message.type === "error") throw new Error(`server error ${message.code}`);
     return content;
   }
@@ -577,7 +588,7 @@ export class HostileClient {
     const deadline = Date.now() + timeoutMs;
     while (true) {
       const content = await this.readRecord(Math.max(1, deadline - Date.now()));
-      const m = JSON.parse(new TextDecoder().decode(content));
+      const m = contentMessage(content);
       if (m.type === "key_update") {
         this.records!.updateReceive();
         continue;
@@ -613,7 +624,7 @@ export class HostileClient {
       if (sealed) {
         try {
           const contents = this.records!.openContents(payload);
-          const decoded = contents.map((c) => JSON.parse(new TextDecoder().decode(c)));
+          const decoded = contents.map(contentMessage);
           messages.push(...decoded.slice(0, -1));
           message = decoded.at(-1);
         } catch {
@@ -755,7 +766,7 @@ export async function signedUserMsgJson(
 export async function textsUntil(h: HostileClient, until: string): Promise<string[]> {
   const seen: string[] = [];
   while (true) {
-    const m = JSON.parse(new TextDecoder().decode(await h.readRecord(20_000)));
+    const m = contentMessage(await h.readRecord(20_000));
     const items: { record: unknown; k?: string }[] = m.type === "relay"
       ? m.records
       : m.type === "msg" || m.type === "stored"

@@ -16,6 +16,7 @@ import { FrameConnection } from "../lib/wire/connection.ts";
 import { utf8 } from "../lib/bytes.ts";
 import { makePki, type TestPki } from "../testkit/pki.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
+import { messageOf } from "./helpers/relay_wire.ts";
 
 const PASSWORD = "alice-password-1";
 const NEW_PASSWORD = "alice-password-2";
@@ -196,9 +197,7 @@ Deno.test("/passwd: a second change before the first is answered ends the sessio
       for (;;) {
         const frame = await est.conn.read(20_000);
         if (frame === null) break;
-        const messages = est.records.openContents(frame).map((c) =>
-          JSON.parse(new TextDecoder().decode(c))
-        );
+        const messages = est.records.openContents(frame).map(messageOf);
         for (const m of messages) answers.push(m.type === "error" ? m.code : m.type);
         if (messages.some((m) => m.type === "error")) break;
       }

@@ -20,6 +20,7 @@ import {
 import { loggedIn } from "./helpers/logged_in.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
 import { makePki } from "../testkit/pki.ts";
+import { messageOf } from "./helpers/relay_wire.ts";
 
 /** A logged-in server session and the client's bare end, over a real loopback connection. */
 async function tcpSession(pki: Awaited<ReturnType<typeof makePki>>, transcripts: string) {
@@ -49,7 +50,7 @@ async function firstErrorRead(
       const payload = await clientConn.read(10_000);
       if (payload === null) return "end of stream without an error";
       for (const content of client.records.openContents(payload)) {
-        const message = JSON.parse(fromUtf8(content));
+        const message = messageOf(content);
         if (message.type === "error") return message.code;
         if (message.type === "key_update") client.records.updateReceive();
       }

@@ -13,6 +13,7 @@ import { LOBBY, userRecipient } from "../lib/message/record.ts";
 import { makePki } from "../testkit/pki.ts";
 import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "./helpers/records.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
+import { messageOf } from "./helpers/relay_wire.ts";
 
 const PASSWORDS = { carol: "carol-password-1", bob: "bob-password-12", mallory: "mallory-pw-123" };
 /** bob's offline queue: more than loopback's socket buffers take, so the delivery waits for bob. */
@@ -56,7 +57,7 @@ Deno.test({
       }
       let queued = 0;
       while (queued < STORED) {
-        const m = JSON.parse(new TextDecoder().decode(await carol.readRecord(30_000)));
+        const m = messageOf(await carol.readRecord(30_000));
         if (m.type === "queued") queued++;
         else assert.notEqual(m.type, "refused", JSON.stringify(m));
       }

@@ -37,6 +37,7 @@ import { makePki } from "../testkit/pki.ts";
 import { pollUntil } from "../testkit/server_process.ts";
 import { startInProcessServer } from "./helpers/in_process_server.ts";
 import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "./helpers/records.ts";
+import { messageOf } from "./helpers/relay_wire.ts";
 
 const USERS = ["alice", "bob", "carol", "dave", "mallory"];
 const pki = await makePki(USERS);
@@ -50,7 +51,7 @@ async function readUntil(h: HostileClient, match: (m: Json) => boolean): Promise
   const deadline = Date.now() + 10_000;
   while (true) {
     const content = await h.readRecord(Math.max(1, deadline - Date.now()));
-    const m = JSON.parse(new TextDecoder().decode(content)) as Json;
+    const m = messageOf(content); // a relay as its JSON form (PROTOCOL §6.4)
     if (m.type === "key_update") {
       h.records!.updateReceive();
       continue;

@@ -57,6 +57,7 @@ import { pemDecode } from "../lib/pki/pem.ts";
 import { TrustStore } from "../lib/pki/validate.ts";
 import { ChatSession } from "../lib/session/session.ts";
 import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
+import { encodeRelay } from "./helpers/relay_wire.ts";
 
 type Dir = "c2s" | "s2c";
 interface Frame {
@@ -694,16 +695,17 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
     };
     await signBatch(nc.set.signer === "server" ? serverId.signingKey : clientId.signingKey, [r]);
     const clientCert = toBase64(clientId.certDer);
-    // A relay of the one record (PROTOCOL §6.4): a batch of one needs no proof.
+    // A relay of the one record (PROTOCOL §6.4), binary on the wire: a batch of one needs no
+    // proof.
     const relay = (seqno: number, record: MessageRecord, cert: string | undefined) => {
       const { sig, batch, ...bare } = encodeRecord(record);
-      return JSON.stringify({
+      return encodeRelay({
         type: "relay",
         seqno,
         ts: Date.now(),
         author_fp: fingerprintOf(clientId.certDer),
         ...(cert === undefined ? {} : { cert }),
-        sig,
+        sig: sig!,
         first: record.seqno - batch!.i,
         n: batch!.n,
         proof: [],
@@ -711,7 +713,7 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
       });
     };
     s.conn.send(
-      s.records.seal(utf8(relay(1, r, nc.set.cert === "omitted" ? undefined : clientCert))),
+      s.records.seal(relay(1, r, nc.set.cert === "omitted" ? undefined : clientCert)),
     );
     if (nc.target === "s2c relay twice") {
       // By default the same record again, naming the certificate the first one introduced.
@@ -725,7 +727,7 @@ async function clientEndsWith(nc: NegativeCase): Promise<string | undefined> {
         second = { ...r, seqno: 2 };
         await signBatch(serverId.signingKey, [second]);
       }
-      s.conn.send(s.records.seal(utf8(relay(2, second, cert))));
+      s.conn.send(s.records.seal(relay(2, second, cert)));
     }
     const end = await running;
     return end.code;

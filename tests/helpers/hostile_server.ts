@@ -25,15 +25,19 @@ import type { TestPki } from "../../testkit/pki.ts";
 import { decryptWithKeylog, handshakeKeys, helloNonce, type OpenedFrame } from "./keylog.ts";
 import { startInProcessServer } from "./in_process_server.ts";
 import { FrameProxy, type ProxiedFrame } from "./proxy.ts";
+import { encodeRelay, type ForgedRelay, isBinaryRelay, messageOf } from "./relay_wire.ts";
 
 /**
- * A message the server sends, as JSON, and to whom: `user` once the server's `auth_ok` named
- * the connection's user (`conn` counts connections from 0).
+ * A message the server sends, as JSON (a relay as its JSON form, PROTOCOL §6.4), and to whom:
+ * `user` once the server's `auth_ok` named the connection's user (`conn` counts connections from
+ * 0). What it returns replaces the message: JSON, a relay's JSON form (`type` "relay"), which goes
+ * in its binary layout (tests/helpers/relay_wire.ts), or the content's bytes as they are (a relay
+ * in JSON, a malformed one).
  */
 export type Rewrite = (
   message: Record<string, unknown>,
   to: { conn: number; user?: string },
-) => Record<string, unknown> | undefined;
+) => Record<string, unknown> | Uint8Array | undefined;
 
 export interface HostileServer {
   /** Where clients connect (the proxy). */
@@ -113,16 +117,18 @@ class Resealer {
     const contents = this.#finished < 2
       ? [layer.open(frame.payload)]
       : layer.openContents(frame.payload);
-    const messages = contents.map((c) => JSON.parse(new TextDecoder().decode(c)));
-    const out = messages.map((message) => {
-      if (message.type === "auth_ok") this.#user = message.username;
+    const messages = contents.map(messageOf);
+    const out = messages.map((message, j) => {
+      if (message.type === "auth_ok") this.#user = message.username as string;
       for (const rewrite of this.rewrites) {
         const replaced = rewrite(message, { conn: frame.conn, user: this.#user });
-        if (replaced) return replaced;
+        if (replaced instanceof Uint8Array) return replaced;
+        if (replaced?.type === "relay") return encodeRelay(replaced as unknown as ForgedRelay);
+        if (replaced) return utf8(JSON.stringify(replaced));
       }
-      return message;
+      return isBinaryRelay(contents[j]) ? contents[j] : utf8(JSON.stringify(message));
     });
-    const sealed = layer.sealContents(out.map((m) => utf8(JSON.stringify(m))));
+    const sealed = layer.sealContents(out);
     // As the client does: the application secret after the second finished, the next one
     // after each key_update (the last message of its record) — both for what we open and for
     // what we seal.

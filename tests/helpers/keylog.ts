@@ -1,13 +1,15 @@
 /**
  * An auditor's decrypter for `serve --keylog` (PROTOCOL §12.9): given the frames a
  * FrameProxy recorded and the key log lines, it opens every sealed record of every
- * connection and returns each message's JSON, as anyone holding the log could.
+ * connection and returns each message's JSON (a relay's JSON form, PROTOCOL §6.4), as anyone
+ * holding the log could.
  */
 import { createHash } from "node:crypto";
 import { concat, fromBase64, fromHex, toHex, u32be } from "../../lib/bytes.ts";
 import { expandLabel, LABELS, RECORD_KEY_BYTES } from "../../lib/handshake/key_schedule.ts";
 import { RecordLayer } from "../../lib/handshake/record.ts";
 import type { Direction, ProxiedFrame } from "./proxy.ts";
+import { messageOf } from "./relay_wire.ts";
 
 export interface OpenedFrame {
   conn: number;
@@ -32,7 +34,6 @@ export function decryptWithKeylog(frames: ProxiedFrame[], keylog: string): Opene
   const secrets = parseKeylog(keylog);
   const opened: OpenedFrame[] = [];
   const conns = [...new Set(frames.map((f) => f.conn))];
-  const decoder = new TextDecoder();
   for (const conn of conns) {
     const of = (dir: Direction) => frames.filter((f) => f.conn === conn && f.dir === dir);
     const [hello, serverHello] = [of("c2s")[0], of("s2c")[0]];
@@ -50,7 +51,7 @@ export function decryptWithKeylog(frames: ProxiedFrame[], keylog: string): Opene
           ? [layer.open(frame.payload)]
           : layer.openContents(frame.payload);
         for (const content of contents) {
-          const message = JSON.parse(decoder.decode(content));
+          const message = messageOf(content);
           opened.push({ conn, dir, message });
           // Each direction moves to its application secret after its phase 2 finished (§5).
           if (message.type === "finished" && ++finished === 2) {

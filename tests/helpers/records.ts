@@ -108,9 +108,17 @@ export function fromMember(from: Member, m: ReceivedMessage): ReceivedMessage {
   return m;
 }
 
-/** A relay's wire as a recipient session writes it into its record, as text. */
-export function wireText(relay: Encodable): string {
+/** A message's wire content as a recipient session writes it into its record. */
+export function wireBytes(message: Encodable): Uint8Array {
   const out = new ByteBuilder();
-  relay.writeTo(out);
-  return new TextDecoder().decode(out.done());
+  message.writeTo(out);
+  return out.done();
+}
+
+/**
+ * A JSON message's wire (a `stored`, a user's msg) as text. A relay is binary (PROTOCOL §6.4 "A
+ * relay on the wire"): read it with readRelay(wireBytes(relay)).
+ */
+export function wireText(message: Encodable): string {
+  return new TextDecoder().decode(wireBytes(message));
 }

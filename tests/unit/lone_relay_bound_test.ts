@@ -5,7 +5,6 @@
  * and the certificate sizes the text derives from it.
  */
 import assert from "node:assert/strict";
-import { ByteBuilder, type Encodable } from "../../lib/bytes.ts";
 import { MAX_CONTENT_BYTES } from "../../lib/handshake/record.ts";
 import { authorCertOf } from "../../lib/message/author_certs.ts";
 import {
@@ -21,16 +20,9 @@ import {
   signBatch,
 } from "../../lib/message/record.ts";
 import { makePki } from "../../testkit/pki.ts";
-import { RATCHET_ENVELOPE, SENDER_ENVELOPE } from "../helpers/records.ts";
+import { RATCHET_ENVELOPE, SENDER_ENVELOPE, wireBytes } from "../helpers/records.ts";
 
 const b64 = (n: number) => 4 * Math.ceil(n / 3);
-
-/** A message's wire content, as bytes (a relay's is binary). */
-function wireBytes(message: Encodable): Uint8Array {
-  const out = new ByteBuilder();
-  message.writeTo(out);
-  return out.done();
-}
 
 /** PROTOCOL §6.1's `largest(to)`, as the text gives it. */
 function largest(to: string, certBytes: number, ctBytes: number, sigBytes: number): number {
@@ -88,6 +80,7 @@ Deno.test("loneRelayBytes is the longest relay or stored of a record alone, to t
           : [{ k: new Uint8Array(32) }, { e2e: RATCHET_ENVELOPE }];
         for (const carrier of carriers) {
           const prepared = prepareRelay(author, forms, carrier.k, carrier.e2e);
+          // Bytes, not characters: a relay is binary (PROTOCOL §6.4 "A relay on the wire").
           const relay = wireBytes(new RecipientRelayGroup(prepared, hop, hop, true)).length;
           const stored = wireBytes(new RecipientRelay(prepared, hop, hop, "stored", true)).length;
           // §6.1: the `stored` is the larger, since relays are binary (what largest(to) measures).

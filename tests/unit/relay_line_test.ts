@@ -28,10 +28,11 @@ import {
   RecipientRelay,
   RecipientRelayGroup,
   RecordForms,
-  RelayMessageShape,
+  type RelayMessage,
   sealContent,
   userRecipient,
 } from "../../lib/message/record.ts";
+import { readRelay } from "../../lib/message/relay_wire.ts";
 import { E2eEnvelopeShape } from "../../lib/e2e/envelope.ts";
 import { SENDER_ENVELOPE } from "../helpers/records.ts";
 
@@ -76,12 +77,13 @@ function written(line: PreparedLine): { json: string; enc: string } {
   return { json: new TextDecoder().decode(json.done()), enc: toHex(enc.done()) };
 }
 
-function wireOf(content: RecipientRelayGroup | RecipientRelay): unknown {
+/** A relay's wire as its recipient reads it (PROTOCOL §6.4 "A relay on the wire"). */
+function wireOf(content: RecipientRelayGroup): RelayMessage {
   const out = new ByteBuilder();
   content.writeTo(out);
   const bytes = out.done();
   assert.equal(bytes.length, content.length, "length is the wire content's");
-  return JSON.parse(new TextDecoder().decode(bytes));
+  return readRelay(bytes);
 }
 
 /** The server's relay of `chosen` records of `made` to one recipient, and what it received. */
@@ -104,9 +106,7 @@ function bothEnds(
     assert.ok(sent.takes(p), "a later record of the same batch joins");
     sent.add(p);
   }
-  const parsed = RelayMessageShape.safeParse(wireOf(sent));
-  assert.ok(parsed.success, JSON.stringify(parsed));
-  const message = parsed.data;
+  const message = wireOf(sent);
   const records = message.records.map((item) => decodeRecord(item.record));
   const group = {
     sig: fromBase64(message.sig),
