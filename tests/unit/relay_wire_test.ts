@@ -246,7 +246,7 @@ Deno.test("readRelay: a record's direction byte other than 0x01 or 0x02 is PROTO
   }
 });
 
-Deno.test("readRelay: a record's `to` of 0 or 81 bytes, invalid UTF-8 or starting with a byte-order mark is PROTOCOL_ERROR; 80 bytes are read", () => {
+Deno.test("readRelay: a record's `to` of 0 or 81 bytes or invalid UTF-8 is PROTOCOL_ERROR; 80 bytes are read, and a byte-order mark as the character it is", () => {
   const withTo = (to: string | Uint8Array) => {
     const relay = baseRelay();
     relay.records[1].record.to = to;
@@ -260,14 +260,16 @@ Deno.test("readRelay: a record's `to` of 0 or 81 bytes, invalid UTF-8 or startin
     ["a cut two-byte sequence", Uint8Array.of(0x6c, 0xc3)],
     ["an overlong '/'", Uint8Array.of(0xc0, 0xaf)],
     ["an encoded surrogate", Uint8Array.of(0xed, 0xa0, 0x80)],
-    ["a byte-order mark first", Uint8Array.of(0xef, 0xbb, 0xbf, ...utf8("lobby"))],
-    ["a byte-order mark alone", Uint8Array.of(0xef, 0xbb, 0xbf)],
   ];
   for (const [what, to] of tos) refused(withTo(to), `to: ${what}`);
   // The layout's cap is 80 bytes (the JSON form's, 80 UTF-16 units): at it, read as it came.
   for (const to of ["x".repeat(80), "é".repeat(40)]) {
     assert.equal(readRelay(withTo(to)).records[1].record.to, to);
   }
+  // Exact UTF-8: a leading byte-order mark is not dropped, so `to` is not "lobby" (§6.4 step 3
+  // then refuses it, TAMPERED, as it refuses any `to` the recipient rule does not allow).
+  const bom = Uint8Array.of(0xef, 0xbb, 0xbf, ...utf8("lobby"));
+  assert.equal(readRelay(withTo(bom)).records[1].record.to, "\ufefflobby");
 });
 
 Deno.test("readRelay: a record in a relay with a non-zero `sig` or `batch` field is PROTOCOL_ERROR", () => {
@@ -340,7 +342,8 @@ Deno.test("readRelay: a ratchet envelope's JSON that is not one strict JSON ratc
     ["no wraps", utf8(JSON.stringify({ ...RATCHET_ENVELOPE, wraps: undefined }))],
     ["another kind", utf8(good.replace('"ratchet"', '"other"'))],
     ["invalid UTF-8", Uint8Array.of(...utf8(good.slice(0, -2)), 0xff, 0x7d)],
-    // Not here: a byte-order mark first, which PROTOCOL §2 lets a receiver skip (ours does).
+    // §6.4: `e` is UTF-8 exactly; a byte-order mark is not skipped, and JSON refuses it.
+    ["a byte-order mark first", Uint8Array.of(0xef, 0xbb, 0xbf, ...utf8(good))],
     ["a bad wrap key", utf8(JSON.stringify({ ...RATCHET_ENVELOPE, wraps: [{ w: b64(47) }] }))],
   ];
   for (const [what, text] of texts) {
