@@ -41,6 +41,7 @@ import {
   LOBBY,
   MAX_BATCH,
   type MessageRecord,
+  RELAY_TAG,
   sealContent,
   signBatch,
   userMsgItem,
@@ -150,7 +151,7 @@ const ITEM = '{"record":';
 function messagesIn(content: Uint8Array, rung: Rung): number {
   // lib's relay is binary too since session 23 (PROTOCOL §6.4 "A relay on the wire"), its count
   // where the sketch's is: the rungs that relay with lib's writer send it.
-  if (rung === "binary" || content[0] === 0x02) return sketchCount(content);
+  if (rung === "binary" || content[0] === RELAY_TAG) return sketchCount(content);
   return new TextDecoder().decode(content).split(ITEM).length - 1;
 }
 

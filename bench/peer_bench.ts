@@ -44,7 +44,7 @@ import { HeldWrites } from "../testkit/held_writes.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import type { Identity } from "../lib/handshake/common.ts";
 import { ChatSession, type ReceivedMessage, type SessionEnd } from "../lib/session/session.ts";
-import { type Body, LOBBY, userRecipient } from "../lib/message/record.ts";
+import { type Body, LOBBY, RELAY_TAG, userRecipient } from "../lib/message/record.ts";
 import { type ByteStreamConn, FrameConnection } from "../lib/wire/connection.ts";
 import { codeOf } from "../lib/errors.ts";
 import { relayedLine } from "../lib/e2e/chat.ts";
@@ -533,7 +533,7 @@ async function countingRecipient(
       // hold several (§3.2).
       for (const content of est.records.openContents(payload)) {
         const head = decoder.decode(content.subarray(0, 16));
-        if (content[0] === 0x02) {
+        if (content[0] === RELAY_TAG) {
           // A relay, binary (PROTOCOL §3.3): one or more records of one author batch (§6.4).
           const { records, startsBatch } = relayCounts(content);
           received.relayed += records;
