@@ -26,6 +26,7 @@ import {
   sealContent,
   signBatch,
 } from "../../lib/message/record.ts";
+import { authorCertOf } from "../../lib/message/author_certs.ts";
 import { readRelay } from "../../lib/message/relay_wire.ts";
 import { ChatSession } from "../../lib/session/session.ts";
 import { transcriptDirectory } from "../../lib/transcript/file_storage.ts";
@@ -554,8 +555,11 @@ class MemoryEnd implements ByteStreamConn {
   }
 }
 
-/** A client's session after a real handshake; the test speaks for the server. */
-async function clientSession() {
+/**
+ * A client's session after a real handshake; the test speaks for the server. With `relays`, the
+ * session checks relays as `connect` does (their authors under the test CA).
+ */
+async function clientSession(relays = false) {
   const pki = await makePki(["alice"]);
   const transcripts = await Deno.makeTempDir({ prefix: "securechat-relay-wire-" });
   const [serverSide, clientSide] = MemoryEnd.pair();
@@ -565,9 +569,11 @@ async function clientSession() {
   const session = await ChatSession.start(client, {
     transcripts: transcriptDirectory(transcripts),
     serverName: "localhost",
+    ...(relays ? { relayTrust: pki.trust } : {}),
   });
   const received: unknown[] = [];
   return {
+    pki,
     server,
     serverConn,
     received,
@@ -601,5 +607,29 @@ Deno.test("ChatSession (client): a relay in JSON, a relay cut short, a content w
     } finally {
       await pair.dispose();
     }
+  }
+});
+
+Deno.test("ChatSession (client): a relay whose record's `to` starts with a byte-order mark is TAMPERED at §6.4 step 3, not read as `lobby` (exact UTF-8: review23)", async () => {
+  const pair = await clientSession(true);
+  try {
+    const alice = await pair.pki.identity("alice");
+    const relay = {
+      ...baseRelay(),
+      seqno: 1,
+      ts: Date.now(),
+      author_fp: authorCertOf(alice.certDer).fingerprint,
+      cert: toBase64(alice.certDer),
+    };
+    relay.records[0].record.to = Uint8Array.of(0xef, 0xbb, 0xbf, ...utf8("lobby"));
+    pair.serverConn.send(pair.server.records.seal(encodeRelay(relay)));
+    await pair.serverConn.flush();
+    const end = await pair.running;
+    assert.equal(end.outcome, "error");
+    assert.equal(end.code, "TAMPERED", end.message);
+    assert.match(end.message ?? "", /lobby/);
+    assert.deepEqual(pair.received, []);
+  } finally {
+    await pair.dispose();
   }
 });
