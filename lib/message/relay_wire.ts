@@ -10,6 +10,7 @@
 import { toBase64, toHex } from "../bytes.ts";
 import { SecureChatError } from "../errors.ts";
 import { type E2eEnvelope, type SenderEnvelope, WRAPPED_KEY_BYTES } from "../e2e/envelope.ts";
+import { checkShape } from "../wire/messages.ts";
 import { parseStrictJson } from "../wire/strict_json.ts";
 import {
   CARRIER_TAG,
@@ -50,13 +51,7 @@ export function readRelay(content: Uint8Array): RelayMessage {
     if (!(error instanceof LayoutFault)) throw error;
     throw new SecureChatError("PROTOCOL_ERROR", `malformed relay: ${error.message}`);
   }
-  const checked = RelayMessageShape.safeParse(json);
-  if (!checked.success) {
-    const issue = checked.error.issues[0];
-    const where = issue.path.length ? ` (${issue.path.join(".")})` : "";
-    throw new SecureChatError("PROTOCOL_ERROR", `malformed relay${where}: ${issue.message}`);
-  }
-  return checked.data;
+  return checkShape(json, "relay", RelayMessageShape);
 }
 
 /** Thrown inside RelayReader; readRelay makes it a PROTOCOL_ERROR. */

@@ -237,7 +237,12 @@ function parseObject(
   return { value, type, text };
 }
 
-function checkShape<T>(value: unknown, type: string, schema: Shape<T>): T {
+/**
+ * `value` as `schema` checks it, for a message of `type`: the one refusal every parsed message
+ * gets (a binary relay too, once read into its JSON form).
+ * @throws PROTOCOL_ERROR naming the first issue
+ */
+export function checkShape<T>(value: unknown, type: string, schema: Shape<T>): T {
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
