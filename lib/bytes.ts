@@ -5,9 +5,9 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Texts this short are encoded here when they are ASCII (a recipient set, a user name, a
- * label): the bytes fit V8's on-heap typed arrays (64 bytes), where the runtime's encoder is
- * an op that hands back a native allocation — per message, several of those cost more than
- * the loop.
+ * label): the runtime's encoder is an op call on top of the array both make — per message,
+ * several of those cost more than the loop. (Not because the array would live on V8's heap: in
+ * Deno 2.9 none does, whatever its size; {@link ByteSlab}.)
  */
 const SHORT_TEXT = 64;
 
