@@ -5,9 +5,9 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Texts this short are encoded here when they are ASCII (a recipient set, a user name, a
- * label): the bytes fit V8's on-heap typed arrays (64 bytes), where the runtime's encoder is
- * an op that hands back a native allocation — per message, several of those cost more than
- * the loop.
+ * label): the runtime's encoder is an op call on top of the array both make — per message,
+ * several of those cost more than the loop. (Not because the array would live on V8's heap: in
+ * Deno 2.9 none does, whatever its size; {@link ByteSlab}.)
  */
 const SHORT_TEXT = 64;
 
@@ -282,6 +282,33 @@ export class ScratchBytes {
       if (out.capacity > this.keepBytes) this.#builder = undefined;
       else out.reset();
     }
+  }
+}
+
+/**
+ * Small arrays of public bytes (digests) carved one after another out of a shared slab. In Deno
+ * (2.9) no typed array lives on V8's heap, whatever its size: each `new Uint8Array(32)` is a
+ * native backing store that V8 allocates, zeroes, counts as external and sweeps, ~1.3 µs on this
+ * machine against ~0.05 µs for a view of a slab (docs/PERFORMANCE.md, session 24); the server
+ * hashed ~100 of them per `msg` of 32 records. A view keeps its whole slab alive, so a slab is
+ * small, and what it holds is never secret: a view's `buffer` is its neighbours' too.
+ */
+export class ByteSlab {
+  #slab = new Uint8Array(0);
+  #at = 0;
+
+  constructor(readonly slabBytes: number) {}
+
+  /** A fresh zeroed array of `length` bytes, a view of the current slab when it fits one. */
+  take(length: number): Uint8Array<ArrayBuffer> {
+    if (length > this.slabBytes >> 3) return new Uint8Array(length);
+    if (this.#at + length > this.#slab.length) {
+      this.#slab = new Uint8Array(this.slabBytes);
+      this.#at = 0;
+    }
+    const out = this.#slab.subarray(this.#at, this.#at + length);
+    this.#at += length;
+    return out;
   }
 }
 

@@ -196,11 +196,13 @@ export class OpenSslSymmetric {
 
   /**
    * SHA-256 of the concatenation of `parts`, each handed to libcrypto where it lies (no joined
-   * copy).
+   * copy), into `out` (32 bytes; a fresh array when not given).
    * @throws {LibcryptoError} when libcrypto fails
    */
-  sha256(parts: readonly Uint8Array[]): Uint8Array {
-    const out = new Uint8Array(SHA256_BYTES);
+  sha256(parts: readonly Uint8Array[], out = new Uint8Array(SHA256_BYTES)): Uint8Array {
+    if (byteLength(out) !== SHA256_BYTES) {
+      throw new LibcryptoError("a SHA-256 digest takes 32 bytes");
+    }
     if (!this.#digest(undefined, parts, out)) {
       this.#lib.ERR_clear_error();
       throw new LibcryptoError("libcrypto could not hash");

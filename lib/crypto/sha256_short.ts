@@ -134,12 +134,17 @@ function place(parts: readonly Uint8Array[], offset: number): number {
   return offset;
 }
 
-/** SHA-256 of the concatenation of `parts`, at most {@link SHORT_HASH_MAX_BYTES} in all. */
-export function sha256Short(parts: readonly Uint8Array[]): Uint8Array {
+/**
+ * SHA-256 of the concatenation of `parts`, at most {@link SHORT_HASH_MAX_BYTES} in all, into
+ * `out` (32 bytes; a fresh array when not given).
+ */
+export function sha256Short(
+  parts: readonly Uint8Array[],
+  out: Uint8Array = new Uint8Array(32),
+): Uint8Array {
   const length = place(parts, 0);
   hashBuffer(length);
   buffer.fill(0, 0, length);
-  const out = new Uint8Array(32);
   writeDigest(out, 0);
   return out;
 }

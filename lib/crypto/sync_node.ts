@@ -31,7 +31,7 @@ import {
   chaCha20Poly1305OpenJs,
   chaCha20Poly1305SealJs,
 } from "./chacha20_poly1305.ts";
-import { concat, fromHex, timingSafeEqual, wipe } from "../bytes.ts";
+import { ByteSlab, concat, fromHex, timingSafeEqual, wipe } from "../bytes.ts";
 import type {
   RsaPublicNumbers,
   RsaSigner,
@@ -118,14 +118,21 @@ function totalLength(parts: readonly Uint8Array[]): number {
   return total;
 }
 
+/**
+ * Where {@link sha256}'s digests are made: views of a shared slab, not an array each (ByteSlab
+ * says why; every party hashes each record two or three times). A digest is public; a secret is
+ * made by {@link hmacSha256}, into an array of its own.
+ */
+const digests = new ByteSlab(1024);
+
 /** SHA-256 over the concatenation of `parts`. */
 export function sha256(...parts: Uint8Array[]): Uint8Array {
   const native = nativeSymmetric();
-  return native ? native.sha256(parts) : portableSha256(parts);
+  return native ? native.sha256(parts, digests.take(32)) : portableSha256(parts);
 }
 
 function portableSha256(parts: readonly Uint8Array[]): Uint8Array {
-  if (totalLength(parts) <= JS_HASH_MAX_BYTES) return sha256Short(parts);
+  if (totalLength(parts) <= JS_HASH_MAX_BYTES) return sha256Short(parts, digests.take(32));
   const h = createHash("sha256");
   for (const part of parts) h.update(part);
   return new Uint8Array(h.digest());

@@ -1,0 +1,36 @@
+import assert from "node:assert/strict";
+import { ByteSlab, toHex } from "../../lib/bytes.ts";
+import { sha256 } from "#sync-crypto";
+
+Deno.test("ByteSlab: fresh zeroed views that never overlap, a new slab when one is full", () => {
+  const slab = new ByteSlab(64);
+  const taken = Array.from({ length: 9 }, () => slab.take(8));
+  for (const view of taken) {
+    assert.equal(view.length, 8);
+    assert.deepEqual([...view], new Array(8).fill(0));
+    view.fill(0xff);
+  }
+  // Eight views of 8 bytes fill the first slab: the ninth is the start of the next one.
+  assert.equal(taken[7].buffer, taken[0].buffer);
+  assert.notEqual(taken[8].buffer, taken[0].buffer);
+  assert.equal(taken[8].byteOffset, 0);
+  const offsets = taken.slice(0, 8).map((view) => view.byteOffset);
+  assert.deepEqual(offsets, [0, 8, 16, 24, 32, 40, 48, 56]);
+});
+
+Deno.test("ByteSlab: a length above an eighth of a slab gets an array of its own", () => {
+  const slab = new ByteSlab(64);
+  const large = slab.take(9);
+  assert.equal(large.byteOffset, 0);
+  assert.equal(large.buffer.byteLength, 9);
+  assert.equal(slab.take(8).buffer.byteLength, 64);
+});
+
+Deno.test("sha256's digests stay as they were made, however many are made after them", () => {
+  const first = sha256(new TextEncoder().encode("abc"));
+  const want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+  const later = Array.from({ length: 200 }, (_, i) => sha256(Uint8Array.of(i)));
+  assert.equal(toHex(first), want);
+  assert.equal(new Set(later.map(toHex)).size, 200);
+  assert.equal(toHex(later[0]), toHex(sha256(Uint8Array.of(0))));
+});
