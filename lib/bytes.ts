@@ -301,6 +301,8 @@ export class ByteSlab {
 
   /** A fresh zeroed array of `length` bytes, a view of the current slab when it fits one. */
   take(length: number): Uint8Array<ArrayBuffer> {
+    // A length that is no count of bytes would move the cursor back, or off a byte: views overlap.
+    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`${length} bytes`);
     if (length > this.slabBytes >> 3) return new Uint8Array(length);
     if (this.#at + length > this.#slab.length) {
       this.#slab = new Uint8Array(this.slabBytes);

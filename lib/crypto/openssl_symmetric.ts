@@ -199,7 +199,7 @@ export class OpenSslSymmetric {
    * copy), into `out` (32 bytes; a fresh array when not given).
    * @throws {LibcryptoError} when libcrypto fails
    */
-  sha256(parts: readonly Uint8Array[], out = new Uint8Array(SHA256_BYTES)): Uint8Array {
+  sha256(parts: readonly Uint8Array[], out: Uint8Array = new Uint8Array(SHA256_BYTES)): Uint8Array {
     if (byteLength(out) !== SHA256_BYTES) {
       throw new LibcryptoError("a SHA-256 digest takes 32 bytes");
     }

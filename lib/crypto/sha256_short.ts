@@ -142,6 +142,7 @@ export function sha256Short(
   parts: readonly Uint8Array[],
   out: Uint8Array = new Uint8Array(32),
 ): Uint8Array {
+  if (out.length !== 32) throw new RangeError("a SHA-256 digest takes 32 bytes");
   const length = place(parts, 0);
   hashBuffer(length);
   buffer.fill(0, 0, length);

@@ -1415,9 +1415,9 @@ interface PathState {
 export class PathMemo {
   readonly #roots = new Map<number, KnownState>();
   /**
-   * Room for the entries of states to come: slots of {@link REST_SLOT} bytes carved from chunks
-   * of this memo's own, handed back when their state goes (a state's copy costs no buffer of its
-   * own; at most `capacity` slots are ever made).
+   * Room for the node and entries of states to come: slots of {@link STATE_SLOT} bytes carved
+   * from chunks of this memo's own, handed back when their state goes (a state's copy costs no
+   * buffer of its own; at most `capacity` slots are ever made).
    */
   readonly #free: Uint8Array[] = [];
 
@@ -1430,11 +1430,15 @@ export class PathMemo {
     const left = state.path.length - state.step;
     if (known.fn !== state.fn || known.sn !== state.sn) return undefined;
     if (known.left !== left) return undefined;
-    if (!bytesEqual(known.node, state.node)) return undefined;
+    if (state.node.length !== HASH_BYTES || !bytesEqual(state.node, known.slot, 0)) {
+      return undefined;
+    }
     for (let j = 0; j < left; j++) {
       // A whole entry against a whole remembered one: a shorter entry must not match a prefix.
       const entry = state.path[state.step + j];
-      if (entry.length !== HASH_BYTES || !bytesEqual(entry, known.rest, j * HASH_BYTES)) {
+      if (
+        entry.length !== HASH_BYTES || !bytesEqual(entry, known.slot, (1 + j) * HASH_BYTES)
+      ) {
         return undefined;
       }
     }
@@ -1446,30 +1450,33 @@ export class PathMemo {
       const left = state.path.length - state.step;
       // Longer than any path the record's schema lets through (a caller's own), or an entry not
       // a hash's length: not kept.
-      if (left * HASH_BYTES > REST_SLOT) continue;
-      if (!entriesAreHashes(state.path, state.step)) continue;
+      if (left > MAX_PATH - 1) continue;
+      if (state.node.length !== HASH_BYTES || !entriesAreHashes(state.path, state.step)) continue;
       const key = memoKey(state);
       const replaced = this.#roots.get(key);
       if (replaced) {
         this.#roots.delete(key);
-        this.#free.push(replaced.rest);
+        this.#free.push(replaced.slot);
       } else if (this.#roots.size >= this.capacity) {
         const oldest = this.#roots.keys().next().value!;
-        this.#free.push(this.#roots.get(oldest)!.rest);
+        this.#free.push(this.#roots.get(oldest)!.slot);
         this.#roots.delete(oldest);
       }
-      const rest = this.#slot();
-      for (let j = 0; j < left; j++) rest.set(state.path[state.step + j], j * HASH_BYTES);
-      // `node` is the loop's own hash output (a fresh array), never a record's.
-      this.#roots.set(key, { fn: state.fn, sn: state.sn, node: state.node, left, rest, root });
+      // The node copied too: a hash output is a view of a shared slab (lib/bytes.ts ByteSlab),
+      // which a remembered view would keep alive. `root` is the caller's, one for every state of
+      // its batch: a memo of PATH_STATES keeps a few batches' roots, so a few slabs.
+      const slot = this.#slot();
+      slot.set(state.node);
+      for (let j = 0; j < left; j++) slot.set(state.path[state.step + j], (1 + j) * HASH_BYTES);
+      this.#roots.set(key, { fn: state.fn, sn: state.sn, left, slot, root });
     }
   }
 
   #slot(): Uint8Array {
     if (this.#free.length === 0) {
-      const chunk = new Uint8Array(REST_SLOTS_PER_CHUNK * REST_SLOT);
-      for (let j = 0; j < REST_SLOTS_PER_CHUNK; j++) {
-        this.#free.push(chunk.subarray(j * REST_SLOT, (j + 1) * REST_SLOT));
+      const chunk = new Uint8Array(STATE_SLOTS_PER_CHUNK * STATE_SLOT);
+      for (let j = 0; j < STATE_SLOTS_PER_CHUNK; j++) {
+        this.#free.push(chunk.subarray(j * STATE_SLOT, (j + 1) * STATE_SLOT));
       }
     }
     return this.#free.pop()!;
@@ -1481,20 +1488,19 @@ function entriesAreHashes(path: readonly Uint8Array[], from: number): boolean {
   return true;
 }
 
-/** The most a state's entries left take: every entry of a path but the first. */
-const REST_SLOT = (MAX_PATH - 1) * HASH_BYTES;
-const REST_SLOTS_PER_CHUNK = 8;
+/** A state's node, then at most every entry of a path but the first (the entries it has left). */
+const STATE_SLOT = MAX_PATH * HASH_BYTES;
+const STATE_SLOTS_PER_CHUNK = 8;
 
 /**
- * A state remembered: the loop's numbers, its node, a copy of the `left` entries left (in a slot
- * of the memo's own), its root.
+ * A state remembered: the loop's numbers, a copy of its node and of the `left` entries left (in
+ * a slot of the memo's own: the node, then the entries), its root.
  */
 interface KnownState {
   fn: number;
   sn: number;
-  node: Uint8Array;
   left: number;
-  rest: Uint8Array;
+  slot: Uint8Array;
   root: Uint8Array;
 }
 

@@ -58,6 +58,17 @@ Deno.test("rootFromPath() with a memo of honest batches answers every other posi
   }
 });
 
+Deno.test("rootFromPath() with a memo answers a state it remembers from the memo, not by hashing again", () => {
+  const memo = new PathMemo();
+  const leaves = leavesOf(7, 32);
+  const { root, paths } = merkleTree(leaves);
+  const first = rootFromPath(leaves[5], 5, 32, paths[5], memo);
+  // The memo hands back the root it remembered, the very array: a loop run again makes a new one.
+  assert.equal(rootFromPath(leaves[5], 5, 32, paths[5], memo), first);
+  assert.notEqual(rootFromPath(leaves[5], 5, 32, paths[5]), first);
+  assert.equal(hex(first), toHex(root));
+});
+
 Deno.test("PathMemo forgets its oldest states beyond its capacity and still answers exactly", () => {
   const memo = new PathMemo(8);
   for (let tree = 0; tree < 20; tree++) {
