@@ -13,76 +13,9 @@ import assert from "node:assert/strict";
 import { codeOf, SecureChatError } from "../../lib/errors.ts";
 import { clientHandshake } from "../../lib/handshake/client.ts";
 import { serverHandshake } from "../../lib/handshake/server.ts";
-import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
+import { FrameConnection } from "../../lib/wire/connection.ts";
 import { makePki } from "../../testkit/pki.ts";
-
-/**
- * One end of an in-memory byte stream with a socket's close semantics: after either end
- * closes, writes fail with EPIPE; what was delivered before stays readable.
- */
-class PipeEnd implements ByteStreamConn {
-  readonly readable: ReadableStream<Uint8Array>;
-  /** Resolves when this end has been closed. */
-  readonly closed: Promise<void>;
-  peer!: PipeEnd;
-  /**
-   * Frames after this many are accepted but never arrive (as if lost in a reset). Counted
-   * in frames, not writes: FrameConnection writes whole frames, several at once when queued
-   * together.
-   */
-  deliverFrames = Infinity;
-  #frames = 0;
-  #input!: ReadableStreamDefaultController<Uint8Array>;
-  #inputOpen = true;
-  #writable = true;
-  #markClosed!: () => void;
-
-  constructor() {
-    this.readable = new ReadableStream({
-      start: (controller) => void (this.#input = controller),
-      cancel: () => void (this.#inputOpen = false),
-    });
-    this.closed = new Promise((resolve) => this.#markClosed = resolve);
-  }
-
-  static pair(): [PipeEnd, PipeEnd] {
-    const [a, b] = [new PipeEnd(), new PipeEnd()];
-    [a.peer, b.peer] = [b, a];
-    return [a, b];
-  }
-
-  write(bytes: Uint8Array): Promise<number> {
-    if (!this.#writable || !this.peer.#writable) {
-      return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
-    }
-    let at = 0;
-    while (at < bytes.length) {
-      const end = at + 4 + new DataView(bytes.buffer, bytes.byteOffset + at).getUint32(0);
-      if (this.peer.#inputOpen && ++this.#frames <= this.deliverFrames) {
-        this.peer.#input.enqueue(bytes.slice(at, end));
-      }
-      at = end;
-    }
-    return Promise.resolve(bytes.length);
-  }
-
-  closeWrite(): Promise<void> {
-    this.peer.#endInput();
-    return Promise.resolve();
-  }
-
-  close(): void {
-    this.#writable = false;
-    this.peer.#endInput();
-    this.#endInput();
-    this.#markClosed();
-  }
-
-  #endInput(): void {
-    if (this.#inputOpen) this.#input.close();
-    this.#inputOpen = false;
-  }
-}
+import { MemoryPipeEnd } from "../helpers/memory_pipe.ts";
 
 /**
  * A client with a certificate the server does not trust, whose certificate_verify is signed
@@ -97,7 +30,7 @@ async function refusedWhileWriting(serverFramesDelivered = Infinity) {
   // (an Ed25519 key would otherwise sign synchronously through node:crypto).
   const { algorithm, key } = rogueAlice.signingKey;
   const alice = { ...rogueAlice, signingKey: { algorithm, key } };
-  const [clientEnd, serverEnd] = PipeEnd.pair();
+  const [clientEnd, serverEnd] = MemoryPipeEnd.pair();
   serverEnd.deliverFrames = serverFramesDelivered;
   let held = 0;
   const realSign = crypto.subtle.sign;

@@ -30,9 +30,10 @@ import { authorCertOf } from "../../lib/message/author_certs.ts";
 import { readRelay } from "../../lib/message/relay_wire.ts";
 import { ChatSession } from "../../lib/session/session.ts";
 import { transcriptDirectory } from "../../lib/transcript/file_storage.ts";
-import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
+import { FrameConnection } from "../../lib/wire/connection.ts";
 import { makePki } from "../../testkit/pki.ts";
 import { loggedIn } from "../helpers/logged_in.ts";
+import { MemoryPipeEnd } from "../helpers/memory_pipe.ts";
 import { RATCHET_ENVELOPE, SENDER_ENVELOPE, wireBytes } from "../helpers/records.ts";
 import {
   CARRIER,
@@ -507,54 +508,6 @@ Deno.test("readRelay of RecipientRelayGroup's wire is its JSON form, the text's 
 
 // ---- at a client: a relay in JSON, through a real session ----
 
-/** One end of an in-memory byte stream, read as a socket is. */
-class MemoryEnd implements ByteStreamConn {
-  readonly readable = new ReadableStream<Uint8Array>();
-  peer!: MemoryEnd;
-  #arrived: Uint8Array[] = [];
-  #waiting?: () => void;
-  #open = true;
-
-  static pair(): [MemoryEnd, MemoryEnd] {
-    const [a, b] = [new MemoryEnd(), new MemoryEnd()];
-    [a.peer, b.peer] = [b, a];
-    return [a, b];
-  }
-
-  async read(into: Uint8Array): Promise<number | null> {
-    while (this.#arrived.length === 0) {
-      if (!this.#open) return null;
-      await new Promise<void>((resolve) => this.#waiting = resolve);
-    }
-    const chunk = this.#arrived[0];
-    const n = Math.min(chunk.length, into.length);
-    into.set(chunk.subarray(0, n));
-    if (n === chunk.length) this.#arrived.shift();
-    else this.#arrived[0] = chunk.subarray(n);
-    return n;
-  }
-
-  write(bytes: Uint8Array): Promise<number> {
-    if (!this.peer.#open) return Promise.reject(new Deno.errors.BrokenPipe("closed"));
-    this.peer.#arrived.push(bytes.slice());
-    this.peer.#wake();
-    return Promise.resolve(bytes.length);
-  }
-
-  #wake(): void {
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
-    waiting?.();
-  }
-
-  close(): void {
-    for (const end of [this, this.peer]) {
-      end.#open = false;
-      end.#wake();
-    }
-  }
-}
-
 /**
  * A client's session after a real handshake; the test speaks for the server. With `relays`, the
  * session checks relays as `connect` does (their authors under the test CA).
@@ -562,7 +515,7 @@ class MemoryEnd implements ByteStreamConn {
 async function clientSession(relays = false) {
   const pki = await makePki(["alice"]);
   const transcripts = await Deno.makeTempDir({ prefix: "securechat-relay-wire-" });
-  const [serverSide, clientSide] = MemoryEnd.pair();
+  const [serverSide, clientSide] = MemoryPipeEnd.pair();
   const serverConn = new FrameConnection(serverSide);
   const clientConn = new FrameConnection(clientSide);
   const [server, client] = await loggedIn(pki, serverConn, clientConn);

@@ -8,87 +8,16 @@ import assert from "node:assert/strict";
 import { utf8 } from "../../lib/bytes.ts";
 import { ChatSession } from "../../lib/session/session.ts";
 import { transcriptDirectory } from "../../lib/transcript/file_storage.ts";
-import { type ByteStreamConn, FrameConnection } from "../../lib/wire/connection.ts";
+import { FrameConnection } from "../../lib/wire/connection.ts";
 import { loggedIn } from "../helpers/logged_in.ts";
+import { MemoryPipeEnd } from "../helpers/memory_pipe.ts";
 import { makePki } from "../../testkit/pki.ts";
 
-/**
- * One end of an in-memory byte stream that behaves as a TCP socket does when the peer resets it:
- * what arrived before stays readable, writes fail. Reads can be held back, so a test decides
- * whether the reader takes a frame before or after a write fails.
- */
-class ResettableEnd implements ByteStreamConn {
-  /** Unused: FrameConnection reads a source that has `read` through it. */
-  readonly readable = new ReadableStream<Uint8Array>();
-  peer!: ResettableEnd;
-  /** Reads wait while this is set, whatever has arrived. */
-  held = false;
-  #arrived: Uint8Array[] = [];
-  #waiting?: () => void;
-  /** Our own close: reads end at once. */
-  #closed = false;
-  /** The peer reset the connection: writes fail, what arrived is still read. */
-  #reset = false;
-
-  static pair(): [ResettableEnd, ResettableEnd] {
-    const [a, b] = [new ResettableEnd(), new ResettableEnd()];
-    [a.peer, b.peer] = [b, a];
-    return [a, b];
-  }
-
-  async read(into: Uint8Array): Promise<number | null> {
-    for (;;) {
-      if (this.#closed) return null;
-      if (!this.held && this.#arrived.length > 0) break;
-      if (!this.held && this.#reset) return null;
-      await new Promise<void>((resolve) => this.#waiting = resolve);
-    }
-    const chunk = this.#arrived[0];
-    const n = Math.min(chunk.length, into.length);
-    into.set(chunk.subarray(0, n));
-    if (n === chunk.length) this.#arrived.shift();
-    else this.#arrived[0] = chunk.subarray(n);
-    return n;
-  }
-
-  write(bytes: Uint8Array): Promise<number> {
-    if (this.#reset || this.#closed) {
-      return Promise.reject(new Deno.errors.ConnectionReset("connection reset by peer"));
-    }
-    this.peer.#arrived.push(bytes.slice());
-    this.peer.wake();
-    return Promise.resolve(bytes.length);
-  }
-
-  /** This end goes away abruptly: the other end's writes fail from now on. */
-  resetPeer(): void {
-    this.#closed = true;
-    this.peer.#reset = true;
-    this.peer.wake();
-  }
-
-  release(): void {
-    this.held = false;
-    this.wake();
-  }
-
-  wake(): void {
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
-    waiting?.();
-  }
-
-  close(): void {
-    this.#closed = true;
-    this.wake();
-  }
-}
-
-/** A client session over a ResettableEnd pair, after a real handshake. */
+/** A client session over an in-memory pipe, after a real handshake. */
 async function sessionPair() {
   const pki = await makePki(["alice"]);
   const transcripts = await Deno.makeTempDir({ prefix: "securechat-peer-error-" });
-  const [serverSide, clientSide] = ResettableEnd.pair();
+  const [serverSide, clientSide] = MemoryPipeEnd.pair();
   const serverConn = new FrameConnection(serverSide);
   const clientConn = new FrameConnection(clientSide);
   const [server, client] = await loggedIn(pki, serverConn, clientConn);
@@ -113,9 +42,12 @@ async function sessionPair() {
   };
 }
 
-/** The connection is reset under the client's feet: its first line's write fails, the next line ends the session. */
+/**
+ * The connection is reset under the client's feet (the server's end goes, its FrameConnection not
+ * told): the client's first line's write fails, the next line ends the session.
+ */
 async function sendIntoReset(pair: Awaited<ReturnType<typeof sessionPair>>): Promise<void> {
-  pair.serverSide.resetPeer();
+  pair.serverSide.close();
   const first = await pair.session.send({ kind: "text", text: "line 1" }).catch((e) => e);
   assert.equal(typeof first, "number", String(first));
   await pair.clientConn.flush();
@@ -128,7 +60,7 @@ Deno.test("ChatSession: a send that fails because the server went reports the se
   try {
     // The server's `error` arrives, but the client's reader has not taken it yet when the
     // connection is reset and the client's next lines are written.
-    pair.clientSide.held = true;
+    pair.clientSide.holdReads();
     pair.serverConn.send(
       pair.server.records.seal(
         utf8(JSON.stringify({ type: "error", code: "TRANSCRIPT_IO", message: "disk full" })),
@@ -136,7 +68,7 @@ Deno.test("ChatSession: a send that fails because the server went reports the se
     );
     await pair.serverConn.flush();
     await sendIntoReset(pair);
-    pair.clientSide.release();
+    pair.clientSide.releaseReads();
     const end = await pair.running;
     assert.equal(end.outcome, "error");
     assert.equal(end.code, "TRANSCRIPT_IO", end.message);
@@ -150,7 +82,7 @@ Deno.test("ChatSession: a send that fails because the server went without a word
   const pair = await sessionPair();
   try {
     // Nothing ever arrives: the session does not wait past PEER_ERROR_GRACE_MS for it.
-    pair.clientSide.held = true;
+    pair.clientSide.holdReads();
     await sendIntoReset(pair);
     const end = await pair.running;
     assert.equal(end.outcome, "error");
