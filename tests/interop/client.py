@@ -3264,7 +3264,11 @@ class Client:
         if sh["type"] != "server_hello":
             raise ProtoError("PROTOCOL_ERROR", f"expected server_hello, got {safe(sh['type'])}")
         strict(sh, ["type", "version", "nonce", "time", "key_share"])
-        if not is_int(sh["version"]) or sh["version"] != WIRE_VERSION:  # §5 client step 2
+        # §5 client step 2: another integer is UNSUPPORTED; another type, §2's PROTOCOL_ERROR
+        # (interop finding 127, answered in the text)
+        if not is_int(sh["version"]):
+            raise ProtoError("PROTOCOL_ERROR", f"version {safe(repr(sh['version']))}")
+        if sh["version"] != WIRE_VERSION:
             raise ProtoError("UNSUPPORTED", f"version {sh['version']!r}")
         b64d(sh["nonce"], size=32)
         self.session_time = want_int(sh, "time")

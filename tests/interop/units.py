@@ -2432,12 +2432,16 @@ class WireVersion(unittest.TestCase):
         return caught.exception, hello
 
     def test_hello_says_3_and_another_server_hello_version_is_unsupported(self):
-        # integers only: whether a mistyped `version` ("3", 3.0) is §2's PROTOCOL_ERROR or §5's
-        # UNSUPPORTED the docs do not say (interop finding 127); client.py says UNSUPPORTED
         for version in (2, 1, 4, 0):
             e, hello = self.handshake_against(version)
             self.assertEqual(hello["version"], 3)
             self.assertEqual((e.code, e.detail), ("UNSUPPORTED", f"version {version!r}"), version)
+
+    def test_a_server_hello_version_of_another_type_is_a_protocol_error(self):
+        # §2: a member of the wrong type; §5 client step 2 (interop finding 127)
+        for version in ("3", 3.0, True, None):
+            e, _ = self.handshake_against(version)
+            self.assertEqual(e.code, "PROTOCOL_ERROR", repr(version))
 
     def test_the_header_says_3_and_the_hash_binds_it(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -2473,6 +2477,8 @@ class WireVersion(unittest.TestCase):
                 verify.verify(log, sc.Trust(os.path.join(GOLDEN, "golden_ca.pem")), receipts)
             except verify.Invalid as e:
                 return e.code, e.where, e.detail
+            except verify.Unsupported as e:
+                return "UNSUPPORTED_FORMAT", e.where, e.detail
         return "VALID"
 
     def test_a_verifier_takes_2_and_3_and_hashes_the_headers(self):
@@ -2482,7 +2488,11 @@ class WireVersion(unittest.TestCase):
         self.assertEqual(got[0], "TAMPERED")
         self.assertIn("golden.receipt.json", got[1])
         self.assertEqual(got[2], "transcript hash mismatch")
-        for other in (1, 4, 0, "3", 2.0, True, None):
+        # another integer: a later wire's file, not judged (§2.1, interop finding 125)
+        for other in (1, 4, 0):
+            self.assertEqual(self.golden_with(other),
+                             ("UNSUPPORTED_FORMAT", "line 1", f"wire version {other}"), other)
+        for other in ("3", 2.0, True, None):
             self.assertEqual(self.golden_with(other),
                              ("TAMPERED", "line 1", "protocol version or role"), other)
 

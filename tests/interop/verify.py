@@ -215,12 +215,13 @@ class Verifier:
         if h["version"] != TRANSCRIPT_VERSION:
             raise Invalid("TAMPERED", "line 1", f"transcript version {sc.safe(str(h['version']))}")
         # §2.1: the wire's version, 3, or 2 in a transcript written before session 24; an
-        # integer (2.0 is no version), hashed as it stands (§3.3). Any other stays TAMPERED, as
-        # before: the docs name no code for it (interop finding 125)
-        if (not sc.is_int(h["protocol_version"])
-                or h["protocol_version"] not in sc.TRANSCRIPT_PROTOCOL_VERSIONS
-                or h["role"] not in ("client", "server")):
+        # integer (2.0 is no version), hashed as it stands (§3.3). Another integer is a later
+        # wire's file, which §2.1 lets a verifier refuse as UNSUPPORTED_FORMAT (interop finding
+        # 125, answered in the text).
+        if not sc.is_int(h["protocol_version"]) or h["role"] not in ("client", "server"):
             raise Invalid("TAMPERED", "line 1", "protocol version or role")
+        if h["protocol_version"] not in sc.TRANSCRIPT_PROTOCOL_VERSIONS:
+            raise Unsupported("line 1", f"wire version {h['protocol_version']}")
         self.protocol_version = h["protocol_version"]
         sid = field(sc.want_str, 1, h, "session_id")
         if not sc.HEX32.fullmatch(sid):
