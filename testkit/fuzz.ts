@@ -11,6 +11,7 @@
  * Everything random comes from one `Rng` seeded by a u32, so a failure replays with
  * `SECURECHAT_FUZZ_SEED=<seed>`.
  */
+import { PROTOCOL_VERSION } from "../lib/wire/messages.ts";
 import { transcriptDirectory } from "../lib/transcript/file_storage.ts";
 import assert from "node:assert/strict";
 import v8 from "node:v8";
@@ -151,14 +152,14 @@ const { sig: _sig, batch: _batch, ...RELAYED_RECORD } = RECORD;
 export const CORPUS: Record<string, unknown> = {
   hello: {
     type: "hello",
-    version: 2,
+    version: PROTOCOL_VERSION,
     nonce: b64(32),
     groups: ["x25519", "p256"],
     key_share: { group: "x25519", pub: b64(32, 9) },
   },
   server_hello: {
     type: "server_hello",
-    version: 2,
+    version: PROTOCOL_VERSION,
     nonce: b64(32),
     time: 1_700_000_000_000,
     key_share: { group: "x25519", pub: b64(32, 9) },

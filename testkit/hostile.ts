@@ -58,6 +58,7 @@ import {
   DhServerSchema,
   FinishedSchema,
   parseMessage,
+  PROTOCOL_VERSION,
   RetrySchema,
   ServerHelloSchema,
 } from "../lib/wire/messages.ts";
@@ -367,7 +368,7 @@ export class HostileClient {
     this.share = await keyAgreement(this.group).generate();
     let message: unknown = {
       type: "hello",
-      version: o.version ?? 2,
+      version: o.version ?? PROTOCOL_VERSION,
       nonce: o.nonce ?? toBase64(crypto.getRandomValues(new Uint8Array(32))),
       groups: o.groups ?? [this.group],
       key_share: o.keyShare ?? { group: this.group, pub: toBase64(this.share.share) },

@@ -6,6 +6,7 @@
  * LOGGED for that connection (matched by its peer address) and, where the server tells
  * the client, the code in its `error` frame.
  */
+import { PROTOCOL_VERSION } from "../lib/wire/messages.ts";
 import assert from "node:assert/strict";
 import { fromHex, toBase64 } from "../lib/bytes.ts";
 import { generateKeyShare } from "../lib/crypto/ecdh.ts";
@@ -65,7 +66,7 @@ async function helloObject(): Promise<Record<string, unknown>> {
   const share = await generateKeyShare("x25519");
   return {
     type: "hello",
-    version: 2,
+    version: PROTOCOL_VERSION,
     nonce: b64(32),
     groups: ["x25519", "p256"],
     key_share: { group: "x25519", pub: toBase64(share.publicKey) },
@@ -215,7 +216,7 @@ Deno.test({
         code: "PROTOCOL_ERROR",
         run: async (h) => {
           const text = JSON.stringify(await helloObject()).replace(
-            '"version":2',
+            `"version":${PROTOCOL_VERSION}`,
             '"version":1e400',
           );
           await h.conn.sendFrame(encoder.encode(text));
@@ -293,7 +294,7 @@ Deno.test({
         code: "PROTOCOL_ERROR",
         run: payload(JSON.stringify({
           type: "server_hello",
-          version: 2,
+          version: PROTOCOL_VERSION,
           nonce: b64(32),
           time: Date.now(),
           key_share: { group: "x25519", pub: b64(32, 9) },
@@ -384,7 +385,10 @@ Deno.test({
     const cases: RefusalCase[] = [
       { name: "hello version 0", code: "UNSUPPORTED", run: helloWith((m) => m.version = 0) },
       { name: "hello version 1", code: "UNSUPPORTED", run: helloWith((m) => m.version = 1) },
-      { name: "hello version 3", code: "UNSUPPORTED", run: helloWith((m) => m.version = 3) },
+      // Version 2's peers send and expect relays in JSON: refused at the hello, not at the
+      // first relay (PROTOCOL §11, session 24).
+      { name: "hello version 2", code: "UNSUPPORTED", run: helloWith((m) => m.version = 2) },
+      { name: "hello version 4", code: "UNSUPPORTED", run: helloWith((m) => m.version = 4) },
       {
         name: "a group the server does not allow (x448)",
         code: "UNSUPPORTED",

@@ -29,7 +29,6 @@ import { openChaCha20Poly1305, sealChaCha20Poly1305 } from "../crypto/aead.ts";
 import { hmacSha256Sync } from "../crypto/hkdf.ts";
 import { sign, type SigningKey, type VerifyingKey, verifyNow } from "../crypto/signature.ts";
 import { SecureChatError } from "../errors.ts";
-import { PROTOCOL_VERSION } from "../wire/messages.ts";
 import { MAX_CONTENT_BYTES } from "../handshake/record.ts";
 import {
   base64Decoded,
@@ -64,7 +63,12 @@ import {
   WRAPPED_KEY_BYTES,
 } from "../e2e/envelope.ts";
 
-export { PROTOCOL_VERSION };
+/**
+ * The version a record's statement and a batch statement carry (PROTOCOL §6.1): their layout's,
+ * not the wire's (lib/wire/messages.ts PROTOCOL_VERSION), so a signature made under wire version 2
+ * verifies as it always did.
+ */
+export const STATEMENT_VERSION = 2;
 
 export type Direction = "c2s" | "s2c";
 export const DIRECTION_BYTE: Record<Direction, number> = { c2s: 0x01, s2c: 0x02 };
@@ -493,7 +497,7 @@ export function statement(r: MessageRecord): Uint8Array {
 
 /** statement(r) written in place, with SHA-256(ct) already computed. */
 function writeStatement(out: ByteBuilder, r: MessageRecord, ctDigest: Uint8Array): void {
-  out.bytes(LABEL.statement).u32(PROTOCOL_VERSION);
+  out.bytes(LABEL.statement).u32(STATEMENT_VERSION);
   const sidAt = out.length;
   out.hex(r.sid);
   // Every other field has its size by construction; a sid of another length would shift what
@@ -1552,7 +1556,7 @@ function writeBatchStatement(
   n: number,
   root: Uint8Array,
 ): Uint8Array {
-  return out.bytes(LABEL.batch).u32(PROTOCOL_VERSION).hex(sid).u8(DIRECTION_BYTE.c2s).u64(first)
+  return out.bytes(LABEL.batch).u32(STATEMENT_VERSION).hex(sid).u8(DIRECTION_BYTE.c2s).u64(first)
     .u32(n).bytes(root).exactly(BATCH_STATEMENT_BYTES);
 }
 

@@ -11,7 +11,14 @@ import { base64Bytes } from "./schema.ts";
 import type { Shape } from "./shape.ts";
 import { parseStrictJson } from "./strict_json.ts";
 
-export const PROTOCOL_VERSION = 2;
+/**
+ * The wire's version (PROTOCOL §3.1 `hello` and `server_hello`; a hello cookie and a transcript's
+ * header record it): 3 since a relay travels binary (session 23), which a version-2 peer cannot
+ * read, so the two refuse each other at the hello (`UNSUPPORTED`) rather than at the first relay.
+ * The statements a record's author signs keep their own number (lib/message/record.ts
+ * STATEMENT_VERSION): they did not change.
+ */
+export const PROTOCOL_VERSION = 3;
 
 const uint = (max = Number.MAX_SAFE_INTEGER) => z.number().int().min(0).max(max);
 

@@ -1344,7 +1344,8 @@ def check_transcript_hash(path):
                            ("empty_transcript_sha256", {"c2s": 0, "s2c": 0},
                             {"c2s": hashlib.sha256(), "s2c": hashlib.sha256()})):
             t = sc.Transcript(None, unhex(v["session_id"]), v["session_time"], None,
-                              sc.b64d(v["client_cert"]), sc.b64d(v["server_cert"]))
+                              sc.b64d(v["client_cert"]), sc.b64d(v["server_cert"]),
+                              protocol_version=v["protocol_version"])
             t.n, t.d = dict(n), d
             eq(name, t.final_hash().hex(), v[name])
         print(f"TRANSCRIPT-HASH OK {len(v['lines'])} lines encoded, both digests and both hashes "

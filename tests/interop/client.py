@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Clean-room securechat protocol v2 client, written from docs/PROTOCOL.md, docs/TRANSCRIPT.md and
+"""Clean-room securechat protocol v3 client, written from docs/PROTOCOL.md, docs/TRANSCRIPT.md and
 docs/PKI.md only (no line of the TypeScript implementation was read).
 
 Usage:
@@ -81,7 +81,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PROTOCOL_VERSION = 2
+# The wire's version (PROTOCOL §3.1's `hello` and `server_hello`, §5 client step 2 and server
+# step 1, §11 "The wire's version is 3"): 3 since session 24, and any other is UNSUPPORTED. The
+# hello cookie (§5.1, u16be(version)) and a transcript header's `protocol_version` (TRANSCRIPT
+# §2.1, hashed as u32be in §3.3's final block) hold it too.
+WIRE_VERSION = 3
+# TRANSCRIPT §2.1 `protocol_version`: what a verifier takes, 3, or 2 in a transcript written before
+# session 24 (the wire's version then)
+TRANSCRIPT_PROTOCOL_VERSIONS = (2, WIRE_VERSION)
+# PROTOCOL §6.1: the u32be(2) of `statement` and `batch_statement` is the statements' own version,
+# not the wire's: their layout has not changed since version 2, so it stays 2
+STATEMENT_VERSION = 2
 MAX_FRAME_BYTES = 65536                      # §2
 RECORD_PADDING = 256                         # §3.2
 MAX_INNER = 65280                            # §3.2
@@ -1013,7 +1023,7 @@ def open_body(k, ct):
 def statement(rec):
     """§6.1 record statement, a batch's leaf; `rec` holds decoded values (sid/ct/c as bytes)."""
     to = rec["to"].encode("utf-8")
-    return (MESSAGE_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + rec["sid"] + u8(DIR_CODE[rec["dir"]])
+    return (MESSAGE_LABEL + b"\x00" + u32(STATEMENT_VERSION) + rec["sid"] + u8(DIR_CODE[rec["dir"]])
             + u32(len(to)) + to + u64(rec["seqno"]) + u64(rec["ts"])
             + rec["c"] + hashlib.sha256(rec["ct"]).digest())
 
@@ -1093,7 +1103,7 @@ def path_length(i, n):
 def batch_statement(sid, first, n, root):
     """§6.1: what the author signs once for the batch of records first .. first + n − 1. Its
     direction byte is c2s's, always: only users sign records (interop finding 70)."""
-    return (BATCH_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + sid + u8(DIR_CODE["c2s"])
+    return (BATCH_LABEL + b"\x00" + u32(STATEMENT_VERSION) + sid + u8(DIR_CODE["c2s"])
             + u64(first) + u32(n) + root)
 
 
@@ -2850,7 +2860,11 @@ def write_private(path, data, mode="wb"):
 class Transcript:
     """The client's transcript (TRANSCRIPT §2), its running hash (§3) and the `.keys` file (§6)."""
 
-    def __init__(self, directory, session_id, session_time, server_name, client_der, server_der):
+    def __init__(self, directory, session_id, session_time, server_name, client_der, server_der,
+                 protocol_version=WIRE_VERSION):
+        """`protocol_version`: the header's (§2.1), hashed (§3.3); the wire's version this client
+        speaks, or another a test vector records (tests/vectors/transcript/hash_v2.json: 2)."""
+        self.protocol_version = protocol_version
         self.session_id = session_id
         self.session_time = session_time
         self.client_der = client_der
@@ -2868,7 +2882,7 @@ class Transcript:
                 directory, f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-{session_id.hex()}-client")
             header = {
                 "type": "securechat-transcript", "version": TRANSCRIPT_VERSION,
-                "protocol_version": PROTOCOL_VERSION, "session_id": session_id.hex(),
+                "protocol_version": self.protocol_version, "session_id": session_id.hex(),
                 "role": "client", "session_time": session_time, "started_at": started_at,
                 "server_name": server_name, "client_cert": b64e(client_der),
                 "server_cert": b64e(server_der),
@@ -2908,7 +2922,7 @@ class Transcript:
         """TRANSCRIPT §3.3 over every line."""
         with self.lock:
             return hashlib.sha256(
-                TRANSCRIPT_LABEL + b"\x00" + u32(PROTOCOL_VERSION) + self.session_id
+                TRANSCRIPT_LABEL + b"\x00" + u32(self.protocol_version) + self.session_id
                 + u64(self.session_time)
                 + hashlib.sha256(self.client_der).digest() + hashlib.sha256(self.server_der).digest()
                 + u64(self.n["c2s"]) + self.d["c2s"].digest()
@@ -3237,7 +3251,7 @@ class Client:
         # 1. hello
         share1 = self.ephemeral(1)
         hello = enc_json(self.tamper("hello", {
-            "type": "hello", "version": PROTOCOL_VERSION, "nonce": b64e(self.random(32)),
+            "type": "hello", "version": WIRE_VERSION, "nonce": b64e(self.random(32)),
             "groups": groups, "key_share": share1.wire()}))
         self.conn.write_frame(hello)
         hashed.append(hello)
@@ -3250,7 +3264,11 @@ class Client:
         if sh["type"] != "server_hello":
             raise ProtoError("PROTOCOL_ERROR", f"expected server_hello, got {safe(sh['type'])}")
         strict(sh, ["type", "version", "nonce", "time", "key_share"])
-        if not is_int(sh["version"]) or sh["version"] != PROTOCOL_VERSION:
+        # §5 client step 2: another integer is UNSUPPORTED; another type, §2's PROTOCOL_ERROR
+        # (interop finding 127, answered in the text)
+        if not is_int(sh["version"]):
+            raise ProtoError("PROTOCOL_ERROR", f"version {safe(repr(sh['version']))}")
+        if sh["version"] != WIRE_VERSION:
             raise ProtoError("UNSUPPORTED", f"version {sh['version']!r}")
         b64d(sh["nonce"], size=32)
         self.session_time = want_int(sh, "time")
@@ -4198,7 +4216,7 @@ class Client:
 
 def main(client_class=None):
     """Runs the client; probe.py passes a subclass that sends faults (its --hostile-e2e)."""
-    p = argparse.ArgumentParser(description="clean-room securechat v2 client")
+    p = argparse.ArgumentParser(description="clean-room securechat v3 client")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca", required=True)

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Conformance probes for a securechat v2 server, written from the docs alone (as client.py).
+"""Conformance probes for a securechat server of wire version 3 (PROTOCOL §3.1), written from the
+docs alone (as client.py).
 
 Each probe opens its own session, sends one fault the docs define, and expects the `error` code
 the docs name for it (or, for the few positive probes, the documented outcome). Every expectation
@@ -193,7 +194,7 @@ def raw_hello(args, payload):
         conn.sock.close()
 
 
-def hello_obj(group="x25519", groups=None, version=2, pub=None, nonce=None):
+def hello_obj(group="x25519", groups=None, version=sc.WIRE_VERSION, pub=None, nonce=None):
     share = sc.KeyShare(group)
     return {"type": "hello", "version": version, "nonce": sc.b64e(nonce or os.urandom(32)),
             "groups": [group] if groups is None else groups,
@@ -256,6 +257,13 @@ def _(a):
 @probe("hello_version_1", "peer:UNSUPPORTED")
 def _(a):
     return raw_hello(a.args, sc.enc_json(hello_obj(version=1)))
+
+
+# §3.1, §5 server step 1, §11 "The wire's version is 3": a hello of version 2 (a peer up to
+# session 23, whose relays are JSON) is refused at once, not at its first relay
+@probe("hello_version_2", "peer:UNSUPPORTED")
+def _(a):
+    return raw_hello(a.args, sc.enc_json(hello_obj(version=2)))
 
 
 @probe("hello_share_group_not_listed", "peer:UNSUPPORTED")
@@ -334,8 +342,8 @@ def _(a):
 
 @probe("hello_repeated_member", "peer:PROTOCOL_ERROR")
 def _(a):
-    body = sc.enc_json(hello_obj())
-    return raw_hello(a.args, body[:-1] + b',"version":2}')
+    body = sc.enc_json(hello_obj())  # the repeat holds the good value: only the repeat is wrong
+    return raw_hello(a.args, body[:-1] + b',"version":%d}' % sc.WIRE_VERSION)
 
 
 @probe("hello_unknown_member", "peer:PROTOCOL_ERROR")
@@ -1764,7 +1772,7 @@ class HostileAuthor(sc.Client):
 
 
 def main():
-    p = argparse.ArgumentParser(description="securechat v2 server conformance probes")
+    p = argparse.ArgumentParser(description="securechat server conformance probes (wire version 3)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca", required=True)

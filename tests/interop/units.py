@@ -2409,6 +2409,94 @@ class Formats(unittest.TestCase):
                 self.assertIn("reads format 3 only", detail)
 
 
+class WireVersion(unittest.TestCase):
+    """PROTOCOL §3.1, §5 client step 2, §11 "The wire's version is 3": our hello says 3 and a
+    server_hello of any other version is UNSUPPORTED; TRANSCRIPT §2.1, §3.3: our header says 3 and
+    hashes it, a verifier takes 3 or 2 (a transcript written before session 24) and hashes the
+    header's, anything else is TAMPERED; PROTOCOL §6.1: the statements keep their own 2."""
+
+    def test_constants(self):
+        self.assertEqual((sc.WIRE_VERSION, sc.STATEMENT_VERSION), (3, 2))
+        self.assertEqual(sc.TRANSCRIPT_PROTOCOL_VERSIONS, (2, 3))
+
+    def handshake_against(self, version):
+        sh = sc.enc_json({"type": "server_hello", "version": version,
+                          "nonce": sc.b64e(bytes(32)), "time": sc.now_ms(),
+                          "key_share": {"group": "x25519", "pub": sc.b64e(bytes(32))}})
+        sock = PeerSock([sc.u32(len(sh)), sh])  # each recv takes one entry: the length, then sh
+        c = sc.Client.__new__(sc.Client)
+        c.args, c.conn = mock.Mock(group="x25519"), sc.Conn(sock)
+        with self.assertRaises(sc.ProtoError) as caught:
+            c.handshake()
+        hello = sc.parse_json(sock.sent[0][4:])
+        return caught.exception, hello
+
+    def test_hello_says_3_and_another_server_hello_version_is_unsupported(self):
+        for version in (2, 1, 4, 0):
+            e, hello = self.handshake_against(version)
+            self.assertEqual(hello["version"], 3)
+            self.assertEqual((e.code, e.detail), ("UNSUPPORTED", f"version {version!r}"), version)
+
+    def test_a_server_hello_version_of_another_type_is_a_protocol_error(self):
+        # §2: a member of the wrong type; §5 client step 2 (interop finding 127)
+        for version in ("3", 3.0, True, None):
+            e, _ = self.handshake_against(version)
+            self.assertEqual(e.code, "PROTOCOL_ERROR", repr(version))
+
+    def test_the_header_says_3_and_the_hash_binds_it(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = sc.Transcript(tmp, bytes(16), 1, "localhost", b"c", b"s")
+            with open(t.base + ".log") as f:
+                self.assertEqual(json.loads(f.readline())["protocol_version"], 3)
+        old = sc.Transcript(None, bytes(16), 1, "localhost", b"c", b"s", protocol_version=2)
+        self.assertNotEqual(t.final_hash(), old.final_hash())
+
+    def test_statements_keep_2(self):
+        rec = {"to": "lobby", "sid": bytes(16), "dir": "c2s", "seqno": 1, "ts": 2,
+               "c": bytes(32), "ct": b""}
+        self.assertEqual(sc.statement(rec)[len(sc.MESSAGE_LABEL) + 1:][:4], sc.u32(2))
+        bst = sc.batch_statement(bytes(16), 1, 1, bytes(32))
+        self.assertEqual(bst[len(sc.BATCH_LABEL) + 1:][:4], sc.u32(2))
+
+    def golden_with(self, protocol_version):
+        """golden.log (written with protocol_version 2) under another header value, verified with
+        both its receipts: (code, where) or "VALID"."""
+        with open(os.path.join(GOLDEN, "golden.log")) as f:
+            lines = f.read().split("\n")
+        header = json.loads(lines[0])
+        self.assertEqual(header["protocol_version"], 2)
+        header["protocol_version"] = protocol_version
+        lines[0] = json.dumps(header, separators=(",", ":"))
+        receipts = [os.path.join(GOLDEN, n) for n in ("golden.receipt.json",
+                                                      "golden.peer-receipt.json")]
+        with tempfile.TemporaryDirectory() as tmp:
+            log = os.path.join(tmp, "golden.log")
+            with open(log, "w") as f:
+                f.write("\n".join(lines))
+            try:
+                verify.verify(log, sc.Trust(os.path.join(GOLDEN, "golden_ca.pem")), receipts)
+            except verify.Invalid as e:
+                return e.code, e.where, e.detail
+            except verify.Unsupported as e:
+                return "UNSUPPORTED_FORMAT", e.where, e.detail
+        return "VALID"
+
+    def test_a_verifier_takes_2_and_3_and_hashes_the_headers(self):
+        self.assertEqual(self.golden_with(2), "VALID")
+        # 3 is a version a verifier takes, but the receipts signed the hash of 2 (§3.3)
+        got = self.golden_with(3)
+        self.assertEqual(got[0], "TAMPERED")
+        self.assertIn("golden.receipt.json", got[1])
+        self.assertEqual(got[2], "transcript hash mismatch")
+        # another integer: a later wire's file, not judged (§2.1, interop finding 125)
+        for other in (1, 4, 0):
+            self.assertEqual(self.golden_with(other),
+                             ("UNSUPPORTED_FORMAT", "line 1", f"wire version {other}"), other)
+        for other in ("3", 2.0, True, None):
+            self.assertEqual(self.golden_with(other),
+                             ("TAMPERED", "line 1", "protocol version or role"), other)
+
+
 ZERO32 = sc.b64e(bytes(32))
 DEVICE = "0123456789abcdef"
 

@@ -214,8 +214,15 @@ class Verifier:
             raise Invalid("TAMPERED", "line 1", "not a transcript header")
         if h["version"] != TRANSCRIPT_VERSION:
             raise Invalid("TAMPERED", "line 1", f"transcript version {sc.safe(str(h['version']))}")
-        if h["protocol_version"] != sc.PROTOCOL_VERSION or h["role"] not in ("client", "server"):
+        # §2.1: the wire's version, 3, or 2 in a transcript written before session 24; an
+        # integer (2.0 is no version), hashed as it stands (§3.3). Another integer is a later
+        # wire's file, which §2.1 lets a verifier refuse as UNSUPPORTED_FORMAT (interop finding
+        # 125, answered in the text).
+        if not sc.is_int(h["protocol_version"]) or h["role"] not in ("client", "server"):
             raise Invalid("TAMPERED", "line 1", "protocol version or role")
+        if h["protocol_version"] not in sc.TRANSCRIPT_PROTOCOL_VERSIONS:
+            raise Unsupported("line 1", f"wire version {h['protocol_version']}")
+        self.protocol_version = h["protocol_version"]
         sid = field(sc.want_str, 1, h, "session_id")
         if not sc.HEX32.fullmatch(sid):
             raise Invalid("TAMPERED", "line 1", "session_id is not 32 lowercase hex")
@@ -496,7 +503,7 @@ class Verifier:
 
     def transcript_hash(self, n_c2s, n_s2c):
         return hashlib.sha256(
-            sc.TRANSCRIPT_LABEL + b"\x00" + sc.u32(sc.PROTOCOL_VERSION) + self.session_id
+            sc.TRANSCRIPT_LABEL + b"\x00" + sc.u32(self.protocol_version) + self.session_id
             + sc.u64(self.session_time) + hashlib.sha256(self.client_der).digest()
             + hashlib.sha256(self.server_der).digest()
             + sc.u64(n_c2s) + self.digests["c2s"][n_c2s]
