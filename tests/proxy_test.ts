@@ -221,6 +221,16 @@ Deno.test({
         server: "BAD_KEY_SHARE",
         fromPeer: true,
       },
+      // A server of another wire version (2: every build up to session 23) is refused at its
+      // server_hello, before any key, so alice's error is plaintext (PROTOCOL §5 client step 2,
+      // §11); until session 24 both said 2 and failed only at the first relay.
+      ...[2, 4].map((version) => ({
+        name: `server_hello version ${version}`,
+        rule: nth("s2c", "server_hello", 1, editJson((m) => ({ ...m, version }))),
+        client: "UNSUPPORTED",
+        server: "UNSUPPORTED",
+        fromPeer: true,
+      })),
       ...[
         // The hybrid's own checks on the client (PROTOCOL §4.5): its share is 1120 bytes, and
         // its X25519 half (after the 1088-byte ML-KEM ciphertext) must not be low-order.

@@ -3266,7 +3266,7 @@ class Client:
         strict(sh, ["type", "version", "nonce", "time", "key_share"])
         # §5 client step 2: another integer is UNSUPPORTED; another type, §2's PROTOCOL_ERROR
         # (interop finding 127, answered in the text)
-        if not is_int(sh["version"]):
+        if not is_int(sh["version"]) or sh["version"] > 0xFFFF:  # §3.1: 0–65535
             raise ProtoError("PROTOCOL_ERROR", f"version {safe(repr(sh['version']))}")
         if sh["version"] != WIRE_VERSION:
             raise ProtoError("UNSUPPORTED", f"version {sh['version']!r}")

@@ -260,7 +260,7 @@ def _(a):
 
 
 # §3.1, §5 server step 1, §11 "The wire's version is 3": a hello of version 2 (a peer up to
-# session 23, whose relays are JSON) is refused at once, not at its first relay
+# session 23: JSON relays, or binary ones under version 2) is refused at once, not at its first relay
 @probe("hello_version_2", "peer:UNSUPPORTED")
 def _(a):
     return raw_hello(a.args, sc.enc_json(hello_obj(version=2)))

@@ -332,6 +332,8 @@ Deno.test("golden transcript: a stored 2020 session still verifies (expired cert
     trust: await TrustStore.fromPem(await Deno.readTextFile(`${dir}${golden.ca}`)),
   });
   assert.equal(report.ok, true, report.reason ?? "");
+  // Written under wire version 2 (before session 24): still verified, its header hashed as it is.
+  assert.equal(report.protocolVersion, 2);
   assert.equal(report.transcriptSha256, golden.transcript_sha256);
   assert.deepEqual(report.messages, { c2s: golden.c2s, s2c: golden.s2c });
   assert.deepEqual(report.receipts.map((r) => r.status), ["valid", "valid"]);
