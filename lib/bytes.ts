@@ -288,9 +288,9 @@ export class ScratchBytes {
 /**
  * Small arrays of public bytes (digests) carved one after another out of a shared slab. In Deno
  * (2.9) no typed array lives on V8's heap, whatever its size: each `new Uint8Array(32)` is a
- * native backing store that V8 allocates, zeroes, counts as external and sweeps, ~1.3 µs on this
- * machine against ~0.05 µs for a view of a slab (docs/PERFORMANCE.md, session 24); the server
- * hashed ~100 of them per `msg` of 32 records. A view keeps its whole slab alive, so a slab is
+ * native backing store that V8 allocates, zeroes, counts as external and sweeps, 1.1–2.1 µs of CPU
+ * on this machine against 0.1–0.3 µs for a view of a slab (bench/digest_bench.ts; docs/
+ * PERFORMANCE.md, session 24); the server made ~95 of them per `msg` of 32 records. A view keeps its whole slab alive, so a slab is
  * small, and what it holds is never secret: a view's `buffer` is its neighbours' too.
  */
 export class ByteSlab {

@@ -13,8 +13,9 @@ import { parseStrictJson } from "./strict_json.ts";
 
 /**
  * The wire's version (PROTOCOL §3.1 `hello` and `server_hello`; a hello cookie and a transcript's
- * header record it): 3 since a relay travels binary (session 23), which a version-2 peer cannot
- * read, so the two refuse each other at the hello (`UNSUPPORTED`) rather than at the first relay.
+ * header record it): 3 since session 24, a relay traveling binary since session 23 (whose builds
+ * still said 2), which a build up to session 22 cannot read: a peer that says 2 is refused at the
+ * hello (`UNSUPPORTED`) rather than at the first relay (PROTOCOL §11).
  * The statements a record's author signs keep their own number (lib/message/record.ts
  * STATEMENT_VERSION): they did not change.
  */
