@@ -7,6 +7,7 @@ import { clientHandshake } from "../lib/handshake/client.ts";
 import type { EstablishedSession, Identity } from "../lib/handshake/common.ts";
 import type { TrustStore } from "../lib/pki/validate.ts";
 import { readStartTask } from "../testkit/start_task.ts";
+import process from "node:process";
 
 export interface Options {
   quick: boolean;
@@ -64,6 +65,18 @@ export function ref(name: string, value: number, unit: string): Reference {
  */
 function significant(x: number): number {
   return Math.abs(x) >= 1 || x === 0 ? round(x, 3) : Number(x.toPrecision(3));
+}
+
+/**
+ * This process's CPU µs per call of `op` over `n` calls, after a warm-up: every thread's (what V8
+ * does for the calls on its helpers, sweeping their arrays, counts too).
+ */
+export function cpuPerCall(op: () => unknown, n: number): number {
+  for (let i = 0; i < 500; i++) op();
+  const before = process.cpuUsage();
+  for (let i = 0; i < n; i++) op();
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / n;
 }
 
 export function round(x: number, digits = 3): number {

@@ -10,7 +10,7 @@
  *   deno run -A bench/aead_bench.ts [--sizes 32,128,256,384,512,768,1024,2048] [--rounds 3]
  */
 import { parseArgs } from "node:util";
-import process from "node:process";
+import { cpuPerCall } from "./_util.ts";
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import {
   CHACHA20_POLY1305_JS_MAX_BYTES,
@@ -55,15 +55,6 @@ function nodeOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad: U
   const head = decipher.update(sealed.subarray(0, sealed.length - 16));
   decipher.final();
   return head;
-}
-
-/** CPU µs per call of `op` over `n` calls, after a warm-up. */
-function cpuPerCall(op: () => unknown, n: number): number {
-  for (let i = 0; i < 500; i++) op();
-  const before = process.cpuUsage();
-  for (let i = 0; i < n; i++) op();
-  const used = process.cpuUsage(before);
-  return (used.user + used.system) / n;
 }
 
 const opened = libcrypto();

@@ -13,11 +13,11 @@
  * warm-up.
  */
 import { parseArgs } from "node:util";
-import process from "node:process";
 import { ByteSlab, randomBytes } from "../lib/bytes.ts";
 import { libcrypto } from "../lib/crypto/libcrypto.ts";
 import { OpenSslSymmetric } from "../lib/crypto/openssl_symmetric.ts";
 import { groupRoot, leafHash, LOBBY, type MessageRecord } from "../lib/message/record.ts";
+import { cpuPerCall } from "./_util.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "8" } } });
 const rounds = Number(values.rounds);
@@ -37,33 +37,24 @@ const records: MessageRecord[] = Array.from({ length: 32 }, (_, j) => ({
 }));
 const indices = records.map((_, j) => j);
 
-/** Process CPU µs since `before`. */
-function cpuMicros(before: NodeJS.CpuUsage): number {
-  const used = process.cpuUsage(before);
-  return used.user + used.system;
-}
-
 let kept: unknown;
-const perCall = {
-  fresh_array_ns: () => kept = new Uint8Array(32),
-  slab_view_ns: () => kept = slab.take(32),
-  sha256_fresh_ns: () => kept = native.sha256([ct], new Uint8Array(32)),
-  sha256_slab_ns: () => kept = native.sha256([ct], slab.take(32)),
+const CALLS = 200_000;
+const MSGS = 2000;
+/** Each figure's measurement, in its unit: ns per call, µs per msg. */
+const figures: Record<string, () => number> = {
+  fresh_array_ns: () => 1000 * cpuPerCall(() => kept = new Uint8Array(32), CALLS),
+  slab_view_ns: () => 1000 * cpuPerCall(() => kept = slab.take(32), CALLS),
+  sha256_fresh_ns: () => 1000 * cpuPerCall(() => kept = native.sha256([ct]), CALLS),
+  sha256_slab_ns: () => 1000 * cpuPerCall(() => kept = native.sha256([ct], slab.take(32)), CALLS),
+  msg_hashing_us: () =>
+    cpuPerCall(() => kept = groupRoot(records.map(leafHash), indices, 32, []), MSGS),
 };
 const best: Record<string, number> = {};
 for (let round = 0; round < rounds; round++) {
-  for (const [name, call] of Object.entries(perCall)) {
-    const n = 200_000;
-    const before = process.cpuUsage();
-    for (let i = 0; i < n; i++) call();
-    const ns = cpuMicros(before) * 1000 / n;
-    if (round >= 2) best[name] = Math.min(best[name] ?? Infinity, ns);
+  for (const [name, measure] of Object.entries(figures)) {
+    const value = measure();
+    if (round >= 2) best[name] = Math.min(best[name] ?? Infinity, value);
   }
-  const n = 2000;
-  const before = process.cpuUsage();
-  for (let i = 0; i < n; i++) kept = groupRoot(records.map(leafHash), indices, 32, []);
-  const us = cpuMicros(before) / n;
-  if (round >= 2) best.msg_hashing_us = Math.min(best.msg_hashing_us ?? Infinity, us);
 }
 if (kept === undefined) throw new Error("digest_bench: nothing was made");
 console.log(JSON.stringify(
